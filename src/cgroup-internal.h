@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Shared between the cgroup front end (cgroup.c) and its backends
+ * (cgroup-v2.c, cgroup-v1.c). Not part of the public interface, but the pure
+ * parts (layout parsing, path planning) are declared here so they can be
+ * unit tested.
+ */
+#pragma once
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cgroup.h"
+
+/* The v1 controllers a run may need. */
+typedef enum {
+        AJ_CG_V1_MEMORY,
+        AJ_CG_V1_PIDS,
+        AJ_CG_V1_CPU,
+        AJ_CG_V1_CPUACCT,
+        AJ_CG_V1_FREEZER,
+        _AJ_CG_V1_MAX,
+} AjCgroupV1Controller;
+
+#define AJ_CG_V1_BIT(c) (1U << (c))
+
+const char *aj_cgroup_v1_name(AjCgroupV1Controller c);
+
+/* Where the hierarchies are mounted. */
+typedef struct {
+        AjCgroupMode mode;
+        char *v2_mount;                 /* NULL when there is no v2 hierarchy */
+        char *v1_mount[_AJ_CG_V1_MAX];  /* NULL when the controller is not mounted */
+} AjCgroupLayout;
+
+void aj_cgroup_layout_done(AjCgroupLayout *l);
+
+/* Pure: the layout from the text of /proc/self/mountinfo. */
+int aj_cgroup_layout_from_mountinfo(const char *mountinfo, AjCgroupLayout *ret);
+/* Reads the running system's layout (statfs first, mountinfo only when needed). */
+int aj_cgroup_layout_load(AjCgroupLayout *ret);
+
+/* Pure: the cgroup path of `controller` (NULL: the v2 "0::" entry) in the
+ * text of /proc/<pid>/cgroup. -ENOENT if absent. */
+int aj_cgroup_parse_proc_cgroup(const char *text, const char *controller, char **ret_path);
+
+/* Pure: [A-Za-z0-9_-]{1,64}. */
+bool aj_cgroup_run_id_valid(const char *run_id);
+
+/* Pure: which v1 controllers a run needs (bitmask of AJ_CG_V1_BIT). On hybrid
+ * hosts only those that enforce a requested limit (v2 does freeze, kill and
+ * cpu accounting); freezer only when the v2 tree cannot freeze. On v1-only
+ * hosts the freezer and cpuacct always (freeze/kill, cpu usage). */
+unsigned aj_cgroup_v1_needed(AjCgroupMode mode, const AjCgroupLimits *limits, bool v2_can_freeze);
+
+/* Absolute directories of one run. NULL entries are not used. A v1 entry with
+ * v1_alias[c] set shares its directory with an earlier controller (co-mounted,
+ * e.g. "cpu,cpuacct"): it is neither created nor removed on its own. */
+typedef struct {
+        char *v2_parent, *v2_run;
+        char *v1_parent[_AJ_CG_V1_MAX], *v1_run[_AJ_CG_V1_MAX];
+        bool v1_alias[_AJ_CG_V1_MAX];
+} AjCgroupPlan;
+
+void aj_cgroup_plan_done(AjCgroupPlan *p);
+
+/*
+ * Pure: plan the run's directories: <mount><base>/agentjail/<run_id>.
+ * v2_base / v1_base[c] are cgroup paths relative to the hierarchy root ("/"
+ * for root-started runs, the delegated cgroup for rootless ones); a NULL base
+ * means "/". with_v2 selects the v2 directory, v1_mask the v1 controllers.
+ */
+int aj_cgroup_plan_paths(const AjCgroupLayout *layout, const char *run_id, bool with_v2,
+                         const char *v2_base, char *const *v1_base, unsigned v1_mask, AjCgroupPlan *ret);
+
+struct AjCgroup {
+        AjCgroupMode mode;
+        char *run_id;
+        AjCgroupPlan plan;
+        /* Which run directories exist and are ours (created, or found by open). */
+        bool have_v2;
+        bool have_v1[_AJ_CG_V1_MAX];
+        int v2_fd;
+        int event_fd;    /* inotify (v2) or eventfd (v1 oom_control); owned */
+        char **paths;    /* for aj_cgroup_paths() */
+};
+
+/* Collects what a creation could not enforce. */
+typedef struct {
+        bool allow_degraded;
+        bool rootless_hint; /* append the advice for unprivileged users once */
+        char *text;         /* "; "-separated reasons */
+} AjCgroupReasons;
+
+/* Record that something cannot be enforced: -EOPNOTSUPP unless degraded
+ * runs are allowed, then 0 (the reason is kept either way). */
+int aj_cgroup_unenforced(AjCgroupReasons *r, const char *fmt, ...) _printf_(2, 3);
+
+/* Small file helpers on "<dir>/<file>". */
+int aj_cg_read(const char *dir, const char *file, char **ret);
+int aj_cg_read_u64(const char *dir, const char *file, uint64_t *ret);
+int aj_cg_read_keyed(const char *dir, const char *file, const char *key, uint64_t *ret);
+int aj_cg_write(const char *dir, const char *file, const char *text);
+bool aj_cg_exists(const char *dir, const char *file);
+/* mkdir "parent" (may exist) then "run" (must not), redoing the parent when
+ * a concurrent destroy removed it between the two. */
+int aj_cg_mkdir_run(const char *parent, const char *run);
+/* rmdir, retrying boundedly on EBUSY (v1 may still hold a dying task). */
+int aj_cg_rmdir(const char *dir);
+/* rmdir of a shared "agentjail" parent; ENOTEMPTY/EBUSY mean another run uses it. */
+void aj_cg_rmdir_parent(const char *dir);
+/* Wait on a kernfs file (cgroup.events) until `key` reads `want`, POLLPRI. */
+int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_t want, int timeout_ms);
+/* The pids in "<dir>/cgroup.procs". */
+int aj_cg_read_pids(const char *dir, pid_t **ret, size_t *ret_n);
+/* Move pid into dir (writes cgroup.procs). */
+int aj_cg_attach(const char *dir, pid_t pid);
+
+#define AJ_CG_WAIT_MS 5000
+
+/*
+ * One backend per hierarchy kind. A run on a hybrid host uses both: the v2
+ * part (no controllers there) for CLONE_INTO_CGROUP, freeze, kill, cpu usage,
+ * and the v1 part for the limits. Each op touches only its own directories
+ * and is a no-op when it has none.
+ */
+typedef struct {
+        const char *name;
+        /* Create this hierarchy's directories and apply the limits it enforces. */
+        int (*create)(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons *reasons);
+        int (*attach)(AjCgroup *cg, pid_t pid);
+        /* Returns once the kernel reports the requested state. */
+        int (*set_frozen)(AjCgroup *cg, bool frozen);
+        bool (*can_freeze)(const AjCgroup *cg);
+        int (*kill)(AjCgroup *cg);
+        int (*pids)(AjCgroup *cg, pid_t **ret, size_t *ret_n);
+        /* Fill the fields this hierarchy knows; leave the others alone. */
+        int (*stats)(AjCgroup *cg, AjCgroupStats *st);
+        /* A new pollable fd for OOM/pids.max changes, -ENODATA if none. */
+        int (*open_event_fd)(AjCgroup *cg, int *ret_fd);
+        void (*event_ack)(AjCgroup *cg);
+        /* Wait until empty, rmdir the run directories and try the parents. */
+        int (*remove)(AjCgroup *cg);
+} AjCgroupOps;
+
+extern const AjCgroupOps aj_cgroup_v2_ops;
+extern const AjCgroupOps aj_cgroup_v1_ops;

@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * cgroup v1 backend: one directory per controller hierarchy. Used on hybrid
+ * hosts for the limits (memory, pids, cpu) and on v1-only hosts also for
+ * freeze/kill (freezer) and cpu usage (cpuacct).
+ *
+ * v1 has no change notification for freezer.state or for a cgroup becoming
+ * empty, so those waits are short bounded polling loops; they are the only
+ * sleeping loops in the cgroup code and never run on v2 or hybrid hosts
+ * where the v2 tree is usable.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cgroup-internal.h"
+#include "util/fd.h"
+#include "util/macros.h"
+
+static bool is_primary(const AjCgroup *cg, size_t c)
+{
+        return cg->have_v1[c] && !cg->plan.v1_alias[c];
+}
+
+static void pause_ms(long ms)
+{
+        struct timespec ts = { .tv_sec = 0, .tv_nsec = ms * 1000000L };
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+static int64_t mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool limit_requested(const AjCgroupLimits *l, size_t c)
+{
+        switch (c) {
+        case AJ_CG_V1_MEMORY:
+                return l->memory_max > 0;
+        case AJ_CG_V1_PIDS:
+                return l->pids_max > 0;
+        case AJ_CG_V1_CPU:
+                return l->cpus > 0;
+        default:
+                return false;
+        }
+}
+
+static int set_limit(AjCgroup *cg, AjCgroupReasons *rs, size_t c, const char *file, const char *value)
+{
+        int r = aj_cg_write(cg->plan.v1_run[c], file, value);
+        if (r >= 0)
+                return 0;
+        return aj_cgroup_unenforced(rs, "%s limit requested but writing '%s' to '%s/%s' failed: %s",
+                                    aj_cgroup_v1_name(c), value, cg->plan.v1_run[c], file, strerror(-r));
+}
+
+static int apply_limits(AjCgroup *cg, const AjCgroupLimits *l, AjCgroupReasons *rs)
+{
+        char buf[64];
+        int r;
+        if (l->memory_max && cg->have_v1[AJ_CG_V1_MEMORY]) {
+                const char *d = cg->plan.v1_run[AJ_CG_V1_MEMORY];
+                snprintf(buf, sizeof(buf), "%" PRIu64, l->memory_max);
+                r = set_limit(cg, rs, AJ_CG_V1_MEMORY, "memory.limit_in_bytes", buf);
+                if (r < 0)
+                        return r;
+                /* memsw is memory+swap: the same value means no swap. It must
+                 * be written after limit_in_bytes (memsw >= limit). Absent when
+                 * swap accounting is off, and then there is no swap to use. */
+                if (aj_cg_exists(d, "memory.memsw.limit_in_bytes")) {
+                        r = set_limit(cg, rs, AJ_CG_V1_MEMORY, "memory.memsw.limit_in_bytes", buf);
+                        if (r < 0)
+                                return r;
+                }
+                (void)aj_cg_write(d, "memory.swappiness", "0");
+                /* memory.oom_control keeps its default: the OOM killer stays on,
+                 * so a memory bomb is killed instead of hanging the run. */
+        }
+        if (l->pids_max && cg->have_v1[AJ_CG_V1_PIDS]) {
+                snprintf(buf, sizeof(buf), "%" PRIu64, l->pids_max);
+                r = set_limit(cg, rs, AJ_CG_V1_PIDS, "pids.max", buf);
+                if (r < 0)
+                        return r;
+        }
+        if (l->cpus > 0 && cg->have_v1[AJ_CG_V1_CPU]) {
+                r = aj_cgroup_format_cpu_max(l->cpus, 100000, buf, sizeof(buf));
+                if (r < 0)
+                        return r;
+                buf[strcspn(buf, " ")] = 0;
+                r = set_limit(cg, rs, AJ_CG_V1_CPU, "cpu.cfs_period_us", "100000");
+                if (r >= 0)
+                        r = set_limit(cg, rs, AJ_CG_V1_CPU, "cpu.cfs_quota_us", buf);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int v1_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons *rs)
+{
+        if (cg->mode != AJ_CGROUP_MODE_HYBRID && cg->mode != AJ_CGROUP_MODE_LEGACY)
+                return 0;
+        bool rootless = geteuid() != 0;
+        int r;
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
+                bool needed = limit_requested(limits, c) || (c == AJ_CG_V1_FREEZER && cg->plan.v1_run[c]);
+                if (!cg->plan.v1_run[c]) {
+                        if (!limit_requested(limits, c))
+                                continue;
+                        r = aj_cgroup_unenforced(rs, "%s limit requested but the %s controller is not available: /sys/fs/cgroup/%s not mounted",
+                                                 aj_cgroup_v1_name(c), aj_cgroup_v1_name(c), aj_cgroup_v1_name(c));
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (cg->plan.v1_alias[c]) {
+                        for (size_t o = 0; o < c; o++)
+                                if (cg->plan.v1_run[o] && streq(cg->plan.v1_run[o], cg->plan.v1_run[c]))
+                                        cg->have_v1[c] = cg->have_v1[o];
+                        continue;
+                }
+                r = aj_cg_mkdir_run(cg->plan.v1_parent[c], cg->plan.v1_run[c]);
+                if (r == -EEXIST)
+                        return r;
+                if (r < 0) {
+                        if (!needed)
+                                continue;
+                        rs->rootless_hint = rs->rootless_hint || rootless;
+                        r = aj_cgroup_unenforced(rs, "%s%s requested but cgroup '%s' cannot be created: %s",
+                                                 c == AJ_CG_V1_FREEZER ? "freezing" : aj_cgroup_v1_name(c),
+                                                 c == AJ_CG_V1_FREEZER ? "" : " limit", cg->plan.v1_run[c],
+                                                 strerror(-r));
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                cg->have_v1[c] = true;
+        }
+        return apply_limits(cg, limits, rs);
+}
+
+static int v1_attach(AjCgroup *cg, pid_t pid)
+{
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
+                if (!is_primary(cg, c))
+                        continue;
+                int r = aj_cg_attach(cg->plan.v1_run[c], pid);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static bool v1_can_freeze(const AjCgroup *cg)
+{
+        return cg->have_v1[AJ_CG_V1_FREEZER];
+}
+
+static int v1_set_frozen(AjCgroup *cg, bool frozen)
+{
+        if (!v1_can_freeze(cg))
+                return -EOPNOTSUPP;
+        const char *d = cg->plan.v1_run[AJ_CG_V1_FREEZER];
+        const char *want = frozen ? "FROZEN" : "THAWED";
+        int r = aj_cg_write(d, "freezer.state", want);
+        if (r < 0)
+                return r;
+        int64_t deadline = mono_ms() + AJ_CG_WAIT_MS;
+        for (long step = 1;; step = step < 10 ? step * 2 : 10) {
+                _cleanup_free_ char *s = NULL;
+                r = aj_cg_read(d, "freezer.state", &s);
+                if (r < 0)
+                        return r;
+                s[strcspn(s, "\n")] = 0;
+                if (streq(s, want))
+                        return 0;
+                if (mono_ms() >= deadline)
+                        return -ETIMEDOUT;
+                /* A task stuck in FREEZING needs the write repeated. */
+                if (frozen)
+                        (void)aj_cg_write(d, "freezer.state", want);
+                pause_ms(step);
+        }
+}
+
+static const char *procs_dir(const AjCgroup *cg)
+{
+        static const size_t order[] = { AJ_CG_V1_FREEZER, AJ_CG_V1_PIDS, AJ_CG_V1_MEMORY, AJ_CG_V1_CPU,
+                                        AJ_CG_V1_CPUACCT };
+        for (size_t i = 0; i < ARRAY_SIZE(order); i++)
+                if (cg->have_v1[order[i]])
+                        return cg->plan.v1_run[order[i]];
+        return NULL;
+}
+
+static int wait_empty(const char *dir)
+{
+        int64_t deadline = mono_ms() + AJ_CG_WAIT_MS;
+        for (long step = 1;; step = step < 10 ? step * 2 : 10) {
+                _cleanup_free_ pid_t *pids = NULL;
+                size_t n = 0;
+                int r = aj_cg_read_pids(dir, &pids, &n);
+                if (r < 0)
+                        return r == -ENOENT ? 0 : r;
+                if (n == 0)
+                        return 0;
+                if (mono_ms() >= deadline)
+                        return -ETIMEDOUT;
+                pause_ms(step);
+        }
+}
+
+static int v1_kill(AjCgroup *cg)
+{
+        const char *dir = procs_dir(cg);
+        if (!dir)
+                return 0;
+        /* Frozen tasks cannot fork, so one pass reaches every one of them;
+         * thawing lets the pending SIGKILLs take effect. Without a freezer,
+         * repeat until no task is left. */
+        bool frozen = v1_can_freeze(cg) && v1_set_frozen(cg, true) >= 0;
+        int64_t deadline = mono_ms() + AJ_CG_WAIT_MS;
+        int r = 0;
+        for (;;) {
+                _cleanup_free_ pid_t *pids = NULL;
+                size_t n = 0;
+                r = aj_cg_read_pids(dir, &pids, &n);
+                if (r < 0 || n == 0)
+                        break;
+                for (size_t i = 0; i < n; i++)
+                        (void)kill(pids[i], SIGKILL);
+                if (frozen)
+                        break;
+                if (mono_ms() >= deadline) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+                pause_ms(1);
+        }
+        if (frozen) {
+                int q = v1_set_frozen(cg, false);
+                if (q < 0 && r >= 0)
+                        r = q;
+        }
+        if (r < 0)
+                return r;
+        return wait_empty(dir);
+}
+
+static int v1_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
+{
+        const char *dir = procs_dir(cg);
+        return dir ? aj_cg_read_pids(dir, ret, ret_n) : -EOPNOTSUPP;
+}
+
+static int v1_stats(AjCgroup *cg, AjCgroupStats *st)
+{
+        uint64_t v;
+        if (cg->have_v1[AJ_CG_V1_MEMORY]) {
+                const char *d = cg->plan.v1_run[AJ_CG_V1_MEMORY];
+                if (aj_cg_read_u64(d, "memory.usage_in_bytes", &v) >= 0)
+                        st->memory_current = v;
+                if (aj_cg_read_u64(d, "memory.max_usage_in_bytes", &v) >= 0)
+                        st->memory_peak = v;
+                if (aj_cg_read_keyed(d, "memory.oom_control", "oom_kill", &v) >= 0)
+                        st->oom_kills = v;
+                /* Some kernels (seen on 6.18) leave failcnt at 0 even when the
+                 * limit forced an OOM kill; every OOM kill is a limit hit, so
+                 * the kill count is a lower bound. */
+                uint64_t hits = st->oom_kills;
+                if (aj_cg_read_u64(d, "memory.failcnt", &v) >= 0 && v > hits)
+                        hits = v;
+                if (aj_cg_read_u64(d, "memory.memsw.failcnt", &v) >= 0 && v > hits)
+                        hits = v;
+                st->memory_max_events = hits;
+        }
+        if (cg->have_v1[AJ_CG_V1_PIDS]) {
+                const char *d = cg->plan.v1_run[AJ_CG_V1_PIDS];
+                if (aj_cg_read_u64(d, "pids.current", &v) >= 0)
+                        st->pids_current = v;
+                if (aj_cg_read_keyed(d, "pids.events", "max", &v) >= 0)
+                        st->pids_max_events = v;
+        }
+        if (cg->have_v1[AJ_CG_V1_CPUACCT] && aj_cg_read_u64(cg->plan.v1_run[AJ_CG_V1_CPUACCT], "cpuacct.usage", &v) >= 0)
+                st->cpu_usage_usec = v / 1000;
+        if (cg->have_v1[AJ_CG_V1_FREEZER] && !cg->have_v2) {
+                _cleanup_free_ char *s = NULL;
+                if (aj_cg_read(cg->plan.v1_run[AJ_CG_V1_FREEZER], "freezer.state", &s) >= 0)
+                        st->frozen = strncmp(s, "FROZEN", 6) == 0;
+        }
+        return 0;
+}
+
+static int v1_open_event_fd(AjCgroup *cg, int *ret_fd)
+{
+        /* Only OOM has a v1 notification (cgroup.event_control on
+         * memory.oom_control); pids.events is read at exit instead. */
+        if (!cg->have_v1[AJ_CG_V1_MEMORY])
+                return -ENODATA;
+        const char *d = cg->plan.v1_run[AJ_CG_V1_MEMORY];
+        _cleanup_close_ int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (efd < 0)
+                return -errno;
+        _cleanup_close_ int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        _cleanup_close_ int ofd = openat(dfd, "memory.oom_control", O_RDONLY | O_CLOEXEC);
+        if (ofd < 0)
+                return -errno;
+        char buf[64];
+        snprintf(buf, sizeof(buf), "%d %d", efd, ofd);
+        int r = aj_write_file_at(dfd, "cgroup.event_control", buf);
+        if (r < 0)
+                return r;
+        *ret_fd = TAKE_FD(efd);
+        return 0;
+}
+
+static void v1_event_ack(AjCgroup *cg)
+{
+        uint64_t v;
+        while (read(cg->event_fd, &v, sizeof(v)) < 0 && errno == EINTR)
+                ;
+}
+
+static int v1_remove(AjCgroup *cg)
+{
+        int r = 0;
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
+                if (!is_primary(cg, c))
+                        continue;
+                (void)wait_empty(cg->plan.v1_run[c]);
+                int q = aj_cg_rmdir(cg->plan.v1_run[c]);
+                if (q < 0) {
+                        if (r == 0)
+                                r = q;
+                        continue;
+                }
+                for (size_t o = 0; o < _AJ_CG_V1_MAX; o++)
+                        if (cg->plan.v1_run[o] && streq(cg->plan.v1_run[o], cg->plan.v1_run[c]))
+                                cg->have_v1[o] = false;
+                aj_cg_rmdir_parent(cg->plan.v1_parent[c]);
+        }
+        return r;
+}
+
+const AjCgroupOps aj_cgroup_v1_ops = {
+        .name = "v1",
+        .create = v1_create,
+        .attach = v1_attach,
+        .set_frozen = v1_set_frozen,
+        .can_freeze = v1_can_freeze,
+        .kill = v1_kill,
+        .pids = v1_pids,
+        .stats = v1_stats,
+        .open_event_fd = v1_open_event_fd,
+        .event_ack = v1_event_ack,
+        .remove = v1_remove,
+};

@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * cgroup v2 backend. On pure v2 hosts it does everything. On hybrid hosts the
+ * v2 tree has no controllers, but cgroup.freeze, cgroup.kill, cgroup.events
+ * and cpu.stat work there, so it still provides CLONE_INTO_CGROUP, freeze,
+ * kill and cpu usage while the v1 backend enforces the limits.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "cgroup-internal.h"
+#include "util/macros.h"
+
+enum { CTRL_MEMORY = 1U << 0, CTRL_PIDS = 1U << 1, CTRL_CPU = 1U << 2 };
+static const char *const ctrl_names[] = { "memory", "pids", "cpu" };
+
+static bool word_in(const char *text, const char *word)
+{
+        size_t n = strlen(word);
+        for (const char *p = text; p && *p;) {
+                p += strspn(p, " \n");
+                size_t l = strcspn(p, " \n");
+                if (l == n && strncmp(p, word, n) == 0)
+                        return true;
+                p += l;
+        }
+        return false;
+}
+
+static unsigned ctrl_set(const char *text)
+{
+        unsigned s = 0;
+        for (size_t i = 0; i < ARRAY_SIZE(ctrl_names); i++)
+                if (text && word_in(text, ctrl_names[i]))
+                        s |= 1U << i;
+        return s;
+}
+
+static int write_subtree(const char *dir, unsigned set)
+{
+        char buf[64] = "";
+        for (size_t i = 0; i < ARRAY_SIZE(ctrl_names); i++)
+                if (set & (1U << i)) {
+                        if (buf[0])
+                                strcat(buf, " ");
+                        strcat(buf, "+");
+                        strcat(buf, ctrl_names[i]);
+                }
+        return buf[0] ? aj_cg_write(dir, "cgroup.subtree_control", buf) : 0;
+}
+
+/*
+ * Make `want` (required) and `opt` (best effort, for stats) available to the
+ * children of `dir`. Returns the set that is enabled, or a negative errno
+ * when a required controller cannot be and degraded runs are not allowed.
+ */
+static int enable_controllers(const char *dir, unsigned want, unsigned opt, AjCgroupReasons *rs, bool rootless,
+                              unsigned *ret_enabled)
+{
+        _cleanup_free_ char *avail_s = NULL, *sub_s = NULL;
+        int r = aj_cg_read(dir, "cgroup.controllers", &avail_s);
+        if (r < 0 && want)
+                return aj_cgroup_unenforced(rs, "cannot read '%s/cgroup.controllers': %s", dir, strerror(-r));
+        unsigned avail = ctrl_set(avail_s);
+        for (size_t i = 0; i < ARRAY_SIZE(ctrl_names); i++) {
+                if (!(want & (1U << i)) || (avail & (1U << i)))
+                        continue;
+                want &= ~(1U << i);
+                rs->rootless_hint = rs->rootless_hint || rootless;
+                r = aj_cgroup_unenforced(rs, "%s limit requested but the %s controller is not available in '%s/cgroup.controllers'",
+                                         ctrl_names[i], ctrl_names[i], dir);
+                if (r < 0)
+                        return r;
+        }
+        opt &= avail;
+        (void)aj_cg_read(dir, "cgroup.subtree_control", &sub_s);
+        unsigned enabled = ctrl_set(sub_s);
+        unsigned missing = (want | opt) & ~enabled;
+        if (missing && write_subtree(dir, missing) >= 0) {
+                enabled |= missing;
+                missing = 0;
+        }
+        /* One at a time, so an optional one cannot block a required one. */
+        for (size_t i = 0; i < ARRAY_SIZE(ctrl_names); i++) {
+                unsigned b = 1U << i;
+                if (!(missing & b))
+                        continue;
+                r = write_subtree(dir, b);
+                if (r >= 0) {
+                        enabled |= b;
+                        continue;
+                }
+                if (!(want & b))
+                        continue;
+                rs->rootless_hint = rs->rootless_hint || rootless;
+                r = aj_cgroup_unenforced(rs, "%s limit requested but the %s controller cannot be enabled in '%s/cgroup.subtree_control': %s",
+                                         ctrl_names[i], ctrl_names[i], dir, strerror(-r));
+                if (r < 0)
+                        return r;
+        }
+        *ret_enabled = enabled;
+        return 0;
+}
+
+static int apply_limit(AjCgroup *cg, AjCgroupReasons *rs, const char *what, const char *file, const char *value)
+{
+        int r = aj_cg_write(cg->plan.v2_run, file, value);
+        if (r >= 0)
+                return 0;
+        return aj_cgroup_unenforced(rs, "%s limit requested but writing '%s' to '%s/%s' failed: %s", what, value,
+                                    cg->plan.v2_run, file, strerror(-r));
+}
+
+static int v2_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons *rs)
+{
+        if (!cg->plan.v2_run)
+                return 0;
+        bool unified = cg->mode == AJ_CGROUP_MODE_UNIFIED;
+        bool rootless = geteuid() != 0;
+        unsigned want = 0, enabled = 0;
+        int r;
+        if (unified) {
+                want = (limits->memory_max ? CTRL_MEMORY : 0) | (limits->pids_max ? CTRL_PIDS : 0) |
+                       (limits->cpus > 0 ? CTRL_CPU : 0);
+                size_t pl = strlen(cg->plan.v2_parent) - strlen("/agentjail");
+                _cleanup_free_ char *base = strndup(cg->plan.v2_parent, pl > 0 ? pl : 1);
+                if (!base)
+                        return -ENOMEM;
+                if (!*base) {
+                        free(base);
+                        base = strdup("/");
+                        if (!base)
+                                return -ENOMEM;
+                }
+                /* memory and pids are cheap and give OOM / fork-limit events even
+                 * without a limit; cpu only when a quota is asked for. */
+                r = enable_controllers(base, want, CTRL_MEMORY | CTRL_PIDS, rs, rootless, &enabled);
+                if (r < 0)
+                        return r;
+        }
+
+        r = aj_cg_mkdir_run(cg->plan.v2_parent, cg->plan.v2_run);
+        if (r == -EEXIST)
+                return r;
+        if (r < 0) {
+                if (!unified)
+                        return 0; /* hybrid: the v1 freezer takes over freeze and kill */
+                rs->rootless_hint = rs->rootless_hint || rootless;
+                return aj_cgroup_unenforced(rs, "cannot create cgroup '%s': %s; %s", cg->plan.v2_run,
+                                            strerror(-r),
+                                            want ? "limits, freeze and kill are not enforced"
+                                                 : "freeze and kill of the whole run are not available");
+        }
+        cg->have_v2 = true;
+        cg->v2_fd = open(cg->plan.v2_run, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cg->v2_fd < 0)
+                return -errno;
+        if (!unified)
+                return 0;
+
+        unsigned got = 0;
+        r = enable_controllers(cg->plan.v2_parent, want & enabled, enabled & ~want, rs, rootless, &got);
+        if (r < 0)
+                return r;
+
+        char buf[64];
+        if (limits->memory_max) {
+                /* Not enabled: enable_controllers() already said why. */
+                if (!(got & CTRL_MEMORY))
+                        r = 0;
+                else {
+                        snprintf(buf, sizeof(buf), "%" PRIu64, limits->memory_max);
+                        r = apply_limit(cg, rs, "memory", "memory.max", buf);
+                        /* Without swap accounting the file is absent: then the
+                         * run cannot swap through this cgroup at all. */
+                        if (r >= 0 && aj_cg_exists(cg->plan.v2_run, "memory.swap.max"))
+                                r = apply_limit(cg, rs, "memory", "memory.swap.max", "0");
+                }
+                if (r < 0)
+                        return r;
+        }
+        if (limits->pids_max) {
+                /* Not enabled: enable_controllers() already said why. */
+                if (!(got & CTRL_PIDS))
+                        r = 0;
+                else {
+                        snprintf(buf, sizeof(buf), "%" PRIu64, limits->pids_max);
+                        r = apply_limit(cg, rs, "pids", "pids.max", buf);
+                }
+                if (r < 0)
+                        return r;
+        }
+        if (limits->cpus > 0) {
+                /* Not enabled: enable_controllers() already said why. */
+                if (!(got & CTRL_CPU))
+                        r = 0;
+                else {
+                        r = aj_cgroup_format_cpu_max(limits->cpus, 100000, buf, sizeof(buf));
+                        if (r >= 0)
+                                r = apply_limit(cg, rs, "cpu", "cpu.max", buf);
+                }
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int v2_attach(AjCgroup *cg, pid_t pid)
+{
+        return cg->have_v2 ? aj_cg_attach(cg->plan.v2_run, pid) : 0;
+}
+
+static bool v2_can_freeze(const AjCgroup *cg)
+{
+        return cg->have_v2 && aj_cg_exists(cg->plan.v2_run, "cgroup.freeze");
+}
+
+static int v2_set_frozen(AjCgroup *cg, bool frozen)
+{
+        if (!v2_can_freeze(cg))
+                return -EOPNOTSUPP;
+        int r = aj_cg_write(cg->plan.v2_run, "cgroup.freeze", frozen ? "1" : "0");
+        if (r < 0)
+                return r;
+        return aj_cg_wait_keyed(cg->plan.v2_run, "cgroup.events", "frozen", frozen ? 1 : 0, AJ_CG_WAIT_MS);
+}
+
+static int v2_kill(AjCgroup *cg)
+{
+        if (!cg->have_v2)
+                return 0;
+        const char *dir = cg->plan.v2_run;
+        int r;
+        if (aj_cg_exists(dir, "cgroup.kill")) {
+                r = aj_cg_write(dir, "cgroup.kill", "1");
+                if (r < 0)
+                        return r;
+        } else {
+                /* Before 5.14: freeze so nothing forks behind our back, signal
+                 * every task, then thaw so the SIGKILLs are delivered. */
+                bool frozen = v2_set_frozen(cg, true) >= 0;
+                for (int round = 0; round < 64; round++) {
+                        _cleanup_free_ pid_t *pids = NULL;
+                        size_t n = 0;
+                        r = aj_cg_read_pids(dir, &pids, &n);
+                        if (r < 0 || n == 0)
+                                break;
+                        for (size_t i = 0; i < n; i++)
+                                (void)kill(pids[i], SIGKILL);
+                        if (frozen)
+                                break;
+                }
+                if (frozen)
+                        (void)v2_set_frozen(cg, false);
+        }
+        return aj_cg_wait_keyed(dir, "cgroup.events", "populated", 0, AJ_CG_WAIT_MS);
+}
+
+static int v2_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
+{
+        if (!cg->have_v2)
+                return -EOPNOTSUPP;
+        return aj_cg_read_pids(cg->plan.v2_run, ret, ret_n);
+}
+
+static int v2_stats(AjCgroup *cg, AjCgroupStats *st)
+{
+        if (!cg->have_v2)
+                return 0;
+        const char *d = cg->plan.v2_run;
+        uint64_t v;
+        if (aj_cg_read_keyed(d, "cpu.stat", "usage_usec", &v) >= 0)
+                st->cpu_usage_usec = v;
+        if (aj_cg_read_keyed(d, "cgroup.events", "frozen", &v) >= 0)
+                st->frozen = v != 0;
+        if (cg->mode != AJ_CGROUP_MODE_UNIFIED) {
+                /* No pids controller here: count the tasks instead. */
+                _cleanup_free_ char *t = NULL;
+                if (aj_cg_read(d, "cgroup.threads", &t) >= 0) {
+                        uint64_t n = 0;
+                        for (const char *p = t; *p; p++)
+                                n += *p == '\n';
+                        st->pids_current = n;
+                }
+                return 0;
+        }
+        if (aj_cg_read_u64(d, "memory.current", &v) >= 0)
+                st->memory_current = v;
+        if (aj_cg_read_u64(d, "memory.peak", &v) >= 0)
+                st->memory_peak = v;
+        if (aj_cg_read_keyed(d, "memory.events", "oom_kill", &v) >= 0)
+                st->oom_kills = v;
+        if (aj_cg_read_keyed(d, "memory.events", "max", &v) >= 0)
+                st->memory_max_events = v;
+        if (aj_cg_read_u64(d, "pids.current", &v) >= 0)
+                st->pids_current = v;
+        if (aj_cg_read_keyed(d, "pids.events", "max", &v) >= 0)
+                st->pids_max_events = v;
+        return 0;
+}
+
+static int v2_open_event_fd(AjCgroup *cg, int *ret_fd)
+{
+        if (!cg->have_v2)
+                return -ENODATA;
+        /* kernfs emits IN_MODIFY on memory.events / pids.events whenever a
+         * counter changes, so one inotify fd covers both. */
+        _cleanup_close_ int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        int watches = 0;
+        static const char *const files[] = { "memory.events", "pids.events" };
+        for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+                _cleanup_free_ char *p = NULL;
+                if (asprintf(&p, "%s/%s", cg->plan.v2_run, files[i]) < 0)
+                        return -ENOMEM;
+                if (inotify_add_watch(fd, p, IN_MODIFY) >= 0)
+                        watches++;
+                else if (errno != ENOENT)
+                        return -errno;
+        }
+        if (watches == 0)
+                return -ENODATA;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static void v2_event_ack(AjCgroup *cg)
+{
+        char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+        for (;;) {
+                ssize_t n = read(cg->event_fd, buf, sizeof(buf));
+                if (n > 0 || (n < 0 && errno == EINTR))
+                        continue;
+                break;
+        }
+}
+
+static int v2_remove(AjCgroup *cg)
+{
+        if (!cg->have_v2)
+                return 0;
+        (void)aj_cg_wait_keyed(cg->plan.v2_run, "cgroup.events", "populated", 0, AJ_CG_WAIT_MS);
+        int r = aj_cg_rmdir(cg->plan.v2_run);
+        if (r < 0)
+                return r;
+        cg->have_v2 = false;
+        aj_cg_rmdir_parent(cg->plan.v2_parent);
+        return 0;
+}
+
+const AjCgroupOps aj_cgroup_v2_ops = {
+        .name = "v2",
+        .create = v2_create,
+        .attach = v2_attach,
+        .set_frozen = v2_set_frozen,
+        .can_freeze = v2_can_freeze,
+        .kill = v2_kill,
+        .pids = v2_pids,
+        .stats = v2_stats,
+        .open_event_fd = v2_open_event_fd,
+        .event_ack = v2_event_ack,
+        .remove = v2_remove,
+};

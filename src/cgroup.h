@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * One cgroup per run. A front end over backends (cgroup-v2.c, cgroup-v1.c,
+ * ops table in cgroup-internal.h): pure cgroup v2, or hybrid hosts where the
+ * v1 memory/pids/cpu/freezer controllers sit beside a v2 tree whose
+ * cgroup.freeze / cgroup.kill still work.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util/macros.h"
+
+typedef enum {
+        AJ_CGROUP_MODE_UNIFIED, /* pure v2 */
+        AJ_CGROUP_MODE_HYBRID,  /* v1 controllers + v2 tree (e.g. /sys/fs/cgroup/unified) */
+        AJ_CGROUP_MODE_LEGACY,  /* v1 only */
+        AJ_CGROUP_MODE_NONE,
+} AjCgroupMode;
+
+typedef struct {
+        uint64_t memory_max; /* bytes; 0 = unlimited. Swap is always disabled when set. */
+        uint64_t pids_max;   /* 0 = unlimited */
+        double cpus;         /* 0 = unlimited */
+} AjCgroupLimits;
+
+typedef struct {
+        uint64_t memory_current, memory_peak; /* bytes */
+        uint64_t oom_kills;                   /* processes killed by the OOM killer */
+        uint64_t memory_max_events;           /* times the limit was hit */
+        uint64_t pids_current;
+        uint64_t pids_max_events;             /* forks refused at pids.max */
+        uint64_t cpu_usage_usec;
+        bool frozen;
+} AjCgroupStats;
+
+typedef struct AjCgroup AjCgroup;
+
+int aj_cgroup_detect(AjCgroupMode *ret);
+const char *aj_cgroup_mode_name(AjCgroupMode m);
+
+/*
+ * Create the run's cgroup "agentjail/<run_id>" in every hierarchy that is
+ * needed, and apply the limits. If a requested limit cannot be enforced
+ * (controller missing, no permission, no delegation), fails with -EOPNOTSUPP
+ * and *ret_error saying why, unless allow_degraded: then it succeeds and
+ * *ret_error says what is not enforced (caller records it). Cleans up on failure.
+ */
+int aj_cgroup_create(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded,
+                     AjCgroup **ret, char **ret_error);
+
+/* Re-open an existing run's cgroup (for freeze/thaw/kill from another process). */
+int aj_cgroup_open(const char *run_id, AjCgroup **ret);
+
+/* An O_DIRECTORY fd of the v2 cgroup for clone3(CLONE_INTO_CGROUP), or -1 if none. */
+int aj_cgroup_v2_fd(const AjCgroup *cg);
+
+/* Move `pid` into the cgroup in every hierarchy (skipping the v2 one when
+ * `already_in_v2`, i.e. it was cloned into it). */
+int aj_cgroup_attach(AjCgroup *cg, pid_t pid, bool already_in_v2);
+
+int aj_cgroup_freeze(AjCgroup *cg); /* returns once the kernel reports it frozen */
+int aj_cgroup_thaw(AjCgroup *cg);
+int aj_cgroup_kill(AjCgroup *cg); /* SIGKILL to every process, cgroup.kill where it works */
+int aj_cgroup_stats(AjCgroup *cg, AjCgroupStats *ret);
+int aj_cgroup_pids(AjCgroup *cg, pid_t **ret_pids, size_t *ret_n);
+
+/* An fd that becomes readable (EPOLLIN or EPOLLPRI) when OOM / pids.max
+ * counters may have changed; call aj_cgroup_stats() then. -1 if not available. */
+int aj_cgroup_event_fd(AjCgroup *cg);
+/* Drain the event fd after it fired. */
+void aj_cgroup_event_ack(AjCgroup *cg);
+
+/* Kill what is left, wait for it to empty, rmdir every directory, free. */
+int aj_cgroup_destroy(AjCgroup *cg);
+void aj_cgroup_free(AjCgroup *cg); /* free memory only (does not remove) */
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjCgroup *, aj_cgroup_free);
+
+/* Directories created for the run (for messages and run.json), NULL-terminated, owned by cg. */
+char *const *aj_cgroup_paths(const AjCgroup *cg);
+
+/* Pure helpers (unit tested). */
+int aj_cgroup_format_cpu_max(double cpus, uint64_t period_us, char *buf, size_t len); /* "150000 100000" */
+int aj_cgroup_parse_keyed(const char *text, const char *key, uint64_t *ret);          /* "oom_kill 3\n" */

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "util/macros.h"
+
+static const char main_help[] =
+        "Usage: agentjail COMMAND [OPTIONS]\n"
+        "\n"
+        "Run AI agent processes in a kernel-enforced jail.\n"
+        "\n"
+        "Commands:\n"
+        "  run [OPTIONS] -- CMD [ARG...]   run CMD in a jail (see 'agentjail run --help')\n"
+        "  profile list|show NAME|check FILE...\n"
+        "                                  list, print (resolved) or validate profiles\n"
+        "  help                            this text\n"
+        "  version                         print the version\n";
+
+static const char run_help[] =
+        "Usage: agentjail run [OPTIONS] -- CMD [ARG...]\n"
+        "\n"
+        "Run CMD in new user, pid, mount, network, uts, ipc and cgroup namespaces with\n"
+        "all capabilities dropped, no_new_privs, a seccomp allowlist, cgroup limits and\n"
+        "the filesystem view of a permission profile. The current directory is the\n"
+        "workspace (read-write in the default profile) and the command's cwd.\n"
+        "\n"
+        "Options:\n"
+        "  -p, --profile NAME|FILE   permission profile (default: \"default\")\n"
+        "  -n, --name NAME           name of the run (default: the command's basename)\n"
+        "      --ro PATH[:DEST]      bind PATH read-only into the jail (at DEST)\n"
+        "      --rw PATH[:DEST]      bind PATH read-write into the jail (at DEST)\n"
+        "      --json                print the final run record (run.json) on stderr\n"
+        "  -v, --verbose             more messages from agentjail\n"
+        "  -h, --help                this text\n"
+        "\n"
+        "Exit status:\n"
+        "  the command's own status, or\n"
+        "  128+N   the command was killed by signal N (137: SIGKILL, e.g. out of memory\n"
+        "          or the wall-clock limit's grace period ran out)\n"
+        "  125     agentjail failed (bad profile or option, a protection could not be set up)\n"
+        "  126     the command was found but could not be executed\n"
+        "  127     the command was not found in the jail\n"
+        "\n"
+        "Each run is recorded in $AGENTJAIL_STATE_DIR/runs/ID/ (default /var/lib/agentjail\n"
+        "as root): run.json, events.jsonl, stdout.log, stderr.log.\n";
+
+const char *aj_cli_main_help(void) { return main_help; }
+const char *aj_cli_run_help(void) { return run_help; }
+
+int aj_cli_parse_bind(const char *arg, AjBind *ret, char **ret_error)
+{
+        if (!arg || !*arg) {
+                *ret_error = strdup("empty path");
+                return -EINVAL;
+        }
+        const char *colon = strchr(arg, ':');
+        _cleanup_free_ char *src = colon ? strndup(arg, (size_t)(colon - arg)) : strdup(arg);
+        _cleanup_free_ char *dst = strdup(colon ? colon + 1 : arg);
+        if (!src || !dst)
+                return -ENOMEM;
+        if (!*src || !*dst || (colon && strchr(colon + 1, ':'))) {
+                if (asprintf(ret_error, "'%s': expected PATH or SRC:DEST", arg) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        if (dst[0] != '/') {
+                if (asprintf(ret_error, "'%s': the destination inside the jail must be absolute", arg) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        /* A relative source is relative to the current directory (resolved by the mount planner). */
+        *ret = (AjBind){ .source = TAKE_PTR(src), .target = TAKE_PTR(dst), .optional = false };
+        return 0;
+}
+
+static int bind_list_add(AjBindList *l, const char *arg, char **ret_error)
+{
+        AjBind b;
+        int r = aj_cli_parse_bind(arg, &b, ret_error);
+        if (r < 0)
+                return r;
+        AjBind *n = realloc(l->items, (l->n + 1) * sizeof(AjBind));
+        if (!n) {
+                free(b.source);
+                free(b.target);
+                return -ENOMEM;
+        }
+        l->items = n;
+        l->items[l->n++] = b;
+        return 0;
+}
+
+static void bind_list_done(AjBindList *l)
+{
+        for (size_t i = 0; i < l->n; i++) {
+                free(l->items[i].source);
+                free(l->items[i].target);
+        }
+        free(l->items);
+        l->items = NULL;
+        l->n = 0;
+}
+
+void aj_cli_run_options_done(AjRunOptions *o)
+{
+        bind_list_done(&o->extra_ro);
+        bind_list_done(&o->extra_rw);
+}
+
+enum { OPT_RO = 0x100, OPT_RW, OPT_JSON };
+
+int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
+{
+        static const struct option opts[] = {
+                { "profile", required_argument, NULL, 'p' },
+                { "name", required_argument, NULL, 'n' },
+                { "ro", required_argument, NULL, OPT_RO },
+                { "rw", required_argument, NULL, OPT_RW },
+                { "json", no_argument, NULL, OPT_JSON },
+                { "verbose", no_argument, NULL, 'v' },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        AjRunOptions o = { 0 };
+        int r = 0;
+        *ret_error = NULL;
+
+        optind = 0; /* full re-initialisation of getopt for repeated calls (tests) */
+        opterr = 0;
+        int c;
+        /* "+": stop at the first non-option, so the command's own options are left alone. */
+        while ((c = getopt_long(argc, argv, "+:p:n:vh", opts, NULL)) != -1) {
+                switch (c) {
+                case 'p':
+                        o.profile = optarg;
+                        break;
+                case 'n':
+                        if (!*optarg || strlen(optarg) > 64 || strchr(optarg, '/')) {
+                                r = -EINVAL;
+                                if (asprintf(ret_error, "--name: '%s': use 1 to 64 characters and no '/'", optarg) < 0)
+                                        *ret_error = NULL;
+                                goto fail;
+                        }
+                        o.name = optarg;
+                        break;
+                case OPT_RO:
+                case OPT_RW:
+                        r = bind_list_add(c == OPT_RO ? &o.extra_ro : &o.extra_rw, optarg, ret_error);
+                        if (r < 0) {
+                                char *m = NULL;
+                                if (asprintf(&m, "--%s: %s", c == OPT_RO ? "ro" : "rw",
+                                             *ret_error ? *ret_error : "invalid") < 0)
+                                        m = NULL;
+                                free(*ret_error);
+                                *ret_error = m;
+                                goto fail;
+                        }
+                        break;
+                case OPT_JSON:
+                        o.json = true;
+                        break;
+                case 'v':
+                        o.verbose++;
+                        break;
+                case 'h':
+                        aj_cli_run_options_done(&o);
+                        return 1;
+                case ':':
+                        r = -EINVAL;
+                        if (asprintf(ret_error, "option '%s' needs a value", argv[optind - 1]) < 0)
+                                *ret_error = NULL;
+                        goto fail;
+                default:
+                        r = -EINVAL;
+                        if (asprintf(ret_error, "unknown option '%s' (see 'agentjail run --help')",
+                                     argv[optind - 1]) < 0)
+                                *ret_error = NULL;
+                        goto fail;
+                }
+        }
+        if (optind >= argc) {
+                r = -EINVAL;
+                *ret_error = strdup("no command given (usage: agentjail run [OPTIONS] -- CMD [ARG...])");
+                goto fail;
+        }
+        o.argv = argv + optind;
+        *ret = o;
+        return 0;
+fail:
+        aj_cli_run_options_done(&o);
+        return r;
+}

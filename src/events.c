@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "events.h"
+#include "util/fd.h"
+
+struct AjEventLog {
+        int fd;
+        uint64_t seq;
+        char *run_id;
+};
+
+uint64_t aj_now_realtime_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t aj_now_monotonic_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+char *aj_format_timestamp(uint64_t ns, char *buf, size_t len)
+{
+        time_t sec = (time_t)(ns / 1000000000ull);
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        char base[32];
+        strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(buf, len, "%s.%09lluZ", base, (unsigned long long)(ns % 1000000000ull));
+        return buf;
+}
+
+int aj_events_open(const char *path, const char *run_id, AjEventLog **ret)
+{
+        AjEventLog *log = calloc(1, sizeof(*log));
+        if (!log)
+                return -ENOMEM;
+        log->run_id = strdup(run_id);
+        log->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (!log->run_id || log->fd < 0) {
+                int r = log->fd < 0 ? -errno : -ENOMEM;
+                aj_events_close(log);
+                return r;
+        }
+        *ret = log;
+        return 0;
+}
+
+int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
+{
+        char ts[40];
+        json_t *ev = json_object();
+        if (!ev) {
+                json_decref(fields);
+                return -ENOMEM;
+        }
+        json_object_set_new(ev, "seq", json_integer((json_int_t)(log->seq + 1)));
+        json_object_set_new(ev, "ts", json_string(aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts))));
+        json_object_set_new(ev, "run", json_string(log->run_id));
+        json_object_set_new(ev, "type", json_string(type));
+        if (fields) {
+                json_object_update(ev, fields);
+                json_decref(fields);
+        }
+        char *line = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+        json_decref(ev);
+        if (!line)
+                return -ENOMEM;
+        size_t n = strlen(line);
+        line[n] = '\n'; /* json_dumps leaves room: replace NUL, write n+1 */
+        int r = aj_write_all(log->fd, line, n + 1);
+        free(line);
+        if (r < 0)
+                return r;
+        log->seq++;
+        return 0;
+}
+
+uint64_t aj_events_last_seq(const AjEventLog *log) { return log->seq; }
+
+void aj_events_close(AjEventLog *log)
+{
+        if (!log)
+                return;
+        if (log->fd >= 0)
+                close(log->fd);
+        free(log->run_id);
+        free(log);
+}

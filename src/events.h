@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The run's event chain: events.jsonl, one JSON object per line, append-only.
+ * Each event is written (one write(2) with O_APPEND) before the supervisor acts
+ * on or answers what it records, so a crash loses nothing acknowledged.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "util/macros.h"
+
+typedef struct AjEventLog AjEventLog;
+
+int aj_events_open(const char *path, const char *run_id, AjEventLog **ret);
+/* Append {seq, ts, run, type, ...fields}. `fields` (an object or NULL) is consumed. */
+int aj_events_emit(AjEventLog *log, const char *type, json_t *fields);
+uint64_t aj_events_last_seq(const AjEventLog *log);
+void aj_events_close(AjEventLog *log);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjEventLog *, aj_events_close);
+
+/* RFC 3339 UTC with nanoseconds: "2026-11-23T21:59:20.123456789Z" (buf >= 32). */
+char *aj_format_timestamp(uint64_t realtime_ns, char *buf, size_t len);
+uint64_t aj_now_realtime_ns(void);
+uint64_t aj_now_monotonic_ns(void);

@@ -1,0 +1,1082 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The orchestrator. Order of a run:
+ *   profile -> run dir + event log -> plans (mounts, seccomp, env, rlimits)
+ *   -> cgroup (fail closed) -> runtime dir -> watchdog -> idmapped trees
+ *   -> clone3 -> id maps + v1 cgroups -> GO -> event loop -> records -> clean up.
+ * The supervisor is single-threaded; everything after the clone happens in one
+ * epoll loop. Host-side state (cgroup, runtime dir) is undone at one place.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agentjail/exit-codes.h"
+#include "cgroup.h"
+#include "events.h"
+#include "jail.h"
+#include "log.h"
+#include "mount.h"
+#include "ns.h"
+#include "seccomp-filter.h"
+#include "spawn.h"
+#include "state.h"
+#include "util/fd.h"
+#include "util/macros.h"
+#include "util/strv.h"
+
+extern char **environ;
+
+/* Denials reported per run: a burst, then a steady trickle; the rest are counted. */
+#define SECCOMP_REPORT_BURST 20.0
+#define SECCOMP_REPORT_PER_SEC 5.0
+/* After init exits, how long to wait for the output pipes to drain. */
+#define DRAIN_TIMEOUT_MS 2000
+
+typedef enum {
+        SRC_SIGNAL = 1,
+        SRC_PIDFD,
+        SRC_SYNC,
+        SRC_STDOUT,
+        SRC_STDERR,
+        SRC_LISTENER,
+        SRC_WALL,
+        SRC_CGROUP,
+} Source;
+
+typedef struct {
+        int fd;      /* read end of the command's pipe */
+        int out;     /* our own stdout/stderr, -1 once it failed (EPIPE) */
+        int log;     /* stdout.log / stderr.log */
+        bool eof;
+} OutputStream;
+
+typedef struct {
+        const AjRunOptions *opts;
+        AjProfile *profile;
+        AjPaths paths;
+        char id[AJ_RUN_ID_LEN + 1];
+        char *name;
+        char *run_dir;
+        char *runtime_dir;
+        char *root_mountpoint;
+        char *cwd;
+        AjEventLog *events;
+        AjCgroup *cgroup;
+        AjMountPlan *mount;
+        AjBpfProgram bpf;
+        char **envp;
+        json_t *degraded;
+        uint64_t started_ns;
+        uid_t host_uid;
+        gid_t host_gid;
+        bool rootless;
+
+        int watchdog_fd; /* write end: 'D' then close on a clean finish */
+        pid_t watchdog_pid;
+
+        AjSpawnHandle h;
+        int epfd, sigfd, wallfd, listener, cg_event_fd;
+        OutputStream streams[2];
+
+        /* outcome */
+        bool launch_failed;
+        AjChildMsg launch_error;
+        bool exec_failed;
+        AjChildMsg exec_error;
+        bool have_status;
+        int cmd_status;
+        bool init_exited;
+        siginfo_t init_info;
+        bool wall_fired, wall_killed;
+        uint64_t denied_total;
+        AjRateLimit denial_rl;
+        AjCgroupStats last_stats;
+} Run;
+
+static int epoll_add(int epfd, int fd, Source src, uint32_t events)
+{
+        struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)src };
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+                return -errno;
+        return 0;
+}
+
+static void epoll_del(int epfd, int fd)
+{
+        if (fd >= 0)
+                (void)epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+static json_t *strv_to_json(char *const *v)
+{
+        json_t *a = json_array();
+        for (size_t i = 0; v && v[i]; i++)
+                json_array_append_new(a, json_string(v[i]));
+        return a;
+}
+
+static void record_degraded(Run *run, const char *what, const char *why)
+{
+        aj_warning("%s is not enforced: %s", what, why);
+        json_array_append_new(run->degraded, json_pack("{s:s, s:s}", "what", what, "why", why));
+        aj_events_emit(run->events, "degraded", json_pack("{s:s, s:s}", "what", what, "why", why));
+}
+
+/* ---- planning ------------------------------------------------------------------- */
+
+static int build_env(Run *run)
+{
+        const AjProfile *p = run->profile;
+        _cleanup_strv_free_ char **env = NULL;
+        int r = 0;
+
+        for (size_t i = 0; i < p->env_pass.n; i++) {
+                const char *v = getenv(p->env_pass.items[i]);
+                if (!v)
+                        continue;
+                char *kv;
+                if (asprintf(&kv, "%s=%s", p->env_pass.items[i], v) < 0 || (r = aj_strv_consume(&env, kv)) < 0)
+                        return -ENOMEM;
+        }
+        const char *home = p->home ? p->home : "/home/agent";
+        const char *fixed[][2] = {
+                { "HOME", home }, { "USER", "agent" }, { "LOGNAME", "agent" }, { "SHELL", "/bin/sh" },
+                { "AGENTJAIL", "1" }, { "AGENTJAIL_RUN_ID", run->id },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(fixed); i++) {
+                char *kv;
+                if (asprintf(&kv, "%s=%s", fixed[i][0], fixed[i][1]) < 0 || aj_strv_consume(&env, kv) < 0)
+                        return -ENOMEM;
+        }
+        /* The profile's "set" comes last and wins over anything above. */
+        for (size_t i = 0; i < p->env_set.n; i++) {
+                const char *kv = p->env_set.items[i];
+                size_t klen = strcspn(kv, "=");
+                for (size_t j = 0; env && env[j]; j++)
+                        if (strncmp(env[j], kv, klen) == 0 && env[j][klen] == '=') {
+                                free(env[j]);
+                                for (size_t k = j; env[k]; k++)
+                                        env[k] = env[k + 1];
+                                break;
+                        }
+                if (aj_strv_push(&env, kv) < 0)
+                        return -ENOMEM;
+        }
+        bool has_path = false;
+        for (size_t j = 0; env && env[j]; j++)
+                if (strncmp(env[j], "PATH=", 5) == 0)
+                        has_path = true;
+        if (!has_path && aj_strv_push(&env, "PATH=/usr/local/bin:/usr/bin:/bin") < 0)
+                return -ENOMEM;
+        run->envp = TAKE_PTR(env);
+        return 0;
+}
+
+static void add_rlimit(AjSpawnConfig *cfg, int resource, uint64_t value)
+{
+        if (cfg->n_rlimits >= AJ_MAX_RLIMITS)
+                return;
+        cfg->rlimits[cfg->n_rlimits].resource = resource;
+        cfg->rlimits[cfg->n_rlimits].limit.rlim_cur = value;
+        cfg->rlimits[cfg->n_rlimits].limit.rlim_max = value;
+        cfg->n_rlimits++;
+}
+
+static const char *rlimit_name(int resource)
+{
+        switch (resource) {
+        case RLIMIT_NOFILE: return "limits.nofile";
+        case RLIMIT_NPROC: return "limits.nproc";
+        case RLIMIT_FSIZE: return "limits.fsize";
+        case RLIMIT_CORE: return "limits.core";
+        default: return "a resource limit";
+        }
+}
+
+/* ---- the watchdog ----------------------------------------------------------------- */
+
+/*
+ * If the supervisor is SIGKILLed, the jail dies with it (PDEATHSIG on init), but
+ * its cgroup and runtime dir would stay. A tiny process outside the jail waits on
+ * a pipe: EOF without the 'D' byte means the supervisor is gone, and it cleans up.
+ */
+_noreturn_ static void watchdog_main(Run *run, int rfd)
+{
+        static const int ignored[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGTSTP };
+        for (size_t i = 0; i < ARRAY_SIZE(ignored); i++)
+                signal(ignored[i], SIG_IGN);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        int keep[] = { rfd, 2 };
+        (void)aj_close_all_except(3, keep, ARRAY_SIZE(keep));
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull >= 0) {
+                dup2(devnull, 0);
+                dup2(devnull, 1);
+        }
+        char c = 0;
+        ssize_t n;
+        do
+                n = read(rfd, &c, 1);
+        while (n < 0 && errno == EINTR);
+        if (n == 1 && c == 'D')
+                _exit(0);
+
+        AjCgroup *cg = NULL;
+        if (aj_cgroup_open(run->id, &cg) >= 0)
+                (void)aj_cgroup_destroy(cg);
+        (void)aj_runtime_dir_remove(run->runtime_dir);
+        _cleanup_free_ char *events = NULL;
+        if (asprintf(&events, "%s/events.jsonl", run->run_dir) >= 0) {
+                /* The supervisor's sequence number died with it: continue from the file. */
+                _cleanup_free_ char *text = NULL;
+                uint64_t lines = 0;
+                if (aj_read_file(events, 64 << 20, &text, NULL) >= 0)
+                        for (char *p = text; *p; p++)
+                                lines += *p == '\n';
+                int fd = open(events, O_WRONLY | O_APPEND | O_CLOEXEC);
+                if (fd >= 0) {
+                        char ts[40], line[256];
+                        int len = snprintf(line, sizeof(line),
+                                           "{\"seq\":%llu,\"ts\":\"%s\",\"run\":\"%s\",\"type\":\"supervisor.lost\","
+                                           "\"action\":\"jail killed, cgroup removed\"}\n",
+                                           (unsigned long long)lines + 1,
+                                           aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), run->id);
+                        (void)aj_write_all(fd, line, (size_t)len);
+                        close(fd);
+                }
+        }
+        _exit(0);
+}
+
+static int watchdog_start(Run *run)
+{
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        pid_t pid = fork();
+        if (pid < 0) {
+                int r = -errno;
+                close(p[0]);
+                close(p[1]);
+                return r;
+        }
+        if (pid == 0) {
+                close(p[1]);
+                watchdog_main(run, p[0]);
+        }
+        close(p[0]);
+        run->watchdog_fd = p[1];
+        run->watchdog_pid = pid;
+        return 0;
+}
+
+static void watchdog_finish(Run *run)
+{
+        if (run->watchdog_fd < 0)
+                return;
+        (void)aj_write_all(run->watchdog_fd, "D", 1);
+        close(run->watchdog_fd);
+        run->watchdog_fd = -1;
+        while (waitpid(run->watchdog_pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+}
+
+/* ---- the event loop ------------------------------------------------------------ */
+
+static void pump_output(Run *run, OutputStream *s)
+{
+        char buf[65536];
+        for (;;) {
+                ssize_t n = read(s->fd, buf, sizeof(buf));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return;
+                        n = 0;
+                }
+                if (n == 0) {
+                        s->eof = true;
+                        epoll_del(run->epfd, s->fd);
+                        return;
+                }
+                if (s->log >= 0 && aj_write_all(s->log, buf, (size_t)n) < 0) {
+                        aj_warning("cannot write the run's output log: %s", strerror(errno));
+                        close(s->log);
+                        s->log = -1;
+                }
+                if (s->out >= 0 && aj_write_all(s->out, buf, (size_t)n) < 0)
+                        s->out = -1; /* the reader went away; keep logging */
+        }
+}
+
+static void handle_denials(Run *run)
+{
+        for (;;) {
+                AjSeccompDenial d;
+                int r = aj_seccomp_notify_handle(run->listener, &d);
+                if (r == 0)
+                        return;
+                if (r < 0) {
+                        if (r != -EAGAIN && r != -EINTR) {
+                                epoll_del(run->epfd, run->listener);
+                                close(run->listener);
+                                run->listener = -1;
+                        }
+                        return;
+                }
+                run->denied_total++;
+                if (!aj_ratelimit_allow(&run->denial_rl, aj_now_monotonic_ns()))
+                        continue;
+                json_t *args = json_array();
+                for (int i = 0; i < 6; i++)
+                        json_array_append_new(args, json_integer((json_int_t)d.args[i]));
+                aj_events_emit(run->events, "seccomp.denied",
+                               json_pack("{s:s, s:i, s:o, s:i}", "syscall", d.name, "nr", d.nr, "args", args,
+                                         "pid", (int)d.pid));
+        }
+}
+
+static void check_cgroup_events(Run *run)
+{
+        AjCgroupStats st;
+        if (!run->cgroup || aj_cgroup_stats(run->cgroup, &st) < 0)
+                return;
+        if (st.oom_kills > run->last_stats.oom_kills)
+                aj_events_emit(run->events, "oom",
+                               json_pack("{s:I, s:I}", "oom_kills", (json_int_t)st.oom_kills, "memory_max",
+                                         (json_int_t)run->profile->memory));
+        if (st.pids_max_events > run->last_stats.pids_max_events)
+                aj_events_emit(run->events, "pids.max",
+                               json_pack("{s:I, s:I}", "events", (json_int_t)st.pids_max_events, "pids_max",
+                                         (json_int_t)run->profile->pids));
+        if (st.memory_peak < run->last_stats.memory_peak)
+                st.memory_peak = run->last_stats.memory_peak;
+        run->last_stats = st;
+}
+
+static void handle_child_msg(Run *run)
+{
+        for (;;) {
+                AjChildMsg m;
+                int fd = -1;
+                int r = aj_spawn_recv(run->h.sync_fd, &m, &fd);
+                if (r == -EAGAIN)
+                        return;
+                if (r <= 0) {
+                        epoll_del(run->epfd, run->h.sync_fd);
+                        close(run->h.sync_fd);
+                        run->h.sync_fd = -1;
+                        return;
+                }
+                switch (m.type) {
+                case AJ_MSG_ERROR:
+                        run->launch_failed = true;
+                        run->launch_error = m;
+                        break;
+                case AJ_MSG_LISTENER:
+                        if (fd >= 0 && run->listener < 0) {
+                                run->listener = TAKE_FD(fd);
+                                (void)aj_fd_set_nonblock(run->listener, true);
+                                (void)epoll_add(run->epfd, run->listener, SRC_LISTENER, EPOLLIN);
+                        }
+                        break;
+                case AJ_MSG_STARTED:
+                        break;
+                case AJ_MSG_EXEC_FAILED:
+                        run->exec_failed = true;
+                        run->exec_error = m;
+                        break;
+                case AJ_MSG_EXIT:
+                        run->have_status = true;
+                        run->cmd_status = m.status;
+                        break;
+                }
+                if (fd >= 0)
+                        close(fd);
+        }
+}
+
+static void forward_signal(Run *run, int sig)
+{
+        if (!run->init_exited)
+                (void)syscall(SYS_pidfd_send_signal, run->h.pidfd, sig, NULL, 0);
+}
+
+static int arm_timer(int fd, uint64_t ns)
+{
+        struct itimerspec its = { .it_value = { .tv_sec = (time_t)(ns / 1000000000ull),
+                                                .tv_nsec = (long)(ns % 1000000000ull) } };
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+                its.it_value.tv_nsec = 1;
+        return timerfd_settime(fd, 0, &its, NULL) < 0 ? -errno : 0;
+}
+
+static void handle_wall(Run *run)
+{
+        uint64_t expirations;
+        (void)!read(run->wallfd, &expirations, sizeof(expirations));
+        if (!run->wall_fired) {
+                run->wall_fired = true;
+                aj_events_emit(run->events, "wall.limit",
+                               json_pack("{s:I, s:s}", "wall_ns", (json_int_t)run->profile->wall_ns, "action",
+                                         "SIGTERM"));
+                forward_signal(run, SIGTERM);
+                (void)arm_timer(run->wallfd, run->profile->wall_grace_ns);
+        } else if (!run->wall_killed) {
+                run->wall_killed = true;
+                aj_events_emit(run->events, "wall.kill", json_pack("{s:s}", "action", "SIGKILL"));
+                if (run->cgroup)
+                        (void)aj_cgroup_kill(run->cgroup);
+                forward_signal(run, SIGKILL);
+        }
+}
+
+static int event_loop(Run *run)
+{
+        uint64_t drain_deadline = 0;
+        for (;;) {
+                bool outputs_done = run->streams[0].eof && run->streams[1].eof;
+                if (run->init_exited && outputs_done)
+                        break;
+                int timeout = -1;
+                if (run->init_exited) {
+                        uint64_t now = aj_now_monotonic_ns();
+                        if (drain_deadline == 0)
+                                drain_deadline = now + DRAIN_TIMEOUT_MS * 1000000ull;
+                        if (now >= drain_deadline)
+                                break;
+                        timeout = (int)((drain_deadline - now) / 1000000ull) + 1;
+                }
+                struct epoll_event evs[16];
+                int n = epoll_wait(run->epfd, evs, ARRAY_SIZE(evs), timeout);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return aj_log_errno(-errno, "epoll_wait() failed");
+                }
+                for (int i = 0; i < n; i++) {
+                        switch ((Source)evs[i].data.u64) {
+                        case SRC_SIGNAL: {
+                                struct signalfd_siginfo si;
+                                while (read(run->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                                        if (si.ssi_signo != SIGCHLD)
+                                                forward_signal(run, (int)si.ssi_signo);
+                                break;
+                        }
+                        case SRC_PIDFD: {
+                                siginfo_t si = { 0 };
+                                if (waitid(P_PIDFD, (id_t)run->h.pidfd, &si, WEXITED | WNOHANG) == 0 &&
+                                    si.si_pid != 0) {
+                                        run->init_exited = true;
+                                        run->init_info = si;
+                                        epoll_del(run->epfd, run->h.pidfd);
+                                }
+                                break;
+                        }
+                        case SRC_SYNC:
+                                handle_child_msg(run);
+                                break;
+                        case SRC_STDOUT:
+                                pump_output(run, &run->streams[0]);
+                                break;
+                        case SRC_STDERR:
+                                pump_output(run, &run->streams[1]);
+                                break;
+                        case SRC_LISTENER:
+                                if (evs[i].events & EPOLLIN)
+                                        handle_denials(run);
+                                else if (run->listener >= 0) {
+                                        epoll_del(run->epfd, run->listener);
+                                        close(run->listener);
+                                        run->listener = -1;
+                                }
+                                break;
+                        case SRC_WALL:
+                                handle_wall(run);
+                                break;
+                        case SRC_CGROUP:
+                                aj_cgroup_event_ack(run->cgroup);
+                                check_cgroup_events(run);
+                                break;
+                        }
+                }
+        }
+        /* Messages sent just before init exited may still be queued. */
+        if (run->h.sync_fd >= 0)
+                handle_child_msg(run);
+        if (run->listener >= 0)
+                handle_denials(run);
+        return 0;
+}
+
+/* ---- outcome -------------------------------------------------------------------- */
+
+typedef struct {
+        int status;          /* agentjail's exit status */
+        int code;            /* -1 if none */
+        int signal;          /* -1 if none */
+        const char *reason;
+} Outcome;
+
+static Outcome compute_outcome(Run *run)
+{
+        Outcome o = { .status = AJ_EXIT_LAUNCHER, .code = -1, .signal = -1, .reason = "launcher-error" };
+        if (run->launch_failed)
+                return o;
+        if (run->have_status) {
+                if (WIFEXITED(run->cmd_status)) {
+                        o.code = WEXITSTATUS(run->cmd_status);
+                        o.status = o.code;
+                        o.reason = "exited";
+                } else if (WIFSIGNALED(run->cmd_status)) {
+                        o.signal = WTERMSIG(run->cmd_status);
+                        o.status = AJ_EXIT_SIGNAL_BASE + o.signal;
+                        o.reason = "signaled";
+                }
+        } else if (run->init_exited) {
+                /* init itself died (OOM killer, SIGKILL at the wall limit): the whole jail went. */
+                if (run->init_info.si_code == CLD_EXITED) {
+                        o.code = run->init_info.si_status;
+                        o.status = o.code;
+                        o.reason = "exited";
+                } else {
+                        o.signal = run->init_info.si_status;
+                        o.status = AJ_EXIT_SIGNAL_BASE + o.signal;
+                        o.reason = "signaled";
+                }
+        }
+        if (run->exec_failed) {
+                o.reason = "exec-failed";
+                o.status = run->exec_error.stage == AJ_STAGE_EXEC &&
+                                           (run->exec_error.err == ENOENT || run->exec_error.err == ENOTDIR)
+                                   ? AJ_EXIT_NOT_FOUND
+                                   : AJ_EXIT_NOT_EXECUTABLE;
+        }
+        if (run->wall_fired && !run->exec_failed)
+                o.reason = "wall-limit";
+        else if (run->last_stats.oom_kills > 0 && o.signal == SIGKILL)
+                o.reason = "oom";
+        return o;
+}
+
+static json_t *usage_json(const Run *run)
+{
+        const AjCgroupStats *s = &run->last_stats;
+        return json_pack("{s:I, s:I, s:I, s:I, s:I}", "memory_peak", (json_int_t)s->memory_peak, "cpu_usec",
+                         (json_int_t)s->cpu_usage_usec, "oom_kills", (json_int_t)s->oom_kills, "pids_max_events",
+                         (json_int_t)s->pids_max_events, "seccomp_denied", (json_int_t)run->denied_total);
+}
+
+static json_t *run_document(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
+{
+        char ts[40];
+        json_t *doc = json_object();
+        json_object_set_new(doc, "id", json_string(run->id));
+        json_object_set_new(doc, "name", json_string(run->name));
+        json_t *prof = json_pack("{s:s, s:s?, s:s?}", "name", run->profile->name, "path", run->profile->path,
+                                 "digest", run->profile->digest);
+        _cleanup_free_ char *resolved = aj_profile_to_json(run->profile);
+        if (resolved) {
+                json_t *rj = json_loads(resolved, 0, NULL);
+                if (rj)
+                        json_object_set_new(prof, "resolved", rj);
+        }
+        json_object_set_new(doc, "profile", prof);
+        json_object_set_new(doc, "command", strv_to_json(run->opts->argv));
+        json_object_set_new(doc, "cwd", json_string(run->cwd));
+        json_object_set_new(doc, "started", json_string(aj_format_timestamp(run->started_ns, ts, sizeof(ts))));
+        json_object_set_new(doc, "ended",
+                            ended_ns ? json_string(aj_format_timestamp(ended_ns, ts, sizeof(ts))) : json_null());
+        json_object_set_new(doc, "status", json_string(status));
+        json_object_set_new(doc, "supervisor_pid", json_integer(getpid()));
+        json_object_set_new(doc, "host_uid", json_integer((json_int_t)run->host_uid));
+        json_object_set_new(doc, "host_gid", json_integer((json_int_t)run->host_gid));
+        if (o) {
+                json_object_set_new(doc, "exit",
+                                    json_pack("{s:i, s:o, s:o, s:s}", "status", o->status, "code",
+                                              o->code >= 0 ? json_integer(o->code) : json_null(), "signal",
+                                              o->signal >= 0 ? json_integer(o->signal) : json_null(), "reason",
+                                              o->reason));
+                json_object_set_new(doc, "usage", usage_json(run));
+        } else {
+                json_object_set_new(doc, "exit", json_null());
+        }
+        json_t *cg = json_object();
+        AjCgroupMode mode = AJ_CGROUP_MODE_NONE;
+        (void)aj_cgroup_detect(&mode);
+        json_object_set_new(cg, "mode", json_string(aj_cgroup_mode_name(mode)));
+        json_object_set_new(cg, "paths", strv_to_json(run->cgroup ? aj_cgroup_paths(run->cgroup) : NULL));
+        json_object_set_new(doc, "cgroup", cg);
+        json_object_set(doc, "degraded", run->degraded);
+        return doc;
+}
+
+static void write_run_json(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
+{
+        json_t *doc = run_document(run, status, o, ended_ns);
+        int r = aj_run_json_write(run->run_dir, doc);
+        if (r < 0)
+                aj_log_errno(r, "Failed to write '%s/run.json'", run->run_dir);
+        if (o && run->opts->json) {
+                char *s = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                if (s) {
+                        fprintf(stderr, "%s\n", s);
+                        free(s);
+                }
+        }
+        json_decref(doc);
+}
+
+static void report_launch_error(Run *run)
+{
+        const AjChildMsg *m = &run->launch_error;
+        int err = m->err > 0 ? m->err : EIO;
+        if (m->stage == AJ_STAGE_MOUNT) {
+                char desc[512];
+                aj_error("Failed to %s: %s: %s", aj_spawn_stage_describe((AjSpawnStage)m->stage),
+                         aj_mount_step_describe(run->mount, (size_t)m->step, desc, sizeof(desc)), strerror(err));
+        } else if (m->stage == AJ_STAGE_RLIMIT) {
+                aj_error("Failed to set %s: %s", rlimit_name(RLIMIT_NOFILE), strerror(err));
+        } else {
+                aj_error("Failed to %s: %s", aj_spawn_stage_describe((AjSpawnStage)m->stage), strerror(err));
+        }
+        aj_events_emit(run->events, "launch.error",
+                       json_pack("{s:s, s:s}", "stage", aj_spawn_stage_describe((AjSpawnStage)m->stage), "error",
+                                 strerror(err)));
+}
+
+/* ---- setup ---------------------------------------------------------------------- */
+
+static int open_log(const char *dir, const char *name)
+{
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        return fd < 0 ? -errno : fd;
+}
+
+static int prepare(Run *run)
+{
+        const AjRunOptions *opts = run->opts;
+        int r;
+
+        r = aj_paths_resolve(&run->paths);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot find a state directory (set AGENTJAIL_STATE_DIR)");
+
+        AjProfileError perr = { 0 };
+        r = aj_profile_load(opts->profile ? opts->profile : "default", &run->profile, &perr);
+        if (r < 0) {
+                aj_error("%s", perr.message ? perr.message : strerror(-r));
+                aj_profile_error_clear(&perr);
+                return r;
+        }
+
+        run->cwd = getcwd(NULL, 0);
+        if (!run->cwd)
+                return aj_log_errno(-errno, "Cannot determine the current directory");
+        run->rootless = geteuid() != 0;
+        run->host_uid = run->rootless ? geteuid() : run->profile->host_uid;
+        run->host_gid = run->rootless ? getegid() : run->profile->host_gid;
+
+        if (aj_run_id_new(run->id) < 0)
+                return aj_log_errno(-errno, "Cannot generate a run id");
+        if (opts->name)
+                run->name = strdup(opts->name);
+        else {
+                _cleanup_free_ char *tmp = strdup(opts->argv[0]);
+                run->name = tmp ? strdup(basename(tmp)) : NULL;
+        }
+        if (!run->name)
+                return -ENOMEM;
+
+        r = aj_run_dir_create(&run->paths, run->id, &run->run_dir);
+        if (r < 0)
+                return aj_log_errno(r, "Failed to create the run directory under '%s/runs'", run->paths.state_root);
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/events.jsonl", run->run_dir);
+        r = aj_events_open(path, run->id, &run->events);
+        if (r < 0)
+                return aj_log_errno(r, "Failed to open '%s'", path);
+        run->streams[0].log = open_log(run->run_dir, "stdout.log");
+        run->streams[1].log = open_log(run->run_dir, "stderr.log");
+        if (run->streams[0].log < 0 || run->streams[1].log < 0)
+                return aj_log_errno(run->streams[0].log < 0 ? run->streams[0].log : run->streams[1].log,
+                                    "Failed to create the output logs in '%s'", run->run_dir);
+        return 0;
+}
+
+static int plan(Run *run, AjSpawnConfig *cfg)
+{
+        const AjProfile *p = run->profile;
+        int r;
+
+        r = aj_runtime_dir_create(&run->paths, run->id, &run->runtime_dir);
+        if (r < 0)
+                return aj_log_errno(r, "Failed to create the runtime directory under '%s'", run->paths.runtime_root);
+        if (asprintf(&run->root_mountpoint, "%s/root", run->runtime_dir) < 0)
+                return -ENOMEM;
+
+        const char *host_home = getenv("HOME");
+        struct passwd *pw = getpwuid(getuid());
+        if ((!host_home || host_home[0] != '/') && pw)
+                host_home = pw->pw_dir;
+        AjMountContext mctx = {
+                .cwd = run->cwd,
+                .host_home = host_home,
+                .extra_ro = run->opts->extra_ro,
+                .extra_rw = run->opts->extra_rw,
+                .uid = p->uid,
+                .gid = p->gid,
+                .user_name = "agent",
+                .hostname = p->hostname ? p->hostname : "agentjail",
+                .idmap = !run->rootless,
+                .runtime_dir = NULL,
+                .root_mountpoint = run->root_mountpoint,
+        };
+        _cleanup_free_ char *err = NULL;
+        r = aj_mount_plan_build(p, &mctx, &run->mount, &err);
+        if (r < 0) {
+                aj_error("%s: %s", run->profile->path ? run->profile->path : run->profile->name,
+                         err ? err : strerror(-r));
+                return r;
+        }
+
+        AjSeccompSpec spec = {
+                .base = p->seccomp_base ? p->seccomp_base : "default",
+                .deny = p->seccomp_deny.items,
+                .allow = p->seccomp_allow.items,
+                .notify = p->seccomp_log,
+                .allow_netlink = p->allow_netlink,
+        };
+        _cleanup_free_ char *cache = NULL;
+        if (asprintf(&cache, "%s/cache/seccomp", run->paths.state_root) < 0)
+                return -ENOMEM;
+        _cleanup_free_ char *serr = NULL;
+        r = aj_seccomp_build_cached(&spec, cache, &run->bpf, &serr);
+        if (r < 0) {
+                aj_error("Cannot build the seccomp filter: %s", serr ? serr : strerror(-r));
+                return r;
+        }
+
+        r = build_env(run);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot build the command's environment");
+
+        *cfg = (AjSpawnConfig){
+                .rootless = run->rootless,
+                .uid = p->uid,
+                .gid = p->gid,
+                .hostname = mctx.hostname,
+                .mount = run->mount,
+                .seccomp = &run->bpf,
+                .seccomp_listener = p->seccomp_log,
+                .argv = run->opts->argv,
+                .envp = run->envp,
+                .cgroup_v2_fd = -1,
+        };
+        if (p->nofile)
+                add_rlimit(cfg, RLIMIT_NOFILE, p->nofile);
+        if (p->nproc)
+                add_rlimit(cfg, RLIMIT_NPROC, p->nproc);
+        if (p->fsize)
+                add_rlimit(cfg, RLIMIT_FSIZE, p->fsize);
+        if (!p->core)
+                add_rlimit(cfg, RLIMIT_CORE, 0);
+        return 0;
+}
+
+static int setup_cgroup(Run *run)
+{
+        const AjProfile *p = run->profile;
+        AjCgroupLimits lim = { .memory_max = p->memory, .pids_max = p->pids, .cpus = p->cpu };
+        _cleanup_free_ char *err = NULL;
+        bool degrade = p->allow_degraded & AJ_DEGRADE_LIMITS;
+        int r = aj_cgroup_create(run->id, &lim, degrade, &run->cgroup, &err);
+        if (r < 0) {
+                aj_error("Cannot enforce the profile's limits: %s", err ? err : strerror(-r));
+                if (!degrade)
+                        aj_error("Refusing to start (add \"limits\" to the profile's \"allow_degraded\" to run "
+                                 "without them)");
+                return r;
+        }
+        if (err)
+                record_degraded(run, "limits", err);
+        return 0;
+}
+
+static int setup_idmap(Run *run)
+{
+        if (run->rootless)
+                return 0;
+        const char *ws = aj_mount_plan_workspace_source(run->mount);
+        uid_t owner_uid = 0;
+        gid_t owner_gid = 0;
+        if (ws) {
+                struct stat st;
+                if (stat(ws, &st) < 0)
+                        return aj_log_errno(-errno, "Cannot stat the workspace '%s'", ws);
+                owner_uid = st.st_uid;
+                owner_gid = st.st_gid;
+        }
+        _cleanup_close_ int userns = -1;
+        int r = aj_userns_idmap_fd(owner_uid, owner_gid, run->host_uid, run->host_gid, &userns);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot create the user namespace for the idmapped workspace");
+        _cleanup_free_ char *err = NULL;
+        r = aj_mount_plan_prepare(run->mount, userns, &err);
+        if (r < 0) {
+                aj_error("Cannot prepare the idmapped workspace: %s", err ? err : strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+static int start_loop_fds(Run *run, const sigset_t *mask)
+{
+        int r;
+        run->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (run->epfd < 0)
+                return -errno;
+        run->sigfd = signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (run->sigfd < 0)
+                return -errno;
+        if ((r = epoll_add(run->epfd, run->sigfd, SRC_SIGNAL, EPOLLIN)) < 0 ||
+            (r = epoll_add(run->epfd, run->h.pidfd, SRC_PIDFD, EPOLLIN)) < 0 ||
+            (r = aj_fd_set_nonblock(run->h.sync_fd, true)) < 0 ||
+            (r = epoll_add(run->epfd, run->h.sync_fd, SRC_SYNC, EPOLLIN)) < 0 ||
+            (r = epoll_add(run->epfd, run->streams[0].fd, SRC_STDOUT, EPOLLIN)) < 0 ||
+            (r = epoll_add(run->epfd, run->streams[1].fd, SRC_STDERR, EPOLLIN)) < 0)
+                return r;
+        if (run->profile->wall_ns) {
+                run->wallfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+                if (run->wallfd < 0)
+                        return -errno;
+                if ((r = arm_timer(run->wallfd, run->profile->wall_ns)) < 0 ||
+                    (r = epoll_add(run->epfd, run->wallfd, SRC_WALL, EPOLLIN)) < 0)
+                        return r;
+        }
+        if (run->cgroup) {
+                run->cg_event_fd = aj_cgroup_event_fd(run->cgroup);
+                if (run->cg_event_fd >= 0 &&
+                    (r = epoll_add(run->epfd, run->cg_event_fd, SRC_CGROUP, EPOLLIN | EPOLLPRI)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void kill_jail(Run *run)
+{
+        if (run->h.pidfd >= 0 && !run->init_exited) {
+                (void)syscall(SYS_pidfd_send_signal, run->h.pidfd, SIGKILL, NULL, 0);
+                siginfo_t si;
+                while (waitid(P_PIDFD, (id_t)run->h.pidfd, &si, WEXITED) < 0 && errno == EINTR)
+                        ;
+                run->init_exited = true;
+        }
+}
+
+int aj_jail_run(const AjRunOptions *opts)
+{
+        Run run = {
+                .opts = opts,
+                .watchdog_fd = -1,
+                .h = { .pidfd = -1, .sync_fd = -1 },
+                .epfd = -1, .sigfd = -1, .wallfd = -1, .listener = -1, .cg_event_fd = -1,
+                .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1 },
+                             { .fd = -1, .out = STDERR_FILENO, .log = -1 } },
+        };
+        run.degraded = json_array();
+        run.started_ns = aj_now_realtime_ns();
+        aj_ratelimit_init(&run.denial_rl, SECCOMP_REPORT_BURST, SECCOMP_REPORT_PER_SEC);
+        int status = AJ_EXIT_LAUNCHER;
+        int out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
+        AjSpawnConfig cfg;
+        int r;
+
+        /* Signals are taken through a signalfd; block them before anything is forked. */
+        sigset_t mask, old_mask;
+        sigemptyset(&mask);
+        static const int handled[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT };
+        for (size_t i = 0; i < ARRAY_SIZE(handled); i++)
+                sigaddset(&mask, handled[i]);
+        sigprocmask(SIG_BLOCK, &mask, &old_mask);
+        signal(SIGPIPE, SIG_IGN);
+
+        if (prepare(&run) < 0)
+                goto out;
+        write_run_json(&run, "starting", NULL, 0);
+        if (plan(&run, &cfg) < 0)
+                goto fail_records;
+        if (setup_cgroup(&run) < 0)
+                goto fail_records;
+        if (watchdog_start(&run) < 0) {
+                aj_log_errno(-errno, "Cannot start the watchdog process");
+                goto fail_records;
+        }
+        if (setup_idmap(&run) < 0)
+                goto fail_records;
+
+        if (pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
+                aj_log_errno(-errno, "Cannot create the output pipes");
+                goto fail_records;
+        }
+        cfg.stdout_fd = out_pipe[1];
+        cfg.stderr_fd = err_pipe[1];
+        cfg.cgroup_v2_fd = run.cgroup ? aj_cgroup_v2_fd(run.cgroup) : -1;
+
+        r = aj_spawn_clone(&cfg, &run.h);
+        if (r < 0) {
+                aj_log_errno(r, "Cannot create the jail's namespaces (clone3)");
+                goto fail_records;
+        }
+        close(out_pipe[1]);
+        close(err_pipe[1]);
+        out_pipe[1] = err_pipe[1] = -1;
+        run.streams[0].fd = out_pipe[0];
+        run.streams[1].fd = err_pipe[0];
+        out_pipe[0] = err_pipe[0] = -1;
+        (void)aj_fd_set_nonblock(run.streams[0].fd, true);
+        (void)aj_fd_set_nonblock(run.streams[1].fd, true);
+        aj_mount_plan_close_fds(run.mount);
+
+        r = aj_userns_write_maps(run.h.pid, run.profile->uid, run.host_uid, run.profile->gid, run.host_gid,
+                                 run.rootless);
+        if (r < 0) {
+                aj_log_errno(r, "Cannot write the jail's user namespace maps (uid %u -> %u)",
+                             (unsigned)run.profile->uid, (unsigned)run.host_uid);
+                goto fail_kill;
+        }
+        if (run.cgroup) {
+                r = aj_cgroup_attach(run.cgroup, run.h.pid, run.h.in_v2_cgroup);
+                if (r < 0) {
+                        aj_log_errno(r, "Cannot move the jail into its cgroup");
+                        goto fail_kill;
+                }
+        }
+        r = start_loop_fds(&run, &mask);
+        if (r < 0) {
+                aj_log_errno(r, "Cannot set up the supervisor's event loop");
+                goto fail_kill;
+        }
+        aj_events_emit(run.events, "run.start",
+                       json_pack("{s:o, s:s, s:s?, s:s?, s:i, s:I, s:s}", "command", strv_to_json(opts->argv),
+                                 "profile", run.profile->name, "digest", run.profile->digest, "profile_path",
+                                 run.profile->path, "pid", (int)run.h.pid, "host_uid", (json_int_t)run.host_uid,
+                                 "cwd", run.cwd));
+        write_run_json(&run, "running", NULL, 0);
+        r = aj_spawn_go(&run.h);
+        if (r < 0) {
+                aj_log_errno(r, "Cannot release the jail");
+                goto fail_kill;
+        }
+
+        (void)event_loop(&run);
+        kill_jail(&run);
+        if (run.denial_rl.suppressed > 0)
+                aj_events_emit(run.events, "seccomp.suppressed",
+                               json_pack("{s:I, s:I}", "suppressed", (json_int_t)run.denial_rl.suppressed, "total",
+                                         (json_int_t)run.denied_total));
+        check_cgroup_events(&run);
+        if (run.launch_failed)
+                report_launch_error(&run);
+        if (run.exec_failed) {
+                int err = run.exec_error.err;
+                if (run.exec_error.stage == AJ_STAGE_EXEC && (err == ENOENT || err == ENOTDIR))
+                        aj_error("'%s': command not found in the jail", opts->argv[0]);
+                else
+                        aj_error("Cannot %s '%s': %s", aj_spawn_stage_describe((AjSpawnStage)run.exec_error.stage),
+                                 opts->argv[0], strerror(err));
+        }
+        {
+                Outcome o = compute_outcome(&run);
+                status = o.status;
+                uint64_t ended = aj_now_realtime_ns();
+                aj_events_emit(run.events, "run.exit",
+                               json_pack("{s:i, s:o, s:o, s:s, s:o}", "status", o.status, "code",
+                                         o.code >= 0 ? json_integer(o.code) : json_null(), "signal",
+                                         o.signal >= 0 ? json_integer(o.signal) : json_null(), "reason", o.reason,
+                                         "usage", usage_json(&run)));
+                write_run_json(&run, "exited", &o, ended);
+        }
+        goto cleanup;
+
+fail_kill:
+        kill_jail(&run);
+fail_records:
+        if (run.events) {
+                Outcome o = { .status = AJ_EXIT_LAUNCHER, .code = -1, .signal = -1, .reason = "launcher-error" };
+                aj_events_emit(run.events, "run.exit",
+                               json_pack("{s:i, s:n, s:n, s:s}", "status", o.status, "code", "signal", "reason",
+                                         o.reason));
+                write_run_json(&run, "exited", &o, aj_now_realtime_ns());
+        }
+cleanup:
+        if (run.cgroup) {
+                r = aj_cgroup_destroy(run.cgroup);
+                if (r < 0)
+                        aj_log_errno(r, "Failed to remove the run's cgroup");
+                run.cgroup = NULL;
+        }
+        if (run.runtime_dir) {
+                r = aj_runtime_dir_remove(run.runtime_dir);
+                if (r < 0)
+                        aj_log_errno(r, "Failed to remove '%s'", run.runtime_dir);
+        }
+        watchdog_finish(&run);
+out:
+        for (int i = 0; i < 2; i++) {
+                if (out_pipe[i] >= 0)
+                        close(out_pipe[i]);
+                if (err_pipe[i] >= 0)
+                        close(err_pipe[i]);
+        }
+        for (int i = 0; i < 2; i++) {
+                if (run.streams[i].fd >= 0)
+                        close(run.streams[i].fd);
+                if (run.streams[i].log >= 0)
+                        close(run.streams[i].log);
+        }
+        if (run.listener >= 0)
+                close(run.listener);
+        if (run.epfd >= 0)
+                close(run.epfd);
+        if (run.sigfd >= 0)
+                close(run.sigfd);
+        if (run.wallfd >= 0)
+                close(run.wallfd);
+        aj_spawn_handle_done(&run.h);
+        aj_cgroup_free(run.cgroup);
+        aj_mount_plan_free(run.mount);
+        aj_bpf_program_free(&run.bpf);
+        aj_events_close(run.events);
+        aj_profile_free(run.profile);
+        aj_paths_done(&run.paths);
+        aj_strv_free(run.envp);
+        json_decref(run.degraded);
+        free(run.name);
+        free(run.run_dir);
+        free(run.runtime_dir);
+        free(run.root_mountpoint);
+        free(run.cwd);
+        sigprocmask(SIG_SETMASK, &old_mask, NULL);
+        return status;
+}

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `agentjail run`: the orchestrator — the one place that knows the order of steps. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "profile.h"
+
+typedef struct {
+        const char *profile; /* name or path; "default" when NULL */
+        const char *name;    /* run name; the command's basename when NULL */
+        AjBindList extra_ro; /* --ro */
+        AjBindList extra_rw; /* --rw */
+        bool json;           /* print the final run document on stderr */
+        int verbose;
+        char **argv;         /* the command */
+} AjRunOptions;
+
+/* Runs the command in a jail and returns agentjail's exit status (see exit-codes.h). */
+int aj_jail_run(const AjRunOptions *opts);

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+static AjLogLevel max_level = AJ_LOG_WARNING;
+
+void aj_log_set_level(AjLogLevel max) { max_level = max; }
+
+static void vlog(AjLogLevel level, const char *fmt, va_list ap, int err)
+{
+        if (level > max_level)
+                return;
+        char buf[2048];
+        int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+        if (n < 0)
+                return;
+        const char *prefix = level == AJ_LOG_WARNING ? "warning: " : "";
+        if (err)
+                fprintf(stderr, "agentjail: %s%s: %s\n", prefix, buf, strerror(-err));
+        else
+                fprintf(stderr, "agentjail: %s%s\n", prefix, buf);
+}
+
+void aj_log(AjLogLevel level, const char *fmt, ...)
+{
+        int saved = errno;
+        va_list ap;
+        va_start(ap, fmt);
+        vlog(level, fmt, ap, 0);
+        va_end(ap);
+        errno = saved;
+}
+
+int aj_log_errno(int err, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        vlog(AJ_LOG_ERROR, fmt, ap, err);
+        va_end(ap);
+        return err;
+}

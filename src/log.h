@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Messages to the operator on stderr: "agentjail: ...". Log once, where context is richest. */
+#pragma once
+
+#include "util/macros.h"
+
+typedef enum { AJ_LOG_ERROR, AJ_LOG_WARNING, AJ_LOG_INFO, AJ_LOG_DEBUG } AjLogLevel;
+
+void aj_log_set_level(AjLogLevel max);
+void aj_log(AjLogLevel level, const char *fmt, ...) _printf_(2, 3);
+/* Logs and returns `err` (a negative errno) so callers can `return aj_log_errno(r, ...)`. */
+int aj_log_errno(int err, const char *fmt, ...) _printf_(2, 3);
+
+#define aj_error(...) aj_log(AJ_LOG_ERROR, __VA_ARGS__)
+#define aj_warning(...) aj_log(AJ_LOG_WARNING, __VA_ARGS__)
+#define aj_info(...) aj_log(AJ_LOG_INFO, __VA_ARGS__)
+#define aj_debug(...) aj_log(AJ_LOG_DEBUG, __VA_ARGS__)

@@ -1,0 +1,1476 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The jail's filesystem view.
+ *
+ * aj_mount_plan_build() turns the profile and the run context into a flat
+ * list of steps (pure apart from stat()/readlink()/realpath() on the host,
+ * which the plan needs to know what a bind source is). aj_mount_apply() runs
+ * in the cloned child and executes the steps in order; every path it needs is
+ * precomputed here so apply only makes syscalls.
+ *
+ * Everything in the new root is created and resolved through a dirfd of the
+ * root tmpfs with RESOLVE_IN_ROOT, so a symlink inside a bound directory (the
+ * workspace is writable by the agent's owner) can never redirect a mount or a
+ * mkdir to the host side of the tree. Mounts are made with the new mount API
+ * (fsopen/fsmount, open_tree/mount_setattr, move_mount onto an O_PATH fd).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <linux/openat2.h>
+
+#include "mount.h"
+#include "util/macros.h"
+
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef MOVE_MOUNT_T_EMPTY_PATH
+#define MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#define MOUNT_ATTR_NOSUID 0x00000002
+#define MOUNT_ATTR_NODEV 0x00000004
+#define MOUNT_ATTR_NOEXEC 0x00000008
+#endif
+#ifndef MOUNT_ATTR_IDMAP
+#define MOUNT_ATTR_IDMAP 0x00100000
+#endif
+#ifndef FSOPEN_CLOEXEC
+#define FSOPEN_CLOEXEC 0x00000001
+#endif
+#ifndef FSMOUNT_CLOEXEC
+#define FSMOUNT_CLOEXEC 0x00000001
+#endif
+#ifndef FSCONFIG_SET_FLAG
+#define FSCONFIG_SET_FLAG 0
+#define FSCONFIG_SET_STRING 1
+#define FSCONFIG_CMD_CREATE 6
+#endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#define SYS_move_mount 429
+#define SYS_fsopen 430
+#define SYS_fsconfig 431
+#define SYS_fsmount 432
+#endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+
+#define DEFAULT_HOME "/home/agent"
+#define DEFAULT_HOSTNAME "agentjail"
+#define DEFAULT_USER "agent"
+#define RUNTIME_TARGET "/run/agentjail"
+#define MAX_STEPS 4096 /* profiles and the command line control the count */
+
+typedef enum {
+        STEP_PRIVATE,     /* make every mount private: nothing propagates to the host */
+        STEP_ROOT_TMPFS,  /* the new root */
+        STEP_WRITE_FILE,  /* generated /etc file; source = contents */
+        STEP_BIND,        /* bind source (host) on target; attr = MOUNT_ATTR_* */
+        STEP_SYMLINK,     /* symlink at target pointing to source */
+        STEP_FS,          /* new filesystem fstype with options on target */
+        STEP_REBIND_RO,   /* target (in the new root) bound onto itself read-only; optional */
+        STEP_HIDE,        /* mask target: empty read-only tmpfs (dir) or /dev/null (file) */
+        STEP_PIVOT,
+        STEP_ROOT_RDONLY, /* after pivot: "/" itself read-only */
+        STEP_CHDIR,
+} StepKind;
+
+typedef enum {
+        ORIGIN_NONE,
+        ORIGIN_RO,
+        ORIGIN_RW,
+        ORIGIN_WORKSPACE,
+        ORIGIN_TMPFS,
+        ORIGIN_HOME,
+        ORIGIN_RUNTIME,
+        ORIGIN_DEVICE,
+} StepOrigin;
+
+typedef struct {
+        StepKind kind;
+        StepOrigin origin;
+        char *source;     /* host path; symlink text; file contents */
+        char *target;     /* absolute path inside the jail */
+        const char *fstype;
+        char *options;    /* "key=value,flag" for STEP_FS */
+        uint64_t attr;    /* MOUNT_ATTR_* applied to the new mount */
+        bool is_dir;      /* mountpoint type, or hide kind */
+        bool idmap;       /* prepared on the host side as an idmapped tree */
+        bool degraded;    /* idmap refused by the filesystem, plain bind instead */
+        int tree_fd;      /* detached tree from aj_mount_plan_prepare(), or -1 */
+        size_t seq;       /* insertion order, tie-break for the depth sort */
+} AjMountStep;
+
+struct AjMountPlan {
+        AjMountStep *steps;
+        size_t n, allocated;
+        char *root;     /* host mountpoint of the new root */
+        char *workdir;  /* cwd inside the jail */
+        bool allow_degraded_idmap;
+};
+
+/* ---- small path helpers (pure) ---------------------------------------- */
+
+static int format_error(char **ret_error, const char *fmt, ...) _printf_(2, 3);
+static int format_error(char **ret_error, const char *fmt, ...)
+{
+        va_list ap;
+        char *s = NULL;
+
+        if (!ret_error)
+                return 0;
+        va_start(ap, fmt);
+        if (vasprintf(&s, fmt, ap) < 0)
+                s = NULL;
+        va_end(ap);
+        free(*ret_error);
+        *ret_error = s;
+        return 0;
+}
+
+/* Collapse "//", "/./" and a trailing "/"; refuses ".." (targets must say what they mean). */
+static int path_normalize(const char *in, char **ret)
+{
+        _cleanup_free_ char *out = NULL;
+        const char *p = in;
+        size_t o = 0;
+
+        if (in[0] != '/')
+                return -EINVAL;
+        out = malloc(strlen(in) + 2);
+        if (!out)
+                return -ENOMEM;
+        while (*p) {
+                const char *c;
+                size_t len;
+
+                while (*p == '/')
+                        p++;
+                if (!*p)
+                        break;
+                c = p;
+                while (*p && *p != '/')
+                        p++;
+                len = (size_t) (p - c);
+                if (len == 1 && c[0] == '.')
+                        continue;
+                if (len == 2 && c[0] == '.' && c[1] == '.')
+                        return -EINVAL;
+                out[o++] = '/';
+                memcpy(out + o, c, len);
+                o += len;
+        }
+        if (o == 0)
+                out[o++] = '/';
+        out[o] = '\0';
+        *ret = TAKE_PTR(out);
+        return 0;
+}
+
+static bool path_has_dotdot(const char *p)
+{
+        const char *c = p;
+
+        while ((c = strstr(c, ".."))) {
+                bool start = c == p || c[-1] == '/';
+                bool end = c[2] == '\0' || c[2] == '/';
+
+                if (start && end)
+                        return true;
+                c += 2;
+        }
+        return false;
+}
+
+static size_t path_depth(const char *p)
+{
+        size_t n = 0;
+
+        for (; *p; p++)
+                if (*p == '/' && p[1] && p[1] != '/')
+                        n++;
+        return n;
+}
+
+/* If `path` is `prefix` or below it (component-wise), the remainder ("" or "/x/y"). */
+static const char *path_under(const char *path, const char *prefix)
+{
+        size_t l = strlen(prefix);
+
+        if (l == 1 && prefix[0] == '/')
+                return path;
+        if (strncmp(path, prefix, l) != 0)
+                return NULL;
+        if (path[l] != '\0' && path[l] != '/')
+                return NULL;
+        return path + l;
+}
+
+static char *path_join(const char *a, const char *b)
+{
+        char *s = NULL;
+
+        while (*b == '/')
+                b++;
+        if (asprintf(&s, "%s%s%s", a, (a[0] && a[strlen(a) - 1] == '/') || !*b ? "" : "/", b) < 0)
+                return NULL;
+        return s;
+}
+
+/* "~" / "~/x" -> base + rest; NULL rest when `raw` does not start with "~". */
+static const char *tilde_rest(const char *raw)
+{
+        if (raw[0] != '~')
+                return NULL;
+        if (raw[1] == '\0' || raw[1] == '/')
+                return raw + 1;
+        return NULL;
+}
+
+/* ---- plan construction ------------------------------------------------- */
+
+static void step_clear(AjMountStep *s)
+{
+        free(s->source);
+        free(s->target);
+        free(s->options);
+        if (s->tree_fd >= 0)
+                close(s->tree_fd);
+        s->tree_fd = -1;
+}
+
+static int plan_add(AjMountPlan *plan, AjMountStep *s)
+{
+        if (plan->n >= MAX_STEPS) {
+                step_clear(s);
+                return -E2BIG;
+        }
+        if (plan->n == plan->allocated) {
+                size_t na = plan->allocated ? plan->allocated * 2 : 64;
+                AjMountStep *ns = realloc(plan->steps, na * sizeof(*ns));
+
+                if (!ns) {
+                        step_clear(s);
+                        return -ENOMEM;
+                }
+                plan->steps = ns;
+                plan->allocated = na;
+        }
+        s->seq = plan->n;
+        plan->steps[plan->n++] = *s;
+        return 0;
+}
+
+/* Takes ownership of source/target/options (also on failure). */
+static int add_step(AjMountPlan *plan, StepKind kind, StepOrigin origin, char *source, char *target,
+                    const char *fstype, char *options, uint64_t attr, bool is_dir)
+{
+        AjMountStep s = {
+                .kind = kind,
+                .origin = origin,
+                .source = source,
+                .target = target,
+                .fstype = fstype,
+                .options = options,
+                .attr = attr,
+                .is_dir = is_dir,
+                .tree_fd = -1,
+        };
+
+        if ((source == NULL && (kind == STEP_BIND || kind == STEP_SYMLINK || kind == STEP_WRITE_FILE)) ||
+            (target == NULL && kind != STEP_PRIVATE && kind != STEP_PIVOT && kind != STEP_ROOT_RDONLY)) {
+                step_clear(&s);
+                return -ENOMEM;
+        }
+        return plan_add(plan, &s);
+}
+
+/* Workspaces that would hand the agent (or its owner's ids) the system itself. */
+static bool refused_workspace(const char *p)
+{
+        static const char *const exact[] = { "/", "/bin", "/sbin", "/var", "/run", "/home" };
+        static const char *const tree[] = { "/usr", "/etc", "/boot", "/proc", "/sys", "/dev" };
+
+        for (size_t i = 0; i < ARRAY_SIZE(exact); i++)
+                if (streq(p, exact[i]))
+                        return true;
+        for (size_t i = 0; i < ARRAY_SIZE(tree); i++)
+                if (path_under(p, tree[i]))
+                        return true;
+        /* /lib, /lib32, /lib64, /libx32 */
+        return strncmp(p, "/lib", 4) == 0 && !strchr(p + 1, '/');
+}
+
+static int check_target(const char *field, const char *target, char **ret_error)
+{
+        static const char *const reserved[] = { "/proc", "/dev", "/sys" };
+
+        if (streq(target, "/"))
+                return format_error(ret_error, "%s: cannot mount over '/' (the jail's root is built by agentjail)",
+                                    field),
+                       -EINVAL;
+        for (size_t i = 0; i < ARRAY_SIZE(reserved); i++)
+                if (path_under(target, reserved[i]))
+                        return format_error(ret_error, "%s: '%s' is under %s, which the jail sets up itself",
+                                            field, target, reserved[i]),
+                               -EINVAL;
+        return 0;
+}
+
+/* A jail path as written in a profile ("~/x" = the jail's home) -> normalized absolute path. */
+static int resolve_jail_path(const char *field, const char *raw, const char *jail_home, char **ret,
+                             char **ret_error)
+{
+        _cleanup_free_ char *joined = NULL;
+        const char *rest = tilde_rest(raw);
+        const char *p = raw;
+        int r;
+
+        if (rest) {
+                joined = path_join(jail_home, rest);
+                if (!joined)
+                        return -ENOMEM;
+                p = joined;
+        }
+        if (p[0] != '/')
+                return format_error(ret_error, "%s: target '%s' must be an absolute path", field, raw), -EINVAL;
+        if (path_has_dotdot(p))
+                return format_error(ret_error, "%s: target '%s' must not contain '..'", field, raw), -EINVAL;
+        r = path_normalize(p, ret);
+        if (r < 0)
+                return r;
+        r = check_target(field, *ret, ret_error);
+        if (r < 0) {
+                free(*ret);
+                *ret = NULL;
+        }
+        return r;
+}
+
+/*
+ * A host path as written in a profile: "~/x" = the invoking user's home, "." and
+ * relative paths = the run's cwd. ret_default_target is where it appears in the
+ * jail when no explicit target was given: the same path, except "~/x" which lands
+ * in the jail's home.
+ */
+static int resolve_host_path(const char *field, const char *raw, const AjMountContext *ctx,
+                             const char *jail_home, char **ret_source, char **ret_default_target,
+                             char **ret_error)
+{
+        _cleanup_free_ char *joined = NULL, *src = NULL, *tgt = NULL;
+        const char *rest = tilde_rest(raw);
+        int r;
+
+        if (raw[0] == '\0')
+                return format_error(ret_error, "%s: empty path", field), -EINVAL;
+        if (raw[0] == '~' && !rest)
+                return format_error(ret_error, "%s: '%s': only '~' and '~/...' are supported", field, raw),
+                       -EINVAL;
+        if (rest) {
+                if (!ctx->host_home || ctx->host_home[0] != '/')
+                        return format_error(ret_error, "%s: '%s' uses '~' but the home directory is unknown",
+                                            field, raw),
+                               -EINVAL;
+                joined = path_join(ctx->host_home, rest);
+                if (!joined)
+                        return -ENOMEM;
+                tgt = path_join(jail_home, rest);
+                if (!tgt)
+                        return -ENOMEM;
+        } else if (raw[0] != '/') {
+                if (!ctx->cwd || ctx->cwd[0] != '/')
+                        return format_error(ret_error, "%s: '%s' is relative but the working directory is unknown",
+                                            field, raw),
+                               -EINVAL;
+                joined = path_join(ctx->cwd, raw);
+                if (!joined)
+                        return -ENOMEM;
+        } else {
+                joined = strdup(raw);
+                if (!joined)
+                        return -ENOMEM;
+        }
+
+        if (path_has_dotdot(joined)) {
+                /* Lexical ".." removal is wrong across symlinks; let the kernel decide. */
+                src = realpath(joined, NULL);
+                if (!src)
+                        return negative_errno();
+        } else {
+                r = path_normalize(joined, &src);
+                if (r < 0)
+                        return r;
+        }
+
+        if (!tgt) {
+                tgt = strdup(src);
+                if (!tgt)
+                        return -ENOMEM;
+        } else if (path_has_dotdot(tgt)) {
+                return format_error(ret_error, "%s: '%s' must not contain '..'", field, raw), -EINVAL;
+        } else {
+                char *n = NULL;
+
+                r = path_normalize(tgt, &n);
+                if (r < 0)
+                        return r;
+                free(tgt);
+                tgt = n;
+        }
+
+        *ret_source = TAKE_PTR(src);
+        *ret_default_target = TAKE_PTR(tgt);
+        return 0;
+}
+
+static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
+                     const char *jail_home, bool writable, char **ret_error)
+{
+        _cleanup_free_ char *src = NULL, *tgt = NULL, *link = NULL;
+        struct stat st;
+        int r;
+
+        if (!b->source)
+                return format_error(ret_error, "%s: entry without a path", field), -EINVAL;
+
+        r = resolve_host_path(field, b->source, ctx, jail_home, &src, &tgt, ret_error);
+        if (r == -ENOENT && b->optional)
+                return 0;
+        if (r == -ENOENT)
+                return format_error(ret_error, "%s: '%s' does not exist (prefix it with '?' to make it optional)",
+                                    field, b->source),
+                       r;
+        if (r < 0)
+                return r;
+
+        if (b->target && !streq(b->target, b->source)) {
+                free(tgt);
+                tgt = NULL;
+                r = resolve_jail_path(field, b->target, jail_home, &tgt, ret_error);
+                if (r < 0)
+                        return r;
+        } else {
+                r = check_target(field, tgt, ret_error);
+                if (r < 0)
+                        return r;
+        }
+
+        if (lstat(src, &st) < 0) {
+                if (errno == ENOENT && b->optional)
+                        return 0;
+                if (errno == ENOENT)
+                        return format_error(ret_error,
+                                            "%s: '%s' does not exist (prefix it with '?' to make it optional)",
+                                            field, b->source),
+                               -ENOENT;
+                r = negative_errno();
+                return format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
+        }
+
+        /* Merged-/usr hosts: /bin -> usr/bin. Reproduce the link; binding it would follow it. */
+        if (S_ISLNK(st.st_mode) && streq(src, tgt)) {
+                ssize_t n;
+
+                link = malloc(PATH_MAX);
+                if (!link)
+                        return -ENOMEM;
+                n = readlink(src, link, PATH_MAX - 1);
+                if (n < 0) {
+                        r = negative_errno();
+                        return format_error(ret_error, "%s: cannot read link '%s': %s", field, src, strerror(-r)),
+                               r;
+                }
+                link[n] = '\0';
+                return add_step(plan, STEP_SYMLINK, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(link),
+                                TAKE_PTR(tgt), NULL, NULL, 0, false);
+        }
+        if (S_ISLNK(st.st_mode) && stat(src, &st) < 0) {
+                if (errno == ENOENT && b->optional)
+                        return 0;
+                r = negative_errno();
+                return format_error(ret_error, "%s: '%s' is a symlink to nothing usable: %s", field, src,
+                                    strerror(-r)),
+                       r;
+        }
+
+        return add_step(plan, STEP_BIND, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(src), TAKE_PTR(tgt), NULL,
+                        NULL,
+                        writable ? MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+                                 : MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                        S_ISDIR(st.st_mode));
+}
+
+static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
+                          const char *jail_home, char **ret_error)
+{
+        static const char field[] = "filesystem.workspace";
+        _cleanup_free_ char *src = NULL, *tgt = NULL, *real = NULL;
+        const char *raw = p->workspace_path ? p->workspace_path : ".";
+        struct stat st;
+        int r;
+
+        r = resolve_host_path(field, raw, ctx, jail_home, &src, &tgt, ret_error);
+        if (r == -ENOENT)
+                return format_error(ret_error, "%s: '%s' does not exist", field, raw), r;
+        if (r < 0)
+                return r;
+        real = realpath(src, NULL);
+        if (!real) {
+                r = negative_errno();
+                if (r == -ENOENT)
+                        return format_error(ret_error, "%s: '%s' does not exist", field, src), r;
+                return format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
+        }
+        if (refused_workspace(real) || refused_workspace(src))
+                return format_error(ret_error,
+                                    "%s: refusing '%s' as the workspace: it is a system directory; "
+                                    "run agentjail from a project directory",
+                                    field, real),
+                       -EPERM;
+        if (stat(real, &st) < 0) {
+                r = negative_errno();
+                return format_error(ret_error, "%s: cannot access '%s': %s", field, real, strerror(-r)), r;
+        }
+        if (!S_ISDIR(st.st_mode))
+                return format_error(ret_error, "%s: '%s' is not a directory", field, real), -ENOTDIR;
+
+        /* The workspace keeps its host path so paths in logs and tool output match. */
+        free(tgt);
+        tgt = strdup(real);
+        if (!tgt)
+                return -ENOMEM;
+        free(plan->workdir);
+        plan->workdir = strdup(real);
+        if (!plan->workdir)
+                return -ENOMEM;
+
+        uint64_t attr = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        if (p->workspace_mode == AJ_WORKSPACE_RO)
+                attr |= MOUNT_ATTR_RDONLY;
+        return add_step(plan, STEP_BIND, ORIGIN_WORKSPACE, TAKE_PTR(real), TAKE_PTR(tgt), NULL, NULL, attr, true);
+}
+
+static bool valid_name(const char *s, size_t max)
+{
+        size_t l = strlen(s);
+
+        if (l == 0 || l > max)
+                return false;
+        for (; *s; s++)
+                if (*s == ':' || *s == '\n' || *s == ' ' || *s == '\t' || *s == '/' || (unsigned char) *s < 0x20)
+                        return false;
+        return true;
+}
+
+static int plan_etc(AjMountPlan *plan, const AjMountContext *ctx, const char *user, const char *home,
+                    const char *hostname)
+{
+        char *passwd = NULL, *group = NULL, *hosts = NULL, *hn = NULL;
+        uid_t uid = ctx->uid;
+        gid_t gid = ctx->gid;
+        int r;
+
+        if (uid != 0 && uid != 65534)
+                r = asprintf(&passwd,
+                             "root:x:0:0:root:/root:/bin/sh\n"
+                             "%s:x:%u:%u:%s:%s:/bin/sh\n"
+                             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+                             user, (unsigned) uid, (unsigned) gid, user, home);
+        else
+                r = asprintf(&passwd,
+                             "root:x:0:0:root:%s:/bin/sh\n"
+                             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+                             uid == 0 ? home : "/root");
+        if (r < 0)
+                return -ENOMEM;
+        r = add_step(plan, STEP_WRITE_FILE, ORIGIN_NONE, passwd, strdup("/etc/passwd"), NULL, NULL, 0, false);
+        if (r < 0)
+                return r;
+
+        if (gid != 0 && gid != 5 && gid != 65534)
+                r = asprintf(&group, "root:x:0:\ntty:x:5:\n%s:x:%u:\nnogroup:x:65534:\n", user, (unsigned) gid);
+        else
+                r = asprintf(&group, "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n");
+        if (r < 0)
+                return -ENOMEM;
+        r = add_step(plan, STEP_WRITE_FILE, ORIGIN_NONE, group, strdup("/etc/group"), NULL, NULL, 0, false);
+        if (r < 0)
+                return r;
+
+        if (asprintf(&hn, "%s\n", hostname) < 0)
+                return -ENOMEM;
+        r = add_step(plan, STEP_WRITE_FILE, ORIGIN_NONE, hn, strdup("/etc/hostname"), NULL, NULL, 0, false);
+        if (r < 0)
+                return r;
+
+        if (asprintf(&hosts, "127.0.0.1 localhost %s\n::1 localhost\n", hostname) < 0)
+                return -ENOMEM;
+        return add_step(plan, STEP_WRITE_FILE, ORIGIN_NONE, hosts, strdup("/etc/hosts"), NULL, NULL, 0, false);
+}
+
+static int plan_dev(AjMountPlan *plan, const AjMountContext *ctx)
+{
+        static const char *const nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
+        static const char *const links[][2] = {
+                { "/dev/ptmx", "pts/ptmx" },          { "/dev/fd", "/proc/self/fd" },
+                { "/dev/stdin", "/proc/self/fd/0" },  { "/dev/stdout", "/proc/self/fd/1" },
+                { "/dev/stderr", "/proc/self/fd/2" },
+        };
+        int r;
+
+        r = add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/dev"), "tmpfs", strdup("mode=0755"),
+                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, true);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ARRAY_SIZE(nodes); i++) {
+                char *src = NULL;
+
+                if (asprintf(&src, "/dev/%s", nodes[i]) < 0)
+                        return -ENOMEM;
+                /* mknod is refused in a user namespace: bind the host's nodes onto empty files. */
+                r = add_step(plan, STEP_BIND, ORIGIN_DEVICE, src, strdup(src), NULL, NULL,
+                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false);
+                if (r < 0)
+                        return r;
+        }
+        /* gid= must name a group mapped in the jail; the jail maps exactly one. */
+        r = add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/dev/pts"), "devpts",
+                     strdup(ctx->gid == 5 ? "newinstance,ptmxmode=0666,mode=0620,gid=5"
+                                          : "newinstance,ptmxmode=0666,mode=0620"),
+                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, true);
+        if (r < 0)
+                return r;
+        r = add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/dev/shm"), "tmpfs", strdup("mode=1777"),
+                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
+                r = add_step(plan, STEP_SYMLINK, ORIGIN_NONE, strdup(links[i][1]), strdup(links[i][0]), NULL,
+                             NULL, 0, false);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Is `path` present in the planned tree, and is it a directory? Decided from the host
+ * side of the deepest mount covering it. 0 = absent (nothing to hide), 1 = present. */
+static int plan_lookup(const AjMountPlan *plan, size_t n_placed, const char *path, bool *ret_is_dir)
+{
+        const AjMountStep *best = NULL;
+        size_t best_depth = 0;
+        struct stat st;
+
+        for (size_t i = 0; i < n_placed; i++) {
+                const AjMountStep *s = &plan->steps[i];
+                size_t d;
+
+                if (s->kind != STEP_BIND && s->kind != STEP_FS && s->kind != STEP_SYMLINK &&
+                    s->kind != STEP_WRITE_FILE)
+                        continue;
+                if (!path_under(path, s->target))
+                        continue;
+                /* Generated files live in the root tmpfs: any mount on a parent covers them. */
+                d = s->kind == STEP_WRITE_FILE ? 0 : path_depth(s->target);
+                if (!best || d >= best_depth) {
+                        best = s;
+                        best_depth = d;
+                }
+        }
+        if (!best)
+                return 0;
+
+        const char *rest = path_under(path, best->target);
+        switch (best->kind) {
+        case STEP_BIND: {
+                _cleanup_free_ char *host = path_join(best->source, rest);
+
+                if (!host)
+                        return -ENOMEM;
+                if (stat(host, &st) < 0)
+                        return errno == ENOENT || errno == ENOTDIR ? 0 : negative_errno();
+                *ret_is_dir = S_ISDIR(st.st_mode);
+                return 1;
+        }
+        case STEP_FS:
+                if (*rest)
+                        return 0;
+                *ret_is_dir = true;
+                return 1;
+        case STEP_WRITE_FILE:
+                if (*rest)
+                        return 0;
+                *ret_is_dir = false;
+                return 1;
+        default:
+                return 0; /* through a symlink: not resolved at plan time */
+        }
+}
+
+static int cmp_step_depth(const void *a, const void *b)
+{
+        const AjMountStep *x = a, *y = b;
+        size_t dx = path_depth(x->target), dy = path_depth(y->target);
+
+        if (dx != dy)
+                return dx < dy ? -1 : 1;
+        return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret,
+                        char **ret_error)
+{
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        _cleanup_free_ char *home = NULL, *err = NULL;
+        const char *user, *hostname;
+        size_t placed_start, n;
+        int r;
+
+        if (!p || !ctx || !ret)
+                return -EINVAL;
+        user = ctx->user_name ? ctx->user_name : DEFAULT_USER;
+        hostname = ctx->hostname ? ctx->hostname : p->hostname ? p->hostname : DEFAULT_HOSTNAME;
+        if (!ctx->root_mountpoint || ctx->root_mountpoint[0] != '/')
+                return format_error(ret_error, "root mountpoint must be an absolute path"), -EINVAL;
+        if (!valid_name(user, 32))
+                return format_error(ret_error, "invalid user name '%s'", user), -EINVAL;
+        if (!valid_name(hostname, 64))
+                return format_error(ret_error, "invalid hostname '%s'", hostname), -EINVAL;
+
+        plan = calloc(1, sizeof(*plan));
+        if (!plan)
+                return -ENOMEM;
+        plan->root = strdup(ctx->root_mountpoint);
+        if (!plan->root)
+                return -ENOMEM;
+        plan->allow_degraded_idmap = p->allow_degraded & AJ_DEGRADE_IDMAP;
+
+        r = resolve_jail_path("filesystem.home", p->home ? p->home : DEFAULT_HOME, "/", &home, &err);
+        if (r < 0)
+                goto fail;
+
+        r = add_step(plan, STEP_PRIVATE, ORIGIN_NONE, NULL, NULL, NULL, NULL, 0, true);
+        if (r < 0)
+                goto fail;
+        r = add_step(plan, STEP_ROOT_TMPFS, ORIGIN_NONE, NULL, strdup(ctx->root_mountpoint), "tmpfs",
+                     strdup("mode=0755"), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+        if (r < 0)
+                goto fail;
+        /* Written into the root tmpfs first: a profile bind on /etc or /etc/passwd covers them. */
+        r = plan_etc(plan, ctx, user, home, hostname);
+        if (r < 0)
+                goto fail;
+
+        placed_start = plan->n;
+
+        /* Tmpfs entries first, so that at equal depth a bind on the same path wins. */
+        for (size_t i = 0; i < p->tmpfs.n; i++) {
+                char *t = NULL;
+
+                r = resolve_jail_path("filesystem.tmpfs", p->tmpfs.items[i], home, &t, &err);
+                if (r < 0)
+                        goto fail;
+                r = add_step(plan, STEP_FS, ORIGIN_TMPFS, NULL, t, "tmpfs", strdup("mode=1777"),
+                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+                if (r < 0)
+                        goto fail;
+        }
+        {
+                char *opts = NULL;
+
+                if (asprintf(&opts, "mode=0700,uid=%u,gid=%u", (unsigned) ctx->uid, (unsigned) ctx->gid) < 0) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                r = add_step(plan, STEP_FS, ORIGIN_HOME, NULL, strdup(home), "tmpfs", opts,
+                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+                if (r < 0)
+                        goto fail;
+        }
+
+        for (size_t i = 0; i < p->ro.n; i++) {
+                r = plan_bind(plan, "filesystem.ro", &p->ro.items[i], ctx, home, false, &err);
+                if (r < 0)
+                        goto fail;
+        }
+        for (size_t i = 0; i < ctx->extra_ro.n; i++) {
+                r = plan_bind(plan, "--ro", &ctx->extra_ro.items[i], ctx, home, false, &err);
+                if (r < 0)
+                        goto fail;
+        }
+        for (size_t i = 0; i < p->rw.n; i++) {
+                r = plan_bind(plan, "filesystem.rw", &p->rw.items[i], ctx, home, true, &err);
+                if (r < 0)
+                        goto fail;
+        }
+        for (size_t i = 0; i < ctx->extra_rw.n; i++) {
+                r = plan_bind(plan, "--rw", &ctx->extra_rw.items[i], ctx, home, true, &err);
+                if (r < 0)
+                        goto fail;
+        }
+        if (p->workspace_mode != AJ_WORKSPACE_NONE) {
+                r = plan_workspace(plan, p, ctx, home, &err);
+                if (r < 0)
+                        goto fail;
+        }
+        if (ctx->runtime_dir) {
+                if (ctx->runtime_dir[0] != '/') {
+                        format_error(&err, "runtime directory '%s' must be an absolute path", ctx->runtime_dir);
+                        r = -EINVAL;
+                        goto fail;
+                }
+                r = add_step(plan, STEP_BIND, ORIGIN_RUNTIME, strdup(ctx->runtime_dir), strdup(RUNTIME_TARGET),
+                             NULL, NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
+                if (r < 0)
+                        goto fail;
+        }
+
+        /* Parents before children; equal depth keeps the order above. */
+        n = plan->n - placed_start;
+        qsort(plan->steps + placed_start, n, sizeof(AjMountStep), cmp_step_depth);
+
+        if (ctx->idmap)
+                for (size_t i = placed_start; i < plan->n; i++) {
+                        AjMountStep *s = &plan->steps[i];
+
+                        if (s->kind == STEP_BIND && (s->origin == ORIGIN_RW || s->origin == ORIGIN_WORKSPACE))
+                                s->idmap = true;
+                }
+
+        size_t n_placed = plan->n;
+
+        r = add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/proc"), "proc", NULL,
+                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
+        if (r < 0)
+                goto fail;
+        {
+                static const char *const ro[] = { "/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus" };
+
+                for (size_t i = 0; i < ARRAY_SIZE(ro); i++) {
+                        r = add_step(plan, STEP_REBIND_RO, ORIGIN_NONE, NULL, strdup(ro[i]), NULL, NULL,
+                                     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                             MOUNT_ATTR_NOEXEC,
+                                     false);
+                        if (r < 0)
+                                goto fail;
+                }
+        }
+        r = plan_dev(plan, ctx);
+        if (r < 0)
+                goto fail;
+
+        for (size_t i = 0; i < p->hide.n; i++) {
+                const char *raw = p->hide.items[i];
+                char *t = NULL;
+                bool is_dir = false;
+
+                if (raw && raw[0] == '?')
+                        raw++;
+                r = resolve_jail_path("filesystem.hide", raw ? raw : "", home, &t, &err);
+                if (r < 0)
+                        goto fail;
+                r = plan_lookup(plan, n_placed, t, &is_dir);
+                if (r <= 0) {
+                        free(t);
+                        if (r < 0)
+                                goto fail;
+                        continue; /* nothing there to hide */
+                }
+                r = add_step(plan, STEP_HIDE, ORIGIN_NONE, NULL, t, NULL, NULL,
+                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, is_dir);
+                if (r < 0)
+                        goto fail;
+        }
+
+        if (!plan->workdir) {
+                plan->workdir = strdup(home);
+                if (!plan->workdir) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        }
+        r = add_step(plan, STEP_PIVOT, ORIGIN_NONE, NULL, NULL, NULL, NULL, 0, true);
+        if (r < 0)
+                goto fail;
+        r = add_step(plan, STEP_ROOT_RDONLY, ORIGIN_NONE, NULL, strdup("/"), NULL, NULL, MOUNT_ATTR_RDONLY, true);
+        if (r < 0)
+                goto fail;
+        r = add_step(plan, STEP_CHDIR, ORIGIN_NONE, NULL, strdup(plan->workdir), NULL, NULL, 0, true);
+        if (r < 0)
+                goto fail;
+
+        *ret = TAKE_PTR(plan);
+        return 0;
+
+fail:
+        if (ret_error) {
+                if (!err)
+                        format_error(&err, "Failed to plan the jail's mounts: %s", strerror(-r));
+                free(*ret_error);
+                *ret_error = TAKE_PTR(err);
+        }
+        return r;
+}
+
+/* ---- raw syscalls ------------------------------------------------------ */
+
+static int sys_open_tree(int dfd, const char *path, unsigned flags)
+{
+        return (int) syscall(SYS_open_tree, dfd, path, flags);
+}
+
+static int sys_move_mount(int from_dfd, const char *from, int to_dfd, const char *to, unsigned flags)
+{
+        return (int) syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags);
+}
+
+static int sys_mount_setattr(int dfd, const char *path, unsigned flags, struct mount_attr *attr)
+{
+        return (int) syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof(*attr));
+}
+
+static int sys_fsopen(const char *fstype, unsigned flags) { return (int) syscall(SYS_fsopen, fstype, flags); }
+
+static int sys_fsconfig(int fd, unsigned cmd, const char *key, const char *value, int aux)
+{
+        return (int) syscall(SYS_fsconfig, fd, cmd, key, value, aux);
+}
+
+static int sys_fsmount(int fd, unsigned flags, unsigned attr) { return (int) syscall(SYS_fsmount, fd, flags, attr); }
+
+static int sys_openat2(int dfd, const char *path, int flags, mode_t mode, uint64_t resolve)
+{
+        struct open_how how = { .flags = (uint64_t) flags, .mode = mode, .resolve = resolve };
+
+        return (int) syscall(SYS_openat2, dfd, path, &how, sizeof(how));
+}
+
+/* ---- host side: idmapped trees ----------------------------------------- */
+
+int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, char **ret_error)
+{
+        if (!plan)
+                return -EINVAL;
+        for (size_t i = 0; i < plan->n; i++) {
+                AjMountStep *s = &plan->steps[i];
+                _cleanup_close_ int fd = -1;
+                struct mount_attr attr = {
+                        .attr_set = s->attr | MOUNT_ATTR_IDMAP,
+                        .userns_fd = (uint64_t) idmap_userns_fd,
+                };
+                int r;
+
+                if (!s->idmap || s->tree_fd >= 0)
+                        continue;
+                if (idmap_userns_fd < 0)
+                        return format_error(ret_error, "no user namespace for the idmapped mount of '%s'", s->source),
+                               -EBADF;
+
+                fd = sys_open_tree(AT_FDCWD, s->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+                if (fd < 0) {
+                        r = negative_errno();
+                        return format_error(ret_error, "Failed to clone the mount tree of '%s': %s", s->source,
+                                            strerror(-r)),
+                               r;
+                }
+                if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
+                        r = negative_errno();
+                        if (plan->allow_degraded_idmap && (r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSYS)) {
+                                /* The filesystem cannot idmap: keep a plain bind, the profile allows it. */
+                                attr.attr_set = s->attr;
+                                attr.userns_fd = 0;
+                                if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
+                                        r = negative_errno();
+                                        return format_error(ret_error, "Failed to set mount flags on '%s': %s",
+                                                            s->source, strerror(-r)),
+                                               r;
+                                }
+                                s->degraded = true;
+                        } else
+                                return format_error(ret_error, "Failed to create an idmapped mount of '%s': %s",
+                                                    s->source, strerror(-r)),
+                                       r;
+                }
+                s->tree_fd = TAKE_FD(fd);
+        }
+        return 0;
+}
+
+bool aj_mount_plan_idmap_degraded(const AjMountPlan *plan)
+{
+        if (!plan)
+                return false;
+        for (size_t i = 0; i < plan->n; i++)
+                if (plan->steps[i].degraded)
+                        return true;
+        return false;
+}
+
+/* ---- child side -------------------------------------------------------- */
+
+#define IN_ROOT (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+
+static int open_in_root(int rootfd, const char *target, int flags)
+{
+        const char *rel = target;
+        int fd;
+
+        while (*rel == '/')
+                rel++;
+        fd = sys_openat2(rootfd, *rel ? rel : ".", flags | O_CLOEXEC, 0, IN_ROOT);
+        return fd < 0 ? negative_errno() : fd;
+}
+
+/* mkdir -p of target's parent inside the new root; returns an O_PATH fd of the parent
+ * and the last component in *ret_name (a pointer into `target`). */
+static int open_parent_in_root(int rootfd, const char *target, const char **ret_name)
+{
+        char buf[PATH_MAX];
+        const char *last = strrchr(target, '/');
+        size_t plen;
+        int fd;
+
+        if (!last || !last[1])
+                return -EINVAL;
+        plen = (size_t) (last - target);
+        if (plen >= sizeof(buf))
+                return -ENAMETOOLONG;
+        memcpy(buf, target, plen);
+        buf[plen] = '\0';
+
+        fd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+        if (fd == -ENOENT) {
+                /* Create component by component, each resolved from the root again. */
+                for (size_t i = 1; i <= plen; i++) {
+                        if (i < plen && buf[i] != '/')
+                                continue;
+                        char saved = buf[i];
+                        int pfd, dfd;
+                        const char *comp;
+
+                        buf[i] = '\0';
+                        dfd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+                        if (dfd == -ENOENT) {
+                                char *slash = strrchr(buf, '/');
+
+                                comp = slash + 1;
+                                *slash = '\0';
+                                pfd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+                                *slash = '/';
+                                if (pfd < 0)
+                                        return pfd;
+                                if (mkdirat(pfd, comp, 0755) < 0 && errno != EEXIST) {
+                                        int r = negative_errno();
+
+                                        close(pfd);
+                                        return r;
+                                }
+                                close(pfd);
+                                dfd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+                        }
+                        if (dfd < 0)
+                                return dfd;
+                        close(dfd);
+                        buf[i] = saved;
+                }
+                fd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+        }
+        if (fd >= 0)
+                *ret_name = last + 1;
+        return fd;
+}
+
+/* An O_PATH fd of the mountpoint, created (directory or empty file) when missing. */
+static int open_mountpoint(int rootfd, const char *target, bool is_dir)
+{
+        _cleanup_close_ int pfd = -1;
+        const char *name = NULL;
+        int fd;
+
+        fd = open_in_root(rootfd, target, O_PATH);
+        if (fd != -ENOENT)
+                return fd;
+
+        pfd = open_parent_in_root(rootfd, target, &name);
+        if (pfd < 0)
+                return pfd;
+        if (is_dir) {
+                if (mkdirat(pfd, name, 0755) < 0 && errno != EEXIST)
+                        return negative_errno();
+        } else {
+                int ffd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
+
+                if (ffd < 0 && errno != EEXIST)
+                        return negative_errno();
+                if (ffd >= 0)
+                        close(ffd);
+        }
+        return open_in_root(rootfd, target, O_PATH);
+}
+
+static int move_tree(int tree_fd, int target_fd)
+{
+        if (sys_move_mount(tree_fd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+                return negative_errno();
+        return 0;
+}
+
+/* A detached mount of a fresh filesystem; options "k=v,flag" go through fsconfig. */
+static int new_fs(const char *fstype, const char *options, uint64_t attr)
+{
+        _cleanup_close_ int fsfd = -1;
+        char buf[256];
+        int mfd;
+
+        fsfd = sys_fsopen(fstype, FSOPEN_CLOEXEC);
+        if (fsfd < 0)
+                return negative_errno();
+        if (options) {
+                char *p = buf, *tok;
+
+                if (strlen(options) >= sizeof(buf))
+                        return -E2BIG;
+                strcpy(buf, options);
+                while ((tok = strsep(&p, ","))) {
+                        char *eq = strchr(tok, '=');
+                        int r;
+
+                        if (!*tok)
+                                continue;
+                        if (eq) {
+                                *eq = '\0';
+                                r = sys_fsconfig(fsfd, FSCONFIG_SET_STRING, tok, eq + 1, 0);
+                        } else
+                                r = sys_fsconfig(fsfd, FSCONFIG_SET_FLAG, tok, NULL, 0);
+                        if (r < 0)
+                                return negative_errno();
+                }
+        }
+        if (sys_fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+                return negative_errno();
+        mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned) attr);
+        return mfd < 0 ? negative_errno() : mfd;
+}
+
+static int clone_tree(int dfd, const char *path, uint64_t attr_set)
+{
+        _cleanup_close_ int fd = -1;
+        struct mount_attr a = { .attr_set = attr_set };
+        unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE;
+
+        if (!*path)
+                flags |= AT_EMPTY_PATH;
+        fd = sys_open_tree(dfd, path, flags);
+        if (fd < 0)
+                return negative_errno();
+        if (attr_set && sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
+                return negative_errno();
+        return TAKE_FD(fd);
+}
+
+static int write_file_in_root(int rootfd, const char *target, const char *contents)
+{
+        _cleanup_close_ int pfd = -1, fd = -1;
+        const char *name = NULL;
+        size_t left = strlen(contents);
+
+        pfd = open_parent_in_root(rootfd, target, &name);
+        if (pfd < 0)
+                return pfd;
+        fd = open_in_root(rootfd, target, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW);
+        if (fd < 0)
+                return fd;
+        if (fchmod(fd, 0644) < 0)
+                return negative_errno();
+        while (left > 0) {
+                ssize_t k = write(fd, contents, left);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                contents += k;
+                left -= (size_t) k;
+        }
+        return 0;
+}
+
+static int apply_step(const AjMountPlan *plan, const AjMountStep *s, int *rootfd)
+{
+        _cleanup_close_ int tfd = -1, mfd = -1;
+
+        if (*rootfd < 0 && s->kind != STEP_PRIVATE && s->kind != STEP_ROOT_TMPFS)
+                return -EBADF;
+
+        switch (s->kind) {
+        case STEP_PRIVATE:
+                if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                        return negative_errno();
+                return 0;
+
+        case STEP_ROOT_TMPFS: {
+                int fd;
+
+                mfd = new_fs("tmpfs", s->options, s->attr);
+                if (mfd < 0)
+                        return mfd;
+                if (sys_move_mount(mfd, "", AT_FDCWD, s->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                        return negative_errno();
+                fd = open(s->target, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0)
+                        return negative_errno();
+                if (*rootfd >= 0)
+                        close(*rootfd);
+                *rootfd = fd;
+                return 0;
+        }
+
+        case STEP_WRITE_FILE:
+                return write_file_in_root(*rootfd, s->target, s->source);
+
+        case STEP_SYMLINK: {
+                _cleanup_close_ int pfd = -1;
+                const char *name = NULL;
+                char cur[PATH_MAX];
+                ssize_t n;
+
+                pfd = open_parent_in_root(*rootfd, s->target, &name);
+                if (pfd < 0)
+                        return pfd;
+                if (symlinkat(s->source, pfd, name) == 0)
+                        return 0;
+                if (errno != EEXIST)
+                        return negative_errno();
+                /* Two profile entries naming the same link are fine; anything else is a conflict. */
+                n = readlinkat(pfd, name, cur, sizeof(cur) - 1);
+                if (n < 0)
+                        return -EEXIST;
+                cur[n] = '\0';
+                return streq(cur, s->source) ? 0 : -EEXIST;
+        }
+
+        case STEP_BIND:
+                if (s->tree_fd < 0) {
+                        mfd = clone_tree(AT_FDCWD, s->source, s->attr);
+                        if (mfd < 0)
+                                return mfd;
+                }
+                tfd = open_mountpoint(*rootfd, s->target, s->is_dir);
+                if (tfd < 0)
+                        return tfd;
+                /* A tree prepared by the supervisor (idmapped) only needs moving into place. */
+                return move_tree(s->tree_fd >= 0 ? s->tree_fd : mfd, tfd);
+
+        case STEP_FS:
+                mfd = new_fs(s->fstype, s->options, s->attr);
+                if (mfd < 0)
+                        return mfd;
+                tfd = open_mountpoint(*rootfd, s->target, true);
+                if (tfd < 0)
+                        return tfd;
+                return move_tree(mfd, tfd);
+
+        case STEP_REBIND_RO:
+                tfd = open_in_root(*rootfd, s->target, O_PATH);
+                if (tfd == -ENOENT)
+                        return 0;
+                if (tfd < 0)
+                        return tfd;
+                mfd = clone_tree(tfd, "", s->attr);
+                if (mfd < 0)
+                        return mfd;
+                return move_tree(mfd, tfd);
+
+        case STEP_HIDE: {
+                struct stat st;
+
+                tfd = open_in_root(*rootfd, s->target, O_PATH);
+                if (tfd == -ENOENT)
+                        return 0;
+                if (tfd < 0)
+                        return tfd;
+                if (fstat(tfd, &st) < 0)
+                        return negative_errno();
+                if (S_ISDIR(st.st_mode))
+                        mfd = new_fs("tmpfs", "mode=0555,size=4k", s->attr);
+                else
+                        /* /dev/null must stay usable as a device: no NODEV here. */
+                        mfd = clone_tree(AT_FDCWD, "/dev/null",
+                                         MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+                if (mfd < 0)
+                        return mfd;
+                return move_tree(mfd, tfd);
+        }
+
+        case STEP_PIVOT:
+                if (fchdir(*rootfd) < 0)
+                        return negative_errno();
+                /* Stacks the old root under the new one at "."; detaching "." then drops it. */
+                if (syscall(SYS_pivot_root, ".", ".") < 0)
+                        return negative_errno();
+                if (umount2(".", MNT_DETACH) < 0)
+                        return negative_errno();
+                if (chdir("/") < 0)
+                        return negative_errno();
+                return 0;
+
+        case STEP_ROOT_RDONLY: {
+                struct mount_attr a = { .attr_set = s->attr };
+
+                if (sys_mount_setattr(AT_FDCWD, "/", 0, &a) < 0)
+                        return negative_errno();
+                return 0;
+        }
+
+        case STEP_CHDIR:
+                if (chdir(s->target) < 0)
+                        return negative_errno();
+                return 0;
+        }
+        return -EINVAL;
+}
+
+int aj_mount_apply(const AjMountPlan *plan, size_t *ret_step)
+{
+        _cleanup_close_ int rootfd = -1;
+
+        if (!plan)
+                return -EINVAL;
+        for (size_t i = 0; i < plan->n; i++) {
+                int r = apply_step(plan, &plan->steps[i], &rootfd);
+
+                if (r < 0) {
+                        if (ret_step)
+                                *ret_step = i;
+                        return r;
+                }
+        }
+        return 0;
+}
+
+/* ---- describe / accessors --------------------------------------------- */
+
+const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *buf, size_t len)
+{
+        const AjMountStep *s;
+        const char *mode;
+
+        if (!buf || len == 0)
+                return buf;
+        if (!plan || step >= plan->n) {
+                snprintf(buf, len, "mount step %zu", step);
+                return buf;
+        }
+        s = &plan->steps[step];
+        switch (s->kind) {
+        case STEP_PRIVATE:
+                snprintf(buf, len, "make all mounts private");
+                break;
+        case STEP_ROOT_TMPFS:
+                snprintf(buf, len, "mount the root tmpfs on '%s'", s->target);
+                break;
+        case STEP_WRITE_FILE:
+                snprintf(buf, len, "write '%s'", s->target);
+                break;
+        case STEP_SYMLINK:
+                snprintf(buf, len, "symlink '%s' -> '%s'", s->target, s->source);
+                break;
+        case STEP_BIND:
+                if (s->origin == ORIGIN_DEVICE) {
+                        snprintf(buf, len, "bind device '%s'", s->source);
+                        break;
+                }
+                if (s->attr & MOUNT_ATTR_RDONLY)
+                        mode = s->idmap && !s->degraded ? "read-only, idmapped" : "read-only";
+                else
+                        mode = s->idmap && !s->degraded ? "read-write, idmapped" : "read-write";
+                snprintf(buf, len, "bind %s'%s' on '%s' (%s)", s->origin == ORIGIN_WORKSPACE ? "workspace " : "",
+                         s->source, s->target, mode);
+                break;
+        case STEP_FS:
+                if (s->origin == ORIGIN_HOME)
+                        snprintf(buf, len, "mount home tmpfs on '%s'", s->target);
+                else
+                        snprintf(buf, len, "mount %s on '%s'", s->fstype, s->target);
+                break;
+        case STEP_REBIND_RO:
+                snprintf(buf, len, "make '%s' read-only", s->target);
+                break;
+        case STEP_HIDE:
+                snprintf(buf, len, "hide '%s' (%s)", s->target, s->is_dir ? "directory" : "file");
+                break;
+        case STEP_PIVOT:
+                snprintf(buf, len, "pivot_root into '%s'", plan->root);
+                break;
+        case STEP_ROOT_RDONLY:
+                snprintf(buf, len, "make '/' read-only");
+                break;
+        case STEP_CHDIR:
+                snprintf(buf, len, "change directory to '%s'", s->target);
+                break;
+        }
+        return buf;
+}
+
+const char *aj_mount_plan_workdir(const AjMountPlan *plan) { return plan ? plan->workdir : NULL; }
+
+size_t aj_mount_plan_n_steps(const AjMountPlan *plan) { return plan ? plan->n : 0; }
+
+const char *aj_mount_plan_workspace_source(const AjMountPlan *plan)
+{
+        for (size_t i = 0; plan && i < plan->n; i++)
+                if (plan->steps[i].origin == ORIGIN_WORKSPACE && plan->steps[i].kind == STEP_BIND)
+                        return plan->steps[i].source;
+        return NULL;
+}
+
+void aj_mount_plan_close_fds(AjMountPlan *plan)
+{
+        if (!plan)
+                return;
+        for (size_t i = 0; i < plan->n; i++)
+                if (plan->steps[i].tree_fd >= 0) {
+                        close(plan->steps[i].tree_fd);
+                        plan->steps[i].tree_fd = -1;
+                }
+}
+
+void aj_mount_plan_free(AjMountPlan *plan)
+{
+        if (!plan)
+                return;
+        for (size_t i = 0; i < plan->n; i++)
+                step_clear(&plan->steps[i]);
+        free(plan->steps);
+        free(plan->root);
+        free(plan->workdir);
+        free(plan);
+}

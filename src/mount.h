@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The jail's filesystem view. Plan first (pure: profile + context -> list of
+ * steps), then apply in the child: a fresh tmpfs root, binds, /proc, a
+ * minimal /dev, generated /etc files, pivot_root.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "profile.h"
+
+typedef struct {
+        const char *cwd;          /* host cwd: "." workspace resolves to it */
+        const char *host_home;    /* invoking user's home, for "~/" in profile paths; may be NULL */
+        AjBindList extra_ro;      /* --ro from the command line */
+        AjBindList extra_rw;      /* --rw from the command line */
+        uid_t uid, gid;           /* ids inside the jail */
+        const char *user_name;    /* name in the generated /etc/passwd, e.g. "agent" */
+        const char *hostname;
+        bool idmap;               /* root-started: rw binds and the workspace get idmapped mounts */
+        const char *runtime_dir;  /* host dir bound at /run/agentjail in the jail (broker socket); may be NULL */
+        const char *root_mountpoint; /* empty host dir the child mounts the new root's tmpfs on (only
+                                      * visible in the child's mount namespace) */
+} AjMountContext;
+
+typedef struct AjMountPlan AjMountPlan;
+
+/* Validate and plan. Errors (missing non-optional source, relative target, a
+ * target under /proc...) come back as -errno with *ret_error naming the path. */
+int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret,
+                        char **ret_error);
+
+/* Host side, before clone: create detached idmapped trees for the rw binds and
+ * the workspace (open_tree + mount_setattr(MOUNT_ATTR_IDMAP)) with `idmap_userns_fd`
+ * mapping the host owner to the jail's host uid. No-op when ctx->idmap was false. */
+int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, char **ret_error);
+
+/* Child side, in the new user+mount namespaces with full capabilities there.
+ * Ends with the new root entered (pivot_root), old root detached, cwd at
+ * aj_mount_plan_workdir(). On failure returns -errno and *ret_step identifies the step. */
+int aj_mount_apply(const AjMountPlan *plan, size_t *ret_step);
+
+/* "bind '/usr' on '/usr' (read-only)" — for the supervisor's error message. */
+const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *buf, size_t len);
+
+/* Host path of the workspace after resolving "." and "~" (NULL when mode is none):
+ * the supervisor stats it to build the idmap namespace (owner -> jail host uid). */
+const char *aj_mount_plan_workspace_source(const AjMountPlan *plan);
+
+/* Working directory inside the jail (the workspace target, or home). */
+const char *aj_mount_plan_workdir(const AjMountPlan *plan);
+
+/* Whether aj_mount_plan_prepare() fell back to a plain bind because the filesystem
+ * refused an idmapped mount (only when the profile allows AJ_DEGRADE_IDMAP). */
+bool aj_mount_plan_idmap_degraded(const AjMountPlan *plan);
+
+/* Number of steps (for iterating aj_mount_step_describe()). */
+size_t aj_mount_plan_n_steps(const AjMountPlan *plan);
+
+/* Close the detached trees' fds in the supervisor after the child has them. */
+void aj_mount_plan_close_fds(AjMountPlan *plan);
+void aj_mount_plan_free(AjMountPlan *plan);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjMountPlan *, aj_mount_plan_free);

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Permission profiles: JSON files -> AjProfile. Pure code: reads files, never
+ * logs, never makes a syscall that changes state. Errors come back as text
+ * naming file, line, column and key, e.g.
+ *   profiles/x.json:12:5: limits.memory: expected a size like "512M", got "lots"
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util/macros.h"
+
+typedef enum {
+        AJ_WORKSPACE_RW = 0,
+        AJ_WORKSPACE_RO,
+        AJ_WORKSPACE_NONE, /* no workspace mounted */
+} AjWorkspaceMode;
+
+typedef struct {
+        char *source;  /* host path, absolute after resolution ("~" and "." expanded at run time) */
+        char *target;  /* path inside the jail; same as source unless "SRC:DST" was given */
+        bool optional; /* "?/path": skipped silently when the source does not exist */
+} AjBind;
+
+typedef struct {
+        AjBind *items;
+        size_t n;
+} AjBindList;
+
+typedef struct {
+        char **items; /* NULL-terminated, may be NULL when empty */
+        size_t n;
+} AjStrList;
+
+/* Which protections a profile lets the run go without (recorded as events). */
+enum {
+        AJ_DEGRADE_LIMITS = 1u << 0, /* cgroup limits that cannot be enforced on this host */
+        AJ_DEGRADE_IDMAP = 1u << 1,  /* no idmapped workspace mount: fall back (see mount.c) */
+};
+
+typedef struct AjProfile {
+        char *name;        /* profile name: file stem, or the path for `check FILE` */
+        char *path;        /* absolute path of the file it was loaded from */
+        char *description; /* free text, may be NULL */
+        char *digest;      /* sha256 hex of the resolved profile's canonical JSON */
+
+        /* filesystem */
+        AjBindList ro;        /* read-only binds */
+        AjBindList rw;        /* read-write binds */
+        AjStrList tmpfs;      /* empty private tmpfs at these jail paths */
+        AjStrList hide;       /* paths masked (empty tmpfs or /dev/null over them) */
+        char *workspace_path; /* "." = cwd at run time; NULL when mode is NONE */
+        AjWorkspaceMode workspace_mode;
+        char *home; /* jail path of the private home (tmpfs); default "/home/agent" */
+
+        /* identity */
+        uid_t uid, gid;           /* inside the jail; default 1000/1000 */
+        uid_t host_uid, host_gid; /* host ids the jail maps to when started by root */
+        char *hostname;           /* default "agentjail" */
+
+        /* seccomp */
+        char *seccomp_base;       /* "default" (the only base today) */
+        AjStrList seccomp_deny;   /* syscall names denied on top of the base */
+        AjStrList seccomp_allow;  /* syscall names allowed back */
+        bool seccomp_log;         /* report denials via user notification (default true) */
+        bool allow_netlink;       /* socket(AF_NETLINK, ...) allowed */
+
+        /* limits; 0 means "not limited" for each */
+        uint64_t memory;  /* bytes, cgroup memory.max (swap is always off) */
+        uint64_t pids;    /* cgroup pids.max */
+        double cpu;       /* CPUs, cgroup cpu.max quota/period */
+        uint64_t wall_ns; /* wall clock: SIGTERM, then SIGKILL after wall_grace_ns */
+        uint64_t wall_grace_ns;
+        uint64_t nofile;  /* RLIMIT_NOFILE */
+        uint64_t nproc;   /* RLIMIT_NPROC */
+        uint64_t fsize;   /* RLIMIT_FSIZE, bytes */
+        bool core;        /* allow core dumps (RLIMIT_CORE); default false */
+
+        /* network (enforced by the proxy issue; today any entry is an error) */
+        AjStrList net_allow;
+
+        /* environment */
+        AjStrList env_pass; /* variable names copied from agentjail's environment */
+        AjStrList env_set;  /* "KEY=VALUE" */
+
+        unsigned allow_degraded; /* AJ_DEGRADE_* */
+} AjProfile;
+
+/* Errors from loading: one message, owned by the caller. */
+typedef struct {
+        char *message; /* "FILE:LINE:COL: KEY: what is wrong", or "FILE: what is wrong" */
+} AjProfileError;
+
+void aj_profile_error_clear(AjProfileError *e);
+
+/*
+ * Directories searched for a profile NAME, in order:
+ *   ./profiles, $XDG_CONFIG_HOME/agentjail/profiles (or ~/.config/...),
+ *   /etc/agentjail/profiles, the install data dir (AJ_PROFILE_DATADIR), and the
+ *   source tree's profiles/ (AJ_SOURCE_PROFILES, so an uninstalled build finds
+ *   the shipped profiles from any cwd). Duplicates are skipped.
+ * Returned as a NULL-terminated vector; free with aj_strv_free().
+ */
+int aj_profile_search_path(char ***ret_dirs);
+
+/* Load by name (searched) or by path (contains '/' or ends in ".json"), with `extends` resolved. */
+int aj_profile_load(const char *name_or_path, AjProfile **ret, AjProfileError *err);
+
+/* Load the file at `path` whatever its name looks like (`profile check FILE`). */
+int aj_profile_load_file(const char *path, AjProfile **ret, AjProfileError *err);
+
+/* Parse one JSON text as a profile. `extends` is resolved through the search path. */
+int aj_profile_parse(const char *text, const char *file, AjProfile **ret, AjProfileError *err);
+
+/* The resolved profile as JSON (for `profile show` and run.json); caller frees. */
+char *aj_profile_to_json(const AjProfile *p);
+
+/* Recomputes p->digest; loading does it, callers that change a loaded profile
+ * (command-line overrides) call it again so run.json records what really ran. */
+int aj_profile_update_digest(AjProfile *p);
+
+void aj_profile_free(AjProfile *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjProfile *, aj_profile_free);
+
+/* Names of all profiles on the search path (first one of each name wins), sorted. */
+int aj_profile_list(char ***ret_names, char ***ret_paths);
+
+/* `agentjail profile ...` (argv[0] == "profile"); returns the exit status: 0 ok,
+ * 1 a profile is invalid or not found, 2 usage error. */
+int aj_cmd_profile(int argc, char **argv);

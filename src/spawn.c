@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "caps.h"
+#include "ns.h"
+#include "spawn.h"
+#include "util/fd.h"
+#include "util/macros.h"
+
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+static const char *const stage_text[_AJ_STAGE_MAX] = {
+        [AJ_STAGE_NONE] = "start the jail",
+        [AJ_STAGE_SYNC] = "synchronize with the supervisor",
+        [AJ_STAGE_SETGROUPS] = "drop supplementary groups",
+        [AJ_STAGE_SETGID] = "switch to the jail's group id",
+        [AJ_STAGE_SETUID] = "switch to the jail's user id",
+        [AJ_STAGE_CAPS_RAISE] = "keep capabilities for setup",
+        [AJ_STAGE_PDEATHSIG] = "tie the jail's life to the supervisor",
+        [AJ_STAGE_CGROUPNS] = "enter a new cgroup namespace",
+        [AJ_STAGE_HOSTNAME] = "set the hostname",
+        [AJ_STAGE_LOOPBACK] = "bring up the loopback interface",
+        [AJ_STAGE_MOUNT] = "build the jail's filesystem",
+        [AJ_STAGE_FDS] = "close inherited file descriptors",
+        [AJ_STAGE_RLIMIT] = "set resource limits",
+        [AJ_STAGE_CAPS_DROP] = "drop capabilities",
+        [AJ_STAGE_NO_NEW_PRIVS] = "set no_new_privs",
+        [AJ_STAGE_SECCOMP] = "load the seccomp filter",
+        [AJ_STAGE_SEND_LISTENER] = "hand the seccomp listener to the supervisor",
+        [AJ_STAGE_SIGNALS] = "set up signal handling in the jail's init",
+        [AJ_STAGE_FORK] = "fork the command",
+        [AJ_STAGE_SETSID] = "start a new session",
+        [AJ_STAGE_STDIO] = "set up standard output",
+        [AJ_STAGE_EXEC] = "execute the command",
+};
+
+const char *aj_spawn_stage_describe(AjSpawnStage stage)
+{
+        if ((int)stage < 0 || stage >= _AJ_STAGE_MAX || !stage_text[stage])
+                return "set up the jail";
+        return stage_text[stage];
+}
+
+static int send_msg(int fd, const AjChildMsg *m, int pass_fd)
+{
+        struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof(*m) };
+        union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } u;
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        if (pass_fd >= 0) {
+                memset(&u, 0, sizeof(u));
+                mh.msg_control = u.buf;
+                mh.msg_controllen = sizeof(u.buf);
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+        }
+        for (;;) {
+                ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+                if (n >= 0)
+                        return 0;
+                if (errno != EINTR)
+                        return -errno;
+        }
+}
+
+int aj_spawn_recv(int sync_fd, AjChildMsg *ret, int *ret_fd)
+{
+        AjChildMsg m;
+        struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
+        union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } u;
+        struct msghdr mh = {
+                .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)
+        };
+        ssize_t n;
+        do
+                n = recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        if (n == 0)
+                return 0;
+        int fd = -1;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+                        memcpy(&fd, CMSG_DATA(c), sizeof(int));
+        if ((size_t)n != sizeof(m) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+                if (fd >= 0)
+                        close(fd);
+                return -EBADMSG;
+        }
+        *ret = m;
+        if (ret_fd)
+                *ret_fd = fd;
+        else if (fd >= 0)
+                close(fd);
+        return 1;
+}
+
+/* ---- the child ---------------------------------------------------------------- */
+
+_noreturn_ static void child_fail(int sync_fd, AjSpawnStage stage, int err, int step)
+{
+        AjChildMsg m = { .type = AJ_MSG_ERROR, .stage = stage, .err = err < 0 ? -err : err, .step = step };
+        (void)send_msg(sync_fd, &m, -1);
+        _exit(125);
+}
+
+static void noop_handler(int sig) { (void)sig; }
+
+static const int forwarded_signals[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT };
+
+_noreturn_ static void exec_command(const AjSpawnConfig *cfg, int sync_fd)
+{
+        /* Default dispositions and an empty mask (the supervisor's blocked signals were
+         * inherited through clone): the command starts clean. */
+        struct sigaction dfl = { .sa_handler = SIG_DFL };
+        for (int s = 1; s < NSIG; s++)
+                (void)sigaction(s, &dfl, NULL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+
+        AjChildMsg m = { .type = AJ_MSG_EXEC_FAILED };
+        if (setsid() < 0) {
+                m.stage = AJ_STAGE_SETSID;
+                m.err = errno;
+                goto fail;
+        }
+        if (dup2(cfg->stdout_fd, 1) < 0 || dup2(cfg->stderr_fd, 2) < 0) {
+                m.stage = AJ_STAGE_STDIO;
+                m.err = errno;
+                goto fail;
+        }
+        if (cfg->stdout_fd > 2)
+                close(cfg->stdout_fd);
+        if (cfg->stderr_fd > 2 && cfg->stderr_fd != cfg->stdout_fd)
+                close(cfg->stderr_fd);
+
+        /* execvp() searches the PATH of `environ`, which must be the jail's. */
+        environ = cfg->envp;
+        execvp(cfg->argv[0], cfg->argv);
+        m.stage = AJ_STAGE_EXEC;
+        m.err = errno;
+fail:
+        (void)send_msg(sync_fd, &m, -1);
+        _exit(m.stage == AJ_STAGE_EXEC && (m.err == ENOENT || m.err == ENOTDIR) ? 127 : 126);
+}
+
+_noreturn_ static void run_init(const AjSpawnConfig *cfg, int sync_fd)
+{
+        sigset_t mask;
+        sigemptyset(&mask);
+        struct sigaction sa = { .sa_handler = noop_handler };
+        sigemptyset(&sa.sa_mask);
+        for (size_t i = 0; i < ARRAY_SIZE(forwarded_signals); i++) {
+                sigaddset(&mask, forwarded_signals[i]);
+                sigaction(forwarded_signals[i], &sa, NULL);
+        }
+        sigaddset(&mask, SIGCHLD);
+        sigaction(SIGCHLD, &sa, NULL);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                child_fail(sync_fd, AJ_STAGE_SIGNALS, errno, 0);
+
+        pid_t cmd = fork();
+        if (cmd < 0)
+                child_fail(sync_fd, AJ_STAGE_FORK, errno, 0);
+        if (cmd == 0)
+                exec_command(cfg, sync_fd);
+
+        /* Our copies of the command's stdout/stderr must go, or the supervisor never sees EOF. */
+        close(cfg->stdout_fd);
+        if (cfg->stderr_fd != cfg->stdout_fd)
+                close(cfg->stderr_fd);
+
+        AjChildMsg started = { .type = AJ_MSG_STARTED, .pid = cmd };
+        (void)send_msg(sync_fd, &started, -1);
+
+        int cmd_status = 0;
+        bool cmd_done = false;
+        while (!cmd_done) {
+                siginfo_t si;
+                int sig = sigwaitinfo(&mask, &si);
+                if (sig < 0)
+                        continue;
+                if (sig != SIGCHLD) {
+                        /* To the command's process group, as a terminal would. */
+                        if (kill(-cmd, sig) < 0)
+                                (void)kill(cmd, sig);
+                        continue;
+                }
+                for (;;) {
+                        int st;
+                        pid_t p = waitpid(-1, &st, WNOHANG);
+                        if (p <= 0)
+                                break;
+                        if (p == cmd) {
+                                cmd_status = st;
+                                cmd_done = true;
+                        }
+                }
+        }
+        AjChildMsg done = { .type = AJ_MSG_EXIT, .status = cmd_status, .pid = cmd };
+        (void)send_msg(sync_fd, &done, -1);
+        /* Exiting pid 1 makes the kernel kill whatever the command left running. */
+        _exit(WIFEXITED(cmd_status) ? WEXITSTATUS(cmd_status) : 128 + WTERMSIG(cmd_status));
+}
+
+_noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
+{
+        AjChildMsg go;
+        int r = aj_spawn_recv(sync_fd, &go, NULL);
+        if (r <= 0 || go.type != AJ_MSG_GO)
+                _exit(125); /* the supervisor is gone or refused: nothing to report to */
+
+        if (!cfg->rootless && setgroups(0, NULL) < 0)
+                child_fail(sync_fd, AJ_STAGE_SETGROUPS, errno, 0);
+        if (setresgid(cfg->gid, cfg->gid, cfg->gid) < 0)
+                child_fail(sync_fd, AJ_STAGE_SETGID, errno, 0);
+        /* Files created during setup need a mapped fsuid (else EOVERFLOW), so switch to
+         * the jail's user now and keep the namespace's capabilities for the rest of setup. */
+        if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0 || setresuid(cfg->uid, cfg->uid, cfg->uid) < 0)
+                child_fail(sync_fd, AJ_STAGE_SETUID, errno, 0);
+        r = aj_caps_raise_effective();
+        if (r < 0)
+                child_fail(sync_fd, AJ_STAGE_CAPS_RAISE, r, 0);
+
+        /* After the credential change (which clears it): if the supervisor dies, so do we.
+         * If it died before this point, its end of the socket is already closed. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+                child_fail(sync_fd, AJ_STAGE_PDEATHSIG, errno, 0);
+        struct pollfd pfd = { .fd = sync_fd, .events = 0 };
+        if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR)))
+                _exit(125);
+
+        /* Joined the run's cgroups (v1 by the supervisor) before this: it becomes our root. */
+        if (unshare(CLONE_NEWCGROUP) < 0)
+                child_fail(sync_fd, AJ_STAGE_CGROUPNS, errno, 0);
+        if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
+                child_fail(sync_fd, AJ_STAGE_HOSTNAME, errno, 0);
+        r = aj_net_loopback_up();
+        if (r < 0)
+                child_fail(sync_fd, AJ_STAGE_LOOPBACK, r, 0);
+
+        size_t step = 0;
+        r = aj_mount_apply(cfg->mount, &step);
+        if (r < 0)
+                child_fail(sync_fd, AJ_STAGE_MOUNT, r, (int)step);
+
+        int keep[] = { sync_fd, cfg->stdout_fd, cfg->stderr_fd };
+        r = aj_close_all_except(3, keep, ARRAY_SIZE(keep));
+        if (r < 0)
+                child_fail(sync_fd, AJ_STAGE_FDS, r, 0);
+
+        for (size_t i = 0; i < cfg->n_rlimits; i++)
+                if (setrlimit(cfg->rlimits[i].resource, &cfg->rlimits[i].limit) < 0)
+                        child_fail(sync_fd, AJ_STAGE_RLIMIT, errno, (int)i);
+
+        /* The command may not read init's memory or fds through /proc. */
+        (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+        r = aj_caps_drop_all();
+        if (r < 0)
+                child_fail(sync_fd, AJ_STAGE_CAPS_DROP, r, 0);
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                child_fail(sync_fd, AJ_STAGE_NO_NEW_PRIVS, errno, 0);
+
+        /* Last: from here on, init itself runs under the filter the command inherits. */
+        r = aj_seccomp_load(cfg->seccomp, cfg->seccomp_listener);
+        if (r < 0)
+                child_fail(sync_fd, AJ_STAGE_SECCOMP, r, 0);
+        if (cfg->seccomp_listener) {
+                AjChildMsg m = { .type = AJ_MSG_LISTENER };
+                int q = send_msg(sync_fd, &m, r);
+                close(r);
+                if (q < 0)
+                        child_fail(sync_fd, AJ_STAGE_SEND_LISTENER, q, 0);
+        }
+        run_init(cfg, sync_fd);
+}
+
+/* ---- the supervisor side -------------------------------------------------------- */
+
+int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret)
+{
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+                return -errno;
+
+        int pidfd = -1;
+        struct clone_args args = {
+                .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS |
+                         CLONE_NEWIPC | CLONE_PIDFD,
+                .pidfd = (uint64_t)(uintptr_t)&pidfd,
+                .exit_signal = SIGCHLD,
+        };
+        if (cfg->cgroup_v2_fd >= 0) {
+                args.flags |= CLONE_INTO_CGROUP;
+                args.cgroup = (uint64_t)cfg->cgroup_v2_fd;
+        }
+        pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+        if (pid < 0) {
+                int r = -errno;
+                close(sp[0]);
+                close(sp[1]);
+                return r;
+        }
+        if (pid == 0) {
+                close(sp[0]);
+                child_main(cfg, sp[1]);
+        }
+        close(sp[1]);
+        *ret = (AjSpawnHandle){
+                .pid = pid,
+                .pidfd = pidfd,
+                .sync_fd = sp[0],
+                .in_v2_cgroup = cfg->cgroup_v2_fd >= 0,
+        };
+        return 0;
+}
+
+int aj_spawn_go(AjSpawnHandle *h)
+{
+        AjChildMsg m = { .type = AJ_MSG_GO };
+        return send_msg(h->sync_fd, &m, -1);
+}
+
+void aj_spawn_handle_done(AjSpawnHandle *h)
+{
+        if (h->pidfd >= 0)
+                close(h->pidfd);
+        if (h->sync_fd >= 0)
+                close(h->sync_fd);
+        h->pidfd = h->sync_fd = -1;
+}

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Starting the jail: clone3() into new namespaces, parent/child sync over a
+ * SOCK_SEQPACKET pair, the child's setup sequence, and the pid-1 init that
+ * reaps zombies and forwards signals to the command.
+ *
+ * Child errors never get logged from the child: it sends {stage, errno, step}
+ * and exits; the supervisor turns that into one message and status 125.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#include "mount.h"
+#include "seccomp-filter.h"
+
+typedef enum {
+        AJ_STAGE_NONE = 0,
+        AJ_STAGE_SYNC,
+        AJ_STAGE_SETGROUPS,
+        AJ_STAGE_SETGID,
+        AJ_STAGE_SETUID,
+        AJ_STAGE_CAPS_RAISE,
+        AJ_STAGE_PDEATHSIG,
+        AJ_STAGE_CGROUPNS,
+        AJ_STAGE_HOSTNAME,
+        AJ_STAGE_LOOPBACK,
+        AJ_STAGE_MOUNT,
+        AJ_STAGE_FDS,
+        AJ_STAGE_RLIMIT,
+        AJ_STAGE_CAPS_DROP,
+        AJ_STAGE_NO_NEW_PRIVS,
+        AJ_STAGE_SECCOMP,
+        AJ_STAGE_SEND_LISTENER,
+        AJ_STAGE_SIGNALS,
+        AJ_STAGE_FORK,
+        AJ_STAGE_SETSID,
+        AJ_STAGE_STDIO,
+        AJ_STAGE_EXEC,
+        _AJ_STAGE_MAX,
+} AjSpawnStage;
+
+const char *aj_spawn_stage_describe(AjSpawnStage stage);
+
+typedef enum {
+        AJ_MSG_GO = 1,       /* supervisor -> child: maps written, cgroups joined */
+        AJ_MSG_ERROR,        /* child -> supervisor: setup failed at stage */
+        AJ_MSG_LISTENER,     /* child -> supervisor: seccomp listener fd attached */
+        AJ_MSG_STARTED,      /* init -> supervisor: command forked (pid inside the jail) */
+        AJ_MSG_EXEC_FAILED,  /* command -> supervisor: execve failed with err */
+        AJ_MSG_EXIT,         /* init -> supervisor: command's wait status */
+} AjMsgType;
+
+typedef struct {
+        int32_t type;
+        int32_t stage;
+        int32_t err;    /* positive errno */
+        int32_t step;   /* mount step for AJ_STAGE_MOUNT, rlimit index for AJ_STAGE_RLIMIT */
+        int32_t status; /* wait status for AJ_MSG_EXIT */
+        int32_t pid;
+} AjChildMsg;
+
+#define AJ_MAX_RLIMITS 8
+
+typedef struct {
+        bool rootless;              /* ids mapped by an unprivileged user: setgroups is denied */
+        uid_t uid;                  /* inside the jail */
+        gid_t gid;
+        const char *hostname;
+        const AjMountPlan *mount;
+        const AjBpfProgram *seccomp;
+        bool seccomp_listener;
+        struct {
+                int resource;
+                struct rlimit limit;
+        } rlimits[AJ_MAX_RLIMITS];
+        size_t n_rlimits;
+        char **argv;
+        char **envp;
+        int stdout_fd, stderr_fd;   /* write ends the command gets as 1 and 2 (stdin is inherited) */
+        int cgroup_v2_fd;           /* CLONE_INTO_CGROUP target, or -1 */
+} AjSpawnConfig;
+
+typedef struct {
+        pid_t pid;   /* init, in the supervisor's pid namespace */
+        int pidfd;
+        int sync_fd; /* supervisor's end */
+        bool in_v2_cgroup;
+} AjSpawnHandle;
+
+/* Clone the jail's init. The child waits for aj_spawn_go(). */
+int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret);
+int aj_spawn_go(AjSpawnHandle *h);
+/* Receive one message (non-blocking fd: -EAGAIN when none). *ret_fd gets a passed fd or -1.
+ * Returns 0 on EOF (child side closed), 1 when a message was read. */
+int aj_spawn_recv(int sync_fd, AjChildMsg *ret, int *ret_fd);
+void aj_spawn_handle_done(AjSpawnHandle *h);

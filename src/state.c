@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "state.h"
+#include "util/fd.h"
+#include "util/macros.h"
+
+static char *path_join(const char *a, const char *b)
+{
+        char *r;
+        if (asprintf(&r, "%s/%s", a, b) < 0)
+                return NULL;
+        return r;
+}
+
+static char *xdg_dir(const char *var, const char *home_suffix, const char *leaf)
+{
+        const char *v = getenv(var);
+        if (v && v[0] == '/')
+                return path_join(v, leaf);
+        if (!home_suffix)
+                return NULL;
+        const char *home = getenv("HOME");
+        if (!home || home[0] != '/')
+                return NULL;
+        char *r;
+        if (asprintf(&r, "%s/%s/%s", home, home_suffix, leaf) < 0)
+                return NULL;
+        return r;
+}
+
+int aj_paths_resolve(AjPaths *ret)
+{
+        AjPaths p = {0};
+        const char *s = getenv("AGENTJAIL_STATE_DIR");
+        const char *r = getenv("AGENTJAIL_RUNTIME_DIR");
+        bool root = geteuid() == 0;
+
+        if (s && *s)
+                p.state_root = strdup(s);
+        else if (root)
+                p.state_root = strdup("/var/lib/agentjail");
+        else
+                p.state_root = xdg_dir("XDG_STATE_HOME", ".local/state", "agentjail");
+
+        if (r && *r)
+                p.runtime_root = strdup(r);
+        else if (root)
+                p.runtime_root = strdup("/run/agentjail");
+        else {
+                p.runtime_root = xdg_dir("XDG_RUNTIME_DIR", NULL, "agentjail");
+                if (!p.runtime_root && asprintf(&p.runtime_root, "/tmp/agentjail-%u", (unsigned)getuid()) < 0)
+                        p.runtime_root = NULL;
+        }
+        if (!p.state_root || !p.runtime_root) {
+                aj_paths_done(&p);
+                return -ENOENT;
+        }
+        *ret = p;
+        return 0;
+}
+
+void aj_paths_done(AjPaths *p)
+{
+        free(p->state_root);
+        free(p->runtime_root);
+        p->state_root = p->runtime_root = NULL;
+}
+
+int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1])
+{
+        unsigned char raw[AJ_RUN_ID_LEN / 2];
+        if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+                return -errno;
+        for (size_t i = 0; i < sizeof(raw); i++)
+                snprintf(ret + 2 * i, 3, "%02x", raw[i]);
+        return 0;
+}
+
+int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
+{
+        _cleanup_free_ char *runs = path_join(paths->state_root, "runs");
+        if (!runs)
+                return -ENOMEM;
+        int r = aj_mkdir_p(runs, 0750);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *dir = path_join(runs, id);
+        if (!dir)
+                return -ENOMEM;
+        if (mkdir(dir, 0750) < 0)
+                return -errno;
+        *ret_dir = TAKE_PTR(dir);
+        return 0;
+}
+
+int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
+{
+        int r = aj_mkdir_p(paths->runtime_root, 0711);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *dir = path_join(paths->runtime_root, id);
+        if (!dir)
+                return -ENOMEM;
+        if (mkdir(dir, 0711) < 0)
+                return -errno;
+        _cleanup_free_ char *root = path_join(dir, "root");
+        if (!root || mkdir(root, 0700) < 0) {
+                r = root ? -errno : -ENOMEM;
+                rmdir(dir);
+                return r;
+        }
+        *ret_dir = TAKE_PTR(dir);
+        return 0;
+}
+
+int aj_runtime_dir_remove(const char *dir)
+{
+        if (!dir)
+                return 0;
+        return aj_rm_rf(dir);
+}
+
+int aj_run_json_write(const char *run_dir, json_t *doc)
+{
+        _cleanup_free_ char *path = path_join(run_dir, "run.json");
+        if (!path)
+                return -ENOMEM;
+        _cleanup_free_ char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (!text)
+                return -ENOMEM;
+        size_t n = strlen(text);
+        text[n] = '\n';
+        return aj_write_file_atomic(path, text, n + 1, 0640);
+}

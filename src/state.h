@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Where runs live. Root: /var/lib/agentjail (state) and /run/agentjail
+ * (runtime: sockets, mount points); rootless: $XDG_STATE_HOME/agentjail and
+ * $XDG_RUNTIME_DIR/agentjail. AGENTJAIL_STATE_DIR / AGENTJAIL_RUNTIME_DIR
+ * override both (tests use them).
+ *   <state>/runs/<id>/{run.json,events.jsonl,stdout.log,stderr.log}
+ *   <state>/cache/seccomp/   compiled filters
+ *   <runtime>/<id>/          per-run sockets and the jail root's mount point
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+
+typedef struct {
+        char *state_root;
+        char *runtime_root;
+} AjPaths;
+
+int aj_paths_resolve(AjPaths *ret);
+void aj_paths_done(AjPaths *p);
+
+#define AJ_RUN_ID_LEN 12
+/* 12 lowercase hex characters from getrandom(). */
+int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1]);
+
+/* <state>/runs/<id>, created 0750 (fails if it exists). */
+int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
+/* <runtime>/<id>, created 0700, and its "root" sub-directory (the jail root's mount point). */
+int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
+int aj_runtime_dir_remove(const char *dir);
+
+/* Write run.json atomically. */
+int aj_run_json_write(const char *run_dir, json_t *doc);

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Small file and fd helpers. All fds are O_CLOEXEC. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Write all of buf, retrying on EINTR and short writes. */
+int aj_write_all(int fd, const void *buf, size_t len);
+/* Write a string to an existing file (e.g. a cgroup or /proc file), no O_CREAT. */
+int aj_write_file(const char *path, const char *text);
+int aj_write_file_at(int dirfd, const char *path, const char *text);
+/* Create or replace a file atomically (temp file + rename), mode as given. */
+int aj_write_file_atomic(const char *path, const char *data, size_t len, mode_t mode);
+/* Read a whole (small) file; NUL-terminated; max_size bounds it (-EFBIG past that). */
+int aj_read_file(const char *path, size_t max_size, char **ret, size_t *ret_len);
+int aj_read_file_at(int dirfd, const char *path, size_t max_size, char **ret, size_t *ret_len);
+/* mkdir -p with mode for each created component. */
+int aj_mkdir_p(const char *path, mode_t mode);
+/* Remove a directory tree (does not cross mount points; refuses "/"). */
+int aj_rm_rf(const char *path);
+int aj_fd_set_nonblock(int fd, bool nonblock);
+/* Close every fd >= from except those listed (used in the jail child). */
+int aj_close_all_except(int from, const int *keep, size_t n_keep);

@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Pure parsers for values users write in profiles and on the command line. */
+#pragma once
+
+#include <stdint.h>
+
+/* "512", "512K", "2M", "1.5G", "1T" (binary multiples, optional "iB"/"B") -> bytes. -EINVAL / -ERANGE. */
+int aj_parse_size(const char *s, uint64_t *ret);
+/* "250ms", "30s", "15m", "2h", "1h30m", plain number = seconds -> nanoseconds. */
+int aj_parse_duration(const char *s, uint64_t *ret_ns);
+/* Decimal unsigned integer, whole string, no sign. */
+int aj_parse_u64(const char *s, uint64_t *ret);
+/* Format bytes as "1.5G" style into buf; returns buf. */
+char *aj_format_size(uint64_t bytes, char *buf, size_t len);

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* SHA-256 (FIPS 180-4), for profile digests. Not constant-time: digests only, no secrets. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AJ_SHA256_SIZE 32
+#define AJ_SHA256_HEX_SIZE (2 * AJ_SHA256_SIZE + 1)
+
+typedef struct {
+        uint32_t h[8];
+        uint64_t total; /* bytes fed so far */
+        uint8_t block[64];
+        size_t fill;
+} AjSha256;
+
+void aj_sha256_init(AjSha256 *c);
+void aj_sha256_update(AjSha256 *c, const void *data, size_t len);
+void aj_sha256_final(AjSha256 *c, uint8_t out[AJ_SHA256_SIZE]);
+
+void aj_sha256(const void *data, size_t len, uint8_t out[AJ_SHA256_SIZE]);
+/* Lowercase hex of a digest into `out` (NUL-terminated); returns out. */
+char *aj_sha256_hex(const uint8_t digest[AJ_SHA256_SIZE], char out[AJ_SHA256_HEX_SIZE]);

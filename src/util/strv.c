@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/strv.h"
+
+size_t aj_strv_length(char *const *v)
+{
+        size_t n = 0;
+        if (v)
+                while (v[n])
+                        n++;
+        return n;
+}
+
+void aj_strv_free(char **v)
+{
+        if (!v)
+                return;
+        for (char **i = v; *i; i++)
+                free(*i);
+        free(v);
+}
+
+int aj_strv_consume(char ***v, char *s)
+{
+        if (!s)
+                return -ENOMEM;
+        size_t n = aj_strv_length(*v);
+        char **nv = realloc(*v, (n + 2) * sizeof(char *));
+        if (!nv) {
+                free(s);
+                return -ENOMEM;
+        }
+        nv[n] = s;
+        nv[n + 1] = NULL;
+        *v = nv;
+        return 0;
+}
+
+int aj_strv_push(char ***v, const char *s) { return aj_strv_consume(v, strdup(s)); }
+
+bool aj_strv_contains(char *const *v, const char *s)
+{
+        if (v)
+                for (; *v; v++)
+                        if (strcmp(*v, s) == 0)
+                                return true;
+        return false;
+}
+
+char **aj_strv_copy(char *const *v)
+{
+        char **r = calloc(aj_strv_length(v) + 1, sizeof(char *));
+        if (!r)
+                return NULL;
+        for (size_t i = 0; v && v[i]; i++) {
+                r[i] = strdup(v[i]);
+                if (!r[i]) {
+                        aj_strv_free(r);
+                        return NULL;
+                }
+        }
+        return r;
+}

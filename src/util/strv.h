@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util/macros.h"
+
+/* NULL-terminated vectors of owned strings. */
+size_t aj_strv_length(char *const *v);
+void aj_strv_free(char **v);
+/* Append a copy of s; returns 0 or -ENOMEM. *v may be NULL. */
+int aj_strv_push(char ***v, const char *s);
+/* Append s, taking ownership (freed on failure too). */
+int aj_strv_consume(char ***v, char *s);
+bool aj_strv_contains(char *const *v, const char *s);
+char **aj_strv_copy(char *const *v);
+
+static inline void aj_strv_freep(char ***v) { aj_strv_free(*v); }
+#define _cleanup_strv_free_ _cleanup_(aj_strv_freep)

@@ -1,0 +1,51 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Runs after the whole suite: no run may have left a cgroup, a process, a mount or a
+# runtime entry behind on the machine.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# Run ids are 12 hex digits; anything else under agentjail/ is not a run's.
+RUN_ID_RE='^[0-9a-f]{12}$'
+
+dirs=
+for d in /sys/fs/cgroup/*/agentjail/* /sys/fs/cgroup/agentjail/*; do
+        [[ -d "$d" ]] || continue
+        [[ "${d##*/}" =~ $RUN_ID_RE ]] && dirs+="$d "
+done
+is "$dirs" "" "no run cgroup dirs under /sys/fs/cgroup/*/agentjail/"
+
+dirs=
+for d in /sys/fs/cgroup/unified/agentjail/*; do
+        [[ -d "$d" ]] && dirs+="$d "
+done
+is "$dirs" "" "nothing under /sys/fs/cgroup/unified/agentjail/"
+
+procs=
+for p in /proc/[0-9]*; do
+        p=${p#/proc/}
+        exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
+        comm=$(cat "/proc/$p/comm" 2>/dev/null)
+        if [[ "$exe" == "$AGENTJAIL" || "$exe" == "$PROBE" || "$exe" == */agentjail-test.*/workspace/probe ||
+                "$exe" == */probe && "$comm" == probe ]]; then
+                procs+="$p($exe) "
+        fi
+done
+is "$procs" "" "no probe or agentjail processes are running"
+
+mounts=$(grep -i agentjail /proc/self/mountinfo | awk '{ print $5 }' | tr '\n' ' ')
+is "$mounts" "" "no mount mentions agentjail"
+
+if [[ -d /run/agentjail ]]; then
+        left=$(find /run/agentjail -mindepth 1 -maxdepth 1 \( -type d -o -type s \) -printf '%f ' 2>/dev/null)
+        is "$left" "" "/run/agentjail has no leftover run dirs or sockets"
+else
+        pass "/run/agentjail does not exist"
+fi
+
+left=$(find /tmp -maxdepth 1 -name 'agentjail-test.*' -printf '%f ' 2>/dev/null)
+is "$left" "" "no test temporary directories are left in /tmp"
+
+printf '1..%d\n' "$TAP_COUNT"
+((TAP_FAILED == 0)) || exit 1
+exit 0

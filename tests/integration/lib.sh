@@ -1,0 +1,478 @@
+# SPDX-License-Identifier: Apache-2.0
+# Shared helpers for the integration tests: TAP output, assertions, per-file temporary
+# state, starting jails and reading what they left in the run directory.
+#
+# Environment (set by tests/meson.build): AGENTJAIL, PROBE, AGENTJAIL_SOURCE_DIR,
+# AGENTJAIL_BUILD_DIR. AGENTJAIL_TEST_STRICT=1 turns "cannot test here" into a failure.
+
+set -u
+set -o pipefail
+
+: "${AGENTJAIL:?AGENTJAIL must point to the built agentjail binary}"
+: "${PROBE:?PROBE must point to the built probe binary}"
+AGENTJAIL_SOURCE_DIR=${AGENTJAIL_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+export AGENTJAIL_SOURCE_DIR
+
+TAP_COUNT=0
+TAP_FAILED=0
+TEST_TMP=
+WORKSPACE=
+BG_PIDS=()
+RUN_IDS=()
+# How long one jail may take before the harness gives up on it (seconds).
+JAIL_TIMEOUT=${JAIL_TIMEOUT:-60}
+
+# ----------------------------------------------------------------------------- TAP
+
+diag() {
+        local line
+        while IFS= read -r line; do
+                printf '# %s\n' "$line"
+        done <<<"$*"
+}
+
+pass() {
+        TAP_COUNT=$((TAP_COUNT + 1))
+        printf 'ok %d - %s\n' "$TAP_COUNT" "$1"
+}
+
+fail() {
+        TAP_COUNT=$((TAP_COUNT + 1))
+        TAP_FAILED=$((TAP_FAILED + 1))
+        printf 'not ok %d - %s\n' "$TAP_COUNT" "$1"
+        shift
+        local d
+        for d in "$@"; do
+                diag "$d"
+        done
+}
+
+skip() {
+        TAP_COUNT=$((TAP_COUNT + 1))
+        printf 'ok %d - %s # SKIP %s\n' "$TAP_COUNT" "$1" "$2"
+}
+
+# ok DESC CMD...: passes when CMD exits 0.
+ok() {
+        local desc=$1
+        shift
+        if "$@"; then
+                pass "$desc"
+        else
+                fail "$desc" "command failed: $*"
+        fi
+}
+
+# is ACTUAL EXPECTED DESC
+is() {
+        if [[ "$1" == "$2" ]]; then
+                pass "$3"
+        else
+                fail "$3" "got:      '$1'" "expected: '$2'"
+        fi
+}
+
+isnt() {
+        if [[ "$1" != "$2" ]]; then
+                pass "$3"
+        else
+                fail "$3" "got '$1', which it must not be"
+        fi
+}
+
+# like ACTUAL ERE DESC
+like() {
+        if [[ "$1" =~ $2 ]]; then
+                pass "$3"
+        else
+                fail "$3" "got:      '$1'" "expected to match: /$2/"
+        fi
+}
+
+unlike() {
+        if [[ "$1" =~ $2 ]]; then
+                fail "$3" "got:      '$1'" "expected NOT to match: /$2/"
+        else
+                pass "$3"
+        fi
+}
+
+# cmp_num A OP B DESC   (OP: -lt -le -eq -ne -ge -gt)
+cmp_num() {
+        if [[ "$1" =~ ^-?[0-9]+$ && "$3" =~ ^-?[0-9]+$ ]] && [ "$1" "$2" "$3" ]; then
+                pass "$4"
+        else
+                fail "$4" "expected: $1 $2 $3"
+        fi
+}
+
+# Dump what the last jail said, for failed assertions.
+jail_diag() {
+        diag "agentjail exit status: ${JAIL_RC:-?}"
+        [[ -s "${TEST_TMP}/jail.out" ]] && diag "stdout: $(head -c 2000 "${TEST_TMP}/jail.out")"
+        [[ -s "${TEST_TMP}/jail.err" ]] && diag "stderr: $(head -c 2000 "${TEST_TMP}/jail.err")"
+        return 0
+}
+
+done_testing() {
+        check_file_leftovers
+        printf '1..%d\n' "$TAP_COUNT"
+        if ((TAP_FAILED > 0)); then
+                diag "$TAP_FAILED of $TAP_COUNT tests failed"
+                exit 1
+        fi
+        diag "all $TAP_COUNT tests passed"
+        exit 0
+}
+
+# ------------------------------------------------------------------- environment
+
+# Can a jail be started here at all? Root can always create user namespaces;
+# otherwise unprivileged user namespaces must be enabled.
+require_jail() {
+        local why=
+        if [[ ! -x "$AGENTJAIL" ]]; then
+                why="agentjail binary '$AGENTJAIL' is missing"
+        elif [[ ! -x "$PROBE" ]]; then
+                why="probe binary '$PROBE' is missing"
+        elif ! command -v jq >/dev/null; then
+                why="jq is not installed"
+        elif ((EUID != 0)); then
+                if ! unshare --user --map-root-user true 2>/dev/null; then
+                        why="not root and unprivileged user namespaces are unavailable"
+                fi
+        fi
+        [[ -z "$why" ]] && return 0
+        if [[ "${AGENTJAIL_TEST_STRICT:-0}" == 1 ]]; then
+                echo "Bail out! $why (AGENTJAIL_TEST_STRICT=1)"
+                exit 1
+        fi
+        echo "1..0 # SKIP $why"
+        exit 77
+}
+
+require_root() {
+        ((EUID == 0)) && return 0
+        if [[ "${AGENTJAIL_TEST_STRICT:-0}" == 1 ]]; then
+                echo "Bail out! these tests need root (AGENTJAIL_TEST_STRICT=1)"
+                exit 1
+        fi
+        echo "1..0 # SKIP these tests need root"
+        exit 77
+}
+
+# Fresh state/runtime/workspace directories for this test file; the workspace (with a
+# copy of the probe) becomes the cwd, so it is what the default profile binds.
+setup_dirs() {
+        TEST_TMP=$(mktemp -d /tmp/agentjail-test.XXXXXXXX) || exit 1
+        trap cleanup EXIT
+        trap 'exit 130' INT
+        trap 'exit 143' TERM
+        export AGENTJAIL_STATE_DIR="$TEST_TMP/state"
+        export AGENTJAIL_RUNTIME_DIR="$TEST_TMP/runtime"
+        WORKSPACE="$TEST_TMP/workspace"
+        mkdir -p "$AGENTJAIL_STATE_DIR" "$AGENTJAIL_RUNTIME_DIR" "$WORKSPACE" "$TEST_TMP/profiles"
+        cp "$PROBE" "$WORKSPACE/probe"
+        chmod 0755 "$WORKSPACE/probe"
+        cd "$WORKSPACE" || exit 1
+}
+
+# Processes still running from this test file's directories (by executable or cwd).
+stray_pids() {
+        local p exe cwd
+        [[ -n "$TEST_TMP" ]] || return 0
+        for p in /proc/[0-9]*; do
+                p=${p#/proc/}
+                [[ "$p" == "$$" || "$p" == "$BASHPID" ]] && continue
+                exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
+                cwd=$(readlink "/proc/$p/cwd" 2>/dev/null) || cwd=
+                if [[ "$exe" == "$TEST_TMP"/* || "$exe" == "$AGENTJAIL" || "$exe" == "$PROBE" ||
+                        "$cwd" == "$TEST_TMP"/* ]]; then
+                        echo "$p"
+                fi
+        done
+}
+
+# Mount points below this file's temporary directory.
+stray_mounts() {
+        [[ -n "$TEST_TMP" ]] || return 0
+        awk -v t="$TEST_TMP/" 'index($5, t) == 1 { print $5 }' /proc/self/mountinfo
+}
+
+# cgroup directories of the runs this file started that still exist.
+stray_cgroups() {
+        local id d
+        for id in "${RUN_IDS[@]}"; do
+                for d in /sys/fs/cgroup/*/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id"; do
+                        [[ -d "$d" ]] && echo "$d"
+                done
+        done
+        return 0
+}
+
+# Part of every file's plan: nothing of this file's runs may outlive them.
+check_file_leftovers() {
+        local procs mounts cgroups rt
+        [[ -n "$TEST_TMP" ]] || return 0
+        kill_bg
+        collect_run_ids
+        procs=$(wait_gone_pids 5)
+        mounts=$(stray_mounts)
+        cgroups=$(stray_cgroups)
+        rt=$(find "$AGENTJAIL_RUNTIME_DIR" -mindepth 1 -maxdepth 1 2>/dev/null)
+        if [[ -z "$procs$mounts$cgroups$rt" ]]; then
+                pass "no leftover processes, mounts, cgroups or runtime entries from this file"
+        else
+                fail "no leftover processes, mounts, cgroups or runtime entries from this file" \
+                        "processes: $(echo $procs)" "mounts: $(echo $mounts)" \
+                        "cgroups: $(echo $cgroups)" "runtime dir: $(echo $rt)"
+        fi
+}
+
+# Stray processes, after waiting up to $1 seconds for them to go away by themselves.
+wait_gone_pids() {
+        local deadline=$((SECONDS + $1)) procs
+        while :; do
+                procs=$(stray_pids)
+                [[ -z "$procs" || $SECONDS -ge $deadline ]] && break
+                sleep 0.1
+        done
+        echo $procs
+}
+
+kill_bg() {
+        local p
+        for p in "${BG_PIDS[@]}"; do
+                kill -KILL "$p" 2>/dev/null
+        done
+        for p in "${BG_PIDS[@]}"; do
+                wait "$p" 2>/dev/null
+        done
+        BG_PIDS=()
+        return 0
+}
+
+cleanup() {
+        local p m d id
+        [[ -n "$TEST_TMP" && -d "$TEST_TMP" ]] || return 0
+        cd / || true
+        kill_bg
+        for p in $(stray_pids); do
+                kill -KILL "$p" 2>/dev/null
+        done
+        # A jail that outlived its supervisor must not keep its cgroup: kill what is in it
+        # (cgroup.kill on v2) and remove the directories, children first.
+        collect_run_ids
+        for id in "${RUN_IDS[@]}"; do
+                for d in /sys/fs/cgroup/unified/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id"; do
+                        [[ -w "$d/cgroup.kill" ]] && echo 1 >"$d/cgroup.kill" 2>/dev/null
+                done
+                for d in /sys/fs/cgroup/*/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id"; do
+                        [[ -d "$d" ]] || continue
+                        find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+                done
+        done
+        # Never let rm descend into a leftover bind mount of host directories.
+        for m in $(stray_mounts | sort -r); do
+                umount -l "$m" 2>/dev/null
+        done
+        if [[ -z "$(stray_mounts)" ]]; then
+                rm -rf --one-file-system "$TEST_TMP"
+        else
+                echo "# leaving $TEST_TMP: mounts below it could not be removed" >&2
+        fi
+}
+
+# --------------------------------------------------------------------- running jails
+
+# Remember every run id seen in the state dir (for cgroup checks and cleanup).
+collect_run_ids() {
+        local d id known
+        [[ -d "${AGENTJAIL_STATE_DIR:-}/runs" ]] || return 0
+        for d in "$AGENTJAIL_STATE_DIR"/runs/*/; do
+                [[ -d "$d" ]] || continue
+                id=$(basename "$d")
+                for known in "${RUN_IDS[@]}"; do
+                        [[ "$known" == "$id" ]] && continue 2
+                done
+                RUN_IDS+=("$id")
+        done
+}
+
+list_run_dirs() {
+        local d
+        for d in "$AGENTJAIL_STATE_DIR"/runs/*/; do
+                [[ -d "$d" ]] && echo "${d%/}"
+        done
+        return 0
+}
+
+# The run directory that appeared since the listing in $1 (newest by run.json "started"
+# when several did).
+new_run_dir() {
+        local before=$1 d best= best_started= started
+        while IFS= read -r d; do
+                [[ -n "$d" ]] || continue
+                grep -qxF "$d" <<<"$before" && continue
+                started=$(jq -r '.started // ""' "$d/run.json" 2>/dev/null)
+                if [[ -z "$best" || "$started" > "$best_started" ]]; then
+                        best=$d
+                        best_started=$started
+                fi
+        done < <(list_run_dirs)
+        echo "$best"
+}
+
+# run_jail [RUN-ARGS...] -- CMD...: runs `agentjail run RUN-ARGS -- CMD` in the workspace.
+# Sets JAIL_RC, JAIL_OUT, JAIL_ERR, JAIL_RUN_DIR, JAIL_RUN_ID. stdin comes from
+# $JAIL_STDIN (a file) or /dev/null.
+run_jail() {
+        local before
+        before=$(list_run_dirs)
+        timeout -k 5 "$JAIL_TIMEOUT" "$AGENTJAIL" run "$@" \
+                <"${JAIL_STDIN:-/dev/null}" >"$TEST_TMP/jail.out" 2>"$TEST_TMP/jail.err"
+        JAIL_RC=$?
+        JAIL_OUT=$(cat "$TEST_TMP/jail.out")
+        JAIL_ERR=$(cat "$TEST_TMP/jail.err")
+        JAIL_RUN_DIR=$(new_run_dir "$before")
+        JAIL_RUN_ID=${JAIL_RUN_DIR##*/}
+        collect_run_ids
+        if ((JAIL_RC == 124)); then
+                diag "agentjail run $* timed out after ${JAIL_TIMEOUT}s"
+        fi
+        return 0
+}
+
+# Start `agentjail run ARGS...` in the background with SIGINT at its default disposition
+# (bash starts background jobs with SIGINT ignored). Sets BG_PID; output goes to
+# $TEST_TMP/bg.out and bg.err.
+start_jail_bg() {
+        env --default-signal=INT,QUIT "$AGENTJAIL" run "$@" \
+                </dev/null >"$TEST_TMP/bg.out" 2>"$TEST_TMP/bg.err" &
+        BG_PID=$!
+        BG_PIDS+=("$BG_PID")
+}
+
+# wait_for_output FILE REGEX [SECONDS]: poll until FILE has a line matching REGEX.
+wait_for_output() {
+        local deadline=$((SECONDS + ${3:-10}))
+        while ((SECONDS < deadline)); do
+                grep -Eq "$2" "$1" 2>/dev/null && return 0
+                sleep 0.05
+        done
+        return 1
+}
+
+# wait_exit PID SECONDS: wait for a background child, killing it past the deadline.
+# Sets WAIT_RC (the child's status, or 124 on timeout).
+wait_exit() {
+        local pid=$1 deadline=$((SECONDS + $2))
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+                if [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" == Z ]]; then
+                        break
+                fi
+                sleep 0.05
+        done
+        if kill -0 "$pid" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]]; then
+                kill -KILL "$pid" 2>/dev/null
+                wait "$pid" 2>/dev/null
+                WAIT_RC=124
+                return 1
+        fi
+        wait "$pid"
+        WAIT_RC=$?
+        return 0
+}
+
+# All descendants of a host pid.
+descendants() {
+        local kids k
+        kids=$(pgrep -P "$1")
+        for k in $kids; do
+                echo "$k"
+                descendants "$k"
+        done
+}
+
+# find_jailed PARENT COMM [SECONDS]: host pid of a descendant of PARENT named COMM.
+find_jailed() {
+        local deadline=$((SECONDS + ${3:-10})) p
+        while ((SECONDS < deadline)); do
+                for p in $(descendants "$1"); do
+                        if [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == "$2" ]]; then
+                                echo "$p"
+                                return 0
+                        fi
+                done
+                sleep 0.05
+        done
+        return 1
+}
+
+# The single run directory being created by a background jail (waits for run.json).
+wait_run_dir() {
+        local deadline=$((SECONDS + ${1:-10})) d
+        while ((SECONDS < deadline)); do
+                for d in "$AGENTJAIL_STATE_DIR"/runs/*/; do
+                        if [[ -f "$d/run.json" ]]; then
+                                collect_run_ids
+                                echo "${d%/}"
+                                return 0
+                        fi
+                done
+                sleep 0.05
+        done
+        return 1
+}
+
+# ---------------------------------------------------------------------- reading results
+
+# pval KEY [TEXT]: value of the first `KEY=value` token in TEXT (default: $JAIL_OUT).
+pval() {
+        local text=${2-$JAIL_OUT}
+        awk -v k="$1" '{
+                for (i = 1; i <= NF; i++)
+                        if (index($i, k "=") == 1) { print substr($i, length(k) + 2); exit }
+        }' <<<"$text"
+}
+
+# jf FILTER [FILE]: jq -r on a file of the last run (default run.json); jfc: compact JSON.
+jf() {
+        local file=${2:-$JAIL_RUN_DIR/run.json}
+        jq -r "$1" "$file" 2>/dev/null
+}
+
+jfc() {
+        local file=${2:-$JAIL_RUN_DIR/run.json}
+        jq -c "$1" "$file" 2>/dev/null
+}
+
+# events_of TYPE [RUN_DIR]: the events of that type, one compact JSON per line.
+events_of() {
+        local dir=${2:-$JAIL_RUN_DIR}
+        jq -c --arg t "$1" 'select(.type == $t)' "$dir/events.jsonl" 2>/dev/null
+}
+
+count_lines() {
+        if [[ -z "$1" ]]; then
+                echo 0
+        else
+                wc -l <<<"$1" | tr -d ' '
+        fi
+}
+
+# A test profile in the file's profile dir; prints its path.
+write_profile() {
+        local name=$1 body=$2 path="$TEST_TMP/profiles/$1.json"
+        printf '%s\n' "$body" >"$path"
+        echo "$path"
+}
+
+# cgroup directories of a run (v2 unified first, then v1 controllers).
+cgroup_v2_dir() {
+        if [[ -d /sys/fs/cgroup/unified ]]; then
+                echo "/sys/fs/cgroup/unified/agentjail/$1"
+        else
+                echo "/sys/fs/cgroup/agentjail/$1"
+        fi
+}

@@ -1,0 +1,97 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Resource limits from the profile, enforced by the run's cgroup: pids (fork bomb),
+# memory (OOM kill), wall clock (SIGTERM, then SIGKILL after the grace period); the
+# cgroup exists while the run does and is gone after it.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+setup_dirs
+
+limits=$(write_profile limits '{
+  "extends": "default",
+  "limits": { "memory": "64M", "pids": 32, "wall": "20s", "wall_grace": "1s" }
+}')
+
+# --- the cgroup while the run is alive
+start_jail_bg -p "$limits" -- ./probe sleep 20
+if jpid=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5); then
+        id=${rdir##*/}
+        v2=$(cgroup_v2_dir "$id")
+        ok "the run's cgroup exists: $v2" test -d "$v2"
+        ok "the jailed probe is inside it" grep -qx "$jpid" <(cat "$v2"/cgroup.procs "$v2"/*/cgroup.procs 2>/dev/null)
+        if [[ -d /sys/fs/cgroup/unified ]]; then
+                is "$(cat "/sys/fs/cgroup/pids/agentjail/$id/pids.max" 2>/dev/null)" 32 "v1 pids.max is 32"
+                is "$(cat "/sys/fs/cgroup/memory/agentjail/$id/memory.limit_in_bytes" 2>/dev/null)" 67108864 \
+                        "v1 memory.limit_in_bytes is 64M"
+        else
+                is "$(cat "$v2/pids.max" 2>/dev/null)" 32 "pids.max is 32"
+                is "$(cat "$v2/memory.max" 2>/dev/null)" 67108864 "memory.max is 64M"
+        fi
+        kill -TERM "$BG_PID"
+        wait_exit "$BG_PID" 10
+        is "$WAIT_RC" 143 "the run ended by SIGTERM (forwarded) with 143"
+        gone=1
+        for d in /sys/fs/cgroup/*/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id"; do
+                [[ -d "$d" ]] && gone=0 && diag "left: $d"
+        done
+        ok "every cgroup dir of the run is removed after it" test "$gone" = 1
+        paths=$(jf '.cgroup.paths[]' "$rdir/run.json")
+        cmp_num "$(count_lines "$paths")" -ge 1 "run.json lists the cgroup paths"
+        ok "run.json's cgroup paths are real agentjail/<id> paths" \
+                test -z "$(grep -v "/agentjail/$id\$" <<<"$paths")"
+else
+        fail "the limited run started" "$(cat "$TEST_TMP/bg.err")"
+fi
+kill_bg
+
+# --- fork bomb
+run_jail -p "$limits" -- ./probe forkbomb 2000
+is "$JAIL_RC" 0 "the fork bomb run ends on its own (exit 0)" || jail_diag
+forks=$(pval forks)
+cmp_num "$forks" -lt 32 "fork stopped below pids.max 32 (forks=$forks)"
+cmp_num "$forks" -ge 5 "but a few forks worked (forks=$forks)"
+is "$(pval errno)" EAGAIN "fork failed with EAGAIN"
+pm=$(events_of pids.max)
+cmp_num "$(count_lines "$pm")" -ge 1 "a pids.max event was recorded"
+cmp_num "$(jq -r '.events' <<<"$pm" 2>/dev/null | tail -1)" -ge 1 "the pids.max event counts the refusals"
+cmp_num "$(jf .usage.pids_max_events)" -ge 1 "run.json usage.pids_max_events > 0"
+ok "the host can still fork" /bin/true
+
+# --- memory bomb (bounded at 1 GiB, so a missing limit cannot hurt the host)
+run_jail -p "$limits" -- ./probe membomb 1024
+is "$JAIL_RC" 137 "the memory bomb is OOM-killed: exit 137" || jail_diag
+unlike "$JAIL_OUT" 'membomb=done' "the bomb never finished its 1 GiB"
+oom=$(events_of oom)
+cmp_num "$(count_lines "$oom")" -ge 1 "an oom event was recorded"
+cmp_num "$(jq -r '.oom_kills' <<<"$oom" 2>/dev/null | tail -1)" -ge 1 "the oom event counts the kills"
+cmp_num "$(jf .usage.oom_kills)" -ge 1 "run.json usage.oom_kills >= 1"
+is "$(jf .exit.signal)" 9 "run.json exit.signal is 9"
+peak=$(jf .usage.memory_peak)
+cmp_num "$peak" -le $((80 * 1024 * 1024)) "memory_peak stayed near the limit ($peak)"
+cmp_num "$peak" -ge $((32 * 1024 * 1024)) "memory_peak shows the bomb grew ($peak)"
+
+# --- wall limit: SIGTERM, which the command honours
+wall=$(write_profile wall '{ "extends": "default", "limits": { "wall": "2s", "wall_grace": "1s" } }')
+t0=$(date +%s%N)
+run_jail -p "$wall" -- ./probe wait-signal
+elapsed=$((($(date +%s%N) - t0) / 1000000))
+is "$(pval got)" SIGTERM "at the wall limit the command got SIGTERM" || jail_diag
+cmp_num "$elapsed" -ge 1900 "not before the limit (${elapsed} ms)"
+cmp_num "$elapsed" -lt 6000 "soon after the limit (${elapsed} ms)"
+is "$(jf .exit.reason)" wall-limit "run.json exit.reason is wall-limit"
+cmp_num "$(count_lines "$(events_of wall.limit)")" -ge 1 "a wall.limit event was recorded"
+isnt "$JAIL_RC" 0 "a wall-limit run does not exit 0 ($JAIL_RC)"
+
+# --- wall limit: SIGKILL after the grace period when SIGTERM is ignored
+t0=$(date +%s%N)
+run_jail -p "$wall" -- ./probe ignore-signals 30
+elapsed=$((($(date +%s%N) - t0) / 1000000))
+cmp_num "$elapsed" -ge 2800 "the grace period was given (${elapsed} ms)"
+cmp_num "$elapsed" -lt 8000 "then the command was killed (${elapsed} ms)"
+unlike "$JAIL_OUT" 'ignore_signals=done' "the command did not run to completion"
+is "$(jf .exit.reason)" wall-limit "run.json exit.reason is wall-limit"
+is "$(jf .exit.signal)" 9 "it died of SIGKILL"
+
+done_testing

@@ -1,0 +1,206 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# What a jailed process sees under the default profile: credentials, capabilities, its
+# own pid namespace, filesystem view and writability, network, hostname, and that it
+# cannot reach host processes or sockets.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+setup_dirs
+
+ZERO_CAPS=0000000000000000
+
+# --- credentials, capabilities, no_new_privs, seccomp
+run_jail -- ./probe status
+is "$JAIL_RC" 0 "probe status runs in the jail" || jail_diag
+status_out=$JAIL_OUT
+is "$(pval uid)" 1000 "uid is 1000"
+is "$(pval gid)" 1000 "gid is 1000"
+is "$(pval euid)" 1000 "euid is 1000"
+for c in CapInh CapPrm CapEff CapBnd CapAmb; do
+        is "$(pval $c)" "$ZERO_CAPS" "$c is all zero"
+done
+is "$(pval NoNewPrivs)" 1 "NoNewPrivs is 1"
+is "$(pval Seccomp)" 2 "Seccomp is 2 (filter mode)"
+is "$(pval hostname)" agentjail "hostname is agentjail"
+is "$(pval cwd)" "$WORKSPACE" "cwd is the workspace, at its host path"
+
+# --- pid namespace and sessions
+pid=$(pval pid "$status_out")
+cmp_num "$pid" -le 5 "the command's pid is small (its own pid namespace): $pid"
+is "$(pval sid "$status_out")" "$pid" "the command leads its own session (sid == pid)"
+is "$(pval pgid "$status_out")" "$pid" "the command leads its own process group"
+
+run_jail -- ./probe pids
+pids_out=$JAIL_OUT
+n=$(count_lines "$pids_out")
+cmp_num "$n" -ge 1 "/proc lists at least the probe"
+cmp_num "$n" -le 4 "/proc lists only the jail's few processes (got $n)"
+cmp_num "$(sort -n <<<"$pids_out" | tail -1)" -le 10 "no host pid numbers in the jail's /proc"
+host_only=$$
+unlike "$pids_out" "(^|"$'\n'")$host_only("$'\n'"|$)" "the test shell's pid ($host_only) is not visible"
+
+run_jail -- ./probe zombie-parent
+is "$(pval grandchild_state)" gone "an orphaned grandchild is reaped by the jail's init" || jail_diag
+is "$(pval zombies)" 0 "no zombies left in the jail"
+
+# --- filesystem view
+run_jail -- ./probe stat /sys
+is "$(pval stat)" ENOENT "/sys is absent"
+
+run_jail -- ./probe ls /root
+like "$JAIL_OUT" '^(ls=(ENOENT|EACCES))?$' "host /root is invisible"
+
+run_jail -- ./probe stat /work
+is "$(pval stat)" ENOENT "host /work is invisible"
+
+run_jail -- ./probe read /var/lib/dpkg/status
+unlike "$(pval read)" '^OK$' "host /var/lib/dpkg is invisible"
+
+run_jail -- ./probe read /etc/shadow
+unlike "$(pval read)" '^OK$' "/etc/shadow is not readable"
+
+run_jail -- ./probe ls /home
+home_ls=$JAIL_OUT
+for h in /home/*; do
+        [[ -e "$h" ]] || continue
+        h=${h#/home/}
+        [[ "$h" == agent ]] && continue
+        unlike "$home_ls" "(^|"$'\n'")$h("$'\n'"|$)" "host home directory /home/$h is invisible"
+done
+
+run_jail -- ./probe stat "$AGENTJAIL_STATE_DIR"
+is "$(pval stat)" ENOENT "agentjail's state directory is invisible"
+
+run_jail -- ./probe ls "$TEST_TMP"
+is "$JAIL_OUT" workspace "only the workspace of its parent directory is visible"
+
+run_jail -- ./probe read /etc/os-release
+is "$(pval read)" OK "system files are readable (/etc/os-release)"
+
+run_jail -- /bin/cat /etc/passwd
+like "$JAIL_OUT" '(^|'$'\n'')agent:[^:]*:1000:1000:[^:]*:/home/agent:' "/etc/passwd has agent (1000) with home /home/agent"
+isnt "$JAIL_OUT" "$(cat /etc/passwd)" "/etc/passwd is generated, not the host's"
+cmp_num "$(count_lines "$JAIL_OUT")" -le 5 "the generated /etc/passwd has only a few entries"
+
+run_jail -- ./probe env
+is "$(pval HOME)" /home/agent "HOME is /home/agent"
+
+# --- writes
+for p in /usr/agentjail-probe /etc/agentjail-probe /agentjail-probe /bin/agentjail-probe /var/agentjail-probe; do
+        run_jail -- ./probe write "$p"
+        like "$(pval write)" '^(EROFS|EACCES|EPERM|ENOENT)$' "writing $p fails ($(pval write))"
+        [[ -e "$p" ]] && rm -f "$p" && fail "the write to $p reached the host"
+done
+
+rand=$RANDOM$RANDOM
+run_jail -- ./probe write "$WORKSPACE/ws-file-$rand"
+is "$(pval write)" OK "workspace is writable"
+if [[ -f "$WORKSPACE/ws-file-$rand" ]]; then
+        pass "the workspace write is visible on the host"
+        is "$(stat -c %u:%g "$WORKSPACE/ws-file-$rand")" "$(stat -c %u:%g "$WORKSPACE")" \
+                "the file is owned by the workspace owner on the host (idmapped)"
+        is "$(cat "$WORKSPACE/ws-file-$rand")" x "the file has what the jail wrote"
+else
+        fail "the workspace write is visible on the host"
+fi
+run_jail -- ./probe stat "$WORKSPACE"
+like "$JAIL_OUT" 'uid=1000 gid=1000' "inside, the workspace belongs to the agent user"
+
+run_jail -- ./probe write "/tmp/agentjail-private-$rand"
+is "$(pval write)" OK "/tmp is writable"
+ok "the jail's /tmp is private (nothing on the host's /tmp)" test ! -e "/tmp/agentjail-private-$rand"
+rm -f "/tmp/agentjail-private-$rand"
+
+run_jail -- ./probe write "/home/agent/home-file-$rand"
+is "$(pval write)" OK "\$HOME is writable"
+
+# --- host uid of the jailed process
+start_jail_bg -- ./probe sleep 20
+if jpid=$(find_jailed "$BG_PID" probe 10); then
+        pass "found the jailed probe from the host (pid $jpid)"
+        uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$jpid/status")
+        is "$uids" "100000 100000 100000 100000" "the jailed process runs as host uid 100000"
+        gids=$(awk '/^Gid:/ { print $2 }' "/proc/$jpid/status")
+        is "$gids" 100000 "the jailed process runs as host gid 100000"
+        isnt "$(awk '{ print $6 }' "/proc/$jpid/stat")" "$(awk '{ print $6 }' "/proc/$BG_PID/stat")" \
+                "the jailed process is in another session than agentjail"
+        isnt "$(readlink "/proc/$jpid/ns/pid")" "$(readlink /proc/self/ns/pid)" "it has its own pid namespace"
+        isnt "$(readlink "/proc/$jpid/ns/net")" "$(readlink /proc/self/ns/net)" "it has its own network namespace"
+        isnt "$(readlink "/proc/$jpid/ns/mnt")" "$(readlink /proc/self/ns/mnt)" "it has its own mount namespace"
+        isnt "$(readlink "/proc/$jpid/ns/ipc")" "$(readlink /proc/self/ns/ipc)" "it has its own ipc namespace"
+        isnt "$(readlink "/proc/$jpid/ns/user")" "$(readlink /proc/self/ns/user)" "it has its own user namespace"
+        isnt "$(readlink "/proc/$jpid/ns/cgroup")" "$(readlink /proc/self/ns/cgroup)" "it has its own cgroup namespace"
+else
+        fail "found the jailed probe from the host" "descendants: $(descendants "$BG_PID" | tr '\n' ' ')"
+fi
+kill_bg
+
+# --- network
+run_jail -- ./probe ifaces
+is "$JAIL_OUT" "iface=lo up=1" "only lo, and it is up"
+
+abstract="agentjail-test-$rand"
+python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("\0" + sys.argv[1])
+s.listen(8)
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.bind(("127.0.0.1", 0))
+t.listen(8)
+print("port=%d" % t.getsockname()[1], flush=True)
+time.sleep(60)
+' "$abstract" >"$TEST_TMP/listener.out" 2>&1 &
+BG_PIDS+=($!)
+if wait_for_output "$TEST_TMP/listener.out" '^port=' 10; then
+        port=$(pval port "$(cat "$TEST_TMP/listener.out")")
+        is "$(pval connect "$("$PROBE" connect-unix-abstract "$abstract")")" OK \
+                "control: the host abstract socket accepts from the host"
+        run_jail -- ./probe connect-unix-abstract "$abstract"
+        like "$(pval connect)" '^(ECONNREFUSED|ENOENT|EPERM|EACCES)$' \
+                "the host abstract unix socket is unreachable from the jail ($(pval connect))"
+        is "$(pval connect "$("$PROBE" connect-tcp 127.0.0.1 "$port")")" OK \
+                "control: the host TCP listener on 127.0.0.1:$port accepts from the host"
+        run_jail -- ./probe connect-tcp 127.0.0.1 "$port"
+        like "$(pval connect)" '^(ECONNREFUSED|ENETUNREACH|EPERM|EACCES|ETIMEDOUT)$' \
+                "the host's 127.0.0.1:$port is unreachable from the jail ($(pval connect))"
+else
+        fail "started a host listener" "$(cat "$TEST_TMP/listener.out")"
+fi
+run_jail -- ./probe connect-tcp 1.1.1.1 443
+like "$(pval connect)" '^(ENETUNREACH|EHOSTUNREACH|ECONNREFUSED|EPERM|EACCES|ETIMEDOUT)$' \
+        "no route out of the jail ($(pval connect))"
+run_jail -- ./probe connect-unix /run/systemd/private
+like "$(pval connect)" '^(ENOENT|EACCES|ECONNREFUSED)$' "host /run sockets are not reachable by path"
+kill_bg
+
+# --- hostname
+host_before=$(hostname)
+run_jail -- ./probe sethostname "evil-$rand"
+is "$(hostname)" "$host_before" "the host's hostname is unchanged after sethostname in the jail"
+like "$(pval hostname)" "^(agentjail|evil-$rand)$" "the jail's hostname stays its own"
+[[ "$(hostname)" != "$host_before" ]] && hostname "$host_before"
+
+# --- kill(-1, SIGKILL) inside does not reach the host
+sleep 300 &
+root_sleeper=$!
+BG_PIDS+=("$root_sleeper")
+setpriv --reuid=100000 --regid=100000 --clear-groups sleep 300 &
+mapped_sleeper=$!
+BG_PIDS+=("$mapped_sleeper")
+setpriv --reuid=1000 --regid=1000 --clear-groups sleep 300 &
+thousand_sleeper=$!
+BG_PIDS+=("$thousand_sleeper")
+sleep 0.2
+run_jail -- ./probe kill-all
+is "$(pval kill_all)" sent "probe kill-all ran" || jail_diag
+sleep 0.3
+ok "a host process of root survives kill(-1) in the jail" kill -0 "$root_sleeper"
+ok "a host process of uid 100000 (the jail's host uid) survives" kill -0 "$mapped_sleeper"
+ok "a host process of uid 1000 survives" kill -0 "$thousand_sleeper"
+ok "the agentjail supervisor itself survived (exit 0)" test "$JAIL_RC" -eq 0
+kill_bg
+
+done_testing

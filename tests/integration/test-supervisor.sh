@@ -1,0 +1,70 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# The supervisor: signals sent to agentjail reach the command; if agentjail itself is
+# SIGKILLed, the jail does not run on unsupervised (processes and cgroup gone in 5 s).
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+setup_dirs
+
+# --- SIGTERM and SIGINT are forwarded
+for sig in TERM INT; do
+        start_jail_bg -- ./probe wait-signal
+        if wait_for_output "$TEST_TMP/bg.out" '^ready$' 10; then
+                kill -"$sig" "$BG_PID"
+                wait_exit "$BG_PID" 10
+                is "$WAIT_RC" 42 "SIG$sig to agentjail reaches the command (it exits 42)"
+                like "$(cat "$TEST_TMP/bg.out")" "got=SIG$sig" "the command saw SIG$sig"
+        else
+                fail "the jail for SIG$sig started" "$(cat "$TEST_TMP/bg.out" "$TEST_TMP/bg.err")"
+        fi
+        kill_bg
+done
+
+# A command that does not handle the signal dies of it, and agentjail says so.
+start_jail_bg -- ./probe sleep 30
+if find_jailed "$BG_PID" probe 10 >/dev/null; then
+        kill -TERM "$BG_PID"
+        wait_exit "$BG_PID" 10
+        is "$WAIT_RC" 143 "SIGTERM to agentjail kills a command without a handler: 143"
+else
+        fail "the jail for the plain SIGTERM test started" "$(cat "$TEST_TMP/bg.err")"
+fi
+kill_bg
+
+# --- the supervisor is SIGKILLed: the jail goes with it
+start_jail_bg -- /bin/sh -c './probe sleep 60 & ./probe sleep 60; wait'
+if jpid=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5); then
+        id=${rdir##*/}
+        sleep 0.2
+        jailed=$(descendants "$BG_PID" | tr '\n' ' ')
+        cgdirs=$(ls -d /sys/fs/cgroup/*/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id" 2>/dev/null | tr '\n' ' ')
+        cmp_num "$(wc -w <<<"$jailed")" -ge 3 "the jail has init, a shell and two probes ($jailed)"
+        isnt "$cgdirs" "" "the run has cgroup dirs while alive"
+        kill -KILL "$BG_PID"
+        wait "$BG_PID" 2>/dev/null
+        deadline=$((SECONDS + 5))
+        while ((SECONDS <= deadline)); do
+                alive=
+                for p in $jailed; do
+                        [[ -d /proc/$p && "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ]] && alive+="$p "
+                done
+                left=$(ls -d /sys/fs/cgroup/*/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id" 2>/dev/null | tr '\n' ' ')
+                [[ -z "$alive$left" ]] && break
+                sleep 0.1
+        done
+        is "$alive" "" "every jailed process is gone within 5 s of the supervisor's SIGKILL"
+        is "$left" "" "every cgroup dir of the run is gone within 5 s"
+        # Whatever the supervisor owned in the runtime dir must not outlive the jail either.
+        is "$(grep -c "$AGENTJAIL_RUNTIME_DIR/$id" /proc/self/mountinfo)" 0 "no mount of the run is left"
+else
+        fail "the jail for the supervisor-kill test started" "$(cat "$TEST_TMP/bg.err")"
+fi
+BG_PIDS=()
+
+# Later runs work normally after a supervisor crash.
+run_jail -- ./probe exit 7
+is "$JAIL_RC" 7 "a new run works after a supervisor was killed" || jail_diag
+
+done_testing

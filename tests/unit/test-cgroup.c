@@ -1,0 +1,717 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cgroup-internal.h"
+#include "cgroup.h"
+#include "util/fd.h"
+#include "util/strv.h"
+
+/* ---------------------------------------------------------------- pure */
+
+Test(cgroup_pure, cpu_max_format)
+{
+        char buf[64];
+        cr_assert_eq(aj_cgroup_format_cpu_max(1.5, 100000, buf, sizeof(buf)), 0);
+        cr_assert_str_eq(buf, "150000 100000");
+        cr_assert_eq(aj_cgroup_format_cpu_max(0, 100000, buf, sizeof(buf)), 0);
+        cr_assert_str_eq(buf, "max 100000");
+        cr_assert_eq(aj_cgroup_format_cpu_max(0.5, 100000, buf, sizeof(buf)), 0);
+        cr_assert_str_eq(buf, "50000 100000");
+        cr_assert_eq(aj_cgroup_format_cpu_max(2, 50000, buf, sizeof(buf)), 0);
+        cr_assert_str_eq(buf, "100000 50000");
+        /* below the kernel's 1 ms minimum quota: rounded up, not dropped */
+        cr_assert_eq(aj_cgroup_format_cpu_max(0.001, 100000, buf, sizeof(buf)), 0);
+        cr_assert_str_eq(buf, "1000 100000");
+        cr_assert_eq(aj_cgroup_format_cpu_max(-1, 100000, buf, sizeof(buf)), -EINVAL);
+        cr_assert_eq(aj_cgroup_format_cpu_max(NAN, 100000, buf, sizeof(buf)), -EINVAL);
+        cr_assert_eq(aj_cgroup_format_cpu_max(INFINITY, 100000, buf, sizeof(buf)), -EINVAL);
+        cr_assert_eq(aj_cgroup_format_cpu_max(1, 0, buf, sizeof(buf)), -EINVAL);
+        cr_assert_eq(aj_cgroup_format_cpu_max(1.5, 100000, buf, 5), -ENOBUFS);
+}
+
+Test(cgroup_pure, parse_keyed)
+{
+        const char *ev = "low 0\nhigh 2\nmax 5\noom 1\noom_kill 3\noom_group_kill 0\n";
+        uint64_t v = 99;
+        cr_assert_eq(aj_cgroup_parse_keyed(ev, "oom_kill", &v), 0);
+        cr_assert_eq(v, 3);
+        cr_assert_eq(aj_cgroup_parse_keyed(ev, "oom", &v), 0);
+        cr_assert_eq(v, 1, "'oom' must not match the 'oom_kill' line");
+        cr_assert_eq(aj_cgroup_parse_keyed(ev, "max", &v), 0);
+        cr_assert_eq(v, 5);
+        cr_assert_eq(aj_cgroup_parse_keyed("populated 1\nfrozen 0", "frozen", &v), 0);
+        cr_assert_eq(v, 0);
+        cr_assert_eq(aj_cgroup_parse_keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 7\n", "oom_kill", &v), 0);
+        cr_assert_eq(v, 7);
+        v = 42;
+        cr_assert_eq(aj_cgroup_parse_keyed(ev, "oom_", &v), -ENOENT);
+        cr_assert_eq(aj_cgroup_parse_keyed(ev, "missing", &v), -ENOENT);
+        cr_assert_eq(v, 42, "ret must not be written on failure");
+        cr_assert_eq(aj_cgroup_parse_keyed("max abc\n", "max", &v), -EINVAL);
+        cr_assert_eq(aj_cgroup_parse_keyed("max 12x\n", "max", &v), -EINVAL);
+        cr_assert_eq(aj_cgroup_parse_keyed("max 99999999999999999999999\n", "max", &v), -ERANGE);
+        cr_assert_eq(aj_cgroup_parse_keyed("", "max", &v), -ENOENT);
+        cr_assert_eq(aj_cgroup_parse_keyed("usage_usec 123456\nuser_usec 1\n", "usage_usec", &v), 0);
+        cr_assert_eq(v, 123456);
+}
+
+Test(cgroup_pure, run_id_validation)
+{
+        cr_assert(aj_cgroup_run_id_valid("abc"));
+        cr_assert(aj_cgroup_run_id_valid("r-20240101_ABC-9"));
+        char id64[65], id65[66];
+        memset(id64, 'a', 64), id64[64] = 0;
+        memset(id65, 'a', 65), id65[65] = 0;
+        cr_assert(aj_cgroup_run_id_valid(id64));
+        cr_assert_not(aj_cgroup_run_id_valid(id65));
+        cr_assert_not(aj_cgroup_run_id_valid(""));
+        cr_assert_not(aj_cgroup_run_id_valid(NULL));
+        cr_assert_not(aj_cgroup_run_id_valid(".."));
+        cr_assert_not(aj_cgroup_run_id_valid("a/b"));
+        cr_assert_not(aj_cgroup_run_id_valid("a b"));
+        cr_assert_not(aj_cgroup_run_id_valid("a.b"));
+        cr_assert_not(aj_cgroup_run_id_valid("\xc3\xa9"));
+}
+
+static const char mountinfo_hybrid[] =
+        "22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw\n"
+        "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+        "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+        "33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct\n"
+        "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer\n"
+        "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
+        "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+
+static const char mountinfo_unified[] =
+        "25 30 0:23 / /sys rw,nosuid shared:7 - sysfs sysfs rw\n"
+        "30 25 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 "
+        "rw,nsdelegate,memory_recursiveprot\n";
+
+static const char mountinfo_legacy_comount[] =
+        "31 23 0:28 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755\n"
+        "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw shared:1 - cgroup cgroup rw,cpu,cpuacct\n"
+        "35 31 0:32 / /sys/fs/cgroup/memory rw shared:2 - cgroup cgroup rw,memory\n"
+        "37 31 0:34 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer\n"
+        "39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n";
+
+Test(cgroup_pure, layout_hybrid)
+{
+        AjCgroupLayout l = { 0 };
+        cr_assert_eq(aj_cgroup_layout_from_mountinfo(mountinfo_hybrid, &l), 0);
+        cr_assert_eq(l.mode, AJ_CGROUP_MODE_HYBRID);
+        cr_assert_str_eq(l.v2_mount, "/sys/fs/cgroup/unified");
+        cr_assert_str_eq(l.v1_mount[AJ_CG_V1_MEMORY], "/sys/fs/cgroup/memory");
+        cr_assert_str_eq(l.v1_mount[AJ_CG_V1_PIDS], "/sys/fs/cgroup/pids");
+        cr_assert_str_eq(l.v1_mount[AJ_CG_V1_CPU], "/sys/fs/cgroup/cpu");
+        cr_assert_str_eq(l.v1_mount[AJ_CG_V1_CPUACCT], "/sys/fs/cgroup/cpuacct");
+        cr_assert_str_eq(l.v1_mount[AJ_CG_V1_FREEZER], "/sys/fs/cgroup/freezer");
+        aj_cgroup_layout_done(&l);
+}
+
+Test(cgroup_pure, layout_unified_legacy_none)
+{
+        AjCgroupLayout l = { 0 };
+        cr_assert_eq(aj_cgroup_layout_from_mountinfo(mountinfo_unified, &l), 0);
+        cr_assert_eq(l.mode, AJ_CGROUP_MODE_UNIFIED);
+        cr_assert_str_eq(l.v2_mount, "/sys/fs/cgroup");
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                cr_assert_null(l.v1_mount[c]);
+        aj_cgroup_layout_done(&l);
+
+        cr_assert_eq(aj_cgroup_layout_from_mountinfo(mountinfo_legacy_comount, &l), 0);
+        cr_assert_eq(l.mode, AJ_CGROUP_MODE_LEGACY);
+        cr_assert_null(l.v2_mount);
+        cr_assert_str_eq(l.v1_mount[AJ_CG_V1_CPU], "/sys/fs/cgroup/cpu,cpuacct");
+        cr_assert_str_eq(l.v1_mount[AJ_CG_V1_CPUACCT], "/sys/fs/cgroup/cpu,cpuacct");
+        aj_cgroup_layout_done(&l);
+
+        cr_assert_eq(aj_cgroup_layout_from_mountinfo("22 28 0:21 / /sys rw - sysfs sysfs rw\n", &l), 0);
+        cr_assert_eq(l.mode, AJ_CGROUP_MODE_NONE);
+        aj_cgroup_layout_done(&l);
+
+        /* escaped mount point */
+        cr_assert_eq(aj_cgroup_layout_from_mountinfo("9 1 0:5 / /mnt/my\\040cg rw - cgroup2 none rw\n", &l), 0);
+        cr_assert_eq(l.mode, AJ_CGROUP_MODE_UNIFIED);
+        cr_assert_str_eq(l.v2_mount, "/mnt/my cg");
+        aj_cgroup_layout_done(&l);
+}
+
+Test(cgroup_pure, proc_cgroup)
+{
+        const char *text = "12:pids:/user.slice/user-1000.slice\n"
+                           "4:cpu,cpuacct:/a/b\n"
+                           "1:name=systemd:/user.slice\n"
+                           "0::/user.slice/user-1000.slice/session-2.scope\n";
+        char *p = NULL;
+        cr_assert_eq(aj_cgroup_parse_proc_cgroup(text, NULL, &p), 0);
+        cr_assert_str_eq(p, "/user.slice/user-1000.slice/session-2.scope");
+        free(p);
+        cr_assert_eq(aj_cgroup_parse_proc_cgroup(text, "cpuacct", &p), 0);
+        cr_assert_str_eq(p, "/a/b");
+        free(p);
+        cr_assert_eq(aj_cgroup_parse_proc_cgroup(text, "pids", &p), 0);
+        cr_assert_str_eq(p, "/user.slice/user-1000.slice");
+        free(p);
+        p = NULL;
+        cr_assert_eq(aj_cgroup_parse_proc_cgroup(text, "memory", &p), -ENOENT);
+        cr_assert_eq(aj_cgroup_parse_proc_cgroup("4:cpu:/x\n", NULL, &p), -ENOENT);
+        cr_assert_null(p);
+}
+
+Test(cgroup_pure, plan_unified_root_and_rootless)
+{
+        AjCgroupLayout l = { 0 };
+        cr_assert_eq(aj_cgroup_layout_from_mountinfo(mountinfo_unified, &l), 0);
+        AjCgroupPlan p = { 0 };
+        AjCgroupLimits lim = { .memory_max = 1 << 20, .pids_max = 10, .cpus = 1 };
+        cr_assert_eq(aj_cgroup_plan_paths(&l, "r1", true, NULL, NULL, aj_cgroup_v1_needed(l.mode, &lim, true), &p), 0);
+        cr_assert_str_eq(p.v2_parent, "/sys/fs/cgroup/agentjail");
+        cr_assert_str_eq(p.v2_run, "/sys/fs/cgroup/agentjail/r1");
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                cr_assert_null(p.v1_run[c]);
+        aj_cgroup_plan_done(&p);
+
+        cr_assert_eq(aj_cgroup_plan_paths(&l, "r2", true, "/user.slice/u.service/", NULL, 0, &p), 0);
+        cr_assert_str_eq(p.v2_run, "/sys/fs/cgroup/user.slice/u.service/agentjail/r2");
+        aj_cgroup_plan_done(&p);
+
+        cr_assert_eq(aj_cgroup_plan_paths(&l, "../x", true, NULL, NULL, 0, &p), -EINVAL);
+        cr_assert_eq(aj_cgroup_plan_paths(&l, "r3", true, "/a/../b", NULL, 0, &p), -EINVAL);
+        cr_assert_eq(aj_cgroup_plan_paths(&l, "r3", true, "relative", NULL, 0, &p), -EINVAL);
+        aj_cgroup_layout_done(&l);
+}
+
+Test(cgroup_pure, plan_hybrid)
+{
+        AjCgroupLayout l = { 0 };
+        cr_assert_eq(aj_cgroup_layout_from_mountinfo(mountinfo_hybrid, &l), 0);
+        AjCgroupLimits lim = { .memory_max = 64 << 20, .pids_max = 0, .cpus = 0.5 };
+        unsigned mask = aj_cgroup_v1_needed(l.mode, &lim, true);
+        cr_assert_eq(mask, AJ_CG_V1_BIT(AJ_CG_V1_MEMORY) | AJ_CG_V1_BIT(AJ_CG_V1_CPU));
+        AjCgroupPlan p = { 0 };
+        cr_assert_eq(aj_cgroup_plan_paths(&l, "run-7", true, NULL, NULL, mask, &p), 0);
+        cr_assert_str_eq(p.v2_run, "/sys/fs/cgroup/unified/agentjail/run-7");
+        cr_assert_str_eq(p.v2_parent, "/sys/fs/cgroup/unified/agentjail");
+        cr_assert_str_eq(p.v1_run[AJ_CG_V1_MEMORY], "/sys/fs/cgroup/memory/agentjail/run-7");
+        cr_assert_str_eq(p.v1_parent[AJ_CG_V1_MEMORY], "/sys/fs/cgroup/memory/agentjail");
+        cr_assert_str_eq(p.v1_run[AJ_CG_V1_CPU], "/sys/fs/cgroup/cpu/agentjail/run-7");
+        cr_assert_null(p.v1_run[AJ_CG_V1_PIDS]);
+        cr_assert_null(p.v1_run[AJ_CG_V1_FREEZER]);
+        cr_assert_null(p.v1_run[AJ_CG_V1_CPUACCT]);
+        aj_cgroup_plan_done(&p);
+
+        /* no limits: nothing on v1 at all; the freezer only if v2 cannot freeze */
+        AjCgroupLimits none = { 0 };
+        cr_assert_eq(aj_cgroup_v1_needed(AJ_CGROUP_MODE_HYBRID, &none, true), 0);
+        cr_assert_eq(aj_cgroup_v1_needed(AJ_CGROUP_MODE_HYBRID, &none, false), AJ_CG_V1_BIT(AJ_CG_V1_FREEZER));
+        cr_assert_eq(aj_cgroup_v1_needed(AJ_CGROUP_MODE_UNIFIED, &lim, false), 0);
+        cr_assert_eq(aj_cgroup_v1_needed(AJ_CGROUP_MODE_LEGACY, &none, true),
+                     AJ_CG_V1_BIT(AJ_CG_V1_FREEZER) | AJ_CG_V1_BIT(AJ_CG_V1_CPUACCT));
+        aj_cgroup_layout_done(&l);
+}
+
+Test(cgroup_pure, plan_legacy_comounted_alias)
+{
+        AjCgroupLayout l = { 0 };
+        cr_assert_eq(aj_cgroup_layout_from_mountinfo(mountinfo_legacy_comount, &l), 0);
+        AjCgroupLimits lim = { .cpus = 1 };
+        AjCgroupPlan p = { 0 };
+        char *bases[_AJ_CG_V1_MAX] = { 0 };
+        bases[AJ_CG_V1_CPU] = "/me";
+        bases[AJ_CG_V1_CPUACCT] = "/me";
+        cr_assert_eq(aj_cgroup_plan_paths(&l, "x", true, NULL, bases, aj_cgroup_v1_needed(l.mode, &lim, false), &p), 0);
+        cr_assert_null(p.v2_run);
+        cr_assert_str_eq(p.v1_run[AJ_CG_V1_CPU], "/sys/fs/cgroup/cpu,cpuacct/me/agentjail/x");
+        cr_assert_str_eq(p.v1_run[AJ_CG_V1_CPUACCT], "/sys/fs/cgroup/cpu,cpuacct/me/agentjail/x");
+        cr_assert_not(p.v1_alias[AJ_CG_V1_CPU]);
+        cr_assert(p.v1_alias[AJ_CG_V1_CPUACCT]);
+        cr_assert_str_eq(p.v1_run[AJ_CG_V1_FREEZER], "/sys/fs/cgroup/freezer/agentjail/x");
+        cr_assert_null(p.v1_run[AJ_CG_V1_MEMORY]);
+        aj_cgroup_plan_done(&p);
+        aj_cgroup_layout_done(&l);
+}
+
+Test(cgroup_pure, invalid_arguments)
+{
+        AjCgroup *cg = NULL;
+        char *err = NULL;
+        cr_assert_eq(aj_cgroup_create("../etc", NULL, true, &cg, &err), -EINVAL);
+        cr_assert_null(cg);
+        AjCgroupLimits bad = { .cpus = -1 };
+        cr_assert_eq(aj_cgroup_create("ok", &bad, true, &cg, &err), -EINVAL);
+        cr_assert_eq(aj_cgroup_open("a/b", &cg), -EINVAL);
+        cr_assert_null(cg);
+        cr_assert_str_eq(aj_cgroup_mode_name(AJ_CGROUP_MODE_HYBRID), "hybrid");
+        cr_assert_str_eq(aj_cgroup_mode_name(AJ_CGROUP_MODE_UNIFIED), "unified");
+}
+
+/* ---------------------------------------------------------------- live */
+
+#define MAX_CHILDREN 8
+
+static AjCgroup *live_cg;
+static char **live_paths; /* copy, for the fallback cleanup */
+static pid_t live_children[MAX_CHILDREN];
+static size_t n_live_children;
+static char live_id[64];
+
+static void live_fini(void)
+{
+        for (size_t i = 0; i < n_live_children; i++) {
+                if (live_children[i] > 0) {
+                        kill(live_children[i], SIGKILL);
+                        waitpid(live_children[i], NULL, 0);
+                }
+        }
+        n_live_children = 0;
+        if (live_cg) {
+                aj_cgroup_destroy(live_cg);
+                live_cg = NULL;
+        }
+        /* If destroy failed half-way, leave nothing behind regardless. */
+        for (char **p = live_paths; p && *p; p++)
+                (void)rmdir(*p);
+        aj_strv_free(live_paths);
+        live_paths = NULL;
+        static const char *const parents[] = { "/sys/fs/cgroup/agentjail", "/sys/fs/cgroup/unified/agentjail",
+                                               "/sys/fs/cgroup/memory/agentjail", "/sys/fs/cgroup/pids/agentjail",
+                                               "/sys/fs/cgroup/cpu/agentjail", "/sys/fs/cgroup/cpuacct/agentjail",
+                                               "/sys/fs/cgroup/freezer/agentjail" };
+        for (size_t i = 0; i < sizeof(parents) / sizeof(parents[0]); i++)
+                (void)rmdir(parents[i]); /* fails harmlessly while another run uses it */
+}
+
+static void require_live(void)
+{
+        AjCgroupMode m = AJ_CGROUP_MODE_NONE;
+        const char *why = NULL;
+        if (geteuid() != 0)
+                why = "not root";
+        else if (aj_cgroup_detect(&m) < 0 || m == AJ_CGROUP_MODE_NONE)
+                why = "no cgroup hierarchy";
+        if (!why)
+                return;
+        const char *strict = getenv("AGENTJAIL_TEST_STRICT");
+        if (strict && streq(strict, "1"))
+                cr_assert_fail("live cgroup test cannot run (%s) and AGENTJAIL_TEST_STRICT=1", why);
+        cr_skip_test("live cgroup test skipped: %s", why);
+}
+
+static void live_create(const char *name, const AjCgroupLimits *lim)
+{
+        require_live();
+        snprintf(live_id, sizeof(live_id), "ajtest-%d-%s", (int)getpid(), name);
+        char *err = NULL;
+        int r = aj_cgroup_create(live_id, lim, false, &live_cg, &err);
+        cr_assert_eq(r, 0, "aj_cgroup_create: %s (%s)", strerror(-r), err ? err : "");
+        cr_assert_null(err, "unexpected degradation: %s", err);
+        live_paths = aj_strv_copy(aj_cgroup_paths(live_cg));
+        cr_assert_not_null(live_paths);
+}
+
+/* A child that waits for `go` before running `body`, so it is attached first. */
+static pid_t spawn_waiting(void (*body)(void *), void *arg, int *ret_go)
+{
+        int p[2];
+        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                char c;
+                close(p[1]);
+                if (read(p[0], &c, 1) != 1)
+                        _exit(3);
+                body(arg);
+                _exit(0);
+        }
+        close(p[0]);
+        cr_assert_lt(n_live_children, MAX_CHILDREN);
+        live_children[n_live_children++] = pid;
+        *ret_go = p[1];
+        return pid;
+}
+
+static void attach_and_go(pid_t pid, int go)
+{
+        cr_assert_eq(aj_cgroup_attach(live_cg, pid, false), 0);
+        cr_assert_eq(write(go, "x", 1), 1);
+        close(go);
+}
+
+static void forget_child(pid_t pid)
+{
+        for (size_t i = 0; i < n_live_children; i++)
+                if (live_children[i] == pid)
+                        live_children[i] = 0;
+}
+
+static bool read_path_file(const char *dir, const char *file, char *buf, size_t len)
+{
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", dir, file);
+        int fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        ssize_t n = read(fd, buf, len - 1);
+        close(fd);
+        if (n < 0)
+                return false;
+        buf[n] = 0;
+        buf[strcspn(buf, "\n")] = 0;
+        return true;
+}
+
+static const char *v2_run_path(void)
+{
+        for (char *const *p = aj_cgroup_paths(live_cg); *p; p++) {
+                char b[256];
+                if (read_path_file(*p, "cgroup.events", b, sizeof(b)))
+                        return *p;
+        }
+        return NULL;
+}
+
+static void sleep_ms(long ms)
+{
+        struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+}
+
+TestSuite(cgroup_live, .fini = live_fini, .timeout = 60);
+
+Test(cgroup_live, limits_written)
+{
+        AjCgroupLimits lim = { .memory_max = 64ULL << 20, .pids_max = 16, .cpus = 0.5 };
+        live_create("limits", &lim);
+        bool mem = false, pids = false, cpu = false;
+        for (char *const *p = aj_cgroup_paths(live_cg); *p; p++) {
+                char b[256];
+                cr_assert_eq(strncmp(*p, "/sys/fs/cgroup/", 15), 0, "%s", *p);
+                cr_assert(strstr(*p, "/agentjail/ajtest-"), "%s", *p);
+                if (read_path_file(*p, "memory.max", b, sizeof(b))) {
+                        cr_assert_str_eq(b, "67108864");
+                        if (read_path_file(*p, "memory.swap.max", b, sizeof(b)))
+                                cr_assert_str_eq(b, "0");
+                        mem = true;
+                }
+                if (read_path_file(*p, "memory.limit_in_bytes", b, sizeof(b))) {
+                        cr_assert_str_eq(b, "67108864");
+                        if (read_path_file(*p, "memory.memsw.limit_in_bytes", b, sizeof(b)))
+                                cr_assert_str_eq(b, "67108864");
+                        mem = true;
+                }
+                if (read_path_file(*p, "pids.max", b, sizeof(b))) {
+                        cr_assert_str_eq(b, "16");
+                        pids = true;
+                }
+                if (read_path_file(*p, "cpu.max", b, sizeof(b))) {
+                        cr_assert_str_eq(b, "50000 100000");
+                        cpu = true;
+                }
+                if (read_path_file(*p, "cpu.cfs_quota_us", b, sizeof(b))) {
+                        cr_assert_str_eq(b, "50000");
+                        cr_assert(read_path_file(*p, "cpu.cfs_period_us", b, sizeof(b)));
+                        cr_assert_str_eq(b, "100000");
+                        cpu = true;
+                }
+        }
+        cr_assert(mem && pids && cpu, "memory %d pids %d cpu %d", mem, pids, cpu);
+
+        AjCgroupMode m;
+        cr_assert_eq(aj_cgroup_detect(&m), 0);
+        if (m == AJ_CGROUP_MODE_UNIFIED || m == AJ_CGROUP_MODE_HYBRID)
+                cr_assert_geq(aj_cgroup_v2_fd(live_cg), 0);
+
+        /* a second run with the same id is refused and does not harm the first */
+        AjCgroup *dup = NULL;
+        char *err = NULL;
+        cr_assert_eq(aj_cgroup_create(live_id, &lim, true, &dup, &err), -EEXIST);
+        free(err);
+        struct stat st;
+        for (char *const *p = aj_cgroup_paths(live_cg); *p; p++)
+                cr_assert_eq(stat(*p, &st), 0, "%s removed by the failed duplicate", *p);
+
+        /* re-open from "another process" finds the same directories */
+        AjCgroup *o = NULL;
+        cr_assert_eq(aj_cgroup_open(live_id, &o), 0);
+        char *const *a = aj_cgroup_paths(live_cg), *const *b = aj_cgroup_paths(o);
+        cr_assert_eq(aj_strv_length(a), aj_strv_length(b));
+        for (size_t i = 0; a[i]; i++)
+                cr_assert(aj_strv_contains(b, a[i]), "%s", a[i]);
+        aj_cgroup_free(o);
+        cr_assert_eq(aj_cgroup_open("ajtest-does-not-exist", &o), -ENOENT);
+}
+
+static volatile uint64_t *counter;
+
+static void spin(void *arg)
+{
+        for (;;)
+                (*counter)++;
+}
+
+static pid_t proc_state(pid_t pid, char *ret_state)
+{
+        char p[64], b[512];
+        snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+        int fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -1;
+        ssize_t n = read(fd, b, sizeof(b) - 1);
+        close(fd);
+        if (n <= 0)
+                return -1;
+        b[n] = 0;
+        char *rp = strrchr(b, ')');
+        if (!rp || !rp[1] || !rp[2])
+                return -1;
+        *ret_state = rp[2];
+        return 0;
+}
+
+Test(cgroup_live, freeze_thaw)
+{
+        live_create("freeze", NULL);
+        counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert_neq((void *)counter, MAP_FAILED);
+        int go;
+        pid_t pid = spawn_waiting(spin, NULL, &go);
+        attach_and_go(pid, go);
+        while (*counter == 0)
+                sleep_ms(1);
+
+        pid_t *pids = NULL;
+        size_t n = 0;
+        cr_assert_eq(aj_cgroup_pids(live_cg, &pids, &n), 0);
+        cr_assert_eq(n, 1);
+        cr_assert_eq(pids[0], pid);
+        free(pids);
+
+        cr_assert_eq(aj_cgroup_freeze(live_cg), 0);
+        AjCgroupStats st;
+        cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+        cr_assert(st.frozen);
+        const char *v2 = v2_run_path();
+        if (v2) {
+                char b[256];
+                cr_assert(read_path_file(v2, "cgroup.events", b, sizeof(b)));
+                uint64_t f = 0;
+                char all[256];
+                cr_assert(read_path_file(v2, "cgroup.freeze", all, sizeof(all)));
+                cr_assert_str_eq(all, "1");
+                int fd = open(v2, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                char *ev = NULL;
+                cr_assert_eq(aj_read_file_at(fd, "cgroup.events", 4096, &ev, NULL), 0);
+                close(fd);
+                cr_assert_eq(aj_cgroup_parse_keyed(ev, "frozen", &f), 0);
+                cr_assert_eq(f, 1, "%s", ev);
+                free(ev);
+        }
+        char state = 0;
+        cr_assert_eq(proc_state(pid, &state), 0);
+        cr_assert_neq(state, 'R', "a frozen task must not be running");
+        uint64_t c1 = *counter;
+        sleep_ms(200);
+        cr_assert_eq(*counter, c1, "counter advanced while frozen");
+
+        cr_assert_eq(aj_cgroup_thaw(live_cg), 0);
+        cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+        cr_assert_not(st.frozen);
+        sleep_ms(100);
+        cr_assert_gt(*counter, c1, "counter did not advance after thaw");
+        cr_assert_gt(st.cpu_usage_usec, 0);
+        munmap((void *)counter, 4096);
+}
+
+static int result_pipe[2];
+
+static void fork_bomb(void *arg)
+{
+        uint32_t forks = 0;
+        for (int i = 0; i < 10000; i++) {
+                pid_t p = fork();
+                if (p < 0)
+                        break;
+                if (p == 0) {
+                        pause();
+                        _exit(0);
+                }
+                forks++;
+        }
+        (void)!write(result_pipe[1], &forks, sizeof(forks));
+        pause();
+}
+
+Test(cgroup_live, pids_max_stops_fork_bomb)
+{
+        AjCgroupLimits lim = { .pids_max = 16 };
+        live_create("pids", &lim);
+        cr_assert_eq(pipe2(result_pipe, O_CLOEXEC), 0);
+        int go;
+        pid_t pid = spawn_waiting(fork_bomb, NULL, &go);
+        attach_and_go(pid, go);
+        struct pollfd pfd = { .fd = result_pipe[0], .events = POLLIN };
+        cr_assert_eq(poll(&pfd, 1, 10000), 1, "fork bomb was not stopped");
+        uint32_t forks = 0;
+        cr_assert_eq(read(result_pipe[0], &forks, sizeof(forks)), (ssize_t)sizeof(forks));
+        cr_assert_gt(forks, 0);
+        cr_assert_leq(forks, 15, "%u forks succeeded past pids.max=16", forks);
+        AjCgroupStats st;
+        cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+        cr_assert_gt(st.pids_max_events, 0);
+        cr_assert_leq(st.pids_current, 16);
+        cr_assert_geq(st.pids_current, forks + 1);
+
+        cr_assert_eq(aj_cgroup_kill(live_cg), 0);
+        pid_t *pids = NULL;
+        size_t n = 99;
+        cr_assert_eq(aj_cgroup_pids(live_cg, &pids, &n), 0);
+        free(pids);
+        cr_assert_eq(n, 0);
+        int status;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        forget_child(pid);
+        cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        close(result_pipe[0]);
+        close(result_pipe[1]);
+}
+
+static void memory_bomb(void *arg)
+{
+        for (int i = 0; i < 512; i++) {
+                char *p = malloc(1 << 20);
+                if (!p)
+                        _exit(2);
+                memset(p, i | 1, 1 << 20);
+        }
+        _exit(0); /* not reached under a 32M limit */
+}
+
+Test(cgroup_live, oom_kill_reported)
+{
+        AjCgroupLimits lim = { .memory_max = 32ULL << 20 };
+        live_create("oom", &lim);
+        int efd = aj_cgroup_event_fd(live_cg);
+        cr_assert_geq(efd, 0, "no event fd");
+        struct pollfd pfd = { .fd = efd, .events = POLLIN | POLLPRI };
+        cr_assert_eq(poll(&pfd, 1, 0), 0, "event fd readable before anything happened");
+
+        int go;
+        pid_t pid = spawn_waiting(memory_bomb, NULL, &go);
+        attach_and_go(pid, go);
+        int status;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        forget_child(pid);
+        cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status 0x%x", status);
+
+        cr_assert_eq(poll(&pfd, 1, 2000), 1, "event fd did not become readable");
+        AjCgroupStats st;
+        cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+        cr_assert_geq(st.oom_kills, 1);
+        cr_assert_gt(st.memory_max_events, 0);
+        cr_assert_geq(st.memory_peak, 16ULL << 20);
+        cr_assert_leq(st.memory_peak, 32ULL << 20);
+        aj_cgroup_event_ack(live_cg);
+        cr_assert_eq(poll(&pfd, 1, 0), 0, "ack did not drain the event fd");
+}
+
+static void fork_and_sleep(void *arg)
+{
+        if (fork() == 0) {
+                pause();
+                _exit(0);
+        }
+        pause();
+}
+
+Test(cgroup_live, kill_and_destroy_remove_everything)
+{
+        live_create("kill", &(AjCgroupLimits){ .memory_max = 128ULL << 20, .pids_max = 64, .cpus = 1 });
+        pid_t pids[3];
+        for (int i = 0; i < 3; i++) {
+                int go;
+                pids[i] = spawn_waiting(fork_and_sleep, NULL, &go);
+                attach_and_go(pids[i], go);
+        }
+        AjCgroupStats st;
+        for (int tries = 0; tries < 1000; tries++) {
+                cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+                if (st.pids_current >= 6)
+                        break;
+                sleep_ms(2);
+        }
+        cr_assert_eq(st.pids_current, 6);
+        cr_assert_eq(aj_cgroup_kill(live_cg), 0);
+        for (int i = 0; i < 3; i++) {
+                int status;
+                cr_assert_eq(waitpid(pids[i], &status, 0), pids[i]);
+                forget_child(pids[i]);
+                cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        }
+        pid_t *left = NULL;
+        size_t n = 99;
+        cr_assert_eq(aj_cgroup_pids(live_cg, &left, &n), 0);
+        free(left);
+        cr_assert_eq(n, 0);
+
+        char **paths = aj_strv_copy(aj_cgroup_paths(live_cg));
+        cr_assert_geq(aj_strv_length(paths), 1);
+        AjCgroup *cg = live_cg;
+        live_cg = NULL;
+        cr_assert_eq(aj_cgroup_destroy(cg), 0);
+        struct stat s;
+        for (char **p = paths; *p; p++)
+                cr_assert(stat(*p, &s) < 0 && errno == ENOENT, "%s still exists", *p);
+        aj_strv_free(paths);
+}
+
+static double elapsed_ms(const struct timespec *a, const struct timespec *b)
+{
+        return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+Test(cgroup_live, create_destroy_cost)
+{
+        require_live();
+        static const AjCgroupLimits cases[] = { { 0 }, { .memory_max = 1ULL << 30, .pids_max = 256, .cpus = 1.5 } };
+        for (size_t k = 0; k < 2; k++) {
+                const int rounds = 20;
+                struct timespec t0, t1;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                for (int i = 0; i < rounds; i++) {
+                        snprintf(live_id, sizeof(live_id), "ajtest-%d-bench%d", (int)getpid(), i);
+                        char *err = NULL;
+                        int r = aj_cgroup_create(live_id, &cases[k], false, &live_cg, &err);
+                        cr_assert_eq(r, 0, "%s", err ? err : strerror(-r));
+                        aj_strv_free(live_paths);
+                        live_paths = aj_strv_copy(aj_cgroup_paths(live_cg));
+                        AjCgroup *cg = live_cg;
+                        live_cg = NULL;
+                        cr_assert_eq(aj_cgroup_destroy(cg), 0);
+                        struct stat s;
+                        for (char **p = live_paths; *p; p++)
+                                cr_assert(stat(*p, &s) < 0, "%s left behind", *p);
+                }
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                cr_log_info("create+destroy (%s): %.3f ms per run", k ? "mem+pids+cpu limits" : "no limits",
+                            elapsed_ms(&t0, &t1) / rounds);
+                fprintf(stderr, "create+destroy (%s): %.3f ms per run\n", k ? "mem+pids+cpu limits" : "no limits",
+                        elapsed_ms(&t0, &t1) / rounds);
+        }
+}

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "util/macros.h"
+
+#define ARGV(...) ((char *[]){ __VA_ARGS__, NULL })
+
+Test(cli, run_minimal)
+{
+        char **argv = ARGV("run", "--", "python3", "agent.py");
+        AjRunOptions o;
+        char *err = NULL;
+        cr_assert_eq(aj_cli_parse_run(4, argv, &o, &err), 0);
+        cr_assert_null(o.profile);
+        cr_assert_str_eq(o.argv[0], "python3");
+        cr_assert_str_eq(o.argv[1], "agent.py");
+        cr_assert_null(o.argv[2]);
+        aj_cli_run_options_done(&o);
+}
+
+Test(cli, run_all_options)
+{
+        char **argv = ARGV("run", "-p", "strict", "--name", "triage-42", "--ro", "/data", "--rw", "out:/out",
+                           "--json", "-v", "--", "sh", "-c", "echo hi");
+        AjRunOptions o;
+        char *err = NULL;
+        cr_assert_eq(aj_cli_parse_run(15, argv, &o, &err), 0, "%s", err ? err : "");
+        cr_assert_str_eq(o.profile, "strict");
+        cr_assert_str_eq(o.name, "triage-42");
+        cr_assert_eq(o.extra_ro.n, 1);
+        cr_assert_str_eq(o.extra_ro.items[0].source, "/data");
+        cr_assert_str_eq(o.extra_ro.items[0].target, "/data");
+        cr_assert_eq(o.extra_rw.n, 1);
+        cr_assert_str_eq(o.extra_rw.items[0].source, "out");
+        cr_assert_str_eq(o.extra_rw.items[0].target, "/out");
+        cr_assert(o.json);
+        cr_assert_eq(o.verbose, 1);
+        cr_assert_str_eq(o.argv[0], "sh");
+        cr_assert_str_eq(o.argv[2], "echo hi");
+        aj_cli_run_options_done(&o);
+}
+
+Test(cli, command_options_are_not_ours)
+{
+        /* Without "--", parsing stops at the command; its -p belongs to it. */
+        char **argv = ARGV("run", "ls", "-p", "x");
+        AjRunOptions o;
+        char *err = NULL;
+        cr_assert_eq(aj_cli_parse_run(4, argv, &o, &err), 0);
+        cr_assert_null(o.profile);
+        cr_assert_str_eq(o.argv[0], "ls");
+        cr_assert_str_eq(o.argv[1], "-p");
+        aj_cli_run_options_done(&o);
+}
+
+static void expect_error(char **argv, int argc, const char *msg)
+{
+        AjRunOptions o;
+        char *err = NULL;
+        cr_assert_eq(aj_cli_parse_run(argc, argv, &o, &err), -EINVAL);
+        cr_assert_not_null(err);
+        cr_assert_str_eq(err, msg);
+        free(err);
+}
+
+Test(cli, errors)
+{
+        expect_error(ARGV("run"), 1, "no command given (usage: agentjail run [OPTIONS] -- CMD [ARG...])");
+        expect_error(ARGV("run", "--"), 2, "no command given (usage: agentjail run [OPTIONS] -- CMD [ARG...])");
+        expect_error(ARGV("run", "--bogus", "--", "true"), 4,
+                     "unknown option '--bogus' (see 'agentjail run --help')");
+        expect_error(ARGV("run", "-p"), 2, "option '-p' needs a value");
+        expect_error(ARGV("run", "--ro", "a:relative", "--", "true"), 5,
+                     "--ro: 'a:relative': the destination inside the jail must be absolute");
+        expect_error(ARGV("run", "--rw", "a:/b:/c", "--", "true"), 5, "--rw: 'a:/b:/c': expected PATH or SRC:DEST");
+        expect_error(ARGV("run", "--name", "a/b", "--", "true"), 5,
+                     "--name: 'a/b': use 1 to 64 characters and no '/'");
+}
+
+Test(cli, help)
+{
+        char **argv = ARGV("run", "--help");
+        AjRunOptions o;
+        char *err = NULL;
+        cr_assert_eq(aj_cli_parse_run(2, argv, &o, &err), 1);
+        cr_assert(strstr(aj_cli_run_help(), "127"));
+        cr_assert(strstr(aj_cli_run_help(), "126"));
+        cr_assert(strstr(aj_cli_run_help(), "125"));
+        cr_assert(strstr(aj_cli_run_help(), "128+N"));
+}

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "events.h"
+#include "state.h"
+#include "util/fd.h"
+
+Test(events, timestamp_format)
+{
+        char buf[40];
+        aj_format_timestamp(1795471160ull * 1000000000ull + 123, buf, sizeof(buf));
+        cr_assert_str_eq(buf, "2026-11-23T21:59:20.000000123Z");
+}
+
+Test(events, chain_is_sequenced_and_complete)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        char path[256];
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+
+        AjEventLog *log = NULL;
+        cr_assert_eq(aj_events_open(path, "abc123", &log), 0);
+        cr_assert_eq(aj_events_emit(log, "run.start", json_pack("{s:s}", "profile", "default")), 0);
+        cr_assert_eq(aj_events_emit(log, "seccomp.denied", json_pack("{s:s, s:i}", "syscall", "ptrace", "nr", 101)), 0);
+        cr_assert_eq(aj_events_emit(log, "run.exit", NULL), 0);
+        cr_assert_eq(aj_events_last_seq(log), 3);
+        aj_events_close(log);
+
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        char *save = NULL;
+        int n = 0;
+        for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                json_error_t e;
+                json_t *ev = json_loads(line, 0, &e);
+                cr_assert_not_null(ev, "line %d is not JSON: %s", n + 1, e.text);
+                n++;
+                cr_assert_eq(json_integer_value(json_object_get(ev, "seq")), n);
+                cr_assert_str_eq(json_string_value(json_object_get(ev, "run")), "abc123");
+                const char *ts = json_string_value(json_object_get(ev, "ts"));
+                cr_assert_not_null(ts);
+                cr_assert_eq(strlen(ts), 30, "timestamp '%s' is not RFC 3339 with ns", ts);
+                if (n == 2) {
+                        cr_assert_str_eq(json_string_value(json_object_get(ev, "type")), "seccomp.denied");
+                        cr_assert_str_eq(json_string_value(json_object_get(ev, "syscall")), "ptrace");
+                }
+                json_decref(ev);
+        }
+        cr_assert_eq(n, 3);
+        free(text);
+        aj_rm_rf(dir);
+}
+
+Test(state, run_ids_are_unique_hex)
+{
+        char a[AJ_RUN_ID_LEN + 1], b[AJ_RUN_ID_LEN + 1];
+        cr_assert_eq(aj_run_id_new(a), 0);
+        cr_assert_eq(aj_run_id_new(b), 0);
+        cr_assert_eq(strlen(a), AJ_RUN_ID_LEN);
+        cr_assert_eq(strspn(a, "0123456789abcdef"), AJ_RUN_ID_LEN);
+        cr_assert_str_neq(a, b);
+}
+
+Test(state, paths_follow_the_environment)
+{
+        setenv("AGENTJAIL_STATE_DIR", "/tmp/x-state", 1);
+        setenv("AGENTJAIL_RUNTIME_DIR", "/tmp/x-run", 1);
+        AjPaths p;
+        cr_assert_eq(aj_paths_resolve(&p), 0);
+        cr_assert_str_eq(p.state_root, "/tmp/x-state");
+        cr_assert_str_eq(p.runtime_root, "/tmp/x-run");
+        aj_paths_done(&p);
+}
+
+Test(state, run_and_runtime_dirs)
+{
+        char dir[] = "/tmp/aj-state-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        AjPaths p = { .state_root = dir, .runtime_root = dir };
+        char *run_dir = NULL, *rt = NULL;
+        cr_assert_eq(aj_run_dir_create(&p, "0123456789ab", &run_dir), 0);
+        cr_assert_eq(aj_run_dir_create(&p, "0123456789ab", &rt), -EEXIST, "a run dir is never reused");
+        cr_assert_eq(aj_runtime_dir_create(&p, "0123456789ab", &rt), 0);
+        char root[512];
+        snprintf(root, sizeof(root), "%s/root", rt);
+        cr_assert_eq(access(root, F_OK), 0);
+        cr_assert_eq(aj_runtime_dir_remove(rt), 0);
+        cr_assert_neq(access(rt, F_OK), 0);
+        free(run_dir);
+        free(rt);
+        aj_rm_rf(dir);
+}

@@ -1,0 +1,1156 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Mount plan (pure) and apply (live, as root, in throwaway namespaces).
+ * Profiles are built as structs here so these tests do not depend on the
+ * profile parser.
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mount.h"
+
+#define JAIL_UID 1000
+#define HOST_UID 100000
+
+/* ---- fixtures ------------------------------------------------------------ */
+
+static char tmp[256];
+
+static char *P(const char *fmt, ...) _printf_(1, 2);
+static char *P(const char *fmt, ...)
+{
+        /* Test-only convenience: a ring of path buffers under the fixture dir. */
+        static char ring[16][PATH_MAX];
+        static unsigned idx;
+        char rel[1024];
+        va_list ap;
+        char *out = ring[idx++ % 16];
+
+        va_start(ap, fmt);
+        vsnprintf(rel, sizeof(rel), fmt, ap);
+        va_end(ap);
+        snprintf(out, PATH_MAX, "%s%s", tmp, rel);
+        return out;
+}
+
+static void touch(const char *path)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+
+        cr_assert(fd >= 0, "create %s: %s", path, strerror(errno));
+        close(fd);
+}
+
+static void fixture_setup(void)
+{
+        strcpy(tmp, "/tmp/aj-test-mount-XXXXXX");
+        cr_assert_not_null(mkdtemp(tmp));
+        /* The jail's host uid must be able to traverse down to its root and workspace. */
+        cr_assert_eq(chmod(tmp, 0755), 0);
+        cr_assert_eq(mkdir(P("/a"), 0755), 0);
+        cr_assert_eq(mkdir(P("/a/b"), 0755), 0);
+        cr_assert_eq(mkdir(P("/ws"), 0755), 0);
+        cr_assert_eq(mkdir(P("/root"), 0755), 0);
+        cr_assert_eq(mkdir(P("/home"), 0755), 0);
+        cr_assert_eq(mkdir(P("/run"), 0755), 0);
+        touch(P("/a/f"));
+        touch(P("/home/.gitconfig"));
+        cr_assert_eq(symlink("a", P("/lnk")), 0);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        return remove(path) < 0 ? -1 : 0;
+}
+
+static void fixture_teardown(void)
+{
+        if (tmp[0])
+                nftw(tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        tmp[0] = '\0';
+}
+
+/* cr_skip_test() does not run .fini: live tests only create the fixture when they will run. */
+static void live_setup(void)
+{
+        if (geteuid() == 0)
+                fixture_setup();
+}
+
+TestSuite(mount);
+#define PURE .init = fixture_setup, .fini = fixture_teardown
+#define LIVE .init = live_setup, .fini = fixture_teardown
+
+/* ---- profile builders -------------------------------------------------- */
+
+typedef struct {
+        AjProfile p;
+        AjBind ro[16], rw[16], xro[4], xrw[4];
+        char *tmpfs[8], *hide[8];
+        AjMountContext ctx;
+} Setup;
+
+static void setup_init(Setup *s)
+{
+        memset(s, 0, sizeof(*s));
+        s->p.ro.items = s->ro;
+        s->p.rw.items = s->rw;
+        s->p.tmpfs.items = s->tmpfs;
+        s->p.hide.items = s->hide;
+        s->p.workspace_mode = AJ_WORKSPACE_NONE;
+        s->ctx.extra_ro.items = s->xro;
+        s->ctx.extra_rw.items = s->xrw;
+        s->ctx.cwd = P("/ws");
+        s->ctx.host_home = P("/home");
+        s->ctx.uid = JAIL_UID;
+        s->ctx.gid = JAIL_UID;
+        s->ctx.user_name = "agent";
+        s->ctx.hostname = "testjail";
+        s->ctx.root_mountpoint = P("/root");
+}
+
+/* "?/x" and "SRC:DST" as the profile module hands them over: split, otherwise verbatim. */
+static void add_bind(AjBindList *l, const char *spec)
+{
+        AjBind *b = &l->items[l->n++];
+        char *s = strdup(spec[0] == '?' ? spec + 1 : spec);
+        char *colon = strchr(s, ':');
+
+        b->optional = spec[0] == '?';
+        if (colon) {
+                *colon = '\0';
+                b->target = strdup(colon + 1);
+        } else
+                b->target = strdup(s);
+        b->source = s;
+}
+
+static void add_str(AjStrList *l, const char *v) { l->items[l->n++] = strdup(v); }
+
+static void setup_free(Setup *s)
+{
+        AjBindList *lists[] = { &s->p.ro, &s->p.rw, &s->ctx.extra_ro, &s->ctx.extra_rw };
+
+        for (size_t i = 0; i < ARRAY_SIZE(lists); i++)
+                for (size_t j = 0; j < lists[i]->n; j++) {
+                        free(lists[i]->items[j].source);
+                        free(lists[i]->items[j].target);
+                }
+        for (size_t i = 0; i < s->p.tmpfs.n; i++)
+                free(s->p.tmpfs.items[i]);
+        for (size_t i = 0; i < s->p.hide.n; i++)
+                free(s->p.hide.items[i]);
+        free(s->p.workspace_path);
+}
+
+static ssize_t find_step(const AjMountPlan *plan, const char *desc)
+{
+        char buf[PATH_MAX * 2];
+
+        for (size_t i = 0; i < aj_mount_plan_n_steps(plan); i++)
+                if (streq(aj_mount_step_describe(plan, i, buf, sizeof(buf)), desc))
+                        return (ssize_t) i;
+        return -1;
+}
+
+static bool any_step_mentions(const AjMountPlan *plan, const char *text)
+{
+        char buf[PATH_MAX * 2];
+
+        for (size_t i = 0; i < aj_mount_plan_n_steps(plan); i++)
+                if (strstr(aj_mount_step_describe(plan, i, buf, sizeof(buf)), text))
+                        return true;
+        return false;
+}
+
+static AjMountPlan *build_ok(Setup *s)
+{
+        AjMountPlan *plan = NULL;
+        char *err = NULL;
+        int r = aj_mount_plan_build(&s->p, &s->ctx, &plan, &err);
+
+        cr_assert_eq(r, 0, "plan failed: %d %s", r, err ? err : "(no message)");
+        cr_assert_not_null(plan);
+        free(err);
+        return plan;
+}
+
+static int build_fail(Setup *s, char **ret_err)
+{
+        AjMountPlan *plan = NULL;
+        char *err = NULL;
+        int r = aj_mount_plan_build(&s->p, &s->ctx, &plan, &err);
+
+        cr_assert_lt(r, 0, "plan unexpectedly succeeded");
+        cr_assert_null(plan);
+        cr_assert_not_null(err, "no error message for %d", r);
+        *ret_err = err;
+        return r;
+}
+
+/* ---- pure plan tests --------------------------------------------------- */
+
+Test(mount, parents_before_children, PURE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char want[PATH_MAX * 2];
+        ssize_t child, parent, passwd, proc, pivot, chdir_step;
+
+        setup_init(&s);
+        add_bind(&s.p.ro, P("/a/b"));
+        add_bind(&s.p.rw, P("/a"));
+        add_bind(&s.p.ro, P("/a/f:/etc/passwd"));
+        plan = build_ok(&s);
+
+        snprintf(want, sizeof(want), "bind '%s' on '%s' (read-only)", P("/a/b"), P("/a/b"));
+        child = find_step(plan, want);
+        snprintf(want, sizeof(want), "bind '%s' on '%s' (read-write)", P("/a"), P("/a"));
+        parent = find_step(plan, want);
+        cr_assert_geq(child, 0);
+        cr_assert_geq(parent, 0);
+        cr_expect_lt(parent, child, "parent %zd must come before child %zd", parent, child);
+
+        /* The generated file is written first; the profile's bind on it comes later and wins. */
+        passwd = find_step(plan, "write '/etc/passwd'");
+        snprintf(want, sizeof(want), "bind '%s' on '/etc/passwd' (read-only)", P("/a/f"));
+        cr_assert_geq(passwd, 0);
+        cr_expect_lt(passwd, find_step(plan, want));
+
+        cr_expect_eq(find_step(plan, "make all mounts private"), 0);
+        proc = find_step(plan, "mount proc on '/proc'");
+        pivot = find_step(plan, "make '/' read-only");
+        snprintf(want, sizeof(want), "change directory to '%s'", "/home/agent");
+        chdir_step = find_step(plan, want);
+        cr_assert_gt(proc, child);
+        cr_assert_gt(pivot, proc);
+        cr_expect_eq((size_t) chdir_step, aj_mount_plan_n_steps(plan) - 1);
+        cr_expect_str_eq(aj_mount_plan_workdir(plan), "/home/agent");
+        setup_free(&s);
+}
+
+Test(mount, optional_missing_source_is_skipped, PURE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char spec[PATH_MAX];
+
+        setup_init(&s);
+        snprintf(spec, sizeof(spec), "?%s", P("/nope"));
+        add_bind(&s.p.ro, spec);
+        snprintf(spec, sizeof(spec), "?%s", P("/nope2"));
+        add_bind(&s.p.rw, spec);
+        plan = build_ok(&s);
+        cr_expect_not(any_step_mentions(plan, "nope"));
+        setup_free(&s);
+}
+
+Test(mount, missing_required_source_names_field, PURE)
+{
+        Setup s;
+        char *err = NULL, want[PATH_MAX * 2];
+        int r;
+
+        setup_init(&s);
+        add_bind(&s.p.ro, P("/nonexistent"));
+        r = build_fail(&s, &err);
+        cr_expect_eq(r, -ENOENT);
+        snprintf(want, sizeof(want),
+                 "filesystem.ro: '%s' does not exist (prefix it with '?' to make it optional)", P("/nonexistent"));
+        cr_expect_str_eq(err, want);
+        free(err);
+        setup_free(&s);
+
+        setup_init(&s);
+        add_bind(&s.ctx.extra_rw, P("/nonexistent"));
+        r = build_fail(&s, &err);
+        cr_expect_eq(r, -ENOENT);
+        cr_expect(strncmp(err, "--rw: ", 6) == 0, "got: %s", err);
+        free(err);
+        setup_free(&s);
+}
+
+Test(mount, symlink_source_is_recreated, PURE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char want[PATH_MAX * 2], spec[PATH_MAX];
+
+        setup_init(&s);
+        add_bind(&s.p.ro, P("/lnk"));
+        snprintf(spec, sizeof(spec), "%s:/opt/x", P("/lnk"));
+        add_bind(&s.p.ro, spec);
+        plan = build_ok(&s);
+
+        snprintf(want, sizeof(want), "symlink '%s' -> 'a'", P("/lnk"));
+        cr_expect_geq(find_step(plan, want), 0, "no symlink step");
+        /* With another target the link is followed and bound. */
+        snprintf(want, sizeof(want), "bind '%s' on '/opt/x' (read-only)", P("/lnk"));
+        cr_expect_geq(find_step(plan, want), 0, "no bind step for the explicit target");
+        setup_free(&s);
+}
+
+Test(mount, merged_usr_bin_is_a_symlink, PURE)
+{
+        struct stat st;
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char link[PATH_MAX], want[PATH_MAX * 2];
+        ssize_t n;
+
+        if (lstat("/bin", &st) < 0 || !S_ISLNK(st.st_mode)) {
+                fixture_teardown(); /* skipping bypasses .fini */
+                cr_skip_test("/bin is not a symlink on this host");
+        }
+        n = readlink("/bin", link, sizeof(link) - 1);
+        cr_assert_gt(n, 0);
+        link[n] = '\0';
+        setup_init(&s);
+        add_bind(&s.p.ro, "/bin");
+        plan = build_ok(&s);
+        snprintf(want, sizeof(want), "symlink '/bin' -> '%s'", link);
+        cr_expect_geq(find_step(plan, want), 0);
+        setup_free(&s);
+}
+
+Test(mount, workspace_dot_resolves_to_cwd, PURE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL, *plan_ro = NULL, *plan_id = NULL;
+        char want[PATH_MAX * 2];
+
+        setup_init(&s);
+        s.p.workspace_path = strdup(".");
+        s.p.workspace_mode = AJ_WORKSPACE_RW;
+        plan = build_ok(&s);
+        cr_expect_str_eq(aj_mount_plan_workdir(plan), P("/ws"));
+        snprintf(want, sizeof(want), "bind workspace '%s' on '%s' (read-write)", P("/ws"), P("/ws"));
+        cr_expect_geq(find_step(plan, want), 0);
+        snprintf(want, sizeof(want), "change directory to '%s'", P("/ws"));
+        cr_expect_eq((size_t) find_step(plan, want), aj_mount_plan_n_steps(plan) - 1);
+
+        s.p.workspace_mode = AJ_WORKSPACE_RO;
+        plan_ro = build_ok(&s);
+        snprintf(want, sizeof(want), "bind workspace '%s' on '%s' (read-only)", P("/ws"), P("/ws"));
+        cr_expect_geq(find_step(plan_ro, want), 0);
+
+        s.p.workspace_mode = AJ_WORKSPACE_RW;
+        s.ctx.idmap = true;
+        plan_id = build_ok(&s);
+        snprintf(want, sizeof(want), "bind workspace '%s' on '%s' (read-write, idmapped)", P("/ws"), P("/ws"));
+        cr_expect_geq(find_step(plan_id, want), 0);
+        setup_free(&s);
+}
+
+Test(mount, workspace_relative_and_none, PURE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL, *none = NULL;
+
+        setup_init(&s);
+        s.ctx.cwd = tmp;
+        s.p.workspace_path = strdup("ws/");
+        s.p.workspace_mode = AJ_WORKSPACE_RW;
+        plan = build_ok(&s);
+        cr_expect_str_eq(aj_mount_plan_workdir(plan), P("/ws"));
+
+        s.p.workspace_mode = AJ_WORKSPACE_NONE;
+        none = build_ok(&s);
+        cr_expect_not(any_step_mentions(none, "workspace"));
+        cr_expect_str_eq(aj_mount_plan_workdir(none), "/home/agent");
+        setup_free(&s);
+}
+
+Test(mount, dangerous_workspaces_are_refused, PURE)
+{
+        static const char *const bad[] = { "/", "/usr", "/etc", "/proc", "/sys", "/dev", "/boot",
+                                           "/bin", "/sbin", "/lib", "/usr/lib", "/etc/ssl" };
+
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                Setup s;
+                char *err = NULL;
+                int r;
+
+                if (access(bad[i], F_OK) < 0)
+                        continue;
+                setup_init(&s);
+                s.ctx.cwd = bad[i];
+                s.p.workspace_path = strdup(".");
+                s.p.workspace_mode = AJ_WORKSPACE_RW;
+                r = build_fail(&s, &err);
+                cr_expect_eq(r, -EPERM, "%s: %d", bad[i], r);
+                cr_expect(strstr(err, "filesystem.workspace: refusing '") == err, "%s: %s", bad[i], err);
+                free(err);
+                setup_free(&s);
+        }
+}
+
+Test(mount, tilde_expands_host_and_jail_home, PURE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char want[PATH_MAX * 2];
+
+        setup_init(&s);
+        add_bind(&s.p.ro, "~/.gitconfig");
+        add_str(&s.p.tmpfs, "~/.cache");
+        s.p.home = strdup("/home/bot");
+        plan = build_ok(&s);
+        free(s.p.home);
+        snprintf(want, sizeof(want), "bind '%s' on '/home/bot/.gitconfig' (read-only)", P("/home/.gitconfig"));
+        cr_expect_geq(find_step(plan, want), 0);
+        cr_expect_geq(find_step(plan, "mount tmpfs on '/home/bot/.cache'"), 0);
+        cr_expect_lt(find_step(plan, "mount home tmpfs on '/home/bot'"),
+                     find_step(plan, "mount tmpfs on '/home/bot/.cache'"));
+        setup_free(&s);
+
+        setup_init(&s);
+        s.ctx.host_home = NULL;
+        add_bind(&s.p.ro, "~/.gitconfig");
+        {
+                char *err = NULL;
+
+                cr_expect_eq(build_fail(&s, &err), -EINVAL);
+                cr_expect_str_eq(err, "filesystem.ro: '~/.gitconfig' uses '~' but the home directory is unknown");
+                free(err);
+        }
+        setup_free(&s);
+}
+
+Test(mount, hide_file_vs_directory, PURE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char want[PATH_MAX * 2], spec[PATH_MAX];
+        ssize_t dev;
+
+        setup_init(&s);
+        snprintf(spec, sizeof(spec), "%s:/srv", P("/a"));
+        add_bind(&s.p.ro, spec);
+        add_str(&s.p.hide, "/srv/b");
+        add_str(&s.p.hide, "/srv/f");
+        add_str(&s.p.hide, "/srv/missing");
+        add_str(&s.p.hide, "/etc/hostname");
+        add_str(&s.p.hide, "/home/agent");
+        plan = build_ok(&s);
+
+        cr_expect_geq(find_step(plan, "hide '/srv/b' (directory)"), 0);
+        cr_expect_geq(find_step(plan, "hide '/srv/f' (file)"), 0);
+        cr_expect_geq(find_step(plan, "hide '/etc/hostname' (file)"), 0);
+        cr_expect_geq(find_step(plan, "hide '/home/agent' (directory)"), 0);
+        cr_expect_not(any_step_mentions(plan, "missing"));
+        cr_expect_eq(aj_mount_plan_n_steps(plan) - 3, (size_t) find_step(plan, "hide '/home/agent' (directory)") + 1,
+                     "hides come right before pivot_root");
+        /* Hides go last, after /dev is built. */
+        dev = find_step(plan, "mount devpts on '/dev/pts'");
+        snprintf(want, sizeof(want), "hide '/srv/b' (directory)");
+        cr_expect_gt(find_step(plan, want), dev);
+        setup_free(&s);
+}
+
+Test(mount, hide_under_a_bind_over_generated_etc, PURE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char spec[PATH_MAX];
+
+        setup_init(&s);
+        /* A bind on /etc covers the generated files: what is hidden is the bind's content. */
+        snprintf(spec, sizeof(spec), "%s:/etc", P("/a"));
+        add_bind(&s.p.ro, spec);
+        add_str(&s.p.hide, "/etc/hostname");
+        add_str(&s.p.hide, "/etc/b");
+        plan = build_ok(&s);
+        cr_expect_lt(find_step(plan, "write '/etc/hostname'"), find_step(plan, "hide '/etc/b' (directory)"));
+        cr_expect_eq(find_step(plan, "hide '/etc/hostname' (file)"), -1, "nothing named hostname in the bind");
+        setup_free(&s);
+}
+
+Test(mount, bad_targets_are_rejected, PURE)
+{
+        static const struct {
+                const char *target;
+                const char *msg;
+        } cases[] = {
+                { "/proc/x", "filesystem.rw: '/proc/x' is under /proc, which the jail sets up itself" },
+                { "/dev/sda", "filesystem.rw: '/dev/sda' is under /dev, which the jail sets up itself" },
+                { "/sys", "filesystem.rw: '/sys' is under /sys, which the jail sets up itself" },
+                { "/", "filesystem.rw: cannot mount over '/' (the jail's root is built by agentjail)" },
+                { "rel/x", "filesystem.rw: target 'rel/x' must be an absolute path" },
+                { "/x/../etc", "filesystem.rw: target '/x/../etc' must not contain '..'" },
+        };
+
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Setup s;
+                char *err = NULL, spec[PATH_MAX];
+
+                setup_init(&s);
+                snprintf(spec, sizeof(spec), "%s:%s", P("/a"), cases[i].target);
+                add_bind(&s.p.rw, spec);
+                cr_expect_eq(build_fail(&s, &err), -EINVAL, "%s", cases[i].target);
+                cr_expect_str_eq(err, cases[i].msg);
+                free(err);
+                setup_free(&s);
+        }
+
+        {
+                Setup s;
+                char *err = NULL;
+
+                setup_init(&s);
+                add_str(&s.p.tmpfs, "/proc/sys");
+                cr_expect_eq(build_fail(&s, &err), -EINVAL);
+                cr_expect(strncmp(err, "filesystem.tmpfs: ", 18) == 0, "%s", err);
+                free(err);
+                setup_free(&s);
+        }
+}
+
+Test(mount, step_descriptions, PURE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char buf[64], want[PATH_MAX * 2];
+
+        setup_init(&s);
+        add_bind(&s.p.ro, "/usr");
+        s.ctx.runtime_dir = P("/run");
+        plan = build_ok(&s);
+
+        cr_expect_geq(find_step(plan, "bind '/usr' on '/usr' (read-only)"), 0);
+        snprintf(want, sizeof(want), "bind '%s' on '/run/agentjail' (read-write)", P("/run"));
+        cr_expect_geq(find_step(plan, want), 0);
+        snprintf(want, sizeof(want), "mount the root tmpfs on '%s'", P("/root"));
+        cr_expect_eq(find_step(plan, want), 1);
+        snprintf(want, sizeof(want), "pivot_root into '%s'", P("/root"));
+        cr_expect_geq(find_step(plan, want), 0);
+        cr_expect_geq(find_step(plan, "mount home tmpfs on '/home/agent'"), 0);
+        cr_expect_geq(find_step(plan, "bind device '/dev/null'"), 0);
+        cr_expect_geq(find_step(plan, "bind device '/dev/tty'"), 0);
+        cr_expect_geq(find_step(plan, "make '/proc/sys' read-only"), 0);
+        cr_expect_geq(find_step(plan, "mount tmpfs on '/dev/shm'"), 0);
+        cr_expect_geq(find_step(plan, "symlink '/dev/ptmx' -> 'pts/ptmx'"), 0);
+        cr_expect_geq(find_step(plan, "symlink '/dev/fd' -> '/proc/self/fd'"), 0);
+        cr_expect_not(any_step_mentions(plan, "'/sys"));
+        /* Out of range and truncation stay well-formed. */
+        cr_expect_str_eq(aj_mount_step_describe(plan, 9999, buf, sizeof(buf)), "mount step 9999");
+        cr_expect_str_eq(aj_mount_step_describe(plan, 0, buf, 8), "make al");
+        setup_free(&s);
+}
+
+Test(mount, invalid_identity_is_rejected, PURE)
+{
+        Setup s;
+        char *err = NULL;
+
+        setup_init(&s);
+        s.ctx.user_name = "evil:x:0:0::/:/bin/sh\nroot";
+        cr_expect_eq(build_fail(&s, &err), -EINVAL);
+        free(err);
+        s.ctx.user_name = "agent";
+        s.ctx.hostname = "bad\nhost";
+        cr_expect_eq(build_fail(&s, &err), -EINVAL);
+        free(err);
+        setup_free(&s);
+}
+
+/* ---- live tests ---------------------------------------------------------- */
+
+static bool require_root(void)
+{
+        const char *strict = getenv("AGENTJAIL_TEST_STRICT");
+
+        if (geteuid() == 0)
+                return true;
+        if (strict && streq(strict, "1"))
+                cr_assert_fail("live mount tests need root (AGENTJAIL_TEST_STRICT=1)");
+        cr_skip_test("live mount tests need root");
+        return false;
+}
+
+static int write_file(const char *path, const char *s)
+{
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+        size_t l = strlen(s);
+
+        if (fd < 0)
+                return -errno;
+        return write(fd, s, l) == (ssize_t) l ? 0 : -errno;
+}
+
+static int write_maps(pid_t pid, const char *map)
+{
+        char path[64];
+        int r;
+
+        snprintf(path, sizeof(path), "/proc/%d/uid_map", (int) pid);
+        r = write_file(path, map);
+        if (r < 0)
+                return r;
+        snprintf(path, sizeof(path), "/proc/%d/gid_map", (int) pid);
+        return write_file(path, map);
+}
+
+/* A user namespace mapping host owner 0 to HOST_UID, for the idmapped workspace. */
+static int make_idmap_userns(void)
+{
+        int sync[2], fd = -1, status;
+        char path[64];
+        pid_t pid;
+
+        cr_assert_eq(pipe2(sync, O_CLOEXEC), 0);
+        pid = (pid_t) syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, 0);
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                char c;
+
+                close(sync[1]);
+                (void) !read(sync[0], &c, 1);
+                _exit(0);
+        }
+        close(sync[0]);
+        if (write_maps(pid, "0 100000 1") == 0) {
+                snprintf(path, sizeof(path), "/proc/%d/ns/user", (int) pid);
+                fd = open(path, O_RDONLY | O_CLOEXEC);
+        }
+        close(sync[1]);
+        waitpid(pid, &status, 0);
+        return fd;
+}
+
+typedef void (*jail_checks)(int report_fd, void *data);
+
+static void report(int fd, bool ok, const char *fmt, ...) _printf_(3, 4);
+static void report(int fd, bool ok, const char *fmt, ...)
+{
+        char line[512];
+        int n;
+        va_list ap;
+
+        n = snprintf(line, sizeof(line), "%s ", ok ? "OK" : "FAIL");
+        va_start(ap, fmt);
+        n += vsnprintf(line + n, sizeof(line) - (size_t) n, fmt, ap);
+        va_end(ap);
+        if (n > (int) sizeof(line) - 2)
+                n = (int) sizeof(line) - 2;
+        line[n++] = '\n';
+        (void) !write(fd, line, (size_t) n);
+}
+
+/* What the lead's child code does before aj_mount_apply(): become ctx->uid, keep all caps. */
+static int become_agent(void)
+{
+        struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+        struct __user_cap_data_struct d[2];
+
+        if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0 || setgroups(0, NULL) < 0 ||
+            setresgid(JAIL_UID, JAIL_UID, JAIL_UID) < 0 || setresuid(JAIL_UID, JAIL_UID, JAIL_UID) < 0)
+                return -errno;
+        if (syscall(SYS_capget, &h, d) < 0)
+                return -errno;
+        d[0].effective = d[0].permitted;
+        d[1].effective = d[1].permitted;
+        if (syscall(SYS_capset, &h, d) < 0)
+                return -errno;
+        return 0;
+}
+
+/*
+ * Clone a child into new user+mount+pid namespaces mapped "1000 100000 1", apply
+ * the plan there and run `checks`. The child's report (lines "OK ..."/"FAIL ...")
+ * comes back in `out`. Returns the child's wait status.
+ */
+static int run_jail(const AjMountPlan *plan, jail_checks checks, void *data, char *out, size_t outlen)
+{
+        int sync[2], rep[2], status = -1;
+        size_t used = 0;
+        pid_t pid;
+
+        cr_assert_eq(pipe2(sync, O_CLOEXEC), 0);
+        cr_assert_eq(pipe2(rep, O_CLOEXEC), 0);
+        pid = (pid_t) syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | SIGCHLD, NULL, NULL,
+                              NULL, 0);
+        cr_assert_geq(pid, 0, "clone: %s", strerror(errno));
+        if (pid == 0) {
+                struct timespec t0, t1;
+                size_t step = 0;
+                char c, desc[PATH_MAX];
+                int r;
+
+                close(sync[1]);
+                close(rep[0]);
+                if (read(sync[0], &c, 1) != 1)
+                        _exit(2);
+                r = become_agent();
+                if (r < 0) {
+                        report(rep[1], false, "become agent: %s", strerror(-r));
+                        _exit(1);
+                }
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                r = aj_mount_apply(plan, &step);
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                if (r < 0) {
+                        report(rep[1], false, "apply: step %zu (%s): %s", step,
+                               aj_mount_step_describe(plan, step, desc, sizeof(desc)), strerror(-r));
+                        _exit(1);
+                }
+                report(rep[1], true, "TIME %ld",
+                       (long) ((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000));
+                if (checks)
+                        checks(rep[1], data);
+                report(rep[1], true, "END");
+                _exit(0);
+        }
+        close(sync[0]);
+        close(rep[1]);
+        if (write_maps(pid, "1000 100000 1") == 0)
+                (void) !write(sync[1], "x", 1);
+        close(sync[1]);
+        for (;;) {
+                ssize_t k = read(rep[0], out + used, outlen - 1 - used);
+
+                if (k <= 0)
+                        break;
+                used += (size_t) k;
+                if (used == outlen - 1)
+                        break;
+        }
+        out[used] = '\0';
+        close(rep[0]);
+        waitpid(pid, &status, 0);
+        return status;
+}
+
+static long report_time(const char *out)
+{
+        const char *t = strstr(out, "OK TIME ");
+
+        return t ? strtol(t + 8, NULL, 10) : -1;
+}
+
+static void assert_report_ok(int status, const char *out)
+{
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "jail child failed (status %#x):\n%s", status,
+                  out);
+        cr_assert_null(strstr(out, "FAIL"), "jail checks failed:\n%s", out);
+        cr_assert_not_null(strstr(out, "OK END"), "jail report incomplete:\n%s", out);
+}
+
+static void default_like_profile(Setup *s)
+{
+        add_bind(&s->p.ro, "/usr");
+        add_bind(&s->p.ro, "/bin");
+        add_bind(&s->p.ro, "/lib");
+        add_bind(&s->p.ro, "?/lib64");
+        add_bind(&s->p.ro, "?/etc/ld.so.cache");
+        add_str(&s->p.tmpfs, "/tmp");
+        s->p.workspace_path = strdup(".");
+        s->p.workspace_mode = AJ_WORKSPACE_RW;
+}
+
+static bool only_pid_one_in_proc(void)
+{
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        int numeric = 0, one = 0;
+
+        if (!d)
+                return false;
+        while ((de = readdir(d)))
+                if (de->d_name[0] >= '0' && de->d_name[0] <= '9') {
+                        numeric++;
+                        one += streq(de->d_name, "1");
+                }
+        closedir(d);
+        return numeric == 1 && one == 1;
+}
+
+static bool file_contains(const char *path, const char *needle)
+{
+        char buf[4096];
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n;
+
+        if (fd < 0)
+                return false;
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n < 0)
+                return false;
+        buf[n] = '\0';
+        return strstr(buf, needle) != NULL;
+}
+
+static int errno_of(int r) { return r < 0 ? errno : 0; }
+
+typedef struct {
+        const char *ws;
+        const char *root_mountpoint;
+} LiveData;
+
+static void checks_default(int fd, void *data)
+{
+        const LiveData *ld = data;
+        char path[PATH_MAX], cwd[PATH_MAX], buf[16];
+        struct statvfs vfs;
+        struct stat st;
+        int e, tfd;
+
+        report(fd, getuid() == JAIL_UID, "uid %u", (unsigned) getuid());
+        report(fd, getpid() == 1, "pid %d", (int) getpid());
+
+        tfd = open("/usr/bin/env", O_RDONLY | O_CLOEXEC);
+        report(fd, tfd >= 0, "/usr readable: %s", tfd < 0 ? strerror(errno) : "yes");
+        if (tfd >= 0)
+                close(tfd);
+        e = errno_of(open("/usr/aj-probe", O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+        report(fd, e == EROFS, "create in /usr -> %s", strerror(e));
+        e = errno_of(open("/aj-probe", O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+        report(fd, e == EROFS, "create in / -> %s", strerror(e));
+        e = errno_of(mkdir("/aj-probe-dir", 0755));
+        report(fd, e == EROFS, "mkdir in / -> %s", strerror(e));
+
+        report(fd, lstat("/bin", &st) == 0 && S_ISLNK(st.st_mode), "/bin is a symlink");
+        report(fd, access("/bin/sh", X_OK) == 0, "/bin/sh executable through the link");
+
+        report(fd, file_contains("/etc/passwd", "agent:x:1000:1000:agent:/home/agent:/bin/sh\n"),
+               "/etc/passwd has the agent");
+        report(fd, file_contains("/etc/hostname", "testjail\n"), "/etc/hostname");
+        report(fd, file_contains("/etc/hosts", "127.0.0.1 localhost testjail\n"), "/etc/hosts");
+        e = errno_of(open("/etc/passwd", O_WRONLY | O_CLOEXEC));
+        report(fd, e == EROFS, "/etc/passwd not writable -> %s", strerror(e));
+
+        report(fd, access("/proc/self/status", R_OK) == 0, "/proc/self exists");
+        report(fd, only_pid_one_in_proc(), "/proc shows only the jail's pid 1");
+        /* Permission checks on host-owned sysctls come before EROFS, so ask the mount. */
+        report(fd, statvfs("/proc/sys", &vfs) == 0 && (vfs.f_flag & ST_RDONLY), "/proc/sys mounted read-only");
+        if (access("/proc/sysrq-trigger", F_OK) == 0) /* absent without CONFIG_MAGIC_SYSRQ */
+                report(fd, statvfs("/proc/sysrq-trigger", &vfs) == 0 && (vfs.f_flag & ST_RDONLY),
+                       "/proc/sysrq-trigger mounted read-only");
+        report(fd, statvfs("/proc/self", &vfs) == 0 && !(vfs.f_flag & ST_RDONLY) && (vfs.f_flag & ST_NOEXEC),
+               "/proc itself read-write, noexec");
+
+        tfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        report(fd, tfd >= 0 && write(tfd, "x", 1) == 1 && read(tfd, buf, 1) == 0, "/dev/null works");
+        if (tfd >= 0)
+                close(tfd);
+        tfd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+        report(fd, tfd >= 0 && read(tfd, buf, 4) == 4 && buf[0] == 0 && buf[3] == 0, "/dev/zero works");
+        if (tfd >= 0)
+                close(tfd);
+        tfd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        report(fd, tfd >= 0 && read(tfd, buf, 4) == 4, "/dev/urandom works");
+        if (tfd >= 0)
+                close(tfd);
+        tfd = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        report(fd, tfd >= 0, "/dev/ptmx opens: %s", tfd < 0 ? strerror(errno) : "yes");
+        if (tfd >= 0)
+                close(tfd);
+        report(fd, access("/dev/shm", W_OK) == 0, "/dev/shm writable");
+        report(fd, lstat("/dev/fd", &st) == 0 && S_ISLNK(st.st_mode), "/dev/fd symlink");
+        e = errno_of(stat("/dev/sda", &st));
+        report(fd, e == ENOENT, "no other devices (/dev/sda -> %s)", strerror(e));
+
+        e = errno_of(stat("/sys", &st));
+        report(fd, e == ENOENT, "/sys absent -> %s", strerror(e));
+        e = errno_of(stat("/work", &st));
+        report(fd, e == ENOENT, "/work absent -> %s", strerror(e));
+        e = errno_of(stat("/root", &st));
+        report(fd, e == ENOENT, "/root absent -> %s", strerror(e));
+        e = errno_of(stat(ld->root_mountpoint, &st));
+        report(fd, e == ENOENT, "old root path absent -> %s", strerror(e));
+
+        report(fd, getcwd(cwd, sizeof(cwd)) && streq(cwd, ld->ws), "cwd is the workspace (%s)", cwd);
+        report(fd, stat(ld->ws, &st) == 0 && st.st_uid == JAIL_UID, "workspace owned by the agent (uid %u)",
+               (unsigned) st.st_uid);
+        snprintf(path, sizeof(path), "%s/created-in-jail", ld->ws);
+        tfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        report(fd, tfd >= 0, "workspace writable: %s", tfd < 0 ? strerror(errno) : "yes");
+        if (tfd >= 0) {
+                report(fd, write(tfd, "hi\n", 3) == 3, "write into the workspace");
+                close(tfd);
+        }
+
+        report(fd, stat("/home/agent", &st) == 0 && st.st_uid == JAIL_UID && (st.st_mode & 07777) == 0700,
+               "home is 0700 and the agent's");
+        tfd = open("/home/agent/.profile", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        report(fd, tfd >= 0, "home writable");
+        if (tfd >= 0)
+                close(tfd);
+        tfd = open("/tmp/x", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        report(fd, tfd >= 0, "/tmp writable");
+        if (tfd >= 0)
+                close(tfd);
+}
+
+static bool dir_is_empty(const char *path)
+{
+        DIR *d = opendir(path);
+        struct dirent *de;
+        bool empty = true;
+
+        if (!d)
+                return false;
+        while ((de = readdir(d)))
+                if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
+                        empty = false;
+        closedir(d);
+        return empty;
+}
+
+Test(mount, live_idmapped_workspace, LIVE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        _cleanup_close_ int userns = -1;
+        char *err = NULL, out[16384];
+        LiveData ld;
+        struct stat st;
+        int status;
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        default_like_profile(&s);
+        s.ctx.idmap = true;
+        cr_assert_eq(chown(P("/ws"), 0, 0), 0);
+        plan = build_ok(&s);
+
+        userns = make_idmap_userns();
+        cr_assert_geq(userns, 0, "idmap user namespace");
+        cr_assert_eq(aj_mount_plan_prepare(plan, userns, &err), 0, "prepare: %s", err ? err : "");
+        cr_expect_not(aj_mount_plan_idmap_degraded(plan));
+
+        ld.ws = P("/ws");
+        ld.root_mountpoint = P("/root");
+        status = run_jail(plan, checks_default, &ld, out, sizeof(out));
+        aj_mount_plan_close_fds(plan);
+        cr_log_info("aj_mount_apply (default-like plan, idmapped workspace): %ld us", report_time(out));
+        assert_report_ok(status, out);
+
+        /* idmap: the file the agent (host uid 100000) created belongs to the workspace owner. */
+        cr_assert_eq(stat(P("/ws/created-in-jail"), &st), 0);
+        cr_expect_eq(st.st_uid, 0);
+        cr_expect_eq(st.st_gid, 0);
+        cr_expect(dir_is_empty(P("/root")), "the root mountpoint must stay empty on the host");
+        setup_free(&s);
+}
+
+static void checks_plain(int fd, void *data)
+{
+        const LiveData *ld = data;
+        char path[PATH_MAX], buf[8];
+        struct stat st;
+        int tfd, e;
+
+        snprintf(path, sizeof(path), "%s/created-in-jail", ld->ws);
+        tfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        report(fd, tfd >= 0, "workspace writable: %s", tfd < 0 ? strerror(errno) : "yes");
+        if (tfd >= 0)
+                close(tfd);
+
+        /* hide: the secret file reads as empty and cannot be written */
+        tfd = open("/srv/f", O_RDONLY | O_CLOEXEC);
+        report(fd, tfd >= 0 && read(tfd, buf, sizeof(buf)) == 0, "hidden file reads empty");
+        if (tfd >= 0)
+                close(tfd);
+        /* Writes go to /dev/null; the parent checks the real file is untouched. */
+        tfd = open("/srv/f", O_WRONLY | O_CLOEXEC);
+        if (tfd >= 0) {
+                (void) !write(tfd, "pwned", 5);
+                close(tfd);
+        }
+        report(fd, dir_is_empty("/srv/b"), "hidden dir is empty");
+        e = errno_of(mkdir("/srv/b/x", 0755));
+        report(fd, e == EROFS, "hidden dir read-only -> %s", strerror(e));
+        report(fd, stat("/srv/b", &st) == 0 && S_ISDIR(st.st_mode), "hidden dir still a dir");
+        /* the rest of the bind is still there */
+        report(fd, access("/srv/b", F_OK) == 0 && access("/srv", R_OK) == 0, "bind visible");
+        e = errno_of(open("/srv/new", O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+        report(fd, e == EROFS, "ro bind -> %s", strerror(e));
+        report(fd, access("/run/agentjail/sock", F_OK) == 0, "runtime dir bound");
+}
+
+Test(mount, live_plain_workspace_hide_and_runtime, LIVE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char out[16384], spec[PATH_MAX];
+        LiveData ld;
+        struct stat st;
+        int status, fd;
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        default_like_profile(&s);
+        /* Rootless-like: the jail's host uid owns its workspace; a plain bind suffices. */
+        cr_assert_eq(chown(P("/ws"), HOST_UID, HOST_UID), 0);
+        fd = open(P("/a/f"), O_WRONLY | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, "secret", 6), 6);
+        close(fd);
+        touch(P("/a/b/inner"));
+        touch(P("/run/sock"));
+        snprintf(spec, sizeof(spec), "%s:/srv", P("/a"));
+        add_bind(&s.p.ro, spec);
+        add_str(&s.p.hide, "/srv/f");
+        add_str(&s.p.hide, "/srv/b");
+        s.ctx.runtime_dir = P("/run");
+        plan = build_ok(&s);
+        cr_assert_eq(aj_mount_plan_prepare(plan, -1, NULL), 0, "prepare is a no-op without idmap");
+
+        ld.ws = P("/ws");
+        ld.root_mountpoint = P("/root");
+        status = run_jail(plan, checks_plain, &ld, out, sizeof(out));
+        assert_report_ok(status, out);
+        cr_assert_eq(stat(P("/ws/created-in-jail"), &st), 0);
+        cr_expect_eq(st.st_uid, HOST_UID);
+        cr_expect_eq(st.st_gid, HOST_UID);
+        {
+                char buf[16] = { 0 };
+
+                fd = open(P("/a/f"), O_RDONLY | O_CLOEXEC);
+                cr_assert_geq(fd, 0);
+                cr_expect_eq(read(fd, buf, sizeof(buf) - 1), 6);
+                cr_expect_str_eq(buf, "secret");
+                close(fd);
+        }
+        setup_free(&s);
+}
+
+Test(mount, live_failure_names_the_step, LIVE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char out[4096], want[PATH_MAX * 2];
+        ssize_t step;
+        int status;
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        add_bind(&s.p.ro, "/usr");
+        cr_assert_eq(mkdir(P("/gone"), 0755), 0);
+        add_bind(&s.p.ro, P("/gone"));
+        plan = build_ok(&s);
+        /* The source disappears between plan and apply. */
+        cr_assert_eq(rmdir(P("/gone")), 0);
+
+        status = run_jail(plan, NULL, NULL, out, sizeof(out));
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
+        snprintf(want, sizeof(want), "bind '%s' on '%s' (read-only)", P("/gone"), P("/gone"));
+        step = find_step(plan, want);
+        cr_assert_geq(step, 0);
+        snprintf(want, sizeof(want), "FAIL apply: step %zd (bind '%s' on '%s' (read-only)): %s", step,
+                 P("/gone"), P("/gone"), strerror(ENOENT));
+        cr_expect_not_null(strstr(out, want), "got: %s\nwant: %s", out, want);
+        setup_free(&s);
+}
+
+static int cmp_long(const void *a, const void *b)
+{
+        long x = *(const long *) a, y = *(const long *) b;
+
+        return (x > y) - (x < y);
+}
+
+Test(mount, live_apply_timing, LIVE)
+{
+        Setup s;
+        char out[4096];
+        size_t n_steps = 0;
+        long t[15];
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        default_like_profile(&s);
+        s.ctx.idmap = true;
+        cr_assert_eq(chown(P("/ws"), 0, 0), 0);
+
+        for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+                /* A prepared tree can be attached once: each run gets its own plan, as in real runs. */
+                _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+                _cleanup_close_ int userns = make_idmap_userns();
+                int status;
+
+                cr_assert_geq(userns, 0);
+                cr_assert_eq(aj_mount_plan_prepare(plan, userns, NULL), 0);
+                status = run_jail(plan, NULL, NULL, out, sizeof(out));
+                assert_report_ok(status, out);
+                t[i] = report_time(out);
+                cr_assert_gt(t[i], 0);
+                n_steps = aj_mount_plan_n_steps(plan);
+        }
+        qsort(t, ARRAY_SIZE(t), sizeof(long), cmp_long);
+        cr_log_info("aj_mount_apply, %zu steps: median %ld us, min %ld us, max %ld us", n_steps,
+                    t[ARRAY_SIZE(t) / 2], t[0], t[ARRAY_SIZE(t) - 1]);
+        fprintf(stderr, "mount-apply-timing: steps=%zu median_us=%ld min_us=%ld max_us=%ld\n", n_steps,
+                t[ARRAY_SIZE(t) / 2], t[0], t[ARRAY_SIZE(t) - 1]);
+        setup_free(&s);
+}
+
+Test(mount, live_idmap_refused_by_filesystem, LIVE)
+{
+        Setup s;
+        char *err = NULL, want[PATH_MAX * 2];
+        const char *cg = "/sys/fs/cgroup/unified";
+        int r;
+
+        if (!require_root())
+                return;
+        if (access(cg, F_OK) < 0)
+                cg = "/sys/fs/cgroup";
+        /* cgroupfs cannot be idmapped: prepare fails, or degrades when the profile allows it. */
+        setup_init(&s);
+        snprintf(want, sizeof(want), "%s:/cg", cg);
+        add_bind(&s.p.rw, want);
+        s.ctx.idmap = true;
+        {
+                _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+                _cleanup_close_ int userns = make_idmap_userns();
+
+                cr_assert_geq(userns, 0);
+                r = aj_mount_plan_prepare(plan, userns, &err);
+                cr_expect_lt(r, 0);
+                snprintf(want, sizeof(want), "Failed to create an idmapped mount of '%s': ", cg);
+                cr_expect(err && strncmp(err, want, strlen(want)) == 0, "got: %s", err ? err : "(null)");
+                free(err);
+                err = NULL;
+        }
+        s.p.allow_degraded = AJ_DEGRADE_IDMAP;
+        {
+                _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+                _cleanup_close_ int userns = make_idmap_userns();
+
+                cr_assert_geq(userns, 0);
+                snprintf(want, sizeof(want), "bind '%s' on '/cg' (read-write, idmapped)", cg);
+                cr_expect_geq(find_step(plan, want), 0);
+                cr_assert_eq(aj_mount_plan_prepare(plan, userns, &err), 0, "%s", err ? err : "");
+                cr_expect(aj_mount_plan_idmap_degraded(plan));
+                snprintf(want, sizeof(want), "bind '%s' on '/cg' (read-write)", cg);
+                cr_expect_geq(find_step(plan, want), 0);
+        }
+        setup_free(&s);
+}

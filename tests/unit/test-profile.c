@@ -1,0 +1,766 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "profile.h"
+#include "util/sha256.h"
+#include "util/strv.h"
+
+#define FIX AJ_TEST_FIXTURES "/profiles"
+
+static const char *const shipped[] = { "default", "strict", "python", "node" };
+
+/* Keeps a user's own profiles (~/.config/agentjail/profiles) out of the results. */
+static void isolate(void)
+{
+        setenv("XDG_CONFIG_HOME", "/nonexistent-agentjail-test", 1);
+}
+
+static const char *source_profiles(void)
+{
+        static char buf[PATH_MAX];
+        const char *src = getenv("AGENTJAIL_SOURCE_DIR");
+        if (!src)
+                return AJ_SOURCE_PROFILES;
+        snprintf(buf, sizeof(buf), "%s/profiles", src);
+        return buf;
+}
+
+static AjProfile *load_ok(const char *path)
+{
+        AjProfile *p = NULL;
+        AjProfileError err = {};
+        int r = aj_profile_load(path, &p, &err);
+        cr_assert(r >= 0, "loading %s failed: %d %s", path, r, err.message ?: "");
+        cr_assert_null(err.message);
+        return p;
+}
+
+/* The message for an invalid fixture; `name` is relative to FIX. */
+static char *load_error(const char *name, int *ret_r)
+{
+        char path[PATH_MAX];
+        AjProfile *p = NULL;
+        AjProfileError err = {};
+        snprintf(path, sizeof(path), "%s/%s", FIX, name);
+        int r = aj_profile_load(path, &p, &err);
+        cr_assert(r < 0, "%s loaded but should not", name);
+        cr_assert_null(p);
+        cr_assert_not_null(err.message, "%s: no message (r=%d)", name, r);
+        if (ret_r)
+                *ret_r = r;
+        return err.message;
+}
+
+/* `expected` has "@" where the fixtures directory goes. */
+static void expect_error(const char *name, const char *expected)
+{
+        char want[4096] = "";
+        for (const char *e = expected; *e; e++)
+                if (*e == '@')
+                        strcat(want, FIX);
+                else
+                        strncat(want, e, 1);
+        int r;
+        char *got = load_error(name, &r);
+        cr_expect_str_eq(got, want, "%s:\n   got: %s\n  want: %s", name, got, want);
+        cr_expect_eq(r, -EINVAL);
+        free(got);
+}
+
+TestSuite(profile, .init = isolate);
+
+Test(profile, full_fixture_values)
+{
+        AjProfile *p = load_ok(FIX "/full.json");
+        char *real = realpath(FIX "/full.json", NULL);
+
+        cr_expect_str_eq(p->name, FIX "/full.json");
+        cr_expect_str_eq(p->path, real);
+        cr_expect_str_eq(p->description, "every key");
+        cr_expect_str_eq(p->hostname, "box-1");
+
+        cr_assert_eq(p->ro.n, 4);
+        cr_expect_str_eq(p->ro.items[0].source, "/usr");
+        cr_expect_str_eq(p->ro.items[0].target, "/usr");
+        cr_expect_not(p->ro.items[0].optional);
+        cr_expect_str_eq(p->ro.items[1].source, "/opt/none");
+        cr_expect(p->ro.items[1].optional);
+        cr_expect_str_eq(p->ro.items[2].source, "/srv/src");
+        cr_expect_str_eq(p->ro.items[2].target, "/src");
+        cr_expect_str_eq(p->ro.items[3].source, "~/.gitconfig");
+        cr_expect_str_eq(p->ro.items[3].target, "~/.gitconfig");
+        cr_assert_eq(p->rw.n, 1);
+        cr_expect_str_eq(p->rw.items[0].source, "~/cache");
+        cr_expect_str_eq(p->rw.items[0].target, "/home/agent/.cache");
+        cr_expect(p->rw.items[0].optional);
+
+        cr_assert_eq(p->tmpfs.n, 1);
+        cr_expect_str_eq(p->tmpfs.items[0], "/tmp");
+        cr_expect_null(p->tmpfs.items[1]);
+        cr_assert_eq(p->hide.n, 1);
+        cr_expect_str_eq(p->hide.items[0], "/etc/shadow");
+        cr_expect_str_eq(p->workspace_path, "/work/project");
+        cr_expect_eq(p->workspace_mode, AJ_WORKSPACE_RO);
+        cr_expect_str_eq(p->home, "/home/bot");
+
+        cr_expect_eq(p->uid, 0);
+        cr_expect_eq(p->gid, 4294967294u);
+        cr_expect_eq(p->host_uid, 200000);
+        cr_expect_eq(p->host_gid, 300000);
+
+        cr_expect_str_eq(p->seccomp_base, "default");
+        cr_assert_eq(p->seccomp_deny.n, 1);
+        cr_expect_str_eq(p->seccomp_deny.items[0], "ptrace");
+        cr_assert_eq(p->seccomp_allow.n, 1);
+        cr_expect_str_eq(p->seccomp_allow.items[0], "personality");
+        cr_expect_not(p->seccomp_log);
+        cr_expect(p->allow_netlink);
+
+        cr_expect_eq(p->memory, 1048576);
+        cr_expect_eq(p->pids, 256);
+        cr_expect_eq(p->cpu, 1.5);
+        cr_expect_eq(p->wall_ns, 5400ULL * 1000000000ULL);
+        cr_expect_eq(p->wall_grace_ns, 250ULL * 1000000ULL);
+        cr_expect_eq(p->nofile, 1024);
+        cr_expect_eq(p->nproc, 4096);
+        cr_expect_eq(p->fsize, 1610612736ULL);
+        cr_expect(p->core);
+
+        cr_expect_eq(p->net_allow.n, 0);
+        cr_assert_eq(p->env_pass.n, 2);
+        cr_expect_str_eq(p->env_pass.items[1], "_X1");
+        cr_assert_eq(p->env_set.n, 2);
+        cr_expect_str_eq(p->env_set.items[0], "A=1");
+        cr_expect_str_eq(p->env_set.items[1], "B=x=y");
+        cr_expect_eq(p->allow_degraded, AJ_DEGRADE_LIMITS | AJ_DEGRADE_IDMAP);
+
+        cr_assert_not_null(p->digest);
+        cr_expect_eq(strlen(p->digest), 64);
+        cr_expect_eq(strspn(p->digest, "0123456789abcdef"), 64);
+        free(real);
+        aj_profile_free(p);
+}
+
+Test(profile, builtin_defaults)
+{
+        AjProfile *p = load_ok(FIX "/minimal.json");
+        cr_expect_null(p->description);
+        cr_expect_str_eq(p->hostname, "agentjail");
+        cr_expect_str_eq(p->workspace_path, ".");
+        cr_expect_eq(p->workspace_mode, AJ_WORKSPACE_RW);
+        cr_expect_str_eq(p->home, "/home/agent");
+        cr_expect_eq(p->uid, 1000);
+        cr_expect_eq(p->gid, 1000);
+        cr_expect_eq(p->host_uid, 100000);
+        cr_expect_eq(p->host_gid, 100000);
+        cr_expect_str_eq(p->seccomp_base, "default");
+        cr_expect(p->seccomp_log);
+        cr_expect_not(p->allow_netlink);
+        cr_expect_eq(p->memory, 0);
+        cr_expect_eq(p->pids, 0);
+        cr_expect_eq(p->cpu, 0);
+        cr_expect_eq(p->wall_ns, 0);
+        cr_expect_eq(p->wall_grace_ns, 10ULL * 1000000000ULL);
+        cr_expect_eq(p->nofile, 0);
+        cr_expect_eq(p->fsize, 0);
+        cr_expect_not(p->core);
+        cr_expect_eq(p->ro.n, 0);
+        cr_expect_null(p->ro.items);
+        cr_expect_eq(p->tmpfs.n, 0);
+        cr_expect_eq(p->env_set.n, 0);
+        cr_expect_eq(p->allow_degraded, 0);
+        aj_profile_free(p);
+}
+
+Test(profile, parse_text_and_workspace_none)
+{
+        AjProfile *p = NULL;
+        AjProfileError err = {};
+        int r = aj_profile_parse("{\"filesystem\": {\"workspace\": {\"mode\": \"none\"}}}", NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_expect_eq(p->workspace_mode, AJ_WORKSPACE_NONE);
+        cr_expect_null(p->workspace_path);
+        cr_expect_null(p->path);
+        aj_profile_free(p);
+
+        r = aj_profile_parse("{\"limits\": {\"pids\": 1.5}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect_str_eq(err.message, "<string>:1:21: limits.pids: expected a non-negative integer, got 1.5");
+        aj_profile_error_clear(&err);
+        cr_expect_null(err.message);
+}
+
+Test(profile, merge_child_array_replaces_and_objects_merge)
+{
+        AjProfile *p = load_ok(FIX "/merge-child.json");
+        /* arrays: the child's list replaces the parent's */
+        cr_assert_eq(p->ro.n, 1);
+        cr_expect_str_eq(p->ro.items[0].source, "/opt");
+        /* objects: keys the child does not set are inherited, also nested ones */
+        cr_assert_eq(p->tmpfs.n, 1);
+        cr_expect_str_eq(p->tmpfs.items[0], "/tmp");
+        cr_expect_str_eq(p->workspace_path, "/parent");
+        cr_expect_eq(p->workspace_mode, AJ_WORKSPACE_RW);
+        cr_expect_eq(p->memory, 1ULL << 30);
+        cr_expect_eq(p->pids, 7);
+        cr_expect_str_eq(p->description, "parent");
+        cr_assert_eq(p->env_pass.n, 1);
+        cr_expect_str_eq(p->env_pass.items[0], "LANG");
+        cr_assert_eq(p->env_set.n, 3);
+        cr_expect_str_eq(p->env_set.items[0], "A=parent");
+        cr_expect_str_eq(p->env_set.items[1], "B=child");
+        cr_expect_str_eq(p->env_set.items[2], "C=child");
+        aj_profile_free(p);
+
+        p = load_ok(FIX "/merge-grandchild.json");
+        cr_expect_str_eq(p->description, "grandchild");
+        cr_expect_eq(p->tmpfs.n, 0); /* an empty array replaces too */
+        cr_assert_eq(p->ro.n, 1);
+        cr_expect_str_eq(p->ro.items[0].source, "/opt");
+        cr_expect_eq(p->pids, 7);
+        cr_expect_str_eq(p->workspace_path, "/parent");
+        aj_profile_free(p);
+}
+
+Test(profile, extends_by_name_uses_search_path)
+{
+        AjProfile *p = load_ok(FIX "/extends-default.json");
+        cr_expect_eq(p->memory, 3ULL << 30);
+        cr_expect_eq(p->pids, 512);
+        cr_assert_geq(p->ro.n, 1);
+        cr_expect_str_eq(p->ro.items[0].source, "/usr");
+        aj_profile_free(p);
+}
+
+Test(profile, digest_stable_across_key_order_and_spelling)
+{
+        AjProfile *a = load_ok(FIX "/order-a.json");
+        AjProfile *b = load_ok(FIX "/order-b.json");
+        AjProfile *c = load_ok(FIX "/order-c.json");
+        cr_expect_str_eq(a->digest, b->digest);
+        cr_expect_str_neq(a->digest, c->digest);
+        aj_profile_free(a);
+        aj_profile_free(b);
+        aj_profile_free(c);
+}
+
+Test(profile, errors_unknown_keys)
+{
+        expect_error("bad-unknown-top.json",
+                     "@/bad-unknown-top.json:3:3: capabilities: unknown key (expected one of: extends, "
+                     "description, hostname, filesystem, user, seccomp, limits, network, env, allow_degraded)");
+        expect_error("bad-unknown-nested.json",
+                     "@/bad-unknown-nested.json:4:5: filesystem.rwx: unknown key (expected one of: ro, rw, "
+                     "tmpfs, hide, workspace, home)");
+}
+
+Test(profile, errors_types)
+{
+        expect_error("bad-type.json", "@/bad-type.json:2:25: filesystem.ro: expected an array, got \"/usr\"");
+        expect_error("bad-type-element.json",
+                     "@/bad-type-element.json:2:29: env.pass[1]: expected a string, got 5");
+        expect_error("bad-toplevel.json",
+                     "@/bad-toplevel.json:1:1: expected a JSON object at the top level, got an array");
+}
+
+Test(profile, errors_values)
+{
+        expect_error("bad-size.json", "@/bad-size.json:5:15: limits.memory: expected a size such as \"512M\" "
+                                      "or a number of bytes, got \"lots\"");
+        expect_error("bad-duration.json",
+                     "@/bad-duration.json:2:23: limits.wall: expected a duration such as \"30s\", \"15m\", "
+                     "\"1h30m\" or a number of seconds, got \"soon\"");
+        expect_error("bad-pids.json", "@/bad-pids.json:3:13: limits.pids: expected a non-negative integer, got -5");
+        expect_error("bad-relative.json",
+                     "@/bad-relative.json:4:12: filesystem.ro[2]: path must be absolute: \"usr\"");
+        expect_error("bad-syscall.json",
+                     "@/bad-syscall.json:2:35: seccomp.deny[1]: unknown system call \"no_such_call\"");
+        expect_error("bad-host-uid.json",
+                     "@/bad-host-uid.json:2:35: user.host_uid: must not be 0 (the agent never runs as host root)");
+        expect_error("bad-overlay.json", "@/bad-overlay.json:2:55: filesystem.workspace.mode: \"overlay\" is "
+                                         "not supported yet (use \"rw\", \"ro\" or \"none\")");
+        expect_error("bad-network.json",
+                     "@/bad-network.json:3:15: network.allow: the egress proxy is not available in this version "
+                     "of agentjail; remove the entry (the jail has no network)");
+        expect_error("bad-env-name.json", "@/bad-env-name.json:2:32: env.set.1BAD: invalid variable name "
+                                          "(expected [A-Za-z_][A-Za-z0-9_]*)");
+        expect_error("bad-degraded.json", "@/bad-degraded.json:2:32: allow_degraded[1]: unknown protection "
+                                          "\"seccomp\" (expected one of: limits, idmap)");
+}
+
+Test(profile, errors_syntax)
+{
+        expect_error("bad-syntax.json", "@/bad-syntax.json:3:27: invalid JSON: string or '}' expected near '}'");
+        expect_error("bad-duplicate.json",
+                     "@/bad-duplicate.json:3:12: invalid JSON: duplicate object key near '\"hostname\"'");
+}
+
+Test(profile, errors_extends)
+{
+        expect_error("cycle-a.json",
+                     "@/cycle-b.json:2:14: extends: cycle: @/cycle-a.json -> @/cycle-b.json -> @/cycle-a.json");
+        /* an error in a parent names the parent's file */
+        expect_error("bad-in-parent.json", "@/bad-size.json:5:15: limits.memory: expected a size such as "
+                                           "\"512M\" or a number of bytes, got \"lots\"");
+        /* checks across files name both */
+        expect_error("bad-conflict.json", "@/bad-conflict.json:4:14: seccomp.deny[0]: \"ptrace\" is also in "
+                                          "seccomp.allow[1] (@/conflict-parent.json); remove it from one of them");
+
+        char *m = load_error("bad-extends-missing.json", NULL);
+        const char *want = FIX "/bad-extends-missing.json:2:14: extends: profile \"no-such-profile-xyz\" not "
+                               "found (searched: ./profiles, /nonexistent-agentjail-test/agentjail/profiles, "
+                               "/etc/agentjail/profiles, ";
+        cr_expect(strncmp(m, want, strlen(want)) == 0, "got: %s", m);
+        free(m);
+}
+
+Test(profile, extends_depth_limit)
+{
+        char dir[] = "/tmp/aj-test-profile-XXXXXX";
+        char path[PATH_MAX];
+        cr_assert_not_null(mkdtemp(dir));
+        for (int i = 0; i < 10; i++) {
+                snprintf(path, sizeof(path), "%s/p%d.json", dir, i);
+                FILE *f = fopen(path, "we");
+                cr_assert_not_null(f);
+                if (i < 9)
+                        fprintf(f, "{\"extends\": \"p%d.json\"}\n", i + 1);
+                else
+                        fprintf(f, "{}\n");
+                fclose(f);
+        }
+        AjProfile *p = NULL;
+        AjProfileError err = {};
+        /* p2..p9: 8 files, the most a chain may have */
+        snprintf(path, sizeof(path), "%s/p2.json", dir);
+        int r2 = aj_profile_load(path, &p, &err);
+        aj_profile_free(p);
+        p = NULL;
+        snprintf(path, sizeof(path), "%s/p1.json", dir);
+        int r1 = aj_profile_load(path, &p, &err);
+        char want[PATH_MAX * 2];
+        snprintf(want, sizeof(want), "%s/p8.json:1:13: extends: too deep: at most 8 profiles in an extends chain",
+                 dir);
+        char *msg = err.message ? strdup(err.message) : NULL;
+        aj_profile_error_clear(&err);
+        for (int i = 0; i < 10; i++) {
+                snprintf(path, sizeof(path), "%s/p%d.json", dir, i);
+                unlink(path);
+        }
+        rmdir(dir);
+        cr_expect_geq(r2, 0);
+        cr_expect_eq(r1, -EINVAL);
+        cr_expect_str_eq(msg ?: "", want);
+        free(msg);
+}
+
+Test(profile, load_by_name_errors)
+{
+        AjProfile *p = NULL;
+        AjProfileError err = {};
+        int r = aj_profile_load("no-such-profile-xyz", &p, &err);
+        cr_expect_eq(r, -ENOENT);
+        cr_assert_not_null(err.message);
+        cr_expect(strncmp(err.message, "profile \"no-such-profile-xyz\" not found (searched: ./profiles, ", 62) == 0,
+                  "%s", err.message);
+        aj_profile_error_clear(&err);
+
+        r = aj_profile_load(FIX "/does-not-exist.json", &p, &err);
+        cr_expect_eq(r, -ENOENT);
+        cr_expect_str_eq(err.message, FIX "/does-not-exist.json: No such file or directory");
+        aj_profile_error_clear(&err);
+
+        r = aj_profile_load("..", &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        aj_profile_error_clear(&err);
+}
+
+Test(profile, search_path)
+{
+        setenv("XDG_CONFIG_HOME", "/xdg", 1);
+        char **dirs = NULL;
+        cr_assert_geq(aj_profile_search_path(&dirs), 0);
+        cr_expect_str_eq(dirs[0], "./profiles");
+        cr_expect_str_eq(dirs[1], "/xdg/agentjail/profiles");
+        cr_expect_str_eq(dirs[2], "/etc/agentjail/profiles");
+        cr_expect(aj_strv_contains(dirs, AJ_PROFILE_DATADIR));
+        aj_strv_free(dirs);
+
+        unsetenv("XDG_CONFIG_HOME");
+        setenv("HOME", "/home/someone", 1);
+        cr_assert_geq(aj_profile_search_path(&dirs), 0);
+        cr_expect_str_eq(dirs[1], "/home/someone/.config/agentjail/profiles");
+        aj_strv_free(dirs);
+
+        /* from inside the source tree ./profiles and AJ_SOURCE_PROFILES are the same directory */
+        char old[PATH_MAX];
+        cr_assert_not_null(getcwd(old, sizeof(old)));
+        char parent[PATH_MAX + 8];
+        snprintf(parent, sizeof(parent), "%s/..", source_profiles());
+        cr_assert_eq(chdir(parent), 0);
+        cr_assert_geq(aj_profile_search_path(&dirs), 0);
+        size_t n = aj_strv_length(dirs);
+        cr_expect(!aj_strv_contains(dirs, AJ_SOURCE_PROFILES) || streq(AJ_SOURCE_PROFILES, "./profiles"),
+                  "duplicate of ./profiles kept (%zu dirs)", n);
+        aj_strv_free(dirs);
+        cr_assert_eq(chdir(old), 0);
+}
+
+Test(profile, shipped_profiles_load_and_paths_exist)
+{
+        char path[PATH_MAX + 64];
+        for (size_t i = 0; i < ARRAY_SIZE(shipped); i++) {
+                snprintf(path, sizeof(path), "%s/%s.json", source_profiles(), shipped[i]);
+                AjProfile *p = load_ok(path);
+                cr_expect_not_null(p->description, "%s has no description", shipped[i]);
+                const AjBindList *lists[] = { &p->ro, &p->rw };
+                for (size_t l = 0; l < 2; l++)
+                        for (size_t k = 0; k < lists[l]->n; k++) {
+                                const AjBind *b = &lists[l]->items[k];
+                                if (b->optional || b->source[0] == '~')
+                                        continue;
+                                cr_expect_eq(access(b->source, F_OK), 0, "%s: %s does not exist on this host",
+                                             shipped[i], b->source);
+                        }
+                cr_expect_neq(p->memory, 0, "%s sets no memory limit", shipped[i]);
+                cr_expect_neq(p->pids, 0, "%s sets no pids limit", shipped[i]);
+                aj_profile_free(p);
+
+                /* by name too (found through AJ_SOURCE_PROFILES at the latest) */
+                p = load_ok(shipped[i]);
+                cr_expect_str_eq(p->name, shipped[i]);
+                aj_profile_free(p);
+        }
+}
+
+Test(profile, shipped_profile_values)
+{
+        AjProfile *d = load_ok("default");
+        cr_expect_eq(d->memory, 2ULL << 30);
+        cr_expect_eq(d->pids, 512);
+        cr_expect_eq(d->cpu, 2);
+        cr_expect_eq(d->wall_ns, 7200ULL * 1000000000ULL);
+        cr_expect_eq(d->nofile, 4096);
+        cr_expect_eq(d->workspace_mode, AJ_WORKSPACE_RW);
+        cr_expect_str_eq(d->workspace_path, ".");
+        cr_expect_eq(d->tmpfs.n, 2);
+        for (size_t k = 0; k < d->ro.n; k++) {
+                const char *s = d->ro.items[k].source;
+                cr_expect(!streq(s, "/etc/passwd") && !streq(s, "/etc/shadow") && !streq(s, "/etc/hosts") &&
+                                  !streq(s, "/etc") && !streq(s, "/etc/hostname"),
+                          "default binds %s", s);
+        }
+        cr_assert_eq(d->env_set.n, 1);
+        cr_expect_str_eq(d->env_set.items[0], "PATH=/usr/local/bin:/usr/bin:/bin");
+
+        AjProfile *s = load_ok("strict");
+        cr_expect_eq(s->workspace_mode, AJ_WORKSPACE_RO);
+        cr_expect_eq(s->memory, 512ULL << 20);
+        cr_expect_eq(s->pids, 64);
+        cr_expect_eq(s->cpu, 1);
+        cr_expect_eq(s->wall_ns, 600ULL * 1000000000ULL);
+        cr_expect_eq(s->nofile, 256);
+        cr_expect_eq(s->fsize, 100ULL << 20);
+        cr_expect_geq(s->seccomp_deny.n, 1);
+        cr_expect_eq(s->ro.n, d->ro.n);
+
+        AjProfile *py = load_ok("python");
+        cr_expect_eq(py->memory, 4ULL << 30);
+        cr_expect(aj_strv_contains(py->env_set.items, "PIP_NO_INPUT=1"));
+        cr_expect(aj_strv_contains(py->env_set.items, "PYTHONDONTWRITEBYTECODE=1"));
+        cr_expect(aj_strv_contains(py->env_set.items, "PATH=/usr/local/bin:/usr/bin:/bin"));
+
+        AjProfile *n = load_ok("node");
+        cr_expect_eq(n->memory, 4ULL << 30);
+        cr_expect_eq(n->pids, 1024);
+        cr_expect(aj_strv_contains(n->env_set.items, "NPM_CONFIG_FUND=false"));
+
+        aj_profile_free(d);
+        aj_profile_free(s);
+        aj_profile_free(py);
+        aj_profile_free(n);
+}
+
+/* to_json's output is itself a profile, and loads to the same digest. */
+Test(profile, to_json_round_trips)
+{
+        const char *names[] = { "default", "strict", "python", "node", FIX "/full.json", FIX "/merge-child.json" };
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+                AjProfile *p = load_ok(names[i]);
+                char *json = aj_profile_to_json(p);
+                cr_assert_not_null(json);
+                AjProfile *q = NULL;
+                AjProfileError err = {};
+                int r = aj_profile_parse(json, NULL, &q, &err);
+                cr_assert(r >= 0, "%s: %s\n%s", names[i], err.message ?: "", json);
+                cr_expect_str_eq(q->digest, p->digest, "%s", names[i]);
+                cr_expect_eq(q->ro.n, p->ro.n);
+                cr_expect_eq(q->env_set.n, p->env_set.n);
+                cr_expect_eq(q->wall_ns, p->wall_ns);
+                cr_expect_eq(q->fsize, p->fsize);
+                free(json);
+                aj_profile_free(p);
+                aj_profile_free(q);
+        }
+}
+
+Test(profile, list_finds_shipped)
+{
+        char **names = NULL, **paths = NULL;
+        cr_assert_geq(aj_profile_list(&names, &paths), 0);
+        for (size_t i = 0; i < ARRAY_SIZE(shipped); i++)
+                cr_expect(aj_strv_contains(names, shipped[i]), "%s not listed", shipped[i]);
+        for (size_t i = 0; names[i] && names[i + 1]; i++)
+                cr_expect_lt(strcmp(names[i], names[i + 1]), 0, "not sorted");
+        cr_expect_eq(aj_strv_length(names), aj_strv_length(paths));
+        for (size_t i = 0; paths[i]; i++) {
+                const char *slash = strrchr(paths[i], '/');
+                cr_assert_not_null(slash);
+                cr_expect(strncmp(slash + 1, names[i], strlen(names[i])) == 0 &&
+                                  streq(slash + 1 + strlen(names[i]), ".json"),
+                          "%s does not match %s", paths[i], names[i]);
+        }
+        aj_strv_free(names);
+        aj_strv_free(paths);
+}
+
+/* ---- the command ---- */
+
+typedef struct {
+        int status;
+        char *out, *err;
+} CmdResult;
+
+static char *slurp_fd(int fd)
+{
+        off_t size = lseek(fd, 0, SEEK_END);
+        char *s = calloc(1, (size_t)size + 1);
+        cr_assert_not_null(s);
+        cr_assert_eq(pread(fd, s, (size_t)size, 0), size);
+        return s;
+}
+
+static CmdResult run_cmd(const char *const *args)
+{
+        char *argv[16];
+        int argc = 0;
+        for (; args[argc]; argc++)
+                argv[argc] = (char *)args[argc];
+        argv[argc] = NULL;
+
+        int out = memfd_create("out", MFD_CLOEXEC), err = memfd_create("err", MFD_CLOEXEC);
+        int saved_out = dup(1), saved_err = dup(2);
+        cr_assert(out >= 0 && err >= 0 && saved_out >= 0 && saved_err >= 0);
+        fflush(stdout);
+        fflush(stderr);
+        dup2(out, 1);
+        dup2(err, 2);
+        int status = aj_cmd_profile(argc, argv);
+        fflush(stdout);
+        fflush(stderr);
+        dup2(saved_out, 1);
+        dup2(saved_err, 2);
+        close(saved_out);
+        close(saved_err);
+        CmdResult r = { .status = status, .out = slurp_fd(out), .err = slurp_fd(err) };
+        close(out);
+        close(err);
+        return r;
+}
+
+static void cmd_result_done(CmdResult *r)
+{
+        free(r->out);
+        free(r->err);
+}
+
+static char tmpdir[] = "/tmp/aj-test-profile-XXXXXX";
+static char show_file[PATH_MAX];
+
+static void roundtrip_init(void)
+{
+        isolate();
+        cr_assert_not_null(mkdtemp(tmpdir));
+        snprintf(show_file, sizeof(show_file), "%s/shown.json", tmpdir);
+}
+
+static void roundtrip_fini(void)
+{
+        unlink(show_file);
+        rmdir(tmpdir);
+}
+
+Test(profile_cmd, show_output_passes_check, .init = roundtrip_init, .fini = roundtrip_fini)
+{
+        for (size_t i = 0; i < ARRAY_SIZE(shipped); i++) {
+                CmdResult s = run_cmd((const char *const[]){ "profile", "show", shipped[i], NULL });
+                cr_assert_eq(s.status, 0, "show %s: %s", shipped[i], s.err);
+                cr_expect(strstr(s.err, "sha256 ") != NULL, "no digest on stderr: %s", s.err);
+                FILE *f = fopen(show_file, "we");
+                cr_assert_not_null(f);
+                fputs(s.out, f);
+                fclose(f);
+
+                CmdResult c = run_cmd((const char *const[]){ "profile", "check", show_file, NULL });
+                char want[PATH_MAX + 8];
+                snprintf(want, sizeof(want), "%s: ok\n", show_file);
+                cr_expect_eq(c.status, 0, "check of shown %s: %s", shipped[i], c.err);
+                cr_expect_str_eq(c.out, want);
+                cr_expect_str_eq(c.err, "");
+
+                /* the file loads to the very same resolved profile */
+                AjProfile *a = load_ok(shipped[i]);
+                AjProfile *b = load_ok(show_file);
+                cr_expect_str_eq(a->digest, b->digest, "%s", shipped[i]);
+                aj_profile_free(a);
+                aj_profile_free(b);
+                cmd_result_done(&s);
+                cmd_result_done(&c);
+        }
+}
+
+Test(profile_cmd, check_reports_each_file, .init = isolate)
+{
+        CmdResult r = run_cmd((const char *const[]){ "profile", "check", FIX "/minimal.json", FIX "/bad-pids.json",
+                                                     FIX "/full.json", NULL });
+        cr_expect_eq(r.status, 1);
+        cr_expect_str_eq(r.out, FIX "/minimal.json: ok\n" FIX "/full.json: ok\n");
+        cr_expect_str_eq(r.err, FIX "/bad-pids.json:3:13: limits.pids: expected a non-negative integer, got -5\n");
+        cmd_result_done(&r);
+
+        r = run_cmd((const char *const[]){ "profile", "check", FIX "/minimal.json", NULL });
+        cr_expect_eq(r.status, 0);
+        cmd_result_done(&r);
+}
+
+Test(profile_cmd, usage_and_help, .init = isolate)
+{
+        CmdResult r = run_cmd((const char *const[]){ "profile", "frobnicate", NULL });
+        cr_expect_eq(r.status, 2);
+        cr_expect(strstr(r.err, "usage: agentjail profile") != NULL, "%s", r.err);
+        cr_expect_str_eq(r.out, "");
+        cmd_result_done(&r);
+
+        r = run_cmd((const char *const[]){ "profile", "check", NULL });
+        cr_expect_eq(r.status, 2);
+        cmd_result_done(&r);
+
+        r = run_cmd((const char *const[]){ "profile", "show", NULL });
+        cr_expect_eq(r.status, 2);
+        cmd_result_done(&r);
+
+        r = run_cmd((const char *const[]){ "profile", "show", "a", "b", NULL });
+        cr_expect_eq(r.status, 2);
+        cmd_result_done(&r);
+
+        r = run_cmd((const char *const[]){ "profile", "--help", NULL });
+        cr_expect_eq(r.status, 0);
+        cr_expect(strstr(r.out, "arrays and scalar values in the child replace") != NULL);
+        cmd_result_done(&r);
+
+        r = run_cmd((const char *const[]){ "profile", "show", "no-such-profile-xyz", NULL });
+        cr_expect_eq(r.status, 1);
+        cr_expect(strncmp(r.err, "profile \"no-such-profile-xyz\" not found", 39) == 0, "%s", r.err);
+        cmd_result_done(&r);
+}
+
+Test(profile_cmd, list_json, .init = isolate)
+{
+        CmdResult r = run_cmd((const char *const[]){ "profile", "list", "--json", NULL });
+        cr_assert_eq(r.status, 0, "%s", r.err);
+        json_error_t je;
+        json_t *arr = json_loads(r.out, 0, &je);
+        cr_assert_not_null(arr, "not JSON: %s", r.out);
+        cr_assert(json_is_array(arr));
+        bool found = false;
+        size_t i;
+        json_t *e;
+        json_array_foreach(arr, i, e) {
+                const char *name = json_string_value(json_object_get(e, "name"));
+                if (name && streq(name, "strict")) {
+                        found = true;
+                        cr_expect(json_is_string(json_object_get(e, "path")));
+                        cr_expect(json_is_string(json_object_get(e, "description")));
+                        cr_expect_null(json_object_get(e, "error"));
+                }
+        }
+        cr_expect(found);
+        json_decref(arr);
+        cmd_result_done(&r);
+
+        r = run_cmd((const char *const[]){ "profile", "list", NULL });
+        cr_expect_eq(r.status, 0);
+        cr_expect(strstr(r.out, "default") != NULL);
+        cmd_result_done(&r);
+}
+
+/* ---- sha256 ---- */
+
+static void expect_sha(const void *data, size_t len, const char *hex)
+{
+        uint8_t d[AJ_SHA256_SIZE];
+        char got[AJ_SHA256_HEX_SIZE];
+        aj_sha256(data, len, d);
+        cr_expect_str_eq(aj_sha256_hex(d, got), hex);
+}
+
+Test(sha256, fips_vectors)
+{
+        expect_sha("abc", 3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        expect_sha("", 0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+        expect_sha(two, strlen(two), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+
+        char *a = malloc(1000000);
+        cr_assert_not_null(a);
+        memset(a, 'a', 1000000);
+        expect_sha(a, 1000000, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+
+        /* the same in uneven pieces, across block boundaries */
+        AjSha256 c;
+        uint8_t d[AJ_SHA256_SIZE];
+        char hex[AJ_SHA256_HEX_SIZE];
+        aj_sha256_init(&c);
+        for (size_t off = 0, step = 1; off < 1000000; off += step, step = step % 131 + 7)
+                aj_sha256_update(&c, a + off, off + step > 1000000 ? 1000000 - off : step);
+        aj_sha256_final(&c, d);
+        cr_expect_str_eq(aj_sha256_hex(d, hex), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+        free(a);
+}
+
+Test(sha256, padding_edges)
+{
+        /* 55, 56 and 64 bytes: the length fits, just does not fit, and a full block */
+        char buf[64];
+        memset(buf, 'a', sizeof(buf));
+        expect_sha(buf, 55, "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318");
+        expect_sha(buf, 56, "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a");
+        expect_sha(buf, 64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb");
+}
+
+Test(profile, update_digest_follows_changes)
+{
+        AjProfile *p = load_ok(FIX "/order-a.json");
+        char *before = strdup(p->digest);
+        cr_assert_geq(aj_profile_update_digest(p), 0);
+        cr_expect_str_eq(p->digest, before);
+        p->pids = 11;
+        cr_assert_geq(aj_profile_update_digest(p), 0);
+        cr_expect_str_neq(p->digest, before);
+        AjProfile *c = load_ok(FIX "/order-c.json");
+        cr_expect_str_eq(p->digest, c->digest);
+        free(before);
+        aj_profile_free(p);
+        aj_profile_free(c);
+}
