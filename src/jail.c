@@ -81,7 +81,9 @@ typedef struct {
         AjBpfProgram bpf;
         char **envp;
         json_t *degraded;
+        json_t *resolved_profile; /* parsed once for every run.json write */
         uint64_t started_ns;
+        uint64_t t0; /* monotonic, for -vv step timings */
         uid_t host_uid;
         gid_t host_gid;
         bool rootless;
@@ -107,6 +109,12 @@ typedef struct {
         AjRateLimit denial_rl;
         AjCgroupStats last_stats;
 } Run;
+
+/* `run -vv` prints how long each start-up step took: start-up cost is a product feature. */
+static void trace_step(const Run *run, const char *step)
+{
+        aj_debug("+%.3f ms %s", (double)(aj_now_monotonic_ns() - run->t0) / 1e6, step);
+}
 
 static int epoll_add(int epfd, int fd, Source src, uint32_t events)
 {
@@ -291,11 +299,11 @@ static void watchdog_finish(Run *run)
 {
         if (run->watchdog_fd < 0)
                 return;
+        /* It exits as soon as it reads 'D'; waiting for that would only add latency
+         * (our own exit hands it to init, which reaps it). */
         (void)aj_write_all(run->watchdog_fd, "D", 1);
         close(run->watchdog_fd);
         run->watchdog_fd = -1;
-        while (waitpid(run->watchdog_pid, NULL, 0) < 0 && errno == EINTR)
-                ;
 }
 
 /* ---- the event loop ------------------------------------------------------------ */
@@ -593,12 +601,13 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
         json_object_set_new(doc, "name", json_string(run->name));
         json_t *prof = json_pack("{s:s, s:s?, s:s?}", "name", run->profile->name, "path", run->profile->path,
                                  "digest", run->profile->digest);
-        _cleanup_free_ char *resolved = aj_profile_to_json(run->profile);
-        if (resolved) {
-                json_t *rj = json_loads(resolved, 0, NULL);
-                if (rj)
-                        json_object_set_new(prof, "resolved", rj);
+        if (!run->resolved_profile) {
+                _cleanup_free_ char *resolved = aj_profile_to_json(run->profile);
+                if (resolved)
+                        run->resolved_profile = json_loads(resolved, 0, NULL);
         }
+        if (run->resolved_profile)
+                json_object_set(prof, "resolved", run->resolved_profile);
         json_object_set_new(doc, "profile", prof);
         json_object_set_new(doc, "command", strv_to_json(run->opts->argv));
         json_object_set_new(doc, "cwd", json_string(run->cwd));
@@ -690,6 +699,7 @@ static int prepare(Run *run)
                 return r;
         }
 
+        trace_step(run, "profile loaded");
         run->cwd = getcwd(NULL, 0);
         if (!run->cwd)
                 return aj_log_errno(-errno, "Cannot determine the current directory");
@@ -735,6 +745,7 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         if (asprintf(&run->root_mountpoint, "%s/root", run->runtime_dir) < 0)
                 return -ENOMEM;
 
+        trace_step(run, "runtime dir created");
         const char *host_home = getenv("HOME");
         struct passwd *pw = getpwuid(getuid());
         if ((!host_home || host_home[0] != '/') && pw)
@@ -760,6 +771,7 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 return r;
         }
 
+        trace_step(run, "mount plan built");
         AjSeccompSpec spec = {
                 .base = p->seccomp_base ? p->seccomp_base : "default",
                 .deny = p->seccomp_deny.items,
@@ -777,6 +789,7 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 return r;
         }
 
+        trace_step(run, "seccomp program ready");
         r = build_env(run);
         if (r < 0)
                 return aj_log_errno(r, "Cannot build the command's environment");
@@ -906,6 +919,7 @@ int aj_jail_run(const AjRunOptions *opts)
         };
         run.degraded = json_array();
         run.started_ns = aj_now_realtime_ns();
+        run.t0 = aj_now_monotonic_ns();
         aj_ratelimit_init(&run.denial_rl, SECCOMP_REPORT_BURST, SECCOMP_REPORT_PER_SEC);
         int status = AJ_EXIT_LAUNCHER;
         int out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
@@ -923,17 +937,16 @@ int aj_jail_run(const AjRunOptions *opts)
 
         if (prepare(&run) < 0)
                 goto out;
-        write_run_json(&run, "starting", NULL, 0);
+        trace_step(&run, "prepared (profile, run dir)");
         if (plan(&run, &cfg) < 0)
                 goto fail_records;
+        trace_step(&run, "planned (mounts, seccomp, env)");
         if (setup_cgroup(&run) < 0)
                 goto fail_records;
-        if (watchdog_start(&run) < 0) {
-                aj_log_errno(-errno, "Cannot start the watchdog process");
-                goto fail_records;
-        }
+        trace_step(&run, "cgroup created");
         if (setup_idmap(&run) < 0)
                 goto fail_records;
+        trace_step(&run, "idmapped trees prepared");
 
         if (pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
                 aj_log_errno(-errno, "Cannot create the output pipes");
@@ -957,6 +970,7 @@ int aj_jail_run(const AjRunOptions *opts)
         (void)aj_fd_set_nonblock(run.streams[0].fd, true);
         (void)aj_fd_set_nonblock(run.streams[1].fd, true);
         aj_mount_plan_close_fds(run.mount);
+        trace_step(&run, "cloned");
 
         r = aj_userns_write_maps(run.h.pid, run.profile->uid, run.host_uid, run.profile->gid, run.host_gid,
                                  run.rootless);
@@ -972,24 +986,33 @@ int aj_jail_run(const AjRunOptions *opts)
                         goto fail_kill;
                 }
         }
-        r = start_loop_fds(&run, &mask);
-        if (r < 0) {
-                aj_log_errno(r, "Cannot set up the supervisor's event loop");
-                goto fail_kill;
-        }
+        trace_step(&run, "maps written, cgroups joined");
+        /* run.start goes first in the chain; the child reads GO only after this write. */
         aj_events_emit(run.events, "run.start",
                        json_pack("{s:o, s:s, s:s?, s:s?, s:i, s:I, s:s}", "command", strv_to_json(opts->argv),
                                  "profile", run.profile->name, "digest", run.profile->digest, "profile_path",
                                  run.profile->path, "pid", (int)run.h.pid, "host_uid", (json_int_t)run.host_uid,
                                  "cwd", run.cwd));
-        write_run_json(&run, "running", NULL, 0);
         r = aj_spawn_go(&run.h);
         if (r < 0) {
                 aj_log_errno(r, "Cannot release the jail");
                 goto fail_kill;
         }
+        /* The child now builds its root and filter (most of a millisecond): the supervisor's
+         * own remaining setup overlaps it. Nothing the jail does is read before the loop runs. */
+        if (watchdog_start(&run) < 0) {
+                aj_log_errno(-errno, "Cannot start the watchdog process");
+                goto fail_kill;
+        }
+        r = start_loop_fds(&run, &mask);
+        if (r < 0) {
+                aj_log_errno(r, "Cannot set up the supervisor's event loop");
+                goto fail_kill;
+        }
+        write_run_json(&run, "running", NULL, 0);
 
         (void)event_loop(&run);
+        trace_step(&run, "event loop done");
         kill_jail(&run);
         if (run.denial_rl.suppressed > 0)
                 aj_events_emit(run.events, "seccomp.suppressed",
@@ -1016,6 +1039,7 @@ int aj_jail_run(const AjRunOptions *opts)
                                          o.signal >= 0 ? json_integer(o.signal) : json_null(), "reason", o.reason,
                                          "usage", usage_json(&run)));
                 write_run_json(&run, "exited", &o, ended);
+                trace_step(&run, "records written");
         }
         goto cleanup;
 
@@ -1036,12 +1060,14 @@ cleanup:
                         aj_log_errno(r, "Failed to remove the run's cgroup");
                 run.cgroup = NULL;
         }
+        trace_step(&run, "cgroup removed");
         if (run.runtime_dir) {
                 r = aj_runtime_dir_remove(run.runtime_dir);
                 if (r < 0)
                         aj_log_errno(r, "Failed to remove '%s'", run.runtime_dir);
         }
         watchdog_finish(&run);
+        trace_step(&run, "cleaned up");
 out:
         for (int i = 0; i < 2; i++) {
                 if (out_pipe[i] >= 0)
@@ -1072,6 +1098,7 @@ out:
         aj_paths_done(&run.paths);
         aj_strv_free(run.envp);
         json_decref(run.degraded);
+        json_decref(run.resolved_profile);
         free(run.name);
         free(run.run_dir);
         free(run.runtime_dir);

@@ -16,5 +16,5 @@ int aj_userns_write_maps(pid_t pid, uid_t inside_uid, uid_t host_uid, gid_t insi
  * from_uid on disk appear owned by to_uid through the idmapped mount. */
 int aj_userns_idmap_fd(uid_t from_uid, gid_t from_gid, uid_t to_uid, gid_t to_gid, int *ret_fd);
 
-/* Child side, in the new network namespace: bring `lo` up (libnl-route). */
+/* Child side, in the new network namespace: bring `lo` up. */
 int aj_net_loopback_up(void);

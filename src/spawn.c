@@ -185,7 +185,10 @@ _noreturn_ static void run_init(const AjSpawnConfig *cfg, int sync_fd)
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
                 child_fail(sync_fd, AJ_STAGE_SIGNALS, errno, 0);
 
-        pid_t cmd = fork();
+        /* vfork: init has nothing to do until the command has exec'd, and copying init's
+         * page tables would be wasted. exec_command() never returns and touches no memory
+         * init relies on (only `environ`, which init never reads). */
+        pid_t cmd = vfork();
         if (cmd < 0)
                 child_fail(sync_fd, AJ_STAGE_FORK, errno, 0);
         if (cmd == 0)

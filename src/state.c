@@ -124,6 +124,11 @@ int aj_runtime_dir_remove(const char *dir)
 {
         if (!dir)
                 return 0;
+        /* Usually just the empty mount point is inside: two rmdir()s, no directory walk. */
+        char root[4096];
+        snprintf(root, sizeof(root), "%s/root", dir);
+        if ((rmdir(root) == 0 || errno == ENOENT) && rmdir(dir) == 0)
+                return 0;
         return aj_rm_rf(dir);
 }
 

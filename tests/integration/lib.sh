@@ -18,9 +18,13 @@ TAP_FAILED=0
 TEST_TMP=
 WORKSPACE=
 BG_PIDS=()
+BG_BEFORE=
 RUN_IDS=()
-# How long one jail may take before the harness gives up on it (seconds).
-JAIL_TIMEOUT=${JAIL_TIMEOUT:-60}
+# How long one jail may take before the harness gives up on it (seconds); after
+# JAIL_MAX_TIMEOUTS hung runs the file bails out instead of waiting on every one.
+JAIL_TIMEOUT=${JAIL_TIMEOUT:-20}
+JAIL_MAX_TIMEOUTS=${JAIL_MAX_TIMEOUTS:-2}
+JAIL_TIMEOUTS=0
 
 # ----------------------------------------------------------------------------- TAP
 
@@ -165,6 +169,8 @@ require_root() {
 # copy of the probe) becomes the cwd, so it is what the default profile binds.
 setup_dirs() {
         TEST_TMP=$(mktemp -d /tmp/agentjail-test.XXXXXXXX) || exit 1
+        # Like a project under /srv: the jail's user may traverse the parents.
+        chmod 0755 "$TEST_TMP"
         trap cleanup EXIT
         trap 'exit 130' INT
         trap 'exit 143' TERM
@@ -214,6 +220,8 @@ stray_cgroups() {
 check_file_leftovers() {
         local procs mounts cgroups rt
         [[ -n "$TEST_TMP" ]] || return 0
+        # Our own subshells must not count as strays by their cwd.
+        cd / || return 0
         kill_bg
         collect_run_ids
         procs=$(wait_gone_pids 5)
@@ -338,7 +346,13 @@ run_jail() {
         JAIL_RUN_ID=${JAIL_RUN_DIR##*/}
         collect_run_ids
         if ((JAIL_RC == 124)); then
+                JAIL_TIMEOUTS=$((JAIL_TIMEOUTS + 1))
                 diag "agentjail run $* timed out after ${JAIL_TIMEOUT}s"
+                if ((JAIL_TIMEOUTS >= JAIL_MAX_TIMEOUTS)); then
+                        fail "agentjail run does not hang" "$JAIL_TIMEOUTS runs timed out; bailing out"
+                        echo "Bail out! agentjail hangs"
+                        exit 1
+                fi
         fi
         return 0
 }
@@ -347,6 +361,7 @@ run_jail() {
 # (bash starts background jobs with SIGINT ignored). Sets BG_PID; output goes to
 # $TEST_TMP/bg.out and bg.err.
 start_jail_bg() {
+        BG_BEFORE=$(list_run_dirs)
         env --default-signal=INT,QUIT "$AGENTJAIL" run "$@" \
                 </dev/null >"$TEST_TMP/bg.out" 2>"$TEST_TMP/bg.err" &
         BG_PID=$!
@@ -409,11 +424,12 @@ find_jailed() {
         return 1
 }
 
-# The single run directory being created by a background jail (waits for run.json).
+# The run directory of the jail last started by start_jail_bg (waits for its run.json).
 wait_run_dir() {
         local deadline=$((SECONDS + ${1:-10})) d
         while ((SECONDS < deadline)); do
                 for d in "$AGENTJAIL_STATE_DIR"/runs/*/; do
+                        grep -qxF "${d%/}" <<<"$BG_BEFORE" && continue
                         if [[ -f "$d/run.json" ]]; then
                                 collect_run_ids
                                 echo "${d%/}"

@@ -7,6 +7,8 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require_jail
+# Rootless runs get limits only from a delegated cgroup subtree, which hosts rarely have.
+require_root
 setup_dirs
 
 limits=$(write_profile limits '{

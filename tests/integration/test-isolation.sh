@@ -108,6 +108,16 @@ fi
 run_jail -- ./probe stat "$WORKSPACE"
 like "$JAIL_OUT" 'uid=1000 gid=1000' "inside, the workspace belongs to the agent user"
 
+# Root's projects usually live below a 0700 directory (/root/project): the jail's user
+# cannot traverse that on the host, yet the workspace must still work.
+mkdir -p "$TEST_TMP/private0700/project"
+chmod 0700 "$TEST_TMP/private0700"
+cp "$PROBE" "$TEST_TMP/private0700/project/probe"
+cd "$TEST_TMP/private0700/project" || exit 1
+run_jail -- ./probe write ./in-private
+is "$JAIL_RC:$(pval write)" 0:OK "a workspace below a 0700 root-owned directory works" || jail_diag
+cd "$WORKSPACE" || exit 1
+
 run_jail -- ./probe write "/tmp/agentjail-private-$rand"
 is "$(pval write)" OK "/tmp is writable"
 ok "the jail's /tmp is private (nothing on the host's /tmp)" test ! -e "/tmp/agentjail-private-$rand"
@@ -116,14 +126,55 @@ rm -f "/tmp/agentjail-private-$rand"
 run_jail -- ./probe write "/home/agent/home-file-$rand"
 is "$(pval write)" OK "\$HOME is writable"
 
+# --- extra binds
+mkdir -p "$TEST_TMP/extra-ro" "$TEST_TMP/extra-rw"
+echo data >"$TEST_TMP/extra-ro/file"
+run_jail --ro "$TEST_TMP/extra-ro" -- ./probe read "$TEST_TMP/extra-ro/file"
+is "$(pval read):$(pval bytes)" OK:5 "--ro PATH makes a host file readable" || jail_diag
+run_jail --ro "$TEST_TMP/extra-ro" -- ./probe write "$TEST_TMP/extra-ro/file"
+like "$(pval write)" '^(EROFS|EACCES)$' "--ro PATH is not writable"
+is "$(cat "$TEST_TMP/extra-ro/file")" data "the --ro file is unchanged on the host"
+run_jail --rw "$TEST_TMP/extra-rw" -- ./probe write "$TEST_TMP/extra-rw/new"
+is "$(pval write)" OK "--rw PATH is writable" || jail_diag
+ok "the --rw write reached the host" test -f "$TEST_TMP/extra-rw/new"
+run_jail -- ./probe stat "$TEST_TMP/extra-ro"
+is "$(pval stat)" ENOENT "without --ro, the directory is not there"
+
+# --- /dev and /proc
+run_jail -- ./probe write /dev/null
+is "$(pval write)" OK "/dev/null is writable"
+run_jail -- ./probe read /dev/urandom-does-not-exist
+is "$(pval read)" ENOENT "(control) a missing /dev node is ENOENT"
+for n in /dev/mem /dev/kmsg /dev/sda /dev/vda /dev/port /dev/cpu /dev/kvm /dev/vsock /dev/userfaultfd /dev/loop-control /dev/fuse; do
+        [[ -e "$n" ]] || continue
+        run_jail -- ./probe stat "$n"
+        is "$(pval stat)" ENOENT "host device $n is not in the jail's /dev"
+done
+run_jail -- ./probe write /proc/sys/kernel/hostname
+like "$(pval write)" '^(EROFS|EACCES|EPERM)$' "/proc/sys is not writable"
+run_jail -- ./probe read /proc/kcore
+unlike "$(pval read)" '^OK$' "/proc/kcore is not readable"
+
+# --- environment: only what the profile passes
+AGENTJAIL_TEST_SECRET="secret-$rand" LANG=C.UTF-8 run_jail -- ./probe env
+unlike "$JAIL_OUT" "secret-$rand" "host environment variables do not leak into the jail"
+like "$JAIL_OUT" '(^|'$'\n'')LANG=C\.UTF-8('$'\n''|$)' "LANG (in env.pass) is passed"
+like "$JAIL_OUT" '(^|'$'\n'')PATH=/usr/local/bin:/usr/bin:/bin('$'\n''|$)' "PATH is the profile's"
+unlike "$JAIL_OUT" '(^|'$'\n'')AGENTJAIL_STATE_DIR=' "agentjail's own settings do not leak"
+
 # --- host uid of the jailed process
 start_jail_bg -- ./probe sleep 20
 if jpid=$(find_jailed "$BG_PID" probe 10); then
         pass "found the jailed probe from the host (pid $jpid)"
         uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$jpid/status")
-        is "$uids" "100000 100000 100000 100000" "the jailed process runs as host uid 100000"
         gids=$(awk '/^Gid:/ { print $2 }' "/proc/$jpid/status")
-        is "$gids" 100000 "the jailed process runs as host gid 100000"
+        if ((EUID == 0)); then
+                is "$uids" "100000 100000 100000 100000" "the jailed process runs as host uid 100000"
+                is "$gids" 100000 "the jailed process runs as host gid 100000"
+        else
+                is "$uids" "$EUID $EUID $EUID $EUID" "rootless: the jailed process runs as the caller's uid"
+                skip "the jailed process runs as host gid 100000" "not root"
+        fi
         isnt "$(awk '{ print $6 }' "/proc/$jpid/stat")" "$(awk '{ print $6 }' "/proc/$BG_PID/stat")" \
                 "the jailed process is in another session than agentjail"
         isnt "$(readlink "/proc/$jpid/ns/pid")" "$(readlink /proc/self/ns/pid)" "it has its own pid namespace"
@@ -184,6 +235,18 @@ like "$(pval hostname)" "^(agentjail|evil-$rand)$" "the jail's hostname stays it
 [[ "$(hostname)" != "$host_before" ]] && hostname "$host_before"
 
 # --- kill(-1, SIGKILL) inside does not reach the host
+# Outside a pid namespace and as root, kill(-1) would take the whole machine down: only
+# run it after this very launcher proved both in a jail.
+run_jail -- ./probe status
+if [[ "$(pval pid)" =~ ^[0-9]+$ && "$(pval pid)" -le 5 && "$(pval euid)" =~ ^[1-9][0-9]*$ &&
+        "$(pval CapEff)" == "$ZERO_CAPS" ]]; then
+        kill_all_safe=1
+else
+        kill_all_safe=0
+        fail "kill(-1) test: jail not isolated enough to run it safely (not run)" "$JAIL_OUT"
+fi
+((EUID == 0)) || { kill_all_safe=0; skip "kill(-1) test" "needs root for host processes of other uids"; }
+((kill_all_safe)) && {
 sleep 300 &
 root_sleeper=$!
 BG_PIDS+=("$root_sleeper")
@@ -202,5 +265,6 @@ ok "a host process of uid 100000 (the jail's host uid) survives" kill -0 "$mappe
 ok "a host process of uid 1000 survives" kill -0 "$thousand_sleeper"
 ok "the agentjail supervisor itself survived (exit 0)" test "$JAIL_RC" -eq 0
 kill_bg
+}
 
 done_testing

@@ -102,12 +102,17 @@ is "$(pval write)" EROFS "strict: writing the workspace fails with EROFS" || jai
 ok "strict: nothing appeared in the workspace" test ! -e "$WORKSPACE/strict-file"
 run_jail -p strict -- ./probe write /tmp/strict-tmp
 is "$(pval write)" OK "strict: /tmp is still writable"
-run_jail -p strict -- ./probe forkbomb 500
-cmp_num "$(pval forks)" -lt 64 "strict: pids are capped below 64 (forks=$(pval forks))"
+if ((EUID == 0)); then
+        run_jail -p strict -- ./probe forkbomb 500
+        cmp_num "$(pval forks)" -lt 64 "strict: pids are capped below 64 (forks=$(pval forks))"
+        cmp_num "$(pval forks)" -ge 40 "strict: but not much lower (forks=$(pval forks))"
+fi
 
 # --- a profile file passed by path, extending a shipped one
 run_jail -p "$good" -- ./probe forkbomb 500
-cmp_num "$(pval forks)" -lt 40 "a profile given by path applies its limits (forks=$(pval forks))"
+if ((EUID == 0)); then
+        cmp_num "$(pval forks)" -lt 40 "a profile given by path applies its limits (forks=$(pval forks))"
+fi
 is "$(jf .profile.path)" "$good" "run.json records the profile's path"
 
 done_testing

@@ -250,7 +250,10 @@ static long p_move_mount(void) { return syscall(SYS_move_mount, -1, NULL, -1, NU
 static long p_mount_setattr(void) { return syscall(SYS_mount_setattr, -1, NULL, 0, NULL, 0); }
 static long p_unshare(void) { return syscall(SYS_unshare, CLONE_NEWUSER); }
 static long p_setns(void) { return syscall(SYS_setns, -1, 0); }
-static long clone_flags(unsigned long flags) { return clone_child_exit(syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0)); }
+static long clone_flags(unsigned long flags)
+{
+        return clone_child_exit(syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0));
+}
 static long p_clone_newuser(void) { return clone_flags(CLONE_NEWUSER); }
 static long p_clone_newnet(void) { return clone_flags(CLONE_NEWNET); }
 static long p_clone3(void) { return syscall(SYS_clone3, NULL, 0); }
@@ -264,12 +267,15 @@ static long p_tiocsti(void) { return syscall(SYS_ioctl, -1, (unsigned long)TIOCS
 static long p_tiocsti_high(void) { return syscall(SYS_ioctl, -1, TIOCSTI | (1UL << 32), NULL); }
 static long p_tioclinux(void) { return syscall(SYS_ioctl, -1, (unsigned long)TIOCLINUX, NULL); }
 /* Raw syscall(2), so the family reaches the filter with whatever upper bits we give it. */
-static long raw_socket(unsigned long family, int type) { return close_if_fd(syscall(SYS_socket, family, type, 0)); }
+static long raw_socket(unsigned long family, int type)
+{
+        return close_if_fd(syscall(SYS_socket, family, type, 0));
+}
 static long p_socket_packet(void) { return raw_socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC); }
 static long p_socket_netlink(void) { return raw_socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC); }
 static long p_socket_vsock(void) { return raw_socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC); }
-static long p_socket_packet_high(void) { return raw_socket(AF_PACKET | (1UL << 32), SOCK_RAW | SOCK_CLOEXEC); }
-static long p_socket_unix_high(void) { return raw_socket(AF_UNIX | (1UL << 32), SOCK_STREAM | SOCK_CLOEXEC); }
+static long p_socket_packet_high(void) { return raw_socket(AF_PACKET | 1UL << 32, SOCK_RAW | SOCK_CLOEXEC); }
+static long p_socket_unix_high(void) { return raw_socket(AF_UNIX | 1UL << 32, SOCK_STREAM | SOCK_CLOEXEC); }
 static long p_tcgets_high(void) { return syscall(SYS_ioctl, -1, TCGETS | (0xffUL << 40), NULL); }
 static long p_socketpair_inet(void)
 {
@@ -383,8 +389,8 @@ static long a_exec_tools(void)
         /* Real programs, exec'd under the filter: shell, coreutils, git, python3, node. */
         static const char script[] =
                 "set -e; x=$(echo hi | tr h H); [ \"$x\" = Hi ]; ls / >/dev/null; "
-                "d=$(mktemp -d); cd \"$d\"; git init -q .; echo a > f; git add f; "
-                "git -c user.name=t -c user.email=t@t commit -qm m; cd /; rm -rf \"$d\"; "
+                "if command -v git >/dev/null; then d=$(mktemp -d); cd \"$d\"; git init -q .; echo a > f; "
+                "git add f; git -c user.name=t -c user.email=t@t commit -qm m; cd /; rm -rf \"$d\"; fi; "
                 "if command -v python3 >/dev/null; then python3 -c 'import os, threading, "
                 "subprocess; t = threading.Thread(target=os.getcwd); t.start(); t.join(); "
                 "subprocess.run([\"true\"], check=True)'; fi; "
