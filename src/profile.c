@@ -822,9 +822,6 @@ int aj_profile_search_path(char ***ret_dirs)
         char *d;
         int r;
 
-        r = add_dir(&dirs, strdup("./profiles"));
-        if (r < 0)
-                return r;
         const char *xdg = getenv("XDG_CONFIG_HOME");
         const char *home = getenv("HOME");
         d = NULL;
@@ -840,7 +837,10 @@ int aj_profile_search_path(char ***ret_dirs)
                 if (r < 0)
                         return r;
         }
-        const char *fixed[] = { "/etc/agentjail/profiles", AJ_PROFILE_DATADIR, AJ_SOURCE_PROFILES };
+        /* ./profiles comes last (the blueprint had it first): the current directory is
+         * usually the agent's writable workspace, and an agent must not be able to plant a
+         * profile that shadows the operator's or a shipped one for its next run. */
+        const char *fixed[] = { "/etc/agentjail/profiles", AJ_PROFILE_DATADIR, AJ_SOURCE_PROFILES, "./profiles" };
         for (size_t i = 0; i < ARRAY_SIZE(fixed); i++) {
                 r = add_dir(&dirs, strdup(fixed[i]));
                 if (r < 0)

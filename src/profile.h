@@ -99,10 +99,11 @@ void aj_profile_error_clear(AjProfileError *e);
 
 /*
  * Directories searched for a profile NAME, in order:
- *   ./profiles, $XDG_CONFIG_HOME/agentjail/profiles (or ~/.config/...),
+ *   $XDG_CONFIG_HOME/agentjail/profiles (or ~/.config/...),
  *   /etc/agentjail/profiles, the install data dir (AJ_PROFILE_DATADIR), and the
  *   source tree's profiles/ (AJ_SOURCE_PROFILES, so an uninstalled build finds
- *   the shipped profiles from any cwd). Duplicates are skipped.
+ *   the shipped profiles from any cwd), and ./profiles last (the cwd is usually the
+ *   agent's writable workspace: it must not shadow the operator's profiles). Duplicates are skipped.
  * Returned as a NULL-terminated vector; free with aj_strv_free().
  */
 int aj_profile_search_path(char ***ret_dirs);

@@ -319,7 +319,7 @@ Test(profile, errors_extends)
 
         char *m = load_error("bad-extends-missing.json", NULL);
         const char *want = FIX "/bad-extends-missing.json:2:14: extends: profile \"no-such-profile-xyz\" not "
-                               "found (searched: ./profiles, /nonexistent-agentjail-test/agentjail/profiles, "
+                               "found (searched: /nonexistent-agentjail-test/agentjail/profiles, "
                                "/etc/agentjail/profiles, ";
         cr_expect(strncmp(m, want, strlen(want)) == 0, "got: %s", m);
         free(m);
@@ -372,7 +372,10 @@ Test(profile, load_by_name_errors)
         int r = aj_profile_load("no-such-profile-xyz", &p, &err);
         cr_expect_eq(r, -ENOENT);
         cr_assert_not_null(err.message);
-        cr_expect(strncmp(err.message, "profile \"no-such-profile-xyz\" not found (searched: ./profiles, ", 62) == 0,
+        cr_expect(strncmp(err.message, "profile \"no-such-profile-xyz\" not found (searched: ", 51) == 0,
+                  "%s", err.message);
+        /* ./profiles is searched last (unless it is the source tree's profiles dir, listed once) */
+        cr_expect(strstr(err.message, "./profiles)") != NULL || strstr(err.message, AJ_SOURCE_PROFILES ")") != NULL,
                   "%s", err.message);
         aj_profile_error_clear(&err);
 
@@ -391,16 +394,18 @@ Test(profile, search_path)
         setenv("XDG_CONFIG_HOME", "/xdg", 1);
         char **dirs = NULL;
         cr_assert_geq(aj_profile_search_path(&dirs), 0);
-        cr_expect_str_eq(dirs[0], "./profiles");
-        cr_expect_str_eq(dirs[1], "/xdg/agentjail/profiles");
-        cr_expect_str_eq(dirs[2], "/etc/agentjail/profiles");
+        cr_expect_str_eq(dirs[0], "/xdg/agentjail/profiles");
+        cr_expect_str_eq(dirs[1], "/etc/agentjail/profiles");
         cr_expect(aj_strv_contains(dirs, AJ_PROFILE_DATADIR));
+        /* Last: the cwd is usually the agent's writable workspace. */
+        const char *last = dirs[aj_strv_length(dirs) - 1];
+        cr_expect(streq(last, "./profiles") || streq(last, AJ_SOURCE_PROFILES), "last: %s", last);
         aj_strv_free(dirs);
 
         unsetenv("XDG_CONFIG_HOME");
         setenv("HOME", "/home/someone", 1);
         cr_assert_geq(aj_profile_search_path(&dirs), 0);
-        cr_expect_str_eq(dirs[1], "/home/someone/.config/agentjail/profiles");
+        cr_expect_str_eq(dirs[0], "/home/someone/.config/agentjail/profiles");
         aj_strv_free(dirs);
 
         /* from inside the source tree ./profiles and AJ_SOURCE_PROFILES are the same directory */
@@ -411,8 +416,8 @@ Test(profile, search_path)
         cr_assert_eq(chdir(parent), 0);
         cr_assert_geq(aj_profile_search_path(&dirs), 0);
         size_t n = aj_strv_length(dirs);
-        cr_expect(!aj_strv_contains(dirs, AJ_SOURCE_PROFILES) || streq(AJ_SOURCE_PROFILES, "./profiles"),
-                  "duplicate of ./profiles kept (%zu dirs)", n);
+        cr_expect(!aj_strv_contains(dirs, "./profiles") || streq(AJ_SOURCE_PROFILES, "./profiles"),
+                  "duplicate of the source profiles kept as ./profiles (%zu dirs)", n);
         aj_strv_free(dirs);
         cr_assert_eq(chdir(old), 0);
 }
@@ -763,4 +768,36 @@ Test(profile, update_digest_follows_changes)
         free(before);
         aj_profile_free(p);
         aj_profile_free(c);
+}
+
+Test(profile, workspace_cannot_shadow_a_shipped_profile)
+{
+        /* An agent that can write its workspace plants profiles/default.json there. */
+        char dir[] = "/tmp/aj-test-plant-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/profiles", dir);
+        cr_assert_eq(mkdir(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/profiles/default.json", dir);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs("{ \"description\": \"planted\", \"filesystem\": { \"rw\": [\"/\"] } }\n", f);
+        fclose(f);
+        char old[PATH_MAX];
+        cr_assert_not_null(getcwd(old, sizeof(old)));
+        cr_assert_eq(chdir(dir), 0);
+
+        AjProfile *p = NULL;
+        AjProfileError err = {};
+        int r = aj_profile_load("default", &p, &err);
+        cr_assert_eq(chdir(old), 0);
+        unlink(path);
+        snprintf(path, sizeof(path), "%s/profiles", dir);
+        rmdir(path);
+        rmdir(dir);
+        cr_assert_eq(r, 0, "%s", err.message ? err.message : "");
+        cr_expect(p->description == NULL || strcmp(p->description, "planted") != 0,
+                  "the planted ./profiles/default.json shadowed the shipped profile");
+        cr_expect_eq(p->rw.n, 0);
+        aj_profile_free(p);
 }
