@@ -718,6 +718,10 @@ static int prepare(Run *run)
         if (!run->name)
                 return -ENOMEM;
 
+        /* Known before it exists, so the watchdog (forked next) can remove it. */
+        run->runtime_dir = aj_runtime_dir_path(&run->paths, run->id);
+        if (!run->runtime_dir)
+                return -ENOMEM;
         r = aj_run_dir_create(&run->paths, run->id, &run->run_dir);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the run directory under '%s/runs'", run->paths.state_root);
@@ -739,7 +743,8 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         const AjProfile *p = run->profile;
         int r;
 
-        r = aj_runtime_dir_create(&run->paths, run->id, &run->runtime_dir);
+        _cleanup_free_ char *rt = NULL;
+        r = aj_runtime_dir_create(&run->paths, run->id, &rt);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the runtime directory under '%s'", run->paths.runtime_root);
         if (asprintf(&run->root_mountpoint, "%s/root", run->runtime_dir) < 0)
@@ -938,6 +943,11 @@ int aj_jail_run(const AjRunOptions *opts)
         if (prepare(&run) < 0)
                 goto out;
         trace_step(&run, "prepared (profile, run dir)");
+        /* Before anything exists on the host that a killed supervisor would leave behind. */
+        if (watchdog_start(&run) < 0) {
+                aj_log_errno(-errno, "Cannot start the watchdog process");
+                goto fail_records;
+        }
         if (plan(&run, &cfg) < 0)
                 goto fail_records;
         trace_step(&run, "planned (mounts, seccomp, env)");
@@ -1000,10 +1010,6 @@ int aj_jail_run(const AjRunOptions *opts)
         }
         /* The child now builds its root and filter (most of a millisecond): the supervisor's
          * own remaining setup overlaps it. Nothing the jail does is read before the loop runs. */
-        if (watchdog_start(&run) < 0) {
-                aj_log_errno(-errno, "Cannot start the watchdog process");
-                goto fail_kill;
-        }
         r = start_loop_fds(&run, &mask);
         if (r < 0) {
                 aj_log_errno(r, "Cannot set up the supervisor's event loop");

@@ -100,12 +100,14 @@ int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
         return 0;
 }
 
+char *aj_runtime_dir_path(const AjPaths *paths, const char *id) { return path_join(paths->runtime_root, id); }
+
 int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
 {
         int r = aj_mkdir_p(paths->runtime_root, 0711);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *dir = path_join(paths->runtime_root, id);
+        _cleanup_free_ char *dir = aj_runtime_dir_path(paths, id);
         if (!dir)
                 return -ENOMEM;
         if (mkdir(dir, 0711) < 0)

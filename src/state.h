@@ -27,6 +27,8 @@ int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1]);
 
 /* <state>/runs/<id>, created 0750 (fails if it exists). */
 int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
+/* <runtime>/<id> (not created). */
+char *aj_runtime_dir_path(const AjPaths *paths, const char *id);
 /* <runtime>/<id>, created 0700, and its "root" sub-directory (the jail root's mount point). */
 int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
 int aj_runtime_dir_remove(const char *dir);

@@ -103,6 +103,22 @@ ok "strict: nothing appeared in the workspace" test ! -e "$WORKSPACE/strict-file
 run_jail -p strict -- ./probe write /tmp/strict-tmp
 is "$(pval write)" OK "strict: /tmp is still writable"
 if ((EUID == 0)); then
+        start_jail_bg -p strict -- ./probe sleep 20
+        if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
+                id=${rdir##*/}
+                if [[ -d /sys/fs/cgroup/unified ]]; then
+                        mem=$(cat "/sys/fs/cgroup/memory/agentjail/$id/memory.limit_in_bytes" 2>/dev/null)
+                        pmax=$(cat "/sys/fs/cgroup/pids/agentjail/$id/pids.max" 2>/dev/null)
+                else
+                        mem=$(cat "/sys/fs/cgroup/agentjail/$id/memory.max" 2>/dev/null)
+                        pmax=$(cat "/sys/fs/cgroup/agentjail/$id/pids.max" 2>/dev/null)
+                fi
+                is "$mem" $((512 * 1024 * 1024)) "strict: the run's memory limit is 512M"
+                is "$pmax" 64 "strict: the run's pids.max is 64"
+        else
+                fail "strict: the background run started" "$(cat "$TEST_TMP/bg.err")"
+        fi
+        kill_bg
         run_jail -p strict -- ./probe forkbomb 500
         cmp_num "$(pval forks)" -lt 64 "strict: pids are capped below 64 (forks=$(pval forks))"
         cmp_num "$(pval forks)" -ge 40 "strict: but not much lower (forks=$(pval forks))"

@@ -21,6 +21,9 @@ run_jail -- ./probe signal TERM
 is "$JAIL_RC" 143 "command killed by SIGTERM -> 128+15" || jail_diag
 sig_dir=$JAIL_RUN_DIR
 
+run_jail -- ./probe signal KILL
+is "$JAIL_RC" 137 "command killed by SIGKILL -> 128+9" || jail_diag
+
 run_jail -- ./probe signal SEGV
 is "$JAIL_RC" 139 "command killed by SIGSEGV -> 128+11" || jail_diag
 

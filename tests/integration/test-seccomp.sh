@@ -38,6 +38,15 @@ done
 # Refusing AF_INET6 would break ordinary programs that probe for IPv6 support.
 like "$(pval socket_inet6 "$out")" '^(OK|EAFNOSUPPORT)$' "socket(AF_INET6) is not filtered"
 
+# --- other syscall ABIs are no way around the filter (x86-64 only)
+if [[ "$(uname -m)" == x86_64 ]]; then
+        run_jail -- ./probe syscall i386_ptrace x32_ptrace
+        like "$(pval i386_ptrace)" '^(EPERM|ENOSYS|SIGSYS)$' \
+                "i386 ptrace via int 0x80 is refused or killed ($(pval i386_ptrace))"
+        like "$(pval x32_ptrace)" '^(EPERM|ENOSYS|SIGSYS)$' \
+                "x32 ptrace is refused or killed ($(pval x32_ptrace))"
+fi
+
 # --- the denials are in the event chain, with names (a few, well under any rate limit)
 run_jail -- ./probe syscall ptrace bpf keyctl kexec_load perf_event_open getpid socket_unix
 dir=$JAIL_RUN_DIR

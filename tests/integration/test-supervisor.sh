@@ -33,9 +33,43 @@ else
 fi
 kill_bg
 
+# --- when the command exits, what it left running in the background goes too
+t0=$(date +%s%N)
+run_jail -- /bin/sh -c './probe sleep 30 & ./probe sleep 30 </dev/null >/dev/null 2>&1 & echo started; exit 5'
+elapsed=$((($(date +%s%N) - t0) / 1000000))
+is "$JAIL_RC" 5 "the command's status (5) is returned although it left background processes" || jail_diag
+cmp_num "$elapsed" -lt 10000 "agentjail did not wait for the background processes (${elapsed} ms)"
+like "$JAIL_OUT" '^started' "the command's output arrived"
+procs=$(wait_gone_pids 5)
+is "$procs" "" "the background processes were killed with the jail"
+
+# --- concurrent runs do not step on each other
+before=$(list_run_dirs)
+pids=()
+for i in 1 2 3; do
+        timeout -k 5 30 "$AGENTJAIL" run --name "concurrent-$i" -- ./probe exit "$((10 + i))" \
+                </dev/null >/dev/null 2>&1 &
+        pids+=($!)
+done
+rcs=
+for p in "${pids[@]}"; do
+        wait "$p"
+        rcs+="$? "
+done
+is "$rcs" "11 12 13 " "three concurrent runs each return their own status"
+new=$(comm -13 <(sort <<<"$before") <(list_run_dirs | sort))
+collect_run_ids
+is "$(count_lines "$new")" 3 "three concurrent runs got three run directories"
+got=
+for d in $new; do
+        got+="$(jq -r '"\(.name)=\(.exit.status)"' "$d/run.json" 2>/dev/null) "
+done
+is "$(tr ' ' '\n' <<<"$got" | sort | tr '\n' ' ' | sed 's/^ *//')" "concurrent-1=11 concurrent-2=12 concurrent-3=13 " \
+        "each run.json has its own name and status"
+
 # --- the supervisor is SIGKILLed: the jail goes with it
 start_jail_bg -- /bin/sh -c './probe sleep 60 & ./probe sleep 60; wait'
-if jpid=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5); then
+if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
         id=${rdir##*/}
         sleep 0.2
         jailed=$(descendants "$BG_PID" | tr '\n' ' ')
@@ -61,6 +95,7 @@ if jpid=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5); then
 else
         fail "the jail for the supervisor-kill test started" "$(cat "$TEST_TMP/bg.err")"
 fi
+# agentjail is gone (and reaped): nothing for kill_bg to do.
 BG_PIDS=()
 
 # Later runs work normally after a supervisor crash.
