@@ -48,7 +48,8 @@ def main():
     attempt("read /etc/shadow", lambda: open("/etc/shadow").read(10) and "read it")
     attempt("list /root", lambda: ", ".join(os.listdir("/root")[:3]) or "empty")
     attempt("write /usr/bin/evil", lambda: open("/usr/bin/evil", "w").write("x") and "written")
-    attempt("see host processes", lambda: f"{len([p for p in os.listdir('/proc') if p.isdigit()])} pids visible")
+    attempt("list processes", lambda: f"{len([p for p in os.listdir('/proc') if p.isdigit()])} visible "
+            "(only the jail's own: its own pid namespace)")
     attempt("connect to 1.1.1.1:443", lambda: socket.create_connection(("1.1.1.1", 443), timeout=2) and "connected")
     SYS_ptrace, SYS_unshare, SYS_mount, SYS_bpf = 101, 272, 165, 321
     syscall_check("ptrace(PTRACE_ATTACH, 1)", SYS_ptrace, 16, 1, 0, 0)
