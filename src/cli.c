@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "util/strv.h"
 #include "util/macros.h"
 
 static const char main_help[] =
@@ -17,6 +18,13 @@ static const char main_help[] =
         "  run [OPTIONS] -- CMD [ARG...]   run CMD in a jail (see 'agentjail run --help')\n"
         "  profile list|show NAME|check FILE...\n"
         "                                  list, print (resolved) or validate profiles\n"
+        "  ps [--all] [--json]             runs: state, age, usage vs caps\n"
+        "  inspect RUN [--json]            caps vs usage, processes, last events\n"
+        "  logs RUN [-f] [--json] [--type PREFIX]\n"
+        "                                  the run's event chain\n"
+        "  freeze RUN | thaw RUN [--raise KEY=VALUE]... | kill RUN\n"
+        "  quarantine list | show RUN | release RUN | purge RUN\n"
+        "  meter tool|result|tokens|usage  report to the run's broker (inside a jail)\n"
         "  help                            this text\n"
         "  version                         print the version\n";
 
@@ -32,6 +40,9 @@ static const char run_help[] =
         "  -p, --profile NAME|FILE   permission profile (default: \"default\")\n"
         "  -n, --name NAME           name of the run (default: the command's basename)\n"
         "      --ro PATH[:DEST]      bind PATH read-only into the jail (at DEST)\n"
+        "      --cap KEY=VALUE       cap a meter for this run: tokens, input_tokens, output_tokens,\n"
+        "                            cost_usd, tool_calls, tool_calls_per_min, repeat_limit\n"
+        "      --allow-net HOST[:PORT]  allow egress to HOST (added to the profile's network.allow)\n"
         "      --rw PATH[:DEST]      bind PATH read-write into the jail (at DEST)\n"
         "      --json                print the final run record (run.json) on stderr\n"
         "  -v, --verbose             more messages from agentjail\n"
@@ -39,6 +50,8 @@ static const char run_help[] =
         "\n"
         "Exit status:\n"
         "  the command's own status, or\n"
+        "  123     agentjail killed the run (a cap breach with on_breach \"kill\", or\n"
+        "          `agentjail kill`)\n"
         "  128+N   the command was killed by signal N (137: SIGKILL, e.g. out of memory\n"
         "          or the wall-clock limit's grace period ran out)\n"
         "  125     agentjail failed (bad profile or option, a protection could not be set up)\n"
@@ -107,11 +120,14 @@ static void bind_list_done(AjBindList *l)
 
 void aj_cli_run_options_done(AjRunOptions *o)
 {
+        aj_strv_free(o->caps);
+        aj_strv_free(o->allow_net);
+        o->caps = o->allow_net = NULL;
         bind_list_done(&o->extra_ro);
         bind_list_done(&o->extra_rw);
 }
 
-enum { OPT_RO = 0x100, OPT_RW, OPT_JSON };
+enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET };
 
 int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
 {
@@ -121,6 +137,8 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
                 { "ro", required_argument, NULL, OPT_RO },
                 { "rw", required_argument, NULL, OPT_RW },
                 { "json", no_argument, NULL, OPT_JSON },
+                { "cap", required_argument, NULL, OPT_CAP },
+                { "allow-net", required_argument, NULL, OPT_ALLOW_NET },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 {},
@@ -162,6 +180,29 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
                         break;
                 case OPT_JSON:
                         o.json = true;
+                        break;
+                case OPT_CAP:
+                        if (!strchr(optarg, '=')) {
+                                r = -EINVAL;
+                                if (asprintf(ret_error, "--cap: '%s': expected KEY=VALUE, e.g. tokens=50000", optarg) < 0)
+                                        *ret_error = NULL;
+                                goto fail;
+                        }
+                        if (aj_strv_push(&o.caps, optarg) < 0) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        break;
+                case OPT_ALLOW_NET:
+                        if (!*optarg) {
+                                r = -EINVAL;
+                                *ret_error = strdup("--allow-net: empty entry");
+                                goto fail;
+                        }
+                        if (aj_strv_push(&o.allow_net, optarg) < 0) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
                         break;
                 case 'v':
                         o.verbose++;

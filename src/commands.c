@@ -4,11 +4,13 @@
 #include <string.h>
 
 #include "agentjail/exit-codes.h"
+#include "broker.h"
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
 #include "jail.h"
 #include "log.h"
+#include "ops-cmd.h"
 #include "profile.h"
 #include "util/macros.h"
 
@@ -43,6 +45,19 @@ int aj_commands_main(int argc, char **argv)
                 return cmd_run(argc, argv);
         if (streq(cmd, "profile"))
                 return aj_cmd_profile(argc, argv);
+        if (streq(cmd, "meter"))
+                return aj_cmd_meter(argc, argv);
+        static const struct {
+                const char *name;
+                int (*fn)(int, char **);
+        } ops[] = {
+                { "ps", aj_cmd_ps },       { "inspect", aj_cmd_inspect }, { "logs", aj_cmd_logs },
+                { "freeze", aj_cmd_freeze }, { "thaw", aj_cmd_thaw },      { "kill", aj_cmd_kill },
+                { "quarantine", aj_cmd_quarantine },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(ops); i++)
+                if (streq(cmd, ops[i].name))
+                        return ops[i].fn(argc, argv);
         if (streq(cmd, "help") || streq(cmd, "--help") || streq(cmd, "-h")) {
                 fputs(aj_cli_main_help(), stdout);
                 return 0;

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@
 #include "cgroup.h"
 #include "events.h"
 #include "jail.h"
+#include "run.h"
 #include "log.h"
 #include "mount.h"
 #include "ns.h"
@@ -46,69 +48,10 @@ extern char **environ;
 #define SECCOMP_REPORT_PER_SEC 5.0
 /* After init exits, how long to wait for the output pipes to drain. */
 #define DRAIN_TIMEOUT_MS 2000
+/* The run's runtime dir as the jail sees it. */
+#define AJ_JAIL_DIR "/run/agentjail"
+#define AJ_JAIL_BIN AJ_JAIL_DIR "/bin"
 
-typedef enum {
-        SRC_SIGNAL = 1,
-        SRC_PIDFD,
-        SRC_SYNC,
-        SRC_STDOUT,
-        SRC_STDERR,
-        SRC_LISTENER,
-        SRC_WALL,
-        SRC_CGROUP,
-} Source;
-
-typedef struct {
-        int fd;      /* read end of the command's pipe */
-        int out;     /* our own stdout/stderr, -1 once it failed (EPIPE) */
-        int log;     /* stdout.log / stderr.log */
-        bool eof;
-} OutputStream;
-
-typedef struct {
-        const AjRunOptions *opts;
-        AjProfile *profile;
-        AjPaths paths;
-        char id[AJ_RUN_ID_LEN + 1];
-        char *name;
-        char *run_dir;
-        char *runtime_dir;
-        char *root_mountpoint;
-        char *cwd;
-        AjEventLog *events;
-        AjCgroup *cgroup;
-        AjMountPlan *mount;
-        AjBpfProgram bpf;
-        char **envp;
-        json_t *degraded;
-        json_t *resolved_profile; /* parsed once for every run.json write */
-        uint64_t started_ns;
-        uint64_t t0; /* monotonic, for -vv step timings */
-        uid_t host_uid;
-        gid_t host_gid;
-        bool rootless;
-
-        int watchdog_fd; /* write end: 'D' then close on a clean finish */
-        pid_t watchdog_pid;
-
-        AjSpawnHandle h;
-        int epfd, sigfd, wallfd, listener, cg_event_fd;
-        OutputStream streams[2];
-
-        /* outcome */
-        bool launch_failed;
-        AjChildMsg launch_error;
-        bool exec_failed;
-        AjChildMsg exec_error;
-        bool have_status;
-        int cmd_status;
-        bool init_exited;
-        siginfo_t init_info;
-        bool wall_fired, wall_killed;
-        uint64_t denied_total;
-        AjRateLimit denial_rl;
-        AjCgroupStats last_stats;
-} Run;
 
 /* `run -vv` prints how long each start-up step took: start-up cost is a product feature. */
 static void trace_step(const Run *run, const char *step)
@@ -187,10 +130,30 @@ static int build_env(Run *run)
         }
         bool has_path = false;
         for (size_t j = 0; env && env[j]; j++)
-                if (strncmp(env[j], "PATH=", 5) == 0)
+                if (strncmp(env[j], "PATH=", 5) == 0) {
+                        /* `agentjail meter` is on the PATH, after everything the profile put there. */
+                        char *np;
+                        if (asprintf(&np, "%s:" AJ_JAIL_BIN, env[j]) < 0)
+                                return -ENOMEM;
+                        free(env[j]);
+                        env[j] = np;
                         has_path = true;
-        if (!has_path && aj_strv_push(&env, "PATH=/usr/local/bin:/usr/bin:/bin") < 0)
+                }
+        if (!has_path && aj_strv_push(&env, "PATH=/usr/local/bin:/usr/bin:/bin:" AJ_JAIL_BIN) < 0)
                 return -ENOMEM;
+        if (aj_strv_push(&env, "AGENTJAIL_BROKER=" AJ_JAIL_DIR "/broker.sock") < 0)
+                return -ENOMEM;
+        if (run->net_policy) {
+                static const char *const proxy_env[] = {
+                        "HTTP_PROXY=http://127.0.0.1:3128",  "http_proxy=http://127.0.0.1:3128",
+                        "HTTPS_PROXY=http://127.0.0.1:3128", "https_proxy=http://127.0.0.1:3128",
+                        "ALL_PROXY=socks5h://127.0.0.1:1080", "all_proxy=socks5h://127.0.0.1:1080",
+                        "NO_PROXY=localhost,127.0.0.1",      "no_proxy=localhost,127.0.0.1",
+                };
+                for (size_t i = 0; i < ARRAY_SIZE(proxy_env); i++)
+                        if (aj_strv_push(&env, proxy_env[i]) < 0)
+                                return -ENOMEM;
+        }
         run->envp = TAKE_PTR(env);
         return 0;
 }
@@ -380,6 +343,19 @@ static void check_cgroup_events(Run *run)
         run->last_stats = st;
 }
 
+static void start_proxy(Run *run)
+{
+        int r = aj_proxy_new(run->proxy_fds[0], run->proxy_fds[1], run->net_policy, &run->hooks, &run->proxy);
+        if (r < 0) {
+                /* Fail closed: the agent gets no network, and the run says why. */
+                aj_log_errno(r, "Cannot start the egress proxy");
+                aj_events_emit(run->events, "net.proxy.failed", json_pack("{s:s}", "error", strerror(-r)));
+                return;
+        }
+        run->proxy_fds[0] = run->proxy_fds[1] = -1; /* the proxy owns them now */
+        (void)epoll_add(run->epfd, aj_proxy_fd(run->proxy), SRC_PROXY, EPOLLIN);
+}
+
 static void handle_child_msg(Run *run)
 {
         for (;;) {
@@ -408,6 +384,12 @@ static void handle_child_msg(Run *run)
                         break;
                 case AJ_MSG_STARTED:
                         break;
+                case AJ_MSG_PROXY_LISTENER:
+                        if (fd >= 0 && (m.step == 0 || m.step == 1) && run->proxy_fds[m.step] < 0)
+                                run->proxy_fds[m.step] = TAKE_FD(fd);
+                        if (run->proxy_fds[0] >= 0 && run->proxy_fds[1] >= 0 && !run->proxy)
+                                start_proxy(run);
+                        break;
                 case AJ_MSG_EXEC_FAILED:
                         run->exec_failed = true;
                         run->exec_error = m;
@@ -428,7 +410,7 @@ static void forward_signal(Run *run, int sig)
                 (void)syscall(SYS_pidfd_send_signal, run->h.pidfd, sig, NULL, 0);
 }
 
-static int arm_timer(int fd, uint64_t ns)
+int aj_timerfd_arm(int fd, uint64_t ns)
 {
         struct itimerspec its = { .it_value = { .tv_sec = (time_t)(ns / 1000000000ull),
                                                 .tv_nsec = (long)(ns % 1000000000ull) } };
@@ -447,7 +429,7 @@ static void handle_wall(Run *run)
                                json_pack("{s:I, s:s}", "wall_ns", (json_int_t)run->profile->wall_ns, "action",
                                          "SIGTERM"));
                 forward_signal(run, SIGTERM);
-                (void)arm_timer(run->wallfd, run->profile->wall_grace_ns);
+                (void)aj_timerfd_arm(run->wallfd, run->profile->wall_grace_ns);
         } else if (!run->wall_killed) {
                 run->wall_killed = true;
                 aj_events_emit(run->events, "wall.kill", json_pack("{s:s}", "action", "SIGKILL"));
@@ -524,6 +506,21 @@ static int event_loop(Run *run)
                                 aj_cgroup_event_ack(run->cgroup);
                                 check_cgroup_events(run);
                                 break;
+                        case SRC_BROKER:
+                                (void)aj_broker_dispatch(run->broker);
+                                break;
+                        case SRC_CONTROL:
+                                (void)aj_control_dispatch(run->control);
+                                break;
+                        case SRC_PROXY:
+                                (void)aj_proxy_dispatch(run->proxy);
+                                break;
+                        case SRC_ALERT:
+                                aj_run_alert_event(run, false);
+                                break;
+                        case SRC_ALERT_TIMER:
+                                aj_run_alert_event(run, true);
+                                break;
                         }
                 }
         }
@@ -578,7 +575,10 @@ static Outcome compute_outcome(Run *run)
                                    ? AJ_EXIT_NOT_FOUND
                                    : AJ_EXIT_NOT_EXECUTABLE;
         }
-        if (run->wall_fired && !run->exec_failed)
+        if (run->killed_by_policy && !run->exec_failed && !run->have_status_before_kill) {
+                o.reason = "killed";
+                o.status = AJ_EXIT_KILLED;
+        } else if (run->wall_fired && !run->exec_failed)
                 o.reason = "wall-limit";
         else if (run->last_stats.oom_kills > 0 && o.signal == SIGKILL)
                 o.reason = "oom";
@@ -615,6 +615,19 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
         json_object_set_new(doc, "ended",
                             ended_ns ? json_string(aj_format_timestamp(ended_ns, ts, sizeof(ts))) : json_null());
         json_object_set_new(doc, "status", json_string(status));
+        json_object_set_new(doc, "state", json_string(aj_run_state(run, o != NULL)));
+        json_object_set_new(doc, "quarantine", run->quarantine ? json_incref(run->quarantine) : json_null());
+        if (run->meter)
+                json_object_set_new(doc, "meters", aj_meter_to_json(run->meter, aj_now_monotonic_ns(), false));
+        if (run->net_policy || run->egress_used) {
+                json_t *net = run->proxy ? aj_proxy_stats(run->proxy) : json_object();
+                if (net) {
+                        json_object_set_new(net, "egress_bytes", json_integer((json_int_t)run->egress_used));
+                        json_object_set_new(net, "egress_limit",
+                                            run->egress_limit ? json_integer((json_int_t)run->egress_limit) : json_null());
+                        json_object_set_new(doc, "network", net);
+                }
+        }
         json_object_set_new(doc, "supervisor_pid", json_integer(getpid()));
         json_object_set_new(doc, "host_uid", json_integer((json_int_t)run->host_uid));
         json_object_set_new(doc, "host_gid", json_integer((json_int_t)run->host_gid));
@@ -652,6 +665,11 @@ static void write_run_json(Run *run, const char *status, const Outcome *o, uint6
                 }
         }
         json_decref(doc);
+}
+
+void aj_run_write_json(Run *run)
+{
+        write_run_json(run, "running", NULL, 0);
 }
 
 static void report_launch_error(Run *run)
@@ -738,6 +756,66 @@ static int prepare(Run *run)
         return 0;
 }
 
+/* <runtime>/<id>/jail: bound at /run/agentjail in the jail. Root-owned and not writable
+ * by the agent (it cannot replace the broker socket); the socket itself is the agent's. */
+static int setup_jail_dir(Run *run)
+{
+        if (asprintf(&run->jail_dir, "%s/jail", run->runtime_dir) < 0)
+                return -ENOMEM;
+        char bin[4096], exe[4096];
+        snprintf(bin, sizeof(bin), "%s/bin", run->jail_dir);
+        snprintf(exe, sizeof(exe), "%s/bin/agentjail", run->jail_dir);
+        if (mkdir(run->jail_dir, 0755) < 0 || mkdir(bin, 0755) < 0)
+                return aj_log_errno(-errno, "Failed to create '%s'", bin);
+        int fd = open(exe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+        if (fd < 0)
+                return aj_log_errno(-errno, "Failed to create '%s'", exe);
+        close(fd);
+        return 0;
+}
+
+static int setup_meter_and_broker(Run *run)
+{
+        const AjProfile *p = run->profile;
+        AjMeterCaps caps;
+        aj_meter_caps_from_profile(p, &caps);
+        for (char **c = run->opts->caps; c && *c; c++) {
+                _cleanup_free_ char *err = NULL;
+                int r = aj_meter_apply_cap_arg(&caps, *c, &err);
+                if (r < 0) {
+                        aj_error("--cap: %s", err ? err : strerror(-r));
+                        return r;
+                }
+        }
+        int r = aj_meter_new_for_profile(p, &caps, &run->meter);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot set up the run's meters");
+        run->egress_limit = p->egress_bytes;
+
+        aj_run_hooks(run, &run->hooks);
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/broker.sock", run->jail_dir);
+        r = aj_broker_new(path, run->host_uid, run->host_gid, run->meter, &run->hooks, &run->broker);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot create the broker socket '%s'", path);
+
+        /* The allowlist: the profile's plus --allow-net. No entry: no proxy, no network. */
+        _cleanup_strv_free_ char **allow = aj_strv_copy(p->net_allow.items);
+        for (char **a = run->opts->allow_net; a && *a; a++)
+                if (aj_strv_push(&allow, *a) < 0)
+                        return -ENOMEM;
+        if (allow && allow[0]) {
+                size_t bad = 0;
+                _cleanup_free_ char *err = NULL;
+                r = aj_net_policy_parse(allow, &run->net_policy, &bad, &err);
+                if (r < 0) {
+                        aj_error("network allowlist: '%s': %s", allow[bad] ? allow[bad] : "?", err ? err : strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
 static int plan(Run *run, AjSpawnConfig *cfg)
 {
         const AjProfile *p = run->profile;
@@ -750,7 +828,24 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         if (asprintf(&run->root_mountpoint, "%s/root", run->runtime_dir) < 0)
                 return -ENOMEM;
 
+        r = setup_jail_dir(run);
+        if (r < 0)
+                return r;
         trace_step(run, "runtime dir created");
+        r = setup_meter_and_broker(run);
+        if (r < 0)
+                return r;
+
+        /* The agentjail binary, for `agentjail meter` inside the jail. */
+        _cleanup_free_ char *exe = realpath("/proc/self/exe", NULL);
+        _cleanup_free_ AjBind *ro = calloc(run->opts->extra_ro.n + 1, sizeof(AjBind));
+        if (!ro)
+                return -ENOMEM;
+        AjBindList extra_ro = { .items = ro, .n = run->opts->extra_ro.n };
+        memcpy(ro, run->opts->extra_ro.items, run->opts->extra_ro.n * sizeof(AjBind));
+        if (exe)
+                ro[extra_ro.n++] = (AjBind){ .source = exe, .target = (char *)AJ_JAIL_BIN "/agentjail" };
+
         const char *host_home = getenv("HOME");
         struct passwd *pw = getpwuid(getuid());
         if ((!host_home || host_home[0] != '/') && pw)
@@ -758,14 +853,14 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         AjMountContext mctx = {
                 .cwd = run->cwd,
                 .host_home = host_home,
-                .extra_ro = run->opts->extra_ro,
+                .extra_ro = extra_ro,
                 .extra_rw = run->opts->extra_rw,
                 .uid = p->uid,
                 .gid = p->gid,
                 .user_name = "agent",
                 .hostname = p->hostname ? p->hostname : "agentjail",
                 .idmap = !run->rootless,
-                .runtime_dir = NULL,
+                .runtime_dir = run->jail_dir,
                 .root_mountpoint = run->root_mountpoint,
         };
         _cleanup_free_ char *err = NULL;
@@ -810,6 +905,7 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 .argv = run->opts->argv,
                 .envp = run->envp,
                 .cgroup_v2_fd = -1,
+                .proxy_listeners = run->net_policy != NULL,
         };
         if (p->nofile)
                 add_rlimit(cfg, RLIMIT_NOFILE, p->nofile);
@@ -888,10 +984,23 @@ static int start_loop_fds(Run *run, const sigset_t *mask)
                 run->wallfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
                 if (run->wallfd < 0)
                         return -errno;
-                if ((r = arm_timer(run->wallfd, run->profile->wall_ns)) < 0 ||
+                if ((r = aj_timerfd_arm(run->wallfd, run->profile->wall_ns)) < 0 ||
                     (r = epoll_add(run->epfd, run->wallfd, SRC_WALL, EPOLLIN)) < 0)
                         return r;
         }
+        if (run->broker && (r = epoll_add(run->epfd, aj_broker_fd(run->broker), SRC_BROKER, EPOLLIN)) < 0)
+                return r;
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/control.sock", run->runtime_dir);
+        aj_run_control_ops(run, &run->control_ops);
+        r = aj_control_new(path, geteuid(), &run->control_ops, &run->control);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot create the control socket '%s'", path);
+        if ((r = epoll_add(run->epfd, aj_control_fd(run->control), SRC_CONTROL, EPOLLIN)) < 0)
+                return r;
+        run->alert_timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (run->alert_timerfd < 0 || (r = epoll_add(run->epfd, run->alert_timerfd, SRC_ALERT_TIMER, EPOLLIN)) < 0)
+                return run->alert_timerfd < 0 ? -errno : r;
         if (run->cgroup) {
                 run->cg_event_fd = aj_cgroup_event_fd(run->cgroup);
                 if (run->cg_event_fd >= 0 &&
@@ -899,6 +1008,21 @@ static int start_loop_fds(Run *run, const sigset_t *mask)
                         return r;
         }
         return 0;
+}
+
+/* An alert still running when the jail has ended gets what is left of its time. */
+static void finish_alert(Run *run)
+{
+        if (run->alert.pidfd < 0)
+                return;
+        uint64_t now = aj_now_monotonic_ns();
+        int timeout = run->alert.deadline_ns > now ? (int)((run->alert.deadline_ns - now) / 1000000) + 1 : 0;
+        struct pollfd pfd = { .fd = run->alert.pidfd, .events = POLLIN };
+        int n;
+        do
+                n = poll(&pfd, 1, timeout);
+        while (n < 0 && errno == EINTR);
+        aj_run_alert_event(run, n == 0);
 }
 
 static void kill_jail(Run *run)
@@ -919,6 +1043,7 @@ int aj_jail_run(const AjRunOptions *opts)
                 .watchdog_fd = -1,
                 .h = { .pidfd = -1, .sync_fd = -1 },
                 .epfd = -1, .sigfd = -1, .wallfd = -1, .listener = -1, .cg_event_fd = -1,
+                .alert = { .pidfd = -1 }, .alert_timerfd = -1, .proxy_fds = { -1, -1 },
                 .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1 },
                              { .fd = -1, .out = STDERR_FILENO, .log = -1 } },
         };
@@ -1060,6 +1185,13 @@ fail_records:
                 write_run_json(&run, "exited", &o, aj_now_realtime_ns());
         }
 cleanup:
+        finish_alert(&run);
+        aj_proxy_free(run.proxy);
+        run.proxy = NULL;
+        aj_broker_free(run.broker);
+        run.broker = NULL;
+        aj_control_free(run.control);
+        run.control = NULL;
         if (run.cgroup) {
                 r = aj_cgroup_destroy(run.cgroup);
                 if (r < 0)
@@ -1096,6 +1228,15 @@ out:
         if (run.wallfd >= 0)
                 close(run.wallfd);
         aj_spawn_handle_done(&run.h);
+        for (int i = 0; i < 2; i++)
+                if (run.proxy_fds[i] >= 0)
+                        close(run.proxy_fds[i]);
+        if (run.alert_timerfd >= 0)
+                close(run.alert_timerfd);
+        aj_meter_free(run.meter);
+        aj_net_policy_free(run.net_policy);
+        json_decref(run.quarantine);
+        free(run.jail_dir);
         aj_cgroup_free(run.cgroup);
         aj_mount_plan_free(run.mount);
         aj_bpf_program_free(&run.bpf);

@@ -13,6 +13,8 @@ typedef struct {
         AjBindList extra_rw; /* --rw */
         bool json;           /* print the final run document on stderr */
         int verbose;
+        char **caps;         /* --cap KEY=VALUE (NULL-terminated, owned) */
+        char **allow_net;    /* --allow-net HOST[:PORT] (NULL-terminated, owned) */
         char **argv;         /* the command */
 } AjRunOptions;
 

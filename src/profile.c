@@ -32,6 +32,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "meter.h"
+#include "net.h"
 #include "profile.h"
 #include "util/json-locate.h"
 #include "util/parse.h"
@@ -51,6 +53,9 @@
 #define DEFAULT_ID 1000
 #define DEFAULT_HOST_ID 100000
 #define DEFAULT_WALL_GRACE_NS (10ULL * 1000000000ULL)
+#define DEFAULT_ALERT_TIMEOUT_NS (10ULL * 1000000000ULL)
+#define MAX_ALERT_TIMEOUT_NS (3600ULL * 1000000000ULL)
+#define MAX_BROKER_NAME 256 /* tool patterns, model names: as the broker protocol allows */
 
 /* jansson's own json_decrefp() accepts NULL. */
 #define _cleanup_json_ _cleanup_(json_decrefp)
@@ -624,28 +629,26 @@ static int check_limits(Check *c, json_t *v)
         return check_object(c, v, fields);
 }
 
-static int check_net_allow(Check *c, json_t *v)
+static int check_net_entry(Check *c, json_t *v)
 {
-        if (!json_is_array(v))
-                return fail(c, AJ_JSON_AT_VALUE, "expected an array, got %s", GOT(v));
-        if (json_array_size(v) == 0)
-                return 0;
-        /* Points at the first entry but names the key: the whole feature is missing, not the entry. */
-        push_index(c, 0);
-        unsigned line, col;
-        int r = aj_json_locate(c->src->text, c->elem, AJ_JSON_AT_VALUE, &line, &col);
-        pop(c);
-        static const char msg[] = "network.allow: the egress proxy is not available in this version of "
-                                  "agentjail; remove the entry (the jail has no network)";
-        r = r >= 0 ? set_error(c->err, "%s:%u:%u: %s", c->src->file, line, col, msg)
-                   : set_error(c->err, "%s: %s", c->src->file, msg);
-        return r < 0 ? r : -EINVAL;
+        AjNetRule rule;
+        const char *why = NULL;
+        int r = aj_net_rule_parse(json_string_value(v), &rule, &why);
+        if (r == -EINVAL)
+                return fail(c, AJ_JSON_AT_VALUE, "invalid entry %s: %s", GOT(v), why);
+        if (r < 0)
+                return r;
+        aj_net_rule_done(&rule);
+        return 0;
 }
+
+static int check_net_allow(Check *c, json_t *v) { return check_string_array(c, v, check_net_entry); }
 
 static int check_network(Check *c, json_t *v)
 {
         static const Field fields[] = {
                 { "allow", check_net_allow },
+                { "egress_bytes", check_size },
                 {},
         };
         return check_object(c, v, fields);
@@ -719,6 +722,165 @@ static int check_degrade_name(Check *c, json_t *v)
 
 static int check_allow_degraded(Check *c, json_t *v) { return check_string_array(c, v, check_degrade_name); }
 
+/* ---- broker: meters, tools, prices, on_breach, alert (limits shared with src/meter.h) ---- */
+
+static int check_int_range(Check *c, json_t *v, json_int_t min, json_int_t max)
+{
+        if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+                return fail(c, AJ_JSON_AT_VALUE, "expected an integer from %lld to %lld, got %s", (long long)min,
+                            (long long)max, GOT(v));
+        return 0;
+}
+
+static int check_meter_count(Check *c, json_t *v) { return check_int_range(c, v, 0, (json_int_t)AJ_CAP_MAX_COUNT); }
+static int check_meter_per_min(Check *c, json_t *v) { return check_int_range(c, v, 0, (json_int_t)AJ_CAP_MAX_PER_MIN); }
+static int check_meter_repeat(Check *c, json_t *v) { return check_int_range(c, v, 1, (json_int_t)AJ_CAP_MAX_REPEAT); }
+
+static int check_meter_usd(Check *c, json_t *v)
+{
+        double x = json_is_number(v) ? json_number_value(v) : -1;
+        if (!json_is_number(v) || !isfinite(x) || x < 0 || x > AJ_CAP_MAX_USD)
+                return fail(c, AJ_JSON_AT_VALUE, "expected a number of US dollars from 0 to 1000000, got %s", GOT(v));
+        return 0;
+}
+
+static int check_meters(Check *c, json_t *v)
+{
+        static const Field fields[] = {
+                { "tokens", check_meter_count },
+                { "input_tokens", check_meter_count },
+                { "output_tokens", check_meter_count },
+                { "cost_usd", check_meter_usd },
+                { "tool_calls", check_meter_count },
+                { "tool_calls_per_min", check_meter_per_min },
+                { "repeat_limit", check_meter_repeat },
+                {},
+        };
+        return check_object(c, v, fields);
+}
+
+/* Tool and model names cross the jail boundary: short, printable, no spaces. */
+static bool is_broker_name(const char *s)
+{
+        if (!*s || strlen(s) > MAX_BROKER_NAME)
+                return false;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (*p <= 0x20 || *p == 0x7f)
+                        return false;
+        return true;
+}
+
+static int check_tool_pattern(Check *c, json_t *v)
+{
+        if (!is_broker_name(json_string_value(v)))
+                return fail(c, AJ_JSON_AT_VALUE,
+                            "expected a tool name or a pattern with '*' (1 to 256 characters, no spaces or control "
+                            "characters), got %s",
+                            GOT(v));
+        return 0;
+}
+
+static int check_tool_patterns(Check *c, json_t *v) { return check_string_array(c, v, check_tool_pattern); }
+
+static int check_tools(Check *c, json_t *v)
+{
+        static const Field fields[] = {
+                { "allow", check_tool_patterns },
+                { "deny", check_tool_patterns },
+                {},
+        };
+        return check_object(c, v, fields);
+}
+
+static int check_price_value(Check *c, json_t *v)
+{
+        double x = json_is_number(v) ? json_number_value(v) : -1;
+        if (!json_is_number(v) || !isfinite(x) || x < 0 || x > 1)
+                return fail(c, AJ_JSON_AT_VALUE, "expected US dollars per token from 0 to 1 (such as 2.5e-6), got %s",
+                            GOT(v));
+        return 0;
+}
+
+static int check_price(Check *c, json_t *v)
+{
+        static const Field fields[] = {
+                { "input", check_price_value },
+                { "output", check_price_value },
+                { "cached_input", check_price_value },
+                {},
+        };
+        int r = check_object(c, v, fields);
+        if (r < 0)
+                return r;
+        if (!json_object_get(v, "input") || !json_object_get(v, "output"))
+                return fail(c, AJ_JSON_AT_VALUE, "expected both \"input\" and \"output\" (USD per token)");
+        return 0;
+}
+
+static int check_prices(Check *c, json_t *v)
+{
+        const char *key;
+        json_t *value;
+
+        if (!json_is_object(v))
+                return fail(c, AJ_JSON_AT_VALUE, "expected an object of model names, got %s", GOT(v));
+        if (json_object_size(v) > AJ_METER_MAX_PRICES)
+                return fail(c, AJ_JSON_AT_VALUE, "too many entries (at most %d)", AJ_METER_MAX_PRICES);
+        json_object_foreach(v, key, value) {
+                push_key(c, key);
+                int r = 0;
+                if (!is_broker_name(key))
+                        r = fail(c, AJ_JSON_AT_KEY,
+                                 "invalid model name (1 to 256 characters, no spaces or control characters)");
+                if (r >= 0)
+                        r = check_price(c, value);
+                pop(c);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int check_on_breach(Check *c, json_t *v)
+{
+        int r = check_string(c, v);
+        if (r >= 0 && !streq(json_string_value(v), "freeze") && !streq(json_string_value(v), "kill"))
+                return fail(c, AJ_JSON_AT_VALUE, "expected \"freeze\" or \"kill\", got %s", GOT(v));
+        return r;
+}
+
+static int check_alert_exec(Check *c, json_t *v)
+{
+        int r = check_string_array(c, v, NULL);
+        if (r < 0 || json_array_size(v) == 0)
+                return r;
+        push_index(c, 0);
+        const char *problem = path_problem(json_string_value(json_array_get(v, 0)), false);
+        if (problem)
+                r = fail(c, AJ_JSON_AT_VALUE, "the program: %s: %s", problem, GOT(json_array_get(v, 0)));
+        pop(c);
+        return r;
+}
+
+static int check_alert_timeout(Check *c, json_t *v)
+{
+        uint64_t ns;
+        if (json_duration(v, &ns) < 0 || ns == 0 || ns > MAX_ALERT_TIMEOUT_NS)
+                return fail(c, AJ_JSON_AT_VALUE, "expected a duration from \"1ms\" to \"1h\" such as \"10s\", got %s",
+                            GOT(v));
+        return 0;
+}
+
+static int check_alert(Check *c, json_t *v)
+{
+        static const Field fields[] = {
+                { "exec", check_alert_exec },
+                { "timeout", check_alert_timeout },
+                {},
+        };
+        return check_object(c, v, fields);
+}
+
 static int check_root(Check *c, json_t *v)
 {
         static const Field fields[] = {
@@ -732,6 +894,11 @@ static int check_root(Check *c, json_t *v)
                 { "network", check_network },
                 { "env", check_env },
                 { "allow_degraded", check_allow_degraded },
+                { "meters", check_meters },
+                { "tools", check_tools },
+                { "prices", check_prices },
+                { "on_breach", check_on_breach },
+                { "alert", check_alert },
                 {},
         };
         if (!json_is_object(v))
@@ -1166,7 +1333,70 @@ static int profile_new_defaults(AjProfile **ret)
         p->host_uid = p->host_gid = DEFAULT_HOST_ID;
         p->seccomp_log = true;
         p->wall_grace_ns = DEFAULT_WALL_GRACE_NS;
+        p->meters = (AjProfileMeters){ -1, -1, -1, -1, -1, -1, -1.0 }; /* no caps */
+        p->on_breach = AJ_ON_BREACH_FREEZE;
+        p->alert_timeout_ns = DEFAULT_ALERT_TIMEOUT_NS;
         *ret = TAKE_PTR(p);
+        return 0;
+}
+
+static int broker_from_json(json_t *root, AjProfile *p)
+{
+        json_t *v, *m = json_object_get(root, "meters"), *tools = json_object_get(root, "tools");
+        const char *key;
+        uint64_t u;
+        int r;
+
+        static const struct {
+                const char *key;
+                size_t offset;
+        } counts[] = {
+                { "tokens", offsetof(AjProfileMeters, tokens) },
+                { "input_tokens", offsetof(AjProfileMeters, input_tokens) },
+                { "output_tokens", offsetof(AjProfileMeters, output_tokens) },
+                { "tool_calls", offsetof(AjProfileMeters, tool_calls) },
+                { "tool_calls_per_min", offsetof(AjProfileMeters, tool_calls_per_min) },
+                { "repeat_limit", offsetof(AjProfileMeters, repeat_limit) },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(counts); i++)
+                if ((v = json_object_get(m, counts[i].key)))
+                        *(int64_t *)((char *)&p->meters + counts[i].offset) = (int64_t)json_integer_value(v);
+        if ((v = json_object_get(m, "cost_usd")))
+                p->meters.cost_usd = json_number_value(v);
+
+        if ((v = json_object_get(tools, "allow"))) {
+                p->tools_allow_set = true;
+                if ((r = strlist_from(&p->tools_allow, v)) < 0)
+                        return r;
+        }
+        if ((r = strlist_from(&p->tools_deny, json_object_get(tools, "deny"))) < 0)
+                return r;
+
+        json_t *prices = json_object_get(root, "prices");
+        if (json_object_size(prices) > 0) {
+                p->prices = calloc(json_object_size(prices), sizeof(AjProfilePrice));
+                if (!p->prices)
+                        return -ENOMEM;
+                json_object_foreach(prices, key, v) {
+                        AjProfilePrice *pr = &p->prices[p->n_prices];
+                        pr->model = strdup(key);
+                        if (!pr->model)
+                                return -ENOMEM;
+                        pr->input = json_number_value(json_object_get(v, "input"));
+                        pr->output = json_number_value(json_object_get(v, "output"));
+                        json_t *cached = json_object_get(v, "cached_input");
+                        pr->cached_input = cached ? json_number_value(cached) : -1.0;
+                        p->n_prices++;
+                }
+        }
+
+        if ((v = json_object_get(root, "on_breach")))
+                p->on_breach = streq(json_string_value(v), "kill") ? AJ_ON_BREACH_KILL : AJ_ON_BREACH_FREEZE;
+        json_t *alert = json_object_get(root, "alert");
+        if ((r = strlist_from(&p->alert_exec, json_object_get(alert, "exec"))) < 0)
+                return r;
+        if ((v = json_object_get(alert, "timeout")) && json_duration(v, &u) >= 0)
+                p->alert_timeout_ns = u;
         return 0;
 }
 
@@ -1244,6 +1474,8 @@ static int profile_from_json(json_t *root, AjProfile *p)
 
         if ((r = strlist_from(&p->net_allow, get_path(root, "network", "allow"))) < 0)
                 return r;
+        if ((v = get_path(root, "network", "egress_bytes")) && json_size(v, &u) >= 0)
+                p->egress_bytes = u;
 
         env = json_object_get(root, "env");
         if ((r = strlist_from(&p->env_pass, json_object_get(env, "pass"))) < 0)
@@ -1262,7 +1494,7 @@ static int profile_from_json(json_t *root, AjProfile *p)
         size_t i;
         json_array_foreach(json_object_get(root, "allow_degraded"), i, v)
                 p->allow_degraded |= degrade_flag(json_string_value(v));
-        return 0;
+        return broker_from_json(root, p);
 }
 
 /* ---- back to JSON ---- */
@@ -1353,6 +1585,56 @@ static json_t *env_set_json(const AjStrList *l)
         return o;
 }
 
+/* Adds meters, tools, prices, on_breach and alert to `root`. Unset caps are left out. */
+static int broker_tree(const AjProfile *p, json_t *root)
+{
+        const AjProfileMeters *pm = &p->meters;
+        const struct {
+                const char *key;
+                int64_t value;
+        } counts[] = {
+                { "tokens", pm->tokens },
+                { "input_tokens", pm->input_tokens },
+                { "output_tokens", pm->output_tokens },
+                { "tool_calls", pm->tool_calls },
+                { "tool_calls_per_min", pm->tool_calls_per_min },
+                { "repeat_limit", pm->repeat_limit },
+        };
+        json_t *meters = json_object(), *prices = json_object();
+        json_t *tools = json_pack("{s:o}", "deny", strlist_json(&p->tools_deny));
+        int r = json_object_set_new(root, "meters", meters);
+        r |= json_object_set_new(root, "prices", prices);
+        r |= json_object_set_new(root, "tools", tools);
+        if (r < 0 || !meters || !prices || !tools)
+                return -ENOMEM;
+        for (size_t i = 0; i < ARRAY_SIZE(counts); i++)
+                if (counts[i].value >= 0 &&
+                    json_object_set_new(meters, counts[i].key, json_integer(counts[i].value)) < 0)
+                        return -ENOMEM;
+        if (pm->cost_usd >= 0 && json_object_set_new(meters, "cost_usd", json_real(pm->cost_usd)) < 0)
+                return -ENOMEM;
+        if (p->tools_allow_set && json_object_set_new(tools, "allow", strlist_json(&p->tools_allow)) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < p->n_prices; i++) {
+                const AjProfilePrice *pr = &p->prices[i];
+                json_t *e = json_pack("{s:f, s:f}", "input", pr->input, "output", pr->output);
+                if (!e || (pr->cached_input >= 0 &&
+                           json_object_set_new(e, "cached_input", json_real(pr->cached_input)) < 0)) {
+                        json_decref(e);
+                        return -ENOMEM;
+                }
+                if (json_object_set_new(prices, pr->model, e) < 0)
+                        return -ENOMEM;
+        }
+        if (json_object_set_new(root, "on_breach",
+                                json_string(p->on_breach == AJ_ON_BREACH_KILL ? "kill" : "freeze")) < 0 ||
+            json_object_set_new(root, "alert",
+                                json_pack("{s:o, s:o}", "exec", strlist_json(&p->alert_exec), "timeout",
+                                          duration_json(p->alert_timeout_ns))) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
 static json_t *profile_tree(const AjProfile *p)
 {
         static const char *const modes[] = {
@@ -1374,8 +1656,7 @@ static json_t *profile_tree(const AjProfile *p)
                 "{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s}, s:{s:I, s:I, s:I, s:I},"
                 " s:{s:s, s:o, s:o, s:b, s:b},"
                 " s:{s:o, s:I, s:f, s:o, s:o, s:I, s:I, s:o, s:b},"
-                /* Entries in network.allow are refused at load time: the list is always empty. */
-                " s:{s:[]}, s:{s:o, s:o}, s:o}",
+                " s:{s:o, s:o}, s:{s:o, s:o}, s:o}",
                 "hostname", p->hostname,
                 "filesystem",
                 "ro", bindlist_json(&p->ro), "rw", bindlist_json(&p->rw), "tmpfs", strlist_json(&p->tmpfs),
@@ -1392,11 +1673,15 @@ static json_t *profile_tree(const AjProfile *p)
                 "wall", duration_json(p->wall_ns), "wall_grace", duration_json(p->wall_grace_ns),
                 "nofile", (json_int_t)p->nofile, "nproc", (json_int_t)p->nproc, "fsize", size_json(p->fsize),
                 "core", (int)p->core,
-                "network", "allow",
+                "network", "allow", strlist_json(&p->net_allow), "egress_bytes", size_json(p->egress_bytes),
                 "env", "pass", strlist_json(&p->env_pass), "set", env_set_json(&p->env_set),
                 "allow_degraded", degraded);
         if (!root)
                 return NULL;
+        if (broker_tree(p, root) < 0) {
+                json_decref(root);
+                return NULL;
+        }
         if (p->description && json_object_set_new(root, "description", json_string(p->description)) < 0) {
                 json_decref(root);
                 return NULL;
@@ -1460,6 +1745,12 @@ void aj_profile_free(AjProfile *p)
         strlist_done(&p->net_allow);
         strlist_done(&p->env_pass);
         strlist_done(&p->env_set);
+        strlist_done(&p->tools_allow);
+        strlist_done(&p->tools_deny);
+        for (size_t i = 0; i < p->n_prices; i++)
+                free(p->prices[i].model);
+        free(p->prices);
+        strlist_done(&p->alert_exec);
         free(p);
 }
 

@@ -36,6 +36,24 @@ typedef struct {
         size_t n;
 } AjStrList;
 
+/* Broker: caps from "meters" (a negative value: no cap). Enforced by src/meter.c. */
+typedef struct {
+        int64_t tokens, input_tokens, output_tokens, tool_calls, tool_calls_per_min, repeat_limit;
+        double cost_usd; /* USD */
+} AjProfileMeters;
+
+/* One "prices" entry: USD per token. */
+typedef struct {
+        char *model;         /* "*" prices every model without an entry of its own */
+        double input, output;
+        double cached_input; /* < 0: cached input is priced as input */
+} AjProfilePrice;
+
+typedef enum {
+        AJ_ON_BREACH_FREEZE = 0,
+        AJ_ON_BREACH_KILL,
+} AjOnBreach;
+
 /* Which protections a profile lets the run go without (recorded as events). */
 enum {
         AJ_DEGRADE_LIMITS = 1u << 0, /* cgroup limits that cannot be enforced on this host */
@@ -80,14 +98,26 @@ typedef struct AjProfile {
         uint64_t fsize;   /* RLIMIT_FSIZE, bytes */
         bool core;        /* allow core dumps (RLIMIT_CORE); default false */
 
-        /* network (enforced by the proxy issue; today any entry is an error) */
+        /* network: allowlist entries (src/net.h syntax, validated at load) and the egress cap */
         AjStrList net_allow;
+        uint64_t egress_bytes; /* bytes through the proxy, both directions; 0 = not capped */
 
         /* environment */
         AjStrList env_pass; /* variable names copied from agentjail's environment */
         AjStrList env_set;  /* "KEY=VALUE" */
 
         unsigned allow_degraded; /* AJ_DEGRADE_* */
+
+        /* broker (src/meter.c, src/broker.c): caps, tool rules, prices, what a breach does */
+        AjProfileMeters meters;      /* "meters"; every cap unset by default */
+        bool tools_allow_set;        /* "tools.allow" present: names matching none are denied */
+        AjStrList tools_allow;       /* globs with '*' */
+        AjStrList tools_deny;        /* globs with '*'; deny wins over allow */
+        AjProfilePrice *prices;      /* "prices", in file order */
+        size_t n_prices;
+        AjOnBreach on_breach;        /* default freeze */
+        AjStrList alert_exec;        /* "alert.exec": argv, absolute program path; empty: no alert */
+        uint64_t alert_timeout_ns;   /* "alert.timeout", default 10 s */
 } AjProfile;
 
 /* Errors from loading: one message, owned by the caller. */

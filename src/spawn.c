@@ -17,6 +17,7 @@
 
 #include "caps.h"
 #include "ns.h"
+#include "proxy.h"
 #include "spawn.h"
 #include "util/fd.h"
 #include "util/macros.h"
@@ -36,6 +37,7 @@ static const char *const stage_text[_AJ_STAGE_MAX] = {
         [AJ_STAGE_CGROUPNS] = "enter a new cgroup namespace",
         [AJ_STAGE_HOSTNAME] = "set the hostname",
         [AJ_STAGE_LOOPBACK] = "bring up the loopback interface",
+        [AJ_STAGE_PROXY] = "open the egress proxy's listeners in the jail",
         [AJ_STAGE_MOUNT] = "build the jail's filesystem",
         [AJ_STAGE_FDS] = "close inherited file descriptors",
         [AJ_STAGE_RLIMIT] = "set resource limits",
@@ -267,6 +269,20 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
         r = aj_net_loopback_up();
         if (r < 0)
                 child_fail(sync_fd, AJ_STAGE_LOOPBACK, r, 0);
+        if (cfg->proxy_listeners) {
+                /* Bound in the jail's namespace, served by the supervisor from outside. */
+                int fds[2];
+                r = aj_proxy_listen_in_current_netns(&fds[0], &fds[1]);
+                if (r < 0)
+                        child_fail(sync_fd, AJ_STAGE_PROXY, r, 0);
+                for (int i = 0; i < 2; i++) {
+                        AjChildMsg m = { .type = AJ_MSG_PROXY_LISTENER, .step = i };
+                        r = send_msg(sync_fd, &m, fds[i]);
+                        close(fds[i]);
+                        if (r < 0)
+                                child_fail(sync_fd, AJ_STAGE_PROXY, r, i);
+                }
+        }
 
         size_t step = 0;
         r = aj_mount_apply(cfg->mount, &step);

@@ -28,6 +28,7 @@ typedef enum {
         AJ_STAGE_CGROUPNS,
         AJ_STAGE_HOSTNAME,
         AJ_STAGE_LOOPBACK,
+        AJ_STAGE_PROXY,
         AJ_STAGE_MOUNT,
         AJ_STAGE_FDS,
         AJ_STAGE_RLIMIT,
@@ -52,6 +53,7 @@ typedef enum {
         AJ_MSG_STARTED,      /* init -> supervisor: command forked (pid inside the jail) */
         AJ_MSG_EXEC_FAILED,  /* command -> supervisor: execve failed with err */
         AJ_MSG_EXIT,         /* init -> supervisor: command's wait status */
+        AJ_MSG_PROXY_LISTENER, /* child -> supervisor: a proxy listener fd (step 0 HTTP, 1 SOCKS5) */
 } AjMsgType;
 
 typedef struct {
@@ -82,6 +84,7 @@ typedef struct {
         char **envp;
         int stdout_fd, stderr_fd;   /* write ends the command gets as 1 and 2 (stdin is inherited) */
         int cgroup_v2_fd;           /* CLONE_INTO_CGROUP target, or -1 */
+        bool proxy_listeners;       /* create the egress proxy's listeners on the jail's 127.0.0.1 */
 } AjSpawnConfig;
 
 typedef struct {

@@ -201,6 +201,38 @@ Test(profile, parse_text_and_workspace_none)
         cr_expect_null(err.message);
 }
 
+Test(profile, network_allow_accepted_and_validated)
+{
+        AjProfile *p = NULL;
+        AjProfileError err = {};
+        int r = aj_profile_parse("{\"network\": {\"allow\": [\"api.openai.com:443\", \"*.github.com\", "
+                                 "\"10.20.0.0/16:5432\", \"[2001:db8::1]:443\"], \"egress_bytes\": \"100M\"}}",
+                                 NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_expect_eq(p->net_allow.n, 4);
+        cr_expect_str_eq(p->net_allow.items[2], "10.20.0.0/16:5432");
+        cr_expect_eq(p->egress_bytes, 100ULL << 20);
+        char *json = aj_profile_to_json(p);
+        cr_assert_not_null(json);
+        cr_expect(strstr(json, "\"[2001:db8::1]:443\"") != NULL, "%s", json);
+        cr_expect(strstr(json, "\"egress_bytes\"") != NULL, "%s", json);
+        free(json);
+        aj_profile_free(p);
+
+        r = aj_profile_parse("{\"network\": {\"allow\": [\"ok.example\", \"10.0.0.1/8\"]}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect_str_eq(err.message, "<string>:1:38: network.allow[1]: invalid entry \"10.0.0.1/8\": address has "
+                                      "bits set beyond the prefix length");
+        aj_profile_error_clear(&err);
+        r = aj_profile_parse("{\"network\": {\"allow\": [\"b\u00fccher.example\"]}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect(err.message && strstr(err.message, "non-ASCII host name"), "%s", err.message ?: "");
+        aj_profile_error_clear(&err);
+        r = aj_profile_parse("{\"network\": {\"egress_bytes\": \"lots\"}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        aj_profile_error_clear(&err);
+}
+
 Test(profile, merge_child_array_replaces_and_objects_merge)
 {
         AjProfile *p = load_ok(FIX "/merge-child.json");
@@ -259,7 +291,8 @@ Test(profile, errors_unknown_keys)
 {
         expect_error("bad-unknown-top.json",
                      "@/bad-unknown-top.json:3:3: capabilities: unknown key (expected one of: extends, "
-                     "description, hostname, filesystem, user, seccomp, limits, network, env, allow_degraded)");
+                     "description, hostname, filesystem, user, seccomp, limits, network, env, allow_degraded, "
+                     "meters, tools, prices, on_breach, alert)");
         expect_error("bad-unknown-nested.json",
                      "@/bad-unknown-nested.json:4:5: filesystem.rwx: unknown key (expected one of: ro, rw, "
                      "tmpfs, hide, workspace, home)");
@@ -291,8 +324,8 @@ Test(profile, errors_values)
         expect_error("bad-overlay.json", "@/bad-overlay.json:2:55: filesystem.workspace.mode: \"overlay\" is "
                                          "not supported yet (use \"rw\", \"ro\" or \"none\")");
         expect_error("bad-network.json",
-                     "@/bad-network.json:3:15: network.allow: the egress proxy is not available in this version "
-                     "of agentjail; remove the entry (the jail has no network)");
+                     "@/bad-network.json:3:37: network.allow[1]: invalid entry \"*.bad*.example.com\": '*' is only "
+                     "allowed as the whole first label");
         expect_error("bad-env-name.json", "@/bad-env-name.json:2:32: env.set.1BAD: invalid variable name "
                                           "(expected [A-Za-z_][A-Za-z0-9_]*)");
         expect_error("bad-degraded.json", "@/bad-degraded.json:2:32: allow_degraded[1]: unknown protection "
@@ -800,4 +833,116 @@ Test(profile, workspace_cannot_shadow_a_shipped_profile)
                   "the planted ./profiles/default.json shadowed the shipped profile");
         cr_expect_eq(p->rw.n, 0);
         aj_profile_free(p);
+}
+
+/* ---- broker keys: meters, tools, prices, on_breach, alert ---- */
+
+Test(profile, broker_keys_parsed)
+{
+        AjProfile *p = load_ok(FIX "/broker-full.json");
+        cr_expect_eq(p->meters.tokens, 200000);
+        cr_expect_eq(p->meters.input_tokens, 150000);
+        cr_expect_eq(p->meters.output_tokens, 50000);
+        cr_expect_float_eq(p->meters.cost_usd, 5.0, 1e-12);
+        cr_expect_eq(p->meters.tool_calls, 500);
+        cr_expect_eq(p->meters.tool_calls_per_min, 60);
+        cr_expect_eq(p->meters.repeat_limit, 5);
+        cr_expect(p->tools_allow_set);
+        cr_assert_eq(p->tools_allow.n, 2);
+        cr_expect_str_eq(p->tools_allow.items[0], "crm.*");
+        cr_assert_eq(p->tools_deny.n, 1);
+        cr_expect_str_eq(p->tools_deny.items[0], "email.send");
+        cr_assert_eq(p->n_prices, 2);
+        cr_expect_str_eq(p->prices[0].model, "gpt-4o");
+        cr_expect_float_eq(p->prices[0].input, 2.5e-6, 1e-18);
+        cr_expect_float_eq(p->prices[0].cached_input, 1.25e-6, 1e-18);
+        cr_expect_str_eq(p->prices[1].model, "*");
+        cr_expect_lt(p->prices[1].cached_input, 0, "no cached_input: priced as input");
+        cr_expect_eq(p->on_breach, AJ_ON_BREACH_KILL);
+        cr_assert_eq(p->alert_exec.n, 3);
+        cr_expect_str_eq(p->alert_exec.items[0], "/usr/local/bin/page-owner");
+        cr_expect_eq(p->alert_timeout_ns, 30ULL * 1000000000ULL);
+        aj_profile_free(p);
+}
+
+Test(profile, broker_defaults_have_no_caps, .init = isolate)
+{
+        AjProfile *p = load_ok(FIX "/minimal.json");
+        cr_expect_lt(p->meters.tokens, 0);
+        cr_expect_lt(p->meters.input_tokens, 0);
+        cr_expect_lt(p->meters.output_tokens, 0);
+        cr_expect_lt(p->meters.cost_usd, 0);
+        cr_expect_lt(p->meters.tool_calls, 0);
+        cr_expect_lt(p->meters.tool_calls_per_min, 0);
+        cr_expect_lt(p->meters.repeat_limit, 0);
+        cr_expect_not(p->tools_allow_set);
+        cr_expect_eq(p->tools_deny.n, 0);
+        cr_expect_eq(p->n_prices, 0);
+        cr_expect_eq(p->on_breach, AJ_ON_BREACH_FREEZE);
+        cr_expect_eq(p->alert_exec.n, 0);
+        cr_expect_eq(p->alert_timeout_ns, 10ULL * 1000000000ULL);
+        aj_profile_free(p);
+}
+
+Test(profile, broker_keys_merge_through_extends)
+{
+        AjProfile *p = load_ok(FIX "/broker-child.json");
+        cr_expect_eq(p->meters.tokens, 1000, "the child's cap");
+        cr_expect_eq(p->meters.tool_calls, 500, "the parent's other caps stay");
+        cr_expect_eq(p->tools_deny.n, 0, "arrays replace");
+        cr_expect_eq(p->tools_allow.n, 2);
+        cr_expect_eq(p->n_prices, 2);
+        cr_expect_eq(p->on_breach, AJ_ON_BREACH_KILL);
+        aj_profile_free(p);
+}
+
+Test(profile, broker_keys_round_trip_and_change_the_digest)
+{
+        AjProfile *p = load_ok(FIX "/broker-full.json");
+        char *json = aj_profile_to_json(p);
+        cr_assert_not_null(json);
+        cr_expect(strstr(json, "\"meters\"") && strstr(json, "\"tool_calls_per_min\": 60"), "%s", json);
+        cr_expect(strstr(json, "\"on_breach\": \"kill\""), "%s", json);
+        AjProfile *q = NULL;
+        AjProfileError err = {};
+        cr_assert_eq(aj_profile_parse(json, NULL, &q, &err), 0, "%s\n%s", err.message ?: "", json);
+        cr_expect_str_eq(q->digest, p->digest);
+        cr_expect_float_eq(q->prices[0].output, 1.0e-5, 1e-18);
+        cr_expect_eq(q->alert_timeout_ns, p->alert_timeout_ns);
+        char *before = strdup(p->digest);
+        p->meters.tokens = 1;
+        cr_assert_geq(aj_profile_update_digest(p), 0);
+        cr_expect_str_neq(p->digest, before, "caps are part of the digest");
+        free(before);
+        free(json);
+        aj_profile_free(p);
+        aj_profile_free(q);
+}
+
+Test(profile, broker_key_errors)
+{
+        expect_error("bad-meters-type.json",
+                     "@/bad-meters-type.json:3:15: meters.tokens: expected an integer from 0 to 1000000000000000, "
+                     "got \"lots\"");
+        expect_error("bad-meters-unknown.json",
+                     "@/bad-meters-unknown.json:2:28: meters.tokenz: unknown key (expected one of: tokens, "
+                     "input_tokens, output_tokens, cost_usd, tool_calls, tool_calls_per_min, repeat_limit)");
+        expect_error("bad-meters-repeat.json",
+                     "@/bad-meters-repeat.json:2:31: meters.repeat_limit: expected an integer from 1 to 1000000, "
+                     "got 0");
+        expect_error("bad-cost.json",
+                     "@/bad-cost.json:2:27: meters.cost_usd: expected a number of US dollars from 0 to 1000000, "
+                     "got -0.5");
+        expect_error("bad-price.json",
+                     "@/bad-price.json:3:15: prices.gpt-4o: expected both \"input\" and \"output\" (USD per token)");
+        expect_error("bad-price-negative.json",
+                     "@/bad-price-negative.json:2:31: prices.m.input: expected US dollars per token from 0 to 1 "
+                     "(such as 2.5e-6), got -1");
+        expect_error("bad-on-breach.json",
+                     "@/bad-on-breach.json:2:16: on_breach: expected \"freeze\" or \"kill\", got \"panic\"");
+        expect_error("bad-alert.json",
+                     "@/bad-alert.json:2:23: alert.exec[0]: the program: path must be absolute: \"page-owner\"");
+        expect_error("bad-tool-pattern.json",
+                     "@/bad-tool-pattern.json:2:33: tools.allow[1]: expected a tool name or a pattern with '*' "
+                     "(1 to 256 characters, no spaces or control characters), got \"has space\"");
 }

@@ -1,0 +1,837 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The broker server (see broker.h, include/agentjail/broker.h and
+ * docs/broker-protocol.md). One epoll fd over the listening socket and every
+ * connection, level-triggered; each dispatch handles what is ready and returns.
+ *
+ * Per connection: an input buffer of one maximal line (a longer line is
+ * answered with an error and discarded up to its newline, the connection
+ * stays), and an output buffer bounded by AJ_BROKER_MAX_OUTPUT (a client that
+ * does not read its replies is disconnected when it would grow past that, so
+ * it never stalls the loop or the other clients).
+ *
+ * Order for every request: check (reserve in the meter), emit its events, then
+ * settle and queue the reply. An event that cannot be written releases the
+ * reservation and answers "internal": nothing unrecorded is ever allowed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agentjail/broker.h"
+#include "broker.h"
+#include "events.h"
+
+#define MAX_EVENTS_PER_DISPATCH 64
+#define MAX_ACCEPTS_PER_DISPATCH 16
+#define IN_SIZE (AJ_BROKER_MAX_LINE + 1) /* a maximal line and its newline */
+/* broker.error events: a burst, then a steady rate; the rest are counted, not written. */
+#define ERROR_BURST 20
+#define ERROR_PER_SEC 5
+
+typedef struct Conn {
+        struct Conn *prev, *next;
+        int fd;
+        char *in;
+        size_t in_len;
+        bool discarding; /* inside an oversized line: drop up to the next newline */
+        bool eof;        /* the client shut down its side: flush, then close */
+        bool want_out;   /* EPOLLOUT registered */
+        bool dead;       /* close at the end of this dispatch step */
+        char *out;
+        size_t out_len, out_size;
+} Conn;
+
+struct AjBroker {
+        int epfd;
+        int listen_fd;
+        char *path;
+        AjMeter *meter;
+        const AjHooks *hooks;
+        Conn *conns;
+        size_t n_conns;
+        uint64_t next_call;
+        uint64_t (*now_ns)(void);
+        double error_tokens;
+        uint64_t error_refill_ns;
+        uint64_t errors_suppressed;
+};
+
+/* ---- connections ---- */
+
+static void conn_close(AjBroker *b, Conn *c)
+{
+        epoll_ctl(b->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                b->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        b->n_conns--;
+        free(c->in);
+        free(c->out);
+        free(c);
+}
+
+static void conn_update_events(AjBroker *b, Conn *c)
+{
+        bool want_out = c->out_len > 0;
+        if (want_out == c->want_out && !c->eof)
+                return;
+        struct epoll_event ev = { .events = (c->eof ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0), .data.ptr = c };
+        if (epoll_ctl(b->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+                c->dead = true;
+        c->want_out = want_out;
+}
+
+/* Writes what the socket takes now. */
+static void conn_flush(AjBroker *b, Conn *c)
+{
+        size_t done = 0;
+        while (done < c->out_len) {
+                ssize_t n = send(c->fd, c->out + done, c->out_len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EAGAIN)
+                                c->dead = true; /* EPIPE, ECONNRESET: the client is gone */
+                        break;
+                }
+                done += (size_t)n;
+        }
+        memmove(c->out, c->out + done, c->out_len - done);
+        c->out_len -= done;
+        if (c->eof && c->out_len == 0)
+                c->dead = true;
+        if (!c->dead)
+                conn_update_events(b, c);
+}
+
+/* Queues one line. Past AJ_BROKER_MAX_OUTPUT the client is not reading: drop it. */
+static void conn_queue(Conn *c, const char *s, size_t len)
+{
+        if (c->dead)
+                return;
+        if (c->out_len + len + 1 > AJ_BROKER_MAX_OUTPUT) {
+                c->dead = true;
+                return;
+        }
+        if (c->out_len + len + 1 > c->out_size) {
+                size_t size = c->out_size ? c->out_size : 4096;
+                while (size < c->out_len + len + 1)
+                        size *= 2;
+                if (size > AJ_BROKER_MAX_OUTPUT)
+                        size = AJ_BROKER_MAX_OUTPUT;
+                char *o = realloc(c->out, size);
+                if (!o) {
+                        c->dead = true;
+                        return;
+                }
+                c->out = o;
+                c->out_size = size;
+        }
+        memcpy(c->out + c->out_len, s, len);
+        c->out[c->out_len + len] = '\n';
+        c->out_len += len + 1;
+}
+
+static void conn_reply(Conn *c, json_t *reply)
+{
+        if (!reply) {
+                c->dead = true;
+                return;
+        }
+        _cleanup_free_ char *s = json_dumps(reply, JSON_COMPACT | JSON_REAL_PRECISION(12));
+        json_decref(reply);
+        if (!s) {
+                c->dead = true;
+                return;
+        }
+        conn_queue(c, s, strlen(s));
+}
+
+/* ---- events ---- */
+
+static int emit(AjBroker *b, const char *type, json_t *fields)
+{
+        if (!fields)
+                return -ENOMEM;
+        if (!b->hooks || !b->hooks->emit) {
+                json_decref(fields);
+                return 0;
+        }
+        return b->hooks->emit(b->hooks->userdata, type, fields);
+}
+
+/* Token bucket for broker.error: garbage from a client must not fill the event log. */
+static bool error_event_allowed(AjBroker *b)
+{
+        uint64_t now = b->now_ns();
+        if (b->error_refill_ns == 0 || now < b->error_refill_ns) {
+                b->error_tokens = ERROR_BURST;
+                b->error_refill_ns = now;
+        }
+        b->error_tokens += (double)(now - b->error_refill_ns) / 1e9 * ERROR_PER_SEC;
+        if (b->error_tokens > ERROR_BURST)
+                b->error_tokens = ERROR_BURST;
+        b->error_refill_ns = now;
+        if (b->error_tokens < 1) {
+                b->errors_suppressed++;
+                return false;
+        }
+        b->error_tokens -= 1;
+        return true;
+}
+
+static json_t *envelope(json_t *id, bool ok)
+{
+        return json_pack("{s:O?, s:i, s:b}", AJ_BROKER_F_ID, id, AJ_BROKER_F_V, AJ_BROKER_VERSION, AJ_BROKER_F_OK,
+                         (int)ok);
+}
+
+/* Records broker.error (rate limited) and queues the error reply. `id` may be NULL. */
+_printf_(5, 6) static void reply_error(AjBroker *b, Conn *c, json_t *id, const char *code, const char *fmt, ...)
+{
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+
+        if (error_event_allowed(b)) {
+                json_t *f = json_pack("{s:s, s:s, s:O?}", "code", code, "message", msg, "id", id);
+                if (f && b->errors_suppressed) {
+                        json_object_set_new(f, "suppressed", json_integer((json_int_t)b->errors_suppressed));
+                        b->errors_suppressed = 0;
+                }
+                (void)emit(b, "broker.error", f); /* the reply says what went wrong either way */
+        }
+        json_t *r = envelope(id, false);
+        if (r && json_object_set_new(r, AJ_BROKER_F_ERROR, json_pack("{s:s, s:s}", "code", code, "message", msg)) < 0) {
+                json_decref(r);
+                r = NULL;
+        }
+        conn_reply(c, r);
+}
+
+/* ---- request validation ---- */
+
+/* A short printable rendering of an untrusted string for messages. */
+static const char *shown(const char *s, char *buf, size_t size)
+{
+        size_t j = 0;
+        for (size_t i = 0; s[i] && j + 4 < size; i++) {
+                if (i == 64) {
+                        memcpy(buf + j, "...", 3);
+                        j += 3;
+                        break;
+                }
+                unsigned char ch = (unsigned char)s[i];
+                buf[j++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+        }
+        buf[j] = 0;
+        return buf;
+}
+#define SHOWN(s) shown((s), (char[80]){}, 80)
+
+static bool is_name(const char *s, size_t len, size_t max)
+{
+        if (len == 0 || len > max || strlen(s) != len)
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+                        return false;
+        return true;
+}
+
+/* Unknown fields are errors: a misspelt field must not be silently ignored. */
+static const char *unknown_field(json_t *req, const char *const *allowed)
+{
+        const char *key;
+        json_t *v;
+        json_object_foreach(req, key, v) {
+                const char *const *a = allowed;
+                while (*a && !streq(*a, key))
+                        a++;
+                if (!*a)
+                        return key;
+        }
+        return NULL;
+}
+
+/* A required (or, with optional, possibly absent) name field; NULL after an error reply. */
+static const char *get_name(AjBroker *b, Conn *c, json_t *req, json_t *id, const char *field, size_t max,
+                            bool optional, bool *ret_missing)
+{
+        json_t *v = json_object_get(req, field);
+        if (!v) {
+                if (optional) {
+                        *ret_missing = true;
+                        return NULL;
+                }
+                reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", field);
+                return NULL;
+        }
+        if (!json_is_string(v) || !is_name(json_string_value(v), json_string_length(v), max)) {
+                reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                            "field \"%s\": expected a string of 1 to %zu characters without spaces or control "
+                            "characters",
+                            field, max);
+                return NULL;
+        }
+        return json_string_value(v);
+}
+
+/* 1: got it, 0: absent (optional), -1: error replied. */
+static int get_count(AjBroker *b, Conn *c, json_t *req, json_t *id, const char *field, bool optional, uint64_t *ret)
+{
+        json_t *v = json_object_get(req, field);
+        if (!v) {
+                if (optional)
+                        return 0;
+                reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", field);
+                return -1;
+        }
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            (uint64_t)json_integer_value(v) > AJ_BROKER_MAX_TOKENS) {
+                reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"%s\": expected an integer from 0 to %llu",
+                            field, (unsigned long long)AJ_BROKER_MAX_TOKENS);
+                return -1;
+        }
+        *ret = (uint64_t)json_integer_value(v);
+        return 1;
+}
+
+static int check_fields(AjBroker *b, Conn *c, json_t *req, json_t *id, const char *op, const char *const *allowed)
+{
+        const char *bad = unknown_field(req, allowed);
+        if (!bad)
+                return 0;
+        reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "unknown field \"%s\" for op \"%s\"", SHOWN(bad), op);
+        return -1;
+}
+
+static double cap_value(AjCap cap, uint64_t v)
+{
+        return cap == AJ_CAP_COST_USD ? (double)v / AJ_PUSD_PER_USD : (double)v;
+}
+
+static json_t *cap_json(AjCap cap, uint64_t v)
+{
+        return cap == AJ_CAP_COST_USD ? json_real(cap_value(cap, v)) : json_integer((json_int_t)v);
+}
+
+/* Adds the breach fields of `d` to an event or a reply. */
+static int add_breach(json_t *o, const AjMeterDecision *d)
+{
+        if (d->verdict == AJ_VERDICT_ALLOW)
+                return 0;
+        if (json_object_set_new(o, AJ_BROKER_F_REASON, json_string(d->reason)) < 0)
+                return -ENOMEM;
+        if (d->verdict != AJ_VERDICT_BREACH)
+                return 0;
+        if (json_object_set_new(o, AJ_BROKER_F_CAP, json_string(aj_cap_name(d->cap))) < 0 ||
+            json_object_set_new(o, AJ_BROKER_F_LIMIT, cap_json(d->cap, d->limit)) < 0 ||
+            json_object_set_new(o, AJ_BROKER_F_VALUE, cap_json(d->cap, d->value)) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static void report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
+{
+        if (d->verdict != AJ_VERDICT_BREACH || !b->hooks || !b->hooks->breach)
+                return;
+        AjBreach br = {
+                .cap = aj_cap_name(d->cap),
+                .limit = cap_value(d->cap, d->limit),
+                .value = cap_value(d->cap, d->value),
+                .request = req,
+        };
+        b->hooks->breach(b->hooks->userdata, &br);
+}
+
+/* The arguments as logged: the value itself when small, else a truncated canonical text. */
+static int add_logged_args(json_t *ev, json_t *args)
+{
+        _cleanup_free_ char *canon = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+        if (!canon)
+                return -ENOMEM;
+        size_t len = strlen(canon);
+        if (len <= AJ_BROKER_MAX_LOGGED_ARGS)
+                return json_object_set(ev, AJ_BROKER_F_TOOL_ARGS, args) < 0 ? -ENOMEM : 0;
+        size_t cut = AJ_BROKER_MAX_LOGGED_ARGS;
+        /* Cut at a character boundary: the text is UTF-8 and must stay valid. */
+        while (cut > 0 && ((unsigned char)canon[cut] & 0xc0) == 0x80)
+                cut--;
+        if (json_object_set_new(ev, "arguments_truncated", json_stringn(canon, cut)) < 0 ||
+            json_object_set_new(ev, "arguments_size", json_integer((json_int_t)len)) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static const char *verdict_name(AjVerdict v, bool tool)
+{
+        switch (v) {
+        case AJ_VERDICT_ALLOW:
+                return tool ? AJ_BROKER_ALLOW : AJ_BROKER_OK;
+        case AJ_VERDICT_DENY:
+                return AJ_BROKER_DENY;
+        default:
+                return AJ_BROKER_BREACH;
+        }
+}
+
+static void reply_unrecorded(AjBroker *b, Conn *c, json_t *id, int r)
+{
+        reply_error(b, c, id, AJ_BROKER_E_INTERNAL, "the event could not be recorded (%s); nothing was counted",
+                    strerror(r < 0 ? -r : EIO));
+}
+
+/* ---- operations ---- */
+
+static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
+{
+        static const char *const allowed[] = { AJ_BROKER_F_ID, AJ_BROKER_F_V, AJ_BROKER_F_OP, AJ_BROKER_F_TOOL_NAME,
+                                                AJ_BROKER_F_TOOL_CALL_ID, AJ_BROKER_F_TOOL_ARGS, NULL };
+        bool no_call_id = false, unused = false;
+        char generated[32], digest[AJ_SHA256_HEX_SIZE];
+
+        if (check_fields(b, c, req, id, AJ_BROKER_OP_TOOL, allowed) < 0)
+                return;
+        const char *name = get_name(b, c, req, id, AJ_BROKER_F_TOOL_NAME, AJ_BROKER_MAX_NAME, false, &unused);
+        if (!name)
+                return;
+        const char *call_id = get_name(b, c, req, id, AJ_BROKER_F_TOOL_CALL_ID, AJ_BROKER_MAX_ID, true, &no_call_id);
+        if (!call_id && !no_call_id)
+                return;
+        if (!call_id) {
+                snprintf(generated, sizeof(generated), "call-%llu", (unsigned long long)++b->next_call);
+                call_id = generated;
+        }
+        json_t *args = json_object_get(req, AJ_BROKER_F_TOOL_ARGS);
+        _cleanup_(json_decrefp) json_t *null_args = args ? NULL : json_null();
+        if (!args)
+                args = null_args;
+        int r = aj_meter_args_digest(args, digest);
+        if (r < 0)
+                return reply_unrecorded(b, c, id, r);
+
+        AjMeterReservation res;
+        AjMeterDecision d;
+        r = aj_meter_reserve_tool(b->meter, name, digest, b->now_ns(), &res, &d);
+        if (r < 0)
+                return reply_unrecorded(b, c, id, r);
+
+        json_t *ev = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
+                               "arguments_sha256", digest);
+        if (ev && add_logged_args(ev, args) < 0) {
+                json_decref(ev);
+                ev = NULL;
+        }
+        r = emit(b, "tool.request", ev);
+        if (r >= 0) {
+                ev = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
+                               AJ_BROKER_F_VERDICT, verdict_name(d.verdict, true));
+                if (ev && add_breach(ev, &d) < 0) {
+                        json_decref(ev);
+                        ev = NULL;
+                }
+                r = emit(b, "tool.verdict", ev);
+        }
+        aj_meter_settle(b->meter, &res, r >= 0);
+        if (r < 0)
+                return reply_unrecorded(b, c, id, r);
+        report_breach(b, &d, req);
+
+        json_t *reply = envelope(id, true);
+        if (reply && (json_object_set_new(reply, AJ_BROKER_F_VERDICT, json_string(verdict_name(d.verdict, true))) < 0 ||
+                      json_object_set_new(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(call_id)) < 0 ||
+                      add_breach(reply, &d) < 0 ||
+                      json_object_set_new(reply, AJ_BROKER_F_USAGE,
+                                          aj_meter_to_json(b->meter, b->now_ns(), true)) < 0)) {
+                json_decref(reply);
+                reply = NULL;
+        }
+        conn_reply(c, reply);
+}
+
+static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
+{
+        static const char *const allowed[] = { AJ_BROKER_F_ID, AJ_BROKER_F_V, AJ_BROKER_F_OP, AJ_BROKER_F_TOOL_CALL_ID,
+                                                AJ_BROKER_F_STATUS, AJ_BROKER_F_UNDO, NULL };
+        bool unused = false;
+
+        if (check_fields(b, c, req, id, AJ_BROKER_OP_TOOL_RESULT, allowed) < 0)
+                return;
+        const char *call_id = get_name(b, c, req, id, AJ_BROKER_F_TOOL_CALL_ID, AJ_BROKER_MAX_ID, false, &unused);
+        if (!call_id)
+                return;
+        json_t *status = json_object_get(req, AJ_BROKER_F_STATUS);
+        if (!status)
+                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", AJ_BROKER_F_STATUS);
+        if (!json_is_string(status) ||
+            (!streq(json_string_value(status), "ok") && !streq(json_string_value(status), "error")))
+                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"%s\": expected \"ok\" or \"error\"",
+                                   AJ_BROKER_F_STATUS);
+        json_t *undo = json_object_get(req, AJ_BROKER_F_UNDO);
+        if (undo && !json_is_object(undo))
+                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                                   "field \"%s\": expected an object describing how to reverse the call",
+                                   AJ_BROKER_F_UNDO);
+
+        /* The undo record is kept whole: it is the rollback journal (the line limit bounds it). */
+        json_t *ev = json_pack("{s:s, s:O, s:O?}", AJ_BROKER_F_TOOL_CALL_ID, call_id, AJ_BROKER_F_STATUS, status,
+                               AJ_BROKER_F_UNDO, undo);
+        int r = emit(b, "tool.result", ev);
+        if (r < 0)
+                return reply_unrecorded(b, c, id, r);
+        conn_reply(c, envelope(id, true));
+}
+
+static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
+{
+        static const char *const allowed[] = { AJ_BROKER_F_ID, AJ_BROKER_F_V, AJ_BROKER_F_OP, AJ_BROKER_F_MODEL,
+                                                AJ_BROKER_F_INPUT_TOKENS, AJ_BROKER_F_OUTPUT_TOKENS,
+                                                AJ_BROKER_F_CACHED_TOKENS, NULL };
+        bool unused = false;
+        uint64_t input, output, cached = 0;
+
+        if (check_fields(b, c, req, id, AJ_BROKER_OP_TOKENS, allowed) < 0)
+                return;
+        const char *model = get_name(b, c, req, id, AJ_BROKER_F_MODEL, AJ_BROKER_MAX_NAME, false, &unused);
+        if (!model || get_count(b, c, req, id, AJ_BROKER_F_INPUT_TOKENS, false, &input) < 0 ||
+            get_count(b, c, req, id, AJ_BROKER_F_OUTPUT_TOKENS, false, &output) < 0 ||
+            get_count(b, c, req, id, AJ_BROKER_F_CACHED_TOKENS, true, &cached) < 0)
+                return;
+        if (cached > input)
+                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                                   "field \"%s\": must not exceed \"%s\" (cached input tokens are part of the input)",
+                                   AJ_BROKER_F_CACHED_TOKENS, AJ_BROKER_F_INPUT_TOKENS);
+
+        AjMeterReservation res;
+        AjMeterDecision d;
+        int r = aj_meter_reserve_tokens(b->meter, model, input, output, cached, &res, &d);
+        if (r < 0)
+                return reply_unrecorded(b, c, id, r);
+
+        /* Totals as they stand once this request is settled (a breach commits nothing). */
+        static const AjCap total_caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
+        json_t *totals = json_object();
+        for (size_t i = 0; totals && i < ARRAY_SIZE(total_caps); i++) {
+                AjCap cap = total_caps[i];
+                uint64_t v = aj_meter_used(b->meter, cap, 0) + res.amount[cap];
+                if (json_object_set_new(totals, aj_cap_name(cap), cap_json(cap, v)) < 0) {
+                        json_decref(totals);
+                        totals = NULL;
+                }
+        }
+        const char *price = d.price_known ? "known" : "unknown";
+        json_t *ev = json_pack("{s:s, s:I, s:I, s:I, s:f, s:s, s:s, s:o}", AJ_BROKER_F_MODEL, model,
+                               AJ_BROKER_F_INPUT_TOKENS, (json_int_t)input, AJ_BROKER_F_OUTPUT_TOKENS,
+                               (json_int_t)output, AJ_BROKER_F_CACHED_TOKENS, (json_int_t)cached, AJ_BROKER_F_COST,
+                               cap_value(AJ_CAP_COST_USD, d.cost_pusd), AJ_BROKER_F_PRICE, price,
+                               AJ_BROKER_F_VERDICT, verdict_name(d.verdict, false), "totals", totals);
+        if (ev && add_breach(ev, &d) < 0) {
+                json_decref(ev);
+                ev = NULL;
+        }
+        r = emit(b, "tokens", ev);
+        aj_meter_settle(b->meter, &res, r >= 0);
+        if (r < 0)
+                return reply_unrecorded(b, c, id, r);
+        report_breach(b, &d, req);
+
+        json_t *reply = envelope(id, true);
+        if (reply && (json_object_set_new(reply, AJ_BROKER_F_VERDICT, json_string(verdict_name(d.verdict, false))) < 0 ||
+                      json_object_set_new(reply, AJ_BROKER_F_COST, json_real(cap_value(AJ_CAP_COST_USD, d.cost_pusd))) < 0 ||
+                      json_object_set_new(reply, AJ_BROKER_F_PRICE, json_string(price)) < 0 ||
+                      add_breach(reply, &d) < 0 ||
+                      json_object_set_new(reply, AJ_BROKER_F_USAGE,
+                                          aj_meter_to_json(b->meter, b->now_ns(), true)) < 0)) {
+                json_decref(reply);
+                reply = NULL;
+        }
+        conn_reply(c, reply);
+}
+
+static void op_usage(AjBroker *b, Conn *c, json_t *req, json_t *id)
+{
+        static const char *const allowed[] = { AJ_BROKER_F_ID, AJ_BROKER_F_V, AJ_BROKER_F_OP, NULL };
+        if (check_fields(b, c, req, id, AJ_BROKER_OP_USAGE, allowed) < 0)
+                return;
+        json_t *reply = envelope(id, true);
+        if (reply &&
+            json_object_set_new(reply, AJ_BROKER_F_USAGE, aj_meter_to_json(b->meter, b->now_ns(), false)) < 0) {
+                json_decref(reply);
+                reply = NULL;
+        }
+        conn_reply(c, reply);
+}
+
+static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
+{
+        json_error_t je;
+
+        if (len > 0 && line[len - 1] == '\r')
+                len--;
+        if (strspn(line, " \t\r") >= len)
+                return; /* blank lines are allowed between requests */
+        _cleanup_(json_decrefp) json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+        if (!req)
+                return reply_error(b, c, NULL, AJ_BROKER_E_BAD_JSON, "invalid JSON at column %d: %s", je.column,
+                                   je.text);
+        if (!json_is_object(req))
+                return reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST, "a request must be a JSON object");
+
+        json_t *id = json_object_get(req, AJ_BROKER_F_ID);
+        if (!id)
+                return reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST, "missing field \"id\"");
+        if (!(json_is_integer(id) || (json_is_string(id) && json_string_length(id) >= 1 &&
+                                      json_string_length(id) <= AJ_BROKER_MAX_ID &&
+                                      strlen(json_string_value(id)) == json_string_length(id))))
+                return reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST,
+                                   "field \"id\": expected an integer or a string of 1 to %d bytes", AJ_BROKER_MAX_ID);
+
+        json_t *v = json_object_get(req, AJ_BROKER_F_V);
+        if (!v)
+                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"v\" (the protocol version, %d)",
+                                   AJ_BROKER_VERSION);
+        if (!json_is_integer(v) || json_integer_value(v) != AJ_BROKER_VERSION)
+                return reply_error(b, c, id, AJ_BROKER_E_BAD_VERSION,
+                                   "field \"v\": unsupported protocol version (this broker speaks %d)",
+                                   AJ_BROKER_VERSION);
+
+        json_t *op = json_object_get(req, AJ_BROKER_F_OP);
+        if (!op)
+                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"op\"");
+        if (!json_is_string(op))
+                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"op\": expected a string");
+        const char *o = json_string_value(op);
+        if (streq(o, AJ_BROKER_OP_TOOL))
+                op_tool(b, c, req, id);
+        else if (streq(o, AJ_BROKER_OP_TOOL_RESULT))
+                op_tool_result(b, c, req, id);
+        else if (streq(o, AJ_BROKER_OP_TOKENS))
+                op_tokens(b, c, req, id);
+        else if (streq(o, AJ_BROKER_OP_USAGE))
+                op_usage(b, c, req, id);
+        else
+                reply_error(b, c, id, AJ_BROKER_E_UNKNOWN_OP,
+                            "field \"op\": unknown operation \"%s\" (expected tool, tool_result, tokens or usage)",
+                            SHOWN(o));
+}
+
+/* Handles every complete line in the input buffer. */
+static void conn_process(AjBroker *b, Conn *c)
+{
+        size_t start = 0;
+        while (!c->dead) {
+                char *nl = memchr(c->in + start, '\n', c->in_len - start);
+                if (!nl)
+                        break;
+                size_t len = (size_t)(nl - (c->in + start));
+                if (c->discarding)
+                        c->discarding = false; /* the end of an oversized line */
+                else
+                        handle_line(b, c, c->in + start, len);
+                start += len + 1;
+        }
+        memmove(c->in, c->in + start, c->in_len - start);
+        c->in_len -= start;
+        if (c->in_len == IN_SIZE) {
+                /* No newline within a maximal line: answer once, then drop up to the newline. */
+                if (!c->discarding)
+                        reply_error(b, c, NULL, AJ_BROKER_E_LINE_TOO_LONG,
+                                    "request line longer than %d bytes; discarded up to the next newline",
+                                    AJ_BROKER_MAX_LINE);
+                c->discarding = true;
+                c->in_len = 0;
+        }
+}
+
+static void conn_read(AjBroker *b, Conn *c)
+{
+        ssize_t n = read(c->fd, c->in + c->in_len, IN_SIZE - c->in_len);
+        if (n < 0) {
+                if (errno != EAGAIN && errno != EINTR)
+                        c->dead = true;
+                return;
+        }
+        if (n == 0) {
+                /* A last line without its newline is not a request. */
+                c->eof = true;
+                if (c->out_len == 0)
+                        c->dead = true;
+                else
+                        conn_update_events(b, c);
+                return;
+        }
+        c->in_len += (size_t)n;
+        conn_process(b, c);
+}
+
+static void accept_all(AjBroker *b)
+{
+        for (int i = 0; i < MAX_ACCEPTS_PER_DISPATCH; i++) {
+                int fd = accept4(b->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (fd < 0)
+                        return; /* EAGAIN, or a connection that died before we got to it */
+                if (b->n_conns >= AJ_BROKER_MAX_CONNECTIONS) {
+                        char line[256];
+                        int len = snprintf(line, sizeof(line),
+                                           "{\"id\":null,\"v\":%d,\"ok\":false,\"error\":{\"code\":\"%s\",\"message\":"
+                                           "\"too many connections (at most %d)\"}}\n",
+                                           AJ_BROKER_VERSION, AJ_BROKER_E_BUSY, AJ_BROKER_MAX_CONNECTIONS);
+                        /* Best effort: a fresh socket always has room for one short line. */
+                        (void)!send(fd, line, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                        close(fd);
+                        if (error_event_allowed(b))
+                                (void)emit(b, "broker.error",
+                                           json_pack("{s:s, s:s}", "code", AJ_BROKER_E_BUSY, "message",
+                                                     "too many connections"));
+                        continue;
+                }
+                Conn *c = calloc(1, sizeof(*c));
+                if (c)
+                        c->in = malloc(IN_SIZE);
+                struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+                if (!c || !c->in || epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        if (c)
+                                free(c->in);
+                        free(c);
+                        close(fd);
+                        continue;
+                }
+                c->fd = fd;
+                c->next = b->conns;
+                if (b->conns)
+                        b->conns->prev = c;
+                b->conns = c;
+                b->n_conns++;
+        }
+}
+
+int aj_broker_dispatch(AjBroker *b)
+{
+        struct epoll_event ev[MAX_EVENTS_PER_DISPATCH];
+        int n = epoll_wait(b->epfd, ev, MAX_EVENTS_PER_DISPATCH, 0);
+        if (n < 0)
+                return errno == EINTR ? 0 : -errno;
+        for (int i = 0; i < n; i++) {
+                if (ev[i].data.ptr == b) {
+                        accept_all(b);
+                        continue;
+                }
+                Conn *c = ev[i].data.ptr;
+                if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                        conn_read(b, c);
+                if (!c->dead && c->out_len > 0)
+                        conn_flush(b, c);
+                if (c->dead)
+                        conn_close(b, c);
+        }
+        return 0;
+}
+
+size_t aj_broker_connections(const AjBroker *b)
+{
+        return b->n_conns;
+}
+
+int aj_broker_fd(AjBroker *b)
+{
+        return b->epfd;
+}
+
+void aj_broker_set_clock(AjBroker *b, uint64_t (*now_ns)(void))
+{
+        b->now_ns = now_ns ? now_ns : aj_now_monotonic_ns;
+}
+
+int aj_broker_new(const char *socket_path, uid_t owner_uid, gid_t owner_gid, AjMeter *meter, const AjHooks *hooks,
+                  AjBroker **ret)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct stat st;
+        int r;
+
+        if (strlen(socket_path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, socket_path);
+        /* Replace a stale socket of an earlier run, never anything else. */
+        if (lstat(socket_path, &st) == 0) {
+                if (!S_ISSOCK(st.st_mode))
+                        return -EEXIST;
+                if (unlink(socket_path) < 0)
+                        return -errno;
+        }
+
+        AjBroker *b = calloc(1, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        b->listen_fd = -1;
+        b->meter = meter;
+        b->hooks = hooks;
+        b->now_ns = aj_now_monotonic_ns;
+        b->epfd = epoll_create1(EPOLL_CLOEXEC);
+        b->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (b->epfd < 0 || b->listen_fd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        /* The umask makes bind() create the node 0600 at once: no window with looser bits.
+         * The supervisor is single-threaded, so the process-wide umask change is not raced. */
+        mode_t old = umask(0177);
+        r = bind(b->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old);
+        if (r < 0) {
+                r = -errno;
+                goto fail;
+        }
+        b->path = strdup(socket_path);
+        if (!b->path) {
+                r = -ENOMEM;
+                unlink(socket_path);
+                goto fail;
+        }
+        if ((owner_uid != (uid_t)-1 || owner_gid != (gid_t)-1) && lchown(socket_path, owner_uid, owner_gid) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = b };
+        if (listen(b->listen_fd, 128) < 0 || epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->listen_fd, &ev) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        *ret = b;
+        return 0;
+fail:
+        aj_broker_free(b);
+        return r;
+}
+
+void aj_broker_free(AjBroker *b)
+{
+        if (!b)
+                return;
+        while (b->conns)
+                conn_close(b, b->conns);
+        if (b->listen_fd >= 0)
+                close(b->listen_fd);
+        if (b->epfd >= 0)
+                close(b->epfd);
+        if (b->path)
+                unlink(b->path);
+        free(b->path);
+        free(b);
+}

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The broker: the per-run Unix socket the jail talks to ($AGENTJAIL_BROKER).
+ * Runs in the supervisor's event loop: aj_broker_fd() is an epoll fd that is
+ * readable when there is work, aj_broker_dispatch() does all of it without
+ * blocking. The protocol is in include/agentjail/broker.h and
+ * docs/broker-protocol.md. Every event is emitted (hooks->emit) before the
+ * reply it belongs to is queued.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hooks.h"
+#include "meter.h"
+#include "util/macros.h"
+
+typedef struct AjBroker AjBroker;
+
+/* Creates the listening socket at `socket_path` (its directory exists; a stale socket
+ * there is replaced), mode 0600, owned by owner_uid/owner_gid (pass -1 to leave it).
+ * `meter` and `hooks` are borrowed and must outlive the broker. */
+int aj_broker_new(const char *socket_path, uid_t owner_uid, gid_t owner_gid, AjMeter *meter, const AjHooks *hooks,
+                  AjBroker **ret);
+int aj_broker_fd(AjBroker *b);
+/* Accepts, reads, answers and flushes whatever is ready. Never blocks. Returns 0, or a
+ * negative errno only for a failure of the broker itself (its epoll fd). */
+int aj_broker_dispatch(AjBroker *b);
+size_t aj_broker_connections(const AjBroker *b);
+/* Closes every connection and the socket, unlinks the socket path. Accepts NULL. */
+void aj_broker_free(AjBroker *b);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjBroker *, aj_broker_free);
+
+/* For tests and the benchmark: the clock used for rate windows (default CLOCK_MONOTONIC). */
+void aj_broker_set_clock(AjBroker *b, uint64_t (*now_ns)(void));
+
+/* ---- `agentjail meter ...`, the client that runs inside the jail ---- */
+
+typedef enum {
+        AJ_METER_CMD_TOOL,
+        AJ_METER_CMD_RESULT,
+        AJ_METER_CMD_TOKENS,
+        AJ_METER_CMD_USAGE,
+        AJ_METER_CMD_HELP,
+} AjMeterCmdKind;
+
+/* Exit statuses of `agentjail meter` */
+enum {
+        AJ_METER_EXIT_OK = 0,     /* allowed, recorded */
+        AJ_METER_EXIT_DENIED = 1, /* tool denied by the profile's rules (reason on stderr) */
+        AJ_METER_EXIT_USAGE = 2,  /* bad arguments, no broker, protocol error */
+        AJ_METER_EXIT_BREACH = 3, /* a cap was crossed: the run is being frozen */
+};
+
+typedef struct {
+        AjMeterCmdKind kind;
+        bool json;
+        const char *name;   /* tool */
+        const char *args;   /* tool: JSON text, validated */
+        const char *id;     /* tool: call id (optional); result: call id */
+        const char *status; /* result: "ok" | "error" */
+        const char *undo;   /* result: JSON object text, validated */
+        const char *model;  /* tokens */
+        uint64_t input, output, cached;
+} AjMeterCmd;
+
+/* Pure: argv (argv[0] == "meter") -> AjMeterCmd (pointers into argv). -EINVAL with a
+ * message in *ret_error. */
+int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error);
+/* The request line (no '\n') for a parsed command; `id` is the envelope id. */
+int aj_meter_cmd_request(const AjMeterCmd *cmd, json_int_t id, char **ret);
+/* `agentjail meter ...`; returns the exit status. */
+int aj_cmd_meter(int argc, char **argv);

@@ -1,0 +1,671 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The control socket: server (in the supervisor's loop) and client (operator commands). */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "control.h"
+
+typedef struct {
+        int fd;
+        uid_t uid;
+        bool closing; /* disconnect once the output is flushed */
+        bool want_out;
+        size_t in_len;
+        char *out;
+        size_t out_len, out_off;
+        char in[AJ_CONTROL_MAX_LINE];
+} Client;
+
+struct AjControl {
+        int epfd;
+        int listen_fd;
+        char *path;
+        uid_t owner;
+        AjControlOps ops;
+        Client *clients[AJ_CONTROL_MAX_CLIENTS];
+};
+
+/* ---- requests -> replies (pure apart from the ops) ---------------------------- */
+
+static const char *errno_code(int err)
+{
+        const char *n = err > 0 ? strerrorname_np(err) : NULL;
+        return n ? n : "EIO";
+}
+
+_printf_(3, 4) static json_t *error_reply(json_t *id, int err, const char *fmt, ...)
+{
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        json_t *reply = json_pack("{s:b, s:{s:s, s:s}}", "ok", 0, "error", "code", errno_code(err), "message", msg);
+        if (reply && id)
+                json_object_set(reply, "id", id);
+        return reply;
+}
+
+static json_t *ok_reply(json_t *id, json_t *result)
+{
+        json_t *reply = json_pack("{s:b, s:o}", "ok", 1, "result", result ? result : json_object());
+        if (reply && id)
+                json_object_set(reply, "id", id);
+        return reply;
+}
+
+static bool raise_key_valid(const char *k)
+{
+        size_t n = strlen(k);
+        if (n == 0 || n > 32)
+                return false;
+        return strspn(k, "abcdefghijklmnopqrstuvwxyz_") == n;
+}
+
+/* "+20000", "5", "2.50", "100M": the supervisor interprets them; here only their shape. */
+static bool raise_value_valid(json_t *v)
+{
+        if (json_is_integer(v))
+                return json_integer_value(v) >= 0;
+        if (json_is_real(v))
+                return json_real_value(v) >= 0;
+        if (!json_is_string(v))
+                return false;
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (n == 0 || n > 32 || strlen(s) != n)
+                return false;
+        if (streq(s, "unlimited"))
+                return true;
+        if (*s == '+')
+                s++, n--;
+        if (n == 0 || *s < '0' || *s > '9')
+                return false;
+        size_t digits = strspn(s, "0123456789.");
+        return strspn(s + digits, "KMGTkmgtiB") == n - digits;
+}
+
+static json_t *check_fields(json_t *req, json_t *id, const char *op, const char *const *allowed)
+{
+        const char *key;
+        json_t *v;
+        json_object_foreach(req, key, v) {
+                bool ok = streq(key, "op") || streq(key, "id");
+                for (size_t i = 0; !ok && allowed && allowed[i]; i++)
+                        ok = streq(key, allowed[i]);
+                if (!ok)
+                        return error_reply(id, EINVAL, "unknown field '%.64s' for op '%s'", key, op);
+        }
+        return NULL;
+}
+
+static json_t *do_freeze(const AjControlOps *ops, json_t *req, json_t *id)
+{
+        static const char *const fields[] = { "reason", NULL };
+        json_t *bad = check_fields(req, id, "freeze", fields);
+        if (bad)
+                return bad;
+        const char *reason = "operator";
+        json_t *r = json_object_get(req, "reason");
+        if (r) {
+                if (!json_is_string(r) || json_string_length(r) == 0 ||
+                    json_string_length(r) > AJ_CONTROL_MAX_REASON || strlen(json_string_value(r)) != json_string_length(r))
+                        return error_reply(id, EINVAL, "field 'reason': expected a string of 1 to %d bytes",
+                                           AJ_CONTROL_MAX_REASON);
+                reason = json_string_value(r);
+        }
+        if (!ops->freeze)
+                return error_reply(id, ENOSYS, "freeze is not available");
+        int rr = ops->freeze(ops->userdata, reason);
+        if (rr < 0)
+                return error_reply(id, -rr, "freeze failed: %s", strerror(-rr));
+        return ok_reply(id, NULL);
+}
+
+static json_t *do_thaw(const AjControlOps *ops, json_t *req, json_t *id)
+{
+        static const char *const fields[] = { "raise", NULL };
+        json_t *bad = check_fields(req, id, "thaw", fields);
+        if (bad)
+                return bad;
+        json_t *raise = json_object_get(req, "raise");
+        if (json_is_null(raise))
+                raise = NULL;
+        if (raise) {
+                if (!json_is_object(raise))
+                        return error_reply(id, EINVAL, "field 'raise': expected an object like {\"tokens\": \"+20000\"}");
+                if (json_object_size(raise) > AJ_CONTROL_MAX_RAISE_KEYS)
+                        return error_reply(id, EINVAL, "field 'raise': at most %d caps", AJ_CONTROL_MAX_RAISE_KEYS);
+                const char *key;
+                json_t *v;
+                json_object_foreach(raise, key, v) {
+                        if (!raise_key_valid(key))
+                                return error_reply(id, EINVAL, "field 'raise': '%.64s' is not a cap name", key);
+                        if (!raise_value_valid(v))
+                                return error_reply(id, EINVAL,
+                                                   "field 'raise.%s': expected \"+N\" (add), \"N\" (set) or \"unlimited\"",
+                                                   key);
+                }
+                if (json_object_size(raise) == 0)
+                        raise = NULL;
+        }
+        if (!ops->thaw)
+                return error_reply(id, ENOSYS, "thaw is not available");
+        char *err_text = NULL;
+        int rr = ops->thaw(ops->userdata, raise, &err_text);
+        if (rr < 0) {
+                json_t *reply = error_reply(id, -rr, "%s", err_text ? err_text : strerror(-rr));
+                free(err_text);
+                return reply;
+        }
+        free(err_text);
+        return ok_reply(id, NULL);
+}
+
+static json_t *do_simple(const AjControlOps *ops, json_t *req, json_t *id, const char *op,
+                         int (*fn)(void *userdata))
+{
+        json_t *bad = check_fields(req, id, op, NULL);
+        if (bad)
+                return bad;
+        if (!fn)
+                return error_reply(id, ENOSYS, "%s is not available", op);
+        int rr = fn(ops->userdata);
+        if (rr < 0)
+                return error_reply(id, -rr, "%s failed: %s", op, strerror(-rr));
+        return ok_reply(id, NULL);
+}
+
+static json_t *do_inspect(const AjControlOps *ops, json_t *req, json_t *id)
+{
+        json_t *bad = check_fields(req, id, "inspect", NULL);
+        if (bad)
+                return bad;
+        if (!ops->inspect)
+                return error_reply(id, ENOSYS, "inspect is not available");
+        json_t *state = ops->inspect(ops->userdata);
+        if (!state)
+                return error_reply(id, EIO, "inspect failed");
+        return ok_reply(id, state);
+}
+
+json_t *aj_control_handle_line(const AjControlOps *ops, const char *line, size_t len)
+{
+        json_error_t jerr;
+        if (len > 0 && line[len - 1] == '\r')
+                len--;
+        json_auto_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!req)
+                return error_reply(NULL, EINVAL, "request is not JSON: %s (column %d)", jerr.text, jerr.column);
+        if (!json_is_object(req))
+                return error_reply(NULL, EINVAL, "request must be a JSON object");
+        json_t *id = json_object_get(req, "id");
+        if (id && !json_is_string(id) && !json_is_integer(id))
+                return error_reply(NULL, EINVAL, "field 'id': expected a string or an integer");
+        if (id && json_is_string(id) && json_string_length(id) > 128)
+                return error_reply(NULL, EINVAL, "field 'id': longer than 128 bytes");
+        json_t *opv = json_object_get(req, "op");
+        if (!opv)
+                return error_reply(id, EINVAL, "missing field 'op'");
+        if (!json_is_string(opv))
+                return error_reply(id, EINVAL, "field 'op': expected a string");
+        const char *op = json_string_value(opv);
+        if (streq(op, "inspect"))
+                return do_inspect(ops, req, id);
+        if (streq(op, "freeze"))
+                return do_freeze(ops, req, id);
+        if (streq(op, "thaw"))
+                return do_thaw(ops, req, id);
+        if (streq(op, "kill"))
+                return do_simple(ops, req, id, "kill", ops->kill);
+        if (streq(op, "release"))
+                return do_simple(ops, req, id, "release", ops->release);
+        return error_reply(id, EINVAL, "field 'op': unknown op '%.64s' (inspect, freeze, thaw, kill, release)", op);
+}
+
+/* Compact JSON + '\n'; a reply past the limit becomes an E2BIG error. */
+static char *reply_line(json_t *reply, size_t *ret_len)
+{
+        char *text = json_dumps(reply, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+        size_t n = text ? strlen(text) : 0;
+        if (text && n + 1 > AJ_CONTROL_MAX_REPLY) {
+                free(text);
+                json_auto_t *big = error_reply(json_object_get(reply, "id"), E2BIG, "reply larger than %d bytes",
+                                               AJ_CONTROL_MAX_REPLY);
+                text = big ? json_dumps(big, JSON_COMPACT) : NULL;
+                n = text ? strlen(text) : 0;
+        }
+        if (!text)
+                return NULL;
+        text[n] = '\n'; /* json_dumps leaves room for the NUL: replace it */
+        *ret_len = n + 1;
+        return text;
+}
+
+/* ---- server ---------------------------------------------------------------------- */
+
+static void client_free(AjControl *c, size_t slot)
+{
+        Client *cl = c->clients[slot];
+        if (!cl)
+                return;
+        epoll_ctl(c->epfd, EPOLL_CTL_DEL, cl->fd, NULL);
+        close(cl->fd);
+        free(cl->out);
+        free(cl);
+        c->clients[slot] = NULL;
+}
+
+static int client_watch(AjControl *c, size_t slot, bool want_out)
+{
+        Client *cl = c->clients[slot];
+        if (cl->want_out == want_out)
+                return 0;
+        struct epoll_event ev = { .events = want_out ? EPOLLOUT : EPOLLIN, .data.u64 = slot };
+        if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, cl->fd, &ev) < 0)
+                return -errno;
+        cl->want_out = want_out;
+        return 0;
+}
+
+/* Returns 1 when everything queued is sent, 0 when the socket is full, <0 on error. */
+static int client_flush(Client *cl)
+{
+        while (cl->out_off < cl->out_len) {
+                ssize_t n = send(cl->fd, cl->out + cl->out_off, cl->out_len - cl->out_off,
+                                 MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : -errno;
+                }
+                cl->out_off += (size_t)n;
+        }
+        free(cl->out);
+        cl->out = NULL;
+        cl->out_len = cl->out_off = 0;
+        return 1;
+}
+
+static int client_queue(Client *cl, json_t *reply)
+{
+        size_t n;
+        char *line = reply ? reply_line(reply, &n) : NULL;
+        json_decref(reply);
+        if (!line)
+                return -ENOMEM;
+        /* Lines are handled only while nothing is pending, so this is the only reply queued. */
+        free(cl->out);
+        cl->out = line;
+        cl->out_len = n;
+        cl->out_off = 0;
+        return 0;
+}
+
+/* Handle complete lines until one's reply cannot be sent at once. */
+static int client_process(AjControl *c, Client *cl)
+{
+        while (!cl->out) {
+                char *nl = memchr(cl->in, '\n', cl->in_len);
+                if (!nl) {
+                        if (cl->in_len < sizeof(cl->in))
+                                return 0;
+                        cl->closing = true;
+                        cl->in_len = 0;
+                        return client_queue(cl, error_reply(NULL, E2BIG, "request line longer than %d bytes",
+                                                            AJ_CONTROL_MAX_LINE - 1));
+                }
+                size_t len = (size_t)(nl - cl->in);
+                int r = client_queue(cl, aj_control_handle_line(&c->ops, cl->in, len));
+                memmove(cl->in, nl + 1, cl->in_len - len - 1);
+                cl->in_len -= len + 1;
+                if (r < 0)
+                        return r;
+                r = client_flush(cl);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void client_event(AjControl *c, size_t slot, uint32_t events)
+{
+        Client *cl = c->clients[slot];
+        int r = 0;
+
+        if (cl->out) {
+                r = client_flush(cl);
+                if (r < 0)
+                        goto drop;
+                if (r == 0)
+                        return;
+                if (cl->closing)
+                        goto drop;
+                /* Lines read before the reply blocked are still waiting. */
+                r = client_process(c, cl);
+                if (r < 0)
+                        goto drop;
+        } else if (events & EPOLLIN) {
+                ssize_t n = recv(cl->fd, cl->in + cl->in_len, sizeof(cl->in) - cl->in_len, MSG_DONTWAIT);
+                if (n == 0)
+                        goto drop;
+                if (n < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return;
+                        goto drop;
+                }
+                cl->in_len += (size_t)n;
+                r = client_process(c, cl);
+                if (r < 0)
+                        goto drop;
+        } else if (events & (EPOLLHUP | EPOLLERR)) {
+                goto drop;
+        }
+        if (!cl->out && cl->closing)
+                goto drop;
+        if (client_watch(c, slot, cl->out != NULL) < 0)
+                goto drop;
+        return;
+drop:
+        client_free(c, slot);
+}
+
+/* Best effort: one reply line to a connection that is about to be closed. */
+static void refuse(int fd, int err, const char *message)
+{
+        json_auto_t *reply = error_reply(NULL, err, "%s", message);
+        size_t n;
+        _cleanup_free_ char *line = reply ? reply_line(reply, &n) : NULL;
+        if (line)
+                (void)!send(fd, line, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static int accept_one(AjControl *c)
+{
+        _cleanup_close_ int fd = accept4(c->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+                return errno == EAGAIN ? 0 : (errno == EINTR || errno == ECONNABORTED ? 1 : -errno);
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof(cred)) {
+                refuse(fd, EPERM, "cannot identify the peer");
+                return 1;
+        }
+        if (cred.uid != c->owner && cred.uid != 0) {
+                refuse(fd, EPERM, "only the run's owner or root may control this run");
+                return 1;
+        }
+        size_t slot = 0;
+        while (slot < AJ_CONTROL_MAX_CLIENTS && c->clients[slot])
+                slot++;
+        if (slot == AJ_CONTROL_MAX_CLIENTS) {
+                refuse(fd, EBUSY, "too many control connections");
+                return 1;
+        }
+        Client *cl = calloc(1, sizeof(*cl));
+        if (!cl) {
+                refuse(fd, ENOMEM, "out of memory");
+                return 1;
+        }
+        cl->fd = fd;
+        cl->uid = cred.uid;
+        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = slot };
+        if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                free(cl);
+                return 1;
+        }
+        TAKE_FD(fd);
+        c->clients[slot] = cl;
+        return 1;
+}
+
+#define LISTENER UINT64_MAX
+
+int aj_control_dispatch(AjControl *c)
+{
+        struct epoll_event evs[AJ_CONTROL_MAX_CLIENTS + 1];
+        int n = epoll_wait(c->epfd, evs, (int)ARRAY_SIZE(evs), 0);
+        if (n < 0)
+                return errno == EINTR ? 0 : -errno;
+        for (int i = 0; i < n; i++) {
+                if (evs[i].data.u64 == LISTENER) {
+                        /* Bounded, so a connection flood cannot hold the loop. */
+                        for (int k = 0; k < AJ_CONTROL_MAX_CLIENTS; k++) {
+                                int r = accept_one(c);
+                                if (r < 0)
+                                        return r;
+                                if (r == 0)
+                                        break;
+                        }
+                        continue;
+                }
+                size_t slot = (size_t)evs[i].data.u64;
+                if (slot < AJ_CONTROL_MAX_CLIENTS && c->clients[slot])
+                        client_event(c, slot, evs[i].events);
+        }
+        return 0;
+}
+
+int aj_control_fd(AjControl *c) { return c->epfd; }
+
+static int bind_socket(const char *path, uid_t owner)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+
+        struct stat st;
+        if (lstat(path, &st) == 0) {
+                /* A supervisor that died uncleanly leaves its socket; anything else is not ours. */
+                if (!S_ISSOCK(st.st_mode))
+                        return -EEXIST;
+                if (unlink(path) < 0)
+                        return -errno;
+        }
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        /* The mode is fixed at bind() time by the umask; no window where others may connect. */
+        mode_t old = umask(0177);
+        int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old);
+        if (r < 0)
+                return -errno;
+        if ((geteuid() == 0 && owner != 0 && chown(path, owner, (gid_t)-1) < 0) || listen(fd, 16) < 0) {
+                r = -errno;
+                unlink(path);
+                return r;
+        }
+        return TAKE_FD(fd);
+}
+
+int aj_control_new(const char *socket_path, uid_t owner, const AjControlOps *ops, AjControl **ret)
+{
+        if (!socket_path || !ops)
+                return -EINVAL;
+        AjControl *c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->listen_fd = -1;
+        c->owner = owner;
+        c->ops = *ops;
+        c->epfd = epoll_create1(EPOLL_CLOEXEC);
+        int r = c->epfd < 0 ? -errno : 0;
+        if (r == 0 && !(c->path = strdup(socket_path)))
+                r = -ENOMEM;
+        if (r == 0) {
+                r = bind_socket(socket_path, owner);
+                if (r >= 0) {
+                        c->listen_fd = r;
+                        r = 0;
+                }
+        }
+        if (r == 0) {
+                struct epoll_event ev = { .events = EPOLLIN, .data.u64 = LISTENER };
+                if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->listen_fd, &ev) < 0)
+                        r = -errno;
+        }
+        if (r < 0) {
+                if (c->listen_fd < 0) {
+                        free(c->path); /* not bound by us: must not be unlinked */
+                        c->path = NULL;
+                }
+                aj_control_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+void aj_control_free(AjControl *c)
+{
+        if (!c)
+                return;
+        for (size_t i = 0; i < AJ_CONTROL_MAX_CLIENTS; i++)
+                client_free(c, i);
+        if (c->listen_fd >= 0) {
+                close(c->listen_fd);
+                if (c->path)
+                        unlink(c->path);
+        }
+        if (c->epfd >= 0)
+                close(c->epfd);
+        free(c->path);
+        free(c);
+}
+
+/* ---- client ---------------------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+        for (;;) {
+                int64_t left = deadline - now_ms();
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                struct pollfd p = { .fd = fd, .events = events };
+                int n = poll(&p, 1, (int)(left > 60000 ? 60000 : left));
+                if (n < 0 && errno != EINTR)
+                        return -errno;
+                if (n > 0)
+                        return 0;
+        }
+}
+
+int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, json_t **ret_reply)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (!socket_path || !request)
+                return -EINVAL;
+        if (strlen(socket_path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, socket_path);
+        int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        /* Non-blocking: a full backlog gives EAGAIN instead of hanging the operator. */
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                return -errno;
+
+        size_t len;
+        _cleanup_free_ char *line = json_dumps(request, JSON_COMPACT | JSON_ENSURE_ASCII);
+        if (!line)
+                return -ENOMEM;
+        len = strlen(line);
+        line[len++] = '\n';
+        int send_err = 0;
+        for (size_t off = 0; off < len;) {
+                ssize_t n = send(fd, line + off, len - off, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EPIPE || errno == ECONNRESET) {
+                                /* A refusal (EPERM, EBUSY) is sent and the connection closed
+                                 * on accept: the reply may be waiting to be read. */
+                                send_err = -errno;
+                                break;
+                        }
+                        if (errno != EAGAIN)
+                                return -errno;
+                        int r = wait_fd(fd, POLLOUT, deadline);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                off += (size_t)n;
+        }
+
+        size_t cap = 4096, have = 0;
+        _cleanup_free_ char *buf = malloc(cap);
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                if (have == cap) {
+                        if (cap >= AJ_CONTROL_MAX_REPLY)
+                                return -EBADMSG;
+                        cap *= 4;
+                        char *nb = realloc(buf, cap);
+                        if (!nb)
+                                return -ENOMEM;
+                        buf = nb;
+                }
+                ssize_t n = recv(fd, buf + have, cap - have, 0);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EAGAIN)
+                                return send_err ?: -errno;
+                        int r = wait_fd(fd, POLLIN, deadline);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (n == 0)
+                        return have ? -EBADMSG : (send_err ?: -ECONNRESET);
+                char *nl = memchr(buf + have, '\n', (size_t)n);
+                have += (size_t)n;
+                if (!nl)
+                        continue;
+                json_t *reply = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
+                if (!reply || !json_is_object(reply) || !json_is_boolean(json_object_get(reply, "ok"))) {
+                        json_decref(reply);
+                        return -EBADMSG;
+                }
+                *ret_reply = reply;
+                return 0;
+        }
+}
+
+char *aj_control_reply_error(json_t *reply)
+{
+        if (json_is_true(json_object_get(reply, "ok")))
+                return NULL;
+        json_t *e = json_object_get(reply, "error");
+        const char *code = json_string_value(json_object_get(e, "code"));
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        char *s;
+        if (asprintf(&s, "%s (%s)", msg ? msg : "request failed", code ? code : "EIO") < 0)
+                return NULL;
+        return s;
+}

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The per-run control socket: <runtime>/<id>/control.sock, a Unix stream socket the
+ * supervisor serves from its event loop, for `agentjail inspect | freeze | thaw | kill |
+ * quarantine release`.
+ *
+ * Protocol (version 1): one JSON object per line each way, UTF-8, '\n'-terminated.
+ *   request  {"op": "inspect"}
+ *            {"op": "freeze", "reason": "TEXT"?}
+ *            {"op": "thaw", "raise": {"tokens": "+20000", "cost_usd": "5"}?}
+ *            {"op": "kill"}
+ *            {"op": "release"}
+ *            Any request may carry "id" (string or integer), echoed in the reply.
+ *            Unknown fields are errors.
+ *   reply    {"ok": true, "result": {...}}            (inspect: the live state; others: {})
+ *            {"ok": false, "error": {"code": "EINVAL", "message": "..."}}
+ *            code is the errno name of what failed (EPERM refused, EINVAL bad request,
+ *            E2BIG line too long, EBUSY too many connections, ENOSYS op not available...).
+ *
+ * Access: the server checks SO_PEERCRED on every connection. Only the run's owner (the
+ * supervisor's euid) and root may talk to it; anyone else gets one EPERM reply and is
+ * disconnected. The socket file is also created 0600 (defence in depth).
+ *
+ * Limits: AJ_CONTROL_MAX_CLIENTS connections (more get EBUSY and are closed), request
+ * lines up to AJ_CONTROL_MAX_LINE bytes (longer: E2BIG, then disconnected), replies up
+ * to AJ_CONTROL_MAX_REPLY bytes. While a reply is unsent the server does not read from
+ * that client, so a client that does not read its replies only stalls itself.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <sys/types.h>
+
+#include "hooks.h"
+#include "util/macros.h"
+
+#define AJ_CONTROL_MAX_CLIENTS 16
+#define AJ_CONTROL_MAX_LINE 8192
+#define AJ_CONTROL_MAX_REPLY (1024 * 1024)
+/* Limits on the "raise" object of "thaw". */
+#define AJ_CONTROL_MAX_RAISE_KEYS 16
+#define AJ_CONTROL_MAX_REASON 256
+
+typedef struct AjControl AjControl;
+
+/* Bind and listen on socket_path (replacing a stale socket there; a non-socket file is
+ * -EEXIST). `ops` is copied; its callbacks run inside aj_control_dispatch(). */
+int aj_control_new(const char *socket_path, uid_t owner, const AjControlOps *ops, AjControl **ret);
+/* An epoll fd, readable while there is work for aj_control_dispatch(). */
+int aj_control_fd(AjControl *c);
+/* Accept, read, answer and flush whatever is ready, never blocking. Returns 0, or a
+ * negative errno only if the server itself broke (a client's errors are its own). */
+int aj_control_dispatch(AjControl *c);
+/* Close every connection and the listener, and unlink the socket. Accepts NULL. */
+void aj_control_free(AjControl *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjControl *, aj_control_free);
+
+/* Answer one request line (without the '\n'): the reply object (new reference). Pure
+ * apart from the ops it calls; used by the server and by tests. */
+json_t *aj_control_handle_line(const AjControlOps *ops, const char *line, size_t len);
+
+/* Client: send `request`, wait at most timeout_ms for the whole reply. -ENOENT no socket,
+ * -ECONNREFUSED nobody listening (a stale socket), -ETIMEDOUT, -EBADMSG bad reply,
+ * -ECONNRESET closed without a reply. The reply is the whole {"ok": ...} object. */
+int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, json_t **ret_reply);
+
+/* A failed reply's error as "message (CODE)" for the operator, as a new string; NULL if
+ * the reply is ok. */
+char *aj_control_reply_error(json_t *reply);

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What the supervisor (src/jail.c) offers the modules it runs in its event loop
+ * (broker, proxy, control). A table of function pointers so each module is unit
+ * tested with its own fakes. Every callback runs on the supervisor's single thread.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct {
+        const char *cap;   /* "tokens", "input_tokens", "output_tokens", "cost_usd", "tool_calls",
+                            * "tool_calls_per_min", "repeat_limit", "egress_bytes" */
+        double limit;
+        double value;      /* what the usage would have become */
+        json_t *request;   /* the triggering request or connection (borrowed, may be NULL) */
+} AjBreach;
+
+typedef struct {
+        void *userdata;
+        /* Append an event to the run's chain; returns once it is written. `fields` is consumed. */
+        int (*emit)(void *userdata, const char *type, json_t *fields);
+        /* A cap was crossed. The supervisor freezes (or, with on_breach "kill", kills) the
+         * run's cgroup, writes incident.json, runs the alert command, marks the run
+         * quarantined. The caller still answers its request afterwards. */
+        void (*breach)(void *userdata, const AjBreach *breach);
+        /* Count `bytes` of egress against the egress_bytes cap. Returns 0 when within the
+         * cap, 1 when these bytes crossed it (the breach has been handled; close the
+         * connection). */
+        int (*charge_egress)(void *userdata, uint64_t bytes, json_t *connection);
+} AjHooks;
+
+/* Operator actions the control socket (src/control.c) asks of the supervisor. */
+typedef struct {
+        void *userdata;
+        int (*freeze)(void *userdata, const char *reason);
+        /* `raise`: {"tokens": "+20000", "cost_usd": "5"} ("+N" adds, "N" sets); may be NULL. */
+        int (*thaw)(void *userdata, json_t *raise, char **ret_error);
+        int (*kill)(void *userdata);
+        /* Release from quarantine: thaws if frozen, records who released it. */
+        int (*release)(void *userdata);
+        /* Live state: {"state", "caps", "usage", "pending", "processes", "last_events"}. New reference. */
+        json_t *(*inspect)(void *userdata);
+} AjControlOps;

@@ -1,0 +1,748 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Meters and caps (see meter.h). Everything here is pure and runs on the
+ * supervisor's single thread; the reservations make the "check every cap, then
+ * commit" step explicit so the event for a request can be written between the
+ * two (an event that cannot be written releases the reservation: nothing that
+ * was not recorded is counted).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "meter.h"
+#include "profile.h"
+#include "util/parse.h"
+
+static const char *const cap_names[_AJ_CAP_MAX] = {
+        [AJ_CAP_TOKENS] = "tokens",
+        [AJ_CAP_INPUT_TOKENS] = "input_tokens",
+        [AJ_CAP_OUTPUT_TOKENS] = "output_tokens",
+        [AJ_CAP_COST_USD] = "cost_usd",
+        [AJ_CAP_TOOL_CALLS] = "tool_calls",
+        [AJ_CAP_TOOL_CALLS_PER_MIN] = "tool_calls_per_min",
+        [AJ_CAP_REPEAT_LIMIT] = "repeat_limit",
+};
+
+/* Bytes of a tool name or pattern quoted in a reason. */
+#define REASON_NAME_MAX 160
+
+#define CAP_LIST "tokens, input_tokens, output_tokens, cost_usd, tool_calls, tool_calls_per_min, repeat_limit"
+
+const char *aj_cap_name(AjCap cap)
+{
+        return cap >= 0 && cap < _AJ_CAP_MAX ? cap_names[cap] : "unknown";
+}
+
+int aj_cap_from_name(const char *name)
+{
+        for (int i = 0; i < _AJ_CAP_MAX; i++)
+                if (name && streq(cap_names[i], name))
+                        return i;
+        return -EINVAL;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+        uint64_t r;
+        return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+        uint64_t r;
+        return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+static uint64_t usd_to_pusd(double usd)
+{
+        return (uint64_t)llround(usd * AJ_PUSD_PER_USD);
+}
+
+static double pusd_to_usd(uint64_t pusd)
+{
+        return (double)pusd / AJ_PUSD_PER_USD;
+}
+
+/* ---- cap values ---- */
+
+static uint64_t cap_max(AjCap cap)
+{
+        switch (cap) {
+        case AJ_CAP_COST_USD:
+                return usd_to_pusd(AJ_CAP_MAX_USD);
+        case AJ_CAP_TOOL_CALLS_PER_MIN:
+                return AJ_CAP_MAX_PER_MIN;
+        case AJ_CAP_REPEAT_LIMIT:
+                return AJ_CAP_MAX_REPEAT;
+        default:
+                return AJ_CAP_MAX_COUNT;
+        }
+}
+
+static const char *cap_expected(AjCap cap)
+{
+        switch (cap) {
+        case AJ_CAP_COST_USD:
+                return "a number of US dollars from 0 to 1000000, such as \"5\" or \"0.25\"";
+        case AJ_CAP_TOOL_CALLS_PER_MIN:
+                return "an integer from 0 to 100000";
+        case AJ_CAP_REPEAT_LIMIT:
+                return "an integer from 1 to 1000000";
+        default:
+                return "an integer from 0 to 1000000000000000";
+        }
+}
+
+/* A cap value as a user writes it: digits (and one '.' for cost_usd). */
+static int parse_cap_value(AjCap cap, const char *s, uint64_t *ret)
+{
+        uint64_t v;
+        if (cap == AJ_CAP_COST_USD) {
+                /* strtod alone would take "nan", "inf", hex and exponents. */
+                if (!*s || strspn(s, "0123456789.") != strlen(s) || !strpbrk(s, "0123456789") ||
+                    (strchr(s, '.') && strchr(s, '.') != strrchr(s, '.')))
+                        return -EINVAL;
+                double d = strtod(s, NULL);
+                if (!isfinite(d) || d < 0 || d > AJ_CAP_MAX_USD)
+                        return -ERANGE;
+                v = usd_to_pusd(d);
+        } else {
+                int r = aj_parse_u64(s, &v);
+                if (r < 0)
+                        return r;
+        }
+        if (v > cap_max(cap) || (cap == AJ_CAP_REPEAT_LIMIT && v < 1))
+                return -ERANGE;
+        *ret = v;
+        return 0;
+}
+
+_printf_(2, 3) static int set_msg(char **ret_error, const char *fmt, ...)
+{
+        if (!ret_error)
+                return -EINVAL;
+        va_list ap;
+        char *m;
+        va_start(ap, fmt);
+        int r = vasprintf(&m, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        *ret_error = m;
+        return -EINVAL;
+}
+
+void aj_meter_caps_from_profile(const AjProfile *p, AjMeterCaps *ret)
+{
+        AjMeterCaps c = {};
+        const AjProfileMeters *pm = &p->meters;
+        const int64_t counts[_AJ_CAP_MAX] = {
+                [AJ_CAP_TOKENS] = pm->tokens,
+                [AJ_CAP_INPUT_TOKENS] = pm->input_tokens,
+                [AJ_CAP_OUTPUT_TOKENS] = pm->output_tokens,
+                [AJ_CAP_COST_USD] = -1,
+                [AJ_CAP_TOOL_CALLS] = pm->tool_calls,
+                [AJ_CAP_TOOL_CALLS_PER_MIN] = pm->tool_calls_per_min,
+                [AJ_CAP_REPEAT_LIMIT] = pm->repeat_limit,
+        };
+        for (int i = 0; i < _AJ_CAP_MAX; i++)
+                if (counts[i] >= 0) {
+                        c.set[i] = true;
+                        c.limit[i] = (uint64_t)counts[i];
+                }
+        if (pm->cost_usd >= 0) {
+                c.set[AJ_CAP_COST_USD] = true;
+                c.limit[AJ_CAP_COST_USD] = usd_to_pusd(pm->cost_usd);
+        }
+        *ret = c;
+}
+
+int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, char **ret_error)
+{
+        const char *eq = strchr(arg, '=');
+        if (!eq || eq == arg)
+                return set_msg(ret_error, "--cap %s: expected KEY=VALUE (KEY one of: " CAP_LIST ")", arg);
+        _cleanup_free_ char *key = strndup(arg, eq - arg);
+        if (!key)
+                return -ENOMEM;
+        int cap = aj_cap_from_name(key);
+        if (cap < 0)
+                return set_msg(ret_error, "--cap %s: unknown cap \"%s\" (expected one of: " CAP_LIST ")", arg, key);
+        if (streq(eq + 1, "unlimited")) {
+                caps->set[cap] = false;
+                caps->limit[cap] = 0;
+                return 0;
+        }
+        uint64_t v;
+        if (parse_cap_value(cap, eq + 1, &v) < 0)
+                return set_msg(ret_error, "--cap %s: expected %s, or \"unlimited\"", arg, cap_expected(cap));
+        caps->set[cap] = true;
+        caps->limit[cap] = v;
+        return 0;
+}
+
+/* ---- the meter ---- */
+
+typedef struct {
+        char *model;
+        uint64_t input, output, cached; /* pico-USD per token */
+} Price;
+
+struct AjMeter {
+        AjMeterCaps caps;
+        uint64_t used[_AJ_CAP_MAX];     /* additive caps */
+        uint64_t reserved[_AJ_CAP_MAX]; /* additive caps, outstanding reservations */
+
+        /* Start times of committed tool calls, oldest first, in a ring. Bounded by
+         * AJ_CAP_MAX_PER_MIN: with no rate cap the count saturates there. */
+        uint64_t *window;
+        size_t window_head, window_len, window_size;
+        uint64_t reserved_calls;
+
+        bool have_last;
+        uint8_t last_key[AJ_SHA256_SIZE];
+        uint64_t streak;         /* committed identical calls in a row, ending with last_key */
+        uint64_t pending_repeat; /* outstanding reservations with last_key */
+
+        Price *prices;
+        size_t n_prices;
+        char **allow;
+        size_t n_allow;
+        char **deny;
+        size_t n_deny;
+        bool restricted; /* an allow list exists */
+};
+
+int aj_meter_new(const AjMeterCaps *caps, AjMeter **ret)
+{
+        AjMeter *m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        if (caps)
+                m->caps = *caps;
+        *ret = m;
+        return 0;
+}
+
+void aj_meter_free(AjMeter *m)
+{
+        if (!m)
+                return;
+        free(m->window);
+        for (size_t i = 0; i < m->n_prices; i++)
+                free(m->prices[i].model);
+        free(m->prices);
+        for (size_t i = 0; i < m->n_allow; i++)
+                free(m->allow[i]);
+        free(m->allow);
+        for (size_t i = 0; i < m->n_deny; i++)
+                free(m->deny[i]);
+        free(m->deny);
+        free(m);
+}
+
+static bool price_ok(double p)
+{
+        return isfinite(p) && p >= 0 && p <= 1.0;
+}
+
+int aj_meter_set_price(AjMeter *m, const char *model, double input, double output, double cached_input)
+{
+        if (!model || !*model || !price_ok(input) || !price_ok(output) ||
+            (cached_input >= 0 && !price_ok(cached_input)) || isnan(cached_input))
+                return -EINVAL;
+        Price p = { .input = usd_to_pusd(input), .output = usd_to_pusd(output) };
+        p.cached = cached_input < 0 ? p.input : usd_to_pusd(cached_input);
+        for (size_t i = 0; i < m->n_prices; i++)
+                if (streq(m->prices[i].model, model)) {
+                        p.model = m->prices[i].model;
+                        m->prices[i] = p;
+                        return 0;
+                }
+        if (m->n_prices >= AJ_METER_MAX_PRICES)
+                return -E2BIG;
+        Price *n = realloc(m->prices, (m->n_prices + 1) * sizeof(Price));
+        if (!n)
+                return -ENOMEM;
+        m->prices = n;
+        p.model = strdup(model);
+        if (!p.model)
+                return -ENOMEM;
+        m->prices[m->n_prices++] = p;
+        return 0;
+}
+
+int aj_meter_add_tool_rule(AjMeter *m, AjToolRuleKind kind, const char *pattern)
+{
+        char ***list = kind == AJ_TOOL_RULE_DENY ? &m->deny : &m->allow;
+        size_t *n = kind == AJ_TOOL_RULE_DENY ? &m->n_deny : &m->n_allow;
+        if (!pattern || !*pattern)
+                return -EINVAL;
+        if (*n >= AJ_METER_MAX_RULES)
+                return -E2BIG;
+        char **l = realloc(*list, (*n + 1) * sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        *list = l;
+        l[*n] = strdup(pattern);
+        if (!l[*n])
+                return -ENOMEM;
+        (*n)++;
+        if (kind == AJ_TOOL_RULE_ALLOW)
+                m->restricted = true;
+        return 0;
+}
+
+void aj_meter_restrict_tools(AjMeter *m)
+{
+        m->restricted = true;
+}
+
+int aj_meter_new_for_profile(const AjProfile *p, const AjMeterCaps *caps, AjMeter **ret)
+{
+        _cleanup_(aj_meter_freep) AjMeter *m = NULL;
+        int r = aj_meter_new(caps, &m);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < p->n_prices; i++) {
+                const AjProfilePrice *pr = &p->prices[i];
+                r = aj_meter_set_price(m, pr->model, pr->input, pr->output, pr->cached_input);
+                if (r < 0)
+                        return r;
+        }
+        if (p->tools_allow_set)
+                aj_meter_restrict_tools(m);
+        for (size_t i = 0; i < p->tools_allow.n; i++)
+                if ((r = aj_meter_add_tool_rule(m, AJ_TOOL_RULE_ALLOW, p->tools_allow.items[i])) < 0)
+                        return r;
+        for (size_t i = 0; i < p->tools_deny.n; i++)
+                if ((r = aj_meter_add_tool_rule(m, AJ_TOOL_RULE_DENY, p->tools_deny.items[i])) < 0)
+                        return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+bool aj_glob_match(const char *pat, const char *s)
+{
+        /* Iterative: on a mismatch, let the last '*' swallow one more character. */
+        const char *star = NULL, *resume = NULL;
+        while (*s) {
+                if (*pat == '*') {
+                        star = pat++;
+                        resume = s;
+                } else if (*pat == *s) {
+                        pat++;
+                        s++;
+                } else if (star) {
+                        pat = star + 1;
+                        s = ++resume;
+                } else
+                        return false;
+        }
+        while (*pat == '*')
+                pat++;
+        return *pat == 0;
+}
+
+const AjMeterCaps *aj_meter_caps(const AjMeter *m)
+{
+        return &m->caps;
+}
+
+/* ---- the rate window ---- */
+
+static uint64_t window_at(const AjMeter *m, size_t i)
+{
+        return m->window[(m->window_head + i) % m->window_size];
+}
+
+/* Committed calls that started within the 60 s ending at now_ns. */
+static uint64_t window_count(const AjMeter *m, uint64_t now_ns)
+{
+        uint64_t horizon = now_ns > AJ_RATE_WINDOW_NS ? now_ns - AJ_RATE_WINDOW_NS : 0;
+        size_t i = 0;
+        /* A call exactly 60 s old has left the window. */
+        while (i < m->window_len && window_at(m, i) <= horizon && now_ns >= AJ_RATE_WINDOW_NS)
+                i++;
+        return m->window_len - i;
+}
+
+static void window_prune(AjMeter *m, uint64_t now_ns)
+{
+        uint64_t keep = window_count(m, now_ns);
+        size_t drop = m->window_len - keep;
+        if (drop) {
+                m->window_head = (m->window_head + drop) % m->window_size;
+                m->window_len -= drop;
+        }
+}
+
+static void window_push(AjMeter *m, uint64_t t)
+{
+        if (m->window_len == m->window_size) {
+                if (m->window_size >= AJ_CAP_MAX_PER_MIN) {
+                        /* Full with no cap this large: forget the oldest (the count saturates). */
+                        m->window_head = (m->window_head + 1) % m->window_size;
+                        m->window_len--;
+                } else {
+                        size_t size = m->window_size ? m->window_size * 2 : 64;
+                        if (size > AJ_CAP_MAX_PER_MIN)
+                                size = AJ_CAP_MAX_PER_MIN;
+                        uint64_t *w = malloc(size * sizeof(uint64_t));
+                        if (!w && m->window_size == 0)
+                                return; /* not even one slot: the call goes uncounted in the window */
+                        if (!w) {
+                                /* Cannot grow: drop the oldest rather than fail a committed call. */
+                                m->window_head = (m->window_head + 1) % m->window_size;
+                                m->window_len--;
+                        } else {
+                                for (size_t i = 0; i < m->window_len; i++)
+                                        w[i] = window_at(m, i);
+                                free(m->window);
+                                m->window = w;
+                                m->window_size = size;
+                                m->window_head = 0;
+                        }
+                }
+        }
+        m->window[(m->window_head + m->window_len) % m->window_size] = t;
+        m->window_len++;
+}
+
+/* ---- checks ---- */
+
+static void format_amount(AjCap cap, uint64_t v, char *buf, size_t size)
+{
+        if (cap == AJ_CAP_COST_USD)
+                snprintf(buf, size, "$%.6f", pusd_to_usd(v));
+        else
+                snprintf(buf, size, "%llu", (unsigned long long)v);
+}
+
+static void breach(AjMeterDecision *d, AjCap cap, uint64_t limit, uint64_t value)
+{
+        char l[48], v[48];
+        d->verdict = AJ_VERDICT_BREACH;
+        d->cap = cap;
+        d->limit = limit;
+        d->value = value;
+        format_amount(cap, limit, l, sizeof(l));
+        format_amount(cap, value, v, sizeof(v));
+        if (cap == AJ_CAP_REPEAT_LIMIT)
+                snprintf(d->reason, sizeof(d->reason),
+                         "repeat_limit: the same call %s times in a row (limit %s)", v, l);
+        else if (cap == AJ_CAP_TOOL_CALLS_PER_MIN)
+                snprintf(d->reason, sizeof(d->reason), "tool_calls_per_min: %s calls in 60 s (limit %s)", v, l);
+        else
+                snprintf(d->reason, sizeof(d->reason), "%s: would be %s (limit %s)", aj_cap_name(cap), v, l);
+}
+
+/* Checks the additive caps for `amount`; true when all fit. */
+static bool check_additive(const AjMeter *m, const uint64_t amount[_AJ_CAP_MAX], const AjCap *order, size_t n,
+                           AjMeterDecision *d)
+{
+        for (size_t i = 0; i < n; i++) {
+                AjCap c = order[i];
+                if (!m->caps.set[c])
+                        continue;
+                uint64_t v = sat_add(sat_add(m->used[c], m->reserved[c]), amount[c]);
+                if (v > m->caps.limit[c]) {
+                        breach(d, c, m->caps.limit[c], v);
+                        return false;
+                }
+        }
+        return true;
+}
+
+static void reserve_additive(AjMeter *m, AjMeterReservation *res)
+{
+        for (int c = 0; c < _AJ_CAP_MAX; c++)
+                m->reserved[c] = sat_add(m->reserved[c], res->amount[c]);
+        res->active = true;
+}
+
+static void repeat_key(const char *name, const char *digest, uint8_t out[AJ_SHA256_SIZE])
+{
+        AjSha256 h;
+        aj_sha256_init(&h);
+        aj_sha256_update(&h, name, strlen(name) + 1); /* the NUL separates name and digest */
+        aj_sha256_update(&h, digest ? digest : "", digest ? strlen(digest) : 0);
+        aj_sha256_final(&h, out);
+}
+
+int aj_meter_args_digest(const json_t *args, char ret_hex[AJ_SHA256_HEX_SIZE])
+{
+        json_t *null = NULL;
+        if (!args)
+                args = null = json_null();
+        /* The canonical form: what approvals and the repeat detector compare. */
+        _cleanup_free_ char *canon = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+        if (null)
+                json_decref(null);
+        if (!canon)
+                return -ENOMEM;
+        uint8_t d[AJ_SHA256_SIZE];
+        aj_sha256(canon, strlen(canon), d);
+        aj_sha256_hex(d, ret_hex);
+        return 0;
+}
+
+static bool tool_denied(const AjMeter *m, const char *name, AjMeterDecision *d)
+{
+        for (size_t i = 0; i < m->n_deny; i++)
+                if (aj_glob_match(m->deny[i], name)) {
+                        d->verdict = AJ_VERDICT_DENY;
+                        snprintf(d->reason, sizeof(d->reason), "tool \"%.*s\" is denied by tools.deny \"%.*s\"",
+                                 REASON_NAME_MAX, name, REASON_NAME_MAX, m->deny[i]);
+                        return true;
+                }
+        if (!m->restricted)
+                return false;
+        for (size_t i = 0; i < m->n_allow; i++)
+                if (aj_glob_match(m->allow[i], name))
+                        return false;
+        d->verdict = AJ_VERDICT_DENY;
+        snprintf(d->reason, sizeof(d->reason), "tool \"%.*s\" is not in tools.allow", REASON_NAME_MAX, name);
+        return true;
+}
+
+int aj_meter_reserve_tool(AjMeter *m, const char *name, const char *args_digest, uint64_t now_ns,
+                          AjMeterReservation *ret_res, AjMeterDecision *ret_decision)
+{
+        AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
+        AjMeterReservation res = { .is_tool = true, .now_ns = now_ns };
+
+        if (!name || !*name)
+                return -EINVAL;
+        if (tool_denied(m, name, &d))
+                goto done;
+
+        res.amount[AJ_CAP_TOOL_CALLS] = 1;
+        static const AjCap order[] = { AJ_CAP_TOOL_CALLS };
+        if (!check_additive(m, res.amount, order, ARRAY_SIZE(order), &d))
+                goto done;
+
+        window_prune(m, now_ns);
+        if (m->caps.set[AJ_CAP_TOOL_CALLS_PER_MIN]) {
+                uint64_t v = m->window_len + m->reserved_calls + 1;
+                if (v > m->caps.limit[AJ_CAP_TOOL_CALLS_PER_MIN]) {
+                        breach(&d, AJ_CAP_TOOL_CALLS_PER_MIN, m->caps.limit[AJ_CAP_TOOL_CALLS_PER_MIN], v);
+                        goto done;
+                }
+        }
+
+        repeat_key(name, args_digest, res.repeat_key);
+        bool same = m->have_last && memcmp(res.repeat_key, m->last_key, AJ_SHA256_SIZE) == 0;
+        if (m->caps.set[AJ_CAP_REPEAT_LIMIT] && same) {
+                uint64_t v = m->streak + m->pending_repeat + 1;
+                if (v > m->caps.limit[AJ_CAP_REPEAT_LIMIT]) {
+                        breach(&d, AJ_CAP_REPEAT_LIMIT, m->caps.limit[AJ_CAP_REPEAT_LIMIT], v);
+                        goto done;
+                }
+        }
+
+        reserve_additive(m, &res);
+        m->reserved_calls++;
+        if (same) {
+                res.repeat_counted = true;
+                m->pending_repeat++;
+        }
+done:
+        *ret_res = res;
+        *ret_decision = d;
+        return 0;
+}
+
+static const Price *find_price(const AjMeter *m, const char *model)
+{
+        const Price *any = NULL;
+        for (size_t i = 0; i < m->n_prices; i++) {
+                if (streq(m->prices[i].model, model))
+                        return &m->prices[i];
+                if (streq(m->prices[i].model, "*"))
+                        any = &m->prices[i];
+        }
+        return any;
+}
+
+int aj_meter_reserve_tokens(AjMeter *m, const char *model, uint64_t input, uint64_t output, uint64_t cached,
+                            AjMeterReservation *ret_res, AjMeterDecision *ret_decision)
+{
+        AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
+        AjMeterReservation res = {};
+
+        if (!model || cached > input)
+                return -EINVAL;
+        const Price *p = find_price(m, model);
+        if (p) {
+                d.price_known = true;
+                d.cost_pusd = sat_add(sat_add(sat_mul(input - cached, p->input), sat_mul(cached, p->cached)),
+                                      sat_mul(output, p->output));
+        }
+        res.amount[AJ_CAP_TOKENS] = sat_add(input, output);
+        res.amount[AJ_CAP_INPUT_TOKENS] = input;
+        res.amount[AJ_CAP_OUTPUT_TOKENS] = output;
+        res.amount[AJ_CAP_COST_USD] = d.cost_pusd;
+
+        static const AjCap order[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
+        if (check_additive(m, res.amount, order, ARRAY_SIZE(order), &d))
+                reserve_additive(m, &res);
+        else
+                memset(res.amount, 0, sizeof(res.amount));
+        *ret_res = res;
+        *ret_decision = d;
+        return 0;
+}
+
+void aj_meter_settle(AjMeter *m, AjMeterReservation *res, bool commit)
+{
+        if (!res->active)
+                return;
+        for (int c = 0; c < _AJ_CAP_MAX; c++) {
+                m->reserved[c] -= res->amount[c];
+                if (commit)
+                        m->used[c] = sat_add(m->used[c], res->amount[c]);
+        }
+        if (res->is_tool) {
+                m->reserved_calls--;
+                if (res->repeat_counted)
+                        m->pending_repeat--;
+                if (commit) {
+                        window_push(m, res->now_ns);
+                        if (m->have_last && memcmp(res->repeat_key, m->last_key, AJ_SHA256_SIZE) == 0)
+                                m->streak++;
+                        else {
+                                memcpy(m->last_key, res->repeat_key, AJ_SHA256_SIZE);
+                                m->have_last = true;
+                                m->streak = 1;
+                                /* Outstanding reservations counted against the old key no longer match. */
+                                m->pending_repeat = 0;
+                        }
+                }
+        }
+        res->active = false;
+}
+
+uint64_t aj_meter_used(const AjMeter *m, AjCap cap, uint64_t now_ns)
+{
+        switch (cap) {
+        case AJ_CAP_TOOL_CALLS_PER_MIN:
+                return window_count(m, now_ns);
+        case AJ_CAP_REPEAT_LIMIT:
+                return m->streak;
+        default:
+                return cap >= 0 && cap < _AJ_CAP_MAX ? m->used[cap] : 0;
+        }
+}
+
+static json_t *amount_json(AjCap cap, uint64_t v)
+{
+        return cap == AJ_CAP_COST_USD ? json_real(pusd_to_usd(v)) : json_integer((json_int_t)v);
+}
+
+json_t *aj_meter_to_json(const AjMeter *m, uint64_t now_ns, bool only_set)
+{
+        json_t *o = json_object();
+        for (int c = 0; o && c < _AJ_CAP_MAX; c++) {
+                if (only_set && !m->caps.set[c])
+                        continue;
+                uint64_t used = aj_meter_used(m, c, now_ns), limit = m->caps.limit[c];
+                json_t *e = m->caps.set[c]
+                        ? json_pack("{s:o, s:o, s:o}", "limit", amount_json(c, limit), "used", amount_json(c, used),
+                                    "remaining", amount_json(c, used < limit ? limit - used : 0))
+                        : json_pack("{s:n, s:o, s:n}", "limit", "used", amount_json(c, used), "remaining");
+                if (!e || json_object_set_new(o, cap_names[c], e) < 0) {
+                        json_decref(o);
+                        return NULL;
+                }
+        }
+        return o;
+}
+
+/* ---- raising caps at run time ---- */
+
+static int compute_raise(const AjMeter *m, const char *key, const char *value, int *ret_cap, bool *ret_set,
+                         uint64_t *ret_limit, char **ret_error)
+{
+        int cap = aj_cap_from_name(key);
+        if (cap < 0)
+                return set_msg(ret_error, "cannot raise \"%s\": unknown cap (expected one of: " CAP_LIST ")", key);
+        if (streq(value, "unlimited")) {
+                *ret_cap = cap;
+                *ret_set = false;
+                *ret_limit = 0;
+                return 0;
+        }
+        bool add = value[0] == '+';
+        uint64_t v;
+        if (parse_cap_value(cap, value + add, &v) < 0)
+                return set_msg(ret_error, "%s=%s: expected %s (\"+N\" adds, \"N\" sets), or \"unlimited\"", key,
+                               value, cap_expected(cap));
+        if (add) {
+                if (!m->caps.set[cap])
+                        return set_msg(ret_error, "%s=%s: %s has no cap to add to; give the new value without '+'",
+                                       key, value, key);
+                v = sat_add(m->caps.limit[cap], v);
+                if (v > cap_max(cap))
+                        return set_msg(ret_error, "%s=%s: the result is too large (expected %s)", key, value,
+                                       cap_expected(cap));
+        }
+        *ret_cap = cap;
+        *ret_set = true;
+        *ret_limit = v;
+        return 0;
+}
+
+int aj_meter_raise(AjMeter *m, const char *key, const char *value, char **ret_error)
+{
+        int cap;
+        bool set;
+        uint64_t limit;
+        int r = compute_raise(m, key, value, &cap, &set, &limit, ret_error);
+        if (r < 0)
+                return r;
+        m->caps.set[cap] = set;
+        m->caps.limit[cap] = limit;
+        return 0;
+}
+
+int aj_meter_raise_json(AjMeter *m, const json_t *raise, char **ret_error)
+{
+        const char *key;
+        json_t *v;
+        AjMeterCaps next = m->caps;
+
+        if (!json_is_object(raise))
+                return set_msg(ret_error, "raise: expected an object like {\"tokens\": \"+20000\"}");
+        json_object_foreach((json_t *)raise, key, v) {
+                char buf[64];
+                const char *value;
+                if (json_is_string(v))
+                        value = json_string_value(v);
+                else if (json_is_integer(v) && json_integer_value(v) >= 0) {
+                        snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
+                        value = buf;
+                } else if (json_is_real(v) && json_real_value(v) >= 0) {
+                        snprintf(buf, sizeof(buf), "%.12f", json_real_value(v));
+                        value = buf;
+                } else
+                        return set_msg(ret_error, "raise.%s: expected a string like \"+20000\" or a number", key);
+                int cap;
+                bool set;
+                uint64_t limit;
+                /* Computed against the caps so far, so two entries for one cap compose. */
+                AjMeter tmp = { .caps = next };
+                int r = compute_raise(&tmp, key, value, &cap, &set, &limit, ret_error);
+                if (r < 0)
+                        return r;
+                next.set[cap] = set;
+                next.limit[cap] = limit;
+        }
+        m->caps = next;
+        return 0;
+}

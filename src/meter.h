@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Meters and caps for a run: tokens, cost, tool calls, rate, repeats; tool
+ * allow/deny rules; the price table. Pure: no syscalls, no logging, time comes
+ * in as a parameter (CLOCK_MONOTONIC ns in the supervisor, a fake clock in tests).
+ *
+ * Reserve-then-settle: a request is checked against every cap together with
+ * everything already reserved; only if it fits is it reserved, and it becomes
+ * usage when settled (committed, or released when its event could not be
+ * recorded). A request that would cross a cap is a breach and reserves NOTHING:
+ * usage never exceeds a cap; the attempted value is reported in the decision.
+ * Money is counted in integer pico-dollars so "exactly at the cap" is exact.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/macros.h"
+#include "util/sha256.h"
+
+struct AjProfile;
+
+typedef enum {
+        AJ_CAP_TOKENS,             /* input + output */
+        AJ_CAP_INPUT_TOKENS,
+        AJ_CAP_OUTPUT_TOKENS,
+        AJ_CAP_COST_USD,           /* limit and usage in pico-USD (1e-12) */
+        AJ_CAP_TOOL_CALLS,         /* allowed tool calls, total */
+        AJ_CAP_TOOL_CALLS_PER_MIN, /* allowed tool calls in the last 60 s (sliding) */
+        AJ_CAP_REPEAT_LIMIT,       /* identical calls (name + arguments digest) in a row */
+        _AJ_CAP_MAX,
+} AjCap;
+
+#define AJ_PUSD_PER_USD 1000000000000.0
+#define AJ_RATE_WINDOW_NS (60ULL * 1000000000ULL)
+
+/* Hard limits on what a profile or --cap may ask for. */
+#define AJ_CAP_MAX_COUNT 1000000000000000ULL /* tokens, tool calls */
+#define AJ_CAP_MAX_USD 1000000.0
+#define AJ_CAP_MAX_PER_MIN 100000ULL         /* tool_calls_per_min: a window entry per call */
+#define AJ_CAP_MAX_REPEAT 1000000ULL
+#define AJ_METER_MAX_PRICES 1024
+#define AJ_METER_MAX_RULES 1024
+
+typedef struct {
+        bool set[_AJ_CAP_MAX];
+        uint64_t limit[_AJ_CAP_MAX]; /* AJ_CAP_COST_USD in pico-USD */
+} AjMeterCaps;
+
+const char *aj_cap_name(AjCap cap); /* the profile / --cap key, e.g. "tool_calls_per_min" */
+int aj_cap_from_name(const char *name); /* AjCap or -EINVAL */
+
+/* Caps from the profile's "meters" (unset keys: no cap). */
+void aj_meter_caps_from_profile(const struct AjProfile *p, AjMeterCaps *ret);
+/* "--cap KEY=VALUE": KEY a cap name, VALUE a number ("unlimited" removes the cap).
+ * On error returns -EINVAL and a message naming the argument in *ret_error. */
+int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, char **ret_error);
+
+typedef struct AjMeter AjMeter;
+
+int aj_meter_new(const AjMeterCaps *caps, AjMeter **ret);
+/* Caps plus the profile's prices and tool rules. */
+int aj_meter_new_for_profile(const struct AjProfile *p, const AjMeterCaps *caps, AjMeter **ret);
+void aj_meter_free(AjMeter *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjMeter *, aj_meter_free);
+
+/* USD per token; cached_input < 0: cached input is priced as input. The model "*"
+ * prices every model without an entry of its own. */
+int aj_meter_set_price(AjMeter *m, const char *model, double input, double output, double cached_input);
+
+typedef enum { AJ_TOOL_RULE_ALLOW, AJ_TOOL_RULE_DENY } AjToolRuleKind;
+/* Glob with '*' (any run of characters, dots included). Deny rules win; once an
+ * allow rule exists (or aj_meter_restrict_tools() was called), unmatched names are denied. */
+int aj_meter_add_tool_rule(AjMeter *m, AjToolRuleKind kind, const char *pattern);
+void aj_meter_restrict_tools(AjMeter *m); /* "allow": [] : an allow list that matches nothing */
+bool aj_glob_match(const char *pattern, const char *name);
+
+typedef enum {
+        AJ_VERDICT_ALLOW, /* tool: allowed; tokens: ok */
+        AJ_VERDICT_DENY,  /* tool rules said no: not a breach, nothing counted */
+        AJ_VERDICT_BREACH,
+} AjVerdict;
+
+typedef struct {
+        AjVerdict verdict;
+        AjCap cap;         /* BREACH: the first cap crossed */
+        uint64_t limit;    /* BREACH: the cap (pico-USD for cost) */
+        uint64_t value;    /* BREACH: what usage would have become */
+        char reason[384];  /* DENY, BREACH: for humans */
+        /* tokens */
+        uint64_t cost_pusd;
+        bool price_known;
+} AjMeterDecision;
+
+/* What one request holds between reserve and settle. Caller-owned. */
+typedef struct {
+        bool active;
+        bool is_tool;
+        bool repeat_counted;
+        uint64_t amount[_AJ_CAP_MAX]; /* only additive caps */
+        uint64_t now_ns;
+        uint8_t repeat_key[AJ_SHA256_SIZE];
+} AjMeterReservation;
+
+/* sha256 hex of the canonical JSON (sorted keys, compact) of `args` (NULL = null). */
+int aj_meter_args_digest(const json_t *args, char ret_hex[AJ_SHA256_HEX_SIZE]);
+
+/* Checks a tool call. ALLOW: *ret_res is active and must be settled. DENY or BREACH:
+ * nothing reserved (ret_res inactive). */
+int aj_meter_reserve_tool(AjMeter *m, const char *name, const char *args_digest, uint64_t now_ns,
+                          AjMeterReservation *ret_res, AjMeterDecision *ret_decision);
+/* Checks a report of model usage (input includes cached). -EINVAL when cached > input. */
+int aj_meter_reserve_tokens(AjMeter *m, const char *model, uint64_t input, uint64_t output, uint64_t cached,
+                            AjMeterReservation *ret_res, AjMeterDecision *ret_decision);
+/* commit: the reservation becomes usage; otherwise it is released. Idempotent. */
+void aj_meter_settle(AjMeter *m, AjMeterReservation *res, bool commit);
+
+/* Current usage of one cap (tool_calls_per_min: calls in the window ending at now_ns). */
+uint64_t aj_meter_used(const AjMeter *m, AjCap cap, uint64_t now_ns);
+const AjMeterCaps *aj_meter_caps(const AjMeter *m);
+
+/* {"tokens": {"limit": N|null, "used": N, "remaining": N|null}, ..., "cost_usd": {... in USD}}.
+ * only_set: leave out caps without a limit. New reference or NULL. */
+json_t *aj_meter_to_json(const AjMeter *m, uint64_t now_ns, bool only_set);
+
+/* Raise (or set) a cap at run time: value "+N" adds, "N" sets, "unlimited" removes.
+ * -EINVAL with a message naming key and value. */
+int aj_meter_raise(AjMeter *m, const char *key, const char *value, char **ret_error);
+/* {"tokens": "+20000", "cost_usd": "5"} (strings or numbers): all applied or none. */
+int aj_meter_raise_json(AjMeter *m, const json_t *raise, char **ret_error);

@@ -1,0 +1,556 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net.h"
+
+#define MAX_ENTRY_LEN 300
+
+void aj_net_rule_done(AjNetRule *r)
+{
+        if (!r)
+                return;
+        free(r->text);
+        free(r->host);
+        *r = (AjNetRule){};
+}
+
+void aj_net_policy_free(AjNetPolicy *p)
+{
+        if (!p)
+                return;
+        for (size_t i = 0; i < p->n_rules; i++)
+                aj_net_rule_done(&p->rules[i]);
+        free(p->rules);
+        free(p);
+}
+
+int aj_net_host_normalize(const char *host, size_t len, char *buf, const char **ret_why)
+{
+        /* One trailing dot is the root label ("example.com." is example.com); strip it
+         * before anything else so both spellings compare equal everywhere. */
+        if (len > 0 && host[len - 1] == '.')
+                len--;
+        if (len == 0) {
+                *ret_why = "empty host name";
+                return -EINVAL;
+        }
+        if (len > AJ_NET_HOST_MAX) {
+                *ret_why = "host name longer than 253 characters";
+                return -EINVAL;
+        }
+        size_t label = 0;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char ch = (unsigned char)host[i];
+                if (ch >= 0x80) {
+                        *ret_why = "non-ASCII host name (write internationalized names as punycode, xn--...)";
+                        return -EINVAL;
+                }
+                if (ch == '.') {
+                        if (label == 0) {
+                                *ret_why = "empty label in host name";
+                                return -EINVAL;
+                        }
+                        label = 0;
+                        buf[i] = '.';
+                        continue;
+                }
+                if (!isalnum(ch) && ch != '-' && ch != '_') {
+                        *ret_why = "invalid character in host name (allowed: letters, digits, '-', '_', '.')";
+                        return -EINVAL;
+                }
+                if (++label > 63) {
+                        *ret_why = "host name label longer than 63 characters";
+                        return -EINVAL;
+                }
+                buf[i] = (char)tolower(ch);
+        }
+        if (label == 0) {
+                *ret_why = "empty label in host name";
+                return -EINVAL;
+        }
+        buf[len] = 0;
+
+        /* The C library reads "127.1", "0x7f.1" and "2130706433" as addresses: such a
+         * "name" would reach an address no IP entry names. Only canonical literals. */
+        struct in_addr a4;
+        if (inet_aton(buf, &a4) != 0 && inet_pton(AF_INET, buf, &a4) != 1) {
+                *ret_why = "non-canonical numeric host (write IPv4 addresses as four decimal numbers)";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int parse_port(const char *s, uint16_t *ret)
+{
+        if (!*s || strlen(s) > 5)
+                return -EINVAL;
+        unsigned v = 0;
+        for (const char *c = s; *c; c++) {
+                if (*c < '0' || *c > '9')
+                        return -EINVAL;
+                v = v * 10 + (unsigned)(*c - '0');
+        }
+        if (v == 0 || v > 65535)
+                return -EINVAL;
+        *ret = (uint16_t)v;
+        return 0;
+}
+
+/* "ADDR" or "ADDR/PREFIX" (no port, no brackets) into the rule. */
+static int parse_cidr(const char *s, bool want_v6, AjNetRule *r, const char **ret_why)
+{
+        char addr[INET6_ADDRSTRLEN + 8];
+        const char *slash = strchr(s, '/');
+        size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+        if (alen == 0 || alen >= sizeof(addr)) {
+                *ret_why = "invalid address";
+                return -EINVAL;
+        }
+        memcpy(addr, s, alen);
+        addr[alen] = 0;
+
+        uint8_t bytes[16] = {};
+        int family;
+        unsigned max;
+        if (inet_pton(AF_INET, addr, bytes) == 1 && !want_v6) {
+                family = AF_INET;
+                max = 32;
+        } else if (inet_pton(AF_INET6, addr, bytes) == 1) {
+                family = AF_INET6;
+                max = 128;
+        } else {
+                *ret_why = "invalid address";
+                return -EINVAL;
+        }
+        unsigned prefix = max;
+        if (slash) {
+                const char *p = slash + 1;
+                if (!*p || strlen(p) > 3) {
+                        *ret_why = "invalid prefix length";
+                        return -EINVAL;
+                }
+                prefix = 0;
+                for (; *p; p++) {
+                        if (*p < '0' || *p > '9') {
+                                *ret_why = "invalid prefix length";
+                                return -EINVAL;
+                        }
+                        prefix = prefix * 10 + (unsigned)(*p - '0');
+                }
+                if (prefix > max) {
+                        *ret_why = family == AF_INET ? "prefix length above 32" : "prefix length above 128";
+                        return -EINVAL;
+                }
+        }
+        for (unsigned bit = prefix; bit < max; bit++)
+                if (bytes[bit / 8] & (0x80 >> (bit % 8))) {
+                        *ret_why = "address has bits set beyond the prefix length";
+                        return -EINVAL;
+                }
+        r->kind = AJ_NET_RULE_CIDR;
+        r->family = family;
+        memcpy(r->addr, bytes, sizeof(bytes));
+        r->prefix = prefix;
+        return 0;
+}
+
+int aj_net_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why)
+{
+        AjNetRule r = {};
+        char buf[MAX_ENTRY_LEN + 1];
+        size_t len = entry ? strlen(entry) : 0;
+        int k;
+
+        if (len == 0) {
+                *ret_why = "empty entry";
+                return -EINVAL;
+        }
+        if (len > MAX_ENTRY_LEN) {
+                *ret_why = "entry longer than 300 characters";
+                return -EINVAL;
+        }
+        memcpy(buf, entry, len + 1);
+
+        char *hostpart = buf;
+        if (buf[0] == '[') {
+                /* "[v6]" or "[v6]:port" or "[v6/prefix]:port" */
+                char *close = strchr(buf, ']');
+                if (!close) {
+                        *ret_why = "missing ']'";
+                        return -EINVAL;
+                }
+                *close = 0;
+                if (close[1] == ':') {
+                        if (parse_port(close + 2, &r.port) < 0) {
+                                *ret_why = "invalid port (expected 1-65535)";
+                                return -EINVAL;
+                        }
+                } else if (close[1]) {
+                        *ret_why = "unexpected text after ']'";
+                        return -EINVAL;
+                }
+                if ((k = parse_cidr(buf + 1, true, &r, ret_why)) < 0)
+                        return k;
+                goto done;
+        }
+
+        size_t colons = 0;
+        for (char *c = buf; *c; c++)
+                colons += *c == ':';
+        if (colons > 1) {
+                /* Bare IPv6 (no port: a port needs brackets). */
+                if ((k = parse_cidr(buf, true, &r, ret_why)) < 0)
+                        return k;
+                goto done;
+        }
+        if (colons == 1) {
+                char *colon = strchr(buf, ':');
+                *colon = 0;
+                if (parse_port(colon + 1, &r.port) < 0) {
+                        *ret_why = "invalid port (expected 1-65535)";
+                        return -EINVAL;
+                }
+        }
+        hostpart = buf;
+
+        /* Looks like an address (digits and dots, maybe a prefix)? Then it must be one. */
+        if (strchr(hostpart, '/') || strspn(hostpart, "0123456789.") == strlen(hostpart)) {
+                struct in_addr a4;
+                if (!strchr(hostpart, '/') && inet_pton(AF_INET, hostpart, &a4) != 1 &&
+                    inet_aton(hostpart, &a4) == 0) {
+                        *ret_why = "invalid IPv4 address";
+                        return -EINVAL;
+                }
+                if ((k = parse_cidr(hostpart, false, &r, ret_why)) < 0) {
+                        if (inet_aton(hostpart, &a4) != 0 && !strchr(hostpart, '/'))
+                                *ret_why = "non-canonical IPv4 address (write four decimal numbers)";
+                        return k;
+                }
+                goto done;
+        }
+
+        char norm[AJ_NET_HOST_MAX + 1];
+        if (hostpart[0] == '*') {
+                if (hostpart[1] != '.' || !hostpart[2]) {
+                        *ret_why = "a wildcard must be written \"*.domain\"";
+                        return -EINVAL;
+                }
+                if (strchr(hostpart + 2, '*')) {
+                        *ret_why = "'*' is only allowed as the whole first label";
+                        return -EINVAL;
+                }
+                if ((k = aj_net_host_normalize(hostpart + 2, strlen(hostpart + 2), norm, ret_why)) < 0)
+                        return k;
+                if (!strchr(norm, '.')) {
+                        /* "*.com" would open a whole top-level domain. */
+                        *ret_why = "a wildcard needs at least two labels after \"*.\" (e.g. \"*.example.com\")";
+                        return -EINVAL;
+                }
+                r.kind = AJ_NET_RULE_WILDCARD;
+        } else {
+                if (strchr(hostpart, '*')) {
+                        *ret_why = "'*' is only allowed as the whole first label (\"*.domain\")";
+                        return -EINVAL;
+                }
+                if ((k = aj_net_host_normalize(hostpart, strlen(hostpart), norm, ret_why)) < 0)
+                        return k;
+                r.kind = AJ_NET_RULE_HOST;
+        }
+        r.host = strdup(norm);
+        if (!r.host)
+                return -ENOMEM;
+
+done:
+        r.text = strdup(entry);
+        if (!r.text) {
+                aj_net_rule_done(&r);
+                return -ENOMEM;
+        }
+        *ret = r;
+        return 0;
+}
+
+int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, char **ret_error)
+{
+        AjNetPolicy *p = calloc(1, sizeof(*p));
+        size_t n = 0;
+
+        if (!p)
+                return -ENOMEM;
+        while (entries && entries[n])
+                n++;
+        if (n > AJ_NET_MAX_RULES) {
+                aj_net_policy_free(p);
+                if (ret_bad_index)
+                        *ret_bad_index = AJ_NET_MAX_RULES;
+                if (ret_error && asprintf(ret_error, "too many network allow entries (at most %d)",
+                                          AJ_NET_MAX_RULES) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        if (n > 0) {
+                p->rules = calloc(n, sizeof(AjNetRule));
+                if (!p->rules) {
+                        aj_net_policy_free(p);
+                        return -ENOMEM;
+                }
+        }
+        for (size_t i = 0; i < n; i++) {
+                const char *why = NULL;
+                int r = aj_net_rule_parse(entries[i], &p->rules[i], &why);
+                if (r < 0) {
+                        aj_net_policy_free(p);
+                        if (r != -EINVAL)
+                                return r;
+                        if (ret_bad_index)
+                                *ret_bad_index = i;
+                        if (ret_error) {
+                                char shown[64];
+                                snprintf(shown, sizeof(shown), "%s", entries[i]);
+                                for (char *c = shown; *c; c++)
+                                        if ((unsigned char)*c < 0x20 || *c == '"')
+                                                *c = '?';
+                                if (asprintf(ret_error, "invalid network allow entry \"%s%s\": %s", shown,
+                                             strlen(entries[i]) >= sizeof(shown) ? "..." : "", why) < 0)
+                                        *ret_error = NULL;
+                        }
+                        return -EINVAL;
+                }
+                p->n_rules++;
+        }
+        *ret = p;
+        return 0;
+}
+
+/* IPv4-mapped IPv6 addresses are IPv4 for every decision: ::ffff:127.0.0.1 is loopback. */
+static int address_bytes(const struct sockaddr *sa, uint8_t out[16])
+{
+        if (sa->sa_family == AF_INET) {
+                memcpy(out, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+                return AF_INET;
+        }
+        if (sa->sa_family == AF_INET6) {
+                const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+                if (IN6_IS_ADDR_V4MAPPED(a)) {
+                        memcpy(out, a->s6_addr + 12, 4);
+                        return AF_INET;
+                }
+                memcpy(out, a->s6_addr, 16);
+                return AF_INET6;
+        }
+        return -EAFNOSUPPORT;
+}
+
+static bool prefix_match(const uint8_t *a, const uint8_t *net, unsigned prefix)
+{
+        unsigned full = prefix / 8, rest = prefix % 8;
+        if (memcmp(a, net, full) != 0)
+                return false;
+        if (rest == 0)
+                return true;
+        uint8_t mask = (uint8_t)(0xff << (8 - rest));
+        return (a[full] & mask) == (net[full] & mask);
+}
+
+bool aj_net_address_is_internal(const struct sockaddr *sa)
+{
+        static const struct {
+                uint8_t net[4];
+                unsigned prefix;
+        } v4[] = {
+                { { 0, 0, 0, 0 }, 8 },       /* "this network", 0.0.0.0 */
+                { { 10, 0, 0, 0 }, 8 },      /* RFC 1918 */
+                { { 100, 64, 0, 0 }, 10 },   /* CGNAT */
+                { { 127, 0, 0, 0 }, 8 },     /* loopback */
+                { { 169, 254, 0, 0 }, 16 },  /* link-local, cloud metadata */
+                { { 172, 16, 0, 0 }, 12 },   /* RFC 1918 */
+                { { 192, 0, 0, 0 }, 24 },    /* IETF protocol assignments */
+                { { 192, 168, 0, 0 }, 16 },  /* RFC 1918 */
+                { { 198, 18, 0, 0 }, 15 },   /* benchmarking */
+                { { 224, 0, 0, 0 }, 4 },     /* multicast */
+                { { 240, 0, 0, 0 }, 4 },     /* reserved, broadcast */
+        };
+        static const struct {
+                uint8_t net[16];
+                unsigned prefix;
+        } v6[] = {
+                { {}, 128 },                                    /* :: */
+                { { [15] = 1 }, 128 },                          /* ::1 */
+                { { 0xfe, 0x80 }, 10 },                         /* link-local */
+                { { 0xfe, 0xc0 }, 10 },                         /* site-local (deprecated) */
+                { { 0xfc }, 7 },                                /* unique-local */
+                { { 0xff }, 8 },                                /* multicast */
+                { { 0x00, 0x64, 0xff, 0x9b }, 96 },             /* NAT64: may embed any IPv4 */
+                { {}, 96 },                                     /* IPv4-compatible (deprecated) */
+        };
+        uint8_t a[16];
+        int family = address_bytes(sa, a);
+
+        if (family == AF_INET) {
+                for (size_t i = 0; i < ARRAY_SIZE(v4); i++)
+                        if (prefix_match(a, v4[i].net, v4[i].prefix))
+                                return true;
+                return false;
+        }
+        if (family == AF_INET6) {
+                for (size_t i = 0; i < ARRAY_SIZE(v6); i++)
+                        if (prefix_match(a, v6[i].net, v6[i].prefix))
+                                return true;
+                return false;
+        }
+        return true;
+}
+
+int aj_net_find_cidr_rule(const AjNetPolicy *p, const struct sockaddr *sa, uint16_t port)
+{
+        uint8_t a[16];
+        int family = address_bytes(sa, a);
+        if (family < 0 || !p)
+                return -1;
+        for (size_t i = 0; i < p->n_rules; i++) {
+                const AjNetRule *r = &p->rules[i];
+                if (r->kind != AJ_NET_RULE_CIDR || r->family != family)
+                        continue;
+                if (r->port != 0 && r->port != port)
+                        continue;
+                if (prefix_match(a, r->addr, r->prefix))
+                        return (int)i;
+        }
+        return -1;
+}
+
+const char *aj_net_format_address(const struct sockaddr *sa, char *buf, size_t len)
+{
+        uint8_t a[16];
+        int family = address_bytes(sa, a);
+        if (family < 0 || !inet_ntop(family, a, buf, (socklen_t)len))
+                snprintf(buf, len, "?");
+        return buf;
+}
+
+static bool host_matches(const AjNetRule *r, const char *host, uint16_t port)
+{
+        if (r->port != 0 && r->port != port)
+                return false;
+        if (r->kind == AJ_NET_RULE_HOST)
+                return streq(r->host, host);
+        if (r->kind == AJ_NET_RULE_WILDCARD) {
+                size_t hl = strlen(host), sl = strlen(r->host);
+                return hl > sl + 1 && host[hl - sl - 1] == '.' && streq(host + hl - sl, r->host);
+        }
+        return false;
+}
+
+static int literal_address(const char *host, struct sockaddr_storage *ss)
+{
+        struct sockaddr_in *in = (struct sockaddr_in *)ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+        memset(ss, 0, sizeof(*ss));
+        if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+                in->sin_family = AF_INET;
+                return 1;
+        }
+        if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+                in6->sin6_family = AF_INET6;
+                return 1;
+        }
+        return 0;
+}
+
+int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjNetVerdict *ret)
+{
+        AjNetVerdict v = { .rule = -1 };
+        struct sockaddr_storage ss;
+        char norm[AJ_NET_HOST_MAX + 1];
+        const char *why;
+
+        if (!p || p->n_rules == 0) {
+                snprintf(v.reason, sizeof(v.reason), "the network allowlist is empty (no network)");
+                *ret = v;
+                return 0;
+        }
+        if (port == 0) {
+                snprintf(v.reason, sizeof(v.reason), "port 0 is not a destination");
+                *ret = v;
+                return 0;
+        }
+        if (literal_address(host, &ss)) {
+                char shown[INET6_ADDRSTRLEN];
+                aj_net_format_address((struct sockaddr *)&ss, shown, sizeof(shown));
+                int i = aj_net_find_cidr_rule(p, (struct sockaddr *)&ss, port);
+                if (i >= 0) {
+                        v.allowed = true;
+                        v.rule = i;
+                        snprintf(v.reason, sizeof(v.reason), "%s port %u allowed by rule \"%s\"", shown,
+                                 port, p->rules[i].text);
+                } else {
+                        snprintf(v.reason, sizeof(v.reason), "%s port %u is not covered by any address rule",
+                                 shown, port);
+                }
+                *ret = v;
+                return 0;
+        }
+        if (aj_net_host_normalize(host, strlen(host), norm, &why) < 0) {
+                snprintf(v.reason, sizeof(v.reason), "invalid host name: %s", why);
+                *ret = v;
+                return 0;
+        }
+        bool name_seen = false;
+        for (size_t i = 0; i < p->n_rules; i++) {
+                const AjNetRule *r = &p->rules[i];
+                if (r->kind == AJ_NET_RULE_CIDR)
+                        continue;
+                if (host_matches(r, norm, port)) {
+                        v.allowed = true;
+                        v.rule = (int)i;
+                        snprintf(v.reason, sizeof(v.reason), "%s port %u allowed by rule \"%s\"", norm, port,
+                                 r->text);
+                        *ret = v;
+                        return 0;
+                }
+                AjNetRule any = *r;
+                any.port = 0;
+                if (host_matches(&any, norm, port))
+                        name_seen = true;
+        }
+        if (name_seen)
+                snprintf(v.reason, sizeof(v.reason), "port %u is not allowed for host %s by any rule", port,
+                         norm);
+        else
+                snprintf(v.reason, sizeof(v.reason), "host %s is not in the network allowlist", norm);
+        *ret = v;
+        return 0;
+}
+
+int aj_net_check_resolved(const AjNetPolicy *p, const char *host, const struct sockaddr *sa, uint16_t port,
+                          AjNetVerdict *ret)
+{
+        AjNetVerdict v = { .rule = -1 };
+        char shown[INET6_ADDRSTRLEN];
+
+        aj_net_format_address(sa, shown, sizeof(shown));
+        if (!aj_net_address_is_internal(sa)) {
+                v.allowed = true;
+                snprintf(v.reason, sizeof(v.reason), "%s resolved to public address %s", host, shown);
+                *ret = v;
+                return 0;
+        }
+        int i = aj_net_find_cidr_rule(p, sa, port);
+        if (i >= 0) {
+                v.allowed = true;
+                v.rule = i;
+                snprintf(v.reason, sizeof(v.reason), "%s resolved to internal address %s, allowed by rule \"%s\"",
+                         host, shown, p->rules[i].text);
+        } else {
+                snprintf(v.reason, sizeof(v.reason),
+                         "%s resolves to internal address %s, which no address rule names (rebinding protection)",
+                         host, shown);
+        }
+        *ret = v;
+        return 0;
+}

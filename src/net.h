@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The network allowlist (profile "network.allow", --allow-net): parsing entries and
+ * deciding whether a destination may be reached. Pure: no syscalls, no logging.
+ *
+ * Entries:
+ *   "example.com"          exact host, any port
+ *   "example.com:443"      exact host, one port
+ *   "*.example.com[:443]"  any subdomain (not example.com itself)
+ *   "10.1.2.3[:5432]", "10.20.0.0/16[:5432]"
+ *   "2001:db8::1", "2001:db8::/32", "[2001:db8::1]:443", "[2001:db8::/32]:443"
+ *
+ * Host names are compared in canonical form: ASCII only (IDNs must be written as
+ * punycode "xn--..."), lower-cased, one trailing dot stripped. Labels are
+ * [a-z0-9_-], 1..63 characters, the name at most 253. Anything else is refused,
+ * both in entries and in requests, so one spelling of a host can never pass where
+ * another is denied. Numeric forms other than canonical dotted quads ("127.1",
+ * "0x7f000001", "2130706433") are refused as host names.
+ *
+ * A name is allowed by host entries only; an address (literal or resolved) by
+ * IP/CIDR entries. A name that resolves to an internal address (loopback,
+ * link-local, private, CGNAT, unique-local, multicast, unspecified) may be
+ * connected to only if an IP/CIDR entry covers that address: no DNS rebinding
+ * into the host.
+ */
+#pragma once
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "util/macros.h"
+
+#define AJ_NET_MAX_RULES 1024
+#define AJ_NET_HOST_MAX 253
+
+typedef enum {
+        AJ_NET_RULE_HOST,     /* exact host name */
+        AJ_NET_RULE_WILDCARD, /* "*.suffix": strict subdomains of suffix */
+        AJ_NET_RULE_CIDR,     /* address range (a single address is /32 or /128) */
+} AjNetRuleKind;
+
+typedef struct {
+        AjNetRuleKind kind;
+        char *text;       /* the entry as written (for messages) */
+        char *host;       /* HOST: the name; WILDCARD: the suffix without "*." */
+        int family;       /* CIDR: AF_INET or AF_INET6 */
+        uint8_t addr[16]; /* CIDR: network address (4 or 16 bytes used) */
+        unsigned prefix;  /* CIDR: prefix length */
+        uint16_t port;    /* 0 = any port */
+} AjNetRule;
+
+typedef struct AjNetPolicy {
+        AjNetRule *rules;
+        size_t n_rules;
+} AjNetPolicy;
+
+/* Parse a NULL-terminated list of entries (NULL or empty: no network at all). On a
+ * bad entry returns -EINVAL with its index and a message naming the entry. */
+int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, char **ret_error);
+void aj_net_policy_free(AjNetPolicy *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjNetPolicy *, aj_net_policy_free);
+
+/* Parse one entry into *ret (owned strings; free with aj_net_rule_done). -EINVAL with a
+ * static reason on error. */
+int aj_net_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why);
+void aj_net_rule_done(AjNetRule *r);
+
+/* Canonical host name into buf (>= AJ_NET_HOST_MAX + 1 bytes). -EINVAL with a reason. */
+int aj_net_host_normalize(const char *host, size_t len, char *buf, const char **ret_why);
+
+typedef struct {
+        bool allowed;
+        int rule;          /* index of the deciding rule, -1 when none matched */
+        char reason[320];  /* one line: which rule applied, or why nothing did */
+} AjNetVerdict;
+
+/* A destination as the client named it: a host name or an IP literal (as text,
+ * IPv6 without brackets). For a name this only decides whether it may be resolved;
+ * each resolved address then goes through aj_net_check_resolved(). */
+int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjNetVerdict *ret);
+
+/* An address that `host` (already allowed by name) resolved to; the address actually
+ * connected to. Refuses internal addresses not covered by an IP/CIDR entry. */
+int aj_net_check_resolved(const AjNetPolicy *p, const char *host, const struct sockaddr *sa, uint16_t port,
+                          AjNetVerdict *ret);
+
+/* Loopback, link-local, private, CGNAT, unique-local, multicast, unspecified, reserved
+ * (IPv4-mapped IPv6 judged as IPv4). */
+bool aj_net_address_is_internal(const struct sockaddr *sa);
+
+/* Does an IP/CIDR rule cover this address and port? Returns the rule index or -1. */
+int aj_net_find_cidr_rule(const AjNetPolicy *p, const struct sockaddr *sa, uint16_t port);
+
+/* "1.2.3.4" / "2001:db8::1" (IPv4-mapped shown as IPv4) into buf (>= INET6_ADDRSTRLEN). */
+const char *aj_net_format_address(const struct sockaddr *sa, char *buf, size_t len);

@@ -1,0 +1,977 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `agentjail ps | inspect | logs | freeze | thaw | kill | quarantine`: the operator's side. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "events.h"
+#include "ops-cmd.h"
+#include "runs.h"
+#include "util/parse.h"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+/* How long freeze/thaw/kill/release wait for the supervisor's answer. */
+#define CONTROL_TIMEOUT_MS 10000
+/* How long purge waits for a killed run's supervisor to finish. */
+#define PURGE_WAIT_MS 20000
+#define LOGS_LINE_MAX (1024 * 1024)
+#define INSPECT_EVENTS 10
+
+_printf_(2, 3) static void fail_msg(const char *cmd, const char *fmt, ...)
+{
+        va_list ap;
+        fprintf(stderr, "agentjail %s: ", cmd);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+}
+
+_printf_(3, 4) static int usage_error(const char *cmd, const char *usage, const char *fmt, ...)
+{
+        va_list ap;
+        fprintf(stderr, "agentjail %s: ", cmd);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "\nusage: %s\n", usage);
+        return EXIT_USAGE;
+}
+
+static int print_json(json_t *doc)
+{
+        _cleanup_free_ char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        if (!s)
+                return -ENOMEM;
+        puts(s);
+        return 0;
+}
+
+static const char *jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
+
+static const char *run_name(const AjRun *run) { return jstr(run->doc, "name") ?: "?"; }
+
+/* For a table: a profile given as a path shows as its file name without ".json". */
+static const char *run_profile(const AjRun *run, char *buf, size_t len)
+{
+        const char *name = jstr(json_object_get(run->doc, "profile"), "name") ?: "?";
+        const char *slash = strrchr(name, '/');
+        if (!slash)
+                return name;
+        snprintf(buf, len, "%s", slash + 1);
+        size_t n = strlen(buf);
+        if (n > 5 && streq(buf + n - 5, ".json"))
+                buf[n - 5] = 0;
+        return buf;
+}
+
+/* Parsed common options: --json, --help, and the positional arguments. */
+typedef struct {
+        bool json;
+        bool all;
+        bool follow;
+        const char *type;
+        char **raise; /* KEY=VALUE, not owned */
+        size_t n_raise;
+        int n_pos;
+        char **pos;
+} Opts;
+
+enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE };
+
+/* Returns 0, 1 for --help, or EXIT_USAGE (already reported). `allowed` lists the long
+ * options this command accepts besides --json and --help. */
+static int parse_opts(int argc, char **argv, const char *usage, const char *allowed, Opts *o, int max_pos,
+                      int min_pos)
+{
+        static const struct option longopts[] = {
+                { "json", no_argument, NULL, OPT_JSON },    { "help", no_argument, NULL, 'h' },
+                { "all", no_argument, NULL, 'a' },          { "follow", no_argument, NULL, 'f' },
+                { "type", required_argument, NULL, OPT_TYPE }, { "raise", required_argument, NULL, OPT_RAISE },
+                {},
+        };
+        const char *cmd = argv[0];
+        *o = (Opts){ 0 };
+        optind = 0;
+        opterr = 0;
+        int c;
+        while ((c = getopt_long(argc, argv, ":haft:", longopts, NULL)) != -1) {
+                switch (c) {
+                case 'h':
+                        return 1;
+                case OPT_JSON:
+                        o->json = true;
+                        continue;
+                case ':':
+                        return usage_error(cmd, usage, "option '%s' needs a value", argv[optind - 1]);
+                case '?':
+                        return usage_error(cmd, usage, "unknown option '%s'", argv[optind - 1]);
+                default:
+                        break;
+                }
+                const char *name = c == 'a' ? "all" : c == 'f' ? "follow" : (c == OPT_TYPE || c == 't') ? "type" : "raise";
+                if (!strstr(allowed, name))
+                        return usage_error(cmd, usage, "unknown option '%s'", argv[optind - 1]);
+                if (c == 'a')
+                        o->all = true;
+                else if (c == 'f')
+                        o->follow = true;
+                else if (c == OPT_TYPE || c == 't')
+                        o->type = optarg;
+                else {
+                        if (o->n_raise >= AJ_CONTROL_MAX_RAISE_KEYS)
+                                return usage_error(cmd, usage, "at most %d --raise options", AJ_CONTROL_MAX_RAISE_KEYS);
+                        char **nr = realloc(o->raise, (o->n_raise + 1) * sizeof(char *));
+                        if (!nr)
+                                return EXIT_FAIL;
+                        o->raise = nr;
+                        o->raise[o->n_raise++] = optarg;
+                }
+        }
+        o->pos = argv + optind;
+        o->n_pos = argc - optind;
+        if (o->n_pos < min_pos)
+                return usage_error(cmd, usage, "missing RUN argument");
+        if (o->n_pos > max_pos)
+                return usage_error(cmd, usage, "unexpected argument '%s'", o->pos[max_pos]);
+        return 0;
+}
+
+static int open_paths(const char *cmd, AjPaths *paths)
+{
+        int r = aj_paths_resolve(paths);
+        if (r < 0)
+                fail_msg(cmd, "cannot find the state directory (set AGENTJAIL_STATE_DIR)");
+        return r;
+}
+
+/* Resolve RUN, telling the operator which run was chosen when that was not obvious. */
+static int find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun **ret)
+{
+        _cleanup_free_ char *note = NULL;
+        int r = aj_runs_find(paths, query, ret, &note);
+        if (r == -ENOENT)
+                fail_msg(cmd, "no run matches '%s' (an id, an id prefix of %d+ characters, or a name)", query,
+                         AJ_RUN_PREFIX_MIN);
+        else if (r == -ENOTUNIQ)
+                fail_msg(cmd, "ambiguous run prefix: %s", note ? note : query);
+        else if (r == -EINVAL)
+                fail_msg(cmd, "'%s' is not a valid RUN (an id, an id prefix, or a name)", query);
+        else if (r < 0)
+                fail_msg(cmd, "cannot look up run '%s': %s", query, strerror(-r));
+        else if (note)
+                fprintf(stderr, "agentjail %s: %s\n", cmd, note);
+        return r;
+}
+
+static uint64_t age_seconds(const AjRun *run)
+{
+        uint64_t now = aj_now_realtime_ns();
+        return run->started_ns && now > run->started_ns ? (now - run->started_ns) / 1000000000ull : 0;
+}
+
+/* ---- ps ------------------------------------------------------------------------------- */
+
+#define PS_USAGE "agentjail ps [--all] [--json]"
+
+static json_t *run_summary_json(AjRun *run, const char *state)
+{
+        json_t *m = aj_run_meters(run);
+        _cleanup_free_ char *meters = aj_meters_summary(m);
+        return json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:o, s:o, s:I, s:o?, s:s?, s:s}", "id", run->id, "name",
+                         jstr(run->doc, "name"), "profile", jstr(json_object_get(run->doc, "profile"), "name"),
+                         "state", state, "live", run->live, "quarantined",
+                         aj_run_doc_quarantined(run->doc) || streq(state, "quarantined"), "started",
+                         json_copy(json_object_get(run->doc, "started") ?: json_null()), "ended",
+                         json_copy(json_object_get(run->doc, "ended") ?: json_null()), "age_seconds",
+                         (json_int_t)age_seconds(run), "meters", m, "summary", meters, "dir",
+                         run->dir);
+}
+
+int aj_cmd_ps(int argc, char **argv)
+{
+        Opts o;
+        int r = parse_opts(argc, argv, PS_USAGE, "all", &o, 0, 0);
+        if (r == 1) {
+                puts("usage: " PS_USAGE "\n\n"
+                     "Runs in the state directory, oldest first: id, name, profile, state\n"
+                     "(running, frozen, quarantined, exited, lost), age, and meter usage against\n"
+                     "the caps. Without --all only live and quarantined runs are shown.");
+                return EXIT_OK;
+        }
+        if (r)
+                return r;
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        if (open_paths("ps", &paths) < 0)
+                return EXIT_FAIL;
+        AjRun **runs = NULL;
+        size_t n = 0;
+        r = aj_runs_list(&paths, &runs, &n);
+        if (r < 0) {
+                fail_msg("ps", "cannot list '%s/runs': %s", paths.state_root, strerror(-r));
+                return EXIT_FAIL;
+        }
+        json_auto_t *arr = json_array();
+        if (!o.json)
+                printf("%-12s  %-16s  %-10s  %-11s  %7s  %s\n", "ID", "NAME", "PROFILE", "STATE", "AGE", "METERS");
+        for (size_t i = 0; i < n; i++) {
+                AjRun *run = runs[i];
+                aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
+                const char *state = aj_run_display_state(run);
+                bool active = streq(state, "running") || streq(state, "frozen") || streq(state, "quarantined");
+                if (!o.all && !run->live && !active)
+                        continue;
+                if (o.json) {
+                        json_array_append_new(arr, run_summary_json(run, state));
+                        continue;
+                }
+                json_auto_t *m = aj_run_meters(run);
+                _cleanup_free_ char *meters = aj_meters_summary(m);
+                char age[32], prof[256];
+                printf("%-12s  %-16.16s  %-10.10s  %-11s  %7s  %s\n", run->id, run_name(run),
+                       run_profile(run, prof, sizeof(prof)), state,
+                       run->started_ns ? aj_format_age(age_seconds(run), age, sizeof(age)) : "?",
+                       meters ? meters : "-");
+        }
+        aj_runs_free(runs, n);
+        if (o.json) {
+                json_auto_t *doc = json_pack("{s:O}", "runs", arr);
+                if (print_json(doc) < 0)
+                        return EXIT_FAIL;
+        }
+        return EXIT_OK;
+}
+
+/* ---- inspect ------------------------------------------------------------------------- */
+
+#define INSPECT_USAGE "agentjail inspect RUN [--json]"
+
+static json_t *incident_summary(const AjRun *run)
+{
+        json_auto_t *inc = NULL;
+        if (aj_run_read_json(run, "incident.json", &inc) < 0 || !json_is_object(inc))
+                return json_null();
+        json_t *s = json_object();
+        static const char *const keys[] = { "cap", "limit", "value", "ts", "time", "action", NULL };
+        for (size_t i = 0; keys[i]; i++) {
+                json_t *v = json_object_get(inc, keys[i]);
+                if (v)
+                        json_object_set(s, keys[i], v);
+        }
+        return s;
+}
+
+static json_t *inspect_doc(AjRun *run, const char *state)
+{
+        json_t *doc = run_summary_json(run, state);
+        if (!doc)
+                return NULL;
+        json_t *d = run->doc, *live = run->live_state;
+        json_t *prof = json_object_get(d, "profile");
+        json_object_set_new(doc, "profile", json_pack("{s:O?, s:O?, s:O?}", "name", json_object_get(prof, "name"), "path",
+                                                      json_object_get(prof, "path"), "digest",
+                                                      json_object_get(prof, "digest")));
+        static const char *const copy[] = { "command", "cwd", "supervisor_pid", "exit", "degraded", NULL };
+        for (size_t i = 0; copy[i]; i++)
+                json_object_set(doc, copy[i], json_object_get(d, copy[i]) ?: json_null());
+        json_object_set(doc, "resources", json_object_get(d, "usage") ?: json_null());
+        json_object_set(doc, "processes", json_object_get(live, "processes") ?: json_null());
+        json_object_set(doc, "pending", json_object_get(live, "pending") ?: json_null());
+        json_t *events = json_object_get(live, "last_events");
+        if (json_is_array(events)) {
+                json_object_set(doc, "last_events", events);
+        } else {
+                char path[PATH_MAX];
+                json_t *tail = NULL;
+                snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+                if (aj_events_read_tail(path, INSPECT_EVENTS, &tail) < 0)
+                        tail = json_array();
+                json_object_set_new(doc, "last_events", tail);
+        }
+        json_t *q = json_object_get(live, "quarantine") ?: json_object_get(d, "quarantine");
+        json_object_set(doc, "quarantine", q ?: json_null());
+        json_object_set_new(doc, "incident", incident_summary(run));
+        if (run->live && !live)
+                json_object_set_new(doc, "live_error", json_string(strerror(-run->probe_error)));
+        return doc;
+}
+
+static void print_value(json_t *v)
+{
+        if (json_is_string(v)) {
+                fputs(json_string_value(v), stdout);
+                return;
+        }
+        _cleanup_free_ char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+        fputs(s ? s : "?", stdout);
+}
+
+static void print_command(json_t *argv)
+{
+        size_t i;
+        json_t *a;
+        json_array_foreach(argv, i, a) {
+                const char *s = json_string_value(a) ?: "?";
+                if (i)
+                        putchar(' ');
+                if (*s && strcspn(s, " \t\n'\"\\$`*?;&|<>()") == strlen(s))
+                        fputs(s, stdout);
+                else
+                        print_value(a);
+        }
+}
+
+static void print_events(json_t *events)
+{
+        size_t i;
+        json_t *ev;
+        if (json_array_size(events) == 0)
+                puts("  (none)");
+        json_array_foreach(events, i, ev) {
+                _cleanup_free_ char *line = NULL;
+                if (aj_event_format(ev, &line) >= 0)
+                        printf("  %s\n", line);
+        }
+}
+
+static void print_inspect(json_t *doc, AjRun *run)
+{
+        json_t *prof = json_object_get(doc, "profile");
+        printf("run         %s (%s)\n", run->id, run_name(run));
+        printf("profile     %s", jstr(prof, "name") ?: "?");
+        if (jstr(prof, "digest"))
+                printf(" (sha256 %.16s...)", jstr(prof, "digest"));
+        putchar('\n');
+        char age[32];
+        printf("state       %s%s, started %s (%s ago)", jstr(doc, "state"), json_is_true(json_object_get(doc, "live")) ? " (live)" : "",
+               jstr(doc, "started") ?: "?", aj_format_age(age_seconds(run), age, sizeof(age)));
+        if (jstr(doc, "ended"))
+                printf(", ended %s", jstr(doc, "ended"));
+        putchar('\n');
+        if (jstr(doc, "live_error"))
+                printf("            (the control socket did not answer inspect: %s)\n", jstr(doc, "live_error"));
+        printf("command     ");
+        print_command(json_object_get(doc, "command"));
+        printf("\ncwd         %s\n", jstr(doc, "cwd") ?: "?");
+        printf("meters      %s\n", jstr(doc, "summary") ?: "-");
+
+        json_t *res = json_object_get(doc, "resources");
+        if (json_is_object(res)) {
+                char mem[32];
+                printf("resources   memory peak %s, cpu %.3fs, oom kills %lld, pids.max hits %lld, seccomp denials %lld\n",
+                       aj_format_size((uint64_t)json_integer_value(json_object_get(res, "memory_peak")), mem, sizeof(mem)),
+                       (double)json_integer_value(json_object_get(res, "cpu_usec")) / 1e6,
+                       (long long)json_integer_value(json_object_get(res, "oom_kills")),
+                       (long long)json_integer_value(json_object_get(res, "pids_max_events")),
+                       (long long)json_integer_value(json_object_get(res, "seccomp_denied")));
+        }
+        json_t *ex = json_object_get(doc, "exit");
+        if (json_is_object(ex)) {
+                printf("exit        status %lld (%s)", (long long)json_integer_value(json_object_get(ex, "status")),
+                       jstr(ex, "reason") ?: "?");
+                if (json_is_integer(json_object_get(ex, "signal")))
+                        printf(", signal %lld", (long long)json_integer_value(json_object_get(ex, "signal")));
+                putchar('\n');
+        }
+        json_t *q = json_object_get(doc, "quarantine");
+        if (json_is_object(q)) {
+                printf("quarantine  since %s, cap %s, %s", jstr(q, "since") ?: "?", jstr(q, "cap") ?: "?",
+                       json_is_true(json_object_get(q, "released")) ? "released" : "not released");
+                if (jstr(q, "released_at"))
+                        printf(" at %s", jstr(q, "released_at"));
+                putchar('\n');
+        }
+        json_t *inc = json_object_get(doc, "incident");
+        if (json_is_object(inc)) {
+                printf("incident    cap %s, value ", jstr(inc, "cap") ?: "?");
+                print_value(json_object_get(inc, "value") ?: json_null());
+                printf(", limit ");
+                print_value(json_object_get(inc, "limit") ?: json_null());
+                printf(" (agentjail quarantine show %s)\n", run->id);
+        }
+
+        json_t *procs = json_object_get(doc, "processes");
+        puts("processes:");
+        if (!json_is_array(procs)) {
+                puts(json_is_true(json_object_get(doc, "live")) ? "  (not reported by the supervisor)"
+                                                                : "  (the run is not live: no processes)");
+        } else {
+                printf("  %7s  %-5s  %9s  %9s  %s\n", "PID", "STATE", "CPU", "RSS", "CMD");
+                size_t i;
+                json_t *p;
+                json_array_foreach(procs, i, p) {
+                        char rss[32] = "-", cpu[32] = "-";
+                        json_t *rv = json_object_get(p, "rss_kb");
+                        if (json_is_integer(rv) && json_integer_value(rv) >= 0)
+                                aj_format_size((uint64_t)json_integer_value(rv) * 1024, rss, sizeof(rss));
+                        json_t *cv = json_object_get(p, "cpu_s");
+                        if (json_is_number(cv))
+                                snprintf(cpu, sizeof(cpu), "%.2fs", json_number_value(cv));
+                        else if (json_is_string(cv))
+                                snprintf(cpu, sizeof(cpu), "%.16s", json_string_value(cv));
+                        printf("  %7lld  %-5.5s  %9s  %9s  ", (long long)json_integer_value(json_object_get(p, "pid")),
+                               jstr(p, "state") ?: "?", cpu, rss);
+                        json_t *cmd = json_object_get(p, "cmd");
+                        if (json_is_array(cmd))
+                                print_command(cmd);
+                        else
+                                print_value(cmd ?: json_null());
+                        putchar('\n');
+                }
+        }
+        json_t *pending = json_object_get(doc, "pending");
+        if (json_is_array(pending)) {
+                puts("pending calls:");
+                if (json_array_size(pending) == 0)
+                        puts("  (none)");
+                size_t i;
+                json_t *p;
+                json_array_foreach(pending, i, p) {
+                        fputs(" ", stdout);
+                        const char *k;
+                        json_t *v;
+                        json_object_foreach(p, k, v) {
+                                printf(" %s=", k);
+                                print_value(v);
+                        }
+                        putchar('\n');
+                }
+        }
+        puts("last events:");
+        print_events(json_object_get(doc, "last_events"));
+}
+
+int aj_cmd_inspect(int argc, char **argv)
+{
+        Opts o;
+        int r = parse_opts(argc, argv, INSPECT_USAGE, "", &o, 1, 1);
+        if (r == 1) {
+                puts("usage: " INSPECT_USAGE "\n\n"
+                     "A run's caps and usage, processes (live runs), pending calls, last events,\n"
+                     "exit, and quarantine/incident summary.");
+                return EXIT_OK;
+        }
+        if (r)
+                return r;
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        if (open_paths("inspect", &paths) < 0 || find_run("inspect", &paths, o.pos[0], &run) < 0)
+                return EXIT_FAIL;
+        aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
+        json_auto_t *doc = inspect_doc(run, aj_run_display_state(run));
+        if (!doc)
+                return EXIT_FAIL;
+        if (o.json)
+                return print_json(doc) < 0 ? EXIT_FAIL : EXIT_OK;
+        print_inspect(doc, run);
+        return EXIT_OK;
+}
+
+/* ---- logs -------------------------------------------------------------------------- */
+
+#define LOGS_USAGE "agentjail logs RUN [-f] [--json] [--type PREFIX]"
+
+typedef struct {
+        bool json;
+        const char *type;
+        size_t bad_lines;
+} LogPrinter;
+
+static void log_line(LogPrinter *lp, const char *line, size_t len)
+{
+        if (len == 0)
+                return;
+        json_auto_t *ev = json_loadb(line, len, 0, NULL);
+        if (!json_is_object(ev)) {
+                lp->bad_lines++;
+                return;
+        }
+        if (!aj_event_type_matches(ev, lp->type))
+                return;
+        if (lp->json) {
+                fwrite(line, 1, len, stdout);
+                putchar('\n');
+                return;
+        }
+        _cleanup_free_ char *text = NULL;
+        if (aj_event_format(ev, &text) >= 0)
+                puts(text);
+}
+
+/* Print every complete line readable from fd; keeps a partial last line in buf. */
+static int log_drain(LogPrinter *lp, int fd, char *buf, size_t *have)
+{
+        for (;;) {
+                ssize_t n = read(fd, buf + *have, LOGS_LINE_MAX - *have);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                if (n == 0)
+                        break;
+                *have += (size_t)n;
+                char *start = buf, *nl;
+                while ((nl = memchr(start, '\n', *have - (size_t)(start - buf)))) {
+                        log_line(lp, start, (size_t)(nl - start));
+                        start = nl + 1;
+                }
+                *have -= (size_t)(start - buf);
+                memmove(buf, start, *have);
+                if (*have == LOGS_LINE_MAX) {
+                        /* A line this long is no event the supervisor wrote. */
+                        lp->bad_lines++;
+                        *have = 0;
+                }
+        }
+        fflush(stdout);
+        return 0;
+}
+
+/* Has the run stopped writing to its chain (exited, or its supervisor is gone)? */
+static bool run_finished(AjRun *run)
+{
+        json_decref(run->doc);
+        run->doc = NULL;
+        if (aj_run_read_json(run, "run.json", &run->doc) < 0)
+                return !aj_run_supervisor_alive(run);
+        const char *status = jstr(run->doc, "status");
+        if (status && streq(status, "exited"))
+                return true;
+        return !aj_run_supervisor_alive(run);
+}
+
+static int follow_logs(LogPrinter *lp, AjRun *run, int fd, char *buf, size_t *have)
+{
+        char path[PATH_MAX];
+        _cleanup_close_ int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+        if (ino < 0)
+                return -errno;
+        snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+        if (inotify_add_watch(ino, path, IN_MODIFY) < 0)
+                return -errno;
+        /* run.json is replaced by rename(): watch the directory for it. */
+        if (inotify_add_watch(ino, run->dir, IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE_SELF) < 0)
+                return -errno;
+
+        sigset_t mask, old;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGHUP);
+        sigprocmask(SIG_BLOCK, &mask, &old);
+        _cleanup_close_ int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        int r = sfd < 0 ? -errno : 0;
+
+        /* The supervisor's exit wakes us too, in case nobody is left to write run.json. */
+        _cleanup_close_ int pidfd = -1;
+        json_t *spid = json_object_get(run->doc, "supervisor_pid");
+        if (json_is_integer(spid) && aj_run_supervisor_alive(run))
+                pidfd = (int)syscall(SYS_pidfd_open, (pid_t)json_integer_value(spid), 0);
+
+        while (r == 0) {
+                r = log_drain(lp, fd, buf, have);
+                if (r < 0 || run_finished(run)) {
+                        if (r == 0)
+                                r = log_drain(lp, fd, buf, have);
+                        break;
+                }
+                struct pollfd p[3] = { { .fd = ino, .events = POLLIN },
+                                       { .fd = sfd, .events = POLLIN },
+                                       { .fd = pidfd, .events = POLLIN } };
+                if (poll(p, pidfd >= 0 ? 3 : 2, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = -errno;
+                        break;
+                }
+                if (p[1].revents)
+                        break; /* the operator stopped following */
+                if (p[2].revents) {
+                        close(pidfd);
+                        pidfd = -1;
+                }
+                char evbuf[4096];
+                while (read(ino, evbuf, sizeof(evbuf)) > 0)
+                        ;
+        }
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        return r;
+}
+
+int aj_cmd_logs(int argc, char **argv)
+{
+        Opts o;
+        int r = parse_opts(argc, argv, LOGS_USAGE, "follow type", &o, 1, 1);
+        if (r == 1) {
+                puts("usage: " LOGS_USAGE "\n\n"
+                     "The run's event chain, one line per event: time (UTC), seq, type, fields.\n"
+                     "  -f, --follow       keep printing new events until the run exits (or Ctrl-C)\n"
+                     "  --json             the raw JSON lines of events.jsonl\n"
+                     "  -t, --type PREFIX  only events whose type is PREFIX or starts with PREFIX.\n"
+                     "                     (\"net\" matches net.connect; \"tool.re\" matches tool.request)");
+                return EXIT_OK;
+        }
+        if (r)
+                return r;
+        if (o.type && (!*o.type || strlen(o.type) > 64))
+                return usage_error("logs", LOGS_USAGE, "--type: expected 1 to 64 characters");
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        if (open_paths("logs", &paths) < 0 || find_run("logs", &paths, o.pos[0], &run) < 0)
+                return EXIT_FAIL;
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+                fail_msg("logs", "cannot open '%s': %s", path, strerror(errno));
+                return EXIT_FAIL;
+        }
+        _cleanup_free_ char *buf = malloc(LOGS_LINE_MAX);
+        if (!buf)
+                return EXIT_FAIL;
+        size_t have = 0;
+        LogPrinter lp = { .json = o.json, .type = o.type };
+        r = o.follow ? follow_logs(&lp, run, fd, buf, &have) : log_drain(&lp, fd, buf, &have);
+        if (r == 0 && have)
+                log_line(&lp, buf, have); /* a last line without '\n' */
+        fflush(stdout);
+        if (r < 0) {
+                fail_msg("logs", "reading '%s': %s", path, strerror(-r));
+                return EXIT_FAIL;
+        }
+        if (lp.bad_lines)
+                fail_msg("logs", "warning: %zu line(s) of '%s' are not JSON events", lp.bad_lines, path);
+        return EXIT_OK;
+}
+
+/* ---- freeze / thaw / kill / release over the control socket -------------------------- */
+
+/* Send one op; prints the outcome (text or one JSON document). Returns the exit status. */
+static int control_op(const char *cmd, AjRun *run, json_t *req, bool json, const char *done)
+{
+        const char *op = jstr(req, "op");
+        json_auto_t *reply = NULL;
+        int r = aj_control_call(run->control_path, req, CONTROL_TIMEOUT_MS, &reply);
+        if (r < 0) {
+                char msg[512];
+                if (r == -ENOENT || r == -ECONNREFUSED)
+                        snprintf(msg, sizeof(msg), "run %s is not live (state: %s)", run->id, aj_run_display_state(run));
+                else if (r == -ETIMEDOUT)
+                        snprintf(msg, sizeof(msg), "run %s: the supervisor did not answer within %ds", run->id,
+                                 CONTROL_TIMEOUT_MS / 1000);
+                else if (r == -EACCES)
+                        snprintf(msg, sizeof(msg), "run %s: permission denied on its control socket (not your run?)",
+                                 run->id);
+                else
+                        snprintf(msg, sizeof(msg), "run %s: control socket: %s", run->id, strerror(-r));
+                if (json) {
+                        json_auto_t *doc = json_pack("{s:s, s:s, s:b, s:{s:s, s:s}}", "run", run->id, "op", op, "ok", 0,
+                                                     "error", "code", strerrorname_np(-r) ?: "EIO", "message", msg);
+                        print_json(doc);
+                }
+                fail_msg(cmd, "%s", msg);
+                return EXIT_FAIL;
+        }
+        bool ok = json_is_true(json_object_get(reply, "ok"));
+        if (json) {
+                json_object_set_new(reply, "run", json_string(run->id));
+                json_object_set_new(reply, "op", json_string(op));
+                print_json(reply);
+        }
+        if (!ok) {
+                _cleanup_free_ char *err = aj_control_reply_error(reply);
+                fail_msg(cmd, "run %s: refused: %s", run->id, err ? err : "request failed");
+                return EXIT_FAIL;
+        }
+        if (!json)
+                printf("run %s %s\n", run->id, done);
+        return EXIT_OK;
+}
+
+static int simple_control_cmd(int argc, char **argv, const char *op, const char *usage, const char *help,
+                              const char *done)
+{
+        const char *cmd = argv[0];
+        Opts o;
+        int r = parse_opts(argc, argv, usage, streq(op, "thaw") ? "raise" : "", &o, 1, 1);
+        if (r == 1) {
+                printf("usage: %s\n\n%s\n", usage, help);
+                free(o.raise);
+                return EXIT_OK;
+        }
+        if (r) {
+                free(o.raise);
+                return r;
+        }
+        json_auto_t *req = json_pack("{s:s}", "op", op);
+        json_t *raise = NULL;
+        for (size_t i = 0; i < o.n_raise; i++) {
+                char *eq = strchr(o.raise[i], '=');
+                size_t klen = eq ? (size_t)(eq - o.raise[i]) : 0;
+                if (!eq || klen == 0 || klen > 32 || strspn(o.raise[i], "abcdefghijklmnopqrstuvwxyz_") != klen ||
+                    !eq[1] || strlen(eq + 1) > 32) {
+                        r = usage_error(cmd, usage, "--raise '%s': expected KEY=VALUE, e.g. tokens=+20000", o.raise[i]);
+                        free(o.raise);
+                        return r;
+                }
+                if (!raise) {
+                        raise = json_object();
+                        json_object_set_new(req, "raise", raise);
+                }
+                *eq = 0;
+                bool dup = json_object_get(raise, o.raise[i]) != NULL;
+                json_object_set_new(raise, o.raise[i], json_string(eq + 1));
+                if (dup) {
+                        r = usage_error(cmd, usage, "--raise %s given twice", o.raise[i]);
+                        *eq = '=';
+                        free(o.raise);
+                        return r;
+                }
+                *eq = '=';
+        }
+        free(o.raise);
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        if (open_paths(cmd, &paths) < 0 || find_run(cmd, &paths, o.pos[0], &run) < 0)
+                return EXIT_FAIL;
+        return control_op(cmd, run, req, o.json, done);
+}
+
+int aj_cmd_freeze(int argc, char **argv)
+{
+        return simple_control_cmd(argc, argv, "freeze", "agentjail freeze RUN [--json]",
+                                  "Freeze every process of a live run (cgroup freezer). It stays frozen until\n"
+                                  "'agentjail thaw' or 'agentjail kill'.",
+                                  "frozen");
+}
+
+int aj_cmd_thaw(int argc, char **argv)
+{
+        return simple_control_cmd(argc, argv, "thaw", "agentjail thaw RUN [--raise KEY=VALUE]... [--json]",
+                                  "Thaw a frozen run. --raise changes a meter's cap first: \"+N\" adds to it,\n"
+                                  "\"N\" sets it, e.g. --raise tokens=+20000 --raise cost_usd=5.",
+                                  "thawed");
+}
+
+int aj_cmd_kill(int argc, char **argv)
+{
+        return simple_control_cmd(argc, argv, "kill", "agentjail kill RUN [--json]",
+                                  "Kill every process of a live run (also a frozen one). The run's records stay.",
+                                  "killed");
+}
+
+/* ---- quarantine ---------------------------------------------------------------------- */
+
+#define QUARANTINE_USAGE "agentjail quarantine [list | show RUN | release RUN | purge RUN] [--json]"
+
+static json_t *quarantine_entry(AjRun *run)
+{
+        json_t *q = json_object_get(run->doc, "quarantine");
+        json_auto_t *inc = NULL;
+        (void)aj_run_read_json(run, "incident.json", &inc);
+        const char *cap = jstr(q, "cap") ?: jstr(inc, "cap");
+        return json_pack("{s:s, s:s?, s:s, s:s?, s:s?, s:b}", "id", run->id, "name", jstr(run->doc, "name"), "state",
+                         aj_run_display_state(run), "since", jstr(q, "since"), "cap", cap, "incident", inc != NULL);
+}
+
+static int quarantine_list(bool json)
+{
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        if (open_paths("quarantine", &paths) < 0)
+                return EXIT_FAIL;
+        AjRun **runs = NULL;
+        size_t n = 0;
+        int r = aj_runs_list(&paths, &runs, &n);
+        if (r < 0) {
+                fail_msg("quarantine", "cannot list '%s/runs': %s", paths.state_root, strerror(-r));
+                return EXIT_FAIL;
+        }
+        json_auto_t *arr = json_array();
+        if (!json)
+                printf("%-12s  %-16s  %-11s  %-14s  %s\n", "ID", "NAME", "STATE", "CAP", "SINCE");
+        for (size_t i = 0; i < n; i++) {
+                if (!aj_run_doc_quarantined(runs[i]->doc))
+                        continue;
+                json_t *e = quarantine_entry(runs[i]);
+                if (!json)
+                        printf("%-12s  %-16.16s  %-11s  %-14.14s  %s\n", runs[i]->id, run_name(runs[i]), jstr(e, "state"),
+                               jstr(e, "cap") ?: "?", jstr(e, "since") ?: "?");
+                json_array_append_new(arr, e);
+        }
+        aj_runs_free(runs, n);
+        if (json) {
+                json_auto_t *doc = json_pack("{s:O}", "runs", arr);
+                return print_json(doc) < 0 ? EXIT_FAIL : EXIT_OK;
+        }
+        return EXIT_OK;
+}
+
+static int quarantine_show(AjRun *run, bool json)
+{
+        json_auto_t *inc = NULL;
+        int r = aj_run_read_json(run, "incident.json", &inc);
+        if (r < 0) {
+                if (r == -ENOENT)
+                        fail_msg("quarantine", "run %s has no incident record (it never breached a cap)", run->id);
+                else
+                        fail_msg("quarantine", "cannot read '%s/incident.json': %s", run->dir, strerror(-r));
+                return EXIT_FAIL;
+        }
+        if (json)
+                return print_json(inc) < 0 ? EXIT_FAIL : EXIT_OK;
+        printf("run         %s (%s), state %s\n", run->id, run_name(run), aj_run_display_state(run));
+        printf("cap         %s: value ", jstr(inc, "cap") ?: "?");
+        print_value(json_object_get(inc, "value") ?: json_null());
+        printf(", limit ");
+        print_value(json_object_get(inc, "limit") ?: json_null());
+        putchar('\n');
+        const char *key;
+        json_t *v;
+        json_object_foreach(inc, key, v) {
+                if (streq(key, "cap") || streq(key, "value") || streq(key, "limit") || streq(key, "last_events") ||
+                    streq(key, "run"))
+                        continue;
+                printf("%-11s ", key);
+                print_value(v);
+                putchar('\n');
+        }
+        json_t *q = json_object_get(run->doc, "quarantine");
+        if (json_is_object(q))
+                printf("quarantine  %s%s%s\n", json_is_true(json_object_get(q, "released")) ? "released" : "not released",
+                       jstr(q, "released_at") ? " at " : "", jstr(q, "released_at") ?: "");
+        puts("last events:");
+        print_events(json_object_get(inc, "last_events"));
+        return EXIT_OK;
+}
+
+static int quarantine_release(AjRun *run, bool json)
+{
+        aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
+        if (run->live) {
+                json_auto_t *req = json_pack("{s:s}", "op", "release");
+                return control_op("quarantine", run, req, json, "released from quarantine");
+        }
+        if (aj_run_supervisor_alive(run)) {
+                fail_msg("quarantine", "run %s is running but its control socket does not answer; not releasing it",
+                         run->id);
+                return EXIT_FAIL;
+        }
+        int r = aj_run_release_offline(run, getuid());
+        if (r == -EALREADY || r == -ENOENT) {
+                fail_msg("quarantine", "run %s is not quarantined", run->id);
+                return EXIT_FAIL;
+        }
+        if (r < 0) {
+                fail_msg("quarantine", "cannot release run %s: %s", run->id, strerror(-r));
+                return EXIT_FAIL;
+        }
+        if (json) {
+                json_auto_t *doc = json_pack("{s:s, s:s, s:b, s:b}", "run", run->id, "op", "release", "ok", 1, "live", 0);
+                print_json(doc);
+        } else {
+                printf("run %s released from quarantine (it is not live: records updated)\n", run->id);
+        }
+        return EXIT_OK;
+}
+
+static int wait_pidfd(int pidfd, int timeout_ms)
+{
+        struct pollfd p = { .fd = pidfd, .events = POLLIN };
+        for (;;) {
+                int n = poll(&p, 1, timeout_ms);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                return n < 0 ? -errno : n == 0 ? -ETIMEDOUT : 0;
+        }
+}
+
+static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
+{
+        aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
+        json_t *spid = json_object_get(run->doc, "supervisor_pid");
+        bool supervisor = aj_run_supervisor_alive(run);
+        if (run->live || supervisor) {
+                if (!run->live) {
+                        fail_msg("quarantine", "run %s is live but its control socket does not answer: cannot kill it, "
+                                 "not purging", run->id);
+                        return EXIT_FAIL;
+                }
+                /* Opened before the kill so its exit cannot be missed. */
+                _cleanup_close_ int pidfd = supervisor ? (int)syscall(SYS_pidfd_open, (pid_t)json_integer_value(spid), 0)
+                                                       : -1;
+                json_auto_t *req = json_pack("{s:s}", "op", "kill");
+                json_auto_t *reply = NULL;
+                int r = aj_control_call(run->control_path, req, CONTROL_TIMEOUT_MS, &reply);
+                if (r < 0 || !json_is_true(json_object_get(reply, "ok"))) {
+                        _cleanup_free_ char *err = r < 0 ? NULL : aj_control_reply_error(reply);
+                        fail_msg("quarantine", "run %s is live and could not be killed (%s): not purging", run->id,
+                                 err ? err : strerror(-r));
+                        return EXIT_FAIL;
+                }
+                if (pidfd >= 0 && wait_pidfd(pidfd, PURGE_WAIT_MS) < 0) {
+                        fail_msg("quarantine", "run %s was killed but its supervisor is still running after %ds: "
+                                 "not purging", run->id, PURGE_WAIT_MS / 1000);
+                        return EXIT_FAIL;
+                }
+        }
+        int r = aj_run_remove_dir(paths, run);
+        if (r < 0) {
+                fail_msg("quarantine", "cannot remove '%s': %s", run->dir, r == -EPERM ? "not a run directory of the state dir" : strerror(-r));
+                return EXIT_FAIL;
+        }
+        if (json) {
+                json_auto_t *doc = json_pack("{s:s, s:s, s:b, s:s}", "run", run->id, "op", "purge", "ok", 1, "dir", run->dir);
+                print_json(doc);
+        } else {
+                printf("run %s purged (%s removed)\n", run->id, run->dir);
+        }
+        return EXIT_OK;
+}
+
+int aj_cmd_quarantine(int argc, char **argv)
+{
+        Opts o;
+        int r = parse_opts(argc, argv, QUARANTINE_USAGE, "", &o, 2, 0);
+        if (r == 1) {
+                puts("usage: " QUARANTINE_USAGE "\n\n"
+                     "  list           runs quarantined after a cap breach and not released (default)\n"
+                     "  show RUN       the incident record: cap, value, limit, trigger, last events\n"
+                     "  release RUN    release it: a live run is thawed; a dead run's records are marked\n"
+                     "  purge RUN      kill the run if it is live, then delete its run directory");
+                return EXIT_OK;
+        }
+        if (r)
+                return r;
+        const char *sub = o.n_pos > 0 ? o.pos[0] : "list";
+        if (streq(sub, "list")) {
+                if (o.n_pos > 1)
+                        return usage_error("quarantine", QUARANTINE_USAGE, "unexpected argument '%s'", o.pos[1]);
+                return quarantine_list(o.json);
+        }
+        if (!streq(sub, "show") && !streq(sub, "release") && !streq(sub, "purge"))
+                return usage_error("quarantine", QUARANTINE_USAGE, "unknown subcommand '%s'", sub);
+        if (o.n_pos < 2)
+                return usage_error("quarantine", QUARANTINE_USAGE, "%s: missing RUN argument", sub);
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        if (open_paths("quarantine", &paths) < 0 || find_run("quarantine", &paths, o.pos[1], &run) < 0)
+                return EXIT_FAIL;
+        if (streq(sub, "show"))
+                return quarantine_show(run, o.json);
+        if (streq(sub, "release"))
+                return quarantine_release(run, o.json);
+        return quarantine_purge(&paths, run, o.json);
+}

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The operator's commands: ps, inspect, logs, freeze, thaw, kill, quarantine. Each takes
+ * argv with the command name in argv[0] and returns the exit status: 0 success, 1
+ * failure (no such run, run not live, refused), 2 usage error. With --json each prints
+ * exactly one JSON document on stdout (`logs --json`: the raw event lines).
+ */
+#pragma once
+
+int aj_cmd_ps(int argc, char **argv);
+int aj_cmd_inspect(int argc, char **argv);
+int aj_cmd_logs(int argc, char **argv);
+int aj_cmd_freeze(int argc, char **argv);
+int aj_cmd_thaw(int argc, char **argv);
+int aj_cmd_kill(int argc, char **argv);
+int aj_cmd_quarantine(int argc, char **argv);

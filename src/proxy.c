@@ -1,0 +1,1534 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proxy.h"
+#include "resolve.h"
+#include "util/strv.h"
+
+#define MAX_TARGET 8192
+#define MAX_HEADERS 128
+#define SOCKS_MAX 600
+/* Bytes one direction may move per wake-up before yielding to other connections. */
+#define PUMP_BUDGET (1024 * 1024)
+#define SPLICE_CHUNK (1024 * 1024)
+#define RESERVE_SLOTS 32
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (1024 * 1024)
+#define ACCEPT_BATCH 64
+#define DISPATCH_EVENTS 256
+
+/* epoll tags: low 2 bits say which fd of a connection (or a proxy-wide fd). */
+enum { TAG_CLIENT = 0, TAG_UPSTREAM = 1, TAG_SPECIAL = 2 };
+enum { SP_HTTP_LISTEN, SP_SOCKS_LISTEN, SP_RESOLVER, SP_TIMER, SP_WAKE };
+
+typedef enum {
+        ST_HTTP_HEAD,
+        ST_SOCKS_GREETING,
+        ST_SOCKS_REQUEST,
+        ST_RESOLVING,
+        ST_CONNECTING,
+        ST_RELAY,
+        ST_REFUSE, /* writing an error reply */
+        ST_LINGER, /* reply sent; draining what the client still sends so it is not reset */
+} ConnState;
+
+typedef struct {
+        int pr, pw;           /* the pipe between source and destination */
+        size_t len;           /* bytes in the pipe */
+        char *prefix;         /* sent to the destination before spliced data */
+        size_t prefix_len, prefix_off;
+        bool prefix_counts;   /* client bytes (counted) or the proxy's own reply (not) */
+        bool src_eof, done;
+        uint64_t bytes;
+} Dir;
+
+struct AjProxy;
+
+typedef struct Conn {
+        struct AjProxy *p;
+        unsigned slot;
+        uint32_t gen;
+        uint64_t id;
+        bool socks, overflow, evaluated, denied, pending, is_connect;
+        ConnState state;
+        int cfd, ufd;
+        char *in;
+        size_t in_len;
+        char *out;
+        size_t out_len, out_off;
+        size_t lingered;
+        char host[AJ_NET_HOST_MAX + 1];
+        uint16_t port;
+        char rule[96];
+        const char *error;
+        struct sockaddr_storage cand[AJ_RESOLVE_MAX_ADDRS];
+        size_t n_cand, next_cand;
+        struct sockaddr_storage addr;
+        bool connected;
+        uint64_t resolve_id;
+        bool resolving;
+        char *fwd;      /* absolute-form: rewritten head + early body */
+        size_t fwd_len;
+        Dir up, down;
+        uint64_t start_ns, deadline_ns;
+} Conn;
+
+struct AjProxy {
+        int epfd, http_fd, socks_fd, timerfd, wakefd;
+        const AjNetPolicy *policy;
+        const AjHooks *hooks;
+        AjProxyOptions opts;
+        AjResolver *resolver;
+        Conn **slots;
+        uint32_t *gens;
+        unsigned n_slots;
+        unsigned active, regular;
+        bool paused;
+        uint64_t next_id;
+        uint64_t total, denied, bytes_up, bytes_down;
+        unsigned *pending;
+        unsigned n_pending;
+};
+
+static uint64_t now_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t tag(unsigned slot, uint32_t gen, unsigned which)
+{
+        return ((uint64_t)gen << 32) | ((uint64_t)slot << 2) | which;
+}
+
+/* ------------------------------------------------------------------ listeners */
+
+int aj_proxy_listen_at(const char *address, uint16_t port, int *ret_fd)
+{
+        struct sockaddr_storage ss = {};
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        socklen_t sl;
+
+        if (inet_pton(AF_INET, address, &in->sin_addr) == 1) {
+                in->sin_family = AF_INET;
+                in->sin_port = htons(port);
+                sl = sizeof(*in);
+        } else if (inet_pton(AF_INET6, address, &in6->sin6_addr) == 1) {
+                in6->sin6_family = AF_INET6;
+                in6->sin6_port = htons(port);
+                sl = sizeof(*in6);
+        } else
+                return -EINVAL;
+
+        _cleanup_close_ int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return negative_errno();
+        int one = 1;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+                return negative_errno();
+        if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
+                return negative_errno();
+        if (listen(fd, 1024) < 0)
+                return negative_errno();
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int aj_proxy_listen_in_current_netns(int *ret_http_fd, int *ret_socks_fd)
+{
+        _cleanup_close_ int http = -1, socks = -1;
+        int r = aj_proxy_listen_at("127.0.0.1", AJ_PROXY_HTTP_PORT, &http);
+        if (r < 0)
+                return r;
+        r = aj_proxy_listen_at("127.0.0.1", AJ_PROXY_SOCKS_PORT, &socks);
+        if (r < 0)
+                return r;
+        *ret_http_fd = TAKE_FD(http);
+        *ret_socks_fd = TAKE_FD(socks);
+        return 0;
+}
+
+int aj_proxy_env_append(char ***env)
+{
+        static const char *const vars[] = {
+                "HTTP_PROXY=http://127.0.0.1:3128",   "http_proxy=http://127.0.0.1:3128",
+                "HTTPS_PROXY=http://127.0.0.1:3128",  "https_proxy=http://127.0.0.1:3128",
+                "ALL_PROXY=socks5h://127.0.0.1:1080", "all_proxy=socks5h://127.0.0.1:1080",
+                "NO_PROXY=localhost,127.0.0.1",       "no_proxy=localhost,127.0.0.1",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(vars); i++) {
+                int r = aj_strv_push(env, vars[i]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* ------------------------------------------------------------------ parsers */
+
+void aj_http_request_done(AjHttpRequest *req)
+{
+        if (!req)
+                return;
+        free(req->forward_head);
+        req->forward_head = NULL;
+        req->forward_len = 0;
+}
+
+static int parse_authority(const char *s, size_t len, bool need_port, uint16_t default_port, char *host,
+                           uint16_t *port, const char **why)
+{
+        const char *h = s, *pend = NULL;
+        size_t hl;
+
+        if (len == 0) {
+                *why = "empty host";
+                return -EINVAL;
+        }
+        if (memchr(s, '@', len)) {
+                *why = "credentials in the URL are not supported";
+                return -EINVAL;
+        }
+        if (s[0] == '[') {
+                const char *close = memchr(s, ']', len);
+                if (!close) {
+                        *why = "missing ']' in IPv6 address";
+                        return -EINVAL;
+                }
+                h = s + 1;
+                hl = (size_t)(close - h);
+                pend = close + 1;
+                if (pend < s + len && *pend != ':') {
+                        *why = "unexpected text after ']'";
+                        return -EINVAL;
+                }
+        } else {
+                const char *colon = memchr(s, ':', len);
+                hl = colon ? (size_t)(colon - s) : len;
+                pend = s + hl;
+        }
+        if (hl == 0 || hl > AJ_NET_HOST_MAX) {
+                *why = "invalid host length";
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < hl; i++)
+                if ((unsigned char)h[i] <= 0x20 || h[i] == '/' || h[i] == '\\' || h[i] == '%') {
+                        *why = "invalid character in host";
+                        return -EINVAL;
+                }
+        if (s[0] == '[') {
+                char tmp[AJ_NET_HOST_MAX + 1];
+                struct in6_addr a6;
+                memcpy(tmp, h, hl);
+                tmp[hl] = 0;
+                if (inet_pton(AF_INET6, tmp, &a6) != 1) {
+                        *why = "invalid IPv6 address";
+                        return -EINVAL;
+                }
+        }
+        unsigned v = 0;
+        if (pend < s + len) {
+                /* ":port" */
+                const char *d = pend + 1;
+                size_t dl = (size_t)(s + len - d);
+                if (dl == 0 || dl > 5) {
+                        *why = "invalid port";
+                        return -EINVAL;
+                }
+                for (size_t i = 0; i < dl; i++) {
+                        if (d[i] < '0' || d[i] > '9') {
+                                *why = "invalid port";
+                                return -EINVAL;
+                        }
+                        v = v * 10 + (unsigned)(d[i] - '0');
+                }
+                if (v == 0 || v > 65535) {
+                        *why = "invalid port";
+                        return -EINVAL;
+                }
+        } else if (need_port) {
+                *why = "CONNECT needs host:port";
+                return -EINVAL;
+        } else
+                v = default_port;
+        memcpy(host, h, hl);
+        host[hl] = 0;
+        *port = (uint16_t)v;
+        return 0;
+}
+
+static bool header_is(const char *line, size_t len, const char *name)
+{
+        size_t n = strlen(name);
+        return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
+}
+
+int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *ret_status, const char **ret_why)
+{
+        AjHttpRequest req = {};
+        size_t head = 0;
+
+#define FAIL(status, why)                                                                                  \
+        do {                                                                                               \
+                *ret_status = (status);                                                                    \
+                *ret_why = (why);                                                                          \
+                free(fwd);                                                                                 \
+                return -EINVAL;                                                                            \
+        } while (0)
+
+        char *fwd = NULL;
+        for (size_t i = 0; i < len && i < AJ_PROXY_MAX_HEADER; i++)
+                if (buf[i] == '\n' && ((i >= 1 && buf[i - 1] == '\n') ||
+                                       (i >= 2 && buf[i - 1] == '\r' && buf[i - 2] == '\n'))) {
+                        head = i + 1;
+                        break;
+                }
+        if (head == 0) {
+                if (len >= AJ_PROXY_MAX_HEADER)
+                        FAIL(431, "request head larger than 16 KiB");
+                /* A request line alone can already be judged (and a client that never ends its
+                 * head gets its answer early). */
+                const char *nl = memchr(buf, '\n', len);
+                if (!nl && len > MAX_TARGET + 32)
+                        FAIL(414, "request line too long");
+                return -EAGAIN;
+        }
+        for (size_t i = 0; i < head; i++) {
+                unsigned char ch = (unsigned char)buf[i];
+                if (ch == 0 || (ch < 0x20 && ch != '\r' && ch != '\n' && ch != '\t') || ch == 0x7f)
+                        FAIL(400, "control character in request head");
+        }
+
+        /* Request line. */
+        const char *line = buf, *eol = memchr(buf, '\n', head);
+        size_t ll = (size_t)(eol - line);
+        if (ll > 0 && line[ll - 1] == '\r')
+                ll--;
+        const char *sp1 = memchr(line, ' ', ll);
+        if (!sp1)
+                FAIL(400, "malformed request line");
+        size_t ml = (size_t)(sp1 - line);
+        if (ml == 0 || ml >= sizeof(req.method))
+                FAIL(400, "malformed request method");
+        for (size_t i = 0; i < ml; i++)
+                if (!isupper((unsigned char)line[i]) && line[i] != '-' && line[i] != '_')
+                        FAIL(400, "malformed request method");
+        memcpy(req.method, line, ml);
+        req.method[ml] = 0;
+        const char *target = sp1 + 1;
+        const char *sp2 = memchr(target, ' ', (size_t)(line + ll - target));
+        if (!sp2)
+                FAIL(400, "malformed request line");
+        size_t tl = (size_t)(sp2 - target);
+        const char *version = sp2 + 1;
+        size_t vl = (size_t)(line + ll - version);
+        if (tl == 0)
+                FAIL(400, "empty request target");
+        if (tl > MAX_TARGET)
+                FAIL(414, "request target longer than 8 KiB");
+        if (!((vl == 8 && (memcmp(version, "HTTP/1.1", 8) == 0 || memcmp(version, "HTTP/1.0", 8) == 0))))
+                FAIL(400, "unsupported HTTP version (HTTP/1.0 or HTTP/1.1 expected)");
+
+        const char *why;
+        const char *path = NULL;
+        size_t pl = 0;
+        if (streq(req.method, "CONNECT")) {
+                req.is_connect = true;
+                if (parse_authority(target, tl, true, 0, req.host, &req.port, &why) < 0)
+                        FAIL(400, why);
+        } else {
+                if (target[0] == '/')
+                        FAIL(400, "not a proxy request (expected an absolute http:// URL or CONNECT)");
+                if (tl >= 8 && strncasecmp(target, "https://", 8) == 0)
+                        FAIL(400, "https:// URLs go through CONNECT");
+                if (tl < 7 || strncasecmp(target, "http://", 7) != 0)
+                        FAIL(400, "unsupported URL scheme (only http:// is forwarded; use CONNECT or SOCKS5)");
+                const char *auth = target + 7, *end = target + tl, *a_end = auth;
+                while (a_end < end && *a_end != '/' && *a_end != '?' && *a_end != '#')
+                        a_end++;
+                if (parse_authority(auth, (size_t)(a_end - auth), false, 80, req.host, &req.port, &why) < 0)
+                        FAIL(400, why);
+                path = a_end;
+                pl = (size_t)(end - a_end);
+        }
+
+        /* Headers: validated for both forms; rewritten for absolute-form. */
+        /* The rewritten head is never longer than the original plus CRLFs for bare LFs. */
+        size_t cap = head + 2 * MAX_HEADERS + 64;
+        if (!req.is_connect) {
+                fwd = malloc(cap + pl + 8);
+                if (!fwd)
+                        FAIL(500, "out of memory");
+        }
+        size_t fl = 0;
+        if (fwd) {
+                memcpy(fwd + fl, req.method, ml);
+                fl += ml;
+                fwd[fl++] = ' ';
+                if (pl == 0 || path[0] != '/')
+                        fwd[fl++] = '/';
+                memcpy(fwd + fl, path, pl);
+                fl += pl;
+                fwd[fl++] = ' ';
+                memcpy(fwd + fl, version, 8);
+                fl += 8;
+                memcpy(fwd + fl, "\r\n", 2);
+                fl += 2;
+        }
+        bool have_host = false;
+        unsigned n_headers = 0;
+        const char *h = eol + 1;
+        while (h < buf + head) {
+                const char *e = memchr(h, '\n', (size_t)(buf + head - h));
+                size_t hl = (size_t)(e - h);
+                if (hl > 0 && h[hl - 1] == '\r')
+                        hl--;
+                if (hl == 0)
+                        break;
+                if (++n_headers > MAX_HEADERS)
+                        FAIL(431, "more than 128 header fields");
+                if (h[0] == ' ' || h[0] == '\t')
+                        FAIL(400, "folded header lines are not accepted");
+                const char *colon = memchr(h, ':', hl);
+                if (!colon || colon == h)
+                        FAIL(400, "malformed header field");
+                for (const char *c = h; c < colon; c++)
+                        if (*c == ' ' || *c == '\t')
+                                FAIL(400, "whitespace in a header field name");
+                if (header_is(h, hl, "Host"))
+                        have_host = true;
+                bool hop = header_is(h, hl, "Proxy-Connection") || header_is(h, hl, "Proxy-Authorization") ||
+                           header_is(h, hl, "Connection") || header_is(h, hl, "Keep-Alive");
+                if (fwd && !hop) {
+                        memcpy(fwd + fl, h, hl);
+                        fl += hl;
+                        memcpy(fwd + fl, "\r\n", 2);
+                        fl += 2;
+                }
+                h = e + 1;
+        }
+        if (fwd) {
+                /* One request per connection: the upstream closes after its answer, so a second
+                 * request on this connection can never reach a host that was not checked. */
+                if (!have_host) {
+                        char hostline[AJ_NET_HOST_MAX + 32];
+                        bool v6 = strchr(req.host, ':') != NULL;
+                        int k = snprintf(hostline, sizeof(hostline), "Host: %s%s%s:%u\r\n", v6 ? "[" : "",
+                                         req.host, v6 ? "]" : "", req.port);
+                        char *nf = realloc(fwd, fl + (size_t)k + 32);
+                        if (!nf)
+                                FAIL(500, "out of memory");
+                        fwd = nf;
+                        memcpy(fwd + fl, hostline, (size_t)k);
+                        fl += (size_t)k;
+                }
+                char *nf = realloc(fwd, fl + 32);
+                if (!nf)
+                        FAIL(500, "out of memory");
+                fwd = nf;
+                memcpy(fwd + fl, "Connection: close\r\n\r\n", 21);
+                fl += 21;
+        }
+        req.head_len = head;
+        req.forward_head = fwd;
+        req.forward_len = fl;
+        *ret = req;
+        return 0;
+#undef FAIL
+}
+
+int aj_socks_parse_greeting(const uint8_t *buf, size_t len)
+{
+        if (len < 1)
+                return -EAGAIN;
+        if (buf[0] != 5)
+                return -EPROTO;
+        if (len < 2)
+                return -EAGAIN;
+        size_t n = buf[1];
+        if (n == 0)
+                return -EPERM;
+        if (len < 2 + n)
+                return -EAGAIN;
+        for (size_t i = 0; i < n; i++)
+                if (buf[2 + i] == 0)
+                        return (int)(2 + n);
+        return -EPERM;
+}
+
+int aj_socks_parse_request(const uint8_t *buf, size_t len, AjSocksRequest *ret, uint8_t *ret_rep,
+                           const char **ret_why)
+{
+        AjSocksRequest req = {};
+        size_t need;
+
+        if (len < 5)
+                return -EAGAIN;
+        if (buf[0] != 5) {
+                *ret_rep = 0x01;
+                *ret_why = "bad SOCKS version in request";
+                return -EINVAL;
+        }
+        if (buf[2] != 0) {
+                *ret_rep = 0x01;
+                *ret_why = "reserved byte not zero";
+                return -EINVAL;
+        }
+        req.atyp = buf[3];
+        switch (buf[3]) {
+        case 1:
+                need = 4 + 4 + 2;
+                break;
+        case 3:
+                need = 4 + 1 + (size_t)buf[4] + 2;
+                break;
+        case 4:
+                need = 4 + 16 + 2;
+                break;
+        default:
+                *ret_rep = 0x08;
+                *ret_why = "address type not supported";
+                return -EINVAL;
+        }
+        if (buf[1] != 1) {
+                *ret_rep = 0x07;
+                *ret_why = "only CONNECT is supported";
+                return -EINVAL;
+        }
+        if (len < need)
+                return -EAGAIN;
+        if (buf[3] == 1)
+                inet_ntop(AF_INET, buf + 4, req.host, sizeof(req.host));
+        else if (buf[3] == 4)
+                inet_ntop(AF_INET6, buf + 4, req.host, sizeof(req.host));
+        else {
+                size_t n = buf[4];
+                if (n == 0) {
+                        *ret_rep = 0x01;
+                        *ret_why = "empty host name";
+                        return -EINVAL;
+                }
+                for (size_t i = 0; i < n; i++)
+                        if (buf[5 + i] == 0) {
+                                *ret_rep = 0x01;
+                                *ret_why = "NUL in host name";
+                                return -EINVAL;
+                        }
+                memcpy(req.host, buf + 5, n);
+                req.host[n] = 0;
+        }
+        req.port = (uint16_t)((buf[need - 2] << 8) | buf[need - 1]);
+        req.consumed = need;
+        *ret = req;
+        return 0;
+}
+
+/* ------------------------------------------------------------------ connections */
+
+static void conn_close(Conn *c);
+static void conn_kick(Conn *c);
+
+static const char *proto_name(const Conn *c)
+{
+        return c->socks ? "socks5" : c->is_connect ? "http-connect" : "http";
+}
+
+static json_t *conn_json(const Conn *c)
+{
+        json_t *o = json_pack("{s:I, s:s, s:s, s:i}", "id", (json_int_t)c->id, "proto", proto_name(c), "host",
+                              c->host, "port", (int)c->port);
+        if (o && c->connected) {
+                char a[INET6_ADDRSTRLEN];
+                json_object_set_new(o, "address", json_string(aj_net_format_address((struct sockaddr *)&c->addr,
+                                                                                    a, sizeof(a))));
+        }
+        return o;
+}
+
+static void emit(AjProxy *p, const char *type, json_t *fields)
+{
+        if (p->hooks && p->hooks->emit && fields)
+                p->hooks->emit(p->hooks->userdata, type, fields);
+        else
+                json_decref(fields);
+}
+
+static void sanitize(char *s)
+{
+        for (; *s; s++)
+                if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+                        *s = '?';
+}
+
+static const char *status_text(int s)
+{
+        switch (s) {
+        case 400: return "Bad Request";
+        case 403: return "Forbidden";
+        case 408: return "Request Timeout";
+        case 414: return "URI Too Long";
+        case 431: return "Request Header Fields Too Large";
+        case 502: return "Bad Gateway";
+        case 503: return "Service Unavailable";
+        case 504: return "Gateway Timeout";
+        default: return "Error";
+        }
+}
+
+static void flush_out(Conn *c);
+
+/* Answer with an error and close: an HTTP status or a SOCKS reply code. */
+static void refuse(Conn *c, int http_status, uint8_t socks_rep, const char *reason_in)
+{
+        char reason[400];
+        snprintf(reason, sizeof(reason), "%s", reason_in);
+        sanitize(reason);
+        if (!c->error)
+                c->error = http_status == 403 ? NULL : "refused";
+        free(c->out);
+        c->out = NULL;
+        c->out_len = c->out_off = 0;
+        if (c->socks) {
+                if (c->state == ST_SOCKS_GREETING)
+                        goto close_now;
+                c->out = malloc(10);
+                if (!c->out)
+                        goto close_now;
+                memcpy(c->out, (uint8_t[]){ 5, socks_rep, 0, 1, 0, 0, 0, 0, 0, 0 }, 10);
+                c->out_len = 10;
+        } else {
+                int k = asprintf(&c->out,
+                                 "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                                 "X-Agentjail-Reason: %s\r\nContent-Length: %zu\r\n\r\nagentjail proxy: %s\n",
+                                 http_status, status_text(http_status), reason, strlen(reason) + 18, reason);
+                if (k < 0) {
+                        c->out = NULL;
+                        goto close_now;
+                }
+                c->out_len = (size_t)k;
+        }
+        if (c->ufd >= 0) {
+                epoll_ctl(c->p->epfd, EPOLL_CTL_DEL, c->ufd, NULL);
+                close(c->ufd);
+                c->ufd = -1;
+        }
+        if (c->resolving) {
+                aj_resolver_cancel(c->p->resolver, c->resolve_id);
+                c->resolving = false;
+        }
+        c->state = ST_REFUSE;
+        c->deadline_ns = now_ns() + LINGER_MS * 1000000ULL;
+        flush_out(c);
+        return;
+close_now:
+        conn_close(c);
+}
+
+static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr)
+{
+        c->denied = true;
+        c->p->denied++;
+        json_t *f = conn_json(c);
+        if (f) {
+                json_object_set_new(f, "reason", json_string(v->reason));
+                if (v->rule >= 0)
+                        json_object_set_new(f, "rule", json_string(c->p->policy->rules[v->rule].text));
+                if (addr) {
+                        char a[INET6_ADDRSTRLEN];
+                        json_object_set_new(f, "address", json_string(aj_net_format_address(addr, a, sizeof(a))));
+                }
+        }
+        emit(c->p, "net.denied", f);
+        char reason[400];
+        snprintf(reason, sizeof(reason), "denied: %s", v->reason);
+        refuse(c, 403, 0x02, reason);
+}
+
+static void flush_out(Conn *c)
+{
+        while (c->out_off < c->out_len) {
+                ssize_t n = send(c->cfd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return;
+                        conn_close(c);
+                        return;
+                }
+                c->out_off += (size_t)n;
+        }
+        shutdown(c->cfd, SHUT_WR);
+        c->state = ST_LINGER;
+        conn_kick(c);
+}
+
+static void linger(Conn *c)
+{
+        char buf[16384];
+        for (;;) {
+                ssize_t n = recv(c->cfd, buf, sizeof(buf), 0);
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                        conn_close(c);
+                        return;
+                }
+                if (n < 0)
+                        return;
+                c->lingered += (size_t)n;
+                if (c->lingered > LINGER_MAX_BYTES) {
+                        conn_close(c);
+                        return;
+                }
+        }
+}
+
+static int account(Conn *c, Dir *d, size_t n)
+{
+        AjProxy *p = c->p;
+        d->bytes += n;
+        if (d == &c->up)
+                p->bytes_up += n;
+        else
+                p->bytes_down += n;
+        if (p->hooks && p->hooks->charge_egress) {
+                json_t *j = conn_json(c);
+                int r = p->hooks->charge_egress(p->hooks->userdata, n, j);
+                json_decref(j);
+                if (r == 1) {
+                        c->error = "egress cap reached";
+                        return -EDQUOT;
+                }
+        }
+        return 0;
+}
+
+static void mark_pending(Conn *c)
+{
+        AjProxy *p = c->p;
+        if (c->pending)
+                return;
+        c->pending = true;
+        p->pending[p->n_pending++] = c->slot;
+        uint64_t one = 1;
+        (void)!write(p->wakefd, &one, sizeof(one));
+}
+
+/* Moves data src -> pipe -> dst until one side would block or the budget is used.
+ * Returns < 0 when the connection must close. */
+static int pump(Conn *c, Dir *d, int src, int dst)
+{
+        size_t moved = 0;
+        int r;
+
+        while (d->prefix_off < d->prefix_len) {
+                ssize_t n = send(dst, d->prefix + d->prefix_off, d->prefix_len - d->prefix_off, MSG_NOSIGNAL);
+                if (n < 0)
+                        return errno == EAGAIN || errno == EINTR ? 0 : negative_errno();
+                d->prefix_off += (size_t)n;
+                if (d->prefix_counts && (r = account(c, d, (size_t)n)) < 0)
+                        return r;
+        }
+        if (d->done)
+                return 0;
+        for (;;) {
+                if (d->len > 0) {
+                        ssize_t n = splice(d->pr, NULL, dst, NULL, d->len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+                        if (n < 0)
+                                return errno == EAGAIN || errno == EINTR ? 0 : negative_errno();
+                        d->len -= (size_t)n;
+                        moved += (size_t)n;
+                        if ((r = account(c, d, (size_t)n)) < 0)
+                                return r;
+                }
+                if (d->src_eof) {
+                        if (d->len > 0)
+                                continue;
+                        /* Half-close: pass the EOF on, keep the other direction going. */
+                        shutdown(dst, SHUT_WR);
+                        d->done = true;
+                        return 0;
+                }
+                if (moved >= PUMP_BUDGET) {
+                        mark_pending(c);
+                        return 0;
+                }
+                ssize_t n = splice(src, NULL, d->pw, NULL, SPLICE_CHUNK, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+                if (n == 0) {
+                        d->src_eof = true;
+                        continue;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EAGAIN)
+                                return negative_errno();
+                        /* EAGAIN: the socket is empty, or the pipe is full (then drain it first). */
+                        if (d->len == 0)
+                                return 0;
+                        continue;
+                }
+                d->len += (size_t)n;
+        }
+}
+
+static void relay(Conn *c)
+{
+        int r = pump(c, &c->up, c->cfd, c->ufd);
+        if (r >= 0)
+                r = pump(c, &c->down, c->ufd, c->cfd);
+        if (r < 0) {
+                if (!c->error)
+                        c->error = r == -ECONNRESET ? "connection reset" : r == -EPIPE ? "broken pipe" : "relay error";
+                conn_close(c);
+                return;
+        }
+        if (c->up.done && c->down.done)
+                conn_close(c);
+}
+
+static int make_pipe(Dir *d)
+{
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
+                return negative_errno();
+        d->pr = fds[0];
+        d->pw = fds[1];
+        return 0;
+}
+
+static void start_relay(Conn *c)
+{
+        if (make_pipe(&c->up) < 0 || make_pipe(&c->down) < 0) {
+                refuse(c, 503, 0x01, "proxy out of resources (pipes)");
+                return;
+        }
+        int one = 1;
+        setsockopt(c->ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (c->socks) {
+                struct sockaddr_storage local = {};
+                socklen_t sl = sizeof(local);
+                uint8_t *rep = malloc(22);
+                if (!rep) {
+                        conn_close(c);
+                        return;
+                }
+                getsockname(c->ufd, (struct sockaddr *)&local, &sl);
+                rep[0] = 5;
+                rep[1] = 0;
+                rep[2] = 0;
+                if (local.ss_family == AF_INET6) {
+                        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&local;
+                        rep[3] = 4;
+                        memcpy(rep + 4, &a->sin6_addr, 16);
+                        memcpy(rep + 20, &a->sin6_port, 2);
+                        c->down.prefix_len = 22;
+                } else {
+                        struct sockaddr_in *a = (struct sockaddr_in *)&local;
+                        rep[3] = 1;
+                        memcpy(rep + 4, &a->sin_addr, 4);
+                        memcpy(rep + 8, &a->sin_port, 2);
+                        c->down.prefix_len = 10;
+                }
+                c->down.prefix = (char *)rep;
+        } else if (c->is_connect) {
+                static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+                c->down.prefix = strdup(ok);
+                if (!c->down.prefix) {
+                        conn_close(c);
+                        return;
+                }
+                c->down.prefix_len = sizeof(ok) - 1;
+        }
+        /* What the client sent after its request (pipelined body, TLS hello) goes first. */
+        c->up.prefix = c->fwd;
+        c->up.prefix_len = c->fwd_len;
+        c->up.prefix_counts = true;
+        c->fwd = NULL;
+        c->fwd_len = 0;
+        free(c->in);
+        c->in = NULL;
+        c->state = ST_RELAY;
+        c->deadline_ns = 0;
+        relay(c);
+}
+
+static void connect_next(Conn *c);
+
+static void connect_failed(Conn *c, int err)
+{
+        if (c->ufd >= 0) {
+                epoll_ctl(c->p->epfd, EPOLL_CTL_DEL, c->ufd, NULL);
+                close(c->ufd);
+                c->ufd = -1;
+        }
+        if (c->next_cand < c->n_cand) {
+                connect_next(c);
+                return;
+        }
+        char reason[400];
+        char a[INET6_ADDRSTRLEN];
+        aj_net_format_address((struct sockaddr *)&c->addr, a, sizeof(a));
+        snprintf(reason, sizeof(reason), "cannot connect to %s port %u (%s): %s", c->host, c->port, a,
+                 strerror(-err));
+        c->error = err == -ECONNREFUSED ? "connection refused" : err == -ETIMEDOUT ? "connect timeout"
+                                                                                   : "connect failed";
+        c->connected = false;
+        uint8_t rep = err == -ECONNREFUSED ? 0x05 : err == -ENETUNREACH ? 0x03 : err == -ETIMEDOUT ? 0x04 : 0x04;
+        refuse(c, err == -ETIMEDOUT ? 504 : 502, rep, reason);
+}
+
+static void connect_next(Conn *c)
+{
+        AjProxy *p = c->p;
+        while (c->next_cand < c->n_cand) {
+                struct sockaddr_storage *ss = &c->cand[c->next_cand++];
+                socklen_t sl = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+                if (ss->ss_family == AF_INET6)
+                        ((struct sockaddr_in6 *)ss)->sin6_port = htons(c->port);
+                else
+                        ((struct sockaddr_in *)ss)->sin_port = htons(c->port);
+                c->addr = *ss;
+                c->connected = true; /* address known (reported even if the connect fails) */
+                int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                if (fd < 0) {
+                        connect_failed(c, negative_errno());
+                        return;
+                }
+                if (connect(fd, (struct sockaddr *)ss, sl) < 0 && errno != EINPROGRESS) {
+                        int err = negative_errno();
+                        close(fd);
+                        if (c->next_cand < c->n_cand)
+                                continue;
+                        connect_failed(c, err);
+                        return;
+                }
+                c->ufd = fd;
+                struct epoll_event ev = {
+                        .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                        .data.u64 = tag(c->slot, c->gen, TAG_UPSTREAM),
+                };
+                if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        connect_failed(c, negative_errno());
+                        return;
+                }
+                c->state = ST_CONNECTING;
+                return;
+        }
+        connect_failed(c, -EHOSTUNREACH);
+}
+
+static void on_resolved(void *userdata, int error, const struct sockaddr_storage *addrs, size_t n)
+{
+        Conn *c = userdata;
+        AjNetVerdict first_denial = { .rule = -1 };
+        struct sockaddr_storage denied_addr = {};
+        bool have_denial = false;
+
+        c->resolving = false;
+        c->n_cand = c->next_cand = 0;
+        for (size_t i = 0; i < n; i++) {
+                AjNetVerdict v;
+                aj_net_check_resolved(c->p->policy, c->host, (const struct sockaddr *)&addrs[i], c->port, &v);
+                if (v.allowed)
+                        c->cand[c->n_cand++] = addrs[i];
+                else if (!have_denial) {
+                        first_denial = v;
+                        denied_addr = addrs[i];
+                        have_denial = true;
+                }
+        }
+        if (c->n_cand > 0) {
+                connect_next(c);
+                return;
+        }
+        if (have_denial) {
+                deny(c, &first_denial, (struct sockaddr *)&denied_addr);
+                return;
+        }
+        char reason[400];
+        snprintf(reason, sizeof(reason), "cannot resolve %s: %s", c->host,
+                 error == -ETIMEDOUT ? "timed out" : error == -ENOENT ? "no such host" : "resolver failure");
+        c->error = "resolve failed";
+        refuse(c, error == -ETIMEDOUT ? 504 : 502, 0x04, reason);
+}
+
+/* The request is complete: check it, then resolve or connect. */
+static void evaluate(Conn *c)
+{
+        AjProxy *p = c->p;
+        AjNetVerdict v;
+
+        if (c->overflow) {
+                char reason[128];
+                snprintf(reason, sizeof(reason), "too many connections (at most %u per run)", p->opts.max_connections);
+                c->error = "connection limit";
+                json_t *f = conn_json(c);
+                if (f)
+                        json_object_set_new(f, "reason", json_string(reason));
+                emit(p, "net.denied", f);
+                refuse(c, 503, 0x01, reason);
+                return;
+        }
+        c->evaluated = true;
+        p->total++;
+        aj_net_check_host(p->policy, c->host, c->port, &v);
+        if (v.rule >= 0)
+                snprintf(c->rule, sizeof(c->rule), "%s", p->policy->rules[v.rule].text);
+        if (!v.allowed) {
+                deny(c, &v, NULL);
+                return;
+        }
+        struct sockaddr_storage ss = {};
+        if (inet_pton(AF_INET, c->host, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+                ss.ss_family = AF_INET;
+        else if (inet_pton(AF_INET6, c->host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
+                ss.ss_family = AF_INET6;
+        c->deadline_ns = now_ns() + p->opts.connect_timeout_ms * 1000000ULL;
+        if (ss.ss_family != 0) {
+                /* A literal: the address rule already decided. */
+                c->cand[0] = ss;
+                c->n_cand = 1;
+                c->next_cand = 0;
+                connect_next(c);
+                return;
+        }
+        /* Resolve (and report) the canonical name the allowlist matched, not the client's spelling. */
+        char norm[AJ_NET_HOST_MAX + 1];
+        const char *why;
+        if (aj_net_host_normalize(c->host, strlen(c->host), norm, &why) >= 0)
+                memcpy(c->host, norm, strlen(norm) + 1);
+        int r = aj_resolver_resolve(p->resolver, c->host, on_resolved, c, &c->resolve_id);
+        if (r < 0) {
+                c->error = "resolver busy";
+                refuse(c, 503, 0x01, "too many name lookups in progress");
+                return;
+        }
+        c->resolving = true;
+        c->state = ST_RESOLVING;
+}
+
+static void read_request(Conn *c)
+{
+        size_t cap = c->socks ? SOCKS_MAX : AJ_PROXY_MAX_HEADER;
+        bool eof = false;
+
+        while (c->in_len < cap) {
+                ssize_t n = recv(c->cfd, c->in + c->in_len, cap - c->in_len, 0);
+                if (n == 0) {
+                        eof = true;
+                        break;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                break;
+                        conn_close(c);
+                        return;
+                }
+                c->in_len += (size_t)n;
+        }
+
+        if (!c->socks) {
+                AjHttpRequest req;
+                int status;
+                const char *why;
+                int r = aj_http_parse_request(c->in, c->in_len, &req, &status, &why);
+                if (r == -EAGAIN) {
+                        if (eof)
+                                conn_close(c);
+                        return;
+                }
+                if (r < 0) {
+                        refuse(c, status, 0, why);
+                        return;
+                }
+                snprintf(c->host, sizeof(c->host), "%s", req.host);
+                c->port = req.port;
+                c->is_connect = req.is_connect;
+                size_t extra = c->in_len - req.head_len;
+                size_t base = req.is_connect ? 0 : req.forward_len;
+                if (base + extra > 0) {
+                        c->fwd = malloc(base + extra);
+                        if (!c->fwd) {
+                                aj_http_request_done(&req);
+                                conn_close(c);
+                                return;
+                        }
+                        if (base)
+                                memcpy(c->fwd, req.forward_head, base);
+                        memcpy(c->fwd + base, c->in + req.head_len, extra);
+                        c->fwd_len = base + extra;
+                }
+                aj_http_request_done(&req);
+                evaluate(c);
+                return;
+        }
+
+        if (c->state == ST_SOCKS_GREETING) {
+                int r = aj_socks_parse_greeting((uint8_t *)c->in, c->in_len);
+                if (r == -EAGAIN) {
+                        if (eof)
+                                conn_close(c);
+                        return;
+                }
+                if (r < 0) {
+                        /* Bad version: just close; no acceptable method: say so (0xFF). */
+                        if (r == -EPERM)
+                                (void)!send(c->cfd, "\x05\xff", 2, MSG_NOSIGNAL);
+                        conn_close(c);
+                        return;
+                }
+                /* The method reply is two bytes into an empty socket buffer: it cannot block. */
+                if (send(c->cfd, "\x05\x00", 2, MSG_NOSIGNAL) != 2) {
+                        conn_close(c);
+                        return;
+                }
+                memmove(c->in, c->in + r, c->in_len - (size_t)r);
+                c->in_len -= (size_t)r;
+                c->state = ST_SOCKS_REQUEST;
+        }
+        AjSocksRequest req;
+        uint8_t rep;
+        const char *why;
+        int r = aj_socks_parse_request((uint8_t *)c->in, c->in_len, &req, &rep, &why);
+        if (r == -EAGAIN) {
+                if (eof)
+                        conn_close(c);
+                return;
+        }
+        if (r < 0) {
+                refuse(c, 400, rep, why);
+                return;
+        }
+        snprintf(c->host, sizeof(c->host), "%s", req.host);
+        c->port = req.port;
+        if (c->in_len > req.consumed) {
+                c->fwd_len = c->in_len - req.consumed;
+                c->fwd = malloc(c->fwd_len);
+                if (!c->fwd) {
+                        conn_close(c);
+                        return;
+                }
+                memcpy(c->fwd, c->in + req.consumed, c->fwd_len);
+        }
+        evaluate(c);
+}
+
+static void on_client(Conn *c)
+{
+        switch (c->state) {
+        case ST_HTTP_HEAD:
+        case ST_SOCKS_GREETING:
+        case ST_SOCKS_REQUEST:
+                read_request(c);
+                break;
+        case ST_RELAY:
+                relay(c);
+                break;
+        case ST_REFUSE:
+                flush_out(c);
+                break;
+        case ST_LINGER:
+                linger(c);
+                break;
+        default:
+                /* Resolving or connecting: the client waits; what it sends stays queued. */
+                break;
+        }
+}
+
+static void on_upstream(Conn *c, uint32_t events)
+{
+        if (c->state == ST_CONNECTING) {
+                int err = 0;
+                socklen_t l = sizeof(err);
+                if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+                        return;
+                if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+                        err = errno;
+                if (err != 0) {
+                        connect_failed(c, -err);
+                        return;
+                }
+                start_relay(c);
+                return;
+        }
+        if (c->state == ST_RELAY)
+                relay(c);
+}
+
+/* Re-run a connection whose state changed without a new edge on its fds. */
+static void conn_kick(Conn *c)
+{
+        if (c->state == ST_LINGER)
+                linger(c);
+}
+
+static void conn_close(Conn *c)
+{
+        AjProxy *p = c->p;
+
+        if (c->resolving)
+                aj_resolver_cancel(p->resolver, c->resolve_id);
+        if (c->evaluated) {
+                json_t *f = conn_json(c);
+                if (f) {
+                        json_object_set_new(f, "verdict", json_string(c->denied ? "denied" : "allowed"));
+                        if (c->rule[0])
+                                json_object_set_new(f, "rule", json_string(c->rule));
+                        json_object_set_new(f, "bytes_up", json_integer((json_int_t)c->up.bytes));
+                        json_object_set_new(f, "bytes_down", json_integer((json_int_t)c->down.bytes));
+                        json_object_set_new(f, "duration_ms",
+                                            json_integer((json_int_t)((now_ns() - c->start_ns) / 1000000ULL)));
+                        if (c->error)
+                                json_object_set_new(f, "error", json_string(c->error));
+                }
+                emit(p, "net.connect", f);
+        }
+        if (c->cfd >= 0)
+                close(c->cfd); /* closing removes it from epoll */
+        if (c->ufd >= 0)
+                close(c->ufd);
+        Dir *dirs[] = { &c->up, &c->down };
+        for (size_t i = 0; i < 2; i++) {
+                if (dirs[i]->pr >= 0)
+                        close(dirs[i]->pr);
+                if (dirs[i]->pw >= 0)
+                        close(dirs[i]->pw);
+                free(dirs[i]->prefix);
+        }
+        free(c->in);
+        free(c->out);
+        free(c->fwd);
+        if (c->pending)
+                for (unsigned i = 0; i < p->n_pending; i++)
+                        if (p->pending[i] == c->slot) {
+                                p->pending[i] = p->pending[--p->n_pending];
+                                break;
+                        }
+        p->slots[c->slot] = NULL;
+        p->gens[c->slot]++;
+        p->active--;
+        if (!c->overflow)
+                p->regular--;
+        free(c);
+
+        if (p->paused) {
+                struct epoll_event ev = { .events = EPOLLIN };
+                ev.data.u64 = tag(SP_HTTP_LISTEN, 0, TAG_SPECIAL);
+                epoll_ctl(p->epfd, EPOLL_CTL_MOD, p->http_fd, &ev);
+                ev.data.u64 = tag(SP_SOCKS_LISTEN, 0, TAG_SPECIAL);
+                epoll_ctl(p->epfd, EPOLL_CTL_MOD, p->socks_fd, &ev);
+                p->paused = false;
+        }
+}
+
+static void pause_listeners(AjProxy *p)
+{
+        struct epoll_event ev = { .events = 0 };
+        ev.data.u64 = tag(SP_HTTP_LISTEN, 0, TAG_SPECIAL);
+        epoll_ctl(p->epfd, EPOLL_CTL_MOD, p->http_fd, &ev);
+        ev.data.u64 = tag(SP_SOCKS_LISTEN, 0, TAG_SPECIAL);
+        epoll_ctl(p->epfd, EPOLL_CTL_MOD, p->socks_fd, &ev);
+        p->paused = true;
+}
+
+static void accept_some(AjProxy *p, int lfd, bool socks)
+{
+        for (int i = 0; i < ACCEPT_BATCH; i++) {
+                int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) {
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                                /* Level-triggered listeners would spin; resume when a connection closes. */
+                                if (p->active > 0)
+                                        pause_listeners(p);
+                        return;
+                }
+                unsigned slot = UINT32_MAX;
+                for (unsigned s = 0; s < p->n_slots; s++)
+                        if (!p->slots[s]) {
+                                slot = s;
+                                break;
+                        }
+                Conn *c = slot == UINT32_MAX ? NULL : calloc(1, sizeof(*c));
+                if (c)
+                        c->in = malloc(socks ? SOCKS_MAX : AJ_PROXY_MAX_HEADER);
+                if (!c || !c->in) {
+                        if (c)
+                                free(c);
+                        close(fd);
+                        continue;
+                }
+                c->p = p;
+                c->slot = slot;
+                c->gen = p->gens[slot];
+                c->id = p->next_id++;
+                c->socks = socks;
+                c->state = socks ? ST_SOCKS_GREETING : ST_HTTP_HEAD;
+                c->cfd = fd;
+                c->ufd = -1;
+                c->up.pr = c->up.pw = c->down.pr = c->down.pw = -1;
+                c->start_ns = now_ns();
+                c->deadline_ns = c->start_ns + p->opts.header_timeout_ms * 1000000ULL;
+                c->overflow = p->regular >= p->opts.max_connections;
+                struct epoll_event ev = {
+                        .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                        .data.u64 = tag(slot, c->gen, TAG_CLIENT),
+                };
+                if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        free(c->in);
+                        free(c);
+                        close(fd);
+                        continue;
+                }
+                p->slots[slot] = c;
+                p->active++;
+                if (!c->overflow)
+                        p->regular++;
+                /* Data may already be there: ET reports it, but read now to save a round. */
+                read_request(c);
+        }
+}
+
+static void on_timer(AjProxy *p)
+{
+        uint64_t now = now_ns();
+        for (unsigned s = 0; s < p->n_slots; s++) {
+                Conn *c = p->slots[s];
+                if (!c || c->deadline_ns == 0 || c->deadline_ns > now)
+                        continue;
+                switch (c->state) {
+                case ST_HTTP_HEAD:
+                        c->deadline_ns = 0;
+                        refuse(c, 408, 0, "request head not received in time");
+                        break;
+                case ST_SOCKS_GREETING:
+                case ST_SOCKS_REQUEST:
+                        conn_close(c);
+                        break;
+                case ST_RESOLVING:
+                case ST_CONNECTING:
+                        c->deadline_ns = 0;
+                        if (c->state == ST_CONNECTING) {
+                                c->next_cand = c->n_cand;
+                                connect_failed(c, -ETIMEDOUT);
+                        } else {
+                                c->error = "resolve timeout";
+                                refuse(c, 504, 0x04, "name resolution timed out");
+                        }
+                        break;
+                default:
+                        conn_close(c);
+                }
+        }
+}
+
+static void arm_timer(AjProxy *p)
+{
+        uint64_t next = UINT64_MAX, now = now_ns();
+        for (unsigned s = 0; s < p->n_slots; s++) {
+                Conn *c = p->slots[s];
+                if (c && c->deadline_ns && c->deadline_ns < next)
+                        next = c->deadline_ns;
+        }
+        struct itimerspec its = {};
+        if (next != UINT64_MAX) {
+                uint64_t d = next > now ? next - now : 1;
+                its.it_value.tv_sec = (time_t)(d / 1000000000ULL);
+                its.it_value.tv_nsec = (long)(d % 1000000000ULL);
+        }
+        timerfd_settime(p->timerfd, 0, &its, NULL);
+}
+
+static Conn *lookup(AjProxy *p, uint64_t u64)
+{
+        unsigned slot = (unsigned)((u64 & 0xffffffffULL) >> 2);
+        uint32_t gen = (uint32_t)(u64 >> 32);
+        if (slot >= p->n_slots || !p->slots[slot] || p->slots[slot]->gen != gen)
+                return NULL;
+        return p->slots[slot];
+}
+
+int aj_proxy_dispatch(AjProxy *p)
+{
+        struct epoll_event evs[DISPATCH_EVENTS];
+        int n = epoll_wait(p->epfd, evs, DISPATCH_EVENTS, 0);
+        if (n < 0)
+                return errno == EINTR ? 0 : negative_errno();
+
+        for (int i = 0; i < n; i++) {
+                uint64_t u = evs[i].data.u64;
+                unsigned which = (unsigned)(u & 3);
+                if (which == TAG_SPECIAL) {
+                        unsigned sp = (unsigned)((u & 0xffffffffULL) >> 2);
+                        uint64_t x;
+                        switch (sp) {
+                        case SP_HTTP_LISTEN:
+                                accept_some(p, p->http_fd, false);
+                                break;
+                        case SP_SOCKS_LISTEN:
+                                accept_some(p, p->socks_fd, true);
+                                break;
+                        case SP_RESOLVER:
+                                aj_resolver_dispatch(p->resolver);
+                                break;
+                        case SP_TIMER:
+                                (void)!read(p->timerfd, &x, sizeof(x));
+                                on_timer(p);
+                                break;
+                        case SP_WAKE:
+                                (void)!read(p->wakefd, &x, sizeof(x));
+                                break;
+                        }
+                        continue;
+                }
+                Conn *c = lookup(p, u);
+                if (!c)
+                        continue;
+                if (which == TAG_CLIENT)
+                        on_client(c);
+                else
+                        on_upstream(c, evs[i].events);
+        }
+
+        /* Connections that used their budget: one more round each, in arrival order. */
+        unsigned np = p->n_pending;
+        unsigned *snapshot = np ? malloc(np * sizeof(unsigned)) : NULL;
+        if (np && snapshot) {
+                memcpy(snapshot, p->pending, np * sizeof(unsigned));
+                p->n_pending = 0;
+                for (unsigned i = 0; i < np; i++) {
+                        Conn *c = p->slots[snapshot[i]];
+                        if (!c || !c->pending)
+                                continue;
+                        c->pending = false;
+                        if (c->state == ST_RELAY)
+                                relay(c);
+                }
+                free(snapshot);
+        }
+        arm_timer(p);
+        return 0;
+}
+
+int aj_proxy_fd(AjProxy *p) { return p->epfd; }
+
+json_t *aj_proxy_stats(AjProxy *p)
+{
+        return json_pack("{s:I, s:I, s:I, s:I, s:I}", "connections", (json_int_t)p->total, "active",
+                         (json_int_t)p->active, "denied", (json_int_t)p->denied, "bytes_up",
+                         (json_int_t)p->bytes_up, "bytes_down", (json_int_t)p->bytes_down);
+}
+
+void aj_proxy_free(AjProxy *p)
+{
+        if (!p)
+                return;
+        for (unsigned s = 0; p->slots && s < p->n_slots; s++)
+                if (p->slots[s])
+                        conn_close(p->slots[s]);
+        aj_resolver_free(p->resolver);
+        int fds[] = { p->epfd, p->http_fd, p->socks_fd, p->timerfd, p->wakefd };
+        for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+        free(p->slots);
+        free(p->gens);
+        free(p->pending);
+        free(p);
+}
+
+static int add_special(AjProxy *p, int fd, unsigned sp)
+{
+        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag(sp, 0, TAG_SPECIAL) };
+        return epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? negative_errno() : 0;
+}
+
+int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *policy, const AjHooks *hooks,
+                              const AjProxyOptions *opts, AjProxy **ret)
+{
+        AjProxy *p = calloc(1, sizeof(*p));
+        int r;
+
+        if (!p) {
+                if (http_fd >= 0)
+                        close(http_fd);
+                if (socks_fd >= 0)
+                        close(socks_fd);
+                return -ENOMEM;
+        }
+        p->http_fd = http_fd;
+        p->socks_fd = socks_fd;
+        p->epfd = p->timerfd = p->wakefd = -1;
+        p->policy = policy;
+        p->hooks = hooks;
+        p->next_id = 1;
+        if (opts)
+                p->opts = *opts;
+        if (!p->opts.header_timeout_ms)
+                p->opts.header_timeout_ms = 30000;
+        if (!p->opts.connect_timeout_ms)
+                p->opts.connect_timeout_ms = 20000;
+        if (!p->opts.max_connections || p->opts.max_connections > 65536)
+                p->opts.max_connections = AJ_PROXY_MAX_CONNECTIONS;
+
+        p->n_slots = p->opts.max_connections + RESERVE_SLOTS;
+        p->slots = calloc(p->n_slots, sizeof(Conn *));
+        p->gens = calloc(p->n_slots, sizeof(uint32_t));
+        p->pending = calloc(p->n_slots, sizeof(unsigned));
+        if (!p->slots || !p->gens || !p->pending) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        p->epfd = epoll_create1(EPOLL_CLOEXEC);
+        p->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (p->epfd < 0 || p->timerfd < 0 || p->wakefd < 0) {
+                r = negative_errno();
+                goto fail;
+        }
+        r = aj_resolver_new(p->opts.connect_timeout_ms / 2, &p->resolver);
+        if (r < 0)
+                goto fail;
+        if ((http_fd >= 0 && (r = add_special(p, http_fd, SP_HTTP_LISTEN)) < 0) ||
+            (socks_fd >= 0 && (r = add_special(p, socks_fd, SP_SOCKS_LISTEN)) < 0) ||
+            (r = add_special(p, aj_resolver_fd(p->resolver), SP_RESOLVER)) < 0 ||
+            (r = add_special(p, p->timerfd, SP_TIMER)) < 0 || (r = add_special(p, p->wakefd, SP_WAKE)) < 0)
+                goto fail;
+
+        /* Each connection holds up to six fds (two sockets, two pipes): make room for the
+         * connection limit rather than fail at accept. */
+        struct rlimit rl;
+        rlim_t want = (rlim_t)p->n_slots * 6 + 256;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+                rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+                setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        *ret = p;
+        return 0;
+fail:
+        aj_proxy_free(p);
+        return r;
+}
+
+int aj_proxy_new(int http_fd, int socks_fd, const AjNetPolicy *policy, const AjHooks *hooks, AjProxy **ret)
+{
+        return aj_proxy_new_with_options(http_fd, socks_fd, policy, hooks, NULL, ret);
+}

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The egress proxy, served from the supervisor's event loop: an HTTP proxy (CONNECT
+ * for TLS, absolute-form requests for plain HTTP) and a SOCKS5 proxy (CONNECT with
+ * names, IPv4 and IPv6 addresses). The listening sockets live in the jail's network
+ * namespace (created by the jail's child, passed to the supervisor); upstream
+ * sockets are opened by the supervisor in the host's. Each request is checked with
+ * src/net.h, names are resolved with src/resolve.h, data is spliced through a pipe
+ * per direction, bytes are charged to the egress meter and every connection is an
+ * event ("net.connect" when it closes, "net.denied" at refusal).
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hooks.h"
+#include "net.h"
+
+#define AJ_PROXY_HTTP_PORT 3128
+#define AJ_PROXY_SOCKS_PORT 1080
+#define AJ_PROXY_MAX_HEADER (16 * 1024)
+#define AJ_PROXY_MAX_CONNECTIONS 512
+
+typedef struct AjProxy AjProxy;
+
+typedef struct {
+        uint64_t header_timeout_ms;  /* request head / SOCKS handshake (default 30 s) */
+        uint64_t connect_timeout_ms; /* resolution + connect (default 20 s) */
+        unsigned max_connections;    /* default AJ_PROXY_MAX_CONNECTIONS */
+} AjProxyOptions;
+
+/* In the jail's child, after lo is up: 127.0.0.1:3128 (HTTP) and 127.0.0.1:1080
+ * (SOCKS5), listening, O_CLOEXEC|O_NONBLOCK. */
+int aj_proxy_listen_in_current_netns(int *ret_http_fd, int *ret_socks_fd);
+/* Same for any loopback address and port (tests; port 0 picks one: see getsockname). */
+int aj_proxy_listen_at(const char *address, uint16_t port, int *ret_fd);
+
+/* Takes ownership of both fds (also on failure). `policy` and `hooks` are borrowed and
+ * must outlive the proxy. `opts` may be NULL. */
+int aj_proxy_new(int http_fd, int socks_fd, const AjNetPolicy *policy, const AjHooks *hooks, AjProxy **ret);
+int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *policy, const AjHooks *hooks,
+                              const AjProxyOptions *opts, AjProxy **ret);
+int aj_proxy_fd(AjProxy *p);
+int aj_proxy_dispatch(AjProxy *p);
+/* Closes every connection (emitting their net.connect events). */
+void aj_proxy_free(AjProxy *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjProxy *, aj_proxy_free);
+/* {"connections", "active", "denied", "bytes_up", "bytes_down"}; new reference. */
+json_t *aj_proxy_stats(AjProxy *p);
+
+/* The agent's environment: HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY and lower-case
+ * forms, appended as "KEY=VALUE" to a NULL-terminated vector. */
+int aj_proxy_env_append(char ***env);
+
+/* ---- Parsers (pure; exposed for tests) ---- */
+
+typedef struct {
+        bool is_connect;
+        char method[16];
+        char host[AJ_NET_HOST_MAX + 1]; /* IPv6 without brackets */
+        uint16_t port;
+        size_t head_len;        /* bytes of the request head, blank line included */
+        char *forward_head;     /* absolute-form: the head to send upstream (malloc'd) */
+        size_t forward_len;
+} AjHttpRequest;
+
+/* 0 and *ret filled: a complete head; -EAGAIN: need more bytes; otherwise an HTTP
+ * status (400, 405, 414, 431, 501) with a one-line reason in why. */
+int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *ret_status, const char **ret_why);
+void aj_http_request_done(AjHttpRequest *req);
+
+typedef struct {
+        char host[AJ_NET_HOST_MAX + 1]; /* name, or address as text */
+        uint16_t port;
+        uint8_t atyp;                   /* 1, 3 or 4 */
+        size_t consumed;
+} AjSocksRequest;
+
+/* Greeting: >0 bytes consumed (no-auth offered), -EAGAIN need more, -EPROTO bad version,
+ * -EPERM no acceptable method. */
+int aj_socks_parse_greeting(const uint8_t *buf, size_t len);
+/* Request: 0 ok, -EAGAIN need more, otherwise a SOCKS reply code (1..8) with why. */
+int aj_socks_parse_request(const uint8_t *buf, size_t len, AjSocksRequest *ret, uint8_t *ret_rep,
+                           const char **ret_why);

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "events.h"
+#include "quarantine.h"
+#include "util/fd.h"
+#include "util/macros.h"
+
+json_t *aj_events_tail(const char *events_path, size_t n)
+{
+        json_t *arr = json_array();
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        if (!arr || aj_read_file(events_path, 64u << 20, &text, &len) < 0)
+                return arr;
+        /* Walk back over n lines from the end. */
+        size_t count = 0;
+        char *start = text + len;
+        while (start > text && count <= n) {
+                start--;
+                if (*start == '\n' && start != text + len - 1)
+                        count++;
+        }
+        if (count > n)
+                start++;
+        char *save = NULL;
+        for (char *line = strtok_r(start, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                json_t *ev = json_loads(line, 0, NULL);
+                if (ev)
+                        json_array_append_new(arr, ev);
+        }
+        while (json_array_size(arr) > n)
+                json_array_remove(arr, 0);
+        return arr;
+}
+
+int aj_incident_write(const char *run_dir, json_t *incident)
+{
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/incident.json", run_dir) < 0)
+                return -ENOMEM;
+        _cleanup_free_ char *text = json_dumps(incident, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (!text)
+                return -ENOMEM;
+        size_t n = strlen(text);
+        text[n] = '\n';
+        return aj_write_file_atomic(path, text, n + 1, 0640);
+}
+
+int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, uint64_t timeout_ns,
+                   AjAlert *ret)
+{
+        if (!argv || !argv[0])
+                return -EINVAL;
+        char incident[4096], log[4096];
+        snprintf(incident, sizeof(incident), "%s/incident.json", run_dir);
+        snprintf(log, sizeof(log), "%s/alert.log", run_dir);
+        _cleanup_close_ int in = open(incident, O_RDONLY | O_CLOEXEC);
+        if (in < 0)
+                return -errno;
+        _cleanup_close_ int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (out < 0)
+                return -errno;
+        /* Reports exec failure through a CLOEXEC pipe, so "command not found" is an error here. */
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        int pidfd = -1;
+        struct clone_args args = { .flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD };
+        pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+        if (pid < 0) {
+                int r = -errno;
+                close(p[0]);
+                close(p[1]);
+                return r;
+        }
+        if (pid == 0) {
+                close(p[0]);
+                sigset_t none;
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+                signal(SIGPIPE, SIG_DFL);
+                if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+                        _exit(127);
+                setenv("AGENTJAIL_RUN_ID", run_id, 1);
+                setenv("AGENTJAIL_INCIDENT", incident, 1);
+                setsid();
+                execvp(argv[0], argv);
+                int e = errno;
+                (void)!write(p[1], &e, sizeof(e));
+                _exit(127);
+        }
+        close(p[1]);
+        int e = 0;
+        ssize_t n;
+        do
+                n = read(p[0], &e, sizeof(e));
+        while (n < 0 && errno == EINTR);
+        close(p[0]);
+        if (n == (ssize_t)sizeof(e)) {
+                /* exec failed: reap the child, which exits at once. */
+                siginfo_t si;
+                waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED);
+                close(pidfd);
+                return -e;
+        }
+        *ret = (AjAlert){ .pid = pid, .pidfd = pidfd, .deadline_ns = aj_now_monotonic_ns() + timeout_ns };
+        return 0;
+}

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * After a breach: the incident record and the owner's alert. The supervisor
+ * (src/jail.c) freezes the run first, then calls these; neither may fail the run.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define AJ_INCIDENT_LAST_EVENTS 50
+
+/* The last `n` lines of events.jsonl as a JSON array (unparsable lines skipped). */
+json_t *aj_events_tail(const char *events_path, size_t n);
+
+/* Write <run_dir>/incident.json atomically. */
+int aj_incident_write(const char *run_dir, json_t *incident);
+
+typedef struct {
+        pid_t pid;
+        int pidfd;
+        uint64_t deadline_ns; /* monotonic */
+} AjAlert;
+
+/* Start the profile's alert command with the incident on stdin (the file itself, so
+ * its size never blocks the supervisor) and its output appended to <run_dir>/alert.log.
+ * Environment: AGENTJAIL_RUN_ID, AGENTJAIL_INCIDENT (path). Never waits. */
+int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, uint64_t timeout_ns,
+                   AjAlert *ret);

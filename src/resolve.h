@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Asynchronous name resolution for the supervisor's event loop (c-ares). The
+ * resolver's sockets and its timer live behind one epoll fd; the caller polls it
+ * and calls aj_resolver_dispatch(). Callbacks only ever run from dispatch, never
+ * from aj_resolver_resolve(), so callers need not be re-entrant.
+ *
+ * Order: the file named by $AGENTJAIL_HOSTS_FILE (read once, at creation; /etc/hosts
+ * format), then c-ares with lookups "fb" (/etc/hosts, then DNS per resolv.conf).
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "util/macros.h"
+
+#define AJ_RESOLVE_MAX_ADDRS 8
+#define AJ_RESOLVE_MAX_PENDING 1024
+
+typedef struct AjResolver AjResolver;
+
+/* error: 0, or -ENOENT (no such name / no address), -ETIMEDOUT, -ECANCELED (resolver freed),
+ * -EIO (other failure). addrs: n entries (port 0), valid during the call only. */
+typedef void (*AjResolveCallback)(void *userdata, int error, const struct sockaddr_storage *addrs, size_t n);
+
+/* timeout_ms bounds each query as a whole (c-ares' tries and servers included). */
+int aj_resolver_new(uint64_t timeout_ms, AjResolver **ret);
+int aj_resolver_fd(AjResolver *r);
+int aj_resolver_dispatch(AjResolver *r);
+/* Starts a lookup; *ret_id identifies it for aj_resolver_cancel(). -EBUSY past
+ * AJ_RESOLVE_MAX_PENDING. */
+int aj_resolver_resolve(AjResolver *r, const char *name, AjResolveCallback cb, void *userdata, uint64_t *ret_id);
+/* The callback will not be called for this lookup. Unknown ids are ignored. */
+void aj_resolver_cancel(AjResolver *r, uint64_t id);
+/* Pending callbacks are dropped (not called). */
+void aj_resolver_free(AjResolver *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjResolver *, aj_resolver_free);
+
+/* Parse hosts-file text: looks `name` up (case-insensitive), up to max addresses. Pure. */
+size_t aj_hosts_lookup(const char *text, const char *name, struct sockaddr_storage *addrs, size_t max);

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The state of one run in the supervisor, shared by the orchestrator (jail.c) and
+ * the services it offers its modules and operators (supervisor-ops.c). Internal.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "broker.h"
+#include "cgroup.h"
+#include "control.h"
+#include "events.h"
+#include "hooks.h"
+#include "jail.h"
+#include "meter.h"
+#include "mount.h"
+#include "net.h"
+#include "profile.h"
+#include "proxy.h"
+#include "quarantine.h"
+#include "seccomp-filter.h"
+#include "spawn.h"
+#include "state.h"
+
+typedef enum {
+        SRC_SIGNAL = 1,
+        SRC_PIDFD,
+        SRC_SYNC,
+        SRC_STDOUT,
+        SRC_STDERR,
+        SRC_LISTENER,
+        SRC_WALL,
+        SRC_CGROUP,
+        SRC_BROKER,
+        SRC_CONTROL,
+        SRC_PROXY,
+        SRC_ALERT,
+        SRC_ALERT_TIMER,
+} Source;
+
+typedef struct {
+        int fd;      /* read end of the command's pipe */
+        int out;     /* our own stdout/stderr, -1 once it failed (EPIPE) */
+        int log;     /* stdout.log / stderr.log */
+        bool eof;
+} OutputStream;
+
+typedef struct {
+        const AjRunOptions *opts;
+        AjProfile *profile;
+        AjPaths paths;
+        char id[AJ_RUN_ID_LEN + 1];
+        char *name;
+        char *run_dir;
+        char *runtime_dir;
+        char *root_mountpoint;
+        char *cwd;
+        AjEventLog *events;
+        AjCgroup *cgroup;
+        AjMountPlan *mount;
+        AjBpfProgram bpf;
+        char **envp;
+        json_t *degraded;
+        json_t *resolved_profile; /* parsed once for every run.json write */
+        uint64_t started_ns;
+        uint64_t t0; /* monotonic, for -vv step timings */
+        uid_t host_uid;
+        gid_t host_gid;
+        bool rootless;
+
+        int watchdog_fd; /* write end: 'D' then close on a clean finish */
+        pid_t watchdog_pid;
+
+        AjSpawnHandle h;
+        int epfd, sigfd, wallfd, listener, cg_event_fd;
+        OutputStream streams[2];
+
+        /* outcome */
+        bool launch_failed;
+        AjChildMsg launch_error;
+        bool exec_failed;
+        AjChildMsg exec_error;
+        bool have_status;
+        int cmd_status;
+        bool init_exited;
+        siginfo_t init_info;
+        bool wall_fired, wall_killed;
+        uint64_t denied_total;
+        AjRateLimit denial_rl;
+        AjCgroupStats last_stats;
+
+        /* metering, operators, network (src/supervisor-ops.c) */
+        AjMeter *meter;
+        AjBroker *broker;
+        AjControl *control;
+        AjProxy *proxy;
+        AjNetPolicy *net_policy;
+        char *jail_dir;     /* <runtime>/<id>/jail, bound at /run/agentjail */
+        bool frozen;
+        bool quarantined, released;
+        json_t *quarantine; /* {"since", "cap", "released", ...} or NULL */
+        bool killed_by_policy; /* on_breach "kill" or an operator's kill */
+        bool have_status_before_kill; /* the command had already exited when the kill came */
+        uint64_t wall_remaining_ns; /* while frozen, the wall timer is paused */
+        uint64_t egress_used, egress_limit;
+        AjAlert alert;
+        int alert_timerfd;
+        AjHooks hooks;
+        AjControlOps control_ops;
+        int proxy_fds[2]; /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
+} Run;
+
+/* supervisor-ops.c */
+void aj_run_hooks(Run *run, AjHooks *ret);
+void aj_run_control_ops(Run *run, AjControlOps *ret);
+/* The run's state word for run.json and `ps`: running, frozen, quarantined, exited. */
+const char *aj_run_state(const Run *run, bool exited);
+/* Rewrite run.json (status "running"). Defined in jail.c. */
+void aj_run_write_json(Run *run);
+/* The alert's pidfd or timer fired. */
+void aj_run_alert_event(Run *run, bool timer);
+/* Freeze/thaw the run's cgroup with events; pause/resume the wall clock. */
+int aj_run_freeze(Run *run, const char *by, const char *reason);
+int aj_run_thaw(Run *run, const char *by);
+int aj_timerfd_arm(int fd, uint64_t ns);

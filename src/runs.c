@@ -1,0 +1,717 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "events.h"
+#include "runs.h"
+#include "util/fd.h"
+#include "util/parse.h"
+
+/* How much of the end of events.jsonl aj_events_read_tail() reads. */
+#define EVENTS_TAIL_BYTES (1024 * 1024)
+/* Field values longer than this are cut in the human-readable event lines. */
+#define EVENT_VALUE_MAX 200
+
+void aj_run_free(AjRun *run)
+{
+        if (!run)
+                return;
+        free(run->id);
+        free(run->dir);
+        free(run->control_path);
+        json_decref(run->doc);
+        json_decref(run->live_state);
+        free(run);
+}
+
+void aj_runs_free(AjRun **runs, size_t n)
+{
+        if (!runs)
+                return;
+        for (size_t i = 0; i < n; i++)
+                aj_run_free(runs[i]);
+        free(runs);
+}
+
+bool aj_run_id_valid(const char *s)
+{
+        return s && strlen(s) == AJ_RUN_ID_LEN && strspn(s, "0123456789abcdef") == AJ_RUN_ID_LEN;
+}
+
+int aj_parse_timestamp(const char *s, uint64_t *ret_ns)
+{
+        struct tm tm = { 0 };
+        if (!s)
+                return -EINVAL;
+        const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (!end)
+                return -EINVAL;
+        uint64_t frac = 0;
+        if (*end == '.') {
+                int digits = 0;
+                for (end++; *end >= '0' && *end <= '9'; end++, digits++)
+                        if (digits < 9)
+                                frac = frac * 10 + (uint64_t)(*end - '0');
+                for (; digits < 9; digits++)
+                        frac *= 10;
+        }
+        if (!streq(end, "Z"))
+                return -EINVAL;
+        time_t t = timegm(&tm);
+        if (t < 0)
+                return -ERANGE;
+        *ret_ns = (uint64_t)t * 1000000000ull + frac;
+        return 0;
+}
+
+char *aj_format_age(uint64_t s, char *buf, size_t len)
+{
+        if (s < 60)
+                snprintf(buf, len, "%llus", (unsigned long long)s);
+        else if (s < 3600)
+                snprintf(buf, len, "%llum", (unsigned long long)(s / 60));
+        else if (s < 86400)
+                snprintf(buf, len, "%lluh%02llum", (unsigned long long)(s / 3600), (unsigned long long)(s % 3600 / 60));
+        else
+                snprintf(buf, len, "%llud%02lluh", (unsigned long long)(s / 86400),
+                         (unsigned long long)(s % 86400 / 3600));
+        return buf;
+}
+
+/* ---- loading and finding ---------------------------------------------------------- */
+
+int aj_run_read_json(const AjRun *run, const char *name, json_t **ret)
+{
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof(path), "%s/%s", run->dir, name) >= (int)sizeof(path))
+                return -ENAMETOOLONG;
+        _cleanup_free_ char *text = NULL;
+        size_t len;
+        int r = aj_read_file(path, AJ_RUN_JSON_MAX, &text, &len);
+        if (r < 0)
+                return r;
+        json_t *doc = json_loadb(text, len, 0, NULL);
+        if (!doc)
+                return -EBADMSG;
+        *ret = doc;
+        return 0;
+}
+
+int aj_run_load(const AjPaths *paths, const char *id, AjRun **ret)
+{
+        if (!aj_run_id_valid(id))
+                return -EINVAL;
+        _cleanup_(aj_run_freep) AjRun *run = calloc(1, sizeof(*run));
+        if (!run)
+                return -ENOMEM;
+        char *dir = NULL, *control = NULL;
+        if (asprintf(&dir, "%s/runs/%s", paths->state_root, id) < 0)
+                dir = NULL;
+        if (asprintf(&control, "%s/%s/control.sock", paths->runtime_root, id) < 0)
+                control = NULL;
+        run->dir = dir;
+        run->control_path = control;
+        if (!(run->id = strdup(id)) || !dir || !control)
+                return -ENOMEM;
+        struct stat st;
+        if (lstat(run->dir, &st) < 0)
+                return -errno;
+        if (!S_ISDIR(st.st_mode))
+                return -ENOTDIR;
+        /* A run whose run.json is missing or broken is still listed, as "unknown". */
+        if (aj_run_read_json(run, "run.json", &run->doc) < 0)
+                run->doc = NULL;
+        if (run->doc && !json_is_object(run->doc)) {
+                json_decref(run->doc);
+                run->doc = NULL;
+        }
+        if (run->doc)
+                (void)aj_parse_timestamp(json_string_value(json_object_get(run->doc, "started")), &run->started_ns);
+        *ret = TAKE_PTR(run);
+        return 0;
+}
+
+static int run_cmp(const void *a, const void *b)
+{
+        const AjRun *x = *(AjRun *const *)a, *y = *(AjRun *const *)b;
+        if (x->started_ns != y->started_ns)
+                return x->started_ns < y->started_ns ? -1 : 1;
+        return strcmp(x->id, y->id);
+}
+
+int aj_runs_list(const AjPaths *paths, AjRun ***ret_runs, size_t *ret_n)
+{
+        _cleanup_free_ char *dir = NULL;
+        if (asprintf(&dir, "%s/runs", paths->state_root) < 0)
+                return -ENOMEM;
+        AjRun **runs = NULL;
+        size_t n = 0;
+        DIR *d = opendir(dir);
+        if (!d && errno != ENOENT)
+                return -errno;
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+                if (!aj_run_id_valid(de->d_name))
+                        continue;
+                AjRun *run = NULL;
+                if (aj_run_load(paths, de->d_name, &run) < 0)
+                        continue; /* vanished meanwhile, or not a directory */
+                AjRun **nr = realloc(runs, (n + 1) * sizeof(*runs));
+                if (!nr) {
+                        aj_run_free(run);
+                        aj_runs_free(runs, n);
+                        closedir(d);
+                        return -ENOMEM;
+                }
+                runs = nr;
+                runs[n++] = run;
+        }
+        if (d)
+                closedir(d);
+        if (n)
+                qsort(runs, n, sizeof(*runs), run_cmp);
+        *ret_runs = runs;
+        *ret_n = n;
+        return 0;
+}
+
+static const char *doc_str(json_t *doc, const char *key) { return json_string_value(json_object_get(doc, key)); }
+
+int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **ret_note)
+{
+        size_t qlen = query ? strlen(query) : 0;
+        if (qlen == 0 || qlen > 255 || strchr(query, '/') || streq(query, ".") || streq(query, ".."))
+                return -EINVAL;
+        char *note = NULL;
+
+        if (aj_run_id_valid(query)) {
+                AjRun *run = NULL;
+                int r = aj_run_load(paths, query, &run);
+                if (r >= 0) {
+                        *ret = run;
+                        if (ret_note)
+                                *ret_note = NULL;
+                        return 0;
+                }
+                if (r != -ENOENT)
+                        return r;
+        }
+
+        AjRun **runs = NULL;
+        size_t n = 0;
+        int r = aj_runs_list(paths, &runs, &n);
+        if (r < 0)
+                return r;
+
+        ssize_t prefix_hit = -1;
+        size_t prefix_hits = 0;
+        bool hexq = qlen >= AJ_RUN_PREFIX_MIN && qlen < AJ_RUN_ID_LEN &&
+                    strspn(query, "0123456789abcdef") == qlen;
+        for (size_t i = 0; hexq && i < n; i++)
+                if (strncmp(runs[i]->id, query, qlen) == 0) {
+                        prefix_hit = (ssize_t)i;
+                        prefix_hits++;
+                }
+
+        ssize_t chosen = -1;
+        size_t name_hits = 0;
+        if (prefix_hits == 1)
+                chosen = prefix_hit;
+        else {
+                /* Sorted by start: the last one with the name is the most recent. */
+                for (size_t i = 0; i < n; i++) {
+                        const char *name = doc_str(runs[i]->doc, "name");
+                        if (name && streq(name, query)) {
+                                chosen = (ssize_t)i;
+                                name_hits++;
+                        }
+                }
+                if (name_hits > 1 &&
+                    asprintf(&note, "'%s' names %zu runs; using the most recent one, %s (started %s)", query, name_hits,
+                             runs[chosen]->id, doc_str(runs[chosen]->doc, "started") ?: "?") < 0)
+                        note = NULL;
+        }
+
+        if (chosen < 0) {
+                r = -ENOENT;
+                if (prefix_hits > 1) {
+                        r = -ENOTUNIQ;
+                        size_t cap = 64 + prefix_hits * (AJ_RUN_ID_LEN + 2);
+                        note = malloc(cap);
+                        if (note) {
+                                size_t off = (size_t)snprintf(note, cap, "'%s' matches %zu runs:", query, prefix_hits);
+                                for (size_t i = 0; i < n; i++)
+                                        if (strncmp(runs[i]->id, query, qlen) == 0)
+                                                off += (size_t)snprintf(note + off, cap - off, " %s", runs[i]->id);
+                        }
+                }
+                aj_runs_free(runs, n);
+                if (ret_note)
+                        *ret_note = note;
+                else
+                        free(note);
+                return r;
+        }
+        *ret = runs[chosen];
+        runs[chosen] = NULL;
+        aj_runs_free(runs, n);
+        if (ret_note)
+                *ret_note = note;
+        else
+                free(note);
+        return 0;
+}
+
+/* ---- liveness and state ------------------------------------------------------------- */
+
+bool aj_supervisor_alive(pid_t pid)
+{
+        if (pid <= 1)
+                return false;
+        if (kill(pid, 0) < 0 && errno != EPERM)
+                return false;
+        /* A reused pid belongs to some other program. */
+        char path[64], comm[32] = "";
+        snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return errno != ENOENT;
+        ssize_t n = read(fd, comm, sizeof(comm) - 1);
+        if (n <= 0)
+                return true;
+        comm[n] = 0;
+        comm[strcspn(comm, "\n")] = 0;
+        return streq(comm, "agentjail");
+}
+
+bool aj_run_supervisor_alive(const AjRun *run)
+{
+        json_t *pid = json_object_get(run->doc, "supervisor_pid");
+        if (!json_is_integer(pid) || json_integer_value(pid) <= 0 || json_integer_value(pid) > INT_MAX)
+                return false;
+        return aj_supervisor_alive((pid_t)json_integer_value(pid));
+}
+
+void aj_run_probe(AjRun *run, int timeout_ms)
+{
+        run->probed = true;
+        run->live = false;
+        run->probe_error = 0;
+        json_decref(run->live_state);
+        run->live_state = NULL;
+
+        struct stat st;
+        if (lstat(run->control_path, &st) < 0 || !S_ISSOCK(st.st_mode))
+                return;
+        json_auto_t *req = json_pack("{s:s}", "op", "inspect");
+        json_auto_t *reply = NULL;
+        int r = req ? aj_control_call(run->control_path, req, timeout_ms, &reply) : -ENOMEM;
+        if (r == -ECONNREFUSED || r == -ENOENT)
+                return; /* a stale socket of a supervisor that is gone */
+        run->live = true;
+        if (r < 0) {
+                run->probe_error = r;
+                return;
+        }
+        if (json_is_true(json_object_get(reply, "ok"))) {
+                run->live_state = json_incref(json_object_get(reply, "result"));
+                return;
+        }
+        const char *code = json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
+        run->probe_error = code && streq(code, "EPERM") ? -EPERM : -EIO;
+}
+
+static bool state_name_valid(const char *s)
+{
+        return s && (streq(s, "running") || streq(s, "frozen") || streq(s, "quarantined") || streq(s, "exited"));
+}
+
+bool aj_run_doc_quarantined(json_t *doc)
+{
+        json_t *q = json_object_get(doc, "quarantine");
+        if (json_is_object(q))
+                return !json_is_true(json_object_get(q, "released"));
+        const char *s = doc_str(doc, "state");
+        return s && streq(s, "quarantined");
+}
+
+const char *aj_run_state_of(json_t *doc, bool live, json_t *live_state, bool supervisor_alive)
+{
+        const char *state = doc_str(doc, "state");
+        const char *status = doc_str(doc, "status");
+        if (live) {
+                const char *ls = doc_str(live_state, "state");
+                if (state_name_valid(ls))
+                        return ls;
+                if (state_name_valid(state) && !streq(state, "exited"))
+                        return state;
+                return "running";
+        }
+        if (!doc)
+                return "unknown";
+        if (aj_run_doc_quarantined(doc))
+                return "quarantined";
+        if (status && (streq(status, "running") || streq(status, "starting"))) {
+                if (!supervisor_alive)
+                        return "lost";
+                return state && streq(state, "frozen") ? "frozen" : "running";
+        }
+        if (status && streq(status, "exited"))
+                return "exited";
+        return "unknown";
+}
+
+const char *aj_run_display_state(const AjRun *run)
+{
+        return aj_run_state_of(run->doc, run->live, run->live_state, !run->live && aj_run_supervisor_alive(run));
+}
+
+/* ---- meters -------------------------------------------------------------------------- */
+
+static const char *meter_label(const char *key)
+{
+        if (streq(key, "cost_usd"))
+                return "cost";
+        if (streq(key, "egress_bytes"))
+                return "egress";
+        return key;
+}
+
+static void meter_value(const char *key, json_t *v, char *buf, size_t len)
+{
+        if (json_is_string(v)) {
+                snprintf(buf, len, "%.32s", json_string_value(v));
+                return;
+        }
+        double d = json_number_value(v);
+        if (streq(key, "cost_usd"))
+                snprintf(buf, len, "$%.2f", d);
+        else if (streq(key, "egress_bytes") && d >= 0 && d < 1.8e19)
+                aj_format_size((uint64_t)d, buf, len);
+        else if (d == floor(d) && fabs(d) < 1e15)
+                snprintf(buf, len, "%.0f", d);
+        else
+                snprintf(buf, len, "%g", d);
+}
+
+static void meter_append(char *out, size_t *used, size_t cap, const char *key, json_t *entry)
+{
+        json_t *limit = json_object_get(entry, "limit"), *u = json_object_get(entry, "used");
+        bool has_limit = json_is_number(limit) || json_is_string(limit);
+        bool has_use = (json_is_number(u) && json_number_value(u) > 0) || json_is_string(u);
+        /* Meters without a cap that were never used are noise in a one-line summary. */
+        if (!has_limit && !has_use)
+                return;
+        char ub[48], lb[48] = "";
+        if (json_is_number(u) || json_is_string(u))
+                meter_value(key, u, ub, sizeof(ub));
+        else
+                snprintf(ub, sizeof(ub), streq(key, "cost_usd") ? "$0.00" : "0");
+        if (has_limit)
+                meter_value(key, limit, lb, sizeof(lb));
+        if (*used + 128 >= cap)
+                return;
+        *used += (size_t)snprintf(out + *used, cap - *used, "%s%s %s%s%s", *used ? " " : "", meter_label(key), ub,
+                                  has_limit ? "/" : "", lb);
+}
+
+char *aj_meters_summary(json_t *meters)
+{
+        static const char *const order[] = { "tokens",     "input_tokens",       "output_tokens", "cost_usd",
+                                             "tool_calls", "tool_calls_per_min", "egress_bytes",  NULL };
+        size_t cap = 1024, used = 0;
+        char *out = calloc(1, cap);
+        if (!out)
+                return NULL;
+        for (size_t i = 0; order[i]; i++)
+                meter_append(out, &used, cap, order[i], json_object_get(meters, order[i]));
+        /* Meters this version does not know about still show up, after the known ones. */
+        const char *key;
+        json_t *v;
+        if (json_is_object(meters))
+                json_object_foreach(meters, key, v) {
+                        bool known = false;
+                        for (size_t i = 0; order[i] && !known; i++)
+                                known = streq(order[i], key);
+                        if (!known)
+                                meter_append(out, &used, cap, key, v);
+                }
+        if (used == 0)
+                strcpy(out, "-");
+        return out;
+}
+
+json_t *aj_run_meters(const AjRun *run)
+{
+        /* Live numbers when the supervisor answered, else the last ones it wrote. */
+        json_t *src = json_is_object(json_object_get(run->live_state, "meters")) ? run->live_state : run->doc;
+        json_t *m = json_object_get(src, "meters");
+        json_t *out = json_is_object(m) ? json_deep_copy(m) : json_object();
+        if (!out)
+                return NULL;
+        /* Egress is counted by the proxy, outside the meter: inspect has it at the top level,
+         * run.json under "network". */
+        json_t *net = src == run->live_state ? src : json_object_get(src, "network");
+        json_t *eu = json_object_get(net, "egress_bytes"), *el = json_object_get(net, "egress_limit");
+        if (json_is_integer(el) && json_integer_value(el) == 0)
+                el = NULL; /* inspect says 0 for "no egress cap" */
+        if (!json_object_get(out, "egress_bytes") && (json_is_integer(eu) || json_is_integer(el)))
+                json_object_set_new(out, "egress_bytes",
+                                    json_pack("{s:O, s:O}", "limit", json_is_integer(el) ? el : json_null(), "used",
+                                              json_is_integer(eu) ? eu : json_integer(0)));
+        return out;
+}
+
+/* ---- events -------------------------------------------------------------------------- */
+
+int aj_events_read_tail(const char *path, size_t n, json_t **ret_array)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        off_t start = st.st_size > EVENTS_TAIL_BYTES ? st.st_size - EVENTS_TAIL_BYTES : 0;
+        size_t want = (size_t)(st.st_size - start);
+        _cleanup_free_ char *buf = malloc(want + 1);
+        if (!buf)
+                return -ENOMEM;
+        size_t have = 0;
+        while (have < want) {
+                ssize_t k = pread(fd, buf + have, want - have, start + (off_t)have);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        break;
+                have += (size_t)k;
+        }
+        buf[have] = 0;
+        char *p = buf;
+        if (start > 0) {
+                /* Started mid-line: skip to the first whole one. */
+                char *nl = memchr(buf, '\n', have);
+                p = nl ? nl + 1 : buf + have;
+        }
+        json_t *all = json_array();
+        if (!all)
+                return -ENOMEM;
+        while (*p) {
+                char *nl = strchr(p, '\n');
+                size_t len = nl ? (size_t)(nl - p) : strlen(p);
+                json_t *ev = len ? json_loadb(p, len, 0, NULL) : NULL;
+                if (json_is_object(ev))
+                        json_array_append_new(all, ev);
+                else
+                        json_decref(ev);
+                p += len + (nl ? 1 : 0);
+        }
+        size_t total = json_array_size(all);
+        while (total > n) {
+                json_array_remove(all, 0);
+                total--;
+        }
+        *ret_array = all;
+        return 0;
+}
+
+bool aj_event_type_matches(json_t *ev, const char *prefix)
+{
+        if (!prefix || !*prefix)
+                return true;
+        const char *type = doc_str(ev, "type");
+        if (!type)
+                return false;
+        size_t n = strlen(prefix);
+        if (strncmp(type, prefix, n) != 0)
+                return false;
+        /* "net" is a whole first component (not "network.x"); "tool.re" is a plain prefix. */
+        return type[n] == 0 || type[n] == '.' || strchr(prefix, '.');
+}
+
+static bool bare_string(const char *s)
+{
+        if (!*s)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+                      strchr("_./:@+-,", *s)))
+                        return false;
+        return true;
+}
+
+static void append_field(char **buf, size_t *len, size_t *cap, const char *key, json_t *v)
+{
+        _cleanup_free_ char *text = NULL;
+        if (json_is_string(v) && bare_string(json_string_value(v)))
+                text = strdup(json_string_value(v));
+        else
+                text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+        if (!text)
+                return;
+        if (strlen(text) > EVENT_VALUE_MAX)
+                strcpy(text + EVENT_VALUE_MAX - 3, "...");
+        size_t need = strlen(key) + strlen(text) + 3;
+        if (*len + need >= *cap) {
+                size_t nc = (*cap + need) * 2;
+                char *nb = realloc(*buf, nc);
+                if (!nb)
+                        return;
+                *buf = nb;
+                *cap = nc;
+        }
+        *len += (size_t)snprintf(*buf + *len, *cap - *len, " %s=%s", key, text);
+}
+
+int aj_event_format(json_t *ev, char **ret)
+{
+        /* The fields an operator scans for come first; the rest follow in file order. */
+        static const char *const first[] = { "reason", "status", "code", "signal", "cap", "limit", "value",
+                                             "gen_ai.tool.name", "tool", "call", "verdict", "allowed", "host",
+                                             "port", "syscall", NULL };
+        static const char *const skip[] = { "seq", "ts", "run", "type", "digest", "profile_path", NULL };
+        if (!json_is_object(ev))
+                return -EINVAL;
+        const char *ts = doc_str(ev, "ts");
+        char when[32];
+        if (ts && strlen(ts) >= 23 && ts[10] == 'T')
+                snprintf(when, sizeof(when), "%.10s %.12s", ts, ts + 11);
+        else
+                snprintf(when, sizeof(when), "%.23s", ts ? ts : "?");
+        json_t *seq = json_object_get(ev, "seq");
+        const char *type = doc_str(ev, "type");
+
+        size_t cap = 256, len = 0;
+        char *buf = malloc(cap);
+        if (!buf)
+                return -ENOMEM;
+        len = (size_t)snprintf(buf, cap, "%s %5lld %-18.64s", when,
+                               json_is_integer(seq) ? (long long)json_integer_value(seq) : 0LL, type ? type : "?");
+        for (size_t i = 0; first[i]; i++) {
+                json_t *v = json_object_get(ev, first[i]);
+                if (v)
+                        append_field(&buf, &len, &cap, first[i], v);
+        }
+        const char *key;
+        json_t *v;
+        json_object_foreach(ev, key, v) {
+                bool done = false;
+                for (size_t i = 0; first[i] && !done; i++)
+                        done = streq(first[i], key);
+                for (size_t i = 0; skip[i] && !done; i++)
+                        done = streq(skip[i], key);
+                if (!done)
+                        append_field(&buf, &len, &cap, key, v);
+        }
+        while (len > 0 && buf[len - 1] == ' ')
+                buf[--len] = 0;
+        *ret = buf;
+        return 0;
+}
+
+int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields)
+{
+        json_auto_t *owned = fields;
+        json_auto_t *tail = NULL;
+        json_int_t seq = 1;
+        int r = aj_events_read_tail(path, 1, &tail);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        json_t *last = json_array_get(tail, 0);
+        if (json_is_integer(json_object_get(last, "seq")))
+                seq = json_integer_value(json_object_get(last, "seq")) + 1;
+
+        char ts[40];
+        json_auto_t *ev = json_pack("{s:I, s:s, s:s, s:s}", "seq", seq, "ts",
+                                    aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), "run", run_id, "type",
+                                    type);
+        if (!ev)
+                return -ENOMEM;
+        if (json_is_object(owned))
+                json_object_update(ev, owned);
+        _cleanup_free_ char *line = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+        if (!line)
+                return -ENOMEM;
+        size_t n = strlen(line);
+        line[n] = '\n';
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (fd < 0)
+                return -errno;
+        return aj_write_all(fd, line, n + 1);
+}
+
+/* ---- operator changes to dead runs ----------------------------------------------------- */
+
+int aj_run_release_offline(AjRun *run, uid_t by_uid)
+{
+        if (!run->doc)
+                return -ENOENT;
+        if (!aj_run_doc_quarantined(run->doc))
+                return -EALREADY;
+        char ts[40];
+        aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts));
+
+        /* The chain first: a record of the release exists before its effect does. */
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof(path), "%s/events.jsonl", run->dir) >= (int)sizeof(path))
+                return -ENAMETOOLONG;
+        int r = aj_events_append(path, run->id, "quarantine.release",
+                                 json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live", 0));
+        if (r < 0)
+                return r;
+
+        json_t *q = json_object_get(run->doc, "quarantine");
+        if (!json_is_object(q)) {
+                q = json_object();
+                if (!q || json_object_set_new(run->doc, "quarantine", q) < 0)
+                        return -ENOMEM;
+        }
+        json_object_set_new(q, "released", json_true());
+        json_object_set_new(q, "released_at", json_string(ts));
+        json_object_set_new(q, "released_by", json_integer((json_int_t)by_uid));
+        const char *state = doc_str(run->doc, "state");
+        const char *status = doc_str(run->doc, "status");
+        if (state && streq(state, "quarantined"))
+                json_object_set_new(run->doc, "state", json_string(status && streq(status, "exited") ? "exited" : "running"));
+        return aj_run_json_write(run->dir, run->doc);
+}
+
+int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)
+{
+        if (!aj_run_id_valid(run->id))
+                return -EPERM;
+        _cleanup_free_ char *runs = NULL, *expected = NULL;
+        if (asprintf(&runs, "%s/runs", paths->state_root) < 0)
+                return -ENOMEM;
+        if (asprintf(&expected, "%s/%s", runs, run->id) < 0)
+                return -ENOMEM;
+        if (!streq(expected, run->dir))
+                return -EPERM;
+        struct stat st;
+        if (lstat(expected, &st) < 0)
+                return -errno;
+        if (!S_ISDIR(st.st_mode))
+                return -EPERM;
+        /* Symlinked parents are fine (the state root may be one); the run dir itself must
+         * resolve to exactly <real runs dir>/<id>. */
+        _cleanup_free_ char *real_runs = realpath(runs, NULL), *real_dir = realpath(expected, NULL);
+        if (!real_runs || !real_dir)
+                return -errno;
+        size_t n = strlen(real_runs);
+        if (strncmp(real_dir, real_runs, n) != 0 || real_dir[n] != '/' || !streq(real_dir + n + 1, run->id))
+                return -EPERM;
+        return aj_rm_rf(real_dir);
+}

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The operator's view of the state directory: finding runs by id, id prefix or name,
+ * reading run.json, events.jsonl and incident.json, telling live runs from exited and
+ * lost ones, and the few changes an operator makes to a dead run's records (release
+ * from quarantine, purge). The supervisor never calls this.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "state.h"
+#include "util/macros.h"
+
+/* A RUN argument of at least this many characters may be an id prefix. */
+#define AJ_RUN_PREFIX_MIN 4
+/* run.json and incident.json are read whole, up to this size. */
+#define AJ_RUN_JSON_MAX (16 * 1024 * 1024)
+/* Timeout for the liveness probe (an "inspect" over the control socket). */
+#define AJ_RUN_PROBE_TIMEOUT_MS 2000
+
+typedef struct {
+        char *id;
+        char *dir;          /* <state>/runs/<id> */
+        char *control_path; /* <runtime>/<id>/control.sock */
+        json_t *doc;        /* run.json; NULL when missing or unreadable */
+        uint64_t started_ns; /* from run.json "started"; 0 if unknown */
+        /* Filled by aj_run_probe(): */
+        bool probed;
+        bool live;          /* the control socket accepted a connection */
+        int probe_error;    /* why the live inspect failed (0 if it worked or was not tried) */
+        json_t *live_state; /* the inspect op's result, when it answered */
+} AjRun;
+
+void aj_run_free(AjRun *run);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjRun *, aj_run_free);
+void aj_runs_free(AjRun **runs, size_t n);
+
+/* Is `s` a run id (AJ_RUN_ID_LEN lowercase hex digits)? */
+bool aj_run_id_valid(const char *s);
+
+/* Load runs/<id> (which must exist; run.json may be missing). */
+int aj_run_load(const AjPaths *paths, const char *id, AjRun **ret);
+/* Every run directory, sorted by start time (oldest first), not probed. */
+int aj_runs_list(const AjPaths *paths, AjRun ***ret_runs, size_t *ret_n);
+/*
+ * Resolve a RUN argument: an exact id; else a unique id prefix (>= AJ_RUN_PREFIX_MIN);
+ * else a run name (the most recently started run of that name). -ENOENT nothing matches,
+ * -ENOTUNIQ an ambiguous prefix (ret_note lists the candidates), -EINVAL not a valid
+ * RUN. *ret_note (may be NULL) gets a message for the operator when the choice was not
+ * obvious (several runs of that name), else NULL.
+ */
+int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **ret_note);
+
+/* Ask the control socket (inspect op) whether the run is live; fills the probe fields. */
+void aj_run_probe(AjRun *run, int timeout_ms);
+
+/* Is pid an agentjail supervisor that is still running (pid reuse is checked by comm)? */
+bool aj_supervisor_alive(pid_t pid);
+/* run.json's supervisor is alive (false when unknown). */
+bool aj_run_supervisor_alive(const AjRun *run);
+
+/*
+ * The state to show: "running" | "frozen" | "quarantined" | "exited" | "lost" |
+ * "unknown". Pure: `live_state` is the live inspect result (or NULL), `live` whether the
+ * control socket answered, `supervisor_alive` whether run.json's supervisor_pid runs.
+ */
+const char *aj_run_state_of(json_t *doc, bool live, json_t *live_state, bool supervisor_alive);
+/* The state of a probed run. */
+const char *aj_run_display_state(const AjRun *run);
+/* run.json says the run is (or was) quarantined and nobody released it. */
+bool aj_run_doc_quarantined(json_t *doc);
+
+/* "tokens 1200/50000 cost $0.01/$2.00 tool_calls 3/500" from a meters object
+ * {"tokens": {"limit": N|null, "used": N}, ...} (the broker's meter, as in run.json and
+ * the inspect op). Caps without a limit show only when used. "-" when nothing shows.
+ * New string. */
+char *aj_meters_summary(json_t *meters);
+/* The run's meters (live ones when probed live, else run.json "meters"), with egress
+ * (counted by the proxy) merged in as "egress_bytes". New reference. */
+json_t *aj_run_meters(const AjRun *run);
+
+/* "2026-11-23T22:38:56.212456483Z" -> ns since the epoch. */
+int aj_parse_timestamp(const char *s, uint64_t *ret_ns);
+/* "45s", "12m", "3h05m", "4d07h". */
+char *aj_format_age(uint64_t seconds, char *buf, size_t len);
+
+/* The last `n` events of an events.jsonl (lines that are not JSON objects are skipped). */
+int aj_events_read_tail(const char *path, size_t n, json_t **ret_array);
+/* Does the event's type match a --type filter? A prefix without a dot is a whole first
+ * component ("net" matches "net" and "net.connect", not "network.x"); one with a dot is a
+ * plain prefix ("tool.re" matches "tool.request"). */
+bool aj_event_type_matches(json_t *ev, const char *prefix);
+/* One human-readable line (no newline): "TIME  SEQ TYPE  key=value ...". */
+int aj_event_format(json_t *ev, char **ret);
+/* Append an event to a chain nobody else is writing (a dead run's), continuing its seq. */
+int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields);
+
+/* Read a JSON file of the run dir ("incident.json"): -ENOENT if absent. */
+int aj_run_read_json(const AjRun *run, const char *name, json_t **ret);
+/* Mark a dead run's quarantine released in run.json and record "quarantine.release". */
+int aj_run_release_offline(AjRun *run, uid_t by_uid);
+/* Delete the run directory, refusing anything that is not a run dir directly below
+ * <state>/runs (-EPERM). */
+int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);

@@ -1,0 +1,386 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What the supervisor does for the modules in its loop (broker, proxy) and for
+ * operators (control socket): events, breaches (freeze or kill, incident,
+ * alert, quarantine), freeze/thaw with caps raised, kill, release, inspect.
+ * Everything runs on the supervisor's one thread, between two epoll_wait()s.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "run.h"
+#include "util/fd.h"
+#include "util/macros.h"
+
+/* Events in an incident record, and in `inspect`. */
+#define INSPECT_LAST_EVENTS 10
+
+const char *aj_run_state(const Run *run, bool exited)
+{
+        if (run->quarantined && !run->released)
+                return "quarantined";
+        if (exited)
+                return "exited";
+        return run->frozen ? "frozen" : "running";
+}
+
+static char *events_path(const Run *run)
+{
+        char *p;
+        if (asprintf(&p, "%s/events.jsonl", run->run_dir) < 0)
+                return NULL;
+        return p;
+}
+
+static void pause_wall(Run *run)
+{
+        if (run->wallfd < 0 || run->wall_fired)
+                return;
+        struct itimerspec cur;
+        if (timerfd_gettime(run->wallfd, &cur) < 0)
+                return;
+        run->wall_remaining_ns = (uint64_t)cur.it_value.tv_sec * 1000000000ull + (uint64_t)cur.it_value.tv_nsec;
+        struct itimerspec off = { 0 };
+        (void)timerfd_settime(run->wallfd, 0, &off, NULL);
+}
+
+static void resume_wall(Run *run)
+{
+        if (run->wallfd < 0 || run->wall_fired || run->wall_remaining_ns == 0)
+                return;
+        (void)aj_timerfd_arm(run->wallfd, run->wall_remaining_ns);
+        run->wall_remaining_ns = 0;
+}
+
+int aj_run_freeze(Run *run, const char *by, const char *reason)
+{
+        if (!run->cgroup)
+                return -EOPNOTSUPP;
+        if (run->frozen)
+                return 0;
+        uint64_t t0 = aj_now_monotonic_ns();
+        int r = aj_cgroup_freeze(run->cgroup);
+        if (r < 0) {
+                aj_events_emit(run->events, "freeze.failed",
+                               json_pack("{s:s, s:s}", "by", by, "error", strerror(-r)));
+                return r;
+        }
+        run->frozen = true;
+        pause_wall(run);
+        aj_events_emit(run->events, "freeze",
+                       json_pack("{s:s, s:s?, s:I}", "by", by, "reason", reason, "latency_us",
+                                 (json_int_t)((aj_now_monotonic_ns() - t0) / 1000)));
+        aj_run_write_json(run);
+        return 0;
+}
+
+int aj_run_thaw(Run *run, const char *by)
+{
+        if (!run->frozen)
+                return 0;
+        int r = aj_cgroup_thaw(run->cgroup);
+        if (r < 0)
+                return r;
+        run->frozen = false;
+        resume_wall(run);
+        aj_events_emit(run->events, "thaw", json_pack("{s:s}", "by", by));
+        aj_run_write_json(run);
+        return 0;
+}
+
+static int kill_run(Run *run, const char *by)
+{
+        run->killed_by_policy = true;
+        run->have_status_before_kill = run->have_status;
+        aj_events_emit(run->events, "kill", json_pack("{s:s}", "by", by));
+        int r = run->cgroup ? aj_cgroup_kill(run->cgroup) : -EOPNOTSUPP;
+        if (r < 0 && !run->init_exited)
+                r = syscall(SYS_pidfd_send_signal, run->h.pidfd, SIGKILL, NULL, 0) < 0 ? -errno : 0;
+        /* A frozen task dies only once it runs again. */
+        if (run->frozen && run->cgroup) {
+                (void)aj_cgroup_thaw(run->cgroup);
+                run->frozen = false;
+        }
+        return r;
+}
+
+static void start_alert(Run *run, json_t *incident)
+{
+        const AjProfile *p = run->profile;
+        if (!p->alert_exec.items || !p->alert_exec.items[0])
+                return;
+        uint64_t timeout = p->alert_timeout_ns ? p->alert_timeout_ns : 10ull * 1000000000ull;
+        if (run->alert.pidfd >= 0) {
+                aj_events_emit(run->events, "alert.skipped",
+                               json_pack("{s:s}", "why", "the previous alert is still running"));
+                return;
+        }
+        int r = aj_alert_start(p->alert_exec.items, run->run_dir, run->id, timeout, &run->alert);
+        if (r < 0) {
+                aj_warning("Cannot run the alert command '%s': %s", p->alert_exec.items[0], strerror(-r));
+                aj_events_emit(run->events, "alert.failed",
+                               json_pack("{s:s, s:s}", "command", p->alert_exec.items[0], "error", strerror(-r)));
+                run->alert.pidfd = -1;
+                return;
+        }
+        (void)incident;
+        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = SRC_ALERT };
+        (void)epoll_ctl(run->epfd, EPOLL_CTL_ADD, run->alert.pidfd, &ev);
+        if (run->alert_timerfd >= 0) {
+                (void)aj_timerfd_arm(run->alert_timerfd, timeout);
+        }
+        aj_events_emit(run->events, "alert",
+                       json_pack("{s:s, s:i, s:I}", "command", p->alert_exec.items[0], "pid", (int)run->alert.pid,
+                                 "timeout_ms", (json_int_t)(timeout / 1000000)));
+}
+
+void aj_run_alert_event(Run *run, bool timer)
+{
+        if (run->alert.pidfd < 0)
+                return;
+        siginfo_t si = { 0 };
+        if (timer) {
+                uint64_t x;
+                (void)!read(run->alert_timerfd, &x, sizeof(x));
+                if (waitid(P_PIDFD, (id_t)run->alert.pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0) {
+                        (void)syscall(SYS_pidfd_send_signal, run->alert.pidfd, SIGKILL, NULL, 0);
+                        aj_events_emit(run->events, "alert.timeout", json_pack("{s:i}", "pid", (int)run->alert.pid));
+                        aj_warning("The alert command did not finish in time and was killed");
+                        (void)waitid(P_PIDFD, (id_t)run->alert.pidfd, &si, WEXITED);
+                }
+        } else if (waitid(P_PIDFD, (id_t)run->alert.pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0) {
+                return;
+        }
+        if (si.si_pid != 0) {
+                bool ok = si.si_code == CLD_EXITED && si.si_status == 0;
+                aj_events_emit(run->events, "alert.exit",
+                               json_pack("{s:s, s:i}", si.si_code == CLD_EXITED ? "code" : "signal", si.si_status,
+                                         "pid", (int)run->alert.pid));
+                if (!ok)
+                        aj_warning("The alert command failed (see alert.log in the run directory)");
+        }
+        (void)epoll_ctl(run->epfd, EPOLL_CTL_DEL, run->alert.pidfd, NULL);
+        close(run->alert.pidfd);
+        run->alert.pidfd = -1;
+        if (run->alert_timerfd >= 0) {
+                struct itimerspec off = { 0 };
+                (void)timerfd_settime(run->alert_timerfd, 0, &off, NULL);
+        }
+}
+
+static void handle_breach(Run *run, const AjBreach *b)
+{
+        bool kill = run->profile->on_breach == AJ_ON_BREACH_KILL;
+        aj_events_emit(run->events, "cap.breach",
+                       json_pack("{s:s, s:f, s:f, s:O?, s:s}", "cap", b->cap, "limit", b->limit, "value", b->value,
+                                 "request", b->request, "action", kill ? "kill" : "freeze"));
+        if (run->quarantined && (run->frozen || run->killed_by_policy))
+                return; /* already stopped for an earlier breach: recorded, nothing more to do */
+
+        aj_warning("run %s breached its %s cap (%g > %g): %s", run->id, b->cap, b->value, b->limit,
+                   kill ? "killing it" : "freezing it");
+        if (kill)
+                (void)kill_run(run, "breach");
+        else if (aj_run_freeze(run, "breach", b->cap) < 0)
+                (void)kill_run(run, "breach (freeze failed)"); /* fail closed */
+
+        char ts[40];
+        run->quarantined = true;
+        json_decref(run->quarantine);
+        run->quarantine = json_pack("{s:s, s:s, s:f, s:f, s:b}", "since",
+                                    aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), "cap", b->cap,
+                                    "limit", b->limit, "value", b->value, "released", 0);
+        aj_events_emit(run->events, "quarantine", json_pack("{s:s}", "cap", b->cap));
+
+        _cleanup_free_ char *ep = events_path(run);
+        json_t *incident = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:O?, s:s, s:o?, s:o}", "run", run->id, "name",
+                                     run->name, "ts", ts, "cap", b->cap, "limit", b->limit, "value", b->value,
+                                     "request", b->request, "action", kill ? "kill" : "freeze", "usage",
+                                     run->meter ? aj_meter_to_json(run->meter, aj_now_monotonic_ns(), false) : NULL,
+                                     "last_events", aj_events_tail(ep, AJ_INCIDENT_LAST_EVENTS));
+        if (incident) {
+                int r = aj_incident_write(run->run_dir, incident);
+                if (r < 0)
+                        aj_log_errno(r, "Failed to write the incident record in '%s'", run->run_dir);
+                start_alert(run, incident);
+                json_decref(incident);
+        }
+        aj_run_write_json(run);
+}
+
+/* ---- hooks ---------------------------------------------------------------------------- */
+
+static int hook_emit(void *userdata, const char *type, json_t *fields)
+{
+        Run *run = userdata;
+        return aj_events_emit(run->events, type, fields);
+}
+
+static void hook_breach(void *userdata, const AjBreach *b)
+{
+        handle_breach(userdata, b);
+}
+
+static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection)
+{
+        Run *run = userdata;
+        if (run->egress_limit && run->egress_used + bytes > run->egress_limit) {
+                AjBreach b = { .cap = "egress_bytes",
+                               .limit = (double)run->egress_limit,
+                               .value = (double)(run->egress_used + bytes),
+                               .request = connection };
+                run->egress_used = run->egress_limit;
+                handle_breach(run, &b);
+                return 1;
+        }
+        run->egress_used += bytes;
+        return 0;
+}
+
+void aj_run_hooks(Run *run, AjHooks *ret)
+{
+        *ret = (AjHooks){
+                .userdata = run,
+                .emit = hook_emit,
+                .breach = hook_breach,
+                .charge_egress = hook_charge_egress,
+        };
+}
+
+/* ---- operator actions ----------------------------------------------------------------- */
+
+static int op_freeze(void *userdata, const char *reason)
+{
+        return aj_run_freeze(userdata, "operator", reason);
+}
+
+static int op_thaw(void *userdata, json_t *raise, char **ret_error)
+{
+        Run *run = userdata;
+        if (raise && json_object_size(raise) > 0) {
+                if (!run->meter) {
+                        *ret_error = strdup("this run has no meters to raise");
+                        return -EINVAL;
+                }
+                int r = aj_meter_raise_json(run->meter, raise, ret_error);
+                if (r < 0)
+                        return r;
+                aj_events_emit(run->events, "caps.raise", json_pack("{s:O, s:s}", "raise", raise, "by", "operator"));
+        }
+        return aj_run_thaw(run, "operator");
+}
+
+static int op_kill(void *userdata)
+{
+        return kill_run(userdata, "operator");
+}
+
+static int op_release(void *userdata)
+{
+        Run *run = userdata;
+        if (!run->quarantined)
+                return -EINVAL;
+        if (run->frozen) {
+                int r = aj_run_thaw(run, "quarantine release");
+                if (r < 0)
+                        return r;
+        }
+        char ts[40];
+        run->released = true;
+        json_object_set_new(run->quarantine, "released", json_true());
+        json_object_set_new(run->quarantine, "released_at",
+                            json_string(aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts))));
+        aj_events_emit(run->events, "quarantine.release", json_pack("{s:s}", "by", "operator"));
+        aj_run_write_json(run);
+        return 0;
+}
+
+static json_t *process_json(pid_t pid)
+{
+        char path[64];
+        _cleanup_free_ char *stat = NULL, *cmdline = NULL, *status = NULL;
+        size_t cmdlen = 0;
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        if (aj_read_file(path, 4096, &stat, NULL) < 0)
+                return NULL;
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        (void)aj_read_file(path, 4096, &cmdline, &cmdlen);
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+        (void)aj_read_file(path, 16384, &status, NULL);
+
+        /* stat: "pid (comm) S ppid ... utime(14) stime(15)": comm may contain spaces. */
+        char state = '?';
+        unsigned long long utime = 0, stime = 0;
+        char *rp = strrchr(stat, ')');
+        if (rp && rp[1]) {
+                state = rp[2];
+                char *f = rp + 2;
+                int field = 3;
+                for (char *tok = strtok(f, " "); tok; tok = strtok(NULL, " "), field++) {
+                        if (field == 14)
+                                utime = strtoull(tok, NULL, 10);
+                        else if (field == 15) {
+                                stime = strtoull(tok, NULL, 10);
+                                break;
+                        }
+                }
+        }
+        long long rss_kb = -1;
+        char *vm = status ? strstr(status, "VmRSS:") : NULL;
+        if (vm)
+                rss_kb = strtoll(vm + 6, NULL, 10);
+        for (size_t i = 0; cmdline && i + 1 < cmdlen; i++)
+                if (cmdline[i] == 0)
+                        cmdline[i] = ' ';
+        long hz = sysconf(_SC_CLK_TCK);
+        char st[2] = { state, 0 };
+        return json_pack("{s:i, s:s, s:s, s:f, s:I}", "pid", (int)pid, "state", st, "cmd",
+                         cmdline && *cmdline ? cmdline : "", "cpu_s", (double)(utime + stime) / (double)(hz > 0 ? hz : 100),
+                         "rss_kb", (json_int_t)rss_kb);
+}
+
+static json_t *op_inspect(void *userdata)
+{
+        Run *run = userdata;
+        json_t *procs = json_array();
+        pid_t *pids = NULL;
+        size_t n = 0;
+        if (run->cgroup && aj_cgroup_pids(run->cgroup, &pids, &n) >= 0) {
+                for (size_t i = 0; i < n && i < 256; i++) {
+                        json_t *p = process_json(pids[i]);
+                        if (p)
+                                json_array_append_new(procs, p);
+                }
+                free(pids);
+        }
+        _cleanup_free_ char *ep = events_path(run);
+        uint64_t now = aj_now_monotonic_ns();
+        return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o?, s:o, s:o, s:o, s:o?, s:I, s:I}", "id", run->id, "name",
+                         run->name, "state", aj_run_state(run, false), "frozen", run->frozen, "processes", procs,
+                         "meters", run->meter ? aj_meter_to_json(run->meter, now, false) : NULL, "pending",
+                         json_array(), "last_events", aj_events_tail(ep, INSPECT_LAST_EVENTS), "quarantine",
+                         run->quarantine ? json_incref(run->quarantine) : json_null(), "network",
+                         run->proxy ? aj_proxy_stats(run->proxy) : NULL, "egress_bytes", (json_int_t)run->egress_used,
+                         "egress_limit", (json_int_t)run->egress_limit);
+}
+
+void aj_run_control_ops(Run *run, AjControlOps *ret)
+{
+        *ret = (AjControlOps){
+                .userdata = run,
+                .freeze = op_freeze,
+                .thaw = op_thaw,
+                .kill = op_kill,
+                .release = op_release,
+                .inspect = op_inspect,
+        };
+}

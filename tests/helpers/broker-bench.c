@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Broker benchmark: `broker-bench SOCKET_PATH [--events FILE] [-n N]`.
+ * Forks a broker (meter without caps, one priced model) serving SOCKET_PATH
+ * with fake hooks (events dropped) or, with --events, the real event log
+ * (one write(2) per event, as in a run). Then measures from this process:
+ *   - "tokens" messages/s pipelined on 1 connection and on 8 connections;
+ *   - "tool" round-trip latency (one request in flight), p50/p99.
+ * Prints one JSON object.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "events.h"
+#include "meter.h"
+#include "util/fd.h"
+
+static int drop_emit(void *userdata, const char *type, json_t *fields)
+{
+        json_decref(fields);
+        return 0;
+}
+
+static int log_emit(void *userdata, const char *type, json_t *fields)
+{
+        return aj_events_emit(userdata, type, fields);
+}
+
+static void serve(const char *path, const char *events, int ready_fd)
+{
+        AjEventLog *log = NULL;
+        if (events && aj_events_open(events, "bench", &log) < 0)
+                _exit(1);
+        AjHooks hooks = { .userdata = log, .emit = events ? log_emit : drop_emit };
+        AjMeter *m = NULL;
+        AjBroker *b = NULL;
+        if (aj_meter_new(NULL, &m) < 0 || aj_meter_set_price(m, "gpt-4o", 2.5e-6, 1e-5, 1.25e-6) < 0 ||
+            aj_broker_new(path, (uid_t)-1, (gid_t)-1, m, &hooks, &b) < 0)
+                _exit(1);
+        (void)!write(ready_fd, "x", 1);
+        close(ready_fd);
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = { .events = EPOLLIN };
+        epoll_ctl(ep, EPOLL_CTL_ADD, aj_broker_fd(b), &ev);
+        for (;;) {
+                struct epoll_event out;
+                if (epoll_wait(ep, &out, 1, -1) > 0 && aj_broker_dispatch(b) < 0)
+                        _exit(1);
+        }
+}
+
+static int connect_to(const char *path)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                perror("connect");
+                exit(1);
+        }
+        return fd;
+}
+
+typedef struct {
+        int fd;
+        long sent, answered, errors;
+        char out[8192];
+        size_t out_len, out_off;
+        char in[65536];
+        size_t in_len;
+} Client;
+
+static const char tokens_fmt[] = "{\"id\":%ld,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
+                                 "\"gen_ai.usage.input_tokens\":1200,\"gen_ai.usage.output_tokens\":300,"
+                                 "\"gen_ai.usage.cache_read.input_tokens\":200}\n";
+
+/* Counts complete reply lines; a reply with "ok":false is an error. */
+static void consume(Client *c)
+{
+        char *start = c->in, *end = c->in + c->in_len, *nl;
+        while ((nl = memchr(start, '\n', (size_t)(end - start)))) {
+                *nl = 0;
+                if (!strstr(start, "\"ok\":true"))
+                        c->errors++;
+                c->answered++;
+                start = nl + 1;
+        }
+        c->in_len = (size_t)(end - start);
+        memmove(c->in, start, c->in_len);
+}
+
+/* Pipelined: keeps up to `window` requests in flight per connection. */
+static double run_tokens(const char *path, int n_conns, long total, long window)
+{
+        Client *cl = calloc((size_t)n_conns, sizeof(Client));
+        struct pollfd *p = calloc((size_t)n_conns, sizeof(struct pollfd));
+        long per = total / n_conns;
+        for (int i = 0; i < n_conns; i++)
+                cl[i].fd = connect_to(path);
+        uint64_t t0 = aj_now_monotonic_ns();
+        for (;;) {
+                int active = 0;
+                for (int i = 0; i < n_conns; i++) {
+                        Client *c = &cl[i];
+                        if (c->answered >= per) {
+                                p[i] = (struct pollfd){ .fd = -1 };
+                                continue;
+                        }
+                        active++;
+                        /* Refill the output buffer while the window allows. */
+                        if (c->out_off == c->out_len) {
+                                c->out_len = c->out_off = 0;
+                                while (c->sent < per && c->sent - c->answered < window &&
+                                       c->out_len + 512 < sizeof(c->out)) {
+                                        c->out_len += (size_t)snprintf(c->out + c->out_len,
+                                                                       sizeof(c->out) - c->out_len, tokens_fmt,
+                                                                       c->sent);
+                                        c->sent++;
+                                }
+                        }
+                        p[i] = (struct pollfd){ .fd = c->fd,
+                                                .events = POLLIN | (c->out_off < c->out_len ? POLLOUT : 0) };
+                }
+                if (!active)
+                        break;
+                if (poll(p, (nfds_t)n_conns, 5000) <= 0) {
+                        fprintf(stderr, "broker-bench: stalled\n");
+                        exit(1);
+                }
+                for (int i = 0; i < n_conns; i++) {
+                        Client *c = &cl[i];
+                        if (p[i].fd < 0)
+                                continue;
+                        if (p[i].revents & POLLOUT) {
+                                ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+                                if (w > 0)
+                                        c->out_off += (size_t)w;
+                        }
+                        if (p[i].revents & (POLLIN | POLLHUP)) {
+                                ssize_t r = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
+                                if (r == 0) {
+                                        fprintf(stderr, "broker-bench: disconnected\n");
+                                        exit(1);
+                                }
+                                if (r > 0) {
+                                        c->in_len += (size_t)r;
+                                        consume(c);
+                                }
+                        }
+                }
+        }
+        double secs = (double)(aj_now_monotonic_ns() - t0) / 1e9;
+        long errors = 0;
+        for (int i = 0; i < n_conns; i++) {
+                errors += cl[i].errors;
+                close(cl[i].fd);
+        }
+        if (errors)
+                fprintf(stderr, "broker-bench: %ld error replies\n", errors);
+        free(cl);
+        free(p);
+        return (double)(per * n_conns) / secs;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+static void run_latency(const char *path, long n, double *ret_p50, double *ret_p99)
+{
+        int fd = connect_to(path);
+        aj_fd_set_nonblock(fd, false);
+        uint64_t *lat = calloc((size_t)n, sizeof(uint64_t));
+        char line[512], buf[65536];
+        for (long i = 0; i < n; i++) {
+                int len = snprintf(line, sizeof(line),
+                                   "{\"id\":%ld,\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"crm.update\","
+                                   "\"gen_ai.tool.call.arguments\":{\"record\":%ld,\"name\":\"x\"}}\n",
+                                   i, i);
+                uint64_t t0 = aj_now_monotonic_ns();
+                if (send(fd, line, (size_t)len, MSG_NOSIGNAL) != len)
+                        exit(1);
+                size_t have = 0;
+                for (;;) {
+                        ssize_t r = read(fd, buf + have, sizeof(buf) - have);
+                        if (r <= 0)
+                                exit(1);
+                        have += (size_t)r;
+                        if (buf[have - 1] == '\n')
+                                break;
+                }
+                lat[i] = aj_now_monotonic_ns() - t0;
+        }
+        qsort(lat, (size_t)n, sizeof(uint64_t), cmp_u64);
+        *ret_p50 = (double)lat[n / 2] / 1000.0;
+        *ret_p99 = (double)lat[n * 99 / 100] / 1000.0;
+        free(lat);
+        close(fd);
+}
+
+int main(int argc, char **argv)
+{
+        const char *path = NULL, *events = NULL;
+        long n = 200000;
+        for (int i = 1; i < argc; i++) {
+                if (streq(argv[i], "--events") && i + 1 < argc)
+                        events = argv[++i];
+                else if (streq(argv[i], "-n") && i + 1 < argc)
+                        n = atol(argv[++i]);
+                else if (!path)
+                        path = argv[i];
+                else {
+                        fprintf(stderr, "usage: broker-bench SOCKET_PATH [--events FILE] [-n N]\n");
+                        return 2;
+                }
+        }
+        if (!path || n < 1000) {
+                fprintf(stderr, "usage: broker-bench SOCKET_PATH [--events FILE] [-n N>=1000]\n");
+                return 2;
+        }
+        int ready[2];
+        if (pipe2(ready, O_CLOEXEC) < 0)
+                return 1;
+        pid_t pid = fork();
+        if (pid < 0)
+                return 1;
+        if (pid == 0) {
+                close(ready[0]);
+                serve(path, events, ready[1]);
+        }
+        close(ready[1]);
+        char c;
+        if (read(ready[0], &c, 1) != 1) {
+                fprintf(stderr, "broker-bench: the broker did not start on '%s'\n", path);
+                waitpid(pid, NULL, 0);
+                return 1;
+        }
+        signal(SIGPIPE, SIG_IGN);
+        double one = run_tokens(path, 1, n, 256);
+        double eight = run_tokens(path, 8, n, 256);
+        double p50, p99;
+        run_latency(path, n / 10, &p50, &p99);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        unlink(path);
+        printf("{\"events\": \"%s\", \"tokens_msgs_per_s_1conn\": %.0f, \"tokens_msgs_per_s_8conn\": %.0f, "
+               "\"tool_rtt_p50_us\": %.1f, \"tool_rtt_p99_us\": %.1f}\n",
+               events ? "file" : "dropped", one, eight, p50, p99);
+        return 0;
+}

@@ -1,0 +1,162 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Meters, caps and breaches: a jailed agent that crosses a cap is frozen as a whole
+# process tree (or killed with on_breach "kill"), with an incident record, an alert
+# and quarantine; `thaw --raise` resumes it, `kill` ends it; concurrent clients cannot
+# overshoot a cap; bad broker messages leave the run working.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+setup_dirs
+
+CLIENT="$WORKSPACE/client.py"
+cp "$AGENTJAIL_SOURCE_DIR/tests/helpers/broker-client.py" "$CLIENT"
+
+# The alert command copies the incident it gets on stdin where the test can see it.
+ALERT_OUT="$TEST_TMP/alert.json"
+cat >"$TEST_TMP/alert.sh" <<EOF
+#!/bin/sh
+cat > "$ALERT_OUT.tmp" && mv "$ALERT_OUT.tmp" "$ALERT_OUT"
+EOF
+chmod 0755 "$TEST_TMP/alert.sh"
+
+cgroup_of() {
+        local id=$1 d
+        for d in /sys/fs/cgroup/unified/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id"; do
+                [[ -f "$d/cgroup.events" ]] && { echo "$d"; return 0; }
+        done
+        return 1
+}
+
+# counter FILE: the worker's progress counter
+counter() { cat "$1" 2>/dev/null || echo 0; }
+
+# --- a tokens breach freezes the whole tree; incident, alert, quarantine; thaw --raise resumes
+P=$(write_profile freeze '{"extends": "default", "meters": {"tokens": 5000},
+        "alert": {"exec": ["'"$TEST_TMP/alert.sh"'"], "timeout": "5s"}}')
+start_jail_bg -p "$P" --name breach-demo -- /bin/sh -c \
+        'python3 ./client.py worker ./progress & w1=$!; python3 ./client.py worker ./progress2 & w2=$!;
+         sleep 0.3; python3 ./client.py tokens 100 1000 500; echo agent-continues; kill $w1 $w2; wait; exit 0'
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+if wait_for_output "$RUN_DIR/events.jsonl" '"type":"freeze"' 15; then
+        pass "a tokens breach freezes the run"
+else
+        fail "a tokens breach freezes the run" "$(cat "$TEST_TMP/bg.err" "$RUN_DIR/events.jsonl" 2>/dev/null)"
+fi
+CG=$(cgroup_of "$RUN_ID")
+like "$(cat "$CG/cgroup.events" 2>/dev/null)" "frozen 1" "the run's cgroup reports frozen"
+n_procs=$(wc -l <"$CG/cgroup.procs")
+cmp_num "$n_procs" -ge 3 "the frozen cgroup holds the whole tree (init, shell, workers, client: $n_procs)"
+c1=$(counter "$WORKSPACE/progress"); c2=$(counter "$WORKSPACE/progress2")
+sleep 0.4
+is "$(counter "$WORKSPACE/progress")" "$c1" "a background worker makes no progress while frozen"
+is "$(counter "$WORKSPACE/progress2")" "$c2" "the second worker makes no progress while frozen"
+wait_for_output "$RUN_DIR/incident.json" '"cap"' 5
+is "$(jf .cap "$RUN_DIR/incident.json")" tokens "incident.json names the cap"
+is "$(jf .limit "$RUN_DIR/incident.json")" 5000 "incident.json has the limit"
+cmp_num "$(jf '.value' "$RUN_DIR/incident.json" | cut -d. -f1)" -gt 5000 "incident.json has the value the request would have reached"
+cmp_num "$(jf '.last_events | length' "$RUN_DIR/incident.json")" -ge 3 "incident.json carries the last events"
+is "$(jf '.request."gen_ai.usage.input_tokens"' "$RUN_DIR/incident.json")" 1000 "incident.json has the triggering request"
+wait_for_output "$ALERT_OUT" '"cap"' 5
+is "$(jq -r .cap "$ALERT_OUT" 2>/dev/null)" tokens "the alert command got the incident on stdin"
+is "$(jf .state "$RUN_DIR/run.json")" quarantined "run.json says quarantined"
+used=$(jf '.meters.tokens.used' "$RUN_DIR/run.json")
+cmp_num "$used" -le 5000 "usage never went past the cap (used $used)"
+
+"$AGENTJAIL" thaw "$RUN_ID" --raise tokens=+200000 >"$TEST_TMP/thaw.out" 2>&1
+is "$?" 0 "agentjail thaw --raise succeeds" || diag "$(cat "$TEST_TMP/thaw.out")"
+sleep 0.3
+cmp_num "$(counter "$WORKSPACE/progress")" -gt "$c1" "after thaw the workers make progress again"
+wait_exit "$BG_PID" 20
+is "$WAIT_RC" 0 "the thawed agent finishes normally"
+like "$(cat "$TEST_TMP/bg.out")" "agent-continues" "the agent carried on after the thaw"
+ok "the raise is recorded as an event" grep -q '"type":"caps.raise".*tokens' "$RUN_DIR/events.jsonl"
+ok "the thaw is recorded as an event" grep -q '"type":"thaw".*operator' "$RUN_DIR/events.jsonl"
+is "$(jf .state "$RUN_DIR/run.json")" quarantined "an exited breached run stays quarantined until released"
+is "$(jf '.meters.tokens.limit' "$RUN_DIR/run.json")" 205000 "the raised cap is in run.json"
+kill_bg
+
+# --- freeze/thaw/kill by the operator; kill ends the run with 123 and leaves nothing
+start_jail_bg --name killme -- python3 ./client.py worker ./progress3
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+wait_for_output "$RUN_DIR/events.jsonl" '"run.start"' 5
+sleep 0.3
+"$AGENTJAIL" freeze killme >/dev/null 2>&1
+is "$?" 0 "agentjail freeze NAME works"
+like "$(cat "$(cgroup_of "$RUN_ID")/cgroup.events" 2>/dev/null)" "frozen 1" "the operator's freeze freezes the cgroup"
+c3=$(counter "$WORKSPACE/progress3"); sleep 0.3
+is "$(counter "$WORKSPACE/progress3")" "$c3" "no progress while frozen by the operator"
+"$AGENTJAIL" kill "$RUN_ID" >/dev/null 2>&1
+is "$?" 0 "agentjail kill works on a frozen run"
+wait_exit "$BG_PID" 10
+is "$WAIT_RC" 123 "a run killed by the operator exits 123"
+is "$(jf .exit.reason "$RUN_DIR/run.json")" killed "run.json says killed"
+ok "no v2 cgroup is left after kill" test ! -d "/sys/fs/cgroup/unified/agentjail/$RUN_ID"
+ok "no v1 memory cgroup is left after kill" test ! -d "/sys/fs/cgroup/memory/agentjail/$RUN_ID"
+ok "no runtime dir or socket is left after kill" test ! -e "$AGENTJAIL_RUNTIME_DIR/$RUN_ID"
+kill_bg
+
+# --- every kind of cap, with on_breach "kill"
+check_cap() {
+        local cap=$1 meters=$2; shift 2
+        local p
+        p=$(write_profile "cap-$cap" '{"extends": "default", "on_breach": "kill",
+                "meters": '"$meters"', "prices": {"gpt-4o": {"input": 0.0000025, "output": 0.00001, "cached_input": 0.00000125}}}')
+        run_jail -p "$p" -- python3 ./client.py "$@"
+        is "$JAIL_RC" 123 "$cap: the breach kills the run (123)" || jail_diag
+        is "$(jf .cap "$JAIL_RUN_DIR/incident.json")" "$cap" "$cap: incident.json names it"
+        is "$(events_of cap.breach | head -1 | jq -r .cap)" "$cap" "$cap: a cap.breach event"
+        is "$(jf .exit.reason)" killed "$cap: run.json exit reason"
+}
+check_cap tokens '{"tokens": 3000}' tokens 10 1000 200
+check_cap input_tokens '{"input_tokens": 2500}' tokens 10 1000 10
+check_cap output_tokens '{"output_tokens": 250}' tokens 10 10 100
+check_cap cost_usd '{"cost_usd": 0.01}' tokens 10 1000 500 800
+check_cap tool_calls '{"tool_calls": 5}' tools 10 search distinct
+check_cap tool_calls_per_min '{"tool_calls_per_min": 3}' tools 10 search distinct
+check_cap repeat_limit '{"repeat_limit": 3}' tools 10 search same
+
+# --- --cap on the command line
+run_jail --cap tokens=1500 -p "$(write_profile capkill '{"extends": "default", "on_breach": "kill"}')" \
+        -- python3 ./client.py tokens 10 1000 0
+is "$JAIL_RC" 123 "--cap tokens=1500 caps the run"
+is "$(jf .limit "$JAIL_RUN_DIR/incident.json")" 1500 "--cap's value is the limit"
+run_jail --cap bogus=1 -- /bin/true
+is "$JAIL_RC" 125 "--cap with an unknown key is a launcher error"
+like "$JAIL_ERR" "bogus" "the error names the bad key"
+
+# --- concurrent clients cannot overshoot a cap
+P=$(write_profile conc '{"extends": "default", "on_breach": "kill", "meters": {"tokens": 5000}}')
+run_jail -p "$P" -- /bin/sh -c 'for i in 1 2 3 4 5 6 7 8; do python3 ./client.py tokens 50 70 0 & done; wait'
+is "$JAIL_RC" 123 "eight concurrent clients breach the cap"
+used=$(jq -r '.value' "$JAIL_RUN_DIR/incident.json")
+used_run=$(jf '.meters.tokens.used')
+cmp_num "$used_run" -le 5000 "usage stays at or below the cap with 8 concurrent clients (used $used_run)"
+cmp_num "$(events_of tokens | jq -s 'map(select(.verdict != "breach")) | length')" -le 71 "no more than 5000/70 requests were counted"
+
+# --- bad messages get errors and the run keeps working
+run_jail -- python3 ./client.py garbage
+is "$JAIL_RC" 0 "a client sending bad lines runs to the end" || jail_diag
+like "$JAIL_OUT" "code=bad_json" "not-JSON gets bad_json"
+like "$JAIL_OUT" "code=unknown_op" "an unknown op gets unknown_op"
+like "$JAIL_OUT" "code=line_too_long" "an oversized line gets line_too_long"
+like "$JAIL_OUT" "id=after ok=true" "the same connection works after the errors"
+cmp_num "$(count_lines "$(events_of broker.error)")" -ge 4 "the errors are recorded as broker.error events"
+
+# --- the meter client inside the jail
+run_jail -p "$(write_profile meter '{"extends": "default", "meters": {"tool_calls": 10},
+        "tools": {"deny": ["email.*"]}}')" -- /bin/sh -c \
+        'agentjail meter tool crm.update --args "{\"id\": 42}"; echo "rc=$?";
+         agentjail meter tool email.send; echo "rc=$?";
+         agentjail meter tokens --model gpt-4o --input 1200 --output 300 --cached-input 800; echo "rc=$?";
+         agentjail meter usage --json'
+is "$JAIL_RC" 0 "agentjail meter runs inside the jail" || jail_diag
+like "$JAIL_OUT" "rc=0" "an allowed tool call exits 0"
+like "$JAIL_OUT" "rc=1" "a denied tool call exits 1"
+like "$JAIL_ERR" "email" "the denial's reason names the rule"
+like "$JAIL_OUT" '"tool_calls"' "meter usage --json prints the usage"
+
+done_testing

@@ -1,0 +1,102 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# The egress proxy in real jails: curl inside reaches an allowed server on the host's
+# loopback through the proxy; denied hosts and ports get 403 with the rule; a direct
+# connection has no network at all; a name resolving to loopback is refused unless the
+# range is named; IPv6 literals; exact byte counts for 100 MiB; 200 concurrent
+# connections. Servers: python3 -m http.server on the host's 127.0.0.1 and ::1, names
+# from an AGENTJAIL_HOSTS_FILE (no internet needed).
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+setup_dirs
+
+if ! command -v curl >/dev/null || ! command -v python3 >/dev/null; then
+        skip "network tests" "curl and python3 are needed (apt-get install curl)"
+        done_testing
+fi
+
+WWW="$TEST_TMP/www"
+mkdir -p "$WWW"
+echo hello-from-host >"$WWW/index.txt"
+head -c $((100 * 1024 * 1024)) /dev/zero >"$WWW/big.bin"
+
+free_port() {
+        python3 -c 'import socket; s = socket.socket(socket.AF_INET6 if ":" in "'"$1"'" else socket.AF_INET); s.bind(("'"$1"'", 0)); print(s.getsockname()[1])'
+}
+
+PORT=$(free_port 127.0.0.1)
+(cd "$WWW" && exec python3 -m http.server "$PORT" --bind 127.0.0.1) >/dev/null 2>&1 &
+BG_PIDS+=("$!")
+PORT6=$(free_port ::1)
+(cd "$WWW" && exec python3 -m http.server "$PORT6" --bind ::1) >/dev/null 2>&1 &
+BG_PIDS+=("$!")
+for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$PORT/index.txt" && curl -s -o /dev/null "http://[::1]:$PORT6/index.txt" && break
+        sleep 0.05
+done
+
+printf '127.0.0.1 web.test other.test\n' >"$TEST_TMP/hosts"
+export AGENTJAIL_HOSTS_FILE="$TEST_TMP/hosts"
+
+# --- allowed: by name, with the loopback range named explicitly (plain HTTP and CONNECT)
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- \
+        /bin/sh -c "curl -sSf -m 10 http://web.test:$PORT/index.txt && curl -sSf -m 10 -p http://web.test:$PORT/index.txt"
+is "$JAIL_RC" 0 "curl through the proxy reaches an allowed server" || jail_diag
+is "$JAIL_OUT" $'hello-from-host\nhello-from-host' "both absolute-form and CONNECT requests got the file"
+ev=$(events_of net.connect | head -1)
+like "$ev" '"verdict":"allowed"' "net.connect recorded as allowed"
+like "$ev" '"host":"web.test"' "net.connect names the host"
+like "$ev" '"address":"127.0.0.1"' "net.connect names the address connected to"
+like "$(jfc '.network // .net // {}')" 'bytes' "run.json carries the proxy's counters"
+
+# --- denied host and port: 403 with the reason, and a net.denied event
+run_jail --allow-net "web.test:1" --allow-net "127.0.0.1:$PORT" -- \
+        /bin/sh -c "curl -s -m 10 http://other.test:$PORT/; echo; curl -s -m 10 http://web.test:$PORT/"
+like "$JAIL_OUT" "denied: host other.test is not in the network allowlist" "denied host: 403 names the reason"
+like "$JAIL_OUT" "denied: port $PORT is not allowed for host web.test" "denied port: 403 names the reason"
+run_jail --allow-net web.test -- curl -s -o /dev/null -w '%{http_code}' -m 10 "http://other.test:$PORT/"
+is "$JAIL_OUT" 403 "a denied request is answered 403"
+cmp_num "$(count_lines "$(events_of net.denied)")" -ge 1 "net.denied is recorded"
+
+# --- rebinding: an allowed name resolving to loopback, without the range named
+run_jail --allow-net web.test -- curl -s -m 10 "http://web.test:$PORT/index.txt"
+like "$JAIL_OUT" "web.test resolves to internal address 127.0.0.1, which no address rule names" \
+        "a name resolving to loopback is refused (rebinding protection)"
+like "$(events_of net.denied)" '"address":"127.0.0.1"' "the refusal names the address"
+
+# --- bypassing the proxy: no network at all
+hostip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}')
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- \
+        curl -s -m 5 --noproxy '*' -o /dev/null "http://127.0.0.1:$PORT/index.txt"
+isnt "$JAIL_RC" 0 "a direct connection to the host's loopback fails (the jail has its own lo)"
+if [[ -n "$hostip" ]]; then
+        run_jail --allow-net web.test --allow-net "$hostip" -- \
+                curl -s -m 5 --noproxy '*' -o /dev/null "http://$hostip:$PORT/"
+        is "$JAIL_RC" 7 "a direct connection to the host's address fails (no route: fail closed)"
+fi
+
+# --- IPv6 literal
+run_jail --allow-net "[::1]:$PORT6" -- curl -sSf -m 10 "http://[::1]:$PORT6/index.txt"
+is "$JAIL_OUT" hello-from-host "an IPv6 literal allowed by an address entry is reached" || jail_diag
+run_jail --allow-net "[::1]:1" -- curl -s -m 10 -o /dev/null -w '%{http_code}' "http://[::1]:$PORT6/index.txt"
+is "$JAIL_OUT" 403 "an IPv6 literal on another port is refused"
+
+# --- 100 MiB: bytes in the event are exactly what crossed the proxy
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- \
+        curl -s -m 60 -o /dev/null -w '%{size_download} %{size_header}' "http://web.test:$PORT/big.bin"
+read -r body hdr <<<"$JAIL_OUT"
+is "$body" $((100 * 1024 * 1024)) "100 MiB downloaded through the proxy" || jail_diag
+ev=$(events_of net.connect | tail -1)
+is "$(jq -r .bytes_down <<<"$ev")" "$((body + hdr))" "net.connect bytes_down is the exact byte count"
+cmp_num "$(jq -r .bytes_up <<<"$ev")" -gt 0 "net.connect counts bytes up"
+
+# --- 200 concurrent connections
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- /bin/sh -c \
+        "for i in \$(seq 200); do curl -s -m 30 -o /dev/null -w '%{http_code}\n' -p http://web.test:$PORT/index.txt & done; wait"
+is "$(grep -c '^200$' <<<"$JAIL_OUT")" 200 "200 concurrent connections all succeed" || jail_diag
+is "$(count_lines "$(events_of net.connect)")" 200 "200 net.connect events"
+
+kill_bg
+done_testing

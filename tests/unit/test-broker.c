@@ -1,0 +1,670 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agentjail/broker.h"
+#include "broker.h"
+#include "meter.h"
+#include "util/fd.h"
+
+/* ---- fake supervisor ---- */
+
+typedef struct {
+        json_t *events;     /* [{"type": ..., fields...}] */
+        int watch_fd;       /* client socket: must have no reply yet when an event is emitted */
+        int replies_early;  /* events emitted after their reply was already readable */
+        int fail_emit;      /* emit returns -EIO */
+        int n_breach;
+        char breach_cap[32];
+        double breach_limit, breach_value;
+        bool breach_had_request;
+} Fake;
+
+static int fake_emit(void *userdata, const char *type, json_t *fields)
+{
+        Fake *f = userdata;
+        if (f->watch_fd >= 0) {
+                char c;
+                if (recv(f->watch_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+                        f->replies_early++;
+        }
+        if (f->fail_emit) {
+                json_decref(fields);
+                return -EIO;
+        }
+        json_object_set_new(fields, "type", json_string(type));
+        json_array_append_new(f->events, fields);
+        return 0;
+}
+
+static void fake_breach(void *userdata, const AjBreach *b)
+{
+        Fake *f = userdata;
+        f->n_breach++;
+        snprintf(f->breach_cap, sizeof(f->breach_cap), "%s", b->cap);
+        f->breach_limit = b->limit;
+        f->breach_value = b->value;
+        f->breach_had_request = b->request != NULL;
+}
+
+typedef struct {
+        char dir[64];
+        char path[128];
+        Fake fake;
+        AjHooks hooks;
+        AjMeter *meter;
+        AjBroker *broker;
+} Env;
+
+static Env env;
+
+static void setup_with(const AjMeterCaps *caps)
+{
+        snprintf(env.dir, sizeof(env.dir), "/tmp/aj-broker-test-XXXXXX");
+        cr_assert_not_null(mkdtemp(env.dir));
+        snprintf(env.path, sizeof(env.path), "%s/broker.sock", env.dir);
+        env.fake = (Fake){ .events = json_array(), .watch_fd = -1 };
+        env.hooks = (AjHooks){ .userdata = &env.fake, .emit = fake_emit, .breach = fake_breach };
+        cr_assert_eq(aj_meter_new(caps, &env.meter), 0);
+        cr_assert_eq(aj_broker_new(env.path, (uid_t)-1, (gid_t)-1, env.meter, &env.hooks, &env.broker), 0);
+}
+
+static void setup(void)
+{
+        setup_with(NULL);
+}
+
+static void teardown(void)
+{
+        aj_broker_free(env.broker);
+        aj_meter_free(env.meter);
+        json_decref(env.fake.events);
+        unlink(env.path);
+        rmdir(env.dir);
+        env = (Env){};
+}
+
+static int client(void)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        strcpy(sa.sun_path, env.path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect: %m");
+        /* The broker sees the connection at its next dispatch. */
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        return fd;
+}
+
+static void send_text(int fd, const char *s)
+{
+        cr_assert_eq(aj_write_all(fd, s, strlen(s)), 0);
+}
+
+static void pump(void)
+{
+        struct pollfd p = { .fd = aj_broker_fd(env.broker), .events = POLLIN };
+        if (poll(&p, 1, 10) > 0)
+                cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+}
+
+/* Reads one reply line from fd, dispatching the broker meanwhile. NULL on EOF. */
+static json_t *read_reply(int fd)
+{
+        char buf[65536];
+        size_t have = 0;
+        for (int i = 0; i < 2000; i++) {
+                pump();
+                for (;;) {
+                        ssize_t n = recv(fd, buf + have, 1, MSG_DONTWAIT);
+                        if (n == 0)
+                                return NULL;
+                        if (n < 0)
+                                break;
+                        if (buf[have] == '\n') {
+                                buf[have] = 0;
+                                json_error_t e;
+                                json_t *r = json_loads(buf, 0, &e);
+                                cr_assert_not_null(r, "reply is not JSON: %s: %s", e.text, buf);
+                                return r;
+                        }
+                        have++;
+                        cr_assert_lt(have, sizeof(buf));
+                }
+        }
+        cr_assert_fail("no reply");
+        return NULL;
+}
+
+static json_t *request(int fd, const char *line)
+{
+        send_text(fd, line);
+        return read_reply(fd);
+}
+
+static const char *str(json_t *o, const char *path1, const char *path2)
+{
+        json_t *v = json_object_get(o, path1);
+        if (path2)
+                v = json_object_get(v, path2);
+        return json_string_value(v) ?: "(none)";
+}
+
+static json_t *last_event(void)
+{
+        return json_array_get(env.fake.events, json_array_size(env.fake.events) - 1);
+}
+
+static void expect_error(json_t *r, const char *code, const char *message_part, bool id_null)
+{
+        cr_assert_not_null(r);
+        cr_expect(json_is_false(json_object_get(r, "ok")));
+        cr_expect_eq(json_integer_value(json_object_get(r, "v")), 1);
+        cr_expect_str_eq(str(r, "error", "code"), code);
+        cr_expect(strstr(str(r, "error", "message"), message_part) != NULL, "message \"%s\" lacks \"%s\"",
+                  str(r, "error", "message"), message_part);
+        if (id_null)
+                cr_expect(json_is_null(json_object_get(r, "id")), "id should be null");
+        json_t *ev = last_event();
+        cr_expect_str_eq(str(ev, "type", NULL), "broker.error");
+        cr_expect_str_eq(str(ev, "code", NULL), code);
+        json_decref(r);
+}
+
+TestSuite(broker, .init = setup, .fini = teardown);
+
+Test(broker, socket_is_private_and_removed)
+{
+        struct stat st;
+        cr_assert_eq(lstat(env.path, &st), 0);
+        cr_expect(S_ISSOCK(st.st_mode));
+        cr_expect_eq(st.st_mode & 07777, 0600);
+        aj_broker_free(env.broker);
+        env.broker = NULL;
+        cr_expect_eq(lstat(env.path, &st), -1, "socket left behind");
+}
+
+Test(broker, every_op)
+{
+        int fd = client();
+        env.fake.watch_fd = fd;
+        json_t *r = request(fd, "{\"id\": \"a1\", \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"crm.update\","
+                                " \"gen_ai.tool.call.id\": \"c1\", \"gen_ai.tool.call.arguments\": {\"id\": 7}}\n");
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        cr_expect_str_eq(str(r, "id", NULL), "a1");
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        cr_expect_str_eq(str(r, "gen_ai.tool.call.id", NULL), "c1");
+        cr_expect(json_is_object(json_object_get(r, "usage")));
+        json_decref(r);
+        cr_assert_eq(json_array_size(env.fake.events), 2);
+        json_t *req = json_array_get(env.fake.events, 0), *ver = json_array_get(env.fake.events, 1);
+        cr_expect_str_eq(str(req, "type", NULL), "tool.request");
+        cr_expect_str_eq(str(req, "gen_ai.tool.name", NULL), "crm.update");
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(req, "gen_ai.tool.call.arguments"), "id")), 7);
+        char digest[AJ_SHA256_HEX_SIZE];
+        json_t *args = json_pack("{s:i}", "id", 7);
+        aj_meter_args_digest(args, digest);
+        json_decref(args);
+        cr_expect_str_eq(str(req, "arguments_sha256", NULL), digest);
+        cr_expect_str_eq(str(ver, "type", NULL), "tool.verdict");
+        cr_expect_str_eq(str(ver, "verdict", NULL), "allow");
+
+        /* Without a call id the broker assigns one. */
+        r = request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"search\"}\n");
+        cr_expect_eq(json_integer_value(json_object_get(r, "id")), 2);
+        cr_expect(strncmp(str(r, "gen_ai.tool.call.id", NULL), "call-", 5) == 0);
+        json_decref(r);
+
+        r = request(fd, "{\"id\": 3, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c1\", \"status\": "
+                        "\"ok\", \"undo\": {\"op\": \"crm.update\", \"args\": {\"id\": 7, \"name\": \"old\"}}}\n");
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        json_decref(r);
+        json_t *res = last_event();
+        cr_expect_str_eq(str(res, "type", NULL), "tool.result");
+        cr_expect_str_eq(str(res, "status", NULL), "ok");
+        cr_expect_str_eq(str(json_object_get(res, "undo"), "args", "name"), "old");
+
+        r = request(fd, "{\"id\": 4, \"v\": 1, \"op\": \"tokens\", \"gen_ai.request.model\": \"gpt-x\","
+                        " \"gen_ai.usage.input_tokens\": 100, \"gen_ai.usage.output_tokens\": 50,"
+                        " \"gen_ai.usage.cache_read.input_tokens\": 20}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "ok");
+        cr_expect_str_eq(str(r, "price", NULL), "unknown");
+        json_decref(r);
+        json_t *tok = last_event();
+        cr_expect_str_eq(str(tok, "type", NULL), "tokens");
+        cr_expect_eq(json_integer_value(json_object_get(tok, "gen_ai.usage.cache_read.input_tokens")), 20);
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(tok, "totals"), "tokens")), 150);
+
+        size_t n_events = json_array_size(env.fake.events);
+        r = request(fd, "{\"id\": 5, \"v\": 1, \"op\": \"usage\"}\n");
+        json_t *u = json_object_get(r, "usage");
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(u, "tokens"), "used")), 150);
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(u, "tool_calls"), "used")), 2);
+        cr_expect(json_is_null(json_object_get(json_object_get(u, "tokens"), "limit")));
+        json_decref(r);
+        cr_expect_eq(json_array_size(env.fake.events), n_events, "usage is read-only");
+
+        cr_expect_eq(env.fake.replies_early, 0, "a reply was sent before its event");
+        close(fd);
+}
+
+Test(broker, bad_requests_get_errors_and_the_connection_survives)
+{
+        int fd = client();
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \n"), "bad_json", "invalid JSON", true);
+        expect_error(request(fd, "[1, 2]\n"), "bad_request", "must be a JSON object", true);
+        expect_error(request(fd, "{\"v\": 1, \"op\": \"usage\"}\n"), "bad_request", "missing field \"id\"", true);
+        expect_error(request(fd, "{\"id\": [1], \"v\": 1, \"op\": \"usage\"}\n"), "bad_request", "field \"id\"", true);
+        expect_error(request(fd, "{\"id\": 1, \"op\": \"usage\"}\n"), "bad_request", "missing field \"v\"", false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 2, \"op\": \"usage\"}\n"), "unsupported_version", "field \"v\"",
+                     false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"fly\"}\n"), "unknown_op", "unknown operation \"fly\"",
+                     false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": 5}\n"), "bad_request", "field \"op\"", false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tokens\", \"gen_ai.request.model\": \"m\","
+                                 " \"gen_ai.usage.input_tokens\": \"100\", \"gen_ai.usage.output_tokens\": 1}\n"),
+                     "bad_request", "field \"gen_ai.usage.input_tokens\": expected an integer", false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tokens\", \"gen_ai.request.model\": \"m\","
+                                 " \"gen_ai.usage.input_tokens\": -1, \"gen_ai.usage.output_tokens\": 1}\n"),
+                     "bad_request", "field \"gen_ai.usage.input_tokens\"", false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tokens\", \"gen_ai.request.model\": \"m\","
+                                 " \"gen_ai.usage.input_tokens\": 1}\n"),
+                     "bad_request", "missing field \"gen_ai.usage.output_tokens\"", false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tokens\", \"gen_ai.request.model\": \"m\","
+                                 " \"gen_ai.usage.input_tokens\": 1, \"gen_ai.usage.output_tokens\": 1,"
+                                 " \"gen_ai.usage.cache_read.input_tokens\": 2}\n"),
+                     "bad_request", "must not exceed", false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": 3}\n"), "bad_request",
+                     "field \"gen_ai.tool.name\"", false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.nam\": \"x\"}\n"),
+                     "bad_request", "unknown field \"gen_ai.tool.nam\"", false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c\","
+                                 " \"status\": \"fine\"}\n"),
+                     "bad_request", "field \"status\"", false);
+        expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c\","
+                                 " \"status\": \"ok\", \"undo\": \"rm -rf\"}\n"),
+                     "bad_request", "field \"undo\"", false);
+        expect_error(request(fd, "{\"id\": 1, \"id\": 2, \"v\": 1, \"op\": \"usage\"}\n"), "bad_json", "duplicate", true);
+        /* The id is echoed in errors once it is valid. */
+        json_t *r = request(fd, "{\"id\": \"q\", \"v\": 1, \"op\": \"nope\"}\n");
+        cr_expect_str_eq(str(r, "id", NULL), "q");
+        json_decref(r);
+        /* Still serving. */
+        r = request(fd, "\n  \n{\"id\": 9, \"v\": 1, \"op\": \"usage\"}\r\n");
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        cr_expect_eq(json_integer_value(json_object_get(r, "id")), 9);
+        json_decref(r);
+        close(fd);
+}
+
+Test(broker, oversized_line_is_discarded_and_the_next_works)
+{
+        int fd = client();
+        size_t n = AJ_BROKER_MAX_LINE + 5000;
+        char *big = malloc(n + 1);
+        memset(big, 'x', n);
+        big[n] = 0;
+        /* Non-blocking writes interleaved with dispatches: the broker drains as we write. */
+        size_t done = 0;
+        while (done < n) {
+                ssize_t w = send(fd, big + done, n - done, MSG_DONTWAIT);
+                if (w > 0)
+                        done += (size_t)w;
+                pump();
+        }
+        free(big);
+        send_text(fd, "tail of the long line\n{\"id\": 1, \"v\": 1, \"op\": \"usage\"}\n");
+        expect_error(read_reply(fd), "line_too_long", "longer than 65536 bytes", true);
+        json_t *r = read_reply(fd);
+        cr_assert_not_null(r);
+        cr_expect(json_is_true(json_object_get(r, "ok")), "the request after the long line failed");
+        json_decref(r);
+
+        /* Exactly the maximum is accepted (as far as length goes: it is not JSON). */
+        char *max = malloc(AJ_BROKER_MAX_LINE + 2);
+        memset(max, ' ', AJ_BROKER_MAX_LINE);
+        memcpy(max, "{\"id\": 2, \"v\": 1, \"op\": \"usage\"}", 32);
+        max[AJ_BROKER_MAX_LINE] = '\n';
+        max[AJ_BROKER_MAX_LINE + 1] = 0;
+        done = 0;
+        while (done < AJ_BROKER_MAX_LINE + 1) {
+                ssize_t w = send(fd, max + done, AJ_BROKER_MAX_LINE + 1 - done, MSG_DONTWAIT);
+                if (w > 0)
+                        done += (size_t)w;
+                pump();
+        }
+        free(max);
+        r = read_reply(fd);
+        cr_expect(json_is_true(json_object_get(r, "ok")), "a line of exactly the maximum length was refused");
+        json_decref(r);
+        close(fd);
+}
+
+Test(broker, several_lines_in_one_write_and_split_lines)
+{
+        int fd = client();
+        send_text(fd, "{\"id\": 1, \"v\": 1, \"op\": \"usage\"}\n{\"id\": 2, \"v\": 1, \"op\": \"usage\"}\n"
+                      "{\"id\": 3, \"v\": 1, \"op\": \"usage\"}\n");
+        for (int i = 1; i <= 3; i++) {
+                json_t *r = read_reply(fd);
+                cr_expect_eq(json_integer_value(json_object_get(r, "id")), i, "replies in request order");
+                json_decref(r);
+        }
+        const char *parts[] = { "{\"id\": 4, \"v\"", ": 1, \"op\": \"tok", "ens\", \"gen_ai.request.model\": \"m\", ",
+                                "\"gen_ai.usage.input_tokens\": 1, \"gen_ai.usage.output_tokens\": 2}", "\n" };
+        for (size_t i = 0; i < ARRAY_SIZE(parts); i++) {
+                send_text(fd, parts[i]);
+                pump();
+                char c;
+                if (i + 1 < ARRAY_SIZE(parts))
+                        cr_expect_lt(recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT), 0, "answered a partial line");
+        }
+        json_t *r = read_reply(fd);
+        cr_expect_eq(json_integer_value(json_object_get(r, "id")), 4);
+        cr_expect_str_eq(str(r, "verdict", NULL), "ok");
+        json_decref(r);
+        close(fd);
+}
+
+Test(broker, connection_limit)
+{
+        int fds[AJ_BROKER_MAX_CONNECTIONS];
+        for (int i = 0; i < AJ_BROKER_MAX_CONNECTIONS; i++)
+                fds[i] = client();
+        cr_expect_eq(aj_broker_connections(env.broker), AJ_BROKER_MAX_CONNECTIONS);
+        /* One more: one error line, then closed. */
+        int extra = client();
+        json_t *r = read_reply(extra);
+        cr_assert_not_null(r);
+        cr_expect_str_eq(str(r, "error", "code"), "too_many_connections");
+        json_decref(r);
+        cr_expect_null(read_reply(extra), "the extra connection was not closed");
+        close(extra);
+        /* All 64 are served, in an interleaved order. */
+        for (int i = 0; i < AJ_BROKER_MAX_CONNECTIONS; i++) {
+                char line[128];
+                snprintf(line, sizeof(line), "{\"id\": %d, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"t%d\"}\n", i,
+                         i);
+                send_text(fds[(i * 7) % AJ_BROKER_MAX_CONNECTIONS], line);
+        }
+        for (int i = 0; i < AJ_BROKER_MAX_CONNECTIONS; i++) {
+                r = read_reply(fds[(i * 7) % AJ_BROKER_MAX_CONNECTIONS]);
+                cr_expect_eq(json_integer_value(json_object_get(r, "id")), i);
+                json_decref(r);
+        }
+        /* A slot freed is a slot usable. */
+        close(fds[0]);
+        for (int i = 0; i < 100 && aj_broker_connections(env.broker) == AJ_BROKER_MAX_CONNECTIONS; i++)
+                pump();
+        cr_expect_eq(aj_broker_connections(env.broker), AJ_BROKER_MAX_CONNECTIONS - 1);
+        fds[0] = client();
+        r = request(fds[0], "{\"id\": 1, \"v\": 1, \"op\": \"usage\"}\n");
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        json_decref(r);
+        for (int i = 0; i < AJ_BROKER_MAX_CONNECTIONS; i++)
+                close(fds[i]);
+}
+
+Test(broker, breach_reported_once_with_its_cap)
+{
+        AjMeterCaps caps = {};
+        teardown();
+        caps.set[AJ_CAP_TOKENS] = true;
+        caps.limit[AJ_CAP_TOKENS] = 100;
+        setup_with(&caps);
+        int fd = client();
+        env.fake.watch_fd = fd;
+        const char *line = "{\"id\": 1, \"v\": 1, \"op\": \"tokens\", \"gen_ai.request.model\": \"m\","
+                           " \"gen_ai.usage.input_tokens\": 40, \"gen_ai.usage.output_tokens\": 20}\n";
+        json_t *r = request(fd, line);
+        cr_expect_str_eq(str(r, "verdict", NULL), "ok");
+        json_decref(r);
+        cr_expect_eq(env.fake.n_breach, 0);
+        r = request(fd, line);
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        cr_expect_str_eq(str(r, "verdict", NULL), "breach");
+        cr_expect_str_eq(str(r, "cap", NULL), "tokens");
+        cr_expect_eq(json_integer_value(json_object_get(r, "limit")), 100);
+        cr_expect_eq(json_integer_value(json_object_get(r, "value")), 120);
+        json_decref(r);
+        cr_expect_eq(env.fake.n_breach, 1);
+        cr_expect_str_eq(env.fake.breach_cap, "tokens");
+        cr_expect_float_eq(env.fake.breach_limit, 100, 1e-9);
+        cr_expect_float_eq(env.fake.breach_value, 120, 1e-9);
+        cr_expect(env.fake.breach_had_request);
+        json_t *ev = last_event();
+        cr_expect_str_eq(str(ev, "type", NULL), "tokens");
+        cr_expect_str_eq(str(ev, "verdict", NULL), "breach");
+        /* Nothing committed past the cap. */
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOKENS, 0), 60);
+        cr_expect_eq(env.fake.replies_early, 0);
+        close(fd);
+}
+
+Test(broker, denied_tool_is_not_a_breach)
+{
+        cr_assert_eq(aj_meter_add_tool_rule(env.meter, AJ_TOOL_RULE_DENY, "email.*"), 0);
+        int fd = client();
+        json_t *r = request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"email.send\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        cr_expect_str_eq(str(r, "reason", NULL), "tool \"email.send\" is denied by tools.deny \"email.*\"");
+        json_decref(r);
+        cr_expect_eq(env.fake.n_breach, 0);
+        cr_expect_str_eq(str(last_event(), "verdict", NULL), "deny");
+        close(fd);
+}
+
+Test(broker, unrecorded_event_counts_nothing)
+{
+        int fd = client();
+        env.fake.fail_emit = 1;
+        json_t *r = request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"x\"}\n");
+        cr_expect(json_is_false(json_object_get(r, "ok")));
+        cr_expect_str_eq(str(r, "error", "code"), "internal");
+        json_decref(r);
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0);
+        env.fake.fail_emit = 0;
+        r = request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"x\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 1);
+        close(fd);
+}
+
+Test(broker, large_arguments_are_logged_truncated)
+{
+        int fd = client();
+        char *line = NULL;
+        char big[3000];
+        memset(big, 'a', sizeof(big) - 1);
+        big[sizeof(big) - 1] = 0;
+        cr_assert_geq(asprintf(&line, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"w\", "
+                                      "\"gen_ai.tool.call.arguments\": {\"text\": \"%s\"}}\n", big), 0);
+        json_t *r = request(fd, line);
+        free(line);
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        json_t *ev = json_array_get(env.fake.events, 0);
+        cr_expect_null(json_object_get(ev, "gen_ai.tool.call.arguments"));
+        cr_expect_eq(strlen(str(ev, "arguments_truncated", NULL)), AJ_BROKER_MAX_LOGGED_ARGS);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "arguments_size")), 3000 - 1 + 11);
+        close(fd);
+}
+
+/* A client that writes but never reads is dropped; another client is served throughout. */
+Test(broker, client_that_never_reads_is_disconnected)
+{
+        int hog = client();
+        int good = client();
+        const char *line = "{\"id\": 1, \"v\": 1, \"op\": \"usage\"}\n";
+        bool dropped = false;
+        for (int i = 0; i < 20000 && !dropped; i++) {
+                ssize_t w = send(hog, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (w < 0 && errno != EAGAIN)
+                        dropped = true;
+                pump();
+                if (aj_broker_connections(env.broker) == 1)
+                        dropped = true;
+                if (i % 1000 == 0) {
+                        json_t *r = request(good, "{\"id\": 2, \"v\": 1, \"op\": \"usage\"}\n");
+                        cr_assert_not_null(r);
+                        json_decref(r);
+                }
+        }
+        cr_expect(dropped, "the client that never reads was not disconnected");
+        json_t *r = request(good, "{\"id\": 3, \"v\": 1, \"op\": \"usage\"}\n");
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        json_decref(r);
+        close(hog);
+        close(good);
+}
+
+Test(broker, error_events_are_rate_limited)
+{
+        int fd = client();
+        for (int i = 0; i < 200; i++)
+                json_decref(request(fd, "not json\n"));
+        size_t n = json_array_size(env.fake.events);
+        cr_expect_lt(n, 60, "%zu broker.error events for 200 bad lines", n);
+        cr_expect_geq(n, 20);
+        close(fd);
+}
+
+/* ---- the client's argument parsing ---- */
+
+static int parse(AjMeterCmd *c, char **err, const char *const *args)
+{
+        char *argv[32];
+        int argc = 0;
+        while (args[argc]) {
+                argv[argc] = (char *)args[argc];
+                argc++;
+        }
+        argv[argc] = NULL;
+        *err = NULL;
+        return aj_meter_cmd_parse(argc, argv, c, err);
+}
+
+#define ARGS(...) ((const char *const[]){ "meter", __VA_ARGS__, NULL })
+
+Test(meter_cmd, parse_valid)
+{
+        AjMeterCmd c;
+        char *err;
+        cr_assert_eq(parse(&c, &err, ARGS("tool", "crm.update", "--args", "{\"id\":7}", "--id=c9", "--json")), 0);
+        cr_expect_eq(c.kind, AJ_METER_CMD_TOOL);
+        cr_expect_str_eq(c.name, "crm.update");
+        cr_expect_str_eq(c.args, "{\"id\":7}");
+        cr_expect_str_eq(c.id, "c9");
+        cr_expect(c.json);
+        char *req = NULL;
+        cr_assert_eq(aj_meter_cmd_request(&c, 42, &req), 0);
+        json_t *j = json_loads(req, 0, NULL);
+        cr_expect_str_eq(str(j, "op", NULL), "tool");
+        cr_expect_str_eq(str(j, "gen_ai.tool.call.id", NULL), "c9");
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(j, "gen_ai.tool.call.arguments"), "id")), 7);
+        cr_expect_eq(json_integer_value(json_object_get(j, "id")), 42);
+        cr_expect_eq(json_integer_value(json_object_get(j, "v")), 1);
+        json_decref(j);
+        free(req);
+
+        cr_assert_eq(parse(&c, &err, ARGS("tokens", "--model", "gpt-4o", "--input", "100", "--output=5",
+                                          "--cached-input", "40")), 0);
+        cr_expect_eq(c.kind, AJ_METER_CMD_TOKENS);
+        cr_expect_eq(c.input, 100);
+        cr_expect_eq(c.output, 5);
+        cr_expect_eq(c.cached, 40);
+        cr_assert_eq(parse(&c, &err, ARGS("result", "c9", "--status", "error", "--undo", "{\"restore\": \"x\"}")), 0);
+        cr_expect_eq(c.kind, AJ_METER_CMD_RESULT);
+        cr_expect_str_eq(c.id, "c9");
+        cr_assert_eq(parse(&c, &err, ARGS("usage")), 0);
+        cr_expect_eq(c.kind, AJ_METER_CMD_USAGE);
+        cr_assert_eq(parse(&c, &err, ARGS("tool", "--help")), 0);
+        cr_expect_eq(c.kind, AJ_METER_CMD_HELP);
+}
+
+Test(meter_cmd, parse_errors)
+{
+        static const struct {
+                const char *args[12];
+                const char *msg;
+        } bad[] = {
+                { { "meter", NULL }, "missing command (tool, result, tokens, usage; see 'agentjail meter --help')" },
+                { { "meter", "fly", NULL }, "unknown command \"fly\" (expected tool, result, tokens or usage)" },
+                { { "meter", "tool", NULL }, "tool: missing the tool NAME" },
+                { { "meter", "tool", "a b", NULL }, "tool: NAME must be 1 to 256 characters without spaces" },
+                { { "meter", "tool", "x", "y", NULL }, "tool: unexpected argument \"y\"" },
+                { { "meter", "tool", "x", "--args", NULL }, "--args needs a value" },
+                { { "meter", "tool", "x", "--args", "{oops", NULL }, "--args: invalid JSON: " },
+                { { "meter", "tool", "x", "--status", "ok", NULL }, "tool: unknown option \"--status\"" },
+                { { "meter", "result", "c1", NULL }, "result: --status ok|error is required" },
+                { { "meter", "result", "c1", "--status", "meh", NULL }, "--status: expected \"ok\" or \"error\", got \"meh\"" },
+                { { "meter", "result", "c1", "--status", "ok", "--undo", "[1]", NULL }, "--undo: expected a JSON object" },
+                { { "meter", "tokens", "--model", "m", "--input", "1", NULL },
+                  "tokens: --model, --input and --output are required" },
+                { { "meter", "tokens", "--model", "m", "--input", "-1", "--output", "1", NULL },
+                  "--input: expected a number of tokens, got \"-1\"" },
+                { { "meter", "tokens", "--model", "m", "--input", "1", "--output", "1", "--cached-input", "2", NULL },
+                  "--cached-input: must not exceed --input (cached tokens are part of the input)" },
+                { { "meter", "usage", "extra", NULL }, "usage: unexpected argument \"extra\"" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                AjMeterCmd c;
+                char *err;
+                cr_expect_eq(parse(&c, &err, bad[i].args), -EINVAL, "case %zu", i);
+                cr_expect(err && strncmp(err, bad[i].msg, strlen(bad[i].msg)) == 0, "case %zu: got \"%s\", want \"%s\"",
+                          i, err ?: "", bad[i].msg);
+                free(err);
+        }
+}
+
+/* The real client against the real broker: exit statuses and human output. */
+Test(meter_cmd, client_exit_statuses, .init = setup, .fini = teardown)
+{
+        cr_assert_eq(aj_meter_add_tool_rule(env.meter, AJ_TOOL_RULE_DENY, "email.send"), 0);
+        char *err;
+        (void)err;
+        setenv(AJ_BROKER_ENV, env.path, 1);
+        static const struct {
+                const char *args[10];
+                int status;
+        } cases[] = {
+                { { "meter", "tool", "crm.update", NULL }, AJ_METER_EXIT_OK },
+                { { "meter", "tool", "email.send", NULL }, AJ_METER_EXIT_DENIED },
+                { { "meter", "tokens", "--model", "m", "--input", "5", "--output", "5", NULL }, AJ_METER_EXIT_OK },
+                { { "meter", "result", "c1", "--status", "ok", NULL }, AJ_METER_EXIT_OK },
+                { { "meter", "usage", "--json", NULL }, AJ_METER_EXIT_OK },
+                { { "meter", "tool", NULL }, AJ_METER_EXIT_USAGE },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                /* The client blocks on its reply: run it in a child, serve it here. */
+                fflush(NULL);
+                pid_t pid = fork();
+                cr_assert_geq(pid, 0);
+                if (pid == 0) {
+                        int argc = 0;
+                        while (cases[i].args[argc])
+                                argc++;
+                        _exit(aj_cmd_meter(argc, (char **)cases[i].args));
+                }
+                int status = -1;
+                for (int k = 0; k < 5000; k++) {
+                        pump();
+                        if (waitpid(pid, &status, WNOHANG) == pid)
+                                break;
+                }
+                cr_assert(WIFEXITED(status), "case %zu did not finish", i);
+                cr_expect_eq(WEXITSTATUS(status), cases[i].status, "case %zu", i);
+        }
+        unsetenv(AJ_BROKER_ENV);
+}

@@ -1,0 +1,533 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The control socket: a real server in a temporary directory with fake AjControlOps.
+ * The server runs in the test process (it is single-threaded, like the supervisor);
+ * clients run in forked children, which report through their exit status.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "control.h"
+
+typedef struct {
+        int freezes, thaws, kills, releases, inspects;
+        char reason[64];
+        json_t *raise;
+        bool big_inspect;
+} Fake;
+
+static int fake_freeze(void *ud, const char *reason)
+{
+        Fake *f = ud;
+        f->freezes++;
+        snprintf(f->reason, sizeof(f->reason), "%s", reason);
+        return f->freezes > 1 ? -EALREADY : 0;
+}
+
+static int fake_thaw(void *ud, json_t *raise, char **ret_error)
+{
+        Fake *f = ud;
+        f->thaws++;
+        json_decref(f->raise);
+        f->raise = raise ? json_deep_copy(raise) : NULL;
+        if (json_object_get(raise, "bogus")) {
+                *ret_error = strdup("bogus: unknown cap");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int fake_kill(void *ud)
+{
+        ((Fake *)ud)->kills++;
+        return 0;
+}
+
+static int fake_release(void *ud)
+{
+        ((Fake *)ud)->releases++;
+        return 0;
+}
+
+static json_t *fake_inspect(void *ud)
+{
+        Fake *f = ud;
+        f->inspects++;
+        json_t *r = json_pack("{s:s, s:i}", "state", "running", "n", f->inspects);
+        if (f->big_inspect) {
+                char *pad = malloc(16384);
+                memset(pad, 'x', 16383);
+                pad[16383] = 0;
+                json_object_set_new(r, "pad", json_string(pad));
+                free(pad);
+        }
+        return r;
+}
+
+static Fake fake;
+static AjControlOps ops = { .userdata = &fake, .freeze = fake_freeze, .thaw = fake_thaw, .kill = fake_kill,
+                            .release = fake_release, .inspect = fake_inspect };
+
+static char dir[64];
+static char sock[128];
+
+static void setup(void)
+{
+        memset(&fake, 0, sizeof(fake));
+        snprintf(dir, sizeof(dir), "/tmp/aj-control-XXXXXX");
+        cr_assert_not_null(mkdtemp(dir));
+        chmod(dir, 0711); /* the other-uid client must reach the socket */
+        snprintf(sock, sizeof(sock), "%s/control.sock", dir);
+}
+
+static void teardown(void)
+{
+        json_decref(fake.raise);
+        fake.raise = NULL;
+        unlink(sock);
+        rmdir(dir);
+}
+
+TestSuite(control, .init = setup, .fini = teardown, .timeout = 30);
+
+/* Serve until the child exits; returns its exit status (or 128+signal). */
+static int serve_until_exit(AjControl *c, pid_t pid)
+{
+        int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        cr_assert_geq(pidfd, 0);
+        for (;;) {
+                struct pollfd p[2] = { { .fd = aj_control_fd(c), .events = POLLIN }, { .fd = pidfd, .events = POLLIN } };
+                int n = poll(p, 2, 10000);
+                if (n == 0) {
+                        kill(pid, SIGKILL);
+                        cr_assert_fail("client child did not finish within 10s");
+                }
+                if (p[0].revents)
+                        cr_assert_eq(aj_control_dispatch(c), 0);
+                if (p[1].revents)
+                        break;
+        }
+        close(pidfd);
+        int status;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static json_t *call(const char *line_json)
+{
+        json_t *req = json_loads(line_json, 0, NULL);
+        json_t *reply = NULL;
+        int r = aj_control_call(sock, req, 5000, &reply);
+        json_decref(req);
+        return r < 0 ? NULL : reply;
+}
+
+static bool reply_ok(json_t *reply) { return json_is_true(json_object_get(reply, "ok")); }
+
+static const char *reply_code(json_t *reply)
+{
+        return json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
+}
+
+static int raw_connect(void)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        strcpy(sa.sun_path, sock);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                return -1;
+        struct timeval tv = { .tv_sec = 5 };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        return fd;
+}
+
+/* Read one reply line from a raw connection. */
+static json_t *raw_reply(int fd)
+{
+        char buf[4096];
+        size_t have = 0;
+        while (have < sizeof(buf) - 1) {
+                ssize_t n = read(fd, buf + have, 1);
+                if (n <= 0)
+                        return NULL;
+                if (buf[have] == '\n')
+                        return json_loadb(buf, have, 0, NULL);
+                have++;
+        }
+        return NULL;
+}
+
+/* The server closed the connection: EOF, or ECONNRESET when it left input unread. */
+static bool hung_up(int fd)
+{
+        char b;
+        ssize_t n = read(fd, &b, 1);
+        return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/* ---- the request handler alone ---- */
+
+static json_t *handle(const char *line) { return aj_control_handle_line(&ops, line, strlen(line)); }
+
+Test(control, handler_maps_each_op)
+{
+        json_auto_t *r1 = handle("{\"op\":\"freeze\",\"reason\":\"looks odd\",\"id\":7}");
+        cr_assert(reply_ok(r1));
+        cr_assert_eq(json_integer_value(json_object_get(r1, "id")), 7);
+        cr_assert_eq(fake.freezes, 1);
+        cr_assert_str_eq(fake.reason, "looks odd");
+
+        json_auto_t *r2 = handle("{\"op\":\"freeze\"}");
+        cr_assert(!reply_ok(r2), "the op's own error must be passed on");
+        cr_assert_str_eq(reply_code(r2), "EALREADY");
+        cr_assert_str_eq(fake.reason, "operator", "default reason");
+
+        json_auto_t *r3 = handle("{\"op\":\"thaw\",\"raise\":{\"tokens\":\"+20000\",\"cost_usd\":\"5\"}}");
+        cr_assert(reply_ok(r3));
+        cr_assert_eq(fake.thaws, 1);
+        cr_assert_str_eq(json_string_value(json_object_get(fake.raise, "tokens")), "+20000");
+        cr_assert_str_eq(json_string_value(json_object_get(fake.raise, "cost_usd")), "5");
+
+        json_auto_t *r4 = handle("{\"op\":\"thaw\"}");
+        cr_assert(reply_ok(r4));
+        cr_assert_null(fake.raise, "thaw without raise passes NULL");
+
+        json_auto_t *r5 = handle("{\"op\":\"thaw\",\"raise\":{\"bogus\":\"1\"}}");
+        cr_assert(!reply_ok(r5));
+        cr_assert_str_eq(reply_code(r5), "EINVAL");
+        cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r5, "error"), "message")),
+                         "bogus: unknown cap", "the op's error text reaches the operator");
+
+        json_auto_t *r6 = handle("{\"op\":\"kill\"}");
+        json_auto_t *r7 = handle("{\"op\":\"release\"}");
+        cr_assert(reply_ok(r6) && reply_ok(r7));
+        cr_assert_eq(fake.kills, 1);
+        cr_assert_eq(fake.releases, 1);
+
+        json_auto_t *r8 = handle("{\"op\":\"inspect\"}");
+        cr_assert(reply_ok(r8));
+        cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r8, "result"), "state")), "running");
+}
+
+Test(control, handler_rejects_bad_requests_naming_the_field)
+{
+        static const struct {
+                const char *line, *code, *mentions;
+        } cases[] = {
+                { "not json", "EINVAL", "not JSON" },
+                { "[1,2]", "EINVAL", "object" },
+                { "{}", "EINVAL", "'op'" },
+                { "{\"op\":5}", "EINVAL", "'op'" },
+                { "{\"op\":\"explode\"}", "EINVAL", "explode" },
+                { "{\"op\":\"kill\",\"force\":true}", "EINVAL", "'force'" },
+                { "{\"op\":\"freeze\",\"reason\":42}", "EINVAL", "'reason'" },
+                { "{\"op\":\"thaw\",\"raise\":[1]}", "EINVAL", "'raise'" },
+                { "{\"op\":\"thaw\",\"raise\":{\"tokens\":\"lots\"}}", "EINVAL", "raise.tokens" },
+                { "{\"op\":\"thaw\",\"raise\":{\"tokens\":-5}}", "EINVAL", "raise.tokens" },
+                { "{\"op\":\"thaw\",\"raise\":{\"Bad-Key\":\"1\"}}", "EINVAL", "Bad-Key" },
+                { "{\"op\":\"inspect\",\"id\":[1]}", "EINVAL", "'id'" },
+                { "{\"op\":\"kill\",\"op\":\"kill\"}", "EINVAL", "duplicate" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                json_auto_t *r = handle(cases[i].line);
+                cr_assert(!reply_ok(r), "'%s' must fail", cases[i].line);
+                cr_assert_str_eq(reply_code(r), cases[i].code, "'%s'", cases[i].line);
+                const char *msg = json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+                cr_assert(msg && strstr(msg, cases[i].mentions), "'%s': message '%s' should mention %s", cases[i].line,
+                          msg, cases[i].mentions);
+        }
+        cr_assert_eq(fake.kills + fake.thaws + fake.freezes + fake.inspects, 0, "no op ran for a bad request");
+
+        /* 17 caps is over the limit. */
+        json_auto_t *req = json_pack("{s:s, s:{}}", "op", "thaw", "raise");
+        for (int i = 0; i <= AJ_CONTROL_MAX_RAISE_KEYS; i++) {
+                char k[16];
+                snprintf(k, sizeof(k), "cap_%c", 'a' + i);
+                json_object_set_new(json_object_get(req, "raise"), k, json_string("1"));
+        }
+        _cleanup_free_ char *line = json_dumps(req, JSON_COMPACT);
+        json_auto_t *r = handle(line);
+        cr_assert(!reply_ok(r));
+        cr_assert_eq(fake.thaws, 0);
+}
+
+Test(control, missing_ops_answer_enosys)
+{
+        AjControlOps none = { 0 };
+        json_auto_t *r = aj_control_handle_line(&none, "{\"op\":\"kill\"}", 13);
+        cr_assert(!reply_ok(r));
+        cr_assert_str_eq(reply_code(r), "ENOSYS");
+}
+
+/* ---- a real server ---- */
+
+Test(control, ops_over_the_socket)
+{
+        AjControl *c = NULL;
+        cr_assert_eq(aj_control_new(sock, geteuid(), &ops, &c), 0);
+        struct stat st;
+        cr_assert_eq(lstat(sock, &st), 0);
+        cr_assert(S_ISSOCK(st.st_mode));
+        cr_assert_eq(st.st_mode & 0777, 0600, "socket mode is %o", st.st_mode & 0777);
+
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                json_t *r;
+                if (!(r = call("{\"op\":\"inspect\"}")) || !reply_ok(r) ||
+                    json_integer_value(json_object_get(json_object_get(r, "result"), "n")) != 1)
+                        _exit(1);
+                if (!(r = call("{\"op\":\"freeze\",\"reason\":\"by test\"}")) || !reply_ok(r))
+                        _exit(2);
+                if (!(r = call("{\"op\":\"thaw\",\"raise\":{\"tokens\":\"+20000\"}}")) || !reply_ok(r))
+                        _exit(3);
+                if (!(r = call("{\"op\":\"kill\"}")) || !reply_ok(r))
+                        _exit(4);
+                if (!(r = call("{\"op\":\"release\",\"id\":\"abc\"}")) || !reply_ok(r) ||
+                    strcmp(json_string_value(json_object_get(r, "id")) ?: "", "abc") != 0)
+                        _exit(5);
+                _exit(0);
+        }
+        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        cr_assert_eq(fake.inspects, 1);
+        cr_assert_eq(fake.freezes, 1);
+        cr_assert_str_eq(fake.reason, "by test");
+        cr_assert_eq(fake.thaws, 1);
+        cr_assert_str_eq(json_string_value(json_object_get(fake.raise, "tokens")), "+20000");
+        cr_assert_eq(fake.kills, 1);
+        cr_assert_eq(fake.releases, 1);
+        aj_control_free(c);
+        cr_assert_eq(access(sock, F_OK), -1, "aj_control_free removes the socket");
+}
+
+Test(control, malformed_and_oversized_lines_get_errors_and_the_server_survives)
+{
+        AjControl *c = NULL;
+        cr_assert_eq(aj_control_new(sock, geteuid(), &ops, &c), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                int fd = raw_connect();
+                if (fd < 0)
+                        _exit(1);
+                /* Two requests in one write, the first malformed: both answered in order. */
+                const char *two = "{oops\n{\"op\":\"inspect\"}\r\n";
+                if (write(fd, two, strlen(two)) != (ssize_t)strlen(two))
+                        _exit(2);
+                json_t *r = raw_reply(fd);
+                if (!r || reply_ok(r) || strcmp(reply_code(r) ?: "", "EINVAL") != 0)
+                        _exit(3);
+                r = raw_reply(fd);
+                if (!r || !reply_ok(r))
+                        _exit(4);
+                close(fd);
+
+                /* A line longer than the limit: E2BIG, then the server hangs up. */
+                fd = raw_connect();
+                char *big = malloc(AJ_CONTROL_MAX_LINE + 100);
+                memset(big, 'a', AJ_CONTROL_MAX_LINE + 100);
+                if (write(fd, big, AJ_CONTROL_MAX_LINE + 100) < AJ_CONTROL_MAX_LINE)
+                        _exit(5);
+                r = raw_reply(fd);
+                if (!r || reply_ok(r) || strcmp(reply_code(r) ?: "", "E2BIG") != 0)
+                        _exit(6);
+                if (!hung_up(fd))
+                        _exit(7); /* closed after the error */
+                close(fd);
+
+                /* Binary garbage and a client that disconnects mid-line. */
+                fd = raw_connect();
+                if (write(fd, "\x01\x02\xff{\"op\"", 8) != 8)
+                        _exit(8);
+                close(fd);
+
+                r = call("{\"op\":\"inspect\"}");
+                if (!r || !reply_ok(r))
+                        _exit(9);
+                _exit(0);
+        }
+        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        cr_assert_eq(fake.inspects, 2);
+        aj_control_free(c);
+}
+
+Test(control, other_uids_are_refused)
+{
+        if (geteuid() != 0)
+                cr_skip_test("needs root: it switches to uids 65534 and 65533");
+        AjControl *c = NULL;
+        cr_assert_eq(aj_control_new(sock, 0, &ops, &c), 0);
+        /* The file mode already keeps others out; open it up to test the server's own check. */
+        cr_assert_eq(chmod(sock, 0666), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+                        _exit(1);
+                int fd = raw_connect();
+                if (fd < 0)
+                        _exit(2);
+                /* The refusal may come before this is sent: then the write fails (EPIPE). */
+                (void)!send(fd, "{\"op\":\"kill\"}\n", 14, MSG_NOSIGNAL);
+                json_t *r = raw_reply(fd);
+                if (!r || reply_ok(r) || strcmp(reply_code(r) ?: "", "EPERM") != 0)
+                        _exit(4);
+                if (!hung_up(fd))
+                        _exit(5); /* and disconnected */
+                _exit(0);
+        }
+        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        cr_assert_eq(fake.kills, 0, "a refused client's request must not reach the ops");
+        aj_control_free(c);
+
+        /* Owned by 65534: that uid and root get through, uid 65533 does not. */
+        cr_assert_eq(aj_control_new(sock, 65534, &ops, &c), 0);
+        struct stat st;
+        cr_assert_eq(lstat(sock, &st), 0);
+        cr_assert_eq(st.st_uid, 65534, "the socket belongs to the run's owner");
+        cr_assert_eq(chmod(sock, 0666), 0);
+        pid = fork();
+        if (pid == 0) {
+                json_t *r = call("{\"op\":\"kill\"}");
+                if (!r || !reply_ok(r))
+                        _exit(1); /* root */
+                pid_t k = fork();
+                if (k == 0) {
+                        if (setresuid(65533, 65533, 65533) < 0)
+                                _exit(1);
+                        r = call("{\"op\":\"kill\"}");
+                        _exit(r && !reply_ok(r) && strcmp(reply_code(r) ?: "", "EPERM") == 0 ? 0 : 2);
+                }
+                int status;
+                waitpid(k, &status, 0);
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                        _exit(2);
+                if (setresuid(65534, 65534, 65534) < 0)
+                        _exit(3);
+                r = call("{\"op\":\"kill\"}");
+                _exit(r && reply_ok(r) ? 0 : 4);
+        }
+        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        cr_assert_eq(fake.kills, 2, "root and the owner were let through");
+        aj_control_free(c);
+}
+
+Test(control, connection_limit_and_many_clients)
+{
+        AjControl *c = NULL;
+        cr_assert_eq(aj_control_new(sock, geteuid(), &ops, &c), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                int fds[AJ_CONTROL_MAX_CLIENTS];
+                for (int i = 0; i < AJ_CONTROL_MAX_CLIENTS; i++)
+                        if ((fds[i] = raw_connect()) < 0)
+                                _exit(1);
+                /* Interleaved requests on all of them, each answered on its own connection. */
+                for (int i = 0; i < AJ_CONTROL_MAX_CLIENTS; i++) {
+                        char line[64];
+                        int n = snprintf(line, sizeof(line), "{\"op\":\"inspect\",\"id\":%d}\n", i);
+                        if (write(fds[i], line, (size_t)n) != n)
+                                _exit(2);
+                }
+                for (int i = AJ_CONTROL_MAX_CLIENTS - 1; i >= 0; i--) {
+                        json_t *r = raw_reply(fds[i]);
+                        if (!r || !reply_ok(r) || json_integer_value(json_object_get(r, "id")) != i)
+                                _exit(3);
+                }
+                /* One more is refused, politely. */
+                json_t *r = call("{\"op\":\"inspect\"}");
+                if (!r || reply_ok(r) || strcmp(reply_code(r) ?: "", "EBUSY") != 0)
+                        _exit(4);
+                for (int i = 0; i < AJ_CONTROL_MAX_CLIENTS; i++)
+                        close(fds[i]);
+                /* The server sees the hang-ups within a round trip or two. */
+                for (int attempt = 0; attempt < 10; attempt++) {
+                        r = call("{\"op\":\"inspect\"}");
+                        if (r && reply_ok(r))
+                                _exit(0);
+                }
+                _exit(5);
+        }
+        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        cr_assert_geq(fake.inspects, AJ_CONTROL_MAX_CLIENTS + 1);
+        aj_control_free(c);
+}
+
+Test(control, a_client_that_does_not_read_stalls_only_itself)
+{
+        AjControl *c = NULL;
+        fake.big_inspect = true;
+        cr_assert_eq(aj_control_new(sock, geteuid(), &ops, &c), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                int slow = raw_connect();
+                int flags = fcntl(slow, F_GETFL);
+                fcntl(slow, F_SETFL, flags | O_NONBLOCK);
+                /* Far more reply data than socket buffers hold, and never read. */
+                const char *req = "{\"op\":\"inspect\"}\n";
+                size_t sent = 0;
+                for (int i = 0; i < 2000; i++) {
+                        ssize_t n = write(slow, req, strlen(req));
+                        if (n <= 0)
+                                break;
+                        sent += (size_t)n;
+                }
+                if (sent < 100 * strlen(req))
+                        _exit(1);
+                /* Meanwhile another client is served. */
+                json_t *r = call("{\"op\":\"inspect\"}");
+                if (!r || !reply_ok(r))
+                        _exit(2);
+                close(slow);
+                r = call("{\"op\":\"kill\"}");
+                _exit(r && reply_ok(r) ? 0 : 3);
+        }
+        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        /* The slow client's requests were not all handled: the server stopped reading. */
+        cr_assert_lt(fake.inspects, 500, "handled %d requests of a client that reads nothing", fake.inspects);
+        cr_assert_eq(fake.kills, 1);
+        aj_control_free(c);
+}
+
+Test(control, client_errors)
+{
+        json_auto_t *req = json_pack("{s:s}", "op", "inspect");
+        json_t *reply = NULL;
+        cr_assert_eq(aj_control_call(sock, req, 1000, &reply), -ENOENT, "no socket");
+
+        /* A stale socket nobody listens on. */
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        strcpy(sa.sun_path, sock);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        close(fd);
+        cr_assert_eq(aj_control_call(sock, req, 1000, &reply), -ECONNREFUSED);
+
+        /* The server replaces a stale socket, but never another kind of file. */
+        AjControl *c = NULL;
+        cr_assert_eq(aj_control_new(sock, geteuid(), &ops, &c), 0);
+        aj_control_free(c);
+        int f = open(sock, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+        close(f);
+        cr_assert_eq(aj_control_new(sock, geteuid(), &ops, &c), -EEXIST);
+        cr_assert_eq(access(sock, F_OK), 0, "a regular file is left alone");
+
+        /* A listener that never answers: the client gives up on time. */
+        unlink(sock);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        cr_assert_eq(listen(fd, 4), 0);
+        cr_assert_eq(aj_control_call(sock, req, 200, &reply), -ETIMEDOUT);
+        close(fd);
+}

@@ -1,0 +1,452 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "meter.h"
+#include "profile.h"
+
+#define SEC 1000000000ULL
+
+static AjMeter *meter_with(AjCap cap, uint64_t limit)
+{
+        AjMeterCaps caps = {};
+        caps.set[cap] = true;
+        caps.limit[cap] = limit;
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(&caps, &m), 0);
+        return m;
+}
+
+/* Reserves and commits; returns the verdict. */
+static AjVerdict tokens(AjMeter *m, const char *model, uint64_t in, uint64_t out, uint64_t cached, AjMeterDecision *ret)
+{
+        AjMeterReservation res;
+        AjMeterDecision d;
+        cr_assert_eq(aj_meter_reserve_tokens(m, model, in, out, cached, &res, &d), 0);
+        cr_assert_eq(res.active, d.verdict == AJ_VERDICT_ALLOW);
+        aj_meter_settle(m, &res, true);
+        if (ret)
+                *ret = d;
+        return d.verdict;
+}
+
+static AjVerdict tool_at(AjMeter *m, const char *name, const char *args, uint64_t now, AjMeterDecision *ret)
+{
+        AjMeterReservation res;
+        AjMeterDecision d;
+        char digest[AJ_SHA256_HEX_SIZE];
+        json_t *a = json_loads(args ? args : "null", JSON_DECODE_ANY, NULL);
+        cr_assert_not_null(a);
+        cr_assert_eq(aj_meter_args_digest(a, digest), 0);
+        json_decref(a);
+        cr_assert_eq(aj_meter_reserve_tool(m, name, digest, now, &res, &d), 0);
+        aj_meter_settle(m, &res, true);
+        if (ret)
+                *ret = d;
+        return d.verdict;
+}
+
+static AjVerdict tool(AjMeter *m, const char *name, const char *args)
+{
+        return tool_at(m, name, args, 1 * SEC, NULL);
+}
+
+Test(meter, token_caps_breach_exactly_past_the_boundary)
+{
+        static const AjCap caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS };
+        for (size_t i = 0; i < ARRAY_SIZE(caps); i++) {
+                AjMeter *m = meter_with(caps[i], 1000);
+                /* 600 + 400 = 1000 for "tokens"; each half alone for input/output. */
+                uint64_t in = caps[i] == AJ_CAP_OUTPUT_TOKENS ? 0 : caps[i] == AJ_CAP_TOKENS ? 600 : 1000;
+                uint64_t out = caps[i] == AJ_CAP_INPUT_TOKENS ? 0 : caps[i] == AJ_CAP_TOKENS ? 400 : 1000;
+                cr_expect_eq(tokens(m, "m", in, out, 0, NULL), AJ_VERDICT_ALLOW, "%s at the cap", aj_cap_name(caps[i]));
+                cr_expect_eq(aj_meter_used(m, caps[i], 0), 1000);
+                AjMeterDecision d;
+                bool out_only = caps[i] == AJ_CAP_OUTPUT_TOKENS;
+                cr_expect_eq(tokens(m, "m", out_only ? 0 : 1, out_only ? 1 : 0, 0, &d), AJ_VERDICT_BREACH, "%s past the cap",
+                             aj_cap_name(caps[i]));
+                cr_expect_eq(d.cap, caps[i]);
+                cr_expect_eq(d.limit, 1000);
+                cr_expect_eq(d.value, 1001);
+                /* Nothing committed: usage stays at the cap, and zero more is still fine. */
+                cr_expect_eq(aj_meter_used(m, caps[i], 0), 1000);
+                cr_expect_eq(tokens(m, "m", 0, 0, 0, NULL), AJ_VERDICT_ALLOW);
+                aj_meter_free(m);
+        }
+}
+
+Test(meter, cost_with_cached_input_price_and_exact_cap)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 10000000000ULL); /* $0.01 */
+        cr_assert_eq(aj_meter_set_price(m, "gpt-4o", 2.5e-6, 1.0e-5, 1.25e-6), 0);
+        AjMeterDecision d;
+        /* 1000 input of which 400 cached, 200 output: 600*2.5e-6 + 400*1.25e-6 + 200*1e-5 = 0.004 */
+        cr_expect_eq(tokens(m, "gpt-4o", 1000, 200, 400, &d), AJ_VERDICT_ALLOW);
+        cr_expect(d.price_known);
+        cr_expect_eq(d.cost_pusd, 4000000000ULL);
+        /* 0.006 more is exactly $0.01: at the cap is fine, pico-dollar arithmetic is exact. */
+        cr_expect_eq(tokens(m, "gpt-4o", 0, 600, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0), 10000000000ULL);
+        cr_expect_eq(tokens(m, "gpt-4o", 1, 0, 0, &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_COST_USD);
+        cr_expect_eq(d.value, 10000000000ULL + 2500000ULL);
+        cr_expect(strstr(d.reason, "cost_usd") != NULL, "%s", d.reason);
+        aj_meter_free(m);
+}
+
+Test(meter, cached_input_defaults_to_input_price)
+{
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(NULL, &m), 0);
+        cr_assert_eq(aj_meter_set_price(m, "x", 1e-6, 2e-6, -1), 0);
+        AjMeterDecision d;
+        tokens(m, "x", 100, 0, 100, &d);
+        cr_expect_eq(d.cost_pusd, 100000000ULL);
+        AjMeterReservation res;
+        cr_expect_eq(aj_meter_reserve_tokens(m, "x", 10, 0, 11, &res, &d), -EINVAL, "cached > input");
+        aj_meter_free(m);
+}
+
+/* Documented choice: an unknown model costs 0 and is marked "unknown"; token caps still count. */
+Test(meter, unknown_model_costs_nothing_but_counts_tokens)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 1);
+        cr_assert_eq(aj_meter_set_price(m, "known", 1e-6, 1e-6, -1), 0);
+        AjMeterDecision d;
+        cr_expect_eq(tokens(m, "mystery", 1000000, 1000000, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect_not(d.price_known);
+        cr_expect_eq(d.cost_pusd, 0);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOKENS, 0), 2000000);
+        /* A "*" entry prices every model without its own. */
+        cr_assert_eq(aj_meter_set_price(m, "*", 1e-12, 0, -1), 0);
+        cr_expect_eq(tokens(m, "mystery", 1, 0, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect(d.price_known);
+        cr_expect_eq(d.cost_pusd, 1);
+        cr_expect_eq(tokens(m, "mystery", 1, 0, 0, &d), AJ_VERDICT_BREACH);
+        aj_meter_free(m);
+}
+
+Test(meter, tool_calls_cap)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 3);
+        for (int i = 0; i < 3; i++)
+                cr_expect_eq(tool(m, "search", i == 0 ? "1" : i == 1 ? "2" : "3"), AJ_VERDICT_ALLOW);
+        AjMeterDecision d;
+        cr_expect_eq(tool_at(m, "search", "4", SEC, &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_TOOL_CALLS);
+        cr_expect_eq(d.limit, 3);
+        cr_expect_eq(d.value, 4);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 3);
+        aj_meter_free(m);
+}
+
+Test(meter, repeat_detector)
+{
+        AjMeter *m = meter_with(AJ_CAP_REPEAT_LIMIT, 3);
+        for (int i = 0; i < 3; i++)
+                cr_expect_eq(tool(m, "crm.update", "{\"id\": 7, \"x\": [1, 2]}"), AJ_VERDICT_ALLOW, "call %d", i + 1);
+        /* Same arguments, other key order: the canonical digest is the same. */
+        AjMeterDecision d;
+        cr_expect_eq(tool_at(m, "crm.update", "{\"x\": [1, 2], \"id\": 7}", SEC, &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_REPEAT_LIMIT);
+        cr_expect_eq(d.value, 4);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_REPEAT_LIMIT, 0), 3);
+        /* A different call resets the streak; then three identical ones are fine again. */
+        cr_expect_eq(tool(m, "crm.update", "{\"id\": 8}"), AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_REPEAT_LIMIT, 0), 1);
+        cr_expect_eq(tool(m, "crm.update", "{\"id\": 7, \"x\": [1, 2]}"), AJ_VERDICT_ALLOW);
+        cr_expect_eq(tool(m, "crm.update", "{\"id\": 7, \"x\": [1, 2]}"), AJ_VERDICT_ALLOW);
+        cr_expect_eq(tool(m, "crm.update", "{\"id\": 7, \"x\": [1, 2]}"), AJ_VERDICT_ALLOW);
+        cr_expect_eq(tool(m, "crm.update", "{\"id\": 7, \"x\": [1, 2]}"), AJ_VERDICT_BREACH);
+        /* Same arguments, another tool: not a repeat. */
+        cr_expect_eq(tool(m, "crm.read", "{\"id\": 7, \"x\": [1, 2]}"), AJ_VERDICT_ALLOW);
+        aj_meter_free(m);
+}
+
+Test(meter, rate_window_slides)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS_PER_MIN, 3);
+        char a[8];
+        /* Calls at 0 s, 10 s, 20 s fill the window. */
+        for (int i = 0; i < 3; i++) {
+                snprintf(a, sizeof(a), "%d", i);
+                cr_expect_eq(tool_at(m, "t", a, (uint64_t)i * 10 * SEC, NULL), AJ_VERDICT_ALLOW);
+        }
+        AjMeterDecision d;
+        cr_expect_eq(tool_at(m, "t", "\"x\"", 59 * SEC, &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_TOOL_CALLS_PER_MIN);
+        cr_expect_eq(d.value, 4);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 59 * SEC), 3);
+        /* At 60 s the call from 0 s has left the window (60 s old): room for one. */
+        cr_expect_eq(tool_at(m, "t", "\"y\"", 60 * SEC, NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(tool_at(m, "t", "\"z\"", 60 * SEC + 1, NULL), AJ_VERDICT_BREACH);
+        cr_expect_eq(tool_at(m, "t", "\"z\"", 70 * SEC, NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 70 * SEC), 3);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 200 * SEC), 0);
+        aj_meter_free(m);
+}
+
+Test(meter, tool_rules_deny_wins_and_allow_list)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 100);
+        cr_assert_eq(aj_meter_add_tool_rule(m, AJ_TOOL_RULE_ALLOW, "crm.*"), 0);
+        cr_assert_eq(aj_meter_add_tool_rule(m, AJ_TOOL_RULE_ALLOW, "search"), 0);
+        cr_assert_eq(aj_meter_add_tool_rule(m, AJ_TOOL_RULE_DENY, "crm.delete*"), 0);
+        AjMeterDecision d;
+        cr_expect_eq(tool_at(m, "crm.update", NULL, SEC, &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(tool_at(m, "search", NULL, SEC, &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(tool_at(m, "crm.delete_all", NULL, SEC, &d), AJ_VERDICT_DENY);
+        cr_expect_str_eq(d.reason, "tool \"crm.delete_all\" is denied by tools.deny \"crm.delete*\"");
+        cr_expect_eq(tool_at(m, "email.send", NULL, SEC, &d), AJ_VERDICT_DENY);
+        cr_expect_str_eq(d.reason, "tool \"email.send\" is not in tools.allow");
+        cr_expect_eq(tool_at(m, "searchx", NULL, SEC, &d), AJ_VERDICT_DENY);
+        /* Denials are not breaches and count nothing. */
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 2);
+        aj_meter_free(m);
+
+        /* No allow list: everything not denied is allowed; an empty allow list allows nothing. */
+        cr_assert_eq(aj_meter_new(NULL, &m), 0);
+        cr_expect_eq(tool_at(m, "anything", NULL, SEC, NULL), AJ_VERDICT_ALLOW);
+        aj_meter_restrict_tools(m);
+        cr_expect_eq(tool_at(m, "anything", NULL, SEC, NULL), AJ_VERDICT_DENY);
+        aj_meter_free(m);
+}
+
+Test(meter, glob)
+{
+        cr_expect(aj_glob_match("*", ""));
+        cr_expect(aj_glob_match("crm.*", "crm.update"));
+        cr_expect(aj_glob_match("crm.*", "crm."));
+        cr_expect_not(aj_glob_match("crm.*", "crm"));
+        cr_expect(aj_glob_match("*.send", "email.send"));
+        cr_expect(aj_glob_match("a*b*c", "aXbYbZc"));
+        cr_expect_not(aj_glob_match("a*b*c", "aXbYbZ"));
+        cr_expect(aj_glob_match("refund.**", "refund.x.y"));
+        cr_expect_not(aj_glob_match("search", "search2"));
+        /* '?' and '[' are literal: tool names are not file names. */
+        cr_expect(aj_glob_match("a?[b]", "a?[b]"));
+        cr_expect_not(aj_glob_match("a?", "ab"));
+}
+
+/*
+ * Reserve-then-settle under interleaving: many clients hold reservations at once,
+ * settled (committed or released) in a random order. Usage plus what is reserved
+ * never passes a cap, and the final usage is exactly what was committed.
+ */
+Test(meter, interleaving_never_passes_a_cap)
+{
+        AjMeterCaps caps = {};
+        caps.set[AJ_CAP_TOKENS] = true;
+        caps.limit[AJ_CAP_TOKENS] = 10000;
+        caps.set[AJ_CAP_TOOL_CALLS] = true;
+        caps.limit[AJ_CAP_TOOL_CALLS] = 50;
+        caps.set[AJ_CAP_COST_USD] = true;
+        caps.limit[AJ_CAP_COST_USD] = 5000000000ULL; /* $0.005 */
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(&caps, &m), 0);
+        cr_assert_eq(aj_meter_set_price(m, "m", 1e-6, 1e-6, -1), 0);
+
+        enum { CLIENTS = 16, ROUNDS = 4000 };
+        AjMeterReservation held[CLIENTS] = {};
+        uint64_t committed_tokens = 0, committed_calls = 0, breaches = 0;
+        srand(12345);
+        for (int round = 0; round < ROUNDS; round++) {
+                int c = rand() % CLIENTS;
+                if (held[c].active) {
+                        bool commit = rand() % 4 != 0;
+                        if (commit) {
+                                committed_tokens += held[c].amount[AJ_CAP_TOKENS];
+                                committed_calls += held[c].is_tool;
+                        }
+                        aj_meter_settle(m, &held[c], commit);
+                        cr_assert_not(held[c].active);
+                } else {
+                        AjMeterDecision d;
+                        char digest[AJ_SHA256_HEX_SIZE];
+                        snprintf(digest, sizeof(digest), "%d", round);
+                        if (rand() % 2)
+                                cr_assert_eq(aj_meter_reserve_tool(m, "t", digest, SEC, &held[c], &d), 0);
+                        else
+                                cr_assert_eq(aj_meter_reserve_tokens(m, "m", (uint64_t)(rand() % 300),
+                                                                     (uint64_t)(rand() % 300), 0, &held[c], &d),
+                                             0);
+                        if (d.verdict == AJ_VERDICT_BREACH)
+                                breaches++;
+                }
+                uint64_t reserved_tokens = 0;
+                for (int i = 0; i < CLIENTS; i++)
+                        reserved_tokens += held[i].active ? held[i].amount[AJ_CAP_TOKENS] : 0;
+                cr_assert_leq(aj_meter_used(m, AJ_CAP_TOKENS, 0) + reserved_tokens, 10000);
+                cr_assert_leq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 50);
+                cr_assert_leq(aj_meter_used(m, AJ_CAP_COST_USD, 0), 5000000000ULL);
+        }
+        for (int i = 0; i < CLIENTS; i++)
+                aj_meter_settle(m, &held[i], false);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOKENS, 0), committed_tokens);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), committed_calls);
+        cr_expect_gt(breaches, 0, "the test should reach the caps");
+        /* A released reservation frees its room. */
+        AjMeterReservation r;
+        AjMeterDecision d;
+        uint64_t left = 10000 - aj_meter_used(m, AJ_CAP_TOKENS, 0);
+        if (left > 0 && left <= 5000) {
+                cr_assert_eq(aj_meter_reserve_tokens(m, "none", left, 0, 0, &r, &d), 0);
+                cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+                aj_meter_settle(m, &r, false);
+                cr_assert_eq(aj_meter_reserve_tokens(m, "none", left, 0, 0, &r, &d), 0);
+                cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+                aj_meter_settle(m, &r, false);
+        }
+        aj_meter_free(m);
+}
+
+Test(meter, raise)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOKENS, 100);
+        char *err = NULL;
+        cr_expect_eq(tokens(m, "m", 100, 0, 0, NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(tokens(m, "m", 1, 0, 0, NULL), AJ_VERDICT_BREACH);
+        cr_assert_eq(aj_meter_raise(m, "tokens", "+50", &err), 0);
+        cr_expect_eq(aj_meter_caps(m)->limit[AJ_CAP_TOKENS], 150);
+        cr_expect_eq(tokens(m, "m", 50, 0, 0, NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(tokens(m, "m", 1, 0, 0, NULL), AJ_VERDICT_BREACH);
+        cr_assert_eq(aj_meter_raise(m, "cost_usd", "5", &err), 0);
+        cr_expect_eq(aj_meter_caps(m)->limit[AJ_CAP_COST_USD], 5000000000000ULL);
+        cr_assert_eq(aj_meter_raise(m, "tokens", "unlimited", &err), 0);
+        cr_expect_eq(tokens(m, "m", 1000000, 0, 0, NULL), AJ_VERDICT_ALLOW);
+
+        cr_expect_eq(aj_meter_raise(m, "tokens", "+5", &err), -EINVAL);
+        cr_expect_str_eq(err, "tokens=+5: tokens has no cap to add to; give the new value without '+'");
+        free(err);
+        cr_expect_eq(aj_meter_raise(m, "tokenz", "5", &err), -EINVAL);
+        cr_expect(strstr(err, "cannot raise \"tokenz\": unknown cap") == err, "%s", err);
+        free(err);
+        cr_expect_eq(aj_meter_raise(m, "cost_usd", "+abc", &err), -EINVAL);
+        cr_expect(strstr(err, "cost_usd=+abc: expected a number of US dollars") == err, "%s", err);
+        free(err);
+
+        /* JSON form (thaw --raise): all or nothing. */
+        json_t *raise = json_pack("{s:s, s:s}", "cost_usd", "+1.5", "tool_calls", "x");
+        cr_expect_eq(aj_meter_raise_json(m, raise, &err), -EINVAL);
+        cr_expect_eq(aj_meter_caps(m)->limit[AJ_CAP_COST_USD], 5000000000000ULL, "partly applied");
+        free(err);
+        json_decref(raise);
+        raise = json_pack("{s:s, s:i}", "cost_usd", "+1.5", "tool_calls", 10);
+        cr_expect_eq(aj_meter_raise_json(m, raise, &err), 0);
+        cr_expect_eq(aj_meter_caps(m)->limit[AJ_CAP_COST_USD], 6500000000000ULL);
+        cr_expect_eq(aj_meter_caps(m)->limit[AJ_CAP_TOOL_CALLS], 10);
+        json_decref(raise);
+        aj_meter_free(m);
+}
+
+Test(meter, cap_args)
+{
+        AjMeterCaps caps = {};
+        char *err = NULL;
+        cr_assert_eq(aj_meter_apply_cap_arg(&caps, "tokens=50000", &err), 0);
+        cr_expect(caps.set[AJ_CAP_TOKENS]);
+        cr_expect_eq(caps.limit[AJ_CAP_TOKENS], 50000);
+        cr_assert_eq(aj_meter_apply_cap_arg(&caps, "cost_usd=0.25", &err), 0);
+        cr_expect_eq(caps.limit[AJ_CAP_COST_USD], 250000000000ULL);
+        cr_assert_eq(aj_meter_apply_cap_arg(&caps, "tool_calls_per_min=0", &err), 0);
+        cr_expect(caps.set[AJ_CAP_TOOL_CALLS_PER_MIN]);
+        cr_assert_eq(aj_meter_apply_cap_arg(&caps, "tokens=unlimited", &err), 0);
+        cr_expect_not(caps.set[AJ_CAP_TOKENS]);
+
+        static const struct {
+                const char *arg, *msg;
+        } bad[] = {
+                { "tokens", "--cap tokens: expected KEY=VALUE (KEY one of: tokens, input_tokens, output_tokens, "
+                            "cost_usd, tool_calls, tool_calls_per_min, repeat_limit)" },
+                { "=5", "--cap =5: expected KEY=VALUE (KEY one of: tokens, input_tokens, output_tokens, cost_usd, "
+                        "tool_calls, tool_calls_per_min, repeat_limit)" },
+                { "tokns=5", "--cap tokns=5: unknown cap \"tokns\" (expected one of: tokens, input_tokens, "
+                             "output_tokens, cost_usd, tool_calls, tool_calls_per_min, repeat_limit)" },
+                { "tokens=-1", "--cap tokens=-1: expected an integer from 0 to 1000000000000000, or \"unlimited\"" },
+                { "tokens=1e5", "--cap tokens=1e5: expected an integer from 0 to 1000000000000000, or \"unlimited\"" },
+                { "tokens=", "--cap tokens=: expected an integer from 0 to 1000000000000000, or \"unlimited\"" },
+                { "cost_usd=nan", "--cap cost_usd=nan: expected a number of US dollars from 0 to 1000000, such as "
+                                  "\"5\" or \"0.25\", or \"unlimited\"" },
+                { "cost_usd=1.2.3", "--cap cost_usd=1.2.3: expected a number of US dollars from 0 to 1000000, such "
+                                    "as \"5\" or \"0.25\", or \"unlimited\"" },
+                { "cost_usd=2000000", "--cap cost_usd=2000000: expected a number of US dollars from 0 to 1000000, "
+                                      "such as \"5\" or \"0.25\", or \"unlimited\"" },
+                { "repeat_limit=0", "--cap repeat_limit=0: expected an integer from 1 to 1000000, or \"unlimited\"" },
+                { "tool_calls_per_min=100001",
+                  "--cap tool_calls_per_min=100001: expected an integer from 0 to 100000, or \"unlimited\"" },
+        };
+        AjMeterCaps before = caps;
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                err = NULL;
+                cr_expect_eq(aj_meter_apply_cap_arg(&caps, bad[i].arg, &err), -EINVAL, "%s", bad[i].arg);
+                cr_expect_str_eq(err ?: "", bad[i].msg);
+                free(err);
+        }
+        cr_expect_eq(memcmp(&before, &caps, sizeof(caps)), 0, "a bad --cap changed the caps");
+}
+
+Test(meter, to_json)
+{
+        AjMeterCaps caps = {};
+        caps.set[AJ_CAP_TOKENS] = true;
+        caps.limit[AJ_CAP_TOKENS] = 200000;
+        caps.set[AJ_CAP_COST_USD] = true;
+        caps.limit[AJ_CAP_COST_USD] = 5000000000000ULL;
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(&caps, &m), 0);
+        cr_assert_eq(aj_meter_set_price(m, "m", 1e-6, 1e-6, -1), 0);
+        tokens(m, "m", 1000, 500, 0, NULL);
+        json_t *all = aj_meter_to_json(m, SEC, false);
+        cr_assert_not_null(all);
+        cr_expect_eq(json_object_size(all), _AJ_CAP_MAX);
+        json_t *t = json_object_get(all, "tokens");
+        cr_expect_eq(json_integer_value(json_object_get(t, "limit")), 200000);
+        cr_expect_eq(json_integer_value(json_object_get(t, "used")), 1500);
+        cr_expect_eq(json_integer_value(json_object_get(t, "remaining")), 198500);
+        json_t *c = json_object_get(all, "cost_usd");
+        cr_expect_float_eq(json_real_value(json_object_get(c, "used")), 0.0015, 1e-12);
+        cr_expect_float_eq(json_real_value(json_object_get(c, "limit")), 5.0, 1e-12);
+        json_t *calls = json_object_get(all, "tool_calls");
+        cr_expect(json_is_null(json_object_get(calls, "limit")));
+        cr_expect(json_is_null(json_object_get(calls, "remaining")));
+        cr_expect_eq(json_integer_value(json_object_get(calls, "used")), 0);
+        json_decref(all);
+        json_t *set = aj_meter_to_json(m, SEC, true);
+        cr_expect_eq(json_object_size(set), 2);
+        json_decref(set);
+        aj_meter_free(m);
+}
+
+Test(meter, from_profile)
+{
+        const char *text = "{ \"meters\": { \"tokens\": 100, \"cost_usd\": 0.5, \"repeat_limit\": 2 },"
+                           "  \"tools\": { \"allow\": [\"crm.*\"], \"deny\": [\"crm.drop\"] },"
+                           "  \"prices\": { \"m\": { \"input\": 1e-6, \"output\": 2e-6 } } }";
+        AjProfile *p = NULL;
+        AjProfileError err = {};
+        int r = aj_profile_parse(text, NULL, &p, &err);
+        cr_assert_eq(r, 0, "%s", err.message ?: "");
+        AjMeterCaps caps;
+        aj_meter_caps_from_profile(p, &caps);
+        cr_expect(caps.set[AJ_CAP_TOKENS]);
+        cr_expect_eq(caps.limit[AJ_CAP_TOKENS], 100);
+        cr_expect_eq(caps.limit[AJ_CAP_COST_USD], 500000000000ULL);
+        cr_expect(caps.set[AJ_CAP_REPEAT_LIMIT]);
+        cr_expect_not(caps.set[AJ_CAP_TOOL_CALLS]);
+        char *cerr = NULL;
+        cr_assert_eq(aj_meter_apply_cap_arg(&caps, "tokens=50", &cerr), 0);
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new_for_profile(p, &caps, &m), 0);
+        AjMeterDecision d;
+        cr_expect_eq(tool_at(m, "crm.read", NULL, SEC, NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(tool_at(m, "crm.drop", NULL, SEC, NULL), AJ_VERDICT_DENY);
+        cr_expect_eq(tool_at(m, "web", NULL, SEC, NULL), AJ_VERDICT_DENY);
+        cr_expect_eq(tokens(m, "m", 30, 20, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(d.cost_pusd, 70000000ULL);
+        cr_expect_eq(tokens(m, "m", 1, 0, 0, &d), AJ_VERDICT_BREACH, "--cap tokens=50 overrides the profile");
+        aj_meter_free(m);
+        aj_profile_free(p);
+}

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "net.h"
+
+static AjNetPolicy *policy(char **entries)
+{
+        AjNetPolicy *p = NULL;
+        size_t bad = 0;
+        char *err = NULL;
+        int r = aj_net_policy_parse(entries, &p, &bad, &err);
+        cr_assert_eq(r, 0, "parse failed at %zu: %s", bad, err ?: "");
+        return p;
+}
+
+static struct sockaddr_storage addr(const char *s)
+{
+        struct sockaddr_storage ss = {};
+        if (inet_pton(AF_INET, s, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+                ss.ss_family = AF_INET;
+        else {
+                cr_assert_eq(inet_pton(AF_INET6, s, &((struct sockaddr_in6 *)&ss)->sin6_addr), 1, "%s", s);
+                ss.ss_family = AF_INET6;
+        }
+        return ss;
+}
+
+Test(net, host_matching_table)
+{
+        char *entries[] = {
+                "api.openai.com:443", "*.githubusercontent.com", "Example.ORG.", "*.corp.example:8443",
+                "10.20.0.0/16:5432",  "[2001:db8::1]:443",       "2001:db8:ff::/48", "93.184.216.34",
+                "xn--bcher-kva.example", NULL,
+        };
+        AjNetPolicy *p = policy(entries);
+        static const struct {
+                const char *host;
+                uint16_t port;
+                bool allowed;
+                int rule;
+                const char *reason; /* substring */
+        } cases[] = {
+                { "api.openai.com", 443, true, 0, "allowed by rule \"api.openai.com:443\"" },
+                { "API.OpenAI.Com", 443, true, 0, NULL },                 /* case-insensitive */
+                { "api.openai.com.", 443, true, 0, NULL },                /* one trailing dot stripped */
+                { "api.openai.com..", 443, false, -1, "empty label" },    /* not two */
+                { "api.openai.com", 80, false, -1, "port 80 is not allowed for host api.openai.com" },
+                { "openai.com", 443, false, -1, "host openai.com is not in the network allowlist" },
+                { "evil-api.openai.com", 443, false, -1, NULL },
+                { "api.openai.com.evil.net", 443, false, -1, NULL },
+                { "raw.githubusercontent.com", 443, true, 1, NULL },      /* wildcard, any port */
+                { "a.b.githubusercontent.com", 22, true, 1, NULL },
+                { "githubusercontent.com", 443, false, -1, NULL },        /* subdomains only */
+                { "xgithubusercontent.com", 443, false, -1, NULL },
+                { "example.org", 1, true, 2, NULL },                      /* entry's trailing dot */
+                { "EXAMPLE.org.", 65535, true, 2, NULL },
+                { "www.example.org", 80, false, -1, NULL },
+                { "a.corp.example", 8443, true, 3, NULL },
+                { "a.corp.example", 443, false, -1, "port 443 is not allowed" },
+                { "10.20.3.4", 5432, true, 4, NULL },                     /* CIDR + port */
+                { "10.20.3.4", 5433, false, -1, "not covered by any address rule" },
+                { "10.21.0.1", 5432, false, -1, NULL },
+                { "2001:db8::1", 443, true, 5, NULL },
+                { "2001:db8:0:0::1", 443, true, 5, NULL },                /* any spelling */
+                { "2001:db8::2", 443, false, -1, NULL },
+                { "2001:db8:ff:1::5", 9, true, 6, NULL },
+                { "::ffff:93.184.216.34", 80, true, 7, NULL },            /* mapped == IPv4 */
+                { "93.184.216.34", 80, true, 7, NULL },
+                { "bücher.example", 443, false, -1, "non-ASCII host name" }, /* IDN must be punycode */
+                { "xn--bcher-kva.example", 443, true, 8, NULL },
+                { "XN--BCHER-KVA.example", 443, true, 8, NULL },
+                { "127.1", 80, false, -1, "non-canonical numeric host" },
+                { "2130706433", 80, false, -1, "non-canonical numeric host" },
+                { "0x7f.0.0.1", 80, false, -1, "non-canonical numeric host" },
+                { "api.openai.com%00", 443, false, -1, "invalid character" },
+                { "api openai.com", 443, false, -1, "invalid character" },
+                { "", 443, false, -1, "empty host name" },
+                { "api.openai.com", 0, false, -1, "port 0" },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                AjNetVerdict v;
+                cr_assert_eq(aj_net_check_host(p, cases[i].host, cases[i].port, &v), 0);
+                cr_expect_eq(v.allowed, cases[i].allowed, "case %zu %s:%u: %s", i, cases[i].host, cases[i].port,
+                             v.reason);
+                cr_expect_eq(v.rule, cases[i].rule, "case %zu %s: rule %d", i, cases[i].host, v.rule);
+                if (cases[i].reason)
+                        cr_expect(strstr(v.reason, cases[i].reason) != NULL, "case %zu: reason \"%s\" lacks \"%s\"",
+                                  i, v.reason, cases[i].reason);
+                cr_expect(strchr(v.reason, '\n') == NULL);
+        }
+        aj_net_policy_free(p);
+}
+
+Test(net, empty_policy_means_no_network)
+{
+        AjNetPolicy *p = policy((char *[]){ NULL });
+        AjNetVerdict v;
+        aj_net_check_host(p, "example.com", 443, &v);
+        cr_expect(!v.allowed);
+        cr_expect_str_eq(v.reason, "the network allowlist is empty (no network)");
+        aj_net_check_host(NULL, "1.1.1.1", 443, &v);
+        cr_expect(!v.allowed);
+        aj_net_policy_free(p);
+        cr_expect_eq(aj_net_policy_parse(NULL, &p, NULL, NULL), 0);
+        cr_expect_eq(p->n_rules, 0);
+        aj_net_policy_free(p);
+}
+
+Test(net, bad_entries_with_messages)
+{
+        static const struct {
+                const char *entry;
+                const char *message;
+        } cases[] = {
+                { "", "invalid network allow entry \"\": empty entry" },
+                { "*", "invalid network allow entry \"*\": a wildcard must be written \"*.domain\"" },
+                { "*.com", "invalid network allow entry \"*.com\": a wildcard needs at least two labels after "
+                           "\"*.\" (e.g. \"*.example.com\")" },
+                { "a.*.com", "invalid network allow entry \"a.*.com\": '*' is only allowed as the whole first label "
+                             "(\"*.domain\")" },
+                { "*.*.example.com", "invalid network allow entry \"*.*.example.com\": '*' is only allowed as the "
+                                     "whole first label" },
+                { "example.com:0", "invalid network allow entry \"example.com:0\": invalid port (expected 1-65535)" },
+                { "example.com:65536", "invalid network allow entry \"example.com:65536\": invalid port (expected "
+                                       "1-65535)" },
+                { "example.com:https", "invalid network allow entry \"example.com:https\": invalid port (expected "
+                                       "1-65535)" },
+                { "exa mple.com", "invalid network allow entry \"exa mple.com\": invalid character in host name "
+                                  "(allowed: letters, digits, '-', '_', '.')" },
+                { "bücher.de", "invalid network allow entry \"bücher.de\": non-ASCII host name (write "
+                               "internationalized names as punycode, xn--...)" },
+                { "a..b", "invalid network allow entry \"a..b\": empty label in host name" },
+                { "10.0.0.0/33", "invalid network allow entry \"10.0.0.0/33\": prefix length above 32" },
+                { "10.0.0.1/8", "invalid network allow entry \"10.0.0.1/8\": address has bits set beyond the "
+                                "prefix length" },
+                { "300.1.1.1", "invalid network allow entry \"300.1.1.1\": invalid IPv4 address" },
+                { "127.1", "invalid network allow entry \"127.1\": non-canonical IPv4 address (write four decimal "
+                           "numbers)" },
+                { "[2001:db8::1", "invalid network allow entry \"[2001:db8::1\": missing ']'" },
+                { "[2001:db8::1]443", "invalid network allow entry \"[2001:db8::1]443\": unexpected text after ']'" },
+                { "2001:db8::1:443x", "invalid network allow entry \"2001:db8::1:443x\": invalid address" },
+                { "[fe80::/129]", "invalid network allow entry \"[fe80::/129]\": prefix length above 128" },
+                { "[1.2.3.4]:80", "invalid network allow entry \"[1.2.3.4]:80\": invalid address" },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *entries[] = { "ok.example", (char *)cases[i].entry, NULL };
+                AjNetPolicy *p = NULL;
+                size_t bad = 99;
+                char *err = NULL;
+                cr_expect_eq(aj_net_policy_parse(entries, &p, &bad, &err), -EINVAL, "%s", cases[i].entry);
+                cr_expect_null(p);
+                cr_expect_eq(bad, 1);
+                cr_expect_str_eq(err ?: "", cases[i].message);
+                free(err);
+        }
+}
+
+Test(net, rebinding_rules)
+{
+        char *entries[] = { "*.example.com", "db.example.com:5432", "192.168.7.0/24", "[fd00::/8]:443", NULL };
+        AjNetPolicy *p = policy(entries);
+        static const struct {
+                const char *address;
+                uint16_t port;
+                bool allowed;
+        } cases[] = {
+                { "93.184.216.34", 443, true },     /* public */
+                { "2606:2800:220:1::1", 443, true },
+                { "127.0.0.1", 443, false },        /* loopback */
+                { "127.8.9.10", 443, false },
+                { "::1", 443, false },
+                { "169.254.169.254", 80, false },   /* cloud metadata */
+                { "fe80::1", 443, false },          /* link-local */
+                { "10.1.2.3", 443, false },         /* RFC 1918 */
+                { "172.16.0.1", 443, false },
+                { "172.31.255.255", 443, false },
+                { "172.32.0.1", 443, true },
+                { "192.168.1.1", 443, false },
+                { "192.168.7.9", 443, true },       /* named by a CIDR entry */
+                { "100.64.0.1", 443, false },       /* CGNAT */
+                { "100.128.0.1", 443, true },
+                { "fc00::1", 443, false },          /* unique-local */
+                { "fd12::1", 443, true },           /* named, port 443 */
+                { "fd12::1", 80, false },           /* named, other port */
+                { "0.0.0.0", 443, false },
+                { "::", 443, false },
+                { "::ffff:127.0.0.1", 443, false }, /* mapped loopback */
+                { "::ffff:192.168.7.1", 443, true },
+                { "224.0.0.1", 443, false },
+                { "255.255.255.255", 443, false },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct sockaddr_storage ss = addr(cases[i].address);
+                AjNetVerdict v;
+                aj_net_check_resolved(p, "a.example.com", (struct sockaddr *)&ss, cases[i].port, &v);
+                cr_expect_eq(v.allowed, cases[i].allowed, "%s:%u: %s", cases[i].address, cases[i].port, v.reason);
+                if (!v.allowed)
+                        cr_expect(strstr(v.reason, "rebinding protection") != NULL, "%s", v.reason);
+        }
+        struct sockaddr_storage ss = addr("127.0.0.1");
+        AjNetVerdict v;
+        aj_net_check_resolved(p, "a.example.com", (struct sockaddr *)&ss, 443, &v);
+        cr_expect_str_eq(v.reason, "a.example.com resolves to internal address 127.0.0.1, which no address rule "
+                                   "names (rebinding protection)");
+        /* A literal internal address needs its own rule too. */
+        aj_net_check_host(p, "127.0.0.1", 443, &v);
+        cr_expect(!v.allowed);
+        aj_net_check_host(p, "192.168.7.200", 443, &v);
+        cr_expect(v.allowed);
+        aj_net_policy_free(p);
+}

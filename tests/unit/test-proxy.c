@@ -1,0 +1,958 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The proxy's parsers, and a live proxy in the test process: clients and servers are
+ * forked children on loopback sockets; the test process runs the proxy's loop and
+ * checks what the clients saw (their exit status) and the events it emitted.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proxy.h"
+
+/* ------------------------------------------------------------------ parsers */
+
+Test(parsers, http_connect_and_truncated)
+{
+        AjHttpRequest req;
+        int status = 0;
+        const char *why = NULL;
+        const char *text = "CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\nTLS";
+        cr_assert_eq(aj_http_parse_request(text, strlen(text), &req, &status, &why), 0, "%s", why);
+        cr_expect(req.is_connect);
+        cr_expect_str_eq(req.host, "api.example.com");
+        cr_expect_eq(req.port, 443);
+        cr_expect_eq(req.head_len, strlen(text) - 3);
+        cr_expect_null(req.forward_head);
+        aj_http_request_done(&req);
+
+        const char *v6 = "CONNECT [2001:db8::1]:8443 HTTP/1.0\n\n";
+        cr_assert_eq(aj_http_parse_request(v6, strlen(v6), &req, &status, &why), 0, "%s", why);
+        cr_expect_str_eq(req.host, "2001:db8::1");
+        cr_expect_eq(req.port, 8443);
+
+        /* Every prefix of a valid head is "need more". */
+        for (size_t n = 0; n < strlen(text) - 4; n++)
+                cr_expect_eq(aj_http_parse_request(text, n, &req, &status, &why), -EAGAIN, "prefix %zu", n);
+}
+
+Test(parsers, http_absolute_form_rewritten)
+{
+        AjHttpRequest req;
+        int status = 0;
+        const char *why = NULL;
+        const char *text = "GET http://Example.com:8080/a/b?q=1 HTTP/1.1\r\nHost: Example.com:8080\r\n"
+                           "Proxy-Connection: keep-alive\r\nConnection: keep-alive\r\nProxy-Authorization: x\r\n"
+                           "Accept: */*\r\n\r\n";
+        cr_assert_eq(aj_http_parse_request(text, strlen(text), &req, &status, &why), 0, "%s", why);
+        cr_expect(!req.is_connect);
+        cr_expect_str_eq(req.method, "GET");
+        cr_expect_str_eq(req.host, "Example.com");
+        cr_expect_eq(req.port, 8080);
+        char *fwd = strndup(req.forward_head, req.forward_len);
+        cr_expect_str_eq(fwd, "GET /a/b?q=1 HTTP/1.1\r\nHost: Example.com:8080\r\nAccept: */*\r\n"
+                              "Connection: close\r\n\r\n");
+        free(fwd);
+        aj_http_request_done(&req);
+
+        const char *nohost = "POST http://h.example HTTP/1.0\r\n\r\n";
+        cr_assert_eq(aj_http_parse_request(nohost, strlen(nohost), &req, &status, &why), 0, "%s", why);
+        cr_expect_eq(req.port, 80);
+        fwd = strndup(req.forward_head, req.forward_len);
+        cr_expect_str_eq(fwd, "POST / HTTP/1.0\r\nHost: h.example:80\r\nConnection: close\r\n\r\n");
+        free(fwd);
+        aj_http_request_done(&req);
+}
+
+Test(parsers, http_malformed_and_oversized)
+{
+        static const struct {
+                const char *text;
+                int status;
+                const char *why;
+        } cases[] = {
+                { "GET /index.html HTTP/1.1\r\n\r\n", 400, "not a proxy request" },
+                { "GET https://x.example/ HTTP/1.1\r\n\r\n", 400, "https:// URLs go through CONNECT" },
+                { "GET ftp://x.example/ HTTP/1.1\r\n\r\n", 400, "unsupported URL scheme" },
+                { "CONNECT x.example HTTP/1.1\r\n\r\n", 400, "CONNECT needs host:port" },
+                { "CONNECT x.example:0 HTTP/1.1\r\n\r\n", 400, "invalid port" },
+                { "CONNECT x.example:99999 HTTP/1.1\r\n\r\n", 400, "invalid port" },
+                { "CONNECT [::1:443 HTTP/1.1\r\n\r\n", 400, "missing ']'" },
+                { "CONNECT x.example:443 HTTP/2.0\r\n\r\n", 400, "unsupported HTTP version" },
+                { "CONNECT x.example:443\r\n\r\n", 400, "malformed request line" },
+                { "get http://x.example/ HTTP/1.1\r\n\r\n", 400, "malformed request method" },
+                { "GET http://u:p@x.example/ HTTP/1.1\r\n\r\n", 400, "credentials" },
+                { "GET http://x.example/ HTTP/1.1\r\nBad header\r\n\r\n", 400, "malformed header field" },
+                { "GET http://x.example/ HTTP/1.1\r\nA: b\r\n  folded\r\n\r\n", 400, "folded" },
+                { "GET http://x.exa\x01mple/ HTTP/1.1\r\n\r\n", 400, "control character" },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                AjHttpRequest req;
+                int status = 0;
+                const char *why = "";
+                int r = aj_http_parse_request(cases[i].text, strlen(cases[i].text), &req, &status, &why);
+                cr_expect_eq(r, -EINVAL, "case %zu", i);
+                cr_expect_eq(status, cases[i].status, "case %zu: %d", i, status);
+                cr_expect(strstr(why, cases[i].why) != NULL, "case %zu: \"%s\"", i, why);
+        }
+
+        /* 16 KiB without the end of the head: 431. */
+        size_t big = AJ_PROXY_MAX_HEADER;
+        char *buf = malloc(big);
+        memset(buf, 'a', big);
+        memcpy(buf, "GET http://x.example/ HTTP/1.1\r\nX: ", 35);
+        AjHttpRequest req;
+        int status = 0;
+        const char *why = "";
+        cr_expect_eq(aj_http_parse_request(buf, big, &req, &status, &why), -EINVAL);
+        cr_expect_eq(status, 431);
+        cr_expect_eq(aj_http_parse_request(buf, big - 1, &req, &status, &why), -EAGAIN);
+        free(buf);
+}
+
+Test(parsers, socks5)
+{
+        cr_expect_eq(aj_socks_parse_greeting((const uint8_t *)"", 0), -EAGAIN);
+        cr_expect_eq(aj_socks_parse_greeting((const uint8_t *)"\x05", 1), -EAGAIN);
+        cr_expect_eq(aj_socks_parse_greeting((const uint8_t *)"\x05\x02\x02", 3), -EAGAIN);
+        cr_expect_eq(aj_socks_parse_greeting((const uint8_t *)"\x05\x02\x02\x00", 4), 4);
+        cr_expect_eq(aj_socks_parse_greeting((const uint8_t *)"\x05\x01\x02", 3), -EPERM);
+        cr_expect_eq(aj_socks_parse_greeting((const uint8_t *)"\x04\x01\x00", 3), -EPROTO);
+
+        AjSocksRequest req;
+        uint8_t rep = 0;
+        const char *why = "";
+        const uint8_t dom[] = { 5, 1, 0, 3, 11, 'e', 'x', 'a', 'm', 'p', 'l', 'e', '.', 'c', 'o', 'm', 0x01, 0xbb, 'X' };
+        cr_assert_eq(aj_socks_parse_request(dom, sizeof(dom), &req, &rep, &why), 0);
+        cr_expect_str_eq(req.host, "example.com");
+        cr_expect_eq(req.port, 443);
+        cr_expect_eq(req.consumed, sizeof(dom) - 1);
+        for (size_t n = 0; n < sizeof(dom) - 1; n++)
+                cr_expect_eq(aj_socks_parse_request(dom, n, &req, &rep, &why), -EAGAIN, "prefix %zu", n);
+
+        const uint8_t v4[] = { 5, 1, 0, 1, 10, 1, 2, 3, 0, 80 };
+        cr_assert_eq(aj_socks_parse_request(v4, sizeof(v4), &req, &rep, &why), 0);
+        cr_expect_str_eq(req.host, "10.1.2.3");
+        cr_expect_eq(req.port, 80);
+        const uint8_t v6[] = { 5, 1, 0, 4, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x1f, 0x90 };
+        cr_assert_eq(aj_socks_parse_request(v6, sizeof(v6), &req, &rep, &why), 0);
+        cr_expect_str_eq(req.host, "2001:db8::1");
+        cr_expect_eq(req.port, 8080);
+
+        const uint8_t bind[] = { 5, 2, 0, 1, 10, 1, 2, 3, 0, 80 };
+        cr_expect_eq(aj_socks_parse_request(bind, sizeof(bind), &req, &rep, &why), -EINVAL);
+        cr_expect_eq(rep, 0x07);
+        const uint8_t atyp[] = { 5, 1, 0, 9, 10, 1, 2, 3, 0, 80 };
+        cr_expect_eq(aj_socks_parse_request(atyp, sizeof(atyp), &req, &rep, &why), -EINVAL);
+        cr_expect_eq(rep, 0x08);
+        const uint8_t ver[] = { 4, 1, 0, 1, 10, 1, 2, 3, 0, 80 };
+        cr_expect_eq(aj_socks_parse_request(ver, sizeof(ver), &req, &rep, &why), -EINVAL);
+        cr_expect_eq(rep, 0x01);
+        const uint8_t nul[] = { 5, 1, 0, 3, 3, 'a', 0, 'b', 0, 80 };
+        cr_expect_eq(aj_socks_parse_request(nul, sizeof(nul), &req, &rep, &why), -EINVAL);
+        const uint8_t empty[] = { 5, 1, 0, 3, 0, 0, 80 };
+        cr_expect_eq(aj_socks_parse_request(empty, sizeof(empty), &req, &rep, &why), -EINVAL);
+}
+
+/* ------------------------------------------------------------------ live harness */
+
+static json_t *events;          /* every emitted event: {"type": ..., fields} */
+static uint64_t charged;
+static uint64_t charge_limit;   /* 0: no cap */
+
+static int fake_emit(void *ud, const char *type, json_t *fields)
+{
+        json_object_set_new(fields, "type", json_string(type));
+        json_array_append_new(events, fields);
+        return 0;
+}
+
+static int fake_charge(void *ud, uint64_t bytes, json_t *conn)
+{
+        charged += bytes;
+        cr_assert_not_null(conn);
+        return charge_limit && charged > charge_limit ? 1 : 0;
+}
+
+static const AjHooks hooks = { .emit = fake_emit, .charge_egress = fake_charge };
+
+static pid_t servers[4];
+static size_t n_servers;
+static char hosts_path[64];
+
+typedef struct {
+        AjNetPolicy *policy;
+        AjProxy *proxy;
+        uint16_t http_port, socks_port;
+} Live;
+
+static uint16_t port_of(int fd)
+{
+        struct sockaddr_storage ss;
+        socklen_t l = sizeof(ss);
+        cr_assert_eq(getsockname(fd, (struct sockaddr *)&ss, &l), 0);
+        return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                             : ((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+static ssize_t read_full(int fd, void *buf, size_t len)
+{
+        size_t got = 0;
+        while (got < len) {
+                ssize_t n = read(fd, (char *)buf + got, len - got);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 && got == 0 ? -1 : (ssize_t)got;
+                got += (size_t)n;
+        }
+        return (ssize_t)got;
+}
+
+static int write_full(int fd, const void *buf, size_t len)
+{
+        size_t off = 0;
+        while (off < len) {
+                ssize_t n = write(fd, (const char *)buf + off, len - off);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return -1;
+                off += (size_t)n;
+        }
+        return 0;
+}
+
+static size_t read_line(int fd, char *buf, size_t max)
+{
+        size_t n = 0;
+        while (n + 1 < max && read(fd, buf + n, 1) == 1) {
+                if (buf[n++] == '\n')
+                        break;
+        }
+        buf[n] = 0;
+        return n;
+}
+
+/* One connection of the test server: "echo\n", "sink\n", "gen N\n", or an HTTP request. */
+static void serve(int fd)
+{
+        static char buf[1 << 16];
+        char line[256];
+        read_line(fd, line, sizeof(line));
+        if (strncmp(line, "echo", 4) == 0) {
+                ssize_t n;
+                while ((n = read(fd, buf, sizeof(buf))) > 0)
+                        if (write_full(fd, buf, (size_t)n) < 0)
+                                break;
+        } else if (strncmp(line, "sink", 4) == 0) {
+                ssize_t n;
+                unsigned long long total = 0;
+                while ((n = read(fd, buf, sizeof(buf))) > 0)
+                        total += (unsigned long long)n;
+                dprintf(fd, "got %llu\n", total);
+        } else if (strncmp(line, "gen ", 4) == 0) {
+                unsigned long long left = strtoull(line + 4, NULL, 10);
+                memset(buf, 'x', sizeof(buf));
+                while (left > 0) {
+                        size_t k = left < sizeof(buf) ? (size_t)left : sizeof(buf);
+                        if (write_full(fd, buf, k) < 0)
+                                break;
+                        left -= k;
+                }
+        } else if (strncmp(line, "GET ", 4) == 0) {
+                /* Answer with the request head we received, so the test sees the rewrite. */
+                char head[4096];
+                size_t hl = strlen(line);
+                memcpy(head, line, hl);
+                while (hl < sizeof(head) - 256) {
+                        size_t n = read_line(fd, head + hl, sizeof(head) - hl);
+                        if (n == 0)
+                                break;
+                        hl += n;
+                        if (strcmp(head + hl - n, "\r\n") == 0)
+                                break;
+                }
+                dprintf(fd, "HTTP/1.0 200 OK\r\nContent-Length: %zu\r\n\r\n", hl);
+                write_full(fd, head, hl);
+        }
+        shutdown(fd, SHUT_WR);
+        while (read(fd, buf, sizeof(buf)) > 0)
+                ;
+        close(fd);
+}
+
+static uint16_t start_server(const char *address)
+{
+        int lfd;
+        cr_assert_eq(aj_proxy_listen_at(address, 0, &lfd), 0, "listen on %s", address);
+        uint16_t port = port_of(lfd);
+        pid_t pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                signal(SIGCHLD, SIG_IGN);
+                for (;;) {
+                        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                        if (fd < 0) {
+                                if (errno == EAGAIN) {
+                                        fd_set set;
+                                        FD_ZERO(&set);
+                                        FD_SET(lfd, &set);
+                                        select(lfd + 1, &set, NULL, NULL, NULL);
+                                }
+                                continue;
+                        }
+                        if (fork() == 0) {
+                                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                                close(lfd);
+                                serve(fd);
+                                _exit(0);
+                        }
+                        close(fd);
+                }
+        }
+        close(lfd);
+        servers[n_servers++] = pid;
+        return port;
+}
+
+static void teardown(void)
+{
+        for (size_t i = 0; i < n_servers; i++) {
+                /* The server's children die with it (PDEATHSIG). */
+                kill(servers[i], SIGKILL);
+                waitpid(servers[i], NULL, 0);
+        }
+        n_servers = 0;
+        if (hosts_path[0])
+                unlink(hosts_path);
+        json_decref(events);
+        events = NULL;
+}
+
+static void setup(void)
+{
+        events = json_array();
+        charged = 0;
+        charge_limit = 0;
+        hosts_path[0] = 0;
+}
+
+TestSuite(live, .init = setup, .fini = teardown, .timeout = 60);
+
+static void hosts_file(const char *text)
+{
+        snprintf(hosts_path, sizeof(hosts_path), "/tmp/aj-test-hosts-XXXXXX");
+        int fd = mkstemp(hosts_path);
+        cr_assert(fd >= 0);
+        cr_assert_eq(write_full(fd, text, strlen(text)), 0);
+        close(fd);
+        setenv("AGENTJAIL_HOSTS_FILE", hosts_path, 1);
+}
+
+static void live_start(Live *l, char **entries, const AjProxyOptions *opts)
+{
+        size_t bad;
+        char *err = NULL;
+        int hfd, sfd;
+        cr_assert_eq(aj_net_policy_parse(entries, &l->policy, &bad, &err), 0, "%s", err ?: "");
+        cr_assert_eq(aj_proxy_listen_at("127.0.0.1", 0, &hfd), 0);
+        cr_assert_eq(aj_proxy_listen_at("127.0.0.1", 0, &sfd), 0);
+        l->http_port = port_of(hfd);
+        l->socks_port = port_of(sfd);
+        cr_assert_eq(aj_proxy_new_with_options(hfd, sfd, l->policy, &hooks, opts, &l->proxy), 0);
+}
+
+static void live_stop(Live *l)
+{
+        aj_proxy_free(l->proxy);
+        aj_net_policy_free(l->policy);
+}
+
+/* Runs the proxy until the client child exits and the proxy has no connection left. */
+static int run_client(Live *l, pid_t child)
+{
+        int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+        cr_assert(pidfd >= 0);
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 1 };
+        epoll_ctl(ep, EPOLL_CTL_ADD, aj_proxy_fd(l->proxy), &ev);
+        ev.data.u32 = 2;
+        epoll_ctl(ep, EPOLL_CTL_ADD, pidfd, &ev);
+        int status = -1;
+        bool exited = false;
+        for (;;) {
+                struct epoll_event out[4];
+                int n = epoll_wait(ep, out, 4, exited ? 2000 : 50000);
+                cr_assert(n >= 0 || errno == EINTR);
+                if (n == 0 && !exited)
+                        cr_assert_fail("client hangs");
+                if (n == 0)
+                        break; /* client gone, proxy idle: connections left open are reported below */
+                for (int i = 0; i < n; i++) {
+                        if (out[i].data.u32 == 1)
+                                aj_proxy_dispatch(l->proxy);
+                        else if (!exited) {
+                                waitpid(child, &status, 0);
+                                exited = true;
+                                epoll_ctl(ep, EPOLL_CTL_DEL, pidfd, NULL);
+                        }
+                }
+                if (exited) {
+                        json_t *st = aj_proxy_stats(l->proxy);
+                        json_int_t active = json_integer_value(json_object_get(st, "active"));
+                        json_decref(st);
+                        if (active == 0)
+                                break;
+                }
+        }
+        close(ep);
+        close(pidfd);
+        cr_assert(exited);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- client side (in the forked child: report by exit status, details on stderr) */
+
+static int tcp_connect(const char *address, uint16_t port)
+{
+        struct sockaddr_storage ss = {};
+        socklen_t sl;
+        if (inet_pton(AF_INET, address, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+                ss.ss_family = AF_INET;
+                ((struct sockaddr_in *)&ss)->sin_port = htons(port);
+                sl = sizeof(struct sockaddr_in);
+        } else {
+                inet_pton(AF_INET6, address, &((struct sockaddr_in6 *)&ss)->sin6_addr);
+                ss.ss_family = AF_INET6;
+                ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+                sl = sizeof(struct sockaddr_in6);
+        }
+        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&ss, sl) < 0) {
+                perror("connect");
+                _exit(90);
+        }
+        return fd;
+}
+
+/* CONNECT through the HTTP proxy; returns the fd after a 200, else exits with status/100 + 10
+ * (so 403 -> 14, 503 -> 15) after printing the answer. `answer` gets the status line. */
+static int http_connect(uint16_t proxy, const char *target, char *answer, size_t alen)
+{
+        int fd = tcp_connect("127.0.0.1", proxy);
+        dprintf(fd, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target);
+        char head[2048];
+        size_t hl = 0;
+        while (hl < sizeof(head) - 1) {
+                ssize_t n = read(fd, head + hl, 1);
+                if (n <= 0)
+                        break;
+                hl++;
+                head[hl] = 0;
+                if (hl >= 4 && strcmp(head + hl - 4, "\r\n\r\n") == 0)
+                        break;
+        }
+        head[hl] = 0;
+        size_t k = hl < alen - 1 ? hl : alen - 1;
+        memcpy(answer, head, k);
+        answer[k] = 0;
+        return fd;
+}
+
+static int socks_connect(uint16_t proxy, uint8_t atyp, const char *host, uint16_t port, uint8_t *ret_rep)
+{
+        int fd = tcp_connect("127.0.0.1", proxy);
+        uint8_t req[300] = { 5, 1, 0 }, rep[32];
+        if (write_full(fd, req, 3) < 0 || read_full(fd, rep, 2) != 2 || rep[0] != 5 || rep[1] != 0)
+                _exit(91);
+        size_t n = 0;
+        req[n++] = 5;
+        req[n++] = 1;
+        req[n++] = 0;
+        req[n++] = atyp;
+        if (atyp == 1) {
+                inet_pton(AF_INET, host, req + n);
+                n += 4;
+        } else if (atyp == 4) {
+                inet_pton(AF_INET6, host, req + n);
+                n += 16;
+        } else {
+                req[n++] = (uint8_t)strlen(host);
+                memcpy(req + n, host, strlen(host));
+                n += strlen(host);
+        }
+        req[n++] = (uint8_t)(port >> 8);
+        req[n++] = (uint8_t)port;
+        if (write_full(fd, req, n) < 0 || read_full(fd, rep, 4) != 4)
+                _exit(92);
+        size_t rest = rep[3] == 4 ? 18 : 6;
+        if (read_full(fd, rep + 4, rest) != (ssize_t)rest)
+                _exit(93);
+        *ret_rep = rep[1];
+        return fd;
+}
+
+static json_t *find_event(const char *type, size_t nth)
+{
+        size_t i;
+        json_t *e;
+        json_array_foreach(events, i, e) {
+                if (streq(json_string_value(json_object_get(e, "type")), type) && nth-- == 0)
+                        return e;
+        }
+        return NULL;
+}
+
+static size_t count_events(const char *type)
+{
+        size_t n = 0;
+        while (find_event(type, n))
+                n++;
+        return n;
+}
+
+static json_int_t field_int(json_t *e, const char *k) { return json_integer_value(json_object_get(e, k)); }
+static const char *field_str(json_t *e, const char *k) { return json_string_value(json_object_get(e, k)) ?: ""; }
+
+/* ------------------------------------------------------------------ live tests */
+
+Test(live, connect_allowed_and_half_close)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[512];
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                int fd = http_connect(l.http_port, target, answer, sizeof(answer));
+                if (strncmp(answer, "HTTP/1.1 200 ", 13) != 0) {
+                        fprintf(stderr, "answer: %s\n", answer);
+                        _exit(1);
+                }
+                /* Half-close: our EOF reaches the sink, its answer still comes back. */
+                write_full(fd, "sink\nhello world", 16);
+                shutdown(fd, SHUT_WR);
+                char buf[64] = "";
+                ssize_t n = read_full(fd, buf, sizeof(buf) - 1);
+                if (n < 0 || strcmp(buf, "got 11\n") != 0) {
+                        fprintf(stderr, "got \"%s\"\n", buf);
+                        _exit(2);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        json_t *e = find_event("net.connect", 0);
+        cr_assert_not_null(e, "%s", json_dumps(events, 0));
+        cr_expect_str_eq(field_str(e, "verdict"), "allowed");
+        cr_expect_str_eq(field_str(e, "host"), "127.0.0.1");
+        cr_expect_eq(field_int(e, "port"), echo);
+        cr_expect_str_eq(field_str(e, "address"), "127.0.0.1");
+        cr_expect_str_eq(field_str(e, "rule"), "127.0.0.1");
+        cr_expect_str_eq(field_str(e, "proto"), "http-connect");
+        cr_expect_eq(field_int(e, "bytes_up"), 16);
+        cr_expect_eq(field_int(e, "bytes_down"), 7);
+        cr_expect(json_object_get(e, "duration_ms") != NULL);
+        cr_expect_eq(charged, 23);
+        cr_expect_eq(count_events("net.denied"), 0);
+        live_stop(&l);
+}
+
+Test(live, denied_host_and_port_get_403_with_reason)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1:1", "api.example.com:443", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                http_connect(l.http_port, "evil.example:443", answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 403 Forbidden\r\n") ||
+                    !strstr(answer, "X-Agentjail-Reason: denied: host evil.example is not in the network allowlist")) {
+                        fprintf(stderr, "answer 1: %s\n", answer);
+                        _exit(1);
+                }
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "403") || !strstr(answer, "is not covered by any address rule")) {
+                        fprintf(stderr, "answer 2: %s\n", answer);
+                        _exit(2);
+                }
+                http_connect(l.http_port, "api.example.com:80", answer, sizeof(answer));
+                if (!strstr(answer, "403") || !strstr(answer, "port 80 is not allowed for host api.example.com")) {
+                        fprintf(stderr, "answer 3: %s\n", answer);
+                        _exit(3);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.denied"), 3);
+        json_t *d = find_event("net.denied", 0);
+        cr_assert_not_null(d);
+        cr_expect_str_eq(field_str(d, "host"), "evil.example");
+        cr_expect_eq(field_int(d, "port"), 443);
+        cr_expect(strstr(field_str(d, "reason"), "not in the network allowlist") != NULL);
+        json_t *c = find_event("net.connect", 0);
+        cr_assert_not_null(c);
+        cr_expect_str_eq(field_str(c, "verdict"), "denied");
+        cr_expect_eq(charged, 0);
+        live_stop(&l);
+}
+
+Test(live, socks5_domain_ipv4_ipv6)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        uint16_t echo6 = start_server("::1");
+        hosts_file("# test names\n127.0.0.1 echo.test Alias.Test\n");
+        live_start(&l, (char *[]){ "echo.test", "127.0.0.1", "::1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                uint8_t rep = 0xff;
+                const struct {
+                        uint8_t atyp;
+                        const char *host;
+                        uint16_t port;
+                } t[] = { { 3, "ECHO.test.", echo }, { 1, "127.0.0.1", echo }, { 4, "::1", echo6 } };
+                for (int i = 0; i < 3; i++) {
+                        int fd = socks_connect(l.socks_port, t[i].atyp, t[i].host, t[i].port, &rep);
+                        if (rep != 0) {
+                                fprintf(stderr, "socks %s: rep %u\n", t[i].host, rep);
+                                _exit(10 + i);
+                        }
+                        char buf[16] = "";
+                        write_full(fd, "echo\nping", 9);
+                        shutdown(fd, SHUT_WR);
+                        if (read_full(fd, buf, sizeof(buf) - 1) != 4 || strcmp(buf, "ping") != 0)
+                                _exit(20 + i);
+                        close(fd);
+                }
+                /* alias.test resolves to 127.0.0.1 but is not allowed by name. */
+                socks_connect(l.socks_port, 3, "alias.test", echo, &rep);
+                if (rep != 0x02)
+                        _exit(30);
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.connect"), 4);
+        json_t *e = find_event("net.connect", 0);
+        cr_assert_not_null(e);
+        cr_expect_str_eq(field_str(e, "proto"), "socks5");
+        cr_expect_str_eq(field_str(e, "address"), "127.0.0.1");
+        cr_expect_str_eq(field_str(e, "rule"), "echo.test");
+        e = find_event("net.connect", 2);
+        cr_expect_str_eq(field_str(e, "address"), "::1");
+        cr_expect_eq(count_events("net.denied"), 1);
+        live_stop(&l);
+}
+
+Test(live, name_resolving_to_loopback_refused_unless_range_allowed)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        hosts_file("127.0.0.1 sneaky.test\n");
+        live_start(&l, (char *[]){ "sneaky.test", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                snprintf(target, sizeof(target), "sneaky.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "403") ||
+                    !strstr(answer, "sneaky.test resolves to internal address 127.0.0.1, which no address rule "
+                                    "names (rebinding protection)")) {
+                        fprintf(stderr, "answer: %s\n", answer);
+                        _exit(1);
+                }
+                uint8_t rep = 0;
+                socks_connect(l.socks_port, 3, "sneaky.test", echo, &rep);
+                _exit(rep == 0x02 ? 0 : 2);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        json_t *d = find_event("net.denied", 0);
+        cr_assert_not_null(d);
+        cr_expect_str_eq(field_str(d, "address"), "127.0.0.1");
+        live_stop(&l);
+
+        /* The same name with the range named: allowed. */
+        json_array_clear(events);
+        live_start(&l, (char *[]){ "sneaky.test", "127.0.0.0/8", NULL }, NULL);
+        pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                snprintf(target, sizeof(target), "sneaky.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                _exit(strstr(answer, " 200 ") ? 0 : 1);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.denied"), 0);
+        live_stop(&l);
+}
+
+Test(live, absolute_form_http_forwarded)
+{
+        Live l;
+        uint16_t web = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                int fd = tcp_connect("127.0.0.1", l.http_port);
+                dprintf(fd, "GET http://127.0.0.1:%u/x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n"
+                            "Proxy-Connection: keep-alive\r\nUser-Agent: t\r\n\r\n", web, web);
+                char buf[4096] = "";
+                read_full(fd, buf, sizeof(buf) - 1);
+                if (!strstr(buf, "HTTP/1.0 200 OK") || !strstr(buf, "\r\n\r\nGET /x?y=1 HTTP/1.1\r\n") ||
+                    strstr(buf, "Proxy-Connection") || !strstr(buf, "Connection: close\r\n") ||
+                    !strstr(buf, "User-Agent: t\r\n")) {
+                        fprintf(stderr, "response: %s\n", buf);
+                        _exit(1);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        json_t *e = find_event("net.connect", 0);
+        cr_assert_not_null(e);
+        cr_expect_str_eq(field_str(e, "proto"), "http");
+        live_stop(&l);
+}
+
+Test(live, oversized_head_and_connection_limit)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        AjProxyOptions opts = { .max_connections = 2 };
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, &opts);
+        pid_t pid = fork();
+        if (pid == 0) {
+                int fd = tcp_connect("127.0.0.1", l.http_port);
+                char *big = malloc(20000);
+                memset(big, 'a', 20000);
+                memcpy(big, "GET http://127.0.0.1/ HTTP/1.1\r\nX: ", 35);
+                write_full(fd, big, 20000);
+                char buf[1024] = "";
+                read_full(fd, buf, sizeof(buf) - 1);
+                if (!strstr(buf, "HTTP/1.1 431 Request Header Fields Too Large")) {
+                        fprintf(stderr, "431: %s\n", buf);
+                        _exit(1);
+                }
+                close(fd);
+                char target[64], answer[1024];
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                int a = http_connect(l.http_port, target, answer, sizeof(answer));
+                int b = http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, " 200 "))
+                        _exit(2);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 503") || !strstr(answer, "too many connections (at most 2 per run)")) {
+                        fprintf(stderr, "503: %s\n", answer);
+                        _exit(3);
+                }
+                uint8_t rep = 0;
+                socks_connect(l.socks_port, 1, "127.0.0.1", echo, &rep);
+                if (rep != 0x01)
+                        _exit(4);
+                close(a);
+                close(b);
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        live_stop(&l);
+}
+
+Test(live, concurrent_200)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                enum { N = 200 };
+                int fds[N];
+                char target[64], answer[512];
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                for (int i = 0; i < N; i++) {
+                        fds[i] = http_connect(l.http_port, target, answer, sizeof(answer));
+                        if (!strstr(answer, " 200 ")) {
+                                fprintf(stderr, "conn %d: %s\n", i, answer);
+                                _exit(1);
+                        }
+                        dprintf(fds[i], "echo\n");
+                }
+                /* All 200 open at once; each answers its own message. */
+                for (int i = 0; i < N; i++)
+                        dprintf(fds[i], "msg-%03d", i);
+                for (int i = 0; i < N; i++) {
+                        char buf[16] = "", want[16];
+                        snprintf(want, sizeof(want), "msg-%03d", i);
+                        if (read_full(fds[i], buf, 7) != 7 || strcmp(buf, want) != 0)
+                                _exit(2);
+                }
+                for (int i = 0; i < N; i++)
+                        close(fds[i]);
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.connect"), 200);
+        live_stop(&l);
+}
+
+Test(live, bytes_counted_exactly_100MiB)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        const unsigned long long size = 100ULL << 20;
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[512], cmd[64];
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                /* Down: the server generates. */
+                int fd = http_connect(l.http_port, target, answer, sizeof(answer));
+                snprintf(cmd, sizeof(cmd), "gen %llu\n", size);
+                write_full(fd, cmd, strlen(cmd));
+                static char buf[1 << 16];
+                unsigned long long got = 0;
+                ssize_t n;
+                while ((n = read(fd, buf, sizeof(buf))) > 0)
+                        got += (unsigned long long)n;
+                close(fd);
+                if (got != size)
+                        _exit(1);
+                /* Up: the server counts. */
+                uint8_t rep;
+                fd = socks_connect(l.socks_port, 1, "127.0.0.1", echo, &rep);
+                write_full(fd, "sink\n", 5);
+                memset(buf, 'y', sizeof(buf));
+                for (unsigned long long left = size; left > 0; left -= sizeof(buf))
+                        write_full(fd, buf, sizeof(buf));
+                shutdown(fd, SHUT_WR);
+                char line[64] = "";
+                read_full(fd, line, sizeof(line) - 1);
+                snprintf(cmd, sizeof(cmd), "got %llu\n", size + 0);
+                _exit(strcmp(line, cmd) == 0 ? 0 : 2);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        json_t *g = find_event("net.connect", 0), *s = find_event("net.connect", 1);
+        cr_assert(g && s);
+        char cmd[64];
+        snprintf(cmd, sizeof(cmd), "gen %llu\n", size);
+        cr_expect_eq(field_int(g, "bytes_down"), (json_int_t)size);
+        cr_expect_eq(field_int(g, "bytes_up"), (json_int_t)strlen(cmd));
+        snprintf(cmd, sizeof(cmd), "got %llu\n", size);
+        cr_expect_eq(field_int(s, "bytes_up"), (json_int_t)(size + 5));
+        cr_expect_eq(field_int(s, "bytes_down"), (json_int_t)strlen(cmd));
+        cr_expect_eq(charged, 2 * size + 5 + strlen(cmd) + strlen("gen 104857600\n"));
+        json_t *st = aj_proxy_stats(l.proxy);
+        cr_expect_eq(field_int(st, "bytes_down"), (json_int_t)(size + strlen(cmd)));
+        json_decref(st);
+        live_stop(&l);
+}
+
+Test(live, egress_cap_closes_connection)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        charge_limit = 1 << 20;
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[512];
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                int fd = http_connect(l.http_port, target, answer, sizeof(answer));
+                write_full(fd, "gen 67108864\n", 13);
+                static char buf[1 << 16];
+                unsigned long long got = 0;
+                ssize_t n;
+                while ((n = read(fd, buf, sizeof(buf))) > 0)
+                        got += (unsigned long long)n;
+                fprintf(stderr, "received %llu bytes before the cap closed the connection\n", got);
+                _exit(got < (64ULL << 20) ? 0 : 1);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        json_t *e = find_event("net.connect", 0);
+        cr_assert_not_null(e);
+        cr_expect_str_eq(field_str(e, "error"), "egress cap reached");
+        cr_expect(field_int(e, "bytes_down") < (64 << 20));
+        live_stop(&l);
+}
+
+static double now_s(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Not a pass/fail test of speed: prints throughput through the proxy vs direct and
+ * connections per second (criterion shows stderr). Asserts only correctness. */
+Test(live, bench_1GiB_and_connection_rate, .timeout = 120)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        const unsigned long long size = 1ULL << 30;
+        int pfd[2];
+        cr_assert_eq(pipe(pfd), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                close(pfd[0]);
+                static char buf[1 << 17];
+                double t[2], rate[2];
+                for (int via = 0; via < 2; via++) {
+                        char target[64], answer[512], cmd[64];
+                        snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                        double t0 = now_s();
+                        int fd = via ? http_connect(l.http_port, target, answer, sizeof(answer))
+                                     : tcp_connect("127.0.0.1", echo);
+                        snprintf(cmd, sizeof(cmd), "gen %llu\n", size);
+                        write_full(fd, cmd, strlen(cmd));
+                        unsigned long long got = 0;
+                        ssize_t n;
+                        while ((n = read(fd, buf, sizeof(buf))) > 0)
+                                got += (unsigned long long)n;
+                        close(fd);
+                        t[via] = now_s() - t0;
+                        if (got != size)
+                                _exit(1);
+                        /* Connections per second: open, one exchange, close. */
+                        enum { C = 500 };
+                        t0 = now_s();
+                        for (int i = 0; i < C; i++) {
+                                fd = via ? http_connect(l.http_port, target, answer, sizeof(answer))
+                                         : tcp_connect("127.0.0.1", echo);
+                                write_full(fd, "gen 1\n", 6);
+                                char b;
+                                if (read_full(fd, &b, 1) != 1)
+                                        _exit(2);
+                                close(fd);
+                        }
+                        rate[via] = C / (now_s() - t0);
+                }
+                dprintf(pfd[1],
+                        "1 GiB direct %.2f s (%.0f MiB/s), via proxy %.2f s (%.0f MiB/s), ratio %.2f; "
+                        "connections/s direct %.0f, via proxy %.0f\n",
+                        t[0], 1024 / t[0], t[1], 1024 / t[1], t[0] / t[1], rate[0], rate[1]);
+                _exit(0);
+        }
+        close(pfd[1]);
+        cr_expect_eq(run_client(&l, pid), 0);
+        char line[512] = "";
+        read_full(pfd[0], line, sizeof(line) - 1);
+        close(pfd[0]);
+        fprintf(stderr, "proxy bench: %s", line);
+        live_stop(&l);
+}

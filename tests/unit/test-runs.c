@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Finding runs in a fixture state dir, their states, event lines, offline release, purge. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runs.h"
+#include "util/fd.h"
+
+static char root[64];
+static AjPaths paths;
+
+static void setup(void)
+{
+        snprintf(root, sizeof(root), "/tmp/aj-runs-XXXXXX");
+        cr_assert_not_null(mkdtemp(root));
+        cr_assert_geq(asprintf(&paths.state_root, "%s/state", root), 0);
+        cr_assert_geq(asprintf(&paths.runtime_root, "%s/runtime", root), 0);
+        char runs[128];
+        snprintf(runs, sizeof(runs), "%s/runs", paths.state_root);
+        cr_assert_eq(aj_mkdir_p(runs, 0750), 0);
+        cr_assert_eq(aj_mkdir_p(paths.runtime_root, 0711), 0);
+}
+
+static void teardown(void)
+{
+        aj_rm_rf(root);
+        aj_paths_done(&paths);
+}
+
+TestSuite(runs, .init = setup, .fini = teardown, .timeout = 30);
+
+/* A run dir with a run.json built from a format string (extra members after "name"). */
+static void make_run(const char *id, const char *name, const char *started, const char *extra)
+{
+        char dir[256], text[2048];
+        snprintf(dir, sizeof(dir), "%s/runs/%s", paths.state_root, id);
+        cr_assert_eq(mkdir(dir, 0750), 0);
+        snprintf(text, sizeof(text), "{\"id\":\"%s\",\"name\":\"%s\",\"started\":\"%s\",\"profile\":{\"name\":\"default\"}%s%s}\n",
+                 id, name, started, extra && *extra ? "," : "", extra ? extra : "");
+        char path[300];
+        snprintf(path, sizeof(path), "%s/run.json", dir);
+        cr_assert_eq(aj_write_file_atomic(path, text, strlen(text), 0640), 0);
+}
+
+static void write_events(const char *id, const char *text)
+{
+        char path[300];
+        snprintf(path, sizeof(path), "%s/runs/%s/events.jsonl", paths.state_root, id);
+        cr_assert_eq(aj_write_file_atomic(path, text, strlen(text), 0640), 0);
+}
+
+#define EXITED "\"status\":\"exited\",\"supervisor_pid\":1"
+
+Test(runs, find_by_id_prefix_and_name)
+{
+        make_run("abcd00000001", "triage", "2026-01-01T10:00:00.000000000Z", EXITED);
+        make_run("abcd00000002", "triage", "2026-01-01T12:00:00.000000000Z", EXITED);
+        make_run("abce00000003", "triage", "2026-01-01T11:00:00.000000000Z", EXITED);
+        make_run("123456789abc", "other", "2026-01-01T09:00:00.000000000Z", EXITED);
+
+        AjRun *run = NULL;
+        char *note = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "abcd00000001", &run, &note), 0);
+        cr_assert_str_eq(run->id, "abcd00000001");
+        cr_assert_null(note);
+        cr_assert_str_eq(json_string_value(json_object_get(run->doc, "name")), "triage");
+        aj_run_free(run);
+
+        cr_assert_eq(aj_runs_find(&paths, "abce", &run, &note), 0, "a unique 4-character prefix");
+        cr_assert_str_eq(run->id, "abce00000003");
+        aj_run_free(run);
+
+        cr_assert_eq(aj_runs_find(&paths, "1234567", &run, &note), 0);
+        cr_assert_str_eq(run->id, "123456789abc");
+        aj_run_free(run);
+
+        cr_assert_eq(aj_runs_find(&paths, "abcd", &run, &note), -ENOTUNIQ, "two ids start with abcd");
+        cr_assert_not_null(note);
+        cr_assert(strstr(note, "abcd00000001") && strstr(note, "abcd00000002"), "note lists candidates: %s", note);
+        cr_assert_null(strstr(note, "abce00000003"));
+        free(note);
+        note = NULL;
+
+        cr_assert_eq(aj_runs_find(&paths, "123", &run, &note), -ENOENT, "prefixes need 4 characters");
+        cr_assert_eq(aj_runs_find(&paths, "ffff", &run, &note), -ENOENT);
+        cr_assert_eq(aj_runs_find(&paths, "nobody", &run, &note), -ENOENT);
+        cr_assert_eq(aj_runs_find(&paths, "../runs", &run, &note), -EINVAL);
+        cr_assert_eq(aj_runs_find(&paths, "..", &run, &note), -EINVAL);
+        cr_assert_eq(aj_runs_find(&paths, "", &run, &note), -EINVAL);
+
+        /* By name: the most recently started one, and the operator is told. */
+        cr_assert_eq(aj_runs_find(&paths, "triage", &run, &note), 0);
+        cr_assert_str_eq(run->id, "abcd00000002");
+        cr_assert_not_null(note);
+        cr_assert(strstr(note, "3 runs") && strstr(note, "abcd00000002"), "note: %s", note);
+        free(note);
+        aj_run_free(run);
+
+        cr_assert_eq(aj_runs_find(&paths, "other", &run, &note), 0);
+        cr_assert_str_eq(run->id, "123456789abc");
+        cr_assert_null(note, "one run of that name: nothing to say");
+        aj_run_free(run);
+}
+
+Test(runs, list_is_sorted_by_start_and_skips_foreign_entries)
+{
+        make_run("bbbb00000001", "b", "2026-01-02T00:00:00.5Z", EXITED);
+        make_run("aaaa00000001", "a", "2026-01-03T00:00:00Z", EXITED);
+        make_run("cccc00000001", "c", "2026-01-01T00:00:00.000000001Z", EXITED);
+        char junk[256];
+        snprintf(junk, sizeof(junk), "%s/runs/not-a-run", paths.state_root);
+        cr_assert_eq(mkdir(junk, 0750), 0);
+        snprintf(junk, sizeof(junk), "%s/runs/dddd00000001", paths.state_root);
+        cr_assert_eq(mkdir(junk, 0750), 0); /* no run.json: listed, state unknown */
+
+        AjRun **runs = NULL;
+        size_t n = 0;
+        cr_assert_eq(aj_runs_list(&paths, &runs, &n), 0);
+        cr_assert_eq(n, 4);
+        cr_assert_str_eq(runs[0]->id, "dddd00000001", "unknown start sorts first");
+        cr_assert_str_eq(runs[1]->id, "cccc00000001");
+        cr_assert_str_eq(runs[2]->id, "bbbb00000001");
+        cr_assert_str_eq(runs[3]->id, "aaaa00000001");
+        cr_assert_eq(runs[1]->started_ns, 1767225600ull * 1000000000ull + 1);
+        cr_assert_eq(runs[2]->started_ns, 1767312000ull * 1000000000ull + 500000000ull);
+        cr_assert_null(runs[0]->doc);
+        aj_run_probe(runs[0], 500);
+        cr_assert_str_eq(aj_run_display_state(runs[0]), "unknown");
+        aj_runs_free(runs, n);
+}
+
+static pid_t dead_pid(void)
+{
+        pid_t p = fork();
+        if (p == 0)
+                _exit(0);
+        waitpid(p, NULL, 0);
+        return p;
+}
+
+/* A live process whose comm is "agentjail", like a supervisor. */
+static pid_t fake_supervisor(const char *comm)
+{
+        int pipefd[2];
+        cr_assert_eq(pipe(pipefd), 0);
+        pid_t p = fork();
+        if (p == 0) {
+                prctl(PR_SET_NAME, comm);
+                close(pipefd[0]);
+                (void)!write(pipefd[1], "x", 1);
+                pause();
+                _exit(0);
+        }
+        char c;
+        close(pipefd[1]);
+        cr_assert_eq(read(pipefd[0], &c, 1), 1);
+        close(pipefd[0]);
+        return p;
+}
+
+Test(runs, lost_runs_are_detected)
+{
+        char extra[256];
+        snprintf(extra, sizeof(extra), "\"status\":\"running\",\"supervisor_pid\":%d", (int)dead_pid());
+        make_run("aaaa00000001", "dead", "2026-01-01T00:00:00Z", extra);
+
+        pid_t sup = fake_supervisor("agentjail");
+        snprintf(extra, sizeof(extra), "\"status\":\"running\",\"state\":\"frozen\",\"supervisor_pid\":%d", (int)sup);
+        make_run("aaaa00000002", "alive", "2026-01-01T00:00:00Z", extra);
+
+        pid_t other = fake_supervisor("bash");
+        snprintf(extra, sizeof(extra), "\"status\":\"running\",\"supervisor_pid\":%d", (int)other);
+        make_run("aaaa00000003", "reused", "2026-01-01T00:00:00Z", extra);
+
+        /* A stale control socket file (nobody listening) does not make a run live. */
+        char rt[80];
+        cr_assert_lt(snprintf(rt, sizeof(rt), "%s/aaaa00000001", paths.runtime_root), (int)sizeof(rt));
+        cr_assert_eq(mkdir(rt, 0700), 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", rt);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        close(fd);
+
+        AjRun **runs = NULL;
+        size_t n = 0;
+        cr_assert_eq(aj_runs_list(&paths, &runs, &n), 0);
+        cr_assert_eq(n, 3);
+        for (size_t i = 0; i < n; i++)
+                aj_run_probe(runs[i], 500);
+        cr_assert(!runs[0]->live);
+        cr_assert_str_eq(aj_run_display_state(runs[0]), "lost", "supervisor gone, no control socket");
+        cr_assert_str_eq(aj_run_display_state(runs[1]), "frozen", "supervisor alive: not lost");
+        cr_assert_str_eq(aj_run_display_state(runs[2]), "lost", "a reused pid is not a supervisor");
+        aj_runs_free(runs, n);
+        kill(sup, SIGKILL);
+        kill(other, SIGKILL);
+        waitpid(sup, NULL, 0);
+        waitpid(other, NULL, 0);
+}
+
+Test(runs, state_of_prefers_live_then_quarantine)
+{
+        json_auto_t *exited = json_loads("{\"status\":\"exited\",\"state\":\"exited\"}", 0, NULL);
+        json_auto_t *quar = json_loads("{\"status\":\"exited\",\"state\":\"quarantined\","
+                                       "\"quarantine\":{\"cap\":\"tokens\",\"released\":false}}", 0, NULL);
+        json_auto_t *released = json_loads("{\"status\":\"exited\",\"state\":\"exited\","
+                                           "\"quarantine\":{\"cap\":\"tokens\",\"released\":true}}", 0, NULL);
+        json_auto_t *old = json_loads("{\"status\":\"exited\"}", 0, NULL);
+        json_auto_t *live = json_loads("{\"state\":\"frozen\"}", 0, NULL);
+
+        cr_assert_str_eq(aj_run_state_of(exited, false, NULL, false), "exited");
+        cr_assert_str_eq(aj_run_state_of(quar, false, NULL, false), "quarantined");
+        cr_assert(aj_run_doc_quarantined(quar));
+        cr_assert_str_eq(aj_run_state_of(released, false, NULL, false), "exited");
+        cr_assert(!aj_run_doc_quarantined(released));
+        cr_assert_str_eq(aj_run_state_of(old, false, NULL, false), "exited", "run.json without state/quarantine");
+        cr_assert_str_eq(aj_run_state_of(exited, true, live, true), "frozen", "the live answer wins");
+        cr_assert_str_eq(aj_run_state_of(NULL, true, NULL, true), "running");
+        cr_assert_str_eq(aj_run_state_of(NULL, false, NULL, false), "unknown");
+}
+
+Test(runs, event_lines_for_logs)
+{
+        json_auto_t *ev = json_loads(
+                "{\"seq\":12,\"ts\":\"2026-11-23T22:38:56.227036336Z\",\"run\":\"2f38d89ce8e6\","
+                "\"type\":\"net.connect\",\"bytes\":512,\"host\":\"api.example.com\",\"port\":443,"
+                "\"allowed\":false,\"why\":\"not in the allowlist\",\"digest\":\"ff\"}",
+                0, NULL);
+        char *line = NULL;
+        cr_assert_eq(aj_event_format(ev, &line), 0);
+        cr_assert_str_eq(line, "2026-11-23 22:38:56.227    12 net.connect        allowed=false host=api.example.com "
+                               "port=443 bytes=512 why=\"not in the allowlist\"");
+        free(line);
+
+        json_auto_t *ex = json_loads("{\"seq\":2,\"ts\":\"2026-11-23T22:38:56.229368071Z\",\"run\":\"x\","
+                                     "\"type\":\"run.exit\",\"status\":0,\"code\":0,\"signal\":null,\"reason\":\"exited\","
+                                     "\"command\":[\"sh\",\"-c\",\"echo hi\"]}",
+                                     0, NULL);
+        cr_assert_eq(aj_event_format(ex, &line), 0);
+        cr_assert_str_eq(line, "2026-11-23 22:38:56.229     2 run.exit           reason=exited status=0 code=0 "
+                               "signal=null command=[\"sh\",\"-c\",\"echo hi\"]");
+        free(line);
+
+        /* Long values are cut, and the line stays one line. */
+        char big[1000];
+        memset(big, 'y', sizeof(big) - 1);
+        big[sizeof(big) - 1] = 0;
+        json_auto_t *lg = json_pack("{s:i, s:s, s:s, s:s}", "seq", 3, "ts", "bad", "type", "tool.request", "args", big);
+        json_object_set_new(lg, "nl", json_string("a\nb"));
+        cr_assert_eq(aj_event_format(lg, &line), 0);
+        cr_assert_lt(strlen(line), 400);
+        cr_assert_null(strchr(line, '\n'));
+        cr_assert(strstr(line, "...") && strstr(line, "nl=\"a\\nb\""), "%s", line);
+        free(line);
+
+        cr_assert_eq(aj_event_format(NULL, &line), -EINVAL);
+
+        json_auto_t *t1 = json_pack("{s:s}", "type", "net.connect");
+        json_auto_t *t2 = json_pack("{s:s}", "type", "network.thing");
+        json_auto_t *t3 = json_pack("{s:s}", "type", "net");
+        cr_assert(aj_event_type_matches(t1, "net"));
+        cr_assert(!aj_event_type_matches(t2, "net"), "a prefix matches whole dotted components");
+        cr_assert(aj_event_type_matches(t3, "net"));
+        cr_assert(aj_event_type_matches(t1, "net.con"), "a prefix may end within the last component");
+        cr_assert(aj_event_type_matches(t1, "net."));
+        cr_assert(aj_event_type_matches(t1, NULL));
+        cr_assert(!aj_event_type_matches(t1, "tool"));
+}
+
+Test(runs, meters_summary)
+{
+        json_auto_t *m = json_loads("{\"tokens\":{\"limit\":50000,\"used\":1200,\"remaining\":48800},"
+                                    "\"cost_usd\":{\"limit\":2.0,\"used\":0.0125},"
+                                    "\"tool_calls\":{\"limit\":null,\"used\":0},"
+                                    "\"input_tokens\":{\"limit\":null,\"used\":900},"
+                                    "\"egress_bytes\":{\"limit\":1048576,\"used\":2048},"
+                                    "\"future_cap\":{\"limit\":3,\"used\":1}}",
+                                    0, NULL);
+        _cleanup_free_ char *s = aj_meters_summary(m);
+        cr_assert_str_eq(s, "tokens 1200/50000 input_tokens 900 cost $0.01/$2.00 egress 2K/1M future_cap 1/3");
+        _cleanup_free_ char *none = aj_meters_summary(NULL);
+        cr_assert_str_eq(none, "-");
+}
+
+Test(runs, events_tail_append_and_offline_release)
+{
+        make_run("aaaa00000001", "q", "2026-01-01T00:00:00Z",
+                 "\"status\":\"exited\",\"state\":\"quarantined\",\"supervisor_pid\":1,"
+                 "\"quarantine\":{\"since\":\"2026-01-01T00:00:01Z\",\"cap\":\"tokens\",\"released\":false}");
+        write_events("aaaa00000001", "{\"seq\":1,\"type\":\"run.start\"}\nnot json\n{\"seq\":2,\"type\":\"cap.breach\"}\n"
+                                     "{\"seq\":3,\"type\":\"quarantine\"}\n");
+        char path[300];
+        snprintf(path, sizeof(path), "%s/runs/aaaa00000001/events.jsonl", paths.state_root);
+        json_auto_t *tail = NULL;
+        cr_assert_eq(aj_events_read_tail(path, 2, &tail), 0);
+        cr_assert_eq(json_array_size(tail), 2);
+        cr_assert_eq(json_integer_value(json_object_get(json_array_get(tail, 0), "seq")), 2);
+
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000001", &run, NULL), 0);
+        cr_assert_str_eq(aj_run_display_state(run), "quarantined");
+        cr_assert_eq(aj_run_release_offline(run, 4242), 0);
+        aj_run_free(run);
+
+        cr_assert_eq(aj_runs_find(&paths, "aaaa", &run, NULL), 0);
+        json_t *q = json_object_get(run->doc, "quarantine");
+        cr_assert(json_is_true(json_object_get(q, "released")));
+        cr_assert_not_null(json_string_value(json_object_get(q, "released_at")));
+        cr_assert_str_eq(json_string_value(json_object_get(q, "cap")), "tokens", "the rest is kept");
+        cr_assert_str_eq(json_string_value(json_object_get(run->doc, "state")), "exited");
+        cr_assert_str_eq(aj_run_display_state(run), "exited");
+        cr_assert_eq(aj_run_release_offline(run, 4242), -EALREADY, "releasing twice");
+        aj_run_free(run);
+
+        json_auto_t *after = NULL;
+        cr_assert_eq(aj_events_read_tail(path, 1, &after), 0);
+        json_t *ev = json_array_get(after, 0);
+        cr_assert_str_eq(json_string_value(json_object_get(ev, "type")), "quarantine.release");
+        cr_assert_eq(json_integer_value(json_object_get(ev, "seq")), 4, "the chain's seq continues");
+        cr_assert_eq(json_integer_value(json_object_get(ev, "uid")), 4242);
+        cr_assert_str_eq(json_string_value(json_object_get(ev, "run")), "aaaa00000001");
+}
+
+Test(runs, remove_dir_stays_inside_the_state_dir)
+{
+        make_run("aaaa00000001", "x", "2026-01-01T00:00:00Z", EXITED);
+        write_events("aaaa00000001", "{}\n");
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000001", &run, NULL), 0);
+
+        /* A record tampered to point elsewhere is refused. */
+        char outside[256];
+        snprintf(outside, sizeof(outside), "%s/precious", root);
+        cr_assert_eq(mkdir(outside, 0700), 0);
+        char *saved = run->dir;
+        run->dir = outside;
+        cr_assert_eq(aj_run_remove_dir(&paths, run), -EPERM);
+        run->dir = saved;
+        cr_assert_eq(access(outside, F_OK), 0);
+
+        cr_assert_eq(aj_run_remove_dir(&paths, run), 0);
+        cr_assert_eq(access(run->dir, F_OK), -1);
+        aj_run_free(run);
+
+        /* A run "directory" that is a symlink to somewhere else is refused. */
+        char link[256];
+        snprintf(link, sizeof(link), "%s/runs/bbbb00000001", paths.state_root);
+        cr_assert_eq(symlink(outside, link), 0);
+        run = calloc(1, sizeof(*run));
+        run->id = strdup("bbbb00000001");
+        run->dir = strdup(link);
+        cr_assert_eq(aj_run_remove_dir(&paths, run), -EPERM);
+        cr_assert_eq(access(outside, F_OK), 0);
+        aj_run_free(run);
+        cr_assert_eq(aj_runs_find(&paths, "bbbb00000001", &run, NULL), -ENOTDIR, "a symlink is not a run");
+}
+
+Test(runs, timestamps_and_ages)
+{
+        uint64_t ns;
+        cr_assert_eq(aj_parse_timestamp("2026-11-23T21:59:20.000000123Z", &ns), 0);
+        cr_assert_eq(ns, 1795471160ull * 1000000000ull + 123);
+        cr_assert_eq(aj_parse_timestamp("2026-11-23T21:59:20Z", &ns), 0);
+        cr_assert_eq(aj_parse_timestamp("2026-11-23 21:59:20", &ns), -EINVAL);
+        cr_assert_eq(aj_parse_timestamp("2026-11-23T21:59:20.5+01:00", &ns), -EINVAL);
+        char b[32];
+        cr_assert_str_eq(aj_format_age(45, b, sizeof(b)), "45s");
+        cr_assert_str_eq(aj_format_age(720, b, sizeof(b)), "12m");
+        cr_assert_str_eq(aj_format_age(3 * 3600 + 5 * 60, b, sizeof(b)), "3h05m");
+        cr_assert_str_eq(aj_format_age(4 * 86400 + 7 * 3600, b, sizeof(b)), "4d07h");
+}
