@@ -188,6 +188,7 @@ static const char *rlimit_name(int resource)
  */
 _noreturn_ static void watchdog_main(Run *run, int rfd)
 {
+        (void)prctl(PR_SET_NAME, "agentjail-wdog", 0, 0, 0);
         static const int ignored[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGTSTP };
         for (size_t i = 0; i < ARRAY_SIZE(ignored); i++)
                 signal(ignored[i], SIG_IGN);

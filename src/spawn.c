@@ -236,6 +236,8 @@ _noreturn_ static void run_init(const AjSpawnConfig *cfg, int sync_fd)
 
 _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
 {
+        /* Tells the jail's init apart from the supervisor in ps and `agentjail inspect`. */
+        (void)prctl(PR_SET_NAME, "agentjail-init", 0, 0, 0);
         AjChildMsg go;
         int r = aj_spawn_recv(sync_fd, &go, NULL);
         if (r <= 0 || go.type != AJ_MSG_GO)

@@ -126,10 +126,22 @@ int aj_runtime_dir_remove(const char *dir)
 {
         if (!dir)
                 return 0;
-        /* Usually just the empty mount point is inside: two rmdir()s, no directory walk. */
-        char root[4096];
-        snprintf(root, sizeof(root), "%s/root", dir);
-        if ((rmdir(root) == 0 || errno == ENOENT) && rmdir(dir) == 0)
+        /* What a run leaves there is known: remove it by name, children first, and walk the
+         * tree only if something else turned up. */
+        static const struct {
+                const char *name;
+                bool dir;
+        } known[] = {
+                { "jail/bin/agentjail", false }, { "jail/bin", true }, { "jail/broker.sock", false },
+                { "jail", true },                { "control.sock", false }, { "root", true },
+        };
+        char path[4096];
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, known[i].name);
+                if ((known[i].dir ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT)
+                        return aj_rm_rf(dir);
+        }
+        if (rmdir(dir) == 0 || errno == ENOENT)
                 return 0;
         return aj_rm_rf(dir);
 }

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Broker benchmark: `broker-bench SOCKET_PATH [--events FILE] [-n N]`.
- * Forks a broker (meter without caps, one priced model) serving SOCKET_PATH
+ * Broker benchmark: `broker-bench SOCKET_PATH [--events FILE] [-n N]`, or
+ * `broker-bench --client [-n N]` inside a jail (scripts/bench), where the run's own
+ * broker on $AGENTJAIL_BROKER is measured, with the run's real event log.
+ * Without --client it forks a broker (meter without caps, one priced model) serving SOCKET_PATH
  * with fake hooks (events dropped) or, with --events, the real event log
  * (one write(2) per event, as in a run). Then measures from this process:
  *   - "tokens" messages/s pipelined on 1 connection and on 8 connections;
@@ -215,8 +217,11 @@ int main(int argc, char **argv)
 {
         const char *path = NULL, *events = NULL;
         long n = 200000;
+        bool client = false;
         for (int i = 1; i < argc; i++) {
-                if (streq(argv[i], "--events") && i + 1 < argc)
+                if (streq(argv[i], "--client"))
+                        client = true;
+                else if (streq(argv[i], "--events") && i + 1 < argc)
                         events = argv[++i];
                 else if (streq(argv[i], "-n") && i + 1 < argc)
                         n = atol(argv[++i]);
@@ -226,6 +231,23 @@ int main(int argc, char **argv)
                         fprintf(stderr, "usage: broker-bench SOCKET_PATH [--events FILE] [-n N]\n");
                         return 2;
                 }
+        }
+        if (client) {
+                /* Only the measuring side: the broker is the run's supervisor. */
+                path = getenv("AGENTJAIL_BROKER");
+                if (!path || events || n < 1000) {
+                        fprintf(stderr, "usage: broker-bench --client [-n N>=1000] (needs $AGENTJAIL_BROKER)\n");
+                        return 2;
+                }
+                signal(SIGPIPE, SIG_IGN);
+                double one = run_tokens(path, 1, n, 256);
+                double eight = run_tokens(path, 8, n, 256);
+                double p50, p99;
+                run_latency(path, n / 10, &p50, &p99);
+                printf("{\"events\": \"run\", \"tokens_msgs_per_s_1conn\": %.0f, \"tokens_msgs_per_s_8conn\": %.0f, "
+                       "\"tool_rtt_p50_us\": %.1f, \"tool_rtt_p99_us\": %.1f}\n",
+                       one, eight, p50, p99);
+                return 0;
         }
         if (!path || n < 1000) {
                 fprintf(stderr, "usage: broker-bench SOCKET_PATH [--events FILE] [-n N>=1000]\n");

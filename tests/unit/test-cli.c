@@ -91,3 +91,22 @@ Test(cli, help)
         cr_assert(strstr(aj_cli_run_help(), "125"));
         cr_assert(strstr(aj_cli_run_help(), "128+N"));
 }
+
+Test(cli, caps_and_allow_net)
+{
+        char **argv = ARGV("run", "--cap", "tokens=50000", "--cap", "cost_usd=2", "--allow-net", "github.com:443",
+                           "--", "true");
+        AjRunOptions o;
+        char *err = NULL;
+        cr_assert_eq(aj_cli_parse_run(9, argv, &o, &err), 0, "%s", err ? err : "");
+        cr_assert_str_eq(o.caps[0], "tokens=50000");
+        cr_assert_str_eq(o.caps[1], "cost_usd=2");
+        cr_assert_null(o.caps[2]);
+        cr_assert_str_eq(o.allow_net[0], "github.com:443");
+        cr_assert_null(o.allow_net[1]);
+        aj_cli_run_options_done(&o);
+
+        expect_error(ARGV("run", "--cap", "tokens", "--", "true"), 5,
+                     "--cap: 'tokens': expected KEY=VALUE, e.g. tokens=50000");
+        expect_error(ARGV("run", "--allow-net", "", "--", "true"), 5, "--allow-net: empty entry");
+}

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * HTTP peer for the proxy benchmark (scripts/bench). Static, so it also runs in a jail.
+ *
+ *   http-bench serve
+ *       Listens on 127.0.0.1 (a free port, printed as the first line of stdout) and
+ *       answers `GET /N` (origin form) with N zero bytes, `Connection: close`.
+ *       Bodies up to 1 MiB are written by the accepting process; larger ones by a
+ *       forked child, so a bulk transfer never blocks new connections. The peer is
+ *       meant not to be the bottleneck: it writes from one zeroed buffer.
+ *   http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]
+ *       N sequential `GET /0` requests, each on a new connection, from C processes
+ *       (default 1); through an HTTP proxy as absolute-form requests, or directly to
+ *       127.0.0.1:PORT. Prints `connections_per_s=R errors=E`.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_HEAD 16384
+#define INLINE_MAX (1 << 20)
+
+static char zeros[1 << 20];
+
+static uint64_t now_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+        while (n > 0) {
+                ssize_t w = write(fd, p, n);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += w;
+                n -= (size_t)w;
+        }
+        return 0;
+}
+
+static int send_body(int fd, unsigned long long n)
+{
+        while (n > 0) {
+                size_t chunk = n < sizeof(zeros) ? (size_t)n : sizeof(zeros);
+                int r = write_all(fd, zeros, chunk);
+                if (r < 0)
+                        return r;
+                n -= chunk;
+        }
+        return 0;
+}
+
+/* Reads the request head (bounded) and answers it; returns the body size, or -1 on a bad request. */
+static long long read_request(int fd)
+{
+        char head[MAX_HEAD + 1];
+        size_t have = 0;
+        while (have < MAX_HEAD) {
+                ssize_t r = read(fd, head + have, MAX_HEAD - have);
+                if (r <= 0)
+                        return -1;
+                have += (size_t)r;
+                head[have] = 0;
+                if (strstr(head, "\r\n\r\n"))
+                        break;
+        }
+        if (strncmp(head, "GET /", 5) != 0)
+                return -1;
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(head + 5, &end, 10);
+        if (errno || end == head + 5 || *end != ' ' || n > (1ull << 40))
+                return -1;
+        return (long long)n;
+}
+
+static void answer(int fd, long long n)
+{
+        char hdr[256];
+        if (n < 0) {
+                static const char bad[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                (void)!write_all(fd, bad, sizeof(bad) - 1);
+                return;
+        }
+        int len = snprintf(hdr, sizeof(hdr),
+                           "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                           "Content-Length: %lld\r\nConnection: close\r\n\r\n",
+                           n);
+        if (write_all(fd, hdr, (size_t)len) == 0)
+                (void)send_body(fd, (unsigned long long)n);
+}
+
+static int serve(void)
+{
+        signal(SIGCHLD, SIG_IGN); /* bulk children reap themselves */
+        signal(SIGPIPE, SIG_IGN);
+        int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t sl = sizeof(sa);
+        if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 1024) < 0 ||
+            getsockname(ls, (struct sockaddr *)&sa, &sl) < 0) {
+                perror("http-bench: listen");
+                return 1;
+        }
+        printf("%d\n", ntohs(sa.sin_port));
+        fflush(stdout);
+        for (;;) {
+                int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+                if (fd < 0) {
+                        if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE)
+                                continue;
+                        perror("http-bench: accept");
+                        return 1;
+                }
+                long long n = read_request(fd);
+                if (n > INLINE_MAX) {
+                        pid_t pid = fork();
+                        if (pid == 0) {
+                                close(ls);
+                                answer(fd, n);
+                                _exit(0);
+                        }
+                        if (pid < 0)
+                                answer(fd, -1);
+                } else {
+                        answer(fd, n);
+                }
+                close(fd);
+        }
+}
+
+/* One request on a new connection; true when the answer was a complete 200. */
+static bool one_request(const struct sockaddr_in *to, const char *req, size_t req_len)
+{
+        char buf[4096];
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return false;
+        bool ok = false;
+        size_t have = 0;
+        if (connect(fd, (const struct sockaddr *)to, sizeof(*to)) == 0 && write_all(fd, req, req_len) == 0) {
+                for (;;) {
+                        ssize_t r = read(fd, buf + have, sizeof(buf) - 1 - have);
+                        if (r <= 0)
+                                break;
+                        have += (size_t)r;
+                        if (have == sizeof(buf) - 1)
+                                have = 0; /* only the status line matters; it came first */
+                }
+                buf[have] = 0;
+                ok = strncmp(buf, "HTTP/1.1 200", 12) == 0 || strncmp(buf, "HTTP/1.0 200", 12) == 0;
+        }
+        close(fd);
+        return ok;
+}
+
+static int conns(long n, const char *host, int port, const char *proxy, int c)
+{
+        struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        char req[512];
+        int len;
+        if (proxy) {
+                char ip[64];
+                int pport;
+                if (sscanf(proxy, "%63[0-9.]:%d", ip, &pport) != 2 || inet_pton(AF_INET, ip, &to.sin_addr) != 1) {
+                        fprintf(stderr, "http-bench: --proxy wants IPv4:PORT, got '%s'\n", proxy);
+                        return 2;
+                }
+                to.sin_port = htons((uint16_t)pport);
+                len = snprintf(req, sizeof(req), "GET http://%s:%d/0 HTTP/1.1\r\nHost: %s:%d\r\n\r\n", host, port,
+                               host, port);
+        } else {
+                len = snprintf(req, sizeof(req), "GET /0 HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n", host,
+                               port);
+        }
+        int errpipe[2];
+        if (pipe(errpipe) < 0)
+                return 1;
+        uint64_t t0 = now_ns();
+        for (int k = 0; k < c; k++) {
+                pid_t pid = fork();
+                if (pid < 0)
+                        return 1;
+                if (pid == 0) {
+                        long errors = 0;
+                        for (long i = k; i < n; i += c)
+                                if (!one_request(&to, req, (size_t)len))
+                                        errors++;
+                        (void)!write(errpipe[1], &errors, sizeof(errors));
+                        _exit(0);
+                }
+        }
+        close(errpipe[1]);
+        long errors = 0, e;
+        int children = 0;
+        while (read(errpipe[0], &e, sizeof(e)) == sizeof(e)) {
+                errors += e;
+                children++;
+        }
+        while (wait(NULL) > 0)
+                ;
+        double secs = (double)(now_ns() - t0) / 1e9;
+        if (children != c)
+                errors += n; /* a child died: the figure means nothing */
+        printf("connections_per_s=%.0f errors=%ld\n", (double)n / secs, errors);
+        return errors ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+        if (argc == 2 && strcmp(argv[1], "serve") == 0)
+                return serve();
+        if (argc >= 5 && strcmp(argv[1], "conns") == 0) {
+                long n = atol(argv[2]);
+                const char *host = argv[3], *proxy = NULL;
+                int port = atoi(argv[4]), c = 1;
+                for (int i = 5; i < argc; i++) {
+                        if (strcmp(argv[i], "--proxy") == 0 && i + 1 < argc)
+                                proxy = argv[++i];
+                        else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+                                c = atoi(argv[++i]);
+                        else
+                                goto usage;
+                }
+                if (n < 1 || n > 10000000 || port < 1 || port > 65535 || c < 1 || c > 64)
+                        goto usage;
+                return conns(n, host, port, proxy, c);
+        }
+usage:
+        fprintf(stderr, "usage: http-bench serve | http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]\n");
+        return 2;
+}
