@@ -1,0 +1,67 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Started by an unprivileged user: user namespaces give everything that needs no
+# privilege; limits this host will not let an unprivileged user enforce make the run
+# refuse to start, unless the profile allows running without them, and then the run
+# says what is not enforced and records it.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_root # to become another user for the test
+setup_dirs
+skip_all() {
+        if [[ "${AGENTJAIL_TEST_STRICT:-0}" == 1 ]]; then
+                echo "Bail out! $1 (AGENTJAIL_TEST_STRICT=1)"
+                exit 1
+        fi
+        echo "1..0 # SKIP $1"
+        exit 77
+}
+command -v setpriv >/dev/null || skip_all "setpriv (util-linux) is missing"
+
+NB="$TEST_TMP/nobody"
+mkdir -p "$NB/ws" "$NB/state" "$NB/runtime"
+cp "$PROBE" "$NB/ws/probe"
+chown -R 65534:65534 "$NB"
+cat >"$NB/degraded.json" <<'JSON'
+{"extends": "default", "allow_degraded": ["limits"]}
+JSON
+chmod 0644 "$NB/degraded.json"
+
+as_nobody() {
+        (cd "$NB/ws" && timeout -k 5 60 setpriv --reuid=65534 --regid=65534 --clear-groups \
+                env -i PATH=/usr/bin:/bin HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" \
+                AGENTJAIL_RUNTIME_DIR="$NB/runtime" "$AGENTJAIL" "$@") \
+                >"$TEST_TMP/nb.out" 2>"$TEST_TMP/nb.err"
+        NB_RC=$?
+        NB_OUT=$(cat "$TEST_TMP/nb.out")
+        NB_ERR=$(cat "$TEST_TMP/nb.err")
+}
+
+# Unprivileged user namespaces must work here for the rest to mean anything.
+if ! setpriv --reuid=65534 --regid=65534 --clear-groups unshare -U true 2>/dev/null; then
+        skip_all "unprivileged user namespaces are not available"
+fi
+
+as_nobody run -- ./probe status
+is "$NB_RC" 125 "rootless with limits it cannot enforce: the run refuses to start (125)"
+like "$NB_ERR" "Cannot enforce the profile's limits" "it says which protection is missing"
+like "$NB_ERR" "allow_degraded" "and how to run without it"
+
+as_nobody run -p "$NB/degraded.json" -- /bin/sh -c './probe status; ./probe write ./made-by-agent; ./probe ifaces'
+is "$NB_RC" 0 "rootless with allow_degraded: the run starts" || diag "$NB_ERR"
+like "$NB_ERR" "not enforced" "the operator is told what is not enforced"
+is "$(pval CapEff "$NB_OUT")" 0000000000000000 "no capabilities"
+is "$(pval NoNewPrivs "$NB_OUT")" 1 "no_new_privs"
+is "$(pval Seccomp "$NB_OUT")" 2 "seccomp filter"
+is "$(pval uid "$NB_OUT")" 1000 "the agent's uid inside"
+like "$NB_OUT" "iface=lo up=1" "its own network namespace with lo"
+unlike "$NB_OUT" "iface=eth" "no host interfaces"
+is "$(stat -c %u "$NB/ws/made-by-agent" 2>/dev/null)" 65534 "files it writes belong to the invoking user"
+run_dir=$(ls -d "$NB"/state/runs/*/ 2>/dev/null | tail -1)
+ok "the run records the degraded protection" grep -q '"type":"degraded"' "$run_dir/events.jsonl"
+is "$(jq -r '.degraded[0].what' "$run_dir/run.json")" limits "run.json lists it"
+is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to the invoking user"
+ok "nothing is left in the runtime dir" test -z "$(ls -A "$NB/runtime" 2>/dev/null)"
+
+done_testing
