@@ -94,7 +94,9 @@ static bool raise_value_valid(json_t *v)
         if (n == 0 || *s < '0' || *s > '9')
                 return false;
         size_t digits = strspn(s, "0123456789.");
-        return strspn(s + digits, "KMGTkmgtiB") == n - digits;
+        /* Sizes ("2G") and durations ("10m", "1h30m", for the wall cap); the supervisor
+         * parses the value for real. */
+        return strspn(s + digits, "0123456789.KMGTkmgtiBsmhdu") == n - digits;
 }
 
 static json_t *check_fields(json_t *req, json_t *id, const char *op, const char *const *allowed)
@@ -155,7 +157,8 @@ static json_t *do_thaw(const AjControlOps *ops, json_t *req, json_t *id)
                                 return error_reply(id, EINVAL, "field 'raise': '%.64s' is not a cap name", key);
                         if (!raise_value_valid(v))
                                 return error_reply(id, EINVAL,
-                                                   "field 'raise.%s': expected \"+N\" (add), \"N\" (set) or \"unlimited\"",
+                                                   "field 'raise.%s': expected \"+N\" (add), \"N\" (set), a duration "
+                                                   "for wall (\"+10m\") or \"unlimited\"",
                                                    key);
                 }
                 if (json_object_size(raise) == 0)

@@ -38,6 +38,7 @@
 #include "spawn.h"
 #include "state.h"
 #include "util/fd.h"
+#include "util/parse.h"
 #include "util/macros.h"
 #include "util/strv.h"
 
@@ -522,6 +523,9 @@ static int event_loop(Run *run)
                         case SRC_ALERT_TIMER:
                                 aj_run_alert_event(run, true);
                                 break;
+                        case SRC_WALL_CAP:
+                                aj_run_wall_cap_expired(run);
+                                break;
                         }
                 }
         }
@@ -618,8 +622,15 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
         json_object_set_new(doc, "status", json_string(status));
         json_object_set_new(doc, "state", json_string(aj_run_state(run, o != NULL)));
         json_object_set_new(doc, "quarantine", run->quarantine ? json_incref(run->quarantine) : json_null());
-        if (run->meter)
-                json_object_set_new(doc, "meters", aj_meter_to_json(run->meter, aj_now_monotonic_ns(), false));
+        if (run->meter) {
+                json_t *m = aj_meter_to_json(run->meter, aj_now_monotonic_ns(), false);
+                json_t *wall = aj_run_wall_cap_json(run);
+                if (m && wall)
+                        json_object_set_new(m, "wall", wall);
+                else
+                        json_decref(wall);
+                json_object_set_new(doc, "meters", m);
+        }
         if (run->net_policy || run->egress_used) {
                 json_t *net = run->proxy ? aj_proxy_stats(run->proxy) : json_object();
                 if (net) {
@@ -780,8 +791,19 @@ static int setup_meter_and_broker(Run *run)
         const AjProfile *p = run->profile;
         AjMeterCaps caps;
         aj_meter_caps_from_profile(p, &caps);
+        run->wall_cap_ns = p->meters.wall_ns;
         for (char **c = run->opts->caps; c && *c; c++) {
                 _cleanup_free_ char *err = NULL;
+                if (strncmp(*c, "wall=", 5) == 0) {
+                        /* The wall cap is the supervisor's timer, not the broker's meter. */
+                        uint64_t d = 0;
+                        if (!streq(*c + 5, "unlimited") && (aj_parse_duration(*c + 5, &d) < 0 || d == 0)) {
+                                aj_error("--cap: '%s': expected wall=DURATION such as wall=30m", *c);
+                                return -EINVAL;
+                        }
+                        run->wall_cap_ns = d;
+                        continue;
+                }
                 int r = aj_meter_apply_cap_arg(&caps, *c, &err);
                 if (r < 0) {
                         aj_error("--cap: %s", err ? err : strerror(-r));
@@ -1002,6 +1024,15 @@ static int start_loop_fds(Run *run, const sigset_t *mask)
         run->alert_timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
         if (run->alert_timerfd < 0 || (r = epoll_add(run->epfd, run->alert_timerfd, SRC_ALERT_TIMER, EPOLLIN)) < 0)
                 return run->alert_timerfd < 0 ? -errno : r;
+        if (run->wall_cap_ns) {
+                run->wallcapfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+                if (run->wallcapfd < 0)
+                        return -errno;
+                run->wall_cap_remaining_ns = run->wall_cap_ns;
+                if ((r = aj_timerfd_arm(run->wallcapfd, run->wall_cap_ns)) < 0 ||
+                    (r = epoll_add(run->epfd, run->wallcapfd, SRC_WALL_CAP, EPOLLIN)) < 0)
+                        return r;
+        }
         if (run->cgroup) {
                 run->cg_event_fd = aj_cgroup_event_fd(run->cgroup);
                 if (run->cg_event_fd >= 0 &&
@@ -1044,7 +1075,7 @@ int aj_jail_run(const AjRunOptions *opts)
                 .watchdog_fd = -1,
                 .h = { .pidfd = -1, .sync_fd = -1 },
                 .epfd = -1, .sigfd = -1, .wallfd = -1, .listener = -1, .cg_event_fd = -1,
-                .alert = { .pidfd = -1 }, .alert_timerfd = -1, .proxy_fds = { -1, -1 },
+                .alert = { .pidfd = -1 }, .alert_timerfd = -1, .proxy_fds = { -1, -1 }, .wallcapfd = -1,
                 .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1 },
                              { .fd = -1, .out = STDERR_FILENO, .log = -1 } },
         };
@@ -1234,6 +1265,8 @@ out:
                         close(run.proxy_fds[i]);
         if (run.alert_timerfd >= 0)
                 close(run.alert_timerfd);
+        if (run.wallcapfd >= 0)
+                close(run.wallcapfd);
         aj_meter_free(run.meter);
         aj_net_policy_free(run.net_policy);
         json_decref(run.quarantine);

@@ -754,6 +754,7 @@ static int check_meters(Check *c, json_t *v)
                 { "tool_calls", check_meter_count },
                 { "tool_calls_per_min", check_meter_per_min },
                 { "repeat_limit", check_meter_repeat },
+                { "wall", check_duration },
                 {},
         };
         return check_object(c, v, fields);
@@ -1363,6 +1364,8 @@ static int broker_from_json(json_t *root, AjProfile *p)
                         *(int64_t *)((char *)&p->meters + counts[i].offset) = (int64_t)json_integer_value(v);
         if ((v = json_object_get(m, "cost_usd")))
                 p->meters.cost_usd = json_number_value(v);
+        if ((v = json_object_get(m, "wall")) && json_duration(v, &u) >= 0)
+                p->meters.wall_ns = u;
 
         if ((v = json_object_get(tools, "allow"))) {
                 p->tools_allow_set = true;
@@ -1612,6 +1615,8 @@ static int broker_tree(const AjProfile *p, json_t *root)
                     json_object_set_new(meters, counts[i].key, json_integer(counts[i].value)) < 0)
                         return -ENOMEM;
         if (pm->cost_usd >= 0 && json_object_set_new(meters, "cost_usd", json_real(pm->cost_usd)) < 0)
+                return -ENOMEM;
+        if (pm->wall_ns && json_object_set_new(meters, "wall", duration_json(pm->wall_ns)) < 0)
                 return -ENOMEM;
         if (p->tools_allow_set && json_object_set_new(tools, "allow", strlist_json(&p->tools_allow)) < 0)
                 return -ENOMEM;

@@ -40,6 +40,7 @@ typedef struct {
 typedef struct {
         int64_t tokens, input_tokens, output_tokens, tool_calls, tool_calls_per_min, repeat_limit;
         double cost_usd; /* USD */
+        uint64_t wall_ns; /* "meters.wall": a breach (freeze, quarantine) when the run is this old; 0: none */
 } AjProfileMeters;
 
 /* One "prices" entry: USD per token. */

@@ -809,6 +809,9 @@ static int make_pipe(Dir *d)
                 return negative_errno();
         d->pr = fds[0];
         d->pw = fds[1];
+        /* A bigger pipe moves more per splice() and per wakeup; the default 64 KiB caps
+         * a relay well below loopback speed. Best effort: pipe-max-size may be lower. */
+        (void)fcntl(d->pw, F_SETPIPE_SZ, SPLICE_CHUNK);
         return 0;
 }
 

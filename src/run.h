@@ -40,6 +40,7 @@ typedef enum {
         SRC_PROXY,
         SRC_ALERT,
         SRC_ALERT_TIMER,
+        SRC_WALL_CAP,
 } Source;
 
 typedef struct {
@@ -106,6 +107,10 @@ typedef struct {
         bool killed_by_policy; /* on_breach "kill" or an operator's kill */
         bool have_status_before_kill; /* the command had already exited when the kill came */
         uint64_t wall_remaining_ns; /* while frozen, the wall timer is paused */
+        /* meters.wall / --cap wall=: a breach, not a kill; paused while frozen too */
+        uint64_t wall_cap_ns;
+        uint64_t wall_cap_remaining_ns;
+        int wallcapfd;
         uint64_t egress_used, egress_limit;
         AjAlert alert;
         int alert_timerfd;
@@ -127,3 +132,7 @@ void aj_run_alert_event(Run *run, bool timer);
 int aj_run_freeze(Run *run, const char *by, const char *reason);
 int aj_run_thaw(Run *run, const char *by);
 int aj_timerfd_arm(int fd, uint64_t ns);
+/* The wall-time cap expired: a breach. */
+void aj_run_wall_cap_expired(Run *run);
+/* {"limit", "used", "remaining"} in seconds, or NULL without a wall cap. */
+json_t *aj_run_wall_cap_json(Run *run);

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "run.h"
 #include "util/fd.h"
+#include "util/parse.h"
 #include "util/macros.h"
 
 /* Events in an incident record, and in `inspect`. */
@@ -41,24 +42,85 @@ static char *events_path(const Run *run)
         return p;
 }
 
+static void handle_breach(Run *run, const AjBreach *b);
+
+/* Disarm a timer and return what was left of it. */
+static uint64_t timer_pause(int fd)
+{
+        struct itimerspec cur;
+        if (fd < 0 || timerfd_gettime(fd, &cur) < 0)
+                return 0;
+        struct itimerspec off = { 0 };
+        (void)timerfd_settime(fd, 0, &off, NULL);
+        return (uint64_t)cur.it_value.tv_sec * 1000000000ull + (uint64_t)cur.it_value.tv_nsec;
+}
+
+/* Time spent frozen does not count against the wall-clock limit or the wall cap. */
 static void pause_wall(Run *run)
 {
-        if (run->wallfd < 0 || run->wall_fired)
-                return;
-        struct itimerspec cur;
-        if (timerfd_gettime(run->wallfd, &cur) < 0)
-                return;
-        run->wall_remaining_ns = (uint64_t)cur.it_value.tv_sec * 1000000000ull + (uint64_t)cur.it_value.tv_nsec;
-        struct itimerspec off = { 0 };
-        (void)timerfd_settime(run->wallfd, 0, &off, NULL);
+        if (run->wallfd >= 0 && !run->wall_fired)
+                run->wall_remaining_ns = timer_pause(run->wallfd);
+        if (run->wallcapfd >= 0)
+                run->wall_cap_remaining_ns = timer_pause(run->wallcapfd);
 }
 
 static void resume_wall(Run *run)
 {
-        if (run->wallfd < 0 || run->wall_fired || run->wall_remaining_ns == 0)
-                return;
-        (void)aj_timerfd_arm(run->wallfd, run->wall_remaining_ns);
-        run->wall_remaining_ns = 0;
+        if (run->wallfd >= 0 && !run->wall_fired && run->wall_remaining_ns) {
+                (void)aj_timerfd_arm(run->wallfd, run->wall_remaining_ns);
+                run->wall_remaining_ns = 0;
+        }
+        /* An exhausted wall cap breaches again at once unless it was raised. */
+        if (run->wallcapfd >= 0)
+                (void)aj_timerfd_arm(run->wallcapfd, run->wall_cap_remaining_ns);
+}
+
+json_t *aj_run_wall_cap_json(Run *run)
+{
+        if (!run->wall_cap_ns)
+                return NULL;
+        uint64_t left = run->wall_cap_remaining_ns;
+        struct itimerspec cur;
+        if (!run->frozen && run->wallcapfd >= 0 && timerfd_gettime(run->wallcapfd, &cur) == 0)
+                left = (uint64_t)cur.it_value.tv_sec * 1000000000ull + (uint64_t)cur.it_value.tv_nsec;
+        return json_pack("{s:f, s:f, s:f}", "limit", (double)run->wall_cap_ns / 1e9, "used",
+                         (double)(run->wall_cap_ns - left) / 1e9, "remaining", (double)left / 1e9);
+}
+
+void aj_run_wall_cap_expired(Run *run)
+{
+        uint64_t x;
+        (void)!read(run->wallcapfd, &x, sizeof(x));
+        run->wall_cap_remaining_ns = 0;
+        AjBreach b = { .cap = "wall", .limit = (double)run->wall_cap_ns / 1e9, .value = (double)run->wall_cap_ns / 1e9 };
+        handle_breach(run, &b);
+}
+
+/* thaw --raise wall=+DUR adds running time; wall=DUR sets the cap (counted from the start). */
+static int raise_wall(Run *run, const char *value, char **ret_error)
+{
+        bool add = value[0] == '+';
+        uint64_t d;
+        if (run->wallcapfd < 0) {
+                *ret_error = strdup("wall: this run has no wall cap to raise");
+                return -EINVAL;
+        }
+        if (aj_parse_duration(value + add, &d) < 0) {
+                if (asprintf(ret_error, "wall: '%s': expected a duration such as +10m or 1h", value) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        uint64_t used = run->wall_cap_ns - run->wall_cap_remaining_ns;
+        uint64_t cap = add ? run->wall_cap_ns + d : d;
+        if (cap <= used) {
+                if (asprintf(ret_error, "wall: %s would not leave the run any time (it has run %.1fs)", value,
+                             (double)used / 1e9) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        run->wall_cap_ns = cap;
+        run->wall_cap_remaining_ns = cap - used;
+        return 0;
 }
 
 int aj_run_freeze(Run *run, const char *by, const char *reason)
@@ -271,9 +333,28 @@ static int op_thaw(void *userdata, json_t *raise, char **ret_error)
                         *ret_error = strdup("this run has no meters to raise");
                         return -EINVAL;
                 }
-                int r = aj_meter_raise_json(run->meter, raise, ret_error);
-                if (r < 0)
-                        return r;
+                /* "wall" is the supervisor's; the rest is the meter's. All or nothing. */
+                _cleanup_(json_decrefp) json_t *rest = json_deep_copy(raise);
+                json_t *wall = json_object_get(raise, "wall");
+                uint64_t saved_cap = run->wall_cap_ns, saved_left = run->wall_cap_remaining_ns;
+                if (wall) {
+                        json_object_del(rest, "wall");
+                        if (!json_is_string(wall)) {
+                                *ret_error = strdup("wall: expected a duration string such as \"+10m\"");
+                                return -EINVAL;
+                        }
+                        int r = raise_wall(run, json_string_value(wall), ret_error);
+                        if (r < 0)
+                                return r;
+                }
+                if (json_object_size(rest) > 0) {
+                        int r = aj_meter_raise_json(run->meter, rest, ret_error);
+                        if (r < 0) {
+                                run->wall_cap_ns = saved_cap;
+                                run->wall_cap_remaining_ns = saved_left;
+                                return r;
+                        }
+                }
                 aj_events_emit(run->events, "caps.raise", json_pack("{s:O, s:s}", "raise", raise, "by", "operator"));
         }
         return aj_run_thaw(run, "operator");
@@ -348,6 +429,17 @@ static json_t *process_json(pid_t pid)
                          "rss_kb", (json_int_t)rss_kb);
 }
 
+static json_t *inspect_meters(Run *run, uint64_t now)
+{
+        json_t *m = run->meter ? aj_meter_to_json(run->meter, now, false) : NULL;
+        json_t *wall = aj_run_wall_cap_json(run);
+        if (m && wall)
+                json_object_set_new(m, "wall", wall);
+        else
+                json_decref(wall);
+        return m;
+}
+
 static json_t *op_inspect(void *userdata)
 {
         Run *run = userdata;
@@ -366,7 +458,7 @@ static json_t *op_inspect(void *userdata)
         uint64_t now = aj_now_monotonic_ns();
         return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o?, s:o, s:o, s:o, s:o?, s:I, s:I}", "id", run->id, "name",
                          run->name, "state", aj_run_state(run, false), "frozen", run->frozen, "processes", procs,
-                         "meters", run->meter ? aj_meter_to_json(run->meter, now, false) : NULL, "pending",
+                         "meters", inspect_meters(run, now), "pending",
                          json_array(), "last_events", aj_events_tail(ep, INSPECT_LAST_EVENTS), "quarantine",
                          run->quarantine ? json_incref(run->quarantine) : json_null(), "network",
                          run->proxy ? aj_proxy_stats(run->proxy) : NULL, "egress_bytes", (json_int_t)run->egress_used,

@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Breach-to-frozen latency of real jails (scripts/bench).
 
-  breach-bench.py drive AGENTJAIL N      (on the host, cwd = a workspace holding this file)
-      Starts `agentjail run --name breach-bench --cap tokens=1000 -- python3 ./breach-bench.py agent N`
-      and, N times: lets the agent go, waits with poll(POLLPRI) on the run's
+  breach-bench.py drive AGENTJAIL N [GAP_MS]   (on the host, cwd = a workspace holding this file)
+      Starts `agentjail run --name breach-bench-GAP_MS --cap tokens=1000 -- python3 ./breach-bench.py agent N`
+      and, N times: waits until the run is thawed ("frozen 0") and GAP_MS more
+      (default 0: the next breach follows the thaw at once), lets the agent go, waits with poll(POLLPRI) on the run's
       cgroup.events until it says "frozen 1", takes CLOCK_MONOTONIC, reads the time
       the agent stamped just before sending its breaching request (the jail shares
       the host's clock: no time namespace), then `agentjail thaw ID --raise
@@ -22,7 +23,6 @@ import subprocess
 import sys
 import time
 
-NAME = "breach-bench"
 
 
 def agent(n):
@@ -74,7 +74,7 @@ def wait_frozen(fd, want, timeout_s):
         p.poll(left * 1000)
 
 
-def find_run(state_dir, proc, timeout_s=10):
+def find_run(state_dir, proc, name, timeout_s=10):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         runs = os.path.join(state_dir, "runs")
@@ -84,7 +84,7 @@ def find_run(state_dir, proc, timeout_s=10):
                     run = json.load(f)
             except (OSError, ValueError):
                 continue
-            if run.get("name") == NAME:
+            if run.get("name") == name:
                 for path in run.get("cgroup", {}).get("paths", []):
                     if os.path.exists(os.path.join(path, "cgroup.events")):
                         return run["id"], os.path.join(path, "cgroup.events")
@@ -98,9 +98,13 @@ def pct(sorted_vals, q):
     return sorted_vals[min(len(sorted_vals) - 1, int(len(sorted_vals) * q))]
 
 
-def drive(aj, n):
+def drive(aj, n, gap_ms):
+    name = f"breach-bench-{gap_ms}"
+    for f in os.listdir("."):
+        if f == "go" or f.startswith("stamp."):
+            os.unlink(f)
     os.mkfifo("go")
-    proc = subprocess.Popen([aj, "run", "--name", NAME, "--cap", "tokens=1000", "--",
+    proc = subprocess.Popen([aj, "run", "--name", name, "--cap", "tokens=1000", "--",
                              "python3", "./breach-bench.py", "agent", str(n)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=open("jail.err", "w"))
@@ -108,11 +112,13 @@ def drive(aj, n):
     try:
         # Opening the FIFO for writing waits for the agent to open it for reading.
         go = os.open("go", os.O_WRONLY)
-        run_id, events_path = find_run(os.environ["AGENTJAIL_STATE_DIR"], proc)
+        run_id, events_path = find_run(os.environ["AGENTJAIL_STATE_DIR"], proc, name)
         fd = os.open(events_path, os.O_RDONLY | os.O_CLOEXEC)
         lat = []
         for k in range(n):
             wait_frozen(fd, "0", 10)
+            if gap_ms:
+                time.sleep(gap_ms / 1000)  # the gap is what is being varied, not a poll
             os.write(go, b"g")
             frozen = wait_frozen(fd, "1", 10)
             with open(f"stamp.{k}") as f:
@@ -136,7 +142,7 @@ def drive(aj, n):
                 proc.kill()
                 proc.wait()
     lat.sort()
-    print(json.dumps({"breaches": n, "p50_us": round(pct(lat, 0.5), 1), "p99_us": round(pct(lat, 0.99), 1),
+    print(json.dumps({"breaches": n, "gap_ms": gap_ms, "p50_us": round(pct(lat, 0.5), 1), "p99_us": round(pct(lat, 0.99), 1),
                       "max_us": round(lat[-1], 1)}))
     return 0
 
@@ -144,9 +150,9 @@ def drive(aj, n):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "agent":
         return agent(int(sys.argv[2]))
-    if len(sys.argv) == 4 and sys.argv[1] == "drive":
-        return drive(sys.argv[2], int(sys.argv[3]))
-    print("usage: breach-bench.py drive AGENTJAIL N | agent N", file=sys.stderr)
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "drive":
+        return drive(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) == 5 else 0)
+    print("usage: breach-bench.py drive AGENTJAIL N [GAP_MS] | agent N", file=sys.stderr)
     return 2
 
 

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -135,6 +136,10 @@ static int serve(void)
                 if (n > INLINE_MAX) {
                         pid_t pid = fork();
                         if (pid == 0) {
+                                /* Never outlive the server (the bench kills it by pid). */
+                                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                                if (getppid() == 1)
+                                        _exit(0);
                                 close(ls);
                                 answer(fd, n);
                                 _exit(0);

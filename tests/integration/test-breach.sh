@@ -78,6 +78,27 @@ is "$(jf .state "$RUN_DIR/run.json")" quarantined "an exited breached run stays 
 is "$(jf '.meters.tokens.limit' "$RUN_DIR/run.json")" 205000 "the raised cap is in run.json"
 kill_bg
 
+# --- a wall-time cap is a breach too: frozen, not killed; thaw --raise wall=+DUR resumes
+start_jail_bg --name walled --cap wall=1s -- /bin/sh -c 'python3 ./client.py worker ./progress4 & w=$!; sleep 2; kill $w; echo done-sleeping'
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+if wait_for_output "$RUN_DIR/events.jsonl" '"type":"freeze"' 10; then
+        pass "the wall cap freezes the run when it runs out"
+else
+        fail "the wall cap freezes the run when it runs out" "$(cat "$TEST_TMP/bg.err")"
+fi
+wait_for_output "$RUN_DIR/incident.json" '"cap"' 5
+is "$(jf .cap "$RUN_DIR/incident.json")" wall "incident.json names the wall cap"
+c4=$(counter "$WORKSPACE/progress4"); sleep 0.3
+is "$(counter "$WORKSPACE/progress4")" "$c4" "no progress while frozen at the wall cap"
+"$AGENTJAIL" thaw "$RUN_ID" --raise wall=+30s >"$TEST_TMP/thaw.out" 2>&1
+is "$?" 0 "thaw --raise wall=+30s" || diag "$(cat "$TEST_TMP/thaw.out")"
+wait_exit "$BG_PID" 20
+is "$WAIT_RC" 0 "with the raised wall cap the run finishes"
+like "$(cat "$TEST_TMP/bg.out")" done-sleeping "the command completed"
+cmp_num "$(jf '.meters.wall.limit' "$RUN_DIR/run.json" | cut -d. -f1)" -eq 31 "run.json shows the raised wall cap (31 s)"
+kill_bg
+
 # --- freeze/thaw/kill by the operator; kill ends the run with 123 and leaves nothing
 start_jail_bg --name killme -- python3 ./client.py worker ./progress3
 RUN_DIR=$(wait_run_dir 10)

@@ -13,6 +13,10 @@ require_jail
 setup_dirs
 
 if ! command -v curl >/dev/null || ! command -v python3 >/dev/null; then
+        if [[ "${AGENTJAIL_TEST_STRICT:-0}" == 1 ]]; then
+                echo "Bail out! curl and python3 are needed (AGENTJAIL_TEST_STRICT=1; bash scripts/setup installs them)"
+                exit 1
+        fi
         skip "network tests" "curl and python3 are needed (apt-get install curl)"
         done_testing
 fi
@@ -97,6 +101,15 @@ run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- /bin/sh -c \
         "for i in \$(seq 200); do curl -s -m 30 -o /dev/null -w '%{http_code}\n' -p http://web.test:$PORT/index.txt & done; wait"
 is "$(grep -c '^200$' <<<"$JAIL_OUT")" 200 "200 concurrent connections all succeed" || jail_diag
 is "$(count_lines "$(events_of net.connect)")" 200 "200 net.connect events"
+
+# --- the egress cap: crossing network.egress_bytes is a breach like any other cap
+P=$(write_profile egress '{"extends": "default", "on_breach": "kill", "network": {"egress_bytes": "1M"}}')
+run_jail -p "$P" --allow-net web.test --allow-net "127.0.0.1:$PORT" -- \
+        curl -s -m 60 -o /dev/null "http://web.test:$PORT/big.bin"
+is "$JAIL_RC" 123 "a download past network.egress_bytes breaches the cap and the run is killed (123)" || jail_diag
+is "$(jf .cap "$JAIL_RUN_DIR/incident.json")" egress_bytes "incident.json names the egress cap"
+is "$(events_of cap.breach | head -1 | jq -r .cap)" egress_bytes "a cap.breach event for egress_bytes"
+cmp_num "$(jf .network.egress_bytes)" -le $((1024 * 1024)) "the egress counter does not pass the cap"
 
 kill_bg
 done_testing
