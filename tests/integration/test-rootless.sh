@@ -58,7 +58,7 @@ is "$(pval uid "$NB_OUT")" 1000 "the agent's uid inside"
 like "$NB_OUT" "iface=lo up=1" "its own network namespace with lo"
 unlike "$NB_OUT" "iface=eth" "no host interfaces"
 is "$(stat -c %u "$NB/ws/made-by-agent" 2>/dev/null)" 65534 "files it writes belong to the invoking user"
-run_dir=$(ls -d "$NB"/state/runs/*/ 2>/dev/null | tail -1)
+run_dir=$(ls -td "$NB"/state/runs/*/ 2>/dev/null | head -1)
 ok "the run records the degraded protection" grep -q '"type":"degraded"' "$run_dir/events.jsonl"
 is "$(jq -r '.degraded[0].what' "$run_dir/run.json")" limits "run.json lists it"
 is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to the invoking user"

@@ -926,7 +926,7 @@ Test(profile, broker_key_errors)
                      "got \"lots\"");
         expect_error("bad-meters-unknown.json",
                      "@/bad-meters-unknown.json:2:28: meters.tokenz: unknown key (expected one of: tokens, "
-                     "input_tokens, output_tokens, cost_usd, tool_calls, tool_calls_per_min, repeat_limit)");
+                     "input_tokens, output_tokens, cost_usd, tool_calls, tool_calls_per_min, repeat_limit, wall)");
         expect_error("bad-meters-repeat.json",
                      "@/bad-meters-repeat.json:2:31: meters.repeat_limit: expected an integer from 1 to 1000000, "
                      "got 0");
