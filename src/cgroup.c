@@ -542,8 +542,11 @@ int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_
                 int64_t left = deadline - now_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
+                /* The kernel rate-limits cgroup file notifications to one per 10 ms per file
+                 * (cgroup_file_notify), so a freeze right after a thaw would be reported up to
+                 * 10 ms late: look again every millisecond as well as on each notification. */
                 struct pollfd pfd = { .fd = fd, .events = POLLPRI };
-                r = poll(&pfd, 1, (int)left);
+                r = poll(&pfd, 1, left < 1 ? (int)left : 1);
                 if (r < 0 && errno != EINTR)
                         return -errno;
         }
