@@ -1146,14 +1146,7 @@ int aj_jail_run(const AjRunOptions *opts)
                              (unsigned)run.profile->uid, (unsigned)run.host_uid);
                 goto fail_kill;
         }
-        if (run.cgroup) {
-                r = aj_cgroup_attach(run.cgroup, run.h.pid, run.h.in_v2_cgroup);
-                if (r < 0) {
-                        aj_log_errno(r, "Cannot move the jail into its cgroup");
-                        goto fail_kill;
-                }
-        }
-        trace_step(&run, "maps written, cgroups joined");
+        trace_step(&run, "maps written");
         /* run.start goes first in the chain; the child reads GO only after this write. */
         aj_events_emit(run.events, "run.start",
                        json_pack("{s:o, s:s, s:s?, s:s?, s:i, s:I, s:s}", "command", strv_to_json(opts->argv),
@@ -1165,6 +1158,16 @@ int aj_jail_run(const AjRunOptions *opts)
                 aj_log_errno(r, "Cannot release the jail");
                 goto fail_kill;
         }
+        if (run.cgroup) {
+                r = aj_cgroup_attach(run.cgroup, run.h.pid, run.h.in_v2_cgroup);
+                if (r < 0) {
+                        aj_log_errno(r, "Cannot move the jail into its cgroup");
+                        goto fail_kill;
+                }
+        }
+        /* If this fails the child is already gone, and its own error report is in the socket. */
+        (void)aj_spawn_joined(&run.h);
+        trace_step(&run, "cgroups joined");
         /* The child now builds its root and filter (most of a millisecond): the supervisor's
          * own remaining setup overlaps it. Nothing the jail does is read before the loop runs. */
         r = start_loop_fds(&run, &mask);

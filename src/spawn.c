@@ -263,9 +263,6 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
         if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR)))
                 _exit(125);
 
-        /* Joined the run's cgroups (v1 by the supervisor) before this: it becomes our root. */
-        if (unshare(CLONE_NEWCGROUP) < 0)
-                child_fail(sync_fd, AJ_STAGE_CGROUPNS, errno, 0);
         if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
                 child_fail(sync_fd, AJ_STAGE_HOSTNAME, errno, 0);
         r = aj_net_loopback_up();
@@ -290,6 +287,16 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
         r = aj_mount_apply(cfg->mount, &step);
         if (r < 0)
                 child_fail(sync_fd, AJ_STAGE_MOUNT, r, (int)step);
+
+        /* The supervisor moves us into the v1 hierarchies while we build the root (on hybrid
+         * hosts that write can wait for an RCU grace period). The run's cgroup must be ours,
+         * and the root of our cgroup namespace, before anything of the command runs. */
+        AjChildMsg joined;
+        r = aj_spawn_recv(sync_fd, &joined, NULL);
+        if (r <= 0 || joined.type != AJ_MSG_JOINED)
+                _exit(125);
+        if (unshare(CLONE_NEWCGROUP) < 0)
+                child_fail(sync_fd, AJ_STAGE_CGROUPNS, errno, 0);
 
         int keep[] = { sync_fd, cfg->stdout_fd, cfg->stderr_fd };
         r = aj_close_all_except(3, keep, ARRAY_SIZE(keep));
@@ -366,6 +373,12 @@ int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret)
 int aj_spawn_go(AjSpawnHandle *h)
 {
         AjChildMsg m = { .type = AJ_MSG_GO };
+        return send_msg(h->sync_fd, &m, -1);
+}
+
+int aj_spawn_joined(AjSpawnHandle *h)
+{
+        AjChildMsg m = { .type = AJ_MSG_JOINED };
         return send_msg(h->sync_fd, &m, -1);
 }
 

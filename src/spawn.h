@@ -47,7 +47,8 @@ typedef enum {
 const char *aj_spawn_stage_describe(AjSpawnStage stage);
 
 typedef enum {
-        AJ_MSG_GO = 1,       /* supervisor -> child: maps written, cgroups joined */
+        AJ_MSG_GO = 1,       /* supervisor -> child: id maps written, start setting up */
+        AJ_MSG_JOINED,       /* supervisor -> child: moved into every cgroup hierarchy */
         AJ_MSG_ERROR,        /* child -> supervisor: setup failed at stage */
         AJ_MSG_LISTENER,     /* child -> supervisor: seccomp listener fd attached */
         AJ_MSG_STARTED,      /* init -> supervisor: command forked (pid inside the jail) */
@@ -97,6 +98,9 @@ typedef struct {
 /* Clone the jail's init. The child waits for aj_spawn_go(). */
 int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret);
 int aj_spawn_go(AjSpawnHandle *h);
+/* After GO, once the child is in all its cgroups: it waits for this before its cgroup
+ * namespace and the command. */
+int aj_spawn_joined(AjSpawnHandle *h);
 /* Receive one message (non-blocking fd: -EAGAIN when none). *ret_fd gets a passed fd or -1.
  * Returns 0 on EOF (child side closed), 1 when a message was read. */
 int aj_spawn_recv(int sync_fd, AjChildMsg *ret, int *ret_fd);
