@@ -51,7 +51,8 @@ extern char **environ;
 #define DRAIN_TIMEOUT_MS 2000
 /* The run's runtime dir as the jail sees it. */
 #define AJ_JAIL_DIR "/run/agentjail"
-#define AJ_JAIL_BIN AJ_JAIL_DIR "/bin"
+/* Where this binary is bind-mounted in the jail (in the root tmpfs: no host file needed). */
+#define AJ_JAIL_BIN "/opt/agentjail/bin"
 
 
 /* `run -vv` prints how long each start-up step took: start-up cost is a product feature. */
@@ -774,15 +775,8 @@ static int setup_jail_dir(Run *run)
 {
         if (asprintf(&run->jail_dir, "%s/jail", run->runtime_dir) < 0)
                 return -ENOMEM;
-        char bin[4096], exe[4096];
-        snprintf(bin, sizeof(bin), "%s/bin", run->jail_dir);
-        snprintf(exe, sizeof(exe), "%s/bin/agentjail", run->jail_dir);
-        if (mkdir(run->jail_dir, 0755) < 0 || mkdir(bin, 0755) < 0)
-                return aj_log_errno(-errno, "Failed to create '%s'", bin);
-        int fd = open(exe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
-        if (fd < 0)
-                return aj_log_errno(-errno, "Failed to create '%s'", exe);
-        close(fd);
+        if (mkdir(run->jail_dir, 0755) < 0)
+                return aj_log_errno(-errno, "Failed to create '%s'", run->jail_dir);
         return 0;
 }
 
@@ -848,8 +842,9 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         r = aj_runtime_dir_create(&run->paths, run->id, &rt);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the runtime directory under '%s'", run->paths.runtime_root);
-        if (asprintf(&run->root_mountpoint, "%s/root", run->runtime_dir) < 0)
-                return -ENOMEM;
+        r = aj_root_mountpoint(&run->paths, &run->root_mountpoint);
+        if (r < 0)
+                return aj_log_errno(r, "Failed to create the jails' mount point under '%s'", run->paths.runtime_root);
 
         r = setup_jail_dir(run);
         if (r < 0)

@@ -112,13 +112,22 @@ int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
                 return -ENOMEM;
         if (mkdir(dir, 0711) < 0)
                 return -errno;
-        _cleanup_free_ char *root = path_join(dir, "root");
-        if (!root || mkdir(root, 0700) < 0) {
-                r = root ? -errno : -ENOMEM;
-                rmdir(dir);
-                return r;
-        }
         *ret_dir = TAKE_PTR(dir);
+        return 0;
+}
+
+int aj_root_mountpoint(const AjPaths *paths, char **ret)
+{
+        /* One empty directory for every run: each jail mounts its root there inside its own
+         * (private) mount namespace, so runs never see each other's, and the host only ever
+         * sees an empty directory. Shared, it costs no mkdir/rmdir per run. */
+        _cleanup_free_ char *p = path_join(paths->runtime_root, ".root");
+        if (!p)
+                return -ENOMEM;
+        int r = aj_mkdir_p(p, 0700);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(p);
         return 0;
 }
 
@@ -132,8 +141,7 @@ int aj_runtime_dir_remove(const char *dir)
                 const char *name;
                 bool dir;
         } known[] = {
-                { "jail/bin/agentjail", false }, { "jail/bin", true }, { "jail/broker.sock", false },
-                { "jail", true },                { "control.sock", false }, { "root", true },
+                { "jail/broker.sock", false }, { "jail", true }, { "control.sock", false },
         };
         char path[4096];
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {

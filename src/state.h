@@ -29,7 +29,10 @@ int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1]);
 int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
 /* <runtime>/<id> (not created). */
 char *aj_runtime_dir_path(const AjPaths *paths, const char *id);
-/* <runtime>/<id>, created 0700, and its "root" sub-directory (the jail root's mount point). */
+/* <runtime>/.root: the mount point every jail mounts its root on, inside its own
+ * mount namespace (always empty on the host). Created once. */
+int aj_root_mountpoint(const AjPaths *paths, char **ret);
+/* <runtime>/<id>, created 0711. */
 int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
 int aj_runtime_dir_remove(const char *dir);
 

@@ -37,8 +37,10 @@ mounts=$(grep -i agentjail /proc/self/mountinfo | awk '{ print $5 }' | tr '\n' '
 is "$mounts" "" "no mount mentions agentjail"
 
 if [[ -d /run/agentjail ]]; then
-        left=$(find /run/agentjail -mindepth 1 -maxdepth 1 \( -type d -o -type s \) -printf '%f ' 2>/dev/null)
+        left=$(find /run/agentjail -mindepth 1 -maxdepth 1 \( -type d -o -type s \) ! -name .root -printf '%f ' 2>/dev/null)
         is "$left" "" "/run/agentjail has no leftover run dirs or sockets"
+        is "$(find /run/agentjail/.root -mindepth 1 -printf '%f ' 2>/dev/null)" "" \
+                "the jails' shared mount point /run/agentjail/.root is empty on the host"
 else
         pass "/run/agentjail does not exist"
 fi

@@ -262,7 +262,10 @@ check_file_leftovers() {
                 sleep 0.1
         done
         mounts=$(stray_mounts)
-        rt=$(find "$AGENTJAIL_RUNTIME_DIR" -mindepth 1 -maxdepth 1 2>/dev/null)
+        # .root is the mount point every jail mounts its root on in its own namespace: it
+        # stays, and must stay empty on the host.
+        rt=$(find "$AGENTJAIL_RUNTIME_DIR" -mindepth 1 -maxdepth 1 ! -name .root 2>/dev/null;
+             find "$AGENTJAIL_RUNTIME_DIR/.root" -mindepth 1 -maxdepth 1 2>/dev/null)
         if [[ -z "$procs$mounts$cgroups$rt" ]]; then
                 pass "no leftover processes, mounts, cgroups or runtime entries from this file"
         else

@@ -159,7 +159,7 @@ unlike "$(pval read)" '^OK$' "/proc/kcore is not readable"
 AGENTJAIL_TEST_SECRET="secret-$rand" LANG=C.UTF-8 run_jail -- ./probe env
 unlike "$JAIL_OUT" "secret-$rand" "host environment variables do not leak into the jail"
 like "$JAIL_OUT" '(^|'$'\n'')LANG=C\.UTF-8('$'\n''|$)' "LANG (in env.pass) is passed"
-like "$JAIL_OUT" '(^|'$'\n'')PATH=/usr/local/bin:/usr/bin:/bin:/run/agentjail/bin('$'\n''|$)' \
+like "$JAIL_OUT" '(^|'$'\n'')PATH=/usr/local/bin:/usr/bin:/bin:/opt/agentjail/bin('$'\n''|$)' \
         "PATH is the profile's, then where \`agentjail meter\` is"
 like "$JAIL_OUT" '(^|'$'\n'')AGENTJAIL_BROKER=/run/agentjail/broker\.sock('$'\n''|$)' "AGENTJAIL_BROKER names the broker socket"
 unlike "$JAIL_OUT" '(^|'$'\n'')AGENTJAIL_STATE_DIR=' "agentjail's own settings do not leak"

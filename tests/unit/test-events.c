@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "events.h"
@@ -87,11 +88,22 @@ Test(state, run_and_runtime_dirs)
         cr_assert_eq(aj_run_dir_create(&p, "0123456789ab", &run_dir), 0);
         cr_assert_eq(aj_run_dir_create(&p, "0123456789ab", &rt), -EEXIST, "a run dir is never reused");
         cr_assert_eq(aj_runtime_dir_create(&p, "0123456789ab", &rt), 0);
-        char root[512];
-        snprintf(root, sizeof(root), "%s/root", rt);
-        cr_assert_eq(access(root, F_OK), 0);
+        char *mp = NULL;
+        cr_assert_eq(aj_root_mountpoint(&p, &mp), 0);
+        cr_assert_eq(access(mp, F_OK), 0);
+        cr_assert_eq(aj_root_mountpoint(&p, &mp), 0, "the shared mount point may exist already");
+
+        /* What a run leaves, plus something unexpected: all of it goes. */
+        char path[512];
+        snprintf(path, sizeof(path), "%s/jail", rt);
+        cr_assert_eq(mkdir(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/jail/broker.sock", rt);
+        cr_assert_eq(aj_write_file_atomic(path, "", 0, 0600), 0);
+        snprintf(path, sizeof(path), "%s/unexpected", rt);
+        cr_assert_eq(aj_write_file_atomic(path, "x", 1, 0600), 0);
         cr_assert_eq(aj_runtime_dir_remove(rt), 0);
         cr_assert_neq(access(rt, F_OK), 0);
+        free(mp);
         free(run_dir);
         free(rt);
         aj_rm_rf(dir);
