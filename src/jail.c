@@ -31,6 +31,7 @@
 #include "events.h"
 #include "jail.h"
 #include "run.h"
+#include "runs.h"
 #include "log.h"
 #include "mount.h"
 #include "ns.h"
@@ -217,25 +218,10 @@ _noreturn_ static void watchdog_main(Run *run, int rfd)
                 (void)aj_cgroup_destroy(cg);
         (void)aj_runtime_dir_remove(run->runtime_dir);
         _cleanup_free_ char *events = NULL;
-        if (asprintf(&events, "%s/events.jsonl", run->run_dir) >= 0) {
-                /* The supervisor's sequence number died with it: continue from the file. */
-                _cleanup_free_ char *text = NULL;
-                uint64_t lines = 0;
-                if (aj_read_file(events, 64 << 20, &text, NULL) >= 0)
-                        for (char *p = text; *p; p++)
-                                lines += *p == '\n';
-                int fd = open(events, O_WRONLY | O_APPEND | O_CLOEXEC);
-                if (fd >= 0) {
-                        char ts[40], line[256];
-                        int len = snprintf(line, sizeof(line),
-                                           "{\"seq\":%llu,\"ts\":\"%s\",\"run\":\"%s\",\"type\":\"supervisor.lost\","
-                                           "\"action\":\"jail killed, cgroup removed\"}\n",
-                                           (unsigned long long)lines + 1,
-                                           aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), run->id);
-                        (void)aj_write_all(fd, line, (size_t)len);
-                        close(fd);
-                }
-        }
+        if (asprintf(&events, "%s/events.jsonl", run->run_dir) >= 0)
+                /* Continues the chain's sequence numbers from the file (the supervisor's died). */
+                (void)aj_events_append(events, run->id, "supervisor.lost",
+                                       json_pack("{s:s}", "action", "jail killed, cgroup removed"));
         _exit(0);
 }
 

@@ -15,34 +15,6 @@
 #include "util/fd.h"
 #include "util/macros.h"
 
-json_t *aj_events_tail(const char *events_path, size_t n)
-{
-        json_t *arr = json_array();
-        _cleanup_free_ char *text = NULL;
-        size_t len = 0;
-        if (!arr || aj_read_file(events_path, 64u << 20, &text, &len) < 0)
-                return arr;
-        /* Walk back over n lines from the end. */
-        size_t count = 0;
-        char *start = text + len;
-        while (start > text && count <= n) {
-                start--;
-                if (*start == '\n' && start != text + len - 1)
-                        count++;
-        }
-        if (count > n)
-                start++;
-        char *save = NULL;
-        for (char *line = strtok_r(start, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-                json_t *ev = json_loads(line, 0, NULL);
-                if (ev)
-                        json_array_append_new(arr, ev);
-        }
-        while (json_array_size(arr) > n)
-                json_array_remove(arr, 0);
-        return arr;
-}
-
 int aj_incident_write(const char *run_dir, json_t *incident)
 {
         _cleanup_free_ char *path = NULL;

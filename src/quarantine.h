@@ -11,9 +11,6 @@
 
 #define AJ_INCIDENT_LAST_EVENTS 50
 
-/* The last `n` lines of events.jsonl as a JSON array (unparsable lines skipped). */
-json_t *aj_events_tail(const char *events_path, size_t n);
-
 /* Write <run_dir>/incident.json atomically. */
 int aj_incident_write(const char *run_dir, json_t *incident);
 

@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "run.h"
+#include "runs.h"
 #include "util/fd.h"
 #include "util/parse.h"
 #include "util/macros.h"
@@ -34,13 +35,17 @@ const char *aj_run_state(const Run *run, bool exited)
         return run->frozen ? "frozen" : "running";
 }
 
-static char *events_path(const Run *run)
+/* The last n events (from the end of the file only), or an empty array. */
+static json_t *last_events(const Run *run, size_t n)
 {
-        char *p;
-        if (asprintf(&p, "%s/events.jsonl", run->run_dir) < 0)
-                return NULL;
-        return p;
+        char path[4096];
+        json_t *tail = NULL;
+        snprintf(path, sizeof(path), "%s/events.jsonl", run->run_dir);
+        if (aj_events_read_tail(path, n, &tail) < 0)
+                return json_array();
+        return tail;
 }
+
 
 static void handle_breach(Run *run, const AjBreach *b);
 
@@ -263,12 +268,11 @@ static void handle_breach(Run *run, const AjBreach *b)
                                     "limit", b->limit, "value", b->value, "released", 0);
         aj_events_emit(run->events, "quarantine", json_pack("{s:s}", "cap", b->cap));
 
-        _cleanup_free_ char *ep = events_path(run);
         json_t *incident = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:O?, s:s, s:o?, s:o}", "run", run->id, "name",
                                      run->name, "ts", ts, "cap", b->cap, "limit", b->limit, "value", b->value,
                                      "request", b->request, "action", kill ? "kill" : "freeze", "usage",
                                      run->meter ? aj_meter_to_json(run->meter, aj_now_monotonic_ns(), false) : NULL,
-                                     "last_events", aj_events_tail(ep, AJ_INCIDENT_LAST_EVENTS));
+                                     "last_events", last_events(run, AJ_INCIDENT_LAST_EVENTS));
         if (incident) {
                 int r = aj_incident_write(run->run_dir, incident);
                 if (r < 0)
@@ -454,12 +458,11 @@ static json_t *op_inspect(void *userdata)
                 }
                 free(pids);
         }
-        _cleanup_free_ char *ep = events_path(run);
         uint64_t now = aj_now_monotonic_ns();
         return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o?, s:o, s:o, s:o, s:o?, s:I, s:I}", "id", run->id, "name",
                          run->name, "state", aj_run_state(run, false), "frozen", run->frozen, "processes", procs,
                          "meters", inspect_meters(run, now), "pending",
-                         json_array(), "last_events", aj_events_tail(ep, INSPECT_LAST_EVENTS), "quarantine",
+                         json_array(), "last_events", last_events(run, INSPECT_LAST_EVENTS), "quarantine",
                          run->quarantine ? json_incref(run->quarantine) : json_null(), "network",
                          run->proxy ? aj_proxy_stats(run->proxy) : NULL, "egress_bytes", (json_int_t)run->egress_used,
                          "egress_limit", (json_int_t)run->egress_limit);
