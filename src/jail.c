@@ -747,11 +747,23 @@ static int prepare(Run *run)
         r = aj_events_open(path, run->id, &run->events);
         if (r < 0)
                 return aj_log_errno(r, "Failed to open '%s'", path);
+        return 0;
+}
+
+/* What must exist before the command runs but not before the jail is cloned: done
+ * while the child builds its root, between GO and JOINED, so it costs no wall time. */
+static int setup_while_child_builds(Run *run)
+{
         run->streams[0].log = open_log(run->run_dir, "stdout.log");
         run->streams[1].log = open_log(run->run_dir, "stderr.log");
         if (run->streams[0].log < 0 || run->streams[1].log < 0)
                 return aj_log_errno(run->streams[0].log < 0 ? run->streams[0].log : run->streams[1].log,
                                     "Failed to create the output logs in '%s'", run->run_dir);
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/broker.sock", run->jail_dir);
+        int r = aj_broker_new(path, run->host_uid, run->host_gid, run->meter, &run->hooks, &run->broker);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot create the broker socket '%s'", path);
         return 0;
 }
 
@@ -796,11 +808,6 @@ static int setup_meter_and_broker(Run *run)
         run->egress_limit = p->egress_bytes;
 
         aj_run_hooks(run, &run->hooks);
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/broker.sock", run->jail_dir);
-        r = aj_broker_new(path, run->host_uid, run->host_gid, run->meter, &run->hooks, &run->broker);
-        if (r < 0)
-                return aj_log_errno(r, "Cannot create the broker socket '%s'", path);
 
         /* The allowlist: the profile's plus --allow-net. No entry: no proxy, no network. */
         _cleanup_strv_free_ char **allow = aj_strv_copy(p->net_allow.items);
@@ -1146,16 +1153,18 @@ int aj_jail_run(const AjRunOptions *opts)
                         goto fail_kill;
                 }
         }
-        /* If this fails the child is already gone, and its own error report is in the socket. */
-        (void)aj_spawn_joined(&run.h);
         trace_step(&run, "cgroups joined");
-        /* The child now builds its root and filter (most of a millisecond): the supervisor's
-         * own remaining setup overlaps it. Nothing the jail does is read before the loop runs. */
+        /* The child builds its root meanwhile (most of a millisecond), and waits for JOINED
+         * before its command can run: everything up to JOINED overlaps that. */
+        if (setup_while_child_builds(&run) < 0)
+                goto fail_kill;
         r = start_loop_fds(&run, &mask);
         if (r < 0) {
                 aj_log_errno(r, "Cannot set up the supervisor's event loop");
                 goto fail_kill;
         }
+        /* If this fails the child is already gone, and its own error report is in the socket. */
+        (void)aj_spawn_joined(&run.h);
         write_run_json(&run, "running", NULL, 0);
 
         (void)event_loop(&run);

@@ -37,7 +37,7 @@ P=$(write_profile freeze '{"extends": "default", "meters": {"tokens": 5000},
         "alert": {"exec": ["'"$TEST_TMP/alert.sh"'"], "timeout": "5s"}}')
 start_jail_bg -p "$P" --name breach-demo -- /bin/sh -c \
         'python3 ./client.py worker ./progress & w1=$!; python3 ./client.py worker ./progress2 & w2=$!;
-         sleep 0.3; python3 ./client.py tokens 100 1000 500; echo agent-continues; kill $w1 $w2; wait; exit 0'
+         sleep 0.3; python3 ./client.py tokens 100 1000 500; echo agent-continues; sleep 1; kill $w1 $w2; wait; exit 0'
 RUN_DIR=$(wait_run_dir 10)
 RUN_ID=${RUN_DIR##*/}
 if wait_for_output "$RUN_DIR/events.jsonl" '"type":"freeze"' 15; then
