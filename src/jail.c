@@ -56,6 +56,8 @@ extern char **environ;
 #define AJ_JAIL_BIN "/opt/agentjail/bin"
 
 
+static void write_final_records(Run *run);
+
 /* `run -vv` prints how long each start-up step took: start-up cost is a product feature. */
 static void trace_step(const Run *run, const char *step)
 {
@@ -386,6 +388,8 @@ static void handle_child_msg(Run *run)
                 case AJ_MSG_EXIT:
                         run->have_status = true;
                         run->cmd_status = m.status;
+                        if (!run->proxy)
+                                write_final_records(run);
                         break;
                 }
                 if (fd >= 0)
@@ -664,6 +668,37 @@ static void write_run_json(Run *run, const char *status, const Outcome *o, uint6
                 }
         }
         json_decref(doc);
+}
+
+/*
+ * run.exit and the final run.json. Called as soon as init reports the command's status
+ * (while the kernel is still tearing the jail down on another CPU), or after the loop
+ * when there is no such report (launch failure, the jail killed). With a proxy, after
+ * the loop: closing it records the last connections, which belong before run.exit.
+ */
+static void write_final_records(Run *run)
+{
+        if (run->records_done)
+                return;
+        run->records_done = true;
+        if (run->denial_rl.suppressed > 0)
+                aj_events_emit(run->events, "seccomp.suppressed",
+                               json_pack("{s:I, s:I}", "suppressed", (json_int_t)run->denial_rl.suppressed, "total",
+                                         (json_int_t)run->denied_total));
+        check_cgroup_events(run);
+        Outcome o = compute_outcome(run);
+        run->final_status = o.status;
+        aj_events_emit(run->events, "run.exit",
+                       json_pack("{s:i, s:o, s:o, s:s, s:o}", "status", o.status, "code",
+                                 o.code >= 0 ? json_integer(o.code) : json_null(), "signal",
+                                 o.signal >= 0 ? json_integer(o.signal) : json_null(), "reason", o.reason, "usage",
+                                 usage_json(run)));
+        json_t *doc = run_document(run, "exited", &o, aj_now_realtime_ns());
+        int r = aj_run_json_write(run->run_dir, doc);
+        if (r < 0)
+                aj_log_errno(r, "Failed to write '%s/run.json'", run->run_dir);
+        run->final_doc = doc;
+        trace_step(run, "records written");
 }
 
 void aj_run_write_json(Run *run)
@@ -1170,11 +1205,8 @@ int aj_jail_run(const AjRunOptions *opts)
         (void)event_loop(&run);
         trace_step(&run, "event loop done");
         kill_jail(&run);
-        if (run.denial_rl.suppressed > 0)
-                aj_events_emit(run.events, "seccomp.suppressed",
-                               json_pack("{s:I, s:I}", "suppressed", (json_int_t)run.denial_rl.suppressed, "total",
-                                         (json_int_t)run.denied_total));
-        check_cgroup_events(&run);
+        if (!run.records_done)
+                write_final_records(&run);
         if (run.launch_failed)
                 report_launch_error(&run);
         if (run.exec_failed) {
@@ -1185,17 +1217,13 @@ int aj_jail_run(const AjRunOptions *opts)
                         aj_error("Cannot %s '%s': %s", aj_spawn_stage_describe((AjSpawnStage)run.exec_error.stage),
                                  opts->argv[0], strerror(err));
         }
-        {
-                Outcome o = compute_outcome(&run);
-                status = o.status;
-                uint64_t ended = aj_now_realtime_ns();
-                aj_events_emit(run.events, "run.exit",
-                               json_pack("{s:i, s:o, s:o, s:s, s:o}", "status", o.status, "code",
-                                         o.code >= 0 ? json_integer(o.code) : json_null(), "signal",
-                                         o.signal >= 0 ? json_integer(o.signal) : json_null(), "reason", o.reason,
-                                         "usage", usage_json(&run)));
-                write_run_json(&run, "exited", &o, ended);
-                trace_step(&run, "records written");
+        status = run.final_status;
+        if (opts->json && run.final_doc) {
+                char *text = json_dumps(run.final_doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                if (text) {
+                        fprintf(stderr, "%s\n", text);
+                        free(text);
+                }
         }
         goto cleanup;
 
@@ -1273,6 +1301,7 @@ out:
         aj_strv_free(run.envp);
         json_decref(run.degraded);
         json_decref(run.resolved_profile);
+        json_decref(run.final_doc);
         free(run.name);
         free(run.run_dir);
         free(run.runtime_dir);

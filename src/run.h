@@ -117,6 +117,9 @@ typedef struct {
         AjHooks hooks;
         AjControlOps control_ops;
         int proxy_fds[2]; /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
+        bool records_done; /* run.exit and the final run.json are written */
+        int final_status;
+        json_t *final_doc;  /* the final run.json, for --json */
 } Run;
 
 /* supervisor-ops.c */
