@@ -57,6 +57,7 @@ extern char **environ;
 
 
 static void write_final_records(Run *run);
+static void release_runtime(Run *run);
 
 /* `run -vv` prints how long each start-up step took: start-up cost is a product feature. */
 static void trace_step(const Run *run, const char *step)
@@ -388,8 +389,10 @@ static void handle_child_msg(Run *run)
                 case AJ_MSG_EXIT:
                         run->have_status = true;
                         run->cmd_status = m.status;
-                        if (!run->proxy)
+                        if (!run->proxy) {
                                 write_final_records(run);
+                                release_runtime(run);
+                        }
                         break;
                 }
                 if (fd >= 0)
@@ -676,6 +679,22 @@ static void write_run_json(Run *run, const char *status, const Outcome *o, uint6
  * when there is no such report (launch failure, the jail killed). With a proxy, after
  * the loop: closing it records the last connections, which belong before run.exit.
  */
+/* The command is done: its sockets and runtime dir can go now, overlapping the
+ * kernel's teardown of the jail (its mounts, namespaces) on the other CPU. */
+static void release_runtime(Run *run)
+{
+        aj_broker_free(run->broker);
+        run->broker = NULL;
+        aj_control_free(run->control);
+        run->control = NULL;
+        if (run->runtime_dir && !run->runtime_removed) {
+                int r = aj_runtime_dir_remove(run->runtime_dir);
+                if (r < 0)
+                        aj_log_errno(r, "Failed to remove '%s'", run->runtime_dir);
+                run->runtime_removed = true;
+        }
+}
+
 static void write_final_records(Run *run)
 {
         if (run->records_done)
@@ -714,8 +733,12 @@ static void report_launch_error(Run *run)
                 char desc[512];
                 aj_error("Failed to %s: %s: %s", aj_spawn_stage_describe((AjSpawnStage)m->stage),
                          aj_mount_step_describe(run->mount, (size_t)m->step, desc, sizeof(desc)), strerror(err));
+                if (err == EACCES)
+                        aj_error("The jail builds its root as host uid %u: every directory above the paths it "
+                                 "mounts (the runtime dir '%s', binds, the workspace) must be searchable by it",
+                                 (unsigned)run->host_uid, run->paths.runtime_root);
         } else if (m->stage == AJ_STAGE_RLIMIT) {
-                aj_error("Failed to set %s: %s", rlimit_name(RLIMIT_NOFILE), strerror(err));
+                aj_error("Failed to set %s: %s", rlimit_name(run->rlimit_resources[m->step]), strerror(err));
         } else {
                 aj_error("Failed to %s: %s", aj_spawn_stage_describe((AjSpawnStage)m->stage), strerror(err));
         }
@@ -961,6 +984,8 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 add_rlimit(cfg, RLIMIT_FSIZE, p->fsize);
         if (!p->core)
                 add_rlimit(cfg, RLIMIT_CORE, 0);
+        for (size_t i = 0; i < cfg->n_rlimits; i++)
+                run->rlimit_resources[i] = cfg->rlimits[i].resource;
         return 0;
 }
 
@@ -1252,7 +1277,7 @@ cleanup:
                 run.cgroup = NULL;
         }
         trace_step(&run, "cgroup removed");
-        if (run.runtime_dir) {
+        if (run.runtime_dir && !run.runtime_removed) {
                 r = aj_runtime_dir_remove(run.runtime_dir);
                 if (r < 0)
                         aj_log_errno(r, "Failed to remove '%s'", run.runtime_dir);

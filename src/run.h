@@ -118,6 +118,8 @@ typedef struct {
         AjControlOps control_ops;
         int proxy_fds[2]; /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
         bool records_done; /* run.exit and the final run.json are written */
+        bool runtime_removed;
+        int rlimit_resources[AJ_MAX_RLIMITS]; /* which rlimit each index of the spawn config is */
         int final_status;
         json_t *final_doc;  /* the final run.json, for --json */
 } Run;
