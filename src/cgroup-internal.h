@@ -84,6 +84,10 @@ struct AjCgroup {
         int v2_fd;
         int event_fd;    /* inotify (v2) or eventfd (v1 oom_control); owned */
         char **paths;    /* for aj_cgroup_paths() */
+        /* aj_cgroup_create_v2_first(): the v1 directories wait for aj_cgroup_create_rest() */
+        bool v1_pending;
+        AjCgroupLimits pending_limits;
+        bool pending_allow_degraded;
 };
 
 /* Collects what a creation could not enforce. */

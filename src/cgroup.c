@@ -706,6 +706,37 @@ static int remove_all(AjCgroup *cg)
         "--scope -p Delegate=yes`; a cgroup that itself holds processes cannot enable controllers for " \
         "its children; v1 hierarchies are writable by root only), or allow degraded runs"
 
+static void finish_reasons(AjCgroupReasons *rs, char **ret_error);
+static int create_impl(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, bool defer_v1,
+                       AjCgroup **ret, char **ret_error);
+
+int aj_cgroup_create(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, AjCgroup **ret,
+                     char **ret_error)
+{
+        return create_impl(run_id, limits, allow_degraded, false, ret, ret_error);
+}
+
+int aj_cgroup_create_v2_first(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, AjCgroup **ret,
+                              char **ret_error)
+{
+        return create_impl(run_id, limits, allow_degraded, true, ret, ret_error);
+}
+
+int aj_cgroup_create_rest(AjCgroup *cg, char **ret_error)
+{
+        if (ret_error)
+                *ret_error = NULL;
+        if (!cg->v1_pending)
+                return 0;
+        cg->v1_pending = false;
+        AjCgroupReasons reasons = { .allow_degraded = cg->pending_allow_degraded };
+        int r = aj_cgroup_v1_ops.create(cg, &cg->pending_limits, &reasons);
+        if (r >= 0)
+                r = build_paths(cg);
+        finish_reasons(&reasons, ret_error);
+        return r;
+}
+
 static void finish_reasons(AjCgroupReasons *rs, char **ret_error)
 {
         if (rs->text && rs->rootless_hint) {
@@ -722,8 +753,8 @@ static void finish_reasons(AjCgroupReasons *rs, char **ret_error)
         rs->text = NULL;
 }
 
-int aj_cgroup_create(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, AjCgroup **ret,
-                     char **ret_error)
+static int create_impl(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, bool defer_v1,
+                       AjCgroup **ret, char **ret_error)
 {
         static const AjCgroupLimits no_limits = { 0 };
         AjCgroupReasons reasons = { .allow_degraded = allow_degraded };
@@ -781,9 +812,15 @@ int aj_cgroup_create(const char *run_id, const AjCgroupLimits *limits, bool allo
                 free(cg->plan.v1_parent[AJ_CG_V1_FREEZER]);
                 cg->plan.v1_run[AJ_CG_V1_FREEZER] = cg->plan.v1_parent[AJ_CG_V1_FREEZER] = NULL;
         }
-        r = aj_cgroup_v1_ops.create(cg, limits, &reasons);
-        if (r < 0)
-                goto fail_remove;
+        if (defer_v1) {
+                cg->v1_pending = true;
+                cg->pending_limits = *limits;
+                cg->pending_allow_degraded = allow_degraded;
+        } else {
+                r = aj_cgroup_v1_ops.create(cg, limits, &reasons);
+                if (r < 0)
+                        goto fail_remove;
+        }
         r = build_paths(cg);
         if (r < 0)
                 goto fail_remove;

@@ -52,6 +52,13 @@ const char *aj_cgroup_mode_name(AjCgroupMode m);
 int aj_cgroup_create(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded,
                      AjCgroup **ret, char **ret_error);
 
+/* The same in two halves, so the v1 half overlaps the jail's own setup: first what the
+ * jail must be cloned into (the v2 cgroup), then, before aj_cgroup_attach(), the v1
+ * controller directories and their limits (same failure rules; nothing to do on pure v2). */
+int aj_cgroup_create_v2_first(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded,
+                              AjCgroup **ret, char **ret_error);
+int aj_cgroup_create_rest(AjCgroup *cg, char **ret_error);
+
 /* Re-open an existing run's cgroup (for freeze/thaw/kill from another process). */
 int aj_cgroup_open(const char *run_id, AjCgroup **ret);
 

@@ -995,7 +995,7 @@ static int setup_cgroup(Run *run)
         AjCgroupLimits lim = { .memory_max = p->memory, .pids_max = p->pids, .cpus = p->cpu };
         _cleanup_free_ char *err = NULL;
         bool degrade = p->allow_degraded & AJ_DEGRADE_LIMITS;
-        int r = aj_cgroup_create(run->id, &lim, degrade, &run->cgroup, &err);
+        int r = aj_cgroup_create_v2_first(run->id, &lim, degrade, &run->cgroup, &err);
         if (r < 0) {
                 aj_error("Cannot enforce the profile's limits: %s", err ? err : strerror(-r));
                 if (!degrade)
@@ -1207,6 +1207,17 @@ int aj_jail_run(const AjRunOptions *opts)
                 goto fail_kill;
         }
         if (run.cgroup) {
+                /* The v1 directories and limits (hybrid hosts), while the child builds its root. */
+                _cleanup_free_ char *cg_err = NULL;
+                r = aj_cgroup_create_rest(run.cgroup, &cg_err);
+                if (r < 0) {
+                        aj_error("Cannot enforce the profile's limits: %s", cg_err ? cg_err : strerror(-r));
+                        aj_error("Refusing to start (add \"limits\" to the profile's \"allow_degraded\" to run "
+                                 "without them)");
+                        goto fail_kill;
+                }
+                if (cg_err)
+                        record_degraded(&run, "limits", cg_err);
                 r = aj_cgroup_attach(run.cgroup, run.h.pid, run.h.in_v2_cgroup);
                 if (r < 0) {
                         aj_log_errno(r, "Cannot move the jail into its cgroup");

@@ -715,3 +715,36 @@ Test(cgroup_live, create_destroy_cost)
                         elapsed_ms(&t0, &t1) / rounds);
         }
 }
+
+/* The two-phase creation the supervisor uses: v2 before clone, v1 while the jail sets up. */
+Test(cgroup_live, create_in_two_halves, .fini = live_fini)
+{
+        require_live();
+        AjCgroupMode m = AJ_CGROUP_MODE_NONE;
+        cr_assert_eq(aj_cgroup_detect(&m), 0);
+        snprintf(live_id, sizeof(live_id), "ajtest-%d-halves", (int)getpid());
+        AjCgroupLimits lim = { .memory_max = 64ULL << 20, .pids_max = 16, .cpus = 0.5 };
+        char *err = NULL;
+        int r = aj_cgroup_create_v2_first(live_id, &lim, false, &live_cg, &err);
+        cr_assert_eq(r, 0, "%s (%s)", strerror(-r), err ? err : "");
+        char v1_mem[256];
+        snprintf(v1_mem, sizeof(v1_mem), "/sys/fs/cgroup/memory/agentjail/%s", live_id);
+        if (m == AJ_CGROUP_MODE_HYBRID)
+                cr_assert_neq(access(v1_mem, F_OK), 0, "the v1 half must wait for aj_cgroup_create_rest()");
+        cr_assert_geq(aj_cgroup_v2_fd(live_cg), 0, "the v2 half exists to clone into");
+
+        r = aj_cgroup_create_rest(live_cg, &err);
+        cr_assert_eq(r, 0, "%s (%s)", strerror(-r), err ? err : "");
+        cr_assert_null(err);
+        live_paths = aj_strv_copy(aj_cgroup_paths(live_cg));
+        if (m == AJ_CGROUP_MODE_HYBRID) {
+                char b[64];
+                cr_assert(read_path_file(v1_mem, "memory.limit_in_bytes", b, sizeof(b)));
+                cr_assert_str_eq(b, "67108864");
+                cr_assert(aj_strv_contains(aj_cgroup_paths(live_cg), v1_mem), "run.json paths list the v1 dirs");
+        }
+        cr_assert_eq(aj_cgroup_create_rest(live_cg, &err), 0, "a second call has nothing to do");
+        cr_assert_eq(aj_cgroup_destroy(live_cg), 0);
+        live_cg = NULL;
+        cr_assert_neq(access(v1_mem, F_OK), 0, "destroy removes the v1 half too");
+}
