@@ -438,6 +438,11 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 json_decref(ev);
                 ev = NULL;
         }
+        /* Both events in one write(2), still before the reply (and before the verdict
+         * counts: a failed write releases the reservation). */
+        bool batched = b->hooks && b->hooks->batch_begin && b->hooks->batch_end;
+        if (batched)
+                b->hooks->batch_begin(b->hooks->userdata);
         r = emit(b, "tool.request", ev);
         if (r >= 0) {
                 ev = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
@@ -447,6 +452,11 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                         ev = NULL;
                 }
                 r = emit(b, "tool.verdict", ev);
+        }
+        if (batched) {
+                int q = b->hooks->batch_end(b->hooks->userdata);
+                if (r >= 0)
+                        r = q;
         }
         aj_meter_settle(b->meter, &res, r >= 0);
         if (r < 0)

@@ -13,6 +13,10 @@ struct AjEventLog {
         int fd;
         uint64_t seq;
         char *run_id;
+        /* Between aj_events_batch_begin() and _end(): lines wait here for one write(2). */
+        bool batching;
+        char *batch;
+        size_t batch_len, batch_seq;
 };
 
 uint64_t aj_now_realtime_ns(void)
@@ -78,12 +82,45 @@ int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
                 return -ENOMEM;
         size_t n = strlen(line);
         line[n] = '\n'; /* json_dumps leaves room: replace NUL, write n+1 */
+        if (log->batching) {
+                char *nb = realloc(log->batch, log->batch_len + n + 1);
+                if (!nb) {
+                        free(line);
+                        return -ENOMEM;
+                }
+                memcpy(nb + log->batch_len, line, n + 1);
+                log->batch = nb;
+                log->batch_len += n + 1;
+                log->batch_seq++;
+                log->seq++;
+                free(line);
+                return 0;
+        }
         int r = aj_write_all(log->fd, line, n + 1);
         free(line);
         if (r < 0)
                 return r;
         log->seq++;
         return 0;
+}
+
+void aj_events_batch_begin(AjEventLog *log)
+{
+        log->batching = true;
+}
+
+int aj_events_batch_end(AjEventLog *log)
+{
+        log->batching = false;
+        if (log->batch_len == 0)
+                return 0;
+        int r = aj_write_all(log->fd, log->batch, log->batch_len);
+        if (r < 0)
+                log->seq -= log->batch_seq; /* none of them is in the chain */
+        free(log->batch);
+        log->batch = NULL;
+        log->batch_len = log->batch_seq = 0;
+        return r;
 }
 
 uint64_t aj_events_last_seq(const AjEventLog *log) { return log->seq; }
@@ -94,6 +131,7 @@ void aj_events_close(AjEventLog *log)
                 return;
         if (log->fd >= 0)
                 close(log->fd);
+        free(log->batch);
         free(log->run_id);
         free(log);
 }

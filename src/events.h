@@ -17,6 +17,10 @@ int aj_events_open(const char *path, const char *run_id, AjEventLog **ret);
 /* Append {seq, ts, run, type, ...fields}. `fields` (an object or NULL) is consumed. */
 int aj_events_emit(AjEventLog *log, const char *type, json_t *fields);
 uint64_t aj_events_last_seq(const AjEventLog *log);
+/* Events emitted between these two are written with ONE write(2) by _end(), which
+ * returns its result: a request's events reach the file together, before its reply. */
+void aj_events_batch_begin(AjEventLog *log);
+int aj_events_batch_end(AjEventLog *log);
 void aj_events_close(AjEventLog *log);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjEventLog *, aj_events_close);
 

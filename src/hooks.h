@@ -30,6 +30,10 @@ typedef struct {
          * cap, 1 when these bytes crossed it (the breach has been handled; close the
          * connection). */
         int (*charge_egress)(void *userdata, uint64_t bytes, json_t *connection);
+        /* Optional (may be NULL): the events emitted between them are written together by
+         * batch_end(), whose result says whether they were recorded. */
+        void (*batch_begin)(void *userdata);
+        int (*batch_end)(void *userdata);
 } AjHooks;
 
 /* Operator actions the control socket (src/control.c) asks of the supervisor. */

@@ -312,6 +312,18 @@ static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection
         return 0;
 }
 
+static void hook_batch_begin(void *userdata)
+{
+        Run *run = userdata;
+        aj_events_batch_begin(run->events);
+}
+
+static int hook_batch_end(void *userdata)
+{
+        Run *run = userdata;
+        return aj_events_batch_end(run->events);
+}
+
 void aj_run_hooks(Run *run, AjHooks *ret)
 {
         *ret = (AjHooks){
@@ -319,6 +331,8 @@ void aj_run_hooks(Run *run, AjHooks *ret)
                 .emit = hook_emit,
                 .breach = hook_breach,
                 .charge_egress = hook_charge_egress,
+                .batch_begin = hook_batch_begin,
+                .batch_end = hook_batch_end,
         };
 }
 

@@ -108,3 +108,35 @@ Test(state, run_and_runtime_dirs)
         free(rt);
         aj_rm_rf(dir);
 }
+
+Test(events, batch_is_written_together_and_in_sequence)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        char path[256];
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        AjEventLog *log = NULL;
+        cr_assert_eq(aj_events_open(path, "r1", &log), 0);
+        cr_assert_eq(aj_events_emit(log, "run.start", NULL), 0);
+        aj_events_batch_begin(log);
+        cr_assert_eq(aj_events_emit(log, "tool.request", json_pack("{s:s}", "gen_ai.tool.name", "x")), 0);
+        cr_assert_eq(aj_events_emit(log, "tool.verdict", json_pack("{s:s}", "verdict", "allow")), 0);
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        cr_assert_null(strstr(text, "tool.request"), "nothing of a batch is written before its end");
+        free(text);
+        cr_assert_eq(aj_events_batch_end(log), 0);
+        cr_assert_eq(aj_events_emit(log, "run.exit", NULL), 0);
+        cr_assert_eq(aj_events_last_seq(log), 4);
+        aj_events_close(log);
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        const char *want[] = { "\"seq\":1", "\"seq\":2,", "tool.request", "\"seq\":3,", "tool.verdict", "\"seq\":4," };
+        const char *p = text;
+        for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+                const char *q = strstr(p, want[i]);
+                cr_assert_not_null(q, "missing or out of order: %s in\n%s", want[i], text);
+                p = q;
+        }
+        free(text);
+        aj_rm_rf(dir);
+}
