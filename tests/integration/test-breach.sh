@@ -99,6 +99,27 @@ like "$(cat "$TEST_TMP/bg.out")" done-sleeping "the command completed"
 cmp_num "$(jf '.meters.wall.limit' "$RUN_DIR/run.json" | cut -d. -f1)" -eq 31 "run.json shows the raised wall cap (31 s)"
 kill_bg
 
+# --- a frozen run whose supervisor is SIGKILLed: the watchdog still removes everything
+start_jail_bg --name frozen-lost --cap tokens=1000 -- python3 ./client.py tokens 5 1000 500
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+if wait_for_output "$RUN_DIR/events.jsonl" '"type":"freeze"' 10; then
+        kill -KILL "$BG_PID"
+        for _ in $(seq 100); do
+                [[ ! -d /sys/fs/cgroup/unified/agentjail/$RUN_ID && ! -d /sys/fs/cgroup/memory/agentjail/$RUN_ID ]] && break
+                sleep 0.05
+        done
+        ok "the frozen jail's cgroups are gone after its supervisor was killed" \
+                test ! -d "/sys/fs/cgroup/unified/agentjail/$RUN_ID" -a ! -d "/sys/fs/cgroup/memory/agentjail/$RUN_ID"
+        ok "and its runtime dir" test ! -e "$AGENTJAIL_RUNTIME_DIR/$RUN_ID"
+        wait_for_output "$RUN_DIR/events.jsonl" '"type":"supervisor.lost"' 5
+        ok "the chain ends with supervisor.lost" grep -q '"type":"supervisor.lost"' "$RUN_DIR/events.jsonl"
+else
+        fail "the run froze before its supervisor was killed" "$(cat "$TEST_TMP/bg.err")"
+fi
+wait "$BG_PID" 2>/dev/null
+kill_bg
+
 # --- freeze/thaw/kill by the operator; kill ends the run with 123 and leaves nothing
 start_jail_bg --name killme -- python3 ./client.py worker ./progress3
 RUN_DIR=$(wait_run_dir 10)
