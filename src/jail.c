@@ -487,6 +487,8 @@ static int event_loop(Run *run)
                                 pump_output(run, &run->streams[1]);
                                 break;
                         case SRC_LISTENER:
+                                if (run->listener < 0)
+                                        break;
                                 if (evs[i].events & EPOLLIN)
                                         handle_denials(run);
                                 else if (run->listener >= 0) {
@@ -502,14 +504,19 @@ static int event_loop(Run *run)
                                 aj_cgroup_event_ack(run->cgroup);
                                 check_cgroup_events(run);
                                 break;
+                        /* A module may have been released earlier in this same batch of events
+                         * (release_runtime() when the command exits). */
                         case SRC_BROKER:
-                                (void)aj_broker_dispatch(run->broker);
+                                if (run->broker)
+                                        (void)aj_broker_dispatch(run->broker);
                                 break;
                         case SRC_CONTROL:
-                                (void)aj_control_dispatch(run->control);
+                                if (run->control)
+                                        (void)aj_control_dispatch(run->control);
                                 break;
                         case SRC_PROXY:
-                                (void)aj_proxy_dispatch(run->proxy);
+                                if (run->proxy)
+                                        (void)aj_proxy_dispatch(run->proxy);
                                 break;
                         case SRC_ALERT:
                                 aj_run_alert_event(run, false);
