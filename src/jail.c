@@ -664,20 +664,14 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
         return doc;
 }
 
-static void write_run_json(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
+/* Rewrites run.json; returns the document written (new reference) for --json. */
+static json_t *write_run_json(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
 {
         json_t *doc = run_document(run, status, o, ended_ns);
         int r = aj_run_json_write(run->run_dir, doc);
         if (r < 0)
                 aj_log_errno(r, "Failed to write '%s/run.json'", run->run_dir);
-        if (o && run->opts->json) {
-                char *s = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-                if (s) {
-                        fprintf(stderr, "%s\n", s);
-                        free(s);
-                }
-        }
-        json_decref(doc);
+        return doc;
 }
 
 /*
@@ -719,17 +713,13 @@ static void write_final_records(Run *run)
                                  o.code >= 0 ? json_integer(o.code) : json_null(), "signal",
                                  o.signal >= 0 ? json_integer(o.signal) : json_null(), "reason", o.reason, "usage",
                                  usage_json(run)));
-        json_t *doc = run_document(run, "exited", &o, aj_now_realtime_ns());
-        int r = aj_run_json_write(run->run_dir, doc);
-        if (r < 0)
-                aj_log_errno(r, "Failed to write '%s/run.json'", run->run_dir);
-        run->final_doc = doc;
+        run->final_doc = write_run_json(run, "exited", &o, aj_now_realtime_ns());
         trace_step(run, "records written");
 }
 
 void aj_run_write_json(Run *run)
 {
-        write_run_json(run, "running", NULL, 0);
+        json_decref(write_run_json(run, "running", NULL, 0));
 }
 
 static void report_launch_error(Run *run)
@@ -1243,13 +1233,12 @@ int aj_jail_run(const AjRunOptions *opts)
         }
         /* If this fails the child is already gone, and its own error report is in the socket. */
         (void)aj_spawn_joined(&run.h);
-        write_run_json(&run, "running", NULL, 0);
+        aj_run_write_json(&run);
 
         (void)event_loop(&run);
         trace_step(&run, "event loop done");
         kill_jail(&run);
-        if (!run.records_done)
-                write_final_records(&run);
+        write_final_records(&run); /* unless init's report already did */
         if (run.launch_failed)
                 report_launch_error(&run);
         if (run.exec_failed) {
@@ -1261,13 +1250,6 @@ int aj_jail_run(const AjRunOptions *opts)
                                  opts->argv[0], strerror(err));
         }
         status = run.final_status;
-        if (opts->json && run.final_doc) {
-                char *text = json_dumps(run.final_doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-                if (text) {
-                        fprintf(stderr, "%s\n", text);
-                        free(text);
-                }
-        }
         goto cleanup;
 
 fail_kill:
@@ -1278,9 +1260,16 @@ fail_records:
                 aj_events_emit(run.events, "run.exit",
                                json_pack("{s:i, s:n, s:n, s:s}", "status", o.status, "code", "signal", "reason",
                                          o.reason));
-                write_run_json(&run, "exited", &o, aj_now_realtime_ns());
+                run.final_doc = write_run_json(&run, "exited", &o, aj_now_realtime_ns());
         }
 cleanup:
+        if (opts->json && run.final_doc) {
+                char *text = json_dumps(run.final_doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                if (text) {
+                        fprintf(stderr, "%s\n", text);
+                        free(text);
+                }
+        }
         finish_alert(&run);
         aj_proxy_free(run.proxy);
         run.proxy = NULL;

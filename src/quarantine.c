@@ -12,20 +12,13 @@
 
 #include "events.h"
 #include "quarantine.h"
+#include "state.h"
 #include "util/fd.h"
 #include "util/macros.h"
 
 int aj_incident_write(const char *run_dir, json_t *incident)
 {
-        _cleanup_free_ char *path = NULL;
-        if (asprintf(&path, "%s/incident.json", run_dir) < 0)
-                return -ENOMEM;
-        _cleanup_free_ char *text = json_dumps(incident, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (!text)
-                return -ENOMEM;
-        size_t n = strlen(text);
-        text[n] = '\n';
-        return aj_write_file_atomic(path, text, n + 1, 0640);
+        return aj_run_file_write_json(run_dir, "incident.json", incident);
 }
 
 int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, uint64_t timeout_ns,

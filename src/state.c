@@ -154,9 +154,11 @@ int aj_runtime_dir_remove(const char *dir)
         return aj_rm_rf(dir);
 }
 
-int aj_run_json_write(const char *run_dir, json_t *doc)
+int aj_run_json_write(const char *run_dir, json_t *doc) { return aj_run_file_write_json(run_dir, "run.json", doc); }
+
+int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc)
 {
-        _cleanup_free_ char *path = path_join(run_dir, "run.json");
+        _cleanup_free_ char *path = path_join(run_dir, name);
         if (!path)
                 return -ENOMEM;
         _cleanup_free_ char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

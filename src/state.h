@@ -38,3 +38,5 @@ int aj_runtime_dir_remove(const char *dir);
 
 /* Write run.json atomically. */
 int aj_run_json_write(const char *run_dir, json_t *doc);
+/* Any JSON record of the run dir (incident.json...), indented, atomically. */
+int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc);

@@ -148,6 +148,15 @@ is "$(events_of run.exit "$sig_dir" | jq -c '[.status, .code, .signal, .reason]'
         '[143,null,15,"signaled"]' "signaled run: run.exit agrees"
 is "$(jf .exit.status "$exit3_dir/run.json")" 3 "unnamed run also recorded its exit status"
 
+# --- --json: the final run record on stderr, after the run (also when it fails to start)
+run_jail --json -- /bin/sh -c 'exit 7'
+is "$JAIL_RC" 7 "--json keeps the command's status"
+is "$(tail -1 <<<"$JAIL_ERR" | jq -r '.exit.status')" 7 "--json prints run.json's exit on stderr"
+is "$(tail -1 <<<"$JAIL_ERR" | jq -r '.id')" "$JAIL_RUN_ID" "--json names the run"
+run_jail --json -p "$(write_profile json-bad '{"extends": "default", "filesystem": {"ro": ["/nonexistent-agentjail"]}}')" -- /bin/true
+is "$JAIL_RC" 125 "a launcher error with --json still exits 125"
+is "$(tail -1 <<<"$JAIL_ERR" | jq -r '.exit.reason')" launcher-error "--json prints the record of a run that could not start"
+
 # --- one directory per run (at least the nine runs that certainly got past setup)
 cmp_num "$(list_run_dirs | wc -l)" -ge 9 "every started run left its own directory"
 
