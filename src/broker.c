@@ -361,11 +361,8 @@ static void report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
 }
 
 /* The arguments as logged: the value itself when small, else a truncated canonical text. */
-static int add_logged_args(json_t *ev, json_t *args)
+static int add_logged_args(json_t *ev, json_t *args, const char *canon)
 {
-        _cleanup_free_ char *canon = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-        if (!canon)
-                return -ENOMEM;
         size_t len = strlen(canon);
         if (len <= AJ_BROKER_MAX_LOGGED_ARGS)
                 return json_object_set(ev, AJ_BROKER_F_TOOL_ARGS, args) < 0 ? -ENOMEM : 0;
@@ -422,7 +419,8 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
         _cleanup_(json_decrefp) json_t *null_args = args ? NULL : json_null();
         if (!args)
                 args = null_args;
-        int r = aj_meter_args_digest(args, digest);
+        _cleanup_free_ char *canon = NULL;
+        int r = aj_meter_args_canon(args, &canon, digest);
         if (r < 0)
                 return reply_unrecorded(b, c, id, r);
 
@@ -434,7 +432,7 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
 
         json_t *ev = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
                                "arguments_sha256", digest);
-        if (ev && add_logged_args(ev, args) < 0) {
+        if (ev && add_logged_args(ev, args, canon) < 0) {
                 json_decref(ev);
                 ev = NULL;
         }

@@ -12,11 +12,16 @@
 struct AjEventLog {
         int fd;
         uint64_t seq;
-        char *run_id;
-        /* Between aj_events_batch_begin() and _end(): lines wait here for one write(2). */
+        char *run_json; /* the run id as a JSON string, encoded once */
+        /* Lines are formatted here; between aj_events_batch_begin() and _end() they wait
+         * here for one write(2). */
+        char *buf;
+        size_t len, cap;
         bool batching;
-        char *batch;
-        size_t batch_len, batch_seq;
+        size_t batch_seq;
+        /* The timestamp's whole-second part, formatted once per second. */
+        time_t ts_sec;
+        char ts_base[32];
 };
 
 uint64_t aj_now_realtime_ns(void)
@@ -49,9 +54,12 @@ int aj_events_open(const char *path, const char *run_id, AjEventLog **ret)
         AjEventLog *log = calloc(1, sizeof(*log));
         if (!log)
                 return -ENOMEM;
-        log->run_id = strdup(run_id);
+        log->ts_sec = (time_t)-1;
+        json_t *id = json_string(run_id);
+        log->run_json = id ? json_dumps(id, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+        json_decref(id);
         log->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (!log->run_id || log->fd < 0) {
+        if (!log->run_json || log->fd < 0) {
                 int r = log->fd < 0 ? -errno : -ENOMEM;
                 aj_events_close(log);
                 return r;
@@ -60,44 +68,106 @@ int aj_events_open(const char *path, const char *run_id, AjEventLog **ret)
         return 0;
 }
 
+static int reserve(AjEventLog *log, size_t more)
+{
+        if (log->len + more <= log->cap)
+                return 0;
+        size_t cap = log->cap ? log->cap : 4096;
+        while (cap < log->len + more)
+                cap *= 2;
+        char *nb = realloc(log->buf, cap);
+        if (!nb)
+                return -ENOMEM;
+        log->buf = nb;
+        log->cap = cap;
+        return 0;
+}
+
+/* Event types are the supervisor's own names ("tool.request"); anything else is escaped. */
+static bool plain_type(const char *s)
+{
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '-'))
+                        return false;
+        return true;
+}
+
+/* Appends one line at log->buf + log->len without moving log->len; returns its length. */
+static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
+{
+        static const char *const reserved[] = { "seq", "ts", "run", "type" };
+        uint64_t now = aj_now_realtime_ns();
+        time_t sec = (time_t)(now / 1000000000ull);
+        if (sec != log->ts_sec) {
+                struct tm tm;
+                gmtime_r(&sec, &tm);
+                strftime(log->ts_base, sizeof(log->ts_base), "%Y-%m-%dT%H:%M:%S", &tm);
+                log->ts_sec = sec;
+        }
+        _cleanup_free_ char *type_json = NULL;
+        if (!plain_type(type)) {
+                json_t *t = json_string(type);
+                type_json = t ? json_dumps(t, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+                json_decref(t);
+                if (!type_json)
+                        return -ENOMEM;
+        }
+        /* The header first; the fields may not override it. */
+        for (size_t i = 0; fields && i < ARRAY_SIZE(reserved); i++)
+                (void)json_object_del(fields, reserved[i]);
+        int hn;
+        for (;;) {
+                size_t room = log->cap - log->len;
+                hn = snprintf(log->buf + log->len, room, "{\"seq\":%llu,\"ts\":\"%s.%09lluZ\",\"run\":%s,\"type\":%s%s%s",
+                              (unsigned long long)(log->seq + 1), log->ts_base,
+                              (unsigned long long)(now % 1000000000ull), log->run_json, type_json ? "" : "\"",
+                              type_json ? type_json : type, type_json ? "" : "\"");
+                if (hn < 0)
+                        return -EINVAL;
+                if ((size_t)hn < room)
+                        break;
+                if (reserve(log, (size_t)hn + 1) < 0)
+                        return -ENOMEM;
+        }
+        size_t at = log->len + (size_t)hn, body;
+        if (fields && json_object_size(fields) > 0) {
+                /* The fields' own object, its opening brace turned into a comma. */
+                const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII;
+                body = json_dumpb(fields, log->buf + at, log->cap - at, flags);
+                if (body == 0)
+                        return -ENOMEM;
+                if (body + 1 > log->cap - at) {
+                        if (reserve(log, (size_t)hn + body + 1) < 0)
+                                return -ENOMEM;
+                        if (json_dumpb(fields, log->buf + at, log->cap - at, flags) != body)
+                                return -EIO;
+                }
+                log->buf[at] = ',';
+        } else {
+                if (at + 2 > log->cap && reserve(log, (size_t)hn + 2) < 0)
+                        return -ENOMEM;
+                log->buf[at] = '}';
+                body = 1;
+        }
+        log->buf[at + body] = '\n';
+        return (ssize_t)((size_t)hn + body + 1);
+}
+
 int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
 {
-        char ts[40];
-        json_t *ev = json_object();
-        if (!ev) {
-                json_decref(fields);
-                return -ENOMEM;
-        }
-        json_object_set_new(ev, "seq", json_integer((json_int_t)(log->seq + 1)));
-        json_object_set_new(ev, "ts", json_string(aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts))));
-        json_object_set_new(ev, "run", json_string(log->run_id));
-        json_object_set_new(ev, "type", json_string(type));
-        if (fields) {
-                json_object_update(ev, fields);
-                json_decref(fields);
-        }
-        char *line = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
-        json_decref(ev);
-        if (!line)
-                return -ENOMEM;
-        size_t n = strlen(line);
-        line[n] = '\n'; /* json_dumps leaves room: replace NUL, write n+1 */
+        ssize_t n = reserve(log, 512);
+        if (n >= 0)
+                n = format_line(log, type, fields);
+        json_decref(fields);
+        if (n < 0)
+                return (int)n;
         if (log->batching) {
-                char *nb = realloc(log->batch, log->batch_len + n + 1);
-                if (!nb) {
-                        free(line);
-                        return -ENOMEM;
-                }
-                memcpy(nb + log->batch_len, line, n + 1);
-                log->batch = nb;
-                log->batch_len += n + 1;
+                log->len += (size_t)n;
                 log->batch_seq++;
                 log->seq++;
-                free(line);
                 return 0;
         }
-        int r = aj_write_all(log->fd, line, n + 1);
-        free(line);
+        int r = aj_write_all(log->fd, log->buf + log->len, (size_t)n);
         if (r < 0)
                 return r;
         log->seq++;
@@ -112,14 +182,12 @@ void aj_events_batch_begin(AjEventLog *log)
 int aj_events_batch_end(AjEventLog *log)
 {
         log->batching = false;
-        if (log->batch_len == 0)
+        if (log->len == 0)
                 return 0;
-        int r = aj_write_all(log->fd, log->batch, log->batch_len);
+        int r = aj_write_all(log->fd, log->buf, log->len);
         if (r < 0)
                 log->seq -= log->batch_seq; /* none of them is in the chain */
-        free(log->batch);
-        log->batch = NULL;
-        log->batch_len = log->batch_seq = 0;
+        log->len = log->batch_seq = 0;
         return r;
 }
 
@@ -131,7 +199,7 @@ void aj_events_close(AjEventLog *log)
                 return;
         if (log->fd >= 0)
                 close(log->fd);
-        free(log->batch);
-        free(log->run_id);
+        free(log->buf);
+        free(log->run_json);
         free(log);
 }

@@ -12,6 +12,7 @@
 #include <libgen.h>
 #include <poll.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,13 @@ extern char **environ;
 #define SECCOMP_REPORT_PER_SEC 5.0
 /* After init exits, how long to wait for the output pipes to drain. */
 #define DRAIN_TIMEOUT_MS 2000
+/* After broker traffic the loop polls without sleeping for this long before it blocks
+ * again. An agent's calls come in bursts (a loop, subprocesses), and waking a sleeping
+ * supervisor costs far more than the work: on a 2-vCPU VM a bare Unix-socket echo
+ * between two CPUs measured p50 60 us / p99 96 us blocking, 17 / 27 us with the echoing
+ * side polling for 50 us. The cost is at most this much CPU time per broker message,
+ * and none when the supervisor has a single CPU (it would only delay the agent). */
+#define BROKER_SPIN_NS (50 * 1000ull)
 /* The run's runtime dir as the jail sees it. */
 #define AJ_JAIL_DIR "/run/agentjail"
 /* Where this binary is bind-mounted in the jail (in the root tmpfs: no host file needed). */
@@ -437,7 +445,10 @@ static void handle_wall(Run *run)
 
 static int event_loop(Run *run)
 {
-        uint64_t drain_deadline = 0;
+        uint64_t drain_deadline = 0, spin_until = 0;
+        /* Polling only helps when the agent can run on another CPU meanwhile. */
+        cpu_set_t cpus;
+        bool may_spin = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1;
         for (;;) {
                 bool outputs_done = run->streams[0].eof && run->streams[1].eof;
                 if (run->init_exited && outputs_done)
@@ -452,7 +463,10 @@ static int event_loop(Run *run)
                         timeout = (int)((drain_deadline - now) / 1000000ull) + 1;
                 }
                 struct epoll_event evs[16];
-                int n = epoll_wait(run->epfd, evs, ARRAY_SIZE(evs), timeout);
+                bool spinning = spin_until != 0 && aj_now_monotonic_ns() < spin_until;
+                if (!spinning)
+                        spin_until = 0;
+                int n = epoll_wait(run->epfd, evs, ARRAY_SIZE(evs), spinning ? 0 : timeout);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -507,8 +521,11 @@ static int event_loop(Run *run)
                         /* A module may have been released earlier in this same batch of events
                          * (release_runtime() when the command exits). */
                         case SRC_BROKER:
-                                if (run->broker)
+                                if (run->broker) {
                                         (void)aj_broker_dispatch(run->broker);
+                                        if (may_spin)
+                                                spin_until = aj_now_monotonic_ns() + BROKER_SPIN_NS;
+                                }
                                 break;
                         case SRC_CONTROL:
                                 if (run->control)

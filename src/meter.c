@@ -475,13 +475,13 @@ static void repeat_key(const char *name, const char *digest, uint8_t out[AJ_SHA2
         aj_sha256_final(&h, out);
 }
 
-int aj_meter_args_digest(const json_t *args, char ret_hex[AJ_SHA256_HEX_SIZE])
+int aj_meter_args_canon(const json_t *args, char **ret_canon, char ret_hex[AJ_SHA256_HEX_SIZE])
 {
         json_t *null = NULL;
         if (!args)
                 args = null = json_null();
         /* The canonical form: what approvals and the repeat detector compare. */
-        _cleanup_free_ char *canon = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+        char *canon = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
         if (null)
                 json_decref(null);
         if (!canon)
@@ -489,7 +489,16 @@ int aj_meter_args_digest(const json_t *args, char ret_hex[AJ_SHA256_HEX_SIZE])
         uint8_t d[AJ_SHA256_SIZE];
         aj_sha256(canon, strlen(canon), d);
         aj_sha256_hex(d, ret_hex);
+        if (ret_canon)
+                *ret_canon = canon;
+        else
+                free(canon);
         return 0;
+}
+
+int aj_meter_args_digest(const json_t *args, char ret_hex[AJ_SHA256_HEX_SIZE])
+{
+        return aj_meter_args_canon(args, NULL, ret_hex);
 }
 
 static bool tool_denied(const AjMeter *m, const char *name, AjMeterDecision *d)

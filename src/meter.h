@@ -107,6 +107,8 @@ typedef struct {
 
 /* sha256 hex of the canonical JSON (sorted keys, compact) of `args` (NULL = null). */
 int aj_meter_args_digest(const json_t *args, char ret_hex[AJ_SHA256_HEX_SIZE]);
+/* The same, also handing over the canonical text (free() it). */
+int aj_meter_args_canon(const json_t *args, char **ret_canon, char ret_hex[AJ_SHA256_HEX_SIZE]);
 
 /* Checks a tool call. ALLOW: *ret_res is active and must be settled. DENY or BREACH:
  * nothing reserved (ret_res inactive). */

@@ -7,8 +7,12 @@
  * with fake hooks (events dropped) or, with --events, the real event log
  * (one write(2) per event, as in a run). Then measures from this process:
  *   - "tokens" messages/s pipelined on 1 connection and on 8 connections;
- *   - "tool" round-trip latency (one request in flight), p50/p99.
+ *   - "tool" round-trip latency (one request in flight), p50/p99; with --client also
+ *     for calls 1 ms apart (the supervisor asleep when each arrives).
  * Prints one JSON object.
+ * `broker-bench --echo [-n N]` measures the peer of the round trip: the same requests
+ * answered by a bare process that sleeps in epoll_wait() and echoes a reply at once,
+ * back to back and 1 ms apart.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "broker.h"
@@ -181,10 +186,9 @@ static int cmp_u64(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
-static void run_latency(const char *path, long n, double *ret_p50, double *ret_p99)
+/* One request in flight; with gap_us, that long idle between the requests. */
+static void latency_on(int fd, long n, long gap_us, double *ret_p50, double *ret_p99)
 {
-        int fd = connect_to(path);
-        aj_fd_set_nonblock(fd, false);
         uint64_t *lat = calloc((size_t)n, sizeof(uint64_t));
         char line[512], buf[65536];
         for (long i = 0; i < n; i++) {
@@ -205,22 +209,68 @@ static void run_latency(const char *path, long n, double *ret_p50, double *ret_p
                                 break;
                 }
                 lat[i] = aj_now_monotonic_ns() - t0;
+                if (gap_us > 0)
+                        nanosleep(&(struct timespec){ .tv_nsec = gap_us * 1000 }, NULL);
         }
         qsort(lat, (size_t)n, sizeof(uint64_t), cmp_u64);
         *ret_p50 = (double)lat[n / 2] / 1000.0;
         *ret_p99 = (double)lat[n * 99 / 100] / 1000.0;
         free(lat);
+}
+
+static void run_latency(const char *path, long n, long gap_us, double *ret_p50, double *ret_p99)
+{
+        int fd = connect_to(path);
+        aj_fd_set_nonblock(fd, false);
+        latency_on(fd, n, gap_us, ret_p50, ret_p99);
         close(fd);
+}
+
+/* The peer for the round trip: the same requests to a process that sleeps in
+ * epoll_wait() and answers each line at once with a reply of a broker's size. */
+static void run_echo(long n, long gap_us, double *ret_p50, double *ret_p99)
+{
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                exit(1);
+        pid_t pid = fork();
+        if (pid < 0)
+                exit(1);
+        if (pid == 0) {
+                close(sv[0]);
+                char reply[320], in[4096];
+                memset(reply, 'x', sizeof(reply));
+                reply[sizeof(reply) - 1] = '\n';
+                int ep = epoll_create1(EPOLL_CLOEXEC);
+                struct epoll_event ev = { .events = EPOLLIN };
+                epoll_ctl(ep, EPOLL_CTL_ADD, sv[1], &ev);
+                for (;;) {
+                        struct epoll_event out;
+                        if (epoll_wait(ep, &out, 1, -1) < 1)
+                                continue;
+                        ssize_t r = read(sv[1], in, sizeof(in));
+                        if (r <= 0)
+                                _exit(0);
+                        if (memchr(in, '\n', (size_t)r) && write(sv[1], reply, sizeof(reply)) < 0)
+                                _exit(1);
+                }
+        }
+        close(sv[1]);
+        latency_on(sv[0], n, gap_us, ret_p50, ret_p99);
+        close(sv[0]);
+        waitpid(pid, NULL, 0);
 }
 
 int main(int argc, char **argv)
 {
         const char *path = NULL, *events = NULL;
         long n = 200000;
-        bool client = false;
+        bool client = false, echo = false;
         for (int i = 1; i < argc; i++) {
                 if (streq(argv[i], "--client"))
                         client = true;
+                else if (streq(argv[i], "--echo"))
+                        echo = true;
                 else if (streq(argv[i], "--events") && i + 1 < argc)
                         events = argv[++i];
                 else if (streq(argv[i], "-n") && i + 1 < argc)
@@ -232,6 +282,15 @@ int main(int argc, char **argv)
                         return 2;
                 }
         }
+        if (echo) {
+                double p50, p99, g50, g99;
+                run_echo(n, 0, &p50, &p99);
+                run_echo(2000, 1000, &g50, &g99);
+                printf("{\"echo_rtt_p50_us\": %.1f, \"echo_rtt_p99_us\": %.1f, \"echo_spaced_rtt_p50_us\": %.1f, "
+                       "\"echo_spaced_rtt_p99_us\": %.1f}\n",
+                       p50, p99, g50, g99);
+                return 0;
+        }
         if (client) {
                 /* Only the measuring side: the broker is the run's supervisor. */
                 path = getenv("AGENTJAIL_BROKER");
@@ -242,11 +301,13 @@ int main(int argc, char **argv)
                 signal(SIGPIPE, SIG_IGN);
                 double one = run_tokens(path, 1, n, 256);
                 double eight = run_tokens(path, 8, n, 256);
-                double p50, p99;
-                run_latency(path, n / 10, &p50, &p99);
+                double p50, p99, g50, g99;
+                run_latency(path, n / 10, 0, &p50, &p99);
+                run_latency(path, 2000, 1000, &g50, &g99);
                 printf("{\"events\": \"run\", \"tokens_msgs_per_s_1conn\": %.0f, \"tokens_msgs_per_s_8conn\": %.0f, "
-                       "\"tool_rtt_p50_us\": %.1f, \"tool_rtt_p99_us\": %.1f}\n",
-                       one, eight, p50, p99);
+                       "\"tool_rtt_p50_us\": %.1f, \"tool_rtt_p99_us\": %.1f, \"tool_spaced_rtt_p50_us\": %.1f, "
+                       "\"tool_spaced_rtt_p99_us\": %.1f}\n",
+                       one, eight, p50, p99, g50, g99);
                 return 0;
         }
         if (!path || n < 1000) {
@@ -274,7 +335,7 @@ int main(int argc, char **argv)
         double one = run_tokens(path, 1, n, 256);
         double eight = run_tokens(path, 8, n, 256);
         double p50, p99;
-        run_latency(path, n / 10, &p50, &p99);
+        run_latency(path, n / 10, 0, &p50, &p99);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         unlink(path);
