@@ -8,6 +8,11 @@
  *       Bodies up to 1 MiB are written by the accepting process; larger ones by a
  *       forked child, so a bulk transfer never blocks new connections. The peer is
  *       meant not to be the bottleneck: it writes from one zeroed buffer.
+ *   http-bench relay PORT
+ *       The proxy's peer: the least a user-space relay does. Listens like `serve`; for
+ *       each connection a forked child connects to 127.0.0.1:PORT, forwards the
+ *       request head and splices the answer back through a 1 MiB pipe (blocking, no
+ *       policy, no accounting) until the server closes.
  *   http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]
  *       N sequential `GET /0` requests, each on a new connection, from C processes
  *       (default 1); through an HTTP proxy as absolute-form requests, or directly to
@@ -15,6 +20,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -108,9 +114,10 @@ static void answer(int fd, long long n)
                 (void)send_body(fd, (unsigned long long)n);
 }
 
-static int serve(void)
+/* A listener on 127.0.0.1, its port printed as the first line of stdout; -1 on error. */
+static int listen_loopback(void)
 {
-        signal(SIGCHLD, SIG_IGN); /* bulk children reap themselves */
+        signal(SIGCHLD, SIG_IGN); /* children reap themselves */
         signal(SIGPIPE, SIG_IGN);
         int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int one = 1;
@@ -120,10 +127,82 @@ static int serve(void)
         if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 1024) < 0 ||
             getsockname(ls, (struct sockaddr *)&sa, &sl) < 0) {
                 perror("http-bench: listen");
-                return 1;
+                return -1;
         }
         printf("%d\n", ntohs(sa.sin_port));
         fflush(stdout);
+        return ls;
+}
+
+/* A child of the server: never outlives it (the bench kills the server by pid). */
+static bool child_of_server(void)
+{
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        return getppid() != 1;
+}
+
+static void relay_one(int cfd, int port)
+{
+        char head[MAX_HEAD];
+        size_t have = 0;
+        while (have < sizeof(head)) {
+                ssize_t n = read(cfd, head + have, sizeof(head) - have);
+                if (n <= 0)
+                        return;
+                have += (size_t)n;
+                if (memmem(head, have, "\r\n\r\n", 4))
+                        break;
+        }
+        struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int ufd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int p[2];
+        if (ufd < 0 || connect(ufd, (struct sockaddr *)&to, sizeof(to)) < 0 || write_all(ufd, head, have) < 0 ||
+            pipe2(p, O_CLOEXEC) < 0)
+                return;
+        (void)fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+        for (;;) {
+                ssize_t n = splice(ufd, NULL, p[1], NULL, 1 << 20, SPLICE_F_MOVE);
+                if (n <= 0)
+                        return;
+                while (n > 0) {
+                        ssize_t w = splice(p[0], NULL, cfd, NULL, (size_t)n, SPLICE_F_MOVE);
+                        if (w <= 0)
+                                return;
+                        n -= w;
+                }
+        }
+}
+
+static int relay(int port)
+{
+        int ls = listen_loopback();
+        if (ls < 0)
+                return 1;
+        for (;;) {
+                int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+                if (fd < 0) {
+                        if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE)
+                                continue;
+                        perror("http-bench: accept");
+                        return 1;
+                }
+                if (fork() == 0) {
+                        if (child_of_server()) {
+                                close(ls);
+                                relay_one(fd, port);
+                        }
+                        _exit(0);
+                }
+                close(fd);
+        }
+}
+
+static int serve(void)
+{
+        int ls = listen_loopback();
+        if (ls < 0)
+                return 1;
         for (;;) {
                 int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
                 if (fd < 0) {
@@ -136,12 +215,10 @@ static int serve(void)
                 if (n > INLINE_MAX) {
                         pid_t pid = fork();
                         if (pid == 0) {
-                                /* Never outlive the server (the bench kills it by pid). */
-                                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                                if (getppid() == 1)
-                                        _exit(0);
-                                close(ls);
-                                answer(fd, n);
+                                if (child_of_server()) {
+                                        close(ls);
+                                        answer(fd, n);
+                                }
                                 _exit(0);
                         }
                         if (pid < 0)
@@ -235,6 +312,8 @@ int main(int argc, char **argv)
 {
         if (argc == 2 && strcmp(argv[1], "serve") == 0)
                 return serve();
+        if (argc == 3 && strcmp(argv[1], "relay") == 0 && atoi(argv[2]) > 0 && atoi(argv[2]) < 65536)
+                return relay(atoi(argv[2]));
         if (argc >= 5 && strcmp(argv[1], "conns") == 0) {
                 long n = atol(argv[2]);
                 const char *host = argv[3], *proxy = NULL;
@@ -252,6 +331,6 @@ int main(int argc, char **argv)
                 return conns(n, host, port, proxy, c);
         }
 usage:
-        fprintf(stderr, "usage: http-bench serve | http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]\n");
+        fprintf(stderr, "usage: http-bench serve | http-bench relay PORT | http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]\n");
         return 2;
 }
