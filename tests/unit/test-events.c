@@ -140,3 +140,60 @@ Test(events, batch_is_written_together_and_in_sequence)
         free(text);
         aj_rm_rf(dir);
 }
+
+/* Every line is one JSON object with the header first, whatever the fields hold. */
+Test(events, lines_stay_valid_json_for_any_fields)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        char path[256];
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        AjEventLog *log = NULL;
+        cr_assert_eq(aj_events_open(path, "r\"1", &log), 0);
+
+        /* Larger than the line buffer's first size, so it grows mid-line. */
+        size_t big_len = 100000;
+        char *big = malloc(big_len + 1);
+        cr_assert_not_null(big);
+        for (size_t i = 0; i < big_len; i++)
+                big[i] = (char)('a' + i % 26);
+        big[big_len] = 0;
+        aj_events_batch_begin(log);
+        cr_assert_eq(aj_events_emit(log, "a.big", json_pack("{s:s}", "text", big)), 0);
+        cr_assert_eq(aj_events_emit(log, "b.unicode", json_pack("{s:s}", "text", "caf\xc3\xa9 \"q\" \n\x01")), 0);
+        cr_assert_eq(aj_events_batch_end(log), 0);
+        /* Header fields cannot be overridden by the fields. */
+        cr_assert_eq(aj_events_emit(log, "c.reserved", json_pack("{s:i, s:s, s:s}", "seq", 99, "type", "x", "k", "v")), 0);
+        cr_assert_eq(aj_events_emit(log, "odd \"type\"", json_object()), 0);
+        cr_assert_eq(aj_events_emit(log, "e.null", NULL), 0);
+        aj_events_close(log);
+
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        const char *types[] = { "a.big", "b.unicode", "c.reserved", "odd \"type\"", "e.null" };
+        char *save = NULL;
+        int n = 0;
+        for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save), n++) {
+                cr_assert_lt(n, 5);
+                cr_assert_eq(strncmp(line, "{\"seq\":", 7), 0, "line %d starts with %.20s", n + 1, line);
+                for (const char *c = line; *c; c++)
+                        cr_assert_lt((unsigned char)*c, 0x80, "line %d is not ASCII", n + 1);
+                json_error_t e;
+                json_t *ev = json_loads(line, JSON_REJECT_DUPLICATES, &e);
+                cr_assert_not_null(ev, "line %d is not JSON (or has a duplicate key): %s", n + 1, e.text);
+                cr_assert_eq(json_integer_value(json_object_get(ev, "seq")), n + 1);
+                cr_assert_str_eq(json_string_value(json_object_get(ev, "run")), "r\"1");
+                cr_assert_str_eq(json_string_value(json_object_get(ev, "type")), types[n]);
+                if (n == 0)
+                        cr_assert_str_eq(json_string_value(json_object_get(ev, "text")), big);
+                if (n == 1)
+                        cr_assert_str_eq(json_string_value(json_object_get(ev, "text")), "caf\xc3\xa9 \"q\" \n\x01");
+                if (n == 2)
+                        cr_assert_str_eq(json_string_value(json_object_get(ev, "k")), "v");
+                json_decref(ev);
+        }
+        cr_assert_eq(n, 5);
+        free(text);
+        free(big);
+        aj_rm_rf(dir);
+}
