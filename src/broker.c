@@ -33,6 +33,8 @@
 #define MAX_EVENTS_PER_DISPATCH 64
 #define MAX_ACCEPTS_PER_DISPATCH 16
 #define IN_SIZE (AJ_BROKER_MAX_LINE + 1) /* a maximal line and its newline */
+/* Allowed tool calls tracked until their tool_result; past this the oldest is dropped. */
+#define MAX_IN_FLIGHT 256
 /* broker.error events: a burst, then a steady rate; the rest are counted, not written. */
 #define ERROR_BURST 20
 #define ERROR_PER_SEC 5
@@ -50,6 +52,16 @@ typedef struct Conn {
         size_t out_len, out_size;
 } Conn;
 
+/* An allowed tool call whose tool_result has not come yet: `inspect` lists these. */
+typedef struct {
+        bool used;
+        uint64_t order; /* allow order: the smallest is the oldest */
+        uint64_t since_ns; /* CLOCK_REALTIME */
+        char call_id[AJ_BROKER_MAX_ID + 1];
+        char name[AJ_BROKER_MAX_NAME + 1];
+        char digest[AJ_SHA256_HEX_SIZE];
+} InFlight;
+
 struct AjBroker {
         int epfd;
         int listen_fd;
@@ -63,6 +75,9 @@ struct AjBroker {
         double error_tokens;
         uint64_t error_refill_ns;
         uint64_t errors_suppressed;
+        InFlight *in_flight; /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
+        size_t n_in_flight;
+        uint64_t in_flight_order, in_flight_dropped;
 };
 
 /* ---- connections ---- */
@@ -394,6 +409,76 @@ static void reply_unrecorded(AjBroker *b, Conn *c, json_t *id, int r)
                     strerror(r < 0 ? -r : EIO));
 }
 
+/* ---- tool calls in flight ---- */
+
+static InFlight *in_flight_find(AjBroker *b, const char *call_id)
+{
+        for (size_t i = 0; b->n_in_flight > 0 && i < MAX_IN_FLIGHT; i++)
+                if (b->in_flight[i].used && streq(b->in_flight[i].call_id, call_id))
+                        return &b->in_flight[i];
+        return NULL;
+}
+
+/* Best effort: without memory the call is simply not listed. */
+static void in_flight_add(AjBroker *b, const char *call_id, const char *name, const char *digest)
+{
+        if (!b->in_flight && !(b->in_flight = calloc(MAX_IN_FLIGHT, sizeof(InFlight))))
+                return;
+        InFlight *slot = in_flight_find(b, call_id); /* a reused call id: the newer call */
+        for (size_t i = 0; !slot && i < MAX_IN_FLIGHT; i++)
+                if (!b->in_flight[i].used)
+                        slot = &b->in_flight[i];
+        if (!slot) {
+                slot = &b->in_flight[0];
+                for (size_t i = 1; i < MAX_IN_FLIGHT; i++)
+                        if (b->in_flight[i].order < slot->order)
+                                slot = &b->in_flight[i];
+                b->in_flight_dropped++;
+                b->n_in_flight--;
+        }
+        if (!slot->used)
+                b->n_in_flight++;
+        slot->used = true;
+        slot->order = ++b->in_flight_order;
+        slot->since_ns = aj_now_realtime_ns();
+        snprintf(slot->call_id, sizeof(slot->call_id), "%s", call_id);
+        snprintf(slot->name, sizeof(slot->name), "%s", name);
+        memcpy(slot->digest, digest, sizeof(slot->digest));
+}
+
+static int cmp_in_flight(const void *x, const void *y)
+{
+        const InFlight *a = *(InFlight *const *)x, *b = *(InFlight *const *)y;
+        return a->order < b->order ? -1 : a->order > b->order;
+}
+
+json_t *aj_broker_in_flight(const AjBroker *b)
+{
+        json_t *list = json_array();
+        InFlight *sorted[MAX_IN_FLIGHT];
+        size_t n = 0;
+        for (size_t i = 0; list && b->n_in_flight > 0 && i < MAX_IN_FLIGHT; i++)
+                if (b->in_flight[i].used)
+                        sorted[n++] = &b->in_flight[i];
+        qsort(sorted, n, sizeof(sorted[0]), cmp_in_flight);
+        uint64_t now = aj_now_realtime_ns();
+        for (size_t i = 0; list && i < n; i++) {
+                char ts[40];
+                const InFlight *f = sorted[i];
+                json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:f}", AJ_BROKER_F_TOOL_CALL_ID, f->call_id,
+                                      AJ_BROKER_F_TOOL_NAME, f->name, "state", "running", "arguments_sha256",
+                                      f->digest, "since", aj_format_timestamp(f->since_ns, ts, sizeof(ts)), "age_s",
+                                      now > f->since_ns ? (double)(now - f->since_ns) / 1e9 : 0.0);
+                if (!o || json_array_append_new(list, o) < 0) {
+                        json_decref(list);
+                        return NULL;
+                }
+        }
+        return list;
+}
+
+uint64_t aj_broker_in_flight_dropped(const AjBroker *b) { return b->in_flight_dropped; }
+
 /* ---- operations ---- */
 
 static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
@@ -459,6 +544,8 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
         aj_meter_settle(b->meter, &res, r >= 0);
         if (r < 0)
                 return reply_unrecorded(b, c, id, r);
+        if (d.verdict == AJ_VERDICT_ALLOW)
+                in_flight_add(b, call_id, name, digest);
         report_breach(b, &d, req);
 
         json_t *reply = envelope(id, true);
@@ -503,6 +590,11 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
         int r = emit(b, "tool.result", ev);
         if (r < 0)
                 return reply_unrecorded(b, c, id, r);
+        InFlight *f = in_flight_find(b, call_id);
+        if (f) {
+                f->used = false;
+                b->n_in_flight--;
+        }
         conn_reply(c, envelope(id, true));
 }
 
@@ -841,5 +933,6 @@ void aj_broker_free(AjBroker *b)
         if (b->path)
                 unlink(b->path);
         free(b->path);
+        free(b->in_flight);
         free(b);
 }

@@ -30,6 +30,11 @@ int aj_broker_fd(AjBroker *b);
  * negative errno only for a failure of the broker itself (its epoll fd). */
 int aj_broker_dispatch(AjBroker *b);
 size_t aj_broker_connections(const AjBroker *b);
+/* Allowed tool calls without a tool_result yet, oldest first: an array of
+ * {gen_ai.tool.call.id, gen_ai.tool.name, state, arguments_sha256, since, age_s}.
+ * At most 256 are tracked; _dropped() counts the older ones let go. NULL without memory. */
+json_t *aj_broker_in_flight(const AjBroker *b);
+uint64_t aj_broker_in_flight_dropped(const AjBroker *b);
 /* Closes every connection and the socket, unlinks the socket path. Accepts NULL. */
 void aj_broker_free(AjBroker *b);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjBroker *, aj_broker_free);

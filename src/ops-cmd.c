@@ -290,6 +290,8 @@ static json_t *inspect_doc(AjRun *run, const char *state)
         json_object_set(doc, "resources", json_object_get(d, "usage") ?: json_null());
         json_object_set(doc, "processes", json_object_get(live, "processes") ?: json_null());
         json_object_set(doc, "pending", json_object_get(live, "pending") ?: json_null());
+        if (json_object_get(live, "pending_dropped"))
+                json_object_set(doc, "pending_dropped", json_object_get(live, "pending_dropped"));
         json_t *events = json_object_get(live, "last_events");
         if (json_is_array(events)) {
                 json_object_set(doc, "last_events", events);
@@ -434,21 +436,22 @@ static void print_inspect(json_t *doc, AjRun *run)
         }
         json_t *pending = json_object_get(doc, "pending");
         if (json_is_array(pending)) {
-                puts("pending calls:");
+                puts("pending calls (allowed, no tool_result yet):");
                 if (json_array_size(pending) == 0)
                         puts("  (none)");
+                else
+                        printf("  %-24s %-32s %8s  %s\n", "CALL ID", "TOOL", "AGE", "SINCE");
                 size_t i;
                 json_t *p;
                 json_array_foreach(pending, i, p) {
-                        fputs(" ", stdout);
-                        const char *k;
-                        json_t *v;
-                        json_object_foreach(p, k, v) {
-                                printf(" %s=", k);
-                                print_value(v);
-                        }
-                        putchar('\n');
+                        printf("  %-24s %-32s %7.1fs  %s\n", json_string_value(json_object_get(p, "gen_ai.tool.call.id")) ?: "?",
+                               json_string_value(json_object_get(p, "gen_ai.tool.name")) ?: "?",
+                               json_number_value(json_object_get(p, "age_s")),
+                               json_string_value(json_object_get(p, "since")) ?: "?");
                 }
+                json_int_t dropped = json_integer_value(json_object_get(doc, "pending_dropped"));
+                if (dropped > 0)
+                        printf("  (and %lld older calls no longer tracked)\n", (long long)dropped);
         }
         puts("last events:");
         print_events(json_object_get(doc, "last_events"));

@@ -473,10 +473,13 @@ static json_t *op_inspect(void *userdata)
                 free(pids);
         }
         uint64_t now = aj_now_monotonic_ns();
-        return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o?, s:o, s:o, s:o, s:o?, s:I, s:I}", "id", run->id, "name",
+        /* The broker goes when the command exits; what was in flight then stays in the chain. */
+        json_t *pending = run->broker ? aj_broker_in_flight(run->broker) : json_array();
+        json_int_t dropped = run->broker ? (json_int_t)aj_broker_in_flight_dropped(run->broker) : 0;
+        return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o?, s:o?, s:I, s:o, s:o, s:o?, s:I, s:I}", "id", run->id, "name",
                          run->name, "state", aj_run_state(run, false), "frozen", run->frozen, "processes", procs,
-                         "meters", inspect_meters(run, now), "pending",
-                         json_array(), "last_events", last_events(run, INSPECT_LAST_EVENTS), "quarantine",
+                         "meters", inspect_meters(run, now), "pending", pending, "pending_dropped", dropped,
+                         "last_events", last_events(run, INSPECT_LAST_EVENTS), "quarantine",
                          run->quarantine ? json_incref(run->quarantine) : json_null(), "network",
                          run->proxy ? aj_proxy_stats(run->proxy) : NULL, "egress_bytes", (json_int_t)run->egress_used,
                          "egress_limit", (json_int_t)run->egress_limit);

@@ -237,6 +237,37 @@ is "$(jq -r --arg id "$LIVE" '.runs[] | select(.id == $id) | .state' <<<"$OUT")"
 aj freeze "$LIVE"
 is "$RC" 1 "freeze after the end: not live"
 
+# ------------------------------------------------------------------ pending calls
+# An allowed tool call is pending until its tool_result, which may come from another
+# process (each `agentjail meter` is its own connection).
+start_jail_bg --name op-pending -- /bin/sh -c '
+        agentjail meter tool crm.update --id c-77 --args "{\"id\": 1}" >/dev/null &&
+        agentjail meter tool search --id c-78 >/dev/null && echo called >ready && sleep 2 &&
+        agentjail meter result c-77 --status ok >/dev/null && echo settled >ready2 && sleep 60'
+PD_DIR=$(wait_run_dir 10)
+PD=${PD_DIR##*/}
+if wait_sock "$PD" && wait_for_output "$WORKSPACE/ready" called 10; then
+        aj inspect op-pending --json
+        is "$(jq -r '[.pending[] | "\(.["gen_ai.tool.call.id"]) \(.["gen_ai.tool.name"]) \(.state)"] | join(",")' <<<"$OUT")" \
+                "c-77 crm.update running,c-78 search running" "inspect: both allowed calls pending, oldest first" || op_diag
+        is "$(jq -r '.pending[0].arguments_sha256 | length' <<<"$OUT")" 64 "inspect: a pending call's arguments digest"
+        aj inspect op-pending
+        like "$OUT" "c-77 +crm.update +[0-9.]+s " "inspect (text) lists the pending calls" || op_diag
+        if wait_for_output "$WORKSPACE/ready2" settled 10; then
+                aj inspect op-pending --json
+                is "$(jq -r '[.pending[]["gen_ai.tool.call.id"]] | join(",")' <<<"$OUT")" c-78 \
+                        "inspect: a call with its tool_result is no longer pending"
+        else
+                fail "the agent reported the result" "$(cat "$TEST_TMP/bg.err")"
+        fi
+else
+        fail "the agent made its tool calls" "$(cat "$TEST_TMP/bg.err" "$PD_DIR/events.jsonl" 2>/dev/null)"
+fi
+aj kill "$PD"
+wait_exit "$BG_PID" 15
+isnt "$WAIT_RC" 124 "the pending-calls run ends when killed"
+rm -f "$WORKSPACE/ready" "$WORKSPACE/ready2"
+
 # ------------------------------------------------------------------ purge kills a live run
 start_jail_bg --name op-purge -- ./probe sleep 60
 P_DIR=$(wait_run_dir 10)

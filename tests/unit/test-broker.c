@@ -464,6 +464,76 @@ Test(broker, denied_tool_is_not_a_breach)
         close(fd);
 }
 
+/* `inspect`'s pending calls: allowed, and no tool_result yet, oldest first. */
+Test(broker, calls_in_flight_until_their_result)
+{
+        cr_assert_eq(aj_meter_add_tool_rule(env.meter, AJ_TOOL_RULE_DENY, "email.*"), 0);
+        int fd = client();
+        json_decref(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"crm.update\", "
+                                "\"gen_ai.tool.call.id\": \"c1\", \"gen_ai.tool.call.arguments\": {\"id\": 7}}\n"));
+        json_decref(request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"email.send\", "
+                                "\"gen_ai.tool.call.id\": \"c2\"}\n"));
+        json_decref(request(fd, "{\"id\": 3, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"search\", "
+                                "\"gen_ai.tool.call.id\": \"c3\"}\n"));
+        json_t *list = aj_broker_in_flight(env.broker);
+        cr_assert_eq(json_array_size(list), 2, "the denied call is not in flight");
+        json_t *first = json_array_get(list, 0);
+        cr_expect_str_eq(str(first, "gen_ai.tool.call.id", NULL), "c1");
+        cr_expect_str_eq(str(first, "gen_ai.tool.name", NULL), "crm.update");
+        cr_expect_str_eq(str(first, "state", NULL), "running");
+        char digest[AJ_SHA256_HEX_SIZE];
+        json_t *args = json_pack("{s:i}", "id", 7);
+        aj_meter_args_digest(args, digest);
+        json_decref(args);
+        cr_expect_str_eq(str(first, "arguments_sha256", NULL), digest);
+        cr_expect_eq(strlen(str(first, "since", NULL)), 30);
+        cr_expect(json_number_value(json_object_get(first, "age_s")) >= 0);
+        cr_expect_str_eq(str(json_array_get(list, 1), "gen_ai.tool.call.id", NULL), "c3");
+        json_decref(list);
+
+        /* The result may come on another connection (each `agentjail meter` has its own). */
+        int fd2 = client();
+        json_t *r = request(fd2, "{\"id\": 4, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c1\", "
+                                 "\"status\": \"ok\"}\n");
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        json_decref(r);
+        list = aj_broker_in_flight(env.broker);
+        cr_assert_eq(json_array_size(list), 1);
+        cr_expect_str_eq(str(json_array_get(list, 0), "gen_ai.tool.call.id", NULL), "c3");
+        json_decref(list);
+        cr_expect_eq(aj_broker_in_flight_dropped(env.broker), 0);
+        close(fd);
+        close(fd2);
+}
+
+Test(broker, calls_in_flight_are_bounded_oldest_dropped)
+{
+        int fd = client();
+        char line[256];
+        for (int i = 0; i < 300; i++) {
+                snprintf(line, sizeof(line),
+                         "{\"id\": %d, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"t\", "
+                         "\"gen_ai.tool.call.id\": \"k%d\", \"gen_ai.tool.call.arguments\": %d}\n",
+                         i, i, i);
+                json_decref(request(fd, line));
+        }
+        json_t *list = aj_broker_in_flight(env.broker);
+        cr_assert_eq(json_array_size(list), 256);
+        cr_expect_str_eq(str(json_array_get(list, 0), "gen_ai.tool.call.id", NULL), "k44");
+        cr_expect_str_eq(str(json_array_get(list, 255), "gen_ai.tool.call.id", NULL), "k299");
+        cr_expect_eq(aj_broker_in_flight_dropped(env.broker), 44);
+        json_decref(list);
+        /* A reused call id is the newer call, not a second entry. */
+        json_decref(request(fd, "{\"id\": 1000, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"u\", "
+                                "\"gen_ai.tool.call.id\": \"k100\"}\n"));
+        list = aj_broker_in_flight(env.broker);
+        cr_expect_eq(json_array_size(list), 256);
+        cr_expect_str_eq(str(json_array_get(list, 255), "gen_ai.tool.call.id", NULL), "k100");
+        cr_expect_str_eq(str(json_array_get(list, 255), "gen_ai.tool.name", NULL), "u");
+        json_decref(list);
+        close(fd);
+}
+
 Test(broker, unrecorded_event_counts_nothing)
 {
         int fd = client();
