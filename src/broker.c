@@ -23,18 +23,22 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "agentjail/broker.h"
 #include "broker.h"
 #include "events.h"
+#include "util/strv.h"
 
 #define MAX_EVENTS_PER_DISPATCH 64
 #define MAX_ACCEPTS_PER_DISPATCH 16
 #define IN_SIZE (AJ_BROKER_MAX_LINE + 1) /* a maximal line and its newline */
 /* Allowed tool calls tracked until their tool_result; past this the oldest is dropped. */
 #define MAX_IN_FLIGHT 256
+/* Calls held for approval at once; more are denied (a loop must not pile them up). */
+#define MAX_AWAITING 64
 /* broker.error events: a burst, then a steady rate; the rest are counted, not written. */
 #define ERROR_BURST 20
 #define ERROR_PER_SEC 5
@@ -50,16 +54,24 @@ typedef struct Conn {
         bool dead;       /* close at the end of this dispatch step */
         char *out;
         size_t out_len, out_size;
+        size_t n_held;   /* its tool calls awaiting an operator: kept open for their replies */
 } Conn;
 
-/* An allowed tool call whose tool_result has not come yet: `inspect` lists these. */
+/* A tool call awaiting an operator's decision (held: no reply yet, its meter reservation
+ * kept), or allowed and without its tool_result yet. `inspect` lists both. */
 typedef struct {
         bool used;
-        uint64_t order; /* allow order: the smallest is the oldest */
+        bool awaiting;     /* held for approval; never dropped to make room */
+        uint64_t order;    /* arrival order: the smallest is the oldest */
         uint64_t since_ns; /* CLOCK_REALTIME */
         char call_id[AJ_BROKER_MAX_ID + 1];
         char name[AJ_BROKER_MAX_NAME + 1];
         char digest[AJ_SHA256_HEX_SIZE];
+        /* awaiting only */
+        Conn *conn;
+        json_t *req_id;
+        AjMeterReservation res;
+        uint64_t deadline_ns; /* b->now_ns() clock */
 } InFlight;
 
 struct AjBroker {
@@ -76,14 +88,24 @@ struct AjBroker {
         uint64_t error_refill_ns;
         uint64_t errors_suppressed;
         InFlight *in_flight; /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
-        size_t n_in_flight;
+        size_t n_in_flight, n_awaiting;
         uint64_t in_flight_order, in_flight_dropped;
+        /* approvals: calls whose tool name matches wait for aj_broker_decide() */
+        char **approval_globs;
+        size_t n_approval_globs;
+        uint64_t approval_timeout_ns;
+        int timerfd; /* armed for the earliest approval deadline */
+        bool closing; /* in aj_broker_free(): held calls end with the run */
 };
+
+static void cancel_held(AjBroker *b, Conn *c, const char *reason);
 
 /* ---- connections ---- */
 
 static void conn_close(AjBroker *b, Conn *c)
 {
+        if (c->n_held > 0)
+                cancel_held(b, c, b->closing ? "the run ended" : "the caller disconnected");
         epoll_ctl(b->epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
         if (c->prev)
@@ -126,7 +148,7 @@ static void conn_flush(AjBroker *b, Conn *c)
         }
         memmove(c->out, c->out + done, c->out_len - done);
         c->out_len -= done;
-        if (c->eof && c->out_len == 0)
+        if (c->eof && c->out_len == 0 && c->n_held == 0)
                 c->dead = true;
         if (!c->dead)
                 conn_update_events(b, c);
@@ -411,39 +433,54 @@ static void reply_unrecorded(AjBroker *b, Conn *c, json_t *id, int r)
 
 /* ---- tool calls in flight ---- */
 
-static InFlight *in_flight_find(AjBroker *b, const char *call_id)
+static InFlight *in_flight_find(AjBroker *b, const char *call_id, bool awaiting)
 {
         for (size_t i = 0; b->n_in_flight > 0 && i < MAX_IN_FLIGHT; i++)
-                if (b->in_flight[i].used && streq(b->in_flight[i].call_id, call_id))
+                if (b->in_flight[i].used && b->in_flight[i].awaiting == awaiting &&
+                    streq(b->in_flight[i].call_id, call_id))
                         return &b->in_flight[i];
         return NULL;
 }
 
-/* Best effort: without memory the call is simply not listed. */
-static void in_flight_add(AjBroker *b, const char *call_id, const char *name, const char *digest)
+/* A slot for a new call: a free one, or the oldest allowed call, let go. NULL without
+ * memory (then the call is simply not listed) or when every slot is held (not possible
+ * while MAX_AWAITING < MAX_IN_FLIGHT). */
+static InFlight *in_flight_add(AjBroker *b, const char *call_id, const char *name, const char *digest)
 {
         if (!b->in_flight && !(b->in_flight = calloc(MAX_IN_FLIGHT, sizeof(InFlight))))
-                return;
-        InFlight *slot = in_flight_find(b, call_id); /* a reused call id: the newer call */
+                return NULL;
+        InFlight *slot = in_flight_find(b, call_id, false); /* a reused call id: the newer call */
         for (size_t i = 0; !slot && i < MAX_IN_FLIGHT; i++)
                 if (!b->in_flight[i].used)
                         slot = &b->in_flight[i];
         if (!slot) {
-                slot = &b->in_flight[0];
-                for (size_t i = 1; i < MAX_IN_FLIGHT; i++)
-                        if (b->in_flight[i].order < slot->order)
+                for (size_t i = 0; i < MAX_IN_FLIGHT; i++)
+                        if (!b->in_flight[i].awaiting && (!slot || b->in_flight[i].order < slot->order))
                                 slot = &b->in_flight[i];
+                if (!slot)
+                        return NULL;
                 b->in_flight_dropped++;
                 b->n_in_flight--;
         }
         if (!slot->used)
                 b->n_in_flight++;
-        slot->used = true;
-        slot->order = ++b->in_flight_order;
-        slot->since_ns = aj_now_realtime_ns();
+        *slot = (InFlight){ .used = true, .order = ++b->in_flight_order, .since_ns = aj_now_realtime_ns() };
         snprintf(slot->call_id, sizeof(slot->call_id), "%s", call_id);
         snprintf(slot->name, sizeof(slot->name), "%s", name);
         memcpy(slot->digest, digest, sizeof(slot->digest));
+        return slot;
+}
+
+static void in_flight_remove(AjBroker *b, InFlight *f)
+{
+        if (f->awaiting) {
+                b->n_awaiting--;
+                if (f->conn)
+                        f->conn->n_held--;
+                json_decref(f->req_id);
+        }
+        *f = (InFlight){ 0 };
+        b->n_in_flight--;
 }
 
 static int cmp_in_flight(const void *x, const void *y)
@@ -466,9 +503,18 @@ json_t *aj_broker_in_flight(const AjBroker *b)
                 char ts[40];
                 const InFlight *f = sorted[i];
                 json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:f}", AJ_BROKER_F_TOOL_CALL_ID, f->call_id,
-                                      AJ_BROKER_F_TOOL_NAME, f->name, "state", "running", "arguments_sha256",
-                                      f->digest, "since", aj_format_timestamp(f->since_ns, ts, sizeof(ts)), "age_s",
+                                      AJ_BROKER_F_TOOL_NAME, f->name, "state",
+                                      f->awaiting ? "awaiting_approval" : "running", "arguments_sha256", f->digest,
+                                      "since", aj_format_timestamp(f->since_ns, ts, sizeof(ts)), "age_s",
                                       now > f->since_ns ? (double)(now - f->since_ns) / 1e9 : 0.0);
+                if (o && f->awaiting) {
+                        uint64_t mono = b->now_ns();
+                        double left = f->deadline_ns > mono ? (double)(f->deadline_ns - mono) / 1e9 : 0.0;
+                        if (json_object_set_new(o, "timeout_in_s", json_real(left)) < 0) {
+                                json_decref(o);
+                                o = NULL;
+                        }
+                }
                 if (!o || json_array_append_new(list, o) < 0) {
                         json_decref(list);
                         return NULL;
@@ -479,7 +525,240 @@ json_t *aj_broker_in_flight(const AjBroker *b)
 
 uint64_t aj_broker_in_flight_dropped(const AjBroker *b) { return b->in_flight_dropped; }
 
+/* ---- approvals ---- */
+
+static bool needs_approval(const AjBroker *b, const char *name)
+{
+        for (size_t i = 0; i < b->n_approval_globs; i++)
+                if (aj_glob_match(b->approval_globs[i], name))
+                        return true;
+        return false;
+}
+
+/* "15m", "90s": how long a call may wait, for messages. */
+static const char *duration_text(uint64_t ns, char *buf, size_t size)
+{
+        uint64_t s = ns / 1000000000ull;
+        if (s >= 60 && s % 60 == 0)
+                snprintf(buf, size, "%llum", (unsigned long long)(s / 60));
+        else
+                snprintf(buf, size, "%llus", (unsigned long long)s);
+        return buf;
+}
+
+static void arm_timer(AjBroker *b)
+{
+        uint64_t first = 0;
+        for (size_t i = 0; b->n_awaiting > 0 && i < MAX_IN_FLIGHT; i++)
+                if (b->in_flight[i].awaiting && (first == 0 || b->in_flight[i].deadline_ns < first))
+                        first = b->in_flight[i].deadline_ns;
+        struct itimerspec its = { 0 };
+        if (first) {
+                uint64_t now = b->now_ns(), left = first > now ? first - now : 1;
+                its.it_value.tv_sec = (time_t)(left / 1000000000ull);
+                its.it_value.tv_nsec = (long)(left % 1000000000ull);
+        }
+        (void)timerfd_settime(b->timerfd, 0, &its, NULL);
+}
+
+/* Records the decision on a held call and answers it: `approve` commits its reservation
+ * and leaves it in flight until its tool_result; otherwise the reservation is released
+ * and the call is gone. `decision`: approved, denied or timeout. */
+static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *decision, const char *by,
+                        const char *reason)
+{
+        char text[512];
+        if (!approve) {
+                if (streq(decision, "timeout"))
+                        snprintf(text, sizeof(text), "no approval within %s", reason);
+                else
+                        snprintf(text, sizeof(text), "denied by %s%s%s", by, reason ? ": " : "", reason ? reason : "");
+        }
+        bool batched = b->hooks && b->hooks->batch_begin && b->hooks->batch_end;
+        if (batched)
+                b->hooks->batch_begin(b->hooks->userdata);
+        int r = emit(b, "approval",
+                     json_pack("{s:s, s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
+                               f->call_id, "decision", decision, "by", by, AJ_BROKER_F_REASON,
+                               streq(decision, "timeout") ? NULL : reason));
+        if (r >= 0)
+                r = emit(b, "tool.verdict",
+                         json_pack("{s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
+                                   f->call_id, AJ_BROKER_F_VERDICT, approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY,
+                                   AJ_BROKER_F_REASON, approve ? NULL : text));
+        if (batched) {
+                int q = b->hooks->batch_end(b->hooks->userdata);
+                if (r >= 0)
+                        r = q;
+        }
+        /* The call happens now: that is when the rate window counts it. */
+        f->res.now_ns = b->now_ns();
+        aj_meter_settle(b->meter, &f->res, approve && r >= 0);
+
+        Conn *c = f->conn;
+        json_t *id = json_incref(f->req_id);
+        json_t *reply = NULL;
+        if (r >= 0) {
+                reply = envelope(id, true);
+                if (reply &&
+                    (json_object_set_new(reply, AJ_BROKER_F_VERDICT,
+                                         json_string(approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY)) < 0 ||
+                     json_object_set_new(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(f->call_id)) < 0 ||
+                     (!approve && json_object_set_new(reply, AJ_BROKER_F_REASON, json_string(text)) < 0) ||
+                     json_object_set_new(reply, "approval", json_pack("{s:s, s:s}", "decision", decision, "by", by)) < 0 ||
+                     json_object_set_new(reply, AJ_BROKER_F_USAGE, aj_meter_to_json(b->meter, b->now_ns(), true)) < 0)) {
+                        json_decref(reply);
+                        reply = NULL;
+                }
+        }
+        if (approve && r >= 0) {
+                /* Now an allowed call like any other, until its tool_result. */
+                f->awaiting = false;
+                b->n_awaiting--;
+                if (c)
+                        c->n_held--;
+                json_decref(f->req_id);
+                f->req_id = NULL;
+                f->conn = NULL;
+        } else {
+                in_flight_remove(b, f);
+        }
+        if (c) {
+                if (r < 0)
+                        reply_unrecorded(b, c, id, r);
+                else
+                        conn_reply(c, reply);
+                if (!c->dead)
+                        conn_flush(b, c);
+                if (c->dead)
+                        conn_close(b, c);
+        } else {
+                json_decref(reply);
+        }
+        json_decref(id);
+        arm_timer(b);
+}
+
+/* The caller of these held calls went away (or the run ended): nothing to answer. */
+static void cancel_held(AjBroker *b, Conn *c, const char *reason)
+{
+        for (size_t i = 0; c->n_held > 0 && i < MAX_IN_FLIGHT; i++) {
+                InFlight *f = &b->in_flight[i];
+                if (!f->used || !f->awaiting || f->conn != c)
+                        continue;
+                (void)emit(b, "approval",
+                           json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
+                                     f->call_id, "decision", "cancelled", AJ_BROKER_F_REASON, reason));
+                aj_meter_settle(b->meter, &f->res, false);
+                in_flight_remove(b, f);
+        }
+        arm_timer(b);
+}
+
+void aj_broker_cancel_held(AjBroker *b)
+{
+        for (Conn *c = b->conns; c && b->n_awaiting > 0; c = c->next)
+                if (c->n_held > 0)
+                        cancel_held(b, c, "the run ended");
+}
+
+static void expire_held(AjBroker *b)
+{
+        if (b->n_awaiting == 0)
+                return;
+        uint64_t now = b->now_ns();
+        char t[32];
+        for (size_t i = 0; b->n_awaiting > 0 && i < MAX_IN_FLIGHT; i++) {
+                InFlight *f = &b->in_flight[i];
+                if (f->used && f->awaiting && f->deadline_ns <= now)
+                        finish_held(b, f, false, "timeout", "timeout",
+                                    duration_text(b->approval_timeout_ns, t, sizeof(t)));
+        }
+}
+
+int aj_broker_set_approvals(AjBroker *b, char *const *globs, size_t n, uint64_t timeout_ns)
+{
+        char **copy = calloc(n + 1, sizeof(char *));
+        if (!copy)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (!(copy[i] = strdup(globs[i]))) {
+                        aj_strv_free(copy);
+                        return -ENOMEM;
+                }
+        aj_strv_free(b->approval_globs);
+        b->approval_globs = copy;
+        b->n_approval_globs = n;
+        b->approval_timeout_ns = timeout_ns ? timeout_ns : AJ_BROKER_APPROVAL_TIMEOUT_NS;
+        return 0;
+}
+
+int aj_broker_decide(AjBroker *b, const char *call_id, bool approve, const char *digest, const char *by,
+                     const char *reason, json_t **ret_call, char **ret_error)
+{
+        InFlight *f = in_flight_find(b, call_id, true);
+        if (!f) {
+                if (ret_error && asprintf(ret_error, "no call \"%.128s\" is awaiting approval", call_id) < 0)
+                        *ret_error = NULL;
+                return -ENOENT;
+        }
+        if (digest && !streq(digest, f->digest)) {
+                if (ret_error &&
+                    asprintf(ret_error, "call \"%s\" has arguments_sha256 %s, not %.64s: not the call reviewed",
+                             f->call_id, f->digest, digest) < 0)
+                        *ret_error = NULL;
+                return -ESTALE;
+        }
+        if (ret_call)
+                *ret_call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_CALL_ID, f->call_id,
+                                      AJ_BROKER_F_TOOL_NAME, f->name, "arguments_sha256", f->digest, "decision",
+                                      approve ? "approved" : "denied");
+        finish_held(b, f, approve, approve ? "approved" : "denied", by, reason);
+        return 0;
+}
+
 /* ---- operations ---- */
+
+/* The call waits for an operator: its request and approval.requested are recorded, its
+ * reservation kept; the reply comes from finish_held(). `ev` (tool.request) is consumed. */
+static void hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char *call_id, const char *digest,
+                 AjMeterReservation *res, json_t *ev)
+{
+        InFlight *f = in_flight_add(b, call_id, name, digest);
+        if (!f) {
+                json_decref(ev);
+                aj_meter_settle(b->meter, res, false);
+                return reply_unrecorded(b, c, id, -ENOMEM);
+        }
+        char t[32];
+        bool batched = b->hooks && b->hooks->batch_begin && b->hooks->batch_end;
+        if (batched)
+                b->hooks->batch_begin(b->hooks->userdata);
+        int r = emit(b, "tool.request", ev);
+        if (r >= 0)
+                r = emit(b, "approval.requested",
+                         json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID,
+                                   call_id, "arguments_sha256", digest, "timeout",
+                                   duration_text(b->approval_timeout_ns, t, sizeof(t))));
+        if (batched) {
+                int q = b->hooks->batch_end(b->hooks->userdata);
+                if (r >= 0)
+                        r = q;
+        }
+        if (r < 0) {
+                in_flight_remove(b, f);
+                aj_meter_settle(b->meter, res, false);
+                return reply_unrecorded(b, c, id, r);
+        }
+        f->awaiting = true;
+        f->conn = c;
+        f->req_id = json_incref(id);
+        f->res = *res;
+        f->deadline_ns = b->now_ns() + b->approval_timeout_ns;
+        c->n_held++;
+        b->n_awaiting++;
+        arm_timer(b);
+}
 
 static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
 {
@@ -520,6 +799,20 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
         if (ev && add_logged_args(ev, args, canon) < 0) {
                 json_decref(ev);
                 ev = NULL;
+        }
+        if (d.verdict == AJ_VERDICT_ALLOW && needs_approval(b, name)) {
+                if (b->n_awaiting >= MAX_AWAITING || in_flight_find(b, call_id, true)) {
+                        aj_meter_settle(b->meter, &res, false);
+                        d.verdict = AJ_VERDICT_DENY;
+                        if (b->n_awaiting >= MAX_AWAITING)
+                                snprintf(d.reason, sizeof(d.reason), "too many calls awaiting approval (at most %d)",
+                                         MAX_AWAITING);
+                        else
+                                snprintf(d.reason, sizeof(d.reason), "call id \"%.128s\" is already awaiting approval",
+                                         call_id);
+                } else {
+                        return hold(b, c, id, name, call_id, digest, &res, ev);
+                }
         }
         /* Both events in one write(2), still before the reply (and before the verdict
          * counts: a failed write releases the reservation). */
@@ -590,11 +883,9 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
         int r = emit(b, "tool.result", ev);
         if (r < 0)
                 return reply_unrecorded(b, c, id, r);
-        InFlight *f = in_flight_find(b, call_id);
-        if (f) {
-                f->used = false;
-                b->n_in_flight--;
-        }
+        InFlight *f = in_flight_find(b, call_id, false);
+        if (f)
+                in_flight_remove(b, f);
         conn_reply(c, envelope(id, true));
 }
 
@@ -770,7 +1061,7 @@ static void conn_read(AjBroker *b, Conn *c)
         if (n == 0) {
                 /* A last line without its newline is not a request. */
                 c->eof = true;
-                if (c->out_len == 0)
+                if (c->out_len == 0 && c->n_held == 0)
                         c->dead = true;
                 else
                         conn_update_events(b, c);
@@ -824,6 +1115,9 @@ static void accept_all(AjBroker *b)
 int aj_broker_dispatch(AjBroker *b)
 {
         struct epoll_event ev[MAX_EVENTS_PER_DISPATCH];
+        bool timer_fired = false;
+        /* Deadlines first: an expired call is answered even if its caller is busy. */
+        expire_held(b);
         int n = epoll_wait(b->epfd, ev, MAX_EVENTS_PER_DISPATCH, 0);
         if (n < 0)
                 return errno == EINTR ? 0 : -errno;
@@ -832,13 +1126,28 @@ int aj_broker_dispatch(AjBroker *b)
                         accept_all(b);
                         continue;
                 }
+                if (ev[i].data.ptr == &b->timerfd) {
+                        /* Handled after this loop: answering may close connections that
+                         * later entries of ev[] still point to. */
+                        uint64_t expirations;
+                        (void)!read(b->timerfd, &expirations, sizeof(expirations));
+                        timer_fired = true;
+                        continue;
+                }
                 Conn *c = ev[i].data.ptr;
                 if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
                         conn_read(b, c);
+                /* Gone both ways: even a caller waiting for an approval can get no answer. */
+                if ((ev[i].events & (EPOLLHUP | EPOLLERR)) && c->eof)
+                        c->dead = true;
                 if (!c->dead && c->out_len > 0)
                         conn_flush(b, c);
                 if (c->dead)
                         conn_close(b, c);
+        }
+        if (timer_fired) {
+                expire_held(b);
+                arm_timer(b);
         }
         return 0;
 }
@@ -879,13 +1188,15 @@ int aj_broker_new(const char *socket_path, uid_t owner_uid, gid_t owner_gid, AjM
         AjBroker *b = calloc(1, sizeof(*b));
         if (!b)
                 return -ENOMEM;
-        b->listen_fd = -1;
+        b->listen_fd = b->timerfd = -1;
         b->meter = meter;
         b->hooks = hooks;
         b->now_ns = aj_now_monotonic_ns;
+        b->approval_timeout_ns = AJ_BROKER_APPROVAL_TIMEOUT_NS;
         b->epfd = epoll_create1(EPOLL_CLOEXEC);
         b->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (b->epfd < 0 || b->listen_fd < 0) {
+        b->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (b->epfd < 0 || b->listen_fd < 0 || b->timerfd < 0) {
                 r = -errno;
                 goto fail;
         }
@@ -909,7 +1220,9 @@ int aj_broker_new(const char *socket_path, uid_t owner_uid, gid_t owner_gid, AjM
                 goto fail;
         }
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = b };
-        if (listen(b->listen_fd, 128) < 0 || epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->listen_fd, &ev) < 0) {
+        struct epoll_event tev = { .events = EPOLLIN, .data.ptr = &b->timerfd };
+        if (listen(b->listen_fd, 128) < 0 || epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->listen_fd, &ev) < 0 ||
+            epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->timerfd, &tev) < 0) {
                 r = -errno;
                 goto fail;
         }
@@ -924,10 +1237,14 @@ void aj_broker_free(AjBroker *b)
 {
         if (!b)
                 return;
+        b->closing = true;
         while (b->conns)
                 conn_close(b, b->conns);
         if (b->listen_fd >= 0)
                 close(b->listen_fd);
+        if (b->timerfd >= 0)
+                close(b->timerfd);
+        aj_strv_free(b->approval_globs);
         if (b->epfd >= 0)
                 close(b->epfd);
         if (b->path)

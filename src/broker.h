@@ -39,6 +39,25 @@ uint64_t aj_broker_in_flight_dropped(const AjBroker *b);
 void aj_broker_free(AjBroker *b);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjBroker *, aj_broker_free);
 
+/* Approvals: tool calls whose name matches one of `globs` (with '*') are held, without a
+ * reply and with their meter reservation kept, until aj_broker_decide() or `timeout_ns`
+ * (0: AJ_BROKER_APPROVAL_TIMEOUT_NS), when they are denied. A caller that disconnects
+ * cancels its held calls. Events: tool.request + approval.requested when held;
+ * approval + tool.verdict when decided (or approval "cancelled"). */
+#define AJ_BROKER_APPROVAL_TIMEOUT_NS (15 * 60 * 1000000000ull)
+int aj_broker_set_approvals(AjBroker *b, char *const *globs, size_t n, uint64_t timeout_ns);
+/* Approve or deny the held call `call_id`, answering its caller. `digest` (optional) must
+ * equal the call's arguments_sha256: the decision binds to the arguments reviewed. `by`
+ * names the operator; `reason` (optional) goes to the caller with a denial. On success
+ * *ret_call (if given) is {gen_ai.tool.call.id, gen_ai.tool.name, arguments_sha256,
+ * decision}. -ENOENT: no such held call; -ESTALE: digest mismatch; *ret_error says so. */
+int aj_broker_decide(AjBroker *b, const char *call_id, bool approve, const char *digest, const char *by,
+                     const char *reason, json_t **ret_call, char **ret_error);
+
+/* The run is ending: every held call is cancelled (recorded, nothing answered), so the
+ * chain has them before run.exit. aj_broker_free() does the same for any left. */
+void aj_broker_cancel_held(AjBroker *b);
+
 /* For tests and the benchmark: the clock used for rate windows (default CLOCK_MONOTONIC). */
 void aj_broker_set_clock(AjBroker *b, uint64_t (*now_ns)(void));
 

@@ -204,7 +204,46 @@ static json_t *do_inspect(const AjControlOps *ops, json_t *req, json_t *id)
         return ok_reply(id, state);
 }
 
-json_t *aj_control_handle_line(const AjControlOps *ops, const char *line, size_t len)
+static json_t *do_decide(const AjControlOps *ops, json_t *req, json_t *id, bool approve, uid_t peer)
+{
+        static const char *const approve_fields[] = { "call", "digest", NULL };
+        static const char *const deny_fields[] = { "call", "reason", NULL };
+        const char *op = approve ? "approve" : "deny";
+        json_t *bad = check_fields(req, id, op, approve ? approve_fields : deny_fields);
+        if (bad)
+                return bad;
+        json_t *call = json_object_get(req, "call");
+        if (!json_is_string(call) || json_string_length(call) == 0 || json_string_length(call) > 128 ||
+            strlen(json_string_value(call)) != json_string_length(call))
+                return error_reply(id, EINVAL, "field 'call': expected a tool call id of 1 to 128 bytes");
+        json_t *digest = json_object_get(req, "digest");
+        if (digest && (!json_is_string(digest) || json_string_length(digest) != 64 ||
+                       strspn(json_string_value(digest), "0123456789abcdef") != 64))
+                return error_reply(id, EINVAL, "field 'digest': expected 64 lower-case hex digits (arguments_sha256)");
+        json_t *reason = json_object_get(req, "reason");
+        if (reason && (!json_is_string(reason) || json_string_length(reason) == 0 ||
+                       json_string_length(reason) > AJ_CONTROL_MAX_REASON ||
+                       strlen(json_string_value(reason)) != json_string_length(reason)))
+                return error_reply(id, EINVAL, "field 'reason': expected a string of 1 to %d bytes",
+                                   AJ_CONTROL_MAX_REASON);
+        if (!ops->decide)
+                return error_reply(id, ENOSYS, "%s is not available", op);
+        json_t *result = NULL;
+        char *err_text = NULL;
+        int rr = ops->decide(ops->userdata, json_string_value(call), approve,
+                             digest ? json_string_value(digest) : NULL, reason ? json_string_value(reason) : NULL,
+                             peer, &result, &err_text);
+        if (rr < 0) {
+                json_t *reply = error_reply(id, -rr, "%s", err_text ? err_text : strerror(-rr));
+                free(err_text);
+                json_decref(result);
+                return reply;
+        }
+        free(err_text);
+        return ok_reply(id, result);
+}
+
+json_t *aj_control_handle_line(const AjControlOps *ops, const char *line, size_t len, uid_t peer)
 {
         json_error_t jerr;
         if (len > 0 && line[len - 1] == '\r')
@@ -235,7 +274,10 @@ json_t *aj_control_handle_line(const AjControlOps *ops, const char *line, size_t
                 return do_simple(ops, req, id, "kill", ops->kill);
         if (streq(op, "release"))
                 return do_simple(ops, req, id, "release", ops->release);
-        return error_reply(id, EINVAL, "field 'op': unknown op '%.64s' (inspect, freeze, thaw, kill, release)", op);
+        if (streq(op, "approve") || streq(op, "deny"))
+                return do_decide(ops, req, id, streq(op, "approve"), peer);
+        return error_reply(id, EINVAL,
+                           "field 'op': unknown op '%.64s' (inspect, freeze, thaw, kill, release, approve, deny)", op);
 }
 
 /* Compact JSON + '\n'; a reply past the limit becomes an E2BIG error. */
@@ -331,7 +373,7 @@ static int client_process(AjControl *c, Client *cl)
                                                             AJ_CONTROL_MAX_LINE - 1));
                 }
                 size_t len = (size_t)(nl - cl->in);
-                int r = client_queue(cl, aj_control_handle_line(&c->ops, cl->in, len));
+                int r = client_queue(cl, aj_control_handle_line(&c->ops, cl->in, len, cl->uid));
                 memmove(cl->in, nl + 1, cl->in_len - len - 1);
                 cl->in_len -= len + 1;
                 if (r < 0)

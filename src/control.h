@@ -2,7 +2,7 @@
 /*
  * The per-run control socket: <runtime>/<id>/control.sock, a Unix stream socket the
  * supervisor serves from its event loop, for `agentjail inspect | freeze | thaw | kill |
- * quarantine release`.
+ * quarantine release | approve | deny`.
  *
  * Protocol (version 1): one JSON object per line each way, UTF-8, '\n'-terminated.
  *   request  {"op": "inspect"}
@@ -10,9 +10,12 @@
  *            {"op": "thaw", "raise": {"tokens": "+20000", "cost_usd": "5"}?}
  *            {"op": "kill"}
  *            {"op": "release"}
+ *            {"op": "approve", "call": "CALL-ID", "digest": "ARGUMENTS-SHA256"?}
+ *            {"op": "deny", "call": "CALL-ID", "reason": "TEXT"?}
  *            Any request may carry "id" (string or integer), echoed in the reply.
  *            Unknown fields are errors.
- *   reply    {"ok": true, "result": {...}}            (inspect: the live state; others: {})
+ *   reply    {"ok": true, "result": {...}}            (inspect: the live state; approve, deny:
+ *            the call decided; others: {})
  *            {"ok": false, "error": {"code": "EINVAL", "message": "..."}}
  *            code is the errno name of what failed (EPERM refused, EINVAL bad request,
  *            E2BIG line too long, EBUSY too many connections, ENOSYS op not available...).
@@ -57,7 +60,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjControl *, aj_control_free);
 
 /* Answer one request line (without the '\n'): the reply object (new reference). Pure
  * apart from the ops it calls; used by the server and by tests. */
-json_t *aj_control_handle_line(const AjControlOps *ops, const char *line, size_t len);
+json_t *aj_control_handle_line(const AjControlOps *ops, const char *line, size_t len, uid_t peer);
 
 /* Client: send `request`, wait at most timeout_ms for the whole reply. -ENOENT no socket,
  * -ECONNREFUSED nobody listening (a stale socket), -ETIMEDOUT, -EBADMSG bad reply,

@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef struct {
         const char *cap;   /* "tokens", "input_tokens", "output_tokens", "cost_usd", "tool_calls",
@@ -47,4 +48,8 @@ typedef struct {
         int (*release)(void *userdata);
         /* Live state: {"state", "caps", "usage", "pending", "processes", "last_events"}. New reference. */
         json_t *(*inspect)(void *userdata);
+        /* Approve or deny a tool call held for approval (src/broker.h, aj_broker_decide);
+         * `peer` is the operator's uid (SO_PEERCRED). On success *ret_result is the call. */
+        int (*decide)(void *userdata, const char *call_id, bool approve, const char *digest, const char *reason,
+                      uid_t peer, json_t **ret_result, char **ret_error);
 } AjControlOps;

@@ -723,6 +723,8 @@ static void write_final_records(Run *run)
                                json_pack("{s:I, s:I}", "suppressed", (json_int_t)run->denial_rl.suppressed, "total",
                                          (json_int_t)run->denied_total));
         check_cgroup_events(run);
+        if (run->broker)
+                aj_broker_cancel_held(run->broker);
         Outcome o = compute_outcome(run);
         run->final_status = o.status;
         aj_events_emit(run->events, "run.exit",
@@ -836,6 +838,10 @@ static int setup_while_child_builds(Run *run)
         int r = aj_broker_new(path, run->host_uid, run->host_gid, run->meter, &run->hooks, &run->broker);
         if (r < 0)
                 return aj_log_errno(r, "Cannot create the broker socket '%s'", path);
+        r = aj_broker_set_approvals(run->broker, run->profile->approval_tools.items, run->profile->approval_tools.n,
+                                    run->profile->approval_timeout_ns);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot set up approvals");
         return 0;
 }
 

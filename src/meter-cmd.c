@@ -24,7 +24,8 @@ static const char help[] =
         "Usage: agentjail meter COMMAND ...   (inside a jail: talks to $" AJ_BROKER_ENV ")\n"
         "\n"
         "  tool NAME [--args JSON] [--id ID] [--json]\n"
-        "      Ask before a tool call. Exit 0 allowed, 1 denied (reason on stderr),\n"
+        "      Ask before a tool call (waits while the profile's approvals hold it for an\n"
+        "      operator). Exit 0 allowed, 1 denied (reason on stderr),\n"
         "      3 a cap was crossed (the run is being frozen), 2 usage or protocol error.\n"
         "  result ID --status ok|error [--undo JSON-OBJECT] [--json]\n"
         "      Report how a tool call ended; --undo says how to reverse it.\n"
@@ -380,7 +381,12 @@ static int print_reply(const AjMeterCmd *cmd, json_t *reply)
         switch (cmd->kind) {
         case AJ_METER_CMD_TOOL:
                 if (verdict && streq(verdict, AJ_BROKER_ALLOW)) {
-                        printf("allowed: %s (%s)\n", cmd->name, budget[0] ? budget : "no caps");
+                        const char *by = json_string_value(json_object_get(json_object_get(reply, "approval"), "by"));
+                        if (by)
+                                printf("allowed: %s, approved by %s (%s)\n", cmd->name, by,
+                                       budget[0] ? budget : "no caps");
+                        else
+                                printf("allowed: %s (%s)\n", cmd->name, budget[0] ? budget : "no caps");
                         return AJ_METER_EXIT_OK;
                 }
                 if (verdict && streq(verdict, AJ_BROKER_DENY)) {

@@ -619,7 +619,9 @@ void aj_meter_settle(AjMeter *m, AjMeterReservation *res, bool commit)
         }
         if (res->is_tool) {
                 m->reserved_calls--;
-                if (res->repeat_counted)
+                /* A commit with another key zeroes pending_repeat while reservations
+                 * (calls awaiting approval) are still out. */
+                if (res->repeat_counted && m->pending_repeat > 0)
                         m->pending_repeat--;
                 if (commit) {
                         window_push(m, res->now_ns);

@@ -86,11 +86,12 @@ typedef struct {
         const char *type;
         char **raise; /* KEY=VALUE, not owned */
         size_t n_raise;
+        const char *digest, *reason;
         int n_pos;
         char **pos;
 } Opts;
 
-enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE };
+enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE, OPT_DIGEST, OPT_REASON };
 
 /* Returns 0, 1 for --help, or EXIT_USAGE (already reported). `allowed` lists the long
  * options this command accepts besides --json and --help. */
@@ -101,6 +102,7 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                 { "json", no_argument, NULL, OPT_JSON },    { "help", no_argument, NULL, 'h' },
                 { "all", no_argument, NULL, 'a' },          { "follow", no_argument, NULL, 'f' },
                 { "type", required_argument, NULL, OPT_TYPE }, { "raise", required_argument, NULL, OPT_RAISE },
+                { "digest", required_argument, NULL, OPT_DIGEST }, { "reason", required_argument, NULL, OPT_REASON },
                 {},
         };
         const char *cmd = argv[0];
@@ -122,10 +124,19 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                 default:
                         break;
                 }
-                const char *name = c == 'a' ? "all" : c == 'f' ? "follow" : (c == OPT_TYPE || c == 't') ? "type" : "raise";
+                const char *name = c == 'a'                        ? "all"
+                                    : c == 'f'                     ? "follow"
+                                    : (c == OPT_TYPE || c == 't') ? "type"
+                                    : c == OPT_DIGEST              ? "digest"
+                                    : c == OPT_REASON              ? "reason"
+                                                                   : "raise";
                 if (!strstr(allowed, name))
                         return usage_error(cmd, usage, "unknown option '%s'", argv[optind - 1]);
-                if (c == 'a')
+                if (c == OPT_DIGEST)
+                        o->digest = optarg;
+                else if (c == OPT_REASON)
+                        o->reason = optarg;
+                else if (c == 'a')
                         o->all = true;
                 else if (c == 'f')
                         o->follow = true;
@@ -436,18 +447,20 @@ static void print_inspect(json_t *doc, AjRun *run)
         }
         json_t *pending = json_object_get(doc, "pending");
         if (json_is_array(pending)) {
-                puts("pending calls (allowed, no tool_result yet):");
+                puts("pending calls (awaiting approval, or allowed and without a tool_result yet):");
                 if (json_array_size(pending) == 0)
                         puts("  (none)");
                 else
-                        printf("  %-24s %-32s %8s  %s\n", "CALL ID", "TOOL", "AGE", "SINCE");
+                        printf("  %-24s %-32s %-17s %8s  %s\n", "CALL ID", "TOOL", "STATE", "AGE", "SINCE");
                 size_t i;
                 json_t *p;
                 json_array_foreach(pending, i, p) {
-                        printf("  %-24s %-32s %7.1fs  %s\n", json_string_value(json_object_get(p, "gen_ai.tool.call.id")) ?: "?",
-                               json_string_value(json_object_get(p, "gen_ai.tool.name")) ?: "?",
-                               json_number_value(json_object_get(p, "age_s")),
-                               json_string_value(json_object_get(p, "since")) ?: "?");
+                        printf("  %-24s %-32s %-17s %7.1fs  %s", jstr(p, "gen_ai.tool.call.id") ?: "?",
+                               jstr(p, "gen_ai.tool.name") ?: "?", jstr(p, "state") ?: "?",
+                               json_number_value(json_object_get(p, "age_s")), jstr(p, "since") ?: "?");
+                        if (json_is_number(json_object_get(p, "timeout_in_s")))
+                                printf("  (denied in %.0fs)", json_number_value(json_object_get(p, "timeout_in_s")));
+                        putchar('\n');
                 }
                 json_int_t dropped = json_integer_value(json_object_get(doc, "pending_dropped"));
                 if (dropped > 0)
@@ -774,6 +787,59 @@ int aj_cmd_kill(int argc, char **argv)
         return simple_control_cmd(argc, argv, "kill", "agentjail kill RUN [--json]",
                                   "Kill every process of a live run (also a frozen one). The run's records stay.",
                                   "killed");
+}
+
+/* ---- approve / deny ------------------------------------------------------------------ */
+
+static int decide_cmd(int argc, char **argv, bool approve)
+{
+        const char *cmd = argv[0];
+        const char *usage = approve ? "agentjail approve RUN CALL [--digest SHA256] [--json]"
+                                    : "agentjail deny RUN CALL [--reason TEXT] [--json]";
+        Opts o;
+        int r = parse_opts(argc, argv, usage, approve ? "digest" : "reason", &o, 2, 0);
+        free(o.raise);
+        if (r == 1) {
+                printf("usage: %s\n\n%s\n", usage,
+                       approve ? "Approve a tool call the run's broker is holding for approval (see 'agentjail\n"
+                                 "inspect RUN': pending calls awaiting_approval). The agent's call goes on.\n"
+                                 "--digest: the call's arguments_sha256 as reviewed; refused if it differs."
+                               : "Deny a tool call the run's broker is holding for approval. The agent gets\n"
+                                 "\"deny\" and the reason.");
+                return EXIT_OK;
+        }
+        if (r)
+                return r;
+        if (o.n_pos < 2)
+                return usage_error(cmd, usage, o.n_pos == 0 ? "missing RUN and CALL arguments" : "missing CALL argument");
+        const char *call = o.pos[1];
+        if (!*call || strlen(call) > 128)
+                return usage_error(cmd, usage, "CALL: expected a tool call id of 1 to 128 bytes");
+        if (o.digest && (strlen(o.digest) != 64 || strspn(o.digest, "0123456789abcdef") != 64))
+                return usage_error(cmd, usage, "--digest: expected 64 lower-case hex digits (arguments_sha256)");
+        if (o.reason && (!*o.reason || strlen(o.reason) > AJ_CONTROL_MAX_REASON))
+                return usage_error(cmd, usage, "--reason: expected 1 to %d bytes", AJ_CONTROL_MAX_REASON);
+        json_auto_t *req = json_pack("{s:s, s:s, s:s*, s:s*}", "op", approve ? "approve" : "deny", "call", call,
+                                     "digest", o.digest, "reason", o.reason);
+        if (!req)
+                return EXIT_FAIL;
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        if (open_paths(cmd, &paths) < 0 || find_run(cmd, &paths, o.pos[0], &run) < 0)
+                return EXIT_FAIL;
+        char done[200];
+        snprintf(done, sizeof(done), "%s call %s", approve ? "approved" : "denied", call);
+        return control_op(cmd, run, req, o.json, done);
+}
+
+int aj_cmd_approve(int argc, char **argv)
+{
+        return decide_cmd(argc, argv, true);
+}
+
+int aj_cmd_deny(int argc, char **argv)
+{
+        return decide_cmd(argc, argv, false);
 }
 
 /* ---- quarantine ---------------------------------------------------------------------- */

@@ -14,3 +14,5 @@ int aj_cmd_freeze(int argc, char **argv);
 int aj_cmd_thaw(int argc, char **argv);
 int aj_cmd_kill(int argc, char **argv);
 int aj_cmd_quarantine(int argc, char **argv);
+int aj_cmd_approve(int argc, char **argv);
+int aj_cmd_deny(int argc, char **argv);

@@ -55,6 +55,8 @@
 #define DEFAULT_WALL_GRACE_NS (10ULL * 1000000000ULL)
 #define DEFAULT_ALERT_TIMEOUT_NS (10ULL * 1000000000ULL)
 #define MAX_ALERT_TIMEOUT_NS (3600ULL * 1000000000ULL)
+#define DEFAULT_APPROVAL_TIMEOUT_NS (15ULL * 60ULL * 1000000000ULL)
+#define MAX_APPROVAL_TIMEOUT_NS (7ULL * 86400ULL * 1000000000ULL)
 #define MAX_BROKER_NAME 256 /* tool patterns, model names: as the broker protocol allows */
 
 /* jansson's own json_decrefp() accepts NULL. */
@@ -722,7 +724,7 @@ static int check_degrade_name(Check *c, json_t *v)
 
 static int check_allow_degraded(Check *c, json_t *v) { return check_string_array(c, v, check_degrade_name); }
 
-/* ---- broker: meters, tools, prices, on_breach, alert (limits shared with src/meter.h) ---- */
+/* ---- broker: meters, tools, approvals, prices, on_breach, alert (limits shared with src/meter.h) ---- */
 
 static int check_int_range(Check *c, json_t *v, json_int_t min, json_int_t max)
 {
@@ -788,6 +790,25 @@ static int check_tools(Check *c, json_t *v)
         static const Field fields[] = {
                 { "allow", check_tool_patterns },
                 { "deny", check_tool_patterns },
+                {},
+        };
+        return check_object(c, v, fields);
+}
+
+static int check_approval_timeout(Check *c, json_t *v)
+{
+        uint64_t ns;
+        if (json_duration(v, &ns) < 0 || ns == 0 || ns > MAX_APPROVAL_TIMEOUT_NS)
+                return fail(c, AJ_JSON_AT_VALUE,
+                            "expected a duration greater than 0 and at most \"7d\" such as \"15m\", got %s", GOT(v));
+        return 0;
+}
+
+static int check_approvals(Check *c, json_t *v)
+{
+        static const Field fields[] = {
+                { "tools", check_tool_patterns },
+                { "timeout", check_approval_timeout },
                 {},
         };
         return check_object(c, v, fields);
@@ -897,6 +918,7 @@ static int check_root(Check *c, json_t *v)
                 { "allow_degraded", check_allow_degraded },
                 { "meters", check_meters },
                 { "tools", check_tools },
+                { "approvals", check_approvals },
                 { "prices", check_prices },
                 { "on_breach", check_on_breach },
                 { "alert", check_alert },
@@ -1337,6 +1359,7 @@ static int profile_new_defaults(AjProfile **ret)
         p->meters = (AjProfileMeters){ -1, -1, -1, -1, -1, -1, -1.0 }; /* no caps */
         p->on_breach = AJ_ON_BREACH_FREEZE;
         p->alert_timeout_ns = DEFAULT_ALERT_TIMEOUT_NS;
+        p->approval_timeout_ns = DEFAULT_APPROVAL_TIMEOUT_NS;
         *ret = TAKE_PTR(p);
         return 0;
 }
@@ -1374,6 +1397,11 @@ static int broker_from_json(json_t *root, AjProfile *p)
         }
         if ((r = strlist_from(&p->tools_deny, json_object_get(tools, "deny"))) < 0)
                 return r;
+        json_t *approvals = json_object_get(root, "approvals");
+        if ((r = strlist_from(&p->approval_tools, json_object_get(approvals, "tools"))) < 0)
+                return r;
+        if ((v = json_object_get(approvals, "timeout")) && json_duration(v, &u) >= 0)
+                p->approval_timeout_ns = u;
 
         json_t *prices = json_object_get(root, "prices");
         if (json_object_size(prices) > 0) {
@@ -1588,7 +1616,7 @@ static json_t *env_set_json(const AjStrList *l)
         return o;
 }
 
-/* Adds meters, tools, prices, on_breach and alert to `root`. Unset caps are left out. */
+/* Adds meters, tools, approvals, prices, on_breach and alert to `root`. Unset caps are left out. */
 static int broker_tree(const AjProfile *p, json_t *root)
 {
         const AjProfileMeters *pm = &p->meters;
@@ -1619,6 +1647,11 @@ static int broker_tree(const AjProfile *p, json_t *root)
         if (pm->wall_ns && json_object_set_new(meters, "wall", duration_json(pm->wall_ns)) < 0)
                 return -ENOMEM;
         if (p->tools_allow_set && json_object_set_new(tools, "allow", strlist_json(&p->tools_allow)) < 0)
+                return -ENOMEM;
+        /* Always shown, like "alert": the timeout is part of the digest even with no tools listed. */
+        if (json_object_set_new(root, "approvals",
+                                json_pack("{s:o, s:o}", "tools", strlist_json(&p->approval_tools), "timeout",
+                                          duration_json(p->approval_timeout_ns))) < 0)
                 return -ENOMEM;
         for (size_t i = 0; i < p->n_prices; i++) {
                 const AjProfilePrice *pr = &p->prices[i];
@@ -1752,6 +1785,7 @@ void aj_profile_free(AjProfile *p)
         strlist_done(&p->env_set);
         strlist_done(&p->tools_allow);
         strlist_done(&p->tools_deny);
+        strlist_done(&p->approval_tools);
         for (size_t i = 0; i < p->n_prices; i++)
                 free(p->prices[i].model);
         free(p->prices);

@@ -109,11 +109,13 @@ typedef struct AjProfile {
 
         unsigned allow_degraded; /* AJ_DEGRADE_* */
 
-        /* broker (src/meter.c, src/broker.c): caps, tool rules, prices, what a breach does */
+        /* broker (src/meter.c, src/broker.c): caps, tool rules, approvals, prices, what a breach does */
         AjProfileMeters meters;      /* "meters"; every cap unset by default */
         bool tools_allow_set;        /* "tools.allow" present: names matching none are denied */
         AjStrList tools_allow;       /* globs with '*' */
         AjStrList tools_deny;        /* globs with '*'; deny wins over allow */
+        AjStrList approval_tools;    /* "approvals.tools": globs with '*'; matching calls wait for an operator */
+        uint64_t approval_timeout_ns; /* "approvals.timeout", default 15 min: then the call is denied */
         AjProfilePrice *prices;      /* "prices", in file order */
         size_t n_prices;
         AjOnBreach on_breach;        /* default freeze */

@@ -6,6 +6,7 @@
  * Everything runs on the supervisor's one thread, between two epoll_wait()s.
  */
 #include <errno.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -485,6 +486,31 @@ static json_t *op_inspect(void *userdata)
                          "egress_limit", (json_int_t)run->egress_limit);
 }
 
+/* "root", a user name, or "uid N": who decided, for the chain and the agent's reply. */
+static void operator_name(uid_t uid, char *buf, size_t size)
+{
+        struct passwd pw, *found = NULL;
+        char tmp[1024];
+        if (getpwuid_r(uid, &pw, tmp, sizeof(tmp), &found) == 0 && found)
+                snprintf(buf, size, "%s", found->pw_name);
+        else
+                snprintf(buf, size, "uid %u", (unsigned)uid);
+}
+
+static int op_decide(void *userdata, const char *call_id, bool approve, const char *digest, const char *reason,
+                     uid_t peer, json_t **ret_result, char **ret_error)
+{
+        Run *run = userdata;
+        if (!run->broker) {
+                if (asprintf(ret_error, "the run's command has exited: no call is awaiting approval") < 0)
+                        *ret_error = NULL;
+                return -ENOENT;
+        }
+        char by[128];
+        operator_name(peer, by, sizeof(by));
+        return aj_broker_decide(run->broker, call_id, approve, digest, by, reason, ret_result, ret_error);
+}
+
 void aj_run_control_ops(Run *run, AjControlOps *ret)
 {
         *ret = (AjControlOps){
@@ -494,5 +520,6 @@ void aj_run_control_ops(Run *run, AjControlOps *ret)
                 .kill = op_kill,
                 .release = op_release,
                 .inspect = op_inspect,
+                .decide = op_decide,
         };
 }

@@ -252,7 +252,7 @@ if wait_sock "$PD" && wait_for_output "$WORKSPACE/ready" called 10; then
                 "c-77 crm.update running,c-78 search running" "inspect: both allowed calls pending, oldest first" || op_diag
         is "$(jq -r '.pending[0].arguments_sha256 | length' <<<"$OUT")" 64 "inspect: a pending call's arguments digest"
         aj inspect op-pending
-        like "$OUT" "c-77 +crm.update +[0-9.]+s " "inspect (text) lists the pending calls" || op_diag
+        like "$OUT" "c-77 +crm.update +running +[0-9.]+s " "inspect (text) lists the pending calls and their state" || op_diag
         if wait_for_output "$WORKSPACE/ready2" settled 10; then
                 aj inspect op-pending --json
                 is "$(jq -r '[.pending[]["gen_ai.tool.call.id"]] | join(",")' <<<"$OUT")" c-78 \
@@ -309,5 +309,196 @@ if wait_for_output "$B_DIR/events.jsonl" '"type":"freeze"' 15; then
 else
         fail "the tokens breach froze the run" "$(cat "$TEST_TMP/bg.err" "$B_DIR/events.jsonl" 2>/dev/null)"
 fi
+
+# ------------------------------------------------------------------ approvals
+# refund.* calls are held until an operator approves or denies them, or for 3 s. The agent
+# makes its calls one after the other; each writes ID.out (what `meter tool` printed)
+# and then ID.rc (its exit status) in ap/ of the workspace.
+AP_PROFILE=$(write_profile approvals '{"extends": "default", "tools": {"deny": ["refund.forbidden"]},
+        "approvals": {"tools": ["refund.*"], "timeout": "3s"}}')
+AP=$WORKSPACE/ap
+rm -rf "$AP"
+start_jail_bg -p "$AP_PROFILE" --name op-approvals -- /bin/sh -c '
+        mkdir ap && cd ap || exit 1
+        call() { id=$1; shift; agentjail meter tool "$@" --id "$id" >"$id.out" 2>&1; echo $? >"$id.rc"; }
+        call a-0 lookup
+        call a-1 refund.issue --args "{\"order\": 42, \"amount\": 5}"
+        call a-2 refund.void --args "{\"order\": 43}"
+        agentjail meter result a-1 --status ok >/dev/null && echo settled >a-1.result
+        call a-3 refund.late
+        call a-4 refund.forbidden
+        timeout 1 agentjail meter tool refund.cancel --id a-5 >a-5.out 2>&1; echo $? >a-5.rc
+        sleep 60'
+AP_DIR=$(wait_run_dir 10)
+AP_ID=${AP_DIR##*/}
+
+# ap_call ID SECONDS: waits for the agent's call ID to be answered; sets CALL_RC, CALL_OUT.
+ap_call() {
+        CALL_RC=none
+        CALL_OUT=
+        wait_for_output "$AP/$1.rc" '^[0-9]+$' "$2" || return 1
+        CALL_RC=$(cat "$AP/$1.rc")
+        CALL_OUT=$(cat "$AP/$1.out")
+}
+
+# ap_held ID: the broker recorded that it holds call ID.
+ap_held() {
+        wait_for_output "$AP_DIR/events.jsonl" "\"type\":\"approval\\.requested\".*\"gen_ai\\.tool\\.call\\.id\":\"$1\"" 10
+}
+
+# ap_state ID: the call's state in inspect's pending calls, or "none".
+ap_state() {
+        aj inspect "$AP_ID" --json
+        jq -r --arg c "$1" '[.pending[]? | select(.["gen_ai.tool.call.id"] == $c) | .state] | first // "none"' <<<"$OUT"
+}
+
+# ap_chain ID: the call's request, approval and verdict events in order, with the decision
+# or verdict (`tool.request,approval.requested,approval=approved,tool.verdict=allow`).
+ap_chain() {
+        jq -r --arg c "$1" 'select(.["gen_ai.tool.call.id"] == $c and (.type | test("^(tool\\.(request|verdict)|approval)")))
+                | .type + (if .decision then "=" + .decision elif .verdict then "=" + .verdict else "" end)' \
+                "$AP_DIR/events.jsonl" 2>/dev/null | paste -sd, -
+}
+
+if [[ -n "$AP_ID" ]] && wait_sock "$AP_ID" && ap_call a-0 10; then
+        is "$CALL_RC" 0 "approvals: a tool no pattern matches is allowed"
+        like "$CALL_OUT" "^allowed: lookup \\(" "it is answered by the broker, nobody approved it"
+        is "$(ap_chain a-0)" "tool.request,tool.verdict=allow" "it was never held (no approval.requested)"
+
+        # Held, then approved with the digest inspect showed.
+        ok "a refund.* call is held for approval" ap_held a-1
+        ok "the held call has no answer yet" test ! -e "$AP/a-1.rc"
+        aj inspect "$AP_ID" --json
+        A1='.pending[]? | select(.["gen_ai.tool.call.id"] == "a-1")'
+        is "$(jq -r "$A1 | \"\\(.[\"gen_ai.tool.name\"]) \\(.state)\"" <<<"$OUT")" "refund.issue awaiting_approval" \
+                "inspect: the held call is pending, awaiting_approval" || op_diag
+        DIGEST=$(jq -r "$A1 | .arguments_sha256" <<<"$OUT")
+        like "$DIGEST" '^[0-9a-f]{64}$' "inspect: the held call's arguments_sha256"
+        is "$(jq -r "$A1 | .timeout_in_s > 0 and .timeout_in_s <= 3" <<<"$OUT")" true "inspect: seconds left until the timeout"
+        is "$(events_of approval.requested "$AP_DIR" | jq -r 'select(.["gen_ai.tool.call.id"] == "a-1") | "\(.arguments_sha256) \(.timeout)"')" \
+                "$DIGEST 3s" "approval.requested: the call's digest and the timeout"
+        aj inspect "$AP_ID"
+        like "$OUT" "CALL ID +TOOL +STATE +AGE" "inspect (text): pending calls have a STATE column" || op_diag
+        like "$OUT" "a-1 +refund\\.issue +awaiting_approval +[0-9.]+s .*denied in [0-9]+s" \
+                "inspect (text): the held call, and when it will be denied"
+
+        aj approve "$AP_ID" nosuchcall
+        is "$RC" 1 "approve of a call that is not held: exit 1"
+        like "$ERR" 'refused: no call "nosuchcall" is awaiting approval \(ENOENT\)' "the refusal says so (ENOENT)"
+        aj approve "$AP_ID" a-1 --digest 1234
+        is "$RC" 2 "approve --digest that is not a sha256: usage error"
+
+        if command -v setpriv >/dev/null; then
+                setpriv --reuid=65534 --regid=65534 --clear-groups env AGENTJAIL_STATE_DIR="$AGENTJAIL_STATE_DIR" \
+                        AGENTJAIL_RUNTIME_DIR="$AGENTJAIL_RUNTIME_DIR" "$AJ" approve "$AP_ID" a-1 >/dev/null 2>&1
+                is "$?" 1 "another uid cannot approve"
+        fi
+        # The supervisor's own check, past the socket's mode: open the socket to everyone,
+        # connect as uid 65534.
+        SOCK=$AGENTJAIL_RUNTIME_DIR/$AP_ID/control.sock
+        if command -v python3 >/dev/null && chmod 0666 "$SOCK"; then
+                REPLY=$(timeout -k 2 5 python3 -c '
+import os, socket, sys
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+try:
+    s.sendall(b"{\"op\": \"approve\", \"call\": \"a-1\"}\n")
+except OSError:
+    pass
+print(s.makefile().readline().strip())' "$SOCK" 2>&1)
+                chmod 0600 "$SOCK"
+                is "$(jq -r .error.code <<<"$REPLY" 2>/dev/null)" EPERM "another uid's approve over the socket is refused (SO_PEERCRED)" ||
+                        diag "reply: $REPLY"
+        fi
+        is "$(ap_state a-1)" awaiting_approval "the call still awaits approval"
+
+        aj approve "$AP_ID" a-1 --digest "$(printf '0%.0s' {1..64})"
+        is "$RC" 1 "approve with another digest is refused"
+        like "$ERR" "not the call reviewed \\(ESTALE\\)" "the refusal says it is not the call reviewed (ESTALE)" || op_diag
+        is "$(ap_state a-1)" awaiting_approval "a refused approve leaves the call held"
+        aj approve "$AP_ID" a-1 --digest "$DIGEST"
+        is "$RC" 0 "approve with the digest from inspect" || op_diag
+        is "$OUT" "run $AP_ID approved call a-1" "approve says so"
+        ap_call a-1 5
+        is "$CALL_RC" 0 "the approved call: the agent's meter tool exits 0"
+        like "$CALL_OUT" "^allowed: refund\\.issue, approved by root \\(" "the agent is told who approved it"
+
+        # Denied with a reason; the approved call stays pending until its result.
+        ok "the next refund.* call is held" ap_held a-2
+        aj inspect "$AP_ID" --json
+        is "$(jq -r '[.pending[]? | "\(.["gen_ai.tool.call.id"]) \(.state)"] | join(",")' <<<"$OUT")" \
+                "a-0 running,a-1 running,a-2 awaiting_approval" \
+                "inspect: the approved call is running like a-0, the next one awaiting_approval" || op_diag
+        aj deny "$AP_ID" a-1
+        like "$RC $ERR" '^1 .*no call "a-1" is awaiting approval \(ENOENT\)' "an approved call cannot be denied any more"
+        aj deny "$AP_ID" a-2 --reason "order 43 was refunded already" --json
+        is "$RC" 0 "deny with a reason" || op_diag
+        is "$(jq -r '"\(.ok) \(.op) \(.run) \(.result["gen_ai.tool.call.id"]) \(.result["gen_ai.tool.name"]) \(.result.decision)"' <<<"$OUT")" \
+                "true deny $AP_ID a-2 refund.void denied" "deny --json: the reply, with run and op"
+        ap_call a-2 5
+        is "$CALL_RC" 1 "the denied call: the agent's meter tool exits 1"
+        is "$CALL_OUT" "denied: refund.void: denied by root: order 43 was refunded already" "the agent gets who denied it and why"
+        if wait_for_output "$AP/a-1.result" settled 5; then
+                is "$(ap_state a-1)" none "inspect: after its tool_result the approved call is no longer pending"
+        else
+                fail "the agent reported the approved call's result" "$(cat "$AP_DIR/events.jsonl")"
+        fi
+
+        # Nobody decides: denied after the profile's 3 s.
+        ok "a call nobody decides on is held" ap_held a-3
+        ap_call a-3 8
+        is "$CALL_RC" 1 "after the timeout the call is denied: exit 1"
+        is "$CALL_OUT" "denied: refund.late: no approval within 3s" "the agent is told no approval came in time"
+        like "$(jq -rs '[.[] | select(.["gen_ai.tool.call.id"] == "a-3" and (.type == "approval.requested" or .type == "approval"))
+                | .ts[0:19] + "Z" | fromdateiso8601] | .[1] - .[0]' "$AP_DIR/events.jsonl" 2>/dev/null)" '^[345]$' \
+                "the timeout came after the profile's 3 s, not before"
+
+        ap_call a-4 5
+        is "$CALL_RC" 1 "a call tools.deny matches is denied"
+        is "$(ap_chain a-4)" "tool.request,tool.verdict=deny" "at once: tools.deny wins, the call is never held"
+
+        # The caller gives up (timeout 1 kills its meter tool): the held call is cancelled.
+        ok "the last refund.* call is held" ap_held a-5
+        ap_call a-5 5
+        is "$CALL_RC" 124 "the caller gave up waiting"
+        wait_for_output "$AP_DIR/events.jsonl" '"decision":"cancelled"' 5
+        is "$(ap_chain a-5)" "tool.request,approval.requested,approval=cancelled" \
+                "the call is cancelled when its caller's connection closes, with no verdict"
+        is "$(ap_state a-5)" none "a cancelled call is no longer pending"
+        aj approve "$AP_ID" a-5
+        is "$RC" 1 "a cancelled call cannot be approved"
+
+        # The chain: request, approval.requested, the decision, then the verdict.
+        is "$(ap_chain a-1)" "tool.request,approval.requested,approval=approved,tool.verdict=allow" \
+                "chain: the approved call's events in order"
+        is "$(ap_chain a-2)" "tool.request,approval.requested,approval=denied,tool.verdict=deny" \
+                "chain: the denied call's events in order"
+        is "$(ap_chain a-3)" "tool.request,approval.requested,approval=timeout,tool.verdict=deny" \
+                "chain: the timed-out call's events in order"
+        aj logs "$AP_ID" --json --type approval
+        is "$(jq -r 'select(.type == "approval.requested") | .["gen_ai.tool.call.id"]' <<<"$OUT" | paste -sd, -)" \
+                "a-1,a-2,a-3,a-5" "logs --type approval: only the refund.* calls tools.deny let through were held"
+        is "$(jq -r 'select(.type == "approval") | "\(.["gen_ai.tool.call.id"])=\(.decision)/\(.by // "-")"' <<<"$OUT" | paste -sd, -)" \
+                "a-1=approved/root,a-2=denied/root,a-3=timeout/timeout,a-5=cancelled/-" \
+                "logs --type approval: every decision in order, and by whom" || op_diag
+        is "$(jq -r 'select(.type == "approval" and .decision == "denied") | .reason' <<<"$OUT")" \
+                "order 43 was refunded already" "the approval event records the deny reason"
+        is "$(events_of tool.verdict "$AP_DIR" | jq -r 'select(.["gen_ai.tool.call.id"] == "a-2") | .reason')" \
+                "denied by root: order 43 was refunded already" "so does the tool.verdict"
+else
+        fail "the approvals run starts and makes its first call" "$(cat "$TEST_TMP/bg.err" "$AP_DIR/events.jsonl" 2>/dev/null)"
+fi
+aj kill "$AP_ID"
+wait_exit "$BG_PID" 15
+isnt "$WAIT_RC" 124 "the approvals run ends when killed"
+
+# A call still held when the command exits is cancelled before run.exit, so the chain
+# (and `logs -f`, which stops at run.exit) has it.
+run_jail -p "$AP_PROFILE" -- /bin/sh -c 'agentjail meter tool refund.late --id late-1 >/dev/null & sleep 0.5'
+is "$JAIL_RC" 0 "a run that exits with a call still held ends normally"
+is "$(jq -r '"\(.type)=\(.decision // "")"' "$JAIL_RUN_DIR/events.jsonl" | tail -n 2 | paste -sd, -)" \
+        "approval=cancelled,run.exit=" "the held call is cancelled before run.exit"
+is "$(events_of approval "$JAIL_RUN_DIR" | jq -r .reason)" "the run ended" "the cancellation says why"
 
 done_testing

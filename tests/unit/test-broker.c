@@ -534,6 +534,255 @@ Test(broker, calls_in_flight_are_bounded_oldest_dropped)
         close(fd);
 }
 
+/* ---- approvals ---- */
+
+static uint64_t fake_now = 1000000000ull;
+static uint64_t fake_clock(void) { return fake_now; }
+
+static void setup_approvals(const AjMeterCaps *caps)
+{
+        teardown();
+        setup_with(caps);
+        char *globs[] = { "refund.*", "email.send" };
+        cr_assert_eq(aj_broker_set_approvals(env.broker, globs, 2, 10 * 1000000000ull), 0);
+        fake_now = 1000000000ull;
+        aj_broker_set_clock(env.broker, fake_clock);
+}
+
+/* True when a reply line is waiting on fd (after letting the broker run). */
+static bool reply_ready(int fd)
+{
+        pump();
+        char c;
+        return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+}
+
+static const char *event_type(size_t i) { return str(json_array_get(env.fake.events, i), "type", NULL); }
+
+static json_t *in_flight_call(const char *call_id)
+{
+        static json_t *list;
+        json_decref(list);
+        list = aj_broker_in_flight(env.broker);
+        size_t i;
+        json_t *f;
+        json_array_foreach(list, i, f) if (streq(str(f, "gen_ai.tool.call.id", NULL), call_id)) return f;
+        return NULL;
+}
+
+TestSuite(approvals, .fini = teardown);
+
+#define REFUND(id) "{\"id\": " #id ", \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", " \
+                   "\"gen_ai.tool.call.id\": \"r" #id "\", \"gen_ai.tool.call.arguments\": {\"amount\": " #id "}}\n"
+
+Test(approvals, held_until_approved_then_in_flight_until_its_result)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        send_text(fd, REFUND(1));
+        cr_assert_not(reply_ready(fd), "a held call gets no reply");
+        cr_assert_eq(json_array_size(env.fake.events), 2);
+        cr_expect_str_eq(event_type(0), "tool.request");
+        cr_expect_str_eq(event_type(1), "approval.requested");
+        cr_expect_str_eq(str(json_array_get(env.fake.events, 1), "timeout", NULL), "10s");
+        cr_expect_str_eq(str(in_flight_call("r1"), "state", NULL), "awaiting_approval");
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0, "held: reserved, not counted");
+
+        json_t *call = NULL;
+        char *err = NULL;
+        cr_assert_eq(aj_broker_decide(env.broker, "r1", true, NULL, "alice", NULL, &call, &err), 0);
+        cr_expect_str_eq(str(call, "decision", NULL), "approved");
+        cr_expect_str_eq(str(call, "gen_ai.tool.name", NULL), "refund.issue");
+        json_decref(call);
+        json_t *r = read_reply(fd);
+        cr_expect_eq(json_integer_value(json_object_get(r, "id")), 1);
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        cr_expect_str_eq(str(r, "approval", "by"), "alice");
+        cr_expect_str_eq(str(r, "approval", "decision"), "approved");
+        json_decref(r);
+        cr_assert_eq(json_array_size(env.fake.events), 4);
+        cr_expect_str_eq(event_type(2), "approval");
+        cr_expect_str_eq(str(json_array_get(env.fake.events, 2), "decision", NULL), "approved");
+        cr_expect_str_eq(str(json_array_get(env.fake.events, 2), "by", NULL), "alice");
+        cr_expect_str_eq(event_type(3), "tool.verdict");
+        cr_expect_str_eq(str(json_array_get(env.fake.events, 3), "verdict", NULL), "allow");
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 1);
+        cr_expect_str_eq(str(in_flight_call("r1"), "state", NULL), "running");
+
+        /* Single use: it is no longer awaiting a decision. */
+        cr_expect_eq(aj_broker_decide(env.broker, "r1", true, NULL, "alice", NULL, NULL, &err), -ENOENT);
+        cr_expect(strstr(err, "no call \"r1\" is awaiting approval") != NULL, "%s", err);
+        free(err);
+        json_decref(request(fd, "{\"id\": 9, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"r1\", "
+                                "\"status\": \"ok\"}\n"));
+        cr_expect_null(in_flight_call("r1"));
+        close(fd);
+}
+
+Test(approvals, denied_with_a_reason_counts_nothing)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        send_text(fd, REFUND(2));
+        cr_assert_not(reply_ready(fd));
+        cr_assert_eq(aj_broker_decide(env.broker, "r2", false, NULL, "bob", "too much", NULL, NULL), 0);
+        json_t *r = read_reply(fd);
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        cr_expect_str_eq(str(r, "reason", NULL), "denied by bob: too much");
+        json_decref(r);
+        cr_expect_str_eq(str(json_array_get(env.fake.events, 2), "decision", NULL), "denied");
+        cr_expect_str_eq(str(json_array_get(env.fake.events, 2), "reason", NULL), "too much");
+        cr_expect_str_eq(str(last_event(), "verdict", NULL), "deny");
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0);
+        cr_expect_null(in_flight_call("r2"));
+        close(fd);
+}
+
+Test(approvals, timeout_denies)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        send_text(fd, REFUND(3));
+        cr_assert_not(reply_ready(fd));
+        fake_now += 9 * 1000000000ull;
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        cr_assert_not(reply_ready(fd), "still within the timeout");
+        cr_expect(json_number_value(json_object_get(in_flight_call("r3"), "timeout_in_s")) <= 1.0);
+        fake_now += 2 * 1000000000ull;
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        json_t *r = read_reply(fd);
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        cr_expect_str_eq(str(r, "reason", NULL), "no approval within 10s");
+        cr_expect_str_eq(str(r, "approval", "decision"), "timeout");
+        json_decref(r);
+        cr_expect_str_eq(str(json_array_get(env.fake.events, 2), "decision", NULL), "timeout");
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0);
+        close(fd);
+}
+
+Test(approvals, decision_binds_to_the_arguments_digest)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        send_text(fd, REFUND(4));
+        cr_assert_not(reply_ready(fd));
+        char digest[AJ_SHA256_HEX_SIZE];
+        json_t *args = json_pack("{s:i}", "amount", 4);
+        aj_meter_args_digest(args, digest);
+        json_decref(args);
+        cr_expect_str_eq(str(in_flight_call("r4"), "arguments_sha256", NULL), digest);
+        char *err = NULL;
+        const char *other = "0000000000000000000000000000000000000000000000000000000000000000";
+        cr_expect_eq(aj_broker_decide(env.broker, "r4", true, other, "alice", NULL, NULL, &err), -ESTALE);
+        cr_expect(strstr(err, "not the call reviewed") != NULL, "%s", err);
+        free(err);
+        cr_assert_not(reply_ready(fd), "a refused decision leaves the call held");
+        cr_expect_eq(aj_broker_decide(env.broker, "r4", true, digest, "alice", NULL, NULL, NULL), 0);
+        json_t *r = read_reply(fd);
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        close(fd);
+}
+
+Test(approvals, other_requests_are_answered_meanwhile)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        send_text(fd, REFUND(5));
+        json_t *r = request(fd, "{\"id\": 6, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"search\"}\n");
+        cr_expect_eq(json_integer_value(json_object_get(r, "id")), 6, "the later request's reply comes first");
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        cr_assert_eq(aj_broker_decide(env.broker, "r5", true, NULL, "alice", NULL, NULL, NULL), 0);
+        r = read_reply(fd);
+        cr_expect_eq(json_integer_value(json_object_get(r, "id")), 5);
+        json_decref(r);
+        close(fd);
+}
+
+Test(approvals, a_caller_that_goes_away_cancels_its_calls)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        send_text(fd, REFUND(7));
+        cr_assert_not(reply_ready(fd));
+        close(fd);
+        for (int i = 0; i < 50 && in_flight_call("r7"); i++)
+                pump();
+        cr_expect_null(in_flight_call("r7"));
+        cr_expect_str_eq(str(last_event(), "type", NULL), "approval");
+        cr_expect_str_eq(str(last_event(), "decision", NULL), "cancelled");
+        cr_expect_str_eq(str(last_event(), "reason", NULL), "the caller disconnected");
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0);
+        cr_expect_eq(aj_broker_decide(env.broker, "r7", true, NULL, "alice", NULL, NULL, NULL), -ENOENT);
+}
+
+Test(approvals, a_half_closed_caller_still_gets_its_answer)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        send_text(fd, REFUND(8));
+        shutdown(fd, SHUT_WR);
+        cr_assert_not(reply_ready(fd));
+        cr_assert_eq(aj_broker_decide(env.broker, "r8", true, NULL, "alice", NULL, NULL, NULL), 0);
+        json_t *r = read_reply(fd);
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        close(fd);
+}
+
+Test(approvals, deny_rules_and_caps_come_first)
+{
+        AjMeterCaps caps = {};
+        caps.set[AJ_CAP_TOOL_CALLS] = true;
+        caps.limit[AJ_CAP_TOOL_CALLS] = 1;
+        setup_approvals(&caps);
+        cr_assert_eq(aj_meter_add_tool_rule(env.meter, AJ_TOOL_RULE_DENY, "email.*"), 0);
+        int fd = client();
+        json_t *r = request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"email.send\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny", "tools.deny is not overridden by approvals");
+        json_decref(r);
+        /* A held call keeps its place under the caps: the next call would cross tool_calls. */
+        send_text(fd, REFUND(2));
+        cr_assert_not(reply_ready(fd));
+        r = request(fd, "{\"id\": 3, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"search\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "breach");
+        json_decref(r);
+        cr_assert_eq(aj_broker_decide(env.broker, "r2", true, NULL, "alice", NULL, NULL, NULL), 0);
+        r = read_reply(fd);
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 1);
+        close(fd);
+}
+
+Test(approvals, held_calls_are_bounded_and_ids_unique)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        char line[256];
+        for (int i = 0; i < 64; i++) {
+                snprintf(line, sizeof(line),
+                         "{\"id\": %d, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.x\", "
+                         "\"gen_ai.tool.call.id\": \"h%d\"}\n",
+                         i, i);
+                send_text(fd, line);
+        }
+        cr_assert_not(reply_ready(fd));
+        json_t *r = request(fd, "{\"id\": 100, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.x\", "
+                                "\"gen_ai.tool.call.id\": \"h100\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        cr_expect_str_eq(str(r, "reason", NULL), "too many calls awaiting approval (at most 64)");
+        json_decref(r);
+        cr_assert_eq(aj_broker_decide(env.broker, "h0", false, NULL, "alice", NULL, NULL, NULL), 0);
+        json_decref(read_reply(fd));
+        r = request(fd, "{\"id\": 101, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.x\", "
+                        "\"gen_ai.tool.call.id\": \"h1\"}\n");
+        cr_expect_str_eq(str(r, "reason", NULL), "call id \"h1\" is already awaiting approval");
+        json_decref(r);
+        close(fd);
+}
+
 Test(broker, unrecorded_event_counts_nothing)
 {
         int fd = client();

@@ -21,10 +21,14 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "util/macros.h"
 
 typedef struct {
-        int freezes, thaws, kills, releases, inspects;
+        int freezes, thaws, kills, releases, inspects, decides;
         char reason[64];
+        char call[64], digest[80];
+        bool approved;
+        uid_t peer;
         json_t *raise;
         bool big_inspect;
 } Fake;
@@ -77,9 +81,27 @@ static json_t *fake_inspect(void *ud)
         return r;
 }
 
+static int fake_decide(void *ud, const char *call_id, bool approve, const char *digest, const char *reason,
+                       uid_t peer, json_t **ret_result, char **ret_error)
+{
+        Fake *f = ud;
+        f->decides++;
+        snprintf(f->call, sizeof(f->call), "%s", call_id);
+        snprintf(f->digest, sizeof(f->digest), "%s", digest ? digest : "");
+        snprintf(f->reason, sizeof(f->reason), "%s", reason ? reason : "");
+        f->approved = approve;
+        f->peer = peer;
+        if (streq(call_id, "gone")) {
+                *ret_error = strdup("no call \"gone\" is awaiting approval");
+                return -ENOENT;
+        }
+        *ret_result = json_pack("{s:s, s:s}", "gen_ai.tool.call.id", call_id, "decision", approve ? "approved" : "denied");
+        return 0;
+}
+
 static Fake fake;
 static AjControlOps ops = { .userdata = &fake, .freeze = fake_freeze, .thaw = fake_thaw, .kill = fake_kill,
-                            .release = fake_release, .inspect = fake_inspect };
+                            .release = fake_release, .inspect = fake_inspect, .decide = fake_decide };
 
 static char dir[64];
 static char sock[128];
@@ -180,7 +202,7 @@ static bool hung_up(int fd)
 
 /* ---- the request handler alone ---- */
 
-static json_t *handle(const char *line) { return aj_control_handle_line(&ops, line, strlen(line)); }
+static json_t *handle(const char *line) { return aj_control_handle_line(&ops, line, strlen(line), 0); }
 
 Test(control, handler_maps_each_op)
 {
@@ -220,6 +242,47 @@ Test(control, handler_maps_each_op)
         json_auto_t *r8 = handle("{\"op\":\"inspect\"}");
         cr_assert(reply_ok(r8));
         cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r8, "result"), "state")), "running");
+}
+
+Test(control, approve_and_deny)
+{
+        const char *sha = "7e84cbf0f7a7c92c037058665d66152f8eb8580ab2534e52c877bccceb9cc7bf";
+        char line[256];
+        snprintf(line, sizeof(line), "{\"op\":\"approve\",\"call\":\"c-1\",\"digest\":\"%s\"}", sha);
+        json_auto_t *r1 = aj_control_handle_line(&ops, line, strlen(line), 1234);
+        cr_assert(reply_ok(r1));
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(r1, "result"), "decision")), "approved");
+        cr_expect(fake.approved);
+        cr_expect_str_eq(fake.call, "c-1");
+        cr_expect_str_eq(fake.digest, sha);
+        cr_expect_eq(fake.peer, 1234, "the decision names the peer's uid");
+
+        json_auto_t *r2 = handle("{\"op\":\"deny\",\"call\":\"c-2\",\"reason\":\"not now\"}");
+        cr_assert(reply_ok(r2));
+        cr_expect(!fake.approved);
+        cr_expect_str_eq(fake.reason, "not now");
+
+        json_auto_t *r3 = handle("{\"op\":\"approve\",\"call\":\"gone\"}");
+        cr_expect_str_eq(reply_code(r3), "ENOENT");
+        cr_expect(strstr(json_string_value(json_object_get(json_object_get(r3, "error"), "message")), "gone") != NULL);
+
+        static const char *const bad[][2] = {
+                { "{\"op\":\"approve\"}", "field 'call'" },
+                { "{\"op\":\"approve\",\"call\":\"\"}", "field 'call'" },
+                { "{\"op\":\"approve\",\"call\":7}", "field 'call'" },
+                { "{\"op\":\"approve\",\"call\":\"c\",\"digest\":\"abc\"}", "field 'digest'" },
+                { "{\"op\":\"approve\",\"call\":\"c\",\"reason\":\"x\"}", "unknown field 'reason'" },
+                { "{\"op\":\"deny\",\"call\":\"c\",\"digest\":\"x\"}", "unknown field 'digest'" },
+                { "{\"op\":\"deny\",\"call\":\"c\",\"reason\":\"\"}", "field 'reason'" },
+        };
+        int before = fake.decides;
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                json_auto_t *r = handle(bad[i][0]);
+                cr_expect_str_eq(reply_code(r), "EINVAL", "%s", bad[i][0]);
+                const char *msg = json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+                cr_expect(msg && strstr(msg, bad[i][1]), "%s: message '%s' lacks '%s'", bad[i][0], msg, bad[i][1]);
+        }
+        cr_expect_eq(fake.decides, before, "bad requests never reach the supervisor");
 }
 
 Test(control, handler_rejects_bad_requests_naming_the_field)
@@ -267,7 +330,7 @@ Test(control, handler_rejects_bad_requests_naming_the_field)
 Test(control, missing_ops_answer_enosys)
 {
         AjControlOps none = { 0 };
-        json_auto_t *r = aj_control_handle_line(&none, "{\"op\":\"kill\"}", 13);
+        json_auto_t *r = aj_control_handle_line(&none, "{\"op\":\"kill\"}", 13, 0);
         cr_assert(!reply_ok(r));
         cr_assert_str_eq(reply_code(r), "ENOSYS");
 }

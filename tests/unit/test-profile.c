@@ -292,7 +292,7 @@ Test(profile, errors_unknown_keys)
         expect_error("bad-unknown-top.json",
                      "@/bad-unknown-top.json:3:3: capabilities: unknown key (expected one of: extends, "
                      "description, hostname, filesystem, user, seccomp, limits, network, env, allow_degraded, "
-                     "meters, tools, prices, on_breach, alert)");
+                     "meters, tools, approvals, prices, on_breach, alert)");
         expect_error("bad-unknown-nested.json",
                      "@/bad-unknown-nested.json:4:5: filesystem.rwx: unknown key (expected one of: ro, rw, "
                      "tmpfs, hide, workspace, home)");
@@ -945,4 +945,136 @@ Test(profile, broker_key_errors)
         expect_error("bad-tool-pattern.json",
                      "@/bad-tool-pattern.json:2:33: tools.allow[1]: expected a tool name or a pattern with '*' "
                      "(1 to 256 characters, no spaces or control characters), got \"has space\"");
+}
+
+/* ---- approvals: tool calls held for an operator ---- */
+
+Test(profile, approvals_parsed)
+{
+        AjProfile *p = load_ok(FIX "/approvals-full.json");
+        cr_assert_eq(p->approval_tools.n, 2);
+        cr_expect_str_eq(p->approval_tools.items[0], "crm.update");
+        cr_expect_str_eq(p->approval_tools.items[1], "refund.*");
+        cr_expect_null(p->approval_tools.items[2]);
+        cr_expect_eq(p->approval_timeout_ns, 5400ULL * 1000000000ULL);
+        cr_assert_eq(p->tools_deny.n, 1, "the tool rules are separate");
+        aj_profile_free(p);
+}
+
+Test(profile, approvals_default_timeout)
+{
+        AjProfile *p = load_ok(FIX "/minimal.json");
+        cr_expect_eq(p->approval_tools.n, 0);
+        cr_expect_null(p->approval_tools.items);
+        cr_expect_eq(p->approval_timeout_ns, 15ULL * 60ULL * 1000000000ULL);
+        aj_profile_free(p);
+
+        /* tools without a timeout: the default too */
+        AjProfileError err = {};
+        int r = aj_profile_parse("{\"approvals\": {\"tools\": [\"crm.*\"]}}", NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_assert_eq(p->approval_tools.n, 1);
+        cr_expect_eq(p->approval_timeout_ns, 15ULL * 60ULL * 1000000000ULL);
+        aj_profile_free(p);
+
+        /* the bounds themselves are accepted */
+        r = aj_profile_parse("{\"approvals\": {\"timeout\": \"7d\"}}", NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_expect_eq(p->approval_timeout_ns, 7ULL * 86400ULL * 1000000000ULL);
+        aj_profile_free(p);
+        r = aj_profile_parse("{\"approvals\": {\"timeout\": \"1ms\"}}", NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_expect_eq(p->approval_timeout_ns, 1000000ULL);
+        aj_profile_free(p);
+}
+
+/* Like "tools": the object merges key by key, the child's list replaces the parent's. */
+Test(profile, approvals_merge_through_extends)
+{
+        AjProfile *p = load_ok(FIX "/approvals-child.json");
+        cr_assert_eq(p->approval_tools.n, 2, "a child without \"tools\" keeps the parent's list");
+        cr_expect_str_eq(p->approval_tools.items[1], "refund.*");
+        cr_expect_eq(p->approval_timeout_ns, 120ULL * 1000000000ULL, "the child's timeout");
+        aj_profile_free(p);
+
+        p = load_ok(FIX "/approvals-grandchild.json");
+        cr_assert_eq(p->approval_tools.n, 1, "the child's list replaces the parent's");
+        cr_expect_str_eq(p->approval_tools.items[0], "payments.*");
+        cr_expect_eq(p->approval_timeout_ns, 120ULL * 1000000000ULL, "the timeout is inherited");
+        aj_profile_free(p);
+
+        AjProfileError err = {};
+        char text[PATH_MAX + 128];
+        snprintf(text, sizeof(text), "{\"extends\": \"%s/approvals-full.json\", \"approvals\": {\"tools\": []}}",
+                 FIX);
+        int r = aj_profile_parse(text, NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_expect_eq(p->approval_tools.n, 0, "an empty list clears the parent's");
+        cr_expect_eq(p->approval_timeout_ns, 5400ULL * 1000000000ULL);
+        aj_profile_free(p);
+}
+
+Test(profile, approvals_round_trip_and_change_the_digest)
+{
+        AjProfile *p = load_ok(FIX "/approvals-full.json");
+        char *json = aj_profile_to_json(p);
+        cr_assert_not_null(json);
+        cr_expect(strstr(json, "\"approvals\"") && strstr(json, "\"refund.*\"") &&
+                          strstr(json, "\"timeout\": \"1h30m\""),
+                  "%s", json);
+        AjProfile *q = NULL;
+        AjProfileError err = {};
+        cr_assert_eq(aj_profile_parse(json, NULL, &q, &err), 0, "%s\n%s", err.message ?: "", json);
+        cr_expect_str_eq(q->digest, p->digest);
+        cr_assert_eq(q->approval_tools.n, 2);
+        cr_expect_eq(q->approval_timeout_ns, p->approval_timeout_ns);
+
+        char *before = strdup(p->digest);
+        p->approval_timeout_ns = 60ULL * 1000000000ULL;
+        cr_assert_geq(aj_profile_update_digest(p), 0);
+        cr_expect_str_neq(p->digest, before, "the approval timeout is part of the digest");
+        free(before);
+        free(json);
+        aj_profile_free(p);
+        aj_profile_free(q);
+
+        /* shown also when empty, with the default timeout, and loads back the same */
+        p = load_ok(FIX "/minimal.json");
+        json = aj_profile_to_json(p);
+        cr_assert_not_null(json);
+        cr_expect(strstr(json, "\"timeout\": \"15m\""), "%s", json);
+        cr_assert_eq(aj_profile_parse(json, NULL, &q, &err), 0, "%s\n%s", err.message ?: "", json);
+        cr_expect_str_eq(q->digest, p->digest);
+        free(json);
+        aj_profile_free(p);
+        aj_profile_free(q);
+}
+
+Test(profile, approvals_errors)
+{
+        expect_error("bad-approvals-type.json",
+                     "@/bad-approvals-type.json:2:27: approvals.tools: expected an array, got \"crm.update\"");
+        expect_error("bad-approvals-element.json",
+                     "@/bad-approvals-element.json:2:42: approvals.tools[1]: expected a string, got 7");
+        expect_error("bad-approvals-empty.json",
+                     "@/bad-approvals-empty.json:2:42: approvals.tools[1]: expected a tool name or a pattern with "
+                     "'*' (1 to 256 characters, no spaces or control characters), got \"\"");
+        expect_error("bad-approvals-pattern.json",
+                     "@/bad-approvals-pattern.json:2:40: approvals.tools[1]: expected a tool name or a pattern "
+                     "with '*' (1 to 256 characters, no spaces or control characters), got \"crm update\"");
+        expect_error("bad-approvals-timeout-type.json",
+                     "@/bad-approvals-timeout-type.json:2:29: approvals.timeout: expected a duration greater than 0 "
+                     "and at most \"7d\" such as \"15m\", got true");
+        expect_error("bad-approvals-timeout.json",
+                     "@/bad-approvals-timeout.json:2:29: approvals.timeout: expected a duration greater than 0 "
+                     "and at most \"7d\" such as \"15m\", got \"a while\"");
+        expect_error("bad-approvals-timeout-zero.json",
+                     "@/bad-approvals-timeout-zero.json:2:29: approvals.timeout: expected a duration greater than 0 "
+                     "and at most \"7d\" such as \"15m\", got \"0s\"");
+        expect_error("bad-approvals-timeout-large.json",
+                     "@/bad-approvals-timeout-large.json:2:29: approvals.timeout: expected a duration greater than "
+                     "0 and at most \"7d\" such as \"15m\", got \"7d1s\"");
+        expect_error("bad-approvals-unknown.json",
+                     "@/bad-approvals-unknown.json:2:43: approvals.timeout_s: unknown key (expected one of: tools, "
+                     "timeout)");
 }
