@@ -26,6 +26,8 @@ static const char main_help[] =
         "  approve RUN CALL [--digest SHA256] | deny RUN CALL [--reason TEXT]\n"
         "                                  decide a tool call held for approval\n"
         "  quarantine list | show RUN | release RUN | purge RUN\n"
+        "  diff RUN | commit RUN [--force] | discard RUN\n"
+        "                                  review an overlay workspace's changes, apply or drop them\n"
         "  meter tool|result|tokens|usage  report to the run's broker (inside a jail)\n"
         "  help                            this text\n"
         "  version                         print the version\n";

@@ -54,6 +54,7 @@ int aj_commands_main(int argc, char **argv)
                 { "ps", aj_cmd_ps },       { "inspect", aj_cmd_inspect }, { "logs", aj_cmd_logs },
                 { "freeze", aj_cmd_freeze }, { "thaw", aj_cmd_thaw },      { "kill", aj_cmd_kill },
                 { "quarantine", aj_cmd_quarantine }, { "approve", aj_cmd_approve }, { "deny", aj_cmd_deny },
+                { "diff", aj_cmd_diff },     { "commit", aj_cmd_commit },   { "discard", aj_cmd_discard },
         };
         for (size_t i = 0; i < ARRAY_SIZE(ops); i++)
                 if (streq(cmd, ops[i].name))

@@ -66,6 +66,7 @@ extern char **environ;
 
 static void write_final_records(Run *run);
 static void release_runtime(Run *run);
+static int make_overlay_dirs(Run *run);
 
 /* `run -vv` prints how long each start-up step took: start-up cost is a product feature. */
 static void trace_step(const Run *run, const char *step)
@@ -634,6 +635,14 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
         json_object_set_new(doc, "profile", prof);
         json_object_set_new(doc, "command", strv_to_json(run->opts->argv));
         json_object_set_new(doc, "cwd", json_string(run->cwd));
+        if (run->overlay_dir) {
+                const char *ws = run->overlay_lower;
+                char upper[4096];
+                snprintf(upper, sizeof(upper), "%s/upper", run->overlay_dir);
+                json_object_set_new(doc, "workspace",
+                                    json_pack("{s:s, s:s?, s:s, s:s}", "mode", "overlay", "path", ws, "upper", upper,
+                                              "changes", "pending"));
+        }
         json_object_set_new(doc, "started", json_string(aj_format_timestamp(run->started_ns, ts, sizeof(ts))));
         json_object_set_new(doc, "ended",
                             ended_ns ? json_string(aj_format_timestamp(ended_ns, ts, sizeof(ts))) : json_null());
@@ -939,7 +948,13 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         struct passwd *pw = getpwuid(getuid());
         if ((!host_home || host_home[0] != '/') && pw)
                 host_home = pw->pw_dir;
+        if (p->workspace_mode == AJ_WORKSPACE_OVERLAY && !run->rootless) {
+                r = make_overlay_dirs(run);
+                if (r < 0)
+                        return r;
+        }
         AjMountContext mctx = {
+                .overlay_dir = run->overlay_dir,
                 .cwd = run->cwd,
                 .host_home = host_home,
                 .extra_ro = extra_ro,
@@ -1028,6 +1043,27 @@ static int setup_cgroup(Run *run)
         return 0;
 }
 
+/* <run dir>/workspace/{upper,work}: the overlay workspace's writes, kept with the run
+ * for `agentjail diff | commit | discard`. Root-only until setup_idmap() hands the upper
+ * root to the agent. */
+static int make_overlay_dirs(Run *run)
+{
+        if (asprintf(&run->overlay_dir, "%s/workspace", run->run_dir) < 0) {
+                run->overlay_dir = NULL;
+                return -ENOMEM;
+        }
+        char path[4096];
+        if (mkdir(run->overlay_dir, 0700) < 0)
+                return aj_log_errno(-errno, "Cannot create '%s'", run->overlay_dir);
+        snprintf(path, sizeof(path), "%s/upper", run->overlay_dir);
+        if (mkdir(path, 0700) < 0)
+                return aj_log_errno(-errno, "Cannot create '%s'", path);
+        snprintf(path, sizeof(path), "%s/work", run->overlay_dir);
+        if (mkdir(path, 0700) < 0)
+                return aj_log_errno(-errno, "Cannot create '%s'", path);
+        return 0;
+}
+
 static int setup_idmap(Run *run)
 {
         if (run->rootless)
@@ -1041,6 +1077,16 @@ static int setup_idmap(Run *run)
                         return aj_log_errno(-errno, "Cannot stat the workspace '%s'", ws);
                 owner_uid = st.st_uid;
                 owner_gid = st.st_gid;
+                /* The overlay's root directory is the upper dir's: it must be the agent's, with
+                 * the workspace's mode, as the idmapped workspace root would be. */
+                if (run->overlay_dir) {
+                        char upper[4096];
+                        snprintf(upper, sizeof(upper), "%s/upper", run->overlay_dir);
+                        if (!run->overlay_lower && !(run->overlay_lower = strdup(ws)))
+                                return -ENOMEM;
+                        if (chown(upper, run->host_uid, run->host_gid) < 0 || chmod(upper, st.st_mode & 07777) < 0)
+                                return aj_log_errno(-errno, "Cannot prepare the overlay upper dir '%s'", upper);
+                }
         }
         _cleanup_close_ int userns = -1;
         int r = aj_userns_idmap_fd(owner_uid, owner_gid, run->host_uid, run->host_gid, &userns);
@@ -1359,6 +1405,8 @@ out:
         json_decref(run.final_doc);
         free(run.name);
         free(run.run_dir);
+        free(run.overlay_dir);
+        free(run.overlay_lower);
         free(run.runtime_dir);
         free(run.root_mountpoint);
         free(run.cwd);

@@ -125,6 +125,7 @@ typedef struct {
         bool idmap;       /* prepared on the host side as an idmapped tree */
         bool degraded;    /* idmap refused by the filesystem, plain bind instead */
         int tree_fd;      /* detached tree from aj_mount_plan_prepare(), or -1 */
+        char *overlay;    /* workspace mode overlay: host dir with upper/ and work/ */
         size_t seq;       /* insertion order, tie-break for the depth sort */
 } AjMountStep;
 
@@ -261,6 +262,7 @@ static void step_clear(AjMountStep *s)
         free(s->source);
         free(s->target);
         free(s->options);
+        free(s->overlay);
         if (s->tree_fd >= 0)
                 close(s->tree_fd);
         s->tree_fd = -1;
@@ -574,7 +576,23 @@ static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountCo
         uint64_t attr = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         if (p->workspace_mode == AJ_WORKSPACE_RO)
                 attr |= MOUNT_ATTR_RDONLY;
-        return add_step(plan, STEP_BIND, ORIGIN_WORKSPACE, TAKE_PTR(real), TAKE_PTR(tgt), NULL, NULL, attr, true);
+        _cleanup_free_ char *overlay = NULL;
+        if (p->workspace_mode == AJ_WORKSPACE_OVERLAY) {
+                /* The overlay is built by the supervisor in the host's user namespace (trusted
+                 * xattrs, real whiteouts), which a rootless supervisor cannot do. */
+                if (!ctx->idmap)
+                        return format_error(ret_error,
+                                            "%s.mode \"overlay\" needs agentjail started as root (a rootless "
+                                            "overlay workspace is not supported yet); use \"rw\" or \"ro\"",
+                                            field),
+                               -EPERM;
+                if (!ctx->overlay_dir || !(overlay = strdup(ctx->overlay_dir)))
+                        return -EINVAL;
+        }
+        r = add_step(plan, STEP_BIND, ORIGIN_WORKSPACE, TAKE_PTR(real), TAKE_PTR(tgt), NULL, NULL, attr, true);
+        if (r >= 0 && overlay)
+                plan->steps[plan->n - 1].overlay = TAKE_PTR(overlay);
+        return r;
 }
 
 static bool valid_name(const char *s, size_t max)
@@ -974,6 +992,59 @@ static int sys_openat2(int dfd, const char *path, int flags, mode_t mode, uint64
 
 /* ---- host side: idmapped trees ----------------------------------------- */
 
+/* A detached overlay mount over the detached tree `lower_fd`, its upper and work dirs in
+ * `dir`. Plain copy-up semantics (no redirects, no metacopy, no index), so the upper dir
+ * is a complete, reviewable record of the changes (src/workspace.c). */
+static int overlay_over(int lower_fd, const char *dir, uint64_t attr, char **ret_error)
+{
+        _cleanup_close_ int fsfd = sys_fsopen("overlay", FSOPEN_CLOEXEC);
+        char upper[PATH_MAX], work[PATH_MAX], lower[64];
+        int r;
+
+        if (fsfd < 0) {
+                r = negative_errno();
+                return format_error(ret_error, "overlayfs is not available: %s", strerror(-r)), r;
+        }
+        snprintf(upper, sizeof(upper), "%s/upper", dir);
+        snprintf(work, sizeof(work), "%s/work", dir);
+        /* The lower layer by fd (Linux 6.8+), else through its /proc/self/fd link. */
+        if (sys_fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, lower_fd) < 0) {
+                snprintf(lower, sizeof(lower), "/proc/self/fd/%d", lower_fd);
+                if (sys_fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir", lower, 0) < 0) {
+                        r = negative_errno();
+                        return format_error(ret_error, "overlay: cannot use the workspace as the lower layer: %s",
+                                            strerror(-r)),
+                               r;
+                }
+        }
+        static const char *const off[] = { "redirect_dir", "metacopy", "index" };
+        if (sys_fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
+            sys_fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", work, 0) < 0) {
+                r = negative_errno();
+                return format_error(ret_error, "overlay: upper dir '%s': %s", upper, strerror(-r)), r;
+        }
+        for (size_t i = 0; i < ARRAY_SIZE(off); i++)
+                if (sys_fsconfig(fsfd, FSCONFIG_SET_STRING, off[i], "off", 0) < 0) {
+                        r = negative_errno();
+                        return format_error(ret_error, "overlay: %s=off: %s", off[i], strerror(-r)), r;
+                }
+        if (sys_fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+                r = negative_errno();
+                char msg[256] = "";
+                ssize_t n = read(fsfd, msg, sizeof(msg) - 1); /* the kernel's reason, if it logged one */
+                msg[n > 0 ? n - (msg[n - 1] == '\n') : 0] = 0;
+                return format_error(ret_error, "overlay mount over the workspace failed: %s%s%s", strerror(-r),
+                                    msg[0] ? ": " : "", msg),
+                       r;
+        }
+        int mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned) (attr & ~(uint64_t) MOUNT_ATTR_IDMAP));
+        if (mfd < 0) {
+                r = negative_errno();
+                return format_error(ret_error, "overlay: fsmount: %s", strerror(-r)), r;
+        }
+        return mfd;
+}
+
 int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, char **ret_error)
 {
         if (!plan)
@@ -1017,6 +1088,13 @@ int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, char **ret_err
                                 return format_error(ret_error, "Failed to create an idmapped mount of '%s': %s",
                                                     s->source, strerror(-r)),
                                        r;
+                }
+                if (s->overlay) {
+                        int ofd = overlay_over(fd, s->overlay, s->attr, ret_error);
+                        if (ofd < 0)
+                                return ofd;
+                        close(fd);
+                        fd = ofd;
                 }
                 s->tree_fd = TAKE_FD(fd);
         }
@@ -1411,7 +1489,9 @@ const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *b
                 if (s->attr & MOUNT_ATTR_RDONLY)
                         mode = s->idmap && !s->degraded ? "read-only, idmapped" : "read-only";
                 else
-                        mode = s->idmap && !s->degraded ? "read-write, idmapped" : "read-write";
+                        mode = s->overlay ? "overlay, writes kept in the run"
+                               : s->idmap && !s->degraded ? "read-write, idmapped"
+                                                          : "read-write";
                 snprintf(buf, len, "bind %s'%s' on '%s' (%s)", s->origin == ORIGIN_WORKSPACE ? "workspace " : "",
                          s->source, s->target, mode);
                 break;

@@ -24,6 +24,7 @@ typedef struct {
         const char *runtime_dir;  /* host dir bound at /run/agentjail in the jail (broker socket); may be NULL */
         const char *root_mountpoint; /* empty host dir the child mounts the new root's tmpfs on (only
                                       * visible in the child's mount namespace) */
+        const char *overlay_dir;  /* workspace mode overlay: host dir holding upper/ and work/ */
 } AjMountContext;
 
 typedef struct AjMountPlan AjMountPlan;

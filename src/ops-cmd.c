@@ -19,7 +19,9 @@
 #include "events.h"
 #include "ops-cmd.h"
 #include "runs.h"
+#include "util/fd.h"
 #include "util/parse.h"
+#include "workspace.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -87,11 +89,12 @@ typedef struct {
         char **raise; /* KEY=VALUE, not owned */
         size_t n_raise;
         const char *digest, *reason;
+        bool force;
         int n_pos;
         char **pos;
 } Opts;
 
-enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE, OPT_DIGEST, OPT_REASON };
+enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE, OPT_DIGEST, OPT_REASON, OPT_FORCE };
 
 /* Returns 0, 1 for --help, or EXIT_USAGE (already reported). `allowed` lists the long
  * options this command accepts besides --json and --help. */
@@ -103,6 +106,7 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                 { "all", no_argument, NULL, 'a' },          { "follow", no_argument, NULL, 'f' },
                 { "type", required_argument, NULL, OPT_TYPE }, { "raise", required_argument, NULL, OPT_RAISE },
                 { "digest", required_argument, NULL, OPT_DIGEST }, { "reason", required_argument, NULL, OPT_REASON },
+                { "force", no_argument, NULL, OPT_FORCE },
                 {},
         };
         const char *cmd = argv[0];
@@ -129,10 +133,13 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                                     : (c == OPT_TYPE || c == 't') ? "type"
                                     : c == OPT_DIGEST              ? "digest"
                                     : c == OPT_REASON              ? "reason"
+                                    : c == OPT_FORCE               ? "force"
                                                                    : "raise";
                 if (!strstr(allowed, name))
                         return usage_error(cmd, usage, "unknown option '%s'", argv[optind - 1]);
-                if (c == OPT_DIGEST)
+                if (c == OPT_FORCE)
+                        o->force = true;
+                else if (c == OPT_DIGEST)
                         o->digest = optarg;
                 else if (c == OPT_REASON)
                         o->reason = optarg;
@@ -295,7 +302,7 @@ static json_t *inspect_doc(AjRun *run, const char *state)
         json_object_set_new(doc, "profile", json_pack("{s:O?, s:O?, s:O?}", "name", json_object_get(prof, "name"), "path",
                                                       json_object_get(prof, "path"), "digest",
                                                       json_object_get(prof, "digest")));
-        static const char *const copy[] = { "command", "cwd", "supervisor_pid", "exit", "degraded", NULL };
+        static const char *const copy[] = { "command", "cwd", "workspace", "supervisor_pid", "exit", "degraded", NULL };
         for (size_t i = 0; copy[i]; i++)
                 json_object_set(doc, copy[i], json_object_get(d, copy[i]) ?: json_null());
         json_object_set(doc, "resources", json_object_get(d, "usage") ?: json_null());
@@ -379,6 +386,14 @@ static void print_inspect(json_t *doc, AjRun *run)
         printf("command     ");
         print_command(json_object_get(doc, "command"));
         printf("\ncwd         %s\n", jstr(doc, "cwd") ?: "?");
+        json_t *ws = json_object_get(doc, "workspace");
+        if (json_is_object(ws)) {
+                const char *changes = jstr(ws, "changes") ?: "?";
+                printf("workspace   overlay over %s, changes %s", jstr(ws, "path") ?: "?", changes);
+                if (streq(changes, "pending"))
+                        printf(" ('agentjail diff %s', then commit or discard)", run->id);
+                putchar('\n');
+        }
         printf("meters      %s\n", jstr(doc, "summary") ?: "-");
 
         json_t *res = json_object_get(doc, "resources");
@@ -840,6 +855,254 @@ int aj_cmd_approve(int argc, char **argv)
 int aj_cmd_deny(int argc, char **argv)
 {
         return decide_cmd(argc, argv, false);
+}
+
+/* ---- diff / commit / discard: the overlay workspace ------------------------------------ */
+
+typedef struct {
+        const char *path;   /* the workspace on the host (run.json) */
+        char dir[PATH_MAX]; /* <run dir>/workspace: upper/ and work/ */
+        int upper_fd, lower_fd;
+} Overlay;
+
+static void overlay_close(Overlay *o)
+{
+        if (o->upper_fd >= 0)
+                close(o->upper_fd);
+        if (o->lower_fd >= 0)
+                close(o->lower_fd);
+}
+
+/* The run's overlay workspace with its changes still pending, the run not live. */
+static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
+{
+        *o = (Overlay){ .upper_fd = -1, .lower_fd = -1 };
+        json_t *ws = json_object_get(run->doc, "workspace");
+        const char *mode = jstr(ws, "mode"), *changes = jstr(ws, "changes");
+        o->path = jstr(ws, "path");
+        if (!mode || !streq(mode, "overlay") || !o->path) {
+                fail_msg(cmd, "run %s has no overlay workspace (its profile's filesystem.workspace.mode is not "
+                              "\"overlay\")", run->id);
+                return -ENOENT;
+        }
+        if (changes && !streq(changes, "pending")) {
+                fail_msg(cmd, "run %s: its workspace changes were %s already", run->id, changes);
+                return -EALREADY;
+        }
+        /* Whiteouts and opaque directories are recorded in trusted.* xattrs, which only
+         * root can read: anyone else would see a wrong diff. (Overlay runs are root's.) */
+        if (geteuid() != 0) {
+                fail_msg(cmd, "run %s: reviewing an overlay workspace needs root", run->id);
+                return -EPERM;
+        }
+        aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
+        if (run->live || aj_run_supervisor_alive(run)) {
+                fail_msg(cmd, "run %s is still running and may change its workspace: wait for it to exit, or "
+                              "'agentjail kill %s'", run->id, run->id);
+                return -EBUSY;
+        }
+        /* The upper dir is the one in the run's own directory, whatever run.json says. */
+        snprintf(o->dir, sizeof(o->dir), "%s/workspace", run->dir);
+        char upper[PATH_MAX + 8];
+        snprintf(upper, sizeof(upper), "%s/upper", o->dir);
+        o->upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (o->upper_fd < 0) {
+                fail_msg(cmd, "run %s: cannot open its workspace changes '%s': %m", run->id, upper);
+                return -errno;
+        }
+        o->lower_fd = open(o->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (o->lower_fd < 0) {
+                int r = -errno;
+                fail_msg(cmd, "run %s: cannot open the workspace '%s': %s", run->id, o->path, strerror(-r));
+                overlay_close(o);
+                return r;
+        }
+        return 0;
+}
+
+static const char change_letter[] = { [AJ_WS_ADDED] = 'A', [AJ_WS_MODIFIED] = 'M', [AJ_WS_DELETED] = 'D',
+                                      [AJ_WS_REPLACED] = 'R' };
+
+static int find_run_for(const char *cmd, const char *usage, const char *allowed, int argc, char **argv, Opts *o,
+                        AjPaths *paths, AjRun **run)
+{
+        int r = parse_opts(argc, argv, usage, allowed, o, 1, 1);
+        free(o->raise);
+        o->raise = NULL;
+        if (r)
+                return r;
+        if (open_paths(cmd, paths) < 0 || find_run(cmd, paths, o->pos[0], run) < 0)
+                return EXIT_FAIL;
+        return 0;
+}
+
+int aj_cmd_diff(int argc, char **argv)
+{
+        static const char usage[] = "agentjail diff RUN [--json]";
+        Opts o;
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        int r = find_run_for("diff", usage, "", argc, argv, &o, &paths, &run);
+        if (r == 1) {
+                printf("usage: %s\n\nWhat a run with an overlay workspace changed (A added, M modified, D deleted,\n"
+                       "R directory replaced). '!' marks a path that also changed in the workspace during\n"
+                       "the run. Review, then 'agentjail commit RUN' or 'agentjail discard RUN'.\n",
+                       usage);
+                return EXIT_OK;
+        }
+        if (r)
+                return r;
+        Overlay ov;
+        if (open_overlay("diff", run, &ov) < 0)
+                return EXIT_FAIL;
+        AjWsChange *c = NULL;
+        size_t n = 0;
+        _cleanup_free_ char *err = NULL;
+        r = aj_ws_diff(ov.upper_fd, ov.lower_fd, run->started_ns, &c, &n, &err);
+        overlay_close(&ov);
+        if (r < 0) {
+                fail_msg("diff", "run %s: %s", run->id, err ? err : strerror(-r));
+                return EXIT_FAIL;
+        }
+        size_t conflicts = 0;
+        for (size_t i = 0; i < n; i++)
+                conflicts += c[i].conflict;
+        if (o.json) {
+                json_auto_t *doc = json_pack("{s:s, s:s, s:o, s:I}", "run", run->id, "workspace", ov.path, "changes",
+                                             aj_ws_changes_json(c, n), "conflicts", (json_int_t)conflicts);
+                print_json(doc);
+        } else {
+                printf("run %s: workspace %s, %zu change%s", run->id, ov.path, n, n == 1 ? "" : "s");
+                if (conflicts)
+                        printf(", %zu also changed in the workspace during the run (!)", conflicts);
+                putchar('\n');
+                for (size_t i = 0; i < n; i++) {
+                        bool dir = S_ISDIR(c[i].type);
+                        printf("  %c%c %s%s", change_letter[c[i].kind], c[i].conflict ? '!' : ' ', c[i].path,
+                               dir ? "/" : S_ISLNK(c[i].type) ? " (symlink)" : "");
+                        if (S_ISREG(c[i].type) && c[i].kind != AJ_WS_DELETED)
+                                printf("  %llu bytes", (unsigned long long)c[i].size);
+                        if (c[i].skipped)
+                                printf("  (not applied: %s)", c[i].note ? c[i].note : "unsupported file type");
+                        putchar('\n');
+                }
+        }
+        aj_ws_changes_free(c, n);
+        return EXIT_OK;
+}
+
+/* Records the outcome in the chain and run.json, and removes the upper dir. */
+static int overlay_finish(const char *cmd, AjRun *run, Overlay *ov, const char *done, json_t *fields)
+{
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+        json_object_set_new(fields, "uid", json_integer((json_int_t)getuid()));
+        int r = aj_events_append(path, run->id, streq(done, "committed") ? "workspace.commit" : "workspace.discard",
+                                 fields);
+        if (r < 0) {
+                fail_msg(cmd, "run %s: cannot record it in the event chain: %s", run->id, strerror(-r));
+                return r;
+        }
+        char ts[40];
+        json_t *ws = json_object_get(run->doc, "workspace");
+        json_object_set_new(ws, "changes", json_string(done));
+        json_object_set_new(ws, "decided_at", json_string(aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts))));
+        json_object_set_new(ws, "decided_by", json_integer((json_int_t)getuid()));
+        r = aj_run_json_write(run->dir, run->doc);
+        if (r < 0) {
+                fail_msg(cmd, "run %s: cannot update run.json: %s", run->id, strerror(-r));
+                return r;
+        }
+        r = aj_rm_rf(ov->dir);
+        if (r < 0)
+                fail_msg(cmd, "run %s: cannot remove '%s': %s", run->id, ov->dir, strerror(-r));
+        return 0;
+}
+
+int aj_cmd_commit(int argc, char **argv)
+{
+        static const char usage[] = "agentjail commit RUN [--force] [--json]";
+        Opts o;
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        int r = find_run_for("commit", usage, "force", argc, argv, &o, &paths, &run);
+        if (r == 1) {
+                printf("usage: %s\n\nApply what a run with an overlay workspace changed to the workspace itself\n"
+                       "(see 'agentjail diff RUN'). New files get the workspace owner; setuid/setgid bits\n"
+                       "are dropped; devices, fifos and sockets are not applied. Refused when a path also\n"
+                       "changed in the workspace during the run, unless --force.\n",
+                       usage);
+                return EXIT_OK;
+        }
+        if (r)
+                return r;
+        Overlay ov;
+        if (open_overlay("commit", run, &ov) < 0)
+                return EXIT_FAIL;
+        AjWsStats st = { 0 };
+        _cleanup_free_ char *err = NULL;
+        r = aj_ws_commit(ov.upper_fd, ov.lower_fd, run->started_ns, o.force, &st, &err);
+        overlay_close(&ov);
+        if (r == -EBUSY) {
+                fail_msg("commit", "run %s: %s; nothing was changed (see 'agentjail diff %s', or --force)", run->id,
+                         err ? err : "paths changed in the workspace during the run", run->id);
+                return EXIT_FAIL;
+        }
+        if (r < 0) {
+                fail_msg("commit", "run %s: %s", run->id, err ? err : strerror(-r));
+                return EXIT_FAIL;
+        }
+        json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "workspace", ov.path, "added",
+                                   (json_int_t)st.added, "modified", (json_int_t)st.modified, "deleted",
+                                   (json_int_t)st.deleted, "replaced", (json_int_t)st.replaced, "skipped",
+                                   (json_int_t)st.skipped, "force", o.force);
+        json_auto_t *doc = json_deep_copy(fields);
+        if (overlay_finish("commit", run, &ov, "committed", fields) < 0)
+                return EXIT_FAIL;
+        if (o.json) {
+                json_object_set_new(doc, "run", json_string(run->id));
+                json_object_set_new(doc, "op", json_string("commit"));
+                json_object_set_new(doc, "ok", json_true());
+                print_json(doc);
+        } else {
+                printf("run %s: committed to %s: %zu added, %zu modified, %zu deleted, %zu replaced", run->id, ov.path,
+                       st.added, st.modified, st.deleted, st.replaced);
+                if (st.skipped)
+                        printf(", %zu not applied", st.skipped);
+                putchar('\n');
+        }
+        return EXIT_OK;
+}
+
+int aj_cmd_discard(int argc, char **argv)
+{
+        static const char usage[] = "agentjail discard RUN [--json]";
+        Opts o;
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        int r = find_run_for("discard", usage, "", argc, argv, &o, &paths, &run);
+        if (r == 1) {
+                printf("usage: %s\n\nDrop what a run with an overlay workspace changed: the workspace stays as it\n"
+                       "was before the run.\n",
+                       usage);
+                return EXIT_OK;
+        }
+        if (r)
+                return r;
+        Overlay ov;
+        if (open_overlay("discard", run, &ov) < 0)
+                return EXIT_FAIL;
+        overlay_close(&ov);
+        if (overlay_finish("discard", run, &ov, "discarded", json_pack("{s:s}", "workspace", ov.path)) < 0)
+                return EXIT_FAIL;
+        if (o.json) {
+                json_auto_t *doc = json_pack("{s:s, s:s, s:b, s:s}", "run", run->id, "op", "discard", "ok", 1,
+                                             "workspace", ov.path);
+                print_json(doc);
+        } else {
+                printf("run %s: workspace changes discarded (%s is as it was before the run)\n", run->id, ov.path);
+        }
+        return EXIT_OK;
 }
 
 /* ---- quarantine ---------------------------------------------------------------------- */

@@ -16,3 +16,6 @@ int aj_cmd_kill(int argc, char **argv);
 int aj_cmd_quarantine(int argc, char **argv);
 int aj_cmd_approve(int argc, char **argv);
 int aj_cmd_deny(int argc, char **argv);
+int aj_cmd_diff(int argc, char **argv);
+int aj_cmd_commit(int argc, char **argv);
+int aj_cmd_discard(int argc, char **argv);

@@ -487,11 +487,9 @@ static int check_workspace_mode(Check *c, json_t *v)
         if (r < 0)
                 return r;
         const char *s = json_string_value(v);
-        if (streq(s, "overlay"))
-                return fail(c, AJ_JSON_AT_VALUE,
-                            "\"overlay\" is not supported yet (use \"rw\", \"ro\" or \"none\")");
-        if (!streq(s, "rw") && !streq(s, "ro") && !streq(s, "none"))
-                return fail(c, AJ_JSON_AT_VALUE, "expected \"rw\", \"ro\" or \"none\", got %s", GOT(v));
+        if (!streq(s, "rw") && !streq(s, "ro") && !streq(s, "overlay") && !streq(s, "none"))
+                return fail(c, AJ_JSON_AT_VALUE, "expected \"rw\", \"ro\", \"overlay\" or \"none\", got %s",
+                            GOT(v));
         return 0;
 }
 
@@ -1454,9 +1452,10 @@ static int profile_from_json(json_t *root, AjProfile *p)
                 return r;
         if ((v = json_object_get(ws, "mode"))) {
                 const char *m = json_string_value(v);
-                p->workspace_mode = streq(m, "ro") ? AJ_WORKSPACE_RO
-                                    : streq(m, "none") ? AJ_WORKSPACE_NONE
-                                                      : AJ_WORKSPACE_RW;
+                p->workspace_mode = streq(m, "ro")        ? AJ_WORKSPACE_RO
+                                    : streq(m, "none")    ? AJ_WORKSPACE_NONE
+                                    : streq(m, "overlay") ? AJ_WORKSPACE_OVERLAY
+                                                          : AJ_WORKSPACE_RW;
         }
         if (p->workspace_mode == AJ_WORKSPACE_NONE) {
                 free(p->workspace_path);
@@ -1679,6 +1678,7 @@ static json_t *profile_tree(const AjProfile *p)
                 [AJ_WORKSPACE_RW] = "rw",
                 [AJ_WORKSPACE_RO] = "ro",
                 [AJ_WORKSPACE_NONE] = "none",
+                [AJ_WORKSPACE_OVERLAY] = "overlay",
         };
         json_t *degraded = json_array();
         for (size_t i = 0; degraded && i < ARRAY_SIZE(degrade_names); i++)

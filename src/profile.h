@@ -18,6 +18,7 @@ typedef enum {
         AJ_WORKSPACE_RW = 0,
         AJ_WORKSPACE_RO,
         AJ_WORKSPACE_NONE, /* no workspace mounted */
+        AJ_WORKSPACE_OVERLAY, /* writes go to an overlay upper dir in the run dir: diff, commit, discard */
 } AjWorkspaceMode;
 
 typedef struct {

@@ -57,6 +57,8 @@ typedef struct {
         char id[AJ_RUN_ID_LEN + 1];
         char *name;
         char *run_dir;
+        char *overlay_dir;   /* workspace mode overlay: <run_dir>/workspace (upper/, work/) */
+        char *overlay_lower; /* ... and the workspace it covers */
         char *runtime_dir;
         char *root_mountpoint;
         char *cwd;

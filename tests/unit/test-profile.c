@@ -321,8 +321,8 @@ Test(profile, errors_values)
                      "@/bad-syscall.json:2:35: seccomp.deny[1]: unknown system call \"no_such_call\"");
         expect_error("bad-host-uid.json",
                      "@/bad-host-uid.json:2:35: user.host_uid: must not be 0 (the agent never runs as host root)");
-        expect_error("bad-overlay.json", "@/bad-overlay.json:2:55: filesystem.workspace.mode: \"overlay\" is "
-                                         "not supported yet (use \"rw\", \"ro\" or \"none\")");
+        expect_error("bad-overlay.json", "@/bad-overlay.json:2:55: filesystem.workspace.mode: expected \"rw\", "
+                                         "\"ro\", \"overlay\" or \"none\", got \"union\"");
         expect_error("bad-network.json",
                      "@/bad-network.json:3:37: network.allow[1]: invalid entry \"*.bad*.example.com\": '*' is only "
                      "allowed as the whole first label");

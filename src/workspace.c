@@ -1,0 +1,973 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "util/fd.h"
+#include "util/macros.h"
+#include "workspace.h"
+
+#define OPAQUE_XATTR "trusted.overlay.opaque"
+#define COPY_BUF_SIZE (128 * 1024)
+
+_printf_(3, 4) static int fail(char **ret_error, int r, const char *fmt, ...)
+{
+        if (ret_error) {
+                va_list ap;
+                char *s = NULL;
+                va_start(ap, fmt);
+                if (vasprintf(&s, fmt, ap) < 0)
+                        s = NULL;
+                va_end(ap);
+                *ret_error = s;
+        }
+        return r;
+}
+
+/* The root is "" in paths and "." in messages. */
+static const char *shown(const char *path) { return *path ? path : "."; }
+
+static bool is_whiteout(const struct stat *st) { return S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0); }
+
+static bool changed_since(const struct stat *st, uint64_t since_ns)
+{
+        uint64_t m = (uint64_t)st->st_mtim.tv_sec * 1000000000ull + (uint64_t)st->st_mtim.tv_nsec;
+        uint64_t c = (uint64_t)st->st_ctim.tv_sec * 1000000000ull + (uint64_t)st->st_ctim.tv_nsec;
+        return since_ns > 0 && (m > since_ns || c > since_ns);
+}
+
+/* setuid/setgid never reach the workspace, nor sticky on a file. */
+static mode_t sanitized_mode(mode_t mode) { return mode & (S_ISDIR(mode) ? 01777 : 0777); }
+
+const char *aj_ws_kind_name(AjWsChangeKind kind)
+{
+        switch (kind) {
+        case AJ_WS_ADDED:
+                return "added";
+        case AJ_WS_MODIFIED:
+                return "modified";
+        case AJ_WS_DELETED:
+                return "deleted";
+        case AJ_WS_REPLACED:
+                return "replaced";
+        }
+        return "unknown";
+}
+
+const char *aj_ws_type_name(mode_t type)
+{
+        switch (type & S_IFMT) {
+        case S_IFREG:
+                return "file";
+        case S_IFDIR:
+                return "dir";
+        case S_IFLNK:
+                return "symlink";
+        case S_IFIFO:
+                return "fifo";
+        case S_IFSOCK:
+                return "socket";
+        case S_IFCHR:
+                return "char-device";
+        case S_IFBLK:
+                return "block-device";
+        }
+        return "other";
+}
+
+static const char *type_article(mode_t type)
+{
+        switch (type & S_IFMT) {
+        case S_IFREG:
+                return "a file";
+        case S_IFDIR:
+                return "a directory";
+        case S_IFLNK:
+                return "a symlink";
+        case S_IFIFO:
+                return "a fifo";
+        case S_IFSOCK:
+                return "a socket";
+        }
+        return "a device";
+}
+
+void aj_ws_changes_free(AjWsChange *c, size_t n)
+{
+        if (!c)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                free(c[i].path);
+                free(c[i].note);
+        }
+        free(c);
+}
+
+typedef struct {
+        AjWsChange *v;
+        size_t n;
+} Changes;
+
+static void changes_done(Changes *c) { aj_ws_changes_free(c->v, c->n); }
+
+static void closedirp(DIR **d)
+{
+        if (*d)
+                closedir(*d);
+}
+#define _cleanup_closedir_ _cleanup_(closedirp)
+
+/* A directory stream of its own (own offset) on dir_fd's directory. */
+static int open_dir_stream(int dir_fd, const char *name, DIR **ret)
+{
+        int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                int r = negative_errno();
+                close(fd);
+                return r;
+        }
+        *ret = d;
+        return 0;
+}
+
+/* Walks dirent names other than "." and "..": 1 with *ret_name set, 0 at the end. */
+static int next_name(DIR *d, const char **ret_name)
+{
+        for (;;) {
+                errno = 0;
+                struct dirent *de = readdir(d);
+                if (!de)
+                        return errno ? -errno : 0;
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                *ret_name = de->d_name;
+                return 1;
+        }
+}
+
+/* ---- diff ----------------------------------------------------------------- */
+
+typedef struct {
+        AjWsChange *v;
+        size_t n, cap;
+        uint64_t since_ns;
+        char path[PATH_MAX]; /* of the entry being looked at */
+        char **ret_error;
+} Diff;
+
+static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bool conflict, bool skipped,
+                    const char *note)
+{
+        if (d->n >= AJ_WS_MAX_CHANGES)
+                return fail(d->ret_error, -E2BIG, "The workspace has more than %u changes (at '%s')",
+                            AJ_WS_MAX_CHANGES, d->path);
+        if (d->n == d->cap) {
+                size_t cap = d->cap ? d->cap * 2 : 64;
+                AjWsChange *v = reallocarray(d->v, cap, sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                d->v = v;
+                d->cap = cap;
+        }
+        AjWsChange c = {
+                .kind = kind,
+                .type = type & S_IFMT,
+                .size = size,
+                .conflict = conflict,
+                .skipped = skipped,
+                .path = strdup(d->path),
+                .note = note ? strdup(note) : NULL,
+        };
+        if (!c.path || (note && !c.note)) {
+                free(c.path);
+                free(c.note);
+                return -ENOMEM;
+        }
+        d->v[d->n++] = c;
+        return 0;
+}
+
+/* Whether the lower entry `name` (stat in *st), or for a directory anything below it,
+ * changed after since_ns: 1 yes, 0 no. Does not descend into other mounts: the commit
+ * would not remove anything there. */
+static int lower_changed(Diff *d, int dir_fd, const char *name, const struct stat *st, unsigned depth)
+{
+        if (d->since_ns == 0)
+                return 0;
+        if (changed_since(st, d->since_ns))
+                return 1;
+        if (!S_ISDIR(st->st_mode))
+                return 0;
+        if (depth >= AJ_WS_MAX_DEPTH)
+                return fail(d->ret_error, -ELOOP, "'%s' in the workspace is more than %d directories deep",
+                            d->path, AJ_WS_MAX_DEPTH);
+
+        _cleanup_closedir_ DIR *dir = NULL;
+        int r = open_dir_stream(dir_fd, name, &dir);
+        if (r < 0)
+                goto error;
+        const char *child;
+        while ((r = next_name(dir, &child)) > 0) {
+                struct stat cst;
+                if (fstatat(dirfd(dir), child, &cst, AT_SYMLINK_NOFOLLOW) < 0) {
+                        if (errno == ENOENT)
+                                continue;
+                        r = -errno;
+                        goto error;
+                }
+                if (S_ISDIR(cst.st_mode) && cst.st_dev != st->st_dev)
+                        continue;
+                r = lower_changed(d, dirfd(dir), child, &cst, depth + 1);
+                if (r != 0)
+                        return r;
+        }
+        if (r == 0)
+                return 0;
+error:
+        return fail(d->ret_error, r, "Failed to check '%s' in the workspace for changes during the run: %s",
+                    d->path, strerror(-r));
+}
+
+static int is_opaque(Diff *d, int fd)
+{
+        char v[2];
+        ssize_t n = fgetxattr(fd, OPAQUE_XATTR, v, sizeof(v));
+        if (n < 0) {
+                if (errno == ENODATA || errno == ENOTSUP || errno == ERANGE)
+                        return 0;
+                return fail(d->ret_error, -errno, "Failed to read " OPAQUE_XATTR " of '%s' in the upper dir: %m",
+                            d->path);
+        }
+        return n == 1 && v[0] == 'y';
+}
+
+/* One upper directory, `dir` (consumed), at d->path (length plen); ldir_fd is the lower
+ * directory at the same path, or -1 when everything below is new (an added or opaque
+ * directory, or one replacing a non-directory). */
+static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned depth)
+{
+        _cleanup_closedir_ DIR *dir = dir_in;
+        const char *name;
+        int r;
+
+        if (depth >= AJ_WS_MAX_DEPTH)
+                return fail(d->ret_error, -ELOOP, "'%s' in the upper dir is more than %d directories deep",
+                            shown(d->path), AJ_WS_MAX_DEPTH);
+
+        while ((r = next_name(dir, &name)) > 0) {
+                size_t nlen = strlen(name), clen = plen + (plen > 0) + nlen;
+                if (clen >= sizeof(d->path))
+                        return fail(d->ret_error, -ENAMETOOLONG, "A path in '%s' in the upper dir is too long",
+                                    shown(d->path));
+                if (plen > 0)
+                        d->path[plen] = '/';
+                memcpy(d->path + plen + (plen > 0), name, nlen + 1);
+
+                struct stat ust, lst;
+                if (fstatat(dirfd(dir), name, &ust, AT_SYMLINK_NOFOLLOW) < 0)
+                        return fail(d->ret_error, -errno, "Failed to stat '%s' in the upper dir: %m", d->path);
+                bool in_lower = false;
+                if (ldir_fd >= 0) {
+                        if (fstatat(ldir_fd, name, &lst, AT_SYMLINK_NOFOLLOW) >= 0)
+                                in_lower = true;
+                        else if (errno != ENOENT)
+                                return fail(d->ret_error, -errno, "Failed to stat '%s' in the workspace: %m",
+                                            d->path);
+                }
+
+                if (is_whiteout(&ust)) {
+                        /* In an added or opaque directory, or for something already gone from
+                         * lower: nothing to delete. */
+                        if (in_lower) {
+                                r = lower_changed(d, ldir_fd, name, &lst, depth);
+                                if (r < 0)
+                                        return r;
+                                r = diff_add(d, AJ_WS_DELETED, lst.st_mode, 0, r > 0, false, NULL);
+                                if (r < 0)
+                                        return r;
+                        }
+                } else if (S_ISDIR(ust.st_mode)) {
+                        _cleanup_closedir_ DIR *child = NULL;
+                        _cleanup_close_ int lchild_fd = -1;
+                        r = open_dir_stream(dirfd(dir), name, &child);
+                        if (r < 0)
+                                return fail(d->ret_error, r, "Failed to open '%s' in the upper dir: %s", d->path,
+                                            strerror(-r));
+                        int opaque = is_opaque(d, dirfd(child));
+                        if (opaque < 0)
+                                return opaque;
+
+                        if (!in_lower)
+                                r = diff_add(d, AJ_WS_ADDED, ust.st_mode, 0, false, false, NULL);
+                        else if (opaque) {
+                                r = lower_changed(d, ldir_fd, name, &lst, depth);
+                                if (r >= 0) {
+                                        char note[64];
+                                        snprintf(note, sizeof(note), "replaces %s", type_article(lst.st_mode));
+                                        r = diff_add(d, AJ_WS_REPLACED, ust.st_mode, 0, r > 0, false,
+                                                     S_ISDIR(lst.st_mode) ? NULL : note);
+                                }
+                        } else if (!S_ISDIR(lst.st_mode)) {
+                                char note[128];
+                                snprintf(note, sizeof(note),
+                                         "in the workspace this is now %s, not a directory: it changed during the run",
+                                         type_article(lst.st_mode));
+                                r = diff_add(d, AJ_WS_MODIFIED, ust.st_mode, 0, changed_since(&lst, d->since_ns),
+                                             false, note);
+                        } else {
+                                /* Merged: a copied-up parent, a change only if its mode is. */
+                                r = 0;
+                                if ((ust.st_mode & 07777) != (lst.st_mode & 07777))
+                                        r = diff_add(d, AJ_WS_MODIFIED, ust.st_mode, 0,
+                                                     changed_since(&lst, d->since_ns), false, NULL);
+                                if (r >= 0) {
+                                        lchild_fd = openat(ldir_fd, name,
+                                                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                                        if (lchild_fd < 0)
+                                                return fail(d->ret_error, -errno,
+                                                            "Failed to open '%s' in the workspace: %m", d->path);
+                                }
+                        }
+                        if (r < 0)
+                                return r;
+                        r = diff_dir(d, TAKE_PTR(child), lchild_fd, clen, depth + 1);
+                        if (r < 0)
+                                return r;
+                } else {
+                        bool skipped = !S_ISREG(ust.st_mode) && !S_ISLNK(ust.st_mode);
+                        bool conflict = false;
+                        char note[96] = "";
+                        if (in_lower) {
+                                r = lower_changed(d, ldir_fd, name, &lst, depth);
+                                if (r < 0)
+                                        return r;
+                                conflict = r > 0;
+                                if ((lst.st_mode & S_IFMT) != (ust.st_mode & S_IFMT))
+                                        snprintf(note, sizeof(note), "replaces %s", type_article(lst.st_mode));
+                        }
+                        if (skipped)
+                                snprintf(note, sizeof(note), "%s: not applied", type_article(ust.st_mode));
+                        r = diff_add(d, in_lower ? AJ_WS_MODIFIED : AJ_WS_ADDED, ust.st_mode,
+                                     S_ISREG(ust.st_mode) ? (uint64_t)ust.st_size : 0, conflict, skipped,
+                                     note[0] ? note : NULL);
+                        if (r < 0)
+                                return r;
+                }
+                d->path[plen] = 0;
+        }
+        if (r < 0)
+                return fail(d->ret_error, r, "Failed to read '%s' in the upper dir: %s", shown(d->path),
+                            strerror(-r));
+        return 0;
+}
+
+/* Path order, component by component: '/' sorts before any other byte, so "a/b" comes
+ * before "a-b" and a directory's contents follow it directly. */
+static int path_compare(const char *a, const char *b)
+{
+        for (;; a++, b++) {
+                unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+                if (x == y) {
+                        if (x == 0)
+                                return 0;
+                        continue;
+                }
+                if (x == 0 || y == 0)
+                        return x == 0 ? -1 : 1;
+                if (x == '/' || y == '/')
+                        return x == '/' ? -1 : 1;
+                return x < y ? -1 : 1;
+        }
+}
+
+static int change_compare(const void *a, const void *b)
+{
+        return path_compare(((const AjWsChange *)a)->path, ((const AjWsChange *)b)->path);
+}
+
+int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, char **ret_error)
+{
+        Diff *d = calloc(1, sizeof(*d)); /* PATH_MAX of path: not on the stack */
+        if (!d)
+                return -ENOMEM;
+        d->since_ns = since_ns;
+        d->ret_error = ret_error;
+
+        DIR *root = NULL;
+        int r = open_dir_stream(upper_fd, ".", &root);
+        if (r < 0)
+                r = fail(ret_error, r, "Failed to open the upper dir: %s", strerror(-r));
+        else
+                r = diff_dir(d, root, lower_fd, 0, 0);
+        if (r < 0) {
+                aj_ws_changes_free(d->v, d->n);
+                free(d);
+                return r;
+        }
+        if (d->n > 1)
+                qsort(d->v, d->n, sizeof(*d->v), change_compare);
+        *ret = d->v;
+        *ret_n = d->n;
+        free(d);
+        return 0;
+}
+
+/* ---- commit --------------------------------------------------------------- */
+
+/* A directory below root_fd by a relative path ("" = root itself), following no symlink
+ * and never leaving root: a symlink anywhere in the path is -ELOOP, not a detour. */
+static int open_beneath(int root_fd, const char *path)
+{
+        struct open_how how = {
+                .flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        };
+        int fd = (int)syscall(SYS_openat2, root_fd, *path ? path : ".", &how, sizeof(how));
+        if (fd >= 0)
+                return fd;
+        /* Before 5.6, or filtered by a seccomp policy: the same, one component at a time. */
+        if (errno != ENOSYS && errno != EPERM)
+                return -errno;
+
+        char buf[PATH_MAX];
+        if (strlen(path) >= sizeof(buf))
+                return -ENAMETOOLONG;
+        strcpy(buf, path);
+        _cleanup_close_ int cur = openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cur < 0)
+                return -errno;
+        char *save = NULL;
+        for (char *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+                if (streq(c, ".") || streq(c, ".."))
+                        return -EINVAL;
+                int next = openat(cur, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (next < 0)
+                        return -errno;
+                close(cur);
+                cur = next;
+        }
+        return TAKE_FD(cur);
+}
+
+/* Where an entry lives: its device and, where the kernel tells (5.8+), its mount, so that
+ * a bind mount of the same filesystem counts as another place too. */
+typedef struct {
+        uint32_t dev_major, dev_minor;
+        uint64_t mnt_id;
+        bool has_mnt_id;
+} Place;
+
+static int place_at(int dir_fd, const char *name, Place *ret)
+{
+        struct statx stx;
+        int flags = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | (*name ? 0 : AT_EMPTY_PATH);
+        if (statx(dir_fd, name, flags, STATX_TYPE | STATX_MNT_ID, &stx) < 0)
+                return -errno;
+        *ret = (Place){
+                .dev_major = stx.stx_dev_major,
+                .dev_minor = stx.stx_dev_minor,
+                .mnt_id = stx.stx_mnt_id,
+                .has_mnt_id = stx.stx_mask & STATX_MNT_ID,
+        };
+        return 0;
+}
+
+static bool same_place(const Place *a, const Place *b)
+{
+        return a->dev_major == b->dev_major && a->dev_minor == b->dev_minor &&
+               (!a->has_mnt_id || !b->has_mnt_id || a->mnt_id == b->mnt_id);
+}
+
+/* Removes what directory `dir_fd` contains, all in `place`: a mount point below is
+ * -EXDEV, never emptied. */
+static int empty_dir(int dir_fd, const Place *place, unsigned depth)
+{
+        if (depth >= AJ_WS_MAX_DEPTH)
+                return -ELOOP;
+        _cleanup_closedir_ DIR *d = NULL;
+        int r = open_dir_stream(dir_fd, ".", &d);
+        if (r < 0)
+                return r;
+        const char *child;
+        while ((r = next_name(d, &child)) > 0) {
+                struct stat st;
+                if (fstatat(dirfd(d), child, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                        if (errno == ENOENT)
+                                continue;
+                        return -errno;
+                }
+                if (!S_ISDIR(st.st_mode)) {
+                        if (unlinkat(dirfd(d), child, 0) < 0 && errno != ENOENT)
+                                return -errno;
+                        continue;
+                }
+                Place cp;
+                r = place_at(dirfd(d), child, &cp);
+                if (r < 0)
+                        return r;
+                if (!same_place(&cp, place))
+                        return -EXDEV;
+                _cleanup_close_ int fd = openat(dirfd(d), child, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd < 0)
+                        return -errno;
+                r = empty_dir(fd, place, depth + 1);
+                if (r < 0)
+                        return r;
+                if (unlinkat(dirfd(d), child, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                        return -errno;
+        }
+        return r;
+}
+
+/* Removes `name` in dir_fd, recursively for a directory (or only what it contains, with
+ * keep_top), never across a mount point (-EXDEV), even when `name` itself is one. */
+static int remove_tree_at(int dir_fd, const char *name, bool keep_top)
+{
+        struct stat st;
+        if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        if (!S_ISDIR(st.st_mode))
+                return unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+
+        Place parent, here;
+        int r = place_at(dir_fd, "", &parent);
+        if (r < 0)
+                return r;
+        r = place_at(dir_fd, name, &here);
+        if (r < 0)
+                return r;
+        if (!same_place(&parent, &here))
+                return -EXDEV;
+        _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        r = empty_dir(fd, &here, 1);
+        if (r < 0 || keep_top)
+                return r;
+        if (unlinkat(dir_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                return -errno;
+        return 0;
+}
+
+static int copy_data(int in_fd, int out_fd)
+{
+        bool try_cfr = true;
+        for (;;) {
+                if (try_cfr) {
+                        ssize_t n = copy_file_range(in_fd, NULL, out_fd, NULL, 1u << 30, 0);
+                        if (n > 0)
+                                continue;
+                        if (n == 0)
+                                return 0;
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
+                            errno != EPERM)
+                                return -errno;
+                        /* Offsets moved by what was copied: read() carries on from there. */
+                        try_cfr = false;
+                }
+                _cleanup_free_ char *buf = malloc(COPY_BUF_SIZE);
+                if (!buf)
+                        return -ENOMEM;
+                for (;;) {
+                        ssize_t n = read(in_fd, buf, COPY_BUF_SIZE);
+                        if (n < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                return -errno;
+                        }
+                        if (n == 0)
+                                return 0;
+                        int r = aj_write_all(out_fd, buf, (size_t)n);
+                        if (r < 0)
+                                return r;
+                }
+        }
+}
+
+/* A name for a temporary entry in dir_fd: made to be unused, short whatever the target's. */
+static int temp_name(char buf[32])
+{
+        uint64_t rnd;
+        if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+                return errno > 0 ? -errno : -EIO;
+        snprintf(buf, 32, ".aj-ws-%016llx", (unsigned long long)rnd);
+        return 0;
+}
+
+typedef struct {
+        int upper_fd, lower_fd;
+        uid_t uid; /* lower root's owner, for created entries */
+        gid_t gid;
+} Commit;
+
+/* A regular file or a symlink from upper, written under a temporary name in lparent_fd,
+ * its name returned in tmp. */
+static int write_temp(int uparent_fd, int lparent_fd, const char *name, mode_t type, uid_t uid, gid_t gid,
+                      char tmp[32])
+{
+        struct stat ust;
+        int r;
+
+        if (type == S_IFLNK) {
+                _cleanup_free_ char *target = malloc(PATH_MAX);
+                if (!target)
+                        return -ENOMEM;
+                ssize_t n = readlinkat(uparent_fd, name, target, PATH_MAX);
+                if (n < 0)
+                        return -errno;
+                if (n >= PATH_MAX)
+                        return -ENAMETOOLONG;
+                target[n] = 0;
+                if (fstatat(uparent_fd, name, &ust, AT_SYMLINK_NOFOLLOW) < 0)
+                        return -errno;
+                for (int tries = 0;; tries++) {
+                        r = temp_name(tmp);
+                        if (r < 0)
+                                return r;
+                        if (symlinkat(target, lparent_fd, tmp) >= 0)
+                                break;
+                        if (errno != EEXIST || tries >= 8)
+                                return -errno;
+                }
+                struct timespec times[2] = { ust.st_atim, ust.st_mtim };
+                if (fchownat(lparent_fd, tmp, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    utimensat(lparent_fd, tmp, times, AT_SYMLINK_NOFOLLOW) < 0) {
+                        r = -errno;
+                        unlinkat(lparent_fd, tmp, 0);
+                        return r;
+                }
+                return 0;
+        }
+
+        _cleanup_close_ int in_fd = openat(uparent_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (in_fd < 0)
+                return -errno;
+        if (fstat(in_fd, &ust) < 0)
+                return -errno;
+        if (!S_ISREG(ust.st_mode))
+                return -EBADFD; /* changed since the diff: the run is not over */
+        _cleanup_close_ int out_fd = -1;
+        for (int tries = 0;; tries++) {
+                r = temp_name(tmp);
+                if (r < 0)
+                        return r;
+                out_fd = openat(lparent_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (out_fd >= 0)
+                        break;
+                if (errno != EEXIST || tries >= 8)
+                        return -errno;
+        }
+        struct timespec times[2] = { ust.st_atim, ust.st_mtim };
+        r = copy_data(in_fd, out_fd);
+        /* chown before chmod: chown may clear mode bits. */
+        if (r >= 0 && fchown(out_fd, uid, gid) < 0)
+                r = -errno;
+        if (r >= 0 && fchmod(out_fd, sanitized_mode(ust.st_mode)) < 0)
+                r = -errno;
+        if (r >= 0 && futimens(out_fd, times) < 0)
+                r = -errno;
+        if (r < 0)
+                unlinkat(lparent_fd, tmp, 0);
+        return r;
+}
+
+static int make_dir(const Commit *cm, int lparent_fd, const char *name, mode_t mode)
+{
+        if (mkdirat(lparent_fd, name, 0700) < 0)
+                return -errno;
+        _cleanup_close_ int fd = openat(lparent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fchown(fd, cm->uid, cm->gid) < 0 || fchmod(fd, sanitized_mode(mode)) < 0)
+                return -errno;
+        return 0;
+}
+
+static int apply_dir(const Commit *cm, const AjWsChange *c, int uparent_fd, int lparent_fd, const char *name)
+{
+        struct stat ust, lst;
+        if (fstatat(uparent_fd, name, &ust, AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        if (!S_ISDIR(ust.st_mode))
+                return -EBADFD;
+        bool in_lower = fstatat(lparent_fd, name, &lst, AT_SYMLINK_NOFOLLOW) >= 0;
+        if (!in_lower && errno != ENOENT)
+                return -errno;
+
+        if (c->kind == AJ_WS_ADDED || (c->kind == AJ_WS_REPLACED && !in_lower))
+                return make_dir(cm, lparent_fd, name, ust.st_mode);
+        if (c->kind == AJ_WS_REPLACED && !S_ISDIR(lst.st_mode)) {
+                if (unlinkat(lparent_fd, name, 0) < 0)
+                        return -errno;
+                return make_dir(cm, lparent_fd, name, ust.st_mode);
+        }
+        if (!in_lower)
+                return -ENOENT;
+        if (!S_ISDIR(lst.st_mode))
+                return -ENOTDIR;
+
+        _cleanup_close_ int fd = openat(lparent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (c->kind == AJ_WS_REPLACED) {
+                int r = remove_tree_at(lparent_fd, name, true);
+                if (r < 0)
+                        return r;
+        }
+        if ((lst.st_mode & 07777) != sanitized_mode(ust.st_mode) && fchmod(fd, sanitized_mode(ust.st_mode)) < 0)
+                return -errno;
+        return 0;
+}
+
+static int apply_one(const Commit *cm, const AjWsChange *c, const char **ret_what)
+{
+        char parent[PATH_MAX];
+        const char *slash = strrchr(c->path, '/');
+        const char *name = slash ? slash + 1 : c->path;
+        size_t plen = slash ? (size_t)(slash - c->path) : 0;
+        if (plen >= sizeof(parent))
+                return -ENAMETOOLONG;
+        memcpy(parent, c->path, plen);
+        parent[plen] = 0;
+
+        *ret_what = "resolve, not following symlinks, the workspace directory of";
+        _cleanup_close_ int lparent_fd = open_beneath(cm->lower_fd, parent);
+        if (lparent_fd < 0)
+                return lparent_fd;
+
+        if (c->kind == AJ_WS_DELETED) {
+                *ret_what = "remove from the workspace";
+                return remove_tree_at(lparent_fd, name, false);
+        }
+
+        *ret_what = "resolve the upper directory of";
+        _cleanup_close_ int uparent_fd = open_beneath(cm->upper_fd, parent);
+        if (uparent_fd < 0)
+                return uparent_fd;
+
+        *ret_what = "apply to the workspace";
+        if (c->type == S_IFDIR)
+                return apply_dir(cm, c, uparent_fd, lparent_fd, name);
+
+        struct stat lst;
+        bool in_lower = fstatat(lparent_fd, name, &lst, AT_SYMLINK_NOFOLLOW) >= 0;
+        if (!in_lower && errno != ENOENT)
+                return -errno;
+        bool same_type = in_lower && (lst.st_mode & S_IFMT) == c->type;
+        char tmp[32];
+        int r = write_temp(uparent_fd, lparent_fd, name, c->type, same_type ? lst.st_uid : cm->uid,
+                           same_type ? lst.st_gid : cm->gid, tmp);
+        if (r < 0)
+                return r;
+        /* rename() replaces anything but a directory: a file replacing one removes it first. */
+        if (in_lower && S_ISDIR(lst.st_mode)) {
+                *ret_what = "remove the workspace directory replaced by";
+                r = remove_tree_at(lparent_fd, name, false);
+        }
+        if (r >= 0 && renameat(lparent_fd, tmp, lparent_fd, name) < 0)
+                r = -errno;
+        if (r < 0)
+                unlinkat(lparent_fd, tmp, 0);
+        return r;
+}
+
+static const AjWsChange *changes_find(const Changes *ch, const char *path)
+{
+        AjWsChange key = { .path = (char *)path };
+        return bsearch(&key, ch->v, ch->n, sizeof(*ch->v), change_compare);
+}
+
+/* Before changing anything: every lower directory an entry goes into must be reachable
+ * without a symlink, unless this commit creates it. */
+static int check_lower_dirs(const Commit *cm, const Changes *ch, char **ret_error)
+{
+        char last[PATH_MAX] = "", parent[PATH_MAX];
+        bool have_last = false;
+        for (size_t i = 0; i < ch->n; i++) {
+                const AjWsChange *c = &ch->v[i];
+                if (c->kind == AJ_WS_MODIFIED && c->type == S_IFDIR) {
+                        _cleanup_close_ int fd = open_beneath(cm->lower_fd, c->path);
+                        if (fd < 0)
+                                return fail(ret_error, fd,
+                                            "Cannot apply '%s': in the workspace it is not a directory reached "
+                                            "without symlinks (%s); nothing was applied",
+                                            c->path, strerror(-fd));
+                }
+                const char *slash = strrchr(c->path, '/');
+                if (!slash)
+                        continue;
+                size_t plen = (size_t)(slash - c->path);
+                memcpy(parent, c->path, plen);
+                parent[plen] = 0;
+                if (have_last && streq(parent, last))
+                        continue;
+                if (!changes_find(ch, parent)) {
+                        _cleanup_close_ int fd = open_beneath(cm->lower_fd, parent);
+                        if (fd < 0)
+                                return fail(ret_error, fd,
+                                            "Cannot apply '%s': its directory '%s' in the workspace is not reached "
+                                            "without symlinks (%s); nothing was applied",
+                                            c->path, parent, strerror(-fd));
+                }
+                memcpy(last, parent, plen + 1);
+                have_last = true;
+        }
+        return 0;
+}
+
+int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWsStats *ret_stats, char **ret_error)
+{
+        _cleanup_(changes_done) Changes ch = { 0 };
+        int r = aj_ws_diff(upper_fd, lower_fd, since_ns, &ch.v, &ch.n, ret_error);
+        if (r < 0)
+                return r;
+
+        size_t conflicts = 0;
+        const char *first = NULL;
+        for (size_t i = 0; i < ch.n; i++)
+                if (ch.v[i].conflict && conflicts++ == 0)
+                        first = ch.v[i].path;
+        if (conflicts > 0 && !force)
+                return fail(ret_error, -EBUSY,
+                            "%zu change%s conflict%s with changes made to the workspace during the run (first: '%s'); "
+                            "nothing was applied",
+                            conflicts, conflicts == 1 ? "" : "s", conflicts == 1 ? "s" : "", first);
+
+        struct stat root;
+        if (fstat(lower_fd, &root) < 0)
+                return fail(ret_error, -errno, "Failed to stat the workspace: %m");
+        Commit cm = { .upper_fd = upper_fd, .lower_fd = lower_fd, .uid = root.st_uid, .gid = root.st_gid };
+
+        r = check_lower_dirs(&cm, &ch, ret_error);
+        if (r < 0)
+                return r;
+
+        AjWsStats stats = { 0 };
+        for (size_t i = 0; i < ch.n; i++) {
+                const AjWsChange *c = &ch.v[i];
+                if (c->skipped) {
+                        stats.skipped++;
+                        continue;
+                }
+                const char *what = "apply to the workspace";
+                r = apply_one(&cm, c, &what);
+                if (r < 0)
+                        return fail(ret_error, r, "Failed to %s '%s': %s (%zu of %zu changes applied before it)",
+                                    what, c->path, strerror(-r),
+                                    stats.added + stats.modified + stats.deleted + stats.replaced, ch.n);
+                switch (c->kind) {
+                case AJ_WS_ADDED:
+                        stats.added++;
+                        break;
+                case AJ_WS_MODIFIED:
+                        stats.modified++;
+                        break;
+                case AJ_WS_DELETED:
+                        stats.deleted++;
+                        break;
+                case AJ_WS_REPLACED:
+                        stats.replaced++;
+                        break;
+                }
+        }
+        if (ret_stats)
+                *ret_stats = stats;
+        return 0;
+}
+
+/* ---- JSON ----------------------------------------------------------------- */
+
+static size_t utf8_lead_len(unsigned char c)
+{
+        if (c < 0x80)
+                return 1;
+        if ((c & 0xe0) == 0xc0)
+                return 2;
+        if ((c & 0xf0) == 0xe0)
+                return 3;
+        if ((c & 0xf8) == 0xf0)
+                return 4;
+        return 0;
+}
+
+/* File names are bytes: what is not UTF-8 is shown as "\xNN" (the JSON must stay valid). */
+static json_t *path_string(const char *path)
+{
+        json_t *s = json_string(path);
+        if (s)
+                return s;
+        size_t len = strlen(path);
+        _cleanup_free_ char *buf = malloc(len * 4 + 1);
+        if (!buf)
+                return NULL;
+        char *o = buf;
+        const unsigned char *p = (const unsigned char *)path;
+        while (*p) {
+                size_t n = utf8_lead_len(*p);
+                bool ok = n > 0;
+                for (size_t k = 1; ok && k < n; k++)
+                        ok = (p[k] & 0xc0) == 0x80;
+                if (ok && n > 1) {
+                        /* Overlong, surrogate, past U+10FFFF: jansson knows the rules. */
+                        json_t *t = json_stringn((const char *)p, n);
+                        ok = t != NULL;
+                        json_decref(t);
+                }
+                if (!ok) {
+                        o += sprintf(o, "\\x%02x", *p++);
+                        continue;
+                }
+                memcpy(o, p, n);
+                o += n;
+                p += n;
+        }
+        *o = 0;
+        return json_string(buf);
+}
+
+json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
+{
+        json_t *a = json_array();
+        if (!a)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                json_t *path = path_string(c[i].path);
+                if (!path) {
+                        json_decref(a);
+                        return NULL;
+                }
+                /* "o" takes path, also on failure. */
+                json_t *o = json_pack("{s:o, s:s, s:s, s:I, s:b}", "path", path, "change",
+                                      aj_ws_kind_name(c[i].kind), "type", aj_ws_type_name(c[i].type), "size",
+                                      (json_int_t)c[i].size, "conflict", c[i].conflict);
+                if (!o ||
+                    (c[i].skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
+                    (c[i].note && json_object_set_new(o, "note", json_string(c[i].note)) < 0)) {
+                        json_decref(o);
+                        json_decref(a);
+                        return NULL;
+                }
+                if (json_array_append_new(a, o) < 0) { /* takes o, also on failure */
+                        json_decref(a);
+                        return NULL;
+                }
+        }
+        return a;
+}

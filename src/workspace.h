@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Workspace mode "overlay", after the run: what the overlay's upper dir changes in the
+ * real workspace (lower), and applying those changes once an operator approved them.
+ *
+ * The overlay was mounted by root in the initial user namespace with redirect_dir=off,
+ * metacopy=off, index=off: whiteouts are character devices 0/0, an opaque directory
+ * carries trusted.overlay.opaque="y", and there are no redirect or metacopy xattrs.
+ * Reading trusted.* xattrs needs CAP_SYS_ADMIN (without it the kernel reports none, and
+ * an opaque directory would look like a merged one): run these as root.
+ *
+ * Everything goes through fds (openat, fstatat, unlinkat...) from upper_fd and lower_fd,
+ * never through path strings joined onto a root, and a symlink in lower is never
+ * followed: neither tree can be escaped. The run must be over (the upper dir unmounted
+ * from the jail) before either is called. Pure of logging: errors come back as negative
+ * errno with a message naming the path in *ret_error (may be NULL; set only on failure).
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h> /* the S_IF* types the changes carry */
+#include <sys/types.h>
+
+/* Directory levels below the workspace root the walks go down (deeper: -ELOOP), and the
+ * number of changes one diff may hold (more: -E2BIG). Paths are bounded by PATH_MAX
+ * (-ENAMETOOLONG). */
+#define AJ_WS_MAX_DEPTH 256
+#define AJ_WS_MAX_CHANGES (4u << 20)
+
+typedef enum {
+        AJ_WS_ADDED,    /* in upper, not in lower */
+        AJ_WS_MODIFIED, /* in upper and in lower (a copied-up file, changed metadata or content) */
+        AJ_WS_DELETED,  /* a whiteout: the lower entry is gone */
+        AJ_WS_REPLACED, /* an opaque directory: the lower entry (a directory's contents, or a
+                         * non-directory the agent removed first) is replaced by it */
+} AjWsChangeKind;
+
+typedef struct {
+        AjWsChangeKind kind;
+        char *path;    /* relative to the workspace root, '/'-separated, no leading "./" */
+        mode_t type;   /* S_IFREG, S_IFDIR, S_IFLNK... (of the upper entry; of the lower one for DELETED) */
+        uint64_t size; /* upper size for files (0 otherwise) */
+        bool conflict; /* the lower entry (or, for one the commit removes, anything below it)
+                        * changed after `since_ns` (ctime or mtime), see aj_ws_diff */
+        bool skipped;  /* an entry commit will not apply (device, fifo, socket): reason in `note` */
+        char *note;    /* NULL or a short explanation */
+} AjWsChange;
+
+/* Lists what the overlay's upper dir changes in lower, sorted by path, component by
+ * component (a directory comes right before its contents). A directory that exists in
+ * upper only because of copy-ups below it (exists in lower, same type, not opaque) is not
+ * itself a change unless its mode differs; its children are listed. An added directory is
+ * listed, and so is everything below it. A whiteout with nothing in lower to delete (in
+ * an added or opaque directory) is not a change.
+ *
+ * A file or symlink over a lower directory is MODIFIED with a note ("replaces a
+ * directory"): committing removes the directory. A non-opaque upper directory over a
+ * lower non-directory cannot come from the overlay itself (it would have made the
+ * directory opaque): lower changed during the run. It is listed as MODIFIED with a note,
+ * and committing it fails.
+ *
+ * `since_ns` (CLOCK_REALTIME ns, 0 = don't check): a lower entry whose mtime or ctime is
+ * later is marked conflict (someone changed the workspace during the run). For a change
+ * that removes a lower directory (DELETED, REPLACED, a type change), every entry below it
+ * is checked too. */
+int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n,
+               char **ret_error);
+void aj_ws_changes_free(AjWsChange *c, size_t n);
+
+typedef struct {
+        size_t added, modified, deleted, replaced, skipped;
+} AjWsStats;
+
+/* Applies the changes aj_ws_diff() lists to lower. With conflicts and !force: -EBUSY and
+ * nothing is changed. Before changing anything, every lower directory an entry goes into
+ * is resolved (-ELOOP/-ENOTDIR naming it if a symlink or a non-directory is in the way).
+ *
+ * Created entries get the owner and group of lower's root directory; a modified entry of
+ * the same type keeps the owner and group its lower entry had. Modes are kept but
+ * setuid/setgid (and sticky on files) are cleared; symlinks are created as symlinks
+ * (never followed); devices/fifos/sockets are skipped; xattrs and ACLs are not copied.
+ * Regular files keep their mtime; they are written to a temporary name in the same
+ * directory (".aj-ws-" and 16 hex digits, removed on failure) then renamed over the target
+ * (a reader never sees half a file); symlinks too. Deletions
+ * remove the lower entry (recursively for directories, never across a mount point: -EXDEV);
+ * a REPLACED directory has its lower contents removed first.
+ *
+ * Never follows a symlink in lower when resolving a path (openat2 with RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS, or O_NOFOLLOW component by component): a lower path whose parent is
+ * a symlink is an error for that entry, not a write elsewhere. Changes are applied in path
+ * order and the first error stops the commit: what came before it stays applied. Run
+ * again, those entries show as conflicts (the first commit changed them after since_ns);
+ * force applies them again, which is harmless. Counts in *ret_stats (may be NULL). */
+int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWsStats *ret_stats,
+                 char **ret_error);
+
+/* JSON for `agentjail diff --json`:
+ * [{"path", "change": "added|modified|deleted|replaced", "type": "file|dir|symlink|fifo|
+ *   socket|char-device|block-device", "size", "conflict", "skipped"? (only when true),
+ *   "note"? (only when set)}]. NULL on allocation failure. */
+json_t *aj_ws_changes_json(const AjWsChange *c, size_t n);
+
+/* "added"... and "file"... as in the JSON, for human-readable listings. */
+const char *aj_ws_kind_name(AjWsChangeKind kind);
+const char *aj_ws_type_name(mode_t type);

@@ -1,0 +1,185 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# The overlay workspace: the agent works on an overlay of the workspace, its writes are
+# kept in the run directory, the workspace itself is untouched until the operator
+# reviews them (agentjail diff) and applies (commit) or drops (discard) them.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+require_root # the overlay is built in the host's user namespace
+setup_dirs
+
+AJ=$AGENTJAIL
+aj() {
+        timeout -k 5 30 "$AJ" "$@" >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+        RC=$?
+        OUT=$(cat "$TEST_TMP/op.out")
+        ERR=$(cat "$TEST_TMP/op.err")
+}
+op_diag() {
+        diag "exit status: $RC"
+        diag "stdout: $(head -c 1500 "$TEST_TMP/op.out")"
+        diag "stderr: $(head -c 1500 "$TEST_TMP/op.err")"
+}
+
+OV=$(write_profile overlay '{"extends": "default", "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}')
+
+# A workspace owned by someone other than root, so ownership on commit is visible.
+reset_workspace() {
+        find "$WORKSPACE" -mindepth 1 -maxdepth 1 ! -name probe -exec rm -rf {} +
+        printf 'original\n' >"$WORKSPACE/keep.txt"
+        printf 'doomed\n' >"$WORKSPACE/gone.txt"
+        mkdir -p "$WORKSPACE/sub" "$WORKSPACE/olddir/deep"
+        printf 'inner\n' >"$WORKSPACE/sub/inner.txt"
+        printf 'a\n' >"$WORKSPACE/olddir/deep/a"
+        chown -R 4242:4343 "$WORKSPACE"
+        chown 0:0 "$WORKSPACE/probe"
+}
+snapshot() { (cd "$WORKSPACE" && find . -printf '%p %y %m %U:%G %s\n' | sort && cat keep.txt); }
+
+# ------------------------------------------------------------------ the agent's view, the host's view
+reset_workspace
+BEFORE=$(snapshot)
+run_jail -p "$OV" -- /bin/sh -c '
+        set -e
+        printf "changed\n" >>keep.txt
+        rm gone.txt
+        printf "new\n" >new.txt
+        mkdir newdir && printf "x\n" >newdir/x
+        rm -r sub && mkdir sub && printf "fresh\n" >sub/fresh
+        rm -r olddir
+        printf "#!/bin/sh\n" >suid && chmod 4755 suid
+        ln -s /etc/passwd link
+        echo "inside: $(cat keep.txt | tr "\n" " ")$(ls | tr "\n" " ")"'
+is "$JAIL_RC" 0 "an overlay run works like a writable workspace" || jail_diag
+like "$JAIL_OUT" "inside: original changed .*new.txt" "the agent sees its own changes"
+is "$(snapshot)" "$BEFORE" "the workspace on the host is untouched after the run"
+RUN=$JAIL_RUN_ID
+is "$(jq -r '.workspace | "\(.mode) \(.changes)"' "$JAIL_RUN_DIR/run.json")" "overlay pending" \
+        "run.json: an overlay workspace with changes pending"
+ok "the changes are kept in the run directory" test -d "$JAIL_RUN_DIR/workspace/upper"
+ok "no overlay mount is left on the host" test -z "$(grep -F "$TEST_TMP" /proc/self/mountinfo)"
+
+aj inspect "$RUN"
+like "$OUT" "workspace +overlay over $WORKSPACE, changes pending" "inspect shows the pending changes" || op_diag
+
+# ------------------------------------------------------------------ diff
+aj diff "$RUN"
+is "$RC" 0 "diff exits 0" || op_diag
+like "$OUT" "M  keep.txt  17 bytes" "diff: the modified file"
+like "$OUT" "D  gone.txt" "diff: the deleted file"
+like "$OUT" "A  new.txt  4 bytes" "diff: the added file"
+like "$OUT" "A  newdir/" "diff: the added directory"
+like "$OUT" "A  newdir/x" "diff: what is in it"
+like "$OUT" "R  sub/" "diff: the replaced directory"
+like "$OUT" "D  olddir/" "diff: the deleted directory"
+like "$OUT" "A  link \\(symlink\\)" "diff: the symlink"
+unlike "$OUT" "olddir/deep" "diff: a deleted directory's contents are not listed one by one"
+aj diff "$RUN" --json
+is "$(jq -r '[.changes[] | "\(.change):\(.path)"] | sort | join(",")' <<<"$OUT")" \
+        "added:link,added:new.txt,added:newdir,added:newdir/x,added:sub/fresh,added:suid,deleted:gone.txt,deleted:olddir,modified:keep.txt,replaced:sub" \
+        "diff --json: every change" || op_diag
+is "$(jq -r .conflicts <<<"$OUT")" 0 "diff --json: no conflicts"
+
+# ------------------------------------------------------------------ commit
+aj commit "$RUN"
+is "$RC" 0 "commit exits 0" || op_diag
+like "$OUT" "committed to $WORKSPACE" "commit says where"
+is "$(cat "$WORKSPACE/keep.txt")" $'original\nchanged' "commit: the modified file"
+ok "commit: the deleted file is gone" test ! -e "$WORKSPACE/gone.txt"
+ok "commit: the deleted directory is gone" test ! -e "$WORKSPACE/olddir"
+is "$(cat "$WORKSPACE/new.txt")" new "commit: the new file"
+is "$(cat "$WORKSPACE/newdir/x")" x "commit: the new directory"
+is "$(ls "$WORKSPACE/sub")" fresh "commit: the replaced directory has only the new content"
+is "$(stat -c %U:%G "$WORKSPACE/new.txt" | sed 's/UNKNOWN/?/g'; stat -c %u:%g "$WORKSPACE/new.txt")" \
+        "$(stat -c %U:%G "$WORKSPACE" | sed 's/UNKNOWN/?/g'; echo 4242:4343)" "commit: new files belong to the workspace owner"
+is "$(stat -c %u:%g "$WORKSPACE/keep.txt")" 4242:4343 "commit: modified files too"
+is "$(stat -c %a "$WORKSPACE/suid")" 755 "commit: the setuid bit is dropped"
+is "$(readlink "$WORKSPACE/link")" /etc/passwd "commit: a symlink stays a symlink"
+ok "commit: the agent's changes are no longer kept" test ! -e "$JAIL_RUN_DIR/workspace"
+is "$(jq -r .workspace.changes "$JAIL_RUN_DIR/run.json")" committed "run.json: committed"
+is "$(events_of workspace.commit "$JAIL_RUN_DIR" | jq -r '"\(.added) \(.modified) \(.deleted) \(.replaced)"')" "6 1 2 1" \
+        "the chain records the commit and its counts"
+aj commit "$RUN"
+is "$RC" 1 "a second commit is refused"
+like "$ERR" "committed already" "and says why"
+aj discard "$RUN"
+is "$RC" 1 "so is a discard after the commit"
+
+# ------------------------------------------------------------------ discard
+reset_workspace
+BEFORE=$(snapshot)
+run_jail -p "$OV" -- /bin/sh -c 'printf "bad\n" >keep.txt; rm -r sub; printf "junk\n" >junk'
+is "$JAIL_RC" 0 "a second overlay run" || jail_diag
+RUN2=$JAIL_RUN_ID
+aj discard "$RUN2" --json
+is "$RC" 0 "discard exits 0" || op_diag
+is "$(jq -r '"\(.ok) \(.op)"' <<<"$OUT")" "true discard" "discard --json"
+is "$(snapshot)" "$BEFORE" "after discard the workspace is as it was"
+ok "discard removes the kept changes" test ! -e "$JAIL_RUN_DIR/workspace"
+is "$(jq -r .workspace.changes "$JAIL_RUN_DIR/run.json")" discarded "run.json: discarded"
+ok "the chain records the discard" test -n "$(events_of workspace.discard "$JAIL_RUN_DIR")"
+aj diff "$RUN2"
+is "$RC" 1 "nothing to diff after a discard"
+
+# ------------------------------------------------------------------ conflicts
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'printf "agent\n" >keep.txt; printf "agent\n" >other.txt'
+RUN3=$JAIL_RUN_ID
+printf 'operator\n' >"$WORKSPACE/keep.txt"
+touch -d '+1 minute' "$WORKSPACE/keep.txt"
+aj diff "$RUN3"
+like "$OUT" "M! keep.txt" "diff marks a path that changed in the workspace during the run" || op_diag
+aj commit "$RUN3"
+is "$RC" 1 "commit refuses to overwrite it" || op_diag
+like "$ERR" "--force" "and says how to override"
+is "$(cat "$WORKSPACE/keep.txt")" operator "nothing was changed"
+ok "not even the other files" test ! -e "$WORKSPACE/other.txt"
+aj commit "$RUN3" --force
+is "$RC" 0 "commit --force" || op_diag
+is "$(cat "$WORKSPACE/keep.txt")" agent "--force applies the agent's version"
+
+# ------------------------------------------------------------------ refusals
+start_jail_bg -p "$OV" --name ov-live -- /bin/sh -c 'printf x >live.txt; sleep 60'
+LIVE_DIR=$(wait_run_dir 10)
+wait_for_output "$LIVE_DIR/events.jsonl" run.start 10
+aj diff ov-live
+is "$RC" 1 "diff of a live run is refused"
+like "$ERR" "still running" "because the agent may still change the workspace"
+aj kill ov-live
+wait_exit "$BG_PID" 15
+aj discard ov-live
+is "$RC" 0 "a killed run's changes can be discarded" || op_diag
+
+run_jail -- /bin/sh -c true
+aj diff "$JAIL_RUN_ID"
+is "$RC" 1 "diff of a run without an overlay workspace"
+like "$ERR" "no overlay workspace" "says so"
+
+# An agent cannot use commit to write outside the workspace: a workspace path whose
+# parent is a symlink (planted on the host after the run) is not followed.
+reset_workspace
+mkdir -p "$TEST_TMP/outside"
+run_jail -p "$OV" -- /bin/sh -c 'mkdir -p esc && printf evil >esc/f'
+RUN4=$JAIL_RUN_ID
+ln -s "$TEST_TMP/outside" "$WORKSPACE/esc"
+aj commit "$RUN4" --force
+ok "commit never writes through a symlink in the workspace" test ! -e "$TEST_TMP/outside/f"
+
+# Rootless: the overlay needs the host's user namespace; the run refuses to start.
+if command -v setpriv >/dev/null; then
+        NB="$TEST_TMP/nobody"
+        mkdir -p "$NB/ws" "$NB/state" "$NB/runtime"
+        printf '%s\n' '{"extends": "default", "allow_degraded": ["limits"],
+                "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}' >"$NB/overlay.json"
+        chown -R 65534:65534 "$NB"
+        (cd "$NB/ws" && timeout -k 5 60 setpriv --reuid=65534 --regid=65534 --clear-groups \
+                env -i PATH=/usr/bin:/bin HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" \
+                AGENTJAIL_RUNTIME_DIR="$NB/runtime" "$AGENTJAIL" run -p "$NB/overlay.json" -- /bin/true) \
+                >"$TEST_TMP/nb.out" 2>"$TEST_TMP/nb.err"
+        is "$?" 125 "rootless with an overlay workspace: the run refuses to start"
+        like "$(cat "$TEST_TMP/nb.err")" "needs agentjail started as root" "and says why"
+fi
+
+done_testing

@@ -1,0 +1,665 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Overlay workspace: diffing an upper dir against lower, and committing it. Real trees in a
+ * temp dir; whiteouts and opaque dirs are made as overlayfs makes them (mknod 0/0, the
+ * trusted.overlay.opaque xattr), which needs root: CI runs the unit tests as root. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/fd.h"
+#include "workspace.h"
+
+static char root[64], lower[96], upper[96], outside[96];
+static int lower_fd = -1, upper_fd = -1;
+
+static void setup(void)
+{
+        snprintf(root, sizeof(root), "/tmp/aj-ws-XXXXXX");
+        cr_assert_not_null(mkdtemp(root));
+        snprintf(lower, sizeof(lower), "%s/lower", root);
+        snprintf(upper, sizeof(upper), "%s/upper", root);
+        snprintf(outside, sizeof(outside), "%s/outside", root);
+        cr_assert_eq(mkdir(lower, 0755), 0);
+        cr_assert_eq(mkdir(upper, 0755), 0);
+        cr_assert_eq(mkdir(outside, 0755), 0);
+        lower_fd = open(lower, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(lower_fd, 0);
+        cr_assert_geq(upper_fd, 0);
+}
+
+static void teardown(void)
+{
+        if (lower_fd >= 0)
+                close(lower_fd);
+        if (upper_fd >= 0)
+                close(upper_fd);
+        aj_rm_rf(root);
+}
+
+TestSuite(workspace, .init = setup, .fini = teardown, .timeout = 30);
+
+static const char *at(const char *base, const char *rel)
+{
+        static char bufs[4][512];
+        static int next;
+        char *b = bufs[next++ % 4];
+        snprintf(b, sizeof(bufs[0]), "%s/%s", base, rel);
+        return b;
+}
+
+static void put(const char *base, const char *rel, const char *content, mode_t mode)
+{
+        const char *p = at(base, rel);
+        cr_assert_eq(aj_write_file_atomic(p, content, strlen(content), 0600), 0, "writing %s", p);
+        cr_assert_eq(chmod(p, mode), 0);
+}
+
+static void mkd(const char *base, const char *rel, mode_t mode)
+{
+        const char *p = at(base, rel);
+        cr_assert_eq(mkdir(p, mode), 0, "mkdir %s: %s", p, strerror(errno));
+        cr_assert_eq(chmod(p, mode), 0);
+}
+
+static void whiteout(const char *rel)
+{
+        const char *p = at(upper, rel);
+        if (mknod(p, S_IFCHR | 0000, makedev(0, 0)) < 0)
+                cr_assert_fail("mknod(%s, S_IFCHR, 0/0) for a whiteout failed: %s (the unit tests need root)", p,
+                         strerror(errno));
+}
+
+static void opaque(const char *rel)
+{
+        const char *p = at(upper, rel);
+        if (setxattr(p, "trusted.overlay.opaque", "y", 1, 0) < 0)
+                cr_assert_fail("setxattr(%s, trusted.overlay.opaque) failed: %s (the unit tests need root)", p,
+                         strerror(errno));
+}
+
+static char *slurp(const char *base, const char *rel)
+{
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(at(base, rel), 1 << 20, &text, NULL), 0, "reading %s/%s", base, rel);
+        return text;
+}
+
+static void assert_content(const char *base, const char *rel, const char *want)
+{
+        char *text = slurp(base, rel);
+        cr_assert_str_eq(text, want, "%s/%s", base, rel);
+        free(text);
+}
+
+static bool exists(const char *base, const char *rel)
+{
+        struct stat st;
+        return lstat(at(base, rel), &st) == 0;
+}
+
+static struct stat lstat_of(const char *base, const char *rel)
+{
+        struct stat st;
+        cr_assert_eq(lstat(at(base, rel), &st), 0, "lstat %s/%s: %s", base, rel, strerror(errno));
+        return st;
+}
+
+static size_t diff(AjWsChange **ret, uint64_t since_ns)
+{
+        size_t n = 0;
+        char *err = NULL;
+        int r = aj_ws_diff(upper_fd, lower_fd, since_ns, ret, &n, &err);
+        cr_assert_eq(r, 0, "aj_ws_diff: %d %s", r, err ? err : "");
+        return n;
+}
+
+static AjWsStats commit(uint64_t since_ns, bool force)
+{
+        AjWsStats stats;
+        char *err = NULL;
+        int r = aj_ws_commit(upper_fd, lower_fd, since_ns, force, &stats, &err);
+        cr_assert_eq(r, 0, "aj_ws_commit: %d %s", r, err ? err : "");
+        return stats;
+}
+
+static void assert_change(const AjWsChange *c, const char *path, AjWsChangeKind kind, mode_t type)
+{
+        cr_assert_str_eq(c->path, path);
+        cr_assert_eq(c->kind, kind, "%s: kind %s", path, aj_ws_kind_name(c->kind));
+        cr_assert_eq(c->type, type, "%s: type %s", path, aj_ws_type_name(c->type));
+}
+
+static uint64_t now_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+Test(workspace, added_file)
+{
+        put(lower, "keep.txt", "keep", 0644);
+        put(upper, "new.txt", "hello", 0640);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 1);
+        assert_change(&c[0], "new.txt", AJ_WS_ADDED, S_IFREG);
+        cr_assert_eq(c[0].size, 5);
+        cr_assert_not(c[0].conflict);
+        cr_assert_not(c[0].skipped);
+        cr_assert_null(c[0].note);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.added, 1);
+        cr_assert_eq(s.modified + s.deleted + s.replaced + s.skipped, 0);
+        assert_content(lower, "new.txt", "hello");
+        assert_content(lower, "keep.txt", "keep");
+        cr_assert_eq(lstat_of(lower, "new.txt").st_mode & 07777, 0640);
+}
+
+Test(workspace, added_dir_with_content_sorted)
+{
+        mkd(upper, "n", 0750);
+        put(upper, "n/f", "f", 0644);
+        mkd(upper, "n/m", 0755);
+        put(upper, "n/m/g", "gg", 0600);
+        whiteout("n/wh"); /* nothing below an added directory to delete */
+        put(upper, "n-x", "x", 0644);
+        put(upper, "a", "a", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 6);
+        assert_change(&c[0], "a", AJ_WS_ADDED, S_IFREG);
+        assert_change(&c[1], "n", AJ_WS_ADDED, S_IFDIR);
+        assert_change(&c[2], "n/f", AJ_WS_ADDED, S_IFREG);
+        assert_change(&c[3], "n/m", AJ_WS_ADDED, S_IFDIR);
+        assert_change(&c[4], "n/m/g", AJ_WS_ADDED, S_IFREG);
+        cr_assert_eq(c[4].size, 2);
+        assert_change(&c[5], "n-x", AJ_WS_ADDED, S_IFREG);
+        cr_assert_eq(c[1].size, 0);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.added, 6);
+        cr_assert_eq(lstat_of(lower, "n").st_mode, S_IFDIR | 0750);
+        assert_content(lower, "n/f", "f");
+        assert_content(lower, "n/m/g", "gg");
+        cr_assert_eq(lstat_of(lower, "n/m/g").st_mode, S_IFREG | 0600);
+        cr_assert_not(exists(lower, "n/wh"));
+}
+
+Test(workspace, modified_file_content_and_mtime)
+{
+        mkd(lower, "src", 0755);
+        put(lower, "src/main.c", "old", 0644);
+        mkd(upper, "src", 0755);
+        put(upper, "src/main.c", "new content", 0644);
+        struct timespec times[2] = { { 1500000000, 0 }, { 1500000123, 456 } };
+        cr_assert_eq(utimensat(AT_FDCWD, at(upper, "src/main.c"), times, 0), 0);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 1);
+        assert_change(&c[0], "src/main.c", AJ_WS_MODIFIED, S_IFREG);
+        cr_assert_eq(c[0].size, 11);
+        aj_ws_changes_free(c, n);
+
+        ino_t before = lstat_of(lower, "src/main.c").st_ino;
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.modified, 1);
+        assert_content(lower, "src/main.c", "new content");
+        struct stat st = lstat_of(lower, "src/main.c");
+        cr_assert_eq(st.st_mtim.tv_sec, 1500000123);
+        cr_assert_eq(st.st_mtim.tv_nsec, 456);
+        cr_assert_neq(st.st_ino, before, "written to a temporary file and renamed over");
+
+        /* No temporary file is left behind. */
+        int fd = open(at(lower, "src"), O_RDONLY | O_DIRECTORY);
+        DIR *d = fdopendir(fd);
+        struct dirent *de;
+        int count = 0;
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.' || strncmp(de->d_name, ".aj-ws-", 7) == 0)
+                        count++;
+        closedir(d);
+        cr_assert_eq(count, 1);
+}
+
+Test(workspace, deleted_file)
+{
+        put(lower, "gone.txt", "bye", 0644);
+        put(lower, "stays.txt", "hi", 0644);
+        whiteout("gone.txt");
+        whiteout("never-was.txt"); /* nothing in lower: not a change */
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 1);
+        assert_change(&c[0], "gone.txt", AJ_WS_DELETED, S_IFREG);
+        cr_assert_eq(c[0].size, 0);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.deleted, 1);
+        cr_assert_not(exists(lower, "gone.txt"));
+        cr_assert(exists(lower, "stays.txt"));
+}
+
+Test(workspace, deleted_dir_recursive)
+{
+        mkd(lower, "d", 0755);
+        put(lower, "d/x", "x", 0644);
+        mkd(lower, "d/e", 0755);
+        put(lower, "d/e/y", "y", 0644);
+        mkd(lower, "d/e/f", 0700);
+        cr_assert_eq(symlink("/etc", at(lower, "d/e/f/etc")), 0);
+        whiteout("d");
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 1);
+        assert_change(&c[0], "d", AJ_WS_DELETED, S_IFDIR);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.deleted, 1);
+        cr_assert_not(exists(lower, "d"));
+        cr_assert(exists("/etc", "passwd"), "a symlink inside is removed, not followed");
+}
+
+Test(workspace, opaque_dir_replaced)
+{
+        mkd(lower, "o", 0755);
+        put(lower, "o/old1", "1", 0644);
+        put(lower, "o/same", "lower", 0644);
+        mkd(lower, "o/sub", 0755);
+        put(lower, "o/sub/old2", "2", 0644);
+        mkd(upper, "o", 0755);
+        opaque("o");
+        put(upper, "o/new", "new", 0644);
+        put(upper, "o/same", "upper", 0644);
+        whiteout("o/old1"); /* the lower contents are gone anyway */
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 3);
+        assert_change(&c[0], "o", AJ_WS_REPLACED, S_IFDIR);
+        cr_assert_null(c[0].note);
+        assert_change(&c[1], "o/new", AJ_WS_ADDED, S_IFREG);
+        assert_change(&c[2], "o/same", AJ_WS_ADDED, S_IFREG);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.replaced, 1);
+        cr_assert_eq(s.added, 2);
+        cr_assert_not(exists(lower, "o/old1"));
+        cr_assert_not(exists(lower, "o/sub"));
+        assert_content(lower, "o/new", "new");
+        assert_content(lower, "o/same", "upper");
+}
+
+Test(workspace, symlink_added_not_followed)
+{
+        struct stat passwd_before = lstat_of("/etc", "passwd");
+        put(lower, "cfg", "a file", 0644);
+        cr_assert_eq(symlink("/etc/passwd", at(upper, "passwd")), 0);
+        cr_assert_eq(symlink("/etc/shadow", at(upper, "cfg")), 0); /* a file turned into a symlink */
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 2);
+        assert_change(&c[0], "cfg", AJ_WS_MODIFIED, S_IFLNK);
+        cr_assert_str_eq(c[0].note, "replaces a file");
+        assert_change(&c[1], "passwd", AJ_WS_ADDED, S_IFLNK);
+        cr_assert_eq(c[1].size, 0);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.added, 1);
+        cr_assert_eq(s.modified, 1);
+        char target[256];
+        ssize_t len = readlink(at(lower, "passwd"), target, sizeof(target) - 1);
+        cr_assert_eq(len, 11);
+        target[len] = 0;
+        cr_assert_str_eq(target, "/etc/passwd");
+        cr_assert(S_ISLNK(lstat_of(lower, "cfg").st_mode));
+        struct stat passwd_after = lstat_of("/etc", "passwd");
+        cr_assert_eq(passwd_after.st_ino, passwd_before.st_ino);
+        cr_assert_eq(passwd_after.st_size, passwd_before.st_size);
+        cr_assert_eq(passwd_after.st_mtim.tv_sec, passwd_before.st_mtim.tv_sec);
+        cr_assert_eq(passwd_after.st_mtim.tv_nsec, passwd_before.st_mtim.tv_nsec);
+}
+
+Test(workspace, copied_up_parents_not_listed)
+{
+        mkd(lower, "a", 0755);
+        mkd(lower, "a/b", 0755);
+        put(lower, "a/b/c.txt", "c", 0644);
+        put(lower, "a/b/other.txt", "o", 0644);
+        mkd(lower, "m", 0755);
+        put(lower, "m/x", "x", 0644);
+        mkd(upper, "a", 0755);
+        mkd(upper, "a/b", 0755);
+        put(upper, "a/b/c.txt", "C", 0644);
+        mkd(upper, "m", 0700); /* chmod in the jail: copied up with a new mode */
+        mkd(upper, "empty", 0755);
+        mkd(lower, "empty", 0755); /* copied up, then what changed below was removed again */
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 2);
+        assert_change(&c[0], "a/b/c.txt", AJ_WS_MODIFIED, S_IFREG);
+        assert_change(&c[1], "m", AJ_WS_MODIFIED, S_IFDIR);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.modified, 2);
+        assert_content(lower, "a/b/c.txt", "C");
+        assert_content(lower, "a/b/other.txt", "o");
+        cr_assert_eq(lstat_of(lower, "m").st_mode & 07777, 0700);
+        assert_content(lower, "m/x", "x");
+}
+
+Test(workspace, setuid_setgid_sticky_cleared)
+{
+        put(lower, "existing", "e", 0644);
+        put(upper, "tool", "#!/bin/sh\n", 04755);
+        put(upper, "sticky", "s", 01644);
+        put(upper, "existing", "E", 06755);
+        mkd(upper, "shared", 03775);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.added, 3);
+        cr_assert_eq(s.modified, 1);
+        cr_assert_eq(lstat_of(lower, "tool").st_mode, S_IFREG | 0755);
+        cr_assert_eq(lstat_of(lower, "sticky").st_mode, S_IFREG | 0644);
+        cr_assert_eq(lstat_of(lower, "existing").st_mode, S_IFREG | 0755);
+        cr_assert_eq(lstat_of(lower, "shared").st_mode, S_IFDIR | 01775, "sticky stays on a directory");
+}
+
+Test(workspace, ownership_from_lower_root)
+{
+        cr_assert_eq(chown(lower, 1234, 2345), 0);
+        put(lower, "theirs", "t", 0644);
+        cr_assert_eq(chown(at(lower, "theirs"), 4321, 4322), 0);
+
+        put(upper, "file", "f", 0644);
+        mkd(upper, "dir", 0755);
+        put(upper, "dir/inner", "i", 0644);
+        cr_assert_eq(symlink("file", at(upper, "link")), 0);
+        put(upper, "theirs", "T", 0644);
+        const char *jailed[] = { "file", "dir", "dir/inner", "link", "theirs" };
+        for (size_t i = 0; i < sizeof(jailed) / sizeof(jailed[0]); i++)
+                cr_assert_eq(lchown(at(upper, jailed[i]), 100000, 100000), 0);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.added, 4);
+        cr_assert_eq(s.modified, 1);
+        for (size_t i = 0; i < 4; i++) {
+                struct stat st = lstat_of(lower, jailed[i]);
+                cr_assert_eq(st.st_uid, 1234, "%s: uid %u", jailed[i], (unsigned)st.st_uid);
+                cr_assert_eq(st.st_gid, 2345, "%s: gid %u", jailed[i], (unsigned)st.st_gid);
+        }
+        struct stat st = lstat_of(lower, "theirs");
+        cr_assert_eq(st.st_uid, 4321, "a modified file keeps its owner");
+        cr_assert_eq(st.st_gid, 4322);
+        assert_content(lower, "theirs", "T");
+}
+
+Test(workspace, conflict_detection)
+{
+        put(lower, "f.txt", "old", 0644);
+        put(lower, "g.txt", "g", 0644);
+        mkd(lower, "d", 0755);
+        mkd(lower, "d/deep", 0755);
+        put(lower, "d/deep/x", "x", 0644);
+        put(upper, "f.txt", "new", 0644);
+        put(upper, "g.txt", "G", 0644);
+        put(upper, "added.txt", "a", 0644);
+        whiteout("d");
+
+        uint64_t since = now_ns();
+        /* Someone edits the workspace during the run. */
+        struct timespec future[2] = { { 0, UTIME_OMIT }, { (time_t)(since / 1000000000ull) + 3600, 0 } };
+        cr_assert_eq(utimensat(AT_FDCWD, at(lower, "f.txt"), future, 0), 0);
+        cr_assert_eq(utimensat(AT_FDCWD, at(lower, "d/deep/x"), future, 0), 0);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, since);
+        cr_assert_eq(n, 4);
+        assert_change(&c[0], "added.txt", AJ_WS_ADDED, S_IFREG);
+        cr_assert_not(c[0].conflict);
+        assert_change(&c[1], "d", AJ_WS_DELETED, S_IFDIR);
+        cr_assert(c[1].conflict, "a change below a deleted directory is a conflict");
+        assert_change(&c[2], "f.txt", AJ_WS_MODIFIED, S_IFREG);
+        cr_assert(c[2].conflict);
+        assert_change(&c[3], "g.txt", AJ_WS_MODIFIED, S_IFREG);
+        cr_assert_not(c[3].conflict);
+        aj_ws_changes_free(c, n);
+
+        /* since_ns = 0: not checked. */
+        n = diff(&c, 0);
+        for (size_t i = 0; i < n; i++)
+                cr_assert_not(c[i].conflict, "%s", c[i].path);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s;
+        char *err = NULL;
+        cr_assert_eq(aj_ws_commit(upper_fd, lower_fd, since, false, &s, &err), -EBUSY);
+        cr_assert_not_null(err);
+        cr_assert_not_null(strstr(err, "'d'"), "%s", err);
+        cr_assert_not_null(strstr(err, "2 changes"), "%s", err);
+        free(err);
+        assert_content(lower, "f.txt", "old");
+        assert_content(lower, "g.txt", "g");
+        cr_assert_not(exists(lower, "added.txt"));
+        cr_assert(exists(lower, "d/deep/x"));
+
+        s = commit(since, true);
+        cr_assert_eq(s.added, 1);
+        cr_assert_eq(s.modified, 2);
+        cr_assert_eq(s.deleted, 1);
+        assert_content(lower, "f.txt", "new");
+        assert_content(lower, "g.txt", "G");
+        cr_assert_not(exists(lower, "d"));
+}
+
+Test(workspace, symlink_parent_in_lower_not_followed)
+{
+        /* lower/link became a symlink to outside during the run: the upper directory over it
+         * is not opaque, so the overlay did not make it. */
+        cr_assert_eq(symlink(outside, at(lower, "link")), 0);
+        mkd(upper, "link", 0755);
+        put(upper, "link/evil", "pwned", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 2);
+        assert_change(&c[0], "link", AJ_WS_MODIFIED, S_IFDIR);
+        cr_assert_not_null(c[0].note);
+        cr_assert_not_null(strstr(c[0].note, "symlink"), "%s", c[0].note);
+        assert_change(&c[1], "link/evil", AJ_WS_ADDED, S_IFREG);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s;
+        char *err = NULL;
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, true, &s, &err);
+        cr_assert(r == -ELOOP || r == -ENOTDIR, "r = %d", r);
+        cr_assert_not_null(err);
+        cr_assert_not_null(strstr(err, "'link'"), "%s", err);
+        free(err);
+        cr_assert_not(exists(outside, "evil"));
+        cr_assert(S_ISLNK(lstat_of(lower, "link").st_mode));
+}
+
+Test(workspace, symlink_replaced_by_opaque_dir)
+{
+        /* The agent removed lower/link (a symlink to outside) and made a directory there: the
+         * overlay made it opaque. The symlink is replaced, never written through. */
+        cr_assert_eq(symlink(outside, at(lower, "link")), 0);
+        mkd(upper, "link", 0755);
+        opaque("link");
+        put(upper, "link/file", "mine", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 2);
+        assert_change(&c[0], "link", AJ_WS_REPLACED, S_IFDIR);
+        cr_assert_str_eq(c[0].note, "replaces a symlink");
+        assert_change(&c[1], "link/file", AJ_WS_ADDED, S_IFREG);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.replaced, 1);
+        cr_assert_eq(s.added, 1);
+        cr_assert(S_ISDIR(lstat_of(lower, "link").st_mode));
+        assert_content(lower, "link/file", "mine");
+        cr_assert_not(exists(outside, "file"));
+}
+
+Test(workspace, file_replaces_dir)
+{
+        mkd(lower, "x", 0755);
+        put(lower, "x/inside", "i", 0644);
+        put(upper, "x", "now a file", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 1);
+        assert_change(&c[0], "x", AJ_WS_MODIFIED, S_IFREG);
+        cr_assert_str_eq(c[0].note, "replaces a directory");
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.modified, 1);
+        assert_content(lower, "x", "now a file");
+}
+
+Test(workspace, fifo_and_device_skipped)
+{
+        cr_assert_eq(mkfifo(at(upper, "pipe"), 0644), 0);
+        if (mknod(at(upper, "null"), S_IFCHR | 0666, makedev(1, 3)) < 0)
+                cr_assert_fail("mknod of a device failed: %s (the unit tests need root)", strerror(errno));
+        put(upper, "real", "r", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 3);
+        assert_change(&c[0], "null", AJ_WS_ADDED, S_IFCHR);
+        cr_assert(c[0].skipped);
+        assert_change(&c[1], "pipe", AJ_WS_ADDED, S_IFIFO);
+        cr_assert(c[1].skipped);
+        cr_assert_str_eq(c[1].note, "a fifo: not applied");
+        cr_assert_not(c[2].skipped);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.skipped, 2);
+        cr_assert_eq(s.added, 1);
+        cr_assert_not(exists(lower, "pipe"));
+        cr_assert_not(exists(lower, "null"));
+        cr_assert(exists(lower, "real"));
+}
+
+Test(workspace, json_shape)
+{
+        put(lower, "old", "o", 0644);
+        put(upper, "file", "12345", 0644);
+        whiteout("old");
+        cr_assert_eq(mkfifo(at(upper, "pipe"), 0644), 0);
+        put(upper, "bad\xff", "b", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 4);
+        json_t *j = aj_ws_changes_json(c, n);
+        aj_ws_changes_free(c, n);
+        cr_assert(json_is_array(j));
+        cr_assert_eq(json_array_size(j), 4);
+
+        char *text = json_dumps(j, JSON_COMPACT);
+        cr_assert_not_null(text);
+        cr_assert_str_eq(text,
+                         "[{\"path\":\"bad\\\\xff\",\"change\":\"added\",\"type\":\"file\",\"size\":1,"
+                         "\"conflict\":false},"
+                         "{\"path\":\"file\",\"change\":\"added\",\"type\":\"file\",\"size\":5,\"conflict\":false},"
+                         "{\"path\":\"old\",\"change\":\"deleted\",\"type\":\"file\",\"size\":0,\"conflict\":false},"
+                         "{\"path\":\"pipe\",\"change\":\"added\",\"type\":\"fifo\",\"size\":0,\"conflict\":false,"
+                         "\"skipped\":true,\"note\":\"a fifo: not applied\"}]");
+        free(text);
+        json_decref(j);
+
+        j = aj_ws_changes_json(NULL, 0);
+        cr_assert(json_is_array(j));
+        cr_assert_eq(json_array_size(j), 0);
+        json_decref(j);
+}
+
+Test(workspace, depth_limit)
+{
+        int fd = dup(upper_fd);
+        for (int i = 0; i < AJ_WS_MAX_DEPTH + 4; i++) {
+                cr_assert_eq(mkdirat(fd, "d", 0755), 0);
+                int next = openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                cr_assert_geq(next, 0);
+                close(fd);
+                fd = next;
+        }
+        close(fd);
+
+        AjWsChange *c = NULL;
+        size_t n = 0;
+        char *err = NULL;
+        cr_assert_eq(aj_ws_diff(upper_fd, lower_fd, 0, &c, &n, &err), -ELOOP);
+        cr_assert_not_null(err);
+        cr_assert_not_null(strstr(err, "more than 256 directories deep"), "%s", err);
+        cr_assert_eq(strncmp(err, "'d/d/d/", 7), 0, "%s", err);
+        free(err);
+
+        cr_assert_eq(aj_ws_commit(upper_fd, lower_fd, 0, false, NULL, &err), -ELOOP);
+        free(err);
+        cr_assert_not(exists(lower, "d"), "nothing applied");
+}
+
+Test(workspace, removal_never_crosses_a_mount)
+{
+        /* A private mount namespace: this test process's mounts go away with it. */
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                cr_assert_fail("unshare(CLONE_NEWNS) failed: %s (the unit tests need root)", strerror(errno));
+        put(outside, "precious", "p", 0644);
+        mkd(lower, "d", 0755);
+        put(lower, "d/x", "x", 0644);
+        mkd(lower, "d/mnt", 0755);
+        /* Same filesystem, another mount: only the mount id tells them apart. */
+        cr_assert_eq(mount(outside, at(lower, "d/mnt"), NULL, MS_BIND, NULL), 0, "%s", strerror(errno));
+        whiteout("d");
+        /* An fd opened before unshare() walks the old namespace's mounts, without the bind. */
+        close(lower_fd);
+        lower_fd = open(lower, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(lower_fd, 0);
+
+        AjWsStats s;
+        char *err = NULL;
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, false, &s, &err);
+        umount2(at(lower, "d/mnt"), MNT_DETACH);
+        cr_assert_eq(r, -EXDEV, "r = %d %s", r, err ? err : "");
+        cr_assert_not_null(strstr(err, "'d'"), "%s", err);
+        free(err);
+        assert_content(outside, "precious", "p");
+}
