@@ -923,38 +923,39 @@ static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
 static const char change_letter[] = { [AJ_WS_ADDED] = 'A', [AJ_WS_MODIFIED] = 'M', [AJ_WS_DELETED] = 'D',
                                       [AJ_WS_REPLACED] = 'R' };
 
-static int find_run_for(const char *cmd, const char *usage, const char *allowed, int argc, char **argv, Opts *o,
-                        AjPaths *paths, AjRun **run)
+/* The start of diff, commit and discard: options, the run, its overlay. Returns -1 when
+ * the command goes on (with *ov open), else its exit status (help, or an error reported). */
+static int overlay_cmd_begin(const char *cmd, const char *usage, const char *help, const char *allowed, int argc,
+                             char **argv, Opts *o, AjPaths *paths, AjRun **run, Overlay *ov)
 {
         int r = parse_opts(argc, argv, usage, allowed, o, 1, 1);
         free(o->raise);
         o->raise = NULL;
-        if (r)
-                return r;
-        if (open_paths(cmd, paths) < 0 || find_run(cmd, paths, o->pos[0], run) < 0)
-                return EXIT_FAIL;
-        return 0;
-}
-
-int aj_cmd_diff(int argc, char **argv)
-{
-        static const char usage[] = "agentjail diff RUN [--json]";
-        Opts o;
-        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
-        _cleanup_(aj_run_freep) AjRun *run = NULL;
-        int r = find_run_for("diff", usage, "", argc, argv, &o, &paths, &run);
         if (r == 1) {
-                printf("usage: %s\n\nWhat a run with an overlay workspace changed (A added, M modified, D deleted,\n"
-                       "R directory replaced). '!' marks a path that also changed in the workspace during\n"
-                       "the run. Review, then 'agentjail commit RUN' or 'agentjail discard RUN'.\n",
-                       usage);
+                printf("usage: %s\n\n%s\n", usage, help);
                 return EXIT_OK;
         }
         if (r)
                 return r;
-        Overlay ov;
-        if (open_overlay("diff", run, &ov) < 0)
+        if (open_paths(cmd, paths) < 0 || find_run(cmd, paths, o->pos[0], run) < 0 ||
+            open_overlay(cmd, *run, ov) < 0)
                 return EXIT_FAIL;
+        return -1;
+}
+
+int aj_cmd_diff(int argc, char **argv)
+{
+        Opts o;
+        Overlay ov;
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        int r = overlay_cmd_begin("diff", "agentjail diff RUN [--json]",
+                                  "What a run with an overlay workspace changed (A added, M modified, D deleted,\n"
+                                  "R directory replaced). '!' marks a path that also changed in the workspace during\n"
+                                  "the run. Review, then 'agentjail commit RUN' or 'agentjail discard RUN'.",
+                                  "", argc, argv, &o, &paths, &run, &ov);
+        if (r >= 0)
+                return r;
         AjWsChange *c = NULL;
         size_t n = 0;
         _cleanup_free_ char *err = NULL;
@@ -1021,24 +1022,18 @@ static int overlay_finish(const char *cmd, AjRun *run, Overlay *ov, const char *
 
 int aj_cmd_commit(int argc, char **argv)
 {
-        static const char usage[] = "agentjail commit RUN [--force] [--json]";
         Opts o;
+        Overlay ov;
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        int r = find_run_for("commit", usage, "force", argc, argv, &o, &paths, &run);
-        if (r == 1) {
-                printf("usage: %s\n\nApply what a run with an overlay workspace changed to the workspace itself\n"
-                       "(see 'agentjail diff RUN'). New files get the workspace owner; setuid/setgid bits\n"
-                       "are dropped; devices, fifos and sockets are not applied. Refused when a path also\n"
-                       "changed in the workspace during the run, unless --force.\n",
-                       usage);
-                return EXIT_OK;
-        }
-        if (r)
+        int r = overlay_cmd_begin("commit", "agentjail commit RUN [--force] [--json]",
+                                  "Apply what a run with an overlay workspace changed to the workspace itself\n"
+                                  "(see 'agentjail diff RUN'). New files get the workspace owner; setuid/setgid bits\n"
+                                  "are dropped; devices, fifos and sockets are not applied. Refused when a path also\n"
+                                  "changed in the workspace during the run, unless --force.",
+                                  "force", argc, argv, &o, &paths, &run, &ov);
+        if (r >= 0)
                 return r;
-        Overlay ov;
-        if (open_overlay("commit", run, &ov) < 0)
-                return EXIT_FAIL;
         AjWsStats st = { 0 };
         _cleanup_free_ char *err = NULL;
         r = aj_ws_commit(ov.upper_fd, ov.lower_fd, run->started_ns, o.force, &st, &err);
@@ -1076,22 +1071,16 @@ int aj_cmd_commit(int argc, char **argv)
 
 int aj_cmd_discard(int argc, char **argv)
 {
-        static const char usage[] = "agentjail discard RUN [--json]";
         Opts o;
+        Overlay ov;
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        int r = find_run_for("discard", usage, "", argc, argv, &o, &paths, &run);
-        if (r == 1) {
-                printf("usage: %s\n\nDrop what a run with an overlay workspace changed: the workspace stays as it\n"
-                       "was before the run.\n",
-                       usage);
-                return EXIT_OK;
-        }
-        if (r)
+        int r = overlay_cmd_begin("discard", "agentjail discard RUN [--json]",
+                                  "Drop what a run with an overlay workspace changed: the workspace stays as it\n"
+                                  "was before the run.",
+                                  "", argc, argv, &o, &paths, &run, &ov);
+        if (r >= 0)
                 return r;
-        Overlay ov;
-        if (open_overlay("discard", run, &ov) < 0)
-                return EXIT_FAIL;
         overlay_close(&ov);
         if (overlay_finish("discard", run, &ov, "discarded", json_pack("{s:s}", "workspace", ov.path)) < 0)
                 return EXIT_FAIL;

@@ -174,19 +174,29 @@ static void relay_one(int cfd, int port)
         }
 }
 
+/* The next connection; -1 (reported) when the listener broke. */
+static int accept_next(int ls)
+{
+        for (;;) {
+                int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+                if (fd >= 0)
+                        return fd;
+                if (errno != EINTR && errno != ECONNABORTED && errno != EMFILE) {
+                        perror("http-bench: accept");
+                        return -1;
+                }
+        }
+}
+
 static int relay(int port)
 {
         int ls = listen_loopback();
         if (ls < 0)
                 return 1;
         for (;;) {
-                int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-                if (fd < 0) {
-                        if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE)
-                                continue;
-                        perror("http-bench: accept");
+                int fd = accept_next(ls);
+                if (fd < 0)
                         return 1;
-                }
                 if (fork() == 0) {
                         if (child_of_server()) {
                                 close(ls);
@@ -204,13 +214,9 @@ static int serve(void)
         if (ls < 0)
                 return 1;
         for (;;) {
-                int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-                if (fd < 0) {
-                        if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE)
-                                continue;
-                        perror("http-bench: accept");
+                int fd = accept_next(ls);
+                if (fd < 0)
                         return 1;
-                }
                 long long n = read_request(fd);
                 if (n > INLINE_MAX) {
                         pid_t pid = fork();

@@ -516,6 +516,20 @@ count_lines() {
 }
 
 # A test profile in the file's profile dir; prints its path.
+# aj ARGS...: an operator's agentjail command (not run), bounded in time; sets OUT, ERR, RC.
+aj() {
+        timeout -k 5 30 "$AGENTJAIL" "$@" >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+        RC=$?
+        OUT=$(cat "$TEST_TMP/op.out")
+        ERR=$(cat "$TEST_TMP/op.err")
+}
+
+op_diag() {
+        diag "exit status: $RC"
+        diag "stdout: $(head -c 1500 "$TEST_TMP/op.out")"
+        diag "stderr: $(head -c 1500 "$TEST_TMP/op.err")"
+}
+
 write_profile() {
         local body=$2 path="$TEST_TMP/profiles/$1.json"
         printf '%s\n' "$body" >"$path"

@@ -11,20 +11,6 @@ setup_dirs
 
 AJ=$AGENTJAIL
 
-# aj ARGS...: run an agentjail command; sets OUT, ERR, RC.
-aj() {
-        timeout -k 5 30 "$AJ" "$@" >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
-        RC=$?
-        OUT=$(cat "$TEST_TMP/op.out")
-        ERR=$(cat "$TEST_TMP/op.err")
-}
-
-op_diag() {
-        diag "exit status: $RC"
-        diag "stdout: $(head -c 1500 "$TEST_TMP/op.out")"
-        diag "stderr: $(head -c 1500 "$TEST_TMP/op.err")"
-}
-
 # wait_sock ID: the run's control socket appears (the supervisor serves it).
 wait_sock() {
         local deadline=$((SECONDS + 10))

@@ -10,19 +10,6 @@ require_jail
 require_root # the overlay is built in the host's user namespace
 setup_dirs
 
-AJ=$AGENTJAIL
-aj() {
-        timeout -k 5 30 "$AJ" "$@" >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
-        RC=$?
-        OUT=$(cat "$TEST_TMP/op.out")
-        ERR=$(cat "$TEST_TMP/op.err")
-}
-op_diag() {
-        diag "exit status: $RC"
-        diag "stdout: $(head -c 1500 "$TEST_TMP/op.out")"
-        diag "stderr: $(head -c 1500 "$TEST_TMP/op.err")"
-}
-
 OV=$(write_profile overlay '{"extends": "default", "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}')
 
 # A workspace owned by someone other than root, so ownership on commit is visible.
