@@ -8,6 +8,7 @@
 
 #include "events.h"
 #include "util/fd.h"
+#include "util/sha256.h"
 
 struct AjEventLog {
         int fd;
@@ -19,6 +20,9 @@ struct AjEventLog {
         size_t len, cap;
         bool batching;
         size_t batch_seq;
+        /* The chain: the hash of the last line written, and of the last line formatted
+         * (ahead of it inside a batch, until the batch is written). */
+        char prev[AJ_SHA256_HEX_SIZE], pending_prev[AJ_SHA256_HEX_SIZE];
         /* The timestamp's whole-second part, formatted once per second. */
         time_t ts_sec;
         char ts_base[32];
@@ -55,6 +59,8 @@ int aj_events_open(const char *path, const char *run_id, AjEventLog **ret)
         if (!log)
                 return -ENOMEM;
         log->ts_sec = (time_t)-1;
+        memcpy(log->prev, AJ_EVENTS_GENESIS, sizeof(log->prev));
+        memcpy(log->pending_prev, AJ_EVENTS_GENESIS, sizeof(log->pending_prev));
         json_t *id = json_string(run_id);
         log->run_json = id ? json_dumps(id, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
         json_decref(id);
@@ -95,7 +101,7 @@ static bool plain_type(const char *s)
 /* Appends one line at log->buf + log->len without moving log->len; returns its length. */
 static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
 {
-        static const char *const reserved[] = { "seq", "ts", "run", "type" };
+        static const char *const reserved[] = { "seq", "ts", "run", "type", "prev" };
         uint64_t now = aj_now_realtime_ns();
         time_t sec = (time_t)(now / 1000000000ull);
         if (sec != log->ts_sec) {
@@ -118,10 +124,11 @@ static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
         int hn;
         for (;;) {
                 size_t room = log->cap - log->len;
-                hn = snprintf(log->buf + log->len, room, "{\"seq\":%llu,\"ts\":\"%s.%09lluZ\",\"run\":%s,\"type\":%s%s%s",
+                hn = snprintf(log->buf + log->len, room,
+                              "{\"seq\":%llu,\"ts\":\"%s.%09lluZ\",\"run\":%s,\"type\":%s%s%s,\"prev\":\"%s\"",
                               (unsigned long long)(log->seq + 1), log->ts_base,
                               (unsigned long long)(now % 1000000000ull), log->run_json, type_json ? "" : "\"",
-                              type_json ? type_json : type, type_json ? "" : "\"");
+                              type_json ? type_json : type, type_json ? "" : "\"", log->pending_prev);
                 if (hn < 0)
                         return -EINVAL;
                 if ((size_t)hn < room)
@@ -150,6 +157,7 @@ static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
                 body = 1;
         }
         log->buf[at + body] = '\n';
+        aj_events_line_hash(log->buf + log->len, (size_t)hn + body, log->pending_prev);
         return (ssize_t)((size_t)hn + body + 1);
 }
 
@@ -168,11 +176,23 @@ int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
                 return 0;
         }
         int r = aj_write_all(log->fd, log->buf + log->len, (size_t)n);
-        if (r < 0)
+        if (r < 0) {
+                memcpy(log->pending_prev, log->prev, sizeof(log->prev)); /* not in the chain */
                 return r;
+        }
+        memcpy(log->prev, log->pending_prev, sizeof(log->prev));
         log->seq++;
         return 0;
 }
+
+void aj_events_line_hash(const char *line, size_t len, char out[AJ_SHA256_HEX_SIZE])
+{
+        uint8_t d[AJ_SHA256_SIZE];
+        aj_sha256(line, len, d);
+        aj_sha256_hex(d, out);
+}
+
+const char *aj_events_last_hash(const AjEventLog *log) { return log->prev; }
 
 void aj_events_batch_begin(AjEventLog *log)
 {
@@ -185,8 +205,12 @@ int aj_events_batch_end(AjEventLog *log)
         if (log->len == 0)
                 return 0;
         int r = aj_write_all(log->fd, log->buf, log->len);
-        if (r < 0)
+        if (r < 0) {
                 log->seq -= log->batch_seq; /* none of them is in the chain */
+                memcpy(log->pending_prev, log->prev, sizeof(log->prev));
+        } else {
+                memcpy(log->prev, log->pending_prev, sizeof(log->prev));
+        }
         log->len = log->batch_seq = 0;
         return r;
 }

@@ -14,9 +14,16 @@
 typedef struct AjEventLog AjEventLog;
 
 int aj_events_open(const char *path, const char *run_id, AjEventLog **ret);
-/* Append {seq, ts, run, type, ...fields}. `fields` (an object or NULL) is consumed. */
+/* Append {seq, ts, run, type, prev, ...fields}. `fields` (an object or NULL) is consumed. */
 int aj_events_emit(AjEventLog *log, const char *type, json_t *fields);
 uint64_t aj_events_last_seq(const AjEventLog *log);
+/* The chain (tamper evidence): every event's "prev" is the sha256, in hex, of the line
+ * before it as written (without its newline); the first event's is AJ_EVENTS_GENESIS.
+ * run.json records the count and the last line's hash at the end of the run. */
+#define AJ_EVENTS_GENESIS "0000000000000000000000000000000000000000000000000000000000000000"
+void aj_events_line_hash(const char *line, size_t len, char out[65]);
+/* The hash of the last line written (AJ_EVENTS_GENESIS before any). */
+const char *aj_events_last_hash(const AjEventLog *log);
 /* Events emitted between these two are written with ONE write(2) by _end(), which
  * returns its result: a request's events reach the file together, before its reply. */
 void aj_events_batch_begin(AjEventLog *log);

@@ -667,6 +667,10 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
                         json_object_set_new(doc, "network", net);
                 }
         }
+        if (run->events)
+                json_object_set_new(doc, "events",
+                                    json_pack("{s:I, s:s}", "count", (json_int_t)aj_events_last_seq(run->events),
+                                              "last_sha256", aj_events_last_hash(run->events)));
         json_object_set_new(doc, "supervisor_pid", json_integer(getpid()));
         json_object_set_new(doc, "host_uid", json_integer((json_int_t)run->host_uid));
         json_object_set_new(doc, "host_gid", json_integer((json_int_t)run->host_gid));

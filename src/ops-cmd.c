@@ -90,11 +90,12 @@ typedef struct {
         size_t n_raise;
         const char *digest, *reason;
         bool force;
+        bool verify;
         int n_pos;
         char **pos;
 } Opts;
 
-enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE, OPT_DIGEST, OPT_REASON, OPT_FORCE };
+enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE, OPT_DIGEST, OPT_REASON, OPT_FORCE, OPT_VERIFY };
 
 /* Returns 0, 1 for --help, or EXIT_USAGE (already reported). `allowed` lists the long
  * options this command accepts besides --json and --help. */
@@ -106,7 +107,7 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                 { "all", no_argument, NULL, 'a' },          { "follow", no_argument, NULL, 'f' },
                 { "type", required_argument, NULL, OPT_TYPE }, { "raise", required_argument, NULL, OPT_RAISE },
                 { "digest", required_argument, NULL, OPT_DIGEST }, { "reason", required_argument, NULL, OPT_REASON },
-                { "force", no_argument, NULL, OPT_FORCE },
+                { "force", no_argument, NULL, OPT_FORCE }, { "verify", no_argument, NULL, OPT_VERIFY },
                 {},
         };
         const char *cmd = argv[0];
@@ -134,11 +135,14 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                                     : c == OPT_DIGEST              ? "digest"
                                     : c == OPT_REASON              ? "reason"
                                     : c == OPT_FORCE               ? "force"
+                                    : c == OPT_VERIFY              ? "verify"
                                                                    : "raise";
                 if (!strstr(allowed, name))
                         return usage_error(cmd, usage, "unknown option '%s'", argv[optind - 1]);
                 if (c == OPT_FORCE)
                         o->force = true;
+                else if (c == OPT_VERIFY)
+                        o->verify = true;
                 else if (c == OPT_DIGEST)
                         o->digest = optarg;
                 else if (c == OPT_REASON)
@@ -513,7 +517,7 @@ int aj_cmd_inspect(int argc, char **argv)
 
 /* ---- logs -------------------------------------------------------------------------- */
 
-#define LOGS_USAGE "agentjail logs RUN [-f] [--json] [--type PREFIX]"
+#define LOGS_USAGE "agentjail logs RUN [-f] [--json] [--type PREFIX] | logs RUN --verify [--json]"
 
 typedef struct {
         bool json;
@@ -642,17 +646,49 @@ static int follow_logs(LogPrinter *lp, AjRun *run, int fd, char *buf, size_t *ha
         return r;
 }
 
+static int verify_chain(AjRun *run, const char *path, bool json)
+{
+        json_t *ev = json_object_get(run->doc, "events");
+        json_int_t count = json_integer_value(json_object_get(ev, "count"));
+        const char *last = jstr(ev, "last_sha256");
+        AjChainCheck c;
+        int r = aj_events_verify(path, count > 0 ? (uint64_t)count : 0, last, &c);
+        if (r < 0) {
+                fail_msg("logs", "cannot read '%s': %s", path, strerror(-r));
+                return EXIT_FAIL;
+        }
+        if (json) {
+                json_auto_t *doc = json_pack("{s:s, s:b, s:I}", "run", run->id, "ok", c.ok, "events", (json_int_t)c.count);
+                if (doc && c.ok)
+                        json_object_set_new(doc, "last_sha256", json_string(c.last_hash));
+                else if (doc) {
+                        json_object_set_new(doc, "bad_seq", json_integer((json_int_t)c.bad_seq));
+                        json_object_set_new(doc, "problem", json_string(c.problem));
+                }
+                print_json(doc);
+        } else if (c.ok) {
+                printf("run %s: the event chain is intact: %llu events, the last sha256 %s\n", run->id,
+                       (unsigned long long)c.count, c.last_hash);
+        }
+        if (!c.ok)
+                fail_msg("logs", "run %s: the event chain is broken: %s", run->id, c.problem);
+        return c.ok ? EXIT_OK : EXIT_FAIL;
+}
+
 int aj_cmd_logs(int argc, char **argv)
 {
         Opts o;
-        int r = parse_opts(argc, argv, LOGS_USAGE, "follow type", &o, 1, 1);
+        int r = parse_opts(argc, argv, LOGS_USAGE, "follow type verify", &o, 1, 1);
         if (r == 1) {
                 puts("usage: " LOGS_USAGE "\n\n"
                      "The run's event chain, one line per event: time (UTC), seq, type, fields.\n"
                      "  -f, --follow       keep printing new events until the run exits (or Ctrl-C)\n"
                      "  --json             the raw JSON lines of events.jsonl\n"
                      "  -t, --type PREFIX  only events whose type is PREFIX or starts with PREFIX.\n"
-                     "                     (\"net\" matches net.connect; \"tool.re\" matches tool.request)");
+                     "                     (\"net\" matches net.connect; \"tool.re\" matches tool.request)\n"
+                     "  --verify           check the chain instead of printing it: every event's \"prev\" is\n"
+                     "                     the sha256 of the line before, and the run's end matches run.json;\n"
+                     "                     exit 0 intact, 1 changed or removed events (which, on stderr)");
                 return EXIT_OK;
         }
         if (r)
@@ -665,6 +701,8 @@ int aj_cmd_logs(int argc, char **argv)
                 return EXIT_FAIL;
         char path[PATH_MAX];
         snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+        if (o.verify)
+                return verify_chain(run, path, o.json);
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) {
                 fail_msg("logs", "cannot open '%s': %s", path, strerror(errno));

@@ -17,6 +17,7 @@
 #include "runs.h"
 #include "util/fd.h"
 #include "util/parse.h"
+#include "util/sha256.h"
 
 /* How much of the end of events.jsonl aj_events_read_tail() reads. */
 #define EVENTS_TAIL_BYTES (1024 * 1024)
@@ -582,7 +583,7 @@ int aj_event_format(json_t *ev, char **ret)
         static const char *const first[] = { "reason", "status", "code", "signal", "cap", "limit", "value",
                                              "gen_ai.tool.name", "tool", "call", "verdict", "allowed", "host",
                                              "port", "syscall", NULL };
-        static const char *const skip[] = { "seq", "ts", "run", "type", "digest", "profile_path", NULL };
+        static const char *const skip[] = { "seq", "ts", "run", "type", "prev", "digest", "profile_path", NULL };
         if (!json_is_object(ev))
                 return -EINVAL;
         const char *ts = doc_str(ev, "ts");
@@ -622,35 +623,159 @@ int aj_event_format(json_t *ev, char **ret)
         return 0;
 }
 
+/* The last line of the file (without its '\n'); *ret NULL when the file is empty. Lines
+ * are at most EVENTS_TAIL_BYTES long. */
+static int read_last_line(int fd, char **ret, size_t *ret_len)
+{
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        *ret = NULL;
+        *ret_len = 0;
+        if (st.st_size == 0)
+                return 0;
+        off_t start = st.st_size > EVENTS_TAIL_BYTES ? st.st_size - EVENTS_TAIL_BYTES : 0;
+        size_t want = (size_t)(st.st_size - start), have = 0;
+        _cleanup_free_ char *buf = malloc(want + 1);
+        if (!buf)
+                return -ENOMEM;
+        while (have < want) {
+                ssize_t k = pread(fd, buf + have, want - have, start + (off_t)have);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return k < 0 ? -errno : -EIO;
+                have += (size_t)k;
+        }
+        size_t end = have;
+        if (end > 0 && buf[end - 1] == '\n')
+                end--;
+        size_t begin = end;
+        while (begin > 0 && buf[begin - 1] != '\n')
+                begin--;
+        if (begin == 0 && start > 0)
+                return -E2BIG;
+        char *line = strndup(buf + begin, end - begin);
+        if (!line)
+                return -ENOMEM;
+        *ret = line;
+        *ret_len = end - begin;
+        return 0;
+}
+
 int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields)
 {
         json_auto_t *owned = fields;
-        json_auto_t *tail = NULL;
-        json_int_t seq = 1;
-        int r = aj_events_read_tail(path, 1, &tail);
-        if (r < 0 && r != -ENOENT)
+        _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (fd < 0)
+                return -errno;
+        _cleanup_free_ char *last = NULL;
+        size_t last_len = 0;
+        int r = read_last_line(fd, &last, &last_len);
+        if (r < 0)
                 return r;
-        json_t *last = json_array_get(tail, 0);
-        if (json_is_integer(json_object_get(last, "seq")))
-                seq = json_integer_value(json_object_get(last, "seq")) + 1;
+        json_int_t seq = 1;
+        char prev[AJ_SHA256_HEX_SIZE] = AJ_EVENTS_GENESIS;
+        if (last) {
+                json_auto_t *ev = json_loadb(last, last_len, 0, NULL);
+                if (json_is_integer(json_object_get(ev, "seq")))
+                        seq = json_integer_value(json_object_get(ev, "seq")) + 1;
+                aj_events_line_hash(last, last_len, prev);
+        }
 
         char ts[40];
-        json_auto_t *ev = json_pack("{s:I, s:s, s:s, s:s}", "seq", seq, "ts",
+        json_auto_t *ev = json_pack("{s:I, s:s, s:s, s:s, s:s}", "seq", seq, "ts",
                                     aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), "run", run_id, "type",
-                                    type);
+                                    type, "prev", prev);
         if (!ev)
                 return -ENOMEM;
-        if (json_is_object(owned))
+        if (json_is_object(owned)) {
+                static const char *const header[] = { "seq", "ts", "run", "type", "prev" };
+                for (size_t i = 0; i < ARRAY_SIZE(header); i++)
+                        (void)json_object_del(owned, header[i]);
                 json_object_update(ev, owned);
+        }
         _cleanup_free_ char *line = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
         if (!line)
                 return -ENOMEM;
         size_t n = strlen(line);
         line[n] = '\n';
-        _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (fd < 0)
-                return -errno;
         return aj_write_all(fd, line, n + 1);
+}
+
+static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret);
+
+int aj_events_verify(const char *path, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret)
+{
+        *ret = (AjChainCheck){ 0 };
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        int r = verify_stream(f, expect_count, expect_hash, ret);
+        fclose(f);
+        return r;
+}
+
+static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret)
+{
+        _cleanup_free_ char *line = NULL;
+        size_t size = 0;
+        char prev[AJ_SHA256_HEX_SIZE] = AJ_EVENTS_GENESIS;
+        ssize_t n;
+        while ((n = getline(&line, &size, f)) > 0) {
+                size_t len = (size_t)n;
+                if (line[len - 1] != '\n') {
+                        snprintf(ret->problem, sizeof(ret->problem), "the last line is incomplete (no newline)");
+                        ret->bad_seq = ret->count + 1;
+                        return 0;
+                }
+                len--;
+                uint64_t want = ret->count + 1;
+                json_auto_t *ev = json_loadb(line, len, 0, NULL);
+                json_t *seq = json_object_get(ev, "seq");
+                const char *p = json_string_value(json_object_get(ev, "prev"));
+                if (!json_is_integer(seq) || (uint64_t)json_integer_value(seq) != want) {
+                        ret->bad_seq = want;
+                        snprintf(ret->problem, sizeof(ret->problem), "line %llu is not event %llu (an event "
+                                 "was removed, added or reordered)", (unsigned long long)want, (unsigned long long)want);
+                        return 0;
+                }
+                if (!p) {
+                        ret->bad_seq = want;
+                        snprintf(ret->problem, sizeof(ret->problem),
+                                 "event %llu has no \"prev\" (not hash-chained: written by an older agentjail?)",
+                                 (unsigned long long)want);
+                        return 0;
+                }
+                if (!streq(p, prev)) {
+                        ret->bad_seq = want;
+                        snprintf(ret->problem, sizeof(ret->problem),
+                                 "event %llu's \"prev\" is not the hash of event %llu: one of them was changed",
+                                 (unsigned long long)want, (unsigned long long)(want - 1));
+                        return 0;
+                }
+                aj_events_line_hash(line, len, prev);
+                ret->count = want;
+                if (expect_count && want == expect_count && expect_hash && !streq(prev, expect_hash)) {
+                        ret->bad_seq = want;
+                        snprintf(ret->problem, sizeof(ret->problem),
+                                 "event %llu is not the one run.json recorded at the end of the run: it was changed",
+                                 (unsigned long long)want);
+                        return 0;
+                }
+        }
+        if (ferror(f))
+                return -EIO;
+        if (expect_count > ret->count) {
+                ret->bad_seq = ret->count + 1;
+                snprintf(ret->problem, sizeof(ret->problem),
+                         "run.json recorded %llu events at the end of the run; the file has %llu: events were removed",
+                         (unsigned long long)expect_count, (unsigned long long)ret->count);
+                return 0;
+        }
+        memcpy(ret->last_hash, prev, sizeof(prev));
+        ret->ok = true;
+        return 0;
 }
 
 /* ---- operator changes to dead runs ----------------------------------------------------- */

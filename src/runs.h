@@ -99,6 +99,19 @@ int aj_event_format(json_t *ev, char **ret);
 /* Append an event to a chain nobody else is writing (a dead run's), continuing its seq. */
 int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields);
 
+/* Checks the chain of events.jsonl: consecutive seq from 1, each "prev" the sha256 of the
+ * line before, and (when expect_count > 0, from run.json) that event expect_count exists
+ * and hashes to expect_hash. A broken chain is not an error: ok is false and bad_seq and
+ * problem say where and what. < 0 only when the file cannot be read. */
+typedef struct {
+        bool ok;
+        uint64_t count;    /* events checked */
+        uint64_t bad_seq;  /* the first event that does not fit (0 when ok) */
+        char problem[200];
+        char last_hash[65];
+} AjChainCheck;
+int aj_events_verify(const char *path, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret);
+
 /* Read a JSON file of the run dir ("incident.json"): -ENOENT if absent. */
 int aj_run_read_json(const AjRun *run, const char *name, json_t **ret);
 /* Mark a dead run's quarantine released in run.json and record "quarantine.release". */

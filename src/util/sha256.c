@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
 #include "util/sha256.h"
 
 static const uint32_t K[64] = {
@@ -14,9 +19,11 @@ static const uint32_t K[64] = {
         0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 };
 
+bool aj_sha256_portable_only;
+
 static inline uint32_t ror(uint32_t x, unsigned n) { return x >> n | x << (32 - n); }
 
-static void compress(AjSha256 *c, const uint8_t *b)
+static void compress_portable(uint32_t *hs, const uint8_t *b)
 {
         uint32_t w[64];
         for (int i = 0; i < 16; i++)
@@ -28,8 +35,8 @@ static void compress(AjSha256 *c, const uint8_t *b)
                 w[i] = w[i - 16] + s0 + w[i - 7] + s1;
         }
 
-        uint32_t a = c->h[0], bb = c->h[1], cc = c->h[2], d = c->h[3];
-        uint32_t e = c->h[4], f = c->h[5], g = c->h[6], h = c->h[7];
+        uint32_t a = hs[0], bb = hs[1], cc = hs[2], d = hs[3];
+        uint32_t e = hs[4], f = hs[5], g = hs[6], h = hs[7];
         for (int i = 0; i < 64; i++) {
                 uint32_t S1 = ror(e, 6) ^ ror(e, 11) ^ ror(e, 25);
                 uint32_t ch = (e & f) ^ (~e & g);
@@ -46,14 +53,73 @@ static void compress(AjSha256 *c, const uint8_t *b)
                 bb = a;
                 a = t1 + t2;
         }
-        c->h[0] += a;
-        c->h[1] += bb;
-        c->h[2] += cc;
-        c->h[3] += d;
-        c->h[4] += e;
-        c->h[5] += f;
-        c->h[6] += g;
-        c->h[7] += h;
+        hs[0] += a;
+        hs[1] += bb;
+        hs[2] += cc;
+        hs[3] += d;
+        hs[4] += e;
+        hs[5] += f;
+        hs[6] += g;
+        hs[7] += h;
+}
+
+#if defined(__x86_64__)
+/* The SHA extensions (Intel SHA-NI, AMD since Zen): four rounds per two sha256rnds2.
+ * The state is kept as two vectors of lanes (A,B,E,F) and (C,D,G,H), lane 3 first, as
+ * the instructions want; each group of four message words W[4i..4i+3] is one vector. */
+__attribute__((target("sha,ssse3,sse4.1"))) static void compress_ni(uint32_t *h, const uint8_t *p)
+{
+        const __m128i bswap = _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3);
+        __m128i abef = _mm_set_epi32((int)h[0], (int)h[1], (int)h[4], (int)h[5]);
+        __m128i cdgh = _mm_set_epi32((int)h[2], (int)h[3], (int)h[6], (int)h[7]);
+        const __m128i abef0 = abef, cdgh0 = cdgh;
+        __m128i m[4];
+        for (int i = 0; i < 4; i++)
+                m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
+        for (int i = 0; i < 16; i++) {
+                if (i >= 4) {
+                        /* W[4i..] from W[4i-16..] (m[i&3]), W[4i-12..], W[4i-7..4i-4] and W[4i-4..]. */
+                        __m128i t = _mm_sha256msg1_epu32(m[i & 3], m[(i + 1) & 3]);
+                        t = _mm_add_epi32(t, _mm_alignr_epi8(m[(i + 3) & 3], m[(i + 2) & 3], 4));
+                        m[i & 3] = _mm_sha256msg2_epu32(t, m[(i + 3) & 3]);
+                }
+                __m128i wk = _mm_add_epi32(m[i & 3], _mm_loadu_si128((const __m128i *)&K[4 * i]));
+                cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);
+                abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(wk, 0x0E));
+        }
+        abef = _mm_add_epi32(abef, abef0);
+        cdgh = _mm_add_epi32(cdgh, cdgh0);
+        uint32_t t[4];
+        _mm_storeu_si128((__m128i *)t, abef);
+        h[0] = t[3], h[1] = t[2], h[4] = t[1], h[5] = t[0];
+        _mm_storeu_si128((__m128i *)t, cdgh);
+        h[2] = t[3], h[3] = t[2], h[6] = t[1], h[7] = t[0];
+}
+
+static bool have_sha_ni(void)
+{
+        static int known = -1; /* a benign race: every thread computes the same answer */
+        if (known < 0) {
+                unsigned a, b, c, d;
+                bool ssse3_sse41 = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 9)) && (c & (1u << 19));
+                bool sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29));
+                known = ssse3_sse41 && sha;
+        }
+        return known;
+}
+#endif
+
+
+
+static void compress(AjSha256 *c, const uint8_t *b)
+{
+#if defined(__x86_64__)
+        if (!aj_sha256_portable_only && have_sha_ni()) {
+                compress_ni(c->h, b);
+                return;
+        }
+#endif
+        compress_portable(c->h, b);
 }
 
 void aj_sha256_init(AjSha256 *c)

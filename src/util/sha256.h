@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* SHA-256 (FIPS 180-4), for profile digests. Not constant-time: digests only, no secrets. */
+/* SHA-256 (FIPS 180-4), for profile digests, argument digests and the event chain. Not
+ * constant-time: digests only, no secrets. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,5 +22,8 @@ void aj_sha256_update(AjSha256 *c, const void *data, size_t len);
 void aj_sha256_final(AjSha256 *c, uint8_t out[AJ_SHA256_SIZE]);
 
 void aj_sha256(const void *data, size_t len, uint8_t out[AJ_SHA256_SIZE]);
+/* The CPU's SHA instructions are used when it has them, unless this is set (tests
+ * compare the two). */
+extern bool aj_sha256_portable_only;
 /* Lowercase hex of a digest into `out` (NUL-terminated); returns out. */
 char *aj_sha256_hex(const uint8_t digest[AJ_SHA256_SIZE], char out[AJ_SHA256_HEX_SIZE]);

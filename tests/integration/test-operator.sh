@@ -62,6 +62,24 @@ is "$(jq -r .type <<<"$OUT")" run.exit "logs --type filters by type prefix"
 aj logs "$ID" -f
 is "$RC" 0 "logs -f on an exited run prints and returns"
 
+# The chain is tamper-evident: each event's prev is the sha256 of the line before, and
+# run.json holds the count and the last hash at the end of the run.
+aj logs "$ID" --verify
+is "$RC" 0 "logs --verify: an untouched chain is intact" || op_diag
+like "$OUT" "intact: 2 events, the last sha256 $(jq -r .events.last_sha256 "$JAIL_RUN_DIR/run.json")" \
+        "logs --verify names the count and the last hash, as run.json does"
+cp "$JAIL_RUN_DIR/events.jsonl" "$TEST_TMP/events.bak"
+sed -i '1s/"profile":"default"/"profile":"strict"/' "$JAIL_RUN_DIR/events.jsonl"
+aj logs "$ID" --verify --json
+is "$RC" 1 "logs --verify: an edited event is found"
+is "$(jq -r '"\(.ok) \(.bad_seq)"' <<<"$OUT")" "false 2" "at the event after it, whose prev no longer fits"
+cp "$TEST_TMP/events.bak" "$JAIL_RUN_DIR/events.jsonl"
+sed -i '$d' "$JAIL_RUN_DIR/events.jsonl"
+aj logs "$ID" --verify
+is "$RC" 1 "logs --verify: a removed last event is found (run.json's count)"
+like "$ERR" "events were removed" "and says so"
+cp "$TEST_TMP/events.bak" "$JAIL_RUN_DIR/events.jsonl"
+
 aj freeze "$ID"
 is "$RC" 1 "freeze on an exited run fails"
 like "$ERR" "not live" "freeze says the run is not live"

@@ -88,6 +88,8 @@ ok "commit: the agent's changes are no longer kept" test ! -e "$JAIL_RUN_DIR/wor
 is "$(jq -r .workspace.changes "$JAIL_RUN_DIR/run.json")" committed "run.json: committed"
 is "$(events_of workspace.commit "$JAIL_RUN_DIR" | jq -r '"\(.added) \(.modified) \(.deleted) \(.replaced)"')" "6 1 2 1" \
         "the chain records the commit and its counts"
+aj logs "$RUN" --verify
+is "$RC" 0 "the chain, with the operator's commit appended, is intact" || op_diag
 aj commit "$RUN"
 is "$RC" 1 "a second commit is refused"
 like "$ERR" "committed already" "and says why"

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "events.h"
+#include "runs.h"
+#include "util/sha256.h"
 #include "state.h"
 #include "util/fd.h"
 
@@ -195,5 +197,100 @@ Test(events, lines_stay_valid_json_for_any_fields)
         cr_assert_eq(n, 5);
         free(text);
         free(big);
+        aj_rm_rf(dir);
+}
+
+/* The chain: each "prev" is the sha256 of the line before; a changed, removed or
+ * reordered line is found, and so is a cut-off end when run.json's count is known. */
+Test(events, chain_links_every_line_and_verify_finds_changes)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        char path[256];
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        AjEventLog *log = NULL;
+        cr_assert_eq(aj_events_open(path, "r1", &log), 0);
+        cr_expect_str_eq(aj_events_last_hash(log), AJ_EVENTS_GENESIS);
+        cr_assert_eq(aj_events_emit(log, "run.start", json_pack("{s:s}", "profile", "default")), 0);
+        aj_events_batch_begin(log);
+        cr_assert_eq(aj_events_emit(log, "tool.request", json_pack("{s:s}", "gen_ai.tool.name", "x")), 0);
+        cr_assert_eq(aj_events_emit(log, "tool.verdict", json_pack("{s:s}", "verdict", "allow")), 0);
+        cr_assert_eq(aj_events_batch_end(log), 0);
+        cr_assert_eq(aj_events_emit(log, "run.exit", json_pack("{s:s, s:s}", "prev", "forged", "k", "v")), 0);
+        char last[AJ_SHA256_HEX_SIZE];
+        snprintf(last, sizeof(last), "%s", aj_events_last_hash(log));
+        aj_events_close(log);
+
+        char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, &len), 0);
+        /* Each line's prev, recomputed here from the bytes of the line before. */
+        char prev[AJ_SHA256_HEX_SIZE] = AJ_EVENTS_GENESIS;
+        int n = 0;
+        for (char *line = text, *nl; (nl = strchr(line, '\n')); line = nl + 1, n++) {
+                json_t *ev = json_loadb(line, (size_t)(nl - line), JSON_REJECT_DUPLICATES, NULL);
+                cr_assert_not_null(ev, "line %d", n + 1);
+                cr_expect_str_eq(json_string_value(json_object_get(ev, "prev")), prev, "line %d", n + 1);
+                json_decref(ev);
+                aj_events_line_hash(line, (size_t)(nl - line), prev);
+        }
+        cr_assert_eq(n, 4);
+        cr_expect_str_eq(prev, last, "the log's last hash is the last line's");
+
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, 4, last, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        cr_expect_eq(c.count, 4);
+        cr_expect_str_eq(c.last_hash, last);
+
+        /* An appended event (an operator's, on a dead run) continues the chain. */
+        cr_assert_eq(aj_events_append(path, "r1", "quarantine.release", json_pack("{s:s}", "by", "operator")), 0);
+        cr_assert_eq(aj_events_verify(path, 4, last, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        cr_expect_eq(c.count, 5);
+
+        free(text);
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, &len), 0);
+        /* A changed byte in event 2: event 3's prev no longer fits. */
+        char *changed = strdup(text);
+        char *x = strstr(changed, "\"gen_ai.tool.name\":\"x\"");
+        cr_assert_not_null(x);
+        x[strlen("\"gen_ai.tool.name\":\"")] = 'y'; /* still valid JSON, another event */
+        FILE *f = fopen(path, "w");
+        fputs(changed, f);
+        fclose(f);
+        cr_assert_eq(aj_events_verify(path, 4, last, &c), 0);
+        cr_expect(!c.ok);
+        cr_expect_eq(c.bad_seq, 3, "bad_seq %llu: %s", (unsigned long long)c.bad_seq, c.problem);
+        free(changed);
+
+        /* The end cut off: only run.json's count shows it. */
+        char *cut = strdup(text);
+        char *third = strstr(cut, "\"seq\":4,");
+        cr_assert_not_null(third);
+        third[-1] = 0;
+        f = fopen(path, "w");
+        fputs(cut, f);
+        fclose(f);
+        cr_assert_eq(aj_events_verify(path, 0, NULL, &c), 0);
+        cr_expect(c.ok, "without run.json's count a cut end cannot be seen");
+        cr_assert_eq(aj_events_verify(path, 4, last, &c), 0);
+        cr_expect(!c.ok);
+        cr_expect(strstr(c.problem, "events were removed") != NULL, "%s", c.problem);
+        free(cut);
+
+        /* A line removed from the middle. */
+        char *gap = strdup(text);
+        char *l2 = strstr(gap, "{\"seq\":2,"), *l3 = strstr(gap, "{\"seq\":3,");
+        memmove(l2, l3, strlen(l3) + 1);
+        f = fopen(path, "w");
+        fputs(gap, f);
+        fclose(f);
+        cr_assert_eq(aj_events_verify(path, 4, last, &c), 0);
+        cr_expect(!c.ok);
+        cr_expect_eq(c.bad_seq, 2);
+        free(gap);
+
+        free(text);
         aj_rm_rf(dir);
 }

@@ -787,6 +787,24 @@ Test(sha256, padding_edges)
         expect_sha(buf, 64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb");
 }
 
+/* The CPU's SHA instructions (when it has them) and the portable code agree. */
+Test(sha256, accelerated_and_portable_agree)
+{
+        uint8_t buf[1200], d1[AJ_SHA256_SIZE], d2[AJ_SHA256_SIZE];
+        for (size_t i = 0; i < sizeof(buf); i++)
+                buf[i] = (uint8_t)(i * 131 + 7);
+        for (size_t len = 0; len <= sizeof(buf); len += len < 130 ? 1 : 37) {
+                aj_sha256_portable_only = false;
+                aj_sha256(buf, len, d1);
+                aj_sha256_portable_only = true;
+                aj_sha256(buf, len, d2);
+                cr_assert(memcmp(d1, d2, sizeof(d1)) == 0, "length %zu", len);
+        }
+        aj_sha256_portable_only = true;
+        expect_sha("abc", 3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        aj_sha256_portable_only = false;
+}
+
 Test(profile, update_digest_follows_changes)
 {
         AjProfile *p = load_ok(FIX "/order-a.json");
