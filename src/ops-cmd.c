@@ -15,9 +15,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "control.h"
 #include "events.h"
 #include "ops-cmd.h"
+#include "otlp.h"
 #include "runs.h"
 #include "util/fd.h"
 #include "util/parse.h"
@@ -91,11 +93,12 @@ typedef struct {
         const char *digest, *reason;
         bool force;
         bool verify;
+        bool otlp;
         int n_pos;
         char **pos;
 } Opts;
 
-enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE, OPT_DIGEST, OPT_REASON, OPT_FORCE, OPT_VERIFY };
+enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE, OPT_DIGEST, OPT_REASON, OPT_FORCE, OPT_VERIFY, OPT_OTLP };
 
 /* Returns 0, 1 for --help, or EXIT_USAGE (already reported). `allowed` lists the long
  * options this command accepts besides --json and --help. */
@@ -108,6 +111,7 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                 { "type", required_argument, NULL, OPT_TYPE }, { "raise", required_argument, NULL, OPT_RAISE },
                 { "digest", required_argument, NULL, OPT_DIGEST }, { "reason", required_argument, NULL, OPT_REASON },
                 { "force", no_argument, NULL, OPT_FORCE }, { "verify", no_argument, NULL, OPT_VERIFY },
+                { "otlp", no_argument, NULL, OPT_OTLP },
                 {},
         };
         const char *cmd = argv[0];
@@ -136,6 +140,7 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                                     : c == OPT_REASON              ? "reason"
                                     : c == OPT_FORCE               ? "force"
                                     : c == OPT_VERIFY              ? "verify"
+                                    : c == OPT_OTLP                ? "otlp"
                                                                    : "raise";
                 if (!strstr(allowed, name))
                         return usage_error(cmd, usage, "unknown option '%s'", argv[optind - 1]);
@@ -143,6 +148,8 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                         o->force = true;
                 else if (c == OPT_VERIFY)
                         o->verify = true;
+                else if (c == OPT_OTLP)
+                        o->otlp = true;
                 else if (c == OPT_DIGEST)
                         o->digest = optarg;
                 else if (c == OPT_REASON)
@@ -517,7 +524,7 @@ int aj_cmd_inspect(int argc, char **argv)
 
 /* ---- logs -------------------------------------------------------------------------- */
 
-#define LOGS_USAGE "agentjail logs RUN [-f] [--json] [--type PREFIX] | logs RUN --verify [--json]"
+#define LOGS_USAGE "agentjail logs RUN [-f] [--json | --otlp] [--type PREFIX] | logs RUN --verify [--json]"
 
 typedef struct {
         bool json;
@@ -646,6 +653,45 @@ static int follow_logs(LogPrinter *lp, AjRun *run, int fd, char *buf, size_t *ha
         return r;
 }
 
+static int otlp_logs(AjRun *run, const char *path, const char *type)
+{
+        FILE *f = fopen(path, "re");
+        if (!f) {
+                fail_msg("logs", "cannot open '%s': %s", path, strerror(errno));
+                return EXIT_FAIL;
+        }
+        json_t *records = json_array();
+        char *line = NULL;
+        size_t size = 0, bad = 0;
+        ssize_t n;
+        while (records && (n = getline(&line, &size, f)) > 0) {
+                json_auto_t *ev = json_loadb(line, (size_t)n, 0, NULL);
+                if (!json_is_object(ev)) {
+                        bad++;
+                        continue;
+                }
+                if (type && !aj_event_type_matches(ev, type))
+                        continue;
+                json_t *rec = aj_otlp_log_record(ev);
+                if (rec)
+                        json_array_append_new(records, rec);
+        }
+        free(line);
+        fclose(f);
+        char pbuf[256];
+        json_auto_t *doc = aj_otlp_logs_request(run->id, jstr(run->doc, "name"), run_profile(run, pbuf, sizeof(pbuf)),
+                                                AJ_VERSION, records);
+        _cleanup_free_ char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        if (!text) {
+                fail_msg("logs", "out of memory");
+                return EXIT_FAIL;
+        }
+        puts(text);
+        if (bad)
+                fail_msg("logs", "warning: %zu line(s) of '%s' are not JSON events", bad, path);
+        return EXIT_OK;
+}
+
 static int verify_chain(AjRun *run, const char *path, bool json)
 {
         json_t *ev = json_object_get(run->doc, "events");
@@ -678,7 +724,7 @@ static int verify_chain(AjRun *run, const char *path, bool json)
 int aj_cmd_logs(int argc, char **argv)
 {
         Opts o;
-        int r = parse_opts(argc, argv, LOGS_USAGE, "follow type verify", &o, 1, 1);
+        int r = parse_opts(argc, argv, LOGS_USAGE, "follow type verify otlp", &o, 1, 1);
         if (r == 1) {
                 puts("usage: " LOGS_USAGE "\n\n"
                      "The run's event chain, one line per event: time (UTC), seq, type, fields.\n"
@@ -688,7 +734,9 @@ int aj_cmd_logs(int argc, char **argv)
                      "                     (\"net\" matches net.connect; \"tool.re\" matches tool.request)\n"
                      "  --verify           check the chain instead of printing it: every event's \"prev\" is\n"
                      "                     the sha256 of the line before, and the run's end matches run.json;\n"
-                     "                     exit 0 intact, 1 changed or removed events (which, on stderr)");
+                     "                     exit 0 intact, 1 changed or removed events (which, on stderr)\n"
+                     "  --otlp             the events (with --type, the matching ones) as one OpenTelemetry\n"
+                     "                     OTLP/JSON logs request, for a collector's /v1/logs");
                 return EXIT_OK;
         }
         if (r)
@@ -703,6 +751,8 @@ int aj_cmd_logs(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
         if (o.verify)
                 return verify_chain(run, path, o.json);
+        if (o.otlp)
+                return otlp_logs(run, path, o.type);
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) {
                 fail_msg("logs", "cannot open '%s': %s", path, strerror(errno));

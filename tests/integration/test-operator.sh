@@ -74,6 +74,19 @@ aj logs "$ID" --verify --json
 is "$RC" 1 "logs --verify: an edited event is found"
 is "$(jq -r '"\(.ok) \(.bad_seq)"' <<<"$OUT")" "false 2" "at the event after it, whose prev no longer fits"
 cp "$TEST_TMP/events.bak" "$JAIL_RUN_DIR/events.jsonl"
+
+# The chain as OpenTelemetry logs (OTLP/JSON), for a collector.
+aj logs "$ID" --otlp
+is "$RC" 0 "logs --otlp exits 0" || op_diag
+is "$(jq -r '.resourceLogs[0].resource.attributes[] | select(.key == "agentjail.run.id") | .value.stringValue' <<<"$OUT")" \
+        "$ID" "logs --otlp: the resource names the run"
+is "$(jq -r '[.resourceLogs[0].scopeLogs[0].logRecords[].eventName] | join(",")' <<<"$OUT")" "run.start,run.exit" \
+        "logs --otlp: one log record per event, in order"
+is "$(jq -r '.resourceLogs[0].scopeLogs[0].logRecords[0].timeUnixNano | length' <<<"$OUT")" 19 \
+        "logs --otlp: times in nanoseconds since the epoch"
+aj logs "$ID" --otlp --type run.exit
+is "$(jq -r '[.resourceLogs[0].scopeLogs[0].logRecords[] | .attributes[] | select(.key == "reason") | .value.stringValue] | join(",")' <<<"$OUT")" \
+        exited "logs --otlp --type: only the matching events, their fields as attributes"
 sed -i '$d' "$JAIL_RUN_DIR/events.jsonl"
 aj logs "$ID" --verify
 is "$RC" 1 "logs --verify: a removed last event is found (run.json's count)"
