@@ -216,18 +216,30 @@ static uint64_t age_seconds(const AjRun *run)
 
 #define PS_USAGE "agentjail ps [--all] [--json]"
 
+/* Tool calls a live run's broker holds for an operator's decision. */
+static size_t awaiting_approval(const AjRun *run)
+{
+        size_t n = 0, i;
+        json_t *p;
+        json_array_foreach(json_object_get(run->live_state, "pending"), i, p) {
+                const char *st = jstr(p, "state");
+                n += st && streq(st, "awaiting_approval");
+        }
+        return n;
+}
+
 static json_t *run_summary_json(AjRun *run, const char *state)
 {
         json_t *m = aj_run_meters(run);
         _cleanup_free_ char *meters = aj_meters_summary(m);
-        return json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:o, s:o, s:I, s:o?, s:s?, s:s}", "id", run->id, "name",
+        return json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:o, s:o, s:I, s:o?, s:s?, s:s, s:I}", "id", run->id, "name",
                          jstr(run->doc, "name"), "profile", jstr(json_object_get(run->doc, "profile"), "name"),
                          "state", state, "live", run->live, "quarantined",
                          aj_run_doc_quarantined(run->doc) || streq(state, "quarantined"), "started",
                          json_copy(json_object_get(run->doc, "started") ?: json_null()), "ended",
                          json_copy(json_object_get(run->doc, "ended") ?: json_null()), "age_seconds",
                          (json_int_t)age_seconds(run), "meters", m, "summary", meters, "dir",
-                         run->dir);
+                         run->dir, "awaiting_approval", (json_int_t)awaiting_approval(run));
 }
 
 int aj_cmd_ps(int argc, char **argv)
@@ -269,11 +281,14 @@ int aj_cmd_ps(int argc, char **argv)
                 }
                 json_auto_t *m = aj_run_meters(run);
                 _cleanup_free_ char *meters = aj_meters_summary(m);
-                char age[32], prof[256];
-                printf("%-12s  %-16.16s  %-10.10s  %-11s  %7s  %s\n", run->id, run_name(run),
+                char age[32], prof[256], waiting[64] = "";
+                size_t held = awaiting_approval(run);
+                if (held)
+                        snprintf(waiting, sizeof(waiting), "  [%zu call%s awaiting approval]", held, held == 1 ? "" : "s");
+                printf("%-12s  %-16.16s  %-10.10s  %-11s  %7s  %s%s\n", run->id, run_name(run),
                        run_profile(run, prof, sizeof(prof)), state,
                        run->started_ns ? aj_format_age(age_seconds(run), age, sizeof(age)) : "?",
-                       meters ? meters : "-");
+                       meters ? meters : "-", waiting);
         }
         aj_runs_free(runs, n);
         if (o.json) {

@@ -385,6 +385,11 @@ if [[ -n "$AP_ID" ]] && wait_sock "$AP_ID" && ap_call a-0 10; then
         # Held, then approved with the digest inspect showed.
         ok "a refund.* call is held for approval" ap_held a-1
         ok "the held call has no answer yet" test ! -e "$AP/a-1.rc"
+        aj ps
+        like "$OUT" "$AP_ID +op-approvals .*\[1 call awaiting approval\]" "ps flags the run's held call" || op_diag
+        aj ps --json
+        is "$(jq -r --arg id "$AP_ID" '.runs[] | select(.id == $id) | .awaiting_approval' <<<"$OUT")" 1 \
+                "ps --json: awaiting_approval"
         aj inspect "$AP_ID" --json
         A1='.pending[]? | select(.["gen_ai.tool.call.id"] == "a-1")'
         is "$(jq -r "$A1 | \"\\(.[\"gen_ai.tool.name\"]) \\(.state)\"" <<<"$OUT")" "refund.issue awaiting_approval" \
