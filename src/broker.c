@@ -722,7 +722,7 @@ int aj_broker_decide(AjBroker *b, const char *call_id, bool approve, const char 
 /* The call waits for an operator: its request and approval.requested are recorded, its
  * reservation kept; the reply comes from finish_held(). `ev` (tool.request) is consumed. */
 static void hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char *call_id, const char *digest,
-                 AjMeterReservation *res, json_t *ev)
+                 AjMeterReservation *res, json_t *ev, json_t *args, const char *canon)
 {
         InFlight *f = in_flight_add(b, call_id, name, digest);
         if (!f) {
@@ -758,6 +758,13 @@ static void hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
         c->n_held++;
         b->n_awaiting++;
         arm_timer(b);
+        if (b->hooks && b->hooks->approval_requested) {
+                json_auto_t *call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name,
+                                              AJ_BROKER_F_TOOL_CALL_ID, call_id, "arguments_sha256", digest, "timeout",
+                                              duration_text(b->approval_timeout_ns, t, sizeof(t)));
+                if (call && add_logged_args(call, args, canon) >= 0)
+                        b->hooks->approval_requested(b->hooks->userdata, call);
+        }
 }
 
 static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
@@ -811,7 +818,7 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                                 snprintf(d.reason, sizeof(d.reason), "call id \"%.128s\" is already awaiting approval",
                                          call_id);
                 } else {
-                        return hold(b, c, id, name, call_id, digest, &res, ev);
+                        return hold(b, c, id, name, call_id, digest, &res, ev, args, canon);
                 }
         }
         /* Both events in one write(2), still before the reply (and before the verdict

@@ -31,6 +31,10 @@ typedef struct {
          * cap, 1 when these bytes crossed it (the breach has been handled; close the
          * connection). */
         int (*charge_egress)(void *userdata, uint64_t bytes, json_t *connection);
+        /* Optional: a tool call is now held for an operator's decision (its events are
+         * written). `call` (borrowed): {gen_ai.tool.name, gen_ai.tool.call.id,
+         * arguments_sha256, timeout, and the arguments as logged}. */
+        void (*approval_requested)(void *userdata, json_t *call);
         /* Optional (may be NULL): the events emitted between them are written together by
          * batch_end(), whose result says whether they were recorded. */
         void (*batch_begin)(void *userdata);

@@ -21,13 +21,13 @@ int aj_incident_write(const char *run_dir, json_t *incident)
         return aj_run_file_write_json(run_dir, "incident.json", incident);
 }
 
-int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, uint64_t timeout_ns,
-                   AjAlert *ret)
+int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, const char *kind, const char *input,
+                   uint64_t timeout_ns, AjAlert *ret)
 {
         if (!argv || !argv[0])
                 return -EINVAL;
         char incident[4096], log[4096];
-        snprintf(incident, sizeof(incident), "%s/incident.json", run_dir);
+        snprintf(incident, sizeof(incident), "%s/%s", run_dir, input);
         snprintf(log, sizeof(log), "%s/alert.log", run_dir);
         _cleanup_close_ int in = open(incident, O_RDONLY | O_CLOEXEC);
         if (in < 0)
@@ -57,7 +57,10 @@ int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, u
                 if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
                         _exit(127);
                 setenv("AGENTJAIL_RUN_ID", run_id, 1);
-                setenv("AGENTJAIL_INCIDENT", incident, 1);
+                setenv("AGENTJAIL_ALERT", kind, 1);
+                setenv("AGENTJAIL_ALERT_FILE", incident, 1);
+                if (streq(kind, "breach"))
+                        setenv("AGENTJAIL_INCIDENT", incident, 1);
                 setsid();
                 execvp(argv[0], argv);
                 int e = errno;

@@ -20,8 +20,11 @@ typedef struct {
         uint64_t deadline_ns; /* monotonic */
 } AjAlert;
 
-/* Start the profile's alert command with the incident on stdin (the file itself, so
+/* Start the profile's alert command with <run_dir>/<input> on stdin (the file itself, so
  * its size never blocks the supervisor) and its output appended to <run_dir>/alert.log.
- * Environment: AGENTJAIL_RUN_ID, AGENTJAIL_INCIDENT (path). Never waits. */
-int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, uint64_t timeout_ns,
-                   AjAlert *ret);
+ * `kind`: "breach" (input incident.json) or "approval" (approval.json: a call waits for
+ * an operator). Environment: AGENTJAIL_RUN_ID, AGENTJAIL_ALERT (the kind),
+ * AGENTJAIL_ALERT_FILE (the input's path), and for a breach AGENTJAIL_INCIDENT (the
+ * same path). Never waits. */
+int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, const char *kind, const char *input,
+                   uint64_t timeout_ns, AjAlert *ret);

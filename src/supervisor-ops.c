@@ -181,7 +181,7 @@ static int kill_run(Run *run, const char *by)
         return r;
 }
 
-static void start_alert(Run *run, json_t *incident)
+static void start_alert(Run *run, const char *kind, const char *input)
 {
         const AjProfile *p = run->profile;
         if (!p->alert_exec.items || !p->alert_exec.items[0])
@@ -192,7 +192,7 @@ static void start_alert(Run *run, json_t *incident)
                                json_pack("{s:s}", "why", "the previous alert is still running"));
                 return;
         }
-        int r = aj_alert_start(p->alert_exec.items, run->run_dir, run->id, timeout, &run->alert);
+        int r = aj_alert_start(p->alert_exec.items, run->run_dir, run->id, kind, input, timeout, &run->alert);
         if (r < 0) {
                 aj_warning("Cannot run the alert command '%s': %s", p->alert_exec.items[0], strerror(-r));
                 aj_events_emit(run->events, "alert.failed",
@@ -200,15 +200,14 @@ static void start_alert(Run *run, json_t *incident)
                 run->alert.pidfd = -1;
                 return;
         }
-        (void)incident;
         struct epoll_event ev = { .events = EPOLLIN, .data.u64 = SRC_ALERT };
         (void)epoll_ctl(run->epfd, EPOLL_CTL_ADD, run->alert.pidfd, &ev);
         if (run->alert_timerfd >= 0) {
                 (void)aj_timerfd_arm(run->alert_timerfd, timeout);
         }
         aj_events_emit(run->events, "alert",
-                       json_pack("{s:s, s:i, s:I}", "command", p->alert_exec.items[0], "pid", (int)run->alert.pid,
-                                 "timeout_ms", (json_int_t)(timeout / 1000000)));
+                       json_pack("{s:s, s:s, s:i, s:I}", "kind", kind, "command", p->alert_exec.items[0], "pid",
+                                 (int)run->alert.pid, "timeout_ms", (json_int_t)(timeout / 1000000)));
 }
 
 void aj_run_alert_event(Run *run, bool timer)
@@ -278,7 +277,7 @@ static void handle_breach(Run *run, const AjBreach *b)
                 int r = aj_incident_write(run->run_dir, incident);
                 if (r < 0)
                         aj_log_errno(r, "Failed to write the incident record in '%s'", run->run_dir);
-                start_alert(run, incident);
+                start_alert(run, "breach", "incident.json");
                 json_decref(incident);
         }
         aj_run_write_json(run);
@@ -313,6 +312,30 @@ static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection
         return 0;
 }
 
+/* The owner learns that a call waits for them: approval.json and the alert command. */
+static void hook_approval_requested(void *userdata, json_t *call)
+{
+        Run *run = userdata;
+        const AjProfile *p = run->profile;
+        if (!p->alert_exec.items || !p->alert_exec.items[0])
+                return;
+        char ts[40], approve[512], deny[512];
+        const char *id = json_string_value(json_object_get(call, "gen_ai.tool.call.id"));
+        const char *digest = json_string_value(json_object_get(call, "arguments_sha256"));
+        snprintf(approve, sizeof(approve), "agentjail approve %s '%s' --digest %s", run->id, id ? id : "?",
+                 digest ? digest : "?");
+        snprintf(deny, sizeof(deny), "agentjail deny %s '%s' --reason TEXT", run->id, id ? id : "?");
+        json_auto_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:O, s:s, s:s}", "kind", "approval", "run", run->id, "name",
+                                     run->name, "ts", aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)),
+                                     "call", call, "approve", approve, "deny", deny);
+        int r = doc ? aj_run_file_write_json(run->run_dir, "approval.json", doc) : -ENOMEM;
+        if (r < 0) {
+                aj_log_errno(r, "Failed to write the approval request in '%s'", run->run_dir);
+                return;
+        }
+        start_alert(run, "approval", "approval.json");
+}
+
 static void hook_batch_begin(void *userdata)
 {
         Run *run = userdata;
@@ -332,6 +355,7 @@ void aj_run_hooks(Run *run, AjHooks *ret)
                 .emit = hook_emit,
                 .breach = hook_breach,
                 .charge_egress = hook_charge_egress,
+                .approval_requested = hook_approval_requested,
                 .batch_begin = hook_batch_begin,
                 .batch_end = hook_batch_end,
         };

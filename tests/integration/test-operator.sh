@@ -331,8 +331,16 @@ fi
 # refund.* calls are held until an operator approves or denies them, or for 3 s. The agent
 # makes its calls one after the other; each writes ID.out (what `meter tool` printed)
 # and then ID.rc (its exit status) in ap/ of the workspace.
+# The owner's alert command gets each approval request on stdin (the last one is kept).
+cat >"$TEST_TMP/approval-alert.sh" <<EOF
+#!/bin/sh
+cat >"$TEST_TMP/approval-alert.tmp" && echo "\$AGENTJAIL_ALERT" >>"$TEST_TMP/approval-alert.kind" &&
+        mv "$TEST_TMP/approval-alert.tmp" "$TEST_TMP/approval-alert.json"
+EOF
+chmod 0755 "$TEST_TMP/approval-alert.sh"
 AP_PROFILE=$(write_profile approvals '{"extends": "default", "tools": {"deny": ["refund.forbidden"]},
-        "approvals": {"tools": ["refund.*"], "timeout": "3s"}}')
+        "approvals": {"tools": ["refund.*"], "timeout": "3s"},
+        "alert": {"exec": ["'"$TEST_TMP/approval-alert.sh"'"], "timeout": "5s"}}')
 AP=$WORKSPACE/ap
 rm -rf "$AP"
 start_jail_bg -p "$AP_PROFILE" --name op-approvals -- /bin/sh -c '
@@ -385,6 +393,18 @@ if [[ -n "$AP_ID" ]] && wait_sock "$AP_ID" && ap_call a-0 10; then
         # Held, then approved with the digest inspect showed.
         ok "a refund.* call is held for approval" ap_held a-1
         ok "the held call has no answer yet" test ! -e "$AP/a-1.rc"
+        if wait_for_output "$TEST_TMP/approval-alert.json" '"a-1"' 10; then
+                AL=$(cat "$TEST_TMP/approval-alert.json")
+                is "$(jq -r '"\(.kind) \(.run) \(.call["gen_ai.tool.call.id"]) \(.call["gen_ai.tool.name"])"' <<<"$AL")" \
+                        "approval $AP_ID a-1 refund.issue" "the owner's alert command gets the approval request"
+                is "$(jq -c '.call["gen_ai.tool.call.arguments"]' <<<"$AL")" '{"order":42,"amount":5}' \
+                        "with the call's arguments"
+                like "$(jq -r .approve <<<"$AL")" "^agentjail approve $AP_ID 'a-1' --digest [0-9a-f]{64}\$" \
+                        "and the command that approves exactly this call"
+                is "$(head -n 1 "$TEST_TMP/approval-alert.kind")" approval "AGENTJAIL_ALERT says what the alert is about"
+        else
+                fail "the owner's alert command gets the approval request" "$(cat "$AP_DIR/alert.log" 2>/dev/null)"
+        fi
         aj ps
         like "$OUT" "$AP_ID +op-approvals .*\[1 call awaiting approval\]" "ps flags the run's held call" || op_diag
         aj ps --json
