@@ -13,6 +13,16 @@
 #include "state.h"
 #include "util/fd.h"
 
+/* A new event log in a fresh temporary directory (dir: a mkdtemp template). */
+static AjEventLog *open_temp_log(char *dir, char path[256], const char *run_id)
+{
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(path, 256, "%s/events.jsonl", dir);
+        AjEventLog *log = NULL;
+        cr_assert_eq(aj_events_open(path, run_id, &log), 0);
+        return log;
+}
+
 Test(events, timestamp_format)
 {
         char buf[40];
@@ -22,13 +32,8 @@ Test(events, timestamp_format)
 
 Test(events, chain_is_sequenced_and_complete)
 {
-        char dir[] = "/tmp/aj-events-XXXXXX";
-        cr_assert_not_null(mkdtemp(dir));
-        char path[256];
-        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
-
-        AjEventLog *log = NULL;
-        cr_assert_eq(aj_events_open(path, "abc123", &log), 0);
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        AjEventLog *log = open_temp_log(dir, path, "abc123");
         cr_assert_eq(aj_events_emit(log, "run.start", json_pack("{s:s}", "profile", "default")), 0);
         cr_assert_eq(aj_events_emit(log, "seccomp.denied", json_pack("{s:s, s:i}", "syscall", "ptrace", "nr", 101)), 0);
         cr_assert_eq(aj_events_emit(log, "run.exit", NULL), 0);
@@ -113,12 +118,8 @@ Test(state, run_and_runtime_dirs)
 
 Test(events, batch_is_written_together_and_in_sequence)
 {
-        char dir[] = "/tmp/aj-events-XXXXXX";
-        cr_assert_not_null(mkdtemp(dir));
-        char path[256];
-        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
-        AjEventLog *log = NULL;
-        cr_assert_eq(aj_events_open(path, "r1", &log), 0);
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        AjEventLog *log = open_temp_log(dir, path, "r1");
         cr_assert_eq(aj_events_emit(log, "run.start", NULL), 0);
         aj_events_batch_begin(log);
         cr_assert_eq(aj_events_emit(log, "tool.request", json_pack("{s:s}", "gen_ai.tool.name", "x")), 0);
@@ -146,12 +147,8 @@ Test(events, batch_is_written_together_and_in_sequence)
 /* Every line is one JSON object with the header first, whatever the fields hold. */
 Test(events, lines_stay_valid_json_for_any_fields)
 {
-        char dir[] = "/tmp/aj-events-XXXXXX";
-        cr_assert_not_null(mkdtemp(dir));
-        char path[256];
-        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
-        AjEventLog *log = NULL;
-        cr_assert_eq(aj_events_open(path, "r\"1", &log), 0);
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        AjEventLog *log = open_temp_log(dir, path, "r\"1");
 
         /* Larger than the line buffer's first size, so it grows mid-line. */
         size_t big_len = 100000;
@@ -204,12 +201,8 @@ Test(events, lines_stay_valid_json_for_any_fields)
  * reordered line is found, and so is a cut-off end when run.json's count is known. */
 Test(events, chain_links_every_line_and_verify_finds_changes)
 {
-        char dir[] = "/tmp/aj-events-XXXXXX";
-        cr_assert_not_null(mkdtemp(dir));
-        char path[256];
-        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
-        AjEventLog *log = NULL;
-        cr_assert_eq(aj_events_open(path, "r1", &log), 0);
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        AjEventLog *log = open_temp_log(dir, path, "r1");
         cr_expect_str_eq(aj_events_last_hash(log), AJ_EVENTS_GENESIS);
         cr_assert_eq(aj_events_emit(log, "run.start", json_pack("{s:s}", "profile", "default")), 0);
         aj_events_batch_begin(log);
