@@ -13,6 +13,7 @@
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -94,11 +95,12 @@ typedef struct {
         bool force;
         bool verify;
         bool otlp;
+        bool patch;
         int n_pos;
         char **pos;
 } Opts;
 
-enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE, OPT_DIGEST, OPT_REASON, OPT_FORCE, OPT_VERIFY, OPT_OTLP };
+enum { OPT_JSON = 0x100, OPT_TYPE, OPT_RAISE, OPT_DIGEST, OPT_REASON, OPT_FORCE, OPT_VERIFY, OPT_OTLP, OPT_PATCH };
 
 /* Returns 0, 1 for --help, or EXIT_USAGE (already reported). `allowed` lists the long
  * options this command accepts besides --json and --help. */
@@ -111,7 +113,7 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                 { "type", required_argument, NULL, OPT_TYPE }, { "raise", required_argument, NULL, OPT_RAISE },
                 { "digest", required_argument, NULL, OPT_DIGEST }, { "reason", required_argument, NULL, OPT_REASON },
                 { "force", no_argument, NULL, OPT_FORCE }, { "verify", no_argument, NULL, OPT_VERIFY },
-                { "otlp", no_argument, NULL, OPT_OTLP },
+                { "otlp", no_argument, NULL, OPT_OTLP },   { "patch", no_argument, NULL, OPT_PATCH },
                 {},
         };
         const char *cmd = argv[0];
@@ -141,6 +143,7 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                                     : c == OPT_FORCE               ? "force"
                                     : c == OPT_VERIFY              ? "verify"
                                     : c == OPT_OTLP                ? "otlp"
+                                    : c == OPT_PATCH               ? "patch"
                                                                    : "raise";
                 if (!strstr(allowed, name))
                         return usage_error(cmd, usage, "unknown option '%s'", argv[optind - 1]);
@@ -150,6 +153,8 @@ static int parse_opts(int argc, char **argv, const char *usage, const char *allo
                         o->verify = true;
                 else if (c == OPT_OTLP)
                         o->otlp = true;
+                else if (c == OPT_PATCH)
+                        o->patch = true;
                 else if (c == OPT_DIGEST)
                         o->digest = optarg;
                 else if (c == OPT_REASON)
@@ -1046,25 +1051,73 @@ static int overlay_cmd_begin(const char *cmd, const char *usage, const char *hel
         return -1;
 }
 
+/* `diff -u` of one file change, both sides opened here without following symlinks and
+ * handed to diff(1) as /proc/self/fd/N (so diff cannot be sent elsewhere). 0, or -errno
+ * when a side could not be opened (the caller says so). */
+static int show_patch(const Overlay *ov, const AjWsChange *c)
+{
+        int old_fd = -1, new_fd = -1, r = 0;
+        if (c->kind != AJ_WS_ADDED && (old_fd = aj_ws_open_file(ov->lower_fd, c->path)) < 0)
+                return old_fd;
+        if (c->kind != AJ_WS_DELETED && (new_fd = aj_ws_open_file(ov->upper_fd, c->path)) < 0) {
+                r = new_fd;
+                goto out;
+        }
+        char a[PATH_MAX + 8], b[PATH_MAX + 8], fa[32], fb[32];
+        snprintf(a, sizeof(a), "a/%s", c->path);
+        snprintf(b, sizeof(b), "b/%s", c->path);
+        snprintf(fa, sizeof(fa), old_fd >= 0 ? "/proc/self/fd/%d" : "/dev/null", old_fd);
+        snprintf(fb, sizeof(fb), new_fd >= 0 ? "/proc/self/fd/%d" : "/dev/null", new_fd);
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0) {
+                r = -errno;
+                goto out;
+        }
+        if (pid == 0) {
+                if ((old_fd >= 0 && fcntl(old_fd, F_SETFD, 0) < 0) || (new_fd >= 0 && fcntl(new_fd, F_SETFD, 0) < 0))
+                        _exit(2);
+                execlp("diff", "diff", "-u", "--label", a, "--label", b, fa, fb, (char *)NULL);
+                _exit(127);
+        }
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+        /* diff: 0 same, 1 different, 2 trouble (its message is on stderr). */
+        if (!WIFEXITED(status) || WEXITSTATUS(status) > 1)
+                r = WIFEXITED(status) && WEXITSTATUS(status) == 127 ? -ENOENT : -EIO;
+out:
+        if (old_fd >= 0)
+                close(old_fd);
+        if (new_fd >= 0)
+                close(new_fd);
+        return r;
+}
+
 int aj_cmd_diff(int argc, char **argv)
 {
         Opts o;
         Overlay ov;
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        int r = overlay_cmd_begin("diff", "agentjail diff RUN [--json]",
+        int r = overlay_cmd_begin("diff", "agentjail diff RUN [--patch | --json]",
                                   "What a run with an overlay workspace changed (A added, M modified, D deleted,\n"
                                   "R directory replaced). '!' marks a path that also changed in the workspace during\n"
-                                  "the run. Review, then 'agentjail commit RUN' or 'agentjail discard RUN'.",
-                                  "", argc, argv, &o, &paths, &run, &ov);
+                                  "the run. --patch adds the changed files' contents (diff -u). Review, then\n"
+                                  "'agentjail commit RUN' or 'agentjail discard RUN'.",
+                                  "patch", argc, argv, &o, &paths, &run, &ov);
         if (r >= 0)
                 return r;
+        if (o.patch && o.json) {
+                overlay_close(&ov);
+                return usage_error("diff", "agentjail diff RUN [--patch | --json]", "--patch and --json do not mix");
+        }
         AjWsChange *c = NULL;
         size_t n = 0;
         _cleanup_free_ char *err = NULL;
         r = aj_ws_diff(ov.upper_fd, ov.lower_fd, run->started_ns, &c, &n, &err);
-        overlay_close(&ov);
         if (r < 0) {
+                overlay_close(&ov);
                 fail_msg("diff", "run %s: %s", run->id, err ? err : strerror(-r));
                 return EXIT_FAIL;
         }
@@ -1090,7 +1143,16 @@ int aj_cmd_diff(int argc, char **argv)
                                 printf("  (not applied: %s)", c[i].note ? c[i].note : "unsupported file type");
                         putchar('\n');
                 }
+                for (size_t i = 0; o.patch && i < n; i++) {
+                        if (!S_ISREG(c[i].type) || c[i].skipped || c[i].kind == AJ_WS_REPLACED)
+                                continue;
+                        int q = show_patch(&ov, &c[i]);
+                        if (q < 0)
+                                printf("(%s: contents not shown: %s)\n", c[i].path,
+                                       q == -ENOENT ? "diff(1) is missing" : strerror(-q));
+                }
         }
+        overlay_close(&ov);
         aj_ws_changes_free(c, n);
         return EXIT_OK;
 }

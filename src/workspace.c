@@ -464,6 +464,33 @@ static int open_beneath(int root_fd, const char *path)
         return TAKE_FD(cur);
 }
 
+int aj_ws_open_file(int root_fd, const char *path)
+{
+        char dir[PATH_MAX];
+        if (strlen(path) >= sizeof(dir))
+                return -ENAMETOOLONG;
+        strcpy(dir, path);
+        char *slash = strrchr(dir, '/');
+        const char *name = slash ? slash + 1 : dir;
+        if (slash)
+                *slash = 0;
+        if (!*name || streq(name, ".") || streq(name, ".."))
+                return -EINVAL;
+        _cleanup_close_ int parent = open_beneath(root_fd, slash ? dir : "");
+        if (parent < 0)
+                return parent;
+        int fd = openat(parent, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        int r = fstat(fd, &st) < 0 ? -errno : S_ISREG(st.st_mode) ? 0 : -EINVAL;
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
 /* Where an entry lives: its device and, where the kernel tells (5.8+), its mount, so that
  * a bind mount of the same filesystem counts as another place too. */
 typedef struct {

@@ -97,6 +97,11 @@ typedef struct {
 int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWsStats *ret_stats,
                  char **ret_error);
 
+/* The regular file at `path` (relative) under root_fd, opened read-only without following
+ * any symlink on the way and without leaving root_fd: -ELOOP/-EXDEV/-ENOENT, or -EINVAL
+ * when it is not a regular file. For showing a change's contents. */
+int aj_ws_open_file(int root_fd, const char *path);
+
 /* JSON for `agentjail diff --json`:
  * [{"path", "change": "added|modified|deleted|replaced", "type": "file|dir|symlink|fifo|
  *   socket|char-device|block-device", "size", "conflict", "skipped"? (only when true),

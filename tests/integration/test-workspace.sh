@@ -68,6 +68,14 @@ is "$(jq -r '[.changes[] | "\(.change):\(.path)"] | sort | join(",")' <<<"$OUT")
         "added:link,added:new.txt,added:newdir,added:newdir/x,added:sub/fresh,added:suid,deleted:gone.txt,deleted:olddir,modified:keep.txt,replaced:sub" \
         "diff --json: every change" || op_diag
 is "$(jq -r .conflicts <<<"$OUT")" 0 "diff --json: no conflicts"
+aj diff "$RUN" --patch
+is "$RC" 0 "diff --patch exits 0" || op_diag
+like "$OUT" $'--- a/keep.txt\n\\+\\+\\+ b/keep.txt\n@@ -1 \\+1,2 @@\n original\n\\+changed' "diff --patch: the modified file's change"
+like "$OUT" $'--- a/gone.txt\n\\+\\+\\+ b/gone.txt\n@@ -1 \\+0,0 @@\n-doomed' "diff --patch: the deleted file's content"
+like "$OUT" $'\\+\\+\\+ b/newdir/x\n@@ -0,0 \\+1 @@\n\\+x' "diff --patch: an added file's content"
+unlike "$OUT" "root:" "diff --patch never follows the agent's symlink (to /etc/passwd)"
+aj diff "$RUN" --patch --json
+is "$RC" 2 "--patch and --json do not mix"
 
 # ------------------------------------------------------------------ commit
 aj commit "$RUN"
