@@ -28,6 +28,7 @@ static const char main_help[] =
         "  quarantine list | show RUN | release RUN | purge RUN\n"
         "  diff RUN | commit RUN [--force] | discard RUN\n"
         "                                  review an overlay workspace's changes, apply or drop them\n"
+        "  rollback RUN [--json]           what undoes a run: workspace changes, compensating actions\n"
         "  meter tool|result|tokens|usage  report to the run's broker (inside a jail)\n"
         "  help                            this text\n"
         "  version                         print the version\n";

@@ -1259,6 +1259,126 @@ int aj_cmd_discard(int argc, char **argv)
         return EXIT_OK;
 }
 
+/* ---- rollback: what would undo the run ------------------------------------------------ */
+
+/* The journal from the chain: every allowed tool call that reported a result, newest
+ * first, with its undo record (null when the agent gave none). */
+static int rollback_journal(const char *path, json_t **ret_calls)
+{
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        json_auto_t *requests = json_object(); /* call id -> tool.request */
+        json_auto_t *calls = json_array();
+        char *line = NULL;
+        size_t size = 0;
+        ssize_t n;
+        while (requests && calls && (n = getline(&line, &size, f)) > 0) {
+                json_auto_t *ev = json_loadb(line, (size_t)n, 0, NULL);
+                const char *type = jstr(ev, "type"), *id = jstr(ev, "gen_ai.tool.call.id");
+                if (!type || !id)
+                        continue;
+                if (streq(type, "tool.request"))
+                        json_object_set(requests, id, ev);
+                else if (streq(type, "tool.result")) {
+                        json_t *req = json_object_get(requests, id);
+                        json_t *undo = json_object_get(ev, "undo");
+                        json_t *c = json_pack("{s:s, s:s?, s:O?, s:s?, s:s?, s:O}", "gen_ai.tool.call.id", id,
+                                              "gen_ai.tool.name", jstr(req, "gen_ai.tool.name"),
+                                              "gen_ai.tool.call.arguments", json_object_get(req, "gen_ai.tool.call.arguments"),
+                                              "status", jstr(ev, "status"), "ts", jstr(ev, "ts"), "undo",
+                                              undo ? undo : json_null());
+                        if (c)
+                                json_array_insert_new(calls, 0, c);
+                }
+        }
+        free(line);
+        fclose(f);
+        if (!requests || !calls)
+                return -ENOMEM;
+        *ret_calls = json_incref(calls);
+        return 0;
+}
+
+int aj_cmd_rollback(int argc, char **argv)
+{
+        static const char usage[] = "agentjail rollback RUN [--json]";
+        Opts o;
+        int r = parse_opts(argc, argv, usage, "", &o, 1, 1);
+        free(o.raise);
+        if (r == 1) {
+                printf("usage: %s\n\nWhat it takes to undo a run: its workspace changes (an overlay workspace can\n"
+                       "still be discarded) and, newest first, the tool calls that reported a result with\n"
+                       "the undo record the agent gave (the compensating action), and those it gave none\n"
+                       "for. agentjail does not run the compensating actions: they are the operator's.\n",
+                       usage);
+                return EXIT_OK;
+        }
+        if (r)
+                return r;
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        if (open_paths("rollback", &paths) < 0 || find_run("rollback", &paths, o.pos[0], &run) < 0)
+                return EXIT_FAIL;
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+        json_t *calls = NULL;
+        r = rollback_journal(path, &calls);
+        if (r < 0) {
+                fail_msg("rollback", "cannot read '%s': %s", path, strerror(-r));
+                return EXIT_FAIL;
+        }
+        json_auto_t *owned = calls;
+        size_t with_undo = 0, unreversible = 0, i;
+        json_t *c;
+        json_array_foreach(calls, i, c) {
+                bool undo = !json_is_null(json_object_get(c, "undo"));
+                const char *st = jstr(c, "status");
+                with_undo += undo;
+                unreversible += !undo && st && streq(st, "ok");
+        }
+        json_t *ws = json_object_get(run->doc, "workspace");
+        if (o.json) {
+                json_auto_t *doc = json_pack("{s:s, s:O?, s:O, s:I, s:I}", "run", run->id, "workspace", ws, "calls",
+                                             calls, "with_undo", (json_int_t)with_undo, "ok_without_undo",
+                                             (json_int_t)unreversible);
+                print_json(doc);
+                return EXIT_OK;
+        }
+        printf("run %s (%s)\n", run->id, run_name(run));
+        const char *changes = jstr(ws, "changes");
+        const char *mode = jstr(json_object_get(json_object_get(json_object_get(json_object_get(run->doc, "profile"),
+                                                                                 "resolved"),
+                                                                 "filesystem"),
+                                                 "workspace"),
+                                "mode");
+        if (!json_is_object(ws) && mode && streq(mode, "ro"))
+                printf("workspace: read-only, the agent could not change it\n");
+        else if (!json_is_object(ws) && mode && streq(mode, "none"))
+                printf("workspace: none was mounted\n");
+        else if (!json_is_object(ws))
+                printf("workspace: written in place (mode %s): agentjail kept no copy to go back to\n",
+                       mode ? mode : "rw");
+        else if (changes && streq(changes, "pending"))
+                printf("workspace: %s untouched; the agent's changes are kept: 'agentjail discard %s' drops them\n",
+                       jstr(ws, "path") ?: "?", run->id);
+        else
+                printf("workspace: the agent's changes were %s (%s)\n", changes ? changes : "?",
+                       jstr(ws, "decided_at") ?: "?");
+        printf("tool calls with a result, newest first: %zu; %zu with an undo record, %zu succeeded without one\n",
+               json_array_size(calls), with_undo, unreversible);
+        json_array_foreach(calls, i, c) {
+                json_t *undo = json_object_get(c, "undo");
+                _cleanup_free_ char *u = json_is_null(undo) ? NULL : json_dumps(undo, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                const char *st = jstr(c, "status") ?: "?";
+                printf("  %-20s %-24s %-6s %s\n", jstr(c, "gen_ai.tool.call.id"), jstr(c, "gen_ai.tool.name") ?: "?", st,
+                       u                 ? u
+                       : streq(st, "ok") ? "(no undo record: reverse it by hand)"
+                                         : "(failed, no undo record)");
+        }
+        return EXIT_OK;
+}
+
 /* ---- quarantine ---------------------------------------------------------------------- */
 
 #define QUARANTINE_USAGE "agentjail quarantine [list | show RUN | release RUN | purge RUN] [--json]"

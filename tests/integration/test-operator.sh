@@ -285,6 +285,25 @@ wait_exit "$BG_PID" 15
 isnt "$WAIT_RC" 124 "the pending-calls run ends when killed"
 rm -f "$WORKSPACE/ready" "$WORKSPACE/ready2"
 
+# ------------------------------------------------------------------ rollback: the journal
+run_jail --name op-rollback -- /bin/sh -c '
+        agentjail meter tool crm.update --id r-1 --args "{\"id\": 42, \"stage\": \"won\"}" >/dev/null &&
+        agentjail meter result r-1 --status ok --undo "{\"tool\": \"crm.update\", \"arguments\": {\"id\": 42, \"stage\": \"open\"}}" >/dev/null &&
+        agentjail meter tool email.send --id r-2 >/dev/null && agentjail meter result r-2 --status ok >/dev/null &&
+        agentjail meter tool search --id r-3 >/dev/null && agentjail meter result r-3 --status error >/dev/null'
+is "$JAIL_RC" 0 "a run that reports results with and without undo records" || jail_diag
+aj rollback op-rollback
+is "$RC" 0 "rollback exits 0" || op_diag
+like "$OUT" "workspace: written in place \(mode rw\)" "rollback: an rw workspace has no copy to go back to"
+like "$OUT" "3; 1 with an undo record, 1 succeeded without one" "rollback: the counts"
+like "$OUT" $'r-3 .*\n  r-2 .*\n  r-1 ' "rollback: newest first"
+like "$OUT" 'r-1 +crm.update +ok +\{"tool":"crm.update","arguments":\{"id":42,"stage":"open"\}\}' \
+        "rollback: the compensating action of a call"
+like "$OUT" "r-2 +email.send +ok +\(no undo record: reverse it by hand\)" "rollback: a call nobody can undo automatically"
+aj rollback op-rollback --json
+is "$(jq -r '"\(.with_undo) \(.ok_without_undo) \(.calls[2]["gen_ai.tool.call.arguments"].stage)"' <<<"$OUT")" "1 1 won" \
+        "rollback --json: the counts and each call's arguments"
+
 # ------------------------------------------------------------------ purge kills a live run
 start_jail_bg --name op-purge -- ./probe sleep 60
 P_DIR=$(wait_run_dir 10)

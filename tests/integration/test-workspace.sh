@@ -110,6 +110,9 @@ BEFORE=$(snapshot)
 run_jail -p "$OV" -- /bin/sh -c 'printf "bad\n" >keep.txt; rm -r sub; printf "junk\n" >junk'
 is "$JAIL_RC" 0 "a second overlay run" || jail_diag
 RUN2=$JAIL_RUN_ID
+aj rollback "$RUN2"
+like "$OUT" "workspace: $WORKSPACE untouched; the agent's changes are kept: 'agentjail discard $RUN2' drops them" \
+        "rollback points at discard while an overlay's changes are pending" || op_diag
 aj discard "$RUN2" --json
 is "$RC" 0 "discard exits 0" || op_diag
 is "$(jq -r '"\(.ok) \(.op)"' <<<"$OUT")" "true discard" "discard --json"
@@ -119,6 +122,8 @@ is "$(jq -r .workspace.changes "$JAIL_RUN_DIR/run.json")" discarded "run.json: d
 ok "the chain records the discard" test -n "$(events_of workspace.discard "$JAIL_RUN_DIR")"
 aj diff "$RUN2"
 is "$RC" 1 "nothing to diff after a discard"
+aj rollback "$RUN2"
+like "$OUT" "workspace: the agent's changes were discarded" "rollback says the changes were discarded"
 
 # ------------------------------------------------------------------ conflicts
 reset_workspace
