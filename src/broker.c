@@ -210,6 +210,27 @@ static int emit(AjBroker *b, const char *type, json_t *fields)
         return b->hooks->emit(b->hooks->userdata, type, fields);
 }
 
+/* A request's two events together: one write(2) when the supervisor batches, still
+ * before the reply. The second is dropped if the first could not be recorded. Both
+ * `fields` are consumed. */
+static int emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2)
+{
+        bool batched = b->hooks && b->hooks->batch_begin && b->hooks->batch_end;
+        if (batched)
+                b->hooks->batch_begin(b->hooks->userdata);
+        int r = emit(b, type1, fields1);
+        if (r >= 0)
+                r = emit(b, type2, fields2);
+        else
+                json_decref(fields2);
+        if (batched) {
+                int q = b->hooks->batch_end(b->hooks->userdata);
+                if (r >= 0)
+                        r = q;
+        }
+        return r;
+}
+
 /* Token bucket for broker.error: garbage from a client must not fill the event log. */
 static bool error_event_allowed(AjBroker *b)
 {
@@ -574,23 +595,14 @@ static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *deci
                 else
                         snprintf(text, sizeof(text), "denied by %s%s%s", by, reason ? ": " : "", reason ? reason : "");
         }
-        bool batched = b->hooks && b->hooks->batch_begin && b->hooks->batch_end;
-        if (batched)
-                b->hooks->batch_begin(b->hooks->userdata);
-        int r = emit(b, "approval",
-                     json_pack("{s:s, s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
-                               f->call_id, "decision", decision, "by", by, AJ_BROKER_F_REASON,
-                               streq(decision, "timeout") ? NULL : reason));
-        if (r >= 0)
-                r = emit(b, "tool.verdict",
-                         json_pack("{s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
-                                   f->call_id, AJ_BROKER_F_VERDICT, approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY,
-                                   AJ_BROKER_F_REASON, approve ? NULL : text));
-        if (batched) {
-                int q = b->hooks->batch_end(b->hooks->userdata);
-                if (r >= 0)
-                        r = q;
-        }
+        int r = emit_pair(b, "approval",
+                          json_pack("{s:s, s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
+                                    AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", decision, "by", by,
+                                    AJ_BROKER_F_REASON, streq(decision, "timeout") ? NULL : reason),
+                          "tool.verdict",
+                          json_pack("{s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
+                                    f->call_id, AJ_BROKER_F_VERDICT, approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY,
+                                    AJ_BROKER_F_REASON, approve ? NULL : text));
         /* The call happens now: that is when the rate window counts it. */
         f->res.now_ns = b->now_ns();
         aj_meter_settle(b->meter, &f->res, approve && r >= 0);
@@ -731,20 +743,10 @@ static void hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
                 return reply_unrecorded(b, c, id, -ENOMEM);
         }
         char t[32];
-        bool batched = b->hooks && b->hooks->batch_begin && b->hooks->batch_end;
-        if (batched)
-                b->hooks->batch_begin(b->hooks->userdata);
-        int r = emit(b, "tool.request", ev);
-        if (r >= 0)
-                r = emit(b, "approval.requested",
-                         json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID,
-                                   call_id, "arguments_sha256", digest, "timeout",
-                                   duration_text(b->approval_timeout_ns, t, sizeof(t))));
-        if (batched) {
-                int q = b->hooks->batch_end(b->hooks->userdata);
-                if (r >= 0)
-                        r = q;
-        }
+        int r = emit_pair(b, "tool.request", ev, "approval.requested",
+                          json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID,
+                                    call_id, "arguments_sha256", digest, "timeout",
+                                    duration_text(b->approval_timeout_ns, t, sizeof(t))));
         if (r < 0) {
                 in_flight_remove(b, f);
                 aj_meter_settle(b->meter, res, false);
@@ -823,24 +825,13 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
         }
         /* Both events in one write(2), still before the reply (and before the verdict
          * counts: a failed write releases the reservation). */
-        bool batched = b->hooks && b->hooks->batch_begin && b->hooks->batch_end;
-        if (batched)
-                b->hooks->batch_begin(b->hooks->userdata);
-        r = emit(b, "tool.request", ev);
-        if (r >= 0) {
-                ev = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
-                               AJ_BROKER_F_VERDICT, verdict_name(d.verdict, true));
-                if (ev && add_breach(ev, &d) < 0) {
-                        json_decref(ev);
-                        ev = NULL;
-                }
-                r = emit(b, "tool.verdict", ev);
+        json_t *verdict = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
+                                    AJ_BROKER_F_VERDICT, verdict_name(d.verdict, true));
+        if (verdict && add_breach(verdict, &d) < 0) {
+                json_decref(verdict);
+                verdict = NULL;
         }
-        if (batched) {
-                int q = b->hooks->batch_end(b->hooks->userdata);
-                if (r >= 0)
-                        r = q;
-        }
+        r = emit_pair(b, "tool.request", ev, "tool.verdict", verdict);
         aj_meter_settle(b->meter, &res, r >= 0);
         if (r < 0)
                 return reply_unrecorded(b, c, id, r);
