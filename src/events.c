@@ -217,6 +217,13 @@ int aj_events_batch_end(AjEventLog *log)
 
 uint64_t aj_events_last_seq(const AjEventLog *log) { return log->seq; }
 
+void aj_events_resume(AjEventLog *log, uint64_t last_seq, const char *last_hash)
+{
+        log->seq = last_seq;
+        snprintf(log->prev, sizeof(log->prev), "%s", last_hash);
+        memcpy(log->pending_prev, log->prev, sizeof(log->prev));
+}
+
 void aj_events_close(AjEventLog *log)
 {
         if (!log)

@@ -17,6 +17,9 @@ int aj_events_open(const char *path, const char *run_id, AjEventLog **ret);
 /* Append {seq, ts, run, type, prev, ...fields}. `fields` (an object or NULL) is consumed. */
 int aj_events_emit(AjEventLog *log, const char *type, json_t *fields);
 uint64_t aj_events_last_seq(const AjEventLog *log);
+/* Continue a chain already in the file: the next event is last_seq + 1, linked to the
+ * line whose hash is last_hash. */
+void aj_events_resume(AjEventLog *log, uint64_t last_seq, const char *last_hash);
 /* The chain (tamper evidence): every event's "prev" is the sha256, in hex, of the line
  * before it as written (without its newline); the first event's is AJ_EVENTS_GENESIS.
  * run.json records the count and the last line's hash at the end of the run. */

@@ -666,41 +666,31 @@ static int read_last_line(int fd, char **ret, size_t *ret_len)
 int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields)
 {
         json_auto_t *owned = fields;
-        _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (fd < 0)
-                return -errno;
         _cleanup_free_ char *last = NULL;
         size_t last_len = 0;
-        int r = read_last_line(fd, &last, &last_len);
-        if (r < 0)
-                return r;
-        json_int_t seq = 1;
+        {
+                _cleanup_close_ int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+                if (fd < 0)
+                        return -errno;
+                int r = read_last_line(fd, &last, &last_len);
+                if (r < 0)
+                        return r;
+        }
+        uint64_t seq = 0;
         char prev[AJ_SHA256_HEX_SIZE] = AJ_EVENTS_GENESIS;
         if (last) {
                 json_auto_t *ev = json_loadb(last, last_len, 0, NULL);
                 if (json_is_integer(json_object_get(ev, "seq")))
-                        seq = json_integer_value(json_object_get(ev, "seq")) + 1;
+                        seq = (uint64_t)json_integer_value(json_object_get(ev, "seq"));
                 aj_events_line_hash(last, last_len, prev);
         }
-
-        char ts[40];
-        json_auto_t *ev = json_pack("{s:I, s:s, s:s, s:s, s:s}", "seq", seq, "ts",
-                                    aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), "run", run_id, "type",
-                                    type, "prev", prev);
-        if (!ev)
-                return -ENOMEM;
-        if (json_is_object(owned)) {
-                static const char *const header[] = { "seq", "ts", "run", "type", "prev" };
-                for (size_t i = 0; i < ARRAY_SIZE(header); i++)
-                        (void)json_object_del(owned, header[i]);
-                json_object_update(ev, owned);
-        }
-        _cleanup_free_ char *line = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
-        if (!line)
-                return -ENOMEM;
-        size_t n = strlen(line);
-        line[n] = '\n';
-        return aj_write_all(fd, line, n + 1);
+        /* The supervisor's own writer, so the line is formatted and chained the same way. */
+        _cleanup_(aj_events_closep) AjEventLog *log = NULL;
+        int r = aj_events_open(path, run_id, &log);
+        if (r < 0)
+                return r;
+        aj_events_resume(log, seq, prev);
+        return aj_events_emit(log, type, json_incref(owned));
 }
 
 static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret);
