@@ -673,31 +673,56 @@ static int follow_logs(LogPrinter *lp, AjRun *run, int fd, char *buf, size_t *ha
         return r;
 }
 
-static int otlp_logs(AjRun *run, const char *path, const char *type)
+/* Calls fn(event, userdata) for every line of an events.jsonl that is a JSON object, in
+ * order, until fn returns < 0; *ret_bad counts the other lines. -errno if unreadable. */
+static int each_event(const char *path, int (*fn)(json_t *ev, void *userdata), void *userdata, size_t *ret_bad)
 {
         FILE *f = fopen(path, "re");
-        if (!f) {
-                fail_msg("logs", "cannot open '%s': %s", path, strerror(errno));
-                return EXIT_FAIL;
-        }
-        json_t *records = json_array();
+        if (!f)
+                return -errno;
         char *line = NULL;
         size_t size = 0, bad = 0;
         ssize_t n;
-        while (records && (n = getline(&line, &size, f)) > 0) {
+        int r = 0;
+        while (r >= 0 && (n = getline(&line, &size, f)) > 0) {
                 json_auto_t *ev = json_loadb(line, (size_t)n, 0, NULL);
-                if (!json_is_object(ev)) {
+                if (json_is_object(ev))
+                        r = fn(ev, userdata);
+                else
                         bad++;
-                        continue;
-                }
-                if (type && !aj_event_type_matches(ev, type))
-                        continue;
-                json_t *rec = aj_otlp_log_record(ev);
-                if (rec)
-                        json_array_append_new(records, rec);
         }
         free(line);
         fclose(f);
+        if (ret_bad)
+                *ret_bad = bad;
+        return r;
+}
+
+typedef struct {
+        const char *type;
+        json_t *records;
+} OtlpScan;
+
+static int otlp_add(json_t *ev, void *userdata)
+{
+        OtlpScan *o = userdata;
+        if (o->type && !aj_event_type_matches(ev, o->type))
+                return 0;
+        json_t *rec = aj_otlp_log_record(ev);
+        return rec ? json_array_append_new(o->records, rec) : 0;
+}
+
+static int otlp_logs(AjRun *run, const char *path, const char *type)
+{
+        json_t *records = json_array();
+        OtlpScan scan = { .type = type, .records = records };
+        size_t bad = 0;
+        int r = records ? each_event(path, otlp_add, &scan, &bad) : -ENOMEM;
+        if (r < 0) {
+                json_decref(records);
+                fail_msg("logs", "cannot read '%s': %s", path, strerror(-r));
+                return EXIT_FAIL;
+        }
         char pbuf[256];
         json_auto_t *doc = aj_otlp_logs_request(run->id, jstr(run->doc, "name"), run_profile(run, pbuf, sizeof(pbuf)),
                                                 AJ_VERSION, records);
@@ -1261,42 +1286,48 @@ int aj_cmd_discard(int argc, char **argv)
 
 /* ---- rollback: what would undo the run ------------------------------------------------ */
 
+typedef struct {
+        json_t *requests; /* call id -> its tool.request */
+        json_t *calls;    /* oldest first */
+} Journal;
+
+static int journal_add(json_t *ev, void *userdata)
+{
+        Journal *j = userdata;
+        const char *type = jstr(ev, "type"), *id = jstr(ev, "gen_ai.tool.call.id");
+        if (!type || !id)
+                return 0;
+        if (streq(type, "tool.request"))
+                return json_object_set(j->requests, id, ev);
+        if (!streq(type, "tool.result"))
+                return 0;
+        json_t *req = json_object_get(j->requests, id);
+        json_t *undo = json_object_get(ev, "undo");
+        json_t *c = json_pack("{s:s, s:s?, s:O?, s:s?, s:s?, s:O}", "gen_ai.tool.call.id", id, "gen_ai.tool.name",
+                              jstr(req, "gen_ai.tool.name"), "gen_ai.tool.call.arguments",
+                              json_object_get(req, "gen_ai.tool.call.arguments"), "status", jstr(ev, "status"), "ts",
+                              jstr(ev, "ts"), "undo", undo ? undo : json_null());
+        return c ? json_array_append_new(j->calls, c) : -ENOMEM;
+}
+
 /* The journal from the chain: every allowed tool call that reported a result, newest
  * first, with its undo record (null when the agent gave none). */
 static int rollback_journal(const char *path, json_t **ret_calls)
 {
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        json_auto_t *requests = json_object(); /* call id -> tool.request */
-        json_auto_t *calls = json_array();
-        char *line = NULL;
-        size_t size = 0;
-        ssize_t n;
-        while (requests && calls && (n = getline(&line, &size, f)) > 0) {
-                json_auto_t *ev = json_loadb(line, (size_t)n, 0, NULL);
-                const char *type = jstr(ev, "type"), *id = jstr(ev, "gen_ai.tool.call.id");
-                if (!type || !id)
-                        continue;
-                if (streq(type, "tool.request"))
-                        json_object_set(requests, id, ev);
-                else if (streq(type, "tool.result")) {
-                        json_t *req = json_object_get(requests, id);
-                        json_t *undo = json_object_get(ev, "undo");
-                        json_t *c = json_pack("{s:s, s:s?, s:O?, s:s?, s:s?, s:O}", "gen_ai.tool.call.id", id,
-                                              "gen_ai.tool.name", jstr(req, "gen_ai.tool.name"),
-                                              "gen_ai.tool.call.arguments", json_object_get(req, "gen_ai.tool.call.arguments"),
-                                              "status", jstr(ev, "status"), "ts", jstr(ev, "ts"), "undo",
-                                              undo ? undo : json_null());
-                        if (c)
-                                json_array_insert_new(calls, 0, c);
+        json_auto_t *requests = json_object(), *calls = json_array();
+        Journal j = { .requests = requests, .calls = calls };
+        int r = requests && calls ? each_event(path, journal_add, &j, NULL) : -ENOMEM;
+        if (r < 0)
+                return r;
+        json_t *newest_first = json_array();
+        for (size_t i = json_array_size(calls); newest_first && i > 0; i--)
+                if (json_array_append(newest_first, json_array_get(calls, i - 1)) < 0) {
+                        json_decref(newest_first);
+                        newest_first = NULL;
                 }
-        }
-        free(line);
-        fclose(f);
-        if (!requests || !calls)
+        if (!newest_first)
                 return -ENOMEM;
-        *ret_calls = json_incref(calls);
+        *ret_calls = newest_first;
         return 0;
 }
 
