@@ -516,22 +516,37 @@ static void print_inspect(json_t *doc, AjRun *run)
         print_events(json_object_get(doc, "last_events"));
 }
 
-int aj_cmd_inspect(int argc, char **argv)
+/* The start of a command on one RUN: options (`allowed` besides --json and --help), the
+ * help text, the run. Returns -1 when the command goes on, else its exit status (help
+ * printed, or an error reported). */
+static int run_cmd_begin(const char *cmd, const char *usage, const char *help, const char *allowed, int argc,
+                         char **argv, Opts *o, AjPaths *paths, AjRun **run)
 {
-        Opts o;
-        int r = parse_opts(argc, argv, INSPECT_USAGE, "", &o, 1, 1);
+        int r = parse_opts(argc, argv, usage, allowed, o, 1, 1);
+        free(o->raise);
+        o->raise = NULL;
         if (r == 1) {
-                puts("usage: " INSPECT_USAGE "\n\n"
-                     "A run's caps and usage, processes (live runs), pending calls, last events,\n"
-                     "exit, and quarantine/incident summary.");
+                printf("usage: %s\n\n%s\n", usage, help);
                 return EXIT_OK;
         }
         if (r)
                 return r;
+        if (open_paths(cmd, paths) < 0 || find_run(cmd, paths, o->pos[0], run) < 0)
+                return EXIT_FAIL;
+        return -1;
+}
+
+int aj_cmd_inspect(int argc, char **argv)
+{
+        Opts o;
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (open_paths("inspect", &paths) < 0 || find_run("inspect", &paths, o.pos[0], &run) < 0)
-                return EXIT_FAIL;
+        int r = run_cmd_begin("inspect", INSPECT_USAGE,
+                              "A run's caps and usage, processes (live runs), pending calls, last events,\n"
+                              "exit, and quarantine/incident summary.",
+                              "", argc, argv, &o, &paths, &run);
+        if (r >= 0)
+                return r;
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
         json_auto_t *doc = inspect_doc(run, aj_run_display_state(run));
         if (!doc)
@@ -1061,19 +1076,10 @@ static const char change_letter[] = { [AJ_WS_ADDED] = 'A', [AJ_WS_MODIFIED] = 'M
 static int overlay_cmd_begin(const char *cmd, const char *usage, const char *help, const char *allowed, int argc,
                              char **argv, Opts *o, AjPaths *paths, AjRun **run, Overlay *ov)
 {
-        int r = parse_opts(argc, argv, usage, allowed, o, 1, 1);
-        free(o->raise);
-        o->raise = NULL;
-        if (r == 1) {
-                printf("usage: %s\n\n%s\n", usage, help);
-                return EXIT_OK;
-        }
-        if (r)
+        int r = run_cmd_begin(cmd, usage, help, allowed, argc, argv, o, paths, run);
+        if (r >= 0)
                 return r;
-        if (open_paths(cmd, paths) < 0 || find_run(cmd, paths, o->pos[0], run) < 0 ||
-            open_overlay(cmd, *run, ov) < 0)
-                return EXIT_FAIL;
-        return -1;
+        return open_overlay(cmd, *run, ov) < 0 ? EXIT_FAIL : -1;
 }
 
 /* `diff -u` of one file change, both sides opened here without following symlinks and
@@ -1333,24 +1339,17 @@ static int rollback_journal(const char *path, json_t **ret_calls)
 
 int aj_cmd_rollback(int argc, char **argv)
 {
-        static const char usage[] = "agentjail rollback RUN [--json]";
         Opts o;
-        int r = parse_opts(argc, argv, usage, "", &o, 1, 1);
-        free(o.raise);
-        if (r == 1) {
-                printf("usage: %s\n\nWhat it takes to undo a run: its workspace changes (an overlay workspace can\n"
-                       "still be discarded) and, newest first, the tool calls that reported a result with\n"
-                       "the undo record the agent gave (the compensating action), and those it gave none\n"
-                       "for. agentjail does not run the compensating actions: they are the operator's.\n",
-                       usage);
-                return EXIT_OK;
-        }
-        if (r)
-                return r;
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (open_paths("rollback", &paths) < 0 || find_run("rollback", &paths, o.pos[0], &run) < 0)
-                return EXIT_FAIL;
+        int r = run_cmd_begin("rollback", "agentjail rollback RUN [--json]",
+                              "What it takes to undo a run: its workspace changes (an overlay workspace can\n"
+                              "still be discarded) and, newest first, the tool calls that reported a result with\n"
+                              "the undo record the agent gave (the compensating action), and those it gave none\n"
+                              "for. agentjail does not run the compensating actions: they are the operator's.",
+                              "", argc, argv, &o, &paths, &run);
+        if (r >= 0)
+                return r;
         char path[PATH_MAX];
         snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
         json_t *calls = NULL;
