@@ -405,6 +405,32 @@ static int add_breach(json_t *o, const AjMeterDecision *d)
         return 0;
 }
 
+/* The reply to a metered request: the verdict, the reason and breach fields of `d` (may
+ * be NULL), and usage against the caps that are set. NULL without memory. */
+static json_t *verdict_reply(AjBroker *b, json_t *id, const char *verdict, const AjMeterDecision *d)
+{
+        json_t *reply = envelope(id, true);
+        if (reply && (json_object_set_new(reply, AJ_BROKER_F_VERDICT, json_string(verdict)) < 0 ||
+                      (d && add_breach(reply, d) < 0) ||
+                      json_object_set_new(reply, AJ_BROKER_F_USAGE, aj_meter_to_json(b->meter, b->now_ns(), true)) < 0)) {
+                json_decref(reply);
+                reply = NULL;
+        }
+        return reply;
+}
+
+/* Adds `value` (consumed) to `reply` (consumed too, and NULL, on failure). */
+static json_t *reply_set(json_t *reply, const char *key, json_t *value)
+{
+        if (reply && json_object_set_new(reply, key, value) < 0) {
+                json_decref(reply);
+                return NULL;
+        }
+        if (!reply)
+                json_decref(value);
+        return reply;
+}
+
 static void report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
 {
         if (d->verdict != AJ_VERDICT_BREACH || !b->hooks || !b->hooks->breach)
@@ -611,17 +637,11 @@ static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *deci
         json_t *id = json_incref(f->req_id);
         json_t *reply = NULL;
         if (r >= 0) {
-                reply = envelope(id, true);
-                if (reply &&
-                    (json_object_set_new(reply, AJ_BROKER_F_VERDICT,
-                                         json_string(approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY)) < 0 ||
-                     json_object_set_new(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(f->call_id)) < 0 ||
-                     (!approve && json_object_set_new(reply, AJ_BROKER_F_REASON, json_string(text)) < 0) ||
-                     json_object_set_new(reply, "approval", json_pack("{s:s, s:s}", "decision", decision, "by", by)) < 0 ||
-                     json_object_set_new(reply, AJ_BROKER_F_USAGE, aj_meter_to_json(b->meter, b->now_ns(), true)) < 0)) {
-                        json_decref(reply);
-                        reply = NULL;
-                }
+                reply = verdict_reply(b, id, approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY, NULL);
+                reply = reply_set(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(f->call_id));
+                if (!approve)
+                        reply = reply_set(reply, AJ_BROKER_F_REASON, json_string(text));
+                reply = reply_set(reply, "approval", json_pack("{s:s, s:s}", "decision", decision, "by", by));
         }
         if (approve && r >= 0) {
                 /* Now an allowed call like any other, until its tool_result. */
@@ -839,16 +859,8 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 in_flight_add(b, call_id, name, digest);
         report_breach(b, &d, req);
 
-        json_t *reply = envelope(id, true);
-        if (reply && (json_object_set_new(reply, AJ_BROKER_F_VERDICT, json_string(verdict_name(d.verdict, true))) < 0 ||
-                      json_object_set_new(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(call_id)) < 0 ||
-                      add_breach(reply, &d) < 0 ||
-                      json_object_set_new(reply, AJ_BROKER_F_USAGE,
-                                          aj_meter_to_json(b->meter, b->now_ns(), true)) < 0)) {
-                json_decref(reply);
-                reply = NULL;
-        }
-        conn_reply(c, reply);
+        json_t *reply = verdict_reply(b, id, verdict_name(d.verdict, true), &d);
+        conn_reply(c, reply_set(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(call_id)));
 }
 
 static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
@@ -940,17 +952,9 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 return reply_unrecorded(b, c, id, r);
         report_breach(b, &d, req);
 
-        json_t *reply = envelope(id, true);
-        if (reply && (json_object_set_new(reply, AJ_BROKER_F_VERDICT, json_string(verdict_name(d.verdict, false))) < 0 ||
-                      json_object_set_new(reply, AJ_BROKER_F_COST, json_real(cap_value(AJ_CAP_COST_USD, d.cost_pusd))) < 0 ||
-                      json_object_set_new(reply, AJ_BROKER_F_PRICE, json_string(price)) < 0 ||
-                      add_breach(reply, &d) < 0 ||
-                      json_object_set_new(reply, AJ_BROKER_F_USAGE,
-                                          aj_meter_to_json(b->meter, b->now_ns(), true)) < 0)) {
-                json_decref(reply);
-                reply = NULL;
-        }
-        conn_reply(c, reply);
+        json_t *reply = verdict_reply(b, id, verdict_name(d.verdict, false), &d);
+        reply = reply_set(reply, AJ_BROKER_F_COST, json_real(cap_value(AJ_CAP_COST_USD, d.cost_pusd)));
+        conn_reply(c, reply_set(reply, AJ_BROKER_F_PRICE, json_string(price)));
 }
 
 static void op_usage(AjBroker *b, Conn *c, json_t *req, json_t *id)
