@@ -196,6 +196,27 @@ static const char *rlimit_name(int resource)
 
 /* ---- the watchdog ----------------------------------------------------------------- */
 
+/* In the watchdog, the supervisor gone: supervisor.lost closes the chain, and run.json's
+ * anchor moves to it, so that removing it shows in `logs --verify`. */
+static void watchdog_record_lost(const Run *run)
+{
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/events.jsonl", run->run_dir);
+        AjChainEnd end;
+        /* Continues the chain's sequence numbers from the file (the supervisor's died). */
+        if (aj_events_append(path, run->id, "supervisor.lost",
+                             json_pack("{s:s}", "action", "jail killed, cgroup removed"), &end) < 0)
+                return;
+        snprintf(path, sizeof(path), "%s/run.json", run->run_dir);
+        _cleanup_free_ char *text = NULL;
+        size_t len;
+        if (aj_read_file(path, AJ_RUN_JSON_MAX, &text, &len) < 0)
+                return; /* none yet: the supervisor died before the jail existed */
+        json_auto_t *doc = json_loadb(text, len, 0, NULL);
+        if (json_is_object(doc) && aj_run_doc_set_anchor(doc, &end, "supervisor.lost") >= 0)
+                (void)aj_run_json_write(run->run_dir, doc);
+}
+
 /*
  * If the supervisor is SIGKILLed, the jail dies with it (PDEATHSIG on init), but
  * its cgroup and runtime dir would stay. A tiny process outside the jail waits on
@@ -229,11 +250,7 @@ _noreturn_ static void watchdog_main(Run *run, int rfd)
         if (aj_cgroup_open(run->id, &cg) >= 0)
                 (void)aj_cgroup_destroy(cg);
         (void)aj_runtime_dir_remove(run->runtime_dir);
-        _cleanup_free_ char *events = NULL;
-        if (asprintf(&events, "%s/events.jsonl", run->run_dir) >= 0)
-                /* Continues the chain's sequence numbers from the file (the supervisor's died). */
-                (void)aj_events_append(events, run->id, "supervisor.lost",
-                                       json_pack("{s:s}", "action", "jail killed, cgroup removed"));
+        watchdog_record_lost(run);
         _exit(0);
 }
 
@@ -667,10 +684,13 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
                         json_object_set_new(doc, "network", net);
                 }
         }
-        if (run->events)
-                json_object_set_new(doc, "events",
-                                    json_pack("{s:I, s:s}", "count", (json_int_t)aj_events_last_seq(run->events),
-                                              "last_sha256", aj_events_last_hash(run->events)));
+        /* The anchor (see runs.h): only when the chain is closed. A live run's count would be
+         * stale at once, and would make a cut-off tail look like the end. */
+        if (run->events && o) {
+                AjChainEnd end = { .count = aj_events_last_seq(run->events) };
+                snprintf(end.last_hash, sizeof(end.last_hash), "%s", aj_events_last_hash(run->events));
+                (void)aj_run_doc_set_anchor(doc, &end, "run.exit");
+        }
         json_object_set_new(doc, "supervisor_pid", json_integer(getpid()));
         json_object_set_new(doc, "host_uid", json_integer((json_int_t)run->host_uid));
         json_object_set_new(doc, "host_gid", json_integer((json_int_t)run->host_gid));
@@ -747,6 +767,25 @@ static void write_final_records(Run *run)
                                  usage_json(run)));
         run->final_doc = write_run_json(run, "exited", &o, aj_now_realtime_ns());
         trace_step(run, "records written");
+}
+
+/* Events after the final run.json (a launch error's report, the alert's end) move its
+ * anchor, so that they cannot be removed unseen either. */
+static void refresh_anchor(Run *run)
+{
+        if (!run->final_doc || !run->events)
+                return;
+        uint64_t count = 0;
+        const char *hash = NULL;
+        if (aj_run_doc_anchor(run->final_doc, &count, &hash) && count == aj_events_last_seq(run->events))
+                return;
+        AjChainEnd end = { .count = aj_events_last_seq(run->events) };
+        snprintf(end.last_hash, sizeof(end.last_hash), "%s", aj_events_last_hash(run->events));
+        if (aj_run_doc_set_anchor(run->final_doc, &end, "run.exit") < 0)
+                return;
+        int r = aj_run_json_write(run->run_dir, run->final_doc);
+        if (r < 0)
+                aj_log_errno(r, "Failed to write '%s/run.json'", run->run_dir);
 }
 
 void aj_run_write_json(Run *run)
@@ -1344,6 +1383,7 @@ cleanup:
                 }
         }
         finish_alert(&run);
+        refresh_anchor(&run);
         aj_proxy_free(run.proxy);
         run.proxy = NULL;
         aj_broker_free(run.broker);

@@ -752,33 +752,52 @@ static int otlp_logs(AjRun *run, const char *path, const char *type)
         return EXIT_OK;
 }
 
+/* `logs --verify` exit statuses (docs/operating.md): a script must not take a chain whose
+ * end nothing pins down for an intact one. */
+enum { EXIT_VERIFY_NO_ANCHOR = 3 };
+
 static int verify_chain(AjRun *run, const char *path, bool json)
 {
-        json_t *ev = json_object_get(run->doc, "events");
-        json_int_t count = json_integer_value(json_object_get(ev, "count"));
-        const char *last = jstr(ev, "last_sha256");
         AjChainCheck c;
-        int r = aj_events_verify(path, count > 0 ? (uint64_t)count : 0, last, &c);
+        AjChainVerdict v;
+        int r = aj_run_verify_chain(run->doc, path, &c, &v);
         if (r < 0) {
                 fail_msg("logs", "cannot read '%s': %s", path, strerror(-r));
                 return EXIT_FAIL;
         }
+        static const char *const verdicts[] = {
+                [AJ_CHAIN_INTACT] = "intact", [AJ_CHAIN_BROKEN] = "broken", [AJ_CHAIN_NO_ANCHOR] = "no-anchor"
+        };
+        char why[300] = "";
+        if (v == AJ_CHAIN_NO_ANCHOR) {
+                const char *status = jstr(run->doc, "status");
+                bool running = status && (streq(status, "running") || streq(status, "starting"));
+                snprintf(why, sizeof(why), "run.json records no anchor%s: a cut-off tail cannot be detected",
+                         !run->doc                                  ? " (run.json is missing or unreadable)"
+                         : running && aj_run_supervisor_alive(run) ? " (the run is still running)"
+                                                                    : "");
+        }
         if (json) {
-                json_auto_t *doc = json_pack("{s:s, s:b, s:I}", "run", run->id, "ok", c.ok, "events", (json_int_t)c.count);
+                json_auto_t *doc = json_pack("{s:s, s:b, s:s, s:b, s:I}", "run", run->id, "ok", v == AJ_CHAIN_INTACT,
+                                             "verdict", verdicts[v], "anchored", c.anchored, "events",
+                                             (json_int_t)c.count);
                 if (doc && c.ok)
                         json_object_set_new(doc, "last_sha256", json_string(c.last_hash));
-                else if (doc) {
+                if (doc && v == AJ_CHAIN_BROKEN)
                         json_object_set_new(doc, "bad_seq", json_integer((json_int_t)c.bad_seq));
-                        json_object_set_new(doc, "problem", json_string(c.problem));
-                }
+                if (doc && v != AJ_CHAIN_INTACT)
+                        json_object_set_new(doc, "problem", json_string(v == AJ_CHAIN_BROKEN ? c.problem : why));
                 print_json(doc);
-        } else if (c.ok) {
+        } else if (v == AJ_CHAIN_INTACT) {
                 printf("run %s: the event chain is intact: %llu events, the last sha256 %s\n", run->id,
                        (unsigned long long)c.count, c.last_hash);
         }
-        if (!c.ok)
+        if (v == AJ_CHAIN_BROKEN)
                 fail_msg("logs", "run %s: the event chain is broken: %s", run->id, c.problem);
-        return c.ok ? EXIT_OK : EXIT_FAIL;
+        else if (v == AJ_CHAIN_NO_ANCHOR)
+                fail_msg("logs", "run %s: the event chain is consistent for %llu events, but %s", run->id,
+                         (unsigned long long)c.count, why);
+        return v == AJ_CHAIN_INTACT ? EXIT_OK : v == AJ_CHAIN_BROKEN ? EXIT_FAIL : EXIT_VERIFY_NO_ANCHOR;
 }
 
 int aj_cmd_logs(int argc, char **argv)
@@ -793,8 +812,10 @@ int aj_cmd_logs(int argc, char **argv)
                      "  -t, --type PREFIX  only events whose type is PREFIX or starts with PREFIX.\n"
                      "                     (\"net\" matches net.connect; \"tool.re\" matches tool.request)\n"
                      "  --verify           check the chain instead of printing it: every event's \"prev\" is\n"
-                     "                     the sha256 of the line before, and the run's end matches run.json;\n"
-                     "                     exit 0 intact, 1 changed or removed events (which, on stderr)\n"
+                     "                     the sha256 of the line before, and the run's end matches run.json's\n"
+                     "                     anchor; exit 0 intact, 1 changed or removed events (which, on\n"
+                     "                     stderr), 3 consistent but run.json has no anchor (a cut-off end\n"
+                     "                     could not be seen: a live run, or one whose supervisor was lost)\n"
                      "  --otlp             the events (with --type, the matching ones) as one OpenTelemetry\n"
                      "                     OTLP/JSON logs request, for a collector's /v1/logs");
                 return EXIT_OK;
@@ -1194,12 +1215,14 @@ static int overlay_finish(const char *cmd, AjRun *run, Overlay *ov, const char *
         char path[PATH_MAX];
         snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
         json_object_set_new(fields, "uid", json_integer((json_int_t)getuid()));
-        int r = aj_events_append(path, run->id, streq(done, "committed") ? "workspace.commit" : "workspace.discard",
-                                 fields);
+        const char *type = streq(done, "committed") ? "workspace.commit" : "workspace.discard";
+        AjChainEnd end;
+        int r = aj_events_append(path, run->id, type, fields, &end);
         if (r < 0) {
                 fail_msg(cmd, "run %s: cannot record it in the event chain: %s", run->id, strerror(-r));
                 return r;
         }
+        aj_run_doc_move_anchor(run->doc, &end, type);
         char ts[40];
         json_t *ws = json_object_get(run->doc, "workspace");
         json_object_set_new(ws, "changes", json_string(done));

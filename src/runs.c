@@ -663,7 +663,7 @@ static int read_last_line(int fd, char **ret, size_t *ret_len)
         return 0;
 }
 
-int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields)
+int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end)
 {
         json_auto_t *owned = fields;
         _cleanup_free_ char *last = NULL;
@@ -690,7 +690,56 @@ int aj_events_append(const char *path, const char *run_id, const char *type, jso
         if (r < 0)
                 return r;
         aj_events_resume(log, seq, prev);
-        return aj_events_emit(log, type, json_incref(owned));
+        r = aj_events_emit(log, type, json_incref(owned));
+        if (r < 0)
+                return r;
+        if (ret_end) {
+                ret_end->count = aj_events_last_seq(log);
+                snprintf(ret_end->last_hash, sizeof(ret_end->last_hash), "%s", aj_events_last_hash(log));
+        }
+        return 0;
+}
+
+static bool sha256_hex_valid(const char *s)
+{
+        if (!s || strlen(s) != AJ_SHA256_HEX_SIZE - 1)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+                        return false;
+        return true;
+}
+
+bool aj_run_doc_anchor(json_t *doc, uint64_t *ret_count, const char **ret_hash)
+{
+        json_t *ev = json_object_get(doc, "events");
+        json_t *count = json_object_get(ev, "count");
+        const char *hash = doc_str(ev, "last_sha256");
+        if (!json_is_integer(count) || json_integer_value(count) <= 0 || !sha256_hex_valid(hash))
+                return false;
+        const char *status = doc_str(doc, "status");
+        if (!json_is_string(json_object_get(ev, "end")) && !(status && streq(status, "exited")))
+                return false;
+        *ret_count = (uint64_t)json_integer_value(count);
+        *ret_hash = hash;
+        return true;
+}
+
+int aj_run_doc_set_anchor(json_t *doc, const AjChainEnd *end, const char *end_type)
+{
+        json_t *ev = json_pack("{s:I, s:s, s:s}", "count", (json_int_t)end->count, "last_sha256", end->last_hash,
+                               "end", end_type);
+        if (!ev || json_object_set_new(doc, "events", ev) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+void aj_run_doc_move_anchor(json_t *doc, const AjChainEnd *end, const char *end_type)
+{
+        uint64_t count;
+        const char *hash;
+        if (aj_run_doc_anchor(doc, &count, &hash))
+                (void)aj_run_doc_set_anchor(doc, end, end_type);
 }
 
 static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret);
@@ -704,6 +753,18 @@ int aj_events_verify(const char *path, uint64_t expect_count, const char *expect
         int r = verify_stream(f, expect_count, expect_hash, ret);
         fclose(f);
         return r;
+}
+
+int aj_run_verify_chain(json_t *doc, const char *path, AjChainCheck *ret, AjChainVerdict *ret_verdict)
+{
+        uint64_t count = 0;
+        const char *hash = NULL;
+        bool anchored = aj_run_doc_anchor(doc, &count, &hash);
+        int r = aj_events_verify(path, anchored ? count : 0, anchored ? hash : NULL, ret);
+        if (r < 0)
+                return r;
+        *ret_verdict = !ret->ok ? AJ_CHAIN_BROKEN : ret->anchored ? AJ_CHAIN_INTACT : AJ_CHAIN_NO_ANCHOR;
+        return 0;
 }
 
 static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret)
@@ -765,6 +826,7 @@ static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash
         }
         memcpy(ret->last_hash, prev, sizeof(prev));
         ret->ok = true;
+        ret->anchored = expect_count > 0 && expect_hash;
         return 0;
 }
 
@@ -783,10 +845,13 @@ int aj_run_release_offline(AjRun *run, uid_t by_uid)
         char path[PATH_MAX];
         if (snprintf(path, sizeof(path), "%s/events.jsonl", run->dir) >= (int)sizeof(path))
                 return -ENAMETOOLONG;
+        AjChainEnd end;
         int r = aj_events_append(path, run->id, "quarantine.release",
-                                 json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live", 0));
+                                 json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live", 0),
+                                 &end);
         if (r < 0)
                 return r;
+        aj_run_doc_move_anchor(run->doc, &end, "quarantine.release");
 
         json_t *q = json_object_get(run->doc, "quarantine");
         if (!json_is_object(q)) {

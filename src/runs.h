@@ -96,21 +96,50 @@ int aj_events_read_tail(const char *path, size_t n, json_t **ret_array);
 bool aj_event_type_matches(json_t *ev, const char *prefix);
 /* One human-readable line (no newline): "TIME  SEQ TYPE  key=value ...". */
 int aj_event_format(json_t *ev, char **ret);
-/* Append an event to a chain nobody else is writing (a dead run's), continuing its seq. */
-int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields);
+/* Append an event to a chain nobody else is writing (a dead run's), continuing its seq.
+ * ret_end (may be NULL) gets the chain's new end, for run.json's anchor. */
+typedef struct {
+        uint64_t count;
+        char last_hash[65];
+} AjChainEnd;
+int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end);
+
+/*
+ * run.json's anchor: "events": {"count", "last_sha256", "end"}, the chain's length and
+ * last line's hash when it was closed ("end": what closed it: run.exit, supervisor.lost,
+ * or an operator's event). Only a closed
+ * chain has one: the supervisor writes it with the final run.json, the watchdog with
+ * supervisor.lost, and an operator's append to a dead run moves it. A run.json without
+ * one (a live run, a supervisor killed with its watchdog) cannot show a cut-off tail.
+ * Records of older agentjails: count and last_sha256 in a run.json whose status is
+ * "exited" count as an anchor; in a "running" one they were a snapshot, not an end.
+ */
+bool aj_run_doc_anchor(json_t *doc, uint64_t *ret_count, const char **ret_hash);
+int aj_run_doc_set_anchor(json_t *doc, const AjChainEnd *end, const char *end_type);
+/* After an append to a dead run's chain: moves the anchor if run.json had one (an
+ * unanchored chain is not made to look complete by an operator's later event). */
+void aj_run_doc_move_anchor(json_t *doc, const AjChainEnd *end, const char *end_type);
 
 /* Checks the chain of events.jsonl: consecutive seq from 1, each "prev" the sha256 of the
  * line before, and (when expect_count > 0, from run.json) that event expect_count exists
  * and hashes to expect_hash. A broken chain is not an error: ok is false and bad_seq and
  * problem say where and what. < 0 only when the file cannot be read. */
+typedef enum {
+        AJ_CHAIN_INTACT,    /* consistent, and it reaches run.json's anchor */
+        AJ_CHAIN_BROKEN,    /* an event was changed, removed, added or reordered */
+        AJ_CHAIN_NO_ANCHOR, /* consistent, but nothing shows whether its end was cut off */
+} AjChainVerdict;
 typedef struct {
-        bool ok;
+        bool ok;           /* no inconsistency found */
+        bool anchored;     /* the end was checked against an anchor */
         uint64_t count;    /* events checked */
         uint64_t bad_seq;  /* the first event that does not fit (0 when ok) */
         char problem[200];
         char last_hash[65];
 } AjChainCheck;
 int aj_events_verify(const char *path, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret);
+/* Verify events.jsonl at `path` against run.json `doc`'s anchor (doc may be NULL). */
+int aj_run_verify_chain(json_t *doc, const char *path, AjChainCheck *ret, AjChainVerdict *ret_verdict);
 
 /* Read a JSON file of the run dir ("incident.json"): -ENOENT if absent. */
 int aj_run_read_json(const AjRun *run, const char *name, json_t **ret);

@@ -67,6 +67,40 @@ done
 is "$(tr ' ' '\n' <<<"$got" | sort | tr '\n' ' ' | sed 's/^ *//')" "concurrent-1=11 concurrent-2=12 concurrent-3=13 " \
         "each run.json has its own name and status"
 
+# check_lost_chain RUN_DIR: the watchdog closed a lost run's chain with supervisor.lost and
+# anchored it in run.json; `logs --verify` finds a cut-off end, and without the anchor
+# says so (exit 3), never "intact".
+check_lost_chain() {
+        local rdir=$1 id=${1##*/} n deadline=$((SECONDS + 5))
+        until [[ "$(jq -r .events.end "$rdir/run.json" 2>/dev/null)" == supervisor.lost ]] || ((SECONDS > deadline)); do
+                sleep 0.05
+        done
+        is "$(tail -n 1 "$rdir/events.jsonl" | jq -r .type)" supervisor.lost "the chain ends with supervisor.lost"
+        n=$(wc -l <"$rdir/events.jsonl")
+        is "$(jq -r '"\(.events.end) \(.events.count)"' "$rdir/run.json")" "supervisor.lost $n" \
+                "run.json's anchor is the watchdog's supervisor.lost (event $n)"
+        aj logs "$id" --verify
+        is "$RC" 0 "logs --verify: the lost run's chain is intact up to its anchor" || op_diag
+        like "$OUT" "intact: $n events" "logs --verify counts supervisor.lost"
+        cp "$rdir/events.jsonl" "$TEST_TMP/events.bak"
+        sed -i '$d' "$rdir/events.jsonl"
+        aj logs "$id" --verify --json
+        is "$RC" 1 "logs --verify: supervisor.lost removed is found"
+        is "$(jq -r '"\(.ok) \(.verdict) \(.bad_seq)"' <<<"$OUT")" "false broken $n" "at the removed event"
+        cp "$TEST_TMP/events.bak" "$rdir/events.jsonl"
+        cp "$rdir/run.json" "$TEST_TMP/run.json.bak"
+        jq 'del(.events)' "$TEST_TMP/run.json.bak" >"$rdir/run.json"
+        aj logs "$id" --verify
+        is "$RC" 3 "logs --verify: a run.json without an anchor exits 3, not 0"
+        like "$ERR" "consistent for $n events, but run.json records no anchor: a cut-off tail cannot be detected" \
+                "and says why"
+        unlike "$OUT" "intact" "it does not say intact"
+        aj logs "$id" --verify --json
+        is "$(jq -r '"\(.ok) \(.verdict) \(.anchored) \(.events)"' <<<"$OUT")" "false no-anchor false $n" \
+                "logs --verify --json: verdict no-anchor, ok false"
+        cp "$TEST_TMP/run.json.bak" "$rdir/run.json"
+}
+
 # --- the supervisor is SIGKILLed: the jail goes with it
 start_jail_bg -- /bin/sh -c './probe sleep 60 & ./probe sleep 60; wait'
 if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
@@ -92,6 +126,7 @@ if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
         is "$left" "" "every cgroup dir of the run is gone within 5 s"
         # Whatever the supervisor owned in the runtime dir must not outlive the jail either.
         is "$(grep -c "$AGENTJAIL_RUNTIME_DIR/$id" /proc/self/mountinfo)" 0 "no mount of the run is left"
+        check_lost_chain "$rdir"
 else
         fail "the jail for the supervisor-kill test started" "$(cat "$TEST_TMP/bg.err")"
 fi

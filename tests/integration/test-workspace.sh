@@ -98,6 +98,13 @@ is "$(events_of workspace.commit "$JAIL_RUN_DIR" | jq -r '"\(.added) \(.modified
         "the chain records the commit and its counts"
 aj logs "$RUN" --verify
 is "$RC" 0 "the chain, with the operator's commit appended, is intact" || op_diag
+is "$(jq -r '"\(.events.end) \(.events.count)"' "$JAIL_RUN_DIR/run.json")" "workspace.commit $(wc -l <"$JAIL_RUN_DIR/events.jsonl")" \
+        "run.json's anchor moved to the appended commit"
+cp "$JAIL_RUN_DIR/events.jsonl" "$TEST_TMP/events.bak"
+sed -i '$d' "$JAIL_RUN_DIR/events.jsonl"
+aj logs "$RUN" --verify
+is "$RC" 1 "removing the operator's commit event is found by --verify"
+cp "$TEST_TMP/events.bak" "$JAIL_RUN_DIR/events.jsonl"
 aj commit "$RUN"
 is "$RC" 1 "a second commit is refused"
 like "$ERR" "committed already" "and says why"

@@ -237,7 +237,7 @@ Test(events, chain_links_every_line_and_verify_finds_changes)
         cr_expect_str_eq(c.last_hash, last);
 
         /* An appended event (an operator's, on a dead run) continues the chain. */
-        cr_assert_eq(aj_events_append(path, "r1", "quarantine.release", json_pack("{s:s}", "by", "operator")), 0);
+        cr_assert_eq(aj_events_append(path, "r1", "quarantine.release", json_pack("{s:s}", "by", "operator"), NULL), 0);
         cr_assert_eq(aj_events_verify(path, 4, last, &c), 0);
         cr_expect(c.ok, "%s", c.problem);
         cr_expect_eq(c.count, 5);

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "runs.h"
 #include "util/fd.h"
 
@@ -298,7 +299,8 @@ Test(runs, events_tail_append_and_offline_release)
 {
         make_run("aaaa00000001", "q", "2026-01-01T00:00:00Z",
                  "\"status\":\"exited\",\"state\":\"quarantined\",\"supervisor_pid\":1,"
-                 "\"quarantine\":{\"since\":\"2026-01-01T00:00:01Z\",\"cap\":\"tokens\",\"released\":false}");
+                 "\"quarantine\":{\"since\":\"2026-01-01T00:00:01Z\",\"cap\":\"tokens\",\"released\":false},"
+                 "\"events\":{\"count\":3,\"last_sha256\":\"" AJ_EVENTS_GENESIS "\",\"end\":\"run.exit\"}");
         write_events("aaaa00000001", "{\"seq\":1,\"type\":\"run.start\"}\nnot json\n{\"seq\":2,\"type\":\"cap.breach\"}\n"
                                      "{\"seq\":3,\"type\":\"quarantine\"}\n");
         char path[300];
@@ -322,6 +324,9 @@ Test(runs, events_tail_append_and_offline_release)
         cr_assert_str_eq(json_string_value(json_object_get(run->doc, "state")), "exited");
         cr_assert_str_eq(aj_run_display_state(run), "exited");
         cr_assert_eq(aj_run_release_offline(run, 4242), -EALREADY, "releasing twice");
+        json_t *anchor = json_object_get(run->doc, "events");
+        cr_assert_eq(json_integer_value(json_object_get(anchor, "count")), 4, "the anchor moved to the release");
+        cr_assert_str_eq(json_string_value(json_object_get(anchor, "end")), "quarantine.release");
         aj_run_free(run);
 
         json_auto_t *after = NULL;
@@ -331,6 +336,120 @@ Test(runs, events_tail_append_and_offline_release)
         cr_assert_eq(json_integer_value(json_object_get(ev, "seq")), 4, "the chain's seq continues");
         cr_assert_eq(json_integer_value(json_object_get(ev, "uid")), 4242);
         cr_assert_str_eq(json_string_value(json_object_get(ev, "run")), "aaaa00000001");
+}
+
+/* A chain of n events written by the supervisor's writer; ret_end gets its end. */
+static void write_chain(const char *path, int n, AjChainEnd *ret_end)
+{
+        AjEventLog *log = NULL;
+        cr_assert_eq(aj_events_open(path, "aaaa00000001", &log), 0);
+        for (int i = 0; i < n; i++)
+                cr_assert_eq(aj_events_emit(log, i == 0 ? "run.start" : "tool.request", json_pack("{s:i}", "i", i)), 0);
+        ret_end->count = aj_events_last_seq(log);
+        snprintf(ret_end->last_hash, sizeof(ret_end->last_hash), "%s", aj_events_last_hash(log));
+        aj_events_close(log);
+}
+
+/* Drops the file's last line (a cut-off tail). */
+static void cut_last_line(const char *path)
+{
+        char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, &len), 0);
+        cr_assert_gt(len, 1);
+        size_t end = len - 1;
+        while (end > 0 && text[end - 1] != '\n')
+                end--;
+        cr_assert_eq(aj_write_file_atomic(path, text, end, 0640), 0);
+        free(text);
+}
+
+static AjChainVerdict verdict_of(json_t *doc, const char *path, AjChainCheck *c)
+{
+        AjChainVerdict v;
+        cr_assert_eq(aj_run_verify_chain(doc, path, c, &v), 0);
+        return v;
+}
+
+/* `logs --verify`: intact needs an anchor; without one a consistent chain is "no anchor",
+ * never intact, since a cut-off tail would look the same. */
+Test(runs, verify_needs_an_anchor)
+{
+        char path[300];
+        snprintf(path, sizeof(path), "%s/events.jsonl", root);
+        AjChainEnd end;
+        write_chain(path, 4, &end);
+        AjChainCheck c;
+
+        json_auto_t *anchored = json_pack("{s:s, s:{s:I, s:s, s:s}}", "status", "running", "events", "count",
+                                          (json_int_t)end.count, "last_sha256", end.last_hash, "end",
+                                          "supervisor.lost");
+        cr_assert_eq(verdict_of(anchored, path, &c), AJ_CHAIN_INTACT, "%s", c.problem);
+        cr_assert(c.ok && c.anchored);
+        cr_assert_eq(c.count, 4);
+
+        /* An older agentjail's final run.json: status exited, no "end". */
+        json_auto_t *legacy = json_pack("{s:s, s:{s:I, s:s}}", "status", "exited", "events", "count",
+                                        (json_int_t)end.count, "last_sha256", end.last_hash);
+        cr_assert_eq(verdict_of(legacy, path, &c), AJ_CHAIN_INTACT, "%s", c.problem);
+
+        /* No anchor: stripped, never written (a live run), a live run's snapshot from an
+         * older agentjail (running, no "end"), malformed, or no run.json at all. */
+        json_auto_t *stripped = json_pack("{s:s}", "status", "exited");
+        json_auto_t *snapshot = json_pack("{s:s, s:{s:I, s:s}}", "status", "running", "events", "count",
+                                          (json_int_t)end.count, "last_sha256", end.last_hash);
+        json_auto_t *bad_hash = json_pack("{s:s, s:{s:I, s:s, s:s}}", "status", "exited", "events", "count",
+                                          (json_int_t)end.count, "last_sha256", "xyz", "end", "run.exit");
+        json_auto_t *zero = json_pack("{s:s, s:{s:I, s:s, s:s}}", "status", "exited", "events", "count",
+                                      (json_int_t)0, "last_sha256", end.last_hash, "end", "run.exit");
+        json_t *none[] = { stripped, snapshot, bad_hash, zero, NULL };
+        for (size_t i = 0; i < ARRAY_SIZE(none); i++) {
+                cr_assert_eq(verdict_of(none[i], path, &c), AJ_CHAIN_NO_ANCHOR, "doc %zu", i);
+                cr_assert(c.ok, "the chain itself is consistent (doc %zu)", i);
+                cr_assert(!c.anchored);
+                cr_assert_eq(c.count, 4);
+        }
+
+        /* The tail cut off: only the anchor shows it. */
+        cut_last_line(path);
+        cr_assert_eq(verdict_of(anchored, path, &c), AJ_CHAIN_BROKEN);
+        cr_assert(strstr(c.problem, "events were removed") != NULL, "%s", c.problem);
+        cr_assert_eq(verdict_of(stripped, path, &c), AJ_CHAIN_NO_ANCHOR);
+        cr_assert_eq(c.count, 3);
+}
+
+/* An event appended to a dead run's chain moves an anchor run.json has, so it cannot be
+ * removed unseen; it never creates one (that would certify a chain that may be cut). */
+Test(runs, appends_move_the_anchor)
+{
+        char path[300];
+        snprintf(path, sizeof(path), "%s/events.jsonl", root);
+        AjChainEnd end;
+        write_chain(path, 3, &end);
+        json_auto_t *doc = json_object();
+        cr_assert_eq(aj_run_doc_set_anchor(doc, &end, "run.exit"), 0);
+        json_auto_t *unanchored = json_pack("{s:s}", "status", "running");
+
+        AjChainEnd after;
+        cr_assert_eq(aj_events_append(path, "aaaa00000001", "supervisor.lost", json_pack("{s:s}", "k", "v"), &after), 0);
+        cr_assert_eq(after.count, 4);
+        cr_assert_str_neq(after.last_hash, end.last_hash);
+        AjChainCheck c;
+        cr_assert_eq(verdict_of(doc, path, &c), AJ_CHAIN_INTACT, "%s", c.problem);
+        cr_assert_eq(c.count, 4);
+        cr_assert_str_eq(c.last_hash, after.last_hash, "the append's end is the file's");
+
+        aj_run_doc_move_anchor(doc, &after, "supervisor.lost");
+        aj_run_doc_move_anchor(unanchored, &after, "supervisor.lost");
+        cr_assert_null(json_object_get(unanchored, "events"), "no anchor is made up");
+        json_t *ev = json_object_get(doc, "events");
+        cr_assert_eq(json_integer_value(json_object_get(ev, "count")), 4);
+        cr_assert_str_eq(json_string_value(json_object_get(ev, "end")), "supervisor.lost");
+        cr_assert_eq(verdict_of(doc, path, &c), AJ_CHAIN_INTACT, "%s", c.problem);
+
+        cut_last_line(path);
+        cr_assert_eq(verdict_of(doc, path, &c), AJ_CHAIN_BROKEN, "the appended event's removal shows");
+        cr_assert_eq(c.bad_seq, 4);
 }
 
 Test(runs, remove_dir_stays_inside_the_state_dir)
