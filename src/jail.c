@@ -196,6 +196,12 @@ static const char *rlimit_name(int resource)
 
 /* ---- the watchdog ----------------------------------------------------------------- */
 
+/* Its comm, for operators (and tests) looking for it: a child of the supervisor. */
+#define WATCHDOG_COMM "aj-watchdog"
+/* How many times a run's watchdog is replaced after it died; the next death ends the run,
+ * so a loop of kills cannot keep the supervisor forking. */
+#define WATCHDOG_RESTARTS_MAX 3
+
 /* In the watchdog, the supervisor gone: supervisor.lost closes the chain, and run.json's
  * anchor moves to it, so that removing it shows in `logs --verify`. */
 static void watchdog_record_lost(const Run *run)
@@ -221,10 +227,11 @@ static void watchdog_record_lost(const Run *run)
  * If the supervisor is SIGKILLed, the jail dies with it (PDEATHSIG on init), but
  * its cgroup and runtime dir would stay. A tiny process outside the jail waits on
  * a pipe: EOF without the 'D' byte means the supervisor is gone, and it cleans up.
+ * The supervisor in turn holds a pidfd on it (watchdog_exited()).
  */
 _noreturn_ static void watchdog_main(Run *run, int rfd)
 {
-        (void)prctl(PR_SET_NAME, "agentjail-wdog", 0, 0, 0);
+        (void)prctl(PR_SET_NAME, WATCHDOG_COMM, 0, 0, 0);
         static const int ignored[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGTSTP };
         for (size_t i = 0; i < ARRAY_SIZE(ignored); i++)
                 signal(ignored[i], SIG_IGN);
@@ -271,13 +278,90 @@ static int watchdog_start(Run *run)
                 watchdog_main(run, p[0]);
         }
         close(p[0]);
+        /* Our own child, not reaped yet: its pid cannot have been reused. */
+        int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (pidfd < 0) {
+                int r = -errno;
+                /* Killed before its pipe closes, so it cannot take the run for lost. */
+                (void)kill(pid, SIGKILL);
+                (void)waitpid(pid, NULL, 0);
+                close(p[1]);
+                return r;
+        }
         run->watchdog_fd = p[1];
         run->watchdog_pid = pid;
+        run->watchdog_pidfd = pidfd;
         return 0;
+}
+
+static json_t *wait_status_json(const siginfo_t *si, json_t *fields)
+{
+        bool exited = si->si_code == CLD_EXITED;
+        json_object_set_new(fields, "code", exited ? json_integer(si->si_status) : json_null());
+        json_object_set_new(fields, "signal", exited ? json_null() : json_integer(si->si_status));
+        return fields;
+}
+
+/*
+ * The watchdog died while the supervisor lives. The agent cannot do that (it is outside
+ * the jail's pid and user namespaces); root on the host, or the OOM killer, can. Without
+ * it a supervisor killed next would leave the run's cgroups and runtime dir behind, with
+ * no supervisor.lost: start another and record it. A bounded number of times; then, or
+ * if no new one starts, end the run (fail closed) rather than run it unwatched.
+ */
+static void watchdog_exited(Run *run)
+{
+        siginfo_t si = { 0 };
+        if (waitid(P_PIDFD, (id_t)run->watchdog_pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+                return;
+        epoll_del(run->epfd, run->watchdog_pidfd);
+        close(run->watchdog_pidfd);
+        run->watchdog_pidfd = -1;
+        close(run->watchdog_fd);
+        run->watchdog_fd = -1;
+        pid_t old = run->watchdog_pid;
+        run->watchdog_pid = 0;
+
+        int r = -ELOOP;
+        if (run->watchdog_restarts < WATCHDOG_RESTARTS_MAX) {
+                r = watchdog_start(run);
+                if (r >= 0) {
+                        run->watchdog_restarts++;
+                        aj_events_emit(run->events, "watchdog.restarted",
+                                       wait_status_json(&si, json_pack("{s:i, s:i, s:i, s:i}", "old_pid", (int)old,
+                                                                       "pid", (int)run->watchdog_pid, "restarts",
+                                                                       run->watchdog_restarts, "restarts_max",
+                                                                       WATCHDOG_RESTARTS_MAX)));
+                        r = epoll_add(run->epfd, run->watchdog_pidfd, SRC_WATCHDOG, EPOLLIN);
+                }
+                if (r >= 0) {
+                        aj_warning("The watchdog (pid %d) died; started another (pid %d)", (int)old,
+                                   (int)run->watchdog_pid);
+                        if (!run->records_done) /* run.json has its new pid */
+                                aj_run_write_json(run);
+                        return;
+                }
+        }
+        if (r == -ELOOP)
+                aj_error("The watchdog (pid %d) died after %d restarts: ending the run (fail closed: a killed "
+                         "supervisor would leave it behind)", (int)old, run->watchdog_restarts);
+        else
+                aj_log_errno(r, "The watchdog (pid %d) died and no new one starts: ending the run (fail closed: a "
+                             "killed supervisor would leave it behind)", (int)old);
+        aj_events_emit(run->events, "watchdog.lost",
+                       wait_status_json(&si, json_pack("{s:i, s:i, s:s, s:s}", "pid", (int)old, "restarts",
+                                                       run->watchdog_restarts, "error",
+                                                       r == -ELOOP ? "restart limit reached" : strerror(-r),
+                                                       "action", "jail killed")));
+        (void)aj_run_kill(run, "supervisor (watchdog lost)");
 }
 
 static void watchdog_finish(Run *run)
 {
+        if (run->watchdog_pidfd >= 0) {
+                close(run->watchdog_pidfd);
+                run->watchdog_pidfd = -1;
+        }
         if (run->watchdog_fd < 0)
                 return;
         /* It exits as soon as it reads 'D'; waiting for that would only add latency
@@ -562,6 +646,10 @@ static int event_loop(Run *run)
                         case SRC_WALL_CAP:
                                 aj_run_wall_cap_expired(run);
                                 break;
+                        case SRC_WATCHDOG:
+                                if (run->watchdog_pidfd >= 0)
+                                        watchdog_exited(run);
+                                break;
                         }
                 }
         }
@@ -692,6 +780,8 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
                 (void)aj_run_doc_set_anchor(doc, &end, "run.exit");
         }
         json_object_set_new(doc, "supervisor_pid", json_integer(getpid()));
+        if (!o && run->watchdog_pid > 0)
+                json_object_set_new(doc, "watchdog_pid", json_integer(run->watchdog_pid));
         json_object_set_new(doc, "host_uid", json_integer((json_int_t)run->host_uid));
         json_object_set_new(doc, "host_gid", json_integer((json_int_t)run->host_gid));
         if (o) {
@@ -1190,6 +1280,9 @@ static int start_loop_fds(Run *run, const sigset_t *mask)
                     (r = epoll_add(run->epfd, run->wallcapfd, SRC_WALL_CAP, EPOLLIN)) < 0)
                         return r;
         }
+        /* Already dead (since the start of the run) shows at the first epoll_wait. */
+        if (run->watchdog_pidfd >= 0 && (r = epoll_add(run->epfd, run->watchdog_pidfd, SRC_WATCHDOG, EPOLLIN)) < 0)
+                return r;
         if (run->cgroup) {
                 run->cg_event_fd = aj_cgroup_event_fd(run->cgroup);
                 if (run->cg_event_fd >= 0 &&
@@ -1229,7 +1322,7 @@ int aj_jail_run(const AjRunOptions *opts)
 {
         Run run = {
                 .opts = opts,
-                .watchdog_fd = -1,
+                .watchdog_fd = -1, .watchdog_pidfd = -1,
                 .h = { .pidfd = -1, .sync_fd = -1 },
                 .epfd = -1, .sigfd = -1, .wallfd = -1, .listener = -1, .cg_event_fd = -1,
                 .alert = { .pidfd = -1 }, .alert_timerfd = -1, .proxy_fds = { -1, -1 }, .wallcapfd = -1,

@@ -69,10 +69,11 @@ static bool type_in(const char *type, const char *const *list)
 int aj_otlp_severity(json_t *ev, const char **ret_text)
 {
         static const char *const errors[] = { "cap.breach", "oom", "supervisor.lost", "launch.error", "freeze.failed",
-                                              "net.proxy.failed", NULL };
+                                              "net.proxy.failed", "watchdog.lost", NULL };
         static const char *const warnings[] = { "seccomp.denied", "seccomp.suppressed", "net.denied", "broker.error",
                                                 "freeze", "kill", "quarantine", "wall.limit", "wall.kill",
-                                                "pids.max", "degraded", "alert.failed", "alert.timeout", NULL };
+                                                "pids.max", "degraded", "alert.failed", "alert.timeout",
+                                                "watchdog.restarted", NULL };
         const char *type = json_string_value(json_object_get(ev, "type"));
         const char *verdict = json_string_value(json_object_get(ev, "verdict"));
         const char *decision = json_string_value(json_object_get(ev, "decision"));

@@ -41,6 +41,7 @@ typedef enum {
         SRC_ALERT,
         SRC_ALERT_TIMER,
         SRC_WALL_CAP,
+        SRC_WATCHDOG,
 } Source;
 
 typedef struct {
@@ -77,6 +78,8 @@ typedef struct {
 
         int watchdog_fd; /* write end: 'D' then close on a clean finish */
         pid_t watchdog_pid;
+        int watchdog_pidfd; /* in the event loop: a dead watchdog is replaced or ends the run */
+        int watchdog_restarts;
 
         AjSpawnHandle h;
         int epfd, sigfd, wallfd, listener, cg_event_fd;
@@ -138,6 +141,8 @@ void aj_run_alert_event(Run *run, bool timer);
 /* Freeze/thaw the run's cgroup with events; pause/resume the wall clock. */
 int aj_run_freeze(Run *run, const char *by, const char *reason);
 int aj_run_thaw(Run *run, const char *by);
+/* Kill the jail (the whole cgroup) with a "kill" event: exit 123. */
+int aj_run_kill(Run *run, const char *by);
 int aj_timerfd_arm(int fd, uint64_t ns);
 /* The wall-time cap expired: a breach. */
 void aj_run_wall_cap_expired(Run *run);

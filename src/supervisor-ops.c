@@ -165,7 +165,7 @@ int aj_run_thaw(Run *run, const char *by)
         return 0;
 }
 
-static int kill_run(Run *run, const char *by)
+int aj_run_kill(Run *run, const char *by)
 {
         run->killed_by_policy = true;
         run->have_status_before_kill = run->have_status;
@@ -256,9 +256,9 @@ static void handle_breach(Run *run, const AjBreach *b)
         aj_warning("run %s breached its %s cap (%g > %g): %s", run->id, b->cap, b->value, b->limit,
                    kill ? "killing it" : "freezing it");
         if (kill)
-                (void)kill_run(run, "breach");
+                (void)aj_run_kill(run, "breach");
         else if (aj_run_freeze(run, "breach", b->cap) < 0)
-                (void)kill_run(run, "breach (freeze failed)"); /* fail closed */
+                (void)aj_run_kill(run, "breach (freeze failed)"); /* fail closed */
 
         char ts[40];
         run->quarantined = true;
@@ -405,7 +405,7 @@ static int op_thaw(void *userdata, json_t *raise, char **ret_error)
 
 static int op_kill(void *userdata)
 {
-        return kill_run(userdata, "operator");
+        return aj_run_kill(userdata, "operator");
 }
 
 static int op_release(void *userdata)

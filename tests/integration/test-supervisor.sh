@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
 # The supervisor: signals sent to agentjail reach the command; if agentjail itself is
-# SIGKILLed, the jail does not run on unsupervised (processes and cgroup gone in 5 s).
+# SIGKILLed, the jail does not run on unsupervised (processes and cgroup gone in 5 s);
+# its watchdog is watched in turn (replaced when killed, a bounded number of times).
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -10,6 +11,8 @@ setup_dirs
 
 # --- SIGTERM and SIGINT are forwarded
 for sig in TERM INT; do
+        # The last loop's "ready" must not be mistaken for this one's.
+        rm -f "$TEST_TMP/bg.out"
         start_jail_bg -- ./probe wait-signal
         if wait_for_output "$TEST_TMP/bg.out" '^ready$' 10; then
                 kill -"$sig" "$BG_PID"
@@ -67,6 +70,36 @@ done
 is "$(tr ' ' '\n' <<<"$got" | sort | tr '\n' ' ' | sed 's/^ *//')" "concurrent-1=11 concurrent-2=12 concurrent-3=13 " \
         "each run.json has its own name and status"
 
+# wait_run_gone ID PIDS: up to 5 s for the run's processes (PIDS), cgroup dirs (v1 and v2,
+# /sys/fs/cgroup/*/agentjail/ID covers unified/) and runtime dir to go; sets alive, left.
+wait_run_gone() {
+        local id=$1 pids=$2 p deadline=$((SECONDS + 5))
+        while ((SECONDS <= deadline)); do
+                alive=
+                for p in $pids; do
+                        [[ -d /proc/$p && "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ]] && alive+="$p "
+                done
+                left=$(ls -d /sys/fs/cgroup/*/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id" \
+                        "$AGENTJAIL_RUNTIME_DIR/$id" 2>/dev/null | tr '\n' ' ')
+                [[ -z "$alive$left" ]] && break
+                sleep 0.1
+        done
+}
+
+# The watchdog is the supervisor's child with comm aj-watchdog (run.json: watchdog_pid).
+# next_watchdog SUPERVISOR [OLD]: its pid, once it is not OLD (up to 5 s).
+next_watchdog() {
+        local deadline=$((SECONDS + 5)) w
+        while ((SECONDS <= deadline)); do
+                for w in $(pgrep -P "$1" -x aj-watchdog); do
+                        [[ "$w" != "${2:-}" && "$(awk '{print $3}' "/proc/$w/stat" 2>/dev/null)" != Z ]] &&
+                                echo "$w" && return 0
+                done
+                sleep 0.05
+        done
+        return 1
+}
+
 # check_lost_chain RUN_DIR: the watchdog closed a lost run's chain with supervisor.lost and
 # anchored it in run.json; `logs --verify` finds a cut-off end, and without the anchor
 # says so (exit 3), never "intact".
@@ -112,16 +145,7 @@ if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
         ((EUID == 0)) && isnt "$cgdirs" "" "the run has cgroup dirs while alive"
         kill -KILL "$BG_PID"
         wait "$BG_PID" 2>/dev/null
-        deadline=$((SECONDS + 5))
-        while ((SECONDS <= deadline)); do
-                alive=
-                for p in $jailed; do
-                        [[ -d /proc/$p && "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ]] && alive+="$p "
-                done
-                left=$(ls -d /sys/fs/cgroup/*/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id" 2>/dev/null | tr '\n' ' ')
-                [[ -z "$alive$left" ]] && break
-                sleep 0.1
-        done
+        wait_run_gone "$id" "$jailed"
         is "$alive" "" "every jailed process is gone within 5 s of the supervisor's SIGKILL"
         is "$left" "" "every cgroup dir of the run is gone within 5 s"
         # Whatever the supervisor owned in the runtime dir must not outlive the jail either.
@@ -132,6 +156,86 @@ else
 fi
 # agentjail is gone (and reaped): nothing for kill_bg to do.
 BG_PIDS=()
+
+# --- the watchdog is watched: SIGKILLed, the supervisor starts another (and records it),
+# so a supervisor SIGKILLed next is still cleaned up after
+start_jail_bg -- /bin/sh -c './probe sleep 60 & ./probe sleep 60; wait'
+if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
+        id=${rdir##*/}
+        is "$(jq -r .watchdog_pid "$rdir/run.json")" "$wd" "run.json names the watchdog, the supervisor's child aj-watchdog"
+        jailed=$(descendants "$BG_PID" | grep -vx "$wd" | tr '\n' ' ')
+        kill -KILL "$wd"
+        if wd2=$(next_watchdog "$BG_PID" "$wd"); then
+                pass "a new watchdog runs after the first was SIGKILLed ($wd -> $wd2)"
+        else
+                fail "a new watchdog runs after the first was SIGKILLed" "$(cat "$TEST_TMP/bg.err")"
+        fi
+        wait_for_output "$rdir/events.jsonl" '"type":"watchdog.restarted"' 5
+        is "$(events_of watchdog.restarted "$rdir" | jq -r '"\(.old_pid) \(.pid) \(.signal) \(.restarts)"')" \
+                "$wd $wd2 9 1" "watchdog.restarted names the dead one (SIGKILL) and the new one"
+        kill -KILL "$BG_PID"
+        wait "$BG_PID" 2>/dev/null
+        wait_run_gone "$id" "$jailed $wd2"
+        is "$alive" "" "after the watchdog, then the supervisor, were SIGKILLed: no jailed process is left"
+        is "$left" "" "no cgroup dir (v1, v2) and no runtime dir of the run is left"
+        is "$(jq -r .type "$rdir/events.jsonl" | tr '\n' ' ')" "run.start watchdog.restarted supervisor.lost " \
+                "the chain: run.start, watchdog.restarted, supervisor.lost"
+        check_lost_chain "$rdir"
+else
+        fail "the jail for the watchdog-kill test started" "$(cat "$TEST_TMP/bg.err")"
+fi
+BG_PIDS=()
+
+# --- the watchdog alone SIGKILLed: the run goes on with a new one and ends normally
+start_jail_bg -- /bin/sh -c './probe sleep 2 && echo finished'
+if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
+        kill -KILL "$wd"
+        wd2=$(next_watchdog "$BG_PID" "$wd")
+        wait_exit "$BG_PID" 15
+        is "$WAIT_RC" 0 "the run whose watchdog was killed ends with its command's status"
+        like "$(cat "$TEST_TMP/bg.out")" finished "the command ran to its end"
+        is "$(jq -r .type "$rdir/events.jsonl" | tr '\n' ' ')" "run.start watchdog.restarted run.exit " \
+                "the chain records the restart, then the run's normal end"
+        is "$(jf '"\(.exit.reason) \(.events.end)"' "$rdir/run.json")" "exited run.exit" "run.json: exited, anchored at run.exit"
+        deadline=$((SECONDS + 5))
+        while [[ -n "$wd2" && -d /proc/$wd2 ]] && ((SECONDS < deadline)); do sleep 0.05; done
+        ok "the new watchdog ($wd2) exits with the run" test -n "$wd2" -a ! -d "/proc/$wd2"
+        ok "nothing of the run is left in the runtime dir" test ! -e "$AGENTJAIL_RUNTIME_DIR/${rdir##*/}"
+else
+        fail "the jail for the lone watchdog-kill test started" "$(cat "$TEST_TMP/bg.err")"
+fi
+kill_bg
+
+# --- a loop of kills cannot keep the supervisor forking watchdogs: after 3 restarts the
+# next death ends the run (fail closed, exit 123), and everything is cleaned up
+start_jail_bg -- ./probe sleep 60
+if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
+        id=${rdir##*/}
+        jailed=$(descendants "$BG_PID" | tr '\n' ' ')
+        killed=
+        wd=
+        for i in 1 2 3 4; do
+                wd=$(next_watchdog "$BG_PID" "$wd") || break
+                kill -KILL "$wd"
+                killed+="$wd "
+        done
+        is "$(wc -w <<<"$killed")" 4 "four watchdogs in turn were found and SIGKILLed ($killed)"
+        wait_exit "$BG_PID" 10
+        is "$WAIT_RC" 123 "the fourth death ends the run: exit 123 (agentjail's own kill)"
+        like "$(cat "$TEST_TMP/bg.err")" "watchdog .* died after 3 restarts: ending the run" "stderr says why"
+        is "$(jq -r .type "$rdir/events.jsonl" | tr '\n' ' ')" \
+                "run.start watchdog.restarted watchdog.restarted watchdog.restarted watchdog.lost kill run.exit " \
+                "the chain: three restarts, watchdog.lost, kill, run.exit"
+        is "$(events_of watchdog.lost "$rdir" | jq -r '"\(.restarts) \(.signal) \(.action)"')" "3 9 jail killed" \
+                "watchdog.lost says what happened"
+        is "$(events_of run.exit "$rdir" | jq -r .reason)" killed "run.exit: killed"
+        wait_run_gone "$id" "$jailed"
+        is "$alive$left" "" "no process, cgroup dir or runtime dir of the run is left"
+        is "$(pgrep -P "$BG_PID" -x aj-watchdog)" "" "no fifth watchdog was started"
+else
+        fail "the jail for the watchdog restart-limit test started" "$(cat "$TEST_TMP/bg.err")"
+fi
+kill_bg
 
 # Later runs work normally after a supervisor crash.
 run_jail -- ./probe exit 7

@@ -56,6 +56,8 @@ Test(otlp, severities)
                 { "{\"type\":\"run.start\"}", 9 },
                 { "{\"type\":\"cap.breach\"}", 17 },
                 { "{\"type\":\"supervisor.lost\"}", 17 },
+                { "{\"type\":\"watchdog.lost\"}", 17 },
+                { "{\"type\":\"watchdog.restarted\"}", 13 },
                 { "{\"type\":\"seccomp.denied\"}", 13 },
                 { "{\"type\":\"net.denied\"}", 13 },
                 { "{\"type\":\"freeze\"}", 13 },
