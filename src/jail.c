@@ -294,11 +294,12 @@ static int watchdog_start(Run *run)
         return 0;
 }
 
+/* How it ended: "code" or "signal" (both null when it was reaped elsewhere). */
 static json_t *wait_status_json(const siginfo_t *si, json_t *fields)
 {
-        bool exited = si->si_code == CLD_EXITED;
-        json_object_set_new(fields, "code", exited ? json_integer(si->si_status) : json_null());
-        json_object_set_new(fields, "signal", exited ? json_null() : json_integer(si->si_status));
+        bool known = si->si_pid != 0, exited = si->si_code == CLD_EXITED;
+        json_object_set_new(fields, "code", known && exited ? json_integer(si->si_status) : json_null());
+        json_object_set_new(fields, "signal", known && !exited ? json_integer(si->si_status) : json_null());
         return fields;
 }
 
@@ -311,8 +312,11 @@ static json_t *wait_status_json(const siginfo_t *si, json_t *fields)
  */
 static void watchdog_exited(Run *run)
 {
+        /* A readable pidfd means the process is gone. waitid() reaps it and says how; it
+         * fails only if it was reaped already, and then it is just as gone (returning
+         * would leave a readable fd in the loop, and the loop spinning). */
         siginfo_t si = { 0 };
-        if (waitid(P_PIDFD, (id_t)run->watchdog_pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+        if (waitid(P_PIDFD, (id_t)run->watchdog_pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0)
                 return;
         epoll_del(run->epfd, run->watchdog_pidfd);
         close(run->watchdog_pidfd);
@@ -1346,6 +1350,9 @@ int aj_jail_run(const AjRunOptions *opts)
                 sigaddset(&mask, handled[i]);
         sigprocmask(SIG_BLOCK, &mask, &old_mask);
         signal(SIGPIPE, SIG_IGN);
+        /* Inherited SIG_IGN would have the kernel reap our children (init, the watchdog)
+         * before waitid() can see how they ended. */
+        signal(SIGCHLD, SIG_DFL);
 
         if (prepare(&run) < 0)
                 goto out;
