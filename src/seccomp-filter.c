@@ -43,6 +43,10 @@ typedef enum {
         RULE_SOCKETPAIR,    /* allowed for AF_UNIX, the only family that implements it widely */
         RULE_PERSONALITY,   /* allowed for the harmless personas only */
         RULE_IOCTL,         /* allowed except terminal input injection */
+        RULE_MODE_A1,       /* allowed unless the mode (argument 1) has S_ISUID or S_ISGID */
+        RULE_MODE_A2,       /* the same, mode in argument 2 */
+        RULE_OPEN_A1,       /* allowed unless flags (argument 1) create and the mode (2) has them */
+        RULE_OPEN_A2,       /* the same, flags in argument 2 and mode in 3 (openat) */
 } SeccompRule;
 
 typedef struct {
@@ -265,6 +269,44 @@ static const struct {
         { SCMP_SYS(ioctl), RULE_IOCTL },
 };
 
+/*
+ * RestrictSUIDSGID: no file gets S_ISUID or S_ISGID from inside a jail. The idmapped workspace
+ * and rw binds map the agent to the files' owner (often root) on the host, so such a file would
+ * be a setuid binary there for any local user. Every call that sets a mode is conditional on the
+ * mode having neither bit (open only when it creates: the kernel ignores the mode otherwise).
+ * openat2 passes its mode inside a struct the filter cannot read: it answers ENOSYS, as on a
+ * kernel older than 5.6, so callers fall back to openat (the libcs' open() never uses it).
+ * These conditions stay when a profile's `allow` names the syscall: they protect the host,
+ * not the jail's own shape.
+ */
+#define SUID_SGID_BITS ((uint64_t)(S_ISUID | S_ISGID))
+/* O_TMPFILE without the O_DIRECTORY it includes: the bit that makes open create a file. */
+#define OPEN_CREATE_FLAGS ((uint64_t)(O_CREAT | (O_TMPFILE & ~O_DIRECTORY)))
+
+static const struct {
+        int nr;
+        SeccompRule rule;
+} mode_rules[] = {
+        { SCMP_SYS(chmod), RULE_MODE_A1 },   { SCMP_SYS(fchmod), RULE_MODE_A1 },
+        { SCMP_SYS(fchmodat), RULE_MODE_A2 }, { SCMP_SYS(creat), RULE_MODE_A1 },
+        { SCMP_SYS(mkdir), RULE_MODE_A1 },   { SCMP_SYS(mkdirat), RULE_MODE_A2 },
+        { SCMP_SYS(mknod), RULE_MODE_A1 },   { SCMP_SYS(mknodat), RULE_MODE_A2 },
+        { SCMP_SYS(open), RULE_OPEN_A1 },    { SCMP_SYS(openat), RULE_OPEN_A2 },
+        { SCMP_SYS(openat2), RULE_ENOSYS },
+#if defined(__x86_64__)
+        /* fchmodat2(dirfd, path, mode, flags): newer than Debian 12's libseccomp. */
+        { 452, RULE_MODE_A2 },
+#endif
+};
+
+static SeccompRule mode_rule_of(int nr)
+{
+        for (size_t i = 0; i < ARRAY_SIZE(mode_rules); i++)
+                if (mode_rules[i].nr == nr)
+                        return mode_rules[i].rule;
+        return RULE_DENY;
+}
+
 /* CLONE_NEWTIME is absent on purpose: in clone() bit 0x80 belongs to the exit signal, and the
  * kernel only accepts CLONE_NEWTIME through clone3() and unshare(), both denied. */
 #define CLONE_NAMESPACE_FLAGS                                                                      \
@@ -330,8 +372,10 @@ static int plan_apply_names(SeccompPlan *plan, char *const *names, SeccompRule r
                                 *ret_error = NULL;
                         return -EINVAL;
                 }
-                if (r > 0)
-                        plan->rule[nr] = (uint8_t)rule;
+                if (r > 0) {
+                        SeccompRule mode_rule = mode_rule_of(nr);
+                        plan->rule[nr] = (uint8_t)(rule == RULE_ALLOW && mode_rule != RULE_DENY ? mode_rule : rule);
+                }
         }
         return 0;
 }
@@ -361,6 +405,8 @@ static int plan_build(const AjSeccompSpec *spec, SeccompPlan *ret, char **ret_er
 #endif
         for (size_t i = 0; i < ARRAY_SIZE(conditional_rules); i++)
                 plan_set(&plan, conditional_rules[i].nr, conditional_rules[i].rule);
+        for (size_t i = 0; i < ARRAY_SIZE(mode_rules); i++)
+                plan_set(&plan, mode_rules[i].nr, mode_rules[i].rule);
 
         /* Deny after allow: a name in both lists stays denied (fail closed). Names are all
          * validated before anything is reported, deny list first. */
@@ -439,6 +485,22 @@ static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
                 return add_allow_lo32_in(ctx, nr, 0, allowed_personas, ARRAY_SIZE(allowed_personas));
         case RULE_IOCTL:
                 return add_allow_lo32_except(ctx, nr, 1, denied_ioctls, ARRAY_SIZE(denied_ioctls), 0, 0);
+        case RULE_MODE_A1:
+        case RULE_MODE_A2:
+                return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                              SCMP_CMP(plan->rule[nr] == RULE_MODE_A1 ? 1 : 2,
+                                                       SCMP_CMP_MASKED_EQ, SUID_SGID_BITS, 0));
+        case RULE_OPEN_A1:
+        case RULE_OPEN_A2: {
+                /* Two rules, either allows: the call creates nothing, or its mode is clean. */
+                unsigned flags = plan->rule[nr] == RULE_OPEN_A1 ? 1 : 2;
+                int r = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                               SCMP_CMP(flags, SCMP_CMP_MASKED_EQ, OPEN_CREATE_FLAGS, 0));
+                if (r < 0)
+                        return r;
+                return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                              SCMP_CMP(flags + 1, SCMP_CMP_MASKED_EQ, SUID_SGID_BITS, 0));
+        }
         }
         return -EINVAL;
 }
@@ -739,6 +801,27 @@ int aj_seccomp_load(const AjBpfProgram *prog, bool listener)
 
 /* ---- supervisor side ---- */
 
+const char *aj_seccomp_denial_hint(const AjSeccompDenial *d)
+{
+        if (d->arch != seccomp_arch_native())
+                return NULL;
+        switch (mode_rule_of(d->nr)) {
+        case RULE_MODE_A1:
+                return d->args[1] & SUID_SGID_BITS ? "setuid/setgid mode" : NULL;
+        case RULE_MODE_A2:
+                return d->args[2] & SUID_SGID_BITS ? "setuid/setgid mode" : NULL;
+        case RULE_OPEN_A1:
+                return d->args[1] & OPEN_CREATE_FLAGS && d->args[2] & SUID_SGID_BITS ? "setuid/setgid mode" : NULL;
+        case RULE_OPEN_A2:
+                return d->args[2] & OPEN_CREATE_FLAGS && d->args[3] & SUID_SGID_BITS ? "setuid/setgid mode" : NULL;
+        default:
+                break;
+        }
+        if (d->nr == SCMP_SYS(clone) && d->args[0] & CLONE_NAMESPACE_FLAGS)
+                return "namespace flags";
+        return NULL;
+}
+
 int aj_seccomp_notify_handle(int listener_fd, AjSeccompDenial *ret)
 {
         /* The kernel's structs may outgrow our headers; it tells us their size. */
@@ -818,5 +901,70 @@ bool aj_ratelimit_allow(AjRateLimit *rl, uint64_t now_ns)
                 return true;
         }
         rl->suppressed++;
+        return false;
+}
+
+/* The argument that tells denials of one syscall apart, as the filter's rules see it. */
+static bool denial_sub(const AjSeccompDenial *d, uint32_t *ret)
+{
+        if (d->arch != seccomp_arch_native())
+                return false;
+        if (d->nr == SCMP_SYS(socket) || d->nr == SCMP_SYS(socketpair) || d->nr == SCMP_SYS(personality)) {
+                *ret = (uint32_t)d->args[0];
+                return true;
+        }
+        if (d->nr == SCMP_SYS(ioctl)) {
+                *ret = (uint32_t)d->args[1];
+                return true;
+        }
+        return false;
+}
+
+void aj_denial_log_init(AjDenialLog *log, double burst, double per_sec)
+{
+        memset(log, 0, sizeof(*log));
+        snprintf(log->overflow.label, sizeof(log->overflow.label), "other");
+        aj_ratelimit_init(&log->repeats, burst, per_sec);
+}
+
+bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now_ns,
+                        const AjDenialKey **ret_key)
+{
+        uint32_t sub = 0;
+        bool has_sub = denial_sub(d, &sub);
+        AjDenialKey *k = NULL;
+        bool first = false;
+        /* A linear scan: at most AJ_DENIAL_KEYS_MAX compares, well under the two ioctls that
+         * answered the notification. */
+        for (size_t i = 0; i < log->n_keys; i++) {
+                AjDenialKey *c = &log->keys[i];
+                if (c->nr == d->nr && c->arch == d->arch && c->has_sub == has_sub && c->sub == sub) {
+                        k = c;
+                        break;
+                }
+        }
+        if (!k && log->n_keys < AJ_DENIAL_KEYS_MAX) {
+                k = &log->keys[log->n_keys++];
+                *k = (AjDenialKey){ .nr = d->nr, .arch = d->arch, .sub = sub, .has_sub = has_sub };
+                if (!has_sub)
+                        snprintf(k->label, sizeof(k->label), "%s", d->name);
+                else if (d->nr == SCMP_SYS(socket) || d->nr == SCMP_SYS(socketpair))
+                        snprintf(k->label, sizeof(k->label), "%.24s(%u)", d->name, sub);
+                else
+                        snprintf(k->label, sizeof(k->label), "%.24s(0x%x)", d->name, sub);
+                first = true;
+        }
+        if (!k)
+                k = &log->overflow;
+
+        log->total++;
+        k->count++;
+        if (ret_key)
+                *ret_key = k;
+        /* The first of a key is always named; the table's bound bounds those reports. */
+        if (first || aj_ratelimit_allow(&log->repeats, now_ns))
+                return true;
+        k->suppressed++;
+        log->suppressed++;
         return false;
 }

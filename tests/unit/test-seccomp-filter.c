@@ -632,6 +632,177 @@ Test(seccomp_live, allow_netlink)
         expect_probes(&(AjSeccompSpec){ .allow_netlink = true }, probes, ARRAY_SIZE(probes));
 }
 
+/* ---- RestrictSUIDSGID ---- */
+
+/* A directory (root's, as the idmapped workspace maps the agent to the owner) with one file;
+ * each probe creates its own name, so the control run without the filter can succeed too. */
+static char suid_dir[] = "/tmp/aj-test-suid.XXXXXX";
+static char suid_file[64];
+
+static void suid_setup(void)
+{
+        cr_assert_not_null(mkdtemp(suid_dir));
+        snprintf(suid_file, sizeof(suid_file), "%s/file", suid_dir);
+        int fd = open(suid_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0755);
+        cr_assert_geq(fd, 0);
+        close(fd);
+}
+
+static void suid_teardown(void) { aj_rm_rf(suid_dir); }
+
+static const char *suid_path(const char *leaf)
+{
+        static char buf[128];
+        snprintf(buf, sizeof(buf), "%s/%s", suid_dir, leaf);
+        return buf;
+}
+
+static long fd_call(int flags, long (*call)(int))
+{
+        int fd = open(suid_file, flags | O_CLOEXEC);
+        if (fd < 0)
+                return -1;
+        long r = call(fd);
+        int e = errno;
+        close(fd);
+        errno = e;
+        return r;
+}
+
+static long fchmod_4755(int fd) { return syscall(SYS_fchmod, fd, 04755); }
+static long fchmod_0755(int fd) { return syscall(SYS_fchmod, fd, 0755); }
+static long s_chmod_4755(void) { return syscall(SYS_chmod, suid_file, 04755); }
+static long s_chmod_2755(void) { return syscall(SYS_chmod, suid_file, 02755); }
+static long s_chmod_6755(void) { return syscall(SYS_chmod, suid_file, 06755); }
+/* umode_t is 16 bits: garbage above must not hide the bits the kernel keeps. */
+static long s_chmod_4755_high(void) { return syscall(SYS_chmod, suid_file, 04755UL | 1UL << 32 | 1UL << 16); }
+static long s_fchmod_4755(void) { return fd_call(O_RDONLY, fchmod_4755); }
+static long s_fchmodat_2755(void) { return syscall(SYS_fchmodat, AT_FDCWD, suid_file, 02755); }
+static long s_fchmodat2_4755(void) { return syscall(452, AT_FDCWD, suid_file, 04755, 0); }
+static long s_open_creat_4755(void)
+{
+        return close_if_fd(syscall(SYS_open, suid_path("o"), O_CREAT | O_WRONLY | O_CLOEXEC, 04755));
+}
+static long s_openat_creat_2755(void)
+{
+        return close_if_fd(syscall(SYS_openat, AT_FDCWD, suid_path("oa"), O_CREAT | O_WRONLY | O_CLOEXEC, 02755));
+}
+static long s_openat_tmpfile_4755(void)
+{
+        return close_if_fd(syscall(SYS_openat, AT_FDCWD, suid_dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 04755));
+}
+static long s_creat_6755(void) { return close_if_fd(syscall(SYS_creat, suid_path("c"), 06755)); }
+static long s_mkdir_2755(void) { return syscall(SYS_mkdir, suid_path("d"), 02755); }
+static long s_mkdirat_4755(void) { return syscall(SYS_mkdirat, AT_FDCWD, suid_path("da"), 04755); }
+static long s_mknod_4755(void) { return syscall(SYS_mknod, suid_path("n"), S_IFREG | 04755, 0); }
+static long s_mknodat_2755(void) { return syscall(SYS_mknodat, AT_FDCWD, suid_path("na"), S_IFREG | 02755, 0); }
+static long s_openat2(void)
+{
+        struct {
+                uint64_t flags, mode, resolve;
+        } how = { .flags = O_CREAT | O_WRONLY | O_CLOEXEC, .mode = 04755 };
+        return close_if_fd(syscall(437 /* openat2 */, AT_FDCWD, suid_path("o2"), &how, sizeof(how)));
+}
+
+static const Probe suid_denied[] = {
+        { "chmod(04755)", s_chmod_4755, EPERM, true },
+        { "chmod(02755)", s_chmod_2755, EPERM, true },
+        { "chmod(06755)", s_chmod_6755, EPERM, true },
+        { "chmod(04755 | high garbage)", s_chmod_4755_high, EPERM, true },
+        { "fchmod(04755)", s_fchmod_4755, EPERM, true },
+        { "fchmodat(02755)", s_fchmodat_2755, EPERM, true },
+        /* Kernels before 6.6 lack fchmodat2 (ENOSYS): the control cannot insist on success. */
+        { "fchmodat2(04755)", s_fchmodat2_4755, EPERM, true },
+        { "open(O_CREAT, 04755)", s_open_creat_4755, EPERM, true },
+        { "openat(O_CREAT, 02755)", s_openat_creat_2755, EPERM, true },
+        { "openat(O_TMPFILE, 04755)", s_openat_tmpfile_4755, EPERM, true },
+        { "creat(06755)", s_creat_6755, EPERM, true },
+        { "mkdir(02755)", s_mkdir_2755, EPERM, true },
+        { "mkdirat(04755)", s_mkdirat_4755, EPERM, true },
+        { "mknod(S_IFREG | 04755)", s_mknod_4755, EPERM, true },
+        { "mknodat(S_IFREG | 02755)", s_mknodat_2755, EPERM, true },
+        /* The mode is behind a pointer: as on a kernel without openat2, so libc falls back. */
+        { "openat2", s_openat2, ENOSYS, true },
+};
+
+static long s_chmod_0755(void) { return syscall(SYS_chmod, suid_file, 01777); }
+static long s_fchmod_0755(void) { return fd_call(O_RDONLY, fchmod_0755); }
+static long s_fchmodat2_0700(void)
+{
+        long r = syscall(452, AT_FDCWD, suid_file, 0700, 0);
+        return r < 0 && errno == ENOSYS ? 0 : r;
+}
+/* Without O_CREAT the kernel ignores the mode, so junk there is harmless and allowed. */
+static long s_open_rdonly_junk_mode(void) { return close_if_fd(syscall(SYS_open, suid_file, O_RDONLY | O_CLOEXEC, 06777)); }
+static long s_openat_creat_0644(void)
+{
+        return close_if_fd(syscall(SYS_openat, AT_FDCWD, suid_path("plain"), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+}
+static long s_mkdir_1777(void) { return syscall(SYS_mkdir, suid_path("sticky"), 01777); }
+
+static const Probe suid_allowed[] = {
+        { "chmod(01777)", s_chmod_0755, 0, false },
+        { "fchmod(0755)", s_fchmod_0755, 0, false },
+        { "fchmodat2(0700)", s_fchmodat2_0700, 0, false },
+        { "open(O_RDONLY, mode 06777)", s_open_rdonly_junk_mode, 0, false },
+        { "openat(O_CREAT, 0644)", s_openat_creat_0644, 0, false },
+        { "mkdir(01777)", s_mkdir_1777, 0, false },
+};
+
+static bool file_has_suid_bits(void)
+{
+        struct stat st;
+        cr_assert_eq(stat(suid_file, &st), 0);
+        return (st.st_mode & (S_ISUID | S_ISGID)) != 0;
+}
+
+Test(seccomp_suid, setuid_and_setgid_modes_are_denied, .init = suid_setup, .fini = suid_teardown)
+{
+        expect_probes(&(AjSeccompSpec){}, suid_denied, ARRAY_SIZE(suid_denied));
+        cr_assert(!file_has_suid_bits(), "a denied call still changed the file");
+        /* Only the file the test made is left: nothing was created with the bits. */
+        DIR *d = opendir(suid_dir);
+        cr_assert_not_null(d);
+        struct dirent *e;
+        while ((e = readdir(d)))
+                cr_expect(streq(e->d_name, ".") || streq(e->d_name, "..") || streq(e->d_name, "file"),
+                          "'%s' was created", e->d_name);
+        closedir(d);
+}
+
+Test(seccomp_suid, control_without_filter_sets_the_bits, .init = suid_setup, .fini = suid_teardown)
+{
+        if (geteuid() != 0)
+                cr_skip_test("the control run needs root (setgid on a file of another group)");
+        _cleanup_free_ char *report = run_probes(NULL, suid_denied, ARRAY_SIZE(suid_denied), EXPECT_NOT, true);
+        cr_assert_str_empty(report, "without the filter:\n%s", report);
+        cr_assert(file_has_suid_bits());
+}
+
+Test(seccomp_suid, ordinary_modes_still_work, .init = suid_setup, .fini = suid_teardown)
+{
+        expect_probes(&(AjSeccompSpec){}, suid_allowed, ARRAY_SIZE(suid_allowed));
+}
+
+Test(seccomp_suid, allow_list_does_not_lift_the_mode_rule, .init = suid_setup, .fini = suid_teardown)
+{
+        char *allow[] = { "chmod", "fchmod", "fchmodat", "fchmodat2", "open", "openat", "creat", "mkdir", "mkdirat",
+                          "mknod", "mknodat", NULL };
+        expect_probes(&(AjSeccompSpec){ .allow = allow }, suid_denied, ARRAY_SIZE(suid_denied) - 1);
+}
+
+Test(seccomp_suid, notify_reports_the_denial_with_a_hint, .init = suid_setup, .fini = suid_teardown)
+{
+        AjSeccompDenial d = { .nr = SYS_fchmodat, .arch = AUDIT_ARCH_X86_64, .args = { 0, 0, 04755 } };
+        cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "setuid/setgid mode");
+        d = (AjSeccompDenial){ .nr = SYS_openat, .arch = AUDIT_ARCH_X86_64, .args = { 0, 0, O_CREAT, 06000 } };
+        cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "setuid/setgid mode");
+        d = (AjSeccompDenial){ .nr = SYS_ptrace, .arch = AUDIT_ARCH_X86_64 };
+        cr_expect_null(aj_seccomp_denial_hint(&d));
+        d = (AjSeccompDenial){ .nr = SYS_unshare, .arch = AUDIT_ARCH_X86_64, .args = { CLONE_NEWUSER } };
+        cr_expect_null(aj_seccomp_denial_hint(&d));
+}
+
 /* ---- user notification ---- */
 
 static int send_fd(int sock, int fd)
@@ -965,4 +1136,112 @@ Test(seccomp_ratelimit, fractional_rate)
         cr_expect_not(aj_ratelimit_allow(&none, t));
         cr_expect_not(aj_ratelimit_allow(&none, t + 100 * SEC));
         cr_expect_eq(none.suppressed, 2);
+}
+
+/* ---- denial log: every distinct key named, repeats limited and counted per key ---- */
+
+static AjSeccompDenial denial(int nr, uint64_t a0, uint64_t a1)
+{
+        AjSeccompDenial d = { .pid = 7, .nr = nr, .arch = AUDIT_ARCH_X86_64, .args = { a0, a1 } };
+        snprintf(d.name, sizeof(d.name), "%s", aj_seccomp_syscall_name(nr) ?: "syscall_?");
+        return d;
+}
+
+static bool note(AjDenialLog *log, int nr, uint64_t a0, uint64_t a1, uint64_t t, const AjDenialKey **k)
+{
+        AjSeccompDenial d = denial(nr, a0, a1);
+        return aj_denial_log_note(log, &d, t, k);
+}
+
+static AjDenialLog *new_log(double burst, double per_sec)
+{
+        static AjDenialLog log; /* 40 KB: not on criterion's stack */
+        aj_denial_log_init(&log, burst, per_sec);
+        return &log;
+}
+
+static const AjDenialKey *key_of(const AjDenialLog *log, const char *label)
+{
+        for (size_t i = 0; i < log->n_keys; i++)
+                if (streq(log->keys[i].label, label))
+                        return &log->keys[i];
+        return streq(label, "other") ? &log->overflow : NULL;
+}
+
+Test(seccomp_denials, every_distinct_syscall_is_reported_once_past_a_flood)
+{
+        AjDenialLog *log = new_log(20, 5);
+        uint64_t t = 10 * SEC;
+        /* A flood of one syscall exhausts the repeat budget ... */
+        size_t reported = 0;
+        for (int i = 0; i < 1000; i++)
+                reported += note(log, SYS_keyctl, 0, 0, t, NULL);
+        cr_expect_eq(reported, 1 + 20, "the first keyctl, then the burst of repeats");
+        /* ... and 76 different syscalls back to back are still each named. */
+        size_t distinct = 0;
+        for (int nr = 100; nr < 460 && distinct < 76; nr++) {
+                if (nr == SYS_keyctl || !aj_seccomp_syscall_name(nr))
+                        continue;
+                AjSeccompDenial d = denial(nr, 0, 0);
+                const AjDenialKey *k = NULL;
+                cr_expect(aj_denial_log_note(log, &d, t, &k), "%s was not reported", d.name);
+                /* personality's key carries the persona: "personality(0x0)". */
+                cr_expect(strncmp(k->label, d.name, strlen(d.name)) == 0, "%s under '%s'", d.name, k->label);
+                distinct++;
+        }
+        cr_assert_eq(distinct, 76);
+        /* Their repeats are limited, counted per name. */
+        cr_expect_not(note(log, SYS_ptrace, 0, 0, t, NULL));
+        cr_expect_not(note(log, SYS_ptrace, 0, 0, t, NULL));
+        cr_expect_eq(key_of(log, "keyctl")->count, 1000);
+        cr_expect_eq(key_of(log, "keyctl")->suppressed, 1000 - 21);
+        cr_expect_eq(key_of(log, "ptrace")->count, 3);
+        cr_expect_eq(key_of(log, "ptrace")->suppressed, 2);
+        cr_expect_eq(log->total, 1000 + 76 + 2);
+        cr_expect_eq(log->suppressed, 1000 - 21 + 2);
+        /* The bucket refills for repeats as before. */
+        cr_expect(note(log, SYS_ptrace, 0, 0, t + SEC, NULL));
+}
+
+Test(seccomp_denials, socket_families_and_ioctl_requests_are_keys)
+{
+        AjDenialLog *log = new_log(0, 0); /* no repeats reported at all */
+        uint64_t t = SEC;
+        cr_expect(note(log, SYS_socket, AF_PACKET, 3, t, NULL));
+        cr_expect(note(log, SYS_socket, AF_NETLINK, 3, t, NULL));
+        /* The kernel looks at the low 32 bits only, and so do the keys. */
+        cr_expect_not(note(log, SYS_socket, AF_PACKET | 1ULL << 40, 1, t,
+                                         NULL));
+        cr_expect(note(log, SYS_ioctl, 0, TIOCSTI, t, NULL));
+        cr_expect(note(log, SYS_ioctl, 1, TIOCLINUX, t, NULL));
+        cr_expect_not(note(log, SYS_ioctl, 2, TIOCSTI, t, NULL));
+        /* Other syscalls' arguments do not split them. */
+        cr_expect(note(log, SYS_ptrace, 1, 0, t, NULL));
+        cr_expect_not(note(log, SYS_ptrace, 2, 9, t, NULL));
+        cr_expect_eq(log->n_keys, 5);
+        cr_expect_eq(key_of(log, "socket(17)")->count, 2);
+        cr_expect_eq(key_of(log, "socket(17)")->suppressed, 1);
+        cr_expect_not_null(key_of(log, "socket(16)"));
+        char tiocsti[32];
+        snprintf(tiocsti, sizeof(tiocsti), "ioctl(0x%x)", (unsigned)TIOCSTI);
+        cr_expect_eq(key_of(log, tiocsti)->count, 2);
+        cr_expect_eq(key_of(log, "ptrace")->suppressed, 1);
+}
+
+Test(seccomp_denials, the_table_is_bounded)
+{
+        /* 2^32 ioctl requests cannot grow the supervisor: past the table they share one key. */
+        AjDenialLog *log = new_log(3, 0);
+        uint64_t t = SEC;
+        size_t reported = 0;
+        for (uint32_t req = 0; req < AJ_DENIAL_KEYS_MAX + 1000; req++)
+                reported += note(log, SYS_ioctl, 0, req, t, NULL);
+        cr_expect_eq(log->n_keys, AJ_DENIAL_KEYS_MAX);
+        cr_expect_eq(reported, AJ_DENIAL_KEYS_MAX + 3, "each key in the table, then the repeat burst");
+        cr_expect_eq(key_of(log, "other")->count, 1000);
+        cr_expect_eq(key_of(log, "other")->suppressed, 1000 - 3);
+        cr_expect_eq(log->total, AJ_DENIAL_KEYS_MAX + 1000);
+        /* A new syscall past the table is counted, not lost. */
+        cr_expect_not(note(log, SYS_ptrace, 0, 0, t, NULL));
+        cr_expect_eq(key_of(log, "other")->count, 1001);
 }
