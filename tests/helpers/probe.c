@@ -1589,6 +1589,72 @@ static int cmd_deny_distinct(void)
         return 0;
 }
 
+/* abi-write: a write(2) through each foreign syscall ABI (i386 via int 0x80, x32), whose
+ * effect is visible: the bytes arrive on a pipe or not. Per ABI: NAME_effect=yes|no and
+ * NAME_how=OK|errno|signal. Run on the host too: kernels without IA32 emulation kill
+ * int 0x80 with SIGSEGV, kernels without x32 answer ENOSYS. */
+#if defined(__x86_64__)
+static long abi_i386_write(int fd, const char *buf, size_t len)
+{
+        return int80_syscall(4 /* i386 write */, fd, (long) buf, (long) len, 0);
+}
+
+static long abi_x32_write(int fd, const char *buf, size_t len)
+{
+        long r = syscall(0x40000000L | 1 /* x32 write */, fd, buf, len);
+
+        return r < 0 ? -errno : r;
+}
+
+static void abi_write_one(const char *name, long (*fn)(int, const char *, size_t))
+{
+        static const char msg[] = "FOREIGN-ABI-RAN";
+        int pipefd[2], status = 0;
+        char got[32];
+        ssize_t n;
+        pid_t pid;
+        /* int 0x80 truncates pointers to 32 bits: the buffer must live below 4 GiB. */
+        char *buf = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+
+        if (buf == MAP_FAILED || pipe2(pipefd, O_CLOEXEC) < 0) {
+                printf("%s_effect=PROBE-ERROR %s_how=PROBE-ERROR\n", name, name);
+                return;
+        }
+        memcpy(buf, msg, sizeof(msg));
+        pid = fork();
+        if (pid == 0) {
+                long r = fn(pipefd[1], buf, sizeof(msg) - 1);
+
+                _exit(r < 0 && r > -4096 ? (int) -r : 0);
+        }
+        close(pipefd[1]);
+        n = pid > 0 ? read_full(pipefd[0], got, sizeof(got)) : -1;
+        close(pipefd[0]);
+        if (pid > 0)
+                while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                        ;
+        printf("%s_effect=%s ", name, n > 0 ? "yes" : "no");
+        if (pid < 0)
+                printf("%s_how=PROBE-ERROR\n", name);
+        else if (WIFSIGNALED(status))
+                printf("%s_how=%s\n", name, signal_name(WTERMSIG(status)));
+        else if (WEXITSTATUS(status) == 0)
+                printf("%s_how=OK\n", name);
+        else
+                printf("%s_how=%s\n", name, errno_name(WEXITSTATUS(status)));
+        munmap(buf, 4096);
+}
+#endif
+
+static int cmd_abi_write(void)
+{
+#if defined(__x86_64__)
+        abi_write_one("i386", abi_i386_write);
+        abi_write_one("x32", abi_x32_write);
+#endif
+        return 0;
+}
+
 /* ------------------------------------------------------------------------- setuid plants */
 
 /* suid-plant DIR: every way to give a file in DIR S_ISUID/S_ISGID, and a file capability;
@@ -1772,6 +1838,8 @@ int main(int argc, char **argv)
                 r = cmd_env();
         else if (strcmp(cmd, "zombie-parent") == 0)
                 r = cmd_zombie_parent();
+        else if (strcmp(cmd, "abi-write") == 0)
+                r = cmd_abi_write();
         else if (strcmp(cmd, "deny-distinct") == 0)
                 r = cmd_deny_distinct();
         else if (strcmp(cmd, "suid-plant") == 0)
