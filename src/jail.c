@@ -1009,7 +1009,9 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         if (asprintf(&cache, "%s/cache/seccomp", run->paths.state_root) < 0)
                 return -ENOMEM;
         _cleanup_free_ char *serr = NULL;
-        r = aj_seccomp_build_cached(&spec, cache, &run->bpf, &serr);
+        /* The cache's secret lives in the runtime root, never bound into a jail (only
+         * <runtime>/<id>/jail is), and apart from the cache it authenticates. */
+        r = aj_seccomp_build_cached(&spec, cache, run->paths.runtime_root, &run->bpf, &serr);
         if (r < 0) {
                 aj_error("Cannot build the seccomp filter: %s", serr ? serr : strerror(-r));
                 return r;

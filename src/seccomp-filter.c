@@ -6,6 +6,8 @@
  * change their bytes. See docs/seccomp.md for what is allowed and why.
  */
 #include <errno.h>
+#include <limits.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <linux/seccomp.h>
 #include <poll.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -596,15 +599,21 @@ void aj_bpf_program_free(AjBpfProgram *p)
 
 /* ---- cache ---- */
 
-#define CACHE_FORMAT "agentjail seccomp cache v1"
-#define CACHE_MAGIC "AJSECBPF"
+/* v2: entries are authenticated with HMAC-SHA256 under a per-host secret (v1 had a plain
+ * digest anyone able to write the file could recompute). */
+#define CACHE_FORMAT "agentjail seccomp cache v2"
+#define CACHE_MAGIC "AJSECBP2"
+#define CACHE_VERSION 2
+#define CACHE_SECRET_FILE "seccomp-cache.key"
+#define CACHE_SECRET_SIZE 32
 
 typedef struct {
         char magic[8];
         uint32_t version;
         uint32_t n_insns;
         uint8_t key[AJ_SHA256_SIZE];
-        uint8_t body_sha256[AJ_SHA256_SIZE];
+        /* HMAC-SHA256 under the secret of the fields above and the body. */
+        uint8_t mac[AJ_SHA256_SIZE];
 } CacheHeader;
 
 static int strcmp_ptr(const void *a, const void *b)
@@ -665,46 +674,85 @@ static int cache_key(const AjSeccompSpec *spec, const SeccompPlan *plan, uint8_t
         return 0;
 }
 
-/* The cache only helps if nobody else can plant programs in it: ours, not group/world-writable. */
-static bool cache_dir_trusted(const char *cache_dir)
+/* Owned by us, not writable by group or others. */
+static bool stat_ours(const struct stat *st)
 {
+        return st->st_uid == geteuid() && (st->st_mode & 0022) == 0;
+}
+
+/* Every directory above `path` (absolute, no symlink components): owned by root or us, and
+ * not writable by others unless sticky (/tmp: nobody else can rename or remove our entry).
+ * Returns 1 when trusted, 0 when not, -ELOOP when a component is a symlink and -EINVAL for a
+ * relative path (the caller resolves them and asks again). */
+static int parents_trusted(const char *path)
+{
+        char buf[PATH_MAX];
+        size_t len = strlen(path);
+        if (path[0] != '/')
+                return -EINVAL; /* resolved by the caller */
+        if (len >= sizeof(buf))
+                return 0;
+        memcpy(buf, path, len + 1);
+        for (char *p = buf + len; p > buf;) {
+                struct stat st;
+                if (lstat(buf, &st) < 0)
+                        return -errno;
+                if (S_ISLNK(st.st_mode))
+                        return -ELOOP;
+                if (!S_ISDIR(st.st_mode))
+                        return 0;
+                if (p != buf + len) { /* a parent */
+                        if (st.st_uid != 0 && st.st_uid != geteuid())
+                                return 0;
+                        if ((st.st_mode & 0022) && !(st.st_mode & S_ISVTX))
+                                return 0;
+                }
+                while (p > buf && *p != '/')
+                        p--;
+                *p = 0;
+        }
+        /* The root directory itself. */
         struct stat st;
-        if (aj_mkdir_p(cache_dir, 0700) < 0)
-                return false;
-        if (lstat(cache_dir, &st) < 0)
-                return false;
-        return S_ISDIR(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 0022) == 0;
+        if (lstat("/", &st) < 0)
+                return -errno;
+        return st.st_uid == 0 && !(st.st_mode & 0022) ? 1 : 0;
 }
 
-static int cache_path(const char *cache_dir, const uint8_t key[AJ_SHA256_SIZE], char **ret)
+/*
+ * Opens `dir` (created 0700 when `create`) if nobody but us and root could have put anything
+ * in it: the directory ours and not group/world-writable, every directory above it root's or
+ * ours and not writable by others. Symlinks on the way are resolved first, so the checks
+ * are on the real path. -EPERM when untrusted.
+ */
+static int open_trusted_dir(const char *dir, bool create)
 {
-        char hex[AJ_SHA256_HEX_SIZE];
-        aj_sha256_hex(key, hex);
-        if (asprintf(ret, "%s/%s.bpf", cache_dir, hex) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
-static int cache_read(const char *path, const uint8_t key[AJ_SHA256_SIZE], AjBpfProgram *ret)
-{
-        size_t max = sizeof(CacheHeader) + (size_t)BPF_MAXINSNS * sizeof(struct sock_filter);
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        if (create && aj_mkdir_p(dir, 0700) < 0)
+                return -EPERM;
+        int r = parents_trusted(dir);
+        _cleanup_free_ char *real = NULL;
+        if (r == -ELOOP || r == -EINVAL) {
+                real = realpath(dir, NULL);
+                if (!real)
+                        return -errno;
+                r = parents_trusted(real);
+        }
+        if (r <= 0)
+                return r < 0 ? r : -EPERM;
+        _cleanup_close_ int fd = open(real ? real : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return -errno;
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return -errno;
-        if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
+        if (!stat_ours(&st))
                 return -EPERM;
-        if ((size_t)st.st_size <= sizeof(CacheHeader) || (size_t)st.st_size > max)
-                return -EBADMSG;
+        return TAKE_FD(fd);
+}
 
-        size_t size = (size_t)st.st_size;
-        _cleanup_free_ uint8_t *buf = malloc(size);
-        if (!buf)
-                return -ENOMEM;
-        for (size_t done = 0; done < size;) {
-                ssize_t n = read(fd, buf + done, size - done);
+static int read_exact(int fd, void *buf, size_t len)
+{
+        for (size_t done = 0; done < len;) {
+                ssize_t n = read(fd, (char *)buf + done, len - done);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -714,17 +762,111 @@ static int cache_read(const char *path, const uint8_t key[AJ_SHA256_SIZE], AjBpf
                         return -EBADMSG;
                 done += (size_t)n;
         }
+        return 0;
+}
+
+static int secret_create(int dfd)
+{
+        uint8_t secret[CACHE_SECRET_SIZE];
+        for (size_t done = 0; done < sizeof(secret);) {
+                ssize_t n = getrandom(secret + done, sizeof(secret) - done, 0);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                done += (size_t)n;
+        }
+        char tmp[64];
+        snprintf(tmp, sizeof(tmp), "%s.tmp.%d", CACHE_SECRET_FILE, (int)getpid());
+        /* Left over from a crashed run of the same pid: ours (the directory is). */
+        (void)unlinkat(dfd, tmp, 0);
+        _cleanup_close_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        int r = aj_write_all(fd, secret, sizeof(secret));
+        explicit_bzero(secret, sizeof(secret));
+        /* link() never replaces: with two runs racing, the first key wins for both. */
+        if (r >= 0 && linkat(dfd, tmp, dfd, CACHE_SECRET_FILE, 0) < 0 && errno != EEXIST)
+                r = -errno;
+        (void)unlinkat(dfd, tmp, 0);
+        return r;
+}
+
+/* The secret: a 32-byte file of ours, mode 0600 or stricter, one link; created if absent. */
+static int secret_load(int dfd, uint8_t ret[CACHE_SECRET_SIZE])
+{
+        for (int attempt = 0; attempt < 2; attempt++) {
+                _cleanup_close_ int fd = openat(dfd, CACHE_SECRET_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+                if (fd < 0) {
+                        if (errno != ENOENT)
+                                return -errno;
+                        int r = secret_create(dfd);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                struct stat st;
+                if (fstat(fd, &st) < 0)
+                        return -errno;
+                if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0077) != 0 ||
+                    st.st_nlink != 1 || st.st_size != CACHE_SECRET_SIZE)
+                        return -EPERM;
+                return read_exact(fd, ret, CACHE_SECRET_SIZE);
+        }
+        return -ENOENT;
+}
+
+static void cache_mac(const uint8_t secret[CACHE_SECRET_SIZE], const CacheHeader *h, const void *body,
+                      size_t body_len, uint8_t out[AJ_SHA256_SIZE])
+{
+        AjHmacSha256 m;
+        aj_hmac_sha256_init(&m, secret, CACHE_SECRET_SIZE);
+        aj_hmac_sha256_update(&m, h, offsetof(CacheHeader, mac));
+        aj_hmac_sha256_update(&m, body, body_len);
+        aj_hmac_sha256_final(&m, out);
+}
+
+static void cache_name(const uint8_t key[AJ_SHA256_SIZE], char name[AJ_SHA256_HEX_SIZE + 4])
+{
+        char hex[AJ_SHA256_HEX_SIZE];
+        aj_sha256_hex(key, hex);
+        snprintf(name, AJ_SHA256_HEX_SIZE + 4, "%s.bpf", hex);
+}
+
+static int cache_read(int dfd, const char *name, const uint8_t key[AJ_SHA256_SIZE],
+                      const uint8_t secret[CACHE_SECRET_SIZE], AjBpfProgram *ret)
+{
+        size_t max = sizeof(CacheHeader) + (size_t)BPF_MAXINSNS * sizeof(struct sock_filter);
+        _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || !stat_ours(&st))
+                return -EPERM;
+        if ((size_t)st.st_size <= sizeof(CacheHeader) || (size_t)st.st_size > max)
+                return -EBADMSG;
+
+        size_t size = (size_t)st.st_size;
+        _cleanup_free_ uint8_t *buf = malloc(size);
+        if (!buf)
+                return -ENOMEM;
+        int r = read_exact(fd, buf, size);
+        if (r < 0)
+                return r;
 
         CacheHeader h;
         memcpy(&h, buf, sizeof(h));
         size_t body = size - sizeof(h);
-        if (memcmp(h.magic, CACHE_MAGIC, sizeof(h.magic)) != 0 || h.version != 1 ||
+        if (memcmp(h.magic, CACHE_MAGIC, sizeof(h.magic)) != 0 || h.version != CACHE_VERSION ||
             memcmp(h.key, key, AJ_SHA256_SIZE) != 0 || h.n_insns == 0 || h.n_insns > BPF_MAXINSNS ||
             body != (size_t)h.n_insns * sizeof(struct sock_filter))
                 return -EBADMSG;
-        uint8_t digest[AJ_SHA256_SIZE];
-        aj_sha256(buf + sizeof(h), body, digest);
-        if (memcmp(digest, h.body_sha256, AJ_SHA256_SIZE) != 0)
+        uint8_t mac[AJ_SHA256_SIZE];
+        cache_mac(secret, &h, buf + sizeof(h), body, mac);
+        if (!aj_digest_eq(mac, h.mac))
                 return -EBADMSG;
 
         struct sock_filter *filter = malloc(body);
@@ -736,50 +878,66 @@ static int cache_read(const char *path, const uint8_t key[AJ_SHA256_SIZE], AjBpf
         return 0;
 }
 
-static int cache_write(const char *path, const uint8_t key[AJ_SHA256_SIZE], const AjBpfProgram *prog)
+static int cache_write(int dfd, const char *name, const uint8_t key[AJ_SHA256_SIZE],
+                       const uint8_t secret[CACHE_SECRET_SIZE], const AjBpfProgram *prog)
 {
         size_t body = (size_t)prog->len * sizeof(struct sock_filter);
-        CacheHeader h = { .version = 1, .n_insns = prog->len };
+        CacheHeader h = { .version = CACHE_VERSION, .n_insns = prog->len };
         memcpy(h.magic, CACHE_MAGIC, sizeof(h.magic));
         memcpy(h.key, key, AJ_SHA256_SIZE);
-        aj_sha256(prog->filter, body, h.body_sha256);
+        cache_mac(secret, &h, prog->filter, body, h.mac);
 
-        _cleanup_free_ char *buf = malloc(sizeof(h) + body);
-        if (!buf)
-                return -ENOMEM;
-        memcpy(buf, &h, sizeof(h));
-        memcpy(buf + sizeof(h), prog->filter, body);
-        return aj_write_file_atomic(path, buf, sizeof(h) + body, 0600);
+        char tmp[AJ_SHA256_HEX_SIZE + 32];
+        snprintf(tmp, sizeof(tmp), "%s.tmp.%d", name, (int)getpid());
+        (void)unlinkat(dfd, tmp, 0);
+        _cleanup_close_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        /* No fsync: a torn entry after a crash fails its MAC and is rebuilt. */
+        int r = aj_write_all(fd, &h, sizeof(h));
+        if (r >= 0)
+                r = aj_write_all(fd, prog->filter, body);
+        if (r >= 0 && renameat(dfd, tmp, dfd, name) < 0)
+                r = -errno;
+        if (r < 0)
+                (void)unlinkat(dfd, tmp, 0);
+        return r;
 }
 
-int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, AjBpfProgram *ret,
-                            char **ret_error)
+int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir,
+                            AjBpfProgram *ret, char **ret_error)
 {
         SeccompPlan plan;
         int r = plan_build(spec, &plan, ret_error);
         if (r < 0)
                 return r;
-        if (!cache_dir || !cache_dir_trusted(cache_dir))
+        if (!cache_dir || !secret_dir)
                 return plan_compile(&plan, ret);
 
+        /* Anything that does not check out (a directory someone else could write, a secret that
+         * is not ours alone, an entry whose MAC fails) means compiling afresh: never trusted. */
+        uint8_t secret[CACHE_SECRET_SIZE];
         uint8_t key[AJ_SHA256_SIZE];
-        _cleanup_free_ char *path = NULL;
-        r = cache_key(spec, &plan, key);
-        if (r >= 0)
-                r = cache_path(cache_dir, key, &path);
-        if (r < 0)
+        _cleanup_close_ int secret_dfd = open_trusted_dir(secret_dir, false);
+        _cleanup_close_ int cache_dfd = secret_dfd >= 0 ? open_trusted_dir(cache_dir, true) : -1;
+        if (cache_dfd < 0 || secret_load(secret_dfd, secret) < 0 || cache_key(spec, &plan, key) < 0)
                 return plan_compile(&plan, ret);
 
+        char name[AJ_SHA256_HEX_SIZE + 4];
+        cache_name(key, name);
         AjBpfProgram prog = {};
-        if (cache_read(path, key, &prog) >= 0) {
+        if (cache_read(cache_dfd, name, key, secret, &prog) >= 0) {
+                explicit_bzero(secret, sizeof(secret));
                 *ret = prog;
                 return 0;
         }
         r = plan_compile(&plan, &prog);
+        if (r >= 0)
+                /* Best effort: a read-only or full cache only costs the next run a compilation. */
+                (void)cache_write(cache_dfd, name, key, secret, &prog);
+        explicit_bzero(secret, sizeof(secret));
         if (r < 0)
                 return r;
-        /* Best effort: a read-only or full cache only costs the next run a compilation. */
-        (void)cache_write(path, key, &prog);
         *ret = prog;
         return 0;
 }

@@ -29,11 +29,14 @@ typedef struct {
  * returns -EINVAL with *ret_error = "seccomp.deny: unknown syscall 'foo'". */
 int aj_seccomp_build(const AjSeccompSpec *spec, AjBpfProgram *ret, char **ret_error);
 
-/* Same, through a cache of compiled programs in cache_dir (keyed by a digest of the
- * spec, the libseccomp version and the kernel release). cache_dir may be NULL (no cache).
- * A corrupt or unreadable cache entry is rebuilt, never trusted. */
-int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, AjBpfProgram *ret,
-                            char **ret_error);
+/* Same, through a cache of compiled programs in cache_dir (keyed by a digest of the spec,
+ * the libseccomp version and the kernel release), each entry authenticated with HMAC-SHA256
+ * under a secret kept in secret_dir (created there on first use). Both directories must be
+ * ours and not writable by others, as must every directory above them; otherwise, and for
+ * any entry that does not check out, the program is compiled and nothing cached is trusted.
+ * Either directory may be NULL (no cache). */
+int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir,
+                            AjBpfProgram *ret, char **ret_error);
 
 void aj_bpf_program_free(AjBpfProgram *p);
 

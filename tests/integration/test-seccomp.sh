@@ -160,6 +160,49 @@ is "$(jf '.usage.seccomp_denied_by.keyctl')" 501 \
 is "$(jf '.usage.seccomp_denied_by["socket(17)"]')" 1 \
         "run.json counts socket denials per family (AF_PACKET: 1)"
 
+# --- the compiled-filter cache is authenticated: a forged entry (the one-instruction ALLOW
+# program an agent with the state dir in its workspace wrote, with a header that checks out
+# but for the MAC) is rebuilt, and the run is filtered
+CACHE=$AGENTJAIL_STATE_DIR/cache/seccomp
+SECRET=$AGENTJAIL_RUNTIME_DIR/seccomp-cache.key
+run_jail -- ./probe stat "$SECRET"
+is "$(pval stat)" ENOENT "the cache's secret is not visible in the jail"
+is "$(stat -c '%U %a %s' "$SECRET" 2>&1)" "root 600 32" "the secret: 32 bytes, root's, 0600"
+rm -f "$CACHE"/*.bpf
+run_jail -- ./probe syscall getpid
+entries=$(ls "$CACHE"/*.bpf 2>/dev/null)
+is "$(count_lines "$entries")" 1 "a run leaves its cache entry"
+forge() { # FILE MACHEX: magic, version, 1 instruction, the entry's own key; then MAC and ALLOW
+        local f=$1 mac=$2 key
+        key=$(od -An -v -tx1 -j16 -N32 "$f" | tr -d ' \n')
+        { printf 'AJSECBP2\x02\0\0\0\x01\0\0\0'
+          printf "$(sed 's/../\\x&/g' <<<"$key$mac")"
+          printf '\x06\0\0\0\0\0\xff\x7f'; } >"$f.forged"
+        mv "$f.forged" "$f"
+}
+for how in plain-digest zeros; do
+        for f in $entries; do
+                if [[ $how == plain-digest ]]; then
+                        mac=$(printf '\x06\0\0\0\0\0\xff\x7f' | sha256sum | cut -c1-64)
+                else
+                        mac=$(printf '0%.0s' {1..64})
+                fi
+                forge "$f" "$mac"
+        done
+        is "$(stat -c %s $entries | sort -u)" 88 "$how: every cache entry is now a forged ALLOW program"
+        run_jail -- ./probe syscall ptrace unshare getpid
+        is "$(pval ptrace)/$(pval unshare)/$(pval getpid)" EPERM/EPERM/OK \
+                "$how: the next run is still filtered (ptrace, unshare denied)" || jail_diag
+        is "$(find $entries -size 88c)" "" "$how: the forged entries were rebuilt"
+done
+# A cache dir others could write is not used at all.
+rm -f "$CACHE"/*.bpf
+chmod 0777 "$CACHE"
+run_jail -- ./probe syscall ptrace getpid
+is "$(pval ptrace)/$(pval getpid)" EPERM/OK "a run with an untrusted cache dir is filtered"
+is "$(ls "$CACHE")" "" "and writes nothing to that cache"
+chmod 0700 "$CACHE"
+
 # --- the filter applies to every process of the jail, including a shell's children
 run_jail -- /bin/sh -c './probe syscall ptrace keyctl'
 is "$(pval ptrace)" EPERM "a grandchild process is filtered too (ptrace)"
