@@ -1189,6 +1189,13 @@ Test(seccomp_cache, the_secret, .init = cache_setup, .fini = cache_teardown)
         cr_assert_eq(symlink(elsewhere, secret), 0);
         expect_bypassed(dir, "secret is a symlink");
         cr_assert_eq(unlink(secret), 0);
+        /* Nor another user's. */
+        if (geteuid() == 0) {
+                cr_assert_eq(rename(elsewhere, secret), 0);
+                cr_assert_eq(chown(secret, 65534, 65534), 0);
+                expect_bypassed(dir, "secret of another user");
+        }
+        (void)unlink(secret);
         /* Nor of the wrong size. */
         cr_assert_eq(aj_write_file_atomic(secret, "short", 5, 0600), 0);
         expect_bypassed(dir, "secret of 5 bytes");
@@ -1258,6 +1265,14 @@ Test(seccomp_cache, forged_entries_are_rebuilt, .init = cache_setup, .fini = cac
         size_t now_len;
         cr_assert_eq(aj_read_file(entry, 1 << 20, &now, &now_len), 0);
         cr_expect(now_len == good_len && memcmp(now, good, good_len) == 0, "the entry was not rebuilt");
+        /* An entry of another user (same bytes) is not read: rebuilt as ours. */
+        if (geteuid() == 0) {
+                cr_assert_eq(chown(entry, 65534, 65534), 0);
+                build_cached_ok(&spec, dir, &fresh);
+                struct stat est;
+                cr_assert_eq(stat(entry, &est), 0);
+                cr_expect_eq(est.st_uid, 0, "another user's entry was kept");
+        }
         /* And a planted symlink in place of the entry is not followed. */
         cr_assert_eq(unlink(entry), 0);
         _cleanup_free_ char *target = NULL;
