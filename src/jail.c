@@ -46,7 +46,8 @@
 
 extern char **environ;
 
-/* Denials reported per run: a burst, then a steady trickle; the rest are counted. */
+/* Denials reported per run: the first of each syscall (or socket family, ioctl request) always;
+ * repeats a burst, then a steady trickle; the rest are counted per syscall. */
 #define SECCOMP_REPORT_BURST 20.0
 #define SECCOMP_REPORT_PER_SEC 5.0
 /* After init exits, how long to wait for the output pipes to drain. */
@@ -419,15 +420,17 @@ static void handle_denials(Run *run)
                         }
                         return;
                 }
-                run->denied_total++;
-                if (!aj_ratelimit_allow(&run->denial_rl, aj_now_monotonic_ns()))
+                if (!aj_denial_log_note(&run->denials, &d, aj_now_monotonic_ns(), NULL))
                         continue;
                 json_t *args = json_array();
                 for (int i = 0; i < 6; i++)
                         json_array_append_new(args, json_integer((json_int_t)d.args[i]));
-                aj_events_emit(run->events, "seccomp.denied",
-                               json_pack("{s:s, s:i, s:o, s:i}", "syscall", d.name, "nr", d.nr, "args", args,
-                                         "pid", (int)d.pid));
+                json_t *f = json_pack("{s:s, s:i, s:o, s:i}", "syscall", d.name, "nr", d.nr, "args", args, "pid",
+                                      (int)d.pid);
+                const char *hint = aj_seccomp_denial_hint(&d);
+                if (f && hint)
+                        json_object_set_new(f, "hint", json_string(hint));
+                aj_events_emit(run->events, "seccomp.denied", f);
         }
 }
 
@@ -718,12 +721,26 @@ static Outcome compute_outcome(Run *run)
         return o;
 }
 
+/* {label: count} over the denial table; `suppressed` counts only what was not reported. */
+static json_t *denials_by_key(const AjDenialLog *log, bool suppressed)
+{
+        json_t *o = json_object();
+        for (size_t i = 0; i <= log->n_keys; i++) {
+                const AjDenialKey *k = i < log->n_keys ? &log->keys[i] : &log->overflow;
+                uint64_t n = suppressed ? k->suppressed : k->count;
+                if (n > 0)
+                        json_object_set_new(o, k->label, json_integer((json_int_t)n));
+        }
+        return o;
+}
+
 static json_t *usage_json(const Run *run)
 {
         const AjCgroupStats *s = &run->last_stats;
-        return json_pack("{s:I, s:I, s:I, s:I, s:I}", "memory_peak", (json_int_t)s->memory_peak, "cpu_usec",
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "memory_peak", (json_int_t)s->memory_peak, "cpu_usec",
                          (json_int_t)s->cpu_usage_usec, "oom_kills", (json_int_t)s->oom_kills, "pids_max_events",
-                         (json_int_t)s->pids_max_events, "seccomp_denied", (json_int_t)run->denied_total);
+                         (json_int_t)s->pids_max_events, "seccomp_denied", (json_int_t)run->denials.total,
+                         "seccomp_denied_by", denials_by_key(&run->denials, false));
 }
 
 static json_t *run_document(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
@@ -845,10 +862,11 @@ static void write_final_records(Run *run)
         if (run->records_done)
                 return;
         run->records_done = true;
-        if (run->denial_rl.suppressed > 0)
+        if (run->denials.suppressed > 0)
                 aj_events_emit(run->events, "seccomp.suppressed",
-                               json_pack("{s:I, s:I}", "suppressed", (json_int_t)run->denial_rl.suppressed, "total",
-                                         (json_int_t)run->denied_total));
+                               json_pack("{s:I, s:I, s:o}", "suppressed", (json_int_t)run->denials.suppressed, "total",
+                                         (json_int_t)run->denials.total, "by_syscall",
+                                         denials_by_key(&run->denials, true)));
         check_cgroup_events(run);
         if (run->broker)
                 aj_broker_cancel_held(run->broker);
@@ -1124,7 +1142,9 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         if (asprintf(&cache, "%s/cache/seccomp", run->paths.state_root) < 0)
                 return -ENOMEM;
         _cleanup_free_ char *serr = NULL;
-        r = aj_seccomp_build_cached(&spec, cache, &run->bpf, &serr);
+        /* The cache's secret lives in the runtime root, never bound into a jail (only
+         * <runtime>/<id>/jail is), and apart from the cache it authenticates. */
+        r = aj_seccomp_build_cached(&spec, cache, run->paths.runtime_root, &run->bpf, &serr);
         if (r < 0) {
                 aj_error("Cannot build the seccomp filter: %s", serr ? serr : strerror(-r));
                 return r;
@@ -1336,7 +1356,7 @@ int aj_jail_run(const AjRunOptions *opts)
         run.degraded = json_array();
         run.started_ns = aj_now_realtime_ns();
         run.t0 = aj_now_monotonic_ns();
-        aj_ratelimit_init(&run.denial_rl, SECCOMP_REPORT_BURST, SECCOMP_REPORT_PER_SEC);
+        aj_denial_log_init(&run.denials, SECCOMP_REPORT_BURST, SECCOMP_REPORT_PER_SEC);
         int status = AJ_EXIT_LAUNCHER;
         int out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
         AjSpawnConfig cfg;

@@ -95,8 +95,7 @@ typedef struct {
         bool init_exited;
         siginfo_t init_info;
         bool wall_fired, wall_killed;
-        uint64_t denied_total;
-        AjRateLimit denial_rl;
+        AjDenialLog denials;
         AjCgroupStats last_stats;
 
         /* metering, operators, network (src/supervisor-ops.c) */

@@ -6,6 +6,8 @@
  * change their bytes. See docs/seccomp.md for what is allowed and why.
  */
 #include <errno.h>
+#include <limits.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <linux/seccomp.h>
 #include <poll.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -43,6 +46,10 @@ typedef enum {
         RULE_SOCKETPAIR,    /* allowed for AF_UNIX, the only family that implements it widely */
         RULE_PERSONALITY,   /* allowed for the harmless personas only */
         RULE_IOCTL,         /* allowed except terminal input injection */
+        RULE_MODE_A1,       /* allowed unless the mode (argument 1) has S_ISUID or S_ISGID */
+        RULE_MODE_A2,       /* the same, mode in argument 2 */
+        RULE_OPEN_A1,       /* allowed unless flags (argument 1) create and the mode (2) has them */
+        RULE_OPEN_A2,       /* the same, flags in argument 2 and mode in 3 (openat) */
 } SeccompRule;
 
 typedef struct {
@@ -265,6 +272,44 @@ static const struct {
         { SCMP_SYS(ioctl), RULE_IOCTL },
 };
 
+/*
+ * RestrictSUIDSGID: no file gets S_ISUID or S_ISGID from inside a jail. The idmapped workspace
+ * and rw binds map the agent to the files' owner (often root) on the host, so such a file would
+ * be a setuid binary there for any local user. Every call that sets a mode is conditional on the
+ * mode having neither bit (open only when it creates: the kernel ignores the mode otherwise).
+ * openat2 passes its mode inside a struct the filter cannot read: it answers ENOSYS, as on a
+ * kernel older than 5.6, so callers fall back to openat (the libcs' open() never uses it).
+ * These conditions stay when a profile's `allow` names the syscall: they protect the host,
+ * not the jail's own shape.
+ */
+#define SUID_SGID_BITS ((uint64_t)(S_ISUID | S_ISGID))
+/* O_TMPFILE without the O_DIRECTORY it includes: the bit that makes open create a file. */
+#define OPEN_CREATE_FLAGS ((uint64_t)(O_CREAT | (O_TMPFILE & ~O_DIRECTORY)))
+
+static const struct {
+        int nr;
+        SeccompRule rule;
+} mode_rules[] = {
+        { SCMP_SYS(chmod), RULE_MODE_A1 },   { SCMP_SYS(fchmod), RULE_MODE_A1 },
+        { SCMP_SYS(fchmodat), RULE_MODE_A2 }, { SCMP_SYS(creat), RULE_MODE_A1 },
+        { SCMP_SYS(mkdir), RULE_MODE_A1 },   { SCMP_SYS(mkdirat), RULE_MODE_A2 },
+        { SCMP_SYS(mknod), RULE_MODE_A1 },   { SCMP_SYS(mknodat), RULE_MODE_A2 },
+        { SCMP_SYS(open), RULE_OPEN_A1 },    { SCMP_SYS(openat), RULE_OPEN_A2 },
+        { SCMP_SYS(openat2), RULE_ENOSYS },
+#if defined(__x86_64__)
+        /* fchmodat2(dirfd, path, mode, flags): newer than Debian 12's libseccomp. */
+        { 452, RULE_MODE_A2 },
+#endif
+};
+
+static SeccompRule mode_rule_of(int nr)
+{
+        for (size_t i = 0; i < ARRAY_SIZE(mode_rules); i++)
+                if (mode_rules[i].nr == nr)
+                        return mode_rules[i].rule;
+        return RULE_DENY;
+}
+
 /* CLONE_NEWTIME is absent on purpose: in clone() bit 0x80 belongs to the exit signal, and the
  * kernel only accepts CLONE_NEWTIME through clone3() and unshare(), both denied. */
 #define CLONE_NAMESPACE_FLAGS                                                                      \
@@ -330,8 +375,10 @@ static int plan_apply_names(SeccompPlan *plan, char *const *names, SeccompRule r
                                 *ret_error = NULL;
                         return -EINVAL;
                 }
-                if (r > 0)
-                        plan->rule[nr] = (uint8_t)rule;
+                if (r > 0) {
+                        SeccompRule mode_rule = mode_rule_of(nr);
+                        plan->rule[nr] = (uint8_t)(rule == RULE_ALLOW && mode_rule != RULE_DENY ? mode_rule : rule);
+                }
         }
         return 0;
 }
@@ -361,6 +408,8 @@ static int plan_build(const AjSeccompSpec *spec, SeccompPlan *ret, char **ret_er
 #endif
         for (size_t i = 0; i < ARRAY_SIZE(conditional_rules); i++)
                 plan_set(&plan, conditional_rules[i].nr, conditional_rules[i].rule);
+        for (size_t i = 0; i < ARRAY_SIZE(mode_rules); i++)
+                plan_set(&plan, mode_rules[i].nr, mode_rules[i].rule);
 
         /* Deny after allow: a name in both lists stays denied (fail closed). Names are all
          * validated before anything is reported, deny list first. */
@@ -439,6 +488,22 @@ static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
                 return add_allow_lo32_in(ctx, nr, 0, allowed_personas, ARRAY_SIZE(allowed_personas));
         case RULE_IOCTL:
                 return add_allow_lo32_except(ctx, nr, 1, denied_ioctls, ARRAY_SIZE(denied_ioctls), 0, 0);
+        case RULE_MODE_A1:
+        case RULE_MODE_A2:
+                return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                              SCMP_CMP(plan->rule[nr] == RULE_MODE_A1 ? 1 : 2,
+                                                       SCMP_CMP_MASKED_EQ, SUID_SGID_BITS, 0));
+        case RULE_OPEN_A1:
+        case RULE_OPEN_A2: {
+                /* Two rules, either allows: the call creates nothing, or its mode is clean. */
+                unsigned flags = plan->rule[nr] == RULE_OPEN_A1 ? 1 : 2;
+                int r = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                               SCMP_CMP(flags, SCMP_CMP_MASKED_EQ, OPEN_CREATE_FLAGS, 0));
+                if (r < 0)
+                        return r;
+                return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                              SCMP_CMP(flags + 1, SCMP_CMP_MASKED_EQ, SUID_SGID_BITS, 0));
+        }
         }
         return -EINVAL;
 }
@@ -534,15 +599,21 @@ void aj_bpf_program_free(AjBpfProgram *p)
 
 /* ---- cache ---- */
 
-#define CACHE_FORMAT "agentjail seccomp cache v1"
-#define CACHE_MAGIC "AJSECBPF"
+/* v2: entries are authenticated with HMAC-SHA256 under a per-host secret (v1 had a plain
+ * digest anyone able to write the file could recompute). */
+#define CACHE_FORMAT "agentjail seccomp cache v2"
+#define CACHE_MAGIC "AJSECBP2"
+#define CACHE_VERSION 2
+#define CACHE_SECRET_FILE "seccomp-cache.key"
+#define CACHE_SECRET_SIZE 32
 
 typedef struct {
         char magic[8];
         uint32_t version;
         uint32_t n_insns;
         uint8_t key[AJ_SHA256_SIZE];
-        uint8_t body_sha256[AJ_SHA256_SIZE];
+        /* HMAC-SHA256 under the secret of the fields above and the body. */
+        uint8_t mac[AJ_SHA256_SIZE];
 } CacheHeader;
 
 static int strcmp_ptr(const void *a, const void *b)
@@ -603,46 +674,85 @@ static int cache_key(const AjSeccompSpec *spec, const SeccompPlan *plan, uint8_t
         return 0;
 }
 
-/* The cache only helps if nobody else can plant programs in it: ours, not group/world-writable. */
-static bool cache_dir_trusted(const char *cache_dir)
+/* Owned by us, not writable by group or others. */
+static bool stat_ours(const struct stat *st)
 {
+        return st->st_uid == geteuid() && (st->st_mode & 0022) == 0;
+}
+
+/* Every directory above `path` (absolute, no symlink components): owned by root or us, and
+ * not writable by others unless sticky (/tmp: nobody else can rename or remove our entry).
+ * Returns 1 when trusted, 0 when not, -ELOOP when a component is a symlink and -EINVAL for a
+ * relative path (the caller resolves them and asks again). */
+static int parents_trusted(const char *path)
+{
+        char buf[PATH_MAX];
+        size_t len = strlen(path);
+        if (path[0] != '/')
+                return -EINVAL; /* resolved by the caller */
+        if (len >= sizeof(buf))
+                return 0;
+        memcpy(buf, path, len + 1);
+        for (char *p = buf + len; p > buf;) {
+                struct stat st;
+                if (lstat(buf, &st) < 0)
+                        return -errno;
+                if (S_ISLNK(st.st_mode))
+                        return -ELOOP;
+                if (!S_ISDIR(st.st_mode))
+                        return 0;
+                if (p != buf + len) { /* a parent */
+                        if (st.st_uid != 0 && st.st_uid != geteuid())
+                                return 0;
+                        if ((st.st_mode & 0022) && !(st.st_mode & S_ISVTX))
+                                return 0;
+                }
+                while (p > buf && *p != '/')
+                        p--;
+                *p = 0;
+        }
+        /* The root directory itself. */
         struct stat st;
-        if (aj_mkdir_p(cache_dir, 0700) < 0)
-                return false;
-        if (lstat(cache_dir, &st) < 0)
-                return false;
-        return S_ISDIR(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 0022) == 0;
+        if (lstat("/", &st) < 0)
+                return -errno;
+        return st.st_uid == 0 && !(st.st_mode & 0022) ? 1 : 0;
 }
 
-static int cache_path(const char *cache_dir, const uint8_t key[AJ_SHA256_SIZE], char **ret)
+/*
+ * Opens `dir` (created 0700 when `create`) if nobody but us and root could have put anything
+ * in it: the directory ours and not group/world-writable, every directory above it root's or
+ * ours and not writable by others. Symlinks on the way are resolved first, so the checks
+ * are on the real path. -EPERM when untrusted.
+ */
+static int open_trusted_dir(const char *dir, bool create)
 {
-        char hex[AJ_SHA256_HEX_SIZE];
-        aj_sha256_hex(key, hex);
-        if (asprintf(ret, "%s/%s.bpf", cache_dir, hex) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
-static int cache_read(const char *path, const uint8_t key[AJ_SHA256_SIZE], AjBpfProgram *ret)
-{
-        size_t max = sizeof(CacheHeader) + (size_t)BPF_MAXINSNS * sizeof(struct sock_filter);
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        if (create && aj_mkdir_p(dir, 0700) < 0)
+                return -EPERM;
+        int r = parents_trusted(dir);
+        _cleanup_free_ char *real = NULL;
+        if (r == -ELOOP || r == -EINVAL) {
+                real = realpath(dir, NULL);
+                if (!real)
+                        return -errno;
+                r = parents_trusted(real);
+        }
+        if (r <= 0)
+                return r < 0 ? r : -EPERM;
+        _cleanup_close_ int fd = open(real ? real : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return -errno;
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return -errno;
-        if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
+        if (!stat_ours(&st))
                 return -EPERM;
-        if ((size_t)st.st_size <= sizeof(CacheHeader) || (size_t)st.st_size > max)
-                return -EBADMSG;
+        return TAKE_FD(fd);
+}
 
-        size_t size = (size_t)st.st_size;
-        _cleanup_free_ uint8_t *buf = malloc(size);
-        if (!buf)
-                return -ENOMEM;
-        for (size_t done = 0; done < size;) {
-                ssize_t n = read(fd, buf + done, size - done);
+static int read_exact(int fd, void *buf, size_t len)
+{
+        for (size_t done = 0; done < len;) {
+                ssize_t n = read(fd, (char *)buf + done, len - done);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -652,17 +762,111 @@ static int cache_read(const char *path, const uint8_t key[AJ_SHA256_SIZE], AjBpf
                         return -EBADMSG;
                 done += (size_t)n;
         }
+        return 0;
+}
+
+static int secret_create(int dfd)
+{
+        uint8_t secret[CACHE_SECRET_SIZE];
+        for (size_t done = 0; done < sizeof(secret);) {
+                ssize_t n = getrandom(secret + done, sizeof(secret) - done, 0);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                done += (size_t)n;
+        }
+        char tmp[64];
+        snprintf(tmp, sizeof(tmp), "%s.tmp.%d", CACHE_SECRET_FILE, (int)getpid());
+        /* Left over from a crashed run of the same pid: ours (the directory is). */
+        (void)unlinkat(dfd, tmp, 0);
+        _cleanup_close_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        int r = aj_write_all(fd, secret, sizeof(secret));
+        explicit_bzero(secret, sizeof(secret));
+        /* link() never replaces: with two runs racing, the first key wins for both. */
+        if (r >= 0 && linkat(dfd, tmp, dfd, CACHE_SECRET_FILE, 0) < 0 && errno != EEXIST)
+                r = -errno;
+        (void)unlinkat(dfd, tmp, 0);
+        return r;
+}
+
+/* The secret: a 32-byte file of ours, mode 0600 or stricter, one link; created if absent. */
+static int secret_load(int dfd, uint8_t ret[CACHE_SECRET_SIZE])
+{
+        for (int attempt = 0; attempt < 2; attempt++) {
+                _cleanup_close_ int fd = openat(dfd, CACHE_SECRET_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+                if (fd < 0) {
+                        if (errno != ENOENT)
+                                return -errno;
+                        int r = secret_create(dfd);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                struct stat st;
+                if (fstat(fd, &st) < 0)
+                        return -errno;
+                if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0077) != 0 ||
+                    st.st_nlink != 1 || st.st_size != CACHE_SECRET_SIZE)
+                        return -EPERM;
+                return read_exact(fd, ret, CACHE_SECRET_SIZE);
+        }
+        return -ENOENT;
+}
+
+static void cache_mac(const uint8_t secret[CACHE_SECRET_SIZE], const CacheHeader *h, const void *body,
+                      size_t body_len, uint8_t out[AJ_SHA256_SIZE])
+{
+        AjHmacSha256 m;
+        aj_hmac_sha256_init(&m, secret, CACHE_SECRET_SIZE);
+        aj_hmac_sha256_update(&m, h, offsetof(CacheHeader, mac));
+        aj_hmac_sha256_update(&m, body, body_len);
+        aj_hmac_sha256_final(&m, out);
+}
+
+static void cache_name(const uint8_t key[AJ_SHA256_SIZE], char name[AJ_SHA256_HEX_SIZE + 4])
+{
+        char hex[AJ_SHA256_HEX_SIZE];
+        aj_sha256_hex(key, hex);
+        snprintf(name, AJ_SHA256_HEX_SIZE + 4, "%s.bpf", hex);
+}
+
+static int cache_read(int dfd, const char *name, const uint8_t key[AJ_SHA256_SIZE],
+                      const uint8_t secret[CACHE_SECRET_SIZE], AjBpfProgram *ret)
+{
+        size_t max = sizeof(CacheHeader) + (size_t)BPF_MAXINSNS * sizeof(struct sock_filter);
+        _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || !stat_ours(&st))
+                return -EPERM;
+        if ((size_t)st.st_size <= sizeof(CacheHeader) || (size_t)st.st_size > max)
+                return -EBADMSG;
+
+        size_t size = (size_t)st.st_size;
+        _cleanup_free_ uint8_t *buf = malloc(size);
+        if (!buf)
+                return -ENOMEM;
+        int r = read_exact(fd, buf, size);
+        if (r < 0)
+                return r;
 
         CacheHeader h;
         memcpy(&h, buf, sizeof(h));
         size_t body = size - sizeof(h);
-        if (memcmp(h.magic, CACHE_MAGIC, sizeof(h.magic)) != 0 || h.version != 1 ||
+        if (memcmp(h.magic, CACHE_MAGIC, sizeof(h.magic)) != 0 || h.version != CACHE_VERSION ||
             memcmp(h.key, key, AJ_SHA256_SIZE) != 0 || h.n_insns == 0 || h.n_insns > BPF_MAXINSNS ||
             body != (size_t)h.n_insns * sizeof(struct sock_filter))
                 return -EBADMSG;
-        uint8_t digest[AJ_SHA256_SIZE];
-        aj_sha256(buf + sizeof(h), body, digest);
-        if (memcmp(digest, h.body_sha256, AJ_SHA256_SIZE) != 0)
+        uint8_t mac[AJ_SHA256_SIZE];
+        cache_mac(secret, &h, buf + sizeof(h), body, mac);
+        if (!aj_digest_eq(mac, h.mac))
                 return -EBADMSG;
 
         struct sock_filter *filter = malloc(body);
@@ -674,50 +878,66 @@ static int cache_read(const char *path, const uint8_t key[AJ_SHA256_SIZE], AjBpf
         return 0;
 }
 
-static int cache_write(const char *path, const uint8_t key[AJ_SHA256_SIZE], const AjBpfProgram *prog)
+static int cache_write(int dfd, const char *name, const uint8_t key[AJ_SHA256_SIZE],
+                       const uint8_t secret[CACHE_SECRET_SIZE], const AjBpfProgram *prog)
 {
         size_t body = (size_t)prog->len * sizeof(struct sock_filter);
-        CacheHeader h = { .version = 1, .n_insns = prog->len };
+        CacheHeader h = { .version = CACHE_VERSION, .n_insns = prog->len };
         memcpy(h.magic, CACHE_MAGIC, sizeof(h.magic));
         memcpy(h.key, key, AJ_SHA256_SIZE);
-        aj_sha256(prog->filter, body, h.body_sha256);
+        cache_mac(secret, &h, prog->filter, body, h.mac);
 
-        _cleanup_free_ char *buf = malloc(sizeof(h) + body);
-        if (!buf)
-                return -ENOMEM;
-        memcpy(buf, &h, sizeof(h));
-        memcpy(buf + sizeof(h), prog->filter, body);
-        return aj_write_file_atomic(path, buf, sizeof(h) + body, 0600);
+        char tmp[AJ_SHA256_HEX_SIZE + 32];
+        snprintf(tmp, sizeof(tmp), "%s.tmp.%d", name, (int)getpid());
+        (void)unlinkat(dfd, tmp, 0);
+        _cleanup_close_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        /* No fsync: a torn entry after a crash fails its MAC and is rebuilt. */
+        int r = aj_write_all(fd, &h, sizeof(h));
+        if (r >= 0)
+                r = aj_write_all(fd, prog->filter, body);
+        if (r >= 0 && renameat(dfd, tmp, dfd, name) < 0)
+                r = -errno;
+        if (r < 0)
+                (void)unlinkat(dfd, tmp, 0);
+        return r;
 }
 
-int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, AjBpfProgram *ret,
-                            char **ret_error)
+int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir,
+                            AjBpfProgram *ret, char **ret_error)
 {
         SeccompPlan plan;
         int r = plan_build(spec, &plan, ret_error);
         if (r < 0)
                 return r;
-        if (!cache_dir || !cache_dir_trusted(cache_dir))
+        if (!cache_dir || !secret_dir)
                 return plan_compile(&plan, ret);
 
+        /* Anything that does not check out (a directory someone else could write, a secret that
+         * is not ours alone, an entry whose MAC fails) means compiling afresh: never trusted. */
+        uint8_t secret[CACHE_SECRET_SIZE];
         uint8_t key[AJ_SHA256_SIZE];
-        _cleanup_free_ char *path = NULL;
-        r = cache_key(spec, &plan, key);
-        if (r >= 0)
-                r = cache_path(cache_dir, key, &path);
-        if (r < 0)
+        _cleanup_close_ int secret_dfd = open_trusted_dir(secret_dir, false);
+        _cleanup_close_ int cache_dfd = secret_dfd >= 0 ? open_trusted_dir(cache_dir, true) : -1;
+        if (cache_dfd < 0 || secret_load(secret_dfd, secret) < 0 || cache_key(spec, &plan, key) < 0)
                 return plan_compile(&plan, ret);
 
+        char name[AJ_SHA256_HEX_SIZE + 4];
+        cache_name(key, name);
         AjBpfProgram prog = {};
-        if (cache_read(path, key, &prog) >= 0) {
+        if (cache_read(cache_dfd, name, key, secret, &prog) >= 0) {
+                explicit_bzero(secret, sizeof(secret));
                 *ret = prog;
                 return 0;
         }
         r = plan_compile(&plan, &prog);
+        if (r >= 0)
+                /* Best effort: a read-only or full cache only costs the next run a compilation. */
+                (void)cache_write(cache_dfd, name, key, secret, &prog);
+        explicit_bzero(secret, sizeof(secret));
         if (r < 0)
                 return r;
-        /* Best effort: a read-only or full cache only costs the next run a compilation. */
-        (void)cache_write(path, key, &prog);
         *ret = prog;
         return 0;
 }
@@ -738,6 +958,27 @@ int aj_seccomp_load(const AjBpfProgram *prog, bool listener)
 }
 
 /* ---- supervisor side ---- */
+
+const char *aj_seccomp_denial_hint(const AjSeccompDenial *d)
+{
+        if (d->arch != seccomp_arch_native())
+                return NULL;
+        switch (mode_rule_of(d->nr)) {
+        case RULE_MODE_A1:
+                return d->args[1] & SUID_SGID_BITS ? "setuid/setgid mode" : NULL;
+        case RULE_MODE_A2:
+                return d->args[2] & SUID_SGID_BITS ? "setuid/setgid mode" : NULL;
+        case RULE_OPEN_A1:
+                return d->args[1] & OPEN_CREATE_FLAGS && d->args[2] & SUID_SGID_BITS ? "setuid/setgid mode" : NULL;
+        case RULE_OPEN_A2:
+                return d->args[2] & OPEN_CREATE_FLAGS && d->args[3] & SUID_SGID_BITS ? "setuid/setgid mode" : NULL;
+        default:
+                break;
+        }
+        if (d->nr == SCMP_SYS(clone) && d->args[0] & CLONE_NAMESPACE_FLAGS)
+                return "namespace flags";
+        return NULL;
+}
 
 int aj_seccomp_notify_handle(int listener_fd, AjSeccompDenial *ret)
 {
@@ -818,5 +1059,70 @@ bool aj_ratelimit_allow(AjRateLimit *rl, uint64_t now_ns)
                 return true;
         }
         rl->suppressed++;
+        return false;
+}
+
+/* The argument that tells denials of one syscall apart, as the filter's rules see it. */
+static bool denial_sub(const AjSeccompDenial *d, uint32_t *ret)
+{
+        if (d->arch != seccomp_arch_native())
+                return false;
+        if (d->nr == SCMP_SYS(socket) || d->nr == SCMP_SYS(socketpair) || d->nr == SCMP_SYS(personality)) {
+                *ret = (uint32_t)d->args[0];
+                return true;
+        }
+        if (d->nr == SCMP_SYS(ioctl)) {
+                *ret = (uint32_t)d->args[1];
+                return true;
+        }
+        return false;
+}
+
+void aj_denial_log_init(AjDenialLog *log, double burst, double per_sec)
+{
+        memset(log, 0, sizeof(*log));
+        snprintf(log->overflow.label, sizeof(log->overflow.label), "other");
+        aj_ratelimit_init(&log->repeats, burst, per_sec);
+}
+
+bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now_ns,
+                        const AjDenialKey **ret_key)
+{
+        uint32_t sub = 0;
+        bool has_sub = denial_sub(d, &sub);
+        AjDenialKey *k = NULL;
+        bool first = false;
+        /* A linear scan: at most AJ_DENIAL_KEYS_MAX compares, well under the two ioctls that
+         * answered the notification. */
+        for (size_t i = 0; i < log->n_keys; i++) {
+                AjDenialKey *c = &log->keys[i];
+                if (c->nr == d->nr && c->arch == d->arch && c->has_sub == has_sub && c->sub == sub) {
+                        k = c;
+                        break;
+                }
+        }
+        if (!k && log->n_keys < AJ_DENIAL_KEYS_MAX) {
+                k = &log->keys[log->n_keys++];
+                *k = (AjDenialKey){ .nr = d->nr, .arch = d->arch, .sub = sub, .has_sub = has_sub };
+                if (!has_sub)
+                        snprintf(k->label, sizeof(k->label), "%s", d->name);
+                else if (d->nr == SCMP_SYS(socket) || d->nr == SCMP_SYS(socketpair))
+                        snprintf(k->label, sizeof(k->label), "%.24s(%u)", d->name, sub);
+                else
+                        snprintf(k->label, sizeof(k->label), "%.24s(0x%x)", d->name, sub);
+                first = true;
+        }
+        if (!k)
+                k = &log->overflow;
+
+        log->total++;
+        k->count++;
+        if (ret_key)
+                *ret_key = k;
+        /* The first of a key is always named; the table's bound bounds those reports. */
+        if (first || aj_ratelimit_allow(&log->repeats, now_ns))
+                return true;
+        k->suppressed++;
+        log->suppressed++;
         return false;
 }

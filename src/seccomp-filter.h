@@ -29,11 +29,14 @@ typedef struct {
  * returns -EINVAL with *ret_error = "seccomp.deny: unknown syscall 'foo'". */
 int aj_seccomp_build(const AjSeccompSpec *spec, AjBpfProgram *ret, char **ret_error);
 
-/* Same, through a cache of compiled programs in cache_dir (keyed by a digest of the
- * spec, the libseccomp version and the kernel release). cache_dir may be NULL (no cache).
- * A corrupt or unreadable cache entry is rebuilt, never trusted. */
-int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, AjBpfProgram *ret,
-                            char **ret_error);
+/* Same, through a cache of compiled programs in cache_dir (keyed by a digest of the spec,
+ * the libseccomp version and the kernel release), each entry authenticated with HMAC-SHA256
+ * under a secret kept in secret_dir (created there on first use). Both directories must be
+ * ours and not writable by others, as must every directory above them; otherwise, and for
+ * any entry that does not check out, the program is compiled and nothing cached is trusted.
+ * Either directory may be NULL (no cache). */
+int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir,
+                            AjBpfProgram *ret, char **ret_error);
 
 void aj_bpf_program_free(AjBpfProgram *p);
 
@@ -56,6 +59,10 @@ typedef struct {
  * (-ENOENT/-EBADF style errors mean the listener is gone). */
 int aj_seccomp_notify_handle(int listener_fd, AjSeccompDenial *ret);
 
+/* Why a denial of a conditionally allowed syscall happened, when the arguments say so
+ * ("setuid/setgid mode", "namespace flags"); NULL otherwise. Pure. */
+const char *aj_seccomp_denial_hint(const AjSeccompDenial *d);
+
 /* Token bucket for reporting: at most `burst` reports, refilled at `per_sec`.
  * Returns true when this denial should be recorded; counts the suppressed ones. */
 typedef struct {
@@ -68,6 +75,41 @@ typedef struct {
 
 void aj_ratelimit_init(AjRateLimit *rl, double burst, double per_sec);
 bool aj_ratelimit_allow(AjRateLimit *rl, uint64_t now_ns);
+
+/*
+ * What the supervisor records of denials: every distinct key (a syscall, or a syscall with the
+ * argument its rule looks at: socket's family, ioctl's request, personality's persona) is
+ * reported the first time it is seen; repeats of a known key share one token bucket; counts
+ * are kept per key. The table is bounded (an agent picks ioctl requests from 2^32): keys past
+ * it are counted together under `overflow`, and reported only as repeats are. Pure.
+ */
+#define AJ_DENIAL_KEYS_MAX 512
+#define AJ_DENIAL_LABEL_MAX 48
+
+typedef struct {
+        int nr;
+        uint32_t arch;
+        uint32_t sub;     /* the distinguishing argument's low 32 bits, when has_sub */
+        bool has_sub;
+        uint64_t count;      /* denials of this key */
+        uint64_t suppressed; /* of which not reported */
+        char label[AJ_DENIAL_LABEL_MAX]; /* "ptrace", "socket(16)", "ioctl(0x5412)" */
+} AjDenialKey;
+
+typedef struct {
+        AjDenialKey keys[AJ_DENIAL_KEYS_MAX];
+        size_t n_keys;
+        AjDenialKey overflow; /* label "other" */
+        AjRateLimit repeats;
+        uint64_t total;
+        uint64_t suppressed;
+} AjDenialLog;
+
+void aj_denial_log_init(AjDenialLog *log, double burst, double per_sec);
+/* Counts `d`; true when it should be recorded as an event. *ret_key (may be NULL) is the
+ * key it was counted under. */
+bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now_ns,
+                        const AjDenialKey **ret_key);
 
 /* Name of syscall `nr` on the native arch, or NULL. */
 const char *aj_seccomp_syscall_name(int nr);

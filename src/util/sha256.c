@@ -195,3 +195,54 @@ char *aj_sha256_hex(const uint8_t digest[AJ_SHA256_SIZE], char out[AJ_SHA256_HEX
         out[2 * AJ_SHA256_SIZE] = 0;
         return out;
 }
+
+void aj_hmac_sha256_init(AjHmacSha256 *h, const void *key, size_t key_len)
+{
+        uint8_t k[64] = { 0 };
+        if (key_len > sizeof(k))
+                aj_sha256(key, key_len, k);
+        else if (key_len > 0)
+                memcpy(k, key, key_len);
+        uint8_t ipad[64];
+        for (size_t i = 0; i < sizeof(k); i++) {
+                ipad[i] = k[i] ^ 0x36;
+                h->opad_key[i] = k[i] ^ 0x5c;
+        }
+        aj_sha256_init(&h->inner);
+        aj_sha256_update(&h->inner, ipad, sizeof(ipad));
+        explicit_bzero(k, sizeof(k));
+        explicit_bzero(ipad, sizeof(ipad));
+}
+
+void aj_hmac_sha256_update(AjHmacSha256 *h, const void *data, size_t len)
+{
+        aj_sha256_update(&h->inner, data, len);
+}
+
+void aj_hmac_sha256_final(AjHmacSha256 *h, uint8_t out[AJ_SHA256_SIZE])
+{
+        uint8_t inner[AJ_SHA256_SIZE];
+        aj_sha256_final(&h->inner, inner);
+        AjSha256 outer;
+        aj_sha256_init(&outer);
+        aj_sha256_update(&outer, h->opad_key, sizeof(h->opad_key));
+        aj_sha256_update(&outer, inner, sizeof(inner));
+        aj_sha256_final(&outer, out);
+        explicit_bzero(h, sizeof(*h));
+}
+
+void aj_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len, uint8_t out[AJ_SHA256_SIZE])
+{
+        AjHmacSha256 h;
+        aj_hmac_sha256_init(&h, key, key_len);
+        aj_hmac_sha256_update(&h, data, len);
+        aj_hmac_sha256_final(&h, out);
+}
+
+bool aj_digest_eq(const uint8_t a[AJ_SHA256_SIZE], const uint8_t b[AJ_SHA256_SIZE])
+{
+        uint8_t diff = 0;
+        for (size_t i = 0; i < AJ_SHA256_SIZE; i++)
+                diff |= a[i] ^ b[i];
+        return diff == 0;
+}

@@ -37,6 +37,7 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -1508,6 +1509,248 @@ static int cmd_zombie_parent(void)
         return 0;
 }
 
+/* deny-distinct: many different denied calls back to back in one process (each syscall once,
+ * socket() with each refused family, the two refused ioctls), so the test can check that the
+ * supervisor names every one. Prints `call=LABEL RESULT` per call, then `calls=N denied=M`.
+ * Arguments are harmless even without the filter (and the jail holds no capabilities). */
+#if defined(__x86_64__)
+static const struct {
+        const char *name;
+        long nr;
+        long a[6];
+} distinct_calls[] = {
+        { "ptrace", 101, { 2, 1 } },          { "process_vm_readv", 310, { 1 } },
+        { "process_vm_writev", 311, { 1 } },  { "kcmp", 312, { 1, 1 } },
+        { "pidfd_getfd", 438, { -1 } },       { "io_uring_setup", 425, { 0 } },
+        { "io_uring_enter", 426, { -1 } },    { "io_uring_register", 427, { -1 } },
+        { "bpf", 321, { -1 } },               { "perf_event_open", 298, { 0, 0, -1, -1 } },
+        { "keyctl", 250, { -1 } },            { "add_key", 248, { 0 } },
+        { "request_key", 249, { 0 } },        { "mount", 165, { 0 } },
+        { "pivot_root", 155, { 0 } },         { "chroot", 161, { 0 } },
+        { "fsopen", 430, { 0 } },             { "fsconfig", 431, { -1 } },
+        { "fsmount", 432, { -1 } },           { "fspick", 433, { -1 } },
+        { "open_tree", 428, { -1 } },         { "move_mount", 429, { -1, 0, -1 } },
+        { "mount_setattr", 442, { -1 } },     { "setns", 308, { -1 } },
+        { "kexec_load", 246, { 0, 0, 0, 0xdead0000L } },
+        { "kexec_file_load", 320, { -1, -1, 0, 0, 0xdead } },
+        { "init_module", 175, { 0 } },        { "finit_module", 313, { -1 } },
+        { "open_by_handle_at", 304, { -1 } }, { "name_to_handle_at", 303, { -1 } },
+        { "reboot", 169, { 0 } },             { "syslog", 103, { 10 } },
+        { "iopl", 172, { 0 } },               { "ioperm", 173, { 0 } },
+        { "modify_ldt", 154, { 0 } },         { "mbind", 237, { 0 } },
+        { "set_mempolicy", 238, { 0 } },      { "get_mempolicy", 239, { 0 } },
+        { "move_pages", 279, { 0 } },         { "quotactl", 179, { 0 } },
+        { "lookup_dcookie", 212, { 0 } },     { "fanotify_init", 300, { 0 } },
+        { "clock_settime", 227, { 0 } },      { "settimeofday", 164, { 0 } },
+        { "process_madvise", 440, { -1 } },   { "syscall_1000", 1000, { 0 } },
+        { "syscall_1001", 1001, { 0 } },      { "syscall_1002", 1002, { 0 } },
+};
+#endif
+
+static int cmd_deny_distinct(void)
+{
+        int calls = 0, denied = 0;
+
+#if defined(__x86_64__)
+        for (size_t i = 0; i < ARRAY_SIZE(distinct_calls); i++) {
+                const long *a = distinct_calls[i].a;
+                long r = syscall(distinct_calls[i].nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+                int e = r < 0 ? errno : 0;
+
+                printf("call=%s %s\n", distinct_calls[i].name, e ? errno_name(e) : "OK");
+                calls++;
+                denied += e == EPERM;
+        }
+#endif
+        for (long fam = 3; fam <= 45; fam++) {
+                long r;
+                int e;
+
+                if (fam == AF_INET6)
+                        continue;
+                r = syscall(SYS_socket, fam, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+                e = r < 0 ? errno : 0;
+                if (r >= 0)
+                        close((int) r);
+                printf("call=socket(%ld) %s\n", fam, e ? errno_name(e) : "OK");
+                calls++;
+                denied += e == EPERM;
+        }
+        static const unsigned long ioctls[] = { TIOCSTI, TIOCLINUX };
+        for (size_t i = 0; i < ARRAY_SIZE(ioctls); i++) {
+                long r = syscall(SYS_ioctl, -1, ioctls[i], NULL);
+                int e = r < 0 ? errno : 0;
+
+                printf("call=ioctl(0x%lx) %s\n", ioctls[i], e ? errno_name(e) : "OK");
+                calls++;
+                denied += e == EPERM;
+        }
+        printf("calls=%d denied=%d\n", calls, denied);
+        return 0;
+}
+
+/* abi-write: a write(2) through each foreign syscall ABI (i386 via int 0x80, x32), whose
+ * effect is visible: the bytes arrive on a pipe or not. Per ABI: NAME_effect=yes|no and
+ * NAME_how=OK|errno|signal. Run on the host too: kernels without IA32 emulation kill
+ * int 0x80 with SIGSEGV, kernels without x32 answer ENOSYS. */
+#if defined(__x86_64__)
+static long abi_i386_write(int fd, const char *buf, size_t len)
+{
+        return int80_syscall(4 /* i386 write */, fd, (long) buf, (long) len, 0);
+}
+
+static long abi_x32_write(int fd, const char *buf, size_t len)
+{
+        long r = syscall(0x40000000L | 1 /* x32 write */, fd, buf, len);
+
+        return r < 0 ? -errno : r;
+}
+
+static void abi_write_one(const char *name, long (*fn)(int, const char *, size_t))
+{
+        static const char msg[] = "FOREIGN-ABI-RAN";
+        int pipefd[2], status = 0;
+        char got[32];
+        ssize_t n;
+        pid_t pid;
+        /* int 0x80 truncates pointers to 32 bits: the buffer must live below 4 GiB. */
+        char *buf = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+
+        if (buf == MAP_FAILED || pipe2(pipefd, O_CLOEXEC) < 0) {
+                printf("%s_effect=PROBE-ERROR %s_how=PROBE-ERROR\n", name, name);
+                return;
+        }
+        memcpy(buf, msg, sizeof(msg));
+        pid = fork();
+        if (pid == 0) {
+                long r = fn(pipefd[1], buf, sizeof(msg) - 1);
+
+                _exit(r < 0 && r > -4096 ? (int) -r : 0);
+        }
+        close(pipefd[1]);
+        n = pid > 0 ? read_full(pipefd[0], got, sizeof(got)) : -1;
+        close(pipefd[0]);
+        if (pid > 0)
+                while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                        ;
+        printf("%s_effect=%s ", name, n > 0 ? "yes" : "no");
+        if (pid < 0)
+                printf("%s_how=PROBE-ERROR\n", name);
+        else if (WIFSIGNALED(status))
+                printf("%s_how=%s\n", name, signal_name(WTERMSIG(status)));
+        else if (WEXITSTATUS(status) == 0)
+                printf("%s_how=OK\n", name);
+        else
+                printf("%s_how=%s\n", name, errno_name(WEXITSTATUS(status)));
+        munmap(buf, 4096);
+}
+#endif
+
+static int cmd_abi_write(void)
+{
+#if defined(__x86_64__)
+        abi_write_one("i386", abi_i386_write);
+        abi_write_one("x32", abi_x32_write);
+#endif
+        return 0;
+}
+
+/* ------------------------------------------------------------------------- setuid plants */
+
+/* suid-plant DIR: every way to give a file in DIR S_ISUID/S_ISGID, and a file capability;
+ * one `name=RESULT` line each (OK or the errno). The test then looks at DIR from the host. */
+static void plant_report(const char *name, long r)
+{
+        printf("%s=%s\n", name, r < 0 ? errno_name(errno) : "OK");
+}
+
+static long close_fd_result(long r)
+{
+        if (r >= 0)
+                close((int) r);
+        return r;
+}
+
+static int cmd_suid_plant(int argc, char **argv)
+{
+        char path[PATH_MAX];
+        int dfd, fd;
+
+        if (argc != 1)
+                usage_error("suid-plant: need DIR");
+        umask(0); /* without the filter every bit asked for would stick */
+        dfd = open(argv[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+                printf("dir=%s\n", errno_name(errno));
+                return 0;
+        }
+        /* A plain executable first (allowed), the target of the chmods. */
+        fd = openat(dfd, "target", O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0755);
+        plant_report("create_0755", fd);
+        if (fd >= 0) {
+                errno = 0;
+                plant_report("fchmod_4755", syscall(SYS_fchmod, fd, 04755));
+                close(fd);
+        }
+        snprintf(path, sizeof(path), "%s/target", argv[0]);
+        plant_report("chmod_4755", syscall(SYS_chmod, path, 04755));
+        plant_report("chmod_2755", syscall(SYS_chmod, path, 02755));
+        plant_report("chmod_6755", syscall(SYS_chmod, path, 06755));
+        plant_report("fchmodat_6755", syscall(SYS_fchmodat, dfd, "target", 06755));
+#if defined(__x86_64__)
+        plant_report("fchmodat2_4755", syscall(452, dfd, "target", 04755, 0));
+#endif
+        plant_report("openat_creat_4755",
+                     close_fd_result(syscall(SYS_openat, dfd, "o", O_CREAT | O_WRONLY | O_CLOEXEC, 04755)));
+        snprintf(path, sizeof(path), "%s/c", argv[0]);
+        plant_report("creat_6755", close_fd_result(syscall(SYS_creat, path, 06755)));
+        snprintf(path, sizeof(path), "%s/d", argv[0]);
+        plant_report("mkdir_2755", syscall(SYS_mkdir, path, 02755));
+        plant_report("mkdirat_4755", syscall(SYS_mkdirat, dfd, "da", 04755));
+        snprintf(path, sizeof(path), "%s/n", argv[0]);
+        plant_report("mknod_4755", syscall(SYS_mknod, path, S_IFREG | 04755, 0));
+        plant_report("mknodat_2755", syscall(SYS_mknodat, dfd, "na", S_IFREG | 02755, 0));
+        {
+                struct {
+                        uint64_t flags, mode, resolve;
+                } how = { .flags = O_CREAT | O_WRONLY | O_CLOEXEC, .mode = 04755 };
+                plant_report("openat2_4755", close_fd_result(syscall(437, dfd, "o2", &how, sizeof(how))));
+        }
+        /* A file capability (VFS_CAP_REVISION_2, effective, permitted CAP_SETUID): root's
+         * setuid in another form. Needs CAP_SETFCAP, which the jail never has. */
+        {
+                uint32_t cap[5] = { 0x02000000 | 1, 1u << 7, 0, 0, 0 };
+
+                fd = openat(dfd, "capfile", O_CREAT | O_WRONLY | O_CLOEXEC, 0755);
+                plant_report("create_capfile", fd);
+                snprintf(path, sizeof(path), "%s/capfile", argv[0]);
+                plant_report("setxattr_capability", setxattr(path, "security.capability", cap, sizeof(cap), 0));
+                if (fd >= 0) {
+                        plant_report("fsetxattr_capability",
+                                     fsetxattr(fd, "security.capability", cap, sizeof(cap), 0));
+                        close(fd);
+                }
+        }
+        close(dfd);
+        return 0;
+}
+
+/* xattr-get PATH NAME: size=N or the errno (for the host side of a test). */
+static int cmd_xattr_get(int argc, char **argv)
+{
+        char buf[256];
+        ssize_t n;
+
+        if (argc != 2)
+                usage_error("xattr-get: need PATH NAME");
+        n = lgetxattr(argv[0], argv[1], buf, sizeof(buf));
+        if (n < 0)
+                printf("xattr=%s\n", errno_name(errno));
+        else
+                printf("xattr=size-%zd\n", n);
+        return 0;
+}
+
 /* ------------------------------------------------------------------------- main */
 
 static void usage(void)
@@ -1520,7 +1763,8 @@ static void usage(void)
                 "  forkbomb [MAX] | membomb [MB] | kill-all | pids | sleep SECONDS\n"
                 "  exit N | signal SIG | wait-signal | ignore-signals SECONDS | echo-stdin\n"
                 "  stderr TEXT | env\n"
-                "  zombie-parent | list-syscalls\n");
+                "  zombie-parent | list-syscalls | suid-plant DIR | xattr-get PATH NAME\n"
+                "  deny-distinct | abi-write\n");
 }
 
 int main(int argc, char **argv)
@@ -1594,6 +1838,14 @@ int main(int argc, char **argv)
                 r = cmd_env();
         else if (strcmp(cmd, "zombie-parent") == 0)
                 r = cmd_zombie_parent();
+        else if (strcmp(cmd, "abi-write") == 0)
+                r = cmd_abi_write();
+        else if (strcmp(cmd, "deny-distinct") == 0)
+                r = cmd_deny_distinct();
+        else if (strcmp(cmd, "suid-plant") == 0)
+                r = cmd_suid_plant(sub_argc, sub_argv);
+        else if (strcmp(cmd, "xattr-get") == 0)
+                r = cmd_xattr_get(sub_argc, sub_argv);
         else {
                 usage();
                 return 2;

@@ -263,8 +263,9 @@ check_file_leftovers() {
         done
         mounts=$(stray_mounts)
         # .root is the mount point every jail mounts its root on in its own namespace: it
-        # stays, and must stay empty on the host.
-        rt=$(find "$AGENTJAIL_RUNTIME_DIR" -mindepth 1 -maxdepth 1 ! -name .root 2>/dev/null;
+        # stays, and must stay empty on the host. seccomp-cache.key is the seccomp cache's
+        # secret, kept for the next runs.
+        rt=$(find "$AGENTJAIL_RUNTIME_DIR" -mindepth 1 -maxdepth 1 ! -name .root ! -name seccomp-cache.key 2>/dev/null;
              find "$AGENTJAIL_RUNTIME_DIR/.root" -mindepth 1 -maxdepth 1 2>/dev/null)
         if [[ -z "$procs$mounts$cgroups$rt" ]]; then
                 pass "no leftover processes, mounts, cgroups or runtime entries from this file"

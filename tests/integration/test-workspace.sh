@@ -36,7 +36,8 @@ run_jail -p "$OV" -- /bin/sh -c '
         mkdir newdir && printf "x\n" >newdir/x
         rm -r sub && mkdir sub && printf "fresh\n" >sub/fresh
         rm -r olddir
-        printf "#!/bin/sh\n" >suid && chmod 4755 suid
+        printf "#!/bin/sh\n" >suid
+        if chmod 4755 suid 2>/dev/null; then echo "chmod-suid=allowed"; else echo "chmod-suid=refused"; fi
         ln -s /etc/passwd link
         echo "inside: $(cat keep.txt | tr "\n" " ")$(ls | tr "\n" " ")"'
 is "$JAIL_RC" 0 "an overlay run works like a writable workspace" || jail_diag
@@ -78,6 +79,11 @@ aj diff "$RUN" --patch --json
 is "$RC" 2 "--patch and --json do not mix"
 
 # ------------------------------------------------------------------ commit
+like "$JAIL_OUT" "chmod-suid=refused" "the agent cannot set a setuid bit, even in its overlay"
+# The commit strips the bits on its own as well: planted here on the host side (the jail no
+# longer can), in the upper dir the commit copies from.
+chmod 4755 "$JAIL_RUN_DIR/workspace/upper/suid"
+is "$(stat -c %a "$JAIL_RUN_DIR/workspace/upper/suid")" 4755 "a setuid file is planted in the upper dir"
 aj commit "$RUN"
 is "$RC" 0 "commit exits 0" || op_diag
 like "$OUT" "committed to $WORKSPACE" "commit says where"

@@ -34,6 +34,7 @@
 #include "seccomp-filter.h"
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/sha256.h"
 
 #ifndef AF_VSOCK
 #define AF_VSOCK 40
@@ -142,7 +143,7 @@ Test(seccomp_build, unknown_names_are_rejected_with_message)
                           "case %zu: ret written on failure", i);
 
                 _cleanup_free_ char *error2 = NULL;
-                r = aj_seccomp_build_cached(&spec, NULL, &p, &error2);
+                r = aj_seccomp_build_cached(&spec, NULL, NULL, &p, &error2);
                 cr_expect_eq(r, -EINVAL);
                 cr_expect_str_eq(error2 ? error2 : "(null)", bad_specs[i].message);
         }
@@ -632,6 +633,177 @@ Test(seccomp_live, allow_netlink)
         expect_probes(&(AjSeccompSpec){ .allow_netlink = true }, probes, ARRAY_SIZE(probes));
 }
 
+/* ---- RestrictSUIDSGID ---- */
+
+/* A directory (root's, as the idmapped workspace maps the agent to the owner) with one file;
+ * each probe creates its own name, so the control run without the filter can succeed too. */
+static char suid_dir[] = "/tmp/aj-test-suid.XXXXXX";
+static char suid_file[64];
+
+static void suid_setup(void)
+{
+        cr_assert_not_null(mkdtemp(suid_dir));
+        snprintf(suid_file, sizeof(suid_file), "%s/file", suid_dir);
+        int fd = open(suid_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0755);
+        cr_assert_geq(fd, 0);
+        close(fd);
+}
+
+static void suid_teardown(void) { aj_rm_rf(suid_dir); }
+
+static const char *suid_path(const char *leaf)
+{
+        static char buf[128];
+        snprintf(buf, sizeof(buf), "%s/%s", suid_dir, leaf);
+        return buf;
+}
+
+static long fd_call(int flags, long (*call)(int))
+{
+        int fd = open(suid_file, flags | O_CLOEXEC);
+        if (fd < 0)
+                return -1;
+        long r = call(fd);
+        int e = errno;
+        close(fd);
+        errno = e;
+        return r;
+}
+
+static long fchmod_4755(int fd) { return syscall(SYS_fchmod, fd, 04755); }
+static long fchmod_0755(int fd) { return syscall(SYS_fchmod, fd, 0755); }
+static long s_chmod_4755(void) { return syscall(SYS_chmod, suid_file, 04755); }
+static long s_chmod_2755(void) { return syscall(SYS_chmod, suid_file, 02755); }
+static long s_chmod_6755(void) { return syscall(SYS_chmod, suid_file, 06755); }
+/* umode_t is 16 bits: garbage above must not hide the bits the kernel keeps. */
+static long s_chmod_4755_high(void) { return syscall(SYS_chmod, suid_file, 04755UL | 1UL << 32 | 1UL << 16); }
+static long s_fchmod_4755(void) { return fd_call(O_RDONLY, fchmod_4755); }
+static long s_fchmodat_2755(void) { return syscall(SYS_fchmodat, AT_FDCWD, suid_file, 02755); }
+static long s_fchmodat2_4755(void) { return syscall(452, AT_FDCWD, suid_file, 04755, 0); }
+static long s_open_creat_4755(void)
+{
+        return close_if_fd(syscall(SYS_open, suid_path("o"), O_CREAT | O_WRONLY | O_CLOEXEC, 04755));
+}
+static long s_openat_creat_2755(void)
+{
+        return close_if_fd(syscall(SYS_openat, AT_FDCWD, suid_path("oa"), O_CREAT | O_WRONLY | O_CLOEXEC, 02755));
+}
+static long s_openat_tmpfile_4755(void)
+{
+        return close_if_fd(syscall(SYS_openat, AT_FDCWD, suid_dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 04755));
+}
+static long s_creat_6755(void) { return close_if_fd(syscall(SYS_creat, suid_path("c"), 06755)); }
+static long s_mkdir_2755(void) { return syscall(SYS_mkdir, suid_path("d"), 02755); }
+static long s_mkdirat_4755(void) { return syscall(SYS_mkdirat, AT_FDCWD, suid_path("da"), 04755); }
+static long s_mknod_4755(void) { return syscall(SYS_mknod, suid_path("n"), S_IFREG | 04755, 0); }
+static long s_mknodat_2755(void) { return syscall(SYS_mknodat, AT_FDCWD, suid_path("na"), S_IFREG | 02755, 0); }
+static long s_openat2(void)
+{
+        struct {
+                uint64_t flags, mode, resolve;
+        } how = { .flags = O_CREAT | O_WRONLY | O_CLOEXEC, .mode = 04755 };
+        return close_if_fd(syscall(437 /* openat2 */, AT_FDCWD, suid_path("o2"), &how, sizeof(how)));
+}
+
+static const Probe suid_denied[] = {
+        { "chmod(04755)", s_chmod_4755, EPERM, true },
+        { "chmod(02755)", s_chmod_2755, EPERM, true },
+        { "chmod(06755)", s_chmod_6755, EPERM, true },
+        { "chmod(04755 | high garbage)", s_chmod_4755_high, EPERM, true },
+        { "fchmod(04755)", s_fchmod_4755, EPERM, true },
+        { "fchmodat(02755)", s_fchmodat_2755, EPERM, true },
+        /* Kernels before 6.6 lack fchmodat2 (ENOSYS): the control cannot insist on success. */
+        { "fchmodat2(04755)", s_fchmodat2_4755, EPERM, true },
+        { "open(O_CREAT, 04755)", s_open_creat_4755, EPERM, true },
+        { "openat(O_CREAT, 02755)", s_openat_creat_2755, EPERM, true },
+        { "openat(O_TMPFILE, 04755)", s_openat_tmpfile_4755, EPERM, true },
+        { "creat(06755)", s_creat_6755, EPERM, true },
+        { "mkdir(02755)", s_mkdir_2755, EPERM, true },
+        { "mkdirat(04755)", s_mkdirat_4755, EPERM, true },
+        { "mknod(S_IFREG | 04755)", s_mknod_4755, EPERM, true },
+        { "mknodat(S_IFREG | 02755)", s_mknodat_2755, EPERM, true },
+        /* The mode is behind a pointer: as on a kernel without openat2, so libc falls back. */
+        { "openat2", s_openat2, ENOSYS, true },
+};
+
+static long s_chmod_0755(void) { return syscall(SYS_chmod, suid_file, 01777); }
+static long s_fchmod_0755(void) { return fd_call(O_RDONLY, fchmod_0755); }
+static long s_fchmodat2_0700(void)
+{
+        long r = syscall(452, AT_FDCWD, suid_file, 0700, 0);
+        return r < 0 && errno == ENOSYS ? 0 : r;
+}
+/* Without O_CREAT the kernel ignores the mode, so junk there is harmless and allowed. */
+static long s_open_rdonly_junk_mode(void) { return close_if_fd(syscall(SYS_open, suid_file, O_RDONLY | O_CLOEXEC, 06777)); }
+static long s_openat_creat_0644(void)
+{
+        return close_if_fd(syscall(SYS_openat, AT_FDCWD, suid_path("plain"), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+}
+static long s_mkdir_1777(void) { return syscall(SYS_mkdir, suid_path("sticky"), 01777); }
+
+static const Probe suid_allowed[] = {
+        { "chmod(01777)", s_chmod_0755, 0, false },
+        { "fchmod(0755)", s_fchmod_0755, 0, false },
+        { "fchmodat2(0700)", s_fchmodat2_0700, 0, false },
+        { "open(O_RDONLY, mode 06777)", s_open_rdonly_junk_mode, 0, false },
+        { "openat(O_CREAT, 0644)", s_openat_creat_0644, 0, false },
+        { "mkdir(01777)", s_mkdir_1777, 0, false },
+};
+
+static bool file_has_suid_bits(void)
+{
+        struct stat st;
+        cr_assert_eq(stat(suid_file, &st), 0);
+        return (st.st_mode & (S_ISUID | S_ISGID)) != 0;
+}
+
+Test(seccomp_suid, setuid_and_setgid_modes_are_denied, .init = suid_setup, .fini = suid_teardown)
+{
+        expect_probes(&(AjSeccompSpec){}, suid_denied, ARRAY_SIZE(suid_denied));
+        cr_assert(!file_has_suid_bits(), "a denied call still changed the file");
+        /* Only the file the test made is left: nothing was created with the bits. */
+        DIR *d = opendir(suid_dir);
+        cr_assert_not_null(d);
+        struct dirent *e;
+        while ((e = readdir(d)))
+                cr_expect(streq(e->d_name, ".") || streq(e->d_name, "..") || streq(e->d_name, "file"),
+                          "'%s' was created", e->d_name);
+        closedir(d);
+}
+
+Test(seccomp_suid, control_without_filter_sets_the_bits, .init = suid_setup, .fini = suid_teardown)
+{
+        if (geteuid() != 0)
+                cr_skip_test("the control run needs root (setgid on a file of another group)");
+        _cleanup_free_ char *report = run_probes(NULL, suid_denied, ARRAY_SIZE(suid_denied), EXPECT_NOT, true);
+        cr_assert_str_empty(report, "without the filter:\n%s", report);
+        cr_assert(file_has_suid_bits());
+}
+
+Test(seccomp_suid, ordinary_modes_still_work, .init = suid_setup, .fini = suid_teardown)
+{
+        expect_probes(&(AjSeccompSpec){}, suid_allowed, ARRAY_SIZE(suid_allowed));
+}
+
+Test(seccomp_suid, allow_list_does_not_lift_the_mode_rule, .init = suid_setup, .fini = suid_teardown)
+{
+        char *allow[] = { "chmod", "fchmod", "fchmodat", "fchmodat2", "open", "openat", "creat", "mkdir", "mkdirat",
+                          "mknod", "mknodat", NULL };
+        expect_probes(&(AjSeccompSpec){ .allow = allow }, suid_denied, ARRAY_SIZE(suid_denied) - 1);
+}
+
+Test(seccomp_suid, notify_reports_the_denial_with_a_hint, .init = suid_setup, .fini = suid_teardown)
+{
+        AjSeccompDenial d = { .nr = SYS_fchmodat, .arch = AUDIT_ARCH_X86_64, .args = { 0, 0, 04755 } };
+        cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "setuid/setgid mode");
+        d = (AjSeccompDenial){ .nr = SYS_openat, .arch = AUDIT_ARCH_X86_64, .args = { 0, 0, O_CREAT, 06000 } };
+        cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "setuid/setgid mode");
+        d = (AjSeccompDenial){ .nr = SYS_ptrace, .arch = AUDIT_ARCH_X86_64 };
+        cr_expect_null(aj_seccomp_denial_hint(&d));
+        d = (AjSeccompDenial){ .nr = SYS_unshare, .arch = AUDIT_ARCH_X86_64, .args = { CLONE_NEWUSER } };
+        cr_expect_null(aj_seccomp_denial_hint(&d));
+}
+
 /* ---- user notification ---- */
 
 static int send_fd(int sock, int fd)
@@ -781,8 +953,14 @@ Test(seccomp_notify, target_killed_while_waiting_is_not_an_error)
 /* ---- cache ---- */
 
 static char cache_root[] = "/tmp/aj-test-seccomp.XXXXXX";
+static char secret_dir[64]; /* stands for the runtime root */
 
-static void cache_setup(void) { cr_assert_not_null(mkdtemp(cache_root)); }
+static void cache_setup(void)
+{
+        cr_assert_not_null(mkdtemp(cache_root));
+        snprintf(secret_dir, sizeof(secret_dir), "%s/rt", cache_root);
+        cr_assert_eq(mkdir(secret_dir, 0711), 0);
+}
 
 static void cache_teardown(void) { aj_rm_rf(cache_root); }
 
@@ -819,7 +997,7 @@ static void build_cached_ok(const AjSeccompSpec *spec, const char *dir, const Aj
 {
         AjBpfProgram p = {};
         _cleanup_free_ char *error = NULL;
-        int r = aj_seccomp_build_cached(spec, dir, &p, &error);
+        int r = aj_seccomp_build_cached(spec, dir, secret_dir, &p, &error);
         cr_assert_eq(r, 0, "build_cached: %s", strerror(-r));
         cr_assert(program_eq(&p, want), "cached program differs from a fresh build");
         aj_bpf_program_free(&p);
@@ -906,18 +1084,205 @@ Test(seccomp_cache, entries_are_bound_to_their_spec, .init = cache_setup, .fini 
         aj_bpf_program_free(&pb);
 }
 
+static size_t count_entries(const char *dir)
+{
+        DIR *d = opendir(dir);
+        if (!d)
+                return 0;
+        size_t n = 0;
+        struct dirent *de;
+        while ((de = readdir(d)))
+                n += de->d_name[0] != '.';
+        closedir(d);
+        return n;
+}
+
+/* The cache is not used at all: the fresh program, and nothing written. */
+static void expect_bypassed(const char *dir, const char *why)
+{
+        AjSeccompSpec spec = {};
+        AjBpfProgram fresh = {};
+        build_ok(&spec, &fresh);
+        build_cached_ok(&spec, dir, &fresh);
+        cr_expect_eq(count_entries(dir), 0, "%s: the cache was used", why);
+        aj_bpf_program_free(&fresh);
+}
+
 Test(seccomp_cache, untrusted_dir_is_bypassed, .init = cache_setup, .fini = cache_teardown)
 {
         _cleanup_free_ char *dir = NULL;
         cr_assert_geq(asprintf(&dir, "%s/shared", cache_root), 0);
         cr_assert_eq(mkdir(dir, 0700), 0);
         cr_assert_eq(chmod(dir, 0777), 0);
+        expect_bypassed(dir, "world-writable cache dir");
+        cr_assert_eq(chmod(dir, 0720), 0);
+        expect_bypassed(dir, "group-writable cache dir");
+        if (geteuid() == 0) {
+                cr_assert_eq(chmod(dir, 0700), 0);
+                cr_assert_eq(chown(dir, 65534, 65534), 0);
+                expect_bypassed(dir, "cache dir of another user");
+        }
+        AjSeccompSpec spec = {};
+        AjBpfProgram fresh = {};
+        build_ok(&spec, &fresh);
+        build_cached_ok(&spec, NULL, &fresh);
+        aj_bpf_program_free(&fresh);
+}
+
+Test(seccomp_cache, parents_must_be_trusted_too, .init = cache_setup, .fini = cache_teardown)
+{
+        /* A directory of ours under one anybody can write (not sticky): they could rename it
+         * away and put their own in its place. */
+        _cleanup_free_ char *open_parent = NULL, *dir = NULL;
+        cr_assert_geq(asprintf(&open_parent, "%s/open", cache_root), 0);
+        cr_assert_geq(asprintf(&dir, "%s/open/cache", cache_root), 0);
+        cr_assert_eq(mkdir(open_parent, 0777), 0);
+        cr_assert_eq(chmod(open_parent, 0777), 0);
+        expect_bypassed(dir, "cache under a world-writable parent");
+        /* Sticky (like /tmp): others cannot move our entries, so it is fine. */
+        cr_assert_eq(chmod(open_parent, 01777), 0);
         AjSeccompSpec spec = {};
         AjBpfProgram fresh = {};
         build_ok(&spec, &fresh);
         build_cached_ok(&spec, dir, &fresh);
-        free(only_entry(dir, 0));
-        build_cached_ok(&spec, NULL, &fresh);
+        cr_expect_eq(count_entries(dir), 1, "a sticky parent is trusted");
+        /* Through a symlink, the real path is what is checked. */
+        _cleanup_free_ char *link = NULL;
+        cr_assert_geq(asprintf(&link, "%s/link", cache_root), 0);
+        cr_assert_eq(symlink(dir, link), 0);
+        build_cached_ok(&spec, link, &fresh);
+        cr_expect_eq(count_entries(dir), 1, "a hit through the symlink");
+        cr_assert_eq(aj_rm_rf(dir), 0);
+        cr_assert_eq(chmod(open_parent, 0777), 0);
+        expect_bypassed(link, "symlink to a cache under a world-writable parent");
+        aj_bpf_program_free(&fresh);
+}
+
+Test(seccomp_cache, the_secret, .init = cache_setup, .fini = cache_teardown)
+{
+        _cleanup_free_ char *dir = NULL, *secret = NULL;
+        cr_assert_geq(asprintf(&dir, "%s/cache", cache_root), 0);
+        cr_assert_geq(asprintf(&secret, "%s/seccomp-cache.key", secret_dir), 0);
+        AjSeccompSpec spec = {};
+        AjBpfProgram fresh = {};
+        build_ok(&spec, &fresh);
+        build_cached_ok(&spec, dir, &fresh);
+        struct stat st;
+        cr_assert_eq(lstat(secret, &st), 0, "no secret was created");
+        cr_expect(S_ISREG(st.st_mode));
+        cr_expect_eq(st.st_mode & 07777, 0600);
+        cr_expect_eq(st.st_size, 32);
+        cr_expect_eq(st.st_uid, geteuid());
+        _cleanup_free_ char *k1 = NULL;
+        size_t len;
+        cr_assert_eq(aj_read_file(secret, 64, &k1, &len), 0);
+
+        /* A secret others can read is no secret: the cache is not used. */
+        cr_assert_eq(aj_rm_rf(dir), 0);
+        cr_assert_eq(chmod(secret, 0640), 0);
+        expect_bypassed(dir, "secret readable by the group");
+        /* Nor through a symlink (to a proper 0600 file). */
+        _cleanup_free_ char *elsewhere = NULL;
+        cr_assert_geq(asprintf(&elsewhere, "%s/elsewhere", cache_root), 0);
+        cr_assert_eq(rename(secret, elsewhere), 0);
+        cr_assert_eq(chmod(elsewhere, 0600), 0);
+        cr_assert_eq(symlink(elsewhere, secret), 0);
+        expect_bypassed(dir, "secret is a symlink");
+        cr_assert_eq(unlink(secret), 0);
+        /* Nor another user's. */
+        if (geteuid() == 0) {
+                cr_assert_eq(rename(elsewhere, secret), 0);
+                cr_assert_eq(chown(secret, 65534, 65534), 0);
+                expect_bypassed(dir, "secret of another user");
+        }
+        (void)unlink(secret);
+        /* Nor of the wrong size. */
+        cr_assert_eq(aj_write_file_atomic(secret, "short", 5, 0600), 0);
+        expect_bypassed(dir, "secret of 5 bytes");
+        cr_assert_eq(unlink(secret), 0);
+        /* A secret dir others can write: bypassed, and no secret created there. */
+        cr_assert_eq(chmod(secret_dir, 0777), 0);
+        expect_bypassed(dir, "world-writable secret dir");
+        cr_expect_neq(access(secret, F_OK), 0);
+        cr_assert_eq(chmod(secret_dir, 0711), 0);
+        /* Gone: a new one is made (and old entries fail their MAC). */
+        build_cached_ok(&spec, dir, &fresh);
+        _cleanup_free_ char *k2 = NULL;
+        cr_assert_eq(aj_read_file(secret, 64, &k2, &len), 0);
+        cr_expect_eq(len, 32);
+        cr_expect(memcmp(k1, k2, 32) != 0, "the same secret twice");
+        aj_bpf_program_free(&fresh);
+}
+
+/* What the attacker of issue 8 wrote: a one-instruction ALLOW program under a header that
+ * looks right, with `mac` filled by `how`. */
+static void forge_entry(const char *entry, const uint8_t mac[32])
+{
+        _cleanup_free_ char *data = NULL;
+        size_t len;
+        cr_assert_eq(aj_read_file(entry, 1 << 20, &data, &len), 0);
+        cr_assert_gt(len, 80);
+        struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+        char forged[80 + sizeof(allow)];
+        memcpy(forged, data, 48); /* magic, version, n_insns, key */
+        uint32_t one = 1;
+        memcpy(forged + 12, &one, 4);
+        memcpy(forged + 48, mac, 32);
+        memcpy(forged + 80, &allow, sizeof(allow));
+        cr_assert_eq(aj_write_file_atomic(entry, forged, sizeof(forged), 0600), 0);
+}
+
+Test(seccomp_cache, forged_entries_are_rebuilt, .init = cache_setup, .fini = cache_teardown)
+{
+        _cleanup_free_ char *dir = NULL;
+        cr_assert_geq(asprintf(&dir, "%s/cache/seccomp", cache_root), 0);
+        AjSeccompSpec spec = { .notify = true };
+        AjBpfProgram fresh = {};
+        build_ok(&spec, &fresh);
+        build_cached_ok(&spec, dir, &fresh);
+        _cleanup_free_ char *entry = only_entry(dir, 1);
+        _cleanup_free_ char *good = NULL;
+        size_t good_len;
+        cr_assert_eq(aj_read_file(entry, 1 << 20, &good, &good_len), 0);
+
+        struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+        uint8_t mac[32];
+        /* 1. The plain digest of the body, as the v1 header had it. */
+        aj_sha256(&allow, sizeof(allow), mac);
+        forge_entry(entry, mac);
+        build_cached_ok(&spec, dir, &fresh);
+        /* 2. A MAC under some other key (the attacker's guess). */
+        uint8_t other_key[32] = { 1, 2, 3 };
+        aj_hmac_sha256(other_key, sizeof(other_key), &allow, sizeof(allow), mac);
+        forge_entry(entry, mac);
+        build_cached_ok(&spec, dir, &fresh);
+        /* 3. Zeros. */
+        memset(mac, 0, sizeof(mac));
+        forge_entry(entry, mac);
+        build_cached_ok(&spec, dir, &fresh);
+        /* Each time the entry was rebuilt: it is the good one again. */
+        _cleanup_free_ char *now = NULL;
+        size_t now_len;
+        cr_assert_eq(aj_read_file(entry, 1 << 20, &now, &now_len), 0);
+        cr_expect(now_len == good_len && memcmp(now, good, good_len) == 0, "the entry was not rebuilt");
+        /* An entry of another user (same bytes) is not read: rebuilt as ours. */
+        if (geteuid() == 0) {
+                cr_assert_eq(chown(entry, 65534, 65534), 0);
+                build_cached_ok(&spec, dir, &fresh);
+                struct stat est;
+                cr_assert_eq(stat(entry, &est), 0);
+                cr_expect_eq(est.st_uid, 0, "another user's entry was kept");
+        }
+        /* And a planted symlink in place of the entry is not followed. */
+        cr_assert_eq(unlink(entry), 0);
+        _cleanup_free_ char *target = NULL;
+        cr_assert_geq(asprintf(&target, "%s/planted", cache_root), 0);
+        cr_assert_eq(aj_write_file_atomic(target, good, good_len, 0600), 0);
+        cr_assert_eq(symlink(target, entry), 0);
+        build_cached_ok(&spec, dir, &fresh);
+        struct stat st;
+        cr_assert_eq(lstat(entry, &st), 0);
+        cr_expect(S_ISREG(st.st_mode), "the symlink was left in place");
         aj_bpf_program_free(&fresh);
 }
 
@@ -965,4 +1330,171 @@ Test(seccomp_ratelimit, fractional_rate)
         cr_expect_not(aj_ratelimit_allow(&none, t));
         cr_expect_not(aj_ratelimit_allow(&none, t + 100 * SEC));
         cr_expect_eq(none.suppressed, 2);
+}
+
+/* ---- denial log: every distinct key named, repeats limited and counted per key ---- */
+
+static AjSeccompDenial denial(int nr, uint64_t a0, uint64_t a1)
+{
+        AjSeccompDenial d = { .pid = 7, .nr = nr, .arch = AUDIT_ARCH_X86_64, .args = { a0, a1 } };
+        snprintf(d.name, sizeof(d.name), "%s", aj_seccomp_syscall_name(nr) ?: "syscall_?");
+        return d;
+}
+
+static bool note(AjDenialLog *log, int nr, uint64_t a0, uint64_t a1, uint64_t t, const AjDenialKey **k)
+{
+        AjSeccompDenial d = denial(nr, a0, a1);
+        return aj_denial_log_note(log, &d, t, k);
+}
+
+static AjDenialLog *new_log(double burst, double per_sec)
+{
+        static AjDenialLog log; /* 40 KB: not on criterion's stack */
+        aj_denial_log_init(&log, burst, per_sec);
+        return &log;
+}
+
+static const AjDenialKey *key_of(const AjDenialLog *log, const char *label)
+{
+        for (size_t i = 0; i < log->n_keys; i++)
+                if (streq(log->keys[i].label, label))
+                        return &log->keys[i];
+        return streq(label, "other") ? &log->overflow : NULL;
+}
+
+Test(seccomp_denials, every_distinct_syscall_is_reported_once_past_a_flood)
+{
+        AjDenialLog *log = new_log(20, 5);
+        uint64_t t = 10 * SEC;
+        /* A flood of one syscall exhausts the repeat budget ... */
+        size_t reported = 0;
+        for (int i = 0; i < 1000; i++)
+                reported += note(log, SYS_keyctl, 0, 0, t, NULL);
+        cr_expect_eq(reported, 1 + 20, "the first keyctl, then the burst of repeats");
+        /* ... and 76 different syscalls back to back are still each named. */
+        size_t distinct = 0;
+        for (int nr = 100; nr < 460 && distinct < 76; nr++) {
+                if (nr == SYS_keyctl || !aj_seccomp_syscall_name(nr))
+                        continue;
+                AjSeccompDenial d = denial(nr, 0, 0);
+                const AjDenialKey *k = NULL;
+                cr_expect(aj_denial_log_note(log, &d, t, &k), "%s was not reported", d.name);
+                /* personality's key carries the persona: "personality(0x0)". */
+                cr_expect(strncmp(k->label, d.name, strlen(d.name)) == 0, "%s under '%s'", d.name, k->label);
+                distinct++;
+        }
+        cr_assert_eq(distinct, 76);
+        /* Their repeats are limited, counted per name. */
+        cr_expect_not(note(log, SYS_ptrace, 0, 0, t, NULL));
+        cr_expect_not(note(log, SYS_ptrace, 0, 0, t, NULL));
+        cr_expect_eq(key_of(log, "keyctl")->count, 1000);
+        cr_expect_eq(key_of(log, "keyctl")->suppressed, 1000 - 21);
+        cr_expect_eq(key_of(log, "ptrace")->count, 3);
+        cr_expect_eq(key_of(log, "ptrace")->suppressed, 2);
+        cr_expect_eq(log->total, 1000 + 76 + 2);
+        cr_expect_eq(log->suppressed, 1000 - 21 + 2);
+        /* The bucket refills for repeats as before. */
+        cr_expect(note(log, SYS_ptrace, 0, 0, t + SEC, NULL));
+}
+
+Test(seccomp_denials, socket_families_and_ioctl_requests_are_keys)
+{
+        AjDenialLog *log = new_log(0, 0); /* no repeats reported at all */
+        uint64_t t = SEC;
+        cr_expect(note(log, SYS_socket, AF_PACKET, 3, t, NULL));
+        cr_expect(note(log, SYS_socket, AF_NETLINK, 3, t, NULL));
+        /* The kernel looks at the low 32 bits only, and so do the keys. */
+        cr_expect_not(note(log, SYS_socket, AF_PACKET | 1ULL << 40, 1, t,
+                                         NULL));
+        cr_expect(note(log, SYS_ioctl, 0, TIOCSTI, t, NULL));
+        cr_expect(note(log, SYS_ioctl, 1, TIOCLINUX, t, NULL));
+        cr_expect_not(note(log, SYS_ioctl, 2, TIOCSTI, t, NULL));
+        /* Other syscalls' arguments do not split them. */
+        cr_expect(note(log, SYS_ptrace, 1, 0, t, NULL));
+        cr_expect_not(note(log, SYS_ptrace, 2, 9, t, NULL));
+        cr_expect_eq(log->n_keys, 5);
+        cr_expect_eq(key_of(log, "socket(17)")->count, 2);
+        cr_expect_eq(key_of(log, "socket(17)")->suppressed, 1);
+        cr_expect_not_null(key_of(log, "socket(16)"));
+        char tiocsti[32];
+        snprintf(tiocsti, sizeof(tiocsti), "ioctl(0x%x)", (unsigned)TIOCSTI);
+        cr_expect_eq(key_of(log, tiocsti)->count, 2);
+        cr_expect_eq(key_of(log, "ptrace")->suppressed, 1);
+}
+
+Test(seccomp_denials, the_table_is_bounded)
+{
+        /* 2^32 ioctl requests cannot grow the supervisor: past the table they share one key. */
+        AjDenialLog *log = new_log(3, 0);
+        uint64_t t = SEC;
+        size_t reported = 0;
+        for (uint32_t req = 0; req < AJ_DENIAL_KEYS_MAX + 1000; req++)
+                reported += note(log, SYS_ioctl, 0, req, t, NULL);
+        cr_expect_eq(log->n_keys, AJ_DENIAL_KEYS_MAX);
+        cr_expect_eq(reported, AJ_DENIAL_KEYS_MAX + 3, "each key in the table, then the repeat burst");
+        cr_expect_eq(key_of(log, "other")->count, 1000);
+        cr_expect_eq(key_of(log, "other")->suppressed, 1000 - 3);
+        cr_expect_eq(log->total, AJ_DENIAL_KEYS_MAX + 1000);
+        /* A new syscall past the table is counted, not lost. */
+        cr_expect_not(note(log, SYS_ptrace, 0, 0, t, NULL));
+        cr_expect_eq(key_of(log, "other")->count, 1001);
+}
+
+/* ---- HMAC-SHA256 (src/util/sha256.c), which authenticates the cache: RFC 4231 ---- */
+
+static size_t unhex(const char *hex, uint8_t *out, size_t max)
+{
+        size_t n = strlen(hex) / 2;
+        cr_assert_leq(n, max);
+        for (size_t i = 0; i < n; i++)
+                cr_assert_eq(sscanf(hex + 2 * i, "%2hhx", &out[i]), 1);
+        return n;
+}
+
+Test(hmac_sha256, rfc4231_vectors)
+{
+        static const struct {
+                const char *key, *data, *mac; /* hex */
+        } v[] = {
+                /* 1 */
+                { "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b", "4869205468657265",
+                  "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7" },
+                /* 2: a key shorter than the block */
+                { "4a656665", "7768617420646f2079612077616e7420666f72206e6f7468696e673f",
+                  "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843" },
+                /* 3 */
+                { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                  "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd",
+                  "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe" },
+                /* 4 */
+                { "0102030405060708090a0b0c0d0e0f10111213141516171819",
+                  "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd",
+                  "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b" },
+                /* 6: a key longer than the block is hashed first */
+                { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                  "54657374205573696e67204c6172676572205468616e20426c6f636b2d53697a65204b6579202d2048617368204b6579204669727374",
+                  "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54" },
+                /* 7 */
+                { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                  "5468697320697320612074657374207573696e672061206c6172676572207468616e20626c6f636b2d73697a65206b657920616e642061206c6172676572207468616e20626c6f636b2d73697a6520646174612e20546865206b6579206e6565647320746f20626520686173686564206265666f7265206265696e6720757365642062792074686520484d414320616c676f726974686d2e",
+                  "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(v); i++) {
+                uint8_t key[200], data[200], want[32], got[32];
+                size_t kl = unhex(v[i].key, key, sizeof(key));
+                size_t dl = unhex(v[i].data, data, sizeof(data));
+                unhex(v[i].mac, want, sizeof(want));
+                aj_hmac_sha256(key, kl, data, dl, got);
+                cr_expect(memcmp(got, want, 32) == 0, "vector %zu", i);
+                cr_expect(aj_digest_eq(got, want), "vector %zu", i);
+                /* In pieces, byte by byte: the same MAC. */
+                AjHmacSha256 h;
+                aj_hmac_sha256_init(&h, key, kl);
+                for (size_t j = 0; j < dl; j++)
+                        aj_hmac_sha256_update(&h, data + j, 1);
+                aj_hmac_sha256_final(&h, got);
+                cr_expect(memcmp(got, want, 32) == 0, "vector %zu in pieces", i);
+                got[31] ^= 1;
+                cr_expect_not(aj_digest_eq(got, want), "vector %zu, one bit off", i);
+        }
 }
