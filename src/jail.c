@@ -386,8 +386,10 @@ static void tty_raw(Run *run)
         int r = aj_tty_enter_raw(run->term_fd, &run->term_saved);
         if (r < 0)
                 aj_log_errno(r, "Cannot put the terminal into raw mode");
-        else
+        else {
                 run->term_raw = true;
+                aj_log_set_crlf(isatty(STDERR_FILENO));
+        }
 }
 
 /* Idempotent; on every way out of a run (the watchdog covers a supervisor that died). */
@@ -396,6 +398,7 @@ static void tty_restore(Run *run)
         if (run->term_raw) {
                 (void)aj_tty_restore(run->term_fd, &run->term_saved);
                 run->term_raw = false;
+                aj_log_set_crlf(false);
         }
 }
 
@@ -411,19 +414,18 @@ static void start_tty(Run *run, int master)
         r = aj_tty_reopen_nonblock(STDOUT_FILENO, O_WRONLY, &out, &run->tty_restore_flags[1]);
         if (r < 0)
                 out = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        r = out < 0 ? -errno : aj_tty_relay_new(in, out, master, tty_output, run, &run->tty_relay);
+        if (out < 0) {
+                r = -errno;
+                if (in >= 0)
+                        close(in);
+                close(master);
+        } else /* owns the three fds, also when it fails */
+                r = aj_tty_relay_new(in, out, master, tty_output, run, &run->tty_relay);
         if (r >= 0)
                 r = epoll_add(run->epfd, aj_tty_relay_fd(run->tty_relay), SRC_TTY, EPOLLIN);
         if (r < 0) {
                 /* A jail whose terminal nobody relays would hang: fail closed. */
                 aj_log_errno(r, "Cannot relay the jail's terminal");
-                if (!run->tty_relay) {
-                        if (in >= 0)
-                                close(in);
-                        if (out >= 0)
-                                close(out);
-                        close(master);
-                }
                 forward_signal(run, SIGKILL);
                 return;
         }

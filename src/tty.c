@@ -245,8 +245,9 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
                         }
                         progress |= n != 0;
                 }
-                /* The operator's input. */
-                if (!t->in_eof) {
+                /* The operator's input; none is taken once the jail's side has hung up
+                 * (what is typed then is for the operator's shell). */
+                if (!t->in_eof && !t->master_eof) {
                         ssize_t n = fill(t->in.fd, &t->to_jail);
                         if (n < 0)
                                 t->in_eof = true;
@@ -274,9 +275,9 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
                 if (t->to_jail.len > 0)
                         master |= EPOLLOUT;
         }
-        bool in_room = t->to_jail.off + t->to_jail.len < sizeof(t->to_jail.data) || t->to_jail.off > 0;
+        bool in_room = t->to_jail.len < sizeof(t->to_jail.data);
         if ((r = end_want(t, &t->master, master)) < 0 ||
-            (r = end_want(t, &t->in, !t->in_eof && in_room ? EPOLLIN : 0)) < 0 ||
+            (r = end_want(t, &t->in, !t->in_eof && !t->master_eof && in_room ? EPOLLIN : 0)) < 0 ||
             (r = end_want(t, &t->out, !t->out_broken && t->from_jail.len > 0 ? EPOLLOUT : 0)) < 0)
                 return r;
         return 0;
