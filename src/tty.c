@@ -225,14 +225,15 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
                 bool progress = false;
                 /* The jail's output: to the transcript as read, to the operator as it drains. */
                 if (!t->master_eof) {
-                        size_t before = t->from_jail.off + t->from_jail.len;
                         ssize_t n = fill(t->master.fd, &t->from_jail);
                         if (n < 0)
                                 t->master_eof = true;
                         else if (n > 0) {
                                 progress = true;
+                                /* The new bytes end the buffer (fill() may have moved it). */
+                                Buf *b = &t->from_jail;
                                 if (t->on_output)
-                                        t->on_output(t->userdata, t->from_jail.data + before, (size_t)n);
+                                        t->on_output(t->userdata, b->data + b->off + b->len - (size_t)n, (size_t)n);
                         }
                 }
                 if (t->out_broken)

@@ -353,6 +353,29 @@ else
         fail "the jail for the supervisor's SIGKILL started" "$PANE"
 fi
 
+# The operator's terminal goes away (the window is closed): the jail is hung up too.
+pane_start hup -- sleep 100
+if run_dir=$(wait_run_dir) && wait_jailed "$run_dir" sleep >/dev/null; then
+        T kill-session -t hup
+        deadline=$((SECONDS + 15))
+        until [[ "$(jf .status "$run_dir/run.json")" == exited ]] || ((SECONDS >= deadline)); do
+                sleep 0.1
+        done
+        is "$(jf .status "$run_dir/run.json")" exited "a run whose terminal is closed ends"
+        is "$(jf .exit.signal "$run_dir/run.json")" 1 "... with SIGHUP, as at any terminal"
+else
+        fail "the jail for the hang-up started" "$PANE"
+fi
+
+# A flood of output: all of it reaches the transcript, in order, and the run ends.
+pane_start flood -- sh -c 'yes | head -n 100000; echo FLOOD-DONE'
+if pane_done flood 60; then
+        run_dir=$(new_run_dir "$BG_BEFORE")
+        is "$PANE_RC" 0 "a jail writing 100000 lines to its terminal exits 0"
+        is "$(tr -d '\r' <"$run_dir/tty.log" | grep -c '^y$')" 100000 "tty.log has every line of the flood"
+        like "$(tail -c 20 "$run_dir/tty.log" | tr -d '\r')" 'FLOOD-DONE' "... and what came after it"
+fi
+
 # ---------------------------------------------------------------------------------------
 # --no-tty from a terminal: no pty, and stdin is /dev/null (not the operator's terminal)
 pane_start notty --no-tty -- sh -c '[ -t 0 ] || echo STDIN-NOT-A-TERMINAL; cat; echo CAT-SAW-EOF'

@@ -32,9 +32,20 @@ static void make_pipe(int p[2])
 }
 
 typedef struct {
-        char data[65536];
+        char data[1 << 20];
         size_t len;
 } Transcript;
+
+/* Byte k of a stream that shows any loss, duplication or reordering. */
+static char pattern(size_t k) { return (char)(k % 251); }
+
+static bool is_pattern(const char *buf, size_t len, size_t from)
+{
+        for (size_t i = 0; i < len; i++)
+                if (buf[i] != pattern(from + i))
+                        return false;
+        return true;
+}
 
 static void record(void *userdata, const void *buf, size_t n)
 {
@@ -105,22 +116,26 @@ Test(tty, output_is_bounded_when_the_operator_does_not_read)
         make_pipe(in);
         make_pipe(out);
         cr_assert(fcntl(out[0], F_SETPIPE_SZ, 4096) >= 0);
-        Transcript tr = { .len = 0 };
+        static Transcript tr;
         AjTtyRelay *t;
         cr_assert(aj_tty_relay_new(in[0], out[1], m, record, &tr, &t) == 0);
 
         /* The jail writes as fast as it can; nobody reads the operator's side. */
         char chunk[4096];
-        memset(chunk, 'x', sizeof(chunk));
         size_t written = 0;
         bool throttled = false;
         for (int i = 0; i < 4096 && !throttled; i++) {
+                for (size_t k = 0; k < sizeof(chunk); k++)
+                        chunk[k] = pattern(written + k);
                 ssize_t n = write(s, chunk, sizeof(chunk));
                 if (n < 0) {
                         cr_assert_eq(errno, EAGAIN);
                         /* Once more after the relay has had its turn: still full. */
                         cr_assert(aj_tty_relay_dispatch(t) == 0);
-                        throttled = write(s, chunk, sizeof(chunk)) < 0 && errno == EAGAIN;
+                        ssize_t again = write(s, chunk, sizeof(chunk));
+                        throttled = again < 0 && errno == EAGAIN;
+                        if (again > 0)
+                                written += (size_t)again;
                         continue;
                 }
                 written += (size_t)n;
@@ -138,11 +153,15 @@ Test(tty, output_is_bounded_when_the_operator_does_not_read)
         size_t got = 0;
         for (int i = 0; i < 1000 && got < written; i++) {
                 ssize_t n = read(out[0], buf, sizeof(buf));
-                if (n > 0)
+                if (n > 0) {
+                        cr_assert(is_pattern(buf, (size_t)n, got), "the operator sees the bytes in order");
                         got += (size_t)n;
+                }
                 cr_assert(aj_tty_relay_dispatch(t) == 0);
         }
         cr_assert_eq(got, written);
+        cr_assert_eq(tr.len, written, "the transcript has every byte");
+        cr_assert(is_pattern(tr.data, tr.len, 0), "the transcript has the bytes in order, once");
         aj_tty_relay_free(t);
         close(s);
         close(in[1]);
