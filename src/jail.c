@@ -448,7 +448,9 @@ static bool tty_takes_signal(Run *run, const struct signalfd_siginfo *si)
                 return true;
         case SIGINT:
         case SIGQUIT:
-                return si->ssi_code == SI_KERNEL;
+                /* From our terminal while it is raw: the byte already went to the jail (with
+                 * `-t` and a terminal that is not raw, ^C is forwarded as without a pty). */
+                return run->term_raw && si->ssi_code == SI_KERNEL;
         case SIGCONT:
                 /* Stopped and continued: the shell set its own modes meanwhile. */
                 if (run->term_raw)

@@ -353,6 +353,18 @@ else
         fail "the jail for the supervisor's SIGKILL started" "$PANE"
 fi
 
+# Signals sent to agentjail with kill(1) still reach the command in tty mode.
+for sig in INT TERM; do
+        pane_start "sig$sig" -- sleep 100
+        if run_dir=$(wait_run_dir) && wait_jailed "$run_dir" sleep >/dev/null; then
+                kill -"$sig" "$(jf .supervisor_pid "$run_dir/run.json")"
+                pane_done "sig$sig" && is "$PANE_RC" $((128 + $(kill -l "$sig"))) "SIG$sig sent to agentjail ends the jailed sleep"
+                settings_kept "sig$sig" "SIG$sig to agentjail"
+        else
+                fail "the jail for SIG$sig started" "$PANE"
+        fi
+done
+
 # The operator's terminal goes away (the window is closed): the jail is hung up too.
 pane_start hup -- sleep 100
 if run_dir=$(wait_run_dir) && wait_jailed "$run_dir" sleep >/dev/null; then
