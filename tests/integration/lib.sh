@@ -173,7 +173,8 @@ require_jail() {
 rootless_limits_ok() {
         local tmp err rc
         tmp=$(mktemp -d) || return 1
-        err=$(cd "$tmp" && AGENTJAIL_STATE_DIR="$tmp/state" AGENTJAIL_RUNTIME_DIR="$tmp/runtime" \
+        mkdir "$tmp/ws" || return 1
+        err=$(cd "$tmp/ws" && AGENTJAIL_STATE_DIR="$tmp/state" AGENTJAIL_RUNTIME_DIR="$tmp/runtime" \
                 timeout -k 5 20 "$AGENTJAIL" run -- /bin/true 2>&1 >/dev/null)
         rc=$?
         rm -rf --one-file-system "$tmp"
