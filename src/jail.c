@@ -952,7 +952,12 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         const AjProfile *p = run->profile;
         int r;
 
-        _cleanup_free_ char *rt = NULL;
+        _cleanup_free_ char *rt = NULL, *rt_err = NULL;
+        r = aj_runtime_root_prepare(&run->paths, &rt_err);
+        if (r < 0) {
+                aj_error("%s", rt_err ? rt_err : strerror(-r));
+                return r;
+        }
         r = aj_runtime_dir_create(&run->paths, run->id, &rt);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the runtime directory under '%s'", run->paths.runtime_root);
