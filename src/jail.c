@@ -1273,7 +1273,7 @@ int aj_jail_run(const AjRunOptions *opts)
         trace_step(&run, "cgroup created");
         if (setup_idmap(&run) < 0)
                 goto fail_records;
-        trace_step(&run, "idmapped trees prepared");
+        trace_step(&run, "mount trees prepared");
 
         if (pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
                 aj_log_errno(-errno, "Cannot create the output pipes");

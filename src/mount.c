@@ -818,7 +818,14 @@ static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, cons
         bool link_src = S_ISLNK(st.st_mode);
         _cleanup_free_ char *real = NULL;
 
-        r = open_source(src, &real, &st);
+        /* A read-only bind is not judged by where it leads (a plain stat is cheaper on the
+         * start-up path); a writable one is judged by its real path. */
+        if (writable)
+                r = open_source(src, &real, &st);
+        else {
+                r = stat(src, &st) < 0 ? negative_errno() : 0;
+                real = r < 0 ? NULL : TAKE_PTR(src);
+        }
         if (r == -ENOENT && b->optional)
                 return 0;
         if (r < 0 && link_src)
@@ -1482,7 +1489,9 @@ int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, char **ret_err
                 AjMountStep *s = &plan->steps[i];
                 int r;
 
-                if (s->kind != STEP_BIND || s->tree_fd >= 0)
+                /* The device nodes stay with the child: /dev is searchable by anyone, and six
+                 * more trees here would cost the start-up path for nothing. */
+                if (s->kind != STEP_BIND || s->tree_fd >= 0 || s->origin == ORIGIN_DEVICE)
                         continue;
                 if (s->idmap) {
                         r = prepare_idmapped(plan, s, idmap_userns_fd, ret_error);
