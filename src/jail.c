@@ -764,9 +764,14 @@ static void report_launch_error(Run *run)
                          aj_mount_step_describe(run->mount, (size_t)m->step, desc, sizeof(desc)), strerror(err));
                 if (err == ESTALE)
                         aj_error("The mount's source changed after agentjail checked it; refusing to mount it");
-                if (err == EACCES)
+                if (err == EACCES && run->rootless)
                         aj_error("The jail builds its root as host uid %u: every directory above the paths it "
                                  "mounts (the runtime dir '%s', binds, the workspace) must be searchable by it",
+                                 (unsigned)run->host_uid, run->paths.runtime_root);
+                else if (err == EACCES)
+                        /* Bind sources are opened by the supervisor; the root's mount point is not. */
+                        aj_error("The jail builds its root as host uid %u: every directory above the runtime "
+                                 "dir '%s' must be searchable by it",
                                  (unsigned)run->host_uid, run->paths.runtime_root);
         } else if (m->stage == AJ_STAGE_RLIMIT) {
                 aj_error("Failed to set %s: %s", rlimit_name(run->rlimit_resources[m->step]), strerror(err));

@@ -2,7 +2,8 @@
 /*
  * Where runs live. Root: /var/lib/agentjail (state) and /run/agentjail
  * (runtime: sockets, mount points); rootless: $XDG_STATE_HOME/agentjail and
- * $XDG_RUNTIME_DIR/agentjail. AGENTJAIL_STATE_DIR / AGENTJAIL_RUNTIME_DIR
+ * $XDG_RUNTIME_DIR/agentjail (without it, /tmp/agentjail-UID, which must be the
+ * invoker's, mode 0700: aj_runtime_root_prepare). AGENTJAIL_STATE_DIR / AGENTJAIL_RUNTIME_DIR
  * override both (tests use them).
  *   <state>/runs/<id>/{run.json,events.jsonl,stdout.log,stderr.log}
  *   <state>/cache/seccomp/   compiled filters
