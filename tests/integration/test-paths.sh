@@ -104,9 +104,9 @@ if command -v setpriv >/dev/null && setpriv --reuid=65534 --regid=65534 --clear-
         echo '{"extends": "default", "allow_degraded": ["limits"]}' >"$RL/p.json"
         chown -R "$U:$U" "$RL"
         as_u() {
-                (cd "$RL/ws" && timeout -k 5 60 setpriv --reuid="$U" --regid="$U" --clear-groups \
+                (cd "${U_CWD:-$RL/ws}" && timeout -k 5 60 setpriv --reuid="$U" --regid="$U" --clear-groups \
                         env -i PATH=/usr/bin:/bin HOME="$RL" AGENTJAIL_STATE_DIR="$RL/state" \
-                        "$AGENTJAIL" run -p "$RL/p.json" -- /bin/sh -c 'echo ran') >"$TEST_TMP/u.out" 2>"$TEST_TMP/u.err"
+                        "$AGENTJAIL" run -p "$RL/p.json" ${U_ARGS:-} -- /bin/sh -c 'echo ran') >"$TEST_TMP/u.out" 2>"$TEST_TMP/u.err"
                 U_RC=$?
                 U_ERR=$(cat "$TEST_TMP/u.err")
         }
@@ -128,6 +128,13 @@ if command -v setpriv >/dev/null && setpriv --reuid=65534 --regid=65534 --clear-
         as_u
         is "$U_RC" 0 "rootless: without one, it is created and the run starts" || diag "$U_ERR"
         is "$(stat -c '%u %a %F' "$FB" 2>/dev/null)" "$U 700 directory" "the fallback dir is the invoker's, mode 0700"
+        # From /tmp, the agent reached its own control socket there and thawed itself.
+        U_CWD=/tmp as_u
+        is "$U_RC" 125 "rootless from /tmp (which holds the runtime dir): refused" || diag "$U_ERR"
+        like "$U_ERR" "refusing '/tmp': it contains" "the message says why"
+        U_ARGS="--rw $FB" as_u
+        is "$U_RC" 125 "rootless: the fallback runtime dir as an rw bind: refused" || diag "$U_ERR"
+        like "$U_ERR" "refusing '$FB': it is '$FB', agentjail's runtime dir" "the message names the runtime dir"
         rm -rf --one-file-system "$FB"
 else
         fail "rootless runs can be started here" "setpriv or unprivileged user namespaces missing"

@@ -1386,3 +1386,28 @@ Test(mount, live_swapped_source_is_refused, LIVE)
         }
         setup_free(&s);
 }
+
+/* Without the supervisor's trees (a rootless run), the child clones by path: the same
+ * identity check stops a directory swapped in after the plan. */
+Test(mount, live_swapped_source_is_refused_in_the_child, LIVE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char out[4096], want[PATH_MAX * 2];
+        int status;
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        add_bind(&s.p.ro, "/usr");
+        add_bind(&s.p.rw, P("/a/b"));
+        plan = build_ok(&s);
+        cr_assert_eq(rename(P("/a/b"), P("/a/b.checked")), 0);
+        cr_assert_eq(mkdir(P("/a/b"), 0755), 0);
+
+        status = run_jail(plan, NULL, NULL, out, sizeof(out));
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
+        snprintf(want, sizeof(want), "(bind '%s' on '%s' (read-write)): %s", P("/a/b"), P("/a/b"), strerror(ESTALE));
+        cr_expect_not_null(strstr(out, want), "got: %s\nwant: %s", out, want);
+        setup_free(&s);
+}
