@@ -102,11 +102,12 @@ if command -v setpriv >/dev/null && setpriv --reuid=65534 --regid=65534 --clear-
         RL="$TEST_TMP/rootless"
         mkdir -p "$RL/ws" "$RL/state"
         echo '{"extends": "default", "allow_degraded": ["limits"]}' >"$RL/p.json"
+        AJ_U=$(agentjail_for_others "$RL") || exit 1
         chown -R "$U:$U" "$RL"
         as_u() {
                 (cd "${U_CWD:-$RL/ws}" && timeout -k 5 60 setpriv --reuid="$U" --regid="$U" --clear-groups \
                         env -i PATH=/usr/bin:/bin HOME="$RL" AGENTJAIL_STATE_DIR="$RL/state" \
-                        "$AGENTJAIL" run -p "$RL/p.json" ${U_ARGS:-} -- /bin/sh -c 'echo ran') >"$TEST_TMP/u.out" 2>"$TEST_TMP/u.err"
+                        "$AJ_U" run -p "$RL/p.json" ${U_ARGS:-} -- /bin/sh -c 'echo ran') >"$TEST_TMP/u.out" 2>"$TEST_TMP/u.err"
                 U_RC=$?
                 U_ERR=$(cat "$TEST_TMP/u.err")
         }
