@@ -367,8 +367,14 @@ int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what
         if (!l || !path || !what)
                 return -EINVAL;
         r = resolve_prefix(path, &real);
-        if (r == -EINVAL)
-                return 0; /* a relative or ".." place (an unset variable): nothing to protect there */
+        if (r == -EINVAL) {
+                /* Relative or with "..": what exists is resolved; agentjail's own places
+                 * must be (AGENTJAIL_STATE_DIR=state is inside the cwd), others are skipped. */
+                real = realpath(path, NULL);
+                if (!real)
+                        return agentjail ? -EINVAL : 0;
+                r = 0;
+        }
         if (r < 0)
                 return r;
         for (size_t i = 0; i < l->n; i++)
@@ -479,8 +485,10 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
                 return r;
         if (src->exe && (r = aj_sensitive_list_add(&l, src->exe, "the agentjail executable", true)) < 0)
                 return r;
+        /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
         for (char *const *d = src->config_dirs; d && *d; d++)
-                if ((r = aj_sensitive_list_add(&l, *d, "an agentjail profile or config dir", true)) < 0)
+                if ((*d)[0] == '/' && (r = aj_sensitive_list_add(&l, *d, "an agentjail profile or config dir",
+                                                                 true)) < 0)
                         return r;
         *ret = l;
         l = (AjSensitiveList){ 0 };

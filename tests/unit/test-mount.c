@@ -665,6 +665,16 @@ Test(mount, sensitive_list_resolves_symlinks_and_missing_tails, PURE)
         cr_expect_not(daemon, "system accounts' homes are not");
         cr_expect(bob, "every directory in the home root is a home");
         aj_sensitive_list_done(&l);
+
+        /* Relative (AGENTJAIL_STATE_DIR=state): resolved against the cwd; agentjail's own
+         * places fail closed when they cannot be resolved, generic ones are skipped. */
+        cr_assert_eq(chdir(P("/a")), 0);
+        cr_expect_eq(aj_sensitive_list_add(&l, "b", "rel", true), 0);
+        cr_expect(l.n == 1 && streq(l.items[0].path, P("/a/b")), "got %s", l.n ? l.items[0].path : "(none)");
+        cr_expect_eq(aj_sensitive_list_add(&l, "missing/../x", "rel", true), -EINVAL);
+        cr_expect_eq(aj_sensitive_list_add(&l, "missing/../x", "rel", false), 0);
+        cr_expect_eq(l.n, 1);
+        aj_sensitive_list_done(&l);
 }
 
 static void sensitive_setup(Setup *s, AjSensitiveList *l)
