@@ -1048,9 +1048,16 @@ static void report_launch_error(Run *run)
                 char desc[512];
                 aj_error("Failed to %s: %s: %s", aj_spawn_stage_describe((AjSpawnStage)m->stage),
                          aj_mount_step_describe(run->mount, (size_t)m->step, desc, sizeof(desc)), strerror(err));
-                if (err == EACCES)
+                if (err == ESTALE)
+                        aj_error("The mount's source changed after agentjail checked it; refusing to mount it");
+                if (err == EACCES && run->rootless)
                         aj_error("The jail builds its root as host uid %u: every directory above the paths it "
                                  "mounts (the runtime dir '%s', binds, the workspace) must be searchable by it",
+                                 (unsigned)run->host_uid, run->paths.runtime_root);
+                else if (err == EACCES)
+                        /* Bind sources are opened by the supervisor; the root's mount point is not. */
+                        aj_error("The jail builds its root as host uid %u: every directory above the runtime "
+                                 "dir '%s' must be searchable by it",
                                  (unsigned)run->host_uid, run->paths.runtime_root);
         } else if (m->stage == AJ_STAGE_RLIMIT) {
                 aj_error("Failed to set %s: %s", rlimit_name(run->rlimit_resources[m->step]), strerror(err));
@@ -1210,12 +1217,45 @@ static int setup_meter_and_broker(Run *run)
         return 0;
 }
 
+/* What a workspace or an rw bind must never be or contain (src/mount.h): the generic
+ * places, home directories, and agentjail's own state, runtime and config dirs and binary. */
+static int build_sensitive(Run *run, const char *exe, const char *host_home, AjSensitiveList *ret)
+{
+        _cleanup_strv_free_ char **dirs = NULL;
+        int r = aj_profile_search_path(&dirs);
+        if (r < 0)
+                return r;
+        const char *xdg = getenv("XDG_CONFIG_HOME");
+        char *d = NULL;
+        if (xdg && xdg[0] == '/')
+                r = asprintf(&d, "%s/agentjail", xdg);
+        else if (host_home && host_home[0] == '/')
+                r = asprintf(&d, "%s/.config/agentjail", host_home);
+        if (r < 0 || (d && aj_strv_consume(&dirs, d) < 0) || aj_strv_push(&dirs, "/etc/agentjail") < 0)
+                return -ENOMEM;
+        AjSensitiveSources src = {
+                .state_root = run->paths.state_root,
+                .runtime_root = run->paths.runtime_root,
+                .host_home = host_home,
+                .exe = exe,
+                .config_dirs = dirs,
+                .passwd = "/etc/passwd",
+                .home_root = "/home",
+        };
+        return aj_sensitive_list_build(&src, ret);
+}
+
 static int plan(Run *run, AjSpawnConfig *cfg)
 {
         const AjProfile *p = run->profile;
         int r;
 
-        _cleanup_free_ char *rt = NULL;
+        _cleanup_free_ char *rt = NULL, *rt_err = NULL;
+        r = aj_runtime_root_prepare(&run->paths, &rt_err);
+        if (r < 0) {
+                aj_error("%s", rt_err ? rt_err : strerror(-r));
+                return r;
+        }
         r = aj_runtime_dir_create(&run->paths, run->id, &rt);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the runtime directory under '%s'", run->paths.runtime_root);
@@ -1250,7 +1290,12 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 if (r < 0)
                         return r;
         }
+        _cleanup_(aj_sensitive_list_done) AjSensitiveList sensitive = { 0 };
+        r = build_sensitive(run, exe, host_home, &sensitive);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot list the places a workspace must not expose");
         AjMountContext mctx = {
+                .sensitive = &sensitive,
                 .overlay_dir = run->overlay_dir,
                 .cwd = run->cwd,
                 .host_home = host_home,
@@ -1272,6 +1317,8 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 return r;
         }
 
+        for (char *const *a = aj_mount_plan_sensitive_allowed(run->mount); a && *a; a++)
+                record_degraded(run, "sensitive", *a);
         trace_step(run, "mount plan built");
         AjSeccompSpec spec = {
                 .base = p->seccomp_base ? p->seccomp_base : "default",
@@ -1405,7 +1452,7 @@ static int setup_idmap(Run *run)
         _cleanup_free_ char *err = NULL;
         r = aj_mount_plan_prepare(run->mount, userns, &err);
         if (r < 0) {
-                aj_error("Cannot prepare the idmapped workspace: %s", err ? err : strerror(-r));
+                aj_error("Cannot prepare the jail's mounts: %s", err ? err : strerror(-r));
                 return r;
         }
         return 0;
@@ -1552,7 +1599,7 @@ int aj_jail_run(const AjRunOptions *opts)
         trace_step(&run, "cgroup created");
         if (setup_idmap(&run) < 0)
                 goto fail_records;
-        trace_step(&run, "idmapped trees prepared");
+        trace_step(&run, "mount trees prepared");
 
         if (!run.tty) {
                 if (pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
