@@ -520,18 +520,22 @@ int aj_socks_parse_request(const uint8_t *buf, size_t len, AjSocksRequest *ret, 
         else if (buf[3] == 4)
                 inet_ntop(AF_INET6, buf + 4, req.host, sizeof(req.host));
         else {
+                /* A name the allowlist could judge, or nothing: never cut to fit (a longer
+                 * name truncated to 253 bytes is another name, maybe an allowed one). */
                 size_t n = buf[4];
-                if (n == 0) {
-                        *ret_rep = 0x01;
-                        *ret_why = "empty host name";
-                        return -EINVAL;
+                if (n == 0 || n > AJ_NET_HOST_MAX) {
+                        *ret_rep = 0x02;
+                        *ret_why = n == 0 ? "empty host name" : "host name longer than 253 bytes";
+                        return -EPERM;
                 }
-                for (size_t i = 0; i < n; i++)
-                        if (buf[5 + i] == 0) {
-                                *ret_rep = 0x01;
-                                *ret_why = "NUL in host name";
-                                return -EINVAL;
+                for (size_t i = 0; i < n; i++) {
+                        uint8_t ch = buf[5 + i];
+                        if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_') {
+                                *ret_rep = 0x02;
+                                *ret_why = ch == 0 ? "NUL in host name" : "invalid character in host name";
+                                return -EPERM;
                         }
+                }
                 memcpy(req.host, buf + 5, n);
                 req.host[n] = 0;
         }
@@ -660,6 +664,14 @@ static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr)
         char reason[400];
         snprintf(reason, sizeof(reason), "denied: %s", v->reason);
         refuse(c, 403, 0x02, reason);
+}
+
+/* A request refused before any rule could be applied to it (no valid destination). */
+static void deny_unjudged(Conn *c, const char *why)
+{
+        AjNetVerdict v = { .rule = -1 };
+        snprintf(v.reason, sizeof(v.reason), "invalid destination: %s", why);
+        deny(c, &v, NULL);
 }
 
 static void flush_out(Conn *c)
@@ -1114,6 +1126,11 @@ static void read_request(Conn *c)
         if (r == -EAGAIN) {
                 if (eof)
                         conn_close(c);
+                return;
+        }
+        if (r == -EPERM) {
+                /* Not a name any rule could allow: a denial like the others, not a parse error. */
+                deny_unjudged(c, why);
                 return;
         }
         if (r < 0) {

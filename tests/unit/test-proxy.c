@@ -162,9 +162,53 @@ Test(parsers, socks5)
         cr_expect_eq(aj_socks_parse_request(ver, sizeof(ver), &req, &rep, &why), -EINVAL);
         cr_expect_eq(rep, 0x01);
         const uint8_t nul[] = { 5, 1, 0, 3, 3, 'a', 0, 'b', 0, 80 };
-        cr_expect_eq(aj_socks_parse_request(nul, sizeof(nul), &req, &rep, &why), -EINVAL);
+        cr_expect_eq(aj_socks_parse_request(nul, sizeof(nul), &req, &rep, &why), -EPERM);
+        cr_expect_eq(rep, 0x02);
         const uint8_t empty[] = { 5, 1, 0, 3, 0, 0, 80 };
-        cr_expect_eq(aj_socks_parse_request(empty, sizeof(empty), &req, &rep, &why), -EINVAL);
+        cr_expect_eq(aj_socks_parse_request(empty, sizeof(empty), &req, &rep, &why), -EPERM);
+        cr_expect_eq(rep, 0x02);
+        const uint8_t space[] = { 5, 1, 0, 3, 3, 'a', ' ', 'b', 0, 80 };
+        cr_expect_eq(aj_socks_parse_request(space, sizeof(space), &req, &rep, &why), -EPERM);
+        const uint8_t high[] = { 5, 1, 0, 3, 3, 'a', 0xc3, 'b', 0, 80 };
+        cr_expect_eq(aj_socks_parse_request(high, sizeof(high), &req, &rep, &why), -EPERM);
+}
+
+/* The name's length byte goes up to 255; the longest DNS name is 253. A longer one must be
+ * refused whole, not cut to a (possibly allowed) prefix. */
+static size_t socks_name_request(uint8_t *buf, size_t name_len)
+{
+        size_t n = 0;
+        buf[n++] = 5;
+        buf[n++] = 1;
+        buf[n++] = 0;
+        buf[n++] = 3;
+        buf[n++] = (uint8_t)name_len;
+        for (size_t i = 0; i < name_len; i++)
+                buf[n++] = (i % 50 == 49) ? '.' : 'a';
+        buf[n++] = 0;
+        buf[n++] = 80;
+        return n;
+}
+
+Test(parsers, socks5_name_lengths)
+{
+        uint8_t buf[300];
+        AjSocksRequest req;
+        uint8_t rep = 0;
+        const char *why = NULL;
+        size_t n = socks_name_request(buf, 253);
+        cr_assert_eq(aj_socks_parse_request(buf, n, &req, &rep, &why), 0, "%s", why);
+        cr_expect_eq(strlen(req.host), 253);
+        cr_expect_eq(memcmp(req.host, buf + 5, 253), 0);
+        cr_expect_eq(req.consumed, n);
+        for (size_t len = 254; len <= 255; len++) {
+                n = socks_name_request(buf, len);
+                memset(&req, 0x5a, sizeof(req));
+                why = NULL;
+                cr_expect_eq(aj_socks_parse_request(buf, n, &req, &rep, &why), -EPERM, "length %zu", len);
+                cr_expect_eq(rep, 0x02, "length %zu", len);
+                cr_expect(why && strstr(why, "longer than 253"), "length %zu: %s", len, why ?: "");
+        }
 }
 
 /* ------------------------------------------------------------------ live harness */
@@ -658,6 +702,53 @@ Test(live, socks5_domain_ipv4_ipv6)
         e = find_event("net.connect", 2);
         cr_expect_str_eq(field_str(e, "address"), "::1");
         cr_expect_eq(count_events("net.denied"), 1);
+        live_stop(&l);
+}
+
+/* A 254 or 255 byte SOCKS name whose first 253 bytes are an allowed name: refused
+ * (0x02 and net.denied), never connected as the shorter name. */
+Test(live, socks5_overlong_name_refused)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        char name[256];
+        for (size_t i = 0; i < 255; i++)
+                name[i] = (i % 50 == 49) ? '.' : 'a';
+        name[255] = 0;
+        char allowed[254], hosts[400];
+        memcpy(allowed, name, 253);
+        allowed[253] = 0;
+        snprintf(hosts, sizeof(hosts), "127.0.0.1 %s\n", allowed);
+        hosts_file(hosts);
+        live_start(&l, (char *[]){ allowed, "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                uint8_t rep = 0xff;
+                /* The allowed name itself works... */
+                int fd = socks_connect(l.socks_port, 3, allowed, echo, &rep);
+                if (rep != 0)
+                        _exit(10);
+                close(fd);
+                /* ...one or two more bytes do not. */
+                for (int extra = 1; extra <= 2; extra++) {
+                        char longer[256];
+                        memcpy(longer, name, 253 + (size_t)extra);
+                        longer[253 + extra] = 0;
+                        fd = socks_connect(l.socks_port, 3, longer, echo, &rep);
+                        if (rep != 0x02) {
+                                fprintf(stderr, "length %d: rep %u\n", 253 + extra, rep);
+                                _exit(10 + extra);
+                        }
+                        close(fd);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.connect"), 1);
+        cr_expect_eq(count_events("net.denied"), 2);
+        json_t *d = find_event("net.denied", 0);
+        cr_assert_not_null(d);
+        cr_expect(strstr(field_str(d, "reason"), "longer than 253") != NULL, "%s", field_str(d, "reason"));
         live_stop(&l);
 }
 
