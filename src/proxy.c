@@ -85,6 +85,15 @@ typedef struct Conn {
         bool resolving;
         char *fwd;      /* absolute-form: rewritten head + early body */
         size_t fwd_len;
+        /* Plain HTTP: one request per client connection. Its body is framed here, and
+         * nothing the client sends after it is relayed; the response head is rewritten
+         * to say "Connection: close". */
+        AjHttpBody body;
+        uint64_t body_left;
+        AjHttpChunked chunk;
+        bool req_done, up_stopped, pipelined_seen, resp_done;
+        char *resp;
+        size_t resp_len;
         Dir up, down;
         uint64_t start_ns, deadline_ns;
 } Conn;
@@ -275,6 +284,33 @@ static int parse_authority(const char *s, size_t len, bool need_port, uint16_t d
         return 0;
 }
 
+static bool is_tchar(char ch)
+{
+        return isalnum((unsigned char)ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Does a Host header name the authority the request was checked for? Same host
+ * (case-insensitive, one trailing dot ignored; IPv6 compared as addresses), same port
+ * (80 when none is written). */
+static bool host_header_matches(const char *value, size_t len, const char *host, uint16_t port)
+{
+        char hh[AJ_NET_HOST_MAX + 1];
+        uint16_t hp;
+        const char *why;
+        if (parse_authority(value, len, false, 80, hh, &hp, &why) < 0 || hp != port)
+                return false;
+        struct in6_addr a, b;
+        if (inet_pton(AF_INET6, hh, &a) == 1 || inet_pton(AF_INET6, host, &b) == 1)
+                return inet_pton(AF_INET6, hh, &a) == 1 && inet_pton(AF_INET6, host, &b) == 1 &&
+                       memcmp(&a, &b, sizeof(a)) == 0;
+        size_t l1 = strlen(hh), l2 = strlen(host);
+        if (l1 > 0 && hh[l1 - 1] == '.')
+                l1--;
+        if (l2 > 0 && host[l2 - 1] == '.')
+                l2--;
+        return l1 == l2 && strncasecmp(hh, host, l1) == 0;
+}
+
 static bool header_is(const char *line, size_t len, const char *name)
 {
         size_t n = strlen(name);
@@ -285,6 +321,19 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
 {
         AjHttpRequest req = {};
         size_t head = 0;
+
+/* The request names two destinations (or hides which): a denial, with the request
+ * line's host and port in *ret for the event. */
+#define DENY(why)                                                                                          \
+        do {                                                                                               \
+                *ret_status = 400;                                                                         \
+                *ret_why = (why);                                                                          \
+                free(fwd);                                                                                 \
+                memset(ret, 0, sizeof(*ret));                                                              \
+                memcpy(ret->host, req.host, sizeof(req.host));                                             \
+                ret->port = req.port;                                                                      \
+                return -EPERM;                                                                             \
+        } while (0)
 
 #define FAIL(status, why)                                                                                  \
         do {                                                                                               \
@@ -315,6 +364,9 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                 unsigned char ch = (unsigned char)buf[i];
                 if (ch == 0 || (ch < 0x20 && ch != '\r' && ch != '\n' && ch != '\t') || ch == 0x7f)
                         FAIL(400, "control character in request head");
+                /* A CR that does not end a line is a line end to some servers and not to others. */
+                if (ch == '\r' && (i + 1 >= head || buf[i + 1] != '\n'))
+                        FAIL(400, "bare CR in request head");
         }
 
         /* Request line. */
@@ -393,7 +445,7 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                 memcpy(fwd + fl, "\r\n", 2);
                 fl += 2;
         }
-        bool have_host = false;
+        bool have_host = false, have_length = false, have_te = false;
         unsigned n_headers = 0;
         const char *h = eol + 1;
         while (h < buf + head) {
@@ -413,8 +465,38 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                 for (const char *c = h; c < colon; c++)
                         if (*c == ' ' || *c == '\t')
                                 FAIL(400, "whitespace in a header field name");
-                if (header_is(h, hl, "Host"))
+                        else if (!is_tchar(*c))
+                                FAIL(400, "invalid character in a header field name");
+                const char *value = colon + 1, *vend = h + hl;
+                while (value < vend && (*value == ' ' || *value == '\t'))
+                        value++;
+                while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))
+                        vend--;
+                size_t vlen = (size_t)(vend - value);
+                if (header_is(h, hl, "Host")) {
+                        if (have_host)
+                                DENY("more than one Host header");
                         have_host = true;
+                        if (!req.is_connect && !host_header_matches(value, vlen, req.host, req.port))
+                                DENY("the Host header does not match the request's authority");
+                } else if (header_is(h, hl, "Content-Length")) {
+                        if (have_length)
+                                FAIL(400, "more than one Content-Length header");
+                        have_length = true;
+                        if (vlen == 0 || vlen > 18)
+                                FAIL(400, "invalid Content-Length");
+                        for (size_t k = 0; k < vlen; k++) {
+                                if (value[k] < '0' || value[k] > '9')
+                                        FAIL(400, "invalid Content-Length");
+                                req.content_length = req.content_length * 10 + (uint64_t)(value[k] - '0');
+                        }
+                } else if (header_is(h, hl, "Transfer-Encoding")) {
+                        if (have_te)
+                                FAIL(400, "more than one Transfer-Encoding header");
+                        have_te = true;
+                        if (vlen != 7 || strncasecmp(value, "chunked", 7) != 0)
+                                FAIL(400, "unsupported Transfer-Encoding (only \"chunked\")");
+                }
                 bool hop = header_is(h, hl, "Proxy-Connection") || header_is(h, hl, "Proxy-Authorization") ||
                            header_is(h, hl, "Connection") || header_is(h, hl, "Keep-Alive");
                 if (fwd && !hop) {
@@ -424,6 +506,18 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                         fl += 2;
                 }
                 h = e + 1;
+        }
+        if (!req.is_connect) {
+                /* Request smuggling: two framings, or one a server may read differently. */
+                if (have_te && have_length)
+                        FAIL(400, "both Content-Length and Transfer-Encoding");
+                if (have_te && memcmp(version, "HTTP/1.0", 8) == 0)
+                        FAIL(400, "Transfer-Encoding in an HTTP/1.0 request");
+                if (!have_host && memcmp(version, "HTTP/1.1", 8) == 0)
+                        DENY("HTTP/1.1 request without a Host header");
+                req.body = have_te ? AJ_HTTP_BODY_CHUNKED
+                           : have_length && req.content_length > 0 ? AJ_HTTP_BODY_LENGTH
+                                                                   : AJ_HTTP_BODY_NONE;
         }
         if (fwd) {
                 /* One request per connection: the upstream closes after its answer, so a second
@@ -453,6 +547,143 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
         *ret = req;
         return 0;
 #undef FAIL
+#undef DENY
+}
+
+enum { CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF, CK_TRAILER_START, CK_TRAILER,
+       CK_TRAILER_LF, CK_END_LF, CK_DONE };
+
+#define CHUNK_LINE_MAX 4096
+#define CHUNK_TRAILERS_MAX (16 * 1024)
+
+ssize_t aj_http_chunked_scan(AjHttpChunked *s, const char *buf, size_t len, bool *ret_done)
+{
+        size_t i = 0;
+        while (i < len && s->state != CK_DONE) {
+                unsigned char ch = (unsigned char)buf[i];
+                switch (s->state) {
+                case CK_SIZE:
+                        if (isxdigit(ch)) {
+                                if (++s->digits > 15)
+                                        return -EBADMSG;
+                                s->left = s->left * 16 + (uint64_t)(isdigit(ch) ? ch - '0' : (ch | 0x20) - 'a' + 10);
+                        } else if (s->digits > 0 && ch == ';')
+                                s->state = CK_EXT;
+                        else if (s->digits > 0 && ch == '\r')
+                                s->state = CK_SIZE_LF;
+                        else
+                                return -EBADMSG;
+                        i++;
+                        break;
+                case CK_EXT:
+                        if (ch == '\r')
+                                s->state = CK_SIZE_LF;
+                        else if ((ch < 0x20 && ch != '\t') || ch == 0x7f || ++s->line > CHUNK_LINE_MAX)
+                                return -EBADMSG;
+                        i++;
+                        break;
+                case CK_SIZE_LF:
+                        if (ch != '\n')
+                                return -EBADMSG;
+                        s->state = s->left == 0 ? CK_TRAILER_START : CK_DATA;
+                        s->digits = 0;
+                        s->line = 0;
+                        i++;
+                        break;
+                case CK_DATA: {
+                        size_t k = len - i < s->left ? len - i : (size_t)s->left;
+                        s->left -= k;
+                        i += k;
+                        if (s->left == 0)
+                                s->state = CK_DATA_CR;
+                        break;
+                }
+                case CK_DATA_CR:
+                case CK_DATA_LF:
+                        if (ch != (s->state == CK_DATA_CR ? '\r' : '\n'))
+                                return -EBADMSG;
+                        s->state = s->state == CK_DATA_CR ? CK_DATA_LF : CK_SIZE;
+                        i++;
+                        break;
+                case CK_TRAILER_START:
+                case CK_TRAILER:
+                        if (ch == '\r')
+                                s->state = s->state == CK_TRAILER_START ? CK_END_LF : CK_TRAILER_LF;
+                        else if ((ch < 0x20 && ch != '\t') || ch == 0x7f || ++s->line > CHUNK_TRAILERS_MAX)
+                                return -EBADMSG;
+                        else
+                                s->state = CK_TRAILER;
+                        i++;
+                        break;
+                case CK_TRAILER_LF:
+                case CK_END_LF:
+                        if (ch != '\n')
+                                return -EBADMSG;
+                        s->state = s->state == CK_END_LF ? CK_DONE : CK_TRAILER_START;
+                        i++;
+                        break;
+                }
+        }
+        *ret_done = s->state == CK_DONE;
+        return (ssize_t)i;
+}
+
+int aj_http_rewrite_response(const char *buf, size_t len, char **ret_head, size_t *ret_len, size_t *ret_consumed,
+                             bool *ret_final)
+{
+        size_t head = 0;
+        for (size_t i = 1; i < len; i++)
+                if (buf[i] == '\n' && (buf[i - 1] == '\n' || (i >= 2 && buf[i - 1] == '\r' && buf[i - 2] == '\n'))) {
+                        head = i + 1;
+                        break;
+                }
+        if (head == 0)
+                return -EAGAIN;
+        /* "HTTP/1.x NNN" */
+        if (head < 13 || memcmp(buf, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)buf[7]) || buf[8] != ' ' ||
+            !isdigit((unsigned char)buf[9]) || !isdigit((unsigned char)buf[10]) || !isdigit((unsigned char)buf[11]))
+                return -EBADMSG;
+        if (memchr(buf, 0, head))
+                return -EBADMSG;
+        int status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+        bool final = status >= 200 || status == 101;
+
+        char *out = malloc(2 * head + 32); /* bare LFs become CRLFs */
+        if (!out)
+                return -ENOMEM;
+        size_t ol = 0;
+        const char *l = buf;
+        bool first = true;
+        while (l < buf + head) {
+                const char *e = memchr(l, '\n', (size_t)(buf + head - l));
+                size_t ll = (size_t)(e - l);
+                if (ll > 0 && l[ll - 1] == '\r')
+                        ll--;
+                if (ll == 0)
+                        break;
+                bool drop = !first && final &&
+                            (header_is(l, ll, "Connection") || header_is(l, ll, "Keep-Alive") ||
+                             header_is(l, ll, "Proxy-Connection"));
+                if (!drop) {
+                        memcpy(out + ol, l, ll);
+                        ol += ll;
+                        memcpy(out + ol, "\r\n", 2);
+                        ol += 2;
+                }
+                first = false;
+                l = e + 1;
+        }
+        if (final) {
+                memcpy(out + ol, "Connection: close\r\n", 19);
+                ol += 19;
+        }
+        memcpy(out + ol, "\r\n", 2);
+        ol += 2;
+        *ret_head = out;
+        *ret_len = ol;
+        *ret_consumed = head;
+        *ret_final = final;
+        return 0;
 }
 
 int aj_socks_parse_greeting(const uint8_t *buf, size_t len)
@@ -549,6 +780,7 @@ int aj_socks_parse_request(const uint8_t *buf, size_t len, AjSocksRequest *ret, 
 
 static void conn_close(Conn *c);
 static void conn_kick(Conn *c);
+static int send_prefix(Conn *c, Dir *d, int dst);
 
 static const char *proto_name(const Conn *c)
 {
@@ -646,7 +878,7 @@ close_now:
         conn_close(c);
 }
 
-static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr)
+static void deny_with(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr, int http_status)
 {
         c->denied = true;
         c->p->denied++;
@@ -663,7 +895,33 @@ static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr)
         emit(c->p, "net.denied", f);
         char reason[400];
         snprintf(reason, sizeof(reason), "denied: %s", v->reason);
-        refuse(c, 403, 0x02, reason);
+        refuse(c, http_status, 0x02, reason);
+}
+
+static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr)
+{
+        deny_with(c, v, addr, 403);
+}
+
+/* Bytes after the one request a plain HTTP connection carries: never relayed. The first
+ * time, say so (naming the next request's host when its head is there). */
+static void note_pipelined(Conn *c, const char *data, size_t len)
+{
+        if (c->pipelined_seen || len == 0)
+                return;
+        c->pipelined_seen = true;
+        c->p->denied++;
+        AjHttpRequest next;
+        int status;
+        const char *why;
+        bool parsed = aj_http_parse_request(data, len, &next, &status, &why) == 0;
+        json_t *f = json_pack("{s:I, s:s, s:s, s:i, s:s}", "id", (json_int_t)c->id, "proto", "http", "host",
+                              parsed ? next.host : "", "port", parsed ? (int)next.port : 0, "reason",
+                              "a second request on a plain HTTP connection is not relayed (one request per "
+                              "connection)");
+        if (parsed)
+                aj_http_request_done(&next);
+        emit(c->p, "net.denied", f);
 }
 
 /* A request refused before any rule could be applied to it (no valid destination). */
@@ -748,14 +1006,8 @@ static int pump(Conn *c, Dir *d, int src, int dst)
         size_t moved = 0;
         int r;
 
-        while (d->prefix_off < d->prefix_len) {
-                ssize_t n = send(dst, d->prefix + d->prefix_off, d->prefix_len - d->prefix_off, MSG_NOSIGNAL);
-                if (n < 0)
-                        return errno == EAGAIN || errno == EINTR ? 0 : negative_errno();
-                d->prefix_off += (size_t)n;
-                if (d->prefix_counts && (r = account(c, d, (size_t)n)) < 0)
-                        return r;
-        }
+        if ((r = send_prefix(c, d, dst)) <= 0)
+                return r;
         if (d->done)
                 return 0;
         for (;;) {
@@ -799,11 +1051,175 @@ static int pump(Conn *c, Dir *d, int src, int dst)
         }
 }
 
+/* Sends what is queued in d->prefix: 1 when it is all sent, 0 when dst would block. */
+static int send_prefix(Conn *c, Dir *d, int dst)
+{
+        while (d->prefix_off < d->prefix_len) {
+                ssize_t n = send(dst, d->prefix + d->prefix_off, d->prefix_len - d->prefix_off, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                d->prefix_off += (size_t)n;
+                int r;
+                if (d->prefix_counts && (r = account(c, d, (size_t)n)) < 0)
+                        return r;
+        }
+        return 1;
+}
+
+static int queue_prefix(Dir *d, const char *data, size_t len)
+{
+        char *copy = malloc(len);
+        if (!copy)
+                return -ENOMEM;
+        memcpy(copy, data, len);
+        free(d->prefix);
+        d->prefix = copy;
+        d->prefix_len = len;
+        d->prefix_off = 0;
+        d->prefix_counts = true;
+        return 0;
+}
+
+/* Plain HTTP, client -> upstream: the one request's body, exactly as far as its framing
+ * says; then what the client still sends is read and dropped (bounded), so its EOF is
+ * seen and passed on. */
+static int pump_request(Conn *c)
+{
+        Dir *d = &c->up;
+        char buf[16384];
+        for (;;) {
+                int r = send_prefix(c, d, c->ufd);
+                if (r <= 0)
+                        return r;
+                if (d->done || c->up_stopped)
+                        return 0;
+                size_t want = sizeof(buf);
+                if (!c->req_done && c->body == AJ_HTTP_BODY_LENGTH && c->body_left < want)
+                        want = (size_t)c->body_left;
+                ssize_t n = recv(c->cfd, buf, want, 0);
+                if (n == 0) {
+                        shutdown(c->ufd, SHUT_WR);
+                        d->done = true;
+                        return 0;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                if (c->req_done) {
+                        note_pipelined(c, buf, (size_t)n);
+                        c->lingered += (size_t)n;
+                        /* Past the bound, stop reading: the answer still gets through. */
+                        if (c->lingered > LINGER_MAX_BYTES)
+                                c->up_stopped = true;
+                        continue;
+                }
+                size_t take = (size_t)n;
+                if (c->body == AJ_HTTP_BODY_CHUNKED) {
+                        ssize_t t = aj_http_chunked_scan(&c->chunk, buf, (size_t)n, &c->req_done);
+                        if (t < 0) {
+                                c->error = "malformed chunked body";
+                                return -EBADMSG;
+                        }
+                        take = (size_t)t;
+                } else {
+                        c->body_left -= (size_t)n;
+                        c->req_done = c->body_left == 0;
+                }
+                if (c->req_done && (size_t)n > take)
+                        note_pipelined(c, buf + take, (size_t)n - take);
+                if (take > 0 && (r = queue_prefix(d, buf, take)) < 0)
+                        return r;
+        }
+}
+
+#define RESPONSE_HEAD_MAX (64 * 1024)
+
+/* Plain HTTP, upstream -> client: the response head is rewritten (Connection: close), then
+ * the rest is spliced as for any connection. */
+static int pump_response(Conn *c)
+{
+        Dir *d = &c->down;
+        for (;;) {
+                int r = send_prefix(c, d, c->cfd);
+                if (r <= 0)
+                        return r;
+                if (c->resp_done)
+                        return pump(c, d, c->ufd, c->cfd);
+                char *head;
+                size_t hl, used;
+                bool final;
+                r = c->resp ? aj_http_rewrite_response(c->resp, c->resp_len, &head, &hl, &used, &final) : -EAGAIN;
+                if (r == 0) {
+                        if (final) {
+                                /* The head, then body bytes that came with it. */
+                                char *nh = realloc(head, hl + c->resp_len - used);
+                                if (!nh) {
+                                        free(head);
+                                        return -ENOMEM;
+                                }
+                                head = nh;
+                                memcpy(head + hl, c->resp + used, c->resp_len - used);
+                                hl += c->resp_len - used;
+                                c->resp_done = true;
+                                free(c->resp);
+                                c->resp = NULL;
+                                c->resp_len = 0;
+                        } else {
+                                memmove(c->resp, c->resp + used, c->resp_len - used);
+                                c->resp_len -= used;
+                        }
+                        free(d->prefix);
+                        d->prefix = head;
+                        d->prefix_len = hl;
+                        d->prefix_off = 0;
+                        d->prefix_counts = true;
+                        continue;
+                }
+                if (r != -EAGAIN || c->resp_len >= RESPONSE_HEAD_MAX) {
+                        c->error = "bad response from upstream";
+                        return r == -ENOMEM ? r : -EBADMSG;
+                }
+                if (!c->resp && !(c->resp = malloc(RESPONSE_HEAD_MAX)))
+                        return -ENOMEM;
+                ssize_t n = recv(c->ufd, c->resp + c->resp_len, RESPONSE_HEAD_MAX - c->resp_len, 0);
+                if (n == 0) {
+                        c->error = "upstream closed without a complete answer";
+                        return -EBADMSG;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                c->resp_len += (size_t)n;
+        }
+}
+
 static void relay(Conn *c)
 {
-        int r = pump(c, &c->up, c->cfd, c->ufd);
+        bool plain = !c->socks && !c->is_connect;
+        int r = plain ? pump_request(c) : pump(c, &c->up, c->cfd, c->ufd);
         if (r >= 0)
-                r = pump(c, &c->down, c->ufd, c->cfd);
+                r = plain ? pump_response(c) : pump(c, &c->down, c->ufd, c->cfd);
+        if (r >= 0 && plain && c->down.done) {
+                /* The answer is complete and the client was told "Connection: close": nothing
+                 * more is relayed. Drain what the client still sends until it closes, so the
+                 * answer is not cut by a reset. */
+                if (c->resp_done && c->down.len == 0) {
+                        epoll_ctl(c->p->epfd, EPOLL_CTL_DEL, c->ufd, NULL);
+                        close(c->ufd);
+                        c->ufd = -1;
+                        c->state = ST_LINGER;
+                        c->deadline_ns = now_ns() + LINGER_MS * 1000000ULL;
+                        linger(c);
+                        return;
+                }
+        }
         if (r < 0) {
                 if (!c->error)
                         c->error = r == -ECONNRESET ? "connection reset" : r == -EPIPE ? "broken pipe" : "relay error";
@@ -1070,6 +1486,14 @@ static void read_request(Conn *c)
                                 conn_close(c);
                         return;
                 }
+                if (r == -EPERM) {
+                        snprintf(c->host, sizeof(c->host), "%s", req.host);
+                        c->port = req.port;
+                        AjNetVerdict v = { .rule = -1 };
+                        snprintf(v.reason, sizeof(v.reason), "%s", why);
+                        deny_with(c, &v, NULL, status);
+                        return;
+                }
                 if (r < 0) {
                         refuse(c, status, 0, why);
                         return;
@@ -1079,6 +1503,31 @@ static void read_request(Conn *c)
                 c->is_connect = req.is_connect;
                 size_t extra = c->in_len - req.head_len;
                 size_t base = req.is_connect ? 0 : req.forward_len;
+                if (!req.is_connect) {
+                        /* What arrived with the head: its body (up to where it ends), then maybe
+                         * another request, which is not relayed. */
+                        const char *more = c->in + req.head_len;
+                        size_t take = 0;
+                        c->body = req.body;
+                        c->body_left = req.content_length;
+                        if (req.body == AJ_HTTP_BODY_LENGTH) {
+                                take = extra < c->body_left ? extra : (size_t)c->body_left;
+                                c->body_left -= take;
+                                c->req_done = c->body_left == 0;
+                        } else if (req.body == AJ_HTTP_BODY_CHUNKED) {
+                                ssize_t t = aj_http_chunked_scan(&c->chunk, more, extra, &c->req_done);
+                                if (t < 0) {
+                                        aj_http_request_done(&req);
+                                        refuse(c, 400, 0, "malformed chunked body");
+                                        return;
+                                }
+                                take = (size_t)t;
+                        } else
+                                c->req_done = true;
+                        if (c->req_done && extra > take)
+                                note_pipelined(c, more + take, extra - take);
+                        extra = take;
+                }
                 if (base + extra > 0) {
                         c->fwd = malloc(base + extra);
                         if (!c->fwd) {
@@ -1237,6 +1686,7 @@ static void conn_close(Conn *c)
         free(c->in);
         free(c->out);
         free(c->fwd);
+        free(c->resp);
         if (c->pending)
                 for (unsigned i = 0; i < p->n_pending; i++)
                         if (p->pending[i] == c->slot) {

@@ -31,13 +31,32 @@ free_port() {
 }
 
 PORT=$(free_port 127.0.0.1)
-(cd "$WWW" && exec python3 -m http.server "$PORT" --bind 127.0.0.1) >/dev/null 2>&1 &
+WEBLOG="$TEST_TMP/web.log"
+(cd "$WWW" && exec python3 -m http.server "$PORT" --bind 127.0.0.1) >/dev/null 2>"$WEBLOG" &
+BG_PIDS+=("$!")
+# A keep-alive server that answers every request it reads, "Connection: close" or not (as
+# some servers do): what a pipelined request would reach if the proxy relayed it.
+KALOG="$TEST_TMP/keepalive.log"
+cat >"$TEST_TMP/keepalive.py" <<'PY'
+import http.server, sys
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def handle(self):
+        while True:
+            self.handle_one_request()
+            if not self.raw_requestline:
+                break
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+PORTK=$(free_port 127.0.0.1)
+(cd "$WWW" && exec python3 "$TEST_TMP/keepalive.py" "$PORTK") >/dev/null 2>"$KALOG" &
 BG_PIDS+=("$!")
 PORT6=$(free_port ::1)
 (cd "$WWW" && exec python3 -m http.server "$PORT6" --bind ::1) >/dev/null 2>&1 &
 BG_PIDS+=("$!")
 for _ in $(seq 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$PORT/index.txt" && curl -s -o /dev/null "http://[::1]:$PORT6/index.txt" && break
+        curl -s -o /dev/null "http://127.0.0.1:$PORT/index.txt" && curl -s -o /dev/null "http://[::1]:$PORT6/index.txt" &&
+                curl -s -o /dev/null "http://127.0.0.1:$PORTK/index.txt" && break
         sleep 0.05
 done
 
@@ -54,6 +73,59 @@ like "$ev" '"verdict":"allowed"' "net.connect recorded as allowed"
 like "$ev" '"host":"web.test"' "net.connect names the host"
 like "$ev" '"address":"127.0.0.1"' "net.connect names the address connected to"
 like "$(jfc '.network // .net // {}')" 'bytes' "run.json carries the proxy's counters"
+
+# --- plain HTTP: one request per client connection, the Host header must match
+# A keep-alive client with two URLs: each request gets its own connection.
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- \
+        curl -sSf -m 10 "http://web.test:$PORT/index.txt" "http://web.test:$PORT/index.txt"
+is "$JAIL_OUT" $'hello-from-host\nhello-from-host' "curl with two URLs through the proxy gets both" || jail_diag
+is "$(count_lines "$(events_of net.connect)")" 2 "two requests, two connections, two net.connect events"
+# A second request pipelined behind an allowed one, to a host not allowed: never relayed,
+# even to a server that would answer it.
+: >"$KALOG"
+PIPE_PY='import socket, sys, time
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(("GET http://web.test:%d/index.txt HTTP/1.1\r\nHost: web.test:%d\r\n\r\n"
+           "GET http://other.test:%d/secret-pipelined HTTP/1.1\r\nHost: other.test:%d\r\n\r\n" % (port, port, port, port)).encode())
+s.settimeout(10)
+data = b""
+try:  # as clients do: to EOF, or until a second answer would have come (2 s)
+    s.settimeout(2)
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+except socket.timeout:
+    pass
+print(data.count(b"HTTP/1."), "answer(s)", "close" if b"Connection: close" in data else "no-close")'
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORTK" -- python3 -c "$PIPE_PY" "$PORTK"
+is "$JAIL_OUT" "1 answer(s) close" "a pipelined second request gets no answer; the first says Connection: close" || jail_diag
+sleep 0.2
+unlike "$(cat "$KALOG")" "secret-pipelined" "the pipelined request to a host not allowed never reached the server"
+like "$(cat "$KALOG")" "GET /index.txt" "the first request did"
+ev=$(events_of net.denied)
+like "$ev" '"host":"other.test"' "the pipelined request is recorded as denied, under its own host"
+like "$ev" 'not relayed' "net.denied says it was not relayed"
+# Host header naming another host than the URL: 400 and net.denied.
+: >"$WEBLOG"
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- \
+        curl -s -m 10 -w '\n%{http_code}' -H "Host: other.test:$PORT" "http://web.test:$PORT/index.txt"
+like "$JAIL_OUT" "Host header does not match" "a Host header naming another host is refused with the reason"
+is "$(tail -1 <<<"$JAIL_OUT")" 400 "...with 400"
+like "$(events_of net.denied)" '"host":"web.test"' "...and a net.denied event"
+# A bare CR inside a header: 400, nothing relayed.
+BARE_CR_PY='import socket, sys
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(("GET http://web.test:%d/index.txt HTTP/1.1\r\nHost: web.test:%d\r\nX: a\rGET /x HTTP/1.1\r\n\r\n" % (port, port)).encode())
+s.settimeout(10)
+print(s.recv(4096).split(b"\r\n")[0].decode())'
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- python3 -c "$BARE_CR_PY" "$PORT"
+is "$JAIL_OUT" "HTTP/1.1 400 Bad Request" "a bare CR in a header is refused with 400" || jail_diag
+sleep 0.2
+is "$(grep -c GET "$WEBLOG")" 0 "nothing reached the server"
 
 # --- denied host and port: 403 with the reason, and a net.denied event
 run_jail --allow-net "web.test:1" --allow-net "127.0.0.1:$PORT" -- \
