@@ -129,6 +129,16 @@ static uint64_t tag(unsigned slot, uint32_t gen, unsigned which)
 
 /* ------------------------------------------------------------------ listeners */
 
+/* Fixed buffers (no autotuning past them): see AJ_PROXY_SOCKET_BUFFER. */
+static int bound_buffers(int fd)
+{
+        int size = AJ_PROXY_SOCKET_BUFFER;
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) < 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) < 0)
+                return negative_errno();
+        return 0;
+}
+
 int aj_proxy_listen_at(const char *address, uint16_t port, int *ret_fd)
 {
         struct sockaddr_storage ss = {};
@@ -153,6 +163,10 @@ int aj_proxy_listen_at(const char *address, uint16_t port, int *ret_fd)
         int one = 1;
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
                 return negative_errno();
+        /* Accepted sockets inherit these, from their first segment on. */
+        int r = bound_buffers(fd);
+        if (r < 0)
+                return r;
         if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
                 return negative_errno();
         if (listen(fd, 1024) < 0)
@@ -1239,7 +1253,7 @@ static int make_pipe(Dir *d)
         d->pw = fds[1];
         /* A bigger pipe moves more per splice() and per wakeup; the default 64 KiB caps
          * a relay well below loopback speed. Best effort: pipe-max-size may be lower. */
-        (void)fcntl(d->pw, F_SETPIPE_SZ, SPLICE_CHUNK);
+        (void)fcntl(d->pw, F_SETPIPE_SZ, AJ_PROXY_PIPE_SIZE);
         return 0;
 }
 
@@ -1339,6 +1353,13 @@ static void connect_next(Conn *c)
                 int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
                 if (fd < 0) {
                         connect_failed(c, negative_errno());
+                        return;
+                }
+                /* Before connect(): the window scale is chosen from the buffer at SYN time. */
+                int r = bound_buffers(fd);
+                if (r < 0) {
+                        close(fd);
+                        connect_failed(c, r);
                         return;
                 }
                 if (connect(fd, (struct sockaddr *)ss, sl) < 0 && errno != EINPROGRESS) {
@@ -1724,6 +1745,11 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
 {
         for (int i = 0; i < ACCEPT_BATCH; i++) {
                 int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                /* Inherited from the listener, but that was made in the jail: set them here. */
+                if (fd >= 0 && bound_buffers(fd) < 0) {
+                        close(fd);
+                        continue;
+                }
                 if (fd < 0) {
                         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
                                 /* Level-triggered listeners would spin; resume when a connection closes. */

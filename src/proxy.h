@@ -23,7 +23,17 @@
 #define AJ_PROXY_HTTP_PORT 3128
 #define AJ_PROXY_SOCKS_PORT 1080
 #define AJ_PROXY_MAX_HEADER (16 * 1024)
-#define AJ_PROXY_MAX_CONNECTIONS 512
+/* What one connection may hold in the host's kernel, outside the jail's cgroup: its two
+ * sockets' receive and send buffers (SO_RCVBUF/SO_SNDBUF, which the kernel doubles for
+ * bookkeeping) and its two pipes. Without a bound, TCP autotuning grows each socket to
+ * tcp_rmem/tcp_wmem's maximum (6 MiB / 4 MiB by default) for a peer that does not read,
+ * and a few hundred idle tunnels push the host's TCP memory into pressure. */
+#define AJ_PROXY_SOCKET_BUFFER (256 * 1024)
+#define AJ_PROXY_PIPE_SIZE (256 * 1024)
+#define AJ_PROXY_CONN_MAX_BYTES (4 * 2 * AJ_PROXY_SOCKET_BUFFER + 2 * AJ_PROXY_PIPE_SIZE)
+/* Connections at once per run (profile network.max_connections): with the above, a run
+ * holds at most max_connections * AJ_PROXY_CONN_MAX_BYTES (256 * 2.5 MiB) in the host. */
+#define AJ_PROXY_MAX_CONNECTIONS 256
 
 typedef struct AjProxy AjProxy;
 

@@ -32,7 +32,7 @@ free_port() {
 
 PORT=$(free_port 127.0.0.1)
 WEBLOG="$TEST_TMP/web.log"
-(cd "$WWW" && exec python3 -m http.server "$PORT" --bind 127.0.0.1) >/dev/null 2>"$WEBLOG" &
+(cd "$WWW" && exec python3 -m http.server "$PORT" --bind 127.0.0.1) >/dev/null 2>>"$WEBLOG" &
 BG_PIDS+=("$!")
 # A keep-alive server that answers every request it reads, "Connection: close" or not (as
 # some servers do): what a pipelined request would reach if the proxy relayed it.
@@ -49,7 +49,7 @@ class H(http.server.SimpleHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 PY
 PORTK=$(free_port 127.0.0.1)
-(cd "$WWW" && exec python3 "$TEST_TMP/keepalive.py" "$PORTK") >/dev/null 2>"$KALOG" &
+(cd "$WWW" && exec python3 "$TEST_TMP/keepalive.py" "$PORTK") >/dev/null 2>>"$KALOG" &
 BG_PIDS+=("$!")
 PORT6=$(free_port ::1)
 (cd "$WWW" && exec python3 -m http.server "$PORT6" --bind ::1) >/dev/null 2>&1 &
@@ -182,6 +182,73 @@ is "$JAIL_RC" 123 "a download past network.egress_bytes breaches the cap and the
 is "$(jf .cap "$JAIL_RUN_DIR/incident.json")" egress_bytes "incident.json names the egress cap"
 is "$(events_of cap.breach | head -1 | jq -r .cap)" egress_bytes "a cap.breach event for egress_bytes"
 cmp_num "$(jf .network.egress_bytes)" -le $((1024 * 1024)) "the egress counter does not pass the cap"
+
+# --- memory outside the jail: idle tunnels that a server fills do not pin host TCP memory
+# A server that pushes 8 MiB into every connection (from user space: its own socket buffer
+# is small) and keeps it open; 100 CONNECT tunnels from the jail that never read.
+cat >"$TEST_TMP/pusher.py" <<'PY'
+import socket, sys, threading
+ls = socket.socket()
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(512)
+def push(c):
+    try:
+        c.sendall(b"x" * (8 << 20))
+        c.recv(1)
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, _ = ls.accept()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+    threading.Thread(target=push, args=(c,), daemon=True).start()
+PY
+PORTP=$(free_port 127.0.0.1)
+python3 "$TEST_TMP/pusher.py" "$PORTP" >/dev/null 2>&1 &
+BG_PIDS+=("$!")
+for _ in $(seq 100); do
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1]))).close()' "$PORTP" \
+                2>/dev/null && break
+        sleep 0.05
+done
+TUNNELS_PY='import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+def tcp_mem():  # pages of TCP memory, host-wide (the counter is not per network namespace)
+    for line in open("/proc/net/sockstat"):
+        if line.startswith("TCP:"):
+            f = line.split()
+            return int(f[f.index("mem") + 1])
+before = tcp_mem()
+socks, codes = [], []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(("CONNECT web.test:%d HTTP/1.1\r\nHost: web.test:%d\r\n\r\n" % (port, port)).encode())
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        b = s.recv(1)
+        if not b:
+            break
+        head += b
+    codes.append(head.split(b" ")[1].decode() if head else "eof")
+    socks.append(s)
+time.sleep(4)  # the server fills every tunnel as far as the buffers on its way let it
+print("codes", " ".join(sorted(set("%s=%d" % (c, codes.count(c)) for c in codes))))
+print("grew", max(0, tcp_mem() - before))'
+PAGE=$(getconf PAGESIZE)
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORTP" -- python3 -c "$TUNNELS_PY" "$PORTP" 100
+like "$JAIL_OUT" "codes 200=100" "100 idle CONNECT tunnels are open" || jail_diag
+grew=$(awk '/^grew/ {print $2}' <<<"$JAIL_OUT")
+# Bound: 2 MiB per tunnel (the proxy's two sockets at 512 KiB each way, the jail's own
+# socket); unbounded, the proxy's sockets autotune to several MiB each.
+cmp_num "$((grew * PAGE))" -lt $((100 * 2 * 1024 * 1024)) \
+        "host TCP memory grew by $((grew * PAGE / 1048576)) MiB for 100 filled idle tunnels (bound 200 MiB)"
+
+# --- the per-run connection limit (network.max_connections): beyond it, 503 and an event
+P=$(write_profile maxconn '{"extends": "default", "network": {"max_connections": 20}}')
+run_jail -p "$P" --allow-net web.test --allow-net "127.0.0.1:$PORTP" -- python3 -c "$TUNNELS_PY" "$PORTP" 30
+like "$JAIL_OUT" "codes 200=20 503=10" "with max_connections 20, 20 tunnels open and 10 get 503" || jail_diag
+is "$(events_of net.denied | grep -c 'too many connections (at most 20 per run)')" 10 \
+        "each refused connection is a net.denied event naming the limit"
 
 kill_bg
 done_testing
