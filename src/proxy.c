@@ -104,6 +104,7 @@ struct AjProxy {
         const AjHooks *hooks;
         AjProxyOptions opts;
         AjResolver *resolver;
+        AjHostAddrs *host_addrs;
         Conn **slots;
         uint32_t *gens;
         unsigned n_slots;
@@ -1394,9 +1395,17 @@ static void on_resolved(void *userdata, int error, const struct sockaddr_storage
 
         c->resolving = false;
         c->n_cand = c->next_cand = 0;
+        const AjNetAddrSet *own = NULL;
+        if (n > 0 && aj_host_addrs_get(c->p->host_addrs, &own) < 0) {
+                /* Fail closed: without this host's addresses no resolved address can be judged. */
+                AjNetVerdict v = { .rule = -1 };
+                snprintf(v.reason, sizeof(v.reason), "cannot read this host's addresses to check %s", c->host);
+                deny(c, &v, NULL);
+                return;
+        }
         for (size_t i = 0; i < n; i++) {
                 AjNetVerdict v;
-                aj_net_check_resolved(c->p->policy, c->host, (const struct sockaddr *)&addrs[i], c->port, &v);
+                aj_net_check_resolved(c->p->policy, own, c->host, (const struct sockaddr *)&addrs[i], c->port, &v);
                 if (v.allowed)
                         c->cand[c->n_cand++] = addrs[i];
                 else if (!have_denial) {
@@ -1941,6 +1950,7 @@ void aj_proxy_free(AjProxy *p)
                 if (p->slots[s])
                         conn_close(p->slots[s]);
         aj_resolver_free(p->resolver);
+        aj_host_addrs_free(p->host_addrs);
         int fds[] = { p->epfd, p->http_fd, p->socks_fd, p->timerfd, p->wakefd };
         for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
                 if (fds[i] >= 0)
@@ -2001,6 +2011,9 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
                 goto fail;
         }
         r = aj_resolver_new(p->opts.connect_timeout_ms / 2, &p->resolver);
+        if (r < 0)
+                goto fail;
+        r = aj_host_addrs_new(&p->host_addrs);
         if (r < 0)
                 goto fail;
         if ((http_fd >= 0 && (r = add_special(p, http_fd, SP_HTTP_LISTEN)) < 0) ||

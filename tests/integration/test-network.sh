@@ -183,6 +183,50 @@ is "$(jf .cap "$JAIL_RUN_DIR/incident.json")" egress_bytes "incident.json names 
 is "$(events_of cap.breach | head -1 | jq -r .cap)" egress_bytes "a cap.breach event for egress_bytes"
 cmp_num "$(jf .network.egress_bytes)" -le $((1024 * 1024)) "the egress counter does not pass the cap"
 
+# --- a test host in a network namespace, and this host's own address on the veth to it
+# Addresses from a documentation range (198.51.100.0/24): not "internal", so only the
+# own-address rule can refuse the host side.
+if [[ $EUID -ne 0 ]]; then
+        skip "own-address tests" "creating a network namespace needs root"
+else
+        NS="ajtest-$$"
+        VH="ajh$$" VT="ajt$$"
+        base=$((4 * ($$ % 63)))
+        HOSTIP="198.51.100.$((base + 1))" THIP="198.51.100.$((base + 2))"
+        netns_down() {
+                ip link del "$VH" 2>/dev/null
+                ip netns del "$NS" 2>/dev/null
+                return 0
+        }
+        trap 'netns_down; cleanup' EXIT
+        ip netns add "$NS" && ip link add "$VH" type veth peer name "$VT" && ip link set "$VT" netns "$NS" &&
+                ip addr add "$HOSTIP/30" dev "$VH" && ip link set "$VH" up &&
+                ip -n "$NS" addr add "$THIP/30" dev "$VT" && ip -n "$NS" link set "$VT" up &&
+                ip -n "$NS" link set lo up
+        is "$?" 0 "a test host in a network namespace, reached over a veth pair"
+        PORTT=$(free_port 127.0.0.1)
+        (cd "$WWW" && exec ip netns exec "$NS" python3 -m http.server "$PORTT" --bind "$THIP") >/dev/null 2>&1 &
+        BG_PIDS+=("$!")
+        (cd "$WWW" && exec python3 -m http.server "$PORTT" --bind "$HOSTIP") >/dev/null 2>&1 &
+        BG_PIDS+=("$!")
+        for _ in $(seq 100); do
+                curl -s -o /dev/null "http://$THIP:$PORTT/index.txt" && curl -s -o /dev/null "http://$HOSTIP:$PORTT/index.txt" &&
+                        break
+                sleep 0.05
+        done
+        printf '%s th.test\n%s own.test\n' "$THIP" "$HOSTIP" >>"$TEST_TMP/hosts"
+        run_jail --allow-net th.test --allow-net own.test -- /bin/sh -c \
+                "curl -sS -m 10 http://th.test:$PORTT/index.txt; curl -s -m 10 http://own.test:$PORTT/index.txt"
+        like "$JAIL_OUT" "^hello-from-host" "an allowed name resolving to the test host is reached" || jail_diag
+        like "$JAIL_OUT" "own.test resolves to $HOSTIP, an address of this host, which no address rule names" \
+                "an allowed name resolving to this host's own veth address is refused, with the reason"
+        ev=$(events_of net.denied)
+        like "$ev" "\"address\":\"$HOSTIP\"" "net.denied names the host's address"
+        like "$ev" "an address of this host" "net.denied gives the reason"
+        netns_down
+        trap cleanup EXIT
+fi
+
 # --- memory outside the jail: idle tunnels that a server fills do not pin host TCP memory
 # A server that pushes 8 MiB into every connection (from user space: its own socket buffer
 # is small) and keeps it open; 100 CONNECT tunnels from the jail that never read.

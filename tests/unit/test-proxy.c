@@ -18,11 +18,13 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "proxy.h"
+#include "resolve.h"
 
 /* ------------------------------------------------------------------ parsers */
 
@@ -1412,5 +1414,93 @@ Test(live, bench_1GiB_and_connection_rate, .timeout = 120)
         read_full(pfd[0], line, sizeof(line) - 1);
         close(pfd[0]);
         fprintf(stderr, "proxy bench: %s", line);
+        live_stop(&l);
+}
+
+/* ------------------------------------------------------------------ this host's addresses */
+
+/* A network namespace of this test's own (criterion runs each test in its own process):
+ * addresses can be added and removed without touching the host. */
+static void private_netns(void)
+{
+        if (unshare(CLONE_NEWNET) < 0)
+                cr_skip_test("unshare(CLONE_NEWNET): %s (needs root)", strerror(errno));
+        cr_assert_eq(system("ip link set lo up"), 0);
+}
+
+static bool set_has(const AjNetAddrSet *s, const char *text)
+{
+        struct sockaddr_storage ss = {};
+        if (inet_pton(AF_INET, text, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+                ss.ss_family = AF_INET;
+        else {
+                cr_assert_eq(inet_pton(AF_INET6, text, &((struct sockaddr_in6 *)&ss)->sin6_addr), 1);
+                ss.ss_family = AF_INET6;
+        }
+        return aj_net_addr_set_contains(s, (struct sockaddr *)&ss);
+}
+
+Test(host_addrs, follows_changes)
+{
+        private_netns();
+        _cleanup_(aj_host_addrs_freep) AjHostAddrs *h = NULL;
+        const AjNetAddrSet *s;
+        cr_assert_eq(aj_host_addrs_new(&h), 0);
+        cr_assert_eq(aj_host_addrs_get(h, &s), 0);
+        cr_expect(set_has(s, "127.0.0.1"));
+        cr_expect(!set_has(s, "203.0.113.77"));
+        unsigned reads = aj_host_addrs_reads(h);
+        cr_assert_eq(aj_host_addrs_get(h, &s), 0);
+        cr_expect_eq(aj_host_addrs_reads(h), reads, "no change, no re-read");
+
+        cr_assert_eq(system("ip addr add 203.0.113.77/32 dev lo && ip addr add 2001:db8::77/128 dev lo nodad"), 0);
+        cr_assert_eq(aj_host_addrs_get(h, &s), 0);
+        cr_expect(set_has(s, "203.0.113.77"), "an added address is seen at the next lookup");
+        cr_expect(set_has(s, "2001:db8::77"));
+        cr_assert_eq(system("ip addr del 203.0.113.77/32 dev lo"), 0);
+        cr_assert_eq(aj_host_addrs_get(h, &s), 0);
+        cr_expect(!set_has(s, "203.0.113.77"), "a removed address is gone at the next lookup");
+}
+
+/* An allowed name resolving to an address of this host (here a documentation-range address
+ * on lo, which is not "internal") is refused, with the reason; another name works. */
+Test(live, name_resolving_to_own_address_refused)
+{
+        private_netns();
+        cr_assert_eq(system("ip addr add 203.0.113.77/32 dev lo"), 0);
+        Live l;
+        uint16_t echo = start_server("203.0.113.77");
+        hosts_file("203.0.113.77 own.test\n");
+        live_start(&l, (char *[]){ "own.test", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                snprintf(target, sizeof(target), "own.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "403") || !strstr(answer, "an address of this host")) {
+                        fprintf(stderr, "answer: %s\n", answer);
+                        _exit(1);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        json_t *d = find_event("net.denied", 0);
+        cr_assert_not_null(d);
+        cr_expect_str_eq(field_str(d, "address"), "203.0.113.77");
+        cr_expect(strstr(field_str(d, "reason"), "an address of this host") != NULL, "%s", field_str(d, "reason"));
+        live_stop(&l);
+
+        /* Named by an address rule: allowed. */
+        json_array_clear(events);
+        live_start(&l, (char *[]){ "own.test", "203.0.113.77", NULL }, NULL);
+        pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                snprintf(target, sizeof(target), "own.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                _exit(strstr(answer, " 200 ") ? 0 : 1);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.denied"), 0);
         live_stop(&l);
 }
