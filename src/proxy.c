@@ -55,6 +55,8 @@ typedef struct {
         size_t prefix_len, prefix_off;
         bool prefix_counts;   /* client bytes (counted) or the proxy's own reply (not) */
         bool src_eof, done;
+        bool limited;         /* read at most `limit` more bytes from the source */
+        uint64_t limit;
         uint64_t bytes;
 } Dir;
 
@@ -91,7 +93,9 @@ typedef struct Conn {
         AjHttpBody body;
         uint64_t body_left;
         AjHttpChunked chunk;
-        bool req_done, up_stopped, pipelined_seen, resp_done;
+        bool req_done, up_stopped, pipelined_seen, resp_done, head_request;
+        AjHttpBody resp_body;
+        AjHttpChunked resp_chunk;
         char *resp;
         size_t resp_len;
         Dir up, down;
@@ -643,8 +647,7 @@ ssize_t aj_http_chunked_scan(AjHttpChunked *s, const char *buf, size_t len, bool
         return (ssize_t)i;
 }
 
-int aj_http_rewrite_response(const char *buf, size_t len, char **ret_head, size_t *ret_len, size_t *ret_consumed,
-                             bool *ret_final)
+int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjHttpResponse *ret)
 {
         size_t head = 0;
         for (size_t i = 1; i < len; i++)
@@ -662,6 +665,8 @@ int aj_http_rewrite_response(const char *buf, size_t len, char **ret_head, size_
                 return -EBADMSG;
         int status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
         bool final = status >= 200 || status == 101;
+        bool have_length = false, have_te = false, chunked = false;
+        uint64_t length = 0;
 
         char *out = malloc(2 * head + 32); /* bare LFs become CRLFs */
         if (!out)
@@ -676,6 +681,33 @@ int aj_http_rewrite_response(const char *buf, size_t len, char **ret_head, size_
                         ll--;
                 if (ll == 0)
                         break;
+                const char *value = memchr(l, ':', ll), *vend = l + ll;
+                if (!first && value) {
+                        for (value++; value < vend && (*value == ' ' || *value == '\t'); value++)
+                                ;
+                        while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))
+                                vend--;
+                        size_t vlen = (size_t)(vend - value);
+                        if (header_is(l, ll, "Content-Length")) {
+                                uint64_t v = 0;
+                                bool ok = vlen > 0 && vlen <= 18;
+                                for (size_t k = 0; ok && k < vlen; k++) {
+                                        ok = value[k] >= '0' && value[k] <= '9';
+                                        v = v * 10 + (uint64_t)(value[k] - '0');
+                                }
+                                if (!ok || (have_length && v != length)) {
+                                        free(out);
+                                        return -EBADMSG;
+                                }
+                                have_length = true;
+                                length = v;
+                        } else if (header_is(l, ll, "Transfer-Encoding")) {
+                                have_te = true;
+                                /* Only a final "chunked" frames the body; anything else runs to the close. */
+                                chunked = vlen >= 7 && strncasecmp(vend - 7, "chunked", 7) == 0 &&
+                                          (vlen == 7 || vend[-8] == ',' || vend[-8] == ' ');
+                        }
+                }
                 bool drop = !first && final &&
                             (header_is(l, ll, "Connection") || header_is(l, ll, "Keep-Alive") ||
                              header_is(l, ll, "Proxy-Connection"));
@@ -694,10 +726,21 @@ int aj_http_rewrite_response(const char *buf, size_t len, char **ret_head, size_
         }
         memcpy(out + ol, "\r\n", 2);
         ol += 2;
-        *ret_head = out;
-        *ret_len = ol;
-        *ret_consumed = head;
-        *ret_final = final;
+
+        AjHttpResponse r = { .head = out, .head_len = ol, .consumed = head, .final = final };
+        /* RFC 9112 6.3, in its order. */
+        if (!final || head_request || status == 204 || status == 304)
+                r.body = AJ_HTTP_BODY_NONE;
+        else if (status == 101)
+                r.body = AJ_HTTP_BODY_UNTIL_CLOSE;
+        else if (have_te)
+                r.body = chunked ? AJ_HTTP_BODY_CHUNKED : AJ_HTTP_BODY_UNTIL_CLOSE;
+        else if (have_length) {
+                r.body = length > 0 ? AJ_HTTP_BODY_LENGTH : AJ_HTTP_BODY_NONE;
+                r.content_length = length;
+        } else
+                r.body = AJ_HTTP_BODY_UNTIL_CLOSE;
+        *ret = r;
         return 0;
 }
 
@@ -975,6 +1018,8 @@ static void linger(Conn *c)
                 }
                 if (n < 0)
                         return;
+                if (!c->socks && !c->is_connect && c->req_done)
+                        note_pipelined(c, buf, (size_t)n);
                 c->lingered += (size_t)n;
                 if (c->lingered > LINGER_MAX_BYTES) {
                         conn_close(c);
@@ -1047,7 +1092,10 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                         mark_pending(c);
                         return 0;
                 }
-                ssize_t n = splice(src, NULL, d->pw, NULL, SPLICE_CHUNK, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+                size_t want = SPLICE_CHUNK;
+                if (d->limited && d->limit < want)
+                        want = (size_t)d->limit;
+                ssize_t n = splice(src, NULL, d->pw, NULL, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
                 if (n == 0) {
                         d->src_eof = true;
                         continue;
@@ -1063,6 +1111,8 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                         continue;
                 }
                 d->len += (size_t)n;
+                if (d->limited && (d->limit -= (size_t)n) == 0)
+                        d->src_eof = true; /* all that was framed: the rest is not relayed */
         }
 }
 
@@ -1154,8 +1204,54 @@ static int pump_request(Conn *c)
 
 #define RESPONSE_HEAD_MAX (64 * 1024)
 
-/* Plain HTTP, upstream -> client: the response head is rewritten (Connection: close), then
- * the rest is spliced as for any connection. */
+/* Plain HTTP, a chunked response body: scanned in user space to find its end. */
+static int pump_response_chunked(Conn *c)
+{
+        Dir *d = &c->down;
+        char buf[16384];
+        size_t moved = 0;
+        for (;;) {
+                int r = send_prefix(c, d, c->cfd);
+                if (r <= 0)
+                        return r;
+                if (d->done)
+                        return 0;
+                if (d->src_eof) {
+                        shutdown(c->cfd, SHUT_WR);
+                        d->done = true;
+                        return 0;
+                }
+                if (moved >= PUMP_BUDGET) {
+                        mark_pending(c);
+                        return 0;
+                }
+                ssize_t n = recv(c->ufd, buf, sizeof(buf), 0);
+                if (n == 0) {
+                        d->src_eof = true;
+                        continue;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                bool done = false;
+                ssize_t t = aj_http_chunked_scan(&c->resp_chunk, buf, (size_t)n, &done);
+                if (t < 0) {
+                        c->error = "bad response from upstream";
+                        return -EBADMSG;
+                }
+                if (t > 0 && (r = queue_prefix(d, buf, (size_t)t)) < 0)
+                        return r;
+                moved += (size_t)t;
+                if (done)
+                        d->src_eof = true; /* the answer is complete: nothing more is read */
+        }
+}
+
+/* Plain HTTP, upstream -> client: the response head is rewritten (Connection: close) and
+ * the body relayed as far as its framing says (spliced, or scanned when chunked); then
+ * the client sees EOF, whether or not the upstream closes. */
 static int pump_response(Conn *c)
 {
         Dir *d = &c->down;
@@ -1164,35 +1260,62 @@ static int pump_response(Conn *c)
                 if (r <= 0)
                         return r;
                 if (c->resp_done)
-                        return pump(c, d, c->ufd, c->cfd);
-                char *head;
-                size_t hl, used;
-                bool final;
-                r = c->resp ? aj_http_rewrite_response(c->resp, c->resp_len, &head, &hl, &used, &final) : -EAGAIN;
+                        return c->resp_body == AJ_HTTP_BODY_CHUNKED ? pump_response_chunked(c)
+                                                                    : pump(c, d, c->ufd, c->cfd);
+                AjHttpResponse resp;
+                r = c->resp ? aj_http_rewrite_response(c->resp, c->resp_len, c->head_request, &resp) : -EAGAIN;
                 if (r == 0) {
-                        if (final) {
-                                /* The head, then body bytes that came with it. */
-                                char *nh = realloc(head, hl + c->resp_len - used);
-                                if (!nh) {
-                                        free(head);
-                                        return -ENOMEM;
-                                }
-                                head = nh;
-                                memcpy(head + hl, c->resp + used, c->resp_len - used);
-                                hl += c->resp_len - used;
+                        size_t rest = c->resp_len - resp.consumed;
+                        const char *more = c->resp + resp.consumed;
+                        size_t take = 0;
+                        if (resp.final) {
                                 c->resp_done = true;
+                                c->resp_body = resp.body;
+                                switch (resp.body) {
+                                case AJ_HTTP_BODY_NONE:
+                                        d->src_eof = true;
+                                        break;
+                                case AJ_HTTP_BODY_LENGTH:
+                                        take = rest < resp.content_length ? rest : (size_t)resp.content_length;
+                                        d->limited = true;
+                                        d->limit = resp.content_length - take;
+                                        d->src_eof = d->limit == 0;
+                                        break;
+                                case AJ_HTTP_BODY_CHUNKED: {
+                                        bool done = false;
+                                        ssize_t t = aj_http_chunked_scan(&c->resp_chunk, more, rest, &done);
+                                        if (t < 0) {
+                                                free(resp.head);
+                                                c->error = "bad response from upstream";
+                                                return -EBADMSG;
+                                        }
+                                        take = (size_t)t;
+                                        d->src_eof = done;
+                                        break;
+                                }
+                                default:
+                                        take = rest;
+                                }
+                        }
+                        char *nh = realloc(resp.head, resp.head_len + take);
+                        if (!nh) {
+                                free(resp.head);
+                                return -ENOMEM;
+                        }
+                        memcpy(nh + resp.head_len, more, take);
+                        free(d->prefix);
+                        d->prefix = nh;
+                        d->prefix_len = resp.head_len + take;
+                        d->prefix_off = 0;
+                        d->prefix_counts = true;
+                        if (resp.final) {
                                 free(c->resp);
                                 c->resp = NULL;
                                 c->resp_len = 0;
                         } else {
-                                memmove(c->resp, c->resp + used, c->resp_len - used);
-                                c->resp_len -= used;
+                                memmove(c->resp, more, rest);
+                                c->resp_len = rest;
                         }
-                        free(d->prefix);
-                        d->prefix = head;
-                        d->prefix_len = hl;
-                        d->prefix_off = 0;
-                        d->prefix_counts = true;
                         continue;
                 }
                 if (r != -EAGAIN || c->resp_len >= RESPONSE_HEAD_MAX) {
@@ -1539,6 +1662,7 @@ static void read_request(Conn *c)
                         const char *more = c->in + req.head_len;
                         size_t take = 0;
                         c->body = req.body;
+                        c->head_request = streq(req.method, "HEAD");
                         c->body_left = req.content_length;
                         if (req.body == AJ_HTTP_BODY_LENGTH) {
                                 take = extra < c->body_left ? extra : (size_t)c->body_left;

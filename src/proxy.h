@@ -72,6 +72,7 @@ typedef enum {
         AJ_HTTP_BODY_NONE,
         AJ_HTTP_BODY_LENGTH,  /* Content-Length bytes */
         AJ_HTTP_BODY_CHUNKED, /* Transfer-Encoding: chunked */
+        AJ_HTTP_BODY_UNTIL_CLOSE, /* responses only: until the server closes */
 } AjHttpBody;
 
 typedef struct {
@@ -109,13 +110,21 @@ typedef struct {
  * -EBADMSG: malformed. */
 ssize_t aj_http_chunked_scan(AjHttpChunked *s, const char *buf, size_t len, bool *ret_done);
 
+typedef struct {
+        char *head;     /* the head to send the client (malloc'd) */
+        size_t head_len;
+        size_t consumed; /* bytes of the upstream's head */
+        bool final;      /* false: an interim 1xx, another head follows */
+        AjHttpBody body; /* where the body ends (RFC 9112 6.3) */
+        uint64_t content_length;
+} AjHttpResponse;
+
 /* An upstream's response head, rewritten for the client: Connection, Keep-Alive and
  * Proxy-Connection dropped and "Connection: close" added (one request per client
- * connection). Interim 1xx heads (not 101) are passed on as they are (*ret_final false).
- * 0: *ret_head (malloc'd, *ret_len bytes), *ret_consumed bytes of buf used; -EAGAIN: need
- * more; -EBADMSG: not an HTTP/1.x response head. */
-int aj_http_rewrite_response(const char *buf, size_t len, char **ret_head, size_t *ret_len, size_t *ret_consumed,
-                             bool *ret_final);
+ * connection). Interim 1xx heads (not 101) are passed on as they are. 0: *ret filled;
+ * -EAGAIN: need more; -EBADMSG: not an HTTP/1.x response head, or conflicting
+ * Content-Length. */
+int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjHttpResponse *ret);
 
 typedef struct {
         char host[AJ_NET_HOST_MAX + 1]; /* name, or address as text */

@@ -251,32 +251,58 @@ Test(parsers, http_response_rewritten_to_close)
 {
         const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
                            "X: y\r\n\r\nhi";
-        char *head;
-        size_t hl, used;
-        bool final;
-        cr_assert_eq(aj_http_rewrite_response(resp, strlen(resp), &head, &hl, &used, &final), 0);
-        cr_expect(final);
-        cr_expect_eq(used, strlen(resp) - 2);
-        char *h = strndup(head, hl);
+        AjHttpResponse r;
+        cr_assert_eq(aj_http_rewrite_response(resp, strlen(resp), false, &r), 0);
+        cr_expect(r.final);
+        cr_expect_eq(r.consumed, strlen(resp) - 2);
+        char *h = strndup(r.head, r.head_len);
         cr_expect_str_eq(h, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: y\r\nConnection: close\r\n\r\n");
+        cr_expect_eq(r.body, AJ_HTTP_BODY_LENGTH);
+        cr_expect_eq(r.content_length, 2);
         free(h);
-        free(head);
+        free(r.head);
+        /* The same to a HEAD request: no body. */
+        cr_assert_eq(aj_http_rewrite_response(resp, strlen(resp), true, &r), 0);
+        cr_expect_eq(r.body, AJ_HTTP_BODY_NONE);
+        free(r.head);
 
         const char *interim = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\n\n";
-        cr_assert_eq(aj_http_rewrite_response(interim, strlen(interim), &head, &hl, &used, &final), 0);
-        cr_expect(!final);
-        cr_expect_eq(used, 25);
-        cr_expect_eq(hl, 25);
-        free(head);
-        cr_assert_eq(aj_http_rewrite_response(interim + used, strlen(interim) - used, &head, &hl, &used, &final), 0);
-        cr_expect(final);
-        h = strndup(head, hl);
+        cr_assert_eq(aj_http_rewrite_response(interim, strlen(interim), false, &r), 0);
+        cr_expect(!r.final);
+        cr_expect_eq(r.consumed, 25);
+        cr_expect_eq(r.head_len, 25);
+        size_t used = r.consumed;
+        free(r.head);
+        cr_assert_eq(aj_http_rewrite_response(interim + used, strlen(interim) - used, false, &r), 0);
+        cr_expect(r.final);
+        cr_expect_eq(r.body, AJ_HTTP_BODY_NONE);
+        h = strndup(r.head, r.head_len);
         cr_expect_str_eq(h, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
         free(h);
-        free(head);
+        free(r.head);
 
-        cr_expect_eq(aj_http_rewrite_response("HTTP/1.1 200 OK\r\n", 17, &head, &hl, &used, &final), -EAGAIN);
-        cr_expect_eq(aj_http_rewrite_response("SSH-2.0-x\r\n\r\n", 13, &head, &hl, &used, &final), -EBADMSG);
+        static const struct {
+                const char *text;
+                AjHttpBody body;
+        } framing[] = {
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", AJ_HTTP_BODY_CHUNKED },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", AJ_HTTP_BODY_CHUNKED },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", AJ_HTTP_BODY_UNTIL_CLOSE },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", AJ_HTTP_BODY_CHUNKED },
+                { "HTTP/1.0 200 OK\r\n\r\n", AJ_HTTP_BODY_UNTIL_CLOSE },
+                { "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", AJ_HTTP_BODY_NONE },
+                { "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", AJ_HTTP_BODY_NONE },
+        };
+        for (size_t i = 0; i < sizeof(framing) / sizeof(framing[0]); i++) {
+                cr_assert_eq(aj_http_rewrite_response(framing[i].text, strlen(framing[i].text), false, &r), 0);
+                cr_expect_eq(r.body, framing[i].body, "framing %zu", i);
+                free(r.head);
+        }
+
+        cr_expect_eq(aj_http_rewrite_response("HTTP/1.1 200 OK\r\n", 17, false, &r), -EAGAIN);
+        cr_expect_eq(aj_http_rewrite_response("SSH-2.0-x\r\n\r\n", 13, false, &r), -EBADMSG);
+        const char *two = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        cr_expect_eq(aj_http_rewrite_response(two, strlen(two), false, &r), -EBADMSG);
 }
 
 Test(parsers, socks5)
@@ -518,9 +544,16 @@ static void serve_http_keepalive(int fd)
                                 need = z ? (size_t)(z + 5 - buf) : len + 1;
                         }
                         if (need <= len) {
-                                dprintf(fd, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n",
-                                        need);
-                                write_full(fd, buf, need);
+                                if (strncmp(buf, "GET /chunked", 12) == 0) {
+                                        dprintf(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n", need);
+                                        write_full(fd, buf, need);
+                                        dprintf(fd, "\r\n0\r\n\r\n");
+                                } else {
+                                        dprintf(fd, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n",
+                                                need);
+                                        if (strncmp(buf, "HEAD ", 5) != 0)
+                                                write_full(fd, buf, need);
+                                }
                                 memmove(buf, buf + need, len - need);
                                 len -= need;
                                 continue;
@@ -1152,6 +1185,49 @@ Test(live, http_pipelined_request_not_relayed)
                 cr_expect_str_eq(field_str(d, "host"), "evil.test");
                 cr_expect(strstr(field_str(d, "reason"), "not relayed") != NULL);
         }
+        live_stop(&l);
+}
+
+/* One request, the answer read to EOF: the proxy ends the connection when the answer is
+ * complete, though this server keeps its side open (it ignores "Connection: close"). */
+static void http_exchange_to_eof(uint16_t proxy, const char *text, char *answer, size_t alen)
+{
+        int fd = tcp_connect("127.0.0.1", proxy);
+        write_full(fd, text, strlen(text));
+        ssize_t n = read_full(fd, answer, alen - 1);
+        answer[n > 0 ? n : 0] = 0;
+        close(fd);
+}
+
+Test(live, http_answer_framed_and_connection_ended)
+{
+        Live l;
+        uint16_t web = start_recording_server();
+        hosts_file("127.0.0.1 web.test\n");
+        live_start(&l, (char *[]){ "web.test", "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                alarm(20); /* a connection left open would hang here */
+                char req[512], answer[8192];
+                static const char *const paths[] = { "GET /length", "GET /chunked", "HEAD /head" };
+                for (int i = 0; i < 3; i++) {
+                        const char *sp = strchr(paths[i], ' ');
+                        snprintf(req, sizeof(req), "%.*s http://web.test:%u%s HTTP/1.1\r\nHost: web.test:%u\r\n\r\n",
+                                 (int)(sp - paths[i]), paths[i], web, sp + 1, web);
+                        http_exchange_to_eof(l.http_port, req, answer, sizeof(answer));
+                        if (!strstr(answer, "HTTP/1.1 200 OK\r\n") || !strstr(answer, "Connection: close\r\n")) {
+                                fprintf(stderr, "%s: %s\n", paths[i], answer);
+                                _exit(1 + i);
+                        }
+                        if (i == 1 && !strstr(answer, "\r\n0\r\n\r\n")) {
+                                fprintf(stderr, "chunked: %s\n", answer);
+                                _exit(10);
+                        }
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.connect"), 3);
         live_stop(&l);
 }
 
