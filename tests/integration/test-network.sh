@@ -4,7 +4,11 @@
 # loopback through the proxy; denied hosts and ports get 403 with the rule; a direct
 # connection has no network at all; a name resolving to loopback is refused unless the
 # range is named; IPv6 literals; exact byte counts for 100 MiB; 200 concurrent
-# connections. Servers: python3 -m http.server on the host's 127.0.0.1 and ::1, names
+# connections; plain HTTP carries one request per connection (a pipelined one never
+# reaches even a server that would answer it), Host must match, bare CR refused; a test
+# host in a network namespace is reached while this host's own veth address is refused;
+# filled idle tunnels stay within a bound of host TCP memory; the per-run connection
+# limit. Servers: python3 on the host's 127.0.0.1 and ::1 and in the namespace, names
 # from an AGENTJAIL_HOSTS_FILE (no internet needed).
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
