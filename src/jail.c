@@ -468,7 +468,9 @@ static void check_cgroup_events(Run *run)
 
 static void start_proxy(Run *run)
 {
-        int r = aj_proxy_new(run->proxy_fds[0], run->proxy_fds[1], run->net_policy, &run->hooks, &run->proxy);
+        AjProxyOptions opts = { .max_connections = run->profile->net_max_connections };
+        int r = aj_proxy_new_with_options(run->proxy_fds[0], run->proxy_fds[1], run->net_policy, &run->hooks, &opts,
+                                          &run->proxy);
         if (r < 0) {
                 /* Fail closed: the agent gets no network, and the run says why. */
                 aj_log_errno(r, "Cannot start the egress proxy");

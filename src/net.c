@@ -527,14 +527,52 @@ int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjN
         return 0;
 }
 
-int aj_net_check_resolved(const AjNetPolicy *p, const char *host, const struct sockaddr *sa, uint16_t port,
-                          AjNetVerdict *ret)
+bool aj_net_addr_set_contains(const AjNetAddrSet *s, const struct sockaddr *sa)
+{
+        uint8_t a[16];
+        int family = address_bytes(sa, a);
+        if (!s || family < 0)
+                return false;
+        for (size_t i = 0; i < s->n; i++)
+                if (s->addrs[i].family == family &&
+                    memcmp(s->addrs[i].bytes, a, family == AF_INET ? 4 : 16) == 0)
+                        return true;
+        return false;
+}
+
+int aj_net_addr_set_add(AjNetAddrSet *s, const struct sockaddr *sa)
+{
+        AjNetAddr a = {};
+        a.family = address_bytes(sa, a.bytes);
+        if (a.family < 0)
+                return a.family;
+        AjNetAddr *n = realloc(s->addrs, (s->n + 1) * sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        s->addrs = n;
+        s->addrs[s->n++] = a;
+        return 0;
+}
+
+void aj_net_addr_set_done(AjNetAddrSet *s)
+{
+        if (!s)
+                return;
+        free(s->addrs);
+        s->addrs = NULL;
+        s->n = 0;
+}
+
+int aj_net_check_resolved(const AjNetPolicy *p, const AjNetAddrSet *host_addrs, const char *host,
+                          const struct sockaddr *sa, uint16_t port, AjNetVerdict *ret)
 {
         AjNetVerdict v = { .rule = -1 };
         char shown[INET6_ADDRSTRLEN];
 
         aj_net_format_address(sa, shown, sizeof(shown));
-        if (!aj_net_address_is_internal(sa)) {
+        bool internal = aj_net_address_is_internal(sa);
+        bool own = !internal && aj_net_addr_set_contains(host_addrs, sa);
+        if (!internal && !own) {
                 v.allowed = true;
                 snprintf(v.reason, sizeof(v.reason), "%s resolved to public address %s", host, shown);
                 *ret = v;
@@ -544,8 +582,13 @@ int aj_net_check_resolved(const AjNetPolicy *p, const char *host, const struct s
         if (i >= 0) {
                 v.allowed = true;
                 v.rule = i;
-                snprintf(v.reason, sizeof(v.reason), "%s resolved to internal address %s, allowed by rule \"%s\"",
-                         host, shown, p->rules[i].text);
+                snprintf(v.reason, sizeof(v.reason), "%s resolved to %s address %s, allowed by rule \"%s\"",
+                         host, own ? "this host's" : "internal", shown, p->rules[i].text);
+        } else if (own) {
+                snprintf(v.reason, sizeof(v.reason),
+                         "%s resolves to %s, an address of this host, which no address rule names (rebinding "
+                         "protection)",
+                         host, shown);
         } else {
                 snprintf(v.reason, sizeof(v.reason),
                          "%s resolves to internal address %s, which no address rule names (rebinding protection)",

@@ -82,10 +82,30 @@ typedef struct {
  * each resolved address then goes through aj_net_check_resolved(). */
 int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjNetVerdict *ret);
 
+/* The addresses of this host's interfaces, where the proxy connects from (kept current by
+ * src/resolve.h's AjHostAddrs). A name resolving to one of them reaches this host's own
+ * services, whatever range the address is in. */
+typedef struct {
+        int family; /* AF_INET or AF_INET6 */
+        uint8_t bytes[16];
+} AjNetAddr;
+
+typedef struct {
+        AjNetAddr *addrs;
+        size_t n;
+} AjNetAddrSet;
+
+/* IPv4-mapped IPv6 addresses match their IPv4 form. */
+bool aj_net_addr_set_contains(const AjNetAddrSet *s, const struct sockaddr *sa);
+/* Appends sa's address (IPv4-mapped stored as IPv4); -ENOMEM, -EAFNOSUPPORT. */
+int aj_net_addr_set_add(AjNetAddrSet *s, const struct sockaddr *sa);
+void aj_net_addr_set_done(AjNetAddrSet *s);
+
 /* An address that `host` (already allowed by name) resolved to; the address actually
- * connected to. Refuses internal addresses not covered by an IP/CIDR entry. */
-int aj_net_check_resolved(const AjNetPolicy *p, const char *host, const struct sockaddr *sa, uint16_t port,
-                          AjNetVerdict *ret);
+ * connected to. Refuses internal addresses, and this host's own (`host_addrs`, may be
+ * NULL), unless an IP/CIDR entry covers the address. */
+int aj_net_check_resolved(const AjNetPolicy *p, const AjNetAddrSet *host_addrs, const char *host,
+                          const struct sockaddr *sa, uint16_t port, AjNetVerdict *ret);
 
 /* Loopback, link-local, private, CGNAT, unique-local, multicast, unspecified, reserved
  * (IPv4-mapped IPv6 judged as IPv4). */

@@ -35,6 +35,7 @@
 #include "meter.h"
 #include "net.h"
 #include "profile.h"
+#include "proxy.h"
 #include "util/json-locate.h"
 #include "util/parse.h"
 #include "util/sha256.h"
@@ -658,11 +659,18 @@ static int check_net_entry(Check *c, json_t *v)
 
 static int check_net_allow(Check *c, json_t *v) { return check_string_array(c, v, check_net_entry); }
 
+static int check_int_range(Check *c, json_t *v, json_int_t min, json_int_t max);
+
+/* Each connection may hold a bounded number of bytes in the host's kernel (src/proxy.h):
+ * the count bounds what one run can pin outside its cgroup. */
+static int check_net_max_connections(Check *c, json_t *v) { return check_int_range(c, v, 1, 4096); }
+
 static int check_network(Check *c, json_t *v)
 {
         static const Field fields[] = {
                 { "allow", check_net_allow },
                 { "egress_bytes", check_size },
+                { "max_connections", check_net_max_connections },
                 {},
         };
         return check_object(c, v, fields);
@@ -1521,6 +1529,8 @@ static int profile_from_json(json_t *root, AjProfile *p)
                 return r;
         if ((v = get_path(root, "network", "egress_bytes")) && json_size(v, &u) >= 0)
                 p->egress_bytes = u;
+        if ((v = get_path(root, "network", "max_connections")) && json_is_integer(v))
+                p->net_max_connections = (unsigned)json_integer_value(v);
 
         env = json_object_get(root, "env");
         if ((r = strlist_from(&p->env_pass, json_object_get(env, "pass"))) < 0)
@@ -1709,7 +1719,7 @@ static json_t *profile_tree(const AjProfile *p)
                 "{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s, s:o}, s:{s:I, s:I, s:I, s:I},"
                 " s:{s:s, s:o, s:o, s:b, s:b},"
                 " s:{s:o, s:I, s:f, s:o, s:o, s:I, s:I, s:o, s:b},"
-                " s:{s:o, s:o}, s:{s:o, s:o}, s:o}",
+                " s:{s:o, s:o, s:I}, s:{s:o, s:o}, s:o}",
                 "hostname", p->hostname,
                 "filesystem",
                 "ro", bindlist_json(&p->ro), "rw", bindlist_json(&p->rw), "tmpfs", strlist_json(&p->tmpfs),
@@ -1728,6 +1738,8 @@ static json_t *profile_tree(const AjProfile *p)
                 "nofile", (json_int_t)p->nofile, "nproc", (json_int_t)p->nproc, "fsize", size_json(p->fsize),
                 "core", (int)p->core,
                 "network", "allow", strlist_json(&p->net_allow), "egress_bytes", size_json(p->egress_bytes),
+                "max_connections",
+                (json_int_t)(p->net_max_connections ? p->net_max_connections : AJ_PROXY_MAX_CONNECTIONS),
                 "env", "pass", strlist_json(&p->env_pass), "set", env_set_json(&p->env_set),
                 "allow_degraded", degraded);
         if (!root)

@@ -55,6 +55,8 @@ typedef struct {
         size_t prefix_len, prefix_off;
         bool prefix_counts;   /* client bytes (counted) or the proxy's own reply (not) */
         bool src_eof, done;
+        bool limited;         /* read at most `limit` more bytes from the source */
+        uint64_t limit;
         uint64_t bytes;
 } Dir;
 
@@ -85,6 +87,17 @@ typedef struct Conn {
         bool resolving;
         char *fwd;      /* absolute-form: rewritten head + early body */
         size_t fwd_len;
+        /* Plain HTTP: one request per client connection. Its body is framed here, and
+         * nothing the client sends after it is relayed; the response head is rewritten
+         * to say "Connection: close". */
+        AjHttpBody body;
+        uint64_t body_left;
+        AjHttpChunked chunk;
+        bool req_done, up_stopped, pipelined_seen, resp_done, head_request;
+        AjHttpBody resp_body;
+        AjHttpChunked resp_chunk;
+        char *resp;
+        size_t resp_len;
         Dir up, down;
         uint64_t start_ns, deadline_ns;
 } Conn;
@@ -95,6 +108,7 @@ struct AjProxy {
         const AjHooks *hooks;
         AjProxyOptions opts;
         AjResolver *resolver;
+        AjHostAddrs *host_addrs;
         Conn **slots;
         uint32_t *gens;
         unsigned n_slots;
@@ -120,6 +134,16 @@ static uint64_t tag(unsigned slot, uint32_t gen, unsigned which)
 
 /* ------------------------------------------------------------------ listeners */
 
+/* Fixed buffers (no autotuning past them): see AJ_PROXY_SOCKET_BUFFER. */
+static int bound_buffers(int fd)
+{
+        int size = AJ_PROXY_SOCKET_BUFFER;
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) < 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) < 0)
+                return negative_errno();
+        return 0;
+}
+
 int aj_proxy_listen_at(const char *address, uint16_t port, int *ret_fd)
 {
         struct sockaddr_storage ss = {};
@@ -144,6 +168,10 @@ int aj_proxy_listen_at(const char *address, uint16_t port, int *ret_fd)
         int one = 1;
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
                 return negative_errno();
+        /* Accepted sockets inherit these, from their first segment on. */
+        int r = bound_buffers(fd);
+        if (r < 0)
+                return r;
         if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
                 return negative_errno();
         if (listen(fd, 1024) < 0)
@@ -275,6 +303,33 @@ static int parse_authority(const char *s, size_t len, bool need_port, uint16_t d
         return 0;
 }
 
+static bool is_tchar(char ch)
+{
+        return isalnum((unsigned char)ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Does a Host header name the authority the request was checked for? Same host
+ * (case-insensitive, one trailing dot ignored; IPv6 compared as addresses), same port
+ * (80 when none is written). */
+static bool host_header_matches(const char *value, size_t len, const char *host, uint16_t port)
+{
+        char hh[AJ_NET_HOST_MAX + 1];
+        uint16_t hp;
+        const char *why;
+        if (parse_authority(value, len, false, 80, hh, &hp, &why) < 0 || hp != port)
+                return false;
+        struct in6_addr a, b;
+        if (inet_pton(AF_INET6, hh, &a) == 1 || inet_pton(AF_INET6, host, &b) == 1)
+                return inet_pton(AF_INET6, hh, &a) == 1 && inet_pton(AF_INET6, host, &b) == 1 &&
+                       memcmp(&a, &b, sizeof(a)) == 0;
+        size_t l1 = strlen(hh), l2 = strlen(host);
+        if (l1 > 0 && hh[l1 - 1] == '.')
+                l1--;
+        if (l2 > 0 && host[l2 - 1] == '.')
+                l2--;
+        return l1 == l2 && strncasecmp(hh, host, l1) == 0;
+}
+
 static bool header_is(const char *line, size_t len, const char *name)
 {
         size_t n = strlen(name);
@@ -285,6 +340,19 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
 {
         AjHttpRequest req = {};
         size_t head = 0;
+
+/* The request names two destinations (or hides which): a denial, with the request
+ * line's host and port in *ret for the event. */
+#define DENY(why)                                                                                          \
+        do {                                                                                               \
+                *ret_status = 400;                                                                         \
+                *ret_why = (why);                                                                          \
+                free(fwd);                                                                                 \
+                memset(ret, 0, sizeof(*ret));                                                              \
+                memcpy(ret->host, req.host, sizeof(req.host));                                             \
+                ret->port = req.port;                                                                      \
+                return -EPERM;                                                                             \
+        } while (0)
 
 #define FAIL(status, why)                                                                                  \
         do {                                                                                               \
@@ -315,6 +383,9 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                 unsigned char ch = (unsigned char)buf[i];
                 if (ch == 0 || (ch < 0x20 && ch != '\r' && ch != '\n' && ch != '\t') || ch == 0x7f)
                         FAIL(400, "control character in request head");
+                /* A CR that does not end a line is a line end to some servers and not to others. */
+                if (ch == '\r' && (i + 1 >= head || buf[i + 1] != '\n'))
+                        FAIL(400, "bare CR in request head");
         }
 
         /* Request line. */
@@ -393,7 +464,7 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                 memcpy(fwd + fl, "\r\n", 2);
                 fl += 2;
         }
-        bool have_host = false;
+        bool have_host = false, have_length = false, have_te = false;
         unsigned n_headers = 0;
         const char *h = eol + 1;
         while (h < buf + head) {
@@ -413,8 +484,38 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                 for (const char *c = h; c < colon; c++)
                         if (*c == ' ' || *c == '\t')
                                 FAIL(400, "whitespace in a header field name");
-                if (header_is(h, hl, "Host"))
+                        else if (!is_tchar(*c))
+                                FAIL(400, "invalid character in a header field name");
+                const char *value = colon + 1, *vend = h + hl;
+                while (value < vend && (*value == ' ' || *value == '\t'))
+                        value++;
+                while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))
+                        vend--;
+                size_t vlen = (size_t)(vend - value);
+                if (header_is(h, hl, "Host")) {
+                        if (have_host)
+                                DENY("more than one Host header");
                         have_host = true;
+                        if (!req.is_connect && !host_header_matches(value, vlen, req.host, req.port))
+                                DENY("the Host header does not match the request's authority");
+                } else if (header_is(h, hl, "Content-Length")) {
+                        if (have_length)
+                                FAIL(400, "more than one Content-Length header");
+                        have_length = true;
+                        if (vlen == 0 || vlen > 18)
+                                FAIL(400, "invalid Content-Length");
+                        for (size_t k = 0; k < vlen; k++) {
+                                if (value[k] < '0' || value[k] > '9')
+                                        FAIL(400, "invalid Content-Length");
+                                req.content_length = req.content_length * 10 + (uint64_t)(value[k] - '0');
+                        }
+                } else if (header_is(h, hl, "Transfer-Encoding")) {
+                        if (have_te)
+                                FAIL(400, "more than one Transfer-Encoding header");
+                        have_te = true;
+                        if (vlen != 7 || strncasecmp(value, "chunked", 7) != 0)
+                                FAIL(400, "unsupported Transfer-Encoding (only \"chunked\")");
+                }
                 bool hop = header_is(h, hl, "Proxy-Connection") || header_is(h, hl, "Proxy-Authorization") ||
                            header_is(h, hl, "Connection") || header_is(h, hl, "Keep-Alive");
                 if (fwd && !hop) {
@@ -424,6 +525,18 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                         fl += 2;
                 }
                 h = e + 1;
+        }
+        if (!req.is_connect) {
+                /* Request smuggling: two framings, or one a server may read differently. */
+                if (have_te && have_length)
+                        FAIL(400, "both Content-Length and Transfer-Encoding");
+                if (have_te && memcmp(version, "HTTP/1.0", 8) == 0)
+                        FAIL(400, "Transfer-Encoding in an HTTP/1.0 request");
+                if (!have_host && memcmp(version, "HTTP/1.1", 8) == 0)
+                        DENY("HTTP/1.1 request without a Host header");
+                req.body = have_te ? AJ_HTTP_BODY_CHUNKED
+                           : have_length && req.content_length > 0 ? AJ_HTTP_BODY_LENGTH
+                                                                   : AJ_HTTP_BODY_NONE;
         }
         if (fwd) {
                 /* One request per connection: the upstream closes after its answer, so a second
@@ -453,6 +566,182 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
         *ret = req;
         return 0;
 #undef FAIL
+#undef DENY
+}
+
+enum { CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF, CK_TRAILER_START, CK_TRAILER,
+       CK_TRAILER_LF, CK_END_LF, CK_DONE };
+
+#define CHUNK_LINE_MAX 4096
+#define CHUNK_TRAILERS_MAX (16 * 1024)
+
+ssize_t aj_http_chunked_scan(AjHttpChunked *s, const char *buf, size_t len, bool *ret_done)
+{
+        size_t i = 0;
+        while (i < len && s->state != CK_DONE) {
+                unsigned char ch = (unsigned char)buf[i];
+                switch (s->state) {
+                case CK_SIZE:
+                        if (isxdigit(ch)) {
+                                if (++s->digits > 15)
+                                        return -EBADMSG;
+                                s->left = s->left * 16 + (uint64_t)(isdigit(ch) ? ch - '0' : (ch | 0x20) - 'a' + 10);
+                        } else if (s->digits > 0 && ch == ';')
+                                s->state = CK_EXT;
+                        else if (s->digits > 0 && ch == '\r')
+                                s->state = CK_SIZE_LF;
+                        else
+                                return -EBADMSG;
+                        i++;
+                        break;
+                case CK_EXT:
+                        if (ch == '\r')
+                                s->state = CK_SIZE_LF;
+                        else if ((ch < 0x20 && ch != '\t') || ch == 0x7f || ++s->line > CHUNK_LINE_MAX)
+                                return -EBADMSG;
+                        i++;
+                        break;
+                case CK_SIZE_LF:
+                        if (ch != '\n')
+                                return -EBADMSG;
+                        s->state = s->left == 0 ? CK_TRAILER_START : CK_DATA;
+                        s->digits = 0;
+                        s->line = 0;
+                        i++;
+                        break;
+                case CK_DATA: {
+                        size_t k = len - i < s->left ? len - i : (size_t)s->left;
+                        s->left -= k;
+                        i += k;
+                        if (s->left == 0)
+                                s->state = CK_DATA_CR;
+                        break;
+                }
+                case CK_DATA_CR:
+                case CK_DATA_LF:
+                        if (ch != (s->state == CK_DATA_CR ? '\r' : '\n'))
+                                return -EBADMSG;
+                        s->state = s->state == CK_DATA_CR ? CK_DATA_LF : CK_SIZE;
+                        i++;
+                        break;
+                case CK_TRAILER_START:
+                case CK_TRAILER:
+                        if (ch == '\r')
+                                s->state = s->state == CK_TRAILER_START ? CK_END_LF : CK_TRAILER_LF;
+                        else if ((ch < 0x20 && ch != '\t') || ch == 0x7f || ++s->line > CHUNK_TRAILERS_MAX)
+                                return -EBADMSG;
+                        else
+                                s->state = CK_TRAILER;
+                        i++;
+                        break;
+                case CK_TRAILER_LF:
+                case CK_END_LF:
+                        if (ch != '\n')
+                                return -EBADMSG;
+                        s->state = s->state == CK_END_LF ? CK_DONE : CK_TRAILER_START;
+                        i++;
+                        break;
+                }
+        }
+        *ret_done = s->state == CK_DONE;
+        return (ssize_t)i;
+}
+
+int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjHttpResponse *ret)
+{
+        size_t head = 0;
+        for (size_t i = 1; i < len; i++)
+                if (buf[i] == '\n' && (buf[i - 1] == '\n' || (i >= 2 && buf[i - 1] == '\r' && buf[i - 2] == '\n'))) {
+                        head = i + 1;
+                        break;
+                }
+        if (head == 0)
+                return -EAGAIN;
+        /* "HTTP/1.x NNN" */
+        if (head < 13 || memcmp(buf, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)buf[7]) || buf[8] != ' ' ||
+            !isdigit((unsigned char)buf[9]) || !isdigit((unsigned char)buf[10]) || !isdigit((unsigned char)buf[11]))
+                return -EBADMSG;
+        if (memchr(buf, 0, head))
+                return -EBADMSG;
+        int status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+        bool final = status >= 200 || status == 101;
+        bool have_length = false, have_te = false, chunked = false;
+        uint64_t length = 0;
+
+        char *out = malloc(2 * head + 32); /* bare LFs become CRLFs */
+        if (!out)
+                return -ENOMEM;
+        size_t ol = 0;
+        const char *l = buf;
+        bool first = true;
+        while (l < buf + head) {
+                const char *e = memchr(l, '\n', (size_t)(buf + head - l));
+                size_t ll = (size_t)(e - l);
+                if (ll > 0 && l[ll - 1] == '\r')
+                        ll--;
+                if (ll == 0)
+                        break;
+                const char *value = memchr(l, ':', ll), *vend = l + ll;
+                if (!first && value) {
+                        for (value++; value < vend && (*value == ' ' || *value == '\t'); value++)
+                                ;
+                        while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))
+                                vend--;
+                        size_t vlen = (size_t)(vend - value);
+                        if (header_is(l, ll, "Content-Length")) {
+                                uint64_t v = 0;
+                                bool ok = vlen > 0 && vlen <= 18;
+                                for (size_t k = 0; ok && k < vlen; k++) {
+                                        ok = value[k] >= '0' && value[k] <= '9';
+                                        v = v * 10 + (uint64_t)(value[k] - '0');
+                                }
+                                if (!ok || (have_length && v != length)) {
+                                        free(out);
+                                        return -EBADMSG;
+                                }
+                                have_length = true;
+                                length = v;
+                        } else if (header_is(l, ll, "Transfer-Encoding")) {
+                                have_te = true;
+                                /* Only a final "chunked" frames the body; anything else runs to the close. */
+                                chunked = vlen >= 7 && strncasecmp(vend - 7, "chunked", 7) == 0 &&
+                                          (vlen == 7 || vend[-8] == ',' || vend[-8] == ' ');
+                        }
+                }
+                bool drop = !first && final &&
+                            (header_is(l, ll, "Connection") || header_is(l, ll, "Keep-Alive") ||
+                             header_is(l, ll, "Proxy-Connection"));
+                if (!drop) {
+                        memcpy(out + ol, l, ll);
+                        ol += ll;
+                        memcpy(out + ol, "\r\n", 2);
+                        ol += 2;
+                }
+                first = false;
+                l = e + 1;
+        }
+        if (final) {
+                memcpy(out + ol, "Connection: close\r\n", 19);
+                ol += 19;
+        }
+        memcpy(out + ol, "\r\n", 2);
+        ol += 2;
+
+        AjHttpResponse r = { .head = out, .head_len = ol, .consumed = head, .final = final };
+        /* RFC 9112 6.3, in its order. */
+        if (!final || head_request || status == 204 || status == 304)
+                r.body = AJ_HTTP_BODY_NONE;
+        else if (status == 101)
+                r.body = AJ_HTTP_BODY_UNTIL_CLOSE;
+        else if (have_te)
+                r.body = chunked ? AJ_HTTP_BODY_CHUNKED : AJ_HTTP_BODY_UNTIL_CLOSE;
+        else if (have_length) {
+                r.body = length > 0 ? AJ_HTTP_BODY_LENGTH : AJ_HTTP_BODY_NONE;
+                r.content_length = length;
+        } else
+                r.body = AJ_HTTP_BODY_UNTIL_CLOSE;
+        *ret = r;
+        return 0;
 }
 
 int aj_socks_parse_greeting(const uint8_t *buf, size_t len)
@@ -520,18 +809,22 @@ int aj_socks_parse_request(const uint8_t *buf, size_t len, AjSocksRequest *ret, 
         else if (buf[3] == 4)
                 inet_ntop(AF_INET6, buf + 4, req.host, sizeof(req.host));
         else {
+                /* A name the allowlist could judge, or nothing: never cut to fit (a longer
+                 * name truncated to 253 bytes is another name, maybe an allowed one). */
                 size_t n = buf[4];
-                if (n == 0) {
-                        *ret_rep = 0x01;
-                        *ret_why = "empty host name";
-                        return -EINVAL;
+                if (n == 0 || n > AJ_NET_HOST_MAX) {
+                        *ret_rep = 0x02;
+                        *ret_why = n == 0 ? "empty host name" : "host name longer than 253 bytes";
+                        return -EPERM;
                 }
-                for (size_t i = 0; i < n; i++)
-                        if (buf[5 + i] == 0) {
-                                *ret_rep = 0x01;
-                                *ret_why = "NUL in host name";
-                                return -EINVAL;
+                for (size_t i = 0; i < n; i++) {
+                        uint8_t ch = buf[5 + i];
+                        if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_') {
+                                *ret_rep = 0x02;
+                                *ret_why = ch == 0 ? "NUL in host name" : "invalid character in host name";
+                                return -EPERM;
                         }
+                }
                 memcpy(req.host, buf + 5, n);
                 req.host[n] = 0;
         }
@@ -545,6 +838,7 @@ int aj_socks_parse_request(const uint8_t *buf, size_t len, AjSocksRequest *ret, 
 
 static void conn_close(Conn *c);
 static void conn_kick(Conn *c);
+static int send_prefix(Conn *c, Dir *d, int dst);
 
 static const char *proto_name(const Conn *c)
 {
@@ -642,7 +936,7 @@ close_now:
         conn_close(c);
 }
 
-static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr)
+static void deny_with(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr, int http_status)
 {
         c->denied = true;
         c->p->denied++;
@@ -659,7 +953,41 @@ static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr)
         emit(c->p, "net.denied", f);
         char reason[400];
         snprintf(reason, sizeof(reason), "denied: %s", v->reason);
-        refuse(c, 403, 0x02, reason);
+        refuse(c, http_status, 0x02, reason);
+}
+
+static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr)
+{
+        deny_with(c, v, addr, 403);
+}
+
+/* Bytes after the one request a plain HTTP connection carries: never relayed. The first
+ * time, say so (naming the next request's host when its head is there). */
+static void note_pipelined(Conn *c, const char *data, size_t len)
+{
+        if (c->pipelined_seen || len == 0)
+                return;
+        c->pipelined_seen = true;
+        c->p->denied++;
+        AjHttpRequest next;
+        int status;
+        const char *why;
+        bool parsed = aj_http_parse_request(data, len, &next, &status, &why) == 0;
+        json_t *f = json_pack("{s:I, s:s, s:s, s:i, s:s}", "id", (json_int_t)c->id, "proto", "http", "host",
+                              parsed ? next.host : "", "port", parsed ? (int)next.port : 0, "reason",
+                              "a second request on a plain HTTP connection is not relayed (one request per "
+                              "connection)");
+        if (parsed)
+                aj_http_request_done(&next);
+        emit(c->p, "net.denied", f);
+}
+
+/* A request refused before any rule could be applied to it (no valid destination). */
+static void deny_unjudged(Conn *c, const char *why)
+{
+        AjNetVerdict v = { .rule = -1 };
+        snprintf(v.reason, sizeof(v.reason), "invalid destination: %s", why);
+        deny(c, &v, NULL);
 }
 
 static void flush_out(Conn *c)
@@ -690,6 +1018,8 @@ static void linger(Conn *c)
                 }
                 if (n < 0)
                         return;
+                if (!c->socks && !c->is_connect && c->req_done)
+                        note_pipelined(c, buf, (size_t)n);
                 c->lingered += (size_t)n;
                 if (c->lingered > LINGER_MAX_BYTES) {
                         conn_close(c);
@@ -736,14 +1066,8 @@ static int pump(Conn *c, Dir *d, int src, int dst)
         size_t moved = 0;
         int r;
 
-        while (d->prefix_off < d->prefix_len) {
-                ssize_t n = send(dst, d->prefix + d->prefix_off, d->prefix_len - d->prefix_off, MSG_NOSIGNAL);
-                if (n < 0)
-                        return errno == EAGAIN || errno == EINTR ? 0 : negative_errno();
-                d->prefix_off += (size_t)n;
-                if (d->prefix_counts && (r = account(c, d, (size_t)n)) < 0)
-                        return r;
-        }
+        if ((r = send_prefix(c, d, dst)) <= 0)
+                return r;
         if (d->done)
                 return 0;
         for (;;) {
@@ -768,7 +1092,10 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                         mark_pending(c);
                         return 0;
                 }
-                ssize_t n = splice(src, NULL, d->pw, NULL, SPLICE_CHUNK, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+                size_t want = SPLICE_CHUNK;
+                if (d->limited && d->limit < want)
+                        want = (size_t)d->limit;
+                ssize_t n = splice(src, NULL, d->pw, NULL, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
                 if (n == 0) {
                         d->src_eof = true;
                         continue;
@@ -784,14 +1111,253 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                         continue;
                 }
                 d->len += (size_t)n;
+                if (d->limited && (d->limit -= (size_t)n) == 0)
+                        d->src_eof = true; /* all that was framed: the rest is not relayed */
+        }
+}
+
+/* Sends what is queued in d->prefix: 1 when it is all sent, 0 when dst would block. */
+static int send_prefix(Conn *c, Dir *d, int dst)
+{
+        while (d->prefix_off < d->prefix_len) {
+                ssize_t n = send(dst, d->prefix + d->prefix_off, d->prefix_len - d->prefix_off, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                d->prefix_off += (size_t)n;
+                int r;
+                if (d->prefix_counts && (r = account(c, d, (size_t)n)) < 0)
+                        return r;
+        }
+        return 1;
+}
+
+static int queue_prefix(Dir *d, const char *data, size_t len)
+{
+        char *copy = malloc(len);
+        if (!copy)
+                return -ENOMEM;
+        memcpy(copy, data, len);
+        free(d->prefix);
+        d->prefix = copy;
+        d->prefix_len = len;
+        d->prefix_off = 0;
+        d->prefix_counts = true;
+        return 0;
+}
+
+/* Plain HTTP, client -> upstream: the one request's body, exactly as far as its framing
+ * says; then what the client still sends is read and dropped (bounded), so its EOF is
+ * seen and passed on. */
+static int pump_request(Conn *c)
+{
+        Dir *d = &c->up;
+        char buf[16384];
+        for (;;) {
+                int r = send_prefix(c, d, c->ufd);
+                if (r <= 0)
+                        return r;
+                if (d->done || c->up_stopped)
+                        return 0;
+                size_t want = sizeof(buf);
+                if (!c->req_done && c->body == AJ_HTTP_BODY_LENGTH && c->body_left < want)
+                        want = (size_t)c->body_left;
+                ssize_t n = recv(c->cfd, buf, want, 0);
+                if (n == 0) {
+                        shutdown(c->ufd, SHUT_WR);
+                        d->done = true;
+                        return 0;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                if (c->req_done) {
+                        note_pipelined(c, buf, (size_t)n);
+                        c->lingered += (size_t)n;
+                        /* Past the bound, stop reading: the answer still gets through. */
+                        if (c->lingered > LINGER_MAX_BYTES)
+                                c->up_stopped = true;
+                        continue;
+                }
+                size_t take = (size_t)n;
+                if (c->body == AJ_HTTP_BODY_CHUNKED) {
+                        ssize_t t = aj_http_chunked_scan(&c->chunk, buf, (size_t)n, &c->req_done);
+                        if (t < 0) {
+                                c->error = "malformed chunked body";
+                                return -EBADMSG;
+                        }
+                        take = (size_t)t;
+                } else {
+                        c->body_left -= (size_t)n;
+                        c->req_done = c->body_left == 0;
+                }
+                if (c->req_done && (size_t)n > take)
+                        note_pipelined(c, buf + take, (size_t)n - take);
+                if (take > 0 && (r = queue_prefix(d, buf, take)) < 0)
+                        return r;
+        }
+}
+
+#define RESPONSE_HEAD_MAX (64 * 1024)
+
+/* Plain HTTP, a chunked response body: scanned in user space to find its end. */
+static int pump_response_chunked(Conn *c)
+{
+        Dir *d = &c->down;
+        char buf[16384];
+        size_t moved = 0;
+        for (;;) {
+                int r = send_prefix(c, d, c->cfd);
+                if (r <= 0)
+                        return r;
+                if (d->done)
+                        return 0;
+                if (d->src_eof) {
+                        shutdown(c->cfd, SHUT_WR);
+                        d->done = true;
+                        return 0;
+                }
+                if (moved >= PUMP_BUDGET) {
+                        mark_pending(c);
+                        return 0;
+                }
+                ssize_t n = recv(c->ufd, buf, sizeof(buf), 0);
+                if (n == 0) {
+                        d->src_eof = true;
+                        continue;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                bool done = false;
+                ssize_t t = aj_http_chunked_scan(&c->resp_chunk, buf, (size_t)n, &done);
+                if (t < 0) {
+                        c->error = "bad response from upstream";
+                        return -EBADMSG;
+                }
+                if (t > 0 && (r = queue_prefix(d, buf, (size_t)t)) < 0)
+                        return r;
+                moved += (size_t)t;
+                if (done)
+                        d->src_eof = true; /* the answer is complete: nothing more is read */
+        }
+}
+
+/* Plain HTTP, upstream -> client: the response head is rewritten (Connection: close) and
+ * the body relayed as far as its framing says (spliced, or scanned when chunked); then
+ * the client sees EOF, whether or not the upstream closes. */
+static int pump_response(Conn *c)
+{
+        Dir *d = &c->down;
+        for (;;) {
+                int r = send_prefix(c, d, c->cfd);
+                if (r <= 0)
+                        return r;
+                if (c->resp_done)
+                        return c->resp_body == AJ_HTTP_BODY_CHUNKED ? pump_response_chunked(c)
+                                                                    : pump(c, d, c->ufd, c->cfd);
+                AjHttpResponse resp;
+                r = c->resp ? aj_http_rewrite_response(c->resp, c->resp_len, c->head_request, &resp) : -EAGAIN;
+                if (r == 0) {
+                        size_t rest = c->resp_len - resp.consumed;
+                        const char *more = c->resp + resp.consumed;
+                        size_t take = 0;
+                        if (resp.final) {
+                                c->resp_done = true;
+                                c->resp_body = resp.body;
+                                switch (resp.body) {
+                                case AJ_HTTP_BODY_NONE:
+                                        d->src_eof = true;
+                                        break;
+                                case AJ_HTTP_BODY_LENGTH:
+                                        take = rest < resp.content_length ? rest : (size_t)resp.content_length;
+                                        d->limited = true;
+                                        d->limit = resp.content_length - take;
+                                        d->src_eof = d->limit == 0;
+                                        break;
+                                case AJ_HTTP_BODY_CHUNKED: {
+                                        bool done = false;
+                                        ssize_t t = aj_http_chunked_scan(&c->resp_chunk, more, rest, &done);
+                                        if (t < 0) {
+                                                free(resp.head);
+                                                c->error = "bad response from upstream";
+                                                return -EBADMSG;
+                                        }
+                                        take = (size_t)t;
+                                        d->src_eof = done;
+                                        break;
+                                }
+                                default:
+                                        take = rest;
+                                }
+                        }
+                        char *nh = realloc(resp.head, resp.head_len + take);
+                        if (!nh) {
+                                free(resp.head);
+                                return -ENOMEM;
+                        }
+                        memcpy(nh + resp.head_len, more, take);
+                        free(d->prefix);
+                        d->prefix = nh;
+                        d->prefix_len = resp.head_len + take;
+                        d->prefix_off = 0;
+                        d->prefix_counts = true;
+                        if (resp.final) {
+                                free(c->resp);
+                                c->resp = NULL;
+                                c->resp_len = 0;
+                        } else {
+                                memmove(c->resp, more, rest);
+                                c->resp_len = rest;
+                        }
+                        continue;
+                }
+                if (r != -EAGAIN || c->resp_len >= RESPONSE_HEAD_MAX) {
+                        c->error = "bad response from upstream";
+                        return r == -ENOMEM ? r : -EBADMSG;
+                }
+                if (!c->resp && !(c->resp = malloc(RESPONSE_HEAD_MAX)))
+                        return -ENOMEM;
+                ssize_t n = recv(c->ufd, c->resp + c->resp_len, RESPONSE_HEAD_MAX - c->resp_len, 0);
+                if (n == 0) {
+                        c->error = "upstream closed without a complete answer";
+                        return -EBADMSG;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                c->resp_len += (size_t)n;
         }
 }
 
 static void relay(Conn *c)
 {
-        int r = pump(c, &c->up, c->cfd, c->ufd);
+        bool plain = !c->socks && !c->is_connect;
+        int r = plain ? pump_request(c) : pump(c, &c->up, c->cfd, c->ufd);
         if (r >= 0)
-                r = pump(c, &c->down, c->ufd, c->cfd);
+                r = plain ? pump_response(c) : pump(c, &c->down, c->ufd, c->cfd);
+        if (r >= 0 && plain && c->down.done) {
+                /* The answer is complete and the client was told "Connection: close": nothing
+                 * more is relayed. Drain what the client still sends until it closes, so the
+                 * answer is not cut by a reset. */
+                if (c->resp_done && c->down.len == 0) {
+                        epoll_ctl(c->p->epfd, EPOLL_CTL_DEL, c->ufd, NULL);
+                        close(c->ufd);
+                        c->ufd = -1;
+                        c->state = ST_LINGER;
+                        c->deadline_ns = now_ns() + LINGER_MS * 1000000ULL;
+                        linger(c);
+                        return;
+                }
+        }
         if (r < 0) {
                 if (!c->error)
                         c->error = r == -ECONNRESET ? "connection reset" : r == -EPIPE ? "broken pipe" : "relay error";
@@ -811,7 +1377,7 @@ static int make_pipe(Dir *d)
         d->pw = fds[1];
         /* A bigger pipe moves more per splice() and per wakeup; the default 64 KiB caps
          * a relay well below loopback speed. Best effort: pipe-max-size may be lower. */
-        (void)fcntl(d->pw, F_SETPIPE_SZ, SPLICE_CHUNK);
+        (void)fcntl(d->pw, F_SETPIPE_SZ, AJ_PROXY_PIPE_SIZE);
         return 0;
 }
 
@@ -913,6 +1479,13 @@ static void connect_next(Conn *c)
                         connect_failed(c, negative_errno());
                         return;
                 }
+                /* Before connect(): the window scale is chosen from the buffer at SYN time. */
+                int r = bound_buffers(fd);
+                if (r < 0) {
+                        close(fd);
+                        connect_failed(c, r);
+                        return;
+                }
                 if (connect(fd, (struct sockaddr *)ss, sl) < 0 && errno != EINPROGRESS) {
                         int err = negative_errno();
                         close(fd);
@@ -945,9 +1518,17 @@ static void on_resolved(void *userdata, int error, const struct sockaddr_storage
 
         c->resolving = false;
         c->n_cand = c->next_cand = 0;
+        const AjNetAddrSet *own = NULL;
+        if (n > 0 && aj_host_addrs_get(c->p->host_addrs, &own) < 0) {
+                /* Fail closed: without this host's addresses no resolved address can be judged. */
+                AjNetVerdict v = { .rule = -1 };
+                snprintf(v.reason, sizeof(v.reason), "cannot read this host's addresses to check %s", c->host);
+                deny(c, &v, NULL);
+                return;
+        }
         for (size_t i = 0; i < n; i++) {
                 AjNetVerdict v;
-                aj_net_check_resolved(c->p->policy, c->host, (const struct sockaddr *)&addrs[i], c->port, &v);
+                aj_net_check_resolved(c->p->policy, own, c->host, (const struct sockaddr *)&addrs[i], c->port, &v);
                 if (v.allowed)
                         c->cand[c->n_cand++] = addrs[i];
                 else if (!have_denial) {
@@ -1058,6 +1639,14 @@ static void read_request(Conn *c)
                                 conn_close(c);
                         return;
                 }
+                if (r == -EPERM) {
+                        snprintf(c->host, sizeof(c->host), "%s", req.host);
+                        c->port = req.port;
+                        AjNetVerdict v = { .rule = -1 };
+                        snprintf(v.reason, sizeof(v.reason), "%s", why);
+                        deny_with(c, &v, NULL, status);
+                        return;
+                }
                 if (r < 0) {
                         refuse(c, status, 0, why);
                         return;
@@ -1067,6 +1656,32 @@ static void read_request(Conn *c)
                 c->is_connect = req.is_connect;
                 size_t extra = c->in_len - req.head_len;
                 size_t base = req.is_connect ? 0 : req.forward_len;
+                if (!req.is_connect) {
+                        /* What arrived with the head: its body (up to where it ends), then maybe
+                         * another request, which is not relayed. */
+                        const char *more = c->in + req.head_len;
+                        size_t take = 0;
+                        c->body = req.body;
+                        c->head_request = streq(req.method, "HEAD");
+                        c->body_left = req.content_length;
+                        if (req.body == AJ_HTTP_BODY_LENGTH) {
+                                take = extra < c->body_left ? extra : (size_t)c->body_left;
+                                c->body_left -= take;
+                                c->req_done = c->body_left == 0;
+                        } else if (req.body == AJ_HTTP_BODY_CHUNKED) {
+                                ssize_t t = aj_http_chunked_scan(&c->chunk, more, extra, &c->req_done);
+                                if (t < 0) {
+                                        aj_http_request_done(&req);
+                                        refuse(c, 400, 0, "malformed chunked body");
+                                        return;
+                                }
+                                take = (size_t)t;
+                        } else
+                                c->req_done = true;
+                        if (c->req_done && extra > take)
+                                note_pipelined(c, more + take, extra - take);
+                        extra = take;
+                }
                 if (base + extra > 0) {
                         c->fwd = malloc(base + extra);
                         if (!c->fwd) {
@@ -1114,6 +1729,11 @@ static void read_request(Conn *c)
         if (r == -EAGAIN) {
                 if (eof)
                         conn_close(c);
+                return;
+        }
+        if (r == -EPERM) {
+                /* Not a name any rule could allow: a denial like the others, not a parse error. */
+                deny_unjudged(c, why);
                 return;
         }
         if (r < 0) {
@@ -1220,6 +1840,7 @@ static void conn_close(Conn *c)
         free(c->in);
         free(c->out);
         free(c->fwd);
+        free(c->resp);
         if (c->pending)
                 for (unsigned i = 0; i < p->n_pending; i++)
                         if (p->pending[i] == c->slot) {
@@ -1257,6 +1878,11 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
 {
         for (int i = 0; i < ACCEPT_BATCH; i++) {
                 int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                /* Inherited from the listener, but that was made in the jail: set them here. */
+                if (fd >= 0 && bound_buffers(fd) < 0) {
+                        close(fd);
+                        continue;
+                }
                 if (fd < 0) {
                         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
                                 /* Level-triggered listeners would spin; resume when a connection closes. */
@@ -1448,6 +2074,7 @@ void aj_proxy_free(AjProxy *p)
                 if (p->slots[s])
                         conn_close(p->slots[s]);
         aj_resolver_free(p->resolver);
+        aj_host_addrs_free(p->host_addrs);
         int fds[] = { p->epfd, p->http_fd, p->socks_fd, p->timerfd, p->wakefd };
         for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
                 if (fds[i] >= 0)
@@ -1508,6 +2135,9 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
                 goto fail;
         }
         r = aj_resolver_new(p->opts.connect_timeout_ms / 2, &p->resolver);
+        if (r < 0)
+                goto fail;
+        r = aj_host_addrs_new(&p->host_addrs);
         if (r < 0)
                 goto fail;
         if ((http_fd >= 0 && (r = add_special(p, http_fd, SP_HTTP_LISTEN)) < 0) ||

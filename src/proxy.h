@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "hooks.h"
 #include "net.h"
@@ -22,7 +23,17 @@
 #define AJ_PROXY_HTTP_PORT 3128
 #define AJ_PROXY_SOCKS_PORT 1080
 #define AJ_PROXY_MAX_HEADER (16 * 1024)
-#define AJ_PROXY_MAX_CONNECTIONS 512
+/* What one connection may hold in the host's kernel, outside the jail's cgroup: its two
+ * sockets' receive and send buffers (SO_RCVBUF/SO_SNDBUF, which the kernel doubles for
+ * bookkeeping) and its two pipes. Without a bound, TCP autotuning grows each socket to
+ * tcp_rmem/tcp_wmem's maximum (6 MiB / 4 MiB by default) for a peer that does not read,
+ * and a few hundred idle tunnels push the host's TCP memory into pressure. */
+#define AJ_PROXY_SOCKET_BUFFER (256 * 1024)
+#define AJ_PROXY_PIPE_SIZE (256 * 1024)
+#define AJ_PROXY_CONN_MAX_BYTES (4 * 2 * AJ_PROXY_SOCKET_BUFFER + 2 * AJ_PROXY_PIPE_SIZE)
+/* Connections at once per run (profile network.max_connections): with the above, a run
+ * holds at most max_connections * AJ_PROXY_CONN_MAX_BYTES (256 * 2.5 MiB) in the host. */
+#define AJ_PROXY_MAX_CONNECTIONS 256
 
 typedef struct AjProxy AjProxy;
 
@@ -57,8 +68,17 @@ int aj_proxy_env_append(char ***env);
 
 /* ---- Parsers (pure; exposed for tests) ---- */
 
+typedef enum {
+        AJ_HTTP_BODY_NONE,
+        AJ_HTTP_BODY_LENGTH,  /* Content-Length bytes */
+        AJ_HTTP_BODY_CHUNKED, /* Transfer-Encoding: chunked */
+        AJ_HTTP_BODY_UNTIL_CLOSE, /* responses only: until the server closes */
+} AjHttpBody;
+
 typedef struct {
         bool is_connect;
+        AjHttpBody body;          /* absolute-form: how the request's body ends */
+        uint64_t content_length;
         char method[16];
         char host[AJ_NET_HOST_MAX + 1]; /* IPv6 without brackets */
         uint16_t port;
@@ -67,10 +87,44 @@ typedef struct {
         size_t forward_len;
 } AjHttpRequest;
 
-/* 0 and *ret filled: a complete head; -EAGAIN: need more bytes; otherwise an HTTP
- * status (400, 405, 414, 431, 501) with a one-line reason in why. */
+/* 0 and *ret filled: a complete head; -EAGAIN: need more bytes; -EPERM: a request whose
+ * Host header is missing (HTTP/1.1), repeated or names another authority than the
+ * request line (status 400; only ret->host and ret->port are filled, for the denial);
+ * otherwise -EINVAL with an HTTP status (400, 414, 431) and a one-line reason in why.
+ * Rejected as request smuggling: bare CR, NUL and other controls, folded lines, a
+ * Content-Length that is not digits or is repeated, Transfer-Encoding other than one
+ * "chunked" (or on HTTP/1.0), both Content-Length and Transfer-Encoding. */
 int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *ret_status, const char **ret_why);
 void aj_http_request_done(AjHttpRequest *req);
+
+/* Where a chunked body ends (RFC 9112 7.1; strict: CRLF only, at most 15 hex digits, bounded
+ * extensions and trailers). Start zeroed. */
+typedef struct {
+        uint8_t state;
+        unsigned digits;
+        uint64_t left;
+        size_t line;
+} AjHttpChunked;
+
+/* How many of `len` bytes belong to the body: all of them, or up to its end (*ret_done).
+ * -EBADMSG: malformed. */
+ssize_t aj_http_chunked_scan(AjHttpChunked *s, const char *buf, size_t len, bool *ret_done);
+
+typedef struct {
+        char *head;     /* the head to send the client (malloc'd) */
+        size_t head_len;
+        size_t consumed; /* bytes of the upstream's head */
+        bool final;      /* false: an interim 1xx, another head follows */
+        AjHttpBody body; /* where the body ends (RFC 9112 6.3) */
+        uint64_t content_length;
+} AjHttpResponse;
+
+/* An upstream's response head, rewritten for the client: Connection, Keep-Alive and
+ * Proxy-Connection dropped and "Connection: close" added (one request per client
+ * connection). Interim 1xx heads (not 101) are passed on as they are. 0: *ret filled;
+ * -EAGAIN: need more; -EBADMSG: not an HTTP/1.x response head, or conflicting
+ * Content-Length. */
+int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjHttpResponse *ret);
 
 typedef struct {
         char host[AJ_NET_HOST_MAX + 1]; /* name, or address as text */

@@ -6,7 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ifaddrs.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -390,4 +395,100 @@ void aj_resolver_free(AjResolver *r)
                 close(r->eventfd);
         free(r->hosts_override);
         free(r);
+}
+
+/* ------------------------------------------------------------------ this host's addresses */
+
+struct AjHostAddrs {
+        int nl;     /* netlink, subscribed to address changes; -1: re-read every time */
+        bool stale;
+        unsigned reads;
+        AjNetAddrSet set;
+};
+
+static int host_addrs_read(AjHostAddrs *h)
+{
+        struct ifaddrs *ifa = NULL;
+        AjNetAddrSet set = {};
+        if (getifaddrs(&ifa) < 0)
+                return negative_errno();
+        for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
+                if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6))
+                        continue;
+                int r = aj_net_addr_set_add(&set, i->ifa_addr);
+                if (r < 0) {
+                        freeifaddrs(ifa);
+                        aj_net_addr_set_done(&set);
+                        return r;
+                }
+        }
+        freeifaddrs(ifa);
+        aj_net_addr_set_done(&h->set);
+        h->set = set;
+        h->reads++;
+        return 0;
+}
+
+int aj_host_addrs_new(AjHostAddrs **ret)
+{
+        AjHostAddrs *h = calloc(1, sizeof(*h));
+        if (!h)
+                return -ENOMEM;
+        h->stale = true;
+        h->nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+        if (h->nl >= 0) {
+                struct sockaddr_nl sa = { .nl_family = AF_NETLINK,
+                                          .nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR };
+                if (bind(h->nl, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                        close(h->nl);
+                        h->nl = -1;
+                }
+        }
+        /* Subscribed first, read second: no change can fall between the two. */
+        int r = host_addrs_read(h);
+        if (r < 0) {
+                aj_host_addrs_free(h);
+                return r;
+        }
+        h->stale = false;
+        *ret = h;
+        return 0;
+}
+
+int aj_host_addrs_get(AjHostAddrs *h, const AjNetAddrSet **ret)
+{
+        if (h->nl < 0)
+                h->stale = true;
+        else
+                for (;;) {
+                        char buf[8192];
+                        ssize_t n = recv(h->nl, buf, sizeof(buf), MSG_DONTWAIT);
+                        if (n > 0 || (n < 0 && errno == ENOBUFS)) {
+                                h->stale = true; /* a change, or so many that some were lost */
+                                continue;
+                        }
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        break;
+                }
+        if (h->stale) {
+                int r = host_addrs_read(h);
+                if (r < 0)
+                        return r;
+                h->stale = false;
+        }
+        *ret = &h->set;
+        return 0;
+}
+
+unsigned aj_host_addrs_reads(const AjHostAddrs *h) { return h->reads; }
+
+void aj_host_addrs_free(AjHostAddrs *h)
+{
+        if (!h)
+                return;
+        if (h->nl >= 0)
+                close(h->nl);
+        aj_net_addr_set_done(&h->set);
+        free(h);
 }

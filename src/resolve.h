@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "net.h"
 #include "util/macros.h"
 
 #define AJ_RESOLVE_MAX_ADDRS 8
@@ -37,6 +38,23 @@ void aj_resolver_cancel(AjResolver *r, uint64_t id);
 /* Pending callbacks are dropped (not called). */
 void aj_resolver_free(AjResolver *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjResolver *, aj_resolver_free);
+
+/* This host's interface addresses (all interfaces, IPv4 and IPv6, in the caller's network
+ * namespace), for src/net.h's rule that a name resolving to one of them is refused. A
+ * netlink socket subscribed to address changes (RTM_NEWADDR/RTM_DELADDR) is drained at
+ * each lookup; when it reported anything (or overflowed, or could not be opened) the set
+ * is re-read with getifaddrs(). A change the kernel made before the lookup is therefore
+ * always seen. */
+typedef struct AjHostAddrs AjHostAddrs;
+
+int aj_host_addrs_new(AjHostAddrs **ret);
+/* The current set (valid until the next call); -errno when it cannot be read (callers
+ * refuse: fail closed). */
+int aj_host_addrs_get(AjHostAddrs *h, const AjNetAddrSet **ret);
+/* Times the set was read (tests). */
+unsigned aj_host_addrs_reads(const AjHostAddrs *h);
+void aj_host_addrs_free(AjHostAddrs *h);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjHostAddrs *, aj_host_addrs_free);
 
 /* Parse hosts-file text: looks `name` up (case-insensitive), up to max addresses. Pure. */
 size_t aj_hosts_lookup(const char *text, const char *name, struct sockaddr_storage *addrs, size_t max);

@@ -4,7 +4,11 @@
 # loopback through the proxy; denied hosts and ports get 403 with the rule; a direct
 # connection has no network at all; a name resolving to loopback is refused unless the
 # range is named; IPv6 literals; exact byte counts for 100 MiB; 200 concurrent
-# connections. Servers: python3 -m http.server on the host's 127.0.0.1 and ::1, names
+# connections; plain HTTP carries one request per connection (a pipelined one never
+# reaches even a server that would answer it), Host must match, bare CR refused; a test
+# host in a network namespace is reached while this host's own veth address is refused;
+# filled idle tunnels stay within a bound of host TCP memory; the per-run connection
+# limit. Servers: python3 on the host's 127.0.0.1 and ::1 and in the namespace, names
 # from an AGENTJAIL_HOSTS_FILE (no internet needed).
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -31,13 +35,32 @@ free_port() {
 }
 
 PORT=$(free_port 127.0.0.1)
-(cd "$WWW" && exec python3 -m http.server "$PORT" --bind 127.0.0.1) >/dev/null 2>&1 &
+WEBLOG="$TEST_TMP/web.log"
+(cd "$WWW" && exec python3 -m http.server "$PORT" --bind 127.0.0.1) >/dev/null 2>>"$WEBLOG" &
+BG_PIDS+=("$!")
+# A keep-alive server that answers every request it reads, "Connection: close" or not (as
+# some servers do): what a pipelined request would reach if the proxy relayed it.
+KALOG="$TEST_TMP/keepalive.log"
+cat >"$TEST_TMP/keepalive.py" <<'PY'
+import http.server, sys
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def handle(self):
+        while True:
+            self.handle_one_request()
+            if not self.raw_requestline:
+                break
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+PORTK=$(free_port 127.0.0.1)
+(cd "$WWW" && exec python3 "$TEST_TMP/keepalive.py" "$PORTK") >/dev/null 2>>"$KALOG" &
 BG_PIDS+=("$!")
 PORT6=$(free_port ::1)
 (cd "$WWW" && exec python3 -m http.server "$PORT6" --bind ::1) >/dev/null 2>&1 &
 BG_PIDS+=("$!")
 for _ in $(seq 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$PORT/index.txt" && curl -s -o /dev/null "http://[::1]:$PORT6/index.txt" && break
+        curl -s -o /dev/null "http://127.0.0.1:$PORT/index.txt" && curl -s -o /dev/null "http://[::1]:$PORT6/index.txt" &&
+                curl -s -o /dev/null "http://127.0.0.1:$PORTK/index.txt" && break
         sleep 0.05
 done
 
@@ -54,6 +77,56 @@ like "$ev" '"verdict":"allowed"' "net.connect recorded as allowed"
 like "$ev" '"host":"web.test"' "net.connect names the host"
 like "$ev" '"address":"127.0.0.1"' "net.connect names the address connected to"
 like "$(jfc '.network // .net // {}')" 'bytes' "run.json carries the proxy's counters"
+
+# --- plain HTTP: one request per client connection, the Host header must match
+# A keep-alive client with two URLs: each request gets its own connection.
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- \
+        curl -sSf -m 10 "http://web.test:$PORT/index.txt" "http://web.test:$PORT/index.txt"
+is "$JAIL_OUT" $'hello-from-host\nhello-from-host' "curl with two URLs through the proxy gets both" || jail_diag
+is "$(count_lines "$(events_of net.connect)")" 2 "two requests, two connections, two net.connect events"
+# A second request pipelined behind an allowed one, to a host not allowed: never relayed,
+# even to a server that would answer it.
+: >"$KALOG"
+PIPE_PY='import socket, sys, time
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(("GET http://web.test:%d/index.txt HTTP/1.1\r\nHost: web.test:%d\r\n\r\n"
+           "GET http://other.test:%d/secret-pipelined HTTP/1.1\r\nHost: other.test:%d\r\n\r\n" % (port, port, port, port)).encode())
+s.settimeout(10)  # the proxy ends the connection after the first answer, though the server would not
+data = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+print(data.count(b"HTTP/1."), "answer(s)", "close" if b"Connection: close" in data else "no-close")'
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORTK" -- python3 -c "$PIPE_PY" "$PORTK"
+is "$JAIL_OUT" "1 answer(s) close" \
+        "a pipelined second request gets no answer; the first says Connection: close and the connection ends" || jail_diag
+sleep 0.2
+unlike "$(cat "$KALOG")" "secret-pipelined" "the pipelined request to a host not allowed never reached the server"
+like "$(cat "$KALOG")" "GET /index.txt" "the first request did"
+ev=$(events_of net.denied)
+like "$ev" '"host":"other.test"' "the pipelined request is recorded as denied, under its own host"
+like "$ev" 'not relayed' "net.denied says it was not relayed"
+# Host header naming another host than the URL: 400 and net.denied.
+: >"$WEBLOG"
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- \
+        curl -s -m 10 -w '\n%{http_code}' -H "Host: other.test:$PORT" "http://web.test:$PORT/index.txt"
+like "$JAIL_OUT" "Host header does not match" "a Host header naming another host is refused with the reason"
+is "$(tail -1 <<<"$JAIL_OUT")" 400 "...with 400"
+like "$(events_of net.denied)" '"host":"web.test"' "...and a net.denied event"
+# A bare CR inside a header: 400, nothing relayed.
+BARE_CR_PY='import socket, sys
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(("GET http://web.test:%d/index.txt HTTP/1.1\r\nHost: web.test:%d\r\nX: a\rGET /x HTTP/1.1\r\n\r\n" % (port, port)).encode())
+s.settimeout(10)
+print(s.recv(4096).split(b"\r\n")[0].decode())'
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- python3 -c "$BARE_CR_PY" "$PORT"
+is "$JAIL_OUT" "HTTP/1.1 400 Bad Request" "a bare CR in a header is refused with 400" || jail_diag
+sleep 0.2
+is "$(grep -c GET "$WEBLOG")" 0 "nothing reached the server"
 
 # --- denied host and port: 403 with the reason, and a net.denied event
 run_jail --allow-net "web.test:1" --allow-net "127.0.0.1:$PORT" -- \
@@ -110,6 +183,117 @@ is "$JAIL_RC" 123 "a download past network.egress_bytes breaches the cap and the
 is "$(jf .cap "$JAIL_RUN_DIR/incident.json")" egress_bytes "incident.json names the egress cap"
 is "$(events_of cap.breach | head -1 | jq -r .cap)" egress_bytes "a cap.breach event for egress_bytes"
 cmp_num "$(jf .network.egress_bytes)" -le $((1024 * 1024)) "the egress counter does not pass the cap"
+
+# --- a test host in a network namespace, and this host's own address on the veth to it
+# Addresses from a documentation range (198.51.100.0/24): not "internal", so only the
+# own-address rule can refuse the host side.
+if [[ $EUID -ne 0 ]]; then
+        skip "own-address tests" "creating a network namespace needs root"
+else
+        NS="ajtest-$$"
+        VH="ajh$$" VT="ajt$$"
+        base=$((4 * ($$ % 63)))
+        HOSTIP="198.51.100.$((base + 1))" THIP="198.51.100.$((base + 2))"
+        netns_down() {
+                ip link del "$VH" 2>/dev/null
+                ip netns del "$NS" 2>/dev/null
+                return 0
+        }
+        trap 'netns_down; cleanup' EXIT
+        ip netns add "$NS" && ip link add "$VH" type veth peer name "$VT" && ip link set "$VT" netns "$NS" &&
+                ip addr add "$HOSTIP/30" dev "$VH" && ip link set "$VH" up &&
+                ip -n "$NS" addr add "$THIP/30" dev "$VT" && ip -n "$NS" link set "$VT" up &&
+                ip -n "$NS" link set lo up
+        is "$?" 0 "a test host in a network namespace, reached over a veth pair"
+        PORTT=$(free_port 127.0.0.1)
+        (cd "$WWW" && exec ip netns exec "$NS" python3 -m http.server "$PORTT" --bind "$THIP") >/dev/null 2>&1 &
+        BG_PIDS+=("$!")
+        (cd "$WWW" && exec python3 -m http.server "$PORTT" --bind "$HOSTIP") >/dev/null 2>&1 &
+        BG_PIDS+=("$!")
+        for _ in $(seq 100); do
+                curl -s -o /dev/null "http://$THIP:$PORTT/index.txt" && curl -s -o /dev/null "http://$HOSTIP:$PORTT/index.txt" &&
+                        break
+                sleep 0.05
+        done
+        printf '%s th.test\n%s own.test\n' "$THIP" "$HOSTIP" >>"$TEST_TMP/hosts"
+        run_jail --allow-net th.test --allow-net own.test -- /bin/sh -c \
+                "curl -sS -m 10 http://th.test:$PORTT/index.txt; curl -s -m 10 http://own.test:$PORTT/index.txt"
+        like "$JAIL_OUT" "^hello-from-host" "an allowed name resolving to the test host is reached" || jail_diag
+        like "$JAIL_OUT" "own.test resolves to $HOSTIP, an address of this host, which no address rule names" \
+                "an allowed name resolving to this host's own veth address is refused, with the reason"
+        ev=$(events_of net.denied)
+        like "$ev" "\"address\":\"$HOSTIP\"" "net.denied names the host's address"
+        like "$ev" "an address of this host" "net.denied gives the reason"
+        netns_down
+        trap cleanup EXIT
+fi
+
+# --- memory outside the jail: idle tunnels that a server fills do not pin host TCP memory
+# A server that pushes 8 MiB into every connection (from user space: its own socket buffer
+# is small) and keeps it open; 100 CONNECT tunnels from the jail that never read.
+cat >"$TEST_TMP/pusher.py" <<'PY'
+import socket, sys, threading
+ls = socket.socket()
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(512)
+def push(c):
+    try:
+        c.sendall(b"x" * (8 << 20))
+        c.recv(1)
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, _ = ls.accept()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+    threading.Thread(target=push, args=(c,), daemon=True).start()
+PY
+PORTP=$(free_port 127.0.0.1)
+python3 "$TEST_TMP/pusher.py" "$PORTP" >/dev/null 2>&1 &
+BG_PIDS+=("$!")
+for _ in $(seq 100); do
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1]))).close()' "$PORTP" \
+                2>/dev/null && break
+        sleep 0.05
+done
+TUNNELS_PY='import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+def tcp_mem():  # pages of TCP memory, host-wide (the counter is not per network namespace)
+    for line in open("/proc/net/sockstat"):
+        if line.startswith("TCP:"):
+            f = line.split()
+            return int(f[f.index("mem") + 1])
+before = tcp_mem()
+socks, codes = [], []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(("CONNECT web.test:%d HTTP/1.1\r\nHost: web.test:%d\r\n\r\n" % (port, port)).encode())
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        b = s.recv(1)
+        if not b:
+            break
+        head += b
+    codes.append(head.split(b" ")[1].decode() if head else "eof")
+    socks.append(s)
+time.sleep(4)  # the server fills every tunnel as far as the buffers on its way let it
+print("codes", " ".join(sorted(set("%s=%d" % (c, codes.count(c)) for c in codes))))
+print("grew", max(0, tcp_mem() - before))'
+PAGE=$(getconf PAGESIZE)
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORTP" -- python3 -c "$TUNNELS_PY" "$PORTP" 100
+like "$JAIL_OUT" "codes 200=100" "100 idle CONNECT tunnels are open" || jail_diag
+grew=$(awk '/^grew/ {print $2}' <<<"$JAIL_OUT")
+# Bound: 2 MiB per tunnel (the proxy's two sockets at 512 KiB each way, the jail's own
+# socket); unbounded, the proxy's sockets autotune to several MiB each.
+cmp_num "$((grew * PAGE))" -lt $((100 * 2 * 1024 * 1024)) \
+        "host TCP memory grew by $((grew * PAGE / 1048576)) MiB for 100 filled idle tunnels (bound 200 MiB)"
+
+# --- the per-run connection limit (network.max_connections): beyond it, 503 and an event
+P=$(write_profile maxconn '{"extends": "default", "network": {"max_connections": 20}}')
+run_jail -p "$P" --allow-net web.test --allow-net "127.0.0.1:$PORTP" -- python3 -c "$TUNNELS_PY" "$PORTP" 30
+like "$JAIL_OUT" "codes 200=20 503=10" "with max_connections 20, 20 tunnels open and 10 get 503" || jail_diag
+is "$(events_of net.denied | grep -c 'too many connections (at most 20 per run)')" 10 \
+        "each refused connection is a net.denied event naming the limit"
 
 kill_bg
 done_testing

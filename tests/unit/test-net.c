@@ -194,14 +194,14 @@ Test(net, rebinding_rules)
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 struct sockaddr_storage ss = addr(cases[i].address);
                 AjNetVerdict v;
-                aj_net_check_resolved(p, "a.example.com", (struct sockaddr *)&ss, cases[i].port, &v);
+                aj_net_check_resolved(p, NULL, "a.example.com", (struct sockaddr *)&ss, cases[i].port, &v);
                 cr_expect_eq(v.allowed, cases[i].allowed, "%s:%u: %s", cases[i].address, cases[i].port, v.reason);
                 if (!v.allowed)
                         cr_expect(strstr(v.reason, "rebinding protection") != NULL, "%s", v.reason);
         }
         struct sockaddr_storage ss = addr("127.0.0.1");
         AjNetVerdict v;
-        aj_net_check_resolved(p, "a.example.com", (struct sockaddr *)&ss, 443, &v);
+        aj_net_check_resolved(p, NULL, "a.example.com", (struct sockaddr *)&ss, 443, &v);
         cr_expect_str_eq(v.reason, "a.example.com resolves to internal address 127.0.0.1, which no address rule "
                                    "names (rebinding protection)");
         /* A literal internal address needs its own rule too. */
@@ -209,5 +209,61 @@ Test(net, rebinding_rules)
         cr_expect(!v.allowed);
         aj_net_check_host(p, "192.168.7.200", 443, &v);
         cr_expect(v.allowed);
+        aj_net_policy_free(p);
+}
+
+/* The documentation ranges are routed to real hosts on some networks: not internal. */
+Test(net, documentation_ranges_are_not_internal)
+{
+        char *entries[] = { "*.example.com", NULL };
+        AjNetPolicy *p = policy(entries);
+        static const char *const docs[] = { "192.0.2.1", "198.51.100.7", "203.0.113.254", "2001:db8::1",
+                                            "::ffff:203.0.113.9" };
+        for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+                struct sockaddr_storage ss = addr(docs[i]);
+                AjNetVerdict v;
+                cr_expect(!aj_net_address_is_internal((struct sockaddr *)&ss), "%s", docs[i]);
+                aj_net_check_resolved(p, NULL, "a.example.com", (struct sockaddr *)&ss, 443, &v);
+                cr_expect(v.allowed, "%s: %s", docs[i], v.reason);
+        }
+        aj_net_policy_free(p);
+}
+
+/* A name resolving to one of this host's own addresses is refused like loopback, whatever
+ * range the address is in, unless an address rule names it. */
+Test(net, own_addresses_refused_unless_named)
+{
+        char *entries[] = { "*.example.com", "198.51.100.0/24:8080", NULL };
+        AjNetPolicy *p = policy(entries);
+        AjNetAddrSet own = {};
+        struct sockaddr_storage a1 = addr("203.0.113.5"), a2 = addr("2001:db8::5"), a3 = addr("198.51.100.1");
+        cr_assert_eq(aj_net_addr_set_add(&own, (struct sockaddr *)&a1), 0);
+        cr_assert_eq(aj_net_addr_set_add(&own, (struct sockaddr *)&a2), 0);
+        cr_assert_eq(aj_net_addr_set_add(&own, (struct sockaddr *)&a3), 0);
+        static const struct {
+                const char *address;
+                uint16_t port;
+                bool allowed;
+        } cases[] = {
+                { "203.0.113.5", 443, false },
+                { "::ffff:203.0.113.5", 443, false }, /* mapped form of the same */
+                { "2001:db8::5", 443, false },
+                { "203.0.113.6", 443, true },         /* not ours */
+                { "2001:db8::6", 443, true },
+                { "198.51.100.1", 8080, true },       /* ours, but named by an address rule */
+                { "198.51.100.1", 443, false },       /* ...for port 8080 only */
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct sockaddr_storage ss = addr(cases[i].address);
+                AjNetVerdict v;
+                aj_net_check_resolved(p, &own, "a.example.com", (struct sockaddr *)&ss, cases[i].port, &v);
+                cr_expect_eq(v.allowed, cases[i].allowed, "%s:%u: %s", cases[i].address, cases[i].port, v.reason);
+        }
+        struct sockaddr_storage ss = addr("203.0.113.5");
+        AjNetVerdict v;
+        aj_net_check_resolved(p, &own, "a.example.com", (struct sockaddr *)&ss, 443, &v);
+        cr_expect_str_eq(v.reason, "a.example.com resolves to 203.0.113.5, an address of this host, which no "
+                                   "address rule names (rebinding protection)");
+        aj_net_addr_set_done(&own);
         aj_net_policy_free(p);
 }

@@ -232,12 +232,14 @@ Test(profile, network_allow_accepted_and_validated)
         AjProfile *p = NULL;
         AjProfileError err = {};
         int r = aj_profile_parse("{\"network\": {\"allow\": [\"api.openai.com:443\", \"*.github.com\", "
-                                 "\"10.20.0.0/16:5432\", \"[2001:db8::1]:443\"], \"egress_bytes\": \"100M\"}}",
+                                 "\"10.20.0.0/16:5432\", \"[2001:db8::1]:443\"], \"egress_bytes\": \"100M\","
+                                 " \"max_connections\": 64}}",
                                  NULL, &p, &err);
         cr_assert(r >= 0, "%s", err.message ?: "");
         cr_expect_eq(p->net_allow.n, 4);
         cr_expect_str_eq(p->net_allow.items[2], "10.20.0.0/16:5432");
         cr_expect_eq(p->egress_bytes, 100ULL << 20);
+        cr_expect_eq(p->net_max_connections, 64);
         char *json = aj_profile_to_json(p);
         cr_assert_not_null(json);
         cr_expect(strstr(json, "\"[2001:db8::1]:443\"") != NULL, "%s", json);
@@ -256,6 +258,12 @@ Test(profile, network_allow_accepted_and_validated)
         aj_profile_error_clear(&err);
         r = aj_profile_parse("{\"network\": {\"egress_bytes\": \"lots\"}}", NULL, &p, &err);
         cr_expect_eq(r, -EINVAL);
+        aj_profile_error_clear(&err);
+        r = aj_profile_parse("{\"network\": {\"max_connections\": 0}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect(err.message && strstr(err.message, "network.max_connections") &&
+                          strstr(err.message, "expected an integer from 1 to 4096"),
+                  "%s", err.message ?: "");
         aj_profile_error_clear(&err);
 }
 

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,11 +18,13 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "proxy.h"
+#include "resolve.h"
 
 /* ------------------------------------------------------------------ parsers */
 
@@ -123,6 +126,185 @@ Test(parsers, http_malformed_and_oversized)
         free(buf);
 }
 
+/* Request smuggling and a Host header naming another host than the one checked. */
+Test(parsers, http_host_and_framing)
+{
+        static const struct {
+                const char *text;
+                int r;
+                const char *why;
+        } cases[] = {
+                { "GET http://a.example/ HTTP/1.1\r\nHost: b.example\r\n\r\n", -EPERM, "does not match" },
+                { "GET http://a.example/ HTTP/1.1\r\nHost: a.example:8080\r\n\r\n", -EPERM, "does not match" },
+                { "GET http://a.example:8080/ HTTP/1.1\r\nHost: a.example\r\n\r\n", -EPERM, "does not match" },
+                { "GET http://[::1]/ HTTP/1.1\r\nHost: [::2]\r\n\r\n", -EPERM, "does not match" },
+                { "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n", -EPERM,
+                  "more than one Host" },
+                { "GET http://a.example/ HTTP/1.1\r\nAccept: */*\r\n\r\n", -EPERM, "without a Host" },
+                { "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nX: a\rb\r\n\r\n", -EINVAL, "bare CR" },
+                { "GET http://a.example/ HTTP/1.1\r\nHost: a.example\rX: b\r\n\r\n", -EINVAL, "bare CR" },
+                { "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nX: a\0b\r\n\r\n", -EINVAL, "control" },
+                { "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nX: a\r\n b\r\n\r\n", -EINVAL, "folded" },
+                { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n", -EINVAL, "both Content-Length and Transfer-Encoding" },
+                { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n"
+                  "Content-Length: 4\r\n\r\n", -EINVAL, "more than one Content-Length" },
+                { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: +3\r\n\r\n", -EINVAL,
+                  "invalid Content-Length" },
+                { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3, 3\r\n\r\n", -EINVAL,
+                  "invalid Content-Length" },
+                { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+                  -EINVAL, "Transfer-Encoding" },
+                { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n", -EINVAL, "more than one Transfer-Encoding" },
+                { "POST http://a.example/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", -EINVAL, "HTTP/1.0" },
+                { "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nX\"y: 1\r\n\r\n", -EINVAL,
+                  "header field name" },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                AjHttpRequest req;
+                int status = 0;
+                const char *why = "";
+                /* strlen stops at the embedded NUL: measure up to the end of the head instead. */
+                size_t len = strlen(cases[i].text);
+                if (strstr(cases[i].why, "control"))
+                        len += 1 + strlen(cases[i].text + len + 1);
+                int r = aj_http_parse_request(cases[i].text, len, &req, &status, &why);
+                cr_expect_eq(r, cases[i].r, "case %zu: %d (%s)", i, r, why);
+                cr_expect_eq(status, 400, "case %zu: %d", i, status);
+                cr_expect(strstr(why, cases[i].why) != NULL, "case %zu: \"%s\"", i, why);
+                if (r == -EPERM)
+                        cr_expect_str_eq(req.host, strstr(cases[i].text, "[::1]") ? "::1" : "a.example");
+        }
+
+        /* Equal spellings of the same authority are fine; so is CONNECT's Host. */
+        static const char *const ok[] = {
+                "GET http://A.Example/ HTTP/1.1\r\nHost: a.example.:80\r\n\r\n",
+                "GET http://a.example:8080/ HTTP/1.1\r\nhost:  A.EXAMPLE:8080 \r\n\r\n",
+                "GET http://[::1]:81/ HTTP/1.1\r\nHost: [0::1]:81\r\n\r\n",
+                "CONNECT a.example:443 HTTP/1.1\r\nHost: other.example\r\n\r\n",
+                "GET http://a.example/ HTTP/1.0\r\n\r\n",
+        };
+        for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+                AjHttpRequest req;
+                int status = 0;
+                const char *why = "";
+                cr_expect_eq(aj_http_parse_request(ok[i], strlen(ok[i]), &req, &status, &why), 0, "ok %zu: %s", i,
+                             why);
+                aj_http_request_done(&req);
+        }
+
+        AjHttpRequest req;
+        int status = 0;
+        const char *why = "";
+        const char *post = "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: 12\r\n\r\n";
+        cr_assert_eq(aj_http_parse_request(post, strlen(post), &req, &status, &why), 0, "%s", why);
+        cr_expect_eq(req.body, AJ_HTTP_BODY_LENGTH);
+        cr_expect_eq(req.content_length, 12);
+        aj_http_request_done(&req);
+        const char *chunked = "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: Chunked\r\n\r\n";
+        cr_assert_eq(aj_http_parse_request(chunked, strlen(chunked), &req, &status, &why), 0, "%s", why);
+        cr_expect_eq(req.body, AJ_HTTP_BODY_CHUNKED);
+        aj_http_request_done(&req);
+}
+
+Test(parsers, http_chunked_scan)
+{
+        const char *body = "5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nTrailer: x\r\n\r\n";
+        const char *next = "GET http://other.example/ HTTP/1.1\r\n\r\n";
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%s%s", body, next);
+        /* Whole, and fed one byte at a time: the end is found at the same place. */
+        AjHttpChunked s = {};
+        bool done = false;
+        cr_expect_eq(aj_http_chunked_scan(&s, buf, strlen(buf), &done), (ssize_t)strlen(body));
+        cr_expect(done);
+        AjHttpChunked s1 = {};
+        size_t total = 0;
+        done = false;
+        for (size_t i = 0; i < strlen(buf) && !done; i++)
+                total += (size_t)aj_http_chunked_scan(&s1, buf + i, 1, &done);
+        cr_expect(done);
+        cr_expect_eq(total, strlen(body));
+
+        static const char *const bad[] = {
+                "5\nhello\r\n0\r\n\r\n",        /* bare LF */
+                "5\r\nhelloX\r\n0\r\n\r\n",     /* data longer than its size */
+                "g\r\n",                        /* not hex */
+                "\r\n",                         /* no size */
+                "-5\r\n",
+                "10000000000000000\r\n",        /* more than 15 digits */
+                "0\r\nA: b\nC: d\r\n\r\n",      /* bare LF in trailers */
+                "5 \r\nhello\r\n",              /* whitespace after the size */
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                AjHttpChunked b = {};
+                cr_expect_eq(aj_http_chunked_scan(&b, bad[i], strlen(bad[i]), &done), -EBADMSG, "bad %zu", i);
+        }
+        AjHttpChunked part = {};
+        done = true;
+        cr_expect_eq(aj_http_chunked_scan(&part, "5\r\nhel", 6, &done), 6);
+        cr_expect(!done);
+}
+
+Test(parsers, http_response_rewritten_to_close)
+{
+        const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                           "X: y\r\n\r\nhi";
+        AjHttpResponse r;
+        cr_assert_eq(aj_http_rewrite_response(resp, strlen(resp), false, &r), 0);
+        cr_expect(r.final);
+        cr_expect_eq(r.consumed, strlen(resp) - 2);
+        char *h = strndup(r.head, r.head_len);
+        cr_expect_str_eq(h, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: y\r\nConnection: close\r\n\r\n");
+        cr_expect_eq(r.body, AJ_HTTP_BODY_LENGTH);
+        cr_expect_eq(r.content_length, 2);
+        free(h);
+        free(r.head);
+        /* The same to a HEAD request: no body. */
+        cr_assert_eq(aj_http_rewrite_response(resp, strlen(resp), true, &r), 0);
+        cr_expect_eq(r.body, AJ_HTTP_BODY_NONE);
+        free(r.head);
+
+        const char *interim = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\n\n";
+        cr_assert_eq(aj_http_rewrite_response(interim, strlen(interim), false, &r), 0);
+        cr_expect(!r.final);
+        cr_expect_eq(r.consumed, 25);
+        cr_expect_eq(r.head_len, 25);
+        size_t used = r.consumed;
+        free(r.head);
+        cr_assert_eq(aj_http_rewrite_response(interim + used, strlen(interim) - used, false, &r), 0);
+        cr_expect(r.final);
+        cr_expect_eq(r.body, AJ_HTTP_BODY_NONE);
+        h = strndup(r.head, r.head_len);
+        cr_expect_str_eq(h, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        free(h);
+        free(r.head);
+
+        static const struct {
+                const char *text;
+                AjHttpBody body;
+        } framing[] = {
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", AJ_HTTP_BODY_CHUNKED },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", AJ_HTTP_BODY_CHUNKED },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", AJ_HTTP_BODY_UNTIL_CLOSE },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", AJ_HTTP_BODY_CHUNKED },
+                { "HTTP/1.0 200 OK\r\n\r\n", AJ_HTTP_BODY_UNTIL_CLOSE },
+                { "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", AJ_HTTP_BODY_NONE },
+                { "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", AJ_HTTP_BODY_NONE },
+        };
+        for (size_t i = 0; i < sizeof(framing) / sizeof(framing[0]); i++) {
+                cr_assert_eq(aj_http_rewrite_response(framing[i].text, strlen(framing[i].text), false, &r), 0);
+                cr_expect_eq(r.body, framing[i].body, "framing %zu", i);
+                free(r.head);
+        }
+
+        cr_expect_eq(aj_http_rewrite_response("HTTP/1.1 200 OK\r\n", 17, false, &r), -EAGAIN);
+        cr_expect_eq(aj_http_rewrite_response("SSH-2.0-x\r\n\r\n", 13, false, &r), -EBADMSG);
+        const char *two = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        cr_expect_eq(aj_http_rewrite_response(two, strlen(two), false, &r), -EBADMSG);
+}
+
 Test(parsers, socks5)
 {
         cr_expect_eq(aj_socks_parse_greeting((const uint8_t *)"", 0), -EAGAIN);
@@ -162,9 +344,53 @@ Test(parsers, socks5)
         cr_expect_eq(aj_socks_parse_request(ver, sizeof(ver), &req, &rep, &why), -EINVAL);
         cr_expect_eq(rep, 0x01);
         const uint8_t nul[] = { 5, 1, 0, 3, 3, 'a', 0, 'b', 0, 80 };
-        cr_expect_eq(aj_socks_parse_request(nul, sizeof(nul), &req, &rep, &why), -EINVAL);
+        cr_expect_eq(aj_socks_parse_request(nul, sizeof(nul), &req, &rep, &why), -EPERM);
+        cr_expect_eq(rep, 0x02);
         const uint8_t empty[] = { 5, 1, 0, 3, 0, 0, 80 };
-        cr_expect_eq(aj_socks_parse_request(empty, sizeof(empty), &req, &rep, &why), -EINVAL);
+        cr_expect_eq(aj_socks_parse_request(empty, sizeof(empty), &req, &rep, &why), -EPERM);
+        cr_expect_eq(rep, 0x02);
+        const uint8_t space[] = { 5, 1, 0, 3, 3, 'a', ' ', 'b', 0, 80 };
+        cr_expect_eq(aj_socks_parse_request(space, sizeof(space), &req, &rep, &why), -EPERM);
+        const uint8_t high[] = { 5, 1, 0, 3, 3, 'a', 0xc3, 'b', 0, 80 };
+        cr_expect_eq(aj_socks_parse_request(high, sizeof(high), &req, &rep, &why), -EPERM);
+}
+
+/* The name's length byte goes up to 255; the longest DNS name is 253. A longer one must be
+ * refused whole, not cut to a (possibly allowed) prefix. */
+static size_t socks_name_request(uint8_t *buf, size_t name_len)
+{
+        size_t n = 0;
+        buf[n++] = 5;
+        buf[n++] = 1;
+        buf[n++] = 0;
+        buf[n++] = 3;
+        buf[n++] = (uint8_t)name_len;
+        for (size_t i = 0; i < name_len; i++)
+                buf[n++] = (i % 50 == 49) ? '.' : 'a';
+        buf[n++] = 0;
+        buf[n++] = 80;
+        return n;
+}
+
+Test(parsers, socks5_name_lengths)
+{
+        uint8_t buf[300];
+        AjSocksRequest req;
+        uint8_t rep = 0;
+        const char *why = NULL;
+        size_t n = socks_name_request(buf, 253);
+        cr_assert_eq(aj_socks_parse_request(buf, n, &req, &rep, &why), 0, "%s", why);
+        cr_expect_eq(strlen(req.host), 253);
+        cr_expect_eq(memcmp(req.host, buf + 5, 253), 0);
+        cr_expect_eq(req.consumed, n);
+        for (size_t len = 254; len <= 255; len++) {
+                n = socks_name_request(buf, len);
+                memset(&req, 0x5a, sizeof(req));
+                why = NULL;
+                cr_expect_eq(aj_socks_parse_request(buf, n, &req, &rep, &why), -EPERM, "length %zu", len);
+                cr_expect_eq(rep, 0x02, "length %zu", len);
+                cr_expect(why && strstr(why, "longer than 253"), "length %zu: %s", len, why ?: "");
+        }
 }
 
 /* ------------------------------------------------------------------ live harness */
@@ -295,6 +521,57 @@ static void serve(int fd)
         close(fd);
 }
 
+/* An HTTP server that keeps connections open and answers every request it reads (as a
+ * server that ignores "Connection: close" would), echoing it back; every byte it receives
+ * is appended to record_path, so a test can tell what reached it. */
+static char record_path[64];
+
+static void serve_http_keepalive(int fd)
+{
+        static char buf[1 << 16];
+        size_t len = 0;
+        int rec = open(record_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+        for (;;) {
+                char *end = memmem(buf, len, "\r\n\r\n", 4);
+                if (end) {
+                        size_t need = (size_t)(end + 4 - buf);
+                        char *cl = strcasestr(buf, "\r\nContent-Length:");
+                        if (cl && cl < end)
+                                need += strtoul(cl + 17, NULL, 10);
+                        char *te = strcasestr(buf, "\r\nTransfer-Encoding: chunked");
+                        if (te && te < end) {
+                                char *z = memmem(end + 4, len - (size_t)(end + 4 - buf), "0\r\n\r\n", 5);
+                                need = z ? (size_t)(z + 5 - buf) : len + 1;
+                        }
+                        if (need <= len) {
+                                if (strncmp(buf, "GET /chunked", 12) == 0) {
+                                        dprintf(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n", need);
+                                        write_full(fd, buf, need);
+                                        dprintf(fd, "\r\n0\r\n\r\n");
+                                } else {
+                                        dprintf(fd, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n",
+                                                need);
+                                        if (strncmp(buf, "HEAD ", 5) != 0)
+                                                write_full(fd, buf, need);
+                                }
+                                memmove(buf, buf + need, len - need);
+                                len -= need;
+                                continue;
+                        }
+                }
+                ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+                if (n <= 0)
+                        break;
+                write_full(rec, buf + len, (size_t)n);
+                len += (size_t)n;
+                buf[len] = 0;
+        }
+        close(rec);
+        close(fd);
+}
+
+static bool keepalive_server;
+
 static uint16_t start_server(const char *address)
 {
         int lfd;
@@ -319,7 +596,10 @@ static uint16_t start_server(const char *address)
                         if (fork() == 0) {
                                 prctl(PR_SET_PDEATHSIG, SIGKILL);
                                 close(lfd);
-                                serve(fd);
+                                if (keepalive_server)
+                                        serve_http_keepalive(fd);
+                                else
+                                        serve(fd);
                                 _exit(0);
                         }
                         close(fd);
@@ -340,6 +620,10 @@ static void teardown(void)
         n_servers = 0;
         if (hosts_path[0])
                 unlink(hosts_path);
+        if (record_path[0])
+                unlink(record_path);
+        record_path[0] = 0;
+        keepalive_server = false;
         json_decref(events);
         events = NULL;
 }
@@ -661,6 +945,53 @@ Test(live, socks5_domain_ipv4_ipv6)
         live_stop(&l);
 }
 
+/* A 254 or 255 byte SOCKS name whose first 253 bytes are an allowed name: refused
+ * (0x02 and net.denied), never connected as the shorter name. */
+Test(live, socks5_overlong_name_refused)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        char name[256];
+        for (size_t i = 0; i < 255; i++)
+                name[i] = (i % 50 == 49) ? '.' : 'a';
+        name[255] = 0;
+        char allowed[254], hosts[400];
+        memcpy(allowed, name, 253);
+        allowed[253] = 0;
+        snprintf(hosts, sizeof(hosts), "127.0.0.1 %s\n", allowed);
+        hosts_file(hosts);
+        live_start(&l, (char *[]){ allowed, "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                uint8_t rep = 0xff;
+                /* The allowed name itself works... */
+                int fd = socks_connect(l.socks_port, 3, allowed, echo, &rep);
+                if (rep != 0)
+                        _exit(10);
+                close(fd);
+                /* ...one or two more bytes do not. */
+                for (int extra = 1; extra <= 2; extra++) {
+                        char longer[256];
+                        memcpy(longer, name, 253 + (size_t)extra);
+                        longer[253 + extra] = 0;
+                        fd = socks_connect(l.socks_port, 3, longer, echo, &rep);
+                        if (rep != 0x02) {
+                                fprintf(stderr, "length %d: rep %u\n", 253 + extra, rep);
+                                _exit(10 + extra);
+                        }
+                        close(fd);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.connect"), 1);
+        cr_expect_eq(count_events("net.denied"), 2);
+        json_t *d = find_event("net.denied", 0);
+        cr_assert_not_null(d);
+        cr_expect(strstr(field_str(d, "reason"), "longer than 253") != NULL, "%s", field_str(d, "reason"));
+        live_stop(&l);
+}
+
 Test(live, name_resolving_to_loopback_refused_unless_range_allowed)
 {
         Live l;
@@ -727,6 +1058,211 @@ Test(live, absolute_form_http_forwarded)
         json_t *e = find_event("net.connect", 0);
         cr_assert_not_null(e);
         cr_expect_str_eq(field_str(e, "proto"), "http");
+        live_stop(&l);
+}
+
+static uint16_t start_recording_server(void)
+{
+        snprintf(record_path, sizeof(record_path), "/tmp/aj-test-rec-XXXXXX");
+        int fd = mkstemp(record_path);
+        cr_assert(fd >= 0);
+        close(fd);
+        keepalive_server = true;
+        uint16_t port = start_server("127.0.0.1");
+        keepalive_server = false;
+        return port;
+}
+
+static char *recorded(void)
+{
+        static char buf[1 << 16];
+        int fd = open(record_path, O_RDONLY | O_CLOEXEC);
+        cr_assert(fd >= 0);
+        ssize_t n = read_full(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = 0;
+        return buf;
+}
+
+/* Sends `text` (in parts split at '|', a pause between them), reads the answer to EOF. */
+static void http_exchange(uint16_t proxy, const char *text, char *answer, size_t alen)
+{
+        int fd = tcp_connect("127.0.0.1", proxy);
+        const char *p = text;
+        for (;;) {
+                const char *bar = strchr(p, '|');
+                size_t n = bar ? (size_t)(bar - p) : strlen(p);
+                if (write_full(fd, p, n) < 0)
+                        break;
+                if (!bar)
+                        break;
+                usleep(200 * 1000);
+                p = bar + 1;
+        }
+        /* Read one answer as a client does: the head, then Content-Length bytes (or to EOF). */
+        size_t got = 0;
+        answer[0] = 0;
+        for (;;) {
+                char *end = strstr(answer, "\r\n\r\n");
+                if (end) {
+                        char *cl = strcasestr(answer, "\r\nContent-Length:");
+                        if (cl && cl < end && got >= (size_t)(end + 4 - answer) + strtoul(cl + 17, NULL, 10))
+                                break;
+                }
+                ssize_t n = read(fd, answer + got, alen - 1 - got);
+                if (n <= 0)
+                        break;
+                got += (size_t)n;
+                answer[got] = 0;
+        }
+        close(fd);
+}
+
+static int count_str(const char *hay, const char *needle)
+{
+        int n = 0;
+        for (const char *q = hay; (q = strstr(q, needle)); q++)
+                n++;
+        return n;
+}
+
+/* A second request pipelined on a plain HTTP connection never reaches any upstream, even
+ * one that would answer it: one request per connection, the client told so. */
+Test(live, http_pipelined_request_not_relayed)
+{
+        Live l;
+        uint16_t web = start_recording_server();
+        hosts_file("127.0.0.1 web.test evil.test\n");
+        live_start(&l, (char *[]){ "web.test", "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char req[1024], answer[8192];
+                /* Both requests in one write, and the second arriving after the first was relayed. */
+                for (int split = 0; split < 2; split++) {
+                        snprintf(req, sizeof(req),
+                                 "GET http://web.test:%u/one HTTP/1.1\r\nHost: web.test:%u\r\n\r\n%s"
+                                 "GET http://evil.test:%u/secret HTTP/1.1\r\nHost: evil.test:%u\r\n\r\n",
+                                 web, web, split ? "|" : "", web, web);
+                        http_exchange(l.http_port, req, answer, sizeof(answer));
+                        if (count_str(answer, "HTTP/1.1 200 OK\r\n") != 1 || !strstr(answer, "GET /one ") ||
+                            !strstr(answer, "\r\nConnection: close\r\n") || strstr(answer, "keep-alive")) {
+                                fprintf(stderr, "answer %d: %s\n", split, answer);
+                                _exit(1 + split);
+                        }
+                }
+                /* A body framed by chunked encoding, then another request. */
+                snprintf(req, sizeof(req),
+                         "POST http://web.test:%u/up HTTP/1.1\r\nHost: web.test:%u\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "5\r\nhello\r\n|6\r\n world\r\n0\r\n\r\nGET http://evil.test:%u/secret HTTP/1.1\r\n"
+                         "Host: evil.test:%u\r\n\r\n",
+                         web, web, web, web);
+                http_exchange(l.http_port, req, answer, sizeof(answer));
+                if (count_str(answer, "HTTP/1.1 200 OK\r\n") != 1 || !strstr(answer, "6\r\n world\r\n0\r\n\r\n")) {
+                        fprintf(stderr, "chunked answer: %s\n", answer);
+                        _exit(3);
+                }
+                /* Content-Length, sent in two parts, and more bytes after it. */
+                snprintf(req, sizeof(req),
+                         "POST http://web.test:%u/up HTTP/1.1\r\nHost: web.test:%u\r\nContent-Length: 10\r\n\r\n"
+                         "01234|56789GET http://evil.test:%u/secret HTTP/1.1\r\nHost: evil.test:%u\r\n\r\n",
+                         web, web, web, web);
+                http_exchange(l.http_port, req, answer, sizeof(answer));
+                if (count_str(answer, "HTTP/1.1 200 OK\r\n") != 1 || !strstr(answer, "\r\n\r\n0123456789")) {
+                        fprintf(stderr, "length answer: %s\n", answer);
+                        _exit(4);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        const char *rec = recorded();
+        cr_expect(strstr(rec, "secret") == NULL && strstr(rec, "evil.test") == NULL, "reached upstream: %s", rec);
+        cr_expect_eq(count_str(rec, "GET /one HTTP/1.1\r\n"), 2, "%s", rec);
+        cr_expect_eq(count_events("net.connect"), 4);
+        cr_expect_eq(count_events("net.denied"), 4);
+        for (size_t i = 0; i < 4; i++) {
+                json_t *d = find_event("net.denied", i);
+                cr_assert_not_null(d);
+                cr_expect_str_eq(field_str(d, "host"), "evil.test");
+                cr_expect(strstr(field_str(d, "reason"), "not relayed") != NULL);
+        }
+        live_stop(&l);
+}
+
+/* One request, the answer read to EOF: the proxy ends the connection when the answer is
+ * complete, though this server keeps its side open (it ignores "Connection: close"). */
+static void http_exchange_to_eof(uint16_t proxy, const char *text, char *answer, size_t alen)
+{
+        int fd = tcp_connect("127.0.0.1", proxy);
+        write_full(fd, text, strlen(text));
+        ssize_t n = read_full(fd, answer, alen - 1);
+        answer[n > 0 ? n : 0] = 0;
+        close(fd);
+}
+
+Test(live, http_answer_framed_and_connection_ended)
+{
+        Live l;
+        uint16_t web = start_recording_server();
+        hosts_file("127.0.0.1 web.test\n");
+        live_start(&l, (char *[]){ "web.test", "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                alarm(20); /* a connection left open would hang here */
+                char req[512], answer[8192];
+                static const char *const paths[] = { "GET /length", "GET /chunked", "HEAD /head" };
+                for (int i = 0; i < 3; i++) {
+                        const char *sp = strchr(paths[i], ' ');
+                        snprintf(req, sizeof(req), "%.*s http://web.test:%u%s HTTP/1.1\r\nHost: web.test:%u\r\n\r\n",
+                                 (int)(sp - paths[i]), paths[i], web, sp + 1, web);
+                        http_exchange_to_eof(l.http_port, req, answer, sizeof(answer));
+                        if (!strstr(answer, "HTTP/1.1 200 OK\r\n") || !strstr(answer, "Connection: close\r\n")) {
+                                fprintf(stderr, "%s: %s\n", paths[i], answer);
+                                _exit(1 + i);
+                        }
+                        if (i == 1 && !strstr(answer, "\r\n0\r\n\r\n")) {
+                                fprintf(stderr, "chunked: %s\n", answer);
+                                _exit(10);
+                        }
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.connect"), 3);
+        live_stop(&l);
+}
+
+/* The Host header must name the checked authority; smuggling forms are refused whole. */
+Test(live, http_host_mismatch_and_bare_cr_refused)
+{
+        Live l;
+        uint16_t web = start_recording_server();
+        hosts_file("127.0.0.1 web.test evil.test\n");
+        live_start(&l, (char *[]){ "web.test", "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char req[1024], answer[8192];
+                snprintf(req, sizeof(req), "GET http://web.test:%u/ HTTP/1.1\r\nHost: evil.test:%u\r\n\r\n", web, web);
+                http_exchange(l.http_port, req, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 400 ") || !strstr(answer, "does not match")) {
+                        fprintf(stderr, "mismatch: %s\n", answer);
+                        _exit(1);
+                }
+                snprintf(req, sizeof(req), "GET http://web.test:%u/ HTTP/1.1\r\nHost: web.test:%u\r\nX: 1\rY: 2\r\n\r\n",
+                         web, web);
+                http_exchange(l.http_port, req, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 400 ") || !strstr(answer, "bare CR")) {
+                        fprintf(stderr, "bare CR: %s\n", answer);
+                        _exit(2);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_str_eq(recorded(), "");
+        cr_expect_eq(count_events("net.denied"), 1);
+        json_t *d = find_event("net.denied", 0);
+        cr_assert_not_null(d);
+        cr_expect_str_eq(field_str(d, "host"), "web.test");
+        cr_expect(strstr(field_str(d, "reason"), "Host header does not match") != NULL);
         live_stop(&l);
 }
 
@@ -954,5 +1490,93 @@ Test(live, bench_1GiB_and_connection_rate, .timeout = 120)
         read_full(pfd[0], line, sizeof(line) - 1);
         close(pfd[0]);
         fprintf(stderr, "proxy bench: %s", line);
+        live_stop(&l);
+}
+
+/* ------------------------------------------------------------------ this host's addresses */
+
+/* A network namespace of this test's own (criterion runs each test in its own process):
+ * addresses can be added and removed without touching the host. */
+static void private_netns(void)
+{
+        if (unshare(CLONE_NEWNET) < 0)
+                cr_skip_test("unshare(CLONE_NEWNET): %s (needs root)", strerror(errno));
+        cr_assert_eq(system("ip link set lo up"), 0);
+}
+
+static bool set_has(const AjNetAddrSet *s, const char *text)
+{
+        struct sockaddr_storage ss = {};
+        if (inet_pton(AF_INET, text, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+                ss.ss_family = AF_INET;
+        else {
+                cr_assert_eq(inet_pton(AF_INET6, text, &((struct sockaddr_in6 *)&ss)->sin6_addr), 1);
+                ss.ss_family = AF_INET6;
+        }
+        return aj_net_addr_set_contains(s, (struct sockaddr *)&ss);
+}
+
+Test(host_addrs, follows_changes)
+{
+        private_netns();
+        _cleanup_(aj_host_addrs_freep) AjHostAddrs *h = NULL;
+        const AjNetAddrSet *s;
+        cr_assert_eq(aj_host_addrs_new(&h), 0);
+        cr_assert_eq(aj_host_addrs_get(h, &s), 0);
+        cr_expect(set_has(s, "127.0.0.1"));
+        cr_expect(!set_has(s, "203.0.113.77"));
+        unsigned reads = aj_host_addrs_reads(h);
+        cr_assert_eq(aj_host_addrs_get(h, &s), 0);
+        cr_expect_eq(aj_host_addrs_reads(h), reads, "no change, no re-read");
+
+        cr_assert_eq(system("ip addr add 203.0.113.77/32 dev lo && ip addr add 2001:db8::77/128 dev lo nodad"), 0);
+        cr_assert_eq(aj_host_addrs_get(h, &s), 0);
+        cr_expect(set_has(s, "203.0.113.77"), "an added address is seen at the next lookup");
+        cr_expect(set_has(s, "2001:db8::77"));
+        cr_assert_eq(system("ip addr del 203.0.113.77/32 dev lo"), 0);
+        cr_assert_eq(aj_host_addrs_get(h, &s), 0);
+        cr_expect(!set_has(s, "203.0.113.77"), "a removed address is gone at the next lookup");
+}
+
+/* An allowed name resolving to an address of this host (here a documentation-range address
+ * on lo, which is not "internal") is refused, with the reason; another name works. */
+Test(live, name_resolving_to_own_address_refused)
+{
+        private_netns();
+        cr_assert_eq(system("ip addr add 203.0.113.77/32 dev lo"), 0);
+        Live l;
+        uint16_t echo = start_server("203.0.113.77");
+        hosts_file("203.0.113.77 own.test\n");
+        live_start(&l, (char *[]){ "own.test", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                snprintf(target, sizeof(target), "own.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "403") || !strstr(answer, "an address of this host")) {
+                        fprintf(stderr, "answer: %s\n", answer);
+                        _exit(1);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        json_t *d = find_event("net.denied", 0);
+        cr_assert_not_null(d);
+        cr_expect_str_eq(field_str(d, "address"), "203.0.113.77");
+        cr_expect(strstr(field_str(d, "reason"), "an address of this host") != NULL, "%s", field_str(d, "reason"));
+        live_stop(&l);
+
+        /* Named by an address rule: allowed. */
+        json_array_clear(events);
+        live_start(&l, (char *[]){ "own.test", "203.0.113.77", NULL }, NULL);
+        pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                snprintf(target, sizeof(target), "own.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                _exit(strstr(answer, " 200 ") ? 0 : 1);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.denied"), 0);
         live_stop(&l);
 }
