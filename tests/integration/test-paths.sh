@@ -74,9 +74,15 @@ run_jail --rw /etc -- /bin/sh -c "echo x > /etc/$MARK"
 refused "--rw /etc" "--rw: refusing '/etc': it is '/etc', the system's configuration .rule: the system's own directories are never mounted writable"
 ok "--rw /etc: nothing was written to the host's /etc" test ! -e "/etc/$MARK"
 rm -f "/etc/$MARK"
-P=$(write_profile rw-usr '{"extends": "default", "filesystem": {"rw": ["/usr/local:/opt/local"], "allow_sensitive": ["/usr", "/usr/local"]}}')
+# /usr/bin holds no agentjail file: before the rule, the agent wrote root-owned programs there.
+run_jail --rw /usr/bin:/opt/bin -- /bin/sh -c "echo x > /opt/bin/$MARK"
+refused "--rw /usr/bin" "--rw: refusing '/usr/bin': it is inside '/usr', the system's programs and libraries .rule: the system's own directories"
+ok "--rw /usr/bin: nothing was written to the host's /usr/bin" test ! -e "/usr/bin/$MARK"
+rm -f "/usr/bin/$MARK"
+# /var is a generic place too, but as a whole (root's crontab, dpkg's scripts) it is the system's.
+P=$(write_profile rw-var '{"extends": "default", "filesystem": {"rw": ["/var:/opt/var"], "allow_sensitive": ["/var"]}}')
 run_jail -p "$P" -- /bin/true
-refused "filesystem.rw inside /usr, even with allow_sensitive" "filesystem.rw: refusing '/usr/local': it is inside '/usr'.*never mounted writable"
+refused "filesystem.rw /var, even with allow_sensitive" "filesystem.rw: refusing '/var': it is '/var', the system's variable data .rule: the system's own directories"
 run_jail --rw /:/host -- /bin/true
 refused "--rw /" "--rw: refusing '/': it is '/'"
 
