@@ -1219,8 +1219,9 @@ static int setup_meter_and_broker(Run *run)
         return 0;
 }
 
-/* What a workspace or an rw bind must never be or contain (src/mount.h): the generic
- * places, home directories, and agentjail's own state, runtime and config dirs and binary. */
+/* The places the workspace and the binds are checked against (src/mount.h): the system's
+ * own trees, the generic places, home directories, and agentjail's own state, runtime and
+ * config dirs and binary. */
 static int build_sensitive(Run *run, const char *exe, const char *host_home, AjSensitiveList *ret)
 {
         _cleanup_strv_free_ char **dirs = NULL;

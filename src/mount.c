@@ -143,6 +143,7 @@ struct AjMountPlan {
         char **allow_sensitive;   /* strv: the profile's allow_sensitive, resolved */
         char **sensitive_allowed; /* strv: what allow_sensitive let through */
         size_t n_sensitive_allowed;
+        AjSensitiveList fixed_places; /* when the context gives no list: the fixed places */
 };
 
 /* ---- small path helpers (pure) ---------------------------------------- */
@@ -277,19 +278,62 @@ static void closedirp(DIR **d)
                 closedir(*d);
 }
 
-AjSensitiveVerdict aj_sensitive_check(const char *path, const AjSensitiveList *places, char *const *allow,
-                                      size_t *ret_place)
+enum {
+        REL_IS = 1 << 0,
+        REL_CONTAINS = 1 << 1, /* the path is an ancestor of the place */
+        REL_INSIDE = 1 << 2,   /* the path is below the place */
+        REL_ANY = REL_IS | REL_CONTAINS | REL_INSIDE,
+};
+
+/* The rules (src/mount.h AjPlaceRule): the relations each refuses, per access. */
+static const struct {
+        unsigned refuse[2]; /* [AJ_ACCESS_OWNER], [AJ_ACCESS_READ] */
+        bool opt_out;
+} place_rules[] = {
+        [AJ_PLACE_GENERIC] = { { REL_IS | REL_CONTAINS, REL_IS | REL_CONTAINS }, true },
+        [AJ_PLACE_SYSTEM_TREE] = { { REL_ANY, 0 }, false },
+        [AJ_PLACE_SYSTEM_DIR] = { { REL_IS | REL_CONTAINS, 0 }, false },
+        [AJ_PLACE_AGENTJAIL_DATA] = { { REL_ANY, REL_ANY }, false },
+        [AJ_PLACE_AGENTJAIL_CODE] = { { REL_ANY, 0 }, false },
+};
+
+bool aj_place_rule_opt_out(AjPlaceRule rule)
+{
+        return (size_t) rule < ARRAY_SIZE(place_rules) && place_rules[rule].opt_out;
+}
+
+static unsigned relation(const char *path, const char *place)
+{
+        if (streq(path, place))
+                return REL_IS;
+        if (path_under(place, path))
+                return REL_CONTAINS;
+        if (path_under(path, place))
+                return REL_INSIDE;
+        return 0;
+}
+
+static bool place_refuses(const AjSensitivePlace *pl, const char *path, AjAccess access)
+{
+        /* An unknown rule or access refuses everything: fail closed. */
+        if ((size_t) pl->rule >= ARRAY_SIZE(place_rules) || (access != AJ_ACCESS_OWNER && access != AJ_ACCESS_READ))
+                return true;
+        return (relation(path, pl->path) & place_rules[pl->rule].refuse[access]) != 0;
+}
+
+AjSensitiveVerdict aj_sensitive_check(const char *path, AjAccess access, const AjSensitiveList *places,
+                                      char *const *allow, size_t *ret_place)
 {
         AjSensitiveVerdict v = AJ_SENSITIVE_NONE;
         size_t first_allowed = 0;
 
         if (!path || !places)
                 return AJ_SENSITIVE_NONE;
-        /* agentjail's own places first: nothing lets a run expose them. */
+        /* The rules nothing lets a run opt out of first. */
         for (size_t i = 0; i < places->n; i++) {
                 const AjSensitivePlace *pl = &places->items[i];
 
-                if (pl->agentjail && (path_under(pl->path, path) || path_under(path, pl->path))) {
+                if (!aj_place_rule_opt_out(pl->rule) && place_refuses(pl, path, access)) {
                         if (ret_place)
                                 *ret_place = i;
                         return AJ_SENSITIVE_REFUSED;
@@ -299,7 +343,7 @@ AjSensitiveVerdict aj_sensitive_check(const char *path, const AjSensitiveList *p
                 const AjSensitivePlace *pl = &places->items[i];
                 bool allowed = false;
 
-                if (pl->agentjail || !path_under(pl->path, path))
+                if (!aj_place_rule_opt_out(pl->rule) || !place_refuses(pl, path, access))
                         continue;
                 for (char *const *a = allow; a && *a; a++)
                         if (streq(*a, pl->path))
@@ -358,7 +402,7 @@ static int resolve_prefix(const char *path, char **ret)
         }
 }
 
-int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, bool agentjail)
+int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule)
 {
         _cleanup_free_ char *real = NULL;
         AjSensitivePlace *n;
@@ -368,17 +412,20 @@ int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what
                 return -EINVAL;
         r = resolve_prefix(path, &real);
         if (r == -EINVAL) {
-                /* Relative or with "..": what exists is resolved; agentjail's own places
-                 * must be (AGENTJAIL_STATE_DIR=state is inside the cwd), others are skipped. */
+                /* Relative or with "..": what exists is resolved; a place no profile can
+                 * opt out of must be (AGENTJAIL_STATE_DIR=state is inside the cwd), others
+                 * are skipped. */
                 real = realpath(path, NULL);
                 if (!real)
-                        return agentjail ? -EINVAL : 0;
+                        return aj_place_rule_opt_out(rule) ? 0 : -EINVAL;
                 r = 0;
         }
         if (r < 0)
                 return r;
+        if ((size_t) rule >= ARRAY_SIZE(place_rules))
+                return -EINVAL;
         for (size_t i = 0; i < l->n; i++)
-                if (streq(l->items[i].path, real) && l->items[i].agentjail == agentjail)
+                if (streq(l->items[i].path, real) && l->items[i].rule == rule)
                         return 0;
         if (l->n >= MAX_STEPS)
                 return -E2BIG;
@@ -386,7 +433,7 @@ int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what
         if (!n)
                 return -ENOMEM;
         l->items = n;
-        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(real), .what = what, .agentjail = agentjail };
+        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(real), .what = what, .rule = rule };
         return 0;
 }
 
@@ -415,7 +462,7 @@ static int add_passwd_homes(AjSensitiveList *l, const char *file)
                         continue;
                 if (!pw->pw_dir || pw->pw_dir[0] != '/' || streq(pw->pw_dir, "/"))
                         continue;
-                r = aj_sensitive_list_add(l, pw->pw_dir, "a user's home directory", false);
+                r = aj_sensitive_list_add(l, pw->pw_dir, "a user's home directory", AJ_PLACE_GENERIC);
                 if (r < 0)
                         return r;
         }
@@ -439,7 +486,7 @@ static int add_dir_entries(AjSensitiveList *l, const char *root)
                 p = path_join(root, de->d_name);
                 if (!p)
                         return -ENOMEM;
-                r = aj_sensitive_list_add(l, p, "a user's home directory", false);
+                r = aj_sensitive_list_add(l, p, "a user's home directory", AJ_PLACE_GENERIC);
                 if (r < 0)
                         return r;
                 n++;
@@ -451,16 +498,35 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
 {
         static const struct {
                 const char *path, *what;
+                AjPlaceRule rule;
         } fixed[] = {
-                { "/tmp", "temporary files and sockets of every user" },
-                { "/var/tmp", "temporary files of every user" },
-                { "/dev/shm", "shared memory of every user" },
-                { "/run", "the system's sockets and runtime state" },
-                { "/root", "root's home directory" },
-                { "/var", "the system's variable data" },
-                { "/var/lib", "the system's service state" },
-                { "/srv", "the system's served data" },
-                { "/home", "every user's home directory" },
+                /* The system itself: an agent acting as their owner is root on the host. */
+                { "/", "the host's root directory", AJ_PLACE_SYSTEM_DIR },
+                { "/usr", "the system's programs and libraries", AJ_PLACE_SYSTEM_TREE },
+                { "/bin", "the system's programs", AJ_PLACE_SYSTEM_TREE },
+                { "/sbin", "the system's programs", AJ_PLACE_SYSTEM_TREE },
+                { "/lib", "the system's libraries", AJ_PLACE_SYSTEM_TREE },
+                { "/lib32", "the system's libraries", AJ_PLACE_SYSTEM_TREE },
+                { "/lib64", "the system's libraries", AJ_PLACE_SYSTEM_TREE },
+                { "/libx32", "the system's libraries", AJ_PLACE_SYSTEM_TREE },
+                { "/etc", "the system's configuration", AJ_PLACE_SYSTEM_TREE },
+                { "/boot", "the system's kernels and boot loader", AJ_PLACE_SYSTEM_TREE },
+                { "/proc", "the host's processes", AJ_PLACE_SYSTEM_TREE },
+                { "/sys", "the host's kernel objects", AJ_PLACE_SYSTEM_TREE },
+                { "/dev", "the host's devices", AJ_PLACE_SYSTEM_TREE },
+                { "/var", "the system's variable data", AJ_PLACE_SYSTEM_DIR },
+                { "/run", "the system's sockets and runtime state", AJ_PLACE_SYSTEM_DIR },
+                { "/home", "every user's home directory", AJ_PLACE_SYSTEM_DIR },
+                /* Shared with other users and services, or someone's files: opt-out possible. */
+                { "/tmp", "temporary files and sockets of every user", AJ_PLACE_GENERIC },
+                { "/var/tmp", "temporary files of every user", AJ_PLACE_GENERIC },
+                { "/dev/shm", "shared memory of every user", AJ_PLACE_GENERIC },
+                { "/run", "the system's sockets and runtime state", AJ_PLACE_GENERIC },
+                { "/root", "root's home directory", AJ_PLACE_GENERIC },
+                { "/var", "the system's variable data", AJ_PLACE_GENERIC },
+                { "/var/lib", "the system's service state", AJ_PLACE_GENERIC },
+                { "/srv", "the system's served data", AJ_PLACE_GENERIC },
+                { "/home", "every user's home directory", AJ_PLACE_GENERIC },
         };
         _cleanup_(aj_sensitive_list_done) AjSensitiveList l = { 0 };
         int r;
@@ -468,27 +534,29 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
         if (!src || !ret)
                 return -EINVAL;
         for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
-                if ((r = aj_sensitive_list_add(&l, fixed[i].path, fixed[i].what, false)) < 0)
+                if ((r = aj_sensitive_list_add(&l, fixed[i].path, fixed[i].what, fixed[i].rule)) < 0)
                         return r;
         if (src->host_home && (r = aj_sensitive_list_add(&l, src->host_home, "the invoking user's home directory",
-                                                         false)) < 0)
+                                                         AJ_PLACE_GENERIC)) < 0)
                 return r;
         if (src->passwd && (r = add_passwd_homes(&l, src->passwd)) < 0)
                 return r;
         if (src->home_root && (r = add_dir_entries(&l, src->home_root)) < 0)
                 return r;
         if (src->state_root && (r = aj_sensitive_list_add(&l, src->state_root, "agentjail's state dir "
-                                                          "(run records, the seccomp cache)", true)) < 0)
+                                                          "(run records, the seccomp cache)",
+                                                          AJ_PLACE_AGENTJAIL_DATA)) < 0)
                 return r;
         if (src->runtime_root && (r = aj_sensitive_list_add(&l, src->runtime_root, "agentjail's runtime dir "
-                                                            "(control sockets)", true)) < 0)
+                                                            "(control sockets)", AJ_PLACE_AGENTJAIL_DATA)) < 0)
                 return r;
-        if (src->exe && (r = aj_sensitive_list_add(&l, src->exe, "the agentjail executable", true)) < 0)
+        if (src->exe && (r = aj_sensitive_list_add(&l, src->exe, "the agentjail executable",
+                                                   AJ_PLACE_AGENTJAIL_CODE)) < 0)
                 return r;
         /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
         for (char *const *d = src->config_dirs; d && *d; d++)
                 if ((*d)[0] == '/' && (r = aj_sensitive_list_add(&l, *d, "an agentjail profile or config dir",
-                                                                 true)) < 0)
+                                                                 AJ_PLACE_AGENTJAIL_CODE)) < 0)
                         return r;
         *ret = l;
         l = (AjSensitiveList){ 0 };
@@ -552,22 +620,6 @@ static int add_step(AjMountPlan *plan, StepKind kind, StepOrigin origin, char *s
                 return -ENOMEM;
         }
         return plan_add(plan, &s);
-}
-
-/* Workspaces that would hand the agent (or its owner's ids) the system itself. */
-static bool refused_workspace(const char *p)
-{
-        static const char *const exact[] = { "/", "/bin", "/sbin", "/var", "/run", "/home" };
-        static const char *const tree[] = { "/usr", "/etc", "/boot", "/proc", "/sys", "/dev" };
-
-        for (size_t i = 0; i < ARRAY_SIZE(exact); i++)
-                if (streq(p, exact[i]))
-                        return true;
-        for (size_t i = 0; i < ARRAY_SIZE(tree); i++)
-                if (path_under(p, tree[i]))
-                        return true;
-        /* /lib, /lib32, /lib64, /libx32 */
-        return strncmp(p, "/lib", 4) == 0 && !strchr(p + 1, '/');
 }
 
 static int check_target(const char *field, const char *target, char **ret_error)
@@ -718,34 +770,55 @@ static int open_source(const char *path, char **ret_real, struct stat *ret_st)
         return *ret_real ? 0 : -ENOMEM;
 }
 
-static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                           char **ret_error)
+/* Why a rule refused, for the message (after "(rule: "). */
+static const char *rule_reason(AjPlaceRule rule, AjAccess access)
 {
+        switch (rule) {
+        case AJ_PLACE_GENERIC:
+                return access == AJ_ACCESS_READ
+                               ? "sensitive places are not mounted, even read-only: the host's Unix sockets in "
+                                 "them still accept connections and their files may be secrets; bind a "
+                                 "subdirectory, or add"
+                               : "sensitive places are never mounted writable or as the workspace; run from a "
+                                 "project directory, or add";
+        case AJ_PLACE_SYSTEM_TREE:
+        case AJ_PLACE_SYSTEM_DIR:
+                return "the system's own directories are never mounted writable or as the workspace: there "
+                       "the agent acts as their owner, root";
+        default:
+                if (access == AJ_ACCESS_READ)
+                        return "agentjail's state and runtime dirs are never mounted, even read-only: they "
+                               "hold other runs' records and the control sockets";
+                return "agentjail's own files are never mounted writable; an agent that can write there "
+                       "controls the operator's next runs";
+        }
+}
+
+static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
+                           AjAccess access, char **ret_error)
+{
+        const AjSensitiveList *l = ctx->sensitive ? ctx->sensitive : &plan->fixed_places;
         size_t i = 0;
-        AjSensitiveVerdict v = aj_sensitive_check(real, ctx->sensitive, plan->allow_sensitive, &i);
-        const AjSensitivePlace *pl = v == AJ_SENSITIVE_NONE ? NULL : &ctx->sensitive->items[i];
-        const char *how = !pl                      ? ""
-                          : streq(pl->path, real)  ? "it is"
+        AjSensitiveVerdict v = aj_sensitive_check(real, access, l, plan->allow_sensitive, &i);
+        const AjSensitivePlace *pl = v == AJ_SENSITIVE_NONE ? NULL : &l->items[i];
+        const char *how = !pl                          ? ""
+                          : streq(pl->path, real)      ? "it is"
                           : path_under(pl->path, real) ? "it contains"
-                                                   : "it is inside";
+                                                       : "it is inside";
         char *line = NULL;
         char **n;
 
         if (v == AJ_SENSITIVE_NONE)
                 return 0;
         if (v == AJ_SENSITIVE_REFUSED) {
-                if (pl->agentjail)
-                        return format_error(ret_error,
-                                            "%s: refusing '%s': %s '%s', %s; an agent that can write there "
-                                            "controls the operator's next runs (rule: agentjail's own files are "
-                                            "never mounted writable)",
-                                            field, real, how, pl->path, pl->what),
+                if (aj_place_rule_opt_out(pl->rule))
+                        return format_error(ret_error, "%s: refusing '%s': %s '%s', %s (rule: %s \"%s\" to "
+                                            "filesystem.allow_sensitive)",
+                                            field, real, how, pl->path, pl->what, rule_reason(pl->rule, access),
+                                            pl->path),
                                -EPERM;
-                return format_error(ret_error,
-                                    "%s: refusing '%s': %s '%s', %s (rule: sensitive places are never "
-                                    "mounted writable; run from a project directory, or add \"%s\" to "
-                                    "filesystem.allow_sensitive)",
-                                    field, real, how, pl->path, pl->what, pl->path),
+                return format_error(ret_error, "%s: refusing '%s': %s '%s', %s (rule: %s)", field, real, how,
+                                    pl->path, pl->what, rule_reason(pl->rule, access)),
                        -EPERM;
         }
         if (asprintf(&line, "%s '%s' %s %s (%s), allowed by filesystem.allow_sensitive", field, real,
@@ -826,14 +899,9 @@ static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, cons
         bool link_src = S_ISLNK(st.st_mode);
         _cleanup_free_ char *real = NULL;
 
-        /* A read-only bind is not judged by where it leads (a plain stat is cheaper on the
-         * start-up path); a writable one is judged by its real path. */
-        if (writable)
-                r = open_source(src, &real, &st);
-        else {
-                r = stat(src, &st) < 0 ? negative_errno() : 0;
-                real = r < 0 ? NULL : TAKE_PTR(src);
-        }
+        /* Every bind is judged by where it leads: a read-only one too (its sockets still
+         * accept connections, its files are read). */
+        r = open_source(src, &real, &st);
         if (r == -ENOENT && b->optional)
                 return 0;
         if (r < 0 && link_src)
@@ -842,11 +910,9 @@ static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, cons
                        r;
         if (r < 0)
                 return format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
-        if (writable) {
-                r = check_sensitive(plan, ctx, field, real, ret_error);
-                if (r < 0)
-                        return r;
-        }
+        r = check_sensitive(plan, ctx, field, real, writable ? AJ_ACCESS_OWNER : AJ_ACCESS_READ, ret_error);
+        if (r < 0)
+                return r;
 
         r = add_step(plan, STEP_BIND, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(real), TAKE_PTR(tgt), NULL, NULL,
                      writable ? MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
@@ -881,13 +947,9 @@ static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountCo
                 return format_error(ret_error, "%s: '%s' does not exist", field, src), r;
         if (r < 0)
                 return format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
-        if (refused_workspace(real) || refused_workspace(src))
-                return format_error(ret_error,
-                                    "%s: refusing '%s' as the workspace: it is a system directory; "
-                                    "run agentjail from a project directory",
-                                    field, real),
-                       -EPERM;
-        r = check_sensitive(plan, ctx, field, real, ret_error);
+        /* Every mode: the workspace is idmapped, so even read-only the agent reads as its
+         * owner (a root-owned /etc's shadow file), and an overlay's lower layer is read so. */
+        r = check_sensitive(plan, ctx, field, real, AJ_ACCESS_OWNER, ret_error);
         if (r < 0)
                 return r;
         if (!S_ISDIR(st.st_mode))
@@ -1170,6 +1232,12 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
         r = resolve_allow_sensitive(plan, p, ctx, &err);
         if (r < 0)
                 goto fail;
+        /* No list from the caller: the fixed places still hold (fail closed). */
+        if (!ctx->sensitive) {
+                r = aj_sensitive_list_build(&(AjSensitiveSources){ 0 }, &plan->fixed_places);
+                if (r < 0)
+                        goto fail;
+        }
 
         r = add_step(plan, STEP_PRIVATE, ORIGIN_NONE, NULL, NULL, NULL, NULL, 0, true);
         if (r < 0)
@@ -1988,6 +2056,7 @@ void aj_mount_plan_free(AjMountPlan *plan)
         for (size_t i = 0; i < plan->n_sensitive_allowed; i++)
                 free(plan->sensitive_allowed[i]);
         free(plan->sensitive_allowed);
+        aj_sensitive_list_done(&plan->fixed_places);
         free(plan->root);
         free(plan->workdir);
         free(plan);

@@ -13,17 +13,37 @@
 #include "profile.h"
 
 /*
- * Places on the host a workspace or a read-write bind must not expose (docs/profiles.md,
- * "Sensitive places"). A `generic` place (/tmp, a home directory, /var/lib...) refuses a
- * path that IS it or CONTAINS it, unless the profile's filesystem.allow_sensitive names
- * it. An agentjail place (state, runtime and profile dirs, this executable) refuses a
- * path that is it, contains it or is inside it, always: whoever writes there owns the
- * operator's next run.
+ * Places on the host a jail must not be handed (docs/profiles.md, "Sensitive places").
+ * Every place has a rule (the table in mount.c): which relations of a mounted path to
+ * the place are refused — the path IS the place, CONTAINS it, or is INSIDE it — for
+ * each kind of access, and whether filesystem.allow_sensitive may opt out:
+ *
+ *   OWNER access: the workspace (every mode) and rw binds. Root-started, these are
+ *   idmapped: the agent acts as the files' owner (root, for a root-owned tree), which
+ *   reads and writes past their modes.
+ *   READ access: read-only binds, seen with the jail's own unprivileged uid. Unix
+ *   sockets still accept connect() through a read-only mount, and files readable by
+ *   anyone (a home's keys, other runs' logs) are read.
  */
+typedef enum {
+        AJ_PLACE_GENERIC,        /* /tmp, homes, /var/lib...: IS or CONTAINS, both accesses; opt-out */
+        AJ_PLACE_SYSTEM_TREE,    /* /usr, /etc, /boot, /lib*, /bin, /sbin, /proc, /sys, /dev: any
+                                  * relation, OWNER access; never */
+        AJ_PLACE_SYSTEM_DIR,     /* /, /var, /run, /home themselves: IS or CONTAINS, OWNER; never */
+        AJ_PLACE_AGENTJAIL_DATA, /* state and runtime dirs: any relation, both accesses; never */
+        AJ_PLACE_AGENTJAIL_CODE, /* the executable, profile and config dirs: any relation, OWNER; never
+                                  * (reading them is harmless: the jail binds the executable itself) */
+} AjPlaceRule;
+
+typedef enum {
+        AJ_ACCESS_OWNER, /* the workspace, rw binds */
+        AJ_ACCESS_READ,  /* read-only binds */
+} AjAccess;
+
 typedef struct {
         char *path;       /* absolute, symlinks resolved as far as the path exists */
         const char *what; /* "temporary files of every user", "agentjail's state dir"... */
-        bool agentjail;   /* agentjail's own: never allowed */
+        AjPlaceRule rule;
 } AjSensitivePlace;
 
 typedef struct {
@@ -37,11 +57,15 @@ typedef enum {
         AJ_SENSITIVE_REFUSED,
 } AjSensitiveVerdict;
 
+/* Whether the rule lets filesystem.allow_sensitive opt out (only AJ_PLACE_GENERIC). */
+bool aj_place_rule_opt_out(AjPlaceRule rule);
+
 /* The decision (pure): `path` and every entry of `allow` (NULL-terminated, may be NULL)
- * are absolute and resolved like the places. *ret_place is the refusing place, or for
- * AJ_SENSITIVE_ALLOWED the first allowed one. */
-AjSensitiveVerdict aj_sensitive_check(const char *path, const AjSensitiveList *places, char *const *allow,
-                                      size_t *ret_place);
+ * are absolute and resolved like the places. Rules that cannot be opted out are checked
+ * first. *ret_place is the refusing place, or for AJ_SENSITIVE_ALLOWED the first allowed
+ * one. */
+AjSensitiveVerdict aj_sensitive_check(const char *path, AjAccess access, const AjSensitiveList *places,
+                                      char *const *allow, size_t *ret_place);
 
 /* What agentjail knows it must protect, besides the fixed generic places. */
 typedef struct {
@@ -53,11 +77,12 @@ typedef struct {
         const char *home_root;     /* each directory in it is a home: "/home"; NULL: none */
 } AjSensitiveSources;
 
-/* Builds the list: fixed generic places, home directories, agentjail's own places, each
- * resolved (realpath of the longest existing prefix). */
+/* Builds the list: the fixed system and generic places, home directories, agentjail's
+ * own places, each resolved (realpath of the longest existing prefix). With an empty
+ * `src`, the fixed places alone. */
 int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret);
 /* Adds one place (resolved as above). */
-int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, bool agentjail);
+int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule);
 void aj_sensitive_list_done(AjSensitiveList *l);
 
 typedef struct {
@@ -73,7 +98,8 @@ typedef struct {
         const char *root_mountpoint; /* empty host dir the child mounts the new root's tmpfs on (only
                                       * visible in the child's mount namespace) */
         const char *overlay_dir;  /* workspace mode overlay: host dir holding upper/ and work/ */
-        const AjSensitiveList *sensitive; /* checked against the workspace and rw binds; may be NULL */
+        const AjSensitiveList *sensitive; /* checked against the workspace and every bind; NULL: the
+                                           * fixed places (aj_sensitive_list_build with no sources) */
 } AjMountContext;
 
 typedef struct AjMountPlan AjMountPlan;
@@ -109,7 +135,7 @@ const char *aj_mount_plan_workdir(const AjMountPlan *plan);
  * refused an idmapped mount (only when the profile allows AJ_DEGRADE_IDMAP). */
 bool aj_mount_plan_idmap_degraded(const AjMountPlan *plan);
 
-/* The sensitive places the profile's allow_sensitive let the workspace or an rw bind
+/* The sensitive places the profile's allow_sensitive let the workspace or a bind
  * expose, one "'SRC' (field) contains PLACE (what)" line each, NULL-terminated; NULL if none. */
 char *const *aj_mount_plan_sensitive_allowed(const AjMountPlan *plan);
 

@@ -76,7 +76,7 @@ typedef struct AjProfile {
         char *workspace_path; /* "." = cwd at run time; NULL when mode is NONE */
         AjWorkspaceMode workspace_mode;
         char *home; /* jail path of the private home (tmpfs); default "/home/agent" */
-        AjStrList allow_sensitive; /* generic sensitive places (/tmp, "~"...) the workspace or an rw
+        AjStrList allow_sensitive; /* generic sensitive places (/tmp, "~"...) the workspace or a
                                     * bind may be or contain (src/mount.h AjSensitivePlace) */
 
         /* identity */

@@ -68,6 +68,70 @@ XDG_CONFIG_HOME="$WORKSPACE/.config" run_jail -- /bin/sh -c \
 refused "a workspace containing \$XDG_CONFIG_HOME/agentjail" "refusing '$WORKSPACE': it contains '$WORKSPACE/.config/agentjail"
 ok "no profile was planted" test ! -e "$WORKSPACE/.config/agentjail/profiles/default.json"
 
+# --- the system itself as an rw bind: idmapped, a root-owned /etc or /usr is the agent's as
+# root's (it wrote /etc/shadow, the programs in /usr/bin). No profile can allow it.
+run_jail --rw /etc -- /bin/sh -c "echo x > /etc/$MARK"
+refused "--rw /etc" "--rw: refusing '/etc': it is '/etc', the system's configuration .rule: the system's own directories are never mounted writable"
+ok "--rw /etc: nothing was written to the host's /etc" test ! -e "/etc/$MARK"
+rm -f "/etc/$MARK"
+# /usr/bin holds no agentjail file: before the rule, the agent wrote root-owned programs there.
+run_jail --rw /usr/bin:/opt/bin -- /bin/sh -c "echo x > /opt/bin/$MARK"
+refused "--rw /usr/bin" "--rw: refusing '/usr/bin': it is inside '/usr', the system's programs and libraries .rule: the system's own directories"
+ok "--rw /usr/bin: nothing was written to the host's /usr/bin" test ! -e "/usr/bin/$MARK"
+rm -f "/usr/bin/$MARK"
+# /var is a generic place too, but as a whole (root's crontab, dpkg's scripts) it is the system's.
+P=$(write_profile rw-var '{"extends": "default", "filesystem": {"rw": ["/var:/opt/var"], "allow_sensitive": ["/var"]}}')
+run_jail -p "$P" -- /bin/true
+refused "filesystem.rw /var, even with allow_sensitive" "filesystem.rw: refusing '/var': it is '/var', the system's variable data .rule: the system's own directories"
+run_jail --rw /:/host -- /bin/true
+refused "--rw /" "--rw: refusing '/': it is '/'"
+
+# --- read-only binds: a Unix socket accepts connect() through a read-only mount, and a
+# home's files are read. Generic places need the opt-out; agentjail's data dirs never.
+run_jail --ro /tmp -- /bin/true
+# (The tests' state dir is under /tmp: the message may name it rather than /tmp.)
+refused "--ro /tmp" "--ro: refusing '/tmp': it (is|contains) '.*rule: .*mounted, even read-only"
+SOCK="$FAKE_HOME/agent.sock"
+python3 -c '
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o777)
+s.listen(8)
+print("listening", flush=True)
+time.sleep(60)
+' "$SOCK" >"$TEST_TMP/listener.out" 2>&1 &
+BG_PIDS+=($!)
+if wait_for_output "$TEST_TMP/listener.out" '^listening' 10; then
+        is "$(pval connect "$("$PROBE" connect-unix "$SOCK")")" OK "control: the socket in \$HOME accepts on the host"
+        HOME=$FAKE_HOME run_jail --ro "$FAKE_HOME" -- ./probe connect-unix "$SOCK"
+        refused "--ro \$HOME (an agent socket in it)" "--ro: refusing '$FAKE_HOME': it is '$FAKE_HOME', the invoking user's home directory .rule: sensitive places are not mounted, even read-only"
+        isnt "$(pval connect)" OK "--ro \$HOME refused: the socket was not reached"
+        P=$(write_profile ro-home '{"extends": "default", "filesystem": {"allow_sensitive": ["~"]}}')
+        HOME=$FAKE_HOME run_jail -p "$P" --ro "$FAKE_HOME" -- ./probe connect-unix "$SOCK"
+        is "$JAIL_RC" 0 "--ro \$HOME with allow_sensitive [\"~\"] runs" || diag "$JAIL_ERR"
+        is "$(pval connect)" OK "and the read-only bind reaches the host socket (what the opt-out allows)"
+        like "$(jq -r 'select(.type == "degraded" and .what == "sensitive") | .why' "$JAIL_RUN_DIR/events.jsonl" 2>/dev/null)" \
+                "^--ro '$FAKE_HOME' is $FAKE_HOME .*allowed by filesystem.allow_sensitive" "the opted-out --ro is recorded degraded"
+else
+        fail "started a Unix socket listener" "$(cat "$TEST_TMP/listener.out")"
+fi
+kill_bg
+P=$(write_profile ro-runtime '{"extends": "default", "filesystem": {"allow_sensitive": ["'"$AGENTJAIL_RUNTIME_DIR"'", "'"$AGENTJAIL_STATE_DIR"'"]}}')
+run_jail -p "$P" --ro "$AGENTJAIL_RUNTIME_DIR" -- /bin/true
+refused "--ro of the runtime dir (control sockets), even with allow_sensitive" "--ro: refusing '$AGENTJAIL_RUNTIME_DIR': it is '$AGENTJAIL_RUNTIME_DIR', agentjail's runtime dir.*never mounted, even read-only"
+run_jail -p "$P" --ro "$AGENTJAIL_STATE_DIR/runs" -- /bin/true
+refused "--ro of other runs' records, even with allow_sensitive" "--ro: refusing '$AGENTJAIL_STATE_DIR/runs': it is inside '$AGENTJAIL_STATE_DIR'"
+
+# --- a read-only workspace is checked as strictly (idmapped, the agent reads as the owner)
+cd /etc || exit 1
+run_jail -p strict -- /bin/true
+refused "a read-only workspace of /etc" "filesystem.workspace: refusing '/etc': it is '/etc'.*rule: the system's own directories"
+cd /tmp || exit 1
+run_jail -p strict -- /bin/true
+cd "$WORKSPACE" || exit 1
+refused "a read-only workspace of /tmp" "filesystem.workspace: refusing '/tmp': it (is|contains) '"
+
 # --- the opt-out: a generic place named in filesystem.allow_sensitive, recorded
 if [[ -d /srv ]]; then
         cat >"$TEST_TMP/profiles/srv.json" <<'JSON'

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -305,8 +306,8 @@ Test(mount, symlink_source_is_recreated, PURE)
 
         snprintf(want, sizeof(want), "symlink '%s' -> 'a'", P("/lnk"));
         cr_expect_geq(find_step(plan, want), 0, "no symlink step");
-        /* With another target the link is followed and bound. */
-        snprintf(want, sizeof(want), "bind '%s' on '/opt/x' (read-only)", P("/lnk"));
+        /* With another target the link is followed and what it leads to is bound (and judged). */
+        snprintf(want, sizeof(want), "bind '%s' on '/opt/x' (read-only)", P("/a"));
         cr_expect_geq(find_step(plan, want), 0, "no bind step for the explicit target");
         setup_free(&s);
 }
@@ -394,15 +395,21 @@ Test(mount, dangerous_workspaces_are_refused, PURE)
 
                 if (access(bad[i], F_OK) < 0)
                         continue;
-                setup_init(&s);
-                s.ctx.cwd = bad[i];
-                s.p.workspace_path = strdup(".");
-                s.p.workspace_mode = AJ_WORKSPACE_RW;
-                r = build_fail(&s, &err);
-                cr_expect_eq(r, -EPERM, "%s: %d", bad[i], r);
-                cr_expect(strstr(err, "filesystem.workspace: refusing '") == err, "%s: %s", bad[i], err);
-                free(err);
-                setup_free(&s);
+                /* Every mode: even read-only, the idmapped workspace lets the agent read as the
+                 * owner (root's /etc/shadow). */
+                for (int ro = 0; ro < 2; ro++) {
+                        setup_init(&s);
+                        s.ctx.cwd = bad[i];
+                        s.p.workspace_path = strdup(".");
+                        s.p.workspace_mode = ro ? AJ_WORKSPACE_RO : AJ_WORKSPACE_RW;
+                        r = build_fail(&s, &err);
+                        cr_expect_eq(r, -EPERM, "%s: %d", bad[i], r);
+                        cr_expect(strstr(err, "filesystem.workspace: refusing '") == err &&
+                                          strstr(err, "(rule: the system's own directories"),
+                                  "%s: %s", bad[i], err);
+                        free(err);
+                        setup_free(&s);
+                }
         }
 }
 
@@ -578,57 +585,135 @@ Test(mount, invalid_identity_is_rejected, PURE)
 /* ---- sensitive places (pure decision, then through the plan) ------------ */
 
 static AjSensitivePlace places_table[] = {
-        { "/tmp", "tmp", false },
-        { "/var/lib", "var lib", false },
-        { "/home/alice", "a home", false },
-        { "/var/lib/agentjail", "state", true },
-        { "/home/alice/.config/agentjail", "config", true },
-        { "/opt/aj/bin/agentjail", "exe", true },
+        { "/tmp", "tmp", AJ_PLACE_GENERIC },
+        { "/var/lib", "var lib", AJ_PLACE_GENERIC },
+        { "/home/alice", "a home", AJ_PLACE_GENERIC },
+        { "/var/lib/agentjail", "state", AJ_PLACE_AGENTJAIL_DATA },
+        { "/run/agentjail", "runtime", AJ_PLACE_AGENTJAIL_DATA },
+        { "/home/alice/.config/agentjail", "config", AJ_PLACE_AGENTJAIL_CODE },
+        { "/opt/aj/bin/agentjail", "exe", AJ_PLACE_AGENTJAIL_CODE },
+        { "/", "root", AJ_PLACE_SYSTEM_DIR },
+        { "/var", "var", AJ_PLACE_SYSTEM_DIR },
+        { "/etc", "etc", AJ_PLACE_SYSTEM_TREE },
+        { "/usr", "usr", AJ_PLACE_SYSTEM_TREE },
 };
 
 Test(mount, sensitive_check_table, PURE)
 {
         static const AjSensitiveList l = { places_table, ARRAY_SIZE(places_table) };
         static char *allow_tmp[] = { "/tmp", NULL };
-        static char *allow_all[] = { "/tmp", "/var/lib", "/home/alice", "/var/lib/agentjail",
-                                     "/home/alice/.config/agentjail", NULL };
-        static const struct {
+        static char *allow_all[] = { "/tmp", "/var/lib", "/home/alice", "/var/lib/agentjail", "/run/agentjail",
+                                     "/home/alice/.config/agentjail", "/", "/var", "/etc", "/usr", NULL };
+        const AjAccess W = AJ_ACCESS_OWNER, R = AJ_ACCESS_READ;
+        const struct {
                 const char *path;
+                AjAccess access;
                 char **allow;
                 AjSensitiveVerdict want;
                 const char *place; /* the refusing (or first allowed) place */
         } cases[] = {
-                { "/tmp/project", NULL, AJ_SENSITIVE_NONE, NULL },      /* inside /tmp: fine */
-                { "/tmp", NULL, AJ_SENSITIVE_REFUSED, "/tmp" },         /* is it */
-                { "/tmp", allow_tmp, AJ_SENSITIVE_ALLOWED, "/tmp" },    /* opted out */
-                { "/", allow_tmp, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* contains the state dir */
-                { "/var", NULL, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" },
-                { "/var/lib", allow_all, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* never opted out */
-                { "/var/lib/agentjail", allow_all, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" },
-                { "/var/lib/agentjail/runs/x", NULL, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* inside */
-                { "/var/lib/postgresql", NULL, AJ_SENSITIVE_NONE, NULL },
-                { "/var/lib/agentjail2", NULL, AJ_SENSITIVE_NONE, NULL }, /* a prefix, not a parent */
-                { "/home", NULL, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
-                { "/home/alice", allow_all, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
-                { "/home/alice/src", NULL, AJ_SENSITIVE_NONE, NULL },   /* a project in a home: fine */
-                { "/home/alice/.config", NULL, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
-                { "/home/alice/.config/agentjail/profiles", NULL, AJ_SENSITIVE_REFUSED,
+                /* The workspace and rw binds (the agent acts as the owner). */
+                { "/tmp/project", W, NULL, AJ_SENSITIVE_NONE, NULL },      /* inside /tmp: fine */
+                { "/tmp", W, NULL, AJ_SENSITIVE_REFUSED, "/tmp" },         /* is it */
+                { "/tmp", W, allow_tmp, AJ_SENSITIVE_ALLOWED, "/tmp" },    /* opted out */
+                { "/", W, allow_tmp, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* contains the state dir */
+                { "/var", W, NULL, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" },
+                { "/var/lib", W, allow_all, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* never opted out */
+                { "/var/lib/agentjail", W, allow_all, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" },
+                { "/var/lib/agentjail/runs/x", W, NULL, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* inside */
+                { "/var/lib/postgresql", W, NULL, AJ_SENSITIVE_NONE, NULL },
+                { "/var/lib/agentjail2", W, NULL, AJ_SENSITIVE_NONE, NULL }, /* a prefix, not a parent */
+                { "/home", W, NULL, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
+                { "/home/alice", W, allow_all, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
+                { "/home/alice/src", W, NULL, AJ_SENSITIVE_NONE, NULL },   /* a project in a home: fine */
+                { "/home/alice/.config", W, NULL, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
+                { "/home/alice/.config/agentjail/profiles", W, NULL, AJ_SENSITIVE_REFUSED,
                   "/home/alice/.config/agentjail" },
-                { "/opt/aj", NULL, AJ_SENSITIVE_REFUSED, "/opt/aj/bin/agentjail" },
-                { "/opt/aj/bin/agentjail", NULL, AJ_SENSITIVE_REFUSED, "/opt/aj/bin/agentjail" },
-                { "/opt/aj/share", NULL, AJ_SENSITIVE_NONE, NULL },
-                { "/srv/x", NULL, AJ_SENSITIVE_NONE, NULL },
+                { "/opt/aj", W, NULL, AJ_SENSITIVE_REFUSED, "/opt/aj/bin/agentjail" },
+                { "/opt/aj/bin/agentjail", W, NULL, AJ_SENSITIVE_REFUSED, "/opt/aj/bin/agentjail" },
+                { "/opt/aj/share", W, NULL, AJ_SENSITIVE_NONE, NULL },
+                { "/srv/x", W, NULL, AJ_SENSITIVE_NONE, NULL },
+                /* The system itself: never writable, whatever the profile allows. */
+                { "/etc", W, allow_all, AJ_SENSITIVE_REFUSED, "/etc" },
+                { "/etc/ssl", W, allow_all, AJ_SENSITIVE_REFUSED, "/etc" },       /* inside a system tree */
+                { "/usr/local/bin", W, allow_all, AJ_SENSITIVE_REFUSED, "/usr" },
+                { "/var/cache", W, NULL, AJ_SENSITIVE_NONE, NULL },               /* /var itself only */
+                { "/etcetera", W, NULL, AJ_SENSITIVE_NONE, NULL },
+                /* Read-only binds (the jail's own uid). */
+                { "/etc", R, NULL, AJ_SENSITIVE_NONE, NULL },                     /* the system is read */
+                { "/usr/lib", R, NULL, AJ_SENSITIVE_NONE, NULL },
+                { "/tmp", R, NULL, AJ_SENSITIVE_REFUSED, "/tmp" },                /* its sockets */
+                { "/tmp", R, allow_tmp, AJ_SENSITIVE_ALLOWED, "/tmp" },
+                { "/tmp/project", R, NULL, AJ_SENSITIVE_NONE, NULL },
+                { "/home/alice", R, NULL, AJ_SENSITIVE_REFUSED, "/home/alice" },  /* its keys */
+                { "/home/alice", R, allow_all, AJ_SENSITIVE_ALLOWED, "/home/alice" },
+                { "/home/alice/.gitconfig", R, NULL, AJ_SENSITIVE_NONE, NULL },
+                { "/home/alice/.config/agentjail", R, NULL, AJ_SENSITIVE_NONE, NULL }, /* profiles: read */
+                { "/opt/aj/bin/agentjail", R, NULL, AJ_SENSITIVE_NONE, NULL },   /* bound by the jail itself */
+                { "/var/lib/agentjail/runs/x", R, allow_all, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" },
+                { "/run/agentjail", R, allow_all, AJ_SENSITIVE_REFUSED, "/run/agentjail" }, /* control sockets */
+                { "/run", R, allow_all, AJ_SENSITIVE_REFUSED, "/run/agentjail" },
+                { "/", R, allow_all, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" },
         };
 
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 size_t at = SIZE_MAX;
-                AjSensitiveVerdict v = aj_sensitive_check(cases[i].path, &l, cases[i].allow, &at);
+                AjSensitiveVerdict v = aj_sensitive_check(cases[i].path, cases[i].access, &l, cases[i].allow, &at);
 
-                cr_expect_eq(v, cases[i].want, "%s: verdict %d, want %d", cases[i].path, v, cases[i].want);
+                cr_expect_eq(v, cases[i].want, "%s (%s): verdict %d, want %d", cases[i].path,
+                             cases[i].access == R ? "read" : "owner", v, cases[i].want);
                 if (cases[i].place)
                         cr_expect(at < l.n && streq(l.items[at].path, cases[i].place), "%s: place %s, want %s",
                                   cases[i].path, at < l.n ? l.items[at].path : "(none)", cases[i].place);
         }
+        /* An unknown access or rule refuses (fail closed). */
+        cr_expect_eq(aj_sensitive_check("/srv/x", (AjAccess) 7, &l, NULL, NULL), AJ_SENSITIVE_REFUSED);
+        {
+                AjSensitivePlace odd = { "/nowhere", "odd", (AjPlaceRule) 42 };
+                AjSensitiveList ol = { &odd, 1 };
+
+                cr_expect_eq(aj_sensitive_check("/srv/x", W, &ol, NULL, NULL), AJ_SENSITIVE_REFUSED);
+        }
+}
+
+/* The fixed places hold with no sources at all: the system's trees cannot be opted out. */
+Test(mount, sensitive_fixed_places, PURE)
+{
+        AjSensitiveList l = { 0 };
+        static const struct {
+                const char *path;
+                AjPlaceRule rule;
+        } want[] = {
+                { "/", AJ_PLACE_SYSTEM_DIR },      { "/usr", AJ_PLACE_SYSTEM_TREE },
+                { "/etc", AJ_PLACE_SYSTEM_TREE },  { "/boot", AJ_PLACE_SYSTEM_TREE },
+                { "/proc", AJ_PLACE_SYSTEM_TREE }, { "/var", AJ_PLACE_SYSTEM_DIR },
+                { "/var", AJ_PLACE_GENERIC },      { "/tmp", AJ_PLACE_GENERIC },
+                { "/root", AJ_PLACE_GENERIC },     { "/srv", AJ_PLACE_GENERIC },
+        };
+
+        cr_assert_eq(aj_sensitive_list_build(&(AjSensitiveSources){ 0 }, &l), 0);
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+                _cleanup_free_ char *real = realpath(want[i].path, NULL);
+                bool found = false;
+
+                for (size_t j = 0; j < l.n; j++)
+                        found |= streq(l.items[j].path, real ? real : want[i].path) && l.items[j].rule == want[i].rule;
+                cr_expect(found, "%s (rule %d) is a fixed place", want[i].path, want[i].rule);
+        }
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+                cr_expect_eq(aj_place_rule_opt_out(want[i].rule), want[i].rule == AJ_PLACE_GENERIC, "%s",
+                             want[i].path);
+        /* /bin, /lib are /usr/bin, /usr/lib on merged-/usr hosts: refused either way (the
+         * plan judges a bind by its real path). */
+        static const char *const sys[] = { "/bin", "/lib", "/sbin", "/usr/bin", "/etc/ssl" };
+        for (size_t i = 0; i < ARRAY_SIZE(sys); i++) {
+                _cleanup_free_ char *real = realpath(sys[i], NULL);
+
+                if (real)
+                        cr_expect_eq(aj_sensitive_check(real, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_REFUSED,
+                                     "%s", real);
+        }
+        aj_sensitive_list_done(&l);
 }
 
 Test(mount, sensitive_list_resolves_symlinks_and_missing_tails, PURE)
@@ -654,10 +739,10 @@ Test(mount, sensitive_list_resolves_symlinks_and_missing_tails, PURE)
         cr_assert_eq(aj_sensitive_list_build(&src, &l), 0);
         bool state = false, carol = false, rootdir = false, daemon = false, bob = false;
         for (size_t i = 0; i < l.n; i++) {
-                state |= streq(l.items[i].path, P("/a/state")) && l.items[i].agentjail;
-                carol |= streq(l.items[i].path, P("/carol")) && !l.items[i].agentjail;
+                state |= streq(l.items[i].path, P("/a/state")) && l.items[i].rule == AJ_PLACE_AGENTJAIL_DATA;
+                carol |= streq(l.items[i].path, P("/carol")) && l.items[i].rule == AJ_PLACE_GENERIC;
                 rootdir |= streq(l.items[i].path, P("/rootdir"));
-                daemon |= streq(l.items[i].path, "/usr/sbin");
+                daemon |= streq(l.items[i].path, "/usr/sbin") && l.items[i].rule == AJ_PLACE_GENERIC;
                 bob |= streq(l.items[i].path, P("/home/bob"));
         }
         cr_expect(state, "the state dir is resolved through the symlink, its missing tail kept");
@@ -669,10 +754,10 @@ Test(mount, sensitive_list_resolves_symlinks_and_missing_tails, PURE)
         /* Relative (AGENTJAIL_STATE_DIR=state): resolved against the cwd; agentjail's own
          * places fail closed when they cannot be resolved, generic ones are skipped. */
         cr_assert_eq(chdir(P("/a")), 0);
-        cr_expect_eq(aj_sensitive_list_add(&l, "b", "rel", true), 0);
+        cr_expect_eq(aj_sensitive_list_add(&l, "b", "rel", AJ_PLACE_AGENTJAIL_DATA), 0);
         cr_expect(l.n == 1 && streq(l.items[0].path, P("/a/b")), "got %s", l.n ? l.items[0].path : "(none)");
-        cr_expect_eq(aj_sensitive_list_add(&l, "missing/../x", "rel", true), -EINVAL);
-        cr_expect_eq(aj_sensitive_list_add(&l, "missing/../x", "rel", false), 0);
+        cr_expect_eq(aj_sensitive_list_add(&l, "missing/../x", "rel", AJ_PLACE_AGENTJAIL_DATA), -EINVAL);
+        cr_expect_eq(aj_sensitive_list_add(&l, "missing/../x", "rel", AJ_PLACE_GENERIC), 0);
         cr_expect_eq(l.n, 1);
         aj_sensitive_list_done(&l);
 }
@@ -681,8 +766,9 @@ static void sensitive_setup(Setup *s, AjSensitiveList *l)
 {
         setup_init(s);
         *l = (AjSensitiveList){ 0 };
-        cr_assert_eq(aj_sensitive_list_add(l, P("/a"), "a test place", false), 0);
-        cr_assert_eq(aj_sensitive_list_add(l, P("/ws/state"), "the test state dir", true), 0);
+        cr_assert_eq(aj_sensitive_list_add(l, P("/a"), "a test place", AJ_PLACE_GENERIC), 0);
+        cr_assert_eq(aj_sensitive_list_add(l, P("/ws/state"), "the test state dir", AJ_PLACE_AGENTJAIL_DATA), 0);
+        cr_assert_eq(aj_sensitive_list_add(l, P("/run"), "the test config dir", AJ_PLACE_AGENTJAIL_CODE), 0);
         s->ctx.sensitive = l;
 }
 
@@ -738,10 +824,129 @@ Test(mount, sensitive_workspace_and_rw_binds_refused, PURE)
         setup_free(&s);
         aj_sensitive_list_done(&l);
 
-        /* Read-only binds are not concerned; a directory inside a place is fine. */
+        /* A directory inside a generic place is fine. */
         sensitive_setup(&s, &l);
-        add_bind(&s.p.ro, tmp);
-        add_bind(&s.p.rw, P("/a/b"));
+        cr_assert_eq(mkdir(P("/a/c"), 0755), 0);
+        add_bind(&s.p.rw, P("/a/c"));
+        {
+                _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+                cr_expect_null(aj_mount_plan_sensitive_allowed(plan));
+        }
+        setup_free(&s);
+        aj_sensitive_list_done(&l);
+}
+
+/* The system's own trees as rw binds: with an idmapped mount of a root-owned tree the agent
+ * is root there (/etc/shadow, the programs in /usr/bin). No profile can allow it. */
+Test(mount, system_dirs_are_never_rw_binds, PURE)
+{
+        static const char *const bad[] = { "/etc", "/usr", "/usr/bin", "/etc/ssl", "/bin", "/sbin", "/lib",
+                                           "/boot", "/var", "/home", "/run", "/sys/fs/cgroup" };
+
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                char *allow[] = { (char *) bad[i], "/etc", "/usr", "/var", NULL };
+                Setup s;
+                char *err = NULL;
+
+                if (access(bad[i], F_OK) < 0)
+                        continue;
+                /* Through the profile (with an opt-out naming it), and through --rw SRC:/x. */
+                for (int via_cli = 0; via_cli < 2; via_cli++) {
+                        char spec[PATH_MAX];
+
+                        setup_init(&s);
+                        snprintf(spec, sizeof(spec), "%s:/x", bad[i]);
+                        add_bind(via_cli ? &s.ctx.extra_rw : &s.p.rw, spec);
+                        s.p.allow_sensitive.items = allow;
+                        s.p.allow_sensitive.n = 4;
+                        cr_expect_eq(build_fail(&s, &err), -EPERM, "%s", bad[i]);
+                        cr_expect(strstr(err, via_cli ? "--rw: refusing '" : "filesystem.rw: refusing '") == err &&
+                                          strstr(err, "rule: the system's own directories are never mounted "
+                                                      "writable"),
+                                  "%s: %s", bad[i], err);
+                        free(err);
+                        s.p.allow_sensitive = (AjStrList){ 0 };
+                        setup_free(&s);
+                }
+                /* Read-only, the system is what the jail runs on. */
+                if (streq(bad[i], "/var") || streq(bad[i], "/home") || streq(bad[i], "/run"))
+                        continue; /* generic places too: read-only they need an opt-out */
+                char spec[PATH_MAX];
+
+                setup_init(&s);
+                snprintf(spec, sizeof(spec), "%s:/x", bad[i]);
+                add_bind(&s.p.ro, spec);
+                {
+                        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+                }
+                setup_free(&s);
+        }
+}
+
+/* Read-only binds: Unix sockets accept connect() through a read-only mount, and a home's
+ * files are read. The generic places need an opt-out, agentjail's data dirs are never bound. */
+Test(mount, sensitive_ro_binds, PURE)
+{
+        Setup s;
+        AjSensitiveList l;
+        char *err = NULL;
+
+        /* --ro of a generic place, through a symlink too, and of the fixture root that
+         * contains it (and the state dir). */
+        for (int c = 0; c < 3; c++) {
+                sensitive_setup(&s, &l);
+                add_bind(&s.ctx.extra_ro, c == 0 ? P("/a") : c == 1 ? P("/lnk:/x") : tmp);
+                cr_expect_eq(build_fail(&s, &err), -EPERM);
+                cr_expect(strstr(err, "--ro: refusing '") == err && strstr(err, c < 2 ? "it is '" : "it contains '") &&
+                                  strstr(err, "mounted, even read-only") &&
+                                  (c == 2 || strstr(err, "filesystem.allow_sensitive")),
+                          "%s", err);
+                free(err);
+                setup_free(&s);
+                aj_sensitive_list_done(&l);
+        }
+
+        /* Opted out: mounted, and reported for the degraded event. */
+        sensitive_setup(&s, &l);
+        add_bind(&s.p.ro, P("/a"));
+        {
+                char *allow[] = { P("/a"), NULL };
+
+                s.p.allow_sensitive.items = allow;
+                s.p.allow_sensitive.n = 1;
+                _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+                char *const *a = aj_mount_plan_sensitive_allowed(plan);
+
+                cr_assert_not_null(a);
+                cr_expect(strstr(a[0], "filesystem.ro '") == a[0] && strstr(a[0], "allow_sensitive"), "%s", a[0]);
+                s.p.allow_sensitive = (AjStrList){ 0 };
+        }
+        setup_free(&s);
+        aj_sensitive_list_done(&l);
+
+        /* Inside agentjail's state dir: never, whatever the profile says. */
+        sensitive_setup(&s, &l);
+        cr_assert_eq(mkdir(P("/ws/state"), 0755), 0);
+        add_bind(&s.p.ro, P("/ws/state"));
+        {
+                char *allow[] = { P("/ws/state"), NULL };
+
+                s.p.allow_sensitive.items = allow;
+                s.p.allow_sensitive.n = 1;
+                cr_expect_eq(build_fail(&s, &err), -EPERM);
+                cr_expect(strstr(err, "filesystem.ro: refusing '") == err &&
+                                  strstr(err, "never mounted, even read-only"),
+                          "%s", err);
+                s.p.allow_sensitive = (AjStrList){ 0 };
+        }
+        free(err);
+        setup_free(&s);
+        aj_sensitive_list_done(&l);
+
+        /* agentjail's config dir and a file inside a generic place: read-only is fine. */
+        sensitive_setup(&s, &l);
+        add_bind(&s.p.ro, P("/run"));
+        add_bind(&s.p.ro, P("/a/f"));
         {
                 _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
                 cr_expect_null(aj_mount_plan_sensitive_allowed(plan));
@@ -1312,18 +1517,31 @@ Test(mount, live_apply_timing, LIVE)
         setup_free(&s);
 }
 
-Test(mount, live_idmap_refused_by_filesystem, LIVE)
+/* The ramfs of live_idmap_refused_by_filesystem goes before the fixture dir is removed. */
+static void ramfs_teardown(void)
+{
+        if (tmp[0])
+                umount2(P("/cg"), MNT_DETACH);
+        fixture_teardown();
+}
+
+Test(mount, live_idmap_refused_by_filesystem, .init = live_setup, .fini = ramfs_teardown)
 {
         Setup s;
         char *err = NULL, want[PATH_MAX * 2];
-        const char *cg = "/sys/fs/cgroup/unified";
+        const char *cg;
         int r;
 
         if (!require_root())
                 return;
-        if (access(cg, F_OK) < 0)
-                cg = "/sys/fs/cgroup";
-        /* cgroupfs cannot be idmapped: prepare fails, or degrades when the profile allows it. */
+        /* A filesystem that cannot be idmapped (ramfs), mounted in this test's own mount
+         * namespace: prepare fails, or degrades when the profile allows it. (A system tree
+         * such as /sys/fs/cgroup would be refused as an rw bind before that.) */
+        cg = P("/cg");
+        cr_assert_eq(mkdir(cg, 0755), 0);
+        cr_assert_eq(unshare(CLONE_NEWNS), 0);
+        cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+        cr_assert_eq(mount("ramfs", cg, "ramfs", 0, "mode=0755"), 0, "mount ramfs: %s", strerror(errno));
         setup_init(&s);
         snprintf(want, sizeof(want), "%s:/cg", cg);
         add_bind(&s.p.rw, want);
