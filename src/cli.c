@@ -49,6 +49,12 @@ static const char run_help[] =
         "                            cost_usd, tool_calls, tool_calls_per_min, repeat_limit\n"
         "      --allow-net HOST[:PORT]  allow egress to HOST (added to the profile's network.allow)\n"
         "      --rw PATH[:DEST]      bind PATH read-write into the jail (at DEST)\n"
+        "  -t, --tty                 give the jail a terminal of its own (a new pseudo-terminal)\n"
+        "                            even when stdin is not a terminal; it is the default when\n"
+        "                            stdin is one: the operator's terminal is relayed in raw mode\n"
+        "                            and never handed to the jail\n"
+        "      --no-tty              no terminal: output through pipes (stdout.log, stderr.log),\n"
+        "                            and a terminal stdin becomes /dev/null\n"
         "      --json                print the final run record (run.json) on stderr\n"
         "  -v, --verbose             more messages from agentjail\n"
         "  -h, --help                this text\n"
@@ -64,7 +70,8 @@ static const char run_help[] =
         "  127     the command was not found in the jail\n"
         "\n"
         "Each run is recorded in $AGENTJAIL_STATE_DIR/runs/ID/ (default /var/lib/agentjail\n"
-        "as root): run.json, events.jsonl, stdout.log, stderr.log.\n";
+        "as root): run.json, events.jsonl, stdout.log and stderr.log (or tty.log, the\n"
+        "transcript of the jail's terminal).\n";
 
 const char *aj_cli_main_help(void) { return main_help; }
 const char *aj_cli_run_help(void) { return run_help; }
@@ -132,7 +139,7 @@ void aj_cli_run_options_done(AjRunOptions *o)
         bind_list_done(&o->extra_rw);
 }
 
-enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET };
+enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY };
 
 int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
 {
@@ -144,6 +151,8 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
                 { "json", no_argument, NULL, OPT_JSON },
                 { "cap", required_argument, NULL, OPT_CAP },
                 { "allow-net", required_argument, NULL, OPT_ALLOW_NET },
+                { "tty", no_argument, NULL, 't' },
+                { "no-tty", no_argument, NULL, OPT_NO_TTY },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 {},
@@ -156,7 +165,7 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
         opterr = 0;
         int c;
         /* "+": stop at the first non-option, so the command's own options are left alone. */
-        while ((c = getopt_long(argc, argv, "+:p:n:vh", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "+:p:n:tvh", opts, NULL)) != -1) {
                 switch (c) {
                 case 'p':
                         o.profile = optarg;
@@ -208,6 +217,10 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
                                 r = -ENOMEM;
                                 goto fail;
                         }
+                        break;
+                case 't':
+                case OPT_NO_TTY:
+                        o.tty = c == 't' ? AJ_TTY_ALWAYS : AJ_TTY_NEVER;
                         break;
                 case 'v':
                         o.verbose++;

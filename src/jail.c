@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -66,6 +67,7 @@ extern char **environ;
 
 
 static void write_final_records(Run *run);
+static void forward_signal(Run *run, int sig);
 static void release_runtime(Run *run);
 static int make_overlay_dirs(Run *run);
 
@@ -239,7 +241,7 @@ _noreturn_ static void watchdog_main(Run *run, int rfd)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        int keep[] = { rfd, 2 };
+        int keep[] = { rfd, 2, run->term_fd };
         (void)aj_close_all_except(3, keep, ARRAY_SIZE(keep));
         int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (devnull >= 0) {
@@ -254,6 +256,10 @@ _noreturn_ static void watchdog_main(Run *run, int rfd)
         if (n == 1 && c == 'D')
                 _exit(0);
 
+        /* First, while the operator's shell may still be waiting for its terminal: the
+         * supervisor may have died with it in raw mode. */
+        if (run->term_fd >= 0)
+                (void)aj_tty_restore(run->term_fd, &run->term_saved);
         AjCgroup *cg = NULL;
         if (aj_cgroup_open(run->id, &cg) >= 0)
                 (void)aj_cgroup_destroy(cg);
@@ -382,6 +388,18 @@ static void watchdog_finish(Run *run)
 
 /* ---- the event loop ------------------------------------------------------------ */
 
+/* Every byte of the jail's output that is kept in the run directory (stdout.log,
+ * stderr.log, tty.log) is written here. */
+static void append_log(Run *run, int *log, const void *buf, size_t n)
+{
+        (void)run;
+        if (*log >= 0 && aj_write_all(*log, buf, n) < 0) {
+                aj_warning("cannot write the run's output log: %s", strerror(errno));
+                close(*log);
+                *log = -1;
+        }
+}
+
 static void pump_output(Run *run, OutputStream *s)
 {
         char buf[65536];
@@ -399,11 +417,7 @@ static void pump_output(Run *run, OutputStream *s)
                         epoll_del(run->epfd, s->fd);
                         return;
                 }
-                if (s->log >= 0 && aj_write_all(s->log, buf, (size_t)n) < 0) {
-                        aj_warning("cannot write the run's output log: %s", strerror(errno));
-                        close(s->log);
-                        s->log = -1;
-                }
+                append_log(run, &s->log, buf, (size_t)n);
                 if (s->out >= 0 && aj_write_all(s->out, buf, (size_t)n) < 0)
                         s->out = -1; /* the reader went away; keep logging */
         }
@@ -469,6 +483,117 @@ static void start_proxy(Run *run)
         (void)epoll_add(run->epfd, aj_proxy_fd(run->proxy), SRC_PROXY, EPOLLIN);
 }
 
+/* ---- the jail's terminal ------------------------------------------------------- */
+
+static void tty_output(void *userdata, const void *buf, size_t n)
+{
+        Run *run = userdata;
+        append_log(run, &run->tty_log, buf, n);
+}
+
+static void tty_raw(Run *run)
+{
+        if (run->term_fd < 0)
+                return;
+        int r = aj_tty_enter_raw(run->term_fd, &run->term_saved);
+        if (r < 0)
+                aj_log_errno(r, "Cannot put the terminal into raw mode");
+        else {
+                run->term_raw = true;
+                aj_log_set_crlf(isatty(STDERR_FILENO));
+        }
+}
+
+/* Idempotent; on every way out of a run (the watchdog covers a supervisor that died). */
+static void tty_restore(Run *run)
+{
+        if (run->term_raw) {
+                (void)aj_tty_restore(run->term_fd, &run->term_saved);
+                run->term_raw = false;
+                aj_log_set_crlf(false);
+        }
+}
+
+static void start_tty(Run *run, int master)
+{
+        if (!run->tty || run->tty_relay) {
+                close(master);
+                return;
+        }
+        int in = -1, out = -1, r;
+        if (aj_tty_reopen_nonblock(STDIN_FILENO, O_RDONLY, &in, &run->tty_restore_flags[0]) < 0)
+                in = -1; /* no input: the jail's terminal only shows output */
+        r = aj_tty_reopen_nonblock(STDOUT_FILENO, O_WRONLY, &out, &run->tty_restore_flags[1]);
+        if (r < 0)
+                out = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (out < 0) {
+                r = -errno;
+                if (in >= 0)
+                        close(in);
+                close(master);
+        } else /* owns the three fds, also when it fails */
+                r = aj_tty_relay_new(in, out, master, tty_output, run, &run->tty_relay);
+        if (r >= 0)
+                r = epoll_add(run->epfd, aj_tty_relay_fd(run->tty_relay), SRC_TTY, EPOLLIN);
+        if (r < 0) {
+                /* A jail whose terminal nobody relays would hang: fail closed. */
+                aj_log_errno(r, "Cannot relay the jail's terminal");
+                forward_signal(run, SIGKILL);
+                return;
+        }
+        if (run->winsize_fd >= 0)
+                (void)aj_tty_copy_winsize(run->winsize_fd, master);
+        tty_raw(run);
+        (void)aj_tty_relay_dispatch(run->tty_relay);
+}
+
+/* Signals in tty mode: the window size goes to the pty (whose line discipline signals
+ * the jail), ^C and ^\ typed at our own terminal were relayed as bytes in raw mode. */
+static bool tty_takes_signal(Run *run, const struct signalfd_siginfo *si)
+{
+        if (!run->tty)
+                return false;
+        switch (si->ssi_signo) {
+        case SIGWINCH:
+                if (run->tty_relay && run->winsize_fd >= 0)
+                        (void)aj_tty_copy_winsize(run->winsize_fd, aj_tty_relay_master(run->tty_relay));
+                return true;
+        case SIGINT:
+        case SIGQUIT:
+                /* From our terminal while it is raw: the byte already went to the jail (with
+                 * `-t` and a terminal that is not raw, ^C is forwarded as without a pty). */
+                return run->term_raw && si->ssi_code == SI_KERNEL;
+        case SIGCONT:
+                /* Stopped and continued: the shell set its own modes meanwhile. */
+                if (run->term_raw)
+                        tty_raw(run);
+                if (run->tty_relay && run->winsize_fd >= 0)
+                        (void)aj_tty_copy_winsize(run->winsize_fd, aj_tty_relay_master(run->tty_relay));
+                return false;
+        default:
+                return false;
+        }
+}
+
+/* Decided before the watchdog starts: it restores the terminal if the supervisor dies. */
+static int setup_terminal(Run *run)
+{
+        bool stdin_tty = isatty(STDIN_FILENO);
+        run->tty = run->opts->tty == AJ_TTY_ALWAYS || (run->opts->tty == AJ_TTY_AUTO && stdin_tty);
+        if (!run->tty)
+                return 0;
+        if (stdin_tty) {
+                if (tcgetattr(STDIN_FILENO, &run->term_saved) < 0)
+                        return aj_log_errno(-errno, "Cannot read the terminal's settings");
+                run->term_fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+                if (run->term_fd < 0)
+                        return aj_log_errno(-errno, "Cannot duplicate the terminal's fd");
+                run->winsize_fd = run->term_fd;
+        } else if (isatty(STDOUT_FILENO))
+                run->winsize_fd = STDOUT_FILENO;
+        return 0;
+}
+
 static void handle_child_msg(Run *run)
 {
         for (;;) {
@@ -496,6 +621,10 @@ static void handle_child_msg(Run *run)
                         }
                         break;
                 case AJ_MSG_STARTED:
+                        break;
+                case AJ_MSG_PTY:
+                        if (fd >= 0)
+                                start_tty(run, TAKE_FD(fd));
                         break;
                 case AJ_MSG_PROXY_LISTENER:
                         if (fd >= 0 && (m.step == 0 || m.step == 1) && run->proxy_fds[m.step] < 0)
@@ -563,7 +692,8 @@ static int event_loop(Run *run)
         cpu_set_t cpus;
         bool may_spin = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1;
         for (;;) {
-                bool outputs_done = run->streams[0].eof && run->streams[1].eof;
+                bool outputs_done = run->streams[0].eof && run->streams[1].eof &&
+                                    (!run->tty_relay || aj_tty_relay_output_done(run->tty_relay));
                 if (run->init_exited && outputs_done)
                         break;
                 int timeout = -1;
@@ -590,7 +720,7 @@ static int event_loop(Run *run)
                         case SRC_SIGNAL: {
                                 struct signalfd_siginfo si;
                                 while (read(run->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                                        if (si.ssi_signo != SIGCHLD)
+                                        if (si.ssi_signo != SIGCHLD && !tty_takes_signal(run, &si))
                                                 forward_signal(run, (int)si.ssi_signo);
                                 break;
                         }
@@ -660,6 +790,10 @@ static int event_loop(Run *run)
                         case SRC_WATCHDOG:
                                 if (run->watchdog_pidfd >= 0)
                                         watchdog_exited(run);
+                                break;
+                        case SRC_TTY:
+                                if (run->tty_relay)
+                                        (void)aj_tty_relay_dispatch(run->tty_relay);
                                 break;
                         }
                 }
@@ -765,6 +899,7 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
         json_object_set_new(doc, "profile", prof);
         json_object_set_new(doc, "command", strv_to_json(run->opts->argv));
         json_object_set_new(doc, "cwd", json_string(run->cwd));
+        json_object_set_new(doc, "tty", json_boolean(run->tty));
         if (run->overlay_dir) {
                 const char *ws = run->overlay_lower;
                 char upper[4096];
@@ -917,9 +1052,16 @@ static void report_launch_error(Run *run)
                 char desc[512];
                 aj_error("Failed to %s: %s: %s", aj_spawn_stage_describe((AjSpawnStage)m->stage),
                          aj_mount_step_describe(run->mount, (size_t)m->step, desc, sizeof(desc)), strerror(err));
-                if (err == EACCES)
+                if (err == ESTALE)
+                        aj_error("The mount's source changed after agentjail checked it; refusing to mount it");
+                if (err == EACCES && run->rootless)
                         aj_error("The jail builds its root as host uid %u: every directory above the paths it "
                                  "mounts (the runtime dir '%s', binds, the workspace) must be searchable by it",
+                                 (unsigned)run->host_uid, run->paths.runtime_root);
+                else if (err == EACCES)
+                        /* Bind sources are opened by the supervisor; the root's mount point is not. */
+                        aj_error("The jail builds its root as host uid %u: every directory above the runtime "
+                                 "dir '%s' must be searchable by it",
                                  (unsigned)run->host_uid, run->paths.runtime_root);
         } else if (m->stage == AJ_STAGE_RLIMIT) {
                 aj_error("Failed to set %s: %s", rlimit_name(run->rlimit_resources[m->step]), strerror(err));
@@ -996,11 +1138,18 @@ static int prepare(Run *run)
  * while the child builds its root, between GO and JOINED, so it costs no wall time. */
 static int setup_while_child_builds(Run *run)
 {
-        run->streams[0].log = open_log(run->run_dir, "stdout.log");
-        run->streams[1].log = open_log(run->run_dir, "stderr.log");
-        if (run->streams[0].log < 0 || run->streams[1].log < 0)
-                return aj_log_errno(run->streams[0].log < 0 ? run->streams[0].log : run->streams[1].log,
-                                    "Failed to create the output logs in '%s'", run->run_dir);
+        if (run->tty) {
+                run->tty_log = open_log(run->run_dir, "tty.log");
+                if (run->tty_log < 0)
+                        return aj_log_errno(run->tty_log, "Failed to create the transcript in '%s'", run->run_dir);
+        } else {
+                run->streams[0].log = open_log(run->run_dir, "stdout.log");
+                run->streams[1].log = open_log(run->run_dir, "stderr.log");
+                if (run->streams[0].log < 0 || run->streams[1].log < 0)
+                        return aj_log_errno(run->streams[0].log < 0 ? run->streams[0].log
+                                                                    : run->streams[1].log,
+                                            "Failed to create the output logs in '%s'", run->run_dir);
+        }
         char path[4096];
         snprintf(path, sizeof(path), "%s/broker.sock", run->jail_dir);
         int r = aj_broker_new(path, run->host_uid, run->host_gid, run->meter, &run->hooks, &run->broker);
@@ -1072,12 +1221,45 @@ static int setup_meter_and_broker(Run *run)
         return 0;
 }
 
+/* What a workspace or an rw bind must never be or contain (src/mount.h): the generic
+ * places, home directories, and agentjail's own state, runtime and config dirs and binary. */
+static int build_sensitive(Run *run, const char *exe, const char *host_home, AjSensitiveList *ret)
+{
+        _cleanup_strv_free_ char **dirs = NULL;
+        int r = aj_profile_search_path(&dirs);
+        if (r < 0)
+                return r;
+        const char *xdg = getenv("XDG_CONFIG_HOME");
+        char *d = NULL;
+        if (xdg && xdg[0] == '/')
+                r = asprintf(&d, "%s/agentjail", xdg);
+        else if (host_home && host_home[0] == '/')
+                r = asprintf(&d, "%s/.config/agentjail", host_home);
+        if (r < 0 || (d && aj_strv_consume(&dirs, d) < 0) || aj_strv_push(&dirs, "/etc/agentjail") < 0)
+                return -ENOMEM;
+        AjSensitiveSources src = {
+                .state_root = run->paths.state_root,
+                .runtime_root = run->paths.runtime_root,
+                .host_home = host_home,
+                .exe = exe,
+                .config_dirs = dirs,
+                .passwd = "/etc/passwd",
+                .home_root = "/home",
+        };
+        return aj_sensitive_list_build(&src, ret);
+}
+
 static int plan(Run *run, AjSpawnConfig *cfg)
 {
         const AjProfile *p = run->profile;
         int r;
 
-        _cleanup_free_ char *rt = NULL;
+        _cleanup_free_ char *rt = NULL, *rt_err = NULL;
+        r = aj_runtime_root_prepare(&run->paths, &rt_err);
+        if (r < 0) {
+                aj_error("%s", rt_err ? rt_err : strerror(-r));
+                return r;
+        }
         r = aj_runtime_dir_create(&run->paths, run->id, &rt);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the runtime directory under '%s'", run->paths.runtime_root);
@@ -1112,7 +1294,12 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 if (r < 0)
                         return r;
         }
+        _cleanup_(aj_sensitive_list_done) AjSensitiveList sensitive = { 0 };
+        r = build_sensitive(run, exe, host_home, &sensitive);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot list the places a workspace must not expose");
         AjMountContext mctx = {
+                .sensitive = &sensitive,
                 .overlay_dir = run->overlay_dir,
                 .cwd = run->cwd,
                 .host_home = host_home,
@@ -1134,6 +1321,8 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 return r;
         }
 
+        for (char *const *a = aj_mount_plan_sensitive_allowed(run->mount); a && *a; a++)
+                record_degraded(run, "sensitive", *a);
         trace_step(run, "mount plan built");
         AjSeccompSpec spec = {
                 .base = p->seccomp_base ? p->seccomp_base : "default",
@@ -1171,7 +1360,18 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 .envp = run->envp,
                 .cgroup_v2_fd = -1,
                 .proxy_listeners = run->net_policy != NULL,
+                .stdout_fd = -1,
+                .stderr_fd = -1,
         };
+        if (run->tty) {
+                cfg->stdin_mode = AJ_STDIN_PTY;
+                if (run->winsize_fd >= 0)
+                        (void)ioctl(run->winsize_fd, TIOCGWINSZ, &cfg->winsize);
+                /* The operator's erase character, UTF-8 input, ...: as ssh and script(1) do. */
+                cfg->have_termios = run->term_fd >= 0;
+                cfg->termios = run->term_saved;
+        } else
+                cfg->stdin_mode = isatty(STDIN_FILENO) ? AJ_STDIN_NULL : AJ_STDIN_INHERIT;
         if (p->nofile)
                 add_rlimit(cfg, RLIMIT_NOFILE, p->nofile);
         if (p->nproc)
@@ -1256,7 +1456,7 @@ static int setup_idmap(Run *run)
         _cleanup_free_ char *err = NULL;
         r = aj_mount_plan_prepare(run->mount, userns, &err);
         if (r < 0) {
-                aj_error("Cannot prepare the idmapped workspace: %s", err ? err : strerror(-r));
+                aj_error("Cannot prepare the jail's mounts: %s", err ? err : strerror(-r));
                 return r;
         }
         return 0;
@@ -1274,9 +1474,10 @@ static int start_loop_fds(Run *run, const sigset_t *mask)
         if ((r = epoll_add(run->epfd, run->sigfd, SRC_SIGNAL, EPOLLIN)) < 0 ||
             (r = epoll_add(run->epfd, run->h.pidfd, SRC_PIDFD, EPOLLIN)) < 0 ||
             (r = aj_fd_set_nonblock(run->h.sync_fd, true)) < 0 ||
-            (r = epoll_add(run->epfd, run->h.sync_fd, SRC_SYNC, EPOLLIN)) < 0 ||
-            (r = epoll_add(run->epfd, run->streams[0].fd, SRC_STDOUT, EPOLLIN)) < 0 ||
-            (r = epoll_add(run->epfd, run->streams[1].fd, SRC_STDERR, EPOLLIN)) < 0)
+            (r = epoll_add(run->epfd, run->h.sync_fd, SRC_SYNC, EPOLLIN)) < 0)
+                return r;
+        if (run->streams[0].fd >= 0 && ((r = epoll_add(run->epfd, run->streams[0].fd, SRC_STDOUT, EPOLLIN)) < 0 ||
+                                         (r = epoll_add(run->epfd, run->streams[1].fd, SRC_STDERR, EPOLLIN)) < 0))
                 return r;
         if (run->profile->wall_ns) {
                 run->wallfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
@@ -1356,6 +1557,7 @@ int aj_jail_run(const AjRunOptions *opts)
                 .alert = { .pidfd = -1 }, .alert_timerfd = -1, .proxy_fds = { -1, -1 }, .wallcapfd = -1,
                 .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1 },
                              { .fd = -1, .out = STDERR_FILENO, .log = -1 } },
+                .term_fd = -1, .winsize_fd = -1, .tty_log = -1, .tty_restore_flags = { -1, -1 },
         };
         run.degraded = json_array();
         run.started_ns = aj_now_realtime_ns();
@@ -1377,10 +1579,17 @@ int aj_jail_run(const AjRunOptions *opts)
         /* Inherited SIG_IGN would have the kernel reap our children (init, the watchdog)
          * before waitid() can see how they ended. */
         signal(SIGCHLD, SIG_DFL);
+        /* Pipes and sockets made below must not land on 0, 1 or 2, which the jail's init
+         * replaces with /dev/null. */
+        for (int fd = 0; fd <= 2; fd++)
+                if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+                        goto out;
 
         if (prepare(&run) < 0)
                 goto out;
         trace_step(&run, "prepared (profile, run dir)");
+        if (setup_terminal(&run) < 0)
+                goto fail_records;
         /* Before anything exists on the host that a killed supervisor would leave behind. */
         if (watchdog_start(&run) < 0) {
                 aj_log_errno(-errno, "Cannot start the watchdog process");
@@ -1394,14 +1603,16 @@ int aj_jail_run(const AjRunOptions *opts)
         trace_step(&run, "cgroup created");
         if (setup_idmap(&run) < 0)
                 goto fail_records;
-        trace_step(&run, "idmapped trees prepared");
+        trace_step(&run, "mount trees prepared");
 
-        if (pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
-                aj_log_errno(-errno, "Cannot create the output pipes");
-                goto fail_records;
+        if (!run.tty) {
+                if (pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
+                        aj_log_errno(-errno, "Cannot create the output pipes");
+                        goto fail_records;
+                }
+                cfg.stdout_fd = out_pipe[1];
+                cfg.stderr_fd = err_pipe[1];
         }
-        cfg.stdout_fd = out_pipe[1];
-        cfg.stderr_fd = err_pipe[1];
         cfg.cgroup_v2_fd = run.cgroup ? aj_cgroup_v2_fd(run.cgroup) : -1;
 
         r = aj_spawn_clone(&cfg, &run.h);
@@ -1409,14 +1620,18 @@ int aj_jail_run(const AjRunOptions *opts)
                 aj_log_errno(r, "Cannot create the jail's namespaces (clone3)");
                 goto fail_records;
         }
-        close(out_pipe[1]);
-        close(err_pipe[1]);
-        out_pipe[1] = err_pipe[1] = -1;
-        run.streams[0].fd = out_pipe[0];
-        run.streams[1].fd = err_pipe[0];
-        out_pipe[0] = err_pipe[0] = -1;
-        (void)aj_fd_set_nonblock(run.streams[0].fd, true);
-        (void)aj_fd_set_nonblock(run.streams[1].fd, true);
+        if (run.tty) {
+                run.streams[0].eof = run.streams[1].eof = true; /* all output is the pty's */
+        } else {
+                close(out_pipe[1]);
+                close(err_pipe[1]);
+                out_pipe[1] = err_pipe[1] = -1;
+                run.streams[0].fd = out_pipe[0];
+                run.streams[1].fd = err_pipe[0];
+                out_pipe[0] = err_pipe[0] = -1;
+                (void)aj_fd_set_nonblock(run.streams[0].fd, true);
+                (void)aj_fd_set_nonblock(run.streams[1].fd, true);
+        }
         aj_mount_plan_close_fds(run.mount);
         trace_step(&run, "cloned");
 
@@ -1430,10 +1645,10 @@ int aj_jail_run(const AjRunOptions *opts)
         trace_step(&run, "maps written");
         /* run.start goes first in the chain; the child reads GO only after this write. */
         aj_events_emit(run.events, "run.start",
-                       json_pack("{s:o, s:s, s:s?, s:s?, s:i, s:I, s:s}", "command", strv_to_json(opts->argv),
+                       json_pack("{s:o, s:s, s:s?, s:s?, s:i, s:I, s:s, s:b}", "command", strv_to_json(opts->argv),
                                  "profile", run.profile->name, "digest", run.profile->digest, "profile_path",
                                  run.profile->path, "pid", (int)run.h.pid, "host_uid", (json_int_t)run.host_uid,
-                                 "cwd", run.cwd));
+                                 "cwd", run.cwd, "tty", run.tty));
         r = aj_spawn_go(&run.h);
         if (r < 0) {
                 aj_log_errno(r, "Cannot release the jail");
@@ -1472,6 +1687,7 @@ int aj_jail_run(const AjRunOptions *opts)
         aj_run_write_json(&run);
 
         (void)event_loop(&run);
+        tty_restore(&run); /* before any message below */
         trace_step(&run, "event loop done");
         kill_jail(&run);
         write_final_records(&run); /* unless init's report already did */
@@ -1499,6 +1715,7 @@ fail_records:
                 run.final_doc = write_run_json(&run, "exited", &o, aj_now_realtime_ns());
         }
 cleanup:
+        tty_restore(&run);
         if (opts->json && run.final_doc) {
                 char *text = json_dumps(run.final_doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
                 if (text) {
@@ -1543,6 +1760,14 @@ out:
         }
         if (run.listener >= 0)
                 close(run.listener);
+        aj_tty_relay_free(run.tty_relay);
+        for (int i = 0; i < 2; i++)
+                if (run.tty_restore_flags[i] >= 0)
+                        (void)fcntl(i, F_SETFL, run.tty_restore_flags[i]);
+        if (run.tty_log >= 0)
+                close(run.tty_log);
+        if (run.term_fd >= 0)
+                close(run.term_fd);
         if (run.epfd >= 0)
                 close(run.epfd);
         if (run.sigfd >= 0)

@@ -6,6 +6,13 @@
 
 #include "profile.h"
 
+/* -t/--tty, --no-tty */
+typedef enum {
+        AJ_TTY_AUTO = 0, /* a pty when stdin is a terminal */
+        AJ_TTY_ALWAYS,
+        AJ_TTY_NEVER,    /* no pty; a terminal stdin becomes /dev/null */
+} AjTtyMode;
+
 typedef struct {
         const char *profile; /* name or path; "default" when NULL */
         const char *name;    /* run name; the command's basename when NULL */
@@ -13,6 +20,7 @@ typedef struct {
         AjBindList extra_rw; /* --rw */
         bool json;           /* print the final run document on stderr */
         int verbose;
+        AjTtyMode tty;
         char **caps;         /* --cap KEY=VALUE (NULL-terminated, owned) */
         char **allow_net;    /* --allow-net HOST[:PORT] (NULL-terminated, owned) */
         char **argv;         /* the command */

@@ -7,8 +7,10 @@
 #include "log.h"
 
 static AjLogLevel max_level = AJ_LOG_WARNING;
+static const char *line_end = "\n";
 
 void aj_log_set_level(AjLogLevel max) { max_level = max; }
+void aj_log_set_crlf(bool crlf) { line_end = crlf ? "\r\n" : "\n"; }
 
 static void vlog(AjLogLevel level, const char *fmt, va_list ap, int err)
 {
@@ -20,9 +22,9 @@ static void vlog(AjLogLevel level, const char *fmt, va_list ap, int err)
                 return;
         const char *prefix = level == AJ_LOG_WARNING ? "warning: " : "";
         if (err)
-                fprintf(stderr, "agentjail: %s%s: %s\n", prefix, buf, strerror(-err));
+                fprintf(stderr, "agentjail: %s%s: %s%s", prefix, buf, strerror(-err), line_end);
         else
-                fprintf(stderr, "agentjail: %s%s\n", prefix, buf);
+                fprintf(stderr, "agentjail: %s%s%s", prefix, buf, line_end);
 }
 
 void aj_log(AjLogLevel level, const char *fmt, ...)

@@ -6,7 +6,11 @@
 
 typedef enum { AJ_LOG_ERROR, AJ_LOG_WARNING, AJ_LOG_INFO, AJ_LOG_DEBUG } AjLogLevel;
 
+#include <stdbool.h>
+
 void aj_log_set_level(AjLogLevel max);
+/* While the operator's terminal is in raw mode (no output processing), lines end "\r\n". */
+void aj_log_set_crlf(bool crlf);
 void aj_log(AjLogLevel level, const char *fmt, ...) _printf_(2, 3);
 /* Logs and returns `err` (a negative errno) so callers can `return aj_log_errno(r, ...)`. */
 int aj_log_errno(int err, const char *fmt, ...) _printf_(2, 3);

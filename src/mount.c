@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <pwd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -125,6 +127,9 @@ typedef struct {
         bool idmap;       /* prepared on the host side as an idmapped tree */
         bool degraded;    /* idmap refused by the filesystem, plain bind instead */
         int tree_fd;      /* detached tree from aj_mount_plan_prepare(), or -1 */
+        bool has_id;      /* dev/ino: the source the plan checked; the mounted tree must be it */
+        dev_t dev;
+        ino_t ino;
         char *overlay;    /* workspace mode overlay: host dir with upper/ and work/ */
         size_t seq;       /* insertion order, tie-break for the depth sort */
 } AjMountStep;
@@ -135,6 +140,9 @@ struct AjMountPlan {
         char *root;     /* host mountpoint of the new root */
         char *workdir;  /* cwd inside the jail */
         bool allow_degraded_idmap;
+        char **allow_sensitive;   /* strv: the profile's allow_sensitive, resolved */
+        char **sensitive_allowed; /* strv: what allow_sensitive let through */
+        size_t n_sensitive_allowed;
 };
 
 /* ---- small path helpers (pure) ---------------------------------------- */
@@ -253,6 +261,238 @@ static const char *tilde_rest(const char *raw)
         if (raw[1] == '\0' || raw[1] == '/')
                 return raw + 1;
         return NULL;
+}
+
+/* ---- sensitive places -------------------------------------------------- */
+
+static void fclosep(FILE **f)
+{
+        if (*f)
+                fclose(*f);
+}
+
+static void closedirp(DIR **d)
+{
+        if (*d)
+                closedir(*d);
+}
+
+AjSensitiveVerdict aj_sensitive_check(const char *path, const AjSensitiveList *places, char *const *allow,
+                                      size_t *ret_place)
+{
+        AjSensitiveVerdict v = AJ_SENSITIVE_NONE;
+        size_t first_allowed = 0;
+
+        if (!path || !places)
+                return AJ_SENSITIVE_NONE;
+        /* agentjail's own places first: nothing lets a run expose them. */
+        for (size_t i = 0; i < places->n; i++) {
+                const AjSensitivePlace *pl = &places->items[i];
+
+                if (pl->agentjail && (path_under(pl->path, path) || path_under(path, pl->path))) {
+                        if (ret_place)
+                                *ret_place = i;
+                        return AJ_SENSITIVE_REFUSED;
+                }
+        }
+        for (size_t i = 0; i < places->n; i++) {
+                const AjSensitivePlace *pl = &places->items[i];
+                bool allowed = false;
+
+                if (pl->agentjail || !path_under(pl->path, path))
+                        continue;
+                for (char *const *a = allow; a && *a; a++)
+                        if (streq(*a, pl->path))
+                                allowed = true;
+                if (!allowed) {
+                        if (ret_place)
+                                *ret_place = i;
+                        return AJ_SENSITIVE_REFUSED;
+                }
+                if (v == AJ_SENSITIVE_NONE)
+                        first_allowed = i;
+                v = AJ_SENSITIVE_ALLOWED;
+        }
+        if (v == AJ_SENSITIVE_ALLOWED && ret_place)
+                *ret_place = first_allowed;
+        return v;
+}
+
+/* realpath() of the longest existing prefix of `path` (absolute), plus the rest as written:
+ * a place that does not exist yet (the config dir) is still compared where it would be. */
+static int resolve_prefix(const char *path, char **ret)
+{
+        _cleanup_free_ char *norm = NULL;
+        int r;
+
+        if (!path || path[0] != '/' || path_has_dotdot(path))
+                return -EINVAL;
+        r = path_normalize(path, &norm);
+        if (r < 0)
+                return r;
+        for (size_t cut = strlen(norm);;) {
+                char saved = norm[cut];
+                _cleanup_free_ char *real = NULL;
+
+                norm[cut] = '\0';
+                real = realpath(cut ? norm : "/", NULL);
+                norm[cut] = saved;
+                if (real) {
+                        char *out = NULL;
+
+                        if (asprintf(&out, "%s%s", streq(real, "/") && norm[cut] ? "" : real, norm + cut) < 0)
+                                return -ENOMEM;
+                        if (!*out) {
+                                free(out);
+                                out = strdup("/");
+                                if (!out)
+                                        return -ENOMEM;
+                        }
+                        *ret = out;
+                        return 0;
+                }
+                if (errno != ENOENT && errno != ENOTDIR && errno != EACCES)
+                        return negative_errno();
+                while (cut > 0 && norm[--cut] != '/')
+                        ;
+        }
+}
+
+int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, bool agentjail)
+{
+        _cleanup_free_ char *real = NULL;
+        AjSensitivePlace *n;
+        int r;
+
+        if (!l || !path || !what)
+                return -EINVAL;
+        r = resolve_prefix(path, &real);
+        if (r == -EINVAL) {
+                /* Relative or with "..": what exists is resolved; agentjail's own places
+                 * must be (AGENTJAIL_STATE_DIR=state is inside the cwd), others are skipped. */
+                real = realpath(path, NULL);
+                if (!real)
+                        return agentjail ? -EINVAL : 0;
+                r = 0;
+        }
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < l->n; i++)
+                if (streq(l->items[i].path, real) && l->items[i].agentjail == agentjail)
+                        return 0;
+        if (l->n >= MAX_STEPS)
+                return -E2BIG;
+        n = realloc(l->items, (l->n + 1) * sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        l->items = n;
+        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(real), .what = what, .agentjail = agentjail };
+        return 0;
+}
+
+void aj_sensitive_list_done(AjSensitiveList *l)
+{
+        if (!l)
+                return;
+        for (size_t i = 0; i < l->n; i++)
+                free(l->items[i].path);
+        free(l->items);
+        l->items = NULL;
+        l->n = 0;
+}
+
+/* Home directories of real users in a passwd file (root and uid >= 1000, not nobody). */
+static int add_passwd_homes(AjSensitiveList *l, const char *file)
+{
+        _cleanup_(fclosep) FILE *f = fopen(file, "re");
+        struct passwd *pw;
+        int r;
+
+        if (!f)
+                return errno == ENOENT ? 0 : negative_errno();
+        for (size_t n = 0; n < MAX_STEPS && (pw = fgetpwent(f)); n++) {
+                if (pw->pw_uid != 0 && (pw->pw_uid < 1000 || pw->pw_uid == 65534))
+                        continue;
+                if (!pw->pw_dir || pw->pw_dir[0] != '/' || streq(pw->pw_dir, "/"))
+                        continue;
+                r = aj_sensitive_list_add(l, pw->pw_dir, "a user's home directory", false);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int add_dir_entries(AjSensitiveList *l, const char *root)
+{
+        _cleanup_(closedirp) DIR *d = opendir(root);
+        struct dirent *de;
+        size_t n = 0;
+        int r;
+
+        if (!d)
+                return errno == ENOENT || errno == ENOTDIR ? 0 : negative_errno();
+        while ((de = readdir(d)) && n < 1024) {
+                _cleanup_free_ char *p = NULL;
+
+                if (de->d_name[0] == '.' || (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
+                        continue;
+                p = path_join(root, de->d_name);
+                if (!p)
+                        return -ENOMEM;
+                r = aj_sensitive_list_add(l, p, "a user's home directory", false);
+                if (r < 0)
+                        return r;
+                n++;
+        }
+        return 0;
+}
+
+int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
+{
+        static const struct {
+                const char *path, *what;
+        } fixed[] = {
+                { "/tmp", "temporary files and sockets of every user" },
+                { "/var/tmp", "temporary files of every user" },
+                { "/dev/shm", "shared memory of every user" },
+                { "/run", "the system's sockets and runtime state" },
+                { "/root", "root's home directory" },
+                { "/var", "the system's variable data" },
+                { "/var/lib", "the system's service state" },
+                { "/srv", "the system's served data" },
+                { "/home", "every user's home directory" },
+        };
+        _cleanup_(aj_sensitive_list_done) AjSensitiveList l = { 0 };
+        int r;
+
+        if (!src || !ret)
+                return -EINVAL;
+        for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
+                if ((r = aj_sensitive_list_add(&l, fixed[i].path, fixed[i].what, false)) < 0)
+                        return r;
+        if (src->host_home && (r = aj_sensitive_list_add(&l, src->host_home, "the invoking user's home directory",
+                                                         false)) < 0)
+                return r;
+        if (src->passwd && (r = add_passwd_homes(&l, src->passwd)) < 0)
+                return r;
+        if (src->home_root && (r = add_dir_entries(&l, src->home_root)) < 0)
+                return r;
+        if (src->state_root && (r = aj_sensitive_list_add(&l, src->state_root, "agentjail's state dir "
+                                                          "(run records, the seccomp cache)", true)) < 0)
+                return r;
+        if (src->runtime_root && (r = aj_sensitive_list_add(&l, src->runtime_root, "agentjail's runtime dir "
+                                                            "(control sockets)", true)) < 0)
+                return r;
+        if (src->exe && (r = aj_sensitive_list_add(&l, src->exe, "the agentjail executable", true)) < 0)
+                return r;
+        /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
+        for (char *const *d = src->config_dirs; d && *d; d++)
+                if ((*d)[0] == '/' && (r = aj_sensitive_list_add(&l, *d, "an agentjail profile or config dir",
+                                                                 true)) < 0)
+                        return r;
+        *ret = l;
+        l = (AjSensitiveList){ 0 };
+        return 0;
 }
 
 /* ---- plan construction ------------------------------------------------- */
@@ -452,6 +692,76 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
         return 0;
 }
 
+/* Opens what a bind of `path` would mount (following symlinks, as the mount does) and
+ * returns its path as the kernel resolved it and its identity: the checks below judge
+ * that path, and the mount later must have that dev/ino (a swapped symlink or directory
+ * in between makes the run fail instead of mounting something unchecked). */
+static int open_source(const char *path, char **ret_real, struct stat *ret_st)
+{
+        _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);
+        char link[64], buf[PATH_MAX];
+        ssize_t n;
+
+        if (fd < 0)
+                return negative_errno();
+        if (fstat(fd, ret_st) < 0)
+                return negative_errno();
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        n = readlink(link, buf, sizeof(buf) - 1);
+        if (n < 0)
+                return negative_errno();
+        buf[n] = '\0';
+        /* Not reachable from our root ("pipe:", a deleted directory): nothing to mount. */
+        if (buf[0] != '/' || (n > 10 && streq(buf + n - 10, " (deleted)")))
+                return -ENOENT;
+        *ret_real = strdup(buf);
+        return *ret_real ? 0 : -ENOMEM;
+}
+
+static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
+                           char **ret_error)
+{
+        size_t i = 0;
+        AjSensitiveVerdict v = aj_sensitive_check(real, ctx->sensitive, plan->allow_sensitive, &i);
+        const AjSensitivePlace *pl = v == AJ_SENSITIVE_NONE ? NULL : &ctx->sensitive->items[i];
+        const char *how = !pl                      ? ""
+                          : streq(pl->path, real)  ? "it is"
+                          : path_under(pl->path, real) ? "it contains"
+                                                   : "it is inside";
+        char *line = NULL;
+        char **n;
+
+        if (v == AJ_SENSITIVE_NONE)
+                return 0;
+        if (v == AJ_SENSITIVE_REFUSED) {
+                if (pl->agentjail)
+                        return format_error(ret_error,
+                                            "%s: refusing '%s': %s '%s', %s; an agent that can write there "
+                                            "controls the operator's next runs (rule: agentjail's own files are "
+                                            "never mounted writable)",
+                                            field, real, how, pl->path, pl->what),
+                               -EPERM;
+                return format_error(ret_error,
+                                    "%s: refusing '%s': %s '%s', %s (rule: sensitive places are never "
+                                    "mounted writable; run from a project directory, or add \"%s\" to "
+                                    "filesystem.allow_sensitive)",
+                                    field, real, how, pl->path, pl->what, pl->path),
+                       -EPERM;
+        }
+        if (asprintf(&line, "%s '%s' %s %s (%s), allowed by filesystem.allow_sensitive", field, real,
+                     streq(pl->path, real) ? "is" : "contains", pl->path, pl->what) < 0)
+                return -ENOMEM;
+        n = realloc(plan->sensitive_allowed, (plan->n_sensitive_allowed + 2) * sizeof(char *));
+        if (!n) {
+                free(line);
+                return -ENOMEM;
+        }
+        plan->sensitive_allowed = n;
+        n[plan->n_sensitive_allowed++] = line;
+        n[plan->n_sensitive_allowed] = NULL;
+        return 0;
+}
+
 static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
                      const char *jail_home, bool writable, char **ret_error)
 {
@@ -513,20 +823,43 @@ static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, cons
                 return add_step(plan, STEP_SYMLINK, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(link),
                                 TAKE_PTR(tgt), NULL, NULL, 0, false);
         }
-        if (S_ISLNK(st.st_mode) && stat(src, &st) < 0) {
-                if (errno == ENOENT && b->optional)
-                        return 0;
-                r = negative_errno();
+        bool link_src = S_ISLNK(st.st_mode);
+        _cleanup_free_ char *real = NULL;
+
+        /* A read-only bind is not judged by where it leads (a plain stat is cheaper on the
+         * start-up path); a writable one is judged by its real path. */
+        if (writable)
+                r = open_source(src, &real, &st);
+        else {
+                r = stat(src, &st) < 0 ? negative_errno() : 0;
+                real = r < 0 ? NULL : TAKE_PTR(src);
+        }
+        if (r == -ENOENT && b->optional)
+                return 0;
+        if (r < 0 && link_src)
                 return format_error(ret_error, "%s: '%s' is a symlink to nothing usable: %s", field, src,
                                     strerror(-r)),
                        r;
+        if (r < 0)
+                return format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
+        if (writable) {
+                r = check_sensitive(plan, ctx, field, real, ret_error);
+                if (r < 0)
+                        return r;
         }
 
-        return add_step(plan, STEP_BIND, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(src), TAKE_PTR(tgt), NULL,
-                        NULL,
-                        writable ? MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-                                 : MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                        S_ISDIR(st.st_mode));
+        r = add_step(plan, STEP_BIND, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(real), TAKE_PTR(tgt), NULL, NULL,
+                     writable ? MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+                              : MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                     S_ISDIR(st.st_mode));
+        if (r >= 0) {
+                AjMountStep *s = &plan->steps[plan->n - 1];
+
+                s->has_id = true;
+                s->dev = st.st_dev;
+                s->ino = st.st_ino;
+        }
+        return r;
 }
 
 static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
@@ -543,23 +876,20 @@ static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountCo
                 return format_error(ret_error, "%s: '%s' does not exist", field, raw), r;
         if (r < 0)
                 return r;
-        real = realpath(src, NULL);
-        if (!real) {
-                r = negative_errno();
-                if (r == -ENOENT)
-                        return format_error(ret_error, "%s: '%s' does not exist", field, src), r;
+        r = open_source(src, &real, &st);
+        if (r == -ENOENT)
+                return format_error(ret_error, "%s: '%s' does not exist", field, src), r;
+        if (r < 0)
                 return format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
-        }
         if (refused_workspace(real) || refused_workspace(src))
                 return format_error(ret_error,
                                     "%s: refusing '%s' as the workspace: it is a system directory; "
                                     "run agentjail from a project directory",
                                     field, real),
                        -EPERM;
-        if (stat(real, &st) < 0) {
-                r = negative_errno();
-                return format_error(ret_error, "%s: cannot access '%s': %s", field, real, strerror(-r)), r;
-        }
+        r = check_sensitive(plan, ctx, field, real, ret_error);
+        if (r < 0)
+                return r;
         if (!S_ISDIR(st.st_mode))
                 return format_error(ret_error, "%s: '%s' is not a directory", field, real), -ENOTDIR;
 
@@ -590,8 +920,14 @@ static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountCo
                         return -EINVAL;
         }
         r = add_step(plan, STEP_BIND, ORIGIN_WORKSPACE, TAKE_PTR(real), TAKE_PTR(tgt), NULL, NULL, attr, true);
-        if (r >= 0 && overlay)
-                plan->steps[plan->n - 1].overlay = TAKE_PTR(overlay);
+        if (r >= 0) {
+                AjMountStep *s = &plan->steps[plan->n - 1];
+
+                s->overlay = TAKE_PTR(overlay);
+                s->has_id = true;
+                s->dev = st.st_dev;
+                s->ino = st.st_ino;
+        }
         return r;
 }
 
@@ -762,6 +1098,44 @@ static int cmp_step_depth(const void *a, const void *b)
         return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* filesystem.allow_sensitive: "~" is the invoker's home; each entry resolved like the places. */
+static int resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
+                                   char **ret_error)
+{
+        static const char field[] = "filesystem.allow_sensitive";
+
+        if (p->allow_sensitive.n == 0)
+                return 0;
+        plan->allow_sensitive = calloc(p->allow_sensitive.n + 1, sizeof(char *));
+        if (!plan->allow_sensitive)
+                return -ENOMEM;
+        for (size_t i = 0; i < p->allow_sensitive.n; i++) {
+                const char *raw = p->allow_sensitive.items[i];
+                _cleanup_free_ char *joined = NULL;
+                const char *rest = tilde_rest(raw);
+                int r;
+
+                if (rest) {
+                        if (!ctx->host_home || ctx->host_home[0] != '/')
+                                return format_error(ret_error, "%s: '%s' uses '~' but the home directory is unknown",
+                                                    field, raw),
+                                       -EINVAL;
+                        joined = path_join(ctx->host_home, rest);
+                        if (!joined)
+                                return -ENOMEM;
+                        raw = joined;
+                }
+                r = resolve_prefix(raw, &plan->allow_sensitive[i]);
+                if (r == -EINVAL)
+                        return format_error(ret_error, "%s: '%s' must be an absolute path or '~' without '..'",
+                                            field, p->allow_sensitive.items[i]),
+                               r;
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret,
                         char **ret_error)
 {
@@ -791,6 +1165,9 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
         plan->allow_degraded_idmap = p->allow_degraded & AJ_DEGRADE_IDMAP;
 
         r = resolve_jail_path("filesystem.home", p->home ? p->home : DEFAULT_HOME, "/", &home, &err);
+        if (r < 0)
+                goto fail;
+        r = resolve_allow_sensitive(plan, p, ctx, &err);
         if (r < 0)
                 goto fail;
 
@@ -1045,57 +1422,102 @@ static int overlay_over(int lower_fd, const char *dir, uint64_t attr, char **ret
         return mfd;
 }
 
+static int clone_tree(int dfd, const char *path, uint64_t attr_set);
+
+/* The mount's root must be the file the plan checked: a symlink or directory swapped in
+ * between is refused, never mounted. */
+static int check_identity(const AjMountStep *s, int tree_fd)
+{
+        struct stat st;
+
+        if (!s->has_id)
+                return 0;
+        if (fstat(tree_fd, &st) < 0)
+                return negative_errno();
+        return st.st_dev == s->dev && st.st_ino == s->ino ? 0 : -ESTALE;
+}
+
+static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_fd, char **ret_error)
+{
+        _cleanup_close_ int fd = -1;
+        struct mount_attr attr = {
+                .attr_set = s->attr | MOUNT_ATTR_IDMAP,
+                .userns_fd = (uint64_t) idmap_userns_fd,
+        };
+        int r;
+
+        if (idmap_userns_fd < 0)
+                return format_error(ret_error, "no user namespace for the idmapped mount of '%s'", s->source),
+                       -EBADF;
+        fd = sys_open_tree(AT_FDCWD, s->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+        if (fd < 0) {
+                r = negative_errno();
+                return format_error(ret_error, "Failed to clone the mount tree of '%s': %s", s->source,
+                                    strerror(-r)),
+                       r;
+        }
+        if (check_identity(s, fd) < 0)
+                return format_error(ret_error, "'%s' changed after it was checked; refusing to mount it",
+                                    s->source),
+                       -ESTALE;
+        if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
+                r = negative_errno();
+                if (plan->allow_degraded_idmap && (r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSYS)) {
+                        /* The filesystem cannot idmap: keep a plain bind, the profile allows it. */
+                        attr.attr_set = s->attr;
+                        attr.userns_fd = 0;
+                        if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
+                                r = negative_errno();
+                                return format_error(ret_error, "Failed to set mount flags on '%s': %s",
+                                                    s->source, strerror(-r)),
+                                       r;
+                        }
+                        s->degraded = true;
+                } else
+                        return format_error(ret_error, "Failed to create an idmapped mount of '%s': %s",
+                                            s->source, strerror(-r)),
+                               r;
+        }
+        if (s->overlay) {
+                int ofd = overlay_over(fd, s->overlay, s->attr, ret_error);
+                if (ofd < 0)
+                        return ofd;
+                close(fd);
+                fd = ofd;
+        }
+        s->tree_fd = TAKE_FD(fd);
+        return 0;
+}
+
 int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, char **ret_error)
 {
         if (!plan)
                 return -EINVAL;
         for (size_t i = 0; i < plan->n; i++) {
                 AjMountStep *s = &plan->steps[i];
-                _cleanup_close_ int fd = -1;
-                struct mount_attr attr = {
-                        .attr_set = s->attr | MOUNT_ATTR_IDMAP,
-                        .userns_fd = (uint64_t) idmap_userns_fd,
-                };
                 int r;
 
-                if (!s->idmap || s->tree_fd >= 0)
+                /* The device nodes stay with the child: /dev is searchable by anyone, and six
+                 * more trees here would cost the start-up path for nothing. */
+                if (s->kind != STEP_BIND || s->tree_fd >= 0 || s->origin == ORIGIN_DEVICE)
                         continue;
-                if (idmap_userns_fd < 0)
-                        return format_error(ret_error, "no user namespace for the idmapped mount of '%s'", s->source),
-                               -EBADF;
-
-                fd = sys_open_tree(AT_FDCWD, s->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-                if (fd < 0) {
-                        r = negative_errno();
+                if (s->idmap) {
+                        r = prepare_idmapped(plan, s, idmap_userns_fd, ret_error);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                /* Opened here, by the supervisor, so the jail's uid needs no search permission on
+                 * the source's parents (a checkout under a 0700 /root); the child only moves it. */
+                _cleanup_close_ int fd = clone_tree(AT_FDCWD, s->source, s->attr);
+                if (fd < 0)
                         return format_error(ret_error, "Failed to clone the mount tree of '%s': %s", s->source,
-                                            strerror(-r)),
-                               r;
-                }
-                if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
-                        r = negative_errno();
-                        if (plan->allow_degraded_idmap && (r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSYS)) {
-                                /* The filesystem cannot idmap: keep a plain bind, the profile allows it. */
-                                attr.attr_set = s->attr;
-                                attr.userns_fd = 0;
-                                if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
-                                        r = negative_errno();
-                                        return format_error(ret_error, "Failed to set mount flags on '%s': %s",
-                                                            s->source, strerror(-r)),
-                                               r;
-                                }
-                                s->degraded = true;
-                        } else
-                                return format_error(ret_error, "Failed to create an idmapped mount of '%s': %s",
-                                                    s->source, strerror(-r)),
-                                       r;
-                }
-                if (s->overlay) {
-                        int ofd = overlay_over(fd, s->overlay, s->attr, ret_error);
-                        if (ofd < 0)
-                                return ofd;
-                        close(fd);
-                        fd = ofd;
-                }
+                                            strerror(-fd)),
+                               fd;
+                if (check_identity(s, fd) < 0)
+                        return format_error(ret_error, "'%s' changed after it was checked; refusing to mount it",
+                                            s->source),
+                               -ESTALE;
                 s->tree_fd = TAKE_FD(fd);
         }
         return 0;
@@ -1357,9 +1779,14 @@ static int apply_step(const AjMountPlan *plan, const AjMountStep *s, int *rootfd
 
         case STEP_BIND:
                 if (s->tree_fd < 0) {
+                        int r;
+
                         mfd = clone_tree(AT_FDCWD, s->source, s->attr);
                         if (mfd < 0)
                                 return mfd;
+                        r = check_identity(s, mfd);
+                        if (r < 0)
+                                return r;
                 }
                 tfd = open_mountpoint(*rootfd, s->target, s->is_dir);
                 if (tfd < 0)
@@ -1522,6 +1949,11 @@ const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *b
 
 const char *aj_mount_plan_workdir(const AjMountPlan *plan) { return plan ? plan->workdir : NULL; }
 
+char *const *aj_mount_plan_sensitive_allowed(const AjMountPlan *plan)
+{
+        return plan ? plan->sensitive_allowed : NULL;
+}
+
 size_t aj_mount_plan_n_steps(const AjMountPlan *plan) { return plan ? plan->n : 0; }
 
 const char *aj_mount_plan_workspace_source(const AjMountPlan *plan)
@@ -1550,6 +1982,12 @@ void aj_mount_plan_free(AjMountPlan *plan)
         for (size_t i = 0; i < plan->n; i++)
                 step_clear(&plan->steps[i]);
         free(plan->steps);
+        for (size_t i = 0; plan->allow_sensitive && plan->allow_sensitive[i]; i++)
+                free(plan->allow_sensitive[i]);
+        free(plan->allow_sensitive);
+        for (size_t i = 0; i < plan->n_sensitive_allowed; i++)
+                free(plan->sensitive_allowed[i]);
+        free(plan->sensitive_allowed);
         free(plan->root);
         free(plan->workdir);
         free(plan);

@@ -12,6 +12,54 @@
 
 #include "profile.h"
 
+/*
+ * Places on the host a workspace or a read-write bind must not expose (docs/profiles.md,
+ * "Sensitive places"). A `generic` place (/tmp, a home directory, /var/lib...) refuses a
+ * path that IS it or CONTAINS it, unless the profile's filesystem.allow_sensitive names
+ * it. An agentjail place (state, runtime and profile dirs, this executable) refuses a
+ * path that is it, contains it or is inside it, always: whoever writes there owns the
+ * operator's next run.
+ */
+typedef struct {
+        char *path;       /* absolute, symlinks resolved as far as the path exists */
+        const char *what; /* "temporary files of every user", "agentjail's state dir"... */
+        bool agentjail;   /* agentjail's own: never allowed */
+} AjSensitivePlace;
+
+typedef struct {
+        AjSensitivePlace *items;
+        size_t n;
+} AjSensitiveList;
+
+typedef enum {
+        AJ_SENSITIVE_NONE = 0, /* touches no sensitive place */
+        AJ_SENSITIVE_ALLOWED,  /* touches only generic places the profile allows */
+        AJ_SENSITIVE_REFUSED,
+} AjSensitiveVerdict;
+
+/* The decision (pure): `path` and every entry of `allow` (NULL-terminated, may be NULL)
+ * are absolute and resolved like the places. *ret_place is the refusing place, or for
+ * AJ_SENSITIVE_ALLOWED the first allowed one. */
+AjSensitiveVerdict aj_sensitive_check(const char *path, const AjSensitiveList *places, char *const *allow,
+                                      size_t *ret_place);
+
+/* What agentjail knows it must protect, besides the fixed generic places. */
+typedef struct {
+        const char *state_root, *runtime_root;
+        const char *host_home;     /* the invoker's $HOME (may be NULL) */
+        const char *exe;           /* this executable (may be NULL) */
+        char *const *config_dirs;  /* profile search dirs and config dirs (NULL-terminated) */
+        const char *passwd;        /* passwd file for the other home dirs: "/etc/passwd"; NULL: none */
+        const char *home_root;     /* each directory in it is a home: "/home"; NULL: none */
+} AjSensitiveSources;
+
+/* Builds the list: fixed generic places, home directories, agentjail's own places, each
+ * resolved (realpath of the longest existing prefix). */
+int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret);
+/* Adds one place (resolved as above). */
+int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, bool agentjail);
+void aj_sensitive_list_done(AjSensitiveList *l);
+
 typedef struct {
         const char *cwd;          /* host cwd: "." workspace resolves to it */
         const char *host_home;    /* invoking user's home, for "~/" in profile paths; may be NULL */
@@ -25,6 +73,7 @@ typedef struct {
         const char *root_mountpoint; /* empty host dir the child mounts the new root's tmpfs on (only
                                       * visible in the child's mount namespace) */
         const char *overlay_dir;  /* workspace mode overlay: host dir holding upper/ and work/ */
+        const AjSensitiveList *sensitive; /* checked against the workspace and rw binds; may be NULL */
 } AjMountContext;
 
 typedef struct AjMountPlan AjMountPlan;
@@ -34,9 +83,11 @@ typedef struct AjMountPlan AjMountPlan;
 int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret,
                         char **ret_error);
 
-/* Host side, before clone: create detached idmapped trees for the rw binds and
- * the workspace (open_tree + mount_setattr(MOUNT_ATTR_IDMAP)) with `idmap_userns_fd`
- * mapping the host owner to the jail's host uid. No-op when ctx->idmap was false. */
+/* Host side, before clone (root-started runs): detached trees (open_tree) for every
+ * bind, so the jail's uid needs no search permission on the sources' parents; the rw
+ * binds and the workspace idmapped (mount_setattr(MOUNT_ATTR_IDMAP)) with
+ * `idmap_userns_fd` mapping the host owner to the jail's host uid. Each tree's root must
+ * be the very file the plan checked (dev/ino), or the run is refused. */
 int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, char **ret_error);
 
 /* Child side, in the new user+mount namespaces with full capabilities there.
@@ -57,6 +108,10 @@ const char *aj_mount_plan_workdir(const AjMountPlan *plan);
 /* Whether aj_mount_plan_prepare() fell back to a plain bind because the filesystem
  * refused an idmapped mount (only when the profile allows AJ_DEGRADE_IDMAP). */
 bool aj_mount_plan_idmap_degraded(const AjMountPlan *plan);
+
+/* The sensitive places the profile's allow_sensitive let the workspace or an rw bind
+ * expose, one "'SRC' (field) contains PLACE (what)" line each, NULL-terminated; NULL if none. */
+char *const *aj_mount_plan_sensitive_allowed(const AjMountPlan *plan);
 
 /* Number of steps (for iterating aj_mount_step_describe()). */
 size_t aj_mount_plan_n_steps(const AjMountPlan *plan);

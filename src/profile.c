@@ -503,6 +503,19 @@ static int check_workspace(Check *c, json_t *v)
         return check_object(c, v, fields);
 }
 
+static int check_sensitive_place(Check *c, json_t *v)
+{
+        int r = check_string(c, v);
+        if (r < 0)
+                return r;
+        const char *problem = path_problem(json_string_value(v), true);
+        if (problem)
+                return fail(c, AJ_JSON_AT_VALUE, "%s or \"~\" (the invoking user's home): %s", problem, GOT(v));
+        return 0;
+}
+
+static int check_allow_sensitive(Check *c, json_t *v) { return check_string_array(c, v, check_sensitive_place); }
+
 static int check_filesystem(Check *c, json_t *v)
 {
         static const Field fields[] = {
@@ -512,6 +525,7 @@ static int check_filesystem(Check *c, json_t *v)
                 { "hide", check_mountpoints },
                 { "workspace", check_workspace },
                 { "home", check_home },
+                { "allow_sensitive", check_allow_sensitive },
                 {},
         };
         return check_object(c, v, fields);
@@ -1445,6 +1459,7 @@ static int profile_from_json(json_t *root, AjProfile *p)
             (r = bindlist_from(&p->rw, json_object_get(fs, "rw"))) < 0 ||
             (r = strlist_from(&p->tmpfs, json_object_get(fs, "tmpfs"))) < 0 ||
             (r = strlist_from(&p->hide, json_object_get(fs, "hide"))) < 0 ||
+            (r = strlist_from(&p->allow_sensitive, json_object_get(fs, "allow_sensitive"))) < 0 ||
             (r = dup_string(&p->home, json_object_get(fs, "home"))) < 0)
                 return r;
         ws = json_object_get(fs, "workspace");
@@ -1691,7 +1706,7 @@ static json_t *profile_tree(const AjProfile *p)
 
         /* json_pack() takes ownership of "o" arguments even on failure, and fails on a NULL one. */
         json_t *root = json_pack(
-                "{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s}, s:{s:I, s:I, s:I, s:I},"
+                "{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s, s:o}, s:{s:I, s:I, s:I, s:I},"
                 " s:{s:s, s:o, s:o, s:b, s:b},"
                 " s:{s:o, s:I, s:f, s:o, s:o, s:I, s:I, s:o, s:b},"
                 " s:{s:o, s:o}, s:{s:o, s:o}, s:o}",
@@ -1699,6 +1714,7 @@ static json_t *profile_tree(const AjProfile *p)
                 "filesystem",
                 "ro", bindlist_json(&p->ro), "rw", bindlist_json(&p->rw), "tmpfs", strlist_json(&p->tmpfs),
                 "hide", strlist_json(&p->hide), "workspace", workspace, "home", p->home,
+                "allow_sensitive", strlist_json(&p->allow_sensitive),
                 "user",
                 "uid", (json_int_t)p->uid, "gid", (json_int_t)p->gid, "host_uid", (json_int_t)p->host_uid,
                 "host_gid", (json_int_t)p->host_gid,
@@ -1774,6 +1790,7 @@ void aj_profile_free(AjProfile *p)
         bindlist_done(&p->rw);
         strlist_done(&p->tmpfs);
         strlist_done(&p->hide);
+        strlist_done(&p->allow_sensitive);
         free(p->workspace_path);
         free(p->home);
         free(p->hostname);

@@ -76,6 +76,8 @@ typedef struct AjProfile {
         char *workspace_path; /* "." = cwd at run time; NULL when mode is NONE */
         AjWorkspaceMode workspace_mode;
         char *home; /* jail path of the private home (tmpfs); default "/home/agent" */
+        AjStrList allow_sensitive; /* generic sensitive places (/tmp, "~"...) the workspace or an rw
+                                    * bind may be or contain (src/mount.h AjSensitivePlace) */
 
         /* identity */
         uid_t uid, gid;           /* inside the jail; default 1000/1000 */

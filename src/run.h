@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <termios.h>
 
 #include "broker.h"
 #include "cgroup.h"
@@ -25,6 +26,7 @@
 #include "seccomp-filter.h"
 #include "spawn.h"
 #include "state.h"
+#include "tty.h"
 
 typedef enum {
         SRC_SIGNAL = 1,
@@ -42,6 +44,7 @@ typedef enum {
         SRC_ALERT_TIMER,
         SRC_WALL_CAP,
         SRC_WATCHDOG,
+        SRC_TTY,
 } Source;
 
 typedef struct {
@@ -84,6 +87,16 @@ typedef struct {
         AjSpawnHandle h;
         int epfd, sigfd, wallfd, listener, cg_event_fd;
         OutputStream streams[2];
+
+        /* the jail's terminal (src/tty.c) */
+        bool tty;                 /* the jail has a pty of its own */
+        int term_fd;              /* the operator's terminal (stdin), -1 when stdin is none */
+        struct termios term_saved;
+        bool term_raw;            /* term_fd is in raw mode: restore term_saved */
+        int winsize_fd;           /* where the window size comes from, or -1 */
+        AjTtyRelay *tty_relay;
+        int tty_log;              /* tty.log: the transcript */
+        int tty_restore_flags[2]; /* stdin/stdout file status flags to put back, or -1 */
 
         /* outcome */
         bool launch_failed;

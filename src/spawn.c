@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -50,6 +51,7 @@ static const char *const stage_text[_AJ_STAGE_MAX] = {
         [AJ_STAGE_SETSID] = "start a new session",
         [AJ_STAGE_STDIO] = "set up standard output",
         [AJ_STAGE_EXEC] = "execute the command",
+        [AJ_STAGE_TTY] = "create the jail's terminal",
 };
 
 const char *aj_spawn_stage_describe(AjSpawnStage stage)
@@ -135,7 +137,7 @@ static void noop_handler(int sig) { (void)sig; }
 
 static const int forwarded_signals[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT };
 
-_noreturn_ static void exec_command(const AjSpawnConfig *cfg, int sync_fd)
+_noreturn_ static void exec_command(const AjSpawnConfig *cfg, int sync_fd, int cmd_in)
 {
         /* Default dispositions and an empty mask (the supervisor's blocked signals were
          * inherited through clone): the command starts clean. */
@@ -152,15 +154,19 @@ _noreturn_ static void exec_command(const AjSpawnConfig *cfg, int sync_fd)
                 m.err = errno;
                 goto fail;
         }
-        if (dup2(cfg->stdout_fd, 1) < 0 || dup2(cfg->stderr_fd, 2) < 0) {
+        bool pty = cfg->stdin_mode == AJ_STDIN_PTY;
+        /* The session leader with the jail's terminal as its controlling terminal: ^C, ^Z
+         * and job control work through its line discipline, as in any terminal. */
+        if ((pty && ioctl(cmd_in, TIOCSCTTY, 0) < 0) || dup2(cmd_in, 0) < 0 ||
+            dup2(pty ? cmd_in : cfg->stdout_fd, 1) < 0 || dup2(pty ? cmd_in : cfg->stderr_fd, 2) < 0) {
                 m.stage = AJ_STAGE_STDIO;
                 m.err = errno;
                 goto fail;
         }
-        if (cfg->stdout_fd > 2)
-                close(cfg->stdout_fd);
-        if (cfg->stderr_fd > 2 && cfg->stderr_fd != cfg->stdout_fd)
-                close(cfg->stderr_fd);
+        int fds[] = { cmd_in, cfg->stdout_fd, cfg->stderr_fd };
+        for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
+                if (fds[i] > 2)
+                        close(fds[i]);
 
         /* execvp() searches the PATH of `environ`, which must be the jail's. */
         environ = cfg->envp;
@@ -172,7 +178,7 @@ fail:
         _exit(m.stage == AJ_STAGE_EXEC && (m.err == ENOENT || m.err == ENOTDIR) ? 127 : 126);
 }
 
-_noreturn_ static void run_init(const AjSpawnConfig *cfg, int sync_fd)
+_noreturn_ static void run_init(const AjSpawnConfig *cfg, int sync_fd, int cmd_in)
 {
         sigset_t mask;
         sigemptyset(&mask);
@@ -194,12 +200,14 @@ _noreturn_ static void run_init(const AjSpawnConfig *cfg, int sync_fd)
         if (cmd < 0)
                 child_fail(sync_fd, AJ_STAGE_FORK, errno, 0);
         if (cmd == 0)
-                exec_command(cfg, sync_fd);
+                exec_command(cfg, sync_fd, cmd_in);
 
-        /* Our copies of the command's stdout/stderr must go, or the supervisor never sees EOF. */
-        close(cfg->stdout_fd);
-        if (cfg->stderr_fd != cfg->stdout_fd)
-                close(cfg->stderr_fd);
+        /* Our copies of the command's stdio must go, or the supervisor never sees EOF (or,
+         * with a pty, the master's hang-up). */
+        int fds[] = { cmd_in, cfg->stdout_fd, cfg->stderr_fd };
+        for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
+                if (fds[i] >= 0 && (i != 2 || fds[2] != fds[1]))
+                        close(fds[i]);
 
         AjChildMsg started = { .type = AJ_MSG_STARTED, .pid = cmd };
         (void)send_msg(sync_fd, &started, -1);
@@ -234,6 +242,91 @@ _noreturn_ static void run_init(const AjSpawnConfig *cfg, int sync_fd)
         _exit(WIFEXITED(cmd_status) ? WEXITSTATUS(cmd_status) : 128 + WTERMSIG(cmd_status));
 }
 
+/* A new pseudo-terminal of the jail's own devpts instance (/dev/ptmx -> pts/ptmx): its
+ * slave is /dev/pts/N in the jail, for ttyname() and `tty`. The master goes to the
+ * supervisor; the slave is returned for the command. */
+static int open_jail_pty(const AjSpawnConfig *cfg, int sync_fd, int *ret_slave)
+{
+        int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (master < 0)
+                return -errno;
+        int unlock = 0, slave = -1, r = 0;
+        if (ioctl(master, TIOCSPTLCK, &unlock) < 0) {
+                r = -errno;
+                goto out;
+        }
+        slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (slave < 0) {
+                /* Before Linux 4.13: by name, which is ours (the instance is this jail's). */
+                unsigned n;
+                char path[64];
+                if (ioctl(master, TIOCGPTN, &n) < 0) {
+                        r = -errno;
+                        goto out;
+                }
+                snprintf(path, sizeof(path), "/dev/pts/%u", n);
+                slave = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+                if (slave < 0) {
+                        r = -errno;
+                        goto out;
+                }
+        }
+        if (cfg->have_termios)
+                (void)tcsetattr(slave, TCSANOW, &cfg->termios);
+        if (cfg->winsize.ws_row || cfg->winsize.ws_col)
+                (void)ioctl(master, TIOCSWINSZ, &cfg->winsize);
+        AjChildMsg m = { .type = AJ_MSG_PTY };
+        r = send_msg(sync_fd, &m, master);
+out:
+        close(master);
+        if (r < 0) {
+                if (slave >= 0)
+                        close(slave);
+                return r;
+        }
+        *ret_slave = slave;
+        return 0;
+}
+
+/* init's own 0, 1 and 2 become the jail's /dev/null: what the supervisor had there (the
+ * operator's terminal) is never an fd in the jail. Returns the command's stdin. */
+static int setup_stdio(const AjSpawnConfig *cfg, int sync_fd, int *ret_cmd_in, AjSpawnStage *ret_stage)
+{
+        *ret_stage = AJ_STAGE_STDIO;
+        int null = open("/dev/null", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (null < 0)
+                return -errno;
+        int cmd_in = -1, r = 0;
+        switch (cfg->stdin_mode) {
+        case AJ_STDIN_INHERIT:
+                cmd_in = fcntl(0, F_DUPFD_CLOEXEC, 3);
+                if (cmd_in < 0 && errno == EBADF) /* the supervisor had no stdin */
+                        cmd_in = fcntl(null, F_DUPFD_CLOEXEC, 3);
+                break;
+        case AJ_STDIN_NULL:
+                cmd_in = fcntl(null, F_DUPFD_CLOEXEC, 3);
+                break;
+        case AJ_STDIN_PTY:
+                *ret_stage = AJ_STAGE_TTY;
+                r = open_jail_pty(cfg, sync_fd, &cmd_in);
+                break;
+        }
+        if (r == 0 && cmd_in < 0)
+                r = -errno;
+        for (int fd = 0; r == 0 && fd <= 2; fd++)
+                if (fd != null && dup2(null, fd) < 0)
+                        r = -errno;
+        if (null > 2)
+                close(null);
+        if (r < 0) {
+                if (cmd_in >= 0)
+                        close(cmd_in);
+                return r;
+        }
+        *ret_cmd_in = cmd_in;
+        return 0;
+}
+
 _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
 {
         /* Tells the jail's init apart from the supervisor in ps and `agentjail inspect`. */
@@ -242,6 +335,9 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
         int r = aj_spawn_recv(sync_fd, &go, NULL);
         if (r <= 0 || go.type != AJ_MSG_GO)
                 _exit(125); /* the supervisor is gone or refused: nothing to report to */
+        /* Out of the operator's session: init has no controlling terminal. */
+        if (setsid() < 0)
+                child_fail(sync_fd, AJ_STAGE_SETSID, errno, 0);
 
         if (!cfg->rootless && setgroups(0, NULL) < 0)
                 child_fail(sync_fd, AJ_STAGE_SETGROUPS, errno, 0);
@@ -287,6 +383,11 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
         r = aj_mount_apply(cfg->mount, &step);
         if (r < 0)
                 child_fail(sync_fd, AJ_STAGE_MOUNT, r, (int)step);
+        int cmd_in = -1;
+        AjSpawnStage stdio_stage;
+        r = setup_stdio(cfg, sync_fd, &cmd_in, &stdio_stage);
+        if (r < 0)
+                child_fail(sync_fd, stdio_stage, r, 0);
 
         /* The supervisor moves us into the v1 hierarchies while we build the root (on hybrid
          * hosts that write can wait for an RCU grace period). The run's cgroup must be ours,
@@ -298,7 +399,7 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
         if (unshare(CLONE_NEWCGROUP) < 0)
                 child_fail(sync_fd, AJ_STAGE_CGROUPNS, errno, 0);
 
-        int keep[] = { sync_fd, cfg->stdout_fd, cfg->stderr_fd };
+        int keep[] = { sync_fd, cfg->stdout_fd, cfg->stderr_fd, cmd_in };
         r = aj_close_all_except(3, keep, ARRAY_SIZE(keep));
         if (r < 0)
                 child_fail(sync_fd, AJ_STAGE_FDS, r, 0);
@@ -327,7 +428,7 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
                 if (q < 0)
                         child_fail(sync_fd, AJ_STAGE_SEND_LISTENER, q, 0);
         }
-        run_init(cfg, sync_fd);
+        run_init(cfg, sync_fd, cmd_in);
 }
 
 /* ---- the supervisor side -------------------------------------------------------- */

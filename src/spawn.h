@@ -11,8 +11,10 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/types.h>
+#include <termios.h>
 
 #include "mount.h"
 #include "seccomp-filter.h"
@@ -41,6 +43,7 @@ typedef enum {
         AJ_STAGE_SETSID,
         AJ_STAGE_STDIO,
         AJ_STAGE_EXEC,
+        AJ_STAGE_TTY,
         _AJ_STAGE_MAX,
 } AjSpawnStage;
 
@@ -55,7 +58,18 @@ typedef enum {
         AJ_MSG_EXEC_FAILED,  /* command -> supervisor: execve failed with err */
         AJ_MSG_EXIT,         /* init -> supervisor: command's wait status */
         AJ_MSG_PROXY_LISTENER, /* child -> supervisor: a proxy listener fd (step 0 HTTP, 1 SOCKS5) */
+        AJ_MSG_PTY,          /* child -> supervisor: the master of the jail's terminal */
 } AjMsgType;
+
+/* What the command gets as its standard input. Whatever the supervisor's own 0/1/2 are
+ * (the operator's terminal), init replaces them with the jail's /dev/null. */
+typedef enum {
+        AJ_STDIN_INHERIT = 0, /* the supervisor's stdin (not a terminal: a file or pipe) */
+        AJ_STDIN_NULL,        /* /dev/null */
+        AJ_STDIN_PTY,         /* a new pseudo-terminal of the jail's devpts instance, also as 1
+                               * and 2 and as the command's controlling terminal; the master
+                               * goes to the supervisor (AJ_MSG_PTY) */
+} AjSpawnStdin;
 
 typedef struct {
         int32_t type;
@@ -83,7 +97,11 @@ typedef struct {
         size_t n_rlimits;
         char **argv;
         char **envp;
-        int stdout_fd, stderr_fd;   /* write ends the command gets as 1 and 2 (stdin is inherited) */
+        AjSpawnStdin stdin_mode;
+        int stdout_fd, stderr_fd;   /* write ends the command gets as 1 and 2 (-1 with a pty) */
+        struct winsize winsize;     /* the pty's initial size (0x0: leave it) */
+        bool have_termios;          /* the pty starts with these settings (the operator's) */
+        struct termios termios;
         int cgroup_v2_fd;           /* CLONE_INTO_CGROUP target, or -1 */
         bool proxy_listeners;       /* create the egress proxy's listeners on the jail's 127.0.0.1 */
 } AjSpawnConfig;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +56,11 @@ int aj_paths_resolve(AjPaths *ret)
                 p.runtime_root = strdup("/run/agentjail");
         else {
                 p.runtime_root = xdg_dir("XDG_RUNTIME_DIR", NULL, "agentjail");
-                if (!p.runtime_root && asprintf(&p.runtime_root, "/tmp/agentjail-%u", (unsigned)getuid()) < 0)
-                        p.runtime_root = NULL;
+                if (!p.runtime_root) {
+                        p.runtime_in_tmp = true;
+                        if (asprintf(&p.runtime_root, "/tmp/agentjail-%u", (unsigned)geteuid()) < 0)
+                                p.runtime_root = NULL;
+                }
         }
         if (!p.state_root || !p.runtime_root) {
                 aj_paths_done(&p);
@@ -101,6 +105,62 @@ int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
 }
 
 char *aj_runtime_dir_path(const AjPaths *paths, const char *id) { return path_join(paths->runtime_root, id); }
+
+const char *aj_runtime_root_problem(const struct stat *st, uid_t uid, bool exact_0700)
+{
+        if (S_ISLNK(st->st_mode))
+                return "it is a symlink";
+        if (!S_ISDIR(st->st_mode))
+                return "it is not a directory";
+        if (st->st_uid != uid)
+                return "it belongs to another user";
+        if (exact_0700 && (st->st_mode & 07777) != 0700)
+                return "its mode is not 0700";
+        if (st->st_mode & (S_IWGRP | S_IWOTH))
+                return "other users can write to it";
+        return NULL;
+}
+
+int aj_runtime_root_prepare(const AjPaths *paths, char **ret_error)
+{
+        const char *root = paths->runtime_root;
+        struct stat st;
+        int r;
+
+        if (paths->runtime_in_tmp) {
+                /* In a world-writable /tmp: create it ourselves or find someone else's. The
+                 * sticky bit keeps a directory we own from being renamed or replaced later. */
+                if (mkdir(root, 0700) < 0 && errno != EEXIST)
+                        r = -errno;
+                else {
+                        _cleanup_close_ int fd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        r = fd < 0 ? -errno : fstat(fd, &st) < 0 ? -errno : 0;
+                }
+        } else {
+                r = aj_mkdir_p(root, 0711);
+                if (r >= 0 && stat(root, &st) < 0)
+                        r = -errno;
+        }
+        if ((r == -ELOOP || r == -ENOTDIR) && lstat(root, &st) == 0)
+                r = 0; /* a symlink or a file where the directory should be: described below */
+        if (r < 0) {
+                if (ret_error && asprintf(ret_error, "cannot create the runtime directory '%s': %s", root,
+                                          strerror(-r)) < 0)
+                        *ret_error = NULL;
+                return r;
+        }
+        const char *problem = aj_runtime_root_problem(&st, geteuid(), paths->runtime_in_tmp);
+        if (!problem)
+                return 0;
+        if (ret_error &&
+            asprintf(ret_error,
+                     "refusing the runtime directory '%s': %s (owner uid %u, mode %04o); it holds the runs' "
+                     "control sockets, so it must be yours alone: remove it, or set XDG_RUNTIME_DIR or "
+                     "AGENTJAIL_RUNTIME_DIR",
+                     root, problem, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777)) < 0)
+                *ret_error = NULL;
+        return -EPERM;
+}
 
 int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
 {

@@ -2,7 +2,8 @@
 /*
  * Where runs live. Root: /var/lib/agentjail (state) and /run/agentjail
  * (runtime: sockets, mount points); rootless: $XDG_STATE_HOME/agentjail and
- * $XDG_RUNTIME_DIR/agentjail. AGENTJAIL_STATE_DIR / AGENTJAIL_RUNTIME_DIR
+ * $XDG_RUNTIME_DIR/agentjail (without it, /tmp/agentjail-UID, which must be the
+ * invoker's, mode 0700: aj_runtime_root_prepare). AGENTJAIL_STATE_DIR / AGENTJAIL_RUNTIME_DIR
  * override both (tests use them).
  *   <state>/runs/<id>/{run.json,events.jsonl,stdout.log,stderr.log}
  *   <state>/cache/seccomp/   compiled filters
@@ -12,10 +13,12 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <sys/stat.h>
 
 typedef struct {
         char *state_root;
         char *runtime_root;
+        bool runtime_in_tmp; /* rootless without XDG_RUNTIME_DIR: /tmp/agentjail-UID */
 } AjPaths;
 
 int aj_paths_resolve(AjPaths *ret);
@@ -32,6 +35,16 @@ char *aj_runtime_dir_path(const AjPaths *paths, const char *id);
 /* <runtime>/.root: the mount point every jail mounts its root on, inside its own
  * mount namespace (always empty on the host). Created once. */
 int aj_root_mountpoint(const AjPaths *paths, char **ret);
+/*
+ * Creates the runtime root if needed and checks it is ours alone: owned by the euid and
+ * writable by nobody else; the /tmp fallback is made with mkdir + open(O_NOFOLLOW) and
+ * must be a real directory with mode 0700 (any local user can create /tmp/agentjail-UID
+ * first). -EPERM with *ret_error saying what is wrong. Call before the two below.
+ */
+int aj_runtime_root_prepare(const AjPaths *paths, char **ret_error);
+/* What makes a runtime root unsafe for `uid` (NULL: nothing). `exact_0700` for the /tmp
+ * fallback. Pure. */
+const char *aj_runtime_root_problem(const struct stat *st, uid_t uid, bool exact_0700);
 /* <runtime>/<id>, created 0711. */
 int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
 int aj_runtime_dir_remove(const char *dir);

@@ -173,11 +173,29 @@ require_jail() {
 rootless_limits_ok() {
         local tmp err rc
         tmp=$(mktemp -d) || return 1
-        err=$(cd "$tmp" && AGENTJAIL_STATE_DIR="$tmp/state" AGENTJAIL_RUNTIME_DIR="$tmp/runtime" \
+        mkdir "$tmp/ws" || return 1
+        err=$(cd "$tmp/ws" && AGENTJAIL_STATE_DIR="$tmp/state" AGENTJAIL_RUNTIME_DIR="$tmp/runtime" \
                 timeout -k 5 20 "$AGENTJAIL" run -- /bin/true 2>&1 >/dev/null)
         rc=$?
         rm -rf --one-file-system "$tmp"
         ! [[ $rc == 125 && "$err" == *"Cannot enforce the profile's limits"* ]]
+}
+
+# A copy of the agentjail binary another uid can run: the build may sit under a directory
+# only root may enter (a clone in /root). It links its libraries statically, all but libc,
+# so a copy runs anywhere. With HOME_DIR, the shipped profiles also go to
+# HOME_DIR/.config/agentjail/profiles, where that uid's runs look first (the source
+# tree's profiles/ may be out of its reach too). Prints the copy's path.
+agentjail_for_others() {
+        local bin="$TEST_TMP/bin/agentjail"
+        if [[ ! -x $bin ]]; then
+                install -d -m 0755 "$TEST_TMP/bin" && install -m 0755 "$AGENTJAIL" "$bin" || return 1
+        fi
+        if [[ -n ${1:-} ]]; then
+                mkdir -p "$1/.config/agentjail/profiles" &&
+                        cp "$AGENTJAIL_SOURCE_DIR"/profiles/*.json "$1/.config/agentjail/profiles/" || return 1
+        fi
+        echo "$bin"
 }
 
 require_root() {

@@ -231,7 +231,7 @@ is "$(jq -r .state <<<"$OUT")" running "inspect: running again"
 # Another uid may not control the run.
 if command -v setpriv >/dev/null; then
         setpriv --reuid=65534 --regid=65534 --clear-groups env AGENTJAIL_STATE_DIR="$AGENTJAIL_STATE_DIR" \
-                AGENTJAIL_RUNTIME_DIR="$AGENTJAIL_RUNTIME_DIR" "$AJ" freeze "$LIVE" >/dev/null 2>&1
+                AGENTJAIL_RUNTIME_DIR="$AGENTJAIL_RUNTIME_DIR" "$(agentjail_for_others)" freeze "$LIVE" >/dev/null 2>&1
         is "$?" 1 "another uid cannot freeze the run"
         aj inspect "$LIVE" --json
         is "$(jq -r .state <<<"$OUT")" running "and it was not frozen"
@@ -451,7 +451,7 @@ if [[ -n "$AP_ID" ]] && wait_sock "$AP_ID" && ap_call a-0 10; then
 
         if command -v setpriv >/dev/null; then
                 setpriv --reuid=65534 --regid=65534 --clear-groups env AGENTJAIL_STATE_DIR="$AGENTJAIL_STATE_DIR" \
-                        AGENTJAIL_RUNTIME_DIR="$AGENTJAIL_RUNTIME_DIR" "$AJ" approve "$AP_ID" a-1 >/dev/null 2>&1
+                        AGENTJAIL_RUNTIME_DIR="$AGENTJAIL_RUNTIME_DIR" "$(agentjail_for_others)" approve "$AP_ID" a-1 >/dev/null 2>&1
                 is "$?" 1 "another uid cannot approve"
         fi
         # The supervisor's own check, past the socket's mode: open the socket to everyone,

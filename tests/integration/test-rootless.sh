@@ -22,6 +22,7 @@ command -v setpriv >/dev/null || skip_all "setpriv (util-linux) is missing"
 NB="$TEST_TMP/nobody"
 mkdir -p "$NB/ws" "$NB/state" "$NB/runtime"
 cp "$PROBE" "$NB/ws/probe"
+AJ_NB=$(agentjail_for_others "$NB") || exit 1
 chown -R 65534:65534 "$NB"
 cat >"$NB/degraded.json" <<'JSON'
 {"extends": "default", "allow_degraded": ["limits"]}
@@ -31,7 +32,7 @@ chmod 0644 "$NB/degraded.json"
 as_nobody() {
         (cd "$NB/ws" && timeout -k 5 60 setpriv --reuid=65534 --regid=65534 --clear-groups \
                 env -i PATH=/usr/bin:/bin HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" \
-                AGENTJAIL_RUNTIME_DIR="$NB/runtime" "$AGENTJAIL" "$@") \
+                AGENTJAIL_RUNTIME_DIR="$NB/runtime" "$AJ_NB" "$@") \
                 >"$TEST_TMP/nb.out" 2>"$TEST_TMP/nb.err"
         NB_RC=$?
         NB_OUT=$(cat "$TEST_TMP/nb.out")

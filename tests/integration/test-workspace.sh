@@ -188,10 +188,11 @@ if command -v setpriv >/dev/null; then
         mkdir -p "$NB/ws" "$NB/state" "$NB/runtime"
         printf '%s\n' '{"extends": "default", "allow_degraded": ["limits"],
                 "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}' >"$NB/overlay.json"
+        AJ_NB=$(agentjail_for_others "$NB") || exit 1
         chown -R 65534:65534 "$NB"
         (cd "$NB/ws" && timeout -k 5 60 setpriv --reuid=65534 --regid=65534 --clear-groups \
                 env -i PATH=/usr/bin:/bin HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" \
-                AGENTJAIL_RUNTIME_DIR="$NB/runtime" "$AGENTJAIL" run -p "$NB/overlay.json" -- /bin/true) \
+                AGENTJAIL_RUNTIME_DIR="$NB/runtime" "$AJ_NB" run -p "$NB/overlay.json" -- /bin/true) \
                 >"$TEST_TMP/nb.out" 2>"$TEST_TMP/nb.err"
         is "$?" 125 "rootless with an overlay workspace: the run refuses to start"
         like "$(cat "$TEST_TMP/nb.err")" "needs agentjail started as root" "and says why"

@@ -110,3 +110,30 @@ Test(cli, caps_and_allow_net)
                      "--cap: 'tokens': expected KEY=VALUE, e.g. tokens=50000");
         expect_error(ARGV("run", "--allow-net", "", "--", "true"), 5, "--allow-net: empty entry");
 }
+
+Test(cli, tty_options)
+{
+        AjRunOptions o;
+        char *err = NULL;
+        cr_assert_eq(aj_cli_parse_run(3, ARGV("run", "--", "sh"), &o, &err), 0);
+        cr_assert_eq(o.tty, AJ_TTY_AUTO, "a pty when stdin is a terminal, by default");
+        aj_cli_run_options_done(&o);
+        cr_assert_eq(aj_cli_parse_run(4, ARGV("run", "-t", "--", "sh"), &o, &err), 0);
+        cr_assert_eq(o.tty, AJ_TTY_ALWAYS);
+        aj_cli_run_options_done(&o);
+        cr_assert_eq(aj_cli_parse_run(4, ARGV("run", "--tty", "--", "sh"), &o, &err), 0);
+        cr_assert_eq(o.tty, AJ_TTY_ALWAYS);
+        aj_cli_run_options_done(&o);
+        cr_assert_eq(aj_cli_parse_run(4, ARGV("run", "--no-tty", "--", "sh"), &o, &err), 0);
+        cr_assert_eq(o.tty, AJ_TTY_NEVER);
+        aj_cli_run_options_done(&o);
+        /* The last one given wins, as with other flags. */
+        cr_assert_eq(aj_cli_parse_run(5, ARGV("run", "--no-tty", "-t", "--", "sh"), &o, &err), 0);
+        cr_assert_eq(o.tty, AJ_TTY_ALWAYS);
+        aj_cli_run_options_done(&o);
+        /* The command's own -t is not ours. */
+        cr_assert_eq(aj_cli_parse_run(4, ARGV("run", "ssh", "-t", "host"), &o, &err), 0);
+        cr_assert_eq(o.tty, AJ_TTY_AUTO);
+        cr_assert_str_eq(o.argv[1], "-t");
+        aj_cli_run_options_done(&o);
+}

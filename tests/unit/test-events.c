@@ -86,6 +86,64 @@ Test(state, paths_follow_the_environment)
         aj_paths_done(&p);
 }
 
+Test(state, runtime_root_problems)
+{
+        static const struct {
+                mode_t mode;
+                uid_t uid;
+                bool exact;
+                const char *want; /* NULL: fine */
+        } cases[] = {
+                { S_IFDIR | 0700, 1000, true, NULL },
+                { S_IFDIR | 0700, 1001, true, "it belongs to another user" },
+                { S_IFDIR | 0777, 1000, true, "its mode is not 0700" },
+                { S_IFDIR | 01777, 1000, true, "its mode is not 0700" },
+                { S_IFDIR | 0750, 1000, true, "its mode is not 0700" },
+                { S_IFLNK | 0777, 1000, true, "it is a symlink" },
+                { S_IFREG | 0700, 1000, true, "it is not a directory" },
+                { S_IFDIR | 0711, 1000, false, NULL },   /* /run/agentjail, XDG_RUNTIME_DIR */
+                { S_IFDIR | 0755, 1000, false, NULL },
+                { S_IFDIR | 0775, 1000, false, "other users can write to it" },
+                { S_IFDIR | 0757, 1000, false, "other users can write to it" },
+                { S_IFDIR | 0711, 0, false, "it belongs to another user" },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct stat st = { .st_mode = cases[i].mode, .st_uid = cases[i].uid };
+                const char *got = aj_runtime_root_problem(&st, 1000, cases[i].exact);
+                if (cases[i].want)
+                        cr_expect(got && strcmp(got, cases[i].want) == 0, "case %zu: got %s", i, got ? got : "(null)");
+                else
+                        cr_expect_null(got, "case %zu: got %s", i, got);
+        }
+}
+
+Test(state, runtime_root_fallback_is_created_private)
+{
+        char dir[] = "/tmp/aj-rt-XXXXXX", root[64];
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(root, sizeof(root), "%s/agentjail-test", dir);
+        AjPaths p = { .runtime_root = root, .runtime_in_tmp = true };
+        char *err = NULL;
+        umask(0);
+        cr_assert_eq(aj_runtime_root_prepare(&p, &err), 0, "%s", err ? err : "");
+        struct stat st;
+        cr_assert_eq(lstat(root, &st), 0);
+        cr_expect_eq(st.st_mode & 07777, 0700);
+        cr_expect_eq(aj_runtime_root_prepare(&p, &err), 0, "an existing private one is reused");
+        cr_assert_eq(chmod(root, 0755), 0);
+        cr_expect_eq(aj_runtime_root_prepare(&p, &err), -EPERM);
+        cr_expect(err && strstr(err, "its mode is not 0700"), "%s", err ? err : "");
+        free(err);
+        err = NULL;
+        cr_assert_eq(rmdir(root), 0);
+        cr_assert_eq(symlink(dir, root), 0);
+        cr_expect_eq(aj_runtime_root_prepare(&p, &err), -EPERM, "a symlink is never followed");
+        cr_expect(err && strstr(err, "it is a symlink"), "%s", err ? err : "");
+        free(err);
+        unlink(root);
+        rmdir(dir);
+}
+
 Test(state, run_and_runtime_dirs)
 {
         char dir[] = "/tmp/aj-state-XXXXXX";

@@ -575,6 +575,207 @@ Test(mount, invalid_identity_is_rejected, PURE)
         setup_free(&s);
 }
 
+/* ---- sensitive places (pure decision, then through the plan) ------------ */
+
+static AjSensitivePlace places_table[] = {
+        { "/tmp", "tmp", false },
+        { "/var/lib", "var lib", false },
+        { "/home/alice", "a home", false },
+        { "/var/lib/agentjail", "state", true },
+        { "/home/alice/.config/agentjail", "config", true },
+        { "/opt/aj/bin/agentjail", "exe", true },
+};
+
+Test(mount, sensitive_check_table, PURE)
+{
+        static const AjSensitiveList l = { places_table, ARRAY_SIZE(places_table) };
+        static char *allow_tmp[] = { "/tmp", NULL };
+        static char *allow_all[] = { "/tmp", "/var/lib", "/home/alice", "/var/lib/agentjail",
+                                     "/home/alice/.config/agentjail", NULL };
+        static const struct {
+                const char *path;
+                char **allow;
+                AjSensitiveVerdict want;
+                const char *place; /* the refusing (or first allowed) place */
+        } cases[] = {
+                { "/tmp/project", NULL, AJ_SENSITIVE_NONE, NULL },      /* inside /tmp: fine */
+                { "/tmp", NULL, AJ_SENSITIVE_REFUSED, "/tmp" },         /* is it */
+                { "/tmp", allow_tmp, AJ_SENSITIVE_ALLOWED, "/tmp" },    /* opted out */
+                { "/", allow_tmp, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* contains the state dir */
+                { "/var", NULL, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" },
+                { "/var/lib", allow_all, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* never opted out */
+                { "/var/lib/agentjail", allow_all, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" },
+                { "/var/lib/agentjail/runs/x", NULL, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* inside */
+                { "/var/lib/postgresql", NULL, AJ_SENSITIVE_NONE, NULL },
+                { "/var/lib/agentjail2", NULL, AJ_SENSITIVE_NONE, NULL }, /* a prefix, not a parent */
+                { "/home", NULL, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
+                { "/home/alice", allow_all, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
+                { "/home/alice/src", NULL, AJ_SENSITIVE_NONE, NULL },   /* a project in a home: fine */
+                { "/home/alice/.config", NULL, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
+                { "/home/alice/.config/agentjail/profiles", NULL, AJ_SENSITIVE_REFUSED,
+                  "/home/alice/.config/agentjail" },
+                { "/opt/aj", NULL, AJ_SENSITIVE_REFUSED, "/opt/aj/bin/agentjail" },
+                { "/opt/aj/bin/agentjail", NULL, AJ_SENSITIVE_REFUSED, "/opt/aj/bin/agentjail" },
+                { "/opt/aj/share", NULL, AJ_SENSITIVE_NONE, NULL },
+                { "/srv/x", NULL, AJ_SENSITIVE_NONE, NULL },
+        };
+
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                size_t at = SIZE_MAX;
+                AjSensitiveVerdict v = aj_sensitive_check(cases[i].path, &l, cases[i].allow, &at);
+
+                cr_expect_eq(v, cases[i].want, "%s: verdict %d, want %d", cases[i].path, v, cases[i].want);
+                if (cases[i].place)
+                        cr_expect(at < l.n && streq(l.items[at].path, cases[i].place), "%s: place %s, want %s",
+                                  cases[i].path, at < l.n ? l.items[at].path : "(none)", cases[i].place);
+        }
+}
+
+Test(mount, sensitive_list_resolves_symlinks_and_missing_tails, PURE)
+{
+        AjSensitiveList l = { 0 };
+        char passwd[PATH_MAX];
+        FILE *f;
+
+        cr_assert_eq(mkdir(P("/home/bob"), 0755), 0);
+        snprintf(passwd, sizeof(passwd), "%s", P("/passwd"));
+        f = fopen(passwd, "w");
+        cr_assert_not_null(f);
+        fprintf(f, "root:x:0:0:root:%s:/bin/sh\ndaemon:x:1:1::/usr/sbin:/bin/sh\ncarol:x:1001:1001::%s:/bin/sh\n"
+                   "nobody:x:65534:65534::/nonexistent:/bin/sh\n",
+                P("/rootdir"), P("/carol"));
+        fclose(f);
+        AjSensitiveSources src = {
+                .state_root = P("/lnk/state"), /* "lnk" -> "a": compared where it really is */
+                .exe = P("/a/f"),
+                .passwd = passwd,
+                .home_root = P("/home"),
+        };
+        cr_assert_eq(aj_sensitive_list_build(&src, &l), 0);
+        bool state = false, carol = false, rootdir = false, daemon = false, bob = false;
+        for (size_t i = 0; i < l.n; i++) {
+                state |= streq(l.items[i].path, P("/a/state")) && l.items[i].agentjail;
+                carol |= streq(l.items[i].path, P("/carol")) && !l.items[i].agentjail;
+                rootdir |= streq(l.items[i].path, P("/rootdir"));
+                daemon |= streq(l.items[i].path, "/usr/sbin");
+                bob |= streq(l.items[i].path, P("/home/bob"));
+        }
+        cr_expect(state, "the state dir is resolved through the symlink, its missing tail kept");
+        cr_expect(carol && rootdir, "root's and real users' homes are listed");
+        cr_expect_not(daemon, "system accounts' homes are not");
+        cr_expect(bob, "every directory in the home root is a home");
+        aj_sensitive_list_done(&l);
+
+        /* Relative (AGENTJAIL_STATE_DIR=state): resolved against the cwd; agentjail's own
+         * places fail closed when they cannot be resolved, generic ones are skipped. */
+        cr_assert_eq(chdir(P("/a")), 0);
+        cr_expect_eq(aj_sensitive_list_add(&l, "b", "rel", true), 0);
+        cr_expect(l.n == 1 && streq(l.items[0].path, P("/a/b")), "got %s", l.n ? l.items[0].path : "(none)");
+        cr_expect_eq(aj_sensitive_list_add(&l, "missing/../x", "rel", true), -EINVAL);
+        cr_expect_eq(aj_sensitive_list_add(&l, "missing/../x", "rel", false), 0);
+        cr_expect_eq(l.n, 1);
+        aj_sensitive_list_done(&l);
+}
+
+static void sensitive_setup(Setup *s, AjSensitiveList *l)
+{
+        setup_init(s);
+        *l = (AjSensitiveList){ 0 };
+        cr_assert_eq(aj_sensitive_list_add(l, P("/a"), "a test place", false), 0);
+        cr_assert_eq(aj_sensitive_list_add(l, P("/ws/state"), "the test state dir", true), 0);
+        s->ctx.sensitive = l;
+}
+
+Test(mount, sensitive_workspace_and_rw_binds_refused, PURE)
+{
+        Setup s;
+        AjSensitiveList l;
+        char *err = NULL;
+
+        /* The workspace IS a generic place; reached through a symlink. */
+        sensitive_setup(&s, &l);
+        s.p.workspace_path = strdup(P("/lnk"));
+        s.p.workspace_mode = AJ_WORKSPACE_RW;
+        cr_expect_eq(build_fail(&s, &err), -EPERM);
+        cr_expect(strstr(err, "filesystem.workspace: refusing '") == err && strstr(err, "it is '") &&
+                          strstr(err, "filesystem.allow_sensitive"),
+                  "%s", err);
+        free(err);
+        setup_free(&s);
+
+        /* An rw bind that CONTAINS a generic place, and one inside agentjail's own. */
+        sensitive_setup(&s, &l);
+        add_bind(&s.p.rw, tmp);
+        cr_expect_eq(build_fail(&s, &err), -EPERM);
+        cr_expect(strstr(err, "filesystem.rw: refusing '") == err && strstr(err, "it contains '"), "%s", err);
+        free(err);
+        setup_free(&s);
+        aj_sensitive_list_done(&l);
+
+        sensitive_setup(&s, &l);
+        cr_assert_eq(mkdir(P("/ws/state"), 0755), 0);
+        cr_assert_eq(mkdir(P("/ws/state/runs"), 0755), 0);
+        add_bind(&s.ctx.extra_rw, P("/ws/state/runs"));
+        cr_expect_eq(build_fail(&s, &err), -EPERM);
+        cr_expect(strstr(err, "--rw: refusing '") == err && strstr(err, "it is inside '") &&
+                          strstr(err, "agentjail's own files"),
+                  "%s", err);
+        free(err);
+        setup_free(&s);
+
+        /* The workspace (cwd) contains the state dir: never allowed, whatever the profile says. */
+        sensitive_setup(&s, &l);
+        s.p.workspace_path = strdup(".");
+        s.p.workspace_mode = AJ_WORKSPACE_RO;
+        {
+                char *allow[] = { P("/ws"), P("/ws/state"), NULL };
+                s.p.allow_sensitive.items = allow;
+                s.p.allow_sensitive.n = 2;
+                cr_expect_eq(build_fail(&s, &err), -EPERM);
+                s.p.allow_sensitive = (AjStrList){ 0 };
+        }
+        free(err);
+        setup_free(&s);
+        aj_sensitive_list_done(&l);
+
+        /* Read-only binds are not concerned; a directory inside a place is fine. */
+        sensitive_setup(&s, &l);
+        add_bind(&s.p.ro, tmp);
+        add_bind(&s.p.rw, P("/a/b"));
+        {
+                _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+                cr_expect_null(aj_mount_plan_sensitive_allowed(plan));
+        }
+        setup_free(&s);
+        aj_sensitive_list_done(&l);
+}
+
+Test(mount, sensitive_allowed_by_profile_is_reported, PURE)
+{
+        Setup s;
+        AjSensitiveList l;
+        char *allow[] = { "~", NULL };
+
+        sensitive_setup(&s, &l);
+        s.p.workspace_path = strdup(P("/a"));
+        s.p.workspace_mode = AJ_WORKSPACE_RW;
+        s.ctx.host_home = P("/a"); /* "~" names the invoker's home */
+        s.p.allow_sensitive.items = allow;
+        s.p.allow_sensitive.n = 1;
+        {
+                _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+                char *const *a = aj_mount_plan_sensitive_allowed(plan);
+
+                cr_assert_not_null(a);
+                cr_expect(strstr(a[0], "filesystem.workspace '") == a[0] && strstr(a[0], "allow_sensitive"), "%s",
+                          a[0]);
+                cr_expect_null(a[1]);
+        }
+        s.p.allow_sensitive = (AjStrList){ 0 };
+        setup_free(&s);
+        aj_sensitive_list_done(&l);
+}
+
 /* ---- live tests ---------------------------------------------------------- */
 
 static bool require_root(void)
@@ -1152,5 +1353,71 @@ Test(mount, live_idmap_refused_by_filesystem, LIVE)
                 snprintf(want, sizeof(want), "bind '%s' on '/cg' (read-write)", cg);
                 cr_expect_geq(find_step(plan, want), 0);
         }
+        setup_free(&s);
+}
+
+Test(mount, live_swapped_source_is_refused, LIVE)
+{
+        Setup s;
+        char *err = NULL;
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        add_bind(&s.p.rw, P("/a/b"));
+        s.ctx.idmap = true;
+        {
+                _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+                _cleanup_close_ int userns = make_idmap_userns();
+
+                /* Between the check and the mount, the checked directory is replaced. */
+                cr_assert_eq(rename(P("/a/b"), P("/a/b.checked")), 0);
+                cr_assert_eq(symlink("..", P("/a/b")), 0);
+                cr_assert_geq(userns, 0);
+                cr_expect_eq(aj_mount_plan_prepare(plan, userns, &err), -ESTALE);
+                cr_expect(err && strstr(err, "changed after it was checked"), "%s", err ? err : "(null)");
+                free(err);
+                err = NULL;
+        }
+        setup_free(&s);
+
+        /* A read-only bind opened by the supervisor is checked the same way. */
+        cr_assert_eq(unlink(P("/a/b")), 0);
+        cr_assert_eq(rename(P("/a/b.checked"), P("/a/b")), 0);
+        setup_init(&s);
+        add_bind(&s.p.ro, P("/a/b"));
+        {
+                _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+
+                cr_assert_eq(rename(P("/a/b"), P("/a/b.checked")), 0);
+                cr_assert_eq(mkdir(P("/a/b"), 0755), 0);
+                cr_expect_eq(aj_mount_plan_prepare(plan, -1, &err), -ESTALE);
+                free(err);
+        }
+        setup_free(&s);
+}
+
+/* Without the supervisor's trees (a rootless run), the child clones by path: the same
+ * identity check stops a directory swapped in after the plan. */
+Test(mount, live_swapped_source_is_refused_in_the_child, LIVE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char out[4096], want[PATH_MAX * 2];
+        int status;
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        add_bind(&s.p.ro, "/usr");
+        add_bind(&s.p.rw, P("/a/b"));
+        plan = build_ok(&s);
+        cr_assert_eq(rename(P("/a/b"), P("/a/b.checked")), 0);
+        cr_assert_eq(mkdir(P("/a/b"), 0755), 0);
+
+        status = run_jail(plan, NULL, NULL, out, sizeof(out));
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
+        snprintf(want, sizeof(want), "(bind '%s' on '%s' (read-write)): %s", P("/a/b"), P("/a/b"), strerror(ESTALE));
+        cr_expect_not_null(strstr(out, want), "got: %s\nwant: %s", out, want);
         setup_free(&s);
 }

@@ -201,6 +201,32 @@ Test(profile, parse_text_and_workspace_none)
         cr_expect_null(err.message);
 }
 
+Test(profile, allow_sensitive_accepted_and_validated)
+{
+        AjProfile *p = NULL;
+        AjProfileError err = {};
+        int r = aj_profile_parse("{\"filesystem\": {\"allow_sensitive\": [\"/tmp\", \"~\"]}}", NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_assert_eq(p->allow_sensitive.n, 2);
+        cr_expect_str_eq(p->allow_sensitive.items[0], "/tmp");
+        cr_expect_str_eq(p->allow_sensitive.items[1], "~");
+        aj_profile_free(p);
+
+        r = aj_profile_parse("{\"filesystem\": {\"allow_sensitive\": [\"tmp\"]}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect_str_eq(err.message, "<string>:1:37: filesystem.allow_sensitive[0]: path must be absolute or "
+                                      "\"~\" (the invoking user's home): \"tmp\"");
+        aj_profile_error_clear(&err);
+        r = aj_profile_parse("{\"filesystem\": {\"allow_sensitive\": \"/tmp\"}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect(err.message && strstr(err.message, "filesystem.allow_sensitive: "), "%s", err.message ?: "");
+        aj_profile_error_clear(&err);
+        r = aj_profile_parse("{\"filesystem\": {\"allow_sensitive\": [\"/var/../tmp\"]}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect(err.message && strstr(err.message, "must not contain"), "%s", err.message ?: "");
+        aj_profile_error_clear(&err);
+}
+
 Test(profile, network_allow_accepted_and_validated)
 {
         AjProfile *p = NULL;
@@ -295,7 +321,7 @@ Test(profile, errors_unknown_keys)
                      "meters, tools, approvals, prices, on_breach, alert)");
         expect_error("bad-unknown-nested.json",
                      "@/bad-unknown-nested.json:4:5: filesystem.rwx: unknown key (expected one of: ro, rw, "
-                     "tmpfs, hide, workspace, home)");
+                     "tmpfs, hide, workspace, home, allow_sensitive)");
 }
 
 Test(profile, errors_types)

