@@ -319,12 +319,16 @@ static json_t *wait_status_json(const siginfo_t *si, json_t *fields)
  */
 static void watchdog_exited(Run *run)
 {
-        /* A readable pidfd means the process is gone. waitid() reaps it and says how; it
-         * fails only if it was reaped already, and then it is just as gone (returning
-         * would leave a readable fd in the loop, and the loop spinning). */
+        /* A readable pidfd means the process has exited: it can clean up nothing any more,
+         * whether or not it can be reaped. waitid() reaps it and says how; it finds nothing
+         * when it was reaped elsewhere, or while a tracer (root on the host) still holds its
+         * zombie (reparented to us later, reaped by init after us). Either way it is gone:
+         * waiting for the reap would leave a readable fd in the loop, and the loop spinning. */
+        struct pollfd pfd = { .fd = run->watchdog_pidfd, .events = POLLIN };
+        if (poll(&pfd, 1, 0) == 0)
+                return; /* not exited (no spurious wake-up expected; cheap to rule out) */
         siginfo_t si = { 0 };
-        if (waitid(P_PIDFD, (id_t)run->watchdog_pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0)
-                return;
+        (void)waitid(P_PIDFD, (id_t)run->watchdog_pidfd, &si, WEXITED | WNOHANG);
         epoll_del(run->epfd, run->watchdog_pidfd);
         close(run->watchdog_pidfd);
         run->watchdog_pidfd = -1;

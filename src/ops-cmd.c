@@ -769,7 +769,14 @@ static int verify_chain(AjRun *run, const char *path, bool json)
                 [AJ_CHAIN_INTACT] = "intact", [AJ_CHAIN_BROKEN] = "broken", [AJ_CHAIN_NO_ANCHOR] = "no-anchor"
         };
         char why[300] = "";
-        if (v == AJ_CHAIN_NO_ANCHOR) {
+        /* Its supervisor still writing the last events (between the final run.json and the
+         * anchor's refresh): not a verdict either way yet. */
+        bool closing = v == AJ_CHAIN_BROKEN && c.after_anchor && aj_run_supervisor_alive(run);
+        if (closing) {
+                v = AJ_CHAIN_NO_ANCHOR;
+                snprintf(why, sizeof(why), "events follow run.json's anchor while the supervisor is still closing "
+                                           "the run: check again when it is done");
+        } else if (v == AJ_CHAIN_NO_ANCHOR) {
                 const char *status = jstr(run->doc, "status");
                 bool running = status && (streq(status, "running") || streq(status, "starting"));
                 snprintf(why, sizeof(why), "run.json records no anchor%s: a cut-off tail cannot be detected",
@@ -813,8 +820,8 @@ int aj_cmd_logs(int argc, char **argv)
                      "                     (\"net\" matches net.connect; \"tool.re\" matches tool.request)\n"
                      "  --verify           check the chain instead of printing it: every event's \"prev\" is\n"
                      "                     the sha256 of the line before, and the run's end matches run.json's\n"
-                     "                     anchor; exit 0 intact, 1 changed or removed events (which, on\n"
-                     "                     stderr), 3 consistent but run.json has no anchor (a cut-off end\n"
+                     "                     anchor; exit 0 intact, 1 changed, removed or added events\n"
+                     "                     (which, on stderr), 3 consistent but run.json has no anchor (a cut-off end\n"
                      "                     could not be seen: a live run, or one whose supervisor was lost)\n"
                      "  --otlp             the events (with --type, the matching ones) as one OpenTelemetry\n"
                      "                     OTLP/JSON logs request, for a collector's /v1/logs");

@@ -763,6 +763,22 @@ int aj_run_verify_chain(json_t *doc, const char *path, AjChainCheck *ret, AjChai
         int r = aj_events_verify(path, anchored ? count : 0, anchored ? hash : NULL, ret);
         if (r < 0)
                 return r;
+        /* The anchor is the chain's end: every legitimate append moves it (the supervisor's
+         * late events, the watchdog's supervisor.lost, an operator's), so events past it were
+         * added after the chain was closed. Records of older agentjails (no "end") could have
+         * events after their final run.json, and are not held to it. */
+        json_t *ev = json_object_get(doc, "events");
+        if (ret->ok && anchored && json_is_string(json_object_get(ev, "end")) && ret->count > count) {
+                ret->ok = false;
+                ret->anchored = false;
+                ret->after_anchor = true;
+                ret->bad_seq = count + 1;
+                snprintf(ret->problem, sizeof(ret->problem),
+                         "event %llu comes after the chain's end that run.json recorded (event %llu, %s): "
+                         "%llu events were added after it was closed",
+                         (unsigned long long)count + 1, (unsigned long long)count,
+                         json_string_value(json_object_get(ev, "end")), (unsigned long long)(ret->count - count));
+        }
         *ret_verdict = !ret->ok ? AJ_CHAIN_BROKEN : ret->anchored ? AJ_CHAIN_INTACT : AJ_CHAIN_NO_ANCHOR;
         return 0;
 }

@@ -132,6 +132,7 @@ typedef enum {
 typedef struct {
         bool ok;           /* no inconsistency found */
         bool anchored;     /* the end was checked against an anchor */
+        bool after_anchor; /* not ok because events follow the anchored end (aj_run_verify_chain) */
         uint64_t count;    /* events checked */
         uint64_t bad_seq;  /* the first event that does not fit (0 when ok) */
         char problem[200];

@@ -1085,6 +1085,19 @@ void aj_denial_log_init(AjDenialLog *log, double burst, double per_sec)
         aj_ratelimit_init(&log->repeats, burst, per_sec);
 }
 
+_Static_assert(AJ_DENIAL_KEYS_MAX <= UINT16_MAX, "key indexes are uint16_t");
+
+static void denial_key_init(AjDenialKey *k, const AjSeccompDenial *d, bool has_sub, uint32_t sub)
+{
+        *k = (AjDenialKey){ .nr = d->nr, .arch = d->arch, .sub = sub, .has_sub = has_sub };
+        if (!has_sub)
+                snprintf(k->label, sizeof(k->label), "%s", d->name);
+        else if (d->nr == SCMP_SYS(socket) || d->nr == SCMP_SYS(socketpair))
+                snprintf(k->label, sizeof(k->label), "%.24s(%u)", d->name, sub);
+        else
+                snprintf(k->label, sizeof(k->label), "%.24s(0x%x)", d->name, sub);
+}
+
 bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now_ns,
                         const AjDenialKey **ret_key)
 {
@@ -1092,25 +1105,32 @@ bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now
         bool has_sub = denial_sub(d, &sub);
         AjDenialKey *k = NULL;
         bool first = false;
-        /* A linear scan: at most AJ_DENIAL_KEYS_MAX compares, well under the two ioctls that
-         * answered the notification. */
-        for (size_t i = 0; i < log->n_keys; i++) {
-                AjDenialKey *c = &log->keys[i];
-                if (c->nr == d->nr && c->arch == d->arch && c->has_sub == has_sub && c->sub == sub) {
-                        k = c;
-                        break;
+        if (!has_sub && d->arch == seccomp_arch_native() && d->nr >= 0 && d->nr < AJ_DENIAL_NR_SLOTS) {
+                /* A plain syscall: its own slot, which no flood of other keys can take. */
+                uint16_t *slot = &log->nr_slot[d->nr];
+                if (*slot == 0 && log->n_keys < AJ_DENIAL_KEYS_MAX) { /* always true: see the bounds */
+                        denial_key_init(&log->keys[log->n_keys], d, false, 0);
+                        *slot = (uint16_t)++log->n_keys;
+                        first = true;
                 }
-        }
-        if (!k && log->n_keys < AJ_DENIAL_KEYS_MAX) {
-                k = &log->keys[log->n_keys++];
-                *k = (AjDenialKey){ .nr = d->nr, .arch = d->arch, .sub = sub, .has_sub = has_sub };
-                if (!has_sub)
-                        snprintf(k->label, sizeof(k->label), "%s", d->name);
-                else if (d->nr == SCMP_SYS(socket) || d->nr == SCMP_SYS(socketpair))
-                        snprintf(k->label, sizeof(k->label), "%.24s(%u)", d->name, sub);
-                else
-                        snprintf(k->label, sizeof(k->label), "%.24s(0x%x)", d->name, sub);
-                first = true;
+                if (*slot > 0)
+                        k = &log->keys[*slot - 1];
+        } else {
+                /* A linear scan: at most AJ_DENIAL_ARG_KEYS_MAX compares, well under the two
+                 * ioctls that answered the notification. */
+                for (size_t i = 0; i < log->n_arg_keys; i++) {
+                        AjDenialKey *c = &log->keys[log->arg_keys[i]];
+                        if (c->nr == d->nr && c->arch == d->arch && c->has_sub == has_sub && c->sub == sub) {
+                                k = c;
+                                break;
+                        }
+                }
+                if (!k && log->n_arg_keys < AJ_DENIAL_ARG_KEYS_MAX && log->n_keys < AJ_DENIAL_KEYS_MAX) {
+                        k = &log->keys[log->n_keys];
+                        denial_key_init(k, d, has_sub, sub);
+                        log->arg_keys[log->n_arg_keys++] = (uint16_t)log->n_keys++;
+                        first = true;
+                }
         }
         if (!k)
                 k = &log->overflow;
@@ -1119,7 +1139,7 @@ bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now
         k->count++;
         if (ret_key)
                 *ret_key = k;
-        /* The first of a key is always named; the table's bound bounds those reports. */
+        /* The first of a key is always named; the table's bounds bound those reports. */
         if (first || aj_ratelimit_allow(&log->repeats, now_ns))
                 return true;
         k->suppressed++;

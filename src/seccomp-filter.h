@@ -80,10 +80,15 @@ bool aj_ratelimit_allow(AjRateLimit *rl, uint64_t now_ns);
  * What the supervisor records of denials: every distinct key (a syscall, or a syscall with the
  * argument its rule looks at: socket's family, ioctl's request, personality's persona) is
  * reported the first time it is seen; repeats of a known key share one token bucket; counts
- * are kept per key. The table is bounded (an agent picks ioctl requests from 2^32): keys past
- * it are counted together under `overflow`, and reported only as repeats are. Pure.
+ * are kept per key. Bounded in two parts, so that one cannot crowd out the other: every native
+ * syscall number below AJ_DENIAL_NR_SLOTS always has room for a key of its own (at most that
+ * many exist), and keys with an argument (an agent picks ioctl requests from 2^32), or with a
+ * number past the slots, share AJ_DENIAL_ARG_KEYS_MAX; past those they are counted together
+ * under `overflow` and reported only as repeats are. Pure.
  */
-#define AJ_DENIAL_KEYS_MAX 512
+#define AJ_DENIAL_NR_SLOTS 1024
+#define AJ_DENIAL_ARG_KEYS_MAX 512
+#define AJ_DENIAL_KEYS_MAX (AJ_DENIAL_NR_SLOTS + AJ_DENIAL_ARG_KEYS_MAX)
 #define AJ_DENIAL_LABEL_MAX 48
 
 typedef struct {
@@ -97,8 +102,11 @@ typedef struct {
 } AjDenialKey;
 
 typedef struct {
-        AjDenialKey keys[AJ_DENIAL_KEYS_MAX];
+        AjDenialKey keys[AJ_DENIAL_KEYS_MAX]; /* in order of first denial */
         size_t n_keys;
+        uint16_t nr_slot[AJ_DENIAL_NR_SLOTS];          /* a plain native key's index + 1; 0: none */
+        uint16_t arg_keys[AJ_DENIAL_ARG_KEYS_MAX];     /* the other keys' indexes */
+        size_t n_arg_keys;
         AjDenialKey overflow; /* label "other" */
         AjRateLimit repeats;
         uint64_t total;

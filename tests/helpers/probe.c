@@ -1293,6 +1293,31 @@ static int cmd_sleep(int argc, char **argv)
         return 0;
 }
 
+/* seize PID SECONDS (run on the host, not in a jail): attach to PID as a tracer that never
+ * waits for it, so that when PID dies its zombie stays held by us, unreapable by its parent,
+ * for SECONDS. Prints "seized PID" once attached. */
+static int cmd_seize(int argc, char **argv)
+{
+        long pid;
+        char *end;
+        double s;
+
+        if (argc != 2 || parse_long(argv[0], 1, INT_MAX, &pid) < 0)
+                usage_error("seize: need PID SECONDS");
+        errno = 0;
+        s = strtod(argv[1], &end);
+        if (errno != 0 || end == argv[1] || *end != '\0' || s < 0 || s > 3600)
+                usage_error("seize: bad SECONDS");
+        if (ptrace(PTRACE_SEIZE, (pid_t) pid, NULL, NULL) < 0) {
+                printf("seize=%s\n", strerror(errno));
+                return 1;
+        }
+        printf("seized %ld\n", pid);
+        fflush(stdout);
+        sleep_seconds(s);
+        return 0;
+}
+
 static int cmd_exit(int argc, char **argv)
 {
         long code;
@@ -1764,7 +1789,7 @@ static void usage(void)
                 "  exit N | signal SIG | wait-signal | ignore-signals SECONDS | echo-stdin\n"
                 "  stderr TEXT | env\n"
                 "  zombie-parent | list-syscalls | suid-plant DIR | xattr-get PATH NAME\n"
-                "  deny-distinct | abi-write\n");
+                "  deny-distinct | abi-write | seize PID SECONDS (host side)\n");
 }
 
 int main(int argc, char **argv)
@@ -1846,6 +1871,8 @@ int main(int argc, char **argv)
                 r = cmd_suid_plant(sub_argc, sub_argv);
         else if (strcmp(cmd, "xattr-get") == 0)
                 r = cmd_xattr_get(sub_argc, sub_argv);
+        else if (strcmp(cmd, "seize") == 0)
+                r = cmd_seize(sub_argc, sub_argv);
         else {
                 usage();
                 return 2;

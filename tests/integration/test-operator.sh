@@ -92,6 +92,16 @@ aj logs "$ID" --verify
 is "$RC" 1 "logs --verify: a removed last event is found (run.json's count)"
 like "$ERR" "events were removed" "and says so"
 cp "$TEST_TMP/events.bak" "$JAIL_RUN_DIR/events.jsonl"
+# An event forged onto the end, chained correctly (prev = the last line's sha256), is
+# past the end run.json recorded: not intact either.
+last=$(tail -n 1 "$JAIL_RUN_DIR/events.jsonl")
+printf '{"seq":3,"ts":"2030-01-01T00:00:00.000000000Z","run":"%s","type":"quarantine.release","prev":"%s","by":"operator","uid":0,"live":false}\n' \
+        "$ID" "$(printf '%s' "$last" | sha256sum | cut -d' ' -f1)" >>"$JAIL_RUN_DIR/events.jsonl"
+aj logs "$ID" --verify --json
+is "$RC" 1 "logs --verify: an event appended after the run's end is found"
+is "$(jq -r '"\(.verdict) \(.bad_seq)"' <<<"$OUT")" "broken 3" "at the appended event"
+like "$ERR" "added after it was closed" "and says so"
+cp "$TEST_TMP/events.bak" "$JAIL_RUN_DIR/events.jsonl"
 
 aj freeze "$ID"
 is "$RC" 1 "freeze on an exited run fails"

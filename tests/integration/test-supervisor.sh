@@ -206,6 +206,38 @@ else
 fi
 kill_bg
 
+# --- a dead watchdog whose zombie a tracer holds (root on the host ptrace-attached to it) is
+# just as dead: the supervisor replaces it at once, and does not spin on its pidfd, which
+# stays readable while nobody can reap the zombie
+start_jail_bg -- ./probe sleep 5
+if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
+        "$PROBE" seize "$wd" 4 >"$TEST_TMP/seize.out" 2>&1 &
+        seizer=$!
+        deadline=$((SECONDS + 5))
+        until grep -q seized "$TEST_TMP/seize.out" || ((SECONDS > deadline)); do sleep 0.05; done
+        like "$(cat "$TEST_TMP/seize.out")" "seized $wd" "a tracer holds the watchdog"
+        hz=$(getconf CLK_TCK)
+        cpu0=$(awk '{print $14 + $15}' "/proc/$BG_PID/stat")
+        kill -KILL "$wd"
+        sleep 2
+        cpu1=$(awk '{print $14 + $15}' "/proc/$BG_PID/stat")
+        held=$(awk '{print $3}' "/proc/$wd/stat" 2>/dev/null)
+        wd2=$(pgrep -P "$BG_PID" -x aj-watchdog | while read -r w; do
+                [[ "$w" != "$wd" && "$(awk '{print $3}' "/proc/$w/stat" 2>/dev/null)" != Z ]] && echo "$w"; done)
+        is "$held" Z "the killed watchdog is a zombie the tracer still holds"
+        isnt "$wd2" "" "meanwhile a new watchdog runs"
+        ok "the supervisor does not spin on the dead watchdog's pidfd: $((cpu1 - cpu0)) CPU ticks in 2 s (< 30%)" \
+                test $((cpu1 - cpu0)) -lt $((hz * 2 * 30 / 100))
+        wait_exit "$BG_PID" 15
+        is "$WAIT_RC" 0 "the run ends with its command's status"
+        is "$(jq -r .type "$rdir/events.jsonl" | tr '\n' ' ')" "run.start watchdog.restarted run.exit " \
+                "the chain records one restart and the run's normal end"
+        wait "$seizer" 2>/dev/null
+else
+        fail "the jail for the traced-watchdog test started" "$(cat "$TEST_TMP/bg.err")"
+fi
+kill_bg
+
 # --- a loop of kills cannot keep the supervisor forking watchdogs: after 3 restarts the
 # next death ends the run (fail closed, exit 123), and everything is cleaned up
 start_jail_bg -- ./probe sleep 60
