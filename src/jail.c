@@ -272,6 +272,29 @@ static void watchdog_finish(Run *run)
 
 /* ---- the event loop ------------------------------------------------------------ */
 
+/* Appends to a stream's log up to logs.output_bytes; past it the output still reaches
+ * the operator (the caller passes it through) but the log is cut, and log.truncated is
+ * recorded once. Every stream the run logs goes through here. */
+static void log_output(Run *run, OutputStream *s, const char *buf, size_t n)
+{
+        if (s->log < 0)
+                return;
+        uint64_t cap = run->profile->log_output_bytes;
+        size_t fit = aj_log_cap_fit(s->logged, cap, n);
+        if (fit > 0 && aj_write_all(s->log, buf, fit) < 0) {
+                aj_warning("cannot write the run's output log: %s", strerror(errno));
+                close(s->log);
+                s->log = -1;
+                return;
+        }
+        s->logged += fit;
+        if (fit < n && !s->log_cut) {
+                s->log_cut = true;
+                aj_events_emit(run->events, "log.truncated",
+                               json_pack("{s:s, s:I}", "stream", s->name, "limit", (json_int_t)cap));
+        }
+}
+
 static void pump_output(Run *run, OutputStream *s)
 {
         char buf[65536];
@@ -289,11 +312,7 @@ static void pump_output(Run *run, OutputStream *s)
                         epoll_del(run->epfd, s->fd);
                         return;
                 }
-                if (s->log >= 0 && aj_write_all(s->log, buf, (size_t)n) < 0) {
-                        aj_warning("cannot write the run's output log: %s", strerror(errno));
-                        close(s->log);
-                        s->log = -1;
-                }
+                log_output(run, s, buf, (size_t)n);
                 if (s->out >= 0 && aj_write_all(s->out, buf, (size_t)n) < 0)
                         s->out = -1; /* the reader went away; keep logging */
         }
@@ -320,7 +339,7 @@ static void handle_denials(Run *run)
                 json_t *args = json_array();
                 for (int i = 0; i < 6; i++)
                         json_array_append_new(args, json_integer((json_int_t)d.args[i]));
-                aj_events_emit(run->events, "seccomp.denied",
+                aj_run_emit_agent(run, "seccomp.denied",
                                json_pack("{s:s, s:i, s:o, s:i}", "syscall", d.name, "nr", d.nr, "args", args,
                                          "pid", (int)d.pid));
         }
@@ -332,11 +351,11 @@ static void check_cgroup_events(Run *run)
         if (!run->cgroup || aj_cgroup_stats(run->cgroup, &st) < 0)
                 return;
         if (st.oom_kills > run->last_stats.oom_kills)
-                aj_events_emit(run->events, "oom",
+                aj_events_emit_agent(run->events, "oom",
                                json_pack("{s:I, s:I}", "oom_kills", (json_int_t)st.oom_kills, "memory_max",
                                          (json_int_t)run->profile->memory));
         if (st.pids_max_events > run->last_stats.pids_max_events)
-                aj_events_emit(run->events, "pids.max",
+                aj_events_emit_agent(run->events, "pids.max",
                                json_pack("{s:I, s:I}", "events", (json_int_t)st.pids_max_events, "pids_max",
                                          (json_int_t)run->profile->pids));
         if (st.memory_peak < run->last_stats.memory_peak)
@@ -834,6 +853,7 @@ static int prepare(Run *run)
         r = aj_events_open(path, run->id, &run->events);
         if (r < 0)
                 return aj_log_errno(r, "Failed to open '%s'", path);
+        aj_events_set_agent_limit(run->events, aj_events_agent_share(run->profile->log_events_bytes));
         return 0;
 }
 
@@ -1194,8 +1214,8 @@ int aj_jail_run(const AjRunOptions *opts)
                 .h = { .pidfd = -1, .sync_fd = -1 },
                 .epfd = -1, .sigfd = -1, .wallfd = -1, .listener = -1, .cg_event_fd = -1,
                 .alert = { .pidfd = -1 }, .alert_timerfd = -1, .proxy_fds = { -1, -1 }, .wallcapfd = -1,
-                .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1 },
-                             { .fd = -1, .out = STDERR_FILENO, .log = -1 } },
+                .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1, .name = "stdout" },
+                             { .fd = -1, .out = STDERR_FILENO, .log = -1, .name = "stderr" } },
         };
         run.degraded = json_array();
         run.started_ns = aj_now_realtime_ns();

@@ -48,6 +48,9 @@ typedef struct {
         int out;     /* our own stdout/stderr, -1 once it failed (EPIPE) */
         int log;     /* stdout.log / stderr.log */
         bool eof;
+        const char *name;  /* "stdout", "stderr": for log.truncated */
+        uint64_t logged;   /* bytes in the log, at most logs.output_bytes */
+        bool log_cut;      /* log.truncated recorded */
 } OutputStream;
 
 typedef struct {
@@ -114,6 +117,10 @@ typedef struct {
         uint64_t wall_cap_remaining_ns;
         int wallcapfd;
         uint64_t egress_used, egress_limit;
+        /* logs.events_bytes: the agent's events past its share are refused, a breach once */
+        bool in_event_batch;
+        bool log_breached;
+        uint64_t events_refused;
         AjAlert alert;
         int alert_timerfd;
         AjHooks hooks;
@@ -139,6 +146,10 @@ void aj_run_alert_event(Run *run, bool timer);
 int aj_run_freeze(Run *run, const char *by, const char *reason);
 int aj_run_thaw(Run *run, const char *by);
 int aj_timerfd_arm(int fd, uint64_t ns);
+/* An agent's event was refused (-EFBIG): events.jsonl is full; a breach the first time. */
+void aj_run_events_full(Run *run);
+/* Emit an event the agent's actions cause: within its share of logs.events_bytes. */
+int aj_run_emit_agent(Run *run, const char *type, json_t *fields);
 /* The wall-time cap expired: a breach. */
 void aj_run_wall_cap_expired(Run *run);
 /* {"limit", "used", "remaining"} in seconds, or NULL without a wall cap. */

@@ -283,12 +283,32 @@ static void handle_breach(Run *run, const AjBreach *b)
         aj_run_write_json(run);
 }
 
+void aj_run_events_full(Run *run)
+{
+        run->events_refused++;
+        if (run->log_breached)
+                return; /* recorded once; the agent's events stay refused until the cap is raised */
+        run->log_breached = true;
+        AjBreach b = { .cap = "log_bytes",
+                       .limit = (double)aj_events_agent_share(run->profile->log_events_bytes),
+                       .value = (double)aj_events_wanted(run->events) };
+        handle_breach(run, &b);
+}
+
+int aj_run_emit_agent(Run *run, const char *type, json_t *fields)
+{
+        int r = aj_events_emit_agent(run->events, type, fields);
+        /* Inside a batch the breach waits for its end: its own events are not the batch's. */
+        if (r == -EFBIG && !run->in_event_batch)
+                aj_run_events_full(run);
+        return r;
+}
+
 /* ---- hooks ---------------------------------------------------------------------------- */
 
 static int hook_emit(void *userdata, const char *type, json_t *fields)
 {
-        Run *run = userdata;
-        return aj_events_emit(run->events, type, fields);
+        return aj_run_emit_agent(userdata, type, fields);
 }
 
 static void hook_breach(void *userdata, const AjBreach *b)
@@ -339,13 +359,18 @@ static void hook_approval_requested(void *userdata, json_t *call)
 static void hook_batch_begin(void *userdata)
 {
         Run *run = userdata;
+        run->in_event_batch = true;
         aj_events_batch_begin(run->events);
 }
 
 static int hook_batch_end(void *userdata)
 {
         Run *run = userdata;
-        return aj_events_batch_end(run->events);
+        run->in_event_batch = false;
+        int r = aj_events_batch_end(run->events);
+        if (r == -EFBIG)
+                aj_run_events_full(run);
+        return r;
 }
 
 void aj_run_hooks(Run *run, AjHooks *ret)

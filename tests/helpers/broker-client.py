@@ -55,6 +55,11 @@ def main():
             show(rep)
             if rep.get("verdict") == "breach":
                 break
+    elif cmd == "results":  # results N UNDO_BYTES: tool_result reports, each with an undo record
+        n, size = int(args[0]), int(args[1])
+        for i in range(n):
+            show(call(conn, {"v": 1, "id": i, "op": "tool_result", "gen_ai.tool.call.id": f"c{i}",
+                             "status": "ok", "undo": {"tool": "fs.restore", "blob": "u" * size}}))
     elif cmd == "usage":
         print(json.dumps(call(conn, {"v": 1, "id": "u", "op": "usage"})), flush=True)
     elif cmd == "garbage":
