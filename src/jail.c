@@ -755,6 +755,10 @@ static void write_final_records(Run *run)
                                json_pack("{s:I, s:I}", "suppressed", (json_int_t)run->denial_rl.suppressed, "total",
                                          (json_int_t)run->denied_total));
         check_cgroup_events(run);
+        if (run->broker && aj_broker_reports_suppressed(run->broker) > 0)
+                aj_events_emit(run->events, "broker.suppressed",
+                               json_pack("{s:I, s:I}", "reports", (json_int_t)aj_broker_reports_suppressed(run->broker),
+                                         "reports_per_sec", (json_int_t)run->profile->log_reports_per_sec));
         if (run->broker)
                 aj_broker_cancel_held(run->broker);
         Outcome o = compute_outcome(run);
@@ -871,6 +875,7 @@ static int setup_while_child_builds(Run *run)
         int r = aj_broker_new(path, run->host_uid, run->host_gid, run->meter, &run->hooks, &run->broker);
         if (r < 0)
                 return aj_log_errno(r, "Cannot create the broker socket '%s'", path);
+        aj_broker_set_report_rate(run->broker, run->profile->log_reports_per_sec);
         r = aj_broker_set_approvals(run->broker, run->profile->approval_tools.items, run->profile->approval_tools.n,
                                     run->profile->approval_timeout_ns);
         if (r < 0)

@@ -65,4 +65,17 @@ aj logs "$RUN_ID" --verify
 is "$RC" 0 "logs --verify: the chain is intact" || op_diag
 like "$OUT" "intact" "logs --verify says intact"
 
+# --- tool_result floods are rate limited: an error reply, not recorded, counted
+P=$(write_profile ratecap '{"extends": "default", "logs": {"reports_per_sec": 5}}')
+run_jail -p "$P" -- python3 ./client.py results 300 10
+is "$JAIL_RC" 0 "a tool_result flood is answered (exit 0)"
+n_ok=$(grep -c 'ok=true' <<<"$JAIL_OUT")
+n_limited=$(grep -c 'code=rate_limited' <<<"$JAIL_OUT")
+is "$((n_ok + n_limited))" 300 "every report is answered: ok or rate_limited"
+cmp_num "$n_limited" -ge 200 "the reports past the burst are refused ($n_limited rate_limited)"
+n_results=$(count_lines "$(events_of tool.result)")
+is "$n_results" "$n_ok" "only the accepted reports are recorded"
+is "$(jq -r '.reports' <<<"$(events_of broker.suppressed)" 2>/dev/null)" "$n_limited" \
+        "broker.suppressed counts the refused reports"
+
 done_testing
