@@ -65,6 +65,26 @@ aj logs "$RUN_ID" --verify
 is "$RC" 0 "logs --verify: the chain is intact" || op_diag
 like "$OUT" "intact" "logs --verify says intact"
 
+# --- thaw --raise log_bytes gives the agent room again
+start_jail_bg -p "$P" --name log-raise -- /bin/sh -c 'python3 ./client.py results 30 8000; echo agent-continues'
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+wait_for_output "$RUN_DIR/events.jsonl" '"type":"quarantine"' 15 || fail "the second flood breaches" "$(cat "$TEST_TMP/bg.err")"
+aj thaw "$RUN_ID" --raise log_bytes=1K
+is "$RC" 1 "thaw --raise log_bytes below what is written is refused" || op_diag
+like "$ERR" "log_bytes: 1K would leave the agent no room" "the refusal says why"
+aj thaw "$RUN_ID" --raise log_bytes=+1M
+is "$RC" 0 "thaw --raise log_bytes=+1M" || op_diag
+wait_exit "$BG_PID" 20
+is "$WAIT_RC" 0 "the agent finishes after the raise"
+like "$(cat "$TEST_TMP/bg.out")" "agent-continues" "the agent continued"
+is "$(grep -c 'ok=true' "$TEST_TMP/bg.out")" 29 "every report but the one refused at the cap is accepted"
+is "$(count_lines "$(events_of tool.result "$RUN_DIR")")" 29 "... and recorded"
+is "$(count_lines "$(events_of cap.breach "$RUN_DIR")")" 1 "one breach"
+is "$(jq -r '.raise.log_bytes' <<<"$(events_of caps.raise "$RUN_DIR")" 2>/dev/null)" "+1M" "caps.raise records the raise"
+aj logs "$RUN_ID" --verify
+is "$RC" 0 "the chain is intact after the raise" || op_diag
+
 # --- tool_result floods are rate limited: an error reply, not recorded, counted
 P=$(write_profile ratecap '{"extends": "default", "logs": {"reports_per_sec": 5}}')
 run_jail -p "$P" -- python3 ./client.py results 300 10
