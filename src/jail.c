@@ -58,6 +58,11 @@ extern char **environ;
  * side polling for 50 us. The cost is at most this much CPU time per broker message,
  * and none when the supervisor has a single CPU (it would only delay the agent). */
 #define BROKER_SPIN_NS (50 * 1000ull)
+/* The supervisor spends at most this share of the jail's CPU limit (limits.cpu) on the
+ * agent's broker requests and seccomp denials, in windows of WORK_BURST_NS of CPU at that
+ * rate: so a flooding jail and its supervisor use at most 1.5x the limit together. */
+#define WORK_SHARE 0.5
+#define WORK_BURST_S 0.1
 /* The run's runtime dir as the jail sees it. */
 #define AJ_JAIL_DIR "/run/agentjail"
 /* Where this binary is bind-mounted in the jail (in the root tmpfs: no host file needed). */
@@ -463,6 +468,50 @@ static void handle_wall(Run *run)
         }
 }
 
+static void work_sources_set(Run *run, uint32_t events)
+{
+        struct epoll_event ev = { .events = events, .data.u64 = SRC_BROKER };
+        if (run->broker)
+                (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, aj_broker_fd(run->broker), &ev);
+        ev.data.u64 = SRC_LISTENER;
+        if (run->listener >= 0)
+                (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, run->listener, &ev);
+}
+
+/* Charges `ns` of the supervisor's time to the agent; past its budget, stop reading its
+ * requests and denials until the budget has refilled: the agent waits (its broker writes
+ * fill the socket, its denied calls block), the supervisor does not spin for it. */
+static uint64_t work_start(const Run *run)
+{
+        return run->work_rl.per_sec > 0 ? aj_now_monotonic_ns() : 0;
+}
+
+static void work_charge(Run *run, uint64_t start_ns)
+{
+        if (run->work_rl.per_sec <= 0)
+                return;
+        uint64_t now = aj_now_monotonic_ns();
+        if (aj_ratelimit_charge(&run->work_rl, now, (double)(now - start_ns)) || run->work_paused)
+                return;
+        if (aj_timerfd_arm(run->work_timerfd, aj_ratelimit_debt_ns(&run->work_rl)) < 0)
+                return; /* cannot resume on time: keep serving rather than stall the run */
+        work_sources_set(run, 0);
+        run->work_paused = true;
+        run->work_paused_at = now;
+        run->work_pauses++;
+}
+
+static void work_resume(Run *run)
+{
+        uint64_t x;
+        (void)!read(run->work_timerfd, &x, sizeof(x));
+        if (!run->work_paused)
+                return;
+        work_sources_set(run, EPOLLIN);
+        run->work_paused = false;
+        run->work_paused_ns += aj_now_monotonic_ns() - run->work_paused_at;
+}
+
 static int event_loop(Run *run)
 {
         uint64_t drain_deadline = 0, spin_until = 0;
@@ -483,10 +532,13 @@ static int event_loop(Run *run)
                         timeout = (int)((drain_deadline - now) / 1000000ull) + 1;
                 }
                 struct epoll_event evs[16];
-                bool spinning = spin_until != 0 && aj_now_monotonic_ns() < spin_until;
+                uint64_t spin_start = spin_until != 0 ? aj_now_monotonic_ns() : 0;
+                bool spinning = spin_start != 0 && spin_start < spin_until && !run->work_paused;
                 if (!spinning)
                         spin_until = 0;
                 int n = epoll_wait(run->epfd, evs, ARRAY_SIZE(evs), spinning ? 0 : timeout);
+                if (spinning && run->work_rl.per_sec > 0)
+                        work_charge(run, spin_start);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -523,9 +575,11 @@ static int event_loop(Run *run)
                         case SRC_LISTENER:
                                 if (run->listener < 0)
                                         break;
-                                if (evs[i].events & EPOLLIN)
+                                if (evs[i].events & EPOLLIN) {
+                                        uint64_t t0 = work_start(run);
                                         handle_denials(run);
-                                else if (run->listener >= 0) {
+                                        work_charge(run, t0);
+                                } else if (run->listener >= 0) {
                                         epoll_del(run->epfd, run->listener);
                                         close(run->listener);
                                         run->listener = -1;
@@ -542,10 +596,15 @@ static int event_loop(Run *run)
                          * (release_runtime() when the command exits). */
                         case SRC_BROKER:
                                 if (run->broker) {
+                                        uint64_t t0 = work_start(run);
                                         (void)aj_broker_dispatch(run->broker);
+                                        work_charge(run, t0);
                                         if (may_spin)
                                                 spin_until = aj_now_monotonic_ns() + BROKER_SPIN_NS;
                                 }
+                                break;
+                        case SRC_WORK_TIMER:
+                                work_resume(run);
                                 break;
                         case SRC_CONTROL:
                                 if (run->control)
@@ -750,6 +809,11 @@ static void write_final_records(Run *run)
         if (run->records_done)
                 return;
         run->records_done = true;
+        if (run->work_pauses > 0)
+                aj_events_emit(run->events, "supervisor.throttled",
+                               json_pack("{s:I, s:I, s:f}", "pauses", (json_int_t)run->work_pauses, "paused_ms",
+                                         (json_int_t)(run->work_paused_ns / 1000000), "budget_cpu",
+                                         WORK_SHARE * run->profile->cpu));
         if (run->denial_rl.suppressed > 0)
                 aj_events_emit(run->events, "seccomp.suppressed",
                                json_pack("{s:I, s:I}", "suppressed", (json_int_t)run->denial_rl.suppressed, "total",
@@ -1156,6 +1220,16 @@ static int start_loop_fds(Run *run, const sigset_t *mask)
         }
         if (run->broker && (r = epoll_add(run->epfd, aj_broker_fd(run->broker), SRC_BROKER, EPOLLIN)) < 0)
                 return r;
+        /* A budget of a whole CPU or more cannot bind a single-threaded supervisor. */
+        if (run->profile->cpu > 0 && WORK_SHARE * run->profile->cpu < 1.0) {
+                double per_sec = WORK_SHARE * run->profile->cpu * 1e9; /* ns of work per second */
+                run->work_timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+                if (run->work_timerfd < 0)
+                        return -errno;
+                if ((r = epoll_add(run->epfd, run->work_timerfd, SRC_WORK_TIMER, EPOLLIN)) < 0)
+                        return r;
+                aj_ratelimit_init(&run->work_rl, per_sec * WORK_BURST_S, per_sec);
+        }
         char path[4096];
         snprintf(path, sizeof(path), "%s/control.sock", run->runtime_dir);
         aj_run_control_ops(run, &run->control_ops);
@@ -1219,6 +1293,7 @@ int aj_jail_run(const AjRunOptions *opts)
                 .h = { .pidfd = -1, .sync_fd = -1 },
                 .epfd = -1, .sigfd = -1, .wallfd = -1, .listener = -1, .cg_event_fd = -1,
                 .alert = { .pidfd = -1 }, .alert_timerfd = -1, .proxy_fds = { -1, -1 }, .wallcapfd = -1,
+                .work_timerfd = -1,
                 .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1, .name = "stdout" },
                              { .fd = -1, .out = STDERR_FILENO, .log = -1, .name = "stderr" } },
         };
@@ -1418,6 +1493,8 @@ out:
                 close(run.alert_timerfd);
         if (run.wallcapfd >= 0)
                 close(run.wallcapfd);
+        if (run.work_timerfd >= 0)
+                close(run.work_timerfd);
         aj_meter_free(run.meter);
         aj_net_policy_free(run.net_policy);
         json_decref(run.quarantine);

@@ -41,6 +41,7 @@ typedef enum {
         SRC_ALERT,
         SRC_ALERT_TIMER,
         SRC_WALL_CAP,
+        SRC_WORK_TIMER,
 } Source;
 
 typedef struct {
@@ -97,6 +98,13 @@ typedef struct {
         bool wall_fired, wall_killed;
         uint64_t denied_total;
         AjRateLimit denial_rl;
+        /* The supervisor's own work for the agent (broker requests, seccomp denials, polling
+         * for the next request), in ns, within WORK_SHARE of limits.cpu: in debt, the broker
+         * and the seccomp listener are not read until work_timerfd fires (back-pressure). */
+        AjRateLimit work_rl;
+        int work_timerfd;
+        bool work_paused;
+        uint64_t work_pauses, work_paused_ns, work_paused_at;
         AjCgroupStats last_stats;
 
         /* metering, operators, network (src/supervisor-ops.c) */

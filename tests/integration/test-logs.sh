@@ -98,4 +98,31 @@ is "$n_results" "$n_ok" "only the accepted reports are recorded"
 is "$(jq -r '.reports' <<<"$(events_of broker.suppressed)" 2>/dev/null)" "$n_limited" \
         "broker.suppressed counts the refused reports"
 
+# --- the supervisor's CPU on a jail's floods stays below the jail's own CPU limit
+cp "$PROBE" "$WORKSPACE/probe"
+P=$(write_profile cpu02 '{"extends": "default", "limits": {"cpu": 0.2}}')
+hz=$(getconf CLK_TCK)
+# supervisor_ticks RUN_DIR: utime + stime of the run's supervisor
+supervisor_ticks() {
+        local pid
+        pid=$(jf .supervisor_pid "$1/run.json")
+        awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0
+}
+for flood in "broker:python3 ./client.py flood 4" "seccomp:timeout 4 ./probe deny-loop 100000000 keyctl"; do
+        name=${flood%%:*}
+        start_jail_bg -p "$P" --name "flood-$name" -- /bin/sh -c "${flood#*:}; echo flood-done"
+        RUN_DIR=$(wait_run_dir 10)
+        sleep 1
+        t0=$(date +%s%N) s0=$(supervisor_ticks "$RUN_DIR")
+        sleep 2.5
+        t1=$(date +%s%N) s1=$(supervisor_ticks "$RUN_DIR")
+        wait_exit "$BG_PID" 20
+        is "$WAIT_RC" 0 "$name flood: the run ends normally"
+        like "$(cat "$TEST_TMP/bg.out")" "flood-done" "$name flood: the agent is slowed, not stopped"
+        used=$((s1 - s0)) allowed=$(((t1 - t0) * hz / 5 / 1000000000))
+        cmp_num "$used" -le "$allowed" "$name flood: the supervisor used less than the jail's cpu 0.2 ($used of $allowed ticks)"
+        cmp_num "$(jq -r '.pauses' <<<"$(events_of supervisor.throttled "$RUN_DIR")" 2>/dev/null || echo 0)" -gt 0 \
+                "$name flood: supervisor.throttled counts the pauses"
+done
+
 done_testing
