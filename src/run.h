@@ -125,9 +125,8 @@ typedef struct {
         uint64_t wall_cap_remaining_ns;
         int wallcapfd;
         uint64_t egress_used, egress_limit;
-        /* logs.events_bytes: the agent's events past its share are refused, a breach once */
+        /* logs.events_bytes: the agent's events past its share are refused, a breach */
         bool in_event_batch;
-        bool log_breached;
         uint64_t events_refused;
         AjAlert alert;
         int alert_timerfd;

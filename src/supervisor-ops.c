@@ -315,9 +315,10 @@ static void handle_breach(Run *run, const AjBreach *b)
 void aj_run_events_full(Run *run)
 {
         run->events_refused++;
-        if (run->log_breached)
-                return; /* recorded once; the agent's events stay refused until the cap is raised */
-        run->log_breached = true;
+        /* Once per stop: what the agent had queued before the freeze is refused quietly;
+         * thawed without a raise, its next refused event stops it again. */
+        if (run->frozen || run->killed_by_policy)
+                return;
         AjBreach b = { .cap = "log_bytes",
                        .limit = (double)aj_events_agent_share(run->profile->log_events_bytes),
                        .value = (double)aj_events_wanted(run->events) };
@@ -462,7 +463,6 @@ static int op_thaw(void *userdata, json_t *raise, char **ret_error)
                 if (log_cap) {
                         run->profile->log_events_bytes = log_cap;
                         aj_events_set_agent_limit(run->events, aj_events_agent_share(log_cap));
-                        run->log_breached = false;
                 }
                 aj_events_emit(run->events, "caps.raise", json_pack("{s:O, s:s}", "raise", raise, "by", "operator"));
         }

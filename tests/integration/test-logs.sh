@@ -48,10 +48,19 @@ fi
 B=$(events_of cap.breach "$RUN_DIR")
 is "$(jq -r '"\(.cap) \(.action)"' <<<"$B" 2>/dev/null)" "log_bytes freeze" "the breach is cap log_bytes, action freeze"
 cmp_num "$(jq -r '.value - .limit' <<<"$B" 2>/dev/null | cut -d. -f1)" -gt 0 "the breach's value is past its limit"
-is "$(count_lines "$(events_of freeze "$RUN_DIR")")" 1 "the run is frozen (one freeze event)"
+is "$(count_lines "$(events_of freeze "$RUN_DIR")")" 1 "the run is frozen (one freeze event, whatever it had queued)"
 wait_for_output "$ALERT_OUT" '"cap"' 5
 is "$(jf .cap "$ALERT_OUT")" log_bytes "the alert gets the incident, cap log_bytes"
 is "$(jf .state "$RUN_DIR/run.json")" quarantined "run.json says quarantined"
+aj thaw "$RUN_ID"
+is "$RC" 0 "thaw without a raise" || op_diag
+deadline=$((SECONDS + 10))
+while (($(count_lines "$(events_of freeze "$RUN_DIR")") < 2 && SECONDS < deadline)); do sleep 0.05; done
+if [[ $(count_lines "$(events_of freeze "$RUN_DIR")") == 2 ]]; then
+        pass "thawed without room, the agent's next event stops it again"
+else
+        fail "thawed without room, the agent's next event stops it again" "$(tail -c 1500 "$RUN_DIR/events.jsonl")"
+fi
 aj kill "$RUN_ID"
 is "$RC" 0 "agentjail kill ends the frozen run" || op_diag
 wait_exit "$BG_PID" 20
