@@ -478,14 +478,15 @@ static void work_sources_set(Run *run, uint32_t events)
                 (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, run->listener, &ev);
 }
 
-/* Charges `ns` of the supervisor's time to the agent; past its budget, stop reading its
- * requests and denials until the budget has refilled: the agent waits (its broker writes
- * fill the socket, its denied calls block), the supervisor does not spin for it. */
 static uint64_t work_start(const Run *run)
 {
         return run->work_rl.per_sec > 0 ? aj_now_monotonic_ns() : 0;
 }
 
+/* Charges the supervisor's time since `start_ns` to the agent; past its budget, stop
+ * reading its requests and denials until the budget has refilled: the agent waits (its
+ * broker writes fill the socket, its denied calls block), the supervisor does not work
+ * for it. */
 static void work_charge(Run *run, uint64_t start_ns)
 {
         if (run->work_rl.per_sec <= 0)
@@ -825,6 +826,10 @@ static void write_final_records(Run *run)
                                          "reports_per_sec", (json_int_t)run->profile->log_reports_per_sec));
         if (run->broker)
                 aj_broker_cancel_held(run->broker);
+        if (run->events_refused > 0)
+                aj_events_emit(run->events, "log.refused",
+                               json_pack("{s:I, s:I}", "events", (json_int_t)run->events_refused, "limit",
+                                         (json_int_t)aj_events_agent_share(run->profile->log_events_bytes)));
         Outcome o = compute_outcome(run);
         run->final_status = o.status;
         aj_events_emit(run->events, "run.exit",

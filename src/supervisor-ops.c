@@ -316,8 +316,9 @@ void aj_run_events_full(Run *run)
 {
         run->events_refused++;
         /* Once per stop: what the agent had queued before the freeze is refused quietly;
-         * thawed without a raise, its next refused event stops it again. */
-        if (run->frozen || run->killed_by_policy)
+         * thawed without a raise, its next refused event stops it again. Once the command
+         * has exited there is nothing left to stop (the count is in log.refused). */
+        if (run->frozen || run->killed_by_policy || run->have_status || run->init_exited)
                 return;
         AjBreach b = { .cap = "log_bytes",
                        .limit = (double)aj_events_agent_share(run->profile->log_events_bytes),

@@ -66,6 +66,8 @@ is "$RC" 0 "agentjail kill ends the frozen run" || op_diag
 wait_exit "$BG_PID" 20
 is "$WAIT_RC" 123 "the run exits 123 (killed by agentjail)"
 is "$(count_lines "$(events_of run.exit "$RUN_DIR")")" 1 "run.exit is recorded after the cap"
+cmp_num "$(jq -r '.events' <<<"$(events_of log.refused "$RUN_DIR")" 2>/dev/null || echo 0)" -ge 2 \
+        "log.refused counts the agent's events refused"
 is "$(count_lines "$(events_of kill "$RUN_DIR")")" 1 "the operator's kill is recorded after the cap"
 cmp_num "$(stat -c %s "$RUN_DIR/events.jsonl")" -le 65536 "events.jsonl stays within logs.events_bytes (64K)"
 n_results=$(count_lines "$(events_of tool.result "$RUN_DIR")")
