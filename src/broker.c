@@ -30,6 +30,7 @@
 #include "agentjail/broker.h"
 #include "broker.h"
 #include "events.h"
+#include "seccomp-filter.h"
 #include "util/strv.h"
 
 #define MAX_EVENTS_PER_DISPATCH 64
@@ -87,6 +88,8 @@ struct AjBroker {
         double error_tokens;
         uint64_t error_refill_ns;
         uint64_t errors_suppressed;
+        AjRateLimit report_rl; /* tool_result + tokens; per_sec 0: none */
+        uint64_t reports_suppressed_told; /* report_rl.suppressed already in an event */
         InFlight *in_flight; /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
         size_t n_in_flight, n_awaiting;
         uint64_t in_flight_order, in_flight_dropped;
@@ -257,6 +260,16 @@ static json_t *envelope(json_t *id, bool ok)
                          (int)ok);
 }
 
+static void queue_error(Conn *c, json_t *id, const char *code, const char *msg)
+{
+        json_t *r = envelope(id, false);
+        if (r && json_object_set_new(r, AJ_BROKER_F_ERROR, json_pack("{s:s, s:s}", "code", code, "message", msg)) < 0) {
+                json_decref(r);
+                r = NULL;
+        }
+        conn_reply(c, r);
+}
+
 /* Records broker.error (rate limited) and queues the error reply. `id` may be NULL. */
 _printf_(5, 6) static void reply_error(AjBroker *b, Conn *c, json_t *id, const char *code, const char *fmt, ...)
 {
@@ -274,12 +287,50 @@ _printf_(5, 6) static void reply_error(AjBroker *b, Conn *c, json_t *id, const c
                 }
                 (void)emit(b, "broker.error", f); /* the reply says what went wrong either way */
         }
-        json_t *r = envelope(id, false);
-        if (r && json_object_set_new(r, AJ_BROKER_F_ERROR, json_pack("{s:s, s:s}", "code", code, "message", msg)) < 0) {
-                json_decref(r);
-                r = NULL;
+        queue_error(c, id, code, msg);
+}
+
+/* tool_result and tokens within logs.reports_per_sec; else an error reply, nothing recorded. */
+static bool report_allowed(AjBroker *b, Conn *c, json_t *id)
+{
+        AjRateLimit *rl = &b->report_rl;
+        if (rl->per_sec <= 0 || aj_ratelimit_allow(rl, b->now_ns()))
+                return true;
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "too many tool_result and tokens reports (at most %.0f per second after a burst of %.0f): "
+                 "not recorded, nothing counted; send it again later",
+                 rl->per_sec, rl->burst);
+        queue_error(c, id, AJ_BROKER_E_RATE_LIMITED, msg);
+        return false;
+}
+
+/* The reports refused since the last recorded one, into that one's event. */
+static json_t *add_reports_suppressed(AjBroker *b, json_t *ev)
+{
+        uint64_t n = b->report_rl.suppressed - b->reports_suppressed_told;
+        if (!ev || n == 0)
+                return ev;
+        if (json_object_set_new(ev, "suppressed", json_integer((json_int_t)n)) < 0) {
+                json_decref(ev);
+                return NULL;
         }
-        conn_reply(c, r);
+        return ev;
+}
+
+static void reports_suppressed_recorded(AjBroker *b)
+{
+        b->reports_suppressed_told = b->report_rl.suppressed;
+}
+
+void aj_broker_set_report_rate(AjBroker *b, uint64_t per_sec)
+{
+        aj_ratelimit_init(&b->report_rl, 10.0 * (double)per_sec, (double)per_sec);
+}
+
+uint64_t aj_broker_reports_suppressed(const AjBroker *b)
+{
+        return b->report_rl.suppressed;
 }
 
 /* ---- request validation ---- */
@@ -887,12 +938,15 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
                                    "field \"%s\": expected an object describing how to reverse the call",
                                    AJ_BROKER_F_UNDO);
 
+        if (!report_allowed(b, c, id))
+                return;
         /* The undo record is kept whole: it is the rollback journal (the line limit bounds it). */
         json_t *ev = json_pack("{s:s, s:O, s:O?}", AJ_BROKER_F_TOOL_CALL_ID, call_id, AJ_BROKER_F_STATUS, status,
                                AJ_BROKER_F_UNDO, undo);
-        int r = emit(b, "tool.result", ev);
+        int r = emit(b, "tool.result", add_reports_suppressed(b, ev));
         if (r < 0)
                 return reply_unrecorded(b, c, id, r);
+        reports_suppressed_recorded(b);
         InFlight *f = in_flight_find(b, call_id, false);
         if (f)
                 in_flight_remove(b, f);
@@ -919,6 +973,8 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
                                    "field \"%s\": must not exceed \"%s\" (cached input tokens are part of the input)",
                                    AJ_BROKER_F_CACHED_TOKENS, AJ_BROKER_F_INPUT_TOKENS);
 
+        if (!report_allowed(b, c, id))
+                return;
         AjMeterReservation res;
         AjMeterDecision d;
         int r = aj_meter_reserve_tokens(b->meter, model, input, output, cached, &res, &d);
@@ -946,10 +1002,11 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 json_decref(ev);
                 ev = NULL;
         }
-        r = emit(b, "tokens", ev);
+        r = emit(b, "tokens", add_reports_suppressed(b, ev));
         aj_meter_settle(b->meter, &res, r >= 0);
         if (r < 0)
                 return reply_unrecorded(b, c, id, r);
+        reports_suppressed_recorded(b);
         report_breach(b, &d, req);
 
         json_t *reply = verdict_reply(b, id, verdict_name(d.verdict, false), &d);

@@ -45,6 +45,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjBroker *, aj_broker_free);
  * cancels its held calls. Events: tool.request + approval.requested when held;
  * approval + tool.verdict when decided (or approval "cancelled"). */
 #define AJ_BROKER_APPROVAL_TIMEOUT_NS (15 * 60 * 1000000000ull)
+/* tool_result and tokens reports (each an event): a burst of 10 s worth, then `per_sec`
+ * (profile logs.reports_per_sec); more are answered with error "rate_limited", not
+ * recorded, and counted (the next recorded report carries "suppressed"). 0: no limit. */
+void aj_broker_set_report_rate(AjBroker *b, uint64_t per_sec);
+uint64_t aj_broker_reports_suppressed(const AjBroker *b);
 int aj_broker_set_approvals(AjBroker *b, char *const *globs, size_t n, uint64_t timeout_ns);
 /* Approve or deny the held call `call_id`, answering its caller. `digest` (optional) must
  * equal the call's arguments_sha256: the decision binds to the arguments reviewed. `by`

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "events.h"
@@ -20,6 +21,9 @@ struct AjEventLog {
         size_t len, cap;
         bool batching;
         size_t batch_seq;
+        int batch_err; /* an event of the batch was refused: the whole batch is */
+        /* The file's size, and the agent's share of it (0: no limit). */
+        uint64_t bytes, agent_limit, wanted;
         /* The chain: the hash of the last line written, and of the last line formatted
          * (ahead of it inside a batch, until the batch is written). */
         char prev[AJ_SHA256_HEX_SIZE], pending_prev[AJ_SHA256_HEX_SIZE];
@@ -65,11 +69,13 @@ int aj_events_open(const char *path, const char *run_id, AjEventLog **ret)
         log->run_json = id ? json_dumps(id, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
         json_decref(id);
         log->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (!log->run_json || log->fd < 0) {
-                int r = log->fd < 0 ? -errno : -ENOMEM;
+        struct stat st;
+        if (!log->run_json || log->fd < 0 || fstat(log->fd, &st) < 0) {
+                int r = !log->run_json ? -ENOMEM : -errno;
                 aj_events_close(log);
                 return r;
         }
+        log->bytes = (uint64_t)st.st_size;
         *ret = log;
         return 0;
 }
@@ -161,14 +167,29 @@ static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
         return (ssize_t)((size_t)hn + body + 1);
 }
 
-int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
+static int emit(AjEventLog *log, const char *type, json_t *fields, bool agent)
 {
+        if (log->batching && log->batch_err < 0) {
+                json_decref(fields);
+                return log->batch_err;
+        }
         ssize_t n = reserve(log, 512);
         if (n >= 0)
                 n = format_line(log, type, fields);
         json_decref(fields);
-        if (n < 0)
+        if (n >= 0 && agent && log->agent_limit &&
+            aj_log_cap_fit(log->bytes + log->len, log->agent_limit, (size_t)n) < (size_t)n) {
+                log->wanted = log->bytes + log->len + (uint64_t)n;
+                n = -EFBIG;
+        }
+        if (n < 0) {
+                /* Nothing of it is in the chain; a batch goes whole or not at all. */
+                if (log->batching)
+                        log->batch_err = (int)n;
+                else
+                        memcpy(log->pending_prev, log->prev, sizeof(log->prev));
                 return (int)n;
+        }
         if (log->batching) {
                 log->len += (size_t)n;
                 log->batch_seq++;
@@ -182,7 +203,37 @@ int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
         }
         memcpy(log->prev, log->pending_prev, sizeof(log->prev));
         log->seq++;
+        log->bytes += (uint64_t)n;
         return 0;
+}
+
+int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
+{
+        return emit(log, type, fields, false);
+}
+
+int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields)
+{
+        return emit(log, type, fields, true);
+}
+
+void aj_events_set_agent_limit(AjEventLog *log, uint64_t limit) { log->agent_limit = limit; }
+
+uint64_t aj_events_bytes(const AjEventLog *log) { return log->bytes; }
+
+uint64_t aj_events_wanted(const AjEventLog *log) { return log->wanted; }
+
+uint64_t aj_events_agent_share(uint64_t cap)
+{
+        uint64_t reserve = cap / 16 < AJ_EVENTS_MAX_RESERVE ? cap / 16 : AJ_EVENTS_MAX_RESERVE;
+        return cap - reserve;
+}
+
+size_t aj_log_cap_fit(uint64_t used, uint64_t cap, size_t n)
+{
+        if (used >= cap)
+                return 0;
+        return cap - used < n ? (size_t)(cap - used) : n;
 }
 
 void aj_events_line_hash(const char *line, size_t len, char out[AJ_SHA256_HEX_SIZE])
@@ -202,9 +253,14 @@ void aj_events_batch_begin(AjEventLog *log)
 int aj_events_batch_end(AjEventLog *log)
 {
         log->batching = false;
-        if (log->len == 0)
+        int r = log->batch_err;
+        log->batch_err = 0;
+        if (r == 0 && log->len == 0)
                 return 0;
-        int r = aj_write_all(log->fd, log->buf, log->len);
+        if (r == 0)
+                r = aj_write_all(log->fd, log->buf, log->len);
+        if (r == 0)
+                log->bytes += log->len;
         if (r < 0) {
                 log->seq -= log->batch_seq; /* none of them is in the chain */
                 memcpy(log->pending_prev, log->prev, sizeof(log->prev));

@@ -17,6 +17,22 @@ int aj_events_open(const char *path, const char *run_id, AjEventLog **ret);
 /* Append {seq, ts, run, type, prev, ...fields}. `fields` (an object or NULL) is consumed. */
 int aj_events_emit(AjEventLog *log, const char *type, json_t *fields);
 uint64_t aj_events_last_seq(const AjEventLog *log);
+
+/* The cap on events.jsonl (profile logs.events_bytes) is the agent's: the events its
+ * actions cause (broker, proxy, seccomp denials, oom) are emitted with _emit_agent(),
+ * refused with -EFBIG once the file would pass the agent's share of the cap. The
+ * supervisor's own records (breach, quarantine, operator actions, run.exit) use
+ * aj_events_emit(), never refused: they have the rest of the cap, a reserve of 1/16 of
+ * it (at most 1 MiB), and there are a bounded few of them per breach or operator action. */
+#define AJ_EVENTS_MAX_RESERVE (1ULL << 20)
+uint64_t aj_events_agent_share(uint64_t cap);
+void aj_events_set_agent_limit(AjEventLog *log, uint64_t limit); /* 0: none */
+int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields);
+/* The file's size; and what it would have become with the last event refused. */
+uint64_t aj_events_bytes(const AjEventLog *log);
+uint64_t aj_events_wanted(const AjEventLog *log);
+/* How many of `n` more bytes fit in a log of `used` bytes capped at `cap`. */
+size_t aj_log_cap_fit(uint64_t used, uint64_t cap, size_t n);
 /* Continue a chain already in the file: the next event is last_seq + 1, linked to the
  * line whose hash is last_hash. */
 void aj_events_resume(AjEventLog *log, uint64_t last_seq, const char *last_hash);
@@ -28,7 +44,8 @@ void aj_events_line_hash(const char *line, size_t len, char out[65]);
 /* The hash of the last line written (AJ_EVENTS_GENESIS before any). */
 const char *aj_events_last_hash(const AjEventLog *log);
 /* Events emitted between these two are written with ONE write(2) by _end(), which
- * returns its result: a request's events reach the file together, before its reply. */
+ * returns its result: a request's events reach the file together, before its reply;
+ * if one of them was refused, none is written and _end() returns that error. */
 void aj_events_batch_begin(AjEventLog *log);
 int aj_events_batch_end(AjEventLog *log);
 void aj_events_close(AjEventLog *log);

@@ -60,6 +60,11 @@ extern char **environ;
  * side polling for 50 us. The cost is at most this much CPU time per broker message,
  * and none when the supervisor has a single CPU (it would only delay the agent). */
 #define BROKER_SPIN_NS (50 * 1000ull)
+/* The supervisor spends at most this share of the jail's CPU limit (limits.cpu) on the
+ * agent's broker requests and seccomp denials, in windows of WORK_BURST_NS of CPU at that
+ * rate: so a flooding jail and its supervisor use at most 1.5x the limit together. */
+#define WORK_SHARE 0.5
+#define WORK_BURST_S 0.1
 /* The run's runtime dir as the jail sees it. */
 #define AJ_JAIL_DIR "/run/agentjail"
 /* Where this binary is bind-mounted in the jail (in the root tmpfs: no host file needed). */
@@ -388,15 +393,26 @@ static void watchdog_finish(Run *run)
 
 /* ---- the event loop ------------------------------------------------------------ */
 
-/* Every byte of the jail's output that is kept in the run directory (stdout.log,
- * stderr.log, tty.log) is written here. */
-static void append_log(Run *run, int *log, const void *buf, size_t n)
+/* Appends to a stream's log up to logs.output_bytes; past it the output still reaches
+ * the operator (the caller passes it through) but the log is cut, and log.truncated is
+ * recorded once. Every stream the run logs goes through here. */
+static void log_output(Run *run, OutputStream *s, const char *buf, size_t n)
 {
-        (void)run;
-        if (*log >= 0 && aj_write_all(*log, buf, n) < 0) {
+        if (s->log < 0)
+                return;
+        uint64_t cap = run->profile->log_output_bytes;
+        size_t fit = aj_log_cap_fit(s->logged, cap, n);
+        if (fit > 0 && aj_write_all(s->log, buf, fit) < 0) {
                 aj_warning("cannot write the run's output log: %s", strerror(errno));
-                close(*log);
-                *log = -1;
+                close(s->log);
+                s->log = -1;
+                return;
+        }
+        s->logged += fit;
+        if (fit < n && !s->log_cut) {
+                s->log_cut = true;
+                aj_events_emit(run->events, "log.truncated",
+                               json_pack("{s:s, s:I}", "stream", s->name, "limit", (json_int_t)cap));
         }
 }
 
@@ -417,7 +433,7 @@ static void pump_output(Run *run, OutputStream *s)
                         epoll_del(run->epfd, s->fd);
                         return;
                 }
-                append_log(run, &s->log, buf, (size_t)n);
+                log_output(run, s, buf, (size_t)n);
                 if (s->out >= 0 && aj_write_all(s->out, buf, (size_t)n) < 0)
                         s->out = -1; /* the reader went away; keep logging */
         }
@@ -448,7 +464,7 @@ static void handle_denials(Run *run)
                 const char *hint = aj_seccomp_denial_hint(&d);
                 if (f && hint)
                         json_object_set_new(f, "hint", json_string(hint));
-                aj_events_emit(run->events, "seccomp.denied", f);
+                aj_run_emit_agent(run, "seccomp.denied", f);
         }
 }
 
@@ -458,11 +474,11 @@ static void check_cgroup_events(Run *run)
         if (!run->cgroup || aj_cgroup_stats(run->cgroup, &st) < 0)
                 return;
         if (st.oom_kills > run->last_stats.oom_kills)
-                aj_events_emit(run->events, "oom",
+                aj_events_emit_agent(run->events, "oom",
                                json_pack("{s:I, s:I}", "oom_kills", (json_int_t)st.oom_kills, "memory_max",
                                          (json_int_t)run->profile->memory));
         if (st.pids_max_events > run->last_stats.pids_max_events)
-                aj_events_emit(run->events, "pids.max",
+                aj_events_emit_agent(run->events, "pids.max",
                                json_pack("{s:I, s:I}", "events", (json_int_t)st.pids_max_events, "pids_max",
                                          (json_int_t)run->profile->pids));
         if (st.memory_peak < run->last_stats.memory_peak)
@@ -490,7 +506,7 @@ static void start_proxy(Run *run)
 static void tty_output(void *userdata, const void *buf, size_t n)
 {
         Run *run = userdata;
-        append_log(run, &run->tty_log, buf, n);
+        log_output(run, &run->tty_log, buf, n);
 }
 
 static void tty_raw(Run *run)
@@ -687,6 +703,51 @@ static void handle_wall(Run *run)
         }
 }
 
+static void work_sources_set(Run *run, uint32_t events)
+{
+        struct epoll_event ev = { .events = events, .data.u64 = SRC_BROKER };
+        if (run->broker)
+                (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, aj_broker_fd(run->broker), &ev);
+        ev.data.u64 = SRC_LISTENER;
+        if (run->listener >= 0)
+                (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, run->listener, &ev);
+}
+
+static uint64_t work_start(const Run *run)
+{
+        return run->work_rl.per_sec > 0 ? aj_now_monotonic_ns() : 0;
+}
+
+/* Charges the supervisor's time since `start_ns` to the agent; past its budget, stop
+ * reading its requests and denials until the budget has refilled: the agent waits (its
+ * broker writes fill the socket, its denied calls block), the supervisor does not work
+ * for it. */
+static void work_charge(Run *run, uint64_t start_ns)
+{
+        if (run->work_rl.per_sec <= 0)
+                return;
+        uint64_t now = aj_now_monotonic_ns();
+        if (aj_ratelimit_charge(&run->work_rl, now, (double)(now - start_ns)) || run->work_paused)
+                return;
+        if (aj_timerfd_arm(run->work_timerfd, aj_ratelimit_debt_ns(&run->work_rl)) < 0)
+                return; /* cannot resume on time: keep serving rather than stall the run */
+        work_sources_set(run, 0);
+        run->work_paused = true;
+        run->work_paused_at = now;
+        run->work_pauses++;
+}
+
+static void work_resume(Run *run)
+{
+        uint64_t x;
+        (void)!read(run->work_timerfd, &x, sizeof(x));
+        if (!run->work_paused)
+                return;
+        work_sources_set(run, EPOLLIN);
+        run->work_paused = false;
+        run->work_paused_ns += aj_now_monotonic_ns() - run->work_paused_at;
+}
+
 static int event_loop(Run *run)
 {
         uint64_t drain_deadline = 0, spin_until = 0;
@@ -708,10 +769,13 @@ static int event_loop(Run *run)
                         timeout = (int)((drain_deadline - now) / 1000000ull) + 1;
                 }
                 struct epoll_event evs[16];
-                bool spinning = spin_until != 0 && aj_now_monotonic_ns() < spin_until;
+                uint64_t spin_start = spin_until != 0 ? aj_now_monotonic_ns() : 0;
+                bool spinning = spin_start != 0 && spin_start < spin_until && !run->work_paused;
                 if (!spinning)
                         spin_until = 0;
                 int n = epoll_wait(run->epfd, evs, ARRAY_SIZE(evs), spinning ? 0 : timeout);
+                if (spinning && run->work_rl.per_sec > 0)
+                        work_charge(run, spin_start);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -748,9 +812,11 @@ static int event_loop(Run *run)
                         case SRC_LISTENER:
                                 if (run->listener < 0)
                                         break;
-                                if (evs[i].events & EPOLLIN)
+                                if (evs[i].events & EPOLLIN) {
+                                        uint64_t t0 = work_start(run);
                                         handle_denials(run);
-                                else if (run->listener >= 0) {
+                                        work_charge(run, t0);
+                                } else if (run->listener >= 0) {
                                         epoll_del(run->epfd, run->listener);
                                         close(run->listener);
                                         run->listener = -1;
@@ -767,10 +833,15 @@ static int event_loop(Run *run)
                          * (release_runtime() when the command exits). */
                         case SRC_BROKER:
                                 if (run->broker) {
+                                        uint64_t t0 = work_start(run);
                                         (void)aj_broker_dispatch(run->broker);
+                                        work_charge(run, t0);
                                         if (may_spin)
                                                 spin_until = aj_now_monotonic_ns() + BROKER_SPIN_NS;
                                 }
+                                break;
+                        case SRC_WORK_TIMER:
+                                work_resume(run);
                                 break;
                         case SRC_CONTROL:
                                 if (run->control)
@@ -1003,14 +1074,27 @@ static void write_final_records(Run *run)
         if (run->records_done)
                 return;
         run->records_done = true;
+        if (run->work_pauses > 0)
+                aj_events_emit(run->events, "supervisor.throttled",
+                               json_pack("{s:I, s:I, s:f}", "pauses", (json_int_t)run->work_pauses, "paused_ms",
+                                         (json_int_t)(run->work_paused_ns / 1000000), "budget_cpu",
+                                         WORK_SHARE * run->profile->cpu));
         if (run->denials.suppressed > 0)
                 aj_events_emit(run->events, "seccomp.suppressed",
                                json_pack("{s:I, s:I, s:o}", "suppressed", (json_int_t)run->denials.suppressed, "total",
                                          (json_int_t)run->denials.total, "by_syscall",
                                          denials_by_key(&run->denials, true)));
         check_cgroup_events(run);
+        if (run->broker && aj_broker_reports_suppressed(run->broker) > 0)
+                aj_events_emit(run->events, "broker.suppressed",
+                               json_pack("{s:I, s:I}", "reports", (json_int_t)aj_broker_reports_suppressed(run->broker),
+                                         "reports_per_sec", (json_int_t)run->profile->log_reports_per_sec));
         if (run->broker)
                 aj_broker_cancel_held(run->broker);
+        if (run->events_refused > 0)
+                aj_events_emit(run->events, "log.refused",
+                               json_pack("{s:I, s:I}", "events", (json_int_t)run->events_refused, "limit",
+                                         (json_int_t)aj_events_agent_share(run->profile->log_events_bytes)));
         Outcome o = compute_outcome(run);
         run->final_status = o.status;
         aj_events_emit(run->events, "run.exit",
@@ -1133,6 +1217,7 @@ static int prepare(Run *run)
         r = aj_events_open(path, run->id, &run->events);
         if (r < 0)
                 return aj_log_errno(r, "Failed to open '%s'", path);
+        aj_events_set_agent_limit(run->events, aj_events_agent_share(run->profile->log_events_bytes));
         return 0;
 }
 
@@ -1141,9 +1226,9 @@ static int prepare(Run *run)
 static int setup_while_child_builds(Run *run)
 {
         if (run->tty) {
-                run->tty_log = open_log(run->run_dir, "tty.log");
-                if (run->tty_log < 0)
-                        return aj_log_errno(run->tty_log, "Failed to create the transcript in '%s'", run->run_dir);
+                run->tty_log.log = open_log(run->run_dir, "tty.log");
+                if (run->tty_log.log < 0)
+                        return aj_log_errno(run->tty_log.log, "Failed to create the transcript in '%s'", run->run_dir);
         } else {
                 run->streams[0].log = open_log(run->run_dir, "stdout.log");
                 run->streams[1].log = open_log(run->run_dir, "stderr.log");
@@ -1157,6 +1242,7 @@ static int setup_while_child_builds(Run *run)
         int r = aj_broker_new(path, run->host_uid, run->host_gid, run->meter, &run->hooks, &run->broker);
         if (r < 0)
                 return aj_log_errno(r, "Cannot create the broker socket '%s'", path);
+        aj_broker_set_report_rate(run->broker, run->profile->log_reports_per_sec);
         r = aj_broker_set_approvals(run->broker, run->profile->approval_tools.items, run->profile->approval_tools.n,
                                     run->profile->approval_timeout_ns);
         if (r < 0)
@@ -1492,6 +1578,16 @@ static int start_loop_fds(Run *run, const sigset_t *mask)
         }
         if (run->broker && (r = epoll_add(run->epfd, aj_broker_fd(run->broker), SRC_BROKER, EPOLLIN)) < 0)
                 return r;
+        /* A budget of a whole CPU or more cannot bind a single-threaded supervisor. */
+        if (run->profile->cpu > 0 && WORK_SHARE * run->profile->cpu < 1.0) {
+                double per_sec = WORK_SHARE * run->profile->cpu * 1e9; /* ns of work per second */
+                run->work_timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+                if (run->work_timerfd < 0)
+                        return -errno;
+                if ((r = epoll_add(run->epfd, run->work_timerfd, SRC_WORK_TIMER, EPOLLIN)) < 0)
+                        return r;
+                aj_ratelimit_init(&run->work_rl, per_sec * WORK_BURST_S, per_sec);
+        }
         char path[4096];
         snprintf(path, sizeof(path), "%s/control.sock", run->runtime_dir);
         aj_run_control_ops(run, &run->control_ops);
@@ -1558,9 +1654,11 @@ int aj_jail_run(const AjRunOptions *opts)
                 .h = { .pidfd = -1, .sync_fd = -1 },
                 .epfd = -1, .sigfd = -1, .wallfd = -1, .listener = -1, .cg_event_fd = -1,
                 .alert = { .pidfd = -1 }, .alert_timerfd = -1, .proxy_fds = { -1, -1 }, .wallcapfd = -1,
-                .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1 },
-                             { .fd = -1, .out = STDERR_FILENO, .log = -1 } },
-                .term_fd = -1, .winsize_fd = -1, .tty_log = -1, .tty_restore_flags = { -1, -1 },
+                .work_timerfd = -1,
+                .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1, .name = "stdout" },
+                             { .fd = -1, .out = STDERR_FILENO, .log = -1, .name = "stderr" } },
+                .term_fd = -1, .winsize_fd = -1, .tty_restore_flags = { -1, -1 },
+                .tty_log = { .fd = -1, .out = -1, .log = -1, .name = "tty" },
         };
         run.degraded = json_array();
         run.started_ns = aj_now_realtime_ns();
@@ -1767,8 +1865,8 @@ out:
         for (int i = 0; i < 2; i++)
                 if (run.tty_restore_flags[i] >= 0)
                         (void)fcntl(i, F_SETFL, run.tty_restore_flags[i]);
-        if (run.tty_log >= 0)
-                close(run.tty_log);
+        if (run.tty_log.log >= 0)
+                close(run.tty_log.log);
         if (run.term_fd >= 0)
                 close(run.term_fd);
         if (run.epfd >= 0)
@@ -1785,6 +1883,8 @@ out:
                 close(run.alert_timerfd);
         if (run.wallcapfd >= 0)
                 close(run.wallcapfd);
+        if (run.work_timerfd >= 0)
+                close(run.work_timerfd);
         aj_meter_free(run.meter);
         aj_net_policy_free(run.net_policy);
         json_decref(run.quarantine);

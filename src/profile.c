@@ -923,6 +923,40 @@ static int check_alert(Check *c, json_t *v)
         return check_object(c, v, fields);
 }
 
+static int check_log_bytes(Check *c, json_t *v, uint64_t min)
+{
+        uint64_t x;
+        if (json_size(v, &x) < 0 || x < min || x > AJ_LOG_MAX_BYTES) {
+                char lo[32];
+                aj_format_size(min, lo, sizeof(lo));
+                return fail(c, AJ_JSON_AT_VALUE, "expected a size from \"%s\" to \"1T\" such as \"64M\", got %s", lo,
+                            GOT(v));
+        }
+        return 0;
+}
+
+static int check_output_bytes(Check *c, json_t *v) { return check_log_bytes(c, v, AJ_LOG_MIN_OUTPUT_BYTES); }
+static int check_events_bytes(Check *c, json_t *v) { return check_log_bytes(c, v, AJ_LOG_MIN_EVENTS_BYTES); }
+
+static int check_reports_per_sec(Check *c, json_t *v)
+{
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > AJ_LOG_MAX_REPORTS_PER_SEC)
+                return fail(c, AJ_JSON_AT_VALUE, "expected an integer from 1 to %d, got %s", AJ_LOG_MAX_REPORTS_PER_SEC,
+                            GOT(v));
+        return 0;
+}
+
+static int check_logs(Check *c, json_t *v)
+{
+        static const Field fields[] = {
+                { "output_bytes", check_output_bytes },
+                { "events_bytes", check_events_bytes },
+                { "reports_per_sec", check_reports_per_sec },
+                {},
+        };
+        return check_object(c, v, fields);
+}
+
 static int check_root(Check *c, json_t *v)
 {
         static const Field fields[] = {
@@ -942,6 +976,7 @@ static int check_root(Check *c, json_t *v)
                 { "prices", check_prices },
                 { "on_breach", check_on_breach },
                 { "alert", check_alert },
+                { "logs", check_logs },
                 {},
         };
         if (!json_is_object(v))
@@ -1380,6 +1415,8 @@ static int profile_new_defaults(AjProfile **ret)
         p->on_breach = AJ_ON_BREACH_FREEZE;
         p->alert_timeout_ns = DEFAULT_ALERT_TIMEOUT_NS;
         p->approval_timeout_ns = DEFAULT_APPROVAL_TIMEOUT_NS;
+        p->log_output_bytes = p->log_events_bytes = AJ_LOG_DEFAULT_BYTES;
+        p->log_reports_per_sec = AJ_LOG_DEFAULT_REPORTS_PER_SEC;
         *ret = TAKE_PTR(p);
         return 0;
 }
@@ -1531,6 +1568,12 @@ static int profile_from_json(json_t *root, AjProfile *p)
                 p->egress_bytes = u;
         if ((v = get_path(root, "network", "max_connections")) && json_is_integer(v))
                 p->net_max_connections = (unsigned)json_integer_value(v);
+        if ((v = get_path(root, "logs", "output_bytes")) && json_size(v, &u) >= 0)
+                p->log_output_bytes = u;
+        if ((v = get_path(root, "logs", "events_bytes")) && json_size(v, &u) >= 0)
+                p->log_events_bytes = u;
+        if ((v = get_path(root, "logs", "reports_per_sec")))
+                p->log_reports_per_sec = (uint64_t)json_integer_value(v);
 
         env = json_object_get(root, "env");
         if ((r = strlist_from(&p->env_pass, json_object_get(env, "pass"))) < 0)
@@ -1719,7 +1762,7 @@ static json_t *profile_tree(const AjProfile *p)
                 "{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s, s:o}, s:{s:I, s:I, s:I, s:I},"
                 " s:{s:s, s:o, s:o, s:b, s:b},"
                 " s:{s:o, s:I, s:f, s:o, s:o, s:I, s:I, s:o, s:b},"
-                " s:{s:o, s:o, s:I}, s:{s:o, s:o}, s:o}",
+                " s:{s:o, s:o, s:I}, s:{s:o, s:o}, s:o, s:{s:o, s:o, s:I}}",
                 "hostname", p->hostname,
                 "filesystem",
                 "ro", bindlist_json(&p->ro), "rw", bindlist_json(&p->rw), "tmpfs", strlist_json(&p->tmpfs),
@@ -1741,7 +1784,10 @@ static json_t *profile_tree(const AjProfile *p)
                 "max_connections",
                 (json_int_t)(p->net_max_connections ? p->net_max_connections : AJ_PROXY_MAX_CONNECTIONS),
                 "env", "pass", strlist_json(&p->env_pass), "set", env_set_json(&p->env_set),
-                "allow_degraded", degraded);
+                "allow_degraded", degraded,
+                "logs",
+                "output_bytes", size_json(p->log_output_bytes), "events_bytes", size_json(p->log_events_bytes),
+                "reports_per_sec", (json_int_t)p->log_reports_per_sec);
         if (!root)
                 return NULL;
         if (broker_tree(p, root) < 0) {

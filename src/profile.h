@@ -125,7 +125,20 @@ typedef struct AjProfile {
         AjOnBreach on_breach;        /* default freeze */
         AjStrList alert_exec;        /* "alert.exec": argv, absolute program path; empty: no alert */
         uint64_t alert_timeout_ns;   /* "alert.timeout", default 10 s */
+
+        /* per-run records (src/jail.c, src/events.c): nothing the agent does fills the disk */
+        uint64_t log_output_bytes;   /* "logs.output_bytes": stdout.log, stderr.log each; default 64M */
+        uint64_t log_events_bytes;   /* "logs.events_bytes": events.jsonl; default 64M */
+        uint64_t log_reports_per_sec; /* "logs.reports_per_sec": tool_result + tokens; default 200 */
 } AjProfile;
+
+/* Bounds of the "logs" keys (docs/profiles.md). */
+#define AJ_LOG_MIN_OUTPUT_BYTES (4ULL << 10)
+#define AJ_LOG_MIN_EVENTS_BYTES (64ULL << 10)
+#define AJ_LOG_MAX_BYTES (1ULL << 40)
+#define AJ_LOG_DEFAULT_BYTES (64ULL << 20)
+#define AJ_LOG_DEFAULT_REPORTS_PER_SEC 200
+#define AJ_LOG_MAX_REPORTS_PER_SEC 1000000
 
 /* Errors from loading: one message, owned by the caller. */
 typedef struct {

@@ -45,6 +45,7 @@ typedef enum {
         SRC_WALL_CAP,
         SRC_WATCHDOG,
         SRC_TTY,
+        SRC_WORK_TIMER,
 } Source;
 
 typedef struct {
@@ -52,6 +53,9 @@ typedef struct {
         int out;     /* our own stdout/stderr, -1 once it failed (EPIPE) */
         int log;     /* stdout.log / stderr.log */
         bool eof;
+        const char *name;  /* "stdout", "stderr": for log.truncated */
+        uint64_t logged;   /* bytes in the log, at most logs.output_bytes */
+        bool log_cut;      /* log.truncated recorded */
 } OutputStream;
 
 typedef struct {
@@ -95,7 +99,7 @@ typedef struct {
         bool term_raw;            /* term_fd is in raw mode: restore term_saved */
         int winsize_fd;           /* where the window size comes from, or -1 */
         AjTtyRelay *tty_relay;
-        int tty_log;              /* tty.log: the transcript */
+        OutputStream tty_log;     /* tty.log, the transcript: only its log and logged count */
         int tty_restore_flags[2]; /* stdin/stdout file status flags to put back, or -1 */
 
         /* outcome */
@@ -109,6 +113,13 @@ typedef struct {
         siginfo_t init_info;
         bool wall_fired, wall_killed;
         AjDenialLog denials;
+        /* The supervisor's own work for the agent (broker requests, seccomp denials, polling
+         * for the next request), in ns, within WORK_SHARE of limits.cpu: in debt, the broker
+         * and the seccomp listener are not read until work_timerfd fires (back-pressure). */
+        AjRateLimit work_rl;
+        int work_timerfd;
+        bool work_paused;
+        uint64_t work_pauses, work_paused_ns, work_paused_at;
         AjCgroupStats last_stats;
 
         /* metering, operators, network (src/supervisor-ops.c) */
@@ -129,6 +140,9 @@ typedef struct {
         uint64_t wall_cap_remaining_ns;
         int wallcapfd;
         uint64_t egress_used, egress_limit;
+        /* logs.events_bytes: the agent's events past its share are refused, a breach */
+        bool in_event_batch;
+        uint64_t events_refused;
         AjAlert alert;
         int alert_timerfd;
         AjHooks hooks;
@@ -156,6 +170,10 @@ int aj_run_thaw(Run *run, const char *by);
 /* Kill the jail (the whole cgroup) with a "kill" event: exit 123. */
 int aj_run_kill(Run *run, const char *by);
 int aj_timerfd_arm(int fd, uint64_t ns);
+/* An agent's event was refused (-EFBIG): events.jsonl is full; a breach the first time. */
+void aj_run_events_full(Run *run);
+/* Emit an event the agent's actions cause: within its share of logs.events_bytes. */
+int aj_run_emit_agent(Run *run, const char *type, json_t *fields);
 /* The wall-time cap expired: a breach. */
 void aj_run_wall_cap_expired(Run *run);
 /* {"limit", "used", "remaining"} in seconds, or NULL without a wall cap. */

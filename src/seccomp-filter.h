@@ -75,6 +75,11 @@ typedef struct {
 
 void aj_ratelimit_init(AjRateLimit *rl, double burst, double per_sec);
 bool aj_ratelimit_allow(AjRateLimit *rl, uint64_t now_ns);
+/* The same bucket as a budget of work (tokens: any unit, such as ns of CPU): takes
+ * `amount`, which may leave it in debt; true while it is not. _debt_ns(): how long
+ * until the refill pays the debt (0 when there is none). */
+bool aj_ratelimit_charge(AjRateLimit *rl, uint64_t now_ns, double amount);
+uint64_t aj_ratelimit_debt_ns(const AjRateLimit *rl);
 
 /*
  * What the supervisor records of denials: every distinct key (a syscall, or a syscall with the

@@ -129,6 +129,35 @@ static int raise_wall(Run *run, const char *value, char **ret_error)
         return 0;
 }
 
+/* thaw --raise log_bytes=+SIZE adds to logs.events_bytes; log_bytes=SIZE sets it. The new
+ * cap must leave the agent room past what events.jsonl already holds. Returns the cap. */
+static int raise_log_bytes(Run *run, json_t *value, uint64_t *ret_cap, char **ret_error)
+{
+        const char *v = json_is_string(value) ? json_string_value(value) : NULL;
+        bool add = v && v[0] == '+';
+        uint64_t n;
+        if (json_is_integer(value) && json_integer_value(value) >= 0)
+                n = (uint64_t)json_integer_value(value);
+        else if (!v || aj_parse_size(v + add, &n) < 0) {
+                *ret_error = strdup("log_bytes: expected a size such as +64M or 256M");
+                return -EINVAL;
+        }
+        uint64_t cap = add ? run->profile->log_events_bytes + n : n;
+        if (cap > AJ_LOG_MAX_BYTES || cap < n) {
+                *ret_error = strdup("log_bytes: at most 1T");
+                return -EINVAL;
+        }
+        uint64_t used = aj_events_bytes(run->events);
+        if (aj_events_agent_share(cap) <= used) {
+                if (asprintf(ret_error, "log_bytes: %s would leave the agent no room (events.jsonl has %llu bytes)",
+                             v ? v : "the new cap", (unsigned long long)used) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        *ret_cap = cap;
+        return 0;
+}
+
 int aj_run_freeze(Run *run, const char *by, const char *reason)
 {
         if (!run->cgroup)
@@ -283,12 +312,34 @@ static void handle_breach(Run *run, const AjBreach *b)
         aj_run_write_json(run);
 }
 
+void aj_run_events_full(Run *run)
+{
+        run->events_refused++;
+        /* Once per stop: what the agent had queued before the freeze is refused quietly;
+         * thawed without a raise, its next refused event stops it again. Once the command
+         * has exited there is nothing left to stop (the count is in log.refused). */
+        if (run->frozen || run->killed_by_policy || run->have_status || run->init_exited)
+                return;
+        AjBreach b = { .cap = "log_bytes",
+                       .limit = (double)aj_events_agent_share(run->profile->log_events_bytes),
+                       .value = (double)aj_events_wanted(run->events) };
+        handle_breach(run, &b);
+}
+
+int aj_run_emit_agent(Run *run, const char *type, json_t *fields)
+{
+        int r = aj_events_emit_agent(run->events, type, fields);
+        /* Inside a batch the breach waits for its end: its own events are not the batch's. */
+        if (r == -EFBIG && !run->in_event_batch)
+                aj_run_events_full(run);
+        return r;
+}
+
 /* ---- hooks ---------------------------------------------------------------------------- */
 
 static int hook_emit(void *userdata, const char *type, json_t *fields)
 {
-        Run *run = userdata;
-        return aj_events_emit(run->events, type, fields);
+        return aj_run_emit_agent(userdata, type, fields);
 }
 
 static void hook_breach(void *userdata, const AjBreach *b)
@@ -339,13 +390,18 @@ static void hook_approval_requested(void *userdata, json_t *call)
 static void hook_batch_begin(void *userdata)
 {
         Run *run = userdata;
+        run->in_event_batch = true;
         aj_events_batch_begin(run->events);
 }
 
 static int hook_batch_end(void *userdata)
 {
         Run *run = userdata;
-        return aj_events_batch_end(run->events);
+        run->in_event_batch = false;
+        int r = aj_events_batch_end(run->events);
+        if (r == -EFBIG)
+                aj_run_events_full(run);
+        return r;
 }
 
 void aj_run_hooks(Run *run, AjHooks *ret)
@@ -376,10 +432,17 @@ static int op_thaw(void *userdata, json_t *raise, char **ret_error)
                         *ret_error = strdup("this run has no meters to raise");
                         return -EINVAL;
                 }
-                /* "wall" is the supervisor's; the rest is the meter's. All or nothing. */
+                /* "wall" and "log_bytes" are the supervisor's; the rest is the meter's. All or nothing. */
                 _cleanup_(json_decrefp) json_t *rest = json_deep_copy(raise);
-                json_t *wall = json_object_get(raise, "wall");
+                json_t *wall = json_object_get(raise, "wall"), *log_bytes = json_object_get(raise, "log_bytes");
                 uint64_t saved_cap = run->wall_cap_ns, saved_left = run->wall_cap_remaining_ns;
+                uint64_t log_cap = 0;
+                if (log_bytes) {
+                        json_object_del(rest, "log_bytes");
+                        int r = raise_log_bytes(run, log_bytes, &log_cap, ret_error);
+                        if (r < 0)
+                                return r;
+                }
                 if (wall) {
                         json_object_del(rest, "wall");
                         if (!json_is_string(wall)) {
@@ -397,6 +460,10 @@ static int op_thaw(void *userdata, json_t *raise, char **ret_error)
                                 run->wall_cap_remaining_ns = saved_left;
                                 return r;
                         }
+                }
+                if (log_cap) {
+                        run->profile->log_events_bytes = log_cap;
+                        aj_events_set_agent_limit(run->events, aj_events_agent_share(log_cap));
                 }
                 aj_events_emit(run->events, "caps.raise", json_pack("{s:O, s:s}", "raise", raise, "by", "operator"));
         }

@@ -67,4 +67,5 @@
 #define AJ_BROKER_E_BAD_VERSION "unsupported_version"
 #define AJ_BROKER_E_UNKNOWN_OP "unknown_op"
 #define AJ_BROKER_E_BUSY "too_many_connections"   /* sent once, then the connection is closed */
+#define AJ_BROKER_E_RATE_LIMITED "rate_limited"   /* tool_result/tokens over logs.reports_per_sec: not recorded */
 #define AJ_BROKER_E_INTERNAL "internal"           /* e.g. the event could not be recorded: nothing counted */

@@ -55,6 +55,30 @@ def main():
             show(rep)
             if rep.get("verdict") == "breach":
                 break
+    elif cmd == "results":  # results N UNDO_BYTES: tool_result reports, each with an undo record
+        n, size = int(args[0]), int(args[1])
+        for i in range(n):
+            show(call(conn, {"v": 1, "id": i, "op": "tool_result", "gen_ai.tool.call.id": f"c{i}",
+                             "status": "ok", "undo": {"tool": "fs.restore", "blob": "u" * size}}))
+    elif cmd == "flood":  # flood SECONDS [OP]: pipelined requests, 500 in flight, as fast as they go
+        s, _ = conn
+        seconds, op = float(args[0]), (args[1] if len(args) > 1 else "usage")
+        req = {"v": 1, "id": 1, "op": op}
+        if op == "tokens":
+            req.update({"gen_ai.request.model": "m", "gen_ai.usage.input_tokens": 1,
+                        "gen_ai.usage.output_tokens": 1})
+        batch = (json.dumps(req) + "\n").encode() * 500
+        sent, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            s.sendall(batch)
+            sent += 500
+            left = 500
+            while left > 0:
+                b = s.recv(1 << 20)
+                if not b:
+                    raise SystemExit("broker closed the connection")
+                left -= b.count(b"\n")
+        print(f"sent={sent}", flush=True)
     elif cmd == "usage":
         print(json.dumps(call(conn, {"v": 1, "id": "u", "op": "usage"})), flush=True)
     elif cmd == "garbage":

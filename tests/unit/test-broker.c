@@ -859,6 +859,49 @@ Test(broker, error_events_are_rate_limited)
         close(fd);
 }
 
+static uint64_t report_clock_ns;
+static uint64_t report_clock(void) { return report_clock_ns; }
+
+/* tool_result and tokens past logs.reports_per_sec: an error reply, nothing recorded, the
+ * refusals counted in the next recorded report. */
+Test(broker, report_floods_are_rate_limited, .init = setup, .fini = teardown)
+{
+        report_clock_ns = 1000000000ull;
+        aj_broker_set_clock(env.broker, report_clock);
+        aj_broker_set_report_rate(env.broker, 2); /* a burst of 20, then 2 per second */
+        int fd = client();
+        int ok = 0, limited = 0;
+        for (int i = 0; i < 40; i++) {
+                json_t *r = request(fd, i % 2 ? "{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c1\", "
+                                                "\"status\": \"ok\"}\n"
+                                              : "{\"id\": 2, \"v\": 1, \"op\": \"tokens\", \"gen_ai.request.model\": \"m\", "
+                                                "\"gen_ai.usage.input_tokens\": 10, \"gen_ai.usage.output_tokens\": 1}\n");
+                if (json_is_true(json_object_get(r, "ok")))
+                        ok++;
+                else if (streq(str(r, "error", "code"), "rate_limited"))
+                        limited++;
+                json_decref(r);
+        }
+        cr_expect_eq(ok, 20);
+        cr_expect_eq(limited, 20);
+        cr_expect_eq(aj_broker_reports_suppressed(env.broker), 20);
+        cr_expect_eq(json_array_size(env.fake.events), 20, "refused reports are not recorded");
+        /* Refused tokens are not counted either. */
+        json_t *u = request(fd, "{\"id\": 3, \"v\": 1, \"op\": \"usage\"}\n");
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(json_object_get(u, "usage"), "tokens"), "used")),
+                     10 * 11, "%s", json_dumps(u, 0));
+        json_decref(u);
+
+        report_clock_ns += 1000000000ull; /* two more */
+        json_t *r = request(fd, "{\"id\": 4, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c2\", "
+                                "\"status\": \"ok\"}\n");
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        json_decref(r);
+        json_t *last = json_array_get(env.fake.events, json_array_size(env.fake.events) - 1);
+        cr_expect_eq(json_integer_value(json_object_get(last, "suppressed")), 20);
+        close(fd);
+}
+
 /* ---- the client's argument parsing ---- */
 
 static int parse(AjMeterCmd *c, char **err, const char *const *args)

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,5 +345,72 @@ Test(events, chain_links_every_line_and_verify_finds_changes)
         free(gap);
 
         free(text);
+        aj_rm_rf(dir);
+}
+
+Test(events, log_cap_arithmetic)
+{
+        cr_expect_eq(aj_log_cap_fit(0, 100, 40), 40);
+        cr_expect_eq(aj_log_cap_fit(60, 100, 40), 40, "exactly up to the cap");
+        cr_expect_eq(aj_log_cap_fit(70, 100, 40), 30, "cut at the cap");
+        cr_expect_eq(aj_log_cap_fit(100, 100, 1), 0);
+        cr_expect_eq(aj_log_cap_fit(150, 100, 1), 0, "already past it (an older, larger file)");
+        cr_expect_eq(aj_log_cap_fit(0, UINT64_MAX, SIZE_MAX), SIZE_MAX);
+        /* The supervisor's reserve: 1/16 of the cap, at most 1 MiB. */
+        cr_expect_eq(aj_events_agent_share(64 << 10), (64 << 10) - (4 << 10));
+        cr_expect_eq(aj_events_agent_share(64ULL << 20), (64ULL << 20) - (1ULL << 20));
+        cr_expect_eq(aj_events_agent_share(16ULL << 20), (15ULL << 20));
+}
+
+/* The agent's events stop at its share; the supervisor's still go in, and the chain holds. */
+Test(events, agent_events_refused_past_their_share_supervisor_events_not)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        AjEventLog *log = open_temp_log(dir, path, "r1");
+        cr_assert_eq(aj_events_emit(log, "run.start", NULL), 0);
+        aj_events_set_agent_limit(log, 4096);
+        char big[600];
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = 0;
+        int r = 0, accepted = 0;
+        while ((r = aj_events_emit_agent(log, "tool.result", json_pack("{s:s}", "undo", big))) == 0)
+                accepted++;
+        cr_expect_eq(r, -EFBIG);
+        cr_expect(accepted >= 5, "accepted %d", accepted);
+        cr_expect_leq(aj_events_bytes(log), 4096);
+        cr_expect_gt(aj_events_wanted(log), 4096);
+        uint64_t seq = aj_events_last_seq(log);
+
+        /* A batch with a refused event is dropped whole. */
+        aj_events_set_agent_limit(log, aj_events_bytes(log) + 400);
+        aj_events_batch_begin(log);
+        cr_expect_eq(aj_events_emit_agent(log, "tool.request", NULL), 0);
+        cr_expect_eq(aj_events_emit_agent(log, "tool.verdict", json_pack("{s:s}", "undo", big)), -EFBIG);
+        cr_expect_eq(aj_events_batch_end(log), -EFBIG);
+        cr_expect_eq(aj_events_last_seq(log), seq);
+
+        cr_assert_eq(aj_events_emit(log, "cap.breach", json_pack("{s:s}", "cap", "log_bytes")), 0);
+        cr_assert_eq(aj_events_emit(log, "run.exit", NULL), 0);
+        cr_expect_eq(aj_events_last_seq(log), seq + 2);
+        char last[AJ_SHA256_HEX_SIZE];
+        snprintf(last, sizeof(last), "%s", aj_events_last_hash(log));
+        uint64_t bytes = aj_events_bytes(log);
+        aj_events_close(log);
+
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        cr_expect_eq((uint64_t)st.st_size, bytes, "the size is counted as written");
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        cr_expect_null(strstr(text, "tool.request"), "nothing of the refused batch is written");
+        free(text);
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, seq + 2, last, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+
+        /* Reopened, the size is the file's. */
+        cr_assert_eq(aj_events_open(path, "r1", &log), 0);
+        cr_expect_eq(aj_events_bytes(log), bytes);
+        aj_events_close(log);
         aj_rm_rf(dir);
 }

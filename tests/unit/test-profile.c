@@ -267,6 +267,55 @@ Test(profile, network_allow_accepted_and_validated)
         aj_profile_error_clear(&err);
 }
 
+Test(profile, logs_caps_default_validated_and_shown)
+{
+        AjProfile *p = NULL;
+        AjProfileError err = {};
+        int r = aj_profile_parse("{}", NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_expect_eq(p->log_output_bytes, 64ULL << 20);
+        cr_expect_eq(p->log_events_bytes, 64ULL << 20);
+        cr_expect_eq(p->log_reports_per_sec, 200);
+        aj_profile_free(p);
+
+        r = aj_profile_parse("{\"logs\": {\"output_bytes\": \"1M\", \"events_bytes\": 65536, \"reports_per_sec\": 5}}",
+                             NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_expect_eq(p->log_output_bytes, 1ULL << 20);
+        cr_expect_eq(p->log_events_bytes, 65536);
+        cr_expect_eq(p->log_reports_per_sec, 5);
+        char *json = aj_profile_to_json(p);
+        cr_assert_not_null(json);
+        cr_expect(strstr(json, "\"output_bytes\": \"1M\"") != NULL, "%s", json);
+        cr_expect(strstr(json, "\"events_bytes\": \"64K\"") != NULL, "%s", json);
+        free(json);
+        aj_profile_free(p);
+
+        static const struct {
+                const char *text, *error;
+        } bad[] = {
+                { "{\"logs\": {\"output_bytes\": \"lots\"}}",
+                  "<string>:1:27: logs.output_bytes: expected a size from \"4K\" to \"1T\" such as \"64M\", got \"lots\"" },
+                { "{\"logs\": {\"output_bytes\": 0}}",
+                  "<string>:1:27: logs.output_bytes: expected a size from \"4K\" to \"1T\" such as \"64M\", got 0" },
+                { "{\"logs\": {\"events_bytes\": \"4K\"}}",
+                  "<string>:1:27: logs.events_bytes: expected a size from \"64K\" to \"1T\" such as \"64M\", got \"4K\"" },
+                { "{\"logs\": {\"events_bytes\": \"2T\"}}",
+                  "<string>:1:27: logs.events_bytes: expected a size from \"64K\" to \"1T\" such as \"64M\", got \"2T\"" },
+                { "{\"logs\": {\"reports_per_sec\": 0}}",
+                  "<string>:1:30: logs.reports_per_sec: expected an integer from 1 to 1000000, got 0" },
+                { "{\"logs\": {\"stdout_bytes\": 1}}",
+                  "<string>:1:11: logs.stdout_bytes: unknown key (expected one of: output_bytes, events_bytes, "
+                  "reports_per_sec)" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                r = aj_profile_parse(bad[i].text, NULL, &p, &err);
+                cr_expect_eq(r, -EINVAL, "%s", bad[i].text);
+                cr_expect_str_eq(err.message ?: "", bad[i].error);
+                aj_profile_error_clear(&err);
+        }
+}
+
 Test(profile, merge_child_array_replaces_and_objects_merge)
 {
         AjProfile *p = load_ok(FIX "/merge-child.json");
@@ -326,7 +375,7 @@ Test(profile, errors_unknown_keys)
         expect_error("bad-unknown-top.json",
                      "@/bad-unknown-top.json:3:3: capabilities: unknown key (expected one of: extends, "
                      "description, hostname, filesystem, user, seccomp, limits, network, env, allow_degraded, "
-                     "meters, tools, approvals, prices, on_breach, alert)");
+                     "meters, tools, approvals, prices, on_breach, alert, logs)");
         expect_error("bad-unknown-nested.json",
                      "@/bad-unknown-nested.json:4:5: filesystem.rwx: unknown key (expected one of: ro, rw, "
                      "tmpfs, hide, workspace, home, allow_sensitive)");

@@ -1528,3 +1528,28 @@ Test(hmac_sha256, rfc4231_vectors)
                 cr_expect_not(aj_digest_eq(got, want), "vector %zu, one bit off", i);
         }
 }
+
+/* The bucket as a work budget (the supervisor's ns of CPU for a jail): charges may leave it in
+ * debt; the debt says how long until the refill pays it. */
+Test(seccomp_ratelimit, work_budget_debt)
+{
+        AjRateLimit rl;
+        aj_ratelimit_init(&rl, 100 * 1000000.0, 1e9 / 10); /* 0.1 CPU, 100 ms of burst */
+        uint64_t t = 7 * SEC;
+        cr_expect(aj_ratelimit_charge(&rl, t, 60 * 1000000.0));
+        cr_expect_eq(aj_ratelimit_debt_ns(&rl), 0);
+        cr_expect_not(aj_ratelimit_charge(&rl, t, 90 * 1000000.0), "150 ms of a 100 ms burst: in debt");
+        /* 50 ms of debt at 0.1 CPU: 500 ms to pay it. */
+        uint64_t debt = aj_ratelimit_debt_ns(&rl);
+        cr_expect(debt >= 500 * 1000000ull && debt <= 500 * 1000000ull + 1000, "%llu", (unsigned long long)debt);
+        cr_expect_not(aj_ratelimit_charge(&rl, t + 400 * 1000000ull, 0), "still in debt after 400 ms");
+        cr_expect(aj_ratelimit_charge(&rl, t + debt, 0), "paid after the debt's time");
+        cr_expect(aj_ratelimit_charge(&rl, t + 100 * SEC, 100 * 1000000.0), "a pause refills to the burst");
+        cr_expect_not(aj_ratelimit_charge(&rl, t + 100 * SEC, 1), "and not beyond");
+        cr_expect_eq(rl.suppressed, 0, "charges are not suppressions");
+
+        AjRateLimit none;
+        aj_ratelimit_init(&none, 0, 0);
+        cr_expect_not(aj_ratelimit_charge(&none, t, 1));
+        cr_expect_eq(aj_ratelimit_debt_ns(&none), 0, "no refill: no time pays it");
+}
