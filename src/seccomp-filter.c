@@ -356,6 +356,14 @@ static int syscall_lookup(const char *name, int *ret_nr)
         return 1;
 }
 
+/* Syscalls no profile can allow: they do on the agent's behalf what the filter's argument
+ * rules exist to refuse, out of the filter's sight. */
+static bool never_allowed(int nr)
+{
+        return nr == SCMP_SYS(io_uring_setup) || nr == SCMP_SYS(io_uring_enter) ||
+               nr == SCMP_SYS(io_uring_register);
+}
+
 static int plan_apply_names(SeccompPlan *plan, char *const *names, SeccompRule rule,
                             const char *what, char **ret_error)
 {
@@ -372,6 +380,14 @@ static int plan_apply_names(SeccompPlan *plan, char *const *names, SeccompRule r
                 if (r < 0) {
                         if (ret_error && asprintf(ret_error, "seccomp.%s: unknown syscall '%s'",
                                                   what, *p) < 0)
+                                *ret_error = NULL;
+                        return -EINVAL;
+                }
+                if (r > 0 && rule == RULE_ALLOW && never_allowed(nr)) {
+                        if (ret_error && asprintf(ret_error, "seccomp.%s: '%s' cannot be allowed: io_uring opens, "
+                                                  "creates and changes files in the kernel where no seccomp "
+                                                  "rule sees it (it would lift the setuid/setgid rule, and "
+                                                  "every argument check)", what, *p) < 0)
                                 *ret_error = NULL;
                         return -EINVAL;
                 }

@@ -52,6 +52,7 @@ static const char *const stage_text[_AJ_STAGE_MAX] = {
         [AJ_STAGE_STDIO] = "set up standard output",
         [AJ_STAGE_EXEC] = "execute the command",
         [AJ_STAGE_TTY] = "create the jail's terminal",
+        [AJ_STAGE_USERNS] = "forbid user namespaces inside the jail",
 };
 
 const char *aj_spawn_stage_describe(AjSpawnStage stage)
@@ -327,6 +328,27 @@ static int setup_stdio(const AjSpawnConfig *cfg, int sync_fd, int *ret_cmd_in, A
         return 0;
 }
 
+/*
+ * No user namespace can be created inside the jail, whatever its seccomp profile allows: the
+ * namespace's root would hold CAP_SETFCAP over the agent's own files, and through the
+ * idmapped workspace (owner mapped to the agent) a file capability it writes there is stored
+ * as the owner's, root's for a root-owned workspace: host root for any local user. The limit
+ * is the jail's own user namespace's sysctl (the sysctl set follows the writer's user
+ * namespace, not the /proc mount), checked first when a child namespace is made; only
+ * CAP_SYS_RESOURCE in the jail's namespace can raise it again, and the command has none.
+ * Written before the mounts, while this /proc/sys is still writable here.
+ */
+static int forbid_nested_userns(void)
+{
+        int fd = open("/proc/sys/user/max_user_namespaces", O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        ssize_t n = write(fd, "0", 1);
+        int r = n == 1 ? 0 : n < 0 ? -errno : -EIO;
+        close(fd);
+        return r;
+}
+
 _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
 {
         /* Tells the jail's init apart from the supervisor in ps and `agentjail inspect`. */
@@ -378,6 +400,10 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
                                 child_fail(sync_fd, AJ_STAGE_PROXY, r, i);
                 }
         }
+
+        r = forbid_nested_userns();
+        if (r < 0)
+                child_fail(sync_fd, AJ_STAGE_USERNS, r, 0);
 
         size_t step = 0;
         r = aj_mount_apply(cfg->mount, &step);

@@ -44,6 +44,7 @@ typedef enum {
         AJ_STAGE_STDIO,
         AJ_STAGE_EXEC,
         AJ_STAGE_TTY,
+        AJ_STAGE_USERNS,
         _AJ_STAGE_MAX,
 } AjSpawnStage;
 

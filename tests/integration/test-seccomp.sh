@@ -129,6 +129,19 @@ is "$(pval rc)" 1 "chmod u+s fails in the jail"
 is "$(stat -c %a "$WORKSPACE/x")" 755 "cp + chmod 0755 worked, and no setuid bit on the host"
 rm -rf "$WORKSPACE/plant" "$WORKSPACE/x"
 
+# --- no user namespace inside the jail, even where a profile allows the syscalls: its root
+# would hold CAP_SETFCAP over the agent's files, and a file capability written through the
+# idmapped workspace is stored as the owner's (root's here): host root for any local user.
+ANS=$(write_profile allowns '{"extends": "default", "seccomp": {"allow": ["unshare", "clone", "clone3"]}}')
+run_jail -p "$ANS" -- ./probe syscall unshare clone_newuser clone_newns getpid
+is "$JAIL_RC" 0 "probe syscall ran with unshare/clone allowed" || jail_diag
+unlike "$(pval unshare)" '^OK$' "seccomp.allow of unshare still creates no user namespace ($(pval unshare))"
+unlike "$(pval clone_newuser)" '^OK$' "seccomp.allow of clone still creates no user namespace ($(pval clone_newuser))"
+is "$(pval getpid)" OK "the probe itself ran"
+run_jail -p "$ANS" -- /bin/sh -c '(echo 5 >/proc/sys/user/max_user_namespaces) 2>/dev/null; echo "rc=$?"; echo "max=$(cat /proc/sys/user/max_user_namespaces)"'
+isnt "$(pval rc)" 0 "the jail cannot raise its user namespace limit again"
+is "$(pval max)" 0 "the jail's user namespace limit is 0"
+
 # --- every distinct denied syscall is named, however many come back to back; repeats of
 # one are limited and counted per name
 run_jail -- /bin/sh -c './probe deny-loop 500 keyctl && ./probe deny-distinct'

@@ -119,6 +119,13 @@ static const struct {
         { "deny", { "getcwd", "not_a_syscall" }, NULL, "seccomp.deny: unknown syscall 'not_a_syscall'" },
         { "allow", { "" }, NULL, "seccomp.allow: unknown syscall ''" },
         { "deny", { "" }, "weird", "seccomp.default: unknown base filter 'weird'" },
+        /* io_uring does file operations out of the filter's sight: never allowed. */
+        { "allow", { "getcwd", "io_uring_setup" }, NULL,
+          "seccomp.allow: 'io_uring_setup' cannot be allowed: io_uring opens, creates and changes files in the "
+          "kernel where no seccomp rule sees it (it would lift the setuid/setgid rule, and every argument check)" },
+        { "allow", { "io_uring_enter" }, NULL,
+          "seccomp.allow: 'io_uring_enter' cannot be allowed: io_uring opens, creates and changes files in the "
+          "kernel where no seccomp rule sees it (it would lift the setuid/setgid rule, and every argument check)" },
 };
 
 Test(seccomp_build, unknown_names_are_rejected_with_message)
