@@ -878,6 +878,63 @@ static int place_ids_build(AjMountPlan *plan, const AjSensitiveList *l)
         return 0;
 }
 
+static void unescape_octal(char *s)
+{
+        char *w = s;
+
+        for (char *c = s; *c;)
+                if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] >= '0' && c[2] <= '7' && c[3] >= '0' &&
+                    c[3] <= '7') {
+                        *w++ = (char) ((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
+                        c += 4;
+                } else
+                        *w++ = *c++;
+        *w = '\0';
+}
+
+/* A bind carries the mounts below its source (AT_RECURSIVE): one of them that is a place
+ * (or an ancestor of one) puts that place in the jail as surely as the source itself. */
+static int check_submounts(AjMountPlan *plan, const AjSensitiveList *l, const char *field, const char *real,
+                           AjAccess access, char **ret_error)
+{
+        _cleanup_(fclosep) FILE *f = fopen("/proc/self/mountinfo", "re");
+        _cleanup_free_ char *line = NULL;
+        size_t cap = 0;
+        int r = 0;
+
+        if (!f)
+                return format_error(ret_error, "%s: cannot read the mount table to check '%s': %s", field, real,
+                                    strerror(errno)),
+                       -errno;
+        while (r >= 0 && getline(&line, &cap, f) > 0) {
+                /* id parent maj:min root mountpoint ... */
+                char *mp = line;
+                struct stat st;
+
+                for (int k = 0; k < 4 && mp; k++)
+                        if ((mp = strchr(mp, ' ')))
+                                mp++;
+                if (!mp)
+                        continue;
+                mp[strcspn(mp, " \n")] = '\0';
+                unescape_octal(mp);
+                if (streq(mp, real) || !path_under(mp, real) || stat(mp, &st) < 0)
+                        continue;
+                for (size_t k = 0; k < plan->n_place_ids && r >= 0; k++) {
+                        const PlaceId *id = &plan->place_ids[k];
+                        _cleanup_free_ char *shown = NULL;
+
+                        if (id->dev != st.st_dev || id->ino != st.st_ino)
+                                continue;
+                        if (asprintf(&shown, "%s', which holds the mount '%s', the same directory as '%s", real, mp,
+                                     id->path) < 0)
+                                return -ENOMEM;
+                        r = judge_sensitive(plan, l, field, id->path, shown, access, ret_error);
+                }
+        }
+        return r;
+}
+
 static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
                            AjAccess access, char **ret_error)
 {
@@ -912,7 +969,7 @@ static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const c
                 while (len > 1 && real[--len] != '/')
                         ;
         }
-        return r;
+        return r < 0 ? r : check_submounts(plan, l, field, real, access, ret_error);
 }
 
 static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,

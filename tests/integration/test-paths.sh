@@ -54,6 +54,20 @@ if mount --bind /tmp "$TEST_TMP/tmpalias" && mount --bind "$TEST_TMP" "$TEST_TMP
 else
         fail "bind-mount /tmp and \$TEST_TMP for the alias tests"
 fi
+# A workspace that holds a mount of a sensitive place: the workspace's bind carries it in.
+mkdir -p "$TEST_TMP/holder/sub"
+if mount --bind /tmp "$TEST_TMP/holder/sub"; then
+        cd "$TEST_TMP/holder" || exit 1
+        run_jail -- /bin/sh -c "echo x > sub/$MARK"
+        cd "$WORKSPACE" || exit 1
+        refused "a workspace holding a mount of /tmp" \
+                "refusing '$TEST_TMP/holder', which holds the mount '$TEST_TMP/holder/sub', the same directory as '/tmp': "
+        ok "a workspace holding a mount of /tmp: nothing was written to the host's /tmp" test ! -e "/tmp/$MARK"
+        rm -f "/tmp/$MARK"
+        umount "$TEST_TMP/holder/sub"
+else
+        fail "bind-mount /tmp into a workspace"
+fi
 
 # --- run from a home directory (a temporary HOME stands in for /root): it wrote .bashrc
 FAKE_HOME="$TEST_TMP/home"
