@@ -84,6 +84,16 @@ static int apply_limits(AjCgroup *cg, const AjCgroupLimits *l, AjCgroupReasons *
                         if (r < 0)
                                 return r;
                 }
+                /* Socket buffers are kernel memory that v1 charges to no memcg unless a TCP
+                 * limit turns the accounting on: loopback pairs inside the jail's own network
+                 * namespace, filled and never read, pinned host TCP memory (host-wide, past
+                 * the kernel's pressure mark) while the jail's usage stayed at a few MB.
+                 * v2 charges them to memory.max by itself. */
+                if (aj_cg_exists(d, "memory.kmem.tcp.limit_in_bytes")) {
+                        r = set_limit(cg, rs, AJ_CG_V1_MEMORY, "memory.kmem.tcp.limit_in_bytes", buf);
+                        if (r < 0)
+                                return r;
+                }
                 (void)aj_cg_write(d, "memory.swappiness", "0");
                 /* memory.oom_control keeps its default: the OOM killer stays on,
                  * so a memory bomb is killed instead of hanging the run. */

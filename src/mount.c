@@ -144,6 +144,9 @@ struct AjMountPlan {
         char **sensitive_allowed; /* strv: what allow_sensitive let through */
         size_t n_sensitive_allowed;
         AjSensitiveList fixed_places; /* when the context gives no list: the fixed places */
+        struct PlaceId *place_ids;    /* the places and their ancestors by identity (check_sensitive) */
+        size_t n_place_ids;
+        bool place_ids_built;
 };
 
 /* ---- small path helpers (pure) ---------------------------------------- */
@@ -794,10 +797,11 @@ static const char *rule_reason(AjPlaceRule rule, AjAccess access)
         }
 }
 
-static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                           AjAccess access, char **ret_error)
+/* Judges `path` (the real path, or another path of the same directory: `shown` names both
+ * then) against the places. */
+static int judge_sensitive(AjMountPlan *plan, const AjSensitiveList *l, const char *field, const char *real,
+                           const char *shown, AjAccess access, char **ret_error)
 {
-        const AjSensitiveList *l = ctx->sensitive ? ctx->sensitive : &plan->fixed_places;
         size_t i = 0;
         AjSensitiveVerdict v = aj_sensitive_check(real, access, l, plan->allow_sensitive, &i);
         const AjSensitivePlace *pl = v == AJ_SENSITIVE_NONE ? NULL : &l->items[i];
@@ -814,14 +818,14 @@ static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const c
                 if (aj_place_rule_opt_out(pl->rule))
                         return format_error(ret_error, "%s: refusing '%s': %s '%s', %s (rule: %s \"%s\" to "
                                             "filesystem.allow_sensitive)",
-                                            field, real, how, pl->path, pl->what, rule_reason(pl->rule, access),
+                                            field, shown, how, pl->path, pl->what, rule_reason(pl->rule, access),
                                             pl->path),
                                -EPERM;
-                return format_error(ret_error, "%s: refusing '%s': %s '%s', %s (rule: %s)", field, real, how,
+                return format_error(ret_error, "%s: refusing '%s': %s '%s', %s (rule: %s)", field, shown, how,
                                     pl->path, pl->what, rule_reason(pl->rule, access)),
                        -EPERM;
         }
-        if (asprintf(&line, "%s '%s' %s %s (%s), allowed by filesystem.allow_sensitive", field, real,
+        if (asprintf(&line, "%s '%s' %s %s (%s), allowed by filesystem.allow_sensitive", field, shown,
                      streq(pl->path, real) ? "is" : "contains", pl->path, pl->what) < 0)
                 return -ENOMEM;
         n = realloc(plan->sensitive_allowed, (plan->n_sensitive_allowed + 2) * sizeof(char *));
@@ -833,6 +837,139 @@ static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const c
         n[plan->n_sensitive_allowed++] = line;
         n[plan->n_sensitive_allowed] = NULL;
         return 0;
+}
+
+/* A directory has as many paths as it has bind mounts: the places are compared by
+ * identity too. Where `real` or one of its ancestors is the same directory as a place
+ * or one of the place's ancestors (`/` included), `real` is judged again under that path. */
+typedef struct PlaceId {
+        dev_t dev;
+        ino_t ino;
+        char *path;
+} PlaceId;
+
+static int place_ids_build(AjMountPlan *plan, const AjSensitiveList *l)
+{
+        if (plan->place_ids_built)
+                return 0;
+        for (size_t i = 0; i < l->n; i++)
+                for (size_t len = strlen(l->items[i].path); len > 0;) {
+                        _cleanup_free_ char *p = strndup(l->items[i].path, len);
+                        struct stat st;
+                        bool seen = false;
+
+                        if (!p)
+                                return -ENOMEM;
+                        for (size_t k = 0; k < plan->n_place_ids && !seen; k++)
+                                seen = streq(plan->place_ids[k].path, p);
+                        if (!seen && stat(p, &st) == 0) {
+                                PlaceId *n = realloc(plan->place_ids, (plan->n_place_ids + 1) * sizeof(*n));
+                                if (!n)
+                                        return -ENOMEM;
+                                plan->place_ids = n;
+                                n[plan->n_place_ids++] = (PlaceId){ st.st_dev, st.st_ino, TAKE_PTR(p) };
+                        }
+                        if (len == 1)
+                                break;
+                        while (len > 1 && l->items[i].path[--len] != '/')
+                                ;
+                }
+        plan->place_ids_built = true;
+        return 0;
+}
+
+static void unescape_octal(char *s)
+{
+        char *w = s;
+
+        for (char *c = s; *c;)
+                if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] >= '0' && c[2] <= '7' && c[3] >= '0' &&
+                    c[3] <= '7') {
+                        *w++ = (char) ((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
+                        c += 4;
+                } else
+                        *w++ = *c++;
+        *w = '\0';
+}
+
+/* A bind carries the mounts below its source (AT_RECURSIVE): one of them that is a place
+ * (or an ancestor of one) puts that place in the jail as surely as the source itself. */
+static int check_submounts(AjMountPlan *plan, const AjSensitiveList *l, const char *field, const char *real,
+                           AjAccess access, char **ret_error)
+{
+        _cleanup_(fclosep) FILE *f = fopen("/proc/self/mountinfo", "re");
+        _cleanup_free_ char *line = NULL;
+        size_t cap = 0;
+        int r = 0;
+
+        if (!f)
+                return format_error(ret_error, "%s: cannot read the mount table to check '%s': %s", field, real,
+                                    strerror(errno)),
+                       -errno;
+        while (r >= 0 && getline(&line, &cap, f) > 0) {
+                /* id parent maj:min root mountpoint ... */
+                char *mp = line;
+                struct stat st;
+
+                for (int k = 0; k < 4 && mp; k++)
+                        if ((mp = strchr(mp, ' ')))
+                                mp++;
+                if (!mp)
+                        continue;
+                mp[strcspn(mp, " \n")] = '\0';
+                unescape_octal(mp);
+                if (streq(mp, real) || !path_under(mp, real) || stat(mp, &st) < 0)
+                        continue;
+                for (size_t k = 0; k < plan->n_place_ids && r >= 0; k++) {
+                        const PlaceId *id = &plan->place_ids[k];
+                        _cleanup_free_ char *shown = NULL;
+
+                        if (id->dev != st.st_dev || id->ino != st.st_ino)
+                                continue;
+                        if (asprintf(&shown, "%s', which holds the mount '%s', the same directory as '%s", real, mp,
+                                     id->path) < 0)
+                                return -ENOMEM;
+                        r = judge_sensitive(plan, l, field, id->path, shown, access, ret_error);
+                }
+        }
+        return r;
+}
+
+static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
+                           AjAccess access, char **ret_error)
+{
+        const AjSensitiveList *l = ctx->sensitive ? ctx->sensitive : &plan->fixed_places;
+        int r = judge_sensitive(plan, l, field, real, real, access, ret_error);
+
+        if (r < 0 || (r = place_ids_build(plan, l)) < 0)
+                return r;
+        /* `real` and its ancestors but "/", longest first. */
+        for (size_t len = strlen(real); len > 1 && r >= 0;) {
+                _cleanup_free_ char *p = strndup(real, len);
+                struct stat st;
+
+                if (!p)
+                        return -ENOMEM;
+                if (stat(p, &st) == 0)
+                        for (size_t k = 0; k < plan->n_place_ids && r >= 0; k++) {
+                                const PlaceId *id = &plan->place_ids[k];
+                                _cleanup_free_ char *alias = NULL, *shown = NULL;
+
+                                if (id->dev != st.st_dev || id->ino != st.st_ino)
+                                        continue;
+                                if (asprintf(&alias, "%s%s", streq(id->path, "/") && real[len] ? "" : id->path,
+                                             real + len) < 0)
+                                        return -ENOMEM;
+                                if (streq(alias, real))
+                                        continue;
+                                if (asprintf(&shown, "%s', the same directory as '%s", real, alias) < 0)
+                                        return -ENOMEM;
+                                r = judge_sensitive(plan, l, field, alias, shown, access, ret_error);
+                        }
+                while (len > 1 && real[--len] != '/')
+                        ;
+        }
+        return r < 0 ? r : check_submounts(plan, l, field, real, access, ret_error);
 }
 
 static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
@@ -2057,6 +2194,9 @@ void aj_mount_plan_free(AjMountPlan *plan)
                 free(plan->sensitive_allowed[i]);
         free(plan->sensitive_allowed);
         aj_sensitive_list_done(&plan->fixed_places);
+        for (size_t i = 0; i < plan->n_place_ids; i++)
+                free(plan->place_ids[i].path);
+        free(plan->place_ids);
         free(plan->root);
         free(plan->workdir);
         free(plan);

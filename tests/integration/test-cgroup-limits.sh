@@ -74,6 +74,33 @@ peak=$(jf .usage.memory_peak)
 cmp_num "$peak" -le $((80 * 1024 * 1024)) "memory_peak stayed near the limit ($peak)"
 cmp_num "$peak" -ge $((32 * 1024 * 1024)) "memory_peak shows the bomb grew ($peak)"
 
+# --- socket buffers count against the memory limit: loopback TCP pairs inside the jail's
+# own network namespace, filled and never read, are kernel memory outside the jail's user
+# memory (v1 charged them to no cgroup: 40 pairs held 151 MiB of host TCP memory).
+if command -v python3 >/dev/null; then
+        SOCKFILL_PY='import socket
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(64)
+keep, total = [], 0
+for i in range(40):
+    c = socket.create_connection(ls.getsockname()); s, _ = ls.accept()
+    c.setblocking(False)
+    try:
+        while True:
+            total += c.send(b"x" * 1048576)
+    except (BlockingIOError, OSError):
+        pass
+    keep.append((c, s))
+print("queued", total)'
+        run_jail -p "$limits" -- python3 -c "$SOCKFILL_PY"
+        queued=$(sed -n 's/^queued //p' <<<"$JAIL_OUT")
+        if [[ -n "$queued" ]]; then
+                cmp_num "$queued" -le $((80 * 1024 * 1024)) \
+                        "bytes queued in unread loopback sockets stay within the 64M memory limit ($queued)"
+        else
+                is "$JAIL_RC" 137 "filling loopback sockets past the memory limit is OOM-killed" || jail_diag
+        fi
+fi
+
 # --- wall limit: SIGTERM, which the command honours
 wall=$(write_profile wall '{ "extends": "default", "limits": { "wall": "2s", "wall_grace": "1s" } }')
 t0=$(date +%s%N)

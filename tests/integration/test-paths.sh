@@ -35,6 +35,40 @@ JSON
 run_jail -p "$TEST_TMP/profiles/via-link.json" -- /bin/true
 refused "a workspace that is a symlink to /tmp" "refusing '/tmp'"
 
+# --- through a bind mount of a sensitive place: another path of the same directory. Judged
+# by path alone, the agent wrote the host's /tmp through it (and /root/.bashrc through a bind
+# of /root).
+mkdir -p "$TEST_TMP/tmpalias" "$TEST_TMP/tmpalias2"
+if mount --bind /tmp "$TEST_TMP/tmpalias" && mount --bind "$TEST_TMP" "$TEST_TMP/tmpalias2"; then
+        cd "$TEST_TMP/tmpalias" || exit 1
+        run_jail -- /bin/sh -c "echo x > $MARK"
+        cd "$WORKSPACE" || exit 1
+        refused "a workspace that is a bind mount of /tmp" \
+                "refusing '$TEST_TMP/tmpalias', the same directory as '/tmp': it (is|contains) "
+        ok "a bind mount of /tmp as the workspace: nothing was written to the host's /tmp" test ! -e "/tmp/$MARK"
+        rm -f "/tmp/$MARK"
+        run_jail --rw "$TEST_TMP/tmpalias2/state" -- /bin/true
+        refused "--rw of the state dir through a bind mount" \
+                "--rw: refusing '$TEST_TMP/tmpalias2/state', the same directory as '$AGENTJAIL_STATE_DIR': it is "
+        umount "$TEST_TMP/tmpalias2" "$TEST_TMP/tmpalias"
+else
+        fail "bind-mount /tmp and \$TEST_TMP for the alias tests"
+fi
+# A workspace that holds a mount of a sensitive place: the workspace's bind carries it in.
+mkdir -p "$TEST_TMP/holder/sub"
+if mount --bind /tmp "$TEST_TMP/holder/sub"; then
+        cd "$TEST_TMP/holder" || exit 1
+        run_jail -- /bin/sh -c "echo x > sub/$MARK"
+        cd "$WORKSPACE" || exit 1
+        refused "a workspace holding a mount of /tmp" \
+                "refusing '$TEST_TMP/holder', which holds the mount '$TEST_TMP/holder/sub', the same directory as '/tmp': "
+        ok "a workspace holding a mount of /tmp: nothing was written to the host's /tmp" test ! -e "/tmp/$MARK"
+        rm -f "/tmp/$MARK"
+        umount "$TEST_TMP/holder/sub"
+else
+        fail "bind-mount /tmp into a workspace"
+fi
+
 # --- run from a home directory (a temporary HOME stands in for /root): it wrote .bashrc
 FAKE_HOME="$TEST_TMP/home"
 mkdir -p "$FAKE_HOME"
