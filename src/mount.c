@@ -279,9 +279,9 @@ static void closedirp(DIR **d)
 }
 
 enum {
-        REL_IS = 1 << 0,
-        REL_CONTAINS = 1 << 1, /* the path is an ancestor of the place */
-        REL_INSIDE = 1 << 2,   /* the path is below the place */
+        REL_IS = AJ_REL_IS,
+        REL_CONTAINS = AJ_REL_CONTAINS,
+        REL_INSIDE = AJ_REL_INSIDE,
         REL_ANY = REL_IS | REL_CONTAINS | REL_INSIDE,
 };
 
@@ -302,27 +302,179 @@ bool aj_place_rule_opt_out(AjPlaceRule rule)
         return (size_t) rule < ARRAY_SIZE(place_rules) && place_rules[rule].opt_out;
 }
 
-static unsigned relation(const char *path, const char *place)
+static bool id_eq(AjFileId a, AjFileId b)
 {
-        if (streq(path, place))
-                return REL_IS;
-        if (path_under(place, path))
-                return REL_CONTAINS;
-        if (path_under(path, place))
-                return REL_INSIDE;
+        return a.dev == b.dev && a.ino == b.ino;
+}
+
+static bool ids_have(const AjFileId *ids, size_t n, AjFileId x)
+{
+        for (size_t i = 0; i < n; i++)
+                if (id_eq(ids[i], x))
+                        return true;
+        return false;
+}
+
+/* By path and by identity: paths miss aliases (a bind mount of a place's parent names it
+ * differently), identities miss places that do not exist yet; either relation counts. */
+unsigned aj_place_relation(const char *path, const AjIdChain *id, const AjSensitivePlace *pl)
+{
+        const AjIdChain *pc = &pl->chain;
+        unsigned rel = 0;
+
+        if (path && pl->path) {
+                if (streq(path, pl->path))
+                        rel |= REL_IS;
+                else if (path_under(pl->path, path))
+                        rel |= REL_CONTAINS;
+                else if (path_under(path, pl->path))
+                        rel |= REL_INSIDE;
+        }
+        if (!id || id->n == 0 || id->missing || pc->n == 0)
+                return rel;
+        if (!pc->missing) {
+                if (id_eq(id->ids[0], pc->ids[0]))
+                        rel |= REL_IS;
+                else if (ids_have(id->ids + 1, id->n - 1, pc->ids[0]))
+                        rel |= REL_INSIDE;
+        }
+        /* A missing place's chain holds only its ancestors; an existing one's, itself first. */
+        if (!id_eq(id->ids[0], pc->ids[0]) || pc->missing) {
+                size_t skip = pc->missing ? 0 : 1;
+
+                if (ids_have(pc->ids + skip, pc->n - skip, id->ids[0]))
+                        rel |= REL_CONTAINS;
+        }
+        return rel;
+}
+
+void aj_id_chain_done(AjIdChain *c)
+{
+        if (!c)
+                return;
+        free(c->ids);
+        *c = (AjIdChain){ 0 };
+}
+
+/* The parents of `path` (absolute, as the kernel names the file), opened by name: for a
+ * file (".." of a non-directory means nothing) and where a directory on the way up cannot be
+ * searched (openat(fd, "..") needs search permission on fd; naming the parent does not). */
+static int chain_by_names(const char *path, AjFileId *ids, size_t *n)
+{
+        _cleanup_free_ char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        if (p[0] != '/')
+                return -ENOENT;
+        while (!streq(p, "/")) {
+                char *slash = strrchr(p, '/');
+                _cleanup_close_ int fd = -EBADF;
+                struct stat st;
+
+                slash[slash == p ? 1 : 0] = '\0';
+                fd = open(p, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0 || fstat(fd, &st) < 0)
+                        return negative_errno();
+                if (*n >= AJ_ID_CHAIN_MAX)
+                        return -ELOOP;
+                ids[(*n)++] = (AjFileId){ st.st_dev, st.st_ino };
+        }
         return 0;
 }
 
-static bool place_refuses(const AjSensitivePlace *pl, const char *path, AjAccess access)
+int aj_id_chain_from_fd(int fd, AjIdChain *ret)
+{
+        _cleanup_free_ AjFileId *ids = NULL;
+        _cleanup_close_ int cur = -EBADF;
+        char link[64], buf[PATH_MAX];
+        size_t n = 0;
+        struct stat st;
+        ssize_t l;
+        int r;
+
+        if (fd < 0 || !ret)
+                return -EINVAL;
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        ids = calloc(AJ_ID_CHAIN_MAX, sizeof(*ids));
+        if (!ids)
+                return -ENOMEM;
+        ids[n++] = (AjFileId){ st.st_dev, st.st_ino };
+        if (S_ISDIR(st.st_mode)) {
+                /* Up through the mount tree as the kernel resolves "..": the root's ".." is itself. */
+                cur = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+                while (cur >= 0) {
+                        int up;
+
+                        if (fstat(cur, &st) < 0)
+                                return negative_errno();
+                        if (id_eq(ids[n - 1], (AjFileId){ st.st_dev, st.st_ino })) {
+                                *ret = (AjIdChain){ .ids = TAKE_PTR(ids), .n = n };
+                                return 0;
+                        }
+                        if (n >= AJ_ID_CHAIN_MAX)
+                                return -ELOOP;
+                        ids[n++] = (AjFileId){ st.st_dev, st.st_ino };
+                        up = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+                        close(cur);
+                        cur = up;
+                }
+                if (errno != EACCES)
+                        return negative_errno();
+                n = 1;
+        }
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        l = readlink(link, buf, sizeof(buf) - 1);
+        if (l < 0)
+                return negative_errno();
+        buf[l] = '\0';
+        r = chain_by_names(buf, ids, &n);
+        if (r < 0)
+                return r;
+        *ret = (AjIdChain){ .ids = TAKE_PTR(ids), .n = n };
+        return 0;
+}
+
+int aj_id_chain_from_path(const char *path, AjIdChain *ret)
+{
+        _cleanup_free_ char *p = NULL;
+        bool missing = false;
+        int r;
+
+        if (!path || path[0] != '/' || !ret)
+                return -EINVAL;
+        p = strdup(path);
+        if (!p)
+                return -ENOMEM;
+        for (;;) {
+                _cleanup_close_ int fd = open(p, O_PATH | O_CLOEXEC);
+                char *slash;
+
+                if (fd >= 0) {
+                        r = aj_id_chain_from_fd(fd, ret);
+                        if (r >= 0)
+                                ret->missing = missing;
+                        return r;
+                }
+                if ((errno != ENOENT && errno != ENOTDIR && errno != EACCES) || streq(p, "/"))
+                        return negative_errno();
+                slash = strrchr(p, '/');
+                slash[slash == p ? 1 : 0] = '\0';
+                missing = true;
+        }
+}
+
+static bool place_refuses(const AjSensitivePlace *pl, const char *path, const AjIdChain *id, AjAccess access)
 {
         /* An unknown rule or access refuses everything: fail closed. */
         if ((size_t) pl->rule >= ARRAY_SIZE(place_rules) || (access != AJ_ACCESS_OWNER && access != AJ_ACCESS_READ))
                 return true;
-        return (relation(path, pl->path) & place_rules[pl->rule].refuse[access]) != 0;
+        return (aj_place_relation(path, id, pl) & place_rules[pl->rule].refuse[access]) != 0;
 }
 
-AjSensitiveVerdict aj_sensitive_check(const char *path, AjAccess access, const AjSensitiveList *places,
-                                      char *const *allow, size_t *ret_place)
+AjSensitiveVerdict aj_sensitive_check(const char *path, const AjIdChain *id, AjAccess access,
+                                      const AjSensitiveList *places, char *const *allow, size_t *ret_place)
 {
         AjSensitiveVerdict v = AJ_SENSITIVE_NONE;
         size_t first_allowed = 0;
@@ -333,7 +485,7 @@ AjSensitiveVerdict aj_sensitive_check(const char *path, AjAccess access, const A
         for (size_t i = 0; i < places->n; i++) {
                 const AjSensitivePlace *pl = &places->items[i];
 
-                if (!aj_place_rule_opt_out(pl->rule) && place_refuses(pl, path, access)) {
+                if (!aj_place_rule_opt_out(pl->rule) && place_refuses(pl, path, id, access)) {
                         if (ret_place)
                                 *ret_place = i;
                         return AJ_SENSITIVE_REFUSED;
@@ -343,7 +495,7 @@ AjSensitiveVerdict aj_sensitive_check(const char *path, AjAccess access, const A
                 const AjSensitivePlace *pl = &places->items[i];
                 bool allowed = false;
 
-                if (!aj_place_rule_opt_out(pl->rule) || !place_refuses(pl, path, access))
+                if (!aj_place_rule_opt_out(pl->rule) || !place_refuses(pl, path, id, access))
                         continue;
                 for (char *const *a = allow; a && *a; a++)
                         if (streq(*a, pl->path))
@@ -405,6 +557,7 @@ static int resolve_prefix(const char *path, char **ret)
 int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule)
 {
         _cleanup_free_ char *real = NULL;
+        _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
         AjSensitivePlace *n;
         int r;
 
@@ -429,11 +582,16 @@ int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what
                         return 0;
         if (l->n >= MAX_STEPS)
                 return -E2BIG;
+        r = aj_id_chain_from_path(real, &chain);
+        if (r < 0)
+                return r;
         n = realloc(l->items, (l->n + 1) * sizeof(*n));
         if (!n)
                 return -ENOMEM;
         l->items = n;
-        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(real), .what = what, .rule = rule };
+        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(real), .what = what, .rule = rule,
+                                                .chain = chain };
+        chain = (AjIdChain){ 0 };
         return 0;
 }
 
@@ -441,8 +599,10 @@ void aj_sensitive_list_done(AjSensitiveList *l)
 {
         if (!l)
                 return;
-        for (size_t i = 0; i < l->n; i++)
+        for (size_t i = 0; i < l->n; i++) {
                 free(l->items[i].path);
+                aj_id_chain_done(&l->items[i].chain);
+        }
         free(l->items);
         l->items = NULL;
         l->n = 0;
@@ -748,11 +908,12 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
  * returns its path as the kernel resolved it and its identity: the checks below judge
  * that path, and the mount later must have that dev/ino (a swapped symlink or directory
  * in between makes the run fail instead of mounting something unchecked). */
-static int open_source(const char *path, char **ret_real, struct stat *ret_st)
+static int open_source(const char *path, char **ret_real, struct stat *ret_st, AjIdChain *ret_chain)
 {
         _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);
         char link[64], buf[PATH_MAX];
         ssize_t n;
+        int r;
 
         if (fd < 0)
                 return negative_errno();
@@ -766,8 +927,17 @@ static int open_source(const char *path, char **ret_real, struct stat *ret_st)
         /* Not reachable from our root ("pipe:", a deleted directory): nothing to mount. */
         if (buf[0] != '/' || (n > 10 && streq(buf + n - 10, " (deleted)")))
                 return -ENOENT;
+        /* Its identity and its ancestors': the places are judged on these too, so a bind-mount
+         * alias of a place (or of its parent) is seen for what it is. */
+        r = aj_id_chain_from_fd(fd, ret_chain);
+        if (r < 0)
+                return r;
         *ret_real = strdup(buf);
-        return *ret_real ? 0 : -ENOMEM;
+        if (!*ret_real) {
+                aj_id_chain_done(ret_chain);
+                return -ENOMEM;
+        }
+        return 0;
 }
 
 /* Why a rule refused, for the message (after "(rule: "). */
@@ -795,16 +965,20 @@ static const char *rule_reason(AjPlaceRule rule, AjAccess access)
 }
 
 static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                           AjAccess access, char **ret_error)
+                           const AjIdChain *id, AjAccess access, char **ret_error)
 {
         const AjSensitiveList *l = ctx->sensitive ? ctx->sensitive : &plan->fixed_places;
         size_t i = 0;
-        AjSensitiveVerdict v = aj_sensitive_check(real, access, l, plan->allow_sensitive, &i);
+        AjSensitiveVerdict v = aj_sensitive_check(real, id, access, l, plan->allow_sensitive, &i);
         const AjSensitivePlace *pl = v == AJ_SENSITIVE_NONE ? NULL : &l->items[i];
-        const char *how = !pl                          ? ""
-                          : streq(pl->path, real)      ? "it is"
-                          : path_under(pl->path, real) ? "it contains"
-                                                       : "it is inside";
+        unsigned rel = pl ? aj_place_relation(real, id, pl) : 0;
+        const char *how = !pl                         ? ""
+                          : (rel & AJ_REL_IS)       ? "it is"
+                          : (rel & AJ_REL_CONTAINS) ? "it contains"
+                                                    : "it is inside";
+        /* Only the identities relate them: another name for the place (a bind mount). */
+        const char *alias = pl && rel && !aj_place_relation(real, NULL, pl) ? " (under another name: a bind mount)"
+                                                                            : "";
         char *line = NULL;
         char **n;
 
@@ -812,17 +986,17 @@ static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const c
                 return 0;
         if (v == AJ_SENSITIVE_REFUSED) {
                 if (aj_place_rule_opt_out(pl->rule))
-                        return format_error(ret_error, "%s: refusing '%s': %s '%s', %s (rule: %s \"%s\" to "
+                        return format_error(ret_error, "%s: refusing '%s': %s '%s'%s, %s (rule: %s \"%s\" to "
                                             "filesystem.allow_sensitive)",
-                                            field, real, how, pl->path, pl->what, rule_reason(pl->rule, access),
-                                            pl->path),
+                                            field, real, how, pl->path, alias, pl->what,
+                                            rule_reason(pl->rule, access), pl->path),
                                -EPERM;
-                return format_error(ret_error, "%s: refusing '%s': %s '%s', %s (rule: %s)", field, real, how,
-                                    pl->path, pl->what, rule_reason(pl->rule, access)),
+                return format_error(ret_error, "%s: refusing '%s': %s '%s'%s, %s (rule: %s)", field, real, how,
+                                    pl->path, alias, pl->what, rule_reason(pl->rule, access)),
                        -EPERM;
         }
-        if (asprintf(&line, "%s '%s' %s %s (%s), allowed by filesystem.allow_sensitive", field, real,
-                     streq(pl->path, real) ? "is" : "contains", pl->path, pl->what) < 0)
+        if (asprintf(&line, "%s '%s' %s %s%s (%s), allowed by filesystem.allow_sensitive", field, real,
+                     (rel & AJ_REL_IS) ? "is" : "contains", pl->path, alias, pl->what) < 0)
                 return -ENOMEM;
         n = realloc(plan->sensitive_allowed, (plan->n_sensitive_allowed + 2) * sizeof(char *));
         if (!n) {
@@ -898,10 +1072,11 @@ static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, cons
         }
         bool link_src = S_ISLNK(st.st_mode);
         _cleanup_free_ char *real = NULL;
+        _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
 
         /* Every bind is judged by where it leads: a read-only one too (its sockets still
          * accept connections, its files are read). */
-        r = open_source(src, &real, &st);
+        r = open_source(src, &real, &st, &chain);
         if (r == -ENOENT && b->optional)
                 return 0;
         if (r < 0 && link_src)
@@ -910,7 +1085,8 @@ static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, cons
                        r;
         if (r < 0)
                 return format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
-        r = check_sensitive(plan, ctx, field, real, writable ? AJ_ACCESS_OWNER : AJ_ACCESS_READ, ret_error);
+        r = check_sensitive(plan, ctx, field, real, &chain, writable ? AJ_ACCESS_OWNER : AJ_ACCESS_READ,
+                            ret_error);
         if (r < 0)
                 return r;
 
@@ -933,6 +1109,7 @@ static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountCo
 {
         static const char field[] = "filesystem.workspace";
         _cleanup_free_ char *src = NULL, *tgt = NULL, *real = NULL;
+        _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
         const char *raw = p->workspace_path ? p->workspace_path : ".";
         struct stat st;
         int r;
@@ -942,14 +1119,14 @@ static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountCo
                 return format_error(ret_error, "%s: '%s' does not exist", field, raw), r;
         if (r < 0)
                 return r;
-        r = open_source(src, &real, &st);
+        r = open_source(src, &real, &st, &chain);
         if (r == -ENOENT)
                 return format_error(ret_error, "%s: '%s' does not exist", field, src), r;
         if (r < 0)
                 return format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
         /* Every mode: the workspace is idmapped, so even read-only the agent reads as its
          * owner (a root-owned /etc's shadow file), and an overlay's lower layer is read so. */
-        r = check_sensitive(plan, ctx, field, real, AJ_ACCESS_OWNER, ret_error);
+        r = check_sensitive(plan, ctx, field, real, &chain, AJ_ACCESS_OWNER, ret_error);
         if (r < 0)
                 return r;
         if (!S_ISDIR(st.st_mode))

@@ -62,6 +62,39 @@ refused "--rw inside the state dir" "--rw: refusing '$AGENTJAIL_STATE_DIR/cache'
 run_jail --rw "$AGENTJAIL_RUNTIME_DIR" -- /bin/true
 refused "--rw of the runtime dir" "--rw: refusing '$AGENTJAIL_RUNTIME_DIR': it is '"
 
+# --- the same through a bind-mount alias of the state dir's parent: the paths differ, the
+# directories are the same ones (dev/ino). The agent read rt/seccomp-cache.key and forged a
+# cache entry for the next run.
+ALIAS=$(mktemp -d /var/tmp/agentjail-alias.XXXXXX) || exit 1
+umount_alias() {
+        mountpoint -q "$ALIAS" && umount -l "$ALIAS"
+        rmdir "$ALIAS" 2>/dev/null
+        return 0
+}
+trap 'umount_alias; cleanup' EXIT
+if mount --bind "$TEST_TMP" "$ALIAS"; then
+        cd "$ALIAS" || exit 1
+        run_jail -- /bin/sh -c 'cat runtime/seccomp-cache.key > /dev/null && : > state/planted'
+        cd "$WORKSPACE" || exit 1
+        refused "a workspace that is a bind-mount alias of the state dir's parent" \
+                "refusing '$ALIAS': it contains '$AGENTJAIL_STATE_DIR' .under another name: a bind mount., agentjail's state dir.*never"
+        ok "the state dir was not written through the alias" test ! -e "$AGENTJAIL_STATE_DIR/planted"
+        run_jail --rw "$ALIAS" -- /bin/true
+        refused "--rw of the alias" "--rw: refusing '$ALIAS': it contains '$AGENTJAIL_STATE_DIR'"
+        run_jail --rw "$ALIAS/state/cache" -- /bin/true
+        refused "--rw inside the state dir through the alias" \
+                "--rw: refusing '$ALIAS/state/cache': it is inside '$AGENTJAIL_STATE_DIR'"
+        run_jail --ro "$ALIAS/runtime" -- /bin/true
+        refused "--ro of the runtime dir through the alias" \
+                "--ro: refusing '$ALIAS/runtime': it is '$AGENTJAIL_RUNTIME_DIR'"
+        run_jail --ro "$ALIAS/workspace" -- /bin/true
+        is "$JAIL_RC" 0 "a bind of an ordinary directory through the alias still runs" || diag "$JAIL_ERR"
+else
+        fail "a bind-mount alias can be made" "mount --bind '$TEST_TMP' '$ALIAS' failed"
+fi
+umount_alias
+trap cleanup EXIT
+
 # --- $XDG_CONFIG_HOME inside the workspace: it planted profiles/default.json
 XDG_CONFIG_HOME="$WORKSPACE/.config" run_jail -- /bin/sh -c \
         'mkdir -p .config/agentjail/profiles && echo "{\"filesystem\": {}}" > .config/agentjail/profiles/default.json'
