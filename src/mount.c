@@ -28,6 +28,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <linux/openat2.h>
@@ -134,6 +135,13 @@ typedef struct {
         size_t seq;       /* insertion order, tie-break for the depth sort */
 } AjMountStep;
 
+/* What every chain of one list or plan shares, gathered once. */
+typedef struct {
+        char *mountinfo; /* NULL: read per file */
+        AjFileId root;   /* our root's id: the walk stops there without opening its ".." */
+        bool has_root;
+} Gather;
+
 struct AjMountPlan {
         AjMountStep *steps;
         size_t n, allocated;
@@ -144,6 +152,7 @@ struct AjMountPlan {
         char **sensitive_allowed; /* strv: what allow_sensitive let through */
         size_t n_sensitive_allowed;
         AjSensitiveList fixed_places; /* when the context gives no list: the fixed places */
+        Gather gather;                /* once for the sources' identity chains */
 };
 
 /* ---- small path helpers (pure) ---------------------------------------- */
@@ -332,6 +341,16 @@ unsigned aj_place_relation(const char *path, const AjIdChain *id, const AjSensit
         }
         if (!id || id->n == 0 || id->missing || pc->n == 0)
                 return rel;
+        /* Inside one filesystem a directory has one path: a bind mount of a place's
+         * subdirectory, whose ".." leads elsewhere, still shows it is inside. */
+        if (id->fs_path && pc->fs_path && !pc->missing && id->ids[0].dev == pc->ids[0].dev) {
+                if (streq(id->fs_path, pc->fs_path))
+                        rel |= REL_IS;
+                else if (path_under(pc->fs_path, id->fs_path))
+                        rel |= REL_CONTAINS;
+                else if (path_under(id->fs_path, pc->fs_path))
+                        rel |= REL_INSIDE;
+        }
         if (!pc->missing) {
                 if (id_eq(id->ids[0], pc->ids[0]))
                         rel |= REL_IS;
@@ -353,7 +372,120 @@ void aj_id_chain_done(AjIdChain *c)
         if (!c)
                 return;
         free(c->ids);
+        free(c->fs_path);
         *c = (AjIdChain){ 0 };
+}
+
+#define MOUNTINFO_MAX (16u << 20)
+
+/* /proc/self/mountinfo, whole (NULL-terminated). */
+static int mountinfo_load(char **ret)
+{
+        _cleanup_close_ int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0, cap = 0;
+
+        if (fd < 0)
+                return negative_errno();
+        for (;;) {
+                ssize_t n;
+
+                if (cap - len < 4096) {
+                        char *b;
+
+                        if (cap >= MOUNTINFO_MAX)
+                                return -E2BIG;
+                        cap = cap ? cap * 2 : 16384;
+                        b = realloc(buf, cap + 1);
+                        if (!b)
+                                return -ENOMEM;
+                        buf = b;
+                }
+                n = read(fd, buf + len, cap - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return negative_errno();
+                if (n == 0)
+                        break;
+                len += (size_t)n;
+        }
+        buf[len] = '\0';
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+/* One mountinfo path field (octal escapes: \040 is a space) into a new string. */
+static char *mountinfo_field(const char *f, size_t len)
+{
+        char *out = malloc(len + 1), *o = out;
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < len; i++) {
+                if (f[i] == '\\' && i + 3 < len + 1 && f[i + 1] >= '0' && f[i + 1] <= '3' && f[i + 2] >= '0' &&
+                    f[i + 2] <= '7' && f[i + 3] >= '0' && f[i + 3] <= '7') {
+                        *o++ = (char)((f[i + 1] - '0') * 64 + (f[i + 2] - '0') * 8 + (f[i + 3] - '0'));
+                        i += 3;
+                } else {
+                        *o++ = f[i];
+                }
+        }
+        *o = '\0';
+        return out;
+}
+
+/* The root (inside its filesystem) and mount point of mount `id`. */
+static int mountinfo_find(const char *table, uint64_t id, char **ret_root, char **ret_point)
+{
+        for (const char *line = table; line && *line;) {
+                const char *end = strchrnul(line, '\n'), *f[5] = { line };
+                size_t k = 1;
+
+                for (const char *p = line; p < end && k < 5; p++)
+                        if (*p == ' ')
+                                f[k++] = p + 1;
+                if (k == 5 && strtoull(line, NULL, 10) == id) {
+                        const char *root_end = strchr(f[3], ' '), *point_end = strchrnul(f[4], ' ');
+
+                        if (!root_end || point_end > end)
+                                return -EINVAL;
+                        _cleanup_free_ char *root = mountinfo_field(f[3], (size_t)(root_end - f[3]));
+                        _cleanup_free_ char *point = mountinfo_field(f[4], (size_t)(point_end - f[4]));
+                        if (!root || !point)
+                                return -ENOMEM;
+                        *ret_root = TAKE_PTR(root);
+                        *ret_point = TAKE_PTR(point);
+                        return 0;
+                }
+                line = *end ? end + 1 : end;
+        }
+        return -ENOENT;
+}
+
+/* The path of the file open at `fd` (named `kpath` by the kernel) inside its filesystem.
+ * NULL when it cannot be told (no mount id, an odd mountinfo): the other views still hold. */
+static char *fs_path_of(uint64_t mnt_id, const char *kpath, const char *mountinfo)
+{
+        _cleanup_free_ char *own = NULL, *root = NULL, *point = NULL;
+        const char *rel;
+        char *out = NULL;
+
+        if (!mountinfo) {
+                if (mountinfo_load(&own) < 0)
+                        return NULL;
+                mountinfo = own;
+        }
+        if (mountinfo_find(mountinfo, mnt_id, &root, &point) < 0 || root[0] != '/')
+                return NULL;
+        rel = path_under(kpath, point);
+        if (!rel)
+                return NULL;
+        if (streq(root, "/"))
+                out = strdup(*rel ? rel : "/");
+        else if (asprintf(&out, "%s%s", root, streq(rel, "/") ? "" : rel) < 0)
+                out = NULL;
+        return out;
 }
 
 /* The parents of `path` (absolute, as the kernel names the file), opened by name: for a
@@ -383,25 +515,57 @@ static int chain_by_names(const char *path, AjFileId *ids, size_t *n)
         return 0;
 }
 
-int aj_id_chain_from_fd(int fd, AjIdChain *ret)
+static void gather_init(Gather *g)
+{
+        struct stat st;
+
+        *g = (Gather){ 0 };
+        (void)mountinfo_load(&g->mountinfo); /* unreadable: read per file, or unknown */
+        if (stat("/", &st) == 0) {
+                g->root = (AjFileId){ st.st_dev, st.st_ino };
+                g->has_root = true;
+        }
+}
+
+static void gather_done(Gather *g)
+{
+        free(g->mountinfo);
+        g->mountinfo = NULL;
+}
+
+/* `known_path`: the file's path as the kernel names it, when the caller resolved it (NULL:
+ * read from /proc/self/fd). */
+static int id_chain_from_fd(int fd, const Gather *g, const char *known_path, AjIdChain *ret)
 {
         _cleanup_free_ AjFileId *ids = NULL;
         _cleanup_close_ int cur = -EBADF;
         char link[64], buf[PATH_MAX];
         size_t n = 0;
+        struct statx stx;
         struct stat st;
-        ssize_t l;
+        AjFileId *shrunk;
         int r;
 
         if (fd < 0 || !ret)
                 return -EINVAL;
-        if (fstat(fd, &st) < 0)
+        if (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_INO | STATX_MNT_ID, &stx) < 0)
                 return negative_errno();
+        if (known_path && strlen(known_path) < sizeof(buf)) {
+                strcpy(buf, known_path);
+        } else {
+                ssize_t l;
+
+                snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+                l = readlink(link, buf, sizeof(buf) - 1);
+                if (l < 0)
+                        return negative_errno();
+                buf[l] = '\0';
+        }
         ids = calloc(AJ_ID_CHAIN_MAX, sizeof(*ids));
         if (!ids)
                 return -ENOMEM;
-        ids[n++] = (AjFileId){ st.st_dev, st.st_ino };
-        if (S_ISDIR(st.st_mode)) {
+        ids[n++] = (AjFileId){ makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino };
+        if (S_ISDIR(stx.stx_mode) && !(g && g->has_root && id_eq(ids[0], g->root))) {
                 /* Up through the mount tree as the kernel resolves "..": the root's ".." is itself. */
                 cur = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
                 while (cur >= 0) {
@@ -409,34 +573,45 @@ int aj_id_chain_from_fd(int fd, AjIdChain *ret)
 
                         if (fstat(cur, &st) < 0)
                                 return negative_errno();
-                        if (id_eq(ids[n - 1], (AjFileId){ st.st_dev, st.st_ino })) {
-                                *ret = (AjIdChain){ .ids = TAKE_PTR(ids), .n = n };
-                                return 0;
-                        }
+                        if (id_eq(ids[n - 1], (AjFileId){ st.st_dev, st.st_ino }))
+                                break;
                         if (n >= AJ_ID_CHAIN_MAX)
                                 return -ELOOP;
                         ids[n++] = (AjFileId){ st.st_dev, st.st_ino };
+                        if (g && g->has_root && id_eq(ids[n - 1], g->root))
+                                break;
                         up = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
-                        close(cur);
+                        closep(&cur);
                         cur = up;
                 }
-                if (errno != EACCES)
+                if (cur < 0 && errno != EACCES)
                         return negative_errno();
-                n = 1;
+                if (cur < 0)
+                        n = 1;
         }
-        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-        l = readlink(link, buf, sizeof(buf) - 1);
-        if (l < 0)
-                return negative_errno();
-        buf[l] = '\0';
-        r = chain_by_names(buf, ids, &n);
-        if (r < 0)
-                return r;
-        *ret = (AjIdChain){ .ids = TAKE_PTR(ids), .n = n };
+        if (n == 1 && buf[0] == '/' && !streq(buf, "/")) {
+                r = chain_by_names(buf, ids, &n);
+                if (r < 0)
+                        return r;
+        }
+        shrunk = realloc(ids, n * sizeof(*ids));
+        if (shrunk)
+                ids = shrunk;
+        *ret = (AjIdChain){ .ids = TAKE_PTR(ids),
+                            .n = n,
+                            .fs_path = (stx.stx_mask & STATX_MNT_ID)
+                                               ? fs_path_of(stx.stx_mnt_id, buf, g ? g->mountinfo : NULL)
+                                               : NULL };
         return 0;
 }
 
-int aj_id_chain_from_path(const char *path, AjIdChain *ret)
+int aj_id_chain_from_fd(int fd, AjIdChain *ret)
+{
+        return id_chain_from_fd(fd, NULL, NULL, ret);
+}
+
+/* `resolved`: `path` has no symlinks (realpath()'s), so it names the file as the kernel does. */
+static int id_chain_from_path(const char *path, const Gather *g, bool resolved, AjIdChain *ret)
 {
         _cleanup_free_ char *p = NULL;
         bool missing = false;
@@ -452,7 +627,7 @@ int aj_id_chain_from_path(const char *path, AjIdChain *ret)
                 char *slash;
 
                 if (fd >= 0) {
-                        r = aj_id_chain_from_fd(fd, ret);
+                        r = id_chain_from_fd(fd, g, resolved ? p : NULL, ret);
                         if (r >= 0)
                                 ret->missing = missing;
                         return r;
@@ -554,7 +729,13 @@ static int resolve_prefix(const char *path, char **ret)
         }
 }
 
-int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule)
+int aj_id_chain_from_path(const char *path, AjIdChain *ret)
+{
+        return id_chain_from_path(path, NULL, false, ret);
+}
+
+/* `g`: gathered once for the whole list (NULL: each time). */
+static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule, const Gather *g)
 {
         _cleanup_free_ char *real = NULL;
         _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
@@ -582,7 +763,7 @@ int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what
                         return 0;
         if (l->n >= MAX_STEPS)
                 return -E2BIG;
-        r = aj_id_chain_from_path(real, &chain);
+        r = id_chain_from_path(real, g, true, &chain);
         if (r < 0)
                 return r;
         n = realloc(l->items, (l->n + 1) * sizeof(*n));
@@ -593,6 +774,11 @@ int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what
                                                 .chain = chain };
         chain = (AjIdChain){ 0 };
         return 0;
+}
+
+int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule)
+{
+        return list_add(l, path, what, rule, NULL);
 }
 
 void aj_sensitive_list_done(AjSensitiveList *l)
@@ -609,7 +795,7 @@ void aj_sensitive_list_done(AjSensitiveList *l)
 }
 
 /* Home directories of real users in a passwd file (root and uid >= 1000, not nobody). */
-static int add_passwd_homes(AjSensitiveList *l, const char *file)
+static int add_passwd_homes(AjSensitiveList *l, const char *file, const Gather *mi)
 {
         _cleanup_(fclosep) FILE *f = fopen(file, "re");
         struct passwd *pw;
@@ -622,14 +808,14 @@ static int add_passwd_homes(AjSensitiveList *l, const char *file)
                         continue;
                 if (!pw->pw_dir || pw->pw_dir[0] != '/' || streq(pw->pw_dir, "/"))
                         continue;
-                r = aj_sensitive_list_add(l, pw->pw_dir, "a user's home directory", AJ_PLACE_GENERIC);
+                r = list_add(l, pw->pw_dir, "a user's home directory", AJ_PLACE_GENERIC, mi);
                 if (r < 0)
                         return r;
         }
         return 0;
 }
 
-static int add_dir_entries(AjSensitiveList *l, const char *root)
+static int add_dir_entries(AjSensitiveList *l, const char *root, const Gather *mi)
 {
         _cleanup_(closedirp) DIR *d = opendir(root);
         struct dirent *de;
@@ -646,7 +832,7 @@ static int add_dir_entries(AjSensitiveList *l, const char *root)
                 p = path_join(root, de->d_name);
                 if (!p)
                         return -ENOMEM;
-                r = aj_sensitive_list_add(l, p, "a user's home directory", AJ_PLACE_GENERIC);
+                r = list_add(l, p, "a user's home directory", AJ_PLACE_GENERIC, mi);
                 if (r < 0)
                         return r;
                 n++;
@@ -689,34 +875,37 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
                 { "/home", "every user's home directory", AJ_PLACE_GENERIC },
         };
         _cleanup_(aj_sensitive_list_done) AjSensitiveList l = { 0 };
+        _cleanup_(gather_done) Gather gather;
+        const Gather *mi = &gather;
         int r;
 
+        gather_init(&gather);
         if (!src || !ret)
                 return -EINVAL;
         for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
-                if ((r = aj_sensitive_list_add(&l, fixed[i].path, fixed[i].what, fixed[i].rule)) < 0)
+                if ((r = list_add(&l, fixed[i].path, fixed[i].what, fixed[i].rule, mi)) < 0)
                         return r;
-        if (src->host_home && (r = aj_sensitive_list_add(&l, src->host_home, "the invoking user's home directory",
-                                                         AJ_PLACE_GENERIC)) < 0)
+        if (src->host_home && (r = list_add(&l, src->host_home, "the invoking user's home directory",
+                                            AJ_PLACE_GENERIC, mi)) < 0)
                 return r;
-        if (src->passwd && (r = add_passwd_homes(&l, src->passwd)) < 0)
+        if (src->passwd && (r = add_passwd_homes(&l, src->passwd, mi)) < 0)
                 return r;
-        if (src->home_root && (r = add_dir_entries(&l, src->home_root)) < 0)
+        if (src->home_root && (r = add_dir_entries(&l, src->home_root, mi)) < 0)
                 return r;
-        if (src->state_root && (r = aj_sensitive_list_add(&l, src->state_root, "agentjail's state dir "
-                                                          "(run records, the seccomp cache)",
-                                                          AJ_PLACE_AGENTJAIL_DATA)) < 0)
+        if (src->state_root && (r = list_add(&l, src->state_root, "agentjail's state dir "
+                                             "(run records, the seccomp cache)",
+                                             AJ_PLACE_AGENTJAIL_DATA, mi)) < 0)
                 return r;
-        if (src->runtime_root && (r = aj_sensitive_list_add(&l, src->runtime_root, "agentjail's runtime dir "
-                                                            "(control sockets)", AJ_PLACE_AGENTJAIL_DATA)) < 0)
+        if (src->runtime_root && (r = list_add(&l, src->runtime_root, "agentjail's runtime dir "
+                                               "(control sockets)", AJ_PLACE_AGENTJAIL_DATA, mi)) < 0)
                 return r;
-        if (src->exe && (r = aj_sensitive_list_add(&l, src->exe, "the agentjail executable",
-                                                   AJ_PLACE_AGENTJAIL_CODE)) < 0)
+        if (src->exe && (r = list_add(&l, src->exe, "the agentjail executable", AJ_PLACE_AGENTJAIL_CODE,
+                                      mi)) < 0)
                 return r;
         /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
         for (char *const *d = src->config_dirs; d && *d; d++)
-                if ((*d)[0] == '/' && (r = aj_sensitive_list_add(&l, *d, "an agentjail profile or config dir",
-                                                                 AJ_PLACE_AGENTJAIL_CODE)) < 0)
+                if ((*d)[0] == '/' && (r = list_add(&l, *d, "an agentjail profile or config dir",
+                                                    AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
                         return r;
         *ret = l;
         l = (AjSensitiveList){ 0 };
@@ -908,7 +1097,8 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
  * returns its path as the kernel resolved it and its identity: the checks below judge
  * that path, and the mount later must have that dev/ino (a swapped symlink or directory
  * in between makes the run fail instead of mounting something unchecked). */
-static int open_source(const char *path, char **ret_real, struct stat *ret_st, AjIdChain *ret_chain)
+static int open_source(const AjMountPlan *plan, const char *path, char **ret_real, struct stat *ret_st,
+                       AjIdChain *ret_chain)
 {
         _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);
         char link[64], buf[PATH_MAX];
@@ -929,7 +1119,7 @@ static int open_source(const char *path, char **ret_real, struct stat *ret_st, A
                 return -ENOENT;
         /* Its identity and its ancestors': the places are judged on these too, so a bind-mount
          * alias of a place (or of its parent) is seen for what it is. */
-        r = aj_id_chain_from_fd(fd, ret_chain);
+        r = id_chain_from_fd(fd, &plan->gather, buf, ret_chain);
         if (r < 0)
                 return r;
         *ret_real = strdup(buf);
@@ -1076,7 +1266,7 @@ static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, cons
 
         /* Every bind is judged by where it leads: a read-only one too (its sockets still
          * accept connections, its files are read). */
-        r = open_source(src, &real, &st, &chain);
+        r = open_source(plan, src, &real, &st, &chain);
         if (r == -ENOENT && b->optional)
                 return 0;
         if (r < 0 && link_src)
@@ -1119,7 +1309,7 @@ static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountCo
                 return format_error(ret_error, "%s: '%s' does not exist", field, raw), r;
         if (r < 0)
                 return r;
-        r = open_source(src, &real, &st, &chain);
+        r = open_source(plan, src, &real, &st, &chain);
         if (r == -ENOENT)
                 return format_error(ret_error, "%s: '%s' does not exist", field, src), r;
         if (r < 0)
@@ -1401,6 +1591,7 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
         plan->root = strdup(ctx->root_mountpoint);
         if (!plan->root)
                 return -ENOMEM;
+        gather_init(&plan->gather);
         plan->allow_degraded_idmap = p->allow_degraded & AJ_DEGRADE_IDMAP;
 
         r = resolve_jail_path("filesystem.home", p->home ? p->home : DEFAULT_HOME, "/", &home, &err);
@@ -2224,6 +2415,7 @@ void aj_mount_plan_free(AjMountPlan *plan)
 {
         if (!plan)
                 return;
+        gather_done(&plan->gather);
         for (size_t i = 0; i < plan->n; i++)
                 step_clear(&plan->steps[i]);
         free(plan->steps);

@@ -52,6 +52,9 @@ typedef struct {
         AjFileId *ids; /* ids[0] the file (or its nearest existing ancestor), then up to the root */
         size_t n;      /* 0: unknown (judged by path alone) */
         bool missing;  /* the file does not exist: every entry is a strict ancestor */
+        char *fs_path; /* the file's path inside its filesystem (ids[0].dev): its mount's root
+                        * there (mountinfo) + its path below the mount point; a bind mount of a
+                        * subdirectory shows where it comes from. NULL: unknown */
 } AjIdChain;
 
 typedef struct {
@@ -76,7 +79,8 @@ typedef enum {
 bool aj_place_rule_opt_out(AjPlaceRule rule);
 
 /* How `path` (with identity chain `id`, may be NULL) relates to a place (pure): a mask of
- * AJ_REL_*, by path and by identity (either suffices). */
+ * AJ_REL_*, by path, by identity chain and by path inside the same filesystem (any one
+ * suffices). */
 enum {
         AJ_REL_IS = 1 << 0,
         AJ_REL_CONTAINS = 1 << 1, /* the path is an ancestor of the place */

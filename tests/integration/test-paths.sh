@@ -66,9 +66,13 @@ refused "--rw of the runtime dir" "--rw: refusing '$AGENTJAIL_RUNTIME_DIR': it i
 # directories are the same ones (dev/ino). The agent read rt/seccomp-cache.key and forged a
 # cache entry for the next run.
 ALIAS=$(mktemp -d /var/tmp/agentjail-alias.XXXXXX) || exit 1
+ALIAS2=$(mktemp -d /var/tmp/agentjail-alias.XXXXXX) || exit 1
 umount_alias() {
-        mountpoint -q "$ALIAS" && umount -l "$ALIAS"
-        rmdir "$ALIAS" 2>/dev/null
+        local a
+        for a in "$ALIAS" "$ALIAS2"; do
+                mountpoint -q "$a" && umount -l "$a"
+                rmdir "$a" 2>/dev/null
+        done
         return 0
 }
 trap 'umount_alias; cleanup' EXIT
@@ -89,6 +93,18 @@ if mount --bind "$TEST_TMP" "$ALIAS"; then
                 "--ro: refusing '$ALIAS/runtime': it is '$AGENTJAIL_RUNTIME_DIR'"
         run_jail --ro "$ALIAS/workspace" -- /bin/true
         is "$JAIL_RC" 0 "a bind of an ordinary directory through the alias still runs" || diag "$JAIL_ERR"
+        # A bind of a subdirectory of the state dir: its ".." leads to where it is mounted,
+        # but inside their filesystem it is still below the state dir.
+        mkdir -p "$AGENTJAIL_STATE_DIR/cache"
+        if mount --bind "$AGENTJAIL_STATE_DIR/cache" "$ALIAS2"; then
+                run_jail --rw "$ALIAS2" -- /bin/true
+                refused "--rw of a bind mount of the state dir's cache" \
+                        "--rw: refusing '$ALIAS2': it is inside '$AGENTJAIL_STATE_DIR' .under another name: a bind mount."
+                run_jail --ro "$ALIAS2" -- /bin/true
+                refused "--ro of a bind mount of the state dir's cache" "--ro: refusing '$ALIAS2': it is inside '$AGENTJAIL_STATE_DIR'"
+        else
+                fail "a bind mount of the state dir's cache can be made" "mount --bind failed"
+        fi
 else
         fail "a bind-mount alias can be made" "mount --bind '$TEST_TMP' '$ALIAS' failed"
 fi

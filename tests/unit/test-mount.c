@@ -721,6 +721,33 @@ Test(mount, sensitive_relation_by_identity, PURE)
                 { "/alias", MISSING(t, root), &st, 0 },
         };
 
+        /* Inside one filesystem, by path there: /x is a bind of /tmp/t/state/cache (dev 2 is the
+         * tmpfs on /tmp, so its path there is /t/state/cache); its ".." leads to "/". */
+        AjSensitivePlace stfs = st;
+        stfs.chain.fs_path = "/t/state";
+        const struct {
+                AjIdChain id;
+                unsigned want;
+        } fs_cases[] = {
+                { { (AjFileId[]){ cache, root }, 2, false, "/t/state/cache" }, AJ_REL_INSIDE },
+                { { (AjFileId[]){ state, root }, 2, false, "/t/state" }, AJ_REL_IS },
+                { { (AjFileId[]){ t, root }, 2, false, "/t" }, AJ_REL_CONTAINS },
+                { { (AjFileId[]){ ID(2, 77), root }, 2, false, "/t/statefoo" }, 0 },      /* a prefix only */
+                { { (AjFileId[]){ ID(3, 12), root }, 2, false, "/t/state/cache" }, 0 },   /* another fs */
+                { { (AjFileId[]){ cache, root }, 2, false, NULL }, 0 },                   /* unknown */
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(fs_cases); i++) {
+                unsigned rel = aj_place_relation("/x", &fs_cases[i].id, &stfs);
+
+                cr_expect_eq(rel, fs_cases[i].want, "fs case %zu: relation %#x, want %#x", i, rel, fs_cases[i].want);
+        }
+        AjSensitivePlace missingfs = cfg;
+        missingfs.chain.fs_path = "/t"; /* the missing place's existing ancestor's: not the place */
+        cr_expect_eq(aj_place_relation("/x", &fs_cases[2].id, &missingfs), AJ_REL_CONTAINS);
+        cr_expect_eq(aj_place_relation("/x", &(AjIdChain){ (AjFileId[]){ ID(2, 5), root }, 2, false, "/t/cfg" },
+                                       &missingfs),
+                     0);
+
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 unsigned rel = aj_place_relation(cases[i].path, &cases[i].id, cases[i].place);
 
@@ -783,6 +810,12 @@ Test(mount, sensitive_chain_gathering, PURE)
 
         cr_assert_eq(aj_id_chain_from_path("/", &r), 0);
         cr_expect_eq(r.n, 1);
+        /* Its path inside its filesystem ends with the directory's own path below the mount. */
+        cr_expect_not_null(c.fs_path, "statx(STATX_MNT_ID) and mountinfo give the path in the filesystem");
+        if (c.fs_path)
+                cr_expect(strlen(c.fs_path) >= strlen("/sub") &&
+                                  streq(c.fs_path + strlen(c.fs_path) - strlen("/sub"), "/sub"),
+                          "fs path %s", c.fs_path);
 
         aj_id_chain_done(&c);
         aj_id_chain_done(&m);
