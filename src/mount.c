@@ -423,7 +423,7 @@ static char *mountinfo_field(const char *f, size_t len)
         if (!out)
                 return NULL;
         for (size_t i = 0; i < len; i++) {
-                if (f[i] == '\\' && i + 3 < len + 1 && f[i + 1] >= '0' && f[i + 1] <= '3' && f[i + 2] >= '0' &&
+                if (f[i] == '\\' && i + 3 < len && f[i + 1] >= '0' && f[i + 1] <= '3' && f[i + 2] >= '0' &&
                     f[i + 2] <= '7' && f[i + 3] >= '0' && f[i + 3] <= '7') {
                         *o++ = (char)((f[i + 1] - '0') * 64 + (f[i + 2] - '0') * 8 + (f[i + 3] - '0'));
                         i += 3;
