@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +34,8 @@ struct AjControl {
         int listen_fd;
         char *path;
         uid_t owner;
+        bool self_userns_known;
+        AjNsId self_userns;
         AjControlOps ops;
         Client *clients[AJ_CONTROL_MAX_CLIENTS];
 };
@@ -437,6 +440,65 @@ static void refuse(int fd, int err, const char *message)
                 (void)!send(fd, line, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
+const char *aj_control_peer_refusal(const AjControlPeer *peer, uid_t owner, const AjNsId *self_userns)
+{
+        if (peer->uid != owner && peer->uid != 0)
+                return "only the run's owner or root may control this run";
+        if (peer->pid <= 0)
+                return "the peer's process is not visible from the supervisor (another pid namespace)";
+        if (!self_userns || !peer->userns_known)
+                return "cannot identify the peer's user namespace";
+        if (peer->userns.dev != self_userns->dev || peer->userns.ino != self_userns->ino)
+                return "the peer is in another user namespace (inside a jail?): only the host may control a run";
+        return NULL;
+}
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+static int ns_id(const char *path, AjNsId *ret)
+{
+        struct stat st;
+        if (stat(path, &st) < 0)
+                return -errno;
+        *ret = (AjNsId){ st.st_dev, st.st_ino };
+        return 0;
+}
+
+/*
+ * Which user namespace the peer is in. A jail is always a new user namespace (spawn.c), and
+ * nothing inside can leave it for ours (setns() to a user namespace needs CAP_SYS_ADMIN
+ * over it, which a child namespace never has over its parent), whatever uid it maps to; an
+ * operator on the host shares the supervisor's. This holds whichever cgroup layout the host
+ * has, so it is the check (the run's cgroup would say the same for a jailed process, but
+ * needs the cgroup path here and differs between v1 and v2).
+ *
+ * /proc/PID names whoever has the pid now: the peer may have exited and its pid been reused.
+ * So the read is bracketed by a pidfd of the peer: SO_PEERPIDFD (the very process that
+ * connected, Linux 6.5+), else pidfd_open() of the SO_PEERCRED pid at once; the read counts
+ * only if that process is still alive after it (a pidfd never follows a reused pid).
+ */
+static void peer_gather(int fd, const struct ucred *cred, AjControlPeer *ret)
+{
+        char path[64];
+        int pidfd = -1;
+        socklen_t len = sizeof(pidfd);
+
+        *ret = (AjControlPeer){ .uid = cred->uid, .pid = cred->pid };
+        if (cred->pid <= 0)
+                return;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0 || len != sizeof(pidfd))
+                pidfd = (int)syscall(SYS_pidfd_open, cred->pid, 0);
+        if (pidfd < 0)
+                return;
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)cred->pid);
+        if (ns_id(path, &ret->userns) == 0 &&
+            (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0 || errno == EPERM))
+                ret->userns_known = true;
+        close(pidfd);
+}
+
 static int accept_one(AjControl *c)
 {
         _cleanup_close_ int fd = accept4(c->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -448,8 +510,11 @@ static int accept_one(AjControl *c)
                 refuse(fd, EPERM, "cannot identify the peer");
                 return 1;
         }
-        if (cred.uid != c->owner && cred.uid != 0) {
-                refuse(fd, EPERM, "only the run's owner or root may control this run");
+        AjControlPeer peer;
+        peer_gather(fd, &cred, &peer);
+        const char *why = aj_control_peer_refusal(&peer, c->owner, c->self_userns_known ? &c->self_userns : NULL);
+        if (why) {
+                refuse(fd, EPERM, why);
                 return 1;
         }
         size_t slot = 0;
@@ -546,6 +611,8 @@ int aj_control_new(const char *socket_path, uid_t owner, const AjControlOps *ops
                 return -ENOMEM;
         c->listen_fd = -1;
         c->owner = owner;
+        /* Unknown: every peer is refused (the run itself goes on). */
+        c->self_userns_known = ns_id("/proc/self/ns/user", &c->self_userns) == 0;
         c->ops = *ops;
         c->epfd = epoll_create1(EPOLL_CLOEXEC);
         int r = c->epfd < 0 ? -errno : 0;

@@ -21,8 +21,10 @@
  *            E2BIG line too long, EBUSY too many connections, ENOSYS op not available...).
  *
  * Access: the server checks SO_PEERCRED on every connection. Only the run's owner (the
- * supervisor's euid) and root may talk to it; anyone else gets one EPERM reply and is
- * disconnected. The socket file is also created 0600 (defence in depth).
+ * supervisor's euid) and root may talk to it, and only from the supervisor's own user
+ * namespace: a process inside a jail (always in the jail's user namespace) is refused even
+ * with the owner's uid, as is a peer whose pid we cannot see. Anyone else gets one EPERM
+ * reply and is disconnected. The socket file is also created 0600 (defence in depth).
  *
  * Limits: AJ_CONTROL_MAX_CLIENTS connections (more get EBUSY and are closed), request
  * lines up to AJ_CONTROL_MAX_LINE bytes (longer: E2BIG, then disconnected), replies up
@@ -32,6 +34,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "hooks.h"
@@ -57,6 +60,25 @@ int aj_control_dispatch(AjControl *c);
 /* Close every connection and the listener, and unlink the socket. Accepts NULL. */
 void aj_control_free(AjControl *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjControl *, aj_control_free);
+
+/* A namespace's identity: the dev/ino of its /proc/PID/ns/ file. */
+typedef struct {
+        dev_t dev;
+        ino_t ino;
+} AjNsId;
+
+/* What the server learns of a peer when it connects. */
+typedef struct {
+        uid_t uid;         /* SO_PEERCRED, in our user namespace */
+        pid_t pid;         /* SO_PEERCRED, in our pid namespace; 0: not visible from here */
+        bool userns_known; /* the peer's user namespace was read (and the pid was still its) */
+        AjNsId userns;
+} AjControlPeer;
+
+/* The access decision (pure): NULL when `peer` may control a run owned by `owner` from a
+ * supervisor in user namespace `self_userns` (NULL: unknown, nobody may); otherwise why
+ * not, for the EPERM reply. */
+const char *aj_control_peer_refusal(const AjControlPeer *peer, uid_t owner, const AjNsId *self_userns);
 
 /* Answer one request line (without the '\n'): the reply object (new reference). Pure
  * apart from the ops it calls; used by the server and by tests. */

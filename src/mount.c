@@ -28,6 +28,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <linux/openat2.h>
@@ -134,6 +135,13 @@ typedef struct {
         size_t seq;       /* insertion order, tie-break for the depth sort */
 } AjMountStep;
 
+/* What every chain of one list or plan shares, gathered once. */
+typedef struct {
+        char *mountinfo; /* NULL: read per file */
+        AjFileId root;   /* our root's id: the walk stops there without opening its ".." */
+        bool has_root;
+} Gather;
+
 struct AjMountPlan {
         AjMountStep *steps;
         size_t n, allocated;
@@ -144,9 +152,7 @@ struct AjMountPlan {
         char **sensitive_allowed; /* strv: what allow_sensitive let through */
         size_t n_sensitive_allowed;
         AjSensitiveList fixed_places; /* when the context gives no list: the fixed places */
-        struct PlaceId *place_ids;    /* the places and their ancestors by identity (check_sensitive) */
-        size_t n_place_ids;
-        bool place_ids_built;
+        Gather gather;                /* once for the sources' identity chains */
 };
 
 /* ---- small path helpers (pure) ---------------------------------------- */
@@ -282,9 +288,9 @@ static void closedirp(DIR **d)
 }
 
 enum {
-        REL_IS = 1 << 0,
-        REL_CONTAINS = 1 << 1, /* the path is an ancestor of the place */
-        REL_INSIDE = 1 << 2,   /* the path is below the place */
+        REL_IS = AJ_REL_IS,
+        REL_CONTAINS = AJ_REL_CONTAINS,
+        REL_INSIDE = AJ_REL_INSIDE,
         REL_ANY = REL_IS | REL_CONTAINS | REL_INSIDE,
 };
 
@@ -305,27 +311,345 @@ bool aj_place_rule_opt_out(AjPlaceRule rule)
         return (size_t) rule < ARRAY_SIZE(place_rules) && place_rules[rule].opt_out;
 }
 
-static unsigned relation(const char *path, const char *place)
+static bool id_eq(AjFileId a, AjFileId b)
 {
-        if (streq(path, place))
-                return REL_IS;
-        if (path_under(place, path))
-                return REL_CONTAINS;
-        if (path_under(path, place))
-                return REL_INSIDE;
+        return a.dev == b.dev && a.ino == b.ino;
+}
+
+static bool ids_have(const AjFileId *ids, size_t n, AjFileId x)
+{
+        for (size_t i = 0; i < n; i++)
+                if (id_eq(ids[i], x))
+                        return true;
+        return false;
+}
+
+/* By path and by identity: paths miss aliases (a bind mount of a place's parent names it
+ * differently), identities miss places that do not exist yet; either relation counts. */
+unsigned aj_place_relation(const char *path, const AjIdChain *id, const AjSensitivePlace *pl)
+{
+        const AjIdChain *pc = &pl->chain;
+        unsigned rel = 0;
+
+        if (path && pl->path) {
+                if (streq(path, pl->path))
+                        rel |= REL_IS;
+                else if (path_under(pl->path, path))
+                        rel |= REL_CONTAINS;
+                else if (path_under(path, pl->path))
+                        rel |= REL_INSIDE;
+        }
+        if (!id || id->n == 0 || id->missing || pc->n == 0)
+                return rel;
+        /* Inside one filesystem a directory has one path: a bind mount of a place's
+         * subdirectory, whose ".." leads elsewhere, still shows it is inside. */
+        if (id->fs_path && pc->fs_path && !pc->missing && id->ids[0].dev == pc->ids[0].dev) {
+                if (streq(id->fs_path, pc->fs_path))
+                        rel |= REL_IS;
+                else if (path_under(pc->fs_path, id->fs_path))
+                        rel |= REL_CONTAINS;
+                else if (path_under(id->fs_path, pc->fs_path))
+                        rel |= REL_INSIDE;
+        }
+        if (!pc->missing) {
+                if (id_eq(id->ids[0], pc->ids[0]))
+                        rel |= REL_IS;
+                else if (ids_have(id->ids + 1, id->n - 1, pc->ids[0]))
+                        rel |= REL_INSIDE;
+        }
+        /* A missing place's chain holds only its ancestors; an existing one's, itself first. */
+        if (!id_eq(id->ids[0], pc->ids[0]) || pc->missing) {
+                size_t skip = pc->missing ? 0 : 1;
+
+                if (ids_have(pc->ids + skip, pc->n - skip, id->ids[0]))
+                        rel |= REL_CONTAINS;
+        }
+        return rel;
+}
+
+void aj_id_chain_done(AjIdChain *c)
+{
+        if (!c)
+                return;
+        free(c->ids);
+        free(c->fs_path);
+        *c = (AjIdChain){ 0 };
+}
+
+#define MOUNTINFO_MAX (16u << 20)
+
+/* /proc/self/mountinfo, whole (NULL-terminated). */
+static int mountinfo_load(char **ret)
+{
+        _cleanup_close_ int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0, cap = 0;
+
+        if (fd < 0)
+                return negative_errno();
+        for (;;) {
+                ssize_t n;
+
+                if (cap - len < 4096) {
+                        char *b;
+
+                        if (cap >= MOUNTINFO_MAX)
+                                return -E2BIG;
+                        cap = cap ? cap * 2 : 16384;
+                        b = realloc(buf, cap + 1);
+                        if (!b)
+                                return -ENOMEM;
+                        buf = b;
+                }
+                n = read(fd, buf + len, cap - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return negative_errno();
+                if (n == 0)
+                        break;
+                len += (size_t)n;
+        }
+        buf[len] = '\0';
+        *ret = TAKE_PTR(buf);
         return 0;
 }
 
-static bool place_refuses(const AjSensitivePlace *pl, const char *path, AjAccess access)
+/* One mountinfo path field (octal escapes: \040 is a space) into a new string. */
+static char *mountinfo_field(const char *f, size_t len)
+{
+        char *out = malloc(len + 1), *o = out;
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < len; i++) {
+                if (f[i] == '\\' && i + 3 < len && f[i + 1] >= '0' && f[i + 1] <= '3' && f[i + 2] >= '0' &&
+                    f[i + 2] <= '7' && f[i + 3] >= '0' && f[i + 3] <= '7') {
+                        *o++ = (char)((f[i + 1] - '0') * 64 + (f[i + 2] - '0') * 8 + (f[i + 3] - '0'));
+                        i += 3;
+                } else {
+                        *o++ = f[i];
+                }
+        }
+        *o = '\0';
+        return out;
+}
+
+/* The root (inside its filesystem) and mount point of mount `id`. */
+static int mountinfo_find(const char *table, uint64_t id, char **ret_root, char **ret_point)
+{
+        for (const char *line = table; line && *line;) {
+                const char *end = strchrnul(line, '\n'), *f[5] = { line };
+                size_t k = 1;
+
+                for (const char *p = line; p < end && k < 5; p++)
+                        if (*p == ' ')
+                                f[k++] = p + 1;
+                if (k == 5 && strtoull(line, NULL, 10) == id) {
+                        const char *root_end = strchr(f[3], ' '), *point_end = strchrnul(f[4], ' ');
+
+                        if (!root_end || point_end > end)
+                                return -EINVAL;
+                        _cleanup_free_ char *root = mountinfo_field(f[3], (size_t)(root_end - f[3]));
+                        _cleanup_free_ char *point = mountinfo_field(f[4], (size_t)(point_end - f[4]));
+                        if (!root || !point)
+                                return -ENOMEM;
+                        *ret_root = TAKE_PTR(root);
+                        *ret_point = TAKE_PTR(point);
+                        return 0;
+                }
+                line = *end ? end + 1 : end;
+        }
+        return -ENOENT;
+}
+
+/* The path of the file open at `fd` (named `kpath` by the kernel) inside its filesystem.
+ * NULL when it cannot be told (no mount id, an odd mountinfo): the other views still hold. */
+static char *fs_path_of(uint64_t mnt_id, const char *kpath, const char *mountinfo)
+{
+        _cleanup_free_ char *own = NULL, *root = NULL, *point = NULL;
+        const char *rel;
+        char *out = NULL;
+
+        if (!mountinfo) {
+                if (mountinfo_load(&own) < 0)
+                        return NULL;
+                mountinfo = own;
+        }
+        if (mountinfo_find(mountinfo, mnt_id, &root, &point) < 0 || root[0] != '/')
+                return NULL;
+        rel = path_under(kpath, point);
+        if (!rel)
+                return NULL;
+        if (streq(root, "/"))
+                out = strdup(*rel ? rel : "/");
+        else if (asprintf(&out, "%s%s", root, streq(rel, "/") ? "" : rel) < 0)
+                out = NULL;
+        return out;
+}
+
+/* The parents of `path` (absolute, as the kernel names the file), opened by name: for a
+ * file (".." of a non-directory means nothing) and where a directory on the way up cannot be
+ * searched (openat(fd, "..") needs search permission on fd; naming the parent does not). */
+static int chain_by_names(const char *path, AjFileId *ids, size_t *n)
+{
+        _cleanup_free_ char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        if (p[0] != '/')
+                return -ENOENT;
+        while (!streq(p, "/")) {
+                char *slash = strrchr(p, '/');
+                _cleanup_close_ int fd = -EBADF;
+                struct stat st;
+
+                slash[slash == p ? 1 : 0] = '\0';
+                fd = open(p, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0 || fstat(fd, &st) < 0)
+                        return negative_errno();
+                if (*n >= AJ_ID_CHAIN_MAX)
+                        return -ELOOP;
+                ids[(*n)++] = (AjFileId){ st.st_dev, st.st_ino };
+        }
+        return 0;
+}
+
+static void gather_init(Gather *g)
+{
+        struct stat st;
+
+        *g = (Gather){ 0 };
+        (void)mountinfo_load(&g->mountinfo); /* unreadable: read per file, or unknown */
+        if (stat("/", &st) == 0) {
+                g->root = (AjFileId){ st.st_dev, st.st_ino };
+                g->has_root = true;
+        }
+}
+
+static void gather_done(Gather *g)
+{
+        free(g->mountinfo);
+        g->mountinfo = NULL;
+}
+
+/* `known_path`: the file's path as the kernel names it, when the caller resolved it (NULL:
+ * read from /proc/self/fd). */
+static int id_chain_from_fd(int fd, const Gather *g, const char *known_path, AjIdChain *ret)
+{
+        _cleanup_free_ AjFileId *ids = NULL;
+        _cleanup_close_ int cur = -EBADF;
+        char link[64], buf[PATH_MAX];
+        size_t n = 0;
+        struct statx stx;
+        struct stat st;
+        AjFileId *shrunk;
+        int r;
+
+        if (fd < 0 || !ret)
+                return -EINVAL;
+        if (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_INO | STATX_MNT_ID, &stx) < 0)
+                return negative_errno();
+        if (known_path && strlen(known_path) < sizeof(buf)) {
+                strcpy(buf, known_path);
+        } else {
+                ssize_t l;
+
+                snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+                l = readlink(link, buf, sizeof(buf) - 1);
+                if (l < 0)
+                        return negative_errno();
+                buf[l] = '\0';
+        }
+        ids = calloc(AJ_ID_CHAIN_MAX, sizeof(*ids));
+        if (!ids)
+                return -ENOMEM;
+        ids[n++] = (AjFileId){ makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino };
+        if (S_ISDIR(stx.stx_mode) && !(g && g->has_root && id_eq(ids[0], g->root))) {
+                /* Up through the mount tree as the kernel resolves "..": the root's ".." is itself. */
+                cur = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+                while (cur >= 0) {
+                        int up;
+
+                        if (fstat(cur, &st) < 0)
+                                return negative_errno();
+                        if (id_eq(ids[n - 1], (AjFileId){ st.st_dev, st.st_ino }))
+                                break;
+                        if (n >= AJ_ID_CHAIN_MAX)
+                                return -ELOOP;
+                        ids[n++] = (AjFileId){ st.st_dev, st.st_ino };
+                        if (g && g->has_root && id_eq(ids[n - 1], g->root))
+                                break;
+                        up = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+                        closep(&cur);
+                        cur = up;
+                }
+                if (cur < 0 && errno != EACCES)
+                        return negative_errno();
+                if (cur < 0)
+                        n = 1;
+        }
+        if (n == 1 && buf[0] == '/' && !streq(buf, "/")) {
+                r = chain_by_names(buf, ids, &n);
+                if (r < 0)
+                        return r;
+        }
+        shrunk = realloc(ids, n * sizeof(*ids));
+        if (shrunk)
+                ids = shrunk;
+        *ret = (AjIdChain){ .ids = TAKE_PTR(ids),
+                            .n = n,
+                            .fs_path = (stx.stx_mask & STATX_MNT_ID)
+                                               ? fs_path_of(stx.stx_mnt_id, buf, g ? g->mountinfo : NULL)
+                                               : NULL };
+        return 0;
+}
+
+int aj_id_chain_from_fd(int fd, AjIdChain *ret)
+{
+        return id_chain_from_fd(fd, NULL, NULL, ret);
+}
+
+/* `resolved`: `path` has no symlinks (realpath()'s), so it names the file as the kernel does. */
+static int id_chain_from_path(const char *path, const Gather *g, bool resolved, AjIdChain *ret)
+{
+        _cleanup_free_ char *p = NULL;
+        bool missing = false;
+        int r;
+
+        if (!path || path[0] != '/' || !ret)
+                return -EINVAL;
+        p = strdup(path);
+        if (!p)
+                return -ENOMEM;
+        for (;;) {
+                _cleanup_close_ int fd = open(p, O_PATH | O_CLOEXEC);
+                char *slash;
+
+                if (fd >= 0) {
+                        r = id_chain_from_fd(fd, g, resolved ? p : NULL, ret);
+                        if (r >= 0)
+                                ret->missing = missing;
+                        return r;
+                }
+                if ((errno != ENOENT && errno != ENOTDIR && errno != EACCES) || streq(p, "/"))
+                        return negative_errno();
+                slash = strrchr(p, '/');
+                slash[slash == p ? 1 : 0] = '\0';
+                missing = true;
+        }
+}
+
+static bool place_refuses(const AjSensitivePlace *pl, const char *path, const AjIdChain *id, AjAccess access)
 {
         /* An unknown rule or access refuses everything: fail closed. */
         if ((size_t) pl->rule >= ARRAY_SIZE(place_rules) || (access != AJ_ACCESS_OWNER && access != AJ_ACCESS_READ))
                 return true;
-        return (relation(path, pl->path) & place_rules[pl->rule].refuse[access]) != 0;
+        return (aj_place_relation(path, id, pl) & place_rules[pl->rule].refuse[access]) != 0;
 }
 
-AjSensitiveVerdict aj_sensitive_check(const char *path, AjAccess access, const AjSensitiveList *places,
-                                      char *const *allow, size_t *ret_place)
+AjSensitiveVerdict aj_sensitive_check(const char *path, const AjIdChain *id, AjAccess access,
+                                      const AjSensitiveList *places, char *const *allow, size_t *ret_place)
 {
         AjSensitiveVerdict v = AJ_SENSITIVE_NONE;
         size_t first_allowed = 0;
@@ -336,7 +660,7 @@ AjSensitiveVerdict aj_sensitive_check(const char *path, AjAccess access, const A
         for (size_t i = 0; i < places->n; i++) {
                 const AjSensitivePlace *pl = &places->items[i];
 
-                if (!aj_place_rule_opt_out(pl->rule) && place_refuses(pl, path, access)) {
+                if (!aj_place_rule_opt_out(pl->rule) && place_refuses(pl, path, id, access)) {
                         if (ret_place)
                                 *ret_place = i;
                         return AJ_SENSITIVE_REFUSED;
@@ -346,7 +670,7 @@ AjSensitiveVerdict aj_sensitive_check(const char *path, AjAccess access, const A
                 const AjSensitivePlace *pl = &places->items[i];
                 bool allowed = false;
 
-                if (!aj_place_rule_opt_out(pl->rule) || !place_refuses(pl, path, access))
+                if (!aj_place_rule_opt_out(pl->rule) || !place_refuses(pl, path, id, access))
                         continue;
                 for (char *const *a = allow; a && *a; a++)
                         if (streq(*a, pl->path))
@@ -405,9 +729,16 @@ static int resolve_prefix(const char *path, char **ret)
         }
 }
 
-int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule)
+int aj_id_chain_from_path(const char *path, AjIdChain *ret)
+{
+        return id_chain_from_path(path, NULL, false, ret);
+}
+
+/* `g`: gathered once for the whole list (NULL: each time). */
+static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule, const Gather *g)
 {
         _cleanup_free_ char *real = NULL;
+        _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
         AjSensitivePlace *n;
         int r;
 
@@ -432,27 +763,39 @@ int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what
                         return 0;
         if (l->n >= MAX_STEPS)
                 return -E2BIG;
+        r = id_chain_from_path(real, g, true, &chain);
+        if (r < 0)
+                return r;
         n = realloc(l->items, (l->n + 1) * sizeof(*n));
         if (!n)
                 return -ENOMEM;
         l->items = n;
-        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(real), .what = what, .rule = rule };
+        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(real), .what = what, .rule = rule,
+                                                .chain = chain };
+        chain = (AjIdChain){ 0 };
         return 0;
+}
+
+int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule)
+{
+        return list_add(l, path, what, rule, NULL);
 }
 
 void aj_sensitive_list_done(AjSensitiveList *l)
 {
         if (!l)
                 return;
-        for (size_t i = 0; i < l->n; i++)
+        for (size_t i = 0; i < l->n; i++) {
                 free(l->items[i].path);
+                aj_id_chain_done(&l->items[i].chain);
+        }
         free(l->items);
         l->items = NULL;
         l->n = 0;
 }
 
 /* Home directories of real users in a passwd file (root and uid >= 1000, not nobody). */
-static int add_passwd_homes(AjSensitiveList *l, const char *file)
+static int add_passwd_homes(AjSensitiveList *l, const char *file, const Gather *mi)
 {
         _cleanup_(fclosep) FILE *f = fopen(file, "re");
         struct passwd *pw;
@@ -465,14 +808,14 @@ static int add_passwd_homes(AjSensitiveList *l, const char *file)
                         continue;
                 if (!pw->pw_dir || pw->pw_dir[0] != '/' || streq(pw->pw_dir, "/"))
                         continue;
-                r = aj_sensitive_list_add(l, pw->pw_dir, "a user's home directory", AJ_PLACE_GENERIC);
+                r = list_add(l, pw->pw_dir, "a user's home directory", AJ_PLACE_GENERIC, mi);
                 if (r < 0)
                         return r;
         }
         return 0;
 }
 
-static int add_dir_entries(AjSensitiveList *l, const char *root)
+static int add_dir_entries(AjSensitiveList *l, const char *root, const Gather *mi)
 {
         _cleanup_(closedirp) DIR *d = opendir(root);
         struct dirent *de;
@@ -489,7 +832,7 @@ static int add_dir_entries(AjSensitiveList *l, const char *root)
                 p = path_join(root, de->d_name);
                 if (!p)
                         return -ENOMEM;
-                r = aj_sensitive_list_add(l, p, "a user's home directory", AJ_PLACE_GENERIC);
+                r = list_add(l, p, "a user's home directory", AJ_PLACE_GENERIC, mi);
                 if (r < 0)
                         return r;
                 n++;
@@ -532,34 +875,37 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
                 { "/home", "every user's home directory", AJ_PLACE_GENERIC },
         };
         _cleanup_(aj_sensitive_list_done) AjSensitiveList l = { 0 };
+        _cleanup_(gather_done) Gather gather;
+        const Gather *mi = &gather;
         int r;
 
+        gather_init(&gather);
         if (!src || !ret)
                 return -EINVAL;
         for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
-                if ((r = aj_sensitive_list_add(&l, fixed[i].path, fixed[i].what, fixed[i].rule)) < 0)
+                if ((r = list_add(&l, fixed[i].path, fixed[i].what, fixed[i].rule, mi)) < 0)
                         return r;
-        if (src->host_home && (r = aj_sensitive_list_add(&l, src->host_home, "the invoking user's home directory",
-                                                         AJ_PLACE_GENERIC)) < 0)
+        if (src->host_home && (r = list_add(&l, src->host_home, "the invoking user's home directory",
+                                            AJ_PLACE_GENERIC, mi)) < 0)
                 return r;
-        if (src->passwd && (r = add_passwd_homes(&l, src->passwd)) < 0)
+        if (src->passwd && (r = add_passwd_homes(&l, src->passwd, mi)) < 0)
                 return r;
-        if (src->home_root && (r = add_dir_entries(&l, src->home_root)) < 0)
+        if (src->home_root && (r = add_dir_entries(&l, src->home_root, mi)) < 0)
                 return r;
-        if (src->state_root && (r = aj_sensitive_list_add(&l, src->state_root, "agentjail's state dir "
-                                                          "(run records, the seccomp cache)",
-                                                          AJ_PLACE_AGENTJAIL_DATA)) < 0)
+        if (src->state_root && (r = list_add(&l, src->state_root, "agentjail's state dir "
+                                             "(run records, the seccomp cache)",
+                                             AJ_PLACE_AGENTJAIL_DATA, mi)) < 0)
                 return r;
-        if (src->runtime_root && (r = aj_sensitive_list_add(&l, src->runtime_root, "agentjail's runtime dir "
-                                                            "(control sockets)", AJ_PLACE_AGENTJAIL_DATA)) < 0)
+        if (src->runtime_root && (r = list_add(&l, src->runtime_root, "agentjail's runtime dir "
+                                               "(control sockets)", AJ_PLACE_AGENTJAIL_DATA, mi)) < 0)
                 return r;
-        if (src->exe && (r = aj_sensitive_list_add(&l, src->exe, "the agentjail executable",
-                                                   AJ_PLACE_AGENTJAIL_CODE)) < 0)
+        if (src->exe && (r = list_add(&l, src->exe, "the agentjail executable", AJ_PLACE_AGENTJAIL_CODE,
+                                      mi)) < 0)
                 return r;
         /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
         for (char *const *d = src->config_dirs; d && *d; d++)
-                if ((*d)[0] == '/' && (r = aj_sensitive_list_add(&l, *d, "an agentjail profile or config dir",
-                                                                 AJ_PLACE_AGENTJAIL_CODE)) < 0)
+                if ((*d)[0] == '/' && (r = list_add(&l, *d, "an agentjail profile or config dir",
+                                                    AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
                         return r;
         *ret = l;
         l = (AjSensitiveList){ 0 };
@@ -751,11 +1097,13 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
  * returns its path as the kernel resolved it and its identity: the checks below judge
  * that path, and the mount later must have that dev/ino (a swapped symlink or directory
  * in between makes the run fail instead of mounting something unchecked). */
-static int open_source(const char *path, char **ret_real, struct stat *ret_st)
+static int open_source(const AjMountPlan *plan, const char *path, char **ret_real, struct stat *ret_st,
+                       AjIdChain *ret_chain)
 {
         _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);
         char link[64], buf[PATH_MAX];
         ssize_t n;
+        int r;
 
         if (fd < 0)
                 return negative_errno();
@@ -769,8 +1117,17 @@ static int open_source(const char *path, char **ret_real, struct stat *ret_st)
         /* Not reachable from our root ("pipe:", a deleted directory): nothing to mount. */
         if (buf[0] != '/' || (n > 10 && streq(buf + n - 10, " (deleted)")))
                 return -ENOENT;
+        /* Its identity and its ancestors': the places are judged on these too, so a bind-mount
+         * alias of a place (or of its parent) is seen for what it is. */
+        r = id_chain_from_fd(fd, &plan->gather, buf, ret_chain);
+        if (r < 0)
+                return r;
         *ret_real = strdup(buf);
-        return *ret_real ? 0 : -ENOMEM;
+        if (!*ret_real) {
+                aj_id_chain_done(ret_chain);
+                return -ENOMEM;
+        }
+        return 0;
 }
 
 /* Why a rule refused, for the message (after "(rule: "). */
@@ -797,18 +1154,21 @@ static const char *rule_reason(AjPlaceRule rule, AjAccess access)
         }
 }
 
-/* Judges `path` (the real path, or another path of the same directory: `shown` names both
- * then) against the places. */
-static int judge_sensitive(AjMountPlan *plan, const AjSensitiveList *l, const char *field, const char *real,
-                           const char *shown, AjAccess access, char **ret_error)
+static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
+                           const AjIdChain *id, AjAccess access, char **ret_error)
 {
+        const AjSensitiveList *l = ctx->sensitive ? ctx->sensitive : &plan->fixed_places;
         size_t i = 0;
-        AjSensitiveVerdict v = aj_sensitive_check(real, access, l, plan->allow_sensitive, &i);
+        AjSensitiveVerdict v = aj_sensitive_check(real, id, access, l, plan->allow_sensitive, &i);
         const AjSensitivePlace *pl = v == AJ_SENSITIVE_NONE ? NULL : &l->items[i];
-        const char *how = !pl                          ? ""
-                          : streq(pl->path, real)      ? "it is"
-                          : path_under(pl->path, real) ? "it contains"
-                                                       : "it is inside";
+        unsigned rel = pl ? aj_place_relation(real, id, pl) : 0;
+        const char *how = !pl                         ? ""
+                          : (rel & AJ_REL_IS)       ? "it is"
+                          : (rel & AJ_REL_CONTAINS) ? "it contains"
+                                                    : "it is inside";
+        /* Only the identities relate them: another name for the place (a bind mount). */
+        const char *alias = pl && rel && !aj_place_relation(real, NULL, pl) ? " (under another name: a bind mount)"
+                                                                            : "";
         char *line = NULL;
         char **n;
 
@@ -816,17 +1176,17 @@ static int judge_sensitive(AjMountPlan *plan, const AjSensitiveList *l, const ch
                 return 0;
         if (v == AJ_SENSITIVE_REFUSED) {
                 if (aj_place_rule_opt_out(pl->rule))
-                        return format_error(ret_error, "%s: refusing '%s': %s '%s', %s (rule: %s \"%s\" to "
+                        return format_error(ret_error, "%s: refusing '%s': %s '%s'%s, %s (rule: %s \"%s\" to "
                                             "filesystem.allow_sensitive)",
-                                            field, shown, how, pl->path, pl->what, rule_reason(pl->rule, access),
-                                            pl->path),
+                                            field, real, how, pl->path, alias, pl->what,
+                                            rule_reason(pl->rule, access), pl->path),
                                -EPERM;
-                return format_error(ret_error, "%s: refusing '%s': %s '%s', %s (rule: %s)", field, shown, how,
-                                    pl->path, pl->what, rule_reason(pl->rule, access)),
+                return format_error(ret_error, "%s: refusing '%s': %s '%s'%s, %s (rule: %s)", field, real, how,
+                                    pl->path, alias, pl->what, rule_reason(pl->rule, access)),
                        -EPERM;
         }
-        if (asprintf(&line, "%s '%s' %s %s (%s), allowed by filesystem.allow_sensitive", field, shown,
-                     streq(pl->path, real) ? "is" : "contains", pl->path, pl->what) < 0)
+        if (asprintf(&line, "%s '%s' %s %s%s (%s), allowed by filesystem.allow_sensitive", field, real,
+                     (rel & AJ_REL_IS) ? "is" : "contains", pl->path, alias, pl->what) < 0)
                 return -ENOMEM;
         n = realloc(plan->sensitive_allowed, (plan->n_sensitive_allowed + 2) * sizeof(char *));
         if (!n) {
@@ -839,137 +1199,54 @@ static int judge_sensitive(AjMountPlan *plan, const AjSensitiveList *l, const ch
         return 0;
 }
 
-/* A directory has as many paths as it has bind mounts: the places are compared by
- * identity too. Where `real` or one of its ancestors is the same directory as a place
- * or one of the place's ancestors (`/` included), `real` is judged again under that path. */
-typedef struct PlaceId {
-        dev_t dev;
-        ino_t ino;
-        char *path;
-} PlaceId;
-
-static int place_ids_build(AjMountPlan *plan, const AjSensitiveList *l)
-{
-        if (plan->place_ids_built)
-                return 0;
-        for (size_t i = 0; i < l->n; i++)
-                for (size_t len = strlen(l->items[i].path); len > 0;) {
-                        _cleanup_free_ char *p = strndup(l->items[i].path, len);
-                        struct stat st;
-                        bool seen = false;
-
-                        if (!p)
-                                return -ENOMEM;
-                        for (size_t k = 0; k < plan->n_place_ids && !seen; k++)
-                                seen = streq(plan->place_ids[k].path, p);
-                        if (!seen && stat(p, &st) == 0) {
-                                PlaceId *n = realloc(plan->place_ids, (plan->n_place_ids + 1) * sizeof(*n));
-                                if (!n)
-                                        return -ENOMEM;
-                                plan->place_ids = n;
-                                n[plan->n_place_ids++] = (PlaceId){ st.st_dev, st.st_ino, TAKE_PTR(p) };
-                        }
-                        if (len == 1)
-                                break;
-                        while (len > 1 && l->items[i].path[--len] != '/')
-                                ;
-                }
-        plan->place_ids_built = true;
-        return 0;
-}
-
-static void unescape_octal(char *s)
-{
-        char *w = s;
-
-        for (char *c = s; *c;)
-                if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] >= '0' && c[2] <= '7' && c[3] >= '0' &&
-                    c[3] <= '7') {
-                        *w++ = (char) ((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
-                        c += 4;
-                } else
-                        *w++ = *c++;
-        *w = '\0';
-}
-
-/* A bind carries the mounts below its source (AT_RECURSIVE): one of them that is a place
- * (or an ancestor of one) puts that place in the jail as surely as the source itself. */
-static int check_submounts(AjMountPlan *plan, const AjSensitiveList *l, const char *field, const char *real,
+/* A bind carries the mounts below its source along (AT_RECURSIVE): each of them reaches the
+ * jail as surely as the source itself, so each is judged as a source, by its own path and
+ * identity. A mount of /tmp inside a workspace carried the host's /tmp into the jail. */
+static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
                            AjAccess access, char **ret_error)
 {
-        _cleanup_(fclosep) FILE *f = fopen("/proc/self/mountinfo", "re");
-        _cleanup_free_ char *line = NULL;
-        size_t cap = 0;
-        int r = 0;
+        _cleanup_free_ char *own = NULL;
+        const char *table = plan->gather.mountinfo;
+        int r;
 
-        if (!f)
-                return format_error(ret_error, "%s: cannot read the mount table to check '%s': %s", field, real,
-                                    strerror(errno)),
-                       -errno;
-        while (r >= 0 && getline(&line, &cap, f) > 0) {
-                /* id parent maj:min root mountpoint ... */
-                char *mp = line;
-                struct stat st;
-
-                for (int k = 0; k < 4 && mp; k++)
-                        if ((mp = strchr(mp, ' ')))
-                                mp++;
-                if (!mp)
-                        continue;
-                mp[strcspn(mp, " \n")] = '\0';
-                unescape_octal(mp);
-                if (streq(mp, real) || !path_under(mp, real) || stat(mp, &st) < 0)
-                        continue;
-                for (size_t k = 0; k < plan->n_place_ids && r >= 0; k++) {
-                        const PlaceId *id = &plan->place_ids[k];
-                        _cleanup_free_ char *shown = NULL;
-
-                        if (id->dev != st.st_dev || id->ino != st.st_ino)
-                                continue;
-                        if (asprintf(&shown, "%s', which holds the mount '%s', the same directory as '%s", real, mp,
-                                     id->path) < 0)
-                                return -ENOMEM;
-                        r = judge_sensitive(plan, l, field, id->path, shown, access, ret_error);
-                }
+        if (!table) {
+                r = mountinfo_load(&own);
+                if (r < 0)
+                        return format_error(ret_error, "%s: cannot read the mount table to check what '%s' "
+                                            "holds: %s", field, real, strerror(-r)),
+                               r;
+                table = own;
         }
-        return r;
-}
+        for (const char *line = table; *line;) {
+                const char *end = strchrnul(line, '\n'), *f[5] = { line };
+                size_t k = 1;
 
-static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                           AjAccess access, char **ret_error)
-{
-        const AjSensitiveList *l = ctx->sensitive ? ctx->sensitive : &plan->fixed_places;
-        int r = judge_sensitive(plan, l, field, real, real, access, ret_error);
-
-        if (r < 0 || (r = place_ids_build(plan, l)) < 0)
-                return r;
-        /* `real` and its ancestors but "/", longest first. */
-        for (size_t len = strlen(real); len > 1 && r >= 0;) {
-                _cleanup_free_ char *p = strndup(real, len);
-                struct stat st;
-
-                if (!p)
+                for (const char *p = line; p < end && k < 5; p++)
+                        if (*p == ' ')
+                                f[k++] = p + 1;
+                line = *end ? end + 1 : end;
+                if (k < 5)
+                        continue;
+                const char *point_end = strchrnul(f[4], ' ');
+                if (point_end > end)
+                        continue;
+                _cleanup_free_ char *point = mountinfo_field(f[4], (size_t)(point_end - f[4]));
+                if (!point)
                         return -ENOMEM;
-                if (stat(p, &st) == 0)
-                        for (size_t k = 0; k < plan->n_place_ids && r >= 0; k++) {
-                                const PlaceId *id = &plan->place_ids[k];
-                                _cleanup_free_ char *alias = NULL, *shown = NULL;
-
-                                if (id->dev != st.st_dev || id->ino != st.st_ino)
-                                        continue;
-                                if (asprintf(&alias, "%s%s", streq(id->path, "/") && real[len] ? "" : id->path,
-                                             real + len) < 0)
-                                        return -ENOMEM;
-                                if (streq(alias, real))
-                                        continue;
-                                if (asprintf(&shown, "%s', the same directory as '%s", real, alias) < 0)
-                                        return -ENOMEM;
-                                r = judge_sensitive(plan, l, field, alias, shown, access, ret_error);
-                        }
-                while (len > 1 && real[--len] != '/')
-                        ;
+                const char *rel = path_under(point, real);
+                if (!rel || !*rel || streq(point, real))
+                        continue;
+                _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
+                _cleanup_free_ char *sub_field = NULL;
+                if (id_chain_from_path(point, &plan->gather, true, &chain) < 0)
+                        continue; /* gone, or not ours to see: the jail cannot see it either */
+                if (asprintf(&sub_field, "%s: '%s' holds a mount", field, real) < 0)
+                        return -ENOMEM;
+                r = check_sensitive(plan, ctx, sub_field, point, &chain, access, ret_error);
+                if (r < 0)
+                        return r;
         }
-        return r < 0 ? r : check_submounts(plan, l, field, real, access, ret_error);
+        return 0;
 }
 
 static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
@@ -1035,10 +1312,11 @@ static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, cons
         }
         bool link_src = S_ISLNK(st.st_mode);
         _cleanup_free_ char *real = NULL;
+        _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
 
         /* Every bind is judged by where it leads: a read-only one too (its sockets still
          * accept connections, its files are read). */
-        r = open_source(src, &real, &st);
+        r = open_source(plan, src, &real, &st, &chain);
         if (r == -ENOENT && b->optional)
                 return 0;
         if (r < 0 && link_src)
@@ -1047,7 +1325,11 @@ static int plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, cons
                        r;
         if (r < 0)
                 return format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
-        r = check_sensitive(plan, ctx, field, real, writable ? AJ_ACCESS_OWNER : AJ_ACCESS_READ, ret_error);
+        r = check_sensitive(plan, ctx, field, real, &chain, writable ? AJ_ACCESS_OWNER : AJ_ACCESS_READ,
+                            ret_error);
+        if (r >= 0 && S_ISDIR(st.st_mode))
+                r = check_submounts(plan, ctx, field, real, writable ? AJ_ACCESS_OWNER : AJ_ACCESS_READ,
+                                    ret_error);
         if (r < 0)
                 return r;
 
@@ -1070,6 +1352,7 @@ static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountCo
 {
         static const char field[] = "filesystem.workspace";
         _cleanup_free_ char *src = NULL, *tgt = NULL, *real = NULL;
+        _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
         const char *raw = p->workspace_path ? p->workspace_path : ".";
         struct stat st;
         int r;
@@ -1079,14 +1362,16 @@ static int plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountCo
                 return format_error(ret_error, "%s: '%s' does not exist", field, raw), r;
         if (r < 0)
                 return r;
-        r = open_source(src, &real, &st);
+        r = open_source(plan, src, &real, &st, &chain);
         if (r == -ENOENT)
                 return format_error(ret_error, "%s: '%s' does not exist", field, src), r;
         if (r < 0)
                 return format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
         /* Every mode: the workspace is idmapped, so even read-only the agent reads as its
          * owner (a root-owned /etc's shadow file), and an overlay's lower layer is read so. */
-        r = check_sensitive(plan, ctx, field, real, AJ_ACCESS_OWNER, ret_error);
+        r = check_sensitive(plan, ctx, field, real, &chain, AJ_ACCESS_OWNER, ret_error);
+        if (r >= 0 && S_ISDIR(st.st_mode))
+                r = check_submounts(plan, ctx, field, real, AJ_ACCESS_OWNER, ret_error);
         if (r < 0)
                 return r;
         if (!S_ISDIR(st.st_mode))
@@ -1361,6 +1646,7 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
         plan->root = strdup(ctx->root_mountpoint);
         if (!plan->root)
                 return -ENOMEM;
+        gather_init(&plan->gather);
         plan->allow_degraded_idmap = p->allow_degraded & AJ_DEGRADE_IDMAP;
 
         r = resolve_jail_path("filesystem.home", p->home ? p->home : DEFAULT_HOME, "/", &home, &err);
@@ -2184,6 +2470,7 @@ void aj_mount_plan_free(AjMountPlan *plan)
 {
         if (!plan)
                 return;
+        gather_done(&plan->gather);
         for (size_t i = 0; i < plan->n; i++)
                 step_clear(&plan->steps[i]);
         free(plan->steps);
@@ -2194,9 +2481,6 @@ void aj_mount_plan_free(AjMountPlan *plan)
                 free(plan->sensitive_allowed[i]);
         free(plan->sensitive_allowed);
         aj_sensitive_list_done(&plan->fixed_places);
-        for (size_t i = 0; i < plan->n_place_ids; i++)
-                free(plan->place_ids[i].path);
-        free(plan->place_ids);
         free(plan->root);
         free(plan->workdir);
         free(plan);

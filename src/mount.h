@@ -40,10 +40,28 @@ typedef enum {
         AJ_ACCESS_READ,  /* read-only binds */
 } AjAccess;
 
+/* A file's identity and its ancestors', as the kernel resolves ".." from it (through mount
+ * points, to our root): a bind-mount alias of a directory has the directory's identity, so
+ * relations judged on these hold whatever path names the file. */
+typedef struct {
+        dev_t dev;
+        ino_t ino;
+} AjFileId;
+
+typedef struct {
+        AjFileId *ids; /* ids[0] the file (or its nearest existing ancestor), then up to the root */
+        size_t n;      /* 0: unknown (judged by path alone) */
+        bool missing;  /* the file does not exist: every entry is a strict ancestor */
+        char *fs_path; /* the file's path inside its filesystem (ids[0].dev): its mount's root
+                        * there (mountinfo) + its path below the mount point; a bind mount of a
+                        * subdirectory shows where it comes from. NULL: unknown */
+} AjIdChain;
+
 typedef struct {
         char *path;       /* absolute, symlinks resolved as far as the path exists */
         const char *what; /* "temporary files of every user", "agentjail's state dir"... */
         AjPlaceRule rule;
+        AjIdChain chain;  /* gathered when the place is added */
 } AjSensitivePlace;
 
 typedef struct {
@@ -60,12 +78,31 @@ typedef enum {
 /* Whether the rule lets filesystem.allow_sensitive opt out (only AJ_PLACE_GENERIC). */
 bool aj_place_rule_opt_out(AjPlaceRule rule);
 
+/* How `path` (with identity chain `id`, may be NULL) relates to a place (pure): a mask of
+ * AJ_REL_*, by path, by identity chain and by path inside the same filesystem (any one
+ * suffices). */
+enum {
+        AJ_REL_IS = 1 << 0,
+        AJ_REL_CONTAINS = 1 << 1, /* the path is an ancestor of the place */
+        AJ_REL_INSIDE = 1 << 2,   /* the path is below the place */
+};
+unsigned aj_place_relation(const char *path, const AjIdChain *id, const AjSensitivePlace *place);
+
 /* The decision (pure): `path` and every entry of `allow` (NULL-terminated, may be NULL)
- * are absolute and resolved like the places. Rules that cannot be opted out are checked
- * first. *ret_place is the refusing place, or for AJ_SENSITIVE_ALLOWED the first allowed
- * one. */
-AjSensitiveVerdict aj_sensitive_check(const char *path, AjAccess access, const AjSensitiveList *places,
-                                      char *const *allow, size_t *ret_place);
+ * are absolute and resolved like the places; `id` is the path's identity chain (NULL:
+ * judged by path alone). Rules that cannot be opted out are checked first. *ret_place is
+ * the refusing place, or for AJ_SENSITIVE_ALLOWED the first allowed one. */
+AjSensitiveVerdict aj_sensitive_check(const char *path, const AjIdChain *id, AjAccess access,
+                                      const AjSensitiveList *places, char *const *allow, size_t *ret_place);
+
+/* Gathers the identity chain of the file open at `fd` (any kind, O_PATH is enough):
+ * fstat, then openat(.., "..") up to the root, at most AJ_ID_CHAIN_MAX levels (deeper:
+ * -ELOOP, the caller refuses). */
+#define AJ_ID_CHAIN_MAX 256
+int aj_id_chain_from_fd(int fd, AjIdChain *ret);
+/* The same for a path; a missing tail is skipped (ret->missing set). */
+int aj_id_chain_from_path(const char *path, AjIdChain *ret);
+void aj_id_chain_done(AjIdChain *c);
 
 /* What agentjail knows it must protect, besides the fixed generic places. */
 typedef struct {

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "seccomp-filter.h"
+#include "util/build-id.h"
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/sha256.h"
@@ -616,10 +617,12 @@ void aj_bpf_program_free(AjBpfProgram *p)
 /* ---- cache ---- */
 
 /* v2: entries are authenticated with HMAC-SHA256 under a per-host secret (v1 had a plain
- * digest anyone able to write the file could recompute). */
-#define CACHE_FORMAT "agentjail seccomp cache v2"
-#define CACHE_MAGIC "AJSECBP2"
-#define CACHE_VERSION 2
+ * digest anyone able to write the file could recompute). v3: the key covers the agentjail
+ * binary's build-id (the compile code: ioctl lists, masks, personas), so an upgrade never
+ * reuses a program an older build compiled. */
+#define CACHE_FORMAT "agentjail seccomp cache v3"
+#define CACHE_MAGIC "AJSECBP3"
+#define CACHE_VERSION 3
 #define CACHE_SECRET_FILE "seccomp-cache.key"
 #define CACHE_SECRET_SIZE 32
 
@@ -659,11 +662,21 @@ static int digest_names(AjSha256 *c, const char *label, char *const *names)
         return 0;
 }
 
-static int cache_key(const AjSeccompSpec *spec, const SeccompPlan *plan, uint8_t key[AJ_SHA256_SIZE])
+/* Pure: the same inputs give the same key, on any host. */
+static int cache_key(const AjSeccompSpec *spec, const SeccompPlan *plan, const AjSeccompKeyInputs *in,
+                     uint8_t key[AJ_SHA256_SIZE])
 {
+        if (!in->build_id || in->build_id_len == 0 || !in->libseccomp || !in->kernel)
+                return -EINVAL;
+
         AjSha256 c;
         aj_sha256_init(&c);
         aj_sha256_update(&c, CACHE_FORMAT, sizeof(CACHE_FORMAT));
+
+        /* The code that compiles the plan: its constants are not in the plan. */
+        uint64_t len = in->build_id_len;
+        aj_sha256_update(&c, &len, sizeof(len));
+        aj_sha256_update(&c, in->build_id, in->build_id_len);
 
         char buf[256];
         int n = snprintf(buf, sizeof(buf), "base=%s notify=%d netlink=%d arch=%u",
@@ -679,14 +692,37 @@ static int cache_key(const AjSeccompSpec *spec, const SeccompPlan *plan, uint8_t
         /* The plan itself: a change to this file's tables invalidates old entries on its own. */
         aj_sha256_update(&c, plan->rule, sizeof(plan->rule));
 
-        const struct scmp_version *v = seccomp_version();
-        struct utsname u;
-        if (uname(&u) < 0)
-                return -errno;
-        n = snprintf(buf, sizeof(buf), "libseccomp=%u.%u.%u kernel=%s", v ? v->major : 0,
-                     v ? v->minor : 0, v ? v->micro : 0, u.release);
-        aj_sha256_update(&c, buf, (size_t)n + 1);
+        aj_sha256_update(&c, "libseccomp", sizeof("libseccomp"));
+        aj_sha256_update(&c, in->libseccomp, strlen(in->libseccomp) + 1);
+        aj_sha256_update(&c, "kernel", sizeof("kernel"));
+        aj_sha256_update(&c, in->kernel, strlen(in->kernel) + 1);
         aj_sha256_final(&c, key);
+        return 0;
+}
+
+int aj_seccomp_cache_key(const AjSeccompSpec *spec, const AjSeccompKeyInputs *in, uint8_t ret_key[32])
+{
+        SeccompPlan plan;
+        _cleanup_free_ char *error = NULL;
+        int r = plan_build(spec, &plan, &error);
+        if (r < 0)
+                return r;
+        return cache_key(spec, &plan, in, ret_key);
+}
+
+/* This host's and this binary's inputs. No build-id: -ENOENT (the caller does not cache). */
+static int key_inputs_here(AjSeccompKeyInputs *in, uint8_t id[AJ_BUILD_ID_MAX], char lib[32],
+                           struct utsname *u)
+{
+        int n = aj_build_id(id);
+        if (n < 0)
+                return n;
+        const struct scmp_version *v = seccomp_version();
+        if (uname(u) < 0)
+                return -errno;
+        snprintf(lib, 32, "%u.%u.%u", v ? v->major : 0, v ? v->minor : 0, v ? v->micro : 0);
+        *in = (AjSeccompKeyInputs){ .build_id = id, .build_id_len = (size_t)n, .libseccomp = lib,
+                                    .kernel = u->release };
         return 0;
 }
 
@@ -934,9 +970,17 @@ int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, co
          * is not ours alone, an entry whose MAC fails) means compiling afresh: never trusted. */
         uint8_t secret[CACHE_SECRET_SIZE];
         uint8_t key[AJ_SHA256_SIZE];
+        uint8_t build_id[AJ_BUILD_ID_MAX];
+        char lib[32];
+        struct utsname u;
+        AjSeccompKeyInputs in;
+        /* No build-id (a binary linked without one): nothing says which code compiled an
+         * entry, so nothing is cached. */
+        if (key_inputs_here(&in, build_id, lib, &u) < 0 || cache_key(spec, &plan, &in, key) < 0)
+                return plan_compile(&plan, ret);
         _cleanup_close_ int secret_dfd = open_trusted_dir(secret_dir, false);
         _cleanup_close_ int cache_dfd = secret_dfd >= 0 ? open_trusted_dir(cache_dir, true) : -1;
-        if (cache_dfd < 0 || secret_load(secret_dfd, secret) < 0 || cache_key(spec, &plan, key) < 0)
+        if (cache_dfd < 0 || secret_load(secret_dfd, secret) < 0)
                 return plan_compile(&plan, ret);
 
         char name[AJ_SHA256_HEX_SIZE + 4];

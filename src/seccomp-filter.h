@@ -29,8 +29,21 @@ typedef struct {
  * returns -EINVAL with *ret_error = "seccomp.deny: unknown syscall 'foo'". */
 int aj_seccomp_build(const AjSeccompSpec *spec, AjBpfProgram *ret, char **ret_error);
 
-/* Same, through a cache of compiled programs in cache_dir (keyed by a digest of the spec,
- * the libseccomp version and the kernel release), each entry authenticated with HMAC-SHA256
+/* What a cache key covers besides the spec and the plan it yields. */
+typedef struct {
+        const uint8_t *build_id; /* the agentjail binary's GNU build-id: the code that compiles
+                                  * (its ioctl lists, masks, personas are in no plan) */
+        size_t build_id_len;     /* > 0 */
+        const char *libseccomp;  /* "2.5.4" */
+        const char *kernel;      /* uname release */
+} AjSeccompKeyInputs;
+
+/* The cache key (pure: no syscall, same inputs, same key). -EINVAL on a bad spec or inputs. */
+int aj_seccomp_cache_key(const AjSeccompSpec *spec, const AjSeccompKeyInputs *in, uint8_t ret_key[32]);
+
+/* Same, through a cache of compiled programs in cache_dir (keyed by aj_seccomp_cache_key:
+ * the spec, this binary's build-id, the libseccomp version and the kernel release; a binary
+ * without a build-id does not cache), each entry authenticated with HMAC-SHA256
  * under a secret kept in secret_dir (created there on first use). Both directories must be
  * ours and not writable by others, as must every directory above them; otherwise, and for
  * any entry that does not check out, the program is compiled and nothing cached is trusted.

@@ -247,6 +247,25 @@ if command -v setpriv >/dev/null; then
         is "$(jq -r .state <<<"$OUT")" running "and it was not frozen"
 fi
 
+# A process in the jail's user namespace with the owner's uid may not control the run: a
+# rootless agent that reached its own control socket thawed, or killed, its run. nsenter
+# --preserve-credentials keeps our uid (root, the run's owner) and enters only the user
+# namespace, so the socket's host path is still reachable.
+JPID=$(find_jailed "$BG_PID" probe 5)
+if [[ -n "$JPID" ]] && command -v nsenter >/dev/null; then
+        isnt "$(readlink "/proc/$JPID/ns/user")" "$(readlink /proc/self/ns/user)" "the jail has a user namespace of its own"
+        timeout -k 5 30 nsenter --user --target "$JPID" --preserve-credentials -- "$AJ" freeze "$LIVE" \
+                >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+        RC=$?; ERR=$(cat "$TEST_TMP/op.err")
+        is "$RC" 1 "freeze from inside the jail's user namespace, with the owner's uid: refused" || op_diag
+        like "$ERR" "another user namespace" "the refusal says why"
+        aj inspect "$LIVE" --json
+        is "$RC" 0 "inspect from the host still works" || op_diag
+        is "$(jq -r .state <<<"$OUT")" running "and the run was not frozen"
+else
+        fail "a process in the jail's user namespace can be started" "jailed pid '${JPID}', nsenter: $(command -v nsenter)"
+fi
+
 # logs -f follows until the run exits: start it, kill the run, it must end by itself.
 timeout -k 5 20 "$AJ" logs "$LIVE" -f >"$TEST_TMP/follow.out" 2>&1 &
 FOLLOW=$!

@@ -44,12 +44,12 @@ if mount --bind /tmp "$TEST_TMP/tmpalias" && mount --bind "$TEST_TMP" "$TEST_TMP
         run_jail -- /bin/sh -c "echo x > $MARK"
         cd "$WORKSPACE" || exit 1
         refused "a workspace that is a bind mount of /tmp" \
-                "refusing '$TEST_TMP/tmpalias', the same directory as '/tmp': it (is|contains) "
+                "refusing '$TEST_TMP/tmpalias': it (is|contains) '[^']*' \\(under another name: a bind mount\\)"
         ok "a bind mount of /tmp as the workspace: nothing was written to the host's /tmp" test ! -e "/tmp/$MARK"
         rm -f "/tmp/$MARK"
         run_jail --rw "$TEST_TMP/tmpalias2/state" -- /bin/true
         refused "--rw of the state dir through a bind mount" \
-                "--rw: refusing '$TEST_TMP/tmpalias2/state', the same directory as '$AGENTJAIL_STATE_DIR': it is "
+                "--rw: refusing '$TEST_TMP/tmpalias2/state': it is '$AGENTJAIL_STATE_DIR' \\(under another name: a bind mount\\)"
         umount "$TEST_TMP/tmpalias2" "$TEST_TMP/tmpalias"
 else
         fail "bind-mount /tmp and \$TEST_TMP for the alias tests"
@@ -61,7 +61,7 @@ if mount --bind /tmp "$TEST_TMP/holder/sub"; then
         run_jail -- /bin/sh -c "echo x > sub/$MARK"
         cd "$WORKSPACE" || exit 1
         refused "a workspace holding a mount of /tmp" \
-                "refusing '$TEST_TMP/holder', which holds the mount '$TEST_TMP/holder/sub', the same directory as '/tmp': "
+                "'$TEST_TMP/holder' holds a mount: refusing '$TEST_TMP/holder/sub': it (is|contains) '[^']*' \\(under another name: a bind mount\\)"
         ok "a workspace holding a mount of /tmp: nothing was written to the host's /tmp" test ! -e "/tmp/$MARK"
         rm -f "/tmp/$MARK"
         umount "$TEST_TMP/holder/sub"
@@ -95,6 +95,55 @@ run_jail --rw "$AGENTJAIL_STATE_DIR/cache" -- /bin/true
 refused "--rw inside the state dir" "--rw: refusing '$AGENTJAIL_STATE_DIR/cache': it is inside"
 run_jail --rw "$AGENTJAIL_RUNTIME_DIR" -- /bin/true
 refused "--rw of the runtime dir" "--rw: refusing '$AGENTJAIL_RUNTIME_DIR': it is '"
+
+# --- the same through a bind-mount alias of the state dir's parent: the paths differ, the
+# directories are the same ones (dev/ino). The agent read rt/seccomp-cache.key and forged a
+# cache entry for the next run.
+ALIAS=$(mktemp -d /var/tmp/agentjail-alias.XXXXXX) || exit 1
+ALIAS2=$(mktemp -d /var/tmp/agentjail-alias.XXXXXX) || exit 1
+umount_alias() {
+        local a
+        for a in "$ALIAS" "$ALIAS2"; do
+                mountpoint -q "$a" && umount -l "$a"
+                rmdir "$a" 2>/dev/null
+        done
+        return 0
+}
+trap 'umount_alias; cleanup' EXIT
+if mount --bind "$TEST_TMP" "$ALIAS"; then
+        cd "$ALIAS" || exit 1
+        run_jail -- /bin/sh -c 'cat runtime/seccomp-cache.key > /dev/null && : > state/planted'
+        cd "$WORKSPACE" || exit 1
+        refused "a workspace that is a bind-mount alias of the state dir's parent" \
+                "refusing '$ALIAS': it contains '$AGENTJAIL_STATE_DIR' .under another name: a bind mount., agentjail's state dir.*never"
+        ok "the state dir was not written through the alias" test ! -e "$AGENTJAIL_STATE_DIR/planted"
+        run_jail --rw "$ALIAS" -- /bin/true
+        refused "--rw of the alias" "--rw: refusing '$ALIAS': it contains '$AGENTJAIL_STATE_DIR'"
+        run_jail --rw "$ALIAS/state/cache" -- /bin/true
+        refused "--rw inside the state dir through the alias" \
+                "--rw: refusing '$ALIAS/state/cache': it is inside '$AGENTJAIL_STATE_DIR'"
+        run_jail --ro "$ALIAS/runtime" -- /bin/true
+        refused "--ro of the runtime dir through the alias" \
+                "--ro: refusing '$ALIAS/runtime': it is '$AGENTJAIL_RUNTIME_DIR'"
+        run_jail --ro "$ALIAS/workspace" -- /bin/true
+        is "$JAIL_RC" 0 "a bind of an ordinary directory through the alias still runs" || diag "$JAIL_ERR"
+        # A bind of a subdirectory of the state dir: its ".." leads to where it is mounted,
+        # but inside their filesystem it is still below the state dir.
+        mkdir -p "$AGENTJAIL_STATE_DIR/cache"
+        if mount --bind "$AGENTJAIL_STATE_DIR/cache" "$ALIAS2"; then
+                run_jail --rw "$ALIAS2" -- /bin/true
+                refused "--rw of a bind mount of the state dir's cache" \
+                        "--rw: refusing '$ALIAS2': it is inside '$AGENTJAIL_STATE_DIR' .under another name: a bind mount."
+                run_jail --ro "$ALIAS2" -- /bin/true
+                refused "--ro of a bind mount of the state dir's cache" "--ro: refusing '$ALIAS2': it is inside '$AGENTJAIL_STATE_DIR'"
+        else
+                fail "a bind mount of the state dir's cache can be made" "mount --bind failed"
+        fi
+else
+        fail "a bind-mount alias can be made" "mount --bind '$TEST_TMP' '$ALIAS' failed"
+fi
+umount_alias
+trap cleanup EXIT
 
 # --- $XDG_CONFIG_HOME inside the workspace: it planted profiles/default.json
 XDG_CONFIG_HOME="$WORKSPACE/.config" run_jail -- /bin/sh -c \

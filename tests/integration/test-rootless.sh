@@ -66,4 +66,36 @@ is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to 
 ok "nothing is left in the runtime dir" test -z "$(ls -A "$NB/runtime" 2>/dev/null | grep -vx -e .root -e seccomp-cache.key)"
 ok "the shared mount point is empty on the host" test -z "$(ls -A "$NB/runtime/.root" 2>/dev/null)"
 
+# The control socket: a rootless jail's agent has the owner's uid on the host. One in the
+# jail's user namespace reaching its run's socket thawed or killed its own run; it is
+# refused, while the owner outside still controls the run. (nsenter as the owner: it
+# owns the jail's user namespace, so may enter it.)
+(cd "$NB/ws" && exec setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bin HOME="$NB" \
+        AGENTJAIL_STATE_DIR="$NB/state" AGENTJAIL_RUNTIME_DIR="$NB/runtime" \
+        timeout -k 5 60 "$AJ_NB" run -p "$NB/degraded.json" --name rl-live -- ./probe sleep 30) \
+        </dev/null >"$TEST_TMP/rl.out" 2>"$TEST_TMP/rl.err" &
+RL_PID=$!
+BG_PIDS+=("$RL_PID")
+JPID=$(find_jailed "$RL_PID" probe 10)
+if [[ -n "$JPID" ]] && command -v nsenter >/dev/null; then
+        deadline=$((SECONDS + 10))
+        until ls "$NB"/runtime/*/control.sock >/dev/null 2>&1 || ((SECONDS >= deadline)); do sleep 0.05; done
+        as_nobody inspect rl-live --json
+        is "$(jq -r .live <<<"$NB_OUT")" true "rootless: the owner inspects the live run" || diag "$NB_ERR"
+        (timeout -k 5 30 setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bin HOME="$NB" \
+                AGENTJAIL_STATE_DIR="$NB/state" AGENTJAIL_RUNTIME_DIR="$NB/runtime" \
+                nsenter --user --target "$JPID" --preserve-credentials -- "$AJ_NB" kill rl-live) \
+                >"$TEST_TMP/nb.out" 2>"$TEST_TMP/nb.err"
+        is "$?" 1 "rootless: kill from the jail's user namespace, with the owner's uid: refused" || diag "$(cat "$TEST_TMP/nb.err")"
+        like "$(cat "$TEST_TMP/nb.err")" "another user namespace" "the refusal says why"
+        as_nobody inspect rl-live --json
+        is "$(jq -r .live <<<"$NB_OUT")" true "the run still lives"
+        as_nobody kill rl-live
+        is "$NB_RC" 0 "the owner outside kills it" || diag "$NB_ERR"
+        wait_exit "$RL_PID" 15
+        isnt "$WAIT_RC" 124 "and it ends"
+else
+        fail "a rootless jail starts for the control test" "jailed pid '${JPID}': $(head -c 500 "$TEST_TMP/rl.err")"
+fi
+
 done_testing

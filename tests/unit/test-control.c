@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -483,6 +484,66 @@ Test(control, other_uids_are_refused)
         }
         { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
         cr_assert_eq(fake.kills, 2, "root and the owner were let through");
+        aj_control_free(c);
+}
+
+/* The decision: uid first, then the peer must be visible and in our user namespace. */
+Test(control, peer_refusal_table)
+{
+        const AjNsId host = { 4, 4026531837 }, jail = { 4, 4026532901 };
+        const struct {
+                AjControlPeer peer;
+                uid_t owner;
+                const AjNsId *self;
+                const char *want; /* a word of the refusal; NULL: allowed */
+        } cases[] = {
+                { { 1000, 42, true, host }, 1000, &host, NULL },             /* the owner on the host */
+                { { 0, 42, true, host }, 1000, &host, NULL },                /* root on the host */
+                { { 1001, 42, true, host }, 1000, &host, "owner" },          /* another uid */
+                { { 1000, 42, true, jail }, 1000, &host, "user namespace" }, /* the owner's uid, jailed */
+                { { 0, 42, true, jail }, 1000, &host, "user namespace" },    /* root's kuid, jailed */
+                { { 1000, 0, true, host }, 1000, &host, "not visible" },     /* pid 0: another pid ns */
+                { { 1000, 42, false, host }, 1000, &host, "cannot identify" }, /* unread / pid reused */
+                { { 1000, 42, true, host }, 1000, NULL, "cannot identify" },   /* ours unknown */
+                { { 1000, 42, true, { 5, 4026531837 } }, 1000, &host, "user namespace" }, /* dev counts */
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                const char *why = aj_control_peer_refusal(&cases[i].peer, cases[i].owner, cases[i].self);
+                if (!cases[i].want)
+                        cr_expect_null(why, "case %zu: refused: %s", i, why);
+                else
+                        cr_expect(why && strstr(why, cases[i].want), "case %zu: %s, want \"%s\"", i,
+                                  why ? why : "allowed", cases[i].want);
+        }
+}
+
+/* A process in another user namespace with the owner's uid (what a rootless jail's agent
+ * is, reaching its own run's socket) is refused; the same uid outside is served. */
+Test(control, peers_in_another_user_namespace_are_refused)
+{
+        AjControl *c = NULL;
+        cr_assert_eq(aj_control_new(sock, geteuid(), &ops, &c), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                json_t *r = call("{\"op\":\"kill\"}");
+                if (!r || !reply_ok(r))
+                        _exit(1); /* the owner, here */
+                pid_t k = fork();
+                if (k == 0) {
+                        /* kuid unchanged: SO_PEERCRED still says the owner's uid. */
+                        if (unshare(CLONE_NEWUSER) < 0)
+                                _exit(1);
+                        r = call("{\"op\":\"kill\"}");
+                        _exit(r && !reply_ok(r) && strcmp(reply_code(r) ?: "", "EPERM") == 0 ? 0 : 2);
+                }
+                int status;
+                waitpid(k, &status, 0);
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                        _exit(10 + (WIFEXITED(status) ? WEXITSTATUS(status) : 9));
+                _exit(0);
+        }
+        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        cr_assert_eq(fake.kills, 1, "only the host-side owner was let through");
         aj_control_free(c);
 }
 

@@ -658,7 +658,7 @@ Test(mount, sensitive_check_table, PURE)
 
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 size_t at = SIZE_MAX;
-                AjSensitiveVerdict v = aj_sensitive_check(cases[i].path, cases[i].access, &l, cases[i].allow, &at);
+                AjSensitiveVerdict v = aj_sensitive_check(cases[i].path, NULL, cases[i].access, &l, cases[i].allow, &at);
 
                 cr_expect_eq(v, cases[i].want, "%s (%s): verdict %d, want %d", cases[i].path,
                              cases[i].access == R ? "read" : "owner", v, cases[i].want);
@@ -667,13 +667,163 @@ Test(mount, sensitive_check_table, PURE)
                                   cases[i].path, at < l.n ? l.items[at].path : "(none)", cases[i].place);
         }
         /* An unknown access or rule refuses (fail closed). */
-        cr_expect_eq(aj_sensitive_check("/srv/x", (AjAccess) 7, &l, NULL, NULL), AJ_SENSITIVE_REFUSED);
+        cr_expect_eq(aj_sensitive_check("/srv/x", NULL, (AjAccess) 7, &l, NULL, NULL), AJ_SENSITIVE_REFUSED);
         {
                 AjSensitivePlace odd = { "/nowhere", "odd", (AjPlaceRule) 42 };
                 AjSensitiveList ol = { &odd, 1 };
 
-                cr_expect_eq(aj_sensitive_check("/srv/x", W, &ol, NULL, NULL), AJ_SENSITIVE_REFUSED);
+                cr_expect_eq(aj_sensitive_check("/srv/x", NULL, W, &ol, NULL, NULL), AJ_SENSITIVE_REFUSED);
         }
+}
+
+/* Relations by identity (fake chains; dev 1 is "/"'s fs, dev 2 a tmpfs on /tmp). A bind-mount
+ * alias has its source's identity under another path: the paths alone relate nothing. */
+#define ID(d, i) ((AjFileId){ (d), (i) })
+#define CHAIN(...) ((AjIdChain){ (AjFileId[]){ __VA_ARGS__ }, ARRAY_SIZE(((AjFileId[]){ __VA_ARGS__ })), false })
+#define MISSING(...) ((AjIdChain){ (AjFileId[]){ __VA_ARGS__ }, ARRAY_SIZE(((AjFileId[]){ __VA_ARGS__ })), true })
+
+Test(mount, sensitive_relation_by_identity, PURE)
+{
+        /* / = (1,2); /tmp = (2,1); /tmp/t = (2,10); /tmp/t/state = (2,11); /tmp/t/state/cache = (2,12);
+         * /tmp/t/rt = (2,13); /etc = (1,20); /srv = (1,30). */
+        const AjFileId root = ID(1, 2), tmpd = ID(2, 1), t = ID(2, 10), state = ID(2, 11), cache = ID(2, 12),
+                       rt = ID(2, 13), etc = ID(1, 20), srv = ID(1, 30);
+        AjSensitivePlace st = { "/tmp/t/state", "state", AJ_PLACE_AGENTJAIL_DATA, CHAIN(state, t, tmpd, root) };
+        AjSensitivePlace run = { "/tmp/t/rt", "runtime", AJ_PLACE_AGENTJAIL_DATA, CHAIN(rt, t, tmpd, root) };
+        AjSensitivePlace cfg = { "/tmp/t/cfg", "config (missing)", AJ_PLACE_AGENTJAIL_CODE, MISSING(t, tmpd, root) };
+        AjSensitivePlace ssl = { "/etc", "etc", AJ_PLACE_SYSTEM_TREE, CHAIN(etc, root) };
+        AjSensitivePlace top = { "/", "root", AJ_PLACE_SYSTEM_DIR, CHAIN(root) };
+        const struct {
+                const char *path;
+                AjIdChain id;
+                const AjSensitivePlace *place;
+                unsigned want;
+        } cases[] = {
+                /* /alias is a bind of /tmp/t: contains both places, by identity only. */
+                { "/alias", CHAIN(t, root), &st, AJ_REL_CONTAINS },
+                { "/alias", CHAIN(t, root), &run, AJ_REL_CONTAINS },
+                { "/alias", CHAIN(t, root), &cfg, AJ_REL_CONTAINS }, /* a missing place: its ancestors */
+                { "/alias/state", CHAIN(state, t, root), &st, AJ_REL_IS },
+                { "/alias/state/cache", CHAIN(cache, state, t, root), &st, AJ_REL_INSIDE },
+                { "/alias/rt", CHAIN(rt, t, root), &st, 0 },           /* a sibling */
+                { "/srv/s", CHAIN(state, srv, root), &st, AJ_REL_IS }, /* a bind of the place itself */
+                { "/srv/s", CHAIN(state, srv, root), &run, 0 },
+                { "/etc2/ssl", CHAIN(ID(1, 99), etc, root), &ssl, AJ_REL_INSIDE }, /* /etc2: a bind of /etc */
+                { "/srv", CHAIN(srv, root), &ssl, 0 },
+                { "/", CHAIN(root), &top, AJ_REL_IS },
+                { "/", CHAIN(root), &st, AJ_REL_CONTAINS },
+                { "/srv", CHAIN(srv, root), &top, AJ_REL_INSIDE },
+                /* The path alone still counts (a place that does not exist yet has no identity). */
+                { "/tmp/t/cfg/x", CHAIN(ID(2, 50), ID(2, 49), t, tmpd, root), &cfg, AJ_REL_INSIDE },
+                { "/tmp/t/state", (AjIdChain){ 0 }, &st, AJ_REL_IS },
+                /* No chain for the candidate or a missing candidate: paths only. */
+                { "/alias", (AjIdChain){ 0 }, &st, 0 },
+                { "/alias", MISSING(t, root), &st, 0 },
+        };
+
+        /* Inside one filesystem, by path there: /x is a bind of /tmp/t/state/cache (dev 2 is the
+         * tmpfs on /tmp, so its path there is /t/state/cache); its ".." leads to "/". */
+        AjSensitivePlace stfs = st;
+        stfs.chain.fs_path = "/t/state";
+        const struct {
+                AjIdChain id;
+                unsigned want;
+        } fs_cases[] = {
+                { { (AjFileId[]){ cache, root }, 2, false, "/t/state/cache" }, AJ_REL_INSIDE },
+                { { (AjFileId[]){ state, root }, 2, false, "/t/state" }, AJ_REL_IS },
+                { { (AjFileId[]){ t, root }, 2, false, "/t" }, AJ_REL_CONTAINS },
+                { { (AjFileId[]){ ID(2, 77), root }, 2, false, "/t/statefoo" }, 0 },      /* a prefix only */
+                { { (AjFileId[]){ ID(3, 12), root }, 2, false, "/t/state/cache" }, 0 },   /* another fs */
+                { { (AjFileId[]){ cache, root }, 2, false, NULL }, 0 },                   /* unknown */
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(fs_cases); i++) {
+                unsigned rel = aj_place_relation("/x", &fs_cases[i].id, &stfs);
+
+                cr_expect_eq(rel, fs_cases[i].want, "fs case %zu: relation %#x, want %#x", i, rel, fs_cases[i].want);
+        }
+        AjSensitivePlace missingfs = cfg;
+        missingfs.chain.fs_path = "/t"; /* the missing place's existing ancestor's: not the place */
+        cr_expect_eq(aj_place_relation("/x", &fs_cases[2].id, &missingfs), AJ_REL_CONTAINS);
+        cr_expect_eq(aj_place_relation("/x", &(AjIdChain){ (AjFileId[]){ ID(2, 5), root }, 2, false, "/t/cfg" },
+                                       &missingfs),
+                     0);
+
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                unsigned rel = aj_place_relation(cases[i].path, &cases[i].id, cases[i].place);
+
+                cr_expect_eq(rel, cases[i].want, "case %zu: %s vs %s: relation %#x, want %#x", i, cases[i].path,
+                             cases[i].place->path, rel, cases[i].want);
+        }
+
+        /* Through the decision: the alias of the state dir's parent is refused, naming the place. */
+        {
+                AjSensitivePlace items[] = { top, ssl, st, run };
+                AjSensitiveList l = { items, ARRAY_SIZE(items) };
+                AjIdChain alias = CHAIN(t, root), other = CHAIN(ID(1, 77), srv, root);
+                size_t at = SIZE_MAX;
+
+                cr_expect_eq(aj_sensitive_check("/alias", &alias, AJ_ACCESS_READ, &l, NULL, &at),
+                             AJ_SENSITIVE_REFUSED);
+                cr_expect(at < l.n && streq(l.items[at].path, "/tmp/t/state"), "place %zu", at);
+                cr_expect_eq(aj_sensitive_check("/alias", NULL, AJ_ACCESS_READ, &l, NULL, NULL), AJ_SENSITIVE_NONE);
+                cr_expect_eq(aj_sensitive_check("/srv/p", &other, AJ_ACCESS_OWNER, &l, NULL, NULL),
+                             AJ_SENSITIVE_NONE);
+        }
+}
+
+/* The gathering: a real directory's chain ends at "/" and its parent is its second entry. */
+Test(mount, sensitive_chain_gathering, PURE)
+{
+        char dir[] = "/tmp/aj-chain-XXXXXX";
+        _cleanup_free_ char *sub = NULL, *missing = NULL, *file = NULL;
+        AjIdChain c = { 0 }, m = { 0 }, f = { 0 }, r = { 0 };
+        struct stat sd, ss, sr;
+        int fd;
+
+        cr_assert_not_null(mkdtemp(dir));
+        cr_assert_geq(asprintf(&sub, "%s/sub", dir), 0);
+        cr_assert_geq(asprintf(&missing, "%s/sub/not/there", dir), 0);
+        cr_assert_geq(asprintf(&file, "%s/sub/f", dir), 0);
+        cr_assert_eq(mkdir(sub, 0700), 0);
+        fd = open(file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+        cr_assert_geq(fd, 0);
+        close(fd);
+        cr_assert_eq(stat(dir, &sd), 0);
+        cr_assert_eq(stat(sub, &ss), 0);
+        cr_assert_eq(stat("/", &sr), 0);
+
+        cr_assert_eq(aj_id_chain_from_path(sub, &c), 0);
+        cr_expect(!c.missing);
+        cr_assert_geq(c.n, 3);
+        cr_expect(c.ids[0].dev == ss.st_dev && c.ids[0].ino == ss.st_ino);
+        cr_expect(c.ids[1].dev == sd.st_dev && c.ids[1].ino == sd.st_ino);
+        cr_expect(c.ids[c.n - 1].dev == sr.st_dev && c.ids[c.n - 1].ino == sr.st_ino);
+
+        cr_assert_eq(aj_id_chain_from_path(missing, &m), 0);
+        cr_expect(m.missing);
+        cr_expect_eq(m.n, c.n); /* starts at sub, its nearest existing ancestor */
+        cr_expect(m.ids[0].dev == ss.st_dev && m.ids[0].ino == ss.st_ino);
+
+        cr_assert_eq(aj_id_chain_from_path(file, &f), 0);
+        cr_expect_eq(f.n, c.n + 1); /* a file's parent is the directory it was found in */
+        cr_expect(f.ids[1].dev == ss.st_dev && f.ids[1].ino == ss.st_ino);
+
+        cr_assert_eq(aj_id_chain_from_path("/", &r), 0);
+        cr_expect_eq(r.n, 1);
+        /* Its path inside its filesystem ends with the directory's own path below the mount. */
+        cr_expect_not_null(c.fs_path, "statx(STATX_MNT_ID) and mountinfo give the path in the filesystem");
+        if (c.fs_path)
+                cr_expect(strlen(c.fs_path) >= strlen("/sub") &&
+                                  streq(c.fs_path + strlen(c.fs_path) - strlen("/sub"), "/sub"),
+                          "fs path %s", c.fs_path);
+
+        aj_id_chain_done(&c);
+        aj_id_chain_done(&m);
+        aj_id_chain_done(&f);
+        aj_id_chain_done(&r);
+        unlink(file);
+        rmdir(sub);
+        rmdir(dir);
 }
 
 /* The fixed places hold with no sources at all: the system's trees cannot be opted out. */
@@ -710,7 +860,7 @@ Test(mount, sensitive_fixed_places, PURE)
                 _cleanup_free_ char *real = realpath(sys[i], NULL);
 
                 if (real)
-                        cr_expect_eq(aj_sensitive_check(real, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_REFUSED,
+                        cr_expect_eq(aj_sensitive_check(real, NULL, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_REFUSED,
                                      "%s", real);
         }
         aj_sensitive_list_done(&l);

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "seccomp-filter.h"
+#include "util/build-id.h"
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/sha256.h"
@@ -1008,6 +1009,50 @@ static void build_cached_ok(const AjSeccompSpec *spec, const char *dir, const Aj
         cr_assert_eq(r, 0, "build_cached: %s", strerror(-r));
         cr_assert(program_eq(&p, want), "cached program differs from a fresh build");
         aj_bpf_program_free(&p);
+}
+
+/* The key covers the code that compiles (the build-id), not only the spec and the plan: an
+ * upgraded binary with other ioctl lists or masks must not reuse an older build's program. */
+Test(seccomp_cache, key_covers_build_id)
+{
+        static const uint8_t id_a[] = { 0x31, 0x0a, 0x05, 0xef, 0x1a, 0xdb, 0x39, 0x3d, 0x90, 0xff };
+        static const uint8_t id_b[] = { 0x31, 0x0a, 0x05, 0xef, 0x1a, 0xdb, 0x39, 0x3d, 0x90, 0xfe };
+        AjSeccompSpec spec = { .notify = true };
+        AjSeccompKeyInputs in = { id_a, sizeof(id_a), "2.5.4", "6.1.0-test" };
+        uint8_t k1[AJ_SHA256_SIZE], k2[AJ_SHA256_SIZE], k3[AJ_SHA256_SIZE], k4[AJ_SHA256_SIZE];
+
+        cr_assert_eq(aj_seccomp_cache_key(&spec, &in, k1), 0);
+        cr_assert_eq(aj_seccomp_cache_key(&spec, &in, k2), 0);
+        cr_expect_eq(memcmp(k1, k2, sizeof(k1)), 0, "same inputs, same key");
+
+        in.build_id = id_b;
+        cr_assert_eq(aj_seccomp_cache_key(&spec, &in, k3), 0);
+        cr_expect_neq(memcmp(k1, k3, sizeof(k1)), 0, "another build-id, another key");
+        in.build_id_len = sizeof(id_b) - 1; /* a prefix of id_a */
+        cr_assert_eq(aj_seccomp_cache_key(&spec, &in, k4), 0);
+        cr_expect_neq(memcmp(k1, k4, sizeof(k1)), 0);
+        cr_expect_neq(memcmp(k3, k4, sizeof(k1)), 0);
+
+        in = (AjSeccompKeyInputs){ id_a, sizeof(id_a), "2.5.4", "6.1.0-other" };
+        cr_assert_eq(aj_seccomp_cache_key(&spec, &in, k4), 0);
+        cr_expect_neq(memcmp(k1, k4, sizeof(k1)), 0, "another kernel, another key");
+
+        /* No build-id: no key (the cache is not used). */
+        in.build_id_len = 0;
+        cr_expect_eq(aj_seccomp_cache_key(&spec, &in, k4), -EINVAL);
+        in = (AjSeccompKeyInputs){ NULL, 4, "2.5.4", "6.1.0-test" };
+        cr_expect_eq(aj_seccomp_cache_key(&spec, &in, k4), -EINVAL);
+}
+
+/* The running program's build-id is found in memory (meson links with --build-id). */
+Test(seccomp_cache, build_id_found)
+{
+        uint8_t a[AJ_BUILD_ID_MAX], b[AJ_BUILD_ID_MAX];
+        int n = aj_build_id(a);
+
+        cr_assert_geq(n, 16, "build-id length %d", n);
+        cr_expect_eq(aj_build_id(b), n);
+        cr_expect_eq(memcmp(a, b, (size_t)n), 0);
 }
 
 Test(seccomp_cache, hit_miss_and_corruption, .init = cache_setup, .fini = cache_teardown)
