@@ -8,9 +8,9 @@
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+require_jail
 require_root
 setup_dirs
-require_jails
 
 # refused DESC PATTERN: the last run was refused before the command ran.
 refused() {
