@@ -94,6 +94,7 @@ typedef struct Conn {
         uint64_t body_left;
         AjHttpChunked chunk;
         bool req_done, up_stopped, pipelined_seen, resp_done, head_request;
+        unsigned interim; /* 1xx heads relayed for this request */
         AjHttpBody resp_body;
         AjHttpChunked resp_chunk;
         char *resp;
@@ -1249,6 +1250,10 @@ static int pump_response_chunked(Conn *c)
         }
 }
 
+/* Interim (1xx) heads one request may get: a real server sends one or two (100 Continue,
+ * 103 Early Hints); an endless stream of them kept the supervisor parsing heads. */
+#define INTERIM_MAX 16
+
 /* Plain HTTP, upstream -> client: the response head is rewritten (Connection: close) and
  * the body relayed as far as its framing says (spliced, or scanned when chunked); then
  * the client sees EOF, whether or not the upstream closes. */
@@ -1308,6 +1313,11 @@ static int pump_response(Conn *c)
                         d->prefix_len = resp.head_len + take;
                         d->prefix_off = 0;
                         d->prefix_counts = true;
+                        if (!resp.final && ++c->interim > INTERIM_MAX) {
+                                free(resp.head);
+                                c->error = "bad response from upstream: too many interim (1xx) responses";
+                                return -EBADMSG;
+                        }
                         if (resp.final) {
                                 free(c->resp);
                                 c->resp = NULL;

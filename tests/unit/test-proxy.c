@@ -544,7 +544,12 @@ static void serve_http_keepalive(int fd)
                                 need = z ? (size_t)(z + 5 - buf) : len + 1;
                         }
                         if (need <= len) {
-                                if (strncmp(buf, "GET /chunked", 12) == 0) {
+                                if (strncmp(buf, "GET /interim/", 13) == 0) {
+                                        /* N interim heads, then the answer */
+                                        for (unsigned long k = strtoul(buf + 13, NULL, 10); k > 0; k--)
+                                                dprintf(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+                                        dprintf(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                                } else if (strncmp(buf, "GET /chunked", 12) == 0) {
                                         dprintf(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n", need);
                                         write_full(fd, buf, need);
                                         dprintf(fd, "\r\n0\r\n\r\n");
@@ -1228,6 +1233,37 @@ Test(live, http_answer_framed_and_connection_ended)
         }
         cr_expect_eq(run_client(&l, pid), 0);
         cr_expect_eq(count_events("net.connect"), 3);
+        live_stop(&l);
+}
+
+/* A few interim heads pass; an upstream that keeps sending them is cut off. */
+Test(live, http_interim_responses_bounded)
+{
+        Live l;
+        uint16_t web = start_recording_server();
+        hosts_file("127.0.0.1 web.test\n");
+        live_start(&l, (char *[]){ "web.test", "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                alarm(20);
+                char req[512], answer[8192];
+                snprintf(req, sizeof(req), "GET http://web.test:%u/interim/3 HTTP/1.1\r\nHost: web.test:%u\r\n\r\n",
+                         web, web);
+                http_exchange_to_eof(l.http_port, req, answer, sizeof(answer));
+                if (count_str(answer, "100 Continue") != 3 || !strstr(answer, "HTTP/1.1 200 OK\r\n")) {
+                        fprintf(stderr, "3 interim: %s\n", answer);
+                        _exit(1);
+                }
+                snprintf(req, sizeof(req), "GET http://web.test:%u/interim/100 HTTP/1.1\r\nHost: web.test:%u\r\n\r\n",
+                         web, web);
+                http_exchange_to_eof(l.http_port, req, answer, sizeof(answer));
+                if (strstr(answer, "200 OK") || count_str(answer, "100 Continue") > 16) {
+                        fprintf(stderr, "100 interim: %s\n", answer);
+                        _exit(2);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
         live_stop(&l);
 }
 
