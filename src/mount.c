@@ -1017,6 +1017,17 @@ static int resolve_jail_path(const char *field, const char *raw, const char *jai
         return r;
 }
 
+/* "~/x" (rest = "x", or "" for "~") -> the invoking user's home joined with it. */
+static int host_home_join(const char *field, const char *raw, const char *rest, const AjMountContext *ctx,
+                          char **ret, char **ret_error)
+{
+        if (!ctx->host_home || ctx->host_home[0] != '/')
+                return format_error(ret_error, "%s: '%s' uses '~' but the home directory is unknown", field, raw),
+                       -EINVAL;
+        *ret = path_join(ctx->host_home, rest);
+        return *ret ? 0 : -ENOMEM;
+}
+
 /*
  * A host path as written in a profile: "~/x" = the invoking user's home, "." and
  * relative paths = the run's cwd. ret_default_target is where it appears in the
@@ -1037,13 +1048,9 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
                 return format_error(ret_error, "%s: '%s': only '~' and '~/...' are supported", field, raw),
                        -EINVAL;
         if (rest) {
-                if (!ctx->host_home || ctx->host_home[0] != '/')
-                        return format_error(ret_error, "%s: '%s' uses '~' but the home directory is unknown",
-                                            field, raw),
-                               -EINVAL;
-                joined = path_join(ctx->host_home, rest);
-                if (!joined)
-                        return -ENOMEM;
+                r = host_home_join(field, raw, rest, ctx, &joined, ret_error);
+                if (r < 0)
+                        return r;
                 tgt = path_join(jail_home, rest);
                 if (!tgt)
                         return -ENOMEM;
@@ -1600,13 +1607,9 @@ static int resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const 
                 int r;
 
                 if (rest) {
-                        if (!ctx->host_home || ctx->host_home[0] != '/')
-                                return format_error(ret_error, "%s: '%s' uses '~' but the home directory is unknown",
-                                                    field, raw),
-                                       -EINVAL;
-                        joined = path_join(ctx->host_home, rest);
-                        if (!joined)
-                                return -ENOMEM;
+                        r = host_home_join(field, raw, rest, ctx, &joined, ret_error);
+                        if (r < 0)
+                                return r;
                         raw = joined;
                 }
                 r = resolve_prefix(raw, &plan->allow_sensitive[i]);
