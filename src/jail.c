@@ -498,7 +498,7 @@ static void start_proxy(Run *run)
                 return;
         }
         run->proxy_fds[0] = run->proxy_fds[1] = -1; /* the proxy owns them now */
-        (void)epoll_add(run->epfd, aj_proxy_fd(run->proxy), SRC_PROXY, EPOLLIN);
+        (void)epoll_add(run->epfd, aj_proxy_fd(run->proxy), SRC_PROXY, run->work_paused ? 0 : EPOLLIN);
 }
 
 /* ---- the jail's terminal ------------------------------------------------------- */
@@ -711,6 +711,9 @@ static void work_sources_set(Run *run, uint32_t events)
         ev.data.u64 = SRC_LISTENER;
         if (run->listener >= 0)
                 (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, run->listener, &ev);
+        ev.data.u64 = SRC_PROXY;
+        if (run->proxy)
+                (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, aj_proxy_fd(run->proxy), &ev);
 }
 
 static uint64_t work_start(const Run *run)
@@ -848,8 +851,11 @@ static int event_loop(Run *run)
                                         (void)aj_control_dispatch(run->control);
                                 break;
                         case SRC_PROXY:
-                                if (run->proxy)
+                                if (run->proxy) {
+                                        uint64_t t0 = work_start(run);
                                         (void)aj_proxy_dispatch(run->proxy);
+                                        work_charge(run, t0);
+                                }
                                 break;
                         case SRC_ALERT:
                                 aj_run_alert_event(run, false);
