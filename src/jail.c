@@ -240,9 +240,16 @@ static void watchdog_record_lost(const Run *run)
 _noreturn_ static void watchdog_main(Run *run, int rfd)
 {
         (void)prctl(PR_SET_NAME, WATCHDOG_COMM, 0, 0, 0);
-        static const int ignored[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGTSTP };
+        /* SIGTTOU: restoring the terminal from outside its foreground group (below). */
+        static const int ignored[] = { SIGINT, SIGTERM, SIGHUP,  SIGQUIT, SIGPIPE,
+                                       SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU };
         for (size_t i = 0; i < ARRAY_SIZE(ignored); i++)
                 signal(ignored[i], SIG_IGN);
+        /* A process group of its own: what kills the supervisor's whole group (`timeout -s
+         * KILL`, a cancelled CI job, kill -KILL -PGID) must leave the one that cleans up.
+         * The terminal is restored for the group it leaves. */
+        pid_t group = getpgrp();
+        (void)setpgid(0, 0);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -264,7 +271,7 @@ _noreturn_ static void watchdog_main(Run *run, int rfd)
         /* First, while the operator's shell may still be waiting for its terminal: the
          * supervisor may have died with it in raw mode. */
         if (run->term_fd >= 0)
-                (void)aj_tty_restore(run->term_fd, &run->term_saved);
+                (void)aj_tty_restore_for(run->term_fd, &run->term_saved, group);
         AjCgroup *cg = NULL;
         if (aj_cgroup_open(run->id, &cg) >= 0)
                 (void)aj_cgroup_destroy(cg);
