@@ -240,9 +240,16 @@ static void watchdog_record_lost(const Run *run)
 _noreturn_ static void watchdog_main(Run *run, int rfd)
 {
         (void)prctl(PR_SET_NAME, WATCHDOG_COMM, 0, 0, 0);
-        static const int ignored[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGTSTP };
+        /* SIGTTOU: restoring the terminal from outside its foreground group (below). */
+        static const int ignored[] = { SIGINT, SIGTERM, SIGHUP,  SIGQUIT, SIGPIPE,
+                                       SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU };
         for (size_t i = 0; i < ARRAY_SIZE(ignored); i++)
                 signal(ignored[i], SIG_IGN);
+        /* A process group of its own: what kills the supervisor's whole group (`timeout -s
+         * KILL`, a cancelled CI job, kill -KILL -PGID) must leave the one that cleans up.
+         * The terminal is restored for the group it leaves. */
+        pid_t group = getpgrp();
+        (void)setpgid(0, 0);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -264,7 +271,7 @@ _noreturn_ static void watchdog_main(Run *run, int rfd)
         /* First, while the operator's shell may still be waiting for its terminal: the
          * supervisor may have died with it in raw mode. */
         if (run->term_fd >= 0)
-                (void)aj_tty_restore(run->term_fd, &run->term_saved);
+                (void)aj_tty_restore_for(run->term_fd, &run->term_saved, group);
         AjCgroup *cg = NULL;
         if (aj_cgroup_open(run->id, &cg) >= 0)
                 (void)aj_cgroup_destroy(cg);
@@ -498,7 +505,7 @@ static void start_proxy(Run *run)
                 return;
         }
         run->proxy_fds[0] = run->proxy_fds[1] = -1; /* the proxy owns them now */
-        (void)epoll_add(run->epfd, aj_proxy_fd(run->proxy), SRC_PROXY, EPOLLIN);
+        (void)epoll_add(run->epfd, aj_proxy_fd(run->proxy), SRC_PROXY, run->work_paused ? 0 : EPOLLIN);
 }
 
 /* ---- the jail's terminal ------------------------------------------------------- */
@@ -711,6 +718,9 @@ static void work_sources_set(Run *run, uint32_t events)
         ev.data.u64 = SRC_LISTENER;
         if (run->listener >= 0)
                 (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, run->listener, &ev);
+        ev.data.u64 = SRC_PROXY;
+        if (run->proxy)
+                (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, aj_proxy_fd(run->proxy), &ev);
 }
 
 static uint64_t work_start(const Run *run)
@@ -848,8 +858,11 @@ static int event_loop(Run *run)
                                         (void)aj_control_dispatch(run->control);
                                 break;
                         case SRC_PROXY:
-                                if (run->proxy)
+                                if (run->proxy) {
+                                        uint64_t t0 = work_start(run);
                                         (void)aj_proxy_dispatch(run->proxy);
+                                        work_charge(run, t0);
+                                }
                                 break;
                         case SRC_ALERT:
                                 aj_run_alert_event(run, false);

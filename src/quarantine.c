@@ -84,3 +84,44 @@ int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, c
         *ret = (AjAlert){ .pid = pid, .pidfd = pidfd, .deadline_ns = aj_now_monotonic_ns() + timeout_ns };
         return 0;
 }
+
+/* `s` single-quoted for sh: each ' becomes '\'' (close, an escaped quote, reopen). */
+static char *shell_quote(const char *s)
+{
+        size_t n = 3;
+        for (const char *p = s; *p; p++)
+                n += *p == '\'' ? 4 : 1;
+        char *q = malloc(n), *o = q;
+        if (!q)
+                return NULL;
+        *o++ = '\'';
+        for (const char *p = s; *p; p++) {
+                if (*p == '\'') {
+                        memcpy(o, "'\\''", 4);
+                        o += 4;
+                } else {
+                        *o++ = *p;
+                }
+        }
+        *o++ = '\'';
+        *o = '\0';
+        return q;
+}
+
+int aj_approval_commands(const char *run_id, const char *call_id, const char *digest, char **ret_approve,
+                         char **ret_deny)
+{
+        _cleanup_free_ char *call = shell_quote(call_id);
+        if (!call)
+                return -ENOMEM;
+        char *approve = NULL, *deny = NULL;
+        if (asprintf(&approve, "agentjail approve %s %s --digest %s", run_id, call, digest) < 0)
+                return -ENOMEM;
+        if (asprintf(&deny, "agentjail deny %s %s --reason TEXT", run_id, call) < 0) {
+                free(approve);
+                return -ENOMEM;
+        }
+        *ret_approve = approve;
+        *ret_deny = deny;
+        return 0;
+}

@@ -28,3 +28,12 @@ typedef struct {
  * same path). Never waits. */
 int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, const char *kind, const char *input,
                    uint64_t timeout_ns, AjAlert *ret);
+
+/* The command lines approval.json suggests for a held call: `agentjail approve RUN CALL
+ * --digest SHA256` and `agentjail deny RUN CALL --reason TEXT` (RUN and SHA256 are hex).
+ * The call id is the agent's (any printable bytes but spaces, quotes and `;` included): it
+ * is single-quoted for sh with its own quotes escaped, so a shell (or an alert script)
+ * running the line passes it as one argument and nothing of it runs. Returns 0 or
+ * -ENOMEM; on success the caller frees both. */
+int aj_approval_commands(const char *run_id, const char *call_id, const char *digest, char **ret_approve,
+                         char **ret_deny);

@@ -370,12 +370,14 @@ static void hook_approval_requested(void *userdata, json_t *call)
         const AjProfile *p = run->profile;
         if (!p->alert_exec.items || !p->alert_exec.items[0])
                 return;
-        char ts[40], approve[512], deny[512];
+        char ts[40];
         const char *id = json_string_value(json_object_get(call, "gen_ai.tool.call.id"));
         const char *digest = json_string_value(json_object_get(call, "arguments_sha256"));
-        snprintf(approve, sizeof(approve), "agentjail approve %s '%s' --digest %s", run->id, id ? id : "?",
-                 digest ? digest : "?");
-        snprintf(deny, sizeof(deny), "agentjail deny %s '%s' --reason TEXT", run->id, id ? id : "?");
+        _cleanup_free_ char *approve = NULL, *deny = NULL;
+        if (aj_approval_commands(run->id, id ? id : "?", digest ? digest : "?", &approve, &deny) < 0) {
+                aj_log_errno(-ENOMEM, "Failed to write the approval request in '%s'", run->run_dir);
+                return;
+        }
         json_auto_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:O, s:s, s:s}", "kind", "approval", "run", run->id, "name",
                                      run->name, "ts", aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)),
                                      "call", call, "approve", approve, "deny", deny);

@@ -38,10 +38,15 @@ int aj_tty_enter_raw(int fd, const struct termios *saved)
 
 int aj_tty_restore(int fd, const struct termios *saved)
 {
+        return aj_tty_restore_for(fd, saved, getpgrp());
+}
+
+int aj_tty_restore_for(int fd, const struct termios *saved, pid_t pgrp)
+{
         /* A shell that took the terminal back (we were stopped, or killed) restores its own
          * settings and may already have set its line editor's: never undo those. */
         pid_t fg = tcgetpgrp(fd);
-        if (fg > 0 && fg != getpgrp())
+        if (fg > 0 && fg != pgrp)
                 return -EPERM;
         sigset_t ttou, old;
         sigemptyset(&ttou);

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/ioctl.h>
+#include <sys/types.h>
 #include <termios.h>
 
 /* Bytes buffered per direction at most. */
@@ -27,6 +28,9 @@ int aj_tty_enter_raw(int fd, const struct termios *saved);
 /* Set `saved` back, draining what was written first. Never stops the caller: a process
  * in the background of that terminal leaves it to its foreground (-EPERM). */
 int aj_tty_restore(int fd, const struct termios *saved);
+/* The same, on behalf of process group `pgrp` (the watchdog, in a group of its own,
+ * restores for the supervisor's): only while `pgrp` is the terminal's foreground. */
+int aj_tty_restore_for(int fd, const struct termios *saved, pid_t pgrp);
 
 /* Copy the window size of terminal `from` to pty master `to` (which signals SIGWINCH
  * to the jail's foreground process group when it changed). */

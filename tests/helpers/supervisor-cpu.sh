@@ -15,7 +15,7 @@ aj=${AGENTJAIL:-$src/build/agentjail}
 probe=${PROBE:-$src/build/tests/probe}
 work=$(mktemp -d /tmp/aj-supcpu.XXXXXX)
 chmod 0755 "$work"
-trap 'kill -KILL $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill -KILL $pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/ws" "$work/state"
 export AGENTJAIL_STATE_DIR=$work/state AGENTJAIL_RUNTIME_DIR=$work/runtime
 cp "$src/tests/helpers/broker-client.py" "$probe" "$work/ws/"

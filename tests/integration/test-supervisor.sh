@@ -186,6 +186,27 @@ else
 fi
 BG_PIDS=()
 
+# --- the supervisor's whole process group SIGKILLed (what `timeout -s KILL` and a cancelled
+# CI job do): the watchdog, in a group of its own, still cleans up and closes the chain
+BG_BEFORE=$(list_run_dirs)
+setsid env --default-signal=INT,QUIT "$AGENTJAIL" run -- /bin/sh -c './probe sleep 60' \
+        </dev/null >"$TEST_TMP/bg.out" 2>"$TEST_TMP/bg.err" &
+BG_PID=$!
+if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
+        id=${rdir##*/}
+        is "$(ps -o pgid= -p "$BG_PID" | tr -d ' ')" "$BG_PID" "agentjail leads its own process group (setsid)"
+        jailed=$(descendants "$BG_PID" | grep -vx "$wd" | tr '\n' ' ')
+        kill -KILL -- "-$BG_PID"
+        wait "$BG_PID" 2>/dev/null
+        wait_run_gone "$id" "$jailed $wd"
+        is "$alive" "" "after the process group's SIGKILL: no jailed process is left"
+        is "$left" "" "after the process group's SIGKILL: no cgroup dir and no runtime dir of the run is left"
+        check_lost_chain "$rdir"
+else
+        fail "the jail for the process-group kill test started" "$(cat "$TEST_TMP/bg.err")"
+fi
+BG_PIDS=()
+
 # --- the watchdog alone SIGKILLed: the run goes on with a new one and ends normally
 start_jail_bg -- /bin/sh -c './probe sleep 2 && echo finished'
 if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "events.h"
+#include "quarantine.h"
 #include "runs.h"
 #include "util/fd.h"
 
@@ -503,4 +504,60 @@ Test(runs, timestamps_and_ages)
         cr_assert_str_eq(aj_format_age(720, b, sizeof(b)), "12m");
         cr_assert_str_eq(aj_format_age(3 * 3600 + 5 * 60, b, sizeof(b)), "3h05m");
         cr_assert_str_eq(aj_format_age(4 * 86400 + 7 * 3600, b, sizeof(b)), "4d07h");
+}
+
+/* Runs `line` in sh with agentjail() printing its arguments one per line; returns the output. */
+static char *sh_words(const char *dir, const char *line)
+{
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                dup2(p[1], 1);
+                close(p[0]);
+                if (chdir(dir) < 0)
+                        _exit(126);
+                execl("/bin/sh", "sh", "-c", "agentjail() { printf '%s\\n' \"$@\"; }; eval \"$1\"", "sh", line,
+                      (char *)NULL);
+                _exit(127);
+        }
+        close(p[1]);
+        static char out[4096];
+        size_t len = 0;
+        ssize_t n;
+        while (len < sizeof(out) - 1 && (n = read(p[0], out + len, sizeof(out) - 1 - len)) > 0)
+                len += (size_t)n;
+        out[len] = '\0';
+        close(p[0]);
+        int status;
+        waitpid(pid, &status, 0);
+        return out;
+}
+
+/* approval.json's "approve" and "deny" lines, run by a shell (an operator pasting them, an
+ * alert script), pass the agent's call id as one word and run nothing of it. */
+Test(runs, approval_commands_quote_the_call_id)
+{
+        static const char *const ids[] = { "a-1", "x';touch${IFS}PWNED;'", "'", "a'b''c", "$(touch${IFS}PWNED)",
+                                           "`touch${IFS}PWNED`", "\\'\"", "\";touch${IFS}PWNED;\"" };
+        const char *digest = "3f5c0000000000000000000000000000000000000000000000000000000000ab";
+        char dir[] = "/tmp/aj-approval.XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+                char *approve = NULL, *deny = NULL;
+                cr_assert_eq(aj_approval_commands("8c2dc5eb2307", ids[i], digest, &approve, &deny), 0);
+                char want[1024];
+                snprintf(want, sizeof(want), "approve\n8c2dc5eb2307\n%s\n--digest\n%s\n", ids[i], digest);
+                cr_expect_str_eq(sh_words(dir, approve), want, "approve line for call id <%s>: %s", ids[i], approve);
+                snprintf(want, sizeof(want), "deny\n8c2dc5eb2307\n%s\n--reason\nTEXT\n", ids[i]);
+                cr_expect_str_eq(sh_words(dir, deny), want, "deny line for call id <%s>: %s", ids[i], deny);
+                free(approve);
+                free(deny);
+        }
+        char pwned[64];
+        snprintf(pwned, sizeof(pwned), "%s/PWNED", dir);
+        cr_expect_neq(access(pwned, F_OK), 0, "a call id ran a command");
+        (void)unlink(pwned);
+        cr_assert_eq(rmdir(dir), 0);
 }
