@@ -423,10 +423,70 @@ static void log_output(Run *run, OutputStream *s, const char *buf, size_t n)
         }
 }
 
+#define OUTPUT_CHUNK 65536
+
+static Source stream_source(const Run *run, const OutputStream *s, bool writer)
+{
+        bool err = s == &run->streams[1];
+        return writer ? (err ? SRC_STDERR_W : SRC_STDOUT_W) : (err ? SRC_STDERR : SRC_STDOUT);
+}
+
+/* The jail's pipe is read while nothing is pending for our reader and the agent's work
+ * budget is not in debt. Out of epoll rather than with no events: a pipe whose writers are
+ * gone reports EPOLLHUP whatever is asked, and the loop would spin on it. */
+static void stream_set_reading(Run *run, OutputStream *s)
+{
+        bool want = s->fd >= 0 && !s->eof && s->pend_len == 0 && !run->work_paused;
+        if (want == s->reading)
+                return;
+        if (want)
+                (void)epoll_add(run->epfd, s->fd, stream_source(run, s, false), EPOLLIN);
+        else
+                epoll_del(run->epfd, s->fd);
+        s->reading = want;
+}
+
+static void stream_stop_writing(Run *run, OutputStream *s)
+{
+        s->out = -1; /* the reader went away (EPIPE); keep logging */
+        s->pend_len = s->pend_off = 0;
+        if (s->wfd_polled)
+                epoll_del(run->epfd, s->wfd);
+        s->wfd_polled = false;
+}
+
+/* Writes what is pending; what the reader cannot take now waits for EPOLLOUT. */
+static void stream_flush(Run *run, OutputStream *s)
+{
+        while (s->pend_off < s->pend_len) {
+                ssize_t n = write(s->wfd, s->pend + s->pend_off, s->pend_len - s->pend_off);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN) {
+                        /* EPERM: a regular file, which never makes a writer wait. */
+                        if (!s->wfd_polled &&
+                            epoll_add(run->epfd, s->wfd, stream_source(run, s, true), EPOLLOUT) >= 0)
+                                s->wfd_polled = true;
+                        stream_set_reading(run, s);
+                        return;
+                }
+                if (n <= 0) {
+                        stream_stop_writing(run, s);
+                        break;
+                }
+                s->pend_off += (size_t)n;
+        }
+        s->pend_len = s->pend_off = 0;
+        if (s->wfd_polled)
+                epoll_del(run->epfd, s->wfd);
+        s->wfd_polled = false;
+        stream_set_reading(run, s);
+}
+
 static void pump_output(Run *run, OutputStream *s)
 {
-        char buf[65536];
-        for (;;) {
+        char buf[OUTPUT_CHUNK];
+        while (s->pend_len == 0) {
                 ssize_t n = read(s->fd, buf, sizeof(buf));
                 if (n < 0) {
                         if (errno == EINTR)
@@ -437,12 +497,58 @@ static void pump_output(Run *run, OutputStream *s)
                 }
                 if (n == 0) {
                         s->eof = true;
-                        epoll_del(run->epfd, s->fd);
+                        stream_set_reading(run, s);
                         return;
                 }
                 log_output(run, s, buf, (size_t)n);
-                if (s->out >= 0 && aj_write_all(s->out, buf, (size_t)n) < 0)
-                        s->out = -1; /* the reader went away; keep logging */
+                if (s->out < 0)
+                        continue;
+                if (s->wfd < 0) {
+                        if (aj_write_all(s->out, buf, (size_t)n) < 0)
+                                s->out = -1;
+                        continue;
+                }
+                if (!s->pend && !(s->pend = malloc(OUTPUT_CHUNK))) {
+                        if (aj_write_all(s->out, buf, (size_t)n) < 0) /* no memory: wait, as before */
+                                s->out = -1;
+                        continue;
+                }
+                memcpy(s->pend, buf, (size_t)n);
+                s->pend_len = (size_t)n;
+                s->pend_off = 0;
+                stream_flush(run, s);
+        }
+}
+
+/* Our stdout/stderr made non-blocking for the loop (a slow reader of agentjail's output
+ * stalled the wall clock, kill and every breach until it read). */
+static void streams_open_writers(Run *run)
+{
+        for (int i = 0; i < 2; i++) {
+                OutputStream *s = &run->streams[i];
+                if (s->fd < 0 || s->out < 0)
+                        continue;
+                if (aj_tty_reopen_nonblock(s->out, O_WRONLY, &s->wfd, &s->wfd_restore) < 0)
+                        s->wfd = -1;
+        }
+}
+
+/* At the very end, after the records and the clean up: the rest to a reader that was slow,
+ * blocking now that nothing else waits on the loop; and the shared flags put back. */
+static void streams_close_writers(Run *run)
+{
+        for (int i = 0; i < 2; i++) {
+                OutputStream *s = &run->streams[i];
+                if (s->wfd >= 0 && s->out >= 0 && s->pend_off < s->pend_len &&
+                    aj_fd_set_nonblock(s->wfd, false) >= 0)
+                        (void)aj_write_all(s->wfd, s->pend + s->pend_off, s->pend_len - s->pend_off);
+                if (s->wfd_restore >= 0)
+                        (void)fcntl(i + 1, F_SETFL, s->wfd_restore);
+                if (s->wfd >= 0)
+                        close(s->wfd);
+                s->wfd = -1;
+                free(s->pend);
+                s->pend = NULL;
         }
 }
 
@@ -745,6 +851,8 @@ static void work_charge(Run *run, uint64_t start_ns)
         run->work_paused = true;
         run->work_paused_at = now;
         run->work_pauses++;
+        for (int i = 0; i < 2; i++)
+                stream_set_reading(run, &run->streams[i]);
 }
 
 static void work_resume(Run *run)
@@ -756,6 +864,8 @@ static void work_resume(Run *run)
         work_sources_set(run, EPOLLIN);
         run->work_paused = false;
         run->work_paused_ns += aj_now_monotonic_ns() - run->work_paused_at;
+        for (int i = 0; i < 2; i++)
+                stream_set_reading(run, &run->streams[i]);
 }
 
 static int event_loop(Run *run)
@@ -766,9 +876,14 @@ static int event_loop(Run *run)
         bool may_spin = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1;
         for (;;) {
                 bool outputs_done = run->streams[0].eof && run->streams[1].eof &&
+                                    run->streams[0].pend_len == 0 && run->streams[1].pend_len == 0 &&
                                     (!run->tty_relay || aj_tty_relay_output_done(run->tty_relay));
                 if (run->init_exited && outputs_done)
                         break;
+                /* A reader still taking the jail's output: wait for it (as a pipe would), the
+                 * drain deadline is for output that never ends. */
+                if (run->streams[0].pend_len || run->streams[1].pend_len)
+                        drain_deadline = 0;
                 int timeout = -1;
                 if (run->init_exited) {
                         uint64_t now = aj_now_monotonic_ns();
@@ -814,11 +929,24 @@ static int event_loop(Run *run)
                                 handle_child_msg(run);
                                 break;
                         case SRC_STDOUT:
-                                pump_output(run, &run->streams[0]);
+                        case SRC_STDERR: {
+                                OutputStream *s = &run->streams[evs[i].data.u64 == SRC_STDERR];
+                                uint64_t t0 = work_start(run);
+                                if (s->reading)
+                                        pump_output(run, s);
+                                work_charge(run, t0);
                                 break;
-                        case SRC_STDERR:
-                                pump_output(run, &run->streams[1]);
+                        }
+                        case SRC_STDOUT_W:
+                        case SRC_STDERR_W: {
+                                OutputStream *s = &run->streams[evs[i].data.u64 == SRC_STDERR_W];
+                                if (evs[i].events & (EPOLLERR | EPOLLHUP))
+                                        stream_stop_writing(run, s);
+                                else
+                                        stream_flush(run, s);
+                                stream_set_reading(run, s);
                                 break;
+                        }
                         case SRC_LISTENER:
                                 if (run->listener < 0)
                                         break;
@@ -1578,9 +1706,15 @@ static int start_loop_fds(Run *run, const sigset_t *mask)
             (r = aj_fd_set_nonblock(run->h.sync_fd, true)) < 0 ||
             (r = epoll_add(run->epfd, run->h.sync_fd, SRC_SYNC, EPOLLIN)) < 0)
                 return r;
-        if (run->streams[0].fd >= 0 && ((r = epoll_add(run->epfd, run->streams[0].fd, SRC_STDOUT, EPOLLIN)) < 0 ||
-                                         (r = epoll_add(run->epfd, run->streams[1].fd, SRC_STDERR, EPOLLIN)) < 0))
-                return r;
+        if (run->streams[0].fd >= 0) {
+                streams_open_writers(run);
+                for (int i = 0; i < 2; i++) {
+                        r = epoll_add(run->epfd, run->streams[i].fd, i ? SRC_STDERR : SRC_STDOUT, EPOLLIN);
+                        if (r < 0)
+                                return r;
+                        run->streams[i].reading = true;
+                }
+        }
         if (run->profile->wall_ns) {
                 run->wallfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
                 if (run->wallfd < 0)
@@ -1668,10 +1802,12 @@ int aj_jail_run(const AjRunOptions *opts)
                 .epfd = -1, .sigfd = -1, .wallfd = -1, .listener = -1, .cg_event_fd = -1,
                 .alert = { .pidfd = -1 }, .alert_timerfd = -1, .proxy_fds = { -1, -1 }, .wallcapfd = -1,
                 .work_timerfd = -1,
-                .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1, .name = "stdout" },
-                             { .fd = -1, .out = STDERR_FILENO, .log = -1, .name = "stderr" } },
+                .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1, .name = "stdout", .wfd = -1,
+                               .wfd_restore = -1 },
+                             { .fd = -1, .out = STDERR_FILENO, .log = -1, .name = "stderr", .wfd = -1,
+                               .wfd_restore = -1 } },
                 .term_fd = -1, .winsize_fd = -1, .tty_restore_flags = { -1, -1 },
-                .tty_log = { .fd = -1, .out = -1, .log = -1, .name = "tty" },
+                .tty_log = { .fd = -1, .out = -1, .log = -1, .name = "tty", .wfd = -1, .wfd_restore = -1 },
         };
         run.degraded = json_array();
         run.started_ns = aj_now_realtime_ns();
@@ -1866,6 +2002,7 @@ out:
                 if (err_pipe[i] >= 0)
                         close(err_pipe[i]);
         }
+        streams_close_writers(&run);
         for (int i = 0; i < 2; i++) {
                 if (run.streams[i].fd >= 0)
                         close(run.streams[i].fd);

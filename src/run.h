@@ -34,6 +34,8 @@ typedef enum {
         SRC_SYNC,
         SRC_STDOUT,
         SRC_STDERR,
+        SRC_STDOUT_W, /* our stdout can take more of what the jail wrote */
+        SRC_STDERR_W,
         SRC_LISTENER,
         SRC_WALL,
         SRC_CGROUP,
@@ -56,6 +58,15 @@ typedef struct {
         const char *name;  /* "stdout", "stderr": for log.truncated */
         uint64_t logged;   /* bytes in the log, at most logs.output_bytes */
         bool log_cut;      /* log.truncated recorded */
+        /* Passing it on never blocks the supervisor: `out` reopened non-blocking (-1: could
+         * not be, plain blocking writes), what a slow reader has not taken yet, and while
+         * that is pending the jail's pipe is not read (the jail waits, not the loop). */
+        int wfd;
+        int wfd_restore;   /* out's file status flags to put back (shared with others), or -1 */
+        bool wfd_polled;   /* wfd is in epoll, waiting for room */
+        bool reading;      /* fd is in epoll */
+        char *pend;
+        size_t pend_len, pend_off;
 } OutputStream;
 
 typedef struct {

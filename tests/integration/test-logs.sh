@@ -27,6 +27,32 @@ T=$(events_of log.truncated)
 is "$(count_lines "$T")" 1 "one log.truncated event, however many writes passed the cap"
 is "$(jq -r '"\(.stream) \(.limit)"' <<<"$T" 2>/dev/null)" "stdout 65536" "log.truncated names the stream and the cap"
 
+# --- a reader that does not keep up with agentjail's output: the jail waits, supervision
+# does not (the wall clock, kill and breaches were held until the reader read)
+P=$(write_profile wall2 '{"extends": "default", "limits": {"wall": "2s", "wall_grace": "1s"}}')
+before=$(list_run_dirs)
+t0=$(date +%s%N)
+timeout -k 5 30 "$AGENTJAIL" run --no-tty -p "$P" -- /bin/sh -c 'yes' </dev/null 2>"$TEST_TMP/slow.err" |
+        (sleep 7; head -c 100 >/dev/null)
+RUN_DIR=$(new_run_dir "$before")
+collect_run_ids
+ev_ns() { date -d "$(jq -r "select(.type == \"$1\") | .ts" "$RUN_DIR/events.jsonl" | head -1)" +%s%N 2>/dev/null; }
+start_ns=$(ev_ns run.start) wall_ns=$(ev_ns wall.limit)
+if [[ -n $start_ns && -n $wall_ns ]]; then
+        cmp_num $(((wall_ns - start_ns) / 1000000)) -lt 4500 \
+                "a stalled reader of the output: wall.limit still fires on time ($(((wall_ns - start_ns) / 1000000)) ms after run.start; wall 2s, the reader waits 7s)"
+else
+        fail "a stalled reader of the output: the run has run.start and wall.limit" "$(cat "$RUN_DIR/events.jsonl" "$TEST_TMP/slow.err" 2>&1 | tail -5)"
+fi
+is "$(jq -r .exit.reason "$RUN_DIR/run.json" 2>/dev/null)" wall-limit "the run ended at the wall limit"
+
+# Slow, but reading to the end: nothing the jail wrote is lost.
+before=$(list_run_dirs)
+n=$(timeout -k 5 30 "$AGENTJAIL" run --no-tty -- /bin/sh -c 'head -c 3000000 /dev/zero' </dev/null 2>/dev/null |
+        (sleep 2; wc -c) | tr -d ' ')
+collect_run_ids
+is "$n" 3000000 "a reader that starts late still gets every byte (3000000)"
+
 # --- events past the cap: a breach (log_bytes), frozen and quarantined, chain intact
 ALERT_OUT="$TEST_TMP/alert.json"
 cat >"$TEST_TMP/alert.sh" <<EOS
