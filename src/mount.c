@@ -34,6 +34,7 @@
 #include <linux/openat2.h>
 
 #include "mount.h"
+#include "util/fd.h"
 #include "util/macros.h"
 
 #ifndef AT_RECURSIVE
@@ -275,11 +276,6 @@ static const char *tilde_rest(const char *raw)
 
 /* ---- sensitive places -------------------------------------------------- */
 
-static void fclosep(FILE **f)
-{
-        if (*f)
-                fclose(*f);
-}
 
 static void closedirp(DIR **d)
 {
@@ -488,10 +484,10 @@ static char *fs_path_of(uint64_t mnt_id, const char *kpath, const char *mountinf
         return out;
 }
 
-/* The parents of `path` (absolute, as the kernel names the file), opened by name: for a
- * file (".." of a non-directory means nothing) and where a directory on the way up cannot be
- * searched (openat(fd, "..") needs search permission on fd; naming the parent does not). */
-static int chain_by_names(const char *path, AjFileId *ids, size_t *n)
+/* The parents of `path` (absolute, as the kernel names the file), by name: the same
+ * directories ".." leads to, also for a file (whose ".." means nothing) and where a
+ * directory on the way up cannot be searched (naming its parent needs no search on it). */
+static int chain_by_names(const char *path, const AjFileId *root, AjFileId *ids, size_t *n)
 {
         _cleanup_free_ char *p = strdup(path);
 
@@ -501,13 +497,19 @@ static int chain_by_names(const char *path, AjFileId *ids, size_t *n)
                 return -ENOENT;
         while (!streq(p, "/")) {
                 char *slash = strrchr(p, '/');
-                _cleanup_close_ int fd = -EBADF;
                 struct stat st;
 
                 slash[slash == p ? 1 : 0] = '\0';
-                fd = open(p, O_PATH | O_DIRECTORY | O_CLOEXEC);
-                if (fd < 0 || fstat(fd, &st) < 0)
+                if (root && streq(p, "/")) { /* known: every chain ends there */
+                        if (*n >= AJ_ID_CHAIN_MAX)
+                                return -ELOOP;
+                        ids[(*n)++] = *root;
+                        break;
+                }
+                if (fstatat(AT_FDCWD, p, &st, AT_NO_AUTOMOUNT) < 0)
                         return negative_errno();
+                if (!S_ISDIR(st.st_mode))
+                        return -ENOTDIR;
                 if (*n >= AJ_ID_CHAIN_MAX)
                         return -ELOOP;
                 ids[(*n)++] = (AjFileId){ st.st_dev, st.st_ino };
@@ -537,13 +539,11 @@ static void gather_done(Gather *g)
  * read from /proc/self/fd). */
 static int id_chain_from_fd(int fd, const Gather *g, const char *known_path, AjIdChain *ret)
 {
-        _cleanup_free_ AjFileId *ids = NULL;
-        _cleanup_close_ int cur = -EBADF;
+        AjFileId ids[AJ_ID_CHAIN_MAX];
+        _cleanup_free_ AjFileId *kept = NULL;
         char link[64], buf[PATH_MAX];
         size_t n = 0;
         struct statx stx;
-        struct stat st;
-        AjFileId *shrunk;
         int r;
 
         if (fd < 0 || !ret)
@@ -561,43 +561,21 @@ static int id_chain_from_fd(int fd, const Gather *g, const char *known_path, AjI
                         return negative_errno();
                 buf[l] = '\0';
         }
-        ids = calloc(AJ_ID_CHAIN_MAX, sizeof(*ids));
-        if (!ids)
-                return -ENOMEM;
         ids[n++] = (AjFileId){ makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino };
-        if (S_ISDIR(stx.stx_mode) && !(g && g->has_root && id_eq(ids[0], g->root))) {
-                /* Up through the mount tree as the kernel resolves "..": the root's ".." is itself. */
-                cur = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
-                while (cur >= 0) {
-                        int up;
-
-                        if (fstat(cur, &st) < 0)
-                                return negative_errno();
-                        if (id_eq(ids[n - 1], (AjFileId){ st.st_dev, st.st_ino }))
-                                break;
-                        if (n >= AJ_ID_CHAIN_MAX)
-                                return -ELOOP;
-                        ids[n++] = (AjFileId){ st.st_dev, st.st_ino };
-                        if (g && g->has_root && id_eq(ids[n - 1], g->root))
-                                break;
-                        up = openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
-                        closep(&cur);
-                        cur = up;
-                }
-                if (cur < 0 && errno != EACCES)
-                        return negative_errno();
-                if (cur < 0)
-                        n = 1;
-        }
-        if (n == 1 && buf[0] == '/' && !streq(buf, "/")) {
-                r = chain_by_names(buf, ids, &n);
+        /* Up through the mount tree as the kernel resolves "..": `buf` is the path the kernel
+         * names the file by (d_path: its dentries and the mounts above them), so each prefix
+         * is the parent ".." would give; one stat a level, where walking ".." from the fd
+         * took an open, a stat and a close. Stops at our root. */
+        if (buf[0] == '/' && !streq(buf, "/") && !(g && g->has_root && id_eq(ids[0], g->root))) {
+                r = chain_by_names(buf, g && g->has_root ? &g->root : NULL, ids, &n);
                 if (r < 0)
                         return r;
         }
-        shrunk = realloc(ids, n * sizeof(*ids));
-        if (shrunk)
-                ids = shrunk;
-        *ret = (AjIdChain){ .ids = TAKE_PTR(ids),
+        kept = malloc(n * sizeof(*kept));
+        if (!kept)
+                return -ENOMEM;
+        memcpy(kept, ids, n * sizeof(*kept));
+        *ret = (AjIdChain){ .ids = TAKE_PTR(kept),
                             .n = n,
                             .fs_path = (stx.stx_mask & STATX_MNT_ID)
                                                ? fs_path_of(stx.stx_mnt_id, buf, g ? g->mountinfo : NULL)
@@ -689,6 +667,25 @@ AjSensitiveVerdict aj_sensitive_check(const char *path, const AjIdChain *id, AjA
         return v;
 }
 
+/* realpath(), resolved by the kernel: one open and one readlink, where glibc's realpath()
+ * reads every component as a link (the sensitive places and the binds made that the
+ * largest cost of planning). Without /proc, realpath() itself. */
+static char *kernel_realpath(const char *path)
+{
+        _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);
+        char link[64], buf[PATH_MAX];
+        ssize_t n;
+
+        if (fd < 0)
+                return NULL;
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        n = readlink(link, buf, sizeof(buf) - 1);
+        if (n <= 0 || buf[0] != '/')
+                return realpath(path, NULL);
+        buf[n] = '\0';
+        return strdup(buf);
+}
+
 /* realpath() of the longest existing prefix of `path` (absolute), plus the rest as written:
  * a place that does not exist yet (the config dir) is still compared where it would be. */
 static int resolve_prefix(const char *path, char **ret)
@@ -706,7 +703,7 @@ static int resolve_prefix(const char *path, char **ret)
                 _cleanup_free_ char *real = NULL;
 
                 norm[cut] = '\0';
-                real = realpath(cut ? norm : "/", NULL);
+                real = kernel_realpath(cut ? norm : "/");
                 norm[cut] = saved;
                 if (real) {
                         char *out = NULL;
@@ -749,7 +746,7 @@ static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPl
                 /* Relative or with "..": what exists is resolved; a place no profile can
                  * opt out of must be (AGENTJAIL_STATE_DIR=state is inside the cwd), others
                  * are skipped. */
-                real = realpath(path, NULL);
+                real = kernel_realpath(path);
                 if (!real)
                         return aj_place_rule_opt_out(rule) ? 0 : -EINVAL;
                 r = 0;
@@ -797,18 +794,36 @@ void aj_sensitive_list_done(AjSensitiveList *l)
 /* Home directories of real users in a passwd file (root and uid >= 1000, not nobody). */
 static int add_passwd_homes(AjSensitiveList *l, const char *file, const Gather *mi)
 {
-        _cleanup_(fclosep) FILE *f = fopen(file, "re");
-        struct passwd *pw;
+        _cleanup_free_ char *text = NULL;
+        size_t len;
         int r;
 
-        if (!f)
-                return errno == ENOENT ? 0 : negative_errno();
-        for (size_t n = 0; n < MAX_STEPS && (pw = fgetpwent(f)); n++) {
-                if (pw->pw_uid != 0 && (pw->pw_uid < 1000 || pw->pw_uid == 65534))
+        /* Read whole and split here: fgetpwent() seeks before every entry. */
+        r = aj_read_file(file, 1 << 20, &text, &len);
+        if (r < 0)
+                return r == -ENOENT ? 0 : r;
+        size_t n = 0;
+        for (char *line = text, *next; line && *line && n < MAX_STEPS; line = next, n++) {
+                char *f[7] = { line };
+                size_t k = 1;
+
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = '\0';
+                for (char *c = line; *c && k < 7; c++)
+                        if (*c == ':') {
+                                *c = '\0';
+                                f[k++] = c + 1;
+                        }
+                if (k < 7 || line[0] == '#')
+                        continue; /* name:passwd:uid:gid:gecos:home:shell */
+                char *end;
+                unsigned long uid = strtoul(f[2], &end, 10);
+                if (*end || !*f[2] || (uid != 0 && (uid < 1000 || uid == 65534)))
                         continue;
-                if (!pw->pw_dir || pw->pw_dir[0] != '/' || streq(pw->pw_dir, "/"))
+                if (f[5][0] != '/' || streq(f[5], "/"))
                         continue;
-                r = list_add(l, pw->pw_dir, "a user's home directory", AJ_PLACE_GENERIC, mi);
+                r = list_add(l, f[5], "a user's home directory", AJ_PLACE_GENERIC, mi);
                 if (r < 0)
                         return r;
         }
@@ -1070,7 +1085,7 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
 
         if (path_has_dotdot(joined)) {
                 /* Lexical ".." removal is wrong across symlinks; let the kernel decide. */
-                src = realpath(joined, NULL);
+                src = kernel_realpath(joined);
                 if (!src)
                         return negative_errno();
         } else {
