@@ -88,6 +88,8 @@ struct AjCgroup {
         bool v1_pending;
         AjCgroupLimits pending_limits;
         bool pending_allow_degraded;
+        /* v2 without memory.peak (before Linux 5.19): the largest usage seen so far */
+        uint64_t v2_peak_seen;
 };
 
 /* Collects what a creation could not enforce. */

@@ -270,6 +270,22 @@ static int v2_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
         return aj_cg_read_pids(cg->plan.v2_run, ret, ret_n);
 }
 
+/*
+ * memory.peak only exists since Linux 5.19 (Ubuntu 22.04 runs 5.15). Without it the
+ * peak is a lower bound: the largest memory.current seen by any stats call, and
+ * memory.max itself once the kernel reported usage reaching it (a "max" or
+ * "oom_kill" event), because by then memory.current has dropped again.
+ */
+static uint64_t peak_fallback(AjCgroup *cg, const AjCgroupStats *st)
+{
+        uint64_t peak = cg->v2_peak_seen > st->memory_current ? cg->v2_peak_seen : st->memory_current, max;
+        if ((st->memory_max_events > 0 || st->oom_kills > 0) &&
+            aj_cg_read_u64(cg->plan.v2_run, "memory.max", &max) >= 0 && max > peak)
+                peak = max;
+        cg->v2_peak_seen = peak;
+        return peak;
+}
+
 static int v2_stats(AjCgroup *cg, AjCgroupStats *st)
 {
         if (!cg->have_v2)
@@ -293,12 +309,14 @@ static int v2_stats(AjCgroup *cg, AjCgroupStats *st)
         }
         if (aj_cg_read_u64(d, "memory.current", &v) >= 0)
                 st->memory_current = v;
-        if (aj_cg_read_u64(d, "memory.peak", &v) >= 0)
-                st->memory_peak = v;
         if (aj_cg_read_keyed(d, "memory.events", "oom_kill", &v) >= 0)
                 st->oom_kills = v;
         if (aj_cg_read_keyed(d, "memory.events", "max", &v) >= 0)
                 st->memory_max_events = v;
+        if (aj_cg_read_u64(d, "memory.peak", &v) >= 0)
+                st->memory_peak = v;
+        else
+                st->memory_peak = peak_fallback(cg, st);
         if (aj_cg_read_u64(d, "pids.current", &v) >= 0)
                 st->pids_current = v;
         if (aj_cg_read_keyed(d, "pids.events", "max", &v) >= 0)
