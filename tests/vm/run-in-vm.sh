@@ -22,23 +22,31 @@ if [[ $host_src == /* && ! -e $host_src ]]; then
         mkdir -p "$(dirname "$host_src")" && ln -s "$src" "$host_src"
 fi
 
+# Swap, so that a missing memory.swap.max would show (a bomb would swap instead of dying).
+if fallocate -l 256M /swapfile 2>/dev/null && chmod 0600 /swapfile && mkswap /swapfile >/dev/null 2>&1; then
+        swapon /swapfile 2>/dev/null
+fi
+
 info() { echo "AJVM-INFO $*" >&3; }
 info "kernel $(uname -r), /sys/fs/cgroup is $(stat -f -c %T /sys/fs/cgroup)," \
         "root controllers: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
 info "v1 hierarchies mounted: $(awk '$3 == "cgroup" { n++ } END { print n + 0 }' /proc/self/mounts)," \
         "swap accounting: $([[ -e /sys/fs/cgroup/system.slice/memory.swap.max ]] && echo yes || echo no)," \
-        "memory.peak: $([[ -e /sys/fs/cgroup/system.slice/memory.peak ]] && echo yes || echo no)"
+        "memory.peak: $([[ -e /sys/fs/cgroup/system.slice/memory.peak ]] && echo yes || echo no)," \
+        "swap: $(awk '/^SwapTotal/ { print $2 " kB" }' /proc/meminfo)"
 
 while read -r t; do
         [[ -n "$t" ]] || continue
-        if [[ $t == zz-leftovers ]]; then
-                f=$src/tests/integration/check-leftovers.sh
-        else
-                f=$src/tests/integration/test-$t.sh
-        fi
+        # unit-NAME: a criterion unit test binary (its live tests need root and a cgroup
+        # tree), zz-leftovers: the suite's final leftover check, else an integration file.
+        case $t in
+        unit-*) cmd=("$src/build/tests/test-${t#unit-}" --tap=- -j1) ;;
+        zz-leftovers) cmd=(bash "$src/tests/integration/check-leftovers.sh") ;;
+        *) cmd=(bash "$src/tests/integration/test-$t.sh") ;;
+        esac
         echo "AJVM-BEGIN $t" >&3
         start=$SECONDS
-        (cd /tmp && timeout -k 10 600 bash "$f") >&3 2>/tmp/ajvm-stderr </dev/null
+        (cd /tmp && timeout -k 10 600 "${cmd[@]}") >&3 2>/tmp/ajvm-stderr </dev/null
         rc=$?
         if [[ -s /tmp/ajvm-stderr ]]; then
                 head -n 200 /tmp/ajvm-stderr | sed 's/^/# stderr: /' >&3
