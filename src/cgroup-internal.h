@@ -90,6 +90,11 @@ struct AjCgroup {
         bool pending_allow_degraded;
         /* v2 without memory.peak (before Linux 5.19): the largest usage seen so far */
         uint64_t v2_peak_seen;
+        /* Rootless on pure v2: the delegated cgroup we started in, and the leaf
+         * "<v2_parent>/<run_id>.supervisor" that our processes moved to so that it
+         * could enable controllers (cgroup-v2.c, leave_base()); NULL otherwise. */
+        char *v2_base, *v2_leaf;
+        unsigned v2_base_enabled; /* controllers we enabled in v2_base's subtree_control */
 };
 
 /* Collects what a creation could not enforce. */

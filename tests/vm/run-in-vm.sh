@@ -15,6 +15,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 src=/aj/src
 export AGENTJAIL="$src/build/agentjail" PROBE="$src/build/tests/probe"
 export AGENTJAIL_SOURCE_DIR="$src" AGENTJAIL_BUILD_DIR="$src/build" AGENTJAIL_TEST_STRICT=1
+# Everything is 5-20 times slower under TCG than on the host: more time per jail.
+export JAIL_TIMEOUT=60
 
 # The binary was built in the host's source tree and finds its shipped profiles there.
 host_src=$(cat /aj/srcpath)
@@ -38,11 +40,16 @@ info "v1 hierarchies mounted: $(awk '$3 == "cgroup" { n++ } END { print n + 0 }'
 while read -r t; do
         [[ -n "$t" ]] || continue
         # unit-NAME: a criterion unit test binary (its live tests need root and a cgroup
-        # tree), zz-leftovers: the suite's final leftover check, else an integration file.
+        # tree), zz-leftovers: the suite's final leftover check, else a VM-only test file
+        # (tests/vm/test-NAME.sh) or an integration file.
         case $t in
         unit-*) cmd=("$src/build/tests/test-${t#unit-}" --tap=- -j1) ;;
         zz-leftovers) cmd=(bash "$src/tests/integration/check-leftovers.sh") ;;
-        *) cmd=(bash "$src/tests/integration/test-$t.sh") ;;
+        *) if [[ -f $src/tests/vm/test-$t.sh ]]; then
+                cmd=(bash "$src/tests/vm/test-$t.sh") # needs the VM's systemd and user
+        else
+                cmd=(bash "$src/tests/integration/test-$t.sh")
+        fi ;;
         esac
         echo "AJVM-BEGIN $t" >&3
         start=$SECONDS
