@@ -45,6 +45,11 @@ int aj_cgroup_layout_load(AjCgroupLayout *ret);
  * text of /proc/<pid>/cgroup. -ENOENT if absent. */
 int aj_cgroup_parse_proc_cgroup(const char *text, const char *controller, char **ret_path);
 
+/* Pure: a rootless supervisor (or its watchdog) that moved into its leaf
+ * "<base>/agentjail/<id>.supervisor" still nests its runs under <base>: cuts such a
+ * cgroup path (from /proc/self/cgroup) back to <base> in place ("" for the root). */
+void aj_cgroup_strip_supervisor_leaf(char *path);
+
 /* Pure: [A-Za-z0-9_-]{1,64}. */
 bool aj_cgroup_run_id_valid(const char *run_id);
 

@@ -647,6 +647,23 @@ static int build_paths(AjCgroup *cg)
         return 0;
 }
 
+void aj_cgroup_strip_supervisor_leaf(char *path)
+{
+        char *a = NULL;
+        for (char *p = path; p && (p = strstr(p, "/agentjail/")); p++)
+                a = p;
+        if (!a)
+                return;
+        const char *leaf = a + strlen("/agentjail/");
+        size_t n = strlen(leaf), sl = strlen(".supervisor");
+        if (n <= sl || n - sl > 64 || !streq(leaf + n - sl, ".supervisor"))
+                return;
+        for (size_t i = 0; i < n - sl; i++)
+                if (!isalnum((unsigned char)leaf[i]) && leaf[i] != '_' && leaf[i] != '-')
+                        return; /* not "<run id>.supervisor" */
+        *a = 0;
+}
+
 /* Rootless runs nest under the cgroup we were started in (the delegated
  * subtree); root-started ones under each hierarchy's root. */
 static int load_bases(const AjCgroupLayout *l, char **ret_v2_base, char **v1_base)
@@ -661,14 +678,8 @@ static int load_bases(const AjCgroupLayout *l, char **ret_v2_base, char **v1_bas
                 r = aj_cgroup_parse_proc_cgroup(text, NULL, ret_v2_base);
                 if (r < 0 && r != -ENOENT)
                         return r;
-                /* A supervisor (or its watchdog) that moved into its leaf
-                 * "<base>/agentjail/<id>.supervisor" (cgroup-v2.c) still nests under <base>. */
-                char *a = NULL;
-                for (char *p = r >= 0 ? *ret_v2_base : NULL; p && (p = strstr(p, "/agentjail/")); p++)
-                        a = p;
-                if (a && !strchr(a + strlen("/agentjail/"), '/') && strlen(a) > strlen(".supervisor") &&
-                    streq(a + strlen(a) - strlen(".supervisor"), ".supervisor"))
-                        *a = 0;
+                if (r >= 0)
+                        aj_cgroup_strip_supervisor_leaf(*ret_v2_base);
         }
         for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
                 if (!l->v1_mount[c])

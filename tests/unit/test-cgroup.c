@@ -197,6 +197,32 @@ Test(cgroup_pure, plan_unified_root_and_rootless)
         aj_cgroup_layout_done(&l);
 }
 
+Test(cgroup_pure, strip_supervisor_leaf)
+{
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                { "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope/agentjail/0123456789ab.supervisor",
+                  "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope" },
+                { "/agentjail/abc.supervisor", "" },
+                /* the last agentjail/ counts; anything else is left alone */
+                { "/agentjail/x/agentjail/id-1.supervisor", "/agentjail/x" },
+                { "/app.slice/run-r1.scope", "/app.slice/run-r1.scope" },
+                { "/s/agentjail/0123456789ab", "/s/agentjail/0123456789ab" },
+                { "/s/agentjail/.supervisor", "/s/agentjail/.supervisor" },
+                { "/s/agentjail/a.b.supervisor", "/s/agentjail/a.b.supervisor" },
+                { "/s/agentjail/x.supervisor/y", "/s/agentjail/x.supervisor/y" },
+                { "/", "/" },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *p = strdup(cases[i].in);
+                aj_cgroup_strip_supervisor_leaf(p);
+                cr_assert_str_eq(p, cases[i].out, "%s", cases[i].in);
+                free(p);
+        }
+        aj_cgroup_strip_supervisor_leaf(NULL);
+}
+
 Test(cgroup_pure, plan_hybrid)
 {
         AjCgroupLayout l = { 0 };
