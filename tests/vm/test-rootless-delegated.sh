@@ -74,6 +74,19 @@ newest_run() {
         d=$(ls -td "$U"/state/runs/*/ 2>/dev/null | head -n1)
         echo "${d%/}"
 }
+# wait_new_run BEFORE: the run dir that is not in BEFORE (a `ls` of the runs), once it
+# has its run.json; waits up to 60 s (the first run of a user compiles its seccomp filter).
+wait_new_run() {
+        local d
+        for _ in $(seq 600); do
+                for d in "$U"/state/runs/*/; do
+                        d=${d%/}
+                        [[ -f "$d/run.json" ]] && ! grep -qxF "${d##*/}" <<<"$1" && echo "$d" && return 0
+                done
+                sleep 0.1
+        done
+        return 1
+}
 
 # --- without delegation: refused, with the exact fix
 as_user run -p "$U/limits.json" -- ./probe status
@@ -82,13 +95,9 @@ like "$U_ERR" "Cannot enforce the profile's limits" "it says the limits cannot b
 like "$U_ERR" "systemd-run --user --scope -p Delegate=yes" "it gives the command that fixes it"
 
 # --- delegated: every limit is in place in a run cgroup below the user's scope
+before=$(ls "$U/state/runs" 2>/dev/null)
 as_user_bg --delegate run -p "$U/limits.json" -- ./probe sleep 30
-rdir=
-for _ in $(seq 300); do
-        rdir=$(newest_run)
-        [[ -n "$rdir" && -f "$rdir/run.json" ]] && break
-        sleep 0.1
-done
+rdir=$(wait_new_run "$before")
 cg=
 # The first run of a user compiles its seccomp filter: slow under TCG.
 for _ in $(seq 600); do
@@ -126,11 +135,10 @@ is "$U_RC" 137 "delegated: a 160 MiB bomb under 64M is OOM-killed (137)" || u_di
 cmp_num "$(jq -r .usage.oom_kills "$(newest_run)/run.json" 2>/dev/null)" -ge 1 "delegated: run.json counts the OOM kill"
 
 # --- delegated: a breach freezes the run's cgroup
+before=$(ls "$U/state/runs" 2>/dev/null)
 as_user_bg --delegate run --cap tokens=1000 -- /bin/sh -c 'python3 ./client.py tokens 5 1000 500; sleep 30'
-sleep 0.5
-rdir=
+rdir=$(wait_new_run "$before")
 for _ in $(seq 300); do
-        rdir=$(newest_run)
         grep -q '"type":"freeze"' "$rdir/events.jsonl" 2>/dev/null && break
         sleep 0.1
 done
@@ -146,10 +154,11 @@ wait "$bg" 2>/dev/null
 kill_bg
 
 # --- delegated: a SIGKILLed supervisor's watchdog still finds and removes the run's cgroup
+before=$(ls "$U/state/runs" 2>/dev/null)
 as_user_bg --delegate run -p "$U/limits.json" -- ./probe sleep 30
+rdir=$(wait_new_run "$before")
 sup=
 for _ in $(seq 300); do
-        rdir=$(newest_run)
         cg=$(run_cgroup "${rdir##*/}")
         if [[ -n "$cg" ]] && grep -qx "populated 1" "$cg/cgroup.events" 2>/dev/null; then
                 for p in $(descendants "$bg"); do
