@@ -108,6 +108,26 @@ cmp_num "$((${used:-0} * 100 / elapsed_us))" -le 45 \
         "with cpu 0.25 the run used at most ~a quarter of a CPU (${used:-?} us of CPU in $elapsed_us us)"
 cmp_num "${used:-0}" -ge 30000 "but it did run (${used:-?} us of CPU)"
 
+# --- concurrent runs with limits: each one creates, limits and removes its own cgroup
+# below the shared parent while the others do the same (and remove the parent)
+for round in 1 2 3; do
+        pids=()
+        for i in 1 2 3 4; do
+                timeout -k 5 60 "$AGENTJAIL" run -p "$limits" -- ./probe exit "$((10 + i))" \
+                        </dev/null >/dev/null 2>"$TEST_TMP/conc-$i.err" &
+                pids+=($!)
+        done
+        rcs=
+        for p in "${pids[@]}"; do
+                wait "$p"
+                rcs+="$? "
+        done
+        [[ "$rcs" == "11 12 13 14 " ]] || break
+done
+is "$rcs" "11 12 13 14 " "4 concurrent limited runs, 3 rounds: each returns its own status" ||
+        diag "$(cat "$TEST_TMP"/conc-*.err)"
+collect_run_ids
+
 # --- wall limit: SIGTERM, which the command honours
 wall=$(write_profile wall '{ "extends": "default", "limits": { "wall": "2s", "wall_grace": "1s" } }')
 t0=$(date +%s%N)
