@@ -5,6 +5,7 @@
  * and cpu.stat work there, so it still provides CLONE_INTO_CGROUP, freeze,
  * kill and cpu usage while the v1 backend enforces the limits.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -12,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -246,10 +246,13 @@ static int v2_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
                         if (!base)
                                 return -ENOMEM;
                 }
-                _cleanup_free_ char *sub_s = NULL;
+                _cleanup_free_ char *sub_s = NULL, *avail_s = NULL;
                 (void)aj_cg_read(base, "cgroup.subtree_control", &sub_s);
+                (void)aj_cg_read(base, "cgroup.controllers", &avail_s);
                 unsigned before = ctrl_set(sub_s);
-                if (rootless && (want & ~before)) {
+                /* Moving is no use when the controllers are not delegated to us at all:
+                 * enable_controllers() says so. */
+                if (rootless && (want & ~before) && !(want & ~ctrl_set(avail_s))) {
                         r = leave_base(cg, base);
                         if (r == -EBUSY) {
                                 rs->rootless_hint = true;
