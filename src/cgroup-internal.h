@@ -45,6 +45,11 @@ int aj_cgroup_layout_load(AjCgroupLayout *ret);
  * text of /proc/<pid>/cgroup. -ENOENT if absent. */
 int aj_cgroup_parse_proc_cgroup(const char *text, const char *controller, char **ret_path);
 
+/* Pure: a rootless supervisor (or its watchdog) that moved into its leaf
+ * "<base>/agentjail/<id>.supervisor" still nests its runs under <base>: cuts such a
+ * cgroup path (from /proc/self/cgroup) back to <base> in place ("" for the root). */
+void aj_cgroup_strip_supervisor_leaf(char *path);
+
 /* Pure: [A-Za-z0-9_-]{1,64}. */
 bool aj_cgroup_run_id_valid(const char *run_id);
 
@@ -88,6 +93,13 @@ struct AjCgroup {
         bool v1_pending;
         AjCgroupLimits pending_limits;
         bool pending_allow_degraded;
+        /* v2 without memory.peak (before Linux 5.19): the largest usage seen so far */
+        uint64_t v2_peak_seen;
+        /* Rootless on pure v2: the delegated cgroup we started in, and the leaf
+         * "<v2_parent>/<run_id>.supervisor" that our processes moved to so that it
+         * could enable controllers (cgroup-v2.c, leave_base()); NULL otherwise. */
+        char *v2_base, *v2_leaf;
+        unsigned v2_base_enabled; /* controllers we enabled in v2_base's subtree_control */
 };
 
 /* Collects what a creation could not enforce. */

@@ -5,6 +5,7 @@
  * and cpu.stat work there, so it still provides CLONE_INTO_CGROUP, freeze,
  * kill and cpu usage while the v1 backend enforces the limits.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "cgroup-internal.h"
+#include "util/fd.h"
 #include "util/macros.h"
 
 enum { CTRL_MEMORY = 1U << 0, CTRL_PIDS = 1U << 1, CTRL_CPU = 1U << 2 };
@@ -43,17 +45,122 @@ static unsigned ctrl_set(const char *text)
         return s;
 }
 
-static int write_subtree(const char *dir, unsigned set)
+static int write_subtree_op(const char *dir, unsigned set, const char *op)
 {
         char buf[64] = "";
         for (size_t i = 0; i < ARRAY_SIZE(ctrl_names); i++)
                 if (set & (1U << i)) {
                         if (buf[0])
                                 strcat(buf, " ");
-                        strcat(buf, "+");
+                        strcat(buf, op);
                         strcat(buf, ctrl_names[i]);
                 }
         return buf[0] ? aj_cg_write(dir, "cgroup.subtree_control", buf) : 0;
+}
+
+static int write_subtree(const char *dir, unsigned set)
+{
+        return write_subtree_op(dir, set, "+");
+}
+
+static pid_t parent_of(pid_t pid)
+{
+        char p[64];
+        snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+        _cleanup_free_ char *s = NULL;
+        if (aj_read_file(p, 4096, &s, NULL) < 0)
+                return -1;
+        const char *rp = strrchr(s, ')');
+        int ppid;
+        if (!rp || sscanf(rp + 1, " %*c %d", &ppid) != 1)
+                return -1;
+        return ppid;
+}
+
+/* Move every task of `from` into `to`: -errno of the first failure. */
+static int move_tasks(const char *from, const char *to)
+{
+        _cleanup_free_ pid_t *pids = NULL;
+        size_t n = 0;
+        int r = aj_cg_read_pids(from, &pids, &n);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                r = aj_cg_attach(to, pids[i]);
+                if (r == -ESRCH)
+                        r = 0;
+        }
+        return r;
+}
+
+/*
+ * Rootless on pure v2 we nest under the cgroup we were started in, typically the
+ * scope of `systemd-run --user --scope -p Delegate=yes agentjail run ...`. That cgroup
+ * holds our own process (and the watchdog's), and the "no internal processes" rule
+ * forbids enabling controllers for its children while it does. When it holds nothing
+ * but us and our children, they move to a leaf of their own, "<id>.supervisor" beside
+ * the run's cgroup, as container runtimes do in a delegated scope; v2_remove() moves
+ * them back and removes it. Returns 0 when nothing needed moving, 1 when we moved, or
+ * -EBUSY when other processes share the cgroup (nothing is moved then).
+ */
+static int leave_base(AjCgroup *cg, const char *base)
+{
+        _cleanup_free_ pid_t *pids = NULL;
+        size_t n = 0;
+        int r = aj_cg_read_pids(base, &pids, &n);
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return 0;
+        pid_t self = getpid();
+        for (size_t i = 0; i < n; i++)
+                if (pids[i] != self && parent_of(pids[i]) != self)
+                        return -EBUSY;
+        _cleanup_free_ char *leaf = NULL;
+        if (asprintf(&leaf, "%s/%s.supervisor", cg->plan.v2_parent, cg->run_id) < 0)
+                return -ENOMEM;
+        r = aj_cg_mkdir_run(cg->plan.v2_parent, leaf);
+        if (r < 0)
+                return r;
+        cg->v2_base = strdup(base);
+        cg->v2_leaf = TAKE_PTR(leaf);
+        if (!cg->v2_base)
+                return -ENOMEM;
+        r = move_tasks(base, cg->v2_leaf);
+        return r < 0 ? r : 1;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir);
+
+/* Whether `dir` has a child cgroup other than `except`. */
+static bool has_other_child(const char *dir, const char *except)
+{
+        _cleanup_(closedirp) DIR *d = opendir(dir);
+        if (!d)
+                return true;
+        const char *leaf = strrchr(except, '/');
+        leaf = leaf ? leaf + 1 : except;
+        for (struct dirent *e; (e = readdir(d));)
+                if (e->d_type == DT_DIR && !streq(e->d_name, ".") && !streq(e->d_name, "..") &&
+                    !streq(e->d_name, leaf))
+                        return true;
+        return false;
+}
+
+/* Undo leave_base() once no run of ours is left below the base. Best effort: what
+ * stays is an empty leaf, which goes with the delegated cgroup (the scope). */
+static void return_to_base(AjCgroup *cg)
+{
+        if (!cg->v2_leaf || !cg->v2_base || has_other_child(cg->plan.v2_parent, cg->v2_leaf))
+                return;
+        /* Controllers must be off below the base before processes may live in it. */
+        (void)write_subtree_op(cg->plan.v2_parent, CTRL_MEMORY | CTRL_PIDS | CTRL_CPU, "-");
+        if (cg->v2_base_enabled && write_subtree_op(cg->v2_base, cg->v2_base_enabled, "-") < 0)
+                return; /* another run of ours still needs them */
+        if (move_tasks(cg->v2_leaf, cg->v2_base) < 0)
+                return;
+        if (aj_cg_rmdir(cg->v2_leaf) >= 0) {
+                free(cg->v2_leaf);
+                cg->v2_leaf = NULL;
+        }
 }
 
 /*
@@ -139,11 +246,32 @@ static int v2_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
                         if (!base)
                                 return -ENOMEM;
                 }
+                _cleanup_free_ char *sub_s = NULL, *avail_s = NULL;
+                (void)aj_cg_read(base, "cgroup.subtree_control", &sub_s);
+                (void)aj_cg_read(base, "cgroup.controllers", &avail_s);
+                unsigned before = ctrl_set(sub_s);
+                /* Moving is no use when the controllers are not delegated to us at all:
+                 * enable_controllers() says so. */
+                if (rootless && (want & ~before) && !(want & ~ctrl_set(avail_s))) {
+                        r = leave_base(cg, base);
+                        if (r == -EBUSY) {
+                                rs->rootless_hint = true;
+                                return aj_cgroup_unenforced(rs, "'%s' holds other processes than agentjail, so "
+                                                            "it cannot enable controllers for its children",
+                                                            base);
+                        }
+                        if (r < 0) {
+                                rs->rootless_hint = true;
+                                return aj_cgroup_unenforced(rs, "cannot move agentjail out of '%s' into a leaf cgroup: %s",
+                                                            base, strerror(-r));
+                        }
+                }
                 /* memory and pids are cheap and give OOM / fork-limit events even
                  * without a limit; cpu only when a quota is asked for. */
                 r = enable_controllers(base, want, CTRL_MEMORY | CTRL_PIDS, rs, rootless, &enabled);
                 if (r < 0)
                         return r;
+                cg->v2_base_enabled = enabled & ~before;
         }
 
         r = aj_cg_mkdir_run(cg->plan.v2_parent, cg->plan.v2_run);
@@ -270,6 +398,22 @@ static int v2_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
         return aj_cg_read_pids(cg->plan.v2_run, ret, ret_n);
 }
 
+/*
+ * memory.peak only exists since Linux 5.19 (Ubuntu 22.04 runs 5.15). Without it the
+ * peak is a lower bound: the largest memory.current seen by any stats call, and
+ * memory.max itself once the kernel reported usage reaching it (a "max" or
+ * "oom_kill" event), because by then memory.current has dropped again.
+ */
+static uint64_t peak_fallback(AjCgroup *cg, const AjCgroupStats *st)
+{
+        uint64_t peak = cg->v2_peak_seen > st->memory_current ? cg->v2_peak_seen : st->memory_current, max;
+        if ((st->memory_max_events > 0 || st->oom_kills > 0) &&
+            aj_cg_read_u64(cg->plan.v2_run, "memory.max", &max) >= 0 && max > peak)
+                peak = max;
+        cg->v2_peak_seen = peak;
+        return peak;
+}
+
 static int v2_stats(AjCgroup *cg, AjCgroupStats *st)
 {
         if (!cg->have_v2)
@@ -293,12 +437,14 @@ static int v2_stats(AjCgroup *cg, AjCgroupStats *st)
         }
         if (aj_cg_read_u64(d, "memory.current", &v) >= 0)
                 st->memory_current = v;
-        if (aj_cg_read_u64(d, "memory.peak", &v) >= 0)
-                st->memory_peak = v;
         if (aj_cg_read_keyed(d, "memory.events", "oom_kill", &v) >= 0)
                 st->oom_kills = v;
         if (aj_cg_read_keyed(d, "memory.events", "max", &v) >= 0)
                 st->memory_max_events = v;
+        if (aj_cg_read_u64(d, "memory.peak", &v) >= 0)
+                st->memory_peak = v;
+        else
+                st->memory_peak = peak_fallback(cg, st);
         if (aj_cg_read_u64(d, "pids.current", &v) >= 0)
                 st->pids_current = v;
         if (aj_cg_read_keyed(d, "pids.events", "max", &v) >= 0)
@@ -345,13 +491,15 @@ static void v2_event_ack(AjCgroup *cg)
 
 static int v2_remove(AjCgroup *cg)
 {
-        if (!cg->have_v2)
+        if (cg->have_v2) {
+                (void)aj_cg_wait_keyed(cg->plan.v2_run, "cgroup.events", "populated", 0, AJ_CG_WAIT_MS);
+                int r = aj_cg_rmdir(cg->plan.v2_run);
+                if (r < 0)
+                        return r;
+                cg->have_v2 = false;
+        } else if (!cg->v2_leaf)
                 return 0;
-        (void)aj_cg_wait_keyed(cg->plan.v2_run, "cgroup.events", "populated", 0, AJ_CG_WAIT_MS);
-        int r = aj_cg_rmdir(cg->plan.v2_run);
-        if (r < 0)
-                return r;
-        cg->have_v2 = false;
+        return_to_base(cg);
         aj_cg_rmdir_parent(cg->plan.v2_parent);
         return 0;
 }

@@ -618,6 +618,8 @@ void aj_cgroup_free(AjCgroup *cg)
                 close(cg->event_fd);
         aj_cgroup_plan_done(&cg->plan);
         aj_strv_free(cg->paths);
+        free(cg->v2_base);
+        free(cg->v2_leaf);
         free(cg->run_id);
         free(cg);
 }
@@ -645,6 +647,23 @@ static int build_paths(AjCgroup *cg)
         return 0;
 }
 
+void aj_cgroup_strip_supervisor_leaf(char *path)
+{
+        char *a = NULL;
+        for (char *p = path; p && (p = strstr(p, "/agentjail/")); p++)
+                a = p;
+        if (!a)
+                return;
+        const char *leaf = a + strlen("/agentjail/");
+        size_t n = strlen(leaf), sl = strlen(".supervisor");
+        if (n <= sl || n - sl > 64 || !streq(leaf + n - sl, ".supervisor"))
+                return;
+        for (size_t i = 0; i < n - sl; i++)
+                if (!isalnum((unsigned char)leaf[i]) && leaf[i] != '_' && leaf[i] != '-')
+                        return; /* not "<run id>.supervisor" */
+        *a = 0;
+}
+
 /* Rootless runs nest under the cgroup we were started in (the delegated
  * subtree); root-started ones under each hierarchy's root. */
 static int load_bases(const AjCgroupLayout *l, char **ret_v2_base, char **v1_base)
@@ -659,6 +678,8 @@ static int load_bases(const AjCgroupLayout *l, char **ret_v2_base, char **v1_bas
                 r = aj_cgroup_parse_proc_cgroup(text, NULL, ret_v2_base);
                 if (r < 0 && r != -ENOENT)
                         return r;
+                if (r >= 0)
+                        aj_cgroup_strip_supervisor_leaf(*ret_v2_base);
         }
         for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
                 if (!l->v1_mount[c])
@@ -701,10 +722,12 @@ static int remove_all(AjCgroup *cg)
 }
 
 #define ROOTLESS_HINT                                                                                  \
-        "to enforce limits without root, start agentjail inside a delegated cgroup v2 subtree whose "   \
-        "cgroup.subtree_control already enables memory, pids and cpu (e.g. under `systemd-run --user " \
-        "--scope -p Delegate=yes`; a cgroup that itself holds processes cannot enable controllers for " \
-        "its children; v1 hierarchies are writable by root only), or allow degraded runs"
+        "to enforce limits without root, start agentjail in a delegated cgroup v2 subtree of its own: " \
+        "`systemd-run --user --scope -p Delegate=yes agentjail run ...` (if the user's systemd does "   \
+        "not delegate memory, pids and cpu, add /etc/systemd/system/user@.service.d/delegate.conf "     \
+        "with \"[Service]\" and \"Delegate=memory pids cpu\", then log in again; a cgroup that also " \
+        "holds other processes cannot enable controllers for its children; v1 hierarchies are "        \
+        "writable by root only), or allow degraded runs"
 
 static void finish_reasons(AjCgroupReasons *rs, char **ret_error);
 static int create_impl(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, bool defer_v1,

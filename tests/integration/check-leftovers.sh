@@ -21,6 +21,13 @@ for d in /sys/fs/cgroup/unified/agentjail/*; do
 done
 is "$dirs" "" "nothing under /sys/fs/cgroup/unified/agentjail/"
 
+# With no run active, not even the shared parents are left (pure v2: /sys/fs/cgroup/agentjail).
+dirs=
+for d in /sys/fs/cgroup/agentjail /sys/fs/cgroup/*/agentjail; do
+        [[ -d "$d" ]] && dirs+="$d "
+done
+is "$dirs" "" "no agentjail parent cgroup is left under /sys/fs/cgroup"
+
 procs=
 for p in /proc/[0-9]*; do
         p=${p#/proc/}

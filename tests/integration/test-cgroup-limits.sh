@@ -13,7 +13,7 @@ setup_dirs
 
 limits=$(write_profile limits '{
   "extends": "default",
-  "limits": { "memory": "64M", "pids": 32, "wall": "20s", "wall_grace": "1s" }
+  "limits": { "memory": "64M", "pids": 32, "cpu": 1.5, "wall": "20s", "wall_grace": "1s" }
 }')
 
 # --- the cgroup while the run is alive
@@ -27,9 +27,25 @@ if jpid=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5); then
                 is "$(cat "/sys/fs/cgroup/pids/agentjail/$id/pids.max" 2>/dev/null)" 32 "v1 pids.max is 32"
                 is "$(cat "/sys/fs/cgroup/memory/agentjail/$id/memory.limit_in_bytes" 2>/dev/null)" 67108864 \
                         "v1 memory.limit_in_bytes is 64M"
+                m=/sys/fs/cgroup/memory/agentjail/$id
+                if [[ -e "$m/memory.memsw.limit_in_bytes" ]]; then
+                        is "$(cat "$m/memory.memsw.limit_in_bytes")" 67108864 \
+                                "v1 memory.memsw.limit_in_bytes is 64M too: no swapping around the limit"
+                else
+                        pass "no memory.memsw.limit_in_bytes: the kernel does not account (or allow) swap per cgroup"
+                fi
+                is "$(cat "/sys/fs/cgroup/cpu/agentjail/$id/cpu.cfs_quota_us" 2>/dev/null)" 150000 \
+                        "v1 cpu.cfs_quota_us is 1.5 CPUs"
         else
                 is "$(cat "$v2/pids.max" 2>/dev/null)" 32 "pids.max is 32"
                 is "$(cat "$v2/memory.max" 2>/dev/null)" 67108864 "memory.max is 64M"
+                # No swap accounting in the kernel means the run cannot swap at all.
+                if [[ -e "$v2/memory.swap.max" ]]; then
+                        is "$(cat "$v2/memory.swap.max")" 0 "memory.swap.max is 0: no swapping around the limit"
+                else
+                        pass "no memory.swap.max: the kernel does not account (or allow) swap per cgroup"
+                fi
+                is "$(cat "$v2/cpu.max" 2>/dev/null)" "150000 100000" "cpu.max is 1.5 CPUs"
         fi
         kill -TERM "$BG_PID"
         wait_exit "$BG_PID" 10
@@ -100,6 +116,43 @@ print("queued", total)'
                 is "$JAIL_RC" 137 "filling loopback sockets past the memory limit is OOM-killed" || jail_diag
         fi
 fi
+# --- swap: a bomb that fits in memory + swap but not in memory alone is still OOM-killed
+# (meaningful where the host has swap, as the test VM does; without swap it cannot swap).
+run_jail -p "$limits" -- ./probe membomb 160
+is "$JAIL_RC" 137 "a 160 MiB bomb under a 64M limit is OOM-killed, not swapped out: exit 137" || jail_diag
+unlike "$JAIL_OUT" 'membomb=done' "the 160 MiB bomb never finished"
+
+# --- cpu: two busy loops for 3 s get about a quarter of one CPU between them
+cpu=$(write_profile cpu '{ "extends": "default", "limits": { "cpu": 0.25 } }')
+t0=$(date +%s%N)
+run_jail -p "$cpu" -- /bin/sh -c 'timeout 3 sh -c "while :; do :; done" & timeout 3 sh -c "while :; do :; done"; wait'
+elapsed_us=$((($(date +%s%N) - t0) / 1000))
+is "$JAIL_RC" 0 "the cpu-limited run ends" || jail_diag
+used=$(jf .usage.cpu_usec)
+# Unlimited, the two loops would use 3 s each of an idle host's CPUs.
+cmp_num "$((${used:-0} * 100 / elapsed_us))" -le 45 \
+        "with cpu 0.25 the run used at most ~a quarter of a CPU (${used:-?} us of CPU in $elapsed_us us)"
+cmp_num "${used:-0}" -ge 30000 "but it did run (${used:-?} us of CPU)"
+
+# --- concurrent runs with limits: each one creates, limits and removes its own cgroup
+# below the shared parent while the others do the same (and remove the parent)
+for round in 1 2 3; do
+        pids=()
+        for i in 1 2 3 4; do
+                timeout -k 5 60 "$AGENTJAIL" run -p "$limits" -- ./probe exit "$((10 + i))" \
+                        </dev/null >/dev/null 2>"$TEST_TMP/conc-$i.err" &
+                pids+=($!)
+        done
+        rcs=
+        for p in "${pids[@]}"; do
+                wait "$p"
+                rcs+="$? "
+        done
+        [[ "$rcs" == "11 12 13 14 " ]] || break
+done
+is "$rcs" "11 12 13 14 " "4 concurrent limited runs, 3 rounds: each returns its own status" ||
+        diag "$(cat "$TEST_TMP"/conc-*.err)"
+collect_run_ids
 
 # --- wall limit: SIGTERM, which the command honours
 wall=$(write_profile wall '{ "extends": "default", "limits": { "wall": "2s", "wall_grace": "1s" } }')

@@ -111,7 +111,15 @@ is "$(jf '.usage | has("memory_peak") and has("cpu_usec") and has("oom_kills") a
         true "run.json usage has memory_peak, cpu_usec, oom_kills, pids_max_events"
 cmp_num "$(jf '.usage.memory_peak')" -gt 0 "run.json usage.memory_peak > 0"
 is "$(jf '.usage.oom_kills')" 0 "run.json usage.oom_kills is 0"
-like "$(jf .cgroup.mode)" '^(v1|v2|hybrid|none)$' "run.json cgroup.mode is one of v1/v2/hybrid/none"
+like "$(jf .cgroup.mode)" '^(unified|hybrid|legacy|none)$' "run.json cgroup.mode is one of unified/hybrid/legacy/none"
+if [[ $(stat -f -c %T /sys/fs/cgroup) == cgroup2fs ]]; then
+        host_mode=unified
+elif grep -q ' - cgroup2 ' /proc/self/mountinfo; then
+        host_mode=hybrid
+else
+        host_mode=legacy
+fi
+is "$(jf .cgroup.mode)" "$host_mode" "run.json cgroup.mode is this host's ($host_mode)"
 cmp_num "$(jf '.cgroup.paths | length')" -ge 1 "run.json cgroup.paths is not empty"
 if ((EUID == 0)); then
         is "$(jf .host_uid)" 100000 "run.json host_uid is 100000"

@@ -208,7 +208,8 @@ fi
 BG_PIDS=()
 
 # --- the watchdog alone SIGKILLed: the run goes on with a new one and ends normally
-start_jail_bg -- /bin/sh -c './probe sleep 2 && echo finished'
+# Long enough for the lookups below on a slow machine (the test VM runs under TCG).
+start_jail_bg -- /bin/sh -c './probe sleep 5 && echo finished'
 if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
         kill -KILL "$wd"
         wd2=$(next_watchdog "$BG_PID" "$wd")

@@ -197,6 +197,32 @@ Test(cgroup_pure, plan_unified_root_and_rootless)
         aj_cgroup_layout_done(&l);
 }
 
+Test(cgroup_pure, strip_supervisor_leaf)
+{
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                { "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope/agentjail/0123456789ab.supervisor",
+                  "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope" },
+                { "/agentjail/abc.supervisor", "" },
+                /* the last agentjail/ counts; anything else is left alone */
+                { "/agentjail/x/agentjail/id-1.supervisor", "/agentjail/x" },
+                { "/app.slice/run-r1.scope", "/app.slice/run-r1.scope" },
+                { "/s/agentjail/0123456789ab", "/s/agentjail/0123456789ab" },
+                { "/s/agentjail/.supervisor", "/s/agentjail/.supervisor" },
+                { "/s/agentjail/a.b.supervisor", "/s/agentjail/a.b.supervisor" },
+                { "/s/agentjail/x.supervisor/y", "/s/agentjail/x.supervisor/y" },
+                { "/", "/" },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *p = strdup(cases[i].in);
+                aj_cgroup_strip_supervisor_leaf(p);
+                cr_assert_str_eq(p, cases[i].out, "%s", cases[i].in);
+                free(p);
+        }
+        aj_cgroup_strip_supervisor_leaf(NULL);
+}
+
 Test(cgroup_pure, plan_hybrid)
 {
         AjCgroupLayout l = { 0 };
@@ -259,6 +285,77 @@ Test(cgroup_pure, invalid_arguments)
         cr_assert_null(cg);
         cr_assert_str_eq(aj_cgroup_mode_name(AJ_CGROUP_MODE_HYBRID), "hybrid");
         cr_assert_str_eq(aj_cgroup_mode_name(AJ_CGROUP_MODE_UNIFIED), "unified");
+}
+
+/* ------------------------------------------------ v2 stats on a fake tree */
+
+/* A pure-v2 run whose directory is a plain temporary directory: the v2 backend's
+ * statistics read from files we write, as on a kernel of our choosing. */
+static char fake_dir[] = "/tmp/ajtest-cgroup-XXXXXX";
+
+static void fake_write(const char *file, const char *text)
+{
+        char p[256];
+        snprintf(p, sizeof(p), "%s/%s", fake_dir, file);
+        FILE *f = fopen(p, "we");
+        cr_assert_not_null(f, "%s", p);
+        fputs(text, f);
+        cr_assert_eq(fclose(f), 0);
+}
+
+static AjCgroup *fake_v2_run(void)
+{
+        cr_assert_not_null(mkdtemp(fake_dir));
+        AjCgroup *cg = calloc(1, sizeof(*cg));
+        cr_assert_not_null(cg);
+        cg->mode = AJ_CGROUP_MODE_UNIFIED;
+        cg->have_v2 = true;
+        cg->v2_fd = cg->event_fd = -1;
+        cg->plan.v2_run = strdup(fake_dir);
+        fake_write("memory.max", "67108864\n");
+        fake_write("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
+        return cg;
+}
+
+static void fake_fini(void)
+{
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fake_dir);
+        (void)system(cmd);
+}
+
+TestSuite(cgroup_v2_stats, .fini = fake_fini);
+
+Test(cgroup_v2_stats, memory_peak_from_the_kernel)
+{
+        AjCgroup *cg = fake_v2_run();
+        fake_write("memory.current", "4096\n");
+        fake_write("memory.peak", "123456789\n");
+        AjCgroupStats st;
+        cr_assert_eq(aj_cgroup_stats(cg, &st), 0);
+        cr_assert_eq(st.memory_peak, 123456789);
+        cr_assert_eq(st.memory_current, 4096);
+        aj_cgroup_free(cg);
+}
+
+/* Before Linux 5.19 there is no memory.peak: the peak is still a lower bound that
+ * never goes down, and at least the limit once the kernel said usage reached it. */
+Test(cgroup_v2_stats, memory_peak_without_memory_peak_file)
+{
+        AjCgroup *cg = fake_v2_run();
+        AjCgroupStats st;
+        fake_write("memory.current", "5000000\n");
+        cr_assert_eq(aj_cgroup_stats(cg, &st), 0);
+        cr_assert_eq(st.memory_peak, 5000000);
+        fake_write("memory.current", "1000\n");
+        cr_assert_eq(aj_cgroup_stats(cg, &st), 0);
+        cr_assert_eq(st.memory_peak, 5000000, "the peak went down to %llu", (unsigned long long)st.memory_peak);
+        /* an OOM kill at the limit; the memory is freed by the time we look */
+        fake_write("memory.events", "low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\n");
+        cr_assert_eq(aj_cgroup_stats(cg, &st), 0);
+        cr_assert_eq(st.oom_kills, 1);
+        cr_assert_eq(st.memory_peak, 67108864);
+        aj_cgroup_free(cg);
 }
 
 /* ---------------------------------------------------------------- live */
