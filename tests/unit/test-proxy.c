@@ -997,6 +997,24 @@ Test(live, socks5_overlong_name_refused)
         live_stop(&l);
 }
 
+/* A new proxy with `allow`: CONNECT host:port gets 200 and nothing is denied. */
+static void expect_connect_allowed(char **allow, const char *host, uint16_t port)
+{
+        Live l;
+        json_array_clear(events);
+        live_start(&l, allow, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[300], answer[1024];
+                snprintf(target, sizeof(target), "%s:%u", host, port);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                _exit(strstr(answer, " 200 ") ? 0 : 1);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.denied"), 0);
+        live_stop(&l);
+}
+
 Test(live, name_resolving_to_loopback_refused_unless_range_allowed)
 {
         Live l;
@@ -1025,18 +1043,7 @@ Test(live, name_resolving_to_loopback_refused_unless_range_allowed)
         live_stop(&l);
 
         /* The same name with the range named: allowed. */
-        json_array_clear(events);
-        live_start(&l, (char *[]){ "sneaky.test", "127.0.0.0/8", NULL }, NULL);
-        pid = fork();
-        if (pid == 0) {
-                char target[64], answer[1024];
-                snprintf(target, sizeof(target), "sneaky.test:%u", echo);
-                http_connect(l.http_port, target, answer, sizeof(answer));
-                _exit(strstr(answer, " 200 ") ? 0 : 1);
-        }
-        cr_expect_eq(run_client(&l, pid), 0);
-        cr_expect_eq(count_events("net.denied"), 0);
-        live_stop(&l);
+        expect_connect_allowed((char *[]){ "sneaky.test", "127.0.0.0/8", NULL }, "sneaky.test", echo);
 }
 
 Test(live, absolute_form_http_forwarded)
@@ -1603,16 +1610,5 @@ Test(live, name_resolving_to_own_address_refused)
         live_stop(&l);
 
         /* Named by an address rule: allowed. */
-        json_array_clear(events);
-        live_start(&l, (char *[]){ "own.test", "203.0.113.77", NULL }, NULL);
-        pid = fork();
-        if (pid == 0) {
-                char target[64], answer[1024];
-                snprintf(target, sizeof(target), "own.test:%u", echo);
-                http_connect(l.http_port, target, answer, sizeof(answer));
-                _exit(strstr(answer, " 200 ") ? 0 : 1);
-        }
-        cr_expect_eq(run_client(&l, pid), 0);
-        cr_expect_eq(count_events("net.denied"), 0);
-        live_stop(&l);
+        expect_connect_allowed((char *[]){ "own.test", "203.0.113.77", NULL }, "own.test", echo);
 }
