@@ -337,6 +337,43 @@ static bool header_is(const char *line, size_t len, const char *name)
         return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
 }
 
+/* The line at `l` in a head ending at `end` (which holds its '\n'): its length without the
+ * line end, and where the next one starts. */
+static size_t head_line(const char *l, const char *end, const char **ret_next)
+{
+        const char *e = memchr(l, '\n', (size_t)(end - l));
+        size_t n = (size_t)(e - l);
+        *ret_next = e + 1;
+        return n > 0 && l[n - 1] == '\r' ? n - 1 : n;
+}
+
+/* A field value between `*value` and `vend` without the optional whitespace around it. */
+static size_t trim_ows(const char **value, const char *vend)
+{
+        const char *v = *value;
+        while (v < vend && (*v == ' ' || *v == '\t'))
+                v++;
+        while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t'))
+                vend--;
+        *value = v;
+        return (size_t)(vend - v);
+}
+
+/* Content-Length: 1 to 18 digits, nothing else. */
+static bool parse_content_length(const char *value, size_t vlen, uint64_t *ret)
+{
+        uint64_t v = 0;
+        if (vlen == 0 || vlen > 18)
+                return false;
+        for (size_t k = 0; k < vlen; k++) {
+                if (value[k] < '0' || value[k] > '9')
+                        return false;
+                v = v * 10 + (uint64_t)(value[k] - '0');
+        }
+        *ret = v;
+        return true;
+}
+
 int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *ret_status, const char **ret_why)
 {
         AjHttpRequest req = {};
@@ -469,10 +506,8 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
         unsigned n_headers = 0;
         const char *h = eol + 1;
         while (h < buf + head) {
-                const char *e = memchr(h, '\n', (size_t)(buf + head - h));
-                size_t hl = (size_t)(e - h);
-                if (hl > 0 && h[hl - 1] == '\r')
-                        hl--;
+                const char *next;
+                size_t hl = head_line(h, buf + head, &next);
                 if (hl == 0)
                         break;
                 if (++n_headers > MAX_HEADERS)
@@ -487,12 +522,8 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                                 FAIL(400, "whitespace in a header field name");
                         else if (!is_tchar(*c))
                                 FAIL(400, "invalid character in a header field name");
-                const char *value = colon + 1, *vend = h + hl;
-                while (value < vend && (*value == ' ' || *value == '\t'))
-                        value++;
-                while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))
-                        vend--;
-                size_t vlen = (size_t)(vend - value);
+                const char *value = colon + 1;
+                size_t vlen = trim_ows(&value, h + hl);
                 if (header_is(h, hl, "Host")) {
                         if (have_host)
                                 DENY("more than one Host header");
@@ -503,13 +534,8 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                         if (have_length)
                                 FAIL(400, "more than one Content-Length header");
                         have_length = true;
-                        if (vlen == 0 || vlen > 18)
+                        if (!parse_content_length(value, vlen, &req.content_length))
                                 FAIL(400, "invalid Content-Length");
-                        for (size_t k = 0; k < vlen; k++) {
-                                if (value[k] < '0' || value[k] > '9')
-                                        FAIL(400, "invalid Content-Length");
-                                req.content_length = req.content_length * 10 + (uint64_t)(value[k] - '0');
-                        }
                 } else if (header_is(h, hl, "Transfer-Encoding")) {
                         if (have_te)
                                 FAIL(400, "more than one Transfer-Encoding header");
@@ -525,7 +551,7 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
                         memcpy(fwd + fl, "\r\n", 2);
                         fl += 2;
                 }
-                h = e + 1;
+                h = next;
         }
         if (!req.is_connect) {
                 /* Request smuggling: two framings, or one a server may read differently. */
@@ -676,27 +702,18 @@ int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjH
         const char *l = buf;
         bool first = true;
         while (l < buf + head) {
-                const char *e = memchr(l, '\n', (size_t)(buf + head - l));
-                size_t ll = (size_t)(e - l);
-                if (ll > 0 && l[ll - 1] == '\r')
-                        ll--;
+                const char *next;
+                size_t ll = head_line(l, buf + head, &next);
                 if (ll == 0)
                         break;
-                const char *value = memchr(l, ':', ll), *vend = l + ll;
+                const char *value = memchr(l, ':', ll);
                 if (!first && value) {
-                        for (value++; value < vend && (*value == ' ' || *value == '\t'); value++)
-                                ;
-                        while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))
-                                vend--;
-                        size_t vlen = (size_t)(vend - value);
+                        value++;
+                        size_t vlen = trim_ows(&value, l + ll);
+                        const char *vend = value + vlen;
                         if (header_is(l, ll, "Content-Length")) {
                                 uint64_t v = 0;
-                                bool ok = vlen > 0 && vlen <= 18;
-                                for (size_t k = 0; ok && k < vlen; k++) {
-                                        ok = value[k] >= '0' && value[k] <= '9';
-                                        v = v * 10 + (uint64_t)(value[k] - '0');
-                                }
-                                if (!ok || (have_length && v != length)) {
+                                if (!parse_content_length(value, vlen, &v) || (have_length && v != length)) {
                                         free(out);
                                         return -EBADMSG;
                                 }
@@ -719,7 +736,7 @@ int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjH
                         ol += 2;
                 }
                 first = false;
-                l = e + 1;
+                l = next;
         }
         if (final) {
                 memcpy(out + ol, "Connection: close\r\n", 19);
