@@ -484,6 +484,21 @@ static char *fs_path_of(uint64_t mnt_id, const char *kpath, const char *mountinf
         return out;
 }
 
+/* The path the kernel names the file open at `fd` by (d_path, through /proc/self/fd):
+ * its length, or -errno. */
+static ssize_t fd_kernel_path(int fd, char buf[static PATH_MAX])
+{
+        char link[64];
+        ssize_t n;
+
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        n = readlink(link, buf, PATH_MAX - 1);
+        if (n < 0)
+                return negative_errno();
+        buf[n] = '\0';
+        return n;
+}
+
 /* The parents of `path` (absolute, as the kernel names the file), by name: the same
  * directories ".." leads to, also for a file (whose ".." means nothing) and where a
  * directory on the way up cannot be searched (naming its parent needs no search on it). */
@@ -541,7 +556,7 @@ static int id_chain_from_fd(int fd, const Gather *g, const char *known_path, AjI
 {
         AjFileId ids[AJ_ID_CHAIN_MAX];
         _cleanup_free_ AjFileId *kept = NULL;
-        char link[64], buf[PATH_MAX];
+        char buf[PATH_MAX];
         size_t n = 0;
         struct statx stx;
         int r;
@@ -553,13 +568,9 @@ static int id_chain_from_fd(int fd, const Gather *g, const char *known_path, AjI
         if (known_path && strlen(known_path) < sizeof(buf)) {
                 strcpy(buf, known_path);
         } else {
-                ssize_t l;
-
-                snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-                l = readlink(link, buf, sizeof(buf) - 1);
+                ssize_t l = fd_kernel_path(fd, buf);
                 if (l < 0)
-                        return negative_errno();
-                buf[l] = '\0';
+                        return (int)l;
         }
         ids[n++] = (AjFileId){ makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino };
         /* Up through the mount tree as the kernel resolves "..": `buf` is the path the kernel
@@ -673,16 +684,12 @@ AjSensitiveVerdict aj_sensitive_check(const char *path, const AjIdChain *id, AjA
 static char *kernel_realpath(const char *path)
 {
         _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);
-        char link[64], buf[PATH_MAX];
-        ssize_t n;
+        char buf[PATH_MAX];
 
         if (fd < 0)
                 return NULL;
-        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-        n = readlink(link, buf, sizeof(buf) - 1);
-        if (n <= 0 || buf[0] != '/')
+        if (fd_kernel_path(fd, buf) <= 0 || buf[0] != '/')
                 return realpath(path, NULL);
-        buf[n] = '\0';
         return strdup(buf);
 }
 
@@ -1123,7 +1130,7 @@ static int open_source(const AjMountPlan *plan, const char *path, char **ret_rea
                        AjIdChain *ret_chain)
 {
         _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);
-        char link[64], buf[PATH_MAX];
+        char buf[PATH_MAX];
         ssize_t n;
         int r;
 
@@ -1131,11 +1138,9 @@ static int open_source(const AjMountPlan *plan, const char *path, char **ret_rea
                 return negative_errno();
         if (fstat(fd, ret_st) < 0)
                 return negative_errno();
-        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-        n = readlink(link, buf, sizeof(buf) - 1);
+        n = fd_kernel_path(fd, buf);
         if (n < 0)
-                return negative_errno();
-        buf[n] = '\0';
+                return (int)n;
         /* Not reachable from our root ("pipe:", a deleted directory): nothing to mount. */
         if (buf[0] != '/' || (n > 10 && streq(buf + n - 10, " (deleted)")))
                 return -ENOENT;
