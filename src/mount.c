@@ -431,17 +431,29 @@ static char *mountinfo_field(const char *f, size_t len)
         return out;
 }
 
+/* Splits the line at *cursor into its first five fields (id, parent, maj:min, root, mount
+ * point; each runs to the next space) and moves *cursor to the next line. false: fewer. */
+static bool mountinfo_next(const char **cursor, const char *f[5], const char **ret_end)
+{
+        const char *line = *cursor, *end = strchrnul(line, '\n');
+        size_t k = 1;
+
+        f[0] = line;
+        for (const char *p = line; p < end && k < 5; p++)
+                if (*p == ' ')
+                        f[k++] = p + 1;
+        *cursor = *end ? end + 1 : end;
+        *ret_end = end;
+        return k == 5;
+}
+
 /* The root (inside its filesystem) and mount point of mount `id`. */
 static int mountinfo_find(const char *table, uint64_t id, char **ret_root, char **ret_point)
 {
         for (const char *line = table; line && *line;) {
-                const char *end = strchrnul(line, '\n'), *f[5] = { line };
-                size_t k = 1;
+                const char *f[5], *end;
 
-                for (const char *p = line; p < end && k < 5; p++)
-                        if (*p == ' ')
-                                f[k++] = p + 1;
-                if (k == 5 && strtoull(line, NULL, 10) == id) {
+                if (mountinfo_next(&line, f, &end) && strtoull(f[0], NULL, 10) == id) {
                         const char *root_end = strchr(f[3], ' '), *point_end = strchrnul(f[4], ' ');
 
                         if (!root_end || point_end > end)
@@ -454,7 +466,6 @@ static int mountinfo_find(const char *table, uint64_t id, char **ret_root, char 
                         *ret_point = TAKE_PTR(point);
                         return 0;
                 }
-                line = *end ? end + 1 : end;
         }
         return -ENOENT;
 }
@@ -1245,14 +1256,9 @@ static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const c
                 table = own;
         }
         for (const char *line = table; *line;) {
-                const char *end = strchrnul(line, '\n'), *f[5] = { line };
-                size_t k = 1;
+                const char *f[5], *end;
 
-                for (const char *p = line; p < end && k < 5; p++)
-                        if (*p == ' ')
-                                f[k++] = p + 1;
-                line = *end ? end + 1 : end;
-                if (k < 5)
+                if (!mountinfo_next(&line, f, &end))
                         continue;
                 const char *point_end = strchrnul(f[4], ' ');
                 if (point_end > end)
