@@ -32,20 +32,6 @@ struct AjEventLog {
         char ts_base[32];
 };
 
-uint64_t aj_now_realtime_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t aj_now_monotonic_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 char *aj_format_timestamp(uint64_t ns, char *buf, size_t len)
 {
         time_t sec = (time_t)(ns / 1000000000ull);

@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "util/clock.h"
 #include "util/macros.h"
 
 typedef struct AjEventLog AjEventLog;
@@ -53,5 +54,3 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjEventLog *, aj_events_close);
 
 /* RFC 3339 UTC with nanoseconds: "2026-11-23T21:59:20.123456789Z" (buf >= 32). */
 char *aj_format_timestamp(uint64_t realtime_ns, char *buf, size_t len);
-uint64_t aj_now_realtime_ns(void);
-uint64_t aj_now_monotonic_ns(void);
