@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "util/loop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/clock.h"
+#include "util/macros.h"
+
+/* Events taken per epoll wait; more ready fds are simply returned by the next one. */
+#define LOOP_BATCH 32
+
+struct AjLoopIo {
+        AjLoop *loop;
+        int fd;
+        uint32_t events;
+        bool removed;
+        AjLoopIoFn fn;
+        void *userdata;
+        AjLoopIo *next_removed;
+};
+
+struct AjLoop {
+        int epfd;
+        uint64_t (*now_ns)(void);
+        AjLoopTimer **heap; /* min-heap on deadline_ns */
+        size_t n_heap, cap_heap;
+        AjLoopIo *removed; /* freed after the batch that removed them */
+        bool dispatching;
+        uint64_t turn; /* aj_loop_dispatch() calls so far */
+        bool no_pwait2; /* epoll_pwait2() is missing (before Linux 5.11): millisecond waits */
+};
+
+int aj_loop_new(AjLoop **ret)
+{
+        AjLoop *l = calloc(1, sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        l->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (l->epfd < 0) {
+                int r = -errno;
+                free(l);
+                return r;
+        }
+        l->now_ns = aj_now_monotonic_ns;
+        *ret = l;
+        return 0;
+}
+
+static void free_removed(AjLoop *l)
+{
+        while (l->removed) {
+                AjLoopIo *io = l->removed;
+                l->removed = io->next_removed;
+                free(io);
+        }
+}
+
+/* Registered sources still alive are the caller's leak; their memory is not reachable from
+ * the loop (no list of them is kept), so only the removed ones are freed here. */
+void aj_loop_free(AjLoop *l)
+{
+        if (!l)
+                return;
+        for (size_t i = 0; i < l->n_heap; i++) {
+                l->heap[i]->deadline_ns = 0;
+                l->heap[i]->heap_index = SIZE_MAX;
+        }
+        free(l->heap);
+        free_removed(l);
+        if (l->epfd >= 0)
+                close(l->epfd);
+        free(l);
+}
+
+uint64_t aj_loop_now(const AjLoop *l)
+{
+        return l->now_ns();
+}
+
+void aj_loop_set_clock(AjLoop *l, uint64_t (*now_ns)(void))
+{
+        l->now_ns = now_ns ? now_ns : aj_now_monotonic_ns;
+}
+
+int aj_loop_add_io(AjLoop *l, int fd, uint32_t events, AjLoopIoFn fn, void *userdata, AjLoopIo **ret)
+{
+        if (fd < 0 || !fn)
+                return -EINVAL;
+        AjLoopIo *io = calloc(1, sizeof(*io));
+        if (!io)
+                return -ENOMEM;
+        *io = (AjLoopIo){ .loop = l, .fd = fd, .events = events, .fn = fn, .userdata = userdata };
+        struct epoll_event ev = { .events = events, .data.ptr = io };
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                int r = -errno;
+                free(io);
+                return r;
+        }
+        if (ret)
+                *ret = io;
+        return 0;
+}
+
+int aj_loop_io_set_events(AjLoopIo *io, uint32_t events)
+{
+        if (!io || io->removed)
+                return -EINVAL;
+        if (io->events == events)
+                return 0;
+        struct epoll_event ev = { .events = events, .data.ptr = io };
+        if (epoll_ctl(io->loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0)
+                return -errno;
+        io->events = events;
+        return 0;
+}
+
+uint32_t aj_loop_io_events(const AjLoopIo *io)
+{
+        return io->events;
+}
+
+int aj_loop_io_fd(const AjLoopIo *io)
+{
+        return io->fd;
+}
+
+void aj_loop_io_remove(AjLoopIo *io)
+{
+        if (!io || io->removed)
+                return;
+        /* Fails only if the fd was closed already, which removed it from the epoll set. */
+        (void)epoll_ctl(io->loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+        io->removed = true;
+        io->next_removed = io->loop->removed;
+        io->loop->removed = io;
+        if (!io->loop->dispatching)
+                free_removed(io->loop);
+}
+
+/* The heap of armed timers. */
+
+static void heap_place(AjLoop *l, size_t i, AjLoopTimer *t)
+{
+        l->heap[i] = t;
+        t->heap_index = i;
+}
+
+static void heap_up(AjLoop *l, size_t i)
+{
+        AjLoopTimer *t = l->heap[i];
+        while (i > 0) {
+                size_t parent = (i - 1) / 2;
+                if (l->heap[parent]->deadline_ns <= t->deadline_ns)
+                        break;
+                heap_place(l, i, l->heap[parent]);
+                i = parent;
+        }
+        heap_place(l, i, t);
+}
+
+static void heap_down(AjLoop *l, size_t i)
+{
+        AjLoopTimer *t = l->heap[i];
+        for (;;) {
+                size_t child = 2 * i + 1;
+                if (child >= l->n_heap)
+                        break;
+                if (child + 1 < l->n_heap && l->heap[child + 1]->deadline_ns < l->heap[child]->deadline_ns)
+                        child++;
+                if (t->deadline_ns <= l->heap[child]->deadline_ns)
+                        break;
+                heap_place(l, i, l->heap[child]);
+                i = child;
+        }
+        heap_place(l, i, t);
+}
+
+static void heap_remove(AjLoop *l, AjLoopTimer *t)
+{
+        size_t i = t->heap_index;
+        AjLoopTimer *last = l->heap[--l->n_heap];
+        t->heap_index = SIZE_MAX;
+        if (last == t)
+                return;
+        heap_place(l, i, last);
+        heap_up(l, i);
+        heap_down(l, last->heap_index);
+}
+
+void aj_loop_timer_init(AjLoop *l, AjLoopTimer *t, AjLoopTimerFn fn, void *userdata)
+{
+        *t = (AjLoopTimer){ .loop = l, .heap_index = SIZE_MAX, .fn = fn, .userdata = userdata };
+}
+
+void aj_loop_timer_stop(AjLoopTimer *t)
+{
+        if (!t || !t->loop || t->deadline_ns == 0)
+                return;
+        heap_remove(t->loop, t);
+        t->deadline_ns = 0;
+}
+
+int aj_loop_timer_set(AjLoopTimer *t, uint64_t deadline_ns)
+{
+        AjLoop *l = t->loop;
+        if (deadline_ns == 0) {
+                aj_loop_timer_stop(t);
+                return 0;
+        }
+        if (t->deadline_ns == 0) {
+                if (l->n_heap == l->cap_heap) {
+                        size_t cap = l->cap_heap ? l->cap_heap * 2 : 16;
+                        AjLoopTimer **heap = reallocarray(l->heap, cap, sizeof(*heap));
+                        if (!heap)
+                                return -ENOMEM;
+                        l->heap = heap;
+                        l->cap_heap = cap;
+                }
+                t->deadline_ns = deadline_ns;
+                t->armed_turn = l->turn;
+                heap_place(l, l->n_heap++, t);
+                heap_up(l, t->heap_index);
+                return 0;
+        }
+        uint64_t old = t->deadline_ns;
+        t->deadline_ns = deadline_ns;
+        t->armed_turn = l->turn;
+        if (deadline_ns < old)
+                heap_up(l, t->heap_index);
+        else
+                heap_down(l, t->heap_index);
+        return 0;
+}
+
+uint64_t aj_loop_timer_left(const AjLoopTimer *t)
+{
+        if (t->deadline_ns == 0)
+                return 0;
+        uint64_t now = aj_loop_now(t->loop);
+        return t->deadline_ns > now ? t->deadline_ns - now : 0;
+}
+
+uint64_t aj_loop_next_deadline(const AjLoop *l)
+{
+        return l->n_heap ? l->heap[0]->deadline_ns : 0;
+}
+
+static int loop_wait(AjLoop *l, struct epoll_event *evs, int n, int64_t wait_ns)
+{
+        if (!l->no_pwait2) {
+                struct timespec ts = { .tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000 };
+                int r = epoll_pwait2(l->epfd, evs, n, wait_ns < 0 ? NULL : &ts, NULL);
+                if (r >= 0 || errno != ENOSYS)
+                        return r;
+                l->no_pwait2 = true;
+        }
+        /* Rounded up: a timer must not be found early and waited for again in a busy loop. */
+        int ms = wait_ns < 0 ? -1 : wait_ns > INT32_MAX * 1000000ll ? INT32_MAX : (int)((wait_ns + 999999) / 1000000);
+        return epoll_wait(l->epfd, evs, n, ms);
+}
+
+int aj_loop_dispatch(AjLoop *l, int64_t max_wait_ns)
+{
+        int64_t wait_ns = max_wait_ns;
+        uint64_t next = aj_loop_next_deadline(l);
+        if (next) {
+                uint64_t now = aj_loop_now(l);
+                int64_t until = next > now ? (int64_t)(next - now) : 0;
+                if (wait_ns < 0 || until < wait_ns)
+                        wait_ns = until;
+        }
+        struct epoll_event evs[LOOP_BATCH];
+        int n = loop_wait(l, evs, LOOP_BATCH, wait_ns);
+        if (n < 0)
+                return errno == EINTR ? 0 : -errno;
+
+        int calls = 0;
+        l->dispatching = true;
+        l->turn++;
+        for (int i = 0; i < n; i++) {
+                AjLoopIo *io = evs[i].data.ptr;
+                if (io->removed)
+                        continue;
+                io->fn(io, io->fd, evs[i].events, io->userdata);
+                calls++;
+        }
+        /* Timers due now. One armed during this turn (a callback re-arming itself for "now")
+         * waits for the next turn, so a turn always ends. */
+        uint64_t now = aj_loop_now(l);
+        while (l->n_heap && l->heap[0]->deadline_ns <= now && l->heap[0]->armed_turn != l->turn) {
+                AjLoopTimer *t = l->heap[0];
+                heap_remove(l, t);
+                t->deadline_ns = 0;
+                t->fn(t, now, t->userdata);
+                calls++;
+        }
+        l->dispatching = false;
+        free_removed(l);
+        return calls;
+}
