@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,7 +33,28 @@ struct AjLoop {
         bool dispatching;
         uint64_t turn; /* aj_loop_dispatch() calls so far */
         bool no_pwait2; /* epoll_pwait2() is missing (before Linux 5.11): millisecond waits */
+        int timerfd;    /* nested loops only (aj_loop_fd()): armed at the earliest deadline */
+        uint64_t timerfd_at;
 };
+
+/* The epoll data of the timerfd: no source has this address. */
+static char timerfd_tag;
+
+static void timerfd_follow(AjLoop *l)
+{
+        if (l->timerfd < 0)
+                return;
+        uint64_t at = l->n_heap ? l->heap[0]->deadline_ns : 0;
+        if (at == l->timerfd_at)
+                return;
+        struct itimerspec its = { .it_value = { .tv_sec = (time_t)(at / 1000000000ull),
+                                                .tv_nsec = (long)(at % 1000000000ull) } };
+        /* An absolute time of 0 would disarm: a deadline at 0 ns is long past, fire now. */
+        if (at != 0 && its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+                its.it_value.tv_nsec = 1;
+        if (timerfd_settime(l->timerfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+                l->timerfd_at = at;
+}
 
 int aj_loop_new(AjLoop **ret)
 {
@@ -46,6 +68,7 @@ int aj_loop_new(AjLoop **ret)
                 return r;
         }
         l->now_ns = aj_now_monotonic_ns;
+        l->timerfd = -1;
         *ret = l;
         return 0;
 }
@@ -71,6 +94,8 @@ void aj_loop_free(AjLoop *l)
         }
         free(l->heap);
         free_removed(l);
+        if (l->timerfd >= 0)
+                close(l->timerfd);
         if (l->epfd >= 0)
                 close(l->epfd);
         free(l);
@@ -202,6 +227,8 @@ void aj_loop_timer_stop(AjLoopTimer *t)
                 return;
         heap_remove(t->loop, t);
         t->deadline_ns = 0;
+        if (!t->loop->dispatching)
+                timerfd_follow(t->loop);
 }
 
 int aj_loop_timer_set(AjLoopTimer *t, uint64_t deadline_ns)
@@ -224,6 +251,8 @@ int aj_loop_timer_set(AjLoopTimer *t, uint64_t deadline_ns)
                 t->armed_turn = l->turn;
                 heap_place(l, l->n_heap++, t);
                 heap_up(l, t->heap_index);
+                if (!l->dispatching)
+                        timerfd_follow(l);
                 return 0;
         }
         uint64_t old = t->deadline_ns;
@@ -233,7 +262,28 @@ int aj_loop_timer_set(AjLoopTimer *t, uint64_t deadline_ns)
                 heap_up(l, t->heap_index);
         else
                 heap_down(l, t->heap_index);
+        if (!l->dispatching)
+                timerfd_follow(l);
         return 0;
+}
+
+int aj_loop_fd(AjLoop *l)
+{
+        if (l->timerfd < 0) {
+                int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+                if (fd < 0)
+                        return -errno;
+                struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &timerfd_tag };
+                if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        int r = -errno;
+                        close(fd);
+                        return r;
+                }
+                l->timerfd = fd;
+                l->timerfd_at = 0;
+                timerfd_follow(l);
+        }
+        return l->epfd;
 }
 
 uint64_t aj_loop_timer_left(const AjLoopTimer *t)
@@ -282,6 +332,12 @@ int aj_loop_dispatch(AjLoop *l, int64_t max_wait_ns)
         l->dispatching = true;
         l->turn++;
         for (int i = 0; i < n; i++) {
+                if (evs[i].data.ptr == &timerfd_tag) {
+                        uint64_t x;
+                        (void)!read(l->timerfd, &x, sizeof(x));
+                        l->timerfd_at = 0; /* expired: disarmed */
+                        continue;
+                }
                 AjLoopIo *io = evs[i].data.ptr;
                 if (io->removed)
                         continue;
@@ -300,5 +356,6 @@ int aj_loop_dispatch(AjLoop *l, int64_t max_wait_ns)
         }
         l->dispatching = false;
         free_removed(l);
+        timerfd_follow(l);
         return calls;
 }

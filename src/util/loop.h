@@ -70,6 +70,11 @@ uint64_t aj_loop_timer_left(const AjLoopTimer *t);
 /* The earliest armed deadline, 0 when no timer is armed. */
 uint64_t aj_loop_next_deadline(const AjLoop *l);
 
+/* For a loop nested in another (a service's own loop inside the supervisor's): an fd that is
+ * readable when this loop has work, ready fds or a due timer (a timerfd on the earliest
+ * deadline, which needs the real clock). The parent then calls aj_loop_dispatch(l, 0). */
+int aj_loop_fd(AjLoop *l);
+
 /* Waits for events until the earliest timer or `max_wait_ns` (-1: no limit, 0: do not wait),
  * then calls the callbacks of the fds that are ready and of the timers that are due. Returns
  * the number of callbacks made (0 on a timeout or EINTR), or -errno. */

@@ -235,3 +235,39 @@ Test(loop, bad_arguments)
         close(fd);
         aj_loop_free(l);
 }
+
+Test(loop, nested_loop_fd_wakes_the_parent_for_io_and_timers)
+{
+        AjLoop *parent = NULL, *child = NULL;
+        cr_assert_eq(aj_loop_new(&parent), 0);
+        cr_assert_eq(aj_loop_new(&child), 0);
+        int cfd = aj_loop_fd(child);
+        cr_assert_geq(cfd, 0);
+        IoSeen ps = { 0 };
+        cr_assert_eq(aj_loop_add_io(parent, cfd, EPOLLIN, on_io, &ps, NULL), 0);
+
+        int n = 0;
+        AjLoopTimer t;
+        aj_loop_timer_init(child, &t, rearm_now, &n);
+        cr_assert_eq(aj_loop_timer_set_in(&t, 10 * 1000000ull), 0);
+        cr_expect_eq(aj_loop_dispatch(parent, 0), 0, "the child's timer is not due yet");
+        /* The parent waits with no timer of its own: only the child's fd can wake it. */
+        cr_expect_eq(aj_loop_dispatch(parent, 2000 * 1000000ll), 1);
+        cr_expect_eq(ps.calls, 1);
+        cr_expect_eq(aj_loop_dispatch(child, 0), 1);
+        cr_expect_eq(n, 1);
+        aj_loop_timer_stop(&t); /* rearm_now re-armed it for "now" */
+
+        int p[2];
+        cr_assert_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+        IoSeen cs = { 0 };
+        cr_assert_eq(aj_loop_add_io(child, p[0], EPOLLIN, on_io, &cs, NULL), 0);
+        cr_expect_eq(aj_loop_dispatch(parent, 0), 0);
+        cr_assert_eq(write(p[1], "x", 1), 1);
+        cr_expect_eq(aj_loop_dispatch(parent, 1000 * 1000000ll), 1);
+        cr_expect_eq(aj_loop_dispatch(child, 0), 1);
+        cr_expect_eq(cs.calls, 1);
+        close(p[0]), close(p[1]);
+        aj_loop_free(child);
+        aj_loop_free(parent);
+}
