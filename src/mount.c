@@ -137,10 +137,24 @@ typedef struct {
 } AjMountStep;
 
 /* What every chain of one list or plan shares, gathered once. */
+/* A path looked at (lstat) while resolving places: places share prefixes (/var for /var,
+ * /var/lib and /var/tmp), each is looked at once per list. */
+typedef struct {
+        char *path;
+        int err; /* the lstat's -errno, or 0 */
+        AjFileId id;
+        mode_t mode;
+        uint64_t size; /* a symlink's target length */
+        uint64_t mnt_id;
+        bool has_mnt_id;
+} Looked;
+
 typedef struct {
         char *mountinfo; /* NULL: read per file */
         AjFileId root;   /* our root's id: the walk stops there without opening its ".." */
         bool has_root;
+        Looked *looked;
+        size_t n_looked;
 } Gather;
 
 struct AjMountPlan {
@@ -559,6 +573,11 @@ static void gather_done(Gather *g)
 {
         free(g->mountinfo);
         g->mountinfo = NULL;
+        for (size_t i = 0; i < g->n_looked; i++)
+                free(g->looked[i].path);
+        free(g->looked);
+        g->looked = NULL;
+        g->n_looked = 0;
 }
 
 /* `known_path`: the file's path as the kernel names it, when the caller resolved it (NULL:
@@ -744,13 +763,184 @@ static int resolve_prefix(const char *path, char **ret)
         }
 }
 
+/* Bounds on the walk below: more looked-at prefixes or symlinks than this and the place
+ * is resolved the slow way (which has its own bounds). */
+#define LOOKED_MAX 512
+#define WALK_LINKS_MAX 16
+
+static const Looked *look(Gather *g, const char *path)
+{
+        for (size_t i = 0; i < g->n_looked; i++)
+                if (streq(g->looked[i].path, path))
+                        return &g->looked[i];
+        /* Allocated whole: entries are pointed to while more are added. */
+        if (!g->looked && !(g->looked = calloc(LOOKED_MAX, sizeof(*g->looked))))
+                return NULL;
+        if (g->n_looked >= LOOKED_MAX)
+                return NULL;
+        Looked *l = &g->looked[g->n_looked];
+        *l = (Looked){ .path = strdup(path) };
+        if (!l->path)
+                return NULL;
+        struct statx stx;
+        if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
+                  STATX_TYPE | STATX_INO | STATX_SIZE | STATX_MNT_ID, &stx) < 0) {
+                l->err = negative_errno();
+        } else {
+                l->id = (AjFileId){ makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino };
+                l->mode = stx.stx_mode;
+                l->size = stx.stx_size;
+                l->mnt_id = stx.stx_mnt_id;
+                l->has_mnt_id = (stx.stx_mask & STATX_MNT_ID) != 0;
+        }
+        g->n_looked++;
+        return l;
+}
+
+/* What the symlink `link` (its parent directory `dir`, resolved) points to, followed by
+ * `rest`, as a new normalized path; false where this walk does not follow: a target with
+ * "..", a link whose size is not its target's length (a /proc magic link), too long. */
+static bool follow_link(const Looked *link, const char *dir, const char *rest, char *out)
+{
+        char target[PATH_MAX], joined[2 * PATH_MAX + 2];
+        ssize_t n;
+
+        if (link->size == 0 || link->size >= sizeof(target))
+                return false;
+        n = readlink(link->path, target, sizeof(target) - 1);
+        if (n < 0 || (uint64_t)n != link->size)
+                return false;
+        target[n] = '\0';
+        if (path_has_dotdot(target))
+                return false;
+        snprintf(joined, sizeof(joined), "%s/%s%s", target[0] == '/' ? "" : dir, target, rest);
+        _cleanup_free_ char *norm = NULL;
+        if (path_normalize(joined, &norm) < 0 || strlen(norm) >= PATH_MAX)
+                return false;
+        strcpy(out, norm);
+        return true;
+}
+
+/* resolve_prefix() and id_chain_from_path() in one walk for `path` (absolute, normalized,
+ * no ".."): one lstat a component, shared between the places of a list, where those two
+ * open, read back and stat every place and each of its parents. The same answers (a unit
+ * test compares them); 1: not answered here (the caller takes the slow way). */
+static int walk_place(Gather *g, const char *path, char **ret_real, AjIdChain *ret_chain)
+{
+        AjFileId ids[AJ_ID_CHAIN_MAX];
+        char cur[PATH_MAX];
+        const Looked *leaf = NULL;
+        size_t n = 0, links = 0;
+        bool missing = false;
+
+        if (!g->has_root || strlen(path) >= sizeof(cur))
+                return 1;
+        strcpy(cur, path);
+restart:
+        n = 0;
+        ids[n++] = g->root;
+        leaf = NULL;
+        for (size_t e = 1; cur[e - 1] && !streq(cur, "/");) {
+                while (cur[e] && cur[e] != '/')
+                        e++;
+                char saved = cur[e];
+                cur[e] = '\0';
+                const Looked *l = look(g, cur);
+                cur[e] = saved;
+                if (!l)
+                        return 1;
+                if (l->err == -ENOENT || l->err == -ENOTDIR || l->err == -EACCES) {
+                        missing = true;
+                        break;
+                }
+                if (l->err < 0)
+                        return l->err;
+                if (S_ISLNK(l->mode)) {
+                        char dir[PATH_MAX];
+                        size_t slash = strrchr(l->path, '/') - l->path;
+                        memcpy(dir, l->path, slash);
+                        dir[slash] = '\0';
+                        if (++links > WALK_LINKS_MAX || !follow_link(l, dir, cur + e, cur))
+                                return 1;
+                        goto restart;
+                }
+                if (n >= AJ_ID_CHAIN_MAX)
+                        return 1;
+                ids[n++] = l->id;
+                leaf = l;
+                if (!cur[e])
+                        break;
+                if (!S_ISDIR(l->mode)) { /* a file with a path below it */
+                        missing = true;
+                        break;
+                }
+                e++;
+        }
+        /* The chain runs from the leaf up; a leaf that is our root (also through a bind
+         * mount of it) has no parents, as id_chain_from_fd() has it. */
+        size_t kept_n = id_eq(ids[n - 1], g->root) ? 1 : n;
+        AjFileId *kept = malloc(kept_n * sizeof(*kept));
+        char *real = strdup(cur);
+        if (!leaf && !(leaf = look(g, "/")))
+                return 1;
+        char *fs_path = leaf->err == 0 && leaf->has_mnt_id ? fs_path_of(leaf->mnt_id, leaf->path, g->mountinfo) : NULL;
+        if (!kept || !real) {
+                free(kept), free(real), free(fs_path);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < kept_n; i++)
+                kept[i] = ids[n - 1 - i];
+        *ret_real = real;
+        *ret_chain = (AjIdChain){ .ids = kept, .n = kept_n, .fs_path = fs_path, .missing = missing };
+        return 0;
+}
+
 int aj_id_chain_from_path(const char *path, AjIdChain *ret)
 {
         return id_chain_from_path(path, NULL, false, ret);
 }
 
+/* The slow way: realpath of the longest existing prefix, then its chain through an fd. */
+static int resolve_slow(const char *path, Gather *g, char **ret_real, AjIdChain *ret_chain)
+{
+        _cleanup_free_ char *real = NULL;
+        int r = resolve_prefix(path, &real);
+        if (r < 0)
+                return r;
+        r = id_chain_from_path(real, g, true, ret_chain);
+        if (r < 0)
+                return r;
+        *ret_real = TAKE_PTR(real);
+        return 0;
+}
+
+static int resolve_place(const char *path, Gather *g, char **ret_real, AjIdChain *ret_chain)
+{
+        _cleanup_free_ char *norm = NULL;
+        if (g && path[0] == '/' && !path_has_dotdot(path) && path_normalize(path, &norm) == 0) {
+                int r = walk_place(g, norm, ret_real, ret_chain);
+                if (r <= 0)
+                        return r;
+        }
+        return resolve_slow(path, g, ret_real, ret_chain);
+}
+
+int aj_sensitive_resolve(const char *path, bool walk, char **ret_real, AjIdChain *ret_chain)
+{
+        _cleanup_(gather_done) Gather g;
+        gather_init(&g);
+        if (!path || path[0] != '/' || !ret_real || !ret_chain)
+                return -EINVAL;
+        if (!walk)
+                return resolve_slow(path, &g, ret_real, ret_chain);
+        _cleanup_free_ char *norm = NULL;
+        if (path_has_dotdot(path) || path_normalize(path, &norm) < 0)
+                return -EINVAL;
+        return walk_place(&g, norm, ret_real, ret_chain);
+}
+
 /* `g`: gathered once for the whole list (NULL: each time). */
-static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule, const Gather *g)
+static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule, Gather *g)
 {
         _cleanup_free_ char *real = NULL;
         _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
@@ -759,7 +949,9 @@ static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPl
 
         if (!l || !path || !what)
                 return -EINVAL;
-        r = resolve_prefix(path, &real);
+        if ((size_t) rule >= ARRAY_SIZE(place_rules))
+                return -EINVAL;
+        r = resolve_place(path, g, &real, &chain);
         if (r == -EINVAL) {
                 /* Relative or with "..": what exists is resolved; a place no profile can
                  * opt out of must be (AGENTJAIL_STATE_DIR=state is inside the cwd), others
@@ -767,20 +959,15 @@ static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPl
                 real = kernel_realpath(path);
                 if (!real)
                         return aj_place_rule_opt_out(rule) ? 0 : -EINVAL;
-                r = 0;
+                r = id_chain_from_path(real, g, true, &chain);
         }
         if (r < 0)
                 return r;
-        if ((size_t) rule >= ARRAY_SIZE(place_rules))
-                return -EINVAL;
         for (size_t i = 0; i < l->n; i++)
                 if (streq(l->items[i].path, real) && l->items[i].rule == rule)
                         return 0;
         if (l->n >= MAX_STEPS)
                 return -E2BIG;
-        r = id_chain_from_path(real, g, true, &chain);
-        if (r < 0)
-                return r;
         n = realloc(l->items, (l->n + 1) * sizeof(*n));
         if (!n)
                 return -ENOMEM;
@@ -810,7 +997,7 @@ void aj_sensitive_list_done(AjSensitiveList *l)
 }
 
 /* Home directories of real users in a passwd file (root and uid >= 1000, not nobody). */
-static int add_passwd_homes(AjSensitiveList *l, const char *file, const Gather *mi)
+static int add_passwd_homes(AjSensitiveList *l, const char *file, Gather *mi)
 {
         _cleanup_free_ char *text = NULL;
         size_t len;
@@ -848,7 +1035,7 @@ static int add_passwd_homes(AjSensitiveList *l, const char *file, const Gather *
         return 0;
 }
 
-static int add_dir_entries(AjSensitiveList *l, const char *root, const Gather *mi)
+static int add_dir_entries(AjSensitiveList *l, const char *root, Gather *mi)
 {
         _cleanup_(closedirp) DIR *d = opendir(root);
         struct dirent *de;
@@ -909,7 +1096,7 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
         };
         _cleanup_(aj_sensitive_list_done) AjSensitiveList l = { 0 };
         _cleanup_(gather_done) Gather gather;
-        const Gather *mi = &gather;
+        Gather *mi = &gather;
         int r;
 
         gather_init(&gather);

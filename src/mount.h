@@ -121,6 +121,10 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
 /* Adds one place (resolved as above). */
 int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule);
 void aj_sensitive_list_done(AjSensitiveList *l);
+/* How one place is resolved: its path (symlinks resolved as far as it exists) and identity
+ * chain, by the shared lstat walk (`walk`, may return 1: not answered that way) or by the
+ * slow way it must agree with (the unit tests compare the two). */
+int aj_sensitive_resolve(const char *path, bool walk, char **ret_real, AjIdChain *ret_chain);
 
 typedef struct {
         const char *cwd;          /* host cwd: "." workspace resolves to it */

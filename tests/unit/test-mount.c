@@ -912,6 +912,82 @@ Test(mount, sensitive_list_resolves_symlinks_and_missing_tails, PURE)
         aj_sensitive_list_done(&l);
 }
 
+/* The shared lstat walk (the fast way) must give what the slow way (realpath, then an fd's
+ * chain) gives, for every kind of path: symlinks relative and absolute, chained, to a
+ * missing target, a file with a path below it, missing tails, a mount point, a bind
+ * mount of a subdirectory (its fs_path shows where it comes from), and the system's. */
+static void expect_walk_as_slow(const char *path, const char *slow_path)
+{
+        char *real_w = NULL, *real_s = NULL;
+        AjIdChain cw = { 0 }, cs = { 0 };
+        int rw = aj_sensitive_resolve(path, true, &real_w, &cw);
+        int rs = aj_sensitive_resolve(slow_path, false, &real_s, &cs);
+        if (rw == 1) { /* not answered by the walk: only where the slow way is needed */
+                cr_log_info("walk leaves %s to the slow way", path);
+                aj_id_chain_done(&cs);
+                free(real_s);
+                return;
+        }
+        cr_assert_eq(rw, rs, "%s: walk %d, slow %d", path, rw, rs);
+        if (rw < 0)
+                return;
+        cr_expect_str_eq(real_w, real_s, "%s: resolved path", path);
+        cr_expect_eq(cw.missing, cs.missing, "%s: missing", path);
+        cr_expect_eq(cw.n, cs.n, "%s: chain length %zu vs %zu", path, cw.n, cs.n);
+        for (size_t i = 0; i < cw.n && i < cs.n; i++)
+                cr_expect(cw.ids[i].dev == cs.ids[i].dev && cw.ids[i].ino == cs.ids[i].ino, "%s: chain[%zu]", path,
+                          i);
+        cr_expect((!cw.fs_path && !cs.fs_path) || (cw.fs_path && cs.fs_path && streq(cw.fs_path, cs.fs_path)),
+                  "%s: fs_path %s vs %s", path, cw.fs_path ?: "(null)", cs.fs_path ?: "(null)");
+        aj_id_chain_done(&cw);
+        aj_id_chain_done(&cs);
+        free(real_w);
+        free(real_s);
+}
+
+static void expect_same_resolution(const char *path)
+{
+        expect_walk_as_slow(path, path);
+}
+
+Test(mount, sensitive_walk_agrees_with_the_slow_way, LIVE)
+{
+        if (geteuid() != 0)
+                cr_skip_test("needs root (a private mount namespace)");
+        cr_assert_eq(unshare(CLONE_NEWNS), 0);
+        cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+        cr_assert_eq(mkdir(P("/a/b/c"), 0755), 0);
+        cr_assert_eq(symlink(P("/a/b"), P("/abs")), 0);         /* absolute */
+        cr_assert_eq(symlink("lnk/b", P("/chain")), 0);         /* to a relative one */
+        cr_assert_eq(symlink("nowhere/x", P("/dangling")), 0);
+        cr_assert_eq(symlink("../a", P("/a/b/up")), 0);         /* "..": left to the slow way */
+        cr_assert_eq(symlink("c", P("/a/b/rel")), 0);
+        cr_assert_eq(symlink("loop2", P("/loop1")), 0);
+        cr_assert_eq(symlink("loop1", P("/loop2")), 0);
+        cr_assert_eq(mkdir(P("/mnt"), 0755), 0);
+        cr_assert_eq(mkdir(P("/sub"), 0755), 0);
+        cr_assert_eq(mount("aj-walk", P("/mnt"), "tmpfs", 0, NULL), 0);
+        cr_assert_eq(mkdir(P("/mnt/in"), 0755), 0);
+        cr_assert_eq(mount(P("/a/b"), P("/sub"), NULL, MS_BIND, NULL), 0);
+        const char *paths[] = {
+                tmp, P("/a"), P("/a/b/c"), P("/a/f"), P("/a/f/below"), P("/lnk"), P("/lnk/b/c"), P("/lnk/missing/x"),
+                P("/abs"), P("/abs/c/more"), P("/chain"), P("/chain/rel"), P("/a/b/up"),
+                P("/a/b/rel/x"), P("/mnt"), P("/mnt/in"), P("/mnt/in/gone"), P("/sub"), P("/sub/c"), P("//a/./b/"),
+                "/", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/var", "/var/lib", "/var/tmp", "/tmp",
+                "/proc", "/proc/self", "/dev", "/dev/shm", "/dev/fd", "/root", "/home", "/run", "/nonexistent",
+                "/nonexistent/deeper", "/etc/passwd/x",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(paths); i++)
+                expect_same_resolution(paths[i]);
+        /* A symlink to a missing target: the walk follows it to where a file created
+         * through it would land (the slow way cannot open it, and stops at the link). */
+        expect_walk_as_slow(P("/dangling"), P("/nowhere/x"));
+        /* A symlink loop: both fail, or the walk hands it to the slow way. */
+        expect_same_resolution(P("/loop1/x"));
+        cr_assert_eq(umount2(P("/sub"), MNT_DETACH), 0);
+        cr_assert_eq(umount2(P("/mnt"), MNT_DETACH), 0);
+}
+
 static void sensitive_setup(Setup *s, AjSensitiveList *l)
 {
         setup_init(s);
