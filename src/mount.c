@@ -527,9 +527,12 @@ static ssize_t fd_kernel_path(int fd, char buf[static PATH_MAX])
 /* The parents of `path` (absolute, as the kernel names the file), by name: the same
  * directories ".." leads to, also for a file (whose ".." means nothing) and where a
  * directory on the way up cannot be searched (naming its parent needs no search on it). */
-static int chain_by_names(const char *path, const AjFileId *root, AjFileId *ids, size_t *n)
+static const Looked *look(Gather *g, const char *path);
+
+static int chain_by_names(const char *path, Gather *g, AjFileId *ids, size_t *n)
 {
         _cleanup_free_ char *p = strdup(path);
+        const AjFileId *root = g && g->has_root ? &g->root : NULL;
 
         if (!p)
                 return -ENOMEM;
@@ -537,7 +540,8 @@ static int chain_by_names(const char *path, const AjFileId *root, AjFileId *ids,
                 return -ENOENT;
         while (!streq(p, "/")) {
                 char *slash = strrchr(p, '/');
-                struct stat st;
+                AjFileId id;
+                mode_t mode;
 
                 slash[slash == p ? 1 : 0] = '\0';
                 if (root && streq(p, "/")) { /* known: every chain ends there */
@@ -546,13 +550,26 @@ static int chain_by_names(const char *path, const AjFileId *root, AjFileId *ids,
                         ids[(*n)++] = *root;
                         break;
                 }
-                if (fstatat(AT_FDCWD, p, &st, AT_NO_AUTOMOUNT) < 0)
-                        return negative_errno();
-                if (!S_ISDIR(st.st_mode))
+                /* Parents shared between the files of one plan are looked at once (a
+                 * kernel-named path has no symlinks: lstat is stat here). */
+                const Looked *l = g ? look(g, p) : NULL;
+                if (l) {
+                        if (l->err < 0)
+                                return l->err;
+                        id = l->id;
+                        mode = l->mode;
+                } else {
+                        struct stat st;
+                        if (fstatat(AT_FDCWD, p, &st, AT_NO_AUTOMOUNT) < 0)
+                                return negative_errno();
+                        id = (AjFileId){ st.st_dev, st.st_ino };
+                        mode = st.st_mode;
+                }
+                if (!S_ISDIR(mode))
                         return -ENOTDIR;
                 if (*n >= AJ_ID_CHAIN_MAX)
                         return -ELOOP;
-                ids[(*n)++] = (AjFileId){ st.st_dev, st.st_ino };
+                ids[(*n)++] = id;
         }
         return 0;
 }
@@ -582,7 +599,7 @@ static void gather_done(Gather *g)
 
 /* `known_path`: the file's path as the kernel names it, when the caller resolved it (NULL:
  * read from /proc/self/fd). */
-static int id_chain_from_fd(int fd, const Gather *g, const char *known_path, AjIdChain *ret)
+static int id_chain_from_fd(int fd, Gather *g, const char *known_path, AjIdChain *ret)
 {
         AjFileId ids[AJ_ID_CHAIN_MAX];
         _cleanup_free_ AjFileId *kept = NULL;
@@ -608,7 +625,7 @@ static int id_chain_from_fd(int fd, const Gather *g, const char *known_path, AjI
          * is the parent ".." would give; one stat a level, where walking ".." from the fd
          * took an open, a stat and a close. Stops at our root. */
         if (buf[0] == '/' && !streq(buf, "/") && !(g && g->has_root && id_eq(ids[0], g->root))) {
-                r = chain_by_names(buf, g && g->has_root ? &g->root : NULL, ids, &n);
+                r = chain_by_names(buf, g, ids, &n);
                 if (r < 0)
                         return r;
         }
@@ -630,7 +647,7 @@ int aj_id_chain_from_fd(int fd, AjIdChain *ret)
 }
 
 /* `resolved`: `path` has no symlinks (realpath()'s), so it names the file as the kernel does. */
-static int id_chain_from_path(const char *path, const Gather *g, bool resolved, AjIdChain *ret)
+static int id_chain_from_path(const char *path, Gather *g, bool resolved, AjIdChain *ret)
 {
         _cleanup_free_ char *p = NULL;
         bool missing = false;
@@ -1324,7 +1341,7 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
  * returns its path as the kernel resolved it and its identity: the checks below judge
  * that path, and the mount later must have that dev/ino (a swapped symlink or directory
  * in between makes the run fail instead of mounting something unchecked). */
-static int open_source(const AjMountPlan *plan, const char *path, char **ret_real, struct stat *ret_st,
+static int open_source(AjMountPlan *plan, const char *path, char **ret_real, struct stat *ret_st,
                        AjIdChain *ret_chain)
 {
         _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);

@@ -1040,30 +1040,34 @@ static const char *read_error_text(int r)
         }
 }
 
-static bool same_dir(const char *a, const char *b)
-{
-        if (streq(a, b))
-                return true;
-        _cleanup_free_ char *ra = realpath(a, NULL);
-        _cleanup_free_ char *rb = realpath(b, NULL);
-        return ra && rb && streq(ra, rb);
-}
-
-static int add_dir(char ***dirs, char *dir)
+/* A directory joins the search path once, however it is named: each candidate is resolved
+ * once (realpath reads every component as a link) and compared with those already in. */
+static int add_dir(char ***dirs, char ***reals, char *dir)
 {
         if (!dir)
                 return -ENOMEM;
-        for (char **d = *dirs; d && *d; d++)
-                if (same_dir(*d, dir)) {
+        char *real = realpath(dir, NULL);
+        for (size_t i = 0; (*dirs) && (*dirs)[i]; i++)
+                if (streq((*dirs)[i], dir) || (real && (*reals)[i][0] && streq((*reals)[i], real))) {
                         free(dir);
+                        free(real);
                         return 0;
                 }
+        /* An unresolvable dir keeps its place with an empty real path: equal to no other. */
+        if (!real && !(real = strdup(""))) {
+                free(dir);
+                return -ENOMEM;
+        }
+        if (aj_strv_consume(reals, real) < 0) {
+                free(dir);
+                return -ENOMEM;
+        }
         return aj_strv_consume(dirs, dir);
 }
 
 int aj_profile_search_path(char ***ret_dirs)
 {
-        _cleanup_strv_free_ char **dirs = NULL;
+        _cleanup_strv_free_ char **dirs = NULL, **reals = NULL;
         char *d;
         int r;
 
@@ -1078,7 +1082,7 @@ int aj_profile_search_path(char ***ret_dirs)
                         return -ENOMEM;
         }
         if (d) {
-                r = add_dir(&dirs, d);
+                r = add_dir(&dirs, &reals, d);
                 if (r < 0)
                         return r;
         }
@@ -1087,7 +1091,7 @@ int aj_profile_search_path(char ***ret_dirs)
          * profile that shadows the operator's or a shipped one for its next run. */
         const char *fixed[] = { "/etc/agentjail/profiles", AJ_PROFILE_DATADIR, AJ_SOURCE_PROFILES, "./profiles" };
         for (size_t i = 0; i < ARRAY_SIZE(fixed); i++) {
-                r = add_dir(&dirs, strdup(fixed[i]));
+                r = add_dir(&dirs, &reals, strdup(fixed[i]));
                 if (r < 0)
                         return r;
         }
