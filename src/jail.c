@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -1479,6 +1480,19 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
         return aj_sensitive_list_build(&src, ret);
 }
 
+/* NULL when the binary is gone (replaced while running: " (deleted)") or unreadable. */
+static char *self_exe_path(void)
+{
+        char buf[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+        if (n <= 0 || buf[0] != '/')
+                return NULL;
+        buf[n] = '\0';
+        if (n > 10 && streq(buf + n - 10, " (deleted)"))
+                return NULL;
+        return strdup(buf);
+}
+
 static int plan(Run *run, AjSpawnConfig *cfg)
 {
         const AjProfile *p = run->profile;
@@ -1505,8 +1519,9 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         if (r < 0)
                 return r;
 
-        /* The agentjail binary, for `agentjail meter` inside the jail. */
-        _cleanup_free_ char *exe = realpath("/proc/self/exe", NULL);
+        /* The agentjail binary, for `agentjail meter` inside the jail: the kernel's own name
+         * for it is already resolved (realpath() would read each component again). */
+        _cleanup_free_ char *exe = self_exe_path();
         _cleanup_free_ AjBind *ro = calloc(run->opts->extra_ro.n + 1, sizeof(AjBind));
         if (!ro)
                 return -ENOMEM;
@@ -1516,9 +1531,10 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 ro[extra_ro.n++] = (AjBind){ .source = exe, .target = (char *)AJ_JAIL_BIN "/agentjail" };
 
         const char *host_home = getenv("HOME");
-        struct passwd *pw = getpwuid(getuid());
-        if ((!host_home || host_home[0] != '/') && pw)
-                host_home = pw->pw_dir;
+        if (!host_home || host_home[0] != '/') {
+                struct passwd *pw = getpwuid(getuid());
+                host_home = pw ? pw->pw_dir : NULL;
+        }
         if (p->workspace_mode == AJ_WORKSPACE_OVERLAY && !run->rootless) {
                 r = make_overlay_dirs(run);
                 if (r < 0)

@@ -149,7 +149,7 @@ typedef struct {
         bool has_mnt_id;
 } Looked;
 
-typedef struct {
+typedef struct AjGather {
         char *mountinfo; /* NULL: read per file */
         AjFileId root;   /* our root's id: the walk stops there without opening its ".." */
         bool has_root;
@@ -167,7 +167,8 @@ struct AjMountPlan {
         char **sensitive_allowed; /* strv: what allow_sensitive let through */
         size_t n_sensitive_allowed;
         AjSensitiveList fixed_places; /* when the context gives no list: the fixed places */
-        Gather gather;                /* once for the sources' identity chains */
+        Gather *gather;               /* once for the sources' identity chains: the list's, or own_gather */
+        Gather own_gather;
 };
 
 /* ---- small path helpers (pure) ---------------------------------------- */
@@ -1011,6 +1012,11 @@ void aj_sensitive_list_done(AjSensitiveList *l)
         free(l->items);
         l->items = NULL;
         l->n = 0;
+        if (l->gather) {
+                gather_done(l->gather);
+                free(l->gather);
+                l->gather = NULL;
+        }
 }
 
 /* Home directories of real users in a passwd file (root and uid >= 1000, not nobody). */
@@ -1112,13 +1118,15 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
                 { "/home", "every user's home directory", AJ_PLACE_GENERIC },
         };
         _cleanup_(aj_sensitive_list_done) AjSensitiveList l = { 0 };
-        _cleanup_(gather_done) Gather gather;
-        Gather *mi = &gather;
+        Gather *mi;
         int r;
 
-        gather_init(&gather);
         if (!src || !ret)
                 return -EINVAL;
+        mi = l.gather = malloc(sizeof(*l.gather));
+        if (!mi)
+                return -ENOMEM;
+        gather_init(mi);
         for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
                 if ((r = list_add(&l, fixed[i].path, fixed[i].what, fixed[i].rule, mi)) < 0)
                         return r;
@@ -1361,7 +1369,7 @@ static int open_source(AjMountPlan *plan, const char *path, char **ret_real, str
                 return -ENOENT;
         /* Its identity and its ancestors': the places are judged on these too, so a bind-mount
          * alias of a place (or of its parent) is seen for what it is. */
-        r = id_chain_from_fd(fd, &plan->gather, buf, ret_chain);
+        r = id_chain_from_fd(fd, plan->gather, buf, ret_chain);
         if (r < 0)
                 return r;
         *ret_real = strdup(buf);
@@ -1448,7 +1456,7 @@ static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const c
                            AjAccess access, char **ret_error)
 {
         _cleanup_free_ char *own = NULL;
-        const char *table = plan->gather.mountinfo;
+        const char *table = plan->gather->mountinfo;
         int r;
 
         if (!table) {
@@ -1475,7 +1483,7 @@ static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const c
                         continue;
                 _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
                 _cleanup_free_ char *sub_field = NULL;
-                if (id_chain_from_path(point, &plan->gather, true, &chain) < 0)
+                if (id_chain_from_path(point, plan->gather, true, &chain) < 0)
                         continue; /* gone, or not ours to see: the jail cannot see it either */
                 if (asprintf(&sub_field, "%s: '%s' holds a mount", field, real) < 0)
                         return -ENOMEM;
@@ -1879,7 +1887,6 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
         plan->root = strdup(ctx->root_mountpoint);
         if (!plan->root)
                 return -ENOMEM;
-        gather_init(&plan->gather);
         plan->allow_degraded_idmap = p->allow_degraded & AJ_DEGRADE_IDMAP;
 
         r = resolve_jail_path("filesystem.home", p->home ? p->home : DEFAULT_HOME, "/", &home, &err);
@@ -1893,6 +1900,12 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
                 r = aj_sensitive_list_build(&(AjSensitiveSources){ 0 }, &plan->fixed_places);
                 if (r < 0)
                         goto fail;
+        }
+        /* The list's lookups (the mount table, the parents it looked at) serve the plan too. */
+        plan->gather = (ctx->sensitive ? ctx->sensitive : &plan->fixed_places)->gather;
+        if (!plan->gather) {
+                gather_init(&plan->own_gather);
+                plan->gather = &plan->own_gather;
         }
 
         r = add_step(plan, STEP_PRIVATE, ORIGIN_NONE, NULL, NULL, NULL, NULL, 0, true);
@@ -2045,6 +2058,7 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
         if (r < 0)
                 goto fail;
 
+        plan->gather = &plan->own_gather; /* the list's may be gone before the plan */
         *ret = TAKE_PTR(plan);
         return 0;
 
@@ -2703,7 +2717,7 @@ void aj_mount_plan_free(AjMountPlan *plan)
 {
         if (!plan)
                 return;
-        gather_done(&plan->gather);
+        gather_done(&plan->own_gather);
         for (size_t i = 0; i < plan->n; i++)
                 step_clear(&plan->steps[i]);
         free(plan->steps);

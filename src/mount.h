@@ -64,9 +64,12 @@ typedef struct {
         AjIdChain chain;  /* gathered when the place is added */
 } AjSensitivePlace;
 
+typedef struct AjGather AjGather;
+
 typedef struct {
         AjSensitivePlace *items;
         size_t n;
+        AjGather *gather; /* private: what was looked up building it, reused by a plan built with it */
 } AjSensitiveList;
 
 typedef enum {
