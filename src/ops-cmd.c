@@ -21,6 +21,7 @@
 #include "events.h"
 #include "ops-cmd.h"
 #include "otlp.h"
+#include "run-record.h"
 #include "runs.h"
 #include "util/fd.h"
 #include "util/parse.h"
@@ -67,12 +68,12 @@ static int print_json(json_t *doc)
 
 static const char *jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
 
-static const char *run_name(const AjRun *run) { return jstr(run->doc, "name") ?: "?"; }
+static const char *run_name(const AjRun *run) { return (run->rec ? run->rec->name : NULL) ?: "?"; }
 
 /* For a table: a profile given as a path shows as its file name without ".json". */
 static const char *run_profile(const AjRun *run, char *buf, size_t len)
 {
-        const char *name = jstr(json_object_get(run->doc, "profile"), "name") ?: "?";
+        const char *name = (run->rec ? run->rec->profile_name : NULL) ?: "?";
         const char *slash = strrchr(name, '/');
         if (!slash)
                 return name;
@@ -235,14 +236,13 @@ static size_t awaiting_approval(const AjRun *run)
 
 static json_t *run_summary_json(AjRun *run, const char *state)
 {
+        const AjRunRecord *rec = run->rec;
         json_t *m = aj_run_meters(run);
         _cleanup_free_ char *meters = aj_meters_summary(m);
-        return json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:o, s:o, s:I, s:o?, s:s?, s:s, s:I}", "id", run->id, "name",
-                         jstr(run->doc, "name"), "profile", jstr(json_object_get(run->doc, "profile"), "name"),
-                         "state", state, "live", run->live, "quarantined",
-                         aj_run_doc_quarantined(run->doc) || streq(state, "quarantined"), "started",
-                         json_copy(json_object_get(run->doc, "started") ?: json_null()), "ended",
-                         json_copy(json_object_get(run->doc, "ended") ?: json_null()), "age_seconds",
+        return json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:s?, s:s?, s:I, s:o?, s:s?, s:s, s:I}", "id", run->id, "name",
+                         rec ? rec->name : NULL, "profile", rec ? rec->profile_name : NULL, "state", state, "live",
+                         run->live, "quarantined", aj_run_record_quarantined(rec) || streq(state, "quarantined"),
+                         "started", rec ? rec->started : NULL, "ended", rec ? rec->ended : NULL, "age_seconds",
                          (json_int_t)age_seconds(run), "meters", m, "summary", meters, "dir",
                          run->dir, "awaiting_approval", (json_int_t)awaiting_approval(run));
 }
@@ -311,7 +311,7 @@ int aj_cmd_ps(int argc, char **argv)
 static json_t *incident_summary(const AjRun *run)
 {
         json_auto_t *inc = NULL;
-        if (aj_run_read_json(run, "incident.json", &inc) < 0 || !json_is_object(inc))
+        if (aj_run_read_incident(run, &inc) < 0 || !json_is_object(inc))
                 return json_null();
         json_t *s = json_object();
         static const char *const keys[] = { "cap", "limit", "value", "ts", "time", "action", NULL };
@@ -328,11 +328,11 @@ static json_t *inspect_doc(AjRun *run, const char *state)
         json_t *doc = run_summary_json(run, state);
         if (!doc)
                 return NULL;
-        json_t *d = run->doc, *live = run->live_state;
-        json_t *prof = json_object_get(d, "profile");
-        json_object_set_new(doc, "profile", json_pack("{s:O?, s:O?, s:O?}", "name", json_object_get(prof, "name"), "path",
-                                                      json_object_get(prof, "path"), "digest",
-                                                      json_object_get(prof, "digest")));
+        const AjRunRecord *rec = run->rec;
+        json_t *d = rec ? rec->doc : NULL, *live = run->live_state;
+        json_object_set_new(doc, "profile", json_pack("{s:s?, s:s?, s:s?}", "name", rec ? rec->profile_name : NULL,
+                                                      "path", rec ? rec->profile_path : NULL, "digest",
+                                                      rec ? rec->profile_digest : NULL));
         static const char *const copy[] = { "command", "cwd", "workspace", "supervisor_pid", "exit", "degraded", NULL };
         for (size_t i = 0; copy[i]; i++)
                 json_object_set(doc, copy[i], json_object_get(d, copy[i]) ?: json_null());
@@ -347,8 +347,8 @@ static json_t *inspect_doc(AjRun *run, const char *state)
         } else {
                 char path[PATH_MAX];
                 json_t *tail = NULL;
-                snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
-                if (aj_events_read_tail(path, INSPECT_EVENTS, &tail) < 0)
+                if (aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0 ||
+                    aj_events_read_tail(path, INSPECT_EVENTS, &tail) < 0)
                         tail = json_array();
                 json_object_set_new(doc, "last_events", tail);
         }
@@ -620,11 +620,11 @@ static int log_drain(LogPrinter *lp, int fd, char *buf, size_t *have)
 /* Has the run stopped writing to its chain (exited, or its supervisor is gone)? */
 static bool run_finished(AjRun *run)
 {
-        json_decref(run->doc);
-        run->doc = NULL;
-        if (aj_run_read_json(run, "run.json", &run->doc) < 0)
+        aj_run_record_free(run->rec);
+        run->rec = NULL;
+        if (aj_run_record_read(run->dir, &run->rec, NULL) < 0)
                 return !aj_run_supervisor_alive(run);
-        const char *status = jstr(run->doc, "status");
+        const char *status = run->rec->status;
         if (status && streq(status, "exited"))
                 return true;
         return !aj_run_supervisor_alive(run);
@@ -636,7 +636,9 @@ static int follow_logs(LogPrinter *lp, AjRun *run, int fd, char *buf, size_t *ha
         _cleanup_close_ int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
         if (ino < 0)
                 return -errno;
-        snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+        int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0)
+                return r;
         if (inotify_add_watch(ino, path, IN_MODIFY) < 0)
                 return -errno;
         /* run.json is replaced by rename(): watch the directory for it. */
@@ -650,13 +652,12 @@ static int follow_logs(LogPrinter *lp, AjRun *run, int fd, char *buf, size_t *ha
         sigaddset(&mask, SIGHUP);
         sigprocmask(SIG_BLOCK, &mask, &old);
         _cleanup_close_ int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-        int r = sfd < 0 ? -errno : 0;
+        r = sfd < 0 ? -errno : 0;
 
         /* The supervisor's exit wakes us too, in case nobody is left to write run.json. */
         _cleanup_close_ int pidfd = -1;
-        json_t *spid = json_object_get(run->doc, "supervisor_pid");
-        if (json_is_integer(spid) && aj_run_supervisor_alive(run))
-                pidfd = (int)syscall(SYS_pidfd_open, (pid_t)json_integer_value(spid), 0);
+        if (aj_run_supervisor_alive(run))
+                pidfd = (int)syscall(SYS_pidfd_open, run->rec->supervisor_pid, 0);
 
         while (r == 0) {
                 r = log_drain(lp, fd, buf, have);
@@ -688,31 +689,6 @@ static int follow_logs(LogPrinter *lp, AjRun *run, int fd, char *buf, size_t *ha
         return r;
 }
 
-/* Calls fn(event, userdata) for every line of an events.jsonl that is a JSON object, in
- * order, until fn returns < 0; *ret_bad counts the other lines. -errno if unreadable. */
-static int each_event(const char *path, int (*fn)(json_t *ev, void *userdata), void *userdata, size_t *ret_bad)
-{
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        char *line = NULL;
-        size_t size = 0, bad = 0;
-        ssize_t n;
-        int r = 0;
-        while (r >= 0 && (n = getline(&line, &size, f)) > 0) {
-                json_auto_t *ev = json_loadb(line, (size_t)n, 0, NULL);
-                if (json_is_object(ev))
-                        r = fn(ev, userdata);
-                else
-                        bad++;
-        }
-        free(line);
-        fclose(f);
-        if (ret_bad)
-                *ret_bad = bad;
-        return r;
-}
-
 typedef struct {
         const char *type;
         json_t *records;
@@ -732,14 +708,14 @@ static int otlp_logs(AjRun *run, const char *path, const char *type)
         json_t *records = json_array();
         OtlpScan scan = { .type = type, .records = records };
         size_t bad = 0;
-        int r = records ? each_event(path, otlp_add, &scan, &bad) : -ENOMEM;
+        int r = records ? aj_events_foreach(path, otlp_add, &scan, &bad) : -ENOMEM;
         if (r < 0) {
                 json_decref(records);
                 fail_msg("logs", "cannot read '%s': %s", path, strerror(-r));
                 return EXIT_FAIL;
         }
         char pbuf[256];
-        json_auto_t *doc = aj_otlp_logs_request(run->id, jstr(run->doc, "name"), run_profile(run, pbuf, sizeof(pbuf)),
+        json_auto_t *doc = aj_otlp_logs_request(run->id, run->rec ? run->rec->name : NULL, run_profile(run, pbuf, sizeof(pbuf)),
                                                 AJ_VERSION, records);
         _cleanup_free_ char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         if (!text) {
@@ -760,7 +736,7 @@ static int verify_chain(AjRun *run, const char *path, bool json)
 {
         AjChainCheck c;
         AjChainVerdict v;
-        int r = aj_run_verify_chain(run->doc, path, &c, &v);
+        int r = aj_run_verify_chain(run->rec, path, &c, &v);
         if (r < 0) {
                 fail_msg("logs", "cannot read '%s': %s", path, strerror(-r));
                 return EXIT_FAIL;
@@ -777,10 +753,10 @@ static int verify_chain(AjRun *run, const char *path, bool json)
                 snprintf(why, sizeof(why), "events follow run.json's anchor while the supervisor is still closing "
                                            "the run: check again when it is done");
         } else if (v == AJ_CHAIN_NO_ANCHOR) {
-                const char *status = jstr(run->doc, "status");
+                const char *status = run->rec ? run->rec->status : NULL;
                 bool running = status && (streq(status, "running") || streq(status, "starting"));
                 snprintf(why, sizeof(why), "run.json records no anchor%s: a cut-off tail cannot be detected",
-                         !run->doc                                  ? " (run.json is missing or unreadable)"
+                         !run->rec                                  ? " (run.json is missing or unreadable)"
                          : running && aj_run_supervisor_alive(run) ? " (the run is still running)"
                                                                     : "");
         }
@@ -836,7 +812,8 @@ int aj_cmd_logs(int argc, char **argv)
         if (open_paths("logs", &paths) < 0 || find_run("logs", &paths, o.pos[0], &run) < 0)
                 return EXIT_FAIL;
         char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+        if (aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0)
+                return EXIT_FAIL;
         if (o.verify)
                 return verify_chain(run, path, o.json);
         if (o.otlp)
@@ -1053,9 +1030,9 @@ static void overlay_close(Overlay *o)
 static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
 {
         *o = (Overlay){ .upper_fd = -1, .lower_fd = -1 };
-        json_t *ws = json_object_get(run->doc, "workspace");
-        const char *mode = jstr(ws, "mode"), *changes = jstr(ws, "changes");
-        o->path = jstr(ws, "path");
+        const AjRunWorkspace *ws = run->rec ? &run->rec->workspace : &(AjRunWorkspace){ 0 };
+        const char *mode = ws->mode, *changes = ws->changes;
+        o->path = ws->path;
         if (!mode || !streq(mode, "overlay") || !o->path) {
                 fail_msg(cmd, "run %s has no overlay workspace (its profile's filesystem.workspace.mode is not "
                               "\"overlay\")", run->id);
@@ -1220,22 +1197,27 @@ int aj_cmd_diff(int argc, char **argv)
 static int overlay_finish(const char *cmd, AjRun *run, Overlay *ov, const char *done, json_t *fields)
 {
         char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+        int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0) {
+                json_decref(fields);
+                fail_msg(cmd, "run %s: cannot record it in the event chain: %s", run->id, strerror(-r));
+                return r;
+        }
         json_object_set_new(fields, "uid", json_integer((json_int_t)getuid()));
         const char *type = streq(done, "committed") ? "workspace.commit" : "workspace.discard";
         AjChainEnd end;
-        int r = aj_events_append(path, run->id, type, fields, &end);
+        r = aj_events_append(path, run->id, type, fields, &end);
         if (r < 0) {
                 fail_msg(cmd, "run %s: cannot record it in the event chain: %s", run->id, strerror(-r));
                 return r;
         }
-        aj_run_doc_move_anchor(run->doc, &end, type);
         char ts[40];
-        json_t *ws = json_object_get(run->doc, "workspace");
-        json_object_set_new(ws, "changes", json_string(done));
-        json_object_set_new(ws, "decided_at", json_string(aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts))));
-        json_object_set_new(ws, "decided_by", json_integer((json_int_t)getuid()));
-        r = aj_run_json_write(run->dir, run->doc);
+        aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts));
+        r = aj_run_record_move_anchor(run->rec, &end, type);
+        if (r >= 0)
+                r = aj_run_record_decide_workspace(run->rec, done, getuid(), ts);
+        if (r >= 0)
+                r = aj_run_record_write(run->dir, run->rec);
         if (r < 0) {
                 fail_msg(cmd, "run %s: cannot update run.json: %s", run->id, strerror(-r));
                 return r;
@@ -1352,7 +1334,7 @@ static int rollback_journal(const char *path, json_t **ret_calls)
 {
         json_auto_t *requests = json_object(), *calls = json_array();
         Journal j = { .requests = requests, .calls = calls };
-        int r = requests && calls ? each_event(path, journal_add, &j, NULL) : -ENOMEM;
+        int r = requests && calls ? aj_events_foreach(path, journal_add, &j, NULL) : -ENOMEM;
         if (r < 0)
                 return r;
         json_t *newest_first = json_array();
@@ -1381,7 +1363,8 @@ int aj_cmd_rollback(int argc, char **argv)
         if (r >= 0)
                 return r;
         char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+        if (aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0)
+                return EXIT_FAIL;
         json_t *calls = NULL;
         r = rollback_journal(path, &calls);
         if (r < 0) {
@@ -1397,7 +1380,8 @@ int aj_cmd_rollback(int argc, char **argv)
                 with_undo += undo;
                 unreversible += !undo && st && streq(st, "ok");
         }
-        json_t *ws = json_object_get(run->doc, "workspace");
+        const AjRunRecord *rec = run->rec;
+        json_t *ws = rec && rec->workspace.present ? json_object_get(rec->doc, "workspace") : NULL;
         if (o.json) {
                 json_auto_t *doc = json_pack("{s:s, s:O?, s:O, s:I, s:I}", "run", run->id, "workspace", ws, "calls",
                                              calls, "with_undo", (json_int_t)with_undo, "ok_without_undo",
@@ -1406,12 +1390,8 @@ int aj_cmd_rollback(int argc, char **argv)
                 return EXIT_OK;
         }
         printf("run %s (%s)\n", run->id, run_name(run));
-        const char *changes = jstr(ws, "changes");
-        const char *mode = jstr(json_object_get(json_object_get(json_object_get(json_object_get(run->doc, "profile"),
-                                                                                 "resolved"),
-                                                                 "filesystem"),
-                                                 "workspace"),
-                                "mode");
+        const char *changes = ws ? rec->workspace.changes : NULL;
+        const char *mode = rec ? rec->profile_workspace_mode : NULL;
         if (!json_is_object(ws) && mode && streq(mode, "ro"))
                 printf("workspace: read-only, the agent could not change it\n");
         else if (!json_is_object(ws) && mode && streq(mode, "none"))
@@ -1421,10 +1401,10 @@ int aj_cmd_rollback(int argc, char **argv)
                        mode ? mode : "rw");
         else if (changes && streq(changes, "pending"))
                 printf("workspace: %s untouched; the agent's changes are kept: 'agentjail discard %s' drops them\n",
-                       jstr(ws, "path") ?: "?", run->id);
+                       rec->workspace.path ?: "?", run->id);
         else
                 printf("workspace: the agent's changes were %s (%s)\n", changes ? changes : "?",
-                       jstr(ws, "decided_at") ?: "?");
+                       rec->workspace.decided_at ?: "?");
         printf("tool calls with a result, newest first: %zu; %zu with an undo record, %zu succeeded without one\n",
                json_array_size(calls), with_undo, unreversible);
         json_array_foreach(calls, i, c) {
@@ -1445,12 +1425,12 @@ int aj_cmd_rollback(int argc, char **argv)
 
 static json_t *quarantine_entry(AjRun *run)
 {
-        json_t *q = json_object_get(run->doc, "quarantine");
+        const AjRunQuarantine *q = run->rec ? &run->rec->quarantine : &(AjRunQuarantine){ 0 };
         json_auto_t *inc = NULL;
-        (void)aj_run_read_json(run, "incident.json", &inc);
-        const char *cap = jstr(q, "cap") ?: jstr(inc, "cap");
-        return json_pack("{s:s, s:s?, s:s, s:s?, s:s?, s:b}", "id", run->id, "name", jstr(run->doc, "name"), "state",
-                         aj_run_display_state(run), "since", jstr(q, "since"), "cap", cap, "incident", inc != NULL);
+        (void)aj_run_read_incident(run, &inc);
+        const char *cap = q->cap ?: jstr(inc, "cap");
+        return json_pack("{s:s, s:s?, s:s, s:s?, s:s?, s:b}", "id", run->id, "name", run->rec ? run->rec->name : NULL,
+                         "state", aj_run_display_state(run), "since", q->since, "cap", cap, "incident", inc != NULL);
 }
 
 static int quarantine_list(bool json)
@@ -1469,7 +1449,7 @@ static int quarantine_list(bool json)
         if (!json)
                 printf("%-12s  %-16s  %-11s  %-14s  %s\n", "ID", "NAME", "STATE", "CAP", "SINCE");
         for (size_t i = 0; i < n; i++) {
-                if (!aj_run_doc_quarantined(runs[i]->doc))
+                if (!aj_run_record_quarantined(runs[i]->rec))
                         continue;
                 json_t *e = quarantine_entry(runs[i]);
                 if (!json)
@@ -1488,12 +1468,13 @@ static int quarantine_list(bool json)
 static int quarantine_show(AjRun *run, bool json)
 {
         json_auto_t *inc = NULL;
-        int r = aj_run_read_json(run, "incident.json", &inc);
+        int r = aj_run_read_incident(run, &inc);
         if (r < 0) {
                 if (r == -ENOENT)
                         fail_msg("quarantine", "run %s has no incident record (it never breached a cap)", run->id);
                 else
-                        fail_msg("quarantine", "cannot read '%s/incident.json': %s", run->dir, strerror(-r));
+                        fail_msg("quarantine", "cannot read '%s/%s': %s", run->dir, AJ_RUN_FILE_INCIDENT,
+                                 strerror(-r));
                 return EXIT_FAIL;
         }
         if (json)
@@ -1514,10 +1495,10 @@ static int quarantine_show(AjRun *run, bool json)
                 print_value(v);
                 putchar('\n');
         }
-        json_t *q = json_object_get(run->doc, "quarantine");
-        if (json_is_object(q))
-                printf("quarantine  %s%s%s\n", json_is_true(json_object_get(q, "released")) ? "released" : "not released",
-                       jstr(q, "released_at") ? " at " : "", jstr(q, "released_at") ?: "");
+        const AjRunQuarantine *q = run->rec ? &run->rec->quarantine : NULL;
+        if (q && q->present)
+                printf("quarantine  %s%s%s\n", q->released ? "released" : "not released", q->released_at ? " at " : "",
+                       q->released_at ?: "");
         puts("last events:");
         print_events(json_object_get(inc, "last_events"));
         return EXIT_OK;
@@ -1567,7 +1548,6 @@ static int wait_pidfd(int pidfd, int timeout_ms)
 static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
 {
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
-        json_t *spid = json_object_get(run->doc, "supervisor_pid");
         bool supervisor = aj_run_supervisor_alive(run);
         if (run->live || supervisor) {
                 if (!run->live) {
@@ -1576,7 +1556,7 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
                         return EXIT_FAIL;
                 }
                 /* Opened before the kill so its exit cannot be missed. */
-                _cleanup_close_ int pidfd = supervisor ? (int)syscall(SYS_pidfd_open, (pid_t)json_integer_value(spid), 0)
+                _cleanup_close_ int pidfd = supervisor ? (int)syscall(SYS_pidfd_open, run->rec->supervisor_pid, 0)
                                                        : -1;
                 json_auto_t *req = json_pack("{s:s}", "op", "kill");
                 json_auto_t *reply = NULL;
