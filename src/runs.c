@@ -146,6 +146,20 @@ static const char *doc_str(json_t *doc, const char *key) { return json_string_va
 
 static const char *run_name_of(const AjRun *run) { return run->rec ? run->rec->name : NULL; }
 
+/* "'abcd' matches 2 runs: abcd00000001 abcd00000002" (NULL without memory). */
+static char *ambiguous_note(AjRun **runs, size_t n, const char *query, size_t hits)
+{
+        size_t qlen = strlen(query), cap = 64 + hits * (AJ_RUN_ID_LEN + 2);
+        char *note = malloc(cap);
+        if (!note)
+                return NULL;
+        size_t off = (size_t)snprintf(note, cap, "'%s' matches %zu runs:", query, hits);
+        for (size_t i = 0; i < n; i++)
+                if (strncmp(runs[i]->id, query, qlen) == 0)
+                        off += (size_t)snprintf(note + off, cap - off, " %s", runs[i]->id);
+        return note;
+}
+
 int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **ret_note)
 {
         size_t qlen = query ? strlen(query) : 0;
@@ -205,14 +219,7 @@ int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **re
                 r = -ENOENT;
                 if (prefix_hits > 1) {
                         r = -ENOTUNIQ;
-                        size_t cap = 64 + prefix_hits * (AJ_RUN_ID_LEN + 2);
-                        note = malloc(cap);
-                        if (note) {
-                                size_t off = (size_t)snprintf(note, cap, "'%s' matches %zu runs:", query, prefix_hits);
-                                for (size_t i = 0; i < n; i++)
-                                        if (strncmp(runs[i]->id, query, qlen) == 0)
-                                                off += (size_t)snprintf(note + off, cap - off, " %s", runs[i]->id);
-                        }
+                        note = ambiguous_note(runs, n, query, prefix_hits);
                 }
                 aj_runs_free(runs, n);
                 if (ret_note)
@@ -514,7 +521,72 @@ int aj_event_format(json_t *ev, char **ret)
         return 0;
 }
 
+/* ---- the tool calls' journal ------------------------------------------------------------ */
+
+typedef struct {
+        json_t *requests; /* call id -> its tool.request */
+        json_t *calls;    /* oldest first */
+} Journal;
+
+static int journal_add(json_t *ev, void *userdata)
+{
+        Journal *j = userdata;
+        const char *type = doc_str(ev, "type"), *id = doc_str(ev, "gen_ai.tool.call.id");
+        if (!type || !id)
+                return 0;
+        if (streq(type, "tool.request"))
+                return json_object_set(j->requests, id, ev);
+        if (!streq(type, "tool.result"))
+                return 0;
+        json_t *req = json_object_get(j->requests, id);
+        json_t *undo = json_object_get(ev, "undo");
+        json_t *c = json_pack("{s:s, s:s?, s:O?, s:s?, s:s?, s:O}", "gen_ai.tool.call.id", id, "gen_ai.tool.name",
+                              doc_str(req, "gen_ai.tool.name"), "gen_ai.tool.call.arguments",
+                              json_object_get(req, "gen_ai.tool.call.arguments"), "status", doc_str(ev, "status"), "ts",
+                              doc_str(ev, "ts"), "undo", undo ? undo : json_null());
+        return c ? json_array_append_new(j->calls, c) : -ENOMEM;
+}
+
+/* The journal from the chain: every allowed tool call that reported a result, newest
+ * first, with its undo record (null when the agent gave none). */
+int aj_run_tool_journal(const AjRun *run, json_t **ret_calls)
+{
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0)
+                return r;
+        json_auto_t *requests = json_object(), *calls = json_array();
+        Journal j = { .requests = requests, .calls = calls };
+        r = requests && calls ? aj_events_foreach(path, journal_add, &j, NULL) : -ENOMEM;
+        if (r < 0)
+                return r;
+        json_t *newest_first = json_array();
+        for (size_t i = json_array_size(calls); newest_first && i > 0; i--)
+                if (json_array_append(newest_first, json_array_get(calls, i - 1)) < 0) {
+                        json_decref(newest_first);
+                        newest_first = NULL;
+                }
+        if (!newest_first)
+                return -ENOMEM;
+        *ret_calls = newest_first;
+        return 0;
+}
+
 /* ---- operator changes to dead runs ----------------------------------------------------- */
+
+int aj_run_append_event(AjRun *run, const char *type, json_t *fields)
+{
+        json_auto_t *owned = fields;
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0)
+                return r;
+        AjChainEnd end;
+        r = aj_events_append(path, run->id, type, TAKE_PTR(owned), &end);
+        if (r < 0)
+                return r;
+        return run->rec ? aj_run_record_move_anchor(run->rec, &end, type) : 0;
+}
 
 int aj_run_release_offline(AjRun *run, uid_t by_uid)
 {
@@ -524,23 +596,33 @@ int aj_run_release_offline(AjRun *run, uid_t by_uid)
                 return -EALREADY;
         char ts[40];
         aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts));
-
         /* The chain first: a record of the release exists before its effect does. */
-        char path[PATH_MAX];
-        int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
-        if (r < 0)
-                return r;
-        AjChainEnd end;
-        r = aj_events_append(path, run->id, "quarantine.release",
-                             json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live", 0), &end);
-        if (r < 0)
-                return r;
-        r = aj_run_record_move_anchor(run->rec, &end, "quarantine.release");
+        int r = aj_run_append_event(run, "quarantine.release",
+                                    json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live", 0));
         if (r >= 0)
                 r = aj_run_record_release(run->rec, by_uid, ts);
         if (r < 0)
                 return r;
         return aj_run_record_write(run->dir, run->rec);
+}
+
+int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, bool *ret_recorded)
+{
+        json_auto_t *owned = fields;
+        *ret_recorded = false;
+        if (!run->rec || !owned)
+                return -ENOMEM;
+        const char *type = streq(changes, "committed") ? "workspace.commit" : "workspace.discard";
+        if (json_object_set_new(owned, "uid", json_integer((json_int_t)getuid())) < 0)
+                return -ENOMEM;
+        int r = aj_run_append_event(run, type, TAKE_PTR(owned));
+        if (r < 0)
+                return r;
+        *ret_recorded = true;
+        char ts[40];
+        aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts));
+        r = aj_run_record_decide_workspace(run->rec, changes, getuid(), ts);
+        return r < 0 ? r : aj_run_record_write(run->dir, run->rec);
 }
 
 int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)

@@ -92,6 +92,19 @@ bool aj_event_type_matches(json_t *ev, const char *prefix);
 int aj_event_format(json_t *ev, char **ret);
 /* The run's incident.json: -ENOENT if absent. */
 int aj_run_read_incident(const AjRun *run, json_t **ret);
+/* The journal from the chain: every allowed tool call that reported a result, newest
+ * first: {gen_ai.tool.call.id, gen_ai.tool.name, gen_ai.tool.call.arguments, status, ts,
+ * undo} with the undo record the agent gave (null when none). */
+int aj_run_tool_journal(const AjRun *run, json_t **ret_calls);
+/* Append an event to a dead run's chain (continuing its seq) and move run.json's anchor
+ * in run->rec, if it has one (written by the caller's aj_run_record_write). `fields` is
+ * consumed. */
+int aj_run_append_event(AjRun *run, const char *type, json_t *fields);
+/* A dead run's overlay workspace decided: "workspace.commit" or "workspace.discard" (with
+ * `fields`, consumed, and the operator's uid) in the chain, then run.json's workspace
+ * "changes" = `changes` ("committed", "discarded"). *ret_recorded says whether the event
+ * was written (so a failure is the chain's or run.json's). */
+int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, bool *ret_recorded);
 /* Mark a dead run's quarantine released in run.json and record "quarantine.release". */
 int aj_run_release_offline(AjRun *run, uid_t by_uid);
 /* Delete the run directory, refusing anything that is not a run dir directly below
