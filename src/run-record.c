@@ -47,6 +47,16 @@ int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret)
         return 0;
 }
 
+int aj_incident_write(const char *run_dir, json_t *incident)
+{
+        return aj_run_file_write_json(run_dir, AJ_RUN_FILE_INCIDENT, incident);
+}
+
+int aj_incident_read(const char *run_dir, json_t **ret)
+{
+        return aj_run_file_read_json(run_dir, AJ_RUN_FILE_INCIDENT, ret);
+}
+
 /* ---- the anchor ----------------------------------------------------------------------- */
 
 static bool sha256_hex_valid(const char *s)

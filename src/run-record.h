@@ -37,6 +37,12 @@ int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc);
 /* A JSON record of the run dir, read whole: -ENOENT if absent, -EBADMSG if not JSON. */
 int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret);
 
+/* incident.json: what the last breach was (the supervisor writes it, `inspect` and
+ * `quarantine show` read it; its members are shown as they are). */
+int aj_incident_write(const char *run_dir, json_t *incident);
+/* -ENOENT if the run never breached a cap. */
+int aj_incident_read(const char *run_dir, json_t **ret);
+
 /* ---- run.json ---------------------------------------------------------------------- */
 
 /*

@@ -63,11 +63,6 @@ char *aj_format_age(uint64_t s, char *buf, size_t len)
 
 /* ---- loading and finding ---------------------------------------------------------- */
 
-int aj_run_read_incident(const AjRun *run, json_t **ret)
-{
-        return aj_run_file_read_json(run->dir, AJ_RUN_FILE_INCIDENT, ret);
-}
-
 int aj_run_load(const AjPaths *paths, const char *id, AjRun **ret)
 {
         if (!aj_run_id_valid(id))

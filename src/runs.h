@@ -90,8 +90,6 @@ char *aj_format_age(uint64_t seconds, char *buf, size_t len);
 bool aj_event_type_matches(json_t *ev, const char *prefix);
 /* One human-readable line (no newline): "TIME  SEQ TYPE  key=value ...". */
 int aj_event_format(json_t *ev, char **ret);
-/* The run's incident.json: -ENOENT if absent. */
-int aj_run_read_incident(const AjRun *run, json_t **ret);
 /* The journal from the chain: every allowed tool call that reported a result, newest
  * first: {gen_ai.tool.call.id, gen_ai.tool.name, gen_ai.tool.call.arguments, status, ts,
  * undo} with the undo record the agent gave (null when none). */

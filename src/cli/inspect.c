@@ -17,7 +17,7 @@
 static json_t *incident_summary(const AjRun *run)
 {
         json_auto_t *inc = NULL;
-        if (aj_run_read_incident(run, &inc) < 0 || !json_is_object(inc))
+        if (aj_incident_read(run->dir, &inc) < 0 || !json_is_object(inc))
                 return json_null();
         json_t *s = json_object();
         static const char *const keys[] = { "cap", "limit", "value", "ts", "time", "action", NULL };

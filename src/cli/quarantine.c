@@ -24,7 +24,7 @@ static json_t *quarantine_entry(AjRun *run)
 {
         const AjRunQuarantine *q = run->rec ? &run->rec->quarantine : &(AjRunQuarantine){ 0 };
         json_auto_t *inc = NULL;
-        (void)aj_run_read_incident(run, &inc);
+        (void)aj_incident_read(run->dir, &inc);
         const char *cap = q->cap ?: cli_jstr(inc, "cap");
         return json_pack("{s:s, s:s?, s:s, s:s?, s:s?, s:b}", "id", run->id, "name", run->rec ? run->rec->name : NULL,
                          "state", aj_run_display_state(run), "since", q->since, "cap", cap, "incident", inc != NULL);
@@ -65,7 +65,7 @@ static int quarantine_list(bool json)
 static int quarantine_show(AjRun *run, bool json)
 {
         json_auto_t *inc = NULL;
-        int r = aj_run_read_incident(run, &inc);
+        int r = aj_incident_read(run->dir, &inc);
         if (r < 0) {
                 if (r == -ENOENT)
                         cli_fail("quarantine", "run %s has no incident record (it never breached a cap)", run->id);
