@@ -5,7 +5,7 @@
 
 #include "agentjail/exit-codes.h"
 #include "broker.h"
-#include "cli.h"
+#include "cli/run.h"
 #include "cli/verbs.h"
 #include "commands.h"
 #include "config.h"

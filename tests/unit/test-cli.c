@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cli/run.h"
 #include "cli/verbs.h"
 #include "util/macros.h"
 
