@@ -33,7 +33,7 @@
 #include "events.h"
 #include "jail.h"
 #include "run.h"
-#include "runs.h"
+#include "run-record.h"
 #include "log.h"
 #include "mount.h"
 #include "ns.h"

@@ -19,7 +19,7 @@
 
 #include "log.h"
 #include "run.h"
-#include "runs.h"
+#include "run-record.h"
 #include "util/fd.h"
 #include "util/parse.h"
 #include "util/macros.h"
