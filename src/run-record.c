@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,17 @@ static int record_type(AjRunRecord *rec, const char *path, char **ret_error)
                 snprintf(rec->anchor.last_sha256, sizeof(rec->anchor.last_sha256), "%s", hash);
                 rec->anchor.end = json_string_value(json_object_get(ev, "end"));
         }
+        static const struct {
+                const char *key;
+                size_t offset;
+        } shown[] = {
+#define SHOWN(m) { #m, offsetof(AjRunRecord, shown.m) }
+                SHOWN(command), SHOWN(workspace), SHOWN(quarantine), SHOWN(meters),
+                SHOWN(network), SHOWN(usage),     SHOWN(exit),       SHOWN(degraded),
+#undef SHOWN
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(shown); i++)
+                *(json_t **)((char *)rec + shown[i].offset) = json_object_get(d, shown[i].key);
         rec->started_ns = 0;
         if (rec->started)
                 (void)aj_parse_timestamp(rec->started, &rec->started_ns);

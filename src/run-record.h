@@ -96,6 +96,10 @@ typedef struct {
         AjRunWorkspace workspace;
         AjRunQuarantine quarantine;
         AjRunAnchor anchor;
+        /* Members shown as they are: JSON values borrowed from doc, NULL when absent. */
+        struct {
+                json_t *command, *workspace, *quarantine, *meters, *network, *usage, *exit, *degraded;
+        } shown;
         json_t *doc;
 } AjRunRecord;
 

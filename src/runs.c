@@ -403,15 +403,14 @@ char *aj_meters_summary(json_t *meters)
 json_t *aj_run_meters(const AjRun *run)
 {
         /* Live numbers when the supervisor answered, else the last ones it wrote. */
-        json_t *doc = run->rec ? run->rec->doc : NULL;
-        json_t *src = json_is_object(json_object_get(run->live_state, "meters")) ? run->live_state : doc;
-        json_t *m = json_object_get(src, "meters");
+        bool live = json_is_object(json_object_get(run->live_state, "meters"));
+        json_t *m = live ? json_object_get(run->live_state, "meters") : run->rec ? run->rec->shown.meters : NULL;
         json_t *out = json_is_object(m) ? json_deep_copy(m) : json_object();
         if (!out)
                 return NULL;
         /* Egress is counted by the proxy, outside the meter: inspect has it at the top level,
          * run.json under "network". */
-        json_t *net = src == run->live_state ? src : json_object_get(src, "network");
+        json_t *net = live ? run->live_state : run->rec ? run->rec->shown.network : NULL;
         json_t *eu = json_object_get(net, "egress_bytes"), *el = json_object_get(net, "egress_limit");
         if (json_is_integer(el) && json_integer_value(el) == 0)
                 el = NULL; /* inspect says 0 for "no egress cap" */

@@ -35,14 +35,18 @@ static json_t *inspect_doc(AjRun *run, const char *state)
         if (!doc)
                 return NULL;
         const AjRunRecord *rec = run->rec;
-        json_t *d = rec ? rec->doc : NULL, *live = run->live_state;
-        json_object_set_new(doc, "profile", json_pack("{s:s?, s:s?, s:s?}", "name", rec ? rec->profile_name : NULL,
-                                                      "path", rec ? rec->profile_path : NULL, "digest",
-                                                      rec ? rec->profile_digest : NULL));
-        static const char *const copy[] = { "command", "cwd", "workspace", "supervisor_pid", "exit", "degraded", NULL };
-        for (size_t i = 0; copy[i]; i++)
-                json_object_set(doc, copy[i], json_object_get(d, copy[i]) ?: json_null());
-        json_object_set(doc, "resources", json_object_get(d, "usage") ?: json_null());
+        json_t *live = run->live_state;
+        const AjRunRecord none = { 0 };
+        const AjRunRecord *r = rec ? rec : &none;
+        json_object_set_new(doc, "profile", json_pack("{s:s?, s:s?, s:s?}", "name", r->profile_name, "path",
+                                                      r->profile_path, "digest", r->profile_digest));
+        json_object_set(doc, "command", r->shown.command ?: json_null());
+        json_object_set_new(doc, "cwd", r->cwd ? json_string(r->cwd) : json_null());
+        json_object_set(doc, "workspace", r->shown.workspace ?: json_null());
+        json_object_set_new(doc, "supervisor_pid", r->supervisor_pid ? json_integer(r->supervisor_pid) : json_null());
+        json_object_set(doc, "exit", r->shown.exit ?: json_null());
+        json_object_set(doc, "degraded", r->shown.degraded ?: json_null());
+        json_object_set(doc, "resources", r->shown.usage ?: json_null());
         json_object_set(doc, "processes", json_object_get(live, "processes") ?: json_null());
         json_object_set(doc, "pending", json_object_get(live, "pending") ?: json_null());
         if (json_object_get(live, "pending_dropped"))
@@ -58,7 +62,7 @@ static json_t *inspect_doc(AjRun *run, const char *state)
                         tail = json_array();
                 json_object_set_new(doc, "last_events", tail);
         }
-        json_t *q = json_object_get(live, "quarantine") ?: json_object_get(d, "quarantine");
+        json_t *q = json_object_get(live, "quarantine") ?: r->shown.quarantine;
         json_object_set(doc, "quarantine", q ?: json_null());
         json_object_set_new(doc, "incident", incident_summary(run));
         if (run->live && !live)

@@ -65,6 +65,9 @@ Test(record, typed_and_round_trip)
         cr_assert(rec->anchor.present);
         cr_assert_eq(rec->anchor.count, 3);
         cr_assert_str_eq(rec->anchor.end, "run.exit");
+        cr_assert(json_is_array(rec->shown.command) && json_array_size(rec->shown.command) == 3);
+        cr_assert(json_is_object(rec->shown.meters));
+        cr_assert_null(rec->shown.exit, "absent members are NULL");
 
         /* Updates, written and read back: the typed view and the rest of the document. */
         AjChainEnd end = { .count = 4 };
