@@ -81,7 +81,7 @@ int aj_cmd_rollback(int argc, char **argv)
                 unreversible += !undo && st && streq(st, "ok");
         }
         const AjRunRecord *rec = run->rec;
-        json_t *ws = rec && rec->workspace.present ? json_object_get(rec->doc, "workspace") : NULL;
+        json_t *ws = rec && rec->workspace.present ? rec->shown.workspace : NULL;
         if (json) {
                 json_auto_t *doc = json_pack("{s:s, s:O?, s:O, s:I, s:I}", "run", run->id, "workspace", ws, "calls",
                                              calls, "with_undo", (json_int_t)with_undo, "ok_without_undo",
