@@ -5,12 +5,12 @@
 
 #include "agentjail/exit-codes.h"
 #include "broker.h"
-#include "cli.h"
+#include "cli/run.h"
+#include "cli/verbs.h"
 #include "commands.h"
 #include "config.h"
 #include "jail.h"
 #include "log.h"
-#include "ops-cmd.h"
 #include "profile.h"
 #include "util/macros.h"
 

@@ -43,6 +43,32 @@ char *aj_format_timestamp(uint64_t ns, char *buf, size_t len)
         return buf;
 }
 
+int aj_parse_timestamp(const char *s, uint64_t *ret_ns)
+{
+        struct tm tm = { 0 };
+        if (!s)
+                return -EINVAL;
+        const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (!end)
+                return -EINVAL;
+        uint64_t frac = 0;
+        if (*end == '.') {
+                int digits = 0;
+                for (end++; *end >= '0' && *end <= '9'; end++, digits++)
+                        if (digits < 9)
+                                frac = frac * 10 + (uint64_t)(*end - '0');
+                for (; digits < 9; digits++)
+                        frac *= 10;
+        }
+        if (!streq(end, "Z"))
+                return -EINVAL;
+        time_t t = timegm(&tm);
+        if (t < 0)
+                return -ERANGE;
+        *ret_ns = (uint64_t)t * 1000000000ull + frac;
+        return 0;
+}
+
 int aj_events_open(const char *path, const char *run_id, AjEventLog **ret)
 {
         AjEventLog *log = calloc(1, sizeof(*log));

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "util/clock.h"
@@ -54,3 +55,43 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjEventLog *, aj_events_close);
 
 /* RFC 3339 UTC with nanoseconds: "2026-11-23T21:59:20.123456789Z" (buf >= 32). */
 char *aj_format_timestamp(uint64_t realtime_ns, char *buf, size_t len);
+/* "2026-11-23T22:38:56.212456483Z" -> ns since the epoch. */
+int aj_parse_timestamp(const char *s, uint64_t *ret_ns);
+
+/* ---- the chain read back (src/events-chain.c) --------------------------------------- */
+
+/* The last `n` events of an events.jsonl (lines that are not JSON objects are skipped). */
+int aj_events_read_tail(const char *path, size_t n, json_t **ret_array);
+/* Calls fn(event, userdata) for every line that is a JSON object, in order, until fn
+ * returns < 0 (returned); *ret_bad (may be NULL) counts the other lines. -errno if
+ * unreadable. */
+int aj_events_foreach(const char *path, int (*fn)(json_t *ev, void *userdata), void *userdata, size_t *ret_bad);
+
+/* The end of a chain: its length and the hash of its last line (run.json's anchor). */
+typedef struct {
+        uint64_t count;
+        char last_hash[65];
+} AjChainEnd;
+/* Append an event to a chain nobody else is writing (a dead run's), continuing its seq.
+ * ret_end (may be NULL) gets the chain's new end, for run.json's anchor. */
+int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end);
+
+/* Checks the chain of events.jsonl: consecutive seq from 1, each "prev" the sha256 of the
+ * line before, and (when expect_count > 0, from run.json) that event expect_count exists
+ * and hashes to expect_hash. A broken chain is not an error: ok is false and bad_seq and
+ * problem say where and what. < 0 only when the file cannot be read. */
+typedef enum {
+        AJ_CHAIN_INTACT,    /* consistent, and it reaches run.json's anchor */
+        AJ_CHAIN_BROKEN,    /* an event was changed, removed, added or reordered */
+        AJ_CHAIN_NO_ANCHOR, /* consistent, but nothing shows whether its end was cut off */
+} AjChainVerdict;
+typedef struct {
+        bool ok;           /* no inconsistency found */
+        bool anchored;     /* the end was checked against an anchor */
+        bool after_anchor; /* not ok because events follow the anchored end (aj_run_verify_chain) */
+        uint64_t count;    /* events checked */
+        uint64_t bad_seq;  /* the first event that does not fit (0 when ok) */
+        char problem[200];
+        char last_hash[65];
+} AjChainCheck;
+int aj_events_verify(const char *path, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret);

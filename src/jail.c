@@ -34,7 +34,7 @@
 #include "events.h"
 #include "jail.h"
 #include "run.h"
-#include "runs.h"
+#include "run-record.h"
 #include "log.h"
 #include "mount.h"
 #include "ns.h"
@@ -216,20 +216,15 @@ static const char *rlimit_name(int resource)
 static void watchdog_record_lost(const Run *run)
 {
         char path[4096];
-        snprintf(path, sizeof(path), "%s/events.jsonl", run->run_dir);
+        if (aj_run_file_path(run->run_dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0)
+                return;
         AjChainEnd end;
         /* Continues the chain's sequence numbers from the file (the supervisor's died). */
         if (aj_events_append(path, run->id, "supervisor.lost",
                              json_pack("{s:s}", "action", "jail killed, cgroup removed"), &end) < 0)
                 return;
-        snprintf(path, sizeof(path), "%s/run.json", run->run_dir);
-        _cleanup_free_ char *text = NULL;
-        size_t len;
-        if (aj_read_file(path, AJ_RUN_JSON_MAX, &text, &len) < 0)
-                return; /* none yet: the supervisor died before the jail existed */
-        json_auto_t *doc = json_loadb(text, len, 0, NULL);
-        if (json_is_object(doc) && aj_run_doc_set_anchor(doc, &end, "supervisor.lost") >= 0)
-                (void)aj_run_json_write(run->run_dir, doc);
+        /* -ENOENT: no run.json yet, the supervisor died before the jail existed. */
+        (void)aj_run_record_anchor_at(run->run_dir, &end, "supervisor.lost");
 }
 
 /*
@@ -1183,9 +1178,9 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
 static json_t *write_run_json(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
 {
         json_t *doc = run_document(run, status, o, ended_ns);
-        int r = aj_run_json_write(run->run_dir, doc);
+        int r = aj_run_file_write_json(run->run_dir, AJ_RUN_FILE_RUN, doc);
         if (r < 0)
-                aj_log_errno(r, "Failed to write '%s/run.json'", run->run_dir);
+                aj_log_errno(r, "Failed to write '%s/%s'", run->run_dir, AJ_RUN_FILE_RUN);
         return doc;
 }
 
@@ -1262,9 +1257,9 @@ static void refresh_anchor(Run *run)
         snprintf(end.last_hash, sizeof(end.last_hash), "%s", aj_events_last_hash(run->events));
         if (aj_run_doc_set_anchor(run->final_doc, &end, "run.exit") < 0)
                 return;
-        int r = aj_run_json_write(run->run_dir, run->final_doc);
+        int r = aj_run_file_write_json(run->run_dir, AJ_RUN_FILE_RUN, run->final_doc);
         if (r < 0)
-                aj_log_errno(r, "Failed to write '%s/run.json'", run->run_dir);
+                aj_log_errno(r, "Failed to write '%s/%s'", run->run_dir, AJ_RUN_FILE_RUN);
 }
 
 void aj_run_write_json(Run *run)
@@ -1355,7 +1350,9 @@ static int prepare(Run *run)
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the run directory under '%s/runs'", run->paths.state_root);
         char path[4096];
-        snprintf(path, sizeof(path), "%s/events.jsonl", run->run_dir);
+        r = aj_run_file_path(run->run_dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0)
+                return aj_log_errno(r, "Failed to open the event log in '%s'", run->run_dir);
         r = aj_events_open(path, run->id, &run->events);
         if (r < 0)
                 return aj_log_errno(r, "Failed to open '%s'", path);

@@ -12,14 +12,8 @@
 
 #include "events.h"
 #include "quarantine.h"
-#include "state.h"
 #include "util/fd.h"
 #include "util/macros.h"
-
-int aj_incident_write(const char *run_dir, json_t *incident)
-{
-        return aj_run_file_write_json(run_dir, "incident.json", incident);
-}
 
 int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, const char *kind, const char *input,
                    uint64_t timeout_ns, AjAlert *ret)

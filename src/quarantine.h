@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * After a breach: the incident record and the owner's alert. The supervisor
- * (src/jail.c) freezes the run first, then calls these; neither may fail the run.
+ * After a breach or a held call: the owner's alert (the incident record itself is
+ * src/run-record.h's). The supervisor freezes the run first; an alert never fails the run.
  */
 #pragma once
 
@@ -11,8 +11,6 @@
 
 #define AJ_INCIDENT_LAST_EVENTS 50
 
-/* Write <run_dir>/incident.json atomically. */
-int aj_incident_write(const char *run_dir, json_t *incident);
 
 typedef struct {
         pid_t pid;

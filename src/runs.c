@@ -17,10 +17,6 @@
 #include "runs.h"
 #include "util/fd.h"
 #include "util/parse.h"
-#include "util/sha256.h"
-
-/* How much of the end of events.jsonl aj_events_read_tail() reads. */
-#define EVENTS_TAIL_BYTES (1024 * 1024)
 /* Field values longer than this are cut in the human-readable event lines. */
 #define EVENT_VALUE_MAX 200
 
@@ -31,7 +27,8 @@ void aj_run_free(AjRun *run)
         free(run->id);
         free(run->dir);
         free(run->control_path);
-        json_decref(run->doc);
+        aj_run_record_free(run->rec);
+        free(run->rec_error);
         json_decref(run->live_state);
         free(run);
 }
@@ -50,32 +47,6 @@ bool aj_run_id_valid(const char *s)
         return s && strlen(s) == AJ_RUN_ID_LEN && strspn(s, "0123456789abcdef") == AJ_RUN_ID_LEN;
 }
 
-int aj_parse_timestamp(const char *s, uint64_t *ret_ns)
-{
-        struct tm tm = { 0 };
-        if (!s)
-                return -EINVAL;
-        const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-        if (!end)
-                return -EINVAL;
-        uint64_t frac = 0;
-        if (*end == '.') {
-                int digits = 0;
-                for (end++; *end >= '0' && *end <= '9'; end++, digits++)
-                        if (digits < 9)
-                                frac = frac * 10 + (uint64_t)(*end - '0');
-                for (; digits < 9; digits++)
-                        frac *= 10;
-        }
-        if (!streq(end, "Z"))
-                return -EINVAL;
-        time_t t = timegm(&tm);
-        if (t < 0)
-                return -ERANGE;
-        *ret_ns = (uint64_t)t * 1000000000ull + frac;
-        return 0;
-}
-
 char *aj_format_age(uint64_t s, char *buf, size_t len)
 {
         if (s < 60)
@@ -91,23 +62,6 @@ char *aj_format_age(uint64_t s, char *buf, size_t len)
 }
 
 /* ---- loading and finding ---------------------------------------------------------- */
-
-int aj_run_read_json(const AjRun *run, const char *name, json_t **ret)
-{
-        char path[PATH_MAX];
-        if (snprintf(path, sizeof(path), "%s/%s", run->dir, name) >= (int)sizeof(path))
-                return -ENAMETOOLONG;
-        _cleanup_free_ char *text = NULL;
-        size_t len;
-        int r = aj_read_file(path, AJ_RUN_JSON_MAX, &text, &len);
-        if (r < 0)
-                return r;
-        json_t *doc = json_loadb(text, len, 0, NULL);
-        if (!doc)
-                return -EBADMSG;
-        *ret = doc;
-        return 0;
-}
 
 int aj_run_load(const AjPaths *paths, const char *id, AjRun **ret)
 {
@@ -131,14 +85,10 @@ int aj_run_load(const AjPaths *paths, const char *id, AjRun **ret)
         if (!S_ISDIR(st.st_mode))
                 return -ENOTDIR;
         /* A run whose run.json is missing or broken is still listed, as "unknown". */
-        if (aj_run_read_json(run, "run.json", &run->doc) < 0)
-                run->doc = NULL;
-        if (run->doc && !json_is_object(run->doc)) {
-                json_decref(run->doc);
-                run->doc = NULL;
-        }
-        if (run->doc)
-                (void)aj_parse_timestamp(json_string_value(json_object_get(run->doc, "started")), &run->started_ns);
+        if (aj_run_record_read(run->dir, &run->rec, &run->rec_error) < 0)
+                run->rec = NULL;
+        if (run->rec)
+                run->started_ns = run->rec->started_ns;
         *ret = TAKE_PTR(run);
         return 0;
 }
@@ -189,6 +139,22 @@ int aj_runs_list(const AjPaths *paths, AjRun ***ret_runs, size_t *ret_n)
 
 static const char *doc_str(json_t *doc, const char *key) { return json_string_value(json_object_get(doc, key)); }
 
+static const char *run_name_of(const AjRun *run) { return run->rec ? run->rec->name : NULL; }
+
+/* "'abcd' matches 2 runs: abcd00000001 abcd00000002" (NULL without memory). */
+static char *ambiguous_note(AjRun **runs, size_t n, const char *query, size_t hits)
+{
+        size_t qlen = strlen(query), cap = 64 + hits * (AJ_RUN_ID_LEN + 2);
+        char *note = malloc(cap);
+        if (!note)
+                return NULL;
+        size_t off = (size_t)snprintf(note, cap, "'%s' matches %zu runs:", query, hits);
+        for (size_t i = 0; i < n; i++)
+                if (strncmp(runs[i]->id, query, qlen) == 0)
+                        off += (size_t)snprintf(note + off, cap - off, " %s", runs[i]->id);
+        return note;
+}
+
 int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **ret_note)
 {
         size_t qlen = query ? strlen(query) : 0;
@@ -232,7 +198,7 @@ int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **re
         else {
                 /* Sorted by start: the last one with the name is the most recent. */
                 for (size_t i = 0; i < n; i++) {
-                        const char *name = doc_str(runs[i]->doc, "name");
+                        const char *name = run_name_of(runs[i]);
                         if (name && streq(name, query)) {
                                 chosen = (ssize_t)i;
                                 name_hits++;
@@ -240,7 +206,7 @@ int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **re
                 }
                 if (name_hits > 1 &&
                     asprintf(&note, "'%s' names %zu runs; using the most recent one, %s (started %s)", query, name_hits,
-                             runs[chosen]->id, doc_str(runs[chosen]->doc, "started") ?: "?") < 0)
+                             runs[chosen]->id, runs[chosen]->rec->started ?: "?") < 0)
                         note = NULL;
         }
 
@@ -248,14 +214,7 @@ int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **re
                 r = -ENOENT;
                 if (prefix_hits > 1) {
                         r = -ENOTUNIQ;
-                        size_t cap = 64 + prefix_hits * (AJ_RUN_ID_LEN + 2);
-                        note = malloc(cap);
-                        if (note) {
-                                size_t off = (size_t)snprintf(note, cap, "'%s' matches %zu runs:", query, prefix_hits);
-                                for (size_t i = 0; i < n; i++)
-                                        if (strncmp(runs[i]->id, query, qlen) == 0)
-                                                off += (size_t)snprintf(note + off, cap - off, " %s", runs[i]->id);
-                        }
+                        note = ambiguous_note(runs, n, query, prefix_hits);
                 }
                 aj_runs_free(runs, n);
                 if (ret_note)
@@ -298,10 +257,7 @@ bool aj_supervisor_alive(pid_t pid)
 
 bool aj_run_supervisor_alive(const AjRun *run)
 {
-        json_t *pid = json_object_get(run->doc, "supervisor_pid");
-        if (!json_is_integer(pid) || json_integer_value(pid) <= 0 || json_integer_value(pid) > INT_MAX)
-                return false;
-        return aj_supervisor_alive((pid_t)json_integer_value(pid));
+        return run->rec && aj_supervisor_alive(run->rec->supervisor_pid);
 }
 
 void aj_run_probe(AjRun *run, int timeout_ms)
@@ -338,19 +294,10 @@ static bool state_name_valid(const char *s)
         return s && (streq(s, "running") || streq(s, "frozen") || streq(s, "quarantined") || streq(s, "exited"));
 }
 
-bool aj_run_doc_quarantined(json_t *doc)
+const char *aj_run_state_of(const AjRunRecord *rec, bool live, json_t *live_state, bool supervisor_alive)
 {
-        json_t *q = json_object_get(doc, "quarantine");
-        if (json_is_object(q))
-                return !json_is_true(json_object_get(q, "released"));
-        const char *s = doc_str(doc, "state");
-        return s && streq(s, "quarantined");
-}
-
-const char *aj_run_state_of(json_t *doc, bool live, json_t *live_state, bool supervisor_alive)
-{
-        const char *state = doc_str(doc, "state");
-        const char *status = doc_str(doc, "status");
+        const char *state = rec ? rec->state : NULL;
+        const char *status = rec ? rec->status : NULL;
         if (live) {
                 const char *ls = doc_str(live_state, "state");
                 if (state_name_valid(ls))
@@ -359,9 +306,9 @@ const char *aj_run_state_of(json_t *doc, bool live, json_t *live_state, bool sup
                         return state;
                 return "running";
         }
-        if (!doc)
+        if (!rec)
                 return "unknown";
-        if (aj_run_doc_quarantined(doc))
+        if (aj_run_record_quarantined(rec))
                 return "quarantined";
         if (status && (streq(status, "running") || streq(status, "starting"))) {
                 if (!supervisor_alive)
@@ -375,7 +322,7 @@ const char *aj_run_state_of(json_t *doc, bool live, json_t *live_state, bool sup
 
 const char *aj_run_display_state(const AjRun *run)
 {
-        return aj_run_state_of(run->doc, run->live, run->live_state, !run->live && aj_run_supervisor_alive(run));
+        return aj_run_state_of(run->rec, run->live, run->live_state, !run->live && aj_run_supervisor_alive(run));
 }
 
 /* ---- meters -------------------------------------------------------------------------- */
@@ -456,14 +403,14 @@ char *aj_meters_summary(json_t *meters)
 json_t *aj_run_meters(const AjRun *run)
 {
         /* Live numbers when the supervisor answered, else the last ones it wrote. */
-        json_t *src = json_is_object(json_object_get(run->live_state, "meters")) ? run->live_state : run->doc;
-        json_t *m = json_object_get(src, "meters");
+        bool live = json_is_object(json_object_get(run->live_state, "meters"));
+        json_t *m = live ? json_object_get(run->live_state, "meters") : run->rec ? run->rec->shown.meters : NULL;
         json_t *out = json_is_object(m) ? json_deep_copy(m) : json_object();
         if (!out)
                 return NULL;
         /* Egress is counted by the proxy, outside the meter: inspect has it at the top level,
          * run.json under "network". */
-        json_t *net = src == run->live_state ? src : json_object_get(src, "network");
+        json_t *net = live ? run->live_state : run->rec ? run->rec->shown.network : NULL;
         json_t *eu = json_object_get(net, "egress_bytes"), *el = json_object_get(net, "egress_limit");
         if (json_is_integer(el) && json_integer_value(el) == 0)
                 el = NULL; /* inspect says 0 for "no egress cap" */
@@ -472,61 +419,6 @@ json_t *aj_run_meters(const AjRun *run)
                                     json_pack("{s:O, s:O}", "limit", json_is_integer(el) ? el : json_null(), "used",
                                               json_is_integer(eu) ? eu : json_integer(0)));
         return out;
-}
-
-/* ---- events -------------------------------------------------------------------------- */
-
-int aj_events_read_tail(const char *path, size_t n, json_t **ret_array)
-{
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
-                return -errno;
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        off_t start = st.st_size > EVENTS_TAIL_BYTES ? st.st_size - EVENTS_TAIL_BYTES : 0;
-        size_t want = (size_t)(st.st_size - start);
-        _cleanup_free_ char *buf = malloc(want + 1);
-        if (!buf)
-                return -ENOMEM;
-        size_t have = 0;
-        while (have < want) {
-                ssize_t k = pread(fd, buf + have, want - have, start + (off_t)have);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return -errno;
-                if (k == 0)
-                        break;
-                have += (size_t)k;
-        }
-        buf[have] = 0;
-        char *p = buf;
-        if (start > 0) {
-                /* Started mid-line: skip to the first whole one. */
-                char *nl = memchr(buf, '\n', have);
-                p = nl ? nl + 1 : buf + have;
-        }
-        json_t *all = json_array();
-        if (!all)
-                return -ENOMEM;
-        while (*p) {
-                char *nl = strchr(p, '\n');
-                size_t len = nl ? (size_t)(nl - p) : strlen(p);
-                json_t *ev = len ? json_loadb(p, len, 0, NULL) : NULL;
-                if (json_is_object(ev))
-                        json_array_append_new(all, ev);
-                else
-                        json_decref(ev);
-                p += len + (nl ? 1 : 0);
-        }
-        size_t total = json_array_size(all);
-        while (total > n) {
-                json_array_remove(all, 0);
-                total--;
-        }
-        *ret_array = all;
-        return 0;
 }
 
 bool aj_event_type_matches(json_t *ev, const char *prefix)
@@ -623,266 +515,108 @@ int aj_event_format(json_t *ev, char **ret)
         return 0;
 }
 
-/* The last line of the file (without its '\n'); *ret NULL when the file is empty. Lines
- * are at most EVENTS_TAIL_BYTES long. */
-static int read_last_line(int fd, char **ret, size_t *ret_len)
+/* ---- the tool calls' journal ------------------------------------------------------------ */
+
+typedef struct {
+        json_t *requests; /* call id -> its tool.request */
+        json_t *calls;    /* oldest first */
+} Journal;
+
+static int journal_add(json_t *ev, void *userdata)
 {
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        *ret = NULL;
-        *ret_len = 0;
-        if (st.st_size == 0)
+        Journal *j = userdata;
+        const char *type = doc_str(ev, "type"), *id = doc_str(ev, "gen_ai.tool.call.id");
+        if (!type || !id)
                 return 0;
-        off_t start = st.st_size > EVENTS_TAIL_BYTES ? st.st_size - EVENTS_TAIL_BYTES : 0;
-        size_t want = (size_t)(st.st_size - start), have = 0;
-        _cleanup_free_ char *buf = malloc(want + 1);
-        if (!buf)
-                return -ENOMEM;
-        while (have < want) {
-                ssize_t k = pread(fd, buf + have, want - have, start + (off_t)have);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0)
-                        return k < 0 ? -errno : -EIO;
-                have += (size_t)k;
-        }
-        size_t end = have;
-        if (end > 0 && buf[end - 1] == '\n')
-                end--;
-        size_t begin = end;
-        while (begin > 0 && buf[begin - 1] != '\n')
-                begin--;
-        if (begin == 0 && start > 0)
-                return -E2BIG;
-        char *line = strndup(buf + begin, end - begin);
-        if (!line)
-                return -ENOMEM;
-        *ret = line;
-        *ret_len = end - begin;
-        return 0;
-}
-
-int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end)
-{
-        json_auto_t *owned = fields;
-        _cleanup_free_ char *last = NULL;
-        size_t last_len = 0;
-        {
-                _cleanup_close_ int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-                if (fd < 0)
-                        return -errno;
-                int r = read_last_line(fd, &last, &last_len);
-                if (r < 0)
-                        return r;
-        }
-        uint64_t seq = 0;
-        char prev[AJ_SHA256_HEX_SIZE] = AJ_EVENTS_GENESIS;
-        if (last) {
-                json_auto_t *ev = json_loadb(last, last_len, 0, NULL);
-                if (json_is_integer(json_object_get(ev, "seq")))
-                        seq = (uint64_t)json_integer_value(json_object_get(ev, "seq"));
-                aj_events_line_hash(last, last_len, prev);
-        }
-        /* The supervisor's own writer, so the line is formatted and chained the same way. */
-        _cleanup_(aj_events_closep) AjEventLog *log = NULL;
-        int r = aj_events_open(path, run_id, &log);
-        if (r < 0)
-                return r;
-        aj_events_resume(log, seq, prev);
-        r = aj_events_emit(log, type, json_incref(owned));
-        if (r < 0)
-                return r;
-        if (ret_end) {
-                ret_end->count = aj_events_last_seq(log);
-                snprintf(ret_end->last_hash, sizeof(ret_end->last_hash), "%s", aj_events_last_hash(log));
-        }
-        return 0;
-}
-
-static bool sha256_hex_valid(const char *s)
-{
-        if (!s || strlen(s) != AJ_SHA256_HEX_SIZE - 1)
-                return false;
-        for (; *s; s++)
-                if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
-                        return false;
-        return true;
-}
-
-bool aj_run_doc_anchor(json_t *doc, uint64_t *ret_count, const char **ret_hash)
-{
-        json_t *ev = json_object_get(doc, "events");
-        json_t *count = json_object_get(ev, "count");
-        const char *hash = doc_str(ev, "last_sha256");
-        if (!json_is_integer(count) || json_integer_value(count) <= 0 || !sha256_hex_valid(hash))
-                return false;
-        const char *status = doc_str(doc, "status");
-        if (!json_is_string(json_object_get(ev, "end")) && !(status && streq(status, "exited")))
-                return false;
-        *ret_count = (uint64_t)json_integer_value(count);
-        *ret_hash = hash;
-        return true;
-}
-
-int aj_run_doc_set_anchor(json_t *doc, const AjChainEnd *end, const char *end_type)
-{
-        json_t *ev = json_pack("{s:I, s:s, s:s}", "count", (json_int_t)end->count, "last_sha256", end->last_hash,
-                               "end", end_type);
-        if (!ev || json_object_set_new(doc, "events", ev) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
-void aj_run_doc_move_anchor(json_t *doc, const AjChainEnd *end, const char *end_type)
-{
-        uint64_t count;
-        const char *hash;
-        if (aj_run_doc_anchor(doc, &count, &hash))
-                (void)aj_run_doc_set_anchor(doc, end, end_type);
-}
-
-static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret);
-
-int aj_events_verify(const char *path, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret)
-{
-        *ret = (AjChainCheck){ 0 };
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        int r = verify_stream(f, expect_count, expect_hash, ret);
-        fclose(f);
-        return r;
-}
-
-int aj_run_verify_chain(json_t *doc, const char *path, AjChainCheck *ret, AjChainVerdict *ret_verdict)
-{
-        uint64_t count = 0;
-        const char *hash = NULL;
-        bool anchored = aj_run_doc_anchor(doc, &count, &hash);
-        int r = aj_events_verify(path, anchored ? count : 0, anchored ? hash : NULL, ret);
-        if (r < 0)
-                return r;
-        /* The anchor is the chain's end: every legitimate append moves it (the supervisor's
-         * late events, the watchdog's supervisor.lost, an operator's), so events past it were
-         * added after the chain was closed. Records of older agentjails (no "end") could have
-         * events after their final run.json, and are not held to it. */
-        json_t *ev = json_object_get(doc, "events");
-        if (ret->ok && anchored && json_is_string(json_object_get(ev, "end")) && ret->count > count) {
-                ret->ok = false;
-                ret->anchored = false;
-                ret->after_anchor = true;
-                ret->bad_seq = count + 1;
-                snprintf(ret->problem, sizeof(ret->problem),
-                         "event %llu comes after the chain's end that run.json recorded (event %llu, %s): "
-                         "%llu events were added after it was closed",
-                         (unsigned long long)count + 1, (unsigned long long)count,
-                         json_string_value(json_object_get(ev, "end")), (unsigned long long)(ret->count - count));
-        }
-        *ret_verdict = !ret->ok ? AJ_CHAIN_BROKEN : ret->anchored ? AJ_CHAIN_INTACT : AJ_CHAIN_NO_ANCHOR;
-        return 0;
-}
-
-static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret)
-{
-        _cleanup_free_ char *line = NULL;
-        size_t size = 0;
-        char prev[AJ_SHA256_HEX_SIZE] = AJ_EVENTS_GENESIS;
-        ssize_t n;
-        while ((n = getline(&line, &size, f)) > 0) {
-                size_t len = (size_t)n;
-                if (line[len - 1] != '\n') {
-                        snprintf(ret->problem, sizeof(ret->problem), "the last line is incomplete (no newline)");
-                        ret->bad_seq = ret->count + 1;
-                        return 0;
-                }
-                len--;
-                uint64_t want = ret->count + 1;
-                json_auto_t *ev = json_loadb(line, len, 0, NULL);
-                json_t *seq = json_object_get(ev, "seq");
-                const char *p = json_string_value(json_object_get(ev, "prev"));
-                if (!json_is_integer(seq) || (uint64_t)json_integer_value(seq) != want) {
-                        ret->bad_seq = want;
-                        snprintf(ret->problem, sizeof(ret->problem), "line %llu is not event %llu (an event "
-                                 "was removed, added or reordered)", (unsigned long long)want, (unsigned long long)want);
-                        return 0;
-                }
-                if (!p) {
-                        ret->bad_seq = want;
-                        snprintf(ret->problem, sizeof(ret->problem),
-                                 "event %llu has no \"prev\" (not hash-chained: written by an older agentjail?)",
-                                 (unsigned long long)want);
-                        return 0;
-                }
-                if (!streq(p, prev)) {
-                        ret->bad_seq = want;
-                        snprintf(ret->problem, sizeof(ret->problem),
-                                 "event %llu's \"prev\" is not the hash of event %llu: one of them was changed",
-                                 (unsigned long long)want, (unsigned long long)(want - 1));
-                        return 0;
-                }
-                aj_events_line_hash(line, len, prev);
-                ret->count = want;
-                if (expect_count && want == expect_count && expect_hash && !streq(prev, expect_hash)) {
-                        ret->bad_seq = want;
-                        snprintf(ret->problem, sizeof(ret->problem),
-                                 "event %llu is not the one run.json recorded at the end of the run: it was changed",
-                                 (unsigned long long)want);
-                        return 0;
-                }
-        }
-        if (ferror(f))
-                return -EIO;
-        if (expect_count > ret->count) {
-                ret->bad_seq = ret->count + 1;
-                snprintf(ret->problem, sizeof(ret->problem),
-                         "run.json recorded %llu events at the end of the run; the file has %llu: events were removed",
-                         (unsigned long long)expect_count, (unsigned long long)ret->count);
+        if (streq(type, "tool.request"))
+                return json_object_set(j->requests, id, ev);
+        if (!streq(type, "tool.result"))
                 return 0;
-        }
-        memcpy(ret->last_hash, prev, sizeof(prev));
-        ret->ok = true;
-        ret->anchored = expect_count > 0 && expect_hash;
+        json_t *req = json_object_get(j->requests, id);
+        json_t *undo = json_object_get(ev, "undo");
+        json_t *c = json_pack("{s:s, s:s?, s:O?, s:s?, s:s?, s:O}", "gen_ai.tool.call.id", id, "gen_ai.tool.name",
+                              doc_str(req, "gen_ai.tool.name"), "gen_ai.tool.call.arguments",
+                              json_object_get(req, "gen_ai.tool.call.arguments"), "status", doc_str(ev, "status"), "ts",
+                              doc_str(ev, "ts"), "undo", undo ? undo : json_null());
+        return c ? json_array_append_new(j->calls, c) : -ENOMEM;
+}
+
+/* The journal from the chain: every allowed tool call that reported a result, newest
+ * first, with its undo record (null when the agent gave none). */
+int aj_run_tool_journal(const AjRun *run, json_t **ret_calls)
+{
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0)
+                return r;
+        json_auto_t *requests = json_object(), *calls = json_array();
+        Journal j = { .requests = requests, .calls = calls };
+        r = requests && calls ? aj_events_foreach(path, journal_add, &j, NULL) : -ENOMEM;
+        if (r < 0)
+                return r;
+        json_t *newest_first = json_array();
+        for (size_t i = json_array_size(calls); newest_first && i > 0; i--)
+                if (json_array_append(newest_first, json_array_get(calls, i - 1)) < 0) {
+                        json_decref(newest_first);
+                        newest_first = NULL;
+                }
+        if (!newest_first)
+                return -ENOMEM;
+        *ret_calls = newest_first;
         return 0;
 }
 
 /* ---- operator changes to dead runs ----------------------------------------------------- */
 
+int aj_run_append_event(AjRun *run, const char *type, json_t *fields)
+{
+        json_auto_t *owned = fields;
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0)
+                return r;
+        AjChainEnd end;
+        r = aj_events_append(path, run->id, type, TAKE_PTR(owned), &end);
+        if (r < 0)
+                return r;
+        return run->rec ? aj_run_record_move_anchor(run->rec, &end, type) : 0;
+}
+
 int aj_run_release_offline(AjRun *run, uid_t by_uid)
 {
-        if (!run->doc)
+        if (!run->rec)
                 return -ENOENT;
-        if (!aj_run_doc_quarantined(run->doc))
+        if (!aj_run_record_quarantined(run->rec))
                 return -EALREADY;
         char ts[40];
         aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts));
-
         /* The chain first: a record of the release exists before its effect does. */
-        char path[PATH_MAX];
-        if (snprintf(path, sizeof(path), "%s/events.jsonl", run->dir) >= (int)sizeof(path))
-                return -ENAMETOOLONG;
-        AjChainEnd end;
-        int r = aj_events_append(path, run->id, "quarantine.release",
-                                 json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live", 0),
-                                 &end);
+        int r = aj_run_append_event(run, "quarantine.release",
+                                    json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live", 0));
+        if (r >= 0)
+                r = aj_run_record_release(run->rec, by_uid, ts);
         if (r < 0)
                 return r;
-        aj_run_doc_move_anchor(run->doc, &end, "quarantine.release");
+        return aj_run_record_write(run->dir, run->rec);
+}
 
-        json_t *q = json_object_get(run->doc, "quarantine");
-        if (!json_is_object(q)) {
-                q = json_object();
-                if (!q || json_object_set_new(run->doc, "quarantine", q) < 0)
-                        return -ENOMEM;
-        }
-        json_object_set_new(q, "released", json_true());
-        json_object_set_new(q, "released_at", json_string(ts));
-        json_object_set_new(q, "released_by", json_integer((json_int_t)by_uid));
-        const char *state = doc_str(run->doc, "state");
-        const char *status = doc_str(run->doc, "status");
-        if (state && streq(state, "quarantined"))
-                json_object_set_new(run->doc, "state", json_string(status && streq(status, "exited") ? "exited" : "running"));
-        return aj_run_json_write(run->dir, run->doc);
+int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, bool *ret_recorded)
+{
+        json_auto_t *owned = fields;
+        *ret_recorded = false;
+        if (!run->rec || !owned)
+                return -ENOMEM;
+        const char *type = streq(changes, "committed") ? "workspace.commit" : "workspace.discard";
+        if (json_object_set_new(owned, "uid", json_integer((json_int_t)getuid())) < 0)
+                return -ENOMEM;
+        int r = aj_run_append_event(run, type, TAKE_PTR(owned));
+        if (r < 0)
+                return r;
+        *ret_recorded = true;
+        char ts[40];
+        aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts));
+        r = aj_run_record_decide_workspace(run->rec, changes, getuid(), ts);
+        return r < 0 ? r : aj_run_record_write(run->dir, run->rec);
 }
 
 int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)

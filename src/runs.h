@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The operator's view of the state directory: finding runs by id, id prefix or name,
- * reading run.json, events.jsonl and incident.json, telling live runs from exited and
- * lost ones, and the few changes an operator makes to a dead run's records (release
- * from quarantine, purge). The supervisor never calls this.
+ * telling live runs from exited and lost ones, and the few changes an operator makes to
+ * a dead run's records (release from quarantine, purge). The records themselves are
+ * src/run-record.h's. The supervisor never calls this.
  */
 #pragma once
 
@@ -12,13 +12,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "run-record.h"
 #include "state.h"
 #include "util/macros.h"
 
 /* A RUN argument of at least this many characters may be an id prefix. */
 #define AJ_RUN_PREFIX_MIN 4
-/* run.json and incident.json are read whole, up to this size. */
-#define AJ_RUN_JSON_MAX (16 * 1024 * 1024)
 /* Timeout for the liveness probe (an "inspect" over the control socket). */
 #define AJ_RUN_PROBE_TIMEOUT_MS 2000
 
@@ -26,7 +25,9 @@ typedef struct {
         char *id;
         char *dir;          /* <state>/runs/<id> */
         char *control_path; /* <runtime>/<id>/control.sock */
-        json_t *doc;        /* run.json; NULL when missing or unreadable */
+        AjRunRecord *rec;   /* run.json; NULL when missing or unreadable */
+        char *rec_error;    /* why run.json is unreadable, when it is there but malformed
+                             * (names the file and the member; the CLI warns with it) */
         uint64_t started_ns; /* from run.json "started"; 0 if unknown */
         /* Filled by aj_run_probe(): */
         bool probed;
@@ -68,11 +69,9 @@ bool aj_run_supervisor_alive(const AjRun *run);
  * "unknown". Pure: `live_state` is the live inspect result (or NULL), `live` whether the
  * control socket answered, `supervisor_alive` whether run.json's supervisor_pid runs.
  */
-const char *aj_run_state_of(json_t *doc, bool live, json_t *live_state, bool supervisor_alive);
+const char *aj_run_state_of(const AjRunRecord *rec, bool live, json_t *live_state, bool supervisor_alive);
 /* The state of a probed run. */
 const char *aj_run_display_state(const AjRun *run);
-/* run.json says the run is (or was) quarantined and nobody released it. */
-bool aj_run_doc_quarantined(json_t *doc);
 
 /* "tokens 1200/50000 cost $0.01/$2.00 tool_calls 3/500" from a meters object
  * {"tokens": {"limit": N|null, "used": N}, ...} (the broker's meter, as in run.json and
@@ -83,67 +82,28 @@ char *aj_meters_summary(json_t *meters);
  * (counted by the proxy) merged in as "egress_bytes". New reference. */
 json_t *aj_run_meters(const AjRun *run);
 
-/* "2026-11-23T22:38:56.212456483Z" -> ns since the epoch. */
-int aj_parse_timestamp(const char *s, uint64_t *ret_ns);
 /* "45s", "12m", "3h05m", "4d07h". */
 char *aj_format_age(uint64_t seconds, char *buf, size_t len);
 
-/* The last `n` events of an events.jsonl (lines that are not JSON objects are skipped). */
-int aj_events_read_tail(const char *path, size_t n, json_t **ret_array);
 /* Does the event's type match a --type filter? A prefix without a dot is a whole first
  * component ("net" matches "net" and "net.connect", not "network.x"); one with a dot is a
  * plain prefix ("tool.re" matches "tool.request"). */
 bool aj_event_type_matches(json_t *ev, const char *prefix);
 /* One human-readable line (no newline): "TIME  SEQ TYPE  key=value ...". */
 int aj_event_format(json_t *ev, char **ret);
-/* Append an event to a chain nobody else is writing (a dead run's), continuing its seq.
- * ret_end (may be NULL) gets the chain's new end, for run.json's anchor. */
-typedef struct {
-        uint64_t count;
-        char last_hash[65];
-} AjChainEnd;
-int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end);
-
-/*
- * run.json's anchor: "events": {"count", "last_sha256", "end"}, the chain's length and
- * last line's hash when it was closed ("end": what closed it: run.exit, supervisor.lost,
- * or an operator's event). Only a closed
- * chain has one: the supervisor writes it with the final run.json, the watchdog with
- * supervisor.lost, and an operator's append to a dead run moves it. A run.json without
- * one (a live run, a supervisor killed with its watchdog) cannot show a cut-off tail.
- * Records of older agentjails: count and last_sha256 in a run.json whose status is
- * "exited" count as an anchor; in a "running" one they were a snapshot, not an end.
- */
-bool aj_run_doc_anchor(json_t *doc, uint64_t *ret_count, const char **ret_hash);
-int aj_run_doc_set_anchor(json_t *doc, const AjChainEnd *end, const char *end_type);
-/* After an append to a dead run's chain: moves the anchor if run.json had one (an
- * unanchored chain is not made to look complete by an operator's later event). */
-void aj_run_doc_move_anchor(json_t *doc, const AjChainEnd *end, const char *end_type);
-
-/* Checks the chain of events.jsonl: consecutive seq from 1, each "prev" the sha256 of the
- * line before, and (when expect_count > 0, from run.json) that event expect_count exists
- * and hashes to expect_hash. A broken chain is not an error: ok is false and bad_seq and
- * problem say where and what. < 0 only when the file cannot be read. */
-typedef enum {
-        AJ_CHAIN_INTACT,    /* consistent, and it reaches run.json's anchor */
-        AJ_CHAIN_BROKEN,    /* an event was changed, removed, added or reordered */
-        AJ_CHAIN_NO_ANCHOR, /* consistent, but nothing shows whether its end was cut off */
-} AjChainVerdict;
-typedef struct {
-        bool ok;           /* no inconsistency found */
-        bool anchored;     /* the end was checked against an anchor */
-        bool after_anchor; /* not ok because events follow the anchored end (aj_run_verify_chain) */
-        uint64_t count;    /* events checked */
-        uint64_t bad_seq;  /* the first event that does not fit (0 when ok) */
-        char problem[200];
-        char last_hash[65];
-} AjChainCheck;
-int aj_events_verify(const char *path, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret);
-/* Verify events.jsonl at `path` against run.json `doc`'s anchor (doc may be NULL). */
-int aj_run_verify_chain(json_t *doc, const char *path, AjChainCheck *ret, AjChainVerdict *ret_verdict);
-
-/* Read a JSON file of the run dir ("incident.json"): -ENOENT if absent. */
-int aj_run_read_json(const AjRun *run, const char *name, json_t **ret);
+/* The journal from the chain: every allowed tool call that reported a result, newest
+ * first: {gen_ai.tool.call.id, gen_ai.tool.name, gen_ai.tool.call.arguments, status, ts,
+ * undo} with the undo record the agent gave (null when none). */
+int aj_run_tool_journal(const AjRun *run, json_t **ret_calls);
+/* Append an event to a dead run's chain (continuing its seq) and move run.json's anchor
+ * in run->rec, if it has one (written by the caller's aj_run_record_write). `fields` is
+ * consumed. */
+int aj_run_append_event(AjRun *run, const char *type, json_t *fields);
+/* A dead run's overlay workspace decided: "workspace.commit" or "workspace.discard" (with
+ * `fields`, consumed, and the operator's uid) in the chain, then run.json's workspace
+ * "changes" = `changes` ("committed", "discarded"). *ret_recorded says whether the event
+ * was written (so a failure is the chain's or run.json's). */
+int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, bool *ret_recorded);
 /* Mark a dead run's quarantine released in run.json and record "quarantine.release". */
 int aj_run_release_offline(AjRun *run, uid_t by_uid);
 /* Delete the run directory, refusing anything that is not a run dir directly below

@@ -213,18 +213,3 @@ int aj_runtime_dir_remove(const char *dir)
                 return 0;
         return aj_rm_rf(dir);
 }
-
-int aj_run_json_write(const char *run_dir, json_t *doc) { return aj_run_file_write_json(run_dir, "run.json", doc); }
-
-int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc)
-{
-        _cleanup_free_ char *path = path_join(run_dir, name);
-        if (!path)
-                return -ENOMEM;
-        _cleanup_free_ char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (!text)
-                return -ENOMEM;
-        size_t n = strlen(text);
-        text[n] = '\n';
-        return aj_write_file_atomic(path, text, n + 1, 0640);
-}

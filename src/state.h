@@ -5,7 +5,7 @@
  * $XDG_RUNTIME_DIR/agentjail (without it, /tmp/agentjail-UID, which must be the
  * invoker's, mode 0700: aj_runtime_root_prepare). AGENTJAIL_STATE_DIR / AGENTJAIL_RUNTIME_DIR
  * override both (tests use them).
- *   <state>/runs/<id>/{run.json,events.jsonl,stdout.log,stderr.log}
+ *   <state>/runs/<id>/         the run's records (src/run-record.h), stdout.log, stderr.log
  *   <state>/cache/seccomp/   compiled filters
  *   <runtime>/<id>/          per-run sockets and the jail root's mount point
  */
@@ -48,8 +48,3 @@ const char *aj_runtime_root_problem(const struct stat *st, uid_t uid, bool exact
 /* <runtime>/<id>, created 0711. */
 int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
 int aj_runtime_dir_remove(const char *dir);
-
-/* Write run.json atomically. */
-int aj_run_json_write(const char *run_dir, json_t *doc);
-/* Any JSON record of the run dir (incident.json...), indented, atomically. */
-int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc);

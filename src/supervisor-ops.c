@@ -19,7 +19,7 @@
 
 #include "log.h"
 #include "run.h"
-#include "runs.h"
+#include "run-record.h"
 #include "util/fd.h"
 #include "util/parse.h"
 #include "util/macros.h"
@@ -41,8 +41,8 @@ static json_t *last_events(const Run *run, size_t n)
 {
         char path[4096];
         json_t *tail = NULL;
-        snprintf(path, sizeof(path), "%s/events.jsonl", run->run_dir);
-        if (aj_events_read_tail(path, n, &tail) < 0)
+        if (aj_run_file_path(run->run_dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0 ||
+            aj_events_read_tail(path, n, &tail) < 0)
                 return json_array();
         return tail;
 }
@@ -306,7 +306,7 @@ static void handle_breach(Run *run, const AjBreach *b)
                 int r = aj_incident_write(run->run_dir, incident);
                 if (r < 0)
                         aj_log_errno(r, "Failed to write the incident record in '%s'", run->run_dir);
-                start_alert(run, "breach", "incident.json");
+                start_alert(run, "breach", AJ_RUN_FILE_INCIDENT);
                 json_decref(incident);
         }
         aj_run_write_json(run);
@@ -381,12 +381,12 @@ static void hook_approval_requested(void *userdata, json_t *call)
         json_auto_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:O, s:s, s:s}", "kind", "approval", "run", run->id, "name",
                                      run->name, "ts", aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)),
                                      "call", call, "approve", approve, "deny", deny);
-        int r = doc ? aj_run_file_write_json(run->run_dir, "approval.json", doc) : -ENOMEM;
+        int r = doc ? aj_run_file_write_json(run->run_dir, AJ_RUN_FILE_APPROVAL, doc) : -ENOMEM;
         if (r < 0) {
                 aj_log_errno(r, "Failed to write the approval request in '%s'", run->run_dir);
                 return;
         }
-        start_alert(run, "approval", "approval.json");
+        start_alert(run, "approval", AJ_RUN_FILE_APPROVAL);
 }
 
 static void hook_batch_begin(void *userdata)

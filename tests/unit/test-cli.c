@@ -3,7 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cli/run.h"
+#include "cli/verbs.h"
 #include "util/macros.h"
 
 #define ARGV(...) ((char *[]){ __VA_ARGS__, NULL })
@@ -136,4 +137,35 @@ Test(cli, tty_options)
         cr_assert_eq(o.tty, AJ_TTY_AUTO);
         cr_assert_str_eq(o.argv[1], "-t");
         aj_cli_run_options_done(&o);
+}
+
+/* The operator's verbs parse their own options: usage errors are exit 2 before any run is
+ * looked up, --help is 0; an option of another verb is unknown here. */
+#define VERB(fn, ...) fn((int)(sizeof((char *[]){ __VA_ARGS__ }) / sizeof(char *)), ARGV(__VA_ARGS__))
+
+Test(cli, verbs_parse_their_own_options)
+{
+        cr_assert_eq(VERB(aj_cmd_ps, "ps", "--help"), 0);
+        cr_assert_eq(VERB(aj_cmd_ps, "ps", "--type", "net"), 2, "--type is logs'");
+        cr_assert_eq(VERB(aj_cmd_ps, "ps", "extra"), 2);
+        cr_assert_eq(VERB(aj_cmd_inspect, "inspect"), 2, "RUN is required");
+        cr_assert_eq(VERB(aj_cmd_inspect, "inspect", "-a", "x"), 2);
+        cr_assert_eq(VERB(aj_cmd_logs, "logs", "x", "--type", ""), 2);
+        cr_assert_eq(VERB(aj_cmd_logs, "logs", "x", "--type"), 2, "a value is missing");
+        cr_assert_eq(VERB(aj_cmd_logs, "logs", "-h"), 0);
+        cr_assert_eq(VERB(aj_cmd_freeze, "freeze", "x", "--raise", "tokens=1"), 2, "only thaw raises");
+        cr_assert_eq(VERB(aj_cmd_thaw, "thaw", "x", "--raise", "bad"), 2);
+        cr_assert_eq(VERB(aj_cmd_thaw, "thaw", "x", "--raise", "a=1", "--raise", "a=2"), 2, "a key twice");
+        cr_assert_eq(VERB(aj_cmd_thaw, "thaw", "--help"), 0);
+        cr_assert_eq(VERB(aj_cmd_approve, "approve", "x"), 2, "CALL is required");
+        cr_assert_eq(VERB(aj_cmd_approve, "approve", "x", "c", "--digest", "12"), 2);
+        cr_assert_eq(VERB(aj_cmd_approve, "approve", "x", "c", "--reason", "r"), 2, "--reason is deny's");
+        cr_assert_eq(VERB(aj_cmd_deny, "deny", "x", "c", "--reason", ""), 2);
+        cr_assert_eq(VERB(aj_cmd_diff, "diff", "x", "--force"), 2, "--force is commit's");
+        cr_assert_eq(VERB(aj_cmd_commit, "commit", "x", "--patch"), 2, "--patch is diff's");
+        cr_assert_eq(VERB(aj_cmd_discard, "discard", "--help"), 0);
+        cr_assert_eq(VERB(aj_cmd_rollback, "rollback", "x", "y"), 2);
+        cr_assert_eq(VERB(aj_cmd_quarantine, "quarantine", "frobnicate", "x"), 2);
+        cr_assert_eq(VERB(aj_cmd_quarantine, "quarantine", "show"), 2, "show needs RUN");
+        cr_assert_eq(VERB(aj_cmd_quarantine, "quarantine", "list", "x"), 2);
 }

@@ -16,6 +16,7 @@
 
 #include "events.h"
 #include "quarantine.h"
+#include "run-record.h"
 #include "runs.h"
 #include "util/fd.h"
 
@@ -76,7 +77,7 @@ Test(runs, find_by_id_prefix_and_name)
         cr_assert_eq(aj_runs_find(&paths, "abcd00000001", &run, &note), 0);
         cr_assert_str_eq(run->id, "abcd00000001");
         cr_assert_null(note);
-        cr_assert_str_eq(json_string_value(json_object_get(run->doc, "name")), "triage");
+        cr_assert_str_eq(json_string_value(json_object_get(run->rec->doc, "name")), "triage");
         aj_run_free(run);
 
         cr_assert_eq(aj_runs_find(&paths, "abce", &run, &note), 0, "a unique 4-character prefix");
@@ -136,10 +137,27 @@ Test(runs, list_is_sorted_by_start_and_skips_foreign_entries)
         cr_assert_str_eq(runs[3]->id, "aaaa00000001");
         cr_assert_eq(runs[1]->started_ns, 1767225600ull * 1000000000ull + 1);
         cr_assert_eq(runs[2]->started_ns, 1767312000ull * 1000000000ull + 500000000ull);
-        cr_assert_null(runs[0]->doc);
+        cr_assert_null(runs[0]->rec);
         aj_run_probe(runs[0], 500);
         cr_assert_str_eq(aj_run_display_state(runs[0]), "unknown");
+        cr_assert_null(runs[0]->rec_error, "a missing run.json is not a malformed one");
         aj_runs_free(runs, n);
+}
+
+/* A run.json with a member of the wrong type: listed as unknown, and the reason kept for
+ * the operator, naming the file and the member. */
+Test(runs, malformed_record_is_unknown_with_a_reason)
+{
+        make_run("eeee00000001", "e", "2026-01-02T00:00:00Z", "\"status\":[\"exited\"]");
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "eeee00000001", &run, NULL), 0);
+        cr_assert_null(run->rec);
+        cr_assert_not_null(run->rec_error);
+        cr_assert_not_null(strstr(run->rec_error, "eeee00000001/run.json"), "%s", run->rec_error);
+        cr_assert_not_null(strstr(run->rec_error, "\"status\" is not a string"), "%s", run->rec_error);
+        aj_run_probe(run, 500);
+        cr_assert_str_eq(aj_run_display_state(run), "unknown");
+        aj_run_free(run);
 }
 
 static pid_t dead_pid(void)
@@ -212,6 +230,13 @@ Test(runs, lost_runs_are_detected)
         waitpid(other, NULL, 0);
 }
 
+static AjRunRecord *record_of(json_t *doc)
+{
+        AjRunRecord *rec = NULL;
+        cr_assert_eq(aj_run_record_from_json(doc, "run.json", &rec, NULL), 0);
+        return rec;
+}
+
 Test(runs, state_of_prefers_live_then_quarantine)
 {
         json_auto_t *exited = json_loads("{\"status\":\"exited\",\"state\":\"exited\"}", 0, NULL);
@@ -222,13 +247,17 @@ Test(runs, state_of_prefers_live_then_quarantine)
         json_auto_t *old = json_loads("{\"status\":\"exited\"}", 0, NULL);
         json_auto_t *live = json_loads("{\"state\":\"frozen\"}", 0, NULL);
 
-        cr_assert_str_eq(aj_run_state_of(exited, false, NULL, false), "exited");
-        cr_assert_str_eq(aj_run_state_of(quar, false, NULL, false), "quarantined");
-        cr_assert(aj_run_doc_quarantined(quar));
-        cr_assert_str_eq(aj_run_state_of(released, false, NULL, false), "exited");
-        cr_assert(!aj_run_doc_quarantined(released));
-        cr_assert_str_eq(aj_run_state_of(old, false, NULL, false), "exited", "run.json without state/quarantine");
-        cr_assert_str_eq(aj_run_state_of(exited, true, live, true), "frozen", "the live answer wins");
+        _cleanup_(aj_run_record_freep) AjRunRecord *exited_r = record_of(exited);
+        _cleanup_(aj_run_record_freep) AjRunRecord *quar_r = record_of(quar);
+        _cleanup_(aj_run_record_freep) AjRunRecord *released_r = record_of(released);
+        _cleanup_(aj_run_record_freep) AjRunRecord *old_r = record_of(old);
+        cr_assert_str_eq(aj_run_state_of(exited_r, false, NULL, false), "exited");
+        cr_assert_str_eq(aj_run_state_of(quar_r, false, NULL, false), "quarantined");
+        cr_assert(aj_run_record_quarantined(quar_r));
+        cr_assert_str_eq(aj_run_state_of(released_r, false, NULL, false), "exited");
+        cr_assert(!aj_run_record_quarantined(released_r));
+        cr_assert_str_eq(aj_run_state_of(old_r, false, NULL, false), "exited", "run.json without state/quarantine");
+        cr_assert_str_eq(aj_run_state_of(exited_r, true, live, true), "frozen", "the live answer wins");
         cr_assert_str_eq(aj_run_state_of(NULL, true, NULL, true), "running");
         cr_assert_str_eq(aj_run_state_of(NULL, false, NULL, false), "unknown");
 }
@@ -318,14 +347,14 @@ Test(runs, events_tail_append_and_offline_release)
         aj_run_free(run);
 
         cr_assert_eq(aj_runs_find(&paths, "aaaa", &run, NULL), 0);
-        json_t *q = json_object_get(run->doc, "quarantine");
+        json_t *q = json_object_get(run->rec->doc, "quarantine");
         cr_assert(json_is_true(json_object_get(q, "released")));
         cr_assert_not_null(json_string_value(json_object_get(q, "released_at")));
         cr_assert_str_eq(json_string_value(json_object_get(q, "cap")), "tokens", "the rest is kept");
-        cr_assert_str_eq(json_string_value(json_object_get(run->doc, "state")), "exited");
+        cr_assert_str_eq(json_string_value(json_object_get(run->rec->doc, "state")), "exited");
         cr_assert_str_eq(aj_run_display_state(run), "exited");
         cr_assert_eq(aj_run_release_offline(run, 4242), -EALREADY, "releasing twice");
-        json_t *anchor = json_object_get(run->doc, "events");
+        json_t *anchor = json_object_get(run->rec->doc, "events");
         cr_assert_eq(json_integer_value(json_object_get(anchor, "count")), 4, "the anchor moved to the release");
         cr_assert_str_eq(json_string_value(json_object_get(anchor, "end")), "quarantine.release");
         aj_run_free(run);
@@ -337,124 +366,6 @@ Test(runs, events_tail_append_and_offline_release)
         cr_assert_eq(json_integer_value(json_object_get(ev, "seq")), 4, "the chain's seq continues");
         cr_assert_eq(json_integer_value(json_object_get(ev, "uid")), 4242);
         cr_assert_str_eq(json_string_value(json_object_get(ev, "run")), "aaaa00000001");
-}
-
-/* A chain of n events written by the supervisor's writer; ret_end gets its end. */
-static void write_chain(const char *path, int n, AjChainEnd *ret_end)
-{
-        AjEventLog *log = NULL;
-        cr_assert_eq(aj_events_open(path, "aaaa00000001", &log), 0);
-        for (int i = 0; i < n; i++)
-                cr_assert_eq(aj_events_emit(log, i == 0 ? "run.start" : "tool.request", json_pack("{s:i}", "i", i)), 0);
-        ret_end->count = aj_events_last_seq(log);
-        snprintf(ret_end->last_hash, sizeof(ret_end->last_hash), "%s", aj_events_last_hash(log));
-        aj_events_close(log);
-}
-
-/* Drops the file's last line (a cut-off tail). */
-static void cut_last_line(const char *path)
-{
-        char *text = NULL;
-        size_t len = 0;
-        cr_assert_eq(aj_read_file(path, 1 << 20, &text, &len), 0);
-        cr_assert_gt(len, 1);
-        size_t end = len - 1;
-        while (end > 0 && text[end - 1] != '\n')
-                end--;
-        cr_assert_eq(aj_write_file_atomic(path, text, end, 0640), 0);
-        free(text);
-}
-
-static AjChainVerdict verdict_of(json_t *doc, const char *path, AjChainCheck *c)
-{
-        AjChainVerdict v;
-        cr_assert_eq(aj_run_verify_chain(doc, path, c, &v), 0);
-        return v;
-}
-
-/* `logs --verify`: intact needs an anchor; without one a consistent chain is "no anchor",
- * never intact, since a cut-off tail would look the same. */
-Test(runs, verify_needs_an_anchor)
-{
-        char path[300];
-        snprintf(path, sizeof(path), "%s/events.jsonl", root);
-        AjChainEnd end;
-        write_chain(path, 4, &end);
-        AjChainCheck c;
-
-        json_auto_t *anchored = json_pack("{s:s, s:{s:I, s:s, s:s}}", "status", "running", "events", "count",
-                                          (json_int_t)end.count, "last_sha256", end.last_hash, "end",
-                                          "supervisor.lost");
-        cr_assert_eq(verdict_of(anchored, path, &c), AJ_CHAIN_INTACT, "%s", c.problem);
-        cr_assert(c.ok && c.anchored);
-        cr_assert_eq(c.count, 4);
-
-        /* An older agentjail's final run.json: status exited, no "end". */
-        json_auto_t *legacy = json_pack("{s:s, s:{s:I, s:s}}", "status", "exited", "events", "count",
-                                        (json_int_t)end.count, "last_sha256", end.last_hash);
-        cr_assert_eq(verdict_of(legacy, path, &c), AJ_CHAIN_INTACT, "%s", c.problem);
-
-        /* No anchor: stripped, never written (a live run), a live run's snapshot from an
-         * older agentjail (running, no "end"), malformed, or no run.json at all. */
-        json_auto_t *stripped = json_pack("{s:s}", "status", "exited");
-        json_auto_t *snapshot = json_pack("{s:s, s:{s:I, s:s}}", "status", "running", "events", "count",
-                                          (json_int_t)end.count, "last_sha256", end.last_hash);
-        json_auto_t *bad_hash = json_pack("{s:s, s:{s:I, s:s, s:s}}", "status", "exited", "events", "count",
-                                          (json_int_t)end.count, "last_sha256", "xyz", "end", "run.exit");
-        json_auto_t *zero = json_pack("{s:s, s:{s:I, s:s, s:s}}", "status", "exited", "events", "count",
-                                      (json_int_t)0, "last_sha256", end.last_hash, "end", "run.exit");
-        json_t *none[] = { stripped, snapshot, bad_hash, zero, NULL };
-        for (size_t i = 0; i < ARRAY_SIZE(none); i++) {
-                cr_assert_eq(verdict_of(none[i], path, &c), AJ_CHAIN_NO_ANCHOR, "doc %zu", i);
-                cr_assert(c.ok, "the chain itself is consistent (doc %zu)", i);
-                cr_assert(!c.anchored);
-                cr_assert_eq(c.count, 4);
-        }
-
-        /* The tail cut off: only the anchor shows it. */
-        cut_last_line(path);
-        cr_assert_eq(verdict_of(anchored, path, &c), AJ_CHAIN_BROKEN);
-        cr_assert(strstr(c.problem, "events were removed") != NULL, "%s", c.problem);
-        cr_assert_eq(verdict_of(stripped, path, &c), AJ_CHAIN_NO_ANCHOR);
-        cr_assert_eq(c.count, 3);
-}
-
-/* An event appended to a dead run's chain moves an anchor run.json has, so it cannot be
- * removed unseen; it never creates one (that would certify a chain that may be cut). */
-Test(runs, appends_move_the_anchor)
-{
-        char path[300];
-        snprintf(path, sizeof(path), "%s/events.jsonl", root);
-        AjChainEnd end;
-        write_chain(path, 3, &end);
-        json_auto_t *doc = json_object();
-        cr_assert_eq(aj_run_doc_set_anchor(doc, &end, "run.exit"), 0);
-        json_auto_t *unanchored = json_pack("{s:s}", "status", "running");
-
-        AjChainEnd after;
-        cr_assert_eq(aj_events_append(path, "aaaa00000001", "supervisor.lost", json_pack("{s:s}", "k", "v"), &after), 0);
-        cr_assert_eq(after.count, 4);
-        cr_assert_str_neq(after.last_hash, end.last_hash);
-        AjChainCheck c;
-        /* Until the anchor moves, the appended event is one past the recorded end. */
-        cr_assert_eq(verdict_of(doc, path, &c), AJ_CHAIN_BROKEN, "an event past the anchor is not intact");
-        cr_assert(c.after_anchor);
-        cr_assert_eq(c.bad_seq, 4);
-        cr_assert(strstr(c.problem, "added after it was closed") != NULL, "%s", c.problem);
-
-        aj_run_doc_move_anchor(doc, &after, "supervisor.lost");
-        aj_run_doc_move_anchor(unanchored, &after, "supervisor.lost");
-        cr_assert_null(json_object_get(unanchored, "events"), "no anchor is made up");
-        json_t *ev = json_object_get(doc, "events");
-        cr_assert_eq(json_integer_value(json_object_get(ev, "count")), 4);
-        cr_assert_str_eq(json_string_value(json_object_get(ev, "end")), "supervisor.lost");
-        cr_assert_eq(verdict_of(doc, path, &c), AJ_CHAIN_INTACT, "%s", c.problem);
-        cr_assert_eq(c.count, 4);
-        cr_assert_str_eq(c.last_hash, after.last_hash, "the append's end is the file's");
-
-        cut_last_line(path);
-        cr_assert_eq(verdict_of(doc, path, &c), AJ_CHAIN_BROKEN, "the appended event's removal shows");
-        cr_assert_eq(c.bad_seq, 4);
 }
 
 Test(runs, remove_dir_stays_inside_the_state_dir)

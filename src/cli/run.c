@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cli/run.h"
 #include "util/strv.h"
 #include "util/macros.h"
 

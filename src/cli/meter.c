@@ -105,6 +105,58 @@ static bool plain_name(const char *s, size_t max)
         return true;
 }
 
+/* The values given to a meter command, checked; the positional and token counts stored. */
+static int check_values(AjMeterCmd *c, const char *positional, const char *input, const char *output,
+                        const char *cached, char **ret_error)
+{
+        int r;
+        switch (c->kind) {
+        case AJ_METER_CMD_TOOL:
+                if (!positional)
+                        return fail(ret_error, "tool: missing the tool NAME");
+                if (!plain_name(positional, AJ_BROKER_MAX_NAME))
+                        return fail(ret_error, "tool: NAME must be 1 to %d characters without spaces",
+                                    AJ_BROKER_MAX_NAME);
+                c->name = positional;
+                if (c->args && (r = parse_json_arg("--args", c->args, false, ret_error)) < 0)
+                        return r;
+                if (c->id && !plain_name(c->id, AJ_BROKER_MAX_ID))
+                        return fail(ret_error, "--id: must be 1 to %d characters without spaces", AJ_BROKER_MAX_ID);
+                break;
+        case AJ_METER_CMD_RESULT:
+                if (!positional)
+                        return fail(ret_error, "result: missing the call ID");
+                if (!plain_name(positional, AJ_BROKER_MAX_ID))
+                        return fail(ret_error, "result: ID must be 1 to %d characters without spaces",
+                                    AJ_BROKER_MAX_ID);
+                c->id = positional;
+                if (!c->status)
+                        return fail(ret_error, "result: --status ok|error is required");
+                if (!streq(c->status, "ok") && !streq(c->status, "error"))
+                        return fail(ret_error, "--status: expected \"ok\" or \"error\", got \"%s\"", c->status);
+                if (c->undo && (r = parse_json_arg("--undo", c->undo, true, ret_error)) < 0)
+                        return r;
+                break;
+        case AJ_METER_CMD_TOKENS:
+                if (!c->model || !input || !output)
+                        return fail(ret_error, "tokens: --model, --input and --output are required");
+                if (!plain_name(c->model, AJ_BROKER_MAX_NAME))
+                        return fail(ret_error, "--model: must be 1 to %d characters without spaces",
+                                    AJ_BROKER_MAX_NAME);
+                if ((r = parse_tokens("--input", input, &c->input, ret_error)) < 0 ||
+                    (r = parse_tokens("--output", output, &c->output, ret_error)) < 0 ||
+                    (cached && (r = parse_tokens("--cached-input", cached, &c->cached, ret_error)) < 0))
+                        return r;
+                if (c->cached > c->input)
+                        return fail(ret_error, "--cached-input: must not exceed --input (cached tokens are part of "
+                                               "the input)");
+                break;
+        default:
+                break;
+        }
+        return 0;
+}
+
 int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error)
 {
         AjMeterCmd c = {};
@@ -163,50 +215,9 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error)
                 positional = a;
         }
 
-        switch (c.kind) {
-        case AJ_METER_CMD_TOOL:
-                if (!positional)
-                        return fail(ret_error, "tool: missing the tool NAME");
-                if (!plain_name(positional, AJ_BROKER_MAX_NAME))
-                        return fail(ret_error, "tool: NAME must be 1 to %d characters without spaces",
-                                    AJ_BROKER_MAX_NAME);
-                c.name = positional;
-                if (c.args && (r = parse_json_arg("--args", c.args, false, ret_error)) < 0)
-                        return r;
-                if (c.id && !plain_name(c.id, AJ_BROKER_MAX_ID))
-                        return fail(ret_error, "--id: must be 1 to %d characters without spaces", AJ_BROKER_MAX_ID);
-                break;
-        case AJ_METER_CMD_RESULT:
-                if (!positional)
-                        return fail(ret_error, "result: missing the call ID");
-                if (!plain_name(positional, AJ_BROKER_MAX_ID))
-                        return fail(ret_error, "result: ID must be 1 to %d characters without spaces",
-                                    AJ_BROKER_MAX_ID);
-                c.id = positional;
-                if (!c.status)
-                        return fail(ret_error, "result: --status ok|error is required");
-                if (!streq(c.status, "ok") && !streq(c.status, "error"))
-                        return fail(ret_error, "--status: expected \"ok\" or \"error\", got \"%s\"", c.status);
-                if (c.undo && (r = parse_json_arg("--undo", c.undo, true, ret_error)) < 0)
-                        return r;
-                break;
-        case AJ_METER_CMD_TOKENS:
-                if (!c.model || !input || !output)
-                        return fail(ret_error, "tokens: --model, --input and --output are required");
-                if (!plain_name(c.model, AJ_BROKER_MAX_NAME))
-                        return fail(ret_error, "--model: must be 1 to %d characters without spaces",
-                                    AJ_BROKER_MAX_NAME);
-                if ((r = parse_tokens("--input", input, &c.input, ret_error)) < 0 ||
-                    (r = parse_tokens("--output", output, &c.output, ret_error)) < 0 ||
-                    (cached && (r = parse_tokens("--cached-input", cached, &c.cached, ret_error)) < 0))
-                        return r;
-                if (c.cached > c.input)
-                        return fail(ret_error, "--cached-input: must not exceed --input (cached tokens are part of "
-                                               "the input)");
-                break;
-        default:
-                break;
-        }
+        r = check_values(&c, positional, input, output, cached, ret_error);
+        if (r < 0)
+                return r;
         *ret = c;
         return 0;
 }

@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `agentjail inspect`: one run's caps and usage, processes, pending calls, last events. */
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/verb.h"
+#include "cli/verbs.h"
+#include "util/parse.h"
+
+#define INSPECT_USAGE "agentjail inspect RUN [--json]"
+#define INSPECT_HELP                                                                                                   \
+        "A run's caps and usage, processes (live runs), pending calls, last events,\n"                                  \
+        "exit, and quarantine/incident summary."
+#define INSPECT_EVENTS 10
+
+static json_t *incident_summary(const AjRun *run)
+{
+        json_auto_t *inc = NULL;
+        if (aj_incident_read(run->dir, &inc) < 0 || !json_is_object(inc))
+                return json_null();
+        json_t *s = json_object();
+        static const char *const keys[] = { "cap", "limit", "value", "ts", "time", "action", NULL };
+        for (size_t i = 0; keys[i]; i++) {
+                json_t *v = json_object_get(inc, keys[i]);
+                if (v)
+                        json_object_set(s, keys[i], v);
+        }
+        return s;
+}
+
+static json_t *inspect_doc(AjRun *run, const char *state)
+{
+        json_t *doc = cli_run_summary_json(run, state);
+        if (!doc)
+                return NULL;
+        const AjRunRecord *rec = run->rec;
+        json_t *live = run->live_state;
+        const AjRunRecord none = { 0 };
+        const AjRunRecord *r = rec ? rec : &none;
+        json_object_set_new(doc, "profile", json_pack("{s:s?, s:s?, s:s?}", "name", r->profile_name, "path",
+                                                      r->profile_path, "digest", r->profile_digest));
+        json_object_set(doc, "command", r->shown.command ?: json_null());
+        json_object_set_new(doc, "cwd", r->cwd ? json_string(r->cwd) : json_null());
+        json_object_set(doc, "workspace", r->shown.workspace ?: json_null());
+        json_object_set_new(doc, "supervisor_pid", r->supervisor_pid ? json_integer(r->supervisor_pid) : json_null());
+        json_object_set(doc, "exit", r->shown.exit ?: json_null());
+        json_object_set(doc, "degraded", r->shown.degraded ?: json_null());
+        json_object_set(doc, "resources", r->shown.usage ?: json_null());
+        json_object_set(doc, "processes", json_object_get(live, "processes") ?: json_null());
+        json_object_set(doc, "pending", json_object_get(live, "pending") ?: json_null());
+        if (json_object_get(live, "pending_dropped"))
+                json_object_set(doc, "pending_dropped", json_object_get(live, "pending_dropped"));
+        json_t *events = json_object_get(live, "last_events");
+        if (json_is_array(events)) {
+                json_object_set(doc, "last_events", events);
+        } else {
+                char path[PATH_MAX];
+                json_t *tail = NULL;
+                if (aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0 ||
+                    aj_events_read_tail(path, INSPECT_EVENTS, &tail) < 0)
+                        tail = json_array();
+                json_object_set_new(doc, "last_events", tail);
+        }
+        json_t *q = json_object_get(live, "quarantine") ?: r->shown.quarantine;
+        json_object_set(doc, "quarantine", q ?: json_null());
+        json_object_set_new(doc, "incident", incident_summary(run));
+        if (run->live && !live)
+                json_object_set_new(doc, "live_error", json_string(strerror(-run->probe_error)));
+        return doc;
+}
+
+static void print_command(json_t *argv)
+{
+        size_t i;
+        json_t *a;
+        json_array_foreach(argv, i, a) {
+                const char *s = json_string_value(a) ?: "?";
+                if (i)
+                        putchar(' ');
+                if (*s && strcspn(s, " \t\n'\"\\$`*?;&|<>()") == strlen(s))
+                        fputs(s, stdout);
+                else
+                        cli_print_value(a);
+        }
+}
+
+static void print_summary(json_t *doc, AjRun *run)
+{
+        json_t *prof = json_object_get(doc, "profile");
+        printf("run         %s (%s)\n", run->id, cli_run_name(run));
+        printf("profile     %s", cli_jstr(prof, "name") ?: "?");
+        if (cli_jstr(prof, "digest"))
+                printf(" (sha256 %.16s...)", cli_jstr(prof, "digest"));
+        putchar('\n');
+        char age[32];
+        printf("state       %s%s, started %s (%s ago)", cli_jstr(doc, "state"), json_is_true(json_object_get(doc, "live")) ? " (live)" : "",
+               cli_jstr(doc, "started") ?: "?", aj_format_age(cli_age_seconds(run), age, sizeof(age)));
+        if (cli_jstr(doc, "ended"))
+                printf(", ended %s", cli_jstr(doc, "ended"));
+        putchar('\n');
+        if (cli_jstr(doc, "live_error"))
+                printf("            (the control socket did not answer inspect: %s)\n", cli_jstr(doc, "live_error"));
+        printf("command     ");
+        print_command(json_object_get(doc, "command"));
+        printf("\ncwd         %s\n", cli_jstr(doc, "cwd") ?: "?");
+        json_t *ws = json_object_get(doc, "workspace");
+        if (json_is_object(ws)) {
+                const char *changes = cli_jstr(ws, "changes") ?: "?";
+                printf("workspace   overlay over %s, changes %s", cli_jstr(ws, "path") ?: "?", changes);
+                if (streq(changes, "pending"))
+                        printf(" ('agentjail diff %s', then commit or discard)", run->id);
+                putchar('\n');
+        }
+        printf("meters      %s\n", cli_jstr(doc, "summary") ?: "-");
+
+}
+
+/* resources, exit, quarantine, incident: what run.json and incident.json recorded. */
+static void print_records(json_t *doc, AjRun *run)
+{
+        json_t *res = json_object_get(doc, "resources");
+        if (json_is_object(res)) {
+                char mem[32];
+                printf("resources   memory peak %s, cpu %.3fs, oom kills %lld, pids.max hits %lld, seccomp denials %lld\n",
+                       aj_format_size((uint64_t)json_integer_value(json_object_get(res, "memory_peak")), mem, sizeof(mem)),
+                       (double)json_integer_value(json_object_get(res, "cpu_usec")) / 1e6,
+                       (long long)json_integer_value(json_object_get(res, "oom_kills")),
+                       (long long)json_integer_value(json_object_get(res, "pids_max_events")),
+                       (long long)json_integer_value(json_object_get(res, "seccomp_denied")));
+        }
+        json_t *ex = json_object_get(doc, "exit");
+        if (json_is_object(ex)) {
+                printf("exit        status %lld (%s)", (long long)json_integer_value(json_object_get(ex, "status")),
+                       cli_jstr(ex, "reason") ?: "?");
+                if (json_is_integer(json_object_get(ex, "signal")))
+                        printf(", signal %lld", (long long)json_integer_value(json_object_get(ex, "signal")));
+                putchar('\n');
+        }
+        json_t *q = json_object_get(doc, "quarantine");
+        if (json_is_object(q)) {
+                printf("quarantine  since %s, cap %s, %s", cli_jstr(q, "since") ?: "?", cli_jstr(q, "cap") ?: "?",
+                       json_is_true(json_object_get(q, "released")) ? "released" : "not released");
+                if (cli_jstr(q, "released_at"))
+                        printf(" at %s", cli_jstr(q, "released_at"));
+                putchar('\n');
+        }
+        json_t *inc = json_object_get(doc, "incident");
+        if (json_is_object(inc)) {
+                printf("incident    cap %s, value ", cli_jstr(inc, "cap") ?: "?");
+                cli_print_value(json_object_get(inc, "value") ?: json_null());
+                printf(", limit ");
+                cli_print_value(json_object_get(inc, "limit") ?: json_null());
+                printf(" (agentjail quarantine show %s)\n", run->id);
+        }
+
+}
+
+static void print_processes(json_t *doc)
+{
+        json_t *procs = json_object_get(doc, "processes");
+        puts("processes:");
+        if (!json_is_array(procs)) {
+                puts(json_is_true(json_object_get(doc, "live")) ? "  (not reported by the supervisor)"
+                                                                : "  (the run is not live: no processes)");
+        } else {
+                printf("  %7s  %-5s  %9s  %9s  %s\n", "PID", "STATE", "CPU", "RSS", "CMD");
+                size_t i;
+                json_t *p;
+                json_array_foreach(procs, i, p) {
+                        char rss[32] = "-", cpu[32] = "-";
+                        json_t *rv = json_object_get(p, "rss_kb");
+                        if (json_is_integer(rv) && json_integer_value(rv) >= 0)
+                                aj_format_size((uint64_t)json_integer_value(rv) * 1024, rss, sizeof(rss));
+                        json_t *cv = json_object_get(p, "cpu_s");
+                        if (json_is_number(cv))
+                                snprintf(cpu, sizeof(cpu), "%.2fs", json_number_value(cv));
+                        else if (json_is_string(cv))
+                                snprintf(cpu, sizeof(cpu), "%.16s", json_string_value(cv));
+                        printf("  %7lld  %-5.5s  %9s  %9s  ", (long long)json_integer_value(json_object_get(p, "pid")),
+                               cli_jstr(p, "state") ?: "?", cpu, rss);
+                        json_t *cmd = json_object_get(p, "cmd");
+                        if (json_is_array(cmd))
+                                print_command(cmd);
+                        else
+                                cli_print_value(cmd ?: json_null());
+                        putchar('\n');
+                }
+        }
+}
+
+static void print_pending(json_t *doc)
+{
+        json_t *pending = json_object_get(doc, "pending");
+        if (json_is_array(pending)) {
+                puts("pending calls (awaiting approval, or allowed and without a tool_result yet):");
+                if (json_array_size(pending) == 0)
+                        puts("  (none)");
+                else
+                        printf("  %-24s %-32s %-17s %8s  %s\n", "CALL ID", "TOOL", "STATE", "AGE", "SINCE");
+                size_t i;
+                json_t *p;
+                json_array_foreach(pending, i, p) {
+                        printf("  %-24s %-32s %-17s %7.1fs  %s", cli_jstr(p, "gen_ai.tool.call.id") ?: "?",
+                               cli_jstr(p, "gen_ai.tool.name") ?: "?", cli_jstr(p, "state") ?: "?",
+                               json_number_value(json_object_get(p, "age_s")), cli_jstr(p, "since") ?: "?");
+                        if (json_is_number(json_object_get(p, "timeout_in_s")))
+                                printf("  (denied in %.0fs)", json_number_value(json_object_get(p, "timeout_in_s")));
+                        putchar('\n');
+                }
+                json_int_t dropped = json_integer_value(json_object_get(doc, "pending_dropped"));
+                if (dropped > 0)
+                        printf("  (and %lld older calls no longer tracked)\n", (long long)dropped);
+        }
+}
+
+static void print_inspect(json_t *doc, AjRun *run)
+{
+        print_summary(doc, run);
+        print_records(doc, run);
+        print_processes(doc);
+        print_pending(doc);
+        puts("last events:");
+        cli_print_events(json_object_get(doc, "last_events"));
+}
+
+int aj_cmd_inspect(int argc, char **argv)
+{
+        bool json = false, help = false;
+        const char *query = NULL;
+        int r = cli_parse_json_run("inspect", INSPECT_USAGE, argc, argv, &json, &help, &query);
+        if (r)
+                return r;
+        if (help)
+                return cli_help(INSPECT_USAGE, INSPECT_HELP);
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        if (cli_open_run("inspect", query, &paths, &run) < 0)
+                return CLI_EXIT_FAIL;
+        aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
+        json_auto_t *doc = inspect_doc(run, aj_run_display_state(run));
+        if (!doc)
+                return CLI_EXIT_FAIL;
+        if (json)
+                return cli_print_json(doc) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+        print_inspect(doc, run);
+        return CLI_EXIT_OK;
+}

@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/verb.h"
+#include "control.h"
+#include "events.h"
+
+void cli_fail(const char *cmd, const char *fmt, ...)
+{
+        va_list ap;
+        fprintf(stderr, "agentjail %s: ", cmd);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+}
+
+int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...)
+{
+        va_list ap;
+        fprintf(stderr, "agentjail %s: ", cmd);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "\nusage: %s\n", usage);
+        return CLI_EXIT_USAGE;
+}
+
+int cli_option_error(const char *cmd, const char *usage, int c, char **argv)
+{
+        if (c == ':')
+                return cli_usage_error(cmd, usage, "option '%s' needs a value", argv[optind - 1]);
+        return cli_usage_error(cmd, usage, "unknown option '%s'", argv[optind - 1]);
+}
+
+void cli_getopt_reset(void)
+{
+        optind = 0;
+        opterr = 0;
+}
+
+int cli_check_positionals(const char *cmd, const char *usage, int n, char **pos, int min, int max)
+{
+        if (n < min)
+                return cli_usage_error(cmd, usage, "missing RUN argument");
+        if (n > max)
+                return cli_usage_error(cmd, usage, "unexpected argument '%s'", pos[max]);
+        return 0;
+}
+
+int cli_parse_json_run(const char *cmd, const char *usage, int argc, char **argv, bool *ret_json, bool *ret_help,
+                       const char **ret_run)
+{
+        static const struct option options[] = { CLI_OPTIONS_COMMON, {} };
+        int c;
+        *ret_json = *ret_help = false;
+        cli_getopt_reset();
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+                if (c == 'h') {
+                        *ret_help = true;
+                        return 0;
+                }
+                if (c != CLI_OPT_JSON)
+                        return cli_option_error(cmd, usage, c, argv);
+                *ret_json = true;
+        }
+        int r = cli_check_positionals(cmd, usage, argc - optind, argv + optind, 1, 1);
+        if (r)
+                return r;
+        *ret_run = argv[optind];
+        return 0;
+}
+
+int cli_help(const char *usage, const char *help)
+{
+        printf("usage: %s\n\n%s\n", usage, help);
+        return CLI_EXIT_OK;
+}
+
+int cli_print_json(json_t *doc)
+{
+        _cleanup_free_ char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        if (!s)
+                return -ENOMEM;
+        puts(s);
+        return 0;
+}
+
+void cli_print_value(json_t *v)
+{
+        if (json_is_string(v)) {
+                fputs(json_string_value(v), stdout);
+                return;
+        }
+        _cleanup_free_ char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+        fputs(s ? s : "?", stdout);
+}
+
+void cli_print_events(json_t *events)
+{
+        size_t i;
+        json_t *ev;
+        if (json_array_size(events) == 0)
+                puts("  (none)");
+        json_array_foreach(events, i, ev) {
+                _cleanup_free_ char *line = NULL;
+                if (aj_event_format(ev, &line) >= 0)
+                        printf("  %s\n", line);
+        }
+}
+
+int cli_open_paths(const char *cmd, AjPaths *paths)
+{
+        int r = aj_paths_resolve(paths);
+        if (r < 0)
+                cli_fail(cmd, "cannot find the state directory (set AGENTJAIL_STATE_DIR)");
+        return r;
+}
+
+/* Resolve RUN, telling the operator which run was chosen when that was not obvious. */
+int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun **ret)
+{
+        _cleanup_free_ char *note = NULL;
+        int r = aj_runs_find(paths, query, ret, &note);
+        if (r == -ENOENT)
+                cli_fail(cmd, "no run matches '%s' (an id, an id prefix of %d+ characters, or a name)", query,
+                         AJ_RUN_PREFIX_MIN);
+        else if (r == -ENOTUNIQ)
+                cli_fail(cmd, "ambiguous run prefix: %s", note ? note : query);
+        else if (r == -EINVAL)
+                cli_fail(cmd, "'%s' is not a valid RUN (an id, an id prefix, or a name)", query);
+        else if (r < 0)
+                cli_fail(cmd, "cannot look up run '%s': %s", query, strerror(-r));
+        else if (note)
+                fprintf(stderr, "agentjail %s: %s\n", cmd, note);
+        if (r >= 0 && (*ret)->rec_error)
+                fprintf(stderr, "agentjail %s: warning: the run's record is unreadable: %s\n", cmd, (*ret)->rec_error);
+        return r;
+}
+
+int cli_open_run(const char *cmd, const char *query, AjPaths *paths, AjRun **ret)
+{
+        int r = cli_open_paths(cmd, paths);
+        return r < 0 ? r : cli_find_run(cmd, paths, query, ret);
+}
+
+const char *cli_jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
+
+const char *cli_run_name(const AjRun *run) { return (run->rec ? run->rec->name : NULL) ?: "?"; }
+
+const char *cli_run_profile(const AjRun *run, char *buf, size_t len)
+{
+        const char *name = (run->rec ? run->rec->profile_name : NULL) ?: "?";
+        const char *slash = strrchr(name, '/');
+        if (!slash)
+                return name;
+        snprintf(buf, len, "%s", slash + 1);
+        size_t n = strlen(buf);
+        if (n > 5 && streq(buf + n - 5, ".json"))
+                buf[n - 5] = 0;
+        return buf;
+}
+
+uint64_t cli_age_seconds(const AjRun *run)
+{
+        uint64_t now = aj_now_realtime_ns();
+        return run->started_ns && now > run->started_ns ? (now - run->started_ns) / 1000000000ull : 0;
+}
+
+size_t cli_awaiting_approval(const AjRun *run)
+{
+        size_t n = 0, i;
+        json_t *p;
+        json_array_foreach(json_object_get(run->live_state, "pending"), i, p) {
+                const char *st = cli_jstr(p, "state");
+                n += st && streq(st, "awaiting_approval");
+        }
+        return n;
+}
+
+json_t *cli_run_summary_json(AjRun *run, const char *state)
+{
+        const AjRunRecord *rec = run->rec;
+        json_t *m = aj_run_meters(run);
+        _cleanup_free_ char *meters = aj_meters_summary(m);
+        return json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:s?, s:s?, s:I, s:o?, s:s?, s:s, s:I}", "id", run->id, "name",
+                         rec ? rec->name : NULL, "profile", rec ? rec->profile_name : NULL, "state", state, "live",
+                         run->live, "quarantined", aj_run_record_quarantined(rec) || streq(state, "quarantined"),
+                         "started", rec ? rec->started : NULL, "ended", rec ? rec->ended : NULL, "age_seconds",
+                         (json_int_t)cli_age_seconds(run), "meters", m, "summary", meters, "dir",
+                         run->dir, "awaiting_approval", (json_int_t)cli_awaiting_approval(run));
+}
+
+int cli_control_op(const char *cmd, AjRun *run, json_t *req, bool json, const char *done)
+{
+        const char *op = cli_jstr(req, "op");
+        json_auto_t *reply = NULL;
+        int r = aj_control_call(run->control_path, req, CLI_CONTROL_TIMEOUT_MS, &reply);
+        if (r < 0) {
+                char msg[512];
+                if (r == -ENOENT || r == -ECONNREFUSED)
+                        snprintf(msg, sizeof(msg), "run %s is not live (state: %s)", run->id, aj_run_display_state(run));
+                else if (r == -ETIMEDOUT)
+                        snprintf(msg, sizeof(msg), "run %s: the supervisor did not answer within %ds", run->id,
+                                 CLI_CONTROL_TIMEOUT_MS / 1000);
+                else if (r == -EACCES)
+                        snprintf(msg, sizeof(msg), "run %s: permission denied on its control socket (not your run?)",
+                                 run->id);
+                else
+                        snprintf(msg, sizeof(msg), "run %s: control socket: %s", run->id, strerror(-r));
+                if (json) {
+                        json_auto_t *doc = json_pack("{s:s, s:s, s:b, s:{s:s, s:s}}", "run", run->id, "op", op, "ok", 0,
+                                                     "error", "code", strerrorname_np(-r) ?: "EIO", "message", msg);
+                        cli_print_json(doc);
+                }
+                cli_fail(cmd, "%s", msg);
+                return CLI_EXIT_FAIL;
+        }
+        bool ok = json_is_true(json_object_get(reply, "ok"));
+        if (json) {
+                json_object_set_new(reply, "run", json_string(run->id));
+                json_object_set_new(reply, "op", json_string(op));
+                cli_print_json(reply);
+        }
+        if (!ok) {
+                _cleanup_free_ char *err = aj_control_reply_error(reply);
+                cli_fail(cmd, "run %s: refused: %s", run->id, err ? err : "request failed");
+                return CLI_EXIT_FAIL;
+        }
+        if (!json)
+                printf("run %s %s\n", run->id, done);
+        return CLI_EXIT_OK;
+}

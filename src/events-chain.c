@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The event chain read back: its tail, every event in order, an append to a chain nobody
+ * else is writing (a dead run's), and the verifier. The writer is src/events.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "events.h"
+#include "util/fd.h"
+#include "util/sha256.h"
+
+/* How much of the end of events.jsonl aj_events_read_tail() reads. */
+#define EVENTS_TAIL_BYTES (1024 * 1024)
+
+int aj_events_read_tail(const char *path, size_t n, json_t **ret_array)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        off_t start = st.st_size > EVENTS_TAIL_BYTES ? st.st_size - EVENTS_TAIL_BYTES : 0;
+        size_t want = (size_t)(st.st_size - start);
+        _cleanup_free_ char *buf = malloc(want + 1);
+        if (!buf)
+                return -ENOMEM;
+        size_t have = 0;
+        while (have < want) {
+                ssize_t k = pread(fd, buf + have, want - have, start + (off_t)have);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        break;
+                have += (size_t)k;
+        }
+        buf[have] = 0;
+        char *p = buf;
+        if (start > 0) {
+                /* Started mid-line: skip to the first whole one. */
+                char *nl = memchr(buf, '\n', have);
+                p = nl ? nl + 1 : buf + have;
+        }
+        json_t *all = json_array();
+        if (!all)
+                return -ENOMEM;
+        while (*p) {
+                char *nl = strchr(p, '\n');
+                size_t len = nl ? (size_t)(nl - p) : strlen(p);
+                json_t *ev = len ? json_loadb(p, len, 0, NULL) : NULL;
+                if (json_is_object(ev))
+                        json_array_append_new(all, ev);
+                else
+                        json_decref(ev);
+                p += len + (nl ? 1 : 0);
+        }
+        size_t total = json_array_size(all);
+        while (total > n) {
+                json_array_remove(all, 0);
+                total--;
+        }
+        *ret_array = all;
+        return 0;
+}
+
+/* The last line of the file (without its '\n'); *ret NULL when the file is empty. Lines
+ * are at most EVENTS_TAIL_BYTES long. */
+static int read_last_line(int fd, char **ret, size_t *ret_len)
+{
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        *ret = NULL;
+        *ret_len = 0;
+        if (st.st_size == 0)
+                return 0;
+        off_t start = st.st_size > EVENTS_TAIL_BYTES ? st.st_size - EVENTS_TAIL_BYTES : 0;
+        size_t want = (size_t)(st.st_size - start), have = 0;
+        _cleanup_free_ char *buf = malloc(want + 1);
+        if (!buf)
+                return -ENOMEM;
+        while (have < want) {
+                ssize_t k = pread(fd, buf + have, want - have, start + (off_t)have);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return k < 0 ? -errno : -EIO;
+                have += (size_t)k;
+        }
+        size_t end = have;
+        if (end > 0 && buf[end - 1] == '\n')
+                end--;
+        size_t begin = end;
+        while (begin > 0 && buf[begin - 1] != '\n')
+                begin--;
+        if (begin == 0 && start > 0)
+                return -E2BIG;
+        char *line = strndup(buf + begin, end - begin);
+        if (!line)
+                return -ENOMEM;
+        *ret = line;
+        *ret_len = end - begin;
+        return 0;
+}
+
+int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end)
+{
+        json_auto_t *owned = fields;
+        _cleanup_free_ char *last = NULL;
+        size_t last_len = 0;
+        {
+                _cleanup_close_ int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+                if (fd < 0)
+                        return -errno;
+                int r = read_last_line(fd, &last, &last_len);
+                if (r < 0)
+                        return r;
+        }
+        uint64_t seq = 0;
+        char prev[AJ_SHA256_HEX_SIZE] = AJ_EVENTS_GENESIS;
+        if (last) {
+                json_auto_t *ev = json_loadb(last, last_len, 0, NULL);
+                if (json_is_integer(json_object_get(ev, "seq")))
+                        seq = (uint64_t)json_integer_value(json_object_get(ev, "seq"));
+                aj_events_line_hash(last, last_len, prev);
+        }
+        /* The supervisor's own writer, so the line is formatted and chained the same way. */
+        _cleanup_(aj_events_closep) AjEventLog *log = NULL;
+        int r = aj_events_open(path, run_id, &log);
+        if (r < 0)
+                return r;
+        aj_events_resume(log, seq, prev);
+        r = aj_events_emit(log, type, json_incref(owned));
+        if (r < 0)
+                return r;
+        if (ret_end) {
+                ret_end->count = aj_events_last_seq(log);
+                snprintf(ret_end->last_hash, sizeof(ret_end->last_hash), "%s", aj_events_last_hash(log));
+        }
+        return 0;
+}
+
+static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret);
+
+int aj_events_verify(const char *path, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret)
+{
+        *ret = (AjChainCheck){ 0 };
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        int r = verify_stream(f, expect_count, expect_hash, ret);
+        fclose(f);
+        return r;
+}
+
+static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret)
+{
+        _cleanup_free_ char *line = NULL;
+        size_t size = 0;
+        char prev[AJ_SHA256_HEX_SIZE] = AJ_EVENTS_GENESIS;
+        ssize_t n;
+        while ((n = getline(&line, &size, f)) > 0) {
+                size_t len = (size_t)n;
+                if (line[len - 1] != '\n') {
+                        snprintf(ret->problem, sizeof(ret->problem), "the last line is incomplete (no newline)");
+                        ret->bad_seq = ret->count + 1;
+                        return 0;
+                }
+                len--;
+                uint64_t want = ret->count + 1;
+                json_auto_t *ev = json_loadb(line, len, 0, NULL);
+                json_t *seq = json_object_get(ev, "seq");
+                const char *p = json_string_value(json_object_get(ev, "prev"));
+                if (!json_is_integer(seq) || (uint64_t)json_integer_value(seq) != want) {
+                        ret->bad_seq = want;
+                        snprintf(ret->problem, sizeof(ret->problem), "line %llu is not event %llu (an event "
+                                 "was removed, added or reordered)", (unsigned long long)want, (unsigned long long)want);
+                        return 0;
+                }
+                if (!p) {
+                        ret->bad_seq = want;
+                        snprintf(ret->problem, sizeof(ret->problem),
+                                 "event %llu has no \"prev\" (not hash-chained: written by an older agentjail?)",
+                                 (unsigned long long)want);
+                        return 0;
+                }
+                if (!streq(p, prev)) {
+                        ret->bad_seq = want;
+                        snprintf(ret->problem, sizeof(ret->problem),
+                                 "event %llu's \"prev\" is not the hash of event %llu: one of them was changed",
+                                 (unsigned long long)want, (unsigned long long)(want - 1));
+                        return 0;
+                }
+                aj_events_line_hash(line, len, prev);
+                ret->count = want;
+                if (expect_count && want == expect_count && expect_hash && !streq(prev, expect_hash)) {
+                        ret->bad_seq = want;
+                        snprintf(ret->problem, sizeof(ret->problem),
+                                 "event %llu is not the one run.json recorded at the end of the run: it was changed",
+                                 (unsigned long long)want);
+                        return 0;
+                }
+        }
+        if (ferror(f))
+                return -EIO;
+        if (expect_count > ret->count) {
+                ret->bad_seq = ret->count + 1;
+                snprintf(ret->problem, sizeof(ret->problem),
+                         "run.json recorded %llu events at the end of the run; the file has %llu: events were removed",
+                         (unsigned long long)expect_count, (unsigned long long)ret->count);
+                return 0;
+        }
+        memcpy(ret->last_hash, prev, sizeof(prev));
+        ret->ok = true;
+        ret->anchored = expect_count > 0 && expect_hash;
+        return 0;
+}
+
+int aj_events_foreach(const char *path, int (*fn)(json_t *ev, void *userdata), void *userdata, size_t *ret_bad)
+{
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        char *line = NULL;
+        size_t size = 0, bad = 0;
+        ssize_t n;
+        int r = 0;
+        while (r >= 0 && (n = getline(&line, &size, f)) > 0) {
+                json_auto_t *ev = json_loadb(line, (size_t)n, 0, NULL);
+                if (json_is_object(ev))
+                        r = fn(ev, userdata);
+                else
+                        bad++;
+        }
+        free(line);
+        fclose(f);
+        if (ret_bad)
+                *ret_bad = bad;
+        return r;
+}
