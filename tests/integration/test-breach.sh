@@ -105,8 +105,10 @@ RUN_DIR=$(wait_run_dir 10)
 RUN_ID=${RUN_DIR##*/}
 if wait_for_output "$RUN_DIR/events.jsonl" '"type":"freeze"' 10; then
         kill -KILL "$BG_PID"
+        # The watchdog removes the cgroups, then the runtime dir: wait for both (bounded).
         for _ in $(seq 100); do
-                [[ ! -d /sys/fs/cgroup/unified/agentjail/$RUN_ID && ! -d /sys/fs/cgroup/memory/agentjail/$RUN_ID ]] && break
+                [[ ! -d /sys/fs/cgroup/unified/agentjail/$RUN_ID && ! -d /sys/fs/cgroup/memory/agentjail/$RUN_ID &&
+                        ! -e $AGENTJAIL_RUNTIME_DIR/$RUN_ID ]] && break
                 sleep 0.05
         done
         ok "the frozen jail's cgroups are gone after its supervisor was killed" \
