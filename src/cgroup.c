@@ -22,6 +22,7 @@
 #include <linux/magic.h>
 
 #include "cgroup-internal.h"
+#include "util/clock.h"
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/strv.h"
@@ -479,13 +480,6 @@ int aj_cg_mkdir_run(const char *parent, const char *run)
         return -ENOENT;
 }
 
-static void sleep_ms(long ms)
-{
-        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-}
-
 int aj_cg_rmdir(const char *dir)
 {
         /* A v1 hierarchy can report EBUSY for a short while after the last
@@ -495,7 +489,7 @@ int aj_cg_rmdir(const char *dir)
                         return 0;
                 if (errno != EBUSY || i >= 200)
                         return -errno;
-                sleep_ms(i < 20 ? 1 : 5);
+                aj_sleep_ms(i < 20 ? 1 : 5);
         }
 }
 
@@ -503,13 +497,6 @@ void aj_cg_rmdir_parent(const char *dir)
 {
         if (dir)
                 (void)rmdir(dir); /* ENOTEMPTY/EBUSY: still used by another run */
-}
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_t want, int timeout_ms)
@@ -520,7 +507,7 @@ int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_
         _cleanup_close_ int fd = openat(dfd, file, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        int64_t deadline = now_ms() + timeout_ms;
+        int64_t deadline = aj_now_monotonic_ms() + timeout_ms;
         for (;;) {
                 /* Reading re-arms kernfs' POLLPRI: read first, then poll. */
                 char buf[1024];
@@ -539,7 +526,7 @@ int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_
                         return r;
                 if (v == want)
                         return 0;
-                int64_t left = deadline - now_ms();
+                int64_t left = deadline - aj_now_monotonic_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
                 /* The kernel rate-limits cgroup file notifications to one per 10 ms per file

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "util/clock.h"
 
 typedef struct {
         int fd;
@@ -661,17 +662,10 @@ void aj_control_free(AjControl *c)
 
 /* ---- client ---------------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int wait_fd(int fd, short events, int64_t deadline)
 {
         for (;;) {
-                int64_t left = deadline - now_ms();
+                int64_t left = deadline - aj_now_monotonic_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
                 struct pollfd p = { .fd = fd, .events = events };
@@ -691,7 +685,7 @@ int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, js
         if (strlen(socket_path) >= sizeof(sa.sun_path))
                 return -ENAMETOOLONG;
         strcpy(sa.sun_path, socket_path);
-        int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+        int64_t deadline = aj_now_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 1);
 
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
