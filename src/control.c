@@ -18,6 +18,7 @@
 
 #include "control.h"
 #include "util/clock.h"
+#include "util/syscalls.h"
 
 typedef struct {
         int fd;
@@ -490,12 +491,12 @@ static void peer_gather(int fd, const struct ucred *cred, AjControlPeer *ret)
         if (cred->pid <= 0)
                 return;
         if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0 || len != sizeof(pidfd))
-                pidfd = (int)syscall(SYS_pidfd_open, cred->pid, 0);
+                pidfd = sys_pidfd_open(cred->pid, 0);
         if (pidfd < 0)
                 return;
         snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)cred->pid);
         if (ns_id(path, &ret->userns) == 0 &&
-            (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0 || errno == EPERM))
+            (sys_pidfd_send_signal(pidfd, 0, NULL, 0) == 0 || errno == EPERM))
                 ret->userns_known = true;
         close(pidfd);
 }

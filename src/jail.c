@@ -23,7 +23,6 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,6 +43,7 @@
 #include "util/parse.h"
 #include "util/macros.h"
 #include "util/strv.h"
+#include "util/syscalls.h"
 
 extern char **environ;
 
@@ -298,7 +298,7 @@ static int watchdog_start(Run *run)
         }
         close(p[0]);
         /* Our own child, not reaped yet: its pid cannot have been reused. */
-        int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        int pidfd = sys_pidfd_open(pid, 0);
         if (pidfd < 0) {
                 int r = -errno;
                 /* Killed before its pipe closes, so it cannot take the run for lost. */
@@ -784,7 +784,7 @@ static void handle_child_msg(Run *run)
 static void forward_signal(Run *run, int sig)
 {
         if (!run->init_exited)
-                (void)syscall(SYS_pidfd_send_signal, run->h.pidfd, sig, NULL, 0);
+                (void)sys_pidfd_send_signal(run->h.pidfd, sig, NULL, 0);
 }
 
 int aj_timerfd_arm(int fd, uint64_t ns)
@@ -1785,7 +1785,7 @@ static void finish_alert(Run *run)
 static void kill_jail(Run *run)
 {
         if (run->h.pidfd >= 0 && !run->init_exited) {
-                (void)syscall(SYS_pidfd_send_signal, run->h.pidfd, SIGKILL, NULL, 0);
+                (void)sys_pidfd_send_signal(run->h.pidfd, SIGKILL, NULL, 0);
                 siginfo_t si;
                 while (waitid(P_PIDFD, (id_t)run->h.pidfd, &si, WEXITED) < 0 && errno == EINTR)
                         ;

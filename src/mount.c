@@ -27,7 +27,6 @@
 #include <pwd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -36,6 +35,7 @@
 #include "mount.h"
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/syscalls.h"
 
 #ifndef AT_RECURSIVE
 #define AT_RECURSIVE 0x8000
@@ -71,19 +71,6 @@
 #define FSCONFIG_SET_FLAG 0
 #define FSCONFIG_SET_STRING 1
 #define FSCONFIG_CMD_CREATE 6
-#endif
-#ifndef SYS_open_tree
-#define SYS_open_tree 428
-#define SYS_move_mount 429
-#define SYS_fsopen 430
-#define SYS_fsconfig 431
-#define SYS_fsmount 432
-#endif
-#ifndef SYS_openat2
-#define SYS_openat2 437
-#endif
-#ifndef SYS_mount_setattr
-#define SYS_mount_setattr 442
 #endif
 
 #define DEFAULT_HOME "/home/agent"
@@ -1854,39 +1841,6 @@ fail:
         return r;
 }
 
-/* ---- raw syscalls ------------------------------------------------------ */
-
-static int sys_open_tree(int dfd, const char *path, unsigned flags)
-{
-        return (int) syscall(SYS_open_tree, dfd, path, flags);
-}
-
-static int sys_move_mount(int from_dfd, const char *from, int to_dfd, const char *to, unsigned flags)
-{
-        return (int) syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags);
-}
-
-static int sys_mount_setattr(int dfd, const char *path, unsigned flags, struct mount_attr *attr)
-{
-        return (int) syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof(*attr));
-}
-
-static int sys_fsopen(const char *fstype, unsigned flags) { return (int) syscall(SYS_fsopen, fstype, flags); }
-
-static int sys_fsconfig(int fd, unsigned cmd, const char *key, const char *value, int aux)
-{
-        return (int) syscall(SYS_fsconfig, fd, cmd, key, value, aux);
-}
-
-static int sys_fsmount(int fd, unsigned flags, unsigned attr) { return (int) syscall(SYS_fsmount, fd, flags, attr); }
-
-static int sys_openat2(int dfd, const char *path, int flags, mode_t mode, uint64_t resolve)
-{
-        struct open_how how = { .flags = (uint64_t) flags, .mode = mode, .resolve = resolve };
-
-        return (int) syscall(SYS_openat2, dfd, path, &how, sizeof(how));
-}
-
 /* ---- host side: idmapped trees ----------------------------------------- */
 
 /* A detached overlay mount over the detached tree `lower_fd`, its upper and work dirs in
@@ -2359,7 +2313,7 @@ static int apply_step(const AjMountPlan *plan, const AjMountStep *s, int *rootfd
                 if (fchdir(*rootfd) < 0)
                         return negative_errno();
                 /* Stacks the old root under the new one at "."; detaching "." then drops it. */
-                if (syscall(SYS_pivot_root, ".", ".") < 0)
+                if (sys_pivot_root(".", ".") < 0)
                         return negative_errno();
                 if (umount2(".", MNT_DETACH) < 0)
                         return negative_errno();

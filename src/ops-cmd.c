@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +24,7 @@
 #include "util/fd.h"
 #include "util/parse.h"
 #include "workspace.h"
+#include "util/syscalls.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -656,7 +656,7 @@ static int follow_logs(LogPrinter *lp, AjRun *run, int fd, char *buf, size_t *ha
         _cleanup_close_ int pidfd = -1;
         json_t *spid = json_object_get(run->doc, "supervisor_pid");
         if (json_is_integer(spid) && aj_run_supervisor_alive(run))
-                pidfd = (int)syscall(SYS_pidfd_open, (pid_t)json_integer_value(spid), 0);
+                pidfd = sys_pidfd_open((pid_t)json_integer_value(spid), 0);
 
         while (r == 0) {
                 r = log_drain(lp, fd, buf, have);
@@ -1576,7 +1576,7 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
                         return EXIT_FAIL;
                 }
                 /* Opened before the kill so its exit cannot be missed. */
-                _cleanup_close_ int pidfd = supervisor ? (int)syscall(SYS_pidfd_open, (pid_t)json_integer_value(spid), 0)
+                _cleanup_close_ int pidfd = supervisor ? sys_pidfd_open((pid_t)json_integer_value(spid), 0)
                                                        : -1;
                 json_auto_t *req = json_pack("{s:s}", "op", "kill");
                 json_auto_t *reply = NULL;

@@ -31,6 +31,7 @@
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/sha256.h"
+#include "util/syscalls.h"
 
 /* Syscall numbers the plan covers; native numbers on every 64-bit arch stay far below this. */
 #define PLAN_NR_MAX 1024
@@ -1011,7 +1012,7 @@ int aj_seccomp_load(const AjBpfProgram *prog, bool listener)
         struct sock_fprog fprog = { .len = prog->len, .filter = prog->filter };
         unsigned long flags = listener ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0;
         /* The kernel creates the listener fd O_CLOEXEC. */
-        long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &fprog);
+        long r = sys_seccomp(SECCOMP_SET_MODE_FILTER, flags, &fprog);
         if (r < 0)
                 return -errno;
         return listener ? (int)r : 0;
@@ -1044,7 +1045,7 @@ int aj_seccomp_notify_handle(int listener_fd, AjSeccompDenial *ret)
 {
         /* The kernel's structs may outgrow our headers; it tells us their size. */
         struct seccomp_notif_sizes sizes;
-        if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0)
+        if (sys_seccomp(SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0)
                 return -errno;
         union {
                 struct seccomp_notif n;

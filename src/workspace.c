@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -18,6 +17,7 @@
 #include "util/fd.h"
 #include "util/macros.h"
 #include "workspace.h"
+#include "util/syscalls.h"
 
 #define OPAQUE_XATTR "trusted.overlay.opaque"
 #define COPY_BUF_SIZE (128 * 1024)
@@ -433,11 +433,8 @@ int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, 
  * and never leaving root: a symlink anywhere in the path is -ELOOP, not a detour. */
 static int open_beneath(int root_fd, const char *path)
 {
-        struct open_how how = {
-                .flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
-                .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-        };
-        int fd = (int)syscall(SYS_openat2, root_fd, *path ? path : ".", &how, sizeof(how));
+        int fd = sys_openat2(root_fd, *path ? path : ".", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0,
+                             RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
         if (fd >= 0)
                 return fd;
         /* Before 5.6, or filtered by a seccomp policy: the same, one component at a time. */

@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/syscalls.h"
 
 int aj_write_all(int fd, const void *buf, size_t len)
 {
@@ -192,7 +192,7 @@ int aj_close_all_except(int from, const int *keep, size_t n_keep)
                                 next = keep[i];
                 if (next > lo) {
                         unsigned hi = next == INT_MAX ? ~0U : (unsigned)next - 1;
-                        if (syscall(SYS_close_range, (unsigned)lo, hi, 0) < 0)
+                        if (sys_close_range((unsigned)lo, hi, 0) < 0)
                                 return -errno;
                 }
                 if (next == INT_MAX)
