@@ -26,6 +26,7 @@
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/strv.h"
+#include "util/format.h"
 
 #define CGROUP_ROOT "/sys/fs/cgroup"
 #define CG_FILE_MAX (1024 * 1024)
@@ -399,7 +400,7 @@ int aj_cgroup_unenforced(AjCgroupReasons *rs, const char *fmt, ...)
         va_list ap;
         char *msg = NULL;
         va_start(ap, fmt);
-        int n = vasprintf(&msg, fmt, ap);
+        int n = aj_vasprintf(&msg, fmt, ap);
         va_end(ap);
         if (n < 0)
                 return -ENOMEM;

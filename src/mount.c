@@ -36,6 +36,8 @@
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/syscalls.h"
+#include "util/format.h"
+#include "util/path.h"
 
 #ifndef AT_RECURSIVE
 #define AT_RECURSIVE 0x8000
@@ -154,8 +156,7 @@ static int format_error(char **ret_error, const char *fmt, ...)
         if (!ret_error)
                 return 0;
         va_start(ap, fmt);
-        if (vasprintf(&s, fmt, ap) < 0)
-                s = NULL;
+        (void)aj_vasprintf(&s, fmt, ap);
         va_end(ap);
         free(*ret_error);
         *ret_error = s;
@@ -238,17 +239,6 @@ static const char *path_under(const char *path, const char *prefix)
         if (path[l] != '\0' && path[l] != '/')
                 return NULL;
         return path + l;
-}
-
-static char *path_join(const char *a, const char *b)
-{
-        char *s = NULL;
-
-        while (*b == '/')
-                b++;
-        if (asprintf(&s, "%s%s%s", a, (a[0] && a[strlen(a) - 1] == '/') || !*b ? "" : "/", b) < 0)
-                return NULL;
-        return s;
 }
 
 /* "~" / "~/x" -> base + rest; NULL rest when `raw` does not start with "~". */
@@ -849,7 +839,7 @@ static int add_dir_entries(AjSensitiveList *l, const char *root, const Gather *m
 
                 if (de->d_name[0] == '.' || (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
                         continue;
-                p = path_join(root, de->d_name);
+                p = aj_path_join(root, de->d_name);
                 if (!p)
                         return -ENOMEM;
                 r = list_add(l, p, "a user's home directory", AJ_PLACE_GENERIC, mi);
@@ -1017,7 +1007,7 @@ static int resolve_jail_path(const char *field, const char *raw, const char *jai
         int r;
 
         if (rest) {
-                joined = path_join(jail_home, rest);
+                joined = aj_path_join(jail_home, rest);
                 if (!joined)
                         return -ENOMEM;
                 p = joined;
@@ -1044,7 +1034,7 @@ static int host_home_join(const char *field, const char *raw, const char *rest, 
         if (!ctx->host_home || ctx->host_home[0] != '/')
                 return format_error(ret_error, "%s: '%s' uses '~' but the home directory is unknown", field, raw),
                        -EINVAL;
-        *ret = path_join(ctx->host_home, rest);
+        *ret = aj_path_join(ctx->host_home, rest);
         return *ret ? 0 : -ENOMEM;
 }
 
@@ -1071,7 +1061,7 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
                 r = host_home_join(field, raw, rest, ctx, &joined, ret_error);
                 if (r < 0)
                         return r;
-                tgt = path_join(jail_home, rest);
+                tgt = aj_path_join(jail_home, rest);
                 if (!tgt)
                         return -ENOMEM;
         } else if (raw[0] != '/') {
@@ -1079,7 +1069,7 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
                         return format_error(ret_error, "%s: '%s' is relative but the working directory is unknown",
                                             field, raw),
                                -EINVAL;
-                joined = path_join(ctx->cwd, raw);
+                joined = aj_path_join(ctx->cwd, raw);
                 if (!joined)
                         return -ENOMEM;
         } else {
@@ -1568,7 +1558,7 @@ static int plan_lookup(const AjMountPlan *plan, size_t n_placed, const char *pat
         const char *rest = path_under(path, best->target);
         switch (best->kind) {
         case STEP_BIND: {
-                _cleanup_free_ char *host = path_join(best->source, rest);
+                _cleanup_free_ char *host = aj_path_join(best->source, rest);
 
                 if (!host)
                         return -ENOMEM;

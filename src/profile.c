@@ -40,6 +40,7 @@
 #include "util/parse.h"
 #include "util/sha256.h"
 #include "util/strv.h"
+#include "util/format.h"
 
 #define MAX_CHAIN 8               /* files in one `extends` chain */
 #define MAX_FILE_SIZE (1024 * 1024)
@@ -78,7 +79,7 @@ _printf_(2, 3) static int set_error(AjProfileError *err, const char *fmt, ...)
         va_list ap;
         char *m;
         va_start(ap, fmt);
-        int r = vasprintf(&m, fmt, ap);
+        int r = aj_vasprintf(&m, fmt, ap);
         va_end(ap);
         if (r < 0)
                 return -ENOMEM;
@@ -179,7 +180,7 @@ _printf_(3, 4) static int fail(Check *c, AjJsonLocateWhat what, const char *fmt,
         if (!c->err)
                 return -EINVAL;
         va_start(ap, fmt);
-        int r = vasprintf(&msg, fmt, ap);
+        int r = aj_vasprintf(&msg, fmt, ap);
         va_end(ap);
         if (r < 0)
                 return -ENOMEM;
@@ -1175,7 +1176,7 @@ _printf_(3, 4) static int fail_extends(const Source *s, AjProfileError *err, con
         char *msg;
         va_list ap;
         va_start(ap, fmt);
-        int r = vasprintf(&msg, fmt, ap);
+        int r = aj_vasprintf(&msg, fmt, ap);
         va_end(ap);
         if (r < 0)
                 return -ENOMEM;

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdio.h>
+
+#include "util/format.h"
+
+int aj_vasprintf(char **ret, const char *fmt, va_list ap)
+{
+        char *s = NULL;
+        if (vasprintf(&s, fmt, ap) < 0)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+int aj_asprintf(char **ret, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        int r = aj_vasprintf(ret, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+int aj_error_message(char **ret_error, int r, const char *fmt, ...)
+{
+        if (!ret_error)
+                return r;
+        char *s = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        int k = aj_vasprintf(&s, fmt, ap);
+        va_end(ap);
+        *ret_error = s;
+        return k < 0 ? k : r;
+}
