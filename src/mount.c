@@ -30,14 +30,13 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <linux/openat2.h>
-
 #include "mount.h"
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/syscalls.h"
 #include "util/format.h"
 #include "util/path.h"
+#include "util/open-under.h"
 
 #ifndef AT_RECURSIVE
 #define AT_RECURSIVE 0x8000
@@ -1999,17 +1998,10 @@ bool aj_mount_plan_idmap_degraded(const AjMountPlan *plan)
 
 /* ---- child side -------------------------------------------------------- */
 
-#define IN_ROOT (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-
+/* Symlinks in the new root (the profile's, the bound trees') resolve against it, never the host's. */
 static int open_in_root(int rootfd, const char *target, int flags)
 {
-        const char *rel = target;
-        int fd;
-
-        while (*rel == '/')
-                rel++;
-        fd = sys_openat2(rootfd, *rel ? rel : ".", flags | O_CLOEXEC, 0, IN_ROOT);
-        return fd < 0 ? negative_errno() : fd;
+        return aj_open_under(rootfd, target, flags, 0, AJ_UNDER_FOLLOW);
 }
 
 /* mkdir -p of target's parent inside the new root; returns an O_PATH fd of the parent

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +16,8 @@
 #include "util/fd.h"
 #include "util/macros.h"
 #include "workspace.h"
-#include "util/syscalls.h"
 #include "util/format.h"
+#include "util/open-under.h"
 
 #define OPAQUE_XATTR "trusted.overlay.opaque"
 #define COPY_BUF_SIZE (128 * 1024)
@@ -420,32 +419,7 @@ int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, 
  * and never leaving root: a symlink anywhere in the path is -ELOOP, not a detour. */
 static int open_beneath(int root_fd, const char *path)
 {
-        int fd = sys_openat2(root_fd, *path ? path : ".", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0,
-                             RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
-        if (fd >= 0)
-                return fd;
-        /* Before 5.6, or filtered by a seccomp policy: the same, one component at a time. */
-        if (errno != ENOSYS && errno != EPERM)
-                return -errno;
-
-        char buf[PATH_MAX];
-        if (strlen(path) >= sizeof(buf))
-                return -ENAMETOOLONG;
-        strcpy(buf, path);
-        _cleanup_close_ int cur = openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (cur < 0)
-                return -errno;
-        char *save = NULL;
-        for (char *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
-                if (streq(c, ".") || streq(c, ".."))
-                        return -EINVAL;
-                int next = openat(cur, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                if (next < 0)
-                        return -errno;
-                close(cur);
-                cur = next;
-        }
-        return TAKE_FD(cur);
+        return aj_open_under(root_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, AJ_UNDER_NO_SYMLINKS);
 }
 
 int aj_ws_open_file(int root_fd, const char *path)
