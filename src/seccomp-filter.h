@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util/ratelimit.h"
+
 typedef struct {
         const char *base;     /* "default" */
         char *const *deny;    /* extra syscall names to deny (NULL-terminated, may be NULL) */
@@ -76,23 +78,6 @@ int aj_seccomp_notify_handle(int listener_fd, AjSeccompDenial *ret);
  * ("setuid/setgid mode", "namespace flags"); NULL otherwise. Pure. */
 const char *aj_seccomp_denial_hint(const AjSeccompDenial *d);
 
-/* Token bucket for reporting: at most `burst` reports, refilled at `per_sec`.
- * Returns true when this denial should be recorded; counts the suppressed ones. */
-typedef struct {
-        double tokens;
-        double burst;
-        double per_sec;
-        uint64_t last_ns;
-        uint64_t suppressed;
-} AjRateLimit;
-
-void aj_ratelimit_init(AjRateLimit *rl, double burst, double per_sec);
-bool aj_ratelimit_allow(AjRateLimit *rl, uint64_t now_ns);
-/* The same bucket as a budget of work (tokens: any unit, such as ns of CPU): takes
- * `amount`, which may leave it in debt; true while it is not. _debt_ns(): how long
- * until the refill pays the debt (0 when there is none). */
-bool aj_ratelimit_charge(AjRateLimit *rl, uint64_t now_ns, double amount);
-uint64_t aj_ratelimit_debt_ns(const AjRateLimit *rl);
 
 /*
  * What the supervisor records of denials: every distinct key (a syscall, or a syscall with the
