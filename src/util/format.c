@@ -21,16 +21,3 @@ int aj_asprintf(char **ret, const char *fmt, ...)
         va_end(ap);
         return r;
 }
-
-int aj_error_message(char **ret_error, int r, const char *fmt, ...)
-{
-        if (!ret_error)
-                return r;
-        char *s = NULL;
-        va_list ap;
-        va_start(ap, fmt);
-        int k = aj_vasprintf(&s, fmt, ap);
-        va_end(ap);
-        *ret_error = s;
-        return k < 0 ? k : r;
-}

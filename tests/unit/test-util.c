@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/error.h"
 #include "util/format.h"
 #include "util/open-under.h"
 #include "util/path.h"
@@ -39,19 +40,64 @@ Test(format, asprintf)
         free(s);
 }
 
-Test(format, error_message)
+Test(error, ret_error_string)
 {
         char *err = NULL;
-        cr_expect_eq(aj_error_message(&err, -EINVAL, "bad '%s'", "x"), -EINVAL);
+        cr_expect_eq(aj_ret_error(&err, -EINVAL, "bad '%s'", "x"), -EINVAL);
         cr_expect_str_eq(err, "bad 'x'");
         free(err);
         /* A caller that wants no message passes NULL and still gets r back. */
-        cr_expect_eq(aj_error_message(NULL, -ENOENT, "unused %d", 1), -ENOENT);
+        cr_expect_eq(aj_ret_error(NULL, -ENOENT, "unused %d", 1), -ENOENT);
         errno = EACCES;
         err = NULL;
-        cr_expect_eq(aj_error_message(&err, -EACCES, "open: %m"), -EACCES);
+        cr_expect_eq(aj_ret_error(&err, -EACCES, "open: %m"), -EACCES);
         cr_expect_str_eq(err, "open: Permission denied");
         free(err);
+}
+
+Test(error, set_prefix_text)
+{
+        AjError e = {};
+        cr_expect_str_eq(aj_error_text(&e), "", "no error, no words");
+        cr_expect_eq(aj_error_set(&e, -ENOENT, "profile \"%s\" not found", "x"), -ENOENT);
+        cr_expect_eq(e.err, -ENOENT);
+        cr_expect_str_eq(aj_error_text(&e), "profile \"x\" not found");
+        /* Layers on the way up add their context in front; the errno stays. */
+        cr_expect_eq(aj_error_prefix(&e, "Cannot load the profile of run %d", 7), -ENOENT);
+        cr_expect_eq(aj_error_prefix(&e, "run"), -ENOENT);
+        cr_expect_str_eq(aj_error_text(&e), "run: Cannot load the profile of run 7: profile \"x\" not found");
+        /* Setting again replaces. */
+        cr_expect_eq(aj_error_set(&e, -EINVAL, "other"), -EINVAL);
+        cr_expect_str_eq(aj_error_text(&e), "other");
+        aj_error_clear(&e);
+        cr_expect_eq(e.err, 0);
+        cr_expect_null(e.message);
+        aj_error_clear(&e); /* twice is fine */
+        aj_error_clear(NULL);
+}
+
+Test(error, errno_only_and_null)
+{
+        AjError e = { .err = -EACCES };
+        cr_expect_str_eq(aj_error_text(&e), "Permission denied", "no message: strerror");
+        cr_expect_eq(aj_error_prefix(&e, "Cannot open '%s'", "/x"), -EACCES);
+        cr_expect_str_eq(aj_error_text(&e), "Cannot open '/x': Permission denied");
+        aj_error_clear(&e);
+        /* A caller that wants only the errno passes NULL. */
+        cr_expect_eq(aj_error_set(NULL, -EPERM, "unused"), -EPERM);
+        cr_expect_str_eq(aj_error_text(NULL), "");
+        errno = ENOTDIR;
+        cr_expect_eq(aj_error_set(&e, -ENOTDIR, "stat: %m"), -ENOTDIR);
+        cr_expect_str_eq(e.message, "stat: Not a directory");
+        char *s = aj_error_steal(&e);
+        cr_expect_str_eq(s, "stat: Not a directory");
+        cr_expect_eq(e.err, 0);
+        cr_expect_null(e.message);
+        free(s);
+        e.err = -EIO;
+        s = aj_error_steal(&e);
+        cr_expect_str_eq(s, "Input/output error");
+        free(s);
 }
 
 /* ---- aj_open_under: the one policy for paths an agent can influence ---- */
