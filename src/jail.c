@@ -1319,11 +1319,11 @@ static int prepare(Run *run)
         if (r < 0)
                 return aj_log_errno(r, "Cannot find a state directory (set AGENTJAIL_STATE_DIR)");
 
-        AjProfileError perr = { 0 };
+        AjError perr = { 0 };
         r = aj_profile_load(opts->profile ? opts->profile : "default", &run->profile, &perr);
         if (r < 0) {
                 aj_error("%s", perr.message ? perr.message : strerror(-r));
-                aj_profile_error_clear(&perr);
+                aj_error_clear(&perr);
                 return r;
         }
 

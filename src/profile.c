@@ -40,6 +40,7 @@
 #include "util/parse.h"
 #include "util/sha256.h"
 #include "util/strv.h"
+#include "util/error.h"
 #include "util/format.h"
 
 #define MAX_CHAIN 8               /* files in one `extends` chain */
@@ -64,30 +65,6 @@
 /* jansson's own json_decrefp() accepts NULL. */
 #define _cleanup_json_ _cleanup_(json_decrefp)
 
-void aj_profile_error_clear(AjProfileError *e)
-{
-        if (!e)
-                return;
-        free(e->message);
-        e->message = NULL;
-}
-
-_printf_(2, 3) static int set_error(AjProfileError *err, const char *fmt, ...)
-{
-        if (!err)
-                return 0;
-        va_list ap;
-        char *m;
-        va_start(ap, fmt);
-        int r = aj_vasprintf(&m, fmt, ap);
-        va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
-        free(err->message);
-        err->message = m;
-        return 0;
-}
-
 /* ---- one file of a chain ---- */
 
 typedef struct {
@@ -110,7 +87,7 @@ static void source_done(Source *s)
 /* Where a value is: keys and "[N]" indexes, for both the message and aj_json_locate(). */
 typedef struct {
         const Source *src;
-        AjProfileError *err;
+        AjError *err;
         const char *elem[MAX_KEY_DEPTH + 1];
         char index[MAX_KEY_DEPTH][24];
         size_t n;
@@ -187,11 +164,11 @@ _printf_(3, 4) static int fail(Check *c, AjJsonLocateWhat what, const char *fmt,
         format_key_path(c, keys, sizeof(keys));
         const char *sep = keys[0] ? ": " : "";
         if (aj_json_locate(c->src->text, c->elem, what, &line, &col) >= 0)
-                r = set_error(c->err, "%s:%u:%u: %s%s%s", c->src->file, line, col, keys, sep, msg);
+                r = aj_error_set(c->err, -EINVAL, "%s:%u:%u: %s%s%s", c->src->file, line, col, keys, sep, msg);
         else
-                r = set_error(c->err, "%s: %s%s%s", c->src->file, keys, sep, msg);
+                r = aj_error_set(c->err, -EINVAL, "%s: %s%s%s", c->src->file, keys, sep, msg);
         free(msg);
-        return r < 0 ? r : -EINVAL;
+        return r;
 }
 
 /* A short rendering of a value for "got ..." in messages. */
@@ -1147,7 +1124,7 @@ static int find_profile(const char *name, const char *skip_real, char **ret_path
 typedef struct {
         Source src[MAX_CHAIN];
         size_t n;
-        AjProfileError *err;
+        AjError *err;
 } Chain;
 
 static void chain_done(Chain *ch)
@@ -1157,20 +1134,20 @@ static void chain_done(Chain *ch)
         ch->n = 0;
 }
 
-static int parse_source(Source *s, AjProfileError *err)
+static int parse_source(Source *s, AjError *err)
 {
         json_error_t je;
         s->root = json_loads(s->text, JSON_REJECT_DUPLICATES, &je);
         if (!s->root) {
-                int r = set_error(err, "%s:%d:%d: invalid JSON: %s", s->file, je.line, je.column, je.text);
-                return r < 0 ? r : -EINVAL;
+                return aj_error_set(err, -EINVAL, "%s:%d:%d: invalid JSON: %s", s->file, je.line, je.column,
+                                    je.text);
         }
         Check c = { .src = s, .err = err };
         return check_root(&c, s->root);
 }
 
 /* Error at the `extends` value of `s`. */
-_printf_(3, 4) static int fail_extends(const Source *s, AjProfileError *err, const char *fmt, ...)
+_printf_(3, 4) static int fail_extends(const Source *s, AjError *err, const char *fmt, ...)
 {
         Check c = { .src = s, .err = err };
         char *msg;
@@ -1873,7 +1850,7 @@ void aj_profile_free(AjProfile *p)
 
 /* Takes `text`; `file` is for messages and relative `extends`, `real` its canonical path or NULL. */
 static int load_text(char *text, const char *file, char *real, const char *name, AjProfile **ret,
-                     AjProfileError *err)
+                     AjError *err)
 {
         _cleanup_(chain_done) Chain ch = { .err = err };
         _cleanup_free_ char *owned_text = text, *owned_real = real;
@@ -1925,15 +1902,14 @@ static int load_text(char *text, const char *file, char *real, const char *name,
         return 0;
 }
 
-static int load_path(const char *path, const char *name, AjProfile **ret, AjProfileError *err)
+static int load_path(const char *path, const char *name, AjProfile **ret, AjError *err)
 {
         char *text = NULL;
         int r = read_text(path, &text);
         if (r == -ENOMEM)
                 return r;
         if (r < 0) {
-                int q = set_error(err, "%s: %s", path, read_error_text(r));
-                return q < 0 ? q : r;
+                return aj_error_set(err, r, "%s: %s", path, read_error_text(r));
         }
         char *real = realpath(path, NULL);
         if (!real) {
@@ -1944,32 +1920,32 @@ static int load_path(const char *path, const char *name, AjProfile **ret, AjProf
         return load_text(text, path, real, name, ret, err);
 }
 
-int aj_profile_load_file(const char *path, AjProfile **ret, AjProfileError *err)
+int aj_profile_load_file(const char *path, AjProfile **ret, AjError *err)
 {
         return load_path(path, path, ret, err);
 }
 
-int aj_profile_load(const char *name_or_path, AjProfile **ret, AjProfileError *err)
+int aj_profile_load(const char *name_or_path, AjProfile **ret, AjError *err)
 {
         if (looks_like_path(name_or_path))
                 return load_path(name_or_path, name_or_path, ret, err);
         if (!is_profile_name(name_or_path)) {
-                int q = set_error(err, "invalid profile name \"%s\" (expected [A-Za-z0-9_.-], not starting "
-                                       "with '.', or a path)", name_or_path);
-                return q < 0 ? q : -EINVAL;
+                return aj_error_set(err, -EINVAL,
+                                    "invalid profile name \"%s\" (expected [A-Za-z0-9_.-], not starting "
+                                    "with '.', or a path)",
+                                    name_or_path);
         }
         _cleanup_free_ char *path = NULL, *searched = NULL;
         int r = find_profile(name_or_path, NULL, &path, &searched);
         if (r == -ENOENT) {
-                int q = set_error(err, "profile \"%s\" not found (searched: %s)", name_or_path, searched);
-                return q < 0 ? q : r;
+                return aj_error_set(err, r, "profile \"%s\" not found (searched: %s)", name_or_path, searched);
         }
         if (r < 0)
                 return r;
         return load_path(path, name_or_path, ret, err);
 }
 
-int aj_profile_parse(const char *text, const char *file, AjProfile **ret, AjProfileError *err)
+int aj_profile_parse(const char *text, const char *file, AjProfile **ret, AjError *err)
 {
         char *copy = strdup(text);
         if (!copy)
