@@ -1440,10 +1440,10 @@ static int setup_meter_and_broker(Run *run)
                         return -ENOMEM;
         if (allow && allow[0]) {
                 size_t bad = 0;
-                _cleanup_free_ char *err = NULL;
+                _cleanup_(aj_error_clear) AjError err = {};
                 r = aj_net_policy_parse(allow, &run->net_policy, &bad, &err);
                 if (r < 0) {
-                        aj_error("network allowlist: '%s': %s", allow[bad] ? allow[bad] : "?", err ? err : strerror(-r));
+                        aj_error("network allowlist: '%s': %s", allow[bad] ? allow[bad] : "?", aj_error_text(&err));
                         return r;
                 }
         }
@@ -1564,12 +1564,12 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         _cleanup_free_ char *cache = NULL;
         if (asprintf(&cache, "%s/cache/seccomp", run->paths.state_root) < 0)
                 return -ENOMEM;
-        _cleanup_free_ char *serr = NULL;
+        _cleanup_(aj_error_clear) AjError serr = {};
         /* The cache's secret lives in the runtime root, never bound into a jail (only
          * <runtime>/<id>/jail is), and apart from the cache it authenticates. */
         r = aj_seccomp_build_cached(&spec, cache, run->paths.runtime_root, &run->bpf, &serr);
         if (r < 0) {
-                aj_error("Cannot build the seccomp filter: %s", serr ? serr : strerror(-r));
+                aj_error("Cannot build the seccomp filter: %s", aj_error_text(&serr));
                 return r;
         }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "net.h"
+#include "util/error.h"
 
 #define MAX_ENTRY_LEN 300
 
@@ -275,7 +276,7 @@ done:
         return 0;
 }
 
-int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, char **ret_error)
+int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, AjError *ret_error)
 {
         AjNetPolicy *p = calloc(1, sizeof(*p));
         size_t n = 0;
@@ -288,10 +289,8 @@ int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad
                 aj_net_policy_free(p);
                 if (ret_bad_index)
                         *ret_bad_index = AJ_NET_MAX_RULES;
-                if (ret_error && asprintf(ret_error, "too many network allow entries (at most %d)",
-                                          AJ_NET_MAX_RULES) < 0)
-                        *ret_error = NULL;
-                return -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "too many network allow entries (at most %d)",
+                                    AJ_NET_MAX_RULES);
         }
         if (n > 0) {
                 p->rules = calloc(n, sizeof(AjNetRule));
@@ -309,17 +308,13 @@ int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad
                                 return r;
                         if (ret_bad_index)
                                 *ret_bad_index = i;
-                        if (ret_error) {
-                                char shown[64];
-                                snprintf(shown, sizeof(shown), "%s", entries[i]);
-                                for (char *c = shown; *c; c++)
-                                        if ((unsigned char)*c < 0x20 || *c == '"')
-                                                *c = '?';
-                                if (asprintf(ret_error, "invalid network allow entry \"%s%s\": %s", shown,
-                                             strlen(entries[i]) >= sizeof(shown) ? "..." : "", why) < 0)
-                                        *ret_error = NULL;
-                        }
-                        return -EINVAL;
+                        char shown[64];
+                        snprintf(shown, sizeof(shown), "%s", entries[i]);
+                        for (char *c = shown; *c; c++)
+                                if ((unsigned char)*c < 0x20 || *c == '"')
+                                        *c = '?';
+                        return aj_error_set(ret_error, -EINVAL, "invalid network allow entry \"%s%s\": %s", shown,
+                                            strlen(entries[i]) >= sizeof(shown) ? "..." : "", why);
                 }
                 p->n_rules++;
         }

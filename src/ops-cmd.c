@@ -1173,11 +1173,11 @@ int aj_cmd_diff(int argc, char **argv)
         }
         AjWsChange *c = NULL;
         size_t n = 0;
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         r = aj_ws_diff(ov.upper_fd, ov.lower_fd, run->started_ns, &c, &n, &err);
         if (r < 0) {
                 overlay_close(&ov);
-                fail_msg("diff", "run %s: %s", run->id, err ? err : strerror(-r));
+                fail_msg("diff", "run %s: %s", run->id, aj_error_text(&err));
                 return EXIT_FAIL;
         }
         size_t conflicts = 0;
@@ -1261,16 +1261,16 @@ int aj_cmd_commit(int argc, char **argv)
         if (r >= 0)
                 return r;
         AjWsStats st = { 0 };
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         r = aj_ws_commit(ov.upper_fd, ov.lower_fd, run->started_ns, o.force, &st, &err);
         overlay_close(&ov);
         if (r == -EBUSY) {
                 fail_msg("commit", "run %s: %s; nothing was changed (see 'agentjail diff %s', or --force)", run->id,
-                         err ? err : "paths changed in the workspace during the run", run->id);
+                         err.message ?: "paths changed in the workspace during the run", run->id);
                 return EXIT_FAIL;
         }
         if (r < 0) {
-                fail_msg("commit", "run %s: %s", run->id, err ? err : strerror(-r));
+                fail_msg("commit", "run %s: %s", run->id, aj_error_text(&err));
                 return EXIT_FAIL;
         }
         json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "workspace", ov.path, "added",

@@ -32,6 +32,7 @@
 #include "util/macros.h"
 #include "util/sha256.h"
 #include "util/syscalls.h"
+#include "util/error.h"
 
 /* Syscall numbers the plan covers; native numbers on every 64-bit arch stay far below this. */
 #define PLAN_NR_MAX 1024
@@ -367,31 +368,26 @@ static bool never_allowed(int nr)
 }
 
 static int plan_apply_names(SeccompPlan *plan, char *const *names, SeccompRule rule,
-                            const char *what, char **ret_error)
+                            const char *what, AjError *ret_error)
 {
         size_t n = 0;
         for (char *const *p = names; p && *p; p++, n++) {
                 if (n >= SPEC_NAMES_MAX) {
-                        if (ret_error && asprintf(ret_error, "seccomp.%s: more than %d names", what,
-                                                  SPEC_NAMES_MAX) < 0)
-                                *ret_error = NULL;
-                        return -EINVAL;
+                        return aj_error_set(ret_error, -EINVAL, "seccomp.%s: more than %d names", what,
+                                            SPEC_NAMES_MAX);
                 }
                 int nr;
                 int r = syscall_lookup(*p, &nr);
                 if (r < 0) {
-                        if (ret_error && asprintf(ret_error, "seccomp.%s: unknown syscall '%s'",
-                                                  what, *p) < 0)
-                                *ret_error = NULL;
-                        return -EINVAL;
+                        return aj_error_set(ret_error, -EINVAL, "seccomp.%s: unknown syscall '%s'", what, *p);
                 }
                 if (r > 0 && rule == RULE_ALLOW && never_allowed(nr)) {
-                        if (ret_error && asprintf(ret_error, "seccomp.%s: '%s' cannot be allowed: io_uring opens, "
-                                                  "creates and changes files in the kernel where no seccomp "
-                                                  "rule sees it (it would lift the setuid/setgid rule, and "
-                                                  "every argument check)", what, *p) < 0)
-                                *ret_error = NULL;
-                        return -EINVAL;
+                        return aj_error_set(ret_error, -EINVAL,
+                                            "seccomp.%s: '%s' cannot be allowed: io_uring opens, "
+                                            "creates and changes files in the kernel where no seccomp "
+                                            "rule sees it (it would lift the setuid/setgid rule, and "
+                                            "every argument check)",
+                                            what, *p);
                 }
                 if (r > 0) {
                         SeccompRule mode_rule = mode_rule_of(nr);
@@ -408,13 +404,10 @@ static void plan_set(SeccompPlan *plan, int nr, SeccompRule rule)
                 plan->rule[nr] = (uint8_t)rule;
 }
 
-static int plan_build(const AjSeccompSpec *spec, SeccompPlan *ret, char **ret_error)
+static int plan_build(const AjSeccompSpec *spec, SeccompPlan *ret, AjError *ret_error)
 {
         if (spec->base && !streq(spec->base, "default") && !streq(spec->base, "docker-plus")) {
-                if (ret_error &&
-                    asprintf(ret_error, "seccomp.default: unknown base filter '%s'", spec->base) < 0)
-                        *ret_error = NULL;
-                return -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "seccomp.default: unknown base filter '%s'", spec->base);
         }
 
         SeccompPlan plan = { .notify = spec->notify, .allow_netlink = spec->allow_netlink };
@@ -597,7 +590,7 @@ static int plan_compile(const SeccompPlan *plan, AjBpfProgram *ret)
         return export_program(ctx, ret);
 }
 
-int aj_seccomp_build(const AjSeccompSpec *spec, AjBpfProgram *ret, char **ret_error)
+int aj_seccomp_build(const AjSeccompSpec *spec, AjBpfProgram *ret, AjError *ret_error)
 {
         SeccompPlan plan;
         int r = plan_build(spec, &plan, ret_error);
@@ -704,8 +697,7 @@ static int cache_key(const AjSeccompSpec *spec, const SeccompPlan *plan, const A
 int aj_seccomp_cache_key(const AjSeccompSpec *spec, const AjSeccompKeyInputs *in, uint8_t ret_key[32])
 {
         SeccompPlan plan;
-        _cleanup_free_ char *error = NULL;
-        int r = plan_build(spec, &plan, &error);
+        int r = plan_build(spec, &plan, NULL);
         if (r < 0)
                 return r;
         return cache_key(spec, &plan, in, ret_key);
@@ -958,7 +950,7 @@ static int cache_write(int dfd, const char *name, const uint8_t key[AJ_SHA256_SI
 }
 
 int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir,
-                            AjBpfProgram *ret, char **ret_error)
+                            AjBpfProgram *ret, AjError *ret_error)
 {
         SeccompPlan plan;
         int r = plan_build(spec, &plan, ret_error);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util/error.h"
 #include "util/ratelimit.h"
 
 typedef struct {
@@ -28,8 +29,8 @@ typedef struct {
 } AjBpfProgram;
 
 /* Build the filter for the native architecture. On a bad spec (unknown syscall name)
- * returns -EINVAL with *ret_error = "seccomp.deny: unknown syscall 'foo'". */
-int aj_seccomp_build(const AjSeccompSpec *spec, AjBpfProgram *ret, char **ret_error);
+ * returns -EINVAL with ret_error saying "seccomp.deny: unknown syscall 'foo'". */
+int aj_seccomp_build(const AjSeccompSpec *spec, AjBpfProgram *ret, AjError *ret_error);
 
 /* What a cache key covers besides the spec and the plan it yields. */
 typedef struct {
@@ -51,7 +52,7 @@ int aj_seccomp_cache_key(const AjSeccompSpec *spec, const AjSeccompKeyInputs *in
  * any entry that does not check out, the program is compiled and nothing cached is trusted.
  * Either directory may be NULL (no cache). */
 int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir,
-                            AjBpfProgram *ret, char **ret_error);
+                            AjBpfProgram *ret, AjError *ret_error);
 
 void aj_bpf_program_free(AjBpfProgram *p);
 

@@ -153,14 +153,14 @@ typedef struct {
         size_t n, cap;
         uint64_t since_ns;
         char path[PATH_MAX]; /* of the entry being looked at */
-        char **ret_error;
+        AjError *ret_error;
 } Diff;
 
 static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bool conflict, bool skipped,
                     const char *note)
 {
         if (d->n >= AJ_WS_MAX_CHANGES)
-                return aj_ret_error(d->ret_error, -E2BIG, "The workspace has more than %u changes (at '%s')",
+                return aj_error_set(d->ret_error, -E2BIG, "The workspace has more than %u changes (at '%s')",
                             AJ_WS_MAX_CHANGES, d->path);
         if (d->n == d->cap) {
                 size_t cap = d->cap ? d->cap * 2 : 64;
@@ -200,7 +200,7 @@ static int lower_changed(Diff *d, int dir_fd, const char *name, const struct sta
         if (!S_ISDIR(st->st_mode))
                 return 0;
         if (depth >= AJ_WS_MAX_DEPTH)
-                return aj_ret_error(d->ret_error, -ELOOP, "'%s' in the workspace is more than %d directories deep",
+                return aj_error_set(d->ret_error, -ELOOP, "'%s' in the workspace is more than %d directories deep",
                             d->path, AJ_WS_MAX_DEPTH);
 
         _cleanup_closedir_ DIR *dir = NULL;
@@ -225,7 +225,7 @@ static int lower_changed(Diff *d, int dir_fd, const char *name, const struct sta
         if (r == 0)
                 return 0;
 error:
-        return aj_ret_error(d->ret_error, r, "Failed to check '%s' in the workspace for changes during the run: %s",
+        return aj_error_set(d->ret_error, r, "Failed to check '%s' in the workspace for changes during the run: %s",
                     d->path, strerror(-r));
 }
 
@@ -236,7 +236,7 @@ static int is_opaque(Diff *d, int fd)
         if (n < 0) {
                 if (errno == ENODATA || errno == ENOTSUP || errno == ERANGE)
                         return 0;
-                return aj_ret_error(d->ret_error, -errno, "Failed to read " OPAQUE_XATTR " of '%s' in the upper dir: %m",
+                return aj_error_set(d->ret_error, -errno, "Failed to read " OPAQUE_XATTR " of '%s' in the upper dir: %m",
                             d->path);
         }
         return n == 1 && v[0] == 'y';
@@ -252,13 +252,13 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
         int r;
 
         if (depth >= AJ_WS_MAX_DEPTH)
-                return aj_ret_error(d->ret_error, -ELOOP, "'%s' in the upper dir is more than %d directories deep",
+                return aj_error_set(d->ret_error, -ELOOP, "'%s' in the upper dir is more than %d directories deep",
                             shown(d->path), AJ_WS_MAX_DEPTH);
 
         while ((r = next_name(dir, &name)) > 0) {
                 size_t nlen = strlen(name), clen = plen + (plen > 0) + nlen;
                 if (clen >= sizeof(d->path))
-                        return aj_ret_error(d->ret_error, -ENAMETOOLONG, "A path in '%s' in the upper dir is too long",
+                        return aj_error_set(d->ret_error, -ENAMETOOLONG, "A path in '%s' in the upper dir is too long",
                                     shown(d->path));
                 if (plen > 0)
                         d->path[plen] = '/';
@@ -266,13 +266,13 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
 
                 struct stat ust, lst;
                 if (fstatat(dirfd(dir), name, &ust, AT_SYMLINK_NOFOLLOW) < 0)
-                        return aj_ret_error(d->ret_error, -errno, "Failed to stat '%s' in the upper dir: %m", d->path);
+                        return aj_error_set(d->ret_error, -errno, "Failed to stat '%s' in the upper dir: %m", d->path);
                 bool in_lower = false;
                 if (ldir_fd >= 0) {
                         if (fstatat(ldir_fd, name, &lst, AT_SYMLINK_NOFOLLOW) >= 0)
                                 in_lower = true;
                         else if (errno != ENOENT)
-                                return aj_ret_error(d->ret_error, -errno, "Failed to stat '%s' in the workspace: %m",
+                                return aj_error_set(d->ret_error, -errno, "Failed to stat '%s' in the workspace: %m",
                                             d->path);
                 }
 
@@ -292,7 +292,7 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
                         _cleanup_close_ int lchild_fd = -1;
                         r = open_dir_stream(dirfd(dir), name, &child);
                         if (r < 0)
-                                return aj_ret_error(d->ret_error, r, "Failed to open '%s' in the upper dir: %s", d->path,
+                                return aj_error_set(d->ret_error, r, "Failed to open '%s' in the upper dir: %s", d->path,
                                             strerror(-r));
                         int opaque = is_opaque(d, dirfd(child));
                         if (opaque < 0)
@@ -325,7 +325,7 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
                                         lchild_fd = openat(ldir_fd, name,
                                                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                                         if (lchild_fd < 0)
-                                                return aj_ret_error(d->ret_error, -errno,
+                                                return aj_error_set(d->ret_error, -errno,
                                                             "Failed to open '%s' in the workspace: %m", d->path);
                                 }
                         }
@@ -357,7 +357,7 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
                 d->path[plen] = 0;
         }
         if (r < 0)
-                return aj_ret_error(d->ret_error, r, "Failed to read '%s' in the upper dir: %s", shown(d->path),
+                return aj_error_set(d->ret_error, r, "Failed to read '%s' in the upper dir: %s", shown(d->path),
                             strerror(-r));
         return 0;
 }
@@ -386,7 +386,7 @@ static int change_compare(const void *a, const void *b)
         return path_compare(((const AjWsChange *)a)->path, ((const AjWsChange *)b)->path);
 }
 
-int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, char **ret_error)
+int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, AjError *ret_error)
 {
         Diff *d = calloc(1, sizeof(*d)); /* PATH_MAX of path: not on the stack */
         if (!d)
@@ -397,7 +397,7 @@ int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, 
         DIR *root = NULL;
         int r = open_dir_stream(upper_fd, ".", &root);
         if (r < 0)
-                r = aj_ret_error(ret_error, r, "Failed to open the upper dir: %s", strerror(-r));
+                r = aj_error_set(ret_error, r, "Failed to open the upper dir: %s", strerror(-r));
         else
                 r = diff_dir(d, root, lower_fd, 0, 0);
         if (r < 0) {
@@ -781,7 +781,7 @@ static const AjWsChange *changes_find(const Changes *ch, const char *path)
 
 /* Before changing anything: every lower directory an entry goes into must be reachable
  * without a symlink, unless this commit creates it. */
-static int check_lower_dirs(const Commit *cm, const Changes *ch, char **ret_error)
+static int check_lower_dirs(const Commit *cm, const Changes *ch, AjError *ret_error)
 {
         char last[PATH_MAX] = "", parent[PATH_MAX];
         bool have_last = false;
@@ -790,7 +790,7 @@ static int check_lower_dirs(const Commit *cm, const Changes *ch, char **ret_erro
                 if (c->kind == AJ_WS_MODIFIED && c->type == S_IFDIR) {
                         _cleanup_close_ int fd = open_beneath(cm->lower_fd, c->path);
                         if (fd < 0)
-                                return aj_ret_error(ret_error, fd,
+                                return aj_error_set(ret_error, fd,
                                             "Cannot apply '%s': in the workspace it is not a directory reached "
                                             "without symlinks (%s); nothing was applied",
                                             c->path, strerror(-fd));
@@ -806,7 +806,7 @@ static int check_lower_dirs(const Commit *cm, const Changes *ch, char **ret_erro
                 if (!changes_find(ch, parent)) {
                         _cleanup_close_ int fd = open_beneath(cm->lower_fd, parent);
                         if (fd < 0)
-                                return aj_ret_error(ret_error, fd,
+                                return aj_error_set(ret_error, fd,
                                             "Cannot apply '%s': its directory '%s' in the workspace is not reached "
                                             "without symlinks (%s); nothing was applied",
                                             c->path, parent, strerror(-fd));
@@ -817,7 +817,7 @@ static int check_lower_dirs(const Commit *cm, const Changes *ch, char **ret_erro
         return 0;
 }
 
-int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWsStats *ret_stats, char **ret_error)
+int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWsStats *ret_stats, AjError *ret_error)
 {
         _cleanup_(changes_done) Changes ch = { 0 };
         int r = aj_ws_diff(upper_fd, lower_fd, since_ns, &ch.v, &ch.n, ret_error);
@@ -830,14 +830,14 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWs
                 if (ch.v[i].conflict && conflicts++ == 0)
                         first = ch.v[i].path;
         if (conflicts > 0 && !force)
-                return aj_ret_error(ret_error, -EBUSY,
+                return aj_error_set(ret_error, -EBUSY,
                             "%zu change%s conflict%s with changes made to the workspace during the run (first: '%s'); "
                             "nothing was applied",
                             conflicts, conflicts == 1 ? "" : "s", conflicts == 1 ? "s" : "", first);
 
         struct stat root;
         if (fstat(lower_fd, &root) < 0)
-                return aj_ret_error(ret_error, -errno, "Failed to stat the workspace: %m");
+                return aj_error_set(ret_error, -errno, "Failed to stat the workspace: %m");
         Commit cm = { .upper_fd = upper_fd, .lower_fd = lower_fd, .uid = root.st_uid, .gid = root.st_gid };
 
         r = check_lower_dirs(&cm, &ch, ret_error);
@@ -854,7 +854,7 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWs
                 const char *what = "apply to the workspace";
                 r = apply_one(&cm, c, &what);
                 if (r < 0)
-                        return aj_ret_error(ret_error, r, "Failed to %s '%s': %s (%zu of %zu changes applied before it)",
+                        return aj_error_set(ret_error, r, "Failed to %s '%s': %s (%zu of %zu changes applied before it)",
                                     what, c->path, strerror(-r),
                                     stats.added + stats.modified + stats.deleted + stats.replaced, ch.n);
                 switch (c->kind) {

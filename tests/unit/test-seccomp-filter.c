@@ -43,9 +43,9 @@
 
 static void build_ok(const AjSeccompSpec *spec, AjBpfProgram *ret)
 {
-        _cleanup_free_ char *error = NULL;
+        _cleanup_(aj_error_clear) AjError error = {};
         int r = aj_seccomp_build(spec, ret, &error);
-        cr_assert_eq(r, 0, "aj_seccomp_build: %s (%s)", strerror(-r), error ? error : "");
+        cr_assert_eq(r, 0, "aj_seccomp_build: %s (%s)", strerror(-r), error.message ?: "");
         cr_assert_not_null(ret->filter);
         cr_assert_gt(ret->len, 0);
 }
@@ -143,17 +143,17 @@ Test(seccomp_build, unknown_names_are_rejected_with_message)
                                 spec.allow = names;
                 }
                 AjBpfProgram p = { .filter = (struct sock_filter *)0x1, .len = 7 };
-                _cleanup_free_ char *error = NULL;
+                _cleanup_(aj_error_clear) AjError error = {};
                 int r = aj_seccomp_build(&spec, &p, &error);
                 cr_expect_eq(r, -EINVAL, "case %zu: %d", i, r);
-                cr_expect_str_eq(error ? error : "(null)", bad_specs[i].message, "case %zu", i);
+                cr_expect_str_eq(error.message ?: "(null)", bad_specs[i].message, "case %zu", i);
                 cr_expect(p.filter == (struct sock_filter *)0x1 && p.len == 7,
                           "case %zu: ret written on failure", i);
 
-                _cleanup_free_ char *error2 = NULL;
+                _cleanup_(aj_error_clear) AjError error2 = {};
                 r = aj_seccomp_build_cached(&spec, NULL, NULL, &p, &error2);
                 cr_expect_eq(r, -EINVAL);
-                cr_expect_str_eq(error2 ? error2 : "(null)", bad_specs[i].message);
+                cr_expect_str_eq(error2.message ?: "(null)", bad_specs[i].message);
         }
 }
 
@@ -1004,7 +1004,7 @@ static ino_t inode_of(const char *path)
 static void build_cached_ok(const AjSeccompSpec *spec, const char *dir, const AjBpfProgram *want)
 {
         AjBpfProgram p = {};
-        _cleanup_free_ char *error = NULL;
+        _cleanup_(aj_error_clear) AjError error = {};
         int r = aj_seccomp_build_cached(spec, dir, secret_dir, &p, &error);
         cr_assert_eq(r, 0, "build_cached: %s", strerror(-r));
         cr_assert(program_eq(&p, want), "cached program differs from a fresh build");
