@@ -1443,7 +1443,7 @@ static int setup_meter_and_broker(Run *run)
                 _cleanup_(aj_error_clear) AjError err = {};
                 r = aj_net_policy_parse(allow, &run->net_policy, &bad, &err);
                 if (r < 0) {
-                        aj_error("network allowlist: '%s': %s", allow[bad] ? allow[bad] : "?", aj_error_text(&err));
+                        aj_error("network allowlist: '%s': %s", allow[bad] ? allow[bad] : "?", aj_error_text(&err, r));
                         return r;
                 }
         }
@@ -1569,7 +1569,7 @@ static int plan(Run *run, AjSpawnConfig *cfg)
          * <runtime>/<id>/jail is), and apart from the cache it authenticates. */
         r = aj_seccomp_build_cached(&spec, cache, run->paths.runtime_root, &run->bpf, &serr);
         if (r < 0) {
-                aj_error("Cannot build the seccomp filter: %s", aj_error_text(&serr));
+                aj_error("Cannot build the seccomp filter: %s", aj_error_text(&serr, r));
                 return r;
         }
 

@@ -1177,7 +1177,7 @@ int aj_cmd_diff(int argc, char **argv)
         r = aj_ws_diff(ov.upper_fd, ov.lower_fd, run->started_ns, &c, &n, &err);
         if (r < 0) {
                 overlay_close(&ov);
-                fail_msg("diff", "run %s: %s", run->id, aj_error_text(&err));
+                fail_msg("diff", "run %s: %s", run->id, aj_error_text(&err, r));
                 return EXIT_FAIL;
         }
         size_t conflicts = 0;
@@ -1270,7 +1270,7 @@ int aj_cmd_commit(int argc, char **argv)
                 return EXIT_FAIL;
         }
         if (r < 0) {
-                fail_msg("commit", "run %s: %s", run->id, aj_error_text(&err));
+                fail_msg("commit", "run %s: %s", run->id, aj_error_text(&err, r));
                 return EXIT_FAIL;
         }
         json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "workspace", ov.path, "added",

@@ -39,7 +39,7 @@ int aj_error_prefix(AjError *e, const char *fmt, ...)
         int r = aj_vasprintf(&prefix, fmt, ap);
         va_end(ap);
         if (r >= 0)
-                r = aj_asprintf(&joined, "%s: %s", prefix, aj_error_text(e));
+                r = aj_asprintf(&joined, "%s: %s", prefix, aj_error_text(e, 0));
         free(prefix);
         if (r < 0)
                 return e->err; /* the context is lost, the inner message is kept */
@@ -48,20 +48,19 @@ int aj_error_prefix(AjError *e, const char *fmt, ...)
         return e->err;
 }
 
-const char *aj_error_text(const AjError *e)
+const char *aj_error_text(const AjError *e, int r)
 {
-        if (!e)
-                return "";
-        if (e->message)
+        if (e && e->message)
                 return e->message;
-        return e->err < 0 ? strerror(-e->err) : "";
+        int err = e && e->err < 0 ? e->err : r;
+        return err < 0 ? strerror(-err) : "";
 }
 
 char *aj_error_steal(AjError *e)
 {
         if (!e)
                 return NULL;
-        char *s = e->message ? e->message : strdup(aj_error_text(e));
+        char *s = e->message ? e->message : strdup(aj_error_text(e, 0));
         e->message = NULL;
         e->err = 0;
         return s;

@@ -11,10 +11,12 @@
  *     _cleanup_(aj_error_clear) AjError e = {};
  *     int r = aj_ws_commit(..., &e);
  *     if (r < 0)
- *             return aj_log_errno(r, "%s", aj_error_text(&e));
+ *             return aj_log_errno(r, "%s", aj_error_text(&e, r));
  *
- * Every function taking an `AjError *` accepts NULL (the caller wants only the errno), and sets
- * it only on failure. Setting an AjError that already holds an error replaces it.
+ * Every function taking an `AjError *` accepts NULL (the caller wants only the errno) and sets
+ * it only on failure, though not on every failure (-ENOMEM and plain syscall errors may come
+ * back bare): print aj_error_text(&e, r), which falls back to strerror(-r). Setting an AjError
+ * that already holds an error replaces it.
  */
 
 #include <stdarg.h>
@@ -37,8 +39,9 @@ _printf_(3, 0) int aj_error_setv(AjError *e, int err, const char *fmt, va_list a
  * returns e->err (-EINVAL if nothing was set before). The errno is kept. */
 _printf_(2, 3) int aj_error_prefix(AjError *e, const char *fmt, ...);
 
-/* The words to print: the message, else strerror(-err), else "" (no error). Never NULL. */
-const char *aj_error_text(const AjError *e);
+/* The words for a failure that returned r: the message when one was set, else strerror of e's
+ * errno or of r; "" when there is neither. Never NULL; e may be NULL. */
+const char *aj_error_text(const AjError *e, int r);
 
 /* Hands the text over as a new string (NULL on ENOMEM) and clears e: for an interface that
  * still passes `char **ret_error` (see docs/architecture.md, "Errors"). */

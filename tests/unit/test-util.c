@@ -58,17 +58,17 @@ Test(error, ret_error_string)
 Test(error, set_prefix_text)
 {
         AjError e = {};
-        cr_expect_str_eq(aj_error_text(&e), "", "no error, no words");
+        cr_expect_str_eq(aj_error_text(&e, 0), "", "no error, no words");
         cr_expect_eq(aj_error_set(&e, -ENOENT, "profile \"%s\" not found", "x"), -ENOENT);
         cr_expect_eq(e.err, -ENOENT);
-        cr_expect_str_eq(aj_error_text(&e), "profile \"x\" not found");
+        cr_expect_str_eq(aj_error_text(&e, 0), "profile \"x\" not found");
         /* Layers on the way up add their context in front; the errno stays. */
         cr_expect_eq(aj_error_prefix(&e, "Cannot load the profile of run %d", 7), -ENOENT);
         cr_expect_eq(aj_error_prefix(&e, "run"), -ENOENT);
-        cr_expect_str_eq(aj_error_text(&e), "run: Cannot load the profile of run 7: profile \"x\" not found");
+        cr_expect_str_eq(aj_error_text(&e, 0), "run: Cannot load the profile of run 7: profile \"x\" not found");
         /* Setting again replaces. */
         cr_expect_eq(aj_error_set(&e, -EINVAL, "other"), -EINVAL);
-        cr_expect_str_eq(aj_error_text(&e), "other");
+        cr_expect_str_eq(aj_error_text(&e, 0), "other");
         aj_error_clear(&e);
         cr_expect_eq(e.err, 0);
         cr_expect_null(e.message);
@@ -79,13 +79,16 @@ Test(error, set_prefix_text)
 Test(error, errno_only_and_null)
 {
         AjError e = { .err = -EACCES };
-        cr_expect_str_eq(aj_error_text(&e), "Permission denied", "no message: strerror");
+        cr_expect_str_eq(aj_error_text(&e, 0), "Permission denied", "no message: strerror");
         cr_expect_eq(aj_error_prefix(&e, "Cannot open '%s'", "/x"), -EACCES);
-        cr_expect_str_eq(aj_error_text(&e), "Cannot open '/x': Permission denied");
+        cr_expect_str_eq(aj_error_text(&e, 0), "Cannot open '/x': Permission denied");
         aj_error_clear(&e);
         /* A caller that wants only the errno passes NULL. */
         cr_expect_eq(aj_error_set(NULL, -EPERM, "unused"), -EPERM);
-        cr_expect_str_eq(aj_error_text(NULL), "");
+        cr_expect_str_eq(aj_error_text(NULL, 0), "");
+        cr_expect_str_eq(aj_error_text(NULL, -ENOENT), "No such file or directory");
+        /* A failure that came back bare is printed with its own errno. */
+        cr_expect_str_eq(aj_error_text(&e, -ENOMEM), "Cannot allocate memory");
         errno = ENOTDIR;
         cr_expect_eq(aj_error_set(&e, -ENOTDIR, "stat: %m"), -ENOTDIR);
         cr_expect_str_eq(e.message, "stat: Not a directory");

@@ -122,7 +122,7 @@ static size_t diff(AjWsChange **ret, uint64_t since_ns)
         size_t n = 0;
         AjError err = {};
         int r = aj_ws_diff(upper_fd, lower_fd, since_ns, ret, &n, &err);
-        cr_assert_eq(r, 0, "aj_ws_diff: %d %s", r, aj_error_text(&err));
+        cr_assert_eq(r, 0, "aj_ws_diff: %d %s", r, aj_error_text(&err, r));
         return n;
 }
 
@@ -131,7 +131,7 @@ static AjWsStats commit(uint64_t since_ns, bool force)
         AjWsStats stats;
         AjError err = {};
         int r = aj_ws_commit(upper_fd, lower_fd, since_ns, force, &stats, &err);
-        cr_assert_eq(r, 0, "aj_ws_commit: %d %s", r, aj_error_text(&err));
+        cr_assert_eq(r, 0, "aj_ws_commit: %d %s", r, aj_error_text(&err, r));
         return stats;
 }
 
@@ -658,7 +658,7 @@ Test(workspace, removal_never_crosses_a_mount)
         AjError err = {};
         int r = aj_ws_commit(upper_fd, lower_fd, 0, false, &s, &err);
         umount2(at(lower, "d/mnt"), MNT_DETACH);
-        cr_assert_eq(r, -EXDEV, "r = %d %s", r, aj_error_text(&err));
+        cr_assert_eq(r, -EXDEV, "r = %d %s", r, aj_error_text(&err, r));
         cr_assert_not_null(strstr(err.message, "'d'"), "%s", err.message);
         aj_error_clear(&err);
         assert_content(outside, "precious", "p");
