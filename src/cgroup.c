@@ -26,6 +26,7 @@
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/strv.h"
+#include "util/error.h"
 #include "util/format.h"
 
 #define CGROUP_ROOT "/sys/fs/cgroup"
@@ -717,26 +718,26 @@ static int remove_all(AjCgroup *cg)
         "holds other processes cannot enable controllers for its children; v1 hierarchies are "        \
         "writable by root only), or allow degraded runs"
 
-static void finish_reasons(AjCgroupReasons *rs, char **ret_error);
+static int finish_reasons(AjCgroupReasons *rs, int r, char **ret_unenforced, AjError *ret_error);
 static int create_impl(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, bool defer_v1,
-                       AjCgroup **ret, char **ret_error);
+                       AjCgroup **ret, char **ret_unenforced, AjError *ret_error);
 
 int aj_cgroup_create(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, AjCgroup **ret,
-                     char **ret_error)
+                     char **ret_unenforced, AjError *ret_error)
 {
-        return create_impl(run_id, limits, allow_degraded, false, ret, ret_error);
+        return create_impl(run_id, limits, allow_degraded, false, ret, ret_unenforced, ret_error);
 }
 
 int aj_cgroup_create_v2_first(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, AjCgroup **ret,
-                              char **ret_error)
+                              char **ret_unenforced, AjError *ret_error)
 {
-        return create_impl(run_id, limits, allow_degraded, true, ret, ret_error);
+        return create_impl(run_id, limits, allow_degraded, true, ret, ret_unenforced, ret_error);
 }
 
-int aj_cgroup_create_rest(AjCgroup *cg, char **ret_error)
+int aj_cgroup_create_rest(AjCgroup *cg, char **ret_unenforced, AjError *ret_error)
 {
-        if (ret_error)
-                *ret_error = NULL;
+        if (ret_unenforced)
+                *ret_unenforced = NULL;
         if (!cg->v1_pending)
                 return 0;
         cg->v1_pending = false;
@@ -744,28 +745,30 @@ int aj_cgroup_create_rest(AjCgroup *cg, char **ret_error)
         int r = aj_cgroup_v1_ops.create(cg, &cg->pending_limits, &reasons);
         if (r >= 0)
                 r = build_paths(cg);
-        finish_reasons(&reasons, ret_error);
+        return finish_reasons(&reasons, r, ret_unenforced, ret_error);
+}
+
+/* What is not enforced: on failure (r < 0) the error's message, else the note the caller
+ * records for a degraded run. Returns r. */
+static int finish_reasons(AjCgroupReasons *rs, int r, char **ret_unenforced, AjError *ret_error)
+{
+        _cleanup_free_ char *text = TAKE_PTR(rs->text);
+        if (text && rs->rootless_hint) {
+                char *t = NULL;
+                if (aj_asprintf(&t, "%s; %s", text, ROOTLESS_HINT) >= 0) {
+                        free(text);
+                        text = t;
+                }
+        }
+        if (r < 0)
+                return text ? aj_error_set(ret_error, r, "%s", text) : r;
+        if (ret_unenforced)
+                *ret_unenforced = TAKE_PTR(text);
         return r;
 }
 
-static void finish_reasons(AjCgroupReasons *rs, char **ret_error)
-{
-        if (rs->text && rs->rootless_hint) {
-                char *t = NULL;
-                if (asprintf(&t, "%s; %s", rs->text, ROOTLESS_HINT) >= 0) {
-                        free(rs->text);
-                        rs->text = t;
-                }
-        }
-        if (ret_error)
-                *ret_error = rs->text;
-        else
-                free(rs->text);
-        rs->text = NULL;
-}
-
 static int create_impl(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, bool defer_v1,
-                       AjCgroup **ret, char **ret_error)
+                       AjCgroup **ret, char **ret_unenforced, AjError *ret_error)
 {
         static const AjCgroupLimits no_limits = { 0 };
         AjCgroupReasons reasons = { .allow_degraded = allow_degraded };
@@ -774,8 +777,8 @@ static int create_impl(const char *run_id, const AjCgroupLimits *limits, bool al
         AjCgroup *cg = NULL;
         int r;
 
-        if (ret_error)
-                *ret_error = NULL;
+        if (ret_unenforced)
+                *ret_unenforced = NULL;
         if (!aj_cgroup_run_id_valid(run_id) || !ret)
                 return -EINVAL;
         if (!limits)
@@ -839,8 +842,7 @@ done:
         free_bases(v2_base, v1_base);
         aj_cgroup_layout_done(&layout);
         *ret = cg;
-        finish_reasons(&reasons, ret_error);
-        return 0;
+        return finish_reasons(&reasons, 0, ret_unenforced, ret_error);
 
 fail_remove:
         (void)remove_all(cg);
@@ -848,8 +850,7 @@ fail:
         aj_cgroup_free(cg);
         free_bases(v2_base, v1_base);
         aj_cgroup_layout_done(&layout);
-        finish_reasons(&reasons, ret_error);
-        return r;
+        return finish_reasons(&reasons, r, ret_unenforced, ret_error);
 }
 
 static bool dir_exists(const char *p)

@@ -1619,18 +1619,19 @@ static int setup_cgroup(Run *run)
 {
         const AjProfile *p = run->profile;
         AjCgroupLimits lim = { .memory_max = p->memory, .pids_max = p->pids, .cpus = p->cpu };
-        _cleanup_free_ char *err = NULL;
+        _cleanup_free_ char *unenforced = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         bool degrade = p->allow_degraded & AJ_DEGRADE_LIMITS;
-        int r = aj_cgroup_create_v2_first(run->id, &lim, degrade, &run->cgroup, &err);
+        int r = aj_cgroup_create_v2_first(run->id, &lim, degrade, &run->cgroup, &unenforced, &err);
         if (r < 0) {
-                aj_error("Cannot enforce the profile's limits: %s", err ? err : strerror(-r));
+                aj_error("Cannot enforce the profile's limits: %s", aj_error_text(&err, r));
                 if (!degrade)
                         aj_error("Refusing to start (add \"limits\" to the profile's \"allow_degraded\" to run "
                                  "without them)");
                 return r;
         }
-        if (err)
-                record_degraded(run, "limits", err);
+        if (unenforced)
+                record_degraded(run, "limits", unenforced);
         return 0;
 }
 
@@ -1906,16 +1907,17 @@ int aj_jail_run(const AjRunOptions *opts)
         }
         if (run.cgroup) {
                 /* The v1 directories and limits (hybrid hosts), while the child builds its root. */
-                _cleanup_free_ char *cg_err = NULL;
-                r = aj_cgroup_create_rest(run.cgroup, &cg_err);
+                _cleanup_free_ char *unenforced = NULL;
+                _cleanup_(aj_error_clear) AjError cg_err = {};
+                r = aj_cgroup_create_rest(run.cgroup, &unenforced, &cg_err);
                 if (r < 0) {
-                        aj_error("Cannot enforce the profile's limits: %s", cg_err ? cg_err : strerror(-r));
+                        aj_error("Cannot enforce the profile's limits: %s", aj_error_text(&cg_err, r));
                         aj_error("Refusing to start (add \"limits\" to the profile's \"allow_degraded\" to run "
                                  "without them)");
                         goto fail_kill;
                 }
-                if (cg_err)
-                        record_degraded(&run, "limits", cg_err);
+                if (unenforced)
+                        record_degraded(&run, "limits", unenforced);
                 r = aj_cgroup_attach(run.cgroup, run.h.pid, run.h.in_v2_cgroup);
                 if (r < 0) {
                         aj_log_errno(r, "Cannot move the jail into its cgroup");
