@@ -135,6 +135,10 @@ int aj_cg_attach(const char *dir, pid_t pid);
 
 #define AJ_CG_WAIT_MS 5000
 
+/* Where cgroup filesystems are mounted, and the most a cgroup file may hold when read whole. */
+#define CGROUP_ROOT "/sys/fs/cgroup"
+#define CG_FILE_MAX (1024 * 1024)
+
 /*
  * One backend per hierarchy kind. A run on a hybrid host uses both: the v2
  * part (no controllers there) for CLONE_INTO_CGROUP, freeze, kill, cpu usage,
