@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "profile-internal.h"
+#include "util/fd.h"
 #include "util/format.h"
 #include "util/strv.h"
 
@@ -31,24 +32,12 @@ static int read_text(const char *path, char **ret)
                 return -EBADFD;
         if (st.st_size > MAX_FILE_SIZE)
                 return -EFBIG;
-        _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
-        if (!buf)
-                return -ENOMEM;
+        /* A file that grows while we read it is refused once it outgrows both its size and 4 KiB. */
+        _cleanup_free_ char *buf = NULL;
         size_t have = 0;
-        for (;;) {
-                if (have > (size_t)st.st_size)
-                        return -EFBIG;
-                ssize_t n = read(fd, buf + have, (size_t)st.st_size + 1 - have);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                have += (size_t)n;
-        }
-        buf[have] = 0;
+        int r = aj_read_fd(fd, (size_t)st.st_size + 1, &buf, &have);
+        if (r < 0)
+                return r;
         /* jansson would stop at a NUL and silently ignore the rest. */
         if (strlen(buf) != have)
                 return -EBADMSG;

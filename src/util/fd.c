@@ -72,6 +72,11 @@ int aj_read_file_at(int dirfd, const char *path, size_t max_size, char **ret, si
         _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
+        return aj_read_fd(fd, max_size, ret, ret_len);
+}
+
+int aj_read_fd(int fd, size_t max_size, char **ret, size_t *ret_len)
+{
         size_t cap = 4096, len = 0;
         _cleanup_free_ char *buf = malloc(cap + 1);
         if (!buf)
