@@ -32,6 +32,7 @@
 #include "events.h"
 #include "util/ratelimit.h"
 #include "util/strv.h"
+#include "util/format.h"
 
 #define MAX_EVENTS_PER_DISPATCH 64
 #define MAX_ACCEPTS_PER_DISPATCH 16
@@ -319,18 +320,8 @@ uint64_t aj_broker_reports_suppressed(const AjBroker *b)
 /* A short printable rendering of an untrusted string for messages. */
 static const char *shown(const char *s, char *buf, size_t size)
 {
-        size_t j = 0;
-        for (size_t i = 0; s[i] && j + 4 < size; i++) {
-                if (i == 64) {
-                        memcpy(buf + j, "...", 3);
-                        j += 3;
-                        break;
-                }
-                unsigned char ch = (unsigned char)s[i];
-                buf[j++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
-        }
-        buf[j] = 0;
-        return buf;
+        buf[0] = 0;
+        return aj_append_printable(buf, size, s, 64);
 }
 #define SHOWN(s) shown((s), (char[80]){}, 80)
 

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,18 @@ int aj_cg_read_pids(const char *dir, pid_t **ret, size_t *ret_n)
         *ret = TAKE_PTR(v);
         *ret_n = n;
         return 0;
+}
+
+int aj_cg_signal_all(const char *dir, int sig)
+{
+        _cleanup_free_ pid_t *pids = NULL;
+        size_t n = 0;
+        int r = aj_cg_read_pids(dir, &pids, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                (void)kill(pids[i], sig);
+        return (int)n;
 }
 
 int aj_cg_attach(const char *dir, pid_t pid)

@@ -231,13 +231,10 @@ static int v1_kill(AjCgroup *cg)
         int64_t deadline = aj_now_monotonic_ms() + AJ_CG_WAIT_MS;
         int r = 0;
         for (;;) {
-                _cleanup_free_ pid_t *pids = NULL;
-                size_t n = 0;
-                r = aj_cg_read_pids(dir, &pids, &n);
-                if (r < 0 || n == 0)
+                r = aj_cg_signal_all(dir, SIGKILL);
+                if (r <= 0)
                         break;
-                for (size_t i = 0; i < n; i++)
-                        (void)kill(pids[i], SIGKILL);
+                r = 0;
                 if (frozen)
                         break;
                 if (aj_now_monotonic_ms() >= deadline) {

@@ -396,17 +396,9 @@ static int v2_kill(AjCgroup *cg)
                 /* Before 5.14: freeze so nothing forks behind our back, signal
                  * every task, then thaw so the SIGKILLs are delivered. */
                 bool frozen = v2_set_frozen(cg, true) >= 0;
-                for (int round = 0; round < 64; round++) {
-                        _cleanup_free_ pid_t *pids = NULL;
-                        size_t n = 0;
-                        r = aj_cg_read_pids(dir, &pids, &n);
-                        if (r < 0 || n == 0)
+                for (int round = 0; round < 64; round++)
+                        if (aj_cg_signal_all(dir, SIGKILL) <= 0 || frozen)
                                 break;
-                        for (size_t i = 0; i < n; i++)
-                                (void)kill(pids[i], SIGKILL);
-                        if (frozen)
-                                break;
-                }
                 if (frozen)
                         (void)v2_set_frozen(cg, false);
         }

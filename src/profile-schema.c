@@ -53,22 +53,6 @@ void check_pop(Check *c)
         c->elem[c->n < MAX_KEY_DEPTH ? c->n : MAX_KEY_DEPTH] = NULL;
 }
 
-/* Appends s to buf, keeping it printable and short: keys come from untrusted files. */
-static void append_sanitized(char *buf, size_t size, const char *s, size_t max)
-{
-        size_t len = strlen(buf);
-        for (size_t i = 0; s[i] && len + 4 < size; i++) {
-                if (i == max) {
-                        memcpy(buf + len, "...", 3);
-                        len += 3;
-                        break;
-                }
-                unsigned char ch = (unsigned char)s[i];
-                buf[len++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
-        }
-        buf[len] = 0;
-}
-
 static void format_key_path(const Check *c, char *buf, size_t size)
 {
         buf[0] = 0;
@@ -76,8 +60,8 @@ static void format_key_path(const Check *c, char *buf, size_t size)
                 const char *e = c->elem[i];
                 bool is_index = e == c->index[i];
                 if (i > 0 && !is_index)
-                        append_sanitized(buf, size, ".", 1);
-                append_sanitized(buf, size, e, 64);
+                        aj_append_printable(buf, size, ".", 1);
+                aj_append_printable(buf, size, e, 64);
         }
 }
 
@@ -127,9 +111,9 @@ const char *describe_value(const json_t *v, char *buf, size_t size)
         if (!s)
                 return "a value";
         buf[0] = 0;
-        append_sanitized(buf, size, s, 60);
+        aj_append_printable(buf, size, s, 60);
         if (json_is_string(v) && strlen(s) > 60)
-                append_sanitized(buf, size, "\"", 1);
+                aj_append_printable(buf, size, "\"", 1);
         return buf;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stddef.h>
 
 #include "util/macros.h"
 
@@ -9,3 +10,7 @@
  * with *ret untouched. The one place that calls vasprintf(3) and maps its -1. */
 _printf_(2, 0) int aj_vasprintf(char **ret, const char *fmt, va_list ap);
 _printf_(2, 3) int aj_asprintf(char **ret, const char *fmt, ...);
+
+/* Appends s to the string in buf (size bytes), printable and short, for untrusted text in
+ * messages: control characters become '?', and after max characters "..." ends it. Returns buf. */
+char *aj_append_printable(char *buf, size_t size, const char *s, size_t max);

@@ -290,3 +290,18 @@ Test(ratelimit, work_budget_debt)
         cr_expect_not(aj_ratelimit_charge(&none, t, 1));
         cr_expect_eq(aj_ratelimit_debt_ns(&none), 0, "no refill: no time pays it");
 }
+
+Test(format, append_printable)
+{
+        char buf[80] = "key ";
+        cr_expect_str_eq(aj_append_printable(buf, sizeof(buf), "a\tb\x7f" "c", 64), "key a?b?c");
+        buf[0] = 0;
+        char longer[100];
+        memset(longer, 'x', sizeof(longer) - 1);
+        longer[sizeof(longer) - 1] = 0;
+        aj_append_printable(buf, sizeof(buf), longer, 8);
+        cr_expect_str_eq(buf, "xxxxxxxx...", "cut after max characters");
+        char small[8] = "";
+        aj_append_printable(small, sizeof(small), "abcdefgh", 64);
+        cr_expect_lt(strlen(small), sizeof(small), "never past the buffer");
+}
