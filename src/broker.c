@@ -30,8 +30,9 @@
 #include "agentjail/broker.h"
 #include "broker.h"
 #include "events.h"
-#include "seccomp-filter.h"
+#include "util/ratelimit.h"
 #include "util/strv.h"
+#include "util/format.h"
 
 #define MAX_EVENTS_PER_DISPATCH 64
 #define MAX_ACCEPTS_PER_DISPATCH 16
@@ -85,9 +86,7 @@ struct AjBroker {
         size_t n_conns;
         uint64_t next_call;
         uint64_t (*now_ns)(void);
-        double error_tokens;
-        uint64_t error_refill_ns;
-        uint64_t errors_suppressed;
+        AjRateLimit error_rl; /* broker.error events; .suppressed: not yet told in one */
         AjRateLimit report_rl; /* tool_result + tokens; per_sec 0: none */
         uint64_t reports_suppressed_told; /* report_rl.suppressed already in an event */
         InFlight *in_flight; /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
@@ -234,25 +233,8 @@ static int emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char
         return r;
 }
 
-/* Token bucket for broker.error: garbage from a client must not fill the event log. */
-static bool error_event_allowed(AjBroker *b)
-{
-        uint64_t now = b->now_ns();
-        if (b->error_refill_ns == 0 || now < b->error_refill_ns) {
-                b->error_tokens = ERROR_BURST;
-                b->error_refill_ns = now;
-        }
-        b->error_tokens += (double)(now - b->error_refill_ns) / 1e9 * ERROR_PER_SEC;
-        if (b->error_tokens > ERROR_BURST)
-                b->error_tokens = ERROR_BURST;
-        b->error_refill_ns = now;
-        if (b->error_tokens < 1) {
-                b->errors_suppressed++;
-                return false;
-        }
-        b->error_tokens -= 1;
-        return true;
-}
+/* broker.error events: garbage from a client must not fill the event log. */
+static bool error_event_allowed(AjBroker *b) { return aj_ratelimit_allow(&b->error_rl, b->now_ns()); }
 
 static json_t *envelope(json_t *id, bool ok)
 {
@@ -281,9 +263,9 @@ _printf_(5, 6) static void reply_error(AjBroker *b, Conn *c, json_t *id, const c
 
         if (error_event_allowed(b)) {
                 json_t *f = json_pack("{s:s, s:s, s:O?}", "code", code, "message", msg, "id", id);
-                if (f && b->errors_suppressed) {
-                        json_object_set_new(f, "suppressed", json_integer((json_int_t)b->errors_suppressed));
-                        b->errors_suppressed = 0;
+                if (f && b->error_rl.suppressed) {
+                        json_object_set_new(f, "suppressed", json_integer((json_int_t)b->error_rl.suppressed));
+                        b->error_rl.suppressed = 0;
                 }
                 (void)emit(b, "broker.error", f); /* the reply says what went wrong either way */
         }
@@ -338,18 +320,8 @@ uint64_t aj_broker_reports_suppressed(const AjBroker *b)
 /* A short printable rendering of an untrusted string for messages. */
 static const char *shown(const char *s, char *buf, size_t size)
 {
-        size_t j = 0;
-        for (size_t i = 0; s[i] && j + 4 < size; i++) {
-                if (i == 64) {
-                        memcpy(buf + j, "...", 3);
-                        j += 3;
-                        break;
-                }
-                unsigned char ch = (unsigned char)s[i];
-                buf[j++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
-        }
-        buf[j] = 0;
-        return buf;
+        buf[0] = 0;
+        return aj_append_printable(buf, size, s, 64);
 }
 #define SHOWN(s) shown((s), (char[80]){}, 80)
 
@@ -1224,6 +1196,7 @@ int aj_broker_fd(AjBroker *b)
 void aj_broker_set_clock(AjBroker *b, uint64_t (*now_ns)(void))
 {
         b->now_ns = now_ns ? now_ns : aj_now_monotonic_ns;
+        aj_ratelimit_init(&b->error_rl, ERROR_BURST, ERROR_PER_SEC); /* a new clock, a new bucket */
 }
 
 int aj_broker_new(const char *socket_path, uid_t owner_uid, gid_t owner_gid, AjMeter *meter, const AjHooks *hooks,
@@ -1251,6 +1224,7 @@ int aj_broker_new(const char *socket_path, uid_t owner_uid, gid_t owner_gid, AjM
         b->meter = meter;
         b->hooks = hooks;
         b->now_ns = aj_now_monotonic_ns;
+        aj_ratelimit_init(&b->error_rl, ERROR_BURST, ERROR_PER_SEC);
         b->approval_timeout_ns = AJ_BROKER_APPROVAL_TIMEOUT_NS;
         b->epfd = epoll_create1(EPOLL_CLOEXEC);
         b->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

@@ -132,8 +132,14 @@ int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_
 int aj_cg_read_pids(const char *dir, pid_t **ret, size_t *ret_n);
 /* Move pid into dir (writes cgroup.procs). */
 int aj_cg_attach(const char *dir, pid_t pid);
+/* One pass of `sig` to every task listed in dir's cgroup.procs: how many there were, or -errno. */
+int aj_cg_signal_all(const char *dir, int sig);
 
 #define AJ_CG_WAIT_MS 5000
+
+/* Where cgroup filesystems are mounted, and the most a cgroup file may hold when read whole. */
+#define CGROUP_ROOT "/sys/fs/cgroup"
+#define CG_FILE_MAX (1024 * 1024)
 
 /*
  * One backend per hierarchy kind. A run on a hybrid host uses both: the v2

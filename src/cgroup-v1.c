@@ -21,26 +21,13 @@
 #include <unistd.h>
 
 #include "cgroup-internal.h"
+#include "util/clock.h"
 #include "util/fd.h"
 #include "util/macros.h"
 
 static bool is_primary(const AjCgroup *cg, size_t c)
 {
         return cg->have_v1[c] && !cg->plan.v1_alias[c];
-}
-
-static void pause_ms(long ms)
-{
-        struct timespec ts = { .tv_sec = 0, .tv_nsec = ms * 1000000L };
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-}
-
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static bool limit_requested(const AjCgroupLimits *l, size_t c)
@@ -187,7 +174,7 @@ static int v1_set_frozen(AjCgroup *cg, bool frozen)
         int r = aj_cg_write(d, "freezer.state", want);
         if (r < 0)
                 return r;
-        int64_t deadline = mono_ms() + AJ_CG_WAIT_MS;
+        int64_t deadline = aj_now_monotonic_ms() + AJ_CG_WAIT_MS;
         for (long step = 1;; step = step < 10 ? step * 2 : 10) {
                 _cleanup_free_ char *s = NULL;
                 r = aj_cg_read(d, "freezer.state", &s);
@@ -196,12 +183,12 @@ static int v1_set_frozen(AjCgroup *cg, bool frozen)
                 s[strcspn(s, "\n")] = 0;
                 if (streq(s, want))
                         return 0;
-                if (mono_ms() >= deadline)
+                if (aj_now_monotonic_ms() >= deadline)
                         return -ETIMEDOUT;
                 /* A task stuck in FREEZING needs the write repeated. */
                 if (frozen)
                         (void)aj_cg_write(d, "freezer.state", want);
-                pause_ms(step);
+                aj_sleep_ms(step);
         }
 }
 
@@ -217,7 +204,7 @@ static const char *procs_dir(const AjCgroup *cg)
 
 static int wait_empty(const char *dir)
 {
-        int64_t deadline = mono_ms() + AJ_CG_WAIT_MS;
+        int64_t deadline = aj_now_monotonic_ms() + AJ_CG_WAIT_MS;
         for (long step = 1;; step = step < 10 ? step * 2 : 10) {
                 _cleanup_free_ pid_t *pids = NULL;
                 size_t n = 0;
@@ -226,9 +213,9 @@ static int wait_empty(const char *dir)
                         return r == -ENOENT ? 0 : r;
                 if (n == 0)
                         return 0;
-                if (mono_ms() >= deadline)
+                if (aj_now_monotonic_ms() >= deadline)
                         return -ETIMEDOUT;
-                pause_ms(step);
+                aj_sleep_ms(step);
         }
 }
 
@@ -241,23 +228,20 @@ static int v1_kill(AjCgroup *cg)
          * thawing lets the pending SIGKILLs take effect. Without a freezer,
          * repeat until no task is left. */
         bool frozen = v1_can_freeze(cg) && v1_set_frozen(cg, true) >= 0;
-        int64_t deadline = mono_ms() + AJ_CG_WAIT_MS;
+        int64_t deadline = aj_now_monotonic_ms() + AJ_CG_WAIT_MS;
         int r = 0;
         for (;;) {
-                _cleanup_free_ pid_t *pids = NULL;
-                size_t n = 0;
-                r = aj_cg_read_pids(dir, &pids, &n);
-                if (r < 0 || n == 0)
+                r = aj_cg_signal_all(dir, SIGKILL);
+                if (r <= 0)
                         break;
-                for (size_t i = 0; i < n; i++)
-                        (void)kill(pids[i], SIGKILL);
+                r = 0;
                 if (frozen)
                         break;
-                if (mono_ms() >= deadline) {
+                if (aj_now_monotonic_ms() >= deadline) {
                         r = -ETIMEDOUT;
                         break;
                 }
-                pause_ms(1);
+                aj_sleep_ms(1);
         }
         if (frozen) {
                 int q = v1_set_frozen(cg, false);

@@ -225,79 +225,59 @@ static int apply_limit(AjCgroup *cg, AjCgroupReasons *rs, const char *what, cons
                                     cg->plan.v2_run, file, strerror(-r));
 }
 
-static int v2_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons *rs)
+/* Unified hierarchy: the controllers `want` (for limits) enabled in the base's subtree_control,
+ * moving agentjail into a leaf first when a rootless base holds it; *ret_enabled: what is.
+ * 1: it cannot be (reported in rs, the run goes on degraded without a v2 cgroup). */
+static int v2_prepare_base(AjCgroup *cg, unsigned want, AjCgroupReasons *rs, bool rootless, unsigned *ret_enabled)
 {
-        if (!cg->plan.v2_run)
-                return 0;
-        bool unified = cg->mode == AJ_CGROUP_MODE_UNIFIED;
-        bool rootless = geteuid() != 0;
-        unsigned want = 0, enabled = 0;
+        unsigned enabled = 0;
         int r;
-        if (unified) {
-                want = (limits->memory_max ? CTRL_MEMORY : 0) | (limits->pids_max ? CTRL_PIDS : 0) |
-                       (limits->cpus > 0 ? CTRL_CPU : 0);
-                size_t pl = strlen(cg->plan.v2_parent) - strlen("/agentjail");
-                _cleanup_free_ char *base = strndup(cg->plan.v2_parent, pl > 0 ? pl : 1);
+        size_t pl = strlen(cg->plan.v2_parent) - strlen("/agentjail");
+        _cleanup_free_ char *base = strndup(cg->plan.v2_parent, pl > 0 ? pl : 1);
+        if (!base)
+                return -ENOMEM;
+        if (!*base) {
+                free(base);
+                base = strdup("/");
                 if (!base)
                         return -ENOMEM;
-                if (!*base) {
-                        free(base);
-                        base = strdup("/");
-                        if (!base)
-                                return -ENOMEM;
-                }
-                _cleanup_free_ char *sub_s = NULL, *avail_s = NULL;
-                (void)aj_cg_read(base, "cgroup.subtree_control", &sub_s);
-                (void)aj_cg_read(base, "cgroup.controllers", &avail_s);
-                unsigned before = ctrl_set(sub_s);
-                /* Moving is no use when the controllers are not delegated to us at all:
-                 * enable_controllers() says so. */
-                if (rootless && (want & ~before) && !(want & ~ctrl_set(avail_s))) {
-                        r = leave_base(cg, base);
-                        if (r == -EBUSY) {
-                                rs->rootless_hint = true;
-                                return aj_cgroup_unenforced(rs, "'%s' holds other processes than agentjail, so "
-                                                            "it cannot enable controllers for its children",
-                                                            base);
-                        }
-                        if (r < 0) {
-                                rs->rootless_hint = true;
-                                return aj_cgroup_unenforced(rs, "cannot move agentjail out of '%s' into a leaf cgroup: %s",
-                                                            base, strerror(-r));
-                        }
-                }
-                /* memory and pids are cheap and give OOM / fork-limit events even
-                 * without a limit; cpu only when a quota is asked for. */
-                r = enable_controllers(base, want, CTRL_MEMORY | CTRL_PIDS, rs, rootless, &enabled);
-                if (r < 0)
-                        return r;
-                cg->v2_base_enabled = enabled & ~before;
         }
-
-        r = aj_cg_mkdir_run(cg->plan.v2_parent, cg->plan.v2_run);
-        if (r == -EEXIST)
-                return r;
-        if (r < 0) {
-                if (!unified)
-                        return 0; /* hybrid: the v1 freezer takes over freeze and kill */
-                rs->rootless_hint = rs->rootless_hint || rootless;
-                return aj_cgroup_unenforced(rs, "cannot create cgroup '%s': %s; %s", cg->plan.v2_run,
-                                            strerror(-r),
-                                            want ? "limits, freeze and kill are not enforced"
-                                                 : "freeze and kill of the whole run are not available");
+        _cleanup_free_ char *sub_s = NULL, *avail_s = NULL;
+        (void)aj_cg_read(base, "cgroup.subtree_control", &sub_s);
+        (void)aj_cg_read(base, "cgroup.controllers", &avail_s);
+        unsigned before = ctrl_set(sub_s);
+        /* Moving is no use when the controllers are not delegated to us at all:
+         * enable_controllers() says so. */
+        if (rootless && (want & ~before) && !(want & ~ctrl_set(avail_s))) {
+                r = leave_base(cg, base);
+                if (r == -EBUSY) {
+                        rs->rootless_hint = true;
+                        r = aj_cgroup_unenforced(rs, "'%s' holds other processes than agentjail, so "
+                                                 "it cannot enable controllers for its children",
+                                                 base);
+                        return r < 0 ? r : 1;
+                }
+                if (r < 0) {
+                        rs->rootless_hint = true;
+                        r = aj_cgroup_unenforced(rs, "cannot move agentjail out of '%s' into a leaf cgroup: %s",
+                                                 base, strerror(-r));
+                        return r < 0 ? r : 1;
+                }
         }
-        cg->have_v2 = true;
-        cg->v2_fd = open(cg->plan.v2_run, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (cg->v2_fd < 0)
-                return -errno;
-        if (!unified)
-                return 0;
-
-        unsigned got = 0;
-        r = enable_controllers(cg->plan.v2_parent, want & enabled, enabled & ~want, rs, rootless, &got);
+        /* memory and pids are cheap and give OOM / fork-limit events even
+         * without a limit; cpu only when a quota is asked for. */
+        r = enable_controllers(base, want, CTRL_MEMORY | CTRL_PIDS, rs, rootless, &enabled);
         if (r < 0)
                 return r;
+        cg->v2_base_enabled = enabled & ~before;
+        *ret_enabled = enabled;
+        return 0;
+}
 
+/* The limits whose controllers `got` has; the others were reported by enable_controllers(). */
+static int v2_apply_limits(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons *rs, unsigned got)
+{
+        int r;
         char buf[64];
         if (limits->memory_max) {
                 /* Not enabled: enable_controllers() already said why. */
@@ -340,6 +320,48 @@ static int v2_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
         return 0;
 }
 
+static int v2_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons *rs)
+{
+        if (!cg->plan.v2_run)
+                return 0;
+        bool unified = cg->mode == AJ_CGROUP_MODE_UNIFIED;
+        bool rootless = geteuid() != 0;
+        unsigned want = 0, enabled = 0;
+        int r;
+        if (unified) {
+                want = (limits->memory_max ? CTRL_MEMORY : 0) | (limits->pids_max ? CTRL_PIDS : 0) |
+                       (limits->cpus > 0 ? CTRL_CPU : 0);
+                r = v2_prepare_base(cg, want, rs, rootless, &enabled);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+        }
+
+        r = aj_cg_mkdir_run(cg->plan.v2_parent, cg->plan.v2_run);
+        if (r == -EEXIST)
+                return r;
+        if (r < 0) {
+                if (!unified)
+                        return 0; /* hybrid: the v1 freezer takes over freeze and kill */
+                rs->rootless_hint = rs->rootless_hint || rootless;
+                return aj_cgroup_unenforced(rs, "cannot create cgroup '%s': %s; %s", cg->plan.v2_run,
+                                            strerror(-r),
+                                            want ? "limits, freeze and kill are not enforced"
+                                                 : "freeze and kill of the whole run are not available");
+        }
+        cg->have_v2 = true;
+        cg->v2_fd = open(cg->plan.v2_run, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cg->v2_fd < 0)
+                return -errno;
+        if (!unified)
+                return 0;
+
+        unsigned got = 0;
+        r = enable_controllers(cg->plan.v2_parent, want & enabled, enabled & ~want, rs, rootless, &got);
+        if (r < 0)
+                return r;
+        return v2_apply_limits(cg, limits, rs, got);
+}
+
 static int v2_attach(AjCgroup *cg, pid_t pid)
 {
         return cg->have_v2 ? aj_cg_attach(cg->plan.v2_run, pid) : 0;
@@ -374,17 +396,9 @@ static int v2_kill(AjCgroup *cg)
                 /* Before 5.14: freeze so nothing forks behind our back, signal
                  * every task, then thaw so the SIGKILLs are delivered. */
                 bool frozen = v2_set_frozen(cg, true) >= 0;
-                for (int round = 0; round < 64; round++) {
-                        _cleanup_free_ pid_t *pids = NULL;
-                        size_t n = 0;
-                        r = aj_cg_read_pids(dir, &pids, &n);
-                        if (r < 0 || n == 0)
+                for (int round = 0; round < 64; round++)
+                        if (aj_cg_signal_all(dir, SIGKILL) <= 0 || frozen)
                                 break;
-                        for (size_t i = 0; i < n; i++)
-                                (void)kill(pids[i], SIGKILL);
-                        if (frozen)
-                                break;
-                }
                 if (frozen)
                         (void)v2_set_frozen(cg, false);
         }

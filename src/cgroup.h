@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util/error.h"
 #include "util/macros.h"
 
 typedef enum {
@@ -46,18 +47,19 @@ const char *aj_cgroup_mode_name(AjCgroupMode m);
  * Create the run's cgroup "agentjail/<run_id>" in every hierarchy that is
  * needed, and apply the limits. If a requested limit cannot be enforced
  * (controller missing, no permission, no delegation), fails with -EOPNOTSUPP
- * and *ret_error saying why, unless allow_degraded: then it succeeds and
- * *ret_error says what is not enforced (caller records it). Cleans up on failure.
+ * and ret_error saying why, unless allow_degraded: then it succeeds and
+ * *ret_unenforced says what is not enforced (caller records it; NULL when all is).
+ * Cleans up on failure.
  */
 int aj_cgroup_create(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded,
-                     AjCgroup **ret, char **ret_error);
+                     AjCgroup **ret, char **ret_unenforced, AjError *ret_error);
 
 /* The same in two halves, so the v1 half overlaps the jail's own setup: first what the
  * jail must be cloned into (the v2 cgroup), then, before aj_cgroup_attach(), the v1
  * controller directories and their limits (same failure rules; nothing to do on pure v2). */
 int aj_cgroup_create_v2_first(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded,
-                              AjCgroup **ret, char **ret_error);
-int aj_cgroup_create_rest(AjCgroup *cg, char **ret_error);
+                              AjCgroup **ret, char **ret_unenforced, AjError *ret_error);
+int aj_cgroup_create_rest(AjCgroup *cg, char **ret_unenforced, AjError *ret_error);
 
 /* Re-open an existing run's cgroup (for freeze/thaw/kill from another process). */
 int aj_cgroup_open(const char *run_id, AjCgroup **ret);

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "util/clock.h"
+#include "util/syscalls.h"
 
 typedef struct {
         int fd;
@@ -489,12 +491,12 @@ static void peer_gather(int fd, const struct ucred *cred, AjControlPeer *ret)
         if (cred->pid <= 0)
                 return;
         if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0 || len != sizeof(pidfd))
-                pidfd = (int)syscall(SYS_pidfd_open, cred->pid, 0);
+                pidfd = sys_pidfd_open(cred->pid, 0);
         if (pidfd < 0)
                 return;
         snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)cred->pid);
         if (ns_id(path, &ret->userns) == 0 &&
-            (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0 || errno == EPERM))
+            (sys_pidfd_send_signal(pidfd, 0, NULL, 0) == 0 || errno == EPERM))
                 ret->userns_known = true;
         close(pidfd);
 }
@@ -661,17 +663,10 @@ void aj_control_free(AjControl *c)
 
 /* ---- client ---------------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int wait_fd(int fd, short events, int64_t deadline)
 {
         for (;;) {
-                int64_t left = deadline - now_ms();
+                int64_t left = deadline - aj_now_monotonic_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
                 struct pollfd p = { .fd = fd, .events = events };
@@ -691,7 +686,7 @@ int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, js
         if (strlen(socket_path) >= sizeof(sa.sun_path))
                 return -ENAMETOOLONG;
         strcpy(sa.sun_path, socket_path);
-        int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+        int64_t deadline = aj_now_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 1);
 
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)

@@ -24,7 +24,6 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,6 +44,7 @@
 #include "util/parse.h"
 #include "util/macros.h"
 #include "util/strv.h"
+#include "util/syscalls.h"
 
 extern char **environ;
 
@@ -294,7 +294,7 @@ static int watchdog_start(Run *run)
         }
         close(p[0]);
         /* Our own child, not reaped yet: its pid cannot have been reused. */
-        int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        int pidfd = sys_pidfd_open(pid, 0);
         if (pidfd < 0) {
                 int r = -errno;
                 /* Killed before its pipe closes, so it cannot take the run for lost. */
@@ -780,7 +780,7 @@ static void handle_child_msg(Run *run)
 static void forward_signal(Run *run, int sig)
 {
         if (!run->init_exited)
-                (void)syscall(SYS_pidfd_send_signal, run->h.pidfd, sig, NULL, 0);
+                (void)sys_pidfd_send_signal(run->h.pidfd, sig, NULL, 0);
 }
 
 int aj_timerfd_arm(int fd, uint64_t ns)
@@ -1315,11 +1315,11 @@ static int prepare(Run *run)
         if (r < 0)
                 return aj_log_errno(r, "Cannot find a state directory (set AGENTJAIL_STATE_DIR)");
 
-        AjProfileError perr = { 0 };
+        AjError perr = { 0 };
         r = aj_profile_load(opts->profile ? opts->profile : "default", &run->profile, &perr);
         if (r < 0) {
                 aj_error("%s", perr.message ? perr.message : strerror(-r));
-                aj_profile_error_clear(&perr);
+                aj_error_clear(&perr);
                 return r;
         }
 
@@ -1438,10 +1438,10 @@ static int setup_meter_and_broker(Run *run)
                         return -ENOMEM;
         if (allow && allow[0]) {
                 size_t bad = 0;
-                _cleanup_free_ char *err = NULL;
+                _cleanup_(aj_error_clear) AjError err = {};
                 r = aj_net_policy_parse(allow, &run->net_policy, &bad, &err);
                 if (r < 0) {
-                        aj_error("network allowlist: '%s': %s", allow[bad] ? allow[bad] : "?", err ? err : strerror(-r));
+                        aj_error("network allowlist: '%s': %s", allow[bad] ? allow[bad] : "?", aj_error_text(&err, r));
                         return r;
                 }
         }
@@ -1577,12 +1577,12 @@ static int plan(Run *run, AjSpawnConfig *cfg)
         _cleanup_free_ char *cache = NULL;
         if (asprintf(&cache, "%s/cache/seccomp", run->paths.state_root) < 0)
                 return -ENOMEM;
-        _cleanup_free_ char *serr = NULL;
+        _cleanup_(aj_error_clear) AjError serr = {};
         /* The cache's secret lives in the runtime root, never bound into a jail (only
          * <runtime>/<id>/jail is), and apart from the cache it authenticates. */
         r = aj_seccomp_build_cached(&spec, cache, run->paths.runtime_root, &run->bpf, &serr);
         if (r < 0) {
-                aj_error("Cannot build the seccomp filter: %s", serr ? serr : strerror(-r));
+                aj_error("Cannot build the seccomp filter: %s", aj_error_text(&serr, r));
                 return r;
         }
 
@@ -1632,18 +1632,19 @@ static int setup_cgroup(Run *run)
 {
         const AjProfile *p = run->profile;
         AjCgroupLimits lim = { .memory_max = p->memory, .pids_max = p->pids, .cpus = p->cpu };
-        _cleanup_free_ char *err = NULL;
+        _cleanup_free_ char *unenforced = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         bool degrade = p->allow_degraded & AJ_DEGRADE_LIMITS;
-        int r = aj_cgroup_create_v2_first(run->id, &lim, degrade, &run->cgroup, &err);
+        int r = aj_cgroup_create_v2_first(run->id, &lim, degrade, &run->cgroup, &unenforced, &err);
         if (r < 0) {
-                aj_error("Cannot enforce the profile's limits: %s", err ? err : strerror(-r));
+                aj_error("Cannot enforce the profile's limits: %s", aj_error_text(&err, r));
                 if (!degrade)
                         aj_error("Refusing to start (add \"limits\" to the profile's \"allow_degraded\" to run "
                                  "without them)");
                 return r;
         }
-        if (err)
-                record_degraded(run, "limits", err);
+        if (unenforced)
+                record_degraded(run, "limits", unenforced);
         return 0;
 }
 
@@ -1798,7 +1799,7 @@ static void finish_alert(Run *run)
 static void kill_jail(Run *run)
 {
         if (run->h.pidfd >= 0 && !run->init_exited) {
-                (void)syscall(SYS_pidfd_send_signal, run->h.pidfd, SIGKILL, NULL, 0);
+                (void)sys_pidfd_send_signal(run->h.pidfd, SIGKILL, NULL, 0);
                 siginfo_t si;
                 while (waitid(P_PIDFD, (id_t)run->h.pidfd, &si, WEXITED) < 0 && errno == EINTR)
                         ;
@@ -1919,16 +1920,17 @@ int aj_jail_run(const AjRunOptions *opts)
         }
         if (run.cgroup) {
                 /* The v1 directories and limits (hybrid hosts), while the child builds its root. */
-                _cleanup_free_ char *cg_err = NULL;
-                r = aj_cgroup_create_rest(run.cgroup, &cg_err);
+                _cleanup_free_ char *unenforced = NULL;
+                _cleanup_(aj_error_clear) AjError cg_err = {};
+                r = aj_cgroup_create_rest(run.cgroup, &unenforced, &cg_err);
                 if (r < 0) {
-                        aj_error("Cannot enforce the profile's limits: %s", cg_err ? cg_err : strerror(-r));
+                        aj_error("Cannot enforce the profile's limits: %s", aj_error_text(&cg_err, r));
                         aj_error("Refusing to start (add \"limits\" to the profile's \"allow_degraded\" to run "
                                  "without them)");
                         goto fail_kill;
                 }
-                if (cg_err)
-                        record_degraded(&run, "limits", cg_err);
+                if (unenforced)
+                        record_degraded(&run, "limits", unenforced);
                 r = aj_cgroup_attach(run.cgroup, run.h.pid, run.h.in_v2_cgroup);
                 if (r < 0) {
                         aj_log_errno(r, "Cannot move the jail into its cgroup");

@@ -17,6 +17,7 @@
 #include "meter.h"
 #include "profile.h"
 #include "util/parse.h"
+#include "util/error.h"
 
 static const char *const cap_names[_AJ_CAP_MAX] = {
         [AJ_CAP_TOKENS] = "tokens",
@@ -122,21 +123,6 @@ static int parse_cap_value(AjCap cap, const char *s, uint64_t *ret)
         return 0;
 }
 
-_printf_(2, 3) static int set_msg(char **ret_error, const char *fmt, ...)
-{
-        if (!ret_error)
-                return -EINVAL;
-        va_list ap;
-        char *m;
-        va_start(ap, fmt);
-        int r = vasprintf(&m, fmt, ap);
-        va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
-        *ret_error = m;
-        return -EINVAL;
-}
-
 void aj_meter_caps_from_profile(const AjProfile *p, AjMeterCaps *ret)
 {
         AjMeterCaps c = {};
@@ -166,13 +152,13 @@ int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, char **ret_error)
 {
         const char *eq = strchr(arg, '=');
         if (!eq || eq == arg)
-                return set_msg(ret_error, "--cap %s: expected KEY=VALUE (KEY one of: " CAP_LIST ")", arg);
+                return aj_ret_error(ret_error, -EINVAL, "--cap %s: expected KEY=VALUE (KEY one of: " CAP_LIST ")", arg);
         _cleanup_free_ char *key = strndup(arg, eq - arg);
         if (!key)
                 return -ENOMEM;
         int cap = aj_cap_from_name(key);
         if (cap < 0)
-                return set_msg(ret_error, "--cap %s: unknown cap \"%s\" (expected one of: " CAP_LIST ")", arg, key);
+                return aj_ret_error(ret_error, -EINVAL, "--cap %s: unknown cap \"%s\" (expected one of: " CAP_LIST ")", arg, key);
         if (streq(eq + 1, "unlimited")) {
                 caps->set[cap] = false;
                 caps->limit[cap] = 0;
@@ -180,7 +166,7 @@ int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, char **ret_error)
         }
         uint64_t v;
         if (parse_cap_value(cap, eq + 1, &v) < 0)
-                return set_msg(ret_error, "--cap %s: expected %s, or \"unlimited\"", arg, cap_expected(cap));
+                return aj_ret_error(ret_error, -EINVAL, "--cap %s: expected %s, or \"unlimited\"", arg, cap_expected(cap));
         caps->set[cap] = true;
         caps->limit[cap] = v;
         return 0;
@@ -682,7 +668,7 @@ static int compute_raise(const AjMeter *m, const char *key, const char *value, i
 {
         int cap = aj_cap_from_name(key);
         if (cap < 0)
-                return set_msg(ret_error, "cannot raise \"%s\": unknown cap (expected one of: " CAP_LIST ")", key);
+                return aj_ret_error(ret_error, -EINVAL, "cannot raise \"%s\": unknown cap (expected one of: " CAP_LIST ")", key);
         if (streq(value, "unlimited")) {
                 *ret_cap = cap;
                 *ret_set = false;
@@ -692,15 +678,15 @@ static int compute_raise(const AjMeter *m, const char *key, const char *value, i
         bool add = value[0] == '+';
         uint64_t v;
         if (parse_cap_value(cap, value + add, &v) < 0)
-                return set_msg(ret_error, "%s=%s: expected %s (\"+N\" adds, \"N\" sets), or \"unlimited\"", key,
+                return aj_ret_error(ret_error, -EINVAL, "%s=%s: expected %s (\"+N\" adds, \"N\" sets), or \"unlimited\"", key,
                                value, cap_expected(cap));
         if (add) {
                 if (!m->caps.set[cap])
-                        return set_msg(ret_error, "%s=%s: %s has no cap to add to; give the new value without '+'",
+                        return aj_ret_error(ret_error, -EINVAL, "%s=%s: %s has no cap to add to; give the new value without '+'",
                                        key, value, key);
                 v = sat_add(m->caps.limit[cap], v);
                 if (v > cap_max(cap))
-                        return set_msg(ret_error, "%s=%s: the result is too large (expected %s)", key, value,
+                        return aj_ret_error(ret_error, -EINVAL, "%s=%s: the result is too large (expected %s)", key, value,
                                        cap_expected(cap));
         }
         *ret_cap = cap;
@@ -729,7 +715,7 @@ int aj_meter_raise_json(AjMeter *m, const json_t *raise, char **ret_error)
         AjMeterCaps next = m->caps;
 
         if (!json_is_object(raise))
-                return set_msg(ret_error, "raise: expected an object like {\"tokens\": \"+20000\"}");
+                return aj_ret_error(ret_error, -EINVAL, "raise: expected an object like {\"tokens\": \"+20000\"}");
         json_object_foreach((json_t *)raise, key, v) {
                 char buf[64];
                 const char *value;
@@ -742,7 +728,7 @@ int aj_meter_raise_json(AjMeter *m, const json_t *raise, char **ret_error)
                         snprintf(buf, sizeof(buf), "%.12f", json_real_value(v));
                         value = buf;
                 } else
-                        return set_msg(ret_error, "raise.%s: expected a string like \"+20000\" or a number", key);
+                        return aj_ret_error(ret_error, -EINVAL, "raise.%s: expected a string like \"+20000\" or a number", key);
                 int cap;
                 bool set;
                 uint64_t limit;

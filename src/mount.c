@@ -27,15 +27,16 @@
 #include <pwd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
-
-#include <linux/openat2.h>
 
 #include "mount.h"
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/syscalls.h"
+#include "util/format.h"
+#include "util/path.h"
+#include "util/open-under.h"
 
 #ifndef AT_RECURSIVE
 #define AT_RECURSIVE 0x8000
@@ -71,19 +72,6 @@
 #define FSCONFIG_SET_FLAG 0
 #define FSCONFIG_SET_STRING 1
 #define FSCONFIG_CMD_CREATE 6
-#endif
-#ifndef SYS_open_tree
-#define SYS_open_tree 428
-#define SYS_move_mount 429
-#define SYS_fsopen 430
-#define SYS_fsconfig 431
-#define SYS_fsmount 432
-#endif
-#ifndef SYS_openat2
-#define SYS_openat2 437
-#endif
-#ifndef SYS_mount_setattr
-#define SYS_mount_setattr 442
 #endif
 
 #define DEFAULT_HOME "/home/agent"
@@ -182,8 +170,7 @@ static int format_error(char **ret_error, const char *fmt, ...)
         if (!ret_error)
                 return 0;
         va_start(ap, fmt);
-        if (vasprintf(&s, fmt, ap) < 0)
-                s = NULL;
+        (void)aj_vasprintf(&s, fmt, ap);
         va_end(ap);
         free(*ret_error);
         *ret_error = s;
@@ -266,17 +253,6 @@ static const char *path_under(const char *path, const char *prefix)
         if (path[l] != '\0' && path[l] != '/')
                 return NULL;
         return path + l;
-}
-
-static char *path_join(const char *a, const char *b)
-{
-        char *s = NULL;
-
-        while (*b == '/')
-                b++;
-        if (asprintf(&s, "%s%s%s", a, (a[0] && a[strlen(a) - 1] == '/') || !*b ? "" : "/", b) < 0)
-                return NULL;
-        return s;
 }
 
 /* "~" / "~/x" -> base + rest; NULL rest when `raw` does not start with "~". */
@@ -1072,7 +1048,7 @@ static int add_dir_entries(AjSensitiveList *l, const char *root, Gather *mi)
 
                 if (de->d_name[0] == '.' || (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
                         continue;
-                p = path_join(root, de->d_name);
+                p = aj_path_join(root, de->d_name);
                 if (!p)
                         return -ENOMEM;
                 r = list_add(l, p, "a user's home directory", AJ_PLACE_GENERIC, mi);
@@ -1242,7 +1218,7 @@ static int resolve_jail_path(const char *field, const char *raw, const char *jai
         int r;
 
         if (rest) {
-                joined = path_join(jail_home, rest);
+                joined = aj_path_join(jail_home, rest);
                 if (!joined)
                         return -ENOMEM;
                 p = joined;
@@ -1269,7 +1245,7 @@ static int host_home_join(const char *field, const char *raw, const char *rest, 
         if (!ctx->host_home || ctx->host_home[0] != '/')
                 return format_error(ret_error, "%s: '%s' uses '~' but the home directory is unknown", field, raw),
                        -EINVAL;
-        *ret = path_join(ctx->host_home, rest);
+        *ret = aj_path_join(ctx->host_home, rest);
         return *ret ? 0 : -ENOMEM;
 }
 
@@ -1296,7 +1272,7 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
                 r = host_home_join(field, raw, rest, ctx, &joined, ret_error);
                 if (r < 0)
                         return r;
-                tgt = path_join(jail_home, rest);
+                tgt = aj_path_join(jail_home, rest);
                 if (!tgt)
                         return -ENOMEM;
         } else if (raw[0] != '/') {
@@ -1304,7 +1280,7 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
                         return format_error(ret_error, "%s: '%s' is relative but the working directory is unknown",
                                             field, raw),
                                -EINVAL;
-                joined = path_join(ctx->cwd, raw);
+                joined = aj_path_join(ctx->cwd, raw);
                 if (!joined)
                         return -ENOMEM;
         } else {
@@ -1793,7 +1769,7 @@ static int plan_lookup(const AjMountPlan *plan, size_t n_placed, const char *pat
         const char *rest = path_under(path, best->target);
         switch (best->kind) {
         case STEP_BIND: {
-                _cleanup_free_ char *host = path_join(best->source, rest);
+                _cleanup_free_ char *host = aj_path_join(best->source, rest);
 
                 if (!host)
                         return -ENOMEM;
@@ -2072,39 +2048,6 @@ fail:
         return r;
 }
 
-/* ---- raw syscalls ------------------------------------------------------ */
-
-static int sys_open_tree(int dfd, const char *path, unsigned flags)
-{
-        return (int) syscall(SYS_open_tree, dfd, path, flags);
-}
-
-static int sys_move_mount(int from_dfd, const char *from, int to_dfd, const char *to, unsigned flags)
-{
-        return (int) syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags);
-}
-
-static int sys_mount_setattr(int dfd, const char *path, unsigned flags, struct mount_attr *attr)
-{
-        return (int) syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof(*attr));
-}
-
-static int sys_fsopen(const char *fstype, unsigned flags) { return (int) syscall(SYS_fsopen, fstype, flags); }
-
-static int sys_fsconfig(int fd, unsigned cmd, const char *key, const char *value, int aux)
-{
-        return (int) syscall(SYS_fsconfig, fd, cmd, key, value, aux);
-}
-
-static int sys_fsmount(int fd, unsigned flags, unsigned attr) { return (int) syscall(SYS_fsmount, fd, flags, attr); }
-
-static int sys_openat2(int dfd, const char *path, int flags, mode_t mode, uint64_t resolve)
-{
-        struct open_how how = { .flags = (uint64_t) flags, .mode = mode, .resolve = resolve };
-
-        return (int) syscall(SYS_openat2, dfd, path, &how, sizeof(how));
-}
-
 /* ---- host side: idmapped trees ----------------------------------------- */
 
 /* A detached overlay mount over the detached tree `lower_fd`, its upper and work dirs in
@@ -2273,17 +2216,10 @@ bool aj_mount_plan_idmap_degraded(const AjMountPlan *plan)
 
 /* ---- child side -------------------------------------------------------- */
 
-#define IN_ROOT (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-
+/* Symlinks in the new root (the profile's, the bound trees') resolve against it, never the host's. */
 static int open_in_root(int rootfd, const char *target, int flags)
 {
-        const char *rel = target;
-        int fd;
-
-        while (*rel == '/')
-                rel++;
-        fd = sys_openat2(rootfd, *rel ? rel : ".", flags | O_CLOEXEC, 0, IN_ROOT);
-        return fd < 0 ? negative_errno() : fd;
+        return aj_open_under(rootfd, target, flags, 0, AJ_UNDER_FOLLOW);
 }
 
 /* mkdir -p of target's parent inside the new root; returns an O_PATH fd of the parent
@@ -2577,7 +2513,7 @@ static int apply_step(const AjMountPlan *plan, const AjMountStep *s, int *rootfd
                 if (fchdir(*rootfd) < 0)
                         return negative_errno();
                 /* Stacks the old root under the new one at "."; detaching "." then drops it. */
-                if (syscall(SYS_pivot_root, ".", ".") < 0)
+                if (sys_pivot_root(".", ".") < 0)
                         return negative_errno();
                 if (umount2(".", MNT_DETACH) < 0)
                         return negative_errno();

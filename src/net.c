@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "net.h"
+#include "util/error.h"
 
 #define MAX_ENTRY_LEN 300
 
@@ -159,6 +160,64 @@ static int parse_cidr(const char *s, bool want_v6, AjNetRule *r, const char **re
         return 0;
 }
 
+/* "[v6]", "[v6]:port" or "[v6/prefix]:port" (buf is modified). */
+static int parse_bracketed(char *buf, AjNetRule *r, const char **ret_why)
+{
+        char *close = strchr(buf, ']');
+        if (!close) {
+                *ret_why = "missing ']'";
+                return -EINVAL;
+        }
+        *close = 0;
+        if (close[1] == ':') {
+                if (parse_port(close + 2, &r->port) < 0) {
+                        *ret_why = "invalid port (expected 1-65535)";
+                        return -EINVAL;
+                }
+        } else if (close[1]) {
+                *ret_why = "unexpected text after ']'";
+                return -EINVAL;
+        }
+        return parse_cidr(buf + 1, true, r, ret_why);
+}
+
+/* A host name or "*.domain", normalized. */
+static int parse_host(const char *hostpart, AjNetRule *r, const char **ret_why)
+{
+        int k;
+        char norm[AJ_NET_HOST_MAX + 1];
+        if (hostpart[0] == '*') {
+                if (hostpart[1] != '.' || !hostpart[2]) {
+                        *ret_why = "a wildcard must be written \"*.domain\"";
+                        return -EINVAL;
+                }
+                if (strchr(hostpart + 2, '*')) {
+                        *ret_why = "'*' is only allowed as the whole first label";
+                        return -EINVAL;
+                }
+                if ((k = aj_net_host_normalize(hostpart + 2, strlen(hostpart + 2), norm, ret_why)) < 0)
+                        return k;
+                if (!strchr(norm, '.')) {
+                        /* "*.com" would open a whole top-level domain. */
+                        *ret_why = "a wildcard needs at least two labels after \"*.\" (e.g. \"*.example.com\")";
+                        return -EINVAL;
+                }
+                r->kind = AJ_NET_RULE_WILDCARD;
+        } else {
+                if (strchr(hostpart, '*')) {
+                        *ret_why = "'*' is only allowed as the whole first label (\"*.domain\")";
+                        return -EINVAL;
+                }
+                if ((k = aj_net_host_normalize(hostpart, strlen(hostpart), norm, ret_why)) < 0)
+                        return k;
+                r->kind = AJ_NET_RULE_HOST;
+        }
+        r->host = strdup(norm);
+        if (!r->host)
+                return -ENOMEM;
+        return 0;
+}
+
 int aj_net_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why)
 {
         AjNetRule r = {};
@@ -178,23 +237,7 @@ int aj_net_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why)
 
         char *hostpart = buf;
         if (buf[0] == '[') {
-                /* "[v6]" or "[v6]:port" or "[v6/prefix]:port" */
-                char *close = strchr(buf, ']');
-                if (!close) {
-                        *ret_why = "missing ']'";
-                        return -EINVAL;
-                }
-                *close = 0;
-                if (close[1] == ':') {
-                        if (parse_port(close + 2, &r.port) < 0) {
-                                *ret_why = "invalid port (expected 1-65535)";
-                                return -EINVAL;
-                        }
-                } else if (close[1]) {
-                        *ret_why = "unexpected text after ']'";
-                        return -EINVAL;
-                }
-                if ((k = parse_cidr(buf + 1, true, &r, ret_why)) < 0)
+                if ((k = parse_bracketed(buf, &r, ret_why)) < 0)
                         return k;
                 goto done;
         }
@@ -234,36 +277,8 @@ int aj_net_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why)
                 goto done;
         }
 
-        char norm[AJ_NET_HOST_MAX + 1];
-        if (hostpart[0] == '*') {
-                if (hostpart[1] != '.' || !hostpart[2]) {
-                        *ret_why = "a wildcard must be written \"*.domain\"";
-                        return -EINVAL;
-                }
-                if (strchr(hostpart + 2, '*')) {
-                        *ret_why = "'*' is only allowed as the whole first label";
-                        return -EINVAL;
-                }
-                if ((k = aj_net_host_normalize(hostpart + 2, strlen(hostpart + 2), norm, ret_why)) < 0)
-                        return k;
-                if (!strchr(norm, '.')) {
-                        /* "*.com" would open a whole top-level domain. */
-                        *ret_why = "a wildcard needs at least two labels after \"*.\" (e.g. \"*.example.com\")";
-                        return -EINVAL;
-                }
-                r.kind = AJ_NET_RULE_WILDCARD;
-        } else {
-                if (strchr(hostpart, '*')) {
-                        *ret_why = "'*' is only allowed as the whole first label (\"*.domain\")";
-                        return -EINVAL;
-                }
-                if ((k = aj_net_host_normalize(hostpart, strlen(hostpart), norm, ret_why)) < 0)
-                        return k;
-                r.kind = AJ_NET_RULE_HOST;
-        }
-        r.host = strdup(norm);
-        if (!r.host)
-                return -ENOMEM;
+        if ((k = parse_host(hostpart, &r, ret_why)) < 0)
+                return k;
 
 done:
         r.text = strdup(entry);
@@ -275,7 +290,7 @@ done:
         return 0;
 }
 
-int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, char **ret_error)
+int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, AjError *ret_error)
 {
         AjNetPolicy *p = calloc(1, sizeof(*p));
         size_t n = 0;
@@ -288,10 +303,8 @@ int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad
                 aj_net_policy_free(p);
                 if (ret_bad_index)
                         *ret_bad_index = AJ_NET_MAX_RULES;
-                if (ret_error && asprintf(ret_error, "too many network allow entries (at most %d)",
-                                          AJ_NET_MAX_RULES) < 0)
-                        *ret_error = NULL;
-                return -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "too many network allow entries (at most %d)",
+                                    AJ_NET_MAX_RULES);
         }
         if (n > 0) {
                 p->rules = calloc(n, sizeof(AjNetRule));
@@ -309,17 +322,13 @@ int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad
                                 return r;
                         if (ret_bad_index)
                                 *ret_bad_index = i;
-                        if (ret_error) {
-                                char shown[64];
-                                snprintf(shown, sizeof(shown), "%s", entries[i]);
-                                for (char *c = shown; *c; c++)
-                                        if ((unsigned char)*c < 0x20 || *c == '"')
-                                                *c = '?';
-                                if (asprintf(ret_error, "invalid network allow entry \"%s%s\": %s", shown,
-                                             strlen(entries[i]) >= sizeof(shown) ? "..." : "", why) < 0)
-                                        *ret_error = NULL;
-                        }
-                        return -EINVAL;
+                        char shown[64];
+                        snprintf(shown, sizeof(shown), "%s", entries[i]);
+                        for (char *c = shown; *c; c++)
+                                if ((unsigned char)*c < 0x20 || *c == '"')
+                                        *c = '?';
+                        return aj_error_set(ret_error, -EINVAL, "invalid network allow entry \"%s%s\": %s", shown,
+                                            strlen(entries[i]) >= sizeof(shown) ? "..." : "", why);
                 }
                 p->n_rules++;
         }

@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 
 #include "util/macros.h"
+#include "util/error.h"
 
 #define AJ_NET_MAX_RULES 1024
 #define AJ_NET_HOST_MAX 253
@@ -59,7 +60,7 @@ typedef struct AjNetPolicy {
 
 /* Parse a NULL-terminated list of entries (NULL or empty: no network at all). On a
  * bad entry returns -EINVAL with its index and a message naming the entry. */
-int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, char **ret_error);
+int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, AjError *ret_error);
 void aj_net_policy_free(AjNetPolicy *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjNetPolicy *, aj_net_policy_free);
 

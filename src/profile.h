@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util/error.h"
 #include "util/macros.h"
 
 typedef enum {
@@ -140,12 +141,8 @@ typedef struct AjProfile {
 #define AJ_LOG_DEFAULT_REPORTS_PER_SEC 200
 #define AJ_LOG_MAX_REPORTS_PER_SEC 1000000
 
-/* Errors from loading: one message, owned by the caller. */
-typedef struct {
-        char *message; /* "FILE:LINE:COL: KEY: what is wrong", or "FILE: what is wrong" */
-} AjProfileError;
-
-void aj_profile_error_clear(AjProfileError *e);
+/* Errors from loading come in an AjError (util/error.h) whose message reads
+ * "FILE:LINE:COL: KEY: what is wrong", or "FILE: what is wrong". */
 
 /*
  * Directories searched for a profile NAME, in order:
@@ -159,13 +156,13 @@ void aj_profile_error_clear(AjProfileError *e);
 int aj_profile_search_path(char ***ret_dirs);
 
 /* Load by name (searched) or by path (contains '/' or ends in ".json"), with `extends` resolved. */
-int aj_profile_load(const char *name_or_path, AjProfile **ret, AjProfileError *err);
+int aj_profile_load(const char *name_or_path, AjProfile **ret, AjError *err);
 
 /* Load the file at `path` whatever its name looks like (`profile check FILE`). */
-int aj_profile_load_file(const char *path, AjProfile **ret, AjProfileError *err);
+int aj_profile_load_file(const char *path, AjProfile **ret, AjError *err);
 
 /* Parse one JSON text as a profile. `extends` is resolved through the search path. */
-int aj_profile_parse(const char *text, const char *file, AjProfile **ret, AjProfileError *err);
+int aj_profile_parse(const char *text, const char *file, AjProfile **ret, AjError *err);
 
 /* The resolved profile as JSON (for `profile show` and run.json); caller frees. */
 char *aj_profile_to_json(const AjProfile *p);

@@ -19,6 +19,7 @@
 
 #include "proxy.h"
 #include "resolve.h"
+#include "util/clock.h"
 #include "util/strv.h"
 
 #define MAX_TARGET 8192
@@ -120,13 +121,6 @@ struct AjProxy {
         unsigned *pending;
         unsigned n_pending;
 };
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t tag(unsigned slot, uint32_t gen, unsigned which)
 {
@@ -947,7 +941,7 @@ static void refuse(Conn *c, int http_status, uint8_t socks_rep, const char *reas
                 c->resolving = false;
         }
         c->state = ST_REFUSE;
-        c->deadline_ns = now_ns() + LINGER_MS * 1000000ULL;
+        c->deadline_ns = aj_now_monotonic_ns() + LINGER_MS * 1000000ULL;
         flush_out(c);
         return;
 close_now:
@@ -1380,7 +1374,7 @@ static void relay(Conn *c)
                         close(c->ufd);
                         c->ufd = -1;
                         c->state = ST_LINGER;
-                        c->deadline_ns = now_ns() + LINGER_MS * 1000000ULL;
+                        c->deadline_ns = aj_now_monotonic_ns() + LINGER_MS * 1000000ULL;
                         linger(c);
                         return;
                 }
@@ -1610,7 +1604,7 @@ static void evaluate(Conn *c)
                 ss.ss_family = AF_INET;
         else if (inet_pton(AF_INET6, c->host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
                 ss.ss_family = AF_INET6;
-        c->deadline_ns = now_ns() + p->opts.connect_timeout_ms * 1000000ULL;
+        c->deadline_ns = aj_now_monotonic_ns() + p->opts.connect_timeout_ms * 1000000ULL;
         if (ss.ss_family != 0) {
                 /* A literal: the address rule already decided. */
                 c->cand[0] = ss;
@@ -1846,7 +1840,7 @@ static void conn_close(Conn *c)
                         json_object_set_new(f, "bytes_up", json_integer((json_int_t)c->up.bytes));
                         json_object_set_new(f, "bytes_down", json_integer((json_int_t)c->down.bytes));
                         json_object_set_new(f, "duration_ms",
-                                            json_integer((json_int_t)((now_ns() - c->start_ns) / 1000000ULL)));
+                                            json_integer((json_int_t)((aj_now_monotonic_ns() - c->start_ns) / 1000000ULL)));
                         if (c->error)
                                 json_object_set_new(f, "error", json_string(c->error));
                 }
@@ -1941,7 +1935,7 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
                 c->cfd = fd;
                 c->ufd = -1;
                 c->up.pr = c->up.pw = c->down.pr = c->down.pw = -1;
-                c->start_ns = now_ns();
+                c->start_ns = aj_now_monotonic_ns();
                 c->deadline_ns = c->start_ns + p->opts.header_timeout_ms * 1000000ULL;
                 c->overflow = p->regular >= p->opts.max_connections;
                 struct epoll_event ev = {
@@ -1965,7 +1959,7 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
 
 static void on_timer(AjProxy *p)
 {
-        uint64_t now = now_ns();
+        uint64_t now = aj_now_monotonic_ns();
         for (unsigned s = 0; s < p->n_slots; s++) {
                 Conn *c = p->slots[s];
                 if (!c || c->deadline_ns == 0 || c->deadline_ns > now)
@@ -1998,7 +1992,7 @@ static void on_timer(AjProxy *p)
 
 static void arm_timer(AjProxy *p)
 {
-        uint64_t next = UINT64_MAX, now = now_ns();
+        uint64_t next = UINT64_MAX, now = aj_now_monotonic_ns();
         for (unsigned s = 0; s < p->n_slots; s++) {
                 Conn *c = p->slots[s];
                 if (c && c->deadline_ns && c->deadline_ns < next)

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include "quarantine.h"
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/syscalls.h"
 
 int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, const char *kind, const char *input,
                    uint64_t timeout_ns, AjAlert *ret)
@@ -35,7 +35,7 @@ int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, c
                 return -errno;
         int pidfd = -1;
         struct clone_args args = { .flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD };
-        pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+        pid_t pid = sys_clone3(&args);
         if (pid < 0) {
                 int r = -errno;
                 close(p[0]);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "resolve.h"
+#include "util/clock.h"
 #include "util/fd.h"
 
 #define HOSTS_FILE_MAX (1024 * 1024)
@@ -46,13 +47,6 @@ struct AjResolver {
         char *hosts_override;
         Query *queries;
 };
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static void wake(AjResolver *r)
 {
@@ -256,7 +250,7 @@ static void query_unlink_free(AjResolver *r, Query *q)
 
 static void arm_timer(AjResolver *r)
 {
-        uint64_t next = UINT64_MAX, now = now_ns();
+        uint64_t next = UINT64_MAX, now = aj_now_monotonic_ns();
         struct itimerspec its = {};
 
         for (Query *q = r->queries; q; q = q->next)
@@ -291,7 +285,7 @@ int aj_resolver_resolve(AjResolver *r, const char *name, AjResolveCallback cb, v
         q->id = r->next_id++;
         q->cb = cb;
         q->userdata = userdata;
-        q->deadline_ns = now_ns() + r->timeout_ms * 1000000ULL;
+        q->deadline_ns = aj_now_monotonic_ns() + r->timeout_ms * 1000000ULL;
         q->next = r->queries;
         if (r->queries)
                 r->queries->prev = q;
@@ -348,7 +342,7 @@ int aj_resolver_dispatch(AjResolver *r)
         /* Timeouts and retries. */
         ares_process_fd(r->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
 
-        uint64_t now = now_ns();
+        uint64_t now = aj_now_monotonic_ns();
         for (Query *q = r->queries; q; q = q->next)
                 if (!q->done && !q->finished && now >= q->deadline_ns) {
                         q->error = -ETIMEDOUT;

@@ -12,6 +12,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util/error.h"
+#include "util/ratelimit.h"
+
 typedef struct {
         const char *base;     /* "default" */
         char *const *deny;    /* extra syscall names to deny (NULL-terminated, may be NULL) */
@@ -26,8 +29,8 @@ typedef struct {
 } AjBpfProgram;
 
 /* Build the filter for the native architecture. On a bad spec (unknown syscall name)
- * returns -EINVAL with *ret_error = "seccomp.deny: unknown syscall 'foo'". */
-int aj_seccomp_build(const AjSeccompSpec *spec, AjBpfProgram *ret, char **ret_error);
+ * returns -EINVAL with ret_error saying "seccomp.deny: unknown syscall 'foo'". */
+int aj_seccomp_build(const AjSeccompSpec *spec, AjBpfProgram *ret, AjError *ret_error);
 
 /* What a cache key covers besides the spec and the plan it yields. */
 typedef struct {
@@ -49,7 +52,7 @@ int aj_seccomp_cache_key(const AjSeccompSpec *spec, const AjSeccompKeyInputs *in
  * any entry that does not check out, the program is compiled and nothing cached is trusted.
  * Either directory may be NULL (no cache). */
 int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir,
-                            AjBpfProgram *ret, char **ret_error);
+                            AjBpfProgram *ret, AjError *ret_error);
 
 void aj_bpf_program_free(AjBpfProgram *p);
 
@@ -76,23 +79,6 @@ int aj_seccomp_notify_handle(int listener_fd, AjSeccompDenial *ret);
  * ("setuid/setgid mode", "namespace flags"); NULL otherwise. Pure. */
 const char *aj_seccomp_denial_hint(const AjSeccompDenial *d);
 
-/* Token bucket for reporting: at most `burst` reports, refilled at `per_sec`.
- * Returns true when this denial should be recorded; counts the suppressed ones. */
-typedef struct {
-        double tokens;
-        double burst;
-        double per_sec;
-        uint64_t last_ns;
-        uint64_t suppressed;
-} AjRateLimit;
-
-void aj_ratelimit_init(AjRateLimit *rl, double burst, double per_sec);
-bool aj_ratelimit_allow(AjRateLimit *rl, uint64_t now_ns);
-/* The same bucket as a budget of work (tokens: any unit, such as ns of CPU): takes
- * `amount`, which may leave it in debt; true while it is not. _debt_ns(): how long
- * until the refill pays the debt (0 when there is none). */
-bool aj_ratelimit_charge(AjRateLimit *rl, uint64_t now_ns, double amount);
-uint64_t aj_ratelimit_debt_ns(const AjRateLimit *rl);
 
 /*
  * What the supervisor records of denials: every distinct key (a syscall, or a syscall with the

@@ -22,6 +22,7 @@
 #include "spawn.h"
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/syscalls.h"
 
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
@@ -476,7 +477,7 @@ int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret)
                 args.flags |= CLONE_INTO_CGROUP;
                 args.cgroup = (uint64_t)cfg->cgroup_v2_fd;
         }
-        pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+        pid_t pid = sys_clone3(&args);
         if (pid < 0) {
                 int r = -errno;
                 close(sp[0]);

@@ -11,20 +11,13 @@
 #include "state.h"
 #include "util/fd.h"
 #include "util/macros.h"
-
-static char *path_join(const char *a, const char *b)
-{
-        char *r;
-        if (asprintf(&r, "%s/%s", a, b) < 0)
-                return NULL;
-        return r;
-}
+#include "util/path.h"
 
 static char *xdg_dir(const char *var, const char *home_suffix, const char *leaf)
 {
         const char *v = getenv(var);
         if (v && v[0] == '/')
-                return path_join(v, leaf);
+                return aj_path_join(v, leaf);
         if (!home_suffix)
                 return NULL;
         const char *home = getenv("HOME");
@@ -89,13 +82,13 @@ int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1])
 
 int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
 {
-        _cleanup_free_ char *runs = path_join(paths->state_root, "runs");
+        _cleanup_free_ char *runs = aj_path_join(paths->state_root, "runs");
         if (!runs)
                 return -ENOMEM;
         int r = aj_mkdir_p(runs, 0750);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *dir = path_join(runs, id);
+        _cleanup_free_ char *dir = aj_path_join(runs, id);
         if (!dir)
                 return -ENOMEM;
         if (mkdir(dir, 0750) < 0)
@@ -104,7 +97,7 @@ int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
         return 0;
 }
 
-char *aj_runtime_dir_path(const AjPaths *paths, const char *id) { return path_join(paths->runtime_root, id); }
+char *aj_runtime_dir_path(const AjPaths *paths, const char *id) { return aj_path_join(paths->runtime_root, id); }
 
 const char *aj_runtime_root_problem(const struct stat *st, uid_t uid, bool exact_0700)
 {
@@ -181,7 +174,7 @@ int aj_root_mountpoint(const AjPaths *paths, char **ret)
         /* One empty directory for every run: each jail mounts its root there inside its own
          * (private) mount namespace, so runs never see each other's, and the host only ever
          * sees an empty directory. Shared, it costs no mkdir/rmdir per run. */
-        _cleanup_free_ char *p = path_join(paths->runtime_root, ".root");
+        _cleanup_free_ char *p = aj_path_join(paths->runtime_root, ".root");
         if (!p)
                 return -ENOMEM;
         int r = aj_mkdir_p(p, 0700);

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +22,7 @@
 #include "util/fd.h"
 #include "util/parse.h"
 #include "util/macros.h"
+#include "util/syscalls.h"
 
 /* Events in an incident record, and in `inspect`. */
 #define INSPECT_LAST_EVENTS 10
@@ -201,7 +201,7 @@ int aj_run_kill(Run *run, const char *by)
         aj_events_emit(run->events, "kill", json_pack("{s:s}", "by", by));
         int r = run->cgroup ? aj_cgroup_kill(run->cgroup) : -EOPNOTSUPP;
         if (r < 0 && !run->init_exited)
-                r = syscall(SYS_pidfd_send_signal, run->h.pidfd, SIGKILL, NULL, 0) < 0 ? -errno : 0;
+                r = sys_pidfd_send_signal(run->h.pidfd, SIGKILL, NULL, 0) < 0 ? -errno : 0;
         /* A frozen task dies only once it runs again. */
         if (run->frozen && run->cgroup) {
                 (void)aj_cgroup_thaw(run->cgroup);
@@ -248,7 +248,7 @@ void aj_run_alert_event(Run *run, bool timer)
                 uint64_t x;
                 (void)!read(run->alert_timerfd, &x, sizeof(x));
                 if (waitid(P_PIDFD, (id_t)run->alert.pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0) {
-                        (void)syscall(SYS_pidfd_send_signal, run->alert.pidfd, SIGKILL, NULL, 0);
+                        (void)sys_pidfd_send_signal(run->alert.pidfd, SIGKILL, NULL, 0);
                         aj_events_emit(run->events, "alert.timeout", json_pack("{s:i}", "pid", (int)run->alert.pid));
                         aj_warning("The alert command did not finish in time and was killed");
                         (void)waitid(P_PIDFD, (id_t)run->alert.pidfd, &si, WEXITED);

@@ -13,7 +13,7 @@
  * never through path strings joined onto a root, and a symlink in lower is never
  * followed: neither tree can be escaped. The run must be over (the upper dir unmounted
  * from the jail) before either is called. Pure of logging: errors come back as negative
- * errno with a message naming the path in *ret_error (may be NULL; set only on failure).
+ * errno with a message naming the path in ret_error (util/error.h; may be NULL; set only on failure).
  */
 #pragma once
 
@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <sys/stat.h> /* the S_IF* types the changes carry */
 #include <sys/types.h>
+
+#include "util/error.h"
 
 /* Directory levels below the workspace root the walks go down (deeper: -ELOOP), and the
  * number of changes one diff may hold (more: -E2BIG). Paths are bounded by PATH_MAX
@@ -67,7 +69,7 @@ typedef struct {
  * that removes a lower directory (DELETED, REPLACED, a type change), every entry below it
  * is checked too. */
 int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n,
-               char **ret_error);
+               AjError *ret_error);
 void aj_ws_changes_free(AjWsChange *c, size_t n);
 
 typedef struct {
@@ -95,7 +97,7 @@ typedef struct {
  * again, those entries show as conflicts (the first commit changed them after since_ns);
  * force applies them again, which is harmless. Counts in *ret_stats (may be NULL). */
 int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWsStats *ret_stats,
-                 char **ret_error);
+                 AjError *ret_error);
 
 /* The regular file at `path` (relative) under root_fd, opened read-only without following
  * any symlink on the way and without leaving root_fd: -ELOOP/-EXDEV/-ENOENT, or -EINVAL

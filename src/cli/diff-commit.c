@@ -14,6 +14,7 @@
 #include "cli/verbs.h"
 #include "events.h"
 #include "util/fd.h"
+#include "util/error.h"
 #include "workspace.h"
 
 #define DIFF_USAGE "agentjail diff RUN [--patch | --json]"
@@ -251,10 +252,10 @@ int aj_cmd_diff(int argc, char **argv)
                 return cli_usage_error("diff", DIFF_USAGE, "--patch and --json do not mix");
         AjWsChange *c = NULL;
         size_t n = 0;
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_ws_diff(cmd.ov.upper_fd, cmd.ov.lower_fd, cmd.run->started_ns, &c, &n, &err);
         if (r < 0) {
-                cli_fail("diff", "run %s: %s", cmd.run->id, err ? err : strerror(-r));
+                cli_fail("diff", "run %s: %s", cmd.run->id, aj_error_text(&err, r));
                 return CLI_EXIT_FAIL;
         }
         size_t conflicts = 0;
@@ -299,16 +300,16 @@ int aj_cmd_commit(int argc, char **argv)
         AjRun *run = cmd.run;
         bool force = cmd.flag;
         AjWsStats st = { 0 };
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_ws_commit(cmd.ov.upper_fd, cmd.ov.lower_fd, run->started_ns, force, &st, &err);
         overlay_close(&cmd.ov);
         if (r == -EBUSY) {
                 cli_fail("commit", "run %s: %s; nothing was changed (see 'agentjail diff %s', or --force)", run->id,
-                         err ? err : "paths changed in the workspace during the run", run->id);
+                         err.message ?: "paths changed in the workspace during the run", run->id);
                 return CLI_EXIT_FAIL;
         }
         if (r < 0) {
-                cli_fail("commit", "run %s: %s", run->id, err ? err : strerror(-r));
+                cli_fail("commit", "run %s: %s", run->id, aj_error_text(&err, r));
                 return CLI_EXIT_FAIL;
         }
         json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "workspace", cmd.ov.path, "added",

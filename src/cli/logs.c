@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cli/verb.h"
@@ -18,6 +17,7 @@
 #include "config.h"
 #include "events.h"
 #include "otlp.h"
+#include "util/syscalls.h"
 
 #define LOGS_LINE_MAX (1024 * 1024)
 #define LOGS_HELP \
@@ -132,7 +132,7 @@ static int follow_logs(LogPrinter *lp, AjRun *run, int fd, char *buf, size_t *ha
         /* The supervisor's exit wakes us too, in case nobody is left to write run.json. */
         _cleanup_close_ int pidfd = -1;
         if (aj_run_supervisor_alive(run))
-                pidfd = (int)syscall(SYS_pidfd_open, run->rec->supervisor_pid, 0);
+                pidfd = sys_pidfd_open(run->rec->supervisor_pid, 0);
 
         while (r == 0) {
                 r = log_drain(lp, fd, buf, have);

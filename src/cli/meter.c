@@ -17,6 +17,7 @@
 #include "broker.h"
 #include "util/fd.h"
 #include "util/parse.h"
+#include "util/error.h"
 
 #define MAX_REPLY (1024 * 1024)
 
@@ -36,21 +37,6 @@ static const char help[] =
         "\n"
         "--json prints the broker's reply line as is.\n";
 
-_printf_(2, 3) static int fail(char **ret_error, const char *fmt, ...)
-{
-        va_list ap;
-        char *m = NULL;
-        va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                m = NULL;
-        va_end(ap);
-        if (ret_error)
-                *ret_error = m;
-        else
-                free(m);
-        return -EINVAL;
-}
-
 /* "--name VALUE" or "--name=VALUE"; 1 when argv[*i] is that option. */
 static int take_option(int argc, char **argv, int *i, const char *name, const char **ret, char **ret_error)
 {
@@ -65,7 +51,7 @@ static int take_option(int argc, char **argv, int *i, const char *name, const ch
         if (a[n] != 0)
                 return 0;
         if (*i + 1 >= argc)
-                return fail(ret_error, "%s needs a value", name);
+                return aj_ret_error(ret_error, -EINVAL, "%s needs a value", name);
         *ret = argv[++*i];
         return 1;
 }
@@ -75,13 +61,13 @@ static int parse_json_arg(const char *option, const char *text, bool object, cha
         json_error_t je;
         json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
         if (!v)
-                return fail(ret_error, "%s: invalid JSON: %s", option, je.text);
+                return aj_ret_error(ret_error, -EINVAL, "%s: invalid JSON: %s", option, je.text);
         bool ok = !object || json_is_object(v);
         json_decref(v);
         if (!ok)
-                return fail(ret_error, "%s: expected a JSON object", option);
+                return aj_ret_error(ret_error, -EINVAL, "%s: expected a JSON object", option);
         if (strlen(text) > AJ_BROKER_MAX_LINE / 2)
-                return fail(ret_error, "%s: too large (at most %d bytes)", option, AJ_BROKER_MAX_LINE / 2);
+                return aj_ret_error(ret_error, -EINVAL, "%s: too large (at most %d bytes)", option, AJ_BROKER_MAX_LINE / 2);
         return 0;
 }
 
@@ -89,7 +75,7 @@ static int parse_tokens(const char *option, const char *s, uint64_t *ret, char *
 {
         uint64_t v;
         if (aj_parse_u64(s, &v) < 0 || v > AJ_BROKER_MAX_TOKENS)
-                return fail(ret_error, "%s: expected a number of tokens, got \"%s\"", option, s);
+                return aj_ret_error(ret_error, -EINVAL, "%s: expected a number of tokens, got \"%s\"", option, s);
         *ret = v;
         return 0;
 }
@@ -113,42 +99,42 @@ static int check_values(AjMeterCmd *c, const char *positional, const char *input
         switch (c->kind) {
         case AJ_METER_CMD_TOOL:
                 if (!positional)
-                        return fail(ret_error, "tool: missing the tool NAME");
+                        return aj_ret_error(ret_error, -EINVAL, "tool: missing the tool NAME");
                 if (!plain_name(positional, AJ_BROKER_MAX_NAME))
-                        return fail(ret_error, "tool: NAME must be 1 to %d characters without spaces",
+                        return aj_ret_error(ret_error, -EINVAL, "tool: NAME must be 1 to %d characters without spaces",
                                     AJ_BROKER_MAX_NAME);
                 c->name = positional;
                 if (c->args && (r = parse_json_arg("--args", c->args, false, ret_error)) < 0)
                         return r;
                 if (c->id && !plain_name(c->id, AJ_BROKER_MAX_ID))
-                        return fail(ret_error, "--id: must be 1 to %d characters without spaces", AJ_BROKER_MAX_ID);
+                        return aj_ret_error(ret_error, -EINVAL, "--id: must be 1 to %d characters without spaces", AJ_BROKER_MAX_ID);
                 break;
         case AJ_METER_CMD_RESULT:
                 if (!positional)
-                        return fail(ret_error, "result: missing the call ID");
+                        return aj_ret_error(ret_error, -EINVAL, "result: missing the call ID");
                 if (!plain_name(positional, AJ_BROKER_MAX_ID))
-                        return fail(ret_error, "result: ID must be 1 to %d characters without spaces",
+                        return aj_ret_error(ret_error, -EINVAL, "result: ID must be 1 to %d characters without spaces",
                                     AJ_BROKER_MAX_ID);
                 c->id = positional;
                 if (!c->status)
-                        return fail(ret_error, "result: --status ok|error is required");
+                        return aj_ret_error(ret_error, -EINVAL, "result: --status ok|error is required");
                 if (!streq(c->status, "ok") && !streq(c->status, "error"))
-                        return fail(ret_error, "--status: expected \"ok\" or \"error\", got \"%s\"", c->status);
+                        return aj_ret_error(ret_error, -EINVAL, "--status: expected \"ok\" or \"error\", got \"%s\"", c->status);
                 if (c->undo && (r = parse_json_arg("--undo", c->undo, true, ret_error)) < 0)
                         return r;
                 break;
         case AJ_METER_CMD_TOKENS:
                 if (!c->model || !input || !output)
-                        return fail(ret_error, "tokens: --model, --input and --output are required");
+                        return aj_ret_error(ret_error, -EINVAL, "tokens: --model, --input and --output are required");
                 if (!plain_name(c->model, AJ_BROKER_MAX_NAME))
-                        return fail(ret_error, "--model: must be 1 to %d characters without spaces",
+                        return aj_ret_error(ret_error, -EINVAL, "--model: must be 1 to %d characters without spaces",
                                     AJ_BROKER_MAX_NAME);
                 if ((r = parse_tokens("--input", input, &c->input, ret_error)) < 0 ||
                     (r = parse_tokens("--output", output, &c->output, ret_error)) < 0 ||
                     (cached && (r = parse_tokens("--cached-input", cached, &c->cached, ret_error)) < 0))
                         return r;
                 if (c->cached > c->input)
-                        return fail(ret_error, "--cached-input: must not exceed --input (cached tokens are part of "
+                        return aj_ret_error(ret_error, -EINVAL, "--cached-input: must not exceed --input (cached tokens are part of "
                                                "the input)");
                 break;
         default:
@@ -164,7 +150,7 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error)
         int r;
 
         if (argc < 2)
-                return fail(ret_error, "missing command (tool, result, tokens, usage; see 'agentjail meter --help')");
+                return aj_ret_error(ret_error, -EINVAL, "missing command (tool, result, tokens, usage; see 'agentjail meter --help')");
         const char *cmd = argv[1];
         if (streq(cmd, "--help") || streq(cmd, "-h") || streq(cmd, "help")) {
                 *ret = (AjMeterCmd){ .kind = AJ_METER_CMD_HELP };
@@ -179,7 +165,7 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error)
         else if (streq(cmd, "usage"))
                 c.kind = AJ_METER_CMD_USAGE;
         else
-                return fail(ret_error, "unknown command \"%s\" (expected tool, result, tokens or usage)", cmd);
+                return aj_ret_error(ret_error, -EINVAL, "unknown command \"%s\" (expected tool, result, tokens or usage)", cmd);
 
         for (int i = 2; i < argc; i++) {
                 const char *a = argv[i];
@@ -209,9 +195,9 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error)
                 OPT(tokens, "--cached-input", cached)
 #undef OPT
                 if (a[0] == '-' && a[1] != 0)
-                        return fail(ret_error, "%s: unknown option \"%s\"", cmd, a);
+                        return aj_ret_error(ret_error, -EINVAL, "%s: unknown option \"%s\"", cmd, a);
                 if (positional || !(tool || result))
-                        return fail(ret_error, "%s: unexpected argument \"%s\"", cmd, a);
+                        return aj_ret_error(ret_error, -EINVAL, "%s: unexpected argument \"%s\"", cmd, a);
                 positional = a;
         }
 

@@ -53,7 +53,7 @@ static void print_help(void)
 
 static bool is_help(const char *s) { return streq(s, "--help") || streq(s, "-h"); }
 
-static void print_error(const char *what, int r, AjProfileError *err)
+static void print_error(const char *what, int r, AjError *err)
 {
         if (err->message)
                 fprintf(stderr, "%s\n", err->message);
@@ -74,7 +74,7 @@ static int cmd_list(bool json)
                 return EXIT_INVALID;
         for (size_t i = 0; names[i]; i++) {
                 _cleanup_(aj_profile_freep) AjProfile *p = NULL;
-                AjProfileError err = {};
+                AjError err = {};
                 r = aj_profile_load_file(paths[i], &p, &err);
                 if (json) {
                         json_t *o = json_pack("{s:s, s:s, s:s?}", "name", names[i], "path", paths[i],
@@ -88,7 +88,7 @@ static int cmd_list(bool json)
                                paths[i]);
                 else
                         printf("%-12s %s  %s\n", names[i], paths[i], p->description ?: "");
-                aj_profile_error_clear(&err);
+                aj_error_clear(&err);
         }
         if (json) {
                 _cleanup_free_ char *s = json_dumps(arr, JSON_INDENT(2));
@@ -102,11 +102,11 @@ static int cmd_list(bool json)
 static int cmd_show(const char *what, bool json)
 {
         _cleanup_(aj_profile_freep) AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         int r = aj_profile_load(what, &p, &err);
         if (r < 0) {
                 print_error(what, r, &err);
-                aj_profile_error_clear(&err);
+                aj_error_clear(&err);
                 return EXIT_INVALID;
         }
         _cleanup_free_ char *s = aj_profile_to_json(p);
@@ -126,7 +126,7 @@ static int cmd_check(char **files, int n)
         int status = EXIT_OK;
         for (int i = 0; i < n; i++) {
                 _cleanup_(aj_profile_freep) AjProfile *p = NULL;
-                AjProfileError err = {};
+                AjError err = {};
                 int r = aj_profile_load_file(files[i], &p, &err);
                 if (r < 0) {
                         fflush(stdout);
@@ -134,7 +134,7 @@ static int cmd_check(char **files, int n)
                         status = EXIT_INVALID;
                 } else
                         printf("%s: ok\n", files[i]);
-                aj_profile_error_clear(&err);
+                aj_error_clear(&err);
         }
         return status;
 }

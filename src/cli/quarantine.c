@@ -4,12 +4,12 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cli/verb.h"
 #include "cli/verbs.h"
 #include "control.h"
+#include "util/syscalls.h"
 
 /* How long purge waits for a killed run's supervisor to finish. */
 #define PURGE_WAIT_MS 20000
@@ -153,7 +153,7 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
                         return CLI_EXIT_FAIL;
                 }
                 /* Opened before the kill so its exit cannot be missed. */
-                _cleanup_close_ int pidfd = supervisor ? (int)syscall(SYS_pidfd_open, run->rec->supervisor_pid, 0)
+                _cleanup_close_ int pidfd = supervisor ? sys_pidfd_open(run->rec->supervisor_pid, 0)
                                                        : -1;
                 json_auto_t *req = json_pack("{s:s}", "op", "kill");
                 json_auto_t *reply = NULL;

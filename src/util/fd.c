@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/syscalls.h"
 
 int aj_write_all(int fd, const void *buf, size_t len)
 {
@@ -72,6 +72,11 @@ int aj_read_file_at(int dirfd, const char *path, size_t max_size, char **ret, si
         _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
+        return aj_read_fd(fd, max_size, ret, ret_len);
+}
+
+int aj_read_fd(int fd, size_t max_size, char **ret, size_t *ret_len)
+{
         size_t cap = 4096, len = 0;
         _cleanup_free_ char *buf = malloc(cap + 1);
         if (!buf)
@@ -192,7 +197,7 @@ int aj_close_all_except(int from, const int *keep, size_t n_keep)
                                 next = keep[i];
                 if (next > lo) {
                         unsigned hi = next == INT_MAX ? ~0U : (unsigned)next - 1;
-                        if (syscall(SYS_close_range, (unsigned)lo, hi, 0) < 0)
+                        if (sys_close_range((unsigned)lo, hi, 0) < 0)
                                 return -errno;
                 }
                 if (next == INT_MAX)

@@ -16,6 +16,8 @@ int aj_write_file_atomic(const char *path, const char *data, size_t len, mode_t 
 /* Read a whole (small) file; NUL-terminated; max_size bounds it (-EFBIG past that). */
 int aj_read_file(const char *path, size_t max_size, char **ret, size_t *ret_len);
 int aj_read_file_at(int dirfd, const char *path, size_t max_size, char **ret, size_t *ret_len);
+/* The same from an open fd, from its current offset to the end. */
+int aj_read_fd(int fd, size_t max_size, char **ret, size_t *ret_len);
 /* mkdir -p with mode for each created component. */
 int aj_mkdir_p(const char *path, mode_t mode);
 /* Remove a directory tree (does not cross mount points; refuses "/"). */

@@ -276,11 +276,12 @@ Test(cgroup_pure, plan_legacy_comounted_alias)
 Test(cgroup_pure, invalid_arguments)
 {
         AjCgroup *cg = NULL;
-        char *err = NULL;
-        cr_assert_eq(aj_cgroup_create("../etc", NULL, true, &cg, &err), -EINVAL);
+        AjError err = {};
+        cr_assert_eq(aj_cgroup_create("../etc", NULL, true, &cg, NULL, &err), -EINVAL);
         cr_assert_null(cg);
         AjCgroupLimits bad = { .cpus = -1 };
-        cr_assert_eq(aj_cgroup_create("ok", &bad, true, &cg, &err), -EINVAL);
+        cr_assert_eq(aj_cgroup_create("ok", &bad, true, &cg, NULL, &err), -EINVAL);
+        aj_error_clear(&err);
         cr_assert_eq(aj_cgroup_open("a/b", &cg), -EINVAL);
         cr_assert_null(cg);
         cr_assert_str_eq(aj_cgroup_mode_name(AJ_CGROUP_MODE_HYBRID), "hybrid");
@@ -414,10 +415,11 @@ static void live_create(const char *name, const AjCgroupLimits *lim)
 {
         require_live();
         snprintf(live_id, sizeof(live_id), "ajtest-%d-%s", (int)getpid(), name);
-        char *err = NULL;
-        int r = aj_cgroup_create(live_id, lim, false, &live_cg, &err);
-        cr_assert_eq(r, 0, "aj_cgroup_create: %s (%s)", strerror(-r), err ? err : "");
-        cr_assert_null(err, "unexpected degradation: %s", err);
+        char *unenforced = NULL;
+        AjError err = {};
+        int r = aj_cgroup_create(live_id, lim, false, &live_cg, &unenforced, &err);
+        cr_assert_eq(r, 0, "aj_cgroup_create: %s (%s)", strerror(-r), err.message ?: "");
+        cr_assert_null(unenforced, "unexpected degradation: %s", unenforced);
         live_paths = aj_strv_copy(aj_cgroup_paths(live_cg));
         cr_assert_not_null(live_paths);
 }
@@ -537,9 +539,9 @@ Test(cgroup_live, limits_written)
 
         /* a second run with the same id is refused and does not harm the first */
         AjCgroup *dup = NULL;
-        char *err = NULL;
-        cr_assert_eq(aj_cgroup_create(live_id, &lim, true, &dup, &err), -EEXIST);
-        free(err);
+        AjError err = {};
+        cr_assert_eq(aj_cgroup_create(live_id, &lim, true, &dup, NULL, &err), -EEXIST);
+        aj_error_clear(&err);
         struct stat st;
         for (char *const *p = aj_cgroup_paths(live_cg); *p; p++)
                 cr_assert_eq(stat(*p, &st), 0, "%s removed by the failed duplicate", *p);
@@ -793,9 +795,9 @@ Test(cgroup_live, create_destroy_cost)
                 clock_gettime(CLOCK_MONOTONIC, &t0);
                 for (int i = 0; i < rounds; i++) {
                         snprintf(live_id, sizeof(live_id), "ajtest-%d-bench%d", (int)getpid(), i);
-                        char *err = NULL;
-                        int r = aj_cgroup_create(live_id, &cases[k], false, &live_cg, &err);
-                        cr_assert_eq(r, 0, "%s", err ? err : strerror(-r));
+                        AjError err = {};
+                        int r = aj_cgroup_create(live_id, &cases[k], false, &live_cg, NULL, &err);
+                        cr_assert_eq(r, 0, "%s", aj_error_text(&err, r));
                         aj_strv_free(live_paths);
                         live_paths = aj_strv_copy(aj_cgroup_paths(live_cg));
                         AjCgroup *cg = live_cg;
@@ -821,18 +823,19 @@ Test(cgroup_live, create_in_two_halves, .fini = live_fini)
         cr_assert_eq(aj_cgroup_detect(&m), 0);
         snprintf(live_id, sizeof(live_id), "ajtest-%d-halves", (int)getpid());
         AjCgroupLimits lim = { .memory_max = 64ULL << 20, .pids_max = 16, .cpus = 0.5 };
-        char *err = NULL;
-        int r = aj_cgroup_create_v2_first(live_id, &lim, false, &live_cg, &err);
-        cr_assert_eq(r, 0, "%s (%s)", strerror(-r), err ? err : "");
+        char *unenforced = NULL;
+        AjError err = {};
+        int r = aj_cgroup_create_v2_first(live_id, &lim, false, &live_cg, &unenforced, &err);
+        cr_assert_eq(r, 0, "%s (%s)", strerror(-r), err.message ?: "");
         char v1_mem[256];
         snprintf(v1_mem, sizeof(v1_mem), "/sys/fs/cgroup/memory/agentjail/%s", live_id);
         if (m == AJ_CGROUP_MODE_HYBRID)
                 cr_assert_neq(access(v1_mem, F_OK), 0, "the v1 half must wait for aj_cgroup_create_rest()");
         cr_assert_geq(aj_cgroup_v2_fd(live_cg), 0, "the v2 half exists to clone into");
 
-        r = aj_cgroup_create_rest(live_cg, &err);
-        cr_assert_eq(r, 0, "%s (%s)", strerror(-r), err ? err : "");
-        cr_assert_null(err);
+        r = aj_cgroup_create_rest(live_cg, &unenforced, &err);
+        cr_assert_eq(r, 0, "%s (%s)", strerror(-r), err.message ?: "");
+        cr_assert_null(unenforced);
         live_paths = aj_strv_copy(aj_cgroup_paths(live_cg));
         if (m == AJ_CGROUP_MODE_HYBRID) {
                 char b[64];
@@ -840,7 +843,7 @@ Test(cgroup_live, create_in_two_halves, .fini = live_fini)
                 cr_assert_str_eq(b, "67108864");
                 cr_assert(aj_strv_contains(aj_cgroup_paths(live_cg), v1_mem), "run.json paths list the v1 dirs");
         }
-        cr_assert_eq(aj_cgroup_create_rest(live_cg, &err), 0, "a second call has nothing to do");
+        cr_assert_eq(aj_cgroup_create_rest(live_cg, &unenforced, &err), 0, "a second call has nothing to do");
         cr_assert_eq(aj_cgroup_destroy(live_cg), 0);
         live_cg = NULL;
         cr_assert_neq(access(v1_mem, F_OK), 0, "destroy removes the v1 half too");

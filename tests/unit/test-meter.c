@@ -426,7 +426,7 @@ Test(meter, from_profile)
                            "  \"tools\": { \"allow\": [\"crm.*\"], \"deny\": [\"crm.drop\"] },"
                            "  \"prices\": { \"m\": { \"input\": 1e-6, \"output\": 2e-6 } } }";
         AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         int r = aj_profile_parse(text, NULL, &p, &err);
         cr_assert_eq(r, 0, "%s", err.message ?: "");
         AjMeterCaps caps;

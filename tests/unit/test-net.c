@@ -9,9 +9,9 @@ static AjNetPolicy *policy(char **entries)
 {
         AjNetPolicy *p = NULL;
         size_t bad = 0;
-        char *err = NULL;
+        AjError err = {};
         int r = aj_net_policy_parse(entries, &p, &bad, &err);
-        cr_assert_eq(r, 0, "parse failed at %zu: %s", bad, err ?: "");
+        cr_assert_eq(r, 0, "parse failed at %zu: %s", bad, err.message ?: "");
         return p;
 }
 
@@ -148,12 +148,12 @@ Test(net, bad_entries_with_messages)
                 char *entries[] = { "ok.example", (char *)cases[i].entry, NULL };
                 AjNetPolicy *p = NULL;
                 size_t bad = 99;
-                char *err = NULL;
+                AjError err = {};
                 cr_expect_eq(aj_net_policy_parse(entries, &p, &bad, &err), -EINVAL, "%s", cases[i].entry);
                 cr_expect_null(p);
                 cr_expect_eq(bad, 1);
-                cr_expect_str_eq(err ?: "", cases[i].message);
-                free(err);
+                cr_expect_str_eq(err.message ?: "", cases[i].message);
+                aj_error_clear(&err);
         }
 }
 

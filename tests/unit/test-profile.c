@@ -39,7 +39,7 @@ static const char *source_profiles(void)
 static AjProfile *load_ok(const char *path)
 {
         AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         int r = aj_profile_load(path, &p, &err);
         cr_assert(r >= 0, "loading %s failed: %d %s", path, r, err.message ?: "");
         cr_assert_null(err.message);
@@ -51,7 +51,7 @@ static char *load_error(const char *name, int *ret_r)
 {
         char path[PATH_MAX];
         AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         snprintf(path, sizeof(path), "%s/%s", FIX, name);
         int r = aj_profile_load(path, &p, &err);
         cr_assert(r < 0, "%s loaded but should not", name);
@@ -186,7 +186,7 @@ Test(profile, builtin_defaults)
 Test(profile, parse_text_and_workspace_none)
 {
         AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         int r = aj_profile_parse("{\"filesystem\": {\"workspace\": {\"mode\": \"none\"}}}", NULL, &p, &err);
         cr_assert(r >= 0, "%s", err.message ?: "");
         cr_expect_eq(p->workspace_mode, AJ_WORKSPACE_NONE);
@@ -197,14 +197,14 @@ Test(profile, parse_text_and_workspace_none)
         r = aj_profile_parse("{\"limits\": {\"pids\": 1.5}}", NULL, &p, &err);
         cr_expect_eq(r, -EINVAL);
         cr_expect_str_eq(err.message, "<string>:1:21: limits.pids: expected a non-negative integer, got 1.5");
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
         cr_expect_null(err.message);
 }
 
 Test(profile, allow_sensitive_accepted_and_validated)
 {
         AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         int r = aj_profile_parse("{\"filesystem\": {\"allow_sensitive\": [\"/tmp\", \"~\"]}}", NULL, &p, &err);
         cr_assert(r >= 0, "%s", err.message ?: "");
         cr_assert_eq(p->allow_sensitive.n, 2);
@@ -216,21 +216,21 @@ Test(profile, allow_sensitive_accepted_and_validated)
         cr_expect_eq(r, -EINVAL);
         cr_expect_str_eq(err.message, "<string>:1:37: filesystem.allow_sensitive[0]: path must be absolute or "
                                       "\"~\" (the invoking user's home): \"tmp\"");
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
         r = aj_profile_parse("{\"filesystem\": {\"allow_sensitive\": \"/tmp\"}}", NULL, &p, &err);
         cr_expect_eq(r, -EINVAL);
         cr_expect(err.message && strstr(err.message, "filesystem.allow_sensitive: "), "%s", err.message ?: "");
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
         r = aj_profile_parse("{\"filesystem\": {\"allow_sensitive\": [\"/var/../tmp\"]}}", NULL, &p, &err);
         cr_expect_eq(r, -EINVAL);
         cr_expect(err.message && strstr(err.message, "must not contain"), "%s", err.message ?: "");
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
 }
 
 Test(profile, network_allow_accepted_and_validated)
 {
         AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         int r = aj_profile_parse("{\"network\": {\"allow\": [\"api.openai.com:443\", \"*.github.com\", "
                                  "\"10.20.0.0/16:5432\", \"[2001:db8::1]:443\"], \"egress_bytes\": \"100M\","
                                  " \"max_connections\": 64}}",
@@ -251,26 +251,26 @@ Test(profile, network_allow_accepted_and_validated)
         cr_expect_eq(r, -EINVAL);
         cr_expect_str_eq(err.message, "<string>:1:38: network.allow[1]: invalid entry \"10.0.0.1/8\": address has "
                                       "bits set beyond the prefix length");
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
         r = aj_profile_parse("{\"network\": {\"allow\": [\"b\u00fccher.example\"]}}", NULL, &p, &err);
         cr_expect_eq(r, -EINVAL);
         cr_expect(err.message && strstr(err.message, "non-ASCII host name"), "%s", err.message ?: "");
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
         r = aj_profile_parse("{\"network\": {\"egress_bytes\": \"lots\"}}", NULL, &p, &err);
         cr_expect_eq(r, -EINVAL);
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
         r = aj_profile_parse("{\"network\": {\"max_connections\": 0}}", NULL, &p, &err);
         cr_expect_eq(r, -EINVAL);
         cr_expect(err.message && strstr(err.message, "network.max_connections") &&
                           strstr(err.message, "expected an integer from 1 to 4096"),
                   "%s", err.message ?: "");
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
 }
 
 Test(profile, logs_caps_default_validated_and_shown)
 {
         AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         int r = aj_profile_parse("{}", NULL, &p, &err);
         cr_assert(r >= 0, "%s", err.message ?: "");
         cr_expect_eq(p->log_output_bytes, 64ULL << 20);
@@ -312,7 +312,7 @@ Test(profile, logs_caps_default_validated_and_shown)
                 r = aj_profile_parse(bad[i].text, NULL, &p, &err);
                 cr_expect_eq(r, -EINVAL, "%s", bad[i].text);
                 cr_expect_str_eq(err.message ?: "", bad[i].error);
-                aj_profile_error_clear(&err);
+                aj_error_clear(&err);
         }
 }
 
@@ -457,7 +457,7 @@ Test(profile, extends_depth_limit)
                 fclose(f);
         }
         AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         /* p2..p9: 8 files, the most a chain may have */
         snprintf(path, sizeof(path), "%s/p2.json", dir);
         int r2 = aj_profile_load(path, &p, &err);
@@ -469,7 +469,7 @@ Test(profile, extends_depth_limit)
         snprintf(want, sizeof(want), "%s/p8.json:1:13: extends: too deep: at most 8 profiles in an extends chain",
                  dir);
         char *msg = err.message ? strdup(err.message) : NULL;
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
         for (int i = 0; i < 10; i++) {
                 snprintf(path, sizeof(path), "%s/p%d.json", dir, i);
                 unlink(path);
@@ -484,7 +484,7 @@ Test(profile, extends_depth_limit)
 Test(profile, load_by_name_errors)
 {
         AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         int r = aj_profile_load("no-such-profile-xyz", &p, &err);
         cr_expect_eq(r, -ENOENT);
         cr_assert_not_null(err.message);
@@ -493,16 +493,16 @@ Test(profile, load_by_name_errors)
         /* ./profiles is searched last (unless it is the source tree's profiles dir, listed once) */
         cr_expect(strstr(err.message, "./profiles)") != NULL || strstr(err.message, AJ_SOURCE_PROFILES ")") != NULL,
                   "%s", err.message);
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
 
         r = aj_profile_load(FIX "/does-not-exist.json", &p, &err);
         cr_expect_eq(r, -ENOENT);
         cr_expect_str_eq(err.message, FIX "/does-not-exist.json: No such file or directory");
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
 
         r = aj_profile_load("..", &p, &err);
         cr_expect_eq(r, -EINVAL);
-        aj_profile_error_clear(&err);
+        aj_error_clear(&err);
 }
 
 Test(profile, search_path)
@@ -622,7 +622,7 @@ Test(profile, to_json_round_trips)
                 char *json = aj_profile_to_json(p);
                 cr_assert_not_null(json);
                 AjProfile *q = NULL;
-                AjProfileError err = {};
+                AjError err = {};
                 int r = aj_profile_parse(json, NULL, &q, &err);
                 cr_assert(r >= 0, "%s: %s\n%s", names[i], err.message ?: "", json);
                 cr_expect_str_eq(q->digest, p->digest, "%s", names[i]);
@@ -922,7 +922,7 @@ Test(profile, workspace_cannot_shadow_a_shipped_profile)
         cr_assert_eq(chdir(dir), 0);
 
         AjProfile *p = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         int r = aj_profile_load("default", &p, &err);
         cr_assert_eq(chdir(old), 0);
         unlink(path);
@@ -1005,7 +1005,7 @@ Test(profile, broker_keys_round_trip_and_change_the_digest)
         cr_expect(strstr(json, "\"meters\"") && strstr(json, "\"tool_calls_per_min\": 60"), "%s", json);
         cr_expect(strstr(json, "\"on_breach\": \"kill\""), "%s", json);
         AjProfile *q = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         cr_assert_eq(aj_profile_parse(json, NULL, &q, &err), 0, "%s\n%s", err.message ?: "", json);
         cr_expect_str_eq(q->digest, p->digest);
         cr_expect_float_eq(q->prices[0].output, 1.0e-5, 1e-18);
@@ -1071,7 +1071,7 @@ Test(profile, approvals_default_timeout)
         aj_profile_free(p);
 
         /* tools without a timeout: the default too */
-        AjProfileError err = {};
+        AjError err = {};
         int r = aj_profile_parse("{\"approvals\": {\"tools\": [\"crm.*\"]}}", NULL, &p, &err);
         cr_assert(r >= 0, "%s", err.message ?: "");
         cr_assert_eq(p->approval_tools.n, 1);
@@ -1104,7 +1104,7 @@ Test(profile, approvals_merge_through_extends)
         cr_expect_eq(p->approval_timeout_ns, 120ULL * 1000000000ULL, "the timeout is inherited");
         aj_profile_free(p);
 
-        AjProfileError err = {};
+        AjError err = {};
         char text[PATH_MAX + 128];
         snprintf(text, sizeof(text), "{\"extends\": \"%s/approvals-full.json\", \"approvals\": {\"tools\": []}}",
                  FIX);
@@ -1124,7 +1124,7 @@ Test(profile, approvals_round_trip_and_change_the_digest)
                           strstr(json, "\"timeout\": \"1h30m\""),
                   "%s", json);
         AjProfile *q = NULL;
-        AjProfileError err = {};
+        AjError err = {};
         cr_assert_eq(aj_profile_parse(json, NULL, &q, &err), 0, "%s\n%s", err.message ?: "", json);
         cr_expect_str_eq(q->digest, p->digest);
         cr_assert_eq(q->approval_tools.n, 2);

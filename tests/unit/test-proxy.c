@@ -656,9 +656,9 @@ static void hosts_file(const char *text)
 static void live_start(Live *l, char **entries, const AjProxyOptions *opts)
 {
         size_t bad;
-        char *err = NULL;
+        AjError err = {};
         int hfd, sfd;
-        cr_assert_eq(aj_net_policy_parse(entries, &l->policy, &bad, &err), 0, "%s", err ?: "");
+        cr_assert_eq(aj_net_policy_parse(entries, &l->policy, &bad, &err), 0, "%s", err.message ?: "");
         cr_assert_eq(aj_proxy_listen_at("127.0.0.1", 0, &hfd), 0);
         cr_assert_eq(aj_proxy_listen_at("127.0.0.1", 0, &sfd), 0);
         l->http_port = port_of(hfd);

@@ -43,9 +43,9 @@
 
 static void build_ok(const AjSeccompSpec *spec, AjBpfProgram *ret)
 {
-        _cleanup_free_ char *error = NULL;
+        _cleanup_(aj_error_clear) AjError error = {};
         int r = aj_seccomp_build(spec, ret, &error);
-        cr_assert_eq(r, 0, "aj_seccomp_build: %s (%s)", strerror(-r), error ? error : "");
+        cr_assert_eq(r, 0, "aj_seccomp_build: %s (%s)", strerror(-r), error.message ?: "");
         cr_assert_not_null(ret->filter);
         cr_assert_gt(ret->len, 0);
 }
@@ -143,17 +143,17 @@ Test(seccomp_build, unknown_names_are_rejected_with_message)
                                 spec.allow = names;
                 }
                 AjBpfProgram p = { .filter = (struct sock_filter *)0x1, .len = 7 };
-                _cleanup_free_ char *error = NULL;
+                _cleanup_(aj_error_clear) AjError error = {};
                 int r = aj_seccomp_build(&spec, &p, &error);
                 cr_expect_eq(r, -EINVAL, "case %zu: %d", i, r);
-                cr_expect_str_eq(error ? error : "(null)", bad_specs[i].message, "case %zu", i);
+                cr_expect_str_eq(error.message ?: "(null)", bad_specs[i].message, "case %zu", i);
                 cr_expect(p.filter == (struct sock_filter *)0x1 && p.len == 7,
                           "case %zu: ret written on failure", i);
 
-                _cleanup_free_ char *error2 = NULL;
+                _cleanup_(aj_error_clear) AjError error2 = {};
                 r = aj_seccomp_build_cached(&spec, NULL, NULL, &p, &error2);
                 cr_expect_eq(r, -EINVAL);
-                cr_expect_str_eq(error2 ? error2 : "(null)", bad_specs[i].message);
+                cr_expect_str_eq(error2.message ?: "(null)", bad_specs[i].message);
         }
 }
 
@@ -1004,7 +1004,7 @@ static ino_t inode_of(const char *path)
 static void build_cached_ok(const AjSeccompSpec *spec, const char *dir, const AjBpfProgram *want)
 {
         AjBpfProgram p = {};
-        _cleanup_free_ char *error = NULL;
+        _cleanup_(aj_error_clear) AjError error = {};
         int r = aj_seccomp_build_cached(spec, dir, secret_dir, &p, &error);
         cr_assert_eq(r, 0, "build_cached: %s", strerror(-r));
         cr_assert(program_eq(&p, want), "cached program differs from a fresh build");
@@ -1338,51 +1338,7 @@ Test(seccomp_cache, forged_entries_are_rebuilt, .init = cache_setup, .fini = cac
         aj_bpf_program_free(&fresh);
 }
 
-/* ---- rate limit ---- */
-
 #define SEC UINT64_C(1000000000)
-
-Test(seccomp_ratelimit, burst_and_refill)
-{
-        AjRateLimit rl;
-        aj_ratelimit_init(&rl, 3, 1);
-        uint64_t t = 1000 * SEC;
-        static const struct {
-                uint64_t at_ms; /* after the start */
-                bool allowed;
-                uint64_t suppressed;
-        } steps[] = {
-                { 0, true, 0 },     { 0, true, 0 },     { 0, true, 0 },  { 0, false, 1 },
-                { 500, false, 2 },  { 1000, true, 2 },  { 1000, false, 3 },
-                { 1999, false, 4 }, { 2000, true, 4 },
-                /* A long pause refills to the burst, not beyond. */
-                { 60000, true, 4 }, { 60000, true, 4 }, { 60000, true, 4 }, { 60000, false, 5 },
-                /* A timestamp from the past refills nothing. */
-                { 30000, false, 6 },
-        };
-        for (size_t i = 0; i < ARRAY_SIZE(steps); i++) {
-                bool a = aj_ratelimit_allow(&rl, t + steps[i].at_ms * (SEC / 1000));
-                cr_expect_eq(a, steps[i].allowed, "step %zu", i);
-                cr_expect_eq(rl.suppressed, steps[i].suppressed, "step %zu", i);
-        }
-}
-
-Test(seccomp_ratelimit, fractional_rate)
-{
-        AjRateLimit rl;
-        aj_ratelimit_init(&rl, 1, 0.5);
-        uint64_t t = 5 * SEC;
-        cr_expect(aj_ratelimit_allow(&rl, t));
-        cr_expect_not(aj_ratelimit_allow(&rl, t + 1 * SEC));
-        cr_expect(aj_ratelimit_allow(&rl, t + 2 * SEC));
-        cr_expect_eq(rl.suppressed, 1);
-
-        AjRateLimit none;
-        aj_ratelimit_init(&none, 0, 100);
-        cr_expect_not(aj_ratelimit_allow(&none, t));
-        cr_expect_not(aj_ratelimit_allow(&none, t + 100 * SEC));
-        cr_expect_eq(none.suppressed, 2);
-}
 
 /* ---- denial log: every distinct key named, repeats limited and counted per key ---- */
 
@@ -1581,27 +1537,3 @@ Test(hmac_sha256, rfc4231_vectors)
         }
 }
 
-/* The bucket as a work budget (the supervisor's ns of CPU for a jail): charges may leave it in
- * debt; the debt says how long until the refill pays it. */
-Test(seccomp_ratelimit, work_budget_debt)
-{
-        AjRateLimit rl;
-        aj_ratelimit_init(&rl, 100 * 1000000.0, 1e9 / 10); /* 0.1 CPU, 100 ms of burst */
-        uint64_t t = 7 * SEC;
-        cr_expect(aj_ratelimit_charge(&rl, t, 60 * 1000000.0));
-        cr_expect_eq(aj_ratelimit_debt_ns(&rl), 0);
-        cr_expect_not(aj_ratelimit_charge(&rl, t, 90 * 1000000.0), "150 ms of a 100 ms burst: in debt");
-        /* 50 ms of debt at 0.1 CPU: 500 ms to pay it. */
-        uint64_t debt = aj_ratelimit_debt_ns(&rl);
-        cr_expect(debt >= 500 * 1000000ull && debt <= 500 * 1000000ull + 1000, "%llu", (unsigned long long)debt);
-        cr_expect_not(aj_ratelimit_charge(&rl, t + 400 * 1000000ull, 0), "still in debt after 400 ms");
-        cr_expect(aj_ratelimit_charge(&rl, t + debt, 0), "paid after the debt's time");
-        cr_expect(aj_ratelimit_charge(&rl, t + 100 * SEC, 100 * 1000000.0), "a pause refills to the burst");
-        cr_expect_not(aj_ratelimit_charge(&rl, t + 100 * SEC, 1), "and not beyond");
-        cr_expect_eq(rl.suppressed, 0, "charges are not suppressions");
-
-        AjRateLimit none;
-        aj_ratelimit_init(&none, 0, 0);
-        cr_expect_not(aj_ratelimit_charge(&none, t, 1));
-        cr_expect_eq(aj_ratelimit_debt_ns(&none), 0, "no refill: no time pays it");
-}

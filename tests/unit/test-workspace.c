@@ -120,18 +120,18 @@ static struct stat lstat_of(const char *base, const char *rel)
 static size_t diff(AjWsChange **ret, uint64_t since_ns)
 {
         size_t n = 0;
-        char *err = NULL;
+        AjError err = {};
         int r = aj_ws_diff(upper_fd, lower_fd, since_ns, ret, &n, &err);
-        cr_assert_eq(r, 0, "aj_ws_diff: %d %s", r, err ? err : "");
+        cr_assert_eq(r, 0, "aj_ws_diff: %d %s", r, aj_error_text(&err, r));
         return n;
 }
 
 static AjWsStats commit(uint64_t since_ns, bool force)
 {
         AjWsStats stats;
-        char *err = NULL;
+        AjError err = {};
         int r = aj_ws_commit(upper_fd, lower_fd, since_ns, force, &stats, &err);
-        cr_assert_eq(r, 0, "aj_ws_commit: %d %s", r, err ? err : "");
+        cr_assert_eq(r, 0, "aj_ws_commit: %d %s", r, aj_error_text(&err, r));
         return stats;
 }
 
@@ -460,12 +460,12 @@ Test(workspace, conflict_detection)
         aj_ws_changes_free(c, n);
 
         AjWsStats s;
-        char *err = NULL;
+        AjError err = {};
         cr_assert_eq(aj_ws_commit(upper_fd, lower_fd, since, false, &s, &err), -EBUSY);
-        cr_assert_not_null(err);
-        cr_assert_not_null(strstr(err, "'d'"), "%s", err);
-        cr_assert_not_null(strstr(err, "2 changes"), "%s", err);
-        free(err);
+        cr_assert_not_null(err.message);
+        cr_assert_not_null(strstr(err.message, "'d'"), "%s", err.message);
+        cr_assert_not_null(strstr(err.message, "2 changes"), "%s", err.message);
+        aj_error_clear(&err);
         assert_content(lower, "f.txt", "old");
         assert_content(lower, "g.txt", "g");
         cr_assert_not(exists(lower, "added.txt"));
@@ -498,12 +498,12 @@ Test(workspace, symlink_parent_in_lower_not_followed)
         aj_ws_changes_free(c, n);
 
         AjWsStats s;
-        char *err = NULL;
+        AjError err = {};
         int r = aj_ws_commit(upper_fd, lower_fd, 0, true, &s, &err);
         cr_assert(r == -ELOOP || r == -ENOTDIR, "r = %d", r);
-        cr_assert_not_null(err);
-        cr_assert_not_null(strstr(err, "'link'"), "%s", err);
-        free(err);
+        cr_assert_not_null(err.message);
+        cr_assert_not_null(strstr(err.message, "'link'"), "%s", err.message);
+        aj_error_clear(&err);
         cr_assert_not(exists(outside, "evil"));
         cr_assert(S_ISLNK(lstat_of(lower, "link").st_mode));
 }
@@ -625,15 +625,15 @@ Test(workspace, depth_limit)
 
         AjWsChange *c = NULL;
         size_t n = 0;
-        char *err = NULL;
+        AjError err = {};
         cr_assert_eq(aj_ws_diff(upper_fd, lower_fd, 0, &c, &n, &err), -ELOOP);
-        cr_assert_not_null(err);
-        cr_assert_not_null(strstr(err, "more than 256 directories deep"), "%s", err);
-        cr_assert_eq(strncmp(err, "'d/d/d/", 7), 0, "%s", err);
-        free(err);
+        cr_assert_not_null(err.message);
+        cr_assert_not_null(strstr(err.message, "more than 256 directories deep"), "%s", err.message);
+        cr_assert_eq(strncmp(err.message, "'d/d/d/", 7), 0, "%s", err.message);
+        aj_error_clear(&err);
 
         cr_assert_eq(aj_ws_commit(upper_fd, lower_fd, 0, false, NULL, &err), -ELOOP);
-        free(err);
+        aj_error_clear(&err);
         cr_assert_not(exists(lower, "d"), "nothing applied");
 }
 
@@ -655,11 +655,11 @@ Test(workspace, removal_never_crosses_a_mount)
         cr_assert_geq(lower_fd, 0);
 
         AjWsStats s;
-        char *err = NULL;
+        AjError err = {};
         int r = aj_ws_commit(upper_fd, lower_fd, 0, false, &s, &err);
         umount2(at(lower, "d/mnt"), MNT_DETACH);
-        cr_assert_eq(r, -EXDEV, "r = %d %s", r, err ? err : "");
-        cr_assert_not_null(strstr(err, "'d'"), "%s", err);
-        free(err);
+        cr_assert_eq(r, -EXDEV, "r = %d %s", r, aj_error_text(&err, r));
+        cr_assert_not_null(strstr(err.message, "'d'"), "%s", err.message);
+        aj_error_clear(&err);
         assert_content(outside, "precious", "p");
 }

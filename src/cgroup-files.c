@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Small helpers over cgroup files shared by the front end and the backends: read, write,
+ * wait for a keyed value, list pids, attach, and the "not enforced" reasons. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cgroup-internal.h"
+#include "util/clock.h"
+#include "util/fd.h"
+#include "util/format.h"
+
+/* ---- small file helpers ---- */
+
+int aj_cgroup_unenforced(AjCgroupReasons *rs, const char *fmt, ...)
+{
+        va_list ap;
+        char *msg = NULL;
+        va_start(ap, fmt);
+        int n = aj_vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                return -ENOMEM;
+        if (rs->text) {
+                char *joined = NULL;
+                if (asprintf(&joined, "%s; %s", rs->text, msg) < 0) {
+                        free(msg);
+                        return -ENOMEM;
+                }
+                free(rs->text);
+                free(msg);
+                rs->text = joined;
+        } else
+                rs->text = msg;
+        return rs->allow_degraded ? 0 : -EOPNOTSUPP;
+}
+
+int aj_cg_read(const char *dir, const char *file, char **ret)
+{
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        return aj_read_file_at(dfd, file, CG_FILE_MAX, ret, NULL);
+}
+
+int aj_cg_read_u64(const char *dir, const char *file, uint64_t *ret)
+{
+        _cleanup_free_ char *s = NULL;
+        int r = aj_cg_read(dir, file, &s);
+        if (r < 0)
+                return r;
+        s[strcspn(s, "\n")] = 0;
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno || end == s || *end || s[0] == '-')
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+int aj_cg_read_keyed(const char *dir, const char *file, const char *key, uint64_t *ret)
+{
+        _cleanup_free_ char *s = NULL;
+        int r = aj_cg_read(dir, file, &s);
+        if (r < 0)
+                return r;
+        return aj_cgroup_parse_keyed(s, key, ret);
+}
+
+int aj_cg_write(const char *dir, const char *file, const char *text)
+{
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        return aj_write_file_at(dfd, file, text);
+}
+
+bool aj_cg_exists(const char *dir, const char *file)
+{
+        _cleanup_free_ char *p = NULL;
+        if (asprintf(&p, "%s/%s", dir, file) < 0)
+                return false;
+        return access(p, F_OK) == 0;
+}
+
+int aj_cg_mkdir_run(const char *parent, const char *run)
+{
+        for (int attempt = 0; attempt < 5; attempt++) {
+                if (mkdir(parent, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                if (mkdir(run, 0755) == 0)
+                        return 0;
+                if (errno != ENOENT)
+                        return -errno;
+                /* Another run's destroy removed the shared parent meanwhile. */
+        }
+        return -ENOENT;
+}
+
+int aj_cg_rmdir(const char *dir)
+{
+        /* A v1 hierarchy can report EBUSY for a short while after the last
+         * task exited (css offlining is asynchronous): bounded retry, ~1 s. */
+        for (int i = 0;; i++) {
+                if (rmdir(dir) == 0 || errno == ENOENT)
+                        return 0;
+                if (errno != EBUSY || i >= 200)
+                        return -errno;
+                aj_sleep_ms(i < 20 ? 1 : 5);
+        }
+}
+
+void aj_cg_rmdir_parent(const char *dir)
+{
+        if (dir)
+                (void)rmdir(dir); /* ENOTEMPTY/EBUSY: still used by another run */
+}
+
+int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_t want, int timeout_ms)
+{
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        _cleanup_close_ int fd = openat(dfd, file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        int64_t deadline = aj_now_monotonic_ms() + timeout_ms;
+        for (;;) {
+                /* Reading re-arms kernfs' POLLPRI: read first, then poll. */
+                char buf[1024];
+                if (lseek(fd, 0, SEEK_SET) < 0)
+                        return -errno;
+                ssize_t n = read(fd, buf, sizeof(buf) - 1);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                buf[n] = 0;
+                uint64_t v;
+                int r = aj_cgroup_parse_keyed(buf, key, &v);
+                if (r < 0)
+                        return r;
+                if (v == want)
+                        return 0;
+                int64_t left = deadline - aj_now_monotonic_ms();
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                /* The kernel rate-limits cgroup file notifications to one per 10 ms per file
+                 * (cgroup_file_notify), so a freeze right after a thaw would be reported up to
+                 * 10 ms late: look again every millisecond as well as on each notification. */
+                struct pollfd pfd = { .fd = fd, .events = POLLPRI };
+                r = poll(&pfd, 1, left < 1 ? (int)left : 1);
+                if (r < 0 && errno != EINTR)
+                        return -errno;
+        }
+}
+
+int aj_cg_read_pids(const char *dir, pid_t **ret, size_t *ret_n)
+{
+        _cleanup_free_ char *s = NULL;
+        int r = aj_cg_read(dir, "cgroup.procs", &s);
+        if (r < 0)
+                return r;
+        size_t n = 0, cap = 0;
+        _cleanup_free_ pid_t *v = NULL;
+        for (char *p = s; *p;) {
+                char *end = NULL;
+                long x = strtol(p, &end, 10);
+                if (end == p)
+                        break;
+                if (x > 0 && x <= INT_MAX) {
+                        if (n == cap) {
+                                cap = cap ? cap * 2 : 16;
+                                pid_t *nv = realloc(v, cap * sizeof(pid_t));
+                                if (!nv)
+                                        return -ENOMEM;
+                                v = nv;
+                        }
+                        v[n++] = (pid_t)x;
+                }
+                p = end;
+                while (*p == '\n' || *p == ' ')
+                        p++;
+        }
+        *ret = TAKE_PTR(v);
+        *ret_n = n;
+        return 0;
+}
+
+int aj_cg_signal_all(const char *dir, int sig)
+{
+        _cleanup_free_ pid_t *pids = NULL;
+        size_t n = 0;
+        int r = aj_cg_read_pids(dir, &pids, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                (void)kill(pids[i], sig);
+        return (int)n;
+}
+
+int aj_cg_attach(const char *dir, pid_t pid)
+{
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%d", (int)pid);
+        return aj_cg_write(dir, "cgroup.procs", buf);
+}

@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What a run changed: the upper dir of its overlay walked against the workspace (lower). */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+#include "workspace-internal.h"
+
+/* ---- diff ----------------------------------------------------------------- */
+
+typedef struct {
+        AjWsChange *v;
+        size_t n, cap;
+        uint64_t since_ns;
+        char path[PATH_MAX]; /* of the entry being looked at */
+        AjError *ret_error;
+} Diff;
+
+static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bool conflict, bool skipped,
+                    const char *note)
+{
+        if (d->n >= AJ_WS_MAX_CHANGES)
+                return aj_error_set(d->ret_error, -E2BIG, "The workspace has more than %u changes (at '%s')",
+                            AJ_WS_MAX_CHANGES, d->path);
+        if (d->n == d->cap) {
+                size_t cap = d->cap ? d->cap * 2 : 64;
+                AjWsChange *v = reallocarray(d->v, cap, sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                d->v = v;
+                d->cap = cap;
+        }
+        AjWsChange c = {
+                .kind = kind,
+                .type = type & S_IFMT,
+                .size = size,
+                .conflict = conflict,
+                .skipped = skipped,
+                .path = strdup(d->path),
+                .note = note ? strdup(note) : NULL,
+        };
+        if (!c.path || (note && !c.note)) {
+                free(c.path);
+                free(c.note);
+                return -ENOMEM;
+        }
+        d->v[d->n++] = c;
+        return 0;
+}
+
+/* Whether the lower entry `name` (stat in *st), or for a directory anything below it,
+ * changed after since_ns: 1 yes, 0 no. Does not descend into other mounts: the commit
+ * would not remove anything there. */
+static int lower_changed(Diff *d, int dir_fd, const char *name, const struct stat *st, unsigned depth)
+{
+        if (d->since_ns == 0)
+                return 0;
+        if (changed_since(st, d->since_ns))
+                return 1;
+        if (!S_ISDIR(st->st_mode))
+                return 0;
+        if (depth >= AJ_WS_MAX_DEPTH)
+                return aj_error_set(d->ret_error, -ELOOP, "'%s' in the workspace is more than %d directories deep",
+                            d->path, AJ_WS_MAX_DEPTH);
+
+        _cleanup_closedir_ DIR *dir = NULL;
+        int r = ws_open_dir_stream(dir_fd, name, &dir);
+        if (r < 0)
+                goto error;
+        const char *child;
+        while ((r = ws_next_name(dir, &child)) > 0) {
+                struct stat cst;
+                if (fstatat(dirfd(dir), child, &cst, AT_SYMLINK_NOFOLLOW) < 0) {
+                        if (errno == ENOENT)
+                                continue;
+                        r = -errno;
+                        goto error;
+                }
+                if (S_ISDIR(cst.st_mode) && cst.st_dev != st->st_dev)
+                        continue;
+                r = lower_changed(d, dirfd(dir), child, &cst, depth + 1);
+                if (r != 0)
+                        return r;
+        }
+        if (r == 0)
+                return 0;
+error:
+        return aj_error_set(d->ret_error, r, "Failed to check '%s' in the workspace for changes during the run: %s",
+                    d->path, strerror(-r));
+}
+
+static int is_opaque(Diff *d, int fd)
+{
+        char v[2];
+        ssize_t n = fgetxattr(fd, OPAQUE_XATTR, v, sizeof(v));
+        if (n < 0) {
+                if (errno == ENODATA || errno == ENOTSUP || errno == ERANGE)
+                        return 0;
+                return aj_error_set(d->ret_error, -errno, "Failed to read " OPAQUE_XATTR " of '%s' in the upper dir: %m",
+                            d->path);
+        }
+        return n == 1 && v[0] == 'y';
+}
+
+static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned depth);
+
+/* An upper directory `name` in `dir` (d->path, length clen): what it is against the lower
+ * entry `lst` (NULL: none), then its contents. */
+static int diff_subdir(Diff *d, DIR *dir, int ldir_fd, const char *name, const struct stat *ust,
+                       const struct stat *lst, size_t clen, unsigned depth)
+{
+        bool in_lower = lst;
+        int r;
+        _cleanup_closedir_ DIR *child = NULL;
+        _cleanup_close_ int lchild_fd = -1;
+        r = ws_open_dir_stream(dirfd(dir), name, &child);
+        if (r < 0)
+                return aj_error_set(d->ret_error, r, "Failed to open '%s' in the upper dir: %s", d->path,
+                            strerror(-r));
+        int opaque = is_opaque(d, dirfd(child));
+        if (opaque < 0)
+                return opaque;
+
+        if (!in_lower)
+                r = diff_add(d, AJ_WS_ADDED, ust->st_mode, 0, false, false, NULL);
+        else if (opaque) {
+                r = lower_changed(d, ldir_fd, name, lst, depth);
+                if (r >= 0) {
+                        char note[64];
+                        snprintf(note, sizeof(note), "replaces %s", ws_type_article(lst->st_mode));
+                        r = diff_add(d, AJ_WS_REPLACED, ust->st_mode, 0, r > 0, false,
+                                     S_ISDIR(lst->st_mode) ? NULL : note);
+                }
+        } else if (!S_ISDIR(lst->st_mode)) {
+                char note[128];
+                snprintf(note, sizeof(note),
+                         "in the workspace this is now %s, not a directory: it changed during the run",
+                         ws_type_article(lst->st_mode));
+                r = diff_add(d, AJ_WS_MODIFIED, ust->st_mode, 0, changed_since(lst, d->since_ns),
+                             false, note);
+        } else {
+                /* Merged: a copied-up parent, a change only if its mode is. */
+                r = 0;
+                if ((ust->st_mode & 07777) != (lst->st_mode & 07777))
+                        r = diff_add(d, AJ_WS_MODIFIED, ust->st_mode, 0,
+                                     changed_since(lst, d->since_ns), false, NULL);
+                if (r >= 0) {
+                        lchild_fd = openat(ldir_fd, name,
+                                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (lchild_fd < 0)
+                                return aj_error_set(d->ret_error, -errno,
+                                            "Failed to open '%s' in the workspace: %m", d->path);
+                }
+        }
+        if (r < 0)
+                return r;
+        r = diff_dir(d, TAKE_PTR(child), lchild_fd, clen, depth + 1);
+        if (r < 0)
+                return r;
+        return 0;
+}
+
+/* An upper non-directory `name` (d->path) against the lower entry `lst` (NULL: none). */
+static int diff_file(Diff *d, int ldir_fd, const char *name, const struct stat *ust, const struct stat *lst,
+                     unsigned depth)
+{
+        bool in_lower = lst;
+        int r;
+        bool skipped = !S_ISREG(ust->st_mode) && !S_ISLNK(ust->st_mode);
+        bool conflict = false;
+        char note[96] = "";
+        if (in_lower) {
+                r = lower_changed(d, ldir_fd, name, lst, depth);
+                if (r < 0)
+                        return r;
+                conflict = r > 0;
+                if ((lst->st_mode & S_IFMT) != (ust->st_mode & S_IFMT))
+                        snprintf(note, sizeof(note), "replaces %s", ws_type_article(lst->st_mode));
+        }
+        if (skipped)
+                snprintf(note, sizeof(note), "%s: not applied", ws_type_article(ust->st_mode));
+        r = diff_add(d, in_lower ? AJ_WS_MODIFIED : AJ_WS_ADDED, ust->st_mode,
+                     S_ISREG(ust->st_mode) ? (uint64_t)ust->st_size : 0, conflict, skipped,
+                     note[0] ? note : NULL);
+        if (r < 0)
+                return r;
+        return 0;
+}
+
+/* One upper directory, `dir` (consumed), at d->path (length plen); ldir_fd is the lower
+ * directory at the same path, or -1 when everything below is new (an added or opaque
+ * directory, or one replacing a non-directory). */
+static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned depth)
+{
+        _cleanup_closedir_ DIR *dir = dir_in;
+        const char *name;
+        int r;
+
+        if (depth >= AJ_WS_MAX_DEPTH)
+                return aj_error_set(d->ret_error, -ELOOP, "'%s' in the upper dir is more than %d directories deep",
+                            shown(d->path), AJ_WS_MAX_DEPTH);
+
+        while ((r = ws_next_name(dir, &name)) > 0) {
+                size_t nlen = strlen(name), clen = plen + (plen > 0) + nlen;
+                if (clen >= sizeof(d->path))
+                        return aj_error_set(d->ret_error, -ENAMETOOLONG, "A path in '%s' in the upper dir is too long",
+                                    shown(d->path));
+                if (plen > 0)
+                        d->path[plen] = '/';
+                memcpy(d->path + plen + (plen > 0), name, nlen + 1);
+
+                struct stat ust, lst;
+                if (fstatat(dirfd(dir), name, &ust, AT_SYMLINK_NOFOLLOW) < 0)
+                        return aj_error_set(d->ret_error, -errno, "Failed to stat '%s' in the upper dir: %m", d->path);
+                bool in_lower = false;
+                if (ldir_fd >= 0) {
+                        if (fstatat(ldir_fd, name, &lst, AT_SYMLINK_NOFOLLOW) >= 0)
+                                in_lower = true;
+                        else if (errno != ENOENT)
+                                return aj_error_set(d->ret_error, -errno, "Failed to stat '%s' in the workspace: %m",
+                                            d->path);
+                }
+
+                if (is_whiteout(&ust)) {
+                        /* In an added or opaque directory, or for something already gone from
+                         * lower: nothing to delete. */
+                        if (in_lower) {
+                                r = lower_changed(d, ldir_fd, name, &lst, depth);
+                                if (r < 0)
+                                        return r;
+                                r = diff_add(d, AJ_WS_DELETED, lst.st_mode, 0, r > 0, false, NULL);
+                                if (r < 0)
+                                        return r;
+                        }
+                } else if (S_ISDIR(ust.st_mode)) {
+                        r = diff_subdir(d, dir, ldir_fd, name, &ust, in_lower ? &lst : NULL, clen, depth);
+                        if (r < 0)
+                                return r;
+                } else {
+                        r = diff_file(d, ldir_fd, name, &ust, in_lower ? &lst : NULL, depth);
+                        if (r < 0)
+                                return r;
+                }
+                d->path[plen] = 0;
+        }
+        if (r < 0)
+                return aj_error_set(d->ret_error, r, "Failed to read '%s' in the upper dir: %s", shown(d->path),
+                            strerror(-r));
+        return 0;
+}
+
+/* Path order, component by component: '/' sorts before any other byte, so "a/b" comes
+ * before "a-b" and a directory's contents follow it directly. */
+static int path_compare(const char *a, const char *b)
+{
+        for (;; a++, b++) {
+                unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+                if (x == y) {
+                        if (x == 0)
+                                return 0;
+                        continue;
+                }
+                if (x == 0 || y == 0)
+                        return x == 0 ? -1 : 1;
+                if (x == '/' || y == '/')
+                        return x == '/' ? -1 : 1;
+                return x < y ? -1 : 1;
+        }
+}
+
+int ws_change_compare(const void *a, const void *b)
+{
+        return path_compare(((const AjWsChange *)a)->path, ((const AjWsChange *)b)->path);
+}
+
+int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, AjError *ret_error)
+{
+        Diff *d = calloc(1, sizeof(*d)); /* PATH_MAX of path: not on the stack */
+        if (!d)
+                return -ENOMEM;
+        d->since_ns = since_ns;
+        d->ret_error = ret_error;
+
+        DIR *root = NULL;
+        int r = ws_open_dir_stream(upper_fd, ".", &root);
+        if (r < 0)
+                r = aj_error_set(ret_error, r, "Failed to open the upper dir: %s", strerror(-r));
+        else
+                r = diff_dir(d, root, lower_fd, 0, 0);
+        if (r < 0) {
+                aj_ws_changes_free(d->v, d->n);
+                free(d);
+                return r;
+        }
+        if (d->n > 1)
+                qsort(d->v, d->n, sizeof(*d->v), ws_change_compare);
+        *ret = d->v;
+        *ret_n = d->n;
+        free(d);
+        return 0;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* What the parts of the workspace module share (workspace.c: names, walking, JSON;
+ * workspace-diff.c; workspace-commit.c); nothing else includes this. */
+
+#include <dirent.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "util/macros.h"
+#include "workspace.h"
+
+#define OPAQUE_XATTR "trusted.overlay.opaque"
+#define COPY_BUF_SIZE (128 * 1024)
+
+/* The root is "" in paths and "." in messages. */
+static inline const char *shown(const char *path) { return *path ? path : "."; }
+
+static inline bool is_whiteout(const struct stat *st) { return S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0); }
+
+static inline bool changed_since(const struct stat *st, uint64_t since_ns)
+{
+        uint64_t m = (uint64_t)st->st_mtim.tv_sec * 1000000000ull + (uint64_t)st->st_mtim.tv_nsec;
+        uint64_t c = (uint64_t)st->st_ctim.tv_sec * 1000000000ull + (uint64_t)st->st_ctim.tv_nsec;
+        return since_ns > 0 && (m > since_ns || c > since_ns);
+}
+
+/* setuid/setgid never reach the workspace, nor sticky on a file. */
+static inline mode_t sanitized_mode(mode_t mode) { return mode & (S_ISDIR(mode) ? 01777 : 0777); }
+
+typedef struct {
+        AjWsChange *v;
+        size_t n;
+} Changes;
+
+static inline void changes_done(Changes *c) { aj_ws_changes_free(c->v, c->n); }
+
+static inline void closedirp(DIR **d)
+{
+        if (*d)
+                closedir(*d);
+}
+#define _cleanup_closedir_ _cleanup_(closedirp)
+
+/* A directory stream of its own (own offset) on dir_fd's directory. */
+int ws_open_dir_stream(int dir_fd, const char *name, DIR **ret);
+/* Walks dirent names other than "." and "..": 1 with *ret_name set, 0 at the end. */
+int ws_next_name(DIR *d, const char **ret_name);
+/* "a file", "a directory", ... for messages. */
+const char *ws_type_article(mode_t type);
+/* qsort order of changes: by path, a directory directly followed by its contents. */
+int ws_change_compare(const void *a, const void *b);

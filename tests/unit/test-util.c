@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The small shared helpers of src/util/. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/error.h"
+#include "util/format.h"
+#include "util/open-under.h"
+#include "util/path.h"
+#include "util/ratelimit.h"
+
+Test(path, join)
+{
+        static const struct {
+                const char *a, *b, *want;
+        } cases[] = {
+                { "/x", "y", "/x/y" },         { "/x/", "y", "/x/y" },      { "/x", "/y", "/x/y" },
+                { "/x/", "//y/z", "/x/y/z" },  { "/x", "", "/x" },          { "", "y", "/y" },
+                { "/", "y", "/y" },            { "/x", "../y", "/x/../y" }, { "rel", "a/b", "rel/a/b" },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *got = aj_path_join(cases[i].a, cases[i].b);
+                cr_assert_not_null(got);
+                cr_expect_str_eq(got, cases[i].want, "'%s' + '%s'", cases[i].a, cases[i].b);
+                free(got);
+        }
+}
+
+Test(format, asprintf)
+{
+        char *s = (char *)"untouched";
+        cr_assert_eq(aj_asprintf(&s, "%s-%d", "a", 7), 0);
+        cr_expect_str_eq(s, "a-7");
+        free(s);
+}
+
+Test(error, ret_error_string)
+{
+        char *err = NULL;
+        cr_expect_eq(aj_ret_error(&err, -EINVAL, "bad '%s'", "x"), -EINVAL);
+        cr_expect_str_eq(err, "bad 'x'");
+        free(err);
+        /* A caller that wants no message passes NULL and still gets r back. */
+        cr_expect_eq(aj_ret_error(NULL, -ENOENT, "unused %d", 1), -ENOENT);
+        errno = EACCES;
+        err = NULL;
+        cr_expect_eq(aj_ret_error(&err, -EACCES, "open: %m"), -EACCES);
+        cr_expect_str_eq(err, "open: Permission denied");
+        free(err);
+}
+
+Test(error, set_prefix_text)
+{
+        AjError e = {};
+        cr_expect_str_eq(aj_error_text(&e, 0), "", "no error, no words");
+        cr_expect_eq(aj_error_set(&e, -ENOENT, "profile \"%s\" not found", "x"), -ENOENT);
+        cr_expect_eq(e.err, -ENOENT);
+        cr_expect_str_eq(aj_error_text(&e, 0), "profile \"x\" not found");
+        /* Layers on the way up add their context in front; the errno stays. */
+        cr_expect_eq(aj_error_prefix(&e, "Cannot load the profile of run %d", 7), -ENOENT);
+        cr_expect_eq(aj_error_prefix(&e, "run"), -ENOENT);
+        cr_expect_str_eq(aj_error_text(&e, 0), "run: Cannot load the profile of run 7: profile \"x\" not found");
+        /* Setting again replaces. */
+        cr_expect_eq(aj_error_set(&e, -EINVAL, "other"), -EINVAL);
+        cr_expect_str_eq(aj_error_text(&e, 0), "other");
+        aj_error_clear(&e);
+        cr_expect_eq(e.err, 0);
+        cr_expect_null(e.message);
+        aj_error_clear(&e); /* twice is fine */
+        aj_error_clear(NULL);
+}
+
+Test(error, errno_only_and_null)
+{
+        AjError e = { .err = -EACCES };
+        cr_expect_str_eq(aj_error_text(&e, 0), "Permission denied", "no message: strerror");
+        cr_expect_eq(aj_error_prefix(&e, "Cannot open '%s'", "/x"), -EACCES);
+        cr_expect_str_eq(aj_error_text(&e, 0), "Cannot open '/x': Permission denied");
+        aj_error_clear(&e);
+        /* A caller that wants only the errno passes NULL. */
+        cr_expect_eq(aj_error_set(NULL, -EPERM, "unused"), -EPERM);
+        cr_expect_str_eq(aj_error_text(NULL, 0), "");
+        cr_expect_str_eq(aj_error_text(NULL, -ENOENT), "No such file or directory");
+        /* A failure that came back bare is printed with its own errno. */
+        cr_expect_str_eq(aj_error_text(&e, -ENOMEM), "Cannot allocate memory");
+        errno = ENOTDIR;
+        cr_expect_eq(aj_error_set(&e, -ENOTDIR, "stat: %m"), -ENOTDIR);
+        cr_expect_str_eq(e.message, "stat: Not a directory");
+        char *s = aj_error_steal(&e);
+        cr_expect_str_eq(s, "stat: Not a directory");
+        cr_expect_eq(e.err, 0);
+        cr_expect_null(e.message);
+        free(s);
+        e.err = -EIO;
+        s = aj_error_steal(&e);
+        cr_expect_str_eq(s, "Input/output error");
+        free(s);
+}
+
+/* ---- aj_open_under: the one policy for paths an agent can influence ---- */
+
+static char under_root[] = "/tmp/aj-under-XXXXXX";
+static int under_fd = -1;
+
+static void under_setup(void)
+{
+        cr_assert_not_null(mkdtemp(under_root));
+        under_fd = open(under_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(under_fd, 0);
+        cr_assert_eq(mkdirat(under_fd, "etc", 0755), 0);
+        cr_assert_eq(mkdirat(under_fd, "sub", 0755), 0);
+        int fd = openat(under_fd, "etc/passwd", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, "inside\n", 7), 7);
+        close(fd);
+        cr_assert_eq(symlinkat("/", under_fd, "to-root"), 0);
+        cr_assert_eq(symlinkat("/etc/passwd", under_fd, "abs"), 0);
+        cr_assert_eq(symlinkat("../../../../../../etc", under_fd, "sub/up"), 0);
+        cr_assert_eq(symlinkat("etc", under_fd, "rel"), 0);
+}
+
+static void under_teardown(void)
+{
+        close(under_fd);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", under_root);
+        cr_expect_eq(system(cmd), 0);
+}
+
+/* The first line of the file the path opens under the test root. */
+static int under_read(const char *path, AjUnderFlags how, char *buf, size_t len)
+{
+        int fd = aj_open_under(under_fd, path, O_RDONLY, 0, how);
+        if (fd < 0)
+                return fd;
+        ssize_t n = read(fd, buf, len - 1);
+        close(fd);
+        cr_assert_geq(n, 0);
+        buf[n] = 0;
+        return 0;
+}
+
+Test(open_under, symlinks_resolve_inside_the_root, .init = under_setup, .fini = under_teardown)
+{
+        /* A symlink to "/", an absolute symlink and a "../" chain all land on the root's own
+         * etc/passwd, never the host's. */
+        static const char *const paths[] = { "to-root/etc/passwd", "abs", "sub/up/passwd", "rel/passwd",
+                                             "/etc/passwd", "etc/passwd" };
+        for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+                char buf[64];
+                int r = under_read(paths[i], AJ_UNDER_FOLLOW, buf, sizeof(buf));
+                cr_assert_eq(r, 0, "%s: %s", paths[i], strerror(-r));
+                cr_expect_str_eq(buf, "inside\n", "%s", paths[i]);
+        }
+}
+
+Test(open_under, dotdot_is_refused, .init = under_setup, .fini = under_teardown)
+{
+        static const char *const paths[] = { "..", "../etc/passwd", "sub/../../etc/passwd", "sub/..",
+                                             "/../etc/passwd" };
+        for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+                int fd = aj_open_under(under_fd, paths[i], O_RDONLY, 0, AJ_UNDER_FOLLOW);
+                cr_expect_eq(fd, -EINVAL, "%s: %d", paths[i], fd);
+                if (fd >= 0)
+                        close(fd);
+        }
+        /* Names that only contain dots are names. */
+        cr_assert_eq(mkdirat(under_fd, "..x", 0755), 0);
+        cr_assert_eq(mkdirat(under_fd, "x..", 0755), 0);
+        int fd = aj_open_under(under_fd, "..x", O_RDONLY | O_DIRECTORY, 0, AJ_UNDER_FOLLOW);
+        cr_expect_geq(fd, 0);
+        close(fd);
+        fd = aj_open_under(under_fd, "x../", O_RDONLY | O_DIRECTORY, 0, AJ_UNDER_FOLLOW);
+        cr_expect_geq(fd, 0);
+        close(fd);
+}
+
+Test(open_under, no_symlinks_refuses_every_symlink, .init = under_setup, .fini = under_teardown)
+{
+        static const char *const paths[] = { "to-root/etc/passwd", "abs", "sub/up/passwd", "rel/passwd", "rel" };
+        for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+                int fd = aj_open_under(under_fd, paths[i], O_RDONLY, 0, AJ_UNDER_NO_SYMLINKS);
+                cr_expect_eq(fd, -ELOOP, "%s: %d", paths[i], fd);
+                if (fd >= 0)
+                        close(fd);
+        }
+        char buf[64];
+        cr_assert_eq(under_read("etc/passwd", AJ_UNDER_NO_SYMLINKS, buf, sizeof(buf)), 0);
+        cr_expect_str_eq(buf, "inside\n");
+        int fd = aj_open_under(under_fd, "", O_RDONLY | O_DIRECTORY, 0, AJ_UNDER_NO_SYMLINKS);
+        cr_expect_geq(fd, 0, "\"\" is the root itself");
+        close(fd);
+}
+
+Test(open_under, magic_links_are_never_followed)
+{
+        /* /proc/self/root and /proc/self/fd/N jump without a path: refused with or without symlinks. */
+        int proc = open("/proc/self", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(proc, 0);
+        int fd = aj_open_under(proc, "root/etc/passwd", O_RDONLY, 0, AJ_UNDER_FOLLOW);
+        cr_expect_eq(fd, -ELOOP, "root/etc/passwd: %d", fd);
+        char path[32];
+        snprintf(path, sizeof(path), "fd/%d", proc);
+        fd = aj_open_under(proc, path, O_RDONLY, 0, AJ_UNDER_FOLLOW);
+        cr_expect_eq(fd, -ELOOP, "%s: %d", path, fd);
+        close(proc);
+}
+
+Test(open_under, always_cloexec, .init = under_setup, .fini = under_teardown)
+{
+        int fd = aj_open_under(under_fd, "etc/passwd", O_RDONLY, 0, AJ_UNDER_FOLLOW);
+        cr_assert_geq(fd, 0);
+        cr_expect(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+        close(fd);
+}
+
+/* ---- the one token bucket ---- */
+
+#define SEC UINT64_C(1000000000)
+
+Test(ratelimit, burst_and_refill)
+{
+        AjRateLimit rl;
+        aj_ratelimit_init(&rl, 3, 1);
+        uint64_t t = 1000 * SEC;
+        static const struct {
+                uint64_t at_ms; /* after the start */
+                bool allowed;
+                uint64_t suppressed;
+        } steps[] = {
+                { 0, true, 0 },     { 0, true, 0 },     { 0, true, 0 },  { 0, false, 1 },
+                { 500, false, 2 },  { 1000, true, 2 },  { 1000, false, 3 },
+                { 1999, false, 4 }, { 2000, true, 4 },
+                /* A long pause refills to the burst, not beyond. */
+                { 60000, true, 4 }, { 60000, true, 4 }, { 60000, true, 4 }, { 60000, false, 5 },
+                /* A timestamp from the past refills nothing. */
+                { 30000, false, 6 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(steps); i++) {
+                bool a = aj_ratelimit_allow(&rl, t + steps[i].at_ms * (SEC / 1000));
+                cr_expect_eq(a, steps[i].allowed, "step %zu", i);
+                cr_expect_eq(rl.suppressed, steps[i].suppressed, "step %zu", i);
+        }
+}
+
+Test(ratelimit, fractional_rate)
+{
+        AjRateLimit rl;
+        aj_ratelimit_init(&rl, 1, 0.5);
+        uint64_t t = 5 * SEC;
+        cr_expect(aj_ratelimit_allow(&rl, t));
+        cr_expect_not(aj_ratelimit_allow(&rl, t + 1 * SEC));
+        cr_expect(aj_ratelimit_allow(&rl, t + 2 * SEC));
+        cr_expect_eq(rl.suppressed, 1);
+
+        AjRateLimit none;
+        aj_ratelimit_init(&none, 0, 100);
+        cr_expect_not(aj_ratelimit_allow(&none, t));
+        cr_expect_not(aj_ratelimit_allow(&none, t + 100 * SEC));
+        cr_expect_eq(none.suppressed, 2);
+}
+
+/* The bucket as a work budget (the supervisor's ns of CPU for a jail): charges may leave it in
+ * debt; the debt says how long until the refill pays it. */
+Test(ratelimit, work_budget_debt)
+{
+        AjRateLimit rl;
+        aj_ratelimit_init(&rl, 100 * 1000000.0, 1e9 / 10); /* 0.1 CPU, 100 ms of burst */
+        uint64_t t = 7 * SEC;
+        cr_expect(aj_ratelimit_charge(&rl, t, 60 * 1000000.0));
+        cr_expect_eq(aj_ratelimit_debt_ns(&rl), 0);
+        cr_expect_not(aj_ratelimit_charge(&rl, t, 90 * 1000000.0), "150 ms of a 100 ms burst: in debt");
+        /* 50 ms of debt at 0.1 CPU: 500 ms to pay it. */
+        uint64_t debt = aj_ratelimit_debt_ns(&rl);
+        cr_expect(debt >= 500 * 1000000ull && debt <= 500 * 1000000ull + 1000, "%llu", (unsigned long long)debt);
+        cr_expect_not(aj_ratelimit_charge(&rl, t + 400 * 1000000ull, 0), "still in debt after 400 ms");
+        cr_expect(aj_ratelimit_charge(&rl, t + debt, 0), "paid after the debt's time");
+        cr_expect(aj_ratelimit_charge(&rl, t + 100 * SEC, 100 * 1000000.0), "a pause refills to the burst");
+        cr_expect_not(aj_ratelimit_charge(&rl, t + 100 * SEC, 1), "and not beyond");
+        cr_expect_eq(rl.suppressed, 0, "charges are not suppressions");
+
+        AjRateLimit none;
+        aj_ratelimit_init(&none, 0, 0);
+        cr_expect_not(aj_ratelimit_charge(&none, t, 1));
+        cr_expect_eq(aj_ratelimit_debt_ns(&none), 0, "no refill: no time pays it");
+}
+
+Test(format, append_printable)
+{
+        char buf[80] = "key ";
+        cr_expect_str_eq(aj_append_printable(buf, sizeof(buf), "a\tb\x7f" "c", 64), "key a?b?c");
+        buf[0] = 0;
+        char longer[100];
+        memset(longer, 'x', sizeof(longer) - 1);
+        longer[sizeof(longer) - 1] = 0;
+        aj_append_printable(buf, sizeof(buf), longer, 8);
+        cr_expect_str_eq(buf, "xxxxxxxx...", "cut after max characters");
+        char small[8] = "";
+        aj_append_printable(small, sizeof(small), "abcdefgh", 64);
+        cr_expect_lt(strlen(small), sizeof(small), "never past the buffer");
+}
