@@ -103,6 +103,13 @@ int check_on_breach(Check *c, json_t *v);
 int check_alert(Check *c, json_t *v);
 int check_logs(Check *c, json_t *v);
 
+/* ---- profile-schema-llm.c: the llm keys, their conversion ---- */
+
+int check_llm(Check *c, json_t *v);
+int llm_from_json(json_t *root, AjProfile *p);
+int llm_to_json(const AjProfile *p, json_t *root);
+void llm_free(AjProfile *p);
+
 /* ---- profile-load.c ---- */
 
 json_t *get_path(json_t *root, const char *a, const char *b);

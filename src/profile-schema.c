@@ -649,6 +649,7 @@ int check_root(Check *c, json_t *v)
                 { "on_breach", check_on_breach },
                 { "alert", check_alert },
                 { "logs", check_logs },
+                { "llm", check_llm },
                 {},
         };
         if (!json_is_object(v))

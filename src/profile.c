@@ -121,6 +121,7 @@ int profile_new_defaults(AjProfile **ret)
         p->approval_timeout_ns = DEFAULT_APPROVAL_TIMEOUT_NS;
         p->log_output_bytes = p->log_events_bytes = AJ_LOG_DEFAULT_BYTES;
         p->log_reports_per_sec = AJ_LOG_DEFAULT_REPORTS_PER_SEC;
+        p->llm_record_bytes = AJ_LOG_DEFAULT_BYTES;
         *ret = TAKE_PTR(p);
         return 0;
 }
@@ -310,7 +311,8 @@ int profile_from_json(json_t *root, AjProfile *p)
         size_t i;
         json_array_foreach(json_object_get(root, "allow_degraded"), i, v)
                 p->allow_degraded |= degrade_flag(json_string_value(v));
-        return broker_from_json(root, p);
+        int r2 = broker_from_json(root, p);
+        return r2 < 0 ? r2 : llm_from_json(root, p);
 }
 
 /* ---- back to JSON ---- */
@@ -508,7 +510,7 @@ static json_t *profile_tree(const AjProfile *p)
                 "reports_per_sec", (json_int_t)p->log_reports_per_sec);
         if (!root)
                 return NULL;
-        if (broker_tree(p, root) < 0) {
+        if (broker_tree(p, root) < 0 || llm_to_json(p, root) < 0) {
                 json_decref(root);
                 return NULL;
         }
@@ -583,5 +585,6 @@ void aj_profile_free(AjProfile *p)
                 free(p->prices[i].model);
         free(p->prices);
         strlist_done(&p->alert_exec);
+        llm_free(p);
         free(p);
 }

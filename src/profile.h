@@ -52,6 +52,27 @@ typedef struct {
         double cached_input; /* < 0: cached input is priced as input */
 } AjProfilePrice;
 
+/* "llm.providers": a model provider the run's gateway serves (docs/gateway.md). */
+typedef enum {
+        AJ_LLM_API_ANTHROPIC = 0, /* Messages: /v1/messages */
+        AJ_LLM_API_OPENAI,        /* Chat Completions and Responses */
+} AjLlmApi;
+
+#define AJ_LLM_MAX_PROVIDERS 16
+
+typedef struct {
+        char *name;     /* "anthropic", "openai", or the profile's own name for one */
+        AjLlmApi api;
+        char *url;      /* upstream base URL: https:// (or http:// for the operator's own network) */
+        char *key_env;  /* the key from agentjail's environment (never passed on), or */
+        char *key_file; /* from this host file */
+        char *ca_file;  /* extra CA certificates to trust for url (NULL: the system store only) */
+} AjLlmProvider;
+
+const char *aj_llm_api_name(AjLlmApi api);
+/* NULL when `url` is a usable provider URL, else what is wrong with it. */
+const char *aj_llm_url_problem(const char *url);
+
 typedef enum {
         AJ_ON_BREACH_FREEZE = 0,
         AJ_ON_BREACH_KILL,
@@ -131,6 +152,12 @@ typedef struct AjProfile {
         uint64_t log_output_bytes;   /* "logs.output_bytes": stdout.log, stderr.log each; default 64M */
         uint64_t log_events_bytes;   /* "logs.events_bytes": events.jsonl; default 64M */
         uint64_t log_reports_per_sec; /* "logs.reports_per_sec": tool_result + tokens; default 200 */
+
+        /* the gateway (src/gateway/): providers served on the jail's loopback, what is kept */
+        AjLlmProvider *llm_providers; /* "llm.providers", in file order, then --llm */
+        size_t n_llm_providers;
+        bool llm_record_full;         /* "llm.record": "full" keeps bodies; default "digest" */
+        uint64_t llm_record_bytes;    /* "llm.record_bytes": cap of the kept bodies; default 64M */
 } AjProfile;
 
 /* Bounds of the "logs" keys (docs/profiles.md). */
@@ -170,6 +197,10 @@ char *aj_profile_to_json(const AjProfile *p);
 /* Recomputes p->digest; loading does it, callers that change a loaded profile
  * (command-line overrides) call it again so run.json records what really ran. */
 int aj_profile_update_digest(AjProfile *p);
+
+/* `--llm NAME`: serve the profile's provider NAME, or the built-in one of that name
+ * (anthropic, openai) when the profile has none. */
+int aj_profile_llm_enable(AjProfile *p, const char *name, AjError *err);
 
 void aj_profile_free(AjProfile *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjProfile *, aj_profile_free);

@@ -375,7 +375,7 @@ Test(profile, errors_unknown_keys)
         expect_error("bad-unknown-top.json",
                      "@/bad-unknown-top.json:3:3: capabilities: unknown key (expected one of: extends, "
                      "description, hostname, filesystem, user, seccomp, limits, network, env, allow_degraded, "
-                     "meters, tools, approvals, prices, on_breach, alert, logs)");
+                     "meters, tools, approvals, prices, on_breach, alert, logs, llm)");
         expect_error("bad-unknown-nested.json",
                      "@/bad-unknown-nested.json:4:5: filesystem.rwx: unknown key (expected one of: ro, rw, "
                      "tmpfs, hide, workspace, home, allow_sensitive)");
@@ -1178,4 +1178,109 @@ Test(profile, approvals_errors)
         expect_error("bad-approvals-unknown.json",
                      "@/bad-approvals-unknown.json:2:43: approvals.timeout_s: unknown key (expected one of: tools, "
                      "timeout)");
+}
+
+/* ---- llm: the providers the run's gateway serves ---- */
+
+static AjProfile *parse_text(const char *text, AjError *err)
+{
+        AjProfile *p = NULL;
+        int r = aj_profile_parse(text, NULL, &p, err);
+        return r < 0 ? NULL : p;
+}
+
+static void expect_llm_error(const char *text, const char *key, const char *problem)
+{
+        AjError err = {};
+        AjProfile *p = parse_text(text, &err);
+        cr_expect_null(p, "accepted: %s", text);
+        aj_profile_free(p);
+        cr_expect(err.message && strstr(err.message, key) && strstr(err.message, problem),
+                  "%s\n   got: %s\n  want the key '%s' and '%s'", text, err.message ?: "(none)", key, problem);
+        aj_error_clear(&err);
+}
+
+Test(profile, llm_providers_parsed_with_defaults, .init = isolate)
+{
+        AjError err = {};
+        AjProfile *p = parse_text("{\"llm\": {\"providers\": {"
+                                  "\"anthropic\": {},"
+                                  "\"openai\": {\"key_file\": \"/etc/agentjail/keys/openai\", \"url\": \"https://api.openai.com\"},"
+                                  "\"local\": {\"api\": \"openai\", \"url\": \"http://10.0.0.5:4000/v1\", \"key_env\": \"LOCAL_KEY\","
+                                  " \"ca_file\": \"/etc/ssl/local.pem\"}},"
+                                  "\"record\": \"full\", \"record_bytes\": \"8M\"}}",
+                                  &err);
+        cr_assert_not_null(p, "%s", err.message ?: "");
+        cr_assert_eq(p->n_llm_providers, 3);
+        const AjLlmProvider *a = &p->llm_providers[0], *o = &p->llm_providers[1], *l = &p->llm_providers[2];
+        cr_expect_str_eq(a->name, "anthropic");
+        cr_expect_eq(a->api, AJ_LLM_API_ANTHROPIC);
+        cr_expect_str_eq(a->url, "https://api.anthropic.com", "the official endpoint by default");
+        cr_expect_str_eq(a->key_env, "ANTHROPIC_API_KEY", "the SDK's variable by default");
+        cr_expect_null(a->key_file);
+        cr_expect_str_eq(o->key_file, "/etc/agentjail/keys/openai");
+        cr_expect_null(o->key_env, "a key_file replaces the default key_env");
+        cr_expect_eq(l->api, AJ_LLM_API_OPENAI);
+        cr_expect_str_eq(l->url, "http://10.0.0.5:4000/v1");
+        cr_expect_str_eq(l->ca_file, "/etc/ssl/local.pem");
+        cr_expect(p->llm_record_full);
+        cr_expect_eq(p->llm_record_bytes, 8ULL << 20);
+
+        /* Round trip: the same profile, the same digest. */
+        char *json = aj_profile_to_json(p);
+        AjProfile *q = parse_text(json, &err);
+        cr_assert_not_null(q, "%s\n%s", err.message ?: "", json);
+        cr_expect_str_eq(q->digest, p->digest);
+        cr_expect_str_eq(q->llm_providers[2].key_env, "LOCAL_KEY");
+        free(json);
+        aj_profile_free(q);
+        aj_profile_free(p);
+}
+
+Test(profile, llm_enable_adds_a_builtin_or_the_profiles_own, .init = isolate)
+{
+        AjError err = {};
+        AjProfile *p = parse_text("{\"llm\": {\"providers\": {\"openai\": {\"url\": \"http://127.0.0.1:9\"}}}}", &err);
+        cr_assert_not_null(p, "%s", err.message ?: "");
+        cr_expect_eq(p->llm_record_bytes, 64ULL << 20);
+        cr_expect_not(p->llm_record_full, "\"digest\" by default");
+        cr_assert_eq(aj_profile_llm_enable(p, "openai", &err), 0);
+        cr_expect_eq(p->n_llm_providers, 1, "the profile's own openai is kept, not doubled");
+        cr_expect_str_eq(p->llm_providers[0].url, "http://127.0.0.1:9");
+        cr_assert_eq(aj_profile_llm_enable(p, "anthropic", &err), 0);
+        cr_assert_eq(p->n_llm_providers, 2);
+        cr_expect_str_eq(p->llm_providers[1].url, "https://api.anthropic.com");
+        cr_expect_eq(aj_profile_llm_enable(p, "mistral", &err), -EINVAL);
+        cr_expect(err.message && strstr(err.message, "--llm mistral") && strstr(err.message, "anthropic and openai"),
+                  "%s", err.message ?: "");
+        aj_error_clear(&err);
+        aj_profile_free(p);
+}
+
+Test(profile, llm_errors, .init = isolate)
+{
+        expect_llm_error("{\"llm\": {\"providers\": {\"local\": {\"url\": \"http://x:1\", \"key_env\": \"K\"}}}}",
+                         "llm.providers.local", "\"api\" is required");
+        expect_llm_error("{\"llm\": {\"providers\": {\"local\": {\"api\": \"openai\", \"key_env\": \"K\"}}}}",
+                         "llm.providers.local", "\"url\" is required");
+        expect_llm_error("{\"llm\": {\"providers\": {\"local\": {\"api\": \"openai\", \"url\": \"http://x\"}}}}",
+                         "llm.providers.local", "a key is required");
+        expect_llm_error("{\"llm\": {\"providers\": {\"anthropic\": {\"key_env\": \"K\", \"key_file\": \"/k\"}}}}",
+                         "llm.providers.anthropic", "not both");
+        expect_llm_error("{\"llm\": {\"providers\": {\"anthropic\": {\"api\": \"gemini\"}}}}",
+                         "llm.providers.anthropic.api", "expected \"anthropic\" or \"openai\"");
+        expect_llm_error("{\"llm\": {\"providers\": {\"anthropic\": {\"url\": \"ftp://x\"}}}}",
+                         "llm.providers.anthropic.url", "http:// or https://");
+        expect_llm_error("{\"llm\": {\"providers\": {\"anthropic\": {\"url\": \"https://user@host\"}}}}",
+                         "llm.providers.anthropic.url", "user info");
+        expect_llm_error("{\"llm\": {\"providers\": {\"anthropic\": {\"url\": \"https://host:99999\"}}}}",
+                         "llm.providers.anthropic.url", "bad port");
+        expect_llm_error("{\"llm\": {\"providers\": {\"anthropic\": {\"key_env\": \"1BAD\"}}}}",
+                         "llm.providers.anthropic.key_env", "environment variable name");
+        expect_llm_error("{\"llm\": {\"providers\": {\"anthropic\": {\"key_file\": \"keys/a\"}}}}",
+                         "llm.providers.anthropic.key_file", "absolute");
+        expect_llm_error("{\"llm\": {\"providers\": {\"Bad Name\": {}}}}", "llm.providers", "invalid provider name");
+        expect_llm_error("{\"llm\": {\"record\": \"everything\"}}", "llm.record", "\"digest\" or \"full\"");
+        expect_llm_error("{\"llm\": {\"record_bytes\": \"1K\"}}", "llm.record_bytes", "from 64K to 1T");
+        expect_llm_error("{\"llm\": {\"provider\": {}}}", "llm.provider", "unknown key");
 }
