@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The broker server (see broker.h, include/agentjail/broker.h and
- * docs/broker-protocol.md). One epoll fd over the listening socket and every
- * connection, level-triggered; each dispatch handles what is ready and returns.
+ * docs/broker-protocol.md). Its own AjLoop, nested in the supervisor's: the
+ * listening socket and every connection are served by the line server
+ * (src/line-server.h), the approval deadlines are timers on that loop.
  *
  * Per connection: an input buffer of one maximal line (a longer line is
  * answered with an error and discarded up to its newline, the connection
@@ -20,22 +21,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/timerfd.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "agentjail/broker.h"
 #include "broker.h"
 #include "events.h"
+#include "line-server.h"
 #include "seccomp-filter.h"
 #include "util/strv.h"
 
-#define MAX_EVENTS_PER_DISPATCH 64
 #define MAX_ACCEPTS_PER_DISPATCH 16
-#define IN_SIZE (AJ_BROKER_MAX_LINE + 1) /* a maximal line and its newline */
 /* Allowed tool calls tracked until their tool_result; past this the oldest is dropped. */
 #define MAX_IN_FLIGHT 256
 /* Calls held for approval at once; more are denied (a loop must not pile them up). */
@@ -44,19 +40,7 @@
 #define ERROR_BURST 20
 #define ERROR_PER_SEC 5
 
-typedef struct Conn {
-        struct Conn *prev, *next;
-        int fd;
-        char *in;
-        size_t in_len;
-        bool discarding; /* inside an oversized line: drop up to the next newline */
-        bool eof;        /* the client shut down its side: flush, then close */
-        bool want_out;   /* EPOLLOUT registered */
-        bool dead;       /* close at the end of this dispatch step */
-        char *out;
-        size_t out_len, out_size;
-        size_t n_held;   /* its tool calls awaiting an operator: kept open for their replies */
-} Conn;
+typedef AjLineConn Conn; /* held calls: aj_line_conn_hold() keeps it open for their replies */
 
 /* A tool call awaiting an operator's decision (held: no reply yet, its meter reservation
  * kept), or allowed and without its tool_result yet. `inspect` lists both. */
@@ -72,17 +56,16 @@ typedef struct {
         Conn *conn;
         json_t *req_id;
         AjMeterReservation res;
-        uint64_t deadline_ns; /* b->now_ns() clock */
+        AjLoopTimer timer; /* the deadline, on b->now_ns()'s clock; userdata: the broker */
 } InFlight;
 
 struct AjBroker {
-        int epfd;
-        int listen_fd;
+        AjLoop *loop;
+        int loop_fd;
+        AjLineServer *server;
         char *path;
         AjMeter *meter;
         const AjHooks *hooks;
-        Conn *conns;
-        size_t n_conns;
         uint64_t next_call;
         uint64_t (*now_ns)(void);
         double error_tokens;
@@ -97,107 +80,26 @@ struct AjBroker {
         char **approval_globs;
         size_t n_approval_globs;
         uint64_t approval_timeout_ns;
-        int timerfd; /* armed for the earliest approval deadline */
         bool closing; /* in aj_broker_free(): held calls end with the run */
 };
 
 static void cancel_held(AjBroker *b, Conn *c, const char *reason);
 
-/* ---- connections ---- */
-
-static void conn_close(AjBroker *b, Conn *c)
-{
-        if (c->n_held > 0)
-                cancel_held(b, c, b->closing ? "the run ended" : "the caller disconnected");
-        epoll_ctl(b->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                b->conns = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
-        b->n_conns--;
-        free(c->in);
-        free(c->out);
-        free(c);
-}
-
-static void conn_update_events(AjBroker *b, Conn *c)
-{
-        bool want_out = c->out_len > 0;
-        if (want_out == c->want_out && !c->eof)
-                return;
-        struct epoll_event ev = { .events = (c->eof ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0), .data.ptr = c };
-        if (epoll_ctl(b->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
-                c->dead = true;
-        c->want_out = want_out;
-}
-
-/* Writes what the socket takes now. */
-static void conn_flush(AjBroker *b, Conn *c)
-{
-        size_t done = 0;
-        while (done < c->out_len) {
-                ssize_t n = send(c->fd, c->out + done, c->out_len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno != EAGAIN)
-                                c->dead = true; /* EPIPE, ECONNRESET: the client is gone */
-                        break;
-                }
-                done += (size_t)n;
-        }
-        memmove(c->out, c->out + done, c->out_len - done);
-        c->out_len -= done;
-        if (c->eof && c->out_len == 0 && c->n_held == 0)
-                c->dead = true;
-        if (!c->dead)
-                conn_update_events(b, c);
-}
-
-/* Queues one line. Past AJ_BROKER_MAX_OUTPUT the client is not reading: drop it. */
-static void conn_queue(Conn *c, const char *s, size_t len)
-{
-        if (c->dead)
-                return;
-        if (c->out_len + len + 1 > AJ_BROKER_MAX_OUTPUT) {
-                c->dead = true;
-                return;
-        }
-        if (c->out_len + len + 1 > c->out_size) {
-                size_t size = c->out_size ? c->out_size : 4096;
-                while (size < c->out_len + len + 1)
-                        size *= 2;
-                if (size > AJ_BROKER_MAX_OUTPUT)
-                        size = AJ_BROKER_MAX_OUTPUT;
-                char *o = realloc(c->out, size);
-                if (!o) {
-                        c->dead = true;
-                        return;
-                }
-                c->out = o;
-                c->out_size = size;
-        }
-        memcpy(c->out + c->out_len, s, len);
-        c->out[c->out_len + len] = '\n';
-        c->out_len += len + 1;
-}
+/* ---- replies ---- */
 
 static void conn_reply(Conn *c, json_t *reply)
 {
         if (!reply) {
-                c->dead = true;
+                aj_line_conn_kill(c);
                 return;
         }
         _cleanup_free_ char *s = json_dumps(reply, JSON_COMPACT | JSON_REAL_PRECISION(12));
         json_decref(reply);
         if (!s) {
-                c->dead = true;
+                aj_line_conn_kill(c);
                 return;
         }
-        conn_queue(c, s, strlen(s));
+        aj_line_conn_queue(c, s, strlen(s));
 }
 
 /* ---- events ---- */
@@ -571,10 +473,11 @@ static InFlight *in_flight_add(AjBroker *b, const char *call_id, const char *nam
 
 static void in_flight_remove(AjBroker *b, InFlight *f)
 {
+        aj_loop_timer_stop(&f->timer);
         if (f->awaiting) {
                 b->n_awaiting--;
                 if (f->conn)
-                        f->conn->n_held--;
+                        aj_line_conn_hold(f->conn, -1);
                 json_decref(f->req_id);
         }
         *f = (InFlight){ 0 };
@@ -606,8 +509,8 @@ json_t *aj_broker_in_flight(const AjBroker *b)
                                       "since", aj_format_timestamp(f->since_ns, ts, sizeof(ts)), "age_s",
                                       now > f->since_ns ? (double)(now - f->since_ns) / 1e9 : 0.0);
                 if (o && f->awaiting) {
-                        uint64_t mono = b->now_ns();
-                        double left = f->deadline_ns > mono ? (double)(f->deadline_ns - mono) / 1e9 : 0.0;
+                        uint64_t mono = b->now_ns(), deadline = f->timer.deadline_ns;
+                        double left = deadline > mono ? (double)(deadline - mono) / 1e9 : 0.0;
                         if (json_object_set_new(o, "timeout_in_s", json_real(left)) < 0) {
                                 json_decref(o);
                                 o = NULL;
@@ -642,21 +545,6 @@ static const char *duration_text(uint64_t ns, char *buf, size_t size)
         else
                 snprintf(buf, size, "%llus", (unsigned long long)s);
         return buf;
-}
-
-static void arm_timer(AjBroker *b)
-{
-        uint64_t first = 0;
-        for (size_t i = 0; b->n_awaiting > 0 && i < MAX_IN_FLIGHT; i++)
-                if (b->in_flight[i].awaiting && (first == 0 || b->in_flight[i].deadline_ns < first))
-                        first = b->in_flight[i].deadline_ns;
-        struct itimerspec its = { 0 };
-        if (first) {
-                uint64_t now = b->now_ns(), left = first > now ? first - now : 1;
-                its.it_value.tv_sec = (time_t)(left / 1000000000ull);
-                its.it_value.tv_nsec = (long)(left % 1000000000ull);
-        }
-        (void)timerfd_settime(b->timerfd, 0, &its, NULL);
 }
 
 /* Records the decision on a held call and answers it: `approve` commits its reservation
@@ -697,9 +585,10 @@ static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *deci
         if (approve && r >= 0) {
                 /* Now an allowed call like any other, until its tool_result. */
                 f->awaiting = false;
+                aj_loop_timer_stop(&f->timer);
                 b->n_awaiting--;
                 if (c)
-                        c->n_held--;
+                        aj_line_conn_hold(c, -1);
                 json_decref(f->req_id);
                 f->req_id = NULL;
                 f->conn = NULL;
@@ -711,21 +600,17 @@ static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *deci
                         reply_unrecorded(b, c, id, r);
                 else
                         conn_reply(c, reply);
-                if (!c->dead)
-                        conn_flush(b, c);
-                if (c->dead)
-                        conn_close(b, c);
+                aj_line_conn_flush(c); /* c may be gone after */
         } else {
                 json_decref(reply);
         }
         json_decref(id);
-        arm_timer(b);
 }
 
 /* The caller of these held calls went away (or the run ended): nothing to answer. */
 static void cancel_held(AjBroker *b, Conn *c, const char *reason)
 {
-        for (size_t i = 0; c->n_held > 0 && i < MAX_IN_FLIGHT; i++) {
+        for (size_t i = 0; aj_line_conn_held(c) > 0 && i < MAX_IN_FLIGHT; i++) {
                 InFlight *f = &b->in_flight[i];
                 if (!f->used || !f->awaiting || f->conn != c)
                         continue;
@@ -735,28 +620,23 @@ static void cancel_held(AjBroker *b, Conn *c, const char *reason)
                 aj_meter_settle(b->meter, &f->res, false);
                 in_flight_remove(b, f);
         }
-        arm_timer(b);
 }
 
 void aj_broker_cancel_held(AjBroker *b)
 {
-        for (Conn *c = b->conns; c && b->n_awaiting > 0; c = c->next)
-                if (c->n_held > 0)
+        for (Conn *c = aj_line_server_first(b->server); c && b->n_awaiting > 0; c = aj_line_conn_next(c))
+                if (aj_line_conn_held(c) > 0)
                         cancel_held(b, c, "the run ended");
 }
 
-static void expire_held(AjBroker *b)
+/* A held call's deadline passed: denied, its caller answered. */
+static void on_held_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata)
 {
-        if (b->n_awaiting == 0)
-                return;
-        uint64_t now = b->now_ns();
-        char t[32];
-        for (size_t i = 0; b->n_awaiting > 0 && i < MAX_IN_FLIGHT; i++) {
-                InFlight *f = &b->in_flight[i];
-                if (f->used && f->awaiting && f->deadline_ns <= now)
-                        finish_held(b, f, false, "timeout", "timeout",
-                                    duration_text(b->approval_timeout_ns, t, sizeof(t)));
-        }
+        (void)now_ns;
+        AjBroker *b = userdata;
+        InFlight *f = (InFlight *)((char *)t - offsetof(InFlight, timer));
+        char d[32];
+        finish_held(b, f, false, "timeout", "timeout", duration_text(b->approval_timeout_ns, d, sizeof(d)));
 }
 
 int aj_broker_set_approvals(AjBroker *b, char *const *globs, size_t n, uint64_t timeout_ns)
@@ -814,10 +694,16 @@ static void hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
                 return reply_unrecorded(b, c, id, -ENOMEM);
         }
         char t[32];
-        int r = emit_pair(b, "tool.request", ev, "approval.requested",
-                          json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID,
-                                    call_id, "arguments_sha256", digest, "timeout",
-                                    duration_text(b->approval_timeout_ns, t, sizeof(t))));
+        aj_loop_timer_init(b->loop, &f->timer, on_held_timeout, b);
+        /* Armed before the events: a call that could never time out is not held. */
+        int r = aj_loop_timer_set(&f->timer, b->now_ns() + b->approval_timeout_ns);
+        if (r < 0)
+                json_decref(ev);
+        else
+                r = emit_pair(b, "tool.request", ev, "approval.requested",
+                              json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID,
+                                        call_id, "arguments_sha256", digest, "timeout",
+                                        duration_text(b->approval_timeout_ns, t, sizeof(t))));
         if (r < 0) {
                 in_flight_remove(b, f);
                 aj_meter_settle(b->meter, res, false);
@@ -827,10 +713,8 @@ static void hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
         f->conn = c;
         f->req_id = json_incref(id);
         f->res = *res;
-        f->deadline_ns = b->now_ns() + b->approval_timeout_ns;
-        c->n_held++;
+        aj_line_conn_hold(c, +1);
         b->n_awaiting++;
-        arm_timer(b);
         if (b->hooks && b->hooks->approval_requested) {
                 json_auto_t *call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name,
                                               AJ_BROKER_F_TOOL_CALL_ID, call_id, "arguments_sha256", digest, "timeout",
@@ -1081,210 +965,113 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
                             SHOWN(o));
 }
 
-/* Handles every complete line in the input buffer. */
-static void conn_process(AjBroker *b, Conn *c)
+/* ---- the server ---- */
+
+static void on_line(void *userdata, AjLineConn *c, const char *line, size_t len)
 {
-        size_t start = 0;
-        while (!c->dead) {
-                char *nl = memchr(c->in + start, '\n', c->in_len - start);
-                if (!nl)
-                        break;
-                size_t len = (size_t)(nl - (c->in + start));
-                if (c->discarding)
-                        c->discarding = false; /* the end of an oversized line */
-                else
-                        handle_line(b, c, c->in + start, len);
-                start += len + 1;
-        }
-        memmove(c->in, c->in + start, c->in_len - start);
-        c->in_len -= start;
-        if (c->in_len == IN_SIZE) {
-                /* No newline within a maximal line: answer once, then drop up to the newline. */
-                if (!c->discarding)
-                        reply_error(b, c, NULL, AJ_BROKER_E_LINE_TOO_LONG,
-                                    "request line longer than %d bytes; discarded up to the next newline",
-                                    AJ_BROKER_MAX_LINE);
-                c->discarding = true;
-                c->in_len = 0;
-        }
+        handle_line(userdata, c, line, len);
 }
 
-static void conn_read(AjBroker *b, Conn *c)
+static void on_too_long(void *userdata, AjLineConn *c)
 {
-        ssize_t n = read(c->fd, c->in + c->in_len, IN_SIZE - c->in_len);
-        if (n < 0) {
-                if (errno != EAGAIN && errno != EINTR)
-                        c->dead = true;
-                return;
-        }
-        if (n == 0) {
-                /* A last line without its newline is not a request. */
-                c->eof = true;
-                if (c->out_len == 0 && c->n_held == 0)
-                        c->dead = true;
-                else
-                        conn_update_events(b, c);
-                return;
-        }
-        c->in_len += (size_t)n;
-        conn_process(b, c);
+        reply_error(userdata, c, NULL, AJ_BROKER_E_LINE_TOO_LONG,
+                    "request line longer than %d bytes; discarded up to the next newline", AJ_BROKER_MAX_LINE);
 }
 
-static void accept_all(AjBroker *b)
+static void on_refuse(void *userdata, int fd, int err)
 {
-        for (int i = 0; i < MAX_ACCEPTS_PER_DISPATCH; i++) {
-                int fd = accept4(b->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (fd < 0)
-                        return; /* EAGAIN, or a connection that died before we got to it */
-                if (b->n_conns >= AJ_BROKER_MAX_CONNECTIONS) {
-                        char line[256];
-                        int len = snprintf(line, sizeof(line),
-                                           "{\"id\":null,\"v\":%d,\"ok\":false,\"error\":{\"code\":\"%s\",\"message\":"
-                                           "\"too many connections (at most %d)\"}}\n",
-                                           AJ_BROKER_VERSION, AJ_BROKER_E_BUSY, AJ_BROKER_MAX_CONNECTIONS);
-                        /* Best effort: a fresh socket always has room for one short line. */
-                        (void)!send(fd, line, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
-                        close(fd);
-                        if (error_event_allowed(b))
-                                (void)emit(b, "broker.error",
-                                           json_pack("{s:s, s:s}", "code", AJ_BROKER_E_BUSY, "message",
-                                                     "too many connections"));
-                        continue;
-                }
-                Conn *c = calloc(1, sizeof(*c));
-                if (c)
-                        c->in = malloc(IN_SIZE);
-                struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-                if (!c || !c->in || epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-                        if (c)
-                                free(c->in);
-                        free(c);
-                        close(fd);
-                        continue;
-                }
-                c->fd = fd;
-                c->next = b->conns;
-                if (b->conns)
-                        b->conns->prev = c;
-                b->conns = c;
-                b->n_conns++;
-        }
+        AjBroker *b = userdata;
+        if (err != EBUSY)
+                return;
+        char line[256];
+        int len = snprintf(line, sizeof(line),
+                           "{\"id\":null,\"v\":%d,\"ok\":false,\"error\":{\"code\":\"%s\",\"message\":"
+                           "\"too many connections (at most %d)\"}}\n",
+                           AJ_BROKER_VERSION, AJ_BROKER_E_BUSY, AJ_BROKER_MAX_CONNECTIONS);
+        /* Best effort: a fresh socket always has room for one short line. */
+        (void)!send(fd, line, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (error_event_allowed(b))
+                (void)emit(b, "broker.error",
+                           json_pack("{s:s, s:s}", "code", AJ_BROKER_E_BUSY, "message", "too many connections"));
+}
+
+static void on_closed(void *userdata, AjLineConn *c)
+{
+        AjBroker *b = userdata;
+        if (aj_line_conn_held(c) > 0)
+                cancel_held(b, c, b->closing ? "the run ended" : "the caller disconnected");
 }
 
 int aj_broker_dispatch(AjBroker *b)
 {
-        struct epoll_event ev[MAX_EVENTS_PER_DISPATCH];
-        bool timer_fired = false;
-        /* Deadlines first: an expired call is answered even if its caller is busy. */
-        expire_held(b);
-        int n = epoll_wait(b->epfd, ev, MAX_EVENTS_PER_DISPATCH, 0);
-        if (n < 0)
-                return errno == EINTR ? 0 : -errno;
-        for (int i = 0; i < n; i++) {
-                if (ev[i].data.ptr == b) {
-                        accept_all(b);
-                        continue;
-                }
-                if (ev[i].data.ptr == &b->timerfd) {
-                        /* Handled after this loop: answering may close connections that
-                         * later entries of ev[] still point to. */
-                        uint64_t expirations;
-                        (void)!read(b->timerfd, &expirations, sizeof(expirations));
-                        timer_fired = true;
-                        continue;
-                }
-                Conn *c = ev[i].data.ptr;
-                if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                        conn_read(b, c);
-                /* Gone both ways: even a caller waiting for an approval can get no answer. */
-                if ((ev[i].events & (EPOLLHUP | EPOLLERR)) && c->eof)
-                        c->dead = true;
-                if (!c->dead && c->out_len > 0)
-                        conn_flush(b, c);
-                if (c->dead)
-                        conn_close(b, c);
-        }
-        if (timer_fired) {
-                expire_held(b);
-                arm_timer(b);
-        }
-        return 0;
+        int r = aj_loop_dispatch(b->loop, 0);
+        return r < 0 ? r : 0;
 }
 
 size_t aj_broker_connections(const AjBroker *b)
 {
-        return b->n_conns;
+        return aj_line_server_connections(b->server);
 }
 
 int aj_broker_fd(AjBroker *b)
 {
-        return b->epfd;
+        return b->loop_fd;
 }
 
 void aj_broker_set_clock(AjBroker *b, uint64_t (*now_ns)(void))
 {
         b->now_ns = now_ns ? now_ns : aj_now_monotonic_ns;
+        aj_loop_set_clock(b->loop, now_ns);
 }
 
 int aj_broker_new(const char *socket_path, uid_t owner_uid, gid_t owner_gid, AjMeter *meter, const AjHooks *hooks,
                   AjBroker **ret)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct stat st;
-        int r;
-
-        if (strlen(socket_path) >= sizeof(sa.sun_path))
-                return -ENAMETOOLONG;
-        strcpy(sa.sun_path, socket_path);
-        /* Replace a stale socket of an earlier run, never anything else. */
-        if (lstat(socket_path, &st) == 0) {
-                if (!S_ISSOCK(st.st_mode))
-                        return -EEXIST;
-                if (unlink(socket_path) < 0)
-                        return -errno;
-        }
+        static const AjLineServerLimits limits = {
+                .max_line = AJ_BROKER_MAX_LINE,
+                .max_output = AJ_BROKER_MAX_OUTPUT,
+                .max_connections = AJ_BROKER_MAX_CONNECTIONS,
+                .accepts_per_wake = MAX_ACCEPTS_PER_DISPATCH,
+                .discard_long_lines = true,
+        };
+        static const AjLineServerOps ops = {
+                .refuse = on_refuse,
+                .line = on_line,
+                .too_long = on_too_long,
+                .closed = on_closed,
+        };
+        int listen_fd, r;
 
         AjBroker *b = calloc(1, sizeof(*b));
         if (!b)
                 return -ENOMEM;
-        b->listen_fd = b->timerfd = -1;
         b->meter = meter;
         b->hooks = hooks;
         b->now_ns = aj_now_monotonic_ns;
         b->approval_timeout_ns = AJ_BROKER_APPROVAL_TIMEOUT_NS;
-        b->epfd = epoll_create1(EPOLL_CLOEXEC);
-        b->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        b->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-        if (b->epfd < 0 || b->listen_fd < 0 || b->timerfd < 0) {
-                r = -errno;
-                goto fail;
-        }
-        /* The umask makes bind() create the node 0600 at once: no window with looser bits.
-         * The supervisor is single-threaded, so the process-wide umask change is not raced. */
-        mode_t old = umask(0177);
-        r = bind(b->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
-        umask(old);
+        r = aj_loop_new(&b->loop);
         if (r < 0) {
-                r = -errno;
+                free(b);
+                return r;
+        }
+        b->loop_fd = aj_loop_fd(b->loop);
+        if (b->loop_fd < 0) {
+                r = b->loop_fd;
                 goto fail;
         }
+        r = aj_line_server_listen(socket_path, owner_uid, owner_gid, 128, &listen_fd);
+        if (r < 0)
+                goto fail;
         b->path = strdup(socket_path);
         if (!b->path) {
-                r = -ENOMEM;
+                close(listen_fd);
                 unlink(socket_path);
+                r = -ENOMEM;
                 goto fail;
         }
-        if ((owner_uid != (uid_t)-1 || owner_gid != (gid_t)-1) && lchown(socket_path, owner_uid, owner_gid) < 0) {
-                r = -errno;
+        r = aj_line_server_new(b->loop, listen_fd, &limits, &ops, b, &b->server);
+        if (r < 0)
                 goto fail;
-        }
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = b };
-        struct epoll_event tev = { .events = EPOLLIN, .data.ptr = &b->timerfd };
-        if (listen(b->listen_fd, 128) < 0 || epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->listen_fd, &ev) < 0 ||
-            epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->timerfd, &tev) < 0) {
-                r = -errno;
-                goto fail;
-        }
         *ret = b;
         return 0;
 fail:
@@ -1297,18 +1084,12 @@ void aj_broker_free(AjBroker *b)
         if (!b)
                 return;
         b->closing = true;
-        while (b->conns)
-                conn_close(b, b->conns);
-        if (b->listen_fd >= 0)
-                close(b->listen_fd);
-        if (b->timerfd >= 0)
-                close(b->timerfd);
+        aj_line_server_free(b->server);
         aj_strv_free(b->approval_globs);
-        if (b->epfd >= 0)
-                close(b->epfd);
         if (b->path)
                 unlink(b->path);
         free(b->path);
         free(b->in_flight);
+        aj_loop_free(b->loop);
         free(b);
 }
