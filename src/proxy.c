@@ -13,12 +13,13 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "proxy.h"
 #include "resolve.h"
+#include "util/clock.h"
+#include "util/loop.h"
+#include "util/outbuf.h"
 #include "util/strv.h"
 
 #define MAX_TARGET 8192
@@ -31,11 +32,6 @@
 #define LINGER_MS 2000
 #define LINGER_MAX_BYTES (1024 * 1024)
 #define ACCEPT_BATCH 64
-#define DISPATCH_EVENTS 256
-
-/* epoll tags: low 2 bits say which fd of a connection (or a proxy-wide fd). */
-enum { TAG_CLIENT = 0, TAG_UPSTREAM = 1, TAG_SPECIAL = 2 };
-enum { SP_HTTP_LISTEN, SP_SOCKS_LISTEN, SP_RESOLVER, SP_TIMER, SP_WAKE };
 
 typedef enum {
         ST_HTTP_HEAD,
@@ -51,8 +47,7 @@ typedef enum {
 typedef struct {
         int pr, pw;           /* the pipe between source and destination */
         size_t len;           /* bytes in the pipe */
-        char *prefix;         /* sent to the destination before spliced data */
-        size_t prefix_len, prefix_off;
+        AjOutBuf prefix;      /* sent to the destination before spliced data */
         bool prefix_counts;   /* client bytes (counted) or the proxy's own reply (not) */
         bool src_eof, done;
         bool limited;         /* read at most `limit` more bytes from the source */
@@ -65,15 +60,14 @@ struct AjProxy;
 typedef struct Conn {
         struct AjProxy *p;
         unsigned slot;
-        uint32_t gen;
         uint64_t id;
         bool socks, overflow, evaluated, denied, pending, is_connect;
         ConnState state;
         int cfd, ufd;
+        AjLoopIo *cio, *uio; /* edge-triggered */
         char *in;
         size_t in_len;
-        char *out;
-        size_t out_len, out_off;
+        AjOutBuf out; /* an error reply */
         size_t lingered;
         char host[AJ_NET_HOST_MAX + 1];
         uint16_t port;
@@ -100,18 +94,22 @@ typedef struct Conn {
         char *resp;
         size_t resp_len;
         Dir up, down;
-        uint64_t start_ns, deadline_ns;
+        uint64_t start_ns;
+        AjLoopTimer deadline; /* header, connect, linger: what the state waits for */
 } Conn;
 
+/* Its own AjLoop, nested in the supervisor's (aj_proxy_fd()): the listeners, the resolver,
+ * every connection's two sockets, and one deadline timer per connection. */
 struct AjProxy {
-        int epfd, http_fd, socks_fd, timerfd, wakefd;
+        AjLoop *loop;
+        int loop_fd, http_fd, socks_fd, wakefd;
+        AjLoopIo *http_io, *socks_io, *resolver_io, *wake_io;
         const AjNetPolicy *policy;
         const AjHooks *hooks;
         AjProxyOptions opts;
         AjResolver *resolver;
         AjHostAddrs *host_addrs;
         Conn **slots;
-        uint32_t *gens;
         unsigned n_slots;
         unsigned active, regular;
         bool paused;
@@ -121,16 +119,19 @@ struct AjProxy {
         unsigned n_pending;
 };
 
-static uint64_t now_ns(void)
+/* Fails only without memory for the loop's heap (as a timerfd could fail to arm). */
+static void set_deadline_ms(Conn *c, uint64_t ms)
 {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+        (void)aj_loop_timer_set_in(&c->deadline, ms * 1000000ULL);
 }
 
-static uint64_t tag(unsigned slot, uint32_t gen, unsigned which)
+/* The upstream socket is done with (failed, refused, or the answer is complete). */
+static void close_upstream(Conn *c)
 {
-        return ((uint64_t)gen << 32) | ((uint64_t)slot << 2) | which;
+        aj_loop_io_remove(c->uio);
+        c->uio = NULL;
+        close(c->ufd);
+        c->ufd = -1;
 }
 
 /* ------------------------------------------------------------------ listeners */
@@ -915,39 +916,33 @@ static void refuse(Conn *c, int http_status, uint8_t socks_rep, const char *reas
         sanitize(reason);
         if (!c->error)
                 c->error = http_status == 403 ? NULL : "refused";
-        free(c->out);
-        c->out = NULL;
-        c->out_len = c->out_off = 0;
+        aj_outbuf_clear(&c->out);
         if (c->socks) {
                 if (c->state == ST_SOCKS_GREETING)
                         goto close_now;
-                c->out = malloc(10);
-                if (!c->out)
+                char *rep = malloc(10);
+                if (!rep)
                         goto close_now;
-                memcpy(c->out, (uint8_t[]){ 5, socks_rep, 0, 1, 0, 0, 0, 0, 0, 0 }, 10);
-                c->out_len = 10;
+                memcpy(rep, (uint8_t[]){ 5, socks_rep, 0, 1, 0, 0, 0, 0, 0, 0 }, 10);
+                aj_outbuf_take(&c->out, rep, 10);
         } else {
-                int k = asprintf(&c->out,
+                char *text;
+                int k = asprintf(&text,
                                  "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                                  "X-Agentjail-Reason: %s\r\nContent-Length: %zu\r\n\r\nagentjail proxy: %s\n",
                                  http_status, status_text(http_status), reason, strlen(reason) + 18, reason);
-                if (k < 0) {
-                        c->out = NULL;
+                if (k < 0)
                         goto close_now;
-                }
-                c->out_len = (size_t)k;
+                aj_outbuf_take(&c->out, text, (size_t)k);
         }
-        if (c->ufd >= 0) {
-                epoll_ctl(c->p->epfd, EPOLL_CTL_DEL, c->ufd, NULL);
-                close(c->ufd);
-                c->ufd = -1;
-        }
+        if (c->ufd >= 0)
+                close_upstream(c);
         if (c->resolving) {
                 aj_resolver_cancel(c->p->resolver, c->resolve_id);
                 c->resolving = false;
         }
         c->state = ST_REFUSE;
-        c->deadline_ns = now_ns() + LINGER_MS * 1000000ULL;
+        set_deadline_ms(c, LINGER_MS);
         flush_out(c);
         return;
 close_now:
@@ -1010,15 +1005,12 @@ static void deny_unjudged(Conn *c, const char *why)
 
 static void flush_out(Conn *c)
 {
-        while (c->out_off < c->out_len) {
-                ssize_t n = send(c->cfd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-                if (n < 0) {
-                        if (errno == EAGAIN || errno == EINTR)
-                                return;
-                        conn_close(c);
-                        return;
-                }
-                c->out_off += (size_t)n;
+        int r = aj_outbuf_send(&c->out, c->cfd, NULL);
+        if (r == 0)
+                return; /* the socket is full: its next edge sends the rest */
+        if (r < 0) {
+                conn_close(c);
+                return;
         }
         shutdown(c->cfd, SHUT_WR);
         c->state = ST_LINGER;
@@ -1137,14 +1129,12 @@ static int pump(Conn *c, Dir *d, int src, int dst)
 /* Sends what is queued in d->prefix: 1 when it is all sent, 0 when dst would block. */
 static int send_prefix(Conn *c, Dir *d, int dst)
 {
-        while (d->prefix_off < d->prefix_len) {
-                ssize_t n = send(dst, d->prefix + d->prefix_off, d->prefix_len - d->prefix_off, MSG_NOSIGNAL);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return errno == EAGAIN ? 0 : negative_errno();
-                }
-                d->prefix_off += (size_t)n;
+        for (;;) {
+                ssize_t n = aj_outbuf_send_once(&d->prefix, dst);
+                if (n == 0)
+                        break;
+                if (n < 0)
+                        return n == -EAGAIN ? 0 : (int)n;
                 int r;
                 if (d->prefix_counts && (r = account(c, d, (size_t)n)) < 0)
                         return r;
@@ -1158,10 +1148,7 @@ static int queue_prefix(Dir *d, const char *data, size_t len)
         if (!copy)
                 return -ENOMEM;
         memcpy(copy, data, len);
-        free(d->prefix);
-        d->prefix = copy;
-        d->prefix_len = len;
-        d->prefix_off = 0;
+        aj_outbuf_take(&d->prefix, copy, len);
         d->prefix_counts = true;
         return 0;
 }
@@ -1325,10 +1312,7 @@ static int pump_response(Conn *c)
                                 return -ENOMEM;
                         }
                         memcpy(nh + resp.head_len, more, take);
-                        free(d->prefix);
-                        d->prefix = nh;
-                        d->prefix_len = resp.head_len + take;
-                        d->prefix_off = 0;
+                        aj_outbuf_take(&d->prefix, nh, resp.head_len + take);
                         d->prefix_counts = true;
                         if (!resp.final && ++c->interim > INTERIM_MAX) {
                                 free(resp.head);
@@ -1376,11 +1360,9 @@ static void relay(Conn *c)
                  * more is relayed. Drain what the client still sends until it closes, so the
                  * answer is not cut by a reset. */
                 if (c->resp_done && c->down.len == 0) {
-                        epoll_ctl(c->p->epfd, EPOLL_CTL_DEL, c->ufd, NULL);
-                        close(c->ufd);
-                        c->ufd = -1;
+                        close_upstream(c);
                         c->state = ST_LINGER;
-                        c->deadline_ns = now_ns() + LINGER_MS * 1000000ULL;
+                        set_deadline_ms(c, LINGER_MS);
                         linger(c);
                         return;
                 }
@@ -1433,46 +1415,42 @@ static void start_relay(Conn *c)
                         rep[3] = 4;
                         memcpy(rep + 4, &a->sin6_addr, 16);
                         memcpy(rep + 20, &a->sin6_port, 2);
-                        c->down.prefix_len = 22;
+                        aj_outbuf_take(&c->down.prefix, (char *)rep, 22);
                 } else {
                         struct sockaddr_in *a = (struct sockaddr_in *)&local;
                         rep[3] = 1;
                         memcpy(rep + 4, &a->sin_addr, 4);
                         memcpy(rep + 8, &a->sin_port, 2);
-                        c->down.prefix_len = 10;
+                        aj_outbuf_take(&c->down.prefix, (char *)rep, 10);
                 }
-                c->down.prefix = (char *)rep;
         } else if (c->is_connect) {
                 static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-                c->down.prefix = strdup(ok);
-                if (!c->down.prefix) {
+                char *copy = strdup(ok);
+                if (!copy) {
                         conn_close(c);
                         return;
                 }
-                c->down.prefix_len = sizeof(ok) - 1;
+                aj_outbuf_take(&c->down.prefix, copy, sizeof(ok) - 1);
         }
         /* What the client sent after its request (pipelined body, TLS hello) goes first. */
-        c->up.prefix = c->fwd;
-        c->up.prefix_len = c->fwd_len;
+        aj_outbuf_take(&c->up.prefix, c->fwd, c->fwd_len);
         c->up.prefix_counts = true;
         c->fwd = NULL;
         c->fwd_len = 0;
         free(c->in);
         c->in = NULL;
         c->state = ST_RELAY;
-        c->deadline_ns = 0;
+        aj_loop_timer_stop(&c->deadline);
         relay(c);
 }
 
 static void connect_next(Conn *c);
+static void on_upstream_io(AjLoopIo *io, int fd, uint32_t events, void *userdata);
 
 static void connect_failed(Conn *c, int err)
 {
-        if (c->ufd >= 0) {
-                epoll_ctl(c->p->epfd, EPOLL_CTL_DEL, c->ufd, NULL);
-                close(c->ufd);
-                c->ufd = -1;
-        }
+        if (c->ufd >= 0)
+                close_upstream(c);
         if (c->next_cand < c->n_cand) {
                 connect_next(c);
                 return;
@@ -1522,12 +1500,10 @@ static void connect_next(Conn *c)
                         return;
                 }
                 c->ufd = fd;
-                struct epoll_event ev = {
-                        .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                        .data.u64 = tag(c->slot, c->gen, TAG_UPSTREAM),
-                };
-                if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-                        connect_failed(c, negative_errno());
+                r = aj_loop_add_io(p->loop, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_upstream_io, c,
+                                   &c->uio);
+                if (r < 0) {
+                        connect_failed(c, r);
                         return;
                 }
                 c->state = ST_CONNECTING;
@@ -1610,7 +1586,7 @@ static void evaluate(Conn *c)
                 ss.ss_family = AF_INET;
         else if (inet_pton(AF_INET6, c->host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
                 ss.ss_family = AF_INET6;
-        c->deadline_ns = now_ns() + p->opts.connect_timeout_ms * 1000000ULL;
+        set_deadline_ms(c, p->opts.connect_timeout_ms);
         if (ss.ss_family != 0) {
                 /* A literal: the address rule already decided. */
                 c->cand[0] = ss;
@@ -1824,6 +1800,21 @@ static void on_upstream(Conn *c, uint32_t events)
                 relay(c);
 }
 
+static void on_client_io(AjLoopIo *io, int fd, uint32_t events, void *userdata)
+{
+        (void)io;
+        (void)fd;
+        (void)events;
+        on_client(userdata);
+}
+
+static void on_upstream_io(AjLoopIo *io, int fd, uint32_t events, void *userdata)
+{
+        (void)io;
+        (void)fd;
+        on_upstream(userdata, events);
+}
+
 /* Re-run a connection whose state changed without a new edge on its fds. */
 static void conn_kick(Conn *c)
 {
@@ -1846,14 +1837,19 @@ static void conn_close(Conn *c)
                         json_object_set_new(f, "bytes_up", json_integer((json_int_t)c->up.bytes));
                         json_object_set_new(f, "bytes_down", json_integer((json_int_t)c->down.bytes));
                         json_object_set_new(f, "duration_ms",
-                                            json_integer((json_int_t)((now_ns() - c->start_ns) / 1000000ULL)));
+                                            json_integer((json_int_t)((aj_now_monotonic_ns() - c->start_ns) /
+                                                                      1000000ULL)));
                         if (c->error)
                                 json_object_set_new(f, "error", json_string(c->error));
                 }
                 emit(p, "net.connect", f);
         }
+        aj_loop_timer_stop(&c->deadline);
+        /* Before closing: a later event for them in this turn is then not delivered. */
+        aj_loop_io_remove(c->cio);
+        aj_loop_io_remove(c->uio);
         if (c->cfd >= 0)
-                close(c->cfd); /* closing removes it from epoll */
+                close(c->cfd);
         if (c->ufd >= 0)
                 close(c->ufd);
         Dir *dirs[] = { &c->up, &c->down };
@@ -1862,10 +1858,10 @@ static void conn_close(Conn *c)
                         close(dirs[i]->pr);
                 if (dirs[i]->pw >= 0)
                         close(dirs[i]->pw);
-                free(dirs[i]->prefix);
+                aj_outbuf_clear(&dirs[i]->prefix);
         }
         free(c->in);
-        free(c->out);
+        aj_outbuf_clear(&c->out);
         free(c->fwd);
         free(c->resp);
         if (c->pending)
@@ -1875,31 +1871,26 @@ static void conn_close(Conn *c)
                                 break;
                         }
         p->slots[c->slot] = NULL;
-        p->gens[c->slot]++;
         p->active--;
         if (!c->overflow)
                 p->regular--;
         free(c);
 
         if (p->paused) {
-                struct epoll_event ev = { .events = EPOLLIN };
-                ev.data.u64 = tag(SP_HTTP_LISTEN, 0, TAG_SPECIAL);
-                epoll_ctl(p->epfd, EPOLL_CTL_MOD, p->http_fd, &ev);
-                ev.data.u64 = tag(SP_SOCKS_LISTEN, 0, TAG_SPECIAL);
-                epoll_ctl(p->epfd, EPOLL_CTL_MOD, p->socks_fd, &ev);
+                (void)aj_loop_io_set_events(p->http_io, EPOLLIN);
+                (void)aj_loop_io_set_events(p->socks_io, EPOLLIN);
                 p->paused = false;
         }
 }
 
 static void pause_listeners(AjProxy *p)
 {
-        struct epoll_event ev = { .events = 0 };
-        ev.data.u64 = tag(SP_HTTP_LISTEN, 0, TAG_SPECIAL);
-        epoll_ctl(p->epfd, EPOLL_CTL_MOD, p->http_fd, &ev);
-        ev.data.u64 = tag(SP_SOCKS_LISTEN, 0, TAG_SPECIAL);
-        epoll_ctl(p->epfd, EPOLL_CTL_MOD, p->socks_fd, &ev);
+        (void)aj_loop_io_set_events(p->http_io, 0);
+        (void)aj_loop_io_set_events(p->socks_io, 0);
         p->paused = true;
 }
+
+static void on_deadline(AjLoopTimer *t, uint64_t now_ns, void *userdata);
 
 static void accept_some(AjProxy *p, int lfd, bool socks)
 {
@@ -1934,21 +1925,19 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
                 }
                 c->p = p;
                 c->slot = slot;
-                c->gen = p->gens[slot];
                 c->id = p->next_id++;
                 c->socks = socks;
                 c->state = socks ? ST_SOCKS_GREETING : ST_HTTP_HEAD;
                 c->cfd = fd;
                 c->ufd = -1;
                 c->up.pr = c->up.pw = c->down.pr = c->down.pw = -1;
-                c->start_ns = now_ns();
-                c->deadline_ns = c->start_ns + p->opts.header_timeout_ms * 1000000ULL;
+                c->start_ns = aj_loop_now(p->loop);
+                aj_loop_timer_init(p->loop, &c->deadline, on_deadline, c);
                 c->overflow = p->regular >= p->opts.max_connections;
-                struct epoll_event ev = {
-                        .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                        .data.u64 = tag(slot, c->gen, TAG_CLIENT),
-                };
-                if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                if (aj_loop_timer_set(&c->deadline, c->start_ns + p->opts.header_timeout_ms * 1000000ULL) < 0 ||
+                    aj_loop_add_io(p->loop, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_client_io, c,
+                                   &c->cio) < 0) {
+                        aj_loop_timer_stop(&c->deadline);
                         free(c->in);
                         free(c);
                         close(fd);
@@ -1963,106 +1952,64 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
         }
 }
 
-static void on_timer(AjProxy *p)
+/* The state's deadline passed (the timer is stopped now): give up on what it waited for. */
+static void on_deadline(AjLoopTimer *t, uint64_t now_ns, void *userdata)
 {
-        uint64_t now = now_ns();
-        for (unsigned s = 0; s < p->n_slots; s++) {
-                Conn *c = p->slots[s];
-                if (!c || c->deadline_ns == 0 || c->deadline_ns > now)
-                        continue;
-                switch (c->state) {
-                case ST_HTTP_HEAD:
-                        c->deadline_ns = 0;
-                        refuse(c, 408, 0, "request head not received in time");
-                        break;
-                case ST_SOCKS_GREETING:
-                case ST_SOCKS_REQUEST:
-                        conn_close(c);
-                        break;
-                case ST_RESOLVING:
-                case ST_CONNECTING:
-                        c->deadline_ns = 0;
-                        if (c->state == ST_CONNECTING) {
-                                c->next_cand = c->n_cand;
-                                connect_failed(c, -ETIMEDOUT);
-                        } else {
-                                c->error = "resolve timeout";
-                                refuse(c, 504, 0x04, "name resolution timed out");
-                        }
-                        break;
-                default:
-                        conn_close(c);
-                }
+        (void)t;
+        (void)now_ns;
+        Conn *c = userdata;
+        switch (c->state) {
+        case ST_HTTP_HEAD:
+                refuse(c, 408, 0, "request head not received in time");
+                break;
+        case ST_SOCKS_GREETING:
+        case ST_SOCKS_REQUEST:
+                conn_close(c);
+                break;
+        case ST_CONNECTING:
+                c->next_cand = c->n_cand;
+                connect_failed(c, -ETIMEDOUT);
+                break;
+        case ST_RESOLVING:
+                c->error = "resolve timeout";
+                refuse(c, 504, 0x04, "name resolution timed out");
+                break;
+        default:
+                conn_close(c);
         }
 }
 
-static void arm_timer(AjProxy *p)
+static void on_listener(AjLoopIo *io, int fd, uint32_t events, void *userdata)
 {
-        uint64_t next = UINT64_MAX, now = now_ns();
-        for (unsigned s = 0; s < p->n_slots; s++) {
-                Conn *c = p->slots[s];
-                if (c && c->deadline_ns && c->deadline_ns < next)
-                        next = c->deadline_ns;
-        }
-        struct itimerspec its = {};
-        if (next != UINT64_MAX) {
-                uint64_t d = next > now ? next - now : 1;
-                its.it_value.tv_sec = (time_t)(d / 1000000000ULL);
-                its.it_value.tv_nsec = (long)(d % 1000000000ULL);
-        }
-        timerfd_settime(p->timerfd, 0, &its, NULL);
+        (void)io;
+        (void)events;
+        AjProxy *p = userdata;
+        accept_some(p, fd, fd == p->socks_fd);
 }
 
-static Conn *lookup(AjProxy *p, uint64_t u64)
+static void on_resolver(AjLoopIo *io, int fd, uint32_t events, void *userdata)
 {
-        unsigned slot = (unsigned)((u64 & 0xffffffffULL) >> 2);
-        uint32_t gen = (uint32_t)(u64 >> 32);
-        if (slot >= p->n_slots || !p->slots[slot] || p->slots[slot]->gen != gen)
-                return NULL;
-        return p->slots[slot];
+        (void)io;
+        (void)fd;
+        (void)events;
+        aj_resolver_dispatch(userdata);
+}
+
+/* mark_pending()'s wake-up: it keeps the loop's fd readable until the next dispatch. */
+static void on_wake(AjLoopIo *io, int fd, uint32_t events, void *userdata)
+{
+        (void)io;
+        (void)events;
+        (void)userdata;
+        uint64_t x;
+        (void)!read(fd, &x, sizeof(x));
 }
 
 int aj_proxy_dispatch(AjProxy *p)
 {
-        struct epoll_event evs[DISPATCH_EVENTS];
-        int n = epoll_wait(p->epfd, evs, DISPATCH_EVENTS, 0);
-        if (n < 0)
-                return errno == EINTR ? 0 : negative_errno();
-
-        for (int i = 0; i < n; i++) {
-                uint64_t u = evs[i].data.u64;
-                unsigned which = (unsigned)(u & 3);
-                if (which == TAG_SPECIAL) {
-                        unsigned sp = (unsigned)((u & 0xffffffffULL) >> 2);
-                        uint64_t x;
-                        switch (sp) {
-                        case SP_HTTP_LISTEN:
-                                accept_some(p, p->http_fd, false);
-                                break;
-                        case SP_SOCKS_LISTEN:
-                                accept_some(p, p->socks_fd, true);
-                                break;
-                        case SP_RESOLVER:
-                                aj_resolver_dispatch(p->resolver);
-                                break;
-                        case SP_TIMER:
-                                (void)!read(p->timerfd, &x, sizeof(x));
-                                on_timer(p);
-                                break;
-                        case SP_WAKE:
-                                (void)!read(p->wakefd, &x, sizeof(x));
-                                break;
-                        }
-                        continue;
-                }
-                Conn *c = lookup(p, u);
-                if (!c)
-                        continue;
-                if (which == TAG_CLIENT)
-                        on_client(c);
-                else
-                        on_upstream(c, evs[i].events);
-        }
+        int r = aj_loop_dispatch(p->loop, 0);
+        if (r < 0)
+                return r;
 
         /* Connections that used their budget: one more round each, in arrival order. */
         unsigned np = p->n_pending;
@@ -2080,11 +2027,10 @@ int aj_proxy_dispatch(AjProxy *p)
                 }
                 free(snapshot);
         }
-        arm_timer(p);
         return 0;
 }
 
-int aj_proxy_fd(AjProxy *p) { return p->epfd; }
+int aj_proxy_fd(AjProxy *p) { return p->loop_fd; }
 
 json_t *aj_proxy_stats(AjProxy *p)
 {
@@ -2100,22 +2046,19 @@ void aj_proxy_free(AjProxy *p)
         for (unsigned s = 0; p->slots && s < p->n_slots; s++)
                 if (p->slots[s])
                         conn_close(p->slots[s]);
+        AjLoopIo *ios[] = { p->http_io, p->socks_io, p->resolver_io, p->wake_io };
+        for (size_t i = 0; i < ARRAY_SIZE(ios); i++)
+                aj_loop_io_remove(ios[i]);
         aj_resolver_free(p->resolver);
         aj_host_addrs_free(p->host_addrs);
-        int fds[] = { p->epfd, p->http_fd, p->socks_fd, p->timerfd, p->wakefd };
+        int fds[] = { p->http_fd, p->socks_fd, p->wakefd };
         for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
                 if (fds[i] >= 0)
                         close(fds[i]);
+        aj_loop_free(p->loop);
         free(p->slots);
-        free(p->gens);
         free(p->pending);
         free(p);
-}
-
-static int add_special(AjProxy *p, int fd, unsigned sp)
-{
-        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag(sp, 0, TAG_SPECIAL) };
-        return epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? negative_errno() : 0;
 }
 
 int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *policy, const AjHooks *hooks,
@@ -2133,7 +2076,7 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
         }
         p->http_fd = http_fd;
         p->socks_fd = socks_fd;
-        p->epfd = p->timerfd = p->wakefd = -1;
+        p->loop_fd = p->wakefd = -1;
         p->policy = policy;
         p->hooks = hooks;
         p->next_id = 1;
@@ -2148,17 +2091,18 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
 
         p->n_slots = p->opts.max_connections + RESERVE_SLOTS;
         p->slots = calloc(p->n_slots, sizeof(Conn *));
-        p->gens = calloc(p->n_slots, sizeof(uint32_t));
         p->pending = calloc(p->n_slots, sizeof(unsigned));
-        if (!p->slots || !p->gens || !p->pending) {
+        if (!p->slots || !p->pending) {
                 r = -ENOMEM;
                 goto fail;
         }
-        p->epfd = epoll_create1(EPOLL_CLOEXEC);
-        p->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        r = aj_loop_new(&p->loop);
+        if (r < 0)
+                goto fail;
+        p->loop_fd = aj_loop_fd(p->loop);
         p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (p->epfd < 0 || p->timerfd < 0 || p->wakefd < 0) {
-                r = negative_errno();
+        if (p->loop_fd < 0 || p->wakefd < 0) {
+                r = p->loop_fd < 0 ? p->loop_fd : negative_errno();
                 goto fail;
         }
         r = aj_resolver_new(p->opts.connect_timeout_ms / 2, &p->resolver);
@@ -2167,10 +2111,11 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
         r = aj_host_addrs_new(&p->host_addrs);
         if (r < 0)
                 goto fail;
-        if ((http_fd >= 0 && (r = add_special(p, http_fd, SP_HTTP_LISTEN)) < 0) ||
-            (socks_fd >= 0 && (r = add_special(p, socks_fd, SP_SOCKS_LISTEN)) < 0) ||
-            (r = add_special(p, aj_resolver_fd(p->resolver), SP_RESOLVER)) < 0 ||
-            (r = add_special(p, p->timerfd, SP_TIMER)) < 0 || (r = add_special(p, p->wakefd, SP_WAKE)) < 0)
+        if ((http_fd >= 0 && (r = aj_loop_add_io(p->loop, http_fd, EPOLLIN, on_listener, p, &p->http_io)) < 0) ||
+            (socks_fd >= 0 && (r = aj_loop_add_io(p->loop, socks_fd, EPOLLIN, on_listener, p, &p->socks_io)) < 0) ||
+            (r = aj_loop_add_io(p->loop, aj_resolver_fd(p->resolver), EPOLLIN, on_resolver, p->resolver,
+                                &p->resolver_io)) < 0 ||
+            (r = aj_loop_add_io(p->loop, p->wakefd, EPOLLIN, on_wake, p, &p->wake_io)) < 0)
                 goto fail;
 
         /* Each connection holds up to six fds (two sockets, two pipes): make room for the

@@ -41,23 +41,36 @@ void aj_outbuf_take(AjOutBuf *b, char *data, size_t len)
         *b = (AjOutBuf){ .data = data, .len = len, .size = len };
 }
 
+ssize_t aj_outbuf_send_once(AjOutBuf *b, int fd)
+{
+        if (b->off == b->len)
+                return 0;
+        ssize_t n;
+        do
+                n = send(fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        b->off += (size_t)n;
+        if (b->off == b->len)
+                b->off = b->len = 0;
+        return n;
+}
+
 int aj_outbuf_send(AjOutBuf *b, int fd, size_t *ret_sent)
 {
         size_t sent = 0;
         int r = 1;
-        while (b->off < b->len) {
-                ssize_t n = send(fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        for (;;) {
+                ssize_t n = aj_outbuf_send_once(b, fd);
+                if (n == 0)
+                        break;
                 if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = errno == EAGAIN ? 0 : -errno;
+                        r = n == -EAGAIN ? 0 : (int)n;
                         break;
                 }
-                b->off += (size_t)n;
                 sent += (size_t)n;
         }
-        if (b->off == b->len)
-                b->off = b->len = 0;
         if (ret_sent)
                 *ret_sent = sent;
         return r;
