@@ -12,11 +12,11 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
 #include "line-server.h"
+#include "util/clock.h"
 
 /* The server is a line server (src/line-server.h) on a loop of its own, nested in the
  * supervisor's; it has no timers. */
@@ -483,9 +483,7 @@ void aj_control_free(AjControl *c)
 
 static int64_t now_ms(void)
 {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        return (int64_t)(aj_now_monotonic_ns() / 1000000);
 }
 
 static int wait_fd(int fd, short events, int64_t deadline)
@@ -500,6 +498,51 @@ static int wait_fd(int fd, short events, int64_t deadline)
                         return -errno;
                 if (n > 0)
                         return 0;
+        }
+}
+
+/* The one reply line: an error of the send (send_err) counts when the server closed
+ * without one. */
+static int read_reply(int fd, int64_t deadline, int send_err, json_t **ret_reply)
+{
+        size_t cap = 4096, have = 0;
+        _cleanup_free_ char *buf = malloc(cap);
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                if (have == cap) {
+                        if (cap >= AJ_CONTROL_MAX_REPLY)
+                                return -EBADMSG;
+                        cap *= 4;
+                        char *nb = realloc(buf, cap);
+                        if (!nb)
+                                return -ENOMEM;
+                        buf = nb;
+                }
+                ssize_t n = recv(fd, buf + have, cap - have, 0);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EAGAIN)
+                                return send_err ?: -errno;
+                        int r = wait_fd(fd, POLLIN, deadline);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (n == 0)
+                        return have ? -EBADMSG : (send_err ?: -ECONNRESET);
+                char *nl = memchr(buf + have, '\n', (size_t)n);
+                have += (size_t)n;
+                if (!nl)
+                        continue;
+                json_t *reply = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
+                if (!reply || !json_is_object(reply) || !json_is_boolean(json_object_get(reply, "ok"))) {
+                        json_decref(reply);
+                        return -EBADMSG;
+                }
+                *ret_reply = reply;
+                return 0;
         }
 }
 
@@ -548,45 +591,7 @@ int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, js
                 off += (size_t)n;
         }
 
-        size_t cap = 4096, have = 0;
-        _cleanup_free_ char *buf = malloc(cap);
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                if (have == cap) {
-                        if (cap >= AJ_CONTROL_MAX_REPLY)
-                                return -EBADMSG;
-                        cap *= 4;
-                        char *nb = realloc(buf, cap);
-                        if (!nb)
-                                return -ENOMEM;
-                        buf = nb;
-                }
-                ssize_t n = recv(fd, buf + have, cap - have, 0);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno != EAGAIN)
-                                return send_err ?: -errno;
-                        int r = wait_fd(fd, POLLIN, deadline);
-                        if (r < 0)
-                                return r;
-                        continue;
-                }
-                if (n == 0)
-                        return have ? -EBADMSG : (send_err ?: -ECONNRESET);
-                char *nl = memchr(buf + have, '\n', (size_t)n);
-                have += (size_t)n;
-                if (!nl)
-                        continue;
-                json_t *reply = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
-                if (!reply || !json_is_object(reply) || !json_is_boolean(json_object_get(reply, "ok"))) {
-                        json_decref(reply);
-                        return -EBADMSG;
-                }
-                *ret_reply = reply;
-                return 0;
-        }
+        return read_reply(fd, deadline, send_err, ret_reply);
 }
 
 char *aj_control_reply_error(json_t *reply)

@@ -176,226 +176,299 @@ static bool parse_content_length(const char *value, size_t vlen, uint64_t *ret)
         return true;
 }
 
-int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *ret_status, const char **ret_why)
+/* A request head being read: what the steps of aj_http_parse_request() pass on. */
+typedef struct {
+        const char *buf;
+        size_t head;         /* bytes of the head, blank line included */
+        const char *eol;     /* the request line's '\n' */
+        const char *version; /* "HTTP/1.0" or "HTTP/1.1" */
+        const char *path;    /* absolute-form: what follows the authority */
+        size_t pl;
+        char *fwd; /* absolute-form: the head to send upstream, being written */
+        size_t fl;
+        bool have_host, have_length, have_te;
+        int status;
+        const char *why;
+} HeadParse;
+
+/* The request is malformed: -EINVAL with an HTTP status. */
+static int fail(HeadParse *hp, int status, const char *why)
 {
-        AjHttpRequest req = {};
-        size_t head = 0;
+        hp->status = status;
+        hp->why = why;
+        return -EINVAL;
+}
 
-/* The request names two destinations (or hides which): a denial, with the request
- * line's host and port in *ret for the event. */
-#define DENY(why)                                                                                          \
-        do {                                                                                               \
-                *ret_status = 400;                                                                         \
-                *ret_why = (why);                                                                          \
-                free(fwd);                                                                                 \
-                memset(ret, 0, sizeof(*ret));                                                              \
-                memcpy(ret->host, req.host, sizeof(req.host));                                             \
-                ret->port = req.port;                                                                      \
-                return -EPERM;                                                                             \
-        } while (0)
+/* The request names two destinations (or hides which): a denial (-EPERM, status 400). */
+static int deny(HeadParse *hp, const char *why)
+{
+        hp->status = 400;
+        hp->why = why;
+        return -EPERM;
+}
 
-#define FAIL(status, why)                                                                                  \
-        do {                                                                                               \
-                *ret_status = (status);                                                                    \
-                *ret_why = (why);                                                                          \
-                free(fwd);                                                                                 \
-                return -EINVAL;                                                                            \
-        } while (0)
-
-        char *fwd = NULL;
+/* Where the head ends, and that it holds no byte servers could read differently. */
+static int find_head(HeadParse *hp, size_t len)
+{
+        const char *buf = hp->buf;
         for (size_t i = 0; i < len && i < AJ_HTTP_MAX_HEAD; i++)
                 if (buf[i] == '\n' && ((i >= 1 && buf[i - 1] == '\n') ||
                                        (i >= 2 && buf[i - 1] == '\r' && buf[i - 2] == '\n'))) {
-                        head = i + 1;
+                        hp->head = i + 1;
                         break;
                 }
-        if (head == 0) {
+        if (hp->head == 0) {
                 if (len >= AJ_HTTP_MAX_HEAD)
-                        FAIL(431, "request head larger than 16 KiB");
+                        return fail(hp, 431, "request head larger than 16 KiB");
                 /* A request line alone can already be judged (and a client that never ends its
                  * head gets its answer early). */
                 const char *nl = memchr(buf, '\n', len);
                 if (!nl && len > MAX_TARGET + 32)
-                        FAIL(414, "request line too long");
+                        return fail(hp, 414, "request line too long");
                 return -EAGAIN;
         }
-        for (size_t i = 0; i < head; i++) {
+        for (size_t i = 0; i < hp->head; i++) {
                 unsigned char ch = (unsigned char)buf[i];
                 if (ch == 0 || (ch < 0x20 && ch != '\r' && ch != '\n' && ch != '\t') || ch == 0x7f)
-                        FAIL(400, "control character in request head");
+                        return fail(hp, 400, "control character in request head");
                 /* A CR that does not end a line is a line end to some servers and not to others. */
-                if (ch == '\r' && (i + 1 >= head || buf[i + 1] != '\n'))
-                        FAIL(400, "bare CR in request head");
+                if (ch == '\r' && (i + 1 >= hp->head || buf[i + 1] != '\n'))
+                        return fail(hp, 400, "bare CR in request head");
         }
+        return 0;
+}
 
-        /* Request line. */
-        const char *line = buf, *eol = memchr(buf, '\n', head);
-        size_t ll = (size_t)(eol - line);
+/* The request target: CONNECT's authority, or an absolute http:// URL. */
+static int parse_target(HeadParse *hp, AjHttpRequest *req, const char *target, size_t tl)
+{
+        const char *why;
+        if (streq(req->method, "CONNECT")) {
+                req->is_connect = true;
+                if (parse_authority(target, tl, true, 0, req->host, &req->port, &why) < 0)
+                        return fail(hp, 400, why);
+                return 0;
+        }
+        if (target[0] == '/')
+                return fail(hp, 400, "not a proxy request (expected an absolute http:// URL or CONNECT)");
+        if (tl >= 8 && strncasecmp(target, "https://", 8) == 0)
+                return fail(hp, 400, "https:// URLs go through CONNECT");
+        if (tl < 7 || strncasecmp(target, "http://", 7) != 0)
+                return fail(hp, 400, "unsupported URL scheme (only http:// is forwarded; use CONNECT or SOCKS5)");
+        const char *auth = target + 7, *end = target + tl, *a_end = auth;
+        while (a_end < end && *a_end != '/' && *a_end != '?' && *a_end != '#')
+                a_end++;
+        if (parse_authority(auth, (size_t)(a_end - auth), false, 80, req->host, &req->port, &why) < 0)
+                return fail(hp, 400, why);
+        hp->path = a_end;
+        hp->pl = (size_t)(end - a_end);
+        return 0;
+}
+
+static int parse_request_line(HeadParse *hp, AjHttpRequest *req)
+{
+        const char *line = hp->buf;
+        hp->eol = memchr(line, '\n', hp->head);
+        size_t ll = (size_t)(hp->eol - line);
         if (ll > 0 && line[ll - 1] == '\r')
                 ll--;
         const char *sp1 = memchr(line, ' ', ll);
         if (!sp1)
-                FAIL(400, "malformed request line");
+                return fail(hp, 400, "malformed request line");
         size_t ml = (size_t)(sp1 - line);
-        if (ml == 0 || ml >= sizeof(req.method))
-                FAIL(400, "malformed request method");
+        if (ml == 0 || ml >= sizeof(req->method))
+                return fail(hp, 400, "malformed request method");
         for (size_t i = 0; i < ml; i++)
                 if (!isupper((unsigned char)line[i]) && line[i] != '-' && line[i] != '_')
-                        FAIL(400, "malformed request method");
-        memcpy(req.method, line, ml);
-        req.method[ml] = 0;
+                        return fail(hp, 400, "malformed request method");
+        memcpy(req->method, line, ml);
+        req->method[ml] = 0;
         const char *target = sp1 + 1;
         const char *sp2 = memchr(target, ' ', (size_t)(line + ll - target));
         if (!sp2)
-                FAIL(400, "malformed request line");
+                return fail(hp, 400, "malformed request line");
         size_t tl = (size_t)(sp2 - target);
-        const char *version = sp2 + 1;
-        size_t vl = (size_t)(line + ll - version);
+        hp->version = sp2 + 1;
+        size_t vl = (size_t)(line + ll - hp->version);
         if (tl == 0)
-                FAIL(400, "empty request target");
+                return fail(hp, 400, "empty request target");
         if (tl > MAX_TARGET)
-                FAIL(414, "request target longer than 8 KiB");
-        if (!((vl == 8 && (memcmp(version, "HTTP/1.1", 8) == 0 || memcmp(version, "HTTP/1.0", 8) == 0))))
-                FAIL(400, "unsupported HTTP version (HTTP/1.0 or HTTP/1.1 expected)");
+                return fail(hp, 414, "request target longer than 8 KiB");
+        if (!((vl == 8 && (memcmp(hp->version, "HTTP/1.1", 8) == 0 || memcmp(hp->version, "HTTP/1.0", 8) == 0))))
+                return fail(hp, 400, "unsupported HTTP version (HTTP/1.0 or HTTP/1.1 expected)");
+        return parse_target(hp, req, target, tl);
+}
 
-        const char *why;
-        const char *path = NULL;
-        size_t pl = 0;
-        if (streq(req.method, "CONNECT")) {
-                req.is_connect = true;
-                if (parse_authority(target, tl, true, 0, req.host, &req.port, &why) < 0)
-                        FAIL(400, why);
-        } else {
-                if (target[0] == '/')
-                        FAIL(400, "not a proxy request (expected an absolute http:// URL or CONNECT)");
-                if (tl >= 8 && strncasecmp(target, "https://", 8) == 0)
-                        FAIL(400, "https:// URLs go through CONNECT");
-                if (tl < 7 || strncasecmp(target, "http://", 7) != 0)
-                        FAIL(400, "unsupported URL scheme (only http:// is forwarded; use CONNECT or SOCKS5)");
-                const char *auth = target + 7, *end = target + tl, *a_end = auth;
-                while (a_end < end && *a_end != '/' && *a_end != '?' && *a_end != '#')
-                        a_end++;
-                if (parse_authority(auth, (size_t)(a_end - auth), false, 80, req.host, &req.port, &why) < 0)
-                        FAIL(400, why);
-                path = a_end;
-                pl = (size_t)(end - a_end);
-        }
-
-        /* Headers: validated for both forms; rewritten for absolute-form. */
+/* Absolute-form: the forwarded head starts with the request line in origin form. */
+static int start_forward_head(HeadParse *hp, const AjHttpRequest *req)
+{
+        if (req->is_connect)
+                return 0;
         /* The rewritten head is never longer than the original plus CRLFs for bare LFs. */
-        size_t cap = head + 2 * MAX_HEADERS + 64;
-        if (!req.is_connect) {
-                fwd = malloc(cap + pl + 8);
-                if (!fwd)
-                        FAIL(500, "out of memory");
+        size_t cap = hp->head + 2 * MAX_HEADERS + 64;
+        hp->fwd = malloc(cap + hp->pl + 8);
+        if (!hp->fwd)
+                return fail(hp, 500, "out of memory");
+        size_t ml = strlen(req->method);
+        memcpy(hp->fwd + hp->fl, req->method, ml);
+        hp->fl += ml;
+        hp->fwd[hp->fl++] = ' ';
+        if (hp->pl == 0 || hp->path[0] != '/')
+                hp->fwd[hp->fl++] = '/';
+        memcpy(hp->fwd + hp->fl, hp->path, hp->pl);
+        hp->fl += hp->pl;
+        hp->fwd[hp->fl++] = ' ';
+        memcpy(hp->fwd + hp->fl, hp->version, 8);
+        hp->fl += 8;
+        memcpy(hp->fwd + hp->fl, "\r\n", 2);
+        hp->fl += 2;
+        return 0;
+}
+
+/* One header field: validated; Host, Content-Length and Transfer-Encoding noted. */
+static int check_header(HeadParse *hp, AjHttpRequest *req, const char *h, size_t hl)
+{
+        if (h[0] == ' ' || h[0] == '\t')
+                return fail(hp, 400, "folded header lines are not accepted");
+        const char *colon = memchr(h, ':', hl);
+        if (!colon || colon == h)
+                return fail(hp, 400, "malformed header field");
+        for (const char *c = h; c < colon; c++)
+                if (*c == ' ' || *c == '\t')
+                        return fail(hp, 400, "whitespace in a header field name");
+                else if (!is_tchar(*c))
+                        return fail(hp, 400, "invalid character in a header field name");
+        const char *value = colon + 1;
+        size_t vlen = trim_ows(&value, h + hl);
+        if (header_is(h, hl, "Host")) {
+                if (hp->have_host)
+                        return deny(hp, "more than one Host header");
+                hp->have_host = true;
+                if (!req->is_connect && !host_header_matches(value, vlen, req->host, req->port))
+                        return deny(hp, "the Host header does not match the request's authority");
+        } else if (header_is(h, hl, "Content-Length")) {
+                if (hp->have_length)
+                        return fail(hp, 400, "more than one Content-Length header");
+                hp->have_length = true;
+                if (!parse_content_length(value, vlen, &req->content_length))
+                        return fail(hp, 400, "invalid Content-Length");
+        } else if (header_is(h, hl, "Transfer-Encoding")) {
+                if (hp->have_te)
+                        return fail(hp, 400, "more than one Transfer-Encoding header");
+                hp->have_te = true;
+                if (vlen != 7 || strncasecmp(value, "chunked", 7) != 0)
+                        return fail(hp, 400, "unsupported Transfer-Encoding (only \"chunked\")");
         }
-        size_t fl = 0;
-        if (fwd) {
-                memcpy(fwd + fl, req.method, ml);
-                fl += ml;
-                fwd[fl++] = ' ';
-                if (pl == 0 || path[0] != '/')
-                        fwd[fl++] = '/';
-                memcpy(fwd + fl, path, pl);
-                fl += pl;
-                fwd[fl++] = ' ';
-                memcpy(fwd + fl, version, 8);
-                fl += 8;
-                memcpy(fwd + fl, "\r\n", 2);
-                fl += 2;
-        }
-        bool have_host = false, have_length = false, have_te = false;
+        return 0;
+}
+
+/* Headers: validated for both forms; copied to the forwarded head for absolute-form, less the
+ * hop-by-hop ones. */
+static int scan_headers(HeadParse *hp, AjHttpRequest *req)
+{
         unsigned n_headers = 0;
-        const char *h = eol + 1;
-        while (h < buf + head) {
+        const char *h = hp->eol + 1, *end = hp->buf + hp->head;
+        while (h < end) {
                 const char *next;
-                size_t hl = head_line(h, buf + head, &next);
+                size_t hl = head_line(h, end, &next);
                 if (hl == 0)
                         break;
                 if (++n_headers > MAX_HEADERS)
-                        FAIL(431, "more than 128 header fields");
-                if (h[0] == ' ' || h[0] == '\t')
-                        FAIL(400, "folded header lines are not accepted");
-                const char *colon = memchr(h, ':', hl);
-                if (!colon || colon == h)
-                        FAIL(400, "malformed header field");
-                for (const char *c = h; c < colon; c++)
-                        if (*c == ' ' || *c == '\t')
-                                FAIL(400, "whitespace in a header field name");
-                        else if (!is_tchar(*c))
-                                FAIL(400, "invalid character in a header field name");
-                const char *value = colon + 1;
-                size_t vlen = trim_ows(&value, h + hl);
-                if (header_is(h, hl, "Host")) {
-                        if (have_host)
-                                DENY("more than one Host header");
-                        have_host = true;
-                        if (!req.is_connect && !host_header_matches(value, vlen, req.host, req.port))
-                                DENY("the Host header does not match the request's authority");
-                } else if (header_is(h, hl, "Content-Length")) {
-                        if (have_length)
-                                FAIL(400, "more than one Content-Length header");
-                        have_length = true;
-                        if (!parse_content_length(value, vlen, &req.content_length))
-                                FAIL(400, "invalid Content-Length");
-                } else if (header_is(h, hl, "Transfer-Encoding")) {
-                        if (have_te)
-                                FAIL(400, "more than one Transfer-Encoding header");
-                        have_te = true;
-                        if (vlen != 7 || strncasecmp(value, "chunked", 7) != 0)
-                                FAIL(400, "unsupported Transfer-Encoding (only \"chunked\")");
-                }
+                        return fail(hp, 431, "more than 128 header fields");
+                int r = check_header(hp, req, h, hl);
+                if (r < 0)
+                        return r;
                 bool hop = header_is(h, hl, "Proxy-Connection") || header_is(h, hl, "Proxy-Authorization") ||
                            header_is(h, hl, "Connection") || header_is(h, hl, "Keep-Alive");
-                if (fwd && !hop) {
-                        memcpy(fwd + fl, h, hl);
-                        fl += hl;
-                        memcpy(fwd + fl, "\r\n", 2);
-                        fl += 2;
+                if (hp->fwd && !hop) {
+                        memcpy(hp->fwd + hp->fl, h, hl);
+                        hp->fl += hl;
+                        memcpy(hp->fwd + hp->fl, "\r\n", 2);
+                        hp->fl += 2;
                 }
                 h = next;
         }
-        if (!req.is_connect) {
-                /* Request smuggling: two framings, or one a server may read differently. */
-                if (have_te && have_length)
-                        FAIL(400, "both Content-Length and Transfer-Encoding");
-                if (have_te && memcmp(version, "HTTP/1.0", 8) == 0)
-                        FAIL(400, "Transfer-Encoding in an HTTP/1.0 request");
-                if (!have_host && memcmp(version, "HTTP/1.1", 8) == 0)
-                        DENY("HTTP/1.1 request without a Host header");
-                req.body = have_te ? AJ_HTTP_BODY_CHUNKED
-                           : have_length && req.content_length > 0 ? AJ_HTTP_BODY_LENGTH
-                                                                   : AJ_HTTP_BODY_NONE;
-        }
-        if (fwd) {
-                /* One request per connection: the upstream closes after its answer, so a second
-                 * request on this connection can never reach a host that was not checked. */
-                if (!have_host) {
-                        char hostline[AJ_NET_HOST_MAX + 32];
-                        bool v6 = strchr(req.host, ':') != NULL;
-                        int k = snprintf(hostline, sizeof(hostline), "Host: %s%s%s:%u\r\n", v6 ? "[" : "",
-                                         req.host, v6 ? "]" : "", req.port);
-                        char *nf = realloc(fwd, fl + (size_t)k + 32);
-                        if (!nf)
-                                FAIL(500, "out of memory");
-                        fwd = nf;
-                        memcpy(fwd + fl, hostline, (size_t)k);
-                        fl += (size_t)k;
-                }
-                char *nf = realloc(fwd, fl + 32);
+        return 0;
+}
+
+/* Absolute-form: how the body ends, refusing request smuggling (two framings, or one a
+ * server may read differently). */
+static int check_framing(HeadParse *hp, AjHttpRequest *req)
+{
+        if (req->is_connect)
+                return 0;
+        if (hp->have_te && hp->have_length)
+                return fail(hp, 400, "both Content-Length and Transfer-Encoding");
+        if (hp->have_te && memcmp(hp->version, "HTTP/1.0", 8) == 0)
+                return fail(hp, 400, "Transfer-Encoding in an HTTP/1.0 request");
+        if (!hp->have_host && memcmp(hp->version, "HTTP/1.1", 8) == 0)
+                return deny(hp, "HTTP/1.1 request without a Host header");
+        req->body = hp->have_te                                  ? AJ_HTTP_BODY_CHUNKED
+                    : hp->have_length && req->content_length > 0 ? AJ_HTTP_BODY_LENGTH
+                                                                 : AJ_HTTP_BODY_NONE;
+        return 0;
+}
+
+/* One request per connection: the upstream closes after its answer, so a second request
+ * on this connection can never reach a host that was not checked. */
+static int end_forward_head(HeadParse *hp, const AjHttpRequest *req)
+{
+        if (!hp->fwd)
+                return 0;
+        if (!hp->have_host) {
+                char hostline[AJ_NET_HOST_MAX + 32];
+                bool v6 = strchr(req->host, ':') != NULL;
+                int k = snprintf(hostline, sizeof(hostline), "Host: %s%s%s:%u\r\n", v6 ? "[" : "", req->host,
+                                 v6 ? "]" : "", req->port);
+                char *nf = realloc(hp->fwd, hp->fl + (size_t)k + 32);
                 if (!nf)
-                        FAIL(500, "out of memory");
-                fwd = nf;
-                memcpy(fwd + fl, "Connection: close\r\n\r\n", 21);
-                fl += 21;
+                        return fail(hp, 500, "out of memory");
+                hp->fwd = nf;
+                memcpy(hp->fwd + hp->fl, hostline, (size_t)k);
+                hp->fl += (size_t)k;
         }
-        req.head_len = head;
-        req.forward_head = fwd;
-        req.forward_len = fl;
+        char *nf = realloc(hp->fwd, hp->fl + 32);
+        if (!nf)
+                return fail(hp, 500, "out of memory");
+        hp->fwd = nf;
+        memcpy(hp->fwd + hp->fl, "Connection: close\r\n\r\n", 21);
+        hp->fl += 21;
+        return 0;
+}
+
+int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *ret_status, const char **ret_why)
+{
+        AjHttpRequest req = {};
+        HeadParse hp = { .buf = buf };
+        int r = find_head(&hp, len);
+        if (r == 0)
+                r = parse_request_line(&hp, &req);
+        if (r == 0)
+                r = start_forward_head(&hp, &req);
+        if (r == 0)
+                r = scan_headers(&hp, &req);
+        if (r == 0)
+                r = check_framing(&hp, &req);
+        if (r == 0)
+                r = end_forward_head(&hp, &req);
+        if (r == -EAGAIN)
+                return r;
+        if (r < 0) {
+                free(hp.fwd);
+                *ret_status = hp.status;
+                *ret_why = hp.why;
+                if (r == -EPERM) {
+                        /* The denial's event names the request line's host and port. */
+                        memset(ret, 0, sizeof(*ret));
+                        memcpy(ret->host, req.host, sizeof(req.host));
+                        ret->port = req.port;
+                }
+                return r;
+        }
+        req.head_len = hp.head;
+        req.forward_head = hp.fwd;
+        req.forward_len = hp.fl;
         *ret = req;
         return 0;
-#undef FAIL
-#undef DENY
 }
 
 enum { CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF, CK_TRAILER_START, CK_TRAILER,
@@ -476,6 +549,23 @@ ssize_t aj_http_chunked_scan(AjHttpChunked *s, const char *buf, size_t len, bool
         return (ssize_t)i;
 }
 
+/* Where a final response's body ends (RFC 9112 6.3, in its order). chunked: 1 chunked, 0 another
+ * Transfer-Encoding, -1 none; length: Content-Length, UINT64_MAX when absent. */
+static void response_body(AjHttpResponse *r, int status, int chunked, uint64_t length)
+{
+        if (status == 204 || status == 304)
+                r->body = AJ_HTTP_BODY_NONE;
+        else if (status == 101)
+                r->body = AJ_HTTP_BODY_UNTIL_CLOSE;
+        else if (chunked >= 0)
+                r->body = chunked ? AJ_HTTP_BODY_CHUNKED : AJ_HTTP_BODY_UNTIL_CLOSE;
+        else if (length != UINT64_MAX) {
+                r->body = length > 0 ? AJ_HTTP_BODY_LENGTH : AJ_HTTP_BODY_NONE;
+                r->content_length = length;
+        } else
+                r->body = AJ_HTTP_BODY_UNTIL_CLOSE;
+}
+
 int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjHttpResponse *ret)
 {
         size_t head = 0;
@@ -547,19 +637,8 @@ int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjH
         memcpy(out + ol, "\r\n", 2);
         ol += 2;
 
-        AjHttpResponse r = { .head = out, .head_len = ol, .consumed = head, .final = final };
-        /* RFC 9112 6.3, in its order. */
-        if (!final || head_request || status == 204 || status == 304)
-                r.body = AJ_HTTP_BODY_NONE;
-        else if (status == 101)
-                r.body = AJ_HTTP_BODY_UNTIL_CLOSE;
-        else if (have_te)
-                r.body = chunked ? AJ_HTTP_BODY_CHUNKED : AJ_HTTP_BODY_UNTIL_CLOSE;
-        else if (have_length) {
-                r.body = length > 0 ? AJ_HTTP_BODY_LENGTH : AJ_HTTP_BODY_NONE;
-                r.content_length = length;
-        } else
-                r.body = AJ_HTTP_BODY_UNTIL_CLOSE;
-        *ret = r;
+        *ret = (AjHttpResponse){ .head = out, .head_len = ol, .consumed = head, .final = final };
+        if (final && !head_request)
+                response_body(ret, status, have_te ? (chunked ? 1 : 0) : -1, have_length ? length : UINT64_MAX);
         return 0;
 }

@@ -268,6 +268,67 @@ static int pump_response_chunked(Conn *c)
  * 103 Early Hints); an endless stream of them kept the supervisor parsing heads. */
 #define INTERIM_MAX 16
 
+/* A response head has arrived: queue it rewritten, with what came of the body, and note how
+ * the body ends (a final head) or that another head follows (interim 1xx). */
+static int take_response_head(Conn *c, AjHttpResponse *resp)
+{
+        Dir *d = &c->down;
+        size_t rest = c->resp_len - resp->consumed;
+        const char *more = c->resp + resp->consumed;
+        size_t take = 0;
+        if (resp->final) {
+                c->resp_done = true;
+                c->resp_body = resp->body;
+                switch (resp->body) {
+                case AJ_HTTP_BODY_NONE:
+                        d->src_eof = true;
+                        break;
+                case AJ_HTTP_BODY_LENGTH:
+                        take = rest < resp->content_length ? rest : (size_t)resp->content_length;
+                        d->limited = true;
+                        d->limit = resp->content_length - take;
+                        d->src_eof = d->limit == 0;
+                        break;
+                case AJ_HTTP_BODY_CHUNKED: {
+                        bool done = false;
+                        ssize_t t = aj_http_chunked_scan(&c->resp_chunk, more, rest, &done);
+                        if (t < 0) {
+                                free(resp->head);
+                                c->error = "bad response from upstream";
+                                return -EBADMSG;
+                        }
+                        take = (size_t)t;
+                        d->src_eof = done;
+                        break;
+                }
+                default:
+                        take = rest;
+                }
+        }
+        char *nh = realloc(resp->head, resp->head_len + take);
+        if (!nh) {
+                free(resp->head);
+                return -ENOMEM;
+        }
+        memcpy(nh + resp->head_len, more, take);
+        aj_outbuf_take(&d->prefix, nh, resp->head_len + take);
+        d->prefix_counts = true;
+        if (!resp->final && ++c->interim > INTERIM_MAX) {
+                free(resp->head);
+                c->error = "bad response from upstream: too many interim (1xx) responses";
+                return -EBADMSG;
+        }
+        if (resp->final) {
+                free(c->resp);
+                c->resp = NULL;
+                c->resp_len = 0;
+        } else {
+                memmove(c->resp, more, rest);
+                c->resp_len = rest;
+        }
+        return 0;
+}
+
 /* Plain HTTP, upstream -> client: the response head is rewritten (Connection: close) and
  * the body relayed as far as its framing says (spliced, or scanned when chunked); then
  * the client sees EOF, whether or not the upstream closes. */
@@ -284,59 +345,9 @@ static int pump_response(Conn *c)
                 AjHttpResponse resp;
                 r = c->resp ? aj_http_rewrite_response(c->resp, c->resp_len, c->head_request, &resp) : -EAGAIN;
                 if (r == 0) {
-                        size_t rest = c->resp_len - resp.consumed;
-                        const char *more = c->resp + resp.consumed;
-                        size_t take = 0;
-                        if (resp.final) {
-                                c->resp_done = true;
-                                c->resp_body = resp.body;
-                                switch (resp.body) {
-                                case AJ_HTTP_BODY_NONE:
-                                        d->src_eof = true;
-                                        break;
-                                case AJ_HTTP_BODY_LENGTH:
-                                        take = rest < resp.content_length ? rest : (size_t)resp.content_length;
-                                        d->limited = true;
-                                        d->limit = resp.content_length - take;
-                                        d->src_eof = d->limit == 0;
-                                        break;
-                                case AJ_HTTP_BODY_CHUNKED: {
-                                        bool done = false;
-                                        ssize_t t = aj_http_chunked_scan(&c->resp_chunk, more, rest, &done);
-                                        if (t < 0) {
-                                                free(resp.head);
-                                                c->error = "bad response from upstream";
-                                                return -EBADMSG;
-                                        }
-                                        take = (size_t)t;
-                                        d->src_eof = done;
-                                        break;
-                                }
-                                default:
-                                        take = rest;
-                                }
-                        }
-                        char *nh = realloc(resp.head, resp.head_len + take);
-                        if (!nh) {
-                                free(resp.head);
-                                return -ENOMEM;
-                        }
-                        memcpy(nh + resp.head_len, more, take);
-                        aj_outbuf_take(&d->prefix, nh, resp.head_len + take);
-                        d->prefix_counts = true;
-                        if (!resp.final && ++c->interim > INTERIM_MAX) {
-                                free(resp.head);
-                                c->error = "bad response from upstream: too many interim (1xx) responses";
-                                return -EBADMSG;
-                        }
-                        if (resp.final) {
-                                free(c->resp);
-                                c->resp = NULL;
-                                c->resp_len = 0;
-                        } else {
-                                memmove(c->resp, more, rest);
-                                c->resp_len = rest;
-                        }
+                        r = take_response_head(c, &resp);
+                        if (r < 0)
+                                return r;
                         continue;
                 }
                 if (r != -EAGAIN || c->resp_len >= RESPONSE_HEAD_MAX) {

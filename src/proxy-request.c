@@ -257,98 +257,80 @@ static void evaluate(Conn *c)
         c->state = ST_RESOLVING;
 }
 
-void proxy_read_request(Conn *c)
+/* A plain HTTP or CONNECT request head in c->in: judged once it is complete. */
+static void read_http_request(Conn *c, bool eof)
 {
-        size_t cap = c->socks ? SOCKS_MAX : AJ_PROXY_MAX_HEADER;
-        bool eof = false;
-
-        while (c->in_len < cap) {
-                ssize_t n = recv(c->cfd, c->in + c->in_len, cap - c->in_len, 0);
-                if (n == 0) {
-                        eof = true;
-                        break;
-                }
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN)
-                                break;
+        AjHttpRequest req;
+        int status;
+        const char *why;
+        int r = aj_http_parse_request(c->in, c->in_len, &req, &status, &why);
+        if (r == -EAGAIN) {
+                if (eof)
+                        proxy_conn_close(c);
+                return;
+        }
+        if (r == -EPERM) {
+                snprintf(c->host, sizeof(c->host), "%s", req.host);
+                c->port = req.port;
+                AjNetVerdict v = { .rule = -1 };
+                snprintf(v.reason, sizeof(v.reason), "%s", why);
+                deny_with(c, &v, NULL, status);
+                return;
+        }
+        if (r < 0) {
+                proxy_refuse(c, status, 0, why);
+                return;
+        }
+        snprintf(c->host, sizeof(c->host), "%s", req.host);
+        c->port = req.port;
+        c->is_connect = req.is_connect;
+        size_t extra = c->in_len - req.head_len;
+        size_t base = req.is_connect ? 0 : req.forward_len;
+        if (!req.is_connect) {
+                /* What arrived with the head: its body (up to where it ends), then maybe
+                 * another request, which is not relayed. */
+                const char *more = c->in + req.head_len;
+                size_t take = 0;
+                c->body = req.body;
+                c->head_request = streq(req.method, "HEAD");
+                c->body_left = req.content_length;
+                if (req.body == AJ_HTTP_BODY_LENGTH) {
+                        take = extra < c->body_left ? extra : (size_t)c->body_left;
+                        c->body_left -= take;
+                        c->req_done = c->body_left == 0;
+                } else if (req.body == AJ_HTTP_BODY_CHUNKED) {
+                        ssize_t t = aj_http_chunked_scan(&c->chunk, more, extra, &c->req_done);
+                        if (t < 0) {
+                                aj_http_request_done(&req);
+                                proxy_refuse(c, 400, 0, "malformed chunked body");
+                                return;
+                        }
+                        take = (size_t)t;
+                } else
+                        c->req_done = true;
+                if (c->req_done && extra > take)
+                        proxy_note_pipelined(c, more + take, extra - take);
+                extra = take;
+        }
+        if (base + extra > 0) {
+                c->fwd = malloc(base + extra);
+                if (!c->fwd) {
+                        aj_http_request_done(&req);
                         proxy_conn_close(c);
                         return;
                 }
-                c->in_len += (size_t)n;
+                if (base)
+                        memcpy(c->fwd, req.forward_head, base);
+                memcpy(c->fwd + base, c->in + req.head_len, extra);
+                c->fwd_len = base + extra;
         }
+        aj_http_request_done(&req);
+        evaluate(c);
+}
 
-        if (!c->socks) {
-                AjHttpRequest req;
-                int status;
-                const char *why;
-                int r = aj_http_parse_request(c->in, c->in_len, &req, &status, &why);
-                if (r == -EAGAIN) {
-                        if (eof)
-                                proxy_conn_close(c);
-                        return;
-                }
-                if (r == -EPERM) {
-                        snprintf(c->host, sizeof(c->host), "%s", req.host);
-                        c->port = req.port;
-                        AjNetVerdict v = { .rule = -1 };
-                        snprintf(v.reason, sizeof(v.reason), "%s", why);
-                        deny_with(c, &v, NULL, status);
-                        return;
-                }
-                if (r < 0) {
-                        proxy_refuse(c, status, 0, why);
-                        return;
-                }
-                snprintf(c->host, sizeof(c->host), "%s", req.host);
-                c->port = req.port;
-                c->is_connect = req.is_connect;
-                size_t extra = c->in_len - req.head_len;
-                size_t base = req.is_connect ? 0 : req.forward_len;
-                if (!req.is_connect) {
-                        /* What arrived with the head: its body (up to where it ends), then maybe
-                         * another request, which is not relayed. */
-                        const char *more = c->in + req.head_len;
-                        size_t take = 0;
-                        c->body = req.body;
-                        c->head_request = streq(req.method, "HEAD");
-                        c->body_left = req.content_length;
-                        if (req.body == AJ_HTTP_BODY_LENGTH) {
-                                take = extra < c->body_left ? extra : (size_t)c->body_left;
-                                c->body_left -= take;
-                                c->req_done = c->body_left == 0;
-                        } else if (req.body == AJ_HTTP_BODY_CHUNKED) {
-                                ssize_t t = aj_http_chunked_scan(&c->chunk, more, extra, &c->req_done);
-                                if (t < 0) {
-                                        aj_http_request_done(&req);
-                                        proxy_refuse(c, 400, 0, "malformed chunked body");
-                                        return;
-                                }
-                                take = (size_t)t;
-                        } else
-                                c->req_done = true;
-                        if (c->req_done && extra > take)
-                                proxy_note_pipelined(c, more + take, extra - take);
-                        extra = take;
-                }
-                if (base + extra > 0) {
-                        c->fwd = malloc(base + extra);
-                        if (!c->fwd) {
-                                aj_http_request_done(&req);
-                                proxy_conn_close(c);
-                                return;
-                        }
-                        if (base)
-                                memcpy(c->fwd, req.forward_head, base);
-                        memcpy(c->fwd + base, c->in + req.head_len, extra);
-                        c->fwd_len = base + extra;
-                }
-                aj_http_request_done(&req);
-                evaluate(c);
-                return;
-        }
-
+/* The SOCKS5 greeting, then the request, in c->in. */
+static void read_socks_request(Conn *c, bool eof)
+{
         if (c->state == ST_SOCKS_GREETING) {
                 int r = aj_socks_parse_greeting((uint8_t *)c->in, c->in_len);
                 if (r == -EAGAIN) {
@@ -402,4 +384,32 @@ void proxy_read_request(Conn *c)
                 memcpy(c->fwd, c->in + req.consumed, c->fwd_len);
         }
         evaluate(c);
+}
+
+void proxy_read_request(Conn *c)
+{
+        size_t cap = c->socks ? SOCKS_MAX : AJ_PROXY_MAX_HEADER;
+        bool eof = false;
+
+        while (c->in_len < cap) {
+                ssize_t n = recv(c->cfd, c->in + c->in_len, cap - c->in_len, 0);
+                if (n == 0) {
+                        eof = true;
+                        break;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                break;
+                        proxy_conn_close(c);
+                        return;
+                }
+                c->in_len += (size_t)n;
+        }
+
+        if (c->socks)
+                read_socks_request(c, eof);
+        else
+                read_http_request(c, eof);
 }
