@@ -94,12 +94,12 @@ typedef struct Conn {
         AjLoopTimer deadline; /* header, connect, linger: what the state waits for */
 } Conn;
 
-/* Its own AjLoop, nested in the supervisor's (aj_proxy_fd()): the listeners, the resolver,
- * every connection's two sockets, and one deadline timer per connection. */
+/* Its own AjLoop, nested in the supervisor's (aj_proxy_fd()): the listeners, the resolver's
+ * sockets and timers, every connection's two sockets, and one deadline timer per connection. */
 struct AjProxy {
         AjLoop *loop;
         int loop_fd, http_fd, socks_fd, wakefd;
-        AjLoopIo *http_io, *socks_io, *resolver_io, *wake_io;
+        AjLoopIo *http_io, *socks_io, *wake_io;
         const AjNetPolicy *policy;
         const AjHooks *hooks;
         AjProxyOptions opts;

@@ -404,14 +404,6 @@ static void on_listener(AjLoopIo *io, int fd, uint32_t events, void *userdata)
         accept_some(p, fd, fd == p->socks_fd);
 }
 
-static void on_resolver(AjLoopIo *io, int fd, uint32_t events, void *userdata)
-{
-        (void)io;
-        (void)fd;
-        (void)events;
-        aj_resolver_dispatch(userdata);
-}
-
 /* mark_pending()'s wake-up: it keeps the loop's fd readable until the next dispatch. */
 static void on_wake(AjLoopIo *io, int fd, uint32_t events, void *userdata)
 {
@@ -463,7 +455,7 @@ void aj_proxy_free(AjProxy *p)
         for (unsigned s = 0; p->slots && s < p->n_slots; s++)
                 if (p->slots[s])
                         proxy_conn_close(p->slots[s]);
-        AjLoopIo *ios[] = { p->http_io, p->socks_io, p->resolver_io, p->wake_io };
+        AjLoopIo *ios[] = { p->http_io, p->socks_io, p->wake_io };
         for (size_t i = 0; i < ARRAY_SIZE(ios); i++)
                 aj_loop_io_remove(ios[i]);
         aj_resolver_free(p->resolver);
@@ -522,7 +514,7 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
                 r = p->loop_fd < 0 ? p->loop_fd : negative_errno();
                 goto fail;
         }
-        r = aj_resolver_new(p->opts.connect_timeout_ms / 2, &p->resolver);
+        r = aj_resolver_new(p->loop, p->opts.connect_timeout_ms / 2, &p->resolver);
         if (r < 0)
                 goto fail;
         r = aj_host_addrs_new(&p->host_addrs);
@@ -530,8 +522,6 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
                 goto fail;
         if ((http_fd >= 0 && (r = aj_loop_add_io(p->loop, http_fd, EPOLLIN, on_listener, p, &p->http_io)) < 0) ||
             (socks_fd >= 0 && (r = aj_loop_add_io(p->loop, socks_fd, EPOLLIN, on_listener, p, &p->socks_io)) < 0) ||
-            (r = aj_loop_add_io(p->loop, aj_resolver_fd(p->resolver), EPOLLIN, on_resolver, p->resolver,
-                                &p->resolver_io)) < 0 ||
             (r = aj_loop_add_io(p->loop, p->wakefd, EPOLLIN, on_wake, p, &p->wake_io)) < 0)
                 goto fail;
 
