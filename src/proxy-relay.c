@@ -305,6 +305,13 @@ static int take_response_head(Conn *c, AjHttpResponse *resp)
                         take = rest;
                 }
         }
+        /* Before the head is queued: once it is, the queue owns it (freeing it here too was a
+         * double free). */
+        if (!resp->final && ++c->interim > INTERIM_MAX) {
+                free(resp->head);
+                c->error = "bad response from upstream: too many interim (1xx) responses";
+                return -EBADMSG;
+        }
         char *nh = realloc(resp->head, resp->head_len + take);
         if (!nh) {
                 free(resp->head);
@@ -313,11 +320,6 @@ static int take_response_head(Conn *c, AjHttpResponse *resp)
         memcpy(nh + resp->head_len, more, take);
         aj_outbuf_take(&d->prefix, nh, resp->head_len + take);
         d->prefix_counts = true;
-        if (!resp->final && ++c->interim > INTERIM_MAX) {
-                free(resp->head);
-                c->error = "bad response from upstream: too many interim (1xx) responses";
-                return -EBADMSG;
-        }
         if (resp->final) {
                 free(c->resp);
                 c->resp = NULL;
