@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The broker server (see broker.h, include/agentjail/broker.h and
- * docs/broker-protocol.md). One epoll fd over the listening socket and every
- * connection, level-triggered; each dispatch handles what is ready and returns.
+ * docs/broker-protocol.md). Its own AjLoop, nested in the supervisor's: the
+ * listening socket and every connection are served by the line server
+ * (src/line-server.h), the approval deadlines are timers on that loop.
  *
  * Per connection: an input buffer of one maximal line (a longer line is
  * answered with an error and discarded up to its newline, the connection
@@ -20,300 +21,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/timerfd.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include "agentjail/broker.h"
-#include "broker.h"
+#include "broker-internal.h"
 #include "events.h"
-#include "util/ratelimit.h"
 #include "util/strv.h"
-#include "util/format.h"
-
-#define MAX_EVENTS_PER_DISPATCH 64
-#define MAX_ACCEPTS_PER_DISPATCH 16
-#define IN_SIZE (AJ_BROKER_MAX_LINE + 1) /* a maximal line and its newline */
-/* Allowed tool calls tracked until their tool_result; past this the oldest is dropped. */
-#define MAX_IN_FLIGHT 256
-/* Calls held for approval at once; more are denied (a loop must not pile them up). */
-#define MAX_AWAITING 64
-/* broker.error events: a burst, then a steady rate; the rest are counted, not written. */
-#define ERROR_BURST 20
-#define ERROR_PER_SEC 5
-
-typedef struct Conn {
-        struct Conn *prev, *next;
-        int fd;
-        char *in;
-        size_t in_len;
-        bool discarding; /* inside an oversized line: drop up to the next newline */
-        bool eof;        /* the client shut down its side: flush, then close */
-        bool want_out;   /* EPOLLOUT registered */
-        bool dead;       /* close at the end of this dispatch step */
-        char *out;
-        size_t out_len, out_size;
-        size_t n_held;   /* its tool calls awaiting an operator: kept open for their replies */
-} Conn;
-
-/* A tool call awaiting an operator's decision (held: no reply yet, its meter reservation
- * kept), or allowed and without its tool_result yet. `inspect` lists both. */
-typedef struct {
-        bool used;
-        bool awaiting;     /* held for approval; never dropped to make room */
-        uint64_t order;    /* arrival order: the smallest is the oldest */
-        uint64_t since_ns; /* CLOCK_REALTIME */
-        char call_id[AJ_BROKER_MAX_ID + 1];
-        char name[AJ_BROKER_MAX_NAME + 1];
-        char digest[AJ_SHA256_HEX_SIZE];
-        /* awaiting only */
-        Conn *conn;
-        json_t *req_id;
-        AjMeterReservation res;
-        uint64_t deadline_ns; /* b->now_ns() clock */
-} InFlight;
-
-struct AjBroker {
-        int epfd;
-        int listen_fd;
-        char *path;
-        AjMeter *meter;
-        const AjHooks *hooks;
-        Conn *conns;
-        size_t n_conns;
-        uint64_t next_call;
-        uint64_t (*now_ns)(void);
-        AjRateLimit error_rl; /* broker.error events; .suppressed: not yet told in one */
-        AjRateLimit report_rl; /* tool_result + tokens; per_sec 0: none */
-        uint64_t reports_suppressed_told; /* report_rl.suppressed already in an event */
-        InFlight *in_flight; /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
-        size_t n_in_flight, n_awaiting;
-        uint64_t in_flight_order, in_flight_dropped;
-        /* approvals: calls whose tool name matches wait for aj_broker_decide() */
-        char **approval_globs;
-        size_t n_approval_globs;
-        uint64_t approval_timeout_ns;
-        int timerfd; /* armed for the earliest approval deadline */
-        bool closing; /* in aj_broker_free(): held calls end with the run */
-};
-
-static void cancel_held(AjBroker *b, Conn *c, const char *reason);
-
-/* ---- connections ---- */
-
-static void conn_close(AjBroker *b, Conn *c)
-{
-        if (c->n_held > 0)
-                cancel_held(b, c, b->closing ? "the run ended" : "the caller disconnected");
-        epoll_ctl(b->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                b->conns = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
-        b->n_conns--;
-        free(c->in);
-        free(c->out);
-        free(c);
-}
-
-static void conn_update_events(AjBroker *b, Conn *c)
-{
-        bool want_out = c->out_len > 0;
-        if (want_out == c->want_out && !c->eof)
-                return;
-        struct epoll_event ev = { .events = (c->eof ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0), .data.ptr = c };
-        if (epoll_ctl(b->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
-                c->dead = true;
-        c->want_out = want_out;
-}
-
-/* Writes what the socket takes now. */
-static void conn_flush(AjBroker *b, Conn *c)
-{
-        size_t done = 0;
-        while (done < c->out_len) {
-                ssize_t n = send(c->fd, c->out + done, c->out_len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno != EAGAIN)
-                                c->dead = true; /* EPIPE, ECONNRESET: the client is gone */
-                        break;
-                }
-                done += (size_t)n;
-        }
-        memmove(c->out, c->out + done, c->out_len - done);
-        c->out_len -= done;
-        if (c->eof && c->out_len == 0 && c->n_held == 0)
-                c->dead = true;
-        if (!c->dead)
-                conn_update_events(b, c);
-}
-
-/* Queues one line. Past AJ_BROKER_MAX_OUTPUT the client is not reading: drop it. */
-static void conn_queue(Conn *c, const char *s, size_t len)
-{
-        if (c->dead)
-                return;
-        if (c->out_len + len + 1 > AJ_BROKER_MAX_OUTPUT) {
-                c->dead = true;
-                return;
-        }
-        if (c->out_len + len + 1 > c->out_size) {
-                size_t size = c->out_size ? c->out_size : 4096;
-                while (size < c->out_len + len + 1)
-                        size *= 2;
-                if (size > AJ_BROKER_MAX_OUTPUT)
-                        size = AJ_BROKER_MAX_OUTPUT;
-                char *o = realloc(c->out, size);
-                if (!o) {
-                        c->dead = true;
-                        return;
-                }
-                c->out = o;
-                c->out_size = size;
-        }
-        memcpy(c->out + c->out_len, s, len);
-        c->out[c->out_len + len] = '\n';
-        c->out_len += len + 1;
-}
-
-static void conn_reply(Conn *c, json_t *reply)
-{
-        if (!reply) {
-                c->dead = true;
-                return;
-        }
-        _cleanup_free_ char *s = json_dumps(reply, JSON_COMPACT | JSON_REAL_PRECISION(12));
-        json_decref(reply);
-        if (!s) {
-                c->dead = true;
-                return;
-        }
-        conn_queue(c, s, strlen(s));
-}
-
-/* ---- events ---- */
-
-static int emit(AjBroker *b, const char *type, json_t *fields)
-{
-        if (!fields)
-                return -ENOMEM;
-        if (!b->hooks || !b->hooks->emit) {
-                json_decref(fields);
-                return 0;
-        }
-        return b->hooks->emit(b->hooks->userdata, type, fields);
-}
-
-/* A request's two events together: one write(2) when the supervisor batches, still
- * before the reply. The second is dropped if the first could not be recorded. Both
- * `fields` are consumed. */
-static int emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2)
-{
-        bool batched = b->hooks && b->hooks->batch_begin && b->hooks->batch_end;
-        if (batched)
-                b->hooks->batch_begin(b->hooks->userdata);
-        int r = emit(b, type1, fields1);
-        if (r >= 0)
-                r = emit(b, type2, fields2);
-        else
-                json_decref(fields2);
-        if (batched) {
-                int q = b->hooks->batch_end(b->hooks->userdata);
-                if (r >= 0)
-                        r = q;
-        }
-        return r;
-}
-
-/* broker.error events: garbage from a client must not fill the event log. */
-static bool error_event_allowed(AjBroker *b) { return aj_ratelimit_allow(&b->error_rl, b->now_ns()); }
-
-static json_t *envelope(json_t *id, bool ok)
-{
-        return json_pack("{s:O?, s:i, s:b}", AJ_BROKER_F_ID, id, AJ_BROKER_F_V, AJ_BROKER_VERSION, AJ_BROKER_F_OK,
-                         (int)ok);
-}
-
-static void queue_error(Conn *c, json_t *id, const char *code, const char *msg)
-{
-        json_t *r = envelope(id, false);
-        if (r && json_object_set_new(r, AJ_BROKER_F_ERROR, json_pack("{s:s, s:s}", "code", code, "message", msg)) < 0) {
-                json_decref(r);
-                r = NULL;
-        }
-        conn_reply(c, r);
-}
-
-/* Records broker.error (rate limited) and queues the error reply. `id` may be NULL. */
-_printf_(5, 6) static void reply_error(AjBroker *b, Conn *c, json_t *id, const char *code, const char *fmt, ...)
-{
-        char msg[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-
-        if (error_event_allowed(b)) {
-                json_t *f = json_pack("{s:s, s:s, s:O?}", "code", code, "message", msg, "id", id);
-                if (f && b->error_rl.suppressed) {
-                        json_object_set_new(f, "suppressed", json_integer((json_int_t)b->error_rl.suppressed));
-                        b->error_rl.suppressed = 0;
-                }
-                (void)emit(b, "broker.error", f); /* the reply says what went wrong either way */
-        }
-        queue_error(c, id, code, msg);
-}
-
-/* tool_result and tokens within logs.reports_per_sec; else an error reply, nothing recorded. */
-static bool report_allowed(AjBroker *b, Conn *c, json_t *id)
-{
-        AjRateLimit *rl = &b->report_rl;
-        if (rl->per_sec <= 0 || aj_ratelimit_allow(rl, b->now_ns()))
-                return true;
-        char msg[256];
-        snprintf(msg, sizeof(msg),
-                 "too many tool_result and tokens reports (at most %.0f per second after a burst of %.0f): "
-                 "not recorded, nothing counted; send it again later",
-                 rl->per_sec, rl->burst);
-        queue_error(c, id, AJ_BROKER_E_RATE_LIMITED, msg);
-        return false;
-}
-
-/* The reports refused since the last recorded one, into that one's event. */
-static json_t *add_reports_suppressed(AjBroker *b, json_t *ev)
-{
-        uint64_t n = b->report_rl.suppressed - b->reports_suppressed_told;
-        if (!ev || n == 0)
-                return ev;
-        if (json_object_set_new(ev, "suppressed", json_integer((json_int_t)n)) < 0) {
-                json_decref(ev);
-                return NULL;
-        }
-        return ev;
-}
-
-static void reports_suppressed_recorded(AjBroker *b)
-{
-        b->reports_suppressed_told = b->report_rl.suppressed;
-}
-
-void aj_broker_set_report_rate(AjBroker *b, uint64_t per_sec)
-{
-        aj_ratelimit_init(&b->report_rl, 10.0 * (double)per_sec, (double)per_sec);
-}
-
-uint64_t aj_broker_reports_suppressed(const AjBroker *b)
-{
-        return b->report_rl.suppressed;
-}
 
 /* ---- request validation ---- */
 
@@ -360,11 +73,11 @@ static const char *get_name(AjBroker *b, Conn *c, json_t *req, json_t *id, const
                         *ret_missing = true;
                         return NULL;
                 }
-                reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", field);
+                broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", field);
                 return NULL;
         }
         if (!json_is_string(v) || !is_name(json_string_value(v), json_string_length(v), max)) {
-                reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
                             "field \"%s\": expected a string of 1 to %zu characters without spaces or control "
                             "characters",
                             field, max);
@@ -380,12 +93,12 @@ static int get_count(AjBroker *b, Conn *c, json_t *req, json_t *id, const char *
         if (!v) {
                 if (optional)
                         return 0;
-                reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", field);
+                broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", field);
                 return -1;
         }
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
             (uint64_t)json_integer_value(v) > AJ_BROKER_MAX_TOKENS) {
-                reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"%s\": expected an integer from 0 to %llu",
+                broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"%s\": expected an integer from 0 to %llu",
                             field, (unsigned long long)AJ_BROKER_MAX_TOKENS);
                 return -1;
         }
@@ -398,419 +111,11 @@ static int check_fields(AjBroker *b, Conn *c, json_t *req, json_t *id, const cha
         const char *bad = unknown_field(req, allowed);
         if (!bad)
                 return 0;
-        reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "unknown field \"%s\" for op \"%s\"", SHOWN(bad), op);
+        broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "unknown field \"%s\" for op \"%s\"", SHOWN(bad), op);
         return -1;
 }
 
-static double cap_value(AjCap cap, uint64_t v)
-{
-        return cap == AJ_CAP_COST_USD ? (double)v / AJ_PUSD_PER_USD : (double)v;
-}
-
-static json_t *cap_json(AjCap cap, uint64_t v)
-{
-        return cap == AJ_CAP_COST_USD ? json_real(cap_value(cap, v)) : json_integer((json_int_t)v);
-}
-
-/* Adds the breach fields of `d` to an event or a reply. */
-static int add_breach(json_t *o, const AjMeterDecision *d)
-{
-        if (d->verdict == AJ_VERDICT_ALLOW)
-                return 0;
-        if (json_object_set_new(o, AJ_BROKER_F_REASON, json_string(d->reason)) < 0)
-                return -ENOMEM;
-        if (d->verdict != AJ_VERDICT_BREACH)
-                return 0;
-        if (json_object_set_new(o, AJ_BROKER_F_CAP, json_string(aj_cap_name(d->cap))) < 0 ||
-            json_object_set_new(o, AJ_BROKER_F_LIMIT, cap_json(d->cap, d->limit)) < 0 ||
-            json_object_set_new(o, AJ_BROKER_F_VALUE, cap_json(d->cap, d->value)) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
-/* The reply to a metered request: the verdict, the reason and breach fields of `d` (may
- * be NULL), and usage against the caps that are set. NULL without memory. */
-static json_t *verdict_reply(AjBroker *b, json_t *id, const char *verdict, const AjMeterDecision *d)
-{
-        json_t *reply = envelope(id, true);
-        if (reply && (json_object_set_new(reply, AJ_BROKER_F_VERDICT, json_string(verdict)) < 0 ||
-                      (d && add_breach(reply, d) < 0) ||
-                      json_object_set_new(reply, AJ_BROKER_F_USAGE, aj_meter_to_json(b->meter, b->now_ns(), true)) < 0)) {
-                json_decref(reply);
-                reply = NULL;
-        }
-        return reply;
-}
-
-/* Adds `value` (consumed) to `reply` (consumed too, and NULL, on failure). */
-static json_t *reply_set(json_t *reply, const char *key, json_t *value)
-{
-        if (reply && json_object_set_new(reply, key, value) < 0) {
-                json_decref(reply);
-                return NULL;
-        }
-        if (!reply)
-                json_decref(value);
-        return reply;
-}
-
-static void report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
-{
-        if (d->verdict != AJ_VERDICT_BREACH || !b->hooks || !b->hooks->breach)
-                return;
-        AjBreach br = {
-                .cap = aj_cap_name(d->cap),
-                .limit = cap_value(d->cap, d->limit),
-                .value = cap_value(d->cap, d->value),
-                .request = req,
-        };
-        b->hooks->breach(b->hooks->userdata, &br);
-}
-
-/* The arguments as logged: the value itself when small, else a truncated canonical text. */
-static int add_logged_args(json_t *ev, json_t *args, const char *canon)
-{
-        size_t len = strlen(canon);
-        if (len <= AJ_BROKER_MAX_LOGGED_ARGS)
-                return json_object_set(ev, AJ_BROKER_F_TOOL_ARGS, args) < 0 ? -ENOMEM : 0;
-        size_t cut = AJ_BROKER_MAX_LOGGED_ARGS;
-        /* Cut at a character boundary: the text is UTF-8 and must stay valid. */
-        while (cut > 0 && ((unsigned char)canon[cut] & 0xc0) == 0x80)
-                cut--;
-        if (json_object_set_new(ev, "arguments_truncated", json_stringn(canon, cut)) < 0 ||
-            json_object_set_new(ev, "arguments_size", json_integer((json_int_t)len)) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
-static const char *verdict_name(AjVerdict v, bool tool)
-{
-        switch (v) {
-        case AJ_VERDICT_ALLOW:
-                return tool ? AJ_BROKER_ALLOW : AJ_BROKER_OK;
-        case AJ_VERDICT_DENY:
-                return AJ_BROKER_DENY;
-        default:
-                return AJ_BROKER_BREACH;
-        }
-}
-
-static void reply_unrecorded(AjBroker *b, Conn *c, json_t *id, int r)
-{
-        reply_error(b, c, id, AJ_BROKER_E_INTERNAL, "the event could not be recorded (%s); nothing was counted",
-                    strerror(r < 0 ? -r : EIO));
-}
-
-/* ---- tool calls in flight ---- */
-
-static InFlight *in_flight_find(AjBroker *b, const char *call_id, bool awaiting)
-{
-        for (size_t i = 0; b->n_in_flight > 0 && i < MAX_IN_FLIGHT; i++)
-                if (b->in_flight[i].used && b->in_flight[i].awaiting == awaiting &&
-                    streq(b->in_flight[i].call_id, call_id))
-                        return &b->in_flight[i];
-        return NULL;
-}
-
-/* A slot for a new call: a free one, or the oldest allowed call, let go. NULL without
- * memory (then the call is simply not listed) or when every slot is held (not possible
- * while MAX_AWAITING < MAX_IN_FLIGHT). */
-static InFlight *in_flight_add(AjBroker *b, const char *call_id, const char *name, const char *digest)
-{
-        if (!b->in_flight && !(b->in_flight = calloc(MAX_IN_FLIGHT, sizeof(InFlight))))
-                return NULL;
-        InFlight *slot = in_flight_find(b, call_id, false); /* a reused call id: the newer call */
-        for (size_t i = 0; !slot && i < MAX_IN_FLIGHT; i++)
-                if (!b->in_flight[i].used)
-                        slot = &b->in_flight[i];
-        if (!slot) {
-                for (size_t i = 0; i < MAX_IN_FLIGHT; i++)
-                        if (!b->in_flight[i].awaiting && (!slot || b->in_flight[i].order < slot->order))
-                                slot = &b->in_flight[i];
-                if (!slot)
-                        return NULL;
-                b->in_flight_dropped++;
-                b->n_in_flight--;
-        }
-        if (!slot->used)
-                b->n_in_flight++;
-        *slot = (InFlight){ .used = true, .order = ++b->in_flight_order, .since_ns = aj_now_realtime_ns() };
-        snprintf(slot->call_id, sizeof(slot->call_id), "%s", call_id);
-        snprintf(slot->name, sizeof(slot->name), "%s", name);
-        memcpy(slot->digest, digest, sizeof(slot->digest));
-        return slot;
-}
-
-static void in_flight_remove(AjBroker *b, InFlight *f)
-{
-        if (f->awaiting) {
-                b->n_awaiting--;
-                if (f->conn)
-                        f->conn->n_held--;
-                json_decref(f->req_id);
-        }
-        *f = (InFlight){ 0 };
-        b->n_in_flight--;
-}
-
-static int cmp_in_flight(const void *x, const void *y)
-{
-        const InFlight *a = *(InFlight *const *)x, *b = *(InFlight *const *)y;
-        return a->order < b->order ? -1 : a->order > b->order;
-}
-
-json_t *aj_broker_in_flight(const AjBroker *b)
-{
-        json_t *list = json_array();
-        InFlight *sorted[MAX_IN_FLIGHT];
-        size_t n = 0;
-        for (size_t i = 0; list && b->n_in_flight > 0 && i < MAX_IN_FLIGHT; i++)
-                if (b->in_flight[i].used)
-                        sorted[n++] = &b->in_flight[i];
-        qsort(sorted, n, sizeof(sorted[0]), cmp_in_flight);
-        uint64_t now = aj_now_realtime_ns();
-        for (size_t i = 0; list && i < n; i++) {
-                char ts[40];
-                const InFlight *f = sorted[i];
-                json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:f}", AJ_BROKER_F_TOOL_CALL_ID, f->call_id,
-                                      AJ_BROKER_F_TOOL_NAME, f->name, "state",
-                                      f->awaiting ? "awaiting_approval" : "running", "arguments_sha256", f->digest,
-                                      "since", aj_format_timestamp(f->since_ns, ts, sizeof(ts)), "age_s",
-                                      now > f->since_ns ? (double)(now - f->since_ns) / 1e9 : 0.0);
-                if (o && f->awaiting) {
-                        uint64_t mono = b->now_ns();
-                        double left = f->deadline_ns > mono ? (double)(f->deadline_ns - mono) / 1e9 : 0.0;
-                        if (json_object_set_new(o, "timeout_in_s", json_real(left)) < 0) {
-                                json_decref(o);
-                                o = NULL;
-                        }
-                }
-                if (!o || json_array_append_new(list, o) < 0) {
-                        json_decref(list);
-                        return NULL;
-                }
-        }
-        return list;
-}
-
-uint64_t aj_broker_in_flight_dropped(const AjBroker *b) { return b->in_flight_dropped; }
-
-/* ---- approvals ---- */
-
-static bool needs_approval(const AjBroker *b, const char *name)
-{
-        for (size_t i = 0; i < b->n_approval_globs; i++)
-                if (aj_glob_match(b->approval_globs[i], name))
-                        return true;
-        return false;
-}
-
-/* "15m", "90s": how long a call may wait, for messages. */
-static const char *duration_text(uint64_t ns, char *buf, size_t size)
-{
-        uint64_t s = ns / 1000000000ull;
-        if (s >= 60 && s % 60 == 0)
-                snprintf(buf, size, "%llum", (unsigned long long)(s / 60));
-        else
-                snprintf(buf, size, "%llus", (unsigned long long)s);
-        return buf;
-}
-
-static void arm_timer(AjBroker *b)
-{
-        uint64_t first = 0;
-        for (size_t i = 0; b->n_awaiting > 0 && i < MAX_IN_FLIGHT; i++)
-                if (b->in_flight[i].awaiting && (first == 0 || b->in_flight[i].deadline_ns < first))
-                        first = b->in_flight[i].deadline_ns;
-        struct itimerspec its = { 0 };
-        if (first) {
-                uint64_t now = b->now_ns(), left = first > now ? first - now : 1;
-                its.it_value.tv_sec = (time_t)(left / 1000000000ull);
-                its.it_value.tv_nsec = (long)(left % 1000000000ull);
-        }
-        (void)timerfd_settime(b->timerfd, 0, &its, NULL);
-}
-
-/* Records the decision on a held call and answers it: `approve` commits its reservation
- * and leaves it in flight until its tool_result; otherwise the reservation is released
- * and the call is gone. `decision`: approved, denied or timeout. */
-static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *decision, const char *by,
-                        const char *reason)
-{
-        char text[512];
-        if (!approve) {
-                if (streq(decision, "timeout"))
-                        snprintf(text, sizeof(text), "no approval within %s", reason);
-                else
-                        snprintf(text, sizeof(text), "denied by %s%s%s", by, reason ? ": " : "", reason ? reason : "");
-        }
-        int r = emit_pair(b, "approval",
-                          json_pack("{s:s, s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
-                                    AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", decision, "by", by,
-                                    AJ_BROKER_F_REASON, streq(decision, "timeout") ? NULL : reason),
-                          "tool.verdict",
-                          json_pack("{s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
-                                    f->call_id, AJ_BROKER_F_VERDICT, approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY,
-                                    AJ_BROKER_F_REASON, approve ? NULL : text));
-        /* The call happens now: that is when the rate window counts it. */
-        f->res.now_ns = b->now_ns();
-        aj_meter_settle(b->meter, &f->res, approve && r >= 0);
-
-        Conn *c = f->conn;
-        json_t *id = json_incref(f->req_id);
-        json_t *reply = NULL;
-        if (r >= 0) {
-                reply = verdict_reply(b, id, approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY, NULL);
-                reply = reply_set(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(f->call_id));
-                if (!approve)
-                        reply = reply_set(reply, AJ_BROKER_F_REASON, json_string(text));
-                reply = reply_set(reply, "approval", json_pack("{s:s, s:s}", "decision", decision, "by", by));
-        }
-        if (approve && r >= 0) {
-                /* Now an allowed call like any other, until its tool_result. */
-                f->awaiting = false;
-                b->n_awaiting--;
-                if (c)
-                        c->n_held--;
-                json_decref(f->req_id);
-                f->req_id = NULL;
-                f->conn = NULL;
-        } else {
-                in_flight_remove(b, f);
-        }
-        if (c) {
-                if (r < 0)
-                        reply_unrecorded(b, c, id, r);
-                else
-                        conn_reply(c, reply);
-                if (!c->dead)
-                        conn_flush(b, c);
-                if (c->dead)
-                        conn_close(b, c);
-        } else {
-                json_decref(reply);
-        }
-        json_decref(id);
-        arm_timer(b);
-}
-
-/* The caller of these held calls went away (or the run ended): nothing to answer. */
-static void cancel_held(AjBroker *b, Conn *c, const char *reason)
-{
-        for (size_t i = 0; c->n_held > 0 && i < MAX_IN_FLIGHT; i++) {
-                InFlight *f = &b->in_flight[i];
-                if (!f->used || !f->awaiting || f->conn != c)
-                        continue;
-                (void)emit(b, "approval",
-                           json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
-                                     f->call_id, "decision", "cancelled", AJ_BROKER_F_REASON, reason));
-                aj_meter_settle(b->meter, &f->res, false);
-                in_flight_remove(b, f);
-        }
-        arm_timer(b);
-}
-
-void aj_broker_cancel_held(AjBroker *b)
-{
-        for (Conn *c = b->conns; c && b->n_awaiting > 0; c = c->next)
-                if (c->n_held > 0)
-                        cancel_held(b, c, "the run ended");
-}
-
-static void expire_held(AjBroker *b)
-{
-        if (b->n_awaiting == 0)
-                return;
-        uint64_t now = b->now_ns();
-        char t[32];
-        for (size_t i = 0; b->n_awaiting > 0 && i < MAX_IN_FLIGHT; i++) {
-                InFlight *f = &b->in_flight[i];
-                if (f->used && f->awaiting && f->deadline_ns <= now)
-                        finish_held(b, f, false, "timeout", "timeout",
-                                    duration_text(b->approval_timeout_ns, t, sizeof(t)));
-        }
-}
-
-int aj_broker_set_approvals(AjBroker *b, char *const *globs, size_t n, uint64_t timeout_ns)
-{
-        char **copy = calloc(n + 1, sizeof(char *));
-        if (!copy)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-                if (!(copy[i] = strdup(globs[i]))) {
-                        aj_strv_free(copy);
-                        return -ENOMEM;
-                }
-        aj_strv_free(b->approval_globs);
-        b->approval_globs = copy;
-        b->n_approval_globs = n;
-        b->approval_timeout_ns = timeout_ns ? timeout_ns : AJ_BROKER_APPROVAL_TIMEOUT_NS;
-        return 0;
-}
-
-int aj_broker_decide(AjBroker *b, const char *call_id, bool approve, const char *digest, const char *by,
-                     const char *reason, json_t **ret_call, char **ret_error)
-{
-        InFlight *f = in_flight_find(b, call_id, true);
-        if (!f) {
-                if (ret_error && asprintf(ret_error, "no call \"%.128s\" is awaiting approval", call_id) < 0)
-                        *ret_error = NULL;
-                return -ENOENT;
-        }
-        if (digest && !streq(digest, f->digest)) {
-                if (ret_error &&
-                    asprintf(ret_error, "call \"%s\" has arguments_sha256 %s, not %.64s: not the call reviewed",
-                             f->call_id, f->digest, digest) < 0)
-                        *ret_error = NULL;
-                return -ESTALE;
-        }
-        if (ret_call)
-                *ret_call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_CALL_ID, f->call_id,
-                                      AJ_BROKER_F_TOOL_NAME, f->name, "arguments_sha256", f->digest, "decision",
-                                      approve ? "approved" : "denied");
-        finish_held(b, f, approve, approve ? "approved" : "denied", by, reason);
-        return 0;
-}
-
 /* ---- operations ---- */
-
-/* The call waits for an operator: its request and approval.requested are recorded, its
- * reservation kept; the reply comes from finish_held(). `ev` (tool.request) is consumed. */
-static void hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char *call_id, const char *digest,
-                 AjMeterReservation *res, json_t *ev, json_t *args, const char *canon)
-{
-        InFlight *f = in_flight_add(b, call_id, name, digest);
-        if (!f) {
-                json_decref(ev);
-                aj_meter_settle(b->meter, res, false);
-                return reply_unrecorded(b, c, id, -ENOMEM);
-        }
-        char t[32];
-        int r = emit_pair(b, "tool.request", ev, "approval.requested",
-                          json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID,
-                                    call_id, "arguments_sha256", digest, "timeout",
-                                    duration_text(b->approval_timeout_ns, t, sizeof(t))));
-        if (r < 0) {
-                in_flight_remove(b, f);
-                aj_meter_settle(b->meter, res, false);
-                return reply_unrecorded(b, c, id, r);
-        }
-        f->awaiting = true;
-        f->conn = c;
-        f->req_id = json_incref(id);
-        f->res = *res;
-        f->deadline_ns = b->now_ns() + b->approval_timeout_ns;
-        c->n_held++;
-        b->n_awaiting++;
-        arm_timer(b);
-        if (b->hooks && b->hooks->approval_requested) {
-                json_auto_t *call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name,
-                                              AJ_BROKER_F_TOOL_CALL_ID, call_id, "arguments_sha256", digest, "timeout",
-                                              duration_text(b->approval_timeout_ns, t, sizeof(t)));
-                if (call && add_logged_args(call, args, canon) >= 0)
-                        b->hooks->approval_requested(b->hooks->userdata, call);
-        }
-}
 
 static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
 {
@@ -838,22 +143,22 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
         _cleanup_free_ char *canon = NULL;
         int r = aj_meter_args_canon(args, &canon, digest);
         if (r < 0)
-                return reply_unrecorded(b, c, id, r);
+                return broker_reply_unrecorded(b, c, id, r);
 
         AjMeterReservation res;
         AjMeterDecision d;
         r = aj_meter_reserve_tool(b->meter, name, digest, b->now_ns(), &res, &d);
         if (r < 0)
-                return reply_unrecorded(b, c, id, r);
+                return broker_reply_unrecorded(b, c, id, r);
 
         json_t *ev = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
                                "arguments_sha256", digest);
-        if (ev && add_logged_args(ev, args, canon) < 0) {
+        if (ev && broker_add_logged_args(ev, args, canon) < 0) {
                 json_decref(ev);
                 ev = NULL;
         }
-        if (d.verdict == AJ_VERDICT_ALLOW && needs_approval(b, name)) {
-                if (b->n_awaiting >= MAX_AWAITING || in_flight_find(b, call_id, true)) {
+        if (d.verdict == AJ_VERDICT_ALLOW && broker_needs_approval(b, name)) {
+                if (b->n_awaiting >= MAX_AWAITING || broker_in_flight_find(b, call_id, true)) {
                         aj_meter_settle(b->meter, &res, false);
                         d.verdict = AJ_VERDICT_DENY;
                         if (b->n_awaiting >= MAX_AWAITING)
@@ -863,27 +168,27 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                                 snprintf(d.reason, sizeof(d.reason), "call id \"%.128s\" is already awaiting approval",
                                          call_id);
                 } else {
-                        return hold(b, c, id, name, call_id, digest, &res, ev, args, canon);
+                        return broker_hold(b, c, id, name, call_id, digest, &res, ev, args, canon);
                 }
         }
         /* Both events in one write(2), still before the reply (and before the verdict
          * counts: a failed write releases the reservation). */
         json_t *verdict = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
-                                    AJ_BROKER_F_VERDICT, verdict_name(d.verdict, true));
-        if (verdict && add_breach(verdict, &d) < 0) {
+                                    AJ_BROKER_F_VERDICT, broker_verdict_name(d.verdict, true));
+        if (verdict && broker_add_breach(verdict, &d) < 0) {
                 json_decref(verdict);
                 verdict = NULL;
         }
-        r = emit_pair(b, "tool.request", ev, "tool.verdict", verdict);
+        r = broker_emit_pair(b, "tool.request", ev, "tool.verdict", verdict);
         aj_meter_settle(b->meter, &res, r >= 0);
         if (r < 0)
-                return reply_unrecorded(b, c, id, r);
+                return broker_reply_unrecorded(b, c, id, r);
         if (d.verdict == AJ_VERDICT_ALLOW)
-                in_flight_add(b, call_id, name, digest);
-        report_breach(b, &d, req);
+                broker_in_flight_add(b, call_id, name, digest);
+        broker_report_breach(b, &d, req);
 
-        json_t *reply = verdict_reply(b, id, verdict_name(d.verdict, true), &d);
-        conn_reply(c, reply_set(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(call_id)));
+        json_t *reply = broker_verdict_reply(b, id, broker_verdict_name(d.verdict, true), &d);
+        broker_conn_reply(c, broker_reply_set(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(call_id)));
 }
 
 static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
@@ -899,30 +204,30 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 return;
         json_t *status = json_object_get(req, AJ_BROKER_F_STATUS);
         if (!status)
-                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", AJ_BROKER_F_STATUS);
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", AJ_BROKER_F_STATUS);
         if (!json_is_string(status) ||
             (!streq(json_string_value(status), "ok") && !streq(json_string_value(status), "error")))
-                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"%s\": expected \"ok\" or \"error\"",
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"%s\": expected \"ok\" or \"error\"",
                                    AJ_BROKER_F_STATUS);
         json_t *undo = json_object_get(req, AJ_BROKER_F_UNDO);
         if (undo && !json_is_object(undo))
-                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
                                    "field \"%s\": expected an object describing how to reverse the call",
                                    AJ_BROKER_F_UNDO);
 
-        if (!report_allowed(b, c, id))
+        if (!broker_report_allowed(b, c, id))
                 return;
         /* The undo record is kept whole: it is the rollback journal (the line limit bounds it). */
         json_t *ev = json_pack("{s:s, s:O, s:O?}", AJ_BROKER_F_TOOL_CALL_ID, call_id, AJ_BROKER_F_STATUS, status,
                                AJ_BROKER_F_UNDO, undo);
-        int r = emit(b, "tool.result", add_reports_suppressed(b, ev));
+        int r = broker_emit(b, "tool.result", broker_add_reports_suppressed(b, ev));
         if (r < 0)
-                return reply_unrecorded(b, c, id, r);
-        reports_suppressed_recorded(b);
-        InFlight *f = in_flight_find(b, call_id, false);
+                return broker_reply_unrecorded(b, c, id, r);
+        broker_reports_suppressed_recorded(b);
+        InFlight *f = broker_in_flight_find(b, call_id, false);
         if (f)
-                in_flight_remove(b, f);
-        conn_reply(c, envelope(id, true));
+                broker_in_flight_remove(b, f);
+        broker_conn_reply(c, broker_envelope(id, true));
 }
 
 static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
@@ -941,17 +246,17 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
             get_count(b, c, req, id, AJ_BROKER_F_CACHED_TOKENS, true, &cached) < 0)
                 return;
         if (cached > input)
-                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
                                    "field \"%s\": must not exceed \"%s\" (cached input tokens are part of the input)",
                                    AJ_BROKER_F_CACHED_TOKENS, AJ_BROKER_F_INPUT_TOKENS);
 
-        if (!report_allowed(b, c, id))
+        if (!broker_report_allowed(b, c, id))
                 return;
         AjMeterReservation res;
         AjMeterDecision d;
         int r = aj_meter_reserve_tokens(b->meter, model, input, output, cached, &res, &d);
         if (r < 0)
-                return reply_unrecorded(b, c, id, r);
+                return broker_reply_unrecorded(b, c, id, r);
 
         /* Totals as they stand once this request is settled (a breach commits nothing). */
         static const AjCap total_caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
@@ -959,7 +264,7 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
         for (size_t i = 0; totals && i < ARRAY_SIZE(total_caps); i++) {
                 AjCap cap = total_caps[i];
                 uint64_t v = aj_meter_used(b->meter, cap, 0) + res.amount[cap];
-                if (json_object_set_new(totals, aj_cap_name(cap), cap_json(cap, v)) < 0) {
+                if (json_object_set_new(totals, aj_cap_name(cap), broker_cap_json(cap, v)) < 0) {
                         json_decref(totals);
                         totals = NULL;
                 }
@@ -968,22 +273,22 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
         json_t *ev = json_pack("{s:s, s:I, s:I, s:I, s:f, s:s, s:s, s:o}", AJ_BROKER_F_MODEL, model,
                                AJ_BROKER_F_INPUT_TOKENS, (json_int_t)input, AJ_BROKER_F_OUTPUT_TOKENS,
                                (json_int_t)output, AJ_BROKER_F_CACHED_TOKENS, (json_int_t)cached, AJ_BROKER_F_COST,
-                               cap_value(AJ_CAP_COST_USD, d.cost_pusd), AJ_BROKER_F_PRICE, price,
-                               AJ_BROKER_F_VERDICT, verdict_name(d.verdict, false), "totals", totals);
-        if (ev && add_breach(ev, &d) < 0) {
+                               broker_cap_value(AJ_CAP_COST_USD, d.cost_pusd), AJ_BROKER_F_PRICE, price,
+                               AJ_BROKER_F_VERDICT, broker_verdict_name(d.verdict, false), "totals", totals);
+        if (ev && broker_add_breach(ev, &d) < 0) {
                 json_decref(ev);
                 ev = NULL;
         }
-        r = emit(b, "tokens", add_reports_suppressed(b, ev));
+        r = broker_emit(b, "tokens", broker_add_reports_suppressed(b, ev));
         aj_meter_settle(b->meter, &res, r >= 0);
         if (r < 0)
-                return reply_unrecorded(b, c, id, r);
-        reports_suppressed_recorded(b);
-        report_breach(b, &d, req);
+                return broker_reply_unrecorded(b, c, id, r);
+        broker_reports_suppressed_recorded(b);
+        broker_report_breach(b, &d, req);
 
-        json_t *reply = verdict_reply(b, id, verdict_name(d.verdict, false), &d);
-        reply = reply_set(reply, AJ_BROKER_F_COST, json_real(cap_value(AJ_CAP_COST_USD, d.cost_pusd)));
-        conn_reply(c, reply_set(reply, AJ_BROKER_F_PRICE, json_string(price)));
+        json_t *reply = broker_verdict_reply(b, id, broker_verdict_name(d.verdict, false), &d);
+        reply = broker_reply_set(reply, AJ_BROKER_F_COST, json_real(broker_cap_value(AJ_CAP_COST_USD, d.cost_pusd)));
+        broker_conn_reply(c, broker_reply_set(reply, AJ_BROKER_F_PRICE, json_string(price)));
 }
 
 static void op_usage(AjBroker *b, Conn *c, json_t *req, json_t *id)
@@ -991,13 +296,13 @@ static void op_usage(AjBroker *b, Conn *c, json_t *req, json_t *id)
         static const char *const allowed[] = { AJ_BROKER_F_ID, AJ_BROKER_F_V, AJ_BROKER_F_OP, NULL };
         if (check_fields(b, c, req, id, AJ_BROKER_OP_USAGE, allowed) < 0)
                 return;
-        json_t *reply = envelope(id, true);
+        json_t *reply = broker_envelope(id, true);
         if (reply &&
             json_object_set_new(reply, AJ_BROKER_F_USAGE, aj_meter_to_json(b->meter, b->now_ns(), false)) < 0) {
                 json_decref(reply);
                 reply = NULL;
         }
-        conn_reply(c, reply);
+        broker_conn_reply(c, reply);
 }
 
 static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
@@ -1010,34 +315,34 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
                 return; /* blank lines are allowed between requests */
         _cleanup_(json_decrefp) json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
         if (!req)
-                return reply_error(b, c, NULL, AJ_BROKER_E_BAD_JSON, "invalid JSON at column %d: %s", je.column,
+                return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_JSON, "invalid JSON at column %d: %s", je.column,
                                    je.text);
         if (!json_is_object(req))
-                return reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST, "a request must be a JSON object");
+                return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST, "a request must be a JSON object");
 
         json_t *id = json_object_get(req, AJ_BROKER_F_ID);
         if (!id)
-                return reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST, "missing field \"id\"");
+                return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST, "missing field \"id\"");
         if (!(json_is_integer(id) || (json_is_string(id) && json_string_length(id) >= 1 &&
                                       json_string_length(id) <= AJ_BROKER_MAX_ID &&
                                       strlen(json_string_value(id)) == json_string_length(id))))
-                return reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST,
+                return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST,
                                    "field \"id\": expected an integer or a string of 1 to %d bytes", AJ_BROKER_MAX_ID);
 
         json_t *v = json_object_get(req, AJ_BROKER_F_V);
         if (!v)
-                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"v\" (the protocol version, %d)",
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"v\" (the protocol version, %d)",
                                    AJ_BROKER_VERSION);
         if (!json_is_integer(v) || json_integer_value(v) != AJ_BROKER_VERSION)
-                return reply_error(b, c, id, AJ_BROKER_E_BAD_VERSION,
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_VERSION,
                                    "field \"v\": unsupported protocol version (this broker speaks %d)",
                                    AJ_BROKER_VERSION);
 
         json_t *op = json_object_get(req, AJ_BROKER_F_OP);
         if (!op)
-                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"op\"");
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"op\"");
         if (!json_is_string(op))
-                return reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"op\": expected a string");
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"op\": expected a string");
         const char *o = json_string_value(op);
         if (streq(o, AJ_BROKER_OP_TOOL))
                 op_tool(b, c, req, id);
@@ -1048,217 +353,120 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
         else if (streq(o, AJ_BROKER_OP_USAGE))
                 op_usage(b, c, req, id);
         else
-                reply_error(b, c, id, AJ_BROKER_E_UNKNOWN_OP,
+                broker_reply_error(b, c, id, AJ_BROKER_E_UNKNOWN_OP,
                             "field \"op\": unknown operation \"%s\" (expected tool, tool_result, tokens or usage)",
                             SHOWN(o));
 }
 
-/* Handles every complete line in the input buffer. */
-static void conn_process(AjBroker *b, Conn *c)
+/* ---- the server ---- */
+
+static void on_line(void *userdata, AjLineConn *c, const char *line, size_t len)
 {
-        size_t start = 0;
-        while (!c->dead) {
-                char *nl = memchr(c->in + start, '\n', c->in_len - start);
-                if (!nl)
-                        break;
-                size_t len = (size_t)(nl - (c->in + start));
-                if (c->discarding)
-                        c->discarding = false; /* the end of an oversized line */
-                else
-                        handle_line(b, c, c->in + start, len);
-                start += len + 1;
-        }
-        memmove(c->in, c->in + start, c->in_len - start);
-        c->in_len -= start;
-        if (c->in_len == IN_SIZE) {
-                /* No newline within a maximal line: answer once, then drop up to the newline. */
-                if (!c->discarding)
-                        reply_error(b, c, NULL, AJ_BROKER_E_LINE_TOO_LONG,
-                                    "request line longer than %d bytes; discarded up to the next newline",
-                                    AJ_BROKER_MAX_LINE);
-                c->discarding = true;
-                c->in_len = 0;
-        }
+        handle_line(userdata, c, line, len);
 }
 
-static void conn_read(AjBroker *b, Conn *c)
+static void on_too_long(void *userdata, AjLineConn *c)
 {
-        ssize_t n = read(c->fd, c->in + c->in_len, IN_SIZE - c->in_len);
-        if (n < 0) {
-                if (errno != EAGAIN && errno != EINTR)
-                        c->dead = true;
-                return;
-        }
-        if (n == 0) {
-                /* A last line without its newline is not a request. */
-                c->eof = true;
-                if (c->out_len == 0 && c->n_held == 0)
-                        c->dead = true;
-                else
-                        conn_update_events(b, c);
-                return;
-        }
-        c->in_len += (size_t)n;
-        conn_process(b, c);
+        broker_reply_error(userdata, c, NULL, AJ_BROKER_E_LINE_TOO_LONG,
+                    "request line longer than %d bytes; discarded up to the next newline", AJ_BROKER_MAX_LINE);
 }
 
-static void accept_all(AjBroker *b)
+static void on_refuse(void *userdata, int fd, int err)
 {
-        for (int i = 0; i < MAX_ACCEPTS_PER_DISPATCH; i++) {
-                int fd = accept4(b->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (fd < 0)
-                        return; /* EAGAIN, or a connection that died before we got to it */
-                if (b->n_conns >= AJ_BROKER_MAX_CONNECTIONS) {
-                        char line[256];
-                        int len = snprintf(line, sizeof(line),
-                                           "{\"id\":null,\"v\":%d,\"ok\":false,\"error\":{\"code\":\"%s\",\"message\":"
-                                           "\"too many connections (at most %d)\"}}\n",
-                                           AJ_BROKER_VERSION, AJ_BROKER_E_BUSY, AJ_BROKER_MAX_CONNECTIONS);
-                        /* Best effort: a fresh socket always has room for one short line. */
-                        (void)!send(fd, line, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
-                        close(fd);
-                        if (error_event_allowed(b))
-                                (void)emit(b, "broker.error",
-                                           json_pack("{s:s, s:s}", "code", AJ_BROKER_E_BUSY, "message",
-                                                     "too many connections"));
-                        continue;
-                }
-                Conn *c = calloc(1, sizeof(*c));
-                if (c)
-                        c->in = malloc(IN_SIZE);
-                struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-                if (!c || !c->in || epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-                        if (c)
-                                free(c->in);
-                        free(c);
-                        close(fd);
-                        continue;
-                }
-                c->fd = fd;
-                c->next = b->conns;
-                if (b->conns)
-                        b->conns->prev = c;
-                b->conns = c;
-                b->n_conns++;
-        }
+        AjBroker *b = userdata;
+        if (err != EBUSY)
+                return;
+        char line[256];
+        int len = snprintf(line, sizeof(line),
+                           "{\"id\":null,\"v\":%d,\"ok\":false,\"error\":{\"code\":\"%s\",\"message\":"
+                           "\"too many connections (at most %d)\"}}\n",
+                           AJ_BROKER_VERSION, AJ_BROKER_E_BUSY, AJ_BROKER_MAX_CONNECTIONS);
+        /* Best effort: a fresh socket always has room for one short line. */
+        (void)!send(fd, line, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (broker_error_event_allowed(b))
+                (void)broker_emit(b, "broker.error",
+                           json_pack("{s:s, s:s}", "code", AJ_BROKER_E_BUSY, "message", "too many connections"));
+}
+
+static void on_closed(void *userdata, AjLineConn *c)
+{
+        AjBroker *b = userdata;
+        if (aj_line_conn_held(c) > 0)
+                broker_cancel_held(b, c, b->closing ? "the run ended" : "the caller disconnected");
 }
 
 int aj_broker_dispatch(AjBroker *b)
 {
-        struct epoll_event ev[MAX_EVENTS_PER_DISPATCH];
-        bool timer_fired = false;
-        /* Deadlines first: an expired call is answered even if its caller is busy. */
-        expire_held(b);
-        int n = epoll_wait(b->epfd, ev, MAX_EVENTS_PER_DISPATCH, 0);
-        if (n < 0)
-                return errno == EINTR ? 0 : -errno;
-        for (int i = 0; i < n; i++) {
-                if (ev[i].data.ptr == b) {
-                        accept_all(b);
-                        continue;
-                }
-                if (ev[i].data.ptr == &b->timerfd) {
-                        /* Handled after this loop: answering may close connections that
-                         * later entries of ev[] still point to. */
-                        uint64_t expirations;
-                        (void)!read(b->timerfd, &expirations, sizeof(expirations));
-                        timer_fired = true;
-                        continue;
-                }
-                Conn *c = ev[i].data.ptr;
-                if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                        conn_read(b, c);
-                /* Gone both ways: even a caller waiting for an approval can get no answer. */
-                if ((ev[i].events & (EPOLLHUP | EPOLLERR)) && c->eof)
-                        c->dead = true;
-                if (!c->dead && c->out_len > 0)
-                        conn_flush(b, c);
-                if (c->dead)
-                        conn_close(b, c);
-        }
-        if (timer_fired) {
-                expire_held(b);
-                arm_timer(b);
-        }
-        return 0;
+        int r = aj_loop_dispatch(b->loop, 0);
+        return r < 0 ? r : 0;
 }
 
 size_t aj_broker_connections(const AjBroker *b)
 {
-        return b->n_conns;
+        return aj_line_server_connections(b->server);
 }
 
 int aj_broker_fd(AjBroker *b)
 {
-        return b->epfd;
+        return b->loop_fd;
 }
 
 void aj_broker_set_clock(AjBroker *b, uint64_t (*now_ns)(void))
 {
         b->now_ns = now_ns ? now_ns : aj_now_monotonic_ns;
+        aj_loop_set_clock(b->loop, now_ns);
         aj_ratelimit_init(&b->error_rl, ERROR_BURST, ERROR_PER_SEC); /* a new clock, a new bucket */
 }
 
 int aj_broker_new(const char *socket_path, uid_t owner_uid, gid_t owner_gid, AjMeter *meter, const AjHooks *hooks,
                   AjBroker **ret)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct stat st;
-        int r;
-
-        if (strlen(socket_path) >= sizeof(sa.sun_path))
-                return -ENAMETOOLONG;
-        strcpy(sa.sun_path, socket_path);
-        /* Replace a stale socket of an earlier run, never anything else. */
-        if (lstat(socket_path, &st) == 0) {
-                if (!S_ISSOCK(st.st_mode))
-                        return -EEXIST;
-                if (unlink(socket_path) < 0)
-                        return -errno;
-        }
+        static const AjLineServerLimits limits = {
+                .max_line = AJ_BROKER_MAX_LINE,
+                .max_output = AJ_BROKER_MAX_OUTPUT,
+                .max_connections = AJ_BROKER_MAX_CONNECTIONS,
+                .accepts_per_wake = MAX_ACCEPTS_PER_DISPATCH,
+                .discard_long_lines = true,
+        };
+        static const AjLineServerOps ops = {
+                .refuse = on_refuse,
+                .line = on_line,
+                .too_long = on_too_long,
+                .closed = on_closed,
+        };
+        int listen_fd, r;
 
         AjBroker *b = calloc(1, sizeof(*b));
         if (!b)
                 return -ENOMEM;
-        b->listen_fd = b->timerfd = -1;
         b->meter = meter;
         b->hooks = hooks;
         b->now_ns = aj_now_monotonic_ns;
         aj_ratelimit_init(&b->error_rl, ERROR_BURST, ERROR_PER_SEC);
         b->approval_timeout_ns = AJ_BROKER_APPROVAL_TIMEOUT_NS;
-        b->epfd = epoll_create1(EPOLL_CLOEXEC);
-        b->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        b->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-        if (b->epfd < 0 || b->listen_fd < 0 || b->timerfd < 0) {
-                r = -errno;
-                goto fail;
-        }
-        /* The umask makes bind() create the node 0600 at once: no window with looser bits.
-         * The supervisor is single-threaded, so the process-wide umask change is not raced. */
-        mode_t old = umask(0177);
-        r = bind(b->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
-        umask(old);
+        r = aj_loop_new(&b->loop);
         if (r < 0) {
-                r = -errno;
+                free(b);
+                return r;
+        }
+        b->loop_fd = aj_loop_fd(b->loop);
+        if (b->loop_fd < 0) {
+                r = b->loop_fd;
                 goto fail;
         }
+        r = aj_line_server_listen(socket_path, owner_uid, owner_gid, 128, &listen_fd);
+        if (r < 0)
+                goto fail;
         b->path = strdup(socket_path);
         if (!b->path) {
-                r = -ENOMEM;
+                close(listen_fd);
                 unlink(socket_path);
+                r = -ENOMEM;
                 goto fail;
         }
-        if ((owner_uid != (uid_t)-1 || owner_gid != (gid_t)-1) && lchown(socket_path, owner_uid, owner_gid) < 0) {
-                r = -errno;
+        r = aj_line_server_new(b->loop, listen_fd, &limits, &ops, b, &b->server);
+        if (r < 0)
                 goto fail;
-        }
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = b };
-        struct epoll_event tev = { .events = EPOLLIN, .data.ptr = &b->timerfd };
-        if (listen(b->listen_fd, 128) < 0 || epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->listen_fd, &ev) < 0 ||
-            epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->timerfd, &tev) < 0) {
-                r = -errno;
-                goto fail;
-        }
         *ret = b;
         return 0;
 fail:
@@ -1271,18 +479,12 @@ void aj_broker_free(AjBroker *b)
         if (!b)
                 return;
         b->closing = true;
-        while (b->conns)
-                conn_close(b, b->conns);
-        if (b->listen_fd >= 0)
-                close(b->listen_fd);
-        if (b->timerfd >= 0)
-                close(b->timerfd);
+        aj_line_server_free(b->server);
         aj_strv_free(b->approval_globs);
-        if (b->epfd >= 0)
-                close(b->epfd);
         if (b->path)
                 unlink(b->path);
         free(b->path);
         free(b->in_flight);
+        aj_loop_free(b->loop);
         free(b);
 }

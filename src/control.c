@@ -8,38 +8,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
-#include "util/clock.h"
 #include "util/syscalls.h"
+#include "line-server.h"
+#include "util/clock.h"
 
-typedef struct {
-        int fd;
-        uid_t uid;
-        bool closing; /* disconnect once the output is flushed */
-        bool want_out;
-        size_t in_len;
-        char *out;
-        size_t out_len, out_off;
-        char in[AJ_CONTROL_MAX_LINE];
-} Client;
-
+/* The server is a line server (src/line-server.h) on a loop of its own, nested in the
+ * supervisor's; it has no timers. */
 struct AjControl {
-        int epfd;
-        int listen_fd;
+        AjLoop *loop;
+        int loop_fd;
+        AjLineServer *server;
         char *path;
         uid_t owner;
         bool self_userns_known;
         AjNsId self_userns;
         AjControlOps ops;
-        Client *clients[AJ_CONTROL_MAX_CLIENTS];
 };
 
 /* ---- requests -> replies (pure apart from the ops) ---------------------------- */
@@ -306,132 +295,6 @@ static char *reply_line(json_t *reply, size_t *ret_len)
 
 /* ---- server ---------------------------------------------------------------------- */
 
-static void client_free(AjControl *c, size_t slot)
-{
-        Client *cl = c->clients[slot];
-        if (!cl)
-                return;
-        epoll_ctl(c->epfd, EPOLL_CTL_DEL, cl->fd, NULL);
-        close(cl->fd);
-        free(cl->out);
-        free(cl);
-        c->clients[slot] = NULL;
-}
-
-static int client_watch(AjControl *c, size_t slot, bool want_out)
-{
-        Client *cl = c->clients[slot];
-        if (cl->want_out == want_out)
-                return 0;
-        struct epoll_event ev = { .events = want_out ? EPOLLOUT : EPOLLIN, .data.u64 = slot };
-        if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, cl->fd, &ev) < 0)
-                return -errno;
-        cl->want_out = want_out;
-        return 0;
-}
-
-/* Returns 1 when everything queued is sent, 0 when the socket is full, <0 on error. */
-static int client_flush(Client *cl)
-{
-        while (cl->out_off < cl->out_len) {
-                ssize_t n = send(cl->fd, cl->out + cl->out_off, cl->out_len - cl->out_off,
-                                 MSG_DONTWAIT | MSG_NOSIGNAL);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return errno == EAGAIN ? 0 : -errno;
-                }
-                cl->out_off += (size_t)n;
-        }
-        free(cl->out);
-        cl->out = NULL;
-        cl->out_len = cl->out_off = 0;
-        return 1;
-}
-
-static int client_queue(Client *cl, json_t *reply)
-{
-        size_t n;
-        char *line = reply ? reply_line(reply, &n) : NULL;
-        json_decref(reply);
-        if (!line)
-                return -ENOMEM;
-        /* Lines are handled only while nothing is pending, so this is the only reply queued. */
-        free(cl->out);
-        cl->out = line;
-        cl->out_len = n;
-        cl->out_off = 0;
-        return 0;
-}
-
-/* Handle complete lines until one's reply cannot be sent at once. */
-static int client_process(AjControl *c, Client *cl)
-{
-        while (!cl->out) {
-                char *nl = memchr(cl->in, '\n', cl->in_len);
-                if (!nl) {
-                        if (cl->in_len < sizeof(cl->in))
-                                return 0;
-                        cl->closing = true;
-                        cl->in_len = 0;
-                        return client_queue(cl, error_reply(NULL, E2BIG, "request line longer than %d bytes",
-                                                            AJ_CONTROL_MAX_LINE - 1));
-                }
-                size_t len = (size_t)(nl - cl->in);
-                int r = client_queue(cl, aj_control_handle_line(&c->ops, cl->in, len, cl->uid));
-                memmove(cl->in, nl + 1, cl->in_len - len - 1);
-                cl->in_len -= len + 1;
-                if (r < 0)
-                        return r;
-                r = client_flush(cl);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
-}
-
-static void client_event(AjControl *c, size_t slot, uint32_t events)
-{
-        Client *cl = c->clients[slot];
-        int r = 0;
-
-        if (cl->out) {
-                r = client_flush(cl);
-                if (r < 0)
-                        goto drop;
-                if (r == 0)
-                        return;
-                if (cl->closing)
-                        goto drop;
-                /* Lines read before the reply blocked are still waiting. */
-                r = client_process(c, cl);
-                if (r < 0)
-                        goto drop;
-        } else if (events & EPOLLIN) {
-                ssize_t n = recv(cl->fd, cl->in + cl->in_len, sizeof(cl->in) - cl->in_len, MSG_DONTWAIT);
-                if (n == 0)
-                        goto drop;
-                if (n < 0) {
-                        if (errno == EAGAIN || errno == EINTR)
-                                return;
-                        goto drop;
-                }
-                cl->in_len += (size_t)n;
-                r = client_process(c, cl);
-                if (r < 0)
-                        goto drop;
-        } else if (events & (EPOLLHUP | EPOLLERR)) {
-                goto drop;
-        }
-        if (!cl->out && cl->closing)
-                goto drop;
-        if (client_watch(c, slot, cl->out != NULL) < 0)
-                goto drop;
-        return;
-drop:
-        client_free(c, slot);
-}
-
 /* Best effort: one reply line to a connection that is about to be closed. */
 static void refuse(int fd, int err, const char *message)
 {
@@ -501,142 +364,102 @@ static void peer_gather(int fd, const struct ucred *cred, AjControlPeer *ret)
         close(pidfd);
 }
 
-static int accept_one(AjControl *c)
+/* Who may talk to the run: refused (with a reply saying why) before the connection cap. */
+static int on_accept(void *userdata, int fd, const struct ucred *cred)
 {
-        _cleanup_close_ int fd = accept4(c->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-                return errno == EAGAIN ? 0 : (errno == EINTR || errno == ECONNABORTED ? 1 : -errno);
-        struct ucred cred;
-        socklen_t len = sizeof(cred);
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof(cred)) {
+        AjControl *c = userdata;
+        if (!cred) {
                 refuse(fd, EPERM, "cannot identify the peer");
-                return 1;
+                return -EPERM;
         }
         AjControlPeer peer;
-        peer_gather(fd, &cred, &peer);
+        peer_gather(fd, cred, &peer);
         const char *why = aj_control_peer_refusal(&peer, c->owner, c->self_userns_known ? &c->self_userns : NULL);
         if (why) {
                 refuse(fd, EPERM, why);
-                return 1;
-        }
-        size_t slot = 0;
-        while (slot < AJ_CONTROL_MAX_CLIENTS && c->clients[slot])
-                slot++;
-        if (slot == AJ_CONTROL_MAX_CLIENTS) {
-                refuse(fd, EBUSY, "too many control connections");
-                return 1;
-        }
-        Client *cl = calloc(1, sizeof(*cl));
-        if (!cl) {
-                refuse(fd, ENOMEM, "out of memory");
-                return 1;
-        }
-        cl->fd = fd;
-        cl->uid = cred.uid;
-        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = slot };
-        if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-                free(cl);
-                return 1;
-        }
-        TAKE_FD(fd);
-        c->clients[slot] = cl;
-        return 1;
-}
-
-#define LISTENER UINT64_MAX
-
-int aj_control_dispatch(AjControl *c)
-{
-        struct epoll_event evs[AJ_CONTROL_MAX_CLIENTS + 1];
-        int n = epoll_wait(c->epfd, evs, (int)ARRAY_SIZE(evs), 0);
-        if (n < 0)
-                return errno == EINTR ? 0 : -errno;
-        for (int i = 0; i < n; i++) {
-                if (evs[i].data.u64 == LISTENER) {
-                        /* Bounded, so a connection flood cannot hold the loop. */
-                        for (int k = 0; k < AJ_CONTROL_MAX_CLIENTS; k++) {
-                                int r = accept_one(c);
-                                if (r < 0)
-                                        return r;
-                                if (r == 0)
-                                        break;
-                        }
-                        continue;
-                }
-                size_t slot = (size_t)evs[i].data.u64;
-                if (slot < AJ_CONTROL_MAX_CLIENTS && c->clients[slot])
-                        client_event(c, slot, evs[i].events);
+                return -EPERM;
         }
         return 0;
 }
 
-int aj_control_fd(AjControl *c) { return c->epfd; }
-
-static int bind_socket(const char *path, uid_t owner)
+static void on_refuse(void *userdata, int fd, int err)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof(sa.sun_path))
-                return -ENAMETOOLONG;
-        strcpy(sa.sun_path, path);
-
-        struct stat st;
-        if (lstat(path, &st) == 0) {
-                /* A supervisor that died uncleanly leaves its socket; anything else is not ours. */
-                if (!S_ISSOCK(st.st_mode))
-                        return -EEXIST;
-                if (unlink(path) < 0)
-                        return -errno;
-        }
-        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        /* The mode is fixed at bind() time by the umask; no window where others may connect. */
-        mode_t old = umask(0177);
-        int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-        umask(old);
-        if (r < 0)
-                return -errno;
-        if ((geteuid() == 0 && owner != 0 && chown(path, owner, (gid_t)-1) < 0) || listen(fd, 16) < 0) {
-                r = -errno;
-                unlink(path);
-                return r;
-        }
-        return TAKE_FD(fd);
+        (void)userdata;
+        refuse(fd, err, err == EBUSY ? "too many control connections" : "out of memory");
 }
+
+static void queue_reply(AjLineConn *conn, json_t *reply)
+{
+        size_t n;
+        _cleanup_free_ char *line = reply ? reply_line(reply, &n) : NULL;
+        json_decref(reply);
+        if (!line) {
+                aj_line_conn_kill(conn);
+                return;
+        }
+        aj_line_conn_queue(conn, line, n - 1); /* without the '\n' reply_line ends it with */
+}
+
+static void on_line(void *userdata, AjLineConn *conn, const char *line, size_t len)
+{
+        AjControl *c = userdata;
+        queue_reply(conn, aj_control_handle_line(&c->ops, line, len, aj_line_conn_uid(conn)));
+}
+
+static void on_too_long(void *userdata, AjLineConn *conn)
+{
+        (void)userdata;
+        queue_reply(conn, error_reply(NULL, E2BIG, "request line longer than %d bytes", AJ_CONTROL_MAX_LINE - 1));
+}
+
+int aj_control_dispatch(AjControl *c)
+{
+        int r = aj_loop_dispatch(c->loop, 0);
+        return r < 0 ? r : aj_line_server_take_error(c->server);
+}
+
+int aj_control_fd(AjControl *c) { return c->loop_fd; }
 
 int aj_control_new(const char *socket_path, uid_t owner, const AjControlOps *ops, AjControl **ret)
 {
+        static const AjLineServerLimits limits = {
+                .max_line = AJ_CONTROL_MAX_LINE - 1,
+                .max_output = AJ_CONTROL_MAX_REPLY,
+                .max_connections = AJ_CONTROL_MAX_CLIENTS,
+                .accepts_per_wake = AJ_CONTROL_MAX_CLIENTS,
+                .one_reply_at_a_time = true,
+                .peer_credentials = true,
+        };
+        static const AjLineServerOps server_ops = {
+                .accept = on_accept,
+                .refuse = on_refuse,
+                .line = on_line,
+                .too_long = on_too_long,
+        };
         if (!socket_path || !ops)
                 return -EINVAL;
         AjControl *c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
-        c->listen_fd = -1;
         c->owner = owner;
         /* Unknown: every peer is refused (the run itself goes on). */
         c->self_userns_known = ns_id("/proc/self/ns/user", &c->self_userns) == 0;
         c->ops = *ops;
-        c->epfd = epoll_create1(EPOLL_CLOEXEC);
-        int r = c->epfd < 0 ? -errno : 0;
-        if (r == 0 && !(c->path = strdup(socket_path)))
+        int listen_fd = -1;
+        int r = aj_loop_new(&c->loop);
+        if (r == 0 && (c->loop_fd = aj_loop_fd(c->loop)) < 0)
+                r = c->loop_fd;
+        _cleanup_free_ char *path = r == 0 ? strdup(socket_path) : NULL;
+        if (r == 0 && !path)
                 r = -ENOMEM;
+        if (r == 0)
+                r = aj_line_server_listen(socket_path, geteuid() == 0 && owner != 0 ? owner : (uid_t)-1, (gid_t)-1,
+                                          16, &listen_fd);
         if (r == 0) {
-                r = bind_socket(socket_path, owner);
-                if (r >= 0) {
-                        c->listen_fd = r;
-                        r = 0;
-                }
-        }
-        if (r == 0) {
-                struct epoll_event ev = { .events = EPOLLIN, .data.u64 = LISTENER };
-                if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->listen_fd, &ev) < 0)
-                        r = -errno;
+                c->path = TAKE_PTR(path); /* bound by us: unlinked at the end */
+                r = aj_line_server_new(c->loop, listen_fd, &limits, &server_ops, c, &c->server);
         }
         if (r < 0) {
-                if (c->listen_fd < 0) {
-                        free(c->path); /* not bound by us: must not be unlinked */
-                        c->path = NULL;
-                }
                 aj_control_free(c);
                 return r;
         }
@@ -648,15 +471,10 @@ void aj_control_free(AjControl *c)
 {
         if (!c)
                 return;
-        for (size_t i = 0; i < AJ_CONTROL_MAX_CLIENTS; i++)
-                client_free(c, i);
-        if (c->listen_fd >= 0) {
-                close(c->listen_fd);
-                if (c->path)
-                        unlink(c->path);
-        }
-        if (c->epfd >= 0)
-                close(c->epfd);
+        aj_line_server_free(c->server);
+        if (c->path)
+                unlink(c->path);
+        aj_loop_free(c->loop);
         free(c->path);
         free(c);
 }
@@ -666,7 +484,7 @@ void aj_control_free(AjControl *c)
 static int wait_fd(int fd, short events, int64_t deadline)
 {
         for (;;) {
-                int64_t left = deadline - aj_now_monotonic_ms();
+                int64_t left = deadline - (int64_t)aj_now_monotonic_ms();
                 if (left <= 0)
                         return -ETIMEDOUT;
                 struct pollfd p = { .fd = fd, .events = events };
@@ -678,51 +496,10 @@ static int wait_fd(int fd, short events, int64_t deadline)
         }
 }
 
-int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, json_t **ret_reply)
+/* The one reply line: an error of the send (send_err) counts when the server closed
+ * without one. */
+static int read_reply(int fd, int64_t deadline, int send_err, json_t **ret_reply)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        if (!socket_path || !request)
-                return -EINVAL;
-        if (strlen(socket_path) >= sizeof(sa.sun_path))
-                return -ENAMETOOLONG;
-        strcpy(sa.sun_path, socket_path);
-        int64_t deadline = aj_now_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 1);
-
-        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        /* Non-blocking: a full backlog gives EAGAIN instead of hanging the operator. */
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                return -errno;
-
-        size_t len;
-        _cleanup_free_ char *line = json_dumps(request, JSON_COMPACT | JSON_ENSURE_ASCII);
-        if (!line)
-                return -ENOMEM;
-        len = strlen(line);
-        line[len++] = '\n';
-        int send_err = 0;
-        for (size_t off = 0; off < len;) {
-                ssize_t n = send(fd, line + off, len - off, MSG_NOSIGNAL);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EPIPE || errno == ECONNRESET) {
-                                /* A refusal (EPERM, EBUSY) is sent and the connection closed
-                                 * on accept: the reply may be waiting to be read. */
-                                send_err = -errno;
-                                break;
-                        }
-                        if (errno != EAGAIN)
-                                return -errno;
-                        int r = wait_fd(fd, POLLOUT, deadline);
-                        if (r < 0)
-                                return r;
-                        continue;
-                }
-                off += (size_t)n;
-        }
-
         size_t cap = 4096, have = 0;
         _cleanup_free_ char *buf = malloc(cap);
         if (!buf)
@@ -762,6 +539,54 @@ int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, js
                 *ret_reply = reply;
                 return 0;
         }
+}
+
+int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, json_t **ret_reply)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (!socket_path || !request)
+                return -EINVAL;
+        if (strlen(socket_path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, socket_path);
+        int64_t deadline = (int64_t)aj_now_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        /* Non-blocking: a full backlog gives EAGAIN instead of hanging the operator. */
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                return -errno;
+
+        size_t len;
+        _cleanup_free_ char *line = json_dumps(request, JSON_COMPACT | JSON_ENSURE_ASCII);
+        if (!line)
+                return -ENOMEM;
+        len = strlen(line);
+        line[len++] = '\n';
+        int send_err = 0;
+        for (size_t off = 0; off < len;) {
+                ssize_t n = send(fd, line + off, len - off, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EPIPE || errno == ECONNRESET) {
+                                /* A refusal (EPERM, EBUSY) is sent and the connection closed
+                                 * on accept: the reply may be waiting to be read. */
+                                send_err = -errno;
+                                break;
+                        }
+                        if (errno != EAGAIN)
+                                return -errno;
+                        int r = wait_fd(fd, POLLOUT, deadline);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                off += (size_t)n;
+        }
+
+        return read_reply(fd, deadline, send_err, ret_reply);
 }
 
 char *aj_control_reply_error(json_t *reply)

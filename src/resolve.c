@@ -12,12 +12,8 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <sys/eventfd.h>
-#include <sys/timerfd.h>
-#include <time.h>
 
 #include "resolve.h"
-#include "util/clock.h"
 #include "util/fd.h"
 
 #define HOSTS_FILE_MAX (1024 * 1024)
@@ -33,12 +29,23 @@ typedef struct Query {
         int error;
         struct sockaddr_storage addrs[AJ_RESOLVE_MAX_ADDRS];
         size_t n;
-        uint64_t deadline_ns;
+        AjLoopTimer deadline;
         struct Query *prev, *next;
 } Query;
 
+/* A socket of c-ares's, watched on the loop. */
+typedef struct Sock {
+        int fd;
+        AjLoopIo *io;
+        struct Sock *next;
+} Sock;
+
 struct AjResolver {
-        int epfd, timerfd, eventfd;
+        AjLoop *loop;
+        AjLoopTimer ares_timer; /* c-ares's own timeouts and retries (ares_timeout()) */
+        AjLoopTimer wake;       /* delivery from the loop, never from the caller's call */
+        Sock *socks;
+        bool closing;
         ares_channel channel;
         bool channel_ok;
         uint64_t timeout_ms;
@@ -48,26 +55,88 @@ struct AjResolver {
         Query *queries;
 };
 
+static void deliver(AjResolver *r);
+
 static void wake(AjResolver *r)
 {
-        uint64_t one = 1;
-        /* Makes the epoll fd readable so the caller comes back to deliver. */
-        (void)!write(r->eventfd, &one, sizeof(one));
+        /* Due at once: the loop calls back at its next turn. */
+        (void)aj_loop_timer_set(&r->wake, 1);
+}
+
+static void arm_ares_timer(AjResolver *r)
+{
+        struct timeval tv, *tvp = r->channel_ok ? ares_timeout(r->channel, NULL, &tv) : NULL;
+        if (!tvp) {
+                aj_loop_timer_stop(&r->ares_timer);
+                return;
+        }
+        uint64_t d = (uint64_t)tvp->tv_sec * 1000000000ULL + (uint64_t)tvp->tv_usec * 1000ULL;
+        (void)aj_loop_timer_set_in(&r->ares_timer, d ? d : 1);
+}
+
+static void on_sock(AjLoopIo *io, int fd, uint32_t events, void *userdata)
+{
+        AjResolver *r = userdata;
+        ares_process_fd(r->channel, (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? fd : ARES_SOCKET_BAD,
+                        (events & EPOLLOUT) ? fd : ARES_SOCKET_BAD);
+        deliver(r);
+}
+
+static void on_ares_timer(AjLoopTimer *t, uint64_t now_ns, void *userdata)
+{
+        AjResolver *r = userdata;
+        /* Timeouts and retries. */
+        ares_process_fd(r->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+        deliver(r);
+}
+
+static void on_wake(AjLoopTimer *t, uint64_t now_ns, void *userdata)
+{
+        deliver(userdata);
+}
+
+static void on_query_deadline(AjLoopTimer *t, uint64_t now_ns, void *userdata)
+{
+        Query *q = userdata;
+        if (q->done || q->finished)
+                return;
+        q->error = -ETIMEDOUT;
+        q->n = 0;
+        q->done = true;
+        deliver(q->r);
 }
 
 static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writable)
 {
         AjResolver *r = data;
-        struct epoll_event ev = {
-                .events = (readable ? EPOLLIN : 0) | (writable ? EPOLLOUT : 0),
-                .data.fd = fd,
-        };
-        if (!readable && !writable) {
-                epoll_ctl(r->epfd, EPOLL_CTL_DEL, fd, NULL);
+        uint32_t events = (readable ? EPOLLIN : 0) | (writable ? EPOLLOUT : 0);
+        Sock **pp = &r->socks;
+        while (*pp && (*pp)->fd != fd)
+                pp = &(*pp)->next;
+        Sock *s = *pp;
+        if (!events || r->closing) {
+                if (s) {
+                        aj_loop_io_remove(s->io);
+                        *pp = s->next;
+                        free(s);
+                }
                 return;
         }
-        if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 && errno == ENOENT)
-                epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev);
+        if (s) {
+                (void)aj_loop_io_set_events(s->io, events);
+                return;
+        }
+        /* Without memory the socket is not watched: its query ends at its deadline. */
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return;
+        s->fd = fd;
+        if (aj_loop_add_io(r->loop, fd, events, on_sock, r, &s->io) < 0) {
+                free(s);
+                return;
+        }
+        s->next = r->socks;
+        r->socks = s;
 }
 
 static bool token_eq(const char *tok, size_t len, const char *name)
@@ -170,14 +239,16 @@ static void ares_cb(void *arg, int status, int timeouts, struct ares_addrinfo *r
                 ares_freeaddrinfo(res);
 }
 
-int aj_resolver_new(uint64_t timeout_ms, AjResolver **ret)
+int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolver **ret)
 {
         AjResolver *r = calloc(1, sizeof(*r));
         int k;
 
         if (!r)
                 return -ENOMEM;
-        r->epfd = r->timerfd = r->eventfd = -1;
+        r->loop = loop;
+        aj_loop_timer_init(loop, &r->ares_timer, on_ares_timer, r);
+        aj_loop_timer_init(loop, &r->wake, on_wake, r);
         r->timeout_ms = timeout_ms ? timeout_ms : 5000;
         r->next_id = 1;
 
@@ -186,24 +257,6 @@ int aj_resolver_new(uint64_t timeout_ms, AjResolver **ret)
                 k = aj_read_file(path, HOSTS_FILE_MAX, &r->hosts_override, NULL);
                 if (k < 0)
                         goto fail;
-        }
-
-        r->epfd = epoll_create1(EPOLL_CLOEXEC);
-        r->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-        r->eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (r->epfd < 0 || r->timerfd < 0 || r->eventfd < 0) {
-                k = negative_errno();
-                goto fail;
-        }
-        struct epoll_event ev = { .events = EPOLLIN, .data.fd = r->timerfd };
-        if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->timerfd, &ev) < 0) {
-                k = negative_errno();
-                goto fail;
-        }
-        ev.data.fd = r->eventfd;
-        if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->eventfd, &ev) < 0) {
-                k = negative_errno();
-                goto fail;
         }
 
         k = ares_library_init(ARES_LIB_INIT_ALL);
@@ -234,8 +287,6 @@ fail:
         return k;
 }
 
-int aj_resolver_fd(AjResolver *r) { return r->epfd; }
-
 static void query_unlink_free(AjResolver *r, Query *q)
 {
         if (q->prev)
@@ -245,31 +296,8 @@ static void query_unlink_free(AjResolver *r, Query *q)
         if (q->next)
                 q->next->prev = q->prev;
         r->n_pending--;
+        aj_loop_timer_stop(&q->deadline);
         free(q);
-}
-
-static void arm_timer(AjResolver *r)
-{
-        uint64_t next = UINT64_MAX, now = aj_now_monotonic_ns();
-        struct itimerspec its = {};
-
-        for (Query *q = r->queries; q; q = q->next)
-                if (!q->done && !q->finished && q->deadline_ns < next)
-                        next = q->deadline_ns;
-        struct timeval tv, *tvp = r->channel_ok ? ares_timeout(r->channel, NULL, &tv) : NULL;
-        if (tvp) {
-                uint64_t t = now + (uint64_t)tvp->tv_sec * 1000000000ULL + (uint64_t)tvp->tv_usec * 1000ULL;
-                if (t < next)
-                        next = t;
-        }
-        if (next != UINT64_MAX) {
-                uint64_t d = next > now ? next - now : 1;
-                its.it_value.tv_sec = (time_t)(d / 1000000000ULL);
-                its.it_value.tv_nsec = (long)(d % 1000000000ULL);
-                if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
-                        its.it_value.tv_nsec = 1;
-        }
-        timerfd_settime(r->timerfd, 0, &its, NULL);
 }
 
 int aj_resolver_resolve(AjResolver *r, const char *name, AjResolveCallback cb, void *userdata, uint64_t *ret_id)
@@ -285,7 +313,11 @@ int aj_resolver_resolve(AjResolver *r, const char *name, AjResolveCallback cb, v
         q->id = r->next_id++;
         q->cb = cb;
         q->userdata = userdata;
-        q->deadline_ns = aj_now_monotonic_ns() + r->timeout_ms * 1000000ULL;
+        aj_loop_timer_init(r->loop, &q->deadline, on_query_deadline, q);
+        if (aj_loop_timer_set_in(&q->deadline, r->timeout_ms * 1000000ULL) < 0) {
+                free(q);
+                return -ENOMEM;
+        }
         q->next = r->queries;
         if (r->queries)
                 r->queries->prev = q;
@@ -309,7 +341,7 @@ int aj_resolver_resolve(AjResolver *r, const char *name, AjResolveCallback cb, v
         };
         q->in_ares = true;
         ares_getaddrinfo(r->channel, name, NULL, &hints, ares_cb, q);
-        arm_timer(r);
+        arm_ares_timer(r);
         return 0;
 }
 
@@ -323,38 +355,17 @@ void aj_resolver_cancel(AjResolver *r, uint64_t id)
                 }
 }
 
-int aj_resolver_dispatch(AjResolver *r)
+/* Results recorded (by c-ares, a deadline or the hosts file) go to their callers; what is
+ * finished and let go by c-ares is freed. From the loop only. */
+static void deliver(AjResolver *r)
 {
-        struct epoll_event evs[32];
-        int n = epoll_wait(r->epfd, evs, ARRAY_SIZE(evs), 0);
-        if (n < 0 && errno != EINTR)
-                return negative_errno();
-        for (int i = 0; i < n; i++) {
-                int fd = evs[i].data.fd;
-                if (fd == r->timerfd || fd == r->eventfd) {
-                        uint64_t x;
-                        (void)!read(fd, &x, sizeof(x));
-                        continue;
-                }
-                ares_process_fd(r->channel, (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? fd : ARES_SOCKET_BAD,
-                                (evs[i].events & EPOLLOUT) ? fd : ARES_SOCKET_BAD);
-        }
-        /* Timeouts and retries. */
-        ares_process_fd(r->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-
-        uint64_t now = aj_now_monotonic_ns();
-        for (Query *q = r->queries; q; q = q->next)
-                if (!q->done && !q->finished && now >= q->deadline_ns) {
-                        q->error = -ETIMEDOUT;
-                        q->n = 0;
-                        q->done = true;
-                }
-
-        /* Deliver. A callback may start or cancel lookups: new ones go to the head (not
-         * visited now, their own wake() brings us back); cancel only marks. */
+        aj_loop_timer_stop(&r->wake);
+        /* A callback may start or cancel lookups: new ones go to the head (not visited now,
+         * their own wake() brings us back); cancel only marks. */
         for (Query *q = r->queries; q; q = q->next)
                 if (q->done && !q->finished) {
                         q->finished = true;
+                        aj_loop_timer_stop(&q->deadline);
                         q->cb(q->userdata, q->error, q->addrs, q->n);
                 }
         for (Query *q = r->queries, *next; q; q = next) {
@@ -362,8 +373,7 @@ int aj_resolver_dispatch(AjResolver *r)
                 if (q->finished && !q->in_ares)
                         query_unlink_free(r, q);
         }
-        arm_timer(r);
-        return 0;
+        arm_ares_timer(r);
 }
 
 void aj_resolver_free(AjResolver *r)
@@ -372,6 +382,14 @@ void aj_resolver_free(AjResolver *r)
                 return;
         for (Query *q = r->queries; q; q = q->next)
                 q->finished = true;
+        /* Stop watching c-ares's sockets; it closes them. */
+        r->closing = true;
+        while (r->socks) {
+                Sock *sk = r->socks;
+                r->socks = sk->next;
+                aj_loop_io_remove(sk->io);
+                free(sk);
+        }
         if (r->channel_ok) {
                 /* Calls every outstanding callback with ARES_EDESTRUCTION (ignored: finished). */
                 ares_destroy(r->channel);
@@ -381,12 +399,8 @@ void aj_resolver_free(AjResolver *r)
                 r->queries->in_ares = false;
                 query_unlink_free(r, r->queries);
         }
-        if (r->epfd >= 0)
-                close(r->epfd);
-        if (r->timerfd >= 0)
-                close(r->timerfd);
-        if (r->eventfd >= 0)
-                close(r->eventfd);
+        aj_loop_timer_stop(&r->ares_timer);
+        aj_loop_timer_stop(&r->wake);
         free(r->hosts_override);
         free(r);
 }

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Asynchronous name resolution for the supervisor's event loop (c-ares). The
- * resolver's sockets and its timer live behind one epoll fd; the caller polls it
- * and calls aj_resolver_dispatch(). Callbacks only ever run from dispatch, never
- * from aj_resolver_resolve(), so callers need not be re-entrant.
+ * Asynchronous name resolution on an AjLoop (c-ares): the resolver's sockets are sources
+ * of the caller's loop, its timeouts (c-ares's retries, each lookup's deadline) timers on
+ * it. Callbacks only ever run from the loop's dispatch, never from aj_resolver_resolve(),
+ * so callers need not be re-entrant.
  *
  * Order: the file named by $AGENTJAIL_HOSTS_FILE (read once, at creation; /etc/hosts
  * format), then c-ares with lookups "fb" (/etc/hosts, then DNS per resolv.conf).
@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "net.h"
+#include "util/loop.h"
 #include "util/macros.h"
 
 #define AJ_RESOLVE_MAX_ADDRS 8
@@ -26,10 +27,9 @@ typedef struct AjResolver AjResolver;
  * -EIO (other failure). addrs: n entries (port 0), valid during the call only. */
 typedef void (*AjResolveCallback)(void *userdata, int error, const struct sockaddr_storage *addrs, size_t n);
 
-/* timeout_ms bounds each query as a whole (c-ares' tries and servers included). */
-int aj_resolver_new(uint64_t timeout_ms, AjResolver **ret);
-int aj_resolver_fd(AjResolver *r);
-int aj_resolver_dispatch(AjResolver *r);
+/* timeout_ms bounds each query as a whole (c-ares' tries and servers included). `loop` is
+ * borrowed: free the resolver before it. */
+int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolver **ret);
 /* Starts a lookup; *ret_id identifies it for aj_resolver_cancel(). -EBUSY past
  * AJ_RESOLVE_MAX_PENDING. */
 int aj_resolver_resolve(AjResolver *r, const char *name, AjResolveCallback cb, void *userdata, uint64_t *ret_id);

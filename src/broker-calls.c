@@ -1,0 +1,309 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The broker's tool calls in flight (the table `inspect` lists) and approvals: a held call
+ * keeps its meter reservation, its connection (held open for the reply) and its request
+ * id, with a deadline timer on the broker's loop, until aj_broker_decide(), the deadline,
+ * or its caller's disconnection.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker-internal.h"
+#include "events.h"
+#include "util/strv.h"
+
+/* ---- tool calls in flight ---- */
+
+InFlight *broker_in_flight_find(AjBroker *b, const char *call_id, bool awaiting)
+{
+        for (size_t i = 0; b->n_in_flight > 0 && i < MAX_IN_FLIGHT; i++)
+                if (b->in_flight[i].used && b->in_flight[i].awaiting == awaiting &&
+                    streq(b->in_flight[i].call_id, call_id))
+                        return &b->in_flight[i];
+        return NULL;
+}
+
+/* A slot for a new call: a free one, or the oldest allowed call, let go. NULL without
+ * memory (then the call is simply not listed) or when every slot is held (not possible
+ * while MAX_AWAITING < MAX_IN_FLIGHT). */
+InFlight *broker_in_flight_add(AjBroker *b, const char *call_id, const char *name, const char *digest)
+{
+        if (!b->in_flight && !(b->in_flight = calloc(MAX_IN_FLIGHT, sizeof(InFlight))))
+                return NULL;
+        InFlight *slot = broker_in_flight_find(b, call_id, false); /* a reused call id: the newer call */
+        for (size_t i = 0; !slot && i < MAX_IN_FLIGHT; i++)
+                if (!b->in_flight[i].used)
+                        slot = &b->in_flight[i];
+        if (!slot) {
+                for (size_t i = 0; i < MAX_IN_FLIGHT; i++)
+                        if (!b->in_flight[i].awaiting && (!slot || b->in_flight[i].order < slot->order))
+                                slot = &b->in_flight[i];
+                if (!slot)
+                        return NULL;
+                b->in_flight_dropped++;
+                b->n_in_flight--;
+        }
+        if (!slot->used)
+                b->n_in_flight++;
+        *slot = (InFlight){ .used = true, .order = ++b->in_flight_order, .since_ns = aj_now_realtime_ns() };
+        snprintf(slot->call_id, sizeof(slot->call_id), "%s", call_id);
+        snprintf(slot->name, sizeof(slot->name), "%s", name);
+        memcpy(slot->digest, digest, sizeof(slot->digest));
+        return slot;
+}
+
+void broker_in_flight_remove(AjBroker *b, InFlight *f)
+{
+        aj_loop_timer_stop(&f->timer);
+        if (f->awaiting) {
+                b->n_awaiting--;
+                if (f->conn)
+                        aj_line_conn_hold(f->conn, -1);
+                json_decref(f->req_id);
+        }
+        *f = (InFlight){ 0 };
+        b->n_in_flight--;
+}
+
+static int cmp_in_flight(const void *x, const void *y)
+{
+        const InFlight *a = *(InFlight *const *)x, *b = *(InFlight *const *)y;
+        return a->order < b->order ? -1 : a->order > b->order;
+}
+
+json_t *aj_broker_in_flight(const AjBroker *b)
+{
+        json_t *list = json_array();
+        InFlight *sorted[MAX_IN_FLIGHT];
+        size_t n = 0;
+        for (size_t i = 0; list && b->n_in_flight > 0 && i < MAX_IN_FLIGHT; i++)
+                if (b->in_flight[i].used)
+                        sorted[n++] = &b->in_flight[i];
+        qsort(sorted, n, sizeof(sorted[0]), cmp_in_flight);
+        uint64_t now = aj_now_realtime_ns();
+        for (size_t i = 0; list && i < n; i++) {
+                char ts[40];
+                const InFlight *f = sorted[i];
+                json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:f}", AJ_BROKER_F_TOOL_CALL_ID, f->call_id,
+                                      AJ_BROKER_F_TOOL_NAME, f->name, "state",
+                                      f->awaiting ? "awaiting_approval" : "running", "arguments_sha256", f->digest,
+                                      "since", aj_format_timestamp(f->since_ns, ts, sizeof(ts)), "age_s",
+                                      now > f->since_ns ? (double)(now - f->since_ns) / 1e9 : 0.0);
+                if (o && f->awaiting) {
+                        uint64_t mono = b->now_ns(), deadline = f->timer.deadline_ns;
+                        double left = deadline > mono ? (double)(deadline - mono) / 1e9 : 0.0;
+                        if (json_object_set_new(o, "timeout_in_s", json_real(left)) < 0) {
+                                json_decref(o);
+                                o = NULL;
+                        }
+                }
+                if (!o || json_array_append_new(list, o) < 0) {
+                        json_decref(list);
+                        return NULL;
+                }
+        }
+        return list;
+}
+
+uint64_t aj_broker_in_flight_dropped(const AjBroker *b) { return b->in_flight_dropped; }
+
+/* ---- approvals ---- */
+
+bool broker_needs_approval(const AjBroker *b, const char *name)
+{
+        for (size_t i = 0; i < b->n_approval_globs; i++)
+                if (aj_glob_match(b->approval_globs[i], name))
+                        return true;
+        return false;
+}
+
+/* "15m", "90s": how long a call may wait, for messages. */
+static const char *duration_text(uint64_t ns, char *buf, size_t size)
+{
+        uint64_t s = ns / 1000000000ull;
+        if (s >= 60 && s % 60 == 0)
+                snprintf(buf, size, "%llum", (unsigned long long)(s / 60));
+        else
+                snprintf(buf, size, "%llus", (unsigned long long)s);
+        return buf;
+}
+
+/* Records the decision on a held call and answers it: `approve` commits its reservation
+ * and leaves it in flight until its tool_result; otherwise the reservation is released
+ * and the call is gone. `decision`: approved, denied or timeout. */
+static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *decision, const char *by,
+                        const char *reason)
+{
+        char text[512];
+        if (!approve) {
+                if (streq(decision, "timeout"))
+                        snprintf(text, sizeof(text), "no approval within %s", reason);
+                else
+                        snprintf(text, sizeof(text), "denied by %s%s%s", by, reason ? ": " : "", reason ? reason : "");
+        }
+        int r = broker_emit_pair(b, "approval",
+                          json_pack("{s:s, s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
+                                    AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", decision, "by", by,
+                                    AJ_BROKER_F_REASON, streq(decision, "timeout") ? NULL : reason),
+                          "tool.verdict",
+                          json_pack("{s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
+                                    f->call_id, AJ_BROKER_F_VERDICT, approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY,
+                                    AJ_BROKER_F_REASON, approve ? NULL : text));
+        /* The call happens now: that is when the rate window counts it. */
+        f->res.now_ns = b->now_ns();
+        aj_meter_settle(b->meter, &f->res, approve && r >= 0);
+
+        Conn *c = f->conn;
+        json_t *id = json_incref(f->req_id);
+        json_t *reply = NULL;
+        if (r >= 0) {
+                reply = broker_verdict_reply(b, id, approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY, NULL);
+                reply = broker_reply_set(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(f->call_id));
+                if (!approve)
+                        reply = broker_reply_set(reply, AJ_BROKER_F_REASON, json_string(text));
+                reply = broker_reply_set(reply, "approval", json_pack("{s:s, s:s}", "decision", decision, "by", by));
+        }
+        if (approve && r >= 0) {
+                /* Now an allowed call like any other, until its tool_result. */
+                f->awaiting = false;
+                aj_loop_timer_stop(&f->timer);
+                b->n_awaiting--;
+                if (c)
+                        aj_line_conn_hold(c, -1);
+                json_decref(f->req_id);
+                f->req_id = NULL;
+                f->conn = NULL;
+        } else {
+                broker_in_flight_remove(b, f);
+        }
+        if (c) {
+                if (r < 0)
+                        broker_reply_unrecorded(b, c, id, r);
+                else
+                        broker_conn_reply(c, reply);
+                aj_line_conn_flush(c); /* c may be gone after */
+        } else {
+                json_decref(reply);
+        }
+        json_decref(id);
+}
+
+/* The caller of these held calls went away (or the run ended): nothing to answer. */
+void broker_cancel_held(AjBroker *b, Conn *c, const char *reason)
+{
+        for (size_t i = 0; aj_line_conn_held(c) > 0 && i < MAX_IN_FLIGHT; i++) {
+                InFlight *f = &b->in_flight[i];
+                if (!f->used || !f->awaiting || f->conn != c)
+                        continue;
+                (void)broker_emit(b, "approval",
+                           json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
+                                     f->call_id, "decision", "cancelled", AJ_BROKER_F_REASON, reason));
+                aj_meter_settle(b->meter, &f->res, false);
+                broker_in_flight_remove(b, f);
+        }
+}
+
+void aj_broker_cancel_held(AjBroker *b)
+{
+        for (Conn *c = aj_line_server_first(b->server); c && b->n_awaiting > 0; c = aj_line_conn_next(c))
+                if (aj_line_conn_held(c) > 0)
+                        broker_cancel_held(b, c, "the run ended");
+}
+
+/* A held call's deadline passed: denied, its caller answered. */
+static void on_held_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata)
+{
+        (void)now_ns;
+        AjBroker *b = userdata;
+        InFlight *f = (InFlight *)((char *)t - offsetof(InFlight, timer));
+        char d[32];
+        finish_held(b, f, false, "timeout", "timeout", duration_text(b->approval_timeout_ns, d, sizeof(d)));
+}
+
+int aj_broker_set_approvals(AjBroker *b, char *const *globs, size_t n, uint64_t timeout_ns)
+{
+        char **copy = calloc(n + 1, sizeof(char *));
+        if (!copy)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (!(copy[i] = strdup(globs[i]))) {
+                        aj_strv_free(copy);
+                        return -ENOMEM;
+                }
+        aj_strv_free(b->approval_globs);
+        b->approval_globs = copy;
+        b->n_approval_globs = n;
+        b->approval_timeout_ns = timeout_ns ? timeout_ns : AJ_BROKER_APPROVAL_TIMEOUT_NS;
+        return 0;
+}
+
+int aj_broker_decide(AjBroker *b, const char *call_id, bool approve, const char *digest, const char *by,
+                     const char *reason, json_t **ret_call, char **ret_error)
+{
+        InFlight *f = broker_in_flight_find(b, call_id, true);
+        if (!f) {
+                if (ret_error && asprintf(ret_error, "no call \"%.128s\" is awaiting approval", call_id) < 0)
+                        *ret_error = NULL;
+                return -ENOENT;
+        }
+        if (digest && !streq(digest, f->digest)) {
+                if (ret_error &&
+                    asprintf(ret_error, "call \"%s\" has arguments_sha256 %s, not %.64s: not the call reviewed",
+                             f->call_id, f->digest, digest) < 0)
+                        *ret_error = NULL;
+                return -ESTALE;
+        }
+        if (ret_call)
+                *ret_call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_CALL_ID, f->call_id,
+                                      AJ_BROKER_F_TOOL_NAME, f->name, "arguments_sha256", f->digest, "decision",
+                                      approve ? "approved" : "denied");
+        finish_held(b, f, approve, approve ? "approved" : "denied", by, reason);
+        return 0;
+}
+
+/* ---- holding a call ---- */
+
+/* The call waits for an operator: its request and approval.requested are recorded, its
+ * reservation kept; the reply comes from finish_held(). `ev` (tool.request) is consumed. */
+void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char *call_id, const char *digest,
+                 AjMeterReservation *res, json_t *ev, json_t *args, const char *canon)
+{
+        InFlight *f = broker_in_flight_add(b, call_id, name, digest);
+        if (!f) {
+                json_decref(ev);
+                aj_meter_settle(b->meter, res, false);
+                return broker_reply_unrecorded(b, c, id, -ENOMEM);
+        }
+        char t[32];
+        aj_loop_timer_init(b->loop, &f->timer, on_held_timeout, b);
+        /* Armed before the events: a call that could never time out is not held. */
+        int r = aj_loop_timer_set(&f->timer, b->now_ns() + b->approval_timeout_ns);
+        if (r < 0)
+                json_decref(ev);
+        else
+                r = broker_emit_pair(b, "tool.request", ev, "approval.requested",
+                              json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID,
+                                        call_id, "arguments_sha256", digest, "timeout",
+                                        duration_text(b->approval_timeout_ns, t, sizeof(t))));
+        if (r < 0) {
+                broker_in_flight_remove(b, f);
+                aj_meter_settle(b->meter, res, false);
+                return broker_reply_unrecorded(b, c, id, r);
+        }
+        f->awaiting = true;
+        f->conn = c;
+        f->req_id = json_incref(id);
+        f->res = *res;
+        aj_line_conn_hold(c, +1);
+        b->n_awaiting++;
+        if (b->hooks && b->hooks->approval_requested) {
+                json_auto_t *call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name,
+                                              AJ_BROKER_F_TOOL_CALL_ID, call_id, "arguments_sha256", digest, "timeout",
+                                              duration_text(b->approval_timeout_ns, t, sizeof(t)));
+                if (call && broker_add_logged_args(call, args, canon) >= 0)
+                        b->hooks->approval_requested(b->hooks->userdata, call);
+        }
+}

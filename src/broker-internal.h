@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The broker's insides, shared by its files:
+ *   broker.c        the server (a line server on the broker's own loop), request lines
+ *                   to operations, the operations
+ *   broker-reply.c  events and replies: errors, verdicts, rate limits on reports
+ *   broker-calls.c  the table of tool calls in flight, and approvals (held calls, their
+ *                   deadlines, decisions)
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agentjail/broker.h"
+#include "broker.h"
+#include "line-server.h"
+#include "util/ratelimit.h"
+#include "util/format.h"
+#include "util/loop.h"
+
+#define MAX_ACCEPTS_PER_DISPATCH 16
+/* Allowed tool calls tracked until their tool_result; past this the oldest is dropped. */
+#define MAX_IN_FLIGHT 256
+/* Calls held for approval at once; more are denied (a loop must not pile them up). */
+#define MAX_AWAITING 64
+/* broker.error events: a burst, then a steady rate; the rest are counted, not written. */
+#define ERROR_BURST 20
+#define ERROR_PER_SEC 5
+
+typedef AjLineConn Conn; /* held calls: aj_line_conn_hold() keeps it open for their replies */
+
+/* A tool call awaiting an operator's decision (held: no reply yet, its meter reservation
+ * kept), or allowed and without its tool_result yet. `inspect` lists both. */
+typedef struct {
+        bool used;
+        bool awaiting;     /* held for approval; never dropped to make room */
+        uint64_t order;    /* arrival order: the smallest is the oldest */
+        uint64_t since_ns; /* CLOCK_REALTIME */
+        char call_id[AJ_BROKER_MAX_ID + 1];
+        char name[AJ_BROKER_MAX_NAME + 1];
+        char digest[AJ_SHA256_HEX_SIZE];
+        /* awaiting only */
+        Conn *conn;
+        json_t *req_id;
+        AjMeterReservation res;
+        AjLoopTimer timer; /* the deadline, on b->now_ns()'s clock; userdata: the broker */
+} InFlight;
+
+struct AjBroker {
+        AjLoop *loop;
+        int loop_fd;
+        AjLineServer *server;
+        char *path;
+        AjMeter *meter;
+        const AjHooks *hooks;
+        uint64_t next_call;
+        uint64_t (*now_ns)(void);
+        AjRateLimit error_rl; /* broker.error events; .suppressed: not yet told in one */
+        AjRateLimit report_rl; /* tool_result + tokens; per_sec 0: none */
+        uint64_t reports_suppressed_told; /* report_rl.suppressed already in an event */
+        InFlight *in_flight; /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
+        size_t n_in_flight, n_awaiting;
+        uint64_t in_flight_order, in_flight_dropped;
+        /* approvals: calls whose tool name matches wait for aj_broker_decide() */
+        char **approval_globs;
+        size_t n_approval_globs;
+        uint64_t approval_timeout_ns;
+        bool closing; /* in aj_broker_free(): held calls end with the run */
+};
+
+/* broker-reply.c: events and replies (every event is emitted before its reply is queued) */
+void broker_conn_reply(Conn *c, json_t *reply);
+int broker_emit(AjBroker *b, const char *type, json_t *fields);
+int broker_emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2);
+bool broker_error_event_allowed(AjBroker *b);
+json_t *broker_envelope(json_t *id, bool ok);
+/* Records broker.error (rate limited) and queues the error reply. `id` may be NULL. */
+_printf_(5, 6) void broker_reply_error(AjBroker *b, Conn *c, json_t *id, const char *code, const char *fmt, ...);
+void broker_reply_unrecorded(AjBroker *b, Conn *c, json_t *id, int r);
+bool broker_report_allowed(AjBroker *b, Conn *c, json_t *id);
+json_t *broker_add_reports_suppressed(AjBroker *b, json_t *ev);
+void broker_reports_suppressed_recorded(AjBroker *b);
+double broker_cap_value(AjCap cap, uint64_t v);
+json_t *broker_cap_json(AjCap cap, uint64_t v);
+int broker_add_breach(json_t *o, const AjMeterDecision *d);
+json_t *broker_verdict_reply(AjBroker *b, json_t *id, const char *verdict, const AjMeterDecision *d);
+json_t *broker_reply_set(json_t *reply, const char *key, json_t *value);
+void broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req);
+int broker_add_logged_args(json_t *ev, json_t *args, const char *canon);
+const char *broker_verdict_name(AjVerdict v, bool tool);
+
+/* broker-calls.c: tool calls in flight, approvals */
+InFlight *broker_in_flight_find(AjBroker *b, const char *call_id, bool awaiting);
+InFlight *broker_in_flight_add(AjBroker *b, const char *call_id, const char *name, const char *digest);
+void broker_in_flight_remove(AjBroker *b, InFlight *f);
+bool broker_needs_approval(const AjBroker *b, const char *name);
+/* The call waits for an operator (see broker-calls.c). `ev` (tool.request) is consumed. */
+void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char *call_id, const char *digest,
+                 AjMeterReservation *res, json_t *ev, json_t *args, const char *canon);
+/* The caller of these held calls went away (or the run ended): nothing to answer. */
+void broker_cancel_held(AjBroker *b, Conn *c, const char *reason);

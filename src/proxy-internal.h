@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The egress proxy's insides, shared by its files:
+ *   proxy.c          the service: listeners, accept, deadlines, dispatch, a connection's
+ *                    life (its events, refusal, close)
+ *   proxy-request.c  from the first byte to a connected upstream: read and parse the
+ *                    request, judge it (names, then resolved addresses), connect
+ *   proxy-relay.c    the relay: splice through pipes, plain HTTP framed, bytes counted
+ *   http-parse.c, socks-parse.c   the parsers (pure)
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "proxy.h"
+#include "resolve.h"
+#include "util/loop.h"
+#include "util/outbuf.h"
+
+#define SOCKS_MAX 600
+/* Bytes one direction may move per wake-up before yielding to other connections. */
+#define PUMP_BUDGET (1024 * 1024)
+#define SPLICE_CHUNK (1024 * 1024)
+#define RESERVE_SLOTS 32
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (1024 * 1024)
+#define ACCEPT_BATCH 64
+
+typedef enum {
+        ST_HTTP_HEAD,
+        ST_SOCKS_GREETING,
+        ST_SOCKS_REQUEST,
+        ST_RESOLVING,
+        ST_CONNECTING,
+        ST_RELAY,
+        ST_REFUSE, /* writing an error reply */
+        ST_LINGER, /* reply sent; draining what the client still sends so it is not reset */
+} ConnState;
+
+typedef struct {
+        int pr, pw;           /* the pipe between source and destination */
+        size_t len;           /* bytes in the pipe */
+        AjOutBuf prefix;      /* sent to the destination before spliced data */
+        bool prefix_counts;   /* client bytes (counted) or the proxy's own reply (not) */
+        bool src_eof, done;
+        bool limited;         /* read at most `limit` more bytes from the source */
+        uint64_t limit;
+        uint64_t bytes;
+} Dir;
+
+struct AjProxy;
+
+typedef struct Conn {
+        struct AjProxy *p;
+        unsigned slot;
+        uint64_t id;
+        bool socks, overflow, evaluated, denied, pending, is_connect;
+        ConnState state;
+        int cfd, ufd;
+        AjLoopIo *cio, *uio; /* edge-triggered */
+        char *in;
+        size_t in_len;
+        AjOutBuf out; /* an error reply */
+        size_t lingered;
+        char host[AJ_NET_HOST_MAX + 1];
+        uint16_t port;
+        char rule[96];
+        const char *error;
+        struct sockaddr_storage cand[AJ_RESOLVE_MAX_ADDRS];
+        size_t n_cand, next_cand;
+        struct sockaddr_storage addr;
+        bool connected;
+        uint64_t resolve_id;
+        bool resolving;
+        char *fwd;      /* absolute-form: rewritten head + early body */
+        size_t fwd_len;
+        /* Plain HTTP: one request per client connection. Its body is framed here, and
+         * nothing the client sends after it is relayed; the response head is rewritten
+         * to say "Connection: close". */
+        AjHttpBody body;
+        uint64_t body_left;
+        AjHttpChunked chunk;
+        bool req_done, up_stopped, pipelined_seen, resp_done, head_request;
+        unsigned interim; /* 1xx heads relayed for this request */
+        AjHttpBody resp_body;
+        AjHttpChunked resp_chunk;
+        char *resp;
+        size_t resp_len;
+        Dir up, down;
+        uint64_t start_ns;
+        AjLoopTimer deadline; /* header, connect, linger: what the state waits for */
+} Conn;
+
+/* Its own AjLoop, nested in the supervisor's (aj_proxy_fd()): the listeners, the resolver's
+ * sockets and timers, every connection's two sockets, and one deadline timer per connection. */
+struct AjProxy {
+        AjLoop *loop;
+        int loop_fd, http_fd, socks_fd, wakefd;
+        AjLoopIo *http_io, *socks_io, *wake_io;
+        const AjNetPolicy *policy;
+        const AjHooks *hooks;
+        AjProxyOptions opts;
+        AjResolver *resolver;
+        AjHostAddrs *host_addrs;
+        Conn **slots;
+        unsigned n_slots;
+        unsigned active, regular;
+        bool paused;
+        uint64_t next_id;
+        uint64_t total, denied, bytes_up, bytes_down;
+        unsigned *pending;
+        unsigned n_pending;
+};
+
+/* proxy.c */
+void proxy_set_deadline_ms(Conn *c, uint64_t ms);
+void proxy_close_upstream(Conn *c);
+int proxy_bound_buffers(int fd);
+json_t *proxy_conn_json(const Conn *c);
+void proxy_emit(AjProxy *p, const char *type, json_t *fields);
+/* Answer with an error and close: an HTTP status or a SOCKS reply code. */
+void proxy_refuse(Conn *c, int http_status, uint8_t socks_rep, const char *reason_in);
+void proxy_conn_close(Conn *c);
+/* Re-run a connection whose state changed without a new edge on its fds. */
+void proxy_conn_kick(Conn *c);
+
+/* proxy-request.c */
+void proxy_read_request(Conn *c);
+void proxy_connect_failed(Conn *c, int err);
+/* Bytes after the one request a plain HTTP connection carries: never relayed. */
+void proxy_note_pipelined(Conn *c, const char *data, size_t len);
+
+/* proxy-relay.c */
+void proxy_start_relay(Conn *c);
+void proxy_relay(Conn *c);
+void proxy_flush_out(Conn *c);
+void proxy_linger(Conn *c);

@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The proxy's relay: client <-> upstream through a pipe per direction (see proxy-internal.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy-internal.h"
+
+static int send_prefix(Conn *c, Dir *d, int dst);
+
+void proxy_flush_out(Conn *c)
+{
+        int r = aj_outbuf_send(&c->out, c->cfd, NULL);
+        if (r == 0)
+                return; /* the socket is full: its next edge sends the rest */
+        if (r < 0) {
+                proxy_conn_close(c);
+                return;
+        }
+        shutdown(c->cfd, SHUT_WR);
+        c->state = ST_LINGER;
+        proxy_conn_kick(c);
+}
+
+void proxy_linger(Conn *c)
+{
+        char buf[16384];
+        for (;;) {
+                ssize_t n = recv(c->cfd, buf, sizeof(buf), 0);
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                        proxy_conn_close(c);
+                        return;
+                }
+                if (n < 0)
+                        return;
+                if (!c->socks && !c->is_connect && c->req_done)
+                        proxy_note_pipelined(c, buf, (size_t)n);
+                c->lingered += (size_t)n;
+                if (c->lingered > LINGER_MAX_BYTES) {
+                        proxy_conn_close(c);
+                        return;
+                }
+        }
+}
+
+static int account(Conn *c, Dir *d, size_t n)
+{
+        AjProxy *p = c->p;
+        d->bytes += n;
+        if (d == &c->up)
+                p->bytes_up += n;
+        else
+                p->bytes_down += n;
+        if (p->hooks && p->hooks->charge_egress) {
+                json_t *j = proxy_conn_json(c);
+                int r = p->hooks->charge_egress(p->hooks->userdata, n, j);
+                json_decref(j);
+                if (r == 1) {
+                        c->error = "egress cap reached";
+                        return -EDQUOT;
+                }
+        }
+        return 0;
+}
+
+static void mark_pending(Conn *c)
+{
+        AjProxy *p = c->p;
+        if (c->pending)
+                return;
+        c->pending = true;
+        p->pending[p->n_pending++] = c->slot;
+        uint64_t one = 1;
+        (void)!write(p->wakefd, &one, sizeof(one));
+}
+
+/* Moves data src -> pipe -> dst until one side would block or the budget is used.
+ * Returns < 0 when the connection must close. */
+static int pump(Conn *c, Dir *d, int src, int dst)
+{
+        size_t moved = 0;
+        int r;
+
+        if ((r = send_prefix(c, d, dst)) <= 0)
+                return r;
+        if (d->done)
+                return 0;
+        for (;;) {
+                if (d->len > 0) {
+                        ssize_t n = splice(d->pr, NULL, dst, NULL, d->len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+                        if (n < 0)
+                                return errno == EAGAIN || errno == EINTR ? 0 : negative_errno();
+                        d->len -= (size_t)n;
+                        moved += (size_t)n;
+                        if ((r = account(c, d, (size_t)n)) < 0)
+                                return r;
+                }
+                if (d->src_eof) {
+                        if (d->len > 0)
+                                continue;
+                        /* Half-close: pass the EOF on, keep the other direction going. */
+                        shutdown(dst, SHUT_WR);
+                        d->done = true;
+                        return 0;
+                }
+                if (moved >= PUMP_BUDGET) {
+                        mark_pending(c);
+                        return 0;
+                }
+                size_t want = SPLICE_CHUNK;
+                if (d->limited && d->limit < want)
+                        want = (size_t)d->limit;
+                ssize_t n = splice(src, NULL, d->pw, NULL, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+                if (n == 0) {
+                        d->src_eof = true;
+                        continue;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EAGAIN)
+                                return negative_errno();
+                        /* EAGAIN: the socket is empty, or the pipe is full (then drain it first). */
+                        if (d->len == 0)
+                                return 0;
+                        continue;
+                }
+                d->len += (size_t)n;
+                if (d->limited && (d->limit -= (size_t)n) == 0)
+                        d->src_eof = true; /* all that was framed: the rest is not relayed */
+        }
+}
+
+/* Sends what is queued in d->prefix: 1 when it is all sent, 0 when dst would block. */
+static int send_prefix(Conn *c, Dir *d, int dst)
+{
+        for (;;) {
+                ssize_t n = aj_outbuf_send_once(&d->prefix, dst);
+                if (n == 0)
+                        break;
+                if (n < 0)
+                        return n == -EAGAIN ? 0 : (int)n;
+                int r;
+                if (d->prefix_counts && (r = account(c, d, (size_t)n)) < 0)
+                        return r;
+        }
+        return 1;
+}
+
+static int queue_prefix(Dir *d, const char *data, size_t len)
+{
+        char *copy = malloc(len);
+        if (!copy)
+                return -ENOMEM;
+        memcpy(copy, data, len);
+        aj_outbuf_take(&d->prefix, copy, len);
+        d->prefix_counts = true;
+        return 0;
+}
+
+/* Plain HTTP, client -> upstream: the one request's body, exactly as far as its framing
+ * says; then what the client still sends is read and dropped (bounded), so its EOF is
+ * seen and passed on. */
+static int pump_request(Conn *c)
+{
+        Dir *d = &c->up;
+        char buf[16384];
+        for (;;) {
+                int r = send_prefix(c, d, c->ufd);
+                if (r <= 0)
+                        return r;
+                if (d->done || c->up_stopped)
+                        return 0;
+                size_t want = sizeof(buf);
+                if (!c->req_done && c->body == AJ_HTTP_BODY_LENGTH && c->body_left < want)
+                        want = (size_t)c->body_left;
+                ssize_t n = recv(c->cfd, buf, want, 0);
+                if (n == 0) {
+                        shutdown(c->ufd, SHUT_WR);
+                        d->done = true;
+                        return 0;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                if (c->req_done) {
+                        proxy_note_pipelined(c, buf, (size_t)n);
+                        c->lingered += (size_t)n;
+                        /* Past the bound, stop reading: the answer still gets through. */
+                        if (c->lingered > LINGER_MAX_BYTES)
+                                c->up_stopped = true;
+                        continue;
+                }
+                size_t take = (size_t)n;
+                if (c->body == AJ_HTTP_BODY_CHUNKED) {
+                        ssize_t t = aj_http_chunked_scan(&c->chunk, buf, (size_t)n, &c->req_done);
+                        if (t < 0) {
+                                c->error = "malformed chunked body";
+                                return -EBADMSG;
+                        }
+                        take = (size_t)t;
+                } else {
+                        c->body_left -= (size_t)n;
+                        c->req_done = c->body_left == 0;
+                }
+                if (c->req_done && (size_t)n > take)
+                        proxy_note_pipelined(c, buf + take, (size_t)n - take);
+                if (take > 0 && (r = queue_prefix(d, buf, take)) < 0)
+                        return r;
+        }
+}
+
+#define RESPONSE_HEAD_MAX (64 * 1024)
+
+/* Plain HTTP, a chunked response body: scanned in user space to find its end. */
+static int pump_response_chunked(Conn *c)
+{
+        Dir *d = &c->down;
+        char buf[16384];
+        size_t moved = 0;
+        for (;;) {
+                int r = send_prefix(c, d, c->cfd);
+                if (r <= 0)
+                        return r;
+                if (d->done)
+                        return 0;
+                if (d->src_eof) {
+                        shutdown(c->cfd, SHUT_WR);
+                        d->done = true;
+                        return 0;
+                }
+                if (moved >= PUMP_BUDGET) {
+                        mark_pending(c);
+                        return 0;
+                }
+                ssize_t n = recv(c->ufd, buf, sizeof(buf), 0);
+                if (n == 0) {
+                        d->src_eof = true;
+                        continue;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                bool done = false;
+                ssize_t t = aj_http_chunked_scan(&c->resp_chunk, buf, (size_t)n, &done);
+                if (t < 0) {
+                        c->error = "bad response from upstream";
+                        return -EBADMSG;
+                }
+                if (t > 0 && (r = queue_prefix(d, buf, (size_t)t)) < 0)
+                        return r;
+                moved += (size_t)t;
+                if (done)
+                        d->src_eof = true; /* the answer is complete: nothing more is read */
+        }
+}
+
+/* Interim (1xx) heads one request may get: a real server sends one or two (100 Continue,
+ * 103 Early Hints); an endless stream of them kept the supervisor parsing heads. */
+#define INTERIM_MAX 16
+
+/* A response head has arrived: queue it rewritten, with what came of the body, and note how
+ * the body ends (a final head) or that another head follows (interim 1xx). */
+static int take_response_head(Conn *c, AjHttpResponse *resp)
+{
+        Dir *d = &c->down;
+        size_t rest = c->resp_len - resp->consumed;
+        const char *more = c->resp + resp->consumed;
+        size_t take = 0;
+        if (resp->final) {
+                c->resp_done = true;
+                c->resp_body = resp->body;
+                switch (resp->body) {
+                case AJ_HTTP_BODY_NONE:
+                        d->src_eof = true;
+                        break;
+                case AJ_HTTP_BODY_LENGTH:
+                        take = rest < resp->content_length ? rest : (size_t)resp->content_length;
+                        d->limited = true;
+                        d->limit = resp->content_length - take;
+                        d->src_eof = d->limit == 0;
+                        break;
+                case AJ_HTTP_BODY_CHUNKED: {
+                        bool done = false;
+                        ssize_t t = aj_http_chunked_scan(&c->resp_chunk, more, rest, &done);
+                        if (t < 0) {
+                                free(resp->head);
+                                c->error = "bad response from upstream";
+                                return -EBADMSG;
+                        }
+                        take = (size_t)t;
+                        d->src_eof = done;
+                        break;
+                }
+                default:
+                        take = rest;
+                }
+        }
+        /* Before the head is queued: once it is, the queue owns it (freeing it here too was a
+         * double free). */
+        if (!resp->final && ++c->interim > INTERIM_MAX) {
+                free(resp->head);
+                c->error = "bad response from upstream: too many interim (1xx) responses";
+                return -EBADMSG;
+        }
+        char *nh = realloc(resp->head, resp->head_len + take);
+        if (!nh) {
+                free(resp->head);
+                return -ENOMEM;
+        }
+        memcpy(nh + resp->head_len, more, take);
+        aj_outbuf_take(&d->prefix, nh, resp->head_len + take);
+        d->prefix_counts = true;
+        if (resp->final) {
+                free(c->resp);
+                c->resp = NULL;
+                c->resp_len = 0;
+        } else {
+                memmove(c->resp, more, rest);
+                c->resp_len = rest;
+        }
+        return 0;
+}
+
+/* Plain HTTP, upstream -> client: the response head is rewritten (Connection: close) and
+ * the body relayed as far as its framing says (spliced, or scanned when chunked); then
+ * the client sees EOF, whether or not the upstream closes. */
+static int pump_response(Conn *c)
+{
+        Dir *d = &c->down;
+        for (;;) {
+                int r = send_prefix(c, d, c->cfd);
+                if (r <= 0)
+                        return r;
+                if (c->resp_done)
+                        return c->resp_body == AJ_HTTP_BODY_CHUNKED ? pump_response_chunked(c)
+                                                                    : pump(c, d, c->ufd, c->cfd);
+                AjHttpResponse resp;
+                r = c->resp ? aj_http_rewrite_response(c->resp, c->resp_len, c->head_request, &resp) : -EAGAIN;
+                if (r == 0) {
+                        r = take_response_head(c, &resp);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (r != -EAGAIN || c->resp_len >= RESPONSE_HEAD_MAX) {
+                        c->error = "bad response from upstream";
+                        return r == -ENOMEM ? r : -EBADMSG;
+                }
+                if (!c->resp && !(c->resp = malloc(RESPONSE_HEAD_MAX)))
+                        return -ENOMEM;
+                ssize_t n = recv(c->ufd, c->resp + c->resp_len, RESPONSE_HEAD_MAX - c->resp_len, 0);
+                if (n == 0) {
+                        c->error = "upstream closed without a complete answer";
+                        return -EBADMSG;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                c->resp_len += (size_t)n;
+        }
+}
+
+void proxy_relay(Conn *c)
+{
+        bool plain = !c->socks && !c->is_connect;
+        int r = plain ? pump_request(c) : pump(c, &c->up, c->cfd, c->ufd);
+        if (r >= 0)
+                r = plain ? pump_response(c) : pump(c, &c->down, c->ufd, c->cfd);
+        if (r >= 0 && plain && c->down.done) {
+                /* The answer is complete and the client was told "Connection: close": nothing
+                 * more is relayed. Drain what the client still sends until it closes, so the
+                 * answer is not cut by a reset. */
+                if (c->resp_done && c->down.len == 0) {
+                        proxy_close_upstream(c);
+                        c->state = ST_LINGER;
+                        proxy_set_deadline_ms(c, LINGER_MS);
+                        proxy_linger(c);
+                        return;
+                }
+        }
+        if (r < 0) {
+                if (!c->error)
+                        c->error = r == -ECONNRESET ? "connection reset" : r == -EPIPE ? "broken pipe" : "relay error";
+                proxy_conn_close(c);
+                return;
+        }
+        if (c->up.done && c->down.done)
+                proxy_conn_close(c);
+}
+
+static int make_pipe(Dir *d)
+{
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
+                return negative_errno();
+        d->pr = fds[0];
+        d->pw = fds[1];
+        /* A bigger pipe moves more per splice() and per wakeup; the default 64 KiB caps
+         * a relay well below loopback speed. Best effort: pipe-max-size may be lower. */
+        (void)fcntl(d->pw, F_SETPIPE_SZ, AJ_PROXY_PIPE_SIZE);
+        return 0;
+}
+
+void proxy_start_relay(Conn *c)
+{
+        if (make_pipe(&c->up) < 0 || make_pipe(&c->down) < 0) {
+                proxy_refuse(c, 503, 0x01, "proxy out of resources (pipes)");
+                return;
+        }
+        int one = 1;
+        setsockopt(c->ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (c->socks) {
+                struct sockaddr_storage local = {};
+                socklen_t sl = sizeof(local);
+                uint8_t *rep = malloc(22);
+                if (!rep) {
+                        proxy_conn_close(c);
+                        return;
+                }
+                getsockname(c->ufd, (struct sockaddr *)&local, &sl);
+                rep[0] = 5;
+                rep[1] = 0;
+                rep[2] = 0;
+                if (local.ss_family == AF_INET6) {
+                        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&local;
+                        rep[3] = 4;
+                        memcpy(rep + 4, &a->sin6_addr, 16);
+                        memcpy(rep + 20, &a->sin6_port, 2);
+                        aj_outbuf_take(&c->down.prefix, (char *)rep, 22);
+                } else {
+                        struct sockaddr_in *a = (struct sockaddr_in *)&local;
+                        rep[3] = 1;
+                        memcpy(rep + 4, &a->sin_addr, 4);
+                        memcpy(rep + 8, &a->sin_port, 2);
+                        aj_outbuf_take(&c->down.prefix, (char *)rep, 10);
+                }
+        } else if (c->is_connect) {
+                static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+                char *copy = strdup(ok);
+                if (!copy) {
+                        proxy_conn_close(c);
+                        return;
+                }
+                aj_outbuf_take(&c->down.prefix, copy, sizeof(ok) - 1);
+        }
+        /* What the client sent after its request (pipelined body, TLS hello) goes first. */
+        aj_outbuf_take(&c->up.prefix, c->fwd, c->fwd_len);
+        c->up.prefix_counts = true;
+        c->fwd = NULL;
+        c->fwd_len = 0;
+        free(c->in);
+        c->in = NULL;
+        c->state = ST_RELAY;
+        aj_loop_timer_stop(&c->deadline);
+        proxy_relay(c);
+}
