@@ -24,6 +24,10 @@
 #define GW_READ_CHUNK (16 * 1024)
 #define GW_UPSTREAM_MAX_HEAD (64 * 1024)
 #define GW_MAX_ADDRS 8
+/* After an error the agent may still be sending: its input is read and dropped for a
+ * while, so that closing does not reset the connection before it read our answer. */
+#define GW_LINGER_MS 2000
+#define GW_LINGER_MAX (4 * 1024 * 1024)
 
 typedef struct {
         char *data;
@@ -51,6 +55,10 @@ typedef struct {
         struct sockaddr_storage addr;
         bool have_addr; /* pre-resolved or a literal */
 } GwProvider;
+
+/* relay-provider.c: *ret_error (malloc'd) may say why it failed. */
+int gw_provider_init(GwProvider *p, const AjGatewayProvider *src, char **ret_error);
+void gw_provider_done(GwProvider *p);
 
 enum { C_HEAD, C_BODY, C_UPSTREAM, C_CLOSING };
 enum { U_NONE, U_RESOLVING, U_CONNECTING, U_HANDSHAKE, U_SENDING, U_HEAD, U_BODY, U_IDLE };
@@ -100,7 +108,8 @@ typedef struct GwConn {
         AjLoopIo *io;
         AjLoopTimer timer;
         int state;
-        bool close_after;
+        bool lingering; /* C_CLOSING: our side is shut down, the agent's input drained */
+        size_t drained;
         GwBuf in, out;
         /* the request being read or relayed */
         char *head; /* a copy: rq's pointers point here */
