@@ -125,6 +125,7 @@ typedef struct GwConn {
         bool in_call;
         bool head_sent;     /* the response head went to the agent */
         bool client_chunked; /* ... with a chunked body */
+        int sink_error;      /* a filter's write failed: the response cannot be relayed whole */
         GwUpstream up;
 } GwConn;
 

@@ -170,7 +170,10 @@ static int emit(GwConn *c, const void *buf, size_t n)
 
 int aj_gateway_sink_write(AjGatewaySink *sink, const void *buf, size_t n)
 {
-        return emit(sink, buf, n);
+        int r = emit(sink, buf, n);
+        if (r < 0 && !sink->sink_error)
+                sink->sink_error = r;
+        return r;
 }
 
 int gw_conn_response_data(GwConn *c, const char *buf, size_t n)
@@ -186,11 +189,14 @@ int gw_conn_response_data(GwConn *c, const char *buf, size_t n)
                 return gw_conn_flush(c);
         }
         int r = 0;
-        if (gw->obs.filter)
+        if (gw->obs.filter) {
                 gw->obs.filter(gw->obs.userdata, &c->call, buf, n, false, c);
-        else
+                r = c->sink_error;
+        } else
                 r = emit(c, buf, n);
-        return r < 0 ? r : gw_conn_flush(c);
+        if (r < 0)
+                return gw_conn_upstream_failed(c, 502, "agentjail gateway: the response could not be forwarded");
+        return gw_conn_flush(c);
 }
 
 int gw_conn_response_end(GwConn *c)
@@ -198,9 +204,11 @@ int gw_conn_response_end(GwConn *c)
         AjGateway *gw = c->gw;
         if (gw->obs.filter && c->head_sent)
                 gw->obs.filter(gw->obs.userdata, &c->call, "", 0, true, c);
-        int r = c->client_chunked ? gw_buf_append(&c->out, "0\r\n\r\n", 5, GW_OUT_MAX) : 0;
+        int r = c->sink_error;
+        if (r >= 0 && c->client_chunked)
+                r = gw_buf_append(&c->out, "0\r\n\r\n", 5, GW_OUT_MAX);
         if (r < 0)
-                return r;
+                return gw_conn_upstream_failed(c, 502, "agentjail gateway: the response could not be forwarded");
         gw_call_end(c, AJ_GATEWAY_COMPLETED);
         bool keep = c->rq.keep_alive;
         gw_conn_request_reset(c);

@@ -210,6 +210,7 @@ void gw_conn_request_reset(GwConn *c)
         c->rq = (AjGwRequestHead){ 0 };
         c->chunked = (AjGwChunked){ 0 };
         c->routed = c->head_sent = c->client_chunked = false;
+        c->sink_error = 0;
         c->body_left = 0;
 }
 

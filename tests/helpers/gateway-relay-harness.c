@@ -6,10 +6,12 @@
  *   x-test-refuse: 1       on_request refuses (429, the provider's error shape)
  *   x-test-cut-after: N    on_response_bytes cuts once more than N body bytes were seen
  *   x-test-rewrite: 1      on_request replaces the body with {"rewritten":true}
+ *   x-test-filter: upper   (with --filter) the body is forwarded upper-cased
+ *   x-test-filter: hold    (with --filter) the body is held back until its end
  * Each finished call is a line in the --log file: "id=N provider=P outcome=O status=S".
  *
  * gateway-relay-harness --port-file F --log F [--max-body N] [--max-connections N]
- *     --provider name,api,url,key[,ca_file] ...
+ *     [--filter 1] --provider name,api,url,key[,ca_file] ...
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -25,6 +27,9 @@
 #include "gateway/gateway.h"
 
 typedef struct {
+        char filter[8];
+        char *held;
+        size_t n_held;
         uint64_t cut_after; /* 0: never */
         uint64_t seen;
         unsigned status;
@@ -65,8 +70,37 @@ static void on_request(void *u, AjGatewayCall *call, const AjGatewayRequest *req
                 v->body = strdup("{\"rewritten\":true}");
                 v->body_len = strlen(v->body);
         }
-        if (s)
-                has_header(req, "x-test-cut-after", &s->cut_after);
+        if (!s)
+                return;
+        has_header(req, "x-test-cut-after", &s->cut_after);
+        const AjGwHeader *f = aj_gw_header_find(req->headers, req->n_headers, "x-test-filter");
+        if (f)
+                snprintf(s->filter, sizeof(s->filter), "%.*s", (int)f->value_len, f->value);
+}
+
+static void filter(void *u, AjGatewayCall *call, const char *buf, size_t n, bool final, AjGatewaySink *sink)
+{
+        CallState *s = call->data;
+        if (s && strcmp(s->filter, "hold") == 0) {
+                char *h = realloc(s->held, s->n_held + n + 1);
+                if (!h)
+                        return;
+                memcpy(h + s->n_held, buf, n);
+                s->held = h;
+                s->n_held += n;
+                if (final)
+                        aj_gateway_sink_write(sink, s->held, s->n_held);
+                return;
+        }
+        char tmp[16384];
+        for (size_t off = 0; off < n; off += sizeof(tmp)) {
+                size_t k = n - off < sizeof(tmp) ? n - off : sizeof(tmp);
+                for (size_t i = 0; i < k; i++)
+                        tmp[i] = s && strcmp(s->filter, "upper") == 0 && buf[off + i] >= 'a' && buf[off + i] <= 'z'
+                                         ? (char)(buf[off + i] - 32)
+                                         : buf[off + i];
+                aj_gateway_sink_write(sink, tmp, k);
+        }
 }
 
 static void on_head(void *u, AjGatewayCall *call, unsigned status, const AjGwHeader *h, size_t n)
@@ -92,6 +126,8 @@ static void on_done(void *u, AjGatewayCall *call, AjGatewayOutcome outcome, uint
         fprintf(logf_, "id=%llu provider=%s outcome=%s status=%u path=%s\n", (unsigned long long)call->id,
                 call->provider->name, names[outcome], s ? s->status : 0, call->path);
         fflush(logf_);
+        if (s)
+                free(s->held);
         free(s);
 }
 
@@ -127,6 +163,7 @@ int main(int argc, char **argv)
         size_t n = 0;
         const char *port_file = NULL, *log_file = NULL;
         AjGatewayOptions opts = { 0 };
+        bool use_filter = false;
         for (int i = 1; i + 1 < argc; i += 2) {
                 if (strcmp(argv[i], "--port-file") == 0)
                         port_file = argv[i + 1];
@@ -134,6 +171,8 @@ int main(int argc, char **argv)
                         log_file = argv[i + 1];
                 else if (strcmp(argv[i], "--max-body") == 0)
                         opts.max_body = strtoull(argv[i + 1], NULL, 10);
+                else if (strcmp(argv[i], "--filter") == 0)
+                        use_filter = true;
                 else if (strcmp(argv[i], "--max-connections") == 0)
                         opts.max_connections = (unsigned)strtoul(argv[i + 1], NULL, 10);
                 else if (strcmp(argv[i], "--provider") == 0 && n < 8 && parse_provider(argv[i + 1], &providers[n]) == 0)
@@ -153,7 +192,8 @@ int main(int argc, char **argv)
         if (fd < 0)
                 return 1;
         AjGatewayObserver obs = { .on_request = on_request, .on_response_head = on_head,
-                                  .on_response_bytes = on_bytes, .on_done = on_done };
+                                  .on_response_bytes = on_bytes, .on_done = on_done,
+                                  .filter = use_filter ? filter : NULL };
         AjGateway *gw = NULL;
         char *err = NULL;
         int r = aj_gateway_new(fd, providers, n, &obs, &opts, &gw, &err);

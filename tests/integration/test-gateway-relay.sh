@@ -231,7 +231,29 @@ sleep 0.2
 out=$(curl -sS --max-time 10 "$GW/anthropic/v1/messages" -H "x-api-key: p" -d "$MSG" -w '%{http_code}' -o /dev/null)
 is "$out" "200" "closed connections free their slots"
 
-ok "the gateway is still running" kill -0 "${BG_PIDS[2]}"
+# --- a filter: the agent gets what it forwards, chunked
+"$HARNESS" --port-file "$T/gwf.port" --log "$T/calls-f" --filter 1 \
+        --provider "anthropic,anthropic,https://localhost:$FP,sk-ant-real,$T/ca.pem" 2>"$T/gwf.err" &
+BG_PIDS+=("$!")
+if wait_file "$T/gwf.port"; then
+        GWF="http://127.0.0.1:$(cat "$T/gwf.port")"
+        out=$(curl -sS --max-time 10 "$GWF/anthropic/v1/messages" -H "x-api-key: p" -H "x-test-filter: upper" -d "$MSG" -D -)
+        like "$out" '"TEXT": "HELLO!"' "a filter rewrites the body on the way"
+        like "$out" "Transfer-Encoding: chunked" "... sent chunked"
+        out=$(curl -sS -N --max-time 10 "$GWF/anthropic/v1/messages" -H "x-api-key: p" -H "x-test-filter: hold" \
+                -d '{"model":"m","stream":true}')
+        like "$out" "message_start.*message_stop" "a filter holding the body back forwards it at the end"
+        sum=$(curl -sS --max-time 30 "$GWF/anthropic/v1/messages" -H "x-api-key: p" -d '{"model":"big-20000000"}' | sha256sum | cut -d' ' -f1)
+        is "$sum" "$want" "20 MB through a pass-through filter, intact"
+else
+        fail "the gateway with a filter starts" "$(cat "$T/gwf.err")"
+fi
+
+GW_PID=${BG_PIDS[2]}
+ok "the gateway is still running" kill -0 "$GW_PID"
+kill -TERM "$GW_PID"
+wait "$GW_PID"
+is "$?" "0" "the gateway exits cleanly on SIGTERM (freed with its connections)"
 unlike "$(cat "$T/gw.err")" "." "the gateway printed nothing"
 
 done_testing

@@ -131,7 +131,8 @@ static ssize_t decode_all(const char *in, size_t len, size_t step, char *out, si
                         ssize_t k = aj_gw_chunked_next(&s, in + used + off, avail - off, &d, &dl, done);
                         if (k < 0)
                                 return k;
-                        memcpy(out + *out_len, d, dl);
+                        if (dl)
+                                memcpy(out + *out_len, d, dl);
                         *out_len += dl;
                         off += (size_t)k;
                 }
