@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -178,6 +179,9 @@ static void on_listen(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
                         close(cfd);
                         continue;
                 }
+                /* Heads and SSE events are small writes that must leave at once. */
+                int one = 1;
+                (void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
                 c->gw = gw;
                 c->fd = cfd;
                 c->up.fd = -1;
