@@ -8,7 +8,8 @@ request: path, headers, body, client port) in --record.
 
 Models steer it: "cut-halfway" closes the connection mid-stream, "error-500" answers with
 an error in the provider's shape, "wait-go" holds the last events until the file --go
-exists (at most 10 s), "big-N" answers N bytes of body (chunked)."""
+exists (at most 10 s), "big-N" answers N bytes of body (chunked), "bad-response" answers
+a malformed head, "hang" answers nothing for 4 s."""
 import argparse, json, os, socket, ssl, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -80,6 +81,14 @@ class Handler(BaseHTTPRequestHandler):
             if anthropic:
                 return self.send_json(500, {"type": "error", "error": {"type": "api_error", "message": "fake failure"}})
             return self.send_json(500, {"error": {"message": "fake failure", "type": "server_error", "code": None}})
+        if model == "bad-response":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello")
+            self.close_connection = True
+            return
+        if model == "hang":
+            time.sleep(4)
+            self.close_connection = True
+            return
         if model.startswith("big-"):
             self.start_stream("application/octet-stream")
             left = int(model[4:])

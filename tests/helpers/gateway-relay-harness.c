@@ -11,7 +11,7 @@
  * Each finished call is a line in the --log file: "id=N provider=P outcome=O status=S".
  *
  * gateway-relay-harness --port-file F --log F [--max-body N] [--max-connections N]
- *     [--filter 1] --provider name,api,url,key[,ca_file] ...
+ *     [--filter 1] [--response-timeout-ms N] --provider name,api,url,key[,ca_file] ...
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -171,6 +171,8 @@ int main(int argc, char **argv)
                         log_file = argv[i + 1];
                 else if (strcmp(argv[i], "--max-body") == 0)
                         opts.max_body = strtoull(argv[i + 1], NULL, 10);
+                else if (strcmp(argv[i], "--response-timeout-ms") == 0)
+                        opts.response_timeout_ms = strtoull(argv[i + 1], NULL, 10);
                 else if (strcmp(argv[i], "--filter") == 0)
                         use_filter = true;
                 else if (strcmp(argv[i], "--max-connections") == 0)

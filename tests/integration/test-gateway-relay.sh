@@ -60,12 +60,13 @@ PP=$(cat "$T/plain.port")
 
 printf '127.0.0.1 wrong.test\n' >"$T/hosts"
 AGENTJAIL_HOSTS_FILE="$T/hosts" "$HARNESS" --port-file "$T/gw.port" --log "$T/calls" \
-        --max-body 1048576 --max-connections 16 \
+        --max-body 1048576 --max-connections 16 --response-timeout-ms 1500 \
         --provider "anthropic,anthropic,https://localhost:$FP,sk-ant-real,$T/ca.pem" \
         --provider "openai,openai,https://127.0.0.1:$FP/,sk-openai-real,$T/ca.pem" \
         --provider "untrusted,anthropic,https://localhost:$FP,sk-ant-real" \
         --provider "wrongname,anthropic,https://wrong.test:$FP,sk-ant-real,$T/ca.pem" \
-        --provider "plain,anthropic,http://127.0.0.1:$PP,sk-ant-real" 2>"$T/gw.err" &
+        --provider "plain,anthropic,http://127.0.0.1:$PP,sk-ant-real" \
+        --provider "closed,openai,http://127.0.0.1:1,sk-openai-real" 2>"$T/gw.err" &
 BG_PIDS+=("$!")
 wait_file "$T/gw.port" || {
         fail "the gateway starts" "$(cat "$T/gw.err")"
@@ -175,6 +176,26 @@ like "$(last_call)" "outcome=failed" "on_done: failed"
 
 out=$(curl -sS --max-time 10 "$GW/anthropic/v1/messages" -H "x-api-key: p" -d '{"model":"error-500"}' -w '\n%{http_code}')
 like "$out" 'fake failure.*500$' "a provider's error is relayed as it is"
+
+# --- failures of the provider
+out=$(curl -sS --max-time 10 "$GW/anthropic/v1/messages" -H "x-api-key: p" -d '{"model":"bad-response"}' -w '\n%{http_code}')
+like "$out" 'malformed response.*502$' "a malformed response head: 502"
+out=$(curl -sS --max-time 10 "$GW/anthropic/v1/messages" -H "x-api-key: p" -d '{"model":"hang"}' -w '\n%{http_code}')
+like "$out" 'did not answer in time.*504$' "a provider silent past the response timeout: 504"
+out=$(curl -sS --max-time 10 "$GW/closed/v1/chat/completions" -d '{}' -w '\n%{http_code}')
+like "$out" '"error":\{"message":"agentjail gateway: cannot connect.*"type":"api_error".*502$' "a closed port: 502 in OpenAI's shape"
+rm -f "$T/go"
+python3 - "$GW" <<'PY'
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/anthropic/v1/messages", method="POST",
+    data=b'{"model":"wait-go","stream":true}', headers={"x-api-key": "p"})
+r = urllib.request.urlopen(req, timeout=8)
+r.readline()
+r.close()   # the agent goes away mid-stream
+PY
+for i in $(seq 50); do [[ "$(last_call)" == *"provider=anthropic outcome=failed status=200"* ]] && break; sleep 0.1; done
+like "$(last_call)" "provider=anthropic outcome=failed status=200" "an agent that goes away mid-stream ends the call"
+touch "$T/go"
 
 # --- a large body arrives intact through the bounded buffers
 sum=$(curl -sS --max-time 30 "$GW/anthropic/v1/messages" -H "x-api-key: p" -d '{"model":"big-20000000"}' | sha256sum | cut -d' ' -f1)

@@ -186,3 +186,61 @@ Test(gateway_http, connection_tokens)
         cr_expect(aj_gw_value_has_token("keep-alive, Close", 17, "close"));
         cr_expect(!aj_gw_value_has_token("closed", 6, "close"));
 }
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int new_gateway(const AjGatewayProvider *p, char **err)
+{
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        cr_assert_geq(fd, 0);
+        AjGateway *gw = NULL;
+        int r = aj_gateway_new(fd, p, 1, NULL, NULL, &gw, err);
+        if (r >= 0) {
+                cr_expect_geq(aj_gateway_fd(gw), 0);
+                cr_expect_eq(aj_gateway_connections(gw), 0);
+                aj_gateway_free(gw);
+        }
+        return r;
+}
+
+Test(gateway_relay, providers_validated)
+{
+        static const struct {
+                const char *name, *url, *key, *why;
+        } bad[] = {
+                { "Anthropic", "https://api.anthropic.com", "k", "a provider name is" },
+                { "a", "ftp://x", "k", "must start with https:// or http://" },
+                { "a", "https://user@x", "k", "may not hold credentials" },
+                { "a", "https://x/?q=1", "k", "may not hold credentials, a query" },
+                { "a", "https://x:0", "k", "invalid port" },
+                { "a", "https://x:99999", "k", "invalid port" },
+                { "a", "https://[::1", "k", "missing ']'" },
+                { "a", "https://", "k", "invalid host" },
+                { "a", "https://x", "", "the credential is empty" },
+                { "a", "https://x", "sk\r\nX-Evil: 1", "control characters" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                AjGatewayProvider p = { .name = bad[i].name, .url = bad[i].url, .credential = bad[i].key };
+                char *err = NULL;
+                cr_expect_eq(new_gateway(&p, &err), -EINVAL, "case %zu", i);
+                cr_expect(err && strstr(err, bad[i].why), "case %zu: %s", i, err ? err : "(null)");
+                free(err);
+        }
+        AjGatewayProvider ca = { .name = "a", .url = "https://x", .credential = "k", .ca_file = "/nonexistent/ca.pem" };
+        char *err = NULL;
+        cr_expect_lt(new_gateway(&ca, &err), 0);
+        cr_expect(err && strstr(err, "Failed to load the CA file '/nonexistent/ca.pem'"), "%s", err ? err : "(null)");
+        free(err);
+
+        static const char *const good[] = { "https://api.anthropic.com", "http://10.0.0.5:4000/v1/",
+                                             "https://[::1]:8443/base", "https://127.0.0.1" };
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+                AjGatewayProvider p = { .name = "ok", .url = good[i], .credential = "sk-1" };
+                err = NULL;
+                cr_expect_eq(new_gateway(&p, &err), 0, "%s: %s", good[i], err ? err : "");
+                free(err);
+        }
+}
