@@ -130,7 +130,6 @@ typedef struct GwConn {
 } GwConn;
 
 /* relay.c, for the upstream side */
-uint64_t gw_now(const AjGateway *gw);
 void gw_conn_arm_timer(GwConn *c, uint64_t ms);
 /* The upstream's response head (parsed), then body bytes, then its end. < 0: close c. */
 int gw_conn_response_head(GwConn *c, const AjGwResponseHead *h);

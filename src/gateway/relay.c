@@ -29,11 +29,6 @@
 
 /* ------------------------------------------------------------------ the gateway */
 
-uint64_t gw_now(const AjGateway *gw)
-{
-        return aj_loop_now(gw->loop);
-}
-
 static void conn_free(GwConn *c);
 static void on_listen(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
 
