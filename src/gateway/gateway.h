@@ -20,6 +20,11 @@
 #include "gateway/http.h"
 #include "util/macros.h"
 
+/* The jail-side port (in the jail's own network namespace, on 127.0.0.1). Make the
+ * listening socket with aj_proxy_listen_at() (src/proxy.h): its accepted sockets inherit
+ * the proxy's fixed kernel buffer sizes. */
+#define AJ_GATEWAY_PORT 4100
+
 typedef struct AjGateway AjGateway;
 
 typedef enum {

@@ -24,6 +24,9 @@
 #define GW_READ_CHUNK (16 * 1024)
 #define GW_UPSTREAM_MAX_HEAD (64 * 1024)
 #define GW_MAX_ADDRS 8
+/* An upstream socket's kernel buffers: fixed, as the proxy's (src/proxy.h), so that a
+ * response the agent does not read pins a bounded amount of the host's TCP memory. */
+#define GW_SOCKET_BUFFER (256 * 1024)
 /* After an error the agent may still be sending: its input is read and dropped for a
  * while, so that closing does not reset the connection before it read our answer. */
 #define GW_LINGER_MS 2000

@@ -117,8 +117,10 @@ static int up_connect(GwConn *c)
                 int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
                 if (fd < 0)
                         return gw_conn_upstream_failed(c, 502, "agentjail gateway: socket: %s", strerror(errno));
-                int one = 1;
+                int one = 1, size = GW_SOCKET_BUFFER;
                 (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+                (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
                 socklen_t len = sa->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
                 if (connect(fd, (const struct sockaddr *)sa, len) < 0 && errno != EINPROGRESS) {
                         last = -errno;
