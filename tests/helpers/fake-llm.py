@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 """A fake LLM provider for the gateway tests: Anthropic Messages (/v1/messages,
-/v1/messages/count_tokens) and OpenAI Chat Completions (/v1/chat/completions), streaming
-(SSE, chunked, with small delays between events) and not, over TLS (--cert/--key) or plain
+/v1/messages/count_tokens), OpenAI Chat Completions (/v1/chat/completions) and Responses
+(/v1/responses), streaming (SSE, chunked, with small delays between events) and not, over TLS (--cert/--key) or plain
 HTTP. It checks the credential it expects and records each request (one JSON line per
 request: path, headers, body, client port) in --record.
 
 Models steer it: "cut-halfway" closes the connection mid-stream, "error-500" answers with
 an error in the provider's shape, "wait-go" holds the last events until the file --go
 exists (at most 10 s), "big-N" answers N bytes of body (chunked), "bad-response" answers
-a malformed head, "hang" answers nothing for 4 s."""
+a malformed head, "hang" answers nothing for 4 s, "tool-call" asks for a tool call
+(tool_use / tool_calls / function_call). Usage is fixed: Anthropic input 25, output 7
+(cache read 3); OpenAI prompt 20, completion 3 (cached 2, reasoning 1). Chat Completions
+streams carry the usage chunk only when stream_options.include_usage is true, as OpenAI's."""
 import argparse, json, os, socket, ssl, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -127,32 +130,77 @@ class Handler(BaseHTTPRequestHandler):
         self.chunk(b"")
 
     def anthropic(self, req, model):
-        usage = {"input_tokens": 25, "output_tokens": 7, "cache_read_input_tokens": 0}
+        usage = {"input_tokens": 25, "output_tokens": 7, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 0}
+        tool = model == "tool-call"
+        block = ({"type": "tool_use", "id": "toolu_fake", "name": "get_weather", "input": {"city": "Paris"}}
+                 if tool else {"type": "text", "text": "Hello!"})
+        stop = "tool_use" if tool else "end_turn"
         if not req.get("stream"):
             return self.send_json(200, {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-                                        "content": [{"type": "text", "text": "Hello!"}],
-                                        "stop_reason": "end_turn", "usage": usage})
+                                        "content": [block], "stop_reason": stop, "usage": usage})
         def sse(name, obj):
+            obj = dict(obj, type=name)
             return "event: %s\ndata: %s\n\n" % (name, json.dumps(obj))
-        evs = [sse("message_start", {"type": "message_start", "message": {"id": "msg_fake", "model": model, "usage": {"input_tokens": 25, "output_tokens": 1}}}),
-               sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})]
-        for word in ["Hel", "lo", " the", "re", "!"]:
-            evs.append(sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}))
-        evs += [sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}}),
-                sse("message_stop", {"type": "message_stop"})]
+        start = dict(usage, output_tokens=1)
+        evs = [sse("message_start", {"message": {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                                                 "content": [], "stop_reason": None, "usage": start}})]
+        if tool:
+            evs.append(sse("content_block_start", {"index": 0, "content_block": dict(block, input={})}))
+            for part in ['{"city": ', '"Paris"}']:
+                evs.append(sse("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": part}}))
+        else:
+            evs.append(sse("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}))
+            for word in ["Hel", "lo", " the", "re", "!"]:
+                evs.append(sse("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}}))
+        evs += [sse("content_block_stop", {"index": 0}),
+                sse("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": 7}}),
+                sse("message_stop", {})]
         self.events(evs, model)
 
     def openai(self, req, model):
+        if self.path.startswith("/v1/responses"):
+            return self.openai_responses(req, model)
+        tool = model == "tool-call"
+        usage = {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23,
+                 "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 1}}
+        call = {"id": "call_fake", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
         if not req.get("stream"):
+            msg = {"role": "assistant", "content": None, "tool_calls": [call]} if tool else {"role": "assistant", "content": "Hello!"}
             return self.send_json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "model": model,
-                                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
-                                        "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23}})
-        evs = []
-        for word in ["Hel", "lo", "!"]:
-            evs.append("data: %s\n\n" % json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": word}}]}))
-        evs.append("data: %s\n\n" % json.dumps({"id": "chatcmpl-fake", "choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 3}}))
+                                        "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if tool else "stop"}],
+                                        "usage": usage})
+        def chunk(choices, **extra):
+            return "data: %s\n\n" % json.dumps(dict({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
+                                                      "choices": choices}, **extra))
+        if tool:
+            evs = [chunk([{"index": 0, "delta": {"role": "assistant", "tool_calls": [dict(call, index=0)]}}]),
+                   chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])]
+        else:
+            evs = [chunk([{"index": 0, "delta": {"content": w}}]) for w in ["Hel", "lo", "!"]]
+            evs.append(chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+        if (req.get("stream_options") or {}).get("include_usage"):
+            evs.append(chunk([], usage=usage))
         evs.append("data: [DONE]\n\n")
+        self.events(evs, model)
+
+    def openai_responses(self, req, model):
+        tool = model == "tool-call"
+        usage = {"input_tokens": 20, "output_tokens": 3, "total_tokens": 23,
+                 "input_tokens_details": {"cached_tokens": 2}, "output_tokens_details": {"reasoning_tokens": 1}}
+        item = ({"type": "function_call", "id": "fc_fake", "call_id": "call_fake", "name": "get_weather", "arguments": '{"city":"Paris"}'}
+                if tool else {"type": "message", "id": "msg_fake", "role": "assistant",
+                              "content": [{"type": "output_text", "text": "Hello!"}]})
+        resp = {"id": "resp_fake", "object": "response", "model": model, "status": "completed", "output": [item], "usage": usage}
+        if not req.get("stream"):
+            return self.send_json(200, resp)
+        def sse(name, obj):
+            return "event: %s\ndata: %s\n\n" % (name, json.dumps(dict(obj, type=name)))
+        evs = [sse("response.created", {"response": dict(resp, status="in_progress", output=[], usage=None)}),
+               sse("response.output_item.added", {"output_index": 0, "item": item})]
+        if not tool:
+            evs += [sse("response.output_text.delta", {"output_index": 0, "content_index": 0, "delta": w}) for w in ["Hel", "lo!"]]
+        evs += [sse("response.output_item.done", {"output_index": 0, "item": item}),
+                sse("response.completed", {"response": resp})]
         self.events(evs, model)
 
 

@@ -125,8 +125,14 @@ is "$out" "incremental" "a stream is relayed incrementally (first event before t
 like "$(last_call)" "outcome=completed status=200" "the stream completed"
 
 out=$(curl -sS -N --max-time 10 "$GW/openai/v1/chat/completions" -H "Authorization: Bearer x" \
-        -d '{"model":"gpt-test","stream":true}')
-like "$out" 'data: \[DONE\]' "OpenAI stream relayed to the end"
+        -d '{"model":"gpt-test","stream":true,"stream_options":{"include_usage":true}}')
+like "$out" '"usage": \{"prompt_tokens": 20.*data: \[DONE\]' "OpenAI stream relayed to the end"
+out=$(curl -sS -N --max-time 10 "$GW/openai/v1/chat/completions" -H "Authorization: Bearer x" -d '{"model":"gpt-test","stream":true}')
+unlike "$out" '"usage"' "... whose usage chunk comes only when asked for (as OpenAI's)"
+out=$(curl -sS -N --max-time 10 "$GW/openai/v1/responses" -H "Authorization: Bearer x" -d '{"model":"tool-call","stream":true}')
+like "$out" 'event: response.completed' "OpenAI Responses stream relayed"
+out=$(curl -sS -N --max-time 10 "$GW/anthropic/v1/messages" -H "x-api-key: p" -d '{"model":"tool-call","stream":true}')
+like "$out" '"type": "tool_use".*input_json_delta.*"stop_reason": "tool_use"' "Anthropic tool_use stream relayed"
 
 # --- TLS verification fails closed
 out=$(curl -sS --max-time 10 "$GW/untrusted/v1/messages" -H "x-api-key: p" -d "$MSG" -w '\n%{http_code}')
