@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "gateway/tls.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include <arpa/inet.h>
+
+static char *last_error(const char *what)
+{
+        char buf[256] = "unknown error";
+        unsigned long e = ERR_peek_last_error();
+        if (e)
+                ERR_error_string_n(e, buf, sizeof(buf));
+        ERR_clear_error();
+        char *msg = NULL;
+        if (asprintf(&msg, "%s: %s", what, buf) < 0)
+                return NULL;
+        return msg;
+}
+
+int aj_gw_tls_ctx_new(const char *ca_file, SSL_CTX **ret, char **ret_error)
+{
+        ERR_clear_error();
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        if (!ctx) {
+                *ret_error = last_error("Failed to create a TLS context");
+                return -ENOMEM;
+        }
+        SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* Renegotiation and compression are attack surface we do not need. */
+        SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+        /* An end of stream without close_notify reads as an end: the HTTP framing (length,
+         * last chunk) is what tells a complete response from a truncated one. */
+        SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+        static const unsigned char alpn[] = "\x08http/1.1";
+        if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0 ||
+            SSL_CTX_set_default_verify_paths(ctx) != 1) {
+                *ret_error = last_error("Failed to load the system's trust store");
+                SSL_CTX_free(ctx);
+                return -EIO;
+        }
+        if (ca_file && SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+                char what[512];
+                snprintf(what, sizeof(what), "Failed to load the CA file '%s'", ca_file);
+                *ret_error = last_error(what);
+                SSL_CTX_free(ctx);
+                return -EINVAL;
+        }
+        *ret = ctx;
+        return 0;
+}
+
+void aj_gw_tls_ctx_free(SSL_CTX *ctx)
+{
+        SSL_CTX_free(ctx);
+}
+
+int aj_gw_tls_new(SSL_CTX *ctx, int fd, const char *host, SSL **ret)
+{
+        ERR_clear_error();
+        SSL *ssl = SSL_new(ctx);
+        if (!ssl)
+                return -ENOMEM;
+        unsigned char addr[16];
+        bool literal = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+        X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        int ok = SSL_set_fd(ssl, fd) == 1 &&
+                 (literal ? X509_VERIFY_PARAM_set1_ip_asc(param, host) == 1
+                          : SSL_set_tlsext_host_name(ssl, host) == 1 && SSL_set1_host(ssl, host) == 1);
+        if (!ok) {
+                ERR_clear_error();
+                SSL_free(ssl);
+                return -EINVAL;
+        }
+        SSL_set_connect_state(ssl);
+        *ret = ssl;
+        return 0;
+}
+
+void aj_gw_tls_free(SSL *ssl)
+{
+        SSL_free(ssl);
+}
+
+static int want(SSL *ssl, int rc, uint32_t *ret_events)
+{
+        switch (SSL_get_error(ssl, rc)) {
+        case SSL_ERROR_WANT_READ:
+                *ret_events = EPOLLIN;
+                return -EAGAIN;
+        case SSL_ERROR_WANT_WRITE:
+                *ret_events = EPOLLOUT;
+                return -EAGAIN;
+        case SSL_ERROR_ZERO_RETURN:
+                return 0;
+        default:
+                return -EIO;
+        }
+}
+
+int aj_gw_tls_handshake(SSL *ssl, uint32_t *ret_events, char **ret_error)
+{
+        ERR_clear_error();
+        int rc = SSL_do_handshake(ssl);
+        if (rc == 1)
+                return 0;
+        int r = want(ssl, rc, ret_events);
+        if (r == -EAGAIN)
+                return r;
+        long v = SSL_get_verify_result(ssl);
+        char *msg = NULL;
+        if (v != X509_V_OK) {
+                ERR_clear_error();
+                if (asprintf(&msg, "certificate verification failed: %s", X509_verify_cert_error_string(v)) < 0)
+                        msg = NULL;
+        } else
+                msg = last_error("TLS handshake failed");
+        *ret_error = msg;
+        return -EPROTO;
+}
+
+ssize_t aj_gw_tls_read(SSL *ssl, void *buf, size_t n, uint32_t *ret_events)
+{
+        ERR_clear_error();
+        size_t got = 0;
+        int rc = SSL_read_ex(ssl, buf, n, &got);
+        if (rc == 1)
+                return (ssize_t)got;
+        int r = want(ssl, rc, ret_events);
+        ERR_clear_error();
+        return r;
+}
+
+ssize_t aj_gw_tls_write(SSL *ssl, const void *buf, size_t n, uint32_t *ret_events)
+{
+        ERR_clear_error();
+        size_t put = 0;
+        int rc = SSL_write_ex(ssl, buf, n, &put);
+        if (rc == 1)
+                return (ssize_t)put;
+        int r = want(ssl, rc, ret_events);
+        ERR_clear_error();
+        return r == 0 ? -EIO : r;
+}
+
+size_t aj_gw_tls_pending(SSL *ssl)
+{
+        return (size_t)SSL_pending(ssl);
+}

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""A fake LLM provider for the gateway tests: Anthropic Messages (/v1/messages,
+/v1/messages/count_tokens), OpenAI Chat Completions (/v1/chat/completions) and Responses
+(/v1/responses), streaming (SSE, chunked, with small delays between events) and not, over TLS (--cert/--key) or plain
+HTTP. It checks the credential it expects and records each request (one JSON line per
+request: path, headers, body, client port) in --record.
+
+Models steer it: "cut-halfway" closes the connection mid-stream, "error-500" answers with
+an error in the provider's shape, "wait-go" holds the last events until the file --go
+exists (at most 10 s), "big-N" answers N bytes of body (chunked), "bad-response" answers
+a malformed head, "hang" answers nothing for 4 s, "tool-call" asks for a tool call
+(tool_use / tool_calls / function_call). Usage is fixed: Anthropic input 25, output 7
+(cache read 3); OpenAI prompt 20, completion 3 (cached 2, reasoning 1). Chat Completions
+streams carry the usage chunk only when stream_options.include_usage is true, as OpenAI's."""
+import argparse, json, os, socket, ssl, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+A = None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        # Without it a response's head and body (two writes) wait for a delayed ACK.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def record(self, body):
+        line = json.dumps({"path": self.path, "headers": [[k, v] for k, v in self.headers.items()],
+                           "body": body.decode("utf-8", "replace"), "port": self.client_address[1]})
+        with open(A.record, "a") as f:
+            f.write(line + "\n")
+
+    def send_json(self, status, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("request-id", "req_fake")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def chunk(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def start_stream(self, ctype="text/event-stream"):
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+
+    def do_GET(self):
+        self.record(b"")
+        self.send_json(200, {"ok": True})
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(n)
+        self.record(body)
+        anthropic = self.path.startswith("/v1/messages")
+        if anthropic:
+            ok = self.headers.get("x-api-key") == A.anthropic_key and "Authorization" not in self.headers
+        else:
+            ok = self.headers.get("Authorization") == "Bearer " + A.openai_key and "x-api-key" not in self.headers
+        if not ok:
+            if anthropic:
+                return self.send_json(401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
+            return self.send_json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}})
+        try:
+            req = json.loads(body or b"{}")
+        except ValueError:
+            req = {}
+        model = str(req.get("model", ""))
+        if model == "error-500":
+            if anthropic:
+                return self.send_json(500, {"type": "error", "error": {"type": "api_error", "message": "fake failure"}})
+            return self.send_json(500, {"error": {"message": "fake failure", "type": "server_error", "code": None}})
+        if model == "bad-response":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello")
+            self.close_connection = True
+            return
+        if model == "hang":
+            time.sleep(4)
+            self.close_connection = True
+            return
+        if model.startswith("big-"):
+            self.start_stream("application/octet-stream")
+            left = int(model[4:])
+            block = b"0123456789abcdef" * 4096
+            while left > 0:
+                self.chunk(block[:min(left, len(block))])
+                left -= min(left, len(block))
+            self.chunk(b"")
+            return
+        if self.path.endswith("/count_tokens"):
+            return self.send_json(200, {"input_tokens": 12})
+        if anthropic:
+            return self.anthropic(req, model)
+        return self.openai(req, model)
+
+    def wait_go(self, model):
+        if model != "wait-go":
+            return
+        for _ in range(1000):
+            if os.path.exists(A.go):
+                return
+            time.sleep(0.01)
+
+    def events(self, events, model):
+        self.start_stream()
+        for i, ev in enumerate(events):
+            if model == "cut-halfway" and i == len(events) // 2:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            if i == len(events) - 2:
+                self.wait_go(model)
+            self.chunk(ev)
+            time.sleep(0.01)
+        self.chunk(b"")
+
+    def anthropic(self, req, model):
+        usage = {"input_tokens": 25, "output_tokens": 7, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 0}
+        tool = model == "tool-call"
+        block = ({"type": "tool_use", "id": "toolu_fake", "name": "get_weather", "input": {"city": "Paris"}}
+                 if tool else {"type": "text", "text": "Hello!"})
+        stop = "tool_use" if tool else "end_turn"
+        if not req.get("stream"):
+            return self.send_json(200, {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                                        "content": [block], "stop_reason": stop, "usage": usage})
+        def sse(name, obj):
+            obj = dict(obj, type=name)
+            return "event: %s\ndata: %s\n\n" % (name, json.dumps(obj))
+        start = dict(usage, output_tokens=1)
+        evs = [sse("message_start", {"message": {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                                                 "content": [], "stop_reason": None, "usage": start}})]
+        if tool:
+            evs.append(sse("content_block_start", {"index": 0, "content_block": dict(block, input={})}))
+            for part in ['{"city": ', '"Paris"}']:
+                evs.append(sse("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": part}}))
+        else:
+            evs.append(sse("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}))
+            for word in ["Hel", "lo", " the", "re", "!"]:
+                evs.append(sse("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}}))
+        evs += [sse("content_block_stop", {"index": 0}),
+                sse("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": 7}}),
+                sse("message_stop", {})]
+        self.events(evs, model)
+
+    def openai(self, req, model):
+        if self.path.startswith("/v1/responses"):
+            return self.openai_responses(req, model)
+        tool = model == "tool-call"
+        usage = {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23,
+                 "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 1}}
+        call = {"id": "call_fake", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+        if not req.get("stream"):
+            msg = {"role": "assistant", "content": None, "tool_calls": [call]} if tool else {"role": "assistant", "content": "Hello!"}
+            return self.send_json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "model": model,
+                                        "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if tool else "stop"}],
+                                        "usage": usage})
+        def chunk(choices, **extra):
+            return "data: %s\n\n" % json.dumps(dict({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
+                                                      "choices": choices}, **extra))
+        if tool:
+            evs = [chunk([{"index": 0, "delta": {"role": "assistant", "tool_calls": [dict(call, index=0)]}}]),
+                   chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])]
+        else:
+            evs = [chunk([{"index": 0, "delta": {"content": w}}]) for w in ["Hel", "lo", "!"]]
+            evs.append(chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+        if (req.get("stream_options") or {}).get("include_usage"):
+            evs.append(chunk([], usage=usage))
+        evs.append("data: [DONE]\n\n")
+        self.events(evs, model)
+
+    def openai_responses(self, req, model):
+        tool = model == "tool-call"
+        usage = {"input_tokens": 20, "output_tokens": 3, "total_tokens": 23,
+                 "input_tokens_details": {"cached_tokens": 2}, "output_tokens_details": {"reasoning_tokens": 1}}
+        item = ({"type": "function_call", "id": "fc_fake", "call_id": "call_fake", "name": "get_weather", "arguments": '{"city":"Paris"}'}
+                if tool else {"type": "message", "id": "msg_fake", "role": "assistant",
+                              "content": [{"type": "output_text", "text": "Hello!"}]})
+        resp = {"id": "resp_fake", "object": "response", "model": model, "status": "completed", "output": [item], "usage": usage}
+        if not req.get("stream"):
+            return self.send_json(200, resp)
+        def sse(name, obj):
+            return "event: %s\ndata: %s\n\n" % (name, json.dumps(dict(obj, type=name)))
+        evs = [sse("response.created", {"response": dict(resp, status="in_progress", output=[], usage=None)}),
+               sse("response.output_item.added", {"output_index": 0, "item": item})]
+        if not tool:
+            evs += [sse("response.output_text.delta", {"output_index": 0, "content_index": 0, "delta": w}) for w in ["Hel", "lo!"]]
+        evs += [sse("response.output_item.done", {"output_index": 0, "item": item}),
+                sse("response.completed", {"response": resp})]
+        self.events(evs, model)
+
+
+def main():
+    global A
+    p = argparse.ArgumentParser()
+    p.add_argument("--port-file", required=True)
+    p.add_argument("--record", required=True)
+    p.add_argument("--go", default="/nonexistent")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--anthropic-key", default="sk-ant-real")
+    p.add_argument("--openai-key", default="sk-openai-real")
+    A = p.parse_args()
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    if A.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(A.cert, A.key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    tmp = A.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("%d\n" % srv.server_address[1])
+    os.rename(tmp, A.port_file)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "gateway/gateway.h"
+#include "gateway/http.h"
+
+static int parse(const char *s, AjGwRequestHead *h, int *status, const char **why)
+{
+        return aj_gw_parse_request_head(s, strlen(s), 4096, h, status, why);
+}
+
+Test(gateway_http, request_ok)
+{
+        AjGwRequestHead h;
+        int st = 0;
+        const char *why = NULL;
+        const char *s = "POST /anthropic/v1/messages?beta=true HTTP/1.1\r\nHost: 127.0.0.1:9\r\n"
+                        "x-api-key:  placeholder \r\nContent-Length: 12\r\nExpect: 100-continue\r\n\r\nBODY";
+        cr_assert_eq(parse(s, &h, &st, &why), 0, "%s", why);
+        cr_expect_eq(h.head_len, strlen(s) - 4);
+        cr_expect_eq(h.method_len, 4);
+        cr_expect_eq(strncmp(h.target, "/anthropic/v1/messages?beta=true", h.target_len), 0);
+        cr_expect_eq(h.minor, 1);
+        cr_expect_eq(h.n_headers, 4);
+        const AjGwHeader *k = aj_gw_header_find(h.headers, h.n_headers, "X-API-KEY");
+        cr_assert_not_null(k);
+        cr_expect_eq(k->value_len, 11, "trimmed");
+        cr_expect_eq(h.body, AJ_GW_BODY_LENGTH);
+        cr_expect_eq(h.content_length, 12);
+        cr_expect(h.keep_alive);
+        cr_expect(h.expect_continue);
+
+        cr_assert_eq(parse("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n",
+                           &h, &st, &why), 0);
+        cr_expect_eq(h.body, AJ_GW_BODY_CHUNKED);
+        cr_expect(!h.keep_alive);
+        cr_expect_eq(parse("GET / HTTP/1.1\r\nHost: x\r\n", &h, &st, &why), -EAGAIN);
+        cr_expect_eq(parse("GET / HTTP/1.0\r\n\r\n", &h, &st, &why), 0);
+        cr_expect(!h.keep_alive);
+}
+
+Test(gateway_http, request_refused)
+{
+        static const struct {
+                const char *req;
+                int status;
+        } cases[] = {
+                { "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5 5\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
+                { "GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\nHost: x\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: a\x01\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400 },
+                { "GET http://evil/ HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505 },
+                { "\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n", 417 },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                AjGwRequestHead h;
+                int st = 0;
+                const char *why = NULL;
+                cr_expect_eq(parse(cases[i].req, &h, &st, &why), -EINVAL, "case %zu", i);
+                cr_expect_eq(st, cases[i].status, "case %zu: %d (%s)", i, st, why);
+                cr_expect_not_null(why);
+        }
+}
+
+Test(gateway_http, request_head_cap)
+{
+        char big[5000];
+        memset(big, 'a', sizeof(big));
+        memcpy(big, "GET / HTTP/1.1\r\nX: ", 19);
+        AjGwRequestHead h;
+        int st = 0;
+        const char *why = NULL;
+        cr_expect_eq(aj_gw_parse_request_head(big, sizeof(big), 4096, &h, &st, &why), -EINVAL);
+        cr_expect_eq(st, 431);
+        cr_expect_eq(aj_gw_parse_request_head(big, 100, 4096, &h, &st, &why), -EAGAIN);
+}
+
+Test(gateway_http, response_framing)
+{
+        AjGwResponseHead h;
+        const char *s = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+        cr_assert_eq(aj_gw_parse_response_head(s, strlen(s), 4096, false, &h), 0);
+        cr_expect_eq(h.status, 200);
+        cr_expect_eq(h.body, AJ_GW_BODY_CHUNKED);
+        cr_expect(h.keep_alive);
+        s = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+        cr_assert_eq(aj_gw_parse_response_head(s, strlen(s), 4096, false, &h), 0);
+        cr_expect_eq(h.body, AJ_GW_BODY_LENGTH);
+        cr_expect_eq(h.content_length, 10);
+        cr_assert_eq(aj_gw_parse_response_head(s, strlen(s), 4096, true, &h), 0);
+        cr_expect_eq(h.body, AJ_GW_BODY_NONE, "HEAD");
+        s = "HTTP/1.0 200 OK\r\n\r\n";
+        cr_assert_eq(aj_gw_parse_response_head(s, strlen(s), 4096, false, &h), 0);
+        cr_expect_eq(h.body, AJ_GW_BODY_UNTIL_CLOSE);
+        cr_expect(!h.keep_alive);
+        s = "HTTP/1.1 204\r\n\r\n";
+        cr_assert_eq(aj_gw_parse_response_head(s, strlen(s), 4096, false, &h), 0);
+        cr_expect_eq(h.body, AJ_GW_BODY_NONE);
+        s = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        cr_expect_eq(aj_gw_parse_response_head(s, strlen(s), 4096, false, &h), -EBADMSG);
+        s = "SSH-2.0-x\r\n\r\n";
+        cr_expect_eq(aj_gw_parse_response_head(s, strlen(s), 4096, false, &h), -EBADMSG);
+}
+
+static ssize_t decode_all(const char *in, size_t len, size_t step, char *out, size_t *out_len, bool *done)
+{
+        AjGwChunked s = { 0 };
+        size_t used = 0;
+        *out_len = 0;
+        *done = false;
+        while (used < len && !*done) {
+                size_t avail = len - used < step ? len - used : step;
+                size_t off = 0;
+                while (off < avail && !*done) {
+                        const char *d;
+                        size_t dl;
+                        ssize_t k = aj_gw_chunked_next(&s, in + used + off, avail - off, &d, &dl, done);
+                        if (k < 0)
+                                return k;
+                        if (dl)
+                                memcpy(out + *out_len, d, dl);
+                        *out_len += dl;
+                        off += (size_t)k;
+                }
+                used += off;
+        }
+        return (ssize_t)used;
+}
+
+Test(gateway_http, chunked_every_boundary)
+{
+        const char *in = "5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: y\r\n\r\nNEXT";
+        size_t len = strlen(in);
+        for (size_t step = 1; step <= len; step++) {
+                char out[64];
+                size_t out_len;
+                bool done;
+                ssize_t used = decode_all(in, len, step, out, &out_len, &done);
+                cr_assert(done, "step %zu", step);
+                cr_expect_eq(used, (ssize_t)(len - 4), "step %zu: the bytes after the body stay", step);
+                cr_expect_eq(out_len, 31);
+                cr_expect_eq(memcmp(out, "helloabcdefghijklmnopqrstuvwxyz", 31), 0);
+        }
+}
+
+Test(gateway_http, chunked_malformed)
+{
+        static const char *const bad[] = {
+                "x\r\n",             "\r\n",                   "5\nhello\r\n",   "5\r\nhelloX\r\n",
+                "1234567890abcdef\r\n", "-1\r\n",              "5 \r\nhello\r\n", "0\r\nX\x01\r\n\r\n",
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char out[64];
+                size_t out_len;
+                bool done;
+                cr_expect_eq(decode_all(bad[i], strlen(bad[i]), 64, out, &out_len, &done), -EBADMSG, "case %zu", i);
+        }
+}
+
+Test(gateway_http, error_bodies)
+{
+        char *a = aj_gateway_error_body(AJ_GATEWAY_API_ANTHROPIC, "rate_limit_error", NULL, "cap \"x\"");
+        cr_expect_str_eq(a, "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"cap \\\"x\\\"\"}}");
+        char *o = aj_gateway_error_body(AJ_GATEWAY_API_OPENAI, "insufficient_quota", "insufficient_quota", "cap");
+        cr_expect_str_eq(o, "{\"error\":{\"message\":\"cap\",\"type\":\"insufficient_quota\",\"code\":\"insufficient_quota\"}}");
+        free(a);
+        free(o);
+}
+
+Test(gateway_http, connection_tokens)
+{
+        cr_expect(aj_gw_value_has_token("keep-alive, Close", 17, "close"));
+        cr_expect(!aj_gw_value_has_token("closed", 6, "close"));
+}
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int new_gateway(const AjGatewayProvider *p, char **err)
+{
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        cr_assert_geq(fd, 0);
+        AjGateway *gw = NULL;
+        int r = aj_gateway_new(fd, p, 1, NULL, NULL, &gw, err);
+        if (r >= 0) {
+                cr_expect_geq(aj_gateway_fd(gw), 0);
+                cr_expect_eq(aj_gateway_connections(gw), 0);
+                aj_gateway_free(gw);
+        }
+        return r;
+}
+
+Test(gateway_relay, providers_validated)
+{
+        static const struct {
+                const char *name, *url, *key, *why;
+        } bad[] = {
+                { "Anthropic", "https://api.anthropic.com", "k", "a provider name is" },
+                { "a", "ftp://x", "k", "must start with https:// or http://" },
+                { "a", "https://user@x", "k", "may not hold credentials" },
+                { "a", "https://x/?q=1", "k", "may not hold credentials, a query" },
+                { "a", "https://x:0", "k", "invalid port" },
+                { "a", "https://x:99999", "k", "invalid port" },
+                { "a", "https://[::1", "k", "missing ']'" },
+                { "a", "https://", "k", "invalid host" },
+                { "a", "https://x", "", "the credential is empty" },
+                { "a", "https://x", "sk\r\nX-Evil: 1", "control characters" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                AjGatewayProvider p = { .name = bad[i].name, .url = bad[i].url, .credential = bad[i].key };
+                char *err = NULL;
+                cr_expect_eq(new_gateway(&p, &err), -EINVAL, "case %zu", i);
+                cr_expect(err && strstr(err, bad[i].why), "case %zu: %s", i, err ? err : "(null)");
+                free(err);
+        }
+        AjGatewayProvider ca = { .name = "a", .url = "https://x", .credential = "k", .ca_file = "/nonexistent/ca.pem" };
+        char *err = NULL;
+        cr_expect_lt(new_gateway(&ca, &err), 0);
+        cr_expect(err && strstr(err, "Failed to load the CA file '/nonexistent/ca.pem'"), "%s", err ? err : "(null)");
+        free(err);
+
+        static const char *const good[] = { "https://api.anthropic.com", "http://10.0.0.5:4000/v1/",
+                                             "https://[::1]:8443/base", "https://127.0.0.1" };
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+                AjGatewayProvider p = { .name = "ok", .url = good[i], .credential = "sk-1" };
+                err = NULL;
+                cr_expect_eq(new_gateway(&p, &err), 0, "%s: %s", good[i], err ? err : "");
+                free(err);
+        }
+}
