@@ -250,11 +250,33 @@ static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const c
         return 0;
 }
 
-int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
-                     const char *jail_home, bool writable, char **ret_error)
+/* A source is judged by where it leads, a directory by the mounts below it too. */
+static int check_source(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
+                        const AjIdChain *chain, bool is_dir, AjAccess access, char **ret_error)
 {
-        _cleanup_free_ char *src = NULL, *tgt = NULL, *link = NULL;
-        struct stat st;
+        int r = check_sensitive(plan, ctx, field, real, chain, access, ret_error);
+
+        if (r >= 0 && is_dir)
+                r = check_submounts(plan, ctx, field, real, access, ret_error);
+        return r;
+}
+
+/* The step just added mounts the file `st` describes, and no other. */
+static void step_keep_id(AjMountPlan *plan, const struct stat *st)
+{
+        AjMountStep *s = &plan->steps[plan->n - 1];
+
+        s->has_id = true;
+        s->dev = st->st_dev;
+        s->ino = st->st_ino;
+}
+
+/* A bind's source (host) and target (jail) as written: 1, or 0 when an optional source is
+ * missing. */
+static int bind_paths(const char *field, const AjBind *b, const AjMountContext *ctx, const char *jail_home,
+                      char **ret_src, char **ret_tgt, char **ret_error)
+{
+        _cleanup_free_ char *src = NULL, *tgt = NULL;
         int r;
 
         if (!b->source)
@@ -281,6 +303,45 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
                 if (r < 0)
                         return r;
         }
+        *ret_src = TAKE_PTR(src);
+        *ret_tgt = TAKE_PTR(tgt);
+        return 1;
+}
+
+/* Merged-/usr hosts: /bin -> usr/bin. Reproduce the link; binding it would follow it. */
+static int plan_link(AjMountPlan *plan, const char *field, const char *src, char **tgt, bool writable,
+                     char **ret_error)
+{
+        _cleanup_free_ char *link = NULL;
+        ssize_t n;
+        int r;
+
+        link = malloc(PATH_MAX);
+        if (!link)
+                return -ENOMEM;
+        n = readlink(src, link, PATH_MAX - 1);
+        if (n < 0) {
+                r = negative_errno();
+                return mnt_format_error(ret_error, "%s: cannot read link '%s': %s", field, src, strerror(-r)),
+                       r;
+        }
+        link[n] = '\0';
+        return mnt_add_step(plan, STEP_SYMLINK, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(link),
+                            TAKE_PTR(*tgt), NULL, NULL, 0, false);
+}
+
+int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
+                     const char *jail_home, bool writable, char **ret_error)
+{
+        _cleanup_free_ char *src = NULL, *tgt = NULL, *real = NULL;
+        _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
+        AjAccess access = writable ? AJ_ACCESS_OWNER : AJ_ACCESS_READ;
+        struct stat st;
+        int r;
+
+        r = bind_paths(field, b, ctx, jail_home, &src, &tgt, ret_error);
+        if (r <= 0)
+                return r;
 
         if (lstat(src, &st) < 0) {
                 if (errno == ENOENT && b->optional)
@@ -293,27 +354,9 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
                 r = negative_errno();
                 return mnt_format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
         }
-
-        /* Merged-/usr hosts: /bin -> usr/bin. Reproduce the link; binding it would follow it. */
-        if (S_ISLNK(st.st_mode) && streq(src, tgt)) {
-                ssize_t n;
-
-                link = malloc(PATH_MAX);
-                if (!link)
-                        return -ENOMEM;
-                n = readlink(src, link, PATH_MAX - 1);
-                if (n < 0) {
-                        r = negative_errno();
-                        return mnt_format_error(ret_error, "%s: cannot read link '%s': %s", field, src, strerror(-r)),
-                               r;
-                }
-                link[n] = '\0';
-                return mnt_add_step(plan, STEP_SYMLINK, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(link),
-                                TAKE_PTR(tgt), NULL, NULL, 0, false);
-        }
+        if (S_ISLNK(st.st_mode) && streq(src, tgt))
+                return plan_link(plan, field, src, &tgt, writable, ret_error);
         bool link_src = S_ISLNK(st.st_mode);
-        _cleanup_free_ char *real = NULL;
-        _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
 
         /* Every bind is judged by where it leads: a read-only one too (its sockets still
          * accept connections, its files are read). */
@@ -326,11 +369,7 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
                        r;
         if (r < 0)
                 return mnt_format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
-        r = check_sensitive(plan, ctx, field, real, &chain, writable ? AJ_ACCESS_OWNER : AJ_ACCESS_READ,
-                            ret_error);
-        if (r >= 0 && S_ISDIR(st.st_mode))
-                r = check_submounts(plan, ctx, field, real, writable ? AJ_ACCESS_OWNER : AJ_ACCESS_READ,
-                                    ret_error);
+        r = check_source(plan, ctx, field, real, &chain, S_ISDIR(st.st_mode), access, ret_error);
         if (r < 0)
                 return r;
 
@@ -338,13 +377,8 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
                      writable ? MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
                               : MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
                      S_ISDIR(st.st_mode));
-        if (r >= 0) {
-                AjMountStep *s = &plan->steps[plan->n - 1];
-
-                s->has_id = true;
-                s->dev = st.st_dev;
-                s->ino = st.st_ino;
-        }
+        if (r >= 0)
+                step_keep_id(plan, &st);
         return r;
 }
 
@@ -370,9 +404,7 @@ int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountConte
                 return mnt_format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
         /* Every mode: the workspace is idmapped, so even read-only the agent reads as its
          * owner (a root-owned /etc's shadow file), and an overlay's lower layer is read so. */
-        r = check_sensitive(plan, ctx, field, real, &chain, AJ_ACCESS_OWNER, ret_error);
-        if (r >= 0 && S_ISDIR(st.st_mode))
-                r = check_submounts(plan, ctx, field, real, AJ_ACCESS_OWNER, ret_error);
+        r = check_source(plan, ctx, field, real, &chain, S_ISDIR(st.st_mode), AJ_ACCESS_OWNER, ret_error);
         if (r < 0)
                 return r;
         if (!S_ISDIR(st.st_mode))
@@ -406,12 +438,8 @@ int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountConte
         }
         r = mnt_add_step(plan, STEP_BIND, ORIGIN_WORKSPACE, TAKE_PTR(real), TAKE_PTR(tgt), NULL, NULL, attr, true);
         if (r >= 0) {
-                AjMountStep *s = &plan->steps[plan->n - 1];
-
-                s->overlay = TAKE_PTR(overlay);
-                s->has_id = true;
-                s->dev = st.st_dev;
-                s->ino = st.st_ino;
+                step_keep_id(plan, &st);
+                plan->steps[plan->n - 1].overlay = TAKE_PTR(overlay);
         }
         return r;
 }

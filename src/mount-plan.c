@@ -308,13 +308,198 @@ static int cmp_step_depth(const void *a, const void *b)
         return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* The list the sources are judged against, and the lookups they share with it. */
+static int plan_use_places(AjMountPlan *plan, const AjMountContext *ctx)
+{
+        int r;
+
+        /* No list from the caller: the fixed places still hold (fail closed). */
+        if (!ctx->sensitive) {
+                r = aj_sensitive_list_build(&(AjSensitiveSources){ 0 }, &plan->fixed_places);
+                if (r < 0)
+                        return r;
+        }
+        /* The list's lookups (the mount table, the parents it looked at) serve the plan too. */
+        plan->gather = (ctx->sensitive ? ctx->sensitive : &plan->fixed_places)->gather;
+        if (!plan->gather) {
+                mnt_gather_init(&plan->own_gather);
+                plan->gather = &plan->own_gather;
+        }
+        return 0;
+}
+
+/* What every jail starts with: mounts private, the root tmpfs, the generated /etc files. */
+static int plan_root(AjMountPlan *plan, const AjMountContext *ctx, const char *user, const char *home,
+                     const char *hostname)
+{
+        int r;
+
+        r = mnt_add_step(plan, STEP_PRIVATE, ORIGIN_NONE, NULL, NULL, NULL, NULL, 0, true);
+        if (r < 0)
+                return r;
+        r = mnt_add_step(plan, STEP_ROOT_TMPFS, ORIGIN_NONE, NULL, strdup(ctx->root_mountpoint), "tmpfs",
+                     strdup("mode=0755"), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+        if (r < 0)
+                return r;
+        /* Written into the root tmpfs first: a profile bind on /etc or /etc/passwd covers them. */
+        return plan_etc(plan, ctx, user, home, hostname);
+}
+
+/* filesystem.tmpfs, then the home tmpfs. */
+static int plan_tmpfs(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx, const char *home,
+                      char **ret_error)
+{
+        char *opts = NULL;
+        int r;
+
+        /* Tmpfs entries first, so that at equal depth a bind on the same path wins. */
+        for (size_t i = 0; i < p->tmpfs.n; i++) {
+                char *t = NULL;
+
+                r = mnt_resolve_jail_path("filesystem.tmpfs", p->tmpfs.items[i], home, &t, ret_error);
+                if (r < 0)
+                        return r;
+                r = mnt_add_step(plan, STEP_FS, ORIGIN_TMPFS, NULL, t, "tmpfs", strdup("mode=1777"),
+                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+                if (r < 0)
+                        return r;
+        }
+        if (asprintf(&opts, "mode=0700,uid=%u,gid=%u", (unsigned) ctx->uid, (unsigned) ctx->gid) < 0)
+                return -ENOMEM;
+        return mnt_add_step(plan, STEP_FS, ORIGIN_HOME, NULL, strdup(home), "tmpfs", opts,
+                            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+}
+
+/* The binds (profile and command line, read-only first), the workspace, the runtime dir. */
+static int plan_sources(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx, const char *home,
+                        char **ret_error)
+{
+        const struct {
+                const char *field;
+                const AjBindList *list;
+                bool writable;
+        } binds[] = {
+                { "filesystem.ro", &p->ro, false },
+                { "--ro", &ctx->extra_ro, false },
+                { "filesystem.rw", &p->rw, true },
+                { "--rw", &ctx->extra_rw, true },
+        };
+        int r;
+
+        for (size_t k = 0; k < ARRAY_SIZE(binds); k++)
+                for (size_t i = 0; i < binds[k].list->n; i++) {
+                        r = mnt_plan_bind(plan, binds[k].field, &binds[k].list->items[i], ctx, home,
+                                          binds[k].writable, ret_error);
+                        if (r < 0)
+                                return r;
+                }
+        if (p->workspace_mode != AJ_WORKSPACE_NONE) {
+                r = mnt_plan_workspace(plan, p, ctx, home, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        if (!ctx->runtime_dir)
+                return 0;
+        if (ctx->runtime_dir[0] != '/')
+                return mnt_format_error(ret_error, "runtime directory '%s' must be an absolute path",
+                                        ctx->runtime_dir),
+                       -EINVAL;
+        return mnt_add_step(plan, STEP_BIND, ORIGIN_RUNTIME, strdup(ctx->runtime_dir), strdup(RUNTIME_TARGET),
+                            NULL, NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
+}
+
+/* Parents before children (equal depth keeps the order planned); root-started, the rw
+ * binds and the workspace get idmapped trees. */
+static void plan_order(AjMountPlan *plan, size_t placed_start, bool idmap)
+{
+        qsort(plan->steps + placed_start, plan->n - placed_start, sizeof(AjMountStep), cmp_step_depth);
+        if (!idmap)
+                return;
+        for (size_t i = placed_start; i < plan->n; i++) {
+                AjMountStep *s = &plan->steps[i];
+
+                if (s->kind == STEP_BIND && (s->origin == ORIGIN_RW || s->origin == ORIGIN_WORKSPACE))
+                        s->idmap = true;
+        }
+}
+
+static int plan_proc(AjMountPlan *plan)
+{
+        static const char *const ro[] = { "/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus" };
+        int r;
+
+        r = mnt_add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/proc"), "proc", NULL,
+                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ARRAY_SIZE(ro); i++) {
+                r = mnt_add_step(plan, STEP_REBIND_RO, ORIGIN_NONE, NULL, strdup(ro[i]), NULL, NULL,
+                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                     MOUNT_ATTR_NOEXEC,
+                             false);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* filesystem.hide, each judged against the tree placed so far (the first n_placed steps). */
+static int plan_hide(AjMountPlan *plan, const AjProfile *p, const char *home, size_t n_placed,
+                     char **ret_error)
+{
+        int r;
+
+        for (size_t i = 0; i < p->hide.n; i++) {
+                const char *raw = p->hide.items[i];
+                char *t = NULL;
+                bool is_dir = false;
+
+                if (raw && raw[0] == '?')
+                        raw++;
+                r = mnt_resolve_jail_path("filesystem.hide", raw ? raw : "", home, &t, ret_error);
+                if (r < 0)
+                        return r;
+                r = plan_lookup(plan, n_placed, t, &is_dir);
+                if (r <= 0) {
+                        free(t);
+                        if (r < 0)
+                                return r;
+                        continue; /* nothing there to hide */
+                }
+                r = mnt_add_step(plan, STEP_HIDE, ORIGIN_NONE, NULL, t, NULL, NULL,
+                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, is_dir);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Into the new root: pivot, "/" read-only, the working directory. */
+static int plan_enter(AjMountPlan *plan, const char *home)
+{
+        int r;
+
+        if (!plan->workdir) {
+                plan->workdir = strdup(home);
+                if (!plan->workdir)
+                        return -ENOMEM;
+        }
+        r = mnt_add_step(plan, STEP_PIVOT, ORIGIN_NONE, NULL, NULL, NULL, NULL, 0, true);
+        if (r < 0)
+                return r;
+        r = mnt_add_step(plan, STEP_ROOT_RDONLY, ORIGIN_NONE, NULL, strdup("/"), NULL, NULL, MOUNT_ATTR_RDONLY, true);
+        if (r < 0)
+                return r;
+        return mnt_add_step(plan, STEP_CHDIR, ORIGIN_NONE, NULL, strdup(plan->workdir), NULL, NULL, 0, true);
+}
+
 int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret,
                         char **ret_error)
 {
         _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
         _cleanup_free_ char *home = NULL, *err = NULL;
         const char *user, *hostname;
-        size_t placed_start, n;
+        size_t placed_start, n_placed;
         int r;
 
         if (!p || !ctx || !ret)
@@ -342,166 +527,31 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
         r = mnt_resolve_allow_sensitive(plan, p, ctx, &err);
         if (r < 0)
                 goto fail;
-        /* No list from the caller: the fixed places still hold (fail closed). */
-        if (!ctx->sensitive) {
-                r = aj_sensitive_list_build(&(AjSensitiveSources){ 0 }, &plan->fixed_places);
-                if (r < 0)
-                        goto fail;
-        }
-        /* The list's lookups (the mount table, the parents it looked at) serve the plan too. */
-        plan->gather = (ctx->sensitive ? ctx->sensitive : &plan->fixed_places)->gather;
-        if (!plan->gather) {
-                mnt_gather_init(&plan->own_gather);
-                plan->gather = &plan->own_gather;
-        }
-
-        r = mnt_add_step(plan, STEP_PRIVATE, ORIGIN_NONE, NULL, NULL, NULL, NULL, 0, true);
+        r = plan_use_places(plan, ctx);
         if (r < 0)
                 goto fail;
-        r = mnt_add_step(plan, STEP_ROOT_TMPFS, ORIGIN_NONE, NULL, strdup(ctx->root_mountpoint), "tmpfs",
-                     strdup("mode=0755"), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+        r = plan_root(plan, ctx, user, home, hostname);
         if (r < 0)
                 goto fail;
-        /* Written into the root tmpfs first: a profile bind on /etc or /etc/passwd covers them. */
-        r = plan_etc(plan, ctx, user, home, hostname);
-        if (r < 0)
-                goto fail;
-
         placed_start = plan->n;
-
-        /* Tmpfs entries first, so that at equal depth a bind on the same path wins. */
-        for (size_t i = 0; i < p->tmpfs.n; i++) {
-                char *t = NULL;
-
-                r = mnt_resolve_jail_path("filesystem.tmpfs", p->tmpfs.items[i], home, &t, &err);
-                if (r < 0)
-                        goto fail;
-                r = mnt_add_step(plan, STEP_FS, ORIGIN_TMPFS, NULL, t, "tmpfs", strdup("mode=1777"),
-                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
-                if (r < 0)
-                        goto fail;
-        }
-        {
-                char *opts = NULL;
-
-                if (asprintf(&opts, "mode=0700,uid=%u,gid=%u", (unsigned) ctx->uid, (unsigned) ctx->gid) < 0) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
-                r = mnt_add_step(plan, STEP_FS, ORIGIN_HOME, NULL, strdup(home), "tmpfs", opts,
-                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
-                if (r < 0)
-                        goto fail;
-        }
-
-        for (size_t i = 0; i < p->ro.n; i++) {
-                r = mnt_plan_bind(plan, "filesystem.ro", &p->ro.items[i], ctx, home, false, &err);
-                if (r < 0)
-                        goto fail;
-        }
-        for (size_t i = 0; i < ctx->extra_ro.n; i++) {
-                r = mnt_plan_bind(plan, "--ro", &ctx->extra_ro.items[i], ctx, home, false, &err);
-                if (r < 0)
-                        goto fail;
-        }
-        for (size_t i = 0; i < p->rw.n; i++) {
-                r = mnt_plan_bind(plan, "filesystem.rw", &p->rw.items[i], ctx, home, true, &err);
-                if (r < 0)
-                        goto fail;
-        }
-        for (size_t i = 0; i < ctx->extra_rw.n; i++) {
-                r = mnt_plan_bind(plan, "--rw", &ctx->extra_rw.items[i], ctx, home, true, &err);
-                if (r < 0)
-                        goto fail;
-        }
-        if (p->workspace_mode != AJ_WORKSPACE_NONE) {
-                r = mnt_plan_workspace(plan, p, ctx, home, &err);
-                if (r < 0)
-                        goto fail;
-        }
-        if (ctx->runtime_dir) {
-                if (ctx->runtime_dir[0] != '/') {
-                        mnt_format_error(&err, "runtime directory '%s' must be an absolute path", ctx->runtime_dir);
-                        r = -EINVAL;
-                        goto fail;
-                }
-                r = mnt_add_step(plan, STEP_BIND, ORIGIN_RUNTIME, strdup(ctx->runtime_dir), strdup(RUNTIME_TARGET),
-                             NULL, NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
-                if (r < 0)
-                        goto fail;
-        }
-
-        /* Parents before children; equal depth keeps the order above. */
-        n = plan->n - placed_start;
-        qsort(plan->steps + placed_start, n, sizeof(AjMountStep), cmp_step_depth);
-
-        if (ctx->idmap)
-                for (size_t i = placed_start; i < plan->n; i++) {
-                        AjMountStep *s = &plan->steps[i];
-
-                        if (s->kind == STEP_BIND && (s->origin == ORIGIN_RW || s->origin == ORIGIN_WORKSPACE))
-                                s->idmap = true;
-                }
-
-        size_t n_placed = plan->n;
-
-        r = mnt_add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/proc"), "proc", NULL,
-                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
+        r = plan_tmpfs(plan, p, ctx, home, &err);
         if (r < 0)
                 goto fail;
-        {
-                static const char *const ro[] = { "/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus" };
-
-                for (size_t i = 0; i < ARRAY_SIZE(ro); i++) {
-                        r = mnt_add_step(plan, STEP_REBIND_RO, ORIGIN_NONE, NULL, strdup(ro[i]), NULL, NULL,
-                                     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-                                             MOUNT_ATTR_NOEXEC,
-                                     false);
-                        if (r < 0)
-                                goto fail;
-                }
-        }
+        r = plan_sources(plan, p, ctx, home, &err);
+        if (r < 0)
+                goto fail;
+        plan_order(plan, placed_start, ctx->idmap);
+        n_placed = plan->n;
+        r = plan_proc(plan);
+        if (r < 0)
+                goto fail;
         r = plan_dev(plan, ctx);
         if (r < 0)
                 goto fail;
-
-        for (size_t i = 0; i < p->hide.n; i++) {
-                const char *raw = p->hide.items[i];
-                char *t = NULL;
-                bool is_dir = false;
-
-                if (raw && raw[0] == '?')
-                        raw++;
-                r = mnt_resolve_jail_path("filesystem.hide", raw ? raw : "", home, &t, &err);
-                if (r < 0)
-                        goto fail;
-                r = plan_lookup(plan, n_placed, t, &is_dir);
-                if (r <= 0) {
-                        free(t);
-                        if (r < 0)
-                                goto fail;
-                        continue; /* nothing there to hide */
-                }
-                r = mnt_add_step(plan, STEP_HIDE, ORIGIN_NONE, NULL, t, NULL, NULL,
-                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, is_dir);
-                if (r < 0)
-                        goto fail;
-        }
-
-        if (!plan->workdir) {
-                plan->workdir = strdup(home);
-                if (!plan->workdir) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
-        }
-        r = mnt_add_step(plan, STEP_PIVOT, ORIGIN_NONE, NULL, NULL, NULL, NULL, 0, true);
+        r = plan_hide(plan, p, home, n_placed, &err);
         if (r < 0)
                 goto fail;
-        r = mnt_add_step(plan, STEP_ROOT_RDONLY, ORIGIN_NONE, NULL, strdup("/"), NULL, NULL, MOUNT_ATTR_RDONLY, true);
-        if (r < 0)
-                goto fail;
-        r = mnt_add_step(plan, STEP_CHDIR, ORIGIN_NONE, NULL, strdup(plan->workdir), NULL, NULL, 0, true);
+        r = plan_enter(plan, home);
         if (r < 0)
                 goto fail;
 

@@ -390,10 +390,135 @@ static int write_file_in_root(int rootfd, const char *target, const char *conten
         return 0;
 }
 
-static int apply_step(const AjMountPlan *plan, const AjMountStep *s, int *rootfd)
+static int apply_root_tmpfs(const AjMountStep *s, int *rootfd)
+{
+        _cleanup_close_ int mfd = -1;
+        int fd;
+
+        mfd = new_fs("tmpfs", s->options, s->attr);
+        if (mfd < 0)
+                return mfd;
+        if (sys_move_mount(mfd, "", AT_FDCWD, s->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                return negative_errno();
+        fd = open(s->target, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        if (*rootfd >= 0)
+                close(*rootfd);
+        *rootfd = fd;
+        return 0;
+}
+
+static int apply_symlink(const AjMountStep *s, int rootfd)
+{
+        _cleanup_close_ int pfd = -1;
+        const char *name = NULL;
+        char cur[PATH_MAX];
+        ssize_t n;
+
+        pfd = open_parent_in_root(rootfd, s->target, &name);
+        if (pfd < 0)
+                return pfd;
+        if (symlinkat(s->source, pfd, name) == 0)
+                return 0;
+        if (errno != EEXIST)
+                return negative_errno();
+        /* Two profile entries naming the same link are fine; anything else is a conflict. */
+        n = readlinkat(pfd, name, cur, sizeof(cur) - 1);
+        if (n < 0)
+                return -EEXIST;
+        cur[n] = '\0';
+        return streq(cur, s->source) ? 0 : -EEXIST;
+}
+
+static int apply_bind(const AjMountStep *s, int rootfd)
 {
         _cleanup_close_ int tfd = -1, mfd = -1;
 
+        if (s->tree_fd < 0) {
+                int r;
+
+                mfd = clone_tree(AT_FDCWD, s->source, s->attr);
+                if (mfd < 0)
+                        return mfd;
+                r = check_identity(s, mfd);
+                if (r < 0)
+                        return r;
+        }
+        tfd = open_mountpoint(rootfd, s->target, s->is_dir);
+        if (tfd < 0)
+                return tfd;
+        /* A tree prepared by the supervisor (idmapped) only needs moving into place. */
+        return move_tree(s->tree_fd >= 0 ? s->tree_fd : mfd, tfd);
+}
+
+static int apply_fs(const AjMountStep *s, int rootfd)
+{
+        _cleanup_close_ int tfd = -1, mfd = -1;
+
+        mfd = new_fs(s->fstype, s->options, s->attr);
+        if (mfd < 0)
+                return mfd;
+        tfd = open_mountpoint(rootfd, s->target, true);
+        if (tfd < 0)
+                return tfd;
+        return move_tree(mfd, tfd);
+}
+
+static int apply_rebind_ro(const AjMountStep *s, int rootfd)
+{
+        _cleanup_close_ int tfd = -1, mfd = -1;
+
+        tfd = open_in_root(rootfd, s->target, O_PATH);
+        if (tfd == -ENOENT)
+                return 0;
+        if (tfd < 0)
+                return tfd;
+        mfd = clone_tree(tfd, "", s->attr);
+        if (mfd < 0)
+                return mfd;
+        return move_tree(mfd, tfd);
+}
+
+static int apply_hide(const AjMountStep *s, int rootfd)
+{
+        _cleanup_close_ int tfd = -1, mfd = -1;
+        struct stat st;
+
+        tfd = open_in_root(rootfd, s->target, O_PATH);
+        if (tfd == -ENOENT)
+                return 0;
+        if (tfd < 0)
+                return tfd;
+        if (fstat(tfd, &st) < 0)
+                return negative_errno();
+        if (S_ISDIR(st.st_mode))
+                mfd = new_fs("tmpfs", "mode=0555,size=4k", s->attr);
+        else
+                /* /dev/null must stay usable as a device: no NODEV here. */
+                mfd = clone_tree(AT_FDCWD, "/dev/null",
+                                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+        if (mfd < 0)
+                return mfd;
+        return move_tree(mfd, tfd);
+}
+
+static int apply_pivot(int rootfd)
+{
+        if (fchdir(rootfd) < 0)
+                return negative_errno();
+        /* Stacks the old root under the new one at "."; detaching "." then drops it. */
+        if (sys_pivot_root(".", ".") < 0)
+                return negative_errno();
+        if (umount2(".", MNT_DETACH) < 0)
+                return negative_errno();
+        if (chdir("/") < 0)
+                return negative_errno();
+        return 0;
+}
+
+static int apply_step(const AjMountStep *s, int *rootfd)
+{
         if (*rootfd < 0 && s->kind != STEP_PRIVATE && s->kind != STEP_ROOT_TMPFS)
                 return -EBADF;
 
@@ -402,118 +527,22 @@ static int apply_step(const AjMountPlan *plan, const AjMountStep *s, int *rootfd
                 if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                         return negative_errno();
                 return 0;
-
-        case STEP_ROOT_TMPFS: {
-                int fd;
-
-                mfd = new_fs("tmpfs", s->options, s->attr);
-                if (mfd < 0)
-                        return mfd;
-                if (sys_move_mount(mfd, "", AT_FDCWD, s->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-                        return negative_errno();
-                fd = open(s->target, O_PATH | O_DIRECTORY | O_CLOEXEC);
-                if (fd < 0)
-                        return negative_errno();
-                if (*rootfd >= 0)
-                        close(*rootfd);
-                *rootfd = fd;
-                return 0;
-        }
-
+        case STEP_ROOT_TMPFS:
+                return apply_root_tmpfs(s, rootfd);
         case STEP_WRITE_FILE:
                 return write_file_in_root(*rootfd, s->target, s->source);
-
-        case STEP_SYMLINK: {
-                _cleanup_close_ int pfd = -1;
-                const char *name = NULL;
-                char cur[PATH_MAX];
-                ssize_t n;
-
-                pfd = open_parent_in_root(*rootfd, s->target, &name);
-                if (pfd < 0)
-                        return pfd;
-                if (symlinkat(s->source, pfd, name) == 0)
-                        return 0;
-                if (errno != EEXIST)
-                        return negative_errno();
-                /* Two profile entries naming the same link are fine; anything else is a conflict. */
-                n = readlinkat(pfd, name, cur, sizeof(cur) - 1);
-                if (n < 0)
-                        return -EEXIST;
-                cur[n] = '\0';
-                return streq(cur, s->source) ? 0 : -EEXIST;
-        }
-
+        case STEP_SYMLINK:
+                return apply_symlink(s, *rootfd);
         case STEP_BIND:
-                if (s->tree_fd < 0) {
-                        int r;
-
-                        mfd = clone_tree(AT_FDCWD, s->source, s->attr);
-                        if (mfd < 0)
-                                return mfd;
-                        r = check_identity(s, mfd);
-                        if (r < 0)
-                                return r;
-                }
-                tfd = open_mountpoint(*rootfd, s->target, s->is_dir);
-                if (tfd < 0)
-                        return tfd;
-                /* A tree prepared by the supervisor (idmapped) only needs moving into place. */
-                return move_tree(s->tree_fd >= 0 ? s->tree_fd : mfd, tfd);
-
+                return apply_bind(s, *rootfd);
         case STEP_FS:
-                mfd = new_fs(s->fstype, s->options, s->attr);
-                if (mfd < 0)
-                        return mfd;
-                tfd = open_mountpoint(*rootfd, s->target, true);
-                if (tfd < 0)
-                        return tfd;
-                return move_tree(mfd, tfd);
-
+                return apply_fs(s, *rootfd);
         case STEP_REBIND_RO:
-                tfd = open_in_root(*rootfd, s->target, O_PATH);
-                if (tfd == -ENOENT)
-                        return 0;
-                if (tfd < 0)
-                        return tfd;
-                mfd = clone_tree(tfd, "", s->attr);
-                if (mfd < 0)
-                        return mfd;
-                return move_tree(mfd, tfd);
-
-        case STEP_HIDE: {
-                struct stat st;
-
-                tfd = open_in_root(*rootfd, s->target, O_PATH);
-                if (tfd == -ENOENT)
-                        return 0;
-                if (tfd < 0)
-                        return tfd;
-                if (fstat(tfd, &st) < 0)
-                        return negative_errno();
-                if (S_ISDIR(st.st_mode))
-                        mfd = new_fs("tmpfs", "mode=0555,size=4k", s->attr);
-                else
-                        /* /dev/null must stay usable as a device: no NODEV here. */
-                        mfd = clone_tree(AT_FDCWD, "/dev/null",
-                                         MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
-                if (mfd < 0)
-                        return mfd;
-                return move_tree(mfd, tfd);
-        }
-
+                return apply_rebind_ro(s, *rootfd);
+        case STEP_HIDE:
+                return apply_hide(s, *rootfd);
         case STEP_PIVOT:
-                if (fchdir(*rootfd) < 0)
-                        return negative_errno();
-                /* Stacks the old root under the new one at "."; detaching "." then drops it. */
-                if (sys_pivot_root(".", ".") < 0)
-                        return negative_errno();
-                if (umount2(".", MNT_DETACH) < 0)
-                        return negative_errno();
-                if (chdir("/") < 0)
-                        return negative_errno();
-                return 0;
-
+                return apply_pivot(*rootfd);
         case STEP_ROOT_RDONLY: {
                 struct mount_attr a = { .attr_set = s->attr };
 
@@ -521,7 +550,6 @@ static int apply_step(const AjMountPlan *plan, const AjMountStep *s, int *rootfd
                         return negative_errno();
                 return 0;
         }
-
         case STEP_CHDIR:
                 if (chdir(s->target) < 0)
                         return negative_errno();
@@ -537,7 +565,7 @@ int aj_mount_apply(const AjMountPlan *plan, size_t *ret_step)
         if (!plan)
                 return -EINVAL;
         for (size_t i = 0; i < plan->n; i++) {
-                int r = apply_step(plan, &plan->steps[i], &rootfd);
+                int r = apply_step(&plan->steps[i], &rootfd);
 
                 if (r < 0) {
                         if (ret_step)
