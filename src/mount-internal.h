@@ -249,16 +249,15 @@ int mnt_resolve_place(const char *path, Gather *g, char **ret_real, AjIdChain *r
 
 /* ---- planning (src/mount-plan.c, src/mount-plan-binds.c) ---------------- */
 
-int mnt_format_error(char **ret_error, const char *fmt, ...) _printf_(2, 3);
 void mnt_step_clear(AjMountStep *s);
 int mnt_add_step(AjMountPlan *plan, StepKind kind, StepOrigin origin, char *source, char *target,
              const char *fstype, char *options, uint64_t attr, bool is_dir);
-int mnt_check_target(const char *field, const char *target, char **ret_error);
+int mnt_check_target(const char *field, const char *target, AjError *ret_error);
 int mnt_resolve_jail_path(const char *field, const char *raw, const char *jail_home, char **ret,
-                      char **ret_error);
+                      AjError *ret_error);
 int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
-              const char *jail_home, bool writable, char **ret_error);
+              const char *jail_home, bool writable, AjError *ret_error);
 int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
-                   const char *jail_home, char **ret_error);
+                   const char *jail_home, AjError *ret_error);
 int mnt_resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
-                            char **ret_error);
+                            AjError *ret_error);

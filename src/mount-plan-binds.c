@@ -20,11 +20,11 @@
 
 /* "~/x" (rest = "x", or "" for "~") -> the invoking user's home joined with it. */
 static int host_home_join(const char *field, const char *raw, const char *rest, const AjMountContext *ctx,
-                          char **ret, char **ret_error)
+                          char **ret, AjError *ret_error)
 {
         if (!ctx->host_home || ctx->host_home[0] != '/')
-                return mnt_format_error(ret_error, "%s: '%s' uses '~' but the home directory is unknown", field, raw),
-                       -EINVAL;
+                return aj_error_set(ret_error, -EINVAL,
+                                    "%s: '%s' uses '~' but the home directory is unknown", field, raw);
         *ret = aj_path_join(ctx->host_home, rest);
         return *ret ? 0 : -ENOMEM;
 }
@@ -37,17 +37,16 @@ static int host_home_join(const char *field, const char *raw, const char *rest, 
  */
 static int resolve_host_path(const char *field, const char *raw, const AjMountContext *ctx,
                              const char *jail_home, char **ret_source, char **ret_default_target,
-                             char **ret_error)
+                             AjError *ret_error)
 {
         _cleanup_free_ char *joined = NULL, *src = NULL, *tgt = NULL;
         const char *rest = tilde_rest(raw);
         int r;
 
         if (raw[0] == '\0')
-                return mnt_format_error(ret_error, "%s: empty path", field), -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "%s: empty path", field);
         if (raw[0] == '~' && !rest)
-                return mnt_format_error(ret_error, "%s: '%s': only '~' and '~/...' are supported", field, raw),
-                       -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "%s: '%s': only '~' and '~/...' are supported", field, raw);
         if (rest) {
                 r = host_home_join(field, raw, rest, ctx, &joined, ret_error);
                 if (r < 0)
@@ -57,9 +56,9 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
                         return -ENOMEM;
         } else if (raw[0] != '/') {
                 if (!ctx->cwd || ctx->cwd[0] != '/')
-                        return mnt_format_error(ret_error, "%s: '%s' is relative but the working directory is unknown",
-                                            field, raw),
-                               -EINVAL;
+                        return aj_error_set(ret_error, -EINVAL,
+                                            "%s: '%s' is relative but the working directory is unknown",
+                                            field, raw);
                 joined = aj_path_join(ctx->cwd, raw);
                 if (!joined)
                         return -ENOMEM;
@@ -85,7 +84,7 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
                 if (!tgt)
                         return -ENOMEM;
         } else if (path_has_dotdot(tgt)) {
-                return mnt_format_error(ret_error, "%s: '%s' must not contain '..'", field, raw), -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "%s: '%s' must not contain '..'", field, raw);
         } else {
                 char *n = NULL;
 
@@ -161,7 +160,7 @@ static const char *rule_reason(AjPlaceRule rule, AjAccess access)
 }
 
 static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                           const AjIdChain *id, AjAccess access, char **ret_error)
+                           const AjIdChain *id, AjAccess access, AjError *ret_error)
 {
         const AjSensitiveList *l = ctx->sensitive ? ctx->sensitive : &plan->fixed_places;
         size_t i = 0;
@@ -182,14 +181,13 @@ static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const c
                 return 0;
         if (v == AJ_SENSITIVE_REFUSED) {
                 if (aj_place_rule_opt_out(pl->rule))
-                        return mnt_format_error(ret_error, "%s: refusing '%s': %s '%s'%s, %s (rule: %s \"%s\" to "
+                        return aj_error_set(ret_error, -EPERM, "%s: refusing '%s': %s '%s'%s, %s (rule: %s \"%s\" to "
                                             "filesystem.allow_sensitive)",
                                             field, real, how, pl->path, alias, pl->what,
-                                            rule_reason(pl->rule, access), pl->path),
-                               -EPERM;
-                return mnt_format_error(ret_error, "%s: refusing '%s': %s '%s'%s, %s (rule: %s)", field, real, how,
-                                    pl->path, alias, pl->what, rule_reason(pl->rule, access)),
-                       -EPERM;
+                                            rule_reason(pl->rule, access), pl->path);
+                return aj_error_set(ret_error, -EPERM,
+                                    "%s: refusing '%s': %s '%s'%s, %s (rule: %s)", field, real, how,
+                                    pl->path, alias, pl->what, rule_reason(pl->rule, access));
         }
         if (asprintf(&line, "%s '%s' %s %s%s (%s), allowed by filesystem.allow_sensitive", field, real,
                      (rel & AJ_REL_IS) ? "is" : "contains", pl->path, alias, pl->what) < 0)
@@ -209,7 +207,7 @@ static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const c
  * jail as surely as the source itself, so each is judged as a source, by its own path and
  * identity. A mount of /tmp inside a workspace carried the host's /tmp into the jail. */
 static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                           AjAccess access, char **ret_error)
+                           AjAccess access, AjError *ret_error)
 {
         _cleanup_free_ char *own = NULL;
         const char *table = plan->gather->mountinfo;
@@ -218,9 +216,8 @@ static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const c
         if (!table) {
                 r = mnt_mountinfo_load(&own);
                 if (r < 0)
-                        return mnt_format_error(ret_error, "%s: cannot read the mount table to check what '%s' "
-                                            "holds: %s", field, real, strerror(-r)),
-                               r;
+                        return aj_error_set(ret_error, r, "%s: cannot read the mount table to check what '%s' "
+                                            "holds: %s", field, real, strerror(-r));
                 table = own;
         }
         for (const char *line = table; *line;) {
@@ -252,7 +249,7 @@ static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const c
 
 /* A source is judged by where it leads, a directory by the mounts below it too. */
 static int check_source(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                        const AjIdChain *chain, bool is_dir, AjAccess access, char **ret_error)
+                        const AjIdChain *chain, bool is_dir, AjAccess access, AjError *ret_error)
 {
         int r = check_sensitive(plan, ctx, field, real, chain, access, ret_error);
 
@@ -274,21 +271,20 @@ static void step_keep_id(AjMountPlan *plan, const struct stat *st)
 /* A bind's source (host) and target (jail) as written: 1, or 0 when an optional source is
  * missing. */
 static int bind_paths(const char *field, const AjBind *b, const AjMountContext *ctx, const char *jail_home,
-                      char **ret_src, char **ret_tgt, char **ret_error)
+                      char **ret_src, char **ret_tgt, AjError *ret_error)
 {
         _cleanup_free_ char *src = NULL, *tgt = NULL;
         int r;
 
         if (!b->source)
-                return mnt_format_error(ret_error, "%s: entry without a path", field), -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "%s: entry without a path", field);
 
         r = resolve_host_path(field, b->source, ctx, jail_home, &src, &tgt, ret_error);
         if (r == -ENOENT && b->optional)
                 return 0;
         if (r == -ENOENT)
-                return mnt_format_error(ret_error, "%s: '%s' does not exist (prefix it with '?' to make it optional)",
-                                    field, b->source),
-                       r;
+                return aj_error_set(ret_error, r, "%s: '%s' does not exist (prefix it with '?' to make it optional)",
+                                    field, b->source);
         if (r < 0)
                 return r;
 
@@ -310,7 +306,7 @@ static int bind_paths(const char *field, const AjBind *b, const AjMountContext *
 
 /* Merged-/usr hosts: /bin -> usr/bin. Reproduce the link; binding it would follow it. */
 static int plan_link(AjMountPlan *plan, const char *field, const char *src, char **tgt, bool writable,
-                     char **ret_error)
+                     AjError *ret_error)
 {
         _cleanup_free_ char *link = NULL;
         ssize_t n;
@@ -322,8 +318,7 @@ static int plan_link(AjMountPlan *plan, const char *field, const char *src, char
         n = readlink(src, link, PATH_MAX - 1);
         if (n < 0) {
                 r = negative_errno();
-                return mnt_format_error(ret_error, "%s: cannot read link '%s': %s", field, src, strerror(-r)),
-                       r;
+                return aj_error_set(ret_error, r, "%s: cannot read link '%s': %s", field, src, strerror(-r));
         }
         link[n] = '\0';
         return mnt_add_step(plan, STEP_SYMLINK, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(link),
@@ -331,7 +326,7 @@ static int plan_link(AjMountPlan *plan, const char *field, const char *src, char
 }
 
 int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
-                     const char *jail_home, bool writable, char **ret_error)
+                     const char *jail_home, bool writable, AjError *ret_error)
 {
         _cleanup_free_ char *src = NULL, *tgt = NULL, *real = NULL;
         _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
@@ -347,12 +342,11 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
                 if (errno == ENOENT && b->optional)
                         return 0;
                 if (errno == ENOENT)
-                        return mnt_format_error(ret_error,
+                        return aj_error_set(ret_error, -ENOENT,
                                             "%s: '%s' does not exist (prefix it with '?' to make it optional)",
-                                            field, b->source),
-                               -ENOENT;
+                                            field, b->source);
                 r = negative_errno();
-                return mnt_format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
+                return aj_error_set(ret_error, r, "%s: cannot access '%s': %s", field, src, strerror(-r));
         }
         if (S_ISLNK(st.st_mode) && streq(src, tgt))
                 return plan_link(plan, field, src, &tgt, writable, ret_error);
@@ -364,11 +358,10 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
         if (r == -ENOENT && b->optional)
                 return 0;
         if (r < 0 && link_src)
-                return mnt_format_error(ret_error, "%s: '%s' is a symlink to nothing usable: %s", field, src,
-                                    strerror(-r)),
-                       r;
+                return aj_error_set(ret_error, r, "%s: '%s' is a symlink to nothing usable: %s", field, src,
+                                    strerror(-r));
         if (r < 0)
-                return mnt_format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
+                return aj_error_set(ret_error, r, "%s: cannot access '%s': %s", field, src, strerror(-r));
         r = check_source(plan, ctx, field, real, &chain, S_ISDIR(st.st_mode), access, ret_error);
         if (r < 0)
                 return r;
@@ -383,7 +376,7 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
 }
 
 int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
-                          const char *jail_home, char **ret_error)
+                          const char *jail_home, AjError *ret_error)
 {
         static const char field[] = "filesystem.workspace";
         _cleanup_free_ char *src = NULL, *tgt = NULL, *real = NULL;
@@ -394,21 +387,21 @@ int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountConte
 
         r = resolve_host_path(field, raw, ctx, jail_home, &src, &tgt, ret_error);
         if (r == -ENOENT)
-                return mnt_format_error(ret_error, "%s: '%s' does not exist", field, raw), r;
+                return aj_error_set(ret_error, r, "%s: '%s' does not exist", field, raw);
         if (r < 0)
                 return r;
         r = open_source(plan, src, &real, &st, &chain);
         if (r == -ENOENT)
-                return mnt_format_error(ret_error, "%s: '%s' does not exist", field, src), r;
+                return aj_error_set(ret_error, r, "%s: '%s' does not exist", field, src);
         if (r < 0)
-                return mnt_format_error(ret_error, "%s: cannot access '%s': %s", field, src, strerror(-r)), r;
+                return aj_error_set(ret_error, r, "%s: cannot access '%s': %s", field, src, strerror(-r));
         /* Every mode: the workspace is idmapped, so even read-only the agent reads as its
          * owner (a root-owned /etc's shadow file), and an overlay's lower layer is read so. */
         r = check_source(plan, ctx, field, real, &chain, S_ISDIR(st.st_mode), AJ_ACCESS_OWNER, ret_error);
         if (r < 0)
                 return r;
         if (!S_ISDIR(st.st_mode))
-                return mnt_format_error(ret_error, "%s: '%s' is not a directory", field, real), -ENOTDIR;
+                return aj_error_set(ret_error, -ENOTDIR, "%s: '%s' is not a directory", field, real);
 
         /* The workspace keeps its host path so paths in logs and tool output match. */
         free(tgt);
@@ -428,11 +421,10 @@ int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountConte
                 /* The overlay is built by the supervisor in the host's user namespace (trusted
                  * xattrs, real whiteouts), which a rootless supervisor cannot do. */
                 if (!ctx->idmap)
-                        return mnt_format_error(ret_error,
+                        return aj_error_set(ret_error, -EPERM,
                                             "%s.mode \"overlay\" needs agentjail started as root (a rootless "
                                             "overlay workspace is not supported yet); use \"rw\" or \"ro\"",
-                                            field),
-                               -EPERM;
+                                            field);
                 if (!ctx->overlay_dir || !(overlay = strdup(ctx->overlay_dir)))
                         return -EINVAL;
         }
@@ -446,7 +438,7 @@ int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountConte
 
 /* filesystem.allow_sensitive: "~" is the invoker's home; each entry resolved like the places. */
 int mnt_resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
-                                   char **ret_error)
+                                   AjError *ret_error)
 {
         static const char field[] = "filesystem.allow_sensitive";
 
@@ -469,9 +461,8 @@ int mnt_resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const AjM
                 }
                 r = mnt_resolve_prefix(raw, &plan->allow_sensitive[i]);
                 if (r == -EINVAL)
-                        return mnt_format_error(ret_error, "%s: '%s' must be an absolute path or '~' without '..'",
-                                            field, p->allow_sensitive.items[i]),
-                               r;
+                        return aj_error_set(ret_error, r, "%s: '%s' must be an absolute path or '~' without '..'",
+                                            field, p->allow_sensitive.items[i]);
                 if (r < 0)
                         return r;
         }

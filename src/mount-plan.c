@@ -13,28 +13,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <stdarg.h>
 
 #include "mount-internal.h"
-#include "util/format.h"
 #include "util/path.h"
 
-/* ---- errors and steps ------------------------------------------------- */
-
-int mnt_format_error(char **ret_error, const char *fmt, ...)
-{
-        va_list ap;
-        char *s = NULL;
-
-        if (!ret_error)
-                return 0;
-        va_start(ap, fmt);
-        (void)aj_vasprintf(&s, fmt, ap);
-        va_end(ap);
-        free(*ret_error);
-        *ret_error = s;
-        return 0;
-}
+/* ---- steps ------------------------------------------------------------ */
 
 /* ---- plan construction ------------------------------------------------- */
 
@@ -95,25 +78,24 @@ int mnt_add_step(AjMountPlan *plan, StepKind kind, StepOrigin origin, char *sour
         return plan_add(plan, &s);
 }
 
-int mnt_check_target(const char *field, const char *target, char **ret_error)
+int mnt_check_target(const char *field, const char *target, AjError *ret_error)
 {
         static const char *const reserved[] = { "/proc", "/dev", "/sys" };
 
         if (streq(target, "/"))
-                return mnt_format_error(ret_error, "%s: cannot mount over '/' (the jail's root is built by agentjail)",
-                                    field),
-                       -EINVAL;
+                return aj_error_set(ret_error, -EINVAL,
+                                    "%s: cannot mount over '/' (the jail's root is built by agentjail)",
+                                    field);
         for (size_t i = 0; i < ARRAY_SIZE(reserved); i++)
                 if (path_under(target, reserved[i]))
-                        return mnt_format_error(ret_error, "%s: '%s' is under %s, which the jail sets up itself",
-                                            field, target, reserved[i]),
-                               -EINVAL;
+                        return aj_error_set(ret_error, -EINVAL, "%s: '%s' is under %s, which the jail sets up itself",
+                                            field, target, reserved[i]);
         return 0;
 }
 
 /* A jail path as written in a profile ("~/x" = the jail's home) -> normalized absolute path. */
 int mnt_resolve_jail_path(const char *field, const char *raw, const char *jail_home, char **ret,
-                             char **ret_error)
+                             AjError *ret_error)
 {
         _cleanup_free_ char *joined = NULL;
         const char *rest = tilde_rest(raw);
@@ -127,9 +109,9 @@ int mnt_resolve_jail_path(const char *field, const char *raw, const char *jail_h
                 p = joined;
         }
         if (p[0] != '/')
-                return mnt_format_error(ret_error, "%s: target '%s' must be an absolute path", field, raw), -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "%s: target '%s' must be an absolute path", field, raw);
         if (path_has_dotdot(p))
-                return mnt_format_error(ret_error, "%s: target '%s' must not contain '..'", field, raw), -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "%s: target '%s' must not contain '..'", field, raw);
         r = path_normalize(p, ret);
         if (r < 0)
                 return r;
@@ -347,7 +329,7 @@ static int plan_root(AjMountPlan *plan, const AjMountContext *ctx, const char *u
 
 /* filesystem.tmpfs, then the home tmpfs. */
 static int plan_tmpfs(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx, const char *home,
-                      char **ret_error)
+                      AjError *ret_error)
 {
         char *opts = NULL;
         int r;
@@ -372,7 +354,7 @@ static int plan_tmpfs(AjMountPlan *plan, const AjProfile *p, const AjMountContex
 
 /* The binds (profile and command line, read-only first), the workspace, the runtime dir. */
 static int plan_sources(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx, const char *home,
-                        char **ret_error)
+                        AjError *ret_error)
 {
         const struct {
                 const char *field;
@@ -401,9 +383,8 @@ static int plan_sources(AjMountPlan *plan, const AjProfile *p, const AjMountCont
         if (!ctx->runtime_dir)
                 return 0;
         if (ctx->runtime_dir[0] != '/')
-                return mnt_format_error(ret_error, "runtime directory '%s' must be an absolute path",
-                                        ctx->runtime_dir),
-                       -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "runtime directory '%s' must be an absolute path",
+                                        ctx->runtime_dir);
         return mnt_add_step(plan, STEP_BIND, ORIGIN_RUNTIME, strdup(ctx->runtime_dir), strdup(RUNTIME_TARGET),
                             NULL, NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
 }
@@ -445,7 +426,7 @@ static int plan_proc(AjMountPlan *plan)
 
 /* filesystem.hide, each judged against the tree placed so far (the first n_placed steps). */
 static int plan_hide(AjMountPlan *plan, const AjProfile *p, const char *home, size_t n_placed,
-                     char **ret_error)
+                     AjError *ret_error)
 {
         int r;
 
@@ -494,10 +475,11 @@ static int plan_enter(AjMountPlan *plan, const char *home)
 }
 
 int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret,
-                        char **ret_error)
+                        AjError *ret_error)
 {
         _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
-        _cleanup_free_ char *home = NULL, *err = NULL;
+        _cleanup_free_ char *home = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         const char *user, *hostname;
         size_t placed_start, n_placed;
         int r;
@@ -507,11 +489,11 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
         user = ctx->user_name ? ctx->user_name : DEFAULT_USER;
         hostname = ctx->hostname ? ctx->hostname : p->hostname ? p->hostname : DEFAULT_HOSTNAME;
         if (!ctx->root_mountpoint || ctx->root_mountpoint[0] != '/')
-                return mnt_format_error(ret_error, "root mountpoint must be an absolute path"), -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "root mountpoint must be an absolute path");
         if (!valid_name(user, 32))
-                return mnt_format_error(ret_error, "invalid user name '%s'", user), -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "invalid user name '%s'", user);
         if (!valid_name(hostname, 64))
-                return mnt_format_error(ret_error, "invalid hostname '%s'", hostname), -EINVAL;
+                return aj_error_set(ret_error, -EINVAL, "invalid hostname '%s'", hostname);
 
         plan = calloc(1, sizeof(*plan));
         if (!plan)
@@ -560,11 +542,12 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
         return 0;
 
 fail:
+        /* Collected here, handed over only on failure. */
+        if (!err.message)
+                return aj_error_set(ret_error, r, "Failed to plan the jail's mounts: %s", strerror(-r));
         if (ret_error) {
-                if (!err)
-                        mnt_format_error(&err, "Failed to plan the jail's mounts: %s", strerror(-r));
-                free(*ret_error);
-                *ret_error = TAKE_PTR(err);
+                aj_error_clear(ret_error);
+                *ret_error = (AjError){ .err = r, .message = TAKE_PTR(err.message) };
         }
         return r;
 }

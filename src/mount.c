@@ -46,7 +46,7 @@
 /* A detached overlay mount over the detached tree `lower_fd`, its upper and work dirs in
  * `dir`. Plain copy-up semantics (no redirects, no metacopy, no index), so the upper dir
  * is a complete, reviewable record of the changes (src/workspace.c). */
-static int overlay_over(int lower_fd, const char *dir, uint64_t attr, char **ret_error)
+static int overlay_over(int lower_fd, const char *dir, uint64_t attr, AjError *ret_error)
 {
         _cleanup_close_ int fsfd = sys_fsopen("overlay", FSOPEN_CLOEXEC);
         char upper[PATH_MAX], work[PATH_MAX], lower[64];
@@ -54,7 +54,7 @@ static int overlay_over(int lower_fd, const char *dir, uint64_t attr, char **ret
 
         if (fsfd < 0) {
                 r = negative_errno();
-                return mnt_format_error(ret_error, "overlayfs is not available: %s", strerror(-r)), r;
+                return aj_error_set(ret_error, r, "overlayfs is not available: %s", strerror(-r));
         }
         snprintf(upper, sizeof(upper), "%s/upper", dir);
         snprintf(work, sizeof(work), "%s/work", dir);
@@ -63,35 +63,33 @@ static int overlay_over(int lower_fd, const char *dir, uint64_t attr, char **ret
                 snprintf(lower, sizeof(lower), "/proc/self/fd/%d", lower_fd);
                 if (sys_fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir", lower, 0) < 0) {
                         r = negative_errno();
-                        return mnt_format_error(ret_error, "overlay: cannot use the workspace as the lower layer: %s",
-                                            strerror(-r)),
-                               r;
+                        return aj_error_set(ret_error, r, "overlay: cannot use the workspace as the lower layer: %s",
+                                            strerror(-r));
                 }
         }
         static const char *const off[] = { "redirect_dir", "metacopy", "index" };
         if (sys_fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
             sys_fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", work, 0) < 0) {
                 r = negative_errno();
-                return mnt_format_error(ret_error, "overlay: upper dir '%s': %s", upper, strerror(-r)), r;
+                return aj_error_set(ret_error, r, "overlay: upper dir '%s': %s", upper, strerror(-r));
         }
         for (size_t i = 0; i < ARRAY_SIZE(off); i++)
                 if (sys_fsconfig(fsfd, FSCONFIG_SET_STRING, off[i], "off", 0) < 0) {
                         r = negative_errno();
-                        return mnt_format_error(ret_error, "overlay: %s=off: %s", off[i], strerror(-r)), r;
+                        return aj_error_set(ret_error, r, "overlay: %s=off: %s", off[i], strerror(-r));
                 }
         if (sys_fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
                 r = negative_errno();
                 char msg[256] = "";
                 ssize_t n = read(fsfd, msg, sizeof(msg) - 1); /* the kernel's reason, if it logged one */
                 msg[n > 0 ? n - (msg[n - 1] == '\n') : 0] = 0;
-                return mnt_format_error(ret_error, "overlay mount over the workspace failed: %s%s%s", strerror(-r),
-                                    msg[0] ? ": " : "", msg),
-                       r;
+                return aj_error_set(ret_error, r, "overlay mount over the workspace failed: %s%s%s", strerror(-r),
+                                    msg[0] ? ": " : "", msg);
         }
         int mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned) (attr & ~(uint64_t) MOUNT_ATTR_IDMAP));
         if (mfd < 0) {
                 r = negative_errno();
-                return mnt_format_error(ret_error, "overlay: fsmount: %s", strerror(-r)), r;
+                return aj_error_set(ret_error, r, "overlay: fsmount: %s", strerror(-r));
         }
         return mfd;
 }
@@ -111,7 +109,7 @@ static int check_identity(const AjMountStep *s, int tree_fd)
         return st.st_dev == s->dev && st.st_ino == s->ino ? 0 : -ESTALE;
 }
 
-static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_fd, char **ret_error)
+static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_fd, AjError *ret_error)
 {
         _cleanup_close_ int fd = -1;
         struct mount_attr attr = {
@@ -121,19 +119,16 @@ static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_
         int r;
 
         if (idmap_userns_fd < 0)
-                return mnt_format_error(ret_error, "no user namespace for the idmapped mount of '%s'", s->source),
-                       -EBADF;
+                return aj_error_set(ret_error, -EBADF, "no user namespace for the idmapped mount of '%s'", s->source);
         fd = sys_open_tree(AT_FDCWD, s->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
         if (fd < 0) {
                 r = negative_errno();
-                return mnt_format_error(ret_error, "Failed to clone the mount tree of '%s': %s", s->source,
-                                    strerror(-r)),
-                       r;
+                return aj_error_set(ret_error, r, "Failed to clone the mount tree of '%s': %s", s->source,
+                                    strerror(-r));
         }
         if (check_identity(s, fd) < 0)
-                return mnt_format_error(ret_error, "'%s' changed after it was checked; refusing to mount it",
-                                    s->source),
-                       -ESTALE;
+                return aj_error_set(ret_error, -ESTALE, "'%s' changed after it was checked; refusing to mount it",
+                                    s->source);
         if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
                 r = negative_errno();
                 if (plan->allow_degraded_idmap && (r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSYS)) {
@@ -142,15 +137,13 @@ static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_
                         attr.userns_fd = 0;
                         if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
                                 r = negative_errno();
-                                return mnt_format_error(ret_error, "Failed to set mount flags on '%s': %s",
-                                                    s->source, strerror(-r)),
-                                       r;
+                                return aj_error_set(ret_error, r, "Failed to set mount flags on '%s': %s",
+                                                    s->source, strerror(-r));
                         }
                         s->degraded = true;
                 } else
-                        return mnt_format_error(ret_error, "Failed to create an idmapped mount of '%s': %s",
-                                            s->source, strerror(-r)),
-                               r;
+                        return aj_error_set(ret_error, r, "Failed to create an idmapped mount of '%s': %s",
+                                            s->source, strerror(-r));
         }
         if (s->overlay) {
                 int ofd = overlay_over(fd, s->overlay, s->attr, ret_error);
@@ -163,7 +156,7 @@ static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_
         return 0;
 }
 
-int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, char **ret_error)
+int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_error)
 {
         if (!plan)
                 return -EINVAL;
@@ -185,13 +178,12 @@ int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, char **ret_err
                  * the source's parents (a checkout under a 0700 /root); the child only moves it. */
                 _cleanup_close_ int fd = clone_tree(AT_FDCWD, s->source, s->attr);
                 if (fd < 0)
-                        return mnt_format_error(ret_error, "Failed to clone the mount tree of '%s': %s", s->source,
-                                            strerror(-fd)),
-                               fd;
+                        return aj_error_set(ret_error, fd, "Failed to clone the mount tree of '%s': %s", s->source,
+                                            strerror(-fd));
                 if (check_identity(s, fd) < 0)
-                        return mnt_format_error(ret_error, "'%s' changed after it was checked; refusing to mount it",
-                                            s->source),
-                               -ESTALE;
+                        return aj_error_set(ret_error, -ESTALE,
+                                            "'%s' changed after it was checked; refusing to mount it",
+                                            s->source);
                 s->tree_fd = TAKE_FD(fd);
         }
         return 0;

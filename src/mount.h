@@ -12,6 +12,7 @@
 
 #include "profile.h"
 #include "sensitive.h"
+#include "util/error.h"
 
 typedef struct {
         const char *cwd;          /* host cwd: "." workspace resolves to it */
@@ -33,16 +34,16 @@ typedef struct {
 typedef struct AjMountPlan AjMountPlan;
 
 /* Validate and plan. Errors (missing non-optional source, relative target, a
- * target under /proc...) come back as -errno with *ret_error naming the path. */
+ * target under /proc...) come back as -errno with ret_error (may be NULL) naming the path. */
 int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret,
-                        char **ret_error);
+                        AjError *ret_error);
 
 /* Host side, before clone (root-started runs): detached trees (open_tree) for every
  * bind, so the jail's uid needs no search permission on the sources' parents; the rw
  * binds and the workspace idmapped (mount_setattr(MOUNT_ATTR_IDMAP)) with
  * `idmap_userns_fd` mapping the host owner to the jail's host uid. Each tree's root must
  * be the very file the plan checked (dev/ino), or the run is refused. */
-int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, char **ret_error);
+int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_error);
 
 /* Child side, in the new user+mount namespaces with full capabilities there.
  * Ends with the new root entered (pivot_root), old root detached, cwd at
