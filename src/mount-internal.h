@@ -6,9 +6,12 @@
  */
 #pragma once
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -250,14 +253,15 @@ int mnt_resolve_place(const char *path, Gather *g, char **ret_real, AjIdChain *r
 /* ---- planning (src/mount-plan.c, src/mount-plan-binds.c) ---------------- */
 
 void mnt_step_clear(AjMountStep *s);
+/* Takes ownership of source/target/options (also on failure). */
 int mnt_add_step(AjMountPlan *plan, StepKind kind, StepOrigin origin, char *source, char *target,
-             const char *fstype, char *options, uint64_t attr, bool is_dir);
+                 const char *fstype, char *options, uint64_t attr, bool is_dir);
 int mnt_check_target(const char *field, const char *target, AjError *ret_error);
 int mnt_resolve_jail_path(const char *field, const char *raw, const char *jail_home, char **ret,
-                      AjError *ret_error);
+                          AjError *ret_error);
 int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
-              const char *jail_home, bool writable, AjError *ret_error);
+                  const char *jail_home, bool writable, AjError *ret_error);
 int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
-                   const char *jail_home, AjError *ret_error);
+                       const char *jail_home, AjError *ret_error);
 int mnt_resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
-                            AjError *ret_error);
+                                AjError *ret_error);
