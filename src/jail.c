@@ -1556,11 +1556,11 @@ static int plan(Run *run, AjSpawnConfig *cfg)
                 .runtime_dir = run->jail_dir,
                 .root_mountpoint = run->root_mountpoint,
         };
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         r = aj_mount_plan_build(p, &mctx, &run->mount, &err);
         if (r < 0) {
                 aj_error("%s: %s", run->profile->path ? run->profile->path : run->profile->name,
-                         err ? err : strerror(-r));
+                         aj_error_text(&err, r));
                 return r;
         }
 
@@ -1697,10 +1697,10 @@ static int setup_idmap(Run *run)
         int r = aj_userns_idmap_fd(owner_uid, owner_gid, run->host_uid, run->host_gid, &userns);
         if (r < 0)
                 return aj_log_errno(r, "Cannot create the user namespace for the idmapped workspace");
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         r = aj_mount_plan_prepare(run->mount, userns, &err);
         if (r < 0) {
-                aj_error("Cannot prepare the jail's mounts: %s", err ? err : strerror(-r));
+                aj_error("Cannot prepare the jail's mounts: %s", aj_error_text(&err, r));
                 return r;
         }
         return 0;

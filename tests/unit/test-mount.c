@@ -185,11 +185,31 @@ static bool any_step_mentions(const AjMountPlan *plan, const char *text)
         return false;
 }
 
+/* The message an AjError holds, as a string the caller frees (NULL: none was set). */
+static char *error_message(AjError *e)
+{
+        char *m = e->message;
+
+        e->message = NULL;
+        aj_error_clear(e);
+        return m;
+}
+
+static int prepare(AjMountPlan *plan, int userns, char **ret_err)
+{
+        AjError e = {};
+        int r = aj_mount_plan_prepare(plan, userns, &e);
+
+        *ret_err = error_message(&e);
+        return r;
+}
+
 static AjMountPlan *build_ok(Setup *s)
 {
         AjMountPlan *plan = NULL;
-        char *err = NULL;
-        int r = aj_mount_plan_build(&s->p, &s->ctx, &plan, &err);
+        AjError e = {};
+        int r = aj_mount_plan_build(&s->p, &s->ctx, &plan, &e);
+        char *err = error_message(&e);
 
         cr_assert_eq(r, 0, "plan failed: %d %s", r, err ? err : "(no message)");
         cr_assert_not_null(plan);
@@ -200,8 +220,9 @@ static AjMountPlan *build_ok(Setup *s)
 static int build_fail(Setup *s, char **ret_err)
 {
         AjMountPlan *plan = NULL;
-        char *err = NULL;
-        int r = aj_mount_plan_build(&s->p, &s->ctx, &plan, &err);
+        AjError e = {};
+        int r = aj_mount_plan_build(&s->p, &s->ctx, &plan, &e);
+        char *err = error_message(&e);
 
         cr_assert_lt(r, 0, "plan unexpectedly succeeded");
         cr_assert_null(plan);
@@ -1570,7 +1591,7 @@ Test(mount, live_idmapped_workspace, LIVE)
 
         userns = make_idmap_userns();
         cr_assert_geq(userns, 0, "idmap user namespace");
-        cr_assert_eq(aj_mount_plan_prepare(plan, userns, &err), 0, "prepare: %s", err ? err : "");
+        cr_assert_eq(prepare(plan, userns, &err), 0, "prepare: %s", err ? err : "");
         cr_expect_not(aj_mount_plan_idmap_degraded(plan));
 
         ld.ws = P("/ws");
@@ -1777,7 +1798,7 @@ Test(mount, live_idmap_refused_by_filesystem, .init = live_setup, .fini = ramfs_
                 _cleanup_close_ int userns = make_idmap_userns();
 
                 cr_assert_geq(userns, 0);
-                r = aj_mount_plan_prepare(plan, userns, &err);
+                r = prepare(plan, userns, &err);
                 cr_expect_lt(r, 0);
                 snprintf(want, sizeof(want), "Failed to create an idmapped mount of '%s': ", cg);
                 cr_expect(err && strncmp(err, want, strlen(want)) == 0, "got: %s", err ? err : "(null)");
@@ -1792,7 +1813,7 @@ Test(mount, live_idmap_refused_by_filesystem, .init = live_setup, .fini = ramfs_
                 cr_assert_geq(userns, 0);
                 snprintf(want, sizeof(want), "bind '%s' on '/cg' (read-write, idmapped)", cg);
                 cr_expect_geq(find_step(plan, want), 0);
-                cr_assert_eq(aj_mount_plan_prepare(plan, userns, &err), 0, "%s", err ? err : "");
+                cr_assert_eq(prepare(plan, userns, &err), 0, "%s", err ? err : "");
                 cr_expect(aj_mount_plan_idmap_degraded(plan));
                 snprintf(want, sizeof(want), "bind '%s' on '/cg' (read-write)", cg);
                 cr_expect_geq(find_step(plan, want), 0);
@@ -1818,7 +1839,7 @@ Test(mount, live_swapped_source_is_refused, LIVE)
                 cr_assert_eq(rename(P("/a/b"), P("/a/b.checked")), 0);
                 cr_assert_eq(symlink("..", P("/a/b")), 0);
                 cr_assert_geq(userns, 0);
-                cr_expect_eq(aj_mount_plan_prepare(plan, userns, &err), -ESTALE);
+                cr_expect_eq(prepare(plan, userns, &err), -ESTALE);
                 cr_expect(err && strstr(err, "changed after it was checked"), "%s", err ? err : "(null)");
                 free(err);
                 err = NULL;
@@ -1835,7 +1856,7 @@ Test(mount, live_swapped_source_is_refused, LIVE)
 
                 cr_assert_eq(rename(P("/a/b"), P("/a/b.checked")), 0);
                 cr_assert_eq(mkdir(P("/a/b"), 0755), 0);
-                cr_expect_eq(aj_mount_plan_prepare(plan, -1, &err), -ESTALE);
+                cr_expect_eq(prepare(plan, -1, &err), -ESTALE);
                 free(err);
         }
         setup_free(&s);
