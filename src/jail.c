@@ -24,7 +24,6 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,6 +42,7 @@
 #include "util/fd.h"
 #include "util/parse.h"
 #include "util/macros.h"
+#include "util/loop.h"
 #include "util/strv.h"
 
 extern char **environ;
@@ -80,20 +80,6 @@ static int make_overlay_dirs(Run *run);
 static void trace_step(const Run *run, const char *step)
 {
         aj_debug("+%.3f ms %s", (double)(aj_now_monotonic_ns() - run->t0) / 1e6, step);
-}
-
-static int epoll_add(int epfd, int fd, Source src, uint32_t events)
-{
-        struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)src };
-        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-                return -errno;
-        return 0;
-}
-
-static void epoll_del(int epfd, int fd)
-{
-        if (fd >= 0)
-                (void)epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
 }
 
 static json_t *strv_to_json(char *const *v)
@@ -329,6 +315,8 @@ static json_t *wait_status_json(const siginfo_t *si, json_t *fields)
  * no supervisor.lost: start another and record it. A bounded number of times; then, or
  * if no new one starts, end the run (fail closed) rather than run it unwatched.
  */
+static void on_watchdog(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
+
 static void watchdog_exited(Run *run)
 {
         /* A readable pidfd means the process has exited: it can clean up nothing any more,
@@ -341,7 +329,8 @@ static void watchdog_exited(Run *run)
                 return; /* not exited (no spurious wake-up expected; cheap to rule out) */
         siginfo_t si = { 0 };
         (void)waitid(P_PIDFD, (id_t)run->watchdog_pidfd, &si, WEXITED | WNOHANG);
-        epoll_del(run->epfd, run->watchdog_pidfd);
+        aj_loop_io_remove(run->watchdog_io);
+        run->watchdog_io = NULL;
         close(run->watchdog_pidfd);
         run->watchdog_pidfd = -1;
         close(run->watchdog_fd);
@@ -359,7 +348,8 @@ static void watchdog_exited(Run *run)
                                                                        "pid", (int)run->watchdog_pid, "restarts",
                                                                        run->watchdog_restarts, "restarts_max",
                                                                        WATCHDOG_RESTARTS_MAX)));
-                        r = epoll_add(run->epfd, run->watchdog_pidfd, SRC_WATCHDOG, EPOLLIN);
+                        r = aj_loop_add_io(run->loop, run->watchdog_pidfd, EPOLLIN, on_watchdog, run,
+                                           &run->watchdog_io);
                 }
                 if (r >= 0) {
                         aj_warning("The watchdog (pid %d) died; started another (pid %d)", (int)old,
@@ -381,6 +371,14 @@ static void watchdog_exited(Run *run)
                                                        r == -ELOOP ? "restart limit reached" : strerror(-r),
                                                        "action", "jail killed")));
         (void)aj_run_kill(run, "supervisor (watchdog lost)");
+}
+
+static void on_watchdog(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        Run *run = userdata;
+        if (run->watchdog_pidfd >= 0)
+                watchdog_exited(run);
 }
 
 static void watchdog_finish(Run *run)
@@ -425,11 +423,8 @@ static void log_output(Run *run, OutputStream *s, const char *buf, size_t n)
 
 #define OUTPUT_CHUNK 65536
 
-static Source stream_source(const Run *run, const OutputStream *s, bool writer)
-{
-        bool err = s == &run->streams[1];
-        return writer ? (err ? SRC_STDERR_W : SRC_STDOUT_W) : (err ? SRC_STDERR : SRC_STDOUT);
-}
+static void on_stream(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
+static void on_stream_writable(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
 
 /* The jail's pipe is read while nothing is pending for our reader and the agent's work
  * budget is not in debt. Out of epoll rather than with no events: a pipe whose writers are
@@ -440,9 +435,11 @@ static void stream_set_reading(Run *run, OutputStream *s)
         if (want == s->reading)
                 return;
         if (want)
-                (void)epoll_add(run->epfd, s->fd, stream_source(run, s, false), EPOLLIN);
-        else
-                epoll_del(run->epfd, s->fd);
+                (void)aj_loop_add_io(run->loop, s->fd, EPOLLIN, on_stream, run, &s->io);
+        else {
+                aj_loop_io_remove(s->io);
+                s->io = NULL;
+        }
         s->reading = want;
 }
 
@@ -451,7 +448,8 @@ static void stream_stop_writing(Run *run, OutputStream *s)
         s->out = -1; /* the reader went away (EPIPE); keep logging */
         s->pend_len = s->pend_off = 0;
         if (s->wfd_polled)
-                epoll_del(run->epfd, s->wfd);
+                aj_loop_io_remove(s->wio);
+        s->wio = NULL;
         s->wfd_polled = false;
 }
 
@@ -465,7 +463,7 @@ static void stream_flush(Run *run, OutputStream *s)
                 if (n < 0 && errno == EAGAIN) {
                         /* EPERM: a regular file, which never makes a writer wait. */
                         if (!s->wfd_polled &&
-                            epoll_add(run->epfd, s->wfd, stream_source(run, s, true), EPOLLOUT) >= 0)
+                            aj_loop_add_io(run->loop, s->wfd, EPOLLOUT, on_stream_writable, run, &s->wio) >= 0)
                                 s->wfd_polled = true;
                         stream_set_reading(run, s);
                         return;
@@ -478,7 +476,8 @@ static void stream_flush(Run *run, OutputStream *s)
         }
         s->pend_len = s->pend_off = 0;
         if (s->wfd_polled)
-                epoll_del(run->epfd, s->wfd);
+                aj_loop_io_remove(s->wio);
+        s->wio = NULL;
         s->wfd_polled = false;
         stream_set_reading(run, s);
 }
@@ -552,6 +551,14 @@ static void streams_close_writers(Run *run)
         }
 }
 
+static void listener_close(Run *run)
+{
+        aj_loop_io_remove(run->listener_io);
+        run->listener_io = NULL;
+        close(run->listener);
+        run->listener = -1;
+}
+
 static void handle_denials(Run *run)
 {
         for (;;) {
@@ -560,11 +567,8 @@ static void handle_denials(Run *run)
                 if (r == 0)
                         return;
                 if (r < 0) {
-                        if (r != -EAGAIN && r != -EINTR) {
-                                epoll_del(run->epfd, run->listener);
-                                close(run->listener);
-                                run->listener = -1;
-                        }
+                        if (r != -EAGAIN && r != -EINTR)
+                                listener_close(run);
                         return;
                 }
                 if (!aj_denial_log_note(&run->denials, &d, aj_now_monotonic_ns(), NULL))
@@ -599,6 +603,8 @@ static void check_cgroup_events(Run *run)
         run->last_stats = st;
 }
 
+static void on_proxy(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
+
 static void start_proxy(Run *run)
 {
         AjProxyOptions opts = { .max_connections = run->profile->net_max_connections };
@@ -611,7 +617,8 @@ static void start_proxy(Run *run)
                 return;
         }
         run->proxy_fds[0] = run->proxy_fds[1] = -1; /* the proxy owns them now */
-        (void)epoll_add(run->epfd, aj_proxy_fd(run->proxy), SRC_PROXY, run->work_paused ? 0 : EPOLLIN);
+        (void)aj_loop_add_io(run->loop, aj_proxy_fd(run->proxy), run->work_paused ? 0 : EPOLLIN, on_proxy, run,
+                             &run->proxy_io);
 }
 
 /* ---- the jail's terminal ------------------------------------------------------- */
@@ -645,6 +652,14 @@ static void tty_restore(Run *run)
         }
 }
 
+static void on_tty(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        Run *run = userdata;
+        if (run->tty_relay)
+                (void)aj_tty_relay_dispatch(run->tty_relay);
+}
+
 static void start_tty(Run *run, int master)
 {
         if (!run->tty || run->tty_relay) {
@@ -665,7 +680,7 @@ static void start_tty(Run *run, int master)
         } else /* owns the three fds, also when it fails */
                 r = aj_tty_relay_new(in, out, master, tty_output, run, &run->tty_relay);
         if (r >= 0)
-                r = epoll_add(run->epfd, aj_tty_relay_fd(run->tty_relay), SRC_TTY, EPOLLIN);
+                r = aj_loop_add_io(run->loop, aj_tty_relay_fd(run->tty_relay), EPOLLIN, on_tty, run, &run->tty_io);
         if (r < 0) {
                 /* A jail whose terminal nobody relays would hang: fail closed. */
                 aj_log_errno(r, "Cannot relay the jail's terminal");
@@ -725,6 +740,8 @@ static int setup_terminal(Run *run)
         return 0;
 }
 
+static void on_listener(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
+
 static void handle_child_msg(Run *run)
 {
         for (;;) {
@@ -734,7 +751,8 @@ static void handle_child_msg(Run *run)
                 if (r == -EAGAIN)
                         return;
                 if (r <= 0) {
-                        epoll_del(run->epfd, run->h.sync_fd);
+                        aj_loop_io_remove(run->sync_io);
+                        run->sync_io = NULL;
                         close(run->h.sync_fd);
                         run->h.sync_fd = -1;
                         return;
@@ -748,7 +766,8 @@ static void handle_child_msg(Run *run)
                         if (fd >= 0 && run->listener < 0) {
                                 run->listener = TAKE_FD(fd);
                                 (void)aj_fd_set_nonblock(run->listener, true);
-                                (void)epoll_add(run->epfd, run->listener, SRC_LISTENER, EPOLLIN);
+                                (void)aj_loop_add_io(run->loop, run->listener, EPOLLIN, on_listener, run,
+                                                     &run->listener_io);
                         }
                         break;
                 case AJ_MSG_STARTED:
@@ -787,26 +806,17 @@ static void forward_signal(Run *run, int sig)
                 (void)syscall(SYS_pidfd_send_signal, run->h.pidfd, sig, NULL, 0);
 }
 
-int aj_timerfd_arm(int fd, uint64_t ns)
+static void on_wall(AjLoopTimer *t, uint64_t now_ns, void *userdata)
 {
-        struct itimerspec its = { .it_value = { .tv_sec = (time_t)(ns / 1000000000ull),
-                                                .tv_nsec = (long)(ns % 1000000000ull) } };
-        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
-                its.it_value.tv_nsec = 1;
-        return timerfd_settime(fd, 0, &its, NULL) < 0 ? -errno : 0;
-}
-
-static void handle_wall(Run *run)
-{
-        uint64_t expirations;
-        (void)!read(run->wallfd, &expirations, sizeof(expirations));
+        (void)t, (void)now_ns;
+        Run *run = userdata;
         if (!run->wall_fired) {
                 run->wall_fired = true;
                 aj_events_emit(run->events, "wall.limit",
                                json_pack("{s:I, s:s}", "wall_ns", (json_int_t)run->profile->wall_ns, "action",
                                          "SIGTERM"));
                 forward_signal(run, SIGTERM);
-                (void)aj_timerfd_arm(run->wallfd, run->profile->wall_grace_ns);
+                (void)aj_loop_timer_set_in(&run->wall_timer, run->profile->wall_grace_ns);
         } else if (!run->wall_killed) {
                 run->wall_killed = true;
                 aj_events_emit(run->events, "wall.kill", json_pack("{s:s}", "action", "SIGKILL"));
@@ -816,17 +826,26 @@ static void handle_wall(Run *run)
         }
 }
 
+static void on_wall_cap(AjLoopTimer *t, uint64_t now_ns, void *userdata)
+{
+        (void)t, (void)now_ns;
+        aj_run_wall_cap_expired(userdata);
+}
+
+static void on_alert_timer(AjLoopTimer *t, uint64_t now_ns, void *userdata)
+{
+        (void)t, (void)now_ns;
+        aj_run_alert_event(userdata, true);
+}
+
 static void work_sources_set(Run *run, uint32_t events)
 {
-        struct epoll_event ev = { .events = events, .data.u64 = SRC_BROKER };
-        if (run->broker)
-                (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, aj_broker_fd(run->broker), &ev);
-        ev.data.u64 = SRC_LISTENER;
-        if (run->listener >= 0)
-                (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, run->listener, &ev);
-        ev.data.u64 = SRC_PROXY;
-        if (run->proxy)
-                (void)epoll_ctl(run->epfd, EPOLL_CTL_MOD, aj_proxy_fd(run->proxy), &ev);
+        if (run->broker_io)
+                (void)aj_loop_io_set_events(run->broker_io, events);
+        if (run->listener_io)
+                (void)aj_loop_io_set_events(run->listener_io, events);
+        if (run->proxy_io)
+                (void)aj_loop_io_set_events(run->proxy_io, events);
 }
 
 static uint64_t work_start(const Run *run)
@@ -845,7 +864,7 @@ static void work_charge(Run *run, uint64_t start_ns)
         uint64_t now = aj_now_monotonic_ns();
         if (aj_ratelimit_charge(&run->work_rl, now, (double)(now - start_ns)) || run->work_paused)
                 return;
-        if (aj_timerfd_arm(run->work_timerfd, aj_ratelimit_debt_ns(&run->work_rl)) < 0)
+        if (aj_loop_timer_set_in(&run->work_timer, aj_ratelimit_debt_ns(&run->work_rl)) < 0)
                 return; /* cannot resume on time: keep serving rather than stall the run */
         work_sources_set(run, 0);
         run->work_paused = true;
@@ -855,10 +874,10 @@ static void work_charge(Run *run, uint64_t start_ns)
                 stream_set_reading(run, &run->streams[i]);
 }
 
-static void work_resume(Run *run)
+static void on_work_timer(AjLoopTimer *t, uint64_t now_ns, void *userdata)
 {
-        uint64_t x;
-        (void)!read(run->work_timerfd, &x, sizeof(x));
+        (void)t, (void)now_ns;
+        Run *run = userdata;
         if (!run->work_paused)
                 return;
         work_sources_set(run, EPOLLIN);
@@ -868,150 +887,153 @@ static void work_resume(Run *run)
                 stream_set_reading(run, &run->streams[i]);
 }
 
+/* ---- the loop's sources -------------------------------------------------------- */
+
+static void on_signal(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)revents;
+        Run *run = userdata;
+        struct signalfd_siginfo si;
+        while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                if (si.ssi_signo != SIGCHLD && !tty_takes_signal(run, &si))
+                        forward_signal(run, (int)si.ssi_signo);
+}
+
+static void on_init_exit(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)revents;
+        Run *run = userdata;
+        siginfo_t si = { 0 };
+        if (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) == 0 && si.si_pid != 0) {
+                run->init_exited = true;
+                run->init_info = si;
+                aj_loop_io_remove(io);
+                run->pidfd_io = NULL;
+        }
+}
+
+static void on_sync(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        handle_child_msg(userdata);
+}
+
+static void on_stream(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)fd, (void)revents;
+        Run *run = userdata;
+        OutputStream *s = &run->streams[io == run->streams[1].io];
+        uint64_t t0 = work_start(run);
+        if (s->reading)
+                pump_output(run, s);
+        work_charge(run, t0);
+}
+
+static void on_stream_writable(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)fd;
+        Run *run = userdata;
+        OutputStream *s = &run->streams[io == run->streams[1].wio];
+        if (revents & (EPOLLERR | EPOLLHUP))
+                stream_stop_writing(run, s);
+        else
+                stream_flush(run, s);
+        stream_set_reading(run, s);
+}
+
+static void on_listener(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd;
+        Run *run = userdata;
+        if (run->listener < 0)
+                return;
+        if (revents & EPOLLIN) {
+                uint64_t t0 = work_start(run);
+                handle_denials(run);
+                work_charge(run, t0);
+        } else
+                listener_close(run);
+}
+
+static void on_cgroup(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        Run *run = userdata;
+        aj_cgroup_event_ack(run->cgroup);
+        check_cgroup_events(run);
+}
+
+static void on_broker(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        Run *run = userdata;
+        uint64_t t0 = work_start(run);
+        (void)aj_broker_dispatch(run->broker);
+        work_charge(run, t0);
+        if (run->may_spin)
+                run->spin_until = aj_now_monotonic_ns() + BROKER_SPIN_NS;
+}
+
+static void on_control(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        Run *run = userdata;
+        (void)aj_control_dispatch(run->control);
+}
+
+static void on_proxy(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        Run *run = userdata;
+        uint64_t t0 = work_start(run);
+        (void)aj_proxy_dispatch(run->proxy);
+        work_charge(run, t0);
+}
+
+static void on_drain_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata)
+{
+        (void)t, (void)now_ns;
+        Run *run = userdata;
+        run->drain_expired = true;
+}
+
 static int event_loop(Run *run)
 {
-        uint64_t drain_deadline = 0, spin_until = 0;
         /* Polling only helps when the agent can run on another CPU meanwhile. */
         cpu_set_t cpus;
-        bool may_spin = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1;
+        run->may_spin = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1;
+        aj_loop_timer_init(run->loop, &run->drain_timer, on_drain_timeout, run);
         for (;;) {
                 bool outputs_done = run->streams[0].eof && run->streams[1].eof &&
                                     run->streams[0].pend_len == 0 && run->streams[1].pend_len == 0 &&
                                     (!run->tty_relay || aj_tty_relay_output_done(run->tty_relay));
                 if (run->init_exited && outputs_done)
                         break;
-                /* A reader still taking the jail's output: wait for it (as a pipe would), the
-                 * drain deadline is for output that never ends. */
-                if (run->streams[0].pend_len || run->streams[1].pend_len)
-                        drain_deadline = 0;
-                int timeout = -1;
                 if (run->init_exited) {
-                        uint64_t now = aj_now_monotonic_ns();
-                        if (drain_deadline == 0)
-                                drain_deadline = now + DRAIN_TIMEOUT_MS * 1000000ull;
-                        if (now >= drain_deadline)
+                        /* A reader still taking the jail's output: wait for it (as a pipe would),
+                         * the drain deadline is for output that never ends. */
+                        bool pending = run->streams[0].pend_len || run->streams[1].pend_len;
+                        if (pending) {
+                                run->drain_expired = false;
+                                (void)aj_loop_timer_set_in(&run->drain_timer, DRAIN_TIMEOUT_MS * 1000000ull);
+                        } else if (run->drain_expired)
                                 break;
-                        timeout = (int)((drain_deadline - now) / 1000000ull) + 1;
+                        else if (!aj_loop_timer_armed(&run->drain_timer))
+                                (void)aj_loop_timer_set_in(&run->drain_timer, DRAIN_TIMEOUT_MS * 1000000ull);
                 }
-                struct epoll_event evs[16];
-                uint64_t spin_start = spin_until != 0 ? aj_now_monotonic_ns() : 0;
-                bool spinning = spin_start != 0 && spin_start < spin_until && !run->work_paused;
+                uint64_t spin_start = run->spin_until != 0 ? aj_now_monotonic_ns() : 0;
+                bool spinning = spin_start != 0 && spin_start < run->spin_until && !run->work_paused;
                 if (!spinning)
-                        spin_until = 0;
-                int n = epoll_wait(run->epfd, evs, ARRAY_SIZE(evs), spinning ? 0 : timeout);
+                        run->spin_until = 0;
+                int n = aj_loop_dispatch(run->loop, spinning ? 0 : -1);
                 if (spinning && run->work_rl.per_sec > 0)
                         work_charge(run, spin_start);
                 if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return aj_log_errno(-errno, "epoll_wait() failed");
-                }
-                for (int i = 0; i < n; i++) {
-                        switch ((Source)evs[i].data.u64) {
-                        case SRC_SIGNAL: {
-                                struct signalfd_siginfo si;
-                                while (read(run->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                                        if (si.ssi_signo != SIGCHLD && !tty_takes_signal(run, &si))
-                                                forward_signal(run, (int)si.ssi_signo);
-                                break;
-                        }
-                        case SRC_PIDFD: {
-                                siginfo_t si = { 0 };
-                                if (waitid(P_PIDFD, (id_t)run->h.pidfd, &si, WEXITED | WNOHANG) == 0 &&
-                                    si.si_pid != 0) {
-                                        run->init_exited = true;
-                                        run->init_info = si;
-                                        epoll_del(run->epfd, run->h.pidfd);
-                                }
-                                break;
-                        }
-                        case SRC_SYNC:
-                                handle_child_msg(run);
-                                break;
-                        case SRC_STDOUT:
-                        case SRC_STDERR: {
-                                OutputStream *s = &run->streams[evs[i].data.u64 == SRC_STDERR];
-                                uint64_t t0 = work_start(run);
-                                if (s->reading)
-                                        pump_output(run, s);
-                                work_charge(run, t0);
-                                break;
-                        }
-                        case SRC_STDOUT_W:
-                        case SRC_STDERR_W: {
-                                OutputStream *s = &run->streams[evs[i].data.u64 == SRC_STDERR_W];
-                                if (evs[i].events & (EPOLLERR | EPOLLHUP))
-                                        stream_stop_writing(run, s);
-                                else
-                                        stream_flush(run, s);
-                                stream_set_reading(run, s);
-                                break;
-                        }
-                        case SRC_LISTENER:
-                                if (run->listener < 0)
-                                        break;
-                                if (evs[i].events & EPOLLIN) {
-                                        uint64_t t0 = work_start(run);
-                                        handle_denials(run);
-                                        work_charge(run, t0);
-                                } else if (run->listener >= 0) {
-                                        epoll_del(run->epfd, run->listener);
-                                        close(run->listener);
-                                        run->listener = -1;
-                                }
-                                break;
-                        case SRC_WALL:
-                                handle_wall(run);
-                                break;
-                        case SRC_CGROUP:
-                                aj_cgroup_event_ack(run->cgroup);
-                                check_cgroup_events(run);
-                                break;
-                        /* A module may have been released earlier in this same batch of events
-                         * (release_runtime() when the command exits). */
-                        case SRC_BROKER:
-                                if (run->broker) {
-                                        uint64_t t0 = work_start(run);
-                                        (void)aj_broker_dispatch(run->broker);
-                                        work_charge(run, t0);
-                                        if (may_spin)
-                                                spin_until = aj_now_monotonic_ns() + BROKER_SPIN_NS;
-                                }
-                                break;
-                        case SRC_WORK_TIMER:
-                                work_resume(run);
-                                break;
-                        case SRC_CONTROL:
-                                if (run->control)
-                                        (void)aj_control_dispatch(run->control);
-                                break;
-                        case SRC_PROXY:
-                                if (run->proxy) {
-                                        uint64_t t0 = work_start(run);
-                                        (void)aj_proxy_dispatch(run->proxy);
-                                        work_charge(run, t0);
-                                }
-                                break;
-                        case SRC_ALERT:
-                                aj_run_alert_event(run, false);
-                                break;
-                        case SRC_ALERT_TIMER:
-                                aj_run_alert_event(run, true);
-                                break;
-                        case SRC_WALL_CAP:
-                                aj_run_wall_cap_expired(run);
-                                break;
-                        case SRC_WATCHDOG:
-                                if (run->watchdog_pidfd >= 0)
-                                        watchdog_exited(run);
-                                break;
-                        case SRC_TTY:
-                                if (run->tty_relay)
-                                        (void)aj_tty_relay_dispatch(run->tty_relay);
-                                break;
-                        }
+                        aj_loop_timer_stop(&run->drain_timer);
+                        return aj_log_errno(n, "epoll_wait() failed");
                 }
         }
+        aj_loop_timer_stop(&run->drain_timer);
         /* Messages sent just before init exited may still be queued. */
         if (run->h.sync_fd >= 0)
                 handle_child_msg(run);
@@ -1198,6 +1220,10 @@ static json_t *write_run_json(Run *run, const char *status, const Outcome *o, ui
  * kernel's teardown of the jail (its mounts, namespaces) on the other CPU. */
 static void release_runtime(Run *run)
 {
+        aj_loop_io_remove(run->broker_io);
+        run->broker_io = NULL;
+        aj_loop_io_remove(run->control_io);
+        run->control_io = NULL;
         aj_broker_free(run->broker);
         run->broker = NULL;
         aj_control_free(run->control);
@@ -1694,45 +1720,39 @@ static int setup_idmap(Run *run)
 
 static int start_loop_fds(Run *run, const sigset_t *mask)
 {
-        int r;
-        run->epfd = epoll_create1(EPOLL_CLOEXEC);
-        if (run->epfd < 0)
-                return -errno;
+        int r = aj_loop_new(&run->loop);
+        if (r < 0)
+                return r;
+        aj_loop_timer_init(run->loop, &run->wall_timer, on_wall, run);
+        aj_loop_timer_init(run->loop, &run->wall_cap_timer, on_wall_cap, run);
+        aj_loop_timer_init(run->loop, &run->work_timer, on_work_timer, run);
+        aj_loop_timer_init(run->loop, &run->alert_timer, on_alert_timer, run);
         run->sigfd = signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK);
         if (run->sigfd < 0)
                 return -errno;
-        if ((r = epoll_add(run->epfd, run->sigfd, SRC_SIGNAL, EPOLLIN)) < 0 ||
-            (r = epoll_add(run->epfd, run->h.pidfd, SRC_PIDFD, EPOLLIN)) < 0 ||
+        if ((r = aj_loop_add_io(run->loop, run->sigfd, EPOLLIN, on_signal, run, &run->sig_io)) < 0 ||
+            (r = aj_loop_add_io(run->loop, run->h.pidfd, EPOLLIN, on_init_exit, run, &run->pidfd_io)) < 0 ||
             (r = aj_fd_set_nonblock(run->h.sync_fd, true)) < 0 ||
-            (r = epoll_add(run->epfd, run->h.sync_fd, SRC_SYNC, EPOLLIN)) < 0)
+            (r = aj_loop_add_io(run->loop, run->h.sync_fd, EPOLLIN, on_sync, run, &run->sync_io)) < 0)
                 return r;
         if (run->streams[0].fd >= 0) {
                 streams_open_writers(run);
                 for (int i = 0; i < 2; i++) {
-                        r = epoll_add(run->epfd, run->streams[i].fd, i ? SRC_STDERR : SRC_STDOUT, EPOLLIN);
+                        r = aj_loop_add_io(run->loop, run->streams[i].fd, EPOLLIN, on_stream, run,
+                                           &run->streams[i].io);
                         if (r < 0)
                                 return r;
                         run->streams[i].reading = true;
                 }
         }
-        if (run->profile->wall_ns) {
-                run->wallfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-                if (run->wallfd < 0)
-                        return -errno;
-                if ((r = aj_timerfd_arm(run->wallfd, run->profile->wall_ns)) < 0 ||
-                    (r = epoll_add(run->epfd, run->wallfd, SRC_WALL, EPOLLIN)) < 0)
-                        return r;
-        }
-        if (run->broker && (r = epoll_add(run->epfd, aj_broker_fd(run->broker), SRC_BROKER, EPOLLIN)) < 0)
+        if (run->profile->wall_ns && (r = aj_loop_timer_set_in(&run->wall_timer, run->profile->wall_ns)) < 0)
+                return r;
+        if (run->broker && (r = aj_loop_add_io(run->loop, aj_broker_fd(run->broker), EPOLLIN, on_broker, run,
+                                               &run->broker_io)) < 0)
                 return r;
         /* A budget of a whole CPU or more cannot bind a single-threaded supervisor. */
         if (run->profile->cpu > 0 && WORK_SHARE * run->profile->cpu < 1.0) {
                 double per_sec = WORK_SHARE * run->profile->cpu * 1e9; /* ns of work per second */
-                run->work_timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-                if (run->work_timerfd < 0)
-                        return -errno;
-                if ((r = epoll_add(run->epfd, run->work_timerfd, SRC_WORK_TIMER, EPOLLIN)) < 0)
-                        return r;
                 aj_ratelimit_init(&run->work_rl, per_sec * WORK_BURST_S, per_sec);
         }
         char path[4096];
@@ -1741,30 +1761,48 @@ static int start_loop_fds(Run *run, const sigset_t *mask)
         r = aj_control_new(path, geteuid(), &run->control_ops, &run->control);
         if (r < 0)
                 return aj_log_errno(r, "Cannot create the control socket '%s'", path);
-        if ((r = epoll_add(run->epfd, aj_control_fd(run->control), SRC_CONTROL, EPOLLIN)) < 0)
+        if ((r = aj_loop_add_io(run->loop, aj_control_fd(run->control), EPOLLIN, on_control, run,
+                                &run->control_io)) < 0)
                 return r;
-        run->alert_timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-        if (run->alert_timerfd < 0 || (r = epoll_add(run->epfd, run->alert_timerfd, SRC_ALERT_TIMER, EPOLLIN)) < 0)
-                return run->alert_timerfd < 0 ? -errno : r;
         if (run->wall_cap_ns) {
-                run->wallcapfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-                if (run->wallcapfd < 0)
-                        return -errno;
+                run->has_wall_cap = true;
                 run->wall_cap_remaining_ns = run->wall_cap_ns;
-                if ((r = aj_timerfd_arm(run->wallcapfd, run->wall_cap_ns)) < 0 ||
-                    (r = epoll_add(run->epfd, run->wallcapfd, SRC_WALL_CAP, EPOLLIN)) < 0)
+                if ((r = aj_loop_timer_set_in(&run->wall_cap_timer, run->wall_cap_ns)) < 0)
                         return r;
         }
-        /* Already dead (since the start of the run) shows at the first epoll_wait. */
-        if (run->watchdog_pidfd >= 0 && (r = epoll_add(run->epfd, run->watchdog_pidfd, SRC_WATCHDOG, EPOLLIN)) < 0)
+        /* Already dead (since the start of the run) shows at the first wait. */
+        if (run->watchdog_pidfd >= 0 &&
+            (r = aj_loop_add_io(run->loop, run->watchdog_pidfd, EPOLLIN, on_watchdog, run, &run->watchdog_io)) < 0)
                 return r;
         if (run->cgroup) {
                 run->cg_event_fd = aj_cgroup_event_fd(run->cgroup);
                 if (run->cg_event_fd >= 0 &&
-                    (r = epoll_add(run->epfd, run->cg_event_fd, SRC_CGROUP, EPOLLIN | EPOLLPRI)) < 0)
+                    (r = aj_loop_add_io(run->loop, run->cg_event_fd, EPOLLIN | EPOLLPRI, on_cgroup, run,
+                                        &run->cg_io)) < 0)
                         return r;
         }
         return 0;
+}
+
+/* Every source out of the loop, every timer stopped, then the loop itself. */
+static void loop_close(Run *run)
+{
+        if (!run->loop)
+                return;
+        AjLoopIo **ios[] = { &run->sig_io,     &run->pidfd_io,   &run->sync_io,    &run->listener_io,
+                             &run->cg_io,      &run->watchdog_io, &run->tty_io,    &run->broker_io,
+                             &run->control_io, &run->proxy_io,   &run->alert_io,   &run->streams[0].io,
+                             &run->streams[1].io, &run->streams[0].wio, &run->streams[1].wio };
+        for (size_t i = 0; i < ARRAY_SIZE(ios); i++) {
+                aj_loop_io_remove(*ios[i]);
+                *ios[i] = NULL;
+        }
+        AjLoopTimer *timers[] = { &run->wall_timer, &run->wall_cap_timer, &run->work_timer, &run->alert_timer,
+                                  &run->drain_timer };
+        for (size_t i = 0; i < ARRAY_SIZE(timers); i++)
+                aj_loop_timer_stop(timers[i]);
+        aj_loop_free(run->loop);
+        run->loop = NULL;
 }
 
 /* An alert still running when the jail has ended gets what is left of its time. */
@@ -1799,9 +1837,8 @@ int aj_jail_run(const AjRunOptions *opts)
                 .opts = opts,
                 .watchdog_fd = -1, .watchdog_pidfd = -1,
                 .h = { .pidfd = -1, .sync_fd = -1 },
-                .epfd = -1, .sigfd = -1, .wallfd = -1, .listener = -1, .cg_event_fd = -1,
-                .alert = { .pidfd = -1 }, .alert_timerfd = -1, .proxy_fds = { -1, -1 }, .wallcapfd = -1,
-                .work_timerfd = -1,
+                .sigfd = -1, .listener = -1, .cg_event_fd = -1,
+                .alert = { .pidfd = -1 }, .proxy_fds = { -1, -1 },
                 .streams = { { .fd = -1, .out = STDOUT_FILENO, .log = -1, .name = "stdout", .wfd = -1,
                                .wfd_restore = -1 },
                              { .fd = -1, .out = STDERR_FILENO, .log = -1, .name = "stderr", .wfd = -1,
@@ -1975,10 +2012,16 @@ cleanup:
         }
         finish_alert(&run);
         refresh_anchor(&run);
+        aj_loop_io_remove(run.proxy_io);
+        run.proxy_io = NULL;
         aj_proxy_free(run.proxy);
         run.proxy = NULL;
+        aj_loop_io_remove(run.broker_io);
+        run.broker_io = NULL;
         aj_broker_free(run.broker);
         run.broker = NULL;
+        aj_loop_io_remove(run.control_io);
+        run.control_io = NULL;
         aj_control_free(run.control);
         run.control = NULL;
         if (run.cgroup) {
@@ -1996,6 +2039,7 @@ cleanup:
         watchdog_finish(&run);
         trace_step(&run, "cleaned up");
 out:
+        loop_close(&run);
         for (int i = 0; i < 2; i++) {
                 if (out_pipe[i] >= 0)
                         close(out_pipe[i]);
@@ -2019,22 +2063,12 @@ out:
                 close(run.tty_log.log);
         if (run.term_fd >= 0)
                 close(run.term_fd);
-        if (run.epfd >= 0)
-                close(run.epfd);
         if (run.sigfd >= 0)
                 close(run.sigfd);
-        if (run.wallfd >= 0)
-                close(run.wallfd);
         aj_spawn_handle_done(&run.h);
         for (int i = 0; i < 2; i++)
                 if (run.proxy_fds[i] >= 0)
                         close(run.proxy_fds[i]);
-        if (run.alert_timerfd >= 0)
-                close(run.alert_timerfd);
-        if (run.wallcapfd >= 0)
-                close(run.wallcapfd);
-        if (run.work_timerfd >= 0)
-                close(run.work_timerfd);
         aj_meter_free(run.meter);
         aj_net_policy_free(run.net_policy);
         json_decref(run.quarantine);

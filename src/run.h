@@ -27,28 +27,7 @@
 #include "spawn.h"
 #include "state.h"
 #include "tty.h"
-
-typedef enum {
-        SRC_SIGNAL = 1,
-        SRC_PIDFD,
-        SRC_SYNC,
-        SRC_STDOUT,
-        SRC_STDERR,
-        SRC_STDOUT_W, /* our stdout can take more of what the jail wrote */
-        SRC_STDERR_W,
-        SRC_LISTENER,
-        SRC_WALL,
-        SRC_CGROUP,
-        SRC_BROKER,
-        SRC_CONTROL,
-        SRC_PROXY,
-        SRC_ALERT,
-        SRC_ALERT_TIMER,
-        SRC_WALL_CAP,
-        SRC_WATCHDOG,
-        SRC_TTY,
-        SRC_WORK_TIMER,
-} Source;
+#include "util/loop.h"
 
 typedef struct {
         int fd;      /* read end of the command's pipe */
@@ -63,8 +42,10 @@ typedef struct {
          * that is pending the jail's pipe is not read (the jail waits, not the loop). */
         int wfd;
         int wfd_restore;   /* out's file status flags to put back (shared with others), or -1 */
-        bool wfd_polled;   /* wfd is in epoll, waiting for room */
-        bool reading;      /* fd is in epoll */
+        AjLoopIo *io;      /* fd in the loop (while reading) */
+        AjLoopIo *wio;     /* wfd in the loop, waiting for room */
+        bool wfd_polled;   /* wfd is in the loop, waiting for room */
+        bool reading;      /* fd is in the loop */
         char *pend;
         size_t pend_len, pend_off;
 } OutputStream;
@@ -100,7 +81,15 @@ typedef struct {
         int watchdog_restarts;
 
         AjSpawnHandle h;
-        int epfd, sigfd, wallfd, listener, cg_event_fd;
+        AjLoop *loop;
+        int sigfd, listener, cg_event_fd;
+        AjLoopIo *sig_io, *pidfd_io, *sync_io, *listener_io, *cg_io, *watchdog_io, *tty_io;
+        AjLoopIo *broker_io, *control_io, *proxy_io, *alert_io;
+        AjLoopTimer wall_timer;   /* profile wall: SIGTERM, then SIGKILL after the grace */
+        AjLoopTimer drain_timer;  /* after init exits: how long the output may take */
+        bool drain_expired;
+        bool may_spin;            /* more than one CPU: poll after broker traffic */
+        uint64_t spin_until;      /* ... until then (BROKER_SPIN_NS) */
         OutputStream streams[2];
 
         /* the jail's terminal (src/tty.c) */
@@ -126,9 +115,9 @@ typedef struct {
         AjDenialLog denials;
         /* The supervisor's own work for the agent (broker requests, seccomp denials, polling
          * for the next request), in ns, within WORK_SHARE of limits.cpu: in debt, the broker
-         * and the seccomp listener are not read until work_timerfd fires (back-pressure). */
+         * and the seccomp listener are not read until work_timer fires (back-pressure). */
         AjRateLimit work_rl;
-        int work_timerfd;
+        AjLoopTimer work_timer;
         bool work_paused;
         uint64_t work_pauses, work_paused_ns, work_paused_at;
         AjCgroupStats last_stats;
@@ -149,13 +138,14 @@ typedef struct {
         /* meters.wall / --cap wall=: a breach, not a kill; paused while frozen too */
         uint64_t wall_cap_ns;
         uint64_t wall_cap_remaining_ns;
-        int wallcapfd;
+        AjLoopTimer wall_cap_timer;
+        bool has_wall_cap;
         uint64_t egress_used, egress_limit;
         /* logs.events_bytes: the agent's events past its share are refused, a breach */
         bool in_event_batch;
         uint64_t events_refused;
         AjAlert alert;
-        int alert_timerfd;
+        AjLoopTimer alert_timer;
         AjHooks hooks;
         AjControlOps control_ops;
         int proxy_fds[2]; /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
@@ -180,7 +170,6 @@ int aj_run_freeze(Run *run, const char *by, const char *reason);
 int aj_run_thaw(Run *run, const char *by);
 /* Kill the jail (the whole cgroup) with a "kill" event: exit 123. */
 int aj_run_kill(Run *run, const char *by);
-int aj_timerfd_arm(int fd, uint64_t ns);
 /* An agent's event was refused (-EFBIG): events.jsonl is full; a breach the first time. */
 void aj_run_events_full(Run *run);
 /* Emit an event the agent's actions cause: within its share of logs.events_bytes. */

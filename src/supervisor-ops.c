@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
-#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,35 +49,32 @@ static json_t *last_events(const Run *run, size_t n)
 
 static void handle_breach(Run *run, const AjBreach *b);
 
-/* Disarm a timer and return what was left of it. */
-static uint64_t timer_pause(int fd)
+/* Stop a timer and return what was left of it. */
+static uint64_t timer_pause(AjLoopTimer *t)
 {
-        struct itimerspec cur;
-        if (fd < 0 || timerfd_gettime(fd, &cur) < 0)
-                return 0;
-        struct itimerspec off = { 0 };
-        (void)timerfd_settime(fd, 0, &off, NULL);
-        return (uint64_t)cur.it_value.tv_sec * 1000000000ull + (uint64_t)cur.it_value.tv_nsec;
+        uint64_t left = aj_loop_timer_left(t);
+        aj_loop_timer_stop(t);
+        return left;
 }
 
 /* Time spent frozen does not count against the wall-clock limit or the wall cap. */
 static void pause_wall(Run *run)
 {
-        if (run->wallfd >= 0 && !run->wall_fired)
-                run->wall_remaining_ns = timer_pause(run->wallfd);
-        if (run->wallcapfd >= 0)
-                run->wall_cap_remaining_ns = timer_pause(run->wallcapfd);
+        if (run->profile->wall_ns && !run->wall_fired)
+                run->wall_remaining_ns = timer_pause(&run->wall_timer);
+        if (run->has_wall_cap)
+                run->wall_cap_remaining_ns = timer_pause(&run->wall_cap_timer);
 }
 
 static void resume_wall(Run *run)
 {
-        if (run->wallfd >= 0 && !run->wall_fired && run->wall_remaining_ns) {
-                (void)aj_timerfd_arm(run->wallfd, run->wall_remaining_ns);
+        if (run->profile->wall_ns && !run->wall_fired && run->wall_remaining_ns) {
+                (void)aj_loop_timer_set_in(&run->wall_timer, run->wall_remaining_ns);
                 run->wall_remaining_ns = 0;
         }
         /* An exhausted wall cap breaches again at once unless it was raised. */
-        if (run->wallcapfd >= 0)
-                (void)aj_timerfd_arm(run->wallcapfd, run->wall_cap_remaining_ns);
+        if (run->has_wall_cap)
+                (void)aj_loop_timer_set_in(&run->wall_cap_timer, run->wall_cap_remaining_ns);
 }
 
 json_t *aj_run_wall_cap_json(Run *run)
@@ -86,17 +82,14 @@ json_t *aj_run_wall_cap_json(Run *run)
         if (!run->wall_cap_ns)
                 return NULL;
         uint64_t left = run->wall_cap_remaining_ns;
-        struct itimerspec cur;
-        if (!run->frozen && run->wallcapfd >= 0 && timerfd_gettime(run->wallcapfd, &cur) == 0)
-                left = (uint64_t)cur.it_value.tv_sec * 1000000000ull + (uint64_t)cur.it_value.tv_nsec;
+        if (!run->frozen && run->has_wall_cap)
+                left = aj_loop_timer_left(&run->wall_cap_timer);
         return json_pack("{s:f, s:f, s:f}", "limit", (double)run->wall_cap_ns / 1e9, "used",
                          (double)(run->wall_cap_ns - left) / 1e9, "remaining", (double)left / 1e9);
 }
 
 void aj_run_wall_cap_expired(Run *run)
 {
-        uint64_t x;
-        (void)!read(run->wallcapfd, &x, sizeof(x));
         run->wall_cap_remaining_ns = 0;
         AjBreach b = { .cap = "wall", .limit = (double)run->wall_cap_ns / 1e9, .value = (double)run->wall_cap_ns / 1e9 };
         handle_breach(run, &b);
@@ -107,7 +100,7 @@ static int raise_wall(Run *run, const char *value, char **ret_error)
 {
         bool add = value[0] == '+';
         uint64_t d;
-        if (run->wallcapfd < 0) {
+        if (!run->has_wall_cap) {
                 *ret_error = strdup("wall: this run has no wall cap to raise");
                 return -EINVAL;
         }
@@ -210,6 +203,12 @@ int aj_run_kill(Run *run, const char *by)
         return r;
 }
 
+static void alert_exited(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        aj_run_alert_event(userdata, false);
+}
+
 static void start_alert(Run *run, const char *kind, const char *input)
 {
         const AjProfile *p = run->profile;
@@ -229,11 +228,8 @@ static void start_alert(Run *run, const char *kind, const char *input)
                 run->alert.pidfd = -1;
                 return;
         }
-        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = SRC_ALERT };
-        (void)epoll_ctl(run->epfd, EPOLL_CTL_ADD, run->alert.pidfd, &ev);
-        if (run->alert_timerfd >= 0) {
-                (void)aj_timerfd_arm(run->alert_timerfd, timeout);
-        }
+        (void)aj_loop_add_io(run->loop, run->alert.pidfd, EPOLLIN, alert_exited, run, &run->alert_io);
+        (void)aj_loop_timer_set_in(&run->alert_timer, timeout);
         aj_events_emit(run->events, "alert",
                        json_pack("{s:s, s:s, s:i, s:I}", "kind", kind, "command", p->alert_exec.items[0], "pid",
                                  (int)run->alert.pid, "timeout_ms", (json_int_t)(timeout / 1000000)));
@@ -245,8 +241,6 @@ void aj_run_alert_event(Run *run, bool timer)
                 return;
         siginfo_t si = { 0 };
         if (timer) {
-                uint64_t x;
-                (void)!read(run->alert_timerfd, &x, sizeof(x));
                 if (waitid(P_PIDFD, (id_t)run->alert.pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0) {
                         (void)syscall(SYS_pidfd_send_signal, run->alert.pidfd, SIGKILL, NULL, 0);
                         aj_events_emit(run->events, "alert.timeout", json_pack("{s:i}", "pid", (int)run->alert.pid));
@@ -264,13 +258,11 @@ void aj_run_alert_event(Run *run, bool timer)
                 if (!ok)
                         aj_warning("The alert command failed (see alert.log in the run directory)");
         }
-        (void)epoll_ctl(run->epfd, EPOLL_CTL_DEL, run->alert.pidfd, NULL);
+        aj_loop_io_remove(run->alert_io);
+        run->alert_io = NULL;
         close(run->alert.pidfd);
         run->alert.pidfd = -1;
-        if (run->alert_timerfd >= 0) {
-                struct itimerspec off = { 0 };
-                (void)timerfd_settime(run->alert_timerfd, 0, &off, NULL);
-        }
+        aj_loop_timer_stop(&run->alert_timer);
 }
 
 static void handle_breach(Run *run, const AjBreach *b)
