@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The orchestrator: the one place that knows the order of a run's steps.
+ * The orchestrator: the one place that knows the order of a run's steps. Each step has
+ * its undo; a run does the steps in order, supervises the jail when all of them are done,
+ * writes the outcome, and then undoes what was done, in reverse, on every path (also the
+ * step that failed, whose undo copes with what it left half made).
  *
  * The steps before the clone are in src/jail-plan.c, the supervisor that runs the jail in
  * src/supervisor/ (supervise.c wires its parts together; records.c writes run.json).
@@ -20,6 +23,12 @@
 #include "run.h"
 #include "util/macros.h"
 #include "util/strv.h"
+
+typedef struct {
+        const char *done;           /* for `run -vv`: start-up cost is a product feature; NULL: quiet */
+        int (*run)(Run *run);       /* logs its own failure */
+        void (*undo)(Run *run);     /* NULL: nothing to undo; idempotent, copes with a half-done step */
+} Step;
 
 /* ---- the steps ------------------------------------------------------------------------ */
 
@@ -217,6 +226,28 @@ static int let_command_run(Run *run)
         return 0;
 }
 
+/* The checklist. The child builds its root while the supervisor does the steps from
+ * join_cgroups to start_loop (most of a millisecond): the command waits for JOINED. */
+static const Step steps[] = {
+        { NULL, block_signals, NULL }, /* put back last of all, below */
+        { NULL, open_std_fds, NULL },
+        { "prepared (profile, run dir)", aj_run_prepare, NULL },
+        { NULL, setup_terminal, restore_terminal },
+        { NULL, start_watchdog, finish_watchdog },
+        { "planned (mounts, seccomp, env)", plan, remove_runtime_dir },
+        { "cgroup created", aj_run_setup_cgroup, destroy_cgroup },
+        { "mount trees prepared", aj_run_setup_idmap, NULL },
+        { NULL, aj_run_parts_init, aj_run_loop_close },
+        { NULL, make_pipes, close_pipes },
+        { "cloned", clone_jail, aj_run_kill_jail },
+        { "maps written", write_maps, NULL },
+        { NULL, release_jail, NULL },
+        { "cgroups joined", join_cgroups, NULL },
+        { NULL, aj_run_setup_while_child_builds, NULL },
+        { NULL, start_loop, NULL },
+        { NULL, let_command_run, NULL },
+};
+
 /* ---- supervising, and the outcome ---------------------------------------------------- */
 
 static void report_launch_error(Run *run)
@@ -335,56 +366,23 @@ int aj_jail_run(const AjRunOptions *opts)
         run.degraded = json_array();
         run.started_ns = aj_now_realtime_ns();
         run.t0 = aj_now_monotonic_ns();
-        int status = AJ_EXIT_LAUNCHER;
-        bool supervised = false;
 
-        (void)block_signals(&run);
-        if (open_std_fds(&run) < 0)
-                goto out;
-        if (aj_run_prepare(&run) < 0)
-                goto out;
-        aj_run_trace_step(&run, "prepared (profile, run dir)");
-        if (setup_terminal(&run) < 0 || start_watchdog(&run) < 0 || plan(&run) < 0)
-                goto fail;
-        aj_run_trace_step(&run, "planned (mounts, seccomp, env)");
-        if (aj_run_setup_cgroup(&run) < 0)
-                goto fail;
-        aj_run_trace_step(&run, "cgroup created");
-        if (aj_run_setup_idmap(&run) < 0)
-                goto fail;
-        aj_run_trace_step(&run, "mount trees prepared");
-        if (aj_run_parts_init(&run) < 0 || make_pipes(&run) < 0 || clone_jail(&run) < 0)
-                goto fail;
-        aj_run_trace_step(&run, "cloned");
-        if (write_maps(&run) < 0)
-                goto fail_kill;
-        aj_run_trace_step(&run, "maps written");
-        if (release_jail(&run) < 0 || join_cgroups(&run) < 0)
-                goto fail_kill;
-        aj_run_trace_step(&run, "cgroups joined");
-        /* The child builds its root meanwhile (most of a millisecond), and waits for JOINED
-         * before its command can run: everything up to JOINED overlaps that. */
-        if (aj_run_setup_while_child_builds(&run) < 0 || start_loop(&run) < 0)
-                goto fail_kill;
-        (void)let_command_run(&run);
-        status = supervise(&run);
-        supervised = true;
-        goto cleanup;
-
-fail_kill:
-        aj_run_kill_jail(&run);
-fail:
-cleanup:
+        size_t done = 0;
+        while (done < ARRAY_SIZE(steps) && steps[done].run(&run) >= 0) {
+                if (steps[done].done)
+                        aj_run_trace_step(&run, steps[done].done);
+                done++;
+        }
+        bool supervised = done == ARRAY_SIZE(steps);
+        int status = supervised ? supervise(&run) : AJ_EXIT_LAUNCHER;
         finish_records(&run, supervised);
-        aj_run_loop_close(&run);
-        close_pipes(&run);
-        destroy_cgroup(&run);
-        remove_runtime_dir(&run);
-        finish_watchdog(&run);
+        /* The failed step too: its undo copes with what it left half made. */
+        for (size_t i = supervised ? done : done + 1; i-- > 0;)
+                if (steps[i].undo)
+                        steps[i].undo(&run);
         aj_run_trace_step(&run, "cleaned up");
-out:
-        restore_terminal(&run);
         run_free(&run);
+        /* After everything: a signal still pending must not end us before the output is out. */
         sigprocmask(SIG_SETMASK, &run.old_sigmask, NULL);
         return status;
 }
