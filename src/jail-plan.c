@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -414,15 +413,7 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
                 .stdout_fd = -1,
                 .stderr_fd = -1,
         };
-        if (run->term.tty) {
-                cfg->stdin_mode = AJ_STDIN_PTY;
-                if (run->term.winsize_fd >= 0)
-                        (void)ioctl(run->term.winsize_fd, TIOCGWINSZ, &cfg->winsize);
-                /* The operator's erase character, UTF-8 input, ...: as ssh and script(1) do. */
-                cfg->have_termios = run->term.term_fd >= 0;
-                cfg->termios = run->term.term_saved;
-        } else
-                cfg->stdin_mode = isatty(STDIN_FILENO) ? AJ_STDIN_NULL : AJ_STDIN_INHERIT;
+        aj_sup_terminal_child_config(&run->term, cfg);
         if (p->nofile)
                 add_rlimit(cfg, RLIMIT_NOFILE, p->nofile);
         if (p->nproc)
@@ -514,7 +505,7 @@ int aj_run_setup_idmap(Run *run)
  * while the child builds its root, between GO and JOINED, so it costs no wall time. */
 int aj_run_setup_while_child_builds(Run *run)
 {
-        int r = aj_sup_output_open_logs(&run->output, run->run_dir, run->term.tty);
+        int r = aj_sup_output_open_logs(&run->output, run->run_dir, aj_sup_terminal_has_tty(&run->term));
         if (r < 0)
                 return r;
         char path[4096];

@@ -86,8 +86,8 @@ static const AjSupWatchdogOps watchdog_ops = { .changed = watchdog_changed, .los
 /* Before anything exists on the host that a killed supervisor would leave behind. */
 static int start_watchdog(Run *run)
 {
-        AjSupWatchdogConfig cfg = { .id = run->id, .run_dir = run->run_dir, .runtime_dir = run->runtime_dir,
-                                    .term_fd = run->term.term_fd, .term_saved = &run->term.term_saved };
+        AjSupWatchdogConfig cfg = { .id = run->id, .run_dir = run->run_dir, .runtime_dir = run->runtime_dir };
+        cfg.term_fd = aj_sup_terminal_saved(&run->term, &cfg.term_saved);
         int r = aj_sup_watchdog_start(&run->watchdog, &cfg, &watchdog_ops, run, &run->sink);
         if (r < 0)
                 return aj_log_errno(r, "Cannot start the watchdog process");
@@ -127,7 +127,7 @@ static void destroy_cgroup(Run *run)
 
 static int make_pipes(Run *run)
 {
-        if (run->term.tty)
+        if (aj_sup_terminal_has_tty(&run->term))
                 return 0;
         if (pipe2(run->out_pipe, O_CLOEXEC) < 0 || pipe2(run->err_pipe, O_CLOEXEC) < 0)
                 return aj_log_errno(-errno, "Cannot create the output pipes");
@@ -153,7 +153,7 @@ static int clone_jail(Run *run)
         int r = aj_spawn_clone(&run->cfg, &run->h);
         if (r < 0)
                 return aj_log_errno(r, "Cannot create the jail's namespaces (clone3)");
-        if (run->term.tty)
+        if (aj_sup_terminal_has_tty(&run->term))
                 aj_sup_output_no_pipes(&run->output); /* all output is the pty's */
         else {
                 close(run->out_pipe[1]);
@@ -182,7 +182,8 @@ static int release_jail(Run *run)
                        json_pack("{s:o, s:s, s:s?, s:s?, s:i, s:I, s:s, s:b}", "command",
                                  aj_run_strv_json(run->opts->argv), "profile", run->profile->name, "digest",
                                  run->profile->digest, "profile_path", run->profile->path, "pid", (int)run->h.pid,
-                                 "host_uid", (json_int_t)run->host_uid, "cwd", run->cwd, "tty", run->term.tty));
+                                 "host_uid", (json_int_t)run->host_uid, "cwd", run->cwd, "tty",
+                                 aj_sup_terminal_has_tty(&run->term)));
         int r = aj_spawn_go(&run->h);
         if (r < 0)
                 return aj_log_errno(r, "Cannot release the jail");

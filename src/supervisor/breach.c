@@ -199,6 +199,11 @@ static void events_full(AjSupBreach *b)
         aj_sup_breach_handle(b, &breach);
 }
 
+int aj_sup_breach_emit(AjSupBreach *b, const char *type, json_t *fields)
+{
+        return aj_sup_emit(&b->events, type, fields);
+}
+
 int aj_sup_breach_emit_agent(AjSupBreach *b, const char *type, json_t *fields)
 {
         int r = b->events.ops->emit_agent(b->events.userdata, type, fields);

@@ -83,6 +83,9 @@ int aj_sup_breach_emit_agent(AjSupBreach *b, const char *type, json_t *fields);
 int aj_sup_breach_check_log_cap(const AjSupBreach *b, json_t *value, uint64_t *ret_cap, char **ret_error);
 void aj_sup_breach_set_log_cap(AjSupBreach *b, uint64_t cap);
 
+/* One of the supervisor's own records (never refused): caps.raise. */
+int aj_sup_breach_emit(AjSupBreach *b, const char *type, json_t *fields);
+
 /* The run's state word for run.json and `ps`: running, frozen, quarantined, exited. */
 const char *aj_sup_breach_state(const AjSupBreach *b, bool exited);
 bool aj_sup_breach_frozen(const AjSupBreach *b);

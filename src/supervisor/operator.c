@@ -65,7 +65,7 @@ int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *rais
                 }
                 if (log_cap)
                         aj_sup_breach_set_log_cap(b, log_cap);
-                aj_sup_emit(&b->events, "caps.raise", json_pack("{s:O, s:s}", "raise", raise, "by", "operator"));
+                aj_sup_breach_emit(b, "caps.raise", json_pack("{s:O, s:s}", "raise", raise, "by", "operator"));
         }
         return aj_sup_breach_thaw(b, "operator");
 }

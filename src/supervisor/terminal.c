@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -46,6 +47,31 @@ int aj_sup_terminal_setup(AjSupTerminal *t, AjTtyMode mode)
         } else if (isatty(STDOUT_FILENO))
                 t->winsize_fd = STDOUT_FILENO;
         return 0;
+}
+
+bool aj_sup_terminal_has_tty(const AjSupTerminal *t)
+{
+        return t->tty;
+}
+
+int aj_sup_terminal_saved(const AjSupTerminal *t, const struct termios **ret_saved)
+{
+        *ret_saved = &t->term_saved;
+        return t->term_fd;
+}
+
+void aj_sup_terminal_child_config(const AjSupTerminal *t, AjSpawnConfig *cfg)
+{
+        if (!t->tty) {
+                cfg->stdin_mode = isatty(STDIN_FILENO) ? AJ_STDIN_NULL : AJ_STDIN_INHERIT;
+                return;
+        }
+        cfg->stdin_mode = AJ_STDIN_PTY;
+        if (t->winsize_fd >= 0)
+                (void)ioctl(t->winsize_fd, TIOCGWINSZ, &cfg->winsize);
+        /* The operator's erase character, UTF-8 input, ...: as ssh and script(1) do. */
+        cfg->have_termios = t->term_fd >= 0;
+        cfg->termios = t->term_saved;
 }
 
 static void on_relay(AjLoopIo *io, int fd, uint32_t revents, void *userdata)

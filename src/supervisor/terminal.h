@@ -13,6 +13,7 @@
 #include <termios.h>
 
 #include "jail.h"
+#include "spawn.h"
 #include "tty.h"
 #include "util/loop.h"
 
@@ -34,6 +35,13 @@ int aj_sup_terminal_setup(AjSupTerminal *t, AjTtyMode mode);
 /* The pty master from the jail (taken): relayed in `loop`, the jail's output to `output`.
  * Fails closed: a jail whose terminal nobody relays would hang (the caller kills it). */
 int aj_sup_terminal_start(AjSupTerminal *t, AjLoop *loop, int master, AjTtyOutputFn output, void *userdata);
+/* The jail has a pty of its own. */
+bool aj_sup_terminal_has_tty(const AjSupTerminal *t);
+/* The operator's terminal (-1: none) and its saved modes, for the watchdog to restore. */
+int aj_sup_terminal_saved(const AjSupTerminal *t, const struct termios **ret_saved);
+/* The child's standard input: the pty (with the operator's modes and window size), /dev/null
+ * for a terminal without one, or stdin itself. */
+void aj_sup_terminal_child_config(const AjSupTerminal *t, AjSpawnConfig *cfg);
 /* A signal the terminal takes rather than the jail. */
 bool aj_sup_terminal_takes_signal(AjSupTerminal *t, const struct signalfd_siginfo *si);
 /* Everything the jail wrote to its terminal has reached ours (true without one). */
