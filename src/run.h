@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The state of one run in the supervisor, shared by the orchestrator (jail.c) and
- * the services it offers its modules and operators (supervisor-ops.c). Internal.
+ * One run in the supervisor: what it is (set up by the steps in src/jail.c and
+ * src/jail-plan.c), the jail's process, the services in the loop, and the supervisor's
+ * parts (src/supervisor/), each owning its own state behind its own functions. Internal
+ * to the orchestrator and the supervisor; the parts themselves never see it.
  */
 #pragma once
 
@@ -9,7 +11,6 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <termios.h>
 
 #include "broker.h"
 #include "cgroup.h"
@@ -22,54 +23,41 @@
 #include "net.h"
 #include "profile.h"
 #include "proxy.h"
-#include "quarantine.h"
 #include "seccomp-filter.h"
 #include "spawn.h"
 #include "state.h"
-#include "tty.h"
+#include "supervisor/alert.h"
+#include "supervisor/breach.h"
+#include "supervisor/cgroup-events.h"
+#include "supervisor/denials.h"
+#include "supervisor/operator.h"
+#include "supervisor/output.h"
+#include "supervisor/sink.h"
+#include "supervisor/terminal.h"
+#include "supervisor/wall.h"
+#include "supervisor/watchdog.h"
+#include "supervisor/work.h"
+#include "util/loop.h"
 
-typedef enum {
-        SRC_SIGNAL = 1,
-        SRC_PIDFD,
-        SRC_SYNC,
-        SRC_STDOUT,
-        SRC_STDERR,
-        SRC_STDOUT_W, /* our stdout can take more of what the jail wrote */
-        SRC_STDERR_W,
-        SRC_LISTENER,
-        SRC_WALL,
-        SRC_CGROUP,
-        SRC_BROKER,
-        SRC_CONTROL,
-        SRC_PROXY,
-        SRC_ALERT,
-        SRC_ALERT_TIMER,
-        SRC_WALL_CAP,
-        SRC_WATCHDOG,
-        SRC_TTY,
-        SRC_WORK_TIMER,
-} Source;
+/* The run's runtime dir as the jail sees it. */
+#define AJ_JAIL_DIR "/run/agentjail"
+/* Where this binary is bind-mounted in the jail (in the root tmpfs: no host file needed). */
+#define AJ_JAIL_BIN "/opt/agentjail/bin"
+
+/* What the jail's child and init reported. */
+typedef struct {
+        bool launch_failed;
+        AjChildMsg launch_error;
+        bool exec_failed;
+        AjChildMsg exec_error;
+        bool have_status;
+        int cmd_status;
+        bool init_exited;
+        siginfo_t init_info;
+} AjRunChild;
 
 typedef struct {
-        int fd;      /* read end of the command's pipe */
-        int out;     /* our own stdout/stderr, -1 once it failed (EPIPE) */
-        int log;     /* stdout.log / stderr.log */
-        bool eof;
-        const char *name;  /* "stdout", "stderr": for log.truncated */
-        uint64_t logged;   /* bytes in the log, at most logs.output_bytes */
-        bool log_cut;      /* log.truncated recorded */
-        /* Passing it on never blocks the supervisor: `out` reopened non-blocking (-1: could
-         * not be, plain blocking writes), what a slow reader has not taken yet, and while
-         * that is pending the jail's pipe is not read (the jail waits, not the loop). */
-        int wfd;
-        int wfd_restore;   /* out's file status flags to put back (shared with others), or -1 */
-        bool wfd_polled;   /* wfd is in epoll, waiting for room */
-        bool reading;      /* fd is in epoll */
-        char *pend;
-        size_t pend_len, pend_off;
-} OutputStream;
-
-typedef struct {
+        /* what the run is */
         const AjRunOptions *opts;
         AjProfile *profile;
         AjPaths paths;
@@ -79,9 +67,12 @@ typedef struct {
         char *overlay_dir;   /* workspace mode overlay: <run_dir>/workspace (upper/, work/) */
         char *overlay_lower; /* ... and the workspace it covers */
         char *runtime_dir;
+        char *jail_dir;      /* <runtime>/<id>/jail, bound at /run/agentjail */
         char *root_mountpoint;
         char *cwd;
         AjEventLog *events;
+        AjSupEventLog event_log; /* the parts' view of it: */
+        AjSupSink sink;
         AjCgroup *cgroup;
         AjMountPlan *mount;
         AjBpfProgram bpf;
@@ -93,99 +84,79 @@ typedef struct {
         uid_t host_uid;
         gid_t host_gid;
         bool rootless;
+        uint64_t wall_cap_ns; /* meters.wall / --cap wall= */
+        int rlimit_resources[AJ_MAX_RLIMITS]; /* which rlimit each index of the spawn config is */
 
-        int watchdog_fd; /* write end: 'D' then close on a clean finish */
-        pid_t watchdog_pid;
-        int watchdog_pidfd; /* in the event loop: a dead watchdog is replaced or ends the run */
-        int watchdog_restarts;
-
+        /* the jail */
+        sigset_t sigmask, old_sigmask; /* taken through the signalfd; the caller's, put back */
+        AjSpawnConfig cfg;
         AjSpawnHandle h;
-        int epfd, sigfd, wallfd, listener, cg_event_fd;
-        OutputStream streams[2];
+        AjRunChild child;
+        int out_pipe[2], err_pipe[2]; /* until the clone: the command's stdout and stderr */
+        int proxy_fds[2]; /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
 
-        /* the jail's terminal (src/tty.c) */
-        bool tty;                 /* the jail has a pty of its own */
-        int term_fd;              /* the operator's terminal (stdin), -1 when stdin is none */
-        struct termios term_saved;
-        bool term_raw;            /* term_fd is in raw mode: restore term_saved */
-        int winsize_fd;           /* where the window size comes from, or -1 */
-        AjTtyRelay *tty_relay;
-        OutputStream tty_log;     /* tty.log, the transcript: only its log and logged count */
-        int tty_restore_flags[2]; /* stdin/stdout file status flags to put back, or -1 */
+        /* the supervisor: its loop and its parts */
+        AjLoop *loop;
+        int sigfd;
+        AjLoopIo *sig_io, *pidfd_io, *sync_io;
+        AjLoopTimer drain_timer; /* after init exits: how long the output may take */
+        bool drain_expired;
+        bool may_spin;           /* more than one CPU: poll after broker traffic */
+        uint64_t spin_until;     /* ... until then (BROKER_SPIN_NS) */
+        AjSupWatchdog watchdog;
+        AjSupTerminal term;
+        AjSupOutput output;
+        AjSupWork work;
+        AjSupDenials denials;
+        AjSupWall wall;
+        AjSupBreach breach;
+        AjSupAlert alert;
+        AjSupCgroupEvents cg_events;
 
-        /* outcome */
-        bool launch_failed;
-        AjChildMsg launch_error;
-        bool exec_failed;
-        AjChildMsg exec_error;
-        bool have_status;
-        int cmd_status;
-        bool init_exited;
-        siginfo_t init_info;
-        bool wall_fired, wall_killed;
-        AjDenialLog denials;
-        /* The supervisor's own work for the agent (broker requests, seccomp denials, polling
-         * for the next request), in ns, within WORK_SHARE of limits.cpu: in debt, the broker
-         * and the seccomp listener are not read until work_timerfd fires (back-pressure). */
-        AjRateLimit work_rl;
-        int work_timerfd;
-        bool work_paused;
-        uint64_t work_pauses, work_paused_ns, work_paused_at;
-        AjCgroupStats last_stats;
-
-        /* metering, operators, network (src/supervisor-ops.c) */
+        /* the services in the loop */
         AjMeter *meter;
         AjBroker *broker;
         AjControl *control;
         AjProxy *proxy;
         AjNetPolicy *net_policy;
-        char *jail_dir;     /* <runtime>/<id>/jail, bound at /run/agentjail */
-        bool frozen;
-        bool quarantined, released;
-        json_t *quarantine; /* {"since", "cap", "released", ...} or NULL */
-        bool killed_by_policy; /* on_breach "kill" or an operator's kill */
-        bool have_status_before_kill; /* the command had already exited when the kill came */
-        uint64_t wall_remaining_ns; /* while frozen, the wall timer is paused */
-        /* meters.wall / --cap wall=: a breach, not a kill; paused while frozen too */
-        uint64_t wall_cap_ns;
-        uint64_t wall_cap_remaining_ns;
-        int wallcapfd;
-        uint64_t egress_used, egress_limit;
-        /* logs.events_bytes: the agent's events past its share are refused, a breach */
-        bool in_event_batch;
-        uint64_t events_refused;
-        AjAlert alert;
-        int alert_timerfd;
+        AjLoopIo *broker_io, *control_io, *proxy_io;
         AjHooks hooks;
         AjControlOps control_ops;
-        int proxy_fds[2]; /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
+
+        /* the records */
         bool records_done; /* run.exit and the final run.json are written */
         bool runtime_removed;
-        int rlimit_resources[AJ_MAX_RLIMITS]; /* which rlimit each index of the spawn config is */
         int final_status;
         json_t *final_doc;  /* the final run.json, for --json */
 } Run;
 
-/* supervisor-ops.c */
-void aj_run_hooks(Run *run, AjHooks *ret);
-void aj_run_control_ops(Run *run, AjControlOps *ret);
-/* The run's state word for run.json and `ps`: running, frozen, quarantined, exited. */
-const char *aj_run_state(const Run *run, bool exited);
-/* Rewrite run.json (status "running"). Defined in jail.c. */
+/* src/jail-plan.c: the steps before the clone */
+void aj_run_trace_step(const Run *run, const char *step);
+int aj_run_prepare(Run *run);
+int aj_run_plan(Run *run, AjSpawnConfig *cfg);
+int aj_run_setup_cgroup(Run *run);
+int aj_run_setup_idmap(Run *run);
+int aj_run_setup_while_child_builds(Run *run);
+void aj_run_record_degraded(Run *run, const char *what, const char *why);
+json_t *aj_run_strv_json(char *const *v);
+const char *aj_run_rlimit_name(int resource);
+
+/* src/supervisor/supervise.c: the parts wired together, the loop */
+int aj_run_parts_init(Run *run);
+int aj_run_loop_start(Run *run, const sigset_t *mask);
+int aj_run_loop(Run *run);
+void aj_run_loop_close(Run *run);
+void aj_run_kill_jail(Run *run);
+void aj_run_release_services(Run *run);
+void aj_run_parts_done(Run *run);
+
+/* src/supervisor/records.c: run.json and the end of the chain */
 void aj_run_write_json(Run *run);
-/* The alert's pidfd or timer fired. */
-void aj_run_alert_event(Run *run, bool timer);
-/* Freeze/thaw the run's cgroup with events; pause/resume the wall clock. */
-int aj_run_freeze(Run *run, const char *by, const char *reason);
-int aj_run_thaw(Run *run, const char *by);
-/* Kill the jail (the whole cgroup) with a "kill" event: exit 123. */
-int aj_run_kill(Run *run, const char *by);
-int aj_timerfd_arm(int fd, uint64_t ns);
-/* An agent's event was refused (-EFBIG): events.jsonl is full; a breach the first time. */
-void aj_run_events_full(Run *run);
-/* Emit an event the agent's actions cause: within its share of logs.events_bytes. */
-int aj_run_emit_agent(Run *run, const char *type, json_t *fields);
-/* The wall-time cap expired: a breach. */
-void aj_run_wall_cap_expired(Run *run);
-/* {"limit", "used", "remaining"} in seconds, or NULL without a wall cap. */
-json_t *aj_run_wall_cap_json(Run *run);
+void aj_run_write_final_records(Run *run);
+void aj_run_write_launcher_error(Run *run);
+void aj_run_refresh_anchor(Run *run);
+const char *aj_run_state(const Run *run, bool exited);
+json_t *aj_run_meters_json(Run *run);
+
+/* src/supervisor/operator.c: what operators ask through the control socket */
+void aj_run_control_ops(Run *run, AjControlOps *ret);

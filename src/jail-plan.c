@@ -1,0 +1,541 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The steps of a run before the clone (their order is src/jail.c's): the profile and the
+ * run's records, the plans (runtime dir, meters and allowlist, mounts, seccomp, environment,
+ * rlimits), the cgroup, the idmapped mount trees; and what is made while the child builds
+ * its root (the output logs, the broker). Every step logs its own failure once.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "ns.h"
+#include "run.h"
+#include "run-record.h"
+#include "util/fd.h"
+#include "util/macros.h"
+#include "util/parse.h"
+#include "util/strv.h"
+
+/* `run -vv` prints how long each start-up step took: start-up cost is a product feature. */
+void aj_run_trace_step(const Run *run, const char *step)
+{
+        aj_debug("+%.3f ms %s", (double)(aj_now_monotonic_ns() - run->t0) / 1e6, step);
+}
+
+json_t *aj_run_strv_json(char *const *v)
+{
+        json_t *a = json_array();
+        for (size_t i = 0; v && v[i]; i++)
+                json_array_append_new(a, json_string(v[i]));
+        return a;
+}
+
+void aj_run_record_degraded(Run *run, const char *what, const char *why)
+{
+        aj_warning("%s is not enforced: %s", what, why);
+        json_array_append_new(run->degraded, json_pack("{s:s, s:s}", "what", what, "why", why));
+        aj_events_emit(run->events, "degraded", json_pack("{s:s, s:s}", "what", what, "why", why));
+}
+
+static int build_env(Run *run)
+{
+        const AjProfile *p = run->profile;
+        _cleanup_strv_free_ char **env = NULL;
+        int r = 0;
+
+        for (size_t i = 0; i < p->env_pass.n; i++) {
+                const char *v = getenv(p->env_pass.items[i]);
+                if (!v)
+                        continue;
+                char *kv;
+                if (asprintf(&kv, "%s=%s", p->env_pass.items[i], v) < 0 || (r = aj_strv_consume(&env, kv)) < 0)
+                        return -ENOMEM;
+        }
+        const char *home = p->home ? p->home : "/home/agent";
+        const char *fixed[][2] = {
+                { "HOME", home }, { "USER", "agent" }, { "LOGNAME", "agent" }, { "SHELL", "/bin/sh" },
+                { "AGENTJAIL", "1" }, { "AGENTJAIL_RUN_ID", run->id },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(fixed); i++) {
+                char *kv;
+                if (asprintf(&kv, "%s=%s", fixed[i][0], fixed[i][1]) < 0 || aj_strv_consume(&env, kv) < 0)
+                        return -ENOMEM;
+        }
+        /* The profile's "set" comes last and wins over anything above. */
+        for (size_t i = 0; i < p->env_set.n; i++) {
+                const char *kv = p->env_set.items[i];
+                size_t klen = strcspn(kv, "=");
+                for (size_t j = 0; env && env[j]; j++)
+                        if (strncmp(env[j], kv, klen) == 0 && env[j][klen] == '=') {
+                                free(env[j]);
+                                for (size_t k = j; env[k]; k++)
+                                        env[k] = env[k + 1];
+                                break;
+                        }
+                if (aj_strv_push(&env, kv) < 0)
+                        return -ENOMEM;
+        }
+        bool has_path = false;
+        for (size_t j = 0; env && env[j]; j++)
+                if (strncmp(env[j], "PATH=", 5) == 0) {
+                        /* `agentjail meter` is on the PATH, after everything the profile put there. */
+                        char *np;
+                        if (asprintf(&np, "%s:" AJ_JAIL_BIN, env[j]) < 0)
+                                return -ENOMEM;
+                        free(env[j]);
+                        env[j] = np;
+                        has_path = true;
+                }
+        if (!has_path && aj_strv_push(&env, "PATH=/usr/local/bin:/usr/bin:/bin:" AJ_JAIL_BIN) < 0)
+                return -ENOMEM;
+        if (aj_strv_push(&env, "AGENTJAIL_BROKER=" AJ_JAIL_DIR "/broker.sock") < 0)
+                return -ENOMEM;
+        if (run->net_policy) {
+                static const char *const proxy_env[] = {
+                        "HTTP_PROXY=http://127.0.0.1:3128",  "http_proxy=http://127.0.0.1:3128",
+                        "HTTPS_PROXY=http://127.0.0.1:3128", "https_proxy=http://127.0.0.1:3128",
+                        "ALL_PROXY=socks5h://127.0.0.1:1080", "all_proxy=socks5h://127.0.0.1:1080",
+                        "NO_PROXY=localhost,127.0.0.1",      "no_proxy=localhost,127.0.0.1",
+                };
+                for (size_t i = 0; i < ARRAY_SIZE(proxy_env); i++)
+                        if (aj_strv_push(&env, proxy_env[i]) < 0)
+                                return -ENOMEM;
+        }
+        run->envp = TAKE_PTR(env);
+        return 0;
+}
+
+static void add_rlimit(AjSpawnConfig *cfg, int resource, uint64_t value)
+{
+        if (cfg->n_rlimits >= AJ_MAX_RLIMITS)
+                return;
+        cfg->rlimits[cfg->n_rlimits].resource = resource;
+        cfg->rlimits[cfg->n_rlimits].limit.rlim_cur = value;
+        cfg->rlimits[cfg->n_rlimits].limit.rlim_max = value;
+        cfg->n_rlimits++;
+}
+
+const char *aj_run_rlimit_name(int resource)
+{
+        switch (resource) {
+        case RLIMIT_NOFILE: return "limits.nofile";
+        case RLIMIT_NPROC: return "limits.nproc";
+        case RLIMIT_FSIZE: return "limits.fsize";
+        case RLIMIT_CORE: return "limits.core";
+        default: return "a resource limit";
+        }
+}
+
+int aj_run_prepare(Run *run)
+{
+        const AjRunOptions *opts = run->opts;
+        int r;
+
+        r = aj_paths_resolve(&run->paths);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot find a state directory (set AGENTJAIL_STATE_DIR)");
+
+        AjError perr = { 0 };
+        r = aj_profile_load(opts->profile ? opts->profile : "default", &run->profile, &perr);
+        if (r < 0) {
+                aj_error("%s", aj_error_text(&perr, r));
+                aj_error_clear(&perr);
+                return r;
+        }
+
+        aj_run_trace_step(run, "profile loaded");
+        run->cwd = getcwd(NULL, 0);
+        if (!run->cwd)
+                return aj_log_errno(-errno, "Cannot determine the current directory");
+        run->rootless = geteuid() != 0;
+        run->host_uid = run->rootless ? geteuid() : run->profile->host_uid;
+        run->host_gid = run->rootless ? getegid() : run->profile->host_gid;
+
+        if (aj_run_id_new(run->id) < 0)
+                return aj_log_errno(-errno, "Cannot generate a run id");
+        if (opts->name)
+                run->name = strdup(opts->name);
+        else {
+                _cleanup_free_ char *tmp = strdup(opts->argv[0]);
+                run->name = tmp ? strdup(basename(tmp)) : NULL;
+        }
+        if (!run->name)
+                return -ENOMEM;
+
+        /* Known before it exists, so the watchdog (forked next) can remove it. */
+        run->runtime_dir = aj_runtime_dir_path(&run->paths, run->id);
+        if (!run->runtime_dir)
+                return -ENOMEM;
+        r = aj_run_dir_create(&run->paths, run->id, &run->run_dir);
+        if (r < 0)
+                return aj_log_errno(r, "Failed to create the run directory under '%s/runs'", run->paths.state_root);
+        char path[4096];
+        r = aj_run_file_path(run->run_dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0)
+                return aj_log_errno(r, "Failed to open the event log in '%s'", run->run_dir);
+        r = aj_events_open(path, run->id, &run->events);
+        if (r < 0)
+                return aj_log_errno(r, "Failed to open '%s'", path);
+        aj_events_set_agent_limit(run->events, aj_events_agent_share(run->profile->log_events_bytes));
+        run->event_log = (AjSupEventLog){ .log = run->events, .run_dir = run->run_dir };
+        aj_sup_sink_for_log(&run->event_log, &run->sink);
+        return 0;
+}
+
+/* <runtime>/<id>/jail: bound at /run/agentjail in the jail. Root-owned and not writable
+ * by the agent (it cannot replace the broker socket); the socket itself is the agent's. */
+static int setup_jail_dir(Run *run)
+{
+        if (asprintf(&run->jail_dir, "%s/jail", run->runtime_dir) < 0)
+                return -ENOMEM;
+        if (mkdir(run->jail_dir, 0755) < 0)
+                return aj_log_errno(-errno, "Failed to create '%s'", run->jail_dir);
+        return 0;
+}
+
+/* <run dir>/workspace/{upper,work}: the overlay workspace's writes, kept with the run
+ * for `agentjail diff | commit | discard`. Root-only until setup_idmap() hands the upper
+ * root to the agent. */
+static int make_overlay_dirs(Run *run)
+{
+        if (asprintf(&run->overlay_dir, "%s/workspace", run->run_dir) < 0) {
+                run->overlay_dir = NULL;
+                return -ENOMEM;
+        }
+        char path[4096];
+        if (mkdir(run->overlay_dir, 0700) < 0)
+                return aj_log_errno(-errno, "Cannot create '%s'", run->overlay_dir);
+        snprintf(path, sizeof(path), "%s/upper", run->overlay_dir);
+        if (mkdir(path, 0700) < 0)
+                return aj_log_errno(-errno, "Cannot create '%s'", path);
+        snprintf(path, sizeof(path), "%s/work", run->overlay_dir);
+        if (mkdir(path, 0700) < 0)
+                return aj_log_errno(-errno, "Cannot create '%s'", path);
+        return 0;
+}
+
+static int setup_meter_and_broker(Run *run)
+{
+        const AjProfile *p = run->profile;
+        AjMeterCaps caps;
+        aj_meter_caps_from_profile(p, &caps);
+        run->wall_cap_ns = p->meters.wall_ns;
+        for (char **c = run->opts->caps; c && *c; c++) {
+                _cleanup_free_ char *err = NULL;
+                if (strncmp(*c, "wall=", 5) == 0) {
+                        /* The wall cap is the supervisor's timer, not the broker's meter. */
+                        uint64_t d = 0;
+                        if (!streq(*c + 5, "unlimited") && (aj_parse_duration(*c + 5, &d) < 0 || d == 0)) {
+                                aj_error("--cap: '%s': expected wall=DURATION such as wall=30m", *c);
+                                return -EINVAL;
+                        }
+                        run->wall_cap_ns = d;
+                        continue;
+                }
+                int r = aj_meter_apply_cap_arg(&caps, *c, &err);
+                if (r < 0) {
+                        aj_error("--cap: %s", err ? err : strerror(-r));
+                        return r;
+                }
+        }
+        int r = aj_meter_new_for_profile(p, &caps, &run->meter);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot set up the run's meters");
+
+        /* The allowlist: the profile's plus --allow-net. No entry: no proxy, no network. */
+        _cleanup_strv_free_ char **allow = aj_strv_copy(p->net_allow.items);
+        for (char **a = run->opts->allow_net; a && *a; a++)
+                if (aj_strv_push(&allow, *a) < 0)
+                        return -ENOMEM;
+        if (allow && allow[0]) {
+                size_t bad = 0;
+                _cleanup_(aj_error_clear) AjError err = {};
+                r = aj_net_policy_parse(allow, &run->net_policy, &bad, &err);
+                if (r < 0) {
+                        aj_error("network allowlist: '%s': %s", allow[bad] ? allow[bad] : "?", aj_error_text(&err, r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
+/* The places the workspace and the binds are checked against (src/mount.h): the system's
+ * own trees, the generic places, home directories, and agentjail's own state, runtime and
+ * config dirs and binary. */
+static int build_sensitive(Run *run, const char *exe, const char *host_home, AjSensitiveList *ret)
+{
+        _cleanup_strv_free_ char **dirs = NULL;
+        int r = aj_profile_search_path(&dirs);
+        if (r < 0)
+                return r;
+        const char *xdg = getenv("XDG_CONFIG_HOME");
+        char *d = NULL;
+        if (xdg && xdg[0] == '/')
+                r = asprintf(&d, "%s/agentjail", xdg);
+        else if (host_home && host_home[0] == '/')
+                r = asprintf(&d, "%s/.config/agentjail", host_home);
+        if (r < 0 || (d && aj_strv_consume(&dirs, d) < 0) || aj_strv_push(&dirs, "/etc/agentjail") < 0)
+                return -ENOMEM;
+        AjSensitiveSources src = {
+                .state_root = run->paths.state_root,
+                .runtime_root = run->paths.runtime_root,
+                .host_home = host_home,
+                .exe = exe,
+                .config_dirs = dirs,
+                .passwd = "/etc/passwd",
+                .home_root = "/home",
+        };
+        return aj_sensitive_list_build(&src, ret);
+}
+
+static int plan_runtime_dir(Run *run)
+{
+        _cleanup_free_ char *rt = NULL, *rt_err = NULL;
+        int r = aj_runtime_root_prepare(&run->paths, &rt_err);
+        if (r < 0) {
+                aj_error("%s", rt_err ? rt_err : strerror(-r));
+                return r;
+        }
+        r = aj_runtime_dir_create(&run->paths, run->id, &rt);
+        if (r < 0)
+                return aj_log_errno(r, "Failed to create the runtime directory under '%s'", run->paths.runtime_root);
+        r = aj_root_mountpoint(&run->paths, &run->root_mountpoint);
+        if (r < 0)
+                return aj_log_errno(r, "Failed to create the jails' mount point under '%s'", run->paths.runtime_root);
+        return setup_jail_dir(run);
+}
+
+static const char *jail_hostname(const AjProfile *p)
+{
+        return p->hostname ? p->hostname : "agentjail";
+}
+
+/* NULL when the binary is gone (replaced while running: " (deleted)") or unreadable. */
+static char *self_exe_path(void)
+{
+        char buf[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+        if (n <= 0 || buf[0] != '/')
+                return NULL;
+        buf[n] = '\0';
+        if (n > 10 && streq(buf + n - 10, " (deleted)"))
+                return NULL;
+        return strdup(buf);
+}
+
+static int plan_mounts(Run *run)
+{
+        const AjProfile *p = run->profile;
+        /* The agentjail binary, for `agentjail meter` inside the jail: the kernel's own name
+         * for it is already resolved (realpath() would read each component again). */
+        _cleanup_free_ char *exe = self_exe_path();
+        _cleanup_free_ AjBind *ro = calloc(run->opts->extra_ro.n + 1, sizeof(AjBind));
+        if (!ro)
+                return -ENOMEM;
+        AjBindList extra_ro = { .items = ro, .n = run->opts->extra_ro.n };
+        memcpy(ro, run->opts->extra_ro.items, run->opts->extra_ro.n * sizeof(AjBind));
+        if (exe)
+                ro[extra_ro.n++] = (AjBind){ .source = exe, .target = (char *)AJ_JAIL_BIN "/agentjail" };
+
+        const char *host_home = getenv("HOME");
+        if (!host_home || host_home[0] != '/') {
+                struct passwd *pw = getpwuid(getuid());
+                host_home = pw ? pw->pw_dir : NULL;
+        }
+        int r;
+        if (p->workspace_mode == AJ_WORKSPACE_OVERLAY && !run->rootless) {
+                r = make_overlay_dirs(run);
+                if (r < 0)
+                        return r;
+        }
+        _cleanup_(aj_sensitive_list_done) AjSensitiveList sensitive = { 0 };
+        r = build_sensitive(run, exe, host_home, &sensitive);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot list the places a workspace must not expose");
+        AjMountContext mctx = {
+                .sensitive = &sensitive,
+                .overlay_dir = run->overlay_dir,
+                .cwd = run->cwd,
+                .host_home = host_home,
+                .extra_ro = extra_ro,
+                .extra_rw = run->opts->extra_rw,
+                .uid = p->uid,
+                .gid = p->gid,
+                .user_name = "agent",
+                .hostname = jail_hostname(p),
+                .idmap = !run->rootless,
+                .runtime_dir = run->jail_dir,
+                .root_mountpoint = run->root_mountpoint,
+        };
+        _cleanup_(aj_error_clear) AjError err = {};
+        r = aj_mount_plan_build(p, &mctx, &run->mount, &err);
+        if (r < 0) {
+                aj_error("%s: %s", run->profile->path ? run->profile->path : run->profile->name,
+                         aj_error_text(&err, r));
+                return r;
+        }
+        for (char *const *a = aj_mount_plan_sensitive_allowed(run->mount); a && *a; a++)
+                aj_run_record_degraded(run, "sensitive", *a);
+        return 0;
+}
+
+static int plan_seccomp(Run *run)
+{
+        const AjProfile *p = run->profile;
+        AjSeccompSpec spec = {
+                .base = p->seccomp_base ? p->seccomp_base : "default",
+                .deny = p->seccomp_deny.items,
+                .allow = p->seccomp_allow.items,
+                .notify = p->seccomp_log,
+                .allow_netlink = p->allow_netlink,
+        };
+        _cleanup_free_ char *cache = NULL;
+        if (asprintf(&cache, "%s/cache/seccomp", run->paths.state_root) < 0)
+                return -ENOMEM;
+        _cleanup_(aj_error_clear) AjError serr = {};
+        /* The cache's secret lives in the runtime root, never bound into a jail (only
+         * <runtime>/<id>/jail is), and apart from the cache it authenticates. */
+        int r = aj_seccomp_build_cached(&spec, cache, run->paths.runtime_root, &run->bpf, &serr);
+        if (r < 0) {
+                aj_error("Cannot build the seccomp filter: %s", aj_error_text(&serr, r));
+                return r;
+        }
+        return 0;
+}
+
+static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
+{
+        const AjProfile *p = run->profile;
+        *cfg = (AjSpawnConfig){
+                .rootless = run->rootless,
+                .uid = p->uid,
+                .gid = p->gid,
+                .hostname = jail_hostname(p),
+                .mount = run->mount,
+                .seccomp = &run->bpf,
+                .seccomp_listener = p->seccomp_log,
+                .argv = run->opts->argv,
+                .envp = run->envp,
+                .cgroup_v2_fd = -1,
+                .proxy_listeners = run->net_policy != NULL,
+                .stdout_fd = -1,
+                .stderr_fd = -1,
+        };
+        aj_sup_terminal_child_config(&run->term, cfg);
+        if (p->nofile)
+                add_rlimit(cfg, RLIMIT_NOFILE, p->nofile);
+        if (p->nproc)
+                add_rlimit(cfg, RLIMIT_NPROC, p->nproc);
+        if (p->fsize)
+                add_rlimit(cfg, RLIMIT_FSIZE, p->fsize);
+        if (!p->core)
+                add_rlimit(cfg, RLIMIT_CORE, 0);
+        for (size_t i = 0; i < cfg->n_rlimits; i++)
+                run->rlimit_resources[i] = cfg->rlimits[i].resource;
+}
+
+int aj_run_plan(Run *run, AjSpawnConfig *cfg)
+{
+        int r = plan_runtime_dir(run);
+        if (r < 0)
+                return r;
+        aj_run_trace_step(run, "runtime dir created");
+        if ((r = setup_meter_and_broker(run)) < 0 || (r = plan_mounts(run)) < 0)
+                return r;
+        aj_run_trace_step(run, "mount plan built");
+        if ((r = plan_seccomp(run)) < 0)
+                return r;
+        aj_run_trace_step(run, "seccomp program ready");
+        r = build_env(run);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot build the command's environment");
+        plan_spawn_config(run, cfg);
+        return 0;
+}
+
+int aj_run_setup_cgroup(Run *run)
+{
+        const AjProfile *p = run->profile;
+        AjCgroupLimits lim = { .memory_max = p->memory, .pids_max = p->pids, .cpus = p->cpu };
+        _cleanup_free_ char *unenforced = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        bool degrade = p->allow_degraded & AJ_DEGRADE_LIMITS;
+        int r = aj_cgroup_create_v2_first(run->id, &lim, degrade, &run->cgroup, &unenforced, &err);
+        if (r < 0) {
+                aj_error("Cannot enforce the profile's limits: %s", aj_error_text(&err, r));
+                if (!degrade)
+                        aj_error("Refusing to start (add \"limits\" to the profile's \"allow_degraded\" to run "
+                                 "without them)");
+                return r;
+        }
+        if (unenforced)
+                aj_run_record_degraded(run, "limits", unenforced);
+        return 0;
+}
+
+int aj_run_setup_idmap(Run *run)
+{
+        if (run->rootless)
+                return 0;
+        const char *ws = aj_mount_plan_workspace_source(run->mount);
+        uid_t owner_uid = 0;
+        gid_t owner_gid = 0;
+        if (ws) {
+                struct stat st;
+                if (stat(ws, &st) < 0)
+                        return aj_log_errno(-errno, "Cannot stat the workspace '%s'", ws);
+                owner_uid = st.st_uid;
+                owner_gid = st.st_gid;
+                /* The overlay's root directory is the upper dir's: it must be the agent's, with
+                 * the workspace's mode, as the idmapped workspace root would be. */
+                if (run->overlay_dir) {
+                        char upper[4096];
+                        snprintf(upper, sizeof(upper), "%s/upper", run->overlay_dir);
+                        if (!run->overlay_lower && !(run->overlay_lower = strdup(ws)))
+                                return -ENOMEM;
+                        if (chown(upper, run->host_uid, run->host_gid) < 0 || chmod(upper, st.st_mode & 07777) < 0)
+                                return aj_log_errno(-errno, "Cannot prepare the overlay upper dir '%s'", upper);
+                }
+        }
+        _cleanup_close_ int userns = -1;
+        int r = aj_userns_idmap_fd(owner_uid, owner_gid, run->host_uid, run->host_gid, &userns);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot create the user namespace for the idmapped workspace");
+        _cleanup_(aj_error_clear) AjError err = {};
+        r = aj_mount_plan_prepare(run->mount, userns, &err);
+        if (r < 0) {
+                aj_error("Cannot prepare the jail's mounts: %s", aj_error_text(&err, r));
+                return r;
+        }
+        return 0;
+}
+
+/* What must exist before the command runs but not before the jail is cloned: done
+ * while the child builds its root, between GO and JOINED, so it costs no wall time. */
+int aj_run_setup_while_child_builds(Run *run)
+{
+        int r = aj_sup_output_open_logs(&run->output, run->run_dir, aj_sup_terminal_has_tty(&run->term));
+        if (r < 0)
+                return r;
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/broker.sock", run->jail_dir);
+        r = aj_broker_new(path, run->host_uid, run->host_gid, run->meter, &run->hooks, &run->broker);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot create the broker socket '%s'", path);
+        aj_broker_set_report_rate(run->broker, run->profile->log_reports_per_sec);
+        r = aj_broker_set_approvals(run->broker, run->profile->approval_tools.items, run->profile->approval_tools.n,
+                                    run->profile->approval_timeout_ns);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot set up approvals");
+        return 0;
+}

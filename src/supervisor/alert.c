@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "supervisor/alert.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util/syscalls.h"
+#include "run-record.h"
+#include "state.h"
+#include "util/clock.h"
+#include "util/macros.h"
+
+#define ALERT_TIMEOUT_DEFAULT_NS (10ull * 1000000000ull)
+
+static bool configured(const AjSupAlert *a)
+{
+        return a->cfg.argv && a->cfg.argv[0];
+}
+
+/* The alert's pidfd (timer false) or its timer (true) fired. */
+static void alert_event(AjSupAlert *a, bool timer)
+{
+        if (a->alert.pidfd < 0)
+                return;
+        siginfo_t si = { 0 };
+        if (timer) {
+                if (waitid(P_PIDFD, (id_t)a->alert.pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0) {
+                        (void)sys_pidfd_send_signal(a->alert.pidfd, SIGKILL, NULL, 0);
+                        aj_sup_emit(&a->events, "alert.timeout", json_pack("{s:i}", "pid", (int)a->alert.pid));
+                        aj_warning("The alert command did not finish in time and was killed");
+                        (void)waitid(P_PIDFD, (id_t)a->alert.pidfd, &si, WEXITED);
+                }
+        } else if (waitid(P_PIDFD, (id_t)a->alert.pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0) {
+                return;
+        }
+        if (si.si_pid != 0) {
+                bool ok = si.si_code == CLD_EXITED && si.si_status == 0;
+                aj_sup_emit(&a->events, "alert.exit",
+                            json_pack("{s:i, s:i}", si.si_code == CLD_EXITED ? "code" : "signal", si.si_status,
+                                      "pid", (int)a->alert.pid));
+                if (!ok)
+                        aj_warning("The alert command failed (see alert.log in the run directory)");
+        }
+        aj_loop_io_remove(a->io);
+        a->io = NULL;
+        close(a->alert.pidfd);
+        a->alert.pidfd = -1;
+        aj_loop_timer_stop(&a->timer);
+}
+
+static void on_alert_exit(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        alert_event(userdata, false);
+}
+
+static void on_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata)
+{
+        (void)t, (void)now_ns;
+        alert_event(userdata, true);
+}
+
+void aj_sup_alert_init(AjSupAlert *a, AjLoop *loop, const AjSupAlertConfig *cfg, const AjSupSink *events)
+{
+        *a = (AjSupAlert){ .cfg = *cfg, .loop = loop, .events = *events, .alert = { .pidfd = -1 } };
+        aj_loop_timer_init(loop, &a->timer, on_timeout, a);
+}
+
+void aj_sup_alert_start(AjSupAlert *a, const char *kind, const char *input)
+{
+        if (!configured(a))
+                return;
+        uint64_t timeout = a->cfg.timeout_ns ? a->cfg.timeout_ns : ALERT_TIMEOUT_DEFAULT_NS;
+        if (a->alert.pidfd >= 0) {
+                aj_sup_emit(&a->events, "alert.skipped",
+                            json_pack("{s:s}", "why", "the previous alert is still running"));
+                return;
+        }
+        int r = aj_alert_start(a->cfg.argv, a->cfg.run_dir, a->cfg.id, kind, input, timeout, &a->alert);
+        if (r < 0) {
+                aj_warning("Cannot run the alert command '%s': %s", a->cfg.argv[0], strerror(-r));
+                aj_sup_emit(&a->events, "alert.failed",
+                            json_pack("{s:s, s:s}", "command", a->cfg.argv[0], "error", strerror(-r)));
+                a->alert.pidfd = -1;
+                return;
+        }
+        (void)aj_loop_add_io(a->loop, a->alert.pidfd, EPOLLIN, on_alert_exit, a, &a->io);
+        (void)aj_loop_timer_set_in(&a->timer, timeout);
+        aj_sup_emit(&a->events, "alert",
+                    json_pack("{s:s, s:s, s:i, s:I}", "kind", kind, "command", a->cfg.argv[0], "pid",
+                              (int)a->alert.pid, "timeout_ms", (json_int_t)(timeout / 1000000)));
+}
+
+/* The owner learns that a call waits for them: approval.json and the alert command. */
+void aj_sup_alert_approval(AjSupAlert *a, json_t *call)
+{
+        if (!configured(a))
+                return;
+        char ts[40];
+        const char *id = json_string_value(json_object_get(call, "gen_ai.tool.call.id"));
+        const char *digest = json_string_value(json_object_get(call, "arguments_sha256"));
+        _cleanup_free_ char *approve = NULL, *deny = NULL;
+        if (aj_approval_commands(a->cfg.id, id ? id : "?", digest ? digest : "?", &approve, &deny) < 0) {
+                aj_log_errno(-ENOMEM, "Failed to write the approval request in '%s'", a->cfg.run_dir);
+                return;
+        }
+        json_auto_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:O, s:s, s:s}", "kind", "approval", "run", a->cfg.id,
+                                     "name", a->cfg.name, "ts",
+                                     aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), "call", call,
+                                     "approve", approve, "deny", deny);
+        int r = doc ? aj_run_file_write_json(a->cfg.run_dir, AJ_RUN_FILE_APPROVAL, doc) : -ENOMEM;
+        if (r < 0) {
+                aj_log_errno(r, "Failed to write the approval request in '%s'", a->cfg.run_dir);
+                return;
+        }
+        aj_sup_alert_start(a, "approval", AJ_RUN_FILE_APPROVAL);
+}
+
+void aj_sup_alert_finish(AjSupAlert *a)
+{
+        if (a->alert.pidfd < 0)
+                return;
+        uint64_t now = aj_now_monotonic_ns();
+        int timeout = a->alert.deadline_ns > now ? (int)((a->alert.deadline_ns - now) / 1000000) + 1 : 0;
+        struct pollfd pfd = { .fd = a->alert.pidfd, .events = POLLIN };
+        int n;
+        do
+                n = poll(&pfd, 1, timeout);
+        while (n < 0 && errno == EINTR);
+        alert_event(a, n == 0);
+}

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The owner's alert command (profile alert.exec): started after a breach with incident.json
+ * and when a tool call waits for approval (approval.json), one at a time; its pidfd in the
+ * loop, killed at alert.timeout (a timer on the loop's clock).
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "quarantine.h"
+#include "supervisor/sink.h"
+#include "util/loop.h"
+
+typedef struct {
+        char *const *argv;   /* the profile's alert.exec (borrowed), NULL or empty: none */
+        uint64_t timeout_ns; /* 0: 10 s */
+        const char *run_dir; /* borrowed */
+        const char *id;
+        const char *name;
+} AjSupAlertConfig;
+
+typedef struct {
+        AjSupAlertConfig cfg;
+        AjLoop *loop;
+        AjSupSink events;
+        AjAlert alert;
+        AjLoopIo *io;
+        AjLoopTimer timer;
+} AjSupAlert;
+
+#define AJ_SUP_ALERT_INIT { .alert = { .pidfd = -1 } }
+
+void aj_sup_alert_init(AjSupAlert *a, AjLoop *loop, const AjSupAlertConfig *cfg, const AjSupSink *events);
+/* Runs the alert with <run dir>/<input> as stdin, unless one is still running. */
+void aj_sup_alert_start(AjSupAlert *a, const char *kind, const char *input);
+/* A tool call waits for an operator: approval.json, then the alert. */
+void aj_sup_alert_approval(AjSupAlert *a, json_t *call);
+/* After the run: an alert still running gets what is left of its time, then is killed. */
+void aj_sup_alert_finish(AjSupAlert *a);

@@ -1,0 +1,312 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "supervisor/breach.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "run-record.h"
+#include "profile.h"
+#include "quarantine.h"
+#include "util/clock.h"
+#include "util/parse.h"
+
+void aj_sup_breach_init(AjSupBreach *b, const AjSupBreachConfig *cfg, const AjSupBreachOps *ops, void *userdata,
+                        const AjSupSink *events)
+{
+        *b = (AjSupBreach){ .ops = ops, .userdata = userdata, .events = *events, .cfg = *cfg };
+}
+
+void aj_sup_breach_done(AjSupBreach *b)
+{
+        json_decref(b->quarantine);
+        b->quarantine = NULL;
+}
+
+const char *aj_sup_breach_state(const AjSupBreach *b, bool exited)
+{
+        if (b->quarantined && !b->released)
+                return "quarantined";
+        if (exited)
+                return "exited";
+        return b->frozen ? "frozen" : "running";
+}
+
+bool aj_sup_breach_frozen(const AjSupBreach *b)
+{
+        return b->frozen;
+}
+
+bool aj_sup_breach_killed(const AjSupBreach *b)
+{
+        return b->killed && !b->exited_before_kill;
+}
+
+json_t *aj_sup_breach_quarantine(const AjSupBreach *b)
+{
+        return b->quarantine;
+}
+
+uint64_t aj_sup_breach_log_cap(const AjSupBreach *b)
+{
+        return b->cfg.log_cap;
+}
+
+uint64_t aj_sup_breach_events_refused(const AjSupBreach *b)
+{
+        return b->events_refused;
+}
+
+uint64_t aj_sup_breach_egress_used(const AjSupBreach *b)
+{
+        return b->egress_used;
+}
+
+uint64_t aj_sup_breach_egress_limit(const AjSupBreach *b)
+{
+        return b->cfg.egress_limit;
+}
+
+void aj_sup_breach_set_exited(AjSupBreach *b, bool cmd, bool jail)
+{
+        b->cmd_exited |= cmd;
+        b->jail_exited |= jail;
+}
+
+int aj_sup_breach_freeze(AjSupBreach *b, const char *by, const char *reason)
+{
+        if (!b->cfg.has_cgroup)
+                return -EOPNOTSUPP;
+        if (b->frozen)
+                return 0;
+        uint64_t t0 = aj_now_monotonic_ns();
+        int r = b->ops->freeze(b->userdata);
+        if (r < 0) {
+                aj_sup_emit(&b->events, "freeze.failed", json_pack("{s:s, s:s}", "by", by, "error", strerror(-r)));
+                return r;
+        }
+        b->frozen = true;
+        b->ops->frozen_changed(b->userdata, true);
+        aj_sup_emit(&b->events, "freeze",
+                    json_pack("{s:s, s:s?, s:I}", "by", by, "reason", reason, "latency_us",
+                              (json_int_t)((aj_now_monotonic_ns() - t0) / 1000)));
+        b->ops->changed(b->userdata);
+        return 0;
+}
+
+int aj_sup_breach_thaw(AjSupBreach *b, const char *by)
+{
+        if (!b->frozen)
+                return 0;
+        int r = b->ops->thaw(b->userdata);
+        if (r < 0)
+                return r;
+        b->frozen = false;
+        b->ops->frozen_changed(b->userdata, false);
+        aj_sup_emit(&b->events, "thaw", json_pack("{s:s}", "by", by));
+        b->ops->changed(b->userdata);
+        return 0;
+}
+
+int aj_sup_breach_kill(AjSupBreach *b, const char *by)
+{
+        b->killed = true;
+        b->exited_before_kill = b->cmd_exited;
+        aj_sup_emit(&b->events, "kill", json_pack("{s:s}", "by", by));
+        int r = b->ops->kill(b->userdata);
+        /* A frozen task dies only once it runs again. */
+        if (b->frozen) {
+                (void)b->ops->thaw(b->userdata);
+                b->frozen = false;
+        }
+        return r;
+}
+
+int aj_sup_breach_release(AjSupBreach *b)
+{
+        if (!b->quarantined)
+                return -EINVAL;
+        if (b->frozen) {
+                int r = aj_sup_breach_thaw(b, "quarantine release");
+                if (r < 0)
+                        return r;
+        }
+        char ts[40];
+        b->released = true;
+        json_object_set_new(b->quarantine, "released", json_true());
+        json_object_set_new(b->quarantine, "released_at",
+                            json_string(aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts))));
+        aj_sup_emit(&b->events, "quarantine.release", json_pack("{s:s}", "by", "operator"));
+        b->ops->changed(b->userdata);
+        return 0;
+}
+
+static void write_incident(AjSupBreach *b, const AjBreach *breach, const char *ts)
+{
+        bool kill = b->cfg.kill_on_breach;
+        json_t *incident = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:O?, s:s, s:o?, s:o}", "run", b->cfg.id, "name",
+                                     b->cfg.name, "ts", ts, "cap", breach->cap, "limit", breach->limit, "value",
+                                     breach->value, "request", breach->request, "action", kill ? "kill" : "freeze",
+                                     "usage", b->ops->usage(b->userdata), "last_events",
+                                     b->events.ops->tail(b->events.userdata, AJ_INCIDENT_LAST_EVENTS));
+        if (!incident)
+                return;
+        (void)b->ops->write_incident(b->userdata, incident);
+        b->ops->alert(b->userdata, "breach", AJ_RUN_FILE_INCIDENT);
+        json_decref(incident);
+}
+
+void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
+{
+        bool kill = b->cfg.kill_on_breach;
+        aj_sup_emit(&b->events, "cap.breach",
+                    json_pack("{s:s, s:f, s:f, s:O?, s:s}", "cap", breach->cap, "limit", breach->limit, "value",
+                              breach->value, "request", breach->request, "action", kill ? "kill" : "freeze"));
+        if (b->quarantined && (b->frozen || b->killed))
+                return; /* already stopped for an earlier breach: recorded, nothing more to do */
+
+        aj_warning("run %s breached its %s cap (%g > %g): %s", b->cfg.id, breach->cap, breach->value, breach->limit,
+                   kill ? "killing it" : "freezing it");
+        if (kill)
+                (void)aj_sup_breach_kill(b, "breach");
+        else if (aj_sup_breach_freeze(b, "breach", breach->cap) < 0)
+                (void)aj_sup_breach_kill(b, "breach (freeze failed)"); /* fail closed */
+
+        char ts[40];
+        b->quarantined = true;
+        json_decref(b->quarantine);
+        b->quarantine = json_pack("{s:s, s:s, s:f, s:f, s:b}", "since",
+                                  aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), "cap", breach->cap,
+                                  "limit", breach->limit, "value", breach->value, "released", 0);
+        aj_sup_emit(&b->events, "quarantine", json_pack("{s:s}", "cap", breach->cap));
+        write_incident(b, breach, ts);
+        b->ops->changed(b->userdata);
+}
+
+/* events.jsonl refused an agent's event (-EFBIG): a breach the first time. */
+static void events_full(AjSupBreach *b)
+{
+        b->events_refused++;
+        /* Once per stop: what the agent had queued before the freeze is refused quietly;
+         * thawed without a raise, its next refused event stops it again. Once the command
+         * has exited there is nothing left to stop (the count is in log.refused). */
+        if (b->frozen || b->killed || b->cmd_exited || b->jail_exited)
+                return;
+        AjBreach breach = { .cap = "log_bytes",
+                            .limit = (double)aj_events_agent_share(b->cfg.log_cap),
+                            .value = (double)b->events.ops->wanted(b->events.userdata) };
+        aj_sup_breach_handle(b, &breach);
+}
+
+int aj_sup_breach_emit(AjSupBreach *b, const char *type, json_t *fields)
+{
+        return aj_sup_emit(&b->events, type, fields);
+}
+
+int aj_sup_breach_emit_agent(AjSupBreach *b, const char *type, json_t *fields)
+{
+        int r = b->events.ops->emit_agent(b->events.userdata, type, fields);
+        /* Inside a batch the breach waits for its end: its own events are not the batch's. */
+        if (r == -EFBIG && !b->in_event_batch)
+                events_full(b);
+        return r;
+}
+
+int aj_sup_breach_check_log_cap(const AjSupBreach *b, json_t *value, uint64_t *ret_cap, char **ret_error)
+{
+        const char *v = json_is_string(value) ? json_string_value(value) : NULL;
+        bool add = v && v[0] == '+';
+        uint64_t n;
+        if (json_is_integer(value) && json_integer_value(value) >= 0)
+                n = (uint64_t)json_integer_value(value);
+        else if (!v || aj_parse_size(v + add, &n) < 0) {
+                *ret_error = strdup("log_bytes: expected a size such as +64M or 256M");
+                return -EINVAL;
+        }
+        uint64_t cap = add ? b->cfg.log_cap + n : n;
+        if (cap > AJ_LOG_MAX_BYTES || cap < n) {
+                *ret_error = strdup("log_bytes: at most 1T");
+                return -EINVAL;
+        }
+        uint64_t used = b->events.ops->bytes(b->events.userdata);
+        if (aj_events_agent_share(cap) <= used) {
+                if (asprintf(ret_error, "log_bytes: %s would leave the agent no room (events.jsonl has %llu bytes)",
+                             v ? v : "the new cap", (unsigned long long)used) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        *ret_cap = cap;
+        return 0;
+}
+
+void aj_sup_breach_set_log_cap(AjSupBreach *b, uint64_t cap)
+{
+        b->cfg.log_cap = cap;
+        b->events.ops->set_agent_limit(b->events.userdata, aj_events_agent_share(cap));
+}
+
+/* ---- the hooks of the broker and the proxy ---------------------------------------- */
+
+static int hook_emit(void *userdata, const char *type, json_t *fields)
+{
+        return aj_sup_breach_emit_agent(userdata, type, fields);
+}
+
+static void hook_breach(void *userdata, const AjBreach *breach)
+{
+        aj_sup_breach_handle(userdata, breach);
+}
+
+static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection)
+{
+        AjSupBreach *b = userdata;
+        if (b->cfg.egress_limit && b->egress_used + bytes > b->cfg.egress_limit) {
+                AjBreach breach = { .cap = "egress_bytes",
+                                    .limit = (double)b->cfg.egress_limit,
+                                    .value = (double)(b->egress_used + bytes),
+                                    .request = connection };
+                b->egress_used = b->cfg.egress_limit;
+                aj_sup_breach_handle(b, &breach);
+                return 1;
+        }
+        b->egress_used += bytes;
+        return 0;
+}
+
+static void hook_approval_requested(void *userdata, json_t *call)
+{
+        AjSupBreach *b = userdata;
+        b->ops->approval(b->userdata, call);
+}
+
+static void hook_batch_begin(void *userdata)
+{
+        AjSupBreach *b = userdata;
+        b->in_event_batch = true;
+        b->events.ops->batch_begin(b->events.userdata);
+}
+
+static int hook_batch_end(void *userdata)
+{
+        AjSupBreach *b = userdata;
+        b->in_event_batch = false;
+        int r = b->events.ops->batch_end(b->events.userdata);
+        if (r == -EFBIG)
+                events_full(b);
+        return r;
+}
+
+void aj_sup_breach_hooks(AjSupBreach *b, AjHooks *ret)
+{
+        *ret = (AjHooks){
+                .userdata = b,
+                .emit = hook_emit,
+                .breach = hook_breach,
+                .charge_egress = hook_charge_egress,
+                .approval_requested = hook_approval_requested,
+                .batch_begin = hook_batch_begin,
+                .batch_end = hook_batch_end,
+        };
+}

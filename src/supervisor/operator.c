@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What operators ask of a live run through its control socket (src/control.c): freeze,
+ * thaw (with caps raised), kill, release, inspect, approve/deny. Each is a call into the
+ * part that owns it (src/supervisor/breach.c, wall.c) or a service (the broker).
+ */
+#include <errno.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "run.h"
+#include "util/fd.h"
+#include "util/macros.h"
+
+/* Events in `inspect`. */
+#define INSPECT_LAST_EVENTS 10
+
+static int op_freeze(void *userdata, const char *reason)
+{
+        Run *run = userdata;
+        return aj_sup_breach_freeze(&run->breach, "operator", reason);
+}
+
+int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, char **ret_error)
+{
+        if (raise && json_object_size(raise) > 0) {
+                if (!meter) {
+                        *ret_error = strdup("this run has no meters to raise");
+                        return -EINVAL;
+                }
+                /* "wall" and "log_bytes" are the supervisor's; the rest is the meter's. All or nothing. */
+                _cleanup_(json_decrefp) json_t *rest = json_deep_copy(raise);
+                json_t *wall = json_object_get(raise, "wall"), *log_bytes = json_object_get(raise, "log_bytes");
+                AjSupWallSaved saved;
+                bool wall_raised = false;
+                uint64_t log_cap = 0;
+                if (log_bytes) {
+                        json_object_del(rest, "log_bytes");
+                        int r = aj_sup_breach_check_log_cap(b, log_bytes, &log_cap, ret_error);
+                        if (r < 0)
+                                return r;
+                }
+                if (wall) {
+                        json_object_del(rest, "wall");
+                        if (!json_is_string(wall)) {
+                                *ret_error = strdup("wall: expected a duration string such as \"+10m\"");
+                                return -EINVAL;
+                        }
+                        int r = aj_sup_wall_raise(w, json_string_value(wall), &saved, ret_error);
+                        if (r < 0)
+                                return r;
+                        wall_raised = true;
+                }
+                if (json_object_size(rest) > 0) {
+                        int r = aj_meter_raise_json(meter, rest, ret_error);
+                        if (r < 0) {
+                                if (wall_raised)
+                                        aj_sup_wall_raise_undo(w, &saved);
+                                return r;
+                        }
+                }
+                if (log_cap)
+                        aj_sup_breach_set_log_cap(b, log_cap);
+                aj_sup_breach_emit(b, "caps.raise", json_pack("{s:O, s:s}", "raise", raise, "by", "operator"));
+        }
+        return aj_sup_breach_thaw(b, "operator");
+}
+
+static int op_thaw(void *userdata, json_t *raise, char **ret_error)
+{
+        Run *run = userdata;
+        return aj_sup_thaw_raise(&run->breach, &run->wall, run->meter, raise, ret_error);
+}
+
+static int op_kill(void *userdata)
+{
+        Run *run = userdata;
+        return aj_sup_breach_kill(&run->breach, "operator");
+}
+
+static int op_release(void *userdata)
+{
+        Run *run = userdata;
+        return aj_sup_breach_release(&run->breach);
+}
+
+static json_t *process_json(pid_t pid)
+{
+        char path[64];
+        _cleanup_free_ char *stat = NULL, *cmdline = NULL, *status = NULL;
+        size_t cmdlen = 0;
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        if (aj_read_file(path, 4096, &stat, NULL) < 0)
+                return NULL;
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        (void)aj_read_file(path, 4096, &cmdline, &cmdlen);
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+        (void)aj_read_file(path, 16384, &status, NULL);
+
+        /* stat: "pid (comm) S ppid ... utime(14) stime(15)": comm may contain spaces. */
+        char state = '?';
+        unsigned long long utime = 0, stime = 0;
+        char *rp = strrchr(stat, ')');
+        if (rp && rp[1]) {
+                state = rp[2];
+                char *f = rp + 2;
+                int field = 3;
+                for (char *tok = strtok(f, " "); tok; tok = strtok(NULL, " "), field++) {
+                        if (field == 14)
+                                utime = strtoull(tok, NULL, 10);
+                        else if (field == 15) {
+                                stime = strtoull(tok, NULL, 10);
+                                break;
+                        }
+                }
+        }
+        long long rss_kb = -1;
+        char *vm = status ? strstr(status, "VmRSS:") : NULL;
+        if (vm)
+                rss_kb = strtoll(vm + 6, NULL, 10);
+        for (size_t i = 0; cmdline && i + 1 < cmdlen; i++)
+                if (cmdline[i] == 0)
+                        cmdline[i] = ' ';
+        long hz = sysconf(_SC_CLK_TCK);
+        char st[2] = { state, 0 };
+        return json_pack("{s:i, s:s, s:s, s:f, s:I}", "pid", (int)pid, "state", st, "cmd",
+                         cmdline && *cmdline ? cmdline : "", "cpu_s", (double)(utime + stime) / (double)(hz > 0 ? hz : 100),
+                         "rss_kb", (json_int_t)rss_kb);
+}
+
+static json_t *op_inspect(void *userdata)
+{
+        Run *run = userdata;
+        json_t *procs = json_array();
+        pid_t *pids = NULL;
+        size_t n = 0;
+        if (run->cgroup && aj_cgroup_pids(run->cgroup, &pids, &n) >= 0) {
+                for (size_t i = 0; i < n && i < 256; i++) {
+                        json_t *p = process_json(pids[i]);
+                        if (p)
+                                json_array_append_new(procs, p);
+                }
+                free(pids);
+        }
+        /* The broker goes when the command exits; what was in flight then stays in the chain. */
+        json_t *pending = run->broker ? aj_broker_in_flight(run->broker) : json_array();
+        json_int_t dropped = run->broker ? (json_int_t)aj_broker_in_flight_dropped(run->broker) : 0;
+        json_t *quarantine = aj_sup_breach_quarantine(&run->breach);
+        return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o?, s:o?, s:I, s:o, s:o, s:o?, s:I, s:I}", "id", run->id, "name",
+                         run->name, "state", aj_run_state(run, false), "frozen", aj_sup_breach_frozen(&run->breach), "processes", procs,
+                         "meters", aj_run_meters_json(run), "pending", pending, "pending_dropped", dropped,
+                         "last_events", run->sink.ops->tail(run->sink.userdata, INSPECT_LAST_EVENTS), "quarantine",
+                         quarantine ? json_incref(quarantine) : json_null(), "network",
+                         run->proxy ? aj_proxy_stats(run->proxy) : NULL, "egress_bytes",
+                         (json_int_t)aj_sup_breach_egress_used(&run->breach), "egress_limit",
+                         (json_int_t)aj_sup_breach_egress_limit(&run->breach));
+}
+
+/* "root", a user name, or "uid N": who decided, for the chain and the agent's reply. */
+static void operator_name(uid_t uid, char *buf, size_t size)
+{
+        struct passwd pw, *found = NULL;
+        char tmp[1024];
+        if (getpwuid_r(uid, &pw, tmp, sizeof(tmp), &found) == 0 && found)
+                snprintf(buf, size, "%s", found->pw_name);
+        else
+                snprintf(buf, size, "uid %u", (unsigned)uid);
+}
+
+static int op_decide(void *userdata, const char *call_id, bool approve, const char *digest, const char *reason,
+                     uid_t peer, json_t **ret_result, char **ret_error)
+{
+        Run *run = userdata;
+        if (!run->broker) {
+                if (asprintf(ret_error, "the run's command has exited: no call is awaiting approval") < 0)
+                        *ret_error = NULL;
+                return -ENOENT;
+        }
+        char by[128];
+        operator_name(peer, by, sizeof(by));
+        return aj_broker_decide(run->broker, call_id, approve, digest, by, reason, ret_result, ret_error);
+}
+
+void aj_run_control_ops(Run *run, AjControlOps *ret)
+{
+        *ret = (AjControlOps){
+                .userdata = run,
+                .freeze = op_freeze,
+                .thaw = op_thaw,
+                .kill = op_kill,
+                .release = op_release,
+                .inspect = op_inspect,
+                .decide = op_decide,
+        };
+}

@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The run's records, written by the supervisor: run.json (rewritten at every change of
+ * state while the run lives, the final one with the outcome and the chain's anchor) and
+ * the events that close the chain (supervisor.throttled, seccomp.suppressed, log.refused,
+ * run.exit). A view over the parts: it reads them through their functions.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agentjail/exit-codes.h"
+#include "log.h"
+#include "run.h"
+#include "run-record.h"
+#include "util/macros.h"
+
+static json_t *json_incref_or_null(json_t *j)
+{
+        return j ? json_incref(j) : json_null();
+}
+
+const char *aj_run_state(const Run *run, bool exited)
+{
+        return aj_sup_breach_state(&run->breach, exited);
+}
+
+/* The meters with the wall cap, or NULL without meters. */
+json_t *aj_run_meters_json(Run *run)
+{
+        json_t *m = run->meter ? aj_meter_to_json(run->meter, aj_now_monotonic_ns(), false) : NULL;
+        json_t *wall = aj_sup_wall_cap_json(&run->wall);
+        if (m && wall)
+                json_object_set_new(m, "wall", wall);
+        else
+                json_decref(wall);
+        return m;
+}
+
+typedef struct {
+        int status;          /* agentjail's exit status */
+        int code;            /* -1 if none */
+        int signal;          /* -1 if none */
+        const char *reason;
+} Outcome;
+
+static Outcome compute_outcome(const Run *run)
+{
+        Outcome o = { .status = AJ_EXIT_LAUNCHER, .code = -1, .signal = -1, .reason = "launcher-error" };
+        if (run->child.launch_failed)
+                return o;
+        if (run->child.have_status) {
+                if (WIFEXITED(run->child.cmd_status)) {
+                        o.code = WEXITSTATUS(run->child.cmd_status);
+                        o.status = o.code;
+                        o.reason = "exited";
+                } else if (WIFSIGNALED(run->child.cmd_status)) {
+                        o.signal = WTERMSIG(run->child.cmd_status);
+                        o.status = AJ_EXIT_SIGNAL_BASE + o.signal;
+                        o.reason = "signaled";
+                }
+        } else if (run->child.init_exited) {
+                /* init itself died (OOM killer, SIGKILL at the wall limit): the whole jail went. */
+                if (run->child.init_info.si_code == CLD_EXITED) {
+                        o.code = run->child.init_info.si_status;
+                        o.status = o.code;
+                        o.reason = "exited";
+                } else {
+                        o.signal = run->child.init_info.si_status;
+                        o.status = AJ_EXIT_SIGNAL_BASE + o.signal;
+                        o.reason = "signaled";
+                }
+        }
+        if (run->child.exec_failed) {
+                o.reason = "exec-failed";
+                o.status = run->child.exec_error.stage == AJ_STAGE_EXEC &&
+                                           (run->child.exec_error.err == ENOENT || run->child.exec_error.err == ENOTDIR)
+                                   ? AJ_EXIT_NOT_FOUND
+                                   : AJ_EXIT_NOT_EXECUTABLE;
+        }
+        if (aj_sup_breach_killed(&run->breach) && !run->child.exec_failed) {
+                o.reason = "killed";
+                o.status = AJ_EXIT_KILLED;
+        } else if (aj_sup_wall_fired(&run->wall) && !run->child.exec_failed)
+                o.reason = "wall-limit";
+        else if (aj_sup_cgroup_events_stats(&run->cg_events)->oom_kills > 0 && o.signal == SIGKILL)
+                o.reason = "oom";
+        return o;
+}
+
+static json_t *usage_json(const Run *run)
+{
+        const AjCgroupStats *s = aj_sup_cgroup_events_stats(&run->cg_events);
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "memory_peak", (json_int_t)s->memory_peak, "cpu_usec",
+                         (json_int_t)s->cpu_usage_usec, "oom_kills", (json_int_t)s->oom_kills, "pids_max_events",
+                         (json_int_t)s->pids_max_events, "seccomp_denied", (json_int_t)aj_sup_denials_total(&run->denials),
+                         "seccomp_denied_by", aj_sup_denials_by_key(&run->denials, false));
+}
+
+static json_t *run_document(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
+{
+        char ts[40];
+        json_t *doc = json_object();
+        json_object_set_new(doc, "id", json_string(run->id));
+        json_object_set_new(doc, "name", json_string(run->name));
+        json_t *prof = json_pack("{s:s, s:s?, s:s?}", "name", run->profile->name, "path", run->profile->path,
+                                 "digest", run->profile->digest);
+        if (!run->resolved_profile) {
+                _cleanup_free_ char *resolved = aj_profile_to_json(run->profile);
+                if (resolved)
+                        run->resolved_profile = json_loads(resolved, 0, NULL);
+        }
+        if (run->resolved_profile)
+                json_object_set(prof, "resolved", run->resolved_profile);
+        json_object_set_new(doc, "profile", prof);
+        json_object_set_new(doc, "command", aj_run_strv_json(run->opts->argv));
+        json_object_set_new(doc, "cwd", json_string(run->cwd));
+        json_object_set_new(doc, "tty", json_boolean(aj_sup_terminal_has_tty(&run->term)));
+        if (run->overlay_dir) {
+                const char *ws = run->overlay_lower;
+                char upper[4096];
+                snprintf(upper, sizeof(upper), "%s/upper", run->overlay_dir);
+                json_object_set_new(doc, "workspace",
+                                    json_pack("{s:s, s:s?, s:s, s:s}", "mode", "overlay", "path", ws, "upper", upper,
+                                              "changes", "pending"));
+        }
+        json_object_set_new(doc, "started", json_string(aj_format_timestamp(run->started_ns, ts, sizeof(ts))));
+        json_object_set_new(doc, "ended",
+                            ended_ns ? json_string(aj_format_timestamp(ended_ns, ts, sizeof(ts))) : json_null());
+        json_object_set_new(doc, "status", json_string(status));
+        json_object_set_new(doc, "state", json_string(aj_run_state(run, o != NULL)));
+        json_object_set_new(doc, "quarantine", json_incref_or_null(aj_sup_breach_quarantine(&run->breach)));
+        if (run->meter)
+                json_object_set_new(doc, "meters", aj_run_meters_json(run));
+        if (run->net_policy || aj_sup_breach_egress_used(&run->breach)) {
+                json_t *net = run->proxy ? aj_proxy_stats(run->proxy) : json_object();
+                if (net) {
+                        uint64_t egress_limit = aj_sup_breach_egress_limit(&run->breach);
+                        json_object_set_new(net, "egress_bytes", json_integer((json_int_t)aj_sup_breach_egress_used(&run->breach)));
+                        json_object_set_new(net, "egress_limit",
+                                            egress_limit ? json_integer((json_int_t)egress_limit) : json_null());
+                        json_object_set_new(doc, "network", net);
+                }
+        }
+        /* The anchor (see runs.h): only when the chain is closed. A live run's count would be
+         * stale at once, and would make a cut-off tail look like the end. */
+        if (run->events && o) {
+                AjChainEnd end = { .count = aj_events_last_seq(run->events) };
+                snprintf(end.last_hash, sizeof(end.last_hash), "%s", aj_events_last_hash(run->events));
+                (void)aj_run_doc_set_anchor(doc, &end, "run.exit");
+        }
+        json_object_set_new(doc, "supervisor_pid", json_integer(getpid()));
+        if (!o && aj_sup_watchdog_pid(&run->watchdog) > 0)
+                json_object_set_new(doc, "watchdog_pid", json_integer(aj_sup_watchdog_pid(&run->watchdog)));
+        json_object_set_new(doc, "host_uid", json_integer((json_int_t)run->host_uid));
+        json_object_set_new(doc, "host_gid", json_integer((json_int_t)run->host_gid));
+        if (o) {
+                json_object_set_new(doc, "exit",
+                                    json_pack("{s:i, s:o, s:o, s:s}", "status", o->status, "code",
+                                              o->code >= 0 ? json_integer(o->code) : json_null(), "signal",
+                                              o->signal >= 0 ? json_integer(o->signal) : json_null(), "reason",
+                                              o->reason));
+                json_object_set_new(doc, "usage", usage_json(run));
+        } else {
+                json_object_set_new(doc, "exit", json_null());
+        }
+        json_t *cg = json_object();
+        AjCgroupMode mode = AJ_CGROUP_MODE_NONE;
+        (void)aj_cgroup_detect(&mode);
+        json_object_set_new(cg, "mode", json_string(aj_cgroup_mode_name(mode)));
+        json_object_set_new(cg, "paths", aj_run_strv_json(run->cgroup ? aj_cgroup_paths(run->cgroup) : NULL));
+        json_object_set_new(doc, "cgroup", cg);
+        json_object_set(doc, "degraded", run->degraded);
+        return doc;
+}
+
+/* Rewrites run.json; returns the document written (new reference) for --json. */
+static json_t *write_run_json(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
+{
+        json_t *doc = run_document(run, status, o, ended_ns);
+        int r = aj_run_file_write_json(run->run_dir, AJ_RUN_FILE_RUN, doc);
+        if (r < 0)
+                aj_log_errno(r, "Failed to write '%s/%s'", run->run_dir, AJ_RUN_FILE_RUN);
+        return doc;
+}
+
+/*
+ * run.exit and the final run.json. Called as soon as init reports the command's status
+ * (while the kernel is still tearing the jail down on another CPU), or after the loop
+ * when there is no such report (launch failure, the jail killed). With a proxy, after
+ * the loop: closing it records the last connections, which belong before run.exit.
+ */
+void aj_run_write_final_records(Run *run)
+{
+        if (run->records_done)
+                return;
+        run->records_done = true;
+        json_t *throttled = aj_sup_work_throttled_json(&run->work);
+        if (throttled)
+                aj_events_emit(run->events, "supervisor.throttled", throttled);
+        json_t *suppressed = aj_sup_denials_suppressed_json(&run->denials);
+        if (suppressed)
+                aj_events_emit(run->events, "seccomp.suppressed", suppressed);
+        aj_sup_cgroup_events_check(&run->cg_events);
+        if (run->broker && aj_broker_reports_suppressed(run->broker) > 0)
+                aj_events_emit(run->events, "broker.suppressed",
+                               json_pack("{s:I, s:I}", "reports", (json_int_t)aj_broker_reports_suppressed(run->broker),
+                                         "reports_per_sec", (json_int_t)run->profile->log_reports_per_sec));
+        if (run->broker)
+                aj_broker_cancel_held(run->broker);
+        if (aj_sup_breach_events_refused(&run->breach) > 0)
+                aj_events_emit(run->events, "log.refused",
+                               json_pack("{s:I, s:I}", "events", (json_int_t)aj_sup_breach_events_refused(&run->breach),
+                                         "limit", (json_int_t)aj_events_agent_share(aj_sup_breach_log_cap(&run->breach))));
+        Outcome o = compute_outcome(run);
+        run->final_status = o.status;
+        aj_events_emit(run->events, "run.exit",
+                       json_pack("{s:i, s:o, s:o, s:s, s:o}", "status", o.status, "code",
+                                 o.code >= 0 ? json_integer(o.code) : json_null(), "signal",
+                                 o.signal >= 0 ? json_integer(o.signal) : json_null(), "reason", o.reason, "usage",
+                                 usage_json(run)));
+        run->final_doc = write_run_json(run, "exited", &o, aj_now_realtime_ns());
+        aj_run_trace_step(run, "records written");
+}
+
+/* Events after the final run.json (a launch error's report, the alert's end) move its
+ * anchor, so that they cannot be removed unseen either. */
+void aj_run_refresh_anchor(Run *run)
+{
+        if (!run->final_doc || !run->events)
+                return;
+        uint64_t count = 0;
+        const char *hash = NULL;
+        if (aj_run_doc_anchor(run->final_doc, &count, &hash) && count == aj_events_last_seq(run->events))
+                return;
+        AjChainEnd end = { .count = aj_events_last_seq(run->events) };
+        snprintf(end.last_hash, sizeof(end.last_hash), "%s", aj_events_last_hash(run->events));
+        if (aj_run_doc_set_anchor(run->final_doc, &end, "run.exit") < 0)
+                return;
+        int r = aj_run_file_write_json(run->run_dir, AJ_RUN_FILE_RUN, run->final_doc);
+        if (r < 0)
+                aj_log_errno(r, "Failed to write '%s/%s'", run->run_dir, AJ_RUN_FILE_RUN);
+}
+
+void aj_run_write_json(Run *run)
+{
+        json_decref(write_run_json(run, "running", NULL, 0));
+}
+
+
+void aj_run_write_launcher_error(Run *run)
+{
+        Outcome o = { .status = AJ_EXIT_LAUNCHER, .code = -1, .signal = -1, .reason = "launcher-error" };
+        aj_events_emit(run->events, "run.exit",
+                       json_pack("{s:i, s:n, s:n, s:s}", "status", o.status, "code", "signal", "reason", o.reason));
+        run->final_doc = write_run_json(run, "exited", &o, aj_now_realtime_ns());
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The watchdog: a process forked outside the jail (comm aj-watchdog, a process group of its
+ * own) that waits on a pipe; if the supervisor dies without saying "done", it restores the
+ * operator's terminal, kills and removes the run's cgroup and runtime dir, and appends
+ * supervisor.lost. The supervisor holds a pidfd on it in its loop: a dead watchdog is
+ * replaced (3 times), then the run ends (fail closed).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+#include <termios.h>
+
+#include "supervisor/sink.h"
+#include "util/loop.h"
+
+typedef struct {
+        /* The run's state changed (run.json has the new watchdog's pid). */
+        void (*changed)(void *userdata);
+        /* No watchdog any more: end the run. */
+        void (*lost)(void *userdata);
+} AjSupWatchdogOps;
+
+typedef struct {
+        const char *id, *run_dir, *runtime_dir; /* borrowed */
+        int term_fd;                            /* the operator's terminal to restore, or -1 */
+        const struct termios *term_saved;
+} AjSupWatchdogConfig;
+
+typedef struct {
+        AjSupWatchdogConfig cfg;
+        const AjSupWatchdogOps *ops;
+        void *userdata;
+        AjSupSink events;
+        AjLoop *loop;
+        int fd;    /* write end: 'D' then close on a clean finish */
+        pid_t pid;
+        int pidfd; /* in the loop */
+        AjLoopIo *io;
+        int restarts;
+} AjSupWatchdog;
+
+#define AJ_SUP_WATCHDOG_INIT { .fd = -1, .pidfd = -1 }
+
+/* Forks it: before anything exists on the host that a killed supervisor would leave behind. */
+int aj_sup_watchdog_start(AjSupWatchdog *wd, const AjSupWatchdogConfig *cfg, const AjSupWatchdogOps *ops,
+                          void *userdata, const AjSupSink *events);
+/* Its pidfd into the loop (already dead shows at the first wait). */
+int aj_sup_watchdog_watch(AjSupWatchdog *wd, AjLoop *loop);
+void aj_sup_watchdog_stop(AjSupWatchdog *wd);
+/* Its pid, 0 when there is none. */
+pid_t aj_sup_watchdog_pid(const AjSupWatchdog *wd);
+/* The run is over and cleaned up: "done", it exits. */
+void aj_sup_watchdog_finish(AjSupWatchdog *wd);

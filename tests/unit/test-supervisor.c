@@ -1,0 +1,557 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The supervisor's parts against a fake run: the wall clock, breaches, freeze/thaw with
+ * caps raised and the alert, on a loop with a fake clock, a fake event chain and a fake
+ * jail (cgroup freeze/thaw/kill, signals) that record what was done.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "meter.h"
+#include "supervisor/alert.h"
+#include "supervisor/breach.h"
+#include "supervisor/operator.h"
+#include "supervisor/wall.h"
+#include "util/loop.h"
+
+#define SEC 1000000000ull
+
+static uint64_t fake_now;
+static uint64_t fake_clock(void)
+{
+        return fake_now;
+}
+
+/* ---- the fake chain ---- */
+
+typedef struct {
+        json_t *events;      /* [{"type": ..., fields...}] */
+        bool full;           /* emit_agent refuses (-EFBIG) */
+        bool in_batch, batch_refused;
+        uint64_t bytes, agent_limit;
+} FakeChain;
+
+static int chain_emit(void *userdata, const char *type, json_t *fields)
+{
+        FakeChain *c = userdata;
+        json_t *e = fields ? fields : json_object();
+        json_object_set_new(e, "type", json_string(type));
+        json_array_append_new(c->events, e);
+        return 0;
+}
+
+static int chain_emit_agent(void *userdata, const char *type, json_t *fields)
+{
+        FakeChain *c = userdata;
+        if (c->full) {
+                json_decref(fields);
+                if (c->in_batch)
+                        c->batch_refused = true;
+                return -EFBIG;
+        }
+        return chain_emit(userdata, type, fields);
+}
+
+static void chain_batch_begin(void *userdata)
+{
+        FakeChain *c = userdata;
+        c->in_batch = true;
+        c->batch_refused = false;
+}
+
+static int chain_batch_end(void *userdata)
+{
+        FakeChain *c = userdata;
+        c->in_batch = false;
+        return c->batch_refused ? -EFBIG : 0;
+}
+
+static uint64_t chain_bytes(void *userdata)
+{
+        return ((FakeChain *)userdata)->bytes;
+}
+
+static uint64_t chain_wanted(void *userdata)
+{
+        return ((FakeChain *)userdata)->bytes + 100;
+}
+
+static void chain_set_agent_limit(void *userdata, uint64_t limit)
+{
+        ((FakeChain *)userdata)->agent_limit = limit;
+}
+
+static json_t *chain_tail(void *userdata, size_t n)
+{
+        (void)userdata, (void)n;
+        return json_array();
+}
+
+static const AjSupSinkOps chain_ops = {
+        .emit = chain_emit, .emit_agent = chain_emit_agent, .batch_begin = chain_batch_begin,
+        .batch_end = chain_batch_end, .bytes = chain_bytes, .wanted = chain_wanted,
+        .set_agent_limit = chain_set_agent_limit, .tail = chain_tail,
+};
+
+/* How many events of this type. */
+static size_t count(const FakeChain *c, const char *type)
+{
+        size_t n = 0, i;
+        json_t *e;
+        json_array_foreach (c->events, i, e)
+                n += strcmp(json_string_value(json_object_get(e, "type")), type) == 0;
+        return n;
+}
+
+static json_t *last(const FakeChain *c, const char *type)
+{
+        json_t *found = NULL, *e;
+        size_t i;
+        json_array_foreach (c->events, i, e)
+                if (strcmp(json_string_value(json_object_get(e, "type")), type) == 0)
+                        found = e;
+        return found;
+}
+
+/* ---- the fake run: a jail, the wall clock and the breach part wired as supervise.c does ---- */
+
+typedef struct {
+        AjLoop *loop;
+        FakeChain chain;
+        AjSupSink sink;
+        AjSupWall wall;
+        AjSupBreach breach;
+        int sigterms, sigkills, cgroup_kills, freezes, thaws, changes, incidents;
+        int freeze_error; /* what the cgroup's freeze returns */
+        bool frozen;
+        char alerts[4][32];
+        int n_alerts;
+} FakeRun;
+
+static int jail_freeze(void *u)
+{
+        FakeRun *f = u;
+        if (f->freeze_error)
+                return f->freeze_error;
+        f->freezes++;
+        f->frozen = true;
+        return 0;
+}
+
+static int jail_thaw(void *u)
+{
+        FakeRun *f = u;
+        f->thaws++;
+        f->frozen = false;
+        return 0;
+}
+
+static int jail_kill(void *u)
+{
+        ((FakeRun *)u)->cgroup_kills++;
+        return 0;
+}
+
+static void frozen_changed(void *u, bool frozen)
+{
+        aj_sup_wall_set_frozen(&((FakeRun *)u)->wall, frozen);
+}
+
+static void changed(void *u)
+{
+        ((FakeRun *)u)->changes++;
+}
+
+static json_t *usage(void *u)
+{
+        (void)u;
+        return json_object();
+}
+
+static int write_incident(void *u, json_t *incident)
+{
+        (void)incident;
+        ((FakeRun *)u)->incidents++;
+        return 0;
+}
+
+static void alert(void *u, const char *kind, const char *input)
+{
+        FakeRun *f = u;
+        (void)input;
+        if (f->n_alerts < 4)
+                snprintf(f->alerts[f->n_alerts++], sizeof(f->alerts[0]), "%s", kind);
+}
+
+static void approval(void *u, json_t *call)
+{
+        (void)u, (void)call;
+}
+
+static const AjSupBreachOps breach_ops = {
+        .freeze = jail_freeze, .thaw = jail_thaw, .kill = jail_kill, .frozen_changed = frozen_changed,
+        .changed = changed, .usage = usage, .write_incident = write_incident, .alert = alert,
+        .approval = approval,
+};
+
+static void wall_signal(void *u, int sig)
+{
+        FakeRun *f = u;
+        if (sig == SIGTERM)
+                f->sigterms++;
+        else if (sig == SIGKILL)
+                f->sigkills++;
+}
+
+static void wall_kill(void *u)
+{
+        ((FakeRun *)u)->cgroup_kills++;
+}
+
+static void wall_breach(void *u, const AjBreach *b)
+{
+        aj_sup_breach_handle(&((FakeRun *)u)->breach, b);
+}
+
+static const AjSupWallOps wall_ops = { .signal = wall_signal, .kill = wall_kill, .breach = wall_breach };
+
+typedef struct {
+        uint64_t wall_ns, grace_ns, cap_ns, log_cap, egress_limit;
+        bool kill_on_breach;
+} FakeConfig;
+
+static FakeRun *fake_run(const FakeConfig *c)
+{
+        FakeRun *f = calloc(1, sizeof(*f));
+        cr_assert(f);
+        fake_now = 1000 * SEC;
+        cr_assert_eq(aj_loop_new(&f->loop), 0);
+        aj_loop_set_clock(f->loop, fake_clock);
+        f->chain.events = json_array();
+        f->sink = (AjSupSink){ .ops = &chain_ops, .userdata = &f->chain };
+        AjSupBreachConfig bc = { .id = "0123456789ab", .name = "test", .has_cgroup = true,
+                                 .kill_on_breach = c->kill_on_breach, .log_cap = c->log_cap ? c->log_cap : 1 << 20,
+                                 .egress_limit = c->egress_limit };
+        aj_sup_breach_init(&f->breach, &bc, &breach_ops, f, &f->sink);
+        aj_sup_wall_init(&f->wall, f->loop, c->wall_ns, c->grace_ns, c->cap_ns, &wall_ops, f, &f->sink);
+        cr_assert_eq(aj_sup_wall_start(&f->wall), 0);
+        return f;
+}
+
+static void fake_run_free(FakeRun *f)
+{
+        aj_sup_wall_stop(&f->wall);
+        aj_sup_breach_done(&f->breach);
+        aj_loop_free(f->loop);
+        json_decref(f->chain.events);
+        free(f);
+}
+
+/* Moves the fake clock on and runs what is due. */
+static void advance(FakeRun *f, uint64_t ns)
+{
+        fake_now += ns;
+        (void)aj_loop_dispatch(f->loop, 0);
+}
+
+/* ---- the wall clock ---- */
+
+Test(supervisor, wall_limit_sigterm_then_sigkill_after_grace)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ .wall_ns = 10 * SEC, .grace_ns = 3 * SEC });
+        advance(f, 9 * SEC);
+        cr_expect_eq(f->sigterms, 0);
+        advance(f, 1 * SEC);
+        cr_expect_eq(f->sigterms, 1, "SIGTERM at the wall limit");
+        cr_expect_eq(count(&f->chain, "wall.limit"), 1);
+        cr_expect(aj_sup_wall_fired(&f->wall));
+        advance(f, 2 * SEC);
+        cr_expect_eq(f->sigkills, 0, "not before the grace period");
+        advance(f, 1 * SEC);
+        cr_expect_eq(f->sigkills, 1, "SIGKILL after the grace period");
+        cr_expect_eq(f->cgroup_kills, 1, "the whole cgroup killed");
+        cr_expect_eq(count(&f->chain, "wall.kill"), 1);
+        advance(f, 100 * SEC);
+        cr_expect_eq(f->sigkills, 1, "once");
+        fake_run_free(f);
+}
+
+Test(supervisor, wall_limit_stands_still_while_frozen)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ .wall_ns = 10 * SEC, .grace_ns = 3 * SEC });
+        advance(f, 4 * SEC);
+        cr_assert_eq(aj_sup_breach_freeze(&f->breach, "operator", NULL), 0);
+        cr_expect_eq(f->freezes, 1);
+        cr_expect_eq(count(&f->chain, "freeze"), 1);
+        cr_expect_str_eq(aj_sup_breach_state(&f->breach, false), "frozen");
+        advance(f, 3600 * SEC);
+        cr_expect_eq(f->sigterms, 0, "frozen time does not count");
+        cr_assert_eq(aj_sup_breach_thaw(&f->breach, "operator"), 0);
+        cr_expect_eq(count(&f->chain, "thaw"), 1);
+        advance(f, 5 * SEC);
+        cr_expect_eq(f->sigterms, 0);
+        advance(f, 1 * SEC);
+        cr_expect_eq(f->sigterms, 1, "the 6 s left run after the thaw");
+        fake_run_free(f);
+}
+
+/* ---- breaches ---- */
+
+Test(supervisor, wall_cap_breach_freezes_and_quarantines)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ .cap_ns = 10 * SEC });
+        advance(f, 10 * SEC);
+        json_t *b = last(&f->chain, "cap.breach");
+        cr_assert(b, "a breach at the wall cap");
+        cr_expect_str_eq(json_string_value(json_object_get(b, "cap")), "wall");
+        cr_expect_str_eq(json_string_value(json_object_get(b, "action")), "freeze");
+        cr_expect_eq(f->freezes, 1);
+        cr_expect_eq(f->cgroup_kills, 0, "frozen, not killed");
+        cr_expect_eq(count(&f->chain, "quarantine"), 1);
+        cr_expect_eq(f->incidents, 1);
+        cr_expect_eq(f->n_alerts, 1);
+        cr_expect_str_eq(f->alerts[0], "breach");
+        cr_expect_str_eq(aj_sup_breach_state(&f->breach, false), "quarantined");
+        cr_expect_str_eq(aj_sup_breach_state(&f->breach, true), "quarantined");
+        json_t *q = aj_sup_breach_quarantine(&f->breach);
+        cr_expect_str_eq(json_string_value(json_object_get(q, "cap")), "wall");
+        cr_expect(f->changes >= 1, "run.json rewritten");
+        json_auto_t *wall = aj_sup_wall_cap_json(&f->wall);
+        cr_expect_eq(json_real_value(json_object_get(wall, "remaining")), 0.0);
+
+        /* Thawed without a raise: the exhausted cap breaches again at once, recorded, and
+         * the run is stopped again. */
+        cr_assert_eq(aj_sup_breach_thaw(&f->breach, "operator"), 0);
+        advance(f, 1);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 2);
+        fake_run_free(f);
+}
+
+Test(supervisor, thaw_raise_wall_adds_time_all_or_nothing)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ .cap_ns = 10 * SEC });
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(NULL, &m), 0);
+        advance(f, 10 * SEC);
+        cr_assert(aj_sup_breach_frozen(&f->breach));
+        char *err = NULL;
+
+        /* A bad meter raise leaves the wall cap as it was, and the run frozen. */
+        json_auto_t *bad = json_pack("{s:s, s:s}", "wall", "+10s", "tokens", "lots");
+        cr_expect_lt(aj_sup_thaw_raise(&f->breach, &f->wall, m, bad, &err), 0);
+        cr_expect(err);
+        free(err);
+        err = NULL;
+        json_auto_t *w0 = aj_sup_wall_cap_json(&f->wall);
+        cr_expect_eq(json_real_value(json_object_get(w0, "limit")), 10.0);
+        cr_expect(aj_sup_breach_frozen(&f->breach));
+
+        /* Not a duration, or no time left: refused. */
+        json_auto_t *none = json_pack("{s:s}", "wall", "5s");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, none, &err), -EINVAL);
+        cr_expect(strstr(err, "would not leave the run any time"), "%s", err);
+        free(err);
+        err = NULL;
+
+        json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
+        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, raise, &err), 0);
+        cr_expect_eq(count(&f->chain, "caps.raise"), 1);
+        cr_expect(!aj_sup_breach_frozen(&f->breach));
+        json_auto_t *w1 = aj_sup_wall_cap_json(&f->wall);
+        cr_expect_eq(json_real_value(json_object_get(w1, "limit")), 20.0);
+        cr_expect_eq(json_real_value(json_object_get(w1, "remaining")), 10.0);
+        advance(f, 9 * SEC);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 1, "10 s more to run");
+        advance(f, 1 * SEC);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 2);
+        aj_meter_free(m);
+        fake_run_free(f);
+}
+
+Test(supervisor, thaw_raise_without_wall_cap_is_refused)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(NULL, &m), 0);
+        char *err = NULL;
+        json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, raise, &err), -EINVAL);
+        cr_expect(strstr(err, "no wall cap"), "%s", err);
+        free(err);
+        err = NULL;
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, raise, &err), -EINVAL, "no meters");
+        free(err);
+        aj_meter_free(m);
+        fake_run_free(f);
+}
+
+Test(supervisor, log_bytes_breach_once_per_stop)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ .log_cap = 1 << 20 });
+        f->chain.full = true;
+        cr_expect_eq(aj_sup_breach_emit_agent(&f->breach, "tool_call", json_object()), -EFBIG);
+        json_t *b = last(&f->chain, "cap.breach");
+        cr_assert(b);
+        cr_expect_str_eq(json_string_value(json_object_get(b, "cap")), "log_bytes");
+        cr_expect_eq(f->freezes, 1);
+        /* Queued before the freeze: refused quietly. */
+        cr_expect_eq(aj_sup_breach_emit_agent(&f->breach, "tool_call", json_object()), -EFBIG);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 1);
+
+        /* Raised: the new cap must leave room; then the agent's share follows it. */
+        char *err = NULL;
+        f->chain.bytes = 2 << 20;
+        json_auto_t *small = json_pack("{s:s}", "log_bytes", "+64K");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, small, &err), -EINVAL, "no meters");
+        free(err);
+        err = NULL;
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(NULL, &m), 0);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, small, &err), -EINVAL);
+        cr_expect(strstr(err, "no room"), "%s", err);
+        free(err);
+        err = NULL;
+        json_auto_t *raise = json_pack("{s:s}", "log_bytes", "+64M");
+        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, raise, &err), 0);
+        cr_expect_eq(aj_sup_breach_log_cap(&f->breach), (1 << 20) + (64ull << 20));
+        cr_expect_eq(f->chain.agent_limit, aj_events_agent_share((1 << 20) + (64ull << 20)));
+        cr_expect(!aj_sup_breach_frozen(&f->breach));
+
+        /* Thawed, full again: stopped again. */
+        cr_expect_eq(aj_sup_breach_emit_agent(&f->breach, "tool_call", json_object()), -EFBIG);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 2);
+        cr_expect_eq(aj_sup_breach_events_refused(&f->breach), 3);
+        aj_meter_free(m);
+        fake_run_free(f);
+}
+
+Test(supervisor, log_bytes_breach_waits_for_the_batch)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        AjHooks hooks;
+        aj_sup_breach_hooks(&f->breach, &hooks);
+        f->chain.full = true;
+        hooks.batch_begin(hooks.userdata);
+        cr_expect_eq(hooks.emit(hooks.userdata, "tool_call", json_object()), -EFBIG);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 0, "not inside the batch");
+        cr_expect_eq(hooks.batch_end(hooks.userdata), -EFBIG);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 1, "after it");
+        fake_run_free(f);
+}
+
+Test(supervisor, no_log_bytes_breach_after_the_command_exited)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        aj_sup_breach_set_exited(&f->breach, true, false);
+        f->chain.full = true;
+        cr_expect_eq(aj_sup_breach_emit_agent(&f->breach, "tool_call", json_object()), -EFBIG);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 0);
+        cr_expect_eq(aj_sup_breach_events_refused(&f->breach), 1, "counted for log.refused");
+        fake_run_free(f);
+}
+
+Test(supervisor, on_breach_kill)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ .kill_on_breach = true, .egress_limit = 1000 });
+        AjHooks hooks;
+        aj_sup_breach_hooks(&f->breach, &hooks);
+        cr_expect_eq(hooks.charge_egress(hooks.userdata, 600, NULL), 0);
+        cr_expect_eq(hooks.charge_egress(hooks.userdata, 600, NULL), 1, "crossed: close the connection");
+        json_t *b = last(&f->chain, "cap.breach");
+        cr_assert(b);
+        cr_expect_str_eq(json_string_value(json_object_get(b, "cap")), "egress_bytes");
+        cr_expect_str_eq(json_string_value(json_object_get(b, "action")), "kill");
+        cr_expect_eq(f->cgroup_kills, 1);
+        cr_expect_eq(f->freezes, 0);
+        cr_expect(aj_sup_breach_killed(&f->breach), "exit 123");
+        cr_expect_eq(aj_sup_breach_egress_used(&f->breach), 1000);
+        /* A later breach is recorded, nothing more done. */
+        hooks.breach(hooks.userdata, &(AjBreach){ .cap = "tokens", .limit = 1, .value = 2 });
+        cr_expect_eq(count(&f->chain, "cap.breach"), 2);
+        cr_expect_eq(f->cgroup_kills, 1);
+        cr_expect_eq(f->n_alerts, 1);
+        fake_run_free(f);
+}
+
+Test(supervisor, kill_after_the_command_exited_keeps_its_status)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        aj_sup_breach_set_exited(&f->breach, true, false);
+        cr_expect_eq(aj_sup_breach_kill(&f->breach, "operator"), 0);
+        cr_expect_eq(count(&f->chain, "kill"), 1);
+        cr_expect(!aj_sup_breach_killed(&f->breach), "its own status, not 123");
+        fake_run_free(f);
+}
+
+Test(supervisor, freeze_failure_kills)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        f->freeze_error = -EBUSY;
+        aj_sup_breach_handle(&f->breach, &(AjBreach){ .cap = "tokens", .limit = 10, .value = 11 });
+        cr_expect_eq(count(&f->chain, "freeze.failed"), 1);
+        cr_expect_eq(f->cgroup_kills, 1, "fail closed");
+        json_t *k = last(&f->chain, "kill");
+        cr_assert(k);
+        cr_expect_str_eq(json_string_value(json_object_get(k, "by")), "breach (freeze failed)");
+        cr_expect(aj_sup_breach_killed(&f->breach));
+        fake_run_free(f);
+}
+
+Test(supervisor, release_thaws_and_records)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        cr_expect_eq(aj_sup_breach_release(&f->breach), -EINVAL, "not quarantined");
+        aj_sup_breach_handle(&f->breach, &(AjBreach){ .cap = "tokens", .limit = 10, .value = 11 });
+        cr_assert(f->frozen);
+        cr_assert_eq(aj_sup_breach_release(&f->breach), 0);
+        cr_expect(!f->frozen);
+        cr_expect_eq(count(&f->chain, "quarantine.release"), 1);
+        cr_expect_str_eq(aj_sup_breach_state(&f->breach, false), "running");
+        cr_expect(json_is_true(json_object_get(aj_sup_breach_quarantine(&f->breach), "released")));
+        fake_run_free(f);
+}
+
+/* ---- the alert ---- */
+
+Test(supervisor, alert_killed_at_its_timeout)
+{
+        char dir[] = "/tmp/aj-test-alert-XXXXXX";
+        cr_assert(mkdtemp(dir));
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/incident.json", dir);
+        FILE *fp = fopen(path, "w");
+        cr_assert(fp);
+        fputs("{}\n", fp);
+        fclose(fp);
+
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        char *argv[] = { "/bin/sleep", "30", NULL };
+        AjSupAlertConfig ac = { .argv = argv, .timeout_ns = 5 * SEC, .run_dir = dir, .id = "0123456789ab",
+                                .name = "test" };
+        AjSupAlert a = AJ_SUP_ALERT_INIT;
+        aj_sup_alert_init(&a, f->loop, &ac, &f->sink);
+        aj_sup_alert_start(&a, "breach", "incident.json");
+        json_t *started = last(&f->chain, "alert");
+        cr_assert(started, "the alert started");
+        cr_expect_eq(json_integer_value(json_object_get(started, "timeout_ms")), 5000);
+        aj_sup_alert_start(&a, "breach", "incident.json");
+        cr_expect_eq(count(&f->chain, "alert.skipped"), 1, "one at a time");
+        advance(f, 4 * SEC);
+        cr_expect_eq(count(&f->chain, "alert.timeout"), 0);
+        advance(f, 1 * SEC);
+        cr_expect_eq(count(&f->chain, "alert.timeout"), 1, "killed at its timeout");
+        json_t *ex = last(&f->chain, "alert.exit");
+        cr_assert(ex);
+        cr_expect_eq(json_integer_value(json_object_get(ex, "signal")), SIGKILL);
+        cr_expect_lt(a.alert.pidfd, 0);
+        aj_sup_alert_finish(&a);
+        fake_run_free(f);
+        snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+        cr_expect_eq(system(path), 0);
+}
