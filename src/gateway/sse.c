@@ -86,7 +86,8 @@ static int dispatch(AjSse *s, AjSseCallback cb, void *userdata)
                 s->data.len--; /* the '\n' after the last data line */
                 s->data.p[s->data.len] = '\0';
                 AjSseEvent ev = {
-                        .event = s->event.len ? s->event.p : "message",
+                        /* An empty name (or one starting with a NUL) is the default. */
+                        .event = s->event.len && s->event.p[0] ? s->event.p : "message",
                         .data = s->data.p,
                         .data_len = s->data.len,
                 };
@@ -192,7 +193,7 @@ int aj_sse_format(const AjSseEvent *ev, char **ret, size_t *ret_len)
         size_t lines = 1;
         for (size_t i = 0; i < ev->data_len; i++)
                 lines += ev->data[i] == '\n';
-        bool named = ev->event && strcmp(ev->event, "message") != 0;
+        bool named = ev->event && ev->event[0] && strcmp(ev->event, "message") != 0;
         size_t elen = named ? strlen(ev->event) : 0;
         if (ev->data_len > SIZE_MAX / 2 - elen - 16 || lines > (SIZE_MAX / 2 - elen - ev->data_len) / 8)
                 return -E2BIG;

@@ -156,6 +156,25 @@ Test(sse, data_may_hold_nul_bytes)
         aj_sse_free(s);
 }
 
+/* Found by fuzzing: a name starting with a NUL is the default name, so that its
+ * written-back form ("data:" only) reads the same. */
+Test(sse, empty_or_nul_event_name_is_message)
+{
+        AjSse *s = NULL;
+        cr_assert_eq(aj_sse_new(0, &s), 0);
+        Collect c = {};
+        static const char in[] = "event:\ndata: a\n\nevent: \0x\ndata: b\n\n";
+        cr_assert_eq(aj_sse_feed(s, in, sizeof(in) - 1, collect, &c), 0);
+        cr_expect_str_eq(c.out, "message|a\x1emessage|b\x1e");
+        aj_sse_free(s);
+        AjSseEvent ev = { .event = "", .data = "x", .data_len = 1 };
+        char *out;
+        size_t len;
+        cr_assert_eq(aj_sse_format(&ev, &out, &len), 0);
+        cr_expect_str_eq(out, "data: x\n\n");
+        free(out);
+}
+
 Test(sse, format_round_trips)
 {
         AjSseEvent ev = { .event = "message_delta", .data = "{\"a\":1}\nline two", .data_len = 16 };
