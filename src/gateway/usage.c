@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "agentjail/broker.h"
 #include "gateway/usage-internal.h"
 
 static const char *const api_names[_AJ_LLM_API_MAX] = {
@@ -437,4 +438,38 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
         ch.cache_creation = u->cache_creation_tokens;
         ch.estimated = !u->input_reported || !(u->output_reported && ended);
         *ret = ch;
+}
+
+static json_t *string_or_null(const char *s)
+{
+        return s ? json_string(s) : json_null();
+}
+
+json_t *aj_llm_call_to_json(const AjLlmCall *c)
+{
+        const AjLlmUsage *u = &c->u;
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        json_t *tools = json_array(), *finish = json_array();
+        for (size_t i = 0; tools && i < u->n_tool_calls; i++)
+                if (json_array_append_new(tools, json_string(u->tool_calls[i])) < 0)
+                        goto fail;
+        if (!finish || (u->stop_reason && json_array_append_new(finish, json_string(u->stop_reason)) < 0))
+                goto fail;
+        json_t *o = json_pack("{s:s, s:i, s:s, s:b, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:I, s:o, s:o}",
+                              "api", aj_llm_api_name(c->api), "status", u->status, "outcome",
+                              aj_llm_outcome_name(u->outcome), "stream", u->stream, AJ_BROKER_F_MODEL,
+                              string_or_null(u->model), "gen_ai.response.model", string_or_null(u->response_model),
+                              AJ_BROKER_F_INPUT_TOKENS, (json_int_t)ch.input, AJ_BROKER_F_OUTPUT_TOKENS,
+                              (json_int_t)ch.output, AJ_BROKER_F_CACHED_TOKENS, (json_int_t)ch.cache_read,
+                              "gen_ai.usage.cache_creation.input_tokens", (json_int_t)ch.cache_creation,
+                              "reasoning_tokens", (json_int_t)u->reasoning_tokens, "estimated", ch.estimated,
+                              "gen_ai.response.finish_reasons", finish, "tool_calls", tools, "tool_calls_total",
+                              (json_int_t)u->tool_calls_total, "error", string_or_null(u->error), "parse_error",
+                              string_or_null(u->parse_error));
+        return o;
+fail:
+        json_decref(tools);
+        json_decref(finish);
+        return NULL;
 }

@@ -122,6 +122,12 @@ typedef struct {
 } AjLlmCharge;
 void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret);
 
+/* The call as event fields: api, status, outcome, the models, the charged tokens
+ * under the gen_ai.* names of the broker protocol (with "estimated"), the
+ * reasoning tokens, the finish reason, the tool calls, the errors. NULL without memory. */
+struct json_t;
+struct json_t *aj_llm_call_to_json(const AjLlmCall *c);
+
 /* OpenAI chat streaming: the usage comes only with stream_options.include_usage.
  * When the body streams without it, returns 1 with a rewritten body (free() it)
  * that sets it, and the relay must drop the usage-only chunk the client did not

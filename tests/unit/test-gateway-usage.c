@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -505,4 +506,47 @@ Test(gateway_usage, api_from_path)
         cr_expect_eq(aj_llm_api_from_path("openai", "/v1/models", &api), -ENOENT);
         cr_expect_eq(aj_llm_api_from_path("openai", "/v1/messages", &api), -ENOENT);
         cr_expect_eq(aj_llm_api_from_path("anthropic", "/v1/chat/completions", &api), -ENOENT);
+}
+
+Test(gateway_usage, call_as_event_fields)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, ANTHROPIC_REQ };
+        size_t len;
+        char *in = read_fixture("anthropic-tool-use.sse", &len);
+        AjLlmCall *c = feed(&s, in, len, len, false);
+        json_t *o = aj_llm_call_to_json(c);
+        cr_assert_not_null(o);
+        char *text = json_dumps(o, JSON_COMPACT);
+        cr_expect_str_eq(text,
+                         "{\"api\":\"anthropic.messages\",\"status\":200,\"outcome\":\"complete\",\"stream\":true,"
+                         "\"gen_ai.request.model\":\"claude-sonnet-4-5\",\"gen_ai.response.model\":"
+                         "\"claude-opus-4-5-20251101\",\"gen_ai.usage.input_tokens\":1531,"
+                         "\"gen_ai.usage.output_tokens\":189,\"gen_ai.usage.cache_read.input_tokens\":0,"
+                         "\"gen_ai.usage.cache_creation.input_tokens\":0,\"reasoning_tokens\":0,\"estimated\":false,"
+                         "\"gen_ai.response.finish_reasons\":[\"tool_use\"],\"tool_calls\":[\"get_weather\","
+                         "\"get_time\"],\"tool_calls_total\":2,\"error\":null,\"parse_error\":null}");
+        free(text);
+        json_decref(o);
+        aj_llm_call_free(c);
+        free(in);
+}
+
+Test(gateway_usage, content_type_unknown_follows_the_request)
+{
+        const char *body = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n"
+                           "data: [DONE]\n\n";
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, NULL, "{\"model\":\"gpt-4o\",\"stream\":true}" };
+        AjLlmCall *c = parse_all_ways(&s, body, strlen(body));
+        cr_expect_eq(U(c)->input_tokens, 3);
+        cr_expect_eq(U(c)->output_tokens, 4);
+        cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        aj_llm_call_free(c);
+        /* A response with no bytes at all: cut, the prompt estimate charged. */
+        c = feed(&s, "", 0, 0, false);
+        cr_expect_eq(U(c)->outcome, AJ_LLM_CUT);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.input, U(c)->prompt_estimate);
+        cr_expect_eq(ch.output, 0);
+        aj_llm_call_free(c);
 }
