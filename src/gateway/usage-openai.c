@@ -185,35 +185,54 @@ void aj_llm_responses_body(AjLlmCall *c, json_t *root)
 
 /* ---- the chat request rewrite ---- */
 
-int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len)
+/* The body with `"stream_options":{"include_usage":true},` after its first '{': the
+ * client's bytes otherwise unchanged (numbers are not re-printed). */
+static int insert_options(const char *body, size_t len, char **ret_body, size_t *ret_len)
 {
-        json_t *root = json_loadb(body, len, 0, NULL);
-        int r = 0;
-        if (!json_is_object(root)) {
-                r = -EINVAL;
-                goto out;
-        }
-        if (!json_is_true(json_object_get(root, "stream")))
-                goto out;
-        json_t *opts = json_object_get(root, "stream_options");
-        if (json_is_object(opts) && json_is_true(json_object_get(opts, "include_usage")))
-                goto out;
-        if (!json_is_object(opts)) {
-                opts = json_object();
-                if (!opts || json_object_set_new(root, "stream_options", opts) < 0) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-        }
+        static const char opts[] = "\"stream_options\":{\"include_usage\":true},";
+        const char *brace = memchr(body, '{', len);
+        if (!brace)
+                return -EINVAL;
+        size_t head = (size_t)(brace - body) + 1, n = len + sizeof(opts) - 1;
+        char *out = malloc(n + 1);
+        if (!out)
+                return -ENOMEM;
+        memcpy(out, body, head);
+        memcpy(out + head, opts, sizeof(opts) - 1);
+        memcpy(out + head + sizeof(opts) - 1, body + head, len - head);
+        out[n] = '\0';
+        *ret_body = out;
+        *ret_len = n;
+        return 1;
+}
+
+/* stream_options is there without include_usage true: set it, re-printing the body. */
+static int set_include_usage(json_t *root, json_t *opts, char **ret_body, size_t *ret_len)
+{
         char *out;
-        if (json_object_set_new(opts, "include_usage", json_true()) < 0 || !(out = json_dumps(root, JSON_COMPACT))) {
-                r = -ENOMEM;
-                goto out;
-        }
+        if (json_object_set_new(opts, "include_usage", json_true()) < 0 || !(out = json_dumps(root, JSON_COMPACT)))
+                return -ENOMEM;
         *ret_len = strlen(out);
         *ret_body = out;
-        r = 1;
-out:
+        return 1;
+}
+
+int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len)
+{
+        /* Duplicate keys are refused: the provider's parser might read the other one. */
+        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+        int r = 0;
+        if (!json_is_object(root))
+                r = -EINVAL;
+        else if (json_is_true(json_object_get(root, "stream"))) {
+                json_t *opts = json_object_get(root, "stream_options");
+                if (!opts)
+                        r = insert_options(body, len, ret_body, ret_len);
+                else if (!json_is_object(opts))
+                        r = -EINVAL;
+                else if (!json_is_true(json_object_get(opts, "include_usage")))
+                        r = set_include_usage(root, opts, ret_body, ret_len);
+        }
         json_decref(root);
         return r;
 }

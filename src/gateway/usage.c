@@ -241,7 +241,8 @@ static uint64_t max_output_of(AjLlmApi api, json_t *root)
 int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
 {
         json_error_t err;
-        json_t *root = json_loadb(body, len, 0, &err);
+        /* Duplicate keys are refused: the provider might read the other "model" or "stream". */
+        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
         if (!json_is_object(root)) {
                 if (root)
                         aj_llm_parse_error(c, "request: expected a JSON object");

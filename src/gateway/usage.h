@@ -92,7 +92,8 @@ int aj_llm_call_new(AjLlmApi api, AjLlmCall **ret);
 void aj_llm_call_free(AjLlmCall *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjLlmCall *, aj_llm_call_free);
 
-/* The request body. -EINVAL when it is not a JSON object (parse_error says why). */
+/* The request body. -EINVAL when it is not a JSON object or repeats a key
+ * (parse_error says why): the gateway should refuse such a request. */
 int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len);
 /* Hide the usage-only chunk of an OpenAI chat stream from the client (the gateway
  * asked for it: aj_llm_openai_chat_add_usage()). */
@@ -132,7 +133,9 @@ struct json_t *aj_llm_call_to_json(const AjLlmCall *c);
  * When the body streams without it, returns 1 with a rewritten body (free() it)
  * that sets it, and the relay must drop the usage-only chunk the client did not
  * ask for (aj_llm_call_strip_usage_chunk()); 0 when nothing needs changing;
- * -EINVAL when the body is not a JSON object. */
+ * -EINVAL when the body is not a JSON object, repeats a key, or has a
+ * stream_options that is not an object. Without stream_options, the member is
+ * inserted and the client's bytes are otherwise kept. */
 int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len);
 /* An OpenAI chat chunk with "choices": [] and a usage object: the one to drop. */
 bool aj_llm_openai_chat_usage_only(const AjSseEvent *ev);

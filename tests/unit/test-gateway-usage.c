@@ -440,11 +440,15 @@ Test(gateway_usage, chat_rewrite_adds_include_usage)
 {
         char *out = NULL;
         size_t len = 0;
-        const char *b = "{\"model\":\"gpt-4o\",\"stream\":true,\"temperature\":0.7,\"messages\":[]}";
+        /* The client's bytes are kept: numbers are not re-printed. */
+        const char *b = " {\"model\":\"gpt-4o\", \"stream\": true, \"temperature\": 0.7, \"messages\": []}";
         cr_assert_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), 1);
-        cr_expect_str_eq(out, "{\"model\":\"gpt-4o\",\"stream\":true,\"temperature\":0.69999999999999996,"
-                              "\"messages\":[],\"stream_options\":{\"include_usage\":true}}");
+        cr_expect_str_eq(out, " {\"stream_options\":{\"include_usage\":true},\"model\":\"gpt-4o\", \"stream\": true, "
+                              "\"temperature\": 0.7, \"messages\": []}");
         cr_expect_eq(len, strlen(out));
+        json_t *j = json_loads(out, JSON_REJECT_DUPLICATES, NULL);
+        cr_expect(json_is_true(json_object_get(json_object_get(j, "stream_options"), "include_usage")));
+        json_decref(j);
         free(out);
         b = "{\"stream\":true,\"stream_options\":{\"include_usage\":false,\"x\":1}}";
         cr_assert_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), 1);
@@ -454,8 +458,18 @@ Test(gateway_usage, chat_rewrite_adds_include_usage)
         cr_expect_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), 0);
         b = "{\"stream\":false}";
         cr_expect_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), 0);
+        b = "{\"stream\":true,\"stream_options\":null}";
+        cr_expect_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), -EINVAL);
+        b = "{\"stream\":false,\"stream\":true}";
+        cr_expect_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), -EINVAL, "duplicate keys");
         cr_expect_eq(aj_llm_openai_chat_add_usage("[]", 2, &out, &len), -EINVAL);
         cr_expect_eq(aj_llm_openai_chat_add_usage("{", 1, &out, &len), -EINVAL);
+
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+        b = "{\"model\":\"cheap\",\"model\":\"dear\"}";
+        cr_expect_eq(aj_llm_call_request(c, b, strlen(b)), -EINVAL, "a request repeating a key is refused");
+        aj_llm_call_free(c);
 }
 
 /* A relay that parses the stream itself: the usage chunk is metered, not forwarded. */
