@@ -251,7 +251,7 @@ int aj_meter_set_price(AjMeter *m, const char *model, double input, double outpu
         }
         AjPrice p = { .model = (char *)model, .input = usd_to_pusd(input), .output = usd_to_pusd(output) };
         p.cache_read = cached_input < 0 ? p.input : usd_to_pusd(cached_input);
-        p.cache_write = p.input;
+        p.cache_write = p.cache_write_1h = p.input;
         return aj_price_table_set(m->prices, &p);
 }
 
@@ -590,11 +590,12 @@ int aj_meter_reserve_usage(AjMeter *m, const AjMeterUsage *u, AjMeterReservation
         AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
         AjMeterReservation res = {};
 
-        if (!u->model || sat_add(u->cache_read, u->cache_write) > u->input)
+        if (!u->model || sat_add(u->cache_read, u->cache_write) > u->input || u->cache_write_1h > u->cache_write)
                 return -EINVAL;
         const AjPrice *p = find_price(m, u->model, &d);
+        AjTokens t = { u->input, u->output, u->cache_read, u->cache_write, u->cache_write_1h };
         if (p)
-                d.cost_pusd = aj_price_cost(p, u->input, u->output, u->cache_read, u->cache_write);
+                d.cost_pusd = aj_price_cost(p, &t);
         else if (m->caps.set[AJ_CAP_COST_USD]) {
                 price_missing(m, u->model, &d);
                 goto done;

@@ -129,6 +129,7 @@ int aj_meter_reserve_tool(AjMeter *m, const char *name, const char *args_digest,
 typedef struct {
         const char *model;
         uint64_t input, output, cache_read, cache_write;
+        uint64_t cache_write_1h; /* the part of cache_write kept an hour */
 } AjMeterUsage;
 /* Checks model usage against the token and cost caps. A model without a price
  * while cost_usd is capped is a BREACH that reserves nothing (price_missing).

@@ -127,14 +127,16 @@ static uint64_t sat_mul(uint64_t a, uint64_t b)
         return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
 }
 
-uint64_t aj_price_cost(const AjPrice *p, uint64_t input, uint64_t output, uint64_t cache_read, uint64_t cache_write)
+uint64_t aj_price_cost(const AjPrice *p, const AjTokens *t)
 {
-        uint64_t cached = sat_add(cache_read, cache_write);
-        uint64_t plain = input > cached ? input - cached : 0;
+        uint64_t cached = sat_add(t->cache_read, t->cache_write);
+        uint64_t plain = t->input > cached ? t->input - cached : 0;
+        uint64_t hour = t->cache_write_1h < t->cache_write ? t->cache_write_1h : t->cache_write;
         uint64_t c = sat_mul(plain, p->input);
-        c = sat_add(c, sat_mul(cache_read, p->cache_read));
-        c = sat_add(c, sat_mul(cache_write, p->cache_write));
-        return sat_add(c, sat_mul(output, p->output));
+        c = sat_add(c, sat_mul(t->cache_read, p->cache_read));
+        c = sat_add(c, sat_mul(t->cache_write - hour, p->cache_write));
+        c = sat_add(c, sat_mul(hour, p->cache_write_1h));
+        return sat_add(c, sat_mul(t->output, p->output));
 }
 
 /* ---- the table file ---- */
@@ -178,9 +180,9 @@ static int per_token(json_t *v, uint64_t *ret)
 
 static int parse_entry(const char *model, json_t *v, AjPrice *ret, char **ret_error)
 {
-        static const char *const keys[] = { "input", "output", "cache_read", "cache_write" };
-        uint64_t val[4];
-        bool have[4] = {};
+        static const char *const keys[] = { "input", "output", "cache_read", "cache_write", "cache_write_1h" };
+        uint64_t val[5];
+        bool have[5] = {};
         const char *key;
         json_t *e;
 
@@ -195,7 +197,7 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, char **ret_er
                         i++;
                 if (i == ARRAY_SIZE(keys))
                         return fail(ret_error, "models.%s: unknown key \"%.64s\" (expected input, output, "
-                                               "cache_read, cache_write)", model, key);
+                                               "cache_read, cache_write, cache_write_1h)", model, key);
                 if (per_token(e, &val[i]) < 0)
                         return fail(ret_error, "models.%s.%s: expected USD per million tokens, 0 to %.0f", model, key,
                                     AJ_PRICE_MAX_USD_PER_MTOK);
@@ -209,6 +211,7 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, char **ret_er
                 .cache_read = have[2] ? val[2] : val[0],
                 .cache_write = have[3] ? val[3] : val[0],
         };
+        ret->cache_write_1h = have[4] ? val[4] : ret->cache_write;
         return 0;
 }
 

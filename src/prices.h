@@ -26,7 +26,14 @@
 typedef struct {
         char *model;
         uint64_t input, output, cache_read, cache_write; /* pico-USD per token */
+        uint64_t cache_write_1h;                         /* an hour-long cache write (Anthropic) */
 } AjPrice;
+
+/* The tokens of a call. input counts ALL input, cache reads and writes included;
+ * cache_write_1h is the part of cache_write kept for an hour, priced apart. */
+typedef struct {
+        uint64_t input, output, cache_read, cache_write, cache_write_1h;
+} AjTokens;
 
 typedef struct {
         char *date;   /* "YYYY-MM-DD": when the prices were checked; NULL for the profile's */
@@ -43,8 +50,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjPriceTable *, aj_price_table_free);
 int aj_price_table_set(AjPriceTable *t, const AjPrice *p);
 
 /* {"date": "YYYY-MM-DD", "models": {"NAME": {"input": N, "output": N, "cache_read": N,
- * "cache_write": N}}} in USD per million tokens (cache prices default to the input
- * price). -EINVAL with a message naming the entry in *ret_error. */
+ * "cache_write": N, "cache_write_1h": N}}} in USD per million tokens (cache prices
+ * default to the input price, cache_write_1h to cache_write). -EINVAL with a
+ * message naming the entry in *ret_error. */
 int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPriceTable **ret, char **ret_error);
 int aj_price_table_load(const char *path, AjPriceTable **ret, char **ret_error);
 /* The first table found of /etc/agentjail/prices.json, the installed one and the
@@ -56,6 +64,5 @@ bool aj_price_base_name(const char *model, char *buf, size_t size);
 /* The entry of `model`: exact name, else base name. NULL t or no entry: NULL. */
 const AjPrice *aj_price_table_find(const AjPriceTable *t, const char *model);
 
-/* Pico-USD for the tokens (input counts ALL input, cache reads and writes
- * included); saturates at UINT64_MAX. */
-uint64_t aj_price_cost(const AjPrice *p, uint64_t input, uint64_t output, uint64_t cache_read, uint64_t cache_write);
+/* Pico-USD for the tokens; saturates at UINT64_MAX. */
+uint64_t aj_price_cost(const AjPrice *p, const AjTokens *t);

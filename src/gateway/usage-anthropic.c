@@ -28,6 +28,9 @@ static void take_usage(AjLlmCall *c, json_t *usage)
                 u->cache_read_tokens = v;
         if (aj_llm_u64(usage, "cache_creation_input_tokens", &v))
                 u->cache_creation_tokens = v;
+        /* The split by lifetime: an hour-long write costs more than a 5-minute one. */
+        if (aj_llm_u64(json_object_get(usage, "cache_creation"), "ephemeral_1h_input_tokens", &v))
+                u->cache_creation_1h_tokens = v < u->cache_creation_tokens ? v : u->cache_creation_tokens;
         if (aj_llm_u64(usage, "output_tokens", &v))
                 u->output_tokens = v;
         u->input_tokens = c->uncached_input + u->cache_read_tokens + u->cache_creation_tokens;

@@ -437,6 +437,7 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
         ch.output = u->output_reported && ended ? u->output_tokens : max_u64(u->output_tokens, seen);
         ch.cache_read = u->cache_read_tokens;
         ch.cache_creation = u->cache_creation_tokens;
+        ch.cache_creation_1h = u->cache_creation_1h_tokens;
         ch.estimated = !u->input_reported || !(u->output_reported && ended);
         *ret = ch;
 }
@@ -457,13 +458,15 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
                         goto fail;
         if (!finish || (u->stop_reason && json_array_append_new(finish, json_string(u->stop_reason)) < 0))
                 goto fail;
-        json_t *o = json_pack("{s:s, s:i, s:s, s:b, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:I, s:o, s:o}",
+        json_t *o = json_pack("{s:s, s:i, s:s, s:b, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:I, s:o, "
+                              "s:o}",
                               "api", aj_llm_api_name(c->api), "status", u->status, "outcome",
                               aj_llm_outcome_name(u->outcome), "stream", u->stream, AJ_BROKER_F_MODEL,
                               string_or_null(u->model), "gen_ai.response.model", string_or_null(u->response_model),
                               AJ_BROKER_F_INPUT_TOKENS, (json_int_t)ch.input, AJ_BROKER_F_OUTPUT_TOKENS,
                               (json_int_t)ch.output, AJ_BROKER_F_CACHED_TOKENS, (json_int_t)ch.cache_read,
                               "gen_ai.usage.cache_creation.input_tokens", (json_int_t)ch.cache_creation,
+                              "cache_creation_1h_tokens", (json_int_t)ch.cache_creation_1h,
                               "reasoning_tokens", (json_int_t)u->reasoning_tokens, "estimated", ch.estimated,
                               "gen_ai.response.finish_reasons", finish, "tool_calls", tools, "tool_calls_total",
                               (json_int_t)u->tool_calls_total, "error", string_or_null(u->error), "parse_error",

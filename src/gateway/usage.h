@@ -66,6 +66,7 @@ typedef struct {
         uint64_t output_tokens; /* reasoning included */
         uint64_t cache_read_tokens;
         uint64_t cache_creation_tokens;
+        uint64_t cache_creation_1h_tokens; /* of those, kept an hour (priced apart) */
         uint64_t reasoning_tokens;
         uint64_t counted_tokens; /* count_tokens: the count it returned */
         uint64_t output_bytes;   /* generated text and tool arguments seen in a stream */
@@ -118,7 +119,7 @@ const AjLlmUsage *aj_llm_call_usage(const AjLlmCall *c);
  * least one token per AJ_LLM_BYTES_PER_TOKEN bytes of output seen. Input includes
  * cache reads and writes. */
 typedef struct {
-        uint64_t input, output, cache_read, cache_creation;
+        uint64_t input, output, cache_read, cache_creation, cache_creation_1h;
         bool estimated;
 } AjLlmCharge;
 void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret);

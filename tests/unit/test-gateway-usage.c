@@ -135,6 +135,7 @@ Test(gateway_usage, anthropic_stream)
         cr_expect_eq(U(c)->input_tokens, 472 + 2048 + 11520);
         cr_expect_eq(U(c)->cache_read_tokens, 11520);
         cr_expect_eq(U(c)->cache_creation_tokens, 2048);
+        cr_expect_eq(U(c)->cache_creation_1h_tokens, 0);
         cr_expect_eq(U(c)->output_tokens, 38);
         cr_expect_str_eq(U(c)->stop_reason, "end_turn");
         cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
@@ -164,7 +165,8 @@ Test(gateway_usage, anthropic_tool_use_stream)
 Test(gateway_usage, anthropic_output_is_cumulative_never_added)
 {
         const char *in = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\","
-                         "\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n"
+                         "\"usage\":{\"input_tokens\":5,\"cache_creation_input_tokens\":400,\"cache_creation\":"
+                         "{\"ephemeral_5m_input_tokens\":100,\"ephemeral_1h_input_tokens\":300},\"output_tokens\":1}}}\n\n"
                          "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},"
                          "\"usage\":{\"output_tokens\":40}}\n\n"
                          "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
@@ -174,8 +176,10 @@ Test(gateway_usage, anthropic_output_is_cumulative_never_added)
         Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
         AjLlmCall *c = parse_all_ways(&s, in, strlen(in));
         cr_expect_eq(U(c)->output_tokens, 87);
-        cr_expect_eq(U(c)->input_tokens, 107, "a later input count replaces the first");
+        cr_expect_eq(U(c)->input_tokens, 507, "a later input count replaces the first");
         cr_expect_eq(U(c)->cache_read_tokens, 100);
+        cr_expect_eq(U(c)->cache_creation_tokens, 400);
+        cr_expect_eq(U(c)->cache_creation_1h_tokens, 300, "hour-long cache writes are priced apart");
         aj_llm_call_free(c);
 }
 
@@ -536,7 +540,8 @@ Test(gateway_usage, call_as_event_fields)
                          "\"gen_ai.request.model\":\"claude-sonnet-4-5\",\"gen_ai.response.model\":"
                          "\"claude-opus-4-5-20251101\",\"gen_ai.usage.input_tokens\":1531,"
                          "\"gen_ai.usage.output_tokens\":189,\"gen_ai.usage.cache_read.input_tokens\":0,"
-                         "\"gen_ai.usage.cache_creation.input_tokens\":0,\"reasoning_tokens\":0,\"estimated\":false,"
+                         "\"gen_ai.usage.cache_creation.input_tokens\":0,\"cache_creation_1h_tokens\":0,"
+                         "\"reasoning_tokens\":0,\"estimated\":false,"
                          "\"gen_ai.response.finish_reasons\":[\"tool_use\"],\"tool_calls\":[\"get_weather\","
                          "\"get_time\"],\"tool_calls_total\":2,\"error\":null,\"parse_error\":null}");
         free(text);

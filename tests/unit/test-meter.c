@@ -188,6 +188,8 @@ Test(meter, table_prices_dated_snapshots_and_reports_the_entry_used)
 
         u = (AjMeterUsage){ "claude-sonnet-4-5", 10, 0, 6, 5 };
         cr_expect_eq(aj_meter_reserve_usage(m, &u, &res, &d), -EINVAL, "cache beyond the input");
+        u = (AjMeterUsage){ "claude-sonnet-4-5", 10, 0, 0, 5, 6 };
+        cr_expect_eq(aj_meter_reserve_usage(m, &u, &res, &d), -EINVAL, "hour-long writes beyond the writes");
 
         /* The profile's price overrides the table's, for the snapshot too. */
         cr_assert_eq(aj_meter_set_price(m, "gpt-4o", 1e-6, 2e-6, -1), 0);

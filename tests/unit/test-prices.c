@@ -41,6 +41,7 @@ Test(prices, shipped_table_is_dated_and_prices_current_models)
         cr_expect_eq(p->output, 15000000);
         cr_expect_eq(p->cache_read, 300000);
         cr_expect_eq(p->cache_write, 3750000);
+        cr_expect_eq(p->cache_write_1h, 6000000);
         p = aj_price_table_find(t, "gpt-4o-mini-2024-07-18");
         cr_assert_not_null(p);
         cr_expect_eq(p->input, 150000);
@@ -92,10 +93,13 @@ Test(prices, exact_name_wins_over_the_base_name)
 
 Test(prices, cost_counts_cache_reads_and_writes_apart)
 {
-        AjPrice p = { .model = "m", .input = 3000000, .output = 15000000, .cache_read = 300000, .cache_write = 3750000 };
-        cr_expect_eq(aj_price_cost(&p, 3500, 100, 2000, 500),
-                     1000 * 3000000ULL + 2000 * 300000ULL + 500 * 3750000ULL + 100 * 15000000ULL);
-        cr_expect_eq(aj_price_cost(&p, UINT64_MAX, UINT64_MAX, 0, 0), UINT64_MAX, "saturates");
+        AjPrice p = { .model = "m", .input = 3000000, .output = 15000000, .cache_read = 300000, .cache_write = 3750000,
+                      .cache_write_1h = 6000000 };
+        AjTokens t = { .input = 3500, .output = 100, .cache_read = 2000, .cache_write = 500, .cache_write_1h = 200 };
+        cr_expect_eq(aj_price_cost(&p, &t),
+                     1000 * 3000000ULL + 2000 * 300000ULL + 300 * 3750000ULL + 200 * 6000000ULL + 100 * 15000000ULL);
+        t = (AjTokens){ .input = UINT64_MAX, .output = UINT64_MAX };
+        cr_expect_eq(aj_price_cost(&p, &t), UINT64_MAX, "saturates");
 }
 
 Test(prices, invalid_tables_are_refused_with_the_entry_named)
