@@ -584,34 +584,62 @@ static void price_missing(const AjMeter *m, const char *model, AjMeterDecision *
                  model, l, model);
 }
 
+static const AjCap usage_caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
+
+static bool usage_valid(const AjMeterUsage *u)
+{
+        return u->model && sat_add(u->cache_read, u->cache_write) <= u->input && u->cache_write_1h <= u->cache_write;
+}
+
+/* The amounts of `u` for the additive caps; false (d a breach) when the model has
+ * no price while cost_usd is capped. */
+static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amount[_AJ_CAP_MAX], AjMeterDecision *d)
+{
+        const AjPrice *p = find_price(m, u->model, d);
+        AjTokens t = { u->input, u->output, u->cache_read, u->cache_write, u->cache_write_1h };
+        amount[AJ_CAP_TOKENS] = sat_add(u->input, u->output);
+        amount[AJ_CAP_INPUT_TOKENS] = u->input;
+        amount[AJ_CAP_OUTPUT_TOKENS] = u->output;
+        if (p)
+                d->cost_pusd = amount[AJ_CAP_COST_USD] = aj_price_cost(p, &t);
+        else if (m->caps.set[AJ_CAP_COST_USD]) {
+                price_missing(m, u->model, d);
+                return false;
+        }
+        return true;
+}
+
 int aj_meter_reserve_usage(AjMeter *m, const AjMeterUsage *u, AjMeterReservation *ret_res,
                            AjMeterDecision *ret_decision)
 {
         AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
         AjMeterReservation res = {};
 
-        if (!u->model || sat_add(u->cache_read, u->cache_write) > u->input || u->cache_write_1h > u->cache_write)
+        if (!usage_valid(u))
                 return -EINVAL;
-        const AjPrice *p = find_price(m, u->model, &d);
-        AjTokens t = { u->input, u->output, u->cache_read, u->cache_write, u->cache_write_1h };
-        if (p)
-                d.cost_pusd = aj_price_cost(p, &t);
-        else if (m->caps.set[AJ_CAP_COST_USD]) {
-                price_missing(m, u->model, &d);
-                goto done;
-        }
-        res.amount[AJ_CAP_TOKENS] = sat_add(u->input, u->output);
-        res.amount[AJ_CAP_INPUT_TOKENS] = u->input;
-        res.amount[AJ_CAP_OUTPUT_TOKENS] = u->output;
-        res.amount[AJ_CAP_COST_USD] = d.cost_pusd;
-
-        static const AjCap order[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
-        if (check_additive(m, res.amount, order, ARRAY_SIZE(order), &d))
+        if (usage_amounts(m, u, res.amount, &d) && check_additive(m, res.amount, usage_caps, ARRAY_SIZE(usage_caps), &d))
                 reserve_additive(m, &res);
         else
                 memset(res.amount, 0, sizeof(res.amount));
-done:
         *ret_res = res;
+        *ret_decision = d;
+        return 0;
+}
+
+int aj_meter_settle_usage(AjMeter *m, AjMeterReservation *res, const AjMeterUsage *measured,
+                          AjMeterDecision *ret_decision)
+{
+        AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
+        uint64_t amount[_AJ_CAP_MAX] = {};
+
+        if (!usage_valid(measured))
+                return -EINVAL;
+        aj_meter_settle(m, res, false);
+        /* Spent already: committed whatever the caps say; a cap it crosses is reported. */
+        if (usage_amounts(m, measured, amount, &d))
+                (void)check_additive(m, amount, usage_caps, ARRAY_SIZE(usage_caps), &d);
+        for (int c = 0; c < _AJ_CAP_MAX; c++)
+                m->used[c] = sat_add(m->used[c], amount[c]);
         *ret_decision = d;
         return 0;
 }

@@ -8,7 +8,8 @@
  * everything already reserved; only if it fits is it reserved, and it becomes
  * usage when settled (committed, or released when its event could not be
  * recorded). A request that would cross a cap is a breach and reserves NOTHING:
- * usage never exceeds a cap; the attempted value is reported in the decision.
+ * usage never exceeds a cap (but measured spend settled with
+ * aj_meter_settle_usage() is counted whole); the attempted value is reported.
  * Money is counted in integer pico-dollars so "exactly at the cap" is exact.
  */
 #pragma once
@@ -136,6 +137,13 @@ typedef struct {
  * -EINVAL when the cache reads and writes exceed the input. */
 int aj_meter_reserve_usage(AjMeter *m, const AjMeterUsage *u, AjMeterReservation *ret_res,
                            AjMeterDecision *ret_decision);
+/* A gateway call, reserved at its worst case, settled to what the provider
+ * measured: the reservation is released and `measured` committed whatever the
+ * caps say (it was spent; usage may then pass a cap), a cap it crosses (or an
+ * unpriced model under a cost cap: its tokens count, its cost cannot) returned as
+ * a BREACH. -EINVAL as aj_meter_reserve_usage(), the reservation kept. */
+int aj_meter_settle_usage(AjMeter *m, AjMeterReservation *res, const AjMeterUsage *measured,
+                          AjMeterDecision *ret_decision);
 /* The same for a report of model usage (input includes cached = cache reads). */
 int aj_meter_reserve_tokens(AjMeter *m, const char *model, uint64_t input, uint64_t output, uint64_t cached,
                             AjMeterReservation *ret_res, AjMeterDecision *ret_decision);

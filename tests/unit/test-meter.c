@@ -526,3 +526,44 @@ Test(meter, from_profile)
         aj_meter_free(m);
         aj_profile_free(p);
 }
+
+/* The gateway: reserve the worst case before forwarding, settle to the measured usage. */
+Test(meter, gateway_reserves_the_worst_case_and_settles_the_measured_usage)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 100000000000ULL); /* $0.10 */
+        aj_meter_set_price_table(m, table());
+        AjMeterReservation res, res2;
+        AjMeterDecision d;
+        /* Worst case: 2000 prompt tokens + max_tokens 4096 at $3/$15: $0.06744. */
+        AjMeterUsage worst = { "claude-sonnet-4-5", 2000, 4096, 0, 0, 0 };
+        cr_assert_eq(aj_meter_reserve_usage(m, &worst, &res, &d), 0);
+        cr_assert_eq(d.verdict, AJ_VERDICT_ALLOW);
+        /* A second one at the same time would cross the cap: refused before any spend. */
+        cr_assert_eq(aj_meter_reserve_usage(m, &worst, &res2, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect_not(res2.active);
+        /* The provider measured less: only that is used, the rest freed. */
+        AjMeterUsage measured = { "claude-sonnet-4-5-20250929", 1800, 300, 0, 0, 0 };
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &measured, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0), 1800 * 3000000ULL + 300 * 15000000ULL);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOKENS, 0), 2100);
+        cr_assert_eq(aj_meter_reserve_usage(m, &worst, &res2, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW, "the freed reservation is available again");
+        /* Measured above the worst case (a prompt estimate too low): counted whole, a breach. */
+        AjMeterUsage more = { "claude-sonnet-4-5", 20000, 4096, 0, 0, 0 };
+        cr_assert_eq(aj_meter_settle_usage(m, &res2, &more, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_COST_USD);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOKENS, 0), 2100 + 24096);
+        cr_expect_gt(aj_meter_used(m, AJ_CAP_COST_USD, 0), 100000000000ULL, "measured spend passes the cap");
+        /* An unpriced model under the cost cap: its tokens count, it is a breach. */
+        AjMeterReservation none = {};
+        AjMeterUsage unknown = { "mystery", 10, 10, 0, 0, 0 };
+        cr_assert_eq(aj_meter_settle_usage(m, &none, &unknown, &d), 0);
+        cr_expect(d.price_missing);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOKENS, 0), 2100 + 24096 + 20);
+        AjMeterUsage bad = { "m", 1, 0, 2, 0, 0 };
+        cr_expect_eq(aj_meter_settle_usage(m, &none, &bad, &d), -EINVAL);
+        aj_meter_free(m);
+}
