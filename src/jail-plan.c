@@ -251,6 +251,17 @@ static int setup_meter_and_broker(Run *run)
         int r = aj_meter_new_for_profile(p, &caps, &run->meter);
         if (r < 0)
                 return aj_log_errno(r, "Cannot set up the run's meters");
+        /* The shipped price table, under the profile's prices. */
+        _cleanup_(aj_price_table_freep) AjPriceTable *prices = NULL;
+        _cleanup_free_ char *prices_err = NULL;
+        r = aj_price_table_load_default(&prices, &prices_err);
+        if (r == -ENOENT)
+                aj_warning("No price table: %s; only the profile's prices apply", prices_err ?: "not found");
+        else if (r < 0) {
+                aj_error("Cannot read the price table: %s", prices_err ?: strerror(-r));
+                return r;
+        } else
+                aj_meter_set_price_table(run->meter, TAKE_PTR(prices));
 
         /* The allowlist: the profile's plus --allow-net. No entry: no proxy, no network. */
         _cleanup_strv_free_ char **allow = aj_strv_copy(p->net_allow.items);

@@ -53,12 +53,6 @@ static uint64_t sat_add(uint64_t a, uint64_t b)
         return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
 }
 
-static uint64_t sat_mul(uint64_t a, uint64_t b)
-{
-        uint64_t r;
-        return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
-}
-
 static uint64_t usd_to_pusd(double usd)
 {
         return (uint64_t)llround(usd * AJ_PUSD_PER_USD);
@@ -174,11 +168,6 @@ int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, char **ret_error)
 
 /* ---- the meter ---- */
 
-typedef struct {
-        char *model;
-        uint64_t input, output, cached; /* pico-USD per token */
-} Price;
-
 struct AjMeter {
         AjMeterCaps caps;
         uint64_t used[_AJ_CAP_MAX];     /* additive caps */
@@ -195,8 +184,8 @@ struct AjMeter {
         uint64_t streak;         /* committed identical calls in a row, ending with last_key */
         uint64_t pending_repeat; /* outstanding reservations with last_key */
 
-        Price *prices;
-        size_t n_prices;
+        AjPriceTable *prices; /* the profile's, USD per token */
+        AjPriceTable *table;  /* the shipped table, under them */
         char **allow;
         size_t n_allow;
         char **deny;
@@ -220,9 +209,8 @@ void aj_meter_free(AjMeter *m)
         if (!m)
                 return;
         free(m->window);
-        for (size_t i = 0; i < m->n_prices; i++)
-                free(m->prices[i].model);
-        free(m->prices);
+        aj_price_table_free(m->prices);
+        aj_price_table_free(m->table);
         for (size_t i = 0; i < m->n_allow; i++)
                 free(m->allow[i]);
         free(m->allow);
@@ -242,25 +230,21 @@ int aj_meter_set_price(AjMeter *m, const char *model, double input, double outpu
         if (!model || !*model || !price_ok(input) || !price_ok(output) ||
             (cached_input >= 0 && !price_ok(cached_input)) || isnan(cached_input))
                 return -EINVAL;
-        Price p = { .input = usd_to_pusd(input), .output = usd_to_pusd(output) };
-        p.cached = cached_input < 0 ? p.input : usd_to_pusd(cached_input);
-        for (size_t i = 0; i < m->n_prices; i++)
-                if (streq(m->prices[i].model, model)) {
-                        p.model = m->prices[i].model;
-                        m->prices[i] = p;
-                        return 0;
-                }
-        if (m->n_prices >= AJ_METER_MAX_PRICES)
-                return -E2BIG;
-        Price *n = realloc(m->prices, (m->n_prices + 1) * sizeof(Price));
-        if (!n)
-                return -ENOMEM;
-        m->prices = n;
-        p.model = strdup(model);
-        if (!p.model)
-                return -ENOMEM;
-        m->prices[m->n_prices++] = p;
-        return 0;
+        if (!m->prices) {
+                int r = aj_price_table_new("profile", &m->prices);
+                if (r < 0)
+                        return r;
+        }
+        AjPrice p = { .model = (char *)model, .input = usd_to_pusd(input), .output = usd_to_pusd(output) };
+        p.cache_read = cached_input < 0 ? p.input : usd_to_pusd(cached_input);
+        p.cache_write = p.cache_write_1h = p.input;
+        return aj_price_table_set(m->prices, &p);
+}
+
+void aj_meter_set_price_table(AjMeter *m, AjPriceTable *table)
+{
+        aj_price_table_free(m->table);
+        m->table = table;
 }
 
 int aj_meter_add_tool_rule(AjMeter *m, AjToolRuleKind kind, const char *pattern)
@@ -553,45 +537,104 @@ done:
         return 0;
 }
 
-static const Price *find_price(const AjMeter *m, const char *model)
+/* The profile's entry (name or base name), the table's, then the profile's "*". */
+static const AjPrice *find_price(const AjMeter *m, const char *model, AjMeterDecision *d)
 {
-        const Price *any = NULL;
-        for (size_t i = 0; i < m->n_prices; i++) {
-                if (streq(m->prices[i].model, model))
-                        return &m->prices[i];
-                if (streq(m->prices[i].model, "*"))
-                        any = &m->prices[i];
+        const AjPrice *p = aj_price_table_find(m->prices, model);
+        const AjPriceTable *from = m->prices;
+        if (!p && (p = aj_price_table_find(m->table, model)))
+                from = m->table;
+        if (!p)
+                p = aj_price_table_find(m->prices, "*");
+        if (p) {
+                d->price_known = true;
+                d->price_source = from == m->table ? "table" : "profile";
+                snprintf(d->price_entry, sizeof(d->price_entry), "%s", p->model);
+                snprintf(d->price_date, sizeof(d->price_date), "%s", from->date ? from->date : "");
         }
-        return any;
+        return p;
 }
 
-int aj_meter_reserve_tokens(AjMeter *m, const char *model, uint64_t input, uint64_t output, uint64_t cached,
-                            AjMeterReservation *ret_res, AjMeterDecision *ret_decision)
+/* Fail closed: a cost cap cannot be kept for a model whose cost is unknown. */
+static void price_missing(const AjMeter *m, const char *model, AjMeterDecision *d)
+{
+        uint64_t limit = m->caps.limit[AJ_CAP_COST_USD];
+        breach(d, AJ_CAP_COST_USD, limit, sat_add(m->used[AJ_CAP_COST_USD], m->reserved[AJ_CAP_COST_USD]));
+        d->price_missing = true;
+        char l[48];
+        format_amount(AJ_CAP_COST_USD, limit, l, sizeof(l));
+        snprintf(d->reason, sizeof(d->reason),
+                 "cost_usd: no price for model \"%.64s\" to check against the cap %s; add it to the profile's "
+                 "\"prices\" (USD per token: {\"%.64s\": {\"input\": 3e-6, \"output\": 1.5e-5}}) or a \"*\" "
+                 "fallback price",
+                 model, l, model);
+}
+
+static const AjCap usage_caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
+
+static bool usage_valid(const AjMeterUsage *u)
+{
+        return u->model && sat_add(u->cache_read, u->cache_write) <= u->input && u->cache_write_1h <= u->cache_write;
+}
+
+/* The amounts of `u` for the additive caps; false (d a breach) when the model has
+ * no price while cost_usd is capped. */
+static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amount[_AJ_CAP_MAX], AjMeterDecision *d)
+{
+        const AjPrice *p = find_price(m, u->model, d);
+        AjTokens t = { u->input, u->output, u->cache_read, u->cache_write, u->cache_write_1h };
+        amount[AJ_CAP_TOKENS] = sat_add(u->input, u->output);
+        amount[AJ_CAP_INPUT_TOKENS] = u->input;
+        amount[AJ_CAP_OUTPUT_TOKENS] = u->output;
+        if (p)
+                d->cost_pusd = amount[AJ_CAP_COST_USD] = aj_price_cost(p, &t);
+        else if (m->caps.set[AJ_CAP_COST_USD]) {
+                price_missing(m, u->model, d);
+                return false;
+        }
+        return true;
+}
+
+int aj_meter_reserve_usage(AjMeter *m, const AjMeterUsage *u, AjMeterReservation *ret_res,
+                           AjMeterDecision *ret_decision)
 {
         AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
         AjMeterReservation res = {};
 
-        if (!model || cached > input)
+        if (!usage_valid(u))
                 return -EINVAL;
-        const Price *p = find_price(m, model);
-        if (p) {
-                d.price_known = true;
-                d.cost_pusd = sat_add(sat_add(sat_mul(input - cached, p->input), sat_mul(cached, p->cached)),
-                                      sat_mul(output, p->output));
-        }
-        res.amount[AJ_CAP_TOKENS] = sat_add(input, output);
-        res.amount[AJ_CAP_INPUT_TOKENS] = input;
-        res.amount[AJ_CAP_OUTPUT_TOKENS] = output;
-        res.amount[AJ_CAP_COST_USD] = d.cost_pusd;
-
-        static const AjCap order[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
-        if (check_additive(m, res.amount, order, ARRAY_SIZE(order), &d))
+        if (usage_amounts(m, u, res.amount, &d) && check_additive(m, res.amount, usage_caps, ARRAY_SIZE(usage_caps), &d))
                 reserve_additive(m, &res);
         else
                 memset(res.amount, 0, sizeof(res.amount));
         *ret_res = res;
         *ret_decision = d;
         return 0;
+}
+
+int aj_meter_settle_usage(AjMeter *m, AjMeterReservation *res, const AjMeterUsage *measured,
+                          AjMeterDecision *ret_decision)
+{
+        AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
+        uint64_t amount[_AJ_CAP_MAX] = {};
+
+        if (!usage_valid(measured))
+                return -EINVAL;
+        aj_meter_settle(m, res, false);
+        /* Spent already: committed whatever the caps say; a cap it crosses is reported. */
+        if (usage_amounts(m, measured, amount, &d))
+                (void)check_additive(m, amount, usage_caps, ARRAY_SIZE(usage_caps), &d);
+        for (int c = 0; c < _AJ_CAP_MAX; c++)
+                m->used[c] = sat_add(m->used[c], amount[c]);
+        *ret_decision = d;
+        return 0;
+}
+
+int aj_meter_reserve_tokens(AjMeter *m, const char *model, uint64_t input, uint64_t output, uint64_t cached,
+                            AjMeterReservation *ret_res, AjMeterDecision *ret_decision)
+{
+        AjMeterUsage u = { .model = model, .input = input, .output = output, .cache_read = cached };
+        return aj_meter_reserve_usage(m, &u, ret_res, ret_decision);
 }
 
 void aj_meter_settle(AjMeter *m, AjMeterReservation *res, bool commit)

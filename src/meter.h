@@ -8,7 +8,8 @@
  * everything already reserved; only if it fits is it reserved, and it becomes
  * usage when settled (committed, or released when its event could not be
  * recorded). A request that would cross a cap is a breach and reserves NOTHING:
- * usage never exceeds a cap; the attempted value is reported in the decision.
+ * usage never exceeds a cap (but measured spend settled with
+ * aj_meter_settle_usage() is counted whole); the attempted value is reported.
  * Money is counted in integer pico-dollars so "exactly at the cap" is exact.
  */
 #pragma once
@@ -18,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "prices.h"
 #include "util/macros.h"
 #include "util/sha256.h"
 
@@ -68,8 +70,12 @@ void aj_meter_free(AjMeter *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjMeter *, aj_meter_free);
 
 /* USD per token; cached_input < 0: cached input is priced as input. The model "*"
- * prices every model without an entry of its own. */
+ * prices every model without an entry of its own (in the profile or the table). */
 int aj_meter_set_price(AjMeter *m, const char *model, double input, double output, double cached_input);
+/* The shipped price table (src/prices.h), under the prices set above: a model is
+ * priced by the profile's entry for its name or base name, else the table's, else
+ * the profile's "*". Takes ownership (NULL: no table). */
+void aj_meter_set_price_table(AjMeter *m, AjPriceTable *table);
 
 typedef enum { AJ_TOOL_RULE_ALLOW, AJ_TOOL_RULE_DENY } AjToolRuleKind;
 /* Glob with '*' (any run of characters, dots included). Deny rules win; once an
@@ -93,6 +99,12 @@ typedef struct {
         /* tokens */
         uint64_t cost_pusd;
         bool price_known;
+        /* BREACH of cost_usd because the model has no price while a cost cap is set:
+         * the cost cannot be checked, so the report or request is refused (fail closed). */
+        bool price_missing;
+        char price_entry[AJ_PRICE_MAX_NAME + 1]; /* the entry used: the model, its base name, or "*" */
+        const char *price_source;                /* "profile" or "table"; NULL without a price */
+        char price_date[16];                     /* the table's date; "" for the profile's prices */
 } AjMeterDecision;
 
 /* What one request holds between reserve and settle. Caller-owned. */
@@ -114,7 +126,25 @@ int aj_meter_args_canon(const json_t *args, char **ret_canon, char ret_hex[AJ_SH
  * nothing reserved (ret_res inactive). */
 int aj_meter_reserve_tool(AjMeter *m, const char *name, const char *args_digest, uint64_t now_ns,
                           AjMeterReservation *ret_res, AjMeterDecision *ret_decision);
-/* Checks a report of model usage (input includes cached). -EINVAL when cached > input. */
+/* Model usage to check: input includes the cache reads and writes. */
+typedef struct {
+        const char *model;
+        uint64_t input, output, cache_read, cache_write;
+        uint64_t cache_write_1h; /* the part of cache_write kept an hour */
+} AjMeterUsage;
+/* Checks model usage against the token and cost caps. A model without a price
+ * while cost_usd is capped is a BREACH that reserves nothing (price_missing).
+ * -EINVAL when the cache reads and writes exceed the input. */
+int aj_meter_reserve_usage(AjMeter *m, const AjMeterUsage *u, AjMeterReservation *ret_res,
+                           AjMeterDecision *ret_decision);
+/* A gateway call, reserved at its worst case, settled to what the provider
+ * measured: the reservation is released and `measured` committed whatever the
+ * caps say (it was spent; usage may then pass a cap), a cap it crosses (or an
+ * unpriced model under a cost cap: its tokens count, its cost cannot) returned as
+ * a BREACH. -EINVAL as aj_meter_reserve_usage(), the reservation kept. */
+int aj_meter_settle_usage(AjMeter *m, AjMeterReservation *res, const AjMeterUsage *measured,
+                          AjMeterDecision *ret_decision);
+/* The same for a report of model usage (input includes cached = cache reads). */
 int aj_meter_reserve_tokens(AjMeter *m, const char *model, uint64_t input, uint64_t output, uint64_t cached,
                             AjMeterReservation *ret_res, AjMeterDecision *ret_decision);
 /* commit: the reservation becomes usage; otherwise it is released. Idempotent. */

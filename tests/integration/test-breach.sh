@@ -202,5 +202,15 @@ like "$JAIL_OUT" "rc=0" "an allowed tool call exits 0"
 like "$JAIL_OUT" "rc=1" "a denied tool call exits 1"
 like "$JAIL_ERR" "email" "the denial's reason names the rule"
 like "$JAIL_OUT" '"tool_calls"' "meter usage --json prints the usage"
+is "$(events_of tokens | head -1 | jq -r .price)" known "gpt-4o is priced by the shipped table (data/prices.json)"
+
+# --- fail closed: under a cost cap, a model without a price is refused, not recorded at $0
+run_jail --cap cost_usd=0.01 -p "$(write_profile nopricekill '{"extends": "default", "on_breach": "kill"}')" \
+        -- /bin/sh -c 'agentjail meter tokens --model some-new-model --input 200000 --output 0; echo "rc=$?"; sleep 5'
+is "$JAIL_RC" 123 "a report on a model without a price under a cost cap is a breach (killed)" || jail_diag
+is "$(jf .cap "$JAIL_RUN_DIR/incident.json")" cost_usd "the incident names cost_usd"
+like "$(events_of tokens | jq -r .reason)" 'no price for model "some-new-model"' "the reason names the model"
+like "$(events_of tokens | jq -r .reason)" '"prices"' "the reason says how to add a price"
+is "$(events_of tokens | jq -s 'map(select(.verdict == "ok")) | length')" 0 "nothing was recorded at \$0"
 
 done_testing

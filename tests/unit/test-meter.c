@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,22 +111,95 @@ Test(meter, cached_input_defaults_to_input_price)
         aj_meter_free(m);
 }
 
-/* Documented choice: an unknown model costs 0 and is marked "unknown"; token caps still count. */
-Test(meter, unknown_model_costs_nothing_but_counts_tokens)
+/* Without a cost cap an unknown model costs 0 and is marked "unknown"; token caps still count. */
+Test(meter, unknown_model_without_cost_cap_costs_nothing_but_counts_tokens)
 {
-        AjMeter *m = meter_with(AJ_CAP_COST_USD, 1);
+        AjMeter *m = meter_with(AJ_CAP_TOKENS, 10000000);
         cr_assert_eq(aj_meter_set_price(m, "known", 1e-6, 1e-6, -1), 0);
         AjMeterDecision d;
         cr_expect_eq(tokens(m, "mystery", 1000000, 1000000, 0, &d), AJ_VERDICT_ALLOW);
         cr_expect_not(d.price_known);
+        cr_expect_null(d.price_source);
         cr_expect_eq(d.cost_pusd, 0);
         cr_expect_eq(aj_meter_used(m, AJ_CAP_TOKENS, 0), 2000000);
-        /* A "*" entry prices every model without its own. */
+        aj_meter_free(m);
+}
+
+/* Fail closed: with a cost cap, a model without a price is a breach that counts nothing
+ * (issue 10: "--cap cost_usd=0.01" was bypassed by any model missing from the table). */
+Test(meter, unknown_model_with_cost_cap_is_refused_unless_a_fallback_price_exists)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 10000000000ULL); /* $0.01 */
+        cr_assert_eq(aj_meter_set_price(m, "known", 1e-6, 1e-6, -1), 0);
+        AjMeterDecision d;
+        for (int i = 0; i < 3; i++) {
+                cr_expect_eq(tokens(m, "some-new-model", 200000, 0, 0, &d), AJ_VERDICT_BREACH);
+                cr_expect(d.price_missing);
+                cr_expect_eq(d.cap, AJ_CAP_COST_USD);
+                cr_expect_eq(d.limit, 10000000000ULL);
+        }
+        cr_expect(strstr(d.reason, "no price for model \"some-new-model\"") != NULL, "%s", d.reason);
+        cr_expect(strstr(d.reason, "\"prices\"") != NULL, "the reason says how to add a price: %s", d.reason);
+        cr_expect(strstr(d.reason, "$0.010000") != NULL, "%s", d.reason);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOKENS, 0), 0, "nothing was counted");
+        /* A known model still works under the cap. */
+        cr_expect_eq(tokens(m, "known", 1000, 0, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect_not(d.price_missing);
+
+        /* A "*" entry prices every model without its own: the fallback price. */
         cr_assert_eq(aj_meter_set_price(m, "*", 1e-12, 0, -1), 0);
         cr_expect_eq(tokens(m, "mystery", 1, 0, 0, &d), AJ_VERDICT_ALLOW);
         cr_expect(d.price_known);
+        cr_expect_str_eq(d.price_entry, "*");
+        cr_expect_str_eq(d.price_source, "profile");
         cr_expect_eq(d.cost_pusd, 1);
-        cr_expect_eq(tokens(m, "mystery", 1, 0, 0, &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(tokens(m, "mystery", 20000000000ULL, 0, 0, &d), AJ_VERDICT_BREACH);
+        cr_expect_not(d.price_missing);
+        aj_meter_free(m);
+}
+
+static AjPriceTable *table(void)
+{
+        const char *t = "{\"date\": \"2026-12-04\", \"models\": {"
+                        "\"claude-sonnet-4-5\": {\"input\": 3, \"output\": 15, \"cache_read\": 0.3, \"cache_write\": 3.75},"
+                        "\"gpt-4o\": {\"input\": 2.5, \"output\": 10, \"cache_read\": 1.25}}}";
+        AjPriceTable *pt = NULL;
+        char *err = NULL;
+        cr_assert_eq(aj_price_table_parse(t, strlen(t), "test", &pt, &err), 0, "%s", err ?: "");
+        return pt;
+}
+
+Test(meter, table_prices_dated_snapshots_and_reports_the_entry_used)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 1000000000000ULL);
+        aj_meter_set_price_table(m, table());
+        AjMeterReservation res;
+        AjMeterDecision d;
+        /* 1000 uncached + 2000 cache reads + 500 cache writes in, 100 out. */
+        AjMeterUsage u = { "claude-sonnet-4-5-20250929", 3500, 100, 2000, 500 };
+        cr_assert_eq(aj_meter_reserve_usage(m, &u, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.price_entry, "claude-sonnet-4-5");
+        cr_expect_str_eq(d.price_source, "table");
+        cr_expect_str_eq(d.price_date, "2026-12-04");
+        cr_expect_eq(d.cost_pusd, 1000 * 3000000ULL + 2000 * 300000ULL + 500 * 3750000ULL + 100 * 15000000ULL);
+        aj_meter_settle(m, &res, true);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0), d.cost_pusd);
+
+        u = (AjMeterUsage){ "claude-sonnet-4-5", 10, 0, 6, 5 };
+        cr_expect_eq(aj_meter_reserve_usage(m, &u, &res, &d), -EINVAL, "cache beyond the input");
+        u = (AjMeterUsage){ "claude-sonnet-4-5", 10, 0, 0, 5, 6 };
+        cr_expect_eq(aj_meter_reserve_usage(m, &u, &res, &d), -EINVAL, "hour-long writes beyond the writes");
+
+        /* The profile's price overrides the table's, for the snapshot too. */
+        cr_assert_eq(aj_meter_set_price(m, "gpt-4o", 1e-6, 2e-6, -1), 0);
+        cr_expect_eq(tokens(m, "gpt-4o-2024-08-06", 10, 10, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.price_source, "profile");
+        cr_expect_str_eq(d.price_date, "");
+        cr_expect_eq(d.cost_pusd, 10 * 1000000ULL + 10 * 2000000ULL);
+        /* Not a prefix match: an unknown sibling has no price. */
+        cr_expect_eq(tokens(m, "gpt-4o-audio-preview", 10, 10, 0, &d), AJ_VERDICT_BREACH);
+        cr_expect(d.price_missing);
         aj_meter_free(m);
 }
 
@@ -307,6 +381,8 @@ Test(meter, raise)
 {
         AjMeter *m = meter_with(AJ_CAP_TOKENS, 100);
         char *err = NULL;
+        /* Priced: with the cost cap set below, an unpriced model would be refused. */
+        cr_assert_eq(aj_meter_set_price(m, "m", 1e-12, 0, -1), 0);
         cr_expect_eq(tokens(m, "m", 100, 0, 0, NULL), AJ_VERDICT_ALLOW);
         cr_expect_eq(tokens(m, "m", 1, 0, 0, NULL), AJ_VERDICT_BREACH);
         cr_assert_eq(aj_meter_raise(m, "tokens", "+50", &err), 0);
@@ -449,4 +525,45 @@ Test(meter, from_profile)
         cr_expect_eq(tokens(m, "m", 1, 0, 0, &d), AJ_VERDICT_BREACH, "--cap tokens=50 overrides the profile");
         aj_meter_free(m);
         aj_profile_free(p);
+}
+
+/* The gateway: reserve the worst case before forwarding, settle to the measured usage. */
+Test(meter, gateway_reserves_the_worst_case_and_settles_the_measured_usage)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 100000000000ULL); /* $0.10 */
+        aj_meter_set_price_table(m, table());
+        AjMeterReservation res, res2;
+        AjMeterDecision d;
+        /* Worst case: 2000 prompt tokens + max_tokens 4096 at $3/$15: $0.06744. */
+        AjMeterUsage worst = { "claude-sonnet-4-5", 2000, 4096, 0, 0, 0 };
+        cr_assert_eq(aj_meter_reserve_usage(m, &worst, &res, &d), 0);
+        cr_assert_eq(d.verdict, AJ_VERDICT_ALLOW);
+        /* A second one at the same time would cross the cap: refused before any spend. */
+        cr_assert_eq(aj_meter_reserve_usage(m, &worst, &res2, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect_not(res2.active);
+        /* The provider measured less: only that is used, the rest freed. */
+        AjMeterUsage measured = { "claude-sonnet-4-5-20250929", 1800, 300, 0, 0, 0 };
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &measured, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0), 1800 * 3000000ULL + 300 * 15000000ULL);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOKENS, 0), 2100);
+        cr_assert_eq(aj_meter_reserve_usage(m, &worst, &res2, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW, "the freed reservation is available again");
+        /* Measured above the worst case (a prompt estimate too low): counted whole, a breach. */
+        AjMeterUsage more = { "claude-sonnet-4-5", 20000, 4096, 0, 0, 0 };
+        cr_assert_eq(aj_meter_settle_usage(m, &res2, &more, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_COST_USD);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOKENS, 0), 2100 + 24096);
+        cr_expect_gt(aj_meter_used(m, AJ_CAP_COST_USD, 0), 100000000000ULL, "measured spend passes the cap");
+        /* An unpriced model under the cost cap: its tokens count, it is a breach. */
+        AjMeterReservation none = {};
+        AjMeterUsage unknown = { "mystery", 10, 10, 0, 0, 0 };
+        cr_assert_eq(aj_meter_settle_usage(m, &none, &unknown, &d), 0);
+        cr_expect(d.price_missing);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOKENS, 0), 2100 + 24096 + 20);
+        AjMeterUsage bad = { "m", 1, 0, 2, 0, 0 };
+        cr_expect_eq(aj_meter_settle_usage(m, &none, &bad, &d), -EINVAL);
+        aj_meter_free(m);
 }

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Anthropic Messages responses. A stream: message_start carries the model and the
+ * input usage (input_tokens without the cache, cache_read_input_tokens,
+ * cache_creation_input_tokens) and a first output count; each message_delta
+ * carries the CUMULATIVE usage so far (output_tokens, and newer API versions
+ * repeat the input counts): every value replaces the last, none is added. A
+ * content_block_start of type tool_use is a tool call; message_stop ends the
+ * message; an error event fails it. A whole body is the final message.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/usage-internal.h"
+
+/* Every count present in `usage` replaces the one before. */
+static void take_usage(AjLlmCall *c, json_t *usage)
+{
+        AjLlmUsage *u = &c->u;
+        uint64_t v;
+        if (!json_is_object(usage))
+                return;
+        if (aj_llm_u64(usage, "input_tokens", &v)) {
+                c->uncached_input = v;
+                u->input_reported = true;
+        }
+        if (aj_llm_u64(usage, "cache_read_input_tokens", &v))
+                u->cache_read_tokens = v;
+        if (aj_llm_u64(usage, "cache_creation_input_tokens", &v))
+                u->cache_creation_tokens = v;
+        /* The split by lifetime: an hour-long write costs more than a 5-minute one. */
+        if (aj_llm_u64(json_object_get(usage, "cache_creation"), "ephemeral_1h_input_tokens", &v))
+                u->cache_creation_1h_tokens = v < u->cache_creation_tokens ? v : u->cache_creation_tokens;
+        if (aj_llm_u64(usage, "output_tokens", &v))
+                u->output_tokens = v;
+        u->input_tokens = c->uncached_input + u->cache_read_tokens + u->cache_creation_tokens;
+}
+
+static void content_block(AjLlmCall *c, json_t *block)
+{
+        const char *type = json_string_value(json_object_get(block, "type"));
+        /* Server tools (server_tool_use: web search, code execution) run at the
+         * provider, not in the jail: not counted as the agent's tool calls. */
+        if (type && streq(type, "tool_use"))
+                aj_llm_tool_call(c, json_string_value(json_object_get(block, "name")));
+}
+
+static void delta(AjLlmCall *c, json_t *d)
+{
+        aj_llm_output_bytes(c, d, "text");
+        aj_llm_output_bytes(c, d, "partial_json");
+        aj_llm_output_bytes(c, d, "thinking");
+}
+
+void aj_llm_anthropic_event(AjLlmCall *c, const char *type, json_t *root)
+{
+        AjLlmUsage *u = &c->u;
+        if (streq(type, "message_start")) {
+                json_t *m = json_object_get(root, "message");
+                aj_llm_set_name(&u->response_model, json_string_value(json_object_get(m, "model")));
+                take_usage(c, json_object_get(m, "usage"));
+        } else if (streq(type, "content_block_start"))
+                content_block(c, json_object_get(root, "content_block"));
+        else if (streq(type, "content_block_delta"))
+                delta(c, json_object_get(root, "delta"));
+        else if (streq(type, "message_delta")) {
+                aj_llm_set_name(&u->stop_reason,
+                                json_string_value(json_object_get(json_object_get(root, "delta"), "stop_reason")));
+                json_t *usage = json_object_get(root, "usage");
+                take_usage(c, usage);
+                if (json_is_object(usage) && json_object_get(usage, "output_tokens"))
+                        u->output_reported = true;
+        } else if (streq(type, "message_stop")) {
+                if (u->outcome == AJ_LLM_PENDING)
+                        u->outcome = AJ_LLM_COMPLETE;
+        } else if (streq(type, "error"))
+                aj_llm_error_object(c, json_object_get(root, "error"));
+        /* ping, content_block_stop, and event types added later: nothing to meter. */
+}
+
+void aj_llm_anthropic_body(AjLlmCall *c, json_t *root)
+{
+        AjLlmUsage *u = &c->u;
+        uint64_t v;
+        if (c->api == AJ_LLM_API_ANTHROPIC_COUNT_TOKENS) {
+                if (aj_llm_u64(root, "input_tokens", &v))
+                        u->counted_tokens = v;
+                u->outcome = AJ_LLM_COMPLETE;
+                return;
+        }
+        aj_llm_set_name(&u->response_model, json_string_value(json_object_get(root, "model")));
+        aj_llm_set_name(&u->stop_reason, json_string_value(json_object_get(root, "stop_reason")));
+        size_t i;
+        json_t *block;
+        json_array_foreach(json_object_get(root, "content"), i, block) {
+                content_block(c, block);
+                delta(c, block);
+                if (json_is_object(block) && json_object_get(block, "input")) {
+                        char *args = json_dumps(json_object_get(block, "input"), JSON_COMPACT | JSON_ENCODE_ANY);
+                        u->output_bytes += args ? strlen(args) : 0;
+                        free(args);
+                }
+        }
+        json_t *usage = json_object_get(root, "usage");
+        take_usage(c, usage);
+        u->output_reported = json_is_object(usage) && json_object_get(usage, "output_tokens");
+        u->outcome = AJ_LLM_COMPLETE;
+}

@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * OpenAI responses. Chat Completions: the usage object (prompt_tokens with the
+ * cached ones, completion_tokens with the reasoning ones); streamed, it comes only
+ * in a last chunk with "choices": [] when the request set
+ * stream_options.include_usage, which the gateway adds when the client did not
+ * (aj_llm_openai_chat_add_usage()). Tool calls are choices[].(delta|message).tool_calls.
+ * Responses: the response object that response.completed, response.incomplete
+ * and response.failed carry (or the whole body) holds the usage; function_call
+ * output items are tool calls.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/usage-internal.h"
+
+static void chat_usage(AjLlmCall *c, json_t *usage)
+{
+        AjLlmUsage *u = &c->u;
+        uint64_t v;
+        if (!json_is_object(usage))
+                return;
+        if (aj_llm_u64(usage, "prompt_tokens", &v)) {
+                u->input_tokens = v;
+                u->input_reported = true;
+        }
+        if (aj_llm_u64(usage, "completion_tokens", &v)) {
+                u->output_tokens = v;
+                u->output_reported = true;
+        }
+        if (aj_llm_u64(json_object_get(usage, "prompt_tokens_details"), "cached_tokens", &v))
+                u->cache_read_tokens = v;
+        if (aj_llm_u64(json_object_get(usage, "completion_tokens_details"), "reasoning_tokens", &v))
+                u->reasoning_tokens = v;
+}
+
+/* A streamed tool call: counted once per (choice, index), when its name is seen. */
+static void chat_stream_tool(AjLlmCall *c, json_int_t choice, json_t *tc)
+{
+        json_t *idx = json_object_get(tc, "index");
+        const char *name = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
+        aj_llm_output_bytes(c, json_object_get(tc, "function"), "arguments");
+        if (!name)
+                return;
+        uint32_t slot = (uint32_t)(choice & 0xffff) << 16 | (uint32_t)(json_integer_value(idx) & 0xffff);
+        for (size_t i = 0; i < c->n_chat_slots; i++)
+                if (c->chat_slots[i] == slot)
+                        return;
+        if (c->n_chat_slots < AJ_LLM_MAX_TOOL_CALLS)
+                c->chat_slots[c->n_chat_slots++] = slot;
+        aj_llm_tool_call(c, name);
+}
+
+static void chat_choice(AjLlmCall *c, json_t *choice, bool stream)
+{
+        json_t *msg = json_object_get(choice, stream ? "delta" : "message");
+        json_int_t index = json_integer_value(json_object_get(choice, "index"));
+        size_t i;
+        json_t *tc;
+        aj_llm_output_bytes(c, msg, "content");
+        aj_llm_output_bytes(c, msg, "refusal");
+        json_array_foreach(json_object_get(msg, "tool_calls"), i, tc) {
+                if (stream)
+                        chat_stream_tool(c, index, tc);
+                else
+                        aj_llm_tool_call(c, json_string_value(json_object_get(json_object_get(tc, "function"), "name")));
+        }
+        const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
+        if (finish && !c->u.stop_reason)
+                aj_llm_set_name(&c->u.stop_reason, finish);
+}
+
+bool aj_llm_chat_event(AjLlmCall *c, json_t *root)
+{
+        json_t *choices = json_object_get(root, "choices"), *choice;
+        size_t i;
+        if (!c->u.response_model)
+                aj_llm_set_name(&c->u.response_model, json_string_value(json_object_get(root, "model")));
+        json_array_foreach(choices, i, choice)
+                chat_choice(c, choice, true);
+        json_t *usage = json_object_get(root, "usage");
+        chat_usage(c, usage);
+        json_t *error = json_object_get(root, "error");
+        if (error && !json_is_null(error))
+                aj_llm_error_object(c, error);
+        return json_is_array(choices) && json_array_size(choices) == 0 && json_is_object(usage);
+}
+
+void aj_llm_chat_body(AjLlmCall *c, json_t *root)
+{
+        json_t *choice;
+        size_t i;
+        aj_llm_set_name(&c->u.response_model, json_string_value(json_object_get(root, "model")));
+        json_array_foreach(json_object_get(root, "choices"), i, choice)
+                chat_choice(c, choice, false);
+        chat_usage(c, json_object_get(root, "usage"));
+        c->u.outcome = AJ_LLM_COMPLETE;
+}
+
+/* ---- Responses ---- */
+
+static void output_item(AjLlmCall *c, json_t *item)
+{
+        const char *type = json_string_value(json_object_get(item, "type"));
+        /* Built-in tools (web_search_call, file_search_call, ...) run at the provider. */
+        if (type && (streq(type, "function_call") || streq(type, "custom_tool_call")))
+                aj_llm_tool_call(c, json_string_value(json_object_get(item, "name")));
+}
+
+static void responses_usage(AjLlmCall *c, json_t *usage)
+{
+        AjLlmUsage *u = &c->u;
+        uint64_t v;
+        if (!json_is_object(usage))
+                return;
+        if (aj_llm_u64(usage, "input_tokens", &v)) {
+                u->input_tokens = v;
+                u->input_reported = true;
+        }
+        if (aj_llm_u64(usage, "output_tokens", &v)) {
+                u->output_tokens = v;
+                u->output_reported = true;
+        }
+        if (aj_llm_u64(json_object_get(usage, "input_tokens_details"), "cached_tokens", &v))
+                u->cache_read_tokens = v;
+        if (aj_llm_u64(json_object_get(usage, "output_tokens_details"), "reasoning_tokens", &v))
+                u->reasoning_tokens = v;
+}
+
+/* A final response object: usage, status, why it stopped. */
+static void final_response(AjLlmCall *c, json_t *resp)
+{
+        AjLlmUsage *u = &c->u;
+        const char *status = json_string_value(json_object_get(resp, "status"));
+        aj_llm_set_name(&u->response_model, json_string_value(json_object_get(resp, "model")));
+        responses_usage(c, json_object_get(resp, "usage"));
+        if (status && streq(status, "incomplete")) {
+                const char *why = json_string_value(
+                        json_object_get(json_object_get(resp, "incomplete_details"), "reason"));
+                aj_llm_set_name(&u->stop_reason, why ? why : status);
+                if (u->outcome != AJ_LLM_FAILED)
+                        u->outcome = AJ_LLM_INCOMPLETE;
+        } else if (status && streq(status, "failed")) {
+                aj_llm_set_name(&u->stop_reason, status);
+                json_t *err = json_object_get(resp, "error");
+                if (json_is_object(err))
+                        aj_llm_error_object(c, err);
+                else
+                        aj_llm_provider_error(c, "failed", "the response failed without an error object");
+        } else {
+                aj_llm_set_name(&u->stop_reason, status ? status : "completed");
+                if (u->outcome == AJ_LLM_PENDING)
+                        u->outcome = AJ_LLM_COMPLETE;
+        }
+}
+
+void aj_llm_responses_event(AjLlmCall *c, const char *type, json_t *root)
+{
+        if (streq(type, "response.created") || streq(type, "response.in_progress")) {
+                if (!c->u.response_model)
+                        aj_llm_set_name(&c->u.response_model,
+                                        json_string_value(json_object_get(json_object_get(root, "response"), "model")));
+        } else if (streq(type, "response.output_item.added"))
+                output_item(c, json_object_get(root, "item"));
+        else if (streq(type, "response.output_text.delta") || streq(type, "response.function_call_arguments.delta") ||
+                 streq(type, "response.refusal.delta") || streq(type, "response.reasoning_summary_text.delta") ||
+                 streq(type, "response.custom_tool_call_input.delta"))
+                aj_llm_output_bytes(c, root, "delta");
+        else if (streq(type, "response.completed") || streq(type, "response.incomplete") ||
+                 streq(type, "response.failed"))
+                final_response(c, json_object_get(root, "response"));
+        else if (streq(type, "error"))
+                aj_llm_error_object(c, root);
+}
+
+void aj_llm_responses_body(AjLlmCall *c, json_t *root)
+{
+        json_t *item;
+        size_t i;
+        json_array_foreach(json_object_get(root, "output"), i, item)
+                output_item(c, item);
+        final_response(c, root);
+}
+
+/* ---- the chat request rewrite ---- */
+
+/* The body with `"stream_options":{"include_usage":true},` after its first '{': the
+ * client's bytes otherwise unchanged (numbers are not re-printed). */
+static int insert_options(const char *body, size_t len, char **ret_body, size_t *ret_len)
+{
+        static const char opts[] = "\"stream_options\":{\"include_usage\":true},";
+        const char *brace = memchr(body, '{', len);
+        if (!brace)
+                return -EINVAL;
+        size_t head = (size_t)(brace - body) + 1, n = len + sizeof(opts) - 1;
+        char *out = malloc(n + 1);
+        if (!out)
+                return -ENOMEM;
+        memcpy(out, body, head);
+        memcpy(out + head, opts, sizeof(opts) - 1);
+        memcpy(out + head + sizeof(opts) - 1, body + head, len - head);
+        out[n] = '\0';
+        *ret_body = out;
+        *ret_len = n;
+        return 1;
+}
+
+/* stream_options is there without include_usage true: set it, re-printing the body. */
+static int set_include_usage(json_t *root, json_t *opts, char **ret_body, size_t *ret_len)
+{
+        char *out;
+        if (json_object_set_new(opts, "include_usage", json_true()) < 0 || !(out = json_dumps(root, JSON_COMPACT)))
+                return -ENOMEM;
+        *ret_len = strlen(out);
+        *ret_body = out;
+        return 1;
+}
+
+int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len)
+{
+        /* Duplicate keys are refused: the provider's parser might read the other one. */
+        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+        int r = 0;
+        if (!json_is_object(root))
+                r = -EINVAL;
+        else if (json_is_true(json_object_get(root, "stream"))) {
+                json_t *opts = json_object_get(root, "stream_options");
+                if (!opts)
+                        r = insert_options(body, len, ret_body, ret_len);
+                else if (!json_is_object(opts))
+                        r = -EINVAL;
+                else if (!json_is_true(json_object_get(opts, "include_usage")))
+                        r = set_include_usage(root, opts, ret_body, ret_len);
+        }
+        json_decref(root);
+        return r;
+}
+
+bool aj_llm_openai_chat_usage_only(const AjSseEvent *ev)
+{
+        json_t *root = json_loadb(ev->data, ev->data_len, 0, NULL);
+        json_t *choices = json_object_get(root, "choices");
+        bool only = json_is_array(choices) && json_array_size(choices) == 0 &&
+                    json_is_object(json_object_get(root, "usage"));
+        json_decref(root);
+        return only;
+}

@@ -1,0 +1,479 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The model call accumulator (see usage.h): the request, the response's framing
+ * (a stream of events or a whole body), the helpers the per-API readers share,
+ * and what is charged. The readers themselves are in usage-anthropic.c and
+ * usage-openai.c.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "agentjail/broker.h"
+#include "gateway/usage-internal.h"
+
+static const char *const api_names[_AJ_LLM_API_MAX] = {
+        [AJ_LLM_API_ANTHROPIC_MESSAGES] = "anthropic.messages",
+        [AJ_LLM_API_ANTHROPIC_COUNT_TOKENS] = "anthropic.count_tokens",
+        [AJ_LLM_API_OPENAI_CHAT] = "openai.chat_completions",
+        [AJ_LLM_API_OPENAI_RESPONSES] = "openai.responses",
+};
+
+const char *aj_llm_api_name(AjLlmApi api)
+{
+        return api >= 0 && api < _AJ_LLM_API_MAX ? api_names[api] : "unknown";
+}
+
+const char *aj_llm_outcome_name(AjLlmOutcome o)
+{
+        static const char *const names[] = {
+                [AJ_LLM_PENDING] = "pending", [AJ_LLM_COMPLETE] = "complete", [AJ_LLM_INCOMPLETE] = "incomplete",
+                [AJ_LLM_CUT] = "cut",         [AJ_LLM_FAILED] = "failed",
+        };
+        return o >= 0 && o < (int)ARRAY_SIZE(names) ? names[o] : "unknown";
+}
+
+static bool ends_with(const char *s, size_t len, const char *suffix)
+{
+        size_t n = strlen(suffix);
+        return len >= n && memcmp(s + len - n, suffix, n) == 0;
+}
+
+int aj_llm_api_from_path(const char *provider_api, const char *path, AjLlmApi *ret)
+{
+        if (!provider_api || !path)
+                return -ENOENT;
+        size_t len = strcspn(path, "?#");
+        while (len > 1 && path[len - 1] == '/')
+                len--;
+        if (streq(provider_api, "anthropic")) {
+                if (ends_with(path, len, "/v1/messages"))
+                        return *ret = AJ_LLM_API_ANTHROPIC_MESSAGES, 0;
+                if (ends_with(path, len, "/v1/messages/count_tokens"))
+                        return *ret = AJ_LLM_API_ANTHROPIC_COUNT_TOKENS, 0;
+        } else if (streq(provider_api, "openai")) {
+                /* OpenAI-compatible servers are often mounted without "/v1". */
+                if (ends_with(path, len, "/chat/completions"))
+                        return *ret = AJ_LLM_API_OPENAI_CHAT, 0;
+                if (ends_with(path, len, "/responses"))
+                        return *ret = AJ_LLM_API_OPENAI_RESPONSES, 0;
+        }
+        return -ENOENT;
+}
+
+int aj_llm_call_new(AjLlmApi api, AjLlmCall **ret)
+{
+        if (api < 0 || api >= _AJ_LLM_API_MAX)
+                return -EINVAL;
+        AjLlmCall *c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->api = api;
+        *ret = c;
+        return 0;
+}
+
+void aj_llm_call_free(AjLlmCall *c)
+{
+        if (!c)
+                return;
+        AjLlmUsage *u = &c->u;
+        free(u->model);
+        free(u->response_model);
+        free(u->stop_reason);
+        for (size_t i = 0; i < u->n_tool_calls; i++)
+                free(u->tool_calls[i]);
+        free(u->error);
+        free(u->parse_error);
+        aj_sse_free(c->sse);
+        free(c->body);
+        free(c);
+}
+
+const AjLlmUsage *aj_llm_call_usage(const AjLlmCall *c)
+{
+        return &c->u;
+}
+
+void aj_llm_call_strip_usage_chunk(AjLlmCall *c, bool strip)
+{
+        c->strip_usage = strip;
+}
+
+/* ---- helpers for the readers ---- */
+
+/* At most `max` bytes of s, not splitting a UTF-8 sequence. */
+static char *bounded_copy(const char *s, size_t max)
+{
+        size_t n = strnlen(s, max + 1);
+        if (n > max) {
+                n = max;
+                while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+                        n--;
+        }
+        return strndup(s, n);
+}
+
+void aj_llm_set_name(char **dst, const char *s)
+{
+        if (!s)
+                return;
+        char *n = bounded_copy(s, AJ_LLM_MAX_NAME);
+        if (!n)
+                return; /* out of memory: the old value stays */
+        free(*dst);
+        *dst = n;
+}
+
+void aj_llm_tool_call(AjLlmCall *c, const char *name)
+{
+        AjLlmUsage *u = &c->u;
+        u->tool_calls_total++;
+        if (u->n_tool_calls >= AJ_LLM_MAX_TOOL_CALLS || !name)
+                return;
+        char *n = bounded_copy(name, AJ_LLM_MAX_NAME);
+        if (n)
+                u->tool_calls[u->n_tool_calls++] = n;
+}
+
+void aj_llm_provider_error(AjLlmCall *c, const char *type, const char *message)
+{
+        c->u.outcome = AJ_LLM_FAILED;
+        if (c->u.error)
+                return;
+        char *e = NULL;
+        if (asprintf(&e, "%s: %s", type ? type : "error", message ? message : "(no message)") < 0)
+                return;
+        c->u.error = bounded_copy(e, AJ_LLM_MAX_ERROR);
+        free(e);
+}
+
+void aj_llm_error_object(AjLlmCall *c, json_t *err)
+{
+        const char *type = json_string_value(json_object_get(err, "type"));
+        const char *code = json_string_value(json_object_get(err, "code"));
+        const char *message = json_string_value(json_object_get(err, "message"));
+        if (json_is_string(err))
+                message = json_string_value(err);
+        aj_llm_provider_error(c, code ? code : type, message);
+}
+
+void aj_llm_parse_error(AjLlmCall *c, const char *fmt, ...)
+{
+        if (c->u.parse_error)
+                return;
+        va_list ap;
+        char *m = NULL;
+        va_start(ap, fmt);
+        int r = vasprintf(&m, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return;
+        c->u.parse_error = bounded_copy(m, AJ_LLM_MAX_ERROR);
+        free(m);
+}
+
+bool aj_llm_u64(json_t *o, const char *key, uint64_t *ret)
+{
+        json_t *v = json_object_get(o, key);
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+                return false;
+        *ret = (uint64_t)json_integer_value(v);
+        return true;
+}
+
+void aj_llm_output_bytes(AjLlmCall *c, json_t *o, const char *key)
+{
+        json_t *v = json_object_get(o, key);
+        if (json_is_string(v))
+                c->u.output_bytes += json_string_length(v);
+}
+
+/* ---- the request ---- */
+
+/* Bytes of text in a request, and its base64 blobs (images, documents). */
+static void measure(json_t *v, const char *key, uint64_t *bytes, uint64_t *blobs)
+{
+        const char *k;
+        json_t *e;
+        size_t i;
+        switch (json_typeof(v)) {
+        case JSON_OBJECT:
+                json_object_foreach(v, k, e) {
+                        *bytes += strlen(k);
+                        measure(e, k, bytes, blobs);
+                }
+                break;
+        case JSON_ARRAY:
+                json_array_foreach(v, i, e)
+                        measure(e, NULL, bytes, blobs);
+                break;
+        case JSON_STRING:
+                if ((key && streq(key, "data")) || strncmp(json_string_value(v), "data:", 5) == 0)
+                        (*blobs)++;
+                else
+                        *bytes += json_string_length(v);
+                break;
+        default:
+                *bytes += 4;
+        }
+}
+
+static uint64_t max_output_of(AjLlmApi api, json_t *root)
+{
+        static const char *const keys[_AJ_LLM_API_MAX][2] = {
+                [AJ_LLM_API_ANTHROPIC_MESSAGES] = { "max_tokens", NULL },
+                [AJ_LLM_API_ANTHROPIC_COUNT_TOKENS] = { NULL, NULL },
+                /* max_tokens is the older name of max_completion_tokens. */
+                [AJ_LLM_API_OPENAI_CHAT] = { "max_completion_tokens", "max_tokens" },
+                [AJ_LLM_API_OPENAI_RESPONSES] = { "max_output_tokens", NULL },
+        };
+        uint64_t v;
+        for (size_t i = 0; i < 2 && keys[api][i]; i++)
+                if (aj_llm_u64(root, keys[api][i], &v))
+                        return v;
+        return 0;
+}
+
+int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
+{
+        json_error_t err;
+        /* Duplicate keys are refused: the provider might read the other "model" or "stream". */
+        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+        if (!json_is_object(root)) {
+                if (root)
+                        aj_llm_parse_error(c, "request: expected a JSON object");
+                else
+                        aj_llm_parse_error(c, "request: invalid JSON at line %d column %d: %s", err.line,
+                                           err.column, err.text);
+                json_decref(root);
+                return -EINVAL;
+        }
+        AjLlmUsage *u = &c->u;
+        aj_llm_set_name(&u->model, json_string_value(json_object_get(root, "model")));
+        u->stream = json_is_true(json_object_get(root, "stream"));
+        u->max_output_tokens = max_output_of(c->api, root);
+        uint64_t bytes = 0, blobs = 0;
+        measure(root, NULL, &bytes, &blobs);
+        u->prompt_estimate = (bytes + AJ_LLM_BYTES_PER_TOKEN - 1) / AJ_LLM_BYTES_PER_TOKEN + blobs * AJ_LLM_BLOB_TOKENS;
+        json_decref(root);
+        return 0;
+}
+
+/* ---- the response ---- */
+
+void aj_llm_call_response_start(AjLlmCall *c, int status, const char *content_type)
+{
+        c->u.status = status;
+        if (content_type)
+                c->streaming = strncasecmp(content_type, "text/event-stream", 17) == 0;
+        else
+                c->streaming = c->u.stream && status >= 200 && status < 300;
+}
+
+static void event_json(AjLlmCall *c, const AjSseEvent *ev, json_t *root, bool *ret_forward)
+{
+        const char *type = json_string_value(json_object_get(root, "type"));
+        if (!type)
+                type = ev->event;
+        switch (c->api) {
+        case AJ_LLM_API_ANTHROPIC_MESSAGES:
+        case AJ_LLM_API_ANTHROPIC_COUNT_TOKENS:
+                aj_llm_anthropic_event(c, type, root);
+                break;
+        case AJ_LLM_API_OPENAI_CHAT:
+                if (aj_llm_chat_event(c, root) && c->strip_usage)
+                        *ret_forward = false;
+                break;
+        case AJ_LLM_API_OPENAI_RESPONSES:
+                aj_llm_responses_event(c, type, root);
+                break;
+        default:
+                break;
+        }
+}
+
+int aj_llm_call_response_event(AjLlmCall *c, const AjSseEvent *ev, bool *ret_forward)
+{
+        *ret_forward = true;
+        if (c->stopped)
+                return 0;
+        if (c->api == AJ_LLM_API_OPENAI_CHAT && ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
+                if (c->u.outcome == AJ_LLM_PENDING)
+                        c->u.outcome = AJ_LLM_COMPLETE;
+                return 0;
+        }
+        json_error_t err;
+        json_t *root = json_loadb(ev->data, ev->data_len, 0, &err);
+        if (!json_is_object(root)) {
+                if (root)
+                        aj_llm_parse_error(c, "event '%.64s': expected a JSON object", ev->event);
+                else
+                        aj_llm_parse_error(c, "event '%.64s': invalid JSON at column %d: %s", ev->event, err.column,
+                                           err.text);
+                json_decref(root);
+                return 0;
+        }
+        event_json(c, ev, root, ret_forward);
+        json_decref(root);
+        return 0;
+}
+
+static int on_event(void *userdata, const AjSseEvent *ev)
+{
+        bool forward;
+        return aj_llm_call_response_event(userdata, ev, &forward);
+}
+
+static int body_append(AjLlmCall *c, const void *buf, size_t len)
+{
+        if (c->stopped)
+                return 0;
+        if (len > AJ_LLM_MAX_BODY - c->body_len) {
+                aj_llm_parse_error(c, "response body: larger than %u bytes, not read", AJ_LLM_MAX_BODY);
+                c->stopped = true;
+                return 0;
+        }
+        if (c->body_len + len > c->body_cap) {
+                size_t cap = c->body_cap ? c->body_cap : 4096;
+                while (cap < c->body_len + len)
+                        cap *= 2;
+                char *b = realloc(c->body, cap);
+                if (!b)
+                        return -ENOMEM;
+                c->body = b;
+                c->body_cap = cap;
+        }
+        memcpy(c->body + c->body_len, buf, len);
+        c->body_len += len;
+        return 0;
+}
+
+int aj_llm_call_response_data(AjLlmCall *c, const void *buf, size_t len)
+{
+        if (!c->streaming)
+                return body_append(c, buf, len);
+        if (c->stopped)
+                return 0;
+        if (!c->sse) {
+                int r = aj_sse_new(AJ_LLM_MAX_EVENT, &c->sse);
+                if (r < 0)
+                        return r;
+        }
+        int r = aj_sse_feed(c->sse, buf, len, on_event, c);
+        if (r == -E2BIG) {
+                aj_llm_parse_error(c, "stream: an event larger than %u bytes, the rest is not metered",
+                                   AJ_LLM_MAX_EVENT);
+                c->stopped = true;
+                return 0;
+        }
+        return r;
+}
+
+static void body_end(AjLlmCall *c)
+{
+        if (c->stopped || c->body_len == 0)
+                return;
+        json_error_t err;
+        json_t *root = json_loadb(c->body, c->body_len, 0, &err);
+        if (!json_is_object(root)) {
+                /* An error page from a proxy in between is not worth a parse error. */
+                if (c->u.status < 400)
+                        aj_llm_parse_error(c, "response body: invalid JSON at line %d column %d: %s", err.line,
+                                           err.column, err.text);
+                json_decref(root);
+                return;
+        }
+        json_t *error = json_object_get(root, "error");
+        if (c->u.status >= 400 || (error && !json_is_null(error)))
+                aj_llm_error_object(c, error);
+        else if (c->api == AJ_LLM_API_ANTHROPIC_MESSAGES || c->api == AJ_LLM_API_ANTHROPIC_COUNT_TOKENS)
+                aj_llm_anthropic_body(c, root);
+        else if (c->api == AJ_LLM_API_OPENAI_CHAT)
+                aj_llm_chat_body(c, root);
+        else
+                aj_llm_responses_body(c, root);
+        json_decref(root);
+}
+
+void aj_llm_call_response_end(AjLlmCall *c)
+{
+        if (!c->streaming)
+                body_end(c);
+        free(c->body);
+        c->body = NULL;
+        c->body_len = c->body_cap = 0;
+        if (c->u.status >= 400 && !c->u.error) {
+                char type[32];
+                snprintf(type, sizeof(type), "HTTP %d", c->u.status);
+                aj_llm_provider_error(c, type, "the provider's answer had no error object");
+        }
+        if (c->u.status >= 400)
+                c->u.outcome = AJ_LLM_FAILED;
+        if (c->u.outcome == AJ_LLM_PENDING)
+                c->u.outcome = AJ_LLM_CUT;
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+        return a > b ? a : b;
+}
+
+void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
+{
+        const AjLlmUsage *u = &c->u;
+        AjLlmCharge ch = {};
+        /* An error status: the provider did not run the model (and does not bill). */
+        if (c->api == AJ_LLM_API_ANTHROPIC_COUNT_TOKENS || u->status >= 400) {
+                *ret = ch;
+                return;
+        }
+        bool ended = u->outcome == AJ_LLM_COMPLETE || u->outcome == AJ_LLM_INCOMPLETE || u->outcome == AJ_LLM_FAILED;
+        uint64_t seen = (u->output_bytes + AJ_LLM_BYTES_PER_TOKEN - 1) / AJ_LLM_BYTES_PER_TOKEN;
+        ch.input = u->input_reported ? u->input_tokens : max_u64(u->input_tokens, u->prompt_estimate);
+        ch.output = u->output_reported && ended ? u->output_tokens : max_u64(u->output_tokens, seen);
+        ch.cache_read = u->cache_read_tokens;
+        ch.cache_creation = u->cache_creation_tokens;
+        ch.cache_creation_1h = u->cache_creation_1h_tokens;
+        ch.estimated = !u->input_reported || !(u->output_reported && ended);
+        *ret = ch;
+}
+
+static json_t *string_or_null(const char *s)
+{
+        return s ? json_string(s) : json_null();
+}
+
+json_t *aj_llm_call_to_json(const AjLlmCall *c)
+{
+        const AjLlmUsage *u = &c->u;
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        json_t *tools = json_array(), *finish = json_array();
+        for (size_t i = 0; tools && i < u->n_tool_calls; i++)
+                if (json_array_append_new(tools, json_string(u->tool_calls[i])) < 0)
+                        goto fail;
+        if (!finish || (u->stop_reason && json_array_append_new(finish, json_string(u->stop_reason)) < 0))
+                goto fail;
+        json_t *o = json_pack("{s:s, s:i, s:s, s:b, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:I, s:o, "
+                              "s:o}",
+                              "api", aj_llm_api_name(c->api), "status", u->status, "outcome",
+                              aj_llm_outcome_name(u->outcome), "stream", u->stream, AJ_BROKER_F_MODEL,
+                              string_or_null(u->model), "gen_ai.response.model", string_or_null(u->response_model),
+                              AJ_BROKER_F_INPUT_TOKENS, (json_int_t)ch.input, AJ_BROKER_F_OUTPUT_TOKENS,
+                              (json_int_t)ch.output, AJ_BROKER_F_CACHED_TOKENS, (json_int_t)ch.cache_read,
+                              "gen_ai.usage.cache_creation.input_tokens", (json_int_t)ch.cache_creation,
+                              "cache_creation_1h_tokens", (json_int_t)ch.cache_creation_1h,
+                              "reasoning_tokens", (json_int_t)u->reasoning_tokens, "estimated", ch.estimated,
+                              "gen_ai.response.finish_reasons", finish, "tool_calls", tools, "tool_calls_total",
+                              (json_int_t)u->tool_calls_total, "error", string_or_null(u->error), "parse_error",
+                              string_or_null(u->parse_error));
+        return o;
+fail:
+        json_decref(tools);
+        json_decref(finish);
+        return NULL;
+}

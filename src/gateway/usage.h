@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What one model call used, read from the provider's own response: an AjLlmCall
+ * is fed the request body, then the response (a Server-Sent Events stream or a
+ * whole JSON body, in chunks of any size), and gives the model, the input, output,
+ * cache and reasoning tokens, the stop reason, the tool calls the model asked for,
+ * and whether the response completed, was cut or failed. Pure: no syscalls, no
+ * logging; a response it cannot read is recorded (parse_error), never fatal.
+ *
+ * Where each number comes from (docs/gateway.md has the full table):
+ *   Anthropic Messages: message_start's message.usage (input, cache reads and
+ *     writes), message_delta's usage (CUMULATIVE output: the last one wins, deltas
+ *     are never added), tool_use content blocks, message_stop ends it.
+ *   OpenAI Chat Completions: the usage object (streaming: the final chunk with
+ *     "choices": [] that stream_options.include_usage asks for), tool_calls.
+ *   OpenAI Responses: response.completed / response.incomplete / response.failed
+ *     carry the response with its usage; function_call output items.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gateway/sse.h"
+#include "util/macros.h"
+
+typedef enum {
+        AJ_LLM_API_ANTHROPIC_MESSAGES,     /* POST /v1/messages */
+        AJ_LLM_API_ANTHROPIC_COUNT_TOKENS, /* POST /v1/messages/count_tokens (free: counts, no usage) */
+        AJ_LLM_API_OPENAI_CHAT,            /* POST /v1/chat/completions */
+        AJ_LLM_API_OPENAI_RESPONSES,       /* POST /v1/responses */
+        _AJ_LLM_API_MAX,
+} AjLlmApi;
+
+typedef enum {
+        AJ_LLM_PENDING,    /* the response has not ended */
+        AJ_LLM_COMPLETE,   /* message_stop, [DONE], response.completed, or a whole body */
+        AJ_LLM_INCOMPLETE, /* the provider stopped it early and said so (response.incomplete) */
+        AJ_LLM_CUT,        /* the body ended before the provider's end: charged what was sent */
+        AJ_LLM_FAILED,     /* an error status, an error event, or response.failed */
+} AjLlmOutcome;
+
+#define AJ_LLM_MAX_TOOL_CALLS 128     /* names kept per call; more are counted, not kept */
+#define AJ_LLM_MAX_NAME 256           /* bytes of a model, tool name or stop reason kept */
+#define AJ_LLM_MAX_ERROR 512          /* bytes of an error message kept */
+#define AJ_LLM_MAX_BODY (8u << 20)    /* a whole (not streamed) response body */
+#define AJ_LLM_MAX_REQUEST (32u << 20) /* a request body the gateway reads */
+#define AJ_LLM_MAX_EVENT (4u << 20)   /* one SSE event (response.completed repeats the whole output) */
+#define AJ_LLM_BLOB_TOKENS 1600       /* the prompt estimate of an image or document (base64 data) */
+#define AJ_LLM_BYTES_PER_TOKEN 3      /* estimates: fewer bytes a token than usual, so not under-charged */
+
+typedef struct {
+        /* From the request. */
+        char *model;                /* NULL: the request named none */
+        bool stream;
+        uint64_t max_output_tokens; /* max_tokens, max_completion_tokens or max_output_tokens; 0: none */
+        uint64_t prompt_estimate;   /* input tokens estimated from the request, for a reservation */
+
+        /* From the response. */
+        int status;
+        char *response_model;  /* the model that answered (often a dated snapshot) */
+        bool input_reported;   /* the provider reported the input tokens */
+        bool output_reported;  /* ... and its final count of output tokens */
+        uint64_t input_tokens; /* ALL input: uncached + cache reads + cache writes */
+        uint64_t output_tokens; /* reasoning included */
+        uint64_t cache_read_tokens;
+        uint64_t cache_creation_tokens;
+        uint64_t cache_creation_1h_tokens; /* of those, kept an hour (priced apart) */
+        uint64_t reasoning_tokens;
+        uint64_t counted_tokens; /* count_tokens: the count it returned */
+        uint64_t output_bytes;   /* generated text and tool arguments seen in a stream */
+        char *stop_reason;
+        char *tool_calls[AJ_LLM_MAX_TOOL_CALLS];
+        size_t n_tool_calls;     /* names kept */
+        uint64_t tool_calls_total; /* asked for, kept or not */
+        AjLlmOutcome outcome;
+        char *error;       /* the provider's error: "type: message" */
+        char *parse_error; /* the first part of the response that could not be read, named */
+} AjLlmUsage;
+
+const char *aj_llm_api_name(AjLlmApi api);
+const char *aj_llm_outcome_name(AjLlmOutcome o);
+
+/* The metered API behind a request path (query string allowed) of a provider
+ * speaking `provider_api` ("anthropic" or "openai"); a gateway URL may have a path
+ * prefix, so the path is matched by its end. -ENOENT: not a metered call. */
+int aj_llm_api_from_path(const char *provider_api, const char *path, AjLlmApi *ret);
+
+typedef struct AjLlmCall AjLlmCall;
+
+int aj_llm_call_new(AjLlmApi api, AjLlmCall **ret);
+void aj_llm_call_free(AjLlmCall *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjLlmCall *, aj_llm_call_free);
+
+/* The request body. -EINVAL when it is not a JSON object or repeats a key
+ * (parse_error says why): the gateway should refuse such a request. */
+int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len);
+/* Hide the usage-only chunk of an OpenAI chat stream from the client (the gateway
+ * asked for it: aj_llm_openai_chat_add_usage()). */
+void aj_llm_call_strip_usage_chunk(AjLlmCall *c, bool strip);
+
+/* The response's status and Content-Type (NULL: unknown; then a 2xx answer to a
+ * streaming request is read as a stream). */
+void aj_llm_call_response_start(AjLlmCall *c, int status, const char *content_type);
+/* Response bytes as they arrive. Only -ENOMEM is returned: what cannot be read is
+ * recorded in parse_error and the rest of the stream is not metered. */
+int aj_llm_call_response_data(AjLlmCall *c, const void *buf, size_t len);
+/* The same for a relay that parses the stream itself (to drop events): one event;
+ * *ret_forward false when the client must not see it. */
+int aj_llm_call_response_event(AjLlmCall *c, const AjSseEvent *ev, bool *ret_forward);
+/* The body ended (cleanly or not): an unfinished response is CUT. */
+void aj_llm_call_response_end(AjLlmCall *c);
+
+const AjLlmUsage *aj_llm_call_usage(const AjLlmCall *c);
+
+/* What to charge: the reported counts, or where the provider reported none (a cut
+ * stream, an unreadable body) estimates: the prompt estimate for input, and at
+ * least one token per AJ_LLM_BYTES_PER_TOKEN bytes of output seen. Input includes
+ * cache reads and writes. */
+typedef struct {
+        uint64_t input, output, cache_read, cache_creation, cache_creation_1h;
+        bool estimated;
+} AjLlmCharge;
+void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret);
+
+/* The call as event fields: api, status, outcome, the models, the charged tokens
+ * under the gen_ai.* names of the broker protocol (with "estimated"), the
+ * reasoning tokens, the finish reason, the tool calls, the errors. NULL without memory. */
+struct json_t;
+struct json_t *aj_llm_call_to_json(const AjLlmCall *c);
+
+/* OpenAI chat streaming: the usage comes only with stream_options.include_usage.
+ * When the body streams without it, returns 1 with a rewritten body (free() it)
+ * that sets it, and the relay must drop the usage-only chunk the client did not
+ * ask for (aj_llm_call_strip_usage_chunk()); 0 when nothing needs changing;
+ * -EINVAL when the body is not a JSON object, repeats a key, or has a
+ * stream_options that is not an object. Without stream_options, the member is
+ * inserted and the client's bytes are otherwise kept. */
+int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len);
+/* An OpenAI chat chunk with "choices": [] and a usage object: the one to drop. */
+bool aj_llm_openai_chat_usage_only(const AjSseEvent *ev);

@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Model prices (see prices.h). */
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "prices.h"
+#include "util/fd.h"
+
+int aj_price_table_new(const char *origin, AjPriceTable **ret)
+{
+        AjPriceTable *t = calloc(1, sizeof(*t));
+        if (!t || !(t->origin = strdup(origin ? origin : "?"))) {
+                free(t);
+                return -ENOMEM;
+        }
+        *ret = t;
+        return 0;
+}
+
+void aj_price_table_free(AjPriceTable *t)
+{
+        if (!t)
+                return;
+        for (size_t i = 0; i < t->n; i++)
+                free(t->entries[i].model);
+        free(t->entries);
+        free(t->date);
+        free(t->origin);
+        free(t);
+}
+
+int aj_price_table_set(AjPriceTable *t, const AjPrice *p)
+{
+        if (!p->model || !*p->model)
+                return -EINVAL;
+        for (size_t i = 0; i < t->n; i++)
+                if (streq(t->entries[i].model, p->model)) {
+                        char *name = t->entries[i].model;
+                        t->entries[i] = *p;
+                        t->entries[i].model = name;
+                        return 0;
+                }
+        if (t->n >= AJ_PRICE_MAX_ENTRIES)
+                return -E2BIG;
+        AjPrice *n = realloc(t->entries, (t->n + 1) * sizeof(AjPrice));
+        if (!n)
+                return -ENOMEM;
+        t->entries = n;
+        char *name = strdup(p->model);
+        if (!name)
+                return -ENOMEM;
+        t->entries[t->n] = *p;
+        t->entries[t->n++].model = name;
+        return 0;
+}
+
+/* ---- names ---- */
+
+static bool all_digits(const char *s, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (!isdigit((unsigned char)s[i]))
+                        return false;
+        return true;
+}
+
+/* Length of a trailing date or "-latest" to cut from `model`, 0 if none. */
+static size_t date_suffix(const char *model, size_t len)
+{
+        /* -20250929 or @20250929 */
+        if (len > 9 && (model[len - 9] == '-' || model[len - 9] == '@') && all_digits(model + len - 8, 8))
+                return 9;
+        /* -2025-04-14 */
+        if (len > 11 && model[len - 11] == '-' && all_digits(model + len - 10, 4) && model[len - 6] == '-' &&
+            all_digits(model + len - 5, 2) && model[len - 3] == '-' && all_digits(model + len - 2, 2))
+                return 11;
+        if (len > 7 && streq(model + len - 7, "-latest"))
+                return 7;
+        return 0;
+}
+
+bool aj_price_base_name(const char *model, char *buf, size_t size)
+{
+        size_t len = strlen(model), cut = date_suffix(model, len);
+        if (cut == 0 || len - cut >= size)
+                return false;
+        memcpy(buf, model, len - cut);
+        buf[len - cut] = '\0';
+        return true;
+}
+
+static const AjPrice *find_exact(const AjPriceTable *t, const char *model)
+{
+        for (size_t i = 0; t && i < t->n; i++)
+                if (streq(t->entries[i].model, model))
+                        return &t->entries[i];
+        return NULL;
+}
+
+const AjPrice *aj_price_table_find(const AjPriceTable *t, const char *model)
+{
+        char base[AJ_PRICE_MAX_NAME + 1];
+        if (!t || !model)
+                return NULL;
+        const AjPrice *p = find_exact(t, model);
+        if (!p && aj_price_base_name(model, base, sizeof(base)))
+                p = find_exact(t, base);
+        return p;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+        uint64_t r;
+        return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+        uint64_t r;
+        return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+uint64_t aj_price_cost(const AjPrice *p, const AjTokens *t)
+{
+        uint64_t cached = sat_add(t->cache_read, t->cache_write);
+        uint64_t plain = t->input > cached ? t->input - cached : 0;
+        uint64_t hour = t->cache_write_1h < t->cache_write ? t->cache_write_1h : t->cache_write;
+        uint64_t c = sat_mul(plain, p->input);
+        c = sat_add(c, sat_mul(t->cache_read, p->cache_read));
+        c = sat_add(c, sat_mul(t->cache_write - hour, p->cache_write));
+        c = sat_add(c, sat_mul(hour, p->cache_write_1h));
+        return sat_add(c, sat_mul(t->output, p->output));
+}
+
+/* ---- the table file ---- */
+
+_printf_(2, 3) static int fail(char **ret_error, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        if (ret_error && vasprintf(ret_error, fmt, ap) < 0)
+                *ret_error = NULL;
+        va_end(ap);
+        return -EINVAL;
+}
+
+static bool valid_name(const char *s)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n > AJ_PRICE_MAX_NAME)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f)
+                        return false;
+        return true;
+}
+
+static bool valid_date(const char *s)
+{
+        return s && strlen(s) == 10 && all_digits(s, 4) && s[4] == '-' && all_digits(s + 5, 2) && s[7] == '-' &&
+               all_digits(s + 8, 2);
+}
+
+/* One price in USD per million tokens -> pico-USD per token. */
+static int per_token(json_t *v, uint64_t *ret)
+{
+        double d = json_number_value(v);
+        if (!json_is_number(v) || !isfinite(d) || d < 0 || d > AJ_PRICE_MAX_USD_PER_MTOK)
+                return -EINVAL;
+        *ret = (uint64_t)llround(d * 1e6);
+        return 0;
+}
+
+static int parse_entry(const char *model, json_t *v, AjPrice *ret, char **ret_error)
+{
+        static const char *const keys[] = { "input", "output", "cache_read", "cache_write", "cache_write_1h" };
+        uint64_t val[5];
+        bool have[5] = {};
+        const char *key;
+        json_t *e;
+
+        if (!valid_name(model))
+                return fail(ret_error, "models: \"%.64s\": invalid model name (1 to %d characters, no spaces)", model,
+                            AJ_PRICE_MAX_NAME);
+        if (!json_is_object(v))
+                return fail(ret_error, "models.%s: expected an object of prices", model);
+        json_object_foreach(v, key, e) {
+                size_t i = 0;
+                while (i < ARRAY_SIZE(keys) && !streq(keys[i], key))
+                        i++;
+                if (i == ARRAY_SIZE(keys))
+                        return fail(ret_error, "models.%s: unknown key \"%.64s\" (expected input, output, "
+                                               "cache_read, cache_write, cache_write_1h)", model, key);
+                if (per_token(e, &val[i]) < 0)
+                        return fail(ret_error, "models.%s.%s: expected USD per million tokens, 0 to %.0f", model, key,
+                                    AJ_PRICE_MAX_USD_PER_MTOK);
+                have[i] = true;
+        }
+        if (!have[0] || !have[1])
+                return fail(ret_error, "models.%s: \"input\" and \"output\" are required", model);
+        *ret = (AjPrice){
+                .input = val[0],
+                .output = val[1],
+                .cache_read = have[2] ? val[2] : val[0],
+                .cache_write = have[3] ? val[3] : val[0],
+        };
+        ret->cache_write_1h = have[4] ? val[4] : ret->cache_write;
+        return 0;
+}
+
+static int parse_root(json_t *root, AjPriceTable *t, char **ret_error)
+{
+        const char *key;
+        json_t *v;
+        if (!json_is_object(root))
+                return fail(ret_error, "expected a JSON object with \"date\" and \"models\"");
+        const char *date = json_string_value(json_object_get(root, "date"));
+        if (!valid_date(date))
+                return fail(ret_error, "\"date\": expected the date the prices were checked, as \"YYYY-MM-DD\"");
+        if (!(t->date = strdup(date)))
+                return -ENOMEM;
+        json_t *models = json_object_get(root, "models");
+        if (!json_is_object(models))
+                return fail(ret_error, "\"models\": expected an object of model names");
+        if (json_object_size(models) > AJ_PRICE_MAX_ENTRIES)
+                return fail(ret_error, "\"models\": more than %d entries", AJ_PRICE_MAX_ENTRIES);
+        json_object_foreach(models, key, v) {
+                AjPrice p;
+                int r = parse_entry(key, v, &p, ret_error);
+                if (r < 0)
+                        return r;
+                p.model = (char *)key;
+                if ((r = aj_price_table_set(t, &p)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPriceTable **ret, char **ret_error)
+{
+        _cleanup_(aj_price_table_freep) AjPriceTable *t = NULL;
+        json_error_t err;
+        int r = aj_price_table_new(origin, &t);
+        if (r < 0)
+                return r;
+        json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+        if (!root)
+                return fail(ret_error, "invalid JSON at line %d column %d: %s", err.line, err.column, err.text);
+        r = parse_root(root, t, ret_error);
+        json_decref(root);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(t);
+        return 0;
+}
+
+int aj_price_table_load(const char *path, AjPriceTable **ret, char **ret_error)
+{
+        _cleanup_free_ char *text = NULL;
+        size_t len;
+        _cleanup_free_ char *err = NULL;
+        int r = aj_read_file(path, AJ_PRICE_TABLE_MAX_SIZE, &text, &len);
+        if (r >= 0)
+                r = aj_price_table_parse(text, len, path, ret, &err);
+        if (r < 0 && ret_error && asprintf(ret_error, "'%s': %s", path, err ?: strerror(-r)) < 0)
+                *ret_error = NULL;
+        return r;
+}
+
+int aj_price_table_load_default(AjPriceTable **ret, char **ret_error)
+{
+        static const char *const dirs[] = { "/etc/agentjail", AJ_PRICES_DATADIR, AJ_SOURCE_DATA };
+        for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+                _cleanup_free_ char *path = NULL;
+                if (asprintf(&path, "%s/%s", dirs[i], AJ_PRICE_TABLE_NAME) < 0)
+                        return -ENOMEM;
+                int r = aj_price_table_load(path, ret, ret_error);
+                if (r != -ENOENT)
+                        return r;
+                if (ret_error) {
+                        free(*ret_error);
+                        *ret_error = NULL;
+                }
+        }
+        if (ret_error && asprintf(ret_error, "no %s in /etc/agentjail, %s or %s", AJ_PRICE_TABLE_NAME,
+                                  AJ_PRICES_DATADIR, AJ_SOURCE_DATA) < 0)
+                *ret_error = NULL;
+        return -ENOENT;
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Model prices: the shipped, dated table (data/prices.json, USD per million
+ * tokens) and the profile's "prices" (USD per token), held the same way, in
+ * integer pico-USD per token. A model is priced by an entry of its exact name,
+ * else by the entry of its base name: the name without a trailing snapshot date
+ * ("-20250929", "-2025-04-14", "@20250929") or "-latest", so
+ * claude-sonnet-4-5-20250929 is priced as claude-sonnet-4-5 and gpt-4o-2024-08-06
+ * as gpt-4o. Nothing else is guessed: an unknown model has no price.
+ * Parsing and lookup are pure; aj_price_table_load*() read files.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/macros.h"
+
+#define AJ_PRICE_MAX_ENTRIES 1024
+#define AJ_PRICE_MAX_NAME 256
+#define AJ_PRICE_MAX_USD_PER_MTOK 100000.0
+#define AJ_PRICE_TABLE_MAX_SIZE (1u << 20)
+#define AJ_PRICE_TABLE_NAME "prices.json"
+
+typedef struct {
+        char *model;
+        uint64_t input, output, cache_read, cache_write; /* pico-USD per token */
+        uint64_t cache_write_1h;                         /* an hour-long cache write (Anthropic) */
+} AjPrice;
+
+/* The tokens of a call. input counts ALL input, cache reads and writes included;
+ * cache_write_1h is the part of cache_write kept for an hour, priced apart. */
+typedef struct {
+        uint64_t input, output, cache_read, cache_write, cache_write_1h;
+} AjTokens;
+
+typedef struct {
+        char *date;   /* "YYYY-MM-DD": when the prices were checked; NULL for the profile's */
+        char *origin; /* the file it was read from, or "profile" */
+        AjPrice *entries;
+        size_t n;
+} AjPriceTable;
+
+int aj_price_table_new(const char *origin, AjPriceTable **ret);
+void aj_price_table_free(AjPriceTable *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjPriceTable *, aj_price_table_free);
+
+/* Adds or replaces the entry for p->model (copied). -E2BIG past AJ_PRICE_MAX_ENTRIES. */
+int aj_price_table_set(AjPriceTable *t, const AjPrice *p);
+
+/* {"date": "YYYY-MM-DD", "models": {"NAME": {"input": N, "output": N, "cache_read": N,
+ * "cache_write": N, "cache_write_1h": N}}} in USD per million tokens (cache prices
+ * default to the input price, cache_write_1h to cache_write). -EINVAL with a
+ * message naming the entry in *ret_error. */
+int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPriceTable **ret, char **ret_error);
+int aj_price_table_load(const char *path, AjPriceTable **ret, char **ret_error);
+/* The first table found of /etc/agentjail/prices.json, the installed one and the
+ * source tree's; -ENOENT when there is none (*ret_error lists where it looked). */
+int aj_price_table_load_default(AjPriceTable **ret, char **ret_error);
+
+/* The base name of a dated snapshot into buf; false when `model` has no date suffix. */
+bool aj_price_base_name(const char *model, char *buf, size_t size);
+/* The entry of `model`: exact name, else base name. NULL t or no entry: NULL. */
+const AjPrice *aj_price_table_find(const AjPriceTable *t, const char *model);
+
+/* Pico-USD for the tokens; saturates at UINT64_MAX. */
+uint64_t aj_price_cost(const AjPrice *p, const AjTokens *t);

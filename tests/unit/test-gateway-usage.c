@@ -1,0 +1,571 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/usage.h"
+
+static char *read_fixture(const char *name, size_t *ret_len)
+{
+        char path[512];
+        snprintf(path, sizeof(path), "%s/llm/%s", AJ_TEST_FIXTURES, name);
+        FILE *f = fopen(path, "re");
+        cr_assert_not_null(f, "fixture %s", path);
+        char *buf = malloc(1 << 20);
+        size_t n = fread(buf, 1, (1 << 20) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        *ret_len = n;
+        return buf;
+}
+
+typedef struct {
+        AjLlmApi api;
+        int status;
+        const char *content_type;
+        const char *request; /* NULL: none */
+} Setup;
+
+/* Everything the call found, as one string to compare runs with. */
+static void summary(const AjLlmCall *c, char *out, size_t size)
+{
+        const AjLlmUsage *u = aj_llm_call_usage(c);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        int n = snprintf(out, size,
+                         "model=%s in=%llu out=%llu cr=%llu cw=%llu reason=%llu counted=%llu bytes=%llu stop=%s "
+                         "outcome=%s rep=%d/%d err=%s perr=%s charge=%llu/%llu/%llu/%llu/%d tools=%llu:",
+                         u->response_model ?: "-", (unsigned long long)u->input_tokens,
+                         (unsigned long long)u->output_tokens, (unsigned long long)u->cache_read_tokens,
+                         (unsigned long long)u->cache_creation_tokens, (unsigned long long)u->reasoning_tokens,
+                         (unsigned long long)u->counted_tokens, (unsigned long long)u->output_bytes,
+                         u->stop_reason ?: "-", aj_llm_outcome_name(u->outcome), u->input_reported,
+                         u->output_reported, u->error ?: "-", u->parse_error ?: "-", (unsigned long long)ch.input,
+                         (unsigned long long)ch.output, (unsigned long long)ch.cache_read,
+                         (unsigned long long)ch.cache_creation, ch.estimated, (unsigned long long)u->tool_calls_total);
+        for (size_t i = 0; i < u->n_tool_calls && n > 0 && (size_t)n < size; i++)
+                n += snprintf(out + n, size - (size_t)n, "%s,", u->tool_calls[i]);
+}
+
+/* Feeds `in` cut at `cut` (len: whole), or one byte at a time when bytewise. */
+static AjLlmCall *feed(const Setup *s, const char *in, size_t len, size_t cut, bool bytewise)
+{
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(s->api, &c), 0);
+        if (s->request)
+                cr_assert_eq(aj_llm_call_request(c, s->request, strlen(s->request)), 0);
+        aj_llm_call_response_start(c, s->status, s->content_type);
+        if (bytewise)
+                for (size_t i = 0; i < len; i++)
+                        cr_assert_eq(aj_llm_call_response_data(c, in + i, 1), 0);
+        else {
+                cr_assert_eq(aj_llm_call_response_data(c, in, cut), 0);
+                cr_assert_eq(aj_llm_call_response_data(c, in + cut, len - cut), 0);
+        }
+        aj_llm_call_response_end(c);
+        return c;
+}
+
+/* Parses `in` whole, at every two-chunk split and byte by byte: the same result each
+ * time. Returns the call of the whole parse (free it). */
+static AjLlmCall *parse_all_ways(const Setup *s, const char *in, size_t len)
+{
+        static char want[8192], got[8192];
+        AjLlmCall *whole = feed(s, in, len, len, false);
+        summary(whole, want, sizeof(want));
+        for (size_t cut = 0; cut <= len; cut++) {
+                AjLlmCall *c = feed(s, in, len, cut, false);
+                summary(c, got, sizeof(got));
+                cr_assert_str_eq(got, want, "split at %zu", cut);
+                aj_llm_call_free(c);
+        }
+        AjLlmCall *c = feed(s, in, len, 0, true);
+        summary(c, got, sizeof(got));
+        cr_assert_str_eq(got, want, "byte by byte");
+        aj_llm_call_free(c);
+        return whole;
+}
+
+static AjLlmCall *fixture(const Setup *s, const char *name)
+{
+        size_t len;
+        char *in = read_fixture(name, &len);
+        AjLlmCall *c = parse_all_ways(s, in, len);
+        if (strstr(name, ".sse")) {
+                /* The same stream with "\r\n" line ends reads the same. */
+                char *crlf = malloc(2 * len + 1);
+                size_t n = 0;
+                for (size_t i = 0; i < len; i++) {
+                        if (in[i] == '\n')
+                                crlf[n++] = '\r';
+                        crlf[n++] = in[i];
+                }
+                AjLlmCall *c2 = feed(s, crlf, n, n / 2, false);
+                char a[8192], b[8192];
+                summary(c, a, sizeof(a));
+                summary(c2, b, sizeof(b));
+                cr_expect_str_eq(b, a, "CRLF %s", name);
+                aj_llm_call_free(c2);
+                free(crlf);
+        }
+        free(in);
+        return c;
+}
+
+#define SSE "text/event-stream"
+#define JSON "application/json"
+#define ANTHROPIC_REQ "{\"model\": \"claude-sonnet-4-5\", \"max_tokens\": 1024, \"stream\": true, " \
+                      "\"messages\": [{\"role\": \"user\", \"content\": \"Why does the test fail?\"}]}"
+#define CHAT_REQ "{\"model\": \"gpt-4o\", \"stream\": true, \"stream_options\": {\"include_usage\": true}, " \
+                 "\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}"
+
+static const AjLlmUsage *U(const AjLlmCall *c)
+{
+        return aj_llm_call_usage(c);
+}
+
+Test(gateway_usage, anthropic_stream)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, ANTHROPIC_REQ };
+        AjLlmCall *c = fixture(&s, "anthropic-stream.sse");
+        cr_expect_str_eq(U(c)->model, "claude-sonnet-4-5");
+        cr_expect_str_eq(U(c)->response_model, "claude-sonnet-4-5-20250929");
+        cr_expect_eq(U(c)->input_tokens, 472 + 2048 + 11520);
+        cr_expect_eq(U(c)->cache_read_tokens, 11520);
+        cr_expect_eq(U(c)->cache_creation_tokens, 2048);
+        cr_expect_eq(U(c)->cache_creation_1h_tokens, 0);
+        cr_expect_eq(U(c)->output_tokens, 38);
+        cr_expect_str_eq(U(c)->stop_reason, "end_turn");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        cr_expect_eq(U(c)->tool_calls_total, 0);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.input, 14040);
+        cr_expect_eq(ch.output, 38);
+        cr_expect_not(ch.estimated);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, anthropic_tool_use_stream)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "anthropic-tool-use.sse");
+        cr_expect_eq(U(c)->input_tokens, 1531);
+        cr_expect_eq(U(c)->output_tokens, 189);
+        cr_expect_str_eq(U(c)->stop_reason, "tool_use");
+        cr_assert_eq(U(c)->n_tool_calls, 2);
+        cr_expect_str_eq(U(c)->tool_calls[0], "get_weather");
+        cr_expect_str_eq(U(c)->tool_calls[1], "get_time");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, anthropic_output_is_cumulative_never_added)
+{
+        const char *in = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\","
+                         "\"usage\":{\"input_tokens\":5,\"cache_creation_input_tokens\":400,\"cache_creation\":"
+                         "{\"ephemeral_5m_input_tokens\":100,\"ephemeral_1h_input_tokens\":300},\"output_tokens\":1}}}\n\n"
+                         "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},"
+                         "\"usage\":{\"output_tokens\":40}}\n\n"
+                         "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+                         "\"end_turn\"},\"usage\":{\"input_tokens\":7,\"cache_read_input_tokens\":100,"
+                         "\"output_tokens\":87}}\n\n"
+                         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
+        AjLlmCall *c = parse_all_ways(&s, in, strlen(in));
+        cr_expect_eq(U(c)->output_tokens, 87);
+        cr_expect_eq(U(c)->input_tokens, 507, "a later input count replaces the first");
+        cr_expect_eq(U(c)->cache_read_tokens, 100);
+        cr_expect_eq(U(c)->cache_creation_tokens, 400);
+        cr_expect_eq(U(c)->cache_creation_1h_tokens, 300, "hour-long cache writes are priced apart");
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, anthropic_cut_stream_is_charged_what_was_sent)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, ANTHROPIC_REQ };
+        AjLlmCall *c = fixture(&s, "anthropic-cut.sse");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_CUT);
+        cr_expect(U(c)->input_reported);
+        cr_expect_not(U(c)->output_reported);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.input, 14040, "message_start's input is known");
+        size_t text = strlen("The test fails because `parse_duration` returns seconds while the caller expects "
+                             "milliseconds. Multiply by 1000");
+        cr_expect_eq(U(c)->output_bytes, text);
+        cr_expect_eq(ch.output, (text + 2) / 3);
+        cr_expect(ch.estimated);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, anthropic_error_event_mid_stream)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "anthropic-stream-error.sse");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_FAILED);
+        cr_expect_str_eq(U(c)->error, "overloaded_error: Overloaded");
+        cr_expect_eq(U(c)->input_tokens, 96);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, anthropic_whole_body)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, JSON, NULL };
+        AjLlmCall *c = fixture(&s, "anthropic.json");
+        cr_expect_str_eq(U(c)->response_model, "claude-sonnet-4-5-20250929");
+        cr_expect_eq(U(c)->input_tokens, 384 + 1024);
+        cr_expect_eq(U(c)->cache_read_tokens, 1024);
+        cr_expect_eq(U(c)->output_tokens, 58);
+        cr_expect_str_eq(U(c)->stop_reason, "tool_use");
+        cr_assert_eq(U(c)->n_tool_calls, 1);
+        cr_expect_str_eq(U(c)->tool_calls[0], "get_weather");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, anthropic_error_body_is_not_charged)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 429, JSON, ANTHROPIC_REQ };
+        AjLlmCall *c = fixture(&s, "anthropic-error.json");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_FAILED);
+        cr_expect(strncmp(U(c)->error, "rate_limit_error: This request", 30) == 0, "%s", U(c)->error);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.input + ch.output, 0);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, anthropic_count_tokens_is_free)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_COUNT_TOKENS, 200, JSON, NULL };
+        AjLlmCall *c = fixture(&s, "anthropic-count-tokens.json");
+        cr_expect_eq(U(c)->counted_tokens, 2095);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.input + ch.output, 0);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, openai_chat_stream)
+{
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, CHAT_REQ };
+        AjLlmCall *c = fixture(&s, "openai-chat-stream.sse");
+        cr_expect_str_eq(U(c)->response_model, "gpt-4o-2024-08-06");
+        cr_expect_eq(U(c)->input_tokens, 1117);
+        cr_expect_eq(U(c)->cache_read_tokens, 1024);
+        cr_expect_eq(U(c)->output_tokens, 10);
+        cr_expect_str_eq(U(c)->stop_reason, "stop");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, openai_chat_tool_calls_stream_counted_once_each)
+{
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "openai-chat-tools-stream.sse");
+        cr_assert_eq(U(c)->tool_calls_total, 2);
+        cr_expect_str_eq(U(c)->tool_calls[0], "get_weather");
+        cr_expect_str_eq(U(c)->tool_calls[1], "send_email");
+        cr_expect_eq(U(c)->output_tokens, 57);
+        cr_expect_str_eq(U(c)->stop_reason, "tool_calls");
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, openai_chat_cut_stream_is_estimated)
+{
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, CHAT_REQ };
+        AjLlmCall *c = fixture(&s, "openai-chat-cut.sse");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_CUT);
+        cr_expect_not(U(c)->input_reported);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.input, U(c)->prompt_estimate);
+        cr_expect_gt(ch.input, 0);
+        cr_expect_eq(U(c)->output_bytes, strlen("Hello! How can I help you today"));
+        cr_expect_eq(ch.output, 11);
+        cr_expect(ch.estimated);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, openai_chat_whole_body)
+{
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, "application/json; charset=utf-8", NULL };
+        AjLlmCall *c = fixture(&s, "openai-chat.json");
+        cr_expect_str_eq(U(c)->response_model, "o4-mini-2025-04-16");
+        cr_expect_eq(U(c)->input_tokens, 2006);
+        cr_expect_eq(U(c)->cache_read_tokens, 1920);
+        cr_expect_eq(U(c)->output_tokens, 300);
+        cr_expect_eq(U(c)->reasoning_tokens, 192);
+        cr_assert_eq(U(c)->n_tool_calls, 1);
+        cr_expect_str_eq(U(c)->tool_calls[0], "run_tests");
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, openai_error_body)
+{
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 400, JSON, CHAT_REQ };
+        AjLlmCall *c = fixture(&s, "openai-error.json");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_FAILED);
+        cr_expect(strncmp(U(c)->error, "context_length_exceeded: This model's", 37) == 0, "%s", U(c)->error);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, openai_responses_stream)
+{
+        Setup s = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "openai-responses-stream.sse");
+        cr_expect_str_eq(U(c)->response_model, "o3-2025-04-16");
+        cr_expect_eq(U(c)->input_tokens, 2214);
+        cr_expect_eq(U(c)->cache_read_tokens, 1536);
+        cr_expect_eq(U(c)->output_tokens, 517);
+        cr_expect_eq(U(c)->reasoning_tokens, 448);
+        cr_expect_str_eq(U(c)->stop_reason, "completed");
+        cr_assert_eq(U(c)->tool_calls_total, 1, "added once, not again when done or completed");
+        cr_expect_str_eq(U(c)->tool_calls[0], "read_file");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, openai_responses_whole_body)
+{
+        Setup s = { AJ_LLM_API_OPENAI_RESPONSES, 200, JSON, NULL };
+        AjLlmCall *c = fixture(&s, "openai-responses.json");
+        cr_expect_eq(U(c)->input_tokens, 2214);
+        cr_expect_eq(U(c)->output_tokens, 517);
+        cr_expect_eq(U(c)->tool_calls_total, 1);
+        cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, openai_responses_incomplete_and_failed)
+{
+        Setup s = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "openai-responses-incomplete.sse");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_INCOMPLETE);
+        cr_expect_str_eq(U(c)->stop_reason, "max_output_tokens");
+        cr_expect_eq(U(c)->output_tokens, 64);
+        cr_expect_eq(U(c)->reasoning_tokens, 48);
+        aj_llm_call_free(c);
+        c = fixture(&s, "openai-responses-failed.sse");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_FAILED);
+        cr_expect_str_eq(U(c)->error, "server_error: The model failed to generate a response.");
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, malformed_event_is_named_never_fatal)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "anthropic-malformed.sse");
+        cr_assert_not_null(U(c)->parse_error);
+        cr_expect(strstr(U(c)->parse_error, "event 'message_delta'") != NULL, "%s", U(c)->parse_error);
+        cr_expect_eq(U(c)->input_tokens, 10);
+        cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE, "the events after it are still read");
+        aj_llm_call_free(c);
+
+        static const char *const bad[] = { "data: [1,2]\n\n", "data: \"x\"\n\n", "data: {\n\n", "data: \xff\xfe\n\n" };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                Setup o = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, NULL };
+                c = parse_all_ways(&o, bad[i], strlen(bad[i]));
+                cr_expect_not_null(U(c)->parse_error, "%s", bad[i]);
+                cr_expect(strstr(U(c)->parse_error, "event 'message'") != NULL);
+                aj_llm_call_free(c);
+        }
+}
+
+Test(gateway_usage, oversized_event_and_body_are_refused)
+{
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_ANTHROPIC_MESSAGES, &c), 0);
+        aj_llm_call_response_start(c, 200, SSE);
+        char chunk[65536];
+        memset(chunk, 'x', sizeof(chunk));
+        cr_assert_eq(aj_llm_call_response_data(c, "data: ", 6), 0);
+        for (size_t i = 0; i < (AJ_LLM_MAX_EVENT / sizeof(chunk)) + 2; i++)
+                cr_assert_eq(aj_llm_call_response_data(c, chunk, sizeof(chunk)), 0);
+        aj_llm_call_response_end(c);
+        cr_assert_not_null(U(c)->parse_error);
+        cr_expect(strstr(U(c)->parse_error, "larger than") != NULL);
+        cr_expect_eq(U(c)->outcome, AJ_LLM_CUT);
+        aj_llm_call_free(c);
+
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+        aj_llm_call_response_start(c, 200, JSON);
+        for (size_t i = 0; i < (AJ_LLM_MAX_BODY / sizeof(chunk)) + 2; i++)
+                cr_assert_eq(aj_llm_call_response_data(c, chunk, sizeof(chunk)), 0);
+        aj_llm_call_response_end(c);
+        cr_expect(strstr(U(c)->parse_error, "larger than") != NULL);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, request_fields_and_prompt_estimate)
+{
+        static const struct {
+                AjLlmApi api;
+                const char *body;
+                uint64_t max;
+        } cases[] = {
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, "{\"model\":\"m\",\"max_tokens\":1024,\"stream\":true}", 1024 },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"max_tokens\":10,\"max_completion_tokens\":20}", 20 },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"max_tokens\":10}", 10 },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":300}", 300 },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":-1}", 0 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), 0);
+                cr_expect_eq(U(c)->max_output_tokens, cases[i].max, "%s", cases[i].body);
+                cr_expect_str_eq(U(c)->model, "m");
+                aj_llm_call_free(c);
+        }
+        /* An image counts as AJ_LLM_BLOB_TOKENS, whatever its base64 size. */
+        char body[8192];
+        char blob[6000];
+        memset(blob, 'A', sizeof(blob) - 1);
+        blob[sizeof(blob) - 1] = '\0';
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":"
+                 "{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"%s\"}}]}]}",
+                 blob);
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_ANTHROPIC_MESSAGES, &c), 0);
+        cr_assert_eq(aj_llm_call_request(c, body, strlen(body)), 0);
+        cr_expect_geq(U(c)->prompt_estimate, AJ_LLM_BLOB_TOKENS);
+        cr_expect_lt(U(c)->prompt_estimate, AJ_LLM_BLOB_TOKENS + 100);
+        cr_expect_eq(aj_llm_call_request(c, "{\"model\":", 9), -EINVAL);
+        cr_expect(strstr(U(c)->parse_error, "request: invalid JSON") != NULL);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, chat_rewrite_adds_include_usage)
+{
+        char *out = NULL;
+        size_t len = 0;
+        /* The client's bytes are kept: numbers are not re-printed. */
+        const char *b = " {\"model\":\"gpt-4o\", \"stream\": true, \"temperature\": 0.7, \"messages\": []}";
+        cr_assert_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), 1);
+        cr_expect_str_eq(out, " {\"stream_options\":{\"include_usage\":true},\"model\":\"gpt-4o\", \"stream\": true, "
+                              "\"temperature\": 0.7, \"messages\": []}");
+        cr_expect_eq(len, strlen(out));
+        json_t *j = json_loads(out, JSON_REJECT_DUPLICATES, NULL);
+        cr_expect(json_is_true(json_object_get(json_object_get(j, "stream_options"), "include_usage")));
+        json_decref(j);
+        free(out);
+        b = "{\"stream\":true,\"stream_options\":{\"include_usage\":false,\"x\":1}}";
+        cr_assert_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), 1);
+        cr_expect_str_eq(out, "{\"stream\":true,\"stream_options\":{\"include_usage\":true,\"x\":1}}");
+        free(out);
+        b = "{\"stream\":true,\"stream_options\":{\"include_usage\":true}}";
+        cr_expect_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), 0);
+        b = "{\"stream\":false}";
+        cr_expect_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), 0);
+        b = "{\"stream\":true,\"stream_options\":null}";
+        cr_expect_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), -EINVAL);
+        b = "{\"stream\":false,\"stream\":true}";
+        cr_expect_eq(aj_llm_openai_chat_add_usage(b, strlen(b), &out, &len), -EINVAL, "duplicate keys");
+        cr_expect_eq(aj_llm_openai_chat_add_usage("[]", 2, &out, &len), -EINVAL);
+        cr_expect_eq(aj_llm_openai_chat_add_usage("{", 1, &out, &len), -EINVAL);
+
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+        b = "{\"model\":\"cheap\",\"model\":\"dear\"}";
+        cr_expect_eq(aj_llm_call_request(c, b, strlen(b)), -EINVAL, "a request repeating a key is refused");
+        aj_llm_call_free(c);
+}
+
+/* A relay that parses the stream itself: the usage chunk is metered, not forwarded. */
+static int relay(void *userdata, const AjSseEvent *ev)
+{
+        AjLlmCall *c = userdata;
+        bool forward;
+        cr_assert_eq(aj_llm_call_response_event(c, ev, &forward), 0);
+        cr_assert_eq(forward, !aj_llm_openai_chat_usage_only(ev) || !aj_llm_call_usage(c)->stream);
+        return forward ? 1 : 0;
+}
+
+Test(gateway_usage, chat_usage_chunk_is_stripped_when_the_gateway_asked_for_it)
+{
+        size_t len;
+        char *in = read_fixture("openai-chat-stream.sse", &len);
+        for (int strip = 0; strip <= 1; strip++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                /* "stream" in the request stands for "strip" in relay()'s check. */
+                const char *req = strip ? "{\"stream\":true}" : "{\"stream\":false}";
+                cr_assert_eq(aj_llm_call_request(c, req, strlen(req)), 0);
+                aj_llm_call_strip_usage_chunk(c, strip);
+                aj_llm_call_response_start(c, 200, SSE);
+                AjSse *sse = NULL;
+                cr_assert_eq(aj_sse_new(0, &sse), 0);
+                cr_assert_eq(aj_sse_feed(sse, in, len, relay, c), 0);
+                aj_sse_free(sse);
+                aj_llm_call_response_end(c);
+                cr_expect_eq(U(c)->input_tokens, 1117, "metered either way");
+                cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+                aj_llm_call_free(c);
+        }
+        free(in);
+}
+
+Test(gateway_usage, api_from_path)
+{
+        AjLlmApi api;
+        cr_expect_eq(aj_llm_api_from_path("anthropic", "/v1/messages?beta=true", &api), 0);
+        cr_expect_eq(api, AJ_LLM_API_ANTHROPIC_MESSAGES);
+        cr_expect_eq(aj_llm_api_from_path("anthropic", "/v1/messages/count_tokens", &api), 0);
+        cr_expect_eq(api, AJ_LLM_API_ANTHROPIC_COUNT_TOKENS);
+        cr_expect_eq(aj_llm_api_from_path("openai", "/v1/chat/completions", &api), 0);
+        cr_expect_eq(api, AJ_LLM_API_OPENAI_CHAT);
+        cr_expect_eq(aj_llm_api_from_path("openai", "/proxy/v1/responses/", &api), 0);
+        cr_expect_eq(api, AJ_LLM_API_OPENAI_RESPONSES);
+        cr_expect_eq(aj_llm_api_from_path("openai", "/v1/models", &api), -ENOENT);
+        cr_expect_eq(aj_llm_api_from_path("openai", "/v1/messages", &api), -ENOENT);
+        cr_expect_eq(aj_llm_api_from_path("anthropic", "/v1/chat/completions", &api), -ENOENT);
+}
+
+Test(gateway_usage, call_as_event_fields)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, ANTHROPIC_REQ };
+        size_t len;
+        char *in = read_fixture("anthropic-tool-use.sse", &len);
+        AjLlmCall *c = feed(&s, in, len, len, false);
+        json_t *o = aj_llm_call_to_json(c);
+        cr_assert_not_null(o);
+        char *text = json_dumps(o, JSON_COMPACT);
+        cr_expect_str_eq(text,
+                         "{\"api\":\"anthropic.messages\",\"status\":200,\"outcome\":\"complete\",\"stream\":true,"
+                         "\"gen_ai.request.model\":\"claude-sonnet-4-5\",\"gen_ai.response.model\":"
+                         "\"claude-opus-4-5-20251101\",\"gen_ai.usage.input_tokens\":1531,"
+                         "\"gen_ai.usage.output_tokens\":189,\"gen_ai.usage.cache_read.input_tokens\":0,"
+                         "\"gen_ai.usage.cache_creation.input_tokens\":0,\"cache_creation_1h_tokens\":0,"
+                         "\"reasoning_tokens\":0,\"estimated\":false,"
+                         "\"gen_ai.response.finish_reasons\":[\"tool_use\"],\"tool_calls\":[\"get_weather\","
+                         "\"get_time\"],\"tool_calls_total\":2,\"error\":null,\"parse_error\":null}");
+        free(text);
+        json_decref(o);
+        aj_llm_call_free(c);
+        free(in);
+}
+
+Test(gateway_usage, content_type_unknown_follows_the_request)
+{
+        const char *body = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n"
+                           "data: [DONE]\n\n";
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, NULL, "{\"model\":\"gpt-4o\",\"stream\":true}" };
+        AjLlmCall *c = parse_all_ways(&s, body, strlen(body));
+        cr_expect_eq(U(c)->input_tokens, 3);
+        cr_expect_eq(U(c)->output_tokens, 4);
+        cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        aj_llm_call_free(c);
+        /* A response with no bytes at all: cut, the prompt estimate charged. */
+        c = feed(&s, "", 0, 0, false);
+        cr_expect_eq(U(c)->outcome, AJ_LLM_CUT);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.input, U(c)->prompt_estimate);
+        cr_expect_eq(ch.output, 0);
+        aj_llm_call_free(c);
+}

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "prices.h"
+
+static AjPriceTable *shipped(void)
+{
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/data/prices.json", getenv("AGENTJAIL_SOURCE_DIR") ?: ".");
+        AjPriceTable *t = NULL;
+        char *err = NULL;
+        cr_assert_eq(aj_price_table_load(path, &t, &err), 0, "%s: %s", path, err ?: "");
+        return t;
+}
+
+Test(prices, shipped_table_is_dated_and_prices_current_models)
+{
+        AjPriceTable *t = shipped();
+        cr_expect_eq(strlen(t->date), 10);
+        static const char *const models[] = {
+                "claude-opus-4-5",  "claude-opus-4-1", "claude-sonnet-4-5", "claude-sonnet-4", "claude-haiku-4-5",
+                "claude-3-5-haiku", "gpt-4o",          "gpt-4o-mini",       "gpt-4.1",         "gpt-4.1-mini",
+                "o3",               "o4-mini",         "gpt-5",             "gpt-5-mini",      "gpt-5.4",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(models); i++) {
+                const AjPrice *p = aj_price_table_find(t, models[i]);
+                cr_assert_not_null(p, "%s has a price", models[i]);
+                cr_expect_gt(p->input, 0, "%s", models[i]);
+                cr_expect_gt(p->output, p->input, "%s: output costs more than input", models[i]);
+                cr_expect_leq(p->cache_read, p->input, "%s: a cache read costs no more than input", models[i]);
+        }
+        /* Spot checks against the providers' pages (USD per million tokens -> pico-USD per token). */
+        const AjPrice *p = aj_price_table_find(t, "claude-sonnet-4-5-20250929");
+        cr_assert_not_null(p);
+        cr_expect_eq(p->input, 3000000);
+        cr_expect_eq(p->output, 15000000);
+        cr_expect_eq(p->cache_read, 300000);
+        cr_expect_eq(p->cache_write, 3750000);
+        cr_expect_eq(p->cache_write_1h, 6000000);
+        p = aj_price_table_find(t, "gpt-4o-mini-2024-07-18");
+        cr_assert_not_null(p);
+        cr_expect_eq(p->input, 150000);
+        cr_expect_eq(p->cache_read, 75000);
+        cr_expect_eq(p->cache_write, p->input, "OpenAI does not charge cache writes");
+        aj_price_table_free(t);
+}
+
+Test(prices, base_name_strips_only_a_date_or_latest)
+{
+        static const struct {
+                const char *model, *base;
+        } cases[] = {
+                { "claude-sonnet-4-5-20250929", "claude-sonnet-4-5" },
+                { "claude-3-5-haiku-20241022", "claude-3-5-haiku" },
+                { "claude-3-5-haiku-latest", "claude-3-5-haiku" },
+                { "claude-opus-4-1@20250805", "claude-opus-4-1" },
+                { "gpt-4o-2024-08-06", "gpt-4o" },
+                { "gpt-4.1-nano-2025-04-14", "gpt-4.1-nano" },
+                { "o3-2025-04-16", "o3" },
+                { "gpt-4o", NULL },
+                { "claude-opus-4-5", NULL },
+                { "gpt-4o-mini", NULL },
+                { "x-2025091", NULL },
+                { "-20250929", NULL },
+                { "gpt-4o-2024-8-06", NULL },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                char buf[AJ_PRICE_MAX_NAME + 1];
+                bool cut = aj_price_base_name(cases[i].model, buf, sizeof(buf));
+                cr_expect_eq(cut, cases[i].base != NULL, "%s", cases[i].model);
+                if (cut && cases[i].base)
+                        cr_expect_str_eq(buf, cases[i].base);
+        }
+}
+
+Test(prices, exact_name_wins_over_the_base_name)
+{
+        const char *text = "{\"date\": \"2026-01-02\", \"models\": {\"m\": {\"input\": 1, \"output\": 2},"
+                           " \"m-20250101\": {\"input\": 5, \"output\": 6}}}";
+        AjPriceTable *t = NULL;
+        cr_assert_eq(aj_price_table_parse(text, strlen(text), "t", &t, NULL), 0);
+        cr_expect_eq(aj_price_table_find(t, "m-20250101")->input, 5000000);
+        cr_expect_eq(aj_price_table_find(t, "m-20250102")->input, 1000000);
+        cr_expect_null(aj_price_table_find(t, "m2"));
+        cr_expect_null(aj_price_table_find(NULL, "m"));
+        aj_price_table_free(t);
+}
+
+Test(prices, cost_counts_cache_reads_and_writes_apart)
+{
+        AjPrice p = { .model = "m", .input = 3000000, .output = 15000000, .cache_read = 300000, .cache_write = 3750000,
+                      .cache_write_1h = 6000000 };
+        AjTokens t = { .input = 3500, .output = 100, .cache_read = 2000, .cache_write = 500, .cache_write_1h = 200 };
+        cr_expect_eq(aj_price_cost(&p, &t),
+                     1000 * 3000000ULL + 2000 * 300000ULL + 300 * 3750000ULL + 200 * 6000000ULL + 100 * 15000000ULL);
+        t = (AjTokens){ .input = UINT64_MAX, .output = UINT64_MAX };
+        cr_expect_eq(aj_price_cost(&p, &t), UINT64_MAX, "saturates");
+}
+
+Test(prices, invalid_tables_are_refused_with_the_entry_named)
+{
+        static const struct {
+                const char *text, *error;
+        } cases[] = {
+                { "[]", "expected a JSON object with \"date\" and \"models\"" },
+                { "{\"models\": {}}", "\"date\": expected the date the prices were checked, as \"YYYY-MM-DD\"" },
+                { "{\"date\": \"2026-13\", \"models\": {}}", "\"date\": expected" },
+                { "{\"date\": \"2026-12-04\"}", "\"models\": expected an object of model names" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1}}}",
+                  "models.m: \"input\" and \"output\" are required" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": -2}}}",
+                  "models.m.output: expected USD per million tokens" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, \"cached\": 1}}}",
+                  "models.m: unknown key \"cached\"" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"a b\": {\"input\": 1, \"output\": 2}}}",
+                  "models: \"a b\": invalid model name" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": 3}}", "models.m: expected an object of prices" },
+                { "{\"date\": \"2026-12-04\",", "invalid JSON at line 1" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjPriceTable *t = NULL;
+                char *err = NULL;
+                cr_expect_eq(aj_price_table_parse(cases[i].text, strlen(cases[i].text), "t", &t, &err), -EINVAL,
+                             "%s", cases[i].text);
+                cr_expect_null(t);
+                cr_assert_not_null(err, "%s", cases[i].text);
+                cr_expect(strncmp(err, cases[i].error, strlen(cases[i].error)) == 0, "%s -> %s", cases[i].text, err);
+                free(err);
+        }
+}
+
+Test(prices, default_table_is_found)
+{
+        AjPriceTable *t = NULL;
+        char *err = NULL;
+        cr_assert_eq(aj_price_table_load_default(&t, &err), 0, "%s", err ?: "");
+        cr_expect_not_null(aj_price_table_find(t, "gpt-4o"));
+        aj_price_table_free(t);
+}
