@@ -224,6 +224,18 @@ static int make_overlay_dirs(Run *run)
         return 0;
 }
 
+/* -ENOENT (no table: only the profile's prices apply) is a warning, other errors say why. */
+static int load_price_table(void *userdata, AjPriceTable **ret)
+{
+        _cleanup_free_ char *err = NULL;
+        int r = aj_price_table_load_default(ret, &err);
+        if (r == -ENOENT)
+                aj_warning("No price table: %s; only the profile's prices apply", err ?: "not found");
+        else if (r < 0)
+                aj_error("Cannot read the price table: %s", err ?: strerror(-r));
+        return r;
+}
+
 static int setup_meter_and_broker(Run *run)
 {
         const AjProfile *p = run->profile;
@@ -251,17 +263,18 @@ static int setup_meter_and_broker(Run *run)
         int r = aj_meter_new_for_profile(p, &caps, &run->meter);
         if (r < 0)
                 return aj_log_errno(r, "Cannot set up the run's meters");
-        /* The shipped price table, under the profile's prices. */
-        _cleanup_(aj_price_table_freep) AjPriceTable *prices = NULL;
-        _cleanup_free_ char *prices_err = NULL;
-        r = aj_price_table_load_default(&prices, &prices_err);
-        if (r == -ENOENT)
-                aj_warning("No price table: %s; only the profile's prices apply", prices_err ?: "not found");
-        else if (r < 0) {
-                aj_error("Cannot read the price table: %s", prices_err ?: strerror(-r));
-                return r;
-        } else
+        /* The shipped price table, under the profile's prices: read now when a cost cap
+         * depends on it (a malformed table refuses the run), else when a model is first
+         * priced (parsing it is a tenth of a millisecond a run that prices nothing saves). */
+        if (caps.set[AJ_CAP_COST_USD] || p->n_llm_providers > 0) {
+                _cleanup_(aj_price_table_freep) AjPriceTable *prices = NULL;
+                r = load_price_table(NULL, &prices);
+                if (r < 0 && r != -ENOENT)
+                        return r;
                 aj_meter_set_price_table(run->meter, TAKE_PTR(prices));
+        } else {
+                aj_meter_set_price_loader(run->meter, load_price_table, NULL);
+        }
 
         /* The allowlist: the profile's plus --allow-net. No entry: no proxy, no network. */
         _cleanup_strv_free_ char **allow = aj_strv_copy(p->net_allow.items);

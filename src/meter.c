@@ -168,6 +168,13 @@ int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, char **ret_error)
 
 /* ---- the meter ---- */
 
+struct PriceLoader {
+        int (*load)(void *userdata, AjPriceTable **ret);
+        void *userdata;
+        bool tried;
+        AjPriceTable *table;
+};
+
 struct AjMeter {
         AjMeterCaps caps;
         uint64_t used[_AJ_CAP_MAX];     /* additive caps */
@@ -186,6 +193,7 @@ struct AjMeter {
 
         AjPriceTable *prices; /* the profile's, USD per token */
         AjPriceTable *table;  /* the shipped table, under them */
+        struct PriceLoader *loader; /* or the table read when a price is first needed */
         char **allow;
         size_t n_allow;
         char **deny;
@@ -211,6 +219,9 @@ void aj_meter_free(AjMeter *m)
         free(m->window);
         aj_price_table_free(m->prices);
         aj_price_table_free(m->table);
+        if (m->loader)
+                aj_price_table_free(m->loader->table);
+        free(m->loader);
         for (size_t i = 0; i < m->n_allow; i++)
                 free(m->allow[i]);
         free(m->allow);
@@ -537,18 +548,41 @@ done:
         return 0;
 }
 
+void aj_meter_set_price_loader(AjMeter *m, int (*load)(void *userdata, AjPriceTable **ret), void *userdata)
+{
+        if (!m->loader)
+                m->loader = calloc(1, sizeof(*m->loader));
+        if (m->loader)
+                *m->loader = (struct PriceLoader){ .load = load, .userdata = userdata };
+}
+
+/* The shipped table: set, or read once when first needed (its reading is not start-up's
+ * cost for a run that never prices a model). A failed read leaves models unpriced. */
+static const AjPriceTable *shipped_table(const AjMeter *m)
+{
+        struct PriceLoader *l = m->loader;
+        if (m->table || !l)
+                return m->table;
+        if (!l->tried) {
+                l->tried = true;
+                if (l->load(l->userdata, &l->table) < 0)
+                        l->table = NULL;
+        }
+        return l->table;
+}
+
 /* The profile's entry (name or base name), the table's, then the profile's "*". */
 static const AjPrice *find_price(const AjMeter *m, const char *model, AjMeterDecision *d)
 {
         const AjPrice *p = aj_price_table_find(m->prices, model);
-        const AjPriceTable *from = m->prices;
-        if (!p && (p = aj_price_table_find(m->table, model)))
-                from = m->table;
+        const AjPriceTable *from = m->prices, *table = p ? NULL : shipped_table(m);
+        if (!p && (p = aj_price_table_find(table, model)))
+                from = table;
         if (!p)
                 p = aj_price_table_find(m->prices, "*");
         if (p) {
                 d->price_known = true;
-                d->price_source = from == m->table ? "table" : "profile";
+                d->price_source = from == table ? "table" : "profile";
                 snprintf(d->price_entry, sizeof(d->price_entry), "%s", p->model);
                 snprintf(d->price_date, sizeof(d->price_date), "%s", from->date ? from->date : "");
         }

@@ -76,6 +76,9 @@ int aj_meter_set_price(AjMeter *m, const char *model, double input, double outpu
  * priced by the profile's entry for its name or base name, else the table's, else
  * the profile's "*". Takes ownership (NULL: no table). */
 void aj_meter_set_price_table(AjMeter *m, AjPriceTable *table);
+/* Or: the table is read by `load` when a model is first priced (at most once; a failure
+ * leaves the table out). For runs where no price is needed at start. */
+void aj_meter_set_price_loader(AjMeter *m, int (*load)(void *userdata, AjPriceTable **ret), void *userdata);
 
 typedef enum { AJ_TOOL_RULE_ALLOW, AJ_TOOL_RULE_DENY } AjToolRuleKind;
 /* Glob with '*' (any run of characters, dots included). Deny rules win; once an

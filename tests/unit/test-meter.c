@@ -567,3 +567,42 @@ Test(meter, gateway_reserves_the_worst_case_and_settles_the_measured_usage)
         cr_expect_eq(aj_meter_settle_usage(m, &none, &bad, &d), -EINVAL);
         aj_meter_free(m);
 }
+
+/* The table read when a model is first priced: once, and only when the profile's own
+ * prices do not answer; a table that cannot be read leaves models unpriced. */
+static int loads;
+static int load_table(void *userdata, AjPriceTable **ret)
+{
+        loads++;
+        if (userdata)
+                return -EBADMSG;
+        *ret = table();
+        return 0;
+}
+
+Test(meter, price_table_read_when_first_needed)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOKENS, 1000000);
+        AjMeterDecision d;
+        loads = 0;
+        aj_meter_set_price_loader(m, load_table, NULL);
+        cr_assert_eq(aj_meter_set_price(m, "mine", 1e-6, 2e-6, -1), 0);
+        cr_expect_eq(tokens(m, "mine", 10, 10, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(loads, 0, "the profile's price answered: the table is not read");
+        cr_expect_eq(tokens(m, "claude-sonnet-4-5", 10, 10, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(loads, 1);
+        cr_expect_str_eq(d.price_source, "table");
+        cr_expect(d.price_known);
+        cr_expect_eq(tokens(m, "gpt-4o", 10, 10, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(loads, 1, "read once");
+        aj_meter_free(m);
+
+        m = meter_with(AJ_CAP_TOKENS, 1000000);
+        loads = 0;
+        aj_meter_set_price_loader(m, load_table, (void *)1);
+        cr_expect_eq(tokens(m, "claude-sonnet-4-5", 10, 10, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect_not(d.price_known, "an unreadable table prices nothing");
+        cr_expect_eq(tokens(m, "claude-sonnet-4-5", 10, 10, 0, &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(loads, 1, "and is not read again for every report");
+        aj_meter_free(m);
+}
