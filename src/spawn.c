@@ -350,6 +350,9 @@ static int forbid_nested_userns(void)
         return r;
 }
 
+/* Long on purpose: the jail child's steps, in the one order the kernel allows (mounts before
+ * the pivot, capabilities dropped after the last privileged call, seccomp last before exec),
+ * read top to bottom; each step is a call, and every failure is one {stage, errno} report. */
 _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
 {
         /* Tells the jail's init apart from the supervisor in ps and `agentjail inspect`. */
