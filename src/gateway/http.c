@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "gateway/http.h"
+#include "util/parse.h"
 
 #include <errno.h>
 #include <string.h>
@@ -334,26 +335,15 @@ enum {
         CH_DONE,
 };
 
-static int hexval(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* One framing byte (not data); -EBADMSG when it does not belong there. */
 static int chunked_step(AjGwChunked *s, char c)
 {
         switch (s->state) {
         case CH_SIZE:
-                if (hexval(c) >= 0) {
+                if (aj_hex_digit(c) >= 0) {
                         if (++s->digits > 15)
                                 return -EBADMSG;
-                        s->left = s->left * 16 + (uint64_t)hexval(c);
+                        s->left = s->left * 16 + (uint64_t)aj_hex_digit(c);
                         return 0;
                 }
                 if (s->digits == 0 || (c != ';' && c != '\r'))

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "util/json-locate.h"
+#include "util/parse.h"
 
 typedef struct {
         const char *p;
@@ -33,22 +34,11 @@ static void skip_ws(Scanner *s)
                 advance(s);
 }
 
-static int hex_value(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 static int read_hex4(Scanner *s, uint32_t *ret)
 {
         uint32_t v = 0;
         for (int i = 0; i < 4; i++) {
-                int h = hex_value(*s->p);
+                int h = aj_hex_digit(*s->p);
                 if (h < 0)
                         return -EINVAL;
                 v = v << 4 | (uint32_t)h;

@@ -12,3 +12,15 @@ int aj_parse_duration(const char *s, uint64_t *ret_ns);
 int aj_parse_u64(const char *s, uint64_t *ret);
 /* Format bytes as "1.5G" style into buf; returns buf. */
 char *aj_format_size(uint64_t bytes, char *buf, size_t len);
+
+/* The value of one hex digit, or -1. */
+static inline int aj_hex_digit(char c)
+{
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
