@@ -65,6 +65,7 @@ typedef struct {
  * operations it performs) and name_to_handle_at (file handles serve open_by_handle_at).
  * Names libseccomp knows but the native arch lacks resolve to negative numbers and are skipped.
  */
+/* clang-format off */
 static const int base_allow[] = {
         SCMP_SYS(accept), SCMP_SYS(accept4), SCMP_SYS(access), SCMP_SYS(adjtimex),
         SCMP_SYS(alarm), SCMP_SYS(arch_prctl), SCMP_SYS(bind), SCMP_SYS(brk), SCMP_SYS(capget),
@@ -141,6 +142,7 @@ static const int base_allow[] = {
         SCMP_SYS(utimensat), SCMP_SYS(utimes), SCMP_SYS(vfork), SCMP_SYS(vmsplice), SCMP_SYS(wait4),
         SCMP_SYS(waitid), SCMP_SYS(write), SCMP_SYS(writev),
 };
+/* clang-format on */
 
 #if defined(__x86_64__)
 /* Newer than Docker's list and than the installed headers, so by number; no privilege involved.
@@ -148,6 +150,7 @@ static const int base_allow[] = {
  * expects ENOSYS. uretprobe/uprobe only work from the kernel's own trampolines (anyone else
  * gets SIGILL/ENXIO); denying them would crash a jailed process the host admin probes.
  * statmount/listmount show no more than /proc/self/mountinfo. */
+/* clang-format off */
 static const int recent_allow_x86_64[] = {
         335 /* uretprobe */,     336 /* uprobe */,        451 /* cachestat */,
         452 /* fchmodat2 */,     453 /* map_shadow_stack */, 454 /* futex_wake */,
@@ -156,8 +159,10 @@ static const int recent_allow_x86_64[] = {
         464 /* getxattrat */,    465 /* listxattrat */,   466 /* removexattrat */,
         468 /* file_getattr */,  469 /* file_setattr */,
 };
+/* clang-format on */
 
 /* Native names by number, so reports and profile names need no allocation or libseccomp. */
+/* clang-format off */
 static const char *const native_names[] = {
         [0] = "read", [1] = "write", [2] = "open", [3] = "close", [4] = "stat", [5] = "fstat",
         [6] = "lstat", [7] = "poll", [8] = "lseek", [9] = "mmap", [10] = "mprotect",
@@ -259,6 +264,7 @@ static const char *const native_names[] = {
         [466] = "removexattrat", [467] = "open_tree_attr", [468] = "file_getattr",
         [469] = "file_setattr",
 };
+/* clang-format on */
 #endif
 
 static const struct {
@@ -287,6 +293,7 @@ static const struct {
 /* O_TMPFILE without the O_DIRECTORY it includes: the bit that makes open create a file. */
 #define OPEN_CREATE_FLAGS ((uint64_t)(O_CREAT | (O_TMPFILE & ~O_DIRECTORY)))
 
+/* clang-format off */
 static const struct {
         int nr;
         SeccompRule rule;
@@ -302,6 +309,7 @@ static const struct {
         { 452, RULE_MODE_A2 },
 #endif
 };
+/* clang-format on */
 
 static SeccompRule mode_rule_of(int nr)
 {
