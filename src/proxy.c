@@ -1331,7 +1331,7 @@ static int pump_response(Conn *c)
                         d->prefix_off = 0;
                         d->prefix_counts = true;
                         if (!resp.final && ++c->interim > INTERIM_MAX) {
-                                free(resp.head);
+                                /* resp.head is d->prefix now (realloc above): freed with the connection. */
                                 c->error = "bad response from upstream: too many interim (1xx) responses";
                                 return -EBADMSG;
                         }
