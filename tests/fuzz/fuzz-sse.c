@@ -11,10 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "gateway/sse.h"
 #include "gateway/usage.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Responses larger than this add nothing the limits do not already cover. */
 #define FUZZ_MAX_INPUT (1u << 20)

@@ -100,6 +100,7 @@ struct name_entry {
         const char *name;
 };
 
+/* clang-format off */
 #define N(x) { x, #x }
 static const struct name_entry errno_names[] = {
         N(EPERM), N(ENOENT), N(ESRCH), N(EINTR), N(EIO), N(ENXIO), N(E2BIG), N(ENOEXEC),
@@ -127,6 +128,7 @@ static const struct name_entry signal_names[] = {
         N(SIGIO), N(SIGPWR), N(SIGSYS),
 };
 #undef N
+/* clang-format on */
 
 static const char *errno_name(int e)
 {

@@ -9,14 +9,6 @@
 
 require_root # to become another user for the test
 setup_dirs
-skip_all() {
-        if [[ "${AGENTJAIL_TEST_STRICT:-0}" == 1 ]]; then
-                echo "Bail out! $1 (AGENTJAIL_TEST_STRICT=1)"
-                exit 1
-        fi
-        echo "1..0 # SKIP $1"
-        exit 77
-}
 command -v setpriv >/dev/null || skip_all "setpriv (util-linux) is missing"
 
 NB="$TEST_TMP/nobody"

@@ -864,7 +864,7 @@ static uint64_t report_clock(void) { return report_clock_ns; }
 
 /* tool_result and tokens past logs.reports_per_sec: an error reply, nothing recorded, the
  * refusals counted in the next recorded report. */
-Test(broker, report_floods_are_rate_limited, .init = setup, .fini = teardown)
+Test(broker, report_floods_are_rate_limited)
 {
         report_clock_ns = 1000000000ull;
         aj_broker_set_clock(env.broker, report_clock);

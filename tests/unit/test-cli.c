@@ -132,8 +132,9 @@ Test(cli, tty_options)
         cr_assert_eq(aj_cli_parse_run(5, ARGV("run", "--no-tty", "-t", "--", "sh"), &o, &err), 0);
         cr_assert_eq(o.tty, AJ_TTY_ALWAYS);
         aj_cli_run_options_done(&o);
-        /* The command's own -t is not ours. */
-        cr_assert_eq(aj_cli_parse_run(4, ARGV("run", "ssh", "-t", "host"), &o, &err), 0);
+        /* The command's own -t is not ours. (o.argv points into argv: it must outlive the assertion.) */
+        char **ssh = ARGV("run", "ssh", "-t", "host");
+        cr_assert_eq(aj_cli_parse_run(4, ssh, &o, &err), 0);
         cr_assert_eq(o.tty, AJ_TTY_AUTO);
         cr_assert_str_eq(o.argv[1], "-t");
         aj_cli_run_options_done(&o);

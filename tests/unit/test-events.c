@@ -158,6 +158,7 @@ Test(state, run_and_runtime_dirs)
         char *mp = NULL;
         cr_assert_eq(aj_root_mountpoint(&p, &mp), 0);
         cr_assert_eq(access(mp, F_OK), 0);
+        free(mp);
         cr_assert_eq(aj_root_mountpoint(&p, &mp), 0, "the shared mount point may exist already");
 
         /* What a run leaves, plus something unexpected: all of it goes. */

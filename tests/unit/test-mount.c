@@ -1035,6 +1035,7 @@ Test(mount, sensitive_workspace_and_rw_binds_refused, PURE)
                   "%s", err);
         free(err);
         setup_free(&s);
+        aj_sensitive_list_done(&l);
 
         /* An rw bind that CONTAINS a generic place, and one inside agentjail's own. */
         sensitive_setup(&s, &l);
@@ -1055,6 +1056,7 @@ Test(mount, sensitive_workspace_and_rw_binds_refused, PURE)
                   "%s", err);
         free(err);
         setup_free(&s);
+        aj_sensitive_list_done(&l);
 
         /* The workspace (cwd) contains the state dir: never allowed, whatever the profile says. */
         sensitive_setup(&s, &l);

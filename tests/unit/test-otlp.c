@@ -44,7 +44,9 @@ Test(otlp, an_event_becomes_a_log_record)
         cr_expect_str_eq(json_string_value(json_object_get(json_array_get(arr, 1), "intValue")), "1");
         json_decref(rec);
         json_decref(ev);
-        cr_expect_null(aj_otlp_log_record(json_array() /* not an event */));
+        json_t *not_event = json_array();
+        cr_expect_null(aj_otlp_log_record(not_event));
+        json_decref(not_event);
 }
 
 Test(otlp, severities)
