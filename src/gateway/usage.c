@@ -347,7 +347,8 @@ static int body_append(AjLlmCall *c, const void *buf, size_t len)
                 c->body = b;
                 c->body_cap = cap;
         }
-        memcpy(c->body + c->body_len, buf, len);
+        if (len)
+                memcpy(c->body + c->body_len, buf, len);
         c->body_len += len;
         return 0;
 }

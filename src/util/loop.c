@@ -22,6 +22,7 @@ struct AjLoopIo {
         AjLoopIoFn fn;
         void *userdata;
         AjLoopIo *next_removed;
+        AjLoopIo *prev, *next; /* every source not yet freed, for aj_loop_free() */
 };
 
 struct AjLoop {
@@ -30,6 +31,7 @@ struct AjLoop {
         AjLoopTimer **heap; /* min-heap on deadline_ns */
         size_t n_heap, cap_heap;
         AjLoopIo *removed; /* freed after the batch that removed them */
+        AjLoopIo *all;     /* every source not yet freed */
         bool dispatching;
         uint64_t turn; /* aj_loop_dispatch() calls so far */
         bool no_pwait2; /* epoll_pwait2() is missing (before Linux 5.11): millisecond waits */
@@ -73,27 +75,39 @@ int aj_loop_new(AjLoop **ret)
         return 0;
 }
 
+static void io_unlink_free(AjLoop *l, AjLoopIo *io)
+{
+        if (io->prev)
+                io->prev->next = io->next;
+        else
+                l->all = io->next;
+        if (io->next)
+                io->next->prev = io->prev;
+        free(io);
+}
+
 static void free_removed(AjLoop *l)
 {
         while (l->removed) {
                 AjLoopIo *io = l->removed;
                 l->removed = io->next_removed;
-                free(io);
+                io_unlink_free(l, io);
         }
 }
 
-/* Registered sources still alive are the caller's leak; their memory is not reachable from
- * the loop (no list of them is kept), so only the removed ones are freed here. */
+/* Sources still registered are freed too (their fds are the caller's to close). */
 void aj_loop_free(AjLoop *l)
 {
         if (!l)
                 return;
+        while (l->all)
+                io_unlink_free(l, l->all);
+        l->removed = NULL;
         for (size_t i = 0; i < l->n_heap; i++) {
                 l->heap[i]->deadline_ns = 0;
                 l->heap[i]->heap_index = SIZE_MAX;
         }
         free(l->heap);
-        free_removed(l);
         if (l->timerfd >= 0)
                 close(l->timerfd);
         if (l->epfd >= 0)
@@ -125,6 +139,10 @@ int aj_loop_add_io(AjLoop *l, int fd, uint32_t events, AjLoopIoFn fn, void *user
                 free(io);
                 return r;
         }
+        io->next = l->all;
+        if (l->all)
+                l->all->prev = io;
+        l->all = io;
         if (ret)
                 *ret = io;
         return 0;

@@ -3,7 +3,7 @@
  * The supervisor's event loop: file descriptors with a callback each, and deadline timers,
  * on one epoll instance and one earliest-deadline heap. Single-threaded; nothing here logs.
  *
- * Sources are owned by the loop: aj_loop_io_remove() may be called from any callback
+ * Sources are owned by the loop (freed with it): aj_loop_io_remove() may be called from any callback
  * (also for a source whose event is later in the same batch: it is not called again), and
  * the memory is released after the batch. Timers are owned by their caller (embedded in
  * its struct, set up with aj_loop_timer_init()), and must be stopped before that memory is
