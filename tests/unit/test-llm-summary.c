@@ -246,3 +246,113 @@ Test(llm_summary, response_line_of_a_cut_unpriced_call)
                                "status=429 error=\"rate_limit_error: slow down\"");
         cr_assert_eq(aj_llm_response_format(json_null(), &text), -EINVAL);
 }
+
+/* ---- the verbs on a fixture run directory (no jail) ---- */
+
+static char root[64];
+
+/* A dead run 0123456789ab whose chain is the concatenation of fixtures. */
+static void make_fixture_run(const char *const *fixtures)
+{
+        snprintf(root, sizeof(root), "/tmp/aj-llm-XXXXXX");
+        cr_assert_not_null(mkdtemp(root));
+        char dir[256], path[300];
+        snprintf(dir, sizeof(dir), "%s/state/runs/0123456789ab", root);
+        cr_assert_eq(aj_mkdir_p(dir, 0750), 0);
+        snprintf(path, sizeof(path), "%s/runtime", root);
+        cr_assert_eq(aj_mkdir_p(path, 0711), 0);
+        cr_assert_eq(setenv("AGENTJAIL_RUNTIME_DIR", path, 1), 0);
+        snprintf(path, sizeof(path), "%s/state", root);
+        cr_assert_eq(setenv("AGENTJAIL_STATE_DIR", path, 1), 0);
+        static const char rec[] = "{\"id\":\"0123456789ab\",\"name\":\"llm\",\"started\":\"2026-12-04T21:00:00.000000000Z\","
+                                  "\"profile\":{\"name\":\"default\"},\"status\":\"exited\",\"supervisor_pid\":1}\n";
+        snprintf(path, sizeof(path), "%s/run.json", dir);
+        cr_assert_eq(aj_write_file_atomic(path, rec, strlen(rec), 0640), 0);
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        FILE *out = fopen(path, "we");
+        cr_assert_not_null(out);
+        for (size_t i = 0; fixtures[i]; i++) {
+                FILE *in = fopen(fixtures[i], "re");
+                cr_assert_not_null(in);
+                char buf[4096];
+                size_t n;
+                while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+                        cr_assert_eq(fwrite(buf, 1, n, out), n);
+                fclose(in);
+        }
+        cr_assert_eq(fclose(out), 0);
+}
+
+/* Run a verb with its stdout in a string (new). */
+static char *verb_output(int (*fn)(int, char **), char **argv, int argc, int *ret_rc)
+{
+        char path[128];
+        snprintf(path, sizeof(path), "%s/stdout", root);
+        fflush(stdout);
+        int saved = dup(STDOUT_FILENO), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        cr_assert_geq(saved, 0);
+        cr_assert_geq(fd, 0);
+        cr_assert_geq(dup2(fd, STDOUT_FILENO), 0);
+        close(fd);
+        *ret_rc = fn(argc, argv);
+        fflush(stdout);
+        cr_assert_geq(dup2(saved, STDOUT_FILENO), 0);
+        close(saved);
+        char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, &len), 0);
+        return text;
+}
+
+#define ARGV(...) ((char *[]){ __VA_ARGS__, NULL })
+#define ARGC(...) ((int)(sizeof((char *[]){ __VA_ARGS__ }) / sizeof(char *)))
+#define VERB_OUTPUT(fn, rc, ...) verb_output(fn, ARGV(__VA_ARGS__), ARGC(__VA_ARGS__), rc)
+
+static void remove_fixture_run(void)
+{
+        aj_rm_rf(root);
+}
+
+Test(llm_summary, inspect_and_logs_of_a_fixture_run, .fini = remove_fixture_run)
+{
+        make_fixture_run((const char *const[]){ FIXTURE("several-models.jsonl"), FIXTURE("under-reported.jsonl"), NULL });
+        int rc;
+        _cleanup_free_ char *json = VERB_OUTPUT(aj_cmd_inspect, &rc, "inspect", "0123456789ab", "--json");
+        cr_assert_eq(rc, 0);
+        json_auto_t *doc = json_loads(json, 0, NULL);
+        json_t *mc = json_object_get(doc, "model_calls");
+        cr_assert_str_eq(json_string_value(json_object_get(mc, "check")), "under-reported", "%s", json);
+        cr_assert_str_eq(json_string_value(json_object_get(mc, "verdict")),
+                         "self-reported 1200 tokens, measured 11250: under-reported");
+        cr_assert_eq(json_integer_value(json_object_get(json_object_get(mc, "measured"), "requests")), 6);
+        cr_assert_eq(json_array_size(json_object_get(json_object_get(mc, "measured"), "models")), 4);
+
+        _cleanup_free_ char *text = VERB_OUTPUT(aj_cmd_inspect, &rc, "inspect", "0123456789ab");
+        cr_assert_eq(rc, 0);
+        cr_assert(strstr(text, "model calls measured by the LLM gateway:\n"), "%s", text);
+        cr_assert(strstr(text, "  openai       o3                                    1        100       900         0"
+                               "         0       800   $0.007400\n"),
+                  "%s", text);
+        cr_assert(strstr(text, "  total                                              6       9600      1650"), "%s", text);
+        cr_assert(strstr(text, "  WARNING: self-reported 1200 tokens, measured 11250: under-reported\n"), "%s", text);
+
+        _cleanup_free_ char *logs = VERB_OUTPUT(aj_cmd_logs, &rc, "logs", "0123456789ab", "--type", "llm");
+        cr_assert_eq(rc, 0);
+        size_t lines = 0;
+        for (const char *p = logs; (p = strchr(p, '\n')); p++)
+                lines++;
+        cr_assert_eq(lines, 6, "the six model calls, not the tokens report nor run.start: %s", logs);
+        cr_assert(strstr(logs, " llm.response       openai o3 in=100 out=900 reasoning=800 $0.007400 latency=812ms "
+                               "ttfb=95ms stop=completed call=llm-5\n"),
+                  "%s", logs);
+}
+
+Test(llm_summary, inspect_of_a_run_without_model_calls, .fini = remove_fixture_run)
+{
+        make_fixture_run((const char *const[]){ FIXTURE("none.jsonl"), NULL });
+        int rc;
+        _cleanup_free_ char *text = VERB_OUTPUT(aj_cmd_inspect, &rc, "inspect", "0123456789ab");
+        cr_assert_eq(rc, 0);
+        cr_assert(strstr(text, "model calls none (no calls through the LLM gateway, no self-reported tokens)\n"), "%s",
+                  text);
+}
