@@ -109,12 +109,18 @@ static const char *json_body, *sse_body;
 static size_t json_len, sse_len;
 static unsigned gap_us = 500;
 
-static int send_chunk(int fd, const char *data, size_t len)
+/* One chunk in one write, as a server flushing an event does. */
+static int send_chunk(int fd, const char *data, size_t len, bool last)
 {
-        char size[32];
-        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
-        return write_all(fd, size, (size_t)n) < 0 || write_all(fd, data, len) < 0 || write_all(fd, "\r\n", 2) < 0 ? -1
-                                                                                                                 : 0;
+        char *msg = malloc(len + 64);
+        if (!msg)
+                return -1;
+        int n = snprintf(msg, 64, "%zx\r\n", len);
+        memcpy(msg + n, data, len);
+        memcpy(msg + n + len, last ? "\r\n0\r\n\r\n" : "\r\n", last ? 7 : 2);
+        int r = write_all(fd, msg, (size_t)n + len + (last ? 7 : 2));
+        free(msg);
+        return r;
 }
 
 static int answer(int fd, bool stream)
@@ -138,13 +144,13 @@ static int answer(int fd, bool stream)
                                              "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n");
         const char *split = strstr(sse_body, "\n\n");
         size_t first = split ? (size_t)(split - sse_body) + 2 : sse_len;
-        if (write_all(fd, head, (size_t)n) < 0 || send_chunk(fd, sse_body, first) < 0)
+        if (write_all(fd, head, (size_t)n) < 0 || send_chunk(fd, sse_body, first, first == sse_len) < 0)
                 return -1;
+        if (first == sse_len)
+                return 0;
         if (gap_us)
                 usleep(gap_us);
-        if (first < sse_len && send_chunk(fd, sse_body + first, sse_len - first) < 0)
-                return -1;
-        return write_all(fd, "0\r\n\r\n", 5);
+        return send_chunk(fd, sse_body + first, sse_len - first, true);
 }
 
 static void *serve_conn(void *arg)
