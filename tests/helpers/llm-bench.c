@@ -3,17 +3,19 @@
  * The LLM gateway benchmark's two ends (scripts/bench --only gateway), so that the
  * figures measure the gateway and not an interpreter:
  *
- *   llm-bench serve --json FILE --sse FILE [--gap-us N]
+ *   llm-bench serve --json FILE --sse FILE [--gap-us N] [--cert PEM --key PEM]
  *       A fake provider on 127.0.0.1 (the port is printed): HTTP/1.1 keep-alive, one
- *       thread per connection. A request whose body asks for "stream": true gets the
+ *       thread per connection, over TLS (OpenSSL) with --cert and --key. A request whose body asks for "stream": true gets the
  *       SSE file, chunked: the first event at once, the rest N us later (default 500,
  *       so that the time to first byte is not the whole response); any other request
  *       gets the JSON file with a Content-Length.
  *
- *   llm-bench latency --direct PORT --gateway PORT --prefix /anthropic [-n N] [--warmup N]
+ *   llm-bench latency --direct PORT [--direct-prefix P] --gateway PORT --prefix P [-n N] [--warmup N]
  *       One keep-alive connection to the provider and one through the gateway, requests
  *       alternating between them (so load that comes and goes is shared): non-streaming
  *       latency, then streaming time to first body byte. Prints one JSON object (us).
+ *       (With --direct-prefix, "direct" is another route of the gateway: plain HTTP to
+ *       the provider against TLS, say.)
  *
  *   llm-bench rate --port PORT [--prefix P] [-c CONNS] [--seconds S] [--stream]
  *       CONNS keep-alive connections (a thread each) sending requests back to back for
@@ -23,6 +25,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -56,7 +60,7 @@ static void die(const char *what)
         exit(1);
 }
 
-static int write_all(int fd, const char *buf, size_t len)
+static int write_all_fd(int fd, const char *buf, size_t len)
 {
         while (len) {
                 ssize_t n = write(fd, buf, len);
@@ -69,6 +73,35 @@ static int write_all(int fd, const char *buf, size_t len)
         }
         return 0;
 }
+
+/* A server connection: a socket, or TLS over it. */
+typedef struct {
+        int fd;
+        SSL *ssl;
+} Io;
+
+static ssize_t io_read(Io *io, char *buf, size_t len)
+{
+        if (!io->ssl)
+                return read(io->fd, buf, len);
+        int n = SSL_read(io->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+        return n > 0 ? n : 0;
+}
+
+static int io_write_all(Io *io, const char *buf, size_t len)
+{
+        if (!io->ssl)
+                return write_all_fd(io->fd, buf, len);
+        while (len) {
+                int n = SSL_write(io->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+                if (n <= 0)
+                        return -1;
+                buf += n;
+                len -= (size_t)n;
+        }
+        return 0;
+}
+
 
 static char *read_file(const char *path, size_t *ret_len)
 {
@@ -108,9 +141,10 @@ static const char *header(const char *head, size_t len, const char *name)
 static const char *json_body, *sse_body;
 static size_t json_len, sse_len;
 static unsigned gap_us = 500;
+static SSL_CTX *tls; /* --cert, --key */
 
 /* One chunk in one write, as a server flushing an event does. */
-static int send_chunk(int fd, const char *data, size_t len, bool last)
+static int send_chunk(Io *fd, const char *data, size_t len, bool last)
 {
         char *msg = malloc(len + 64);
         if (!msg)
@@ -118,12 +152,12 @@ static int send_chunk(int fd, const char *data, size_t len, bool last)
         int n = snprintf(msg, 64, "%zx\r\n", len);
         memcpy(msg + n, data, len);
         memcpy(msg + n + len, last ? "\r\n0\r\n\r\n" : "\r\n", last ? 7 : 2);
-        int r = write_all(fd, msg, (size_t)n + len + (last ? 7 : 2));
+        int r = io_write_all(fd, msg, (size_t)n + len + (last ? 7 : 2));
         free(msg);
         return r;
 }
 
-static int answer(int fd, bool stream)
+static int answer(Io *fd, bool stream)
 {
         char head[256];
         if (!stream) {
@@ -136,7 +170,7 @@ static int answer(int fd, bool stream)
                         return -1;
                 memcpy(msg, head, (size_t)n);
                 memcpy(msg + n, json_body, json_len);
-                int r = write_all(fd, msg, (size_t)n + json_len);
+                int r = io_write_all(fd, msg, (size_t)n + json_len);
                 free(msg);
                 return r;
         }
@@ -144,7 +178,7 @@ static int answer(int fd, bool stream)
                                              "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n");
         const char *split = strstr(sse_body, "\n\n");
         size_t first = split ? (size_t)(split - sse_body) + 2 : sse_len;
-        if (write_all(fd, head, (size_t)n) < 0 || send_chunk(fd, sse_body, first, first == sse_len) < 0)
+        if (io_write_all(fd, head, (size_t)n) < 0 || send_chunk(fd, sse_body, first, first == sse_len) < 0)
                 return -1;
         if (first == sse_len)
                 return 0;
@@ -155,16 +189,20 @@ static int answer(int fd, bool stream)
 
 static void *serve_conn(void *arg)
 {
-        int fd = (int)(intptr_t)arg;
+        Io io = { .fd = (int)(intptr_t)arg };
         char *buf = malloc(MAX_MSG);
         size_t have = 0;
+        if (tls && (!(io.ssl = SSL_new(tls)) || SSL_set_fd(io.ssl, io.fd) != 1 || SSL_accept(io.ssl) != 1)) {
+                free(buf);
+                buf = NULL;
+        }
         while (buf) {
                 size_t h = head_end(buf, have);
                 const char *cl = h ? header(buf, h, "content-length") : NULL;
                 size_t body = cl ? strtoul(cl, NULL, 10) : 0;
                 if (h && have >= h + body) {
                         bool stream = memmem(buf + h, body, "\"stream\":true", 13) != NULL;
-                        if (answer(fd, stream) < 0)
+                        if (answer(&io, stream) < 0)
                                 break;
                         memmove(buf, buf + h + body, have - h - body);
                         have -= h + body;
@@ -172,7 +210,7 @@ static void *serve_conn(void *arg)
                 }
                 if (have == MAX_MSG)
                         break;
-                ssize_t n = read(fd, buf + have, MAX_MSG - have);
+                ssize_t n = io_read(&io, buf + have, MAX_MSG - have);
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n <= 0)
@@ -180,7 +218,10 @@ static void *serve_conn(void *arg)
                 have += (size_t)n;
         }
         free(buf);
-        close(fd);
+        if (io.ssl)
+                SSL_shutdown(io.ssl);
+        SSL_free(io.ssl);
+        close(io.fd);
         return NULL;
 }
 
@@ -265,7 +306,7 @@ static int chunked_done(const char *p, size_t len)
 static int exchange(Client *c, uint64_t *ret_ttfb, uint64_t *ret_total)
 {
         uint64_t t0 = now_ns(), ttfb = 0;
-        if (write_all(c->fd, c->req, c->req_len) < 0)
+        if (write_all_fd(c->fd, c->req, c->req_len) < 0)
                 return -1;
         size_t have = 0;
         for (;;) {
@@ -326,13 +367,14 @@ static void alternate(Client *d, Client *g, size_t n, size_t warmup, bool ttfb, 
         }
 }
 
-static int latency(unsigned direct, unsigned gateway, const char *prefix, size_t n, size_t warmup)
+static int latency(unsigned direct, const char *direct_prefix, unsigned gateway, const char *prefix, size_t n,
+                   size_t warmup)
 {
         uint64_t *vd = calloc(n, sizeof(uint64_t)), *vg = calloc(n, sizeof(uint64_t));
         if (!vd || !vg)
                 die("calloc");
         Client d, g;
-        client_open(&d, direct, "", false);
+        client_open(&d, direct, direct_prefix, false);
         client_open(&g, gateway, prefix, false);
         alternate(&d, &g, n, warmup, false, vd, vg);
         double d50 = quantile_us(vd, n, 0.5), d99 = quantile_us(vd, n, 0.99);
@@ -341,7 +383,7 @@ static int latency(unsigned direct, unsigned gateway, const char *prefix, size_t
         close(g.fd);
         free(d.buf);
         free(g.buf);
-        client_open(&d, direct, "", true);
+        client_open(&d, direct, direct_prefix, true);
         client_open(&g, gateway, prefix, true);
         alternate(&d, &g, n, warmup, true, vd, vg);
         double sd50 = quantile_us(vd, n, 0.5), sd99 = quantile_us(vd, n, 0.99);
@@ -408,8 +450,9 @@ static int rate(unsigned port, const char *prefix, unsigned conns, double second
 
 static void usage(void)
 {
-        fprintf(stderr, "usage: llm-bench serve --json FILE --sse FILE [--gap-us N]\n"
-                        "       llm-bench latency --direct PORT --gateway PORT --prefix P [-n N] [--warmup N]\n"
+        fprintf(stderr, "usage: llm-bench serve --json FILE --sse FILE [--gap-us N] [--cert PEM --key PEM]\n"
+                        "       llm-bench latency --direct PORT [--direct-prefix P] --gateway PORT --prefix P "
+                        "[-n N] [--warmup N]\n"
                         "       llm-bench rate --port PORT [--prefix P] [-c N] [--seconds S] [--stream]\n");
         exit(2);
 }
@@ -419,7 +462,8 @@ int main(int argc, char **argv)
         if (argc < 2)
                 usage();
         signal(SIGPIPE, SIG_IGN);
-        const char *mode = argv[1], *prefix = "", *json_path = NULL, *sse_path = NULL;
+        const char *mode = argv[1], *prefix = "", *direct_prefix = "", *json_path = NULL, *sse_path = NULL;
+        const char *cert = NULL, *key = NULL;
         unsigned direct = 0, gateway = 0, port = 0, conns = 1;
         size_t n = 2000, warmup = 200;
         double seconds = 2;
@@ -447,6 +491,12 @@ int main(int argc, char **argv)
                         port = (unsigned)strtoul(v, NULL, 10);
                 else if (strcmp(o, "--prefix") == 0)
                         prefix = v;
+                else if (strcmp(o, "--direct-prefix") == 0)
+                        direct_prefix = v;
+                else if (strcmp(o, "--cert") == 0)
+                        cert = v;
+                else if (strcmp(o, "--key") == 0)
+                        key = v;
                 else if (strcmp(o, "-n") == 0)
                         n = strtoul(v, NULL, 10);
                 else if (strcmp(o, "--warmup") == 0)
@@ -461,10 +511,18 @@ int main(int argc, char **argv)
         if (strcmp(mode, "serve") == 0 && json_path && sse_path) {
                 json_body = read_file(json_path, &json_len);
                 sse_body = read_file(sse_path, &sse_len);
+                if (cert || key) {
+                        tls = SSL_CTX_new(TLS_server_method());
+                        if (!tls || !cert || !key || SSL_CTX_use_certificate_chain_file(tls, cert) != 1 ||
+                            SSL_CTX_use_PrivateKey_file(tls, key, SSL_FILETYPE_PEM) != 1) {
+                                ERR_print_errors_fp(stderr);
+                                return 1;
+                        }
+                }
                 serve();
         }
         if (strcmp(mode, "latency") == 0 && direct && gateway && n > 0)
-                return latency(direct, gateway, prefix, n, warmup);
+                return latency(direct, direct_prefix, gateway, prefix, n, warmup);
         if (strcmp(mode, "rate") == 0 && port && conns > 0 && conns <= 256)
                 return rate(port, prefix, conns, seconds, stream);
         usage();
