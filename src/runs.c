@@ -14,6 +14,7 @@
 
 #include "control.h"
 #include "events.h"
+#include "llm-summary.h"
 #include "runs.h"
 #include "util/fd.h"
 #include "util/parse.h"
@@ -493,6 +494,17 @@ int aj_event_format(json_t *ev, char **ret)
                 return -ENOMEM;
         len = (size_t)snprintf(buf, cap, "%s %5lld %-18.64s", when,
                                json_is_integer(seq) ? (long long)json_integer_value(seq) : 0LL, type ? type : "?");
+        _cleanup_free_ char *llm = NULL;
+        if (type && streq(type, "llm.response") && aj_llm_response_format(ev, &llm) >= 0) {
+                /* A model call reads better in a fixed order, with units. */
+                char *line = NULL;
+                int n = asprintf(&line, "%s %s", buf, llm);
+                free(buf);
+                if (n < 0)
+                        return -ENOMEM;
+                *ret = line;
+                return 0;
+        }
         for (size_t i = 0; first[i]; i++) {
                 json_t *v = json_object_get(ev, first[i]);
                 if (v)

@@ -2,15 +2,18 @@
 /* `agentjail inspect`: one run's caps and usage, processes, pending calls, last events. */
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/verb.h"
 #include "cli/verbs.h"
+#include "llm-summary.h"
 #include "util/parse.h"
 
 #define INSPECT_USAGE "agentjail inspect RUN [--json]"
 #define INSPECT_HELP                                                                                                   \
-        "A run's caps and usage, processes (live runs), pending calls, last events,\n"                                  \
+        "A run's caps and usage, model calls (measured by the LLM gateway, beside the\n"                               \
+        "agent's self-reported tokens), processes (live runs), pending calls, last events,\n"                         \
         "exit, and quarantine/incident summary."
 #define INSPECT_EVENTS 10
 
@@ -27,6 +30,18 @@ static json_t *incident_summary(const AjRun *run)
                         json_object_set(s, keys[i], v);
         }
         return s;
+}
+
+/* Model calls from the chain (live or ended alike): measured beside self-reported. */
+static json_t *model_calls(const AjRun *run)
+{
+        char path[PATH_MAX];
+        AjLlmSummary *s = NULL;
+        if (aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0 || aj_llm_summary_read(path, &s) < 0)
+                return json_null();
+        json_t *o = aj_llm_summary_json(s);
+        free(s);
+        return o ?: json_null();
 }
 
 static json_t *inspect_doc(AjRun *run, const char *state)
@@ -65,6 +80,7 @@ static json_t *inspect_doc(AjRun *run, const char *state)
         json_t *q = json_object_get(live, "quarantine") ?: r->shown.quarantine;
         json_object_set(doc, "quarantine", q ?: json_null());
         json_object_set_new(doc, "incident", incident_summary(run));
+        json_object_set_new(doc, "model_calls", model_calls(run));
         if (run->live && !live)
                 json_object_set_new(doc, "live_error", json_string(strerror(-run->probe_error)));
         return doc;
@@ -214,10 +230,94 @@ static void print_pending(json_t *doc)
         }
 }
 
+static unsigned long long jcount(json_t *o, const char *key)
+{
+        return (unsigned long long)json_integer_value(json_object_get(o, key));
+}
+
+/* "$0.012345" right-aligned in 11 columns. */
+static const char *cost_text(json_t *o, char *buf, size_t len)
+{
+        char c[32];
+        snprintf(c, sizeof(c), "$%.6f", json_number_value(json_object_get(o, "cost_usd")));
+        snprintf(buf, len, "%11s", c);
+        return buf;
+}
+
+/* One row of the measured table: provider and model, or "total" across both. */
+static void print_measured_row(json_t *row, const char *total)
+{
+        char cost[32];
+        if (total)
+                printf("  %-45s", total);
+        else
+                printf("  %-12.64s %-32.128s", cli_jstr(row, "provider") ?: "?", cli_jstr(row, "model") ?: "?");
+        printf(" %6llu %10llu %9llu %9llu %9llu %9llu %s\n", jcount(row, "requests"), jcount(row, "input_tokens"),
+               jcount(row, "output_tokens"), jcount(row, "cache_read_tokens"), jcount(row, "cache_write_tokens"),
+               jcount(row, "reasoning_tokens"), cost_text(row, cost, sizeof(cost)));
+}
+
+static void print_measured(json_t *m)
+{
+        json_t *models = json_object_get(m, "models");
+        puts("model calls measured by the LLM gateway:");
+        printf("  %-12s %-32s %6s %10s %9s %9s %9s %9s %11s\n", "PROVIDER", "MODEL", "REQS", "INPUT", "OUTPUT",
+               "CACHE-RD", "CACHE-WR", "REASONING", "COST");
+        size_t i;
+        json_t *row;
+        json_array_foreach(models, i, row)
+                print_measured_row(row, NULL);
+        if (json_array_size(models) > 1)
+                print_measured_row(m, "total");
+        if (jcount(m, "failed") || jcount(m, "estimated") || jcount(m, "unpriced"))
+                printf("  (%llu did not complete, %llu charged on an estimate, %llu without a price)\n",
+                       jcount(m, "failed"), jcount(m, "estimated"), jcount(m, "unpriced"));
+}
+
+static void print_reported_row(json_t *row, const char *total)
+{
+        char cost[32];
+        printf("  %-45.128s %6llu %10llu %9llu %9llu %s\n", total ?: cli_jstr(row, "model") ?: "?",
+               jcount(row, "reports"), jcount(row, "input_tokens"), jcount(row, "output_tokens"),
+               jcount(row, "cache_read_tokens"), cost_text(row, cost, sizeof(cost)));
+}
+
+static void print_reported(json_t *r)
+{
+        json_t *models = json_object_get(r, "models");
+        puts("self-reported by the agent (agentjail meter tokens):");
+        printf("  %-45s %6s %10s %9s %9s %11s\n", "MODEL", "REPORTS", "INPUT", "OUTPUT", "CACHE-RD", "COST");
+        size_t i;
+        json_t *row;
+        json_array_foreach(models, i, row)
+                print_reported_row(row, NULL);
+        if (json_array_size(models) > 1)
+                print_reported_row(r, "total");
+}
+
+static void print_model_calls(json_t *doc)
+{
+        json_t *mc = json_object_get(doc, "model_calls");
+        if (!json_is_object(mc))
+                return;
+        const char *check = cli_jstr(mc, "check") ?: "?";
+        if (streq(check, "none")) {
+                puts("model calls none (no calls through the LLM gateway, no self-reported tokens)");
+                return;
+        }
+        json_t *m = json_object_get(mc, "measured"), *r = json_object_get(mc, "self_reported");
+        if (jcount(m, "requests"))
+                print_measured(m);
+        if (jcount(r, "reports"))
+                print_reported(r);
+        printf("  %s%s\n", streq(check, "under-reported") ? "WARNING: " : "", cli_jstr(mc, "verdict") ?: "?");
+}
+
 static void print_inspect(json_t *doc, AjRun *run)
 {
         print_summary(doc, run);
         print_records(doc, run);
+        print_model_calls(doc);
         print_processes(doc);
         print_pending(doc);
         puts("last events:");

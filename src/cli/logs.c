@@ -25,7 +25,8 @@
         "  -f, --follow       keep printing new events until the run exits (or Ctrl-C)\n" \
         "  --json             the raw JSON lines of events.jsonl\n" \
         "  -t, --type PREFIX  only events whose type is PREFIX or starts with PREFIX.\n" \
-        "                     (\"net\" matches net.connect; \"tool.re\" matches tool.request)\n" \
+        "                     (\"net\" matches net.connect; \"tool.re\" matches tool.request;\n" \
+        "                     \"llm\" the model calls: llm.request and llm.response)\n" \
         "  --verify           check the chain instead of printing it: every event's \"prev\" is\n" \
         "                     the sha256 of the line before, and the run's end matches run.json's\n" \
         "                     anchor; exit 0 intact, 1 changed, removed or added events\n" \

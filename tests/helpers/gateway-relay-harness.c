@@ -9,9 +9,12 @@
  *   x-test-filter: upper   (with --filter) the body is forwarded upper-cased
  *   x-test-filter: hold    (with --filter) the body is held back until its end
  * Each finished call is a line in the --log file: "id=N provider=P outcome=O status=S".
+ * With --meter 1 each call is also metered as the supervisor meters it (the request
+ * body and the response read by src/gateway/usage.h, the event's fields built and
+ * serialized), for scripts/bench --only gateway; the log line gets "tokens=IN/OUT".
  *
  * gateway-relay-harness --port-file F --log F [--max-body N] [--max-connections N]
- *     [--filter 1] [--response-timeout-ms N] --provider name,api,url,key[,ca_file] ...
+ *     [--filter 1] [--meter 1] [--response-timeout-ms N] --provider name,api,url,key[,ca_file] ...
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -24,7 +27,10 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include <jansson.h>
+
 #include "gateway/gateway.h"
+#include "gateway/usage.h"
 
 typedef struct {
         char filter[8];
@@ -33,9 +39,11 @@ typedef struct {
         uint64_t cut_after; /* 0: never */
         uint64_t seen;
         unsigned status;
+        AjLlmCall *llm; /* --meter */
 } CallState;
 
 static FILE *logf_;
+static bool meter;
 static volatile sig_atomic_t stop;
 
 static void on_signal(int sig)
@@ -72,6 +80,10 @@ static void on_request(void *u, AjGatewayCall *call, const AjGatewayRequest *req
         }
         if (!s)
                 return;
+        AjLlmApi api;
+        const char *api_name = call->provider->api == AJ_GATEWAY_API_OPENAI ? "openai" : "anthropic";
+        if (meter && aj_llm_api_from_path(api_name, call->path, &api) == 0 && aj_llm_call_new(api, &s->llm) == 0)
+                (void)aj_llm_call_request(s->llm, req->body, req->body_len);
         has_header(req, "x-test-cut-after", &s->cut_after);
         const AjGwHeader *f = aj_gw_header_find(req->headers, req->n_headers, "x-test-filter");
         if (f)
@@ -106,8 +118,16 @@ static void filter(void *u, AjGatewayCall *call, const char *buf, size_t n, bool
 static void on_head(void *u, AjGatewayCall *call, unsigned status, const AjGwHeader *h, size_t n)
 {
         CallState *s = call->data;
-        if (s)
-                s->status = status;
+        if (!s)
+                return;
+        s->status = status;
+        if (s->llm) {
+                const AjGwHeader *ct = aj_gw_header_find(h, n, "content-type");
+                char type[128] = "";
+                if (ct)
+                        snprintf(type, sizeof(type), "%.*s", (int)ct->value_len, ct->value);
+                aj_llm_call_response_start(s->llm, (int)status, ct ? type : NULL);
+        }
 }
 
 static AjGatewayFlow on_bytes(void *u, AjGatewayCall *call, const char *buf, size_t n)
@@ -116,6 +136,8 @@ static AjGatewayFlow on_bytes(void *u, AjGatewayCall *call, const char *buf, siz
         if (!s)
                 return AJ_GATEWAY_CONTINUE;
         s->seen += n;
+        if (s->llm)
+                (void)aj_llm_call_response_data(s->llm, buf, n);
         return s->cut_after && s->seen > s->cut_after ? AJ_GATEWAY_CUT : AJ_GATEWAY_CONTINUE;
 }
 
@@ -123,8 +145,21 @@ static void on_done(void *u, AjGatewayCall *call, AjGatewayOutcome outcome, uint
 {
         static const char *const names[] = { "completed", "cut", "failed", "refused" };
         CallState *s = call->data;
-        fprintf(logf_, "id=%llu provider=%s outcome=%s status=%u path=%s\n", (unsigned long long)call->id,
-                call->provider->name, names[outcome], s ? s->status : 0, call->path);
+        char tokens[64] = "";
+        if (s && s->llm) {
+                aj_llm_call_response_end(s->llm);
+                json_t *ev = aj_llm_call_to_json(s->llm);
+                char *text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+                AjLlmCharge ch;
+                aj_llm_call_charge(s->llm, &ch);
+                snprintf(tokens, sizeof(tokens), " tokens=%llu/%llu", (unsigned long long)ch.input,
+                         (unsigned long long)ch.output);
+                free(text);
+                json_decref(ev);
+                aj_llm_call_free(s->llm);
+        }
+        fprintf(logf_, "id=%llu provider=%s outcome=%s status=%u path=%s%s\n", (unsigned long long)call->id,
+                call->provider->name, names[outcome], s ? s->status : 0, call->path, tokens);
         fflush(logf_);
         if (s)
                 free(s->held);
@@ -175,6 +210,8 @@ int main(int argc, char **argv)
                         opts.response_timeout_ms = strtoull(argv[i + 1], NULL, 10);
                 else if (strcmp(argv[i], "--filter") == 0)
                         use_filter = true;
+                else if (strcmp(argv[i], "--meter") == 0)
+                        meter = true;
                 else if (strcmp(argv[i], "--max-connections") == 0)
                         opts.max_connections = (unsigned)strtoul(argv[i + 1], NULL, 10);
                 else if (strcmp(argv[i], "--provider") == 0 && n < 8 && parse_provider(argv[i + 1], &providers[n]) == 0)
