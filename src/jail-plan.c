@@ -324,10 +324,11 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
 
 static int plan_runtime_dir(Run *run)
 {
-        _cleanup_free_ char *rt = NULL, *rt_err = NULL;
+        _cleanup_free_ char *rt = NULL;
+        _cleanup_(aj_error_clear) AjError rt_err = {};
         int r = aj_runtime_root_prepare(&run->paths, &rt_err);
         if (r < 0) {
-                aj_error("%s", rt_err ? rt_err : strerror(-r));
+                aj_error("%s", aj_error_text(&rt_err, r));
                 return r;
         }
         r = aj_runtime_dir_create(&run->paths, run->id, &rt);
