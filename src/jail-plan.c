@@ -227,12 +227,12 @@ static int make_overlay_dirs(Run *run)
 /* -ENOENT (no table: only the profile's prices apply) is a warning, other errors say why. */
 static int load_price_table(void *userdata, AjPriceTable **ret)
 {
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_price_table_load_default(ret, &err);
         if (r == -ENOENT)
-                aj_warning("No price table: %s; only the profile's prices apply", err ?: "not found");
+                aj_warning("No price table: %s; only the profile's prices apply", aj_error_text(&err, r));
         else if (r < 0)
-                aj_error("Cannot read the price table: %s", err ?: strerror(-r));
+                aj_error("Cannot read the price table: %s", aj_error_text(&err, r));
         return r;
 }
 

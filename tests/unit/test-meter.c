@@ -164,8 +164,8 @@ static AjPriceTable *table(void)
                         "\"claude-sonnet-4-5\": {\"input\": 3, \"output\": 15, \"cache_read\": 0.3, \"cache_write\": 3.75},"
                         "\"gpt-4o\": {\"input\": 2.5, \"output\": 10, \"cache_read\": 1.25}}}";
         AjPriceTable *pt = NULL;
-        char *err = NULL;
-        cr_assert_eq(aj_price_table_parse(t, strlen(t), "test", &pt, &err), 0, "%s", err ?: "");
+        AjError err = {};
+        cr_assert_eq(aj_price_table_parse(t, strlen(t), "test", &pt, &err), 0, "%s", aj_error_text(&err, 0));
         return pt;
 }
 
