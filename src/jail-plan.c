@@ -243,7 +243,7 @@ static int setup_meter_and_broker(Run *run)
         aj_meter_caps_from_profile(p, &caps);
         run->wall_cap_ns = p->meters.wall_ns;
         for (char **c = run->opts->caps; c && *c; c++) {
-                _cleanup_free_ char *err = NULL;
+                _cleanup_(aj_error_clear) AjError err = {};
                 if (strncmp(*c, "wall=", 5) == 0) {
                         /* The wall cap is the supervisor's timer, not the broker's meter. */
                         uint64_t d = 0;
@@ -256,7 +256,7 @@ static int setup_meter_and_broker(Run *run)
                 }
                 int r = aj_meter_apply_cap_arg(&caps, *c, &err);
                 if (r < 0) {
-                        aj_error("--cap: %s", err ? err : strerror(-r));
+                        aj_error("--cap: %s", aj_error_text(&err, r));
                         return r;
                 }
         }

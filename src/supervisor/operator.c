@@ -25,13 +25,11 @@ static int op_freeze(void *userdata, const char *reason)
         return aj_sup_breach_freeze(&run->breach, "operator", reason);
 }
 
-int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, char **ret_error)
+int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, AjError *ret_error)
 {
         if (raise && json_object_size(raise) > 0) {
-                if (!meter) {
-                        *ret_error = strdup("this run has no meters to raise");
-                        return -EINVAL;
-                }
+                if (!meter)
+                        return aj_error_set(ret_error, -EINVAL, "this run has no meters to raise");
                 /* "wall" and "log_bytes" are the supervisor's; the rest is the meter's. All or nothing. */
                 _cleanup_(json_decrefp) json_t *rest = json_deep_copy(raise);
                 json_t *wall = json_object_get(raise, "wall"), *log_bytes = json_object_get(raise, "log_bytes");
@@ -46,10 +44,9 @@ int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *rais
                 }
                 if (wall) {
                         json_object_del(rest, "wall");
-                        if (!json_is_string(wall)) {
-                                *ret_error = strdup("wall: expected a duration string such as \"+10m\"");
-                                return -EINVAL;
-                        }
+                        if (!json_is_string(wall))
+                                return aj_error_set(ret_error, -EINVAL,
+                                                    "wall: expected a duration string such as \"+10m\"");
                         int r = aj_sup_wall_raise(w, json_string_value(wall), &saved, ret_error);
                         if (r < 0)
                                 return r;
@@ -70,7 +67,7 @@ int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *rais
         return aj_sup_breach_thaw(b, "operator");
 }
 
-static int op_thaw(void *userdata, json_t *raise, char **ret_error)
+static int op_thaw(void *userdata, json_t *raise, AjError *ret_error)
 {
         Run *run = userdata;
         return aj_sup_thaw_raise(&run->breach, &run->wall, run->meter, raise, ret_error);

@@ -42,16 +42,14 @@ static int fake_freeze(void *ud, const char *reason)
         return f->freezes > 1 ? -EALREADY : 0;
 }
 
-static int fake_thaw(void *ud, json_t *raise, char **ret_error)
+static int fake_thaw(void *ud, json_t *raise, AjError *ret_error)
 {
         Fake *f = ud;
         f->thaws++;
         json_decref(f->raise);
         f->raise = raise ? json_deep_copy(raise) : NULL;
-        if (json_object_get(raise, "bogus")) {
-                *ret_error = strdup("bogus: unknown cap");
-                return -EINVAL;
-        }
+        if (json_object_get(raise, "bogus"))
+                return aj_error_set(ret_error, -EINVAL, "bogus: unknown cap");
         return 0;
 }
 
