@@ -58,5 +58,5 @@ typedef struct {
         /* Approve or deny a tool call held for approval (src/broker.h, aj_broker_decide);
          * `peer` is the operator's uid (SO_PEERCRED). On success *ret_result is the call. */
         int (*decide)(void *userdata, const char *call_id, bool approve, const char *digest, const char *reason,
-                      uid_t peer, json_t **ret_result, char **ret_error);
+                      uid_t peer, json_t **ret_result, AjError *ret_error);
 } AjControlOps;

@@ -169,14 +169,11 @@ static void operator_name(uid_t uid, char *buf, size_t size)
 }
 
 static int op_decide(void *userdata, const char *call_id, bool approve, const char *digest, const char *reason,
-                     uid_t peer, json_t **ret_result, char **ret_error)
+                     uid_t peer, json_t **ret_result, AjError *ret_error)
 {
         Run *run = userdata;
-        if (!run->broker) {
-                if (asprintf(ret_error, "the run's command has exited: no call is awaiting approval") < 0)
-                        *ret_error = NULL;
-                return -ENOENT;
-        }
+        if (!run->broker)
+                return aj_error_set(ret_error, -ENOENT, "the run's command has exited: no call is awaiting approval");
         char by[128];
         operator_name(peer, by, sizeof(by));
         return aj_broker_decide(run->broker, call_id, approve, digest, by, reason, ret_result, ret_error);

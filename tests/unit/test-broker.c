@@ -589,7 +589,7 @@ Test(approvals, held_until_approved_then_in_flight_until_its_result)
         cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0, "held: reserved, not counted");
 
         json_t *call = NULL;
-        char *err = NULL;
+        AjError err = {};
         cr_assert_eq(aj_broker_decide(env.broker, "r1", true, NULL, "alice", NULL, &call, &err), 0);
         cr_expect_str_eq(str(call, "decision", NULL), "approved");
         cr_expect_str_eq(str(call, "gen_ai.tool.name", NULL), "refund.issue");
@@ -611,8 +611,8 @@ Test(approvals, held_until_approved_then_in_flight_until_its_result)
 
         /* Single use: it is no longer awaiting a decision. */
         cr_expect_eq(aj_broker_decide(env.broker, "r1", true, NULL, "alice", NULL, NULL, &err), -ENOENT);
-        cr_expect(strstr(err, "no call \"r1\" is awaiting approval") != NULL, "%s", err);
-        free(err);
+        cr_expect(strstr(err.message, "no call \"r1\" is awaiting approval") != NULL, "%s", err.message);
+        aj_error_clear(&err);
         json_decref(request(fd, "{\"id\": 9, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"r1\", "
                                 "\"status\": \"ok\"}\n"));
         cr_expect_null(in_flight_call("r1"));
@@ -671,11 +671,11 @@ Test(approvals, decision_binds_to_the_arguments_digest)
         aj_meter_args_digest(args, digest);
         json_decref(args);
         cr_expect_str_eq(str(in_flight_call("r4"), "arguments_sha256", NULL), digest);
-        char *err = NULL;
+        AjError err = {};
         const char *other = "0000000000000000000000000000000000000000000000000000000000000000";
         cr_expect_eq(aj_broker_decide(env.broker, "r4", true, other, "alice", NULL, NULL, &err), -ESTALE);
-        cr_expect(strstr(err, "not the call reviewed") != NULL, "%s", err);
-        free(err);
+        cr_expect(strstr(err.message, "not the call reviewed") != NULL, "%s", err.message);
+        aj_error_clear(&err);
         cr_assert_not(reply_ready(fd), "a refused decision leaves the call held");
         cr_expect_eq(aj_broker_decide(env.broker, "r4", true, digest, "alice", NULL, NULL, NULL), 0);
         json_t *r = read_reply(fd);

@@ -81,7 +81,7 @@ static json_t *fake_inspect(void *ud)
 }
 
 static int fake_decide(void *ud, const char *call_id, bool approve, const char *digest, const char *reason,
-                       uid_t peer, json_t **ret_result, char **ret_error)
+                       uid_t peer, json_t **ret_result, AjError *ret_error)
 {
         Fake *f = ud;
         f->decides++;
@@ -90,10 +90,8 @@ static int fake_decide(void *ud, const char *call_id, bool approve, const char *
         snprintf(f->reason, sizeof(f->reason), "%s", reason ? reason : "");
         f->approved = approve;
         f->peer = peer;
-        if (streq(call_id, "gone")) {
-                *ret_error = strdup("no call \"gone\" is awaiting approval");
-                return -ENOENT;
-        }
+        if (streq(call_id, "gone"))
+                return aj_error_set(ret_error, -ENOENT, "no call \"gone\" is awaiting approval");
         *ret_result = json_pack("{s:s, s:s}", "gen_ai.tool.call.id", call_id, "decision", approve ? "approved" : "denied");
         return 0;
 }
