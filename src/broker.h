@@ -97,8 +97,8 @@ typedef struct {
 } AjMeterCmd;
 
 /* Pure: argv (argv[0] == "meter") -> AjMeterCmd (pointers into argv). -EINVAL with a
- * message in *ret_error. */
-int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error);
+ * message in ret_error. */
+int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, AjError *ret_error);
 /* The request line (no '\n') for a parsed command; `id` is the envelope id. */
 int aj_meter_cmd_request(const AjMeterCmd *cmd, json_int_t id, char **ret);
 /* `agentjail meter ...`; returns the exit status. */

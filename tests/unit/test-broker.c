@@ -904,7 +904,7 @@ Test(broker, report_floods_are_rate_limited)
 
 /* ---- the client's argument parsing ---- */
 
-static int parse(AjMeterCmd *c, char **err, const char *const *args)
+static int parse(AjMeterCmd *c, AjError *err, const char *const *args)
 {
         char *argv[32];
         int argc = 0;
@@ -913,7 +913,7 @@ static int parse(AjMeterCmd *c, char **err, const char *const *args)
                 argc++;
         }
         argv[argc] = NULL;
-        *err = NULL;
+        aj_error_clear(err);
         return aj_meter_cmd_parse(argc, argv, c, err);
 }
 
@@ -922,7 +922,7 @@ static int parse(AjMeterCmd *c, char **err, const char *const *args)
 Test(meter_cmd, parse_valid)
 {
         AjMeterCmd c;
-        char *err;
+        AjError err = {};
         cr_assert_eq(parse(&c, &err, ARGS("tool", "crm.update", "--args", "{\"id\":7}", "--id=c9", "--json")), 0);
         cr_expect_eq(c.kind, AJ_METER_CMD_TOOL);
         cr_expect_str_eq(c.name, "crm.update");
@@ -982,11 +982,12 @@ Test(meter_cmd, parse_errors)
         };
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
                 AjMeterCmd c;
-                char *err;
-                cr_expect_eq(parse(&c, &err, bad[i].args), -EINVAL, "case %zu", i);
+                AjError e = {};
+                cr_expect_eq(parse(&c, &e, bad[i].args), -EINVAL, "case %zu", i);
+                const char *err = e.message;
                 cr_expect(err && strncmp(err, bad[i].msg, strlen(bad[i].msg)) == 0, "case %zu: got \"%s\", want \"%s\"",
                           i, err ?: "", bad[i].msg);
-                free(err);
+                aj_error_clear(&e);
         }
 }
 
