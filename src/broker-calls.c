@@ -241,21 +241,15 @@ int aj_broker_set_approvals(AjBroker *b, char *const *globs, size_t n, uint64_t 
 }
 
 int aj_broker_decide(AjBroker *b, const char *call_id, bool approve, const char *digest, const char *by,
-                     const char *reason, json_t **ret_call, char **ret_error)
+                     const char *reason, json_t **ret_call, AjError *ret_error)
 {
         InFlight *f = broker_in_flight_find(b, call_id, true);
-        if (!f) {
-                if (ret_error && asprintf(ret_error, "no call \"%.128s\" is awaiting approval", call_id) < 0)
-                        *ret_error = NULL;
-                return -ENOENT;
-        }
-        if (digest && !streq(digest, f->digest)) {
-                if (ret_error &&
-                    asprintf(ret_error, "call \"%s\" has arguments_sha256 %s, not %.64s: not the call reviewed",
-                             f->call_id, f->digest, digest) < 0)
-                        *ret_error = NULL;
-                return -ESTALE;
-        }
+        if (!f)
+                return aj_error_set(ret_error, -ENOENT, "no call \"%.128s\" is awaiting approval", call_id);
+        if (digest && !streq(digest, f->digest))
+                return aj_error_set(ret_error, -ESTALE,
+                                    "call \"%s\" has arguments_sha256 %s, not %.64s: not the call reviewed",
+                                    f->call_id, f->digest, digest);
         if (ret_call)
                 *ret_call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_CALL_ID, f->call_id,
                                       AJ_BROKER_F_TOOL_NAME, f->name, "arguments_sha256", f->digest, "decision",

@@ -55,9 +55,9 @@ int aj_broker_set_approvals(AjBroker *b, char *const *globs, size_t n, uint64_t 
  * equal the call's arguments_sha256: the decision binds to the arguments reviewed. `by`
  * names the operator; `reason` (optional) goes to the caller with a denial. On success
  * *ret_call (if given) is {gen_ai.tool.call.id, gen_ai.tool.name, arguments_sha256,
- * decision}. -ENOENT: no such held call; -ESTALE: digest mismatch; *ret_error says so. */
+ * decision}. -ENOENT: no such held call; -ESTALE: digest mismatch; ret_error says so. */
 int aj_broker_decide(AjBroker *b, const char *call_id, bool approve, const char *digest, const char *by,
-                     const char *reason, json_t **ret_call, char **ret_error);
+                     const char *reason, json_t **ret_call, AjError *ret_error);
 
 /* The run is ending: every held call is cancelled (recorded, nothing answered), so the
  * chain has them before run.exit. aj_broker_free() does the same for any left. */
@@ -97,8 +97,8 @@ typedef struct {
 } AjMeterCmd;
 
 /* Pure: argv (argv[0] == "meter") -> AjMeterCmd (pointers into argv). -EINVAL with a
- * message in *ret_error. */
-int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error);
+ * message in ret_error. */
+int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, AjError *ret_error);
 /* The request line (no '\n') for a parsed command; `id` is the envelope id. */
 int aj_meter_cmd_request(const AjMeterCmd *cmd, json_int_t id, char **ret);
 /* `agentjail meter ...`; returns the exit status. */

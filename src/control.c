@@ -160,14 +160,10 @@ static json_t *do_thaw(const AjControlOps *ops, json_t *req, json_t *id)
         }
         if (!ops->thaw)
                 return error_reply(id, ENOSYS, "thaw is not available");
-        char *err_text = NULL;
-        int rr = ops->thaw(ops->userdata, raise, &err_text);
-        if (rr < 0) {
-                json_t *reply = error_reply(id, -rr, "%s", err_text ? err_text : strerror(-rr));
-                free(err_text);
-                return reply;
-        }
-        free(err_text);
+        _cleanup_(aj_error_clear) AjError err = {};
+        int rr = ops->thaw(ops->userdata, raise, &err);
+        if (rr < 0)
+                return error_reply(id, -rr, "%s", aj_error_text(&err, rr));
         return ok_reply(id, NULL);
 }
 
@@ -223,17 +219,14 @@ static json_t *do_decide(const AjControlOps *ops, json_t *req, json_t *id, bool 
         if (!ops->decide)
                 return error_reply(id, ENOSYS, "%s is not available", op);
         json_t *result = NULL;
-        char *err_text = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         int rr = ops->decide(ops->userdata, json_string_value(call), approve,
                              digest ? json_string_value(digest) : NULL, reason ? json_string_value(reason) : NULL,
-                             peer, &result, &err_text);
+                             peer, &result, &err);
         if (rr < 0) {
-                json_t *reply = error_reply(id, -rr, "%s", err_text ? err_text : strerror(-rr));
-                free(err_text);
                 json_decref(result);
-                return reply;
+                return error_reply(id, -rr, "%s", aj_error_text(&err, rr));
         }
-        free(err_text);
         return ok_reply(id, result);
 }
 

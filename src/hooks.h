@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util/error.h"
+
 typedef struct {
         const char *cap;   /* "tokens", "input_tokens", "output_tokens", "cost_usd", "tool_calls",
                             * "tool_calls_per_min", "repeat_limit", "egress_bytes", "wall",
@@ -47,7 +49,7 @@ typedef struct {
         void *userdata;
         int (*freeze)(void *userdata, const char *reason);
         /* `raise`: {"tokens": "+20000", "cost_usd": "5"} ("+N" adds, "N" sets); may be NULL. */
-        int (*thaw)(void *userdata, json_t *raise, char **ret_error);
+        int (*thaw)(void *userdata, json_t *raise, AjError *ret_error);
         int (*kill)(void *userdata);
         /* Release from quarantine: thaws if frozen, records who released it. */
         int (*release)(void *userdata);
@@ -56,5 +58,5 @@ typedef struct {
         /* Approve or deny a tool call held for approval (src/broker.h, aj_broker_decide);
          * `peer` is the operator's uid (SO_PEERCRED). On success *ret_result is the call. */
         int (*decide)(void *userdata, const char *call_id, bool approve, const char *digest, const char *reason,
-                      uid_t peer, json_t **ret_result, char **ret_error);
+                      uid_t peer, json_t **ret_result, AjError *ret_error);
 } AjControlOps;

@@ -227,12 +227,12 @@ static int make_overlay_dirs(Run *run)
 /* -ENOENT (no table: only the profile's prices apply) is a warning, other errors say why. */
 static int load_price_table(void *userdata, AjPriceTable **ret)
 {
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_price_table_load_default(ret, &err);
         if (r == -ENOENT)
-                aj_warning("No price table: %s; only the profile's prices apply", err ?: "not found");
+                aj_warning("No price table: %s; only the profile's prices apply", aj_error_text(&err, r));
         else if (r < 0)
-                aj_error("Cannot read the price table: %s", err ?: strerror(-r));
+                aj_error("Cannot read the price table: %s", aj_error_text(&err, r));
         return r;
 }
 
@@ -243,7 +243,7 @@ static int setup_meter_and_broker(Run *run)
         aj_meter_caps_from_profile(p, &caps);
         run->wall_cap_ns = p->meters.wall_ns;
         for (char **c = run->opts->caps; c && *c; c++) {
-                _cleanup_free_ char *err = NULL;
+                _cleanup_(aj_error_clear) AjError err = {};
                 if (strncmp(*c, "wall=", 5) == 0) {
                         /* The wall cap is the supervisor's timer, not the broker's meter. */
                         uint64_t d = 0;
@@ -256,7 +256,7 @@ static int setup_meter_and_broker(Run *run)
                 }
                 int r = aj_meter_apply_cap_arg(&caps, *c, &err);
                 if (r < 0) {
-                        aj_error("--cap: %s", err ? err : strerror(-r));
+                        aj_error("--cap: %s", aj_error_text(&err, r));
                         return r;
                 }
         }
@@ -324,10 +324,11 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
 
 static int plan_runtime_dir(Run *run)
 {
-        _cleanup_free_ char *rt = NULL, *rt_err = NULL;
+        _cleanup_free_ char *rt = NULL;
+        _cleanup_(aj_error_clear) AjError rt_err = {};
         int r = aj_runtime_root_prepare(&run->paths, &rt_err);
         if (r < 0) {
-                aj_error("%s", rt_err ? rt_err : strerror(-r));
+                aj_error("%s", aj_error_text(&rt_err, r));
                 return r;
         }
         r = aj_runtime_dir_create(&run->paths, run->id, &rt);

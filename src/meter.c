@@ -142,17 +142,17 @@ void aj_meter_caps_from_profile(const AjProfile *p, AjMeterCaps *ret)
         *ret = c;
 }
 
-int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, char **ret_error)
+int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, AjError *ret_error)
 {
         const char *eq = strchr(arg, '=');
         if (!eq || eq == arg)
-                return aj_ret_error(ret_error, -EINVAL, "--cap %s: expected KEY=VALUE (KEY one of: " CAP_LIST ")", arg);
+                return aj_error_set(ret_error, -EINVAL, "--cap %s: expected KEY=VALUE (KEY one of: " CAP_LIST ")", arg);
         _cleanup_free_ char *key = strndup(arg, eq - arg);
         if (!key)
                 return -ENOMEM;
         int cap = aj_cap_from_name(key);
         if (cap < 0)
-                return aj_ret_error(ret_error, -EINVAL, "--cap %s: unknown cap \"%s\" (expected one of: " CAP_LIST ")", arg, key);
+                return aj_error_set(ret_error, -EINVAL, "--cap %s: unknown cap \"%s\" (expected one of: " CAP_LIST ")", arg, key);
         if (streq(eq + 1, "unlimited")) {
                 caps->set[cap] = false;
                 caps->limit[cap] = 0;
@@ -160,7 +160,7 @@ int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, char **ret_error)
         }
         uint64_t v;
         if (parse_cap_value(cap, eq + 1, &v) < 0)
-                return aj_ret_error(ret_error, -EINVAL, "--cap %s: expected %s, or \"unlimited\"", arg, cap_expected(cap));
+                return aj_error_set(ret_error, -EINVAL, "--cap %s: expected %s, or \"unlimited\"", arg, cap_expected(cap));
         caps->set[cap] = true;
         caps->limit[cap] = v;
         return 0;
@@ -741,11 +741,11 @@ json_t *aj_meter_to_json(const AjMeter *m, uint64_t now_ns, bool only_set)
 /* ---- raising caps at run time ---- */
 
 static int compute_raise(const AjMeter *m, const char *key, const char *value, int *ret_cap, bool *ret_set,
-                         uint64_t *ret_limit, char **ret_error)
+                         uint64_t *ret_limit, AjError *ret_error)
 {
         int cap = aj_cap_from_name(key);
         if (cap < 0)
-                return aj_ret_error(ret_error, -EINVAL, "cannot raise \"%s\": unknown cap (expected one of: " CAP_LIST ")", key);
+                return aj_error_set(ret_error, -EINVAL, "cannot raise \"%s\": unknown cap (expected one of: " CAP_LIST ")", key);
         if (streq(value, "unlimited")) {
                 *ret_cap = cap;
                 *ret_set = false;
@@ -755,15 +755,15 @@ static int compute_raise(const AjMeter *m, const char *key, const char *value, i
         bool add = value[0] == '+';
         uint64_t v;
         if (parse_cap_value(cap, value + add, &v) < 0)
-                return aj_ret_error(ret_error, -EINVAL, "%s=%s: expected %s (\"+N\" adds, \"N\" sets), or \"unlimited\"", key,
+                return aj_error_set(ret_error, -EINVAL, "%s=%s: expected %s (\"+N\" adds, \"N\" sets), or \"unlimited\"", key,
                                value, cap_expected(cap));
         if (add) {
                 if (!m->caps.set[cap])
-                        return aj_ret_error(ret_error, -EINVAL, "%s=%s: %s has no cap to add to; give the new value without '+'",
+                        return aj_error_set(ret_error, -EINVAL, "%s=%s: %s has no cap to add to; give the new value without '+'",
                                        key, value, key);
                 v = sat_add(m->caps.limit[cap], v);
                 if (v > cap_max(cap))
-                        return aj_ret_error(ret_error, -EINVAL, "%s=%s: the result is too large (expected %s)", key, value,
+                        return aj_error_set(ret_error, -EINVAL, "%s=%s: the result is too large (expected %s)", key, value,
                                        cap_expected(cap));
         }
         *ret_cap = cap;
@@ -772,7 +772,7 @@ static int compute_raise(const AjMeter *m, const char *key, const char *value, i
         return 0;
 }
 
-int aj_meter_raise(AjMeter *m, const char *key, const char *value, char **ret_error)
+int aj_meter_raise(AjMeter *m, const char *key, const char *value, AjError *ret_error)
 {
         int cap;
         bool set;
@@ -785,14 +785,14 @@ int aj_meter_raise(AjMeter *m, const char *key, const char *value, char **ret_er
         return 0;
 }
 
-int aj_meter_raise_json(AjMeter *m, const json_t *raise, char **ret_error)
+int aj_meter_raise_json(AjMeter *m, const json_t *raise, AjError *ret_error)
 {
         const char *key;
         json_t *v;
         AjMeterCaps next = m->caps;
 
         if (!json_is_object(raise))
-                return aj_ret_error(ret_error, -EINVAL, "raise: expected an object like {\"tokens\": \"+20000\"}");
+                return aj_error_set(ret_error, -EINVAL, "raise: expected an object like {\"tokens\": \"+20000\"}");
         json_object_foreach((json_t *)raise, key, v) {
                 char buf[64];
                 const char *value;
@@ -805,7 +805,7 @@ int aj_meter_raise_json(AjMeter *m, const json_t *raise, char **ret_error)
                         snprintf(buf, sizeof(buf), "%.12f", json_real_value(v));
                         value = buf;
                 } else
-                        return aj_ret_error(ret_error, -EINVAL, "raise.%s: expected a string like \"+20000\" or a number", key);
+                        return aj_error_set(ret_error, -EINVAL, "raise.%s: expected a string like \"+20000\" or a number", key);
                 int cap;
                 bool set;
                 uint64_t limit;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "prices.h"
+#include "util/error.h"
 #include "util/macros.h"
 #include "util/sha256.h"
 
@@ -58,8 +59,8 @@ int aj_cap_from_name(const char *name); /* AjCap or -EINVAL */
 /* Caps from the profile's "meters" (unset keys: no cap). */
 void aj_meter_caps_from_profile(const struct AjProfile *p, AjMeterCaps *ret);
 /* "--cap KEY=VALUE": KEY a cap name, VALUE a number ("unlimited" removes the cap).
- * On error returns -EINVAL and a message naming the argument in *ret_error. */
-int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, char **ret_error);
+ * On error returns -EINVAL and a message naming the argument in ret_error. */
+int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, AjError *ret_error);
 
 typedef struct AjMeter AjMeter;
 
@@ -163,6 +164,6 @@ json_t *aj_meter_to_json(const AjMeter *m, uint64_t now_ns, bool only_set);
 
 /* Raise (or set) a cap at run time: value "+N" adds, "N" sets, "unlimited" removes.
  * -EINVAL with a message naming key and value. */
-int aj_meter_raise(AjMeter *m, const char *key, const char *value, char **ret_error);
+int aj_meter_raise(AjMeter *m, const char *key, const char *value, AjError *ret_error);
 /* {"tokens": "+20000", "cost_usd": "5"} (strings or numbers): all applied or none. */
-int aj_meter_raise_json(AjMeter *m, const json_t *raise, char **ret_error);
+int aj_meter_raise_json(AjMeter *m, const json_t *raise, AjError *ret_error);

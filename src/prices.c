@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,16 +140,6 @@ uint64_t aj_price_cost(const AjPrice *p, const AjTokens *t)
 
 /* ---- the table file ---- */
 
-_printf_(2, 3) static int fail(char **ret_error, const char *fmt, ...)
-{
-        va_list ap;
-        va_start(ap, fmt);
-        if (ret_error && vasprintf(ret_error, fmt, ap) < 0)
-                *ret_error = NULL;
-        va_end(ap);
-        return -EINVAL;
-}
-
 static bool valid_name(const char *s)
 {
         size_t n = strlen(s);
@@ -178,7 +167,7 @@ static int per_token(json_t *v, uint64_t *ret)
         return 0;
 }
 
-static int parse_entry(const char *model, json_t *v, AjPrice *ret, char **ret_error)
+static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_error)
 {
         static const char *const keys[] = { "input", "output", "cache_read", "cache_write", "cache_write_1h" };
         uint64_t val[5];
@@ -187,24 +176,28 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, char **ret_er
         json_t *e;
 
         if (!valid_name(model))
-                return fail(ret_error, "models: \"%.64s\": invalid model name (1 to %d characters, no spaces)", model,
-                            AJ_PRICE_MAX_NAME);
+                return aj_error_set(ret_error, -EINVAL,
+                                    "models: \"%.64s\": invalid model name (1 to %d characters, no spaces)", model,
+                                    AJ_PRICE_MAX_NAME);
         if (!json_is_object(v))
-                return fail(ret_error, "models.%s: expected an object of prices", model);
+                return aj_error_set(ret_error, -EINVAL, "models.%s: expected an object of prices", model);
         json_object_foreach(v, key, e) {
                 size_t i = 0;
                 while (i < ARRAY_SIZE(keys) && !streq(keys[i], key))
                         i++;
                 if (i == ARRAY_SIZE(keys))
-                        return fail(ret_error, "models.%s: unknown key \"%.64s\" (expected input, output, "
-                                               "cache_read, cache_write, cache_write_1h)", model, key);
+                        return aj_error_set(ret_error, -EINVAL,
+                                            "models.%s: unknown key \"%.64s\" (expected input, output, "
+                                            "cache_read, cache_write, cache_write_1h)",
+                                            model, key);
                 if (per_token(e, &val[i]) < 0)
-                        return fail(ret_error, "models.%s.%s: expected USD per million tokens, 0 to %.0f", model, key,
-                                    AJ_PRICE_MAX_USD_PER_MTOK);
+                        return aj_error_set(ret_error, -EINVAL,
+                                            "models.%s.%s: expected USD per million tokens, 0 to %.0f", model, key,
+                                            AJ_PRICE_MAX_USD_PER_MTOK);
                 have[i] = true;
         }
         if (!have[0] || !have[1])
-                return fail(ret_error, "models.%s: \"input\" and \"output\" are required", model);
+                return aj_error_set(ret_error, -EINVAL, "models.%s: \"input\" and \"output\" are required", model);
         *ret = (AjPrice){
                 .input = val[0],
                 .output = val[1],
@@ -215,22 +208,23 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, char **ret_er
         return 0;
 }
 
-static int parse_root(json_t *root, AjPriceTable *t, char **ret_error)
+static int parse_root(json_t *root, AjPriceTable *t, AjError *ret_error)
 {
         const char *key;
         json_t *v;
         if (!json_is_object(root))
-                return fail(ret_error, "expected a JSON object with \"date\" and \"models\"");
+                return aj_error_set(ret_error, -EINVAL, "expected a JSON object with \"date\" and \"models\"");
         const char *date = json_string_value(json_object_get(root, "date"));
         if (!valid_date(date))
-                return fail(ret_error, "\"date\": expected the date the prices were checked, as \"YYYY-MM-DD\"");
+                return aj_error_set(ret_error, -EINVAL,
+                                    "\"date\": expected the date the prices were checked, as \"YYYY-MM-DD\"");
         if (!(t->date = strdup(date)))
                 return -ENOMEM;
         json_t *models = json_object_get(root, "models");
         if (!json_is_object(models))
-                return fail(ret_error, "\"models\": expected an object of model names");
+                return aj_error_set(ret_error, -EINVAL, "\"models\": expected an object of model names");
         if (json_object_size(models) > AJ_PRICE_MAX_ENTRIES)
-                return fail(ret_error, "\"models\": more than %d entries", AJ_PRICE_MAX_ENTRIES);
+                return aj_error_set(ret_error, -EINVAL, "\"models\": more than %d entries", AJ_PRICE_MAX_ENTRIES);
         json_object_foreach(models, key, v) {
                 AjPrice p;
                 int r = parse_entry(key, v, &p, ret_error);
@@ -243,7 +237,7 @@ static int parse_root(json_t *root, AjPriceTable *t, char **ret_error)
         return 0;
 }
 
-int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPriceTable **ret, char **ret_error)
+int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPriceTable **ret, AjError *ret_error)
 {
         _cleanup_(aj_price_table_freep) AjPriceTable *t = NULL;
         json_error_t err;
@@ -252,7 +246,8 @@ int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPri
                 return r;
         json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
         if (!root)
-                return fail(ret_error, "invalid JSON at line %d column %d: %s", err.line, err.column, err.text);
+                return aj_error_set(ret_error, -EINVAL, "invalid JSON at line %d column %d: %s", err.line, err.column,
+                                    err.text);
         r = parse_root(root, t, ret_error);
         json_decref(root);
         if (r < 0)
@@ -261,20 +256,20 @@ int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPri
         return 0;
 }
 
-int aj_price_table_load(const char *path, AjPriceTable **ret, char **ret_error)
+int aj_price_table_load(const char *path, AjPriceTable **ret, AjError *ret_error)
 {
         _cleanup_free_ char *text = NULL;
         size_t len;
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_read_file(path, AJ_PRICE_TABLE_MAX_SIZE, &text, &len);
         if (r >= 0)
                 r = aj_price_table_parse(text, len, path, ret, &err);
-        if (r < 0 && ret_error && asprintf(ret_error, "'%s': %s", path, err ?: strerror(-r)) < 0)
-                *ret_error = NULL;
-        return r;
+        if (r < 0)
+                return aj_error_set(ret_error, r, "'%s': %s", path, aj_error_text(&err, r));
+        return 0;
 }
 
-int aj_price_table_load_default(AjPriceTable **ret, char **ret_error)
+int aj_price_table_load_default(AjPriceTable **ret, AjError *ret_error)
 {
         static const char *const dirs[] = { "/etc/agentjail", AJ_PRICES_DATADIR, AJ_SOURCE_DATA };
         for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
@@ -284,13 +279,8 @@ int aj_price_table_load_default(AjPriceTable **ret, char **ret_error)
                 int r = aj_price_table_load(path, ret, ret_error);
                 if (r != -ENOENT)
                         return r;
-                if (ret_error) {
-                        free(*ret_error);
-                        *ret_error = NULL;
-                }
+                aj_error_clear(ret_error);
         }
-        if (ret_error && asprintf(ret_error, "no %s in /etc/agentjail, %s or %s", AJ_PRICE_TABLE_NAME,
-                                  AJ_PRICES_DATADIR, AJ_SOURCE_DATA) < 0)
-                *ret_error = NULL;
-        return -ENOENT;
+        return aj_error_set(ret_error, -ENOENT, "no %s in /etc/agentjail, %s or %s", AJ_PRICE_TABLE_NAME,
+                            AJ_PRICES_DATADIR, AJ_SOURCE_DATA);
 }

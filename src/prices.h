@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/error.h"
 #include "util/macros.h"
 
 #define AJ_PRICE_MAX_ENTRIES 1024
@@ -52,12 +53,12 @@ int aj_price_table_set(AjPriceTable *t, const AjPrice *p);
 /* {"date": "YYYY-MM-DD", "models": {"NAME": {"input": N, "output": N, "cache_read": N,
  * "cache_write": N, "cache_write_1h": N}}} in USD per million tokens (cache prices
  * default to the input price, cache_write_1h to cache_write). -EINVAL with a
- * message naming the entry in *ret_error. */
-int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPriceTable **ret, char **ret_error);
-int aj_price_table_load(const char *path, AjPriceTable **ret, char **ret_error);
+ * message naming the entry in ret_error. */
+int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPriceTable **ret, AjError *ret_error);
+int aj_price_table_load(const char *path, AjPriceTable **ret, AjError *ret_error);
 /* The first table found of /etc/agentjail/prices.json, the installed one and the
- * source tree's; -ENOENT when there is none (*ret_error lists where it looked). */
-int aj_price_table_load_default(AjPriceTable **ret, char **ret_error);
+ * source tree's; -ENOENT when there is none (ret_error lists where it looked). */
+int aj_price_table_load_default(AjPriceTable **ret, AjError *ret_error);
 
 /* The base name of a dated snapshot into buf; false when `model` has no date suffix. */
 bool aj_price_base_name(const char *model, char *buf, size_t size);

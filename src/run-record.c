@@ -132,7 +132,7 @@ void aj_run_record_free(AjRunRecord *rec)
 
 typedef struct {
         const char *path;
-        char **ret_error;
+        AjError *ret_error;
         int r;
 } TypeCheck;
 
@@ -145,10 +145,8 @@ static const char *member_string(TypeCheck *tc, json_t *obj, const char *key, co
                 return json_string_value(v);
         if (json_is_string(v))
                 return json_string_value(v);
-        tc->r = -EBADMSG;
-        if (tc->ret_error && asprintf(tc->ret_error, "'%s': \"%s\" is not a string%s", tc->path, name,
-                                      nullable ? " or null" : "") < 0)
-                *tc->ret_error = NULL;
+        tc->r = aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"%s\" is not a string%s", tc->path, name,
+                             nullable ? " or null" : "");
         return NULL;
 }
 
@@ -158,10 +156,8 @@ static json_t *member_object(TypeCheck *tc, json_t *obj, const char *key, bool n
         json_t *v = json_object_get(obj, key);
         if (!v || (nullable && json_is_null(v)) || json_is_object(v) || tc->r < 0)
                 return json_is_object(v) ? v : NULL;
-        tc->r = -EBADMSG;
-        if (tc->ret_error && asprintf(tc->ret_error, "'%s': \"%s\" is not an object%s", tc->path, key,
-                                      nullable ? " or null" : "") < 0)
-                *tc->ret_error = NULL;
+        tc->r = aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"%s\" is not an object%s", tc->path, key,
+                             nullable ? " or null" : "");
         return NULL;
 }
 
@@ -172,14 +168,12 @@ static pid_t member_pid(TypeCheck *tc, json_t *obj, const char *key)
                 return 0;
         if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= INT_MAX)
                 return (pid_t)json_integer_value(v);
-        tc->r = -EBADMSG;
-        if (tc->ret_error && asprintf(tc->ret_error, "'%s': \"%s\" is not a process id", tc->path, key) < 0)
-                *tc->ret_error = NULL;
+        tc->r = aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"%s\" is not a process id", tc->path, key);
         return 0;
 }
 
 /* The typed view of rec->doc, again (after an update, or the first time). */
-static int record_type(AjRunRecord *rec, const char *path, char **ret_error)
+static int record_type(AjRunRecord *rec, const char *path, AjError *ret_error)
 {
         json_t *d = rec->doc;
         TypeCheck tc = { .path = path, .ret_error = ret_error };
@@ -239,15 +233,10 @@ static int record_type(AjRunRecord *rec, const char *path, char **ret_error)
         return tc.r;
 }
 
-int aj_run_record_from_json(json_t *doc, const char *path, AjRunRecord **ret, char **ret_error)
+int aj_run_record_from_json(json_t *doc, const char *path, AjRunRecord **ret, AjError *ret_error)
 {
-        if (ret_error)
-                *ret_error = NULL;
-        if (!json_is_object(doc)) {
-                if (ret_error && asprintf(ret_error, "'%s': not a JSON object", path) < 0)
-                        *ret_error = NULL;
-                return -EBADMSG;
-        }
+        if (!json_is_object(doc))
+                return aj_error_set(ret_error, -EBADMSG, "'%s': not a JSON object", path);
         _cleanup_(aj_run_record_freep) AjRunRecord *rec = calloc(1, sizeof(*rec));
         if (!rec)
                 return -ENOMEM;
@@ -259,18 +248,16 @@ int aj_run_record_from_json(json_t *doc, const char *path, AjRunRecord **ret, ch
         return 0;
 }
 
-int aj_run_record_read(const char *run_dir, AjRunRecord **ret, char **ret_error)
+int aj_run_record_read(const char *run_dir, AjRunRecord **ret, AjError *ret_error)
 {
         char path[PATH_MAX];
         int r = aj_run_file_path(run_dir, AJ_RUN_FILE_RUN, path, sizeof(path));
-        if (ret_error)
-                *ret_error = NULL;
         if (r < 0)
                 return r;
         json_auto_t *doc = NULL;
         r = aj_run_file_read_json(run_dir, AJ_RUN_FILE_RUN, &doc);
-        if (r == -EBADMSG && ret_error && asprintf(ret_error, "'%s': not valid JSON", path) < 0)
-                *ret_error = NULL;
+        if (r == -EBADMSG)
+                return aj_error_set(ret_error, r, "'%s': not valid JSON", path);
         if (r < 0)
                 return r;
         return aj_run_record_from_json(doc, path, ret, ret_error);

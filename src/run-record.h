@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include "events.h"
+#include "util/error.h"
 #include "util/macros.h"
 
 /* The file names, spelled here only. */
@@ -107,11 +108,11 @@ void aj_run_record_free(AjRunRecord *rec);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjRunRecord *, aj_run_record_free);
 
 /* Types a run.json document (takes a reference to doc). A member of the wrong type is an
- * error: -EBADMSG with *ret_error (may be NULL) naming `path` and the member,
+ * error: -EBADMSG with ret_error (may be NULL) naming `path` and the member,
  * "'/x/run.json': \"started\" is not a string". Absent members are fine (older records). */
-int aj_run_record_from_json(json_t *doc, const char *path, AjRunRecord **ret, char **ret_error);
-/* <run_dir>/run.json: -ENOENT if absent, -EBADMSG (with *ret_error) if malformed. */
-int aj_run_record_read(const char *run_dir, AjRunRecord **ret, char **ret_error);
+int aj_run_record_from_json(json_t *doc, const char *path, AjRunRecord **ret, AjError *ret_error);
+/* <run_dir>/run.json: -ENOENT if absent, -EBADMSG (with ret_error) if malformed. */
+int aj_run_record_read(const char *run_dir, AjRunRecord **ret, AjError *ret_error);
 int aj_run_record_write(const char *run_dir, const AjRunRecord *rec);
 
 /* run.json says the run is (or was) quarantined and nobody released it. */

@@ -29,7 +29,7 @@ void aj_run_free(AjRun *run)
         free(run->dir);
         free(run->control_path);
         aj_run_record_free(run->rec);
-        free(run->rec_error);
+        aj_error_clear(&run->rec_error);
         json_decref(run->live_state);
         free(run);
 }

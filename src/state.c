@@ -114,7 +114,7 @@ const char *aj_runtime_root_problem(const struct stat *st, uid_t uid, bool exact
         return NULL;
 }
 
-int aj_runtime_root_prepare(const AjPaths *paths, char **ret_error)
+int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error)
 {
         const char *root = paths->runtime_root;
         struct stat st;
@@ -136,23 +136,16 @@ int aj_runtime_root_prepare(const AjPaths *paths, char **ret_error)
         }
         if ((r == -ELOOP || r == -ENOTDIR) && lstat(root, &st) == 0)
                 r = 0; /* a symlink or a file where the directory should be: described below */
-        if (r < 0) {
-                if (ret_error && asprintf(ret_error, "cannot create the runtime directory '%s': %s", root,
-                                          strerror(-r)) < 0)
-                        *ret_error = NULL;
-                return r;
-        }
+        if (r < 0)
+                return aj_error_set(ret_error, r, "cannot create the runtime directory '%s': %s", root, strerror(-r));
         const char *problem = aj_runtime_root_problem(&st, geteuid(), paths->runtime_in_tmp);
         if (!problem)
                 return 0;
-        if (ret_error &&
-            asprintf(ret_error,
-                     "refusing the runtime directory '%s': %s (owner uid %u, mode %04o); it holds the runs' "
-                     "control sockets, so it must be yours alone: remove it, or set XDG_RUNTIME_DIR or "
-                     "AGENTJAIL_RUNTIME_DIR",
-                     root, problem, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777)) < 0)
-                *ret_error = NULL;
-        return -EPERM;
+        return aj_error_set(ret_error, -EPERM,
+                            "refusing the runtime directory '%s': %s (owner uid %u, mode %04o); it holds the runs' "
+                            "control sockets, so it must be yours alone: remove it, or set XDG_RUNTIME_DIR or "
+                            "AGENTJAIL_RUNTIME_DIR",
+                            root, problem, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
 }
 
 int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir)

@@ -15,6 +15,8 @@
 #include <stdbool.h>
 #include <sys/stat.h>
 
+#include "util/error.h"
+
 typedef struct {
         char *state_root;
         char *runtime_root;
@@ -39,9 +41,9 @@ int aj_root_mountpoint(const AjPaths *paths, char **ret);
  * Creates the runtime root if needed and checks it is ours alone: owned by the euid and
  * writable by nobody else; the /tmp fallback is made with mkdir + open(O_NOFOLLOW) and
  * must be a real directory with mode 0700 (any local user can create /tmp/agentjail-UID
- * first). -EPERM with *ret_error saying what is wrong. Call before the two below.
+ * first). -EPERM with ret_error saying what is wrong. Call before the two below.
  */
-int aj_runtime_root_prepare(const AjPaths *paths, char **ret_error);
+int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error);
 /* What makes a runtime root unsafe for `uid` (NULL: nothing). `exact_0700` for the /tmp
  * fallback. Pure. */
 const char *aj_runtime_root_problem(const struct stat *st, uid_t uid, bool exact_0700);

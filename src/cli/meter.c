@@ -38,7 +38,7 @@ static const char help[] =
         "--json prints the broker's reply line as is.\n";
 
 /* "--name VALUE" or "--name=VALUE"; 1 when argv[*i] is that option. */
-static int take_option(int argc, char **argv, int *i, const char *name, const char **ret, char **ret_error)
+static int take_option(int argc, char **argv, int *i, const char *name, const char **ret, AjError *ret_error)
 {
         size_t n = strlen(name);
         const char *a = argv[*i];
@@ -51,31 +51,31 @@ static int take_option(int argc, char **argv, int *i, const char *name, const ch
         if (a[n] != 0)
                 return 0;
         if (*i + 1 >= argc)
-                return aj_ret_error(ret_error, -EINVAL, "%s needs a value", name);
+                return aj_error_set(ret_error, -EINVAL, "%s needs a value", name);
         *ret = argv[++*i];
         return 1;
 }
 
-static int parse_json_arg(const char *option, const char *text, bool object, char **ret_error)
+static int parse_json_arg(const char *option, const char *text, bool object, AjError *ret_error)
 {
         json_error_t je;
         json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
         if (!v)
-                return aj_ret_error(ret_error, -EINVAL, "%s: invalid JSON: %s", option, je.text);
+                return aj_error_set(ret_error, -EINVAL, "%s: invalid JSON: %s", option, je.text);
         bool ok = !object || json_is_object(v);
         json_decref(v);
         if (!ok)
-                return aj_ret_error(ret_error, -EINVAL, "%s: expected a JSON object", option);
+                return aj_error_set(ret_error, -EINVAL, "%s: expected a JSON object", option);
         if (strlen(text) > AJ_BROKER_MAX_LINE / 2)
-                return aj_ret_error(ret_error, -EINVAL, "%s: too large (at most %d bytes)", option, AJ_BROKER_MAX_LINE / 2);
+                return aj_error_set(ret_error, -EINVAL, "%s: too large (at most %d bytes)", option, AJ_BROKER_MAX_LINE / 2);
         return 0;
 }
 
-static int parse_tokens(const char *option, const char *s, uint64_t *ret, char **ret_error)
+static int parse_tokens(const char *option, const char *s, uint64_t *ret, AjError *ret_error)
 {
         uint64_t v;
         if (aj_parse_u64(s, &v) < 0 || v > AJ_BROKER_MAX_TOKENS)
-                return aj_ret_error(ret_error, -EINVAL, "%s: expected a number of tokens, got \"%s\"", option, s);
+                return aj_error_set(ret_error, -EINVAL, "%s: expected a number of tokens, got \"%s\"", option, s);
         *ret = v;
         return 0;
 }
@@ -93,48 +93,48 @@ static bool plain_name(const char *s, size_t max)
 
 /* The values given to a meter command, checked; the positional and token counts stored. */
 static int check_values(AjMeterCmd *c, const char *positional, const char *input, const char *output,
-                        const char *cached, char **ret_error)
+                        const char *cached, AjError *ret_error)
 {
         int r;
         switch (c->kind) {
         case AJ_METER_CMD_TOOL:
                 if (!positional)
-                        return aj_ret_error(ret_error, -EINVAL, "tool: missing the tool NAME");
+                        return aj_error_set(ret_error, -EINVAL, "tool: missing the tool NAME");
                 if (!plain_name(positional, AJ_BROKER_MAX_NAME))
-                        return aj_ret_error(ret_error, -EINVAL, "tool: NAME must be 1 to %d characters without spaces",
+                        return aj_error_set(ret_error, -EINVAL, "tool: NAME must be 1 to %d characters without spaces",
                                     AJ_BROKER_MAX_NAME);
                 c->name = positional;
                 if (c->args && (r = parse_json_arg("--args", c->args, false, ret_error)) < 0)
                         return r;
                 if (c->id && !plain_name(c->id, AJ_BROKER_MAX_ID))
-                        return aj_ret_error(ret_error, -EINVAL, "--id: must be 1 to %d characters without spaces", AJ_BROKER_MAX_ID);
+                        return aj_error_set(ret_error, -EINVAL, "--id: must be 1 to %d characters without spaces", AJ_BROKER_MAX_ID);
                 break;
         case AJ_METER_CMD_RESULT:
                 if (!positional)
-                        return aj_ret_error(ret_error, -EINVAL, "result: missing the call ID");
+                        return aj_error_set(ret_error, -EINVAL, "result: missing the call ID");
                 if (!plain_name(positional, AJ_BROKER_MAX_ID))
-                        return aj_ret_error(ret_error, -EINVAL, "result: ID must be 1 to %d characters without spaces",
+                        return aj_error_set(ret_error, -EINVAL, "result: ID must be 1 to %d characters without spaces",
                                     AJ_BROKER_MAX_ID);
                 c->id = positional;
                 if (!c->status)
-                        return aj_ret_error(ret_error, -EINVAL, "result: --status ok|error is required");
+                        return aj_error_set(ret_error, -EINVAL, "result: --status ok|error is required");
                 if (!streq(c->status, "ok") && !streq(c->status, "error"))
-                        return aj_ret_error(ret_error, -EINVAL, "--status: expected \"ok\" or \"error\", got \"%s\"", c->status);
+                        return aj_error_set(ret_error, -EINVAL, "--status: expected \"ok\" or \"error\", got \"%s\"", c->status);
                 if (c->undo && (r = parse_json_arg("--undo", c->undo, true, ret_error)) < 0)
                         return r;
                 break;
         case AJ_METER_CMD_TOKENS:
                 if (!c->model || !input || !output)
-                        return aj_ret_error(ret_error, -EINVAL, "tokens: --model, --input and --output are required");
+                        return aj_error_set(ret_error, -EINVAL, "tokens: --model, --input and --output are required");
                 if (!plain_name(c->model, AJ_BROKER_MAX_NAME))
-                        return aj_ret_error(ret_error, -EINVAL, "--model: must be 1 to %d characters without spaces",
+                        return aj_error_set(ret_error, -EINVAL, "--model: must be 1 to %d characters without spaces",
                                     AJ_BROKER_MAX_NAME);
                 if ((r = parse_tokens("--input", input, &c->input, ret_error)) < 0 ||
                     (r = parse_tokens("--output", output, &c->output, ret_error)) < 0 ||
                     (cached && (r = parse_tokens("--cached-input", cached, &c->cached, ret_error)) < 0))
                         return r;
                 if (c->cached > c->input)
-                        return aj_ret_error(ret_error, -EINVAL, "--cached-input: must not exceed --input (cached tokens are part of "
+                        return aj_error_set(ret_error, -EINVAL, "--cached-input: must not exceed --input (cached tokens are part of "
                                                "the input)");
                 break;
         default:
@@ -143,14 +143,14 @@ static int check_values(AjMeterCmd *c, const char *positional, const char *input
         return 0;
 }
 
-int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error)
+int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, AjError *ret_error)
 {
         AjMeterCmd c = {};
         const char *positional = NULL, *input = NULL, *output = NULL, *cached = NULL;
         int r;
 
         if (argc < 2)
-                return aj_ret_error(ret_error, -EINVAL, "missing command (tool, result, tokens, usage; see 'agentjail meter --help')");
+                return aj_error_set(ret_error, -EINVAL, "missing command (tool, result, tokens, usage; see 'agentjail meter --help')");
         const char *cmd = argv[1];
         if (streq(cmd, "--help") || streq(cmd, "-h") || streq(cmd, "help")) {
                 *ret = (AjMeterCmd){ .kind = AJ_METER_CMD_HELP };
@@ -165,7 +165,7 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error)
         else if (streq(cmd, "usage"))
                 c.kind = AJ_METER_CMD_USAGE;
         else
-                return aj_ret_error(ret_error, -EINVAL, "unknown command \"%s\" (expected tool, result, tokens or usage)", cmd);
+                return aj_error_set(ret_error, -EINVAL, "unknown command \"%s\" (expected tool, result, tokens or usage)", cmd);
 
         for (int i = 2; i < argc; i++) {
                 const char *a = argv[i];
@@ -195,9 +195,9 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, char **ret_error)
                 OPT(tokens, "--cached-input", cached)
 #undef OPT
                 if (a[0] == '-' && a[1] != 0)
-                        return aj_ret_error(ret_error, -EINVAL, "%s: unknown option \"%s\"", cmd, a);
+                        return aj_error_set(ret_error, -EINVAL, "%s: unknown option \"%s\"", cmd, a);
                 if (positional || !(tool || result))
-                        return aj_ret_error(ret_error, -EINVAL, "%s: unexpected argument \"%s\"", cmd, a);
+                        return aj_error_set(ret_error, -EINVAL, "%s: unexpected argument \"%s\"", cmd, a);
                 positional = a;
         }
 
@@ -448,10 +448,12 @@ static int exit_for_verdict(json_t *reply)
 int aj_cmd_meter(int argc, char **argv)
 {
         AjMeterCmd cmd;
-        _cleanup_free_ char *err = NULL, *request = NULL, *line = NULL;
+        _cleanup_free_ char *request = NULL, *line = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
 
-        if (aj_meter_cmd_parse(argc, argv, &cmd, &err) < 0) {
-                fprintf(stderr, "agentjail meter: %s\n", err ?: "invalid arguments");
+        int r = aj_meter_cmd_parse(argc, argv, &cmd, &err);
+        if (r < 0) {
+                fprintf(stderr, "agentjail meter: %s\n", aj_error_text(&err, r));
                 return AJ_METER_EXIT_USAGE;
         }
         if (cmd.kind == AJ_METER_CMD_HELP) {
@@ -464,7 +466,7 @@ int aj_cmd_meter(int argc, char **argv)
                 return AJ_METER_EXIT_USAGE;
         }
         json_int_t id = (json_int_t)getpid();
-        int r = aj_meter_cmd_request(&cmd, id, &request);
+        r = aj_meter_cmd_request(&cmd, id, &request);
         if (r < 0) {
                 fprintf(stderr, "agentjail meter: cannot build the request: %s\n", strerror(-r));
                 return AJ_METER_EXIT_USAGE;

@@ -137,8 +137,9 @@ int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun
                 cli_fail(cmd, "cannot look up run '%s': %s", query, strerror(-r));
         else if (note)
                 fprintf(stderr, "agentjail %s: %s\n", cmd, note);
-        if (r >= 0 && (*ret)->rec_error)
-                fprintf(stderr, "agentjail %s: warning: the run's record is unreadable: %s\n", cmd, (*ret)->rec_error);
+        if (r >= 0 && (*ret)->rec_error.err < 0)
+                fprintf(stderr, "agentjail %s: warning: the run's record is unreadable: %s\n", cmd,
+                        aj_error_text(&(*ret)->rec_error, 0));
         return r;
 }
 

@@ -214,29 +214,23 @@ int aj_sup_breach_emit_agent(AjSupBreach *b, const char *type, json_t *fields)
         return r;
 }
 
-int aj_sup_breach_check_log_cap(const AjSupBreach *b, json_t *value, uint64_t *ret_cap, char **ret_error)
+int aj_sup_breach_check_log_cap(const AjSupBreach *b, json_t *value, uint64_t *ret_cap, AjError *ret_error)
 {
         const char *v = json_is_string(value) ? json_string_value(value) : NULL;
         bool add = v && v[0] == '+';
         uint64_t n;
         if (json_is_integer(value) && json_integer_value(value) >= 0)
                 n = (uint64_t)json_integer_value(value);
-        else if (!v || aj_parse_size(v + add, &n) < 0) {
-                *ret_error = strdup("log_bytes: expected a size such as +64M or 256M");
-                return -EINVAL;
-        }
+        else if (!v || aj_parse_size(v + add, &n) < 0)
+                return aj_error_set(ret_error, -EINVAL, "log_bytes: expected a size such as +64M or 256M");
         uint64_t cap = add ? b->cfg.log_cap + n : n;
-        if (cap > AJ_LOG_MAX_BYTES || cap < n) {
-                *ret_error = strdup("log_bytes: at most 1T");
-                return -EINVAL;
-        }
+        if (cap > AJ_LOG_MAX_BYTES || cap < n)
+                return aj_error_set(ret_error, -EINVAL, "log_bytes: at most 1T");
         uint64_t used = b->events.ops->bytes(b->events.userdata);
-        if (aj_events_agent_share(cap) <= used) {
-                if (asprintf(ret_error, "log_bytes: %s would leave the agent no room (events.jsonl has %llu bytes)",
-                             v ? v : "the new cap", (unsigned long long)used) < 0)
-                        *ret_error = NULL;
-                return -EINVAL;
-        }
+        if (aj_events_agent_share(cap) <= used)
+                return aj_error_set(ret_error, -EINVAL,
+                                    "log_bytes: %s would leave the agent no room (events.jsonl has %llu bytes)",
+                                    v ? v : "the new cap", (unsigned long long)used);
         *ret_cap = cap;
         return 0;
 }

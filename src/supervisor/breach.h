@@ -80,7 +80,7 @@ void aj_sup_breach_set_exited(AjSupBreach *b, bool cmd, bool jail);
 int aj_sup_breach_emit_agent(AjSupBreach *b, const char *type, json_t *fields);
 /* thaw --raise log_bytes=+SIZE adds to logs.events_bytes, log_bytes=SIZE sets it; the new
  * cap must leave the agent room. _set_log_cap() applies what _check_log_cap() returned. */
-int aj_sup_breach_check_log_cap(const AjSupBreach *b, json_t *value, uint64_t *ret_cap, char **ret_error);
+int aj_sup_breach_check_log_cap(const AjSupBreach *b, json_t *value, uint64_t *ret_cap, AjError *ret_error);
 void aj_sup_breach_set_log_cap(AjSupBreach *b, uint64_t cap);
 
 /* One of the supervisor's own records (never refused): caps.raise. */

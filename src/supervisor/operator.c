@@ -25,13 +25,11 @@ static int op_freeze(void *userdata, const char *reason)
         return aj_sup_breach_freeze(&run->breach, "operator", reason);
 }
 
-int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, char **ret_error)
+int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, AjError *ret_error)
 {
         if (raise && json_object_size(raise) > 0) {
-                if (!meter) {
-                        *ret_error = strdup("this run has no meters to raise");
-                        return -EINVAL;
-                }
+                if (!meter)
+                        return aj_error_set(ret_error, -EINVAL, "this run has no meters to raise");
                 /* "wall" and "log_bytes" are the supervisor's; the rest is the meter's. All or nothing. */
                 _cleanup_(json_decrefp) json_t *rest = json_deep_copy(raise);
                 json_t *wall = json_object_get(raise, "wall"), *log_bytes = json_object_get(raise, "log_bytes");
@@ -46,10 +44,9 @@ int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *rais
                 }
                 if (wall) {
                         json_object_del(rest, "wall");
-                        if (!json_is_string(wall)) {
-                                *ret_error = strdup("wall: expected a duration string such as \"+10m\"");
-                                return -EINVAL;
-                        }
+                        if (!json_is_string(wall))
+                                return aj_error_set(ret_error, -EINVAL,
+                                                    "wall: expected a duration string such as \"+10m\"");
                         int r = aj_sup_wall_raise(w, json_string_value(wall), &saved, ret_error);
                         if (r < 0)
                                 return r;
@@ -70,7 +67,7 @@ int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *rais
         return aj_sup_breach_thaw(b, "operator");
 }
 
-static int op_thaw(void *userdata, json_t *raise, char **ret_error)
+static int op_thaw(void *userdata, json_t *raise, AjError *ret_error)
 {
         Run *run = userdata;
         return aj_sup_thaw_raise(&run->breach, &run->wall, run->meter, raise, ret_error);
@@ -172,14 +169,11 @@ static void operator_name(uid_t uid, char *buf, size_t size)
 }
 
 static int op_decide(void *userdata, const char *call_id, bool approve, const char *digest, const char *reason,
-                     uid_t peer, json_t **ret_result, char **ret_error)
+                     uid_t peer, json_t **ret_result, AjError *ret_error)
 {
         Run *run = userdata;
-        if (!run->broker) {
-                if (asprintf(ret_error, "the run's command has exited: no call is awaiting approval") < 0)
-                        *ret_error = NULL;
-                return -ENOENT;
-        }
+        if (!run->broker)
+                return aj_error_set(ret_error, -ENOENT, "the run's command has exited: no call is awaiting approval");
         char by[128];
         operator_name(peer, by, sizeof(by));
         return aj_broker_decide(run->broker, call_id, approve, digest, by, reason, ret_result, ret_error);

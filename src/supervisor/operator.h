@@ -9,4 +9,4 @@
 #include "supervisor/wall.h"
 
 /* thaw --raise: all raises or none (wall cap, logs.events_bytes, the meters), then thaw. */
-int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, char **ret_error);
+int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, AjError *ret_error);

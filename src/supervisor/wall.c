@@ -110,27 +110,19 @@ json_t *aj_sup_wall_cap_json(const AjSupWall *w)
                          (double)(w->cap_ns - left) / 1e9, "remaining", (double)left / 1e9);
 }
 
-int aj_sup_wall_raise(AjSupWall *w, const char *value, AjSupWallSaved *ret_saved, char **ret_error)
+int aj_sup_wall_raise(AjSupWall *w, const char *value, AjSupWallSaved *ret_saved, AjError *ret_error)
 {
         bool add = value[0] == '+';
         uint64_t d;
-        if (!w->has_cap) {
-                *ret_error = strdup("wall: this run has no wall cap to raise");
-                return -EINVAL;
-        }
-        if (aj_parse_duration(value + add, &d) < 0) {
-                if (asprintf(ret_error, "wall: '%s': expected a duration such as +10m or 1h", value) < 0)
-                        *ret_error = NULL;
-                return -EINVAL;
-        }
+        if (!w->has_cap)
+                return aj_error_set(ret_error, -EINVAL, "wall: this run has no wall cap to raise");
+        if (aj_parse_duration(value + add, &d) < 0)
+                return aj_error_set(ret_error, -EINVAL, "wall: '%s': expected a duration such as +10m or 1h", value);
         uint64_t used = w->cap_ns - w->cap_remaining_ns;
         uint64_t cap = add ? w->cap_ns + d : d;
-        if (cap <= used) {
-                if (asprintf(ret_error, "wall: %s would not leave the run any time (it has run %.1fs)", value,
-                             (double)used / 1e9) < 0)
-                        *ret_error = NULL;
-                return -EINVAL;
-        }
+        if (cap <= used)
+                return aj_error_set(ret_error, -EINVAL, "wall: %s would not leave the run any time (it has run %.1fs)",
+                                    value, (double)used / 1e9);
         *ret_saved = (AjSupWallSaved){ .cap_ns = w->cap_ns, .cap_remaining_ns = w->cap_remaining_ns };
         w->cap_ns = cap;
         w->cap_remaining_ns = cap - used;

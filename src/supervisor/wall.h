@@ -54,5 +54,5 @@ json_t *aj_sup_wall_cap_json(const AjSupWall *w);
 typedef struct {
         uint64_t cap_ns, cap_remaining_ns;
 } AjSupWallSaved;
-int aj_sup_wall_raise(AjSupWall *w, const char *value, AjSupWallSaved *ret_saved, char **ret_error);
+int aj_sup_wall_raise(AjSupWall *w, const char *value, AjSupWallSaved *ret_saved, AjError *ret_error);
 void aj_sup_wall_raise_undo(AjSupWall *w, const AjSupWallSaved *saved);

@@ -73,16 +73,3 @@ void aj_error_clear(AjError *e)
         free(e->message);
         *e = (AjError){};
 }
-
-int aj_ret_error(char **ret_error, int r, const char *fmt, ...)
-{
-        if (!ret_error)
-                return r;
-        char *s = NULL;
-        va_list ap;
-        va_start(ap, fmt);
-        int k = aj_vasprintf(&s, fmt, ap);
-        va_end(ap);
-        *ret_error = s;
-        return k < 0 ? k : r;
-}

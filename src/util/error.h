@@ -48,8 +48,3 @@ const char *aj_error_text(const AjError *e, int r);
 char *aj_error_steal(AjError *e);
 
 void aj_error_clear(AjError *e);
-
-/* The `char **ret_error` form that modules not yet on AjError use: when ret_error is not NULL,
- * sets *ret_error (which must not hold a message) to the formatted text. Returns r, or -ENOMEM
- * (and *ret_error = NULL) when the message cannot be allocated. */
-_printf_(3, 4) int aj_ret_error(char **ret_error, int r, const char *fmt, ...);

@@ -589,7 +589,7 @@ Test(approvals, held_until_approved_then_in_flight_until_its_result)
         cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0, "held: reserved, not counted");
 
         json_t *call = NULL;
-        char *err = NULL;
+        AjError err = {};
         cr_assert_eq(aj_broker_decide(env.broker, "r1", true, NULL, "alice", NULL, &call, &err), 0);
         cr_expect_str_eq(str(call, "decision", NULL), "approved");
         cr_expect_str_eq(str(call, "gen_ai.tool.name", NULL), "refund.issue");
@@ -611,8 +611,8 @@ Test(approvals, held_until_approved_then_in_flight_until_its_result)
 
         /* Single use: it is no longer awaiting a decision. */
         cr_expect_eq(aj_broker_decide(env.broker, "r1", true, NULL, "alice", NULL, NULL, &err), -ENOENT);
-        cr_expect(strstr(err, "no call \"r1\" is awaiting approval") != NULL, "%s", err);
-        free(err);
+        cr_expect(strstr(err.message, "no call \"r1\" is awaiting approval") != NULL, "%s", err.message);
+        aj_error_clear(&err);
         json_decref(request(fd, "{\"id\": 9, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"r1\", "
                                 "\"status\": \"ok\"}\n"));
         cr_expect_null(in_flight_call("r1"));
@@ -671,11 +671,11 @@ Test(approvals, decision_binds_to_the_arguments_digest)
         aj_meter_args_digest(args, digest);
         json_decref(args);
         cr_expect_str_eq(str(in_flight_call("r4"), "arguments_sha256", NULL), digest);
-        char *err = NULL;
+        AjError err = {};
         const char *other = "0000000000000000000000000000000000000000000000000000000000000000";
         cr_expect_eq(aj_broker_decide(env.broker, "r4", true, other, "alice", NULL, NULL, &err), -ESTALE);
-        cr_expect(strstr(err, "not the call reviewed") != NULL, "%s", err);
-        free(err);
+        cr_expect(strstr(err.message, "not the call reviewed") != NULL, "%s", err.message);
+        aj_error_clear(&err);
         cr_assert_not(reply_ready(fd), "a refused decision leaves the call held");
         cr_expect_eq(aj_broker_decide(env.broker, "r4", true, digest, "alice", NULL, NULL, NULL), 0);
         json_t *r = read_reply(fd);
@@ -904,7 +904,7 @@ Test(broker, report_floods_are_rate_limited)
 
 /* ---- the client's argument parsing ---- */
 
-static int parse(AjMeterCmd *c, char **err, const char *const *args)
+static int parse(AjMeterCmd *c, AjError *err, const char *const *args)
 {
         char *argv[32];
         int argc = 0;
@@ -913,7 +913,7 @@ static int parse(AjMeterCmd *c, char **err, const char *const *args)
                 argc++;
         }
         argv[argc] = NULL;
-        *err = NULL;
+        aj_error_clear(err);
         return aj_meter_cmd_parse(argc, argv, c, err);
 }
 
@@ -922,7 +922,7 @@ static int parse(AjMeterCmd *c, char **err, const char *const *args)
 Test(meter_cmd, parse_valid)
 {
         AjMeterCmd c;
-        char *err;
+        AjError err = {};
         cr_assert_eq(parse(&c, &err, ARGS("tool", "crm.update", "--args", "{\"id\":7}", "--id=c9", "--json")), 0);
         cr_expect_eq(c.kind, AJ_METER_CMD_TOOL);
         cr_expect_str_eq(c.name, "crm.update");
@@ -982,11 +982,12 @@ Test(meter_cmd, parse_errors)
         };
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
                 AjMeterCmd c;
-                char *err;
-                cr_expect_eq(parse(&c, &err, bad[i].args), -EINVAL, "case %zu", i);
+                AjError e = {};
+                cr_expect_eq(parse(&c, &e, bad[i].args), -EINVAL, "case %zu", i);
+                const char *err = e.message;
                 cr_expect(err && strncmp(err, bad[i].msg, strlen(bad[i].msg)) == 0, "case %zu: got \"%s\", want \"%s\"",
                           i, err ?: "", bad[i].msg);
-                free(err);
+                aj_error_clear(&e);
         }
 }
 

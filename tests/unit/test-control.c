@@ -42,16 +42,14 @@ static int fake_freeze(void *ud, const char *reason)
         return f->freezes > 1 ? -EALREADY : 0;
 }
 
-static int fake_thaw(void *ud, json_t *raise, char **ret_error)
+static int fake_thaw(void *ud, json_t *raise, AjError *ret_error)
 {
         Fake *f = ud;
         f->thaws++;
         json_decref(f->raise);
         f->raise = raise ? json_deep_copy(raise) : NULL;
-        if (json_object_get(raise, "bogus")) {
-                *ret_error = strdup("bogus: unknown cap");
-                return -EINVAL;
-        }
+        if (json_object_get(raise, "bogus"))
+                return aj_error_set(ret_error, -EINVAL, "bogus: unknown cap");
         return 0;
 }
 
@@ -83,7 +81,7 @@ static json_t *fake_inspect(void *ud)
 }
 
 static int fake_decide(void *ud, const char *call_id, bool approve, const char *digest, const char *reason,
-                       uid_t peer, json_t **ret_result, char **ret_error)
+                       uid_t peer, json_t **ret_result, AjError *ret_error)
 {
         Fake *f = ud;
         f->decides++;
@@ -92,10 +90,8 @@ static int fake_decide(void *ud, const char *call_id, bool approve, const char *
         snprintf(f->reason, sizeof(f->reason), "%s", reason ? reason : "");
         f->approved = approve;
         f->peer = peer;
-        if (streq(call_id, "gone")) {
-                *ret_error = strdup("no call \"gone\" is awaiting approval");
-                return -ENOENT;
-        }
+        if (streq(call_id, "gone"))
+                return aj_error_set(ret_error, -ENOENT, "no call \"gone\" is awaiting approval");
         *ret_result = json_pack("{s:s, s:s}", "gen_ai.tool.call.id", call_id, "decision", approve ? "approved" : "denied");
         return 0;
 }

@@ -164,8 +164,8 @@ static AjPriceTable *table(void)
                         "\"claude-sonnet-4-5\": {\"input\": 3, \"output\": 15, \"cache_read\": 0.3, \"cache_write\": 3.75},"
                         "\"gpt-4o\": {\"input\": 2.5, \"output\": 10, \"cache_read\": 1.25}}}";
         AjPriceTable *pt = NULL;
-        char *err = NULL;
-        cr_assert_eq(aj_price_table_parse(t, strlen(t), "test", &pt, &err), 0, "%s", err ?: "");
+        AjError err = {};
+        cr_assert_eq(aj_price_table_parse(t, strlen(t), "test", &pt, &err), 0, "%s", aj_error_text(&err, 0));
         return pt;
 }
 
@@ -380,7 +380,7 @@ Test(meter, interleaving_never_passes_a_cap)
 Test(meter, raise)
 {
         AjMeter *m = meter_with(AJ_CAP_TOKENS, 100);
-        char *err = NULL;
+        AjError err = {};
         /* Priced: with the cost cap set below, an unpriced model would be refused. */
         cr_assert_eq(aj_meter_set_price(m, "m", 1e-12, 0, -1), 0);
         cr_expect_eq(tokens(m, "m", 100, 0, 0, NULL), AJ_VERDICT_ALLOW);
@@ -395,20 +395,20 @@ Test(meter, raise)
         cr_expect_eq(tokens(m, "m", 1000000, 0, 0, NULL), AJ_VERDICT_ALLOW);
 
         cr_expect_eq(aj_meter_raise(m, "tokens", "+5", &err), -EINVAL);
-        cr_expect_str_eq(err, "tokens=+5: tokens has no cap to add to; give the new value without '+'");
-        free(err);
+        cr_expect_str_eq(err.message, "tokens=+5: tokens has no cap to add to; give the new value without '+'");
+        aj_error_clear(&err);
         cr_expect_eq(aj_meter_raise(m, "tokenz", "5", &err), -EINVAL);
-        cr_expect(strstr(err, "cannot raise \"tokenz\": unknown cap") == err, "%s", err);
-        free(err);
+        cr_expect(strstr(err.message, "cannot raise \"tokenz\": unknown cap") == err.message, "%s", err.message);
+        aj_error_clear(&err);
         cr_expect_eq(aj_meter_raise(m, "cost_usd", "+abc", &err), -EINVAL);
-        cr_expect(strstr(err, "cost_usd=+abc: expected a number of US dollars") == err, "%s", err);
-        free(err);
+        cr_expect(strstr(err.message, "cost_usd=+abc: expected a number of US dollars") == err.message, "%s", err.message);
+        aj_error_clear(&err);
 
         /* JSON form (thaw --raise): all or nothing. */
         json_t *raise = json_pack("{s:s, s:s}", "cost_usd", "+1.5", "tool_calls", "x");
         cr_expect_eq(aj_meter_raise_json(m, raise, &err), -EINVAL);
         cr_expect_eq(aj_meter_caps(m)->limit[AJ_CAP_COST_USD], 5000000000000ULL, "partly applied");
-        free(err);
+        aj_error_clear(&err);
         json_decref(raise);
         raise = json_pack("{s:s, s:i}", "cost_usd", "+1.5", "tool_calls", 10);
         cr_expect_eq(aj_meter_raise_json(m, raise, &err), 0);
@@ -421,7 +421,7 @@ Test(meter, raise)
 Test(meter, cap_args)
 {
         AjMeterCaps caps = {};
-        char *err = NULL;
+        AjError err = {};
         cr_assert_eq(aj_meter_apply_cap_arg(&caps, "tokens=50000", &err), 0);
         cr_expect(caps.set[AJ_CAP_TOKENS]);
         cr_expect_eq(caps.limit[AJ_CAP_TOKENS], 50000);
@@ -456,10 +456,9 @@ Test(meter, cap_args)
         };
         AjMeterCaps before = caps;
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
-                err = NULL;
                 cr_expect_eq(aj_meter_apply_cap_arg(&caps, bad[i].arg, &err), -EINVAL, "%s", bad[i].arg);
-                cr_expect_str_eq(err ?: "", bad[i].msg);
-                free(err);
+                cr_expect_str_eq(err.message ?: "", bad[i].msg);
+                aj_error_clear(&err);
         }
         cr_expect_eq(memcmp(&before, &caps, sizeof(caps)), 0, "a bad --cap changed the caps");
 }
@@ -512,8 +511,7 @@ Test(meter, from_profile)
         cr_expect_eq(caps.limit[AJ_CAP_COST_USD], 500000000000ULL);
         cr_expect(caps.set[AJ_CAP_REPEAT_LIMIT]);
         cr_expect_not(caps.set[AJ_CAP_TOOL_CALLS]);
-        char *cerr = NULL;
-        cr_assert_eq(aj_meter_apply_cap_arg(&caps, "tokens=50", &cerr), 0);
+        cr_assert_eq(aj_meter_apply_cap_arg(&caps, "tokens=50", NULL), 0);
         AjMeter *m = NULL;
         cr_assert_eq(aj_meter_new_for_profile(p, &caps, &m), 0);
         AjMeterDecision d;

@@ -13,8 +13,8 @@ static AjPriceTable *shipped(void)
         char path[1024];
         snprintf(path, sizeof(path), "%s/data/prices.json", getenv("AGENTJAIL_SOURCE_DIR") ?: ".");
         AjPriceTable *t = NULL;
-        char *err = NULL;
-        cr_assert_eq(aj_price_table_load(path, &t, &err), 0, "%s: %s", path, err ?: "");
+        AjError err = {};
+        cr_assert_eq(aj_price_table_load(path, &t, &err), 0, "%s: %s", path, aj_error_text(&err, 0));
         return t;
 }
 
@@ -124,21 +124,22 @@ Test(prices, invalid_tables_are_refused_with_the_entry_named)
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 AjPriceTable *t = NULL;
-                char *err = NULL;
-                cr_expect_eq(aj_price_table_parse(cases[i].text, strlen(cases[i].text), "t", &t, &err), -EINVAL,
+                AjError e = {};
+                cr_expect_eq(aj_price_table_parse(cases[i].text, strlen(cases[i].text), "t", &t, &e), -EINVAL,
                              "%s", cases[i].text);
                 cr_expect_null(t);
+                const char *err = e.message;
                 cr_assert_not_null(err, "%s", cases[i].text);
                 cr_expect(strncmp(err, cases[i].error, strlen(cases[i].error)) == 0, "%s -> %s", cases[i].text, err);
-                free(err);
+                aj_error_clear(&e);
         }
 }
 
 Test(prices, default_table_is_found)
 {
         AjPriceTable *t = NULL;
-        char *err = NULL;
-        cr_assert_eq(aj_price_table_load_default(&t, &err), 0, "%s", err ?: "");
+        AjError err = {};
+        cr_assert_eq(aj_price_table_load_default(&t, &err), 0, "%s", aj_error_text(&err, 0));
         cr_expect_not_null(aj_price_table_find(t, "gpt-4o"));
         aj_price_table_free(t);
 }

@@ -46,8 +46,8 @@ Test(record, typed_and_round_trip)
 {
         write_text(AJ_RUN_FILE_RUN, RUN_JSON);
         _cleanup_(aj_run_record_freep) AjRunRecord *rec = NULL;
-        _cleanup_free_ char *err = NULL;
-        cr_assert_eq(aj_run_record_read(root, &rec, &err), 0, "%s", err);
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_run_record_read(root, &rec, &err), 0, "%s", aj_error_text(&err, 0));
         cr_assert_str_eq(rec->id, "abcd00000001");
         cr_assert_str_eq(rec->name, "triage");
         cr_assert_str_eq(rec->profile_name, "default");
@@ -116,9 +116,10 @@ Test(record, malformed_names_the_file_and_member)
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 write_text(AJ_RUN_FILE_RUN, cases[i].text);
                 AjRunRecord *rec = NULL;
-                _cleanup_free_ char *err = NULL;
-                cr_assert_eq(aj_run_record_read(root, &rec, &err), -EBADMSG, "case %zu", i);
+                _cleanup_(aj_error_clear) AjError e = {};
+                cr_assert_eq(aj_run_record_read(root, &rec, &e), -EBADMSG, "case %zu", i);
                 cr_assert_null(rec);
+                const char *err = e.message;
                 cr_assert_not_null(err, "case %zu", i);
                 cr_assert_not_null(strstr(err, path), "names the file: %s", err);
                 cr_assert_not_null(strstr(err, cases[i].want), "case %zu: %s", i, err);
@@ -179,10 +180,10 @@ static void cut_last_line(const char *path)
 static AjChainVerdict verdict_of(json_t *doc, const char *path, AjChainCheck *c)
 {
         _cleanup_(aj_run_record_freep) AjRunRecord *rec = NULL;
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         /* doc NULL: no run.json at all. */
         if (doc)
-                cr_assert_eq(aj_run_record_from_json(doc, "run.json", &rec, &err), 0, "%s", err);
+                cr_assert_eq(aj_run_record_from_json(doc, "run.json", &rec, &err), 0, "%s", aj_error_text(&err, 0));
         AjChainVerdict v;
         cr_assert_eq(aj_run_verify_chain(rec, path, c, &v), 0);
         return v;

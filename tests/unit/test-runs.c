@@ -140,7 +140,8 @@ Test(runs, list_is_sorted_by_start_and_skips_foreign_entries)
         cr_assert_null(runs[0]->rec);
         aj_run_probe(runs[0], 500);
         cr_assert_str_eq(aj_run_display_state(runs[0]), "unknown");
-        cr_assert_null(runs[0]->rec_error, "a missing run.json is not a malformed one");
+        cr_assert_null(runs[0]->rec_error.message, "a missing run.json is not a malformed one");
+        cr_assert_eq(runs[0]->rec_error.err, 0);
         aj_runs_free(runs, n);
 }
 
@@ -152,9 +153,10 @@ Test(runs, malformed_record_is_unknown_with_a_reason)
         AjRun *run = NULL;
         cr_assert_eq(aj_runs_find(&paths, "eeee00000001", &run, NULL), 0);
         cr_assert_null(run->rec);
-        cr_assert_not_null(run->rec_error);
-        cr_assert_not_null(strstr(run->rec_error, "eeee00000001/run.json"), "%s", run->rec_error);
-        cr_assert_not_null(strstr(run->rec_error, "\"status\" is not a string"), "%s", run->rec_error);
+        const char *why = run->rec_error.message;
+        cr_assert_not_null(why);
+        cr_assert_not_null(strstr(why, "eeee00000001/run.json"), "%s", why);
+        cr_assert_not_null(strstr(why, "\"status\" is not a string"), "%s", why);
         aj_run_probe(run, 500);
         cr_assert_str_eq(aj_run_display_state(run), "unknown");
         aj_run_free(run);

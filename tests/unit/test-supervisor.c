@@ -340,14 +340,13 @@ Test(supervisor, thaw_raise_wall_adds_time_all_or_nothing)
         cr_assert_eq(aj_meter_new(NULL, &m), 0);
         advance(f, 10 * SEC);
         cr_assert(aj_sup_breach_frozen(&f->breach));
-        char *err = NULL;
+        AjError err = {};
 
         /* A bad meter raise leaves the wall cap as it was, and the run frozen. */
         json_auto_t *bad = json_pack("{s:s, s:s}", "wall", "+10s", "tokens", "lots");
         cr_expect_lt(aj_sup_thaw_raise(&f->breach, &f->wall, m, bad, &err), 0);
-        cr_expect(err);
-        free(err);
-        err = NULL;
+        cr_expect(err.message);
+        aj_error_clear(&err);
         json_auto_t *w0 = aj_sup_wall_cap_json(&f->wall);
         cr_expect_eq(json_real_value(json_object_get(w0, "limit")), 10.0);
         cr_expect(aj_sup_breach_frozen(&f->breach));
@@ -355,9 +354,8 @@ Test(supervisor, thaw_raise_wall_adds_time_all_or_nothing)
         /* Not a duration, or no time left: refused. */
         json_auto_t *none = json_pack("{s:s}", "wall", "5s");
         cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, none, &err), -EINVAL);
-        cr_expect(strstr(err, "would not leave the run any time"), "%s", err);
-        free(err);
-        err = NULL;
+        cr_expect(strstr(err.message, "would not leave the run any time"), "%s", err.message);
+        aj_error_clear(&err);
 
         json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
         cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, raise, &err), 0);
@@ -379,14 +377,13 @@ Test(supervisor, thaw_raise_without_wall_cap_is_refused)
         FakeRun *f = fake_run(&(FakeConfig){ 0 });
         AjMeter *m = NULL;
         cr_assert_eq(aj_meter_new(NULL, &m), 0);
-        char *err = NULL;
+        AjError err = {};
         json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
         cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, raise, &err), -EINVAL);
-        cr_expect(strstr(err, "no wall cap"), "%s", err);
-        free(err);
-        err = NULL;
+        cr_expect(strstr(err.message, "no wall cap"), "%s", err.message);
+        aj_error_clear(&err);
         cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, raise, &err), -EINVAL, "no meters");
-        free(err);
+        aj_error_clear(&err);
         aj_meter_free(m);
         fake_run_free(f);
 }
@@ -405,18 +402,16 @@ Test(supervisor, log_bytes_breach_once_per_stop)
         cr_expect_eq(count(&f->chain, "cap.breach"), 1);
 
         /* Raised: the new cap must leave room; then the agent's share follows it. */
-        char *err = NULL;
+        AjError err = {};
         f->chain.bytes = 2 << 20;
         json_auto_t *small = json_pack("{s:s}", "log_bytes", "+64K");
         cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, small, &err), -EINVAL, "no meters");
-        free(err);
-        err = NULL;
+        aj_error_clear(&err);
         AjMeter *m = NULL;
         cr_assert_eq(aj_meter_new(NULL, &m), 0);
         cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, small, &err), -EINVAL);
-        cr_expect(strstr(err, "no room"), "%s", err);
-        free(err);
-        err = NULL;
+        cr_expect(strstr(err.message, "no room"), "%s", err.message);
+        aj_error_clear(&err);
         json_auto_t *raise = json_pack("{s:s}", "log_bytes", "+64M");
         cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, raise, &err), 0);
         cr_expect_eq(aj_sup_breach_log_cap(&f->breach), (1 << 20) + (64ull << 20));

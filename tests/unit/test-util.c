@@ -40,21 +40,6 @@ Test(format, asprintf)
         free(s);
 }
 
-Test(error, ret_error_string)
-{
-        char *err = NULL;
-        cr_expect_eq(aj_ret_error(&err, -EINVAL, "bad '%s'", "x"), -EINVAL);
-        cr_expect_str_eq(err, "bad 'x'");
-        free(err);
-        /* A caller that wants no message passes NULL and still gets r back. */
-        cr_expect_eq(aj_ret_error(NULL, -ENOENT, "unused %d", 1), -ENOENT);
-        errno = EACCES;
-        err = NULL;
-        cr_expect_eq(aj_ret_error(&err, -EACCES, "open: %m"), -EACCES);
-        cr_expect_str_eq(err, "open: Permission denied");
-        free(err);
-}
-
 Test(error, set_prefix_text)
 {
         AjError e = {};
