@@ -358,6 +358,17 @@ static char *self_exe_path(void)
         return strdup(buf);
 }
 
+/* The invoker's home: $HOME, else the passwd entry (only then read). */
+static const char *invoker_home(void)
+{
+        const char *home = getenv("HOME");
+        if (!home || home[0] != '/') {
+                struct passwd *pw = getpwuid(getuid());
+                home = pw ? pw->pw_dir : NULL;
+        }
+        return home;
+}
+
 static int plan_mounts(Run *run)
 {
         const AjProfile *p = run->profile;
@@ -372,23 +383,17 @@ static int plan_mounts(Run *run)
         if (exe)
                 ro[extra_ro.n++] = (AjBind){ .source = exe, .target = (char *)AJ_JAIL_BIN "/agentjail" };
 
-        const char *host_home = getenv("HOME");
-        if (!host_home || host_home[0] != '/') {
-                struct passwd *pw = getpwuid(getuid());
-                host_home = pw ? pw->pw_dir : NULL;
-        }
+        const char *host_home = invoker_home();
         int r;
         if (p->workspace_mode == AJ_WORKSPACE_OVERLAY && !run->rootless) {
                 r = make_overlay_dirs(run);
                 if (r < 0)
                         return r;
         }
-        _cleanup_(aj_sensitive_list_done) AjSensitiveList sensitive = { 0 };
-        r = build_sensitive(run, exe, host_home, &sensitive);
-        if (r < 0)
-                return aj_log_errno(r, "Cannot list the places a workspace must not expose");
+        /* The sources are judged against the sensitive places after the clone, while the
+         * child builds its root (aj_run_check_places): their identities are pinned here. */
         AjMountContext mctx = {
-                .sensitive = &sensitive,
+                .defer_places = true,
                 .overlay_dir = run->overlay_dir,
                 .cwd = run->cwd,
                 .host_home = host_home,
@@ -404,6 +409,26 @@ static int plan_mounts(Run *run)
         };
         _cleanup_(aj_error_clear) AjError err = {};
         r = aj_mount_plan_build(p, &mctx, &run->mount, &err);
+        if (r < 0) {
+                aj_error("%s: %s", run->profile->path ? run->profile->path : run->profile->name,
+                         aj_error_text(&err, r));
+                return r;
+        }
+        return 0;
+}
+
+/* The sensitive places (src/sensitive.h) against every source the mount plan pinned. Run
+ * while the child builds its root, which is in its own mount namespace and runs nothing of
+ * the agent's until JOINED: a refused source is never seen by the command. */
+int aj_run_check_places(Run *run)
+{
+        _cleanup_free_ char *exe = self_exe_path();
+        _cleanup_(aj_sensitive_list_done) AjSensitiveList sensitive = { 0 };
+        int r = build_sensitive(run, exe, invoker_home(), &sensitive);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot list the places a workspace must not expose");
+        _cleanup_(aj_error_clear) AjError err = {};
+        r = aj_mount_plan_check_places(run->mount, &sensitive, &err);
         if (r < 0) {
                 aj_error("%s: %s", run->profile->path ? run->profile->path : run->profile->name,
                          aj_error_text(&err, r));
@@ -539,6 +564,10 @@ int aj_run_setup_idmap(Run *run)
         _cleanup_(aj_error_clear) AjError err = {};
         r = aj_mount_plan_prepare(run->mount, userns, &err);
         if (r < 0) {
+                /* A source the sensitive places refuse may also fail here (an idmapped mount of
+                 * "/"): the refusal, which says why, comes first. */
+                if (!aj_mount_plan_places_judged(run->mount) && aj_run_check_places(run) < 0)
+                        return -EPERM;
                 aj_error("Cannot prepare the jail's mounts: %s", aj_error_text(&err, r));
                 return r;
         }

@@ -223,6 +223,11 @@ static int start_loop(Run *run)
 /* If this fails the child is already gone, and its own error report is in the socket. */
 static int let_command_run(Run *run)
 {
+        /* Fail closed: never a command whose mounts were not judged. */
+        if (!aj_mount_plan_places_judged(run->mount)) {
+                aj_error("The jail's mounts were not checked against the sensitive places; refusing to start");
+                return -EPERM;
+        }
         (void)aj_spawn_joined(&run->h);
         aj_run_write_json(run);
         return 0;
@@ -244,6 +249,7 @@ static const Step steps[] = {
         { "cloned", clone_jail, aj_run_kill_jail },
         { "maps written", write_maps, NULL },
         { NULL, release_jail, NULL },
+        { "places checked", aj_run_check_places, NULL },
         { "cgroups joined", join_cgroups, NULL },
         { NULL, aj_run_setup_while_child_builds, NULL },
         { NULL, start_loop, NULL },

@@ -139,7 +139,19 @@ struct AjMountPlan {
         AjSensitiveList fixed_places; /* when the context gives no list: the fixed places */
         Gather *gather;               /* once for the sources' identity chains: the list's, or own_gather */
         Gather own_gather;
+        /* AjMountContext.defer_places: each source's check, kept for aj_mount_plan_check_places() */
+        bool defer_places;
+        struct PendingCheck *pending;
+        size_t n_pending;
 };
+
+/* A source to judge against the sensitive places (its path and identity, as planned). */
+typedef struct PendingCheck {
+        char *field;
+        char *real;
+        AjIdChain chain;
+        AjAccess access;
+} PendingCheck;
 
 /* ---- small path helpers (pure) ---------------------------------------- */
 
@@ -265,3 +277,6 @@ int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountConte
                        const char *jail_home, AjError *ret_error);
 int mnt_resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
                                 AjError *ret_error);
+
+/* The kept checks of a plan built with defer_places, freed. */
+void mnt_pending_done(AjMountPlan *plan);

@@ -159,10 +159,9 @@ static const char *rule_reason(AjPlaceRule rule, AjAccess access)
         }
 }
 
-static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                           const AjIdChain *id, AjAccess access, AjError *ret_error)
+static int judge_source(AjMountPlan *plan, const AjSensitiveList *l, const char *field, const char *real,
+                        const AjIdChain *id, AjAccess access, AjError *ret_error)
 {
-        const AjSensitiveList *l = ctx->sensitive ? ctx->sensitive : &plan->fixed_places;
         size_t i = 0;
         AjSensitiveVerdict v = aj_sensitive_check(real, id, access, l, plan->allow_sensitive, &i);
         const AjSensitivePlace *pl = v == AJ_SENSITIVE_NONE ? NULL : &l->items[i];
@@ -200,6 +199,73 @@ static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const c
         plan->sensitive_allowed = n;
         n[plan->n_sensitive_allowed++] = line;
         n[plan->n_sensitive_allowed] = NULL;
+        return 0;
+}
+
+static int chain_copy(const AjIdChain *c, AjIdChain *ret)
+{
+        *ret = (AjIdChain){ .n = c->n, .missing = c->missing };
+        if (c->n && !(ret->ids = malloc(c->n * sizeof(*c->ids))))
+                return -ENOMEM;
+        if (c->n)
+                memcpy(ret->ids, c->ids, c->n * sizeof(*c->ids));
+        if (c->fs_path && !(ret->fs_path = strdup(c->fs_path))) {
+                aj_id_chain_done(ret);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* Judged now against the context's list (or the fixed places), or kept for
+ * aj_mount_plan_check_places() when the plan defers them. */
+static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
+                           const AjIdChain *id, AjAccess access, AjError *ret_error)
+{
+        if (!plan->defer_places)
+                return judge_source(plan, ctx->sensitive ? ctx->sensitive : &plan->fixed_places, field, real, id,
+                                    access, ret_error);
+        if (plan->n_pending >= MAX_STEPS)
+                return aj_error_set(ret_error, -E2BIG, "%s: too many sources to check", field);
+        PendingCheck *n = reallocarray(plan->pending, plan->n_pending + 1, sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        plan->pending = n;
+        PendingCheck *c = &n[plan->n_pending];
+        *c = (PendingCheck){ .field = strdup(field), .real = strdup(real), .access = access };
+        if (!c->field || !c->real || (id && chain_copy(id, &c->chain) < 0)) {
+                free(c->field);
+                free(c->real);
+                return -ENOMEM;
+        }
+        plan->n_pending++;
+        return 0;
+}
+
+void mnt_pending_done(AjMountPlan *plan)
+{
+        for (size_t i = 0; i < plan->n_pending; i++) {
+                free(plan->pending[i].field);
+                free(plan->pending[i].real);
+                aj_id_chain_done(&plan->pending[i].chain);
+        }
+        free(plan->pending);
+        plan->pending = NULL;
+        plan->n_pending = 0;
+}
+
+int aj_mount_plan_check_places(AjMountPlan *plan, const AjSensitiveList *places, AjError *ret_error)
+{
+        if (!plan || !places)
+                return -EINVAL;
+        for (size_t i = 0; i < plan->n_pending; i++) {
+                const PendingCheck *c = &plan->pending[i];
+                int r = judge_source(plan, places, c->field, c->real, c->chain.n ? &c->chain : NULL, c->access,
+                                     ret_error);
+                if (r < 0)
+                        return r;
+        }
+        mnt_pending_done(plan);
+        plan->defer_places = false;
         return 0;
 }
 

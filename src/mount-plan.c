@@ -295,8 +295,9 @@ static int plan_use_places(AjMountPlan *plan, const AjMountContext *ctx)
 {
         int r;
 
+        plan->defer_places = ctx->defer_places && !ctx->sensitive;
         /* No list from the caller: the fixed places still hold (fail closed). */
-        if (!ctx->sensitive) {
+        if (!ctx->sensitive && !plan->defer_places) {
                 r = aj_sensitive_list_build(&(AjSensitiveSources){ 0 }, &plan->fixed_places);
                 if (r < 0)
                         return r;

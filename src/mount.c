@@ -634,6 +634,11 @@ const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *b
         return buf;
 }
 
+bool aj_mount_plan_places_judged(const AjMountPlan *plan)
+{
+        return plan && !plan->defer_places;
+}
+
 const char *aj_mount_plan_workdir(const AjMountPlan *plan) { return plan ? plan->workdir : NULL; }
 
 char *const *aj_mount_plan_sensitive_allowed(const AjMountPlan *plan)
@@ -667,6 +672,7 @@ void aj_mount_plan_free(AjMountPlan *plan)
         if (!plan)
                 return;
         mnt_gather_done(&plan->own_gather);
+        mnt_pending_done(plan);
         for (size_t i = 0; i < plan->n; i++)
                 mnt_step_clear(&plan->steps[i]);
         free(plan->steps);

@@ -29,6 +29,7 @@ typedef struct {
         const char *overlay_dir;  /* workspace mode overlay: host dir holding upper/ and work/ */
         const AjSensitiveList *sensitive; /* checked against the workspace and every bind; NULL: the
                                            * fixed places (aj_sensitive_list_build with no sources) */
+        bool defer_places; /* no list yet: keep each source's check for aj_mount_plan_check_places() */
 } AjMountContext;
 
 typedef struct AjMountPlan AjMountPlan;
@@ -43,6 +44,14 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
  * binds and the workspace idmapped (mount_setattr(MOUNT_ATTR_IDMAP)) with
  * `idmap_userns_fd` mapping the host owner to the jail's host uid. Each tree's root must
  * be the very file the plan checked (dev/ino), or the run is refused. */
+/* The checks a plan built with defer_places kept, against `places`, in the order the sources
+ * were planned: the first refusal is the error (as aj_mount_plan_build would have said it);
+ * what allow_sensitive let through joins aj_mount_plan_sensitive_allowed(). Run it before
+ * the command may start: the plan's sources are only pinned, not judged, until then. */
+int aj_mount_plan_check_places(AjMountPlan *plan, const AjSensitiveList *places, AjError *ret_error);
+/* false while a deferred plan's sources have not been judged: the command must not start. */
+bool aj_mount_plan_places_judged(const AjMountPlan *plan);
+
 int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_error);
 
 /* Child side, in the new user+mount namespaces with full capabilities there.

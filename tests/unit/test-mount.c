@@ -1019,6 +1019,46 @@ static void sensitive_setup(Setup *s, AjSensitiveList *l)
         s->ctx.sensitive = l;
 }
 
+/* A plan built with defer_places pins its sources and judges them later (while the
+ * child builds its root): the same refusal, word for word, and not judged until then. */
+Test(mount, sensitive_deferred_check_says_the_same, PURE)
+{
+        Setup s;
+        AjSensitiveList l;
+        char *direct = NULL;
+
+        sensitive_setup(&s, &l);
+        add_bind(&s.p.rw, tmp);
+        cr_expect_eq(build_fail(&s, &direct), -EPERM);
+
+        s.ctx.sensitive = NULL;
+        s.ctx.defer_places = true;
+        AjMountPlan *plan = build_ok(&s);
+        cr_expect_not(aj_mount_plan_places_judged(plan), "deferred: not judged yet, the command must wait");
+        AjError e = {};
+        cr_expect_eq(aj_mount_plan_check_places(plan, &l, &e), -EPERM);
+        cr_expect_str_eq(e.message ?: "", direct);
+        cr_expect_not(aj_mount_plan_places_judged(plan), "refused: still not judged");
+        aj_error_clear(&e);
+        aj_mount_plan_free(plan);
+        free(direct);
+        setup_free(&s);
+        aj_sensitive_list_done(&l);
+
+        /* Nothing sensitive: judged after the check, and nothing was allowed by opt-out. */
+        sensitive_setup(&s, &l);
+        s.ctx.sensitive = NULL;
+        s.ctx.defer_places = true;
+        add_bind(&s.p.rw, P("/a/b"));
+        plan = build_ok(&s);
+        cr_expect_eq(aj_mount_plan_check_places(plan, &l, &e), 0, "%s", e.message ?: "");
+        cr_expect(aj_mount_plan_places_judged(plan));
+        cr_expect_null(aj_mount_plan_sensitive_allowed(plan));
+        aj_mount_plan_free(plan);
+        setup_free(&s);
+        aj_sensitive_list_done(&l);
+}
+
 Test(mount, sensitive_workspace_and_rw_binds_refused, PURE)
 {
         Setup s;
