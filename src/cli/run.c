@@ -48,6 +48,9 @@ static const char run_help[] =
         "      --cap KEY=VALUE       cap a meter for this run: tokens, input_tokens, output_tokens,\n"
         "                            cost_usd, tool_calls, tool_calls_per_min, repeat_limit\n"
         "      --allow-net HOST[:PORT]  allow egress to HOST (added to the profile's network.allow)\n"
+        "      --llm NAME            serve the model provider NAME (the profile's llm.providers.NAME,\n"
+        "                            or anthropic, openai) through the metering gateway: the agent\n"
+        "                            gets its base URL and a placeholder key, the key stays here\n"
         "      --rw PATH[:DEST]      bind PATH read-write into the jail (at DEST)\n"
         "  -t, --tty                 give the jail a terminal of its own (a new pseudo-terminal)\n"
         "                            even when stdin is not a terminal; it is the default when\n"
@@ -134,12 +137,13 @@ void aj_cli_run_options_done(AjRunOptions *o)
 {
         aj_strv_free(o->caps);
         aj_strv_free(o->allow_net);
-        o->caps = o->allow_net = NULL;
+        aj_strv_free(o->llm);
+        o->caps = o->allow_net = o->llm = NULL;
         bind_list_done(&o->extra_ro);
         bind_list_done(&o->extra_rw);
 }
 
-enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY };
+enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY, OPT_LLM };
 
 int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
 {
@@ -151,6 +155,7 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
                 { "json", no_argument, NULL, OPT_JSON },
                 { "cap", required_argument, NULL, OPT_CAP },
                 { "allow-net", required_argument, NULL, OPT_ALLOW_NET },
+                { "llm", required_argument, NULL, OPT_LLM },
                 { "tty", no_argument, NULL, 't' },
                 { "no-tty", no_argument, NULL, OPT_NO_TTY },
                 { "verbose", no_argument, NULL, 'v' },
@@ -214,6 +219,17 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
                                 goto fail;
                         }
                         if (aj_strv_push(&o.allow_net, optarg) < 0) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        break;
+                case OPT_LLM:
+                        if (!*optarg) {
+                                r = -EINVAL;
+                                *ret_error = strdup("--llm: expected a provider name, e.g. --llm anthropic");
+                                goto fail;
+                        }
+                        if (aj_strv_push(&o.llm, optarg) < 0) {
                                 r = -ENOMEM;
                                 goto fail;
                         }
