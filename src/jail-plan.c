@@ -257,6 +257,23 @@ static int make_overlay_dirs(Run *run)
         return 0;
 }
 
+/* The providers' hosts are the gateway's: reached directly, the key would be the agent's. */
+static int reserve_llm_hosts(Run *run)
+{
+        _cleanup_strv_free_ char **hosts = NULL;
+        int r = aj_sup_llm_reserved_hosts(run->profile, &hosts);
+        if (r < 0)
+                return r;
+        for (char **h = hosts; h && *h; h++) {
+                r = aj_net_policy_reserve(run->net_policy, *h,
+                                          "served by the run's LLM gateway: use $ANTHROPIC_BASE_URL or "
+                                          "$OPENAI_BASE_URL (http://127.0.0.1:4100/PROVIDER)");
+                if (r < 0)
+                        return aj_log_errno(r, "Cannot reserve the LLM provider host '%s'", *h);
+        }
+        return 0;
+}
+
 static int setup_meter_and_broker(Run *run)
 {
         const AjProfile *p = run->profile;
@@ -309,6 +326,8 @@ static int setup_meter_and_broker(Run *run)
                         aj_error("network allowlist: '%s': %s", allow[bad] ? allow[bad] : "?", aj_error_text(&err, r));
                         return r;
                 }
+                if ((r = reserve_llm_hosts(run)) < 0)
+                        return r;
         }
         return 0;
 }
