@@ -198,6 +198,51 @@ run_jail -p "$P" --allow-net "localhost:$FP" --allow-net "127.0.0.1:$FP" -- \
 like "$JAIL_OUT" 'connect=403' "a direct CONNECT to the provider's host: 403"
 like "$(events_of net.denied)" 'gateway' "net.denied says to use the gateway"
 
+# --- the official SDKs from the npm registry, unchanged, in the jail
+if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+        skip "the official SDKs" "node and npm are needed (bash scripts/setup installs them)"
+elif ! (cd "$WORKSPACE" && timeout 300 npm install --no-audit --no-fund --silent @anthropic-ai/sdk openai) >"$T/npm.log" 2>&1; then
+        skip "the official SDKs" "npm install @anthropic-ai/sdk openai failed: $(tail -c 300 "$T/npm.log")"
+else
+        cat >"$WORKSPACE/sdk.js" <<'JS'
+const AnthropicMod = require("@anthropic-ai/sdk");
+const OpenAIMod = require("openai");
+const Anthropic = AnthropicMod.default || AnthropicMod.Anthropic || AnthropicMod;
+const OpenAI = OpenAIMod.default || OpenAIMod.OpenAI || OpenAIMod;
+(async () => {
+  const a = new Anthropic({ maxRetries: 0 });
+  const m = await a.messages.create({ model: "claude-test", max_tokens: 10, messages: [{ role: "user", content: "hi" }] });
+  console.log("anthropic=" + m.content[0].text + " in=" + m.usage.input_tokens);
+  const stream = a.messages.stream({ model: "claude-test", max_tokens: 10, messages: [{ role: "user", content: "hi" }] });
+  const final = await stream.finalMessage();
+  console.log("anthropic-stream=" + final.content[0].text + " out=" + final.usage.output_tokens);
+  const o = new OpenAI({ maxRetries: 0 });
+  const c = await o.chat.completions.create({ model: "gpt-test", max_tokens: 10, messages: [{ role: "user", content: "hi" }] });
+  console.log("openai=" + c.choices[0].message.content + " in=" + c.usage.prompt_tokens);
+  let text = "", chunks = 0;
+  for await (const ch of await o.chat.completions.create({ model: "gpt-test", max_tokens: 10, stream: true,
+                                                          messages: [{ role: "user", content: "hi" }] })) {
+    chunks++;
+    if (ch.choices.length) text += ch.choices[0].delta.content || "";
+    else console.log("usage chunk seen");
+  }
+  console.log("openai-stream=" + text);
+  const r = await o.responses.create({ model: "gpt-test", input: "hi", max_output_tokens: 10 });
+  console.log("responses=" + r.output_text + " in=" + r.usage.input_tokens);
+})().catch((e) => { console.log("error=" + e); process.exit(1); });
+JS
+        run_jail -p "$P" -- node sdk.js
+        is "$JAIL_RC" 0 "the official SDKs ran in the jail" || jail_diag
+        like "$JAIL_OUT" "anthropic=Hello! in=25" "@anthropic-ai/sdk: messages.create through the gateway"
+        like "$JAIL_OUT" "anthropic-stream=Hello there! out=7" "@anthropic-ai/sdk: a stream through the gateway"
+        like "$JAIL_OUT" "openai=Hello! in=20" "openai: chat.completions.create through the gateway"
+        like "$JAIL_OUT" "openai-stream=Hello!" "openai: a chat stream through the gateway"
+        unlike "$JAIL_OUT" "usage chunk seen" "openai: the usage chunk it did not ask for is hidden"
+        like "$JAIL_OUT" "responses=Hello! in=20" "openai: responses.create through the gateway"
+        is "$(events_of llm.response | jq -s -c '[.[] | .estimated] | unique')" "[false]" "the SDKs' calls metered exactly"
+        is "$(jf '.llm.anthropic["claude-test"]["gen_ai.usage.input_tokens"]')" 56 "run.json: the SDK's Anthropic input tokens"
+fi
+
 # --- --llm NAME: a built-in provider (its key from agentjail's environment)
 ANTHROPIC_API_KEY=sk-test-builtin run_jail --llm anthropic -- /bin/sh -c 'echo "$ANTHROPIC_BASE_URL $ANTHROPIC_API_KEY"'
 is "$JAIL_OUT" "http://127.0.0.1:4100/anthropic agentjail-gateway-$JAIL_RUN_ID" "--llm anthropic: base URL and placeholder"
