@@ -150,6 +150,8 @@ int aj_run_loop(Run *run);
 void aj_run_loop_close(Run *run);
 void aj_run_kill_jail(Run *run);
 void aj_run_release_services(Run *run);
+/* The gateway closed: calls still in flight are settled and recorded (before run.exit). */
+void aj_run_release_llm(Run *run);
 void aj_run_parts_done(Run *run);
 
 /* src/supervisor/records.c: run.json and the end of the chain */

@@ -202,6 +202,7 @@ void aj_run_write_final_records(Run *run)
         if (run->records_done)
                 return;
         run->records_done = true;
+        aj_run_release_llm(run);
         json_t *throttled = aj_sup_work_throttled_json(&run->work);
         if (throttled)
                 aj_events_emit(run->events, "supervisor.throttled", throttled);

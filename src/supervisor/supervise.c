@@ -270,10 +270,15 @@ static void release_runtime(Run *run)
         }
 }
 
-void aj_run_release_services(Run *run)
+void aj_run_release_llm(Run *run)
 {
         stop_service(run, &run->llm_io);
         aj_sup_llm_stop(&run->llm);
+}
+
+void aj_run_release_services(Run *run)
+{
+        aj_run_release_llm(run);
         stop_service(run, &run->proxy_io);
         aj_proxy_free(run->proxy);
         run->proxy = NULL;
