@@ -145,6 +145,26 @@ void aj_cli_run_options_done(AjRunOptions *o)
 
 enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY, OPT_LLM };
 
+/* --cap, --allow-net, --llm: each may be given again, and each adds to its list. */
+static int add_repeated(AjRunOptions *o, int opt, const char *arg, char **ret_error)
+{
+        if (opt == OPT_CAP && !strchr(arg, '=')) {
+                if (asprintf(ret_error, "--cap: '%s': expected KEY=VALUE, e.g. tokens=50000", arg) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        if (opt == OPT_ALLOW_NET && !*arg) {
+                *ret_error = strdup("--allow-net: empty entry");
+                return -EINVAL;
+        }
+        if (opt == OPT_LLM && !*arg) {
+                *ret_error = strdup("--llm: expected a provider name, e.g. --llm anthropic");
+                return -EINVAL;
+        }
+        char ***list = opt == OPT_CAP ? &o->caps : opt == OPT_ALLOW_NET ? &o->allow_net : &o->llm;
+        return aj_strv_push(list, arg) < 0 ? -ENOMEM : 0;
+}
+
 int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
 {
         static const struct option opts[] = {
@@ -201,38 +221,11 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
                         o.json = true;
                         break;
                 case OPT_CAP:
-                        if (!strchr(optarg, '=')) {
-                                r = -EINVAL;
-                                if (asprintf(ret_error, "--cap: '%s': expected KEY=VALUE, e.g. tokens=50000", optarg) < 0)
-                                        *ret_error = NULL;
-                                goto fail;
-                        }
-                        if (aj_strv_push(&o.caps, optarg) < 0) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        break;
                 case OPT_ALLOW_NET:
-                        if (!*optarg) {
-                                r = -EINVAL;
-                                *ret_error = strdup("--allow-net: empty entry");
-                                goto fail;
-                        }
-                        if (aj_strv_push(&o.allow_net, optarg) < 0) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        break;
                 case OPT_LLM:
-                        if (!*optarg) {
-                                r = -EINVAL;
-                                *ret_error = strdup("--llm: expected a provider name, e.g. --llm anthropic");
+                        r = add_repeated(&o, c, optarg, ret_error);
+                        if (r < 0)
                                 goto fail;
-                        }
-                        if (aj_strv_push(&o.llm, optarg) < 0) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
                         break;
                 case 't':
                 case OPT_NO_TTY:
