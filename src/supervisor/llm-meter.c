@@ -128,16 +128,29 @@ static int add_usage(AjSupLlmCall *cs, const AjGatewayRequest *req, AjGatewayVer
         return 0;
 }
 
+static bool spend_capped(const AjMeter *m)
+{
+        const AjMeterCaps *c = aj_meter_caps(m);
+        return c->set[AJ_CAP_TOKENS] || c->set[AJ_CAP_INPUT_TOKENS] || c->set[AJ_CAP_OUTPUT_TOKENS] ||
+               c->set[AJ_CAP_COST_USD];
+}
+
 /* The request read: 0, or the verdict set (refused). */
-static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const char *path,
+static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const char *method, const char *path,
                         const AjGatewayRequest *req, AjGatewayVerdict *v)
 {
         const char *api_name = pr->api == AJ_GATEWAY_API_OPENAI ? "openai" : "anthropic";
         uint8_t d[AJ_SHA256_SIZE];
         aj_sha256(req->body ? req->body : "", req->body_len, d);
         aj_sha256_hex(d, cs->request_sha);
-        if (aj_llm_api_from_path(api_name, path, &cs->api) < 0)
-                return 0; /* not a model call: relayed, not metered */
+        if (aj_llm_api_from_path(api_name, path, &cs->api) < 0) {
+                /* Not a model call: relayed, not metered; but under a token or cost cap only
+                 * reads are, since an API the gateway cannot meter might spend (fail closed). */
+                if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && spend_capped(cs->l->meter))
+                        refuse(v, pr, 403, "agentjail gateway: not a metered API, refused under the run's caps",
+                               path);
+                return 0;
+        }
         int r = aj_llm_call_new(cs->api, &cs->usage);
         if (r < 0)
                 return r;
@@ -185,7 +198,7 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
         cs->l = l;
         call->data = cs;
         aj_sha256_init(&cs->out_sha);
-        if (read_request(cs, pr, call->path, req, v) < 0) {
+        if (read_request(cs, pr, call->method, call->path, req, v) < 0) {
                 refuse(v, pr, 503, "agentjail gateway", "out of memory");
                 return;
         }

@@ -115,7 +115,8 @@ like "$JAIL_OUT" "OPENAI_API_KEY=agentjail-gateway-$JAIL_RUN_ID" "a placeholder 
 unlike "$JAIL_OUT" "$AKEY" "the Anthropic key is not in the jail's environment, /proc or files (env.pass named it)"
 unlike "$JAIL_OUT" "$OKEY" "the OpenAI key is not in the jail"
 unlike "$JAIL_OUT" "AJ_TEST_ANTHROPIC_KEY" "the key's variable is not passed in"
-like "$JAIL_OUT" "grep-done" "the search of the jail's files ran" || diag "$JAIL_ERR"
+unlike "$JAIL_OUT" "HTTP_PROXY=" "no network allowlist, no proxy: the gateway is on the jail's own loopback"
+like "$JAIL_OUT" "grep-done" "the search of the jail's files ran"
 
 # --- metered exactly: non-streaming and streaming, Anthropic and OpenAI, curl and urllib
 n0=$(records)

@@ -61,7 +61,7 @@ static void teardown(Fixture *f)
 static void request(Fixture *f, AjGatewayCall *call, const AjGatewayProvider *pr, const char *path, const char *body,
                     AjGatewayVerdict *v)
 {
-        *call = (AjGatewayCall){ .id = 1, .provider = pr, .method = "POST", .path = path, .started_ns = 1 };
+        *call = (AjGatewayCall){ .id = 1, .provider = pr, .method = *body ? "POST" : "GET", .path = path, .started_ns = 1 };
         *v = (AjGatewayVerdict){};
         AjGatewayRequest req = { .body = body, .body_len = strlen(body) };
         f->obs.on_request(f->obs.userdata, call, &req, v);
@@ -192,5 +192,20 @@ Test(supervisor_llm, stream_past_its_reservation_and_a_cap_is_cut)
         cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_INPUT_TOKENS, 0), 500, "what was used is charged");
         cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "relay")), "cut_short");
         cr_expect_eq(json_array_size(breaches), 1, "one breach per call");
+        teardown(&f);
+}
+
+Test(supervisor_llm, unmetered_spend_refused_under_caps)
+{
+        Fixture f;
+        setup(&f, "tokens=1000");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/embeddings", "{\"model\":\"e\",\"input\":\"x\"}", &v);
+        cr_expect_eq(v.status, 403, "an API the gateway cannot meter is refused under a token cap");
+        cr_expect(strstr(v.message, "/v1/embeddings"), "%s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        request(&f, &call, &openai, "/v1/models", "", &v);
+        cr_expect_eq(v.status, 0);
         teardown(&f);
 }
