@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -247,6 +248,11 @@ static void on_response_head(void *userdata, AjGatewayCall *call, unsigned statu
         const AjGwHeader *ct = aj_gw_header_find(headers, n_headers, "content-type");
         _cleanup_free_ char *type = ct ? strndup(ct->value, ct->value_len) : NULL;
         aj_llm_call_response_start(cs->usage, (int)status, type);
+        /* Only an event stream has a usage chunk to hide: an error's body goes as it is. */
+        if (cs->strip && (status / 100 != 2 || !type || strncasecmp(type, "text/event-stream", 17) != 0)) {
+                cs->strip = false;
+                aj_llm_call_strip_usage_chunk(cs->usage, false);
+        }
 }
 
 static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)

@@ -122,6 +122,7 @@ like "$JAIL_OUT" "grep-done" "the search of the jail's files ran"
 n0=$(records)
 run_jail -p "$P" -- /bin/sh -c 'python3 client.py anthropic; python3 client.py anthropic stream;
         python3 client.py openai-chat; python3 client.py openai-chat stream; python3 client.py openai-responses stream;
+        python3 client.py openai-chat stream error-500;
         curl -sS -H "x-api-key: $ANTHROPIC_API_KEY" -H "content-type: application/json" \
              -d "{\"model\":\"claude-test\",\"max_tokens\":5,\"messages\":[]}" "$ANTHROPIC_BASE_URL/v1/messages"'
 is "$JAIL_RC" 0 "jailed clients ran" || jail_diag
@@ -131,16 +132,17 @@ like "$JAIL_OUT" 'message_stop' "an Anthropic stream relayed"
 like "$JAIL_OUT" 'data: \[DONE\]' "an OpenAI chat stream relayed"
 unlike "$JAIL_OUT" '"choices": \[\], "usage"' "the usage chunk the client did not ask for is hidden"
 like "$JAIL_OUT" 'response.completed' "a Responses stream relayed"
-is "$(($(records) - n0))" 6 "the provider got six requests"
+like "$JAIL_OUT" 'status=500.*"error"' "an error answering a chat stream reaches the client whole"
+is "$(($(records) - n0))" 7 "the provider got seven requests"
 like "$(sed -n "$((n0 + 4))p" "$T/record")" 'include_usage' "the gateway asked for the stream's usage"
-is "$(count_lines "$(events_of llm.request)")" 6 "six llm.request events"
-is "$(count_lines "$(events_of llm.response)")" 6 "six llm.response events"
+is "$(count_lines "$(events_of llm.request)")" 7 "seven llm.request events"
+is "$(count_lines "$(events_of llm.response)")" 7 "seven llm.response events"
 is "$(events_of llm.response | jq -s -c '[.[] | select(.provider == "anthropic") | .["gen_ai.usage.input_tokens"]]')" \
         "[28,28,28]" "Anthropic input tokens as reported (25 + 3 cache reads)"
 is "$(events_of llm.response | jq -s -c '[.[] | select(.provider == "anthropic") | .["gen_ai.usage.output_tokens"]]')" \
         "[7,7,7]" "Anthropic output tokens as reported (the last cumulative count)"
 is "$(events_of llm.response | jq -s -c '[.[] | select(.provider == "openai") | [.["gen_ai.usage.input_tokens"], .["gen_ai.usage.output_tokens"]]]')" \
-        "[[20,3],[20,3],[20,3]]" "OpenAI tokens as reported (chat, chat stream, Responses stream)"
+        "[[20,3],[20,3],[20,3],[0,0]]" "OpenAI tokens as reported (chat, chat stream, Responses stream, an error: nothing)"
 is "$(events_of llm.response | jq -s -c '[.[] | .estimated] | unique')" "[false]" "no count was estimated"
 is "$(events_of llm.response | jq -s -c '[.[] | .relay] | unique')" '["completed"]' "every call completed"
 is "$(jf '.llm.anthropic["claude-test"].requests')" 3 "run.json: three Anthropic requests"
