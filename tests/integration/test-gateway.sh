@@ -155,11 +155,6 @@ like "$(events_of llm.response | head -1)" '"output_sha256":"[0-9a-f]{64}"' "the
 like "$(events_of llm.request | head -1)" '"request_sha256":"[0-9a-f]{64}"' "the request's digest"
 unlike "$(cat "$JAIL_RUN_DIR/events.jsonl")" "$AKEY" "the key is not in the events"
 
-# --- model tool calls count as tool calls
-run_jail -p "$P" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic "" tool-call; python3 client.py openai-chat "" tool-call'
-like "$(events_of llm.response | head -1)" '"tool_calls":\["get_weather"\]' "the model's tool call is recorded"
-like "$(events_of cap.breach)" '"cap":"tool_calls"' "the second model tool call crosses tool_calls=1: a breach"
-
 # --- a cost cap: the request that would cross it is refused, never forwarded, and the run frozen
 n0=$(records)
 start_jail_bg -p "$P" --cap cost_usd=0.005 -- /bin/sh -c 'python3 client.py anthropic; python3 client.py anthropic; echo after-refusal'
@@ -173,8 +168,8 @@ unlike "$(cat "$TEST_TMP/bg.out")" 'after-refusal' "the agent is stopped at the 
 aj kill "${RD##*/}"
 wait_exit "$BG_PID" 20
 
-# --- a stream crossing the cap mid-way is cut (output past the reservation is not possible
-# with max_tokens honoured, so the cap is met by the input: 28 x 1e-4 > 0.0025)
+# --- a stream crossing the cap mid-way is cut: the reservation (the prompt estimate and
+# max_tokens, $0.0042) fits $0.0045, the input the provider reports (28 tokens) does not
 n0=$(records)
 PK=$(write_profile gwkill '{"extends": "default", "on_breach": "kill", '"$PRICES"', "llm": {'"$PROVIDERS"'}}')
 run_jail -p "$PK" --cap cost_usd=0.0045 -- /bin/sh -c 'python3 client.py anthropic stream; python3 client.py anthropic stream'
@@ -183,6 +178,12 @@ is "$(events_of llm.response | jq -r .relay)" cut_short "the stream was cut"
 like "$(events_of cap.breach)" '"cap":"cost_usd"' "a cost_usd breach"
 like "$(jf '.llm.anthropic["claude-test"].cost_usd')" '^0\.00' "the cut stream is still charged"
 is "$(($(records) - n0))" 1 "the second request is never forwarded"
+
+# --- model tool calls count as tool calls
+run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic "" tool-call; python3 client.py openai-chat "" tool-call'
+like "$(events_of llm.response | head -1)" '"tool_calls":\["get_weather"\]' "the model's tool call is recorded"
+like "$(events_of cap.breach)" '"cap":"tool_calls"' "the second model tool call crosses tool_calls=1: a breach"
+is "$JAIL_RC" 123 "... and the run is killed (on_breach kill)"
 
 # --- "record": "full": bodies kept, the key redacted
 PF=$(write_profile gwfull '{"extends": "default", '"$PRICES"', "llm": {'"$PROVIDERS"', "record": "full"}}')
