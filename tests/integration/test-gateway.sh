@@ -104,6 +104,19 @@ run_jail -p "$(write_profile gwnokey '{"extends": "default", "llm": {"providers"
 isnt "$JAIL_RC" 0 "a provider without its key: the run fails"
 like "$JAIL_ERR" "anthropic.*AJ_TEST_NO_SUCH_KEY" "the error names the provider and where the key was looked for"
 
+# --- key_file: read whole, a trailing newline stripped; a file others can read is warned about
+printf '%s\n' "$AKEY" >"$T/akey"
+chmod 600 "$T/akey"
+PKF=$(write_profile gwkeyfile '{"extends": "default", '"$PRICES"', "llm": {"providers": {"anthropic":
+        {"url": "https://localhost:'$FP'", "key_file": "'$T/akey'", "ca_file": "'$T/ca.pem'"}}}}')
+run_jail -p "$PKF" -- python3 client.py anthropic
+like "$JAIL_OUT" 'status=200' "a key from key_file (trailing newline stripped) is accepted by the provider"
+unlike "$JAIL_ERR" 'readable by others' "a key_file of mode 600: no warning"
+chmod 644 "$T/akey"
+run_jail -p "$PKF" -- /bin/true
+like "$JAIL_ERR" "key_file '$T/akey' is readable by others" "a key_file others can read: a warning"
+chmod 600 "$T/akey"
+
 # --- the agent's variables; the key is nowhere in the jail
 run_jail -p "$P" -- /bin/sh -c 'env; echo ===; cat /proc/[0-9]*/environ 2>/dev/null | tr "\0" "\n"; echo ===;
         grep -rlsF "$0" /etc /home /tmp /run /opt /var 2>/dev/null | head -5; echo grep-done' "$AKEY"
