@@ -47,6 +47,29 @@ void aj_run_record_degraded(Run *run, const char *what, const char *why)
         aj_events_emit(run->events, "degraded", json_pack("{s:s, s:s}", "what", what, "why", why));
 }
 
+/* The gateway's variables win over the profile's own (a real key in env.set included). */
+static int add_llm_env(Run *run, char ***env)
+{
+        _cleanup_strv_free_ char **llm = NULL;
+        int r = aj_sup_llm_env(run->profile, run->id, &llm);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; llm && llm[i]; i++) {
+                size_t klen = strcspn(llm[i], "=");
+                for (size_t j = 0; *env && (*env)[j]; j++)
+                        if (strncmp((*env)[j], llm[i], klen) == 0 && (*env)[j][klen] == '=') {
+                                free((*env)[j]);
+                                for (size_t k = j; (*env)[k]; k++)
+                                        (*env)[k] = (*env)[k + 1];
+                                break;
+                        }
+                if (aj_strv_push(env, llm[i]) < 0)
+                        return -ENOMEM;
+        }
+        run->envp = TAKE_PTR(*env);
+        return 0;
+}
+
 static int build_env(Run *run)
 {
         const AjProfile *p = run->profile;
@@ -55,7 +78,8 @@ static int build_env(Run *run)
 
         for (size_t i = 0; i < p->env_pass.n; i++) {
                 const char *v = getenv(p->env_pass.items[i]);
-                if (!v)
+                /* A provider's key stays with the gateway, whatever env.pass says. */
+                if (!v || aj_sup_llm_is_key_env(p, p->env_pass.items[i], strlen(p->env_pass.items[i])))
                         continue;
                 char *kv;
                 if (asprintf(&kv, "%s=%s", p->env_pass.items[i], v) < 0 || (r = aj_strv_consume(&env, kv)) < 0)
@@ -111,8 +135,7 @@ static int build_env(Run *run)
                         if (aj_strv_push(&env, proxy_env[i]) < 0)
                                 return -ENOMEM;
         }
-        run->envp = TAKE_PTR(env);
-        return 0;
+        return add_llm_env(run, &env);
 }
 
 static void add_rlimit(AjSpawnConfig *cfg, int resource, uint64_t value)
@@ -153,6 +176,16 @@ int aj_run_prepare(Run *run)
                 return r;
         }
 
+        for (char **n = opts->llm; n && *n; n++) {
+                r = aj_profile_llm_enable(run->profile, *n, &perr);
+                if (r < 0) {
+                        aj_error("%s", aj_error_text(&perr, r));
+                        aj_error_clear(&perr);
+                        return r;
+                }
+        }
+        if (opts->llm && (r = aj_profile_update_digest(run->profile)) < 0)
+                return aj_log_errno(r, "Cannot digest the profile");
         aj_run_trace_step(run, "profile loaded");
         run->cwd = getcwd(NULL, 0);
         if (!run->cwd)
@@ -236,6 +269,23 @@ static int load_price_table(void *userdata, AjPriceTable **ret)
         return r;
 }
 
+/* The providers' hosts are the gateway's: reached directly, the key would be the agent's. */
+static int reserve_llm_hosts(Run *run)
+{
+        _cleanup_strv_free_ char **hosts = NULL;
+        int r = aj_sup_llm_reserved_hosts(run->profile, &hosts);
+        if (r < 0)
+                return r;
+        for (char **h = hosts; h && *h; h++) {
+                r = aj_net_policy_reserve(run->net_policy, *h,
+                                          "served by the run's LLM gateway: use $ANTHROPIC_BASE_URL or "
+                                          "$OPENAI_BASE_URL (http://127.0.0.1:4100/PROVIDER)");
+                if (r < 0)
+                        return aj_log_errno(r, "Cannot reserve the LLM provider host '%s'", *h);
+        }
+        return 0;
+}
+
 static int setup_meter_and_broker(Run *run)
 {
         const AjProfile *p = run->profile;
@@ -289,6 +339,8 @@ static int setup_meter_and_broker(Run *run)
                         aj_error("network allowlist: '%s': %s", allow[bad] ? allow[bad] : "?", aj_error_text(&err, r));
                         return r;
                 }
+                if ((r = reserve_llm_hosts(run)) < 0)
+                        return r;
         }
         return 0;
 }
@@ -478,6 +530,7 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
                 .envp = run->envp,
                 .cgroup_v2_fd = -1,
                 .proxy_listeners = run->net_policy != NULL,
+                .gateway_listener = p->n_llm_providers > 0,
                 .stdout_fd = -1,
                 .stderr_fd = -1,
         };
@@ -502,6 +555,11 @@ int aj_run_plan(Run *run, AjSpawnConfig *cfg)
         aj_run_trace_step(run, "runtime dir created");
         if ((r = setup_meter_and_broker(run)) < 0 || (r = plan_mounts(run)) < 0)
                 return r;
+        _cleanup_(aj_error_clear) AjError kerr = {};
+        if ((r = aj_sup_llm_check_keys(run->profile, &kerr)) < 0) {
+                aj_error("%s (refusing to start: the gateway would have no key)", aj_error_text(&kerr, r));
+                return r;
+        }
         aj_run_trace_step(run, "mount plan built");
         if ((r = plan_seccomp(run)) < 0)
                 return r;
@@ -591,5 +649,12 @@ int aj_run_setup_while_child_builds(Run *run)
                                     run->profile->approval_timeout_ns);
         if (r < 0)
                 return aj_log_errno(r, "Cannot set up approvals");
+        /* The keys are read now, after the clone: the jail's init never held them. */
+        _cleanup_(aj_error_clear) AjError err = {};
+        r = aj_sup_llm_init(&run->llm, run->profile, run->meter, &run->hooks, run->run_dir, &err);
+        if (r < 0) {
+                aj_error("%s", aj_error_text(&err, r));
+                return r;
+        }
         return 0;
 }

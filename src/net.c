@@ -8,6 +8,8 @@
 
 #include "net.h"
 #include "util/error.h"
+#include "util/macros.h"
+#include "util/strv.h"
 
 #define MAX_ENTRY_LEN 300
 
@@ -27,7 +29,48 @@ void aj_net_policy_free(AjNetPolicy *p)
         for (size_t i = 0; i < p->n_rules; i++)
                 aj_net_rule_done(&p->rules[i]);
         free(p->rules);
+        aj_strv_free(p->reserved);
+        free(p->reserved_why);
         free(p);
+}
+
+static int literal_address(const char *host, struct sockaddr_storage *ss);
+
+/* A reserved host's canonical text: the name normalized, an address formatted. */
+static int reserved_form(const char *host, char buf[AJ_NET_HOST_MAX + 1])
+{
+        struct sockaddr_storage ss;
+        const char *why;
+        if (literal_address(host, &ss)) {
+                char a[INET6_ADDRSTRLEN];
+                snprintf(buf, AJ_NET_HOST_MAX + 1, "%s", aj_net_format_address((struct sockaddr *)&ss, a, sizeof(a)));
+                return 0;
+        }
+        return aj_net_host_normalize(host, strlen(host), buf, &why);
+}
+
+int aj_net_policy_reserve(AjNetPolicy *p, const char *host, const char *why)
+{
+        char norm[AJ_NET_HOST_MAX + 1];
+        int r = reserved_form(host, norm);
+        if (r < 0)
+                return r;
+        if (!p->reserved_why && !(p->reserved_why = strdup(why)))
+                return -ENOMEM;
+        return aj_strv_push(&p->reserved, norm);
+}
+
+static bool reserved(const AjNetPolicy *p, const char *host, AjNetVerdict *v)
+{
+        char norm[AJ_NET_HOST_MAX + 1];
+        if (!p->reserved || reserved_form(host, norm) < 0)
+                return false;
+        for (char **h = p->reserved; *h; h++)
+                if (streq(*h, norm)) {
+                        snprintf(v->reason, sizeof(v->reason), "%s is %s", norm, p->reserved_why);
+                        return true;
+                }
+        return false;
 }
 
 int aj_net_host_normalize(const char *host, size_t len, char *buf, const char **ret_why)
@@ -485,6 +528,10 @@ int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjN
         }
         if (port == 0) {
                 snprintf(v.reason, sizeof(v.reason), "port 0 is not a destination");
+                *ret = v;
+                return 0;
+        }
+        if (reserved(p, host, &v)) {
                 *ret = v;
                 return 0;
         }

@@ -56,6 +56,8 @@ typedef struct {
 typedef struct AjNetPolicy {
         AjNetRule *rules;
         size_t n_rules;
+        char **reserved;      /* hosts refused whatever the rules say (canonical), NULL-terminated */
+        char *reserved_why;   /* ... and why, for the reason */
 } AjNetPolicy;
 
 /* Parse a NULL-terminated list of entries (NULL or empty: no network at all). On a
@@ -63,6 +65,11 @@ typedef struct AjNetPolicy {
 int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, AjError *ret_error);
 void aj_net_policy_free(AjNetPolicy *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjNetPolicy *, aj_net_policy_free);
+
+/* Refuse `host` (a name or an IP literal) on every port, whatever the rules say, saying
+ * `why` ("served by the LLM gateway: use $ANTHROPIC_BASE_URL"). -EINVAL for a name that
+ * is not a host name. */
+int aj_net_policy_reserve(AjNetPolicy *p, const char *host, const char *why);
 
 /* Parse one entry into *ret (owned strings; free with aj_net_rule_done). -EINVAL with a
  * static reason on error. */

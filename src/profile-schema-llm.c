@@ -14,14 +14,14 @@
 #define MAX_URL 2048
 
 static const AjLlmProvider builtin[] = {
-        { .name = "anthropic", .api = AJ_LLM_API_ANTHROPIC, .url = "https://api.anthropic.com",
+        { .name = "anthropic", .api = AJ_LLM_PROVIDER_ANTHROPIC, .url = "https://api.anthropic.com",
           .key_env = "ANTHROPIC_API_KEY" },
-        { .name = "openai", .api = AJ_LLM_API_OPENAI, .url = "https://api.openai.com", .key_env = "OPENAI_API_KEY" },
+        { .name = "openai", .api = AJ_LLM_PROVIDER_OPENAI, .url = "https://api.openai.com", .key_env = "OPENAI_API_KEY" },
 };
 
-const char *aj_llm_api_name(AjLlmApi api)
+const char *aj_llm_provider_api_name(AjLlmProviderApi api)
 {
-        return api == AJ_LLM_API_ANTHROPIC ? "anthropic" : api == AJ_LLM_API_OPENAI ? "openai" : "?";
+        return api == AJ_LLM_PROVIDER_ANTHROPIC ? "anthropic" : api == AJ_LLM_PROVIDER_OPENAI ? "openai" : "?";
 }
 
 static const AjLlmProvider *builtin_provider(const char *name)
@@ -32,12 +32,12 @@ static const AjLlmProvider *builtin_provider(const char *name)
         return NULL;
 }
 
-static bool api_from_name(const char *s, AjLlmApi *ret)
+static bool api_from_name(const char *s, AjLlmProviderApi *ret)
 {
         if (streq(s, "anthropic"))
-                *ret = AJ_LLM_API_ANTHROPIC;
+                *ret = AJ_LLM_PROVIDER_ANTHROPIC;
         else if (streq(s, "openai"))
-                *ret = AJ_LLM_API_OPENAI;
+                *ret = AJ_LLM_PROVIDER_OPENAI;
         else
                 return false;
         return true;
@@ -86,7 +86,7 @@ const char *aj_llm_url_problem(const char *url)
 
 static int check_api(Check *c, json_t *v)
 {
-        AjLlmApi api;
+        AjLlmProviderApi api;
         int r = check_string(c, v);
         if (r >= 0 && !api_from_name(json_string_value(v), &api))
                 return check_fail(c, AJ_JSON_AT_VALUE, "expected \"anthropic\" or \"openai\", got %s", GOT(v));
@@ -205,7 +205,7 @@ static int provider_set(AjLlmProvider *dst, const char *name, const AjLlmProvide
         json_t *key_env = json_object_get(v, "key_env"), *key_file = json_object_get(v, "key_file");
         json_t *ca = json_object_get(v, "ca_file");
 
-        *dst = (AjLlmProvider){ .api = def ? def->api : AJ_LLM_API_ANTHROPIC };
+        *dst = (AjLlmProvider){ .api = def ? def->api : AJ_LLM_PROVIDER_ANTHROPIC };
         if (api)
                 (void)api_from_name(json_string_value(api), &dst->api);
         dst->name = strdup(name);
@@ -256,7 +256,7 @@ int llm_to_json(const AjProfile *p, json_t *root)
         }
         for (size_t i = 0; i < p->n_llm_providers; i++) {
                 const AjLlmProvider *pr = &p->llm_providers[i];
-                json_t *e = json_pack("{s:s, s:s}", "api", aj_llm_api_name(pr->api), "url", pr->url);
+                json_t *e = json_pack("{s:s, s:s}", "api", aj_llm_provider_api_name(pr->api), "url", pr->url);
                 if (!e || json_object_set_new(providers, pr->name, e) < 0)
                         return -ENOMEM;
                 if ((pr->key_env && json_object_set_new(e, "key_env", json_string(pr->key_env)) < 0) ||

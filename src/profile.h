@@ -54,22 +54,22 @@ typedef struct {
 
 /* "llm.providers": a model provider the run's gateway serves (docs/gateway.md). */
 typedef enum {
-        AJ_LLM_API_ANTHROPIC = 0, /* Messages: /v1/messages */
-        AJ_LLM_API_OPENAI,        /* Chat Completions and Responses */
-} AjLlmApi;
+        AJ_LLM_PROVIDER_ANTHROPIC = 0, /* Messages: /v1/messages */
+        AJ_LLM_PROVIDER_OPENAI,        /* Chat Completions and Responses */
+} AjLlmProviderApi;
 
 #define AJ_LLM_MAX_PROVIDERS 16
 
 typedef struct {
         char *name;     /* "anthropic", "openai", or the profile's own name for one */
-        AjLlmApi api;
+        AjLlmProviderApi api;
         char *url;      /* upstream base URL: https:// (or http:// for the operator's own network) */
         char *key_env;  /* the key from agentjail's environment (never passed on), or */
         char *key_file; /* from this host file */
         char *ca_file;  /* extra CA certificates to trust for url (NULL: the system store only) */
 } AjLlmProvider;
 
-const char *aj_llm_api_name(AjLlmApi api);
+const char *aj_llm_provider_api_name(AjLlmProviderApi api);
 /* NULL when `url` is a usable provider URL, else what is wrong with it. */
 const char *aj_llm_url_problem(const char *url);
 

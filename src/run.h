@@ -30,6 +30,7 @@
 #include "supervisor/breach.h"
 #include "supervisor/cgroup-events.h"
 #include "supervisor/denials.h"
+#include "supervisor/llm.h"
 #include "supervisor/operator.h"
 #include "supervisor/output.h"
 #include "supervisor/sink.h"
@@ -119,7 +120,8 @@ typedef struct {
         AjControl *control;
         AjProxy *proxy;
         AjNetPolicy *net_policy;
-        AjLoopIo *broker_io, *control_io, *proxy_io;
+        AjLoopIo *broker_io, *control_io, *proxy_io, *llm_io;
+        AjSupLlm llm;             /* the LLM gateway (llm.providers), its metering */
         AjHooks hooks;
         AjControlOps control_ops;
 
@@ -149,6 +151,8 @@ int aj_run_loop(Run *run);
 void aj_run_loop_close(Run *run);
 void aj_run_kill_jail(Run *run);
 void aj_run_release_services(Run *run);
+/* The gateway closed: calls still in flight are settled and recorded (before run.exit). */
+void aj_run_release_llm(Run *run);
 void aj_run_parts_done(Run *run);
 
 /* src/supervisor/records.c: run.json and the end of the chain */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "caps.h"
+#include "gateway/gateway.h"
 #include "ns.h"
 #include "proxy.h"
 #include "spawn.h"
@@ -403,6 +404,17 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
                         if (r < 0)
                                 child_fail(sync_fd, AJ_STAGE_PROXY, r, i);
                 }
+        }
+        if (cfg->gateway_listener) {
+                int fd;
+                r = aj_proxy_listen_at("127.0.0.1", AJ_GATEWAY_PORT, &fd);
+                if (r < 0)
+                        child_fail(sync_fd, AJ_STAGE_PROXY, r, 2);
+                AjChildMsg m = { .type = AJ_MSG_PROXY_LISTENER, .step = 2 };
+                r = send_msg(sync_fd, &m, fd);
+                close(fd);
+                if (r < 0)
+                        child_fail(sync_fd, AJ_STAGE_PROXY, r, 2);
         }
 
         r = forbid_nested_userns();

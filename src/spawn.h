@@ -58,7 +58,7 @@ typedef enum {
         AJ_MSG_STARTED,      /* init -> supervisor: command forked (pid inside the jail) */
         AJ_MSG_EXEC_FAILED,  /* command -> supervisor: execve failed with err */
         AJ_MSG_EXIT,         /* init -> supervisor: command's wait status */
-        AJ_MSG_PROXY_LISTENER, /* child -> supervisor: a proxy listener fd (step 0 HTTP, 1 SOCKS5) */
+        AJ_MSG_PROXY_LISTENER, /* child -> supervisor: a listener fd (step 0 HTTP, 1 SOCKS5, 2 the LLM gateway) */
         AJ_MSG_PTY,          /* child -> supervisor: the master of the jail's terminal */
 } AjMsgType;
 
@@ -105,6 +105,7 @@ typedef struct {
         struct termios termios;
         int cgroup_v2_fd;           /* CLONE_INTO_CGROUP target, or -1 */
         bool proxy_listeners;       /* create the egress proxy's listeners on the jail's 127.0.0.1 */
+        bool gateway_listener;      /* ... and the LLM gateway's (AJ_GATEWAY_PORT) */
 } AjSpawnConfig;
 
 typedef struct {

@@ -48,6 +48,9 @@ static const char run_help[] =
         "      --cap KEY=VALUE       cap a meter for this run: tokens, input_tokens, output_tokens,\n"
         "                            cost_usd, tool_calls, tool_calls_per_min, repeat_limit\n"
         "      --allow-net HOST[:PORT]  allow egress to HOST (added to the profile's network.allow)\n"
+        "      --llm NAME            serve the model provider NAME (the profile's llm.providers.NAME,\n"
+        "                            or anthropic, openai) through the metering gateway: the agent\n"
+        "                            gets its base URL and a placeholder key, the key stays here\n"
         "      --rw PATH[:DEST]      bind PATH read-write into the jail (at DEST)\n"
         "  -t, --tty                 give the jail a terminal of its own (a new pseudo-terminal)\n"
         "                            even when stdin is not a terminal; it is the default when\n"
@@ -134,12 +137,33 @@ void aj_cli_run_options_done(AjRunOptions *o)
 {
         aj_strv_free(o->caps);
         aj_strv_free(o->allow_net);
-        o->caps = o->allow_net = NULL;
+        aj_strv_free(o->llm);
+        o->caps = o->allow_net = o->llm = NULL;
         bind_list_done(&o->extra_ro);
         bind_list_done(&o->extra_rw);
 }
 
-enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY };
+enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY, OPT_LLM };
+
+/* --cap, --allow-net, --llm: each may be given again, and each adds to its list. */
+static int add_repeated(AjRunOptions *o, int opt, const char *arg, char **ret_error)
+{
+        if (opt == OPT_CAP && !strchr(arg, '=')) {
+                if (asprintf(ret_error, "--cap: '%s': expected KEY=VALUE, e.g. tokens=50000", arg) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        if (opt == OPT_ALLOW_NET && !*arg) {
+                *ret_error = strdup("--allow-net: empty entry");
+                return -EINVAL;
+        }
+        if (opt == OPT_LLM && !*arg) {
+                *ret_error = strdup("--llm: expected a provider name, e.g. --llm anthropic");
+                return -EINVAL;
+        }
+        char ***list = opt == OPT_CAP ? &o->caps : opt == OPT_ALLOW_NET ? &o->allow_net : &o->llm;
+        return aj_strv_push(list, arg) < 0 ? -ENOMEM : 0;
+}
 
 int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
 {
@@ -151,6 +175,7 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
                 { "json", no_argument, NULL, OPT_JSON },
                 { "cap", required_argument, NULL, OPT_CAP },
                 { "allow-net", required_argument, NULL, OPT_ALLOW_NET },
+                { "llm", required_argument, NULL, OPT_LLM },
                 { "tty", no_argument, NULL, 't' },
                 { "no-tty", no_argument, NULL, OPT_NO_TTY },
                 { "verbose", no_argument, NULL, 'v' },
@@ -196,27 +221,11 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
                         o.json = true;
                         break;
                 case OPT_CAP:
-                        if (!strchr(optarg, '=')) {
-                                r = -EINVAL;
-                                if (asprintf(ret_error, "--cap: '%s': expected KEY=VALUE, e.g. tokens=50000", optarg) < 0)
-                                        *ret_error = NULL;
-                                goto fail;
-                        }
-                        if (aj_strv_push(&o.caps, optarg) < 0) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
-                        break;
                 case OPT_ALLOW_NET:
-                        if (!*optarg) {
-                                r = -EINVAL;
-                                *ret_error = strdup("--allow-net: empty entry");
+                case OPT_LLM:
+                        r = add_repeated(&o, c, optarg, ret_error);
+                        if (r < 0)
                                 goto fail;
-                        }
-                        if (aj_strv_push(&o.allow_net, optarg) < 0) {
-                                r = -ENOMEM;
-                                goto fail;
-                        }
                         break;
                 case 't':
                 case OPT_NO_TTY:

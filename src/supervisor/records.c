@@ -135,6 +135,10 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
         json_object_set_new(doc, "quarantine", json_incref_or_null(aj_sup_breach_quarantine(&run->breach)));
         if (run->meter)
                 json_object_set_new(doc, "meters", aj_run_meters_json(run));
+        if (run->llm.n_providers) {
+                json_t *llm = aj_sup_llm_summary(&run->llm);
+                json_object_set_new(doc, "llm", llm ? json_deep_copy(llm) : json_object());
+        }
         if (run->net_policy || aj_sup_breach_egress_used(&run->breach)) {
                 json_t *net = run->proxy ? aj_proxy_stats(run->proxy) : json_object();
                 if (net) {
@@ -198,6 +202,7 @@ void aj_run_write_final_records(Run *run)
         if (run->records_done)
                 return;
         run->records_done = true;
+        aj_run_release_llm(run);
         json_t *throttled = aj_sup_work_throttled_json(&run->work);
         if (throttled)
                 aj_events_emit(run->events, "supervisor.throttled", throttled);

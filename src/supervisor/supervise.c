@@ -173,6 +173,7 @@ int aj_run_parts_init(Run *run)
 void aj_run_parts_done(Run *run)
 {
         aj_sup_breach_done(&run->breach);
+        aj_sup_llm_done(&run->llm);
 }
 
 /* ---- the services ------------------------------------------------------------------ */
@@ -220,6 +221,30 @@ static void start_proxy(Run *run)
                 (void)aj_sup_work_watch(&run->work, run->proxy_io);
 }
 
+static void on_llm(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        Run *run = userdata;
+        uint64_t t0 = aj_sup_work_start(&run->work);
+        aj_sup_llm_dispatch(&run->llm);
+        aj_sup_work_charge(&run->work, t0);
+}
+
+/* The gateway's listener, made by the jail's init in its network namespace. */
+static void start_llm(Run *run, int fd)
+{
+        _cleanup_(aj_error_clear) AjError err = {};
+        int r = aj_sup_llm_start(&run->llm, fd, &err);
+        if (r < 0) {
+                /* Fail closed: the agent's model calls fail, and the run says why. */
+                aj_error("%s", aj_error_text(&err, r));
+                aj_events_emit(run->events, "llm.gateway.failed", json_pack("{s:s}", "error", aj_error_text(&err, r)));
+                return;
+        }
+        if (aj_loop_add_io(run->loop, aj_sup_llm_fd(&run->llm), EPOLLIN, on_llm, run, &run->llm_io) >= 0)
+                (void)aj_sup_work_watch(&run->work, run->llm_io);
+}
+
 static void stop_service(Run *run, AjLoopIo **io)
 {
         aj_sup_work_unwatch(&run->work, *io);
@@ -245,8 +270,15 @@ static void release_runtime(Run *run)
         }
 }
 
+void aj_run_release_llm(Run *run)
+{
+        stop_service(run, &run->llm_io);
+        aj_sup_llm_stop(&run->llm);
+}
+
 void aj_run_release_services(Run *run)
 {
+        aj_run_release_llm(run);
         stop_service(run, &run->proxy_io);
         aj_proxy_free(run->proxy);
         run->proxy = NULL;
@@ -271,7 +303,7 @@ static void child_exited(Run *run, int status)
         run->child.have_status = true;
         run->child.cmd_status = status;
         aj_sup_breach_set_exited(&run->breach, true, false);
-        if (!run->proxy) {
+        if (!run->proxy && !run->llm_io) {
                 aj_run_write_final_records(run);
                 release_runtime(run);
         }
@@ -308,6 +340,8 @@ static void handle_child_msg(Run *run)
                                 start_tty(run, TAKE_FD(fd));
                         break;
                 case AJ_MSG_PROXY_LISTENER:
+                        if (fd >= 0 && m.step == 2 && !run->llm_io)
+                                start_llm(run, TAKE_FD(fd));
                         if (fd >= 0 && (m.step == 0 || m.step == 1) && run->proxy_fds[m.step] < 0)
                                 run->proxy_fds[m.step] = TAKE_FD(fd);
                         if (run->proxy_fds[0] >= 0 && run->proxy_fds[1] >= 0 && !run->proxy)

@@ -112,6 +112,21 @@ Test(cli, caps_and_allow_net)
         expect_error(ARGV("run", "--allow-net", "", "--", "true"), 5, "--allow-net: empty entry");
 }
 
+Test(cli, llm_providers)
+{
+        char **argv = ARGV("run", "--llm", "anthropic", "--llm", "openai", "--", "true");
+        AjRunOptions o;
+        char *err = NULL;
+        cr_assert_eq(aj_cli_parse_run(7, argv, &o, &err), 0, "%s", err ? err : "");
+        cr_assert_str_eq(o.llm[0], "anthropic");
+        cr_assert_str_eq(o.llm[1], "openai");
+        cr_assert_null(o.llm[2]);
+        aj_cli_run_options_done(&o);
+        cr_assert(strstr(aj_cli_run_help(), "--llm NAME"));
+
+        expect_error(ARGV("run", "--llm", "", "--", "true"), 5, "--llm: expected a provider name, e.g. --llm anthropic");
+}
+
 Test(cli, tty_options)
 {
         AjRunOptions o;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -265,5 +266,30 @@ Test(net, own_addresses_refused_unless_named)
         cr_expect_str_eq(v.reason, "a.example.com resolves to 203.0.113.5, an address of this host, which no "
                                    "address rule names (rebinding protection)");
         aj_net_addr_set_done(&own);
+        aj_net_policy_free(p);
+}
+
+Test(net, reserved_hosts)
+{
+        char *entries[] = { "api.anthropic.com", "*.anthropic.com", "127.0.0.0/8", "example.com", NULL };
+        AjNetPolicy *p = policy(entries);
+        cr_assert_eq(aj_net_policy_reserve(p, "API.Anthropic.com.", "served by the gateway"), 0);
+        cr_assert_eq(aj_net_policy_reserve(p, "127.0.0.1", "served by the gateway"), 0);
+        cr_assert_eq(aj_net_policy_reserve(p, "bad name!", "x"), -EINVAL);
+        AjNetVerdict v;
+        cr_assert_eq(aj_net_check_host(p, "api.anthropic.com", 443, &v), 0);
+        cr_expect_not(v.allowed);
+        cr_expect_eq(v.rule, -1);
+        cr_expect_str_eq(v.reason, "api.anthropic.com is served by the gateway");
+        cr_assert_eq(aj_net_check_host(p, "api.anthropic.com.", 8443, &v), 0);
+        cr_expect_not(v.allowed, "every port of a reserved host");
+        cr_assert_eq(aj_net_check_host(p, "127.0.0.1", 80, &v), 0);
+        cr_expect_not(v.allowed, "a reserved address");
+        cr_assert_eq(aj_net_check_host(p, "127.0.0.2", 80, &v), 0);
+        cr_expect(v.allowed, "its neighbours are not reserved");
+        cr_assert_eq(aj_net_check_host(p, "console.anthropic.com", 443, &v), 0);
+        cr_expect(v.allowed, "other hosts of the domain are not reserved");
+        cr_assert_eq(aj_net_check_host(p, "example.com", 443, &v), 0);
+        cr_expect(v.allowed);
         aj_net_policy_free(p);
 }

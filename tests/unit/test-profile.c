@@ -1214,13 +1214,13 @@ Test(profile, llm_providers_parsed_with_defaults, .init = isolate)
         cr_assert_eq(p->n_llm_providers, 3);
         const AjLlmProvider *a = &p->llm_providers[0], *o = &p->llm_providers[1], *l = &p->llm_providers[2];
         cr_expect_str_eq(a->name, "anthropic");
-        cr_expect_eq(a->api, AJ_LLM_API_ANTHROPIC);
+        cr_expect_eq(a->api, AJ_LLM_PROVIDER_ANTHROPIC);
         cr_expect_str_eq(a->url, "https://api.anthropic.com", "the official endpoint by default");
         cr_expect_str_eq(a->key_env, "ANTHROPIC_API_KEY", "the SDK's variable by default");
         cr_expect_null(a->key_file);
         cr_expect_str_eq(o->key_file, "/etc/agentjail/keys/openai");
         cr_expect_null(o->key_env, "a key_file replaces the default key_env");
-        cr_expect_eq(l->api, AJ_LLM_API_OPENAI);
+        cr_expect_eq(l->api, AJ_LLM_PROVIDER_OPENAI);
         cr_expect_str_eq(l->url, "http://10.0.0.5:4000/v1");
         cr_expect_str_eq(l->ca_file, "/etc/ssl/local.pem");
         cr_expect(p->llm_record_full);

@@ -1,0 +1,475 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The gateway's metering observer (llm.h): reserve the worst case before a call is
+ * forwarded, read its response as it streams, cut it when it crosses a cap, settle
+ * to the provider's measured usage, count its tool calls, write the events.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gateway/usage.h"
+#include "log.h"
+#include "supervisor/llm.h"
+#include "util/clock.h"
+#include "util/fd.h"
+#include "util/macros.h"
+#include "util/sha256.h"
+
+/* A response kept for "record": "full" beyond this is cut (and says so). */
+#define MAX_RECORDED_RESPONSE (8u << 20)
+
+struct AjSupLlmCall {
+        AjSupLlm *l;
+        AjLlmCall *usage;
+        AjLlmApi api;
+        bool metered;     /* a model call (not count_tokens, not another path) */
+        bool reserved;    /* res holds the worst case (or the measured use past it) */
+        bool refused;
+        bool breached;    /* a breach was reported for this call */
+        bool strip;       /* an OpenAI chat stream whose usage chunk the client did not ask for */
+        char *model;
+        AjMeterUsage worst;
+        AjMeterReservation res;
+        uint64_t checked_in, checked_out; /* the charge last checked against the caps */
+        AjSse *sse;                        /* strip: the stream, re-written without that chunk */
+        char *pending;
+        size_t pending_len, pending_size;
+        AjSha256 out_sha;
+        char request_sha[AJ_SHA256_HEX_SIZE];
+        char *request_body; /* record full: kept until on_done */
+        size_t request_len;
+        char *response;
+        size_t response_len, response_size;
+        bool response_truncated;
+};
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+        return a > b ? a : b;
+}
+
+static double cap_value(AjCap cap, uint64_t v)
+{
+        return cap == AJ_CAP_COST_USD ? (double)v / AJ_PUSD_PER_USD : (double)v;
+}
+
+static void report_breach(AjSupLlmCall *cs, const AjMeterDecision *d, const char *provider)
+{
+        AjSupLlm *l = cs->l;
+        if (d->verdict != AJ_VERDICT_BREACH || cs->breached || !l->hooks->breach)
+                return;
+        cs->breached = true;
+        json_t *req = json_pack("{s:s, s:s?}", "provider", provider, "model", cs->model);
+        AjBreach br = { .cap = aj_cap_name(d->cap), .limit = cap_value(d->cap, d->limit),
+                        .value = cap_value(d->cap, d->value), .request = req };
+        l->hooks->breach(l->hooks->userdata, &br);
+        json_decref(req);
+}
+
+static int emit(AjSupLlm *l, const char *type, json_t *fields)
+{
+        return l->hooks->emit(l->hooks->userdata, type, fields);
+}
+
+static void call_free(AjSupLlmCall *cs)
+{
+        if (!cs)
+                return;
+        if (cs->reserved)
+                aj_meter_settle(cs->l->meter, &cs->res, false);
+        aj_llm_call_free(cs->usage);
+        aj_sse_free(cs->sse);
+        free(cs->model);
+        free(cs->pending);
+        free(cs->request_body);
+        free(cs->response);
+        free(cs);
+}
+
+/* The call is not forwarded: the agent gets `status` and "PREFIX: WHAT" in the provider's shape. */
+static void refuse(AjGatewayVerdict *v, const AjGatewayProvider *pr, unsigned status, const char *prefix,
+                   const char *what)
+{
+        v->status = status;
+        bool openai = pr->api == AJ_GATEWAY_API_OPENAI;
+        if (status == 429) {
+                v->error_type = openai ? "insufficient_quota" : "rate_limit_error";
+                v->error_code = openai ? "insufficient_quota" : NULL;
+        } else {
+                v->error_type = openai ? "invalid_request_error" : (status == 403 ? "permission_error"
+                                                                                   : "invalid_request_error");
+                v->error_code = NULL;
+        }
+        snprintf(v->message, sizeof(v->message), "%s: %s", prefix, what);
+}
+
+/* OpenAI chat streams: ask for the usage chunk, and hide it when the client did not. */
+static int add_usage(AjSupLlmCall *cs, const AjGatewayRequest *req, AjGatewayVerdict *v)
+{
+        char *body = NULL;
+        size_t len = 0;
+        int r = aj_llm_openai_chat_add_usage(req->body, req->body_len, &body, &len);
+        if (r <= 0)
+                return r;
+        r = aj_sse_new(AJ_LLM_MAX_EVENT, &cs->sse);
+        if (r < 0) {
+                free(body);
+                return r;
+        }
+        v->body = body;
+        v->body_len = len;
+        cs->strip = true;
+        aj_llm_call_strip_usage_chunk(cs->usage, true);
+        return 0;
+}
+
+static bool spend_capped(const AjMeter *m)
+{
+        const AjMeterCaps *c = aj_meter_caps(m);
+        return c->set[AJ_CAP_TOKENS] || c->set[AJ_CAP_INPUT_TOKENS] || c->set[AJ_CAP_OUTPUT_TOKENS] ||
+               c->set[AJ_CAP_COST_USD];
+}
+
+/* The request read: 0, or the verdict set (refused). */
+static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const char *method, const char *path,
+                        const AjGatewayRequest *req, AjGatewayVerdict *v)
+{
+        const char *api_name = pr->api == AJ_GATEWAY_API_OPENAI ? "openai" : "anthropic";
+        uint8_t d[AJ_SHA256_SIZE];
+        aj_sha256(req->body ? req->body : "", req->body_len, d);
+        aj_sha256_hex(d, cs->request_sha);
+        if (aj_llm_api_from_path(api_name, path, &cs->api) < 0) {
+                /* Not a model call: relayed, not metered; but under a token or cost cap only
+                 * reads are, since an API the gateway cannot meter might spend (fail closed). */
+                if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && spend_capped(cs->l->meter))
+                        refuse(v, pr, 403, "agentjail gateway: not a metered API, refused under the run's caps",
+                               path);
+                return 0;
+        }
+        int r = aj_llm_call_new(cs->api, &cs->usage);
+        if (r < 0)
+                return r;
+        if (aj_llm_call_request(cs->usage, req->body, req->body_len) < 0) {
+                const char *why = aj_llm_call_usage(cs->usage)->parse_error;
+                refuse(v, pr, 400, "agentjail gateway: the request body cannot be metered",
+                       why ? why : "not a JSON object");
+                return 0;
+        }
+        const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
+        if (u->model && !(cs->model = strdup(u->model)))
+                return -ENOMEM;
+        if (cs->api == AJ_LLM_API_ANTHROPIC_COUNT_TOKENS)
+                return 0; /* free */
+        cs->metered = true;
+        if (!cs->model) {
+                refuse(v, pr, 400, "agentjail gateway", "the request names no model");
+                return 0;
+        }
+        if (cs->api == AJ_LLM_API_OPENAI_CHAT && u->stream && (r = add_usage(cs, req, v)) < 0) {
+                refuse(v, pr, 400, "agentjail gateway", "stream_options must be an object");
+                return 0;
+        }
+        cs->worst = (AjMeterUsage){ .model = cs->model, .input = u->prompt_estimate,
+                                    .output = u->max_output_tokens ? u->max_output_tokens
+                                                                   : AJ_SUP_LLM_DEFAULT_MAX_OUTPUT };
+        return 0;
+}
+
+static json_t *reserved_json(const AjMeterReservation *res)
+{
+        return json_pack("{s:I, s:f}", "tokens", (json_int_t)res->amount[AJ_CAP_TOKENS], "cost_usd",
+                         cap_value(AJ_CAP_COST_USD, res->amount[AJ_CAP_COST_USD]));
+}
+
+static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayRequest *req, AjGatewayVerdict *v)
+{
+        AjSupLlm *l = userdata;
+        const AjGatewayProvider *pr = call->provider;
+        AjSupLlmCall *cs = calloc(1, sizeof(*cs));
+        if (!cs) {
+                refuse(v, pr, 503, "agentjail gateway", "out of memory");
+                return;
+        }
+        cs->l = l;
+        call->data = cs;
+        aj_sha256_init(&cs->out_sha);
+        if (read_request(cs, pr, call->method, call->path, req, v) < 0) {
+                refuse(v, pr, 503, "agentjail gateway", "out of memory");
+                return;
+        }
+        AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
+        if (!v->status && cs->metered) {
+                if (aj_meter_reserve_usage(l->meter, &cs->worst, &cs->res, &d) < 0)
+                        refuse(v, pr, 400, "agentjail gateway", "the request cannot be metered");
+                else if (d.verdict == AJ_VERDICT_BREACH)
+                        refuse(v, pr, 429, "agentjail: the run is stopped for the operator", d.reason);
+                else
+                        cs->reserved = true;
+        }
+        cs->refused = v->status != 0;
+        if (l->record_full && req->body_len && (cs->request_body = malloc(req->body_len)))
+                memcpy(cs->request_body, req->body, cs->request_len = req->body_len);
+        const AjLlmUsage *u = cs->usage ? aj_llm_call_usage(cs->usage) : NULL;
+        json_t *ev = json_pack("{s:I, s:s, s:s, s:s?, s:b, s:b, s:s, s:o, s:s}", "call_id", (json_int_t)call->id,
+                               "provider", pr->name, "path", call->path, "model", cs->model, "stream",
+                               u && u->stream, "metered", cs->metered, "request_sha256", cs->request_sha,
+                               "reserved", reserved_json(&cs->res), "verdict",
+                               d.verdict == AJ_VERDICT_BREACH ? "breach" : cs->refused ? "refused" : "allow");
+        if (ev && d.verdict == AJ_VERDICT_BREACH)
+                json_object_set_new(ev, "reason", json_string(d.reason));
+        int r = emit(l, "llm.request", ev);
+        if (r < 0 && !cs->refused) {
+                /* Not recorded: not forwarded (the log cap's breach is the sink's). */
+                free(v->body);
+                v->body = NULL;
+                refuse(v, pr, 429, "agentjail gateway", "the run's event log refused the call");
+                cs->refused = true;
+        }
+        if (cs->refused && cs->reserved) {
+                aj_meter_settle(l->meter, &cs->res, false);
+                cs->reserved = false;
+        }
+        report_breach(cs, &d, pr->name);
+}
+
+static void on_response_head(void *userdata, AjGatewayCall *call, unsigned status, const AjGwHeader *headers,
+                             size_t n_headers)
+{
+        (void)userdata;
+        AjSupLlmCall *cs = call->data;
+        if (!cs || !cs->usage)
+                return;
+        const AjGwHeader *ct = aj_gw_header_find(headers, n_headers, "content-type");
+        _cleanup_free_ char *type = ct ? strndup(ct->value, ct->value_len) : NULL;
+        aj_llm_call_response_start(cs->usage, (int)status, type);
+        /* Only an event stream has a usage chunk to hide: an error's body goes as it is. */
+        if (cs->strip && (status / 100 != 2 || !type || strncasecmp(type, "text/event-stream", 17) != 0)) {
+                cs->strip = false;
+                aj_llm_call_strip_usage_chunk(cs->usage, false);
+        }
+}
+
+static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)
+{
+        AjLlmCharge ch;
+        aj_llm_call_charge(cs->usage, &ch);
+        uint64_t cache_write = ch.cache_creation;
+        uint64_t cache_read = ch.cache_read;
+        if (cache_read + cache_write > ch.input) /* never trust a response to be coherent */
+                cache_read = ch.input > cache_write ? ch.input - cache_write : 0, cache_write = ch.input - cache_read;
+        *ret = (AjMeterUsage){ .model = cs->model, .input = ch.input, .output = ch.output, .cache_read = cache_read,
+                               .cache_write = cache_write,
+                               .cache_write_1h = ch.cache_creation_1h <= cache_write ? ch.cache_creation_1h : 0 };
+}
+
+/* The stream so far, against the caps: the call holds the larger of its worst case and
+ * what it has used; true (d the breach) when that no longer fits. */
+static bool crosses_cap(AjSupLlmCall *cs, AjMeterDecision *d)
+{
+        AjMeterUsage m;
+        measured_usage(cs, &m);
+        if (m.input == cs->checked_in && m.output == cs->checked_out)
+                return false;
+        cs->checked_in = m.input;
+        cs->checked_out = m.output;
+        if (m.input <= cs->worst.input && m.output <= cs->worst.output && m.cache_write == 0)
+                return false; /* within the reservation, which fit */
+        AjMeterUsage hold = m;
+        hold.input = max_u64(m.input, cs->worst.input);
+        hold.output = max_u64(m.output, cs->worst.output);
+        AjMeterReservation res;
+        aj_meter_settle(cs->l->meter, &cs->res, false);
+        if (aj_meter_reserve_usage(cs->l->meter, &hold, &res, d) < 0 || d->verdict == AJ_VERDICT_BREACH) {
+                AjMeterDecision again;
+                (void)aj_meter_reserve_usage(cs->l->meter, &cs->worst, &cs->res, &again);
+                return d->verdict == AJ_VERDICT_BREACH;
+        }
+        cs->res = res;
+        cs->worst.input = hold.input;
+        cs->worst.output = hold.output;
+        return false;
+}
+
+static int append(char **buf, size_t *len, size_t *size, const void *data, size_t n)
+{
+        if (*len + n > *size) {
+                size_t ns = max_u64(*size * 2, *len + n + 4096);
+                char *b = realloc(*buf, ns);
+                if (!b)
+                        return -ENOMEM;
+                *buf = b;
+                *size = ns;
+        }
+        memcpy(*buf + *len, data, n);
+        *len += n;
+        return 0;
+}
+
+static int forward_event(void *userdata, const AjSseEvent *ev)
+{
+        AjSupLlmCall *cs = userdata;
+        bool forward = true;
+        int r = aj_llm_call_response_event(cs->usage, ev, &forward);
+        if (r < 0 || !forward)
+                return r;
+        _cleanup_free_ char *wire = NULL;
+        size_t n = 0;
+        r = aj_sse_format(ev, &wire, &n);
+        if (r < 0)
+                return r;
+        return append(&cs->pending, &cs->pending_len, &cs->pending_size, wire, n);
+}
+
+static void keep_response(AjSupLlmCall *cs, const char *buf, size_t n)
+{
+        if (!cs->l->record_full || cs->response_truncated)
+                return;
+        if (cs->response_len + n > MAX_RECORDED_RESPONSE ||
+            append(&cs->response, &cs->response_len, &cs->response_size, buf, n) < 0)
+                cs->response_truncated = true;
+}
+
+static AjGatewayFlow on_response_bytes(void *userdata, AjGatewayCall *call, const char *buf, size_t n)
+{
+        (void)userdata;
+        AjSupLlmCall *cs = call->data;
+        if (!cs)
+                return AJ_GATEWAY_CONTINUE;
+        aj_sha256_update(&cs->out_sha, buf, n);
+        keep_response(cs, buf, n);
+        if (!cs->usage)
+                return AJ_GATEWAY_CONTINUE;
+        if (cs->strip) {
+                if (aj_sse_feed(cs->sse, buf, n, forward_event, cs) < 0) {
+                        /* Unreadable from here: the rest is forwarded as it is. */
+                        cs->strip = false;
+                        (void)append(&cs->pending, &cs->pending_len, &cs->pending_size, buf, n);
+                }
+        } else
+                (void)aj_llm_call_response_data(cs->usage, buf, n);
+        AjMeterDecision d;
+        if (cs->reserved && crosses_cap(cs, &d)) {
+                report_breach(cs, &d, call->provider->name);
+                return AJ_GATEWAY_CUT;
+        }
+        return AJ_GATEWAY_CONTINUE;
+}
+
+static void filter(void *userdata, AjGatewayCall *call, const char *buf, size_t n, bool final, AjGatewaySink *sink)
+{
+        (void)userdata;
+        AjSupLlmCall *cs = call->data;
+        if (!cs || (!cs->strip && !cs->pending_len)) {
+                if (n)
+                        (void)aj_gateway_sink_write(sink, buf, n);
+                return;
+        }
+        (void)final;
+        if (cs->pending_len)
+                (void)aj_gateway_sink_write(sink, cs->pending, cs->pending_len);
+        cs->pending_len = 0;
+}
+
+/* The model's tool calls count as the agent's (tool_calls, the rate, repeats). */
+static void count_tool_calls(AjSupLlmCall *cs, AjGatewayCall *call)
+{
+        const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
+        for (size_t i = 0; i < u->n_tool_calls; i++) {
+                /* The arguments are not read: a call is keyed by the model call and its place. */
+                char key[64], hex[AJ_SHA256_HEX_SIZE];
+                uint8_t d[AJ_SHA256_SIZE];
+                int n = snprintf(key, sizeof(key), "llm:%llu:%zu", (unsigned long long)call->id, i);
+                aj_sha256(key, (size_t)n, d);
+                AjMeterReservation res;
+                AjMeterDecision dec;
+                if (aj_meter_reserve_tool(cs->l->meter, u->tool_calls[i], aj_sha256_hex(d, hex),
+                                          aj_now_monotonic_ns(), &res, &dec) < 0)
+                        continue;
+                aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);
+                report_breach(cs, &dec, call->provider->name);
+        }
+}
+
+static const char *relay_outcome(AjGatewayOutcome o)
+{
+        switch (o) {
+        case AJ_GATEWAY_COMPLETED: return "completed";
+        case AJ_GATEWAY_CUT_SHORT: return "cut_short";
+        case AJ_GATEWAY_FAILED: return "failed";
+        case AJ_GATEWAY_REFUSED: return "refused";
+        }
+        return "?";
+}
+
+static void add_price(json_t *ev, const AjMeterDecision *d)
+{
+        json_object_set_new(ev, "cost_usd", json_real(cap_value(AJ_CAP_COST_USD, d->cost_pusd)));
+        if (!d->price_source) {
+                json_object_set_new(ev, "price", json_string("unknown"));
+                return;
+        }
+        json_object_set_new(ev, "price", json_pack("{s:s, s:s, s:s?}", "entry", d->price_entry, "source",
+                                                   d->price_source, "date", d->price_date[0] ? d->price_date : NULL));
+}
+
+static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcome, uint64_t latency_ns)
+{
+        AjSupLlm *l = userdata;
+        AjSupLlmCall *cs = call->data;
+        if (!cs)
+                return;
+        call->data = NULL;
+        json_t *ev = cs->usage && !cs->refused ? (aj_llm_call_response_end(cs->usage), aj_llm_call_to_json(cs->usage))
+                                               : json_object();
+        AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
+        if (cs->reserved) {
+                AjMeterUsage m;
+                measured_usage(cs, &m);
+                if (aj_meter_settle_usage(l->meter, &cs->res, &m, &d) == 0) {
+                        cs->reserved = false;
+                        aj_sup_llm_account(l, call->provider->name, cs->model, &m, d.cost_pusd);
+                }
+        }
+        if (ev) {
+                json_object_set_new(ev, "call_id", json_integer((json_int_t)call->id));
+                json_object_set_new(ev, "provider", json_string(call->provider->name));
+                json_object_set_new(ev, "relay", json_string(relay_outcome(outcome)));
+                json_object_set_new(ev, "latency_ms", json_real((double)latency_ns / 1e6));
+                if (call->first_byte_ns)
+                        json_object_set_new(ev, "ttfb_ms",
+                                            json_real((double)(call->first_byte_ns - call->started_ns) / 1e6));
+                json_object_set_new(ev, "request_sha256", json_string(cs->request_sha));
+                uint8_t dg[AJ_SHA256_SIZE];
+                char hex[AJ_SHA256_HEX_SIZE];
+                aj_sha256_final(&cs->out_sha, dg);
+                json_object_set_new(ev, "output_sha256", json_string(aj_sha256_hex(dg, hex)));
+                if (cs->metered && !cs->refused)
+                        add_price(ev, &d);
+        }
+        (void)emit(l, "llm.response", ev);
+        report_breach(cs, &d, call->provider->name);
+        if (cs->usage && !cs->refused)
+                count_tool_calls(cs, call);
+        if (l->record_full)
+                aj_sup_llm_record(l, call->id, cs->request_body, cs->request_len, cs->response, cs->response_len,
+                                  cs->response_truncated);
+        call_free(cs);
+}
+
+void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret)
+{
+        *ret = (AjGatewayObserver){
+                .userdata = l,
+                .on_request = on_request,
+                .on_response_head = on_response_head,
+                .on_response_bytes = on_response_bytes,
+                .filter = filter,
+                .on_done = on_done,
+        };
+}

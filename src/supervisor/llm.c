@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The run's LLM gateway: keys, the agent's variables, serving and stopping (llm.h). */
+#include "supervisor/llm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util/fd.h"
+#include "util/macros.h"
+#include "util/strv.h"
+
+/* The variables an SDK reads, per API. */
+static const char *base_url_var(AjLlmProviderApi api)
+{
+        return api == AJ_LLM_PROVIDER_OPENAI ? "OPENAI_BASE_URL" : "ANTHROPIC_BASE_URL";
+}
+
+static const char *key_var(AjLlmProviderApi api)
+{
+        return api == AJ_LLM_PROVIDER_OPENAI ? "OPENAI_API_KEY" : "ANTHROPIC_API_KEY";
+}
+
+static int check_key_file(const AjLlmProvider *pr, AjError *err)
+{
+        struct stat st;
+        if (stat(pr->key_file, &st) < 0)
+                return aj_error_set(err, -errno, "llm provider '%s': no key: cannot read key_file '%s': %s",
+                                    pr->name, pr->key_file, strerror(errno));
+        if (!S_ISREG(st.st_mode) || st.st_size == 0 || st.st_size > AJ_SUP_LLM_MAX_KEY)
+                return aj_error_set(err, -EINVAL,
+                                    "llm provider '%s': key_file '%s' is not a regular file of 1 to %d bytes",
+                                    pr->name, pr->key_file, AJ_SUP_LLM_MAX_KEY);
+        if (st.st_mode & 077)
+                aj_warning("llm provider '%s': key_file '%s' is readable by others (mode %04o); chmod 600 it",
+                           pr->name, pr->key_file, (unsigned)(st.st_mode & 07777));
+        return 0;
+}
+
+int aj_sup_llm_check_keys(const AjProfile *p, AjError *err)
+{
+        for (size_t i = 0; i < p->n_llm_providers; i++) {
+                const AjLlmProvider *pr = &p->llm_providers[i];
+                if (pr->key_file) {
+                        int r = check_key_file(pr, err);
+                        if (r < 0)
+                                return r;
+                } else if (pr->key_env) {
+                        const char *v = getenv(pr->key_env);
+                        if (!v || !*v)
+                                return aj_error_set(err, -ENOKEY,
+                                                    "llm provider '%s': no key: $%s is not set in agentjail's "
+                                                    "environment",
+                                                    pr->name, pr->key_env);
+                } else
+                        return aj_error_set(err, -ENOKEY, "llm provider '%s': no key_env or key_file", pr->name);
+        }
+        return 0;
+}
+
+bool aj_sup_llm_is_key_env(const AjProfile *p, const char *name, size_t len)
+{
+        for (size_t i = 0; i < p->n_llm_providers; i++) {
+                const char *k = p->llm_providers[i].key_env;
+                if (k && strlen(k) == len && strncmp(k, name, len) == 0)
+                        return true;
+        }
+        return false;
+}
+
+int aj_sup_llm_env(const AjProfile *p, const char *run_id, char ***env)
+{
+        for (size_t i = 0; i < p->n_llm_providers; i++) {
+                const AjLlmProvider *pr = &p->llm_providers[i];
+                /* The first provider of an API owns the SDK's standard variables. */
+                bool first = true;
+                for (size_t j = 0; j < i; j++)
+                        if (p->llm_providers[j].api == pr->api)
+                                first = false;
+                if (!first)
+                        continue;
+                const char *suffix = pr->api == AJ_LLM_PROVIDER_OPENAI ? "/v1" : "";
+                char *kv;
+                if (asprintf(&kv, "%s=http://127.0.0.1:%d/%s%s", base_url_var(pr->api), AJ_GATEWAY_PORT, pr->name,
+                             suffix) < 0 ||
+                    aj_strv_consume(env, kv) < 0)
+                        return -ENOMEM;
+                if (asprintf(&kv, "%s=agentjail-gateway-%s", key_var(pr->api), run_id) < 0 ||
+                    aj_strv_consume(env, kv) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+/* The host of "scheme://host[:port][/path]" ("[v6]" without its brackets). */
+static char *url_host(const char *url)
+{
+        const char *h = strstr(url, "://");
+        if (!h)
+                return NULL;
+        h += 3;
+        if (*h == '[') {
+                const char *e = strchr(h, ']');
+                return e ? strndup(h + 1, (size_t)(e - h - 1)) : NULL;
+        }
+        return strndup(h, strcspn(h, ":/"));
+}
+
+int aj_sup_llm_reserved_hosts(const AjProfile *p, char ***ret)
+{
+        _cleanup_strv_free_ char **hosts = NULL;
+        for (size_t i = 0; i < p->n_llm_providers; i++) {
+                char *h = url_host(p->llm_providers[i].url);
+                if (!h || aj_strv_consume(&hosts, h) < 0)
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(hosts);
+        return 0;
+}
+
+/* key_file: whole, bounded, a trailing newline stripped. */
+static int read_key_file(const AjLlmProvider *pr, char **ret, AjError *err)
+{
+        char *buf = NULL;
+        size_t n = 0;
+        int r = aj_read_file(pr->key_file, AJ_SUP_LLM_MAX_KEY, &buf, &n);
+        if (r < 0)
+                return aj_error_set(err, r, "llm provider '%s': cannot read key_file '%s': %s", pr->name,
+                                    pr->key_file, strerror(-r));
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+                buf[--n] = '\0';
+        if (n == 0 || memchr(buf, '\0', n) || strpbrk(buf, "\r\n")) {
+                explicit_bzero(buf, n);
+                free(buf);
+                return aj_error_set(err, -EINVAL, "llm provider '%s': key_file '%s' does not hold one key line",
+                                    pr->name, pr->key_file);
+        }
+        *ret = buf;
+        return 0;
+}
+
+/* key_env: copied, then wiped from our environment (and so from /proc/PID/environ). */
+static int read_key_env(const AjLlmProvider *pr, char **ret, AjError *err)
+{
+        char *v = getenv(pr->key_env);
+        if (!v || !*v)
+                return aj_error_set(err, -ENOKEY, "llm provider '%s': no key: $%s is not set in agentjail's "
+                                    "environment", pr->name, pr->key_env);
+        if (strlen(v) > AJ_SUP_LLM_MAX_KEY || strpbrk(v, "\r\n"))
+                return aj_error_set(err, -EINVAL, "llm provider '%s': $%s does not hold one key", pr->name,
+                                    pr->key_env);
+        char *k = strdup(v);
+        if (!k)
+                return -ENOMEM;
+        *ret = k;
+        return 0;
+}
+
+static void wipe_key_envs(const AjProfile *p)
+{
+        for (size_t i = 0; i < p->n_llm_providers; i++) {
+                const char *name = p->llm_providers[i].key_env;
+                char *v = name ? getenv(name) : NULL;
+                if (v) {
+                        explicit_bzero(v, strlen(v));
+                        (void)unsetenv(name);
+                }
+        }
+}
+
+int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHooks *hooks, const char *run_dir,
+                    AjError *err)
+{
+        *l = (AjSupLlm){ .meter = meter, .hooks = hooks, .run_dir = run_dir, .record_full = p->llm_record_full,
+                         .record_bytes = p->llm_record_bytes };
+        for (size_t i = 0; i < p->n_llm_providers && i < AJ_LLM_MAX_PROVIDERS; i++) {
+                const AjLlmProvider *pr = &p->llm_providers[i];
+                int r = pr->key_file ? read_key_file(pr, &l->keys[i], err) : read_key_env(pr, &l->keys[i], err);
+                if (r < 0)
+                        return r;
+                l->names[i] = strdup(pr->name);
+                l->urls[i] = strdup(pr->url);
+                if (!l->names[i] || !l->urls[i] || (pr->ca_file && !(l->ca_files[i] = strdup(pr->ca_file))))
+                        return -ENOMEM;
+                l->providers[i] = (AjGatewayProvider){
+                        .name = l->names[i],
+                        .api = pr->api == AJ_LLM_PROVIDER_OPENAI ? AJ_GATEWAY_API_OPENAI : AJ_GATEWAY_API_ANTHROPIC,
+                        .url = l->urls[i],
+                        .credential = l->keys[i],
+                        .ca_file = l->ca_files[i],
+                };
+                l->n_providers = i + 1;
+        }
+        wipe_key_envs(p);
+        return 0;
+}
+
+int aj_sup_llm_start(AjSupLlm *l, int listen_fd, AjError *err)
+{
+        AjGatewayObserver obs;
+        aj_sup_llm_observer(l, &obs);
+        _cleanup_free_ char *why = NULL;
+        int r = aj_gateway_new(listen_fd, l->providers, l->n_providers, &obs, NULL, &l->gw, &why);
+        /* Ours stay, wiped when freed: the recorded bodies are redacted with them. */
+        if (r < 0)
+                return aj_error_set(err, r, "Cannot start the LLM gateway: %s", why ? why : strerror(-r));
+        return 0;
+}
+
+int aj_sup_llm_fd(const AjSupLlm *l)
+{
+        return l->gw ? aj_gateway_fd(l->gw) : -1;
+}
+
+void aj_sup_llm_dispatch(AjSupLlm *l)
+{
+        if (l->gw)
+                (void)aj_gateway_dispatch(l->gw);
+}
+
+void aj_sup_llm_stop(AjSupLlm *l)
+{
+        aj_gateway_free(l->gw);
+        l->gw = NULL;
+}
+
+void aj_sup_llm_done(AjSupLlm *l)
+{
+        aj_sup_llm_stop(l);
+        for (size_t i = 0; i < AJ_LLM_MAX_PROVIDERS; i++) {
+                if (l->keys[i]) {
+                        explicit_bzero(l->keys[i], strlen(l->keys[i]));
+                        free(l->keys[i]);
+                }
+                free(l->names[i]);
+                free(l->urls[i]);
+                free(l->ca_files[i]);
+                l->keys[i] = l->names[i] = l->urls[i] = l->ca_files[i] = NULL;
+        }
+        json_decref(l->summary);
+        l->summary = NULL;
+        l->n_providers = 0;
+}
+
+json_t *aj_sup_llm_summary(const AjSupLlm *l)
+{
+        return l->summary;
+}

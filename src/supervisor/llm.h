@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The run's LLM gateway (docs/gateway.md): the profile's llm.providers served on the
+ * jail's loopback (127.0.0.1:AJ_GATEWAY_PORT, a listener the jail's init makes in its
+ * network namespace) by the relay of src/gateway/, with the metering observer: each
+ * model call reserved at its worst case against the meter before it is forwarded,
+ * read as it streams (a cap crossed mid-way cuts it), settled to the provider's own
+ * usage, its tool calls counted, llm.request / llm.response events, and with
+ * llm.record "full" its bodies kept under the run directory (the key redacted).
+ *
+ * The keys are read on the host after the clone (the jail's init never holds them), a
+ * key_env variable is wiped from agentjail's own environment once read and never
+ * passed on; the agent gets a base URL and a worthless placeholder key.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gateway/gateway.h"
+#include "hooks.h"
+#include "meter.h"
+#include "profile.h"
+#include "util/error.h"
+#include "util/loop.h"
+
+/* The output a request without max_tokens is reserved at (docs/gateway.md). */
+#define AJ_SUP_LLM_DEFAULT_MAX_OUTPUT 32000ULL
+/* A key file larger than this is not a key. */
+#define AJ_SUP_LLM_MAX_KEY 4096
+
+typedef struct AjSupLlmCall AjSupLlmCall;
+
+typedef struct {
+        AjMeter *meter;        /* borrowed */
+        const AjHooks *hooks;  /* emit (the agent's share), breach */
+        const char *run_dir;   /* borrowed: llm/ for "record": "full" */
+        bool record_full;
+        uint64_t record_bytes; /* cap of everything kept under llm/ */
+        uint64_t recorded;
+        size_t n_providers;
+        AjGatewayProvider providers[AJ_LLM_MAX_PROVIDERS];
+        char *keys[AJ_LLM_MAX_PROVIDERS]; /* wiped when freed */
+        char *names[AJ_LLM_MAX_PROVIDERS];
+        char *urls[AJ_LLM_MAX_PROVIDERS];
+        char *ca_files[AJ_LLM_MAX_PROVIDERS];
+        AjGateway *gw;
+        AjLoopIo *io;
+        json_t *summary; /* {"PROVIDER": {"MODEL": {"requests", tokens..., "cost_usd"}}} */
+        uint64_t calls;
+} AjSupLlm;
+
+/* Before the clone: every provider's key is where the profile says (fail closed:
+ * the error names the provider and the place). No key is read into memory. */
+int aj_sup_llm_check_keys(const AjProfile *p, AjError *err);
+/* The variables the agent gets (appended to *env: base URLs, placeholder keys). */
+int aj_sup_llm_env(const AjProfile *p, const char *run_id, char ***env);
+/* Whether NAME=... is a provider's key_env (never passed into the jail). */
+bool aj_sup_llm_is_key_env(const AjProfile *p, const char *name, size_t len);
+/* The API host names the gateway serves (the egress proxy refuses them), NULL-terminated. */
+int aj_sup_llm_reserved_hosts(const AjProfile *p, char ***ret);
+
+/* After the clone: reads the keys (wiping a key_env value from our environment). */
+int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHooks *hooks, const char *run_dir,
+                    AjError *err);
+/* Serves the providers on `listen_fd` (taken, also on failure). */
+int aj_sup_llm_start(AjSupLlm *l, int listen_fd, AjError *err);
+int aj_sup_llm_fd(const AjSupLlm *l);
+void aj_sup_llm_dispatch(AjSupLlm *l);
+/* Stops serving (calls in flight end FAILED and are settled); keeps the summary. */
+void aj_sup_llm_stop(AjSupLlm *l);
+void aj_sup_llm_done(AjSupLlm *l);
+/* run.json's "llm": per provider and model; NULL when nothing was served. Borrowed. */
+json_t *aj_sup_llm_summary(const AjSupLlm *l);
+
+/* src/supervisor/llm-meter.c: the observer */
+void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret);
+
+/* src/supervisor/llm-record.c: run.json's summary, and the bodies of "record": "full"
+ * (llm/ID.request.json, llm/ID.response under the run directory, every key replaced by
+ * "[REDACTED]", llm.record_bytes in all: past it a body is cut and says so). */
+void aj_sup_llm_account(AjSupLlm *l, const char *provider, const char *model, const AjMeterUsage *u,
+                        uint64_t cost_pusd);
+void aj_sup_llm_record(AjSupLlm *l, uint64_t id, const char *request, size_t request_len, const char *response,
+                       size_t response_len, bool truncated);

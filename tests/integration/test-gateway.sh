@@ -1,0 +1,272 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# The LLM gateway in real runs: a fake provider (tests/helpers/fake-llm.py) over TLS with a
+# test CA made here, on the host's 127.0.0.1 (the gateway connects from the supervisor, on
+# the host's side); the profile's providers point at it with ca_file. Jailed clients (curl,
+# Python urllib) reach the gateway on the jail's own loopback and are metered exactly
+# (events and run.json hold what the provider reported); streams work and an OpenAI chat
+# stream's usage chunk is hidden from a client that did not ask for it; a cost cap freezes
+# the run before the request that would cross it is forwarded (the provider never sees
+# it); the key is nowhere in the jail (environment, /proc, files); a direct CONNECT to the
+# provider's host through the egress proxy gets 403; "record": "full" keeps bodies with
+# the key redacted; a missing key fails the run before it starts.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+setup_dirs
+
+FAKE="$AGENTJAIL_SOURCE_DIR/tests/helpers/fake-llm.py"
+for t in curl python3 openssl jq; do
+        if ! command -v $t >/dev/null; then
+                skip "gateway tests" "$t is needed"
+                done_testing
+        fi
+done
+
+T="$TEST_TMP/gw"
+mkdir -p "$T"
+chmod 755 "$T"
+
+mkcert() {
+        local dir=$1
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+                -subj "/CN=agentjail test CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null &&
+                openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+                        -keyout "$dir/srv.key" -out "$dir/srv.csr" 2>/dev/null &&
+                printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/ext" &&
+                openssl x509 -req -in "$dir/srv.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+                        -days 1 -extfile "$dir/ext" -out "$dir/srv.pem" 2>/dev/null
+}
+ok "a test CA and server certificate" mkcert "$T"
+
+wait_file() {
+        local i
+        for ((i = 0; i < 100; i++)); do
+                [[ -s "$1" ]] && return 0
+                sleep 0.05
+        done
+        return 1
+}
+
+AKEY="sk-ant-real-$RANDOM$RANDOM"
+OKEY="sk-openai-real-$RANDOM$RANDOM"
+python3 "$FAKE" --port-file "$T/fake.port" --record "$T/record" --go "$T/go" \
+        --cert "$T/srv.pem" --key "$T/srv.key" --anthropic-key "$AKEY" --openai-key "$OKEY" 2>"$T/fake.err" &
+BG_PIDS+=("$!")
+wait_file "$T/fake.port" || {
+        fail "the fake provider starts" "$(cat "$T/fake.err")"
+        done_testing
+}
+FP=$(cat "$T/fake.port")
+export AJ_TEST_ANTHROPIC_KEY="$AKEY" AJ_TEST_OPENAI_KEY="$OKEY"
+
+# USD per token: claude-test costs 1e-4 per input and 2e-4 per output token.
+PRICES='"prices": {"claude-test": {"input": 1e-4, "output": 2e-4}, "gpt-test": {"input": 1e-6, "output": 2e-6}}'
+PROVIDERS='"providers": {
+        "anthropic": {"url": "https://localhost:'$FP'", "key_env": "AJ_TEST_ANTHROPIC_KEY", "ca_file": "'$T/ca.pem'"},
+        "openai": {"api": "openai", "url": "https://127.0.0.1:'$FP'", "key_env": "AJ_TEST_OPENAI_KEY", "ca_file": "'$T/ca.pem'"}}'
+P=$(write_profile gw '{"extends": "default", "env": {"pass": ["AJ_TEST_ANTHROPIC_KEY"]}, '"$PRICES"', "llm": {'"$PROVIDERS"'}}')
+
+records() { [[ -f "$T/record" ]] && wc -l <"$T/record" || echo 0; }
+
+# A client for the jail: one request per argument (anthropic|openai-chat|openai-responses
+# [stream]), printing what it read.
+cat >"$WORKSPACE/client.py" <<'PY'
+import json, os, sys, urllib.request
+kind, stream = sys.argv[1], len(sys.argv) > 2 and sys.argv[2] == "stream"
+model = sys.argv[3] if len(sys.argv) > 3 else None
+if kind == "anthropic":
+    url = os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages"
+    body = {"model": model or "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-api-key": os.environ["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01"}
+else:
+    url = os.environ["OPENAI_BASE_URL"] + ("/chat/completions" if kind == "openai-chat" else "/responses")
+    body = {"model": model or "gpt-test", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+    if kind == "openai-responses":
+        body = {"model": model or "gpt-test", "input": "hi", "max_output_tokens": 10}
+    headers = {"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"]}
+if stream:
+    body["stream"] = True
+headers["content-type"] = "application/json"
+req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+try:
+    with urllib.request.urlopen(req, timeout=20) as r:
+        print("status=%d" % r.status)
+        sys.stdout.write(r.read().decode() + "\n")
+except urllib.error.HTTPError as e:
+    print("status=%d" % e.code)
+    sys.stdout.write(e.read().decode() + "\n")
+PY
+
+# --- a missing key fails the run before it starts, naming the provider and the place
+run_jail -p "$(write_profile gwnokey '{"extends": "default", "llm": {"providers": {"anthropic": {"key_env": "AJ_TEST_NO_SUCH_KEY"}}}}')" -- /bin/true
+isnt "$JAIL_RC" 0 "a provider without its key: the run fails"
+like "$JAIL_ERR" "anthropic.*AJ_TEST_NO_SUCH_KEY" "the error names the provider and where the key was looked for"
+
+# --- key_file: read whole, a trailing newline stripped; a file others can read is warned about
+printf '%s\n' "$AKEY" >"$T/akey"
+chmod 600 "$T/akey"
+PKF=$(write_profile gwkeyfile '{"extends": "default", '"$PRICES"', "llm": {"providers": {"anthropic":
+        {"url": "https://localhost:'$FP'", "key_file": "'$T/akey'", "ca_file": "'$T/ca.pem'"}}}}')
+run_jail -p "$PKF" -- python3 client.py anthropic
+like "$JAIL_OUT" 'status=200' "a key from key_file (trailing newline stripped) is accepted by the provider"
+unlike "$JAIL_ERR" 'readable by others' "a key_file of mode 600: no warning"
+chmod 644 "$T/akey"
+run_jail -p "$PKF" -- /bin/true
+like "$JAIL_ERR" "key_file '$T/akey' is readable by others" "a key_file others can read: a warning"
+chmod 600 "$T/akey"
+
+# --- the agent's variables; the key is nowhere in the jail
+run_jail -p "$P" -- /bin/sh -c 'env; echo ===; cat /proc/[0-9]*/environ 2>/dev/null | tr "\0" "\n"; echo ===;
+        grep -rlsF "$0" /etc /home /tmp /run /opt /var 2>/dev/null | head -5; echo grep-done' "$AKEY"
+is "$JAIL_RC" 0 "a run with the gateway starts" || jail_diag
+like "$JAIL_OUT" "ANTHROPIC_BASE_URL=http://127.0.0.1:4100/anthropic" "ANTHROPIC_BASE_URL points at the gateway"
+like "$JAIL_OUT" "OPENAI_BASE_URL=http://127.0.0.1:4100/openai/v1" "OPENAI_BASE_URL points at the gateway"
+like "$JAIL_OUT" "ANTHROPIC_API_KEY=agentjail-gateway-$JAIL_RUN_ID" "a placeholder ANTHROPIC_API_KEY"
+like "$JAIL_OUT" "OPENAI_API_KEY=agentjail-gateway-$JAIL_RUN_ID" "a placeholder OPENAI_API_KEY"
+unlike "$JAIL_OUT" "$AKEY" "the Anthropic key is not in the jail's environment, /proc or files (env.pass named it)"
+unlike "$JAIL_OUT" "$OKEY" "the OpenAI key is not in the jail"
+unlike "$JAIL_OUT" "AJ_TEST_ANTHROPIC_KEY" "the key's variable is not passed in"
+unlike "$JAIL_OUT" "HTTP_PROXY=" "no network allowlist, no proxy: the gateway is on the jail's own loopback"
+like "$JAIL_OUT" "grep-done" "the search of the jail's files ran"
+
+# --- metered exactly: non-streaming and streaming, Anthropic and OpenAI, curl and urllib
+n0=$(records)
+run_jail -p "$P" -- /bin/sh -c 'python3 client.py anthropic; python3 client.py anthropic stream;
+        python3 client.py openai-chat; python3 client.py openai-chat stream; python3 client.py openai-responses stream;
+        python3 client.py openai-chat stream error-500;
+        curl -sS -H "x-api-key: $ANTHROPIC_API_KEY" -H "content-type: application/json" \
+             -d "{\"model\":\"claude-test\",\"max_tokens\":5,\"messages\":[]}" "$ANTHROPIC_BASE_URL/v1/messages"'
+is "$JAIL_RC" 0 "jailed clients ran" || jail_diag
+is "$(grep -c '^status=200' <<<"$JAIL_OUT")" 5 "every urllib call got 200"
+like "$JAIL_OUT" '"text": "Hello!"' "a non-streaming answer"
+like "$JAIL_OUT" 'message_stop' "an Anthropic stream relayed"
+like "$JAIL_OUT" 'data: \[DONE\]' "an OpenAI chat stream relayed"
+unlike "$JAIL_OUT" '"choices": \[\], "usage"' "the usage chunk the client did not ask for is hidden"
+like "$JAIL_OUT" 'response.completed' "a Responses stream relayed"
+like "$JAIL_OUT" 'status=500.*"error"' "an error answering a chat stream reaches the client whole"
+is "$(($(records) - n0))" 7 "the provider got seven requests"
+like "$(sed -n "$((n0 + 4))p" "$T/record")" 'include_usage' "the gateway asked for the stream's usage"
+is "$(count_lines "$(events_of llm.request)")" 7 "seven llm.request events"
+is "$(count_lines "$(events_of llm.response)")" 7 "seven llm.response events"
+is "$(events_of llm.response | jq -s -c '[.[] | select(.provider == "anthropic") | .["gen_ai.usage.input_tokens"]]')" \
+        "[28,28,28]" "Anthropic input tokens as reported (25 + 3 cache reads)"
+is "$(events_of llm.response | jq -s -c '[.[] | select(.provider == "anthropic") | .["gen_ai.usage.output_tokens"]]')" \
+        "[7,7,7]" "Anthropic output tokens as reported (the last cumulative count)"
+is "$(events_of llm.response | jq -s -c '[.[] | select(.provider == "openai") | [.["gen_ai.usage.input_tokens"], .["gen_ai.usage.output_tokens"]]]')" \
+        "[[20,3],[20,3],[20,3],[0,0]]" "OpenAI tokens as reported (chat, chat stream, Responses stream, an error: nothing)"
+is "$(events_of llm.response | jq -s -c '[.[] | .estimated] | unique')" "[false]" "no count was estimated"
+is "$(events_of llm.response | jq -s -c '[.[] | .relay] | unique')" '["completed"]' "every call completed"
+is "$(jf '.llm.anthropic["claude-test"].requests')" 3 "run.json: three Anthropic requests"
+is "$(jf '.llm.anthropic["claude-test"]["gen_ai.usage.input_tokens"]')" 84 "run.json: Anthropic input tokens"
+is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 9 "run.json: OpenAI output tokens"
+# cost: claude-test 3 x (25 x 1e-4 + 3 x 1e-4 + 7 x 2e-4) = 3 x 0.0042 (cache reads at the input price)
+like "$(jf '.llm.anthropic["claude-test"].cost_usd')" '^0\.0126' "run.json: the Anthropic cost at the profile's price"
+like "$(events_of llm.response | head -1)" '"price":\{"entry":"claude-test","source":"profile"' "the price used is recorded"
+like "$(events_of llm.response | head -1)" '"output_sha256":"[0-9a-f]{64}"' "the output's digest"
+like "$(events_of llm.request | head -1)" '"request_sha256":"[0-9a-f]{64}"' "the request's digest"
+unlike "$(cat "$JAIL_RUN_DIR/events.jsonl")" "$AKEY" "the key is not in the events"
+
+# --- a cost cap: the request that would cross it is refused, never forwarded, and the run frozen
+n0=$(records)
+start_jail_bg -p "$P" --cap cost_usd=0.005 -- /bin/sh -c 'python3 client.py anthropic; python3 client.py anthropic; echo after-refusal'
+RD=$(wait_run_dir 10)
+wait_for_output "$RD/events.jsonl" '"type":"freeze"' 20
+like "$(jq -c 'select(.type == "cap.breach")' "$RD/events.jsonl")" '"cap":"cost_usd"' "the second call would cross cost_usd: a breach"
+is "$(($(records) - n0))" 1 "the refused request never reached the provider"
+like "$(jq -c 'select(.type == "llm.request")' "$RD/events.jsonl" | tail -1)" '"verdict":"breach"' "llm.request says breach"
+is "$(jq -r .state "$RD/run.json")" quarantined "the run is quarantined (frozen)"
+unlike "$(cat "$TEST_TMP/bg.out")" 'after-refusal' "the agent is stopped at the refusal"
+aj kill "${RD##*/}"
+wait_exit "$BG_PID" 20
+
+# --- a stream crossing the cap mid-way is cut: the reservation (the prompt estimate and
+# max_tokens, $0.0042) fits $0.0045, the input the provider reports (28 tokens) does not
+n0=$(records)
+PK=$(write_profile gwkill '{"extends": "default", "on_breach": "kill", '"$PRICES"', "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PK" --cap cost_usd=0.0045 -- /bin/sh -c 'python3 client.py anthropic stream; python3 client.py anthropic stream'
+is "$JAIL_RC" 123 "a stream crossing the cost cap under on_breach kill: the run is killed"
+is "$(events_of llm.response | jq -r .relay)" cut_short "the stream was cut"
+like "$(events_of cap.breach)" '"cap":"cost_usd"' "a cost_usd breach"
+like "$(jf '.llm.anthropic["claude-test"].cost_usd')" '^0\.00' "the cut stream is still charged"
+is "$(($(records) - n0))" 1 "the second request is never forwarded"
+
+# --- model tool calls count as tool calls
+run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic "" tool-call; python3 client.py openai-chat "" tool-call'
+like "$(events_of llm.response | head -1)" '"tool_calls":\["get_weather"\]' "the model's tool call is recorded"
+like "$(events_of cap.breach)" '"cap":"tool_calls"' "the second model tool call crosses tool_calls=1: a breach"
+is "$JAIL_RC" 123 "... and the run is killed (on_breach kill)"
+
+# --- "record": "full": bodies kept, the key redacted
+PF=$(write_profile gwfull '{"extends": "default", '"$PRICES"', "llm": {'"$PROVIDERS"', "record": "full"}}')
+run_jail -p "$PF" -- /bin/sh -c 'python3 client.py anthropic stream; curl -sS -H "content-type: application/json" \
+        -d "{\"model\":\"claude-test\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"guess '"$AKEY"'\"}]}" \
+        "$ANTHROPIC_BASE_URL/v1/messages" >/dev/null'
+ok "record full: the request body kept" test -s "$JAIL_RUN_DIR/llm/1.request.json"
+like "$(cat "$JAIL_RUN_DIR/llm/1.response" 2>/dev/null)" 'message_stop' "record full: the response kept"
+like "$(cat "$JAIL_RUN_DIR/llm/2.request.json" 2>/dev/null)" 'REDACTED' "record full: the key is redacted"
+unlike "$(cat "$JAIL_RUN_DIR"/llm/* 2>/dev/null)" "$AKEY" "record full: the key never appears"
+
+# --- provider hosts are not reachable directly while the gateway serves them
+run_jail -p "$P" --allow-net "localhost:$FP" --allow-net "127.0.0.1:$FP" -- \
+        /bin/sh -c 'curl -sS -o /dev/null -w "connect=%{http_connect}\n" -x http://127.0.0.1:3128 --noproxy "" \
+                -k "https://localhost:'"$FP"'/v1/messages" 2>&1; true'
+like "$JAIL_OUT" 'connect=403' "a direct CONNECT to the provider's host: 403"
+like "$(events_of net.denied)" 'gateway' "net.denied says to use the gateway"
+
+# --- the official SDKs from the npm registry, unchanged, in the jail
+if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+        skip "the official SDKs" "node and npm are needed (bash scripts/setup installs them)"
+elif ! (cd "$WORKSPACE" && timeout 300 npm install --no-audit --no-fund --silent @anthropic-ai/sdk openai) >"$T/npm.log" 2>&1; then
+        skip "the official SDKs" "npm install @anthropic-ai/sdk openai failed: $(tail -c 300 "$T/npm.log")"
+else
+        cat >"$WORKSPACE/sdk.js" <<'JS'
+const AnthropicMod = require("@anthropic-ai/sdk");
+const OpenAIMod = require("openai");
+const Anthropic = AnthropicMod.default || AnthropicMod.Anthropic || AnthropicMod;
+const OpenAI = OpenAIMod.default || OpenAIMod.OpenAI || OpenAIMod;
+(async () => {
+  const a = new Anthropic({ maxRetries: 0 });
+  const m = await a.messages.create({ model: "claude-test", max_tokens: 10, messages: [{ role: "user", content: "hi" }] });
+  console.log("anthropic=" + m.content[0].text + " in=" + m.usage.input_tokens);
+  const stream = a.messages.stream({ model: "claude-test", max_tokens: 10, messages: [{ role: "user", content: "hi" }] });
+  const final = await stream.finalMessage();
+  console.log("anthropic-stream=" + final.content[0].text + " out=" + final.usage.output_tokens);
+  const o = new OpenAI({ maxRetries: 0 });
+  const c = await o.chat.completions.create({ model: "gpt-test", max_tokens: 10, messages: [{ role: "user", content: "hi" }] });
+  console.log("openai=" + c.choices[0].message.content + " in=" + c.usage.prompt_tokens);
+  let text = "", chunks = 0;
+  for await (const ch of await o.chat.completions.create({ model: "gpt-test", max_tokens: 10, stream: true,
+                                                          messages: [{ role: "user", content: "hi" }] })) {
+    chunks++;
+    if (ch.choices.length) text += ch.choices[0].delta.content || "";
+    else console.log("usage chunk seen");
+  }
+  console.log("openai-stream=" + text);
+  const r = await o.responses.create({ model: "gpt-test", input: "hi", max_output_tokens: 10 });
+  console.log("responses=" + r.output_text + " in=" + r.usage.input_tokens);
+})().catch((e) => { console.log("error=" + e); process.exit(1); });
+JS
+        run_jail -p "$P" -- node sdk.js
+        is "$JAIL_RC" 0 "the official SDKs ran in the jail" || jail_diag
+        like "$JAIL_OUT" "anthropic=Hello! in=25" "@anthropic-ai/sdk: messages.create through the gateway"
+        like "$JAIL_OUT" "anthropic-stream=Hello there! out=7" "@anthropic-ai/sdk: a stream through the gateway"
+        like "$JAIL_OUT" "openai=Hello! in=20" "openai: chat.completions.create through the gateway"
+        like "$JAIL_OUT" "openai-stream=Hello!" "openai: a chat stream through the gateway"
+        unlike "$JAIL_OUT" "usage chunk seen" "openai: the usage chunk it did not ask for is hidden"
+        like "$JAIL_OUT" "responses=Hello! in=20" "openai: responses.create through the gateway"
+        is "$(events_of llm.response | jq -s -c '[.[] | .estimated] | unique')" "[false]" "the SDKs' calls metered exactly"
+        is "$(jf '.llm.anthropic["claude-test"]["gen_ai.usage.input_tokens"]')" 56 "run.json: the SDK's Anthropic input tokens"
+fi
+
+# --- --llm NAME: a built-in provider (its key from agentjail's environment)
+ANTHROPIC_API_KEY=sk-test-builtin run_jail --llm anthropic -- /bin/sh -c 'echo "$ANTHROPIC_BASE_URL $ANTHROPIC_API_KEY"'
+is "$JAIL_OUT" "http://127.0.0.1:4100/anthropic agentjail-gateway-$JAIL_RUN_ID" "--llm anthropic: base URL and placeholder"
+is "$(jf '.profile.resolved.llm.providers.anthropic.url')" "https://api.anthropic.com" "--llm is in run.json's resolved profile"
+env -u ANTHROPIC_API_KEY "$AGENTJAIL" run --llm anthropic -- /bin/true >/dev/null 2>"$T/nokey.err"
+like "$(cat "$T/nokey.err")" 'ANTHROPIC_API_KEY' "--llm anthropic without a key: refused, naming the variable"
+run_jail --llm nosuch -- /bin/true
+like "$JAIL_ERR" "nosuch" "--llm of an unknown provider is refused"
+
+done_testing

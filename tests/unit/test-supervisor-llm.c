@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The gateway's metering observer (src/supervisor/llm-meter.c) driven directly, with a
+ * real meter and fake hooks: reserve before forwarding, refuse and breach past a cap,
+ * settle to the measured usage, cut a stream that crosses a cap, count tool calls. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "supervisor/llm.h"
+
+static json_t *events;
+static json_t *breaches;
+
+static int fake_emit(void *userdata, const char *type, json_t *fields)
+{
+        (void)userdata;
+        json_object_set_new(fields, "type", json_string(type));
+        json_array_append_new(events, fields);
+        return 0;
+}
+
+static void fake_breach(void *userdata, const AjBreach *b)
+{
+        (void)userdata;
+        json_array_append_new(breaches, json_pack("{s:s, s:f, s:f}", "cap", b->cap, "limit", b->limit, "value",
+                                                  b->value));
+}
+
+static const AjHooks hooks = { .emit = fake_emit, .breach = fake_breach };
+static const AjGatewayProvider anthropic = { .name = "anthropic", .api = AJ_GATEWAY_API_ANTHROPIC };
+static const AjGatewayProvider openai = { .name = "openai", .api = AJ_GATEWAY_API_OPENAI };
+
+typedef struct {
+        AjMeter *meter;
+        AjSupLlm llm;
+        AjGatewayObserver obs;
+} Fixture;
+
+/* claude-test: 1e-4 USD per input token, 2e-4 per output token. */
+static void setup(Fixture *f, const char *caps)
+{
+        events = json_array();
+        breaches = json_array();
+        AjMeterCaps c = {};
+        AjError err = {};
+        if (caps)
+                cr_assert_eq(aj_meter_apply_cap_arg(&c, caps, &err), 0, "%s", err.message ?: "");
+        cr_assert_eq(aj_meter_new(&c, &f->meter), 0);
+        cr_assert_eq(aj_meter_set_price(f->meter, "claude-test", 1e-4, 2e-4, -1), 0);
+        f->llm = (AjSupLlm){ .meter = f->meter, .hooks = &hooks, .run_dir = "/nonexistent" };
+        aj_sup_llm_observer(&f->llm, &f->obs);
+}
+
+static void teardown(Fixture *f)
+{
+        aj_sup_llm_done(&f->llm);
+        aj_meter_free(f->meter);
+        json_decref(events);
+        json_decref(breaches);
+}
+
+static void request(Fixture *f, AjGatewayCall *call, const AjGatewayProvider *pr, const char *path, const char *body,
+                    AjGatewayVerdict *v)
+{
+        *call = (AjGatewayCall){ .id = 1, .provider = pr, .method = *body ? "POST" : "GET", .path = path, .started_ns = 1 };
+        *v = (AjGatewayVerdict){};
+        AjGatewayRequest req = { .body = body, .body_len = strlen(body) };
+        f->obs.on_request(f->obs.userdata, call, &req, v);
+}
+
+static void respond(Fixture *f, AjGatewayCall *call, const char *ctype, const char *body, AjGatewayOutcome o)
+{
+        AjGwHeader h = { .name = "content-type", .name_len = 12, .value = ctype, .value_len = strlen(ctype) };
+        f->obs.on_response_head(f->obs.userdata, call, 200, &h, 1);
+        cr_expect_eq(f->obs.on_response_bytes(f->obs.userdata, call, body, strlen(body)), AJ_GATEWAY_CONTINUE);
+        f->obs.on_done(f->obs.userdata, call, o, 1000);
+}
+
+static json_t *last_event(const char *type)
+{
+        json_t *found = NULL, *e;
+        size_t i;
+        json_array_foreach(events, i, e) if (strcmp(json_string_value(json_object_get(e, "type")), type) == 0) found = e;
+        return found;
+}
+
+#define MSG "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"
+#define REPLY                                                                                                   \
+        "{\"id\":\"m\",\"type\":\"message\",\"model\":\"claude-test\",\"content\":[{\"type\":\"tool_use\","      \
+        "\"id\":\"t\",\"name\":\"get_weather\",\"input\":{}}],\"stop_reason\":\"tool_use\",\"usage\":"           \
+        "{\"input_tokens\":25,\"output_tokens\":7,\"cache_read_input_tokens\":3}}"
+
+Test(supervisor_llm, reserve_then_settle_to_measured)
+{
+        Fixture f;
+        setup(&f, "tokens=1000");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        json_t *rq = last_event("llm.request");
+        cr_assert_not_null(rq);
+        cr_expect_str_eq(json_string_value(json_object_get(rq, "verdict")), "allow");
+        json_int_t reserved = json_integer_value(json_object_get(json_object_get(rq, "reserved"), "tokens"));
+        cr_expect_gt(reserved, 10, "the prompt estimate and max_tokens are reserved");
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOKENS, 0), 0, "reserved, not used");
+
+        respond(&f, &call, "application/json", REPLY, AJ_GATEWAY_COMPLETED);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOKENS, 0), 35, "settled to 25 + 3 + 7");
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 1, "the model's tool call counts");
+        json_t *rs = last_event("llm.response");
+        cr_assert_not_null(rs);
+        cr_expect_eq(json_integer_value(json_object_get(rs, "gen_ai.usage.input_tokens")), 28);
+        cr_expect_eq(json_integer_value(json_object_get(rs, "gen_ai.usage.output_tokens")), 7);
+        cr_expect_str_eq(json_string_value(json_object_get(rs, "relay")), "completed");
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(rs, "price"), "entry")), "claude-test");
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(json_object_get(f.llm.summary, "anthropic"),
+                                                                        "claude-test"),
+                                                        "requests")),
+                     1);
+        cr_expect_eq(json_array_size(breaches), 0);
+        teardown(&f);
+}
+
+Test(supervisor_llm, refused_before_forwarding_past_a_cap)
+{
+        Fixture f;
+        setup(&f, "cost_usd=0.001");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
+        cr_expect_eq(v.status, 429);
+        cr_expect_str_eq(v.error_type, "rate_limit_error");
+        cr_expect(strstr(v.message, "cost_usd"), "%s", v.message);
+        cr_assert_eq(json_array_size(breaches), 1);
+        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(breaches, 0), "cap")), "cost_usd");
+        cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.request"), "verdict")), "breach");
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_COST_USD, 0), 0, "nothing spent");
+        cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "relay")), "refused");
+        cr_expect_eq(json_array_size(breaches), 1, "one breach per call");
+        teardown(&f);
+}
+
+Test(supervisor_llm, unpriced_model_under_a_cost_cap_is_refused)
+{
+        Fixture f;
+        setup(&f, "cost_usd=5");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/chat/completions", "{\"model\":\"gpt-unknown\",\"messages\":[]}", &v);
+        cr_expect_eq(v.status, 429);
+        cr_expect_str_eq(v.error_type, "insufficient_quota");
+        cr_expect_str_eq(v.error_code, "insufficient_quota");
+        cr_expect_eq(json_array_size(breaches), 1);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+}
+
+Test(supervisor_llm, bad_body_and_unmetered_paths)
+{
+        Fixture f;
+        setup(&f, NULL);
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", "{\"model\":\"a\",\"model\":\"b\"}", &v);
+        cr_expect_eq(v.status, 400, "a repeated key is refused");
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        request(&f, &call, &anthropic, "/v1/models", "", &v);
+        cr_expect_eq(v.status, 0, "another path is relayed");
+        cr_expect(json_is_false(json_object_get(last_event("llm.request"), "metered")));
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_COMPLETED, 0);
+        teardown(&f);
+}
+
+Test(supervisor_llm, stream_past_its_reservation_and_a_cap_is_cut)
+{
+        Fixture f;
+        setup(&f, "input_tokens=100");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages",
+                "{\"model\":\"claude-test\",\"stream\":true,\"max_tokens\":10,\"messages\":[]}", &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        AjGwHeader h = { .name = "content-type", .name_len = 12, .value = "text/event-stream", .value_len = 17 };
+        f.obs.on_response_head(f.obs.userdata, &call, 200, &h, 1);
+        const char *start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
+                            "\"claude-test\",\"usage\":{\"input_tokens\":500,\"output_tokens\":1}}}\n\n";
+        cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, start, strlen(start)), AJ_GATEWAY_CUT);
+        cr_assert_eq(json_array_size(breaches), 1);
+        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(breaches, 0), "cap")), "input_tokens");
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_INPUT_TOKENS, 0), 500, "what was used is charged");
+        cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "relay")), "cut_short");
+        cr_expect_eq(json_array_size(breaches), 1, "one breach per call");
+        teardown(&f);
+}
+
+Test(supervisor_llm, unmetered_spend_refused_under_caps)
+{
+        Fixture f;
+        setup(&f, "tokens=1000");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/embeddings", "{\"model\":\"e\",\"input\":\"x\"}", &v);
+        cr_expect_eq(v.status, 403, "an API the gateway cannot meter is refused under a token cap");
+        cr_expect(strstr(v.message, "/v1/embeddings"), "%s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        request(&f, &call, &openai, "/v1/models", "", &v);
+        cr_expect_eq(v.status, 0);
+        teardown(&f);
+}
