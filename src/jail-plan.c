@@ -469,14 +469,32 @@ static int plan_mounts(Run *run)
         return 0;
 }
 
+/* In the watchdog, before it starts to wait: the sensitive places, for aj_run_check_places(). */
+void aj_run_places_prework(void *arg, int fd)
+{
+        Run *run = arg;
+        _cleanup_free_ char *exe = self_exe_path();
+        _cleanup_(aj_sensitive_list_done) AjSensitiveList l = { 0 };
+        if (build_sensitive(run, exe, invoker_home(), &l) >= 0)
+                (void)aj_sensitive_list_write(&l, fd);
+}
+
 /* The sensitive places (src/sensitive.h) against every source the mount plan pinned. Run
  * while the child builds its root, which is in its own mount namespace and runs nothing of
  * the agent's until JOINED: a refused source is never seen by the command. */
 int aj_run_check_places(Run *run)
 {
-        _cleanup_free_ char *exe = self_exe_path();
         _cleanup_(aj_sensitive_list_done) AjSensitiveList sensitive = { 0 };
-        int r = build_sensitive(run, exe, invoker_home(), &sensitive);
+        /* The list the watchdog built while we planned; else (it died, or its answer is
+         * not whole) our own. */
+        int fd = aj_sup_watchdog_take_prework(&run->watchdog);
+        int r = fd >= 0 ? aj_sensitive_list_read(fd, &sensitive) : -ENOENT;
+        if (fd >= 0)
+                close(fd);
+        if (r < 0) {
+                _cleanup_free_ char *exe = self_exe_path();
+                r = build_sensitive(run, exe, invoker_home(), &sensitive);
+        }
         if (r < 0)
                 return aj_log_errno(r, "Cannot list the places a workspace must not expose");
         _cleanup_(aj_error_clear) AjError err = {};

@@ -86,7 +86,8 @@ static const AjSupWatchdogOps watchdog_ops = { .changed = watchdog_changed, .los
 /* Before anything exists on the host that a killed supervisor would leave behind. */
 static int start_watchdog(Run *run)
 {
-        AjSupWatchdogConfig cfg = { .id = run->id, .run_dir = run->run_dir, .runtime_dir = run->runtime_dir };
+        AjSupWatchdogConfig cfg = { .id = run->id, .run_dir = run->run_dir, .runtime_dir = run->runtime_dir,
+                                    .prework = aj_run_places_prework, .prework_arg = run };
         cfg.term_fd = aj_sup_terminal_saved(&run->term, &cfg.term_saved);
         int r = aj_sup_watchdog_start(&run->watchdog, &cfg, &watchdog_ops, run, &run->sink);
         if (r < 0)

@@ -139,6 +139,7 @@ int aj_run_plan(Run *run, AjSpawnConfig *cfg);
 int aj_run_setup_cgroup(Run *run);
 int aj_run_setup_idmap(Run *run);
 int aj_run_check_places(Run *run);
+void aj_run_places_prework(void *arg, int fd);
 int aj_run_setup_while_child_builds(Run *run);
 void aj_run_record_degraded(Run *run, const char *what, const char *why);
 json_t *aj_run_strv_json(char *const *v);

@@ -201,6 +201,7 @@ void aj_sensitive_list_done(AjSensitiveList *l)
                 return;
         for (size_t i = 0; i < l->n; i++) {
                 free(l->items[i].path);
+                free(l->items[i].what_owned);
                 aj_id_chain_done(&l->items[i].chain);
         }
         free(l->items);
@@ -346,6 +347,179 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
                 if ((*d)[0] == '/' && (r = list_add(&l, *d, "an agentjail profile or config dir",
                                                     AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
                         return r;
+        *ret = l;
+        l = (AjSensitiveList){ 0 };
+        return 0;
+}
+
+/* ---- the list through a pipe ---- */
+
+#define WIRE_MAGIC 0x414a534cu /* "AJSL" */
+#define WIRE_MAX_PLACES 1024
+
+typedef struct {
+        char *buf;
+        size_t len, cap;
+        bool failed;
+} Wire;
+
+static void wire_put(Wire *w, const void *p, size_t n)
+{
+        if (w->failed)
+                return;
+        if (w->len + n > w->cap) {
+                size_t cap = w->cap ? w->cap * 2 : 4096;
+                while (cap < w->len + n)
+                        cap *= 2;
+                char *b = realloc(w->buf, cap);
+                if (!b) {
+                        w->failed = true;
+                        return;
+                }
+                w->buf = b;
+                w->cap = cap;
+        }
+        memcpy(w->buf + w->len, p, n);
+        w->len += n;
+}
+
+static void wire_u64(Wire *w, uint64_t v)
+{
+        wire_put(w, &v, sizeof(v));
+}
+
+static void wire_str(Wire *w, const char *s)
+{
+        uint64_t n = s ? strlen(s) : UINT64_MAX;
+        wire_u64(w, n);
+        if (s)
+                wire_put(w, s, (size_t)n);
+}
+
+int aj_sensitive_list_write(const AjSensitiveList *l, int fd)
+{
+        Wire w = { 0 };
+        wire_u64(&w, WIRE_MAGIC);
+        wire_u64(&w, l->n);
+        for (size_t i = 0; i < l->n; i++) {
+                const AjSensitivePlace *pl = &l->items[i];
+                wire_u64(&w, (uint64_t)pl->rule);
+                wire_str(&w, pl->path);
+                wire_str(&w, pl->what);
+                wire_u64(&w, pl->chain.n);
+                wire_u64(&w, pl->chain.missing);
+                wire_str(&w, pl->chain.fs_path);
+                for (size_t k = 0; k < pl->chain.n; k++) {
+                        wire_u64(&w, pl->chain.ids[k].dev);
+                        wire_u64(&w, pl->chain.ids[k].ino);
+                }
+        }
+        /* The total first: the reader knows what to wait for, and a cut-off list shows. */
+        uint64_t total = w.len;
+        int r = w.failed ? -ENOMEM : aj_write_all(fd, &total, sizeof(total));
+        if (r >= 0)
+                r = aj_write_all(fd, w.buf, w.len);
+        free(w.buf);
+        return r < 0 ? r : 0;
+}
+
+typedef struct {
+        const char *p, *end;
+} Cursor;
+
+static bool take(Cursor *c, void *out, size_t n)
+{
+        if ((size_t)(c->end - c->p) < n)
+                return false;
+        memcpy(out, c->p, n);
+        c->p += n;
+        return true;
+}
+
+/* NULL and true for an absent string (UINT64_MAX), else a bounded copy. */
+static bool take_str(Cursor *c, char **ret)
+{
+        uint64_t n;
+        *ret = NULL;
+        if (!take(c, &n, sizeof(n)))
+                return false;
+        if (n == UINT64_MAX)
+                return true;
+        if (n >= PATH_MAX || (size_t)(c->end - c->p) < n || memchr(c->p, 0, (size_t)n))
+                return false;
+        *ret = strndup(c->p, (size_t)n);
+        c->p += n;
+        return *ret != NULL;
+}
+
+static bool read_place(Cursor *c, AjSensitivePlace *pl)
+{
+        uint64_t rule, n, missing;
+        if (!take(c, &rule, sizeof(rule)) || rule >= ARRAY_SIZE(place_rules) || !take_str(c, &pl->path) ||
+            !pl->path || pl->path[0] != '/' || !take_str(c, &pl->what_owned) || !pl->what_owned ||
+            !take(c, &n, sizeof(n)) || n > AJ_ID_CHAIN_MAX || !take(c, &missing, sizeof(missing)) || missing > 1 ||
+            !take_str(c, &pl->chain.fs_path))
+                return false;
+        pl->rule = (AjPlaceRule)rule;
+        pl->what = pl->what_owned;
+        pl->chain.missing = missing;
+        if (n && !(pl->chain.ids = calloc((size_t)n, sizeof(*pl->chain.ids))))
+                return false;
+        pl->chain.n = (size_t)n;
+        for (size_t k = 0; k < n; k++) {
+                uint64_t dev, ino;
+                if (!take(c, &dev, sizeof(dev)) || !take(c, &ino, sizeof(ino)))
+                        return false;
+                pl->chain.ids[k] = (AjFileId){ (dev_t)dev, (ino_t)ino };
+        }
+        return true;
+}
+
+/* Bytes read until n or the end of the input, or -errno. */
+static ssize_t read_full(int fd, void *buf, size_t n)
+{
+        size_t have = 0;
+        while (have < n) {
+                ssize_t k = read(fd, (char *)buf + have, n - have);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        break;
+                have += (size_t)k;
+        }
+        return (ssize_t)have;
+}
+
+int aj_sensitive_list_read(int fd, AjSensitiveList *ret)
+{
+        uint64_t total;
+        ssize_t got = read_full(fd, &total, sizeof(total));
+        if (got != (ssize_t)sizeof(total))
+                return got < 0 ? (int)got : -EBADMSG;
+        if (total > (uint64_t)WIRE_MAX_PLACES * (3 * PATH_MAX + 48 + AJ_ID_CHAIN_MAX * 16))
+                return -EBADMSG;
+        _cleanup_free_ char *buf = malloc(total ? total : 1);
+        if (!buf)
+                return -ENOMEM;
+        got = read_full(fd, buf, (size_t)total);
+        if (got != (ssize_t)total)
+                return got < 0 ? (int)got : -EBADMSG;
+        Cursor c = { buf, buf + total };
+        uint64_t magic, n;
+        if (!take(&c, &magic, sizeof(magic)) || magic != WIRE_MAGIC || !take(&c, &n, sizeof(n)) || n > WIRE_MAX_PLACES)
+                return -EBADMSG;
+        _cleanup_(aj_sensitive_list_done) AjSensitiveList l = { 0 };
+        if (n && !(l.items = calloc((size_t)n, sizeof(*l.items))))
+                return -ENOMEM;
+        for (; l.n < n; l.n++)
+                if (!read_place(&c, &l.items[l.n])) {
+                        l.n++; /* freed with the rest */
+                        return -EBADMSG;
+                }
+        if (c.p != c.end)
+                return -EBADMSG;
         *ret = l;
         l = (AjSensitiveList){ 0 };
         return 0;

@@ -60,6 +60,7 @@ typedef struct {
         const char *what; /* "temporary files of every user", "agentjail's state dir"... */
         AjPlaceRule rule;
         AjIdChain chain;  /* gathered when the place is added */
+        char *what_owned; /* what, when the list owns it (a list read from another process) */
 } AjSensitivePlace;
 
 typedef struct AjGather AjGather;
@@ -122,6 +123,12 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
 /* Adds one place (resolved as above). */
 int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule);
 void aj_sensitive_list_done(AjSensitiveList *l);
+/* The list through a pipe, to or from another process (the watchdog builds it while the
+ * supervisor plans): paths, rules, identity chains. Reading is bounded like building
+ * (at most 1024 places, paths of PATH_MAX, chains of AJ_ID_CHAIN_MAX) and checks every
+ * field: malformed input is -EBADMSG, never a partial list. */
+int aj_sensitive_list_write(const AjSensitiveList *l, int fd);
+int aj_sensitive_list_read(int fd, AjSensitiveList *ret);
 /* How one place is resolved: its path (symlinks resolved as far as it exists) and identity
  * chain, by the shared lstat walk (`walk`, may return 1: not answered that way) or by the
  * slow way it must agree with (the unit tests compare the two). */

@@ -52,7 +52,7 @@ static void record_lost(const AjSupWatchdog *wd)
  * a pipe: EOF without the 'D' byte means the supervisor is gone, and it cleans up.
  * The supervisor in turn holds a pidfd on it (watchdog_exited()).
  */
-_noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd)
+_noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd, int prework_fd)
 {
         (void)prctl(PR_SET_NAME, WATCHDOG_COMM, 0, 0, 0);
         /* SIGTTOU: restoring the terminal from outside its foreground group (below). */
@@ -68,8 +68,12 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        int keep[] = { rfd, 2, wd->cfg.term_fd };
+        int keep[] = { rfd, 2, wd->cfg.term_fd, prework_fd };
         (void)aj_close_all_except(3, keep, ARRAY_SIZE(keep));
+        if (prework_fd >= 0) {
+                wd->cfg.prework(wd->cfg.prework_arg, prework_fd);
+                close(prework_fd);
+        }
         int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (devnull >= 0) {
                 dup2(devnull, 0);
@@ -97,21 +101,32 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd)
 
 static int watchdog_fork(AjSupWatchdog *wd)
 {
-        int p[2];
+        int p[2], w[2] = { -1, -1 };
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
+        /* Only the first watchdog works for the supervisor; a failed pipe just skips it. */
+        if (wd->cfg.prework && wd->restarts == 0 && wd->prework_fd < 0 && pipe2(w, O_CLOEXEC) < 0)
+                w[0] = w[1] = -1;
         pid_t pid = fork();
         if (pid < 0) {
                 int r = -errno;
                 close(p[0]);
                 close(p[1]);
+                if (w[0] >= 0)
+                        close(w[0]), close(w[1]);
                 return r;
         }
         if (pid == 0) {
                 close(p[1]);
-                watchdog_main(wd, p[0]);
+                if (w[0] >= 0)
+                        close(w[0]);
+                watchdog_main(wd, p[0], w[1]);
         }
         close(p[0]);
+        if (w[0] >= 0) {
+                close(w[1]);
+                wd->prework_fd = w[0];
+        }
         /* Our own child, not reaped yet: its pid cannot have been reused. */
         int pidfd = sys_pidfd_open(pid, 0);
         if (pidfd < 0) {
@@ -126,6 +141,13 @@ static int watchdog_fork(AjSupWatchdog *wd)
         wd->pid = pid;
         wd->pidfd = pidfd;
         return 0;
+}
+
+int aj_sup_watchdog_take_prework(AjSupWatchdog *wd)
+{
+        int fd = wd->prework_fd;
+        wd->prework_fd = -1;
+        return fd;
 }
 
 /* How it ended: "code" or "signal" (both null when it was reaped elsewhere). */
@@ -213,6 +235,10 @@ static void on_watchdog(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
 void aj_sup_watchdog_finish(AjSupWatchdog *wd)
 {
         aj_sup_watchdog_stop(wd);
+        if (wd->prework_fd >= 0) {
+                close(wd->prework_fd);
+                wd->prework_fd = -1;
+        }
         if (wd->pidfd >= 0) {
                 close(wd->pidfd);
                 wd->pidfd = -1;

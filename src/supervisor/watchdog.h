@@ -26,6 +26,11 @@ typedef struct {
         const char *id, *run_dir, *runtime_dir; /* borrowed */
         int term_fd;                            /* the operator's terminal to restore, or -1 */
         const struct termios *term_saved;
+        /* Optional: work the first watchdog does for the supervisor before it starts to wait
+         * (it would only wait): its result written to fd, which the supervisor reads through
+         * aj_sup_watchdog_take_prework(). */
+        void (*prework)(void *arg, int fd);
+        void *prework_arg;
 } AjSupWatchdogConfig;
 
 typedef struct {
@@ -39,9 +44,10 @@ typedef struct {
         int pidfd; /* in the loop */
         AjLoopIo *io;
         int restarts;
+        int prework_fd; /* read end of the first watchdog's prework, until taken */
 } AjSupWatchdog;
 
-#define AJ_SUP_WATCHDOG_INIT { .fd = -1, .pidfd = -1 }
+#define AJ_SUP_WATCHDOG_INIT { .fd = -1, .pidfd = -1, .prework_fd = -1 }
 
 /* Forks it: before anything exists on the host that a killed supervisor would leave behind. */
 int aj_sup_watchdog_start(AjSupWatchdog *wd, const AjSupWatchdogConfig *cfg, const AjSupWatchdogOps *ops,
@@ -53,3 +59,5 @@ void aj_sup_watchdog_stop(AjSupWatchdog *wd);
 pid_t aj_sup_watchdog_pid(const AjSupWatchdog *wd);
 /* The run is over and cleaned up: "done", it exits. */
 void aj_sup_watchdog_finish(AjSupWatchdog *wd);
+/* The prework's read end (the caller's to close), or -1. */
+int aj_sup_watchdog_take_prework(AjSupWatchdog *wd);

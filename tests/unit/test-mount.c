@@ -1928,3 +1928,64 @@ Test(mount, live_swapped_source_is_refused_in_the_child, LIVE)
         cr_expect_not_null(strstr(out, want), "got: %s\nwant: %s", out, want);
         setup_free(&s);
 }
+
+/* The list through a pipe (the watchdog builds it while the supervisor plans): the same
+ * places, rules and identities come out; a cut-off or altered stream is refused whole. */
+Test(mount, sensitive_list_through_a_pipe, PURE)
+{
+        AjSensitiveList l = { 0 }, back = { 0 };
+        AjSensitiveSources src = { .state_root = P("/lnk/state"), .exe = P("/a/f"), .home_root = P("/home") };
+        cr_assert_eq(aj_sensitive_list_build(&src, &l), 0);
+        cr_assert_gt(l.n, 20);
+        int p[2];
+        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+        cr_assert_eq(fcntl(p[1], F_SETPIPE_SZ, 1 << 20) >= 0, 1);
+        cr_assert_eq(aj_sensitive_list_write(&l, p[1]), 0);
+        close(p[1]);
+        cr_assert_eq(aj_sensitive_list_read(p[0], &back), 0);
+        close(p[0]);
+        cr_assert_eq(back.n, l.n);
+        for (size_t i = 0; i < l.n; i++) {
+                const AjSensitivePlace *a = &l.items[i], *b = &back.items[i];
+                cr_expect_str_eq(b->path, a->path);
+                cr_expect_str_eq(b->what, a->what);
+                cr_expect_eq(b->rule, a->rule);
+                cr_expect_eq(b->chain.n, a->chain.n);
+                cr_expect_eq(b->chain.missing, a->chain.missing);
+                cr_expect((!a->chain.fs_path && !b->chain.fs_path) ||
+                          (a->chain.fs_path && b->chain.fs_path && streq(a->chain.fs_path, b->chain.fs_path)));
+                for (size_t k = 0; k < a->chain.n && k < b->chain.n; k++)
+                        cr_expect(a->chain.ids[k].dev == b->chain.ids[k].dev && a->chain.ids[k].ino == b->chain.ids[k].ino);
+        }
+        /* The same verdicts from the copy. */
+        size_t i1 = 0, i2 = 0;
+        cr_expect_eq(aj_sensitive_check("/tmp", NULL, AJ_ACCESS_OWNER, &l, NULL, &i1),
+                     aj_sensitive_check("/tmp", NULL, AJ_ACCESS_OWNER, &back, NULL, &i2));
+        cr_expect_eq(i1, i2);
+        aj_sensitive_list_done(&back);
+
+        /* Cut off: the writer died halfway. */
+        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+        cr_assert_eq(fcntl(p[1], F_SETPIPE_SZ, 1 << 20) >= 0, 1);
+        cr_assert_eq(aj_sensitive_list_write(&l, p[1]), 0);
+        close(p[1]);
+        char buf[1 << 16];
+        ssize_t n = read(p[0], buf, sizeof(buf));
+        close(p[0]);
+        cr_assert_gt(n, 64);
+        int q[2];
+        cr_assert_eq(pipe2(q, O_CLOEXEC), 0);
+        cr_assert_eq(write(q[1], buf, (size_t)n - 7), n - 7);
+        close(q[1]);
+        cr_expect_eq(aj_sensitive_list_read(q[0], &back), -EBADMSG);
+        close(q[0]);
+        cr_expect_eq(back.n, 0);
+        /* Altered: a rule number no table has. */
+        cr_assert_eq(pipe2(q, O_CLOEXEC), 0);
+        buf[8 + 16] = 99;
+        cr_assert_eq(write(q[1], buf, (size_t)n), n);
+        close(q[1]);
+        cr_expect_eq(aj_sensitive_list_read(q[0], &back), -EBADMSG);
+        close(q[0]);
+        aj_sensitive_list_done(&l);
+}
