@@ -167,6 +167,12 @@ like "$(events_of llm.response | head -1)" '"price":\{"entry":"claude-test","sou
 like "$(events_of llm.response | head -1)" '"output_sha256":"[0-9a-f]{64}"' "the output's digest"
 like "$(events_of llm.request | head -1)" '"request_sha256":"[0-9a-f]{64}"' "the request's digest"
 unlike "$(cat "$JAIL_RUN_DIR/events.jsonl")" "$AKEY" "the key is not in the events"
+# What the operator sees: inspect's table from these events, and logs --type llm.
+aj inspect "$JAIL_RUN_ID"
+like "$OUT" 'model calls measured by the LLM gateway' "inspect shows the model calls the gateway measured" || diag "$ERR"
+like "$OUT" 'anthropic +claude-test +3 +84 +21 ' "inspect: three Anthropic calls, 84 tokens in, 21 out"
+aj logs "$JAIL_RUN_ID" --type llm
+like "$OUT" 'anthropic claude-test.* in=28 out=7' "logs --type llm: one line per model call" || diag "$ERR"
 
 # --- a cost cap: the request that would cross it is refused, never forwarded, and the run frozen
 n0=$(records)
