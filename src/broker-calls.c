@@ -145,13 +145,14 @@ static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *deci
                         snprintf(text, sizeof(text), "denied by %s%s%s", by, reason ? ": " : "", reason ? reason : "");
         }
         int r = broker_emit_pair(b, "approval",
-                          json_pack("{s:s, s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
-                                    AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", decision, "by", by,
-                                    AJ_BROKER_F_REASON, streq(decision, "timeout") ? NULL : reason),
-                          "tool.verdict",
-                          json_pack("{s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
-                                    f->call_id, AJ_BROKER_F_VERDICT, approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY,
-                                    AJ_BROKER_F_REASON, approve ? NULL : text));
+                                 json_pack("{s:s, s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
+                                           AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", decision, "by", by,
+                                           AJ_BROKER_F_REASON, streq(decision, "timeout") ? NULL : reason),
+                                 "tool.verdict",
+                                 json_pack("{s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
+                                           AJ_BROKER_F_TOOL_CALL_ID, f->call_id, AJ_BROKER_F_VERDICT,
+                                           approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY, AJ_BROKER_F_REASON,
+                                           approve ? NULL : text));
         /* The call happens now: that is when the rate window counts it. */
         f->res.now_ns = b->now_ns();
         aj_meter_settle(b->meter, &f->res, approve && r >= 0);
@@ -199,8 +200,9 @@ void broker_cancel_held(AjBroker *b, Conn *c, const char *reason)
                 if (!f->used || !f->awaiting || f->conn != c)
                         continue;
                 (void)broker_emit(b, "approval",
-                           json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, f->name, AJ_BROKER_F_TOOL_CALL_ID,
-                                     f->call_id, "decision", "cancelled", AJ_BROKER_F_REASON, reason));
+                                  json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, f->name,
+                                            AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", "cancelled",
+                                            AJ_BROKER_F_REASON, reason));
                 aj_meter_settle(b->meter, &f->res, false);
                 broker_in_flight_remove(b, f);
         }
@@ -248,8 +250,8 @@ int aj_broker_decide(AjBroker *b, const char *call_id, bool approve, const char 
                 return aj_error_set(ret_error, -ENOENT, "no call \"%.128s\" is awaiting approval", call_id);
         if (digest && !streq(digest, f->digest))
                 return aj_error_set(ret_error, -ESTALE,
-                                    "call \"%s\" has arguments_sha256 %s, not %.64s: not the call reviewed",
-                                    f->call_id, f->digest, digest);
+                                    "call \"%s\" has arguments_sha256 %s, not %.64s: not the call reviewed", f->call_id,
+                                    f->digest, digest);
         if (ret_call)
                 *ret_call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_CALL_ID, f->call_id,
                                       AJ_BROKER_F_TOOL_NAME, f->name, "arguments_sha256", f->digest, "decision",
@@ -279,9 +281,9 @@ void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
                 json_decref(ev);
         else
                 r = broker_emit_pair(b, "tool.request", ev, "approval.requested",
-                              json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID,
-                                        call_id, "arguments_sha256", digest, "timeout",
-                                        duration_text(b->approval_timeout_ns, t, sizeof(t))));
+                                     json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name,
+                                               AJ_BROKER_F_TOOL_CALL_ID, call_id, "arguments_sha256", digest, "timeout",
+                                               duration_text(b->approval_timeout_ns, t, sizeof(t))));
         if (r < 0) {
                 broker_in_flight_remove(b, f);
                 aj_meter_settle(b->meter, res, false);

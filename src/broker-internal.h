@@ -57,10 +57,10 @@ struct AjBroker {
         const AjHooks *hooks;
         uint64_t next_call;
         uint64_t (*now_ns)(void);
-        AjRateLimit error_rl; /* broker.error events; .suppressed: not yet told in one */
-        AjRateLimit report_rl; /* tool_result + tokens; per_sec 0: none */
+        AjRateLimit error_rl;             /* broker.error events; .suppressed: not yet told in one */
+        AjRateLimit report_rl;            /* tool_result + tokens; per_sec 0: none */
         uint64_t reports_suppressed_told; /* report_rl.suppressed already in an event */
-        InFlight *in_flight; /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
+        InFlight *in_flight;              /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
         size_t n_in_flight, n_awaiting;
         uint64_t in_flight_order, in_flight_dropped;
         /* approvals: calls whose tool name matches wait for aj_broker_decide() */

@@ -60,10 +60,7 @@ int broker_emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char
 }
 
 /* broker.error events: garbage from a client must not fill the event log. */
-bool broker_error_event_allowed(AjBroker *b)
-{
-        return aj_ratelimit_allow(&b->error_rl, b->now_ns());
-}
+bool broker_error_event_allowed(AjBroker *b) { return aj_ratelimit_allow(&b->error_rl, b->now_ns()); }
 
 json_t *broker_envelope(json_t *id, bool ok)
 {
@@ -129,20 +126,14 @@ json_t *broker_add_reports_suppressed(AjBroker *b, json_t *ev)
         return ev;
 }
 
-void broker_reports_suppressed_recorded(AjBroker *b)
-{
-        b->reports_suppressed_told = b->report_rl.suppressed;
-}
+void broker_reports_suppressed_recorded(AjBroker *b) { b->reports_suppressed_told = b->report_rl.suppressed; }
 
 void aj_broker_set_report_rate(AjBroker *b, uint64_t per_sec)
 {
         aj_ratelimit_init(&b->report_rl, 10.0 * (double)per_sec, (double)per_sec);
 }
 
-uint64_t aj_broker_reports_suppressed(const AjBroker *b)
-{
-        return b->report_rl.suppressed;
-}
+uint64_t aj_broker_reports_suppressed(const AjBroker *b) { return b->report_rl.suppressed; }
 
 double broker_cap_value(AjCap cap, uint64_t v)
 {
@@ -175,9 +166,10 @@ int broker_add_breach(json_t *o, const AjMeterDecision *d)
 json_t *broker_verdict_reply(AjBroker *b, json_t *id, const char *verdict, const AjMeterDecision *d)
 {
         json_t *reply = broker_envelope(id, true);
-        if (reply && (json_object_set_new(reply, AJ_BROKER_F_VERDICT, json_string(verdict)) < 0 ||
-                      (d && broker_add_breach(reply, d) < 0) ||
-                      json_object_set_new(reply, AJ_BROKER_F_USAGE, aj_meter_to_json(b->meter, b->now_ns(), true)) < 0)) {
+        if (reply &&
+            (json_object_set_new(reply, AJ_BROKER_F_VERDICT, json_string(verdict)) < 0 ||
+             (d && broker_add_breach(reply, d) < 0) ||
+             json_object_set_new(reply, AJ_BROKER_F_USAGE, aj_meter_to_json(b->meter, b->now_ns(), true)) < 0)) {
                 json_decref(reply);
                 reply = NULL;
         }
@@ -240,5 +232,5 @@ const char *broker_verdict_name(AjVerdict v, bool tool)
 void broker_reply_unrecorded(AjBroker *b, Conn *c, json_t *id, int r)
 {
         broker_reply_error(b, c, id, AJ_BROKER_E_INTERNAL, "the event could not be recorded (%s); nothing was counted",
-                    strerror(r < 0 ? -r : EIO));
+                           strerror(r < 0 ? -r : EIO));
 }

@@ -53,7 +53,7 @@ static const char *unknown_field(json_t *req, const char *const *allowed)
 {
         const char *key;
         json_t *v;
-        json_object_foreach(req, key, v) {
+        json_object_foreach (req, key, v) {
                 const char *const *a = allowed;
                 while (*a && !streq(*a, key))
                         a++;
@@ -64,8 +64,8 @@ static const char *unknown_field(json_t *req, const char *const *allowed)
 }
 
 /* A required (or, with optional, possibly absent) name field; NULL after an error reply. */
-static const char *get_name(AjBroker *b, Conn *c, json_t *req, json_t *id, const char *field, size_t max,
-                            bool optional, bool *ret_missing)
+static const char *get_name(AjBroker *b, Conn *c, json_t *req, json_t *id, const char *field, size_t max, bool optional,
+                            bool *ret_missing)
 {
         json_t *v = json_object_get(req, field);
         if (!v) {
@@ -78,9 +78,9 @@ static const char *get_name(AjBroker *b, Conn *c, json_t *req, json_t *id, const
         }
         if (!json_is_string(v) || !is_name(json_string_value(v), json_string_length(v), max)) {
                 broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
-                            "field \"%s\": expected a string of 1 to %zu characters without spaces or control "
-                            "characters",
-                            field, max);
+                                   "field \"%s\": expected a string of 1 to %zu characters without spaces or control "
+                                   "characters",
+                                   field, max);
                 return NULL;
         }
         return json_string_value(v);
@@ -98,8 +98,9 @@ static int get_count(AjBroker *b, Conn *c, json_t *req, json_t *id, const char *
         }
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
             (uint64_t)json_integer_value(v) > AJ_BROKER_MAX_TOKENS) {
-                broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"%s\": expected an integer from 0 to %llu",
-                            field, (unsigned long long)AJ_BROKER_MAX_TOKENS);
+                broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                                   "field \"%s\": expected an integer from 0 to %llu", field,
+                                   (unsigned long long)AJ_BROKER_MAX_TOKENS);
                 return -1;
         }
         *ret = (uint64_t)json_integer_value(v);
@@ -119,8 +120,10 @@ static int check_fields(AjBroker *b, Conn *c, json_t *req, json_t *id, const cha
 
 static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
 {
-        static const char *const allowed[] = { AJ_BROKER_F_ID, AJ_BROKER_F_V, AJ_BROKER_F_OP, AJ_BROKER_F_TOOL_NAME,
-                                                AJ_BROKER_F_TOOL_CALL_ID, AJ_BROKER_F_TOOL_ARGS, NULL };
+        static const char *const allowed[] = {
+                AJ_BROKER_F_ID,        AJ_BROKER_F_V, AJ_BROKER_F_OP, AJ_BROKER_F_TOOL_NAME, AJ_BROKER_F_TOOL_CALL_ID,
+                AJ_BROKER_F_TOOL_ARGS, NULL
+        };
         bool no_call_id = false, unused = false;
         char generated[32], digest[AJ_SHA256_HEX_SIZE];
 
@@ -193,8 +196,10 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
 
 static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
 {
-        static const char *const allowed[] = { AJ_BROKER_F_ID, AJ_BROKER_F_V, AJ_BROKER_F_OP, AJ_BROKER_F_TOOL_CALL_ID,
-                                                AJ_BROKER_F_STATUS, AJ_BROKER_F_UNDO, NULL };
+        static const char *const allowed[] = {
+                AJ_BROKER_F_ID,   AJ_BROKER_F_V, AJ_BROKER_F_OP, AJ_BROKER_F_TOOL_CALL_ID, AJ_BROKER_F_STATUS,
+                AJ_BROKER_F_UNDO, NULL
+        };
         bool unused = false;
 
         if (check_fields(b, c, req, id, AJ_BROKER_OP_TOOL_RESULT, allowed) < 0)
@@ -204,16 +209,17 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 return;
         json_t *status = json_object_get(req, AJ_BROKER_F_STATUS);
         if (!status)
-                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", AJ_BROKER_F_STATUS);
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"",
+                                          AJ_BROKER_F_STATUS);
         if (!json_is_string(status) ||
             (!streq(json_string_value(status), "ok") && !streq(json_string_value(status), "error")))
-                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "field \"%s\": expected \"ok\" or \"error\"",
-                                   AJ_BROKER_F_STATUS);
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                                          "field \"%s\": expected \"ok\" or \"error\"", AJ_BROKER_F_STATUS);
         json_t *undo = json_object_get(req, AJ_BROKER_F_UNDO);
         if (undo && !json_is_object(undo))
                 return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
-                                   "field \"%s\": expected an object describing how to reverse the call",
-                                   AJ_BROKER_F_UNDO);
+                                          "field \"%s\": expected an object describing how to reverse the call",
+                                          AJ_BROKER_F_UNDO);
 
         if (!broker_report_allowed(b, c, id))
                 return;
@@ -232,9 +238,14 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
 
 static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
 {
-        static const char *const allowed[] = { AJ_BROKER_F_ID, AJ_BROKER_F_V, AJ_BROKER_F_OP, AJ_BROKER_F_MODEL,
-                                                AJ_BROKER_F_INPUT_TOKENS, AJ_BROKER_F_OUTPUT_TOKENS,
-                                                AJ_BROKER_F_CACHED_TOKENS, NULL };
+        static const char *const allowed[] = { AJ_BROKER_F_ID,
+                                               AJ_BROKER_F_V,
+                                               AJ_BROKER_F_OP,
+                                               AJ_BROKER_F_MODEL,
+                                               AJ_BROKER_F_INPUT_TOKENS,
+                                               AJ_BROKER_F_OUTPUT_TOKENS,
+                                               AJ_BROKER_F_CACHED_TOKENS,
+                                               NULL };
         bool unused = false;
         uint64_t input, output, cached = 0;
 
@@ -247,8 +258,8 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 return;
         if (cached > input)
                 return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
-                                   "field \"%s\": must not exceed \"%s\" (cached input tokens are part of the input)",
-                                   AJ_BROKER_F_CACHED_TOKENS, AJ_BROKER_F_INPUT_TOKENS);
+                                          "field \"%s\": must not exceed \"%s\" (cached input tokens are part of the input)",
+                                          AJ_BROKER_F_CACHED_TOKENS, AJ_BROKER_F_INPUT_TOKENS);
 
         if (!broker_report_allowed(b, c, id))
                 return;
@@ -316,27 +327,28 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
         _cleanup_(json_decrefp) json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
         if (!req)
                 return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_JSON, "invalid JSON at column %d: %s", je.column,
-                                   je.text);
+                                          je.text);
         if (!json_is_object(req))
                 return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST, "a request must be a JSON object");
 
         json_t *id = json_object_get(req, AJ_BROKER_F_ID);
         if (!id)
                 return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST, "missing field \"id\"");
-        if (!(json_is_integer(id) || (json_is_string(id) && json_string_length(id) >= 1 &&
-                                      json_string_length(id) <= AJ_BROKER_MAX_ID &&
-                                      strlen(json_string_value(id)) == json_string_length(id))))
+        if (!(json_is_integer(id) ||
+              (json_is_string(id) && json_string_length(id) >= 1 && json_string_length(id) <= AJ_BROKER_MAX_ID &&
+               strlen(json_string_value(id)) == json_string_length(id))))
                 return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST,
-                                   "field \"id\": expected an integer or a string of 1 to %d bytes", AJ_BROKER_MAX_ID);
+                                          "field \"id\": expected an integer or a string of 1 to %d bytes",
+                                          AJ_BROKER_MAX_ID);
 
         json_t *v = json_object_get(req, AJ_BROKER_F_V);
         if (!v)
-                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"v\" (the protocol version, %d)",
-                                   AJ_BROKER_VERSION);
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                                          "missing field \"v\" (the protocol version, %d)", AJ_BROKER_VERSION);
         if (!json_is_integer(v) || json_integer_value(v) != AJ_BROKER_VERSION)
                 return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_VERSION,
-                                   "field \"v\": unsupported protocol version (this broker speaks %d)",
-                                   AJ_BROKER_VERSION);
+                                          "field \"v\": unsupported protocol version (this broker speaks %d)",
+                                          AJ_BROKER_VERSION);
 
         json_t *op = json_object_get(req, AJ_BROKER_F_OP);
         if (!op)
@@ -354,8 +366,8 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
                 op_usage(b, c, req, id);
         else
                 broker_reply_error(b, c, id, AJ_BROKER_E_UNKNOWN_OP,
-                            "field \"op\": unknown operation \"%s\" (expected tool, tool_result, tokens or usage)",
-                            SHOWN(o));
+                                   "field \"op\": unknown operation \"%s\" (expected tool, tool_result, tokens or usage)",
+                                   SHOWN(o));
 }
 
 /* ---- the server ---- */
@@ -368,7 +380,7 @@ static void on_line(void *userdata, AjLineConn *c, const char *line, size_t len)
 static void on_too_long(void *userdata, AjLineConn *c)
 {
         broker_reply_error(userdata, c, NULL, AJ_BROKER_E_LINE_TOO_LONG,
-                    "request line longer than %d bytes; discarded up to the next newline", AJ_BROKER_MAX_LINE);
+                           "request line longer than %d bytes; discarded up to the next newline", AJ_BROKER_MAX_LINE);
 }
 
 static void on_refuse(void *userdata, int fd, int err)
@@ -385,7 +397,7 @@ static void on_refuse(void *userdata, int fd, int err)
         (void)!send(fd, line, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (broker_error_event_allowed(b))
                 (void)broker_emit(b, "broker.error",
-                           json_pack("{s:s, s:s}", "code", AJ_BROKER_E_BUSY, "message", "too many connections"));
+                                  json_pack("{s:s, s:s}", "code", AJ_BROKER_E_BUSY, "message", "too many connections"));
 }
 
 static void on_closed(void *userdata, AjLineConn *c)
@@ -401,15 +413,9 @@ int aj_broker_dispatch(AjBroker *b)
         return r < 0 ? r : 0;
 }
 
-size_t aj_broker_connections(const AjBroker *b)
-{
-        return aj_line_server_connections(b->server);
-}
+size_t aj_broker_connections(const AjBroker *b) { return aj_line_server_connections(b->server); }
 
-int aj_broker_fd(AjBroker *b)
-{
-        return b->loop_fd;
-}
+int aj_broker_fd(AjBroker *b) { return b->loop_fd; }
 
 void aj_broker_set_clock(AjBroker *b, uint64_t (*now_ns)(void))
 {

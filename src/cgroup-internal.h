@@ -30,8 +30,8 @@ const char *aj_cgroup_v1_name(AjCgroupV1Controller c);
 /* Where the hierarchies are mounted. */
 typedef struct {
         AjCgroupMode mode;
-        char *v2_mount;                 /* NULL when there is no v2 hierarchy */
-        char *v1_mount[_AJ_CG_V1_MAX];  /* NULL when the controller is not mounted */
+        char *v2_mount;                /* NULL when there is no v2 hierarchy */
+        char *v1_mount[_AJ_CG_V1_MAX]; /* NULL when the controller is not mounted */
 } AjCgroupLayout;
 
 void aj_cgroup_layout_done(AjCgroupLayout *l);
@@ -76,8 +76,8 @@ void aj_cgroup_plan_done(AjCgroupPlan *p);
  * for root-started runs, the delegated cgroup for rootless ones); a NULL base
  * means "/". with_v2 selects the v2 directory, v1_mask the v1 controllers.
  */
-int aj_cgroup_plan_paths(const AjCgroupLayout *layout, const char *run_id, bool with_v2,
-                         const char *v2_base, char *const *v1_base, unsigned v1_mask, AjCgroupPlan *ret);
+int aj_cgroup_plan_paths(const AjCgroupLayout *layout, const char *run_id, bool with_v2, const char *v2_base,
+                         char *const *v1_base, unsigned v1_mask, AjCgroupPlan *ret);
 
 struct AjCgroup {
         AjCgroupMode mode;
@@ -87,8 +87,8 @@ struct AjCgroup {
         bool have_v2;
         bool have_v1[_AJ_CG_V1_MAX];
         int v2_fd;
-        int event_fd;    /* inotify (v2) or eventfd (v1 oom_control); owned */
-        char **paths;    /* for aj_cgroup_paths() */
+        int event_fd; /* inotify (v2) or eventfd (v1 oom_control); owned */
+        char **paths; /* for aj_cgroup_paths() */
         /* aj_cgroup_create_v2_first(): the v1 directories wait for aj_cgroup_create_rest() */
         bool v1_pending;
         AjCgroupLimits pending_limits;

@@ -16,17 +16,11 @@
 #include "util/fd.h"
 
 static const char *const v1_names[_AJ_CG_V1_MAX] = {
-        [AJ_CG_V1_MEMORY] = "memory",
-        [AJ_CG_V1_PIDS] = "pids",
-        [AJ_CG_V1_CPU] = "cpu",
-        [AJ_CG_V1_CPUACCT] = "cpuacct",
-        [AJ_CG_V1_FREEZER] = "freezer",
+        [AJ_CG_V1_MEMORY] = "memory",   [AJ_CG_V1_PIDS] = "pids",       [AJ_CG_V1_CPU] = "cpu",
+        [AJ_CG_V1_CPUACCT] = "cpuacct", [AJ_CG_V1_FREEZER] = "freezer",
 };
 
-const char *aj_cgroup_v1_name(AjCgroupV1Controller c)
-{
-        return c < _AJ_CG_V1_MAX ? v1_names[c] : NULL;
-}
+const char *aj_cgroup_v1_name(AjCgroupV1Controller c) { return c < _AJ_CG_V1_MAX ? v1_names[c] : NULL; }
 
 const char *aj_cgroup_mode_name(AjCgroupMode m)
 {
@@ -347,8 +341,8 @@ static int plan_one(const char *mount, const char *base, const char *run_id, cha
         return 0;
 }
 
-int aj_cgroup_plan_paths(const AjCgroupLayout *layout, const char *run_id, bool with_v2,
-                         const char *v2_base, char *const *v1_base, unsigned v1_mask, AjCgroupPlan *ret)
+int aj_cgroup_plan_paths(const AjCgroupLayout *layout, const char *run_id, bool with_v2, const char *v2_base,
+                         char *const *v1_base, unsigned v1_mask, AjCgroupPlan *ret)
 {
         if (!layout || !aj_cgroup_run_id_valid(run_id))
                 return -EINVAL;
@@ -362,8 +356,7 @@ int aj_cgroup_plan_paths(const AjCgroupLayout *layout, const char *run_id, bool 
         for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
                 if (!(v1_mask & AJ_CG_V1_BIT(c)) || !layout->v1_mount[c])
                         continue;
-                r = plan_one(layout->v1_mount[c], v1_base ? v1_base[c] : NULL, run_id, &p.v1_parent[c],
-                             &p.v1_run[c]);
+                r = plan_one(layout->v1_mount[c], v1_base ? v1_base[c] : NULL, run_id, &p.v1_parent[c], &p.v1_run[c]);
                 if (r < 0)
                         goto fail;
                 for (size_t o = 0; o < c; o++)

@@ -25,10 +25,7 @@
 #include "util/fd.h"
 #include "util/macros.h"
 
-static bool is_primary(const AjCgroup *cg, size_t c)
-{
-        return cg->have_v1[c] && !cg->plan.v1_alias[c];
-}
+static bool is_primary(const AjCgroup *cg, size_t c) { return cg->have_v1[c] && !cg->plan.v1_alias[c]; }
 
 static bool limit_requested(const AjCgroupLimits *l, size_t c)
 {
@@ -116,8 +113,10 @@ static int v1_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
                 if (!cg->plan.v1_run[c]) {
                         if (!limit_requested(limits, c))
                                 continue;
-                        r = aj_cgroup_unenforced(rs, "%s limit requested but the %s controller is not available: /sys/fs/cgroup/%s not mounted",
-                                                 aj_cgroup_v1_name(c), aj_cgroup_v1_name(c), aj_cgroup_v1_name(c));
+                        r = aj_cgroup_unenforced(
+                                rs,
+                                "%s limit requested but the %s controller is not available: /sys/fs/cgroup/%s not mounted",
+                                aj_cgroup_v1_name(c), aj_cgroup_v1_name(c), aj_cgroup_v1_name(c));
                         if (r < 0)
                                 return r;
                         continue;
@@ -160,10 +159,7 @@ static int v1_attach(AjCgroup *cg, pid_t pid)
         return 0;
 }
 
-static bool v1_can_freeze(const AjCgroup *cg)
-{
-        return cg->have_v1[AJ_CG_V1_FREEZER];
-}
+static bool v1_can_freeze(const AjCgroup *cg) { return cg->have_v1[AJ_CG_V1_FREEZER]; }
 
 static int v1_set_frozen(AjCgroup *cg, bool frozen)
 {
@@ -287,7 +283,8 @@ static int v1_stats(AjCgroup *cg, AjCgroupStats *st)
                 if (aj_cg_read_keyed(d, "pids.events", "max", &v) >= 0)
                         st->pids_max_events = v;
         }
-        if (cg->have_v1[AJ_CG_V1_CPUACCT] && aj_cg_read_u64(cg->plan.v1_run[AJ_CG_V1_CPUACCT], "cpuacct.usage", &v) >= 0)
+        if (cg->have_v1[AJ_CG_V1_CPUACCT] &&
+            aj_cg_read_u64(cg->plan.v1_run[AJ_CG_V1_CPUACCT], "cpuacct.usage", &v) >= 0)
                 st->cpu_usage_usec = v / 1000;
         if (cg->have_v1[AJ_CG_V1_FREEZER] && !cg->have_v2) {
                 _cleanup_free_ char *s = NULL;

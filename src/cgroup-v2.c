@@ -58,10 +58,7 @@ static int write_subtree_op(const char *dir, unsigned set, const char *op)
         return buf[0] ? aj_cg_write(dir, "cgroup.subtree_control", buf) : 0;
 }
 
-static int write_subtree(const char *dir, unsigned set)
-{
-        return write_subtree_op(dir, set, "+");
-}
+static int write_subtree(const char *dir, unsigned set) { return write_subtree_op(dir, set, "+"); }
 
 static pid_t parent_of(pid_t pid)
 {
@@ -139,8 +136,7 @@ static bool has_other_child(const char *dir, const char *except)
         const char *leaf = strrchr(except, '/');
         leaf = leaf ? leaf + 1 : except;
         for (struct dirent *e; (e = readdir(d));)
-                if (e->d_type == DT_DIR && !streq(e->d_name, ".") && !streq(e->d_name, "..") &&
-                    !streq(e->d_name, leaf))
+                if (e->d_type == DT_DIR && !streq(e->d_name, ".") && !streq(e->d_name, "..") && !streq(e->d_name, leaf))
                         return true;
         return false;
 }
@@ -181,8 +177,9 @@ static int enable_controllers(const char *dir, unsigned want, unsigned opt, AjCg
                         continue;
                 want &= ~(1U << i);
                 rs->rootless_hint = rs->rootless_hint || rootless;
-                r = aj_cgroup_unenforced(rs, "%s limit requested but the %s controller is not available in '%s/cgroup.controllers'",
-                                         ctrl_names[i], ctrl_names[i], dir);
+                r = aj_cgroup_unenforced(
+                        rs, "%s limit requested but the %s controller is not available in '%s/cgroup.controllers'",
+                        ctrl_names[i], ctrl_names[i], dir);
                 if (r < 0)
                         return r;
         }
@@ -207,8 +204,10 @@ static int enable_controllers(const char *dir, unsigned want, unsigned opt, AjCg
                 if (!(want & b))
                         continue;
                 rs->rootless_hint = rs->rootless_hint || rootless;
-                r = aj_cgroup_unenforced(rs, "%s limit requested but the %s controller cannot be enabled in '%s/cgroup.subtree_control': %s",
-                                         ctrl_names[i], ctrl_names[i], dir, strerror(-r));
+                r = aj_cgroup_unenforced(
+                        rs,
+                        "%s limit requested but the %s controller cannot be enabled in '%s/cgroup.subtree_control': %s",
+                        ctrl_names[i], ctrl_names[i], dir, strerror(-r));
                 if (r < 0)
                         return r;
         }
@@ -252,15 +251,16 @@ static int v2_prepare_base(AjCgroup *cg, unsigned want, AjCgroupReasons *rs, boo
                 r = leave_base(cg, base);
                 if (r == -EBUSY) {
                         rs->rootless_hint = true;
-                        r = aj_cgroup_unenforced(rs, "'%s' holds other processes than agentjail, so "
+                        r = aj_cgroup_unenforced(rs,
+                                                 "'%s' holds other processes than agentjail, so "
                                                  "it cannot enable controllers for its children",
                                                  base);
                         return r < 0 ? r : 1;
                 }
                 if (r < 0) {
                         rs->rootless_hint = true;
-                        r = aj_cgroup_unenforced(rs, "cannot move agentjail out of '%s' into a leaf cgroup: %s",
-                                                 base, strerror(-r));
+                        r = aj_cgroup_unenforced(rs, "cannot move agentjail out of '%s' into a leaf cgroup: %s", base,
+                                                 strerror(-r));
                         return r < 0 ? r : 1;
                 }
         }
@@ -343,8 +343,7 @@ static int v2_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
                 if (!unified)
                         return 0; /* hybrid: the v1 freezer takes over freeze and kill */
                 rs->rootless_hint = rs->rootless_hint || rootless;
-                return aj_cgroup_unenforced(rs, "cannot create cgroup '%s': %s; %s", cg->plan.v2_run,
-                                            strerror(-r),
+                return aj_cgroup_unenforced(rs, "cannot create cgroup '%s': %s; %s", cg->plan.v2_run, strerror(-r),
                                             want ? "limits, freeze and kill are not enforced"
                                                  : "freeze and kill of the whole run are not available");
         }
@@ -362,15 +361,9 @@ static int v2_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
         return v2_apply_limits(cg, limits, rs, got);
 }
 
-static int v2_attach(AjCgroup *cg, pid_t pid)
-{
-        return cg->have_v2 ? aj_cg_attach(cg->plan.v2_run, pid) : 0;
-}
+static int v2_attach(AjCgroup *cg, pid_t pid) { return cg->have_v2 ? aj_cg_attach(cg->plan.v2_run, pid) : 0; }
 
-static bool v2_can_freeze(const AjCgroup *cg)
-{
-        return cg->have_v2 && aj_cg_exists(cg->plan.v2_run, "cgroup.freeze");
-}
+static bool v2_can_freeze(const AjCgroup *cg) { return cg->have_v2 && aj_cg_exists(cg->plan.v2_run, "cgroup.freeze"); }
 
 static int v2_set_frozen(AjCgroup *cg, bool frozen)
 {

@@ -146,12 +146,12 @@ static int remove_all(AjCgroup *cg)
         return r;
 }
 
-#define ROOTLESS_HINT                                                                                  \
+#define ROOTLESS_HINT                                                                                   \
         "to enforce limits without root, start agentjail in a delegated cgroup v2 subtree of its own: " \
         "`systemd-run --user --scope -p Delegate=yes agentjail run ...` (if the user's systemd does "   \
         "not delegate memory, pids and cpu, add /etc/systemd/system/user@.service.d/delegate.conf "     \
-        "with \"[Service]\" and \"Delegate=memory pids cpu\", then log in again; a cgroup that also " \
-        "holds other processes cannot enable controllers for its children; v1 hierarchies are "        \
+        "with \"[Service]\" and \"Delegate=memory pids cpu\", then log in again; a cgroup that also "   \
+        "holds other processes cannot enable controllers for its children; v1 hierarchies are "         \
         "writable by root only), or allow degraded runs"
 
 static int finish_reasons(AjCgroupReasons *rs, int r, char **ret_unenforced, AjError *ret_error);
@@ -236,8 +236,9 @@ static int create_impl(const char *run_id, const AjCgroupLimits *limits, bool al
         }
         cg->mode = layout.mode;
         if (layout.mode == AJ_CGROUP_MODE_NONE) {
-                r = aj_cgroup_unenforced(&reasons, "no cgroup hierarchy is mounted on %s: limits, freeze "
-                                                   "and kill of the whole run are not available",
+                r = aj_cgroup_unenforced(&reasons,
+                                         "no cgroup hierarchy is mounted on %s: limits, freeze "
+                                         "and kill of the whole run are not available",
                                          CGROUP_ROOT);
                 if (r < 0)
                         goto fail;
@@ -364,10 +365,7 @@ int aj_cgroup_open(const char *run_id, AjCgroup **ret)
         return 0;
 }
 
-int aj_cgroup_v2_fd(const AjCgroup *cg)
-{
-        return cg ? cg->v2_fd : -1;
-}
+int aj_cgroup_v2_fd(const AjCgroup *cg) { return cg ? cg->v2_fd : -1; }
 
 int aj_cgroup_attach(AjCgroup *cg, pid_t pid, bool already_in_v2)
 {

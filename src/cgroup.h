@@ -33,7 +33,7 @@ typedef struct {
         uint64_t oom_kills;                   /* processes killed by the OOM killer */
         uint64_t memory_max_events;           /* times the limit was hit */
         uint64_t pids_current;
-        uint64_t pids_max_events;             /* forks refused at pids.max */
+        uint64_t pids_max_events; /* forks refused at pids.max */
         uint64_t cpu_usage_usec;
         bool frozen;
 } AjCgroupStats;
@@ -51,14 +51,14 @@ const char *aj_cgroup_mode_name(AjCgroupMode m);
  * *ret_unenforced says what is not enforced (caller records it; NULL when all is).
  * Cleans up on failure.
  */
-int aj_cgroup_create(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded,
-                     AjCgroup **ret, char **ret_unenforced, AjError *ret_error);
+int aj_cgroup_create(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, AjCgroup **ret,
+                     char **ret_unenforced, AjError *ret_error);
 
 /* The same in two halves, so the v1 half overlaps the jail's own setup: first what the
  * jail must be cloned into (the v2 cgroup), then, before aj_cgroup_attach(), the v1
  * controller directories and their limits (same failure rules; nothing to do on pure v2). */
-int aj_cgroup_create_v2_first(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded,
-                              AjCgroup **ret, char **ret_unenforced, AjError *ret_error);
+int aj_cgroup_create_v2_first(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, AjCgroup **ret,
+                              char **ret_unenforced, AjError *ret_error);
 int aj_cgroup_create_rest(AjCgroup *cg, char **ret_unenforced, AjError *ret_error);
 
 /* Re-open an existing run's cgroup (for freeze/thaw/kill from another process). */

@@ -51,10 +51,18 @@ int aj_commands_main(int argc, char **argv)
                 const char *name;
                 int (*fn)(int, char **);
         } ops[] = {
-                { "ps", aj_cmd_ps },       { "inspect", aj_cmd_inspect }, { "logs", aj_cmd_logs },
-                { "freeze", aj_cmd_freeze }, { "thaw", aj_cmd_thaw },      { "kill", aj_cmd_kill },
-                { "quarantine", aj_cmd_quarantine }, { "approve", aj_cmd_approve }, { "deny", aj_cmd_deny },
-                { "diff", aj_cmd_diff },     { "commit", aj_cmd_commit },   { "discard", aj_cmd_discard },
+                { "ps", aj_cmd_ps },
+                { "inspect", aj_cmd_inspect },
+                { "logs", aj_cmd_logs },
+                { "freeze", aj_cmd_freeze },
+                { "thaw", aj_cmd_thaw },
+                { "kill", aj_cmd_kill },
+                { "quarantine", aj_cmd_quarantine },
+                { "approve", aj_cmd_approve },
+                { "deny", aj_cmd_deny },
+                { "diff", aj_cmd_diff },
+                { "commit", aj_cmd_commit },
+                { "discard", aj_cmd_discard },
                 { "rollback", aj_cmd_rollback },
         };
         for (size_t i = 0; i < ARRAY_SIZE(ops); i++)

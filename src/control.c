@@ -97,7 +97,7 @@ static json_t *check_fields(json_t *req, json_t *id, const char *op, const char 
 {
         const char *key;
         json_t *v;
-        json_object_foreach(req, key, v) {
+        json_object_foreach (req, key, v) {
                 bool ok = streq(key, "op") || streq(key, "id");
                 for (size_t i = 0; !ok && allowed && allowed[i]; i++)
                         ok = streq(key, allowed[i]);
@@ -116,8 +116,8 @@ static json_t *do_freeze(const AjControlOps *ops, json_t *req, json_t *id)
         const char *reason = "operator";
         json_t *r = json_object_get(req, "reason");
         if (r) {
-                if (!json_is_string(r) || json_string_length(r) == 0 ||
-                    json_string_length(r) > AJ_CONTROL_MAX_REASON || strlen(json_string_value(r)) != json_string_length(r))
+                if (!json_is_string(r) || json_string_length(r) == 0 || json_string_length(r) > AJ_CONTROL_MAX_REASON ||
+                    strlen(json_string_value(r)) != json_string_length(r))
                         return error_reply(id, EINVAL, "field 'reason': expected a string of 1 to %d bytes",
                                            AJ_CONTROL_MAX_REASON);
                 reason = json_string_value(r);
@@ -141,12 +141,13 @@ static json_t *do_thaw(const AjControlOps *ops, json_t *req, json_t *id)
                 raise = NULL;
         if (raise) {
                 if (!json_is_object(raise))
-                        return error_reply(id, EINVAL, "field 'raise': expected an object like {\"tokens\": \"+20000\"}");
+                        return error_reply(id, EINVAL,
+                                           "field 'raise': expected an object like {\"tokens\": \"+20000\"}");
                 if (json_object_size(raise) > AJ_CONTROL_MAX_RAISE_KEYS)
                         return error_reply(id, EINVAL, "field 'raise': at most %d caps", AJ_CONTROL_MAX_RAISE_KEYS);
                 const char *key;
                 json_t *v;
-                json_object_foreach(raise, key, v) {
+                json_object_foreach (raise, key, v) {
                         if (!raise_key_valid(key))
                                 return error_reply(id, EINVAL, "field 'raise': '%.64s' is not a cap name", key);
                         if (!raise_value_valid(v))
@@ -167,8 +168,7 @@ static json_t *do_thaw(const AjControlOps *ops, json_t *req, json_t *id)
         return ok_reply(id, NULL);
 }
 
-static json_t *do_simple(const AjControlOps *ops, json_t *req, json_t *id, const char *op,
-                         int (*fn)(void *userdata))
+static json_t *do_simple(const AjControlOps *ops, json_t *req, json_t *id, const char *op, int (*fn)(void *userdata))
 {
         json_t *bad = check_fields(req, id, op, NULL);
         if (bad)
@@ -220,9 +220,8 @@ static json_t *do_decide(const AjControlOps *ops, json_t *req, json_t *id, bool 
                 return error_reply(id, ENOSYS, "%s is not available", op);
         json_t *result = NULL;
         _cleanup_(aj_error_clear) AjError err = {};
-        int rr = ops->decide(ops->userdata, json_string_value(call), approve,
-                             digest ? json_string_value(digest) : NULL, reason ? json_string_value(reason) : NULL,
-                             peer, &result, &err);
+        int rr = ops->decide(ops->userdata, json_string_value(call), approve, digest ? json_string_value(digest) : NULL,
+                             reason ? json_string_value(reason) : NULL, peer, &result, &err);
         if (rr < 0) {
                 json_decref(result);
                 return error_reply(id, -rr, "%s", aj_error_text(&err, rr));
@@ -351,8 +350,7 @@ static void peer_gather(int fd, const struct ucred *cred, AjControlPeer *ret)
         if (pidfd < 0)
                 return;
         snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)cred->pid);
-        if (ns_id(path, &ret->userns) == 0 &&
-            (sys_pidfd_send_signal(pidfd, 0, NULL, 0) == 0 || errno == EPERM))
+        if (ns_id(path, &ret->userns) == 0 && (sys_pidfd_send_signal(pidfd, 0, NULL, 0) == 0 || errno == EPERM))
                 ret->userns_known = true;
         close(pidfd);
 }
@@ -446,8 +444,8 @@ int aj_control_new(const char *socket_path, uid_t owner, const AjControlOps *ops
         if (r == 0 && !path)
                 r = -ENOMEM;
         if (r == 0)
-                r = aj_line_server_listen(socket_path, geteuid() == 0 && owner != 0 ? owner : (uid_t)-1, (gid_t)-1,
-                                          16, &listen_fd);
+                r = aj_line_server_listen(socket_path, geteuid() == 0 && owner != 0 ? owner : (uid_t)-1, (gid_t)-1, 16,
+                                          &listen_fd);
         if (r == 0) {
                 c->path = TAKE_PTR(path); /* bound by us: unlinked at the end */
                 r = aj_line_server_new(c->loop, listen_fd, &limits, &server_ops, c, &c->server);

@@ -179,8 +179,10 @@ static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash
                 const char *p = json_string_value(json_object_get(ev, "prev"));
                 if (!json_is_integer(seq) || (uint64_t)json_integer_value(seq) != want) {
                         ret->bad_seq = want;
-                        snprintf(ret->problem, sizeof(ret->problem), "line %llu is not event %llu (an event "
-                                 "was removed, added or reordered)", (unsigned long long)want, (unsigned long long)want);
+                        snprintf(ret->problem, sizeof(ret->problem),
+                                 "line %llu is not event %llu (an event "
+                                 "was removed, added or reordered)",
+                                 (unsigned long long)want, (unsigned long long)want);
                         return 0;
                 }
                 if (!p) {

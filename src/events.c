@@ -219,15 +219,9 @@ static int emit(AjEventLog *log, const char *type, json_t *fields, bool agent)
         return 0;
 }
 
-int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
-{
-        return emit(log, type, fields, false);
-}
+int aj_events_emit(AjEventLog *log, const char *type, json_t *fields) { return emit(log, type, fields, false); }
 
-int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields)
-{
-        return emit(log, type, fields, true);
-}
+int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields) { return emit(log, type, fields, true); }
 
 void aj_events_set_agent_limit(AjEventLog *log, uint64_t limit) { log->agent_limit = limit; }
 
@@ -257,10 +251,7 @@ void aj_events_line_hash(const char *line, size_t len, char out[AJ_SHA256_HEX_SI
 
 const char *aj_events_last_hash(const AjEventLog *log) { return log->prev; }
 
-void aj_events_batch_begin(AjEventLog *log)
-{
-        log->batching = true;
-}
+void aj_events_batch_begin(AjEventLog *log) { log->batching = true; }
 
 int aj_events_batch_end(AjEventLog *log)
 {

@@ -14,12 +14,12 @@
 #include "util/error.h"
 
 typedef struct {
-        const char *cap;   /* "tokens", "input_tokens", "output_tokens", "cost_usd", "tool_calls",
+        const char *cap; /* "tokens", "input_tokens", "output_tokens", "cost_usd", "tool_calls",
                             * "tool_calls_per_min", "repeat_limit", "egress_bytes", "wall",
                             * "log_bytes" */
         double limit;
-        double value;      /* what the usage would have become */
-        json_t *request;   /* the triggering request or connection (borrowed, may be NULL) */
+        double value;    /* what the usage would have become */
+        json_t *request; /* the triggering request or connection (borrowed, may be NULL) */
 } AjBreach;
 
 typedef struct {

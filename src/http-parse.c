@@ -24,8 +24,8 @@ void aj_http_request_done(AjHttpRequest *req)
         req->forward_len = 0;
 }
 
-static int parse_authority(const char *s, size_t len, bool need_port, uint16_t default_port, char *host,
-                           uint16_t *port, const char **why)
+static int parse_authority(const char *s, size_t len, bool need_port, uint16_t default_port, char *host, uint16_t *port,
+                           const char **why)
 {
         const char *h = s, *pend = NULL;
         size_t hl;
@@ -106,10 +106,7 @@ static int parse_authority(const char *s, size_t len, bool need_port, uint16_t d
         return 0;
 }
 
-static bool is_tchar(char ch)
-{
-        return isalnum((unsigned char)ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
+static bool is_tchar(char ch) { return isalnum((unsigned char)ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch)); }
 
 /* Does a Host header name the authority the request was checked for? Same host
  * (case-insensitive, one trailing dot ignored; IPv6 compared as addresses), same port
@@ -212,8 +209,8 @@ static int find_head(HeadParse *hp, size_t len)
 {
         const char *buf = hp->buf;
         for (size_t i = 0; i < len && i < AJ_HTTP_MAX_HEAD; i++)
-                if (buf[i] == '\n' && ((i >= 1 && buf[i - 1] == '\n') ||
-                                       (i >= 2 && buf[i - 1] == '\r' && buf[i - 2] == '\n'))) {
+                if (buf[i] == '\n' &&
+                    ((i >= 1 && buf[i - 1] == '\n') || (i >= 2 && buf[i - 1] == '\r' && buf[i - 2] == '\n'))) {
                         hp->head = i + 1;
                         break;
                 }
@@ -471,8 +468,19 @@ int aj_http_parse_request(const char *buf, size_t len, AjHttpRequest *ret, int *
         return 0;
 }
 
-enum { CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF, CK_TRAILER_START, CK_TRAILER,
-       CK_TRAILER_LF, CK_END_LF, CK_DONE };
+enum {
+        CK_SIZE,
+        CK_EXT,
+        CK_SIZE_LF,
+        CK_DATA,
+        CK_DATA_CR,
+        CK_DATA_LF,
+        CK_TRAILER_START,
+        CK_TRAILER,
+        CK_TRAILER_LF,
+        CK_END_LF,
+        CK_DONE
+};
 
 #define CHUNK_LINE_MAX 4096
 #define CHUNK_TRAILERS_MAX (16 * 1024)

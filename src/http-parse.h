@@ -18,20 +18,20 @@
 
 typedef enum {
         AJ_HTTP_BODY_NONE,
-        AJ_HTTP_BODY_LENGTH,  /* Content-Length bytes */
-        AJ_HTTP_BODY_CHUNKED, /* Transfer-Encoding: chunked */
+        AJ_HTTP_BODY_LENGTH,      /* Content-Length bytes */
+        AJ_HTTP_BODY_CHUNKED,     /* Transfer-Encoding: chunked */
         AJ_HTTP_BODY_UNTIL_CLOSE, /* responses only: until the server closes */
 } AjHttpBody;
 
 typedef struct {
         bool is_connect;
-        AjHttpBody body;          /* absolute-form: how the request's body ends */
+        AjHttpBody body; /* absolute-form: how the request's body ends */
         uint64_t content_length;
         char method[16];
         char host[AJ_NET_HOST_MAX + 1]; /* IPv6 without brackets */
         uint16_t port;
-        size_t head_len;        /* bytes of the request head, blank line included */
-        char *forward_head;     /* absolute-form: the head to send upstream (malloc'd) */
+        size_t head_len;    /* bytes of the request head, blank line included */
+        char *forward_head; /* absolute-form: the head to send upstream (malloc'd) */
         size_t forward_len;
 } AjHttpRequest;
 
@@ -59,7 +59,7 @@ typedef struct {
 ssize_t aj_http_chunked_scan(AjHttpChunked *s, const char *buf, size_t len, bool *ret_done);
 
 typedef struct {
-        char *head;     /* the head to send the client (malloc'd) */
+        char *head; /* the head to send the client (malloc'd) */
         size_t head_len;
         size_t consumed; /* bytes of the upstream's head */
         bool final;      /* false: an interim 1xx, another head follows */

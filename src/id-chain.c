@@ -282,10 +282,7 @@ int mnt_id_chain_from_fd(int fd, Gather *g, const char *known_path, AjIdChain *r
         return 0;
 }
 
-int aj_id_chain_from_fd(int fd, AjIdChain *ret)
-{
-        return mnt_id_chain_from_fd(fd, NULL, NULL, ret);
-}
+int aj_id_chain_from_fd(int fd, AjIdChain *ret) { return mnt_id_chain_from_fd(fd, NULL, NULL, ret); }
 
 /* `resolved`: `path` has no symlinks (realpath()'s), so it names the file as the kernel does. */
 int mnt_id_chain_from_path(const char *path, Gather *g, bool resolved, AjIdChain *ret)
@@ -504,10 +501,7 @@ restart:
         return 0;
 }
 
-int aj_id_chain_from_path(const char *path, AjIdChain *ret)
-{
-        return mnt_id_chain_from_path(path, NULL, false, ret);
-}
+int aj_id_chain_from_path(const char *path, AjIdChain *ret) { return mnt_id_chain_from_path(path, NULL, false, ret); }
 
 /* The slow way: realpath of the longest existing prefix, then its chain through an fd. */
 static int resolve_slow(const char *path, Gather *g, char **ret_real, AjIdChain *ret_chain)

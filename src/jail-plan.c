@@ -87,8 +87,8 @@ static int build_env(Run *run)
         }
         const char *home = p->home ? p->home : "/home/agent";
         const char *fixed[][2] = {
-                { "HOME", home }, { "USER", "agent" }, { "LOGNAME", "agent" }, { "SHELL", "/bin/sh" },
-                { "AGENTJAIL", "1" }, { "AGENTJAIL_RUN_ID", run->id },
+                { "HOME", home },       { "USER", "agent" },  { "LOGNAME", "agent" },
+                { "SHELL", "/bin/sh" }, { "AGENTJAIL", "1" }, { "AGENTJAIL_RUN_ID", run->id },
         };
         for (size_t i = 0; i < ARRAY_SIZE(fixed); i++) {
                 char *kv;
@@ -126,10 +126,10 @@ static int build_env(Run *run)
                 return -ENOMEM;
         if (run->net_policy) {
                 static const char *const proxy_env[] = {
-                        "HTTP_PROXY=http://127.0.0.1:3128",  "http_proxy=http://127.0.0.1:3128",
-                        "HTTPS_PROXY=http://127.0.0.1:3128", "https_proxy=http://127.0.0.1:3128",
+                        "HTTP_PROXY=http://127.0.0.1:3128",   "http_proxy=http://127.0.0.1:3128",
+                        "HTTPS_PROXY=http://127.0.0.1:3128",  "https_proxy=http://127.0.0.1:3128",
                         "ALL_PROXY=socks5h://127.0.0.1:1080", "all_proxy=socks5h://127.0.0.1:1080",
-                        "NO_PROXY=localhost,127.0.0.1",      "no_proxy=localhost,127.0.0.1",
+                        "NO_PROXY=localhost,127.0.0.1",       "no_proxy=localhost,127.0.0.1",
                 };
                 for (size_t i = 0; i < ARRAY_SIZE(proxy_env); i++)
                         if (aj_strv_push(&env, proxy_env[i]) < 0)
@@ -151,11 +151,16 @@ static void add_rlimit(AjSpawnConfig *cfg, int resource, uint64_t value)
 const char *aj_run_rlimit_name(int resource)
 {
         switch (resource) {
-        case RLIMIT_NOFILE: return "limits.nofile";
-        case RLIMIT_NPROC: return "limits.nproc";
-        case RLIMIT_FSIZE: return "limits.fsize";
-        case RLIMIT_CORE: return "limits.core";
-        default: return "a resource limit";
+        case RLIMIT_NOFILE:
+                return "limits.nofile";
+        case RLIMIT_NPROC:
+                return "limits.nproc";
+        case RLIMIT_FSIZE:
+                return "limits.fsize";
+        case RLIMIT_CORE:
+                return "limits.core";
+        default:
+                return "a resource limit";
         }
 }
 
@@ -392,10 +397,7 @@ static int plan_runtime_dir(Run *run)
         return setup_jail_dir(run);
 }
 
-static const char *jail_hostname(const AjProfile *p)
-{
-        return p->hostname ? p->hostname : "agentjail";
-}
+static const char *jail_hostname(const AjProfile *p) { return p->hostname ? p->hostname : "agentjail"; }
 
 /* NULL when the binary is gone (replaced while running: " (deleted)") or unreadable. */
 static char *self_exe_path(void)

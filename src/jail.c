@@ -25,9 +25,9 @@
 #include "util/strv.h"
 
 typedef struct {
-        const char *done;           /* for `run -vv`: start-up cost is a product feature; NULL: quiet */
-        int (*run)(Run *run);       /* logs its own failure */
-        void (*undo)(Run *run);     /* NULL: nothing to undo; idempotent, copes with a half-done step */
+        const char *done;       /* for `run -vv`: start-up cost is a product feature; NULL: quiet */
+        int (*run)(Run *run);   /* logs its own failure */
+        void (*undo)(Run *run); /* NULL: nothing to undo; idempotent, copes with a half-done step */
 } Step;
 
 /* ---- the steps ------------------------------------------------------------------------ */
@@ -58,15 +58,9 @@ static int open_std_fds(Run *run)
         return 0;
 }
 
-static int setup_terminal(Run *run)
-{
-        return aj_sup_terminal_setup(&run->term, run->opts->tty);
-}
+static int setup_terminal(Run *run) { return aj_sup_terminal_setup(&run->term, run->opts->tty); }
 
-static void restore_terminal(Run *run)
-{
-        aj_sup_terminal_restore(&run->term);
-}
+static void restore_terminal(Run *run) { aj_sup_terminal_restore(&run->term); }
 
 static void watchdog_changed(void *userdata)
 {
@@ -86,8 +80,11 @@ static const AjSupWatchdogOps watchdog_ops = { .changed = watchdog_changed, .los
 /* Before anything exists on the host that a killed supervisor would leave behind. */
 static int start_watchdog(Run *run)
 {
-        AjSupWatchdogConfig cfg = { .id = run->id, .run_dir = run->run_dir, .runtime_dir = run->runtime_dir,
-                                    .prework = aj_run_places_prework, .prework_arg = run };
+        AjSupWatchdogConfig cfg = { .id = run->id,
+                                    .run_dir = run->run_dir,
+                                    .runtime_dir = run->runtime_dir,
+                                    .prework = aj_run_places_prework,
+                                    .prework_arg = run };
         cfg.term_fd = aj_sup_terminal_saved(&run->term, &cfg.term_saved);
         int r = aj_sup_watchdog_start(&run->watchdog, &cfg, &watchdog_ops, run, &run->sink);
         if (r < 0)
@@ -95,15 +92,9 @@ static int start_watchdog(Run *run)
         return 0;
 }
 
-static void finish_watchdog(Run *run)
-{
-        aj_sup_watchdog_finish(&run->watchdog);
-}
+static void finish_watchdog(Run *run) { aj_sup_watchdog_finish(&run->watchdog); }
 
-static int plan(Run *run)
-{
-        return aj_run_plan(run, &run->cfg);
-}
+static int plan(Run *run) { return aj_run_plan(run, &run->cfg); }
 
 static void remove_runtime_dir(Run *run)
 {
@@ -368,9 +359,15 @@ int aj_jail_run(const AjRunOptions *opts)
         Run run = {
                 .opts = opts,
                 .h = { .pidfd = -1, .sync_fd = -1 },
-                .out_pipe = { -1, -1 }, .err_pipe = { -1, -1 }, .proxy_fds = { -1, -1 }, .sigfd = -1,
-                .watchdog = AJ_SUP_WATCHDOG_INIT, .term = AJ_SUP_TERMINAL_INIT, .output = AJ_SUP_OUTPUT_INIT,
-                .denials = AJ_SUP_DENIALS_INIT, .alert = AJ_SUP_ALERT_INIT,
+                .out_pipe = { -1, -1 },
+                .err_pipe = { -1, -1 },
+                .proxy_fds = { -1, -1 },
+                .sigfd = -1,
+                .watchdog = AJ_SUP_WATCHDOG_INIT,
+                .term = AJ_SUP_TERMINAL_INIT,
+                .output = AJ_SUP_OUTPUT_INIT,
+                .denials = AJ_SUP_DENIALS_INIT,
+                .alert = AJ_SUP_ALERT_INIT,
         };
         run.degraded = json_array();
         run.started_ns = aj_now_realtime_ns();

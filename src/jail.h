@@ -10,7 +10,7 @@
 typedef enum {
         AJ_TTY_AUTO = 0, /* a pty when stdin is a terminal */
         AJ_TTY_ALWAYS,
-        AJ_TTY_NEVER,    /* no pty; a terminal stdin becomes /dev/null */
+        AJ_TTY_NEVER, /* no pty; a terminal stdin becomes /dev/null */
 } AjTtyMode;
 
 typedef struct {
@@ -21,10 +21,10 @@ typedef struct {
         bool json;           /* print the final run document on stderr */
         int verbose;
         AjTtyMode tty;
-        char **caps;         /* --cap KEY=VALUE (NULL-terminated, owned) */
-        char **allow_net;    /* --allow-net HOST[:PORT] (NULL-terminated, owned) */
-        char **llm;          /* --llm NAME: providers the gateway serves (NULL-terminated, owned) */
-        char **argv;         /* the command */
+        char **caps;      /* --cap KEY=VALUE (NULL-terminated, owned) */
+        char **allow_net; /* --allow-net HOST[:PORT] (NULL-terminated, owned) */
+        char **llm;       /* --llm NAME: providers the gateway serves (NULL-terminated, owned) */
+        char **argv;      /* the command */
 } AjRunOptions;
 
 /* Runs the command in a jail and returns agentjail's exit status (see exit-codes.h). */

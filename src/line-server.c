@@ -264,8 +264,7 @@ int aj_line_server_new(AjLoop *loop, int listen_fd, const AjLineServerLimits *li
                 close(listen_fd);
                 return -ENOMEM;
         }
-        *s = (AjLineServer){ .loop = loop, .listen_fd = listen_fd, .lim = *limits, .ops = *ops,
-                             .userdata = userdata };
+        *s = (AjLineServer){ .loop = loop, .listen_fd = listen_fd, .lim = *limits, .ops = *ops, .userdata = userdata };
         int r = aj_loop_add_io(loop, listen_fd, EPOLLIN, on_listener, s, &s->listen_io);
         if (r < 0) {
                 aj_line_server_free(s);
@@ -287,10 +286,7 @@ void aj_line_server_free(AjLineServer *s)
         free(s);
 }
 
-size_t aj_line_server_connections(const AjLineServer *s)
-{
-        return s->n_conns;
-}
+size_t aj_line_server_connections(const AjLineServer *s) { return s->n_conns; }
 
 int aj_line_server_take_error(AjLineServer *s)
 {
@@ -299,20 +295,11 @@ int aj_line_server_take_error(AjLineServer *s)
         return r;
 }
 
-AjLineConn *aj_line_server_first(AjLineServer *s)
-{
-        return s->conns;
-}
+AjLineConn *aj_line_server_first(AjLineServer *s) { return s->conns; }
 
-AjLineConn *aj_line_conn_next(AjLineConn *c)
-{
-        return c->next;
-}
+AjLineConn *aj_line_conn_next(AjLineConn *c) { return c->next; }
 
-uid_t aj_line_conn_uid(const AjLineConn *c)
-{
-        return c->uid;
-}
+uid_t aj_line_conn_uid(const AjLineConn *c) { return c->uid; }
 
 void aj_line_conn_queue(AjLineConn *c, const char *line, size_t len)
 {
@@ -320,25 +307,13 @@ void aj_line_conn_queue(AjLineConn *c, const char *line, size_t len)
                 c->dead = true; /* past max_output: the peer is not reading */
 }
 
-void aj_line_conn_kill(AjLineConn *c)
-{
-        c->dead = true;
-}
+void aj_line_conn_kill(AjLineConn *c) { c->dead = true; }
 
-bool aj_line_conn_dead(const AjLineConn *c)
-{
-        return c->dead;
-}
+bool aj_line_conn_dead(const AjLineConn *c) { return c->dead; }
 
-void aj_line_conn_hold(AjLineConn *c, int delta)
-{
-        c->held += (size_t)(ssize_t)delta;
-}
+void aj_line_conn_hold(AjLineConn *c, int delta) { c->held += (size_t)(ssize_t)delta; }
 
-size_t aj_line_conn_held(const AjLineConn *c)
-{
-        return c->held;
-}
+size_t aj_line_conn_held(const AjLineConn *c) { return c->held; }
 
 void aj_line_conn_flush(AjLineConn *c)
 {

@@ -23,8 +23,8 @@ typedef struct AjLineServer AjLineServer;
 typedef struct AjLineConn AjLineConn;
 
 typedef struct {
-        size_t max_line;         /* bytes before the '\n' */
-        size_t max_output;       /* unsent bytes per connection */
+        size_t max_line;   /* bytes before the '\n' */
+        size_t max_output; /* unsent bytes per connection */
         size_t max_connections;
         size_t accepts_per_wake; /* bounded, so a connection flood cannot hold the loop */
         /* A line longer than max_line: too_long() answers it; then either the rest of it is

@@ -19,10 +19,7 @@
 #define F_FINISH "gen_ai.response.finish_reasons"
 #define OTHER_ROWS "(other)"
 
-static const char *str_field(json_t *ev, const char *key)
-{
-        return json_string_value(json_object_get(ev, key));
-}
+static const char *str_field(json_t *ev, const char *key) { return json_string_value(json_object_get(ev, key)); }
 
 static uint64_t count_field(json_t *ev, const char *key)
 {
@@ -63,7 +60,8 @@ static AjLlmTally *side_row(AjLlmSide *side, const char *provider, const char *m
         for (size_t i = 0; i < side->n_rows; i++)
                 if (streq(side->rows[i].provider, p) && streq(side->rows[i].model, m))
                         return &side->rows[i];
-        AjLlmTally *row = &side->rows[side->n_rows < AJ_LLM_SUMMARY_MAX_ROWS ? side->n_rows : AJ_LLM_SUMMARY_MAX_ROWS - 1];
+        AjLlmTally *row =
+                &side->rows[side->n_rows < AJ_LLM_SUMMARY_MAX_ROWS ? side->n_rows : AJ_LLM_SUMMARY_MAX_ROWS - 1];
         if (side->n_rows == AJ_LLM_SUMMARY_MAX_ROWS) {
                 snprintf(row->provider, sizeof(row->provider), "%s", OTHER_ROWS);
                 snprintf(row->model, sizeof(row->model), "%s", OTHER_ROWS);
@@ -143,16 +141,10 @@ int aj_llm_summary_read(const char *events_path, AjLlmSummary **ret)
         return 0;
 }
 
-static uint64_t tally_tokens(const AjLlmTally *t)
-{
-        return t->input + t->output;
-}
+static uint64_t tally_tokens(const AjLlmTally *t) { return t->input + t->output; }
 
 /* Is a below b, beyond what summing decimal costs can round away? */
-static bool cost_below(double a, double b)
-{
-        return a < b - 1e-9 - b * 1e-9;
-}
+static bool cost_below(double a, double b) { return a < b - 1e-9 - b * 1e-9; }
 
 AjLlmCheck aj_llm_summary_check(const AjLlmSummary *s)
 {
@@ -203,7 +195,8 @@ char *aj_llm_summary_verdict(const AjLlmSummary *s)
                 break;
         default:
                 if (rt != mt || c == AJ_LLM_CHECK_MATCHES)
-                        n = asprintf(&text, "self-reported %llu tokens, measured %llu: %s", rt, mt, aj_llm_check_name(c));
+                        n = asprintf(&text, "self-reported %llu tokens, measured %llu: %s", rt, mt,
+                                     aj_llm_check_name(c));
                 else
                         n = asprintf(&text, "self-reported $%.6f, measured $%.6f: %s", r->cost_usd, m->cost_usd,
                                      aj_llm_check_name(c));
@@ -224,13 +217,13 @@ static json_t *tally_json(const AjLlmTally *t, bool measured, const char *provid
                                                 "input_tokens", (json_int_t)t->input, "output_tokens",
                                                 (json_int_t)t->output, "cache_read_tokens",
                                                 (json_int_t)t->cache_read)) < 0 ||
-            (measured && json_object_update_new(o, json_pack("{s:I, s:I}", "cache_write_tokens",
-                                                             (json_int_t)t->cache_write, "reasoning_tokens",
-                                                             (json_int_t)t->reasoning)) < 0) ||
+            (measured &&
+             json_object_update_new(o, json_pack("{s:I, s:I}", "cache_write_tokens", (json_int_t)t->cache_write,
+                                                 "reasoning_tokens", (json_int_t)t->reasoning)) < 0) ||
             json_object_update_new(o, json_pack("{s:f, s:I}", "cost_usd", t->cost_usd, "unpriced",
                                                 (json_int_t)t->unpriced)) < 0 ||
-            (measured && json_object_update_new(o, json_pack("{s:I, s:I}", "failed", (json_int_t)t->failed,
-                                                             "estimated", (json_int_t)t->estimated)) < 0)) {
+            (measured && json_object_update_new(o, json_pack("{s:I, s:I}", "failed", (json_int_t)t->failed, "estimated",
+                                                             (json_int_t)t->estimated)) < 0)) {
                 json_decref(o);
                 return NULL;
         }
@@ -321,7 +314,7 @@ static void line_tools(Line *l, json_t *ev)
                 return;
         size_t start = l->len, i;
         json_t *t;
-        json_array_foreach(tools, i, t) {
+        json_array_foreach (tools, i, t) {
                 line_add(l, "%s%.64s", i ? "," : " tools=", json_string_value(t) ?: "?");
                 if (!l->oom && l->len - start > 256) {
                         line_add(l, ",...");

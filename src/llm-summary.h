@@ -21,8 +21,8 @@
 
 #include "util/macros.h"
 
-#define AJ_LLM_SUMMARY_MAX_ROWS 64   /* provider/model rows kept a side; more add to the last, "(other)" */
-#define AJ_LLM_SUMMARY_MAX_NAME 128  /* bytes of a provider or model name kept */
+#define AJ_LLM_SUMMARY_MAX_ROWS 64  /* provider/model rows kept a side; more add to the last, "(other)" */
+#define AJ_LLM_SUMMARY_MAX_NAME 128 /* bytes of a provider or model name kept */
 
 typedef struct {
         char provider[AJ_LLM_SUMMARY_MAX_NAME]; /* "" on the self-reported side */

@@ -34,10 +34,7 @@ static const char *const cap_names[_AJ_CAP_MAX] = {
 
 #define CAP_LIST "tokens, input_tokens, output_tokens, cost_usd, tool_calls, tool_calls_per_min, repeat_limit"
 
-const char *aj_cap_name(AjCap cap)
-{
-        return cap >= 0 && cap < _AJ_CAP_MAX ? cap_names[cap] : "unknown";
-}
+const char *aj_cap_name(AjCap cap) { return cap >= 0 && cap < _AJ_CAP_MAX ? cap_names[cap] : "unknown"; }
 
 int aj_cap_from_name(const char *name)
 {
@@ -53,15 +50,9 @@ static uint64_t sat_add(uint64_t a, uint64_t b)
         return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
 }
 
-static uint64_t usd_to_pusd(double usd)
-{
-        return (uint64_t)llround(usd * AJ_PUSD_PER_USD);
-}
+static uint64_t usd_to_pusd(double usd) { return (uint64_t)llround(usd * AJ_PUSD_PER_USD); }
 
-static double pusd_to_usd(uint64_t pusd)
-{
-        return (double)pusd / AJ_PUSD_PER_USD;
-}
+static double pusd_to_usd(uint64_t pusd) { return (double)pusd / AJ_PUSD_PER_USD; }
 
 /* ---- cap values ---- */
 
@@ -152,7 +143,8 @@ int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, AjError *ret_erro
                 return -ENOMEM;
         int cap = aj_cap_from_name(key);
         if (cap < 0)
-                return aj_error_set(ret_error, -EINVAL, "--cap %s: unknown cap \"%s\" (expected one of: " CAP_LIST ")", arg, key);
+                return aj_error_set(ret_error, -EINVAL, "--cap %s: unknown cap \"%s\" (expected one of: " CAP_LIST ")",
+                                    arg, key);
         if (streq(eq + 1, "unlimited")) {
                 caps->set[cap] = false;
                 caps->limit[cap] = 0;
@@ -160,7 +152,8 @@ int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, AjError *ret_erro
         }
         uint64_t v;
         if (parse_cap_value(cap, eq + 1, &v) < 0)
-                return aj_error_set(ret_error, -EINVAL, "--cap %s: expected %s, or \"unlimited\"", arg, cap_expected(cap));
+                return aj_error_set(ret_error, -EINVAL, "--cap %s: expected %s, or \"unlimited\"", arg,
+                                    cap_expected(cap));
         caps->set[cap] = true;
         caps->limit[cap] = v;
         return 0;
@@ -191,8 +184,8 @@ struct AjMeter {
         uint64_t streak;         /* committed identical calls in a row, ending with last_key */
         uint64_t pending_repeat; /* outstanding reservations with last_key */
 
-        AjPriceTable *prices; /* the profile's, USD per token */
-        AjPriceTable *table;  /* the shipped table, under them */
+        AjPriceTable *prices;       /* the profile's, USD per token */
+        AjPriceTable *table;        /* the shipped table, under them */
         struct PriceLoader *loader; /* or the table read when a price is first needed */
         char **allow;
         size_t n_allow;
@@ -231,10 +224,7 @@ void aj_meter_free(AjMeter *m)
         free(m);
 }
 
-static bool price_ok(double p)
-{
-        return isfinite(p) && p >= 0 && p <= 1.0;
-}
+static bool price_ok(double p) { return isfinite(p) && p >= 0 && p <= 1.0; }
 
 int aj_meter_set_price(AjMeter *m, const char *model, double input, double output, double cached_input)
 {
@@ -279,10 +269,7 @@ int aj_meter_add_tool_rule(AjMeter *m, AjToolRuleKind kind, const char *pattern)
         return 0;
 }
 
-void aj_meter_restrict_tools(AjMeter *m)
-{
-        m->restricted = true;
-}
+void aj_meter_restrict_tools(AjMeter *m) { m->restricted = true; }
 
 int aj_meter_new_for_profile(const AjProfile *p, const AjMeterCaps *caps, AjMeter **ret)
 {
@@ -330,17 +317,11 @@ bool aj_glob_match(const char *pat, const char *s)
         return *pat == 0;
 }
 
-const AjMeterCaps *aj_meter_caps(const AjMeter *m)
-{
-        return &m->caps;
-}
+const AjMeterCaps *aj_meter_caps(const AjMeter *m) { return &m->caps; }
 
 /* ---- the rate window ---- */
 
-static uint64_t window_at(const AjMeter *m, size_t i)
-{
-        return m->window[(m->window_head + i) % m->window_size];
-}
+static uint64_t window_at(const AjMeter *m, size_t i) { return m->window[(m->window_head + i) % m->window_size]; }
 
 /* Committed calls that started within the 60 s ending at now_ns. */
 static uint64_t window_count(const AjMeter *m, uint64_t now_ns)
@@ -415,8 +396,8 @@ static void breach(AjMeterDecision *d, AjCap cap, uint64_t limit, uint64_t value
         format_amount(cap, limit, l, sizeof(l));
         format_amount(cap, value, v, sizeof(v));
         if (cap == AJ_CAP_REPEAT_LIMIT)
-                snprintf(d->reason, sizeof(d->reason),
-                         "repeat_limit: the same call %s times in a row (limit %s)", v, l);
+                snprintf(d->reason, sizeof(d->reason), "repeat_limit: the same call %s times in a row (limit %s)", v,
+                         l);
         else if (cap == AJ_CAP_TOOL_CALLS_PER_MIN)
                 snprintf(d->reason, sizeof(d->reason), "tool_calls_per_min: %s calls in 60 s (limit %s)", v, l);
         else
@@ -637,7 +618,8 @@ int aj_meter_reserve_usage(AjMeter *m, const AjMeterUsage *u, AjMeterReservation
 
         if (!usage_valid(u))
                 return -EINVAL;
-        if (usage_amounts(m, u, res.amount, &d) && check_additive(m, res.amount, usage_caps, ARRAY_SIZE(usage_caps), &d))
+        if (usage_amounts(m, u, res.amount, &d) &&
+            check_additive(m, res.amount, usage_caps, ARRAY_SIZE(usage_caps), &d))
                 reserve_additive(m, &res);
         else
                 memset(res.amount, 0, sizeof(res.amount));
@@ -727,9 +709,10 @@ json_t *aj_meter_to_json(const AjMeter *m, uint64_t now_ns, bool only_set)
                         continue;
                 uint64_t used = aj_meter_used(m, c, now_ns), limit = m->caps.limit[c];
                 json_t *e = m->caps.set[c]
-                        ? json_pack("{s:o, s:o, s:o}", "limit", amount_json(c, limit), "used", amount_json(c, used),
-                                    "remaining", amount_json(c, used < limit ? limit - used : 0))
-                        : json_pack("{s:n, s:o, s:n}", "limit", "used", amount_json(c, used), "remaining");
+                                    ? json_pack("{s:o, s:o, s:o}", "limit", amount_json(c, limit), "used",
+                                                amount_json(c, used), "remaining",
+                                                amount_json(c, used < limit ? limit - used : 0))
+                                    : json_pack("{s:n, s:o, s:n}", "limit", "used", amount_json(c, used), "remaining");
                 if (!e || json_object_set_new(o, cap_names[c], e) < 0) {
                         json_decref(o);
                         return NULL;
@@ -745,7 +728,8 @@ static int compute_raise(const AjMeter *m, const char *key, const char *value, i
 {
         int cap = aj_cap_from_name(key);
         if (cap < 0)
-                return aj_error_set(ret_error, -EINVAL, "cannot raise \"%s\": unknown cap (expected one of: " CAP_LIST ")", key);
+                return aj_error_set(ret_error, -EINVAL,
+                                    "cannot raise \"%s\": unknown cap (expected one of: " CAP_LIST ")", key);
         if (streq(value, "unlimited")) {
                 *ret_cap = cap;
                 *ret_set = false;
@@ -755,16 +739,18 @@ static int compute_raise(const AjMeter *m, const char *key, const char *value, i
         bool add = value[0] == '+';
         uint64_t v;
         if (parse_cap_value(cap, value + add, &v) < 0)
-                return aj_error_set(ret_error, -EINVAL, "%s=%s: expected %s (\"+N\" adds, \"N\" sets), or \"unlimited\"", key,
-                               value, cap_expected(cap));
+                return aj_error_set(ret_error, -EINVAL,
+                                    "%s=%s: expected %s (\"+N\" adds, \"N\" sets), or \"unlimited\"", key, value,
+                                    cap_expected(cap));
         if (add) {
                 if (!m->caps.set[cap])
-                        return aj_error_set(ret_error, -EINVAL, "%s=%s: %s has no cap to add to; give the new value without '+'",
-                                       key, value, key);
+                        return aj_error_set(ret_error, -EINVAL,
+                                            "%s=%s: %s has no cap to add to; give the new value without '+'", key,
+                                            value, key);
                 v = sat_add(m->caps.limit[cap], v);
                 if (v > cap_max(cap))
-                        return aj_error_set(ret_error, -EINVAL, "%s=%s: the result is too large (expected %s)", key, value,
-                                       cap_expected(cap));
+                        return aj_error_set(ret_error, -EINVAL, "%s=%s: the result is too large (expected %s)", key,
+                                            value, cap_expected(cap));
         }
         *ret_cap = cap;
         *ret_set = true;
@@ -793,7 +779,7 @@ int aj_meter_raise_json(AjMeter *m, const json_t *raise, AjError *ret_error)
 
         if (!json_is_object(raise))
                 return aj_error_set(ret_error, -EINVAL, "raise: expected an object like {\"tokens\": \"+20000\"}");
-        json_object_foreach((json_t *)raise, key, v) {
+        json_object_foreach ((json_t *)raise, key, v) {
                 char buf[64];
                 const char *value;
                 if (json_is_string(v))
@@ -805,7 +791,8 @@ int aj_meter_raise_json(AjMeter *m, const json_t *raise, AjError *ret_error)
                         snprintf(buf, sizeof(buf), "%.12f", json_real_value(v));
                         value = buf;
                 } else
-                        return aj_error_set(ret_error, -EINVAL, "raise.%s: expected a string like \"+20000\" or a number", key);
+                        return aj_error_set(ret_error, -EINVAL,
+                                            "raise.%s: expected a string like \"+20000\" or a number", key);
                 int cap;
                 bool set;
                 uint64_t limit;

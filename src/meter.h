@@ -27,7 +27,7 @@
 struct AjProfile;
 
 typedef enum {
-        AJ_CAP_TOKENS,             /* input + output */
+        AJ_CAP_TOKENS, /* input + output */
         AJ_CAP_INPUT_TOKENS,
         AJ_CAP_OUTPUT_TOKENS,
         AJ_CAP_COST_USD,           /* limit and usage in pico-USD (1e-12) */
@@ -43,7 +43,7 @@ typedef enum {
 /* Hard limits on what a profile or --cap may ask for. */
 #define AJ_CAP_MAX_COUNT 1000000000000000ULL /* tokens, tool calls */
 #define AJ_CAP_MAX_USD 1000000.0
-#define AJ_CAP_MAX_PER_MIN 100000ULL         /* tool_calls_per_min: a window entry per call */
+#define AJ_CAP_MAX_PER_MIN 100000ULL /* tool_calls_per_min: a window entry per call */
 #define AJ_CAP_MAX_REPEAT 1000000ULL
 #define AJ_METER_MAX_PRICES 1024
 #define AJ_METER_MAX_RULES 1024
@@ -53,7 +53,7 @@ typedef struct {
         uint64_t limit[_AJ_CAP_MAX]; /* AJ_CAP_COST_USD in pico-USD */
 } AjMeterCaps;
 
-const char *aj_cap_name(AjCap cap); /* the profile / --cap key, e.g. "tool_calls_per_min" */
+const char *aj_cap_name(AjCap cap);     /* the profile / --cap key, e.g. "tool_calls_per_min" */
 int aj_cap_from_name(const char *name); /* AjCap or -EINVAL */
 
 /* Caps from the profile's "meters" (unset keys: no cap). */
@@ -96,10 +96,10 @@ typedef enum {
 
 typedef struct {
         AjVerdict verdict;
-        AjCap cap;         /* BREACH: the first cap crossed */
-        uint64_t limit;    /* BREACH: the cap (pico-USD for cost) */
-        uint64_t value;    /* BREACH: what usage would have become */
-        char reason[384];  /* DENY, BREACH: for humans */
+        AjCap cap;        /* BREACH: the first cap crossed */
+        uint64_t limit;   /* BREACH: the cap (pico-USD for cost) */
+        uint64_t value;   /* BREACH: what usage would have become */
+        char reason[384]; /* DENY, BREACH: for humans */
         /* tokens */
         uint64_t cost_pusd;
         bool price_known;

@@ -63,14 +63,14 @@
 #define MAX_STEPS 4096 /* profiles and the command line control the count */
 
 typedef enum {
-        STEP_PRIVATE,     /* make every mount private: nothing propagates to the host */
-        STEP_ROOT_TMPFS,  /* the new root */
-        STEP_WRITE_FILE,  /* generated /etc file; source = contents */
-        STEP_BIND,        /* bind source (host) on target; attr = MOUNT_ATTR_* */
-        STEP_SYMLINK,     /* symlink at target pointing to source */
-        STEP_FS,          /* new filesystem fstype with options on target */
-        STEP_REBIND_RO,   /* target (in the new root) bound onto itself read-only; optional */
-        STEP_HIDE,        /* mask target: empty read-only tmpfs (dir) or /dev/null (file) */
+        STEP_PRIVATE,    /* make every mount private: nothing propagates to the host */
+        STEP_ROOT_TMPFS, /* the new root */
+        STEP_WRITE_FILE, /* generated /etc file; source = contents */
+        STEP_BIND,       /* bind source (host) on target; attr = MOUNT_ATTR_* */
+        STEP_SYMLINK,    /* symlink at target pointing to source */
+        STEP_FS,         /* new filesystem fstype with options on target */
+        STEP_REBIND_RO,  /* target (in the new root) bound onto itself read-only; optional */
+        STEP_HIDE,       /* mask target: empty read-only tmpfs (dir) or /dev/null (file) */
         STEP_PIVOT,
         STEP_ROOT_RDONLY, /* after pivot: "/" itself read-only */
         STEP_CHDIR,
@@ -90,20 +90,20 @@ typedef enum {
 typedef struct {
         StepKind kind;
         StepOrigin origin;
-        char *source;     /* host path; symlink text; file contents */
-        char *target;     /* absolute path inside the jail */
+        char *source; /* host path; symlink text; file contents */
+        char *target; /* absolute path inside the jail */
         const char *fstype;
-        char *options;    /* "key=value,flag" for STEP_FS */
-        uint64_t attr;    /* MOUNT_ATTR_* applied to the new mount */
-        bool is_dir;      /* mountpoint type, or hide kind */
-        bool idmap;       /* prepared on the host side as an idmapped tree */
-        bool degraded;    /* idmap refused by the filesystem, plain bind instead */
-        int tree_fd;      /* detached tree from aj_mount_plan_prepare(), or -1 */
-        bool has_id;      /* dev/ino: the source the plan checked; the mounted tree must be it */
+        char *options; /* "key=value,flag" for STEP_FS */
+        uint64_t attr; /* MOUNT_ATTR_* applied to the new mount */
+        bool is_dir;   /* mountpoint type, or hide kind */
+        bool idmap;    /* prepared on the host side as an idmapped tree */
+        bool degraded; /* idmap refused by the filesystem, plain bind instead */
+        int tree_fd;   /* detached tree from aj_mount_plan_prepare(), or -1 */
+        bool has_id;   /* dev/ino: the source the plan checked; the mounted tree must be it */
         dev_t dev;
         ino_t ino;
-        char *overlay;    /* workspace mode overlay: host dir with upper/ and work/ */
-        size_t seq;       /* insertion order, tie-break for the depth sort */
+        char *overlay; /* workspace mode overlay: host dir with upper/ and work/ */
+        size_t seq;    /* insertion order, tie-break for the depth sort */
 } AjMountStep;
 
 /* What every chain of one list or plan shares, gathered once. */
@@ -130,8 +130,8 @@ typedef struct AjGather {
 struct AjMountPlan {
         AjMountStep *steps;
         size_t n, allocated;
-        char *root;     /* host mountpoint of the new root */
-        char *workdir;  /* cwd inside the jail */
+        char *root;    /* host mountpoint of the new root */
+        char *workdir; /* cwd inside the jail */
         bool allow_degraded_idmap;
         char **allow_sensitive;   /* strv: the profile's allow_sensitive, resolved */
         char **sensitive_allowed; /* strv: what allow_sensitive let through */
@@ -178,7 +178,7 @@ static inline int path_normalize(const char *in, char **ret)
                 c = p;
                 while (*p && *p != '/')
                         p++;
-                len = (size_t) (p - c);
+                len = (size_t)(p - c);
                 if (len == 1 && c[0] == '.')
                         continue;
                 if (len == 2 && c[0] == '.' && c[1] == '.')
@@ -243,10 +243,7 @@ static inline const char *tilde_rest(const char *raw)
         return NULL;
 }
 
-static inline bool id_eq(AjFileId a, AjFileId b)
-{
-        return a.dev == b.dev && a.ino == b.ino;
-}
+static inline bool id_eq(AjFileId a, AjFileId b) { return a.dev == b.dev && a.ino == b.ino; }
 
 /* ---- identities (src/id-chain.c) ---------------------------------------- */
 
@@ -266,17 +263,15 @@ int mnt_resolve_place(const char *path, Gather *g, char **ret_real, AjIdChain *r
 
 void mnt_step_clear(AjMountStep *s);
 /* Takes ownership of source/target/options (also on failure). */
-int mnt_add_step(AjMountPlan *plan, StepKind kind, StepOrigin origin, char *source, char *target,
-                 const char *fstype, char *options, uint64_t attr, bool is_dir);
+int mnt_add_step(AjMountPlan *plan, StepKind kind, StepOrigin origin, char *source, char *target, const char *fstype,
+                 char *options, uint64_t attr, bool is_dir);
 int mnt_check_target(const char *field, const char *target, AjError *ret_error);
-int mnt_resolve_jail_path(const char *field, const char *raw, const char *jail_home, char **ret,
-                          AjError *ret_error);
+int mnt_resolve_jail_path(const char *field, const char *raw, const char *jail_home, char **ret, AjError *ret_error);
 int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
                   const char *jail_home, bool writable, AjError *ret_error);
-int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
-                       const char *jail_home, AjError *ret_error);
-int mnt_resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
-                                AjError *ret_error);
+int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx, const char *jail_home,
+                       AjError *ret_error);
+int mnt_resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx, AjError *ret_error);
 
 /* The kept checks of a plan built with defer_places, freed. */
 void mnt_pending_done(AjMountPlan *plan);

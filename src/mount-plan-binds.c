@@ -19,12 +19,12 @@
 
 
 /* "~/x" (rest = "x", or "" for "~") -> the invoking user's home joined with it. */
-static int host_home_join(const char *field, const char *raw, const char *rest, const AjMountContext *ctx,
-                          char **ret, AjError *ret_error)
+static int host_home_join(const char *field, const char *raw, const char *rest, const AjMountContext *ctx, char **ret,
+                          AjError *ret_error)
 {
         if (!ctx->host_home || ctx->host_home[0] != '/')
-                return aj_error_set(ret_error, -EINVAL,
-                                    "%s: '%s' uses '~' but the home directory is unknown", field, raw);
+                return aj_error_set(ret_error, -EINVAL, "%s: '%s' uses '~' but the home directory is unknown", field,
+                                    raw);
         *ret = aj_path_join(ctx->host_home, rest);
         return *ret ? 0 : -ENOMEM;
 }
@@ -35,9 +35,8 @@ static int host_home_join(const char *field, const char *raw, const char *rest, 
  * jail when no explicit target was given: the same path, except "~/x" which lands
  * in the jail's home.
  */
-static int resolve_host_path(const char *field, const char *raw, const AjMountContext *ctx,
-                             const char *jail_home, char **ret_source, char **ret_default_target,
-                             AjError *ret_error)
+static int resolve_host_path(const char *field, const char *raw, const AjMountContext *ctx, const char *jail_home,
+                             char **ret_source, char **ret_default_target, AjError *ret_error)
 {
         _cleanup_free_ char *joined = NULL, *src = NULL, *tgt = NULL;
         const char *rest = tilde_rest(raw);
@@ -57,8 +56,7 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
         } else if (raw[0] != '/') {
                 if (!ctx->cwd || ctx->cwd[0] != '/')
                         return aj_error_set(ret_error, -EINVAL,
-                                            "%s: '%s' is relative but the working directory is unknown",
-                                            field, raw);
+                                            "%s: '%s' is relative but the working directory is unknown", field, raw);
                 joined = aj_path_join(ctx->cwd, raw);
                 if (!joined)
                         return -ENOMEM;
@@ -104,8 +102,7 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
  * returns its path as the kernel resolved it and its identity: the checks below judge
  * that path, and the mount later must have that dev/ino (a swapped symlink or directory
  * in between makes the run fail instead of mounting something unchecked). */
-static int open_source(AjMountPlan *plan, const char *path, char **ret_real, struct stat *ret_st,
-                       AjIdChain *ret_chain)
+static int open_source(AjMountPlan *plan, const char *path, char **ret_real, struct stat *ret_st, AjIdChain *ret_chain)
 {
         _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);
         char buf[PATH_MAX];
@@ -166,7 +163,7 @@ static int judge_source(AjMountPlan *plan, const AjSensitiveList *l, const char 
         AjSensitiveVerdict v = aj_sensitive_check(real, id, access, l, plan->allow_sensitive, &i);
         const AjSensitivePlace *pl = v == AJ_SENSITIVE_NONE ? NULL : &l->items[i];
         unsigned rel = pl ? aj_place_relation(real, id, pl) : 0;
-        const char *how = !pl                         ? ""
+        const char *how = !pl                       ? ""
                           : (rel & AJ_REL_IS)       ? "it is"
                           : (rel & AJ_REL_CONTAINS) ? "it contains"
                                                     : "it is inside";
@@ -180,12 +177,12 @@ static int judge_source(AjMountPlan *plan, const AjSensitiveList *l, const char 
                 return 0;
         if (v == AJ_SENSITIVE_REFUSED) {
                 if (aj_place_rule_opt_out(pl->rule))
-                        return aj_error_set(ret_error, -EPERM, "%s: refusing '%s': %s '%s'%s, %s (rule: %s \"%s\" to "
+                        return aj_error_set(ret_error, -EPERM,
+                                            "%s: refusing '%s': %s '%s'%s, %s (rule: %s \"%s\" to "
                                             "filesystem.allow_sensitive)",
-                                            field, real, how, pl->path, alias, pl->what,
-                                            rule_reason(pl->rule, access), pl->path);
-                return aj_error_set(ret_error, -EPERM,
-                                    "%s: refusing '%s': %s '%s'%s, %s (rule: %s)", field, real, how,
+                                            field, real, how, pl->path, alias, pl->what, rule_reason(pl->rule, access),
+                                            pl->path);
+                return aj_error_set(ret_error, -EPERM, "%s: refusing '%s': %s '%s'%s, %s (rule: %s)", field, real, how,
                                     pl->path, alias, pl->what, rule_reason(pl->rule, access));
         }
         if (asprintf(&line, "%s '%s' %s %s%s (%s), allowed by filesystem.allow_sensitive", field, real,
@@ -282,8 +279,10 @@ static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const c
         if (!table) {
                 r = mnt_mountinfo_load(&own);
                 if (r < 0)
-                        return aj_error_set(ret_error, r, "%s: cannot read the mount table to check what '%s' "
-                                            "holds: %s", field, real, strerror(-r));
+                        return aj_error_set(ret_error, r,
+                                            "%s: cannot read the mount table to check what '%s' "
+                                            "holds: %s",
+                                            field, real, strerror(-r));
                 table = own;
         }
         for (const char *line = table; *line;) {
@@ -387,12 +386,12 @@ static int plan_link(AjMountPlan *plan, const char *field, const char *src, char
                 return aj_error_set(ret_error, r, "%s: cannot read link '%s': %s", field, src, strerror(-r));
         }
         link[n] = '\0';
-        return mnt_add_step(plan, STEP_SYMLINK, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(link),
-                            TAKE_PTR(*tgt), NULL, NULL, 0, false);
+        return mnt_add_step(plan, STEP_SYMLINK, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(link), TAKE_PTR(*tgt), NULL,
+                            NULL, 0, false);
 }
 
 int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const AjMountContext *ctx,
-                     const char *jail_home, bool writable, AjError *ret_error)
+                  const char *jail_home, bool writable, AjError *ret_error)
 {
         _cleanup_free_ char *src = NULL, *tgt = NULL, *real = NULL;
         _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
@@ -409,8 +408,8 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
                         return 0;
                 if (errno == ENOENT)
                         return aj_error_set(ret_error, -ENOENT,
-                                            "%s: '%s' does not exist (prefix it with '?' to make it optional)",
-                                            field, b->source);
+                                            "%s: '%s' does not exist (prefix it with '?' to make it optional)", field,
+                                            b->source);
                 r = negative_errno();
                 return aj_error_set(ret_error, r, "%s: cannot access '%s': %s", field, src, strerror(-r));
         }
@@ -433,16 +432,16 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
                 return r;
 
         r = mnt_add_step(plan, STEP_BIND, writable ? ORIGIN_RW : ORIGIN_RO, TAKE_PTR(real), TAKE_PTR(tgt), NULL, NULL,
-                     writable ? MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-                              : MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                     S_ISDIR(st.st_mode));
+                         writable ? MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+                                  : MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                         S_ISDIR(st.st_mode));
         if (r >= 0)
                 step_keep_id(plan, &st);
         return r;
 }
 
-int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
-                          const char *jail_home, AjError *ret_error)
+int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx, const char *jail_home,
+                       AjError *ret_error)
 {
         static const char field[] = "filesystem.workspace";
         _cleanup_free_ char *src = NULL, *tgt = NULL, *real = NULL;
@@ -503,8 +502,7 @@ int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountConte
 }
 
 /* filesystem.allow_sensitive: "~" is the invoker's home; each entry resolved like the places. */
-int mnt_resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx,
-                                   AjError *ret_error)
+int mnt_resolve_allow_sensitive(AjMountPlan *plan, const AjProfile *p, const AjMountContext *ctx, AjError *ret_error)
 {
         static const char field[] = "filesystem.allow_sensitive";
 

@@ -55,8 +55,8 @@ static int plan_add(AjMountPlan *plan, AjMountStep *s)
 }
 
 /* Takes ownership of source/target/options (also on failure). */
-int mnt_add_step(AjMountPlan *plan, StepKind kind, StepOrigin origin, char *source, char *target,
-                    const char *fstype, char *options, uint64_t attr, bool is_dir)
+int mnt_add_step(AjMountPlan *plan, StepKind kind, StepOrigin origin, char *source, char *target, const char *fstype,
+                 char *options, uint64_t attr, bool is_dir)
 {
         AjMountStep s = {
                 .kind = kind,
@@ -84,8 +84,7 @@ int mnt_check_target(const char *field, const char *target, AjError *ret_error)
 
         if (streq(target, "/"))
                 return aj_error_set(ret_error, -EINVAL,
-                                    "%s: cannot mount over '/' (the jail's root is built by agentjail)",
-                                    field);
+                                    "%s: cannot mount over '/' (the jail's root is built by agentjail)", field);
         for (size_t i = 0; i < ARRAY_SIZE(reserved); i++)
                 if (path_under(target, reserved[i]))
                         return aj_error_set(ret_error, -EINVAL, "%s: '%s' is under %s, which the jail sets up itself",
@@ -94,8 +93,7 @@ int mnt_check_target(const char *field, const char *target, AjError *ret_error)
 }
 
 /* A jail path as written in a profile ("~/x" = the jail's home) -> normalized absolute path. */
-int mnt_resolve_jail_path(const char *field, const char *raw, const char *jail_home, char **ret,
-                             AjError *ret_error)
+int mnt_resolve_jail_path(const char *field, const char *raw, const char *jail_home, char **ret, AjError *ret_error)
 {
         _cleanup_free_ char *joined = NULL;
         const char *rest = tilde_rest(raw);
@@ -130,7 +128,7 @@ static bool valid_name(const char *s, size_t max)
         if (l == 0 || l > max)
                 return false;
         for (; *s; s++)
-                if (*s == ':' || *s == '\n' || *s == ' ' || *s == '\t' || *s == '/' || (unsigned char) *s < 0x20)
+                if (*s == ':' || *s == '\n' || *s == ' ' || *s == '\t' || *s == '/' || (unsigned char)*s < 0x20)
                         return false;
         return true;
 }
@@ -148,7 +146,7 @@ static int plan_etc(AjMountPlan *plan, const AjMountContext *ctx, const char *us
                              "root:x:0:0:root:/root:/bin/sh\n"
                              "%s:x:%u:%u:%s:%s:/bin/sh\n"
                              "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-                             user, (unsigned) uid, (unsigned) gid, user, home);
+                             user, (unsigned)uid, (unsigned)gid, user, home);
         else
                 r = asprintf(&passwd,
                              "root:x:0:0:root:%s:/bin/sh\n"
@@ -161,7 +159,7 @@ static int plan_etc(AjMountPlan *plan, const AjMountContext *ctx, const char *us
                 return r;
 
         if (gid != 0 && gid != 5 && gid != 65534)
-                r = asprintf(&group, "root:x:0:\ntty:x:5:\n%s:x:%u:\nnogroup:x:65534:\n", user, (unsigned) gid);
+                r = asprintf(&group, "root:x:0:\ntty:x:5:\n%s:x:%u:\nnogroup:x:65534:\n", user, (unsigned)gid);
         else
                 r = asprintf(&group, "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n");
         if (r < 0)
@@ -192,7 +190,7 @@ static int plan_dev(AjMountPlan *plan, const AjMountContext *ctx)
         int r;
 
         r = mnt_add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/dev"), "tmpfs", strdup("mode=0755"),
-                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, true);
+                         MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, true);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < ARRAY_SIZE(nodes); i++) {
@@ -202,24 +200,24 @@ static int plan_dev(AjMountPlan *plan, const AjMountContext *ctx)
                         return -ENOMEM;
                 /* mknod is refused in a user namespace: bind the host's nodes onto empty files. */
                 r = mnt_add_step(plan, STEP_BIND, ORIGIN_DEVICE, src, strdup(src), NULL, NULL,
-                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false);
+                                 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false);
                 if (r < 0)
                         return r;
         }
         /* gid= must name a group mapped in the jail; the jail maps exactly one. */
         r = mnt_add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/dev/pts"), "devpts",
-                     strdup(ctx->gid == 5 ? "newinstance,ptmxmode=0666,mode=0620,gid=5"
-                                          : "newinstance,ptmxmode=0666,mode=0620"),
-                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, true);
+                         strdup(ctx->gid == 5 ? "newinstance,ptmxmode=0666,mode=0620,gid=5"
+                                              : "newinstance,ptmxmode=0666,mode=0620"),
+                         MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, true);
         if (r < 0)
                 return r;
         r = mnt_add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/dev/shm"), "tmpfs", strdup("mode=1777"),
-                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+                         MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
-                r = mnt_add_step(plan, STEP_SYMLINK, ORIGIN_NONE, strdup(links[i][1]), strdup(links[i][0]), NULL,
-                             NULL, 0, false);
+                r = mnt_add_step(plan, STEP_SYMLINK, ORIGIN_NONE, strdup(links[i][1]), strdup(links[i][0]), NULL, NULL,
+                                 0, false);
                 if (r < 0)
                         return r;
         }
@@ -238,8 +236,7 @@ static int plan_lookup(const AjMountPlan *plan, size_t n_placed, const char *pat
                 const AjMountStep *s = &plan->steps[i];
                 size_t d;
 
-                if (s->kind != STEP_BIND && s->kind != STEP_FS && s->kind != STEP_SYMLINK &&
-                    s->kind != STEP_WRITE_FILE)
+                if (s->kind != STEP_BIND && s->kind != STEP_FS && s->kind != STEP_SYMLINK && s->kind != STEP_WRITE_FILE)
                         continue;
                 if (!path_under(path, s->target))
                         continue;
@@ -321,7 +318,7 @@ static int plan_root(AjMountPlan *plan, const AjMountContext *ctx, const char *u
         if (r < 0)
                 return r;
         r = mnt_add_step(plan, STEP_ROOT_TMPFS, ORIGIN_NONE, NULL, strdup(ctx->root_mountpoint), "tmpfs",
-                     strdup("mode=0755"), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+                         strdup("mode=0755"), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
         if (r < 0)
                 return r;
         /* Written into the root tmpfs first: a profile bind on /etc or /etc/passwd covers them. */
@@ -343,11 +340,11 @@ static int plan_tmpfs(AjMountPlan *plan, const AjProfile *p, const AjMountContex
                 if (r < 0)
                         return r;
                 r = mnt_add_step(plan, STEP_FS, ORIGIN_TMPFS, NULL, t, "tmpfs", strdup("mode=1777"),
-                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
+                                 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
                 if (r < 0)
                         return r;
         }
-        if (asprintf(&opts, "mode=0700,uid=%u,gid=%u", (unsigned) ctx->uid, (unsigned) ctx->gid) < 0)
+        if (asprintf(&opts, "mode=0700,uid=%u,gid=%u", (unsigned)ctx->uid, (unsigned)ctx->gid) < 0)
                 return -ENOMEM;
         return mnt_add_step(plan, STEP_FS, ORIGIN_HOME, NULL, strdup(home), "tmpfs", opts,
                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true);
@@ -371,8 +368,8 @@ static int plan_sources(AjMountPlan *plan, const AjProfile *p, const AjMountCont
 
         for (size_t k = 0; k < ARRAY_SIZE(binds); k++)
                 for (size_t i = 0; i < binds[k].list->n; i++) {
-                        r = mnt_plan_bind(plan, binds[k].field, &binds[k].list->items[i], ctx, home,
-                                          binds[k].writable, ret_error);
+                        r = mnt_plan_bind(plan, binds[k].field, &binds[k].list->items[i], ctx, home, binds[k].writable,
+                                          ret_error);
                         if (r < 0)
                                 return r;
                 }
@@ -385,9 +382,9 @@ static int plan_sources(AjMountPlan *plan, const AjProfile *p, const AjMountCont
                 return 0;
         if (ctx->runtime_dir[0] != '/')
                 return aj_error_set(ret_error, -EINVAL, "runtime directory '%s' must be an absolute path",
-                                        ctx->runtime_dir);
-        return mnt_add_step(plan, STEP_BIND, ORIGIN_RUNTIME, strdup(ctx->runtime_dir), strdup(RUNTIME_TARGET),
-                            NULL, NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
+                                    ctx->runtime_dir);
+        return mnt_add_step(plan, STEP_BIND, ORIGIN_RUNTIME, strdup(ctx->runtime_dir), strdup(RUNTIME_TARGET), NULL,
+                            NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
 }
 
 /* Parents before children (equal depth keeps the order planned); root-started, the rw
@@ -411,14 +408,12 @@ static int plan_proc(AjMountPlan *plan)
         int r;
 
         r = mnt_add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/proc"), "proc", NULL,
-                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
+                         MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < ARRAY_SIZE(ro); i++) {
                 r = mnt_add_step(plan, STEP_REBIND_RO, ORIGIN_NONE, NULL, strdup(ro[i]), NULL, NULL,
-                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-                                     MOUNT_ATTR_NOEXEC,
-                             false);
+                                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, false);
                 if (r < 0)
                         return r;
         }
@@ -426,8 +421,7 @@ static int plan_proc(AjMountPlan *plan)
 }
 
 /* filesystem.hide, each judged against the tree placed so far (the first n_placed steps). */
-static int plan_hide(AjMountPlan *plan, const AjProfile *p, const char *home, size_t n_placed,
-                     AjError *ret_error)
+static int plan_hide(AjMountPlan *plan, const AjProfile *p, const char *home, size_t n_placed, AjError *ret_error)
 {
         int r;
 
@@ -449,7 +443,7 @@ static int plan_hide(AjMountPlan *plan, const AjProfile *p, const char *home, si
                         continue; /* nothing there to hide */
                 }
                 r = mnt_add_step(plan, STEP_HIDE, ORIGIN_NONE, NULL, t, NULL, NULL,
-                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, is_dir);
+                                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, is_dir);
                 if (r < 0)
                         return r;
         }
@@ -475,8 +469,7 @@ static int plan_enter(AjMountPlan *plan, const char *home)
         return mnt_add_step(plan, STEP_CHDIR, ORIGIN_NONE, NULL, strdup(plan->workdir), NULL, NULL, 0, true);
 }
 
-int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret,
-                        AjError *ret_error)
+int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret, AjError *ret_error)
 {
         _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
         _cleanup_free_ char *home = NULL;

@@ -86,7 +86,7 @@ static int overlay_over(int lower_fd, const char *dir, uint64_t attr, AjError *r
                 return aj_error_set(ret_error, r, "overlay mount over the workspace failed: %s%s%s", strerror(-r),
                                     msg[0] ? ": " : "", msg);
         }
-        int mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned) (attr & ~(uint64_t) MOUNT_ATTR_IDMAP));
+        int mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned)(attr & ~(uint64_t)MOUNT_ATTR_IDMAP));
         if (mfd < 0) {
                 r = negative_errno();
                 return aj_error_set(ret_error, r, "overlay: fsmount: %s", strerror(-r));
@@ -114,7 +114,7 @@ static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_
         _cleanup_close_ int fd = -1;
         struct mount_attr attr = {
                 .attr_set = s->attr | MOUNT_ATTR_IDMAP,
-                .userns_fd = (uint64_t) idmap_userns_fd,
+                .userns_fd = (uint64_t)idmap_userns_fd,
         };
         int r;
 
@@ -137,13 +137,13 @@ static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_
                         attr.userns_fd = 0;
                         if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
                                 r = negative_errno();
-                                return aj_error_set(ret_error, r, "Failed to set mount flags on '%s': %s",
-                                                    s->source, strerror(-r));
+                                return aj_error_set(ret_error, r, "Failed to set mount flags on '%s': %s", s->source,
+                                                    strerror(-r));
                         }
                         s->degraded = true;
                 } else
-                        return aj_error_set(ret_error, r, "Failed to create an idmapped mount of '%s': %s",
-                                            s->source, strerror(-r));
+                        return aj_error_set(ret_error, r, "Failed to create an idmapped mount of '%s': %s", s->source,
+                                            strerror(-r));
         }
         if (s->overlay) {
                 int ofd = overlay_over(fd, s->overlay, s->attr, ret_error);
@@ -182,8 +182,7 @@ int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_e
                                             strerror(-fd));
                 if (check_identity(s, fd) < 0)
                         return aj_error_set(ret_error, -ESTALE,
-                                            "'%s' changed after it was checked; refusing to mount it",
-                                            s->source);
+                                            "'%s' changed after it was checked; refusing to mount it", s->source);
                 s->tree_fd = TAKE_FD(fd);
         }
         return 0;
@@ -218,7 +217,7 @@ static int open_parent_in_root(int rootfd, const char *target, const char **ret_
 
         if (!last || !last[1])
                 return -EINVAL;
-        plen = (size_t) (last - target);
+        plen = (size_t)(last - target);
         if (plen >= sizeof(buf))
                 return -ENAMETOOLONG;
         memcpy(buf, target, plen);
@@ -334,7 +333,7 @@ static int new_fs(const char *fstype, const char *options, uint64_t attr)
         }
         if (sys_fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
                 return negative_errno();
-        mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned) attr);
+        mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned)attr);
         return mfd < 0 ? negative_errno() : mfd;
 }
 
@@ -377,7 +376,7 @@ static int write_file_in_root(int rootfd, const char *target, const char *conten
                         return negative_errno();
                 }
                 contents += k;
-                left -= (size_t) k;
+                left -= (size_t)k;
         }
         return 0;
 }
@@ -488,8 +487,7 @@ static int apply_hide(const AjMountStep *s, int rootfd)
                 mfd = new_fs("tmpfs", "mode=0555,size=4k", s->attr);
         else
                 /* /dev/null must stay usable as a device: no NODEV here. */
-                mfd = clone_tree(AT_FDCWD, "/dev/null",
-                                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+                mfd = clone_tree(AT_FDCWD, "/dev/null", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
         if (mfd < 0)
                 return mfd;
         return move_tree(mfd, tfd);
@@ -603,7 +601,7 @@ const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *b
                 if (s->attr & MOUNT_ATTR_RDONLY)
                         mode = s->idmap && !s->degraded ? "read-only, idmapped" : "read-only";
                 else
-                        mode = s->overlay ? "overlay, writes kept in the run"
+                        mode = s->overlay                 ? "overlay, writes kept in the run"
                                : s->idmap && !s->degraded ? "read-write, idmapped"
                                                           : "read-write";
                 snprintf(buf, len, "bind %s'%s' on '%s' (%s)", s->origin == ORIGIN_WORKSPACE ? "workspace " : "",
@@ -634,17 +632,11 @@ const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *b
         return buf;
 }
 
-bool aj_mount_plan_places_judged(const AjMountPlan *plan)
-{
-        return plan && !plan->defer_places;
-}
+bool aj_mount_plan_places_judged(const AjMountPlan *plan) { return plan && !plan->defer_places; }
 
 const char *aj_mount_plan_workdir(const AjMountPlan *plan) { return plan ? plan->workdir : NULL; }
 
-char *const *aj_mount_plan_sensitive_allowed(const AjMountPlan *plan)
-{
-        return plan ? plan->sensitive_allowed : NULL;
-}
+char *const *aj_mount_plan_sensitive_allowed(const AjMountPlan *plan) { return plan ? plan->sensitive_allowed : NULL; }
 
 size_t aj_mount_plan_n_steps(const AjMountPlan *plan) { return plan ? plan->n : 0; }
 

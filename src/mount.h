@@ -15,29 +15,28 @@
 #include "util/error.h"
 
 typedef struct {
-        const char *cwd;          /* host cwd: "." workspace resolves to it */
-        const char *host_home;    /* invoking user's home, for "~/" in profile paths; may be NULL */
-        AjBindList extra_ro;      /* --ro from the command line */
-        AjBindList extra_rw;      /* --rw from the command line */
-        uid_t uid, gid;           /* ids inside the jail */
-        const char *user_name;    /* name in the generated /etc/passwd, e.g. "agent" */
+        const char *cwd;       /* host cwd: "." workspace resolves to it */
+        const char *host_home; /* invoking user's home, for "~/" in profile paths; may be NULL */
+        AjBindList extra_ro;   /* --ro from the command line */
+        AjBindList extra_rw;   /* --rw from the command line */
+        uid_t uid, gid;        /* ids inside the jail */
+        const char *user_name; /* name in the generated /etc/passwd, e.g. "agent" */
         const char *hostname;
-        bool idmap;               /* root-started: rw binds and the workspace get idmapped mounts */
-        const char *runtime_dir;  /* host dir bound at /run/agentjail in the jail (broker socket); may be NULL */
+        bool idmap;                  /* root-started: rw binds and the workspace get idmapped mounts */
+        const char *runtime_dir;     /* host dir bound at /run/agentjail in the jail (broker socket); may be NULL */
         const char *root_mountpoint; /* empty host dir the child mounts the new root's tmpfs on (only
                                       * visible in the child's mount namespace) */
-        const char *overlay_dir;  /* workspace mode overlay: host dir holding upper/ and work/ */
+        const char *overlay_dir;     /* workspace mode overlay: host dir holding upper/ and work/ */
         const AjSensitiveList *sensitive; /* checked against the workspace and every bind; NULL: the
                                            * fixed places (aj_sensitive_list_build with no sources) */
-        bool defer_places; /* no list yet: keep each source's check for aj_mount_plan_check_places() */
+        bool defer_places;                /* no list yet: keep each source's check for aj_mount_plan_check_places() */
 } AjMountContext;
 
 typedef struct AjMountPlan AjMountPlan;
 
 /* Validate and plan. Errors (missing non-optional source, relative target, a
  * target under /proc...) come back as -errno with ret_error (may be NULL) naming the path. */
-int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret,
-                        AjError *ret_error);
+int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPlan **ret, AjError *ret_error);
 
 /* Host side, before clone (root-started runs): detached trees (open_tree) for every
  * bind, so the jail's uid needs no search permission on the sources' parents; the rw

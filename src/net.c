@@ -307,8 +307,7 @@ int aj_net_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why)
         /* Looks like an address (digits and dots, maybe a prefix)? Then it must be one. */
         if (strchr(hostpart, '/') || strspn(hostpart, "0123456789.") == strlen(hostpart)) {
                 struct in_addr a4;
-                if (!strchr(hostpart, '/') && inet_pton(AF_INET, hostpart, &a4) != 1 &&
-                    inet_aton(hostpart, &a4) == 0) {
+                if (!strchr(hostpart, '/') && inet_pton(AF_INET, hostpart, &a4) != 1 && inet_aton(hostpart, &a4) == 0) {
                         *ret_why = "invalid IPv4 address";
                         return -EINVAL;
                 }
@@ -415,30 +414,30 @@ bool aj_net_address_is_internal(const struct sockaddr *sa)
                 uint8_t net[4];
                 unsigned prefix;
         } v4[] = {
-                { { 0, 0, 0, 0 }, 8 },       /* "this network", 0.0.0.0 */
-                { { 10, 0, 0, 0 }, 8 },      /* RFC 1918 */
-                { { 100, 64, 0, 0 }, 10 },   /* CGNAT */
-                { { 127, 0, 0, 0 }, 8 },     /* loopback */
-                { { 169, 254, 0, 0 }, 16 },  /* link-local, cloud metadata */
-                { { 172, 16, 0, 0 }, 12 },   /* RFC 1918 */
-                { { 192, 0, 0, 0 }, 24 },    /* IETF protocol assignments */
-                { { 192, 168, 0, 0 }, 16 },  /* RFC 1918 */
-                { { 198, 18, 0, 0 }, 15 },   /* benchmarking */
-                { { 224, 0, 0, 0 }, 4 },     /* multicast */
-                { { 240, 0, 0, 0 }, 4 },     /* reserved, broadcast */
+                { { 0, 0, 0, 0 }, 8 },      /* "this network", 0.0.0.0 */
+                { { 10, 0, 0, 0 }, 8 },     /* RFC 1918 */
+                { { 100, 64, 0, 0 }, 10 },  /* CGNAT */
+                { { 127, 0, 0, 0 }, 8 },    /* loopback */
+                { { 169, 254, 0, 0 }, 16 }, /* link-local, cloud metadata */
+                { { 172, 16, 0, 0 }, 12 },  /* RFC 1918 */
+                { { 192, 0, 0, 0 }, 24 },   /* IETF protocol assignments */
+                { { 192, 168, 0, 0 }, 16 }, /* RFC 1918 */
+                { { 198, 18, 0, 0 }, 15 },  /* benchmarking */
+                { { 224, 0, 0, 0 }, 4 },    /* multicast */
+                { { 240, 0, 0, 0 }, 4 },    /* reserved, broadcast */
         };
         static const struct {
                 uint8_t net[16];
                 unsigned prefix;
         } v6[] = {
-                { {}, 128 },                                    /* :: */
-                { { [15] = 1 }, 128 },                          /* ::1 */
-                { { 0xfe, 0x80 }, 10 },                         /* link-local */
-                { { 0xfe, 0xc0 }, 10 },                         /* site-local (deprecated) */
-                { { 0xfc }, 7 },                                /* unique-local */
-                { { 0xff }, 8 },                                /* multicast */
-                { { 0x00, 0x64, 0xff, 0x9b }, 96 },             /* NAT64: may embed any IPv4 */
-                { {}, 96 },                                     /* IPv4-compatible (deprecated) */
+                { {}, 128 },                        /* :: */
+                { { [15] = 1 }, 128 },              /* ::1 */
+                { { 0xfe, 0x80 }, 10 },             /* link-local */
+                { { 0xfe, 0xc0 }, 10 },             /* site-local (deprecated) */
+                { { 0xfc }, 7 },                    /* unique-local */
+                { { 0xff }, 8 },                    /* multicast */
+                { { 0x00, 0x64, 0xff, 0x9b }, 96 }, /* NAT64: may embed any IPv4 */
+                { {}, 96 },                         /* IPv4-compatible (deprecated) */
         };
         uint8_t a[16];
         int family = address_bytes(sa, a);
@@ -542,11 +541,11 @@ int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjN
                 if (i >= 0) {
                         v.allowed = true;
                         v.rule = i;
-                        snprintf(v.reason, sizeof(v.reason), "%s port %u allowed by rule \"%s\"", shown,
-                                 port, p->rules[i].text);
+                        snprintf(v.reason, sizeof(v.reason), "%s port %u allowed by rule \"%s\"", shown, port,
+                                 p->rules[i].text);
                 } else {
-                        snprintf(v.reason, sizeof(v.reason), "%s port %u is not covered by any address rule",
-                                 shown, port);
+                        snprintf(v.reason, sizeof(v.reason), "%s port %u is not covered by any address rule", shown,
+                                 port);
                 }
                 *ret = v;
                 return 0;
@@ -564,8 +563,7 @@ int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjN
                 if (host_matches(r, norm, port)) {
                         v.allowed = true;
                         v.rule = (int)i;
-                        snprintf(v.reason, sizeof(v.reason), "%s port %u allowed by rule \"%s\"", norm, port,
-                                 r->text);
+                        snprintf(v.reason, sizeof(v.reason), "%s port %u allowed by rule \"%s\"", norm, port, r->text);
                         *ret = v;
                         return 0;
                 }
@@ -575,8 +573,7 @@ int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjN
                         name_seen = true;
         }
         if (name_seen)
-                snprintf(v.reason, sizeof(v.reason), "port %u is not allowed for host %s by any rule", port,
-                         norm);
+                snprintf(v.reason, sizeof(v.reason), "port %u is not allowed for host %s by any rule", port, norm);
         else
                 snprintf(v.reason, sizeof(v.reason), "host %s is not in the network allowlist", norm);
         *ret = v;
@@ -590,8 +587,7 @@ bool aj_net_addr_set_contains(const AjNetAddrSet *s, const struct sockaddr *sa)
         if (!s || family < 0)
                 return false;
         for (size_t i = 0; i < s->n; i++)
-                if (s->addrs[i].family == family &&
-                    memcmp(s->addrs[i].bytes, a, family == AF_INET ? 4 : 16) == 0)
+                if (s->addrs[i].family == family && memcmp(s->addrs[i].bytes, a, family == AF_INET ? 4 : 16) == 0)
                         return true;
         return false;
 }
@@ -638,8 +634,8 @@ int aj_net_check_resolved(const AjNetPolicy *p, const AjNetAddrSet *host_addrs, 
         if (i >= 0) {
                 v.allowed = true;
                 v.rule = i;
-                snprintf(v.reason, sizeof(v.reason), "%s resolved to %s address %s, allowed by rule \"%s\"",
-                         host, own ? "this host's" : "internal", shown, p->rules[i].text);
+                snprintf(v.reason, sizeof(v.reason), "%s resolved to %s address %s, allowed by rule \"%s\"", host,
+                         own ? "this host's" : "internal", shown, p->rules[i].text);
         } else if (own) {
                 snprintf(v.reason, sizeof(v.reason),
                          "%s resolves to %s, an address of this host, which no address rule names (rebinding "
@@ -647,8 +643,8 @@ int aj_net_check_resolved(const AjNetPolicy *p, const AjNetAddrSet *host_addrs, 
                          host, shown);
         } else {
                 snprintf(v.reason, sizeof(v.reason),
-                         "%s resolves to internal address %s, which no address rule names (rebinding protection)",
-                         host, shown);
+                         "%s resolves to internal address %s, which no address rule names (rebinding protection)", host,
+                         shown);
         }
         *ret = v;
         return 0;

@@ -56,8 +56,8 @@ typedef struct {
 typedef struct AjNetPolicy {
         AjNetRule *rules;
         size_t n_rules;
-        char **reserved;      /* hosts refused whatever the rules say (canonical), NULL-terminated */
-        char *reserved_why;   /* ... and why, for the reason */
+        char **reserved;    /* hosts refused whatever the rules say (canonical), NULL-terminated */
+        char *reserved_why; /* ... and why, for the reason */
 } AjNetPolicy;
 
 /* Parse a NULL-terminated list of entries (NULL or empty: no network at all). On a
@@ -81,8 +81,8 @@ int aj_net_host_normalize(const char *host, size_t len, char *buf, const char **
 
 typedef struct {
         bool allowed;
-        int rule;          /* index of the deciding rule, -1 when none matched */
-        char reason[320];  /* one line: which rule applied, or why nothing did */
+        int rule;         /* index of the deciding rule, -1 when none matched */
+        char reason[320]; /* one line: which rule applied, or why nothing did */
 } AjNetVerdict;
 
 /* A destination as the client named it: a host name or an IP literal (as text,

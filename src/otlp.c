@@ -27,7 +27,7 @@ static json_t *any_value(json_t *v)
                 json_t *values = json_array();
                 size_t i;
                 json_t *e;
-                json_array_foreach(v, i, e) {
+                json_array_foreach (v, i, e) {
                         json_t *a = any_value(e);
                         if (a)
                                 json_array_append_new(values, a);
@@ -38,7 +38,7 @@ static json_t *any_value(json_t *v)
                 json_t *kvs = json_array();
                 const char *k;
                 json_t *e;
-                json_object_foreach(v, k, e) {
+                json_object_foreach (v, k, e) {
                         json_t *a = any_value(e);
                         if (a)
                                 json_array_append_new(kvs, json_pack("{s:s, s:o}", "key", k, "value", a));
@@ -68,19 +68,23 @@ static bool type_in(const char *type, const char *const *list)
 
 int aj_otlp_severity(json_t *ev, const char **ret_text)
 {
-        static const char *const errors[] = { "cap.breach", "oom", "supervisor.lost", "launch.error", "freeze.failed",
-                                              "net.proxy.failed", "watchdog.lost", NULL };
-        static const char *const warnings[] = { "seccomp.denied", "seccomp.suppressed", "net.denied", "broker.error",
-                                                "freeze", "kill", "quarantine", "wall.limit", "wall.kill",
-                                                "pids.max", "degraded", "alert.failed", "alert.timeout",
-                                                "watchdog.restarted", NULL };
+        static const char *const errors[] = { "cap.breach",      "oom",
+                                              "supervisor.lost", "launch.error",
+                                              "freeze.failed",   "net.proxy.failed",
+                                              "watchdog.lost",   NULL };
+        static const char *const warnings[] = {
+                "seccomp.denied", "seccomp.suppressed", "net.denied",    "broker.error",       "freeze",
+                "kill",           "quarantine",         "wall.limit",    "wall.kill",          "pids.max",
+                "degraded",       "alert.failed",       "alert.timeout", "watchdog.restarted", NULL
+        };
         const char *type = json_string_value(json_object_get(ev, "type"));
         const char *verdict = json_string_value(json_object_get(ev, "verdict"));
         const char *decision = json_string_value(json_object_get(ev, "decision"));
         int n = 9;
         if (type && type_in(type, errors))
                 n = 17;
-        else if ((type && type_in(type, warnings)) || (verdict && (streq(verdict, "deny") || streq(verdict, "breach"))) ||
+        else if ((type && type_in(type, warnings)) ||
+                 (verdict && (streq(verdict, "deny") || streq(verdict, "breach"))) ||
                  (decision && !streq(decision, "approved")))
                 n = 13;
         *ret_text = n == 17 ? "ERROR" : n == 13 ? "WARN" : "INFO";
@@ -101,12 +105,13 @@ json_t *aj_otlp_log_record(json_t *ev)
         json_t *attrs = json_array();
         const char *k;
         json_t *v;
-        json_object_foreach(ev, k, v) {
+        json_object_foreach (ev, k, v) {
                 if (streq(k, "ts") || streq(k, "type"))
                         continue;
-                const char *key = streq(k, "seq") ? "agentjail.seq" : streq(k, "prev") ? "agentjail.prev"
-                                  : streq(k, "run")                  ? "agentjail.run.id"
-                                                                     : k;
+                const char *key = streq(k, "seq")    ? "agentjail.seq"
+                                  : streq(k, "prev") ? "agentjail.prev"
+                                  : streq(k, "run")  ? "agentjail.run.id"
+                                                     : k;
                 if (add_attr(attrs, key, v) < 0) {
                         json_decref(attrs);
                         return NULL;

@@ -181,7 +181,7 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_
                                     AJ_PRICE_MAX_NAME);
         if (!json_is_object(v))
                 return aj_error_set(ret_error, -EINVAL, "models.%s: expected an object of prices", model);
-        json_object_foreach(v, key, e) {
+        json_object_foreach (v, key, e) {
                 size_t i = 0;
                 while (i < ARRAY_SIZE(keys) && !streq(keys[i], key))
                         i++;
@@ -225,7 +225,7 @@ static int parse_root(json_t *root, AjPriceTable *t, AjError *ret_error)
                 return aj_error_set(ret_error, -EINVAL, "\"models\": expected an object of model names");
         if (json_object_size(models) > AJ_PRICE_MAX_ENTRIES)
                 return aj_error_set(ret_error, -EINVAL, "\"models\": more than %d entries", AJ_PRICE_MAX_ENTRIES);
-        json_object_foreach(models, key, v) {
+        json_object_foreach (models, key, v) {
                 AjPrice p;
                 int r = parse_entry(key, v, &p, ret_error);
                 if (r < 0)

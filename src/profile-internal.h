@@ -14,12 +14,12 @@
 #include "util/json-locate.h"
 #include "util/macros.h"
 
-#define MAX_CHAIN 8               /* files in one `extends` chain */
+#define MAX_CHAIN 8 /* files in one `extends` chain */
 #define MAX_FILE_SIZE (1024 * 1024)
-#define MAX_ENTRIES 1024          /* per array or object a profile controls */
-#define MAX_STRING 4096           /* paths, descriptions, environment values */
+#define MAX_ENTRIES 1024 /* per array or object a profile controls */
+#define MAX_STRING 4096  /* paths, descriptions, environment values */
 #define MAX_KEY_DEPTH 8
-#define MAX_ID 4294967294ULL      /* (uid_t)-1 means "no id" to the kernel */
+#define MAX_ID 4294967294ULL /* (uid_t)-1 means "no id" to the kernel */
 #define MAX_CPU 1024.0
 
 #define DEFAULT_HOSTNAME "agentjail"

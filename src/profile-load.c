@@ -184,8 +184,7 @@ static int parse_source(Source *s, AjError *err)
         json_error_t je;
         s->root = json_loads(s->text, JSON_REJECT_DUPLICATES, &je);
         if (!s->root) {
-                return aj_error_set(err, -EINVAL, "%s:%d:%d: invalid JSON: %s", s->file, je.line, je.column,
-                                    je.text);
+                return aj_error_set(err, -EINVAL, "%s:%d:%d: invalid JSON: %s", s->file, je.line, je.column, je.text);
         }
         Check c = { .src = s, .err = err };
         return check_root(&c, s->root);
@@ -269,8 +268,7 @@ static int chain_extend(Chain *ch)
                 return fail_extends(child, ch->err, "cycle: %s%s", cycle, file);
         }
         if (ch->n == MAX_CHAIN)
-                return fail_extends(child, ch->err, "too deep: at most %d profiles in an extends chain",
-                                    MAX_CHAIN);
+                return fail_extends(child, ch->err, "too deep: at most %d profiles in an extends chain", MAX_CHAIN);
 
         _cleanup_free_ char *text = NULL;
         r = read_text(file, &text);
@@ -295,10 +293,10 @@ static json_t *merge(json_t *parent, json_t *child)
 
         if (!out)
                 return NULL;
-        json_object_foreach(parent, key, v)
+        json_object_foreach (parent, key, v)
                 if (json_object_set(out, key, v) < 0)
                         goto fail;
-        json_object_foreach(child, key, v) {
+        json_object_foreach (child, key, v) {
                 json_t *pv = json_object_get(out, key);
                 if (json_is_object(pv) && json_is_object(v)) {
                         if (json_object_set_new(out, key, merge(pv, v)) < 0)
@@ -326,8 +324,8 @@ static int check_merged(Chain *ch, json_t *merged)
         size_t i, j;
         json_t *d, *a;
 
-        json_array_foreach(deny, i, d) {
-                json_array_foreach(allow, j, a) {
+        json_array_foreach (deny, i, d) {
+                json_array_foreach (allow, j, a) {
                         if (!json_equal(d, a))
                                 continue;
                         /* Arrays are never merged, so exactly one file wrote this deny list. */
@@ -343,8 +341,8 @@ static int check_merged(Chain *ch, json_t *merged)
                         check_push_key(&c, "deny");
                         check_push_index(&c, i);
                         return check_fail(&c, AJ_JSON_AT_VALUE,
-                                    "%s is also in seccomp.allow[%zu] (%s); remove it from one of them",
-                                    GOT(d), j, allow_src->file);
+                                          "%s is also in seccomp.allow[%zu] (%s); remove it from one of them", GOT(d),
+                                          j, allow_src->file);
                 }
         }
         return 0;
@@ -353,8 +351,7 @@ static int check_merged(Chain *ch, json_t *merged)
 /* ---- entry points ---- */
 
 /* Takes `text`; `file` is for messages and relative `extends`, `real` its canonical path or NULL. */
-static int load_text(char *text, const char *file, char *real, const char *name, AjProfile **ret,
-                     AjError *err)
+static int load_text(char *text, const char *file, char *real, const char *name, AjProfile **ret, AjError *err)
 {
         _cleanup_(chain_done) Chain ch = { .err = err };
         _cleanup_free_ char *owned_text = text, *owned_real = real;
@@ -424,10 +421,7 @@ static int load_path(const char *path, const char *name, AjProfile **ret, AjErro
         return load_text(text, path, real, name, ret, err);
 }
 
-int aj_profile_load_file(const char *path, AjProfile **ret, AjError *err)
-{
-        return load_path(path, path, ret, err);
-}
+int aj_profile_load_file(const char *path, AjProfile **ret, AjError *err) { return load_path(path, path, ret, err); }
 
 int aj_profile_load(const char *name_or_path, AjProfile **ret, AjError *err)
 {

@@ -16,7 +16,7 @@ int check_int_range(Check *c, json_t *v, json_int_t min, json_int_t max)
 {
         if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
                 return check_fail(c, AJ_JSON_AT_VALUE, "expected an integer from %lld to %lld, got %s", (long long)min,
-                            (long long)max, GOT(v));
+                                  (long long)max, GOT(v));
         return 0;
 }
 
@@ -28,7 +28,8 @@ static int check_meter_usd(Check *c, json_t *v)
 {
         double x = json_is_number(v) ? json_number_value(v) : -1;
         if (!json_is_number(v) || !isfinite(x) || x < 0 || x > AJ_CAP_MAX_USD)
-                return check_fail(c, AJ_JSON_AT_VALUE, "expected a number of US dollars from 0 to 1000000, got %s", GOT(v));
+                return check_fail(c, AJ_JSON_AT_VALUE, "expected a number of US dollars from 0 to 1000000, got %s",
+                                  GOT(v));
         return 0;
 }
 
@@ -63,9 +64,9 @@ static int check_tool_pattern(Check *c, json_t *v)
 {
         if (!is_broker_name(json_string_value(v)))
                 return check_fail(c, AJ_JSON_AT_VALUE,
-                            "expected a tool name or a pattern with '*' (1 to 256 characters, no spaces or control "
-                            "characters), got %s",
-                            GOT(v));
+                                  "expected a tool name or a pattern with '*' (1 to 256 characters, no spaces or control "
+                                  "characters), got %s",
+                                  GOT(v));
         return 0;
 }
 
@@ -86,7 +87,8 @@ static int check_approval_timeout(Check *c, json_t *v)
         uint64_t ns;
         if (json_duration(v, &ns) < 0 || ns == 0 || ns > MAX_APPROVAL_TIMEOUT_NS)
                 return check_fail(c, AJ_JSON_AT_VALUE,
-                            "expected a duration greater than 0 and at most \"7d\" such as \"15m\", got %s", GOT(v));
+                                  "expected a duration greater than 0 and at most \"7d\" such as \"15m\", got %s",
+                                  GOT(v));
         return 0;
 }
 
@@ -104,8 +106,8 @@ static int check_price_value(Check *c, json_t *v)
 {
         double x = json_is_number(v) ? json_number_value(v) : -1;
         if (!json_is_number(v) || !isfinite(x) || x < 0 || x > 1)
-                return check_fail(c, AJ_JSON_AT_VALUE, "expected US dollars per token from 0 to 1 (such as 2.5e-6), got %s",
-                            GOT(v));
+                return check_fail(c, AJ_JSON_AT_VALUE,
+                                  "expected US dollars per token from 0 to 1 (such as 2.5e-6), got %s", GOT(v));
         return 0;
 }
 
@@ -134,12 +136,12 @@ int check_prices(Check *c, json_t *v)
                 return check_fail(c, AJ_JSON_AT_VALUE, "expected an object of model names, got %s", GOT(v));
         if (json_object_size(v) > AJ_METER_MAX_PRICES)
                 return check_fail(c, AJ_JSON_AT_VALUE, "too many entries (at most %d)", AJ_METER_MAX_PRICES);
-        json_object_foreach(v, key, value) {
+        json_object_foreach (v, key, value) {
                 check_push_key(c, key);
                 int r = 0;
                 if (!is_broker_name(key))
                         r = check_fail(c, AJ_JSON_AT_KEY,
-                                 "invalid model name (1 to 256 characters, no spaces or control characters)");
+                                       "invalid model name (1 to 256 characters, no spaces or control characters)");
                 if (r >= 0)
                         r = check_price(c, value);
                 check_pop(c);
@@ -174,8 +176,8 @@ static int check_alert_timeout(Check *c, json_t *v)
 {
         uint64_t ns;
         if (json_duration(v, &ns) < 0 || ns == 0 || ns > MAX_ALERT_TIMEOUT_NS)
-                return check_fail(c, AJ_JSON_AT_VALUE, "expected a duration from \"1ms\" to \"1h\" such as \"10s\", got %s",
-                            GOT(v));
+                return check_fail(c, AJ_JSON_AT_VALUE,
+                                  "expected a duration from \"1ms\" to \"1h\" such as \"10s\", got %s", GOT(v));
         return 0;
 }
 
@@ -195,8 +197,8 @@ static int check_log_bytes(Check *c, json_t *v, uint64_t min)
         if (json_size(v, &x) < 0 || x < min || x > AJ_LOG_MAX_BYTES) {
                 char lo[32];
                 aj_format_size(min, lo, sizeof(lo));
-                return check_fail(c, AJ_JSON_AT_VALUE, "expected a size from \"%s\" to \"1T\" such as \"64M\", got %s", lo,
-                            GOT(v));
+                return check_fail(c, AJ_JSON_AT_VALUE, "expected a size from \"%s\" to \"1T\" such as \"64M\", got %s",
+                                  lo, GOT(v));
         }
         return 0;
 }
@@ -207,8 +209,8 @@ static int check_events_bytes(Check *c, json_t *v) { return check_log_bytes(c, v
 static int check_reports_per_sec(Check *c, json_t *v)
 {
         if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > AJ_LOG_MAX_REPORTS_PER_SEC)
-                return check_fail(c, AJ_JSON_AT_VALUE, "expected an integer from 1 to %d, got %s", AJ_LOG_MAX_REPORTS_PER_SEC,
-                            GOT(v));
+                return check_fail(c, AJ_JSON_AT_VALUE, "expected an integer from 1 to %d, got %s",
+                                  AJ_LOG_MAX_REPORTS_PER_SEC, GOT(v));
         return 0;
 }
 

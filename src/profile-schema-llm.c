@@ -14,9 +14,14 @@
 #define MAX_URL 2048
 
 static const AjLlmProvider builtin[] = {
-        { .name = "anthropic", .api = AJ_LLM_PROVIDER_ANTHROPIC, .url = "https://api.anthropic.com",
+        { .name = "anthropic",
+          .api = AJ_LLM_PROVIDER_ANTHROPIC,
+          .url = "https://api.anthropic.com",
           .key_env = "ANTHROPIC_API_KEY" },
-        { .name = "openai", .api = AJ_LLM_PROVIDER_OPENAI, .url = "https://api.openai.com", .key_env = "OPENAI_API_KEY" },
+        { .name = "openai",
+          .api = AJ_LLM_PROVIDER_OPENAI,
+          .url = "https://api.openai.com",
+          .key_env = "OPENAI_API_KEY" },
 };
 
 const char *aj_llm_provider_api_name(AjLlmProviderApi api)
@@ -130,8 +135,9 @@ static int check_host_file(Check *c, json_t *v)
 static int check_provider(Check *c, json_t *v, const char *name)
 {
         static const Field fields[] = {
-                { "api", check_api },         { "url", check_url },           { "key_env", check_key_env },
-                { "key_file", check_host_file }, { "ca_file", check_host_file }, {},
+                { "api", check_api },           { "url", check_url },
+                { "key_env", check_key_env },   { "key_file", check_host_file },
+                { "ca_file", check_host_file }, {},
         };
         int r = check_object(c, v, fields);
         if (r < 0)
@@ -139,11 +145,13 @@ static int check_provider(Check *c, json_t *v, const char *name)
         if (json_object_get(v, "key_env") && json_object_get(v, "key_file"))
                 return check_fail(c, AJ_JSON_AT_VALUE, "give the key as key_env or key_file, not both");
         if (!builtin_provider(name) && !json_object_get(v, "api"))
-                return check_fail(c, AJ_JSON_AT_VALUE, "\"api\" is required (\"anthropic\" or \"openai\") for a "
-                                                       "provider other than anthropic and openai");
+                return check_fail(c, AJ_JSON_AT_VALUE,
+                                  "\"api\" is required (\"anthropic\" or \"openai\") for a "
+                                  "provider other than anthropic and openai");
         if (!builtin_provider(name) && !json_object_get(v, "url"))
-                return check_fail(c, AJ_JSON_AT_VALUE, "\"url\" is required for a provider other than anthropic and "
-                                                       "openai");
+                return check_fail(c, AJ_JSON_AT_VALUE,
+                                  "\"url\" is required for a provider other than anthropic and "
+                                  "openai");
         if (!builtin_provider(name) && !json_object_get(v, "key_env") && !json_object_get(v, "key_file"))
                 return check_fail(c, AJ_JSON_AT_VALUE, "a key is required: \"key_env\" or \"key_file\"");
         return 0;
@@ -158,11 +166,12 @@ static int check_providers(Check *c, json_t *v)
                 return check_fail(c, AJ_JSON_AT_VALUE, "expected an object of provider names, got %s", GOT(v));
         if (json_object_size(v) > AJ_LLM_MAX_PROVIDERS)
                 return check_fail(c, AJ_JSON_AT_VALUE, "too many providers (at most %d)", AJ_LLM_MAX_PROVIDERS);
-        json_object_foreach(v, name, value) {
+        json_object_foreach (v, name, value) {
                 check_push_key(c, name);
                 int r = is_provider_name(name) ? check_provider(c, value, name)
-                                               : check_fail(c, AJ_JSON_AT_KEY, "invalid provider name (1 to 32 of "
-                                                                               "a-z, 0-9, '-' and '_')");
+                                               : check_fail(c, AJ_JSON_AT_KEY,
+                                                            "invalid provider name (1 to 32 of "
+                                                            "a-z, 0-9, '-' and '_')");
                 check_pop(c);
                 if (r < 0)
                         return r;
@@ -236,7 +245,7 @@ int llm_from_json(json_t *root, AjProfile *p)
         p->llm_providers = calloc(json_object_size(providers), sizeof(*p->llm_providers));
         if (!p->llm_providers)
                 return -ENOMEM;
-        json_object_foreach(providers, name, v) {
+        json_object_foreach (providers, name, v) {
                 int r = provider_set(&p->llm_providers[p->n_llm_providers++], name, builtin_provider(name), v);
                 if (r < 0)
                         return r;

@@ -218,7 +218,7 @@ int check_object(Check *c, json_t *v, const Field *fields)
 
         if (!json_is_object(v))
                 return check_fail(c, AJ_JSON_AT_VALUE, "expected an object, got %s", GOT(v));
-        json_object_foreach(v, key, value) {
+        json_object_foreach (v, key, value) {
                 const Field *f = fields;
                 while (f->key && !streq(f->key, key))
                         f++;
@@ -271,7 +271,7 @@ int check_string_array(Check *c, json_t *v, CheckFn each)
                 return check_fail(c, AJ_JSON_AT_VALUE, "expected an array, got %s", GOT(v));
         if (json_array_size(v) > MAX_ENTRIES)
                 return check_fail(c, AJ_JSON_AT_VALUE, "too many entries (at most %d)", MAX_ENTRIES);
-        json_array_foreach(v, i, e) {
+        json_array_foreach (v, i, e) {
                 check_push_index(c, i);
                 int r = check_string(c, e);
                 if (r >= 0 && each)
@@ -291,8 +291,8 @@ static int check_extends(Check *c, json_t *v)
         const char *s = json_string_value(v);
         if (!looks_like_path(s) && !is_profile_name(s))
                 return check_fail(c, AJ_JSON_AT_VALUE,
-                            "expected a profile name ([A-Za-z0-9_.-], not starting with '.') or a path, got %s",
-                            GOT(v));
+                                  "expected a profile name ([A-Za-z0-9_.-], not starting with '.') or a path, got %s",
+                                  GOT(v));
         return 0;
 }
 
@@ -308,8 +308,8 @@ static int check_hostname(Check *c, json_t *v)
                 ok = isalnum((unsigned char)s[i]) || s[i] == '-';
         if (!ok)
                 return check_fail(c, AJ_JSON_AT_VALUE,
-                            "expected 1 to 63 characters from [A-Za-z0-9-], not starting with '-', got %s",
-                            GOT(v));
+                                  "expected 1 to 63 characters from [A-Za-z0-9-], not starting with '-', got %s",
+                                  GOT(v));
         return 0;
 }
 
@@ -367,7 +367,8 @@ static int check_workspace_path(Check *c, json_t *v)
                 return 0;
         const char *problem = path_problem(s, true);
         if (problem)
-                return check_fail(c, AJ_JSON_AT_VALUE, "%s, \"~/...\" or \".\" (the current directory): \"%s\"", problem, s);
+                return check_fail(c, AJ_JSON_AT_VALUE, "%s, \"~/...\" or \".\" (the current directory): \"%s\"",
+                                  problem, s);
         return 0;
 }
 
@@ -379,7 +380,7 @@ static int check_workspace_mode(Check *c, json_t *v)
         const char *s = json_string_value(v);
         if (!streq(s, "rw") && !streq(s, "ro") && !streq(s, "overlay") && !streq(s, "none"))
                 return check_fail(c, AJ_JSON_AT_VALUE, "expected \"rw\", \"ro\", \"overlay\" or \"none\", got %s",
-                            GOT(v));
+                                  GOT(v));
         return 0;
 }
 
@@ -423,8 +424,7 @@ static int check_filesystem(Check *c, json_t *v)
 
 static int check_id(Check *c, json_t *v)
 {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-            (unsigned long long)json_integer_value(v) > MAX_ID)
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || (unsigned long long)json_integer_value(v) > MAX_ID)
                 return check_fail(c, AJ_JSON_AT_VALUE, "expected an integer from 0 to %llu, got %s", MAX_ID, GOT(v));
         return 0;
 }
@@ -470,12 +470,8 @@ static int check_syscalls(Check *c, json_t *v) { return check_string_array(c, v,
 static int check_seccomp(Check *c, json_t *v)
 {
         static const Field fields[] = {
-                { "base", check_seccomp_base },
-                { "deny", check_syscalls },
-                { "allow", check_syscalls },
-                { "log", check_bool },
-                { "allow_netlink", check_bool },
-                {},
+                { "base", check_seccomp_base }, { "deny", check_syscalls },      { "allow", check_syscalls },
+                { "log", check_bool },          { "allow_netlink", check_bool }, {},
         };
         return check_object(c, v, fields);
 }
@@ -484,8 +480,8 @@ static int check_size(Check *c, json_t *v)
 {
         uint64_t x;
         if (json_size(v, &x) < 0)
-                return check_fail(c, AJ_JSON_AT_VALUE,
-                            "expected a size such as \"512M\" or a number of bytes, got %s", GOT(v));
+                return check_fail(c, AJ_JSON_AT_VALUE, "expected a size such as \"512M\" or a number of bytes, got %s",
+                                  GOT(v));
         return 0;
 }
 
@@ -494,8 +490,8 @@ int check_duration(Check *c, json_t *v)
         uint64_t x;
         if (json_duration(v, &x) < 0)
                 return check_fail(c, AJ_JSON_AT_VALUE,
-                            "expected a duration such as \"30s\", \"15m\", \"1h30m\" or a number of seconds, got %s",
-                            GOT(v));
+                                  "expected a duration such as \"30s\", \"15m\", \"1h30m\" or a number of seconds, got %s",
+                                  GOT(v));
         return 0;
 }
 
@@ -511,8 +507,8 @@ static int check_cpu(Check *c, json_t *v)
         double x = json_is_number(v) ? json_number_value(v) : -1;
         if (!json_is_number(v) || !isfinite(x) || x < 0 || x > MAX_CPU)
                 return check_fail(c, AJ_JSON_AT_VALUE,
-                            "expected a number of CPUs greater than 0 and at most 1024 (0 = not limited), got %s",
-                            GOT(v));
+                                  "expected a number of CPUs greater than 0 and at most 1024 (0 = not limited), got %s",
+                                  GOT(v));
         return 0;
 }
 
@@ -567,7 +563,7 @@ static int check_env_name(Check *c, json_t *v)
 {
         if (!is_env_name(json_string_value(v)))
                 return check_fail(c, AJ_JSON_AT_VALUE, "invalid variable name %s (expected [A-Za-z_][A-Za-z0-9_]*)",
-                            GOT(v));
+                                  GOT(v));
         return 0;
 }
 
@@ -582,7 +578,7 @@ static int check_env_set(Check *c, json_t *v)
                 return check_fail(c, AJ_JSON_AT_VALUE, "expected an object, got %s", GOT(v));
         if (json_object_size(v) > MAX_ENTRIES)
                 return check_fail(c, AJ_JSON_AT_VALUE, "too many entries (at most %d)", MAX_ENTRIES);
-        json_object_foreach(v, key, value) {
+        json_object_foreach (v, key, value) {
                 check_push_key(c, key);
                 int r = 0;
                 if (!is_env_name(key))
@@ -623,7 +619,8 @@ unsigned degrade_flag(const char *s)
 static int check_degrade_name(Check *c, json_t *v)
 {
         if (!degrade_flag(json_string_value(v)))
-                return check_fail(c, AJ_JSON_AT_VALUE, "unknown protection %s (expected one of: limits, idmap)", GOT(v));
+                return check_fail(c, AJ_JSON_AT_VALUE, "unknown protection %s (expected one of: limits, idmap)",
+                                  GOT(v));
         return 0;
 }
 

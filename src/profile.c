@@ -45,7 +45,7 @@ static int strlist_from(AjStrList *l, json_t *arr)
 {
         size_t i;
         json_t *e;
-        json_array_foreach(arr, i, e) {
+        json_array_foreach (arr, i, e) {
                 int r = strlist_push(l, json_string_value(e));
                 if (r < 0)
                         return r;
@@ -68,7 +68,7 @@ static int bindlist_from(AjBindList *l, json_t *arr)
         l->items = calloc(n, sizeof(AjBind));
         if (!l->items)
                 return -ENOMEM;
-        json_array_foreach(arr, i, e) {
+        json_array_foreach (arr, i, e) {
                 int r = bind_parse(json_string_value(e), &l->items[i]);
                 if (r < 0)
                         return r;
@@ -170,7 +170,7 @@ static int broker_from_json(json_t *root, AjProfile *p)
                 p->prices = calloc(json_object_size(prices), sizeof(AjProfilePrice));
                 if (!p->prices)
                         return -ENOMEM;
-                json_object_foreach(prices, key, v) {
+                json_object_foreach (prices, key, v) {
                         AjProfilePrice *pr = &p->prices[p->n_prices];
                         pr->model = strdup(key);
                         if (!pr->model)
@@ -298,7 +298,7 @@ int profile_from_json(json_t *root, AjProfile *p)
         if ((r = strlist_from(&p->env_pass, json_object_get(env, "pass"))) < 0)
                 return r;
         const char *key;
-        json_object_foreach(json_object_get(env, "set"), key, v) {
+        json_object_foreach (json_object_get(env, "set"), key, v) {
                 char *kv;
                 if (asprintf(&kv, "%s=%s", key, json_string_value(v)) < 0)
                         return -ENOMEM;
@@ -309,7 +309,7 @@ int profile_from_json(json_t *root, AjProfile *p)
         }
 
         size_t i;
-        json_array_foreach(json_object_get(root, "allow_degraded"), i, v)
+        json_array_foreach (json_object_get(root, "allow_degraded"), i, v)
                 p->allow_degraded |= degrade_flag(json_string_value(v));
         int r2 = broker_from_json(root, p);
         return r2 < 0 ? r2 : llm_from_json(root, p);
@@ -451,8 +451,8 @@ static int broker_tree(const AjProfile *p, json_t *root)
                 if (json_object_set_new(prices, pr->model, e) < 0)
                         return -ENOMEM;
         }
-        if (json_object_set_new(root, "on_breach",
-                                json_string(p->on_breach == AJ_ON_BREACH_KILL ? "kill" : "freeze")) < 0 ||
+        if (json_object_set_new(root, "on_breach", json_string(p->on_breach == AJ_ON_BREACH_KILL ? "kill" : "freeze")) <
+                    0 ||
             json_object_set_new(root, "alert",
                                 json_pack("{s:o, s:o}", "exec", strlist_json(&p->alert_exec), "timeout",
                                           duration_json(p->alert_timeout_ns))) < 0)
@@ -473,41 +473,32 @@ static json_t *profile_tree(const AjProfile *p)
                 if (p->allow_degraded & degrade_names[i].flag)
                         json_array_append_new(degraded, json_string(degrade_names[i].name));
 
-        json_t *workspace = p->workspace_path
-                ? json_pack("{s:s, s:s}", "path", p->workspace_path, "mode", modes[p->workspace_mode])
-                : json_pack("{s:s}", "mode", modes[p->workspace_mode]);
+        json_t *workspace = p->workspace_path ? json_pack("{s:s, s:s}", "path", p->workspace_path, "mode",
+                                                          modes[p->workspace_mode])
+                                              : json_pack("{s:s}", "mode", modes[p->workspace_mode]);
 
         /* json_pack() takes ownership of "o" arguments even on failure, and fails on a NULL one. */
-        json_t *root = json_pack(
-                "{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s, s:o}, s:{s:I, s:I, s:I, s:I},"
-                " s:{s:s, s:o, s:o, s:b, s:b},"
-                " s:{s:o, s:I, s:f, s:o, s:o, s:I, s:I, s:o, s:b},"
-                " s:{s:o, s:o, s:I}, s:{s:o, s:o}, s:o, s:{s:o, s:o, s:I}}",
-                "hostname", p->hostname,
-                "filesystem",
-                "ro", bindlist_json(&p->ro), "rw", bindlist_json(&p->rw), "tmpfs", strlist_json(&p->tmpfs),
-                "hide", strlist_json(&p->hide), "workspace", workspace, "home", p->home,
-                "allow_sensitive", strlist_json(&p->allow_sensitive),
-                "user",
-                "uid", (json_int_t)p->uid, "gid", (json_int_t)p->gid, "host_uid", (json_int_t)p->host_uid,
-                "host_gid", (json_int_t)p->host_gid,
-                "seccomp",
-                "base", p->seccomp_base, "deny", strlist_json(&p->seccomp_deny),
-                "allow", strlist_json(&p->seccomp_allow), "log", (int)p->seccomp_log,
-                "allow_netlink", (int)p->allow_netlink,
-                "limits",
-                "memory", size_json(p->memory), "pids", (json_int_t)p->pids, "cpu", p->cpu,
-                "wall", duration_json(p->wall_ns), "wall_grace", duration_json(p->wall_grace_ns),
-                "nofile", (json_int_t)p->nofile, "nproc", (json_int_t)p->nproc, "fsize", size_json(p->fsize),
-                "core", (int)p->core,
-                "network", "allow", strlist_json(&p->net_allow), "egress_bytes", size_json(p->egress_bytes),
-                "max_connections",
-                (json_int_t)(p->net_max_connections ? p->net_max_connections : AJ_PROXY_MAX_CONNECTIONS),
-                "env", "pass", strlist_json(&p->env_pass), "set", env_set_json(&p->env_set),
-                "allow_degraded", degraded,
-                "logs",
-                "output_bytes", size_json(p->log_output_bytes), "events_bytes", size_json(p->log_events_bytes),
-                "reports_per_sec", (json_int_t)p->log_reports_per_sec);
+        json_t *root =
+                json_pack("{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s, s:o}, s:{s:I, s:I, s:I, s:I},"
+                          " s:{s:s, s:o, s:o, s:b, s:b},"
+                          " s:{s:o, s:I, s:f, s:o, s:o, s:I, s:I, s:o, s:b},"
+                          " s:{s:o, s:o, s:I}, s:{s:o, s:o}, s:o, s:{s:o, s:o, s:I}}",
+                          "hostname", p->hostname, "filesystem", "ro", bindlist_json(&p->ro), "rw",
+                          bindlist_json(&p->rw), "tmpfs", strlist_json(&p->tmpfs), "hide", strlist_json(&p->hide),
+                          "workspace", workspace, "home", p->home, "allow_sensitive", strlist_json(&p->allow_sensitive),
+                          "user", "uid", (json_int_t)p->uid, "gid", (json_int_t)p->gid, "host_uid",
+                          (json_int_t)p->host_uid, "host_gid", (json_int_t)p->host_gid, "seccomp", "base",
+                          p->seccomp_base, "deny", strlist_json(&p->seccomp_deny), "allow",
+                          strlist_json(&p->seccomp_allow), "log", (int)p->seccomp_log, "allow_netlink",
+                          (int)p->allow_netlink, "limits", "memory", size_json(p->memory), "pids", (json_int_t)p->pids,
+                          "cpu", p->cpu, "wall", duration_json(p->wall_ns), "wall_grace",
+                          duration_json(p->wall_grace_ns), "nofile", (json_int_t)p->nofile, "nproc",
+                          (json_int_t)p->nproc, "fsize", size_json(p->fsize), "core", (int)p->core, "network", "allow",
+                          strlist_json(&p->net_allow), "egress_bytes", size_json(p->egress_bytes), "max_connections",
+                          (json_int_t)(p->net_max_connections ? p->net_max_connections : AJ_PROXY_MAX_CONNECTIONS),
+                          "env", "pass", strlist_json(&p->env_pass), "set", env_set_json(&p->env_set), "allow_degraded",
+                          degraded, "logs", "output_bytes", size_json(p->log_output_bytes), "events_bytes",
+                          size_json(p->log_events_bytes), "reports_per_sec", (json_int_t)p->log_reports_per_sec);
         if (!root)
                 return NULL;
         if (broker_tree(p, root) < 0 || llm_to_json(p, root) < 0) {

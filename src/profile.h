@@ -18,7 +18,7 @@
 typedef enum {
         AJ_WORKSPACE_RW = 0,
         AJ_WORKSPACE_RO,
-        AJ_WORKSPACE_NONE, /* no workspace mounted */
+        AJ_WORKSPACE_NONE,    /* no workspace mounted */
         AJ_WORKSPACE_OVERLAY, /* writes go to an overlay upper dir in the run dir: diff, commit, discard */
 } AjWorkspaceMode;
 
@@ -41,13 +41,13 @@ typedef struct {
 /* Broker: caps from "meters" (a negative value: no cap). Enforced by src/meter.c. */
 typedef struct {
         int64_t tokens, input_tokens, output_tokens, tool_calls, tool_calls_per_min, repeat_limit;
-        double cost_usd; /* USD */
+        double cost_usd;  /* USD */
         uint64_t wall_ns; /* "meters.wall": a breach (freeze, quarantine) when the run is this old; 0: none */
 } AjProfileMeters;
 
 /* One "prices" entry: USD per token. */
 typedef struct {
-        char *model;         /* "*" prices every model without an entry of its own */
+        char *model; /* "*" prices every model without an entry of its own */
         double input, output;
         double cached_input; /* < 0: cached input is priced as input */
 } AjProfilePrice;
@@ -61,7 +61,7 @@ typedef enum {
 #define AJ_LLM_MAX_PROVIDERS 16
 
 typedef struct {
-        char *name;     /* "anthropic", "openai", or the profile's own name for one */
+        char *name; /* "anthropic", "openai", or the profile's own name for one */
         AjLlmProviderApi api;
         char *url;      /* upstream base URL: https:// (or http:// for the operator's own network) */
         char *key_env;  /* the key from agentjail's environment (never passed on), or */
@@ -97,7 +97,7 @@ typedef struct AjProfile {
         AjStrList hide;       /* paths masked (empty tmpfs or /dev/null over them) */
         char *workspace_path; /* "." = cwd at run time; NULL when mode is NONE */
         AjWorkspaceMode workspace_mode;
-        char *home; /* jail path of the private home (tmpfs); default "/home/agent" */
+        char *home;                /* jail path of the private home (tmpfs); default "/home/agent" */
         AjStrList allow_sensitive; /* generic sensitive places (/tmp, "~"...) the workspace or a
                                     * bind may be or contain (src/mount.h AjSensitivePlace) */
 
@@ -107,11 +107,11 @@ typedef struct AjProfile {
         char *hostname;           /* default "agentjail" */
 
         /* seccomp */
-        char *seccomp_base;       /* "default" (the only base today) */
-        AjStrList seccomp_deny;   /* syscall names denied on top of the base */
-        AjStrList seccomp_allow;  /* syscall names allowed back */
-        bool seccomp_log;         /* report denials via user notification (default true) */
-        bool allow_netlink;       /* socket(AF_NETLINK, ...) allowed */
+        char *seccomp_base;      /* "default" (the only base today) */
+        AjStrList seccomp_deny;  /* syscall names denied on top of the base */
+        AjStrList seccomp_allow; /* syscall names allowed back */
+        bool seccomp_log;        /* report denials via user notification (default true) */
+        bool allow_netlink;      /* socket(AF_NETLINK, ...) allowed */
 
         /* limits; 0 means "not limited" for each */
         uint64_t memory;  /* bytes, cgroup memory.max (swap is always off) */
@@ -119,14 +119,14 @@ typedef struct AjProfile {
         double cpu;       /* CPUs, cgroup cpu.max quota/period */
         uint64_t wall_ns; /* wall clock: SIGTERM, then SIGKILL after wall_grace_ns */
         uint64_t wall_grace_ns;
-        uint64_t nofile;  /* RLIMIT_NOFILE */
-        uint64_t nproc;   /* RLIMIT_NPROC */
-        uint64_t fsize;   /* RLIMIT_FSIZE, bytes */
-        bool core;        /* allow core dumps (RLIMIT_CORE); default false */
+        uint64_t nofile; /* RLIMIT_NOFILE */
+        uint64_t nproc;  /* RLIMIT_NPROC */
+        uint64_t fsize;  /* RLIMIT_FSIZE, bytes */
+        bool core;       /* allow core dumps (RLIMIT_CORE); default false */
 
         /* network: allowlist entries (src/net.h syntax, validated at load) and the egress cap */
         AjStrList net_allow;
-        uint64_t egress_bytes; /* bytes through the proxy, both directions; 0 = not capped */
+        uint64_t egress_bytes;        /* bytes through the proxy, both directions; 0 = not capped */
         unsigned net_max_connections; /* proxy connections at once; 0 = AJ_PROXY_MAX_CONNECTIONS */
 
         /* environment */
@@ -136,28 +136,28 @@ typedef struct AjProfile {
         unsigned allow_degraded; /* AJ_DEGRADE_* */
 
         /* broker (src/meter.c, src/broker.c): caps, tool rules, approvals, prices, what a breach does */
-        AjProfileMeters meters;      /* "meters"; every cap unset by default */
-        bool tools_allow_set;        /* "tools.allow" present: names matching none are denied */
-        AjStrList tools_allow;       /* globs with '*' */
-        AjStrList tools_deny;        /* globs with '*'; deny wins over allow */
-        AjStrList approval_tools;    /* "approvals.tools": globs with '*'; matching calls wait for an operator */
+        AjProfileMeters meters;       /* "meters"; every cap unset by default */
+        bool tools_allow_set;         /* "tools.allow" present: names matching none are denied */
+        AjStrList tools_allow;        /* globs with '*' */
+        AjStrList tools_deny;         /* globs with '*'; deny wins over allow */
+        AjStrList approval_tools;     /* "approvals.tools": globs with '*'; matching calls wait for an operator */
         uint64_t approval_timeout_ns; /* "approvals.timeout", default 15 min: then the call is denied */
-        AjProfilePrice *prices;      /* "prices", in file order */
+        AjProfilePrice *prices;       /* "prices", in file order */
         size_t n_prices;
-        AjOnBreach on_breach;        /* default freeze */
-        AjStrList alert_exec;        /* "alert.exec": argv, absolute program path; empty: no alert */
-        uint64_t alert_timeout_ns;   /* "alert.timeout", default 10 s */
+        AjOnBreach on_breach;      /* default freeze */
+        AjStrList alert_exec;      /* "alert.exec": argv, absolute program path; empty: no alert */
+        uint64_t alert_timeout_ns; /* "alert.timeout", default 10 s */
 
         /* per-run records (src/jail.c, src/events.c): nothing the agent does fills the disk */
-        uint64_t log_output_bytes;   /* "logs.output_bytes": stdout.log, stderr.log each; default 64M */
-        uint64_t log_events_bytes;   /* "logs.events_bytes": events.jsonl; default 64M */
+        uint64_t log_output_bytes;    /* "logs.output_bytes": stdout.log, stderr.log each; default 64M */
+        uint64_t log_events_bytes;    /* "logs.events_bytes": events.jsonl; default 64M */
         uint64_t log_reports_per_sec; /* "logs.reports_per_sec": tool_result + tokens; default 200 */
 
         /* the gateway (src/gateway/): providers served on the jail's loopback, what is kept */
         AjLlmProvider *llm_providers; /* "llm.providers", in file order, then --llm */
         size_t n_llm_providers;
-        bool llm_record_full;         /* "llm.record": "full" keeps bodies; default "digest" */
-        uint64_t llm_record_bytes;    /* "llm.record_bytes": cap of the kept bodies; default 64M */
+        bool llm_record_full;      /* "llm.record": "full" keeps bodies; default "digest" */
+        uint64_t llm_record_bytes; /* "llm.record_bytes": cap of the kept bodies; default 64M */
 } AjProfile;
 
 /* Bounds of the "logs" keys (docs/profiles.md). */

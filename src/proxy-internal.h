@@ -41,12 +41,12 @@ typedef enum {
 } ConnState;
 
 typedef struct {
-        int pr, pw;           /* the pipe between source and destination */
-        size_t len;           /* bytes in the pipe */
-        AjOutBuf prefix;      /* sent to the destination before spliced data */
-        bool prefix_counts;   /* client bytes (counted) or the proxy's own reply (not) */
+        int pr, pw;         /* the pipe between source and destination */
+        size_t len;         /* bytes in the pipe */
+        AjOutBuf prefix;    /* sent to the destination before spliced data */
+        bool prefix_counts; /* client bytes (counted) or the proxy's own reply (not) */
         bool src_eof, done;
-        bool limited;         /* read at most `limit` more bytes from the source */
+        bool limited; /* read at most `limit` more bytes from the source */
         uint64_t limit;
         uint64_t bytes;
 } Dir;
@@ -75,7 +75,7 @@ typedef struct Conn {
         bool connected;
         uint64_t resolve_id;
         bool resolving;
-        char *fwd;      /* absolute-form: rewritten head + early body */
+        char *fwd; /* absolute-form: rewritten head + early body */
         size_t fwd_len;
         /* Plain HTTP: one request per client connection. Its body is framed here, and
          * nothing the client sends after it is relayed; the response head is rewritten

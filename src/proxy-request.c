@@ -31,10 +31,7 @@ static void deny_with(Conn *c, const AjNetVerdict *v, const struct sockaddr *add
         proxy_refuse(c, http_status, 0x02, reason);
 }
 
-static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr)
-{
-        deny_with(c, v, addr, 403);
-}
+static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr) { deny_with(c, v, addr, 403); }
 
 /* Bytes after the one request a plain HTTP connection carries: never relayed. The first
  * time, say so (naming the next request's host when its head is there). */
@@ -105,10 +102,10 @@ void proxy_connect_failed(Conn *c, int err)
         char reason[400];
         char a[INET6_ADDRSTRLEN];
         aj_net_format_address((struct sockaddr *)&c->addr, a, sizeof(a));
-        snprintf(reason, sizeof(reason), "cannot connect to %s port %u (%s): %s", c->host, c->port, a,
-                 strerror(-err));
-        c->error = err == -ECONNREFUSED ? "connection refused" : err == -ETIMEDOUT ? "connect timeout"
-                                                                                   : "connect failed";
+        snprintf(reason, sizeof(reason), "cannot connect to %s port %u (%s): %s", c->host, c->port, a, strerror(-err));
+        c->error = err == -ECONNREFUSED ? "connection refused"
+                   : err == -ETIMEDOUT  ? "connect timeout"
+                                        : "connect failed";
         c->connected = false;
         uint8_t rep = err == -ECONNREFUSED ? 0x05 : err == -ENETUNREACH ? 0x03 : err == -ETIMEDOUT ? 0x04 : 0x04;
         proxy_refuse(c, err == -ETIMEDOUT ? 504 : 502, rep, reason);
@@ -147,8 +144,7 @@ static void connect_next(Conn *c)
                         return;
                 }
                 c->ufd = fd;
-                r = aj_loop_add_io(p->loop, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_upstream_io, c,
-                                   &c->uio);
+                r = aj_loop_add_io(p->loop, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_upstream_io, c, &c->uio);
                 if (r < 0) {
                         proxy_connect_failed(c, r);
                         return;
@@ -197,7 +193,9 @@ static void on_resolved(void *userdata, int error, const struct sockaddr_storage
         }
         char reason[400];
         snprintf(reason, sizeof(reason), "cannot resolve %s: %s", c->host,
-                 error == -ETIMEDOUT ? "timed out" : error == -ENOENT ? "no such host" : "resolver failure");
+                 error == -ETIMEDOUT ? "timed out"
+                 : error == -ENOENT  ? "no such host"
+                                     : "resolver failure");
         c->error = "resolve failed";
         proxy_refuse(c, error == -ETIMEDOUT ? 504 : 502, 0x04, reason);
 }

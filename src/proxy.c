@@ -18,10 +18,7 @@
 #include "util/strv.h"
 
 /* Fails only without memory for the loop's heap (as a timerfd could fail to arm). */
-void proxy_set_deadline_ms(Conn *c, uint64_t ms)
-{
-        (void)aj_loop_timer_set_in(&c->deadline, ms * 1000000ULL);
-}
+void proxy_set_deadline_ms(Conn *c, uint64_t ms) { (void)aj_loop_timer_set_in(&c->deadline, ms * 1000000ULL); }
 
 /* The upstream socket is done with (failed, refused, or the answer is complete). */
 void proxy_close_upstream(Conn *c)
@@ -112,19 +109,16 @@ int aj_proxy_env_append(char ***env)
 
 /* ------------------------------------------------------------------ connections */
 
-static const char *proto_name(const Conn *c)
-{
-        return c->socks ? "socks5" : c->is_connect ? "http-connect" : "http";
-}
+static const char *proto_name(const Conn *c) { return c->socks ? "socks5" : c->is_connect ? "http-connect" : "http"; }
 
 json_t *proxy_conn_json(const Conn *c)
 {
-        json_t *o = json_pack("{s:I, s:s, s:s, s:i}", "id", (json_int_t)c->id, "proto", proto_name(c), "host",
-                              c->host, "port", (int)c->port);
+        json_t *o = json_pack("{s:I, s:s, s:s, s:i}", "id", (json_int_t)c->id, "proto", proto_name(c), "host", c->host,
+                              "port", (int)c->port);
         if (o && c->connected) {
                 char a[INET6_ADDRSTRLEN];
-                json_object_set_new(o, "address", json_string(aj_net_format_address((struct sockaddr *)&c->addr,
-                                                                                    a, sizeof(a))));
+                json_object_set_new(o, "address",
+                                    json_string(aj_net_format_address((struct sockaddr *)&c->addr, a, sizeof(a))));
         }
         return o;
 }
@@ -147,15 +141,24 @@ static void sanitize(char *s)
 static const char *status_text(int s)
 {
         switch (s) {
-        case 400: return "Bad Request";
-        case 403: return "Forbidden";
-        case 408: return "Request Timeout";
-        case 414: return "URI Too Long";
-        case 431: return "Request Header Fields Too Large";
-        case 502: return "Bad Gateway";
-        case 503: return "Service Unavailable";
-        case 504: return "Gateway Timeout";
-        default: return "Error";
+        case 400:
+                return "Bad Request";
+        case 403:
+                return "Forbidden";
+        case 408:
+                return "Request Timeout";
+        case 414:
+                return "URI Too Long";
+        case 431:
+                return "Request Header Fields Too Large";
+        case 502:
+                return "Bad Gateway";
+        case 503:
+                return "Service Unavailable";
+        case 504:
+                return "Gateway Timeout";
+        default:
+                return "Error";
         }
 }
 
@@ -254,8 +257,8 @@ void proxy_conn_close(Conn *c)
                         json_object_set_new(f, "bytes_up", json_integer((json_int_t)c->up.bytes));
                         json_object_set_new(f, "bytes_down", json_integer((json_int_t)c->down.bytes));
                         json_object_set_new(f, "duration_ms",
-                                            json_integer((json_int_t)((aj_now_monotonic_ns() - c->start_ns) /
-                                                                      1000000ULL)));
+                                            json_integer(
+                                                    (json_int_t)((aj_now_monotonic_ns() - c->start_ns) / 1000000ULL)));
                         if (c->error)
                                 json_object_set_new(f, "error", json_string(c->error));
                 }
@@ -352,8 +355,8 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
                 aj_loop_timer_init(p->loop, &c->deadline, on_deadline, c);
                 c->overflow = p->regular >= p->opts.max_connections;
                 if (aj_loop_timer_set(&c->deadline, c->start_ns + p->opts.header_timeout_ms * 1000000ULL) < 0 ||
-                    aj_loop_add_io(p->loop, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_client_io, c,
-                                   &c->cio) < 0) {
+                    aj_loop_add_io(p->loop, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_client_io, c, &c->cio) <
+                            0) {
                         aj_loop_timer_stop(&c->deadline);
                         free(c->in);
                         free(c);
@@ -444,8 +447,8 @@ int aj_proxy_fd(AjProxy *p) { return p->loop_fd; }
 json_t *aj_proxy_stats(AjProxy *p)
 {
         return json_pack("{s:I, s:I, s:I, s:I, s:I}", "connections", (json_int_t)p->total, "active",
-                         (json_int_t)p->active, "denied", (json_int_t)p->denied, "bytes_up",
-                         (json_int_t)p->bytes_up, "bytes_down", (json_int_t)p->bytes_down);
+                         (json_int_t)p->active, "denied", (json_int_t)p->denied, "bytes_up", (json_int_t)p->bytes_up,
+                         "bytes_down", (json_int_t)p->bytes_down);
 }
 
 void aj_proxy_free(AjProxy *p)

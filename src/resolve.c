@@ -23,9 +23,9 @@ typedef struct Query {
         uint64_t id;
         AjResolveCallback cb;
         void *userdata;
-        bool in_ares;   /* c-ares still holds a pointer to us */
-        bool done;      /* result recorded, not yet delivered */
-        bool finished;  /* delivered or cancelled: free once c-ares lets go */
+        bool in_ares;  /* c-ares still holds a pointer to us */
+        bool done;     /* result recorded, not yet delivered */
+        bool finished; /* delivered or cancelled: free once c-ares lets go */
         int error;
         struct sockaddr_storage addrs[AJ_RESOLVE_MAX_ADDRS];
         size_t n;
@@ -90,10 +90,7 @@ static void on_ares_timer(AjLoopTimer *t, uint64_t now_ns, void *userdata)
         deliver(r);
 }
 
-static void on_wake(AjLoopTimer *t, uint64_t now_ns, void *userdata)
-{
-        deliver(userdata);
-}
+static void on_wake(AjLoopTimer *t, uint64_t now_ns, void *userdata) { deliver(userdata); }
 
 static void on_query_deadline(AjLoopTimer *t, uint64_t now_ns, void *userdata)
 {
@@ -408,7 +405,7 @@ void aj_resolver_free(AjResolver *r)
 /* ------------------------------------------------------------------ this host's addresses */
 
 struct AjHostAddrs {
-        int nl;     /* netlink, subscribed to address changes; -1: re-read every time */
+        int nl; /* netlink, subscribed to address changes; -1: re-read every time */
         bool stale;
         unsigned reads;
         AjNetAddrSet set;

@@ -87,8 +87,8 @@ bool aj_run_doc_anchor(json_t *doc, uint64_t *ret_count, const char **ret_hash)
 
 int aj_run_doc_set_anchor(json_t *doc, const AjChainEnd *end, const char *end_type)
 {
-        json_t *ev = json_pack("{s:I, s:s, s:s}", "count", (json_int_t)end->count, "last_sha256", end->last_hash,
-                               "end", end_type);
+        json_t *ev = json_pack("{s:I, s:s, s:s}", "count", (json_int_t)end->count, "last_sha256", end->last_hash, "end",
+                               end_type);
         if (!ev || json_object_set_new(doc, "events", ev) < 0)
                 return -ENOMEM;
         return 0;
@@ -183,8 +183,10 @@ static int record_type(AjRunRecord *rec, const char *path, AjError *ret_error)
         rec->profile_name = member_string(&tc, prof, "name", "profile.name", false);
         rec->profile_path = member_string(&tc, prof, "path", "profile.path", true);
         rec->profile_digest = member_string(&tc, prof, "digest", "profile.digest", true);
-        rec->profile_workspace_mode = json_string_value(json_object_get(
-                json_object_get(json_object_get(json_object_get(prof, "resolved"), "filesystem"), "workspace"), "mode"));
+        rec->profile_workspace_mode = json_string_value(
+                json_object_get(json_object_get(json_object_get(json_object_get(prof, "resolved"), "filesystem"),
+                                                "workspace"),
+                                "mode"));
         rec->cwd = member_string(&tc, d, "cwd", "cwd", true);
         rec->started = member_string(&tc, d, "started", "started", true);
         rec->ended = member_string(&tc, d, "ended", "ended", true);
@@ -202,7 +204,8 @@ static int record_type(AjRunRecord *rec, const char *path, AjError *ret_error)
         rec->workspace.decided_at = member_string(&tc, ws, "decided_at", "workspace.decided_at", true);
 
         json_t *q = member_object(&tc, d, "quarantine", true);
-        rec->quarantine = (AjRunQuarantine){ .present = q != NULL, .released = json_is_true(json_object_get(q, "released")) };
+        rec->quarantine = (AjRunQuarantine){ .present = q != NULL,
+                                             .released = json_is_true(json_object_get(q, "released")) };
         rec->quarantine.since = member_string(&tc, q, "since", "quarantine.since", true);
         rec->quarantine.cap = member_string(&tc, q, "cap", "quarantine.cap", true);
         rec->quarantine.released_at = member_string(&tc, q, "released_at", "quarantine.released_at", true);
@@ -279,10 +282,7 @@ bool aj_run_record_quarantined(const AjRunRecord *rec)
 
 /* After changing rec->doc: the typed view follows. The members written are strings and
  * objects of the right types, so this cannot fail on them. */
-static int record_retype(AjRunRecord *rec)
-{
-        return record_type(rec, AJ_RUN_FILE_RUN, NULL);
-}
+static int record_retype(AjRunRecord *rec) { return record_type(rec, AJ_RUN_FILE_RUN, NULL); }
 
 int aj_run_record_move_anchor(AjRunRecord *rec, const AjChainEnd *end, const char *end_type)
 {

@@ -89,10 +89,10 @@ typedef struct {
         const char *profile_name, *profile_path, *profile_digest;
         const char *profile_workspace_mode; /* profile.resolved.filesystem.workspace.mode */
         const char *cwd;
-        const char *started, *ended; /* RFC 3339; ended NULL while running */
-        uint64_t started_ns;         /* 0 if unknown */
-        const char *status;          /* "starting", "running", "exited" */
-        const char *state;           /* "running", "frozen", "quarantined", "exited" */
+        const char *started, *ended;        /* RFC 3339; ended NULL while running */
+        uint64_t started_ns;                /* 0 if unknown */
+        const char *status;                 /* "starting", "running", "exited" */
+        const char *state;                  /* "running", "frozen", "quarantined", "exited" */
         pid_t supervisor_pid, watchdog_pid; /* 0 if unknown */
         AjRunWorkspace workspace;
         AjRunQuarantine quarantine;

@@ -68,7 +68,7 @@ typedef struct {
         char *overlay_dir;   /* workspace mode overlay: <run_dir>/workspace (upper/, work/) */
         char *overlay_lower; /* ... and the workspace it covers */
         char *runtime_dir;
-        char *jail_dir;      /* <runtime>/<id>/jail, bound at /run/agentjail */
+        char *jail_dir; /* <runtime>/<id>/jail, bound at /run/agentjail */
         char *root_mountpoint;
         char *cwd;
         AjEventLog *events;
@@ -85,7 +85,7 @@ typedef struct {
         uid_t host_uid;
         gid_t host_gid;
         bool rootless;
-        uint64_t wall_cap_ns; /* meters.wall / --cap wall= */
+        uint64_t wall_cap_ns;                 /* meters.wall / --cap wall= */
         int rlimit_resources[AJ_MAX_RLIMITS]; /* which rlimit each index of the spawn config is */
 
         /* the jail */
@@ -94,7 +94,7 @@ typedef struct {
         AjSpawnHandle h;
         AjRunChild child;
         int out_pipe[2], err_pipe[2]; /* until the clone: the command's stdout and stderr */
-        int proxy_fds[2]; /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
+        int proxy_fds[2];             /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
 
         /* the supervisor: its loop and its parts */
         AjLoop *loop;
@@ -102,8 +102,8 @@ typedef struct {
         AjLoopIo *sig_io, *pidfd_io, *sync_io;
         AjLoopTimer drain_timer; /* after init exits: how long the output may take */
         bool drain_expired;
-        bool may_spin;           /* more than one CPU: poll after broker traffic */
-        uint64_t spin_until;     /* ... until then (BROKER_SPIN_NS) */
+        bool may_spin;       /* more than one CPU: poll after broker traffic */
+        uint64_t spin_until; /* ... until then (BROKER_SPIN_NS) */
         AjSupWatchdog watchdog;
         AjSupTerminal term;
         AjSupOutput output;
@@ -121,7 +121,7 @@ typedef struct {
         AjProxy *proxy;
         AjNetPolicy *net_policy;
         AjLoopIo *broker_io, *control_io, *proxy_io, *llm_io;
-        AjSupLlm llm;             /* the LLM gateway (llm.providers), its metering */
+        AjSupLlm llm; /* the LLM gateway (llm.providers), its metering */
         AjHooks hooks;
         AjControlOps control_ops;
 
@@ -129,7 +129,7 @@ typedef struct {
         bool records_done; /* run.exit and the final run.json are written */
         bool runtime_removed;
         int final_status;
-        json_t *final_doc;  /* the final run.json, for --json */
+        json_t *final_doc; /* the final run.json, for --json */
 } Run;
 
 /* src/jail-plan.c: the steps before the clone */

@@ -184,8 +184,7 @@ int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **re
 
         ssize_t prefix_hit = -1;
         size_t prefix_hits = 0;
-        bool hexq = qlen >= AJ_RUN_PREFIX_MIN && qlen < AJ_RUN_ID_LEN &&
-                    strspn(query, "0123456789abcdef") == qlen;
+        bool hexq = qlen >= AJ_RUN_PREFIX_MIN && qlen < AJ_RUN_ID_LEN && strspn(query, "0123456789abcdef") == qlen;
         for (size_t i = 0; hexq && i < n; i++)
                 if (strncmp(runs[i]->id, query, qlen) == 0) {
                         prefix_hit = (ssize_t)i;
@@ -256,10 +255,7 @@ bool aj_supervisor_alive(pid_t pid)
         return streq(comm, "agentjail");
 }
 
-bool aj_run_supervisor_alive(const AjRun *run)
-{
-        return run->rec && aj_supervisor_alive(run->rec->supervisor_pid);
-}
+bool aj_run_supervisor_alive(const AjRun *run) { return run->rec && aj_supervisor_alive(run->rec->supervisor_pid); }
 
 void aj_run_probe(AjRun *run, int timeout_ms)
 {
@@ -389,7 +385,7 @@ char *aj_meters_summary(json_t *meters)
         const char *key;
         json_t *v;
         if (json_is_object(meters))
-                json_object_foreach(meters, key, v) {
+                json_object_foreach (meters, key, v) {
                         bool known = false;
                         for (size_t i = 0; order[i] && !known; i++)
                                 known = streq(order[i], key);
@@ -473,9 +469,10 @@ static void append_field(char **buf, size_t *len, size_t *cap, const char *key, 
 int aj_event_format(json_t *ev, char **ret)
 {
         /* The fields an operator scans for come first; the rest follow in file order. */
-        static const char *const first[] = { "reason", "status", "code", "signal", "cap", "limit", "value",
-                                             "gen_ai.tool.name", "tool", "call", "verdict", "allowed", "host",
-                                             "port", "syscall", NULL };
+        static const char *const first[] = { "reason", "status", "code",    "signal",
+                                             "cap",    "limit",  "value",   "gen_ai.tool.name",
+                                             "tool",   "call",   "verdict", "allowed",
+                                             "host",   "port",   "syscall", NULL };
         static const char *const skip[] = { "seq", "ts", "run", "type", "prev", "digest", "profile_path", NULL };
         if (!json_is_object(ev))
                 return -EINVAL;
@@ -512,7 +509,7 @@ int aj_event_format(json_t *ev, char **ret)
         }
         const char *key;
         json_t *v;
-        json_object_foreach(ev, key, v) {
+        json_object_foreach (ev, key, v) {
                 bool done = false;
                 for (size_t i = 0; first[i] && !done; i++)
                         done = streq(first[i], key);
@@ -604,7 +601,8 @@ int aj_run_release_offline(AjRun *run, uid_t by_uid)
         aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts));
         /* The chain first: a record of the release exists before its effect does. */
         int r = aj_run_append_event(run, "quarantine.release",
-                                    json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live", 0));
+                                    json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live",
+                                              0));
         if (r >= 0)
                 r = aj_run_record_release(run->rec, by_uid, ts);
         if (r < 0)

@@ -23,10 +23,10 @@
 
 typedef struct {
         char *id;
-        char *dir;          /* <state>/runs/<id> */
-        char *control_path; /* <runtime>/<id>/control.sock */
-        AjRunRecord *rec;   /* run.json; NULL when missing or unreadable */
-        AjError rec_error;  /* why run.json is unreadable, when it is there but malformed
+        char *dir;           /* <state>/runs/<id> */
+        char *control_path;  /* <runtime>/<id>/control.sock */
+        AjRunRecord *rec;    /* run.json; NULL when missing or unreadable */
+        AjError rec_error;   /* why run.json is unreadable, when it is there but malformed
                              * (names the file and the member; the CLI warns with it) */
         uint64_t started_ns; /* from run.json "started"; 0 if unknown */
         /* Filled by aj_run_probe(): */

@@ -37,10 +37,7 @@ typedef struct {
         uint8_t mac[AJ_SHA256_SIZE];
 } CacheHeader;
 
-static int strcmp_ptr(const void *a, const void *b)
-{
-        return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
+static int strcmp_ptr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 /* Sorted and deduplicated, so list order and repeats do not split the cache. */
 static int digest_names(AjSha256 *c, const char *label, char *const *names)
@@ -81,9 +78,8 @@ static int cache_key(const AjSeccompSpec *spec, const SeccompPlan *plan, const A
         aj_sha256_update(&c, in->build_id, in->build_id_len);
 
         char buf[256];
-        int n = snprintf(buf, sizeof(buf), "base=%s notify=%d netlink=%d arch=%u",
-                         spec->base ? spec->base : "default", plan->notify, plan->allow_netlink,
-                         seccomp_arch_native());
+        int n = snprintf(buf, sizeof(buf), "base=%s notify=%d netlink=%d arch=%u", spec->base ? spec->base : "default",
+                         plan->notify, plan->allow_netlink, seccomp_arch_native());
         aj_sha256_update(&c, buf, (size_t)n + 1);
         int r = digest_names(&c, "deny", spec->deny);
         if (r < 0)
@@ -112,8 +108,7 @@ int aj_seccomp_cache_key(const AjSeccompSpec *spec, const AjSeccompKeyInputs *in
 }
 
 /* This host's and this binary's inputs. No build-id: -ENOENT (the caller does not cache). */
-static int key_inputs_here(AjSeccompKeyInputs *in, uint8_t id[AJ_BUILD_ID_MAX], char lib[32],
-                           struct utsname *u)
+static int key_inputs_here(AjSeccompKeyInputs *in, uint8_t id[AJ_BUILD_ID_MAX], char lib[32], struct utsname *u)
 {
         int n = aj_build_id(id);
         if (n < 0)
@@ -122,16 +117,12 @@ static int key_inputs_here(AjSeccompKeyInputs *in, uint8_t id[AJ_BUILD_ID_MAX], 
         if (uname(u) < 0)
                 return -errno;
         snprintf(lib, 32, "%u.%u.%u", v ? v->major : 0, v ? v->minor : 0, v ? v->micro : 0);
-        *in = (AjSeccompKeyInputs){ .build_id = id, .build_id_len = (size_t)n, .libseccomp = lib,
-                                    .kernel = u->release };
+        *in = (AjSeccompKeyInputs){ .build_id = id, .build_id_len = (size_t)n, .libseccomp = lib, .kernel = u->release };
         return 0;
 }
 
 /* Owned by us, not writable by group or others. */
-static bool stat_ours(const struct stat *st)
-{
-        return st->st_uid == geteuid() && (st->st_mode & 0022) == 0;
-}
+static bool stat_ours(const struct stat *st) { return st->st_uid == geteuid() && (st->st_mode & 0022) == 0; }
 
 /* Every directory above `path` (absolute, no symlink components): owned by root or us, and
  * not writable by others unless sticky (/tmp: nobody else can rename or remove our entry).
@@ -262,16 +253,16 @@ static int secret_load(int dfd, uint8_t ret[CACHE_SECRET_SIZE])
                 struct stat st;
                 if (fstat(fd, &st) < 0)
                         return -errno;
-                if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0077) != 0 ||
-                    st.st_nlink != 1 || st.st_size != CACHE_SECRET_SIZE)
+                if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0077) != 0 || st.st_nlink != 1 ||
+                    st.st_size != CACHE_SECRET_SIZE)
                         return -EPERM;
                 return read_exact(fd, ret, CACHE_SECRET_SIZE);
         }
         return -ENOENT;
 }
 
-static void cache_mac(const uint8_t secret[CACHE_SECRET_SIZE], const CacheHeader *h, const void *body,
-                      size_t body_len, uint8_t out[AJ_SHA256_SIZE])
+static void cache_mac(const uint8_t secret[CACHE_SECRET_SIZE], const CacheHeader *h, const void *body, size_t body_len,
+                      uint8_t out[AJ_SHA256_SIZE])
 {
         AjHmacSha256 m;
         aj_hmac_sha256_init(&m, secret, CACHE_SECRET_SIZE);
@@ -357,8 +348,8 @@ static int cache_write(int dfd, const char *name, const uint8_t key[AJ_SHA256_SI
         return r;
 }
 
-int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir,
-                            AjBpfProgram *ret, AjError *ret_error)
+int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir, AjBpfProgram *ret,
+                            AjError *ret_error)
 {
         SeccompPlan plan;
         int r = aj_seccomp_plan_build(spec, &plan, ret_error);

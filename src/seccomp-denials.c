@@ -129,8 +129,7 @@ static void denial_key_init(AjDenialKey *k, const AjSeccompDenial *d, bool has_s
                 snprintf(k->label, sizeof(k->label), "%.24s(0x%x)", d->name, sub);
 }
 
-bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now_ns,
-                        const AjDenialKey **ret_key)
+bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now_ns, const AjDenialKey **ret_key)
 {
         uint32_t sub = 0;
         bool has_sub = denial_sub(d, &sub);

@@ -23,6 +23,7 @@
  * operations it performs) and name_to_handle_at (file handles serve open_by_handle_at).
  * Names libseccomp knows but the native arch lacks resolve to negative numbers and are skipped.
  */
+/* clang-format off */
 static const int base_allow[] = {
         SCMP_SYS(accept), SCMP_SYS(accept4), SCMP_SYS(access), SCMP_SYS(adjtimex),
         SCMP_SYS(alarm), SCMP_SYS(arch_prctl), SCMP_SYS(bind), SCMP_SYS(brk), SCMP_SYS(capget),
@@ -99,6 +100,7 @@ static const int base_allow[] = {
         SCMP_SYS(utimensat), SCMP_SYS(utimes), SCMP_SYS(vfork), SCMP_SYS(vmsplice), SCMP_SYS(wait4),
         SCMP_SYS(waitid), SCMP_SYS(write), SCMP_SYS(writev),
 };
+/* clang-format on */
 
 #if defined(__x86_64__)
 /* Newer than Docker's list and than the installed headers, so by number; no privilege involved.
@@ -106,6 +108,7 @@ static const int base_allow[] = {
  * expects ENOSYS. uretprobe/uprobe only work from the kernel's own trampolines (anyone else
  * gets SIGILL/ENXIO); denying them would crash a jailed process the host admin probes.
  * statmount/listmount show no more than /proc/self/mountinfo. */
+/* clang-format off */
 static const int recent_allow_x86_64[] = {
         335 /* uretprobe */,     336 /* uprobe */,        451 /* cachestat */,
         452 /* fchmodat2 */,     453 /* map_shadow_stack */, 454 /* futex_wake */,
@@ -114,6 +117,7 @@ static const int recent_allow_x86_64[] = {
         464 /* getxattrat */,    465 /* listxattrat */,   466 /* removexattrat */,
         468 /* file_getattr */,  469 /* file_setattr */,
 };
+/* clang-format on */
 
 #endif
 
@@ -141,6 +145,7 @@ static const struct {
  */
 /* SUID_SGID_BITS, OPEN_CREATE_FLAGS: seccomp-internal.h. */
 
+/* clang-format off */
 static const struct {
         int nr;
         SeccompRule rule;
@@ -156,6 +161,7 @@ static const struct {
         { 452, RULE_MODE_A2 },
 #endif
 };
+/* clang-format on */
 
 SeccompRule aj_seccomp_mode_rule(int nr)
 {
@@ -177,18 +183,16 @@ static const uint32_t denied_ioctls[] = { TIOCSTI, TIOCLINUX };
  * rules exist to refuse, out of the filter's sight. */
 static bool never_allowed(int nr)
 {
-        return nr == SCMP_SYS(io_uring_setup) || nr == SCMP_SYS(io_uring_enter) ||
-               nr == SCMP_SYS(io_uring_register);
+        return nr == SCMP_SYS(io_uring_setup) || nr == SCMP_SYS(io_uring_enter) || nr == SCMP_SYS(io_uring_register);
 }
 
-static int plan_apply_names(SeccompPlan *plan, char *const *names, SeccompRule rule,
-                            const char *what, AjError *ret_error)
+static int plan_apply_names(SeccompPlan *plan, char *const *names, SeccompRule rule, const char *what,
+                            AjError *ret_error)
 {
         size_t n = 0;
         for (char *const *p = names; p && *p; p++, n++) {
                 if (n >= SPEC_NAMES_MAX) {
-                        return aj_error_set(ret_error, -EINVAL, "seccomp.%s: more than %d names", what,
-                                            SPEC_NAMES_MAX);
+                        return aj_error_set(ret_error, -EINVAL, "seccomp.%s: more than %d names", what, SPEC_NAMES_MAX);
                 }
                 int nr;
                 int r = aj_seccomp_syscall_lookup(*p, &nr);
@@ -256,8 +260,8 @@ int aj_seccomp_plan_build(const AjSeccompSpec *spec, SeccompPlan *ret, AjError *
  * such arguments to unsigned int, so the upper half must not matter; libseccomp has no masked
  * "not equal", so the complement is covered by prefix cubes, one MASKED_EQ rule each: a subtree
  * of the 32-bit space holding no excluded value is allowed whole. */
-static int add_allow_lo32_except(scmp_filter_ctx ctx, int nr, unsigned arg, const uint32_t *excluded,
-                                 size_t n_excluded, uint32_t prefix, unsigned depth)
+static int add_allow_lo32_except(scmp_filter_ctx ctx, int nr, unsigned arg, const uint32_t *excluded, size_t n_excluded,
+                                 uint32_t prefix, unsigned depth)
 {
         uint32_t mask = depth == 0 ? 0 : ~UINT32_C(0) << (32 - depth);
         bool hit = false;
@@ -272,12 +276,11 @@ static int add_allow_lo32_except(scmp_filter_ctx ctx, int nr, unsigned arg, cons
         int r = add_allow_lo32_except(ctx, nr, arg, excluded, n_excluded, prefix, depth + 1);
         if (r < 0)
                 return r;
-        return add_allow_lo32_except(ctx, nr, arg, excluded, n_excluded,
-                                     prefix | UINT32_C(1) << (31 - depth), depth + 1);
+        return add_allow_lo32_except(ctx, nr, arg, excluded, n_excluded, prefix | UINT32_C(1) << (31 - depth),
+                                     depth + 1);
 }
 
-static int add_allow_lo32_in(scmp_filter_ctx ctx, int nr, unsigned arg, const uint32_t *values,
-                             size_t n_values)
+static int add_allow_lo32_in(scmp_filter_ctx ctx, int nr, unsigned arg, const uint32_t *values, size_t n_values)
 {
         for (size_t i = 0; i < n_values; i++) {
                 int r = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
@@ -316,8 +319,8 @@ static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
         case RULE_MODE_A1:
         case RULE_MODE_A2:
                 return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
-                                              SCMP_CMP(plan->rule[nr] == RULE_MODE_A1 ? 1 : 2,
-                                                       SCMP_CMP_MASKED_EQ, SUID_SGID_BITS, 0));
+                                              SCMP_CMP(plan->rule[nr] == RULE_MODE_A1 ? 1 : 2, SCMP_CMP_MASKED_EQ,
+                                                       SUID_SGID_BITS, 0));
         case RULE_OPEN_A1:
         case RULE_OPEN_A2: {
                 /* Two rules, either allows: the call creates nothing, or its mode is clean. */

@@ -16,11 +16,11 @@
 #include "util/ratelimit.h"
 
 typedef struct {
-        const char *base;     /* "default" */
-        char *const *deny;    /* extra syscall names to deny (NULL-terminated, may be NULL) */
-        char *const *allow;   /* syscall names allowed back (NULL-terminated, may be NULL) */
-        bool notify;          /* denials go to the supervisor (SCMP_ACT_NOTIFY) instead of a bare EPERM */
-        bool allow_netlink;   /* socket(AF_NETLINK, ...) permitted */
+        const char *base;   /* "default" */
+        char *const *deny;  /* extra syscall names to deny (NULL-terminated, may be NULL) */
+        char *const *allow; /* syscall names allowed back (NULL-terminated, may be NULL) */
+        bool notify;        /* denials go to the supervisor (SCMP_ACT_NOTIFY) instead of a bare EPERM */
+        bool allow_netlink; /* socket(AF_NETLINK, ...) permitted */
 } AjSeccompSpec;
 
 typedef struct {
@@ -51,8 +51,8 @@ int aj_seccomp_cache_key(const AjSeccompSpec *spec, const AjSeccompKeyInputs *in
  * ours and not writable by others, as must every directory above them; otherwise, and for
  * any entry that does not check out, the program is compiled and nothing cached is trusted.
  * Either directory may be NULL (no cache). */
-int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir,
-                            AjBpfProgram *ret, AjError *ret_error);
+int aj_seccomp_build_cached(const AjSeccompSpec *spec, const char *cache_dir, const char *secret_dir, AjBpfProgram *ret,
+                            AjError *ret_error);
 
 void aj_bpf_program_free(AjBpfProgram *p);
 
@@ -63,11 +63,11 @@ int aj_seccomp_load(const AjBpfProgram *prog, bool listener);
 
 /* Supervisor side: one pending notification on `listener_fd` answered with EPERM. */
 typedef struct {
-        pid_t pid;        /* in the supervisor's pid namespace */
-        int nr;           /* syscall number */
-        uint32_t arch;    /* AUDIT_ARCH_* */
+        pid_t pid;     /* in the supervisor's pid namespace */
+        int nr;        /* syscall number */
+        uint32_t arch; /* AUDIT_ARCH_* */
         uint64_t args[6];
-        char name[48];    /* "ptrace", or "syscall_NNN" when unknown */
+        char name[48]; /* "ptrace", or "syscall_NNN" when unknown */
 } AjSeccompDenial;
 
 /* Reads one notification and answers it with EPERM. Returns 1 and fills *ret when one was
@@ -98,18 +98,18 @@ const char *aj_seccomp_denial_hint(const AjSeccompDenial *d);
 typedef struct {
         int nr;
         uint32_t arch;
-        uint32_t sub;     /* the distinguishing argument's low 32 bits, when has_sub */
+        uint32_t sub; /* the distinguishing argument's low 32 bits, when has_sub */
         bool has_sub;
-        uint64_t count;      /* denials of this key */
-        uint64_t suppressed; /* of which not reported */
+        uint64_t count;                  /* denials of this key */
+        uint64_t suppressed;             /* of which not reported */
         char label[AJ_DENIAL_LABEL_MAX]; /* "ptrace", "socket(16)", "ioctl(0x5412)" */
 } AjDenialKey;
 
 typedef struct {
         AjDenialKey keys[AJ_DENIAL_KEYS_MAX]; /* in order of first denial */
         size_t n_keys;
-        uint16_t nr_slot[AJ_DENIAL_NR_SLOTS];          /* a plain native key's index + 1; 0: none */
-        uint16_t arg_keys[AJ_DENIAL_ARG_KEYS_MAX];     /* the other keys' indexes */
+        uint16_t nr_slot[AJ_DENIAL_NR_SLOTS];      /* a plain native key's index + 1; 0: none */
+        uint16_t arg_keys[AJ_DENIAL_ARG_KEYS_MAX]; /* the other keys' indexes */
         size_t n_arg_keys;
         AjDenialKey overflow; /* label "other" */
         AjRateLimit repeats;
@@ -120,8 +120,7 @@ typedef struct {
 void aj_denial_log_init(AjDenialLog *log, double burst, double per_sec);
 /* Counts `d`; true when it should be recorded as an event. *ret_key (may be NULL) is the
  * key it was counted under. */
-bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now_ns,
-                        const AjDenialKey **ret_key);
+bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now_ns, const AjDenialKey **ret_key);
 
 /* Name of syscall `nr` on the native arch, or NULL. */
 const char *aj_seccomp_syscall_name(int nr);

@@ -21,7 +21,7 @@
 #define SPEC_NAME_LEN_MAX 64
 
 typedef enum {
-        RULE_DENY = 0,      /* no rule: the filter's default action */
+        RULE_DENY = 0, /* no rule: the filter's default action */
         RULE_ALLOW,
         RULE_ENOSYS,        /* clone3: glibc falls back to clone(), whose flags we can inspect */
         RULE_CLONE,         /* allowed without namespace flags */
@@ -48,9 +48,9 @@ typedef struct {
 
 /* CLONE_NEWTIME is absent on purpose: in clone() bit 0x80 belongs to the exit signal, and the
  * kernel only accepts CLONE_NEWTIME through clone3() and unshare(), both denied. */
-#define CLONE_NAMESPACE_FLAGS                                                                      \
-        ((uint64_t)(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID |     \
-                    CLONE_NEWNET | CLONE_NEWCGROUP))
+#define CLONE_NAMESPACE_FLAGS                                                                                 \
+        ((uint64_t)(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | \
+                    CLONE_NEWCGROUP))
 
 /* ---- seccomp-filter.c ---- */
 

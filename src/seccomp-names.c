@@ -10,6 +10,7 @@
 
 #if defined(__x86_64__)
 /* Native names by number, so reports and profile names need no allocation or libseccomp. */
+/* clang-format off */
 static const char *const native_names[] = {
         [0] = "read", [1] = "write", [2] = "open", [3] = "close", [4] = "stat", [5] = "fstat",
         [6] = "lstat", [7] = "poll", [8] = "lseek", [9] = "mmap", [10] = "mprotect",
@@ -111,6 +112,7 @@ static const char *const native_names[] = {
         [466] = "removexattrat", [467] = "open_tree_attr", [468] = "file_getattr",
         [469] = "file_setattr",
 };
+/* clang-format on */
 #endif
 
 const char *aj_seccomp_syscall_name(int nr)

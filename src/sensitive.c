@@ -48,7 +48,7 @@ static const struct {
 
 bool aj_place_rule_opt_out(AjPlaceRule rule)
 {
-        return (size_t) rule < ARRAY_SIZE(place_rules) && place_rules[rule].opt_out;
+        return (size_t)rule < ARRAY_SIZE(place_rules) && place_rules[rule].opt_out;
 }
 
 static bool ids_have(const AjFileId *ids, size_t n, AjFileId x)
@@ -105,7 +105,7 @@ unsigned aj_place_relation(const char *path, const AjIdChain *id, const AjSensit
 static bool place_refuses(const AjSensitivePlace *pl, const char *path, const AjIdChain *id, AjAccess access)
 {
         /* An unknown rule or access refuses everything: fail closed. */
-        if ((size_t) pl->rule >= ARRAY_SIZE(place_rules) || (access != AJ_ACCESS_OWNER && access != AJ_ACCESS_READ))
+        if ((size_t)pl->rule >= ARRAY_SIZE(place_rules) || (access != AJ_ACCESS_OWNER && access != AJ_ACCESS_READ))
                 return true;
         return (aj_place_relation(path, id, pl) & place_rules[pl->rule].refuse[access]) != 0;
 }
@@ -161,7 +161,7 @@ static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPl
 
         if (!l || !path || !what)
                 return -EINVAL;
-        if ((size_t) rule >= ARRAY_SIZE(place_rules))
+        if ((size_t)rule >= ARRAY_SIZE(place_rules))
                 return -EINVAL;
         r = mnt_resolve_place(path, g, &real, &chain);
         if (r == -EINVAL) {
@@ -184,8 +184,7 @@ static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPl
         if (!n)
                 return -ENOMEM;
         l->items = n;
-        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(real), .what = what, .rule = rule,
-                                                .chain = chain };
+        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(real), .what = what, .rule = rule, .chain = chain };
         chain = (AjIdChain){ 0 };
         return 0;
 }
@@ -325,27 +324,29 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
         for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
                 if ((r = list_add(&l, fixed[i].path, fixed[i].what, fixed[i].rule, mi)) < 0)
                         return r;
-        if (src->host_home && (r = list_add(&l, src->host_home, "the invoking user's home directory",
-                                            AJ_PLACE_GENERIC, mi)) < 0)
+        if (src->host_home &&
+            (r = list_add(&l, src->host_home, "the invoking user's home directory", AJ_PLACE_GENERIC, mi)) < 0)
                 return r;
         if (src->passwd && (r = add_passwd_homes(&l, src->passwd, mi)) < 0)
                 return r;
         if (src->home_root && (r = add_dir_entries(&l, src->home_root, mi)) < 0)
                 return r;
-        if (src->state_root && (r = list_add(&l, src->state_root, "agentjail's state dir "
+        if (src->state_root && (r = list_add(&l, src->state_root,
+                                             "agentjail's state dir "
                                              "(run records, the seccomp cache)",
                                              AJ_PLACE_AGENTJAIL_DATA, mi)) < 0)
                 return r;
-        if (src->runtime_root && (r = list_add(&l, src->runtime_root, "agentjail's runtime dir "
-                                               "(control sockets)", AJ_PLACE_AGENTJAIL_DATA, mi)) < 0)
+        if (src->runtime_root && (r = list_add(&l, src->runtime_root,
+                                               "agentjail's runtime dir "
+                                               "(control sockets)",
+                                               AJ_PLACE_AGENTJAIL_DATA, mi)) < 0)
                 return r;
-        if (src->exe && (r = list_add(&l, src->exe, "the agentjail executable", AJ_PLACE_AGENTJAIL_CODE,
-                                      mi)) < 0)
+        if (src->exe && (r = list_add(&l, src->exe, "the agentjail executable", AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
                 return r;
         /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
         for (char *const *d = src->config_dirs; d && *d; d++)
-                if ((*d)[0] == '/' && (r = list_add(&l, *d, "an agentjail profile or config dir",
-                                                    AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
+                if ((*d)[0] == '/' &&
+                    (r = list_add(&l, *d, "an agentjail profile or config dir", AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
                         return r;
         *ret = l;
         l = (AjSensitiveList){ 0 };
@@ -383,10 +384,7 @@ static void wire_put(Wire *w, const void *p, size_t n)
         w->len += n;
 }
 
-static void wire_u64(Wire *w, uint64_t v)
-{
-        wire_put(w, &v, sizeof(v));
-}
+static void wire_u64(Wire *w, uint64_t v) { wire_put(w, &v, sizeof(v)); }
 
 static void wire_str(Wire *w, const char *s)
 {
@@ -455,9 +453,9 @@ static bool take_str(Cursor *c, char **ret)
 static bool read_place(Cursor *c, AjSensitivePlace *pl)
 {
         uint64_t rule, n, missing;
-        if (!take(c, &rule, sizeof(rule)) || rule >= ARRAY_SIZE(place_rules) || !take_str(c, &pl->path) ||
-            !pl->path || pl->path[0] != '/' || !take_str(c, &pl->what_owned) || !pl->what_owned ||
-            !take(c, &n, sizeof(n)) || n > AJ_ID_CHAIN_MAX || !take(c, &missing, sizeof(missing)) || missing > 1 ||
+        if (!take(c, &rule, sizeof(rule)) || rule >= ARRAY_SIZE(place_rules) || !take_str(c, &pl->path) || !pl->path ||
+            pl->path[0] != '/' || !take_str(c, &pl->what_owned) || !pl->what_owned || !take(c, &n, sizeof(n)) ||
+            n > AJ_ID_CHAIN_MAX || !take(c, &missing, sizeof(missing)) || missing > 1 ||
             !take_str(c, &pl->chain.fs_path))
                 return false;
         pl->rule = (AjPlaceRule)rule;

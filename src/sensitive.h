@@ -109,11 +109,11 @@ void aj_id_chain_done(AjIdChain *c);
 /* What agentjail knows it must protect, besides the fixed generic places. */
 typedef struct {
         const char *state_root, *runtime_root;
-        const char *host_home;     /* the invoker's $HOME (may be NULL) */
-        const char *exe;           /* this executable (may be NULL) */
-        char *const *config_dirs;  /* profile search dirs and config dirs (NULL-terminated) */
-        const char *passwd;        /* passwd file for the other home dirs: "/etc/passwd"; NULL: none */
-        const char *home_root;     /* each directory in it is a home: "/home"; NULL: none */
+        const char *host_home;    /* the invoker's $HOME (may be NULL) */
+        const char *exe;          /* this executable (may be NULL) */
+        char *const *config_dirs; /* profile search dirs and config dirs (NULL-terminated) */
+        const char *passwd;       /* passwd file for the other home dirs: "/etc/passwd"; NULL: none */
+        const char *home_root;    /* each directory in it is a home: "/home"; NULL: none */
 } AjSensitiveSources;
 
 /* Builds the list: the fixed system and generic places, home directories, agentjail's

@@ -29,8 +29,7 @@ int aj_socks_parse_greeting(const uint8_t *buf, size_t len)
         return -EPERM;
 }
 
-int aj_socks_parse_request(const uint8_t *buf, size_t len, AjSocksRequest *ret, uint8_t *ret_rep,
-                           const char **ret_why)
+int aj_socks_parse_request(const uint8_t *buf, size_t len, AjSocksRequest *ret, uint8_t *ret_rep, const char **ret_why)
 {
         AjSocksRequest req = {};
         size_t need;

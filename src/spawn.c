@@ -99,9 +99,7 @@ int aj_spawn_recv(int sync_fd, AjChildMsg *ret, int *ret_fd)
                 char buf[CMSG_SPACE(sizeof(int))];
                 struct cmsghdr align;
         } u;
-        struct msghdr mh = {
-                .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)
-        };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
         ssize_t n;
         do
                 n = recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
@@ -483,8 +481,8 @@ int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret)
 
         int pidfd = -1;
         struct clone_args args = {
-                .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS |
-                         CLONE_NEWIPC | CLONE_PIDFD,
+                .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC |
+                         CLONE_PIDFD,
                 .pidfd = (uint64_t)(uintptr_t)&pidfd,
                 .exit_signal = SIGCHLD,
         };

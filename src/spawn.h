@@ -51,15 +51,15 @@ typedef enum {
 const char *aj_spawn_stage_describe(AjSpawnStage stage);
 
 typedef enum {
-        AJ_MSG_GO = 1,       /* supervisor -> child: id maps written, start setting up */
-        AJ_MSG_JOINED,       /* supervisor -> child: moved into every cgroup hierarchy */
-        AJ_MSG_ERROR,        /* child -> supervisor: setup failed at stage */
-        AJ_MSG_LISTENER,     /* child -> supervisor: seccomp listener fd attached */
-        AJ_MSG_STARTED,      /* init -> supervisor: command forked (pid inside the jail) */
-        AJ_MSG_EXEC_FAILED,  /* command -> supervisor: execve failed with err */
-        AJ_MSG_EXIT,         /* init -> supervisor: command's wait status */
+        AJ_MSG_GO = 1,         /* supervisor -> child: id maps written, start setting up */
+        AJ_MSG_JOINED,         /* supervisor -> child: moved into every cgroup hierarchy */
+        AJ_MSG_ERROR,          /* child -> supervisor: setup failed at stage */
+        AJ_MSG_LISTENER,       /* child -> supervisor: seccomp listener fd attached */
+        AJ_MSG_STARTED,        /* init -> supervisor: command forked (pid inside the jail) */
+        AJ_MSG_EXEC_FAILED,    /* command -> supervisor: execve failed with err */
+        AJ_MSG_EXIT,           /* init -> supervisor: command's wait status */
         AJ_MSG_PROXY_LISTENER, /* child -> supervisor: a listener fd (step 0 HTTP, 1 SOCKS5, 2 the LLM gateway) */
-        AJ_MSG_PTY,          /* child -> supervisor: the master of the jail's terminal */
+        AJ_MSG_PTY,            /* child -> supervisor: the master of the jail's terminal */
 } AjMsgType;
 
 /* What the command gets as its standard input. Whatever the supervisor's own 0/1/2 are
@@ -84,8 +84,8 @@ typedef struct {
 #define AJ_MAX_RLIMITS 8
 
 typedef struct {
-        bool rootless;              /* ids mapped by an unprivileged user: setgroups is denied */
-        uid_t uid;                  /* inside the jail */
+        bool rootless; /* ids mapped by an unprivileged user: setgroups is denied */
+        uid_t uid;     /* inside the jail */
         gid_t gid;
         const char *hostname;
         const AjMountPlan *mount;
@@ -99,17 +99,17 @@ typedef struct {
         char **argv;
         char **envp;
         AjSpawnStdin stdin_mode;
-        int stdout_fd, stderr_fd;   /* write ends the command gets as 1 and 2 (-1 with a pty) */
-        struct winsize winsize;     /* the pty's initial size (0x0: leave it) */
-        bool have_termios;          /* the pty starts with these settings (the operator's) */
+        int stdout_fd, stderr_fd; /* write ends the command gets as 1 and 2 (-1 with a pty) */
+        struct winsize winsize;   /* the pty's initial size (0x0: leave it) */
+        bool have_termios;        /* the pty starts with these settings (the operator's) */
         struct termios termios;
-        int cgroup_v2_fd;           /* CLONE_INTO_CGROUP target, or -1 */
-        bool proxy_listeners;       /* create the egress proxy's listeners on the jail's 127.0.0.1 */
-        bool gateway_listener;      /* ... and the LLM gateway's (AJ_GATEWAY_PORT) */
+        int cgroup_v2_fd;      /* CLONE_INTO_CGROUP target, or -1 */
+        bool proxy_listeners;  /* create the egress proxy's listeners on the jail's 127.0.0.1 */
+        bool gateway_listener; /* ... and the LLM gateway's (AJ_GATEWAY_PORT) */
 } AjSpawnConfig;
 
 typedef struct {
-        pid_t pid;   /* init, in the supervisor's pid namespace */
+        pid_t pid; /* init, in the supervisor's pid namespace */
         int pidfd;
         int sync_fd; /* supervisor's end */
         bool in_v2_cgroup;

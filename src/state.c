@@ -31,7 +31,7 @@ static char *xdg_dir(const char *var, const char *home_suffix, const char *leaf)
 
 int aj_paths_resolve(AjPaths *ret)
 {
-        AjPaths p = {0};
+        AjPaths p = { 0 };
         const char *s = getenv("AGENTJAIL_STATE_DIR");
         const char *r = getenv("AGENTJAIL_RUNTIME_DIR");
         bool root = geteuid() == 0;
@@ -187,7 +187,9 @@ int aj_runtime_dir_remove(const char *dir)
                 const char *name;
                 bool dir;
         } known[] = {
-                { "jail/broker.sock", false }, { "jail", true }, { "control.sock", false },
+                { "jail/broker.sock", false },
+                { "jail", true },
+                { "control.sock", false },
         };
         char path[4096];
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {

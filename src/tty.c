@@ -36,10 +36,7 @@ int aj_tty_enter_raw(int fd, const struct termios *saved)
         return tcsetattr(fd, TCSANOW, &raw) < 0 ? -errno : 0;
 }
 
-int aj_tty_restore(int fd, const struct termios *saved)
-{
-        return aj_tty_restore_for(fd, saved, getpgrp());
-}
+int aj_tty_restore(int fd, const struct termios *saved) { return aj_tty_restore_for(fd, saved, getpgrp()); }
 
 int aj_tty_restore_for(int fd, const struct termios *saved, pid_t pgrp)
 {
@@ -104,8 +101,8 @@ typedef struct {
 
 typedef struct {
         int fd;
-        bool pollable;  /* epoll accepts it; otherwise it is always ready (a regular file) */
-        uint32_t mask;  /* events currently registered, 0: not in the epoll set */
+        bool pollable; /* epoll accepts it; otherwise it is always ready (a regular file) */
+        uint32_t mask; /* events currently registered, 0: not in the epoll set */
 } End;
 
 struct AjTtyRelay {
@@ -183,8 +180,7 @@ static ssize_t drain(int fd, Buf *b)
         return n;
 }
 
-int aj_tty_relay_new(int in_fd, int out_fd, int master_fd, AjTtyOutputFn on_output, void *userdata,
-                     AjTtyRelay **ret)
+int aj_tty_relay_new(int in_fd, int out_fd, int master_fd, AjTtyOutputFn on_output, void *userdata, AjTtyRelay **ret)
 {
         AjTtyRelay *t = calloc(1, sizeof(*t));
         if (!t)
@@ -289,10 +285,7 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
         return 0;
 }
 
-bool aj_tty_relay_output_done(const AjTtyRelay *t)
-{
-        return t->master_eof && (t->from_jail.len == 0 || t->out_broken);
-}
+bool aj_tty_relay_output_done(const AjTtyRelay *t) { return t->master_eof && (t->from_jail.len == 0 || t->out_broken); }
 
 void aj_tty_relay_buffered(const AjTtyRelay *t, size_t *ret_in, size_t *ret_out)
 {

@@ -51,8 +51,7 @@ typedef void (*AjTtyOutputFn)(void *userdata, const void *buf, size_t n);
 /* in_fd: the operator's input (-1: none), out_fd: where the jail's output goes; both
  * non-blocking where they can be polled (see aj_tty_reopen_nonblock); the relay owns all
  * three fds, also when it fails. The master is made non-blocking. */
-int aj_tty_relay_new(int in_fd, int out_fd, int master_fd, AjTtyOutputFn on_output, void *userdata,
-                     AjTtyRelay **ret);
+int aj_tty_relay_new(int in_fd, int out_fd, int master_fd, AjTtyOutputFn on_output, void *userdata, AjTtyRelay **ret);
 int aj_tty_relay_fd(const AjTtyRelay *t);
 int aj_tty_relay_master(const AjTtyRelay *t);
 /* Do all reads and writes that do not block; returns < 0 only on an epoll failure. */

@@ -204,8 +204,7 @@ typedef struct {
 
 /* A regular file or a symlink from upper, written under a temporary name in lparent_fd,
  * its name returned in tmp. */
-static int write_temp(int uparent_fd, int lparent_fd, const char *name, mode_t type, uid_t uid, gid_t gid,
-                      char tmp[32])
+static int write_temp(int uparent_fd, int lparent_fd, const char *name, mode_t type, uid_t uid, gid_t gid, char tmp[32])
 {
         struct stat ust;
         int r;
@@ -391,9 +390,9 @@ static int check_lower_dirs(const Commit *cm, const Changes *ch, AjError *ret_er
                         _cleanup_close_ int fd = open_beneath(cm->lower_fd, c->path);
                         if (fd < 0)
                                 return aj_error_set(ret_error, fd,
-                                            "Cannot apply '%s': in the workspace it is not a directory reached "
-                                            "without symlinks (%s); nothing was applied",
-                                            c->path, strerror(-fd));
+                                                    "Cannot apply '%s': in the workspace it is not a directory reached "
+                                                    "without symlinks (%s); nothing was applied",
+                                                    c->path, strerror(-fd));
                 }
                 const char *slash = strrchr(c->path, '/');
                 if (!slash)
@@ -407,9 +406,9 @@ static int check_lower_dirs(const Commit *cm, const Changes *ch, AjError *ret_er
                         _cleanup_close_ int fd = open_beneath(cm->lower_fd, parent);
                         if (fd < 0)
                                 return aj_error_set(ret_error, fd,
-                                            "Cannot apply '%s': its directory '%s' in the workspace is not reached "
-                                            "without symlinks (%s); nothing was applied",
-                                            c->path, parent, strerror(-fd));
+                                                    "Cannot apply '%s': its directory '%s' in the workspace is not reached "
+                                                    "without symlinks (%s); nothing was applied",
+                                                    c->path, parent, strerror(-fd));
                 }
                 memcpy(last, parent, plen + 1);
                 have_last = true;
@@ -431,9 +430,9 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWs
                         first = ch.v[i].path;
         if (conflicts > 0 && !force)
                 return aj_error_set(ret_error, -EBUSY,
-                            "%zu change%s conflict%s with changes made to the workspace during the run (first: '%s'); "
-                            "nothing was applied",
-                            conflicts, conflicts == 1 ? "" : "s", conflicts == 1 ? "s" : "", first);
+                                    "%zu change%s conflict%s with changes made to the workspace during the run (first: '%s'); "
+                                    "nothing was applied",
+                                    conflicts, conflicts == 1 ? "" : "s", conflicts == 1 ? "s" : "", first);
 
         struct stat root;
         if (fstat(lower_fd, &root) < 0)
@@ -454,9 +453,10 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWs
                 const char *what = "apply to the workspace";
                 r = apply_one(&cm, c, &what);
                 if (r < 0)
-                        return aj_error_set(ret_error, r, "Failed to %s '%s': %s (%zu of %zu changes applied before it)",
-                                    what, c->path, strerror(-r),
-                                    stats.added + stats.modified + stats.deleted + stats.replaced, ch.n);
+                        return aj_error_set(ret_error, r,
+                                            "Failed to %s '%s': %s (%zu of %zu changes applied before it)", what,
+                                            c->path, strerror(-r),
+                                            stats.added + stats.modified + stats.deleted + stats.replaced, ch.n);
                 switch (c->kind) {
                 case AJ_WS_ADDED:
                         stats.added++;

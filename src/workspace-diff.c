@@ -25,7 +25,7 @@ static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bo
 {
         if (d->n >= AJ_WS_MAX_CHANGES)
                 return aj_error_set(d->ret_error, -E2BIG, "The workspace has more than %u changes (at '%s')",
-                            AJ_WS_MAX_CHANGES, d->path);
+                                    AJ_WS_MAX_CHANGES, d->path);
         if (d->n == d->cap) {
                 size_t cap = d->cap ? d->cap * 2 : 64;
                 AjWsChange *v = reallocarray(d->v, cap, sizeof(*v));
@@ -65,7 +65,7 @@ static int lower_changed(Diff *d, int dir_fd, const char *name, const struct sta
                 return 0;
         if (depth >= AJ_WS_MAX_DEPTH)
                 return aj_error_set(d->ret_error, -ELOOP, "'%s' in the workspace is more than %d directories deep",
-                            d->path, AJ_WS_MAX_DEPTH);
+                                    d->path, AJ_WS_MAX_DEPTH);
 
         _cleanup_closedir_ DIR *dir = NULL;
         int r = ws_open_dir_stream(dir_fd, name, &dir);
@@ -90,7 +90,7 @@ static int lower_changed(Diff *d, int dir_fd, const char *name, const struct sta
                 return 0;
 error:
         return aj_error_set(d->ret_error, r, "Failed to check '%s' in the workspace for changes during the run: %s",
-                    d->path, strerror(-r));
+                            d->path, strerror(-r));
 }
 
 static int is_opaque(Diff *d, int fd)
@@ -100,8 +100,8 @@ static int is_opaque(Diff *d, int fd)
         if (n < 0) {
                 if (errno == ENODATA || errno == ENOTSUP || errno == ERANGE)
                         return 0;
-                return aj_error_set(d->ret_error, -errno, "Failed to read " OPAQUE_XATTR " of '%s' in the upper dir: %m",
-                            d->path);
+                return aj_error_set(d->ret_error, -errno,
+                                    "Failed to read " OPAQUE_XATTR " of '%s' in the upper dir: %m", d->path);
         }
         return n == 1 && v[0] == 'y';
 }
@@ -110,8 +110,8 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
 
 /* An upper directory `name` in `dir` (d->path, length clen): what it is against the lower
  * entry `lst` (NULL: none), then its contents. */
-static int diff_subdir(Diff *d, DIR *dir, int ldir_fd, const char *name, const struct stat *ust,
-                       const struct stat *lst, size_t clen, unsigned depth)
+static int diff_subdir(Diff *d, DIR *dir, int ldir_fd, const char *name, const struct stat *ust, const struct stat *lst,
+                       size_t clen, unsigned depth)
 {
         bool in_lower = lst;
         int r;
@@ -119,8 +119,7 @@ static int diff_subdir(Diff *d, DIR *dir, int ldir_fd, const char *name, const s
         _cleanup_close_ int lchild_fd = -1;
         r = ws_open_dir_stream(dirfd(dir), name, &child);
         if (r < 0)
-                return aj_error_set(d->ret_error, r, "Failed to open '%s' in the upper dir: %s", d->path,
-                            strerror(-r));
+                return aj_error_set(d->ret_error, r, "Failed to open '%s' in the upper dir: %s", d->path, strerror(-r));
         int opaque = is_opaque(d, dirfd(child));
         if (opaque < 0)
                 return opaque;
@@ -140,20 +139,17 @@ static int diff_subdir(Diff *d, DIR *dir, int ldir_fd, const char *name, const s
                 snprintf(note, sizeof(note),
                          "in the workspace this is now %s, not a directory: it changed during the run",
                          ws_type_article(lst->st_mode));
-                r = diff_add(d, AJ_WS_MODIFIED, ust->st_mode, 0, changed_since(lst, d->since_ns),
-                             false, note);
+                r = diff_add(d, AJ_WS_MODIFIED, ust->st_mode, 0, changed_since(lst, d->since_ns), false, note);
         } else {
                 /* Merged: a copied-up parent, a change only if its mode is. */
                 r = 0;
                 if ((ust->st_mode & 07777) != (lst->st_mode & 07777))
-                        r = diff_add(d, AJ_WS_MODIFIED, ust->st_mode, 0,
-                                     changed_since(lst, d->since_ns), false, NULL);
+                        r = diff_add(d, AJ_WS_MODIFIED, ust->st_mode, 0, changed_since(lst, d->since_ns), false, NULL);
                 if (r >= 0) {
-                        lchild_fd = openat(ldir_fd, name,
-                                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        lchild_fd = openat(ldir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                         if (lchild_fd < 0)
-                                return aj_error_set(d->ret_error, -errno,
-                                            "Failed to open '%s' in the workspace: %m", d->path);
+                                return aj_error_set(d->ret_error, -errno, "Failed to open '%s' in the workspace: %m",
+                                                    d->path);
                 }
         }
         if (r < 0)
@@ -184,8 +180,7 @@ static int diff_file(Diff *d, int ldir_fd, const char *name, const struct stat *
         if (skipped)
                 snprintf(note, sizeof(note), "%s: not applied", ws_type_article(ust->st_mode));
         r = diff_add(d, in_lower ? AJ_WS_MODIFIED : AJ_WS_ADDED, ust->st_mode,
-                     S_ISREG(ust->st_mode) ? (uint64_t)ust->st_size : 0, conflict, skipped,
-                     note[0] ? note : NULL);
+                     S_ISREG(ust->st_mode) ? (uint64_t)ust->st_size : 0, conflict, skipped, note[0] ? note : NULL);
         if (r < 0)
                 return r;
         return 0;
@@ -202,13 +197,13 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
 
         if (depth >= AJ_WS_MAX_DEPTH)
                 return aj_error_set(d->ret_error, -ELOOP, "'%s' in the upper dir is more than %d directories deep",
-                            shown(d->path), AJ_WS_MAX_DEPTH);
+                                    shown(d->path), AJ_WS_MAX_DEPTH);
 
         while ((r = ws_next_name(dir, &name)) > 0) {
                 size_t nlen = strlen(name), clen = plen + (plen > 0) + nlen;
                 if (clen >= sizeof(d->path))
                         return aj_error_set(d->ret_error, -ENAMETOOLONG, "A path in '%s' in the upper dir is too long",
-                                    shown(d->path));
+                                            shown(d->path));
                 if (plen > 0)
                         d->path[plen] = '/';
                 memcpy(d->path + plen + (plen > 0), name, nlen + 1);
@@ -222,7 +217,7 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
                                 in_lower = true;
                         else if (errno != ENOENT)
                                 return aj_error_set(d->ret_error, -errno, "Failed to stat '%s' in the workspace: %m",
-                                            d->path);
+                                                    d->path);
                 }
 
                 if (is_whiteout(&ust)) {
@@ -249,7 +244,7 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
         }
         if (r < 0)
                 return aj_error_set(d->ret_error, r, "Failed to read '%s' in the upper dir: %s", shown(d->path),
-                            strerror(-r));
+                                    strerror(-r));
         return 0;
 }
 

@@ -167,11 +167,10 @@ json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
                         return NULL;
                 }
                 /* "o" takes path, also on failure. */
-                json_t *o = json_pack("{s:o, s:s, s:s, s:I, s:b}", "path", path, "change",
-                                      aj_ws_kind_name(c[i].kind), "type", aj_ws_type_name(c[i].type), "size",
-                                      (json_int_t)c[i].size, "conflict", c[i].conflict);
-                if (!o ||
-                    (c[i].skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
+                json_t *o = json_pack("{s:o, s:s, s:s, s:I, s:b}", "path", path, "change", aj_ws_kind_name(c[i].kind),
+                                      "type", aj_ws_type_name(c[i].type), "size", (json_int_t)c[i].size, "conflict",
+                                      c[i].conflict);
+                if (!o || (c[i].skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
                     (c[i].note && json_object_set_new(o, "note", json_string(c[i].note)) < 0)) {
                         json_decref(o);
                         json_decref(a);

@@ -68,8 +68,7 @@ typedef struct {
  * later is marked conflict (someone changed the workspace during the run). For a change
  * that removes a lower directory (DELETED, REPLACED, a type change), every entry below it
  * is checked too. */
-int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n,
-               AjError *ret_error);
+int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, AjError *ret_error);
 void aj_ws_changes_free(AjWsChange *c, size_t n);
 
 typedef struct {
@@ -96,8 +95,7 @@ typedef struct {
  * order and the first error stops the commit: what came before it stays applied. Run
  * again, those entries show as conflicts (the first commit changed them after since_ns);
  * force applies them again, which is harmless. Counts in *ret_stats (may be NULL). */
-int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWsStats *ret_stats,
-                 AjError *ret_error);
+int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWsStats *ret_stats, AjError *ret_error);
 
 /* The regular file at `path` (relative) under root_fd, opened read-only without following
  * any symlink on the way and without leaving root_fd: -ELOOP/-EXDEV/-ENOENT, or -EINVAL

@@ -12,19 +12,19 @@
 #define AJ_BROKER_ENV "AGENTJAIL_BROKER" /* socket path inside the jail */
 
 /* Limits (the broker enforces them; a client should stay below them). */
-#define AJ_BROKER_MAX_LINE (64 * 1024)        /* bytes of one request line, without the '\n' */
-#define AJ_BROKER_MAX_CONNECTIONS 64          /* concurrent; more get one error line and are closed */
-#define AJ_BROKER_MAX_OUTPUT (256 * 1024)     /* unread reply bytes per connection before it is closed */
-#define AJ_BROKER_MAX_ID 128                  /* bytes of a string "id" or call id */
-#define AJ_BROKER_MAX_NAME 256                /* bytes of a tool or model name */
-#define AJ_BROKER_MAX_TOKENS (1ULL << 40)     /* per field of one "tokens" request */
-#define AJ_BROKER_MAX_LOGGED_ARGS 1024        /* arguments larger than this are logged truncated */
+#define AJ_BROKER_MAX_LINE (64 * 1024)    /* bytes of one request line, without the '\n' */
+#define AJ_BROKER_MAX_CONNECTIONS 64      /* concurrent; more get one error line and are closed */
+#define AJ_BROKER_MAX_OUTPUT (256 * 1024) /* unread reply bytes per connection before it is closed */
+#define AJ_BROKER_MAX_ID 128              /* bytes of a string "id" or call id */
+#define AJ_BROKER_MAX_NAME 256            /* bytes of a tool or model name */
+#define AJ_BROKER_MAX_TOKENS (1ULL << 40) /* per field of one "tokens" request */
+#define AJ_BROKER_MAX_LOGGED_ARGS 1024    /* arguments larger than this are logged truncated */
 
 /* Envelope */
-#define AJ_BROKER_F_ID "id"   /* string (1..MAX_ID bytes) or integer, echoed in the reply */
-#define AJ_BROKER_F_V "v"     /* protocol version, required, must be AJ_BROKER_VERSION */
+#define AJ_BROKER_F_ID "id" /* string (1..MAX_ID bytes) or integer, echoed in the reply */
+#define AJ_BROKER_F_V "v"   /* protocol version, required, must be AJ_BROKER_VERSION */
 #define AJ_BROKER_F_OP "op"
-#define AJ_BROKER_F_OK "ok"   /* reply: true, or false with "error" */
+#define AJ_BROKER_F_OK "ok"       /* reply: true, or false with "error" */
 #define AJ_BROKER_F_ERROR "error" /* reply: {"code": AJ_BROKER_E_*, "message": "..."} */
 
 /* Operations */
@@ -35,10 +35,10 @@
 
 /* Request fields */
 #define AJ_BROKER_F_TOOL_NAME "gen_ai.tool.name"
-#define AJ_BROKER_F_TOOL_CALL_ID "gen_ai.tool.call.id" /* optional in "tool": assigned when absent */
+#define AJ_BROKER_F_TOOL_CALL_ID "gen_ai.tool.call.id"     /* optional in "tool": assigned when absent */
 #define AJ_BROKER_F_TOOL_ARGS "gen_ai.tool.call.arguments" /* any JSON value, optional */
-#define AJ_BROKER_F_STATUS "status"                   /* tool_result: "ok" | "error" */
-#define AJ_BROKER_F_UNDO "undo"                       /* tool_result: object, optional */
+#define AJ_BROKER_F_STATUS "status"                        /* tool_result: "ok" | "error" */
+#define AJ_BROKER_F_UNDO "undo"                            /* tool_result: object, optional */
 #define AJ_BROKER_F_MODEL "gen_ai.request.model"
 #define AJ_BROKER_F_INPUT_TOKENS "gen_ai.usage.input_tokens" /* includes the cached ones */
 #define AJ_BROKER_F_OUTPUT_TOKENS "gen_ai.usage.output_tokens"
@@ -66,6 +66,6 @@
 #define AJ_BROKER_E_BAD_REQUEST "bad_request"     /* missing field, wrong type or value; message names it */
 #define AJ_BROKER_E_BAD_VERSION "unsupported_version"
 #define AJ_BROKER_E_UNKNOWN_OP "unknown_op"
-#define AJ_BROKER_E_BUSY "too_many_connections"   /* sent once, then the connection is closed */
-#define AJ_BROKER_E_RATE_LIMITED "rate_limited"   /* tool_result/tokens over logs.reports_per_sec: not recorded */
-#define AJ_BROKER_E_INTERNAL "internal"           /* e.g. the event could not be recorded: nothing counted */
+#define AJ_BROKER_E_BUSY "too_many_connections" /* sent once, then the connection is closed */
+#define AJ_BROKER_E_RATE_LIMITED "rate_limited" /* tool_result/tokens over logs.reports_per_sec: not recorded */
+#define AJ_BROKER_E_INTERNAL "internal"         /* e.g. the event could not be recorded: nothing counted */

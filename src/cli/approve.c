@@ -8,13 +8,13 @@
 #include "control.h"
 
 #define APPROVE_USAGE "agentjail approve RUN CALL [--digest SHA256] [--json]"
-#define APPROVE_HELP                                                                                                   \
-        "Approve a tool call the run's broker is holding for approval (see 'agentjail\n"                               \
-        "inspect RUN': pending calls awaiting_approval). The agent's call goes on.\n"                                  \
+#define APPROVE_HELP                                                                     \
+        "Approve a tool call the run's broker is holding for approval (see 'agentjail\n" \
+        "inspect RUN': pending calls awaiting_approval). The agent's call goes on.\n"    \
         "--digest: the call's arguments_sha256 as reviewed; refused if it differs."
 #define DENY_USAGE "agentjail deny RUN CALL [--reason TEXT] [--json]"
-#define DENY_HELP                                                                                                      \
-        "Deny a tool call the run's broker is holding for approval. The agent gets\n"                                  \
+#define DENY_HELP                                                                     \
+        "Deny a tool call the run's broker is holding for approval. The agent gets\n" \
         "\"deny\" and the reason."
 
 typedef struct {
@@ -88,12 +88,6 @@ static int decide_cmd(int argc, char **argv, bool approve)
         return cli_control_op(cmd, run, req, d.json, done);
 }
 
-int aj_cmd_approve(int argc, char **argv)
-{
-        return decide_cmd(argc, argv, true);
-}
+int aj_cmd_approve(int argc, char **argv) { return decide_cmd(argc, argv, true); }
 
-int aj_cmd_deny(int argc, char **argv)
-{
-        return decide_cmd(argc, argv, false);
-}
+int aj_cmd_deny(int argc, char **argv) { return decide_cmd(argc, argv, false); }

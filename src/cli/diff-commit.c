@@ -18,20 +18,20 @@
 #include "workspace.h"
 
 #define DIFF_USAGE "agentjail diff RUN [--patch | --json]"
-#define DIFF_HELP                                                                                                      \
-        "What a run with an overlay workspace changed (A added, M modified, D deleted,\n"                              \
-        "R directory replaced). '!' marks a path that also changed in the workspace during\n"                          \
-        "the run. --patch adds the changed files' contents (diff -u). Review, then\n"                                  \
+#define DIFF_HELP                                                                             \
+        "What a run with an overlay workspace changed (A added, M modified, D deleted,\n"     \
+        "R directory replaced). '!' marks a path that also changed in the workspace during\n" \
+        "the run. --patch adds the changed files' contents (diff -u). Review, then\n"         \
         "'agentjail commit RUN' or 'agentjail discard RUN'."
 #define COMMIT_USAGE "agentjail commit RUN [--force] [--json]"
-#define COMMIT_HELP                                                                                                    \
-        "Apply what a run with an overlay workspace changed to the workspace itself\n"                                 \
-        "(see 'agentjail diff RUN'). New files get the workspace owner; setuid/setgid bits\n"                          \
-        "are dropped; devices, fifos and sockets are not applied. Refused when a path also\n"                          \
+#define COMMIT_HELP                                                                           \
+        "Apply what a run with an overlay workspace changed to the workspace itself\n"        \
+        "(see 'agentjail diff RUN'). New files get the workspace owner; setuid/setgid bits\n" \
+        "are dropped; devices, fifos and sockets are not applied. Refused when a path also\n" \
         "changed in the workspace during the run, unless --force."
 #define DISCARD_USAGE "agentjail discard RUN [--json]"
-#define DISCARD_HELP                                                                                                   \
-        "Drop what a run with an overlay workspace changed: the workspace stays as it\n"                               \
+#define DISCARD_HELP                                                                     \
+        "Drop what a run with an overlay workspace changed: the workspace stays as it\n" \
         "was before the run."
 
 typedef struct {
@@ -57,8 +57,10 @@ static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
         const char *mode = ws->mode, *changes = ws->changes;
         o->path = ws->path;
         if (!mode || !streq(mode, "overlay") || !o->path) {
-                cli_fail(cmd, "run %s has no overlay workspace (its profile's filesystem.workspace.mode is not "
-                              "\"overlay\")", run->id);
+                cli_fail(cmd,
+                         "run %s has no overlay workspace (its profile's filesystem.workspace.mode is not "
+                         "\"overlay\")",
+                         run->id);
                 return -ENOENT;
         }
         if (changes && !streq(changes, "pending")) {
@@ -73,8 +75,10 @@ static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
         }
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
         if (run->live || aj_run_supervisor_alive(run)) {
-                cli_fail(cmd, "run %s is still running and may change its workspace: wait for it to exit, or "
-                              "'agentjail kill %s'", run->id, run->id);
+                cli_fail(cmd,
+                         "run %s is still running and may change its workspace: wait for it to exit, or "
+                         "'agentjail kill %s'",
+                         run->id, run->id);
                 return -EBUSY;
         }
         /* The upper dir is the one in the run's own directory, whatever run.json says. */
@@ -96,8 +100,9 @@ static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
         return 0;
 }
 
-static const char change_letter[] = { [AJ_WS_ADDED] = 'A', [AJ_WS_MODIFIED] = 'M', [AJ_WS_DELETED] = 'D',
-                                      [AJ_WS_REPLACED] = 'R' };
+static const char change_letter[] = {
+        [AJ_WS_ADDED] = 'A', [AJ_WS_MODIFIED] = 'M', [AJ_WS_DELETED] = 'D', [AJ_WS_REPLACED] = 'R'
+};
 
 /* A verb's options: --json, --help and its own flag (--patch, --force or none). */
 typedef struct {
@@ -225,7 +230,9 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
         for (size_t i = 0; i < n; i++) {
                 bool dir = S_ISDIR(c[i].type);
                 printf("  %c%c %s%s", change_letter[c[i].kind], c[i].conflict ? '!' : ' ', c[i].path,
-                       dir ? "/" : S_ISLNK(c[i].type) ? " (symlink)" : "");
+                       dir                  ? "/"
+                       : S_ISLNK(c[i].type) ? " (symlink)"
+                                            : "");
                 if (S_ISREG(c[i].type) && c[i].kind != AJ_WS_DELETED)
                         printf("  %llu bytes", (unsigned long long)c[i].size);
                 if (c[i].skipped)

@@ -8,12 +8,12 @@
 #include "control.h"
 
 #define FREEZE_USAGE "agentjail freeze RUN [--json]"
-#define FREEZE_HELP                                                                                                    \
-        "Freeze every process of a live run (cgroup freezer). It stays frozen until\n"                                 \
+#define FREEZE_HELP                                                                    \
+        "Freeze every process of a live run (cgroup freezer). It stays frozen until\n" \
         "'agentjail thaw' or 'agentjail kill'."
 #define THAW_USAGE "agentjail thaw RUN [--raise KEY=VALUE]... [--json]"
-#define THAW_HELP                                                                                                      \
-        "Thaw a frozen run. --raise changes a meter's cap first: \"+N\" adds to it,\n"                                 \
+#define THAW_HELP                                                                      \
+        "Thaw a frozen run. --raise changes a meter's cap first: \"+N\" adds to it,\n" \
         "\"N\" sets it, e.g. --raise tokens=+20000 --raise cost_usd=5."
 #define KILL_USAGE "agentjail kill RUN [--json]"
 #define KILL_HELP "Kill every process of a live run (also a frozen one). The run's records stay."
@@ -42,15 +42,9 @@ static int plain_op(int argc, char **argv, const char *op, const char *usage, co
         return run_op(argv[0], query, json_pack("{s:s}", "op", op), json, done);
 }
 
-int aj_cmd_freeze(int argc, char **argv)
-{
-        return plain_op(argc, argv, "freeze", FREEZE_USAGE, FREEZE_HELP, "frozen");
-}
+int aj_cmd_freeze(int argc, char **argv) { return plain_op(argc, argv, "freeze", FREEZE_USAGE, FREEZE_HELP, "frozen"); }
 
-int aj_cmd_kill(int argc, char **argv)
-{
-        return plain_op(argc, argv, "kill", KILL_USAGE, KILL_HELP, "killed");
-}
+int aj_cmd_kill(int argc, char **argv) { return plain_op(argc, argv, "kill", KILL_USAGE, KILL_HELP, "killed"); }
 
 /* One --raise KEY=VALUE into the request's "raise" object; CLI_EXIT_USAGE (reported) when
  * it is malformed or repeats a key. */

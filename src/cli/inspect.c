@@ -11,9 +11,9 @@
 #include "util/parse.h"
 
 #define INSPECT_USAGE "agentjail inspect RUN [--json]"
-#define INSPECT_HELP                                                                                                   \
-        "A run's caps and usage, model calls (measured by the LLM gateway, beside the\n"                               \
-        "agent's self-reported tokens), processes (live runs), pending calls, last events,\n"                         \
+#define INSPECT_HELP                                                                          \
+        "A run's caps and usage, model calls (measured by the LLM gateway, beside the\n"      \
+        "agent's self-reported tokens), processes (live runs), pending calls, last events,\n" \
         "exit, and quarantine/incident summary."
 #define INSPECT_EVENTS 10
 
@@ -53,8 +53,9 @@ static json_t *inspect_doc(AjRun *run, const char *state)
         json_t *live = run->live_state;
         const AjRunRecord none = { 0 };
         const AjRunRecord *r = rec ? rec : &none;
-        json_object_set_new(doc, "profile", json_pack("{s:s?, s:s?, s:s?}", "name", r->profile_name, "path",
-                                                      r->profile_path, "digest", r->profile_digest));
+        json_object_set_new(doc, "profile",
+                            json_pack("{s:s?, s:s?, s:s?}", "name", r->profile_name, "path", r->profile_path, "digest",
+                                      r->profile_digest));
         json_object_set(doc, "command", r->shown.command ?: json_null());
         json_object_set_new(doc, "cwd", r->cwd ? json_string(r->cwd) : json_null());
         json_object_set(doc, "workspace", r->shown.workspace ?: json_null());
@@ -90,7 +91,7 @@ static void print_command(json_t *argv)
 {
         size_t i;
         json_t *a;
-        json_array_foreach(argv, i, a) {
+        json_array_foreach (argv, i, a) {
                 const char *s = json_string_value(a) ?: "?";
                 if (i)
                         putchar(' ');
@@ -110,8 +111,9 @@ static void print_summary(json_t *doc, AjRun *run)
                 printf(" (sha256 %.16s...)", cli_jstr(prof, "digest"));
         putchar('\n');
         char age[32];
-        printf("state       %s%s, started %s (%s ago)", cli_jstr(doc, "state"), json_is_true(json_object_get(doc, "live")) ? " (live)" : "",
-               cli_jstr(doc, "started") ?: "?", aj_format_age(cli_age_seconds(run), age, sizeof(age)));
+        printf("state       %s%s, started %s (%s ago)", cli_jstr(doc, "state"),
+               json_is_true(json_object_get(doc, "live")) ? " (live)" : "", cli_jstr(doc, "started") ?: "?",
+               aj_format_age(cli_age_seconds(run), age, sizeof(age)));
         if (cli_jstr(doc, "ended"))
                 printf(", ended %s", cli_jstr(doc, "ended"));
         putchar('\n');
@@ -129,7 +131,6 @@ static void print_summary(json_t *doc, AjRun *run)
                 putchar('\n');
         }
         printf("meters      %s\n", cli_jstr(doc, "summary") ?: "-");
-
 }
 
 /* resources, exit, quarantine, incident: what run.json and incident.json recorded. */
@@ -139,7 +140,8 @@ static void print_records(json_t *doc, AjRun *run)
         if (json_is_object(res)) {
                 char mem[32];
                 printf("resources   memory peak %s, cpu %.3fs, oom kills %lld, pids.max hits %lld, seccomp denials %lld\n",
-                       aj_format_size((uint64_t)json_integer_value(json_object_get(res, "memory_peak")), mem, sizeof(mem)),
+                       aj_format_size((uint64_t)json_integer_value(json_object_get(res, "memory_peak")), mem,
+                                      sizeof(mem)),
                        (double)json_integer_value(json_object_get(res, "cpu_usec")) / 1e6,
                        (long long)json_integer_value(json_object_get(res, "oom_kills")),
                        (long long)json_integer_value(json_object_get(res, "pids_max_events")),
@@ -169,7 +171,6 @@ static void print_records(json_t *doc, AjRun *run)
                 cli_print_value(json_object_get(inc, "limit") ?: json_null());
                 printf(" (agentjail quarantine show %s)\n", run->id);
         }
-
 }
 
 static void print_processes(json_t *doc)
@@ -183,7 +184,7 @@ static void print_processes(json_t *doc)
                 printf("  %7s  %-5s  %9s  %9s  %s\n", "PID", "STATE", "CPU", "RSS", "CMD");
                 size_t i;
                 json_t *p;
-                json_array_foreach(procs, i, p) {
+                json_array_foreach (procs, i, p) {
                         char rss[32] = "-", cpu[32] = "-";
                         json_t *rv = json_object_get(p, "rss_kb");
                         if (json_is_integer(rv) && json_integer_value(rv) >= 0)
@@ -216,7 +217,7 @@ static void print_pending(json_t *doc)
                         printf("  %-24s %-32s %-17s %8s  %s\n", "CALL ID", "TOOL", "STATE", "AGE", "SINCE");
                 size_t i;
                 json_t *p;
-                json_array_foreach(pending, i, p) {
+                json_array_foreach (pending, i, p) {
                         printf("  %-24s %-32s %-17s %7.1fs  %s", cli_jstr(p, "gen_ai.tool.call.id") ?: "?",
                                cli_jstr(p, "gen_ai.tool.name") ?: "?", cli_jstr(p, "state") ?: "?",
                                json_number_value(json_object_get(p, "age_s")), cli_jstr(p, "since") ?: "?");
@@ -265,7 +266,7 @@ static void print_measured(json_t *m)
                "CACHE-RD", "CACHE-WR", "REASONING", "COST");
         size_t i;
         json_t *row;
-        json_array_foreach(models, i, row)
+        json_array_foreach (models, i, row)
                 print_measured_row(row, NULL);
         if (json_array_size(models) > 1)
                 print_measured_row(m, "total");
@@ -289,7 +290,7 @@ static void print_reported(json_t *r)
         printf("  %-45s %6s %10s %9s %9s %11s\n", "MODEL", "REPORTS", "INPUT", "OUTPUT", "CACHE-RD", "COST");
         size_t i;
         json_t *row;
-        json_array_foreach(models, i, row)
+        json_array_foreach (models, i, row)
                 print_reported_row(row, NULL);
         if (json_array_size(models) > 1)
                 print_reported_row(r, "total");

@@ -20,19 +20,19 @@
 #include "util/syscalls.h"
 
 #define LOGS_LINE_MAX (1024 * 1024)
-#define LOGS_HELP \
-        "The run's event chain, one line per event: time (UTC), seq, type, fields.\n" \
-        "  -f, --follow       keep printing new events until the run exits (or Ctrl-C)\n" \
-        "  --json             the raw JSON lines of events.jsonl\n" \
-        "  -t, --type PREFIX  only events whose type is PREFIX or starts with PREFIX.\n" \
-        "                     (\"net\" matches net.connect; \"tool.re\" matches tool.request;\n" \
-        "                     \"llm\" the model calls: llm.request and llm.response)\n" \
-        "  --verify           check the chain instead of printing it: every event's \"prev\" is\n" \
-        "                     the sha256 of the line before, and the run's end matches run.json's\n" \
-        "                     anchor; exit 0 intact, 1 changed, removed or added events\n" \
+#define LOGS_HELP                                                                                           \
+        "The run's event chain, one line per event: time (UTC), seq, type, fields.\n"                       \
+        "  -f, --follow       keep printing new events until the run exits (or Ctrl-C)\n"                   \
+        "  --json             the raw JSON lines of events.jsonl\n"                                         \
+        "  -t, --type PREFIX  only events whose type is PREFIX or starts with PREFIX.\n"                    \
+        "                     (\"net\" matches net.connect; \"tool.re\" matches tool.request;\n"            \
+        "                     \"llm\" the model calls: llm.request and llm.response)\n"                     \
+        "  --verify           check the chain instead of printing it: every event's \"prev\" is\n"          \
+        "                     the sha256 of the line before, and the run's end matches run.json's\n"        \
+        "                     anchor; exit 0 intact, 1 changed, removed or added events\n"                  \
         "                     (which, on stderr), 3 consistent but run.json has no anchor (a cut-off end\n" \
-        "                     could not be seen: a live run, or one whose supervisor was lost)\n" \
-        "  --otlp             the events (with --type, the matching ones) as one OpenTelemetry\n" \
+        "                     could not be seen: a live run, or one whose supervisor was lost)\n"           \
+        "  --otlp             the events (with --type, the matching ones) as one OpenTelemetry\n"           \
         "                     OTLP/JSON logs request, for a collector's /v1/logs"
 
 #define LOGS_USAGE "agentjail logs RUN [-f] [--json | --otlp] [--type PREFIX] | logs RUN --verify [--json]"
@@ -191,8 +191,8 @@ static int otlp_logs(AjRun *run, const char *path, const char *type)
                 return CLI_EXIT_FAIL;
         }
         char pbuf[256];
-        json_auto_t *doc = aj_otlp_logs_request(run->id, run->rec ? run->rec->name : NULL, cli_run_profile(run, pbuf, sizeof(pbuf)),
-                                                AJ_VERSION, records);
+        json_auto_t *doc = aj_otlp_logs_request(run->id, run->rec ? run->rec->name : NULL,
+                                                cli_run_profile(run, pbuf, sizeof(pbuf)), AJ_VERSION, records);
         _cleanup_free_ char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         if (!text) {
                 cli_fail("logs", "out of memory");
@@ -226,15 +226,16 @@ static int verify_chain(AjRun *run, const char *path, bool json)
         bool closing = v == AJ_CHAIN_BROKEN && c.after_anchor && aj_run_supervisor_alive(run);
         if (closing) {
                 v = AJ_CHAIN_NO_ANCHOR;
-                snprintf(why, sizeof(why), "events follow run.json's anchor while the supervisor is still closing "
-                                           "the run: check again when it is done");
+                snprintf(why, sizeof(why),
+                         "events follow run.json's anchor while the supervisor is still closing "
+                         "the run: check again when it is done");
         } else if (v == AJ_CHAIN_NO_ANCHOR) {
                 const char *status = run->rec ? run->rec->status : NULL;
                 bool running = status && (streq(status, "running") || streq(status, "starting"));
                 snprintf(why, sizeof(why), "run.json records no anchor%s: a cut-off tail cannot be detected",
-                         !run->rec                                  ? " (run.json is missing or unreadable)"
+                         !run->rec                                 ? " (run.json is missing or unreadable)"
                          : running && aj_run_supervisor_alive(run) ? " (the run is still running)"
-                                                                    : "");
+                                                                   : "");
         }
         if (json) {
                 json_auto_t *doc = json_pack("{s:s, s:b, s:s, s:b, s:I}", "run", run->id, "ok", v == AJ_CHAIN_INTACT,

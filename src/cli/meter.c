@@ -21,21 +21,20 @@
 
 #define MAX_REPLY (1024 * 1024)
 
-static const char help[] =
-        "Usage: agentjail meter COMMAND ...   (inside a jail: talks to $" AJ_BROKER_ENV ")\n"
-        "\n"
-        "  tool NAME [--args JSON] [--id ID] [--json]\n"
-        "      Ask before a tool call (waits while the profile's approvals hold it for an\n"
-        "      operator). Exit 0 allowed, 1 denied (reason on stderr),\n"
-        "      3 a cap was crossed (the run is being frozen), 2 usage or protocol error.\n"
-        "  result ID --status ok|error [--undo JSON-OBJECT] [--json]\n"
-        "      Report how a tool call ended; --undo says how to reverse it.\n"
-        "  tokens --model M --input N --output N [--cached-input N] [--json]\n"
-        "      Report model usage (input includes cached input). Exit 0 ok, 3 breach.\n"
-        "  usage [--json]\n"
-        "      Usage against every cap.\n"
-        "\n"
-        "--json prints the broker's reply line as is.\n";
+static const char help[] = "Usage: agentjail meter COMMAND ...   (inside a jail: talks to $" AJ_BROKER_ENV ")\n"
+                           "\n"
+                           "  tool NAME [--args JSON] [--id ID] [--json]\n"
+                           "      Ask before a tool call (waits while the profile's approvals hold it for an\n"
+                           "      operator). Exit 0 allowed, 1 denied (reason on stderr),\n"
+                           "      3 a cap was crossed (the run is being frozen), 2 usage or protocol error.\n"
+                           "  result ID --status ok|error [--undo JSON-OBJECT] [--json]\n"
+                           "      Report how a tool call ended; --undo says how to reverse it.\n"
+                           "  tokens --model M --input N --output N [--cached-input N] [--json]\n"
+                           "      Report model usage (input includes cached input). Exit 0 ok, 3 breach.\n"
+                           "  usage [--json]\n"
+                           "      Usage against every cap.\n"
+                           "\n"
+                           "--json prints the broker's reply line as is.\n";
 
 /* "--name VALUE" or "--name=VALUE"; 1 when argv[*i] is that option. */
 static int take_option(int argc, char **argv, int *i, const char *name, const char **ret, AjError *ret_error)
@@ -67,7 +66,8 @@ static int parse_json_arg(const char *option, const char *text, bool object, AjE
         if (!ok)
                 return aj_error_set(ret_error, -EINVAL, "%s: expected a JSON object", option);
         if (strlen(text) > AJ_BROKER_MAX_LINE / 2)
-                return aj_error_set(ret_error, -EINVAL, "%s: too large (at most %d bytes)", option, AJ_BROKER_MAX_LINE / 2);
+                return aj_error_set(ret_error, -EINVAL, "%s: too large (at most %d bytes)", option,
+                                    AJ_BROKER_MAX_LINE / 2);
         return 0;
 }
 
@@ -102,24 +102,26 @@ static int check_values(AjMeterCmd *c, const char *positional, const char *input
                         return aj_error_set(ret_error, -EINVAL, "tool: missing the tool NAME");
                 if (!plain_name(positional, AJ_BROKER_MAX_NAME))
                         return aj_error_set(ret_error, -EINVAL, "tool: NAME must be 1 to %d characters without spaces",
-                                    AJ_BROKER_MAX_NAME);
+                                            AJ_BROKER_MAX_NAME);
                 c->name = positional;
                 if (c->args && (r = parse_json_arg("--args", c->args, false, ret_error)) < 0)
                         return r;
                 if (c->id && !plain_name(c->id, AJ_BROKER_MAX_ID))
-                        return aj_error_set(ret_error, -EINVAL, "--id: must be 1 to %d characters without spaces", AJ_BROKER_MAX_ID);
+                        return aj_error_set(ret_error, -EINVAL, "--id: must be 1 to %d characters without spaces",
+                                            AJ_BROKER_MAX_ID);
                 break;
         case AJ_METER_CMD_RESULT:
                 if (!positional)
                         return aj_error_set(ret_error, -EINVAL, "result: missing the call ID");
                 if (!plain_name(positional, AJ_BROKER_MAX_ID))
                         return aj_error_set(ret_error, -EINVAL, "result: ID must be 1 to %d characters without spaces",
-                                    AJ_BROKER_MAX_ID);
+                                            AJ_BROKER_MAX_ID);
                 c->id = positional;
                 if (!c->status)
                         return aj_error_set(ret_error, -EINVAL, "result: --status ok|error is required");
                 if (!streq(c->status, "ok") && !streq(c->status, "error"))
-                        return aj_error_set(ret_error, -EINVAL, "--status: expected \"ok\" or \"error\", got \"%s\"", c->status);
+                        return aj_error_set(ret_error, -EINVAL, "--status: expected \"ok\" or \"error\", got \"%s\"",
+                                            c->status);
                 if (c->undo && (r = parse_json_arg("--undo", c->undo, true, ret_error)) < 0)
                         return r;
                 break;
@@ -128,14 +130,15 @@ static int check_values(AjMeterCmd *c, const char *positional, const char *input
                         return aj_error_set(ret_error, -EINVAL, "tokens: --model, --input and --output are required");
                 if (!plain_name(c->model, AJ_BROKER_MAX_NAME))
                         return aj_error_set(ret_error, -EINVAL, "--model: must be 1 to %d characters without spaces",
-                                    AJ_BROKER_MAX_NAME);
+                                            AJ_BROKER_MAX_NAME);
                 if ((r = parse_tokens("--input", input, &c->input, ret_error)) < 0 ||
                     (r = parse_tokens("--output", output, &c->output, ret_error)) < 0 ||
                     (cached && (r = parse_tokens("--cached-input", cached, &c->cached, ret_error)) < 0))
                         return r;
                 if (c->cached > c->input)
-                        return aj_error_set(ret_error, -EINVAL, "--cached-input: must not exceed --input (cached tokens are part of "
-                                               "the input)");
+                        return aj_error_set(ret_error, -EINVAL,
+                                            "--cached-input: must not exceed --input (cached tokens are part of "
+                                            "the input)");
                 break;
         default:
                 break;
@@ -150,7 +153,8 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, AjError *ret_erro
         int r;
 
         if (argc < 2)
-                return aj_error_set(ret_error, -EINVAL, "missing command (tool, result, tokens, usage; see 'agentjail meter --help')");
+                return aj_error_set(ret_error, -EINVAL,
+                                    "missing command (tool, result, tokens, usage; see 'agentjail meter --help')");
         const char *cmd = argv[1];
         if (streq(cmd, "--help") || streq(cmd, "-h") || streq(cmd, "help")) {
                 *ret = (AjMeterCmd){ .kind = AJ_METER_CMD_HELP };
@@ -165,7 +169,8 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, AjError *ret_erro
         else if (streq(cmd, "usage"))
                 c.kind = AJ_METER_CMD_USAGE;
         else
-                return aj_error_set(ret_error, -EINVAL, "unknown command \"%s\" (expected tool, result, tokens or usage)", cmd);
+                return aj_error_set(ret_error, -EINVAL,
+                                    "unknown command \"%s\" (expected tool, result, tokens or usage)", cmd);
 
         for (int i = 2; i < argc; i++) {
                 const char *a = argv[i];
@@ -179,11 +184,11 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, AjError *ret_erro
                         c.json = true;
                         continue;
                 }
-#define OPT(cond, name, dst)                                                                                      \
-        if ((cond) && (r = take_option(argc, argv, &i, name, &(dst), ret_error)) != 0) {                           \
-                if (r < 0)                                                                                         \
-                        return r;                                                                                  \
-                continue;                                                                                          \
+#define OPT(cond, name, dst)                                                             \
+        if ((cond) && (r = take_option(argc, argv, &i, name, &(dst), ret_error)) != 0) { \
+                if (r < 0)                                                               \
+                        return r;                                                        \
+                continue;                                                                \
         }
                 OPT(tool, "--args", c.args)
                 OPT(tool, "--id", c.id)
@@ -210,8 +215,8 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, AjError *ret_erro
 
 int aj_meter_cmd_request(const AjMeterCmd *cmd, json_int_t id, char **ret)
 {
-        _cleanup_(json_decrefp) json_t *req = json_pack("{s:I, s:i}", AJ_BROKER_F_ID, id, AJ_BROKER_F_V,
-                                                        AJ_BROKER_VERSION);
+        _cleanup_(json_decrefp)
+                json_t *req = json_pack("{s:I, s:i}", AJ_BROKER_F_ID, id, AJ_BROKER_F_V, AJ_BROKER_VERSION);
         json_t *v;
         int r = 0;
         if (!req)
@@ -356,7 +361,7 @@ static void format_budget(json_t *usage, char *buf, size_t size)
         json_t *e;
         size_t len = 0;
         buf[0] = 0;
-        json_object_foreach(usage, cap, e) {
+        json_object_foreach (usage, cap, e) {
                 char used[48], limit[48];
                 format_amount(cap, json_object_get(e, "used"), used, sizeof(used));
                 format_amount(cap, json_object_get(e, "limit"), limit, sizeof(limit));
@@ -417,7 +422,7 @@ static int print_reply(const AjMeterCmd *cmd, json_t *reply)
         case AJ_METER_CMD_USAGE: {
                 const char *cap;
                 json_t *e;
-                json_object_foreach(usage, cap, e) {
+                json_object_foreach (usage, cap, e) {
                         char used[48], limit[48], left[48];
                         format_amount(cap, json_object_get(e, "used"), used, sizeof(used));
                         format_amount(cap, json_object_get(e, "limit"), limit, sizeof(limit));
@@ -491,8 +496,7 @@ int aj_cmd_meter(int argc, char **argv)
                 json_t *e = json_object_get(reply, AJ_BROKER_F_ERROR);
                 if (cmd.json)
                         puts(line);
-                fprintf(stderr, "agentjail meter: %s: %s\n",
-                        json_string_value(json_object_get(e, "code")) ?: "error",
+                fprintf(stderr, "agentjail meter: %s: %s\n", json_string_value(json_object_get(e, "code")) ?: "error",
                         json_string_value(json_object_get(e, "message")) ?: "the broker refused the request");
                 return AJ_METER_EXIT_USAGE;
         }

@@ -28,24 +28,24 @@ static void print_help(void)
         _cleanup_strv_free_ char **dirs = NULL;
 
         puts(USAGE "\n"
-             "\n"
-             "  list [--json]          profiles on the search path: name, path, description\n"
-             "  show NAME|FILE [--json]\n"
-             "                         the resolved profile (after \"extends\", with every default\n"
-             "                         filled in) as JSON; the output is itself a valid profile\n"
-             "  check FILE...          validate profile files: prints \"FILE: ok\" for each valid\n"
-             "                         one, and FILE:LINE:COL: KEY: the problem for the others\n"
-             "\n"
-             "A profile may \"extends\" another, by name or by a path relative to its own\n"
-             "directory. The child is merged onto its parent: objects merge key by key,\n"
-             "recursively; arrays and scalar values in the child replace the parent's. So a\n"
-             "child's \"filesystem\": {\"ro\": [...]} replaces the whole list and keeps the\n"
-             "parent's other filesystem keys, and \"env\": {\"set\": {...}} adds variables.\n"
-             "At most 8 profiles in a chain. Unknown keys are errors.\n"
-             "\n"
-             "Exit status: 0 ok, 1 a profile is invalid or not found, 2 usage error.\n"
-             "\n"
-             "A NAME is looked up as NAME.json in:");
+                   "\n"
+                   "  list [--json]          profiles on the search path: name, path, description\n"
+                   "  show NAME|FILE [--json]\n"
+                   "                         the resolved profile (after \"extends\", with every default\n"
+                   "                         filled in) as JSON; the output is itself a valid profile\n"
+                   "  check FILE...          validate profile files: prints \"FILE: ok\" for each valid\n"
+                   "                         one, and FILE:LINE:COL: KEY: the problem for the others\n"
+                   "\n"
+                   "A profile may \"extends\" another, by name or by a path relative to its own\n"
+                   "directory. The child is merged onto its parent: objects merge key by key,\n"
+                   "recursively; arrays and scalar values in the child replace the parent's. So a\n"
+                   "child's \"filesystem\": {\"ro\": [...]} replaces the whole list and keeps the\n"
+                   "parent's other filesystem keys, and \"env\": {\"set\": {...}} adds variables.\n"
+                   "At most 8 profiles in a chain. Unknown keys are errors.\n"
+                   "\n"
+                   "Exit status: 0 ok, 1 a profile is invalid or not found, 2 usage error.\n"
+                   "\n"
+                   "A NAME is looked up as NAME.json in:");
         if (aj_profile_search_path(&dirs) >= 0)
                 for (char **d = dirs; *d; d++)
                         printf("  %s\n", *d);
@@ -77,15 +77,13 @@ static int cmd_list(bool json)
                 AjError err = {};
                 r = aj_profile_load_file(paths[i], &p, &err);
                 if (json) {
-                        json_t *o = json_pack("{s:s, s:s, s:s?}", "name", names[i], "path", paths[i],
-                                              "description", p ? p->description : NULL);
+                        json_t *o = json_pack("{s:s, s:s, s:s?}", "name", names[i], "path", paths[i], "description",
+                                              p ? p->description : NULL);
                         if (o && r < 0)
-                                json_object_set_new(o, "error",
-                                                    json_string(err.message ?: strerror(-r)));
+                                json_object_set_new(o, "error", json_string(err.message ?: strerror(-r)));
                         json_array_append_new(arr, o);
                 } else if (r < 0)
-                        printf("%-12s %s  (invalid: run 'agentjail profile check %s')\n", names[i], paths[i],
-                               paths[i]);
+                        printf("%-12s %s  (invalid: run 'agentjail profile check %s')\n", names[i], paths[i], paths[i]);
                 else
                         printf("%-12s %s  %s\n", names[i], paths[i], p->description ?: "");
                 aj_error_clear(&err);

@@ -7,9 +7,9 @@
 #include "cli/verbs.h"
 
 #define PS_USAGE "agentjail ps [--all] [--json]"
-#define PS_HELP                                                                                                        \
-        "Runs in the state directory, oldest first: id, name, profile, state\n"                                        \
-        "(running, frozen, quarantined, exited, lost), age, and meter usage against\n"                                 \
+#define PS_HELP                                                                        \
+        "Runs in the state directory, oldest first: id, name, profile, state\n"        \
+        "(running, frozen, quarantined, exited, lost), age, and meter usage against\n" \
         "the caps. Without --all only live and quarantined runs are shown."
 
 static void print_row(AjRun *run, const char *state)

@@ -13,10 +13,10 @@
 
 /* How long purge waits for a killed run's supervisor to finish. */
 #define PURGE_WAIT_MS 20000
-#define QUARANTINE_HELP                                                                                                \
-        "  list           runs quarantined after a cap breach and not released (default)\n"                            \
-        "  show RUN       the incident record: cap, value, limit, trigger, last events\n"                              \
-        "  release RUN    release it: a live run is thawed; a dead run's records are marked\n"                         \
+#define QUARANTINE_HELP                                                                        \
+        "  list           runs quarantined after a cap breach and not released (default)\n"    \
+        "  show RUN       the incident record: cap, value, limit, trigger, last events\n"      \
+        "  release RUN    release it: a live run is thawed; a dead run's records are marked\n" \
         "  purge RUN      kill the run if it is live, then delete its run directory"
 #define QUARANTINE_USAGE "agentjail quarantine [list | show RUN | release RUN | purge RUN] [--json]"
 
@@ -50,8 +50,8 @@ static int quarantine_list(bool json)
                         continue;
                 json_t *e = quarantine_entry(runs[i]);
                 if (!json)
-                        printf("%-12s  %-16.16s  %-11s  %-14.14s  %s\n", runs[i]->id, cli_run_name(runs[i]), cli_jstr(e, "state"),
-                               cli_jstr(e, "cap") ?: "?", cli_jstr(e, "since") ?: "?");
+                        printf("%-12s  %-16.16s  %-11s  %-14.14s  %s\n", runs[i]->id, cli_run_name(runs[i]),
+                               cli_jstr(e, "state"), cli_jstr(e, "cap") ?: "?", cli_jstr(e, "since") ?: "?");
                 json_array_append_new(arr, e);
         }
         aj_runs_free(runs, n);
@@ -70,8 +70,7 @@ static int quarantine_show(AjRun *run, bool json)
                 if (r == -ENOENT)
                         cli_fail("quarantine", "run %s has no incident record (it never breached a cap)", run->id);
                 else
-                        cli_fail("quarantine", "cannot read '%s/%s': %s", run->dir, AJ_RUN_FILE_INCIDENT,
-                                 strerror(-r));
+                        cli_fail("quarantine", "cannot read '%s/%s': %s", run->dir, AJ_RUN_FILE_INCIDENT, strerror(-r));
                 return CLI_EXIT_FAIL;
         }
         if (json)
@@ -84,7 +83,7 @@ static int quarantine_show(AjRun *run, bool json)
         putchar('\n');
         const char *key;
         json_t *v;
-        json_object_foreach(inc, key, v) {
+        json_object_foreach (inc, key, v) {
                 if (streq(key, "cap") || streq(key, "value") || streq(key, "limit") || streq(key, "last_events") ||
                     streq(key, "run"))
                         continue;
@@ -123,7 +122,8 @@ static int quarantine_release(AjRun *run, bool json)
                 return CLI_EXIT_FAIL;
         }
         if (json) {
-                json_auto_t *doc = json_pack("{s:s, s:s, s:b, s:b}", "run", run->id, "op", "release", "ok", 1, "live", 0);
+                json_auto_t *doc = json_pack("{s:s, s:s, s:b, s:b}", "run", run->id, "op", "release", "ok", 1, "live",
+                                             0);
                 cli_print_json(doc);
         } else {
                 printf("run %s released from quarantine (it is not live: records updated)\n", run->id);
@@ -148,13 +148,14 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
         bool supervisor = aj_run_supervisor_alive(run);
         if (run->live || supervisor) {
                 if (!run->live) {
-                        cli_fail("quarantine", "run %s is live but its control socket does not answer: cannot kill it, "
-                                 "not purging", run->id);
+                        cli_fail("quarantine",
+                                 "run %s is live but its control socket does not answer: cannot kill it, "
+                                 "not purging",
+                                 run->id);
                         return CLI_EXIT_FAIL;
                 }
                 /* Opened before the kill so its exit cannot be missed. */
-                _cleanup_close_ int pidfd = supervisor ? sys_pidfd_open(run->rec->supervisor_pid, 0)
-                                                       : -1;
+                _cleanup_close_ int pidfd = supervisor ? sys_pidfd_open(run->rec->supervisor_pid, 0) : -1;
                 json_auto_t *req = json_pack("{s:s}", "op", "kill");
                 json_auto_t *reply = NULL;
                 int r = aj_control_call(run->control_path, req, CLI_CONTROL_TIMEOUT_MS, &reply);
@@ -165,18 +166,22 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
                         return CLI_EXIT_FAIL;
                 }
                 if (pidfd >= 0 && wait_pidfd(pidfd, PURGE_WAIT_MS) < 0) {
-                        cli_fail("quarantine", "run %s was killed but its supervisor is still running after %ds: "
-                                 "not purging", run->id, PURGE_WAIT_MS / 1000);
+                        cli_fail("quarantine",
+                                 "run %s was killed but its supervisor is still running after %ds: "
+                                 "not purging",
+                                 run->id, PURGE_WAIT_MS / 1000);
                         return CLI_EXIT_FAIL;
                 }
         }
         int r = aj_run_remove_dir(paths, run);
         if (r < 0) {
-                cli_fail("quarantine", "cannot remove '%s': %s", run->dir, r == -EPERM ? "not a run directory of the state dir" : strerror(-r));
+                cli_fail("quarantine", "cannot remove '%s': %s", run->dir,
+                         r == -EPERM ? "not a run directory of the state dir" : strerror(-r));
                 return CLI_EXIT_FAIL;
         }
         if (json) {
-                json_auto_t *doc = json_pack("{s:s, s:s, s:b, s:s}", "run", run->id, "op", "purge", "ok", 1, "dir", run->dir);
+                json_auto_t *doc = json_pack("{s:s, s:s, s:b, s:s}", "run", run->id, "op", "purge", "ok", 1, "dir",
+                                             run->dir);
                 cli_print_json(doc);
         } else {
                 printf("run %s purged (%s removed)\n", run->id, run->dir);

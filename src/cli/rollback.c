@@ -8,10 +8,10 @@
 #include "cli/verbs.h"
 
 #define ROLLBACK_USAGE "agentjail rollback RUN [--json]"
-#define ROLLBACK_HELP                                                                                                  \
-        "What it takes to undo a run: its workspace changes (an overlay workspace can\n"                               \
-        "still be discarded) and, newest first, the tool calls that reported a result with\n"                          \
-        "the undo record the agent gave (the compensating action), and those it gave none\n"                           \
+#define ROLLBACK_HELP                                                                         \
+        "What it takes to undo a run: its workspace changes (an overlay workspace can\n"      \
+        "still be discarded) and, newest first, the tool calls that reported a result with\n" \
+        "the undo record the agent gave (the compensating action), and those it gave none\n"  \
         "for. agentjail does not run the compensating actions: they are the operator's."
 
 static void print_workspace(const AjRun *run, json_t *ws)
@@ -41,11 +41,13 @@ static void print_calls(json_t *calls, size_t with_undo, size_t unreversible)
         json_t *c;
         printf("tool calls with a result, newest first: %zu; %zu with an undo record, %zu succeeded without one\n",
                json_array_size(calls), with_undo, unreversible);
-        json_array_foreach(calls, i, c) {
+        json_array_foreach (calls, i, c) {
                 json_t *undo = json_object_get(c, "undo");
-                _cleanup_free_ char *u = json_is_null(undo) ? NULL : json_dumps(undo, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                _cleanup_free_ char *u = json_is_null(undo) ? NULL
+                                                            : json_dumps(undo, JSON_COMPACT | JSON_PRESERVE_ORDER);
                 const char *st = cli_jstr(c, "status") ?: "?";
-                printf("  %-20s %-24s %-6s %s\n", cli_jstr(c, "gen_ai.tool.call.id"), cli_jstr(c, "gen_ai.tool.name") ?: "?", st,
+                printf("  %-20s %-24s %-6s %s\n", cli_jstr(c, "gen_ai.tool.call.id"),
+                       cli_jstr(c, "gen_ai.tool.name") ?: "?", st,
                        u                 ? u
                        : streq(st, "ok") ? "(no undo record: reverse it by hand)"
                                          : "(failed, no undo record)");
@@ -74,7 +76,7 @@ int aj_cmd_rollback(int argc, char **argv)
         json_auto_t *owned = calls;
         size_t with_undo = 0, unreversible = 0, i;
         json_t *c;
-        json_array_foreach(calls, i, c) {
+        json_array_foreach (calls, i, c) {
                 bool undo = !json_is_null(json_object_get(c, "undo"));
                 const char *st = cli_jstr(c, "status");
                 with_undo += undo;

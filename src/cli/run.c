@@ -244,8 +244,8 @@ int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
                         goto fail;
                 default:
                         r = -EINVAL;
-                        if (asprintf(ret_error, "unknown option '%s' (see 'agentjail run --help')",
-                                     argv[optind - 1]) < 0)
+                        if (asprintf(ret_error, "unknown option '%s' (see 'agentjail run --help')", argv[optind - 1]) <
+                            0)
                                 *ret_error = NULL;
                         goto fail;
                 }

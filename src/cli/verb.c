@@ -106,7 +106,7 @@ void cli_print_events(json_t *events)
         json_t *ev;
         if (json_array_size(events) == 0)
                 puts("  (none)");
-        json_array_foreach(events, i, ev) {
+        json_array_foreach (events, i, ev) {
                 _cleanup_free_ char *line = NULL;
                 if (aj_event_format(ev, &line) >= 0)
                         printf("  %s\n", line);
@@ -176,7 +176,7 @@ size_t cli_awaiting_approval(const AjRun *run)
 {
         size_t n = 0, i;
         json_t *p;
-        json_array_foreach(json_object_get(run->live_state, "pending"), i, p) {
+        json_array_foreach (json_object_get(run->live_state, "pending"), i, p) {
                 const char *st = cli_jstr(p, "state");
                 n += st && streq(st, "awaiting_approval");
         }
@@ -188,12 +188,13 @@ json_t *cli_run_summary_json(AjRun *run, const char *state)
         const AjRunRecord *rec = run->rec;
         json_t *m = aj_run_meters(run);
         _cleanup_free_ char *meters = aj_meters_summary(m);
-        return json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:s?, s:s?, s:I, s:o?, s:s?, s:s, s:I}", "id", run->id, "name",
-                         rec ? rec->name : NULL, "profile", rec ? rec->profile_name : NULL, "state", state, "live",
-                         run->live, "quarantined", aj_run_record_quarantined(rec) || streq(state, "quarantined"),
-                         "started", rec ? rec->started : NULL, "ended", rec ? rec->ended : NULL, "age_seconds",
-                         (json_int_t)cli_age_seconds(run), "meters", m, "summary", meters, "dir",
-                         run->dir, "awaiting_approval", (json_int_t)cli_awaiting_approval(run));
+        return json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:s?, s:s?, s:I, s:o?, s:s?, s:s, s:I}", "id", run->id,
+                         "name", rec ? rec->name : NULL, "profile", rec ? rec->profile_name : NULL, "state", state,
+                         "live", run->live, "quarantined",
+                         aj_run_record_quarantined(rec) || streq(state, "quarantined"), "started",
+                         rec ? rec->started : NULL, "ended", rec ? rec->ended : NULL, "age_seconds",
+                         (json_int_t)cli_age_seconds(run), "meters", m, "summary", meters, "dir", run->dir,
+                         "awaiting_approval", (json_int_t)cli_awaiting_approval(run));
 }
 
 int cli_control_op(const char *cmd, AjRun *run, json_t *req, bool json, const char *done)
@@ -204,7 +205,8 @@ int cli_control_op(const char *cmd, AjRun *run, json_t *req, bool json, const ch
         if (r < 0) {
                 char msg[512];
                 if (r == -ENOENT || r == -ECONNREFUSED)
-                        snprintf(msg, sizeof(msg), "run %s is not live (state: %s)", run->id, aj_run_display_state(run));
+                        snprintf(msg, sizeof(msg), "run %s is not live (state: %s)", run->id,
+                                 aj_run_display_state(run));
                 else if (r == -ETIMEDOUT)
                         snprintf(msg, sizeof(msg), "run %s: the supervisor did not answer within %ds", run->id,
                                  CLI_CONTROL_TIMEOUT_MS / 1000);

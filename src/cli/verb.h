@@ -38,7 +38,8 @@ enum {
         CLI_OPT_PATCH,
 };
 /* The two options every verb has. */
-#define CLI_OPTIONS_COMMON { "json", no_argument, NULL, CLI_OPT_JSON }, { "help", no_argument, NULL, 'h' }
+#define CLI_OPTIONS_COMMON \
+        { "json", no_argument, NULL, CLI_OPT_JSON }, { "help", no_argument, NULL, 'h' }
 
 /* "agentjail CMD: message" on stderr. */
 _printf_(2, 3) void cli_fail(const char *cmd, const char *fmt, ...);

@@ -59,10 +59,10 @@ typedef struct {
         uint64_t id; /* 1, 2, ... per gateway */
         const AjGatewayProvider *provider;
         const char *method;
-        const char *path;    /* as sent upstream, query included */
-        uint64_t started_ns; /* CLOCK_MONOTONIC, when the request was complete */
+        const char *path;       /* as sent upstream, query included */
+        uint64_t started_ns;    /* CLOCK_MONOTONIC, when the request was complete */
         uint64_t first_byte_ns; /* when the upstream's response head arrived, 0 before */
-        void *data;          /* the observer's, from on_request to on_done */
+        void *data;             /* the observer's, from on_request to on_done */
 } AjGatewayCall;
 
 typedef struct {
@@ -101,26 +101,23 @@ int aj_gateway_sink_write(AjGatewaySink *sink, const void *buf, size_t n);
 /* Every callback is optional. on_done is called once for every call on_request saw. */
 typedef struct {
         void *userdata;
-        void (*on_request)(void *userdata, AjGatewayCall *call, const AjGatewayRequest *req,
-                           AjGatewayVerdict *verdict);
-        void (*on_response_head)(void *userdata, AjGatewayCall *call, unsigned status,
-                                 const AjGwHeader *headers, size_t n_headers);
+        void (*on_request)(void *userdata, AjGatewayCall *call, const AjGatewayRequest *req, AjGatewayVerdict *verdict);
+        void (*on_response_head)(void *userdata, AjGatewayCall *call, unsigned status, const AjGwHeader *headers,
+                                 size_t n_headers);
         /* The response body as it arrives, de-chunked. Bytes of a call that returns CUT are
          * not forwarded. */
         AjGatewayFlow (*on_response_bytes)(void *userdata, AjGatewayCall *call, const char *buf, size_t n);
         /* NULL: the body is forwarded as it arrives. Otherwise the filter forwards what it
          * chooses with aj_gateway_sink_write(), now or later; final: the body ended (n == 0),
          * forward what is held back. The agent then gets a chunked body. */
-        void (*filter)(void *userdata, AjGatewayCall *call, const char *buf, size_t n, bool final,
-                       AjGatewaySink *sink);
+        void (*filter)(void *userdata, AjGatewayCall *call, const char *buf, size_t n, bool final, AjGatewaySink *sink);
         void (*on_done)(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcome, uint64_t latency_ns);
 } AjGatewayObserver;
 
 /* Takes listen_fd (listening, O_NONBLOCK|O_CLOEXEC), also on failure. The providers are
  * copied; observer and opts may be NULL. On failure *ret_error (malloc'd) may say why. */
 int aj_gateway_new(int listen_fd, const AjGatewayProvider *providers, size_t n_providers,
-                   const AjGatewayObserver *observer, const AjGatewayOptions *opts, AjGateway **ret,
-                   char **ret_error);
+                   const AjGatewayObserver *observer, const AjGatewayOptions *opts, AjGateway **ret, char **ret_error);
 int aj_gateway_fd(AjGateway *gw);
 int aj_gateway_dispatch(AjGateway *gw);
 /* Closes every connection; calls in flight end as FAILED. */

@@ -17,10 +17,7 @@ static bool is_tchar(unsigned char c)
 }
 
 /* Field values: visible ASCII, space, tab and obs-text; never other controls. */
-static bool is_value_char(unsigned char c)
-{
-        return c == '\t' || (c >= 0x20 && c != 0x7f);
-}
+static bool is_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 
 bool aj_gw_header_is(const AjGwHeader *h, const char *name)
 {
@@ -221,8 +218,8 @@ static int request_semantics(AjGwRequestHead *h, int *st, const char **why)
         return 0;
 }
 
-int aj_gw_parse_request_head(const char *buf, size_t len, size_t max_head, AjGwRequestHead *ret,
-                             int *ret_status, const char **ret_why)
+int aj_gw_parse_request_head(const char *buf, size_t len, size_t max_head, AjGwRequestHead *ret, int *ret_status,
+                             const char **ret_why)
 {
         size_t end;
         const char *why = NULL;
@@ -299,8 +296,7 @@ static int response_semantics(AjGwResponseHead *h, unsigned minor, bool head_req
         return 0;
 }
 
-int aj_gw_parse_response_head(const char *buf, size_t len, size_t max_head, bool head_request,
-                              AjGwResponseHead *ret)
+int aj_gw_parse_response_head(const char *buf, size_t len, size_t max_head, bool head_request, AjGwResponseHead *ret)
 {
         size_t end;
         const char *why;
@@ -396,8 +392,8 @@ static int chunked_step(AjGwChunked *s, char c)
         }
 }
 
-ssize_t aj_gw_chunked_next(AjGwChunked *s, const char *in, size_t len, const char **ret_data,
-                           size_t *ret_data_len, bool *ret_done)
+ssize_t aj_gw_chunked_next(AjGwChunked *s, const char *in, size_t len, const char **ret_data, size_t *ret_data_len,
+                           bool *ret_done)
 {
         size_t i = 0;
         *ret_data = NULL;

@@ -62,13 +62,12 @@ typedef struct {
  * whitespace before a colon, a Content-Length that is not digits or is repeated, a
  * Transfer-Encoding other than one "chunked" (or on HTTP/1.0), both Content-Length and
  * Transfer-Encoding, more than one Host, a target that is not origin-form. */
-int aj_gw_parse_request_head(const char *buf, size_t len, size_t max_head, AjGwRequestHead *ret,
-                             int *ret_status, const char **ret_why);
+int aj_gw_parse_request_head(const char *buf, size_t len, size_t max_head, AjGwRequestHead *ret, int *ret_status,
+                             const char **ret_why);
 
 /* 0, -EAGAIN (need more; -EBADMSG once max_head bytes are held) or -EBADMSG: not an HTTP/1.x
  * response, or conflicting framing. head_request / 1xx / 204 / 304: no body. */
-int aj_gw_parse_response_head(const char *buf, size_t len, size_t max_head, bool head_request,
-                              AjGwResponseHead *ret);
+int aj_gw_parse_response_head(const char *buf, size_t len, size_t max_head, bool head_request, AjGwResponseHead *ret);
 
 /* The first header named `name` (case-insensitive), NULL if none. */
 const AjGwHeader *aj_gw_header_find(const AjGwHeader *h, size_t n, const char *name);
@@ -89,5 +88,5 @@ typedef struct {
  * returned in *ret_data / *ret_data_len (a pointer into `in`, possibly empty). Returns the
  * bytes consumed (> 0 when len > 0 and not done), -EBADMSG when malformed. *ret_done: the
  * last chunk and the trailers were read; the bytes after it are not consumed. */
-ssize_t aj_gw_chunked_next(AjGwChunked *s, const char *in, size_t len, const char **ret_data,
-                           size_t *ret_data_len, bool *ret_done);
+ssize_t aj_gw_chunked_next(AjGwChunked *s, const char *in, size_t len, const char **ret_data, size_t *ret_data_len,
+                           bool *ret_done);

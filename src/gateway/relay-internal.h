@@ -42,10 +42,7 @@ int gw_buf_printf(GwBuf *b, size_t max, const char *fmt, ...) _printf_(3, 4);
 void gw_buf_consume(GwBuf *b, size_t n);
 /* Frees; `wipe` zeroes first (a buffer that held the credential). */
 void gw_buf_free(GwBuf *b, bool wipe);
-static inline size_t gw_buf_pending(const GwBuf *b)
-{
-        return b->len - b->off;
-}
+static inline size_t gw_buf_pending(const GwBuf *b) { return b->len - b->off; }
 
 typedef struct {
         AjGatewayProvider pub; /* strings owned */
@@ -125,7 +122,7 @@ typedef struct GwConn {
         GwBuf upreq; /* head + body for the upstream: holds the credential */
         AjGatewayCall call;
         bool in_call;
-        bool head_sent;     /* the response head went to the agent */
+        bool head_sent;      /* the response head went to the agent */
         bool client_chunked; /* ... with a chunked body */
         int sink_error;      /* a filter's write failed: the response cannot be relayed whole */
         GwUpstream up;
@@ -162,5 +159,5 @@ void gw_conn_request_reset(GwConn *c);
 void gw_call_end(GwConn *c, AjGatewayOutcome outcome);
 /* An error response made by the relay (not in a call, or refused), then the connection
  * closes unless keep is set. api < 0: the shape both SDKs read. */
-int gw_conn_error(GwConn *c, int api, unsigned status, const char *type, const char *code,
-                  const char *message, bool keep);
+int gw_conn_error(GwConn *c, int api, unsigned status, const char *type, const char *code, const char *message,
+                  bool keep);

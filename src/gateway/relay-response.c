@@ -15,23 +15,40 @@
 static const char *reason_phrase(unsigned status)
 {
         switch (status) {
-        case 400: return "Bad Request";
-        case 401: return "Unauthorized";
-        case 403: return "Forbidden";
-        case 404: return "Not Found";
-        case 408: return "Request Timeout";
-        case 413: return "Content Too Large";
-        case 414: return "URI Too Long";
-        case 417: return "Expectation Failed";
-        case 429: return "Too Many Requests";
-        case 431: return "Request Header Fields Too Large";
-        case 500: return "Internal Server Error";
-        case 501: return "Not Implemented";
-        case 502: return "Bad Gateway";
-        case 503: return "Service Unavailable";
-        case 504: return "Gateway Timeout";
-        case 505: return "HTTP Version Not Supported";
-        default: return "Error";
+        case 400:
+                return "Bad Request";
+        case 401:
+                return "Unauthorized";
+        case 403:
+                return "Forbidden";
+        case 404:
+                return "Not Found";
+        case 408:
+                return "Request Timeout";
+        case 413:
+                return "Content Too Large";
+        case 414:
+                return "URI Too Long";
+        case 417:
+                return "Expectation Failed";
+        case 429:
+                return "Too Many Requests";
+        case 431:
+                return "Request Header Fields Too Large";
+        case 500:
+                return "Internal Server Error";
+        case 501:
+                return "Not Implemented";
+        case 502:
+                return "Bad Gateway";
+        case 503:
+                return "Service Unavailable";
+        case 504:
+                return "Gateway Timeout";
+        case 505:
+                return "HTTP Version Not Supported";
+        default:
+                return "Error";
         }
 }
 
@@ -60,12 +77,12 @@ void gw_call_end(GwConn *c, AjGatewayOutcome outcome)
                 gw->obs.on_done(gw->obs.userdata, &c->call, outcome, latency);
 }
 
-int gw_conn_error(GwConn *c, int api, unsigned status, const char *type, const char *code,
-                  const char *message, bool keep)
+int gw_conn_error(GwConn *c, int api, unsigned status, const char *type, const char *code, const char *message,
+                  bool keep)
 {
         /* api < 0: Anthropic's shape, whose "error" object OpenAI's SDKs read as well. */
-        _cleanup_free_ char *body =
-                aj_gateway_error_body(api < 0 ? AJ_GATEWAY_API_ANTHROPIC : (AjGatewayApi)api, type, code, message);
+        _cleanup_free_ char *body = aj_gateway_error_body(api < 0 ? AJ_GATEWAY_API_ANTHROPIC : (AjGatewayApi)api, type,
+                                                          code, message);
         if (!body)
                 return -ENOMEM;
         keep = keep && c->rq.keep_alive;
@@ -100,8 +117,8 @@ int gw_conn_upstream_failed(GwConn *c, unsigned status, const char *fmt, ...)
 
 static bool hop_by_hop(const AjGwResponseHead *h, const AjGwHeader *x)
 {
-        static const char *const dropped[] = { "connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                               "content-length", "te", "trailer", "upgrade" };
+        static const char *const dropped[] = { "connection",     "keep-alive", "proxy-connection", "transfer-encoding",
+                                               "content-length", "te",         "trailer",          "upgrade" };
         for (size_t i = 0; i < ARRAY_SIZE(dropped); i++)
                 if (aj_gw_header_is(x, dropped[i]))
                         return true;

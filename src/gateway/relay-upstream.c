@@ -35,10 +35,7 @@ static int up_open(GwConn *c);
 static int up_send(GwConn *c);
 static int up_pump(GwConn *c);
 
-static const GwProvider *provider_of(const GwConn *c)
-{
-        return &c->gw->providers[c->up.provider];
-}
+static const GwProvider *provider_of(const GwConn *c) { return &c->gw->providers[c->up.provider]; }
 
 void gw_upstream_close(GwConn *c)
 {
@@ -88,10 +85,7 @@ int gw_upstream_start(GwConn *c)
         return up_open(c);
 }
 
-int gw_upstream_resume(GwConn *c)
-{
-        return up_pump(c);
-}
+int gw_upstream_resume(GwConn *c) { return up_pump(c); }
 
 /* A failure of a connection that may be a stale kept one: retried once, fresh. */
 static int up_failed(GwConn *c, const char *what, int err)
@@ -317,7 +311,8 @@ static int up_head(GwConn *c, const char *data, size_t n)
                 if (r == -EAGAIN)
                         return 0;
                 if (r < 0 || h.status == 101)
-                        return gw_conn_upstream_failed(c, 502, "agentjail gateway: malformed response from the provider");
+                        return gw_conn_upstream_failed(c, 502,
+                                                       "agentjail gateway: malformed response from the provider");
                 if (h.status < 200) {
                         gw_buf_consume(&u->in, h.head_len);
                         continue;

@@ -74,8 +74,7 @@ static int gateway_setup(AjGateway *gw, const AjGatewayProvider *providers, size
 }
 
 int aj_gateway_new(int listen_fd, const AjGatewayProvider *providers, size_t n_providers,
-                   const AjGatewayObserver *observer, const AjGatewayOptions *opts, AjGateway **ret,
-                   char **ret_error)
+                   const AjGatewayObserver *observer, const AjGatewayOptions *opts, AjGateway **ret, char **ret_error)
 {
         *ret_error = NULL;
         AjGateway *gw = calloc(1, sizeof(*gw));
@@ -98,20 +97,11 @@ int aj_gateway_new(int listen_fd, const AjGatewayProvider *providers, size_t n_p
         return 0;
 }
 
-int aj_gateway_fd(AjGateway *gw)
-{
-        return aj_loop_fd(gw->loop);
-}
+int aj_gateway_fd(AjGateway *gw) { return aj_loop_fd(gw->loop); }
 
-int aj_gateway_dispatch(AjGateway *gw)
-{
-        return aj_loop_dispatch(gw->loop, 0);
-}
+int aj_gateway_dispatch(AjGateway *gw) { return aj_loop_dispatch(gw->loop, 0); }
 
-unsigned aj_gateway_connections(const AjGateway *gw)
-{
-        return gw->n_conns;
-}
+unsigned aj_gateway_connections(const AjGateway *gw) { return gw->n_conns; }
 
 void aj_gateway_free(AjGateway *gw)
 {
@@ -182,10 +172,7 @@ static void on_listen(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
         }
 }
 
-void gw_conn_arm_timer(GwConn *c, uint64_t ms)
-{
-        (void)aj_loop_timer_set_in(&c->timer, ms * 1000000ull);
-}
+void gw_conn_arm_timer(GwConn *c, uint64_t ms) { (void)aj_loop_timer_set_in(&c->timer, ms * 1000000ull); }
 
 void gw_conn_request_reset(GwConn *c)
 {
@@ -306,8 +293,7 @@ static void on_conn_timer(AjLoopTimer *t, uint64_t now_ns, void *userdata)
         if (c->state == C_UPSTREAM)
                 r = gw_conn_upstream_failed(c, 504, "agentjail gateway: the provider did not answer in time");
         else if (c->state == C_BODY || (c->state == C_HEAD && gw_buf_pending(&c->in)))
-                r = gw_conn_error(c, -1, 408, "timeout_error", NULL, "agentjail gateway: request incomplete",
-                                  false);
+                r = gw_conn_error(c, -1, 408, "timeout_error", NULL, "agentjail gateway: request incomplete", false);
         else
                 r = -ETIMEDOUT;
         gw_conn_settle(c, r);
@@ -339,9 +325,21 @@ static int route(const AjGateway *gw, const char *target, size_t len, size_t *re
 static bool forwarded_header(const AjGwRequestHead *rq, const AjGwHeader *h)
 {
         static const char *const dropped[] = {
-                "host",         "content-length",      "transfer-encoding", "connection", "keep-alive",
-                "proxy-connection", "te",              "trailer",           "upgrade",    "expect",
-                "x-api-key",    "authorization",       "proxy-authorization", "api-key", "accept-encoding",
+                "host",
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "te",
+                "trailer",
+                "upgrade",
+                "expect",
+                "x-api-key",
+                "authorization",
+                "proxy-authorization",
+                "api-key",
+                "accept-encoding",
         };
         for (size_t i = 0; i < ARRAY_SIZE(dropped); i++)
                 if (aj_gw_header_is(h, dropped[i]))
@@ -392,8 +390,11 @@ static int request_ready(GwConn *c)
         AjGateway *gw = c->gw;
         GwProvider *p = &gw->providers[c->provider];
         c->state = C_UPSTREAM;
-        c->call = (AjGatewayCall){ .id = ++gw->next_call_id, .provider = &p->pub, .method = c->method,
-                                   .path = c->path, .started_ns = aj_now_monotonic_ns() };
+        c->call = (AjGatewayCall){ .id = ++gw->next_call_id,
+                                   .provider = &p->pub,
+                                   .method = c->method,
+                                   .path = c->path,
+                                   .started_ns = aj_now_monotonic_ns() };
         c->in_call = true;
         AjGatewayVerdict v = { 0 };
         if (gw->obs.on_request) {
@@ -406,8 +407,7 @@ static int request_ready(GwConn *c)
                 v.message[sizeof(v.message) - 1] = 0;
                 gw_call_end(c, AJ_GATEWAY_REFUSED);
                 return gw_conn_error(c, (int)p->pub.api, v.status, v.error_type ? v.error_type : "rate_limit_error",
-                                     v.error_code, v.message[0] ? v.message : "refused by agentjail",
-                                     c->rq.keep_alive);
+                                     v.error_code, v.message[0] ? v.message : "refused by agentjail", c->rq.keep_alive);
         }
         int r = v.body ? build_upstream_request(c, p, v.body, v.body_len)
                        : build_upstream_request(c, p, c->body.data ? c->body.data : "", c->body.len);
@@ -445,8 +445,8 @@ static int request_begin(GwConn *c)
         const char *tail = c->rq.target + rest;
         size_t tail_len = c->rq.target_len - rest;
         c->method = strndup(c->rq.method, c->rq.method_len);
-        if (asprintf(&c->path, "%s%s%.*s", p->base_path, tail_len && tail[0] == '/' ? "" : "/", (int)tail_len,
-                     tail) < 0)
+        if (asprintf(&c->path, "%s%s%.*s", p->base_path, tail_len && tail[0] == '/' ? "" : "/", (int)tail_len, tail) <
+            0)
                 c->path = NULL;
         if (!c->method || !c->path)
                 return -ENOMEM;

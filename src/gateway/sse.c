@@ -50,10 +50,7 @@ void aj_sse_free(AjSse *s)
         free(s);
 }
 
-static size_t held(const AjSse *s)
-{
-        return s->line.len + s->data.len + s->event.len;
-}
+static size_t held(const AjSse *s) { return s->line.len + s->data.len + s->event.len; }
 
 /* Appends within the event bound, keeping room for a NUL. */
 static int buf_append(AjSse *s, Buf *b, const char *p, size_t n)

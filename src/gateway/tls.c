@@ -20,13 +20,37 @@
  * never speak TLS. The functions below are resolved once from the library whose major
  * version the headers are; a missing library fails the gateway's start, closed.
  */
-#define TLS_FUNCTIONS(X)                                                                                           \
-        X(ERR_clear_error) X(ERR_peek_last_error) X(ERR_error_string_n) X(TLS_client_method) X(SSL_CTX_new)        \
-        X(SSL_CTX_free) X(SSL_CTX_ctrl) X(SSL_CTX_set_verify) X(SSL_CTX_set_options) X(SSL_CTX_set_alpn_protos)   \
-        X(SSL_CTX_set_default_verify_paths) X(SSL_CTX_load_verify_locations) X(SSL_new) X(SSL_free) X(SSL_ctrl)   \
-        X(SSL_set_fd) X(SSL_set_connect_state) X(SSL_set1_host) X(SSL_get0_param) X(X509_VERIFY_PARAM_set_hostflags) \
-        X(X509_VERIFY_PARAM_set1_ip_asc) X(SSL_do_handshake) X(SSL_get_error) X(SSL_get_verify_result)             \
-        X(X509_verify_cert_error_string) X(SSL_read_ex) X(SSL_write_ex) X(SSL_pending)
+/* clang-format off */
+#define TLS_FUNCTIONS(X) \
+        X(ERR_clear_error) \
+        X(ERR_peek_last_error) \
+        X(ERR_error_string_n) \
+        X(TLS_client_method) \
+        X(SSL_CTX_new) \
+        X(SSL_CTX_free) \
+        X(SSL_CTX_ctrl) \
+        X(SSL_CTX_set_verify) \
+        X(SSL_CTX_set_options) \
+        X(SSL_CTX_set_alpn_protos) \
+        X(SSL_CTX_set_default_verify_paths) \
+        X(SSL_CTX_load_verify_locations) \
+        X(SSL_new) \
+        X(SSL_free) \
+        X(SSL_ctrl) \
+        X(SSL_set_fd) \
+        X(SSL_set_connect_state) \
+        X(SSL_set1_host) \
+        X(SSL_get0_param) \
+        X(X509_VERIFY_PARAM_set_hostflags) \
+        X(X509_VERIFY_PARAM_set1_ip_asc) \
+        X(SSL_do_handshake) \
+        X(SSL_get_error) \
+        X(SSL_get_verify_result) \
+        X(X509_verify_cert_error_string) \
+        X(SSL_read_ex) \
+        X(SSL_write_ex) \
+        X(SSL_pending)
+/* clang-format on */
 
 static struct {
 #define TLS_FIELD(f) __typeof__(&f) f;
@@ -54,10 +78,10 @@ static int tls_lib_load(void)
                 snprintf(tls_lib_error, sizeof(tls_lib_error), "cannot load " TLS_LIBRARY ": %s", dlerror());
                 return tls_lib_state = -ELIBACC;
         }
-#define TLS_RESOLVE(f)                                                                                             \
-        if (!(tls_lib.f = (__typeof__(&f))dlsym(h, #f))) {                                                         \
-                snprintf(tls_lib_error, sizeof(tls_lib_error), TLS_LIBRARY " has no %s", #f);                      \
-                return tls_lib_state = -ELIBBAD;                                                                   \
+#define TLS_RESOLVE(f)                                                                        \
+        if (!(tls_lib.f = (__typeof__(&f))dlsym(h, #f))) {                                    \
+                snprintf(tls_lib_error, sizeof(tls_lib_error), TLS_LIBRARY " has no %s", #f); \
+                return tls_lib_state = -ELIBBAD;                                              \
         }
         TLS_FUNCTIONS(TLS_RESOLVE)
 #undef TLS_RESOLVE
@@ -132,8 +156,7 @@ int aj_gw_tls_ctx_new(const char *ca_file, SSL_CTX **ret, char **ret_error)
          * last chunk) is what tells a complete response from a truncated one. */
         SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
         static const unsigned char alpn[] = "\x08http/1.1";
-        if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0 ||
-            SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0 || SSL_CTX_set_default_verify_paths(ctx) != 1) {
                 *ret_error = last_error("Failed to load the system's trust store");
                 SSL_CTX_free(ctx);
                 return -EIO;
@@ -246,7 +269,4 @@ ssize_t aj_gw_tls_write(SSL *ssl, const void *buf, size_t n, uint32_t *ret_event
         return r == 0 ? -EIO : r;
 }
 
-size_t aj_gw_tls_pending(SSL *ssl)
-{
-        return (size_t)SSL_pending(ssl);
-}
+size_t aj_gw_tls_pending(SSL *ssl) { return (size_t)SSL_pending(ssl); }

@@ -92,7 +92,7 @@ void aj_llm_anthropic_body(AjLlmCall *c, json_t *root)
         aj_llm_set_name(&u->stop_reason, json_string_value(json_object_get(root, "stop_reason")));
         size_t i;
         json_t *block;
-        json_array_foreach(json_object_get(root, "content"), i, block) {
+        json_array_foreach (json_object_get(root, "content"), i, block) {
                 content_block(c, block);
                 delta(c, block);
                 if (json_is_object(block) && json_object_get(block, "input")) {

@@ -60,11 +60,12 @@ static void chat_choice(AjLlmCall *c, json_t *choice, bool stream)
         json_t *tc;
         aj_llm_output_bytes(c, msg, "content");
         aj_llm_output_bytes(c, msg, "refusal");
-        json_array_foreach(json_object_get(msg, "tool_calls"), i, tc) {
+        json_array_foreach (json_object_get(msg, "tool_calls"), i, tc) {
                 if (stream)
                         chat_stream_tool(c, index, tc);
                 else
-                        aj_llm_tool_call(c, json_string_value(json_object_get(json_object_get(tc, "function"), "name")));
+                        aj_llm_tool_call(c,
+                                         json_string_value(json_object_get(json_object_get(tc, "function"), "name")));
         }
         const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
         if (finish && !c->u.stop_reason)
@@ -77,7 +78,7 @@ bool aj_llm_chat_event(AjLlmCall *c, json_t *root)
         size_t i;
         if (!c->u.response_model)
                 aj_llm_set_name(&c->u.response_model, json_string_value(json_object_get(root, "model")));
-        json_array_foreach(choices, i, choice)
+        json_array_foreach (choices, i, choice)
                 chat_choice(c, choice, true);
         json_t *usage = json_object_get(root, "usage");
         chat_usage(c, usage);
@@ -92,7 +93,7 @@ void aj_llm_chat_body(AjLlmCall *c, json_t *root)
         json_t *choice;
         size_t i;
         aj_llm_set_name(&c->u.response_model, json_string_value(json_object_get(root, "model")));
-        json_array_foreach(json_object_get(root, "choices"), i, choice)
+        json_array_foreach (json_object_get(root, "choices"), i, choice)
                 chat_choice(c, choice, false);
         chat_usage(c, json_object_get(root, "usage"));
         c->u.outcome = AJ_LLM_COMPLETE;
@@ -178,7 +179,7 @@ void aj_llm_responses_body(AjLlmCall *c, json_t *root)
 {
         json_t *item;
         size_t i;
-        json_array_foreach(json_object_get(root, "output"), i, item)
+        json_array_foreach (json_object_get(root, "output"), i, item)
                 output_item(c, item);
         final_response(c, root);
 }

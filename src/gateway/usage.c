@@ -22,10 +22,7 @@ static const char *const api_names[_AJ_LLM_API_MAX] = {
         [AJ_LLM_API_OPENAI_RESPONSES] = "openai.responses",
 };
 
-const char *aj_llm_api_name(AjLlmApi api)
-{
-        return api >= 0 && api < _AJ_LLM_API_MAX ? api_names[api] : "unknown";
-}
+const char *aj_llm_api_name(AjLlmApi api) { return api >= 0 && api < _AJ_LLM_API_MAX ? api_names[api] : "unknown"; }
 
 const char *aj_llm_outcome_name(AjLlmOutcome o)
 {
@@ -93,15 +90,9 @@ void aj_llm_call_free(AjLlmCall *c)
         free(c);
 }
 
-const AjLlmUsage *aj_llm_call_usage(const AjLlmCall *c)
-{
-        return &c->u;
-}
+const AjLlmUsage *aj_llm_call_usage(const AjLlmCall *c) { return &c->u; }
 
-void aj_llm_call_strip_usage_chunk(AjLlmCall *c, bool strip)
-{
-        c->strip_usage = strip;
-}
+void aj_llm_call_strip_usage_chunk(AjLlmCall *c, bool strip) { c->strip_usage = strip; }
 
 /* ---- helpers for the readers ---- */
 
@@ -202,13 +193,13 @@ static void measure(json_t *v, const char *key, uint64_t *bytes, uint64_t *blobs
         size_t i;
         switch (json_typeof(v)) {
         case JSON_OBJECT:
-                json_object_foreach(v, k, e) {
+                json_object_foreach (v, k, e) {
                         *bytes += strlen(k);
                         measure(e, k, bytes, blobs);
                 }
                 break;
         case JSON_ARRAY:
-                json_array_foreach(v, i, e)
+                json_array_foreach (v, i, e)
                         measure(e, NULL, bytes, blobs);
                 break;
         case JSON_STRING:
@@ -247,8 +238,8 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
                 if (root)
                         aj_llm_parse_error(c, "request: expected a JSON object");
                 else
-                        aj_llm_parse_error(c, "request: invalid JSON at line %d column %d: %s", err.line,
-                                           err.column, err.text);
+                        aj_llm_parse_error(c, "request: invalid JSON at line %d column %d: %s", err.line, err.column,
+                                           err.text);
                 json_decref(root);
                 return -EINVAL;
         }
@@ -418,10 +409,7 @@ void aj_llm_call_response_end(AjLlmCall *c)
                 c->u.outcome = AJ_LLM_CUT;
 }
 
-static uint64_t max_u64(uint64_t a, uint64_t b)
-{
-        return a > b ? a : b;
-}
+static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
 {
@@ -443,10 +431,7 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
         *ret = ch;
 }
 
-static json_t *string_or_null(const char *s)
-{
-        return s ? json_string(s) : json_null();
-}
+static json_t *string_or_null(const char *s) { return s ? json_string(s) : json_null(); }
 
 json_t *aj_llm_call_to_json(const AjLlmCall *c)
 {
@@ -467,8 +452,8 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
                               AJ_BROKER_F_INPUT_TOKENS, (json_int_t)ch.input, AJ_BROKER_F_OUTPUT_TOKENS,
                               (json_int_t)ch.output, AJ_BROKER_F_CACHED_TOKENS, (json_int_t)ch.cache_read,
                               "gen_ai.usage.cache_creation.input_tokens", (json_int_t)ch.cache_creation,
-                              "cache_creation_1h_tokens", (json_int_t)ch.cache_creation_1h,
-                              "reasoning_tokens", (json_int_t)u->reasoning_tokens, "estimated", ch.estimated,
+                              "cache_creation_1h_tokens", (json_int_t)ch.cache_creation_1h, "reasoning_tokens",
+                              (json_int_t)u->reasoning_tokens, "estimated", ch.estimated,
                               "gen_ai.response.finish_reasons", finish, "tool_calls", tools, "tool_calls_total",
                               (json_int_t)u->tool_calls_total, "error", string_or_null(u->error), "parse_error",
                               string_or_null(u->parse_error));

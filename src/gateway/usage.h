@@ -41,28 +41,28 @@ typedef enum {
         AJ_LLM_FAILED,     /* an error status, an error event, or response.failed */
 } AjLlmOutcome;
 
-#define AJ_LLM_MAX_TOOL_CALLS 128     /* names kept per call; more are counted, not kept */
-#define AJ_LLM_MAX_NAME 256           /* bytes of a model, tool name or stop reason kept */
-#define AJ_LLM_MAX_ERROR 512          /* bytes of an error message kept */
-#define AJ_LLM_MAX_BODY (8u << 20)    /* a whole (not streamed) response body */
+#define AJ_LLM_MAX_TOOL_CALLS 128      /* names kept per call; more are counted, not kept */
+#define AJ_LLM_MAX_NAME 256            /* bytes of a model, tool name or stop reason kept */
+#define AJ_LLM_MAX_ERROR 512           /* bytes of an error message kept */
+#define AJ_LLM_MAX_BODY (8u << 20)     /* a whole (not streamed) response body */
 #define AJ_LLM_MAX_REQUEST (32u << 20) /* a request body the gateway reads */
-#define AJ_LLM_MAX_EVENT (4u << 20)   /* one SSE event (response.completed repeats the whole output) */
-#define AJ_LLM_BLOB_TOKENS 1600       /* the prompt estimate of an image or document (base64 data) */
-#define AJ_LLM_BYTES_PER_TOKEN 3      /* estimates: fewer bytes a token than usual, so not under-charged */
+#define AJ_LLM_MAX_EVENT (4u << 20)    /* one SSE event (response.completed repeats the whole output) */
+#define AJ_LLM_BLOB_TOKENS 1600        /* the prompt estimate of an image or document (base64 data) */
+#define AJ_LLM_BYTES_PER_TOKEN 3       /* estimates: fewer bytes a token than usual, so not under-charged */
 
 typedef struct {
         /* From the request. */
-        char *model;                /* NULL: the request named none */
+        char *model; /* NULL: the request named none */
         bool stream;
         uint64_t max_output_tokens; /* max_tokens, max_completion_tokens or max_output_tokens; 0: none */
         uint64_t prompt_estimate;   /* input tokens estimated from the request, for a reservation */
 
         /* From the response. */
         int status;
-        char *response_model;  /* the model that answered (often a dated snapshot) */
-        bool input_reported;   /* the provider reported the input tokens */
-        bool output_reported;  /* ... and its final count of output tokens */
-        uint64_t input_tokens; /* ALL input: uncached + cache reads + cache writes */
+        char *response_model;   /* the model that answered (often a dated snapshot) */
+        bool input_reported;    /* the provider reported the input tokens */
+        bool output_reported;   /* ... and its final count of output tokens */
+        uint64_t input_tokens;  /* ALL input: uncached + cache reads + cache writes */
         uint64_t output_tokens; /* reasoning included */
         uint64_t cache_read_tokens;
         uint64_t cache_creation_tokens;
@@ -72,7 +72,7 @@ typedef struct {
         uint64_t output_bytes;   /* generated text and tool arguments seen in a stream */
         char *stop_reason;
         char *tool_calls[AJ_LLM_MAX_TOOL_CALLS];
-        size_t n_tool_calls;     /* names kept */
+        size_t n_tool_calls;       /* names kept */
         uint64_t tool_calls_total; /* asked for, kept or not */
         AjLlmOutcome outcome;
         char *error;       /* the provider's error: "type: message" */

@@ -19,10 +19,7 @@
 
 #define ALERT_TIMEOUT_DEFAULT_NS (10ull * 1000000000ull)
 
-static bool configured(const AjSupAlert *a)
-{
-        return a->cfg.argv && a->cfg.argv[0];
-}
+static bool configured(const AjSupAlert *a) { return a->cfg.argv && a->cfg.argv[0]; }
 
 /* The alert's pidfd (timer false) or its timer (true) fired. */
 static void alert_event(AjSupAlert *a, bool timer)
@@ -43,8 +40,8 @@ static void alert_event(AjSupAlert *a, bool timer)
         if (si.si_pid != 0) {
                 bool ok = si.si_code == CLD_EXITED && si.si_status == 0;
                 aj_sup_emit(&a->events, "alert.exit",
-                            json_pack("{s:i, s:i}", si.si_code == CLD_EXITED ? "code" : "signal", si.si_status,
-                                      "pid", (int)a->alert.pid));
+                            json_pack("{s:i, s:i}", si.si_code == CLD_EXITED ? "code" : "signal", si.si_status, "pid",
+                                      (int)a->alert.pid));
                 if (!ok)
                         aj_warning("The alert command failed (see alert.log in the run directory)");
         }
@@ -94,8 +91,8 @@ void aj_sup_alert_start(AjSupAlert *a, const char *kind, const char *input)
         (void)aj_loop_add_io(a->loop, a->alert.pidfd, EPOLLIN, on_alert_exit, a, &a->io);
         (void)aj_loop_timer_set_in(&a->timer, timeout);
         aj_sup_emit(&a->events, "alert",
-                    json_pack("{s:s, s:s, s:i, s:I}", "kind", kind, "command", a->cfg.argv[0], "pid",
-                              (int)a->alert.pid, "timeout_ms", (json_int_t)(timeout / 1000000)));
+                    json_pack("{s:s, s:s, s:i, s:I}", "kind", kind, "command", a->cfg.argv[0], "pid", (int)a->alert.pid,
+                              "timeout_ms", (json_int_t)(timeout / 1000000)));
 }
 
 /* The owner learns that a call waits for them: approval.json and the alert command. */
@@ -113,8 +110,8 @@ void aj_sup_alert_approval(AjSupAlert *a, json_t *call)
         }
         json_auto_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:O, s:s, s:s}", "kind", "approval", "run", a->cfg.id,
                                      "name", a->cfg.name, "ts",
-                                     aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), "call", call,
-                                     "approve", approve, "deny", deny);
+                                     aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), "call", call, "approve",
+                                     approve, "deny", deny);
         int r = doc ? aj_run_file_write_json(a->cfg.run_dir, AJ_RUN_FILE_APPROVAL, doc) : -ENOMEM;
         if (r < 0) {
                 aj_log_errno(r, "Failed to write the approval request in '%s'", a->cfg.run_dir);

@@ -30,7 +30,10 @@ typedef struct {
         AjLoopTimer timer;
 } AjSupAlert;
 
-#define AJ_SUP_ALERT_INIT { .alert = { .pidfd = -1 } }
+#define AJ_SUP_ALERT_INIT               \
+        {                               \
+                .alert = {.pidfd = -1 } \
+        }
 
 void aj_sup_alert_init(AjSupAlert *a, AjLoop *loop, const AjSupAlertConfig *cfg, const AjSupSink *events);
 /* Runs the alert with <run dir>/<input> as stdin, unless one is still running. */

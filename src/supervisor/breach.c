@@ -34,40 +34,19 @@ const char *aj_sup_breach_state(const AjSupBreach *b, bool exited)
         return b->frozen ? "frozen" : "running";
 }
 
-bool aj_sup_breach_frozen(const AjSupBreach *b)
-{
-        return b->frozen;
-}
+bool aj_sup_breach_frozen(const AjSupBreach *b) { return b->frozen; }
 
-bool aj_sup_breach_killed(const AjSupBreach *b)
-{
-        return b->killed && !b->exited_before_kill;
-}
+bool aj_sup_breach_killed(const AjSupBreach *b) { return b->killed && !b->exited_before_kill; }
 
-json_t *aj_sup_breach_quarantine(const AjSupBreach *b)
-{
-        return b->quarantine;
-}
+json_t *aj_sup_breach_quarantine(const AjSupBreach *b) { return b->quarantine; }
 
-uint64_t aj_sup_breach_log_cap(const AjSupBreach *b)
-{
-        return b->cfg.log_cap;
-}
+uint64_t aj_sup_breach_log_cap(const AjSupBreach *b) { return b->cfg.log_cap; }
 
-uint64_t aj_sup_breach_events_refused(const AjSupBreach *b)
-{
-        return b->events_refused;
-}
+uint64_t aj_sup_breach_events_refused(const AjSupBreach *b) { return b->events_refused; }
 
-uint64_t aj_sup_breach_egress_used(const AjSupBreach *b)
-{
-        return b->egress_used;
-}
+uint64_t aj_sup_breach_egress_used(const AjSupBreach *b) { return b->egress_used; }
 
-uint64_t aj_sup_breach_egress_limit(const AjSupBreach *b)
-{
-        return b->cfg.egress_limit;
-}
+uint64_t aj_sup_breach_egress_limit(const AjSupBreach *b) { return b->cfg.egress_limit; }
 
 void aj_sup_breach_set_exited(AjSupBreach *b, bool cmd, bool jail)
 {
@@ -248,10 +227,7 @@ static int hook_emit(void *userdata, const char *type, json_t *fields)
         return aj_sup_breach_emit_agent(userdata, type, fields);
 }
 
-static void hook_breach(void *userdata, const AjBreach *breach)
-{
-        aj_sup_breach_handle(userdata, breach);
-}
+static void hook_breach(void *userdata, const AjBreach *breach) { aj_sup_breach_handle(userdata, breach); }
 
 static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection)
 {

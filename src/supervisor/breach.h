@@ -19,7 +19,7 @@
 typedef struct {
         int (*freeze)(void *userdata); /* the jail's cgroup: -EOPNOTSUPP without one */
         int (*thaw)(void *userdata);
-        int (*kill)(void *userdata);   /* every process of the jail */
+        int (*kill)(void *userdata); /* every process of the jail */
         /* The wall clock stands still while frozen. */
         void (*frozen_changed)(void *userdata, bool frozen);
         /* The run's state changed: rewrite run.json. */
@@ -53,8 +53,8 @@ typedef struct {
         json_t *quarantine; /* {"since", "cap", "released", ...} or NULL */
         bool killed;        /* on_breach "kill" or an operator's kill */
         bool exited_before_kill;
-        bool cmd_exited;    /* the command's status is known */
-        bool jail_exited;   /* init is gone */
+        bool cmd_exited;  /* the command's status is known */
+        bool jail_exited; /* init is gone */
         bool in_event_batch;
         uint64_t events_refused;
 } AjSupBreach;

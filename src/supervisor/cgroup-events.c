@@ -6,8 +6,7 @@
 void aj_sup_cgroup_events_init(AjSupCgroupEvents *c, AjCgroup *cgroup, uint64_t memory_max, uint64_t pids_max,
                                const AjSupSink *events)
 {
-        *c = (AjSupCgroupEvents){ .cgroup = cgroup, .events = *events, .memory_max = memory_max,
-                                  .pids_max = pids_max };
+        *c = (AjSupCgroupEvents){ .cgroup = cgroup, .events = *events, .memory_max = memory_max, .pids_max = pids_max };
 }
 
 void aj_sup_cgroup_events_check(AjSupCgroupEvents *c)
@@ -45,10 +44,7 @@ int aj_sup_cgroup_events_start(AjSupCgroupEvents *c, AjLoop *loop)
         return aj_loop_add_io(loop, fd, EPOLLIN | EPOLLPRI, on_event, c, &c->io);
 }
 
-const AjCgroupStats *aj_sup_cgroup_events_stats(const AjSupCgroupEvents *c)
-{
-        return &c->last;
-}
+const AjCgroupStats *aj_sup_cgroup_events_stats(const AjSupCgroupEvents *c) { return &c->last; }
 
 void aj_sup_cgroup_events_stop(AjSupCgroupEvents *c)
 {

@@ -102,10 +102,7 @@ json_t *aj_sup_denials_by_key(const AjSupDenials *d, bool suppressed)
         return o;
 }
 
-uint64_t aj_sup_denials_total(const AjSupDenials *d)
-{
-        return d->log.total;
-}
+uint64_t aj_sup_denials_total(const AjSupDenials *d) { return d->log.total; }
 
 json_t *aj_sup_denials_suppressed_json(const AjSupDenials *d)
 {
@@ -115,7 +112,4 @@ json_t *aj_sup_denials_suppressed_json(const AjSupDenials *d)
                          (json_int_t)d->log.total, "by_syscall", aj_sup_denials_by_key(d, true));
 }
 
-void aj_sup_denials_done(AjSupDenials *d)
-{
-        listener_close(d);
-}
+void aj_sup_denials_done(AjSupDenials *d) { listener_close(d); }

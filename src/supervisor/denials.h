@@ -23,7 +23,10 @@ typedef struct {
         AjDenialLog log;
 } AjSupDenials;
 
-#define AJ_SUP_DENIALS_INIT { .listener = -1 }
+#define AJ_SUP_DENIALS_INIT    \
+        {                      \
+                .listener = -1 \
+        }
 
 void aj_sup_denials_init(AjSupDenials *d, AjLoop *loop, AjSupWork *work, const AjHooks *hooks);
 /* The listener fd from the jail's child (taken; a second one is closed). */

@@ -28,16 +28,16 @@ struct AjSupLlmCall {
         AjSupLlm *l;
         AjLlmCall *usage;
         AjLlmApi api;
-        bool metered;     /* a model call (not count_tokens, not another path) */
-        bool reserved;    /* res holds the worst case (or the measured use past it) */
+        bool metered;  /* a model call (not count_tokens, not another path) */
+        bool reserved; /* res holds the worst case (or the measured use past it) */
         bool refused;
-        bool breached;    /* a breach was reported for this call */
-        bool strip;       /* an OpenAI chat stream whose usage chunk the client did not ask for */
+        bool breached; /* a breach was reported for this call */
+        bool strip;    /* an OpenAI chat stream whose usage chunk the client did not ask for */
         char *model;
         AjMeterUsage worst;
         AjMeterReservation res;
         uint64_t checked_in, checked_out; /* the charge last checked against the caps */
-        AjSse *sse;                        /* strip: the stream, re-written without that chunk */
+        AjSse *sse;                       /* strip: the stream, re-written without that chunk */
         char *pending;
         size_t pending_len, pending_size;
         AjSha256 out_sha;
@@ -49,10 +49,7 @@ struct AjSupLlmCall {
         bool response_truncated;
 };
 
-static uint64_t max_u64(uint64_t a, uint64_t b)
-{
-        return a > b ? a : b;
-}
+static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 static double cap_value(AjCap cap, uint64_t v)
 {
@@ -66,8 +63,10 @@ static void report_breach(AjSupLlmCall *cs, const AjMeterDecision *d, const char
                 return;
         cs->breached = true;
         json_t *req = json_pack("{s:s, s:s?}", "provider", provider, "model", cs->model);
-        AjBreach br = { .cap = aj_cap_name(d->cap), .limit = cap_value(d->cap, d->limit),
-                        .value = cap_value(d->cap, d->value), .request = req };
+        AjBreach br = { .cap = aj_cap_name(d->cap),
+                        .limit = cap_value(d->cap, d->limit),
+                        .value = cap_value(d->cap, d->value),
+                        .request = req };
         l->hooks->breach(l->hooks->userdata, &br);
         json_decref(req);
 }
@@ -102,8 +101,8 @@ static void refuse(AjGatewayVerdict *v, const AjGatewayProvider *pr, unsigned st
                 v->error_type = openai ? "insufficient_quota" : "rate_limit_error";
                 v->error_code = openai ? "insufficient_quota" : NULL;
         } else {
-                v->error_type = openai ? "invalid_request_error" : (status == 403 ? "permission_error"
-                                                                                   : "invalid_request_error");
+                v->error_type = openai ? "invalid_request_error"
+                                       : (status == 403 ? "permission_error" : "invalid_request_error");
                 v->error_code = NULL;
         }
         snprintf(v->message, sizeof(v->message), "%s: %s", prefix, what);
@@ -148,8 +147,7 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                 /* Not a model call: relayed, not metered; but under a token or cost cap only
                  * reads are, since an API the gateway cannot meter might spend (fail closed). */
                 if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && spend_capped(cs->l->meter))
-                        refuse(v, pr, 403, "agentjail gateway: not a metered API, refused under the run's caps",
-                               path);
+                        refuse(v, pr, 403, "agentjail gateway: not a metered API, refused under the run's caps", path);
                 return 0;
         }
         int r = aj_llm_call_new(cs->api, &cs->usage);
@@ -175,7 +173,8 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                 refuse(v, pr, 400, "agentjail gateway", "stream_options must be an object");
                 return 0;
         }
-        cs->worst = (AjMeterUsage){ .model = cs->model, .input = u->prompt_estimate,
+        cs->worst = (AjMeterUsage){ .model = cs->model,
+                                    .input = u->prompt_estimate,
                                     .output = u->max_output_tokens ? u->max_output_tokens
                                                                    : AJ_SUP_LLM_DEFAULT_MAX_OUTPUT };
         return 0;
@@ -217,10 +216,12 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                 memcpy(cs->request_body, req->body, cs->request_len = req->body_len);
         const AjLlmUsage *u = cs->usage ? aj_llm_call_usage(cs->usage) : NULL;
         json_t *ev = json_pack("{s:I, s:s, s:s, s:s?, s:b, s:b, s:s, s:o, s:s}", "call_id", (json_int_t)call->id,
-                               "provider", pr->name, "path", call->path, "model", cs->model, "stream",
-                               u && u->stream, "metered", cs->metered, "request_sha256", cs->request_sha,
-                               "reserved", reserved_json(&cs->res), "verdict",
-                               d.verdict == AJ_VERDICT_BREACH ? "breach" : cs->refused ? "refused" : "allow");
+                               "provider", pr->name, "path", call->path, "model", cs->model, "stream", u && u->stream,
+                               "metered", cs->metered, "request_sha256", cs->request_sha, "reserved",
+                               reserved_json(&cs->res), "verdict",
+                               d.verdict == AJ_VERDICT_BREACH ? "breach"
+                               : cs->refused                  ? "refused"
+                                                              : "allow");
         if (ev && d.verdict == AJ_VERDICT_BREACH)
                 json_object_set_new(ev, "reason", json_string(d.reason));
         int r = emit(l, "llm.request", ev);
@@ -263,7 +264,10 @@ static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)
         uint64_t cache_read = ch.cache_read;
         if (cache_read + cache_write > ch.input) /* never trust a response to be coherent */
                 cache_read = ch.input > cache_write ? ch.input - cache_write : 0, cache_write = ch.input - cache_read;
-        *ret = (AjMeterUsage){ .model = cs->model, .input = ch.input, .output = ch.output, .cache_read = cache_read,
+        *ret = (AjMeterUsage){ .model = cs->model,
+                               .input = ch.input,
+                               .output = ch.output,
+                               .cache_read = cache_read,
                                .cache_write = cache_write,
                                .cache_write_1h = ch.cache_creation_1h <= cache_write ? ch.cache_creation_1h : 0 };
 }
@@ -370,7 +374,7 @@ static void filter(void *userdata, AjGatewayCall *call, const char *buf, size_t 
                         (void)aj_gateway_sink_write(sink, buf, n);
                 return;
         }
-        (void)final;
+        (void) final;
         if (cs->pending_len)
                 (void)aj_gateway_sink_write(sink, cs->pending, cs->pending_len);
         cs->pending_len = 0;
@@ -388,8 +392,8 @@ static void count_tool_calls(AjSupLlmCall *cs, AjGatewayCall *call)
                 aj_sha256(key, (size_t)n, d);
                 AjMeterReservation res;
                 AjMeterDecision dec;
-                if (aj_meter_reserve_tool(cs->l->meter, u->tool_calls[i], aj_sha256_hex(d, hex),
-                                          aj_now_monotonic_ns(), &res, &dec) < 0)
+                if (aj_meter_reserve_tool(cs->l->meter, u->tool_calls[i], aj_sha256_hex(d, hex), aj_now_monotonic_ns(),
+                                          &res, &dec) < 0)
                         continue;
                 aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);
                 report_breach(cs, &dec, call->provider->name);
@@ -399,10 +403,14 @@ static void count_tool_calls(AjSupLlmCall *cs, AjGatewayCall *call)
 static const char *relay_outcome(AjGatewayOutcome o)
 {
         switch (o) {
-        case AJ_GATEWAY_COMPLETED: return "completed";
-        case AJ_GATEWAY_CUT_SHORT: return "cut_short";
-        case AJ_GATEWAY_FAILED: return "failed";
-        case AJ_GATEWAY_REFUSED: return "refused";
+        case AJ_GATEWAY_COMPLETED:
+                return "completed";
+        case AJ_GATEWAY_CUT_SHORT:
+                return "cut_short";
+        case AJ_GATEWAY_FAILED:
+                return "failed";
+        case AJ_GATEWAY_REFUSED:
+                return "refused";
         }
         return "?";
 }
@@ -414,8 +422,9 @@ static void add_price(json_t *ev, const AjMeterDecision *d)
                 json_object_set_new(ev, "price", json_string("unknown"));
                 return;
         }
-        json_object_set_new(ev, "price", json_pack("{s:s, s:s, s:s?}", "entry", d->price_entry, "source",
-                                                   d->price_source, "date", d->price_date[0] ? d->price_date : NULL));
+        json_object_set_new(ev, "price",
+                            json_pack("{s:s, s:s, s:s?}", "entry", d->price_entry, "source", d->price_source, "date",
+                                      d->price_date[0] ? d->price_date : NULL));
 }
 
 static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcome, uint64_t latency_ns)

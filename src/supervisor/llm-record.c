@@ -22,8 +22,7 @@ static void add_count(json_t *o, const char *key, uint64_t n)
         json_object_set_new(o, key, json_integer((json_int_t)((v ? (uint64_t)json_integer_value(v) : 0) + n)));
 }
 
-void aj_sup_llm_account(AjSupLlm *l, const char *provider, const char *model, const AjMeterUsage *u,
-                        uint64_t cost_pusd)
+void aj_sup_llm_account(AjSupLlm *l, const char *provider, const char *model, const AjMeterUsage *u, uint64_t cost_pusd)
 {
         if (!l->summary && !(l->summary = json_object()))
                 return;

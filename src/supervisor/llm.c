@@ -30,15 +30,15 @@ static int check_key_file(const AjLlmProvider *pr, AjError *err)
 {
         struct stat st;
         if (stat(pr->key_file, &st) < 0)
-                return aj_error_set(err, -errno, "llm provider '%s': no key: cannot read key_file '%s': %s",
-                                    pr->name, pr->key_file, strerror(errno));
+                return aj_error_set(err, -errno, "llm provider '%s': no key: cannot read key_file '%s': %s", pr->name,
+                                    pr->key_file, strerror(errno));
         if (!S_ISREG(st.st_mode) || st.st_size == 0 || st.st_size > AJ_SUP_LLM_MAX_KEY)
                 return aj_error_set(err, -EINVAL,
-                                    "llm provider '%s': key_file '%s' is not a regular file of 1 to %d bytes",
-                                    pr->name, pr->key_file, AJ_SUP_LLM_MAX_KEY);
+                                    "llm provider '%s': key_file '%s' is not a regular file of 1 to %d bytes", pr->name,
+                                    pr->key_file, AJ_SUP_LLM_MAX_KEY);
         if (st.st_mode & 077)
-                aj_warning("llm provider '%s': key_file '%s' is readable by others (mode %04o); chmod 600 it",
-                           pr->name, pr->key_file, (unsigned)(st.st_mode & 07777));
+                aj_warning("llm provider '%s': key_file '%s' is readable by others (mode %04o); chmod 600 it", pr->name,
+                           pr->key_file, (unsigned)(st.st_mode & 07777));
         return 0;
 }
 
@@ -130,8 +130,8 @@ static int read_key_file(const AjLlmProvider *pr, char **ret, AjError *err)
         size_t n = 0;
         int r = aj_read_file(pr->key_file, AJ_SUP_LLM_MAX_KEY, &buf, &n);
         if (r < 0)
-                return aj_error_set(err, r, "llm provider '%s': cannot read key_file '%s': %s", pr->name,
-                                    pr->key_file, strerror(-r));
+                return aj_error_set(err, r, "llm provider '%s': cannot read key_file '%s': %s", pr->name, pr->key_file,
+                                    strerror(-r));
         while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
                 buf[--n] = '\0';
         if (n == 0 || memchr(buf, '\0', n) || strpbrk(buf, "\r\n")) {
@@ -149,8 +149,10 @@ static int read_key_env(const AjLlmProvider *pr, char **ret, AjError *err)
 {
         char *v = getenv(pr->key_env);
         if (!v || !*v)
-                return aj_error_set(err, -ENOKEY, "llm provider '%s': no key: $%s is not set in agentjail's "
-                                    "environment", pr->name, pr->key_env);
+                return aj_error_set(err, -ENOKEY,
+                                    "llm provider '%s': no key: $%s is not set in agentjail's "
+                                    "environment",
+                                    pr->name, pr->key_env);
         if (strlen(v) > AJ_SUP_LLM_MAX_KEY || strpbrk(v, "\r\n"))
                 return aj_error_set(err, -EINVAL, "llm provider '%s': $%s does not hold one key", pr->name,
                                     pr->key_env);
@@ -176,7 +178,10 @@ static void wipe_key_envs(const AjProfile *p)
 int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHooks *hooks, const char *run_dir,
                     AjError *err)
 {
-        *l = (AjSupLlm){ .meter = meter, .hooks = hooks, .run_dir = run_dir, .record_full = p->llm_record_full,
+        *l = (AjSupLlm){ .meter = meter,
+                         .hooks = hooks,
+                         .run_dir = run_dir,
+                         .record_full = p->llm_record_full,
                          .record_bytes = p->llm_record_bytes };
         for (size_t i = 0; i < p->n_llm_providers && i < AJ_LLM_MAX_PROVIDERS; i++) {
                 const AjLlmProvider *pr = &p->llm_providers[i];
@@ -212,10 +217,7 @@ int aj_sup_llm_start(AjSupLlm *l, int listen_fd, AjError *err)
         return 0;
 }
 
-int aj_sup_llm_fd(const AjSupLlm *l)
-{
-        return l->gw ? aj_gateway_fd(l->gw) : -1;
-}
+int aj_sup_llm_fd(const AjSupLlm *l) { return l->gw ? aj_gateway_fd(l->gw) : -1; }
 
 void aj_sup_llm_dispatch(AjSupLlm *l)
 {
@@ -247,7 +249,4 @@ void aj_sup_llm_done(AjSupLlm *l)
         l->n_providers = 0;
 }
 
-json_t *aj_sup_llm_summary(const AjSupLlm *l)
-{
-        return l->summary;
-}
+json_t *aj_sup_llm_summary(const AjSupLlm *l) { return l->summary; }

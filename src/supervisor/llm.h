@@ -33,9 +33,9 @@
 typedef struct AjSupLlmCall AjSupLlmCall;
 
 typedef struct {
-        AjMeter *meter;        /* borrowed */
-        const AjHooks *hooks;  /* emit (the agent's share), breach */
-        const char *run_dir;   /* borrowed: llm/ for "record": "full" */
+        AjMeter *meter;       /* borrowed */
+        const AjHooks *hooks; /* emit (the agent's share), breach */
+        const char *run_dir;  /* borrowed: llm/ for "record": "full" */
         bool record_full;
         uint64_t record_bytes; /* cap of everything kept under llm/ */
         uint64_t recorded;

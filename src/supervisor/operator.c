@@ -125,8 +125,8 @@ static json_t *process_json(pid_t pid)
         long hz = sysconf(_SC_CLK_TCK);
         char st[2] = { state, 0 };
         return json_pack("{s:i, s:s, s:s, s:f, s:I}", "pid", (int)pid, "state", st, "cmd",
-                         cmdline && *cmdline ? cmdline : "", "cpu_s", (double)(utime + stime) / (double)(hz > 0 ? hz : 100),
-                         "rss_kb", (json_int_t)rss_kb);
+                         cmdline && *cmdline ? cmdline : "", "cpu_s",
+                         (double)(utime + stime) / (double)(hz > 0 ? hz : 100), "rss_kb", (json_int_t)rss_kb);
 }
 
 static json_t *op_inspect(void *userdata)
@@ -148,10 +148,10 @@ static json_t *op_inspect(void *userdata)
         json_int_t dropped = run->broker ? (json_int_t)aj_broker_in_flight_dropped(run->broker) : 0;
         json_t *quarantine = aj_sup_breach_quarantine(&run->breach);
         return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o?, s:o?, s:I, s:o, s:o, s:o?, s:I, s:I}", "id", run->id, "name",
-                         run->name, "state", aj_run_state(run, false), "frozen", aj_sup_breach_frozen(&run->breach), "processes", procs,
-                         "meters", aj_run_meters_json(run), "pending", pending, "pending_dropped", dropped,
-                         "last_events", run->sink.ops->tail(run->sink.userdata, INSPECT_LAST_EVENTS), "quarantine",
-                         quarantine ? json_incref(quarantine) : json_null(), "network",
+                         run->name, "state", aj_run_state(run, false), "frozen", aj_sup_breach_frozen(&run->breach),
+                         "processes", procs, "meters", aj_run_meters_json(run), "pending", pending, "pending_dropped",
+                         dropped, "last_events", run->sink.ops->tail(run->sink.userdata, INSPECT_LAST_EVENTS),
+                         "quarantine", quarantine ? json_incref(quarantine) : json_null(), "network",
                          run->proxy ? aj_proxy_stats(run->proxy) : NULL, "egress_bytes",
                          (json_int_t)aj_sup_breach_egress_used(&run->breach), "egress_limit",
                          (json_int_t)aj_sup_breach_egress_limit(&run->breach));

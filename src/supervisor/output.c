@@ -28,10 +28,7 @@ void aj_sup_output_init(AjSupOutput *o, AjLoop *loop, uint64_t log_cap, AjSupWor
         o->log_cap = log_cap;
 }
 
-void aj_sup_output_no_pipes(AjSupOutput *o)
-{
-        o->streams[0].eof = o->streams[1].eof = true;
-}
+void aj_sup_output_no_pipes(AjSupOutput *o) { o->streams[0].eof = o->streams[1].eof = true; }
 
 void aj_sup_output_set_pipes(AjSupOutput *o, int out_fd, int err_fd)
 {
@@ -235,15 +232,9 @@ int aj_sup_output_start(AjSupOutput *o)
         return 0;
 }
 
-bool aj_sup_output_eof(const AjSupOutput *o)
-{
-        return o->streams[0].eof && o->streams[1].eof;
-}
+bool aj_sup_output_eof(const AjSupOutput *o) { return o->streams[0].eof && o->streams[1].eof; }
 
-bool aj_sup_output_pending(const AjSupOutput *o)
-{
-        return o->streams[0].pend_len || o->streams[1].pend_len;
-}
+bool aj_sup_output_pending(const AjSupOutput *o) { return o->streams[0].pend_len || o->streams[1].pend_len; }
 
 void aj_sup_output_stop(AjSupOutput *o)
 {
@@ -258,8 +249,7 @@ void aj_sup_output_done(AjSupOutput *o)
 {
         for (int i = 0; i < 2; i++) {
                 AjSupStream *s = &o->streams[i];
-                if (s->wfd >= 0 && s->out >= 0 && s->pend_off < s->pend_len &&
-                    aj_fd_set_nonblock(s->wfd, false) >= 0)
+                if (s->wfd >= 0 && s->out >= 0 && s->pend_off < s->pend_len && aj_fd_set_nonblock(s->wfd, false) >= 0)
                         (void)aj_write_all(s->wfd, s->pend + s->pend_off, s->pend_len - s->pend_off);
                 if (s->wfd_restore >= 0)
                         (void)fcntl(i + 1, F_SETFL, s->wfd_restore);

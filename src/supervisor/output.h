@@ -17,20 +17,20 @@
 #include "util/loop.h"
 
 typedef struct {
-        int fd;      /* read end of the command's pipe */
-        int out;     /* our own stdout/stderr, -1 once it failed (EPIPE) */
-        int log;     /* stdout.log / stderr.log / tty.log */
+        int fd;  /* read end of the command's pipe */
+        int out; /* our own stdout/stderr, -1 once it failed (EPIPE) */
+        int log; /* stdout.log / stderr.log / tty.log */
         bool eof;
-        const char *name;  /* "stdout", "stderr", "tty": for log.truncated */
-        uint64_t logged;   /* bytes in the log, at most logs.output_bytes */
-        bool log_cut;      /* log.truncated recorded */
+        const char *name; /* "stdout", "stderr", "tty": for log.truncated */
+        uint64_t logged;  /* bytes in the log, at most logs.output_bytes */
+        bool log_cut;     /* log.truncated recorded */
         /* Passing it on never blocks the supervisor: `out` reopened non-blocking (-1: could
          * not be, plain blocking writes), what a slow reader has not taken yet, and while
          * that is pending the jail's pipe is not read (the jail waits, not the loop). */
         int wfd;
-        int wfd_restore;   /* out's file status flags to put back (shared with others), or -1 */
-        AjLoopIo *io;      /* fd in the loop, while reading */
-        AjLoopIo *wio;     /* wfd in the loop, waiting for room */
+        int wfd_restore; /* out's file status flags to put back (shared with others), or -1 */
+        AjLoopIo *io;    /* fd in the loop, while reading */
+        AjLoopIo *wio;   /* wfd in the loop, waiting for room */
         char *pend;
         size_t pend_len, pend_off;
 } AjSupStream;
@@ -44,11 +44,15 @@ typedef struct {
         AjSupStream tty_log;    /* tty.log, the transcript: only its log and logged count */
 } AjSupOutput;
 
-#define AJ_SUP_STREAM_INIT(o, n) \
-        { .fd = -1, .out = (o), .log = -1, .name = (n), .wfd = -1, .wfd_restore = -1 }
-#define AJ_SUP_OUTPUT_INIT                                                                              \
-        { .streams = { AJ_SUP_STREAM_INIT(1, "stdout"), AJ_SUP_STREAM_INIT(2, "stderr") },             \
-          .tty_log = AJ_SUP_STREAM_INIT(-1, "tty") }
+#define AJ_SUP_STREAM_INIT(o, n)                                                           \
+        {                                                                                  \
+                .fd = -1, .out = (o), .log = -1, .name = (n), .wfd = -1, .wfd_restore = -1 \
+        }
+#define AJ_SUP_OUTPUT_INIT                                                                       \
+        {                                                                                        \
+                .streams = { AJ_SUP_STREAM_INIT(1, "stdout"), AJ_SUP_STREAM_INIT(2, "stderr") }, \
+                .tty_log = AJ_SUP_STREAM_INIT(-1, "tty")                                         \
+        }
 
 void aj_sup_output_init(AjSupOutput *o, AjLoop *loop, uint64_t log_cap, AjSupWork *work, const AjSupSink *events);
 /* With a terminal the jail has no pipes: all output is the pty's. */

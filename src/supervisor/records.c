@@ -18,15 +18,9 @@
 #include "run-record.h"
 #include "util/macros.h"
 
-static json_t *json_incref_or_null(json_t *j)
-{
-        return j ? json_incref(j) : json_null();
-}
+static json_t *json_incref_or_null(json_t *j) { return j ? json_incref(j) : json_null(); }
 
-const char *aj_run_state(const Run *run, bool exited)
-{
-        return aj_sup_breach_state(&run->breach, exited);
-}
+const char *aj_run_state(const Run *run, bool exited) { return aj_sup_breach_state(&run->breach, exited); }
 
 /* The meters with the wall cap, or NULL without meters. */
 json_t *aj_run_meters_json(Run *run)
@@ -41,9 +35,9 @@ json_t *aj_run_meters_json(Run *run)
 }
 
 typedef struct {
-        int status;          /* agentjail's exit status */
-        int code;            /* -1 if none */
-        int signal;          /* -1 if none */
+        int status; /* agentjail's exit status */
+        int code;   /* -1 if none */
+        int signal; /* -1 if none */
         const char *reason;
 } Outcome;
 
@@ -96,8 +90,9 @@ static json_t *usage_json(const Run *run)
         const AjCgroupStats *s = aj_sup_cgroup_events_stats(&run->cg_events);
         return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "memory_peak", (json_int_t)s->memory_peak, "cpu_usec",
                          (json_int_t)s->cpu_usage_usec, "oom_kills", (json_int_t)s->oom_kills, "pids_max_events",
-                         (json_int_t)s->pids_max_events, "seccomp_denied", (json_int_t)aj_sup_denials_total(&run->denials),
-                         "seccomp_denied_by", aj_sup_denials_by_key(&run->denials, false));
+                         (json_int_t)s->pids_max_events, "seccomp_denied",
+                         (json_int_t)aj_sup_denials_total(&run->denials), "seccomp_denied_by",
+                         aj_sup_denials_by_key(&run->denials, false));
 }
 
 static json_t *run_document(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
@@ -106,8 +101,8 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
         json_t *doc = json_object();
         json_object_set_new(doc, "id", json_string(run->id));
         json_object_set_new(doc, "name", json_string(run->name));
-        json_t *prof = json_pack("{s:s, s:s?, s:s?}", "name", run->profile->name, "path", run->profile->path,
-                                 "digest", run->profile->digest);
+        json_t *prof = json_pack("{s:s, s:s?, s:s?}", "name", run->profile->name, "path", run->profile->path, "digest",
+                                 run->profile->digest);
         if (!run->resolved_profile) {
                 _cleanup_free_ char *resolved = aj_profile_to_json(run->profile);
                 if (resolved)
@@ -143,7 +138,8 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
                 json_t *net = run->proxy ? aj_proxy_stats(run->proxy) : json_object();
                 if (net) {
                         uint64_t egress_limit = aj_sup_breach_egress_limit(&run->breach);
-                        json_object_set_new(net, "egress_bytes", json_integer((json_int_t)aj_sup_breach_egress_used(&run->breach)));
+                        json_object_set_new(net, "egress_bytes",
+                                            json_integer((json_int_t)aj_sup_breach_egress_used(&run->breach)));
                         json_object_set_new(net, "egress_limit",
                                             egress_limit ? json_integer((json_int_t)egress_limit) : json_null());
                         json_object_set_new(doc, "network", net);
@@ -219,7 +215,8 @@ void aj_run_write_final_records(Run *run)
         if (aj_sup_breach_events_refused(&run->breach) > 0)
                 aj_events_emit(run->events, "log.refused",
                                json_pack("{s:I, s:I}", "events", (json_int_t)aj_sup_breach_events_refused(&run->breach),
-                                         "limit", (json_int_t)aj_events_agent_share(aj_sup_breach_log_cap(&run->breach))));
+                                         "limit",
+                                         (json_int_t)aj_events_agent_share(aj_sup_breach_log_cap(&run->breach))));
         Outcome o = compute_outcome(run);
         run->final_status = o.status;
         aj_events_emit(run->events, "run.exit",
@@ -250,10 +247,7 @@ void aj_run_refresh_anchor(Run *run)
                 aj_log_errno(r, "Failed to write '%s/%s'", run->run_dir, AJ_RUN_FILE_RUN);
 }
 
-void aj_run_write_json(Run *run)
-{
-        json_decref(write_run_json(run, "running", NULL, 0));
-}
+void aj_run_write_json(Run *run) { json_decref(write_run_json(run, "running", NULL, 0)); }
 
 
 void aj_run_write_launcher_error(Run *run)

@@ -70,7 +70,4 @@ static const AjSupSinkOps log_ops = {
         .tail = last_events,
 };
 
-void aj_sup_sink_for_log(AjSupEventLog *log, AjSupSink *ret)
-{
-        *ret = (AjSupSink){ .ops = &log_ops, .userdata = log };
-}
+void aj_sup_sink_for_log(AjSupEventLog *log, AjSupSink *ret) { *ret = (AjSupSink){ .ops = &log_ops, .userdata = log }; }

@@ -70,10 +70,7 @@ static void jail_frozen_changed(void *userdata, bool frozen)
         aj_sup_wall_set_frozen(&run->wall, frozen);
 }
 
-static void records_changed(void *userdata)
-{
-        aj_run_write_json(userdata);
-}
+static void records_changed(void *userdata) { aj_run_write_json(userdata); }
 
 static json_t *meters_usage(void *userdata)
 {
@@ -114,10 +111,7 @@ static const AjSupBreachOps breach_ops = {
         .approval = approval_requested,
 };
 
-static void wall_signal(void *userdata, int sig)
-{
-        forward_signal(userdata, sig);
-}
+static void wall_signal(void *userdata, int sig) { forward_signal(userdata, sig); }
 
 static void wall_kill(void *userdata)
 {
@@ -155,16 +149,22 @@ int aj_run_parts_init(Run *run)
         aj_loop_timer_init(run->loop, &run->drain_timer, on_drain_timeout, run);
         aj_sup_work_init(&run->work, run->loop, p->cpu, work_changed, run);
         aj_sup_output_init(&run->output, run->loop, p->log_output_bytes, &run->work, &run->sink);
-        AjSupBreachConfig bc = { .id = run->id, .name = run->name, .has_cgroup = run->cgroup != NULL,
+        AjSupBreachConfig bc = { .id = run->id,
+                                 .name = run->name,
+                                 .has_cgroup = run->cgroup != NULL,
                                  .kill_on_breach = p->on_breach == AJ_ON_BREACH_KILL,
-                                 .log_cap = p->log_events_bytes, .egress_limit = p->egress_bytes };
+                                 .log_cap = p->log_events_bytes,
+                                 .egress_limit = p->egress_bytes };
         aj_sup_breach_init(&run->breach, &bc, &breach_ops, run, &run->sink);
         aj_sup_breach_hooks(&run->breach, &run->hooks);
         aj_sup_denials_init(&run->denials, run->loop, &run->work, &run->hooks);
         aj_sup_wall_init(&run->wall, run->loop, p->wall_ns, p->wall_grace_ns, run->wall_cap_ns, &wall_ops, run,
                          &run->sink);
-        AjSupAlertConfig ac = { .argv = p->alert_exec.items, .timeout_ns = p->alert_timeout_ns,
-                                .run_dir = run->run_dir, .id = run->id, .name = run->name };
+        AjSupAlertConfig ac = { .argv = p->alert_exec.items,
+                                .timeout_ns = p->alert_timeout_ns,
+                                .run_dir = run->run_dir,
+                                .id = run->id,
+                                .name = run->name };
         aj_sup_alert_init(&run->alert, run->loop, &ac, &run->sink);
         aj_sup_cgroup_events_init(&run->cg_events, run->cgroup, p->memory, p->pids, &run->sink);
         return 0;
@@ -435,8 +435,8 @@ int aj_run_loop_start(Run *run, const sigset_t *mask)
         r = aj_control_new(path, geteuid(), &run->control_ops, &run->control);
         if (r < 0)
                 return aj_log_errno(r, "Cannot create the control socket '%s'", path);
-        if ((r = aj_loop_add_io(run->loop, aj_control_fd(run->control), EPOLLIN, on_control, run,
-                                &run->control_io)) < 0)
+        if ((r = aj_loop_add_io(run->loop, aj_control_fd(run->control), EPOLLIN, on_control, run, &run->control_io)) <
+            0)
                 return r;
         if ((r = aj_sup_watchdog_watch(&run->watchdog, run->loop)) < 0)
                 return r;

@@ -49,10 +49,7 @@ int aj_sup_terminal_setup(AjSupTerminal *t, AjTtyMode mode)
         return 0;
 }
 
-bool aj_sup_terminal_has_tty(const AjSupTerminal *t)
-{
-        return t->tty;
-}
+bool aj_sup_terminal_has_tty(const AjSupTerminal *t) { return t->tty; }
 
 int aj_sup_terminal_saved(const AjSupTerminal *t, const struct termios **ret_saved)
 {
@@ -139,10 +136,7 @@ bool aj_sup_terminal_takes_signal(AjSupTerminal *t, const struct signalfd_siginf
         }
 }
 
-bool aj_sup_terminal_output_done(const AjSupTerminal *t)
-{
-        return !t->relay || aj_tty_relay_output_done(t->relay);
-}
+bool aj_sup_terminal_output_done(const AjSupTerminal *t) { return !t->relay || aj_tty_relay_output_done(t->relay); }
 
 void aj_sup_terminal_stop(AjSupTerminal *t)
 {

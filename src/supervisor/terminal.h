@@ -18,17 +18,20 @@
 #include "util/loop.h"
 
 typedef struct {
-        bool tty;                 /* the jail has a pty of its own */
-        int term_fd;              /* the operator's terminal (stdin), -1 when stdin is none */
+        bool tty;    /* the jail has a pty of its own */
+        int term_fd; /* the operator's terminal (stdin), -1 when stdin is none */
         struct termios term_saved;
-        bool term_raw;            /* term_fd is in raw mode: restore term_saved */
-        int winsize_fd;           /* where the window size comes from, or -1 */
+        bool term_raw;  /* term_fd is in raw mode: restore term_saved */
+        int winsize_fd; /* where the window size comes from, or -1 */
         AjTtyRelay *relay;
         AjLoopIo *io;
-        int restore_flags[2];     /* stdin/stdout file status flags to put back, or -1 */
+        int restore_flags[2]; /* stdin/stdout file status flags to put back, or -1 */
 } AjSupTerminal;
 
-#define AJ_SUP_TERMINAL_INIT { .term_fd = -1, .winsize_fd = -1, .restore_flags = { -1, -1 } }
+#define AJ_SUP_TERMINAL_INIT                                                 \
+        {                                                                    \
+                .term_fd = -1, .winsize_fd = -1, .restore_flags = { -1, -1 } \
+        }
 
 /* Decided before the watchdog starts: it restores the terminal if the supervisor dies. */
 int aj_sup_terminal_setup(AjSupTerminal *t, AjTtyMode mode);

@@ -39,8 +39,12 @@ static void on_cap(AjLoopTimer *t, uint64_t now_ns, void *userdata)
 void aj_sup_wall_init(AjSupWall *w, AjLoop *loop, uint64_t limit_ns, uint64_t grace_ns, uint64_t cap_ns,
                       const AjSupWallOps *ops, void *userdata, const AjSupSink *events)
 {
-        *w = (AjSupWall){ .ops = ops, .userdata = userdata, .events = *events, .limit_ns = limit_ns,
-                          .grace_ns = grace_ns, .cap_ns = cap_ns };
+        *w = (AjSupWall){ .ops = ops,
+                          .userdata = userdata,
+                          .events = *events,
+                          .limit_ns = limit_ns,
+                          .grace_ns = grace_ns,
+                          .cap_ns = cap_ns };
         aj_loop_timer_init(loop, &w->limit_timer, on_limit, w);
         aj_loop_timer_init(loop, &w->cap_timer, on_cap, w);
 }
@@ -94,10 +98,7 @@ void aj_sup_wall_set_frozen(AjSupWall *w, bool frozen)
                 (void)aj_loop_timer_set_in(&w->cap_timer, w->cap_remaining_ns);
 }
 
-bool aj_sup_wall_fired(const AjSupWall *w)
-{
-        return w->fired;
-}
+bool aj_sup_wall_fired(const AjSupWall *w) { return w->fired; }
 
 json_t *aj_sup_wall_cap_json(const AjSupWall *w)
 {
@@ -106,8 +107,8 @@ json_t *aj_sup_wall_cap_json(const AjSupWall *w)
         uint64_t left = w->cap_remaining_ns;
         if (!w->frozen && w->has_cap)
                 left = aj_loop_timer_left(&w->cap_timer);
-        return json_pack("{s:f, s:f, s:f}", "limit", (double)w->cap_ns / 1e9, "used",
-                         (double)(w->cap_ns - left) / 1e9, "remaining", (double)left / 1e9);
+        return json_pack("{s:f, s:f, s:f}", "limit", (double)w->cap_ns / 1e9, "used", (double)(w->cap_ns - left) / 1e9,
+                         "remaining", (double)left / 1e9);
 }
 
 int aj_sup_wall_raise(AjSupWall *w, const char *value, AjSupWallSaved *ret_saved, AjError *ret_error)

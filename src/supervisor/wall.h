@@ -31,7 +31,7 @@ typedef struct {
         bool fired, killed;
         uint64_t remaining_ns; /* while frozen */
         /* the wall cap */
-        bool has_cap;           /* started with one: only then can it be raised */
+        bool has_cap; /* started with one: only then can it be raised */
         uint64_t cap_ns;
         uint64_t cap_remaining_ns;
         AjLoopTimer cap_timer;

@@ -56,7 +56,7 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd, int prewo
 {
         (void)prctl(PR_SET_NAME, WATCHDOG_COMM, 0, 0, 0);
         /* SIGTTOU: restoring the terminal from outside its foreground group (below). */
-        static const int ignored[] = { SIGINT, SIGTERM, SIGHUP,  SIGQUIT, SIGPIPE,
+        static const int ignored[] = { SIGINT,  SIGTERM, SIGHUP,  SIGQUIT, SIGPIPE,
                                        SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU };
         for (size_t i = 0; i < ARRAY_SIZE(ignored); i++)
                 signal(ignored[i], SIG_IGN);
@@ -196,31 +196,30 @@ static void watchdog_exited(AjSupWatchdog *wd)
                 if (r >= 0) {
                         wd->restarts++;
                         aj_sup_emit(&wd->events, "watchdog.restarted",
-                                       wait_status_json(&si, json_pack("{s:i, s:i, s:i, s:i}", "old_pid", (int)old,
-                                                                       "pid", (int)wd->pid, "restarts",
-                                                                       wd->restarts, "restarts_max",
-                                                                       WATCHDOG_RESTARTS_MAX)));
-                        r = aj_loop_add_io(wd->loop, wd->pidfd, EPOLLIN, on_watchdog, wd,
-                                           &wd->io);
+                                    wait_status_json(&si, json_pack("{s:i, s:i, s:i, s:i}", "old_pid", (int)old, "pid",
+                                                                    (int)wd->pid, "restarts", wd->restarts,
+                                                                    "restarts_max", WATCHDOG_RESTARTS_MAX)));
+                        r = aj_loop_add_io(wd->loop, wd->pidfd, EPOLLIN, on_watchdog, wd, &wd->io);
                 }
                 if (r >= 0) {
-                        aj_warning("The watchdog (pid %d) died; started another (pid %d)", (int)old,
-                                   (int)wd->pid);
+                        aj_warning("The watchdog (pid %d) died; started another (pid %d)", (int)old, (int)wd->pid);
                         wd->ops->changed(wd->userdata); /* run.json has its new pid */
                         return;
                 }
         }
         if (r == -ELOOP)
                 aj_error("The watchdog (pid %d) died after %d restarts: ending the run (fail closed: a killed "
-                         "supervisor would leave it behind)", (int)old, wd->restarts);
+                         "supervisor would leave it behind)",
+                         (int)old, wd->restarts);
         else
-                aj_log_errno(r, "The watchdog (pid %d) died and no new one starts: ending the run (fail closed: a "
-                             "killed supervisor would leave it behind)", (int)old);
+                aj_log_errno(r,
+                             "The watchdog (pid %d) died and no new one starts: ending the run (fail closed: a "
+                             "killed supervisor would leave it behind)",
+                             (int)old);
         aj_sup_emit(&wd->events, "watchdog.lost",
-                       wait_status_json(&si, json_pack("{s:i, s:i, s:s, s:s}", "pid", (int)old, "restarts",
-                                                       wd->restarts, "error",
-                                                       r == -ELOOP ? "restart limit reached" : strerror(-r),
-                                                       "action", "jail killed")));
+                    wait_status_json(&si, json_pack("{s:i, s:i, s:s, s:s}", "pid", (int)old, "restarts", wd->restarts,
+                                                    "error", r == -ELOOP ? "restart limit reached" : strerror(-r),
+                                                    "action", "jail killed")));
         wd->ops->lost(wd->userdata);
 }
 
@@ -277,7 +276,4 @@ void aj_sup_watchdog_stop(AjSupWatchdog *wd)
         wd->io = NULL;
 }
 
-pid_t aj_sup_watchdog_pid(const AjSupWatchdog *wd)
-{
-        return wd->pid;
-}
+pid_t aj_sup_watchdog_pid(const AjSupWatchdog *wd) { return wd->pid; }

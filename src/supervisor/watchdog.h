@@ -39,7 +39,7 @@ typedef struct {
         void *userdata;
         AjSupSink events;
         AjLoop *loop;
-        int fd;    /* write end: 'D' then close on a clean finish */
+        int fd; /* write end: 'D' then close on a clean finish */
         pid_t pid;
         int pidfd; /* in the loop */
         AjLoopIo *io;
@@ -47,7 +47,10 @@ typedef struct {
         int prework_fd; /* read end of the first watchdog's prework, until taken */
 } AjSupWatchdog;
 
-#define AJ_SUP_WATCHDOG_INIT { .fd = -1, .pidfd = -1, .prework_fd = -1 }
+#define AJ_SUP_WATCHDOG_INIT                            \
+        {                                               \
+                .fd = -1, .pidfd = -1, .prework_fd = -1 \
+        }
 
 /* Forks it: before anything exists on the host that a killed supervisor would leave behind. */
 int aj_sup_watchdog_start(AjSupWatchdog *wd, const AjSupWatchdogConfig *cfg, const AjSupWatchdogOps *ops,

@@ -42,10 +42,7 @@ void aj_sup_work_init(AjSupWork *w, AjLoop *loop, double cpu, void (*changed)(vo
         }
 }
 
-void aj_sup_work_stop(AjSupWork *w)
-{
-        aj_loop_timer_stop(&w->timer);
-}
+void aj_sup_work_stop(AjSupWork *w) { aj_loop_timer_stop(&w->timer); }
 
 int aj_sup_work_watch(AjSupWork *w, AjLoopIo *io)
 {
@@ -64,20 +61,11 @@ void aj_sup_work_unwatch(AjSupWork *w, AjLoopIo *io)
                         w->ios[i] = NULL;
 }
 
-bool aj_sup_work_paused(const AjSupWork *w)
-{
-        return w->paused;
-}
+bool aj_sup_work_paused(const AjSupWork *w) { return w->paused; }
 
-bool aj_sup_work_budgeted(const AjSupWork *w)
-{
-        return w->rl.per_sec > 0;
-}
+bool aj_sup_work_budgeted(const AjSupWork *w) { return w->rl.per_sec > 0; }
 
-uint64_t aj_sup_work_start(const AjSupWork *w)
-{
-        return w->rl.per_sec > 0 ? aj_now_monotonic_ns() : 0;
-}
+uint64_t aj_sup_work_start(const AjSupWork *w) { return w->rl.per_sec > 0 ? aj_now_monotonic_ns() : 0; }
 
 /* Charges the supervisor's time since `start_ns` to the agent; past its budget, stop
  * reading its requests and denials until the budget has refilled: the agent waits (its

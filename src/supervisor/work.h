@@ -17,8 +17,8 @@
 #define AJ_SUP_WORK_SOURCES_MAX 4
 
 typedef struct {
-        AjRateLimit rl;       /* per_sec 0: no budget */
-        double share_cpu;     /* the budget in CPUs, for supervisor.throttled */
+        AjRateLimit rl;   /* per_sec 0: no budget */
+        double share_cpu; /* the budget in CPUs, for supervisor.throttled */
         AjLoopTimer timer;
         bool paused;
         uint64_t pauses, paused_ns, paused_at;

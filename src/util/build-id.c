@@ -11,10 +11,7 @@ typedef struct {
         int len; /* -ENOENT until found */
 } Found;
 
-static size_t align_up(size_t v, size_t a)
-{
-        return (v + a - 1) & ~(a - 1);
-}
+static size_t align_up(size_t v, size_t a) { return (v + a - 1) & ~(a - 1); }
 
 static int scan_main_program(struct dl_phdr_info *info, size_t size, void *data)
 {

@@ -29,10 +29,7 @@ static inline uint64_t aj_now_realtime_ns(void)
 }
 
 /* Milliseconds of CLOCK_MONOTONIC, for poll() timeouts and bounded retry loops. */
-static inline int64_t aj_now_monotonic_ms(void)
-{
-        return (int64_t)(aj_now_monotonic_ns() / 1000000ull);
-}
+static inline int64_t aj_now_monotonic_ms(void) { return (int64_t)(aj_now_monotonic_ns() / 1000000ull); }
 
 /* Sleeps ms milliseconds, resuming after signals. Only for short bounded kernel retries (a cgroup
  * that is still offlining), never to poll for an event that has an fd. */

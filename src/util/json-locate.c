@@ -78,14 +78,26 @@ static int read_escape(Scanner *s, char out[4], size_t *ret_n)
         char c = *s->p;
         advance(s);
         switch (c) {
-        case '"': case '\\': case '/':
+        case '"':
+        case '\\':
+        case '/':
                 out[0] = c;
                 break;
-        case 'b': out[0] = '\b'; break;
-        case 'f': out[0] = '\f'; break;
-        case 'n': out[0] = '\n'; break;
-        case 'r': out[0] = '\r'; break;
-        case 't': out[0] = '\t'; break;
+        case 'b':
+                out[0] = '\b';
+                break;
+        case 'f':
+                out[0] = '\f';
+                break;
+        case 'n':
+                out[0] = '\n';
+                break;
+        case 'r':
+                out[0] = '\r';
+                break;
+        case 't':
+                out[0] = '\t';
+                break;
         case 'u': {
                 uint32_t cp;
                 if (read_hex4(s, &cp) < 0)
@@ -208,8 +220,8 @@ static int next_item(Scanner *s, char close)
         return *s->p == close ? -ENOENT : -EINVAL;
 }
 
-int aj_json_locate(const char *text, const char *const *path, AjJsonLocateWhat what,
-                   unsigned *ret_line, unsigned *ret_col)
+int aj_json_locate(const char *text, const char *const *path, AjJsonLocateWhat what, unsigned *ret_line,
+                   unsigned *ret_col)
 {
         if (!text)
                 return -EINVAL;

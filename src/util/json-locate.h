@@ -22,5 +22,5 @@ typedef enum {
  * Returns 0, -ENOENT when the path is not in the text, -EINVAL on text that
  * is not JSON (the scanner never reads past the terminating NUL).
  */
-int aj_json_locate(const char *text, const char *const *path, AjJsonLocateWhat what,
-                   unsigned *ret_line, unsigned *ret_col);
+int aj_json_locate(const char *text, const char *const *path, AjJsonLocateWhat what, unsigned *ret_line,
+                   unsigned *ret_col);

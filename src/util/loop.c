@@ -33,7 +33,7 @@ struct AjLoop {
         AjLoopIo *removed; /* freed after the batch that removed them */
         AjLoopIo *all;     /* every source not yet freed */
         bool dispatching;
-        uint64_t turn; /* aj_loop_dispatch() calls so far */
+        uint64_t turn;  /* aj_loop_dispatch() calls so far */
         bool no_pwait2; /* epoll_pwait2() is missing (before Linux 5.11): millisecond waits */
         int timerfd;    /* nested loops only (aj_loop_fd()): armed at the earliest deadline */
         uint64_t timerfd_at;
@@ -115,15 +115,9 @@ void aj_loop_free(AjLoop *l)
         free(l);
 }
 
-uint64_t aj_loop_now(const AjLoop *l)
-{
-        return l->now_ns();
-}
+uint64_t aj_loop_now(const AjLoop *l) { return l->now_ns(); }
 
-void aj_loop_set_clock(AjLoop *l, uint64_t (*now_ns)(void))
-{
-        l->now_ns = now_ns ? now_ns : aj_now_monotonic_ns;
-}
+void aj_loop_set_clock(AjLoop *l, uint64_t (*now_ns)(void)) { l->now_ns = now_ns ? now_ns : aj_now_monotonic_ns; }
 
 int aj_loop_add_io(AjLoop *l, int fd, uint32_t events, AjLoopIoFn fn, void *userdata, AjLoopIo **ret)
 {
@@ -161,15 +155,9 @@ int aj_loop_io_set_events(AjLoopIo *io, uint32_t events)
         return 0;
 }
 
-uint32_t aj_loop_io_events(const AjLoopIo *io)
-{
-        return io->events;
-}
+uint32_t aj_loop_io_events(const AjLoopIo *io) { return io->events; }
 
-int aj_loop_io_fd(const AjLoopIo *io)
-{
-        return io->fd;
-}
+int aj_loop_io_fd(const AjLoopIo *io) { return io->fd; }
 
 void aj_loop_io_remove(AjLoopIo *io)
 {
@@ -312,10 +300,7 @@ uint64_t aj_loop_timer_left(const AjLoopTimer *t)
         return t->deadline_ns > now ? t->deadline_ns - now : 0;
 }
 
-uint64_t aj_loop_next_deadline(const AjLoop *l)
-{
-        return l->n_heap ? l->heap[0]->deadline_ns : 0;
-}
+uint64_t aj_loop_next_deadline(const AjLoop *l) { return l->n_heap ? l->heap[0]->deadline_ns : 0; }
 
 static int loop_wait(AjLoop *l, struct epoll_event *evs, int n, int64_t wait_ns)
 {

@@ -35,10 +35,7 @@ struct AjLoopTimer {
 
 int aj_loop_new(AjLoop **ret);
 void aj_loop_free(AjLoop *l);
-static inline void aj_loop_freep(AjLoop **l)
-{
-        aj_loop_free(*l);
-}
+static inline void aj_loop_freep(AjLoop **l) { aj_loop_free(*l); }
 
 /* The loop's clock (CLOCK_MONOTONIC nanoseconds unless a test replaces it). */
 uint64_t aj_loop_now(const AjLoop *l);
@@ -60,10 +57,7 @@ static inline int aj_loop_timer_set_in(AjLoopTimer *t, uint64_t from_now_ns)
         return aj_loop_timer_set(t, aj_loop_now(t->loop) + from_now_ns);
 }
 void aj_loop_timer_stop(AjLoopTimer *t);
-static inline bool aj_loop_timer_armed(const AjLoopTimer *t)
-{
-        return t->deadline_ns != 0;
-}
+static inline bool aj_loop_timer_armed(const AjLoopTimer *t) { return t->deadline_ns != 0; }
 /* Nanoseconds left (0 when due or stopped). */
 uint64_t aj_loop_timer_left(const AjLoopTimer *t);
 

@@ -15,10 +15,7 @@ typedef struct {
         size_t off, len, size; /* data[off..len) is unsent */
 } AjOutBuf;
 
-static inline size_t aj_outbuf_pending(const AjOutBuf *b)
-{
-        return b->len - b->off;
-}
+static inline size_t aj_outbuf_pending(const AjOutBuf *b) { return b->len - b->off; }
 
 /* Appends len bytes (and a '\n' when `newline`). -ENOBUFS when the unsent bytes would pass
  * `max` (a peer that does not read), -ENOMEM; the buffer is unchanged then. */

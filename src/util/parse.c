@@ -80,10 +80,22 @@ int aj_parse_size(const char *s, uint64_t *ret)
                 if (rest[1])
                         return -EINVAL;
                 break;
-        case 'K': mult = 1024.0; rest++; break;
-        case 'M': mult = 1024.0 * 1024; rest++; break;
-        case 'G': mult = 1024.0 * 1024 * 1024; rest++; break;
-        case 'T': mult = 1024.0 * 1024 * 1024 * 1024; rest++; break;
+        case 'K':
+                mult = 1024.0;
+                rest++;
+                break;
+        case 'M':
+                mult = 1024.0 * 1024;
+                rest++;
+                break;
+        case 'G':
+                mult = 1024.0 * 1024 * 1024;
+                rest++;
+                break;
+        case 'T':
+                mult = 1024.0 * 1024 * 1024 * 1024;
+                rest++;
+                break;
         default:
                 return -EINVAL;
         }

@@ -27,8 +27,8 @@ static void compress_portable(uint32_t *hs, const uint8_t *b)
 {
         uint32_t w[64];
         for (int i = 0; i < 16; i++)
-                w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 |
-                       (uint32_t)b[4 * i + 2] << 8 | (uint32_t)b[4 * i + 3];
+                w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 | (uint32_t)b[4 * i + 2] << 8 |
+                       (uint32_t)b[4 * i + 3];
         for (int i = 16; i < 64; i++) {
                 uint32_t s0 = ror(w[i - 15], 7) ^ ror(w[i - 15], 18) ^ (w[i - 15] >> 3);
                 uint32_t s1 = ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
@@ -110,7 +110,6 @@ static bool have_sha_ni(void)
 #endif
 
 
-
 static void compress(AjSha256 *c, const uint8_t *b)
 {
 #if defined(__x86_64__)
@@ -125,8 +124,7 @@ static void compress(AjSha256 *c, const uint8_t *b)
 void aj_sha256_init(AjSha256 *c)
 {
         static const uint32_t iv[8] = {
-                0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+                0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
         };
         memcpy(c->h, iv, sizeof(iv));
         c->total = 0;
@@ -214,10 +212,7 @@ void aj_hmac_sha256_init(AjHmacSha256 *h, const void *key, size_t key_len)
         explicit_bzero(ipad, sizeof(ipad));
 }
 
-void aj_hmac_sha256_update(AjHmacSha256 *h, const void *data, size_t len)
-{
-        aj_sha256_update(&h->inner, data, len);
-}
+void aj_hmac_sha256_update(AjHmacSha256 *h, const void *data, size_t len) { aj_sha256_update(&h->inner, data, len); }
 
 void aj_hmac_sha256_final(AjHmacSha256 *h, uint8_t out[AJ_SHA256_SIZE])
 {

@@ -47,10 +47,7 @@
 
 /* ---- processes ---- */
 
-static inline int sys_pidfd_open(pid_t pid, unsigned flags)
-{
-        return (int)syscall(SYS_pidfd_open, pid, flags);
-}
+static inline int sys_pidfd_open(pid_t pid, unsigned flags) { return (int)syscall(SYS_pidfd_open, pid, flags); }
 
 static inline int sys_pidfd_send_signal(int pidfd, int sig, siginfo_t *info, unsigned flags)
 {
@@ -58,10 +55,7 @@ static inline int sys_pidfd_send_signal(int pidfd, int sig, siginfo_t *info, uns
 }
 
 /* Fork-like (no CLONE_VM): returns 0 in the child, which goes on from the call site. */
-static inline pid_t sys_clone3(struct clone_args *args)
-{
-        return (pid_t)syscall(SYS_clone3, args, sizeof(*args));
-}
+static inline pid_t sys_clone3(struct clone_args *args) { return (pid_t)syscall(SYS_clone3, args, sizeof(*args)); }
 
 /* ---- fds and paths ---- */
 
@@ -93,10 +87,7 @@ static inline int sys_mount_setattr(int dfd, const char *path, unsigned flags, s
         return (int)syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof(*attr));
 }
 
-static inline int sys_fsopen(const char *fstype, unsigned flags)
-{
-        return (int)syscall(SYS_fsopen, fstype, flags);
-}
+static inline int sys_fsopen(const char *fstype, unsigned flags) { return (int)syscall(SYS_fsopen, fstype, flags); }
 
 static inline int sys_fsconfig(int fd, unsigned cmd, const char *key, const char *value, int aux)
 {

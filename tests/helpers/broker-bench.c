@@ -39,10 +39,7 @@ static int drop_emit(void *userdata, const char *type, json_t *fields)
         return 0;
 }
 
-static int log_emit(void *userdata, const char *type, json_t *fields)
-{
-        return aj_events_emit(userdata, type, fields);
-}
+static int log_emit(void *userdata, const char *type, json_t *fields) { return aj_events_emit(userdata, type, fields); }
 
 static void serve(const char *path, const char *events, int ready_fd)
 {
@@ -130,9 +127,8 @@ static double run_tokens(const char *path, int n_conns, long total, long window)
                                 c->out_len = c->out_off = 0;
                                 while (c->sent < per && c->sent - c->answered < window &&
                                        c->out_len + 512 < sizeof(c->out)) {
-                                        c->out_len += (size_t)snprintf(c->out + c->out_len,
-                                                                       sizeof(c->out) - c->out_len, tokens_fmt,
-                                                                       c->sent);
+                                        c->out_len += (size_t)snprintf(c->out + c->out_len, sizeof(c->out) - c->out_len,
+                                                                       tokens_fmt, c->sent);
                                         c->sent++;
                                 }
                         }

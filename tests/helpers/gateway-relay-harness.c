@@ -46,10 +46,7 @@ static FILE *logf_;
 static bool meter;
 static volatile sig_atomic_t stop;
 
-static void on_signal(int sig)
-{
-        stop = 1;
-}
+static void on_signal(int sig) { stop = 1; }
 
 static bool has_header(const AjGatewayRequest *req, const char *name, uint64_t *ret_value)
 {
@@ -70,7 +67,8 @@ static void on_request(void *u, AjGatewayCall *call, const AjGatewayRequest *req
         call->data = s;
         if (has_header(req, "x-test-refuse", NULL)) {
                 v->status = 429;
-                v->error_type = call->provider->api == AJ_GATEWAY_API_OPENAI ? "insufficient_quota" : "rate_limit_error";
+                v->error_type = call->provider->api == AJ_GATEWAY_API_OPENAI ? "insufficient_quota"
+                                                                             : "rate_limit_error";
                 v->error_code = call->provider->api == AJ_GATEWAY_API_OPENAI ? "insufficient_quota" : NULL;
                 snprintf(v->message, sizeof(v->message), "agentjail: cost cap reached (test)");
         }
@@ -174,9 +172,11 @@ static int parse_provider(char *spec, AjGatewayProvider *p)
                 f[n++] = t;
         if (n < 4)
                 return -EINVAL;
-        *p = (AjGatewayProvider){ .name = f[0], .api = strcmp(f[1], "openai") == 0 ? AJ_GATEWAY_API_OPENAI
-                                                                                     : AJ_GATEWAY_API_ANTHROPIC,
-                                  .url = f[2], .credential = f[3], .ca_file = f[4] };
+        *p = (AjGatewayProvider){ .name = f[0],
+                                  .api = strcmp(f[1], "openai") == 0 ? AJ_GATEWAY_API_OPENAI : AJ_GATEWAY_API_ANTHROPIC,
+                                  .url = f[2],
+                                  .credential = f[3],
+                                  .ca_file = f[4] };
         return 0;
 }
 
@@ -230,8 +230,10 @@ int main(int argc, char **argv)
         int fd = listen_loopback(&port);
         if (fd < 0)
                 return 1;
-        AjGatewayObserver obs = { .on_request = on_request, .on_response_head = on_head,
-                                  .on_response_bytes = on_bytes, .on_done = on_done,
+        AjGatewayObserver obs = { .on_request = on_request,
+                                  .on_response_head = on_head,
+                                  .on_response_bytes = on_bytes,
+                                  .on_done = on_done,
                                   .filter = use_filter ? filter : NULL };
         AjGateway *gw = NULL;
         char *err = NULL;

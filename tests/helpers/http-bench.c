@@ -153,7 +153,8 @@ static void relay_one(int cfd, int port)
                 if (memmem(head, have, "\r\n\r\n", 4))
                         break;
         }
-        struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+        struct sockaddr_in to = { .sin_family = AF_INET,
+                                  .sin_port = htons((uint16_t)port),
                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         int ufd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int p[2];
@@ -263,7 +264,8 @@ static bool one_request(const struct sockaddr_in *to, const char *req, size_t re
 
 static int conns(long n, const char *host, int port, const char *proxy, int c)
 {
-        struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+        struct sockaddr_in to = { .sin_family = AF_INET,
+                                  .sin_port = htons((uint16_t)port),
                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         char req[512];
         int len;
@@ -275,8 +277,8 @@ static int conns(long n, const char *host, int port, const char *proxy, int c)
                         return 2;
                 }
                 to.sin_port = htons((uint16_t)pport);
-                len = snprintf(req, sizeof(req), "GET http://%s:%d/0 HTTP/1.1\r\nHost: %s:%d\r\n\r\n", host, port,
-                               host, port);
+                len = snprintf(req, sizeof(req), "GET http://%s:%d/0 HTTP/1.1\r\nHost: %s:%d\r\n\r\n", host, port, host,
+                               port);
         } else {
                 len = snprintf(req, sizeof(req), "GET /0 HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n", host,
                                port);
@@ -337,6 +339,7 @@ int main(int argc, char **argv)
                 return conns(n, host, port, proxy, c);
         }
 usage:
-        fprintf(stderr, "usage: http-bench serve | http-bench relay PORT | http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]\n");
+        fprintf(stderr,
+                "usage: http-bench serve | http-bench relay PORT | http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]\n");
         return 2;
 }

@@ -174,8 +174,9 @@ static int answer(Io *fd, bool stream)
                 free(msg);
                 return r;
         }
-        int n = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                                             "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n");
+        int n = snprintf(head, sizeof(head),
+                         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                         "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n");
         const char *split = strstr(sse_body, "\n\n");
         size_t first = split ? (size_t)(split - sse_body) + 2 : sse_len;
         if (io_write_all(fd, head, (size_t)n) < 0 || send_chunk(fd, sse_body, first, first == sse_len) < 0)
@@ -263,7 +264,8 @@ typedef struct {
 static void client_open(Client *c, unsigned port, const char *prefix, bool stream)
 {
         int one = 1;
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+        struct sockaddr_in a = { .sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)port),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&a, sizeof(a)) < 0)

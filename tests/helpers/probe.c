@@ -166,7 +166,7 @@ static int parse_signal(const char *s)
         v = strtol(s, &end, 10);
         if (errno != 0 || end == s || *end != '\0' || v <= 0 || v >= NSIG)
                 return -1;
-        return (int) v;
+        return (int)v;
 }
 
 static int parse_long(const char *s, long min, long max, long *ret)
@@ -194,10 +194,7 @@ static void usage_error(const char *msg)
  * chosen so that a permitted call changes nothing on the host (invalid magic numbers,
  * nonexistent paths, bad fds, our own memory or our own pty). */
 
-static int ret_errno(long r)
-{
-        return r < 0 ? errno : 0;
-}
+static int ret_errno(long r) { return r < 0 ? errno : 0; }
 
 static int try_ptrace(void)
 {
@@ -210,7 +207,7 @@ static int try_process_vm_readv(void)
         static volatile int source = 42;
         int dest = 0;
         struct iovec local = { .iov_base = &dest, .iov_len = sizeof(dest) };
-        struct iovec remote = { .iov_base = (void *) &source, .iov_len = sizeof(source) };
+        struct iovec remote = { .iov_base = (void *)&source, .iov_len = sizeof(source) };
 
         return ret_errno(syscall(SYS_process_vm_readv, getpid(), &local, 1UL, &remote, 1UL, 0UL));
 }
@@ -220,7 +217,7 @@ static int try_process_vm_writev(void)
         static volatile int target = 7;
         int value = 7;
         struct iovec local = { .iov_base = &value, .iov_len = sizeof(value) };
-        struct iovec remote = { .iov_base = (void *) &target, .iov_len = sizeof(target) };
+        struct iovec remote = { .iov_base = (void *)&target, .iov_len = sizeof(target) };
 
         return ret_errno(syscall(SYS_process_vm_writev, getpid(), &local, 1UL, &remote, 1UL, 0UL));
 }
@@ -232,10 +229,7 @@ static int try_kcmp(void)
         return ret_errno(syscall(SYS_kcmp, p, p, KCMP_VM, 0UL, 0UL));
 }
 
-static int try_pidfd_getfd(void)
-{
-        return ret_errno(syscall(SYS_pidfd_getfd, -1, 0, 0));
-}
+static int try_pidfd_getfd(void) { return ret_errno(syscall(SYS_pidfd_getfd, -1, 0, 0)); }
 
 static int try_io_uring_setup(void)
 {
@@ -243,7 +237,7 @@ static int try_io_uring_setup(void)
         long r = syscall(SYS_io_uring_setup, 0U, NULL);
 
         if (r >= 0)
-                close((int) r);
+                close((int)r);
         return ret_errno(r);
 }
 
@@ -252,19 +246,13 @@ static int try_userfaultfd(void)
         long r = syscall(SYS_userfaultfd, O_CLOEXEC);
 
         if (r >= 0)
-                close((int) r);
+                close((int)r);
         return ret_errno(r);
 }
 
-static int try_bpf(void)
-{
-        return ret_errno(syscall(SYS_bpf, -1, NULL, 0U));
-}
+static int try_bpf(void) { return ret_errno(syscall(SYS_bpf, -1, NULL, 0U)); }
 
-static int try_perf_event_open(void)
-{
-        return ret_errno(syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0UL));
-}
+static int try_perf_event_open(void) { return ret_errno(syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0UL)); }
 
 static int try_keyctl(void)
 {
@@ -272,69 +260,39 @@ static int try_keyctl(void)
         return ret_errno(syscall(SYS_keyctl, 0x7fff, 0UL, 0UL, 0UL, 0UL));
 }
 
-static int try_add_key(void)
-{
-        return ret_errno(syscall(SYS_add_key, "probe-invalid-type", "probe", NULL, 0UL, 0));
-}
+static int try_add_key(void) { return ret_errno(syscall(SYS_add_key, "probe-invalid-type", "probe", NULL, 0UL, 0)); }
 
-static int try_request_key(void)
-{
-        return ret_errno(syscall(SYS_request_key, "probe-invalid-type", "probe", NULL, 0));
-}
+static int try_request_key(void) { return ret_errno(syscall(SYS_request_key, "probe-invalid-type", "probe", NULL, 0)); }
 
-static int try_mount(void)
-{
-        return ret_errno(syscall(SYS_mount, "none", "/nonexistent-probe", "tmpfs", 0UL, NULL));
-}
+static int try_mount(void) { return ret_errno(syscall(SYS_mount, "none", "/nonexistent-probe", "tmpfs", 0UL, NULL)); }
 
-static int try_umount2(void)
-{
-        return ret_errno(syscall(SYS_umount2, "/nonexistent-probe", 0));
-}
+static int try_umount2(void) { return ret_errno(syscall(SYS_umount2, "/nonexistent-probe", 0)); }
 
 static int try_pivot_root(void)
 {
         return ret_errno(syscall(SYS_pivot_root, "/nonexistent-probe", "/nonexistent-probe"));
 }
 
-static int try_chroot(void)
-{
-        return ret_errno(syscall(SYS_chroot, "/nonexistent-probe"));
-}
+static int try_chroot(void) { return ret_errno(syscall(SYS_chroot, "/nonexistent-probe")); }
 
 static int try_fsopen(void)
 {
         long r = syscall(SYS_fsopen, "probe-nonexistent-fs", 0U);
 
         if (r >= 0)
-                close((int) r);
+                close((int)r);
         return ret_errno(r);
 }
 
-static int try_fsmount(void)
-{
-        return ret_errno(syscall(SYS_fsmount, -1, 0U, 0U));
-}
+static int try_fsmount(void) { return ret_errno(syscall(SYS_fsmount, -1, 0U, 0U)); }
 
-static int try_fspick(void)
-{
-        return ret_errno(syscall(SYS_fspick, -1, "", 0U));
-}
+static int try_fspick(void) { return ret_errno(syscall(SYS_fspick, -1, "", 0U)); }
 
-static int try_open_tree(void)
-{
-        return ret_errno(syscall(SYS_open_tree, AT_FDCWD, "/nonexistent-probe", 0U));
-}
+static int try_open_tree(void) { return ret_errno(syscall(SYS_open_tree, AT_FDCWD, "/nonexistent-probe", 0U)); }
 
-static int try_move_mount(void)
-{
-        return ret_errno(syscall(SYS_move_mount, -1, "", -1, "", 0U));
-}
+static int try_move_mount(void) { return ret_errno(syscall(SYS_move_mount, -1, "", -1, "", 0U)); }
 
-static int try_mount_setattr(void)
-{
-        return ret_errno(syscall(SYS_mount_setattr, -1, "", 0U, NULL, 0UL));
-}
+static int try_mount_setattr(void) { return ret_errno(syscall(SYS_mount_setattr, -1, "", 0U, NULL, 0UL)); }
 
 static int try_unshare(void)
 {
@@ -342,10 +300,7 @@ static int try_unshare(void)
         return ret_errno(syscall(SYS_unshare, CLONE_NEWUSER));
 }
 
-static int try_setns(void)
-{
-        return ret_errno(syscall(SYS_setns, -1, 0));
-}
+static int try_setns(void) { return ret_errno(syscall(SYS_setns, -1, 0)); }
 
 static int try_raw_clone(unsigned long flags)
 {
@@ -355,25 +310,16 @@ static int try_raw_clone(unsigned long flags)
                 _exit(0);
         if (r < 0)
                 return errno;
-        while (waitpid((pid_t) r, NULL, 0) < 0 && errno == EINTR)
+        while (waitpid((pid_t)r, NULL, 0) < 0 && errno == EINTR)
                 ;
         return 0;
 }
 
-static int try_clone_newuser(void)
-{
-        return try_raw_clone(CLONE_NEWUSER);
-}
+static int try_clone_newuser(void) { return try_raw_clone(CLONE_NEWUSER); }
 
-static int try_clone_newns(void)
-{
-        return try_raw_clone(CLONE_NEWNS);
-}
+static int try_clone_newns(void) { return try_raw_clone(CLONE_NEWNS); }
 
-static int try_clone_newnet(void)
-{
-        return try_raw_clone(CLONE_NEWNET);
-}
+static int try_clone_newnet(void) { return try_raw_clone(CLONE_NEWNET); }
 
 static int try_clone3(void)
 {
@@ -392,15 +338,9 @@ static int try_kexec_file_load(void)
         return ret_errno(syscall(SYS_kexec_file_load, -1, -1, 0UL, NULL, 0xfffffff0UL));
 }
 
-static int try_init_module(void)
-{
-        return ret_errno(syscall(SYS_init_module, NULL, 0UL, ""));
-}
+static int try_init_module(void) { return ret_errno(syscall(SYS_init_module, NULL, 0UL, "")); }
 
-static int try_finit_module(void)
-{
-        return ret_errno(syscall(SYS_finit_module, -1, "", 0));
-}
+static int try_finit_module(void) { return ret_errno(syscall(SYS_finit_module, -1, "", 0)); }
 
 static int try_delete_module(void)
 {
@@ -412,7 +352,7 @@ static int try_open_by_handle_at(void)
         long r = syscall(SYS_open_by_handle_at, -1, NULL, O_RDONLY | O_CLOEXEC);
 
         if (r >= 0)
-                close((int) r);
+                close((int)r);
         return ret_errno(r);
 }
 
@@ -436,7 +376,7 @@ static int open_private_tty(void)
         }
         /* As its controlling terminal (new session), TIOCSTI is then permitted by the
          * kernel itself, so only a filter can refuse it. */
-        (void) setsid();
+        (void)setsid();
         slave = open(name, O_RDWR | O_CLOEXEC);
         /* Keep the master open for the lifetime of the (short-lived) child. */
         if (slave >= 0)
@@ -473,7 +413,7 @@ static int try_ioctl_tiocsti_high(void)
         char c = '\n';
 
         /* The kernel truncates cmd to 32 bits; a filter must too. */
-        return try_ioctl_common((unsigned long) TIOCSTI | (1UL << 32), &c);
+        return try_ioctl_common((unsigned long)TIOCSTI | (1UL << 32), &c);
 }
 
 static int try_ioctl_tioclinux(void)
@@ -488,44 +428,23 @@ static int try_socket(int domain, int type, int protocol)
         long r = syscall(SYS_socket, domain, type | SOCK_CLOEXEC, protocol);
 
         if (r >= 0)
-                close((int) r);
+                close((int)r);
         return ret_errno(r);
 }
 
-static int try_socket_packet(void)
-{
-        return try_socket(AF_PACKET, SOCK_RAW, htons(0x0003));
-}
+static int try_socket_packet(void) { return try_socket(AF_PACKET, SOCK_RAW, htons(0x0003)); }
 
-static int try_socket_netlink(void)
-{
-        return try_socket(AF_NETLINK, SOCK_RAW, 0);
-}
+static int try_socket_netlink(void) { return try_socket(AF_NETLINK, SOCK_RAW, 0); }
 
-static int try_socket_vsock(void)
-{
-        return try_socket(AF_VSOCK, SOCK_STREAM, 0);
-}
+static int try_socket_vsock(void) { return try_socket(AF_VSOCK, SOCK_STREAM, 0); }
 
-static int try_socket_bluetooth(void)
-{
-        return try_socket(AF_BLUETOOTH, SOCK_RAW, 0);
-}
+static int try_socket_bluetooth(void) { return try_socket(AF_BLUETOOTH, SOCK_RAW, 0); }
 
-static int try_socket_unix(void)
-{
-        return try_socket(AF_UNIX, SOCK_STREAM, 0);
-}
+static int try_socket_unix(void) { return try_socket(AF_UNIX, SOCK_STREAM, 0); }
 
-static int try_socket_inet(void)
-{
-        return try_socket(AF_INET, SOCK_STREAM, 0);
-}
+static int try_socket_inet(void) { return try_socket(AF_INET, SOCK_STREAM, 0); }
 
-static int try_socket_inet6(void)
-{
-        return try_socket(AF_INET6, SOCK_STREAM, 0);
-}
+static int try_socket_inet6(void) { return try_socket(AF_INET6, SOCK_STREAM, 0); }
 
 static int try_reboot(void)
 {
@@ -533,10 +452,7 @@ static int try_reboot(void)
         return ret_errno(syscall(SYS_reboot, 0, 0, 0U, NULL));
 }
 
-static int try_swapon(void)
-{
-        return ret_errno(syscall(SYS_swapon, "/nonexistent-probe", 0));
-}
+static int try_swapon(void) { return ret_errno(syscall(SYS_swapon, "/nonexistent-probe", 0)); }
 
 static int try_acct(void)
 {
@@ -568,15 +484,9 @@ static int try_iopl(void)
 #endif
 }
 
-static int try_getpid(void)
-{
-        return ret_errno(syscall(SYS_getpid));
-}
+static int try_getpid(void) { return ret_errno(syscall(SYS_getpid)); }
 
-static int try_unknown_1000(void)
-{
-        return ret_errno(syscall(1000, 0, 0, 0, 0, 0, 0));
-}
+static int try_unknown_1000(void) { return ret_errno(syscall(1000, 0, 0, 0, 0, 0, 0)); }
 
 #if defined(__x86_64__)
 /* The 32-bit entry point from a 64-bit process: a filter that checks syscall numbers but
@@ -585,10 +495,7 @@ static long int80_syscall(long nr, long a, long b, long c, long d)
 {
         long ret;
 
-        __asm__ volatile("int $0x80"
-                         : "=a"(ret)
-                         : "a"(nr), "b"(a), "c"(b), "d"(c), "S"(d)
-                         : "memory", "cc");
+        __asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b), "d"(c), "S"(d) : "memory", "cc");
         return ret;
 }
 
@@ -596,7 +503,7 @@ static int try_i386_ptrace(void)
 {
         long r = int80_syscall(26, PTRACE_PEEKDATA, 1, 0, 0);
 
-        return r < 0 && r > -4096 ? (int) -r : 0;
+        return r < 0 && r > -4096 ? (int)-r : 0;
 }
 
 static int try_x32_ptrace(void)
@@ -684,7 +591,7 @@ static ssize_t read_full(int fd, void *buf, size_t len)
         size_t done = 0;
 
         while (done < len) {
-                ssize_t n = read(fd, (char *) buf + done, len - done);
+                ssize_t n = read(fd, (char *)buf + done, len - done);
 
                 if (n < 0 && errno == EINTR)
                         continue;
@@ -692,9 +599,9 @@ static ssize_t read_full(int fd, void *buf, size_t len)
                         return -1;
                 if (n == 0)
                         break;
-                done += (size_t) n;
+                done += (size_t)n;
         }
-        return (ssize_t) done;
+        return (ssize_t)done;
 }
 
 static int write_full(int fd, const void *buf, size_t len)
@@ -702,13 +609,13 @@ static int write_full(int fd, const void *buf, size_t len)
         size_t done = 0;
 
         while (done < len) {
-                ssize_t n = write(fd, (const char *) buf + done, len - done);
+                ssize_t n = write(fd, (const char *)buf + done, len - done);
 
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0)
                         return -errno;
-                done += (size_t) n;
+                done += (size_t)n;
         }
         return 0;
 }
@@ -739,11 +646,11 @@ static void run_isolated(const struct syscall_probe *p)
                 close(pipefd[0]);
                 errno = 0;
                 e = p->fn();
-                (void) write_full(pipefd[1], &e, sizeof(e));
+                (void)write_full(pipefd[1], &e, sizeof(e));
                 _exit(0);
         }
         close(pipefd[1]);
-        if (read_full(pipefd[0], &result, sizeof(result)) != (ssize_t) sizeof(result))
+        if (read_full(pipefd[0], &result, sizeof(result)) != (ssize_t)sizeof(result))
                 result = -1;
         close(pipefd[0]);
         while (waitpid(pid, &status, 0) < 0) {
@@ -842,26 +749,26 @@ static void print_status_field(const char *key)
 
 static int cmd_status(void)
 {
-        static const char *const fields[] = { "CapInh", "CapPrm", "CapEff", "CapBnd",
-                                               "CapAmb", "NoNewPrivs", "Seccomp" };
+        static const char *const fields[] = {
+                "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"
+        };
         gid_t groups[256];
         char host[HOST_NAME_MAX + 1];
         char cwd[PATH_MAX];
         int ngroups;
 
-        printf("uid=%u\ngid=%u\neuid=%u\negid=%u\n", (unsigned) getuid(), (unsigned) getgid(),
-               (unsigned) geteuid(), (unsigned) getegid());
-        ngroups = getgroups((int) ARRAY_SIZE(groups), groups);
+        printf("uid=%u\ngid=%u\neuid=%u\negid=%u\n", (unsigned)getuid(), (unsigned)getgid(), (unsigned)geteuid(),
+               (unsigned)getegid());
+        ngroups = getgroups((int)ARRAY_SIZE(groups), groups);
         printf("groups=");
         if (ngroups < 0)
                 printf("%s", errno_name(errno));
         for (int i = 0; i < ngroups; i++)
-                printf("%s%u", i > 0 ? "," : "", (unsigned) groups[i]);
+                printf("%s%u", i > 0 ? "," : "", (unsigned)groups[i]);
         printf("\n");
         for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
                 print_status_field(fields[i]);
-        printf("pid=%d\nppid=%d\nsid=%d\npgid=%d\n", (int) getpid(), (int) getppid(),
-               (int) getsid(0), (int) getpgid(0));
+        printf("pid=%d\nppid=%d\nsid=%d\npgid=%d\n", (int)getpid(), (int)getppid(), (int)getsid(0), (int)getpgid(0));
         if (gethostname(host, sizeof(host)) == 0) {
                 host[sizeof(host) - 1] = '\0';
                 printf("hostname=%s\n", host);
@@ -876,10 +783,7 @@ static int cmd_status(void)
 
 /* ------------------------------------------------------------------------ files */
 
-static int compare_strings(const void *a, const void *b)
-{
-        return strcmp(*(char *const *) a, *(char *const *) b);
-}
+static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int cmd_ls(int argc, char **argv)
 {
@@ -983,8 +887,8 @@ static int cmd_stat(int argc, char **argv)
                 printf("stat=%s\n", errno_name(errno));
                 return 0;
         }
-        printf("stat=OK uid=%u gid=%u mode=%04o\n", (unsigned) st.st_uid, (unsigned) st.st_gid,
-               (unsigned) (st.st_mode & 07777));
+        printf("stat=OK uid=%u gid=%u mode=%04o\n", (unsigned)st.st_uid, (unsigned)st.st_gid,
+               (unsigned)(st.st_mode & 07777));
         return 0;
 }
 
@@ -1076,9 +980,8 @@ static int cmd_connect_unix(int argc, char **argv, bool abstract)
                 return 0;
         }
         /* Abstract names are not NUL-terminated: the length says where they end. */
-        e = connect_bounded(fd, (struct sockaddr *) &sa,
-                            (socklen_t) (offsetof(struct sockaddr_un, sun_path) + off + len +
-                                         (abstract ? 0 : 1)));
+        e = connect_bounded(fd, (struct sockaddr *)&sa,
+                            (socklen_t)(offsetof(struct sockaddr_un, sun_path) + off + len + (abstract ? 0 : 1)));
         close(fd);
         printf("connect=%s\n", errno_name(e));
         return 0;
@@ -1095,18 +998,18 @@ static int cmd_connect_tcp(int argc, char **argv)
                 usage_error("connect-tcp: need ADDR PORT");
         memset(&ss, 0, sizeof(ss));
         if (strchr(argv[0], ':')) {
-                struct sockaddr_in6 *s6 = (struct sockaddr_in6 *) &ss;
+                struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
 
                 s6->sin6_family = AF_INET6;
-                s6->sin6_port = htons((uint16_t) port);
+                s6->sin6_port = htons((uint16_t)port);
                 if (inet_pton(AF_INET6, argv[0], &s6->sin6_addr) != 1)
                         usage_error("connect-tcp: bad IPv6 address");
                 sslen = sizeof(*s6);
         } else {
-                struct sockaddr_in *s4 = (struct sockaddr_in *) &ss;
+                struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
 
                 s4->sin_family = AF_INET;
-                s4->sin_port = htons((uint16_t) port);
+                s4->sin_port = htons((uint16_t)port);
                 if (inet_pton(AF_INET, argv[0], &s4->sin_addr) != 1)
                         usage_error("connect-tcp: bad IPv4 address");
                 sslen = sizeof(*s4);
@@ -1116,7 +1019,7 @@ static int cmd_connect_tcp(int argc, char **argv)
                 printf("connect=%s\n", errno_name(errno));
                 return 0;
         }
-        e = connect_bounded(fd, (struct sockaddr *) &ss, sslen);
+        e = connect_bounded(fd, (struct sockaddr *)&ss, sslen);
         close(fd);
         printf("connect=%s\n", errno_name(e));
         return 0;
@@ -1151,7 +1054,7 @@ static int cmd_forkbomb(int argc, char **argv)
         /* A ceiling, so that running the probe outside a jail cannot take the host down. */
         if (argc >= 1 && parse_long(argv[0], 1, 1000000L, &max) < 0)
                 usage_error("forkbomb: bad MAX");
-        pids = calloc((size_t) max, sizeof(*pids));
+        pids = calloc((size_t)max, sizeof(*pids));
         if (!pids) {
                 printf("forks=0 errno=ENOMEM\n");
                 return 0;
@@ -1224,7 +1127,7 @@ static int cmd_kill_all(void)
 
 static int compare_ints(const void *a, const void *b)
 {
-        int x = *(const int *) a, y = *(const int *) b;
+        int x = *(const int *)a, y = *(const int *)b;
 
         return (x > y) - (x < y);
 }
@@ -1254,7 +1157,7 @@ static int cmd_pids(void)
                         pids = np;
                         cap = ncap;
                 }
-                pids[n++] = (int) v;
+                pids[n++] = (int)v;
         }
         closedir(d);
         if (n > 0)
@@ -1273,8 +1176,8 @@ static void sleep_seconds(double s)
 
         if (s < 0)
                 s = 0;
-        ts.tv_sec = (time_t) s;
-        ts.tv_nsec = (long) ((s - (double) ts.tv_sec) * 1e9);
+        ts.tv_sec = (time_t)s;
+        ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
                 ;
 }
@@ -1310,7 +1213,7 @@ static int cmd_seize(int argc, char **argv)
         s = strtod(argv[1], &end);
         if (errno != 0 || end == argv[1] || *end != '\0' || s < 0 || s > 3600)
                 usage_error("seize: bad SECONDS");
-        if (ptrace(PTRACE_SEIZE, (pid_t) pid, NULL, NULL) < 0) {
+        if (ptrace(PTRACE_SEIZE, (pid_t)pid, NULL, NULL) < 0) {
                 printf("seize=%s\n", strerror(errno));
                 return 1;
         }
@@ -1327,7 +1230,7 @@ static int cmd_exit(int argc, char **argv)
         if (argc != 1 || parse_long(argv[0], 0, 255, &code) < 0)
                 usage_error("exit: need N (0-255)");
         fflush(stdout);
-        _exit((int) code);
+        _exit((int)code);
 }
 
 static int cmd_signal(int argc, char **argv)
@@ -1350,10 +1253,7 @@ static int cmd_signal(int argc, char **argv)
 
 static volatile sig_atomic_t got_signal;
 
-static void on_signal(int sig)
-{
-        got_signal = sig;
-}
+static void on_signal(int sig) { got_signal = sig; }
 
 static int cmd_wait_signal(void)
 {
@@ -1378,7 +1278,7 @@ static int cmd_wait_signal(void)
         fflush(stdout);
         while (!got_signal)
                 sigsuspend(&old);
-        printf("got=%s\n", signal_name((int) got_signal));
+        printf("got=%s\n", signal_name((int)got_signal));
         fflush(stdout);
         _exit(42);
 }
@@ -1395,7 +1295,7 @@ static int cmd_ignore_signals(int argc, char **argv)
                 signal(sigs[i], SIG_IGN);
         printf("ready\n");
         fflush(stdout);
-        sleep_seconds((double) secs);
+        sleep_seconds((double)secs);
         printf("ignore_signals=done\n");
         return 0;
 }
@@ -1415,7 +1315,7 @@ static int cmd_echo_stdin(void)
                 }
                 if (r == 0)
                         return 0;
-                if (write_full(STDOUT_FILENO, buf, (size_t) r) < 0)
+                if (write_full(STDOUT_FILENO, buf, (size_t)r) < 0)
                         return 1;
         }
 }
@@ -1508,11 +1408,11 @@ static int cmd_zombie_parent(void)
                         sleep_seconds(0.2);
                         _exit(0);
                 }
-                (void) write_full(pipefd[1], &g, sizeof(g));
+                (void)write_full(pipefd[1], &g, sizeof(g));
                 _exit(0);
         }
         close(pipefd[1]);
-        if (read_full(pipefd[0], &grandchild, sizeof(grandchild)) != (ssize_t) sizeof(grandchild))
+        if (read_full(pipefd[0], &grandchild, sizeof(grandchild)) != (ssize_t)sizeof(grandchild))
                 grandchild = -1;
         close(pipefd[0]);
         while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
@@ -1521,7 +1421,7 @@ static int cmd_zombie_parent(void)
                 printf("zombie_parent=EFORK\n");
                 return 0;
         }
-        snprintf(gpid, sizeof(gpid), "%d", (int) grandchild);
+        snprintf(gpid, sizeof(gpid), "%d", (int)grandchild);
         /* Give the reaper up to 3 s after the grandchild's exit. */
         for (int i = 0; i < 64; i++) {
                 sleep_seconds(0.05);
@@ -1530,7 +1430,7 @@ static int cmd_zombie_parent(void)
                         break;
         }
         z = count_zombies();
-        printf("grandchild=%d grandchild_state=%s\n", (int) grandchild,
+        printf("grandchild=%d grandchild_state=%s\n", (int)grandchild,
                state == 0 ? "gone" : (state == 'Z' ? "zombie" : "alive"));
         printf("zombies=%d\n", z);
         return 0;
@@ -1546,31 +1446,54 @@ static const struct {
         long nr;
         long a[6];
 } distinct_calls[] = {
-        { "ptrace", 101, { 2, 1 } },          { "process_vm_readv", 310, { 1 } },
-        { "process_vm_writev", 311, { 1 } },  { "kcmp", 312, { 1, 1 } },
-        { "pidfd_getfd", 438, { -1 } },       { "io_uring_setup", 425, { 0 } },
-        { "io_uring_enter", 426, { -1 } },    { "io_uring_register", 427, { -1 } },
-        { "bpf", 321, { -1 } },               { "perf_event_open", 298, { 0, 0, -1, -1 } },
-        { "keyctl", 250, { -1 } },            { "add_key", 248, { 0 } },
-        { "request_key", 249, { 0 } },        { "mount", 165, { 0 } },
-        { "pivot_root", 155, { 0 } },         { "chroot", 161, { 0 } },
-        { "fsopen", 430, { 0 } },             { "fsconfig", 431, { -1 } },
-        { "fsmount", 432, { -1 } },           { "fspick", 433, { -1 } },
-        { "open_tree", 428, { -1 } },         { "move_mount", 429, { -1, 0, -1 } },
-        { "mount_setattr", 442, { -1 } },     { "setns", 308, { -1 } },
+        { "ptrace", 101, { 2, 1 } },
+        { "process_vm_readv", 310, { 1 } },
+        { "process_vm_writev", 311, { 1 } },
+        { "kcmp", 312, { 1, 1 } },
+        { "pidfd_getfd", 438, { -1 } },
+        { "io_uring_setup", 425, { 0 } },
+        { "io_uring_enter", 426, { -1 } },
+        { "io_uring_register", 427, { -1 } },
+        { "bpf", 321, { -1 } },
+        { "perf_event_open", 298, { 0, 0, -1, -1 } },
+        { "keyctl", 250, { -1 } },
+        { "add_key", 248, { 0 } },
+        { "request_key", 249, { 0 } },
+        { "mount", 165, { 0 } },
+        { "pivot_root", 155, { 0 } },
+        { "chroot", 161, { 0 } },
+        { "fsopen", 430, { 0 } },
+        { "fsconfig", 431, { -1 } },
+        { "fsmount", 432, { -1 } },
+        { "fspick", 433, { -1 } },
+        { "open_tree", 428, { -1 } },
+        { "move_mount", 429, { -1, 0, -1 } },
+        { "mount_setattr", 442, { -1 } },
+        { "setns", 308, { -1 } },
         { "kexec_load", 246, { 0, 0, 0, 0xdead0000L } },
         { "kexec_file_load", 320, { -1, -1, 0, 0, 0xdead } },
-        { "init_module", 175, { 0 } },        { "finit_module", 313, { -1 } },
-        { "open_by_handle_at", 304, { -1 } }, { "name_to_handle_at", 303, { -1 } },
-        { "reboot", 169, { 0 } },             { "syslog", 103, { 10 } },
-        { "iopl", 172, { 0 } },               { "ioperm", 173, { 0 } },
-        { "modify_ldt", 154, { 0 } },         { "mbind", 237, { 0 } },
-        { "set_mempolicy", 238, { 0 } },      { "get_mempolicy", 239, { 0 } },
-        { "move_pages", 279, { 0 } },         { "quotactl", 179, { 0 } },
-        { "lookup_dcookie", 212, { 0 } },     { "fanotify_init", 300, { 0 } },
-        { "clock_settime", 227, { 0 } },      { "settimeofday", 164, { 0 } },
-        { "process_madvise", 440, { -1 } },   { "syscall_1000", 1000, { 0 } },
-        { "syscall_1001", 1001, { 0 } },      { "syscall_1002", 1002, { 0 } },
+        { "init_module", 175, { 0 } },
+        { "finit_module", 313, { -1 } },
+        { "open_by_handle_at", 304, { -1 } },
+        { "name_to_handle_at", 303, { -1 } },
+        { "reboot", 169, { 0 } },
+        { "syslog", 103, { 10 } },
+        { "iopl", 172, { 0 } },
+        { "ioperm", 173, { 0 } },
+        { "modify_ldt", 154, { 0 } },
+        { "mbind", 237, { 0 } },
+        { "set_mempolicy", 238, { 0 } },
+        { "get_mempolicy", 239, { 0 } },
+        { "move_pages", 279, { 0 } },
+        { "quotactl", 179, { 0 } },
+        { "lookup_dcookie", 212, { 0 } },
+        { "fanotify_init", 300, { 0 } },
+        { "clock_settime", 227, { 0 } },
+        { "settimeofday", 164, { 0 } },
+        { "process_madvise", 440, { -1 } },
+        { "syscall_1000", 1000, { 0 } },
+        { "syscall_1001", 1001, { 0 } },
+        { "syscall_1002", 1002, { 0 } },
 };
 #endif
 
@@ -1598,7 +1521,7 @@ static int cmd_deny_distinct(void)
                 r = syscall(SYS_socket, fam, SOCK_DGRAM | SOCK_CLOEXEC, 0);
                 e = r < 0 ? errno : 0;
                 if (r >= 0)
-                        close((int) r);
+                        close((int)r);
                 printf("call=socket(%ld) %s\n", fam, e ? errno_name(e) : "OK");
                 calls++;
                 denied += e == EPERM;
@@ -1623,7 +1546,7 @@ static int cmd_deny_distinct(void)
 #if defined(__x86_64__)
 static long abi_i386_write(int fd, const char *buf, size_t len)
 {
-        return int80_syscall(4 /* i386 write */, fd, (long) buf, (long) len, 0);
+        return int80_syscall(4 /* i386 write */, fd, (long)buf, (long)len, 0);
 }
 
 static long abi_x32_write(int fd, const char *buf, size_t len)
@@ -1652,7 +1575,7 @@ static void abi_write_one(const char *name, long (*fn)(int, const char *, size_t
         if (pid == 0) {
                 long r = fn(pipefd[1], buf, sizeof(msg) - 1);
 
-                _exit(r < 0 && r > -4096 ? (int) -r : 0);
+                _exit(r < 0 && r > -4096 ? (int)-r : 0);
         }
         close(pipefd[1]);
         n = pid > 0 ? read_full(pipefd[0], got, sizeof(got)) : -1;
@@ -1686,15 +1609,12 @@ static int cmd_abi_write(void)
 
 /* suid-plant DIR: every way to give a file in DIR S_ISUID/S_ISGID, and a file capability;
  * one `name=RESULT` line each (OK or the errno). The test then looks at DIR from the host. */
-static void plant_report(const char *name, long r)
-{
-        printf("%s=%s\n", name, r < 0 ? errno_name(errno) : "OK");
-}
+static void plant_report(const char *name, long r) { printf("%s=%s\n", name, r < 0 ? errno_name(errno) : "OK"); }
 
 static long close_fd_result(long r)
 {
         if (r >= 0)
-                close((int) r);
+                close((int)r);
         return r;
 }
 
@@ -1753,8 +1673,7 @@ static int cmd_suid_plant(int argc, char **argv)
                 snprintf(path, sizeof(path), "%s/capfile", argv[0]);
                 plant_report("setxattr_capability", setxattr(path, "security.capability", cap, sizeof(cap), 0));
                 if (fd >= 0) {
-                        plant_report("fsetxattr_capability",
-                                     fsetxattr(fd, "security.capability", cap, sizeof(cap), 0));
+                        plant_report("fsetxattr_capability", fsetxattr(fd, "security.capability", cap, sizeof(cap), 0));
                         close(fd);
                 }
         }
@@ -1782,16 +1701,15 @@ static int cmd_xattr_get(int argc, char **argv)
 
 static void usage(void)
 {
-        fprintf(stderr,
-                "usage: probe COMMAND [ARGS]\n"
-                "  status | syscall NAME...|all | deny-loop N [NAME] | ls DIR | read PATH\n"
-                "  write PATH | stat PATH | ifaces | connect-unix-abstract NAME\n"
-                "  connect-unix PATH | connect-tcp ADDR PORT | sethostname NAME\n"
-                "  forkbomb [MAX] | membomb [MB] | kill-all | pids | sleep SECONDS\n"
-                "  exit N | signal SIG | wait-signal | ignore-signals SECONDS | echo-stdin\n"
-                "  stderr TEXT | env\n"
-                "  zombie-parent | list-syscalls | suid-plant DIR | xattr-get PATH NAME\n"
-                "  deny-distinct | abi-write | seize PID SECONDS (host side)\n");
+        fprintf(stderr, "usage: probe COMMAND [ARGS]\n"
+                        "  status | syscall NAME...|all | deny-loop N [NAME] | ls DIR | read PATH\n"
+                        "  write PATH | stat PATH | ifaces | connect-unix-abstract NAME\n"
+                        "  connect-unix PATH | connect-tcp ADDR PORT | sethostname NAME\n"
+                        "  forkbomb [MAX] | membomb [MB] | kill-all | pids | sleep SECONDS\n"
+                        "  exit N | signal SIG | wait-signal | ignore-signals SECONDS | echo-stdin\n"
+                        "  stderr TEXT | env\n"
+                        "  zombie-parent | list-syscalls | suid-plant DIR | xattr-get PATH NAME\n"
+                        "  deny-distinct | abi-write | seize PID SECONDS (host side)\n");
 }
 
 int main(int argc, char **argv)

@@ -20,10 +20,10 @@
 /* ---- fake supervisor ---- */
 
 typedef struct {
-        json_t *events;     /* [{"type": ..., fields...}] */
-        int watch_fd;       /* client socket: must have no reply yet when an event is emitted */
-        int replies_early;  /* events emitted after their reply was already readable */
-        int fail_emit;      /* emit returns -EIO */
+        json_t *events;    /* [{"type": ..., fields...}] */
+        int watch_fd;      /* client socket: must have no reply yet when an event is emitted */
+        int replies_early; /* events emitted after their reply was already readable */
+        int fail_emit;     /* emit returns -EIO */
         int n_breach;
         char breach_cap[32];
         double breach_limit, breach_value;
@@ -79,10 +79,7 @@ static void setup_with(const AjMeterCaps *caps)
         cr_assert_eq(aj_broker_new(env.path, (uid_t)-1, (gid_t)-1, env.meter, &env.hooks, &env.broker), 0);
 }
 
-static void setup(void)
-{
-        setup_with(NULL);
-}
+static void setup(void) { setup_with(NULL); }
 
 static void teardown(void)
 {
@@ -106,10 +103,7 @@ static int client(void)
         return fd;
 }
 
-static void send_text(int fd, const char *s)
-{
-        cr_assert_eq(aj_write_all(fd, s, strlen(s)), 0);
-}
+static void send_text(int fd, const char *s) { cr_assert_eq(aj_write_all(fd, s, strlen(s)), 0); }
 
 static void pump(void)
 {
@@ -160,10 +154,7 @@ static const char *str(json_t *o, const char *path1, const char *path2)
         return json_string_value(v) ?: "(none)";
 }
 
-static json_t *last_event(void)
-{
-        return json_array_get(env.fake.events, json_array_size(env.fake.events) - 1);
-}
+static json_t *last_event(void) { return json_array_get(env.fake.events, json_array_size(env.fake.events) - 1); }
 
 static void expect_error(json_t *r, const char *code, const char *message_part, bool id_null)
 {
@@ -294,7 +285,8 @@ Test(broker, bad_requests_get_errors_and_the_connection_survives)
         expect_error(request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c\","
                                  " \"status\": \"ok\", \"undo\": \"rm -rf\"}\n"),
                      "bad_request", "field \"undo\"", false);
-        expect_error(request(fd, "{\"id\": 1, \"id\": 2, \"v\": 1, \"op\": \"usage\"}\n"), "bad_json", "duplicate", true);
+        expect_error(request(fd, "{\"id\": 1, \"id\": 2, \"v\": 1, \"op\": \"usage\"}\n"), "bad_json", "duplicate",
+                     true);
         /* The id is echoed in errors once it is valid. */
         json_t *r = request(fd, "{\"id\": \"q\", \"v\": 1, \"op\": \"nope\"}\n");
         cr_expect_str_eq(str(r, "id", NULL), "q");
@@ -393,8 +385,8 @@ Test(broker, connection_limit)
         /* All 64 are served, in an interleaved order. */
         for (int i = 0; i < AJ_BROKER_MAX_CONNECTIONS; i++) {
                 char line[128];
-                snprintf(line, sizeof(line), "{\"id\": %d, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"t%d\"}\n", i,
-                         i);
+                snprintf(line, sizeof(line),
+                         "{\"id\": %d, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"t%d\"}\n", i, i);
                 send_text(fds[(i * 7) % AJ_BROKER_MAX_CONNECTIONS], line);
         }
         for (int i = 0; i < AJ_BROKER_MAX_CONNECTIONS; i++) {
@@ -566,14 +558,17 @@ static json_t *in_flight_call(const char *call_id)
         list = aj_broker_in_flight(env.broker);
         size_t i;
         json_t *f;
-        json_array_foreach(list, i, f) if (streq(str(f, "gen_ai.tool.call.id", NULL), call_id)) return f;
+        json_array_foreach (list, i, f)
+                if (streq(str(f, "gen_ai.tool.call.id", NULL), call_id))
+                        return f;
         return NULL;
 }
 
 TestSuite(approvals, .fini = teardown);
 
-#define REFUND(id) "{\"id\": " #id ", \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", " \
-                   "\"gen_ai.tool.call.id\": \"r" #id "\", \"gen_ai.tool.call.arguments\": {\"amount\": " #id "}}\n"
+#define REFUND(id)                                                                               \
+        "{\"id\": " #id ", \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", " \
+        "\"gen_ai.tool.call.id\": \"r" #id "\", \"gen_ai.tool.call.arguments\": {\"amount\": " #id "}}\n"
 
 Test(approvals, held_until_approved_then_in_flight_until_its_result)
 {
@@ -807,8 +802,11 @@ Test(broker, large_arguments_are_logged_truncated)
         char big[3000];
         memset(big, 'a', sizeof(big) - 1);
         big[sizeof(big) - 1] = 0;
-        cr_assert_geq(asprintf(&line, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"w\", "
-                                      "\"gen_ai.tool.call.arguments\": {\"text\": \"%s\"}}\n", big), 0);
+        cr_assert_geq(asprintf(&line,
+                               "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"w\", "
+                               "\"gen_ai.tool.call.arguments\": {\"text\": \"%s\"}}\n",
+                               big),
+                      0);
         json_t *r = request(fd, line);
         free(line);
         cr_expect_str_eq(str(r, "verdict", NULL), "allow");
@@ -872,10 +870,12 @@ Test(broker, report_floods_are_rate_limited)
         int fd = client();
         int ok = 0, limited = 0;
         for (int i = 0; i < 40; i++) {
-                json_t *r = request(fd, i % 2 ? "{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c1\", "
-                                                "\"status\": \"ok\"}\n"
-                                              : "{\"id\": 2, \"v\": 1, \"op\": \"tokens\", \"gen_ai.request.model\": \"m\", "
-                                                "\"gen_ai.usage.input_tokens\": 10, \"gen_ai.usage.output_tokens\": 1}\n");
+                json_t *r =
+                        request(fd,
+                                i % 2 ? "{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c1\", "
+                                        "\"status\": \"ok\"}\n"
+                                      : "{\"id\": 2, \"v\": 1, \"op\": \"tokens\", \"gen_ai.request.model\": \"m\", "
+                                        "\"gen_ai.usage.input_tokens\": 10, \"gen_ai.usage.output_tokens\": 1}\n");
                 if (json_is_true(json_object_get(r, "ok")))
                         ok++;
                 else if (streq(str(r, "error", "code"), "rate_limited"))
@@ -888,7 +888,8 @@ Test(broker, report_floods_are_rate_limited)
         cr_expect_eq(json_array_size(env.fake.events), 20, "refused reports are not recorded");
         /* Refused tokens are not counted either. */
         json_t *u = request(fd, "{\"id\": 3, \"v\": 1, \"op\": \"usage\"}\n");
-        cr_expect_eq(json_integer_value(json_object_get(json_object_get(json_object_get(u, "usage"), "tokens"), "used")),
+        cr_expect_eq(json_integer_value(
+                             json_object_get(json_object_get(json_object_get(u, "usage"), "tokens"), "used")),
                      10 * 11, "%s", json_dumps(u, 0));
         json_decref(u);
 
@@ -940,8 +941,9 @@ Test(meter_cmd, parse_valid)
         json_decref(j);
         free(req);
 
-        cr_assert_eq(parse(&c, &err, ARGS("tokens", "--model", "gpt-4o", "--input", "100", "--output=5",
-                                          "--cached-input", "40")), 0);
+        cr_assert_eq(parse(&c, &err,
+                           ARGS("tokens", "--model", "gpt-4o", "--input", "100", "--output=5", "--cached-input", "40")),
+                     0);
         cr_expect_eq(c.kind, AJ_METER_CMD_TOKENS);
         cr_expect_eq(c.input, 100);
         cr_expect_eq(c.output, 5);
@@ -970,8 +972,10 @@ Test(meter_cmd, parse_errors)
                 { { "meter", "tool", "x", "--args", "{oops", NULL }, "--args: invalid JSON: " },
                 { { "meter", "tool", "x", "--status", "ok", NULL }, "tool: unknown option \"--status\"" },
                 { { "meter", "result", "c1", NULL }, "result: --status ok|error is required" },
-                { { "meter", "result", "c1", "--status", "meh", NULL }, "--status: expected \"ok\" or \"error\", got \"meh\"" },
-                { { "meter", "result", "c1", "--status", "ok", "--undo", "[1]", NULL }, "--undo: expected a JSON object" },
+                { { "meter", "result", "c1", "--status", "meh", NULL },
+                  "--status: expected \"ok\" or \"error\", got \"meh\"" },
+                { { "meter", "result", "c1", "--status", "ok", "--undo", "[1]", NULL },
+                  "--undo: expected a JSON object" },
                 { { "meter", "tokens", "--model", "m", "--input", "1", NULL },
                   "tokens: --model, --input and --output are required" },
                 { { "meter", "tokens", "--model", "m", "--input", "-1", "--output", "1", NULL },

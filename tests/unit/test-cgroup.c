@@ -387,9 +387,9 @@ static void live_fini(void)
                 (void)rmdir(*p);
         aj_strv_free(live_paths);
         live_paths = NULL;
-        static const char *const parents[] = { "/sys/fs/cgroup/agentjail", "/sys/fs/cgroup/unified/agentjail",
+        static const char *const parents[] = { "/sys/fs/cgroup/agentjail",        "/sys/fs/cgroup/unified/agentjail",
                                                "/sys/fs/cgroup/memory/agentjail", "/sys/fs/cgroup/pids/agentjail",
-                                               "/sys/fs/cgroup/cpu/agentjail", "/sys/fs/cgroup/cpuacct/agentjail",
+                                               "/sys/fs/cgroup/cpu/agentjail",    "/sys/fs/cgroup/cpuacct/agentjail",
                                                "/sys/fs/cgroup/freezer/agentjail" };
         for (size_t i = 0; i < sizeof(parents) / sizeof(parents[0]); i++)
                 (void)rmdir(parents[i]); /* fails harmlessly while another run uses it */

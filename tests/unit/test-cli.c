@@ -24,8 +24,8 @@ Test(cli, run_minimal)
 
 Test(cli, run_all_options)
 {
-        char **argv = ARGV("run", "-p", "strict", "--name", "triage-42", "--ro", "/data", "--rw", "out:/out",
-                           "--json", "-v", "--", "sh", "-c", "echo hi");
+        char **argv = ARGV("run", "-p", "strict", "--name", "triage-42", "--ro", "/data", "--rw", "out:/out", "--json",
+                           "-v", "--", "sh", "-c", "echo hi");
         AjRunOptions o;
         char *err = NULL;
         cr_assert_eq(aj_cli_parse_run(15, argv, &o, &err), 0, "%s", err ? err : "");
@@ -71,14 +71,12 @@ Test(cli, errors)
 {
         expect_error(ARGV("run"), 1, "no command given (usage: agentjail run [OPTIONS] -- CMD [ARG...])");
         expect_error(ARGV("run", "--"), 2, "no command given (usage: agentjail run [OPTIONS] -- CMD [ARG...])");
-        expect_error(ARGV("run", "--bogus", "--", "true"), 4,
-                     "unknown option '--bogus' (see 'agentjail run --help')");
+        expect_error(ARGV("run", "--bogus", "--", "true"), 4, "unknown option '--bogus' (see 'agentjail run --help')");
         expect_error(ARGV("run", "-p"), 2, "option '-p' needs a value");
         expect_error(ARGV("run", "--ro", "a:relative", "--", "true"), 5,
                      "--ro: 'a:relative': the destination inside the jail must be absolute");
         expect_error(ARGV("run", "--rw", "a:/b:/c", "--", "true"), 5, "--rw: 'a:/b:/c': expected PATH or SRC:DEST");
-        expect_error(ARGV("run", "--name", "a/b", "--", "true"), 5,
-                     "--name: 'a/b': use 1 to 64 characters and no '/'");
+        expect_error(ARGV("run", "--name", "a/b", "--", "true"), 5, "--name: 'a/b': use 1 to 64 characters and no '/'");
 }
 
 Test(cli, help)
@@ -95,8 +93,8 @@ Test(cli, help)
 
 Test(cli, caps_and_allow_net)
 {
-        char **argv = ARGV("run", "--cap", "tokens=50000", "--cap", "cost_usd=2", "--allow-net", "github.com:443",
-                           "--", "true");
+        char **argv = ARGV("run", "--cap", "tokens=50000", "--cap", "cost_usd=2", "--allow-net", "github.com:443", "--",
+                           "true");
         AjRunOptions o;
         char *err = NULL;
         cr_assert_eq(aj_cli_parse_run(9, argv, &o, &err), 0, "%s", err ? err : "");
@@ -124,7 +122,8 @@ Test(cli, llm_providers)
         aj_cli_run_options_done(&o);
         cr_assert(strstr(aj_cli_run_help(), "--llm NAME"));
 
-        expect_error(ARGV("run", "--llm", "", "--", "true"), 5, "--llm: expected a provider name, e.g. --llm anthropic");
+        expect_error(ARGV("run", "--llm", "", "--", "true"), 5,
+                     "--llm: expected a provider name, e.g. --llm anthropic");
 }
 
 Test(cli, tty_options)

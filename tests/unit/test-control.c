@@ -80,8 +80,8 @@ static json_t *fake_inspect(void *ud)
         return r;
 }
 
-static int fake_decide(void *ud, const char *call_id, bool approve, const char *digest, const char *reason,
-                       uid_t peer, json_t **ret_result, AjError *ret_error)
+static int fake_decide(void *ud, const char *call_id, bool approve, const char *digest, const char *reason, uid_t peer,
+                       json_t **ret_result, AjError *ret_error)
 {
         Fake *f = ud;
         f->decides++;
@@ -92,13 +92,19 @@ static int fake_decide(void *ud, const char *call_id, bool approve, const char *
         f->peer = peer;
         if (streq(call_id, "gone"))
                 return aj_error_set(ret_error, -ENOENT, "no call \"gone\" is awaiting approval");
-        *ret_result = json_pack("{s:s, s:s}", "gen_ai.tool.call.id", call_id, "decision", approve ? "approved" : "denied");
+        *ret_result = json_pack("{s:s, s:s}", "gen_ai.tool.call.id", call_id, "decision",
+                                approve ? "approved" : "denied");
         return 0;
 }
 
 static Fake fake;
-static AjControlOps ops = { .userdata = &fake, .freeze = fake_freeze, .thaw = fake_thaw, .kill = fake_kill,
-                            .release = fake_release, .inspect = fake_inspect, .decide = fake_decide };
+static AjControlOps ops = { .userdata = &fake,
+                            .freeze = fake_freeze,
+                            .thaw = fake_thaw,
+                            .kill = fake_kill,
+                            .release = fake_release,
+                            .inspect = fake_inspect,
+                            .decide = fake_decide };
 
 static char dir[64];
 static char sock[128];
@@ -128,7 +134,8 @@ static int serve_until_exit(AjControl *c, pid_t pid)
         int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
         cr_assert_geq(pidfd, 0);
         for (;;) {
-                struct pollfd p[2] = { { .fd = aj_control_fd(c), .events = POLLIN }, { .fd = pidfd, .events = POLLIN } };
+                struct pollfd p[2] = { { .fd = aj_control_fd(c), .events = POLLIN },
+                                       { .fd = pidfd, .events = POLLIN } };
                 int n = poll(p, 2, 10000);
                 if (n == 0) {
                         kill(pid, SIGKILL);
@@ -361,7 +368,10 @@ Test(control, ops_over_the_socket)
                         _exit(5);
                 _exit(0);
         }
-        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        {
+                int st_ = serve_until_exit(c, pid);
+                cr_assert_eq(st_, 0, "client step %d failed", st_);
+        }
         cr_assert_eq(fake.inspects, 1);
         cr_assert_eq(fake.freezes, 1);
         cr_assert_str_eq(fake.reason, "by test");
@@ -418,7 +428,10 @@ Test(control, malformed_and_oversized_lines_get_errors_and_the_server_survives)
                         _exit(9);
                 _exit(0);
         }
-        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        {
+                int st_ = serve_until_exit(c, pid);
+                cr_assert_eq(st_, 0, "client step %d failed", st_);
+        }
         cr_assert_eq(fake.inspects, 2);
         aj_control_free(c);
 }
@@ -447,7 +460,10 @@ Test(control, other_uids_are_refused)
                         _exit(5); /* and disconnected */
                 _exit(0);
         }
-        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        {
+                int st_ = serve_until_exit(c, pid);
+                cr_assert_eq(st_, 0, "client step %d failed", st_);
+        }
         cr_assert_eq(fake.kills, 0, "a refused client's request must not reach the ops");
         aj_control_free(c);
 
@@ -478,7 +494,10 @@ Test(control, other_uids_are_refused)
                 r = call("{\"op\":\"kill\"}");
                 _exit(r && reply_ok(r) ? 0 : 4);
         }
-        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        {
+                int st_ = serve_until_exit(c, pid);
+                cr_assert_eq(st_, 0, "client step %d failed", st_);
+        }
         cr_assert_eq(fake.kills, 2, "root and the owner were let through");
         aj_control_free(c);
 }
@@ -493,14 +512,14 @@ Test(control, peer_refusal_table)
                 const AjNsId *self;
                 const char *want; /* a word of the refusal; NULL: allowed */
         } cases[] = {
-                { { 1000, 42, true, host }, 1000, &host, NULL },             /* the owner on the host */
-                { { 0, 42, true, host }, 1000, &host, NULL },                /* root on the host */
-                { { 1001, 42, true, host }, 1000, &host, "owner" },          /* another uid */
-                { { 1000, 42, true, jail }, 1000, &host, "user namespace" }, /* the owner's uid, jailed */
-                { { 0, 42, true, jail }, 1000, &host, "user namespace" },    /* root's kuid, jailed */
-                { { 1000, 0, true, host }, 1000, &host, "not visible" },     /* pid 0: another pid ns */
-                { { 1000, 42, false, host }, 1000, &host, "cannot identify" }, /* unread / pid reused */
-                { { 1000, 42, true, host }, 1000, NULL, "cannot identify" },   /* ours unknown */
+                { { 1000, 42, true, host }, 1000, &host, NULL },                          /* the owner on the host */
+                { { 0, 42, true, host }, 1000, &host, NULL },                             /* root on the host */
+                { { 1001, 42, true, host }, 1000, &host, "owner" },                       /* another uid */
+                { { 1000, 42, true, jail }, 1000, &host, "user namespace" },              /* the owner's uid, jailed */
+                { { 0, 42, true, jail }, 1000, &host, "user namespace" },                 /* root's kuid, jailed */
+                { { 1000, 0, true, host }, 1000, &host, "not visible" },                  /* pid 0: another pid ns */
+                { { 1000, 42, false, host }, 1000, &host, "cannot identify" },            /* unread / pid reused */
+                { { 1000, 42, true, host }, 1000, NULL, "cannot identify" },              /* ours unknown */
                 { { 1000, 42, true, { 5, 4026531837 } }, 1000, &host, "user namespace" }, /* dev counts */
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -538,7 +557,10 @@ Test(control, peers_in_another_user_namespace_are_refused)
                         _exit(10 + (WIFEXITED(status) ? WEXITSTATUS(status) : 9));
                 _exit(0);
         }
-        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        {
+                int st_ = serve_until_exit(c, pid);
+                cr_assert_eq(st_, 0, "client step %d failed", st_);
+        }
         cr_assert_eq(fake.kills, 1, "only the host-side owner was let through");
         aj_control_free(c);
 }
@@ -579,7 +601,10 @@ Test(control, connection_limit_and_many_clients)
                 }
                 _exit(5);
         }
-        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        {
+                int st_ = serve_until_exit(c, pid);
+                cr_assert_eq(st_, 0, "client step %d failed", st_);
+        }
         cr_assert_geq(fake.inspects, AJ_CONTROL_MAX_CLIENTS + 1);
         aj_control_free(c);
 }
@@ -613,7 +638,10 @@ Test(control, a_client_that_does_not_read_stalls_only_itself)
                 r = call("{\"op\":\"kill\"}");
                 _exit(r && reply_ok(r) ? 0 : 3);
         }
-        { int st_ = serve_until_exit(c, pid); cr_assert_eq(st_, 0, "client step %d failed", st_); }
+        {
+                int st_ = serve_until_exit(c, pid);
+                cr_assert_eq(st_, 0, "client step %d failed", st_);
+        }
         /* The slow client's requests were not all handled: the server stopped reading. */
         cr_assert_lt(fake.inspects, 500, "handled %d requests of a client that reads nothing", fake.inspects);
         cr_assert_eq(fake.kills, 1);

@@ -103,7 +103,7 @@ Test(state, runtime_root_problems)
                 { S_IFDIR | 0750, 1000, true, "its mode is not 0700" },
                 { S_IFLNK | 0777, 1000, true, "it is a symlink" },
                 { S_IFREG | 0700, 1000, true, "it is not a directory" },
-                { S_IFDIR | 0711, 1000, false, NULL },   /* /run/agentjail, XDG_RUNTIME_DIR */
+                { S_IFDIR | 0711, 1000, false, NULL }, /* /run/agentjail, XDG_RUNTIME_DIR */
                 { S_IFDIR | 0755, 1000, false, NULL },
                 { S_IFDIR | 0775, 1000, false, "other users can write to it" },
                 { S_IFDIR | 0757, 1000, false, "other users can write to it" },
@@ -222,7 +222,8 @@ Test(events, lines_stay_valid_json_for_any_fields)
         cr_assert_eq(aj_events_emit(log, "b.unicode", json_pack("{s:s}", "text", "caf\xc3\xa9 \"q\" \n\x01")), 0);
         cr_assert_eq(aj_events_batch_end(log), 0);
         /* Header fields cannot be overridden by the fields. */
-        cr_assert_eq(aj_events_emit(log, "c.reserved", json_pack("{s:i, s:s, s:s}", "seq", 99, "type", "x", "k", "v")), 0);
+        cr_assert_eq(aj_events_emit(log, "c.reserved", json_pack("{s:i, s:s, s:s}", "seq", 99, "type", "x", "k", "v")),
+                     0);
         cr_assert_eq(aj_events_emit(log, "odd \"type\"", json_object()), 0);
         cr_assert_eq(aj_events_emit(log, "e.null", NULL), 0);
         aj_events_close(log);

@@ -32,8 +32,9 @@ Test(gateway_http, request_ok)
         cr_expect(h.keep_alive);
         cr_expect(h.expect_continue);
 
-        cr_assert_eq(parse("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n",
-                           &h, &st, &why), 0);
+        cr_assert_eq(parse("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n", &h,
+                           &st, &why),
+                     0);
         cr_expect_eq(h.body, AJ_GW_BODY_CHUNKED);
         cr_expect(!h.keep_alive);
         cr_expect_eq(parse("GET / HTTP/1.1\r\nHost: x\r\n", &h, &st, &why), -EAGAIN);
@@ -52,7 +53,8 @@ Test(gateway_http, request_refused)
                 { "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", 400 },
                 { "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5 5\r\n\r\n", 400 },
                 { "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400 },
-                { "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
+                { "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                  400 },
                 { "GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
                 { "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400 },
                 { "GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400 },
@@ -160,8 +162,14 @@ Test(gateway_http, chunked_every_boundary)
 Test(gateway_http, chunked_malformed)
 {
         static const char *const bad[] = {
-                "x\r\n",             "\r\n",                   "5\nhello\r\n",   "5\r\nhelloX\r\n",
-                "1234567890abcdef\r\n", "-1\r\n",              "5 \r\nhello\r\n", "0\r\nX\x01\r\n\r\n",
+                "x\r\n",
+                "\r\n",
+                "5\nhello\r\n",
+                "5\r\nhelloX\r\n",
+                "1234567890abcdef\r\n",
+                "-1\r\n",
+                "5 \r\nhello\r\n",
+                "0\r\nX\x01\r\n\r\n",
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 char out[64];
@@ -174,9 +182,11 @@ Test(gateway_http, chunked_malformed)
 Test(gateway_http, error_bodies)
 {
         char *a = aj_gateway_error_body(AJ_GATEWAY_API_ANTHROPIC, "rate_limit_error", NULL, "cap \"x\"");
-        cr_expect_str_eq(a, "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"cap \\\"x\\\"\"}}");
+        cr_expect_str_eq(a,
+                         "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"cap \\\"x\\\"\"}}");
         char *o = aj_gateway_error_body(AJ_GATEWAY_API_OPENAI, "insufficient_quota", "insufficient_quota", "cap");
-        cr_expect_str_eq(o, "{\"error\":{\"message\":\"cap\",\"type\":\"insufficient_quota\",\"code\":\"insufficient_quota\"}}");
+        cr_expect_str_eq(
+                o, "{\"error\":{\"message\":\"cap\",\"type\":\"insufficient_quota\",\"code\":\"insufficient_quota\"}}");
         free(a);
         free(o);
 }
@@ -236,7 +246,7 @@ Test(gateway_relay, providers_validated)
         free(err);
 
         static const char *const good[] = { "https://api.anthropic.com", "http://10.0.0.5:4000/v1/",
-                                             "https://[::1]:8443/base", "https://127.0.0.1" };
+                                            "https://[::1]:8443/base", "https://127.0.0.1" };
         for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
                 AjGatewayProvider p = { .name = "ok", .url = good[i], .credential = "sk-1" };
                 err = NULL;

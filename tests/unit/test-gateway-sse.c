@@ -97,7 +97,9 @@ Test(sse, comments_ids_retry_and_unknown_fields_are_skipped)
 
 Test(sse, byte_order_mark_is_dropped_once)
 {
-        expect_events("\xef\xbb\xbf" "data: a\n\n", "message|a\x1e", 0);
+        expect_events("\xef\xbb\xbf"
+                      "data: a\n\n",
+                      "message|a\x1e", 0);
 }
 
 Test(sse, cut_stream_reports_the_pending_event)

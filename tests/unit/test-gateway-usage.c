@@ -41,8 +41,8 @@ static void summary(const AjLlmCall *c, char *out, size_t size)
                          (unsigned long long)u->output_tokens, (unsigned long long)u->cache_read_tokens,
                          (unsigned long long)u->cache_creation_tokens, (unsigned long long)u->reasoning_tokens,
                          (unsigned long long)u->counted_tokens, (unsigned long long)u->output_bytes,
-                         u->stop_reason ?: "-", aj_llm_outcome_name(u->outcome), u->input_reported,
-                         u->output_reported, u->error ?: "-", u->parse_error ?: "-", (unsigned long long)ch.input,
+                         u->stop_reason ?: "-", aj_llm_outcome_name(u->outcome), u->input_reported, u->output_reported,
+                         u->error ?: "-", u->parse_error ?: "-", (unsigned long long)ch.input,
                          (unsigned long long)ch.output, (unsigned long long)ch.cache_read,
                          (unsigned long long)ch.cache_creation, ch.estimated, (unsigned long long)u->tool_calls_total);
         for (size_t i = 0; i < u->n_tool_calls && n > 0 && (size_t)n < size; i++)
@@ -116,15 +116,14 @@ static AjLlmCall *fixture(const Setup *s, const char *name)
 
 #define SSE "text/event-stream"
 #define JSON "application/json"
-#define ANTHROPIC_REQ "{\"model\": \"claude-sonnet-4-5\", \"max_tokens\": 1024, \"stream\": true, " \
-                      "\"messages\": [{\"role\": \"user\", \"content\": \"Why does the test fail?\"}]}"
-#define CHAT_REQ "{\"model\": \"gpt-4o\", \"stream\": true, \"stream_options\": {\"include_usage\": true}, " \
-                 "\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}"
+#define ANTHROPIC_REQ                                                                 \
+        "{\"model\": \"claude-sonnet-4-5\", \"max_tokens\": 1024, \"stream\": true, " \
+        "\"messages\": [{\"role\": \"user\", \"content\": \"Why does the test fail?\"}]}"
+#define CHAT_REQ                                                                                    \
+        "{\"model\": \"gpt-4o\", \"stream\": true, \"stream_options\": {\"include_usage\": true}, " \
+        "\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}"
 
-static const AjLlmUsage *U(const AjLlmCall *c)
-{
-        return aj_llm_call_usage(c);
-}
+static const AjLlmUsage *U(const AjLlmCall *c) { return aj_llm_call_usage(c); }
 
 Test(gateway_usage, anthropic_stream)
 {
@@ -164,15 +163,16 @@ Test(gateway_usage, anthropic_tool_use_stream)
 
 Test(gateway_usage, anthropic_output_is_cumulative_never_added)
 {
-        const char *in = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\","
-                         "\"usage\":{\"input_tokens\":5,\"cache_creation_input_tokens\":400,\"cache_creation\":"
-                         "{\"ephemeral_5m_input_tokens\":100,\"ephemeral_1h_input_tokens\":300},\"output_tokens\":1}}}\n\n"
-                         "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},"
-                         "\"usage\":{\"output_tokens\":40}}\n\n"
-                         "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
-                         "\"end_turn\"},\"usage\":{\"input_tokens\":7,\"cache_read_input_tokens\":100,"
-                         "\"output_tokens\":87}}\n\n"
-                         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        const char *in =
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\","
+                "\"usage\":{\"input_tokens\":5,\"cache_creation_input_tokens\":400,\"cache_creation\":"
+                "{\"ephemeral_5m_input_tokens\":100,\"ephemeral_1h_input_tokens\":300},\"output_tokens\":1}}}\n\n"
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},"
+                "\"usage\":{\"output_tokens\":40}}\n\n"
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+                "\"end_turn\"},\"usage\":{\"input_tokens\":7,\"cache_read_input_tokens\":100,"
+                "\"output_tokens\":87}}\n\n"
+                "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
         AjLlmCall *c = parse_all_ways(&s, in, strlen(in));
         cr_expect_eq(U(c)->output_tokens, 87);

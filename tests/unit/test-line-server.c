@@ -122,7 +122,11 @@ static const char *received(int fd)
 }
 
 static const AjLineServerLimits broker_like = {
-        .max_line = 16, .max_output = 64, .max_connections = 2, .accepts_per_wake = 4, .discard_long_lines = true,
+        .max_line = 16,
+        .max_output = 64,
+        .max_connections = 2,
+        .accepts_per_wake = 4,
+        .discard_long_lines = true,
 };
 
 Test(line_server, lines_and_replies)

@@ -264,8 +264,9 @@ static void make_fixture_run(const char *const *fixtures)
         cr_assert_eq(setenv("AGENTJAIL_RUNTIME_DIR", path, 1), 0);
         snprintf(path, sizeof(path), "%s/state", root);
         cr_assert_eq(setenv("AGENTJAIL_STATE_DIR", path, 1), 0);
-        static const char rec[] = "{\"id\":\"0123456789ab\",\"name\":\"llm\",\"started\":\"2026-12-04T21:00:00.000000000Z\","
-                                  "\"profile\":{\"name\":\"default\"},\"status\":\"exited\",\"supervisor_pid\":1}\n";
+        static const char rec[] =
+                "{\"id\":\"0123456789ab\",\"name\":\"llm\",\"started\":\"2026-12-04T21:00:00.000000000Z\","
+                "\"profile\":{\"name\":\"default\"},\"status\":\"exited\",\"supervisor_pid\":1}\n";
         snprintf(path, sizeof(path), "%s/run.json", dir);
         cr_assert_eq(aj_write_file_atomic(path, rec, strlen(rec), 0640), 0);
         snprintf(path, sizeof(path), "%s/events.jsonl", dir);
@@ -308,14 +309,12 @@ static char *verb_output(int (*fn)(int, char **), char **argv, int argc, int *re
 #define ARGC(...) ((int)(sizeof((char *[]){ __VA_ARGS__ }) / sizeof(char *)))
 #define VERB_OUTPUT(fn, rc, ...) verb_output(fn, ARGV(__VA_ARGS__), ARGC(__VA_ARGS__), rc)
 
-static void remove_fixture_run(void)
-{
-        aj_rm_rf(root);
-}
+static void remove_fixture_run(void) { aj_rm_rf(root); }
 
 Test(llm_summary, inspect_and_logs_of_a_fixture_run, .fini = remove_fixture_run)
 {
-        make_fixture_run((const char *const[]){ FIXTURE("several-models.jsonl"), FIXTURE("under-reported.jsonl"), NULL });
+        make_fixture_run(
+                (const char *const[]){ FIXTURE("several-models.jsonl"), FIXTURE("under-reported.jsonl"), NULL });
         int rc;
         _cleanup_free_ char *json = VERB_OUTPUT(aj_cmd_inspect, &rc, "inspect", "0123456789ab", "--json");
         cr_assert_eq(rc, 0);
@@ -333,7 +332,8 @@ Test(llm_summary, inspect_and_logs_of_a_fixture_run, .fini = remove_fixture_run)
         cr_assert(strstr(text, "  openai       o3                                    1        100       900         0"
                                "         0       800   $0.007400\n"),
                   "%s", text);
-        cr_assert(strstr(text, "  total                                              6       9600      1650"), "%s", text);
+        cr_assert(strstr(text, "  total                                              6       9600      1650"), "%s",
+                  text);
         cr_assert(strstr(text, "  WARNING: self-reported 1200 tokens, measured 11250: under-reported\n"), "%s", text);
 
         _cleanup_free_ char *logs = VERB_OUTPUT(aj_cmd_logs, &rc, "logs", "0123456789ab", "--type", "llm");

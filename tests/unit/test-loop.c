@@ -11,10 +11,7 @@
 #include "util/macros.h"
 
 static uint64_t fake_now;
-static uint64_t fake_clock(void)
-{
-        return fake_now;
-}
+static uint64_t fake_clock(void) { return fake_now; }
 
 typedef struct {
         int calls;
@@ -146,9 +143,12 @@ Test(loop, timers_fire_in_deadline_order)
         cr_expect_eq(f.order[0], 3);
         cr_expect_eq(f.order[38], 5);
         for (int i = 1; i < f.n; i++) {
-                uint64_t prev = f.order[i - 1] == 3 ? 1500 : f.order[i - 1] == 5 ? 9000
-                                                                                  : 2000 + (uint64_t)((f.order[i - 1] * 17) % 40) * 10;
-                uint64_t cur = f.order[i] == 3 ? 1500 : f.order[i] == 5 ? 9000 : 2000 + (uint64_t)((f.order[i] * 17) % 40) * 10;
+                uint64_t prev = f.order[i - 1] == 3   ? 1500
+                                : f.order[i - 1] == 5 ? 9000
+                                                      : 2000 + (uint64_t)((f.order[i - 1] * 17) % 40) * 10;
+                uint64_t cur = f.order[i] == 3   ? 1500
+                               : f.order[i] == 5 ? 9000
+                                                 : 2000 + (uint64_t)((f.order[i] * 17) % 40) * 10;
                 cr_expect_leq(prev, cur, "timer %d (%llu) fired after %d (%llu)", f.order[i], (unsigned long long)cur,
                               f.order[i - 1], (unsigned long long)prev);
                 cr_expect_neq(f.order[i], 7, "a stopped timer fired");

@@ -50,10 +50,7 @@ static AjVerdict tool_at(AjMeter *m, const char *name, const char *args, uint64_
         return d.verdict;
 }
 
-static AjVerdict tool(AjMeter *m, const char *name, const char *args)
-{
-        return tool_at(m, name, args, 1 * SEC, NULL);
-}
+static AjVerdict tool(AjMeter *m, const char *name, const char *args) { return tool_at(m, name, args, 1 * SEC, NULL); }
 
 Test(meter, token_caps_breach_exactly_past_the_boundary)
 {
@@ -67,8 +64,8 @@ Test(meter, token_caps_breach_exactly_past_the_boundary)
                 cr_expect_eq(aj_meter_used(m, caps[i], 0), 1000);
                 AjMeterDecision d;
                 bool out_only = caps[i] == AJ_CAP_OUTPUT_TOKENS;
-                cr_expect_eq(tokens(m, "m", out_only ? 0 : 1, out_only ? 1 : 0, 0, &d), AJ_VERDICT_BREACH, "%s past the cap",
-                             aj_cap_name(caps[i]));
+                cr_expect_eq(tokens(m, "m", out_only ? 0 : 1, out_only ? 1 : 0, 0, &d), AJ_VERDICT_BREACH,
+                             "%s past the cap", aj_cap_name(caps[i]));
                 cr_expect_eq(d.cap, caps[i]);
                 cr_expect_eq(d.limit, 1000);
                 cr_expect_eq(d.value, 1001);
@@ -160,9 +157,10 @@ Test(meter, unknown_model_with_cost_cap_is_refused_unless_a_fallback_price_exist
 
 static AjPriceTable *table(void)
 {
-        const char *t = "{\"date\": \"2026-12-04\", \"models\": {"
-                        "\"claude-sonnet-4-5\": {\"input\": 3, \"output\": 15, \"cache_read\": 0.3, \"cache_write\": 3.75},"
-                        "\"gpt-4o\": {\"input\": 2.5, \"output\": 10, \"cache_read\": 1.25}}}";
+        const char *t =
+                "{\"date\": \"2026-12-04\", \"models\": {"
+                "\"claude-sonnet-4-5\": {\"input\": 3, \"output\": 15, \"cache_read\": 0.3, \"cache_write\": 3.75},"
+                "\"gpt-4o\": {\"input\": 2.5, \"output\": 10, \"cache_read\": 1.25}}}";
         AjPriceTable *pt = NULL;
         AjError err = {};
         cr_assert_eq(aj_price_table_parse(t, strlen(t), "test", &pt, &err), 0, "%s", aj_error_text(&err, 0));
@@ -401,7 +399,8 @@ Test(meter, raise)
         cr_expect(strstr(err.message, "cannot raise \"tokenz\": unknown cap") == err.message, "%s", err.message);
         aj_error_clear(&err);
         cr_expect_eq(aj_meter_raise(m, "cost_usd", "+abc", &err), -EINVAL);
-        cr_expect(strstr(err.message, "cost_usd=+abc: expected a number of US dollars") == err.message, "%s", err.message);
+        cr_expect(strstr(err.message, "cost_usd=+abc: expected a number of US dollars") == err.message, "%s",
+                  err.message);
         aj_error_clear(&err);
 
         /* JSON form (thaw --raise): all or nothing. */

@@ -171,7 +171,7 @@ static ssize_t find_step(const AjMountPlan *plan, const char *desc)
 
         for (size_t i = 0; i < aj_mount_plan_n_steps(plan); i++)
                 if (streq(aj_mount_step_describe(plan, i, buf, sizeof(buf)), desc))
-                        return (ssize_t) i;
+                        return (ssize_t)i;
         return -1;
 }
 
@@ -267,7 +267,7 @@ Test(mount, parents_before_children, PURE)
         chdir_step = find_step(plan, want);
         cr_assert_gt(proc, child);
         cr_assert_gt(pivot, proc);
-        cr_expect_eq((size_t) chdir_step, aj_mount_plan_n_steps(plan) - 1);
+        cr_expect_eq((size_t)chdir_step, aj_mount_plan_n_steps(plan) - 1);
         cr_expect_str_eq(aj_mount_plan_workdir(plan), "/home/agent");
         setup_free(&s);
 }
@@ -298,8 +298,8 @@ Test(mount, missing_required_source_names_field, PURE)
         add_bind(&s.p.ro, P("/nonexistent"));
         r = build_fail(&s, &err);
         cr_expect_eq(r, -ENOENT);
-        snprintf(want, sizeof(want),
-                 "filesystem.ro: '%s' does not exist (prefix it with '?' to make it optional)", P("/nonexistent"));
+        snprintf(want, sizeof(want), "filesystem.ro: '%s' does not exist (prefix it with '?' to make it optional)",
+                 P("/nonexistent"));
         cr_expect_str_eq(err, want);
         free(err);
         setup_free(&s);
@@ -370,7 +370,7 @@ Test(mount, workspace_dot_resolves_to_cwd, PURE)
         snprintf(want, sizeof(want), "bind workspace '%s' on '%s' (read-write)", P("/ws"), P("/ws"));
         cr_expect_geq(find_step(plan, want), 0);
         snprintf(want, sizeof(want), "change directory to '%s'", P("/ws"));
-        cr_expect_eq((size_t) find_step(plan, want), aj_mount_plan_n_steps(plan) - 1);
+        cr_expect_eq((size_t)find_step(plan, want), aj_mount_plan_n_steps(plan) - 1);
 
         s.p.workspace_mode = AJ_WORKSPACE_RO;
         plan_ro = build_ok(&s);
@@ -406,8 +406,8 @@ Test(mount, workspace_relative_and_none, PURE)
 
 Test(mount, dangerous_workspaces_are_refused, PURE)
 {
-        static const char *const bad[] = { "/", "/usr", "/etc", "/proc", "/sys", "/dev", "/boot",
-                                           "/bin", "/sbin", "/lib", "/usr/lib", "/etc/ssl" };
+        static const char *const bad[] = { "/",     "/usr", "/etc",  "/proc", "/sys",     "/dev",
+                                           "/boot", "/bin", "/sbin", "/lib",  "/usr/lib", "/etc/ssl" };
 
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
                 Setup s;
@@ -488,7 +488,7 @@ Test(mount, hide_file_vs_directory, PURE)
         cr_expect_geq(find_step(plan, "hide '/etc/hostname' (file)"), 0);
         cr_expect_geq(find_step(plan, "hide '/home/agent' (directory)"), 0);
         cr_expect_not(any_step_mentions(plan, "missing"));
-        cr_expect_eq(aj_mount_plan_n_steps(plan) - 3, (size_t) find_step(plan, "hide '/home/agent' (directory)") + 1,
+        cr_expect_eq(aj_mount_plan_n_steps(plan) - 3, (size_t)find_step(plan, "hide '/home/agent' (directory)") + 1,
                      "hides come right before pivot_root");
         /* Hides go last, after /dev is built. */
         dev = find_step(plan, "mount devpts on '/dev/pts'");
@@ -623,8 +623,17 @@ Test(mount, sensitive_check_table, PURE)
 {
         static const AjSensitiveList l = { places_table, ARRAY_SIZE(places_table) };
         static char *allow_tmp[] = { "/tmp", NULL };
-        static char *allow_all[] = { "/tmp", "/var/lib", "/home/alice", "/var/lib/agentjail", "/run/agentjail",
-                                     "/home/alice/.config/agentjail", "/", "/var", "/etc", "/usr", NULL };
+        static char *allow_all[] = { "/tmp",
+                                     "/var/lib",
+                                     "/home/alice",
+                                     "/var/lib/agentjail",
+                                     "/run/agentjail",
+                                     "/home/alice/.config/agentjail",
+                                     "/",
+                                     "/var",
+                                     "/etc",
+                                     "/usr",
+                                     NULL };
         const AjAccess W = AJ_ACCESS_OWNER, R = AJ_ACCESS_READ;
         const struct {
                 const char *path;
@@ -634,9 +643,9 @@ Test(mount, sensitive_check_table, PURE)
                 const char *place; /* the refusing (or first allowed) place */
         } cases[] = {
                 /* The workspace and rw binds (the agent acts as the owner). */
-                { "/tmp/project", W, NULL, AJ_SENSITIVE_NONE, NULL },      /* inside /tmp: fine */
-                { "/tmp", W, NULL, AJ_SENSITIVE_REFUSED, "/tmp" },         /* is it */
-                { "/tmp", W, allow_tmp, AJ_SENSITIVE_ALLOWED, "/tmp" },    /* opted out */
+                { "/tmp/project", W, NULL, AJ_SENSITIVE_NONE, NULL },              /* inside /tmp: fine */
+                { "/tmp", W, NULL, AJ_SENSITIVE_REFUSED, "/tmp" },                 /* is it */
+                { "/tmp", W, allow_tmp, AJ_SENSITIVE_ALLOWED, "/tmp" },            /* opted out */
                 { "/", W, allow_tmp, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* contains the state dir */
                 { "/var", W, NULL, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" },
                 { "/var/lib", W, allow_all, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" }, /* never opted out */
@@ -646,7 +655,7 @@ Test(mount, sensitive_check_table, PURE)
                 { "/var/lib/agentjail2", W, NULL, AJ_SENSITIVE_NONE, NULL }, /* a prefix, not a parent */
                 { "/home", W, NULL, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
                 { "/home/alice", W, allow_all, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
-                { "/home/alice/src", W, NULL, AJ_SENSITIVE_NONE, NULL },   /* a project in a home: fine */
+                { "/home/alice/src", W, NULL, AJ_SENSITIVE_NONE, NULL }, /* a project in a home: fine */
                 { "/home/alice/.config", W, NULL, AJ_SENSITIVE_REFUSED, "/home/alice/.config/agentjail" },
                 { "/home/alice/.config/agentjail/profiles", W, NULL, AJ_SENSITIVE_REFUSED,
                   "/home/alice/.config/agentjail" },
@@ -656,21 +665,21 @@ Test(mount, sensitive_check_table, PURE)
                 { "/srv/x", W, NULL, AJ_SENSITIVE_NONE, NULL },
                 /* The system itself: never writable, whatever the profile allows. */
                 { "/etc", W, allow_all, AJ_SENSITIVE_REFUSED, "/etc" },
-                { "/etc/ssl", W, allow_all, AJ_SENSITIVE_REFUSED, "/etc" },       /* inside a system tree */
+                { "/etc/ssl", W, allow_all, AJ_SENSITIVE_REFUSED, "/etc" }, /* inside a system tree */
                 { "/usr/local/bin", W, allow_all, AJ_SENSITIVE_REFUSED, "/usr" },
-                { "/var/cache", W, NULL, AJ_SENSITIVE_NONE, NULL },               /* /var itself only */
+                { "/var/cache", W, NULL, AJ_SENSITIVE_NONE, NULL }, /* /var itself only */
                 { "/etcetera", W, NULL, AJ_SENSITIVE_NONE, NULL },
                 /* Read-only binds (the jail's own uid). */
-                { "/etc", R, NULL, AJ_SENSITIVE_NONE, NULL },                     /* the system is read */
+                { "/etc", R, NULL, AJ_SENSITIVE_NONE, NULL }, /* the system is read */
                 { "/usr/lib", R, NULL, AJ_SENSITIVE_NONE, NULL },
-                { "/tmp", R, NULL, AJ_SENSITIVE_REFUSED, "/tmp" },                /* its sockets */
+                { "/tmp", R, NULL, AJ_SENSITIVE_REFUSED, "/tmp" }, /* its sockets */
                 { "/tmp", R, allow_tmp, AJ_SENSITIVE_ALLOWED, "/tmp" },
                 { "/tmp/project", R, NULL, AJ_SENSITIVE_NONE, NULL },
-                { "/home/alice", R, NULL, AJ_SENSITIVE_REFUSED, "/home/alice" },  /* its keys */
+                { "/home/alice", R, NULL, AJ_SENSITIVE_REFUSED, "/home/alice" }, /* its keys */
                 { "/home/alice", R, allow_all, AJ_SENSITIVE_ALLOWED, "/home/alice" },
                 { "/home/alice/.gitconfig", R, NULL, AJ_SENSITIVE_NONE, NULL },
                 { "/home/alice/.config/agentjail", R, NULL, AJ_SENSITIVE_NONE, NULL }, /* profiles: read */
-                { "/opt/aj/bin/agentjail", R, NULL, AJ_SENSITIVE_NONE, NULL },   /* bound by the jail itself */
+                { "/opt/aj/bin/agentjail", R, NULL, AJ_SENSITIVE_NONE, NULL },         /* bound by the jail itself */
                 { "/var/lib/agentjail/runs/x", R, allow_all, AJ_SENSITIVE_REFUSED, "/var/lib/agentjail" },
                 { "/run/agentjail", R, allow_all, AJ_SENSITIVE_REFUSED, "/run/agentjail" }, /* control sockets */
                 { "/run", R, allow_all, AJ_SENSITIVE_REFUSED, "/run/agentjail" },
@@ -679,7 +688,8 @@ Test(mount, sensitive_check_table, PURE)
 
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 size_t at = SIZE_MAX;
-                AjSensitiveVerdict v = aj_sensitive_check(cases[i].path, NULL, cases[i].access, &l, cases[i].allow, &at);
+                AjSensitiveVerdict v = aj_sensitive_check(cases[i].path, NULL, cases[i].access, &l, cases[i].allow,
+                                                          &at);
 
                 cr_expect_eq(v, cases[i].want, "%s (%s): verdict %d, want %d", cases[i].path,
                              cases[i].access == R ? "read" : "owner", v, cases[i].want);
@@ -688,9 +698,9 @@ Test(mount, sensitive_check_table, PURE)
                                   cases[i].path, at < l.n ? l.items[at].path : "(none)", cases[i].place);
         }
         /* An unknown access or rule refuses (fail closed). */
-        cr_expect_eq(aj_sensitive_check("/srv/x", NULL, (AjAccess) 7, &l, NULL, NULL), AJ_SENSITIVE_REFUSED);
+        cr_expect_eq(aj_sensitive_check("/srv/x", NULL, (AjAccess)7, &l, NULL, NULL), AJ_SENSITIVE_REFUSED);
         {
-                AjSensitivePlace odd = { "/nowhere", "odd", (AjPlaceRule) 42 };
+                AjSensitivePlace odd = { "/nowhere", "odd", (AjPlaceRule)42 };
                 AjSensitiveList ol = { &odd, 1 };
 
                 cr_expect_eq(aj_sensitive_check("/srv/x", NULL, W, &ol, NULL, NULL), AJ_SENSITIVE_REFUSED);
@@ -753,9 +763,9 @@ Test(mount, sensitive_relation_by_identity, PURE)
                 { { (AjFileId[]){ cache, root }, 2, false, "/t/state/cache" }, AJ_REL_INSIDE },
                 { { (AjFileId[]){ state, root }, 2, false, "/t/state" }, AJ_REL_IS },
                 { { (AjFileId[]){ t, root }, 2, false, "/t" }, AJ_REL_CONTAINS },
-                { { (AjFileId[]){ ID(2, 77), root }, 2, false, "/t/statefoo" }, 0 },      /* a prefix only */
-                { { (AjFileId[]){ ID(3, 12), root }, 2, false, "/t/state/cache" }, 0 },   /* another fs */
-                { { (AjFileId[]){ cache, root }, 2, false, NULL }, 0 },                   /* unknown */
+                { { (AjFileId[]){ ID(2, 77), root }, 2, false, "/t/statefoo" }, 0 },    /* a prefix only */
+                { { (AjFileId[]){ ID(3, 12), root }, 2, false, "/t/state/cache" }, 0 }, /* another fs */
+                { { (AjFileId[]){ cache, root }, 2, false, NULL }, 0 },                 /* unknown */
         };
         for (size_t i = 0; i < ARRAY_SIZE(fs_cases); i++) {
                 unsigned rel = aj_place_relation("/x", &fs_cases[i].id, &stfs);
@@ -783,12 +793,10 @@ Test(mount, sensitive_relation_by_identity, PURE)
                 AjIdChain alias = CHAIN(t, root), other = CHAIN(ID(1, 77), srv, root);
                 size_t at = SIZE_MAX;
 
-                cr_expect_eq(aj_sensitive_check("/alias", &alias, AJ_ACCESS_READ, &l, NULL, &at),
-                             AJ_SENSITIVE_REFUSED);
+                cr_expect_eq(aj_sensitive_check("/alias", &alias, AJ_ACCESS_READ, &l, NULL, &at), AJ_SENSITIVE_REFUSED);
                 cr_expect(at < l.n && streq(l.items[at].path, "/tmp/t/state"), "place %zu", at);
                 cr_expect_eq(aj_sensitive_check("/alias", NULL, AJ_ACCESS_READ, &l, NULL, NULL), AJ_SENSITIVE_NONE);
-                cr_expect_eq(aj_sensitive_check("/srv/p", &other, AJ_ACCESS_OWNER, &l, NULL, NULL),
-                             AJ_SENSITIVE_NONE);
+                cr_expect_eq(aj_sensitive_check("/srv/p", &other, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_NONE);
         }
 }
 
@@ -855,11 +863,10 @@ Test(mount, sensitive_fixed_places, PURE)
                 const char *path;
                 AjPlaceRule rule;
         } want[] = {
-                { "/", AJ_PLACE_SYSTEM_DIR },      { "/usr", AJ_PLACE_SYSTEM_TREE },
-                { "/etc", AJ_PLACE_SYSTEM_TREE },  { "/boot", AJ_PLACE_SYSTEM_TREE },
-                { "/proc", AJ_PLACE_SYSTEM_TREE }, { "/var", AJ_PLACE_SYSTEM_DIR },
-                { "/var", AJ_PLACE_GENERIC },      { "/tmp", AJ_PLACE_GENERIC },
-                { "/root", AJ_PLACE_GENERIC },     { "/srv", AJ_PLACE_GENERIC },
+                { "/", AJ_PLACE_SYSTEM_DIR },      { "/usr", AJ_PLACE_SYSTEM_TREE },  { "/etc", AJ_PLACE_SYSTEM_TREE },
+                { "/boot", AJ_PLACE_SYSTEM_TREE }, { "/proc", AJ_PLACE_SYSTEM_TREE }, { "/var", AJ_PLACE_SYSTEM_DIR },
+                { "/var", AJ_PLACE_GENERIC },      { "/tmp", AJ_PLACE_GENERIC },      { "/root", AJ_PLACE_GENERIC },
+                { "/srv", AJ_PLACE_GENERIC },
         };
 
         cr_assert_eq(aj_sensitive_list_build(&(AjSensitiveSources){ 0 }, &l), 0);
@@ -872,8 +879,7 @@ Test(mount, sensitive_fixed_places, PURE)
                 cr_expect(found, "%s (rule %d) is a fixed place", want[i].path, want[i].rule);
         }
         for (size_t i = 0; i < ARRAY_SIZE(want); i++)
-                cr_expect_eq(aj_place_rule_opt_out(want[i].rule), want[i].rule == AJ_PLACE_GENERIC, "%s",
-                             want[i].path);
+                cr_expect_eq(aj_place_rule_opt_out(want[i].rule), want[i].rule == AJ_PLACE_GENERIC, "%s", want[i].path);
         /* /bin, /lib are /usr/bin, /usr/lib on merged-/usr hosts: refused either way (the
          * plan judges a bind by its real path). */
         static const char *const sys[] = { "/bin", "/lib", "/sbin", "/usr/bin", "/etc/ssl" };
@@ -881,8 +887,8 @@ Test(mount, sensitive_fixed_places, PURE)
                 _cleanup_free_ char *real = realpath(sys[i], NULL);
 
                 if (real)
-                        cr_expect_eq(aj_sensitive_check(real, NULL, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_REFUSED,
-                                     "%s", real);
+                        cr_expect_eq(aj_sensitive_check(real, NULL, AJ_ACCESS_OWNER, &l, NULL, NULL),
+                                     AJ_SENSITIVE_REFUSED, "%s", real);
         }
         aj_sensitive_list_done(&l);
 }
@@ -897,8 +903,9 @@ Test(mount, sensitive_list_resolves_symlinks_and_missing_tails, PURE)
         snprintf(passwd, sizeof(passwd), "%s", P("/passwd"));
         f = fopen(passwd, "w");
         cr_assert_not_null(f);
-        fprintf(f, "root:x:0:0:root:%s:/bin/sh\ndaemon:x:1:1::/usr/sbin:/bin/sh\ncarol:x:1001:1001::%s:/bin/sh\n"
-                   "nobody:x:65534:65534::/nonexistent:/bin/sh\n",
+        fprintf(f,
+                "root:x:0:0:root:%s:/bin/sh\ndaemon:x:1:1::/usr/sbin:/bin/sh\ncarol:x:1001:1001::%s:/bin/sh\n"
+                "nobody:x:65534:65534::/nonexistent:/bin/sh\n",
                 P("/rootdir"), P("/carol"));
         fclose(f);
         AjSensitiveSources src = {
@@ -956,8 +963,7 @@ static void expect_walk_as_slow(const char *path, const char *slow_path)
         cr_expect_eq(cw.missing, cs.missing, "%s: missing", path);
         cr_expect_eq(cw.n, cs.n, "%s: chain length %zu vs %zu", path, cw.n, cs.n);
         for (size_t i = 0; i < cw.n && i < cs.n; i++)
-                cr_expect(cw.ids[i].dev == cs.ids[i].dev && cw.ids[i].ino == cs.ids[i].ino, "%s: chain[%zu]", path,
-                          i);
+                cr_expect(cw.ids[i].dev == cs.ids[i].dev && cw.ids[i].ino == cs.ids[i].ino, "%s: chain[%zu]", path, i);
         cr_expect((!cw.fs_path && !cs.fs_path) || (cw.fs_path && cs.fs_path && streq(cw.fs_path, cs.fs_path)),
                   "%s: fs_path %s vs %s", path, cw.fs_path ?: "(null)", cs.fs_path ?: "(null)");
         aj_id_chain_done(&cw);
@@ -966,10 +972,7 @@ static void expect_walk_as_slow(const char *path, const char *slow_path)
         free(real_s);
 }
 
-static void expect_same_resolution(const char *path)
-{
-        expect_walk_as_slow(path, path);
-}
+static void expect_same_resolution(const char *path) { expect_walk_as_slow(path, path); }
 
 Test(mount, sensitive_walk_agrees_with_the_slow_way, LIVE)
 {
@@ -978,10 +981,10 @@ Test(mount, sensitive_walk_agrees_with_the_slow_way, LIVE)
         cr_assert_eq(unshare(CLONE_NEWNS), 0);
         cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
         cr_assert_eq(mkdir(P("/a/b/c"), 0755), 0);
-        cr_assert_eq(symlink(P("/a/b"), P("/abs")), 0);         /* absolute */
-        cr_assert_eq(symlink("lnk/b", P("/chain")), 0);         /* to a relative one */
+        cr_assert_eq(symlink(P("/a/b"), P("/abs")), 0); /* absolute */
+        cr_assert_eq(symlink("lnk/b", P("/chain")), 0); /* to a relative one */
         cr_assert_eq(symlink("nowhere/x", P("/dangling")), 0);
-        cr_assert_eq(symlink("../a", P("/a/b/up")), 0);         /* "..": left to the slow way */
+        cr_assert_eq(symlink("../a", P("/a/b/up")), 0); /* "..": left to the slow way */
         cr_assert_eq(symlink("c", P("/a/b/rel")), 0);
         cr_assert_eq(symlink("loop2", P("/loop1")), 0);
         cr_assert_eq(symlink("loop1", P("/loop2")), 0);
@@ -991,12 +994,48 @@ Test(mount, sensitive_walk_agrees_with_the_slow_way, LIVE)
         cr_assert_eq(mkdir(P("/mnt/in"), 0755), 0);
         cr_assert_eq(mount(P("/a/b"), P("/sub"), NULL, MS_BIND, NULL), 0);
         const char *paths[] = {
-                tmp, P("/a"), P("/a/b/c"), P("/a/f"), P("/a/f/below"), P("/lnk"), P("/lnk/b/c"), P("/lnk/missing/x"),
-                P("/abs"), P("/abs/c/more"), P("/chain"), P("/chain/rel"), P("/a/b/up"),
-                P("/a/b/rel/x"), P("/mnt"), P("/mnt/in"), P("/mnt/in/gone"), P("/sub"), P("/sub/c"), P("//a/./b/"),
-                "/", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/var", "/var/lib", "/var/tmp", "/tmp",
-                "/proc", "/proc/self", "/dev", "/dev/shm", "/dev/fd", "/root", "/home", "/run", "/nonexistent",
-                "/nonexistent/deeper", "/etc/passwd/x",
+                tmp,
+                P("/a"),
+                P("/a/b/c"),
+                P("/a/f"),
+                P("/a/f/below"),
+                P("/lnk"),
+                P("/lnk/b/c"),
+                P("/lnk/missing/x"),
+                P("/abs"),
+                P("/abs/c/more"),
+                P("/chain"),
+                P("/chain/rel"),
+                P("/a/b/up"),
+                P("/a/b/rel/x"),
+                P("/mnt"),
+                P("/mnt/in"),
+                P("/mnt/in/gone"),
+                P("/sub"),
+                P("/sub/c"),
+                P("//a/./b/"),
+                "/",
+                "/usr",
+                "/bin",
+                "/sbin",
+                "/lib",
+                "/lib64",
+                "/etc",
+                "/var",
+                "/var/lib",
+                "/var/tmp",
+                "/tmp",
+                "/proc",
+                "/proc/self",
+                "/dev",
+                "/dev/shm",
+                "/dev/fd",
+                "/root",
+                "/home",
+                "/run",
+                "/nonexistent",
+                "/nonexistent/deeper",
+                "/etc/passwd/x",
         };
         for (size_t i = 0; i < ARRAY_SIZE(paths); i++)
                 expect_same_resolution(paths[i]);
@@ -1129,11 +1168,11 @@ Test(mount, sensitive_workspace_and_rw_binds_refused, PURE)
  * is root there (/etc/shadow, the programs in /usr/bin). No profile can allow it. */
 Test(mount, system_dirs_are_never_rw_binds, PURE)
 {
-        static const char *const bad[] = { "/etc", "/usr", "/usr/bin", "/etc/ssl", "/bin", "/sbin", "/lib",
-                                           "/boot", "/var", "/home", "/run", "/sys/fs/cgroup" };
+        static const char *const bad[] = { "/etc", "/usr",  "/usr/bin", "/etc/ssl", "/bin", "/sbin",
+                                           "/lib", "/boot", "/var",     "/home",    "/run", "/sys/fs/cgroup" };
 
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
-                char *allow[] = { (char *) bad[i], "/etc", "/usr", "/var", NULL };
+                char *allow[] = { (char *)bad[i], "/etc", "/usr", "/var", NULL };
                 Setup s;
                 char *err = NULL;
 
@@ -1291,7 +1330,7 @@ static int write_file(const char *path, const char *s)
 
         if (fd < 0)
                 return -errno;
-        return write(fd, s, l) == (ssize_t) l ? 0 : -errno;
+        return write(fd, s, l) == (ssize_t)l ? 0 : -errno;
 }
 
 static int write_maps(pid_t pid, const char *map)
@@ -1299,11 +1338,11 @@ static int write_maps(pid_t pid, const char *map)
         char path[64];
         int r;
 
-        snprintf(path, sizeof(path), "/proc/%d/uid_map", (int) pid);
+        snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
         r = write_file(path, map);
         if (r < 0)
                 return r;
-        snprintf(path, sizeof(path), "/proc/%d/gid_map", (int) pid);
+        snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
         return write_file(path, map);
 }
 
@@ -1315,18 +1354,18 @@ static int make_idmap_userns(void)
         pid_t pid;
 
         cr_assert_eq(pipe2(sync, O_CLOEXEC), 0);
-        pid = (pid_t) syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, 0);
+        pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, 0);
         cr_assert_geq(pid, 0);
         if (pid == 0) {
                 char c;
 
                 close(sync[1]);
-                (void) !read(sync[0], &c, 1);
+                (void)!read(sync[0], &c, 1);
                 _exit(0);
         }
         close(sync[0]);
         if (write_maps(pid, "0 100000 1") == 0) {
-                snprintf(path, sizeof(path), "/proc/%d/ns/user", (int) pid);
+                snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
                 fd = open(path, O_RDONLY | O_CLOEXEC);
         }
         close(sync[1]);
@@ -1345,12 +1384,12 @@ static void report(int fd, bool ok, const char *fmt, ...)
 
         n = snprintf(line, sizeof(line), "%s ", ok ? "OK" : "FAIL");
         va_start(ap, fmt);
-        n += vsnprintf(line + n, sizeof(line) - (size_t) n, fmt, ap);
+        n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
         va_end(ap);
-        if (n > (int) sizeof(line) - 2)
-                n = (int) sizeof(line) - 2;
+        if (n > (int)sizeof(line) - 2)
+                n = (int)sizeof(line) - 2;
         line[n++] = '\n';
-        (void) !write(fd, line, (size_t) n);
+        (void)!write(fd, line, (size_t)n);
 }
 
 /* What the lead's child code does before aj_mount_apply(): become ctx->uid, keep all caps. */
@@ -1384,8 +1423,7 @@ static int run_jail(const AjMountPlan *plan, jail_checks checks, void *data, cha
 
         cr_assert_eq(pipe2(sync, O_CLOEXEC), 0);
         cr_assert_eq(pipe2(rep, O_CLOEXEC), 0);
-        pid = (pid_t) syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | SIGCHLD, NULL, NULL,
-                              NULL, 0);
+        pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | SIGCHLD, NULL, NULL, NULL, 0);
         cr_assert_geq(pid, 0, "clone: %s", strerror(errno));
         if (pid == 0) {
                 struct timespec t0, t1;
@@ -1411,7 +1449,7 @@ static int run_jail(const AjMountPlan *plan, jail_checks checks, void *data, cha
                         _exit(1);
                 }
                 report(rep[1], true, "TIME %ld",
-                       (long) ((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000));
+                       (long)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000));
                 if (checks)
                         checks(rep[1], data);
                 report(rep[1], true, "END");
@@ -1420,14 +1458,14 @@ static int run_jail(const AjMountPlan *plan, jail_checks checks, void *data, cha
         close(sync[0]);
         close(rep[1]);
         if (write_maps(pid, "1000 100000 1") == 0)
-                (void) !write(sync[1], "x", 1);
+                (void)!write(sync[1], "x", 1);
         close(sync[1]);
         for (;;) {
                 ssize_t k = read(rep[0], out + used, outlen - 1 - used);
 
                 if (k <= 0)
                         break;
-                used += (size_t) k;
+                used += (size_t)k;
                 if (used == outlen - 1)
                         break;
         }
@@ -1446,8 +1484,7 @@ static long report_time(const char *out)
 
 static void assert_report_ok(int status, const char *out)
 {
-        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "jail child failed (status %#x):\n%s", status,
-                  out);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "jail child failed (status %#x):\n%s", status, out);
         cr_assert_null(strstr(out, "FAIL"), "jail checks failed:\n%s", out);
         cr_assert_not_null(strstr(out, "OK END"), "jail report incomplete:\n%s", out);
 }
@@ -1511,8 +1548,8 @@ static void checks_default(int fd, void *data)
         struct stat st;
         int e, tfd;
 
-        report(fd, getuid() == JAIL_UID, "uid %u", (unsigned) getuid());
-        report(fd, getpid() == 1, "pid %d", (int) getpid());
+        report(fd, getuid() == JAIL_UID, "uid %u", (unsigned)getuid());
+        report(fd, getpid() == 1, "pid %d", (int)getpid());
 
         tfd = open("/usr/bin/env", O_RDONLY | O_CLOEXEC);
         report(fd, tfd >= 0, "/usr readable: %s", tfd < 0 ? strerror(errno) : "yes");
@@ -1577,7 +1614,7 @@ static void checks_default(int fd, void *data)
 
         report(fd, getcwd(cwd, sizeof(cwd)) && streq(cwd, ld->ws), "cwd is the workspace (%s)", cwd);
         report(fd, stat(ld->ws, &st) == 0 && st.st_uid == JAIL_UID, "workspace owned by the agent (uid %u)",
-               (unsigned) st.st_uid);
+               (unsigned)st.st_uid);
         snprintf(path, sizeof(path), "%s/created-in-jail", ld->ws);
         tfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         report(fd, tfd >= 0, "workspace writable: %s", tfd < 0 ? strerror(errno) : "yes");
@@ -1672,7 +1709,7 @@ static void checks_plain(int fd, void *data)
         /* Writes go to /dev/null; the parent checks the real file is untouched. */
         tfd = open("/srv/f", O_WRONLY | O_CLOEXEC);
         if (tfd >= 0) {
-                (void) !write(tfd, "pwned", 5);
+                (void)!write(tfd, "pwned", 5);
                 close(tfd);
         }
         report(fd, dir_is_empty("/srv/b"), "hidden dir is empty");
@@ -1757,15 +1794,15 @@ Test(mount, live_failure_names_the_step, LIVE)
         snprintf(want, sizeof(want), "bind '%s' on '%s' (read-only)", P("/gone"), P("/gone"));
         step = find_step(plan, want);
         cr_assert_geq(step, 0);
-        snprintf(want, sizeof(want), "FAIL apply: step %zd (bind '%s' on '%s' (read-only)): %s", step,
-                 P("/gone"), P("/gone"), strerror(ENOENT));
+        snprintf(want, sizeof(want), "FAIL apply: step %zd (bind '%s' on '%s' (read-only)): %s", step, P("/gone"),
+                 P("/gone"), strerror(ENOENT));
         cr_expect_not_null(strstr(out, want), "got: %s\nwant: %s", out, want);
         setup_free(&s);
 }
 
 static int cmp_long(const void *a, const void *b)
 {
-        long x = *(const long *) a, y = *(const long *) b;
+        long x = *(const long *)a, y = *(const long *)b;
 
         return (x > y) - (x < y);
 }
@@ -1799,8 +1836,8 @@ Test(mount, live_apply_timing, LIVE)
                 n_steps = aj_mount_plan_n_steps(plan);
         }
         qsort(t, ARRAY_SIZE(t), sizeof(long), cmp_long);
-        cr_log_info("aj_mount_apply, %zu steps: median %ld us, min %ld us, max %ld us", n_steps,
-                    t[ARRAY_SIZE(t) / 2], t[0], t[ARRAY_SIZE(t) - 1]);
+        cr_log_info("aj_mount_apply, %zu steps: median %ld us, min %ld us, max %ld us", n_steps, t[ARRAY_SIZE(t) / 2],
+                    t[0], t[ARRAY_SIZE(t) - 1]);
         fprintf(stderr, "mount-apply-timing: steps=%zu median_us=%ld min_us=%ld max_us=%ld\n", n_steps,
                 t[ARRAY_SIZE(t) / 2], t[0], t[ARRAY_SIZE(t) - 1]);
         setup_free(&s);
@@ -1955,7 +1992,8 @@ Test(mount, sensitive_list_through_a_pipe, PURE)
                 cr_expect((!a->chain.fs_path && !b->chain.fs_path) ||
                           (a->chain.fs_path && b->chain.fs_path && streq(a->chain.fs_path, b->chain.fs_path)));
                 for (size_t k = 0; k < a->chain.n && k < b->chain.n; k++)
-                        cr_expect(a->chain.ids[k].dev == b->chain.ids[k].dev && a->chain.ids[k].ino == b->chain.ids[k].ino);
+                        cr_expect(a->chain.ids[k].dev == b->chain.ids[k].dev &&
+                                  a->chain.ids[k].ino == b->chain.ids[k].ino);
         }
         /* The same verdicts from the copy. */
         size_t i1 = 0, i2 = 0;

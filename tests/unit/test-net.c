@@ -31,8 +31,10 @@ static struct sockaddr_storage addr(const char *s)
 Test(net, host_matching_table)
 {
         char *entries[] = {
-                "api.openai.com:443", "*.githubusercontent.com", "Example.ORG.", "*.corp.example:8443",
-                "10.20.0.0/16:5432",  "[2001:db8::1]:443",       "2001:db8:ff::/48", "93.184.216.34",
+                "api.openai.com:443",    "*.githubusercontent.com",
+                "Example.ORG.",          "*.corp.example:8443",
+                "10.20.0.0/16:5432",     "[2001:db8::1]:443",
+                "2001:db8:ff::/48",      "93.184.216.34",
                 "xn--bcher-kva.example", NULL,
         };
         AjNetPolicy *p = policy(entries);
@@ -44,30 +46,30 @@ Test(net, host_matching_table)
                 const char *reason; /* substring */
         } cases[] = {
                 { "api.openai.com", 443, true, 0, "allowed by rule \"api.openai.com:443\"" },
-                { "API.OpenAI.Com", 443, true, 0, NULL },                 /* case-insensitive */
-                { "api.openai.com.", 443, true, 0, NULL },                /* one trailing dot stripped */
-                { "api.openai.com..", 443, false, -1, "empty label" },    /* not two */
+                { "API.OpenAI.Com", 443, true, 0, NULL },              /* case-insensitive */
+                { "api.openai.com.", 443, true, 0, NULL },             /* one trailing dot stripped */
+                { "api.openai.com..", 443, false, -1, "empty label" }, /* not two */
                 { "api.openai.com", 80, false, -1, "port 80 is not allowed for host api.openai.com" },
                 { "openai.com", 443, false, -1, "host openai.com is not in the network allowlist" },
                 { "evil-api.openai.com", 443, false, -1, NULL },
                 { "api.openai.com.evil.net", 443, false, -1, NULL },
-                { "raw.githubusercontent.com", 443, true, 1, NULL },      /* wildcard, any port */
+                { "raw.githubusercontent.com", 443, true, 1, NULL }, /* wildcard, any port */
                 { "a.b.githubusercontent.com", 22, true, 1, NULL },
-                { "githubusercontent.com", 443, false, -1, NULL },        /* subdomains only */
+                { "githubusercontent.com", 443, false, -1, NULL }, /* subdomains only */
                 { "xgithubusercontent.com", 443, false, -1, NULL },
-                { "example.org", 1, true, 2, NULL },                      /* entry's trailing dot */
+                { "example.org", 1, true, 2, NULL }, /* entry's trailing dot */
                 { "EXAMPLE.org.", 65535, true, 2, NULL },
                 { "www.example.org", 80, false, -1, NULL },
                 { "a.corp.example", 8443, true, 3, NULL },
                 { "a.corp.example", 443, false, -1, "port 443 is not allowed" },
-                { "10.20.3.4", 5432, true, 4, NULL },                     /* CIDR + port */
+                { "10.20.3.4", 5432, true, 4, NULL }, /* CIDR + port */
                 { "10.20.3.4", 5433, false, -1, "not covered by any address rule" },
                 { "10.21.0.1", 5432, false, -1, NULL },
                 { "2001:db8::1", 443, true, 5, NULL },
-                { "2001:db8:0:0::1", 443, true, 5, NULL },                /* any spelling */
+                { "2001:db8:0:0::1", 443, true, 5, NULL }, /* any spelling */
                 { "2001:db8::2", 443, false, -1, NULL },
                 { "2001:db8:ff:1::5", 9, true, 6, NULL },
-                { "::ffff:93.184.216.34", 80, true, 7, NULL },            /* mapped == IPv4 */
+                { "::ffff:93.184.216.34", 80, true, 7, NULL }, /* mapped == IPv4 */
                 { "93.184.216.34", 80, true, 7, NULL },
                 { "bücher.example", 443, false, -1, "non-ASCII host name" }, /* IDN must be punycode */
                 { "xn--bcher-kva.example", 443, true, 8, NULL },
@@ -87,8 +89,8 @@ Test(net, host_matching_table)
                              v.reason);
                 cr_expect_eq(v.rule, cases[i].rule, "case %zu %s: rule %d", i, cases[i].host, v.rule);
                 if (cases[i].reason)
-                        cr_expect(strstr(v.reason, cases[i].reason) != NULL, "case %zu: reason \"%s\" lacks \"%s\"",
-                                  i, v.reason, cases[i].reason);
+                        cr_expect(strstr(v.reason, cases[i].reason) != NULL, "case %zu: reason \"%s\" lacks \"%s\"", i,
+                                  v.reason, cases[i].reason);
                 cr_expect(strchr(v.reason, '\n') == NULL);
         }
         aj_net_policy_free(p);
@@ -167,24 +169,24 @@ Test(net, rebinding_rules)
                 uint16_t port;
                 bool allowed;
         } cases[] = {
-                { "93.184.216.34", 443, true },     /* public */
+                { "93.184.216.34", 443, true }, /* public */
                 { "2606:2800:220:1::1", 443, true },
-                { "127.0.0.1", 443, false },        /* loopback */
+                { "127.0.0.1", 443, false }, /* loopback */
                 { "127.8.9.10", 443, false },
                 { "::1", 443, false },
-                { "169.254.169.254", 80, false },   /* cloud metadata */
-                { "fe80::1", 443, false },          /* link-local */
-                { "10.1.2.3", 443, false },         /* RFC 1918 */
+                { "169.254.169.254", 80, false }, /* cloud metadata */
+                { "fe80::1", 443, false },        /* link-local */
+                { "10.1.2.3", 443, false },       /* RFC 1918 */
                 { "172.16.0.1", 443, false },
                 { "172.31.255.255", 443, false },
                 { "172.32.0.1", 443, true },
                 { "192.168.1.1", 443, false },
-                { "192.168.7.9", 443, true },       /* named by a CIDR entry */
-                { "100.64.0.1", 443, false },       /* CGNAT */
+                { "192.168.7.9", 443, true }, /* named by a CIDR entry */
+                { "100.64.0.1", 443, false }, /* CGNAT */
                 { "100.128.0.1", 443, true },
-                { "fc00::1", 443, false },          /* unique-local */
-                { "fd12::1", 443, true },           /* named, port 443 */
-                { "fd12::1", 80, false },           /* named, other port */
+                { "fc00::1", 443, false }, /* unique-local */
+                { "fd12::1", 443, true },  /* named, port 443 */
+                { "fd12::1", 80, false },  /* named, other port */
                 { "0.0.0.0", 443, false },
                 { "::", 443, false },
                 { "::ffff:127.0.0.1", 443, false }, /* mapped loopback */
@@ -246,13 +248,10 @@ Test(net, own_addresses_refused_unless_named)
                 uint16_t port;
                 bool allowed;
         } cases[] = {
-                { "203.0.113.5", 443, false },
-                { "::ffff:203.0.113.5", 443, false }, /* mapped form of the same */
-                { "2001:db8::5", 443, false },
-                { "203.0.113.6", 443, true },         /* not ours */
-                { "2001:db8::6", 443, true },
-                { "198.51.100.1", 8080, true },       /* ours, but named by an address rule */
-                { "198.51.100.1", 443, false },       /* ...for port 8080 only */
+                { "203.0.113.5", 443, false },  { "::ffff:203.0.113.5", 443, false }, /* mapped form of the same */
+                { "2001:db8::5", 443, false },  { "203.0.113.6", 443, true },         /* not ours */
+                { "2001:db8::6", 443, true },   { "198.51.100.1", 8080, true }, /* ours, but named by an address rule */
+                { "198.51.100.1", 443, false },                                 /* ...for port 8080 only */
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 struct sockaddr_storage ss = addr(cases[i].address);

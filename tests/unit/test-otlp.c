@@ -9,29 +9,33 @@ static json_t *attr(json_t *rec, const char *key)
 {
         size_t i;
         json_t *a;
-        json_array_foreach(json_object_get(rec, "attributes"), i, a) if (strcmp(json_string_value(json_object_get(a, "key")),
-                                                                                 key) == 0) return json_object_get(a, "value");
+        json_array_foreach (json_object_get(rec, "attributes"), i, a)
+                if (strcmp(json_string_value(json_object_get(a, "key")), key) == 0)
+                        return json_object_get(a, "value");
         return NULL;
 }
 
 Test(otlp, an_event_becomes_a_log_record)
 {
-        json_t *ev = json_loads("{\"seq\":7,\"ts\":\"2026-11-23T21:59:20.000000123Z\",\"run\":\"abc\",\"type\":\"tool.verdict\","
-                                "\"prev\":\"00ff\",\"gen_ai.tool.name\":\"crm.update\",\"verdict\":\"allow\",\"cost_usd\":0.25,"
-                                "\"ok\":true,\"gone\":null,\"usage\":{\"tokens\":{\"used\":3}},\"argv\":[\"a\",1]}",
-                                0, NULL);
+        json_t *ev =
+                json_loads("{\"seq\":7,\"ts\":\"2026-11-23T21:59:20.000000123Z\",\"run\":\"abc\",\"type\":\"tool.verdict\","
+                           "\"prev\":\"00ff\",\"gen_ai.tool.name\":\"crm.update\",\"verdict\":\"allow\",\"cost_usd\":0.25,"
+                           "\"ok\":true,\"gone\":null,\"usage\":{\"tokens\":{\"used\":3}},\"argv\":[\"a\",1]}",
+                           0, NULL);
         cr_assert_not_null(ev);
         json_t *rec = aj_otlp_log_record(ev);
         cr_assert_not_null(rec);
         cr_expect_str_eq(json_string_value(json_object_get(rec, "timeUnixNano")), "1795471160000000123");
         cr_expect_str_eq(json_string_value(json_object_get(rec, "eventName")), "tool.verdict");
-        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(rec, "body"), "stringValue")), "tool.verdict");
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(rec, "body"), "stringValue")),
+                         "tool.verdict");
         cr_expect_eq(json_integer_value(json_object_get(rec, "severityNumber")), 9);
         cr_expect_str_eq(json_string_value(json_object_get(rec, "severityText")), "INFO");
         cr_expect_str_eq(json_string_value(json_object_get(attr(rec, "agentjail.seq"), "intValue")), "7");
         cr_expect_str_eq(json_string_value(json_object_get(attr(rec, "agentjail.run.id"), "stringValue")), "abc");
         cr_expect_str_eq(json_string_value(json_object_get(attr(rec, "agentjail.prev"), "stringValue")), "00ff");
-        cr_expect_str_eq(json_string_value(json_object_get(attr(rec, "gen_ai.tool.name"), "stringValue")), "crm.update");
+        cr_expect_str_eq(json_string_value(json_object_get(attr(rec, "gen_ai.tool.name"), "stringValue")),
+                         "crm.update");
         cr_expect_eq(json_real_value(json_object_get(attr(rec, "cost_usd"), "doubleValue")), 0.25);
         cr_expect(json_is_true(json_object_get(attr(rec, "ok"), "boolValue")));
         cr_expect_null(attr(rec, "gone"), "null fields are left out");

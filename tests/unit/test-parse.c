@@ -157,8 +157,7 @@ static void expect_at(const char *const *path, AjJsonLocateWhat what, unsigned l
         unsigned l = 0, c = 0;
         int r = aj_json_locate(doc, path, what, &l, &c);
         cr_expect_eq(r, 0, "locate %s...: %d", path[0] ?: "(root)", r);
-        cr_expect(l == line && c == col, "locate %s... -> %u:%u, want %u:%u", path[0] ?: "(root)", l, c, line,
-                  col);
+        cr_expect(l == line && c == col, "locate %s... -> %u:%u, want %u:%u", path[0] ?: "(root)", l, c, line, col);
 }
 
 #define P(...) ((const char *const[]){ __VA_ARGS__, NULL })
@@ -203,8 +202,16 @@ Test(json_locate, missing_and_malformed)
         cr_expect_eq(c, 99);
 
         /* truncated or broken texts end in -EINVAL or -ENOENT, never a read past the end */
-        const char *bad[] = { "", "{", "{\"a", "{\"a\":", "{\"a\": [1, 2", "{\"a\": \"\\", "{\"a\" 1}",
-                              "{\"b\": {\"c\": [", "{\"b\": \"\\u12", "[" };
+        const char *bad[] = { "",
+                              "{",
+                              "{\"a",
+                              "{\"a\":",
+                              "{\"a\": [1, 2",
+                              "{\"a\": \"\\",
+                              "{\"a\" 1}",
+                              "{\"b\": {\"c\": [",
+                              "{\"b\": \"\\u12",
+                              "[" };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 int r = aj_json_locate(bad[i], P("a", "x"), AJ_JSON_AT_VALUE, &l, &c);
                 cr_expect(r == -EINVAL || r == -ENOENT, "\"%s\": %d", bad[i], r);

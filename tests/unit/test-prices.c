@@ -23,9 +23,21 @@ Test(prices, shipped_table_is_dated_and_prices_current_models)
         AjPriceTable *t = shipped();
         cr_expect_eq(strlen(t->date), 10);
         static const char *const models[] = {
-                "claude-opus-4-5",  "claude-opus-4-1", "claude-sonnet-4-5", "claude-sonnet-4", "claude-haiku-4-5",
-                "claude-3-5-haiku", "gpt-4o",          "gpt-4o-mini",       "gpt-4.1",         "gpt-4.1-mini",
-                "o3",               "o4-mini",         "gpt-5",             "gpt-5-mini",      "gpt-5.4",
+                "claude-opus-4-5",
+                "claude-opus-4-1",
+                "claude-sonnet-4-5",
+                "claude-sonnet-4",
+                "claude-haiku-4-5",
+                "claude-3-5-haiku",
+                "gpt-4o",
+                "gpt-4o-mini",
+                "gpt-4.1",
+                "gpt-4.1-mini",
+                "o3",
+                "o4-mini",
+                "gpt-5",
+                "gpt-5-mini",
+                "gpt-5.4",
         };
         for (size_t i = 0; i < ARRAY_SIZE(models); i++) {
                 const AjPrice *p = aj_price_table_find(t, models[i]);
@@ -93,7 +105,11 @@ Test(prices, exact_name_wins_over_the_base_name)
 
 Test(prices, cost_counts_cache_reads_and_writes_apart)
 {
-        AjPrice p = { .model = "m", .input = 3000000, .output = 15000000, .cache_read = 300000, .cache_write = 3750000,
+        AjPrice p = { .model = "m",
+                      .input = 3000000,
+                      .output = 15000000,
+                      .cache_read = 300000,
+                      .cache_write = 3750000,
                       .cache_write_1h = 6000000 };
         AjTokens t = { .input = 3500, .output = 100, .cache_read = 2000, .cache_write = 500, .cache_write_1h = 200 };
         cr_expect_eq(aj_price_cost(&p, &t),
@@ -125,8 +141,8 @@ Test(prices, invalid_tables_are_refused_with_the_entry_named)
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 AjPriceTable *t = NULL;
                 AjError e = {};
-                cr_expect_eq(aj_price_table_parse(cases[i].text, strlen(cases[i].text), "t", &t, &e), -EINVAL,
-                             "%s", cases[i].text);
+                cr_expect_eq(aj_price_table_parse(cases[i].text, strlen(cases[i].text), "t", &t, &e), -EINVAL, "%s",
+                             cases[i].text);
                 cr_expect_null(t);
                 const char *err = e.message;
                 cr_assert_not_null(err, "%s", cases[i].text);

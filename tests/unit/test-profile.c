@@ -21,10 +21,7 @@
 static const char *const shipped[] = { "default", "strict", "python", "node" };
 
 /* Keeps a user's own profiles (~/.config/agentjail/profiles) out of the results. */
-static void isolate(void)
-{
-        setenv("XDG_CONFIG_HOME", "/nonexistent-agentjail-test", 1);
-}
+static void isolate(void) { setenv("XDG_CONFIG_HOME", "/nonexistent-agentjail-test", 1); }
 
 static const char *source_profiles(void)
 {
@@ -384,8 +381,7 @@ Test(profile, errors_unknown_keys)
 Test(profile, errors_types)
 {
         expect_error("bad-type.json", "@/bad-type.json:2:25: filesystem.ro: expected an array, got \"/usr\"");
-        expect_error("bad-type-element.json",
-                     "@/bad-type-element.json:2:29: env.pass[1]: expected a string, got 5");
+        expect_error("bad-type-element.json", "@/bad-type-element.json:2:29: env.pass[1]: expected a string, got 5");
         expect_error("bad-toplevel.json",
                      "@/bad-toplevel.json:1:1: expected a JSON object at the top level, got an array");
 }
@@ -398,8 +394,7 @@ Test(profile, errors_values)
                      "@/bad-duration.json:2:23: limits.wall: expected a duration such as \"30s\", \"15m\", "
                      "\"1h30m\" or a number of seconds, got \"soon\"");
         expect_error("bad-pids.json", "@/bad-pids.json:3:13: limits.pids: expected a non-negative integer, got -5");
-        expect_error("bad-relative.json",
-                     "@/bad-relative.json:4:12: filesystem.ro[2]: path must be absolute: \"usr\"");
+        expect_error("bad-relative.json", "@/bad-relative.json:4:12: filesystem.ro[2]: path must be absolute: \"usr\"");
         expect_error("bad-syscall.json",
                      "@/bad-syscall.json:2:35: seccomp.deny[1]: unknown system call \"no_such_call\"");
         expect_error("bad-host-uid.json",
@@ -466,8 +461,7 @@ Test(profile, extends_depth_limit)
         snprintf(path, sizeof(path), "%s/p1.json", dir);
         int r1 = aj_profile_load(path, &p, &err);
         char want[PATH_MAX * 2];
-        snprintf(want, sizeof(want), "%s/p8.json:1:13: extends: too deep: at most 8 profiles in an extends chain",
-                 dir);
+        snprintf(want, sizeof(want), "%s/p8.json:1:13: extends: too deep: at most 8 profiles in an extends chain", dir);
         char *msg = err.message ? strdup(err.message) : NULL;
         aj_error_clear(&err);
         for (int i = 0; i < 10; i++) {
@@ -488,8 +482,8 @@ Test(profile, load_by_name_errors)
         int r = aj_profile_load("no-such-profile-xyz", &p, &err);
         cr_expect_eq(r, -ENOENT);
         cr_assert_not_null(err.message);
-        cr_expect(strncmp(err.message, "profile \"no-such-profile-xyz\" not found (searched: ", 51) == 0,
-                  "%s", err.message);
+        cr_expect(strncmp(err.message, "profile \"no-such-profile-xyz\" not found (searched: ", 51) == 0, "%s",
+                  err.message);
         /* ./profiles is searched last (unless it is the source tree's profiles dir, listed once) */
         cr_expect(strstr(err.message, "./profiles)") != NULL || strstr(err.message, AJ_SOURCE_PROFILES ")") != NULL,
                   "%s", err.message);
@@ -807,7 +801,7 @@ Test(profile_cmd, list_json, .init = isolate)
         bool found = false;
         size_t i;
         json_t *e;
-        json_array_foreach(arr, i, e) {
+        json_array_foreach (arr, i, e) {
                 const char *name = json_string_value(json_object_get(e, "name"));
                 if (name && streq(name, "strict")) {
                         found = true;
@@ -1106,8 +1100,7 @@ Test(profile, approvals_merge_through_extends)
 
         AjError err = {};
         char text[PATH_MAX + 128];
-        snprintf(text, sizeof(text), "{\"extends\": \"%s/approvals-full.json\", \"approvals\": {\"tools\": []}}",
-                 FIX);
+        snprintf(text, sizeof(text), "{\"extends\": \"%s/approvals-full.json\", \"approvals\": {\"tools\": []}}", FIX);
         int r = aj_profile_parse(text, NULL, &p, &err);
         cr_assert(r >= 0, "%s", err.message ?: "");
         cr_expect_eq(p->approval_tools.n, 0, "an empty list clears the parent's");
@@ -1203,13 +1196,14 @@ static void expect_llm_error(const char *text, const char *key, const char *prob
 Test(profile, llm_providers_parsed_with_defaults, .init = isolate)
 {
         AjError err = {};
-        AjProfile *p = parse_text("{\"llm\": {\"providers\": {"
-                                  "\"anthropic\": {},"
-                                  "\"openai\": {\"key_file\": \"/etc/agentjail/keys/openai\", \"url\": \"https://api.openai.com\"},"
-                                  "\"local\": {\"api\": \"openai\", \"url\": \"http://10.0.0.5:4000/v1\", \"key_env\": \"LOCAL_KEY\","
-                                  " \"ca_file\": \"/etc/ssl/local.pem\"}},"
-                                  "\"record\": \"full\", \"record_bytes\": \"8M\"}}",
-                                  &err);
+        AjProfile *p = parse_text(
+                "{\"llm\": {\"providers\": {"
+                "\"anthropic\": {},"
+                "\"openai\": {\"key_file\": \"/etc/agentjail/keys/openai\", \"url\": \"https://api.openai.com\"},"
+                "\"local\": {\"api\": \"openai\", \"url\": \"http://10.0.0.5:4000/v1\", \"key_env\": \"LOCAL_KEY\","
+                " \"ca_file\": \"/etc/ssl/local.pem\"}},"
+                "\"record\": \"full\", \"record_bytes\": \"8M\"}}",
+                &err);
         cr_assert_not_null(p, "%s", err.message ?: "");
         cr_assert_eq(p->n_llm_providers, 3);
         const AjLlmProvider *a = &p->llm_providers[0], *o = &p->llm_providers[1], *l = &p->llm_providers[2];

@@ -146,9 +146,11 @@ Test(parsers, http_host_and_framing)
                 { "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nX: a\0b\r\n\r\n", -EINVAL, "control" },
                 { "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nX: a\r\n b\r\n\r\n", -EINVAL, "folded" },
                 { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n"
-                  "Transfer-Encoding: chunked\r\n\r\n", -EINVAL, "both Content-Length and Transfer-Encoding" },
+                  "Transfer-Encoding: chunked\r\n\r\n",
+                  -EINVAL, "both Content-Length and Transfer-Encoding" },
                 { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n"
-                  "Content-Length: 4\r\n\r\n", -EINVAL, "more than one Content-Length" },
+                  "Content-Length: 4\r\n\r\n",
+                  -EINVAL, "more than one Content-Length" },
                 { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: +3\r\n\r\n", -EINVAL,
                   "invalid Content-Length" },
                 { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3, 3\r\n\r\n", -EINVAL,
@@ -156,7 +158,8 @@ Test(parsers, http_host_and_framing)
                 { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
                   -EINVAL, "Transfer-Encoding" },
                 { "POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n"
-                  "Transfer-Encoding: chunked\r\n\r\n", -EINVAL, "more than one Transfer-Encoding" },
+                  "Transfer-Encoding: chunked\r\n\r\n",
+                  -EINVAL, "more than one Transfer-Encoding" },
                 { "POST http://a.example/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", -EINVAL, "HTTP/1.0" },
                 { "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nX\"y: 1\r\n\r\n", -EINVAL,
                   "header field name" },
@@ -189,8 +192,7 @@ Test(parsers, http_host_and_framing)
                 AjHttpRequest req;
                 int status = 0;
                 const char *why = "";
-                cr_expect_eq(aj_http_parse_request(ok[i], strlen(ok[i]), &req, &status, &why), 0, "ok %zu: %s", i,
-                             why);
+                cr_expect_eq(aj_http_parse_request(ok[i], strlen(ok[i]), &req, &status, &why), 0, "ok %zu: %s", i, why);
                 aj_http_request_done(&req);
         }
 
@@ -228,14 +230,14 @@ Test(parsers, http_chunked_scan)
         cr_expect_eq(total, strlen(body));
 
         static const char *const bad[] = {
-                "5\nhello\r\n0\r\n\r\n",        /* bare LF */
-                "5\r\nhelloX\r\n0\r\n\r\n",     /* data longer than its size */
-                "g\r\n",                        /* not hex */
-                "\r\n",                         /* no size */
+                "5\nhello\r\n0\r\n\r\n",    /* bare LF */
+                "5\r\nhelloX\r\n0\r\n\r\n", /* data longer than its size */
+                "g\r\n",                    /* not hex */
+                "\r\n",                     /* no size */
                 "-5\r\n",
-                "10000000000000000\r\n",        /* more than 15 digits */
-                "0\r\nA: b\nC: d\r\n\r\n",      /* bare LF in trailers */
-                "5 \r\nhello\r\n",              /* whitespace after the size */
+                "10000000000000000\r\n",   /* more than 15 digits */
+                "0\r\nA: b\nC: d\r\n\r\n", /* bare LF in trailers */
+                "5 \r\nhello\r\n",         /* whitespace after the size */
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 AjHttpChunked b = {};
@@ -395,9 +397,9 @@ Test(parsers, socks5_name_lengths)
 
 /* ------------------------------------------------------------------ live harness */
 
-static json_t *events;          /* every emitted event: {"type": ..., fields} */
+static json_t *events; /* every emitted event: {"type": ..., fields} */
 static uint64_t charged;
-static uint64_t charge_limit;   /* 0: no cap */
+static uint64_t charge_limit; /* 0: no cap */
 
 static int fake_emit(void *ud, const char *type, json_t *fields)
 {
@@ -550,11 +552,13 @@ static void serve_http_keepalive(int fd)
                                                 dprintf(fd, "HTTP/1.1 100 Continue\r\n\r\n");
                                         dprintf(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
                                 } else if (strncmp(buf, "GET /chunked", 12) == 0) {
-                                        dprintf(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n", need);
+                                        dprintf(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n",
+                                                need);
                                         write_full(fd, buf, need);
                                         dprintf(fd, "\r\n0\r\n\r\n");
                                 } else {
-                                        dprintf(fd, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n",
+                                        dprintf(fd,
+                                                "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n",
                                                 need);
                                         if (strncmp(buf, "HEAD ", 5) != 0)
                                                 write_full(fd, buf, need);
@@ -800,7 +804,7 @@ static json_t *find_event(const char *type, size_t nth)
 {
         size_t i;
         json_t *e;
-        json_array_foreach(events, i, e) {
+        json_array_foreach (events, i, e) {
                 if (streq(json_string_value(json_object_get(e, "type")), type) && nth-- == 0)
                         return e;
         }
@@ -1054,8 +1058,10 @@ Test(live, absolute_form_http_forwarded)
         pid_t pid = fork();
         if (pid == 0) {
                 int fd = tcp_connect("127.0.0.1", l.http_port);
-                dprintf(fd, "GET http://127.0.0.1:%u/x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n"
-                            "Proxy-Connection: keep-alive\r\nUser-Agent: t\r\n\r\n", web, web);
+                dprintf(fd,
+                        "GET http://127.0.0.1:%u/x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n"
+                        "Proxy-Connection: keep-alive\r\nUser-Agent: t\r\n\r\n",
+                        web, web);
                 char buf[4096] = "";
                 read_full(fd, buf, sizeof(buf) - 1);
                 if (!strstr(buf, "HTTP/1.0 200 OK") || !strstr(buf, "\r\n\r\nGET /x?y=1 HTTP/1.1\r\n") ||
@@ -1290,8 +1296,8 @@ Test(live, http_host_mismatch_and_bare_cr_refused)
                         fprintf(stderr, "mismatch: %s\n", answer);
                         _exit(1);
                 }
-                snprintf(req, sizeof(req), "GET http://web.test:%u/ HTTP/1.1\r\nHost: web.test:%u\r\nX: 1\rY: 2\r\n\r\n",
-                         web, web);
+                snprintf(req, sizeof(req),
+                         "GET http://web.test:%u/ HTTP/1.1\r\nHost: web.test:%u\r\nX: 1\rY: 2\r\n\r\n", web, web);
                 http_exchange(l.http_port, req, answer, sizeof(answer));
                 if (!strstr(answer, "HTTP/1.1 400 ") || !strstr(answer, "bare CR")) {
                         fprintf(stderr, "bare CR: %s\n", answer);

@@ -33,13 +33,13 @@ static void write_text(const char *name, const char *text)
 }
 
 #define RUN_JSON                                                                                                       \
-        "{\"id\":\"abcd00000001\",\"name\":\"triage\",\"profile\":{\"name\":\"default\",\"path\":\"/p/default.json\","  \
-        "\"digest\":\"ab\",\"resolved\":{\"filesystem\":{\"workspace\":{\"mode\":\"overlay\"}}}},"                    \
+        "{\"id\":\"abcd00000001\",\"name\":\"triage\",\"profile\":{\"name\":\"default\",\"path\":\"/p/default.json\"," \
+        "\"digest\":\"ab\",\"resolved\":{\"filesystem\":{\"workspace\":{\"mode\":\"overlay\"}}}},"                     \
         "\"command\":[\"sh\",\"-c\",\"true\"],\"cwd\":\"/w\",\"workspace\":{\"mode\":\"overlay\",\"path\":\"/w\","     \
-        "\"upper\":\"/s/upper\",\"changes\":\"pending\"},\"started\":\"2026-01-01T00:00:01.5Z\",\"ended\":null,"          \
-        "\"status\":\"exited\",\"state\":\"quarantined\",\"quarantine\":{\"since\":\"2026-01-01T00:00:02Z\","             \
+        "\"upper\":\"/s/upper\",\"changes\":\"pending\"},\"started\":\"2026-01-01T00:00:01.5Z\",\"ended\":null,"       \
+        "\"status\":\"exited\",\"state\":\"quarantined\",\"quarantine\":{\"since\":\"2026-01-01T00:00:02Z\","          \
         "\"cap\":\"tokens\",\"released\":false},\"meters\":{\"tokens\":{\"limit\":10,\"used\":12}},"                   \
-        "\"events\":{\"count\":3,\"last_sha256\":\"" AJ_EVENTS_GENESIS "\",\"end\":\"run.exit\"},"                       \
+        "\"events\":{\"count\":3,\"last_sha256\":\"" AJ_EVENTS_GENESIS "\",\"end\":\"run.exit\"},"                     \
         "\"supervisor_pid\":4242,\"future_field\":{\"kept\":true}}"
 
 Test(record, typed_and_round_trip)
@@ -91,8 +91,8 @@ Test(record, typed_and_round_trip)
         cr_assert(json_equal(back->doc, rec->doc), "what was written is what is read");
         cr_assert(json_is_true(json_object_get(json_object_get(back->doc, "future_field"), "kept")),
                   "members this version does not know survive an update");
-        cr_assert_eq(json_integer_value(json_object_get(json_object_get(json_object_get(back->doc, "meters"), "tokens"),
-                                                        "used")),
+        cr_assert_eq(json_integer_value(
+                             json_object_get(json_object_get(json_object_get(back->doc, "meters"), "tokens"), "used")),
                      12);
 }
 
@@ -218,8 +218,8 @@ Test(record, verify_needs_an_anchor)
                                           (json_int_t)end.count, "last_sha256", end.last_hash);
         json_auto_t *bad_hash = json_pack("{s:s, s:{s:I, s:s, s:s}}", "status", "exited", "events", "count",
                                           (json_int_t)end.count, "last_sha256", "xyz", "end", "run.exit");
-        json_auto_t *zero = json_pack("{s:s, s:{s:I, s:s, s:s}}", "status", "exited", "events", "count",
-                                      (json_int_t)0, "last_sha256", end.last_hash, "end", "run.exit");
+        json_auto_t *zero = json_pack("{s:s, s:{s:I, s:s, s:s}}", "status", "exited", "events", "count", (json_int_t)0,
+                                      "last_sha256", end.last_hash, "end", "run.exit");
         json_t *none[] = { stripped, snapshot, bad_hash, zero, NULL };
         for (size_t i = 0; i < ARRAY_SIZE(none); i++) {
                 cr_assert_eq(verdict_of(none[i], path, &c), AJ_CHAIN_NO_ANCHOR, "doc %zu", i);
@@ -249,7 +249,8 @@ Test(record, appends_move_the_anchor)
         json_auto_t *unanchored = json_pack("{s:s}", "status", "running");
 
         AjChainEnd after;
-        cr_assert_eq(aj_events_append(path, "aaaa00000001", "supervisor.lost", json_pack("{s:s}", "k", "v"), &after), 0);
+        cr_assert_eq(aj_events_append(path, "aaaa00000001", "supervisor.lost", json_pack("{s:s}", "k", "v"), &after),
+                     0);
         cr_assert_eq(after.count, 4);
         cr_assert_str_neq(after.last_hash, end.last_hash);
         AjChainCheck c;
@@ -307,4 +308,3 @@ Test(record, verify_finds_a_tampered_event)
         cr_assert_eq(aj_run_verify_chain(NULL, path, &c, &v), 0);
         cr_assert_eq(v, AJ_CHAIN_BROKEN, "no run.json does not hide a broken chain");
 }
-

@@ -49,8 +49,9 @@ static void make_run(const char *id, const char *name, const char *started, cons
         char dir[256], text[2048];
         snprintf(dir, sizeof(dir), "%s/runs/%s", paths.state_root, id);
         cr_assert_eq(mkdir(dir, 0750), 0);
-        snprintf(text, sizeof(text), "{\"id\":\"%s\",\"name\":\"%s\",\"started\":\"%s\",\"profile\":{\"name\":\"default\"}%s%s}\n",
-                 id, name, started, extra && *extra ? "," : "", extra ? extra : "");
+        snprintf(text, sizeof(text),
+                 "{\"id\":\"%s\",\"name\":\"%s\",\"started\":\"%s\",\"profile\":{\"name\":\"default\"}%s%s}\n", id,
+                 name, started, extra && *extra ? "," : "", extra ? extra : "");
         char path[300];
         snprintf(path, sizeof(path), "%s/run.json", dir);
         cr_assert_eq(aj_write_file_atomic(path, text, strlen(text), 0640), 0);
@@ -243,9 +244,11 @@ Test(runs, state_of_prefers_live_then_quarantine)
 {
         json_auto_t *exited = json_loads("{\"status\":\"exited\",\"state\":\"exited\"}", 0, NULL);
         json_auto_t *quar = json_loads("{\"status\":\"exited\",\"state\":\"quarantined\","
-                                       "\"quarantine\":{\"cap\":\"tokens\",\"released\":false}}", 0, NULL);
+                                       "\"quarantine\":{\"cap\":\"tokens\",\"released\":false}}",
+                                       0, NULL);
         json_auto_t *released = json_loads("{\"status\":\"exited\",\"state\":\"exited\","
-                                           "\"quarantine\":{\"cap\":\"tokens\",\"released\":true}}", 0, NULL);
+                                           "\"quarantine\":{\"cap\":\"tokens\",\"released\":true}}",
+                                           0, NULL);
         json_auto_t *old = json_loads("{\"status\":\"exited\"}", 0, NULL);
         json_auto_t *live = json_loads("{\"state\":\"frozen\"}", 0, NULL);
 
@@ -266,21 +269,21 @@ Test(runs, state_of_prefers_live_then_quarantine)
 
 Test(runs, event_lines_for_logs)
 {
-        json_auto_t *ev = json_loads(
-                "{\"seq\":12,\"ts\":\"2026-11-23T22:38:56.227036336Z\",\"run\":\"2f38d89ce8e6\","
-                "\"type\":\"net.connect\",\"bytes\":512,\"host\":\"api.example.com\",\"port\":443,"
-                "\"allowed\":false,\"why\":\"not in the allowlist\",\"digest\":\"ff\"}",
-                0, NULL);
+        json_auto_t *ev = json_loads("{\"seq\":12,\"ts\":\"2026-11-23T22:38:56.227036336Z\",\"run\":\"2f38d89ce8e6\","
+                                     "\"type\":\"net.connect\",\"bytes\":512,\"host\":\"api.example.com\",\"port\":443,"
+                                     "\"allowed\":false,\"why\":\"not in the allowlist\",\"digest\":\"ff\"}",
+                                     0, NULL);
         char *line = NULL;
         cr_assert_eq(aj_event_format(ev, &line), 0);
         cr_assert_str_eq(line, "2026-11-23 22:38:56.227    12 net.connect        allowed=false host=api.example.com "
                                "port=443 bytes=512 why=\"not in the allowlist\"");
         free(line);
 
-        json_auto_t *ex = json_loads("{\"seq\":2,\"ts\":\"2026-11-23T22:38:56.229368071Z\",\"run\":\"x\","
-                                     "\"type\":\"run.exit\",\"status\":0,\"code\":0,\"signal\":null,\"reason\":\"exited\","
-                                     "\"command\":[\"sh\",\"-c\",\"echo hi\"]}",
-                                     0, NULL);
+        json_auto_t *ex =
+                json_loads("{\"seq\":2,\"ts\":\"2026-11-23T22:38:56.229368071Z\",\"run\":\"x\","
+                           "\"type\":\"run.exit\",\"status\":0,\"code\":0,\"signal\":null,\"reason\":\"exited\","
+                           "\"command\":[\"sh\",\"-c\",\"echo hi\"]}",
+                           0, NULL);
         cr_assert_eq(aj_event_format(ex, &line), 0);
         cr_assert_str_eq(line, "2026-11-23 22:38:56.229     2 run.exit           reason=exited status=0 code=0 "
                                "signal=null command=[\"sh\",\"-c\",\"echo hi\"]");
@@ -333,8 +336,9 @@ Test(runs, events_tail_append_and_offline_release)
                  "\"status\":\"exited\",\"state\":\"quarantined\",\"supervisor_pid\":1,"
                  "\"quarantine\":{\"since\":\"2026-01-01T00:00:01Z\",\"cap\":\"tokens\",\"released\":false},"
                  "\"events\":{\"count\":3,\"last_sha256\":\"" AJ_EVENTS_GENESIS "\",\"end\":\"run.exit\"}");
-        write_events("aaaa00000001", "{\"seq\":1,\"type\":\"run.start\"}\nnot json\n{\"seq\":2,\"type\":\"cap.breach\"}\n"
-                                     "{\"seq\":3,\"type\":\"quarantine\"}\n");
+        write_events("aaaa00000001",
+                     "{\"seq\":1,\"type\":\"run.start\"}\nnot json\n{\"seq\":2,\"type\":\"cap.breach\"}\n"
+                     "{\"seq\":3,\"type\":\"quarantine\"}\n");
         char path[300];
         snprintf(path, sizeof(path), "%s/runs/aaaa00000001/events.jsonl", paths.state_root);
         json_auto_t *tail = NULL;
@@ -452,8 +456,9 @@ static char *sh_words(const char *dir, const char *line)
  * alert script), pass the agent's call id as one word and run nothing of it. */
 Test(runs, approval_commands_quote_the_call_id)
 {
-        static const char *const ids[] = { "a-1", "x';touch${IFS}PWNED;'", "'", "a'b''c", "$(touch${IFS}PWNED)",
-                                           "`touch${IFS}PWNED`", "\\'\"", "\";touch${IFS}PWNED;\"" };
+        static const char *const ids[] = { "a-1",    "x';touch${IFS}PWNED;'", "'",
+                                           "a'b''c", "$(touch${IFS}PWNED)",   "`touch${IFS}PWNED`",
+                                           "\\'\"",  "\";touch${IFS}PWNED;\"" };
         const char *digest = "3f5c0000000000000000000000000000000000000000000000000000000000ab";
         char dir[] = "/tmp/aj-approval.XXXXXX";
         cr_assert_not_null(mkdtemp(dir));

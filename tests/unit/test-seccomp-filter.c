@@ -52,8 +52,7 @@ static void build_ok(const AjSeccompSpec *spec, AjBpfProgram *ret)
 
 static bool program_eq(const AjBpfProgram *a, const AjBpfProgram *b)
 {
-        return a->len == b->len &&
-               memcmp(a->filter, b->filter, a->len * sizeof(struct sock_filter)) == 0;
+        return a->len == b->len && memcmp(a->filter, b->filter, a->len * sizeof(struct sock_filter)) == 0;
 }
 
 /* ---- compiled program ---- */
@@ -121,10 +120,14 @@ static const struct {
         { "allow", { "" }, NULL, "seccomp.allow: unknown syscall ''" },
         { "deny", { "" }, "weird", "seccomp.default: unknown base filter 'weird'" },
         /* io_uring does file operations out of the filter's sight: never allowed. */
-        { "allow", { "getcwd", "io_uring_setup" }, NULL,
+        { "allow",
+          { "getcwd", "io_uring_setup" },
+          NULL,
           "seccomp.allow: 'io_uring_setup' cannot be allowed: io_uring opens, creates and changes files in the "
           "kernel where no seccomp rule sees it (it would lift the setuid/setgid rule, and every argument check)" },
-        { "allow", { "io_uring_enter" }, NULL,
+        { "allow",
+          { "io_uring_enter" },
+          NULL,
           "seccomp.allow: 'io_uring_enter' cannot be allowed: io_uring opens, creates and changes files in the "
           "kernel where no seccomp rule sees it (it would lift the setuid/setgid rule, and every argument check)" },
 };
@@ -147,8 +150,7 @@ Test(seccomp_build, unknown_names_are_rejected_with_message)
                 int r = aj_seccomp_build(&spec, &p, &error);
                 cr_expect_eq(r, -EINVAL, "case %zu: %d", i, r);
                 cr_expect_str_eq(error.message ?: "(null)", bad_specs[i].message, "case %zu", i);
-                cr_expect(p.filter == (struct sock_filter *)0x1 && p.len == 7,
-                          "case %zu: ret written on failure", i);
+                cr_expect(p.filter == (struct sock_filter *)0x1 && p.len == 7, "case %zu: ret written on failure", i);
 
                 _cleanup_(aj_error_clear) AjError error2 = {};
                 r = aj_seccomp_build_cached(&spec, NULL, NULL, &p, &error2);
@@ -177,9 +179,15 @@ Test(seccomp_names, static_table)
                 int nr;
                 const char *name;
         } cases[] = {
-                { SYS_read, "read" },   { SYS_ptrace, "ptrace" }, { SYS_unshare, "unshare" },
-                { SYS_clone3, "clone3" }, { 452, "fchmodat2" }, { 462, "mseal" },
-                { -1, NULL },           { 400, NULL },            { 1000, NULL },
+                { SYS_read, "read" },
+                { SYS_ptrace, "ptrace" },
+                { SYS_unshare, "unshare" },
+                { SYS_clone3, "clone3" },
+                { 452, "fchmodat2" },
+                { 462, "mseal" },
+                { -1, NULL },
+                { 400, NULL },
+                { 1000, NULL },
                 { 0x40000000, NULL },
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -234,10 +242,7 @@ static long close_if_fd(long r)
 
 static long p_ptrace(void) { return syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0); }
 static long p_process_vm_readv(void) { return syscall(SYS_process_vm_readv, getpid(), NULL, 0, NULL, 0, 0); }
-static long p_process_vm_writev(void)
-{
-        return syscall(SYS_process_vm_writev, getpid(), NULL, 0, NULL, 0, 0);
-}
+static long p_process_vm_writev(void) { return syscall(SYS_process_vm_writev, getpid(), NULL, 0, NULL, 0, 0); }
 static long p_kcmp(void) { return syscall(SYS_kcmp, getpid(), getpid(), 0 /* KCMP_FILE */, 0, 0); }
 static long p_pidfd_getfd(void) { return syscall(SYS_pidfd_getfd, -1, 0, 0); }
 static long p_io_uring_setup(void) { return syscall(SYS_io_uring_setup, 0, NULL); }
@@ -276,10 +281,7 @@ static long p_tiocsti(void) { return syscall(SYS_ioctl, -1, (unsigned long)TIOCS
 static long p_tiocsti_high(void) { return syscall(SYS_ioctl, -1, TIOCSTI | (1UL << 32), NULL); }
 static long p_tioclinux(void) { return syscall(SYS_ioctl, -1, (unsigned long)TIOCLINUX, NULL); }
 /* Raw syscall(2), so the family reaches the filter with whatever upper bits we give it. */
-static long raw_socket(unsigned long family, int type)
-{
-        return close_if_fd(syscall(SYS_socket, family, type, 0));
-}
+static long raw_socket(unsigned long family, int type) { return close_if_fd(syscall(SYS_socket, family, type, 0)); }
 static long p_socket_packet(void) { return raw_socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC); }
 static long p_socket_netlink(void) { return raw_socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC); }
 static long p_socket_vsock(void) { return raw_socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC); }
@@ -495,8 +497,7 @@ static const Probe allowed_by_default[] = {
 
 /* Runs each probe in its own forked child (a probe may change the child, e.g. unshare), with
  * the program loaded when `prog` is set; returns the mismatches, one line each ("" if none). */
-static char *run_probes(const AjBpfProgram *prog, const Probe *probes, size_t n, Expect mode,
-                        bool control_only)
+static char *run_probes(const AjBpfProgram *prog, const Probe *probes, size_t n, Expect mode, bool control_only)
 {
         char *out = NULL;
         size_t out_len = 0;
@@ -511,8 +512,7 @@ static char *run_probes(const AjBpfProgram *prog, const Probe *probes, size_t n,
                 cr_assert_geq(pid, 0);
                 if (pid == 0) {
                         close(p[0]);
-                        if (prog && (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-                                     aj_seccomp_load(prog, false) != 0))
+                        if (prog && (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || aj_seccomp_load(prog, false) != 0))
                                 _exit(91);
                         errno = 0;
                         long r = probes[i].call();
@@ -532,9 +532,8 @@ static char *run_probes(const AjBpfProgram *prog, const Probe *probes, size_t n,
                 }
                 bool ok = mode == EXPECT_ERRNO ? got == probes[i].err : got != probes[i].err;
                 if (!ok)
-                        fprintf(f, "%s: errno %d (%s), want %s%d\n", probes[i].what, got,
-                                strerrorname_np(got) ?: "?", mode == EXPECT_ERRNO ? "" : "not ",
-                                probes[i].err);
+                        fprintf(f, "%s: errno %d (%s), want %s%d\n", probes[i].what, got, strerrorname_np(got) ?: "?",
+                                mode == EXPECT_ERRNO ? "" : "not ", probes[i].err);
         }
         fclose(f);
         return out;
@@ -551,16 +550,15 @@ static void expect_probes(const AjSeccompSpec *spec, const Probe *probes, size_t
 
 Test(seccomp_live, default_denies)
 {
-        expect_probes(&(AjSeccompSpec){ .base = "default" }, denied_by_default,
-                      ARRAY_SIZE(denied_by_default));
+        expect_probes(&(AjSeccompSpec){ .base = "default" }, denied_by_default, ARRAY_SIZE(denied_by_default));
 }
 
 Test(seccomp_live, control_without_filter_is_not_eperm)
 {
         if (geteuid() != 0)
                 cr_skip_test("the control run needs root, where the kernel itself permits these");
-        _cleanup_free_ char *report =
-                run_probes(NULL, denied_by_default, ARRAY_SIZE(denied_by_default), EXPECT_NOT, true);
+        _cleanup_free_ char *report = run_probes(NULL, denied_by_default, ARRAY_SIZE(denied_by_default), EXPECT_NOT,
+                                                 true);
         cr_assert_str_empty(report, "without the filter:\n%s", report);
 }
 
@@ -742,7 +740,10 @@ static long s_fchmodat2_0700(void)
         return r < 0 && errno == ENOSYS ? 0 : r;
 }
 /* Without O_CREAT the kernel ignores the mode, so junk there is harmless and allowed. */
-static long s_open_rdonly_junk_mode(void) { return close_if_fd(syscall(SYS_open, suid_file, O_RDONLY | O_CLOEXEC, 06777)); }
+static long s_open_rdonly_junk_mode(void)
+{
+        return close_if_fd(syscall(SYS_open, suid_file, O_RDONLY | O_CLOEXEC, 06777));
+}
 static long s_openat_creat_0644(void)
 {
         return close_if_fd(syscall(SYS_openat, AT_FDCWD, suid_path("plain"), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
@@ -795,8 +796,8 @@ Test(seccomp_suid, ordinary_modes_still_work, .init = suid_setup, .fini = suid_t
 
 Test(seccomp_suid, allow_list_does_not_lift_the_mode_rule, .init = suid_setup, .fini = suid_teardown)
 {
-        char *allow[] = { "chmod", "fchmod", "fchmodat", "fchmodat2", "open", "openat", "creat", "mkdir", "mkdirat",
-                          "mknod", "mknodat", NULL };
+        char *allow[] = { "chmod", "fchmod", "fchmodat", "fchmodat2", "open",    "openat",
+                          "creat", "mkdir",  "mkdirat",  "mknod",     "mknodat", NULL };
         expect_probes(&(AjSeccompSpec){ .allow = allow }, suid_denied, ARRAY_SIZE(suid_denied) - 1);
 }
 
@@ -822,8 +823,7 @@ static int send_fd(int sock, int fd)
                 struct cmsghdr align;
                 char buf[CMSG_SPACE(sizeof(int))];
         } u = {};
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                              .msg_controllen = sizeof(u.buf) };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
         struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
@@ -840,8 +840,7 @@ static int recv_fd(int sock)
                 struct cmsghdr align;
                 char buf[CMSG_SPACE(sizeof(int))];
         } u = {};
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                              .msg_controllen = sizeof(u.buf) };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
         if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
                 return -1;
         struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
@@ -1412,8 +1411,7 @@ Test(seccomp_denials, socket_families_and_ioctl_requests_are_keys)
         cr_expect(note(log, SYS_socket, AF_PACKET, 3, t, NULL));
         cr_expect(note(log, SYS_socket, AF_NETLINK, 3, t, NULL));
         /* The kernel looks at the low 32 bits only, and so do the keys. */
-        cr_expect_not(note(log, SYS_socket, AF_PACKET | 1ULL << 40, 1, t,
-                                         NULL));
+        cr_expect_not(note(log, SYS_socket, AF_PACKET | 1ULL << 40, 1, t, NULL));
         cr_expect(note(log, SYS_ioctl, 0, TIOCSTI, t, NULL));
         cr_expect(note(log, SYS_ioctl, 1, TIOCLINUX, t, NULL));
         cr_expect_not(note(log, SYS_ioctl, 2, TIOCSTI, t, NULL));
@@ -1536,4 +1534,3 @@ Test(hmac_sha256, rfc4231_vectors)
                 cr_expect_not(aj_digest_eq(got, want), "vector %zu, one bit off", i);
         }
 }
-

@@ -21,8 +21,8 @@ static int fake_emit(void *userdata, const char *type, json_t *fields)
 static void fake_breach(void *userdata, const AjBreach *b)
 {
         (void)userdata;
-        json_array_append_new(breaches, json_pack("{s:s, s:f, s:f}", "cap", b->cap, "limit", b->limit, "value",
-                                                  b->value));
+        json_array_append_new(breaches,
+                              json_pack("{s:s, s:f, s:f}", "cap", b->cap, "limit", b->limit, "value", b->value));
 }
 
 static const AjHooks hooks = { .emit = fake_emit, .breach = fake_breach };
@@ -61,7 +61,9 @@ static void teardown(Fixture *f)
 static void request(Fixture *f, AjGatewayCall *call, const AjGatewayProvider *pr, const char *path, const char *body,
                     AjGatewayVerdict *v)
 {
-        *call = (AjGatewayCall){ .id = 1, .provider = pr, .method = *body ? "POST" : "GET", .path = path, .started_ns = 1 };
+        *call = (AjGatewayCall){
+                .id = 1, .provider = pr, .method = *body ? "POST" : "GET", .path = path, .started_ns = 1
+        };
         *v = (AjGatewayVerdict){};
         AjGatewayRequest req = { .body = body, .body_len = strlen(body) };
         f->obs.on_request(f->obs.userdata, call, &req, v);
@@ -79,14 +81,16 @@ static json_t *last_event(const char *type)
 {
         json_t *found = NULL, *e;
         size_t i;
-        json_array_foreach(events, i, e) if (strcmp(json_string_value(json_object_get(e, "type")), type) == 0) found = e;
+        json_array_foreach (events, i, e)
+                if (strcmp(json_string_value(json_object_get(e, "type")), type) == 0)
+                        found = e;
         return found;
 }
 
 #define MSG "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"
-#define REPLY                                                                                                   \
-        "{\"id\":\"m\",\"type\":\"message\",\"model\":\"claude-test\",\"content\":[{\"type\":\"tool_use\","      \
-        "\"id\":\"t\",\"name\":\"get_weather\",\"input\":{}}],\"stop_reason\":\"tool_use\",\"usage\":"           \
+#define REPLY                                                                                               \
+        "{\"id\":\"m\",\"type\":\"message\",\"model\":\"claude-test\",\"content\":[{\"type\":\"tool_use\"," \
+        "\"id\":\"t\",\"name\":\"get_weather\",\"input\":{}}],\"stop_reason\":\"tool_use\",\"usage\":"      \
         "{\"input_tokens\":25,\"output_tokens\":7,\"cache_read_input_tokens\":3}}"
 
 Test(supervisor_llm, reserve_then_settle_to_measured)

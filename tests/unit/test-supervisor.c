@@ -23,16 +23,13 @@
 #define SEC 1000000000ull
 
 static uint64_t fake_now;
-static uint64_t fake_clock(void)
-{
-        return fake_now;
-}
+static uint64_t fake_clock(void) { return fake_now; }
 
 /* ---- the fake chain ---- */
 
 typedef struct {
-        json_t *events;      /* [{"type": ..., fields...}] */
-        bool full;           /* emit_agent refuses (-EFBIG) */
+        json_t *events; /* [{"type": ..., fields...}] */
+        bool full;      /* emit_agent refuses (-EFBIG) */
         bool in_batch, batch_refused;
         uint64_t bytes, agent_limit;
 } FakeChain;
@@ -72,20 +69,11 @@ static int chain_batch_end(void *userdata)
         return c->batch_refused ? -EFBIG : 0;
 }
 
-static uint64_t chain_bytes(void *userdata)
-{
-        return ((FakeChain *)userdata)->bytes;
-}
+static uint64_t chain_bytes(void *userdata) { return ((FakeChain *)userdata)->bytes; }
 
-static uint64_t chain_wanted(void *userdata)
-{
-        return ((FakeChain *)userdata)->bytes + 100;
-}
+static uint64_t chain_wanted(void *userdata) { return ((FakeChain *)userdata)->bytes + 100; }
 
-static void chain_set_agent_limit(void *userdata, uint64_t limit)
-{
-        ((FakeChain *)userdata)->agent_limit = limit;
-}
+static void chain_set_agent_limit(void *userdata, uint64_t limit) { ((FakeChain *)userdata)->agent_limit = limit; }
 
 static json_t *chain_tail(void *userdata, size_t n)
 {
@@ -94,9 +82,14 @@ static json_t *chain_tail(void *userdata, size_t n)
 }
 
 static const AjSupSinkOps chain_ops = {
-        .emit = chain_emit, .emit_agent = chain_emit_agent, .batch_begin = chain_batch_begin,
-        .batch_end = chain_batch_end, .bytes = chain_bytes, .wanted = chain_wanted,
-        .set_agent_limit = chain_set_agent_limit, .tail = chain_tail,
+        .emit = chain_emit,
+        .emit_agent = chain_emit_agent,
+        .batch_begin = chain_batch_begin,
+        .batch_end = chain_batch_end,
+        .bytes = chain_bytes,
+        .wanted = chain_wanted,
+        .set_agent_limit = chain_set_agent_limit,
+        .tail = chain_tail,
 };
 
 /* How many events of this type. */
@@ -158,15 +151,9 @@ static int jail_kill(void *u)
         return 0;
 }
 
-static void frozen_changed(void *u, bool frozen)
-{
-        aj_sup_wall_set_frozen(&((FakeRun *)u)->wall, frozen);
-}
+static void frozen_changed(void *u, bool frozen) { aj_sup_wall_set_frozen(&((FakeRun *)u)->wall, frozen); }
 
-static void changed(void *u)
-{
-        ((FakeRun *)u)->changes++;
-}
+static void changed(void *u) { ((FakeRun *)u)->changes++; }
 
 static json_t *usage(void *u)
 {
@@ -189,14 +176,17 @@ static void alert(void *u, const char *kind, const char *input)
                 snprintf(f->alerts[f->n_alerts++], sizeof(f->alerts[0]), "%s", kind);
 }
 
-static void approval(void *u, json_t *call)
-{
-        (void)u, (void)call;
-}
+static void approval(void *u, json_t *call) { (void)u, (void)call; }
 
 static const AjSupBreachOps breach_ops = {
-        .freeze = jail_freeze, .thaw = jail_thaw, .kill = jail_kill, .frozen_changed = frozen_changed,
-        .changed = changed, .usage = usage, .write_incident = write_incident, .alert = alert,
+        .freeze = jail_freeze,
+        .thaw = jail_thaw,
+        .kill = jail_kill,
+        .frozen_changed = frozen_changed,
+        .changed = changed,
+        .usage = usage,
+        .write_incident = write_incident,
+        .alert = alert,
         .approval = approval,
 };
 
@@ -209,15 +199,9 @@ static void wall_signal(void *u, int sig)
                 f->sigkills++;
 }
 
-static void wall_kill(void *u)
-{
-        ((FakeRun *)u)->cgroup_kills++;
-}
+static void wall_kill(void *u) { ((FakeRun *)u)->cgroup_kills++; }
 
-static void wall_breach(void *u, const AjBreach *b)
-{
-        aj_sup_breach_handle(&((FakeRun *)u)->breach, b);
-}
+static void wall_breach(void *u, const AjBreach *b) { aj_sup_breach_handle(&((FakeRun *)u)->breach, b); }
 
 static const AjSupWallOps wall_ops = { .signal = wall_signal, .kill = wall_kill, .breach = wall_breach };
 
@@ -235,8 +219,11 @@ static FakeRun *fake_run(const FakeConfig *c)
         aj_loop_set_clock(f->loop, fake_clock);
         f->chain.events = json_array();
         f->sink = (AjSupSink){ .ops = &chain_ops, .userdata = &f->chain };
-        AjSupBreachConfig bc = { .id = "0123456789ab", .name = "test", .has_cgroup = true,
-                                 .kill_on_breach = c->kill_on_breach, .log_cap = c->log_cap ? c->log_cap : 1 << 20,
+        AjSupBreachConfig bc = { .id = "0123456789ab",
+                                 .name = "test",
+                                 .has_cgroup = true,
+                                 .kill_on_breach = c->kill_on_breach,
+                                 .log_cap = c->log_cap ? c->log_cap : 1 << 20,
                                  .egress_limit = c->egress_limit };
         aj_sup_breach_init(&f->breach, &bc, &breach_ops, f, &f->sink);
         aj_sup_wall_init(&f->wall, f->loop, c->wall_ns, c->grace_ns, c->cap_ns, &wall_ops, f, &f->sink);
@@ -527,8 +514,9 @@ Test(supervisor, alert_killed_at_its_timeout)
 
         FakeRun *f = fake_run(&(FakeConfig){ 0 });
         char *argv[] = { "/bin/sleep", "30", NULL };
-        AjSupAlertConfig ac = { .argv = argv, .timeout_ns = 5 * SEC, .run_dir = dir, .id = "0123456789ab",
-                                .name = "test" };
+        AjSupAlertConfig ac = {
+                .argv = argv, .timeout_ns = 5 * SEC, .run_dir = dir, .id = "0123456789ab", .name = "test"
+        };
         AjSupAlert a = AJ_SUP_ALERT_INIT;
         aj_sup_alert_init(&a, f->loop, &ac, &f->sink);
         aj_sup_alert_start(&a, "breach", "incident.json");

@@ -26,10 +26,7 @@ static void open_pty(int *ret_master, int *ret_slave, bool raw)
         *ret_slave = s;
 }
 
-static void make_pipe(int p[2])
-{
-        cr_assert(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
-}
+static void make_pipe(int p[2]) { cr_assert(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0); }
 
 typedef struct {
         char data[1 << 20];

@@ -20,9 +20,9 @@ Test(path, join)
         static const struct {
                 const char *a, *b, *want;
         } cases[] = {
-                { "/x", "y", "/x/y" },         { "/x/", "y", "/x/y" },      { "/x", "/y", "/x/y" },
-                { "/x/", "//y/z", "/x/y/z" },  { "/x", "", "/x" },          { "", "y", "/y" },
-                { "/", "y", "/y" },            { "/x", "../y", "/x/../y" }, { "rel", "a/b", "rel/a/b" },
+                { "/x", "y", "/x/y" },        { "/x/", "y", "/x/y" },      { "/x", "/y", "/x/y" },
+                { "/x/", "//y/z", "/x/y/z" }, { "/x", "", "/x" },          { "", "y", "/y" },
+                { "/", "y", "/y" },           { "/x", "../y", "/x/../y" }, { "rel", "a/b", "rel/a/b" },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 char *got = aj_path_join(cases[i].a, cases[i].b);
@@ -135,8 +135,8 @@ Test(open_under, symlinks_resolve_inside_the_root, .init = under_setup, .fini = 
 {
         /* A symlink to "/", an absolute symlink and a "../" chain all land on the root's own
          * etc/passwd, never the host's. */
-        static const char *const paths[] = { "to-root/etc/passwd", "abs", "sub/up/passwd", "rel/passwd",
-                                             "/etc/passwd", "etc/passwd" };
+        static const char *const paths[] = { "to-root/etc/passwd", "abs",         "sub/up/passwd",
+                                             "rel/passwd",         "/etc/passwd", "etc/passwd" };
         for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
                 char buf[64];
                 int r = under_read(paths[i], AJ_UNDER_FOLLOW, buf, sizeof(buf));
@@ -219,11 +219,20 @@ Test(ratelimit, burst_and_refill)
                 bool allowed;
                 uint64_t suppressed;
         } steps[] = {
-                { 0, true, 0 },     { 0, true, 0 },     { 0, true, 0 },  { 0, false, 1 },
-                { 500, false, 2 },  { 1000, true, 2 },  { 1000, false, 3 },
-                { 1999, false, 4 }, { 2000, true, 4 },
+                { 0, true, 0 },
+                { 0, true, 0 },
+                { 0, true, 0 },
+                { 0, false, 1 },
+                { 500, false, 2 },
+                { 1000, true, 2 },
+                { 1000, false, 3 },
+                { 1999, false, 4 },
+                { 2000, true, 4 },
                 /* A long pause refills to the burst, not beyond. */
-                { 60000, true, 4 }, { 60000, true, 4 }, { 60000, true, 4 }, { 60000, false, 5 },
+                { 60000, true, 4 },
+                { 60000, true, 4 },
+                { 60000, true, 4 },
+                { 60000, false, 5 },
                 /* A timestamp from the past refills nothing. */
                 { 30000, false, 6 },
         };
@@ -279,7 +288,11 @@ Test(ratelimit, work_budget_debt)
 Test(format, append_printable)
 {
         char buf[80] = "key ";
-        cr_expect_str_eq(aj_append_printable(buf, sizeof(buf), "a\tb\x7f" "c", 64), "key a?b?c");
+        cr_expect_str_eq(aj_append_printable(buf, sizeof(buf),
+                                             "a\tb\x7f"
+                                             "c",
+                                             64),
+                         "key a?b?c");
         buf[0] = 0;
         char longer[100];
         memset(longer, 'x', sizeof(longer) - 1);

@@ -79,7 +79,7 @@ static void whiteout(const char *rel)
         const char *p = at(upper, rel);
         if (mknod(p, S_IFCHR | 0000, makedev(0, 0)) < 0)
                 cr_assert_fail("mknod(%s, S_IFCHR, 0/0) for a whiteout failed: %s (the unit tests need root)", p,
-                         strerror(errno));
+                               strerror(errno));
 }
 
 static void opaque(const char *rel)
@@ -87,7 +87,7 @@ static void opaque(const char *rel)
         const char *p = at(upper, rel);
         if (setxattr(p, "trusted.overlay.opaque", "y", 1, 0) < 0)
                 cr_assert_fail("setxattr(%s, trusted.overlay.opaque) failed: %s (the unit tests need root)", p,
-                         strerror(errno));
+                               strerror(errno));
 }
 
 static char *slurp(const char *base, const char *rel)
