@@ -5,7 +5,8 @@
  * cache_creation_input_tokens) and a first output count; each message_delta
  * carries the CUMULATIVE usage so far (output_tokens, and newer API versions
  * repeat the input counts): every value replaces the last, none is added. A
- * content_block_start of type tool_use is a tool call; message_stop ends the
+ * content_block_start of type tool_use is a tool call, its arguments the
+ * input_json_delta fragments up to its content_block_stop; message_stop ends the
  * message; an error event fails it. A whole body is the final message.
  */
 #include <stdlib.h>
@@ -36,20 +37,37 @@ static void take_usage(AjLlmCall *c, json_t *usage)
         u->input_tokens = c->uncached_input + u->cache_read_tokens + u->cache_creation_tokens;
 }
 
-static void content_block(AjLlmCall *c, json_t *block)
+/* A content block at `index`: a tool_use block is a tool call, its input the arguments
+ * (streamed: {} at the start, then input_json_delta fragments until content_block_stop). */
+static void content_block(AjLlmCall *c, json_t *block, uint32_t index)
 {
         const char *type = json_string_value(json_object_get(block, "type"));
         /* Server tools (server_tool_use: web search, code execution) run at the
          * provider, not in the jail: not counted as the agent's tool calls. */
-        if (type && streq(type, "tool_use"))
-                aj_llm_tool_call(c, json_string_value(json_object_get(block, "name")));
+        if (!type || !streq(type, "tool_use") ||
+            aj_llm_tool_call(c, json_string_value(json_object_get(block, "name")), index) < 0)
+                return;
+        json_t *input = json_object_get(block, "input");
+        if (input)
+                aj_llm_tool_args_json(c, index, input);
 }
+
+static uint32_t block_index(json_t *root) { return (uint32_t)json_integer_value(json_object_get(root, "index")); }
 
 static void delta(AjLlmCall *c, json_t *d)
 {
         aj_llm_output_bytes(c, d, "text");
         aj_llm_output_bytes(c, d, "partial_json");
         aj_llm_output_bytes(c, d, "thinking");
+}
+
+static void stream_delta(AjLlmCall *c, json_t *root)
+{
+        json_t *d = json_object_get(root, "delta");
+        json_t *frag = json_object_get(d, "partial_json");
+        delta(c, d);
+        if (json_is_string(frag))
+                aj_llm_tool_args_fragment(c, block_index(root), json_string_value(frag), json_string_length(frag));
 }
 
 void aj_llm_anthropic_event(AjLlmCall *c, const char *type, json_t *root)
@@ -60,9 +78,11 @@ void aj_llm_anthropic_event(AjLlmCall *c, const char *type, json_t *root)
                 aj_llm_set_name(&u->response_model, json_string_value(json_object_get(m, "model")));
                 take_usage(c, json_object_get(m, "usage"));
         } else if (streq(type, "content_block_start"))
-                content_block(c, json_object_get(root, "content_block"));
+                content_block(c, json_object_get(root, "content_block"), block_index(root));
         else if (streq(type, "content_block_delta"))
-                delta(c, json_object_get(root, "delta"));
+                stream_delta(c, root);
+        else if (streq(type, "content_block_stop"))
+                aj_llm_tool_args_end(c, block_index(root));
         else if (streq(type, "message_delta")) {
                 aj_llm_set_name(&u->stop_reason,
                                 json_string_value(json_object_get(json_object_get(root, "delta"), "stop_reason")));
@@ -75,7 +95,7 @@ void aj_llm_anthropic_event(AjLlmCall *c, const char *type, json_t *root)
                         u->outcome = AJ_LLM_COMPLETE;
         } else if (streq(type, "error"))
                 aj_llm_error_object(c, json_object_get(root, "error"));
-        /* ping, content_block_stop, and event types added later: nothing to meter. */
+        /* ping and event types added later: nothing to meter. */
 }
 
 void aj_llm_anthropic_body(AjLlmCall *c, json_t *root)
@@ -93,7 +113,8 @@ void aj_llm_anthropic_body(AjLlmCall *c, json_t *root)
         size_t i;
         json_t *block;
         json_array_foreach (json_object_get(root, "content"), i, block) {
-                content_block(c, block);
+                content_block(c, block, (uint32_t)i);
+                aj_llm_tool_args_end(c, (uint32_t)i);
                 delta(c, block);
                 if (json_is_object(block) && json_object_get(block, "input")) {
                         char *args = json_dumps(json_object_get(block, "input"), JSON_COMPACT | JSON_ENCODE_ANY);

@@ -1,11 +1,22 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Shared by usage.c and the per-API readers (usage-anthropic.c, usage-openai.c). */
+/* Shared by usage.c, usage-tools.c and the per-API readers (usage-anthropic.c, usage-openai.c). */
 #pragma once
 
 #include <jansson.h>
 
 #include "gateway/sse.h"
 #include "gateway/usage.h"
+
+/* One tool call's arguments: fragments until the call ends, then its digest. */
+typedef struct {
+        uint32_t key;
+        char *buf; /* the fragments kept */
+        size_t len, cap;
+        uint64_t seen;  /* fragment bytes seen, kept or not */
+        bool have_json; /* json_sha256 is the digest of the arguments the call started with */
+        bool done;      /* u->tool_args_sha256 is set */
+        char json_sha256[AJ_SHA256_HEX_SIZE];
+} AjLlmToolArgs;
 
 struct AjLlmCall {
         AjLlmApi api;
@@ -16,17 +27,32 @@ struct AjLlmCall {
         bool strip_usage; /* drop the chat usage-only chunk */
         char *body;       /* a whole response, until its end */
         size_t body_len, body_cap;
-        /* Chat streams name a tool call in its first chunk only, usually: (choice << 16 | index)
-         * of the calls counted, so a provider repeating the name is not counted twice. */
-        uint32_t chat_slots[AJ_LLM_MAX_TOOL_CALLS];
-        size_t n_chat_slots;
+        /* The kept tool calls' arguments as they are read (usage-tools.c); a call is found
+         * by its key in the response: Anthropic's content block index, Chat's (choice << 16
+         * | index) (a stream names a call in its first chunk only, usually, so a provider
+         * repeating the name is not counted twice), Responses' output_index. */
+        AjLlmToolArgs tool_args[AJ_LLM_MAX_TOOL_CALLS];
+        uint64_t tool_args_kept; /* fragment bytes kept, all calls: at most AJ_LLM_MAX_TOOL_ARGS */
         uint64_t uncached_input; /* Anthropic reports input without the cache reads and writes */
 };
 
 /* Replaces *dst with at most AJ_LLM_MAX_NAME bytes of s (cut at a UTF-8 boundary); NULL s: no change. */
 void aj_llm_set_name(char **dst, const char *s);
-/* A tool call the model asked for. */
-void aj_llm_tool_call(AjLlmCall *c, const char *name);
+/* A tool call the model asked for, `key` naming it within the response: its place in
+ * u->tool_calls, or -1 when not kept (too many, no name, no memory). */
+int aj_llm_tool_call(AjLlmCall *c, const char *name, uint32_t key);
+/* The kept call `key`: its place, or -1. */
+int aj_llm_tool_find(const AjLlmCall *c, uint32_t key);
+/* A fragment of the arguments of call `key` (JSON text, streamed). */
+void aj_llm_tool_args_fragment(AjLlmCall *c, uint32_t key, const char *frag, size_t len);
+/* The whole arguments of call `key` as JSON text: the call's digest, whatever came before. */
+void aj_llm_tool_args_text(AjLlmCall *c, uint32_t key, const char *text, size_t len);
+/* The arguments as a JSON value (Anthropic's input): the digest, unless fragments follow. */
+void aj_llm_tool_args_json(AjLlmCall *c, uint32_t key, json_t *args);
+/* Call `key` has ended: its digest from what was read. */
+void aj_llm_tool_args_end(AjLlmCall *c, uint32_t key);
+/* The response has ended: every call not digested yet is, from what was read. */
+void aj_llm_tool_args_finish(AjLlmCall *c);
 /* The provider reported an error: the first is kept, the call FAILED. */
 void aj_llm_provider_error(AjLlmCall *c, const char *type, const char *message);
 /* An error object: {"type", "message"} (Anthropic) or {"code"|"type", "message"} (OpenAI). */

@@ -7,7 +7,8 @@
  * (aj_llm_openai_chat_add_usage()). Tool calls are choices[].(delta|message).tool_calls.
  * Responses: the response object that response.completed, response.incomplete
  * and response.failed carry (or the whole body) holds the usage; function_call
- * output items are tool calls.
+ * output items are tool calls. A tool call's arguments go to usage-tools.c, whole
+ * or in fragments.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -35,21 +36,32 @@ static void chat_usage(AjLlmCall *c, json_t *usage)
                 u->reasoning_tokens = v;
 }
 
-/* A streamed tool call: counted once per (choice, index), when its name is seen. */
+static uint32_t chat_key(json_int_t choice, json_int_t index)
+{
+        return (uint32_t)(choice & 0xffff) << 16 | (uint32_t)(index & 0xffff);
+}
+
+/* A streamed tool call: counted once per (choice, index), when its name is seen; its
+ * arguments are the fragments of function.arguments, digested at the response's end. */
 static void chat_stream_tool(AjLlmCall *c, json_int_t choice, json_t *tc)
 {
-        json_t *idx = json_object_get(tc, "index");
-        const char *name = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
-        aj_llm_output_bytes(c, json_object_get(tc, "function"), "arguments");
-        if (!name)
-                return;
-        uint32_t slot = (uint32_t)(choice & 0xffff) << 16 | (uint32_t)(json_integer_value(idx) & 0xffff);
-        for (size_t i = 0; i < c->n_chat_slots; i++)
-                if (c->chat_slots[i] == slot)
-                        return;
-        if (c->n_chat_slots < AJ_LLM_MAX_TOOL_CALLS)
-                c->chat_slots[c->n_chat_slots++] = slot;
-        aj_llm_tool_call(c, name);
+        json_t *fn = json_object_get(tc, "function"), *args = json_object_get(fn, "arguments");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        uint32_t key = chat_key(choice, json_integer_value(json_object_get(tc, "index")));
+        aj_llm_output_bytes(c, fn, "arguments");
+        if (name && aj_llm_tool_find(c, key) < 0)
+                (void)aj_llm_tool_call(c, name, key);
+        if (json_is_string(args))
+                aj_llm_tool_args_fragment(c, key, json_string_value(args), json_string_length(args));
+}
+
+/* A whole tool call: function.arguments is a string of JSON. */
+static void chat_tool(AjLlmCall *c, json_int_t choice, size_t i, json_t *tc)
+{
+        json_t *fn = json_object_get(tc, "function"), *args = json_object_get(fn, "arguments");
+        uint32_t key = chat_key(choice, (json_int_t)i);
+        if (aj_llm_tool_call(c, json_string_value(json_object_get(fn, "name")), key) >= 0 && json_is_string(args))
+                aj_llm_tool_args_text(c, key, json_string_value(args), json_string_length(args));
 }
 
 static void chat_choice(AjLlmCall *c, json_t *choice, bool stream)
@@ -64,8 +76,7 @@ static void chat_choice(AjLlmCall *c, json_t *choice, bool stream)
                 if (stream)
                         chat_stream_tool(c, index, tc);
                 else
-                        aj_llm_tool_call(c,
-                                         json_string_value(json_object_get(json_object_get(tc, "function"), "name")));
+                        chat_tool(c, index, i, tc);
         }
         const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
         if (finish && !c->u.stop_reason)
@@ -101,12 +112,29 @@ void aj_llm_chat_body(AjLlmCall *c, json_t *root)
 
 /* ---- Responses ---- */
 
-static void output_item(AjLlmCall *c, json_t *item)
+static bool is_tool_item(const char *type)
+{
+        /* Built-in tools (web_search_call, file_search_call, ...) run at the provider. */
+        return type && (streq(type, "function_call") || streq(type, "custom_tool_call"));
+}
+
+/* A tool call item's whole arguments: function_call's arguments (JSON text), or
+ * custom_tool_call's input (free text). */
+static void item_args(AjLlmCall *c, json_t *item, uint32_t key)
 {
         const char *type = json_string_value(json_object_get(item, "type"));
-        /* Built-in tools (web_search_call, file_search_call, ...) run at the provider. */
-        if (type && (streq(type, "function_call") || streq(type, "custom_tool_call")))
-                aj_llm_tool_call(c, json_string_value(json_object_get(item, "name")));
+        if (!is_tool_item(type))
+                return;
+        json_t *args = json_object_get(item, streq(type, "function_call") ? "arguments" : "input");
+        if (json_is_string(args))
+                aj_llm_tool_args_text(c, key, json_string_value(args), json_string_length(args));
+}
+
+/* An output item at `key` (its output_index): a tool call is counted. */
+static void output_item(AjLlmCall *c, json_t *item, uint32_t key)
+{
+        if (is_tool_item(json_string_value(json_object_get(item, "type"))))
+                (void)aj_llm_tool_call(c, json_string_value(json_object_get(item, "name")), key);
 }
 
 static void responses_usage(AjLlmCall *c, json_t *usage)
@@ -156,6 +184,41 @@ static void final_response(AjLlmCall *c, json_t *resp)
         }
 }
 
+static uint32_t output_index(json_t *root)
+{
+        return (uint32_t)json_integer_value(json_object_get(root, "output_index"));
+}
+
+/* The items of a final response: the arguments of calls no ".done" event gave. */
+static void final_items(AjLlmCall *c, json_t *resp)
+{
+        json_t *item;
+        size_t i;
+        json_array_foreach (json_object_get(resp, "output"), i, item)
+                item_args(c, item, (uint32_t)i);
+}
+
+/* Argument events: fragments (".delta"), then the whole (".done"). */
+static bool args_event(AjLlmCall *c, const char *type, json_t *root)
+{
+        json_t *v;
+        if (streq(type, "response.function_call_arguments.delta") ||
+            streq(type, "response.custom_tool_call_input.delta")) {
+                aj_llm_output_bytes(c, root, "delta");
+                if (json_is_string(v = json_object_get(root, "delta")))
+                        aj_llm_tool_args_fragment(c, output_index(root), json_string_value(v), json_string_length(v));
+        } else if (streq(type, "response.function_call_arguments.done") ||
+                   streq(type, "response.custom_tool_call_input.done")) {
+                v = json_object_get(root, streq(type, "response.function_call_arguments.done") ? "arguments" : "input");
+                if (json_is_string(v))
+                        aj_llm_tool_args_text(c, output_index(root), json_string_value(v), json_string_length(v));
+        } else if (streq(type, "response.output_item.done"))
+                item_args(c, json_object_get(root, "item"), output_index(root));
+        else
+                return false;
+        return true;
+}
+
 void aj_llm_responses_event(AjLlmCall *c, const char *type, json_t *root)
 {
         if (streq(type, "response.created") || streq(type, "response.in_progress")) {
@@ -163,15 +226,17 @@ void aj_llm_responses_event(AjLlmCall *c, const char *type, json_t *root)
                         aj_llm_set_name(&c->u.response_model,
                                         json_string_value(json_object_get(json_object_get(root, "response"), "model")));
         } else if (streq(type, "response.output_item.added"))
-                output_item(c, json_object_get(root, "item"));
-        else if (streq(type, "response.output_text.delta") || streq(type, "response.function_call_arguments.delta") ||
-                 streq(type, "response.refusal.delta") || streq(type, "response.reasoning_summary_text.delta") ||
-                 streq(type, "response.custom_tool_call_input.delta"))
+                output_item(c, json_object_get(root, "item"), output_index(root));
+        else if (args_event(c, type, root))
+                return;
+        else if (streq(type, "response.output_text.delta") || streq(type, "response.refusal.delta") ||
+                 streq(type, "response.reasoning_summary_text.delta"))
                 aj_llm_output_bytes(c, root, "delta");
         else if (streq(type, "response.completed") || streq(type, "response.incomplete") ||
-                 streq(type, "response.failed"))
+                 streq(type, "response.failed")) {
+                final_items(c, json_object_get(root, "response"));
                 final_response(c, json_object_get(root, "response"));
-        else if (streq(type, "error"))
+        } else if (streq(type, "error"))
                 aj_llm_error_object(c, root);
 }
 
@@ -180,7 +245,8 @@ void aj_llm_responses_body(AjLlmCall *c, json_t *root)
         json_t *item;
         size_t i;
         json_array_foreach (json_object_get(root, "output"), i, item)
-                output_item(c, item);
+                output_item(c, item, (uint32_t)i);
+        final_items(c, root);
         final_response(c, root);
 }
 

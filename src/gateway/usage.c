@@ -81,8 +81,10 @@ void aj_llm_call_free(AjLlmCall *c)
         free(u->model);
         free(u->response_model);
         free(u->stop_reason);
-        for (size_t i = 0; i < u->n_tool_calls; i++)
+        for (size_t i = 0; i < u->n_tool_calls; i++) {
                 free(u->tool_calls[i]);
+                free(c->tool_args[i].buf);
+        }
         free(u->error);
         free(u->parse_error);
         aj_sse_free(c->sse);
@@ -117,17 +119,6 @@ void aj_llm_set_name(char **dst, const char *s)
                 return; /* out of memory: the old value stays */
         free(*dst);
         *dst = n;
-}
-
-void aj_llm_tool_call(AjLlmCall *c, const char *name)
-{
-        AjLlmUsage *u = &c->u;
-        u->tool_calls_total++;
-        if (u->n_tool_calls >= AJ_LLM_MAX_TOOL_CALLS || !name)
-                return;
-        char *n = bounded_copy(name, AJ_LLM_MAX_NAME);
-        if (n)
-                u->tool_calls[u->n_tool_calls++] = n;
 }
 
 void aj_llm_provider_error(AjLlmCall *c, const char *type, const char *message)
@@ -395,6 +386,7 @@ void aj_llm_call_response_end(AjLlmCall *c)
 {
         if (!c->streaming)
                 body_end(c);
+        aj_llm_tool_args_finish(c);
         free(c->body);
         c->body = NULL;
         c->body_len = c->body_cap = 0;
@@ -438,14 +430,18 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
         const AjLlmUsage *u = &c->u;
         AjLlmCharge ch;
         aj_llm_call_charge(c, &ch);
-        json_t *tools = json_array(), *finish = json_array();
-        for (size_t i = 0; tools && i < u->n_tool_calls; i++)
-                if (json_array_append_new(tools, json_string(u->tool_calls[i])) < 0)
+        json_t *tools = json_array(), *finish = json_array(), *args = json_array();
+        for (size_t i = 0; tools && args && i < u->n_tool_calls; i++)
+                if (json_array_append_new(tools, json_string(u->tool_calls[i])) < 0 ||
+                    json_array_append_new(args,
+                                          c->tool_args[i].done ? json_string(u->tool_args_sha256[i]) : json_null()) < 0)
                         goto fail;
+        if (!args)
+                goto fail;
         if (!finish || (u->stop_reason && json_array_append_new(finish, json_string(u->stop_reason)) < 0))
                 goto fail;
         json_t *o = json_pack("{s:s, s:i, s:s, s:b, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:I, s:o, "
-                              "s:o}",
+                              "s:o, s:o}",
                               "api", aj_llm_api_name(c->api), "status", u->status, "outcome",
                               aj_llm_outcome_name(u->outcome), "stream", u->stream, AJ_BROKER_F_MODEL,
                               string_or_null(u->model), "gen_ai.response.model", string_or_null(u->response_model),
@@ -455,11 +451,12 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
                               "cache_creation_1h_tokens", (json_int_t)ch.cache_creation_1h, "reasoning_tokens",
                               (json_int_t)u->reasoning_tokens, "estimated", ch.estimated,
                               "gen_ai.response.finish_reasons", finish, "tool_calls", tools, "tool_calls_total",
-                              (json_int_t)u->tool_calls_total, "error", string_or_null(u->error), "parse_error",
-                              string_or_null(u->parse_error));
+                              (json_int_t)u->tool_calls_total, "tool_arguments_sha256", args, "error",
+                              string_or_null(u->error), "parse_error", string_or_null(u->parse_error));
         return o;
 fail:
         json_decref(tools);
         json_decref(finish);
+        json_decref(args);
         return NULL;
 }

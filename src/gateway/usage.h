@@ -3,8 +3,8 @@
  * What one model call used, read from the provider's own response: an AjLlmCall
  * is fed the request body, then the response (a Server-Sent Events stream or a
  * whole JSON body, in chunks of any size), and gives the model, the input, output,
- * cache and reasoning tokens, the stop reason, the tool calls the model asked for,
- * and whether the response completed, was cut or failed. Pure: no syscalls, no
+ * cache and reasoning tokens, the stop reason, the tool calls the model asked for
+ * (names and a digest of their arguments), and whether the response completed, was cut or failed. Pure: no syscalls, no
  * logging; a response it cannot read is recorded (parse_error), never fatal.
  *
  * Where each number comes from (docs/gateway.md has the full table):
@@ -24,6 +24,7 @@
 
 #include "gateway/sse.h"
 #include "util/macros.h"
+#include "util/sha256.h"
 
 typedef enum {
         AJ_LLM_API_ANTHROPIC_MESSAGES,     /* POST /v1/messages */
@@ -41,14 +42,15 @@ typedef enum {
         AJ_LLM_FAILED,     /* an error status, an error event, or response.failed */
 } AjLlmOutcome;
 
-#define AJ_LLM_MAX_TOOL_CALLS 128      /* names kept per call; more are counted, not kept */
-#define AJ_LLM_MAX_NAME 256            /* bytes of a model, tool name or stop reason kept */
-#define AJ_LLM_MAX_ERROR 512           /* bytes of an error message kept */
-#define AJ_LLM_MAX_BODY (8u << 20)     /* a whole (not streamed) response body */
-#define AJ_LLM_MAX_REQUEST (32u << 20) /* a request body the gateway reads */
-#define AJ_LLM_MAX_EVENT (4u << 20)    /* one SSE event (response.completed repeats the whole output) */
-#define AJ_LLM_BLOB_TOKENS 1600        /* the prompt estimate of an image or document (base64 data) */
-#define AJ_LLM_BYTES_PER_TOKEN 3       /* estimates: fewer bytes a token than usual, so not under-charged */
+#define AJ_LLM_MAX_TOOL_CALLS 128         /* names kept per call; more are counted, not kept */
+#define AJ_LLM_MAX_TOOL_ARGS (256u << 10) /* bytes of streamed tool arguments kept per call */
+#define AJ_LLM_MAX_NAME 256               /* bytes of a model, tool name or stop reason kept */
+#define AJ_LLM_MAX_ERROR 512              /* bytes of an error message kept */
+#define AJ_LLM_MAX_BODY (8u << 20)        /* a whole (not streamed) response body */
+#define AJ_LLM_MAX_REQUEST (32u << 20)    /* a request body the gateway reads */
+#define AJ_LLM_MAX_EVENT (4u << 20)       /* one SSE event (response.completed repeats the whole output) */
+#define AJ_LLM_BLOB_TOKENS 1600           /* the prompt estimate of an image or document (base64 data) */
+#define AJ_LLM_BYTES_PER_TOKEN 3          /* estimates: fewer bytes a token than usual, so not under-charged */
 
 typedef struct {
         /* From the request. */
@@ -72,6 +74,9 @@ typedef struct {
         uint64_t output_bytes;   /* generated text and tool arguments seen in a stream */
         char *stop_reason;
         char *tool_calls[AJ_LLM_MAX_TOOL_CALLS];
+        /* Each kept call's arguments_sha256, as the broker computes it (aj_meter_args_digest()
+         * of the parsed arguments), once the response has ended: docs/gateway.md. */
+        char tool_args_sha256[AJ_LLM_MAX_TOOL_CALLS][AJ_SHA256_HEX_SIZE];
         size_t n_tool_calls;       /* names kept */
         uint64_t tool_calls_total; /* asked for, kept or not */
         AjLlmOutcome outcome;

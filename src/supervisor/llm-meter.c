@@ -380,19 +380,16 @@ static void filter(void *userdata, AjGatewayCall *call, const char *buf, size_t 
         cs->pending_len = 0;
 }
 
-/* The model's tool calls count as the agent's (tool_calls, the rate, repeats). */
+/* The model's tool calls count as the agent's (tool_calls, the rate, repeats), each keyed
+ * as the broker keys a tool call: its name and the digest of its canonical arguments, so a
+ * model asking for the same call again and again breaches repeat_limit. */
 static void count_tool_calls(AjSupLlmCall *cs, AjGatewayCall *call)
 {
         const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
         for (size_t i = 0; i < u->n_tool_calls; i++) {
-                /* The arguments are not read: a call is keyed by the model call and its place. */
-                char key[64], hex[AJ_SHA256_HEX_SIZE];
-                uint8_t d[AJ_SHA256_SIZE];
-                int n = snprintf(key, sizeof(key), "llm:%llu:%zu", (unsigned long long)call->id, i);
-                aj_sha256(key, (size_t)n, d);
                 AjMeterReservation res;
                 AjMeterDecision dec;
-                if (aj_meter_reserve_tool(cs->l->meter, u->tool_calls[i], aj_sha256_hex(d, hex), aj_now_monotonic_ns(),
+                if (aj_meter_reserve_tool(cs->l->meter, u->tool_calls[i], u->tool_args_sha256[i], aj_now_monotonic_ns(),
                                           &res, &dec) < 0)
                         continue;
                 aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);

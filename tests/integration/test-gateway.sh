@@ -9,7 +9,8 @@
 # the run before the request that would cross it is forwarded (the provider never sees
 # it); the key is nowhere in the jail (environment, /proc, files); a direct CONNECT to the
 # provider's host through the egress proxy gets 403; "record": "full" keeps bodies with
-# the key redacted; a missing key fails the run before it starts.
+# the key redacted; a missing key fails the run before it starts; a model asking for the same
+# tool call again and again breaches repeat_limit, keyed as the broker keys its calls.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -203,6 +204,21 @@ run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic 
 like "$(events_of llm.response | head -1)" '"tool_calls":\["get_weather"\]' "the model's tool call is recorded"
 like "$(events_of cap.breach)" '"cap":"tool_calls"' "the second model tool call crosses tool_calls=1: a breach"
 is "$JAIL_RC" 123 "... and the run is killed (on_breach kill)"
+
+# --- a model repeating a tool call: get_weather {"city": "Paris"} from three APIs, streamed
+# or whole, written differently, is one key for the repeat detector, the broker's too
+run_jail -p "$PK" --cap repeat_limit=2 -- /bin/sh -c 'python3 client.py anthropic stream tool-call;
+        python3 client.py openai-chat "" tool-call; python3 client.py openai-responses stream tool-call'
+is "$(events_of llm.response | jq -r '.tool_arguments_sha256[0]' | sort -u | wc -l)" 1 \
+        "the same call from three APIs has one arguments digest"
+is "$(events_of llm.response | jq -r '.tool_arguments_sha256[0]' | head -1)" \
+        "$(printf '%s' '{"city":"Paris"}' | sha256sum | cut -d' ' -f1)" "... the sha256 of the canonical arguments"
+like "$(events_of cap.breach)" '"cap":"repeat_limit"' "the third identical model tool call crosses repeat_limit=2"
+is "$JAIL_RC" 123 "... and the run is killed"
+run_jail -p "$PK" --cap repeat_limit=2 -- /bin/sh -c 'python3 client.py anthropic "" tool-call;
+        python3 client.py openai-chat stream tool-call; agentjail meter tool get_weather --args "{\"city\": \"Paris\"}"'
+like "$(events_of tool.verdict)" '"verdict":"breach"' "two model calls then the same call through the broker: a repeat"
+like "$(events_of cap.breach)" '"cap":"repeat_limit"' "... a repeat_limit breach"
 
 # --- "record": "full": bodies kept, the key redacted
 PF=$(write_profile gwfull '{"extends": "default", '"$PRICES"', "llm": {'"$PROVIDERS"', "record": "full"}}')

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gateway/usage.h"
+#include "meter.h"
 
 static char *read_fixture(const char *name, size_t *ret_len)
 {
@@ -46,7 +47,7 @@ static void summary(const AjLlmCall *c, char *out, size_t size)
                          (unsigned long long)ch.output, (unsigned long long)ch.cache_read,
                          (unsigned long long)ch.cache_creation, ch.estimated, (unsigned long long)u->tool_calls_total);
         for (size_t i = 0; i < u->n_tool_calls && n > 0 && (size_t)n < size; i++)
-                n += snprintf(out + n, size - (size_t)n, "%s,", u->tool_calls[i]);
+                n += snprintf(out + n, size - (size_t)n, "%s@%s,", u->tool_calls[i], u->tool_args_sha256[i]);
 }
 
 /* Feeds `in` cut at `cut` (len: whole), or one byte at a time when bytewise. */
@@ -125,6 +126,27 @@ static AjLlmCall *fixture(const Setup *s, const char *name)
 
 static const AjLlmUsage *U(const AjLlmCall *c) { return aj_llm_call_usage(c); }
 
+/* Tool call i is `name` with the arguments `args` (JSON text): the digest the broker
+ * computes for a tool call with those arguments. */
+static void expect_tool(const AjLlmCall *c, size_t i, const char *name, const char *args)
+{
+        char want[AJ_SHA256_HEX_SIZE];
+        json_t *v = json_loads(args, JSON_DECODE_ANY, NULL);
+        cr_assert_not_null(v, "%s", args);
+        cr_assert_eq(aj_meter_args_digest(v, want), 0);
+        json_decref(v);
+        cr_assert_lt(i, U(c)->n_tool_calls);
+        cr_expect_str_eq(U(c)->tool_calls[i], name);
+        cr_expect_str_eq(U(c)->tool_args_sha256[i], want, "%s %s", name, args);
+}
+
+static void sha256_hex(const void *data, size_t len, char out[AJ_SHA256_HEX_SIZE])
+{
+        uint8_t d[AJ_SHA256_SIZE];
+        aj_sha256(data, len, d);
+        aj_sha256_hex(d, out);
+}
+
 Test(gateway_usage, anthropic_stream)
 {
         Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, ANTHROPIC_REQ };
@@ -158,6 +180,9 @@ Test(gateway_usage, anthropic_tool_use_stream)
         cr_expect_str_eq(U(c)->tool_calls[0], "get_weather");
         cr_expect_str_eq(U(c)->tool_calls[1], "get_time");
         cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        /* The input_json_delta fragments, joined and parsed at content_block_stop. */
+        expect_tool(c, 0, "get_weather", "{\"unit\": \"fahrenheit\", \"location\": \"San Francisco, CA\"}");
+        expect_tool(c, 1, "get_time", "{\"timezone\":\"America/Los_Angeles\"}");
         aj_llm_call_free(c);
 }
 
@@ -223,6 +248,7 @@ Test(gateway_usage, anthropic_whole_body)
         cr_assert_eq(U(c)->n_tool_calls, 1);
         cr_expect_str_eq(U(c)->tool_calls[0], "get_weather");
         cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        expect_tool(c, 0, "get_weather", "{\"location\": \"San Francisco, CA\"}");
         aj_llm_call_free(c);
 }
 
@@ -269,6 +295,9 @@ Test(gateway_usage, openai_chat_tool_calls_stream_counted_once_each)
         cr_assert_eq(U(c)->tool_calls_total, 2);
         cr_expect_str_eq(U(c)->tool_calls[0], "get_weather");
         cr_expect_str_eq(U(c)->tool_calls[1], "send_email");
+        /* Each call's function.arguments fragments, per index, parsed at the end. */
+        expect_tool(c, 0, "get_weather", "{\"location\":\"Paris, France\"}");
+        expect_tool(c, 1, "send_email", "{\"body\":\"Hi\",\"to\":\"bob@example.com\"}");
         cr_expect_eq(U(c)->output_tokens, 57);
         cr_expect_str_eq(U(c)->stop_reason, "tool_calls");
         aj_llm_call_free(c);
@@ -301,6 +330,7 @@ Test(gateway_usage, openai_chat_whole_body)
         cr_expect_eq(U(c)->reasoning_tokens, 192);
         cr_assert_eq(U(c)->n_tool_calls, 1);
         cr_expect_str_eq(U(c)->tool_calls[0], "run_tests");
+        expect_tool(c, 0, "run_tests", "{\"path\": \"tests/\"}");
         aj_llm_call_free(c);
 }
 
@@ -326,6 +356,8 @@ Test(gateway_usage, openai_responses_stream)
         cr_assert_eq(U(c)->tool_calls_total, 1, "added once, not again when done or completed");
         cr_expect_str_eq(U(c)->tool_calls[0], "read_file");
         cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        /* The canonical form, pinned: sha256 of {"path":"src/main.c"}. */
+        cr_expect_str_eq(U(c)->tool_args_sha256[0], "9ab3d36541dbacfe77809f4d829d3de07ab98a052f659b3d98ef7e0db3bda489");
         aj_llm_call_free(c);
 }
 
@@ -337,7 +369,133 @@ Test(gateway_usage, openai_responses_whole_body)
         cr_expect_eq(U(c)->output_tokens, 517);
         cr_expect_eq(U(c)->tool_calls_total, 1);
         cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
+        expect_tool(c, 0, "read_file", "{\"path\":\"src/main.c\"}");
         aj_llm_call_free(c);
+}
+
+Test(gateway_usage, responses_tool_arguments_split_across_deltas)
+{
+        Setup s = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "openai-responses-tools-stream.sse");
+        cr_assert_eq(U(c)->tool_calls_total, 2);
+        /* A delta ends inside an escape ("\\" then "\"hi..."): the fragments are joined as text. */
+        expect_tool(c, 0, "run_command", "{\"cwd\":\"/work\",\"cmd\":\"echo \\\"hi\\\"\"}");
+        expect_tool(c, 1, "read_file", "{\"lines\":[1,40],\"path\":\"src/main.c\"}");
+        cr_expect_eq(U(c)->output_tokens, 96);
+        aj_llm_call_free(c);
+}
+
+Test(gateway_usage, tool_arguments_of_a_cut_stream_are_digested_as_sent)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "anthropic-tool-use-cut.sse");
+        cr_expect_eq(U(c)->outcome, AJ_LLM_CUT);
+        cr_assert_eq(U(c)->n_tool_calls, 1);
+        /* Not JSON (cut): the digest of the bytes. */
+        const char *sent = "{\"command\": \"make test\", \"timeo";
+        char want[AJ_SHA256_HEX_SIZE];
+        sha256_hex(sent, strlen(sent), want);
+        cr_expect_str_eq(U(c)->tool_args_sha256[0], want);
+        aj_llm_call_free(c);
+}
+
+/* The same arguments however written, in any API, are one key; others are another. */
+Test(gateway_usage, same_call_same_digest_different_arguments_another)
+{
+        const char *chat =
+                "{\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"tool_calls\":["
+                "{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1,\\\"b\\\":[true,null]}\"}},"
+                "{\"function\":{\"name\":\"f\",\"arguments\":\" { \\\"b\\\" : [true, null], \\\"a\\\" : 1 }\"}},"
+                "{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":2,\\\"b\\\":[true,null]}\"}},"
+                "{\"function\":{\"name\":\"f\",\"arguments\":\"not json\"}},"
+                "{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1,\\\"a\\\":1}\"}}"
+                "]}}]}";
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, JSON, NULL };
+        AjLlmCall *c = parse_all_ways(&s, chat, strlen(chat));
+        cr_assert_eq(U(c)->n_tool_calls, 5);
+        expect_tool(c, 0, "f", "{\"b\":[true,null],\"a\":1}");
+        cr_expect_str_eq(U(c)->tool_args_sha256[1], U(c)->tool_args_sha256[0], "key order and spaces do not matter");
+        cr_expect_str_neq(U(c)->tool_args_sha256[2], U(c)->tool_args_sha256[0]);
+        char raw[AJ_SHA256_HEX_SIZE];
+        sha256_hex("not json", 8, raw);
+        cr_expect_str_eq(U(c)->tool_args_sha256[3], raw, "unparseable: the bytes");
+        sha256_hex("{\"a\":1,\"a\":1}", 13, raw);
+        cr_expect_str_eq(U(c)->tool_args_sha256[4], raw, "a repeated key: the bytes");
+
+        /* The same call from Anthropic (its input is an object) is the same key. */
+        const char *msg = "{\"model\":\"m\",\"content\":[{\"type\":\"tool_use\",\"name\":\"f\",\"input\":"
+                          "{\"b\":[true,null],\"a\":1}}],\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}";
+        Setup a = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, JSON, NULL };
+        AjLlmCall *c2 = parse_all_ways(&a, msg, strlen(msg));
+        cr_assert_eq(U(c2)->n_tool_calls, 1);
+        cr_expect_str_eq(U(c2)->tool_args_sha256[0], U(c)->tool_args_sha256[0]);
+        aj_llm_call_free(c2);
+        aj_llm_call_free(c);
+}
+
+/* An Anthropic stream of one tool call whose arguments are {"data":"xxx..."} with `n` x's. */
+static char *long_arguments_stream(size_t n, size_t *ret_len)
+{
+        size_t cap = n + 65536;
+        char *out = malloc(cap), *x = malloc(n + 1);
+        memset(x, 'x', n);
+        x[n] = '\0';
+        size_t len = (size_t)
+                snprintf(out, cap,
+                         "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+                         "\"content_block\":{\"type\":\"tool_use\",\"name\":\"w\",\"input\":{}}}\n\n"
+                         "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+                         "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"data\\\":\\\"\"}}\n\n");
+        for (size_t off = 0; off < n; off += 65536) {
+                size_t k = n - off < 65536 ? n - off : 65536;
+                len += (size_t)
+                        snprintf(out + len, cap - len,
+                                 "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+                                 "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"%.*s\"}}\n\n",
+                                 (int)k, x + off);
+        }
+        len += (size_t)snprintf(out + len, cap - len,
+                                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+                                "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"}\"}}\n\n"
+                                "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n");
+        free(x);
+        *ret_len = len;
+        return out;
+}
+
+Test(gateway_usage, tool_arguments_past_the_cap_are_digested_with_a_marker)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
+        size_t n = AJ_LLM_MAX_TOOL_ARGS + 1000, len;
+        char *in = long_arguments_stream(n, &len);
+        AjLlmCall *c = feed(&s, in, len, len / 3, false), *again = feed(&s, in, len, len / 2, false);
+        cr_assert_eq(U(c)->n_tool_calls, 1);
+        cr_expect_str_eq(U(again)->tool_args_sha256[0], U(c)->tool_args_sha256[0], "the same call, the same digest");
+        /* The first AJ_LLM_MAX_TOOL_ARGS bytes of {"data":"xxx...x"}, then the marker. */
+        size_t total = n + strlen("{\"data\":\"\"}");
+        char *kept = malloc(AJ_LLM_MAX_TOOL_ARGS + 80);
+        memcpy(kept, "{\"data\":\"", 9);
+        memset(kept + 9, 'x', AJ_LLM_MAX_TOOL_ARGS - 9);
+        int m = snprintf(kept + AJ_LLM_MAX_TOOL_ARGS, 80, "%cagentjail: cut at %u of %zu bytes", '\0',
+                         AJ_LLM_MAX_TOOL_ARGS, total);
+        char want[AJ_SHA256_HEX_SIZE];
+        sha256_hex(kept, AJ_LLM_MAX_TOOL_ARGS + (size_t)m, want);
+        cr_expect_str_eq(U(c)->tool_args_sha256[0], want);
+        free(kept);
+        aj_llm_call_free(c);
+        aj_llm_call_free(again);
+        free(in);
+
+        /* Under the cap the same stream is parsed: the broker's digest. */
+        in = long_arguments_stream(1000, &len);
+        c = feed(&s, in, len, len / 2, false);
+        char *args = malloc(1100);
+        snprintf(args, 1100, "{\"data\":\"%01000d\"}", 0);
+        memset(args + 9, 'x', 1000);
+        expect_tool(c, 0, "w", args);
+        free(args);
+        aj_llm_call_free(c);
+        free(in);
 }
 
 Test(gateway_usage, openai_responses_incomplete_and_failed)
@@ -543,7 +701,10 @@ Test(gateway_usage, call_as_event_fields)
                          "\"gen_ai.usage.cache_creation.input_tokens\":0,\"cache_creation_1h_tokens\":0,"
                          "\"reasoning_tokens\":0,\"estimated\":false,"
                          "\"gen_ai.response.finish_reasons\":[\"tool_use\"],\"tool_calls\":[\"get_weather\","
-                         "\"get_time\"],\"tool_calls_total\":2,\"error\":null,\"parse_error\":null}");
+                         "\"get_time\"],\"tool_calls_total\":2,\"tool_arguments_sha256\":["
+                         "\"e3bcc4c9ae4055cb6074141d47d10b1ad2f3d57d74c42e3f32611a0246b550d0\","
+                         "\"2334aca2d0fc6eb4b724fa9a7ca7718c69e47e85f7202e5cae29f51bea7947c1\"],"
+                         "\"error\":null,\"parse_error\":null}");
         free(text);
         json_decref(o);
         aj_llm_call_free(c);

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The gateway's metering observer (src/supervisor/llm-meter.c) driven directly, with a
  * real meter and fake hooks: reserve before forwarding, refuse and breach past a cap,
- * settle to the measured usage, cut a stream that crosses a cap, count tool calls. */
+ * settle to the measured usage, cut a stream that crosses a cap, count tool calls and
+ * their repeats (keyed as the broker keys them). */
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "supervisor/llm.h"
@@ -212,5 +215,80 @@ Test(supervisor_llm, unmetered_spend_refused_under_caps)
         request(&f, &call, &openai, "/v1/models", "", &v);
         cr_expect_eq(v.status, 0);
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_COMPLETED, 0); /* as the relay does for every call */
+        teardown(&f);
+}
+
+/* A reply asking for get_weather `n` times, with the arguments `input` (a JSON object). */
+static char *tool_reply(int n, const char *input)
+{
+        char *body = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&body, &size);
+        fputs("{\"id\":\"m\",\"type\":\"message\",\"model\":\"claude-test\",\"content\":[", f);
+        for (int i = 0; i < n; i++)
+                fprintf(f, "%s{\"type\":\"tool_use\",\"id\":\"t%d\",\"name\":\"get_weather\",\"input\":%s}",
+                        i ? "," : "", i, input);
+        fputs("],\"stop_reason\":\"tool_use\",\"usage\":{\"input_tokens\":5,\"output_tokens\":5}}", f);
+        fclose(f);
+        return body;
+}
+
+static void model_call(Fixture *f, int n, const char *input)
+{
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(f, &call, &anthropic, "/v1/messages", MSG, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        char *body = tool_reply(n, input);
+        respond(f, &call, "application/json", body, AJ_GATEWAY_COMPLETED);
+        free(body);
+}
+
+static const char *breach_cap(size_t i)
+{
+        return json_string_value(json_object_get(json_array_get(breaches, i), "cap"));
+}
+
+Test(supervisor_llm, model_repeating_a_tool_call_breaches_repeat_limit)
+{
+        Fixture f;
+        setup(&f, "repeat_limit=3");
+        /* The same call in one response, four times: the fourth is past the limit. */
+        model_call(&f, 3, "{\"city\":\"Paris\"}");
+        cr_expect_eq(json_array_size(breaches), 0, "three in a row are allowed");
+        model_call(&f, 1, "{ \"city\" : \"Paris\" }");
+        cr_assert_eq(json_array_size(breaches), 1, "the same arguments, however written, are a repeat");
+        cr_expect_str_eq(breach_cap(0), "repeat_limit");
+        cr_expect_eq(json_real_value(json_object_get(json_array_get(breaches, 0), "value")), 4);
+        teardown(&f);
+
+        /* Other arguments are another call: no repeat. */
+        setup(&f, "repeat_limit=3");
+        for (int i = 0; i < 4; i++) {
+                char input[64];
+                snprintf(input, sizeof(input), "{\"city\":\"Paris\",\"day\":%d}", i);
+                model_call(&f, 1, input);
+        }
+        cr_expect_eq(json_array_size(breaches), 0);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 4);
+        teardown(&f);
+}
+
+Test(supervisor_llm, model_and_broker_calls_share_the_repeat_key)
+{
+        Fixture f;
+        setup(&f, "repeat_limit=2");
+        model_call(&f, 2, "{\"city\":\"Paris\"}");
+        cr_expect_eq(json_array_size(breaches), 0);
+        /* The broker's key for the same call: the name and the canonical arguments' digest. */
+        json_t *args = json_pack("{s:s}", "city", "Paris");
+        char digest[AJ_SHA256_HEX_SIZE];
+        cr_assert_eq(aj_meter_args_digest(args, digest), 0);
+        json_decref(args);
+        AjMeterReservation res;
+        AjMeterDecision d;
+        cr_assert_eq(aj_meter_reserve_tool(f.meter, "get_weather", digest, 2, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH, "the third identical call, through the broker");
+        cr_expect_eq(d.cap, AJ_CAP_REPEAT_LIMIT);
         teardown(&f);
 }

@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The tool calls a model asks for: each kept call's name, and the sha256 of its
+ * arguments in the broker's canonical form (aj_meter_args_digest(): sorted keys,
+ * compact), so that the repeat detector sees a model asking for the same call
+ * again, whether it asks the gateway's provider or the broker. Arguments come
+ * whole (a body, a ".done" event) or as fragments of JSON text streamed per call
+ * (Anthropic input_json_delta, Chat tool_calls[].function.arguments, Responses
+ * function_call_arguments.delta), kept up to AJ_LLM_MAX_TOOL_ARGS bytes per
+ * model call. The digest:
+ *   - arguments that parse as JSON: the canonical digest, as the broker's;
+ *   - arguments that do not parse: sha256 of the bytes;
+ *   - fragments past the cap: sha256 of the bytes kept, then a marker naming how
+ *     many were kept of how many.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/usage-internal.h"
+#include "meter.h"
+
+int aj_llm_tool_call(AjLlmCall *c, const char *name, uint32_t key)
+{
+        AjLlmUsage *u = &c->u;
+        u->tool_calls_total++;
+        if (u->n_tool_calls >= AJ_LLM_MAX_TOOL_CALLS || !name)
+                return -1;
+        char *n = NULL;
+        aj_llm_set_name(&n, name);
+        if (!n)
+                return -1;
+        size_t i = u->n_tool_calls++;
+        u->tool_calls[i] = n;
+        c->tool_args[i] = (AjLlmToolArgs){ .key = key };
+        return (int)i;
+}
+
+int aj_llm_tool_find(const AjLlmCall *c, uint32_t key)
+{
+        for (size_t i = c->u.n_tool_calls; i > 0; i--)
+                if (c->tool_args[i - 1].key == key)
+                        return (int)(i - 1);
+        return -1;
+}
+
+/* The arguments not done yet of call `key`, and their place in *ret_i. */
+static AjLlmToolArgs *open_args(AjLlmCall *c, uint32_t key, size_t *ret_i)
+{
+        int i = aj_llm_tool_find(c, key);
+        if (i < 0 || c->tool_args[i].done)
+                return NULL;
+        *ret_i = (size_t)i;
+        return &c->tool_args[i];
+}
+
+static void digest_text(const char *text, size_t len, char out[AJ_SHA256_HEX_SIZE])
+{
+        if (!text)
+                text = "";
+        /* The broker refuses a request repeating a key: such arguments are digested as bytes. */
+        json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+        int r = v ? aj_meter_args_digest(v, out) : -1;
+        json_decref(v);
+        if (r == 0)
+                return;
+        uint8_t d[AJ_SHA256_SIZE];
+        aj_sha256(text, len, d);
+        aj_sha256_hex(d, out);
+}
+
+/* The fragments kept, then "\0agentjail: cut at KEPT of SEEN bytes". */
+static void digest_cut(const AjLlmToolArgs *a, char out[AJ_SHA256_HEX_SIZE])
+{
+        AjSha256 h;
+        char marker[80];
+        uint8_t d[AJ_SHA256_SIZE];
+        int n = snprintf(marker, sizeof(marker), "%cagentjail: cut at %zu of %llu bytes", '\0', a->len,
+                         (unsigned long long)a->seen);
+        aj_sha256_init(&h);
+        aj_sha256_update(&h, a->buf ? a->buf : "", a->len);
+        aj_sha256_update(&h, marker, (size_t)n);
+        aj_sha256_final(&h, d);
+        aj_sha256_hex(d, out);
+}
+
+static void close_args(AjLlmToolArgs *a)
+{
+        free(a->buf);
+        a->buf = NULL;
+        a->len = a->cap = 0;
+        a->done = true;
+}
+
+/* The digest of call i from what was read: the fragments, else the JSON it started with. */
+static void end_args(AjLlmCall *c, size_t i)
+{
+        AjLlmToolArgs *a = &c->tool_args[i];
+        char *out = c->u.tool_args_sha256[i];
+        if (a->seen > a->len)
+                digest_cut(a, out);
+        else if (a->seen > 0 || !a->have_json)
+                digest_text(a->buf, a->len, out);
+        else
+                memcpy(out, a->json_sha256, AJ_SHA256_HEX_SIZE);
+        close_args(a);
+}
+
+void aj_llm_tool_args_fragment(AjLlmCall *c, uint32_t key, const char *frag, size_t len)
+{
+        size_t i;
+        AjLlmToolArgs *a = open_args(c, key, &i);
+        if (!a || !frag || len == 0)
+                return;
+        a->seen += len;
+        size_t room = AJ_LLM_MAX_TOOL_ARGS - c->tool_args_kept, keep = len < room ? len : room;
+        if (keep == 0 || a->seen - len != a->len)
+                return; /* past the cap, or a part already missing: the rest is not kept either */
+        if (a->len + keep > a->cap) {
+                size_t cap = a->cap ? a->cap : 256;
+                while (cap < a->len + keep)
+                        cap *= 2;
+                char *b = realloc(a->buf, cap);
+                if (!b)
+                        return; /* not kept: the digest says the arguments were cut */
+                a->buf = b;
+                a->cap = cap;
+        }
+        memcpy(a->buf + a->len, frag, keep);
+        a->len += keep;
+        c->tool_args_kept += keep;
+}
+
+void aj_llm_tool_args_text(AjLlmCall *c, uint32_t key, const char *text, size_t len)
+{
+        size_t i;
+        AjLlmToolArgs *a = open_args(c, key, &i);
+        if (!a)
+                return;
+        digest_text(text, len, c->u.tool_args_sha256[i]);
+        close_args(a);
+}
+
+void aj_llm_tool_args_json(AjLlmCall *c, uint32_t key, json_t *args)
+{
+        size_t i;
+        AjLlmToolArgs *a = open_args(c, key, &i);
+        if (a && aj_meter_args_digest(args, a->json_sha256) == 0)
+                a->have_json = true;
+}
+
+void aj_llm_tool_args_end(AjLlmCall *c, uint32_t key)
+{
+        size_t i;
+        if (open_args(c, key, &i))
+                end_args(c, i);
+}
+
+void aj_llm_tool_args_finish(AjLlmCall *c)
+{
+        for (size_t i = 0; i < c->u.n_tool_calls; i++)
+                if (!c->tool_args[i].done)
+                        end_args(c, i);
+}
