@@ -17,14 +17,14 @@
 static int cmd_run(int argc, char **argv)
 {
         AjRunOptions o;
-        _cleanup_free_ char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_cli_parse_run(argc, argv, &o, &err);
         if (r == 1) {
                 fputs(aj_cli_run_help(), stdout);
                 return 0;
         }
         if (r < 0) {
-                aj_error("%s", err ? err : "invalid arguments");
+                aj_error("%s", aj_error_text(&err, r));
                 return AJ_EXIT_LAUNCHER;
         }
         if (o.verbose)

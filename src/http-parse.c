@@ -650,3 +650,43 @@ int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjH
                 response_body(ret, status, have_te ? (chunked ? 1 : 0) : -1, have_length ? length : UINT64_MAX);
         return 0;
 }
+
+const char *aj_http_reason_phrase(unsigned status)
+{
+        switch (status) {
+        case 400:
+                return "Bad Request";
+        case 401:
+                return "Unauthorized";
+        case 403:
+                return "Forbidden";
+        case 404:
+                return "Not Found";
+        case 408:
+                return "Request Timeout";
+        case 413:
+                return "Content Too Large";
+        case 414:
+                return "URI Too Long";
+        case 417:
+                return "Expectation Failed";
+        case 429:
+                return "Too Many Requests";
+        case 431:
+                return "Request Header Fields Too Large";
+        case 500:
+                return "Internal Server Error";
+        case 501:
+                return "Not Implemented";
+        case 502:
+                return "Bad Gateway";
+        case 503:
+                return "Service Unavailable";
+        case 504:
+                return "Gateway Timeout";
+        case 505:
+                return "HTTP Version Not Supported";
+        default:
+                return "Error";
+        }
+}

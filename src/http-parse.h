@@ -73,3 +73,7 @@ typedef struct {
  * -EAGAIN: need more; -EBADMSG: not an HTTP/1.x response head, or conflicting
  * Content-Length. */
 int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjHttpResponse *ret);
+
+/* The reason phrase of a status the proxy or the gateway answers with ("Bad Gateway");
+ * "Error" for one it does not know. */
+const char *aj_http_reason_phrase(unsigned status);

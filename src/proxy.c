@@ -138,31 +138,6 @@ static void sanitize(char *s)
                         *s = '?';
 }
 
-static const char *status_text(int s)
-{
-        switch (s) {
-        case 400:
-                return "Bad Request";
-        case 403:
-                return "Forbidden";
-        case 408:
-                return "Request Timeout";
-        case 414:
-                return "URI Too Long";
-        case 431:
-                return "Request Header Fields Too Large";
-        case 502:
-                return "Bad Gateway";
-        case 503:
-                return "Service Unavailable";
-        case 504:
-                return "Gateway Timeout";
-        default:
-                return "Error";
-        }
-}
-
-
 /* Answer with an error and close: an HTTP status or a SOCKS reply code. */
 void proxy_refuse(Conn *c, int http_status, uint8_t socks_rep, const char *reason_in)
 {
@@ -185,7 +160,8 @@ void proxy_refuse(Conn *c, int http_status, uint8_t socks_rep, const char *reaso
                 int k = asprintf(&text,
                                  "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                                  "X-Agentjail-Reason: %s\r\nContent-Length: %zu\r\n\r\nagentjail proxy: %s\n",
-                                 http_status, status_text(http_status), reason, strlen(reason) + 18, reason);
+                                 http_status, aj_http_reason_phrase((unsigned)http_status), reason, strlen(reason) + 18,
+                                 reason);
                 if (k < 0)
                         goto close_now;
                 aj_outbuf_take(&c->out, text, (size_t)k);

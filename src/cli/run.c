@@ -6,8 +6,9 @@
 #include <string.h>
 
 #include "cli/run.h"
-#include "util/strv.h"
+#include "util/error.h"
 #include "util/macros.h"
+#include "util/strv.h"
 
 static const char main_help[] =
         "Usage: agentjail COMMAND [OPTIONS]\n"
@@ -79,33 +80,25 @@ static const char run_help[] =
 const char *aj_cli_main_help(void) { return main_help; }
 const char *aj_cli_run_help(void) { return run_help; }
 
-int aj_cli_parse_bind(const char *arg, AjBind *ret, char **ret_error)
+int aj_cli_parse_bind(const char *arg, AjBind *ret, AjError *ret_error)
 {
-        if (!arg || !*arg) {
-                *ret_error = strdup("empty path");
-                return -EINVAL;
-        }
+        if (!arg || !*arg)
+                return aj_error_set(ret_error, -EINVAL, "empty path");
         const char *colon = strchr(arg, ':');
         _cleanup_free_ char *src = colon ? strndup(arg, (size_t)(colon - arg)) : strdup(arg);
         _cleanup_free_ char *dst = strdup(colon ? colon + 1 : arg);
         if (!src || !dst)
                 return -ENOMEM;
-        if (!*src || !*dst || (colon && strchr(colon + 1, ':'))) {
-                if (asprintf(ret_error, "'%s': expected PATH or SRC:DEST", arg) < 0)
-                        *ret_error = NULL;
-                return -EINVAL;
-        }
-        if (dst[0] != '/') {
-                if (asprintf(ret_error, "'%s': the destination inside the jail must be absolute", arg) < 0)
-                        *ret_error = NULL;
-                return -EINVAL;
-        }
+        if (!*src || !*dst || (colon && strchr(colon + 1, ':')))
+                return aj_error_set(ret_error, -EINVAL, "'%s': expected PATH or SRC:DEST", arg);
+        if (dst[0] != '/')
+                return aj_error_set(ret_error, -EINVAL, "'%s': the destination inside the jail must be absolute", arg);
         /* A relative source is relative to the current directory (resolved by the mount planner). */
         *ret = (AjBind){ .source = TAKE_PTR(src), .target = TAKE_PTR(dst), .optional = false };
         return 0;
 }
 
-static int bind_list_add(AjBindList *l, const char *arg, char **ret_error)
+static int bind_list_add(AjBindList *l, const char *arg, AjError *ret_error)
 {
         AjBind b;
         int r = aj_cli_parse_bind(arg, &b, ret_error);
@@ -146,119 +139,104 @@ void aj_cli_run_options_done(AjRunOptions *o)
 enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY, OPT_LLM };
 
 /* --cap, --allow-net, --llm: each may be given again, and each adds to its list. */
-static int add_repeated(AjRunOptions *o, int opt, const char *arg, char **ret_error)
+static int add_repeated(AjRunOptions *o, int opt, const char *arg, AjError *ret_error)
 {
-        if (opt == OPT_CAP && !strchr(arg, '=')) {
-                if (asprintf(ret_error, "--cap: '%s': expected KEY=VALUE, e.g. tokens=50000", arg) < 0)
-                        *ret_error = NULL;
-                return -EINVAL;
-        }
-        if (opt == OPT_ALLOW_NET && !*arg) {
-                *ret_error = strdup("--allow-net: empty entry");
-                return -EINVAL;
-        }
-        if (opt == OPT_LLM && !*arg) {
-                *ret_error = strdup("--llm: expected a provider name, e.g. --llm anthropic");
-                return -EINVAL;
-        }
+        if (opt == OPT_CAP && !strchr(arg, '='))
+                return aj_error_set(ret_error, -EINVAL, "--cap: '%s': expected KEY=VALUE, e.g. tokens=50000", arg);
+        if (opt == OPT_ALLOW_NET && !*arg)
+                return aj_error_set(ret_error, -EINVAL, "--allow-net: empty entry");
+        if (opt == OPT_LLM && !*arg)
+                return aj_error_set(ret_error, -EINVAL, "--llm: expected a provider name, e.g. --llm anthropic");
         char ***list = opt == OPT_CAP ? &o->caps : opt == OPT_ALLOW_NET ? &o->allow_net : &o->llm;
         return aj_strv_push(list, arg) < 0 ? -ENOMEM : 0;
 }
 
-int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, char **ret_error)
+/* --ro, --rw: PATH or SRC:DEST, each may be given again. */
+static int add_bind(AjRunOptions *o, int opt, const char *arg, AjError *ret_error)
 {
-        static const struct option opts[] = {
-                { "profile", required_argument, NULL, 'p' },
-                { "name", required_argument, NULL, 'n' },
-                { "ro", required_argument, NULL, OPT_RO },
-                { "rw", required_argument, NULL, OPT_RW },
-                { "json", no_argument, NULL, OPT_JSON },
-                { "cap", required_argument, NULL, OPT_CAP },
-                { "allow-net", required_argument, NULL, OPT_ALLOW_NET },
-                { "llm", required_argument, NULL, OPT_LLM },
-                { "tty", no_argument, NULL, 't' },
-                { "no-tty", no_argument, NULL, OPT_NO_TTY },
-                { "verbose", no_argument, NULL, 'v' },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
+        bool ro = opt == OPT_RO;
+        int r = bind_list_add(ro ? &o->extra_ro : &o->extra_rw, arg, ret_error);
+        if (r < 0 && r != -ENOMEM)
+                (void)aj_error_prefix(ret_error, "--%s", ro ? "ro" : "rw");
+        return r;
+}
+
+static const struct option run_options[] = {
+        { "profile", required_argument, NULL, 'p' },
+        { "name", required_argument, NULL, 'n' },
+        { "ro", required_argument, NULL, OPT_RO },
+        { "rw", required_argument, NULL, OPT_RW },
+        { "json", no_argument, NULL, OPT_JSON },
+        { "cap", required_argument, NULL, OPT_CAP },
+        { "allow-net", required_argument, NULL, OPT_ALLOW_NET },
+        { "llm", required_argument, NULL, OPT_LLM },
+        { "tty", no_argument, NULL, 't' },
+        { "no-tty", no_argument, NULL, OPT_NO_TTY },
+        { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        {},
+};
+
+/* One option c (as getopt_long returned it, with optarg and optind) into o: 0, 1 for --help,
+ * or -errno with ret_error set. */
+static int parse_option(AjRunOptions *o, int c, char **argv, AjError *ret_error)
+{
+        switch (c) {
+        case 'p':
+                o->profile = optarg;
+                return 0;
+        case 'n':
+                if (!*optarg || strlen(optarg) > 64 || strchr(optarg, '/'))
+                        return aj_error_set(ret_error, -EINVAL, "--name: '%s': use 1 to 64 characters and no '/'",
+                                            optarg);
+                o->name = optarg;
+                return 0;
+        case OPT_RO:
+        case OPT_RW:
+                return add_bind(o, c, optarg, ret_error);
+        case OPT_JSON:
+                o->json = true;
+                return 0;
+        case OPT_CAP:
+        case OPT_ALLOW_NET:
+        case OPT_LLM:
+                return add_repeated(o, c, optarg, ret_error);
+        case 't':
+        case OPT_NO_TTY:
+                o->tty = c == 't' ? AJ_TTY_ALWAYS : AJ_TTY_NEVER;
+                return 0;
+        case 'v':
+                o->verbose++;
+                return 0;
+        case 'h':
+                return 1;
+        case ':':
+                return aj_error_set(ret_error, -EINVAL, "option '%s' needs a value", argv[optind - 1]);
+        default:
+                return aj_error_set(ret_error, -EINVAL, "unknown option '%s' (see 'agentjail run --help')",
+                                    argv[optind - 1]);
+        }
+}
+
+int aj_cli_parse_run(int argc, char **argv, AjRunOptions *ret, AjError *ret_error)
+{
         AjRunOptions o = { 0 };
         int r = 0;
-        *ret_error = NULL;
 
         optind = 0; /* full re-initialisation of getopt for repeated calls (tests) */
         opterr = 0;
         int c;
         /* "+": stop at the first non-option, so the command's own options are left alone. */
-        while ((c = getopt_long(argc, argv, "+:p:n:tvh", opts, NULL)) != -1) {
-                switch (c) {
-                case 'p':
-                        o.profile = optarg;
-                        break;
-                case 'n':
-                        if (!*optarg || strlen(optarg) > 64 || strchr(optarg, '/')) {
-                                r = -EINVAL;
-                                if (asprintf(ret_error, "--name: '%s': use 1 to 64 characters and no '/'", optarg) < 0)
-                                        *ret_error = NULL;
-                                goto fail;
-                        }
-                        o.name = optarg;
-                        break;
-                case OPT_RO:
-                case OPT_RW:
-                        r = bind_list_add(c == OPT_RO ? &o.extra_ro : &o.extra_rw, optarg, ret_error);
-                        if (r < 0) {
-                                char *m = NULL;
-                                if (asprintf(&m, "--%s: %s", c == OPT_RO ? "ro" : "rw",
-                                             *ret_error ? *ret_error : "invalid") < 0)
-                                        m = NULL;
-                                free(*ret_error);
-                                *ret_error = m;
-                                goto fail;
-                        }
-                        break;
-                case OPT_JSON:
-                        o.json = true;
-                        break;
-                case OPT_CAP:
-                case OPT_ALLOW_NET:
-                case OPT_LLM:
-                        r = add_repeated(&o, c, optarg, ret_error);
-                        if (r < 0)
-                                goto fail;
-                        break;
-                case 't':
-                case OPT_NO_TTY:
-                        o.tty = c == 't' ? AJ_TTY_ALWAYS : AJ_TTY_NEVER;
-                        break;
-                case 'v':
-                        o.verbose++;
-                        break;
-                case 'h':
-                        aj_cli_run_options_done(&o);
-                        return 1;
-                case ':':
-                        r = -EINVAL;
-                        if (asprintf(ret_error, "option '%s' needs a value", argv[optind - 1]) < 0)
-                                *ret_error = NULL;
-                        goto fail;
-                default:
-                        r = -EINVAL;
-                        if (asprintf(ret_error, "unknown option '%s' (see 'agentjail run --help')", argv[optind - 1]) <
-                            0)
-                                *ret_error = NULL;
-                        goto fail;
-                }
-        }
-        if (optind >= argc) {
-                r = -EINVAL;
-                *ret_error = strdup("no command given (usage: agentjail run [OPTIONS] -- CMD [ARG...])");
-                goto fail;
+        while (r == 0 && (c = getopt_long(argc, argv, "+:p:n:tvh", run_options, NULL)) != -1)
+                r = parse_option(&o, c, argv, ret_error);
+        if (r == 0 && optind >= argc)
+                r = aj_error_set(ret_error, -EINVAL,
+                                 "no command given (usage: agentjail run [OPTIONS] -- CMD [ARG...])");
+        if (r != 0) {
+                aj_cli_run_options_done(&o);
+                return r;
         }
         o.argv = argv + optind;
         *ret = o;
         return 0;
-fail:
-        aj_cli_run_options_done(&o);
-        return r;
 }

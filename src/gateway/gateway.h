@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "gateway/http.h"
+#include "util/error.h"
 #include "util/macros.h"
 
 /* The jail-side port (in the jail's own network namespace, on 127.0.0.1). Make the
@@ -115,9 +116,10 @@ typedef struct {
 } AjGatewayObserver;
 
 /* Takes listen_fd (listening, O_NONBLOCK|O_CLOEXEC), also on failure. The providers are
- * copied; observer and opts may be NULL. On failure *ret_error (malloc'd) may say why. */
+ * copied; observer and opts may be NULL. On failure ret_error (may be NULL) may say why. */
 int aj_gateway_new(int listen_fd, const AjGatewayProvider *providers, size_t n_providers,
-                   const AjGatewayObserver *observer, const AjGatewayOptions *opts, AjGateway **ret, char **ret_error);
+                   const AjGatewayObserver *observer, const AjGatewayOptions *opts, AjGateway **ret,
+                   AjError *ret_error);
 int aj_gateway_fd(AjGateway *gw);
 int aj_gateway_dispatch(AjGateway *gw);
 /* Closes every connection; calls in flight end as FAILED. */

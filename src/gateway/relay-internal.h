@@ -56,8 +56,8 @@ typedef struct {
         bool have_addr; /* pre-resolved or a literal */
 } GwProvider;
 
-/* relay-provider.c: *ret_error (malloc'd) may say why it failed. */
-int gw_provider_init(GwProvider *p, const AjGatewayProvider *src, char **ret_error);
+/* relay-provider.c: ret_error (may be NULL) may say why it failed. */
+int gw_provider_init(GwProvider *p, const AjGatewayProvider *src, AjError *ret_error);
 void gw_provider_done(GwProvider *p);
 
 enum { C_HEAD, C_BODY, C_UPSTREAM, C_CLOSING };

@@ -194,7 +194,7 @@ void gw_provider_done(GwProvider *p)
         aj_gw_tls_ctx_free(p->tls_ctx);
 }
 
-int gw_provider_init(GwProvider *p, const AjGatewayProvider *src, char **ret_error)
+int gw_provider_init(GwProvider *p, const AjGatewayProvider *src, AjError *ret_error)
 {
         const char *why = NULL;
         if (!valid_name(src->name))
@@ -209,11 +209,8 @@ int gw_provider_init(GwProvider *p, const AjGatewayProvider *src, char **ret_err
                              src->prefix ? src->prefix : src->name) < 0)
                 return -ENOMEM;
         int r = why ? -EINVAL : parse_url(p, src->url, &why);
-        if (r < 0) {
-                if (why && asprintf(ret_error, "Provider '%s': %s", src->name ? src->name : "", why) < 0)
-                        *ret_error = NULL;
-                return r;
-        }
+        if (r < 0)
+                return why ? aj_error_set(ret_error, r, "Provider '%s': %s", src->name ? src->name : "", why) : r;
         size_t pl = strlen(p->pub.prefix);
         while (pl > 1 && p->pub.prefix[pl - 1] == '/')
                 ((char *)p->pub.prefix)[--pl] = 0;

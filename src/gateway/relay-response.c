@@ -10,47 +10,8 @@
 #include <string.h>
 
 #include "gateway/relay-internal.h"
+#include "http-parse.h"
 #include "util/clock.h"
-
-static const char *reason_phrase(unsigned status)
-{
-        switch (status) {
-        case 400:
-                return "Bad Request";
-        case 401:
-                return "Unauthorized";
-        case 403:
-                return "Forbidden";
-        case 404:
-                return "Not Found";
-        case 408:
-                return "Request Timeout";
-        case 413:
-                return "Content Too Large";
-        case 414:
-                return "URI Too Long";
-        case 417:
-                return "Expectation Failed";
-        case 429:
-                return "Too Many Requests";
-        case 431:
-                return "Request Header Fields Too Large";
-        case 500:
-                return "Internal Server Error";
-        case 501:
-                return "Not Implemented";
-        case 502:
-                return "Bad Gateway";
-        case 503:
-                return "Service Unavailable";
-        case 504:
-                return "Gateway Timeout";
-        case 505:
-                return "HTTP Version Not Supported";
-        default:
-                return "Error";
-        }
-}
 
 char *aj_gateway_error_body(AjGatewayApi api, const char *type, const char *code, const char *message)
 {
@@ -88,7 +49,8 @@ int gw_conn_error(GwConn *c, int api, unsigned status, const char *type, const c
         keep = keep && c->rq.keep_alive;
         int r = gw_buf_printf(&c->out, GW_OUT_MAX,
                               "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n%s",
-                              status, reason_phrase(status), strlen(body), keep ? "" : "Connection: close\r\n", body);
+                              status, aj_http_reason_phrase(status), strlen(body), keep ? "" : "Connection: close\r\n",
+                              body);
         if (r < 0)
                 return r;
         gw_conn_request_reset(c);

@@ -184,16 +184,14 @@ static int up_handshake(GwConn *c)
 {
         GwUpstream *u = &c->up;
         uint32_t ev = 0;
-        char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_gw_tls_handshake(u->ssl, &ev, &err);
         if (r == -EAGAIN)
                 return aj_loop_io_set_events(u->io, ev);
         if (r < 0) {
                 const GwProvider *p = provider_of(c);
-                r = gw_conn_upstream_failed(c, 502, "agentjail gateway: TLS with '%s' (port %u) failed: %s", p->host,
-                                            (unsigned)p->port, err ? err : "unknown error");
-                free(err);
-                return r;
+                return gw_conn_upstream_failed(c, 502, "agentjail gateway: TLS with '%s' (port %u) failed: %s", p->host,
+                                               (unsigned)p->port, err.message ? err.message : "unknown error");
         }
         u->state = U_SENDING;
         return up_send(c);

@@ -50,7 +50,7 @@ static void set_defaults(AjGatewayOptions *o)
                 o->response_timeout_ms = DEFAULT_RESPONSE_MS;
 }
 
-static int gateway_setup(AjGateway *gw, const AjGatewayProvider *providers, size_t n, char **ret_error)
+static int gateway_setup(AjGateway *gw, const AjGatewayProvider *providers, size_t n, AjError *ret_error)
 {
         gw->providers = calloc(n, sizeof(*gw->providers));
         if (!gw->providers)
@@ -74,9 +74,8 @@ static int gateway_setup(AjGateway *gw, const AjGatewayProvider *providers, size
 }
 
 int aj_gateway_new(int listen_fd, const AjGatewayProvider *providers, size_t n_providers,
-                   const AjGatewayObserver *observer, const AjGatewayOptions *opts, AjGateway **ret, char **ret_error)
+                   const AjGatewayObserver *observer, const AjGatewayOptions *opts, AjGateway **ret, AjError *ret_error)
 {
-        *ret_error = NULL;
         AjGateway *gw = calloc(1, sizeof(*gw));
         if (!gw) {
                 close(listen_fd);

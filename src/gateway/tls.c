@@ -120,33 +120,26 @@ static int tls_lib_load(void)
 #define SSL_write_ex TLS_CALL(SSL_write_ex)
 #define SSL_pending TLS_CALL(SSL_pending)
 
-static char *last_error(const char *what)
+/* Sets ret_error to "WHAT: " and OpenSSL's last error, and returns err. */
+static int last_error(AjError *ret_error, int err, const char *what)
 {
         char buf[256] = "unknown error";
         unsigned long e = ERR_peek_last_error();
         if (e)
                 ERR_error_string_n(e, buf, sizeof(buf));
         ERR_clear_error();
-        char *msg = NULL;
-        if (asprintf(&msg, "%s: %s", what, buf) < 0)
-                return NULL;
-        return msg;
+        return aj_error_set(ret_error, err, "%s: %s", what, buf);
 }
 
-int aj_gw_tls_ctx_new(const char *ca_file, SSL_CTX **ret, char **ret_error)
+int aj_gw_tls_ctx_new(const char *ca_file, SSL_CTX **ret, AjError *ret_error)
 {
         int r = tls_lib_load();
-        if (r < 0) {
-                if (asprintf(ret_error, "No TLS for the gateway: %s", tls_lib_error) < 0)
-                        *ret_error = NULL;
-                return r;
-        }
+        if (r < 0)
+                return aj_error_set(ret_error, r, "No TLS for the gateway: %s", tls_lib_error);
         ERR_clear_error();
         SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-        if (!ctx) {
-                *ret_error = last_error("Failed to create a TLS context");
-                return -ENOMEM;
-        }
+        if (!ctx)
+                return last_error(ret_error, -ENOMEM, "Failed to create a TLS context");
         SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -157,16 +150,16 @@ int aj_gw_tls_ctx_new(const char *ca_file, SSL_CTX **ret, char **ret_error)
         SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
         static const unsigned char alpn[] = "\x08http/1.1";
         if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0 || SSL_CTX_set_default_verify_paths(ctx) != 1) {
-                *ret_error = last_error("Failed to load the system's trust store");
+                r = last_error(ret_error, -EIO, "Failed to load the system's trust store");
                 SSL_CTX_free(ctx);
-                return -EIO;
+                return r;
         }
         if (ca_file && SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
                 char what[512];
                 snprintf(what, sizeof(what), "Failed to load the CA file '%s'", ca_file);
-                *ret_error = last_error(what);
+                r = last_error(ret_error, -EINVAL, what);
                 SSL_CTX_free(ctx);
-                return -EINVAL;
+                return r;
         }
         *ret = ctx;
         return 0;
@@ -224,7 +217,7 @@ static int want(SSL *ssl, int rc, uint32_t *ret_events)
         }
 }
 
-int aj_gw_tls_handshake(SSL *ssl, uint32_t *ret_events, char **ret_error)
+int aj_gw_tls_handshake(SSL *ssl, uint32_t *ret_events, AjError *ret_error)
 {
         ERR_clear_error();
         int rc = SSL_do_handshake(ssl);
@@ -234,15 +227,11 @@ int aj_gw_tls_handshake(SSL *ssl, uint32_t *ret_events, char **ret_error)
         if (r == -EAGAIN)
                 return r;
         long v = SSL_get_verify_result(ssl);
-        char *msg = NULL;
-        if (v != X509_V_OK) {
-                ERR_clear_error();
-                if (asprintf(&msg, "certificate verification failed: %s", X509_verify_cert_error_string(v)) < 0)
-                        msg = NULL;
-        } else
-                msg = last_error("TLS handshake failed");
-        *ret_error = msg;
-        return -EPROTO;
+        if (v == X509_V_OK)
+                return last_error(ret_error, -EPROTO, "TLS handshake failed");
+        ERR_clear_error();
+        return aj_error_set(ret_error, -EPROTO, "certificate verification failed: %s",
+                            X509_verify_cert_error_string(v));
 }
 
 ssize_t aj_gw_tls_read(SSL *ssl, void *buf, size_t n, uint32_t *ret_events)

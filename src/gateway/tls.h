@@ -11,11 +11,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util/error.h"
+
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
 
-/* ca_file may be NULL. On failure *ret_error is a malloc'd message. */
-int aj_gw_tls_ctx_new(const char *ca_file, SSL_CTX **ret, char **ret_error);
+/* ca_file may be NULL. On failure ret_error (may be NULL) says why. */
+int aj_gw_tls_ctx_new(const char *ca_file, SSL_CTX **ret, AjError *ret_error);
 void aj_gw_tls_ctx_free(SSL_CTX *ctx);
 
 /* A client session on a connected non-blocking socket, verifying `host` (a name or an
@@ -24,8 +26,8 @@ int aj_gw_tls_new(SSL_CTX *ctx, int fd, const char *host, SSL **ret);
 void aj_gw_tls_free(SSL *ssl);
 
 /* 0: done; -EAGAIN: call again when *ret_events (EPOLLIN/EPOLLOUT) are ready; -EPROTO:
- * failed, *ret_error (malloc'd) says why, e.g. the certificate verification result. */
-int aj_gw_tls_handshake(SSL *ssl, uint32_t *ret_events, char **ret_error);
+ * failed, ret_error (may be NULL) says why, e.g. the certificate verification result. */
+int aj_gw_tls_handshake(SSL *ssl, uint32_t *ret_events, AjError *ret_error);
 /* > 0 bytes, 0 at a clean or unclean end of stream, -EAGAIN (with *ret_events), -EIO. */
 ssize_t aj_gw_tls_read(SSL *ssl, void *buf, size_t n, uint32_t *ret_events);
 ssize_t aj_gw_tls_write(SSL *ssl, const void *buf, size_t n, uint32_t *ret_events);

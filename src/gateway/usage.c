@@ -14,6 +14,7 @@
 
 #include "agentjail/broker.h"
 #include "gateway/usage-internal.h"
+#include "util/format.h"
 
 static const char *const api_names[_AJ_LLM_API_MAX] = {
         [AJ_LLM_API_ANTHROPIC_MESSAGES] = "anthropic.messages",
@@ -150,7 +151,7 @@ void aj_llm_parse_error(AjLlmCall *c, const char *fmt, ...)
         va_list ap;
         char *m = NULL;
         va_start(ap, fmt);
-        int r = vasprintf(&m, fmt, ap);
+        int r = aj_vasprintf(&m, fmt, ap);
         va_end(ap);
         if (r < 0)
                 return;

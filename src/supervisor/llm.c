@@ -209,11 +209,11 @@ int aj_sup_llm_start(AjSupLlm *l, int listen_fd, AjError *err)
 {
         AjGatewayObserver obs;
         aj_sup_llm_observer(l, &obs);
-        _cleanup_free_ char *why = NULL;
+        _cleanup_(aj_error_clear) AjError why = {};
         int r = aj_gateway_new(listen_fd, l->providers, l->n_providers, &obs, NULL, &l->gw, &why);
         /* Ours stay, wiped when freed: the recorded bodies are redacted with them. */
         if (r < 0)
-                return aj_error_set(err, r, "Cannot start the LLM gateway: %s", why ? why : strerror(-r));
+                return aj_error_set(err, r, "Cannot start the LLM gateway: %s", aj_error_text(&why, r));
         return 0;
 }
 

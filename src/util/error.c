@@ -56,16 +56,6 @@ const char *aj_error_text(const AjError *e, int r)
         return err < 0 ? strerror(-err) : "";
 }
 
-char *aj_error_steal(AjError *e)
-{
-        if (!e)
-                return NULL;
-        char *s = e->message ? e->message : strdup(aj_error_text(e, 0));
-        e->message = NULL;
-        e->err = 0;
-        return s;
-}
-
 void aj_error_clear(AjError *e)
 {
         if (!e)

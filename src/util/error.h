@@ -43,8 +43,4 @@ _printf_(2, 3) int aj_error_prefix(AjError *e, const char *fmt, ...);
  * errno or of r; "" when there is neither. Never NULL; e may be NULL. */
 const char *aj_error_text(const AjError *e, int r);
 
-/* Hands the text over as a new string (NULL on ENOMEM) and clears e: for an interface that
- * still passes `char **ret_error` (see docs/architecture.md, "Errors"). */
-char *aj_error_steal(AjError *e);
-
 void aj_error_clear(AjError *e);

@@ -236,10 +236,10 @@ int main(int argc, char **argv)
                                   .on_done = on_done,
                                   .filter = use_filter ? filter : NULL };
         AjGateway *gw = NULL;
-        char *err = NULL;
+        AjError err = {};
         int r = aj_gateway_new(fd, providers, n, &obs, &opts, &gw, &err);
         if (r < 0) {
-                fprintf(stderr, "gateway: %s (%s)\n", err ? err : "failed", strerror(-r));
+                fprintf(stderr, "gateway: %s (%s)\n", err.message ? err.message : "failed", strerror(-r));
                 return 1;
         }
         char tmp[4096];

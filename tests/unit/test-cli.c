@@ -13,7 +13,7 @@ Test(cli, run_minimal)
 {
         char **argv = ARGV("run", "--", "python3", "agent.py");
         AjRunOptions o;
-        char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         cr_assert_eq(aj_cli_parse_run(4, argv, &o, &err), 0);
         cr_assert_null(o.profile);
         cr_assert_str_eq(o.argv[0], "python3");
@@ -27,8 +27,8 @@ Test(cli, run_all_options)
         char **argv = ARGV("run", "-p", "strict", "--name", "triage-42", "--ro", "/data", "--rw", "out:/out", "--json",
                            "-v", "--", "sh", "-c", "echo hi");
         AjRunOptions o;
-        char *err = NULL;
-        cr_assert_eq(aj_cli_parse_run(15, argv, &o, &err), 0, "%s", err ? err : "");
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_cli_parse_run(15, argv, &o, &err), 0, "%s", aj_error_text(&err, 0));
         cr_assert_str_eq(o.profile, "strict");
         cr_assert_str_eq(o.name, "triage-42");
         cr_assert_eq(o.extra_ro.n, 1);
@@ -49,7 +49,7 @@ Test(cli, command_options_are_not_ours)
         /* Without "--", parsing stops at the command; its -p belongs to it. */
         char **argv = ARGV("run", "ls", "-p", "x");
         AjRunOptions o;
-        char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         cr_assert_eq(aj_cli_parse_run(4, argv, &o, &err), 0);
         cr_assert_null(o.profile);
         cr_assert_str_eq(o.argv[0], "ls");
@@ -60,11 +60,10 @@ Test(cli, command_options_are_not_ours)
 static void expect_error(char **argv, int argc, const char *msg)
 {
         AjRunOptions o;
-        char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         cr_assert_eq(aj_cli_parse_run(argc, argv, &o, &err), -EINVAL);
-        cr_assert_not_null(err);
-        cr_assert_str_eq(err, msg);
-        free(err);
+        cr_assert_not_null(err.message);
+        cr_assert_str_eq(err.message, msg);
 }
 
 Test(cli, errors)
@@ -83,7 +82,7 @@ Test(cli, help)
 {
         char **argv = ARGV("run", "--help");
         AjRunOptions o;
-        char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         cr_assert_eq(aj_cli_parse_run(2, argv, &o, &err), 1);
         cr_assert(strstr(aj_cli_run_help(), "127"));
         cr_assert(strstr(aj_cli_run_help(), "126"));
@@ -96,8 +95,8 @@ Test(cli, caps_and_allow_net)
         char **argv = ARGV("run", "--cap", "tokens=50000", "--cap", "cost_usd=2", "--allow-net", "github.com:443", "--",
                            "true");
         AjRunOptions o;
-        char *err = NULL;
-        cr_assert_eq(aj_cli_parse_run(9, argv, &o, &err), 0, "%s", err ? err : "");
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_cli_parse_run(9, argv, &o, &err), 0, "%s", aj_error_text(&err, 0));
         cr_assert_str_eq(o.caps[0], "tokens=50000");
         cr_assert_str_eq(o.caps[1], "cost_usd=2");
         cr_assert_null(o.caps[2]);
@@ -114,8 +113,8 @@ Test(cli, llm_providers)
 {
         char **argv = ARGV("run", "--llm", "anthropic", "--llm", "openai", "--", "true");
         AjRunOptions o;
-        char *err = NULL;
-        cr_assert_eq(aj_cli_parse_run(7, argv, &o, &err), 0, "%s", err ? err : "");
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_cli_parse_run(7, argv, &o, &err), 0, "%s", aj_error_text(&err, 0));
         cr_assert_str_eq(o.llm[0], "anthropic");
         cr_assert_str_eq(o.llm[1], "openai");
         cr_assert_null(o.llm[2]);
@@ -129,7 +128,7 @@ Test(cli, llm_providers)
 Test(cli, tty_options)
 {
         AjRunOptions o;
-        char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         cr_assert_eq(aj_cli_parse_run(3, ARGV("run", "--", "sh"), &o, &err), 0);
         cr_assert_eq(o.tty, AJ_TTY_AUTO, "a pty when stdin is a terminal, by default");
         aj_cli_run_options_done(&o);

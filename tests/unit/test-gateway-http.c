@@ -202,7 +202,7 @@ Test(gateway_http, connection_tokens)
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int new_gateway(const AjGatewayProvider *p, char **err)
+static int new_gateway(const AjGatewayProvider *p, AjError *err)
 {
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         cr_assert_geq(fd, 0);
@@ -234,23 +234,22 @@ Test(gateway_relay, providers_validated)
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 AjGatewayProvider p = { .name = bad[i].name, .url = bad[i].url, .credential = bad[i].key };
-                char *err = NULL;
+                _cleanup_(aj_error_clear) AjError err = {};
                 cr_expect_eq(new_gateway(&p, &err), -EINVAL, "case %zu", i);
-                cr_expect(err && strstr(err, bad[i].why), "case %zu: %s", i, err ? err : "(null)");
-                free(err);
+                cr_expect(err.message && strstr(err.message, bad[i].why), "case %zu: %s", i,
+                          err.message ? err.message : "(null)");
         }
         AjGatewayProvider ca = { .name = "a", .url = "https://x", .credential = "k", .ca_file = "/nonexistent/ca.pem" };
-        char *err = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
         cr_expect_lt(new_gateway(&ca, &err), 0);
-        cr_expect(err && strstr(err, "Failed to load the CA file '/nonexistent/ca.pem'"), "%s", err ? err : "(null)");
-        free(err);
+        cr_expect(err.message && strstr(err.message, "Failed to load the CA file '/nonexistent/ca.pem'"), "%s",
+                  err.message ? err.message : "(null)");
 
         static const char *const good[] = { "https://api.anthropic.com", "http://10.0.0.5:4000/v1/",
                                             "https://[::1]:8443/base", "https://127.0.0.1" };
         for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
                 AjGatewayProvider p = { .name = "ok", .url = good[i], .credential = "sk-1" };
-                err = NULL;
-                cr_expect_eq(new_gateway(&p, &err), 0, "%s: %s", good[i], err ? err : "");
-                free(err);
+                aj_error_clear(&err);
+                cr_expect_eq(new_gateway(&p, &err), 0, "%s: %s", good[i], aj_error_text(&err, 0));
         }
 }

@@ -1618,3 +1618,13 @@ Test(live, name_resolving_to_own_address_refused)
         /* Named by an address rule: allowed. */
         expect_connect_allowed((char *[]){ "own.test", "203.0.113.77", NULL }, "own.test", echo);
 }
+
+/* One table of reason phrases for the proxy's refusals and the gateway's error answers. */
+Test(http, reason_phrase)
+{
+        cr_expect_str_eq(aj_http_reason_phrase(403), "Forbidden");
+        cr_expect_str_eq(aj_http_reason_phrase(431), "Request Header Fields Too Large");
+        cr_expect_str_eq(aj_http_reason_phrase(502), "Bad Gateway");
+        cr_expect_str_eq(aj_http_reason_phrase(429), "Too Many Requests");
+        cr_expect_str_eq(aj_http_reason_phrase(599), "Error");
+}

@@ -77,15 +77,9 @@ Test(error, errno_only_and_null)
         errno = ENOTDIR;
         cr_expect_eq(aj_error_set(&e, -ENOTDIR, "stat: %m"), -ENOTDIR);
         cr_expect_str_eq(e.message, "stat: Not a directory");
-        char *s = aj_error_steal(&e);
-        cr_expect_str_eq(s, "stat: Not a directory");
+        aj_error_clear(&e);
         cr_expect_eq(e.err, 0);
         cr_expect_null(e.message);
-        free(s);
-        e.err = -EIO;
-        s = aj_error_steal(&e);
-        cr_expect_str_eq(s, "Input/output error");
-        free(s);
 }
 
 /* ---- aj_open_under: the one policy for paths an agent can influence ---- */
