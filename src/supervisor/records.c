@@ -95,6 +95,7 @@ static json_t *usage_json(const Run *run)
                          aj_sup_denials_by_key(&run->denials, false));
 }
 
+/* Long on purpose: run.json's members in the order a reader meets them, one per line. */
 static json_t *run_document(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
 {
         char ts[40];
