@@ -29,17 +29,12 @@ int aj_events_read_tail(const char *path, size_t n, json_t **ret_array)
         _cleanup_free_ char *buf = malloc(want + 1);
         if (!buf)
                 return -ENOMEM;
-        size_t have = 0;
-        while (have < want) {
-                ssize_t k = pread(fd, buf + have, want - have, start + (off_t)have);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return -errno;
-                if (k == 0)
-                        break;
-                have += (size_t)k;
-        }
+        if (lseek(fd, start, SEEK_SET) < 0)
+                return -errno;
+        ssize_t got = aj_read_full(fd, buf, want);
+        if (got < 0)
+                return (int)got;
+        size_t have = (size_t)got;
         buf[have] = 0;
         char *p = buf;
         if (start > 0) {

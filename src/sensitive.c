@@ -473,27 +473,10 @@ static bool read_place(Cursor *c, AjSensitivePlace *pl)
         return true;
 }
 
-/* Bytes read until n or the end of the input, or -errno. */
-static ssize_t read_full(int fd, void *buf, size_t n)
-{
-        size_t have = 0;
-        while (have < n) {
-                ssize_t k = read(fd, (char *)buf + have, n - have);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return -errno;
-                if (k == 0)
-                        break;
-                have += (size_t)k;
-        }
-        return (ssize_t)have;
-}
-
 int aj_sensitive_list_read(int fd, AjSensitiveList *ret)
 {
         uint64_t total;
-        ssize_t got = read_full(fd, &total, sizeof(total));
+        ssize_t got = aj_read_full(fd, &total, sizeof(total));
         if (got != (ssize_t)sizeof(total))
                 return got < 0 ? (int)got : -EBADMSG;
         if (total > (uint64_t)WIRE_MAX_PLACES * (3 * PATH_MAX + 48 + AJ_ID_CHAIN_MAX * 16))
@@ -501,7 +484,7 @@ int aj_sensitive_list_read(int fd, AjSensitiveList *ret)
         _cleanup_free_ char *buf = malloc(total ? total : 1);
         if (!buf)
                 return -ENOMEM;
-        got = read_full(fd, buf, (size_t)total);
+        got = aj_read_full(fd, buf, (size_t)total);
         if (got != (ssize_t)total)
                 return got < 0 ? (int)got : -EBADMSG;
         Cursor c = { buf, buf + total };

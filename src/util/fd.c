@@ -205,3 +205,19 @@ int aj_close_all_except(int from, const int *keep, size_t n_keep)
                 lo = next + 1;
         }
 }
+
+ssize_t aj_read_full(int fd, void *buf, size_t len)
+{
+        size_t have = 0;
+        while (have < len) {
+                ssize_t k = read(fd, (char *)buf + have, len - have);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        break;
+                have += (size_t)k;
+        }
+        return (ssize_t)have;
+}

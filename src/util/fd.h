@@ -8,6 +8,8 @@
 
 /* Write all of buf, retrying on EINTR and short writes. */
 int aj_write_all(int fd, const void *buf, size_t len);
+/* Bytes read until len or the end of the input (fewer only at the end), or -errno. */
+ssize_t aj_read_full(int fd, void *buf, size_t len);
 /* Write a string to an existing file (e.g. a cgroup or /proc file), no O_CREAT. */
 int aj_write_file(const char *path, const char *text);
 int aj_write_file_at(int dirfd, const char *path, const char *text);
