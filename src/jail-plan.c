@@ -576,7 +576,7 @@ int aj_run_plan(Run *run, AjSpawnConfig *cfg)
         if ((r = setup_meter_and_broker(run)) < 0 || (r = plan_mounts(run)) < 0)
                 return r;
         _cleanup_(aj_error_clear) AjError kerr = {};
-        if ((r = aj_sup_llm_check_keys(run->profile, &kerr)) < 0) {
+        if ((r = aj_sup_llm_check_keys(&run->llm, run->profile, &kerr)) < 0) {
                 aj_error("%s (refusing to start: the gateway would have no key)", aj_error_text(&kerr, r));
                 return r;
         }

@@ -42,8 +42,35 @@ static int check_key_file(const AjLlmProvider *pr, AjError *err)
         return 0;
 }
 
-int aj_sup_llm_check_keys(const AjProfile *p, AjError *err)
+/* The value of $NAME into a pipe of its own, then wiped from our environment. */
+static int stash_key_env(const char *name, int *ret_fd)
 {
+        char *v = getenv(name);
+        size_t n = v ? strlen(v) : 0;
+        int p[2];
+        if (n > AJ_SUP_LLM_MAX_KEY)
+                return -EINVAL;
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        int r = aj_write_all(p[1], v, n);
+        close(p[1]);
+        if (r < 0) {
+                close(p[0]);
+                return r;
+        }
+        explicit_bzero(v, n);
+        (void)unsetenv(name);
+        *ret_fd = p[0];
+        return 0;
+}
+
+int aj_sup_llm_check_keys(AjSupLlm *l, const AjProfile *p, AjError *err)
+{
+        if (!l->key_fd_set) {
+                for (size_t i = 0; i < AJ_LLM_MAX_PROVIDERS; i++)
+                        l->key_fd[i] = -1;
+                l->key_fd_set = true;
+        }
         for (size_t i = 0; i < p->n_llm_providers; i++) {
                 const AjLlmProvider *pr = &p->llm_providers[i];
                 if (pr->key_file) {
@@ -57,6 +84,12 @@ int aj_sup_llm_check_keys(const AjProfile *p, AjError *err)
                                                     "llm provider '%s': no key: $%s is not set in agentjail's "
                                                     "environment",
                                                     pr->name, pr->key_env);
+                        if (i < AJ_LLM_MAX_PROVIDERS && l->key_fd[i] < 0) {
+                                int r = stash_key_env(pr->key_env, &l->key_fd[i]);
+                                if (r < 0)
+                                        return aj_error_set(err, r, "llm provider '%s': cannot set $%s aside: %s",
+                                                            pr->name, pr->key_env, strerror(-r));
+                        }
                 } else
                         return aj_error_set(err, -ENOKEY, "llm provider '%s': no key_env or key_file", pr->name);
         }
@@ -144,23 +177,31 @@ static int read_key_file(const AjLlmProvider *pr, char **ret, AjError *err)
         return 0;
 }
 
-/* key_env: copied, then wiped from our environment (and so from /proc/PID/environ). */
-static int read_key_env(const AjLlmProvider *pr, char **ret, AjError *err)
+/* key_env: from the pipe it was set aside in before the clone (else, never set aside, from
+ * our environment, then wiped from it and so from /proc/PID/environ). */
+static int read_key_env(const AjLlmProvider *pr, int fd, char **ret, AjError *err)
 {
-        char *v = getenv(pr->key_env);
+        char buf[AJ_SUP_LLM_MAX_KEY + 1];
+        const char *v;
+        if (fd >= 0) {
+                ssize_t n = aj_read_full(fd, buf, sizeof(buf) - 1);
+                buf[n > 0 ? n : 0] = '\0';
+                v = buf;
+        } else {
+                v = getenv(pr->key_env);
+        }
+        int r = 0;
         if (!v || !*v)
-                return aj_error_set(err, -ENOKEY,
-                                    "llm provider '%s': no key: $%s is not set in agentjail's "
-                                    "environment",
-                                    pr->name, pr->key_env);
-        if (strlen(v) > AJ_SUP_LLM_MAX_KEY || strpbrk(v, "\r\n"))
-                return aj_error_set(err, -EINVAL, "llm provider '%s': $%s does not hold one key", pr->name,
-                                    pr->key_env);
-        char *k = strdup(v);
-        if (!k)
-                return -ENOMEM;
-        *ret = k;
-        return 0;
+                r = aj_error_set(err, -ENOKEY,
+                                 "llm provider '%s': no key: $%s is not set in agentjail's "
+                                 "environment",
+                                 pr->name, pr->key_env);
+        else if (strlen(v) > AJ_SUP_LLM_MAX_KEY || strpbrk(v, "\r\n"))
+                r = aj_error_set(err, -EINVAL, "llm provider '%s': $%s does not hold one key", pr->name, pr->key_env);
+        else if (!(*ret = strdup(v)))
+                r = -ENOMEM;
+        explicit_bzero(buf, sizeof(buf));
+        return r;
 }
 
 static void wipe_key_envs(const AjProfile *p)
@@ -178,14 +219,25 @@ static void wipe_key_envs(const AjProfile *p)
 int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHooks *hooks, const char *run_dir,
                     AjError *err)
 {
+        int key_fd[AJ_LLM_MAX_PROVIDERS];
+        bool key_fd_set = l->key_fd_set;
+        memcpy(key_fd, l->key_fd, sizeof(key_fd));
         *l = (AjSupLlm){ .meter = meter,
                          .hooks = hooks,
                          .run_dir = run_dir,
                          .record_full = p->llm_record_full,
                          .record_bytes = p->llm_record_bytes };
+        for (size_t i = 0; i < AJ_LLM_MAX_PROVIDERS; i++)
+                l->key_fd[i] = key_fd_set ? key_fd[i] : -1;
+        l->key_fd_set = true;
         for (size_t i = 0; i < p->n_llm_providers && i < AJ_LLM_MAX_PROVIDERS; i++) {
                 const AjLlmProvider *pr = &p->llm_providers[i];
-                int r = pr->key_file ? read_key_file(pr, &l->keys[i], err) : read_key_env(pr, &l->keys[i], err);
+                int r = pr->key_file ? read_key_file(pr, &l->keys[i], err)
+                                     : read_key_env(pr, l->key_fd[i], &l->keys[i], err);
+                if (l->key_fd[i] >= 0) {
+                        close(l->key_fd[i]);
+                        l->key_fd[i] = -1;
+                }
                 if (r < 0)
                         return r;
                 l->names[i] = strdup(pr->name);
@@ -243,6 +295,10 @@ void aj_sup_llm_done(AjSupLlm *l)
                 free(l->urls[i]);
                 free(l->ca_files[i]);
                 l->keys[i] = l->names[i] = l->urls[i] = l->ca_files[i] = NULL;
+                if (l->key_fd_set && l->key_fd[i] >= 0) {
+                        close(l->key_fd[i]);
+                        l->key_fd[i] = -1;
+                }
         }
         json_decref(l->summary);
         l->summary = NULL;

@@ -42,6 +42,11 @@ typedef struct {
         size_t n_providers;
         AjGatewayProvider providers[AJ_LLM_MAX_PROVIDERS];
         char *keys[AJ_LLM_MAX_PROVIDERS]; /* wiped when freed */
+        /* Before the clone, each key_env value moves into a pipe (kernel memory) and is wiped
+         * from our environment, so the jail's init, a copy of us, never holds it: read back
+         * after the clone. key_fd_set: the array is valid (-1: none). */
+        int key_fd[AJ_LLM_MAX_PROVIDERS];
+        bool key_fd_set;
         char *names[AJ_LLM_MAX_PROVIDERS];
         char *urls[AJ_LLM_MAX_PROVIDERS];
         char *ca_files[AJ_LLM_MAX_PROVIDERS];
@@ -53,7 +58,7 @@ typedef struct {
 
 /* Before the clone: every provider's key is where the profile says (fail closed:
  * the error names the provider and the place). No key is read into memory. */
-int aj_sup_llm_check_keys(const AjProfile *p, AjError *err);
+int aj_sup_llm_check_keys(AjSupLlm *l, const AjProfile *p, AjError *err);
 /* The variables the agent gets (appended to *env: base URLs, placeholder keys). */
 int aj_sup_llm_env(const AjProfile *p, const char *run_id, char ***env);
 /* Whether NAME=... is a provider's key_env (never passed into the jail). */

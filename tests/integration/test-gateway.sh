@@ -114,6 +114,44 @@ unlike "$JAIL_OUT" "AJ_TEST_ANTHROPIC_KEY" "the key's variable is not passed in"
 unlike "$JAIL_OUT" "HTTP_PROXY=" "no network allowlist, no proxy: the gateway is on the jail's own loopback"
 like "$JAIL_OUT" "grep-done" "the search of the jail's files ran"
 
+# --- nor in the memory of any process of the jail (its init is a copy of the supervisor:
+# the key_env value is set aside in a pipe and wiped before the clone)
+start_jail_bg -p "$P" -- /bin/sh -c 'echo started; sleep 3'
+RDM=$(wait_run_dir 10)
+wait_for_output "$TEST_TMP/bg.out" started 10
+CG=""
+for d in /sys/fs/cgroup/unified/agentjail/"${RDM##*/}" /sys/fs/cgroup/agentjail/"${RDM##*/}"; do
+        [[ -f "$d/cgroup.procs" ]] && CG=$d && break
+done
+PIDS=$(find "$CG" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u | tr '\n' ' ')
+ok "the jail's processes are found (init and the command)" test "$(wc -w <<<"$PIDS")" -ge 2
+FOUND=$(python3 - "$AKEY" $PIDS <<'PY'
+import re, sys
+key = sys.argv[1].encode()
+hits = []
+for pid in sys.argv[2:]:
+    try:
+        maps = open(f"/proc/{pid}/maps").read().splitlines()
+        mem = open(f"/proc/{pid}/mem", "rb", 0)
+    except OSError:
+        continue
+    for line in maps:
+        m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (r)", line)
+        if not m or "[vvar]" in line or "[vsyscall]" in line:
+            continue
+        lo, hi = int(m.group(1), 16), int(m.group(2), 16)
+        try:
+            mem.seek(lo)
+            if key in mem.read(hi - lo):
+                hits.append(f"{pid} {line}")
+        except OSError:
+            pass
+print("\n".join(hits))
+PY
+)
+is "$FOUND" "" "the key is in no jail process's memory (read from the host, as root)"
+wait_exit "$BG_PID" 20
+
 # --- metered exactly: non-streaming and streaming, Anthropic and OpenAI, curl and urllib
 n0=$(records)
 run_jail -p "$P" -- /bin/sh -c 'python3 client.py anthropic; python3 client.py anthropic stream;
