@@ -208,6 +208,7 @@ def main():
     global A
     p = argparse.ArgumentParser()
     p.add_argument("--port-file", required=True)
+    p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--record", required=True)
     p.add_argument("--go", default="/nonexistent")
     p.add_argument("--cert")
@@ -215,7 +216,7 @@ def main():
     p.add_argument("--anthropic-key", default="sk-ant-real")
     p.add_argument("--openai-key", default="sk-openai-real")
     A = p.parse_args()
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv = ThreadingHTTPServer((A.bind, 0), Handler)
     srv.daemon_threads = True
     if A.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

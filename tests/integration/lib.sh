@@ -568,15 +568,15 @@ cgroup_v2_dir() {
         fi
 }
 
-# A test CA (DIR/ca.pem) and a server certificate for localhost and 127.0.0.1 signed by it
-# (DIR/srv.pem, DIR/srv.key), made at test time: no private key is ever committed.
+# A test CA (DIR/ca.pem) and a server certificate for localhost, 127.0.0.1 and IP (optional)
+# signed by it (DIR/srv.pem, DIR/srv.key), made at test time: no private key is committed.
 mkcert() {
-        local dir=$1
+        local dir=$1 san="DNS:localhost,IP:127.0.0.1${2:+,IP:$2}"
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
                 -subj "/CN=agentjail test CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null &&
                 openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
                         -keyout "$dir/srv.key" -out "$dir/srv.csr" 2>/dev/null &&
-                printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/ext" &&
+                printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$san" >"$dir/ext" &&
                 openssl x509 -req -in "$dir/srv.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
                         -days 1 -extfile "$dir/ext" -out "$dir/srv.pem" 2>/dev/null
 }

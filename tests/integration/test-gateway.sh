@@ -1,8 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
 # The LLM gateway in real runs: a fake provider (tests/helpers/fake-llm.py) over TLS with a
-# test CA made here, on the host's 127.0.0.1 (the gateway connects from the supervisor, on
-# the host's side); the profile's providers point at it with ca_file. Jailed clients (curl,
+# test CA made here, on a test host in a network namespace (the gateway connects from the
+# supervisor, on the host's side); the profile's providers point at it with ca_file. Jailed clients (curl,
 # Python urllib) reach the gateway on the jail's own loopback and are metered exactly
 # (events and run.json hold what the provider reported); streams work and an OpenAI chat
 # stream's usage chunk is hidden from a client that did not ask for it; a cost cap freezes
@@ -29,12 +29,32 @@ T="$TEST_TMP/gw"
 mkdir -p "$T"
 chmod 755 "$T"
 
-ok "a test CA and server certificate" mkcert "$T"
-
+# The provider is a test host in a network namespace of its own, over a veth pair (as root,
+# as CI runs; else on the host's 127.0.0.1). Addresses from a documentation range.
+PH=127.0.0.1
+NETNS=()
+if [[ $EUID -eq 0 ]]; then
+        NS="ajgw-$$" VH="ajgh$$" VT="ajgt$$"
+        base=$((4 * ($$ % 63)))
+        HOSTIP="203.0.113.$((base + 1))" PH="203.0.113.$((base + 2))"
+        netns_down() {
+                ip link del "$VH" 2>/dev/null
+                ip netns del "$NS" 2>/dev/null
+                return 0
+        }
+        trap 'netns_down; cleanup' EXIT
+        ip netns add "$NS" && ip link add "$VH" type veth peer name "$VT" && ip link set "$VT" netns "$NS" &&
+                ip addr add "$HOSTIP/30" dev "$VH" && ip link set "$VH" up &&
+                ip -n "$NS" addr add "$PH/30" dev "$VT" && ip -n "$NS" link set "$VT" up &&
+                ip -n "$NS" link set lo up
+        is "$?" 0 "the fake provider's test host: a network namespace over a veth pair"
+        NETNS=(ip netns exec "$NS")
+fi
+ok "a test CA and server certificate" mkcert "$T" "$PH"
 
 AKEY="sk-ant-real-$RANDOM$RANDOM"
 OKEY="sk-openai-real-$RANDOM$RANDOM"
-python3 "$FAKE" --port-file "$T/fake.port" --record "$T/record" --go "$T/go" \
+"${NETNS[@]}" python3 "$FAKE" --bind "$PH" --port-file "$T/fake.port" --record "$T/record" --go "$T/go" \
         --cert "$T/srv.pem" --key "$T/srv.key" --anthropic-key "$AKEY" --openai-key "$OKEY" 2>"$T/fake.err" &
 BG_PIDS+=("$!")
 wait_file "$T/fake.port" || {
@@ -47,8 +67,8 @@ export AJ_TEST_ANTHROPIC_KEY="$AKEY" AJ_TEST_OPENAI_KEY="$OKEY"
 # USD per token: claude-test costs 1e-4 per input and 2e-4 per output token.
 PRICES='"prices": {"claude-test": {"input": 1e-4, "output": 2e-4}, "gpt-test": {"input": 1e-6, "output": 2e-6}}'
 PROVIDERS='"providers": {
-        "anthropic": {"url": "https://localhost:'$FP'", "key_env": "AJ_TEST_ANTHROPIC_KEY", "ca_file": "'$T/ca.pem'"},
-        "openai": {"api": "openai", "url": "https://127.0.0.1:'$FP'", "key_env": "AJ_TEST_OPENAI_KEY", "ca_file": "'$T/ca.pem'"}}'
+        "anthropic": {"url": "https://'$PH':'$FP'", "key_env": "AJ_TEST_ANTHROPIC_KEY", "ca_file": "'$T/ca.pem'"},
+        "openai": {"api": "openai", "url": "https://'$PH':'$FP'", "key_env": "AJ_TEST_OPENAI_KEY", "ca_file": "'$T/ca.pem'"}}'
 P=$(write_profile gw '{"extends": "default", "env": {"pass": ["AJ_TEST_ANTHROPIC_KEY"]}, '"$PRICES"', "llm": {'"$PROVIDERS"'}}')
 
 records() { [[ -f "$T/record" ]] && wc -l <"$T/record" || echo 0; }
@@ -91,7 +111,7 @@ like "$JAIL_ERR" "anthropic.*AJ_TEST_NO_SUCH_KEY" "the error names the provider 
 printf '%s\n' "$AKEY" >"$T/akey"
 chmod 600 "$T/akey"
 PKF=$(write_profile gwkeyfile '{"extends": "default", '"$PRICES"', "llm": {"providers": {"anthropic":
-        {"url": "https://localhost:'$FP'", "key_file": "'$T/akey'", "ca_file": "'$T/ca.pem'"}}}}')
+        {"url": "https://'$PH':'$FP'", "key_file": "'$T/akey'", "ca_file": "'$T/ca.pem'"}}}}')
 run_jail -p "$PKF" -- python3 client.py anthropic
 like "$JAIL_OUT" 'status=200' "a key from key_file (trailing newline stripped) is accepted by the provider"
 unlike "$JAIL_ERR" 'readable by others' "a key_file of mode 600: no warning"
@@ -251,9 +271,9 @@ like "$(cat "$JAIL_RUN_DIR/llm/2.request.json" 2>/dev/null)" 'REDACTED' "record 
 unlike "$(cat "$JAIL_RUN_DIR"/llm/* 2>/dev/null)" "$AKEY" "record full: the key never appears"
 
 # --- provider hosts are not reachable directly while the gateway serves them
-run_jail -p "$P" --allow-net "localhost:$FP" --allow-net "127.0.0.1:$FP" -- \
+run_jail -p "$P" --allow-net "$PH:$FP" -- \
         /bin/sh -c 'curl -sS -o /dev/null -w "connect=%{http_connect}\n" -x http://127.0.0.1:3128 --noproxy "" \
-                -k "https://localhost:'"$FP"'/v1/messages" 2>&1; true'
+                -k "https://'"$PH:$FP"'/v1/messages" 2>&1; true'
 like "$JAIL_OUT" 'connect=403' "a direct CONNECT to the provider's host: 403"
 like "$(events_of net.denied)" 'gateway' "net.denied says to use the gateway"
 
