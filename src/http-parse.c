@@ -24,6 +24,8 @@ void aj_http_request_done(AjHttpRequest *req)
         req->forward_len = 0;
 }
 
+/* One pass over an authority ("host", "[v6]", ":port"), each check next to the byte it
+ * reads: split, it would scan the same bytes twice. */
 static int parse_authority(const char *s, size_t len, bool need_port, uint16_t default_port, char *host, uint16_t *port,
                            const char **why)
 {
