@@ -590,3 +590,26 @@ wait_file() {
         done
         return 1
 }
+
+# test_host_up NET: a test host in a network namespace of its own, reached over a veth pair
+# (root only): its address TH_IP and this host's end TH_HOSTIP, both in NET (the first three
+# parts of a documentation /24, such as 198.51.100); TH_NS names the namespace. Removed by
+# test_host_down, and at exit.
+test_host_up() {
+        local base=$((4 * ($$ % 63)))
+        TH_NS="ajth-$$" TH_VH="ajh$$" TH_VT="ajt$$"
+        TH_HOSTIP="$1.$((base + 1))" TH_IP="$1.$((base + 2))"
+        trap 'test_host_down; cleanup' EXIT
+        ip netns add "$TH_NS" && ip link add "$TH_VH" type veth peer name "$TH_VT" &&
+                ip link set "$TH_VT" netns "$TH_NS" &&
+                ip addr add "$TH_HOSTIP/30" dev "$TH_VH" && ip link set "$TH_VH" up &&
+                ip -n "$TH_NS" addr add "$TH_IP/30" dev "$TH_VT" && ip -n "$TH_NS" link set "$TH_VT" up &&
+                ip -n "$TH_NS" link set lo up
+}
+
+test_host_down() {
+        [[ -n ${TH_NS:-} ]] || return 0
+        ip link del "$TH_VH" 2>/dev/null
+        ip netns del "$TH_NS" 2>/dev/null
+        return 0
+}

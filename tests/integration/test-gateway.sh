@@ -34,21 +34,10 @@ chmod 755 "$T"
 PH=127.0.0.1
 NETNS=()
 if [[ $EUID -eq 0 ]]; then
-        NS="ajgw-$$" VH="ajgh$$" VT="ajgt$$"
-        base=$((4 * ($$ % 63)))
-        HOSTIP="203.0.113.$((base + 1))" PH="203.0.113.$((base + 2))"
-        netns_down() {
-                ip link del "$VH" 2>/dev/null
-                ip netns del "$NS" 2>/dev/null
-                return 0
-        }
-        trap 'netns_down; cleanup' EXIT
-        ip netns add "$NS" && ip link add "$VH" type veth peer name "$VT" && ip link set "$VT" netns "$NS" &&
-                ip addr add "$HOSTIP/30" dev "$VH" && ip link set "$VH" up &&
-                ip -n "$NS" addr add "$PH/30" dev "$VT" && ip -n "$NS" link set "$VT" up &&
-                ip -n "$NS" link set lo up
+        test_host_up 203.0.113
         is "$?" 0 "the fake provider's test host: a network namespace over a veth pair"
-        NETNS=(ip netns exec "$NS")
+        PH=$TH_IP
+        NETNS=(ip netns exec "$TH_NS")
 fi
 ok "a test CA and server certificate" mkcert "$T" "$PH"
 

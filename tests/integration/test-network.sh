@@ -190,21 +190,9 @@ cmp_num "$(jf .network.egress_bytes)" -le $((1024 * 1024)) "the egress counter d
 if [[ $EUID -ne 0 ]]; then
         skip "own-address tests" "creating a network namespace needs root"
 else
-        NS="ajtest-$$"
-        VH="ajh$$" VT="ajt$$"
-        base=$((4 * ($$ % 63)))
-        HOSTIP="198.51.100.$((base + 1))" THIP="198.51.100.$((base + 2))"
-        netns_down() {
-                ip link del "$VH" 2>/dev/null
-                ip netns del "$NS" 2>/dev/null
-                return 0
-        }
-        trap 'netns_down; cleanup' EXIT
-        ip netns add "$NS" && ip link add "$VH" type veth peer name "$VT" && ip link set "$VT" netns "$NS" &&
-                ip addr add "$HOSTIP/30" dev "$VH" && ip link set "$VH" up &&
-                ip -n "$NS" addr add "$THIP/30" dev "$VT" && ip -n "$NS" link set "$VT" up &&
-                ip -n "$NS" link set lo up
+        test_host_up 198.51.100
         is "$?" 0 "a test host in a network namespace, reached over a veth pair"
+        NS=$TH_NS HOSTIP=$TH_HOSTIP THIP=$TH_IP
         PORTT=$(free_port 127.0.0.1)
         (cd "$WWW" && exec ip netns exec "$NS" python3 -m http.server "$PORTT" --bind "$THIP") >/dev/null 2>&1 &
         BG_PIDS+=("$!")
@@ -224,7 +212,7 @@ else
         ev=$(events_of net.denied)
         like "$ev" "\"address\":\"$HOSTIP\"" "net.denied names the host's address"
         like "$ev" "an address of this host" "net.denied gives the reason"
-        netns_down
+        test_host_down
         trap cleanup EXIT
 fi
 
