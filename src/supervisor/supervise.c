@@ -68,6 +68,7 @@ static void jail_frozen_changed(void *userdata, bool frozen)
 {
         Run *run = userdata;
         aj_sup_wall_set_frozen(&run->wall, frozen);
+        aj_sup_work_hold(&run->work, frozen);
 }
 
 static void records_changed(void *userdata) { aj_run_write_json(userdata); }

@@ -12,11 +12,13 @@
 #define WORK_SHARE 0.5
 #define WORK_BURST_S 0.1
 
-static void set_sources(AjSupWork *w, uint32_t events)
+static uint32_t wanted(const AjSupWork *w) { return w->paused || w->held ? 0 : EPOLLIN; }
+
+static void set_sources(AjSupWork *w)
 {
         for (size_t i = 0; i < AJ_SUP_WORK_SOURCES_MAX; i++)
                 if (w->ios[i])
-                        (void)aj_loop_io_set_events(w->ios[i], events);
+                        (void)aj_loop_io_set_events(w->ios[i], wanted(w));
 }
 
 static void on_refilled(AjLoopTimer *t, uint64_t now_ns, void *userdata)
@@ -25,8 +27,8 @@ static void on_refilled(AjLoopTimer *t, uint64_t now_ns, void *userdata)
         AjSupWork *w = userdata;
         if (!w->paused)
                 return;
-        set_sources(w, EPOLLIN);
         w->paused = false;
+        set_sources(w);
         w->paused_ns += aj_now_monotonic_ns() - w->paused_at;
         w->changed(w->userdata);
 }
@@ -49,7 +51,7 @@ int aj_sup_work_watch(AjSupWork *w, AjLoopIo *io)
         for (size_t i = 0; i < AJ_SUP_WORK_SOURCES_MAX; i++)
                 if (!w->ios[i]) {
                         w->ios[i] = io;
-                        return w->paused ? aj_loop_io_set_events(io, 0) : 0;
+                        return wanted(w) ? 0 : aj_loop_io_set_events(io, 0);
                 }
         return -ENOSPC;
 }
@@ -62,6 +64,12 @@ void aj_sup_work_unwatch(AjSupWork *w, AjLoopIo *io)
 }
 
 bool aj_sup_work_paused(const AjSupWork *w) { return w->paused; }
+
+void aj_sup_work_hold(AjSupWork *w, bool held)
+{
+        w->held = held;
+        set_sources(w);
+}
 
 bool aj_sup_work_budgeted(const AjSupWork *w) { return w->rl.per_sec > 0; }
 
@@ -80,8 +88,8 @@ void aj_sup_work_charge(AjSupWork *w, uint64_t start_ns)
                 return;
         if (aj_loop_timer_set_in(&w->timer, aj_ratelimit_debt_ns(&w->rl)) < 0)
                 return; /* cannot resume on time: keep serving rather than stall the run */
-        set_sources(w, 0);
         w->paused = true;
+        set_sources(w);
         w->paused_at = now;
         w->pauses++;
         w->changed(w->userdata);

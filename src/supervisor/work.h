@@ -21,6 +21,7 @@ typedef struct {
         double share_cpu; /* the budget in CPUs, for supervisor.throttled */
         AjLoopTimer timer;
         bool paused;
+        bool held; /* the jail is frozen: its services do nothing for it (aj_sup_work_hold) */
         uint64_t pauses, paused_ns, paused_at;
         AjLoopIo *ios[AJ_SUP_WORK_SOURCES_MAX];
         /* Told when it pauses or resumes (the output relay stops reading too). */
@@ -35,6 +36,10 @@ void aj_sup_work_stop(AjSupWork *w);
 int aj_sup_work_watch(AjSupWork *w, AjLoopIo *io);
 void aj_sup_work_unwatch(AjSupWork *w, AjLoopIo *io);
 bool aj_sup_work_paused(const AjSupWork *w);
+/* While the jail is frozen the sources are paused too, whatever the budget says: what the
+ * agent sent before the freeze (a model call, a connection, a tool call) waits for the
+ * thaw instead of being acted on for a run stopped for the operator. */
+void aj_sup_work_hold(AjSupWork *w, bool held);
 bool aj_sup_work_budgeted(const AjSupWork *w);
 /* Around a piece of work: _start() returns its start, _charge() charges it. */
 uint64_t aj_sup_work_start(const AjSupWork *w);

@@ -204,6 +204,29 @@ like "$OUT" 'anthropic +claude-test +3 +84 +21 ' "inspect: three Anthropic calls
 aj logs "$JAIL_RUN_ID" --type llm
 like "$OUT" 'anthropic claude-test.* in=28 out=7' "logs --type llm: one line per model call" || diag "$ERR"
 
+# --- a frozen run's services do nothing for it: model calls the agent had already sent
+# (pipelined behind the one that breached) wait for the thaw, they do not reach the provider
+cat >"$WORKSPACE/pipeline.py" <<'PY'
+import json, os, socket, time
+def req(model):
+    body = json.dumps({"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    return ("POST /anthropic/v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: x\r\n"
+            "anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
+            "content-length: %d\r\n\r\n%s" % (len(body), body)).encode()
+s = socket.create_connection(("127.0.0.1", 4100))
+s.sendall(req("no-price-model") + b"".join(req("claude-test") for _ in range(10)))
+print("sent", flush=True)
+time.sleep(30)
+PY
+n0=$(records)
+start_jail_bg -p "$P" --cap cost_usd=100 -- python3 pipeline.py
+RDF=$(wait_run_dir 10)
+wait_for_output "$RDF/events.jsonl" '"type":"freeze"' 20
+sleep 1
+is "$(($(records) - n0))" 0 "frozen: the model calls sent behind the breaching one did not reach the provider"
+aj kill "${RDF##*/}"
+wait_exit "$BG_PID" 20
+
 # --- a cost cap: the request that would cross it is refused, never forwarded, and the run frozen
 n0=$(records)
 start_jail_bg -p "$P" --cap cost_usd=0.005 -- /bin/sh -c 'python3 client.py anthropic; python3 client.py anthropic; echo after-refusal'
