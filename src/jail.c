@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,11 @@ static void close_pipes(Run *run)
 
 static int clone_jail(Run *run)
 {
+        if (aj_log_enabled(AJ_LOG_DEBUG)) {
+                void *m = mmap(NULL, _AJ_CHILD_T_MAX * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+                run->init_trace = run->cfg.trace = m == MAP_FAILED ? NULL : m;
+        }
         run->cfg.cgroup_v2_fd = run->cgroup ? aj_cgroup_v2_fd(run->cgroup) : -1;
         int r = aj_spawn_clone(&run->cfg, &run->h);
         if (r < 0)
@@ -236,16 +242,16 @@ static const Step steps[] = {
         { "planned (mounts, seccomp, env)", plan, remove_runtime_dir },
         { "cgroup created", aj_run_setup_cgroup, destroy_cgroup },
         { "mount trees prepared", aj_run_setup_idmap, NULL },
-        { NULL, aj_run_parts_init, aj_run_loop_close },
-        { NULL, make_pipes, close_pipes },
+        { "parts ready", aj_run_parts_init, aj_run_loop_close },
+        { "pipes made", make_pipes, close_pipes },
         { "cloned", clone_jail, aj_run_kill_jail },
         { "maps written", write_maps, NULL },
         { NULL, release_jail, NULL },
         { "places checked", aj_run_check_places, NULL },
         { "cgroups joined", join_cgroups, NULL },
-        { NULL, aj_run_setup_while_child_builds, NULL },
-        { NULL, start_loop, NULL },
-        { NULL, let_command_run, NULL },
+        { "services opened", aj_run_setup_while_child_builds, NULL },
+        { "loop started", start_loop, NULL },
+        { "command let run", let_command_run, NULL },
 };
 
 /* ---- supervising, and the outcome ---------------------------------------------------- */
@@ -279,12 +285,22 @@ static void report_launch_error(Run *run)
                                  strerror(err)));
 }
 
+/* -vv: init's steps, on the supervisor's clock (the same CLOCK_MONOTONIC). */
+static void trace_init_steps(const Run *run)
+{
+        for (int t = 0; run->init_trace && t < _AJ_CHILD_T_MAX; t++)
+                if (run->init_trace[t])
+                        aj_debug("+%.3f ms %s", (double)(run->init_trace[t] - run->t0) / 1e6,
+                                 aj_child_trace_name((AjChildTrace)t));
+}
+
 /* Every step done: the jail runs until init exits and its output is out. */
 static int supervise(Run *run)
 {
         (void)aj_run_loop(run);
         aj_sup_terminal_restore(&run->term); /* before any message below */
         aj_run_trace_step(run, "event loop done");
+        trace_init_steps(run);
         aj_run_kill_jail(run);
         aj_run_write_final_records(run); /* unless init's report already did */
         if (run->child.launch_failed)
@@ -328,6 +344,8 @@ static void run_free(Run *run)
         aj_sup_output_done(&run->output);
         aj_sup_terminal_done(&run->term);
         aj_spawn_handle_done(&run->h);
+        if (run->init_trace)
+                munmap(run->init_trace, _AJ_CHILD_T_MAX * sizeof(uint64_t));
         for (int i = 0; i < 2; i++)
                 if (run->proxy_fds[i] >= 0)
                         close(run->proxy_fds[i]);

@@ -10,6 +10,8 @@ static AjLogLevel max_level = AJ_LOG_WARNING;
 static const char *line_end = "\n";
 
 void aj_log_set_level(AjLogLevel max) { max_level = max; }
+
+bool aj_log_enabled(AjLogLevel level) { return level <= max_level; }
 void aj_log_set_crlf(bool crlf) { line_end = crlf ? "\r\n" : "\n"; }
 
 static void vlog(AjLogLevel level, const char *fmt, va_list ap, int err)

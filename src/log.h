@@ -9,6 +9,7 @@ typedef enum { AJ_LOG_ERROR, AJ_LOG_WARNING, AJ_LOG_INFO, AJ_LOG_DEBUG } AjLogLe
 #include <stdbool.h>
 
 void aj_log_set_level(AjLogLevel max);
+bool aj_log_enabled(AjLogLevel level);
 /* While the operator's terminal is in raw mode (no output processing), lines end "\r\n". */
 void aj_log_set_crlf(bool crlf);
 void aj_log(AjLogLevel level, const char *fmt, ...) _printf_(2, 3);

@@ -45,6 +45,7 @@ typedef enum {
         AJ_STAGE_EXEC,
         AJ_STAGE_TTY,
         AJ_STAGE_USERNS,
+        AJ_STAGE_NETNS,
         _AJ_STAGE_MAX,
 } AjSpawnStage;
 
@@ -83,6 +84,23 @@ typedef struct {
 
 #define AJ_MAX_RLIMITS 8
 
+/* `run -vv`: when the jail's init reached each of its steps (CLOCK_MONOTONIC ns, 0 = not
+ * reached), stamped into memory shared with the supervisor (AjSpawnConfig.trace). */
+typedef enum {
+        AJ_CHILD_T_STARTED, /* running, after the clone */
+        AJ_CHILD_T_GO,      /* told to go (maps written) */
+        AJ_CHILD_T_CREDS,   /* ids and capabilities set */
+        AJ_CHILD_T_NET,     /* hostname, loopback, listeners */
+        AJ_CHILD_T_MOUNTS,  /* root built */
+        AJ_CHILD_T_JOINED,  /* the supervisor's JOINED arrived */
+        AJ_CHILD_T_SECCOMP, /* privileges dropped, filter loaded */
+        AJ_CHILD_T_FORKED,  /* the command's process forked (about to exec) */
+        AJ_CHILD_T_EXITED,  /* the command exited */
+        _AJ_CHILD_T_MAX,
+} AjChildTrace;
+
+const char *aj_child_trace_name(AjChildTrace t);
+
 typedef struct {
         bool rootless; /* ids mapped by an unprivileged user: setgroups is denied */
         uid_t uid;     /* inside the jail */
@@ -106,6 +124,7 @@ typedef struct {
         int cgroup_v2_fd;      /* CLONE_INTO_CGROUP target, or -1 */
         bool proxy_listeners;  /* create the egress proxy's listeners on the jail's 127.0.0.1 */
         bool gateway_listener; /* ... and the LLM gateway's (AJ_GATEWAY_PORT) */
+        uint64_t *trace;       /* _AJ_CHILD_T_MAX stamps in shared memory, or NULL */
 } AjSpawnConfig;
 
 typedef struct {
