@@ -159,7 +159,6 @@ static int clone_jail(Run *run)
                 aj_sup_output_set_pipes(&run->output, run->out_pipe[0], run->err_pipe[0]);
                 run->out_pipe[0] = run->out_pipe[1] = run->err_pipe[0] = run->err_pipe[1] = -1;
         }
-        aj_mount_plan_close_fds(run->mount);
         return 0;
 }
 
@@ -189,6 +188,16 @@ static int release_jail(Run *run)
 }
 
 /* The v1 directories and limits (hybrid hosts), while the child builds its root. */
+/* The trees are made after the clone, while the child makes its network namespace. */
+static int send_trees(Run *run)
+{
+        int r = aj_spawn_send_trees(&run->h, run->mount);
+        aj_mount_plan_close_fds(run->mount); /* the child has them now */
+        if (r < 0)
+                return aj_log_errno(r, "Cannot hand the mount trees to the jail");
+        return 0;
+}
+
 static int join_cgroups(Run *run)
 {
         if (!run->cgroup)
@@ -231,8 +240,10 @@ static int let_command_run(Run *run)
         return 0;
 }
 
-/* The checklist. The child builds its root while the supervisor does the steps from
- * join_cgroups to start_loop (most of a millisecond): the command waits for JOINED. */
+/* The checklist. After the clone two things run side by side: the child makes its network
+ * namespace and builds its root (it waits for the trees first), while the supervisor does
+ * the steps from write_maps to start_loop (about a millisecond each); the command waits
+ * for JOINED. `run -vv` prints both, on one clock. */
 static const Step steps[] = {
         { NULL, block_signals, NULL }, /* put back last of all, below */
         { NULL, open_std_fds, NULL },
@@ -241,13 +252,14 @@ static const Step steps[] = {
         { NULL, start_watchdog, finish_watchdog },
         { "planned (mounts, seccomp, env)", plan, remove_runtime_dir },
         { "cgroup created", aj_run_setup_cgroup, destroy_cgroup },
-        { "mount trees prepared", aj_run_setup_idmap, NULL },
         { "parts ready", aj_run_parts_init, aj_run_loop_close },
         { "pipes made", make_pipes, close_pipes },
         { "cloned", clone_jail, aj_run_kill_jail },
         { "maps written", write_maps, NULL },
         { NULL, release_jail, NULL },
         { "places checked", aj_run_check_places, NULL },
+        { "mount trees prepared", aj_run_setup_idmap, NULL },
+        { "mount trees sent", send_trees, NULL },
         { "cgroups joined", join_cgroups, NULL },
         { "services opened", aj_run_setup_while_child_builds, NULL },
         { "loop started", start_loop, NULL },

@@ -188,6 +188,11 @@ int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_e
         return 0;
 }
 
+int aj_mount_plan_tree_fd(const AjMountPlan *plan, size_t step)
+{
+        return plan && step < plan->n ? plan->steps[step].tree_fd : -1;
+}
+
 bool aj_mount_plan_idmap_degraded(const AjMountPlan *plan)
 {
         if (!plan)
@@ -422,11 +427,11 @@ static int apply_symlink(const AjMountStep *s, int rootfd)
         return streq(cur, s->source) ? 0 : -EEXIST;
 }
 
-static int apply_bind(const AjMountStep *s, int rootfd)
+static int apply_bind(const AjMountStep *s, int tree_fd, int rootfd)
 {
         _cleanup_close_ int tfd = -1, mfd = -1;
 
-        if (s->tree_fd < 0) {
+        if (tree_fd < 0) {
                 int r;
 
                 mfd = clone_tree(AT_FDCWD, s->source, s->attr);
@@ -439,8 +444,8 @@ static int apply_bind(const AjMountStep *s, int rootfd)
         tfd = open_mountpoint(rootfd, s->target, s->is_dir);
         if (tfd < 0)
                 return tfd;
-        /* A tree prepared by the supervisor (idmapped) only needs moving into place. */
-        return move_tree(s->tree_fd >= 0 ? s->tree_fd : mfd, tfd);
+        /* A tree prepared by the supervisor only needs moving into place. */
+        return move_tree(tree_fd >= 0 ? tree_fd : mfd, tfd);
 }
 
 static int apply_fs(const AjMountStep *s, int rootfd)
@@ -507,7 +512,7 @@ static int apply_pivot(int rootfd)
         return 0;
 }
 
-static int apply_step(const AjMountStep *s, int *rootfd)
+static int apply_step(const AjMountStep *s, int tree_fd, int *rootfd)
 {
         if (*rootfd < 0 && s->kind != STEP_PRIVATE && s->kind != STEP_ROOT_TMPFS)
                 return -EBADF;
@@ -524,7 +529,7 @@ static int apply_step(const AjMountStep *s, int *rootfd)
         case STEP_SYMLINK:
                 return apply_symlink(s, *rootfd);
         case STEP_BIND:
-                return apply_bind(s, *rootfd);
+                return apply_bind(s, tree_fd, *rootfd);
         case STEP_FS:
                 return apply_fs(s, *rootfd);
         case STEP_REBIND_RO:
@@ -548,14 +553,14 @@ static int apply_step(const AjMountStep *s, int *rootfd)
         return -EINVAL;
 }
 
-int aj_mount_apply(const AjMountPlan *plan, size_t *ret_step)
+int aj_mount_apply(const AjMountPlan *plan, const int *trees, size_t *ret_step)
 {
         _cleanup_close_ int rootfd = -1;
 
         if (!plan)
                 return -EINVAL;
         for (size_t i = 0; i < plan->n; i++) {
-                int r = apply_step(&plan->steps[i], &rootfd);
+                int r = apply_step(&plan->steps[i], trees ? trees[i] : plan->steps[i].tree_fd, &rootfd);
 
                 if (r < 0) {
                         if (ret_step)

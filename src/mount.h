@@ -52,11 +52,16 @@ int aj_mount_plan_check_places(AjMountPlan *plan, const AjSensitiveList *places,
 bool aj_mount_plan_places_judged(const AjMountPlan *plan);
 
 int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_error);
+/* The detached tree aj_mount_plan_prepare() made for step `step`, or -1 (the plan keeps it):
+ * how the supervisor hands the trees to a jail cloned before they were made. */
+int aj_mount_plan_tree_fd(const AjMountPlan *plan, size_t step);
 
 /* Child side, in the new user+mount namespaces with full capabilities there.
  * Ends with the new root entered (pivot_root), old root detached, cwd at
- * aj_mount_plan_workdir(). On failure returns -errno and *ret_step identifies the step. */
-int aj_mount_apply(const AjMountPlan *plan, size_t *ret_step);
+ * aj_mount_plan_workdir(). `trees` (NULL: the plan's own) has aj_mount_plan_n_steps()
+ * entries, the detached tree of each step or -1: the trees prepared after the clone.
+ * On failure returns -errno and *ret_step identifies the step. */
+int aj_mount_apply(const AjMountPlan *plan, const int *trees, size_t *ret_step);
 
 /* "bind '/usr' on '/usr' (read-only)" — for the supervisor's error message. */
 const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *buf, size_t len);

@@ -83,23 +83,33 @@ const char *aj_spawn_stage_describe(AjSpawnStage stage)
         return stage_text[stage];
 }
 
-static int send_msg(int fd, const AjChildMsg *m, int pass_fd)
+/* Trees per AJ_MSG_TREES message: well under the kernel's SCM_MAX_FD (253). */
+#define TREES_PER_MSG 64
+
+typedef struct {
+        AjChildMsg m; /* step: how many trees this message has; status: 1 on the last */
+        uint32_t step[TREES_PER_MSG];
+} TreesMsg;
+
+static int send_fds(int fd, const void *buf, size_t len, const int *fds, size_t n_fds)
 {
-        struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof(*m) };
+        struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
         union {
-                char buf[CMSG_SPACE(sizeof(int))];
+                char buf[CMSG_SPACE(TREES_PER_MSG * sizeof(int))];
                 struct cmsghdr align;
         } u;
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        if (pass_fd >= 0) {
+        if (n_fds > TREES_PER_MSG)
+                return -E2BIG;
+        if (n_fds > 0) {
                 memset(&u, 0, sizeof(u));
                 mh.msg_control = u.buf;
-                mh.msg_controllen = sizeof(u.buf);
+                mh.msg_controllen = CMSG_SPACE(n_fds * sizeof(int));
                 struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
                 c->cmsg_level = SOL_SOCKET;
                 c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+                c->cmsg_len = CMSG_LEN(n_fds * sizeof(int));
+                memcpy(CMSG_DATA(c), fds, n_fds * sizeof(int));
         }
         for (;;) {
                 ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
@@ -108,6 +118,11 @@ static int send_msg(int fd, const AjChildMsg *m, int pass_fd)
                 if (errno != EINTR)
                         return -errno;
         }
+}
+
+static int send_msg(int fd, const AjChildMsg *m, int pass_fd)
+{
+        return send_fds(fd, m, sizeof(*m), &pass_fd, pass_fd >= 0 ? 1 : 0);
 }
 
 int aj_spawn_recv(int sync_fd, AjChildMsg *ret, int *ret_fd)
@@ -370,6 +385,58 @@ static int forbid_nested_userns(void)
         return r;
 }
 
+/* The trees of aj_spawn_send_trees(), by step (-1: none). The supervisor is trusted, but a
+ * message that does not add up still fails the run rather than mounting the wrong thing. */
+static int recv_trees(int sync_fd, size_t n_steps, int **ret)
+{
+        int *trees = malloc((n_steps + 1) * sizeof(int));
+        if (!trees)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_steps; i++)
+                trees[i] = -1;
+        for (;;) {
+                TreesMsg tm;
+                union {
+                        char buf[CMSG_SPACE(TREES_PER_MSG * sizeof(int))];
+                        struct cmsghdr align;
+                } u;
+                struct iovec iov = { .iov_base = &tm, .iov_len = sizeof(tm) };
+                struct msghdr mh = {
+                        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)
+                };
+                ssize_t n;
+                do
+                        n = recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
+                while (n < 0 && errno == EINTR);
+                if (n < 0)
+                        return -errno;
+                if ((size_t)n < sizeof(tm.m) || tm.m.type != AJ_MSG_TREES || tm.m.step < 0 ||
+                    tm.m.step > TREES_PER_MSG || (size_t)n != sizeof(tm.m) + (size_t)tm.m.step * sizeof(uint32_t) ||
+                    (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+                        return -EPROTO;
+                size_t got = 0;
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                                for (size_t j = 0; j < k; j++) {
+                                        int fd;
+                                        memcpy(&fd, CMSG_DATA(c) + j * sizeof(int), sizeof(int));
+                                        uint32_t step = got < (size_t)tm.m.step ? tm.step[got] : UINT32_MAX;
+                                        if (step >= n_steps || trees[step] >= 0)
+                                                return -EPROTO;
+                                        trees[step] = fd;
+                                        got++;
+                                }
+                        }
+                if (got != (size_t)tm.m.step)
+                        return -EPROTO;
+                if (tm.m.status)
+                        break;
+        }
+        *ret = trees;
+        return 0;
+}
+
 /* Long on purpose: the jail child's steps, in the one order the kernel allows (mounts before
  * the pivot, capabilities dropped after the last privileged call, seccomp last before exec),
  * read top to bottom; each step is a call, and every failure is one {stage, errno} report. */
@@ -452,8 +519,12 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
         if (r < 0)
                 child_fail(sync_fd, AJ_STAGE_USERNS, r, 0);
 
+        int *trees = NULL;
+        r = recv_trees(sync_fd, aj_mount_plan_n_steps(cfg->mount), &trees);
+        if (r < 0)
+                child_fail(sync_fd, AJ_STAGE_SYNC, r, 0);
         size_t step = 0;
-        r = aj_mount_apply(cfg->mount, &step);
+        r = aj_mount_apply(cfg->mount, trees, &step);
         if (r < 0)
                 child_fail(sync_fd, AJ_STAGE_MOUNT, r, (int)step);
         child_trace(cfg, AJ_CHILD_T_MOUNTS);
@@ -550,6 +621,29 @@ int aj_spawn_go(AjSpawnHandle *h)
 {
         AjChildMsg m = { .type = AJ_MSG_GO };
         return send_msg(h->sync_fd, &m, -1);
+}
+
+int aj_spawn_send_trees(AjSpawnHandle *h, const AjMountPlan *plan)
+{
+        size_t n = aj_mount_plan_n_steps(plan), i = 0;
+        do {
+                TreesMsg tm = { .m = { .type = AJ_MSG_TREES } };
+                int fds[TREES_PER_MSG];
+                size_t k = 0;
+                for (; i < n && k < TREES_PER_MSG; i++) {
+                        int fd = aj_mount_plan_tree_fd(plan, i);
+                        if (fd >= 0) {
+                                tm.step[k] = (uint32_t)i;
+                                fds[k++] = fd;
+                        }
+                }
+                tm.m.step = (int32_t)k;
+                tm.m.status = i >= n;
+                int r = send_fds(h->sync_fd, &tm, sizeof(tm.m) + k * sizeof(uint32_t), fds, k);
+                if (r < 0)
+                        return r;
+        } while (i < n);
+        return 0;
 }
 
 int aj_spawn_joined(AjSpawnHandle *h)

@@ -61,6 +61,7 @@ typedef enum {
         AJ_MSG_EXIT,           /* init -> supervisor: command's wait status */
         AJ_MSG_PROXY_LISTENER, /* child -> supervisor: a listener fd (step 0 HTTP, 1 SOCKS5, 2 the LLM gateway) */
         AJ_MSG_PTY,            /* child -> supervisor: the master of the jail's terminal */
+        AJ_MSG_TREES,          /* supervisor -> child: detached mount trees (aj_spawn_send_trees) */
 } AjMsgType;
 
 /* What the command gets as its standard input. Whatever the supervisor's own 0/1/2 are
@@ -137,6 +138,9 @@ typedef struct {
 /* Clone the jail's init. The child waits for aj_spawn_go(). */
 int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret);
 int aj_spawn_go(AjSpawnHandle *h);
+/* After aj_spawn_go(): the detached trees aj_mount_plan_prepare() made after the clone
+ * (none: still sent, the child waits for them before it builds its root). */
+int aj_spawn_send_trees(AjSpawnHandle *h, const AjMountPlan *plan);
 /* After GO, once the child is in all its cgroups: it waits for this before its cgroup
  * namespace and the command. */
 int aj_spawn_joined(AjSpawnHandle *h);

@@ -1441,7 +1441,7 @@ static int run_jail(const AjMountPlan *plan, jail_checks checks, void *data, cha
                         _exit(1);
                 }
                 clock_gettime(CLOCK_MONOTONIC, &t0);
-                r = aj_mount_apply(plan, &step);
+                r = aj_mount_apply(plan, NULL, &step);
                 clock_gettime(CLOCK_MONOTONIC, &t1);
                 if (r < 0) {
                         report(rep[1], false, "apply: step %zu (%s): %s", step,
