@@ -146,6 +146,51 @@ static int refuse(int status, const char *reason, int *ret_status, const char **
         return -EINVAL;
 }
 
+/*
+ * The path the gateway classifies (metered API or not) must be the path the provider
+ * acts on, so only one spelling of each is served: no percent-escapes, ';' parameters,
+ * dot or empty segments (a single trailing '/' aside), backslashes or bytes outside
+ * printable ASCII in the path, and a query of printable ASCII without '#'. NULL when
+ * `t` is canonical, else why not. Classification itself ignores case (usage.c).
+ */
+const char *aj_gw_target_not_canonical(const char *t, size_t len)
+{
+        static const char path_extra[] = "-._~!$&'()*+,=:@/";
+        size_t q = 0;
+        while (q < len && t[q] != '?')
+                q++;
+        if (q == 0 || t[0] != '/')
+                return "the path must start with '/'";
+        for (size_t i = 0; i < q; i++) {
+                unsigned char c = (unsigned char)t[i];
+                if (c == '%')
+                        return "percent-escapes in the path are not served";
+                if (c == ';')
+                        return "';' in the path is not served";
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      (c && strchr(path_extra, c))))
+                        return "the path has a character outside printable ASCII or reserved for other uses";
+        }
+        /* Segment by segment: "", "." and ".." are refused, but for the root and one trailing '/'. */
+        for (size_t i = 1, start = 1; i <= q; i++) {
+                if (i < q && t[i] != '/')
+                        continue;
+                size_t n = i - start;
+                bool last = i == q;
+                if (n == 0 && !(last && (q == 1 || t[q - 2] != '/')))
+                        return "empty path segments ('//') are not served";
+                if ((n == 1 && t[start] == '.') || (n == 2 && t[start] == '.' && t[start + 1] == '.'))
+                        return "dot segments ('.', '..') in the path are not served";
+                start = i + 1;
+        }
+        for (size_t i = q; i < len; i++) {
+                unsigned char c = (unsigned char)t[i];
+                if (c <= 0x20 || c >= 0x7f || c == '#')
+                        return "the query has a character outside printable ASCII, or '#'";
+        }
+        return NULL;
+}
+
 static int parse_request_line(const char *p, const char *eol, AjGwRequestHead *h, int *st, const char **why)
 {
         const char *m = p;
@@ -164,6 +209,9 @@ static int parse_request_line(const char *p, const char *eol, AjGwRequestHead *h
                 return refuse(400, "only origin-form request targets are served", st, why);
         if ((size_t)(p - t) > AJ_GW_MAX_TARGET)
                 return refuse(414, "request target too long", st, why);
+        const char *bad = aj_gw_target_not_canonical(t, (size_t)(p - t));
+        if (bad)
+                return refuse(400, bad, st, why);
         h->target = t;
         h->target_len = (size_t)(p - t);
         p++;

@@ -62,6 +62,9 @@ typedef struct {
  * whitespace before a colon, a Content-Length that is not digits or is repeated, a
  * Transfer-Encoding other than one "chunked" (or on HTTP/1.0), both Content-Length and
  * Transfer-Encoding, more than one Host, a target that is not origin-form. */
+/* NULL when a request target has the one spelling the gateway serves, else why not
+ * (parse_request_head refuses such a target with 400; see http.c). */
+const char *aj_gw_target_not_canonical(const char *target, size_t len);
 int aj_gw_parse_request_head(const char *buf, size_t len, size_t max_head, AjGwRequestHead *ret, int *ret_status,
                              const char **ret_why);
 

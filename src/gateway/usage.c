@@ -34,10 +34,12 @@ const char *aj_llm_outcome_name(AjLlmOutcome o)
         return o >= 0 && o < (int)ARRAY_SIZE(names) ? names[o] : "unknown";
 }
 
+/* Any case: a provider that matches paths without case must not get a model call the
+ * gateway took for something else. */
 static bool ends_with(const char *s, size_t len, const char *suffix)
 {
         size_t n = strlen(suffix);
-        return len >= n && memcmp(s + len - n, suffix, n) == 0;
+        return len >= n && strncasecmp(s + len - n, suffix, n) == 0;
 }
 
 int aj_llm_api_from_path(const char *provider_api, const char *path, AjLlmApi *ret)

@@ -272,6 +272,14 @@ run_jail -p "$PK" --cap repeat_limit=2 -- /bin/sh -c 'python3 client.py anthropi
 like "$(events_of tool.verdict)" '"verdict":"breach"' "two model calls then the same call through the broker: a repeat"
 like "$(events_of cap.breach)" '"cap":"repeat_limit"' "... a repeat_limit breach"
 
+# --- one spelling of each path: another spelling of the model API is refused, never relayed unmetered
+n0=$(records)
+run_jail -p "$P" -- /bin/sh -c 'for p in /v1/messages/. /v1/x/../messages /v1%2Fmessages "/v1/messages;x" //v1/messages; do
+        curl -sS --path-as-is -o /dev/null -w "%{http_code}\n" -H "content-type: application/json" \
+             -d "{\"model\":\"claude-test\",\"max_tokens\":5,\"messages\":[]}" "$ANTHROPIC_BASE_URL$p"; done'
+is "$(grep -c '^400$' <<<"$JAIL_OUT")" 5 "five other spellings of /v1/messages: 400 each" || jail_diag
+is "$(($(records) - n0))" 0 "the provider got none of them"
+
 # --- "record": "full": bodies kept, the key redacted
 PF=$(write_profile gwfull '{"extends": "default", '"$PRICES"', "llm": {'"$PROVIDERS"', "record": "full"}}')
 run_jail -p "$PF" -- /bin/sh -c 'python3 client.py anthropic stream; curl -sS -H "content-type: application/json" \

@@ -67,6 +67,20 @@ Test(gateway_http, request_refused)
                 { "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505 },
                 { "\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
                 { "GET / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n", 417 },
+                /* One spelling of each path: what is classified is what the provider gets. */
+                { "POST /anthropic/v1/messages/. HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1/messages/.. HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1/x/../messages HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1%2Fmessages HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1/%6dessages HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1/messages;x=1 HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic//v1/messages HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1/messages// HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1\\messages HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1/m\xc3\xa9ssages HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1/messages?a=\xff HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1/messages?a#b HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+                { "POST /anthropic/v1/messages#b HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 AjGwRequestHead h;
@@ -76,6 +90,23 @@ Test(gateway_http, request_refused)
                 cr_expect_eq(st, cases[i].status, "case %zu: %d (%s)", i, st, why);
                 cr_expect_not_null(why);
         }
+}
+
+Test(gateway_http, canonical_targets_served)
+{
+        static const char *const ok[] = {
+                "/",
+                "/anthropic/v1/messages",
+                "/anthropic/v1/messages/",
+                "/openai/v1/chat/completions?x=%20y",
+                "/anthropic/v1/messages?beta=true",
+                "/a/.well-known/x",
+                "/a/b:c@d",
+        };
+        for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+                cr_expect_null(aj_gw_target_not_canonical(ok[i], strlen(ok[i])), "%s", ok[i]);
+        cr_expect_not_null(aj_gw_target_not_canonical("", 0));
+        cr_expect_not_null(aj_gw_target_not_canonical("?x", 2));
 }
 
 Test(gateway_http, request_head_cap)

@@ -680,6 +680,11 @@ Test(gateway_usage, api_from_path)
         cr_expect_eq(aj_llm_api_from_path("openai", "/proxy/v1/responses/", &api), 0);
         cr_expect_eq(api, AJ_LLM_API_OPENAI_RESPONSES);
         cr_expect_eq(aj_llm_api_from_path("openai", "/v1/models", &api), -ENOENT);
+        /* Any case: a server that ignores case must not get an unmetered model call. */
+        cr_expect_eq(aj_llm_api_from_path("anthropic", "/V1/Messages", &api), 0);
+        cr_expect_eq(api, AJ_LLM_API_ANTHROPIC_MESSAGES);
+        cr_expect_eq(aj_llm_api_from_path("openai", "/v1/Chat/COMPLETIONS/", &api), 0);
+        cr_expect_eq(api, AJ_LLM_API_OPENAI_CHAT);
         cr_expect_eq(aj_llm_api_from_path("openai", "/v1/messages", &api), -ENOENT);
         cr_expect_eq(aj_llm_api_from_path("anthropic", "/v1/chat/completions", &api), -ENOENT);
 }
