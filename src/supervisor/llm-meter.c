@@ -42,8 +42,9 @@ struct AjSupLlmCall {
         size_t pending_len, pending_size;
         AjSha256 out_sha;
         char request_sha[AJ_SHA256_HEX_SIZE];
-        char *request_body; /* record full: kept until on_done */
+        char *request_body; /* record full: kept until on_done, within aj_sup_llm_record_room() */
         size_t request_len;
+        bool request_truncated;
         char *response;
         size_t response_len, response_size;
         bool response_truncated;
@@ -86,6 +87,7 @@ static void call_free(AjSupLlmCall *cs)
         aj_sse_free(cs->sse);
         free(cs->model);
         free(cs->pending);
+        cs->l->held -= cs->request_len + cs->response_len;
         free(cs->request_body);
         free(cs->response);
         free(cs);
@@ -212,8 +214,17 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                         cs->reserved = true;
         }
         cs->refused = v->status != 0;
-        if (l->record_full && req->body_len && (cs->request_body = malloc(req->body_len)))
-                memcpy(cs->request_body, req->body, cs->request_len = req->body_len);
+        if (l->record_full && req->body_len) {
+                /* Held within what can still be written: bodies of calls in flight cannot pin
+                 * more of the supervisor's memory than llm.record_bytes. */
+                uint64_t room = aj_sup_llm_record_room(l);
+                size_t keep = req->body_len < room ? req->body_len : (size_t)room;
+                cs->request_truncated = keep < req->body_len;
+                if (keep && (cs->request_body = malloc(keep))) {
+                        memcpy(cs->request_body, req->body, cs->request_len = keep);
+                        l->held += keep;
+                }
+        }
         const AjLlmUsage *u = cs->usage ? aj_llm_call_usage(cs->usage) : NULL;
         json_t *ev = json_pack("{s:I, s:s, s:s, s:s?, s:b, s:b, s:s, s:o, s:s}", "call_id", (json_int_t)call->id,
                                "provider", pr->name, "path", call->path, "model", cs->model, "stream", u && u->stream,
@@ -332,10 +343,17 @@ static int forward_event(void *userdata, const AjSseEvent *ev)
 
 static void keep_response(AjSupLlmCall *cs, const char *buf, size_t n)
 {
-        if (!cs->l->record_full || cs->response_truncated)
+        AjSupLlm *l = cs->l;
+        if (!l->record_full || cs->response_truncated)
                 return;
-        if (cs->response_len + n > MAX_RECORDED_RESPONSE ||
-            append(&cs->response, &cs->response_len, &cs->response_size, buf, n) < 0)
+        uint64_t room = aj_sup_llm_record_room(l);
+        size_t keep = n < room ? n : (size_t)room;
+        if (cs->response_len + keep > MAX_RECORDED_RESPONSE)
+                keep = MAX_RECORDED_RESPONSE - cs->response_len;
+        if (keep && append(&cs->response, &cs->response_len, &cs->response_size, buf, keep) < 0)
+                keep = 0;
+        l->held += keep;
+        if (keep < n)
                 cs->response_truncated = true;
 }
 
@@ -463,8 +481,8 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         if (cs->usage && !cs->refused)
                 count_tool_calls(cs, call);
         if (l->record_full)
-                aj_sup_llm_record(l, call->id, cs->request_body, cs->request_len, cs->response, cs->response_len,
-                                  cs->response_truncated);
+                aj_sup_llm_record(l, call->id, cs->request_body, cs->request_len, cs->request_truncated, cs->response,
+                                  cs->response_len, cs->response_truncated);
         call_free(cs);
 }
 

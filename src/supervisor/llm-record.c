@@ -42,48 +42,126 @@ void aj_sup_llm_account(AjSupLlm *l, const char *provider, const char *model, co
                             json_real((c ? json_real_value(c) : 0) + (double)cost_pusd / AJ_PUSD_PER_USD));
 }
 
-/* `data` with every key replaced (malloc'd; NULL without memory). */
-static char *redact(const AjSupLlm *l, const char *data, size_t len, size_t *ret_len)
+uint64_t aj_sup_llm_record_room(const AjSupLlm *l)
 {
-        char *out = malloc(len + 1);
-        size_t n = 0, size = len + 1;
-        if (!out)
-                return NULL;
-        for (size_t i = 0; i < len;) {
-                size_t klen = 0;
-                for (size_t k = 0; k < l->n_providers && !klen; k++)
-                        if (l->keys[k] && l->keys[k][0] && strlen(l->keys[k]) <= len - i &&
-                            memcmp(data + i, l->keys[k], strlen(l->keys[k])) == 0)
-                                klen = strlen(l->keys[k]);
-                const char *piece = klen ? REDACTED : data + i;
-                size_t plen = klen ? strlen(REDACTED) : 1;
-                if (n + plen >= size) {
-                        char *b = realloc(out, size = size * 2 + plen);
-                        if (!b) {
-                                free(out);
-                                return NULL;
-                        }
-                        out = b;
-                }
-                memcpy(out + n, piece, plen);
-                n += plen;
-                i += klen ? klen : 1;
-        }
-        *ret_len = n;
-        return out;
+        uint64_t used = l->recorded + l->held + 2 * AJ_SUP_LLM_RECORD_FILE_COST;
+        return l->record_bytes > used ? l->record_bytes - used : 0;
 }
 
-static void write_body(AjSupLlm *l, int dirfd, const char *name, const char *data, size_t len, bool truncated)
+typedef struct {
+        char *data;
+        size_t len, size;
+} Out;
+
+static int out_add(Out *o, const char *p, size_t n)
 {
+        if (o->len + n > o->size) {
+                size_t size = o->size * 2 + n;
+                char *b = realloc(o->data, size);
+                if (!b)
+                        return -ENOMEM;
+                o->data = b;
+                o->size = size;
+        }
+        memcpy(o->data + o->len, p, n);
+        o->len += n;
+        return 0;
+}
+
+/* `data` with every key replaced, in one pass per key occurrence (memmem from where each
+ * key was last seen). NULL without memory. */
+static char *redact(const AjSupLlm *l, const char *data, size_t len, size_t *ret_len)
+{
+        const char *next[AJ_LLM_MAX_PROVIDERS] = { 0 };
+        size_t klen[AJ_LLM_MAX_PROVIDERS];
+        for (size_t k = 0; k < l->n_providers; k++)
+                klen[k] = l->keys[k] ? strlen(l->keys[k]) : 0;
+        Out o = { 0 };
+        size_t i = 0;
+        while (i < len) {
+                const char *best = NULL;
+                size_t blen = 0;
+                for (size_t k = 0; k < l->n_providers; k++) {
+                        if (!klen[k])
+                                continue;
+                        if (!next[k] || next[k] < data + i) {
+                                next[k] = memmem(data + i, len - i, l->keys[k], klen[k]);
+                                if (!next[k])
+                                        next[k] = data + len; /* never again */
+                        }
+                        if (next[k] < data + len && (!best || next[k] < best || (next[k] == best && klen[k] > blen))) {
+                                best = next[k];
+                                blen = klen[k];
+                        }
+                }
+                size_t upto = best ? (size_t)(best - data) : len;
+                if (out_add(&o, data + i, upto - i) < 0 || (best && out_add(&o, REDACTED, strlen(REDACTED)) < 0)) {
+                        free(o.data);
+                        return NULL;
+                }
+                i = best ? upto + blen : len;
+        }
+        if (out_add(&o, "", 1) < 0) {
+                free(o.data);
+                return NULL;
+        }
+        *ret_len = o.len - 1;
+        return o.data;
+}
+
+/* A body cut short (here, or when it was held) may end in the first bytes of a key that
+ * redact() could not see whole: they go too. */
+static size_t trim_key_prefix(const AjSupLlm *l, const char *data, size_t n)
+{
+        for (size_t k = 0; k < l->n_providers; k++) {
+                size_t klen = l->keys[k] ? strlen(l->keys[k]) : 0;
+                for (size_t p = klen > n + 1 ? n : klen - (klen > 0); p > 0; p--)
+                        if (memcmp(data + n - p, l->keys[k], p) == 0) {
+                                n -= p;
+                                break;
+                        }
+        }
+        return n;
+}
+
+/* Writes at most what is left of llm.record_bytes (a key cut by that limit was replaced
+ * whole first, or its first bytes dropped: no part of it is written). No file at all once
+ * nothing is left. */
+static void write_body(AjSupLlm *l, uint64_t id, int dirfd, const char *name, const char *data, size_t len,
+                       bool truncated)
+{
+        uint64_t room = l->record_bytes > l->recorded ? l->record_bytes - l->recorded : 0;
+        if (room <= AJ_SUP_LLM_RECORD_FILE_COST) {
+                if (!l->record_cut && l->hooks && l->hooks->emit)
+                        l->hooks->emit(l->hooks->userdata, "llm.record_cut",
+                                       json_pack("{s:I, s:I}", "call_id", (json_int_t)id, "record_bytes",
+                                                 (json_int_t)l->record_bytes));
+                l->record_cut = true;
+                return;
+        }
+        room -= AJ_SUP_LLM_RECORD_FILE_COST;
+        l->recorded += AJ_SUP_LLM_RECORD_FILE_COST;
+        /* Only what can be kept is redacted, plus the longest key's length so a key across
+         * the limit is replaced whole. */
+        size_t longest = 0;
+        for (size_t k = 0; k < l->n_providers; k++)
+                if (l->keys[k] && strlen(l->keys[k]) > longest)
+                        longest = strlen(l->keys[k]);
+        size_t take = len;
+        if (take > room + longest)
+                take = (size_t)room + longest;
         size_t n = 0;
-        _cleanup_free_ char *clean = redact(l, data ? data : "", len, &n);
+        _cleanup_free_ char *clean = redact(l, data ? data : "", take, &n);
         if (!clean)
                 return;
-        uint64_t room = l->record_bytes > l->recorded ? l->record_bytes - l->recorded : 0;
         if (n > room) {
                 n = room;
                 truncated = true;
         }
+        if (take < len)
+                truncated = true;
+        if (truncated)
+                n = trim_key_prefix(l, clean, n);
         _cleanup_close_ int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0) {
                 aj_log_errno(-errno, "Cannot keep the LLM call's body '%s'", name);
@@ -97,10 +175,14 @@ static void write_body(AjSupLlm *l, int dirfd, const char *name, const char *dat
                                    strlen("\n[agentjail: cut at llm.record_bytes]\n"));
 }
 
-void aj_sup_llm_record(AjSupLlm *l, uint64_t id, const char *request, size_t request_len, const char *response,
-                       size_t response_len, bool truncated)
+void aj_sup_llm_record(AjSupLlm *l, uint64_t id, const char *request, size_t request_len, bool request_truncated,
+                       const char *response, size_t response_len, bool response_truncated)
 {
         char dir[4096], name[64];
+        if (l->recorded + AJ_SUP_LLM_RECORD_FILE_COST >= l->record_bytes) {
+                write_body(l, id, -1, NULL, NULL, 0, false); /* only says the cap was reached, once */
+                return;
+        }
         snprintf(dir, sizeof(dir), "%s/llm", l->run_dir);
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
                 return (void)aj_log_errno(-errno, "Cannot create '%s'", dir);
@@ -108,7 +190,7 @@ void aj_sup_llm_record(AjSupLlm *l, uint64_t id, const char *request, size_t req
         if (dirfd < 0)
                 return (void)aj_log_errno(-errno, "Cannot open '%s'", dir);
         snprintf(name, sizeof(name), "%llu.request.json", (unsigned long long)id);
-        write_body(l, dirfd, name, request, request_len, false);
+        write_body(l, id, dirfd, name, request, request_len, request_truncated);
         snprintf(name, sizeof(name), "%llu.response", (unsigned long long)id);
-        write_body(l, dirfd, name, response, response_len, truncated);
+        write_body(l, id, dirfd, name, response, response_len, response_truncated);
 }

@@ -27,6 +27,9 @@
 
 /* The output a request without max_tokens is reserved at (docs/gateway.md). */
 #define AJ_SUP_LLM_DEFAULT_MAX_OUTPUT 32000ULL
+/* What one kept file costs against llm.record_bytes besides its bytes: the number of
+ * files an agent can make the supervisor write is bounded too. */
+#define AJ_SUP_LLM_RECORD_FILE_COST 512
 /* A key file larger than this is not a key. */
 #define AJ_SUP_LLM_MAX_KEY 4096
 
@@ -38,7 +41,9 @@ typedef struct {
         const char *run_dir;  /* borrowed: llm/ for "record": "full" */
         bool record_full;
         uint64_t record_bytes; /* cap of everything kept under llm/ */
-        uint64_t recorded;
+        uint64_t recorded;     /* written there, each file charged AJ_SUP_LLM_RECORD_FILE_COST too */
+        uint64_t held;         /* bodies held in memory by calls in flight, for recording */
+        bool record_cut;       /* llm.record_cut emitted: the cap was reached */
         size_t n_providers;
         AjGatewayProvider providers[AJ_LLM_MAX_PROVIDERS];
         char *keys[AJ_LLM_MAX_PROVIDERS]; /* wiped when freed */
@@ -87,5 +92,8 @@ void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret);
  * "[REDACTED]", llm.record_bytes in all: past it a body is cut and says so). */
 void aj_sup_llm_account(AjSupLlm *l, const char *provider, const char *model, const AjMeterUsage *u,
                         uint64_t cost_pusd);
-void aj_sup_llm_record(AjSupLlm *l, uint64_t id, const char *request, size_t request_len, const char *response,
-                       size_t response_len, bool truncated);
+/* How many more bytes of bodies a call may hold for recording (never more than can be
+ * written: everything past llm.record_bytes would be cut anyway). */
+uint64_t aj_sup_llm_record_room(const AjSupLlm *l);
+void aj_sup_llm_record(AjSupLlm *l, uint64_t id, const char *request, size_t request_len, bool request_truncated,
+                       const char *response, size_t response_len, bool response_truncated);

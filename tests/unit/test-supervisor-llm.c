@@ -292,3 +292,122 @@ Test(supervisor_llm, model_and_broker_calls_share_the_repeat_key)
         cr_expect_eq(d.cap, AJ_CAP_REPEAT_LIMIT);
         teardown(&f);
 }
+
+/* ---- "record": "full" ---------------------------------------------------------------- */
+
+static char record_dir[64];
+
+static void setup_record(Fixture *f, uint64_t record_bytes, const char *key)
+{
+        setup(f, NULL);
+        snprintf(record_dir, sizeof(record_dir), "/tmp/aj-llm-record-XXXXXX");
+        cr_assert_not_null(mkdtemp(record_dir));
+        f->llm.run_dir = record_dir;
+        f->llm.record_full = true;
+        f->llm.record_bytes = record_bytes;
+        f->llm.n_providers = 1;
+        f->llm.keys[0] = strdup(key);
+}
+
+static size_t count_files(void)
+{
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "ls %s/llm 2>/dev/null | wc -l", record_dir);
+        FILE *p = popen(cmd, "r");
+        size_t n = 0;
+        cr_assert(p && fscanf(p, "%zu", &n) == 1);
+        pclose(p);
+        return n;
+}
+
+static char *slurp(const char *name)
+{
+        char path[256];
+        snprintf(path, sizeof(path), "%s/llm/%s", record_dir, name);
+        FILE *fp = fopen(path, "r");
+        if (!fp)
+                return NULL;
+        char *buf = calloc(1, 1 << 20);
+        size_t n = fread(buf, 1, (1 << 20) - 1, fp);
+        buf[n] = 0;
+        fclose(fp);
+        return buf;
+}
+
+static void remove_record_dir(void)
+{
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", record_dir);
+        cr_assert_eq(system(cmd), 0);
+}
+
+Test(supervisor_llm, record_files_are_bounded_and_the_cut_is_said_once)
+{
+        Fixture f;
+        /* Room for a few files: refused and answered calls alike cost a file each. */
+        setup_record(&f, 8 * AJ_SUP_LLM_RECORD_FILE_COST, "sk-secret-key");
+        for (uint64_t i = 1; i <= 200; i++) {
+                AjGatewayCall call;
+                AjGatewayVerdict v;
+                request(&f, &call, &anthropic, "/v1/messages", "not json", &v);
+                call.id = i;
+                cr_expect_eq(v.status, 400);
+                free(v.body);
+                f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        }
+        size_t files = count_files();
+        cr_expect_gt(files, 0, "the first calls are kept");
+        cr_expect_leq(files, 8, "200 refused calls made %zu files under a cap worth 8", files);
+        cr_expect_leq(f.llm.recorded, f.llm.record_bytes);
+        size_t cuts = 0, i;
+        json_t *e;
+        json_array_foreach (events, i, e)
+                cuts += strcmp(json_string_value(json_object_get(e, "type")), "llm.record_cut") == 0;
+        cr_expect_eq(cuts, 1, "llm.record_cut once, not per call");
+        cr_expect_eq(f.llm.held, 0, "nothing held once the calls ended");
+        remove_record_dir();
+        teardown(&f);
+}
+
+Test(supervisor_llm, record_redacts_a_key_cut_by_the_limit_whole)
+{
+        Fixture f;
+        static const char key[] = "sk-0123456789abcdefghij";
+        /* The request body is cut in the middle of the key: no prefix of it may be written. */
+        setup_record(&f, 2 * AJ_SUP_LLM_RECORD_FILE_COST + 600, key);
+        char body[2048];
+        int n = snprintf(body, sizeof(body), "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[],\"x\":\"");
+        memset(body + n, 'a', 590 - (size_t)n);
+        snprintf(body + 590, sizeof(body) - 590, "%s\"}", key);
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", body, &v);
+        cr_assert_eq(v.status, 0);
+        cr_expect_leq(f.llm.held, f.llm.record_bytes, "held within the cap");
+        respond(&f, &call, "application/json", REPLY, AJ_GATEWAY_COMPLETED);
+        _cleanup_free_ char *req = slurp("1.request.json");
+        cr_assert_not_null(req);
+        cr_expect_null(strstr(req, "sk-0123"), "no part of the key: %s", req + 580);
+        cr_expect_not_null(strstr(req, "cut at llm.record_bytes"), "the cut is said");
+        cr_expect_eq(f.llm.held, 0);
+        remove_record_dir();
+        teardown(&f);
+}
+
+Test(supervisor_llm, record_redacts_every_key_occurrence)
+{
+        Fixture f;
+        setup_record(&f, 1 << 20, "KEY123");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages",
+                "{\"model\":\"claude-test\",\"max_tokens\":1,\"messages\":[],\"a\":\"KEY123KEY123 xKEY12 KEY123\"}",
+                &v);
+        cr_assert_eq(v.status, 0);
+        respond(&f, &call, "application/json", REPLY, AJ_GATEWAY_COMPLETED);
+        _cleanup_free_ char *req = slurp("1.request.json");
+        cr_assert_not_null(req);
+        cr_expect_not_null(strstr(req, "\"[REDACTED][REDACTED] xKEY12 [REDACTED]\""), "%s", req);
+        remove_record_dir();
+        teardown(&f);
+}
