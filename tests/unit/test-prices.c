@@ -54,6 +54,13 @@ Test(prices, shipped_table_is_dated_and_prices_current_models)
         cr_expect_eq(p->cache_read, 300000);
         cr_expect_eq(p->cache_write, 3750000);
         cr_expect_eq(p->cache_write_1h, 6000000);
+        /* A snapshot priced apart from its base name: its own entry, never the cheaper base's. */
+        p = aj_price_table_find(t, "gpt-4o-2024-05-13");
+        cr_assert_not_null(p);
+        cr_expect_str_eq(p->model, "gpt-4o-2024-05-13");
+        cr_expect_eq(p->input, 5000000);
+        cr_expect_eq(p->output, 15000000);
+        cr_expect_eq(p->cache_read, p->input, "no cached-input price: cache reads cost what input does");
         p = aj_price_table_find(t, "gpt-4o-mini-2024-07-18");
         cr_assert_not_null(p);
         cr_expect_eq(p->input, 150000);
