@@ -131,11 +131,20 @@ static int last_error(AjError *ret_error, int err, const char *what)
         return aj_error_set(ret_error, err, "%s: %s", what, buf);
 }
 
-int aj_gw_tls_ctx_new(const char *ca_file, SSL_CTX **ret, AjError *ret_error)
+int aj_gw_tls_load(AjError *ret_error)
 {
         int r = tls_lib_load();
         if (r < 0)
-                return aj_error_set(ret_error, r, "No TLS for the gateway: %s", tls_lib_error);
+                return aj_error_set(ret_error, r, "No TLS for the gateway: %s (Debian: apt-get install libssl3)",
+                                    tls_lib_error);
+        return 0;
+}
+
+int aj_gw_tls_ctx_new(const char *ca_file, SSL_CTX **ret, AjError *ret_error)
+{
+        int r = aj_gw_tls_load(ret_error);
+        if (r < 0)
+                return r;
         ERR_clear_error();
         SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
         if (!ctx)

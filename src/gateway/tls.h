@@ -16,6 +16,11 @@
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
 
+/* Loads OpenSSL (dlopen'ed on first use, so runs without a gateway never pay for it).
+ * The supervisor calls it before the command may start: a host without libssl refuses
+ * the run instead of starting it with a gateway that cannot reach its providers. */
+int aj_gw_tls_load(AjError *ret_error);
+
 /* ca_file may be NULL. On failure ret_error (may be NULL) says why. */
 int aj_gw_tls_ctx_new(const char *ca_file, SSL_CTX **ret, AjError *ret_error);
 void aj_gw_tls_ctx_free(SSL_CTX *ctx);

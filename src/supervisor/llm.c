@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gateway/tls.h"
 #include "log.h"
 #include "util/fd.h"
 #include "util/macros.h"
@@ -238,12 +239,16 @@ int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHoo
                         close(l->key_fd[i]);
                         l->key_fd[i] = -1;
                 }
-                if (r < 0)
+                if (r < 0) {
+                        wipe_key_envs(p);
                         return r;
+                }
                 l->names[i] = strdup(pr->name);
                 l->urls[i] = strdup(pr->url);
-                if (!l->names[i] || !l->urls[i] || (pr->ca_file && !(l->ca_files[i] = strdup(pr->ca_file))))
+                if (!l->names[i] || !l->urls[i] || (pr->ca_file && !(l->ca_files[i] = strdup(pr->ca_file)))) {
+                        wipe_key_envs(p);
                         return -ENOMEM;
+                }
                 l->providers[i] = (AjGatewayProvider){
                         .name = l->names[i],
                         .api = pr->api == AJ_LLM_PROVIDER_OPENAI ? AJ_GATEWAY_API_OPENAI : AJ_GATEWAY_API_ANTHROPIC,
@@ -252,6 +257,15 @@ int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHoo
                         .ca_file = l->ca_files[i],
                 };
                 l->n_providers = i + 1;
+                if (strncmp(pr->url, "https://", 8) == 0) {
+                        _cleanup_(aj_error_clear) AjError why = {};
+                        int q = aj_gw_tls_load(&why);
+                        if (q < 0) {
+                                wipe_key_envs(p);
+                                return aj_error_set(err, q, "llm provider '%s' (%s): %s", pr->name, pr->url,
+                                                    aj_error_text(&why, q));
+                        }
+                }
         }
         wipe_key_envs(p);
         return 0;

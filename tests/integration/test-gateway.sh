@@ -280,6 +280,28 @@ run_jail -p "$P" -- /bin/sh -c 'for p in /v1/messages/. /v1/x/../messages /v1%2F
 is "$(grep -c '^400$' <<<"$JAIL_OUT")" 5 "five other spellings of /v1/messages: 400 each" || jail_diag
 is "$(($(records) - n0))" 0 "the provider got none of them"
 
+# --- no libssl on the host (the gateway loads it only for runs that use it): the run is
+# refused before the command starts, naming the provider and the library
+LIBSSL=$(ldconfig -p | awk '/libssl\.so\.[0-9]/ {print $NF; exit}')
+if [[ -z $LIBSSL ]]; then
+        fail "libssl is installed" "ldconfig -p lists no libssl.so.N"
+else
+        cat >"$T/aj-nossl" <<SH
+#!/bin/sh
+exec unshare -m --propagation private sh -c 'mount --bind /dev/null "\$0" && exec "\$@"' "$LIBSSL" "$AGENTJAIL" "\$@"
+SH
+        chmod +x "$T/aj-nossl"
+        AJ_SAVED=$AGENTJAIL AGENTJAIL=$T/aj-nossl
+        run_jail -p "$P" -- /bin/sh -c 'echo the command ran'
+        AGENTJAIL=$AJ_SAVED
+        is "$JAIL_RC" 125 "without libssl a gateway run is refused (125)"
+        like "$JAIL_ERR" "provider 'anthropic'.*libssl" "the error names the provider and libssl"
+        unlike "$JAIL_OUT" 'the command ran' "the command never ran"
+        like "$(cat "$JAIL_RUN_DIR/events.jsonl" 2>/dev/null)" '"run.exit"' "the refused run is recorded"
+        run_jail -- /bin/sh -c 'echo plain' && AGENTJAIL=$T/aj-nossl run_jail -- /bin/sh -c 'echo plain'
+        is "$JAIL_OUT" plain "a run without the gateway needs no libssl"
+fi
+
 # --- "record": "full": bodies kept, the key redacted
 PF=$(write_profile gwfull '{"extends": "default", '"$PRICES"', "llm": {'"$PROVIDERS"', "record": "full"}}')
 run_jail -p "$PF" -- /bin/sh -c 'python3 client.py anthropic stream; curl -sS -H "content-type: application/json" \
