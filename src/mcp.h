@@ -42,13 +42,13 @@ typedef enum {
 
 typedef struct {
         AjMcpAction action;
-        json_t *msg;          /* the parsed message (NULL when it did not parse) */
-        json_t *id;           /* borrowed from msg: its "id", NULL when it has none */
+        json_t *msg;                    /* the parsed message (NULL when it did not parse) */
+        json_t *id;                     /* borrowed from msg: its "id", NULL when it has none */
         char id_key[AJ_MCP_MAX_ID + 1]; /* the id's compact JSON ("" when none or too long) */
-        const char *tool;     /* TOOL_CALL: params.name (borrowed from msg) */
-        json_t *arguments;    /* TOOL_CALL: params.arguments, NULL when absent (borrowed) */
-        char *line;           /* FORWARD, REPLY, TOOL_CALL, TOOLS_LIST, RESPONSE: what to write */
-        const char *why;      /* DROP: a static reason */
+        const char *tool;               /* TOOL_CALL: params.name (borrowed from msg) */
+        json_t *arguments;              /* TOOL_CALL: params.arguments, NULL when absent (borrowed) */
+        char *line;                     /* FORWARD, REPLY, TOOL_CALL, TOOLS_LIST, RESPONSE: what to write */
+        const char *why;                /* DROP: a static reason */
 } AjMcpMsg;
 
 void aj_mcp_msg_done(AjMcpMsg *m);

@@ -118,6 +118,7 @@ typedef struct {
         char *buf;
         size_t len;
         bool eof, done, discarding;
+        bool unpolled; /* a regular file or /dev/null: epoll refuses it, a read never blocks */
 } Reader;
 
 typedef struct {
@@ -137,8 +138,8 @@ typedef struct {
         json_t *id;
         char call_id[AJ_BROKER_MAX_ID + 1];
         char tool[AJ_BROKER_MAX_NAME + 1];
-        char *line;        /* P_VERDICT: the tools/call to forward once allowed */
-        json_t *response;  /* P_CHECKING: the tools/list response whose names are checked */
+        char *line;       /* P_VERDICT: the tools/call to forward once allowed */
+        json_t *response; /* P_CHECKING: the tools/list response whose names are checked */
         const char **names;
         signed char *keep; /* per name: -1 unknown, 0 hide, 1 keep */
         size_t n_names, n_waiting;
@@ -788,7 +789,7 @@ static void update_interest(Relay *r)
         Reader *readers[] = { &r->client_in, &r->server_out };
         for (size_t i = 0; i < ARRAY_SIZE(readers); i++) {
                 Reader *rd = readers[i];
-                if (rd->eof || rd->fd < 0)
+                if (rd->eof || rd->fd < 0 || rd->unpolled)
                         continue;
                 /* Paused by leaving the loop: epoll reports a hang-up even with no events asked. */
                 bool blocked = reader_blocked(r, rd) || rd->len == READER_SIZE;
@@ -948,19 +949,15 @@ static int relay_setup(Relay *r, char **argv, sigset_t *oldmask)
             (s = aj_loop_add_io(r->loop, r->server_out.fd, EPOLLIN, on_reader, r, &r->server_out.io)) < 0 ||
             (s = aj_loop_add_io(r->loop, r->server_in.fd, 0, on_writer, r, &r->server_in.io)) < 0)
                 return s;
+        /* A file or /dev/null on stdin or stdout (scripts, tests) is not pollable, and never
+         * blocks: read when there is room, written at once. */
         s = aj_loop_add_io(r->loop, r->client_in.fd, EPOLLIN, on_reader, r, &r->client_in.io);
-        if (s == -EPERM) {
-                note("stdin must be a pipe, a socket or a terminal (the MCP client's)");
-                return s;
-        }
-        if (s < 0)
+        if (s == -EPERM)
+                r->client_in.unpolled = true;
+        else if (s < 0)
                 return s;
         s = aj_loop_add_io(r->loop, r->client_out.fd, 0, on_writer, r, &r->client_out.io);
-        if (s == -EPERM) {
-                note("stdout must be a pipe, a socket or a terminal (the MCP client's)");
-                return s;
-        }
-        return s;
+        return s == -EPERM ? 0 : s;
 }
 
 int aj_cmd_mcp(int argc, char **argv)
@@ -1002,7 +999,10 @@ int aj_cmd_mcp(int argc, char **argv)
                 return 2;
         }
         while (!finished(r) && !r->failed) {
-                s = aj_loop_dispatch(r->loop, -1);
+                bool read_now = r->client_in.unpolled && !r->client_in.eof && !reader_blocked(r, &r->client_in);
+                s = aj_loop_dispatch(r->loop, read_now ? 0 : -1);
+                if (s >= 0 && read_now)
+                        reader_read(r, &r->client_in);
                 if (s < 0) {
                         note("event loop: %s", strerror(-s));
                         break;
