@@ -243,6 +243,9 @@ int aj_mcp_from_client(const char *line, size_t len, const char *server,
                         goto out;
         } else if (meth && streq(meth, "tools/list") && m.id) {
                 m.action = AJ_MCP_TOOLS_LIST;
+        } else if (meth && streq(meth, "notifications/cancelled") && !m.id) {
+                m.action = AJ_MCP_FORWARD;
+                id_key(json_object_get(json_object_get(m.msg, "params"), "requestId"), m.cancel_key);
         } else {
                 m.action = AJ_MCP_FORWARD;
         }

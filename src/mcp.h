@@ -49,6 +49,8 @@ typedef struct {
         json_t *arguments;              /* TOOL_CALL: params.arguments, NULL when absent (borrowed) */
         char *line;                     /* FORWARD, REPLY, TOOL_CALL, TOOLS_LIST, RESPONSE: what to write */
         const char *why;                /* DROP: a static reason */
+        /* client, notifications/cancelled: the key of params.requestId ("" otherwise) */
+        char cancel_key[AJ_MCP_MAX_ID + 1];
 } AjMcpMsg;
 
 void aj_mcp_msg_done(AjMcpMsg *m);

@@ -143,6 +143,7 @@ typedef struct {
         const char **names;
         signed char *keep; /* per name: -1 unknown, 0 hide, 1 keep */
         size_t n_names, n_waiting;
+        bool cancelled; /* P_VERDICT: the client gave up; an allowed call is not made */
 } Pending;
 
 struct Relay {
@@ -333,7 +334,8 @@ static void broker_lost(Relay *r, const char *why)
         for (size_t i = 0; i < MAX_PENDING; i++) {
                 Pending *p = &r->pending[i];
                 if (p->state == P_VERDICT) {
-                        refuse_unavailable(r, p, why);
+                        if (!p->cancelled)
+                                refuse_unavailable(r, p, why);
                         pending_free(p);
                 } else if (p->state == P_CHECKING) {
                         list_unavailable(r, p, why);
@@ -378,7 +380,15 @@ static void list_done(Relay *r, Pending *p)
 static void on_tool_verdict(Relay *r, Pending *p, json_t *reply)
 {
         const char *verdict = json_string_value(json_object_get(reply, AJ_BROKER_F_VERDICT));
-        if (json_is_true(json_object_get(reply, AJ_BROKER_F_OK)) && verdict && streq(verdict, AJ_BROKER_ALLOW)) {
+        bool allowed = json_is_true(json_object_get(reply, AJ_BROKER_F_OK)) && verdict &&
+                       streq(verdict, AJ_BROKER_ALLOW);
+        if (p->cancelled) {
+                /* Nobody waits for it any more: not made, and the broker told it ended so. */
+                if (allowed)
+                        send_tool_result(r, p->call_id, "error");
+                return pending_free(p);
+        }
+        if (allowed) {
                 writer_add(r, &r->server_in, p->line);
                 free(p->line);
                 p->line = NULL;
@@ -536,6 +546,30 @@ static void client_tool_call(Relay *r, AjMcpMsg *m)
         }
 }
 
+/* notifications/cancelled for a tracked request: its slot is freed, so a client that gives
+ * up on calls (an SDK's request timeout) does not fill the table. A call awaiting its
+ * verdict is kept until the verdict, then not made; one the server runs is reported as
+ * ended in error (its outcome will not be seen). */
+static void client_cancelled(Relay *r, const char *key)
+{
+        Pending *p = pending_find(r, key);
+        if (!p)
+                return;
+        switch (p->state) {
+        case P_VERDICT:
+                p->cancelled = true;
+                p->id_key[0] = 0; /* the id may be used again */
+                break;
+        case P_CALL:
+                send_tool_result(r, p->call_id, "error");
+                pending_free(p);
+                break;
+        default:
+                pending_free(p);
+                break;
+        }
+}
+
 static void on_client_line(Relay *r, const char *line, size_t len)
 {
         AjMcpMsg m = {};
@@ -565,6 +599,8 @@ static void on_client_line(Relay *r, const char *line, size_t len)
                 break;
         }
         default:
+                if (m.cancel_key[0])
+                        client_cancelled(r, m.cancel_key);
                 writer_add(r, &r->server_in, m.line);
                 break;
         }

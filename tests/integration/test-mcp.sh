@@ -87,6 +87,27 @@ run_jail -p "$P" -- /bin/sh -c '
 is "$(head -1 <<<"$JAIL_OUT")" '{"jsonrpc":"2.0","id":2,"method":"ping"}' "while a call is held, a later message is relayed"
 is "$(events_of approval.requested | jq -r '.["gen_ai.tool.name"]')" mcp.fs.hold_me "the held call awaits approval"
 
+# A held call the client cancels (an SDK's request timeout) is not made when approved later.
+start_jail_bg -p "$P" -- /bin/sh -c '
+        mkfifo in; { echo "{\"jsonrpc\":\"2.0\",\"id\":11,\"method\":\"tools/call\",\"params\":{\"name\":\"hold_late\"}}"
+                     sleep 0.5; echo "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":11}}"
+                     sleep 3; } >in &
+        agentjail mcp --name fs -- cat <in >cancel.jsonl; echo "rc=$?" >>cancel.jsonl'
+RUN_DIR=$(wait_run_dir 10)
+if wait_for_output "$WORKSPACE/cancel.jsonl" 'notifications/cancelled' 10; then
+        CALL=$(events_of approval.requested "$RUN_DIR" | jq -r '.["gen_ai.tool.call.id"]')
+        aj approve "${RUN_DIR##*/}" "$CALL"
+        is "$RC" 0 "the operator approves the call the client has cancelled" || op_diag
+        wait_exit "$BG_PID" 15
+        unlike "$(cat "$WORKSPACE/cancel.jsonl")" 'hold_late' "the cancelled call is not made after the approval"
+        like "$(cat "$WORKSPACE/cancel.jsonl")" 'rc=0' "the relay ends normally"
+        is "$(events_of tool.result "$RUN_DIR" | jq -r --arg c "$CALL" 'select(.["gen_ai.tool.call.id"] == $c) | .status')" error \
+                "the broker is told it ended (tool.result error)"
+else
+        fail "a held call, then its cancellation" "$(cat "$WORKSPACE/cancel.jsonl" "$TEST_TMP/bg.err" 2>/dev/null)"
+fi
+kill_bg
+
 # ------------------------------------------------- a real server and the official SDK client
 CACHE=${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/npm-mcp
 SERVER=$CACHE/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js

@@ -230,6 +230,15 @@ Test(mcp, other_client_messages_pass)
         cr_expect_eq(m.action, AJ_MCP_TOOLS_LIST);
         cr_expect_str_eq(m.id_key, "\"l-1\"");
         aj_mcp_msg_done(&m);
+        /* A cancellation names the request it cancels (the relay frees that slot). */
+        m = client("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\"c-9\","
+                   "\"reason\":\"timeout\"}}");
+        cr_expect_eq(m.action, AJ_MCP_FORWARD);
+        cr_expect_str_eq(m.cancel_key, "\"c-9\"");
+        aj_mcp_msg_done(&m);
+        m = client("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"requestId\":1}}");
+        cr_expect_str_eq(m.cancel_key, "");
+        aj_mcp_msg_done(&m);
         /* A tools/list notification is nothing to filter. */
         m = client("{\"jsonrpc\":\"2.0\",\"method\":\"tools/list\"}");
         cr_expect_eq(m.action, AJ_MCP_FORWARD);
@@ -320,8 +329,9 @@ Test(mcp, error_shapes)
 
         json_t *err = parse("{\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"event log full\"}}");
         _cleanup_free_ char *e = aj_mcp_refusal_line(id, "mcp.fs.read_file", "c", err);
-        expect_error_line(e, AJ_MCP_E_UNAVAILABLE, "3", "could not check the tool call mcp.fs.read_file with the "
-                                                       "broker: event log full");
+        expect_error_line(e, AJ_MCP_E_UNAVAILABLE, "3",
+                          "could not check the tool call mcp.fs.read_file with the "
+                          "broker: event log full");
         json_decref(err);
 
         /* An allow that is not ok:true is no allow. */
@@ -358,10 +368,11 @@ static bool keep_not_write(void *userdata, const char *name)
 
 Test(mcp, tools_list_filtering)
 {
-        json_t *r = parse("{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":["
-                          "{\"name\":\"read_file\",\"inputSchema\":{}},{\"name\":\"write_file\"},{\"title\":\"nameless\"},"
-                          "{\"name\":\"a b\"},{\"name\":\"list_directory\"},{\"name\":\"write_other\"}],"
-                          "\"nextCursor\":\"c\"}}");
+        json_t *r = parse(
+                "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":["
+                "{\"name\":\"read_file\",\"inputSchema\":{}},{\"name\":\"write_file\"},{\"title\":\"nameless\"},"
+                "{\"name\":\"a b\"},{\"name\":\"list_directory\"},{\"name\":\"write_other\"}],"
+                "\"nextCursor\":\"c\"}}");
         const char *names[8];
         size_t n = 0;
         cr_assert_eq(aj_mcp_list_names(r, names, 8, &n), 0);
