@@ -316,6 +316,34 @@ static void op_usage(AjBroker *b, Conn *c, json_t *req, json_t *id)
         broker_conn_reply(c, reply);
 }
 
+/* What a `tool` request with this name would meet from the tools rules and approvals, without
+ * counting, holding or recording it: for a relay that hides denied tools from a listing
+ * (agentjail mcp). The caps are not judged: they change with every call. */
+static void op_check(AjBroker *b, Conn *c, json_t *req, json_t *id)
+{
+        static const char *const allowed[] = { AJ_BROKER_F_ID, AJ_BROKER_F_V, AJ_BROKER_F_OP, AJ_BROKER_F_TOOL_NAME,
+                                               NULL };
+        bool unused = false;
+        AjMeterDecision d;
+
+        if (check_fields(b, c, req, id, AJ_BROKER_OP_CHECK, allowed) < 0)
+                return;
+        const char *name = get_name(b, c, req, id, AJ_BROKER_F_TOOL_NAME, AJ_BROKER_MAX_NAME, false, &unused);
+        if (!name)
+                return;
+        aj_meter_check_tool(b->meter, name, &d);
+        bool allowed_now = d.verdict == AJ_VERDICT_ALLOW;
+        json_t *reply = broker_envelope(id, true);
+        reply = broker_reply_set(reply, AJ_BROKER_F_VERDICT,
+                                 json_string(allowed_now ? AJ_BROKER_ALLOW : AJ_BROKER_DENY));
+        reply = broker_reply_set(reply, AJ_BROKER_F_TOOL_NAME, json_string(name));
+        if (!allowed_now)
+                reply = broker_reply_set(reply, AJ_BROKER_F_REASON, json_string(d.reason));
+        reply = broker_reply_set(reply, AJ_BROKER_F_APPROVAL_REQUIRED,
+                                 json_boolean(allowed_now && broker_needs_approval(b, name)));
+        broker_conn_reply(c, reply);
+}
+
 static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
 {
         json_error_t je;
@@ -364,9 +392,12 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
                 op_tokens(b, c, req, id);
         else if (streq(o, AJ_BROKER_OP_USAGE))
                 op_usage(b, c, req, id);
+        else if (streq(o, AJ_BROKER_OP_CHECK))
+                op_check(b, c, req, id);
         else
                 broker_reply_error(b, c, id, AJ_BROKER_E_UNKNOWN_OP,
-                                   "field \"op\": unknown operation \"%s\" (expected tool, tool_result, tokens or usage)",
+                                   "field \"op\": unknown operation \"%s\" (expected tool, tool_result, tokens, usage "
+                                   "or check)",
                                    SHOWN(o));
 }
 

@@ -5,6 +5,7 @@
 
 #include "agentjail/exit-codes.h"
 #include "broker.h"
+#include "cli/mcp-cmd.h"
 #include "cli/run.h"
 #include "cli/verbs.h"
 #include "commands.h"
@@ -47,6 +48,8 @@ int aj_commands_main(int argc, char **argv)
                 return aj_cmd_profile(argc, argv);
         if (streq(cmd, "meter"))
                 return aj_cmd_meter(argc, argv);
+        if (streq(cmd, "mcp"))
+                return aj_cmd_mcp(argc, argv);
         static const struct {
                 const char *name;
                 int (*fn)(int, char **);

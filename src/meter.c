@@ -482,6 +482,13 @@ static bool tool_denied(const AjMeter *m, const char *name, AjMeterDecision *d)
         return true;
 }
 
+void aj_meter_check_tool(const AjMeter *m, const char *name, AjMeterDecision *ret_decision)
+{
+        AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
+        (void)tool_denied(m, name, &d);
+        *ret_decision = d;
+}
+
 int aj_meter_reserve_tool(AjMeter *m, const char *name, const char *args_digest, uint64_t now_ns,
                           AjMeterReservation *ret_res, AjMeterDecision *ret_decision)
 {

@@ -111,6 +111,10 @@ typedef struct {
         char price_date[16];                     /* the table's date; "" for the profile's prices */
 } AjMeterDecision;
 
+/* The verdict the tools rules alone give `name` (ALLOW or DENY with the reason): no cap is
+ * looked at, nothing is reserved or counted. The broker's `check`. */
+void aj_meter_check_tool(const AjMeter *m, const char *name, AjMeterDecision *ret_decision);
+
 /* What one request holds between reserve and settle. Caller-owned. */
 typedef struct {
         bool active;

@@ -32,6 +32,7 @@
 #define AJ_BROKER_OP_TOOL_RESULT "tool_result" /* after a tool call */
 #define AJ_BROKER_OP_TOKENS "tokens"           /* model usage */
 #define AJ_BROKER_OP_USAGE "usage"             /* read-only: usage against every cap */
+#define AJ_BROKER_OP_CHECK "check"             /* read-only: the verdict the tools rules give a name */
 
 /* Request fields */
 #define AJ_BROKER_F_TOOL_NAME "gen_ai.tool.name"
@@ -45,14 +46,15 @@
 #define AJ_BROKER_F_CACHED_TOKENS "gen_ai.usage.cache_read.input_tokens" /* <= input_tokens */
 
 /* Reply fields */
-#define AJ_BROKER_F_VERDICT "verdict" /* tool: allow|deny|breach; tokens: ok|breach */
-#define AJ_BROKER_F_REASON "reason"   /* deny, breach */
-#define AJ_BROKER_F_CAP "cap"         /* breach: which cap */
-#define AJ_BROKER_F_LIMIT "limit"     /* breach: the cap's value */
-#define AJ_BROKER_F_VALUE "value"     /* breach: what usage would have become */
-#define AJ_BROKER_F_USAGE "usage"     /* {cap: {"limit", "used", "remaining"}} */
-#define AJ_BROKER_F_COST "cost_usd"   /* tokens: cost of this request */
-#define AJ_BROKER_F_PRICE "price"     /* tokens: "known" | "unknown" (unknown model: cost 0) */
+#define AJ_BROKER_F_VERDICT "verdict"                     /* tool: allow|deny|breach; tokens: ok|breach */
+#define AJ_BROKER_F_REASON "reason"                       /* deny, breach */
+#define AJ_BROKER_F_CAP "cap"                             /* breach: which cap */
+#define AJ_BROKER_F_LIMIT "limit"                         /* breach: the cap's value */
+#define AJ_BROKER_F_VALUE "value"                         /* breach: what usage would have become */
+#define AJ_BROKER_F_USAGE "usage"                         /* {cap: {"limit", "used", "remaining"}} */
+#define AJ_BROKER_F_COST "cost_usd"                       /* tokens: cost of this request */
+#define AJ_BROKER_F_PRICE "price"                         /* tokens: "known" | "unknown" (unknown model: cost 0) */
+#define AJ_BROKER_F_APPROVAL_REQUIRED "approval_required" /* check: a call would be held for approval */
 
 /* Verdicts */
 #define AJ_BROKER_ALLOW "allow"

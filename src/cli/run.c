@@ -31,6 +31,8 @@ static const char main_help[] =
         "                                  review an overlay workspace's changes, apply or drop them\n"
         "  rollback RUN [--json]           what undoes a run: workspace changes, compensating actions\n"
         "  meter tool|result|tokens|usage  report to the run's broker (inside a jail)\n"
+        "  mcp [--name SERVER] -- CMD [ARG...]\n"
+        "                                  an MCP server whose tool calls ask the broker (inside a jail)\n"
         "  help                            this text\n"
         "  version                         print the version\n";
 

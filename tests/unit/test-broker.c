@@ -1035,3 +1035,54 @@ Test(meter_cmd, client_exit_statuses, .init = setup, .fini = teardown)
         }
         unsetenv(AJ_BROKER_ENV);
 }
+
+/* `check`: the verdict the tools rules give a name, and whether approvals would hold it;
+ * nothing counted, held or recorded (agentjail mcp hides denied tools with it). */
+Test(approvals, check_tells_the_rules_verdict_without_counting)
+{
+        AjMeterCaps caps = {};
+        caps.set[AJ_CAP_TOOL_CALLS] = true;
+        caps.limit[AJ_CAP_TOOL_CALLS] = 0;
+        setup_approvals(&caps);
+        cr_assert_eq(aj_meter_add_tool_rule(env.meter, AJ_TOOL_RULE_DENY, "mcp.fs.write_*"), 0);
+        int fd = client();
+
+        json_t *r = request(fd,
+                            "{\"id\": 1, \"v\": 1, \"op\": \"check\", \"gen_ai.tool.name\": \"mcp.fs.write_file\"}\n");
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        cr_expect_eq(json_integer_value(json_object_get(r, "id")), 1);
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        cr_expect_str_eq(str(r, "gen_ai.tool.name", NULL), "mcp.fs.write_file");
+        cr_expect_str_eq(str(r, "reason", NULL),
+                         "tool \"mcp.fs.write_file\" is denied by tools.deny \"mcp.fs.write_*\"");
+        cr_expect(json_is_false(json_object_get(r, "approval_required")));
+        json_decref(r);
+
+        /* Allowed by the rules although tool_calls is 0: the caps are not judged. */
+        r = request(fd, "{\"id\": \"c2\", \"v\": 1, \"op\": \"check\", \"gen_ai.tool.name\": \"mcp.fs.read_file\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        cr_expect_str_eq(str(r, "id", NULL), "c2");
+        cr_expect_null(json_object_get(r, "reason"));
+        cr_expect(json_is_false(json_object_get(r, "approval_required")));
+        json_decref(r);
+
+        /* A name approvals would hold: answered at once, nothing held. */
+        r = request(fd, "{\"id\": 3, \"v\": 1, \"op\": \"check\", \"gen_ai.tool.name\": \"refund.issue\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        cr_expect(json_is_true(json_object_get(r, "approval_required")));
+        json_decref(r);
+        cr_expect_null(in_flight_call("refund.issue"));
+
+        cr_expect_eq(json_array_size(env.fake.events), 0, "a check records nothing");
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0, "and counts nothing");
+
+        /* Its fields are checked like any request's. */
+        expect_error(request(fd, "{\"id\": 4, \"v\": 1, \"op\": \"check\"}\n"), "bad_request",
+                     "missing field \"gen_ai.tool.name\"", false);
+        expect_error(request(fd, "{\"id\": 5, \"v\": 1, \"op\": \"check\", \"gen_ai.tool.name\": \"a b\"}\n"),
+                     "bad_request", "field \"gen_ai.tool.name\"", false);
+        expect_error(request(fd, "{\"id\": 6, \"v\": 1, \"op\": \"check\", \"gen_ai.tool.name\": \"x\", "
+                                 "\"gen_ai.tool.call.arguments\": {}}\n"),
+                     "bad_request", "unknown field \"gen_ai.tool.call.arguments\" for op \"check\"", false);
+        close(fd);
+}

@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* agentjail mcp's message rewriting: see mcp.h. */
+#include "mcp.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agentjail/broker.h"
+#include "util/macros.h"
+
+void aj_mcp_msg_done(AjMcpMsg *m)
+{
+        json_decref(m->msg);
+        free(m->line);
+        *m = (AjMcpMsg){};
+}
+
+static bool server_char(char c)
+{
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+void aj_mcp_server_from_command(const char *cmd, char ret[AJ_MCP_MAX_SERVER + 1])
+{
+        const char *base = strrchr(cmd, '/');
+        base = base ? base + 1 : cmd;
+        size_t n = 0;
+        for (; base[n] && n < AJ_MCP_MAX_SERVER; n++)
+                ret[n] = server_char(base[n]) ? base[n] : '_';
+        ret[n] = 0;
+        if (n == 0)
+                snprintf(ret, AJ_MCP_MAX_SERVER + 1, "server");
+}
+
+bool aj_mcp_server_name_valid(const char *name)
+{
+        size_t n = strlen(name);
+        if (n == 0 || n > AJ_MCP_MAX_SERVER)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!server_char(name[i]))
+                        return false;
+        return true;
+}
+
+int aj_mcp_tool_name(const char *server, const char *tool, char *buf, size_t size)
+{
+        int n = snprintf(buf, size, "mcp.%s.%s", server, tool);
+        if (n < 0 || (size_t)n >= size || n > AJ_BROKER_MAX_NAME)
+                return -ENAMETOOLONG;
+        return 0;
+}
+
+static bool id_char(char c) { return server_char(c) || c == '.' || c == ':'; }
+
+void aj_mcp_call_id(long pid, const json_t *id, unsigned long long generated, char *buf, size_t size)
+{
+        if (json_is_integer(id)) {
+                snprintf(buf, size, "mcp-%ld-%lld", pid, (long long)json_integer_value(id));
+                return;
+        }
+        if (json_is_string(id)) {
+                const char *s = json_string_value(id);
+                size_t n = json_string_length(id);
+                bool plain = n > 0 && n <= 64 && strlen(s) == n;
+                for (size_t i = 0; plain && i < n; i++)
+                        plain = id_char(s[i]);
+                if (plain) {
+                        snprintf(buf, size, "mcp-%ld-%s", pid, s);
+                        return;
+                }
+        }
+        snprintf(buf, size, "mcp-%ld-g%llu", pid, generated);
+}
+
+/* The id's compact JSON; "" when it is longer than AJ_MCP_MAX_ID. */
+static void id_key(const json_t *id, char ret[AJ_MCP_MAX_ID + 1])
+{
+        ret[0] = 0;
+        if (!id)
+                return;
+        char *s = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
+        if (s && strlen(s) <= AJ_MCP_MAX_ID)
+                snprintf(ret, AJ_MCP_MAX_ID + 1, "%s", s);
+        free(s);
+}
+
+char *aj_mcp_error_line(const json_t *id, int code, const char *message, json_t *data)
+{
+        json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
+        if (err && data && json_object_set_new(err, "data", data) < 0) {
+                json_decref(err);
+                return NULL;
+        }
+        if (!err) {
+                json_decref(data);
+                return NULL;
+        }
+        json_t *o = json_pack("{s:s, s:O?, s:o}", "jsonrpc", "2.0", "id", (json_t *)id, "error", err);
+        if (!o)
+                return NULL;
+        if (!id && json_object_set_new(o, "id", json_null()) < 0) {
+                json_decref(o);
+                return NULL;
+        }
+        char *s = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        return s;
+}
+
+char *aj_mcp_refusal_line(const json_t *id, const char *tool_name, const char *call_id, const json_t *reply)
+{
+        const char *verdict = json_string_value(json_object_get(reply, AJ_BROKER_F_VERDICT));
+        const char *reason = json_string_value(json_object_get(reply, AJ_BROKER_F_REASON));
+        char message[1024];
+        int code;
+
+        if (!json_is_true(json_object_get(reply, AJ_BROKER_F_OK))) {
+                json_t *e = json_object_get(reply, AJ_BROKER_F_ERROR);
+                code = AJ_MCP_E_UNAVAILABLE;
+                verdict = "error";
+                reason = json_string_value(json_object_get(e, "message"));
+                snprintf(message, sizeof(message), "agentjail could not check the tool call %s with the broker: %s",
+                         tool_name, reason ?: "no reply");
+        } else if (verdict && streq(verdict, AJ_BROKER_BREACH)) {
+                code = AJ_MCP_E_BREACH;
+                snprintf(message, sizeof(message),
+                         "agentjail stopped the tool call %s: %s (a cap was crossed; the run is being frozen)",
+                         tool_name, reason ?: "breach");
+        } else {
+                code = AJ_MCP_E_DENIED;
+                verdict = AJ_BROKER_DENY;
+                snprintf(message, sizeof(message), "agentjail denied the tool call %s: %s", tool_name,
+                         reason ?: "no reason given");
+        }
+        json_t *data = json_pack("{s:s, s:s, s:s?, s:s?}", "verdict", verdict, AJ_BROKER_F_TOOL_NAME, tool_name,
+                                 AJ_BROKER_F_REASON, reason, AJ_BROKER_F_TOOL_CALL_ID, call_id);
+        return aj_mcp_error_line(id, code, message, data);
+}
+
+static int reply_error(AjMcpMsg *m, const json_t *id, int code, const char *message)
+{
+        m->action = AJ_MCP_REPLY;
+        m->line = aj_mcp_error_line(id, code, message, NULL);
+        return m->line ? 0 : -ENOMEM;
+}
+
+static bool plain_name(const json_t *v)
+{
+        if (!json_is_string(v))
+                return false;
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (n == 0 || strlen(s) != n)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+                        return false;
+        return true;
+}
+
+static int judge_tool_call(AjMcpMsg *m, const char *server)
+{
+        char name[AJ_BROKER_MAX_NAME + 64];
+        json_t *params = json_object_get(m->msg, "params");
+        if (!json_is_object(params))
+                return reply_error(m, m->id, AJ_MCP_E_INVALID_PARAMS, "tools/call: \"params\" must be an object");
+        json_t *tool = json_object_get(params, "name");
+        if (!plain_name(tool))
+                return reply_error(m, m->id, AJ_MCP_E_INVALID_PARAMS,
+                                   "tools/call: \"params.name\" must be a non-empty string without spaces or "
+                                   "control characters");
+        if (aj_mcp_tool_name(server, json_string_value(tool), name, sizeof(name)) < 0)
+                return reply_error(m, m->id, AJ_MCP_E_INVALID_PARAMS, "tools/call: \"params.name\" is too long");
+        json_t *args = json_object_get(params, "arguments");
+        if (args && !json_is_object(args))
+                return reply_error(m, m->id, AJ_MCP_E_INVALID_PARAMS,
+                                   "tools/call: \"params.arguments\" must be an object");
+        m->action = AJ_MCP_TOOL_CALL;
+        m->tool = json_string_value(tool);
+        m->arguments = args;
+        return 0;
+}
+
+int aj_mcp_from_client(const char *line, size_t len, const char *server,
+                       bool (*is_pending)(void *userdata, const char *id_key), void *userdata, AjMcpMsg *ret)
+{
+        AjMcpMsg m = {};
+        json_error_t je;
+        int r;
+
+        if (len > 0 && line[len - 1] == '\r')
+                len--;
+        m.msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+        if (!m.msg) {
+                char message[256];
+                snprintf(message, sizeof(message), "agentjail mcp: not JSON (column %d: %s); nothing was forwarded",
+                         je.column, je.text);
+                r = reply_error(&m, NULL, AJ_MCP_E_PARSE, message);
+                goto out;
+        }
+        if (json_is_array(m.msg)) {
+                r = reply_error(&m, NULL, AJ_MCP_E_INVALID_REQUEST,
+                                "agentjail mcp: JSON-RPC batches are not supported (MCP 2025-06-18 has none); send "
+                                "each message on its own line");
+                goto out;
+        }
+        if (!json_is_object(m.msg)) {
+                r = reply_error(&m, NULL, AJ_MCP_E_INVALID_REQUEST, "agentjail mcp: a message must be a JSON object");
+                goto out;
+        }
+        m.id = json_object_get(m.msg, "id");
+        id_key(m.id, m.id_key);
+        json_t *method = json_object_get(m.msg, "method");
+        const char *meth = json_string_value(method);
+        bool tracked = meth && (streq(meth, "tools/call") || streq(meth, "tools/list"));
+        if (meth && m.id) {
+                /* A request: the relay matches its response by id, so a tracked one needs an id it
+                 * can keep, and no request may reuse the id of one still in flight. */
+                if (tracked && (!(json_is_string(m.id) || json_is_integer(m.id)) || !m.id_key[0])) {
+                        r = reply_error(&m, NULL, AJ_MCP_E_INVALID_REQUEST,
+                                        "agentjail mcp: the id of a tools/call or tools/list request must be an "
+                                        "integer or a string of at most 254 bytes");
+                        goto out;
+                }
+                if (m.id_key[0] && is_pending && is_pending(userdata, m.id_key)) {
+                        r = reply_error(&m, m.id, AJ_MCP_E_INVALID_REQUEST,
+                                        "agentjail mcp: this id is already used by a request in flight");
+                        goto out;
+                }
+        }
+        if (meth && streq(meth, "tools/call")) {
+                if (!m.id) {
+                        m.action = AJ_MCP_DROP;
+                        m.why = "a tools/call without an id (a notification) is not forwarded";
+                        r = 0;
+                        goto out;
+                }
+                r = judge_tool_call(&m, server);
+                if (r < 0 || m.action == AJ_MCP_REPLY)
+                        goto out;
+        } else if (meth && streq(meth, "tools/list") && m.id) {
+                m.action = AJ_MCP_TOOLS_LIST;
+        } else if (meth && streq(meth, "notifications/cancelled") && !m.id) {
+                m.action = AJ_MCP_FORWARD;
+                id_key(json_object_get(json_object_get(m.msg, "params"), "requestId"), m.cancel_key);
+        } else {
+                m.action = AJ_MCP_FORWARD;
+        }
+        m.line = json_dumps(m.msg, JSON_COMPACT);
+        r = m.line ? 0 : -ENOMEM;
+out:
+        if (r < 0) {
+                aj_mcp_msg_done(&m);
+                return r;
+        }
+        *ret = m;
+        return 0;
+}
+
+int aj_mcp_from_server(const char *line, size_t len, AjMcpMsg *ret)
+{
+        AjMcpMsg m = {};
+        json_error_t je;
+
+        if (len > 0 && line[len - 1] == '\r')
+                len--;
+        m.msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+        if (!m.msg) {
+                m.action = AJ_MCP_DROP;
+                m.why = "a line that is not JSON";
+        } else if (json_is_array(m.msg)) {
+                m.action = AJ_MCP_DROP;
+                m.why = "a JSON-RPC batch (not supported)";
+        } else if (!json_is_object(m.msg)) {
+                m.action = AJ_MCP_DROP;
+                m.why = "a JSON value that is not an object";
+        } else {
+                m.id = json_object_get(m.msg, "id");
+                id_key(m.id, m.id_key);
+                bool response = !json_object_get(m.msg, "method") &&
+                                (json_object_get(m.msg, "result") || json_object_get(m.msg, "error"));
+                m.action = response && m.id ? AJ_MCP_RESPONSE : AJ_MCP_FORWARD;
+                m.line = strndup(line, len);
+                if (!m.line) {
+                        aj_mcp_msg_done(&m);
+                        return -ENOMEM;
+                }
+        }
+        *ret = m;
+        return 0;
+}
+
+const char *aj_mcp_result_status(const json_t *response)
+{
+        if (json_object_get(response, "error"))
+                return "error";
+        json_t *result = json_object_get(response, "result");
+        if (!json_is_object(result) || json_is_true(json_object_get(result, "isError")))
+                return "error";
+        return "ok";
+}
+
+static json_t *list_tools(const json_t *response)
+{
+        json_t *tools = json_object_get(json_object_get(response, "result"), "tools");
+        return json_is_array(tools) ? tools : NULL;
+}
+
+int aj_mcp_list_names(const json_t *response, const char **names, size_t max, size_t *ret_n)
+{
+        json_t *tools = list_tools(response), *t;
+        size_t i, n = 0;
+        if (tools && json_array_size(tools) > AJ_MCP_MAX_TOOLS)
+                return -E2BIG;
+        json_array_foreach (tools, i, t) {
+                json_t *name = json_object_get(t, "name");
+                if (!plain_name(name))
+                        continue;
+                if (n >= max)
+                        return -E2BIG;
+                names[n++] = json_string_value(name);
+        }
+        *ret_n = n;
+        return 0;
+}
+
+char *aj_mcp_list_filter(json_t *response, bool (*keep)(void *userdata, const char *name), void *userdata,
+                         size_t *ret_removed)
+{
+        json_t *tools = list_tools(response);
+        size_t removed = 0;
+        for (size_t i = 0; tools && i < json_array_size(tools);) {
+                json_t *name = json_object_get(json_array_get(tools, i), "name");
+                if (plain_name(name) && keep(userdata, json_string_value(name))) {
+                        i++;
+                        continue;
+                }
+                if (json_array_remove(tools, i) < 0)
+                        return NULL;
+                removed++;
+        }
+        if (ret_removed)
+                *ret_removed = removed;
+        return json_dumps(response, JSON_COMPACT);
+}
