@@ -1,0 +1,141 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# A real agent end to end: Claude Code (@anthropic-ai/claude-code from the npm registry,
+# installed by this test into a cache under the build dir and reused) in print mode, in a
+# jail with the node profile, against a scripted fake Anthropic API (tests/helpers/fake-llm.py
+# on a test host over TLS) served through the LLM gateway. The fake answers with a tool_use
+# of Claude Code's Bash tool, then, once the tool_result is back, with a text naming each
+# result: what the Bash tool ran, it ran in the jail, under its policy.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+require_root
+setup_dirs
+
+FAKE="$AGENTJAIL_SOURCE_DIR/tests/helpers/fake-llm.py"
+for t in python3 openssl jq node npm; do
+        if ! command -v $t >/dev/null; then
+                # scripts/setup installs them all: a missing one is a broken test machine.
+                fail "$t is installed (scripts/setup installs it)"
+                done_testing
+        fi
+done
+
+# --- Claude Code from the npm registry, into a cache reused between runs. The version is
+# pinned (the one these tests were written against); AGENTJAIL_TEST_CLAUDE_CODE tries another.
+CC_VERSION=${AGENTJAIL_TEST_CLAUDE_CODE:-2.1.197}
+CACHE="${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/agent-cache/claude-code-$CC_VERSION"
+CC_BIN=
+cc_bin() {
+        local b
+        # The native binary of the platform's package (what the wrapper's postinstall
+        # copies over bin/claude.exe; an npm that does not run install scripts leaves a stub).
+        for b in "$CACHE"/node_modules/@anthropic-ai/claude-code-linux-*/claude; do
+                [[ -x $b && -s $b ]] && { echo "${b#"$CACHE/node_modules/"}"; return 0; }
+        done
+        return 1
+}
+if ! CC_BIN=$(cc_bin); then
+        mkdir -p "$CACHE"
+        if ! timeout 60 npm view "@anthropic-ai/claude-code@$CC_VERSION" version >"$TEST_TMP/npm.log" 2>&1; then
+                skip_all "the npm registry cannot be reached: $(tail -c 300 "$TEST_TMP/npm.log")"
+        fi
+        if ! (cd "$CACHE" && timeout 600 npm install --prefix . --no-audit --no-fund --no-save --silent \
+                "@anthropic-ai/claude-code@$CC_VERSION") >"$TEST_TMP/npm.log" 2>&1 || ! CC_BIN=$(cc_bin); then
+                fail "npm install @anthropic-ai/claude-code@$CC_VERSION" "$(tail -c 1000 "$TEST_TMP/npm.log")"
+                done_testing
+        fi
+fi
+diag "Claude Code $CC_VERSION from $CACHE"
+
+# --- the fake Anthropic API on a test host, over TLS with a test CA
+T="$TEST_TMP/fake"
+mkdir -p "$T"
+chmod 755 "$T"
+test_host_up 198.51.100
+is "$?" 0 "the fake provider's test host: a network namespace over a veth pair"
+ok "a test CA and server certificate" mkcert "$T" "$TH_IP"
+AKEY="sk-ant-real-$RANDOM$RANDOM"
+ip netns exec "$TH_NS" python3 "$FAKE" --bind "$TH_IP" --port-file "$T/fake.port" --record "$T/record" \
+        --cert "$T/srv.pem" --key "$T/srv.key" --anthropic-key "$AKEY" 2>"$T/fake.err" &
+BG_PIDS+=("$!")
+wait_file "$T/fake.port" || {
+        fail "the fake provider starts" "$(cat "$T/fake.err")"
+        done_testing
+}
+FP=$(cat "$T/fake.port")
+export AJ_TEST_ANTHROPIC_KEY="$AKEY"
+
+# The recipe: the node profile, the provider through the gateway, Claude Code told to stay
+# quiet (no auto-update, telemetry, error reports or other traffic besides the model calls).
+QUIET='"DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"'
+LLM='"prices": {"claude-test": {"input": 1e-4, "output": 2e-4}},
+        "llm": {"providers": {"anthropic": {"url": "https://'$TH_IP:$FP'", "key_env": "AJ_TEST_ANTHROPIC_KEY",
+                                           "ca_file": "'$T/ca.pem'"}}}'
+P=$(write_profile claude '{"extends": "node", "env": {"set": {'"$QUIET"'}}, '"$LLM"'}')
+
+# The model calls the fake provider got (Claude Code also checks the provider with a HEAD /
+# at startup, unmetered).
+records() { cat "$T/record" 2>/dev/null | grep -c '"path": "/v1/messages'; }
+
+# cc_argv RUN-ARGS... -- PROMPT [CLAUDE-ARGS...]: sets CC_ARGV, the arguments of `agentjail
+# run` for Claude Code in print mode (the package's node_modules bound read-only at
+# /opt/claude-code), with the fake's model. claude_run runs it and waits.
+cc_argv() {
+        CC_ARGV=()
+        while (($#)) && [[ $1 != -- ]]; do
+                CC_ARGV+=("$1")
+                shift
+        done
+        shift
+        local prompt=$1
+        shift
+        CC_ARGV+=(--llm anthropic --ro "$CACHE/node_modules:/opt/claude-code" --
+                "/opt/claude-code/$CC_BIN" -p "$prompt" --model claude-test "$@")
+}
+JAIL_TIMEOUT=120
+claude_run() {
+        cc_argv "$@"
+        run_jail "${CC_ARGV[@]}"
+}
+
+# --- the Bash tool's commands run in the jail, under its policy: a file it writes is in
+# the workspace, a host file outside the jail's view and the network are not there
+SECRET="host-secret-$RANDOM$RANDOM"
+echo "$SECRET" >"$TEST_TMP/host-secret.txt"
+NET="python3 -c 'import socket; socket.create_connection((\"$TH_IP\", $FP), 5); print(\"connected\")'"
+n0=$(records)
+start=$SECONDS
+claude_run -p "$P" -- "Run these: <cmd>echo made-by-claude > made.txt && id -u && hostname</cmd>
+<cmd>cat $TEST_TMP/host-secret.txt</cmd> <cmd>$NET</cmd>" --allowedTools Bash
+diag "Claude Code's run took $((SECONDS - start)) s"
+is "$JAIL_RC" 0 "Claude Code ran in print mode in the jail" || jail_diag
+like "$JAIL_OUT" "RESULT 1 \(ok\): 1000"$'\n'"agentjail" "its Bash tool ran the first command in the jail (uid 1000, the jail's hostname)"
+is "$(cat "$WORKSPACE/made.txt" 2>/dev/null)" made-by-claude "the file the Bash tool wrote is in the workspace"
+like "$JAIL_OUT" "RESULT 2 \(error\):.*host-secret.txt: No such file" "a host file outside the jail's view: not there for the Bash tool"
+unlike "$JAIL_OUT" "$SECRET" "... its content never reached the model"
+like "$JAIL_OUT" "RESULT 3 \(error\):.*(Network is unreachable|Errno 101)" "the network (the provider's own host, directly): unreachable for the Bash tool"
+unlike "$JAIL_OUT" "connected" "... no connection was made"
+# What reached the provider: the model calls through the gateway, the real key, the
+# tool_results in the conversation.
+n1=$(records)
+cmp_num "$((n1 - n0))" -ge 4 "the fake provider got Claude Code's requests (a tool_use per command, then the answer)"
+LAST=$(grep '"path": "/v1/messages' "$T/record" | tail -1)
+like "$(jq -r .body <<<"$LAST" | jq -c '[.messages[] | .content | arrays | .[] | select(.type == "tool_result")] | length')" \
+        '^3$' "the last request carries the three tool_results"
+like "$(jq -c '.headers[] | select(.[0] | ascii_downcase == "x-api-key") | .[1]' <<<"$LAST")" "\"$AKEY\"" \
+        "the gateway put the real key on Claude Code's requests"
+unlike "$(cat "$JAIL_RUN_DIR"/*.log "$JAIL_RUN_DIR/events.jsonl" 2>/dev/null)" "$AKEY" "the key is in none of the run's records"
+# The model calls metered by the gateway: what the operator sees.
+is "$(jf '.llm.anthropic["claude-test"].requests')" "$((n1 - n0))" "run.json: every model call metered"
+is "$(jf '.llm.anthropic["claude-test"]["gen_ai.usage.input_tokens"]')" "$((28 * (n1 - n0)))" \
+        "run.json: the input tokens the provider reported (28 a call)"
+aj inspect "$JAIL_RUN_ID"
+like "$OUT" "anthropic +claude-test +$((n1 - n0)) +$((28 * (n1 - n0))) +$((7 * (n1 - n0))) " \
+        "inspect: Claude Code's model calls and tokens, measured by the gateway" || op_diag
+is "$(events_of llm.response | jq -s -c '[.[] | .relay] | unique')" '["completed"]' "every stream completed"
+is "$(events_of llm.response | grep -c '"tool_calls":\["Bash"\]')" 3 "the model's three Bash tool calls are in llm.response events"
+
+done_testing
