@@ -138,4 +138,82 @@ like "$OUT" "anthropic +claude-test +$((n1 - n0)) +$((28 * (n1 - n0))) +$((7 * (
 is "$(events_of llm.response | jq -s -c '[.[] | .relay] | unique')" '["completed"]' "every stream completed"
 is "$(events_of llm.response | grep -c '"tool_calls":\["Bash"\]')" 3 "the model's three Bash tool calls are in llm.response events"
 
+# --- the interactive TUI in a real terminal (a tmux pane, 100x30): `agentjail run -p node
+# --llm anthropic -- claude` as a user types it. The jail's home is new for each run, so the
+# first-run questions (theme, the folder's trust, the placeholder key) are answered in
+# ~/.claude.json first, as a user's earlier session would have.
+TMUX_SOCK="$TEST_TMP/tmux.sock"
+printf 'set -g remain-on-exit on\nset -g status off\nset -g history-limit 5000\n' >"$TEST_TMP/tmux.conf"
+T() { tmux -S "$TMUX_SOCK" -f "$TEST_TMP/tmux.conf" "$@"; }
+trap 'T kill-server 2>/dev/null; test_host_down; cleanup' EXIT
+cat >"$WORKSPACE/claude-tui.sh" <<'EOF'
+#!/bin/bash
+key=${ANTHROPIC_API_KEY: -20}
+cat >"$HOME/.claude.json" <<JSON
+{"hasCompletedOnboarding": true, "theme": "dark", "customApiKeyResponses": {"approved": ["$key"], "rejected": []},
+ "projects": {"$PWD": {"hasTrustDialogAccepted": true, "hasCompletedProjectOnboarding": true}}}
+JSON
+exec "$@"
+EOF
+chmod 755 "$WORKSPACE/claude-tui.sh"
+cat >"$TEST_TMP/drive.sh" <<'EOF'
+cd "$WORKSPACE" || exit 1
+stty -g >"$TEST_TMP/tui.before"
+"$AGENTJAIL" run "$@"
+echo $? >"$TEST_TMP/tui.rc"
+stty -g >"$TEST_TMP/tui.after"
+echo "DRIVER-DONE"
+EOF
+PANE=
+pane_wait() {
+        local deadline=$((SECONDS + ${2:-20}))
+        while :; do
+                PANE=$(T capture-pane -p -S - -t tui 2>/dev/null | tr -d '\r')
+                [[ "$PANE" =~ $1 ]] && return 0
+                ((SECONDS < deadline)) || return 1
+                sleep 0.2
+        done
+}
+cmd=$(printf '%q ' env TEST_TMP="$TEST_TMP" WORKSPACE="$WORKSPACE" AGENTJAIL="$AGENTJAIL" \
+        AGENTJAIL_STATE_DIR="$AGENTJAIL_STATE_DIR" AGENTJAIL_RUNTIME_DIR="$AGENTJAIL_RUNTIME_DIR" \
+        AJ_TEST_ANTHROPIC_KEY="$AKEY" TERM=xterm-256color \
+        bash "$TEST_TMP/drive.sh" -p "$P" --llm anthropic --ro "$CACHE/node_modules:/opt/claude-code" -- \
+        ./claude-tui.sh "/opt/claude-code/$CC_BIN" --model claude-test --allowedTools Bash)
+before=$(list_run_dirs)
+T new-session -d -s tui -x 100 -y 30 "$cmd"
+if pane_wait "Claude Code v$CC_VERSION.*❯" 30; then
+        pass "the TUI starts in the jail's terminal (banner and prompt)"
+        run_dir=$(new_run_dir "$before")
+        widest() { python3 -c 'import re, sys; print(max([len(m) for m in re.findall("─+", sys.stdin.read())] or [0]))'; }
+        is "$(T capture-pane -p -t tui | widest)" 100 "its rules span the 100-column window"
+        T resize-window -t tui -x 120 -y 36
+        pane_wait "─{120}" 10
+        is "$(T capture-pane -p -t tui | widest)" 120 "after the window is resized to 120 columns, the TUI redraws at 120"
+        n0=$(records)
+        T send-keys -t tui -l 'Please run <cmd>echo from-the-tui > tui.txt && echo written</cmd>'
+        sleep 0.5
+        T send-keys -t tui Enter
+        pane_wait 'RESULT 1 \(ok\): written' 30
+        like "$PANE" 'Bash\(echo from-the-tui > tui.txt' "the TUI shows the Bash tool call"
+        like "$PANE" 'RESULT 1 \(ok\): written' "... and the model's answer after the tool_result"
+        is "$(cat "$WORKSPACE/tui.txt" 2>/dev/null)" from-the-tui "the file it wrote is in the workspace"
+        T send-keys -t tui -l '/exit'
+        sleep 0.5
+        T send-keys -t tui Enter
+        if pane_wait DRIVER-DONE 20; then
+                is "$(cat "$TEST_TMP/tui.rc")" 0 "/exit ends Claude Code and agentjail exits 0"
+        else
+                fail "/exit ends Claude Code" "$PANE"
+        fi
+        before_s=$(cat "$TEST_TMP/tui.before" 2>/dev/null)
+        ok "the operator's terminal settings are the same after the TUI" test -n "$before_s" -a "$before_s" == "$(cat "$TEST_TMP/tui.after" 2>/dev/null)"
+        is "$(jf .tty "$run_dir/run.json")" true "run.json records the run had a terminal"
+        like "$(tr -d '\r' <"$run_dir/tty.log" 2>/dev/null)" "echo from-the-tui.*Resume this session" "tty.log has the TUI's transcript"
+        cmp_num "$(jf '.llm.anthropic["claude-test"].requests' "$run_dir/run.json")" -ge 2 \
+                "the TUI's model calls were metered by the gateway"
+else
+        fail "the TUI starts in the jail's terminal" "$PANE"
+fi
+T kill-server 2>/dev/null
+
 done_testing
