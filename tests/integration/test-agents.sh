@@ -28,20 +28,25 @@ CC_VERSION=${AGENTJAIL_TEST_CLAUDE_CODE:-2.1.197}
 CACHE="${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/agent-cache/claude-code-$CC_VERSION"
 CC_BIN=
 cc_bin() {
-        local b
-        # The native binary of the platform's package (what the wrapper's postinstall
-        # copies over bin/claude.exe; an npm that does not run install scripts leaves a stub).
-        for b in "$CACHE"/node_modules/@anthropic-ai/claude-code-linux-*/claude; do
-                [[ -x $b && -s $b ]] && { echo "${b#"$CACHE/node_modules/"}"; return 0; }
-        done
-        return 1
+        local arch b
+        case $(uname -m) in
+        x86_64) arch=x64 ;;
+        aarch64) arch=arm64 ;;
+        *) arch=$(uname -m) ;;
+        esac
+        # The native binary of the platform's package (glibc's: an npm that does not read
+        # the packages' libc field installs the musl one too), which the wrapper's
+        # postinstall copies over bin/claude.exe; an npm that runs no install scripts
+        # leaves a stub there.
+        b="@anthropic-ai/claude-code-linux-$arch/claude"
+        [[ -x $CACHE/node_modules/$b && -s $CACHE/node_modules/$b ]] && echo "$b"
 }
 if ! CC_BIN=$(cc_bin); then
         mkdir -p "$CACHE"
         if ! timeout 60 npm view "@anthropic-ai/claude-code@$CC_VERSION" version >"$TEST_TMP/npm.log" 2>&1; then
                 skip_all "the npm registry cannot be reached: $(tail -c 300 "$TEST_TMP/npm.log")"
         fi
-        if ! (cd "$CACHE" && timeout 600 npm install --prefix . --no-audit --no-fund --no-save --silent \
+        if ! (cd "$CACHE" && timeout 240 npm install --prefix . --no-audit --no-fund --no-save --silent \
                 "@anthropic-ai/claude-code@$CC_VERSION") >"$TEST_TMP/npm.log" 2>&1 || ! CC_BIN=$(cc_bin); then
                 fail "npm install @anthropic-ai/claude-code@$CC_VERSION" "$(tail -c 1000 "$TEST_TMP/npm.log")"
                 done_testing
