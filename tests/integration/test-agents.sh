@@ -87,7 +87,7 @@ records() { cat "$T/record" 2>/dev/null | grep -c '"path": "/v1/messages'; }
 
 # cc_argv RUN-ARGS... -- PROMPT [CLAUDE-ARGS...]: sets CC_ARGV, the arguments of `agentjail
 # run` for Claude Code in print mode (the package's node_modules bound read-only at
-# /opt/claude-code), with the fake's model. claude_run runs it and waits.
+# /opt/claude-code/node_modules), with the fake's model. claude_run runs it and waits.
 cc_argv() {
         CC_ARGV=()
         while (($#)) && [[ $1 != -- ]]; do
@@ -97,8 +97,8 @@ cc_argv() {
         shift
         local prompt=$1
         shift
-        CC_ARGV+=(--llm anthropic --ro "$CACHE/node_modules:/opt/claude-code" --
-                "/opt/claude-code/$CC_BIN" -p "$prompt" --model claude-test "$@")
+        CC_ARGV+=(--llm anthropic --ro "$CACHE/node_modules:/opt/claude-code/node_modules" --
+                "/opt/claude-code/node_modules/$CC_BIN" -p "$prompt" --model claude-test "$@")
 }
 JAIL_TIMEOUT=120
 claude_run() {
@@ -182,8 +182,8 @@ pane_wait() {
 cmd=$(printf '%q ' env TEST_TMP="$TEST_TMP" WORKSPACE="$WORKSPACE" AGENTJAIL="$AGENTJAIL" \
         AGENTJAIL_STATE_DIR="$AGENTJAIL_STATE_DIR" AGENTJAIL_RUNTIME_DIR="$AGENTJAIL_RUNTIME_DIR" \
         AJ_TEST_ANTHROPIC_KEY="$AKEY" TERM=xterm-256color \
-        bash "$TEST_TMP/drive.sh" -p "$P" --llm anthropic --ro "$CACHE/node_modules:/opt/claude-code" -- \
-        ./claude-tui.sh "/opt/claude-code/$CC_BIN" --model claude-test --allowedTools Bash)
+        bash "$TEST_TMP/drive.sh" -p "$P" --llm anthropic --ro "$CACHE/node_modules:/opt/claude-code/node_modules" -- \
+        ./claude-tui.sh "/opt/claude-code/node_modules/$CC_BIN" --model claude-test --allowedTools Bash)
 before=$(list_run_dirs)
 T new-session -d -s tui -x 100 -y 30 "$cmd"
 if pane_wait "Claude Code v$CC_VERSION.*❯" 30; then
