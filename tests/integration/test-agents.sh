@@ -143,6 +143,95 @@ like "$OUT" "anthropic +claude-test +$((n1 - n0)) +$((28 * (n1 - n0))) +$((7 * (
 is "$(events_of llm.response | jq -s -c '[.[] | .relay] | unique')" '["completed"]' "every stream completed"
 is "$(events_of llm.response | grep -c '"tool_calls":\["Bash"\]')" 3 "the model's three Bash tool calls are in llm.response events"
 
+# --- --hooks claude-code: every tool call of Claude Code asks the broker first (the hook
+# adapter, `agentjail meter hook claude-code`, from the settings --hooks writes in the
+# jail's home). No --allowedTools: in print mode Claude Code refuses Bash unless allowed,
+# and without the hooks it does.
+claude_run -p "$P" -- "Run <cmd>echo unhooked > unhooked.txt</cmd>"
+like "$JAIL_OUT" "RESULT 1 \(error\)" "without --allowedTools or hooks, print mode does not run Bash"
+ok "... the command did not run" test ! -e "$WORKSPACE/unhooked.txt"
+claude_run -p "$P" --hooks claude-code -- "Run <cmd>echo hooked > hooked.txt && echo hook-ran</cmd>"
+is "$JAIL_RC" 0 "Claude Code with --hooks claude-code ran" || jail_diag
+like "$JAIL_OUT" "RESULT 1 \(ok\): hook-ran" "the broker's allow let the Bash tool run"
+is "$(cat "$WORKSPACE/hooked.txt" 2>/dev/null)" hooked "... in the jail (the file is in the workspace)"
+REQ=$(events_of tool.request | head -1)
+is "$(jq -r '.["gen_ai.tool.name"]' <<<"$REQ")" claude.Bash "tool.request: the name is claude.Bash"
+like "$(jq -c '.["gen_ai.tool.call.arguments"]' <<<"$REQ")" '"command":"echo hooked > hooked.txt && echo hook-ran"' \
+        "tool.request: the arguments are the Bash tool's input"
+is "$(events_of tool.verdict | jq -r .verdict)" allow "tool.verdict: allow"
+is "$(events_of tool.result | jq -r .status)" ok "tool.result: the call's result came back through the PostToolUse hook"
+is "$(events_of tool.result | jq -r '.["gen_ai.tool.call.id"]')" "$(jq -r '.["gen_ai.tool.call.id"]' <<<"$REQ")" \
+        "... for the same call id"
+is "$(jq -r '.["gen_ai.tool.call.id"]' <<<"$REQ")" "$(grep -o 'toolu_fake[0-9]*' "$T/record" | tail -1)" \
+        "the call id is the model's tool_use id"
+aj logs "$JAIL_RUN_ID"
+like "$OUT" 'tool\.request +gen_ai\.tool\.name=claude\.Bash gen_ai\.tool\.call\.id=toolu_fake[0-9]+ ' \
+        "agentjail logs shows the tool call" || op_diag
+like "$OUT" 'tool\.verdict +gen_ai\.tool\.name=claude\.Bash verdict=allow' "agentjail logs shows the verdict"
+like "$OUT" 'tool\.result +status=ok gen_ai\.tool\.call\.id=toolu_fake[0-9]+' "agentjail logs shows the result"
+
+# --- a tools.deny pattern stops the call: Claude Code gets the deny, the command never runs
+PD=$(write_profile claude-deny '{"extends": "node", "env": {"set": {'"$QUIET"'}}, '"$LLM"',
+        "tools": {"deny": ["claude.Bash"]}}')
+claude_run -p "$PD" --hooks claude-code -- "Run <cmd>echo denied > denied.txt</cmd>"
+is "$JAIL_RC" 0 "Claude Code ran (its tool call denied)" || jail_diag
+like "$JAIL_OUT" 'RESULT 1 \(error\):.*claude\.Bash.*denied by tools\.deny' "Claude Code got the deny, with the broker's reason"
+ok "the denied command did not run" test ! -e "$WORKSPACE/denied.txt"
+is "$(events_of tool.verdict | jq -r .verdict)" deny "tool.verdict: deny"
+is "$(count_lines "$(events_of tool.result)")" 0 "no tool.result for a call that never ran"
+
+# --- an approval gate holds the call until the operator decides: the first is approved, the
+# second denied with a reason
+PA=$(write_profile claude-approve '{"extends": "node", "env": {"set": {'"$QUIET"'}}, '"$LLM"',
+        "approvals": {"tools": ["claude.Bash"], "timeout": "2m"}}')
+cc_argv -p "$PA" --hooks claude-code -- "Run <cmd>echo approved > approved.txt && echo went-ahead</cmd>
+<cmd>echo refused > refused.txt</cmd>"
+# wait_held RUN_DIR N SECONDS: the call ids of the first N held calls, once N are held.
+wait_held() {
+        local deadline=$((SECONDS + $3)) ids
+        while ((SECONDS < deadline)); do
+                ids=$(jq -r 'select(.type == "approval.requested") | .["gen_ai.tool.call.id"]' "$1/events.jsonl" 2>/dev/null)
+                if (($(count_lines "$ids") >= $2)); then
+                        echo "$ids"
+                        return 0
+                fi
+                sleep 0.1
+        done
+        return 1
+}
+start_jail_bg "${CC_ARGV[@]}"
+RA=$(wait_run_dir 20)
+if held=$(wait_held "$RA" 1 60); then
+        sleep 1
+        ok "held: the command has not run while the call waits for approval" test ! -e "$WORKSPACE/approved.txt"
+        CALL=$(head -1 <<<"$held")
+        aj inspect "${RA##*/}"
+        like "$OUT" "awaiting_approval" "inspect shows the held call" || op_diag
+        aj approve "${RA##*/}" "$CALL"
+        is "$RC" 0 "agentjail approve RUN $CALL" || op_diag
+        wait_for_output "$WORKSPACE/approved.txt" approved 30
+        is "$(cat "$WORKSPACE/approved.txt" 2>/dev/null)" approved "approved: the command ran"
+        if held=$(wait_held "$RA" 2 60); then
+                CALL2=$(sed -n 2p <<<"$held")
+                aj deny "${RA##*/}" "$CALL2" --reason "not-on-a-friday"
+                is "$RC" 0 "agentjail deny RUN $CALL2 --reason ..." || op_diag
+        else
+                fail "the second call is held too" "$(tail -5 "$RA/events.jsonl")"
+        fi
+        wait_exit "$BG_PID" 60
+        is "$WAIT_RC" 0 "Claude Code finished after the decisions"
+        BGOUT=$(cat "$TEST_TMP/bg.out")
+        like "$BGOUT" "RESULT 1 \(ok\): went-ahead" "Claude Code saw the approved call's output"
+        like "$BGOUT" "RESULT 2 \(error\):.*not-on-a-friday" "... and the denial with the operator's reason"
+        ok "the denied command did not run" test ! -e "$WORKSPACE/refused.txt"
+        is "$(jq -r 'select(.type == "approval") | .decision' "$RA/events.jsonl" | tr '\n' ' ')" "approved denied " \
+                "the chain records both decisions"
+else
+        fail "Claude Code's tool call is held for approval" "$(cat "$TEST_TMP/bg.err")"
+        aj kill "${RA##*/}"
+        wait_exit "$BG_PID" 20
+fi
+
 # --- the interactive TUI in a real terminal (a tmux pane, 100x30): `agentjail run -p node
 # --llm anthropic -- claude` as a user types it. The jail's home is new for each run, so the
 # first-run questions (theme, the folder's trust, the placeholder key) are answered in
