@@ -4,8 +4,13 @@
 # installed by this test into a cache under the build dir and reused) in print mode, in a
 # jail with the node profile, against a scripted fake Anthropic API (tests/helpers/fake-llm.py
 # on a test host over TLS) served through the LLM gateway. The fake answers with a tool_use
-# of Claude Code's Bash tool, then, once the tool_result is back, with a text naming each
-# result: what the Bash tool ran, it ran in the jail, under its policy.
+# of Claude Code's Bash tool per <cmd>...</cmd> in the prompt, then, once the tool_results
+# are back, with a text naming each result. Checked as a user would: the Bash tool's
+# commands run in the jail under its policy (a file in the workspace; no host file outside
+# the jail's view, no network), the model calls are metered by the gateway; with
+# --hooks claude-code each tool call is in the chain (tool.request claude.Bash, verdict,
+# tool.result), a tools.deny pattern stops one and an approval gate holds one until
+# `agentjail approve`; and the interactive TUI works in the jail's own terminal (tmux).
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -120,7 +125,7 @@ is "$JAIL_RC" 0 "Claude Code ran in print mode in the jail" || jail_diag
 like "$JAIL_OUT" "RESULT 1 \(ok\): 1000"$'\n'"agentjail" "its Bash tool ran the first command in the jail (uid 1000, the jail's hostname)"
 is "$(cat "$WORKSPACE/made.txt" 2>/dev/null)" made-by-claude "the file the Bash tool wrote is in the workspace"
 like "$JAIL_OUT" "RESULT 2 \(error\):.*host-secret.txt: No such file" "a host file outside the jail's view: not there for the Bash tool"
-unlike "$JAIL_OUT" "$SECRET" "... its content never reached the model"
+unlike "$(cat "$T/record")" "$SECRET" "... its content never reached the model"
 like "$JAIL_OUT" "RESULT 3 \(error\):.*(Network is unreachable|Errno 101)" "the network (the provider's own host, directly): unreachable for the Bash tool"
 unlike "$JAIL_OUT" "connected" "... no connection was made"
 # What reached the provider: the model calls through the gateway, the real key, the
