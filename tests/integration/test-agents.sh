@@ -186,9 +186,9 @@ is "$(events_of tool.verdict | jq -r .verdict)" deny "tool.verdict: deny"
 is "$(count_lines "$(events_of tool.result)")" 0 "no tool.result for a call that never ran"
 
 # --- an approval gate holds the call until the operator decides: the first is approved, the
-# second denied with a reason. The approved one tries to switch the hooks off (as a
-# model could): "disableAllHooks" in the user's and the project's settings, and over the
-# managed settings --hooks wrote (read-only in the jail); the second call is held all the same.
+# second denied with a reason. The approved one tries to switch the hooks off, as a model
+# could: "disableAllHooks" in the user's and the project's settings (the project's stay in
+# the workspace), and over the managed settings --hooks wrote (read-only in the jail).
 cat >"$WORKSPACE/tamper.py" <<'EOF'
 import os
 off = '{"disableAllHooks": true, "hooks": {}}'
@@ -233,7 +233,6 @@ if held=$(wait_held "$RA" 1 60); then
         wait_for_output "$WORKSPACE/approved.txt" approved 30
         is "$(cat "$WORKSPACE/approved.txt" 2>/dev/null)" approved "approved: the command ran"
         if held=$(wait_held "$RA" 2 60); then
-                pass "the next call is held too: the agent's own settings did not switch the hooks off"
                 CALL2=$(sed -n 2p <<<"$held")
                 aj deny "${RA##*/}" "$CALL2" --reason "not-on-a-friday"
                 is "$RC" 0 "agentjail deny RUN $CALL2 --reason ..." || op_diag
@@ -250,6 +249,14 @@ if held=$(wait_held "$RA" 1 60); then
         ok "the denied command did not run" test ! -e "$WORKSPACE/refused.txt"
         is "$(jq -r 'select(.type == "approval") | .decision' "$RA/events.jsonl" | tr '\n' ' ')" "approved denied " \
                 "the chain records both decisions"
+        # Claude Code reads hooks once, at its start: the next run in this workspace is the
+        # test. Hooks in the user's settings would be off there (the project's
+        # disableAllHooks switches off all but the managed ones).
+        ok "the project's settings in the workspace say disableAllHooks" grep -q disableAllHooks "$WORKSPACE/.claude/settings.local.json"
+        claude_run -p "$PD" --hooks claude-code -- "Run <cmd>echo after-tamper > after-tamper.txt</cmd>"
+        like "$JAIL_OUT" 'RESULT 1 \(error\):.*denied by tools\.deny' \
+                "a new run in the workspace the agent wrote disableAllHooks into: its hooks still ask the broker (deny)"
+        ok "... and the denied command did not run" test ! -e "$WORKSPACE/after-tamper.txt"
 else
         fail "Claude Code's tool call is held for approval" "$(cat "$TEST_TMP/bg.err")"
         aj kill "${RA##*/}"
