@@ -109,8 +109,8 @@ static int shorten_strings(json_t *v, json_t **ret)
                 char hex[AJ_SHA256_HEX_SIZE];
                 aj_sha256(s, len, d);
                 _cleanup_free_ char *text = NULL;
-                if (asprintf(&text, "%.*s... [agentjail: %zu bytes, sha256 %s]", (int)utf8_prefix(s, AJ_HOOK_SHORT_STRING),
-                             s, len, aj_sha256_hex(d, hex)) < 0)
+                if (asprintf(&text, "%.*s... [agentjail: %zu bytes, sha256 %s]",
+                             (int)utf8_prefix(s, AJ_HOOK_SHORT_STRING), s, len, aj_sha256_hex(d, hex)) < 0)
                         return -ENOMEM;
                 *ret = json_string(text);
                 return *ret ? 1 : -ENOMEM;
@@ -295,8 +295,9 @@ int aj_hook_event_parse(AjAgentKind agent, const char *text, size_t len, AjHookE
                         goto fail;
         }
         if (ev.kind == AJ_HOOK_EVENT_POST && !ev.call_id) {
-                r = aj_error_set(ret_error, -EINVAL, "field \"tool_use_id\": missing (the result cannot be matched "
-                                                     "to its call)");
+                r = aj_error_set(ret_error, -EINVAL,
+                                 "field \"tool_use_id\": missing (the result cannot be matched "
+                                 "to its call)");
                 goto fail;
         }
         *ret = ev;
