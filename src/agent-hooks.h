@@ -27,7 +27,7 @@ typedef enum {
 /* What the adapter answers when an approval is still held as its wait ends. */
 typedef enum {
         AJ_HOOK_ON_TIMEOUT_DENY, /* the default: fail closed */
-        AJ_HOOK_ON_TIMEOUT_ASK,  /* the agent's own permission prompt decides (Claude Code, Codex) */
+        AJ_HOOK_ON_TIMEOUT_ASK,  /* Claude Code's own permission prompt decides (others: deny) */
 } AjHookOnTimeout;
 
 typedef enum {

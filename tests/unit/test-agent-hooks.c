@@ -464,7 +464,7 @@ Test(agent_hooks, settings_for_claude_code)
         cr_expect_eq(aj_hook_settings(AJ_AGENT_GEMINI, "x", 1, &s), -EOPNOTSUPP);
 }
 
-/* Codex: Claude Code's events and answer. */
+/* Codex: Claude Code's events and deny. */
 Test(agent_hooks, codex)
 {
         AjHookEvent ev = parse_ok(AJ_AGENT_CODEX, "{\"hook_event_name\": \"PreToolUse\", \"tool_name\": \"Bash\", "
@@ -476,6 +476,15 @@ Test(agent_hooks, codex)
                                           1, &a),
                      0);
         expect_decision(&a, "deny", "codex.Bash denied: no");
+        aj_hook_answer_done(&a);
+        /* An allowance is Codex's empty answer; it has no "ask" for hooks: a timeout denies. */
+        cr_assert_eq(aj_hook_answer_reply(&ev, "{\"id\": 1, \"v\": 1, \"ok\": true, \"verdict\": \"allow\"}", 1, &a),
+                     0);
+        cr_expect_eq(a.status, 0);
+        cr_expect_str_eq(a.out, "{}");
+        aj_hook_answer_done(&a);
+        cr_assert_eq(aj_hook_answer_timeout(&ev, AJ_HOOK_ON_TIMEOUT_ASK, 5, &a), 0);
+        expect_decision(&a, "deny", "no decision within 5s");
         aj_hook_answer_done(&a);
         aj_hook_event_done(&ev);
 }
