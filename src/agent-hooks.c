@@ -11,7 +11,8 @@
  * tool call exits 2 here: a broken hook must never let a call through. After a call there
  * is nothing left to block: a failure there exits 1 (a notice for the user).
  *
- * Codex uses the same event names, fields and PreToolUse answer. Gemini CLI names its
+ * Codex uses the same event names, fields and deny (it allows with an empty answer and
+ * has no "ask" a hook may give). Gemini CLI names its
  * events BeforeTool/AfterTool, gives no call id, and reads `{"decision": "allow"|"deny",
  * "reason": "..."}`; its exit 2 blocks too.
  */
@@ -109,8 +110,8 @@ static int shorten_strings(json_t *v, json_t **ret)
                 char hex[AJ_SHA256_HEX_SIZE];
                 aj_sha256(s, len, d);
                 _cleanup_free_ char *text = NULL;
-                if (asprintf(&text, "%.*s... [agentjail: %zu bytes, sha256 %s]", (int)utf8_prefix(s, AJ_HOOK_SHORT_STRING),
-                             s, len, aj_sha256_hex(d, hex)) < 0)
+                if (asprintf(&text, "%.*s... [agentjail: %zu bytes, sha256 %s]",
+                             (int)utf8_prefix(s, AJ_HOOK_SHORT_STRING), s, len, aj_sha256_hex(d, hex)) < 0)
                         return -ENOMEM;
                 *ret = json_string(text);
                 return *ret ? 1 : -ENOMEM;
@@ -295,8 +296,9 @@ int aj_hook_event_parse(AjAgentKind agent, const char *text, size_t len, AjHookE
                         goto fail;
         }
         if (ev.kind == AJ_HOOK_EVENT_POST && !ev.call_id) {
-                r = aj_error_set(ret_error, -EINVAL, "field \"tool_use_id\": missing (the result cannot be matched "
-                                                     "to its call)");
+                r = aj_error_set(ret_error, -EINVAL,
+                                 "field \"tool_use_id\": missing (the result cannot be matched "
+                                 "to its call)");
                 goto fail;
         }
         *ret = ev;
@@ -341,7 +343,11 @@ int aj_hook_event_request(const AjHookEvent *ev, json_int_t id, char **ret)
 static int answer_decision(const AjHookEvent *ev, const char *decision, const char *reason, AjHookAnswer *ret)
 {
         _cleanup_(json_decrefp) json_t *out = NULL;
-        if (ev->agent == AJ_AGENT_GEMINI)
+        /* Codex takes a hook's unknown answers as a failed hook and runs the tool: an
+         * allowance is its empty answer (its own approval settings then apply). */
+        if (ev->agent == AJ_AGENT_CODEX && streq(decision, "allow"))
+                out = json_object();
+        else if (ev->agent == AJ_AGENT_GEMINI)
                 out = json_pack("{s:s, s:s}", "decision", streq(decision, "ask") ? "deny" : decision, "reason", reason);
         else
                 out = json_pack("{s:{s:s, s:s, s:s}}", "hookSpecificOutput", "hookEventName", ev->event_name,
@@ -430,7 +436,7 @@ int aj_hook_answer_timeout(const AjHookEvent *ev, AjHookOnTimeout on_timeout, un
 {
         if (ev->kind == AJ_HOOK_EVENT_POST)
                 return failuref(ev, ret, "no answer from the broker within %us", wait_s);
-        bool ask = on_timeout == AJ_HOOK_ON_TIMEOUT_ASK && ev->agent != AJ_AGENT_GEMINI;
+        bool ask = on_timeout == AJ_HOOK_ON_TIMEOUT_ASK && ev->agent == AJ_AGENT_CLAUDE_CODE;
         _cleanup_free_ char *text = NULL;
         if (asprintf(&text, "agentjail: %s is waiting for an operator's approval; no decision within %us%s",
                      ev->tool_name, wait_s, ask ? ": asking here instead" : "") < 0)

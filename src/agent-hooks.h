@@ -27,7 +27,7 @@ typedef enum {
 /* What the adapter answers when an approval is still held as its wait ends. */
 typedef enum {
         AJ_HOOK_ON_TIMEOUT_DENY, /* the default: fail closed */
-        AJ_HOOK_ON_TIMEOUT_ASK,  /* the agent's own permission prompt decides (Claude Code, Codex) */
+        AJ_HOOK_ON_TIMEOUT_ASK,  /* Claude Code's own permission prompt decides (others: deny) */
 } AjHookOnTimeout;
 
 typedef enum {
@@ -54,9 +54,9 @@ typedef enum {
 typedef struct {
         AjAgentKind agent;
         AjHookEventKind kind;
-        char *event_name; /* as the agent named it: "PreToolUse", "BeforeTool"... */
-        char *tool_name;  /* the broker's name: "claude.Bash" */
-        char *call_id;    /* NULL: none given (pre: the broker assigns one) */
+        char *event_name;  /* as the agent named it: "PreToolUse", "BeforeTool"... */
+        char *tool_name;   /* the broker's name: "claude.Bash" */
+        char *call_id;     /* NULL: none given (pre: the broker assigns one) */
         json_t *arguments; /* pre: the tool's input (shortened when too large) */
         bool shortened;    /* arguments had long strings cut */
         bool failed;       /* post: the tool reported an error */

@@ -23,26 +23,25 @@
 /* How long a tool_result report may take (the broker answers those at once). */
 #define RESULT_WAIT_S 30
 
-static const char help[] =
-        "Usage: agentjail meter hook AGENT [--wait SECONDS] [--on-timeout deny|ask]\n"
-        "   (inside a jail: AGENT's hook command; `agentjail run --hooks claude-code` installs it)\n"
-        "\n"
-        "Reads one hook event of AGENT (claude-code, codex, gemini) as JSON on stdin and answers\n"
-        "in AGENT's hook format: before a tool call the run's broker decides (name\n"
-        "AGENT.TOOL, e.g. claude.Bash; arguments the tool's input) and the answer allows or\n"
-        "denies it with the reason; after the call its result is reported (tool_result).\n"
-        "\n"
-        "Options:\n"
-        "  --wait SECONDS         how long to wait for an operator's decision on a call the\n"
-        "                         profile's approvals hold (default 590: under the 600s hook\n"
-        "                         timeout `--hooks` sets)\n"
-        "  --on-timeout deny|ask  the answer when that wait runs out: deny (the default), or\n"
-        "                         ask (the agent's own permission prompt decides; claude-code\n"
-        "                         and codex only)\n"
-        "\n"
-        "Fails closed: a malformed or oversized event, no $" AJ_BROKER_ENV " (not in a jail), a\n"
-        "broker error or any other failure before a tool call exits 2, which makes the agent\n"
-        "refuse the call (the reason on stderr); after a call it exits 1 (a notice).\n";
+static const char help[] = "Usage: agentjail meter hook AGENT [--wait SECONDS] [--on-timeout deny|ask]\n"
+                           "   (inside a jail: AGENT's hook command; `agentjail run --hooks claude-code` installs it)\n"
+                           "\n"
+                           "Reads one hook event of AGENT (claude-code, codex, gemini) as JSON on stdin and answers\n"
+                           "in AGENT's hook format: before a tool call the run's broker decides (name\n"
+                           "AGENT.TOOL, e.g. claude.Bash; arguments the tool's input) and the answer allows or\n"
+                           "denies it with the reason; after the call its result is reported (tool_result).\n"
+                           "\n"
+                           "Options:\n"
+                           "  --wait SECONDS         how long to wait for an operator's decision on a call the\n"
+                           "                         profile's approvals hold (default 590: under the 600s hook\n"
+                           "                         timeout `--hooks` sets)\n"
+                           "  --on-timeout deny|ask  the answer when that wait runs out: deny (the default), or\n"
+                           "                         ask (Claude Code's own permission prompt decides; the\n"
+                           "                         other agents deny)\n"
+                           "\n"
+                           "Fails closed: a malformed or oversized event, no $" AJ_BROKER_ENV " (not in a jail), a\n"
+                           "broker error or any other failure before a tool call exits 2, which makes the agent\n"
+                           "refuse the call (the reason on stderr); after a call it exits 1 (a notice).\n";
 
 int aj_meter_hook_parse(int argc, char **argv, AjMeterHookCmd *ret, AjError *ret_error)
 {

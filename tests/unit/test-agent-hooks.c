@@ -10,10 +10,10 @@
 #include "agent-hooks.h"
 #include "cli/meter-hook.h"
 
-#define PRE_BASH                                                                                                 \
+#define PRE_BASH                                                                                              \
         "{\"session_id\": \"s1\", \"transcript_path\": \"/home/agent/.claude/t.jsonl\", \"cwd\": \"/work\", " \
         "\"permission_mode\": \"default\", \"hook_event_name\": \"PreToolUse\", \"tool_name\": \"Bash\", "    \
-        "\"tool_input\": {\"command\": \"rm -rf build\", \"description\": \"clean\"}, \"tool_use_id\": "     \
+        "\"tool_input\": {\"command\": \"rm -rf build\", \"description\": \"clean\"}, \"tool_use_id\": "      \
         "\"toolu_01ABC\"}"
 
 static AjHookEvent parse_ok(AjAgentKind agent, const char *text)
@@ -296,8 +296,9 @@ Test(agent_hooks, malformed_and_missing_fields)
         parse_fails(AJ_AGENT_CLAUDE_CODE, "{\"hook_event_name\": \"Stop\"}", -EOPNOTSUPP, "\"Stop\" is not an event");
         parse_fails(AJ_AGENT_CLAUDE_CODE, "{\"hook_event_name\": \"PreToolUse\", \"tool_input\": {}}", -EINVAL,
                     "field \"tool_name\"");
-        parse_fails(AJ_AGENT_CLAUDE_CODE, "{\"hook_event_name\": \"PreToolUse\", \"tool_name\": \"\", \"tool_input\": {}}",
-                    -EINVAL, "field \"tool_name\"");
+        parse_fails(AJ_AGENT_CLAUDE_CODE,
+                    "{\"hook_event_name\": \"PreToolUse\", \"tool_name\": \"\", \"tool_input\": {}}", -EINVAL,
+                    "field \"tool_name\"");
         parse_fails(AJ_AGENT_CLAUDE_CODE,
                     "{\"hook_event_name\": \"PreToolUse\", \"tool_name\": \"a b\", \"tool_input\": {}}", -EINVAL,
                     "field \"tool_name\"");
@@ -334,8 +335,9 @@ Test(agent_hooks, malformed_and_missing_fields)
         cr_expect_eq(strlen(ev.tool_name), 256);
         aj_hook_event_done(&ev);
         free(doc);
-        cr_assert(asprintf(&doc, "{\"hook_event_name\": \"PreToolUse\", \"tool_name\": \"B\", \"tool_input\": {}, "
-                                 "\"tool_use_id\": \"%.129s\"}",
+        cr_assert(asprintf(&doc,
+                           "{\"hook_event_name\": \"PreToolUse\", \"tool_name\": \"B\", \"tool_input\": {}, "
+                           "\"tool_use_id\": \"%.129s\"}",
                            name) > 0);
         parse_fails(AJ_AGENT_CLAUDE_CODE, doc, -EINVAL, "field \"tool_use_id\"");
         free(doc);
@@ -462,17 +464,27 @@ Test(agent_hooks, settings_for_claude_code)
         cr_expect_eq(aj_hook_settings(AJ_AGENT_GEMINI, "x", 1, &s), -EOPNOTSUPP);
 }
 
-/* Codex: Claude Code's events and answer. */
+/* Codex: Claude Code's events and deny. */
 Test(agent_hooks, codex)
 {
         AjHookEvent ev = parse_ok(AJ_AGENT_CODEX, "{\"hook_event_name\": \"PreToolUse\", \"tool_name\": \"Bash\", "
                                                   "\"tool_input\": {\"command\": \"ls\"}, \"tool_use_id\": \"c1\"}");
         cr_expect_str_eq(ev.tool_name, "codex.Bash");
         AjHookAnswer a = {};
-        cr_assert_eq(aj_hook_answer_reply(&ev, "{\"id\": 1, \"v\": 1, \"ok\": true, \"verdict\": \"deny\", \"reason\": \"no\"}",
+        cr_assert_eq(aj_hook_answer_reply(&ev,
+                                          "{\"id\": 1, \"v\": 1, \"ok\": true, \"verdict\": \"deny\", \"reason\": \"no\"}",
                                           1, &a),
                      0);
         expect_decision(&a, "deny", "codex.Bash denied: no");
+        aj_hook_answer_done(&a);
+        /* An allowance is Codex's empty answer; it has no "ask" for hooks: a timeout denies. */
+        cr_assert_eq(aj_hook_answer_reply(&ev, "{\"id\": 1, \"v\": 1, \"ok\": true, \"verdict\": \"allow\"}", 1, &a),
+                     0);
+        cr_expect_eq(a.status, 0);
+        cr_expect_str_eq(a.out, "{}");
+        aj_hook_answer_done(&a);
+        cr_assert_eq(aj_hook_answer_timeout(&ev, AJ_HOOK_ON_TIMEOUT_ASK, 5, &a), 0);
+        expect_decision(&a, "deny", "no decision within 5s");
         aj_hook_answer_done(&a);
         aj_hook_event_done(&ev);
 }
@@ -493,7 +505,8 @@ Test(agent_hooks, gemini)
         cr_expect(strncmp(pre.call_id, "gemini-", 7) == 0);
         cr_expect(post.failed);
         AjHookAnswer a = {};
-        cr_assert_eq(aj_hook_answer_reply(&pre, "{\"id\": 1, \"v\": 1, \"ok\": true, \"verdict\": \"deny\", \"reason\": \"no\"}",
+        cr_assert_eq(aj_hook_answer_reply(&pre,
+                                          "{\"id\": 1, \"v\": 1, \"ok\": true, \"verdict\": \"deny\", \"reason\": \"no\"}",
                                           1, &a),
                      0);
         cr_expect_eq(a.status, 0);
@@ -541,7 +554,8 @@ Test(agent_hooks, meter_hook_arguments)
                 const char *msg;
         } bad[] = {
                 { { "meter", "hook", NULL }, "missing the AGENT" },
-                { { "meter", "hook", "claude", NULL }, "unknown agent \"claude\" (expected claude-code, codex, gemini)" },
+                { { "meter", "hook", "claude", NULL },
+                  "unknown agent \"claude\" (expected claude-code, codex, gemini)" },
                 { { "meter", "hook", "gemini", "codex", NULL }, "unexpected argument \"codex\"" },
                 { { "meter", "hook", "gemini", "--wait", NULL }, "--wait needs a value" },
                 { { "meter", "hook", "gemini", "--wait", "0", NULL }, "--wait: expected seconds" },
