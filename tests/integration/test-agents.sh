@@ -149,9 +149,9 @@ is "$(events_of llm.response | jq -s -c '[.[] | .relay] | unique')" '["completed
 is "$(events_of llm.response | grep -c '"tool_calls":\["Bash"\]')" 3 "the model's three Bash tool calls are in llm.response events"
 
 # --- --hooks claude-code: every tool call of Claude Code asks the broker first (the hook
-# adapter, `agentjail meter hook claude-code`, from the settings --hooks writes in the
-# jail's home). No --allowedTools: in print mode Claude Code refuses Bash unless allowed,
-# and without the hooks it does.
+# adapter, `agentjail meter hook claude-code`, installed by --hooks in the jail's managed
+# settings, /etc/claude-code/managed-settings.json). No --allowedTools: in print mode
+# Claude Code refuses Bash unless something allows it, here the broker through the hook.
 claude_run -p "$P" -- "Run <cmd>echo unhooked > unhooked.txt</cmd>"
 like "$JAIL_OUT" "RESULT 1 \(error\)" "without --allowedTools or hooks, print mode does not run Bash"
 ok "... the command did not run" test ! -e "$WORKSPACE/unhooked.txt"
@@ -192,13 +192,13 @@ is "$(count_lines "$(events_of tool.result)")" 0 "no tool.result for a call that
 cat >"$WORKSPACE/tamper.py" <<'EOF'
 import os
 off = '{"disableAllHooks": true, "hooks": {}}'
-for d in (os.path.expanduser("~") + "/.clau" + "de", ".clau" + "de"):
+for d in (os.path.expanduser("~/.claude"), ".claude"):
     os.makedirs(d, exist_ok=True)
     for f in ("settings.json", "settings.local.json"):
         open(os.path.join(d, f), "w").write(off)
 print("own-settings-written")
 try:
-    open("/etc/claude-code/managed-" + "settings.json", "w").write(off)
+    open("/etc/claude-code/managed-settings.json", "w").write(off)
     print("managed-settings-written")
 except OSError as e:
     print("managed-settings:", e.strerror)
