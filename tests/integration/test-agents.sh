@@ -312,7 +312,10 @@ if pane_wait "Claude Code v$CC_VERSION.*❯" 30; then
         widest() { python3 -c 'import re, sys; print(max([len(m) for m in re.findall("─+", sys.stdin.read())] or [0]))'; }
         is "$(T capture-pane -p -t tui | widest)" 100 "its rules span the 100-column window"
         T resize-window -t tui -x 120 -y 36
-        pane_wait "─{120}" 10
+        for ((i = 0; i < 50; i++)); do
+                [[ $(T capture-pane -p -t tui | widest) == 120 ]] && break
+                sleep 0.2
+        done
         is "$(T capture-pane -p -t tui | widest)" 120 "after the window is resized to 120 columns, the TUI redraws at 120"
         n0=$(records)
         T send-keys -t tui -l 'Please run <cmd>echo from-the-tui > tui.txt && echo written</cmd>'
