@@ -241,10 +241,16 @@ int aj_hook_event_parse(AjAgentKind agent, const char *text, size_t len, AjHookE
         else if (agents[agent].post_failure && streq(event, agents[agent].post_failure)) {
                 ev.kind = AJ_HOOK_EVENT_POST;
                 ev.failed = true;
-        } else
-                return aj_error_set(ret_error, -EOPNOTSUPP,
-                                    "field \"hook_event_name\": \"%.64s\" is not an event this hook handles (%s, %s)",
-                                    event, agents[agent].pre, agents[agent].post);
+        } else {
+                /* Another agent's pre-tool event (the hook installed for the wrong agent) is
+                 * refused as an error: a call must not go ahead on a misconfiguration. */
+                bool pre = false;
+                for (int i = 0; i < AJ_AGENT_COUNT; i++)
+                        pre = pre || streq(event, agents[i].pre);
+                return aj_error_set(ret_error, pre ? -EINVAL : -EOPNOTSUPP,
+                                    "field \"hook_event_name\": \"%.64s\" is not an event the %s hook handles (%s, %s)",
+                                    event, agents[agent].name, agents[agent].pre, agents[agent].post);
+        }
 
         const char *prefix = agents[agent].prefix;
         size_t max_name = AJ_BROKER_MAX_NAME - strlen(prefix) - 1;
@@ -465,6 +471,15 @@ int aj_hook_settings(AjAgentKind agent, const char *command, unsigned timeout_s,
                 return -ENOMEM;
         *ret = s;
         return 0;
+}
+
+int aj_hook_command(AjAgentKind agent, const char *bin_dir, char **ret)
+{
+        if (agent >= AJ_AGENT_COUNT)
+                return -EINVAL;
+        return asprintf(ret, "%s/agentjail meter hook %s --wait %u", bin_dir, agents[agent].name, AJ_HOOK_WAIT_S) < 0
+                       ? -ENOMEM
+                       : 0;
 }
 
 const char *aj_hook_settings_path(AjAgentKind agent)

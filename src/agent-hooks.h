@@ -104,5 +104,6 @@ int aj_hook_settings(AjAgentKind agent, const char *command, unsigned timeout_s,
 const char *aj_hook_settings_path(AjAgentKind agent);
 /* The agents `agentjail run --hooks` installs, for messages. */
 #define AJ_HOOK_SETTINGS_AGENTS "claude-code"
-/* The command the settings run: the agentjail binary as the jail sees it (AJ_JAIL_BIN). */
-#define AJ_HOOK_COMMAND_FMT "%s/agentjail meter hook %s --wait %u"
+/* The command the settings run, with the directory of the agentjail binary as the jail
+ * sees it: "BIN_DIR/agentjail meter hook AGENT --wait AJ_HOOK_WAIT_S". */
+int aj_hook_command(AjAgentKind agent, const char *bin_dir, char **ret);

@@ -46,8 +46,9 @@ json_t *aj_run_hooks_json(const Run *run)
         AjAgentKind agent;
         if (!run->opts->hooks || aj_agent_from_name(run->opts->hooks, &agent) < 0)
                 return NULL;
-        char command[256];
-        snprintf(command, sizeof(command), AJ_HOOK_COMMAND_FMT, AJ_JAIL_BIN, aj_agent_name(agent), AJ_HOOK_WAIT_S);
+        _cleanup_free_ char *command = NULL;
+        if (aj_hook_command(agent, AJ_JAIL_BIN, &command) < 0)
+                return NULL;
         return json_pack("{s:s, s:s?, s:s, s:i}", "agent", aj_agent_name(agent), "settings",
                          aj_hook_settings_path(agent), "command", command, "timeout", AJ_HOOK_TIMEOUT_S);
 }
@@ -444,8 +445,7 @@ static int hook_settings(const char *name, AjMountFile *ret, char **ret_contents
         if (r < 0 || !aj_hook_settings_path(agent))
                 return -EINVAL;
         _cleanup_free_ char *command = NULL, *contents = NULL, *why = NULL;
-        if (asprintf(&command, AJ_HOOK_COMMAND_FMT, AJ_JAIL_BIN, aj_agent_name(agent), AJ_HOOK_WAIT_S) < 0 ||
-            asprintf(&why, "--hooks %s", aj_agent_name(agent)) < 0)
+        if (aj_hook_command(agent, AJ_JAIL_BIN, &command) < 0 || asprintf(&why, "--hooks %s", aj_agent_name(agent)) < 0)
                 return -ENOMEM;
         r = aj_hook_settings(agent, command, AJ_HOOK_TIMEOUT_S, &contents);
         if (r < 0)

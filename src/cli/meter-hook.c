@@ -7,6 +7,7 @@
  * does not make it.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,9 @@ int aj_cmd_meter_hook(int argc, char **argv)
                 fputs(help, stdout);
                 return 0;
         }
+        /* An agent that stopped reading gets a failed write (exit 2), not a death by SIGPIPE,
+         * which it would take for a non-blocking error. */
+        signal(SIGPIPE, SIG_IGN);
 
         _cleanup_free_ char *input = NULL;
         size_t len = 0;

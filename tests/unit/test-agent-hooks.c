@@ -462,6 +462,9 @@ Test(agent_hooks, settings_for_claude_code)
         json_decref(doc);
         free(s);
         cr_expect_eq(aj_hook_settings(AJ_AGENT_GEMINI, "x", 1, &s), -EOPNOTSUPP);
+        cr_assert_eq(aj_hook_command(AJ_AGENT_CLAUDE_CODE, "/opt/agentjail/bin", &s), 0);
+        cr_expect_str_eq(s, "/opt/agentjail/bin/agentjail meter hook claude-code --wait 590");
+        free(s);
 }
 
 /* Codex: Claude Code's events and deny. */
@@ -523,7 +526,11 @@ Test(agent_hooks, gemini)
         aj_hook_answer_done(&a);
         aj_hook_event_done(&pre);
         aj_hook_event_done(&post);
-        parse_fails(AJ_AGENT_GEMINI, PRE_BASH, -EOPNOTSUPP, "BeforeTool");
+        /* Claude Code's pre-tool event given to the gemini hook: an error (exit 2), not an
+         * event to ignore (exit 1, which would let the call through). */
+        parse_fails(AJ_AGENT_GEMINI, PRE_BASH, -EINVAL,
+                    "is not an event the gemini hook handles (BeforeTool, AfterTool)");
+        parse_fails(AJ_AGENT_GEMINI, "{\"hook_event_name\": \"SessionStart\"}", -EOPNOTSUPP, "SessionStart");
 }
 
 static int hook_parse(AjMeterHookCmd *c, AjError *e, const char *const *args)
