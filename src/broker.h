@@ -103,3 +103,6 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, AjError *ret_erro
 int aj_meter_cmd_request(const AjMeterCmd *cmd, json_int_t id, char **ret);
 /* `agentjail meter ...`; returns the exit status. */
 int aj_cmd_meter(int argc, char **argv);
+/* One request line to the broker at path, its reply line; -ETIMEDOUT past timeout_ms
+ * (negative: wait as long as it takes, e.g. for a held approval). */
+int aj_meter_round_trip(const char *path, const char *request, int timeout_ms, char **ret_line);

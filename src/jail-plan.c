@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent-hooks.h"
 #include "log.h"
 #include "ns.h"
 #include "run.h"
@@ -38,6 +39,18 @@ json_t *aj_run_strv_json(char *const *v)
         for (size_t i = 0; v && v[i]; i++)
                 json_array_append_new(a, json_string(v[i]));
         return a;
+}
+
+json_t *aj_run_hooks_json(const Run *run)
+{
+        AjAgentKind agent;
+        if (!run->opts->hooks || aj_agent_from_name(run->opts->hooks, &agent) < 0)
+                return NULL;
+        _cleanup_free_ char *command = NULL;
+        if (aj_hook_command(agent, AJ_JAIL_BIN, &command) < 0)
+                return NULL;
+        return json_pack("{s:s, s:s?, s:s, s:i}", "agent", aj_agent_name(agent), "settings",
+                         aj_hook_settings_path(agent), "command", command, "timeout", AJ_HOOK_TIMEOUT_S);
 }
 
 void aj_run_record_degraded(Run *run, const char *what, const char *why)
@@ -423,6 +436,26 @@ static const char *invoker_home(void)
         return home;
 }
 
+/* `--hooks AGENT`: the agent's settings running `agentjail meter hook AGENT` around every
+ * tool call, as a file the mount plan writes into the jail's (read-only) root. */
+static int hook_settings(const char *name, AjMountFile *ret, char **ret_contents, char **ret_why)
+{
+        AjAgentKind agent;
+        int r = aj_agent_from_name(name, &agent);
+        if (r < 0 || !aj_hook_settings_path(agent))
+                return -EINVAL;
+        _cleanup_free_ char *command = NULL, *contents = NULL, *why = NULL;
+        if (aj_hook_command(agent, AJ_JAIL_BIN, &command) < 0 || asprintf(&why, "--hooks %s", aj_agent_name(agent)) < 0)
+                return -ENOMEM;
+        r = aj_hook_settings(agent, command, AJ_HOOK_TIMEOUT_S, &contents);
+        if (r < 0)
+                return r;
+        *ret = (AjMountFile){ .target = aj_hook_settings_path(agent), .contents = contents, .why = why };
+        *ret_contents = TAKE_PTR(contents);
+        *ret_why = TAKE_PTR(why);
+        return 0;
+}
+
 static int plan_mounts(Run *run)
 {
         const AjProfile *p = run->profile;
@@ -461,6 +494,15 @@ static int plan_mounts(Run *run)
                 .runtime_dir = run->jail_dir,
                 .root_mountpoint = run->root_mountpoint,
         };
+        _cleanup_free_ char *settings = NULL, *why = NULL;
+        AjMountFile hook_file;
+        if (run->opts->hooks) {
+                r = hook_settings(run->opts->hooks, &hook_file, &settings, &why);
+                if (r < 0)
+                        return aj_log_errno(r, "--hooks %s: cannot write the hook settings", run->opts->hooks);
+                mctx.files = &hook_file;
+                mctx.n_files = 1;
+        }
         _cleanup_(aj_error_clear) AjError err = {};
         r = aj_mount_plan_build(p, &mctx, &run->mount, &err);
         if (r < 0) {

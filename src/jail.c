@@ -176,11 +176,11 @@ static int write_maps(Run *run)
 static int release_jail(Run *run)
 {
         aj_events_emit(run->events, "run.start",
-                       json_pack("{s:o, s:s, s:s?, s:s?, s:i, s:I, s:s, s:b}", "command",
+                       json_pack("{s:o, s:s, s:s?, s:s?, s:i, s:I, s:s, s:b, s:o*}", "command",
                                  aj_run_strv_json(run->opts->argv), "profile", run->profile->name, "digest",
                                  run->profile->digest, "profile_path", run->profile->path, "pid", (int)run->h.pid,
                                  "host_uid", (json_int_t)run->host_uid, "cwd", run->cwd, "tty",
-                                 aj_sup_terminal_has_tty(&run->term)));
+                                 aj_sup_terminal_has_tty(&run->term), "hooks", aj_run_hooks_json(run)));
         int r = aj_spawn_go(&run->h);
         if (r < 0)
                 return aj_log_errno(r, "Cannot release the jail");

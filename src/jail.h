@@ -21,10 +21,11 @@ typedef struct {
         bool json;           /* print the final run document on stderr */
         int verbose;
         AjTtyMode tty;
-        char **caps;      /* --cap KEY=VALUE (NULL-terminated, owned) */
-        char **allow_net; /* --allow-net HOST[:PORT] (NULL-terminated, owned) */
-        char **llm;       /* --llm NAME: providers the gateway serves (NULL-terminated, owned) */
-        char **argv;      /* the command */
+        char **caps;       /* --cap KEY=VALUE (NULL-terminated, owned) */
+        char **allow_net;  /* --allow-net HOST[:PORT] (NULL-terminated, owned) */
+        char **llm;        /* --llm NAME: providers the gateway serves (NULL-terminated, owned) */
+        const char *hooks; /* --hooks AGENT: install the agent's hook settings (src/agent-hooks.h) */
+        char **argv;       /* the command */
 } AjRunOptions;
 
 /* Runs the command in a jail and returns agentjail's exit status (see exit-codes.h). */

@@ -420,6 +420,41 @@ static int plan_proc(AjMountPlan *plan)
         return 0;
 }
 
+/* The generated files: each goes into the root tmpfs, so no mount may cover it (a bind
+ * there would have it written into a host file, e.g. the operator's own settings; a hide
+ * would take it away). Called with the hides already planned. */
+static int plan_files(AjMountPlan *plan, const AjMountContext *ctx, AjError *ret_error)
+{
+        for (size_t i = 0; i < ctx->n_files; i++) {
+                const AjMountFile *f = &ctx->files[i];
+                if (!f->target || f->target[0] != '/' || !f->contents)
+                        return -EINVAL;
+                for (size_t j = 0; j < plan->n; j++) {
+                        const AjMountStep *s = &plan->steps[j];
+                        if (s->kind != STEP_BIND && s->kind != STEP_FS && s->kind != STEP_SYMLINK &&
+                            s->kind != STEP_HIDE && s->kind != STEP_WRITE_FILE)
+                                continue;
+                        if (!path_under(f->target, s->target))
+                                continue;
+                        return aj_error_set(ret_error, -EEXIST,
+                                            "%s writes '%s' in the jail, but the profile puts %s on '%s' "
+                                            "(remove that entry, or run without %s)",
+                                            f->why, f->target,
+                                            s->kind == STEP_BIND      ? "a bind"
+                                            : s->kind == STEP_HIDE    ? "a hide"
+                                            : s->kind == STEP_FS      ? "a filesystem"
+                                            : s->kind == STEP_SYMLINK ? "a symlink"
+                                                                      : "a generated file",
+                                            s->target, f->why);
+                }
+                int r = mnt_add_step(plan, STEP_WRITE_FILE, ORIGIN_NONE, strdup(f->contents), strdup(f->target), NULL,
+                                     NULL, 0, false);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 /* filesystem.hide, each judged against the tree placed so far (the first n_placed steps). */
 static int plan_hide(AjMountPlan *plan, const AjProfile *p, const char *home, size_t n_placed, AjError *ret_error)
 {
@@ -525,6 +560,9 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
         if (r < 0)
                 goto fail;
         r = plan_hide(plan, p, home, n_placed, &err);
+        if (r < 0)
+                goto fail;
+        r = plan_files(plan, ctx, &err);
         if (r < 0)
                 goto fail;
         r = plan_enter(plan, home);

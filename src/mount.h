@@ -14,6 +14,13 @@
 #include "sensitive.h"
 #include "util/error.h"
 
+/* A file agentjail writes into the jail's root tmpfs (which is read-only once entered). */
+typedef struct {
+        const char *target;   /* absolute path inside the jail, below no mount */
+        const char *contents; /* the whole file */
+        const char *why;      /* for the refusal when a mount covers it: "--hooks claude-code" */
+} AjMountFile;
+
 typedef struct {
         const char *cwd;       /* host cwd: "." workspace resolves to it */
         const char *host_home; /* invoking user's home, for "~/" in profile paths; may be NULL */
@@ -30,6 +37,8 @@ typedef struct {
         const AjSensitiveList *sensitive; /* checked against the workspace and every bind; NULL: the
                                            * fixed places (aj_sensitive_list_build with no sources) */
         bool defer_places;                /* no list yet: keep each source's check for aj_mount_plan_check_places() */
+        const AjMountFile *files;         /* generated files (agent hook settings), written read-only into the root */
+        size_t n_files;
 } AjMountContext;
 
 typedef struct AjMountPlan AjMountPlan;

@@ -144,6 +144,8 @@ void aj_run_places_prework(void *arg, int fd);
 int aj_run_setup_while_child_builds(Run *run);
 void aj_run_record_degraded(Run *run, const char *what, const char *why);
 json_t *aj_run_strv_json(char *const *v);
+/* --hooks: {"agent", "settings" (the file in the jail), "command"}, NULL without. */
+json_t *aj_run_hooks_json(const Run *run);
 const char *aj_run_rlimit_name(int resource);
 
 /* src/supervisor/supervise.c: the parts wired together, the loop */

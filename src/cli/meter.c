@@ -9,12 +9,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "agentjail/broker.h"
 #include "broker.h"
+#include "cli/meter-hook.h"
+#include "util/clock.h"
 #include "util/fd.h"
 #include "util/parse.h"
 #include "util/error.h"
@@ -33,6 +36,9 @@ static const char help[] = "Usage: agentjail meter COMMAND ...   (inside a jail:
                            "      Report model usage (input includes cached input). Exit 0 ok, 3 breach.\n"
                            "  usage [--json]\n"
                            "      Usage against every cap.\n"
+                           "  hook AGENT [--wait SECONDS] [--on-timeout deny|ask]\n"
+                           "      An agent's hook command (claude-code, codex, gemini): one hook event on\n"
+                           "      stdin, the answer in the agent's format (see 'agentjail meter hook --help').\n"
                            "\n"
                            "--json prints the broker's reply line as is.\n";
 
@@ -154,7 +160,7 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, AjError *ret_erro
 
         if (argc < 2)
                 return aj_error_set(ret_error, -EINVAL,
-                                    "missing command (tool, result, tokens, usage; see 'agentjail meter --help')");
+                                    "missing command (tool, result, tokens, usage, hook; see 'agentjail meter --help')");
         const char *cmd = argv[1];
         if (streq(cmd, "--help") || streq(cmd, "-h") || streq(cmd, "help")) {
                 *ret = (AjMeterCmd){ .kind = AJ_METER_CMD_HELP };
@@ -170,7 +176,7 @@ int aj_meter_cmd_parse(int argc, char **argv, AjMeterCmd *ret, AjError *ret_erro
                 c.kind = AJ_METER_CMD_USAGE;
         else
                 return aj_error_set(ret_error, -EINVAL,
-                                    "unknown command \"%s\" (expected tool, result, tokens or usage)", cmd);
+                                    "unknown command \"%s\" (expected tool, result, tokens, usage or hook)", cmd);
 
         for (int i = 2; i < argc; i++) {
                 const char *a = argv[i];
@@ -268,8 +274,9 @@ int aj_meter_cmd_request(const AjMeterCmd *cmd, json_int_t id, char **ret)
         return 0;
 }
 
-/* One request, one reply line (without the newline). */
-static int round_trip(const char *path, const char *request, char **ret_line)
+/* One request, one reply line (without the newline); -ETIMEDOUT when no reply came within
+ * timeout_ms (negative: no limit). */
+int aj_meter_round_trip(const char *path, const char *request, int timeout_ms, char **ret_line)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         if (strlen(path) >= sizeof(sa.sun_path))
@@ -297,7 +304,19 @@ static int round_trip(const char *path, const char *request, char **ret_line)
         _cleanup_free_ char *buf = malloc(size);
         if (!buf)
                 return -ENOMEM;
+        int64_t deadline = timeout_ms >= 0 ? aj_now_monotonic_ms() + timeout_ms : 0;
         for (;;) {
+                if (timeout_ms >= 0) {
+                        int64_t now = aj_now_monotonic_ms();
+                        struct pollfd p = { .fd = fd, .events = POLLIN };
+                        int n = now >= deadline ? 0 : poll(&p, 1, (int)(deadline - now));
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n < 0)
+                                return -errno;
+                        if (n == 0)
+                                return -ETIMEDOUT;
+                }
                 if (have + 1 >= size) {
                         if (size >= MAX_REPLY)
                                 return -EMSGSIZE;
@@ -456,6 +475,8 @@ int aj_cmd_meter(int argc, char **argv)
         _cleanup_free_ char *request = NULL, *line = NULL;
         _cleanup_(aj_error_clear) AjError err = {};
 
+        if (argc >= 2 && streq(argv[1], "hook"))
+                return aj_cmd_meter_hook(argc, argv);
         int r = aj_meter_cmd_parse(argc, argv, &cmd, &err);
         if (r < 0) {
                 fprintf(stderr, "agentjail meter: %s\n", aj_error_text(&err, r));
@@ -476,7 +497,7 @@ int aj_cmd_meter(int argc, char **argv)
                 fprintf(stderr, "agentjail meter: cannot build the request: %s\n", strerror(-r));
                 return AJ_METER_EXIT_USAGE;
         }
-        r = round_trip(path, request, &line);
+        r = aj_meter_round_trip(path, request, -1, &line);
         if (r < 0) {
                 fprintf(stderr, "agentjail meter: broker '%s': %s\n", path, strerror(-r));
                 return AJ_METER_EXIT_USAGE;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent-hooks.h"
 #include "cli/run.h"
 #include "util/error.h"
 #include "util/macros.h"
@@ -30,7 +31,9 @@ static const char main_help[] =
         "  diff RUN | commit RUN [--force] | discard RUN\n"
         "                                  review an overlay workspace's changes, apply or drop them\n"
         "  rollback RUN [--json]           what undoes a run: workspace changes, compensating actions\n"
-        "  meter tool|result|tokens|usage  report to the run's broker (inside a jail)\n"
+        "  meter tool|result|tokens|usage|hook\n"
+        "                                  report to the run's broker (inside a jail); hook: an\n"
+        "                                  agent's hook command (claude-code, codex, gemini)\n"
         "  mcp [--name SERVER] -- CMD [ARG...]\n"
         "                                  an MCP server whose tool calls ask the broker (inside a jail)\n"
         "  help                            this text\n"
@@ -55,6 +58,10 @@ static const char run_help[] =
         "                            or anthropic, openai) through the metering gateway: the agent\n"
         "                            gets its base URL and a placeholder key, the key stays here\n"
         "      --rw PATH[:DEST]      bind PATH read-write into the jail (at DEST)\n"
+        "      --hooks AGENT         install AGENT's hooks so that each of its tool calls asks the\n"
+        "                            run's broker first and reports its result (claude-code: the\n"
+        "                            jail's /etc/claude-code/managed-settings.json; the operator's\n"
+        "                            own settings are not touched)\n"
         "  -t, --tty                 give the jail a terminal of its own (a new pseudo-terminal)\n"
         "                            even when stdin is not a terminal; it is the default when\n"
         "                            stdin is one: the operator's terminal is relayed in raw mode\n"
@@ -138,7 +145,7 @@ void aj_cli_run_options_done(AjRunOptions *o)
         bind_list_done(&o->extra_rw);
 }
 
-enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY, OPT_LLM };
+enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY, OPT_LLM, OPT_HOOKS };
 
 /* --cap, --allow-net, --llm: each may be given again, and each adds to its list. */
 static int add_repeated(AjRunOptions *o, int opt, const char *arg, AjError *ret_error)
@@ -172,6 +179,7 @@ static const struct option run_options[] = {
         { "cap", required_argument, NULL, OPT_CAP },
         { "allow-net", required_argument, NULL, OPT_ALLOW_NET },
         { "llm", required_argument, NULL, OPT_LLM },
+        { "hooks", required_argument, NULL, OPT_HOOKS },
         { "tty", no_argument, NULL, 't' },
         { "no-tty", no_argument, NULL, OPT_NO_TTY },
         { "verbose", no_argument, NULL, 'v' },
@@ -203,6 +211,14 @@ static int parse_option(AjRunOptions *o, int c, char **argv, AjError *ret_error)
         case OPT_ALLOW_NET:
         case OPT_LLM:
                 return add_repeated(o, c, optarg, ret_error);
+        case OPT_HOOKS: {
+                AjAgentKind agent;
+                if (aj_agent_from_name(optarg, &agent) < 0 || !aj_hook_settings_path(agent))
+                        return aj_error_set(ret_error, -EINVAL, "--hooks: unknown agent '%s' (accepted: %s)", optarg,
+                                            AJ_HOOK_SETTINGS_AGENTS);
+                o->hooks = optarg;
+                return 0;
+        }
         case 't':
         case OPT_NO_TTY:
                 o->tty = c == 't' ? AJ_TTY_ALWAYS : AJ_TTY_NEVER;

@@ -115,6 +115,9 @@ static json_t *run_document(Run *run, const char *status, const Outcome *o, uint
         json_object_set_new(doc, "command", aj_run_strv_json(run->opts->argv));
         json_object_set_new(doc, "cwd", json_string(run->cwd));
         json_object_set_new(doc, "tty", json_boolean(aj_sup_terminal_has_tty(&run->term)));
+        json_t *hooks = aj_run_hooks_json(run);
+        if (hooks)
+                json_object_set_new(doc, "hooks", hooks);
         if (run->overlay_dir) {
                 const char *ws = run->overlay_lower;
                 char upper[4096];

@@ -12,8 +12,15 @@ exists (at most 10 s), "big-N" answers N bytes of body (chunked), "bad-response"
 a malformed head, "hang" answers nothing for 4 s, "tool-call" asks for a tool call
 (tool_use / tool_calls / function_call). Usage is fixed: Anthropic input 25, output 7
 (cache read 3); OpenAI prompt 20, completion 3 (cached 2, reasoning 1). Chat Completions
-streams carry the usage chunk only when stream_options.include_usage is true, as OpenAI's."""
-import argparse, json, os, socket, ssl, sys, threading, time
+streams carry the usage chunk only when stream_options.include_usage is true, as OpenAI's.
+
+A scripted agent session (tests/integration/test-agents.sh drives Claude Code with it): an
+Anthropic request that offers a tool named "Bash" and whose first user message holds
+commands as <cmd>...</cmd> gets, while fewer tool_result blocks than commands came back,
+a tool_use of Bash with the next command; then a final text, "RESULT n (ok|error): ..."
+for each tool_result in order. Any other request (a title, a side model call) gets the
+usual "Hello!"."""
+import argparse, itertools, json, os, re, socket, ssl, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 A = None
@@ -31,7 +38,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def record(self, body):
-        line = json.dumps({"path": self.path, "headers": [[k, v] for k, v in self.headers.items()],
+        line = json.dumps({"method": self.command, "path": self.path, "headers": [[k, v] for k, v in self.headers.items()],
                            "body": body.decode("utf-8", "replace"), "port": self.client_address[1]})
         with open(A.record, "a") as f:
             f.write(line + "\n")
@@ -61,6 +68,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self.record(b"")
         self.send_json(200, {"ok": True})
+
+    def do_HEAD(self):
+        # Claude Code's connectivity check at startup.
+        self.record(b"")
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
@@ -134,6 +148,10 @@ class Handler(BaseHTTPRequestHandler):
         tool = model == "tool-call"
         block = ({"type": "tool_use", "id": "toolu_fake", "name": "get_weather", "input": {"city": "Paris"}}
                  if tool else {"type": "text", "text": "Hello!"})
+        scripted = script_step(req)
+        if scripted:
+            block = scripted
+            tool = block["type"] == "tool_use"
         stop = "tool_use" if tool else "end_turn"
         if not req.get("stream"):
             return self.send_json(200, {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
@@ -146,11 +164,13 @@ class Handler(BaseHTTPRequestHandler):
                                                  "content": [], "stop_reason": None, "usage": start}})]
         if tool:
             evs.append(sse("content_block_start", {"index": 0, "content_block": dict(block, input={})}))
-            for part in ['{"city": ', '"Paris"}']:
+            args = json.dumps(block["input"])
+            for part in [args[:len(args) // 2], args[len(args) // 2:]]:
                 evs.append(sse("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": part}}))
         else:
             evs.append(sse("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}))
-            for word in ["Hel", "lo", " the", "re", "!"]:
+            words = [block["text"]] if scripted else ["Hel", "lo", " the", "re", "!"]
+            for word in words:
                 evs.append(sse("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}}))
         evs += [sse("content_block_stop", {"index": 0}),
                 sse("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": 7}}),
@@ -202,6 +222,45 @@ class Handler(BaseHTTPRequestHandler):
         evs += [sse("response.output_item.done", {"output_index": 0, "item": item}),
                 sse("response.completed", {"response": resp})]
         self.events(evs, model)
+
+
+TOOL_IDS = itertools.count(1)
+
+
+def texts(content):
+    """The text of a message's content: a string, or its text blocks."""
+    if isinstance(content, str):
+        return content
+    out = []
+    for b in content if isinstance(content, list) else []:
+        if isinstance(b, dict) and b.get("type") == "text":
+            out.append(str(b.get("text", "")))
+    return "\n".join(out)
+
+
+def script_step(req):
+    """The scripted session's next block for this request, or None when it is not one."""
+    tools = req.get("tools") or []
+    if not any(isinstance(t, dict) and t.get("name") == "Bash" for t in tools):
+        return None
+    msgs = [m for m in req.get("messages") or [] if isinstance(m, dict)]
+    users = [m for m in msgs if m.get("role") == "user"]
+    if not users:
+        return None
+    cmds = re.findall(r"<cmd>(.*?)</cmd>", texts(users[0].get("content")), re.S)
+    if not cmds:
+        return None
+    results = []
+    for m in users:
+        for b in m.get("content") if isinstance(m.get("content"), list) else []:
+            if isinstance(b, dict) and b.get("type") == "tool_result":
+                c = b.get("content")
+                results.append((bool(b.get("is_error")), c if isinstance(c, str) else texts(c)))
+    if len(results) < len(cmds):
+        return {"type": "tool_use", "id": "toolu_fake%d" % next(TOOL_IDS), "name": "Bash",
+                "input": {"command": cmds[len(results)], "description": "scripted step %d" % (len(results) + 1)}}
+    return {"type": "text", "text": "\n".join("RESULT %d (%s): %s" % (i + 1, "error" if e else "ok", t.strip())
+                                               for i, (e, t) in enumerate(results))}
 
 
 def main():

@@ -963,8 +963,9 @@ Test(meter_cmd, parse_errors)
                 const char *args[12];
                 const char *msg;
         } bad[] = {
-                { { "meter", NULL }, "missing command (tool, result, tokens, usage; see 'agentjail meter --help')" },
-                { { "meter", "fly", NULL }, "unknown command \"fly\" (expected tool, result, tokens or usage)" },
+                { { "meter", NULL },
+                  "missing command (tool, result, tokens, usage, hook; see 'agentjail meter --help')" },
+                { { "meter", "fly", NULL }, "unknown command \"fly\" (expected tool, result, tokens, usage or hook)" },
                 { { "meter", "tool", NULL }, "tool: missing the tool NAME" },
                 { { "meter", "tool", "a b", NULL }, "tool: NAME must be 1 to 256 characters without spaces" },
                 { { "meter", "tool", "x", "y", NULL }, "tool: unexpected argument \"y\"" },

@@ -272,6 +272,56 @@ Test(mount, parents_before_children, PURE)
         setup_free(&s);
 }
 
+/* Generated files (--hooks): written into the root after the binds and hides, and refused
+ * when a mount covers them (a bind would have the operator's file written). */
+Test(mount, generated_files, PURE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        AjMountFile f = { .target = "/etc/claude-code/managed-settings.json", .contents = "{}", .why = "--hooks x" };
+        char *err = NULL;
+
+        setup_init(&s);
+        add_bind(&s.p.ro, P("/a/b"));
+        s.ctx.files = &f;
+        s.ctx.n_files = 1;
+        plan = build_ok(&s);
+        ssize_t w = find_step(plan, "write '/etc/claude-code/managed-settings.json'");
+        cr_assert_geq(w, 0);
+        cr_expect_lt(w, find_step(plan, "make '/' read-only"));
+        char want[PATH_MAX * 2];
+        snprintf(want, sizeof(want), "bind '%s' on '%s' (read-only)", P("/a/b"), P("/a/b"));
+        cr_expect_gt(w, find_step(plan, want));
+        setup_free(&s);
+
+        static const char *const covering[] = { "/etc", "/etc/claude-code", "/etc/claude-code/managed-settings.json" };
+        for (size_t i = 0; i < ARRAY_SIZE(covering); i++) {
+                char spec[PATH_MAX];
+                setup_init(&s);
+                snprintf(spec, sizeof(spec), "%s:%s", P("/a"), covering[i]);
+                add_bind(i == 1 ? &s.p.rw : &s.p.ro, spec);
+                s.ctx.files = &f;
+                s.ctx.n_files = 1;
+                cr_expect_eq(build_fail(&s, &err), -EEXIST, "bind on %s", covering[i]);
+                char msg[512];
+                snprintf(msg, sizeof(msg),
+                         "--hooks x writes '/etc/claude-code/managed-settings.json' in the jail, but the profile puts a "
+                         "bind on '%s'",
+                         covering[i]);
+                cr_expect(strstr(err, msg), "got \"%s\"", err);
+                free(err);
+                setup_free(&s);
+        }
+        setup_init(&s);
+        add_str(&s.p.tmpfs, "/etc/claude-code");
+        s.ctx.files = &f;
+        s.ctx.n_files = 1;
+        cr_expect_eq(build_fail(&s, &err), -EEXIST);
+        cr_expect(strstr(err, "a filesystem on '/etc/claude-code'"), "got \"%s\"", err);
+        free(err);
+        setup_free(&s);
+}
+
 Test(mount, optional_missing_source_is_skipped, PURE)
 {
         Setup s;
