@@ -161,7 +161,7 @@ static json_t *usage(void *u)
         return json_object();
 }
 
-static int write_incident(void *u, json_t *incident)
+static int write_incident(void *u, const AjIncident *incident)
 {
         (void)incident;
         ((FakeRun *)u)->incidents++;
@@ -306,8 +306,9 @@ Test(supervisor, wall_cap_breach_freezes_and_quarantines)
         cr_expect_str_eq(f->alerts[0], "breach");
         cr_expect_str_eq(aj_sup_breach_state(&f->breach, false), "quarantined");
         cr_expect_str_eq(aj_sup_breach_state(&f->breach, true), "quarantined");
-        json_t *q = aj_sup_breach_quarantine(&f->breach);
-        cr_expect_str_eq(json_string_value(json_object_get(q, "cap")), "wall");
+        const AjRunQuarantine *q = aj_sup_breach_quarantine(&f->breach);
+        cr_assert_not_null(q);
+        cr_expect_str_eq(q->cap, "wall");
         cr_expect(f->changes >= 1, "run.json rewritten");
         json_auto_t *wall = aj_sup_wall_cap_json(&f->wall);
         cr_expect_eq(json_real_value(json_object_get(wall, "remaining")), 0.0);
@@ -495,7 +496,7 @@ Test(supervisor, release_thaws_and_records)
         cr_expect(!f->frozen);
         cr_expect_eq(count(&f->chain, "quarantine.release"), 1);
         cr_expect_str_eq(aj_sup_breach_state(&f->breach, false), "running");
-        cr_expect(json_is_true(json_object_get(aj_sup_breach_quarantine(&f->breach), "released")));
+        cr_expect(aj_sup_breach_quarantine(&f->breach)->released);
         fake_run_free(f);
 }
 
