@@ -37,8 +37,8 @@ void aj_incident_free(AjIncident *inc)
 
 int aj_incident_write(const char *run_dir, const AjIncident *inc)
 {
-        json_auto_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:O?, s:s, s:O?, s:O}", "run", inc->run,
-                                     "name", inc->name, "ts", inc->ts, "cap", inc->cap, "limit", inc->limit, "value",
+        json_auto_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:O?, s:s, s:O?, s:O}", "run", inc->run, "name",
+                                     inc->name, "ts", inc->ts, "cap", inc->cap, "limit", inc->limit, "value",
                                      inc->value, "request", inc->request, "action", inc->action, "usage", inc->usage,
                                      "last_events", inc->last_events);
         if (!doc)
@@ -140,8 +140,8 @@ static int approval_from_json(json_t *doc, const char *path, AjApproval **ret, A
         if (tc.r < 0)
                 return tc.r;
         if (!a->call == !net)
-                return aj_error_set(ret_error, -EBADMSG, "'%s': needs one of \"call\" (a tool call) or \"net\" (a host)",
-                                    path);
+                return aj_error_set(ret_error, -EBADMSG,
+                                    "'%s': needs one of \"call\" (a tool call) or \"net\" (a host)", path);
         if (net && (!a->net.host || !port))
                 return aj_error_set(ret_error, -EBADMSG, "'%s': \"net\" needs \"host\" and \"port\"", path);
         a->subject = net ? AJ_APPROVAL_NET : AJ_APPROVAL_TOOL;

@@ -24,5 +24,5 @@ json_t *aj_member_array(AjTypeCheck *tc, json_t *obj, const char *key, const cha
 /* A number member: its value in *ret (untouched when absent or null); the JSON value. */
 json_t *aj_member_number(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, double *ret);
 /* An integer member in [min, max]: *ret untouched when absent or null; true if present. */
-bool aj_member_integer(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, json_int_t min,
-                       json_int_t max, json_int_t *ret);
+bool aj_member_integer(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, json_int_t min, json_int_t max,
+                       json_int_t *ret);

@@ -49,14 +49,22 @@ Test(record_alerts, incident_round_trip)
         json_auto_t *request = json_pack("{s:s}", "op", "tokens");
         json_auto_t *usage = json_pack("{s:i}", "tokens", 6000);
         json_auto_t *last = json_pack("[{s:i, s:s}]", "seq", 1, "type", "cap.breach");
-        AjIncident in = { .run = "abcd00000001", .name = "triage", .ts = "2026-01-01T00:00:02Z", .cap = "tokens",
-                          .limit = 5000, .value = 6000, .request = request, .action = "freeze", .usage = usage,
+        AjIncident in = { .run = "abcd00000001",
+                          .name = "triage",
+                          .ts = "2026-01-01T00:00:02Z",
+                          .cap = "tokens",
+                          .limit = 5000,
+                          .value = 6000,
+                          .request = request,
+                          .action = "freeze",
+                          .usage = usage,
                           .last_events = last };
         cr_assert_eq(aj_incident_write(root, &in), 0);
         _cleanup_free_ char *text = file_compact(AJ_RUN_FILE_INCIDENT);
-        cr_assert_str_eq(text, "{\"run\":\"abcd00000001\",\"name\":\"triage\",\"ts\":\"2026-01-01T00:00:02Z\",\"cap\":"
-                               "\"tokens\",\"limit\":5000.0,\"value\":6000.0,\"request\":{\"op\":\"tokens\"},\"action\":"
-                               "\"freeze\",\"usage\":{\"tokens\":6000},\"last_events\":[{\"seq\":1,\"type\":\"cap.breach\"}]}");
+        cr_assert_str_eq(text,
+                         "{\"run\":\"abcd00000001\",\"name\":\"triage\",\"ts\":\"2026-01-01T00:00:02Z\",\"cap\":"
+                         "\"tokens\",\"limit\":5000.0,\"value\":6000.0,\"request\":{\"op\":\"tokens\"},\"action\":"
+                         "\"freeze\",\"usage\":{\"tokens\":6000},\"last_events\":[{\"seq\":1,\"type\":\"cap.breach\"}]}");
 
         _cleanup_(aj_incident_freep) AjIncident *inc = NULL;
         _cleanup_(aj_error_clear) AjError err = {};
@@ -73,7 +81,13 @@ Test(record_alerts, incident_round_trip)
         cr_assert(json_equal(inc->last_events, last));
 
         /* Without a request or usage (a wall or log cap): null, read as absent. */
-        AjIncident bare = { .run = "r", .name = "n", .ts = "t", .cap = "wall", .limit = 1, .value = 2, .action = "kill",
+        AjIncident bare = { .run = "r",
+                            .name = "n",
+                            .ts = "t",
+                            .cap = "wall",
+                            .limit = 1,
+                            .value = 2,
+                            .action = "kill",
                             .last_events = last };
         cr_assert_eq(aj_incident_write(root, &bare), 0);
         _cleanup_free_ char *bare_text = file_compact(AJ_RUN_FILE_INCIDENT);
@@ -118,8 +132,14 @@ static void expect_malformed(const char *name, const char *text, const char *wan
         cr_assert_not_null(strstr(e.message, want), "%s: %s", text, e.message);
 }
 
-static int read_incident(const char *dir, void **ret, AjError *e) { return aj_incident_read(dir, (AjIncident **)ret, e); }
-static int read_approval(const char *dir, void **ret, AjError *e) { return aj_approval_read(dir, (AjApproval **)ret, e); }
+static int read_incident(const char *dir, void **ret, AjError *e)
+{
+        return aj_incident_read(dir, (AjIncident **)ret, e);
+}
+static int read_approval(const char *dir, void **ret, AjError *e)
+{
+        return aj_approval_read(dir, (AjApproval **)ret, e);
+}
 
 Test(record_alerts, incident_malformed_names_the_file_and_member)
 {
@@ -137,15 +157,20 @@ Test(record_alerts, incident_malformed_names_the_file_and_member)
 Test(record_alerts, approval_of_a_tool_call)
 {
         json_auto_t *call = json_pack("{s:s, s:s}", "gen_ai.tool.call.id", "a-1", "gen_ai.tool.name", "refund.issue");
-        AjApproval in = { .subject = AJ_APPROVAL_TOOL, .run = "abcd00000001", .name = "n", .ts = "2026-01-01T00:00:03Z",
-                          .call = call, .approve = "agentjail approve abcd00000001 'a-1' --digest d",
+        AjApproval in = { .subject = AJ_APPROVAL_TOOL,
+                          .run = "abcd00000001",
+                          .name = "n",
+                          .ts = "2026-01-01T00:00:03Z",
+                          .call = call,
+                          .approve = "agentjail approve abcd00000001 'a-1' --digest d",
                           .deny = "agentjail deny abcd00000001 'a-1' --reason TEXT" };
         cr_assert_eq(aj_approval_write(root, &in), 0);
         _cleanup_free_ char *text = file_compact(AJ_RUN_FILE_APPROVAL);
-        cr_assert_str_eq(text, "{\"kind\":\"approval\",\"run\":\"abcd00000001\",\"name\":\"n\",\"ts\":"
-                               "\"2026-01-01T00:00:03Z\",\"call\":{\"gen_ai.tool.call.id\":\"a-1\",\"gen_ai.tool.name\":"
-                               "\"refund.issue\"},\"approve\":\"agentjail approve abcd00000001 'a-1' --digest d\","
-                               "\"deny\":\"agentjail deny abcd00000001 'a-1' --reason TEXT\"}");
+        cr_assert_str_eq(text,
+                         "{\"kind\":\"approval\",\"run\":\"abcd00000001\",\"name\":\"n\",\"ts\":"
+                         "\"2026-01-01T00:00:03Z\",\"call\":{\"gen_ai.tool.call.id\":\"a-1\",\"gen_ai.tool.name\":"
+                         "\"refund.issue\"},\"approve\":\"agentjail approve abcd00000001 'a-1' --digest d\","
+                         "\"deny\":\"agentjail deny abcd00000001 'a-1' --reason TEXT\"}");
         _cleanup_(aj_approval_freep) AjApproval *a = NULL;
         _cleanup_(aj_error_clear) AjError err = {};
         cr_assert_eq(aj_approval_read(root, &a, &err), 0, "%s", aj_error_text(&err, 0));
@@ -156,16 +181,21 @@ Test(record_alerts, approval_of_a_tool_call)
         cr_assert_str_eq(a->deny, in.deny);
         cr_assert_null(a->net.host);
 
-        AjApproval no_call = { .subject = AJ_APPROVAL_TOOL, .run = "r", .name = "n", .ts = "t", .approve = "a",
-                               .deny = "d" };
+        AjApproval no_call = {
+                .subject = AJ_APPROVAL_TOOL, .run = "r", .name = "n", .ts = "t", .approve = "a", .deny = "d"
+        };
         cr_assert_eq(aj_approval_write(root, &no_call), -EINVAL, "a tool approval without its call");
 }
 
 Test(record_alerts, approval_of_a_host)
 {
-        AjApproval in = { .subject = AJ_APPROVAL_NET, .run = "abcd00000001", .name = "n", .ts = "t",
+        AjApproval in = { .subject = AJ_APPROVAL_NET,
+                          .run = "abcd00000001",
+                          .name = "n",
+                          .ts = "t",
                           .net = { .id = "net-3", .host = "registry.npmjs.org", .port = 443 },
-                          .approve = "agentjail approve abcd00000001 net-3", .deny = "agentjail deny abcd00000001 net-3" };
+                          .approve = "agentjail approve abcd00000001 net-3",
+                          .deny = "agentjail deny abcd00000001 net-3" };
         cr_assert_eq(aj_approval_write(root, &in), 0);
         _cleanup_free_ char *text = file_compact(AJ_RUN_FILE_APPROVAL);
         cr_assert_not_null(strstr(text, "\"net\":{\"id\":\"net-3\",\"host\":\"registry.npmjs.org\",\"port\":443}"),
