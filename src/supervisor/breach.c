@@ -219,7 +219,8 @@ int aj_sup_breach_check_log_cap(const AjSupBreach *b, json_t *value, uint64_t *r
         uint64_t used = b->events.ops->bytes(b->events.userdata);
         if (aj_events_agent_share(cap) <= used)
                 return aj_error_set(ret_error, -EINVAL,
-                                    "log_bytes: %s would leave the agent no room (events.jsonl has %llu bytes)",
+                                    "log_bytes: %s would leave the agent no room (" AJ_RUN_FILE_EVENTS
+                                    " has %llu bytes)",
                                     v ? v : "the new cap", (unsigned long long)used);
         *ret_cap = cap;
         return 0;

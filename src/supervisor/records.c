@@ -144,7 +144,7 @@ static int compose_record(Run *run, const char *status, const Outcome *o, uint64
                            .degraded = run->degraded },
         };
         if (run->overlay_dir) {
-                snprintf(upper, sizeof(upper), "%s/upper", run->overlay_dir);
+                snprintf(upper, sizeof(upper), "%s/%s", run->overlay_dir, AJ_OVERLAY_UPPER);
                 rec.workspace = (AjRunWorkspace){ .present = true,
                                                   .mode = "overlay",
                                                   .path = run->overlay_lower,
