@@ -8,6 +8,12 @@
 
 #include "util/error.h"
 
+/* A JSON record of the run dir, indented, written atomically (rename): only through the
+ * typed writers of run-record.h. */
+int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc);
+/* A JSON record of the run dir, read whole: -ENOENT if absent, -EBADMSG if not JSON. */
+int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret);
+
 typedef struct {
         const char *path; /* the file, for messages */
         AjError *ret_error;

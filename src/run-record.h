@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The run directory's records, one owner: the names of its files, run.json as a typed
- * record (read, write, update), the anchor run.json keeps of the event chain, and the
- * JSON records a breach or a held call leaves (incident.json, approval.json). The chain
- * itself (events.jsonl: writer, reader, verifier) is src/events.h.
+ * record (read, compose, write, update), the anchor run.json keeps of the event chain,
+ * and the typed records a breach or a held call leaves (incident.json, approval.json:
+ * run-record-alerts.c). The chain itself (events.jsonl: writer, reader, verifier) is
+ * src/events.h.
  *
  *   <state>/runs/<id>/run.json       the run: who, what, when, state, meters, the anchor
  *   <state>/runs/<id>/events.jsonl   the hash chain of events
  *   <state>/runs/<id>/incident.json  the last breach (quarantine)
- *   <state>/runs/<id>/approval.json  the last tool call held for an operator's decision
+ *   <state>/runs/<id>/approval.json  the last call or connection held for an operator
+ *   <state>/runs/<id>/stdout.log, stderr.log (tty.log with a terminal), alert.log
+ *   <state>/runs/<id>/llm/           the gateway's bodies ("record": "full")
+ *   <state>/runs/<id>/workspace/     an overlay workspace's upper/ and work/
  */
 #pragma once
 
@@ -38,11 +42,6 @@
 
 /* "<run_dir>/<name>" into buf; -ENAMETOOLONG when it does not fit. */
 int aj_run_file_path(const char *run_dir, const char *name, char *buf, size_t len);
-
-/* A JSON record of the run dir, indented, written atomically (rename). */
-int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc);
-/* A JSON record of the run dir, read whole: -ENOENT if absent, -EBADMSG if not JSON. */
-int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret);
 
 /* ---- run.json ---------------------------------------------------------------------- */
 

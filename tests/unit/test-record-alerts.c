@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "run-record-internal.h"
 #include "run-record.h"
 #include "util/fd.h"
 
