@@ -259,17 +259,17 @@ static int setup_jail_dir(Run *run)
  * root to the agent. */
 static int make_overlay_dirs(Run *run)
 {
-        if (asprintf(&run->overlay_dir, "%s/workspace", run->run_dir) < 0) {
+        if (asprintf(&run->overlay_dir, "%s/%s", run->run_dir, AJ_RUN_DIR_WORKSPACE) < 0) {
                 run->overlay_dir = NULL;
                 return -ENOMEM;
         }
         char path[4096];
         if (mkdir(run->overlay_dir, 0700) < 0)
                 return aj_log_errno(-errno, "Cannot create '%s'", run->overlay_dir);
-        snprintf(path, sizeof(path), "%s/upper", run->overlay_dir);
+        snprintf(path, sizeof(path), "%s/%s", run->overlay_dir, AJ_OVERLAY_UPPER);
         if (mkdir(path, 0700) < 0)
                 return aj_log_errno(-errno, "Cannot create '%s'", path);
-        snprintf(path, sizeof(path), "%s/work", run->overlay_dir);
+        snprintf(path, sizeof(path), "%s/%s", run->overlay_dir, AJ_OVERLAY_WORK);
         if (mkdir(path, 0700) < 0)
                 return aj_log_errno(-errno, "Cannot create '%s'", path);
         return 0;
@@ -670,7 +670,7 @@ int aj_run_setup_idmap(Run *run)
                  * the workspace's mode, as the idmapped workspace root would be. */
                 if (run->overlay_dir) {
                         char upper[4096];
-                        snprintf(upper, sizeof(upper), "%s/upper", run->overlay_dir);
+                        snprintf(upper, sizeof(upper), "%s/%s", run->overlay_dir, AJ_OVERLAY_UPPER);
                         if (!run->overlay_lower && !(run->overlay_lower = strdup(ws)))
                                 return -ENOMEM;
                         if (chown(upper, run->host_uid, run->host_gid) < 0 || chmod(upper, st.st_mode & 07777) < 0)

@@ -339,8 +339,8 @@ static void finish_records(Run *run, bool supervised)
         if (!supervised)
                 aj_run_write_launcher_error(run);
         aj_sup_terminal_restore(&run->term);
-        if (run->opts->json && run->final_doc) {
-                char *text = json_dumps(run->final_doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (run->opts->json && run->final_rec) {
+                char *text = json_dumps(run->final_rec->doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
                 if (text) {
                         fprintf(stderr, "%s\n", text);
                         free(text);
@@ -374,7 +374,7 @@ static void run_free(Run *run)
         aj_strv_free(run->envp);
         json_decref(run->degraded);
         json_decref(run->resolved_profile);
-        json_decref(run->final_doc);
+        aj_run_record_free(run->final_rec);
         free(run->name);
         free(run->run_dir);
         free(run->overlay_dir);

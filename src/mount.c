@@ -56,8 +56,8 @@ static int overlay_over(int lower_fd, const char *dir, uint64_t attr, AjError *r
                 r = negative_errno();
                 return aj_error_set(ret_error, r, "overlayfs is not available: %s", strerror(-r));
         }
-        snprintf(upper, sizeof(upper), "%s/upper", dir);
-        snprintf(work, sizeof(work), "%s/work", dir);
+        snprintf(upper, sizeof(upper), "%s/%s", dir, AJ_OVERLAY_UPPER);
+        snprintf(work, sizeof(work), "%s/%s", dir, AJ_OVERLAY_WORK);
         /* The lower layer by fd (Linux 6.8+), else through its /proc/self/fd link. */
         if (sys_fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, lower_fd) < 0) {
                 snprintf(lower, sizeof(lower), "/proc/self/fd/%d", lower_fd);

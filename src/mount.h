@@ -60,6 +60,10 @@ int aj_mount_plan_check_places(AjMountPlan *plan, const AjSensitiveList *places,
 /* false while a deferred plan's sources have not been judged: the command must not start. */
 bool aj_mount_plan_places_judged(const AjMountPlan *plan);
 
+/* An overlay workspace's layers in its overlay_dir (the run directory's workspace/). */
+#define AJ_OVERLAY_UPPER "upper"
+#define AJ_OVERLAY_WORK "work"
+
 int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_error);
 /* The detached tree aj_mount_plan_prepare() made for step `step`, or -1 (the plan keeps it):
  * how the supervisor hands the trees to a jail cloned before they were made. */

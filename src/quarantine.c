@@ -11,6 +11,7 @@
 
 #include "events.h"
 #include "quarantine.h"
+#include "run-record.h"
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/syscalls.h"
@@ -21,8 +22,9 @@ int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, c
         if (!argv || !argv[0])
                 return -EINVAL;
         char incident[4096], log[4096];
-        snprintf(incident, sizeof(incident), "%s/%s", run_dir, input);
-        snprintf(log, sizeof(log), "%s/alert.log", run_dir);
+        if (aj_run_file_path(run_dir, input, incident, sizeof(incident)) < 0 ||
+            aj_run_file_path(run_dir, AJ_RUN_FILE_ALERT_LOG, log, sizeof(log)) < 0)
+                return -ENAMETOOLONG;
         _cleanup_close_ int in = open(incident, O_RDONLY | O_CLOEXEC);
         if (in < 0)
                 return -errno;

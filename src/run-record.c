@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "run-record-internal.h"
 #include "run-record.h"
 #include "util/fd.h"
 #include "util/sha256.h"
@@ -48,16 +49,6 @@ int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret)
         return 0;
 }
 
-int aj_incident_write(const char *run_dir, json_t *incident)
-{
-        return aj_run_file_write_json(run_dir, AJ_RUN_FILE_INCIDENT, incident);
-}
-
-int aj_incident_read(const char *run_dir, json_t **ret)
-{
-        return aj_run_file_read_json(run_dir, AJ_RUN_FILE_INCIDENT, ret);
-}
-
 /* ---- the anchor ----------------------------------------------------------------------- */
 
 static bool sha256_hex_valid(const char *s)
@@ -87,8 +78,8 @@ bool aj_run_doc_anchor(json_t *doc, uint64_t *ret_count, const char **ret_hash)
 
 int aj_run_doc_set_anchor(json_t *doc, const AjChainEnd *end, const char *end_type)
 {
-        json_t *ev = json_pack("{s:I, s:s, s:s}", "count", (json_int_t)end->count, "last_sha256", end->last_hash, "end",
-                               end_type);
+        json_t *ev = json_pack("{s:I, s:s, s:s*}", "count", (json_int_t)end->count, "last_sha256", end->last_hash,
+                               "end", end_type);
         if (!ev || json_object_set_new(doc, "events", ev) < 0)
                 return -ENOMEM;
         return 0;
@@ -130,15 +121,7 @@ void aj_run_record_free(AjRunRecord *rec)
         free(rec);
 }
 
-typedef struct {
-        const char *path;
-        AjError *ret_error;
-        int r;
-} TypeCheck;
-
-/* The member `key` of `obj` (named `name` in messages) as a string: NULL when absent or
- * null (when `nullable`); anything else fails the check. */
-static const char *member_string(TypeCheck *tc, json_t *obj, const char *key, const char *name, bool nullable)
+const char *aj_member_string(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, bool nullable)
 {
         json_t *v = json_object_get(obj, key);
         if (!v || (nullable && json_is_null(v)) || tc->r < 0)
@@ -150,18 +133,54 @@ static const char *member_string(TypeCheck *tc, json_t *obj, const char *key, co
         return NULL;
 }
 
-/* An object member (NULL when absent, or null if `nullable`). */
-static json_t *member_object(TypeCheck *tc, json_t *obj, const char *key, bool nullable)
+json_t *aj_member_object(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, bool nullable)
 {
         json_t *v = json_object_get(obj, key);
         if (!v || (nullable && json_is_null(v)) || json_is_object(v) || tc->r < 0)
                 return json_is_object(v) ? v : NULL;
-        tc->r = aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"%s\" is not an object%s", tc->path, key,
+        tc->r = aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"%s\" is not an object%s", tc->path, name,
                              nullable ? " or null" : "");
         return NULL;
 }
 
-static pid_t member_pid(TypeCheck *tc, json_t *obj, const char *key)
+json_t *aj_member_array(AjTypeCheck *tc, json_t *obj, const char *key, const char *name)
+{
+        json_t *v = json_object_get(obj, key);
+        if (!v || json_is_array(v) || tc->r < 0)
+                return json_is_array(v) ? v : NULL;
+        tc->r = aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"%s\" is not an array", tc->path, name);
+        return NULL;
+}
+
+json_t *aj_member_number(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, double *ret)
+{
+        json_t *v = json_object_get(obj, key);
+        if (!v || json_is_null(v) || tc->r < 0)
+                return NULL;
+        if (json_is_number(v)) {
+                *ret = json_number_value(v);
+                return v;
+        }
+        tc->r = aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"%s\" is not a number", tc->path, name);
+        return NULL;
+}
+
+bool aj_member_integer(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, json_int_t min, json_int_t max,
+                       json_int_t *ret)
+{
+        json_t *v = json_object_get(obj, key);
+        if (!v || json_is_null(v) || tc->r < 0)
+                return false;
+        if (json_is_integer(v) && json_integer_value(v) >= min && json_integer_value(v) <= max) {
+                *ret = json_integer_value(v);
+                return true;
+        }
+        tc->r = aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"%s\" is not an integer in [%lld, %lld]", tc->path, name,
+                             (long long)min, (long long)max);
+        return false;
+}
+
+static pid_t member_pid(AjTypeCheck *tc, json_t *obj, const char *key)
 {
         json_t *v = json_object_get(obj, key);
         if (!v || json_is_null(v) || tc->r < 0)
@@ -172,60 +191,128 @@ static pid_t member_pid(TypeCheck *tc, json_t *obj, const char *key)
         return 0;
 }
 
+static uint32_t member_id(AjTypeCheck *tc, json_t *obj, const char *key, const char *name)
+{
+        json_int_t v = 0;
+        (void)aj_member_integer(tc, obj, key, name, 0, UINT32_MAX, &v);
+        return (uint32_t)v;
+}
+
+static bool member_bool(AjTypeCheck *tc, json_t *obj, const char *key, const char *name)
+{
+        json_t *v = json_object_get(obj, key);
+        if (!v || json_is_boolean(v) || tc->r < 0)
+                return json_is_true(v);
+        tc->r = aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"%s\" is not true or false", tc->path, name);
+        return false;
+}
+
+static void type_workspace(AjTypeCheck *tc, json_t *d, AjRunWorkspace *w)
+{
+        json_t *ws = aj_member_object(tc, d, "workspace", "workspace", true);
+        *w = (AjRunWorkspace){ .present = ws != NULL };
+        w->mode = aj_member_string(tc, ws, "mode", "workspace.mode", false);
+        w->path = aj_member_string(tc, ws, "path", "workspace.path", true);
+        w->upper = aj_member_string(tc, ws, "upper", "workspace.upper", true);
+        w->changes = aj_member_string(tc, ws, "changes", "workspace.changes", false);
+        w->decided_at = aj_member_string(tc, ws, "decided_at", "workspace.decided_at", true);
+        w->decided_by = member_id(tc, ws, "decided_by", "workspace.decided_by");
+}
+
+static void type_quarantine(AjTypeCheck *tc, json_t *d, AjRunQuarantine *q)
+{
+        json_t *o = aj_member_object(tc, d, "quarantine", "quarantine", true);
+        *q = (AjRunQuarantine){ .present = o != NULL };
+        q->since = aj_member_string(tc, o, "since", "quarantine.since", true);
+        q->cap = aj_member_string(tc, o, "cap", "quarantine.cap", true);
+        (void)aj_member_number(tc, o, "limit", "quarantine.limit", &q->limit);
+        (void)aj_member_number(tc, o, "value", "quarantine.value", &q->value);
+        q->released = member_bool(tc, o, "released", "quarantine.released");
+        q->released_at = aj_member_string(tc, o, "released_at", "quarantine.released_at", true);
+        json_int_t by = 0;
+        q->has_released_by = aj_member_integer(tc, o, "released_by", "quarantine.released_by", 0, UINT32_MAX, &by);
+        q->released_by = (uid_t)by;
+}
+
+static void type_exit(AjTypeCheck *tc, json_t *d, AjRunExit *e)
+{
+        json_t *o = aj_member_object(tc, d, "exit", "exit", true);
+        *e = (AjRunExit){ .present = o != NULL, .code = -1, .signal = -1 };
+        json_int_t v = 0;
+        if (aj_member_integer(tc, o, "status", "exit.status", 0, 255, &v))
+                e->status = (int)v;
+        if (aj_member_integer(tc, o, "code", "exit.code", 0, 255, &v))
+                e->code = (int)v;
+        if (aj_member_integer(tc, o, "signal", "exit.signal", 1, 64, &v))
+                e->signal = (int)v;
+        e->reason = aj_member_string(tc, o, "reason", "exit.reason", false);
+}
+
+static void type_network(AjTypeCheck *tc, json_t *d, AjRunNetwork *n)
+{
+        json_t *o = aj_member_object(tc, d, "network", "network", false);
+        *n = (AjRunNetwork){ .present = o != NULL, .counters = o };
+        json_int_t v = 0;
+        if (aj_member_integer(tc, o, "egress_bytes", "network.egress_bytes", 0, INT64_MAX, &v))
+                n->egress_bytes = (uint64_t)v;
+        if (aj_member_integer(tc, o, "egress_limit", "network.egress_limit", 0, INT64_MAX, &v))
+                n->egress_limit = (uint64_t)v;
+}
+
+/* An anchor that does not hold together is no anchor (see run-record.h), not an error. */
+static void type_anchor(AjTypeCheck *tc, json_t *d, AjRunAnchor *a)
+{
+        json_t *ev = aj_member_object(tc, d, "events", "events", true);
+        const char *hash = NULL;
+        *a = (AjRunAnchor){ 0 };
+        if (ev && aj_run_doc_anchor(d, &a->count, &hash)) {
+                a->present = true;
+                snprintf(a->last_sha256, sizeof(a->last_sha256), "%s", hash);
+                a->end = json_string_value(json_object_get(ev, "end"));
+        }
+}
+
 /* The typed view of rec->doc, again (after an update, or the first time). */
 static int record_type(AjRunRecord *rec, const char *path, AjError *ret_error)
 {
         json_t *d = rec->doc;
-        TypeCheck tc = { .path = path, .ret_error = ret_error };
-        rec->id = member_string(&tc, d, "id", "id", false);
-        rec->name = member_string(&tc, d, "name", "name", false);
-        json_t *prof = member_object(&tc, d, "profile", false);
-        rec->profile_name = member_string(&tc, prof, "name", "profile.name", false);
-        rec->profile_path = member_string(&tc, prof, "path", "profile.path", true);
-        rec->profile_digest = member_string(&tc, prof, "digest", "profile.digest", true);
+        AjTypeCheck tc = { .path = path, .ret_error = ret_error };
+        rec->id = aj_member_string(&tc, d, "id", "id", false);
+        rec->name = aj_member_string(&tc, d, "name", "name", false);
+        json_t *prof = aj_member_object(&tc, d, "profile", "profile", false);
+        rec->profile_name = aj_member_string(&tc, prof, "name", "profile.name", false);
+        rec->profile_path = aj_member_string(&tc, prof, "path", "profile.path", true);
+        rec->profile_digest = aj_member_string(&tc, prof, "digest", "profile.digest", true);
+        rec->shown.resolved = json_object_get(prof, "resolved");
         rec->profile_workspace_mode = json_string_value(
-                json_object_get(json_object_get(json_object_get(json_object_get(prof, "resolved"), "filesystem"),
-                                                "workspace"),
+                json_object_get(json_object_get(json_object_get(rec->shown.resolved, "filesystem"), "workspace"),
                                 "mode"));
-        rec->cwd = member_string(&tc, d, "cwd", "cwd", true);
-        rec->started = member_string(&tc, d, "started", "started", true);
-        rec->ended = member_string(&tc, d, "ended", "ended", true);
-        rec->status = member_string(&tc, d, "status", "status", false);
-        rec->state = member_string(&tc, d, "state", "state", false);
+        rec->cwd = aj_member_string(&tc, d, "cwd", "cwd", true);
+        rec->tty = member_bool(&tc, d, "tty", "tty");
+        rec->shown.hooks = aj_member_object(&tc, d, "hooks", "hooks", true);
+        rec->started = aj_member_string(&tc, d, "started", "started", true);
+        rec->ended = aj_member_string(&tc, d, "ended", "ended", true);
+        rec->status = aj_member_string(&tc, d, "status", "status", false);
+        rec->state = aj_member_string(&tc, d, "state", "state", false);
         rec->supervisor_pid = member_pid(&tc, d, "supervisor_pid");
         rec->watchdog_pid = member_pid(&tc, d, "watchdog_pid");
-
-        json_t *ws = member_object(&tc, d, "workspace", true);
-        rec->workspace = (AjRunWorkspace){ .present = ws != NULL };
-        rec->workspace.mode = member_string(&tc, ws, "mode", "workspace.mode", false);
-        rec->workspace.path = member_string(&tc, ws, "path", "workspace.path", true);
-        rec->workspace.upper = member_string(&tc, ws, "upper", "workspace.upper", true);
-        rec->workspace.changes = member_string(&tc, ws, "changes", "workspace.changes", false);
-        rec->workspace.decided_at = member_string(&tc, ws, "decided_at", "workspace.decided_at", true);
-
-        json_t *q = member_object(&tc, d, "quarantine", true);
-        rec->quarantine = (AjRunQuarantine){ .present = q != NULL,
-                                             .released = json_is_true(json_object_get(q, "released")) };
-        rec->quarantine.since = member_string(&tc, q, "since", "quarantine.since", true);
-        rec->quarantine.cap = member_string(&tc, q, "cap", "quarantine.cap", true);
-        rec->quarantine.released_at = member_string(&tc, q, "released_at", "quarantine.released_at", true);
-
-        /* An anchor that does not hold together is no anchor (see run-record.h), not an error. */
-        json_t *ev = member_object(&tc, d, "events", true);
-        const char *hash = NULL;
-        rec->anchor = (AjRunAnchor){ 0 };
-        if (ev && aj_run_doc_anchor(d, &rec->anchor.count, &hash)) {
-                rec->anchor.present = true;
-                snprintf(rec->anchor.last_sha256, sizeof(rec->anchor.last_sha256), "%s", hash);
-                rec->anchor.end = json_string_value(json_object_get(ev, "end"));
-        }
+        rec->host_uid = member_id(&tc, d, "host_uid", "host_uid");
+        rec->host_gid = member_id(&tc, d, "host_gid", "host_gid");
+        json_t *cg = aj_member_object(&tc, d, "cgroup", "cgroup", false);
+        rec->cgroup_mode = aj_member_string(&tc, cg, "mode", "cgroup.mode", false);
+        rec->shown.cgroup_paths = aj_member_array(&tc, cg, "paths", "cgroup.paths");
+        type_workspace(&tc, d, &rec->workspace);
+        type_quarantine(&tc, d, &rec->quarantine);
+        type_network(&tc, d, &rec->network);
+        type_exit(&tc, d, &rec->exit);
+        type_anchor(&tc, d, &rec->anchor);
         static const struct {
                 const char *key;
                 size_t offset;
         } shown[] = {
 #define SHOWN(m) { #m, offsetof(AjRunRecord, shown.m) }
-                SHOWN(command), SHOWN(workspace), SHOWN(quarantine), SHOWN(meters),
-                SHOWN(network), SHOWN(usage),     SHOWN(exit),       SHOWN(degraded),
+                SHOWN(command), SHOWN(workspace), SHOWN(quarantine), SHOWN(meters), SHOWN(network),
+                SHOWN(usage),   SHOWN(exit),      SHOWN(degraded),   SHOWN(llm),
 #undef SHOWN
         };
         for (size_t i = 0; i < ARRAY_SIZE(shown); i++)
@@ -284,12 +371,15 @@ bool aj_run_record_quarantined(const AjRunRecord *rec)
  * objects of the right types, so this cannot fail on them. */
 static int record_retype(AjRunRecord *rec) { return record_type(rec, AJ_RUN_FILE_RUN, NULL); }
 
-int aj_run_record_move_anchor(AjRunRecord *rec, const AjChainEnd *end, const char *end_type)
+int aj_run_record_set_anchor(AjRunRecord *rec, const AjChainEnd *end, const char *end_type)
 {
-        if (!rec->anchor.present)
-                return 0;
         int r = aj_run_doc_set_anchor(rec->doc, end, end_type);
         return r < 0 ? r : record_retype(rec);
+}
+
+int aj_run_record_move_anchor(AjRunRecord *rec, const AjChainEnd *end, const char *end_type)
+{
+        return rec->anchor.present ? aj_run_record_set_anchor(rec, end, end_type) : 0;
 }
 
 /* The object member `key` of doc, created when absent (or not an object). */
@@ -345,4 +435,131 @@ int aj_run_record_anchor_at(const char *run_dir, const AjChainEnd *end, const ch
         if (r < 0)
                 return r;
         return aj_run_file_write_json(run_dir, AJ_RUN_FILE_RUN, doc);
+}
+
+/* ---- composing run.json --------------------------------------------------------------- */
+
+/* Sets `key` to a new value; a NULL value (absent, or out of memory) leaves it out. */
+static void put_new(json_t *o, const char *key, json_t *v)
+{
+        if (v)
+                (void)json_object_set_new(o, key, v);
+}
+
+static json_t *string_or_null(const char *s) { return s ? json_string(s) : json_null(); }
+
+json_t *aj_run_quarantine_json(const AjRunQuarantine *q)
+{
+        if (!q || !q->present)
+                return json_null();
+        json_t *o = json_pack("{s:s?, s:s?, s:f, s:f, s:b}", "since", q->since, "cap", q->cap, "limit", q->limit,
+                              "value", q->value, "released", q->released);
+        if (!o)
+                return NULL;
+        if (q->released_at)
+                put_new(o, "released_at", json_string(q->released_at));
+        if (q->has_released_by)
+                put_new(o, "released_by", json_integer((json_int_t)q->released_by));
+        return o;
+}
+
+static json_t *workspace_json(const AjRunWorkspace *w)
+{
+        json_t *o = json_pack("{s:s, s:s?, s:s, s:s}", "mode", w->mode, "path", w->path, "upper", w->upper, "changes",
+                              w->changes);
+        if (o && w->decided_at) {
+                put_new(o, "decided_at", json_string(w->decided_at));
+                put_new(o, "decided_by", json_integer((json_int_t)w->decided_by));
+        }
+        return o;
+}
+
+static json_t *network_json(const AjRunNetwork *n)
+{
+        json_t *o = n->counters ? json_copy(n->counters) : json_object();
+        if (!o)
+                return NULL;
+        put_new(o, "egress_bytes", json_integer((json_int_t)n->egress_bytes));
+        put_new(o, "egress_limit", n->egress_limit ? json_integer((json_int_t)n->egress_limit) : json_null());
+        return o;
+}
+
+static json_t *exit_json(const AjRunExit *e)
+{
+        if (!e->present)
+                return json_null();
+        return json_pack("{s:i, s:o, s:o, s:s}", "status", e->status, "code",
+                         e->code >= 0 ? json_integer(e->code) : json_null(), "signal",
+                         e->signal >= 0 ? json_integer(e->signal) : json_null(), "reason", e->reason);
+}
+
+/* The members in the order a reader meets them, one per line: long on purpose. */
+static json_t *compose_doc(const AjRunRecord *in)
+{
+        json_t *doc = json_object();
+        if (!doc)
+                return NULL;
+        if (in->id)
+                put_new(doc, "id", json_string(in->id));
+        if (in->name)
+                put_new(doc, "name", json_string(in->name));
+        json_t *prof = json_pack("{s:s, s:s?, s:s?}", "name", in->profile_name, "path", in->profile_path, "digest",
+                                 in->profile_digest);
+        if (prof && in->shown.resolved)
+                (void)json_object_set(prof, "resolved", in->shown.resolved);
+        put_new(doc, "profile", prof);
+        if (in->shown.command)
+                (void)json_object_set(doc, "command", in->shown.command);
+        if (in->cwd)
+                put_new(doc, "cwd", json_string(in->cwd));
+        put_new(doc, "tty", json_boolean(in->tty));
+        if (in->shown.hooks)
+                (void)json_object_set(doc, "hooks", in->shown.hooks);
+        if (in->workspace.present)
+                put_new(doc, "workspace", workspace_json(&in->workspace));
+        if (in->started)
+                put_new(doc, "started", json_string(in->started));
+        put_new(doc, "ended", string_or_null(in->ended));
+        if (in->status)
+                put_new(doc, "status", json_string(in->status));
+        if (in->state)
+                put_new(doc, "state", json_string(in->state));
+        put_new(doc, "quarantine", aj_run_quarantine_json(&in->quarantine));
+        if (in->shown.meters)
+                (void)json_object_set(doc, "meters", in->shown.meters);
+        if (in->shown.llm)
+                (void)json_object_set(doc, "llm", in->shown.llm);
+        if (in->network.present)
+                put_new(doc, "network", network_json(&in->network));
+        if (in->anchor.present) {
+                AjChainEnd end = { .count = in->anchor.count };
+                snprintf(end.last_hash, sizeof(end.last_hash), "%s", in->anchor.last_sha256);
+                (void)aj_run_doc_set_anchor(doc, &end, in->anchor.end);
+        }
+        put_new(doc, "supervisor_pid", json_integer(in->supervisor_pid));
+        if (in->watchdog_pid > 0)
+                put_new(doc, "watchdog_pid", json_integer(in->watchdog_pid));
+        put_new(doc, "host_uid", json_integer((json_int_t)in->host_uid));
+        put_new(doc, "host_gid", json_integer((json_int_t)in->host_gid));
+        put_new(doc, "exit", exit_json(&in->exit));
+        if (in->shown.usage)
+                (void)json_object_set(doc, "usage", in->shown.usage);
+        json_t *cg = json_object();
+        if (cg) {
+                put_new(cg, "mode", string_or_null(in->cgroup_mode));
+                if (in->shown.cgroup_paths)
+                        (void)json_object_set(cg, "paths", in->shown.cgroup_paths);
+        }
+        put_new(doc, "cgroup", cg);
+        if (in->shown.degraded)
+                (void)json_object_set(doc, "degraded", in->shown.degraded);
+        return doc;
+}
+
+int aj_run_record_compose(const AjRunRecord *in, AjRunRecord **ret)
+{
+        json_auto_t *doc = compose_doc(in);
+        if (!doc)
+                return -ENOMEM;
+        return aj_run_record_from_json(doc, AJ_RUN_FILE_RUN, ret, NULL);
 }

@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The run directory's records, one owner: the names of its files, run.json as a typed
- * record (read, write, update), the anchor run.json keeps of the event chain, and the
- * JSON records a breach or a held call leaves (incident.json, approval.json). The chain
- * itself (events.jsonl: writer, reader, verifier) is src/events.h.
+ * record (read, compose, write, update), the anchor run.json keeps of the event chain,
+ * and the typed records a breach or a held call leaves (incident.json, approval.json:
+ * run-record-alerts.c). The chain itself (events.jsonl: writer, reader, verifier) is
+ * src/events.h.
  *
  *   <state>/runs/<id>/run.json       the run: who, what, when, state, meters, the anchor
  *   <state>/runs/<id>/events.jsonl   the hash chain of events
  *   <state>/runs/<id>/incident.json  the last breach (quarantine)
- *   <state>/runs/<id>/approval.json  the last tool call held for an operator's decision
+ *   <state>/runs/<id>/approval.json  the last call or connection held for an operator
+ *   <state>/runs/<id>/stdout.log, stderr.log (tty.log with a terminal), alert.log
+ *   <state>/runs/<id>/llm/           the gateway's bodies ("record": "full")
+ *   <state>/runs/<id>/workspace/     an overlay workspace's upper/ and work/
  */
 #pragma once
 
@@ -21,28 +25,23 @@
 #include "util/error.h"
 #include "util/macros.h"
 
-/* The file names, spelled here only. */
+/* The names of the run directory's files, spelled here only. */
 #define AJ_RUN_FILE_RUN "run.json"
 #define AJ_RUN_FILE_EVENTS "events.jsonl"
 #define AJ_RUN_FILE_INCIDENT "incident.json"
 #define AJ_RUN_FILE_APPROVAL "approval.json"
+#define AJ_RUN_FILE_STDOUT "stdout.log" /* the command's output (src/supervisor/output.c) */
+#define AJ_RUN_FILE_STDERR "stderr.log"
+#define AJ_RUN_FILE_TTY "tty.log"         /* the terminal's transcript, with a terminal */
+#define AJ_RUN_FILE_ALERT_LOG "alert.log" /* the alert command's output (src/quarantine.c) */
+#define AJ_RUN_DIR_LLM "llm"              /* the gateway's bodies, "record": "full" */
+#define AJ_RUN_DIR_WORKSPACE "workspace"  /* an overlay workspace's upper and work dirs */
 
 /* run.json and incident.json are read whole, up to this size. */
 #define AJ_RUN_JSON_MAX (16 * 1024 * 1024)
 
 /* "<run_dir>/<name>" into buf; -ENAMETOOLONG when it does not fit. */
 int aj_run_file_path(const char *run_dir, const char *name, char *buf, size_t len);
-
-/* A JSON record of the run dir, indented, written atomically (rename). */
-int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc);
-/* A JSON record of the run dir, read whole: -ENOENT if absent, -EBADMSG if not JSON. */
-int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret);
-
-/* incident.json: what the last breach was (the supervisor writes it, `inspect` and
- * `quarantine show` read it; its members are shown as they are). */
-int aj_incident_write(const char *run_dir, json_t *incident);
-/* -ENOENT if the run never breached a cap. */
-int aj_incident_read(const char *run_dir, json_t **ret);
 
 /* ---- run.json ---------------------------------------------------------------------- */
 
@@ -69,37 +68,74 @@ typedef struct {
         const char *mode, *path, *upper;
         const char *changes; /* "pending", "committed", "discarded" */
         const char *decided_at;
+        uid_t decided_by; /* with decided_at */
 } AjRunWorkspace;
 
-/* "quarantine" (an object after a breach; null or absent otherwise). */
+/* "quarantine" (an object after a breach; null otherwise). */
 typedef struct {
         bool present;
         bool released;
         const char *since, *cap, *released_at;
+        double limit, value;  /* the cap's, when it was crossed */
+        bool has_released_by; /* a dead run released by an operator: */
+        uid_t released_by;
 } AjRunQuarantine;
 
+/* "exit": the outcome (null while the run lives). */
+typedef struct {
+        bool present;
+        int status;       /* agentjail's exit status */
+        int code, signal; /* -1: none (null) */
+        const char *reason;
+} AjRunExit;
+
+/* "network" (an allowlist, or egress counted): the proxy's counters as they are, and the
+ * egress cap's two members. */
+typedef struct {
+        bool present;
+        json_t *counters;                    /* borrowed; NULL: none */
+        uint64_t egress_bytes, egress_limit; /* egress_limit 0: null, no cap */
+} AjRunNetwork;
+
 /*
- * run.json, typed. The strings point into `doc`, the document as read, which also keeps
- * what is not typed here (command, meters, network, usage, exit, cgroup, degraded: shown
- * as they are) and is what is written back, so fields of other versions survive an
- * update. Change it only through the aj_run_record_* updates below.
+ * run.json, typed: the one way it is read (aj_run_record_read: a view of the document as
+ * read, whose strings point into `doc`), written from scratch (the supervisor fills the
+ * typed members and aj_run_record_compose makes the document) and changed (the
+ * aj_run_record_* updates, which edit `doc` and the view together). Members whose shape
+ * another module owns are carried as JSON values ("shown", borrowed): the resolved profile
+ * (profile.c), the command, the meters (meter.c), the gateway's summary (llm-record.c), the
+ * usage, the cgroup's paths, the degraded notes.
+ *
+ * Forward compatibility: an update keeps the members of the document this version does
+ * not know (and writes it back as read but for what it changes); compose writes only what
+ * it knows. Older records lack members: absent is never an error, a member of the wrong
+ * type is.
  */
 typedef struct {
         const char *id, *name;
         const char *profile_name, *profile_path, *profile_digest;
         const char *profile_workspace_mode; /* profile.resolved.filesystem.workspace.mode */
         const char *cwd;
+        bool tty;
         const char *started, *ended;        /* RFC 3339; ended NULL while running */
-        uint64_t started_ns;                /* 0 if unknown */
+        uint64_t started_ns;                /* 0 if unknown (read only) */
         const char *status;                 /* "starting", "running", "exited" */
         const char *state;                  /* "running", "frozen", "quarantined", "exited" */
         pid_t supervisor_pid, watchdog_pid; /* 0 if unknown */
+        uid_t host_uid;
+        gid_t host_gid;
+        const char *cgroup_mode;
         AjRunWorkspace workspace;
         AjRunQuarantine quarantine;
+        AjRunNetwork network;
+        AjRunExit exit;
         AjRunAnchor anchor;
-        /* Members shown as they are: JSON values borrowed from doc, NULL when absent. */
+        /* JSON values (borrowed from doc, or from the composer), NULL when absent. The
+         * members that are typed above are here too, as they are, for showing. */
         struct {
                 json_t *command, *workspace, *quarantine, *meters, *network, *usage, *exit, *degraded;
+                json_t *resolved, *llm, *cgroup_paths;
+                json_t *hooks; /* the agent hooks `run --hooks` installed (agent-hooks.c) */
         } shown;
         json_t *doc;
 } AjRunRecord;
@@ -118,7 +154,14 @@ int aj_run_record_write(const char *run_dir, const AjRunRecord *rec);
 /* run.json says the run is (or was) quarantined and nobody released it. */
 bool aj_run_record_quarantined(const AjRunRecord *rec);
 
+/* A new record from the typed members of `in` (its doc is not used; the JSON values are
+ * referenced, not copied: pass values nobody changes afterwards): run.json as the
+ * supervisor writes it, the members in the order a reader meets them. */
+int aj_run_record_compose(const AjRunRecord *in, AjRunRecord **ret);
+
 /* Updates (rec->doc and the typed view together; write with aj_run_record_write). */
+/* The chain closed at `end` (by an event of type end_type): run.json's anchor. */
+int aj_run_record_set_anchor(AjRunRecord *rec, const AjChainEnd *end, const char *end_type);
 /* After an append to a dead run's chain: moves the anchor if run.json had one (an
  * unanchored chain is not made to look complete by an operator's later event). */
 int aj_run_record_move_anchor(AjRunRecord *rec, const AjChainEnd *end, const char *end_type);
@@ -128,8 +171,12 @@ int aj_run_record_release(AjRunRecord *rec, uid_t uid, const char *ts);
 /* The overlay workspace's changes decided ("committed", "discarded") by `uid` at `ts`. */
 int aj_run_record_decide_workspace(AjRunRecord *rec, const char *changes, uid_t uid, const char *ts);
 
-/* The supervisor composes run.json itself (src/jail.c); these are the anchor's JSON form
- * for it. aj_run_doc_anchor: does `doc` have an anchor (see above)? */
+/* "quarantine" as JSON (a new reference; null when absent): for the live state the
+ * control socket answers. */
+json_t *aj_run_quarantine_json(const AjRunQuarantine *q);
+
+/* The anchor in a run.json document (see above), and set on one; tests build documents
+ * with them. */
 bool aj_run_doc_anchor(json_t *doc, uint64_t *ret_count, const char **ret_hash);
 int aj_run_doc_set_anchor(json_t *doc, const AjChainEnd *end, const char *end_type);
 /* In the watchdog: the chain closed by `end`, run.json's anchor set to it (-ENOENT
@@ -139,3 +186,63 @@ int aj_run_record_anchor_at(const char *run_dir, const AjChainEnd *end, const ch
 /* Verify <run_dir>'s events.jsonl at `path` against the record's anchor (rec may be
  * NULL: no run.json). See AjChainCheck. */
 int aj_run_verify_chain(const AjRunRecord *rec, const char *path, AjChainCheck *ret, AjChainVerdict *ret_verdict);
+
+/* ---- incident.json and approval.json (src/run-record-alerts.c) ----------------------- */
+
+/*
+ * incident.json: what the last breach was. The supervisor writes it (breach.c fills it),
+ * the alert command gets it on stdin, `inspect` and `quarantine show` read it. Read, the
+ * strings and values point into `doc`, which `quarantine show --json` prints as it is
+ * (members of other versions included). Absent members are fine; a member of the wrong
+ * type is an error naming the file and the member.
+ */
+typedef struct {
+        const char *run, *name, *ts;
+        const char *cap;
+        double limit, value;
+        json_t *request;     /* the request that would have crossed the cap, or NULL */
+        const char *action;  /* "freeze", "kill" */
+        json_t *usage;       /* the meters' usage then, or NULL */
+        json_t *last_events; /* the chain's last events (an array) */
+        /* As read: the numbers as they were written (an integer stays one when shown). */
+        struct {
+                json_t *limit, *value;
+        } shown;
+        json_t *doc; /* as read; NULL in a record to write */
+} AjIncident;
+
+void aj_incident_free(AjIncident *inc);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjIncident *, aj_incident_free);
+int aj_incident_write(const char *run_dir, const AjIncident *inc);
+/* -ENOENT if the run never breached a cap; -EBADMSG (with ret_error) if malformed. */
+int aj_incident_read(const char *run_dir, AjIncident **ret, AjError *ret_error);
+int aj_incident_from_json(json_t *doc, const char *path, AjIncident **ret, AjError *ret_error);
+
+/*
+ * approval.json: the last call held for an operator's decision, with the commands that
+ * decide it; the alert command gets it on stdin. Its subject is a tool call (the broker's
+ * approvals: "call", the call as `inspect` lists it) or a connection to a host (the
+ * proxy's: "net", {"id", "host", "port"}).
+ */
+typedef enum {
+        AJ_APPROVAL_TOOL,
+        AJ_APPROVAL_NET,
+} AjApprovalSubject;
+
+typedef struct {
+        AjApprovalSubject subject;
+        const char *run, *name, *ts;
+        json_t *call; /* AJ_APPROVAL_TOOL */
+        struct {
+                const char *id, *host;
+                uint16_t port;
+        } net;                      /* AJ_APPROVAL_NET */
+        const char *approve, *deny; /* the operator's commands that decide it */
+        json_t *doc;                /* as read; NULL in a record to write */
+} AjApproval;
+
+void aj_approval_free(AjApproval *a);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjApproval *, aj_approval_free);
+int aj_approval_write(const char *run_dir, const AjApproval *a);
+/* -ENOENT if no call was ever held; -EBADMSG (with ret_error) if malformed. */
+int aj_approval_read(const char *run_dir, AjApproval **ret, AjError *ret_error);

@@ -23,6 +23,7 @@
 #include "net.h"
 #include "profile.h"
 #include "proxy.h"
+#include "run-record.h"
 #include "seccomp-filter.h"
 #include "spawn.h"
 #include "state.h"
@@ -130,7 +131,7 @@ typedef struct {
         bool records_done; /* run.exit and the final run.json are written */
         bool runtime_removed;
         int final_status;
-        json_t *final_doc; /* the final run.json, for --json */
+        AjRunRecord *final_rec; /* the final run.json, for --json */
 } Run;
 
 /* src/jail-plan.c: the steps before the clone */

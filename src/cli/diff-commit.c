@@ -13,6 +13,7 @@
 #include "cli/verb.h"
 #include "cli/verbs.h"
 #include "events.h"
+#include "mount.h"
 #include "util/fd.h"
 #include "util/error.h"
 #include "workspace.h"
@@ -82,9 +83,12 @@ static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
                 return -EBUSY;
         }
         /* The upper dir is the one in the run's own directory, whatever run.json says. */
-        snprintf(o->dir, sizeof(o->dir), "%s/workspace", run->dir);
+        if (aj_run_file_path(run->dir, AJ_RUN_DIR_WORKSPACE, o->dir, sizeof(o->dir)) < 0) {
+                cli_fail(cmd, "run %s: %s", run->id, strerror(ENAMETOOLONG));
+                return -ENAMETOOLONG;
+        }
         char upper[PATH_MAX + 8];
-        snprintf(upper, sizeof(upper), "%s/upper", o->dir);
+        snprintf(upper, sizeof(upper), "%s/%s", o->dir, AJ_OVERLAY_UPPER);
         o->upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (o->upper_fd < 0) {
                 cli_fail(cmd, "run %s: cannot open its workspace changes '%s': %m", run->id, upper);

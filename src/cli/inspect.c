@@ -19,17 +19,11 @@
 
 static json_t *incident_summary(const AjRun *run)
 {
-        json_auto_t *inc = NULL;
-        if (aj_incident_read(run->dir, &inc) < 0 || !json_is_object(inc))
+        _cleanup_(aj_incident_freep) AjIncident *inc = NULL;
+        if (aj_incident_read(run->dir, &inc, NULL) < 0)
                 return json_null();
-        json_t *s = json_object();
-        static const char *const keys[] = { "cap", "limit", "value", "ts", "time", "action", NULL };
-        for (size_t i = 0; keys[i]; i++) {
-                json_t *v = json_object_get(inc, keys[i]);
-                if (v)
-                        json_object_set(s, keys[i], v);
-        }
-        return s;
+        return json_pack("{s:s*, s:O*, s:O*, s:s*, s:s*}", "cap", inc->cap, "limit", inc->shown.limit, "value",
+                         inc->shown.value, "ts", inc->ts, "action", inc->action);
 }
 
 /* Model calls from the chain (live or ended alike): measured beside self-reported. */

@@ -227,13 +227,13 @@ static int verify_chain(AjRun *run, const char *path, bool json)
         if (closing) {
                 v = AJ_CHAIN_NO_ANCHOR;
                 snprintf(why, sizeof(why),
-                         "events follow run.json's anchor while the supervisor is still closing "
+                         "events follow " AJ_RUN_FILE_RUN "'s anchor while the supervisor is still closing "
                          "the run: check again when it is done");
         } else if (v == AJ_CHAIN_NO_ANCHOR) {
                 const char *status = run->rec ? run->rec->status : NULL;
                 bool running = status && (streq(status, "running") || streq(status, "starting"));
-                snprintf(why, sizeof(why), "run.json records no anchor%s: a cut-off tail cannot be detected",
-                         !run->rec                                 ? " (run.json is missing or unreadable)"
+                snprintf(why, sizeof(why), AJ_RUN_FILE_RUN " records no anchor%s: a cut-off tail cannot be detected",
+                         !run->rec                                 ? " (" AJ_RUN_FILE_RUN " is missing or unreadable)"
                          : running && aj_run_supervisor_alive(run) ? " (the run is still running)"
                                                                    : "");
         }

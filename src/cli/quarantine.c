@@ -23,9 +23,9 @@
 static json_t *quarantine_entry(AjRun *run)
 {
         const AjRunQuarantine *q = run->rec ? &run->rec->quarantine : &(AjRunQuarantine){ 0 };
-        json_auto_t *inc = NULL;
-        (void)aj_incident_read(run->dir, &inc);
-        const char *cap = q->cap ?: cli_jstr(inc, "cap");
+        _cleanup_(aj_incident_freep) AjIncident *inc = NULL;
+        (void)aj_incident_read(run->dir, &inc, NULL);
+        const char *cap = q->cap ?: inc ? inc->cap : NULL;
         return json_pack("{s:s, s:s?, s:s, s:s?, s:s?, s:b}", "id", run->id, "name", run->rec ? run->rec->name : NULL,
                          "state", aj_run_display_state(run), "since", q->since, "cap", cap, "incident", inc != NULL);
 }
@@ -64,26 +64,30 @@ static int quarantine_list(bool json)
 
 static int quarantine_show(AjRun *run, bool json)
 {
-        json_auto_t *inc = NULL;
-        int r = aj_incident_read(run->dir, &inc);
+        _cleanup_(aj_incident_freep) AjIncident *inc = NULL;
+        _cleanup_(aj_error_clear) AjError e = { 0 };
+        int r = aj_incident_read(run->dir, &inc, &e);
         if (r < 0) {
                 if (r == -ENOENT)
                         cli_fail("quarantine", "run %s has no incident record (it never breached a cap)", run->id);
+                else if (e.message)
+                        cli_fail("quarantine", "%s", e.message);
                 else
                         cli_fail("quarantine", "cannot read '%s/%s': %s", run->dir, AJ_RUN_FILE_INCIDENT, strerror(-r));
                 return CLI_EXIT_FAIL;
         }
         if (json)
-                return cli_print_json(inc) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+                return cli_print_json(inc->doc) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
         printf("run         %s (%s), state %s\n", run->id, cli_run_name(run), aj_run_display_state(run));
-        printf("cap         %s: value ", cli_jstr(inc, "cap") ?: "?");
-        cli_print_value(json_object_get(inc, "value") ?: json_null());
+        printf("cap         %s: value ", inc->cap ?: "?");
+        cli_print_value(inc->shown.value ?: json_null());
         printf(", limit ");
-        cli_print_value(json_object_get(inc, "limit") ?: json_null());
+        cli_print_value(inc->shown.limit ?: json_null());
         putchar('\n');
+        /* The other members as they are (those of other versions too). */
         const char *key;
         json_t *v;
-        json_object_foreach (inc, key, v) {
+        json_object_foreach (inc->doc, key, v) {
                 if (streq(key, "cap") || streq(key, "value") || streq(key, "limit") || streq(key, "last_events") ||
                     streq(key, "run"))
                         continue;
@@ -96,7 +100,7 @@ static int quarantine_show(AjRun *run, bool json)
                 printf("quarantine  %s%s%s\n", q->released ? "released" : "not released", q->released_at ? " at " : "",
                        q->released_at ?: "");
         puts("last events:");
-        cli_print_events(json_object_get(inc, "last_events"));
+        cli_print_events(inc->last_events);
         return CLI_EXIT_OK;
 }
 

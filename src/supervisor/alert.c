@@ -43,7 +43,7 @@ static void alert_event(AjSupAlert *a, bool timer)
                             json_pack("{s:i, s:i}", si.si_code == CLD_EXITED ? "code" : "signal", si.si_status, "pid",
                                       (int)a->alert.pid));
                 if (!ok)
-                        aj_warning("The alert command failed (see alert.log in the run directory)");
+                        aj_warning("The alert command failed (see " AJ_RUN_FILE_ALERT_LOG " in the run directory)");
         }
         aj_loop_io_remove(a->io);
         a->io = NULL;
@@ -108,11 +108,14 @@ void aj_sup_alert_approval(AjSupAlert *a, json_t *call)
                 aj_log_errno(-ENOMEM, "Failed to write the approval request in '%s'", a->cfg.run_dir);
                 return;
         }
-        json_auto_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:O, s:s, s:s}", "kind", "approval", "run", a->cfg.id,
-                                     "name", a->cfg.name, "ts",
-                                     aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), "call", call, "approve",
-                                     approve, "deny", deny);
-        int r = doc ? aj_run_file_write_json(a->cfg.run_dir, AJ_RUN_FILE_APPROVAL, doc) : -ENOMEM;
+        AjApproval approval = { .subject = AJ_APPROVAL_TOOL,
+                                .run = a->cfg.id,
+                                .name = a->cfg.name,
+                                .ts = aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)),
+                                .call = call,
+                                .approve = approve,
+                                .deny = deny };
+        int r = aj_approval_write(a->cfg.run_dir, &approval);
         if (r < 0) {
                 aj_log_errno(r, "Failed to write the approval request in '%s'", a->cfg.run_dir);
                 return;

@@ -21,8 +21,9 @@ void aj_sup_breach_init(AjSupBreach *b, const AjSupBreachConfig *cfg, const AjSu
 
 void aj_sup_breach_done(AjSupBreach *b)
 {
-        json_decref(b->quarantine);
-        b->quarantine = NULL;
+        free(b->cap);
+        b->cap = NULL;
+        b->quarantine = (AjRunQuarantine){ 0 };
 }
 
 const char *aj_sup_breach_state(const AjSupBreach *b, bool exited)
@@ -38,7 +39,10 @@ bool aj_sup_breach_frozen(const AjSupBreach *b) { return b->frozen; }
 
 bool aj_sup_breach_killed(const AjSupBreach *b) { return b->killed && !b->exited_before_kill; }
 
-json_t *aj_sup_breach_quarantine(const AjSupBreach *b) { return b->quarantine; }
+const AjRunQuarantine *aj_sup_breach_quarantine(const AjSupBreach *b)
+{
+        return b->quarantine.present ? &b->quarantine : NULL;
+}
 
 uint64_t aj_sup_breach_log_cap(const AjSupBreach *b) { return b->cfg.log_cap; }
 
@@ -112,11 +116,9 @@ int aj_sup_breach_release(AjSupBreach *b)
                 if (r < 0)
                         return r;
         }
-        char ts[40];
         b->released = true;
-        json_object_set_new(b->quarantine, "released", json_true());
-        json_object_set_new(b->quarantine, "released_at",
-                            json_string(aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts))));
+        b->quarantine.released = true;
+        b->quarantine.released_at = aj_format_timestamp(aj_now_realtime_ns(), b->released_at, sizeof(b->released_at));
         aj_sup_emit(&b->events, "quarantine.release", json_pack("{s:s}", "by", "operator"));
         b->ops->changed(b->userdata);
         return 0;
@@ -124,17 +126,22 @@ int aj_sup_breach_release(AjSupBreach *b)
 
 static void write_incident(AjSupBreach *b, const AjBreach *breach, const char *ts)
 {
-        bool kill = b->cfg.kill_on_breach;
-        json_t *incident = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:O?, s:s, s:o?, s:o}", "run", b->cfg.id, "name",
-                                     b->cfg.name, "ts", ts, "cap", breach->cap, "limit", breach->limit, "value",
-                                     breach->value, "request", breach->request, "action", kill ? "kill" : "freeze",
-                                     "usage", b->ops->usage(b->userdata), "last_events",
-                                     b->events.ops->tail(b->events.userdata, AJ_INCIDENT_LAST_EVENTS));
-        if (!incident)
+        json_auto_t *usage = b->ops->usage(b->userdata);
+        json_auto_t *last = b->events.ops->tail(b->events.userdata, AJ_INCIDENT_LAST_EVENTS);
+        if (!last)
                 return;
-        (void)b->ops->write_incident(b->userdata, incident);
+        AjIncident incident = { .run = b->cfg.id,
+                                .name = b->cfg.name,
+                                .ts = ts,
+                                .cap = breach->cap,
+                                .limit = breach->limit,
+                                .value = breach->value,
+                                .request = breach->request,
+                                .action = b->cfg.kill_on_breach ? "kill" : "freeze",
+                                .usage = usage,
+                                .last_events = last };
+        (void)b->ops->write_incident(b->userdata, &incident);
         b->ops->alert(b->userdata, "breach", AJ_RUN_FILE_INCIDENT);
-        json_decref(incident);
 }
 
 void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
@@ -153,14 +160,18 @@ void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
         else if (aj_sup_breach_freeze(b, "breach", breach->cap) < 0)
                 (void)aj_sup_breach_kill(b, "breach (freeze failed)"); /* fail closed */
 
-        char ts[40];
         b->quarantined = true;
-        json_decref(b->quarantine);
-        b->quarantine = json_pack("{s:s, s:s, s:f, s:f, s:b}", "since",
-                                  aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)), "cap", breach->cap,
-                                  "limit", breach->limit, "value", breach->value, "released", 0);
+        free(b->cap);
+        b->cap = strdup(breach->cap);
+        b->quarantine = (AjRunQuarantine){
+                .present = b->cap != NULL,
+                .since = aj_format_timestamp(aj_now_realtime_ns(), b->since, sizeof(b->since)),
+                .cap = b->cap,
+                .limit = breach->limit,
+                .value = breach->value,
+        };
         aj_sup_emit(&b->events, "quarantine", json_pack("{s:s}", "cap", breach->cap));
-        write_incident(b, breach, ts);
+        write_incident(b, breach, b->since);
         b->ops->changed(b->userdata);
 }
 
@@ -208,7 +219,8 @@ int aj_sup_breach_check_log_cap(const AjSupBreach *b, json_t *value, uint64_t *r
         uint64_t used = b->events.ops->bytes(b->events.userdata);
         if (aj_events_agent_share(cap) <= used)
                 return aj_error_set(ret_error, -EINVAL,
-                                    "log_bytes: %s would leave the agent no room (events.jsonl has %llu bytes)",
+                                    "log_bytes: %s would leave the agent no room (" AJ_RUN_FILE_EVENTS
+                                    " has %llu bytes)",
                                     v ? v : "the new cap", (unsigned long long)used);
         *ret_cap = cap;
         return 0;

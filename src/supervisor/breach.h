@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "hooks.h"
+#include "run-record.h"
 #include "supervisor/sink.h"
 
 typedef struct {
@@ -26,7 +27,7 @@ typedef struct {
         void (*changed)(void *userdata);
         /* The meters' usage for incident.json (a new reference, or NULL). */
         json_t *(*usage)(void *userdata);
-        int (*write_incident)(void *userdata, json_t *incident);
+        int (*write_incident)(void *userdata, const AjIncident *incident);
         /* The owner's alert command with <run dir>/<input> (no-op without one). */
         void (*alert)(void *userdata, const char *kind, const char *input);
         /* A tool call waits for an operator (AjHooks.approval_requested). */
@@ -50,8 +51,9 @@ typedef struct {
 
         bool frozen;
         bool quarantined, released;
-        json_t *quarantine; /* {"since", "cap", "released", ...} or NULL */
-        bool killed;        /* on_breach "kill" or an operator's kill */
+        AjRunQuarantine quarantine; /* run.json's; its strings point into: */
+        char since[40], released_at[40], *cap;
+        bool killed; /* on_breach "kill" or an operator's kill */
         bool exited_before_kill;
         bool cmd_exited;  /* the command's status is known */
         bool jail_exited; /* init is gone */
@@ -92,7 +94,7 @@ bool aj_sup_breach_frozen(const AjSupBreach *b);
 /* Killed by policy or an operator while the command still ran: exit 123. */
 bool aj_sup_breach_killed(const AjSupBreach *b);
 /* The quarantine record (borrowed) or NULL. */
-json_t *aj_sup_breach_quarantine(const AjSupBreach *b);
+const AjRunQuarantine *aj_sup_breach_quarantine(const AjSupBreach *b);
 uint64_t aj_sup_breach_log_cap(const AjSupBreach *b);
 uint64_t aj_sup_breach_events_refused(const AjSupBreach *b);
 uint64_t aj_sup_breach_egress_used(const AjSupBreach *b);

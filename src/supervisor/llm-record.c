@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "run-record.h"
 #include "supervisor/llm.h"
 #include "util/fd.h"
 #include "util/macros.h"
@@ -183,7 +184,8 @@ void aj_sup_llm_record(AjSupLlm *l, uint64_t id, const char *request, size_t req
                 write_body(l, id, -1, NULL, NULL, 0, false); /* only says the cap was reached, once */
                 return;
         }
-        snprintf(dir, sizeof(dir), "%s/llm", l->run_dir);
+        if (aj_run_file_path(l->run_dir, AJ_RUN_DIR_LLM, dir, sizeof(dir)) < 0)
+                return (void)aj_log_errno(-ENAMETOOLONG, "Cannot create '%s/%s'", l->run_dir, AJ_RUN_DIR_LLM);
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
                 return (void)aj_log_errno(-errno, "Cannot create '%s'", dir);
         _cleanup_close_ int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

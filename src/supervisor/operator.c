@@ -146,12 +146,11 @@ static json_t *op_inspect(void *userdata)
         /* The broker goes when the command exits; what was in flight then stays in the chain. */
         json_t *pending = run->broker ? aj_broker_in_flight(run->broker) : json_array();
         json_int_t dropped = run->broker ? (json_int_t)aj_broker_in_flight_dropped(run->broker) : 0;
-        json_t *quarantine = aj_sup_breach_quarantine(&run->breach);
         return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o?, s:o?, s:I, s:o, s:o, s:o?, s:I, s:I}", "id", run->id, "name",
                          run->name, "state", aj_run_state(run, false), "frozen", aj_sup_breach_frozen(&run->breach),
                          "processes", procs, "meters", aj_run_meters_json(run), "pending", pending, "pending_dropped",
                          dropped, "last_events", run->sink.ops->tail(run->sink.userdata, INSPECT_LAST_EVENTS),
-                         "quarantine", quarantine ? json_incref(quarantine) : json_null(), "network",
+                         "quarantine", aj_run_quarantine_json(aj_sup_breach_quarantine(&run->breach)), "network",
                          run->proxy ? aj_proxy_stats(run->proxy) : NULL, "egress_bytes",
                          (json_int_t)aj_sup_breach_egress_used(&run->breach), "egress_limit",
                          (json_int_t)aj_sup_breach_egress_limit(&run->breach));

@@ -11,6 +11,7 @@
 
 #include "events.h"
 #include "log.h"
+#include "run-record.h"
 #include "tty.h"
 #include "util/fd.h"
 
@@ -41,7 +42,9 @@ void aj_sup_output_set_pipes(AjSupOutput *o, int out_fd, int err_fd)
 static int open_log(const char *dir, const char *name)
 {
         char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        int r = aj_run_file_path(dir, name, path, sizeof(path));
+        if (r < 0)
+                return r;
         int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
         return fd < 0 ? -errno : fd;
 }
@@ -49,13 +52,13 @@ static int open_log(const char *dir, const char *name)
 int aj_sup_output_open_logs(AjSupOutput *o, const char *run_dir, bool tty)
 {
         if (tty) {
-                o->tty_log.log = open_log(run_dir, "tty.log");
+                o->tty_log.log = open_log(run_dir, AJ_RUN_FILE_TTY);
                 if (o->tty_log.log < 0)
                         return aj_log_errno(o->tty_log.log, "Failed to create the transcript in '%s'", run_dir);
                 return 0;
         }
-        o->streams[0].log = open_log(run_dir, "stdout.log");
-        o->streams[1].log = open_log(run_dir, "stderr.log");
+        o->streams[0].log = open_log(run_dir, AJ_RUN_FILE_STDOUT);
+        o->streams[1].log = open_log(run_dir, AJ_RUN_FILE_STDERR);
         if (o->streams[0].log < 0 || o->streams[1].log < 0)
                 return aj_log_errno(o->streams[0].log < 0 ? o->streams[0].log : o->streams[1].log,
                                     "Failed to create the output logs in '%s'", run_dir);

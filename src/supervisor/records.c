@@ -18,7 +18,6 @@
 #include "run-record.h"
 #include "util/macros.h"
 
-static json_t *json_incref_or_null(json_t *j) { return j ? json_incref(j) : json_null(); }
 
 const char *aj_run_state(const Run *run, bool exited) { return aj_sup_breach_state(&run->breach, exited); }
 
@@ -95,100 +94,91 @@ static json_t *usage_json(const Run *run)
                          aj_sup_denials_by_key(&run->denials, false));
 }
 
-/* Long on purpose: run.json's members in the order a reader meets them, one per line. */
-static json_t *run_document(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
+/* The parts' state as run.json's typed record (composed and serialised by run-record.c). */
+static int compose_record(Run *run, const char *status, const Outcome *o, uint64_t ended_ns, AjRunRecord **ret)
 {
-        char ts[40];
-        json_t *doc = json_object();
-        json_object_set_new(doc, "id", json_string(run->id));
-        json_object_set_new(doc, "name", json_string(run->name));
-        json_t *prof = json_pack("{s:s, s:s?, s:s?}", "name", run->profile->name, "path", run->profile->path, "digest",
-                                 run->profile->digest);
+        char started[40], ended[40], upper[4096];
         if (!run->resolved_profile) {
                 _cleanup_free_ char *resolved = aj_profile_to_json(run->profile);
                 if (resolved)
                         run->resolved_profile = json_loads(resolved, 0, NULL);
         }
-        if (run->resolved_profile)
-                json_object_set(prof, "resolved", run->resolved_profile);
-        json_object_set_new(doc, "profile", prof);
-        json_object_set_new(doc, "command", aj_run_strv_json(run->opts->argv));
-        json_object_set_new(doc, "cwd", json_string(run->cwd));
-        json_object_set_new(doc, "tty", json_boolean(aj_sup_terminal_has_tty(&run->term)));
-        json_t *hooks = aj_run_hooks_json(run);
-        if (hooks)
-                json_object_set_new(doc, "hooks", hooks);
-        if (run->overlay_dir) {
-                const char *ws = run->overlay_lower;
-                char upper[4096];
-                snprintf(upper, sizeof(upper), "%s/upper", run->overlay_dir);
-                json_object_set_new(doc, "workspace",
-                                    json_pack("{s:s, s:s?, s:s, s:s}", "mode", "overlay", "path", ws, "upper", upper,
-                                              "changes", "pending"));
-        }
-        json_object_set_new(doc, "started", json_string(aj_format_timestamp(run->started_ns, ts, sizeof(ts))));
-        json_object_set_new(doc, "ended",
-                            ended_ns ? json_string(aj_format_timestamp(ended_ns, ts, sizeof(ts))) : json_null());
-        json_object_set_new(doc, "status", json_string(status));
-        json_object_set_new(doc, "state", json_string(aj_run_state(run, o != NULL)));
-        json_object_set_new(doc, "quarantine", json_incref_or_null(aj_sup_breach_quarantine(&run->breach)));
-        if (run->meter)
-                json_object_set_new(doc, "meters", aj_run_meters_json(run));
-        if (run->llm.n_providers) {
-                json_t *llm = aj_sup_llm_summary(&run->llm);
-                json_object_set_new(doc, "llm", llm ? json_deep_copy(llm) : json_object());
-        }
-        if (run->net_policy || aj_sup_breach_egress_used(&run->breach)) {
-                json_t *net = run->proxy ? aj_proxy_stats(run->proxy) : json_object();
-                if (net) {
-                        uint64_t egress_limit = aj_sup_breach_egress_limit(&run->breach);
-                        json_object_set_new(net, "egress_bytes",
-                                            json_integer((json_int_t)aj_sup_breach_egress_used(&run->breach)));
-                        json_object_set_new(net, "egress_limit",
-                                            egress_limit ? json_integer((json_int_t)egress_limit) : json_null());
-                        json_object_set_new(doc, "network", net);
-                }
-        }
-        /* The anchor (see runs.h): only when the chain is closed. A live run's count would be
-         * stale at once, and would make a cut-off tail look like the end. */
-        if (run->events && o) {
-                AjChainEnd end = { .count = aj_events_last_seq(run->events) };
-                snprintf(end.last_hash, sizeof(end.last_hash), "%s", aj_events_last_hash(run->events));
-                (void)aj_run_doc_set_anchor(doc, &end, "run.exit");
-        }
-        json_object_set_new(doc, "supervisor_pid", json_integer(getpid()));
-        if (!o && aj_sup_watchdog_pid(&run->watchdog) > 0)
-                json_object_set_new(doc, "watchdog_pid", json_integer(aj_sup_watchdog_pid(&run->watchdog)));
-        json_object_set_new(doc, "host_uid", json_integer((json_int_t)run->host_uid));
-        json_object_set_new(doc, "host_gid", json_integer((json_int_t)run->host_gid));
-        if (o) {
-                json_object_set_new(doc, "exit",
-                                    json_pack("{s:i, s:o, s:o, s:s}", "status", o->status, "code",
-                                              o->code >= 0 ? json_integer(o->code) : json_null(), "signal",
-                                              o->signal >= 0 ? json_integer(o->signal) : json_null(), "reason",
-                                              o->reason));
-                json_object_set_new(doc, "usage", usage_json(run));
-        } else {
-                json_object_set_new(doc, "exit", json_null());
-        }
-        json_t *cg = json_object();
         AjCgroupMode mode = AJ_CGROUP_MODE_NONE;
         (void)aj_cgroup_detect(&mode);
-        json_object_set_new(cg, "mode", json_string(aj_cgroup_mode_name(mode)));
-        json_object_set_new(cg, "paths", aj_run_strv_json(run->cgroup ? aj_cgroup_paths(run->cgroup) : NULL));
-        json_object_set_new(doc, "cgroup", cg);
-        json_object_set(doc, "degraded", run->degraded);
-        return doc;
+        json_t *llm = run->llm.n_providers ? aj_sup_llm_summary(&run->llm) : NULL;
+        bool network = run->net_policy || aj_sup_breach_egress_used(&run->breach);
+        const AjRunQuarantine *q = aj_sup_breach_quarantine(&run->breach);
+        json_auto_t *command = aj_run_strv_json(run->opts->argv), *meters = run->meter ? aj_run_meters_json(run) : NULL,
+                    *llm_copy = run->llm.n_providers ? (llm ? json_deep_copy(llm) : json_object()) : NULL,
+                    *counters = network && run->proxy ? aj_proxy_stats(run->proxy) : NULL,
+                    *usage = o ? usage_json(run) : NULL,
+                    *cgroup_paths = aj_run_strv_json(run->cgroup ? aj_cgroup_paths(run->cgroup) : NULL),
+                    *hooks = aj_run_hooks_json(run);
+        AjRunRecord rec = {
+                .id = run->id,
+                .name = run->name,
+                .profile_name = run->profile->name,
+                .profile_path = run->profile->path,
+                .profile_digest = run->profile->digest,
+                .cwd = run->cwd,
+                .tty = aj_sup_terminal_has_tty(&run->term),
+                .started = aj_format_timestamp(run->started_ns, started, sizeof(started)),
+                .ended = ended_ns ? aj_format_timestamp(ended_ns, ended, sizeof(ended)) : NULL,
+                .status = status,
+                .state = aj_run_state(run, o != NULL),
+                .supervisor_pid = getpid(),
+                .watchdog_pid = o ? 0 : aj_sup_watchdog_pid(&run->watchdog),
+                .host_uid = run->host_uid,
+                .host_gid = run->host_gid,
+                .cgroup_mode = aj_cgroup_mode_name(mode),
+                .quarantine = q ? *q : (AjRunQuarantine){ 0 },
+                .network = { .present = network,
+                             .counters = counters,
+                             .egress_bytes = aj_sup_breach_egress_used(&run->breach),
+                             .egress_limit = aj_sup_breach_egress_limit(&run->breach) },
+                .shown = { .resolved = run->resolved_profile,
+                           .command = command,
+                           .meters = meters,
+                           .llm = llm_copy,
+                           .usage = usage,
+                           .cgroup_paths = cgroup_paths,
+                           .hooks = hooks,
+                           .degraded = run->degraded },
+        };
+        if (run->overlay_dir) {
+                snprintf(upper, sizeof(upper), "%s/%s", run->overlay_dir, AJ_OVERLAY_UPPER);
+                rec.workspace = (AjRunWorkspace){ .present = true,
+                                                  .mode = "overlay",
+                                                  .path = run->overlay_lower,
+                                                  .upper = upper,
+                                                  .changes = "pending" };
+        }
+        if (o)
+                rec.exit = (AjRunExit){
+                        .present = true, .status = o->status, .code = o->code, .signal = o->signal, .reason = o->reason
+                };
+        /* The anchor (see run-record.h): only when the chain is closed. A live run's count
+         * would be stale at once, and would make a cut-off tail look like the end. */
+        if (run->events && o) {
+                rec.anchor = (AjRunAnchor){ .present = true,
+                                            .count = aj_events_last_seq(run->events),
+                                            .end = "run.exit" };
+                snprintf(rec.anchor.last_sha256, sizeof(rec.anchor.last_sha256), "%s",
+                         aj_events_last_hash(run->events));
+        }
+        return aj_run_record_compose(&rec, ret);
 }
 
-/* Rewrites run.json; returns the document written (new reference) for --json. */
-static json_t *write_run_json(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
+/* Rewrites run.json; returns the record written (NULL if it could not be made). */
+static AjRunRecord *write_run_json(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
 {
-        json_t *doc = run_document(run, status, o, ended_ns);
-        int r = aj_run_file_write_json(run->run_dir, AJ_RUN_FILE_RUN, doc);
+        AjRunRecord *rec = NULL;
+        int r = compose_record(run, status, o, ended_ns, &rec);
+        if (r >= 0)
+                r = aj_run_record_write(run->run_dir, rec);
         if (r < 0)
                 aj_log_errno(r, "Failed to write '%s/%s'", run->run_dir, AJ_RUN_FILE_RUN);
-        return doc;
+        return rec;
 }
 
 /*
@@ -228,7 +218,7 @@ void aj_run_write_final_records(Run *run)
                                  o.code >= 0 ? json_integer(o.code) : json_null(), "signal",
                                  o.signal >= 0 ? json_integer(o.signal) : json_null(), "reason", o.reason, "usage",
                                  usage_json(run)));
-        run->final_doc = write_run_json(run, "exited", &o, aj_now_realtime_ns());
+        run->final_rec = write_run_json(run, "exited", &o, aj_now_realtime_ns());
         aj_run_trace_step(run, "records written");
 }
 
@@ -236,22 +226,21 @@ void aj_run_write_final_records(Run *run)
  * anchor, so that they cannot be removed unseen either. */
 void aj_run_refresh_anchor(Run *run)
 {
-        if (!run->final_doc || !run->events)
+        AjRunRecord *rec = run->final_rec;
+        if (!rec || !run->events)
                 return;
-        uint64_t count = 0;
-        const char *hash = NULL;
-        if (aj_run_doc_anchor(run->final_doc, &count, &hash) && count == aj_events_last_seq(run->events))
+        if (rec->anchor.present && rec->anchor.count == aj_events_last_seq(run->events))
                 return;
         AjChainEnd end = { .count = aj_events_last_seq(run->events) };
         snprintf(end.last_hash, sizeof(end.last_hash), "%s", aj_events_last_hash(run->events));
-        if (aj_run_doc_set_anchor(run->final_doc, &end, "run.exit") < 0)
-                return;
-        int r = aj_run_file_write_json(run->run_dir, AJ_RUN_FILE_RUN, run->final_doc);
+        int r = aj_run_record_set_anchor(rec, &end, "run.exit");
+        if (r >= 0)
+                r = aj_run_record_write(run->run_dir, rec);
         if (r < 0)
                 aj_log_errno(r, "Failed to write '%s/%s'", run->run_dir, AJ_RUN_FILE_RUN);
 }
 
-void aj_run_write_json(Run *run) { json_decref(write_run_json(run, "running", NULL, 0)); }
+void aj_run_write_json(Run *run) { aj_run_record_free(write_run_json(run, "running", NULL, 0)); }
 
 
 void aj_run_write_launcher_error(Run *run)
@@ -259,5 +248,5 @@ void aj_run_write_launcher_error(Run *run)
         Outcome o = { .status = AJ_EXIT_LAUNCHER, .code = -1, .signal = -1, .reason = "launcher-error" };
         aj_events_emit(run->events, "run.exit",
                        json_pack("{s:i, s:n, s:n, s:s}", "status", o.status, "code", "signal", "reason", o.reason));
-        run->final_doc = write_run_json(run, "exited", &o, aj_now_realtime_ns());
+        run->final_rec = write_run_json(run, "exited", &o, aj_now_realtime_ns());
 }

@@ -79,7 +79,7 @@ static json_t *meters_usage(void *userdata)
         return run->meter ? aj_meter_to_json(run->meter, aj_now_monotonic_ns(), false) : NULL;
 }
 
-static int incident_write(void *userdata, json_t *incident)
+static int incident_write(void *userdata, const AjIncident *incident)
 {
         Run *run = userdata;
         int r = aj_incident_write(run->run_dir, incident);

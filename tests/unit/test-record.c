@@ -308,3 +308,171 @@ Test(record, verify_finds_a_tampered_event)
         cr_assert_eq(aj_run_verify_chain(NULL, path, &c, &v), 0);
         cr_assert_eq(v, AJ_CHAIN_BROKEN, "no run.json does not hide a broken chain");
 }
+
+/* The text of a JSON value as run.json spells it (members in order). */
+static char *dump(json_t *v)
+{
+        char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        cr_assert_not_null(s);
+        return s;
+}
+
+/* run.json as the supervisor composes it: every member, its name, its place, its value;
+ * then written, read back and composed again from the typed view: the same document. */
+Test(record, compose_every_member_and_back)
+{
+        json_auto_t *resolved = json_pack("{s:{s:{s:s}}}", "filesystem", "workspace", "mode", "overlay");
+        json_auto_t *command = json_pack("[s, s]", "sh", "-c");
+        json_auto_t *meters = json_pack("{s:{s:i}}", "tokens", "used", 3);
+        json_auto_t *llm = json_pack("{s:i}", "calls", 1);
+        json_auto_t *counters = json_pack("{s:i}", "connections", 2);
+        json_auto_t *usage = json_pack("{s:i}", "memory_peak", 4096);
+        json_auto_t *paths = json_pack("[s]", "/sys/fs/cgroup/agentjail/x");
+        json_auto_t *degraded = json_pack("[{s:s, s:s}]", "what", "limits", "why", "no cpu");
+        AjRunRecord in = {
+                .id = "abcd00000001",
+                .name = "triage",
+                .profile_name = "default",
+                .profile_path = "/p/default.json",
+                .profile_digest = "ab",
+                .cwd = "/w",
+                .tty = true,
+                .started = "2026-01-01T00:00:01Z",
+                .ended = "2026-01-01T00:00:09Z",
+                .status = "exited",
+                .state = "quarantined",
+                .supervisor_pid = 4242,
+                .watchdog_pid = 4243, /* written when > 0 */
+                .host_uid = 100000,
+                .host_gid = 100001,
+                .cgroup_mode = "hybrid",
+                .workspace = { .present = true,
+                               .mode = "overlay",
+                               .path = "/w",
+                               .upper = "/s/upper",
+                               .changes = "pending" },
+                .quarantine = { .present = true,
+                                .since = "2026-01-01T00:00:05Z",
+                                .cap = "tokens",
+                                .limit = 10,
+                                .value = 12,
+                                .released = true,
+                                .released_at = "2026-01-01T00:00:06Z" },
+                .network = { .present = true, .counters = counters, .egress_bytes = 77 },
+                .exit = { .present = true, .status = 137, .code = -1, .signal = 9, .reason = "signaled" },
+                .anchor = { .present = true, .count = 3, .last_sha256 = AJ_EVENTS_GENESIS, .end = "run.exit" },
+                .shown = { .resolved = resolved,
+                           .command = command,
+                           .meters = meters,
+                           .llm = llm,
+                           .usage = usage,
+                           .cgroup_paths = paths,
+                           .degraded = degraded },
+        };
+        _cleanup_(aj_run_record_freep) AjRunRecord *rec = NULL;
+        cr_assert_eq(aj_run_record_compose(&in, &rec), 0);
+        _cleanup_free_ char *text = dump(rec->doc);
+        cr_assert_str_eq(
+                text,
+                "{\"id\":\"abcd00000001\",\"name\":\"triage\",\"profile\":{\"name\":\"default\",\"path\":"
+                "\"/p/default.json\",\"digest\":\"ab\",\"resolved\":{\"filesystem\":{\"workspace\":{\"mode\":\"overlay\"}}}},"
+                "\"command\":[\"sh\",\"-c\"],\"cwd\":\"/w\",\"tty\":true,\"workspace\":{\"mode\":\"overlay\",\"path\":\"/w\","
+                "\"upper\":\"/s/upper\",\"changes\":\"pending\"},\"started\":\"2026-01-01T00:00:01Z\",\"ended\":"
+                "\"2026-01-01T00:00:09Z\",\"status\":\"exited\",\"state\":\"quarantined\",\"quarantine\":{\"since\":"
+                "\"2026-01-01T00:00:05Z\",\"cap\":\"tokens\",\"limit\":10.0,\"value\":12.0,\"released\":true,"
+                "\"released_at\":\"2026-01-01T00:00:06Z\"},\"meters\":{\"tokens\":{\"used\":3}},\"llm\":{\"calls\":1},"
+                "\"network\":{\"connections\":2,\"egress_bytes\":77,\"egress_limit\":null},\"events\":{\"count\":3,"
+                "\"last_sha256\":\"" AJ_EVENTS_GENESIS "\",\"end\":\"run.exit\"},\"supervisor_pid\":4242,"
+                "\"watchdog_pid\":4243,\"host_uid\":100000,\"host_gid\":100001,\"exit\":{\"status\":137,\"code\":null,"
+                "\"signal\":9,\"reason\":\"signaled\"},\"usage\":{\"memory_peak\":4096},\"cgroup\":{\"mode\":\"hybrid\","
+                "\"paths\":[\"/sys/fs/cgroup/agentjail/x\"]},\"degraded\":[{\"what\":\"limits\",\"why\":\"no cpu\"}]}");
+        cr_assert_null(json_object_get(counters, "egress_bytes"), "the composer's values are not changed");
+
+        /* The typed view of what was composed is what was given. */
+        cr_assert_str_eq(rec->profile_workspace_mode, "overlay");
+        cr_assert(rec->tty);
+        cr_assert_eq(rec->host_uid, 100000);
+        cr_assert_eq(rec->host_gid, 100001);
+        cr_assert_str_eq(rec->cgroup_mode, "hybrid");
+        cr_assert(rec->exit.present && rec->exit.status == 137 && rec->exit.code == -1 && rec->exit.signal == 9);
+        cr_assert_str_eq(rec->exit.reason, "signaled");
+        cr_assert(rec->network.present && rec->network.egress_bytes == 77 && rec->network.egress_limit == 0);
+        cr_assert_eq(rec->quarantine.limit, 10.0);
+        cr_assert_eq(rec->quarantine.value, 12.0);
+        cr_assert(rec->quarantine.released && !rec->quarantine.has_released_by);
+        cr_assert(rec->anchor.present && rec->anchor.count == 3);
+
+        cr_assert_eq(aj_run_record_write(root, rec), 0);
+        _cleanup_(aj_run_record_freep) AjRunRecord *back = NULL, *again = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_run_record_read(root, &back, &err), 0, "%s", aj_error_text(&err, 0));
+        cr_assert_eq(aj_run_record_compose(back, &again), 0);
+        _cleanup_free_ char *text_again = dump(again->doc);
+        cr_assert_str_eq(text_again, text, "read and composed again: the same run.json");
+}
+
+/* A live run's run.json: null where the run has no outcome yet, no anchor, and the
+ * members a run without them does not have are left out. */
+Test(record, compose_a_live_run)
+{
+        json_auto_t *paths = json_array();
+        AjRunRecord in = { .id = "abcd00000002",
+                           .name = "n",
+                           .profile_name = "default",
+                           .started = "2026-01-01T00:00:01Z",
+                           .status = "running",
+                           .state = "running",
+                           .supervisor_pid = 7,
+                           .cgroup_mode = "none",
+                           .shown.cgroup_paths = paths };
+        _cleanup_(aj_run_record_freep) AjRunRecord *rec = NULL;
+        cr_assert_eq(aj_run_record_compose(&in, &rec), 0);
+        _cleanup_free_ char *text = dump(rec->doc);
+        cr_assert_str_eq(text,
+                         "{\"id\":\"abcd00000002\",\"name\":\"n\",\"profile\":{\"name\":\"default\",\"path\":null,\"digest\":"
+                         "null},\"tty\":false,\"started\":\"2026-01-01T00:00:01Z\",\"ended\":null,\"status\":\"running\","
+                         "\"state\":\"running\",\"quarantine\":null,\"supervisor_pid\":7,\"host_uid\":0,\"host_gid\":0,"
+                         "\"exit\":null,\"cgroup\":{\"mode\":\"none\",\"paths\":[]}}");
+        cr_assert(!rec->exit.present && !rec->anchor.present && !rec->quarantine.present);
+        cr_assert(!aj_run_record_quarantined(rec));
+
+        /* The supervisor's last events after the final run.json move its anchor. */
+        AjChainEnd end = { .count = 5 };
+        memset(end.last_hash, 'b', 64);
+        cr_assert_eq(aj_run_record_move_anchor(rec, &end, "run.exit"), 0);
+        cr_assert(!rec->anchor.present, "move_anchor never makes one up");
+        cr_assert_eq(aj_run_record_set_anchor(rec, &end, "run.exit"), 0);
+        cr_assert(rec->anchor.present && rec->anchor.count == 5);
+        cr_assert_str_eq(rec->anchor.end, "run.exit");
+}
+
+/* The members typed since the supervisor composes run.json from the record: a wrong type
+ * is named, with the file. */
+Test(record, composed_members_mistyped)
+{
+        static const struct {
+                const char *text, *want;
+        } cases[] = {
+                { "{\"tty\":\"yes\"}", "\"tty\" is not true or false" },
+                { "{\"host_uid\":-1}", "\"host_uid\" is not an integer in [0, 4294967295]" },
+                { "{\"exit\":{\"status\":\"0\"}}", "\"exit.status\" is not an integer in [0, 255]" },
+                { "{\"exit\":{\"code\":0,\"reason\":3}}", "\"exit.reason\" is not a string" },
+                { "{\"exit\":7}", "\"exit\" is not an object or null" },
+                { "{\"cgroup\":{\"paths\":\"/x\"}}", "\"cgroup.paths\" is not an array" },
+                { "{\"network\":{\"egress_bytes\":1.5}}", "\"network.egress_bytes\" is not an integer" },
+                { "{\"quarantine\":{\"limit\":\"5\"}}", "\"quarantine.limit\" is not a number" },
+                { "{\"quarantine\":{\"released\":1}}", "\"quarantine.released\" is not true or false" },
+                { "{\"workspace\":{\"decided_by\":\"root\"}}", "\"workspace.decided_by\" is not an integer" },
+        };
+        char path[300];
+        cr_assert_eq(aj_run_file_path(root, AJ_RUN_FILE_RUN, path, sizeof(path)), 0);
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                write_text(AJ_RUN_FILE_RUN, cases[i].text);
+                AjRunRecord *rec = NULL;
+                _cleanup_(aj_error_clear) AjError e = {};
+                cr_assert_eq(aj_run_record_read(root, &rec, &e), -EBADMSG, "case %zu", i);
+                cr_assert_not_null(e.message, "case %zu", i);
+                cr_assert_not_null(strstr(e.message, path), "names the file: %s", e.message);
+                cr_assert_not_null(strstr(e.message, cases[i].want), "case %zu: %s", i, e.message);
+        }
+}

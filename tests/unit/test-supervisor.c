@@ -125,6 +125,8 @@ typedef struct {
         bool frozen;
         char alerts[4][32];
         int n_alerts;
+        char incident_cap[32], incident_action[16], incident_since[40]; /* the last incident's */
+        bool incident_events;                                           /* the chain's tail is an array */
 } FakeRun;
 
 static int jail_freeze(void *u)
@@ -161,10 +163,14 @@ static json_t *usage(void *u)
         return json_object();
 }
 
-static int write_incident(void *u, json_t *incident)
+static int write_incident(void *u, const AjIncident *incident)
 {
-        (void)incident;
-        ((FakeRun *)u)->incidents++;
+        FakeRun *f = u;
+        f->incidents++;
+        snprintf(f->incident_cap, sizeof(f->incident_cap), "%s", incident->cap);
+        snprintf(f->incident_action, sizeof(f->incident_action), "%s", incident->action);
+        snprintf(f->incident_since, sizeof(f->incident_since), "%s", incident->ts);
+        f->incident_events = json_is_array(incident->last_events);
         return 0;
 }
 
@@ -306,8 +312,16 @@ Test(supervisor, wall_cap_breach_freezes_and_quarantines)
         cr_expect_str_eq(f->alerts[0], "breach");
         cr_expect_str_eq(aj_sup_breach_state(&f->breach, false), "quarantined");
         cr_expect_str_eq(aj_sup_breach_state(&f->breach, true), "quarantined");
-        json_t *q = aj_sup_breach_quarantine(&f->breach);
-        cr_expect_str_eq(json_string_value(json_object_get(q, "cap")), "wall");
+        const AjRunQuarantine *q = aj_sup_breach_quarantine(&f->breach);
+        cr_assert_not_null(q);
+        cr_expect_str_eq(q->cap, "wall");
+        cr_expect(!q->released);
+        /* incident.json's record: the cap, the action, when, and the chain's last events
+         * (this fake chain's tail is empty). */
+        cr_expect_str_eq(f->incident_cap, "wall");
+        cr_expect_str_eq(f->incident_action, "freeze");
+        cr_expect_str_eq(f->incident_since, q->since, "the incident is the quarantine's");
+        cr_expect(f->incident_events);
         cr_expect(f->changes >= 1, "run.json rewritten");
         json_auto_t *wall = aj_sup_wall_cap_json(&f->wall);
         cr_expect_eq(json_real_value(json_object_get(wall, "remaining")), 0.0);
@@ -495,7 +509,8 @@ Test(supervisor, release_thaws_and_records)
         cr_expect(!f->frozen);
         cr_expect_eq(count(&f->chain, "quarantine.release"), 1);
         cr_expect_str_eq(aj_sup_breach_state(&f->breach, false), "running");
-        cr_expect(json_is_true(json_object_get(aj_sup_breach_quarantine(&f->breach), "released")));
+        cr_expect(aj_sup_breach_quarantine(&f->breach)->released);
+        cr_expect_not_null(aj_sup_breach_quarantine(&f->breach)->released_at, "released_at is recorded");
         fake_run_free(f);
 }
 

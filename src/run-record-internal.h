@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the run record's files share: typed reads of JSON members whose errors name the
+ * file and the member (run-record.c, run-record-alerts.c). */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "util/error.h"
+
+/* A JSON record of the run dir, indented, written atomically (rename): only through the
+ * typed writers of run-record.h. */
+int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc);
+/* A JSON record of the run dir, read whole: -ENOENT if absent, -EBADMSG if not JSON. */
+int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret);
+
+typedef struct {
+        const char *path; /* the file, for messages */
+        AjError *ret_error;
+        int r; /* the first error; later checks are skipped */
+} AjTypeCheck;
+
+/* The member `key` of `obj` (named `name` in messages) as a string: NULL when absent, or
+ * null when `nullable`; anything else fails the check. */
+const char *aj_member_string(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, bool nullable);
+/* An object member (NULL when absent, or null if `nullable`). */
+json_t *aj_member_object(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, bool nullable);
+/* An array member (NULL when absent). */
+json_t *aj_member_array(AjTypeCheck *tc, json_t *obj, const char *key, const char *name);
+/* A number member: its value in *ret (untouched when absent or null); the JSON value. */
+json_t *aj_member_number(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, double *ret);
+/* An integer member in [min, max]: *ret untouched when absent or null; true if present. */
+bool aj_member_integer(AjTypeCheck *tc, json_t *obj, const char *key, const char *name, json_int_t min, json_int_t max,
+                       json_int_t *ret);

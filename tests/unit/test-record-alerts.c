@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* incident.json and approval.json typed: written as the alert command and the operator's
+ * verbs read them, read back, a wrong member named with the file, members of other
+ * versions kept in the document as read. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "run-record-internal.h"
+#include "run-record.h"
+#include "util/fd.h"
+
+static char root[64];
+
+static void setup(void)
+{
+        snprintf(root, sizeof(root), "/tmp/aj-alerts-XXXXXX");
+        cr_assert_not_null(mkdtemp(root));
+}
+
+static void teardown(void) { aj_rm_rf(root); }
+
+TestSuite(record_alerts, .init = setup, .fini = teardown, .timeout = 30);
+
+static void write_text(const char *name, const char *text)
+{
+        char path[300];
+        cr_assert_eq(aj_run_file_path(root, name, path, sizeof(path)), 0);
+        cr_assert_eq(aj_write_file_atomic(path, text, strlen(text), 0640), 0);
+}
+
+/* The file as written, compact, members in order. */
+static char *file_compact(const char *name)
+{
+        json_t *doc = NULL;
+        cr_assert_eq(aj_run_file_read_json(root, name, &doc), 0);
+        char *s = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(doc);
+        cr_assert_not_null(s);
+        return s;
+}
+
+Test(record_alerts, incident_round_trip)
+{
+        json_auto_t *request = json_pack("{s:s}", "op", "tokens");
+        json_auto_t *usage = json_pack("{s:i}", "tokens", 6000);
+        json_auto_t *last = json_pack("[{s:i, s:s}]", "seq", 1, "type", "cap.breach");
+        AjIncident in = { .run = "abcd00000001",
+                          .name = "triage",
+                          .ts = "2026-01-01T00:00:02Z",
+                          .cap = "tokens",
+                          .limit = 5000,
+                          .value = 6000,
+                          .request = request,
+                          .action = "freeze",
+                          .usage = usage,
+                          .last_events = last };
+        cr_assert_eq(aj_incident_write(root, &in), 0);
+        _cleanup_free_ char *text = file_compact(AJ_RUN_FILE_INCIDENT);
+        cr_assert_str_eq(text,
+                         "{\"run\":\"abcd00000001\",\"name\":\"triage\",\"ts\":\"2026-01-01T00:00:02Z\",\"cap\":"
+                         "\"tokens\",\"limit\":5000.0,\"value\":6000.0,\"request\":{\"op\":\"tokens\"},\"action\":"
+                         "\"freeze\",\"usage\":{\"tokens\":6000},\"last_events\":[{\"seq\":1,\"type\":\"cap.breach\"}]}");
+
+        _cleanup_(aj_incident_freep) AjIncident *inc = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_incident_read(root, &inc, &err), 0, "%s", aj_error_text(&err, 0));
+        cr_assert_str_eq(inc->run, "abcd00000001");
+        cr_assert_str_eq(inc->name, "triage");
+        cr_assert_str_eq(inc->ts, "2026-01-01T00:00:02Z");
+        cr_assert_str_eq(inc->cap, "tokens");
+        cr_assert_eq(inc->limit, 5000);
+        cr_assert_eq(inc->value, 6000);
+        cr_assert_str_eq(inc->action, "freeze");
+        cr_assert(json_equal(inc->request, request));
+        cr_assert(json_equal(inc->usage, usage));
+        cr_assert(json_equal(inc->last_events, last));
+
+        /* Without a request or usage (a wall or log cap): null, read as absent. */
+        AjIncident bare = { .run = "r",
+                            .name = "n",
+                            .ts = "t",
+                            .cap = "wall",
+                            .limit = 1,
+                            .value = 2,
+                            .action = "kill",
+                            .last_events = last };
+        cr_assert_eq(aj_incident_write(root, &bare), 0);
+        _cleanup_free_ char *bare_text = file_compact(AJ_RUN_FILE_INCIDENT);
+        cr_assert_not_null(strstr(bare_text, "\"request\":null"), "%s", bare_text);
+        cr_assert_not_null(strstr(bare_text, "\"usage\":null"), "%s", bare_text);
+        _cleanup_(aj_incident_freep) AjIncident *b = NULL;
+        cr_assert_eq(aj_incident_read(root, &b, NULL), 0);
+        cr_assert_null(b->request);
+        cr_assert_null(b->usage);
+}
+
+/* An incident of another version (or written by hand): absent members are fine, numbers
+ * are shown as written, unknown members stay in the document. */
+Test(record_alerts, incident_forward_compatible)
+{
+        write_text(AJ_RUN_FILE_INCIDENT, "{\"cap\":\"tokens\",\"limit\":5000,\"value\":5100,\"trigger\":\"x\"}");
+        _cleanup_(aj_incident_freep) AjIncident *inc = NULL;
+        cr_assert_eq(aj_incident_read(root, &inc, NULL), 0);
+        cr_assert_null(inc->run);
+        cr_assert_null(inc->last_events);
+        cr_assert_eq(inc->value, 5100);
+        cr_assert(json_is_integer(inc->shown.value), "an integer stays one when shown");
+        cr_assert_str_eq(json_string_value(json_object_get(inc->doc, "trigger")), "x");
+        AjIncident *none = NULL;
+        aj_rm_rf(root);
+        cr_assert_eq(mkdir(root, 0700), 0);
+        cr_assert_eq(aj_incident_read(root, &none, NULL), -ENOENT, "a run that never breached");
+}
+
+static void expect_malformed(const char *name, const char *text, const char *want,
+                             int (*read)(const char *, void **, AjError *))
+{
+        char path[300];
+        cr_assert_eq(aj_run_file_path(root, name, path, sizeof(path)), 0);
+        write_text(name, text);
+        void *rec = NULL;
+        _cleanup_(aj_error_clear) AjError e = {};
+        cr_assert_eq(read(root, &rec, &e), -EBADMSG, "%s", text);
+        cr_assert_null(rec);
+        cr_assert_not_null(e.message, "%s", text);
+        cr_assert_not_null(strstr(e.message, path), "names the file: %s", e.message);
+        cr_assert_not_null(strstr(e.message, want), "%s: %s", text, e.message);
+}
+
+static int read_incident(const char *dir, void **ret, AjError *e)
+{
+        return aj_incident_read(dir, (AjIncident **)ret, e);
+}
+static int read_approval(const char *dir, void **ret, AjError *e)
+{
+        return aj_approval_read(dir, (AjApproval **)ret, e);
+}
+
+Test(record_alerts, incident_malformed_names_the_file_and_member)
+{
+        expect_malformed(AJ_RUN_FILE_INCIDENT, "{\"cap\":5}", "\"cap\" is not a string", read_incident);
+        expect_malformed(AJ_RUN_FILE_INCIDENT, "{\"limit\":\"5000\"}", "\"limit\" is not a number", read_incident);
+        expect_malformed(AJ_RUN_FILE_INCIDENT, "{\"value\":[]}", "\"value\" is not a number", read_incident);
+        expect_malformed(AJ_RUN_FILE_INCIDENT, "{\"last_events\":{}}", "\"last_events\" is not an array",
+                         read_incident);
+        expect_malformed(AJ_RUN_FILE_INCIDENT, "{\"request\":\"op\"}", "\"request\" is not an object or null",
+                         read_incident);
+        expect_malformed(AJ_RUN_FILE_INCIDENT, "[]", "not a JSON object", read_incident);
+        expect_malformed(AJ_RUN_FILE_INCIDENT, "{\"cap\":", "not valid JSON", read_incident);
+}
+
+Test(record_alerts, approval_of_a_tool_call)
+{
+        json_auto_t *call = json_pack("{s:s, s:s}", "gen_ai.tool.call.id", "a-1", "gen_ai.tool.name", "refund.issue");
+        AjApproval in = { .subject = AJ_APPROVAL_TOOL,
+                          .run = "abcd00000001",
+                          .name = "n",
+                          .ts = "2026-01-01T00:00:03Z",
+                          .call = call,
+                          .approve = "agentjail approve abcd00000001 'a-1' --digest d",
+                          .deny = "agentjail deny abcd00000001 'a-1' --reason TEXT" };
+        cr_assert_eq(aj_approval_write(root, &in), 0);
+        _cleanup_free_ char *text = file_compact(AJ_RUN_FILE_APPROVAL);
+        cr_assert_str_eq(text,
+                         "{\"kind\":\"approval\",\"run\":\"abcd00000001\",\"name\":\"n\",\"ts\":"
+                         "\"2026-01-01T00:00:03Z\",\"call\":{\"gen_ai.tool.call.id\":\"a-1\",\"gen_ai.tool.name\":"
+                         "\"refund.issue\"},\"approve\":\"agentjail approve abcd00000001 'a-1' --digest d\","
+                         "\"deny\":\"agentjail deny abcd00000001 'a-1' --reason TEXT\"}");
+        _cleanup_(aj_approval_freep) AjApproval *a = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_approval_read(root, &a, &err), 0, "%s", aj_error_text(&err, 0));
+        cr_assert_eq(a->subject, AJ_APPROVAL_TOOL);
+        cr_assert(json_equal(a->call, call));
+        cr_assert_str_eq(a->run, "abcd00000001");
+        cr_assert_str_eq(a->approve, in.approve);
+        cr_assert_str_eq(a->deny, in.deny);
+        cr_assert_null(a->net.host);
+
+        AjApproval no_call = {
+                .subject = AJ_APPROVAL_TOOL, .run = "r", .name = "n", .ts = "t", .approve = "a", .deny = "d"
+        };
+        cr_assert_eq(aj_approval_write(root, &no_call), -EINVAL, "a tool approval without its call");
+}
+
+Test(record_alerts, approval_of_a_host)
+{
+        AjApproval in = { .subject = AJ_APPROVAL_NET,
+                          .run = "abcd00000001",
+                          .name = "n",
+                          .ts = "t",
+                          .net = { .id = "net-3", .host = "registry.npmjs.org", .port = 443 },
+                          .approve = "agentjail approve abcd00000001 net-3",
+                          .deny = "agentjail deny abcd00000001 net-3" };
+        cr_assert_eq(aj_approval_write(root, &in), 0);
+        _cleanup_free_ char *text = file_compact(AJ_RUN_FILE_APPROVAL);
+        cr_assert_not_null(strstr(text, "\"net\":{\"id\":\"net-3\",\"host\":\"registry.npmjs.org\",\"port\":443}"),
+                           "%s", text);
+        cr_assert_null(strstr(text, "\"call\""), "%s", text);
+        _cleanup_(aj_approval_freep) AjApproval *a = NULL;
+        cr_assert_eq(aj_approval_read(root, &a, NULL), 0);
+        cr_assert_eq(a->subject, AJ_APPROVAL_NET);
+        cr_assert_str_eq(a->net.id, "net-3");
+        cr_assert_str_eq(a->net.host, "registry.npmjs.org");
+        cr_assert_eq(a->net.port, 443);
+        cr_assert_null(a->call);
+}
+
+Test(record_alerts, approval_malformed_names_the_file_and_member)
+{
+        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"call\":[]}", "\"call\" is not an object", read_approval);
+        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"approve\":1,\"call\":{}}", "\"approve\" is not a string",
+                         read_approval);
+        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"net\":{\"host\":\"h\",\"port\":70000}}",
+                         "\"net.port\" is not an integer in [1, 65535]", read_approval);
+        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"net\":{\"port\":443}}", "\"net\" needs \"host\" and \"port\"",
+                         read_approval);
+        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"run\":\"r\"}", "needs one of \"call\"", read_approval);
+        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"call\":{},\"net\":{\"host\":\"h\",\"port\":1}}",
+                         "needs one of \"call\"", read_approval);
+        AjApproval *none = NULL;
+        char path[300];
+        cr_assert_eq(aj_run_file_path(root, AJ_RUN_FILE_APPROVAL, path, sizeof(path)), 0);
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(aj_approval_read(root, &none, NULL), -ENOENT);
+}
