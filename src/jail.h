@@ -23,6 +23,7 @@ typedef struct {
         AjTtyMode tty;
         char **caps;      /* --cap KEY=VALUE (NULL-terminated, owned) */
         char **allow_net; /* --allow-net HOST[:PORT] (NULL-terminated, owned) */
+        char **ask_net;   /* --ask-net PATTERN: added to network.ask (NULL-terminated, owned) */
         char **llm;       /* --llm NAME: providers the gateway serves (NULL-terminated, owned) */
         char **argv;      /* the command */
 } AjRunOptions;
