@@ -21,7 +21,10 @@
 #include "util/clock.h"
 #include "util/format.h"
 
-static void ask_id(const Ask *a, char *buf, size_t size) { snprintf(buf, size, AJ_NET_APPROVAL_PREFIX "%" PRIu64, a->n); }
+static void ask_id(const Ask *a, char *buf, size_t size)
+{
+        snprintf(buf, size, AJ_NET_APPROVAL_PREFIX "%" PRIu64, a->n);
+}
 
 static uint64_t ask_timeout_ns(const AjProxy *p)
 {
@@ -166,8 +169,9 @@ static Ask *find_ask(AjProxy *p, const char *host, uint16_t port)
 static void refuse_busy(Conn *c, const char *what, unsigned max)
 {
         AjNetVerdict v = { .rule = -1 };
-        snprintf(v.reason, sizeof(v.reason), "%s port %u needs an operator's approval, but too many %s are waiting (at most %u)",
-                 c->host, c->port, what, max);
+        snprintf(v.reason, sizeof(v.reason),
+                 "%s port %u needs an operator's approval, but too many %s are waiting (at most %u)", c->host, c->port,
+                 what, max);
         proxy_deny(c, &v, NULL);
 }
 
@@ -204,7 +208,9 @@ bool proxy_ask(Conn *c, const AjNetVerdict *v)
                             .order = ++p->ask_order,
                             .since_ns = aj_now_realtime_ns(),
                             .port = c->port,
-                            .proto = c->socks ? "socks5" : c->is_connect ? "http-connect" : "http" };
+                            .proto = c->socks        ? "socks5"
+                                     : c->is_connect ? "http-connect"
+                                                     : "http" };
                 snprintf(a->host, sizeof(a->host), "%s", c->host);
                 snprintf(a->pattern, sizeof(a->pattern), "%s", p->opts.ask->rules[i].text);
                 p->n_asks++;
@@ -221,7 +227,9 @@ bool proxy_ask(Conn *c, const AjNetVerdict *v)
                         json_decref(call);
                         ask_free(p, a);
                         AjNetVerdict d = *v;
-                        snprintf(d.reason, sizeof(d.reason), "%s port %u needs an operator's approval, which could not be recorded", c->host, c->port);
+                        snprintf(d.reason, sizeof(d.reason),
+                                 "%s port %u needs an operator's approval, which could not be recorded", c->host,
+                                 c->port);
                         proxy_deny(c, &d, NULL);
                         return true;
                 }
@@ -252,8 +260,8 @@ void proxy_ask_detach(Conn *c)
         char id[32];
         ask_id(a, id, sizeof(id));
         (void)emit_checked(p, "approval",
-                           json_pack("{s:s, s:s, s:s, s:i, s:s, s:s}", "kind", "net", "id", id, "host", a->host,
-                                     "port", (int)a->port, "decision", "cancelled", "reason",
+                           json_pack("{s:s, s:s, s:s, s:i, s:s, s:s}", "kind", "net", "id", id, "host", a->host, "port",
+                                     (int)a->port, "decision", "cancelled", "reason",
                                      "the client closed the connection"));
         ask_free(p, a);
 }
@@ -310,15 +318,15 @@ json_t *aj_proxy_pending(AjProxy *p)
                 char ts[40];
                 json_t *o = ask_json(p, a);
                 uint64_t deadline = a->timer.deadline_ns;
-                if (o && (json_object_set_new(o, "state", json_string("awaiting_approval")) < 0 ||
-                          json_object_set_new(o, "connections", json_integer((json_int_t)a->held)) < 0 ||
-                          json_object_set_new(o, "since",
-                                              json_string(aj_format_timestamp(a->since_ns, ts, sizeof(ts)))) < 0 ||
-                          json_object_set_new(o, "age_s",
-                                              json_real(now > a->since_ns ? (double)(now - a->since_ns) / 1e9
-                                                                          : 0.0)) < 0 ||
-                          json_object_set_new(o, "timeout_in_s",
-                                              json_real(deadline > mono ? (double)(deadline - mono) / 1e9 : 0.0)) < 0)) {
+                if (o &&
+                    (json_object_set_new(o, "state", json_string("awaiting_approval")) < 0 ||
+                     json_object_set_new(o, "connections", json_integer((json_int_t)a->held)) < 0 ||
+                     json_object_set_new(o, "since", json_string(aj_format_timestamp(a->since_ns, ts, sizeof(ts)))) <
+                             0 ||
+                     json_object_set_new(o, "age_s",
+                                         json_real(now > a->since_ns ? (double)(now - a->since_ns) / 1e9 : 0.0)) < 0 ||
+                     json_object_set_new(o, "timeout_in_s",
+                                         json_real(deadline > mono ? (double)(deadline - mono) / 1e9 : 0.0)) < 0)) {
                         json_decref(o);
                         o = NULL;
                 }
