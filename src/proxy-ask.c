@@ -111,15 +111,14 @@ static void finish(AjProxy *p, Ask *a, const char *decision, bool always, const 
 
         /* Detach first: what proceeding or refusing does to a connection (closing it) must
          * not find the approval still there. */
-        Ask copy = *a;
-        a->process = NULL;
+        unsigned left = a->held;
         ask_free(p, a);
-        for (unsigned s = 0; s < p->n_slots && copy.held > 0; s++) {
+        for (unsigned s = 0; s < p->n_slots && left > 0; s++) {
                 Conn *c = p->slots[s];
                 if (!c || c->state != ST_ASKING || c->ask != a)
                         continue;
                 c->ask = NULL;
-                copy.held--;
+                left--;
                 p->held--;
                 if (approve) {
                         c->approved = true;

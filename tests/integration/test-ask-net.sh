@@ -5,7 +5,8 @@
 # namespace. A host matching an ask pattern waits (inspect lists it, the alert command
 # gets approval.json); approve lets it through, deny answers 403, the timeout denies,
 # --always lets a second connection pass unasked, connections to one host share one
-# approval, a client that gives up cancels, the run's end cancels; an approved name that
+# approval, a client that gives up cancels, the run's end cancels, a decision while frozen
+# takes effect at the thaw; an approved name that
 # resolves to loopback is still refused; a host no pattern matches is refused at once.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -40,7 +41,7 @@ for _ in $(seq 100); do
         sleep 0.05
 done
 {
-        for h in a b c d e s t; do printf '%s %s.ask.test\n' "$TH_IP" "$h"; done
+        for h in a b c d e g s t; do printf '%s %s.ask.test\n' "$TH_IP" "$h"; done
         printf '%s other.test\n127.0.0.1 in.ask.test\n' "$TH_IP"
 } >"$TEST_TMP/hosts"
 export AGENTJAIL_HOSTS_FILE="$TEST_TMP/hosts"
@@ -70,6 +71,7 @@ start_jail_bg -p "$PROFILE" --ask-net "in.ask.test" --name ask-net -- /bin/sh -c
         curl -s -m 1 -o /dev/null '"$(printf "$U" d)"'; echo D=$?
         get E1 '"$(printf "$U" e)"' & get E2 '"$(printf "$U" e)"' & wait
         echo SHARED-DONE
+        get G '"$(printf "$U" g)"'
         curl -s -m 20 -o /dev/null http://f.ask.test:'"$PORT"'/ & sleep 2; echo LAST'
 RUN_DIR=$(wait_run_dir 10)
 RUN_ID=${RUN_DIR##*/}
@@ -210,6 +212,23 @@ if asked e.ask.test; then
         is "$(events_of approval.requested "$RUN_DIR" | grep -c '"host":"e.ask.test"')" 1 "... asked for once"
 else
         fail "concurrent connections to one host are held"
+fi
+
+# ---- decided while the run is frozen: recorded at once, the agent goes on after the thaw
+if asked g.ask.test; then
+        aj freeze "$RUN_ID"
+        is "$RC" 0 "freeze the run while a host awaits approval" || op_diag
+        aj approve "$RUN_ID" "$NET_ID"
+        is "$RC" 0 "approve while frozen" || op_diag
+        like "$(events_of approval "$RUN_DIR" | grep '"host":"g.ask.test"')" '"decision":"approved"' \
+                "the decision is recorded while frozen"
+        sleep 1
+        unlike "$(cat "$OUTF")" '^G=' "the frozen agent has not gone on"
+        aj thaw "$RUN_ID"
+        is "$RC" 0 "thaw" || op_diag
+        is "$(result G)" "0 hello-from-test-host" "after the thaw the approved request completes"
+else
+        fail "a host is held before a freeze"
 fi
 
 # ---- the run ends with a host still awaiting approval: cancelled, before run.exit
