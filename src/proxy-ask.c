@@ -80,12 +80,16 @@ static void finish(AjProxy *p, Ask *a, const char *decision, bool always, const 
         ask_id(a, id, sizeof(id));
 
         if (approve && always) {
+                /* Whether the grant can be kept is known before the event says so; it is
+                 * added only once the event is written. */
+                AjNetRule check;
                 const char *why = NULL;
                 snprintf(rule, sizeof(rule), strchr(a->host, ':') ? "[%s]:%u" : "%s:%u", a->host, a->port);
-                if (!p->granted && aj_net_policy_parse(NULL, &p->granted, NULL, NULL) < 0)
-                        always = false;
-                else if (aj_net_policy_add(p->granted, rule, &why) < 0)
+                if ((!p->granted && aj_net_policy_parse(NULL, &p->granted, NULL, NULL) < 0) ||
+                    p->granted->n_rules >= AJ_NET_MAX_RULES || aj_net_rule_parse(rule, &check, &why) < 0)
                         always = false; /* the connections still go on; the event says it was not kept */
+                else
+                        aj_net_rule_done(&check);
         }
         json_t *ev = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:I}", "kind", "net", "id", id, "host", a->host, "port",
                                (int)a->port, "decision", decision, "by", by, "connections", (json_int_t)a->held);
@@ -98,6 +102,10 @@ static void finish(AjProxy *p, Ask *a, const char *decision, bool always, const 
         int r = emit_checked(p, "approval", ev);
         if (r < 0 && approve)
                 approve = false; /* an approval the chain does not hold lets nothing through */
+        if (approve && always) {
+                const char *why = NULL;
+                (void)aj_net_policy_add(p->granted, rule, &why); /* checked above: only ENOMEM is left */
+        }
 
         if (streq(decision, "timeout"))
                 snprintf(text, sizeof(text), "no approval for %.128s port %u within %s", a->host, a->port, reason);
