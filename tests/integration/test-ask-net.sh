@@ -31,8 +31,11 @@ echo hello-from-test-host >"$WWW/index.txt"
 
 # The server: on a test host (a documentation address, not "internal"), so an approved
 # name is reached like any public one.
-test_host_up 198.51.100
-is "$?" 0 "a test host in a network namespace" || bail=1
+if ! test_host_up 198.51.100; then
+        echo "Bail out! cannot make the test host's network namespace"
+        exit 1
+fi
+pass "a test host in a network namespace"
 PORT=$((20000 + $$ % 20000))
 (cd "$WWW" && exec ip netns exec "$TH_NS" python3 -m http.server "$PORT" --bind "$TH_IP") >/dev/null 2>&1 &
 BG_PIDS+=("$!")
