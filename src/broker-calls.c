@@ -120,17 +120,6 @@ bool broker_needs_approval(const AjBroker *b, const char *name)
         return false;
 }
 
-/* "15m", "90s": how long a call may wait, for messages. */
-static const char *duration_text(uint64_t ns, char *buf, size_t size)
-{
-        uint64_t s = ns / 1000000000ull;
-        if (s >= 60 && s % 60 == 0)
-                snprintf(buf, size, "%llum", (unsigned long long)(s / 60));
-        else
-                snprintf(buf, size, "%llus", (unsigned long long)s);
-        return buf;
-}
-
 /* Records the decision on a held call and answers it: `approve` commits its reservation
  * and leaves it in flight until its tool_result; otherwise the reservation is released
  * and the call is gone. `decision`: approved, denied or timeout. */
@@ -222,7 +211,7 @@ static void on_held_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata)
         AjBroker *b = userdata;
         InFlight *f = (InFlight *)((char *)t - offsetof(InFlight, timer));
         char d[32];
-        finish_held(b, f, false, "timeout", "timeout", duration_text(b->approval_timeout_ns, d, sizeof(d)));
+        finish_held(b, f, false, "timeout", "timeout", aj_format_duration(b->approval_timeout_ns, d, sizeof(d)));
 }
 
 int aj_broker_set_approvals(AjBroker *b, char *const *globs, size_t n, uint64_t timeout_ns)
@@ -283,7 +272,7 @@ void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
                 r = broker_emit_pair(b, "tool.request", ev, "approval.requested",
                                      json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name,
                                                AJ_BROKER_F_TOOL_CALL_ID, call_id, "arguments_sha256", digest, "timeout",
-                                               duration_text(b->approval_timeout_ns, t, sizeof(t))));
+                                               aj_format_duration(b->approval_timeout_ns, t, sizeof(t))));
         if (r < 0) {
                 broker_in_flight_remove(b, f);
                 aj_meter_settle(b->meter, res, false);
@@ -298,7 +287,7 @@ void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
         if (b->hooks && b->hooks->approval_requested) {
                 json_auto_t *call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name,
                                               AJ_BROKER_F_TOOL_CALL_ID, call_id, "arguments_sha256", digest, "timeout",
-                                              duration_text(b->approval_timeout_ns, t, sizeof(t)));
+                                              aj_format_duration(b->approval_timeout_ns, t, sizeof(t)));
                 if (call && broker_add_logged_args(call, args, canon) >= 0)
                         b->hooks->approval_requested(b->hooks->userdata, call);
         }

@@ -161,10 +161,15 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 ev = NULL;
         }
         if (d.verdict == AJ_VERDICT_ALLOW && broker_needs_approval(b, name)) {
-                if (b->n_awaiting >= MAX_AWAITING || broker_in_flight_find(b, call_id, true)) {
+                bool reserved_id = strncmp(call_id, AJ_NET_APPROVAL_PREFIX, strlen(AJ_NET_APPROVAL_PREFIX)) == 0;
+                if (b->n_awaiting >= MAX_AWAITING || reserved_id || broker_in_flight_find(b, call_id, true)) {
                         aj_meter_settle(b->meter, &res, false);
                         d.verdict = AJ_VERDICT_DENY;
-                        if (b->n_awaiting >= MAX_AWAITING)
+                        if (reserved_id)
+                                snprintf(d.reason, sizeof(d.reason),
+                                         "call ids beginning with \"" AJ_NET_APPROVAL_PREFIX
+                                         "\" name host approvals: use another id for a call that needs approval");
+                        else if (b->n_awaiting >= MAX_AWAITING)
                                 snprintf(d.reason, sizeof(d.reason), "too many calls awaiting approval (at most %d)",
                                          MAX_AWAITING);
                         else

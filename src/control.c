@@ -196,7 +196,7 @@ static json_t *do_inspect(const AjControlOps *ops, json_t *req, json_t *id)
 
 static json_t *do_decide(const AjControlOps *ops, json_t *req, json_t *id, bool approve, uid_t peer)
 {
-        static const char *const approve_fields[] = { "call", "digest", NULL };
+        static const char *const approve_fields[] = { "call", "digest", "always", NULL };
         static const char *const deny_fields[] = { "call", "reason", NULL };
         const char *op = approve ? "approve" : "deny";
         json_t *bad = check_fields(req, id, op, approve ? approve_fields : deny_fields);
@@ -216,12 +216,16 @@ static json_t *do_decide(const AjControlOps *ops, json_t *req, json_t *id, bool 
                        strlen(json_string_value(reason)) != json_string_length(reason)))
                 return error_reply(id, EINVAL, "field 'reason': expected a string of 1 to %d bytes",
                                    AJ_CONTROL_MAX_REASON);
+        json_t *always = json_object_get(req, "always");
+        if (always && !json_is_boolean(always))
+                return error_reply(id, EINVAL, "field 'always': expected true or false");
         if (!ops->decide)
                 return error_reply(id, ENOSYS, "%s is not available", op);
         json_t *result = NULL;
         _cleanup_(aj_error_clear) AjError err = {};
-        int rr = ops->decide(ops->userdata, json_string_value(call), approve, digest ? json_string_value(digest) : NULL,
-                             reason ? json_string_value(reason) : NULL, peer, &result, &err);
+        int rr = ops->decide(ops->userdata, json_string_value(call), approve, json_is_true(always),
+                             digest ? json_string_value(digest) : NULL, reason ? json_string_value(reason) : NULL, peer,
+                             &result, &err);
         if (rr < 0) {
                 json_decref(result);
                 return error_reply(id, -rr, "%s", aj_error_text(&err, rr));

@@ -36,13 +36,18 @@ typedef struct {
         int (*charge_egress)(void *userdata, uint64_t bytes, json_t *connection);
         /* Optional: a tool call is now held for an operator's decision (its events are
          * written). `call` (borrowed): {gen_ai.tool.name, gen_ai.tool.call.id,
-         * arguments_sha256, timeout, and the arguments as logged}. */
+         * arguments_sha256, timeout, and the arguments as logged}; or, from the proxy, a host
+         * {kind: "net", id: "net-N", host, port, proto, pattern, process, timeout}. */
         void (*approval_requested)(void *userdata, json_t *call);
         /* Optional (may be NULL): the events emitted between them are written together by
          * batch_end(), whose result says whether they were recorded. */
         void (*batch_begin)(void *userdata);
         int (*batch_end)(void *userdata);
 } AjHooks;
+
+/* Approval ids of hosts held by the proxy ("net-3"); the broker refuses to hold a tool
+ * call whose id begins so, so an id names one thing. */
+#define AJ_NET_APPROVAL_PREFIX "net-"
 
 /* Operator actions the control socket (src/control.c) asks of the supervisor. */
 typedef struct {
@@ -55,8 +60,10 @@ typedef struct {
         int (*release)(void *userdata);
         /* Live state: {"state", "caps", "usage", "pending", "processes", "last_events"}. New reference. */
         json_t *(*inspect)(void *userdata);
-        /* Approve or deny a tool call held for approval (src/broker.h, aj_broker_decide);
-         * `peer` is the operator's uid (SO_PEERCRED). On success *ret_result is the call. */
-        int (*decide)(void *userdata, const char *call_id, bool approve, const char *digest, const char *reason,
-                      uid_t peer, json_t **ret_result, AjError *ret_error);
+        /* Approve or deny a tool call held for approval (src/broker.h, aj_broker_decide), or
+         * a host a proxy connection waits for (an id "net-N": src/proxy.h, aj_proxy_decide;
+         * `always`: the host stays allowed for the rest of the run). `peer` is the operator's
+         * uid (SO_PEERCRED). On success *ret_result is the call or host decided. */
+        int (*decide)(void *userdata, const char *call_id, bool approve, bool always, const char *digest,
+                      const char *reason, uid_t peer, json_t **ret_result, AjError *ret_error);
 } AjControlOps;

@@ -349,7 +349,22 @@ static int setup_meter_and_broker(Run *run)
         for (char **a = run->opts->allow_net; a && *a; a++)
                 if (aj_strv_push(&allow, *a) < 0)
                         return -ENOMEM;
-        if (allow && allow[0]) {
+        /* The ask patterns: the profile's plus --ask-net. With any, the proxy runs even
+         * without an allowlist (every host is then asked for). */
+        _cleanup_strv_free_ char **ask = aj_strv_copy(p->net_ask.items);
+        for (char **a = run->opts->ask_net; a && *a; a++)
+                if (aj_strv_push(&ask, *a) < 0)
+                        return -ENOMEM;
+        if (ask && ask[0]) {
+                size_t bad = 0;
+                _cleanup_(aj_error_clear) AjError err = {};
+                r = aj_net_ask_parse(ask, &run->net_ask, &bad, &err);
+                if (r < 0) {
+                        aj_error("network.ask: '%s': %s", ask[bad] ? ask[bad] : "?", aj_error_text(&err, r));
+                        return r;
+                }
+        }
+        if ((allow && allow[0]) || run->net_ask) {
                 size_t bad = 0;
                 _cleanup_(aj_error_clear) AjError err = {};
                 r = aj_net_policy_parse(allow, &run->net_policy, &bad, &err);

@@ -364,6 +364,7 @@ static void run_free(Run *run)
         aj_run_parts_done(run);
         aj_meter_free(run->meter);
         aj_net_policy_free(run->net_policy);
+        aj_net_policy_free(run->net_ask);
         free(run->jail_dir);
         aj_cgroup_free(run->cgroup);
         aj_mount_plan_free(run->mount);

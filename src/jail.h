@@ -23,6 +23,7 @@ typedef struct {
         AjTtyMode tty;
         char **caps;       /* --cap KEY=VALUE (NULL-terminated, owned) */
         char **allow_net;  /* --allow-net HOST[:PORT] (NULL-terminated, owned) */
+        char **ask_net;    /* --ask-net PATTERN: added to network.ask (NULL-terminated, owned) */
         char **llm;        /* --llm NAME: providers the gateway serves (NULL-terminated, owned) */
         const char *hooks; /* --hooks AGENT: install the agent's hook settings (src/agent-hooks.h) */
         char **argv;       /* the command */

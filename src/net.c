@@ -68,6 +68,7 @@ static bool reserved(const AjNetPolicy *p, const char *host, AjNetVerdict *v)
         for (char **h = p->reserved; *h; h++)
                 if (streq(*h, norm)) {
                         snprintf(v->reason, sizeof(v->reason), "%s is %s", norm, p->reserved_why);
+                        v->reserved = true;
                         return true;
                 }
         return false;
@@ -261,7 +262,7 @@ static int parse_host(const char *hostpart, AjNetRule *r, const char **ret_why)
         return 0;
 }
 
-int aj_net_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why)
+static int rule_parse(const char *entry, bool ask, AjNetRule *ret, const char **ret_why)
 {
         AjNetRule r = {};
         char buf[MAX_ENTRY_LEN + 1];
@@ -304,6 +305,11 @@ int aj_net_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why)
         }
         hostpart = buf;
 
+        if (ask && streq(hostpart, "*")) {
+                r.kind = AJ_NET_RULE_ANY;
+                goto done;
+        }
+
         /* Looks like an address (digits and dots, maybe a prefix)? Then it must be one. */
         if (strchr(hostpart, '/') || strspn(hostpart, "0123456789.") == strlen(hostpart)) {
                 struct in_addr a4;
@@ -332,7 +338,17 @@ done:
         return 0;
 }
 
-int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, AjError *ret_error)
+int aj_net_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why)
+{
+        return rule_parse(entry, false, ret, ret_why);
+}
+
+int aj_net_ask_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why)
+{
+        return rule_parse(entry, true, ret, ret_why);
+}
+
+static int policy_parse(char *const *entries, bool ask, AjNetPolicy **ret, size_t *ret_bad_index, AjError *ret_error)
 {
         AjNetPolicy *p = calloc(1, sizeof(*p));
         size_t n = 0;
@@ -345,8 +361,8 @@ int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad
                 aj_net_policy_free(p);
                 if (ret_bad_index)
                         *ret_bad_index = AJ_NET_MAX_RULES;
-                return aj_error_set(ret_error, -EINVAL, "too many network allow entries (at most %d)",
-                                    AJ_NET_MAX_RULES);
+                return aj_error_set(ret_error, -EINVAL, "too many network %s entries (at most %d)",
+                                    ask ? "ask" : "allow", AJ_NET_MAX_RULES);
         }
         if (n > 0) {
                 p->rules = calloc(n, sizeof(AjNetRule));
@@ -357,7 +373,7 @@ int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad
         }
         for (size_t i = 0; i < n; i++) {
                 const char *why = NULL;
-                int r = aj_net_rule_parse(entries[i], &p->rules[i], &why);
+                int r = rule_parse(entries[i], ask, &p->rules[i], &why);
                 if (r < 0) {
                         aj_net_policy_free(p);
                         if (r != -EINVAL)
@@ -369,12 +385,43 @@ int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad
                         for (char *c = shown; *c; c++)
                                 if ((unsigned char)*c < 0x20 || *c == '"')
                                         *c = '?';
-                        return aj_error_set(ret_error, -EINVAL, "invalid network allow entry \"%s%s\": %s", shown,
+                        return aj_error_set(ret_error, -EINVAL, "invalid network %s entry \"%s%s\": %s",
+                                            ask ? "ask" : "allow", shown,
                                             strlen(entries[i]) >= sizeof(shown) ? "..." : "", why);
                 }
                 p->n_rules++;
         }
         *ret = p;
+        return 0;
+}
+
+int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, AjError *ret_error)
+{
+        return policy_parse(entries, false, ret, ret_bad_index, ret_error);
+}
+
+int aj_net_ask_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, AjError *ret_error)
+{
+        return policy_parse(entries, true, ret, ret_bad_index, ret_error);
+}
+
+int aj_net_policy_add(AjNetPolicy *p, const char *entry, const char **ret_why)
+{
+        if (p->n_rules >= AJ_NET_MAX_RULES) {
+                *ret_why = "the allowlist is full";
+                return -E2BIG;
+        }
+        AjNetRule rule;
+        int r = rule_parse(entry, false, &rule, ret_why);
+        if (r < 0)
+                return r;
+        AjNetRule *n = realloc(p->rules, (p->n_rules + 1) * sizeof(*n));
+        if (!n) {
+                aj_net_rule_done(&rule);
+                return -ENOMEM;
+        }
+        p->rules = n;
+        p->rules[p->n_rules++] = rule;
         return 0;
 }
 
@@ -488,6 +535,8 @@ static bool host_matches(const AjNetRule *r, const char *host, uint16_t port)
 {
         if (r->port != 0 && r->port != port)
                 return false;
+        if (r->kind == AJ_NET_RULE_ANY)
+                return true;
         if (r->kind == AJ_NET_RULE_HOST)
                 return streq(r->host, host);
         if (r->kind == AJ_NET_RULE_WILDCARD) {
@@ -648,4 +697,27 @@ int aj_net_check_resolved(const AjNetPolicy *p, const AjNetAddrSet *host_addrs, 
         }
         *ret = v;
         return 0;
+}
+
+int aj_net_ask_match(const AjNetPolicy *ask, const char *host, uint16_t port)
+{
+        struct sockaddr_storage ss;
+        char norm[AJ_NET_HOST_MAX + 1];
+        const char *why;
+
+        if (!ask || port == 0)
+                return -1;
+        if (literal_address(host, &ss)) {
+                for (size_t i = 0; i < ask->n_rules; i++)
+                        if (ask->rules[i].kind == AJ_NET_RULE_ANY &&
+                            (!ask->rules[i].port || ask->rules[i].port == port))
+                                return (int)i;
+                return aj_net_find_cidr_rule(ask, (struct sockaddr *)&ss, port);
+        }
+        if (aj_net_host_normalize(host, strlen(host), norm, &why) < 0)
+                return -1;
+        for (size_t i = 0; i < ask->n_rules; i++)
+                if (ask->rules[i].kind != AJ_NET_RULE_CIDR && host_matches(&ask->rules[i], norm, port))
+                        return (int)i;
+        return -1;
 }

@@ -41,6 +41,7 @@ typedef enum {
         AJ_NET_RULE_HOST,     /* exact host name */
         AJ_NET_RULE_WILDCARD, /* "*.suffix": strict subdomains of suffix */
         AJ_NET_RULE_CIDR,     /* address range (a single address is /32 or /128) */
+        AJ_NET_RULE_ANY,      /* "*": any host (ask patterns only, never the allowlist) */
 } AjNetRuleKind;
 
 typedef struct {
@@ -66,6 +67,20 @@ int aj_net_policy_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad
 void aj_net_policy_free(AjNetPolicy *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjNetPolicy *, aj_net_policy_free);
 
+/* Ask patterns (profile "network.ask", --ask-net): a destination the allowlist refuses
+ * but one of these matches is held for an operator's decision (src/proxy.h). The
+ * allowlist's syntax, plus "*" and "*:PORT": any host (names and addresses). Errors say
+ * "network ask entry". */
+int aj_net_ask_parse(char *const *entries, AjNetPolicy **ret, size_t *ret_bad_index, AjError *ret_error);
+int aj_net_ask_rule_parse(const char *entry, AjNetRule *ret, const char **ret_why);
+/* The first ask pattern matching `host` (a name, normalized here, or an IP literal) and
+ * `port`: its index, or -1 (no pattern, an invalid name, port 0). */
+int aj_net_ask_match(const AjNetPolicy *ask, const char *host, uint16_t port);
+
+/* Append one allowlist entry at run time (an operator's "approve --always"): -EINVAL with
+ * ret_why for a bad entry, -E2BIG past AJ_NET_MAX_RULES. */
+int aj_net_policy_add(AjNetPolicy *p, const char *entry, const char **ret_why);
+
 /* Refuse `host` (a name or an IP literal) on every port, whatever the rules say, saying
  * `why` ("served by the LLM gateway: use $ANTHROPIC_BASE_URL"). -EINVAL for a name that
  * is not a host name. */
@@ -81,6 +96,7 @@ int aj_net_host_normalize(const char *host, size_t len, char *buf, const char **
 
 typedef struct {
         bool allowed;
+        bool reserved;    /* refused as a reserved host: never asked for */
         int rule;         /* index of the deciding rule, -1 when none matched */
         char reason[320]; /* one line: which rule applied, or why nothing did */
 } AjNetVerdict;

@@ -544,6 +544,22 @@ static int check_net_entry(Check *c, json_t *v)
 
 static int check_net_allow(Check *c, json_t *v) { return check_string_array(c, v, check_net_entry); }
 
+/* network.ask: the allowlist's syntax, plus "*" (any host). */
+static int check_net_ask_entry(Check *c, json_t *v)
+{
+        AjNetRule rule;
+        const char *why = NULL;
+        int r = aj_net_ask_rule_parse(json_string_value(v), &rule, &why);
+        if (r == -EINVAL)
+                return check_fail(c, AJ_JSON_AT_VALUE, "invalid entry %s: %s", GOT(v), why);
+        if (r < 0)
+                return r;
+        aj_net_rule_done(&rule);
+        return 0;
+}
+
+static int check_net_ask(Check *c, json_t *v) { return check_string_array(c, v, check_net_ask_entry); }
+
 /* Each connection may hold a bounded number of bytes in the host's kernel (src/proxy.h):
  * the count bounds what one run can pin outside its cgroup. */
 static int check_net_max_connections(Check *c, json_t *v) { return check_int_range(c, v, 1, 4096); }
@@ -552,6 +568,7 @@ static int check_network(Check *c, json_t *v)
 {
         static const Field fields[] = {
                 { "allow", check_net_allow },
+                { "ask", check_net_ask },
                 { "egress_bytes", check_size },
                 { "max_connections", check_net_max_connections },
                 {},

@@ -283,6 +283,8 @@ int profile_from_json(json_t *root, AjProfile *p)
 
         if ((r = strlist_from(&p->net_allow, get_path(root, "network", "allow"))) < 0)
                 return r;
+        if ((r = strlist_from(&p->net_ask, get_path(root, "network", "ask"))) < 0)
+                return r;
         if ((v = get_path(root, "network", "egress_bytes")) && json_size(v, &u) >= 0)
                 p->egress_bytes = u;
         if ((v = get_path(root, "network", "max_connections")) && json_is_integer(v))
@@ -482,7 +484,7 @@ static json_t *profile_tree(const AjProfile *p)
                 json_pack("{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s, s:o}, s:{s:I, s:I, s:I, s:I},"
                           " s:{s:s, s:o, s:o, s:b, s:b},"
                           " s:{s:o, s:I, s:f, s:o, s:o, s:I, s:I, s:o, s:b},"
-                          " s:{s:o, s:o, s:I}, s:{s:o, s:o}, s:o, s:{s:o, s:o, s:I}}",
+                          " s:{s:o, s:o, s:o, s:I}, s:{s:o, s:o}, s:o, s:{s:o, s:o, s:I}}",
                           "hostname", p->hostname, "filesystem", "ro", bindlist_json(&p->ro), "rw",
                           bindlist_json(&p->rw), "tmpfs", strlist_json(&p->tmpfs), "hide", strlist_json(&p->hide),
                           "workspace", workspace, "home", p->home, "allow_sensitive", strlist_json(&p->allow_sensitive),
@@ -494,7 +496,8 @@ static json_t *profile_tree(const AjProfile *p)
                           "cpu", p->cpu, "wall", duration_json(p->wall_ns), "wall_grace",
                           duration_json(p->wall_grace_ns), "nofile", (json_int_t)p->nofile, "nproc",
                           (json_int_t)p->nproc, "fsize", size_json(p->fsize), "core", (int)p->core, "network", "allow",
-                          strlist_json(&p->net_allow), "egress_bytes", size_json(p->egress_bytes), "max_connections",
+                          strlist_json(&p->net_allow), "ask", strlist_json(&p->net_ask), "egress_bytes",
+                          size_json(p->egress_bytes), "max_connections",
                           (json_int_t)(p->net_max_connections ? p->net_max_connections : AJ_PROXY_MAX_CONNECTIONS),
                           "env", "pass", strlist_json(&p->env_pass), "set", env_set_json(&p->env_set), "allow_degraded",
                           degraded, "logs", "output_bytes", size_json(p->log_output_bytes), "events_bytes",
@@ -567,6 +570,7 @@ void aj_profile_free(AjProfile *p)
         strlist_done(&p->seccomp_deny);
         strlist_done(&p->seccomp_allow);
         strlist_done(&p->net_allow);
+        strlist_done(&p->net_ask);
         strlist_done(&p->env_pass);
         strlist_done(&p->env_set);
         strlist_done(&p->tools_allow);

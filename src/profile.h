@@ -126,6 +126,7 @@ typedef struct AjProfile {
 
         /* network: allowlist entries (src/net.h syntax, validated at load) and the egress cap */
         AjStrList net_allow;
+        AjStrList net_ask;            /* "network.ask": hosts held for an operator's decision (src/proxy.h) */
         uint64_t egress_bytes;        /* bytes through the proxy, both directions; 0 = not capped */
         unsigned net_max_connections; /* proxy connections at once; 0 = AJ_PROXY_MAX_CONNECTIONS */
 

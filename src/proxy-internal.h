@@ -6,6 +6,7 @@
  *   proxy-request.c  from the first byte to a connected upstream: read and parse the
  *                    request, judge it (names, then resolved addresses), connect
  *   proxy-relay.c    the relay: splice through pipes, plain HTTP framed, bytes counted
+ *   proxy-ask.c      connections held for an operator's decision (network.ask)
  *   http-parse.c, socks-parse.c   the parsers (pure)
  */
 #pragma once
@@ -35,6 +36,7 @@ typedef enum {
         ST_SOCKS_REQUEST,
         ST_RESOLVING,
         ST_CONNECTING,
+        ST_ASKING, /* held for an operator's decision: no reply, no upstream */
         ST_RELAY,
         ST_REFUSE, /* writing an error reply */
         ST_LINGER, /* reply sent; draining what the client still sends so it is not reset */
@@ -53,6 +55,22 @@ typedef struct {
 
 struct AjProxy;
 
+/* A host awaiting an operator's decision ("net-N"); every connection to the same host and
+ * port that arrives meanwhile waits for the same decision. */
+typedef struct Ask {
+        bool used;
+        uint64_t n;        /* the N of "net-N" */
+        uint64_t order;    /* arrival order */
+        uint64_t since_ns; /* CLOCK_REALTIME */
+        char host[AJ_NET_HOST_MAX + 1];
+        uint16_t port;
+        char pattern[96]; /* the ask pattern that matched */
+        const char *proto;
+        unsigned held;     /* connections waiting for it */
+        json_t *process;   /* who asked first (opts.peer_process), or NULL */
+        AjLoopTimer timer; /* the deadline; userdata: the proxy */
+} Ask;
+
 typedef struct Conn {
         struct AjProxy *p;
         unsigned slot;
@@ -69,6 +87,8 @@ typedef struct Conn {
         uint16_t port;
         char rule[96];
         const char *error;
+        Ask *ask;      /* ST_ASKING: the approval it waits for */
+        bool approved; /* let through by an operator: addresses judged like resolved ones */
         struct sockaddr_storage cand[AJ_RESOLVE_MAX_ADDRS];
         size_t n_cand, next_cand;
         struct sockaddr_storage addr;
@@ -113,6 +133,11 @@ struct AjProxy {
         uint64_t total, denied, bytes_up, bytes_down;
         unsigned *pending;
         unsigned n_pending;
+        /* network.ask */
+        Ask asks[AJ_PROXY_MAX_ASKS];
+        unsigned n_asks, held;
+        uint64_t next_ask, ask_order;
+        AjNetPolicy *granted; /* hosts approved --always, judged after the allowlist */
 };
 
 /* proxy.c */
@@ -129,9 +154,22 @@ void proxy_conn_kick(Conn *c);
 
 /* proxy-request.c */
 void proxy_read_request(Conn *c);
+/* Refuse with 403 (SOCKS "not allowed") and record net.denied. */
+void proxy_deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr);
+/* The destination may be reached: resolve it, or connect to the literal. */
+void proxy_proceed(Conn *c);
 void proxy_connect_failed(Conn *c, int err);
 /* Bytes after the one request a plain HTTP connection carries: never relayed. */
 void proxy_note_pipelined(Conn *c, const char *data, size_t len);
+
+/* proxy-ask.c */
+/* `v` refused c's destination: hold it for an operator when an ask pattern matches.
+ * False: not asked for (the caller refuses as before); true: held or refused here. */
+bool proxy_ask(Conn *c, const AjNetVerdict *v);
+/* A held connection is going away (closed): it no longer waits; the last one cancels. */
+void proxy_ask_detach(Conn *c);
+/* Hosts approved with --always: the verdict of the grants for c's destination. */
+bool proxy_granted(AjProxy *p, const char *host, uint16_t port, AjNetVerdict *ret);
 
 /* proxy-relay.c */
 void proxy_start_relay(Conn *c);

@@ -31,7 +31,7 @@ static void deny_with(Conn *c, const AjNetVerdict *v, const struct sockaddr *add
         proxy_refuse(c, http_status, 0x02, reason);
 }
 
-static void deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr) { deny_with(c, v, addr, 403); }
+void proxy_deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr) { deny_with(c, v, addr, 403); }
 
 /* Bytes after the one request a plain HTTP connection carries: never relayed. The first
  * time, say so (naming the next request's host when its head is there). */
@@ -59,7 +59,7 @@ static void deny_unjudged(Conn *c, const char *why)
 {
         AjNetVerdict v = { .rule = -1 };
         snprintf(v.reason, sizeof(v.reason), "invalid destination: %s", why);
-        deny(c, &v, NULL);
+        proxy_deny(c, &v, NULL);
 }
 
 static void connect_next(Conn *c);
@@ -169,7 +169,7 @@ static void on_resolved(void *userdata, int error, const struct sockaddr_storage
                 /* Fail closed: without this host's addresses no resolved address can be judged. */
                 AjNetVerdict v = { .rule = -1 };
                 snprintf(v.reason, sizeof(v.reason), "cannot read this host's addresses to check %s", c->host);
-                deny(c, &v, NULL);
+                proxy_deny(c, &v, NULL);
                 return;
         }
         for (size_t i = 0; i < n; i++) {
@@ -188,7 +188,7 @@ static void on_resolved(void *userdata, int error, const struct sockaddr_storage
                 return;
         }
         if (have_denial) {
-                deny(c, &first_denial, (struct sockaddr *)&denied_addr);
+                proxy_deny(c, &first_denial, (struct sockaddr *)&denied_addr);
                 return;
         }
         char reason[400];
@@ -222,16 +222,34 @@ static void evaluate(Conn *c)
         aj_net_check_host(p->policy, c->host, c->port, &v);
         if (v.rule >= 0)
                 snprintf(c->rule, sizeof(c->rule), "%s", p->policy->rules[v.rule].text);
+        if (!v.allowed && !v.reserved && proxy_granted(p, c->host, c->port, &v)) {
+                /* Approved with --always: as if approved again (addresses judged likewise). */
+                c->approved = true;
+                snprintf(c->rule, sizeof(c->rule), "%s", p->granted->rules[v.rule].text);
+        }
         if (!v.allowed) {
-                deny(c, &v, NULL);
+                if (!proxy_ask(c, &v))
+                        proxy_deny(c, &v, NULL);
                 return;
         }
+        proxy_proceed(c);
+}
+
+void proxy_proceed(Conn *c)
+{
+        AjProxy *p = c->p;
         struct sockaddr_storage ss = {};
         if (inet_pton(AF_INET, c->host, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
                 ss.ss_family = AF_INET;
         else if (inet_pton(AF_INET6, c->host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
                 ss.ss_family = AF_INET6;
         proxy_set_deadline_ms(c, p->opts.connect_timeout_ms);
+        if (ss.ss_family != 0 && c->approved) {
+                /* An operator let this address through, not an address rule: judged as a
+                 * name's resolved address (internal ones and this host's own refused). */
+                on_resolved(c, 0, &ss, 1);
+                return;
+        }
         if (ss.ss_family != 0) {
                 /* A literal: the address rule already decided. */
                 c->cand[0] = ss;

@@ -180,9 +180,17 @@ close_now:
         proxy_conn_close(c);
 }
 
-static void on_client(Conn *c)
+static void on_client(Conn *c, uint32_t events)
 {
         switch (c->state) {
+        case ST_ASKING:
+                /* Nothing is read while it waits; a client that hangs up (or half-closes:
+                 * taken as gone) cancels its wait. */
+                if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                        c->error = "client left while awaiting approval";
+                        proxy_conn_close(c);
+                }
+                break;
         case ST_HTTP_HEAD:
         case ST_SOCKS_GREETING:
         case ST_SOCKS_REQUEST:
@@ -207,8 +215,7 @@ static void on_client_io(AjLoopIo *io, int fd, uint32_t events, void *userdata)
 {
         (void)io;
         (void)fd;
-        (void)events;
-        on_client(userdata);
+        on_client(userdata, events);
 }
 
 /* Re-run a connection whose state changed without a new edge on its fds. */
@@ -227,7 +234,10 @@ void proxy_conn_close(Conn *c)
         if (c->evaluated) {
                 json_t *f = proxy_conn_json(c);
                 if (f) {
-                        json_object_set_new(f, "verdict", json_string(c->denied ? "denied" : "allowed"));
+                        json_object_set_new(f, "verdict",
+                                            json_string(c->denied               ? "denied"
+                                                        : c->state == ST_ASKING ? "cancelled"
+                                                                                : "allowed"));
                         if (c->rule[0])
                                 json_object_set_new(f, "rule", json_string(c->rule));
                         json_object_set_new(f, "bytes_up", json_integer((json_int_t)c->up.bytes));
@@ -240,6 +250,7 @@ void proxy_conn_close(Conn *c)
                 }
                 proxy_emit(p, "net.connect", f);
         }
+        proxy_ask_detach(c);
         aj_loop_timer_stop(&c->deadline);
         /* Before closing: a later event for them in this turn is then not delivered. */
         aj_loop_io_remove(c->cio);
@@ -431,6 +442,8 @@ void aj_proxy_free(AjProxy *p)
 {
         if (!p)
                 return;
+        if (p->slots)
+                aj_proxy_cancel_asks(p, "the run ended");
         for (unsigned s = 0; p->slots && s < p->n_slots; s++)
                 if (p->slots[s])
                         proxy_conn_close(p->slots[s]);
@@ -444,6 +457,7 @@ void aj_proxy_free(AjProxy *p)
                 if (fds[i] >= 0)
                         close(fds[i]);
         aj_loop_free(p->loop);
+        aj_net_policy_free(p->granted);
         free(p->slots);
         free(p->pending);
         free(p);

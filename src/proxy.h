@@ -7,7 +7,8 @@
  * sockets are opened by the supervisor in the host's. Each request is checked with
  * src/net.h, names are resolved with src/resolve.h, data is spliced through a pipe
  * per direction, bytes are charged to the egress meter and every connection is an
- * event ("net.connect" when it closes, "net.denied" at refusal).
+ * event ("net.connect" when it closes, "net.denied" at refusal). A destination the
+ * allowlist refuses but network.ask matches waits for an operator (src/proxy-ask.c).
  */
 #pragma once
 
@@ -37,12 +38,29 @@
  * holds at most max_connections * AJ_PROXY_CONN_MAX_BYTES (256 * 2.5 MiB) in the host. */
 #define AJ_PROXY_MAX_CONNECTIONS 256
 
+/* Hosts awaiting an operator's decision at once (network.ask), and connections held for
+ * them: more are refused (403, net.denied). Held connections count against
+ * max_connections too. */
+#define AJ_PROXY_MAX_ASKS 16
+#define AJ_PROXY_MAX_HELD 64
+#define AJ_PROXY_ASK_TIMEOUT_NS (15 * 60 * 1000000000ull)
+
 typedef struct AjProxy AjProxy;
 
 typedef struct {
         uint64_t header_timeout_ms;  /* request head / SOCKS handshake (default 30 s) */
         uint64_t connect_timeout_ms; /* resolution + connect (default 20 s) */
         unsigned max_connections;    /* default AJ_PROXY_MAX_CONNECTIONS */
+        /* network.ask (borrowed, may be NULL): a destination the allowlist refuses but one
+         * of these matches is held, without a reply, until aj_proxy_decide() or
+         * ask_timeout_ns (0: AJ_PROXY_ASK_TIMEOUT_NS), when it is refused. */
+        const AjNetPolicy *ask;
+        uint64_t ask_timeout_ns;
+        /* Optional: the jail's processes holding the client end of accepted socket `fd`,
+         * for approval.requested: {"pid", "jail_pid", "cmd"} when one process holds it,
+         * else {"pid": null, "note"} saying why it is not known. New reference or NULL. */
+        json_t *(*peer_process)(void *userdata, int fd);
+        void *peer_userdata;
 } AjProxyOptions;
 
 /* In the jail's child, after lo is up: 127.0.0.1:3128 (HTTP) and 127.0.0.1:1080
@@ -63,6 +81,21 @@ void aj_proxy_free(AjProxy *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjProxy *, aj_proxy_free);
 /* {"connections", "active", "denied", "bytes_up", "bytes_down"}; new reference. */
 json_t *aj_proxy_stats(AjProxy *p);
+
+/* Hosts awaiting approval, oldest first: [{"id": "net-N", "kind": "net", "host", "port",
+ * "pattern", "state": "awaiting_approval", "connections", "process", "since", "age_s",
+ * "timeout_in_s"}]. New reference, NULL without memory. */
+json_t *aj_proxy_pending(AjProxy *p);
+/* Approve or deny the host approval `id` ("net-N"): every connection waiting for it goes
+ * on (judged as if allowed: resolution and the internal-address rules still apply) or
+ * is refused (403, SOCKS "not allowed"). `always` (approve only) adds "host:port" to the
+ * run's allowlist for the rest of the run. `by` names the operator. On success *ret
+ * (if given) is {"id", "kind", "host", "port", "decision", "always", "connections"}.
+ * -ENOENT: no such approval pending. */
+int aj_proxy_decide(AjProxy *p, const char *id, bool approve, bool always, const char *by, const char *reason,
+                    json_t **ret, AjError *ret_error);
+/* Every pending host approval is cancelled (recorded; its connections closed). */
+void aj_proxy_cancel_asks(AjProxy *p, const char *reason);
 
 /* The agent's environment: HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY and lower-case
  * forms, appended as "KEY=VALUE" to a NULL-terminated vector. */

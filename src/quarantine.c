@@ -111,7 +111,8 @@ int aj_approval_commands(const char *run_id, const char *call_id, const char *di
         if (!call)
                 return -ENOMEM;
         char *approve = NULL, *deny = NULL;
-        if (asprintf(&approve, "agentjail approve %s %s --digest %s", run_id, call, digest) < 0)
+        if ((digest ? asprintf(&approve, "agentjail approve %s %s --digest %s", run_id, call, digest)
+                    : asprintf(&approve, "agentjail approve %s %s", run_id, call)) < 0)
                 return -ENOMEM;
         if (asprintf(&deny, "agentjail deny %s %s --reason TEXT", run_id, call) < 0) {
                 free(approve);

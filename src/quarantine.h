@@ -31,7 +31,8 @@ int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, c
  * --digest SHA256` and `agentjail deny RUN CALL --reason TEXT` (RUN and SHA256 are hex).
  * The call id is the agent's (any printable bytes but spaces, quotes and `;` included): it
  * is single-quoted for sh with its own quotes escaped, so a shell (or an alert script)
- * running the line passes it as one argument and nothing of it runs. Returns 0 or
+ * running the line passes it as one argument and nothing of it runs. A NULL digest (a
+ * host approval, "net-N") leaves --digest out. Returns 0 or
  * -ENOMEM; on success the caller frees both. */
 int aj_approval_commands(const char *run_id, const char *call_id, const char *digest, char **ret_approve,
                          char **ret_deny);

@@ -89,7 +89,7 @@ void aj_approval_free(AjApproval *a)
         free(a);
 }
 
-/* What is held: "call" (a tool call) or "net" (a connection). */
+/* What is held: "call" (a tool call) or "host" (a connection). */
 static json_t *subject_json(const AjApproval *a, const char **ret_key)
 {
         switch (a->subject) {
@@ -97,8 +97,8 @@ static json_t *subject_json(const AjApproval *a, const char **ret_key)
                 *ret_key = "call";
                 return a->call ? json_incref(a->call) : NULL;
         case AJ_APPROVAL_NET:
-                *ret_key = "net";
-                return json_pack("{s:s, s:s, s:i}", "id", a->net.id, "host", a->net.host, "port", (int)a->net.port);
+                *ret_key = "host";
+                return a->host ? json_incref(a->host) : NULL;
         }
         return NULL;
 }
@@ -109,8 +109,9 @@ int aj_approval_write(const char *run_dir, const AjApproval *a)
         json_t *subject = subject_json(a, &key);
         if (!subject)
                 return -EINVAL;
-        json_auto_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s}", "kind", "approval", "run", a->run, "name",
-                                     a->name, "ts", a->ts, key, subject, "approve", a->approve, "deny", a->deny);
+        json_auto_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s*}", "kind", "approval", "run", a->run,
+                                     "name", a->name, "ts", a->ts, key, subject, "approve", a->approve, "deny", a->deny,
+                                     "approve_always", a->approve_always);
         if (!doc)
                 return -ENOMEM;
         return aj_run_file_write_json(run_dir, AJ_RUN_FILE_APPROVAL, doc);
@@ -129,22 +130,22 @@ static int approval_from_json(json_t *doc, const char *path, AjApproval **ret, A
         a->name = aj_member_string(&tc, doc, "name", "name", false);
         a->ts = aj_member_string(&tc, doc, "ts", "ts", false);
         a->call = aj_member_object(&tc, doc, "call", "call", false);
-        json_t *net = aj_member_object(&tc, doc, "net", "net", false);
-        a->net.id = aj_member_string(&tc, net, "id", "net.id", false);
-        a->net.host = aj_member_string(&tc, net, "host", "net.host", false);
+        a->host = aj_member_object(&tc, doc, "host", "host", false);
+        (void)aj_member_string(&tc, a->host, "id", "host.id", false);
+        const char *host = aj_member_string(&tc, a->host, "host", "host.host", false);
         json_int_t port = 0;
-        (void)aj_member_integer(&tc, net, "port", "net.port", 1, 65535, &port);
-        a->net.port = (uint16_t)port;
+        (void)aj_member_integer(&tc, a->host, "port", "host.port", 1, 65535, &port);
         a->approve = aj_member_string(&tc, doc, "approve", "approve", false);
         a->deny = aj_member_string(&tc, doc, "deny", "deny", false);
+        a->approve_always = aj_member_string(&tc, doc, "approve_always", "approve_always", false);
         if (tc.r < 0)
                 return tc.r;
-        if (!a->call == !net)
+        if (!a->call == !a->host)
                 return aj_error_set(ret_error, -EBADMSG,
-                                    "'%s': needs one of \"call\" (a tool call) or \"net\" (a host)", path);
-        if (net && (!a->net.host || !port))
-                return aj_error_set(ret_error, -EBADMSG, "'%s': \"net\" needs \"host\" and \"port\"", path);
-        a->subject = net ? AJ_APPROVAL_NET : AJ_APPROVAL_TOOL;
+                                    "'%s': needs one of \"call\" (a tool call) or \"host\" (a connection)", path);
+        if (a->host && (!host || !port))
+                return aj_error_set(ret_error, -EBADMSG, "'%s': \"host\" needs \"host\" and \"port\"", path);
+        a->subject = a->host ? AJ_APPROVAL_NET : AJ_APPROVAL_TOOL;
         *ret = TAKE_PTR(a);
         return 0;
 }

@@ -222,7 +222,7 @@ int aj_incident_from_json(json_t *doc, const char *path, AjIncident **ret, AjErr
  * approval.json: the last call held for an operator's decision, with the commands that
  * decide it; the alert command gets it on stdin. Its subject is a tool call (the broker's
  * approvals: "call", the call as `inspect` lists it) or a connection to a host (the
- * proxy's: "net", {"id", "host", "port"}).
+ * proxy's: "host", {"kind": "net", "id", "host", "port", ...}).
  */
 typedef enum {
         AJ_APPROVAL_TOOL,
@@ -232,12 +232,11 @@ typedef enum {
 typedef struct {
         AjApprovalSubject subject;
         const char *run, *name, *ts;
-        json_t *call; /* AJ_APPROVAL_TOOL */
-        struct {
-                const char *id, *host;
-                uint16_t port;
-        } net;                      /* AJ_APPROVAL_NET */
+        json_t *call;               /* AJ_APPROVAL_TOOL: the held call, as the broker describes it */
+        json_t *host;               /* AJ_APPROVAL_NET: the held connection, as the proxy describes it
+                       * ({"kind": "net", "id", "host", "port", ...}) */
         const char *approve, *deny; /* the operator's commands that decide it */
+        const char *approve_always; /* AJ_APPROVAL_NET: ... and allow the host for the run */
         json_t *doc;                /* as read; NULL in a record to write */
 } AjApproval;
 

@@ -122,6 +122,7 @@ typedef struct {
         AjControl *control;
         AjProxy *proxy;
         AjNetPolicy *net_policy;
+        AjNetPolicy *net_ask; /* network.ask + --ask-net, or NULL */
         AjLoopIo *broker_io, *control_io, *proxy_io, *llm_io;
         AjSupLlm llm; /* the LLM gateway (llm.providers), its metering */
         AjHooks hooks;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* `agentjail approve | deny`: decide a tool call a live run's broker holds. */
+/* `agentjail approve | deny`: decide a tool call a live run's broker holds, or a host
+ * ("net-N") its proxy holds a connection for. */
 #include <stdio.h>
 #include <string.h>
 
@@ -7,18 +8,22 @@
 #include "cli/verbs.h"
 #include "control.h"
 
-#define APPROVE_USAGE "agentjail approve RUN CALL [--digest SHA256] [--json]"
-#define APPROVE_HELP                                                                     \
-        "Approve a tool call the run's broker is holding for approval (see 'agentjail\n" \
-        "inspect RUN': pending calls awaiting_approval). The agent's call goes on.\n"    \
-        "--digest: the call's arguments_sha256 as reviewed; refused if it differs."
+#define APPROVE_USAGE "agentjail approve RUN CALL [--digest SHA256] [--always] [--json]"
+#define APPROVE_HELP                                                                          \
+        "Approve a tool call the run's broker is holding for approval (see 'agentjail\n"      \
+        "inspect RUN': pending calls awaiting_approval). The agent's call goes on.\n"         \
+        "A CALL net-N is a host the egress proxy holds connections for (network.ask): they\n" \
+        "go on, still refused if the host resolves to an internal address.\n"                 \
+        "--digest: the call's arguments_sha256 as reviewed; refused if it differs.\n"         \
+        "--always: (net-N) allow the host and port for the rest of the run."
 #define DENY_USAGE "agentjail deny RUN CALL [--reason TEXT] [--json]"
 #define DENY_HELP                                                                     \
         "Deny a tool call the run's broker is holding for approval. The agent gets\n" \
-        "\"deny\" and the reason."
+        "\"deny\" and the reason. A CALL net-N refuses the connections waiting for\n" \
+        "that host (HTTP 403, SOCKS \"not allowed\")."
 
 typedef struct {
-        bool approve, json;
+        bool approve, json, always;
         const char *run, *call;
         const char *digest, *reason;
 } Decision;
@@ -29,6 +34,7 @@ static int parse_decision(int argc, char **argv, Decision *d)
         static const struct option approve_options[] = {
                 CLI_OPTIONS_COMMON,
                 { "digest", required_argument, NULL, CLI_OPT_DIGEST },
+                { "always", no_argument, NULL, CLI_OPT_ALWAYS },
                 {},
         };
         static const struct option deny_options[] = {
@@ -47,6 +53,8 @@ static int parse_decision(int argc, char **argv, Decision *d)
                         d->json = true;
                 else if (c == CLI_OPT_DIGEST)
                         d->digest = optarg;
+                else if (c == CLI_OPT_ALWAYS)
+                        d->always = true;
                 else if (c == CLI_OPT_REASON)
                         d->reason = optarg;
                 else
@@ -77,6 +85,8 @@ static int decide_cmd(int argc, char **argv, bool approve)
         const char *cmd = argv[0];
         json_auto_t *req = json_pack("{s:s, s:s, s:s*, s:s*}", "op", approve ? "approve" : "deny", "call", d.call,
                                      "digest", d.digest, "reason", d.reason);
+        if (req && d.always)
+                json_object_set_new(req, "always", json_true());
         if (!req)
                 return CLI_EXIT_FAIL;
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
@@ -84,7 +94,9 @@ static int decide_cmd(int argc, char **argv, bool approve)
         if (cli_open_run(cmd, d.run, &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
         char done[200];
-        snprintf(done, sizeof(done), "%s call %s", approve ? "approved" : "denied", d.call);
+        snprintf(done, sizeof(done), "%s %s %s%s", approve ? "approved" : "denied",
+                 strncmp(d.call, AJ_NET_APPROVAL_PREFIX, strlen(AJ_NET_APPROVAL_PREFIX)) == 0 ? "host" : "call", d.call,
+                 d.always ? " (and for the rest of the run)" : "");
         return cli_control_op(cmd, run, req, d.json, done);
 }
 

@@ -204,7 +204,8 @@ static void print_pending(json_t *doc)
 {
         json_t *pending = json_object_get(doc, "pending");
         if (json_is_array(pending)) {
-                puts("pending calls (awaiting approval, or allowed and without a tool_result yet):");
+                puts("pending calls (awaiting approval, or allowed and without a tool_result yet) and hosts "
+                     "(net-N):");
                 if (json_array_size(pending) == 0)
                         puts("  (none)");
                 else
@@ -212,9 +213,29 @@ static void print_pending(json_t *doc)
                 size_t i;
                 json_t *p;
                 json_array_foreach (pending, i, p) {
-                        printf("  %-24s %-32s %-17s %7.1fs  %s", cli_jstr(p, "gen_ai.tool.call.id") ?: "?",
-                               cli_jstr(p, "gen_ai.tool.name") ?: "?", cli_jstr(p, "state") ?: "?",
-                               json_number_value(json_object_get(p, "age_s")), cli_jstr(p, "since") ?: "?");
+                        const char *kind = cli_jstr(p, "kind");
+                        if (kind && streq(kind, "net")) {
+                                /* A host a proxy connection waits for: "host:port" in the TOOL column. */
+                                char what[300];
+                                const char *host = cli_jstr(p, "host") ?: "?";
+                                snprintf(what, sizeof(what), strchr(host, ':') ? "[%s]:%lld" : "%s:%lld", host,
+                                         (long long)json_integer_value(json_object_get(p, "port")));
+                                printf("  %-24s %-32s %-17s %7.1fs  %s", cli_jstr(p, "id") ?: "?", what,
+                                       cli_jstr(p, "state") ?: "?", json_number_value(json_object_get(p, "age_s")),
+                                       cli_jstr(p, "since") ?: "?");
+                                json_t *proc = json_object_get(p, "process");
+                                if (json_is_integer(json_object_get(proc, "pid")))
+                                        printf("  pid %lld %s",
+                                               (long long)json_integer_value(json_object_get(proc, "pid")),
+                                               cli_jstr(proc, "cmd") ?: "");
+                                json_int_t conns = json_integer_value(json_object_get(p, "connections"));
+                                if (conns > 1)
+                                        printf("  (%lld connections)", (long long)conns);
+                        } else {
+                                printf("  %-24s %-32s %-17s %7.1fs  %s", cli_jstr(p, "gen_ai.tool.call.id") ?: "?",
+                                       cli_jstr(p, "gen_ai.tool.name") ?: "?", cli_jstr(p, "state") ?: "?",
+                                       json_number_value(json_object_get(p, "age_s")), cli_jstr(p, "since") ?: "?");
+                        }
                         if (json_is_number(json_object_get(p, "timeout_in_s")))
                                 printf("  (denied in %.0fs)", json_number_value(json_object_get(p, "timeout_in_s")));
                         putchar('\n');

@@ -25,8 +25,8 @@ static const char main_help[] =
         "  logs RUN [-f] [--json] [--type PREFIX]\n"
         "                                  the run's event chain\n"
         "  freeze RUN | thaw RUN [--raise KEY=VALUE]... | kill RUN\n"
-        "  approve RUN CALL [--digest SHA256] | deny RUN CALL [--reason TEXT]\n"
-        "                                  decide a tool call held for approval\n"
+        "  approve RUN CALL [--digest SHA256] [--always] | deny RUN CALL [--reason TEXT]\n"
+        "                                  decide a tool call or a host (net-N) held for approval\n"
         "  quarantine list | show RUN | release RUN | purge RUN\n"
         "  diff RUN | commit RUN [--force] | discard RUN\n"
         "                                  review an overlay workspace's changes, apply or drop them\n"
@@ -54,6 +54,9 @@ static const char run_help[] =
         "      --cap KEY=VALUE       cap a meter for this run: tokens, input_tokens, output_tokens,\n"
         "                            cost_usd, tool_calls, tool_calls_per_min, repeat_limit\n"
         "      --allow-net HOST[:PORT]  allow egress to HOST (added to the profile's network.allow)\n"
+        "      --ask-net PATTERN     a connection to a host the allowlist refuses but PATTERN\n"
+        "                            matches (\"*\", \"*.example.com\", HOST[:PORT]) waits for an\n"
+        "                            operator: agentjail approve RUN net-N (added to network.ask)\n"
         "      --llm NAME            serve the model provider NAME (the profile's llm.providers.NAME,\n"
         "                            or anthropic, openai) through the metering gateway: the agent\n"
         "                            gets its base URL and a placeholder key, the key stays here\n"
@@ -140,23 +143,29 @@ void aj_cli_run_options_done(AjRunOptions *o)
         aj_strv_free(o->caps);
         aj_strv_free(o->allow_net);
         aj_strv_free(o->llm);
-        o->caps = o->allow_net = o->llm = NULL;
+        aj_strv_free(o->ask_net);
+        o->caps = o->allow_net = o->llm = o->ask_net = NULL;
         bind_list_done(&o->extra_ro);
         bind_list_done(&o->extra_rw);
 }
 
-enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY, OPT_LLM, OPT_HOOKS };
+enum { OPT_RO = 0x100, OPT_RW, OPT_JSON, OPT_CAP, OPT_ALLOW_NET, OPT_NO_TTY, OPT_LLM, OPT_HOOKS, OPT_ASK_NET };
 
-/* --cap, --allow-net, --llm: each may be given again, and each adds to its list. */
+/* --cap, --allow-net, --ask-net, --llm: each may be given again, and each adds to its list. */
 static int add_repeated(AjRunOptions *o, int opt, const char *arg, AjError *ret_error)
 {
         if (opt == OPT_CAP && !strchr(arg, '='))
                 return aj_error_set(ret_error, -EINVAL, "--cap: '%s': expected KEY=VALUE, e.g. tokens=50000", arg);
         if (opt == OPT_ALLOW_NET && !*arg)
                 return aj_error_set(ret_error, -EINVAL, "--allow-net: empty entry");
+        if (opt == OPT_ASK_NET && !*arg)
+                return aj_error_set(ret_error, -EINVAL, "--ask-net: empty pattern");
         if (opt == OPT_LLM && !*arg)
                 return aj_error_set(ret_error, -EINVAL, "--llm: expected a provider name, e.g. --llm anthropic");
-        char ***list = opt == OPT_CAP ? &o->caps : opt == OPT_ALLOW_NET ? &o->allow_net : &o->llm;
+        char ***list = opt == OPT_CAP         ? &o->caps
+                       : opt == OPT_ALLOW_NET ? &o->allow_net
+                       : opt == OPT_ASK_NET   ? &o->ask_net
+                                              : &o->llm;
         return aj_strv_push(list, arg) < 0 ? -ENOMEM : 0;
 }
 
@@ -178,6 +187,7 @@ static const struct option run_options[] = {
         { "json", no_argument, NULL, OPT_JSON },
         { "cap", required_argument, NULL, OPT_CAP },
         { "allow-net", required_argument, NULL, OPT_ALLOW_NET },
+        { "ask-net", required_argument, NULL, OPT_ASK_NET },
         { "llm", required_argument, NULL, OPT_LLM },
         { "hooks", required_argument, NULL, OPT_HOOKS },
         { "tty", no_argument, NULL, 't' },
@@ -209,6 +219,7 @@ static int parse_option(AjRunOptions *o, int c, char **argv, AjError *ret_error)
                 return 0;
         case OPT_CAP:
         case OPT_ALLOW_NET:
+        case OPT_ASK_NET:
         case OPT_LLM:
                 return add_repeated(o, c, optarg, ret_error);
         case OPT_HOOKS: {

@@ -36,6 +36,7 @@ enum {
         CLI_OPT_VERIFY,
         CLI_OPT_OTLP,
         CLI_OPT_PATCH,
+        CLI_OPT_ALWAYS,
 };
 /* The two options every verb has. */
 #define CLI_OPTIONS_COMMON \

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -95,26 +96,36 @@ void aj_sup_alert_start(AjSupAlert *a, const char *kind, const char *input)
                               "timeout_ms", (json_int_t)(timeout / 1000000)));
 }
 
-/* The owner learns that a call waits for them: approval.json and the alert command. */
+/* The owner learns that a call (or, "kind": "net", a host a proxy connection asks for)
+ * waits for them: approval.json and the alert command. */
 void aj_sup_alert_approval(AjSupAlert *a, json_t *call)
 {
         if (!configured(a))
                 return;
         char ts[40];
-        const char *id = json_string_value(json_object_get(call, "gen_ai.tool.call.id"));
+        bool net = json_is_string(json_object_get(call, "kind")) &&
+                   streq(json_string_value(json_object_get(call, "kind")), "net");
+        const char *id = json_string_value(json_object_get(call, net ? "id" : "gen_ai.tool.call.id"));
         const char *digest = json_string_value(json_object_get(call, "arguments_sha256"));
-        _cleanup_free_ char *approve = NULL, *deny = NULL;
-        if (aj_approval_commands(a->cfg.id, id ? id : "?", digest ? digest : "?", &approve, &deny) < 0) {
+        _cleanup_free_ char *approve = NULL, *deny = NULL, *always = NULL;
+        if (aj_approval_commands(a->cfg.id, id ? id : "?",
+                                 net      ? NULL
+                                 : digest ? digest
+                                          : "?",
+                                 &approve, &deny) < 0 ||
+            (net && asprintf(&always, "%s --always", approve) < 0)) {
                 aj_log_errno(-ENOMEM, "Failed to write the approval request in '%s'", a->cfg.run_dir);
                 return;
         }
-        AjApproval approval = { .subject = AJ_APPROVAL_TOOL,
+        AjApproval approval = { .subject = net ? AJ_APPROVAL_NET : AJ_APPROVAL_TOOL,
                                 .run = a->cfg.id,
                                 .name = a->cfg.name,
                                 .ts = aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts)),
-                                .call = call,
+                                .call = net ? NULL : call,
+                                .host = net ? call : NULL,
                                 .approve = approve,
-                                .deny = deny };
+                                .deny = deny,
+                                .approve_always = always };
         int r = aj_approval_write(a->cfg.run_dir, &approval);
         if (r < 0) {
                 aj_log_errno(r, "Failed to write the approval request in '%s'", a->cfg.run_dir);

@@ -145,6 +145,11 @@ static json_t *op_inspect(void *userdata)
         }
         /* The broker goes when the command exits; what was in flight then stays in the chain. */
         json_t *pending = run->broker ? aj_broker_in_flight(run->broker) : json_array();
+        /* Hosts a proxy connection waits for, beside the tool calls. */
+        json_t *hosts = run->proxy ? aj_proxy_pending(run->proxy) : NULL;
+        if (pending && hosts)
+                json_array_extend(pending, hosts);
+        json_decref(hosts);
         json_int_t dropped = run->broker ? (json_int_t)aj_broker_in_flight_dropped(run->broker) : 0;
         return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o?, s:o?, s:I, s:o, s:o, s:o?, s:I, s:I}", "id", run->id, "name",
                          run->name, "state", aj_run_state(run, false), "frozen", aj_sup_breach_frozen(&run->breach),
@@ -167,13 +172,26 @@ static void operator_name(uid_t uid, char *buf, size_t size)
                 snprintf(buf, size, "uid %u", (unsigned)uid);
 }
 
-static int op_decide(void *userdata, const char *call_id, bool approve, const char *digest, const char *reason,
-                     uid_t peer, json_t **ret_result, AjError *ret_error)
+static int op_decide(void *userdata, const char *call_id, bool approve, bool always, const char *digest,
+                     const char *reason, uid_t peer, json_t **ret_result, AjError *ret_error)
 {
         Run *run = userdata;
+        char by[128];
+        if (strncmp(call_id, AJ_NET_APPROVAL_PREFIX, strlen(AJ_NET_APPROVAL_PREFIX)) == 0) {
+                if (digest)
+                        return aj_error_set(ret_error, -EINVAL,
+                                            "a host approval has no digest (--digest is for tool calls)");
+                if (!run->proxy)
+                        return aj_error_set(ret_error, -ENOENT,
+                                            "the run has no egress proxy: no host is awaiting approval");
+                operator_name(peer, by, sizeof(by));
+                return aj_proxy_decide(run->proxy, call_id, approve, always, by, reason, ret_result, ret_error);
+        }
+        if (always)
+                return aj_error_set(ret_error, -EINVAL,
+                                    "--always is for host approvals (" AJ_NET_APPROVAL_PREFIX "N), not tool calls");
         if (!run->broker)
                 return aj_error_set(ret_error, -ENOENT, "the run's command has exited: no call is awaiting approval");
-        char by[128];
         operator_name(peer, by, sizeof(by));
         return aj_broker_decide(run->broker, call_id, approve, digest, by, reason, ret_result, ret_error);
 }

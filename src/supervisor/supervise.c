@@ -20,6 +20,7 @@
 #include "util/syscalls.h"
 #include "run-record.h"
 #include "run.h"
+#include "supervisor/netpeer.h"
 #include "util/fd.h"
 #include "util/macros.h"
 
@@ -206,9 +207,26 @@ static void on_proxy(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
         aj_sup_work_charge(&run->work, t0);
 }
 
+/* Who opened a connection waiting for a host approval (src/supervisor/netpeer.h). */
+static json_t *proxy_peer_process(void *userdata, int fd)
+{
+        Run *run = userdata;
+        pid_t *pids = NULL;
+        size_t n = 0;
+        if (run->child.init_exited || !run->cgroup || aj_cgroup_pids(run->cgroup, &pids, &n) < 0)
+                return json_pack("{s:n, s:s}", "pid", "note", "the jail's processes cannot be listed");
+        json_t *o = aj_net_peer_process(run->h.pid, pids, n, fd);
+        free(pids);
+        return o;
+}
+
 static void start_proxy(Run *run)
 {
-        AjProxyOptions opts = { .max_connections = run->profile->net_max_connections };
+        AjProxyOptions opts = { .max_connections = run->profile->net_max_connections,
+                                .ask = run->net_ask,
+                                .ask_timeout_ns = run->profile->approval_timeout_ns,
+                                .peer_process = proxy_peer_process,
+                                .peer_userdata = run };
         int r = aj_proxy_new_with_options(run->proxy_fds[0], run->proxy_fds[1], run->net_policy, &run->hooks, &opts,
                                           &run->proxy);
         if (r < 0) {

@@ -38,3 +38,13 @@ char *aj_append_printable(char *buf, size_t size, const char *s, size_t max)
         buf[len] = 0;
         return buf;
 }
+
+const char *aj_format_duration(uint64_t ns, char *buf, size_t size)
+{
+        uint64_t s = ns / 1000000000ull;
+        if (s >= 60 && s % 60 == 0)
+                snprintf(buf, size, "%llum", (unsigned long long)(s / 60));
+        else
+                snprintf(buf, size, "%llus", (unsigned long long)s);
+        return buf;
+}

@@ -614,6 +614,22 @@ Test(approvals, held_until_approved_then_in_flight_until_its_result)
         close(fd);
 }
 
+/* "net-N" names a host the proxy holds: a tool call with such an id is never held. */
+Test(approvals, call_ids_of_host_approvals_are_not_held)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        json_t *r = request(fd, "{\"id\": 3, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", "
+                                "\"gen_ai.tool.call.id\": \"net-1\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        cr_expect(strstr(str(r, "reason", NULL), "call ids beginning with \"net-\" name host approvals") != NULL, "%s",
+                  str(r, "reason", NULL));
+        json_decref(r);
+        cr_expect_null(in_flight_call("net-1"));
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0);
+        close(fd);
+}
+
 Test(approvals, denied_with_a_reason_counts_nothing)
 {
         setup_approvals(NULL);

@@ -107,6 +107,14 @@ Test(cli, caps_and_allow_net)
         expect_error(ARGV("run", "--cap", "tokens", "--", "true"), 5,
                      "--cap: 'tokens': expected KEY=VALUE, e.g. tokens=50000");
         expect_error(ARGV("run", "--allow-net", "", "--", "true"), 5, "--allow-net: empty entry");
+
+        char **argv2 = ARGV("run", "--ask-net", "*", "--ask-net", "*.npmjs.org", "--", "npm");
+        cr_assert_eq(aj_cli_parse_run(7, argv2, &o, &err), 0, "%s", aj_error_text(&err, 0));
+        cr_assert_str_eq(o.ask_net[0], "*");
+        cr_assert_str_eq(o.ask_net[1], "*.npmjs.org");
+        cr_assert_null(o.ask_net[2]);
+        aj_cli_run_options_done(&o);
+        expect_error(ARGV("run", "--ask-net", "", "--", "true"), 5, "--ask-net: empty pattern");
 }
 
 Test(cli, llm_providers)

@@ -28,7 +28,7 @@ typedef struct {
         int freezes, thaws, kills, releases, inspects, decides;
         char reason[64];
         char call[64], digest[80];
-        bool approved;
+        bool approved, always;
         uid_t peer;
         json_t *raise;
         bool big_inspect;
@@ -80,11 +80,12 @@ static json_t *fake_inspect(void *ud)
         return r;
 }
 
-static int fake_decide(void *ud, const char *call_id, bool approve, const char *digest, const char *reason, uid_t peer,
-                       json_t **ret_result, AjError *ret_error)
+static int fake_decide(void *ud, const char *call_id, bool approve, bool always, const char *digest, const char *reason,
+                       uid_t peer, json_t **ret_result, AjError *ret_error)
 {
         Fake *f = ud;
         f->decides++;
+        f->always = always;
         snprintf(f->call, sizeof(f->call), "%s", call_id);
         snprintf(f->digest, sizeof(f->digest), "%s", digest ? digest : "");
         snprintf(f->reason, sizeof(f->reason), "%s", reason ? reason : "");
@@ -266,6 +267,11 @@ Test(control, approve_and_deny)
         cr_expect(!fake.approved);
         cr_expect_str_eq(fake.reason, "not now");
 
+        json_auto_t *r4 = handle("{\"op\":\"approve\",\"call\":\"net-3\",\"always\":true}");
+        cr_assert(reply_ok(r4));
+        cr_expect(fake.always, "approve carries \"always\" (a host approval for the rest of the run)");
+        cr_expect_str_eq(fake.call, "net-3");
+
         json_auto_t *r3 = handle("{\"op\":\"approve\",\"call\":\"gone\"}");
         cr_expect_str_eq(reply_code(r3), "ENOENT");
         cr_expect(strstr(json_string_value(json_object_get(json_object_get(r3, "error"), "message")), "gone") != NULL);
@@ -278,6 +284,8 @@ Test(control, approve_and_deny)
                 { "{\"op\":\"approve\",\"call\":\"c\",\"reason\":\"x\"}", "unknown field 'reason'" },
                 { "{\"op\":\"deny\",\"call\":\"c\",\"digest\":\"x\"}", "unknown field 'digest'" },
                 { "{\"op\":\"deny\",\"call\":\"c\",\"reason\":\"\"}", "field 'reason'" },
+                { "{\"op\":\"approve\",\"call\":\"net-1\",\"always\":1}", "field 'always'" },
+                { "{\"op\":\"deny\",\"call\":\"net-1\",\"always\":true}", "unknown field 'always'" },
         };
         int before = fake.decides;
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

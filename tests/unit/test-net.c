@@ -292,3 +292,74 @@ Test(net, reserved_hosts)
         cr_expect(v.allowed);
         aj_net_policy_free(p);
 }
+
+/* network.ask: the allowlist's syntax plus "*"; matching names, addresses and ports. */
+Test(net, ask_patterns_parse_and_match)
+{
+        AjNetPolicy *ask = NULL;
+        AjError err = {};
+        char *entries[] = { "*.npmjs.org:443", "pypi.org", "10.0.0.0/8:5432", "*:8080", NULL };
+        cr_assert_eq(aj_net_ask_parse(entries, &ask, NULL, &err), 0, "%s", err.message ?: "");
+        cr_expect_eq(aj_net_ask_match(ask, "registry.npmjs.org", 443), 0);
+        cr_expect_eq(aj_net_ask_match(ask, "Registry.NPMJS.org.", 443), 0, "names compared in canonical form");
+        cr_expect_eq(aj_net_ask_match(ask, "npmjs.org", 443), -1, "a wildcard matches strict subdomains only");
+        cr_expect_eq(aj_net_ask_match(ask, "registry.npmjs.org", 80), -1, "the pattern's port");
+        cr_expect_eq(aj_net_ask_match(ask, "pypi.org", 80), 1, "no port: any port");
+        cr_expect_eq(aj_net_ask_match(ask, "10.1.2.3", 5432), 2, "an address by a range");
+        cr_expect_eq(aj_net_ask_match(ask, "10.1.2.3", 5433), -1);
+        cr_expect_eq(aj_net_ask_match(ask, "anything.example", 8080), 3, "\"*:PORT\": any host on that port");
+        cr_expect_eq(aj_net_ask_match(ask, "192.0.2.1", 8080), 3, "\"*\" matches addresses too");
+        cr_expect_eq(aj_net_ask_match(ask, "anything.example", 8081), -1);
+        cr_expect_eq(aj_net_ask_match(ask, "bad name", 8080), -1, "an invalid name is never asked for");
+        cr_expect_eq(aj_net_ask_match(ask, "127.1", 8080), -1, "nor a non-canonical number");
+        cr_expect_eq(aj_net_ask_match(ask, "pypi.org", 0), -1, "nor port 0");
+        cr_expect_eq(aj_net_ask_match(NULL, "pypi.org", 443), -1);
+        aj_net_policy_free(ask);
+
+        /* "*" is an ask pattern only: the allowlist still refuses it. */
+        AjNetRule rule;
+        const char *why = NULL;
+        cr_expect_eq(aj_net_rule_parse("*", &rule, &why), -EINVAL);
+        cr_assert_eq(aj_net_ask_rule_parse("*", &rule, &why), 0);
+        cr_expect_eq(rule.kind, AJ_NET_RULE_ANY);
+        aj_net_rule_done(&rule);
+        static const char *const bad[][2] = {
+                { "*.com", "invalid network ask entry \"*.com\": a wildcard needs at least two labels after \"*.\"" },
+                { "**", "invalid network ask entry \"**\": a wildcard must be written \"*.domain\"" },
+                { "*:0", "invalid network ask entry \"*:0\": invalid port" },
+                { "", "invalid network ask entry \"\": empty entry" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char *one[] = { (char *)bad[i][0], NULL };
+                size_t at = 9;
+                cr_expect_eq(aj_net_ask_parse(one, &ask, &at, &err), -EINVAL, "%s", bad[i][0]);
+                cr_expect_eq(at, 0);
+                cr_expect(err.message && strncmp(err.message, bad[i][1], strlen(bad[i][1])) == 0, "%s: %s", bad[i][0],
+                          err.message ?: "");
+                aj_error_clear(&err);
+        }
+}
+
+/* --always: a rule added at run time; a reserved host is flagged (never asked for). */
+Test(net, policy_add_and_reserved_flag)
+{
+        char *entries[] = { "example.com", NULL };
+        AjNetPolicy *p = policy(entries);
+        AjNetVerdict v;
+        const char *why = NULL;
+        cr_assert_eq(aj_net_check_host(p, "new.example", 443, &v), 0);
+        cr_expect_not(v.allowed);
+        cr_expect_not(v.reserved);
+        cr_assert_eq(aj_net_policy_add(p, "new.example:443", &why), 0);
+        cr_assert_eq(aj_net_check_host(p, "new.example", 443, &v), 0);
+        cr_expect(v.allowed);
+        cr_expect_str_eq(p->rules[v.rule].text, "new.example:443");
+        cr_assert_eq(aj_net_check_host(p, "new.example", 80, &v), 0);
+        cr_expect_not(v.allowed, "the port approved only");
+        cr_expect_eq(aj_net_policy_add(p, "*", &why), -EINVAL, "never \"*\" into an allowlist");
+        cr_assert_eq(aj_net_policy_add(p, "[2001:db8::1]:443", &why), 0);
+        cr_assert_eq(aj_net_policy_reserve(p, "api.openai.com", "served by the gateway"), 0);
+        cr_assert_eq(aj_net_check_host(p, "api.openai.com", 443, &v), 0);
+        cr_expect(v.reserved && !v.allowed);
+        aj_net_policy_free(p);
+}

@@ -224,6 +224,39 @@ Test(profile, allow_sensitive_accepted_and_validated)
         aj_error_clear(&err);
 }
 
+Test(profile, network_ask_accepted_and_validated)
+{
+        AjProfile *p = NULL;
+        AjError err = {};
+        int r = aj_profile_parse("{\"network\": {\"ask\": [\"*\", \"*.npmjs.org:443\", \"10.0.0.0/8\"]}}", NULL, &p,
+                                 &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_expect_eq(p->net_ask.n, 3);
+        cr_expect_str_eq(p->net_ask.items[0], "*");
+        char *json = aj_profile_to_json(p);
+        cr_assert_not_null(json);
+        json_t *back = json_loads(json, 0, NULL);
+        cr_expect_str_eq(json_string_value(json_array_get(json_object_get(json_object_get(back, "network"), "ask"), 1)),
+                         "*.npmjs.org:443", "%s", json);
+        json_decref(back);
+        free(json);
+        aj_profile_free(p);
+
+        r = aj_profile_parse("{\"network\": {\"ask\": [\"ok.example\", \"*.com\"]}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect_str_eq(err.message, "<string>:1:36: network.ask[1]: invalid entry \"*.com\": a wildcard needs at "
+                                      "least two labels after \"*.\" (e.g. \"*.example.com\")");
+        aj_error_clear(&err);
+        r = aj_profile_parse("{\"network\": {\"ask\": \"*\"}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect(err.message && strstr(err.message, "network.ask"), "%s", err.message ?: "");
+        aj_error_clear(&err);
+        r = aj_profile_parse("{\"network\": {\"ask\": [7]}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect(err.message && strstr(err.message, "network.ask[0]"), "%s", err.message ?: "");
+        aj_error_clear(&err);
+}
+
 Test(profile, network_allow_accepted_and_validated)
 {
         AjProfile *p = NULL;

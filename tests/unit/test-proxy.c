@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -819,6 +820,16 @@ static size_t count_events(const char *type)
         return n;
 }
 
+/* The nth event of a type naming a host. */
+static json_t *find_host_event(const char *type, const char *host, size_t nth)
+{
+        json_t *e;
+        for (size_t i = 0; (e = find_event(type, i)); i++)
+                if (streq(json_string_value(json_object_get(e, "host")) ?: "", host) && nth-- == 0)
+                        return e;
+        return NULL;
+}
+
 static json_int_t field_int(json_t *e, const char *k) { return json_integer_value(json_object_get(e, k)); }
 static const char *field_str(json_t *e, const char *k) { return json_string_value(json_object_get(e, k)) ?: ""; }
 
@@ -1627,4 +1638,353 @@ Test(http, reason_phrase)
         cr_expect_str_eq(aj_http_reason_phrase(502), "Bad Gateway");
         cr_expect_str_eq(aj_http_reason_phrase(429), "Too Many Requests");
         cr_expect_str_eq(aj_http_reason_phrase(599), "Error");
+}
+
+/* ------------------------------------------------------------------ host approvals (network.ask) */
+
+/* What the operator does when a host is asked for (the test's decider), by host name:
+ * approve, approve --always, deny, or nothing (let it time out or be cancelled). */
+typedef enum { DO_NOTHING, DO_APPROVE, DO_ALWAYS, DO_DENY } Decision;
+typedef Decision (*Decider)(const char *host);
+
+static json_t *fake_peer(void *ud, int fd)
+{
+        (void)ud;
+        return json_pack("{s:i, s:s}", "pid", fd > 0 ? 4242 : 0, "cmd", "fake-client");
+}
+
+static void ask_start(Live *l, char **allow, char **ask, uint64_t timeout_ns, AjNetPolicy **ret_ask)
+{
+        size_t bad;
+        AjError err = {};
+        cr_assert_eq(aj_net_ask_parse(ask, ret_ask, &bad, &err), 0, "%s", err.message ?: "");
+        AjProxyOptions opts = { .ask = *ret_ask, .ask_timeout_ns = timeout_ns, .peer_process = fake_peer };
+        live_start(l, allow, &opts);
+}
+
+/* Runs the proxy until the client exits (as run_client), deciding each approval.requested
+ * as `decide` says once it is recorded. */
+static int run_client_deciding(Live *l, pid_t child, Decider decide)
+{
+        int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+        cr_assert(pidfd >= 0);
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 1 };
+        epoll_ctl(ep, EPOLL_CTL_ADD, aj_proxy_fd(l->proxy), &ev);
+        ev.data.u32 = 2;
+        epoll_ctl(ep, EPOLL_CTL_ADD, pidfd, &ev);
+        int status = -1;
+        size_t decided = 0;
+        bool exited = false;
+        for (int rounds = 0; rounds < 2000; rounds++) {
+                struct epoll_event out[4];
+                int n = epoll_wait(ep, out, 4, 50);
+                for (int i = 0; i < n; i++) {
+                        if (out[i].data.u32 == 1)
+                                aj_proxy_dispatch(l->proxy);
+                        else if (!exited) {
+                                waitpid(child, &status, 0);
+                                exited = true;
+                                epoll_ctl(ep, EPOLL_CTL_DEL, pidfd, NULL);
+                        }
+                }
+                json_t *e;
+                while ((e = find_event("approval.requested", decided))) {
+                        decided++;
+                        Decision d = decide(field_str(e, "host"));
+                        if (d == DO_NOTHING)
+                                continue;
+                        AjError err = {};
+                        cr_expect_eq(aj_proxy_decide(l->proxy, field_str(e, "id"), d != DO_DENY, d == DO_ALWAYS,
+                                                     "alice", d == DO_DENY ? "not that one" : NULL, NULL, &err),
+                                     0, "%s", err.message ?: "");
+                        aj_error_clear(&err);
+                }
+                if (exited) {
+                        /* Until the proxy has closed (and recorded) the client's connections. */
+                        json_t *st = aj_proxy_stats(l->proxy);
+                        json_int_t active = json_integer_value(json_object_get(st, "active"));
+                        json_decref(st);
+                        if (active == 0 || n == 0)
+                                break;
+                }
+        }
+        close(ep);
+        close(pidfd);
+        cr_assert(exited, "client hangs");
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static Decision decide_by_letter(const char *host)
+{
+        return host[0] == 'a' ? DO_APPROVE : host[0] == 'b' ? DO_DENY : host[0] == 'c' ? DO_ALWAYS : DO_NOTHING;
+}
+
+Test(live, ask_held_then_approved_denied_or_always)
+{
+        Live l;
+        AjNetPolicy *ask;
+        uint16_t echo = start_server("127.0.0.1");
+        hosts_file("127.0.0.1 a.x.test b.x.test c.x.test other.example\n");
+        /* The loopback range is allowed by address, no name is: every name is refused by the
+         * allowlist, and "*.x.test" asks for it. */
+        ask_start(&l, (char *[]){ "127.0.0.0/8", NULL }, (char *[]){ "*.x.test", NULL }, 0, &ask);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                snprintf(target, sizeof(target), "a.x.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, " 200 ")) {
+                        fprintf(stderr, "approved: %s\n", answer);
+                        _exit(1);
+                }
+                snprintf(target, sizeof(target), "b.x.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 403") || !strstr(answer, "denied by alice: not that one")) {
+                        fprintf(stderr, "denied: %s\n", answer);
+                        _exit(2);
+                }
+                snprintf(target, sizeof(target), "c.x.test:%u", echo);
+                for (int i = 0; i < 2; i++) {
+                        http_connect(l.http_port, target, answer, sizeof(answer));
+                        if (!strstr(answer, " 200 ")) {
+                                fprintf(stderr, "always %d: %s\n", i, answer);
+                                _exit(3);
+                        }
+                }
+                uint8_t rep = 0;
+                socks_connect(l.socks_port, 3, "b.x.test", echo, &rep);
+                if (rep != 0x02)
+                        _exit(4); /* SOCKS: denied is "not allowed by ruleset" */
+                snprintf(target, sizeof(target), "other.example:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 403") || !strstr(answer, "not in the network allowlist")) {
+                        fprintf(stderr, "unasked: %s\n", answer);
+                        _exit(5);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client_deciding(&l, pid, decide_by_letter), 0);
+        /* a, b, c once (--always: the second c passes unasked), b again over SOCKS; never other.example. */
+        cr_expect_eq(count_events("approval.requested"), 4, "%s", json_dumps(events, 0));
+        json_t *r = find_event("approval.requested", 0);
+        cr_assert_not_null(r);
+        cr_expect_str_eq(field_str(r, "kind"), "net");
+        cr_expect_str_eq(field_str(r, "id"), "net-1");
+        cr_expect_str_eq(field_str(r, "host"), "a.x.test");
+        cr_expect_eq(field_int(r, "port"), echo);
+        cr_expect_str_eq(field_str(r, "pattern"), "*.x.test");
+        cr_expect_str_eq(field_str(r, "timeout"), "15m");
+        cr_expect_eq(field_int(json_object_get(r, "process"), "pid"), 4242, "the process comes from peer_process");
+        json_t *a = find_event("approval", 0), *b = find_event("approval", 1), *c = find_event("approval", 2);
+        cr_assert(a && b && c);
+        cr_expect_str_eq(field_str(a, "decision"), "approved");
+        cr_expect_str_eq(field_str(a, "by"), "alice");
+        cr_expect(json_is_false(json_object_get(a, "always")));
+        cr_expect_str_eq(field_str(b, "decision"), "denied");
+        cr_expect_str_eq(field_str(b, "reason"), "not that one");
+        cr_expect_str_eq(field_str(c, "decision"), "approved");
+        cr_expect(json_is_true(json_object_get(c, "always")));
+        char rule[64];
+        snprintf(rule, sizeof(rule), "c.x.test:%u", echo);
+        cr_expect_str_eq(field_str(c, "rule"), rule, "--always adds host:port to the run's allowlist");
+        json_t *conn = find_host_event("net.connect", "a.x.test", 0);
+        cr_assert_not_null(conn);
+        cr_expect_str_eq(field_str(conn, "verdict"), "allowed");
+        cr_expect_str_eq(field_str(conn, "rule"), "approved net-1 by alice");
+        json_t *first = find_host_event("net.connect", "c.x.test", 0),
+               *later = find_host_event("net.connect", "c.x.test", 1);
+        cr_assert(first && later);
+        /* Both close when the client exits, in either order. */
+        const char *r1 = field_str(first, "rule"), *r2 = field_str(later, "rule");
+        cr_expect((streq(r1, "approved net-3 by alice") && streq(r2, rule)) ||
+                          (streq(r2, "approved net-3 by alice") && streq(r1, rule)),
+                  "one c.x.test connection was approved, the second passed by the granted rule (%s, %s)", r1, r2);
+        live_stop(&l);
+        aj_net_policy_free(ask);
+}
+
+static Decision approve_all(const char *host)
+{
+        (void)host;
+        return DO_APPROVE;
+}
+
+Test(live, ask_approved_host_still_judged_by_its_addresses)
+{
+        Live l;
+        AjNetPolicy *ask;
+        uint16_t echo = start_server("127.0.0.1");
+        hosts_file("127.0.0.1 loop.test\n");
+        ask_start(&l, (char *[]){ "example.org", NULL }, (char *[]){ "*", NULL }, 0, &ask);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                snprintf(target, sizeof(target), "loop.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 403") ||
+                    !strstr(answer, "loop.test resolves to internal address 127.0.0.1, which no address rule names")) {
+                        fprintf(stderr, "name: %s\n", answer);
+                        _exit(1);
+                }
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 403") || !strstr(answer, "internal address 127.0.0.1")) {
+                        fprintf(stderr, "literal: %s\n", answer);
+                        _exit(2);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client_deciding(&l, pid, approve_all), 0);
+        cr_expect_eq(count_events("approval.requested"), 2, "\"*\" asks for names and addresses");
+        cr_expect_eq(count_events("net.denied"), 2);
+        live_stop(&l);
+        aj_net_policy_free(ask);
+}
+
+static Decision decide_nothing(const char *host)
+{
+        (void)host;
+        return DO_NOTHING;
+}
+
+Test(live, ask_timeout_cancel_and_limits)
+{
+        Live l;
+        AjNetPolicy *ask;
+        uint16_t echo = start_server("127.0.0.1");
+        hosts_file("127.0.0.1 t.x.test gone.x.test many.x.test\n");
+        ask_start(&l, (char *[]){ "127.0.0.0/8", NULL }, (char *[]){ "*.x.test", NULL }, 1000000000ull, &ask);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                /* Nobody decides: refused after the timeout. */
+                snprintf(target, sizeof(target), "t.x.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 403") || !strstr(answer, "no approval for t.x.test port")) {
+                        fprintf(stderr, "timeout: %s\n", answer);
+                        _exit(1);
+                }
+                /* The client gives up: its approval is cancelled. */
+                int g = tcp_connect("127.0.0.1", l.http_port);
+                dprintf(g, "CONNECT gone.x.test:%u HTTP/1.1\r\n\r\n", echo);
+                usleep(200 * 1000);
+                close(g);
+                usleep(200 * 1000);
+                /* 16 hosts may wait at once; the 17th is refused at once. */
+                int held[AJ_PROXY_MAX_ASKS];
+                for (int i = 0; i < AJ_PROXY_MAX_ASKS; i++) {
+                        held[i] = tcp_connect("127.0.0.1", l.http_port);
+                        dprintf(held[i], "CONNECT h%d.x.test:%u HTTP/1.1\r\n\r\n", i, echo);
+                }
+                usleep(200 * 1000);
+                snprintf(target, sizeof(target), "one-more.x.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 403") || !strstr(answer, "too many hosts are waiting (at most 16)")) {
+                        fprintf(stderr, "hosts cap: %s\n", answer);
+                        _exit(3);
+                }
+                for (int i = 0; i < AJ_PROXY_MAX_ASKS; i++)
+                        close(held[i]);
+                usleep(200 * 1000);
+                /* 64 connections may wait; the 65th is refused at once. */
+                int same[AJ_PROXY_MAX_HELD];
+                for (int i = 0; i < AJ_PROXY_MAX_HELD; i++) {
+                        same[i] = tcp_connect("127.0.0.1", l.http_port);
+                        dprintf(same[i], "CONNECT many.x.test:%u HTTP/1.1\r\n\r\n", echo);
+                }
+                usleep(300 * 1000);
+                snprintf(target, sizeof(target), "many.x.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 403") ||
+                    !strstr(answer, "too many connections are waiting (at most 64)")) {
+                        fprintf(stderr, "connections cap: %s\n", answer);
+                        _exit(4);
+                }
+                for (int i = 0; i < AJ_PROXY_MAX_HELD; i++)
+                        close(same[i]);
+                usleep(200 * 1000);
+                _exit(0);
+        }
+        cr_expect_eq(run_client_deciding(&l, pid, decide_nothing), 0);
+        size_t n = count_events("approval");
+        json_t *timeout = NULL, *gone = NULL;
+        size_t many_requested = 0;
+        for (size_t i = 0; i < n; i++) {
+                json_t *e = find_event("approval", i);
+                if (streq(field_str(e, "host"), "t.x.test"))
+                        timeout = e;
+                if (streq(field_str(e, "host"), "gone.x.test"))
+                        gone = e;
+        }
+        for (size_t i = 0; i < count_events("approval.requested"); i++)
+                many_requested += streq(field_str(find_event("approval.requested", i), "host"), "many.x.test");
+        cr_assert_not_null(timeout, "%s", json_dumps(events, 0));
+        cr_expect_str_eq(field_str(timeout, "decision"), "timeout");
+        cr_expect_str_eq(field_str(timeout, "reason"), "1s");
+        cr_assert_not_null(gone);
+        cr_expect_str_eq(field_str(gone, "decision"), "cancelled");
+        cr_expect_str_eq(field_str(gone, "reason"), "the client closed the connection");
+        cr_expect_eq(many_requested, 1, "64 connections to one host share one approval");
+        json_t *pending = aj_proxy_pending(l.proxy);
+        cr_expect_eq(json_array_size(pending), 0, "every approval ended with its connections");
+        json_decref(pending);
+        live_stop(&l);
+        aj_net_policy_free(ask);
+}
+
+Test(live, ask_pending_listed_then_cancelled_by_the_run_end)
+{
+        Live l;
+        AjNetPolicy *ask;
+        uint16_t echo = start_server("127.0.0.1");
+        hosts_file("127.0.0.1 s.test\n");
+        ask_start(&l, (char *[]){ "127.0.0.0/8", NULL }, (char *[]){ "s.test", NULL }, 0, &ask);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], a1[1024], a2[1024];
+                snprintf(target, sizeof(target), "s.test:%u", echo);
+                int x = tcp_connect("127.0.0.1", l.http_port);
+                dprintf(x, "CONNECT %s HTTP/1.1\r\n\r\n", target);
+                /* The second blocks until the run ends; then the first's answer is there too. */
+                http_connect(l.http_port, target, a2, sizeof(a2));
+                ssize_t k = read(x, a1, sizeof(a1) - 1);
+                a1[k > 0 ? k : 0] = 0;
+                _exit(strstr(a1, " 403 ") && strstr(a2, " 403 ") && strstr(a2, "the run ended") ? 0 : 1);
+        }
+        /* Until both wait for the one approval. */
+        json_t *pending = NULL;
+        for (int i = 0; i < 200; i++) {
+                struct pollfd pfd = { .fd = aj_proxy_fd(l.proxy), .events = POLLIN };
+                poll(&pfd, 1, 20);
+                aj_proxy_dispatch(l.proxy);
+                json_decref(pending);
+                pending = aj_proxy_pending(l.proxy);
+                if (json_array_size(pending) == 1 && field_int(json_array_get(pending, 0), "connections") == 2)
+                        break;
+        }
+        json_t *p = json_array_get(pending, 0);
+        cr_assert_not_null(p, "nothing pending");
+        cr_expect_str_eq(field_str(p, "id"), "net-1");
+        cr_expect_str_eq(field_str(p, "kind"), "net");
+        cr_expect_str_eq(field_str(p, "state"), "awaiting_approval");
+        cr_expect_eq(field_int(p, "connections"), 2);
+        cr_expect(json_number_value(json_object_get(p, "timeout_in_s")) > 800);
+        json_decref(pending);
+        AjError err = {};
+        cr_expect_eq(aj_proxy_decide(l.proxy, "net-9", true, false, "alice", NULL, NULL, &err), -ENOENT);
+        aj_error_clear(&err);
+        cr_expect_eq(aj_proxy_decide(l.proxy, "net-1", false, true, "alice", NULL, NULL, &err), -EINVAL,
+                     "--always goes with approve");
+        aj_error_clear(&err);
+        live_stop(&l); /* the run ends */
+        int status;
+        waitpid(pid, &status, 0);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "both connections refused when the run ended");
+        json_t *c = find_event("approval", 0);
+        cr_assert_not_null(c);
+        cr_expect_str_eq(field_str(c, "decision"), "cancelled");
+        cr_expect_str_eq(field_str(c, "reason"), "the run ended");
+        cr_expect_eq(field_int(c, "connections"), 2);
+        aj_net_policy_free(ask);
 }

@@ -180,7 +180,8 @@ Test(record_alerts, approval_of_a_tool_call)
         cr_assert_str_eq(a->run, "abcd00000001");
         cr_assert_str_eq(a->approve, in.approve);
         cr_assert_str_eq(a->deny, in.deny);
-        cr_assert_null(a->net.host);
+        cr_assert_null(a->host);
+        cr_assert_null(a->approve_always);
 
         AjApproval no_call = {
                 .subject = AJ_APPROVAL_TOOL, .run = "r", .name = "n", .ts = "t", .approve = "a", .deny = "d"
@@ -190,24 +191,29 @@ Test(record_alerts, approval_of_a_tool_call)
 
 Test(record_alerts, approval_of_a_host)
 {
+        json_auto_t *host = json_pack("{s:s, s:s, s:s, s:i, s:s}", "kind", "net", "id", "net-3", "host",
+                                      "registry.npmjs.org", "port", 443, "proto", "connect");
         AjApproval in = { .subject = AJ_APPROVAL_NET,
                           .run = "abcd00000001",
                           .name = "n",
                           .ts = "t",
-                          .net = { .id = "net-3", .host = "registry.npmjs.org", .port = 443 },
+                          .host = host,
                           .approve = "agentjail approve abcd00000001 net-3",
-                          .deny = "agentjail deny abcd00000001 net-3" };
+                          .deny = "agentjail deny abcd00000001 net-3",
+                          .approve_always = "agentjail approve abcd00000001 net-3 --always" };
         cr_assert_eq(aj_approval_write(root, &in), 0);
         _cleanup_free_ char *text = file_compact(AJ_RUN_FILE_APPROVAL);
-        cr_assert_not_null(strstr(text, "\"net\":{\"id\":\"net-3\",\"host\":\"registry.npmjs.org\",\"port\":443}"),
+        cr_assert_not_null(strstr(text, "\"host\":{\"kind\":\"net\",\"id\":\"net-3\",\"host\":"
+                                        "\"registry.npmjs.org\",\"port\":443,\"proto\":\"connect\"}"),
                            "%s", text);
+        cr_assert_not_null(strstr(text, "\"approve_always\":\"agentjail approve abcd00000001 net-3 --always\""), "%s",
+                           text);
         cr_assert_null(strstr(text, "\"call\""), "%s", text);
         _cleanup_(aj_approval_freep) AjApproval *a = NULL;
         cr_assert_eq(aj_approval_read(root, &a, NULL), 0);
         cr_assert_eq(a->subject, AJ_APPROVAL_NET);
-        cr_assert_str_eq(a->net.id, "net-3");
-        cr_assert_str_eq(a->net.host, "registry.npmjs.org");
-        cr_assert_eq(a->net.port, 443);
+        cr_assert(json_equal(a->host, host));
+        cr_assert_str_eq(a->approve_always, in.approve_always);
         cr_assert_null(a->call);
 }
 
@@ -216,12 +222,12 @@ Test(record_alerts, approval_malformed_names_the_file_and_member)
         expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"call\":[]}", "\"call\" is not an object", read_approval);
         expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"approve\":1,\"call\":{}}", "\"approve\" is not a string",
                          read_approval);
-        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"net\":{\"host\":\"h\",\"port\":70000}}",
-                         "\"net.port\" is not an integer in [1, 65535]", read_approval);
-        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"net\":{\"port\":443}}", "\"net\" needs \"host\" and \"port\"",
+        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"host\":{\"host\":\"h\",\"port\":70000}}",
+                         "\"host.port\" is not an integer in [1, 65535]", read_approval);
+        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"host\":{\"port\":443}}", "\"host\" needs \"host\" and \"port\"",
                          read_approval);
         expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"run\":\"r\"}", "needs one of \"call\"", read_approval);
-        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"call\":{},\"net\":{\"host\":\"h\",\"port\":1}}",
+        expect_malformed(AJ_RUN_FILE_APPROVAL, "{\"call\":{},\"host\":{\"host\":\"h\",\"port\":1}}",
                          "needs one of \"call\"", read_approval);
         AjApproval *none = NULL;
         char path[300];

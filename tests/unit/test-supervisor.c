@@ -11,11 +11,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "meter.h"
 #include "supervisor/alert.h"
 #include "supervisor/breach.h"
+#include "supervisor/netpeer.h"
 #include "supervisor/operator.h"
 #include "supervisor/wall.h"
 #include "util/loop.h"
@@ -552,4 +557,95 @@ Test(supervisor, alert_killed_at_its_timeout)
         fake_run_free(f);
         snprintf(path, sizeof(path), "rm -rf '%s'", dir);
         cr_expect_eq(system(path), 0);
+}
+
+/* ---- who opened a proxy connection (src/supervisor/netpeer.h) ---- */
+
+static struct sockaddr_in v4(const char *a, uint16_t port)
+{
+        struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(port) };
+        cr_assert_eq(inet_pton(AF_INET, a, &in.sin_addr), 1);
+        return in;
+}
+
+/* Tables as the kernel prints them on a little-endian host (the words in memory order). */
+Test(netpeer, finds_the_client_socket_in_tcp_and_tcp6_tables)
+{
+        static const char tcp[] =
+                "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+                "   0: 0100007F:0C38 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1111 1 "
+                "0000000000000000 100 0 0 10 0\n"
+                "   1: 0100007F:0C38 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 3333 1 "
+                "0000000000000000 20 4 30 10 -1\n"
+                "   2: 0100007F:9C40 0100007F:0C38 01 00000000:00000000 00:00000000 00000000  1000        0 2222 1 "
+                "0000000000000000 20 4 30 10 -1\n";
+        static const char tcp6[] =
+                "  sl  local_address                         remote_address                        st tx_queue "
+                "rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+                "   0: 0000000000000000FFFF00000100007F:9C41 0000000000000000FFFF00000100007F:0C38 01 "
+                "00000000:00000000 00:00000000 00000000  1000        0 4444 1 0000000000000000 20 4 30 10 -1\n";
+        struct sockaddr_in client = v4("127.0.0.1", 40000), proxy = v4("127.0.0.1", 3128);
+        uint64_t inode = 0;
+        cr_assert_eq(aj_net_peer_find_inode(tcp, strlen(tcp), (struct sockaddr *)&client, (struct sockaddr *)&proxy,
+                                            &inode),
+                     0);
+        cr_expect_eq(inode, 2222, "the client's socket, not the proxy's end of it (3333)");
+        struct sockaddr_in other = v4("127.0.0.1", 40002);
+        cr_expect_eq(aj_net_peer_find_inode(tcp, strlen(tcp), (struct sockaddr *)&other, (struct sockaddr *)&proxy,
+                                            &inode),
+                     -ENOENT);
+        struct sockaddr_in mapped = v4("127.0.0.1", 40001);
+        cr_assert_eq(aj_net_peer_find_inode(tcp6, strlen(tcp6), (struct sockaddr *)&mapped, (struct sockaddr *)&proxy,
+                                            &inode),
+                     0);
+        cr_expect_eq(inode, 4444, "an IPv4 client on an IPv6 socket is found in tcp6, mapped");
+        cr_expect_eq(aj_net_peer_find_inode("", 0, (struct sockaddr *)&client, (struct sockaddr *)&proxy, &inode),
+                     -ENOENT);
+        cr_expect_eq(aj_net_peer_find_inode("garbage\n1: x y\n", 16, (struct sockaddr *)&client,
+                                            (struct sockaddr *)&proxy, &inode),
+                     -ENOENT);
+}
+
+/* The real thing, in this process: a loopback connection accepted here, its client end
+ * held by this process only, then by a forked child too. */
+Test(netpeer, names_the_process_holding_the_client_end)
+{
+        int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = v4("127.0.0.1", 0);
+        socklen_t al = sizeof(a);
+        cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+        cr_assert_eq(listen(l, 4), 0);
+        cr_assert_eq(getsockname(l, (struct sockaddr *)&a, &al), 0);
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_eq(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
+        int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        cr_assert(s >= 0);
+        pid_t self = getpid();
+        json_t *who = aj_net_peer_process(self, &self, 1, s);
+        cr_assert_not_null(who);
+        cr_expect_eq(json_integer_value(json_object_get(who, "pid")), self, "%s", json_dumps(who, 0));
+        cr_expect(json_is_string(json_object_get(who, "cmd")));
+        json_decref(who);
+
+        pid_t child = fork();
+        if (child == 0) {
+                pause();
+                _exit(0);
+        }
+        pid_t both[] = { self, child };
+        who = aj_net_peer_process(self, both, 2, s);
+        cr_assert_not_null(who);
+        cr_expect(json_is_null(json_object_get(who, "pid")), "a shared socket names no one process");
+        cr_expect_eq(json_array_size(json_object_get(who, "pids")), 2);
+        json_decref(who);
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+
+        close(c);
+        who = aj_net_peer_process(self, &self, 1, s);
+        cr_expect(json_is_null(json_object_get(who, "pid")), "a closed client is not guessed at");
+        cr_expect(json_is_string(json_object_get(who, "note")));
+        json_decref(who);
+        close(s);
+        close(l);
 }
