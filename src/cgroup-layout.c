@@ -225,7 +225,7 @@ int aj_cgroup_layout_from_mountinfo(const char *mountinfo, AjCgroupLayout *ret)
         return 0;
 }
 
-int aj_cgroup_layout_load(AjCgroupLayout *ret)
+static int layout_read(AjCgroupLayout *ret)
 {
         struct statfs sfs;
         /* The common pure-v2 case needs no mountinfo parsing. */
@@ -241,6 +241,32 @@ int aj_cgroup_layout_load(AjCgroupLayout *ret)
         if (r < 0)
                 return r;
         return aj_cgroup_layout_from_mountinfo(text, ret);
+}
+
+static int layout_copy(const AjCgroupLayout *l, AjCgroupLayout *ret)
+{
+        AjCgroupLayout c = { .mode = l->mode };
+        bool ok = !l->v2_mount || (c.v2_mount = strdup(l->v2_mount));
+        for (size_t i = 0; ok && i < _AJ_CG_V1_MAX; i++)
+                ok = !l->v1_mount[i] || (c.v1_mount[i] = strdup(l->v1_mount[i]));
+        if (!ok) {
+                aj_cgroup_layout_done(&c);
+                return -ENOMEM;
+        }
+        *ret = c;
+        return 0;
+}
+
+/* Where the hierarchies are mounted does not change under a process of ours (a run, a
+ * verb): read once, as reading mountinfo costs tens of microseconds on a hybrid host
+ * (each v1 mount's options are formatted), and a run asks at its start and its end. */
+int aj_cgroup_layout_load(AjCgroupLayout *ret)
+{
+        static AjCgroupLayout cached;
+        static int cached_r = 1; /* 1: not read yet */
+        if (cached_r > 0)
+                cached_r = layout_read(&cached);
+        return cached_r < 0 ? cached_r : layout_copy(&cached, ret);
 }
 
 int aj_cgroup_detect(AjCgroupMode *ret)
