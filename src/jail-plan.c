@@ -469,6 +469,13 @@ static int plan_mounts(Run *run)
         memcpy(ro, run->opts->extra_ro.items, run->opts->extra_ro.n * sizeof(AjBind));
         if (exe)
                 ro[extra_ro.n++] = (AjBind){ .source = exe, .target = (char *)AJ_JAIL_BIN "/agentjail" };
+        else if (run->opts->hooks) {
+                /* A hook command that is not there fails as a non-blocking error: every call
+                 * would go ahead. */
+                aj_error("--hooks %s: cannot find agentjail's own executable to run the hooks in the jail",
+                         run->opts->hooks);
+                return -ENOENT;
+        }
 
         const char *host_home = invoker_home();
         int r;
