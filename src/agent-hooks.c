@@ -473,11 +473,12 @@ int aj_hook_settings(AjAgentKind agent, const char *command, unsigned timeout_s,
         return 0;
 }
 
-int aj_hook_command(AjAgentKind agent, const char *bin_dir, char **ret)
+int aj_hook_command(AjAgentKind agent, const char *bin_dir, const char *broker, char **ret)
 {
         if (agent >= AJ_AGENT_COUNT)
                 return -EINVAL;
-        return asprintf(ret, "%s/agentjail meter hook %s --wait %u", bin_dir, agents[agent].name, AJ_HOOK_WAIT_S) < 0
+        return asprintf(ret, "%s/agentjail meter hook %s --wait %u --broker %s", bin_dir, agents[agent].name,
+                        AJ_HOOK_WAIT_S, broker) < 0
                        ? -ENOMEM
                        : 0;
 }

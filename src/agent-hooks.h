@@ -104,6 +104,8 @@ int aj_hook_settings(AjAgentKind agent, const char *command, unsigned timeout_s,
 const char *aj_hook_settings_path(AjAgentKind agent);
 /* The agents `agentjail run --hooks` installs, for messages. */
 #define AJ_HOOK_SETTINGS_AGENTS "claude-code"
-/* The command the settings run, with the directory of the agentjail binary as the jail
- * sees it: "BIN_DIR/agentjail meter hook AGENT --wait AJ_HOOK_WAIT_S". */
-int aj_hook_command(AjAgentKind agent, const char *bin_dir, char **ret);
+/* The command the settings run, with the directory of the agentjail binary and the
+ * broker's socket as the jail sees them: "BIN_DIR/agentjail meter hook AGENT --wait
+ * AJ_HOOK_WAIT_S --broker SOCKET" (the socket pinned: settings the agent can write may
+ * set the environment its hooks get). */
+int aj_hook_command(AjAgentKind agent, const char *bin_dir, const char *broker, char **ret);

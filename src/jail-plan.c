@@ -47,7 +47,7 @@ json_t *aj_run_hooks_json(const Run *run)
         if (!run->opts->hooks || aj_agent_from_name(run->opts->hooks, &agent) < 0)
                 return NULL;
         _cleanup_free_ char *command = NULL;
-        if (aj_hook_command(agent, AJ_JAIL_BIN, &command) < 0)
+        if (aj_hook_command(agent, AJ_JAIL_BIN, AJ_JAIL_DIR "/" AJ_BROKER_SOCKET, &command) < 0)
                 return NULL;
         return json_pack("{s:s, s:s?, s:s, s:i}", "agent", aj_agent_name(agent), "settings",
                          aj_hook_settings_path(agent), "command", command, "timeout", AJ_HOOK_TIMEOUT_S);
@@ -135,7 +135,7 @@ static int build_env(Run *run)
                 }
         if (!has_path && aj_strv_push(&env, "PATH=/usr/local/bin:/usr/bin:/bin:" AJ_JAIL_BIN) < 0)
                 return -ENOMEM;
-        if (aj_strv_push(&env, "AGENTJAIL_BROKER=" AJ_JAIL_DIR "/broker.sock") < 0)
+        if (aj_strv_push(&env, "AGENTJAIL_BROKER=" AJ_JAIL_DIR "/" AJ_BROKER_SOCKET) < 0)
                 return -ENOMEM;
         if (run->net_policy) {
                 static const char *const proxy_env[] = {
@@ -460,7 +460,8 @@ static int hook_settings(const char *name, AjMountFile *ret, char **ret_contents
         if (r < 0 || !aj_hook_settings_path(agent))
                 return -EINVAL;
         _cleanup_free_ char *command = NULL, *contents = NULL, *why = NULL;
-        if (aj_hook_command(agent, AJ_JAIL_BIN, &command) < 0 || asprintf(&why, "--hooks %s", aj_agent_name(agent)) < 0)
+        if (aj_hook_command(agent, AJ_JAIL_BIN, AJ_JAIL_DIR "/" AJ_BROKER_SOCKET, &command) < 0 ||
+            asprintf(&why, "--hooks %s", aj_agent_name(agent)) < 0)
                 return -ENOMEM;
         r = aj_hook_settings(agent, command, AJ_HOOK_TIMEOUT_S, &contents);
         if (r < 0)
@@ -484,6 +485,13 @@ static int plan_mounts(Run *run)
         memcpy(ro, run->opts->extra_ro.items, run->opts->extra_ro.n * sizeof(AjBind));
         if (exe)
                 ro[extra_ro.n++] = (AjBind){ .source = exe, .target = (char *)AJ_JAIL_BIN "/agentjail" };
+        else if (run->opts->hooks) {
+                /* A hook command that is not there fails as a non-blocking error: every call
+                 * would go ahead. */
+                aj_error("--hooks %s: cannot find agentjail's own executable to run the hooks in the jail",
+                         run->opts->hooks);
+                return -ENOENT;
+        }
 
         const char *host_home = invoker_home();
         int r;
@@ -715,7 +723,7 @@ int aj_run_setup_while_child_builds(Run *run)
         if (r < 0)
                 return r;
         char path[4096];
-        snprintf(path, sizeof(path), "%s/broker.sock", run->jail_dir);
+        snprintf(path, sizeof(path), "%s/" AJ_BROKER_SOCKET, run->jail_dir);
         r = aj_broker_new(path, run->host_uid, run->host_gid, run->meter, &run->hooks, &run->broker);
         if (r < 0)
                 return aj_log_errno(r, "Cannot create the broker socket '%s'", path);

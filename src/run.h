@@ -43,6 +43,8 @@
 
 /* The run's runtime dir as the jail sees it. */
 #define AJ_JAIL_DIR "/run/agentjail"
+/* The broker's socket in it ($AGENTJAIL_BROKER; `--hooks` pins it in the hook command). */
+#define AJ_BROKER_SOCKET "broker.sock"
 /* Where this binary is bind-mounted in the jail (in the root tmpfs: no host file needed). */
 #define AJ_JAIL_BIN "/opt/agentjail/bin"
 

@@ -24,7 +24,7 @@
 /* How long a tool_result report may take (the broker answers those at once). */
 #define RESULT_WAIT_S 30
 
-static const char help[] = "Usage: agentjail meter hook AGENT [--wait SECONDS] [--on-timeout deny|ask]\n"
+static const char help[] = "Usage: agentjail meter hook AGENT [--wait SECONDS] [--on-timeout deny|ask] [--broker PATH]\n"
                            "   (inside a jail: AGENT's hook command; `agentjail run --hooks claude-code` installs it)\n"
                            "\n"
                            "Reads one hook event of AGENT (claude-code, codex, gemini) as JSON on stdin and answers\n"
@@ -39,6 +39,9 @@ static const char help[] = "Usage: agentjail meter hook AGENT [--wait SECONDS] [
                            "  --on-timeout deny|ask  the answer when that wait runs out: deny (the default), or\n"
                            "                         ask (Claude Code's own permission prompt decides; the\n"
                            "                         other agents deny)\n"
+                           "  --broker PATH          the broker's socket, whatever $" AJ_BROKER_ENV " says (`--hooks`\n"
+                           "                         pins the jail's: the agent's own settings may set the\n"
+                           "                         environment its hooks run with)\n"
                            "\n"
                            "Fails closed: a malformed or oversized event, no $" AJ_BROKER_ENV " (not in a jail), a\n"
                            "broker error or any other failure before a tool call exits 2, which makes the agent\n"
@@ -58,7 +61,8 @@ int aj_meter_hook_parse(int argc, char **argv, AjMeterHookCmd *ret, AjError *ret
                 const char *value = NULL;
                 bool wait = strncmp(a, "--wait", 6) == 0 && (a[6] == 0 || a[6] == '=');
                 bool on_timeout = strncmp(a, "--on-timeout", 12) == 0 && (a[12] == 0 || a[12] == '=');
-                if (wait || on_timeout) {
+                bool broker = strncmp(a, "--broker", 8) == 0 && (a[8] == 0 || a[8] == '=');
+                if (wait || on_timeout || broker) {
                         const char *eq = strchr(a, '=');
                         if (eq)
                                 value = eq + 1;
@@ -82,6 +86,11 @@ int aj_meter_hook_parse(int argc, char **argv, AjMeterHookCmd *ret, AjError *ret
                         else
                                 return aj_error_set(ret_error, -EINVAL,
                                                     "--on-timeout: expected \"deny\" or \"ask\", got \"%s\"", value);
+                } else if (broker) {
+                        if (value[0] != '/' || strlen(value) >= 108)
+                                return aj_error_set(ret_error, -EINVAL,
+                                                    "--broker: expected an absolute socket path under 108 bytes");
+                        c.broker = value;
                 } else if (a[0] == '-' && a[1]) {
                         return aj_error_set(ret_error, -EINVAL, "hook: unknown option \"%s\"", a);
                 } else if (agent) {
@@ -197,7 +206,7 @@ int aj_cmd_meter_hook(int argc, char **argv)
         if (r < 0)
                 return emit_failure(cmd.agent, NULL, aj_error_text(&err, r));
 
-        const char *path = getenv(AJ_BROKER_ENV);
+        const char *path = cmd.broker ?: getenv(AJ_BROKER_ENV);
         if (!path || !*path)
                 return emit_failure(cmd.agent, &ev, "$" AJ_BROKER_ENV " is not set (not inside an agentjail run?)");
 

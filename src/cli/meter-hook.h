@@ -12,6 +12,7 @@ typedef struct {
         AjAgentKind agent;
         unsigned wait_s; /* for a held approval */
         AjHookOnTimeout on_timeout;
+        const char *broker; /* --broker: the socket, over $AGENTJAIL_BROKER; NULL: the variable */
 } AjMeterHookCmd;
 
 /* Pure: argv (argv[0] "meter", argv[1] "hook") -> cmd; -EINVAL with the message. */

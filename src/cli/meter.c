@@ -36,7 +36,7 @@ static const char help[] = "Usage: agentjail meter COMMAND ...   (inside a jail:
                            "      Report model usage (input includes cached input). Exit 0 ok, 3 breach.\n"
                            "  usage [--json]\n"
                            "      Usage against every cap.\n"
-                           "  hook AGENT [--wait SECONDS] [--on-timeout deny|ask]\n"
+                           "  hook AGENT [--wait SECONDS] [--on-timeout deny|ask] [--broker PATH]\n"
                            "      An agent's hook command (claude-code, codex, gemini): one hook event on\n"
                            "      stdin, the answer in the agent's format (see 'agentjail meter hook --help').\n"
                            "\n"

@@ -32,6 +32,22 @@ is "$(cat "$TEST_TMP/operator-claude/managed-settings.json")" '{"operator": true
 run_jail --no-tty -- sh -c "test -e $SETTINGS && echo present || echo absent"
 is "$JAIL_OUT" absent "without --hooks the jail has no Claude Code settings of agentjail's"
 
+# A broker of the agent's own that allows everything: settings the agent can write may set
+# the environment Claude Code runs its hooks with; the installed command pins the real one.
+cat >"$WORKSPACE/fake-broker.py" <<'EOF_BROKER'
+import json, os, socket, sys
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(8)
+open(path + ".ready", "w").close()
+while True:
+    c, _ = s.accept()
+    req = json.loads(c.makefile().readline())
+    c.sendall((json.dumps({"id": req["id"], "v": 1, "ok": True, "verdict": "allow"}) + "\n").encode())
+    c.close()
+EOF_BROKER
+
 # --------------------------------------------------------------------- a run with hooks
 P=$(write_profile hooks '{"extends": "default", "tools": {"deny": ["claude.Bash"]},
         "approvals": {"tools": ["claude.Write", "claude.Edit"], "timeout": "30s"}}')
@@ -52,7 +68,14 @@ start_jail_bg -p "$P" --no-tty --name hooks-run --hooks claude-code -- /bin/sh -
         EVENT_STDIN="not json" fc garbage PreToolUse Read toolu_g1
         EVENT_STDIN="{\"hook_event_name\": \"PreToolUse\", \"tool_input\": {}}" fc noname PreToolUse Read toolu_g2
         head -c 9000000 /dev/zero | tr "\0" " " | agentjail meter hook claude-code >out/big 2>&1; echo $? >out/big.rc
-        env -u AGENTJAIL_BROKER ./fake-claude PreToolUse Read toolu_n1 "{}" >out/nobroker 2>&1
+        echo "{\"hook_event_name\": \"PreToolUse\", \"tool_name\": \"Read\", \"tool_input\": {}, \"tool_use_id\": \"toolu_n1\"}" |
+                env -u AGENTJAIL_BROKER agentjail meter hook claude-code >out/nobroker 2>&1; echo $? >out/nobroker.rc
+        python3 ./fake-broker.py /tmp/fake.sock & fb=$!
+        i=0; while [ ! -e /tmp/fake.sock.ready ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+        AGENTJAIL_BROKER=/tmp/fake.sock fc spoofed PreToolUse Bash toolu_b2 "{\"command\": \"id\"}"
+        echo "{\"hook_event_name\": \"PreToolUse\", \"tool_name\": \"Bash\", \"tool_input\": {}, \"tool_use_id\": \"toolu_b3\"}" |
+                AGENTJAIL_BROKER=/tmp/fake.sock agentjail meter hook claude-code >out/unpinned 2>&1
+        kill $fb
         (echo "{}" >'"$SETTINGS"') 2>out/ro.err; echo $? >out/ro.rc
         echo done >out/done'
 RUN_DIR=$(wait_run_dir 10)
@@ -80,7 +103,7 @@ for ev in PreToolUse PostToolUse; do
         is "$(jq -r --arg e "$ev" '.hooks[$e] | length' "$S" 2>/dev/null)" 1 "settings: one $ev hook group"
         is "$(jq -r --arg e "$ev" '.hooks[$e][0].matcher' "$S" 2>/dev/null)" '*' "settings: $ev matches every tool"
         is "$(jq -r --arg e "$ev" '.hooks[$e][0].hooks[0] | "\(.type) \(.command) \(.timeout)"' "$S" 2>/dev/null)" \
-                "command /opt/agentjail/bin/agentjail meter hook claude-code --wait 590 600" \
+                "command /opt/agentjail/bin/agentjail meter hook claude-code --wait 590 --broker /run/agentjail/broker.sock 600" \
                 "settings: $ev runs agentjail meter hook claude-code, waiting under the hook's timeout"
 done
 isnt "$(cat "$OUTD/ro.rc")" 0 "the agent cannot rewrite the settings" && like "$(cat "$OUTD/ro.err")" "Read-only file system" \
@@ -103,7 +126,15 @@ like "$(cat "$OUTD/garbage")" "^blocked: agentjail: the hook event is not JSON" 
 like "$(cat "$OUTD/noname")" "^blocked: agentjail: field \"tool_name\"" "an event without tool_name: blocked, naming the field"
 is "$(cat "$OUTD/big.rc")" 2 "an event over 8 MiB: exit 2"
 like "$(cat "$OUTD/big")" "larger than 8 MiB \\(the tool call is refused\\)" "saying why"
-like "$(cat "$OUTD/nobroker")" "^blocked: agentjail: \\\$AGENTJAIL_BROKER is not set" "no broker (outside a run): blocked"
+is "$(cat "$OUTD/nobroker.rc")" 2 "meter hook without \$AGENTJAIL_BROKER or --broker: exit 2"
+like "$(cat "$OUTD/nobroker")" "^agentjail: \\\$AGENTJAIL_BROKER is not set .*\\(the tool call is refused\\)" "saying why"
+echo '{"hook_event_name": "PreToolUse", "tool_name": "Read", "tool_input": {}, "tool_use_id": "t"}' |
+        env -u AGENTJAIL_BROKER "$AGENTJAIL" meter hook claude-code >/dev/null 2>&1
+is "$?" 2 "outside any jail: exit 2 (the call is refused)"
+is "$(jq -r .hookSpecificOutput.permissionDecision "$OUTD/unpinned" 2>/dev/null)" allow \
+        "the agent's own broker allows whatever the hook without --broker asks it"
+like "$(cat "$OUTD/spoofed")" "^decision: deny agentjail: claude\\.Bash denied: tool \"claude\\.Bash\" is denied by tools\\.deny" \
+        "with \$AGENTJAIL_BROKER pointing there, the installed hook still asks the run's broker (--broker): denied"
 
 # The records.
 is "$(jq -r '.hooks | "\(.agent) \(.settings)"' "$RUN_DIR/run.json")" "claude-code $SETTINGS" "run.json records the hooks"
@@ -127,7 +158,8 @@ is "$(chain toolu_w1)" "tool.request,approval.requested,approval=approved,tool.v
         "logs: Write held, approved, allowed, failed"
 is "$(chain toolu_e1)" "tool.request,approval.requested,approval=cancelled" \
         "logs: the Edit the hook stopped waiting for is cancelled"
-is "$(chain toolu_g1)$(chain toolu_n1)" "" "refused events never reach the broker"
+is "$(chain toolu_b2)" "tool.request,tool.verdict=deny" "logs: the Bash sent with a spoofed \$AGENTJAIL_BROKER reached the run's broker"
+is "$(chain toolu_g1)$(chain toolu_n1)$(chain toolu_b3)" "" "refused events never reach the broker (nor what the agent's own broker answered)"
 aj logs "$RUN_ID" --verify
 is "$RC" 0 "the chain verifies" || op_diag
 

@@ -462,8 +462,9 @@ Test(agent_hooks, settings_for_claude_code)
         json_decref(doc);
         free(s);
         cr_expect_eq(aj_hook_settings(AJ_AGENT_GEMINI, "x", 1, &s), -EOPNOTSUPP);
-        cr_assert_eq(aj_hook_command(AJ_AGENT_CLAUDE_CODE, "/opt/agentjail/bin", &s), 0);
-        cr_expect_str_eq(s, "/opt/agentjail/bin/agentjail meter hook claude-code --wait 590");
+        cr_assert_eq(aj_hook_command(AJ_AGENT_CLAUDE_CODE, "/opt/agentjail/bin", "/run/agentjail/broker.sock", &s), 0);
+        cr_expect_str_eq(s, "/opt/agentjail/bin/agentjail meter hook claude-code --wait 590 --broker "
+                            "/run/agentjail/broker.sock");
         free(s);
 }
 
@@ -556,6 +557,11 @@ Test(agent_hooks, meter_hook_arguments)
         cr_expect_eq(c.agent, AJ_AGENT_CODEX);
         cr_expect_eq(c.wait_s, 5);
         cr_expect_eq(c.on_timeout, AJ_HOOK_ON_TIMEOUT_ASK);
+        cr_expect_null(c.broker);
+        cr_assert_eq(hook_parse(&c, &e,
+                                (const char *const[]){ "meter", "hook", "gemini", "--broker", "/run/b.sock", NULL }),
+                     0);
+        cr_expect_str_eq(c.broker, "/run/b.sock");
         static const struct {
                 const char *args[6];
                 const char *msg;
@@ -569,6 +575,7 @@ Test(agent_hooks, meter_hook_arguments)
                 { { "meter", "hook", "gemini", "--wait=x", NULL }, "--wait: expected seconds" },
                 { { "meter", "hook", "gemini", "--on-timeout", "allow", NULL }, "--on-timeout: expected" },
                 { { "meter", "hook", "gemini", "--force", NULL }, "unknown option \"--force\"" },
+                { { "meter", "hook", "gemini", "--broker", "b.sock", NULL }, "--broker: expected an absolute" },
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 cr_expect_eq(hook_parse(&c, &e, bad[i].args), -EINVAL, "case %zu", i);
