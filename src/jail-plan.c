@@ -707,8 +707,10 @@ int aj_run_setup_idmap(Run *run)
         _cleanup_(aj_error_clear) AjError err = {};
         r = aj_mount_plan_prepare(run->mount, userns, &err);
         if (r < 0) {
-                /* (After aj_run_check_places(): a source it refuses, an idmapped mount of "/"
-                 * that would fail here too, was refused with the reason.) */
+                /* A source the sensitive places refuse may also fail here (an idmapped mount of
+                 * "/"): the refusal, which says why, comes first. */
+                if (!aj_mount_plan_places_judged(run->mount) && aj_run_check_places(run) < 0)
+                        return -EPERM;
                 aj_error("Cannot prepare the jail's mounts: %s", aj_error_text(&err, r));
                 return r;
         }

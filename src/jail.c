@@ -188,7 +188,9 @@ static int release_jail(Run *run)
 }
 
 /* The v1 directories and limits (hybrid hosts), while the child builds its root. */
-/* The trees are made after the clone, while the child makes its network namespace. */
+/* The trees are made after the clone, while the child makes its network namespace, and
+ * sent before the places are judged: the child only builds its root with them, and the
+ * command waits for JOINED, which let_command_run() sends only for a judged plan. */
 static int send_trees(Run *run)
 {
         int r = aj_spawn_send_trees(&run->h, run->mount);
@@ -257,9 +259,9 @@ static const Step steps[] = {
         { "cloned", clone_jail, aj_run_kill_jail },
         { "maps written", write_maps, NULL },
         { NULL, release_jail, NULL },
-        { "places checked", aj_run_check_places, NULL },
         { "mount trees prepared", aj_run_setup_idmap, NULL },
         { "mount trees sent", send_trees, NULL },
+        { "places checked", aj_run_check_places, NULL },
         { "cgroups joined", join_cgroups, NULL },
         { "services opened", aj_run_setup_while_child_builds, NULL },
         { "loop started", start_loop, NULL },

@@ -139,6 +139,7 @@ struct AjMountPlan {
         AjSensitiveList fixed_places; /* when the context gives no list: the fixed places */
         Gather *gather;               /* once for the sources' identity chains: the list's, or own_gather */
         Gather own_gather;
+        bool own_gather_ready; /* a deferred plan reads the mount table at the check, not before */
         /* AjMountContext.defer_places: each source's check, kept for aj_mount_plan_check_places() */
         bool defer_places;
         struct PendingCheck *pending;
@@ -149,7 +150,8 @@ struct AjMountPlan {
 typedef struct PendingCheck {
         char *field;
         char *real;
-        AjIdChain chain;
+        int fd;      /* O_PATH of what was opened: its identity chain is taken at the check */
+        bool is_dir; /* ... and the mounts below it judged too */
         AjAccess access;
 } PendingCheck;
 
@@ -254,6 +256,8 @@ ssize_t mnt_fd_kernel_path(int fd, char buf[static PATH_MAX]);
 void mnt_gather_init(Gather *g);
 void mnt_gather_done(Gather *g);
 int mnt_id_chain_from_fd(int fd, Gather *g, const char *known_path, AjIdChain *ret);
+/* The plan's own gather, read once when first needed. */
+void mnt_plan_gather_ready(AjMountPlan *plan);
 int mnt_id_chain_from_path(const char *path, Gather *g, bool resolved, AjIdChain *ret);
 char *mnt_kernel_realpath(const char *path);
 int mnt_resolve_prefix(const char *path, char **ret);

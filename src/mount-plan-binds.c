@@ -101,8 +101,11 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
 /* Opens what a bind of `path` would mount (following symlinks, as the mount does) and
  * returns its path as the kernel resolved it and its identity: the checks below judge
  * that path, and the mount later must have that dev/ino (a swapped symlink or directory
- * in between makes the run fail instead of mounting something unchecked). */
-static int open_source(AjMountPlan *plan, const char *path, char **ret_real, struct stat *ret_st, AjIdChain *ret_chain)
+ * in between makes the run fail instead of mounting something unchecked). A plan that
+ * defers the places keeps the fd (*ret_fd) for the check; else the identity chain of
+ * it and its ancestors is taken now (*ret_chain). */
+static int open_source(AjMountPlan *plan, const char *path, char **ret_real, struct stat *ret_st, AjIdChain *ret_chain,
+                       int *ret_fd)
 {
         _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);
         char buf[PATH_MAX];
@@ -121,14 +124,17 @@ static int open_source(AjMountPlan *plan, const char *path, char **ret_real, str
                 return -ENOENT;
         /* Its identity and its ancestors': the places are judged on these too, so a bind-mount
          * alias of a place (or of its parent) is seen for what it is. */
-        r = mnt_id_chain_from_fd(fd, plan->gather, buf, ret_chain);
-        if (r < 0)
-                return r;
+        if (!plan->defer_places) {
+                r = mnt_id_chain_from_fd(fd, plan->gather, buf, ret_chain);
+                if (r < 0)
+                        return r;
+        }
         *ret_real = strdup(buf);
         if (!*ret_real) {
                 aj_id_chain_done(ret_chain);
                 return -ENOMEM;
         }
+        *ret_fd = plan->defer_places ? TAKE_FD(fd) : -1;
         return 0;
 }
 
@@ -199,28 +205,10 @@ static int judge_source(AjMountPlan *plan, const AjSensitiveList *l, const char 
         return 0;
 }
 
-static int chain_copy(const AjIdChain *c, AjIdChain *ret)
+/* Kept for aj_mount_plan_check_places() (deferred plans): the source's fd is taken. */
+static int defer_check(AjMountPlan *plan, const char *field, const char *real, int *fd, bool is_dir, AjAccess access,
+                       AjError *ret_error)
 {
-        *ret = (AjIdChain){ .n = c->n, .missing = c->missing };
-        if (c->n && !(ret->ids = malloc(c->n * sizeof(*c->ids))))
-                return -ENOMEM;
-        if (c->n)
-                memcpy(ret->ids, c->ids, c->n * sizeof(*c->ids));
-        if (c->fs_path && !(ret->fs_path = strdup(c->fs_path))) {
-                aj_id_chain_done(ret);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
-/* Judged now against the context's list (or the fixed places), or kept for
- * aj_mount_plan_check_places() when the plan defers them. */
-static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                           const AjIdChain *id, AjAccess access, AjError *ret_error)
-{
-        if (!plan->defer_places)
-                return judge_source(plan, ctx->sensitive ? ctx->sensitive : &plan->fixed_places, field, real, id,
-                                    access, ret_error);
         if (plan->n_pending >= MAX_STEPS)
                 return aj_error_set(ret_error, -E2BIG, "%s: too many sources to check", field);
         PendingCheck *n = reallocarray(plan->pending, plan->n_pending + 1, sizeof(*n));
@@ -228,12 +216,15 @@ static int check_sensitive(AjMountPlan *plan, const AjMountContext *ctx, const c
                 return -ENOMEM;
         plan->pending = n;
         PendingCheck *c = &n[plan->n_pending];
-        *c = (PendingCheck){ .field = strdup(field), .real = strdup(real), .access = access };
-        if (!c->field || !c->real || (id && chain_copy(id, &c->chain) < 0)) {
+        *c = (PendingCheck){
+                .field = strdup(field), .real = strdup(real), .fd = -1, .is_dir = is_dir, .access = access
+        };
+        if (!c->field || !c->real) {
                 free(c->field);
                 free(c->real);
                 return -ENOMEM;
         }
+        c->fd = TAKE_FD(*fd);
         plan->n_pending++;
         return 0;
 }
@@ -243,33 +234,18 @@ void mnt_pending_done(AjMountPlan *plan)
         for (size_t i = 0; i < plan->n_pending; i++) {
                 free(plan->pending[i].field);
                 free(plan->pending[i].real);
-                aj_id_chain_done(&plan->pending[i].chain);
+                if (plan->pending[i].fd >= 0)
+                        close(plan->pending[i].fd);
         }
         free(plan->pending);
         plan->pending = NULL;
         plan->n_pending = 0;
 }
 
-int aj_mount_plan_check_places(AjMountPlan *plan, const AjSensitiveList *places, AjError *ret_error)
-{
-        if (!plan || !places)
-                return -EINVAL;
-        for (size_t i = 0; i < plan->n_pending; i++) {
-                const PendingCheck *c = &plan->pending[i];
-                int r = judge_source(plan, places, c->field, c->real, c->chain.n ? &c->chain : NULL, c->access,
-                                     ret_error);
-                if (r < 0)
-                        return r;
-        }
-        mnt_pending_done(plan);
-        plan->defer_places = false;
-        return 0;
-}
-
 /* A bind carries the mounts below its source along (AT_RECURSIVE): each of them reaches the
  * jail as surely as the source itself, so each is judged as a source, by its own path and
  * identity. A mount of /tmp inside a workspace carried the host's /tmp into the jail. */
-static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
+static int check_submounts(AjMountPlan *plan, const AjSensitiveList *places, const char *field, const char *real,
                            AjAccess access, AjError *ret_error)
 {
         _cleanup_free_ char *own = NULL;
@@ -305,22 +281,60 @@ static int check_submounts(AjMountPlan *plan, const AjMountContext *ctx, const c
                         continue; /* gone, or not ours to see: the jail cannot see it either */
                 if (asprintf(&sub_field, "%s: '%s' holds a mount", field, real) < 0)
                         return -ENOMEM;
-                r = check_sensitive(plan, ctx, sub_field, point, &chain, access, ret_error);
+                r = judge_source(plan, places, sub_field, point, &chain, access, ret_error);
                 if (r < 0)
                         return r;
         }
         return 0;
 }
 
-/* A source is judged by where it leads, a directory by the mounts below it too. */
+/* A source is judged by where it leads, a directory by the mounts below it too: now, against
+ * the context's list (or the fixed places), or, when the plan defers the places, at
+ * aj_mount_plan_check_places() (which takes *fd). */
 static int check_source(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                        const AjIdChain *chain, bool is_dir, AjAccess access, AjError *ret_error)
+                        const AjIdChain *chain, int *fd, bool is_dir, AjAccess access, AjError *ret_error)
 {
-        int r = check_sensitive(plan, ctx, field, real, chain, access, ret_error);
+        if (plan->defer_places)
+                return defer_check(plan, field, real, fd, is_dir, access, ret_error);
+        const AjSensitiveList *places = ctx->sensitive ? ctx->sensitive : &plan->fixed_places;
+        int r = judge_source(plan, places, field, real, chain, access, ret_error);
 
         if (r >= 0 && is_dir)
-                r = check_submounts(plan, ctx, field, real, access, ret_error);
+                r = check_submounts(plan, places, field, real, access, ret_error);
         return r;
+}
+
+void mnt_plan_gather_ready(AjMountPlan *plan)
+{
+        if (plan->own_gather_ready)
+                return;
+        mnt_gather_init(&plan->own_gather);
+        plan->own_gather_ready = true;
+}
+
+/* The deferred checks, after the clone: each source's identity chain from the fd opened at
+ * the plan (the file that will be mounted, wherever it is now), then the mounts below it. */
+int aj_mount_plan_check_places(AjMountPlan *plan, const AjSensitiveList *places, AjError *ret_error)
+{
+        if (!plan || !places)
+                return -EINVAL;
+        if (plan->gather == &plan->own_gather)
+                mnt_plan_gather_ready(plan);
+        for (size_t i = 0; i < plan->n_pending; i++) {
+                const PendingCheck *c = &plan->pending[i];
+                _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
+                int r = c->fd >= 0 ? mnt_id_chain_from_fd(c->fd, plan->gather, c->real, &chain) : 0;
+                if (r < 0)
+                        return aj_error_set(ret_error, r, "%s: cannot check '%s': %s", c->field, c->real, strerror(-r));
+                r = judge_source(plan, places, c->field, c->real, chain.n ? &chain : NULL, c->access, ret_error);
+                if (r >= 0 && c->is_dir)
+                        r = check_submounts(plan, places, c->field, c->real, c->access, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        mnt_pending_done(plan);
+        plan->defer_places = false;
+        return 0;
 }
 
 /* The step just added mounts the file `st` describes, and no other. */
@@ -419,7 +433,8 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
 
         /* Every bind is judged by where it leads: a read-only one too (its sockets still
          * accept connections, its files are read). */
-        r = open_source(plan, src, &real, &st, &chain);
+        _cleanup_close_ int fd = -1;
+        r = open_source(plan, src, &real, &st, &chain, &fd);
         if (r == -ENOENT && b->optional)
                 return 0;
         if (r < 0 && link_src)
@@ -427,7 +442,7 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
                                     strerror(-r));
         if (r < 0)
                 return aj_error_set(ret_error, r, "%s: cannot access '%s': %s", field, src, strerror(-r));
-        r = check_source(plan, ctx, field, real, &chain, S_ISDIR(st.st_mode), access, ret_error);
+        r = check_source(plan, ctx, field, real, &chain, &fd, S_ISDIR(st.st_mode), access, ret_error);
         if (r < 0)
                 return r;
 
@@ -455,14 +470,15 @@ int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountConte
                 return aj_error_set(ret_error, r, "%s: '%s' does not exist", field, raw);
         if (r < 0)
                 return r;
-        r = open_source(plan, src, &real, &st, &chain);
+        _cleanup_close_ int fd = -1;
+        r = open_source(plan, src, &real, &st, &chain, &fd);
         if (r == -ENOENT)
                 return aj_error_set(ret_error, r, "%s: '%s' does not exist", field, src);
         if (r < 0)
                 return aj_error_set(ret_error, r, "%s: cannot access '%s': %s", field, src, strerror(-r));
         /* Every mode: the workspace is idmapped, so even read-only the agent reads as its
          * owner (a root-owned /etc's shadow file), and an overlay's lower layer is read so. */
-        r = check_source(plan, ctx, field, real, &chain, S_ISDIR(st.st_mode), AJ_ACCESS_OWNER, ret_error);
+        r = check_source(plan, ctx, field, real, &chain, &fd, S_ISDIR(st.st_mode), AJ_ACCESS_OWNER, ret_error);
         if (r < 0)
                 return r;
         if (!S_ISDIR(st.st_mode))

@@ -302,7 +302,10 @@ static int plan_use_places(AjMountPlan *plan, const AjMountContext *ctx)
         /* The list's lookups (the mount table, the parents it looked at) serve the plan too. */
         plan->gather = (ctx->sensitive ? ctx->sensitive : &plan->fixed_places)->gather;
         if (!plan->gather) {
-                mnt_gather_init(&plan->own_gather);
+                /* Deferred, the chains and the mount table are read at the check (after the
+                 * clone, off the start-up's serial path). */
+                if (!plan->defer_places)
+                        mnt_plan_gather_ready(plan);
                 plan->gather = &plan->own_gather;
         }
         return 0;
