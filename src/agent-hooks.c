@@ -25,6 +25,7 @@
 #include "agent-hooks.h"
 #include "agentjail/broker.h"
 #include "util/macros.h"
+#include "util/parse.h"
 #include "util/sha256.h"
 
 /* clang-format off */
@@ -77,17 +78,6 @@ void aj_hook_answer_done(AjHookAnswer *a)
         free(a->out);
         free(a->err);
         *a = (AjHookAnswer){};
-}
-
-/* 1..max bytes, none of them a space or a control character (the broker's names). */
-static bool plain_name(const char *s, size_t len, size_t max)
-{
-        if (len == 0 || len > max || strlen(s) != len)
-                return false;
-        for (size_t i = 0; i < len; i++)
-                if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
-                        return false;
-        return true;
 }
 
 /* The longest prefix of s (at most max bytes) that does not end inside a UTF-8 sequence. */
@@ -255,7 +245,7 @@ int aj_hook_event_parse(AjAgentKind agent, const char *text, size_t len, AjHookE
         const char *prefix = agents[agent].prefix;
         size_t max_name = AJ_BROKER_MAX_NAME - strlen(prefix) - 1;
         v = json_object_get(doc, "tool_name");
-        if (!json_is_string(v) || !plain_name(json_string_value(v), json_string_length(v), max_name))
+        if (!json_is_string(v) || !aj_plain_name(json_string_value(v), json_string_length(v), max_name))
                 return aj_error_set(ret_error, -EINVAL,
                                     "field \"tool_name\": expected a string of 1 to %zu characters without spaces or "
                                     "control characters",
@@ -270,7 +260,7 @@ int aj_hook_event_parse(AjAgentKind agent, const char *text, size_t len, AjHookE
 
         v = json_object_get(doc, "tool_use_id");
         if (v && !json_is_null(v) &&
-            (!json_is_string(v) || !plain_name(json_string_value(v), json_string_length(v), AJ_BROKER_MAX_ID)))
+            (!json_is_string(v) || !aj_plain_name(json_string_value(v), json_string_length(v), AJ_BROKER_MAX_ID)))
                 return aj_error_set(ret_error, -EINVAL,
                                     "field \"tool_use_id\": expected a string of 1 to %d characters without spaces or "
                                     "control characters",

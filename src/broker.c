@@ -26,6 +26,7 @@
 
 #include "broker-internal.h"
 #include "events.h"
+#include "util/parse.h"
 #include "util/strv.h"
 
 /* ---- request validation ---- */
@@ -37,16 +38,6 @@ static const char *shown(const char *s, char *buf, size_t size)
         return aj_append_printable(buf, size, s, 64);
 }
 #define SHOWN(s) shown((s), (char[80]){}, 80)
-
-static bool is_name(const char *s, size_t len, size_t max)
-{
-        if (len == 0 || len > max || strlen(s) != len)
-                return false;
-        for (size_t i = 0; i < len; i++)
-                if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
-                        return false;
-        return true;
-}
 
 /* Unknown fields are errors: a misspelt field must not be silently ignored. */
 static const char *unknown_field(json_t *req, const char *const *allowed)
@@ -76,7 +67,7 @@ static const char *get_name(AjBroker *b, Conn *c, json_t *req, json_t *id, const
                 broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST, "missing field \"%s\"", field);
                 return NULL;
         }
-        if (!json_is_string(v) || !is_name(json_string_value(v), json_string_length(v), max)) {
+        if (!json_is_string(v) || !aj_plain_name(json_string_value(v), json_string_length(v), max)) {
                 broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
                                    "field \"%s\": expected a string of 1 to %zu characters without spaces or control "
                                    "characters",

@@ -529,11 +529,13 @@ static int check_limits(Check *c, json_t *v)
         return check_object(c, v, fields);
 }
 
-static int check_net_entry(Check *c, json_t *v)
+/* One network.allow (ask: false) or network.ask entry, by the parser net.c has for each. */
+static int check_net_rule(Check *c, json_t *v, bool ask)
 {
         AjNetRule rule;
         const char *why = NULL;
-        int r = aj_net_rule_parse(json_string_value(v), &rule, &why);
+        int r = ask ? aj_net_ask_rule_parse(json_string_value(v), &rule, &why)
+                    : aj_net_rule_parse(json_string_value(v), &rule, &why);
         if (r == -EINVAL)
                 return check_fail(c, AJ_JSON_AT_VALUE, "invalid entry %s: %s", GOT(v), why);
         if (r < 0)
@@ -541,22 +543,13 @@ static int check_net_entry(Check *c, json_t *v)
         aj_net_rule_done(&rule);
         return 0;
 }
+
+static int check_net_entry(Check *c, json_t *v) { return check_net_rule(c, v, false); }
 
 static int check_net_allow(Check *c, json_t *v) { return check_string_array(c, v, check_net_entry); }
 
 /* network.ask: the allowlist's syntax, plus "*" (any host). */
-static int check_net_ask_entry(Check *c, json_t *v)
-{
-        AjNetRule rule;
-        const char *why = NULL;
-        int r = aj_net_ask_rule_parse(json_string_value(v), &rule, &why);
-        if (r == -EINVAL)
-                return check_fail(c, AJ_JSON_AT_VALUE, "invalid entry %s: %s", GOT(v), why);
-        if (r < 0)
-                return r;
-        aj_net_rule_done(&rule);
-        return 0;
-}
+static int check_net_ask_entry(Check *c, json_t *v) { return check_net_rule(c, v, true); }
 
 static int check_net_ask(Check *c, json_t *v) { return check_string_array(c, v, check_net_ask_entry); }
 

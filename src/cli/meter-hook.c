@@ -18,6 +18,7 @@
 #include "broker.h"
 #include "cli/meter-hook.h"
 #include "util/error.h"
+#include "util/fd.h"
 #include "util/macros.h"
 #include "util/parse.h"
 
@@ -108,40 +109,6 @@ int aj_meter_hook_parse(int argc, char **argv, AjMeterHookCmd *ret, AjError *ret
         return 0;
 }
 
-/* stdin whole, up to max bytes: -EMSGSIZE past them. */
-static int read_input(int fd, size_t max, char **ret, size_t *ret_len)
-{
-        size_t size = 64 * 1024, have = 0;
-        _cleanup_free_ char *buf = malloc(size);
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                if (have == size) {
-                        if (size > max)
-                                return -EMSGSIZE;
-                        char *nb = realloc(buf, size * 2);
-                        if (!nb)
-                                return -ENOMEM;
-                        buf = nb;
-                        size *= 2;
-                }
-                ssize_t n = read(fd, buf + have, size - have);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                have += (size_t)n;
-                if (have > max)
-                        return -EMSGSIZE;
-        }
-        *ret_len = have;
-        *ret = TAKE_PTR(buf);
-        return 0;
-}
-
 static int emit(AjHookAnswer *a)
 {
         if (a->out) {
@@ -185,8 +152,8 @@ int aj_cmd_meter_hook(int argc, char **argv)
 
         _cleanup_free_ char *input = NULL;
         size_t len = 0;
-        r = read_input(STDIN_FILENO, AJ_HOOK_MAX_INPUT, &input, &len);
-        if (r == -EMSGSIZE)
+        r = aj_read_fd(STDIN_FILENO, AJ_HOOK_MAX_INPUT, &input, &len);
+        if (r == -EFBIG)
                 return emit_failure(cmd.agent, NULL, "the hook event on stdin is larger than 8 MiB");
         if (r < 0) {
                 _cleanup_free_ char *m = NULL;

@@ -86,17 +86,6 @@ static int parse_tokens(const char *option, const char *s, uint64_t *ret, AjErro
         return 0;
 }
 
-static bool plain_name(const char *s, size_t max)
-{
-        size_t n = strlen(s);
-        if (n == 0 || n > max)
-                return false;
-        for (; *s; s++)
-                if ((unsigned char)*s <= 0x20 || *s == 0x7f)
-                        return false;
-        return true;
-}
-
 /* The values given to a meter command, checked; the positional and token counts stored. */
 static int check_values(AjMeterCmd *c, const char *positional, const char *input, const char *output,
                         const char *cached, AjError *ret_error)
@@ -106,20 +95,20 @@ static int check_values(AjMeterCmd *c, const char *positional, const char *input
         case AJ_METER_CMD_TOOL:
                 if (!positional)
                         return aj_error_set(ret_error, -EINVAL, "tool: missing the tool NAME");
-                if (!plain_name(positional, AJ_BROKER_MAX_NAME))
+                if (!aj_plain_name(positional, strlen(positional), AJ_BROKER_MAX_NAME))
                         return aj_error_set(ret_error, -EINVAL, "tool: NAME must be 1 to %d characters without spaces",
                                             AJ_BROKER_MAX_NAME);
                 c->name = positional;
                 if (c->args && (r = parse_json_arg("--args", c->args, false, ret_error)) < 0)
                         return r;
-                if (c->id && !plain_name(c->id, AJ_BROKER_MAX_ID))
+                if (c->id && !aj_plain_name(c->id, strlen(c->id), AJ_BROKER_MAX_ID))
                         return aj_error_set(ret_error, -EINVAL, "--id: must be 1 to %d characters without spaces",
                                             AJ_BROKER_MAX_ID);
                 break;
         case AJ_METER_CMD_RESULT:
                 if (!positional)
                         return aj_error_set(ret_error, -EINVAL, "result: missing the call ID");
-                if (!plain_name(positional, AJ_BROKER_MAX_ID))
+                if (!aj_plain_name(positional, strlen(positional), AJ_BROKER_MAX_ID))
                         return aj_error_set(ret_error, -EINVAL, "result: ID must be 1 to %d characters without spaces",
                                             AJ_BROKER_MAX_ID);
                 c->id = positional;
@@ -134,7 +123,7 @@ static int check_values(AjMeterCmd *c, const char *positional, const char *input
         case AJ_METER_CMD_TOKENS:
                 if (!c->model || !input || !output)
                         return aj_error_set(ret_error, -EINVAL, "tokens: --model, --input and --output are required");
-                if (!plain_name(c->model, AJ_BROKER_MAX_NAME))
+                if (!aj_plain_name(c->model, strlen(c->model), AJ_BROKER_MAX_NAME))
                         return aj_error_set(ret_error, -EINVAL, "--model: must be 1 to %d characters without spaces",
                                             AJ_BROKER_MAX_NAME);
                 if ((r = parse_tokens("--input", input, &c->input, ret_error)) < 0 ||

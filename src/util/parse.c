@@ -185,3 +185,13 @@ char *aj_format_size(uint64_t bytes, char *buf, size_t len)
                 snprintf(buf, len, "%.1f%c", v, units[u]);
         return buf;
 }
+
+bool aj_plain_name(const char *s, size_t len, size_t max)
+{
+        if (!s || len == 0 || len > max || strnlen(s, len + 1) != len)
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+                        return false;
+        return true;
+}

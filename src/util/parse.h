@@ -2,6 +2,8 @@
 /* Pure parsers for values users write in profiles and on the command line. */
 #pragma once
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* "512", "512K", "2M", "1.5G", "1T" (binary multiples, optional "iB"/"B") -> bytes. -EINVAL / -ERANGE. */
@@ -10,6 +12,9 @@ int aj_parse_size(const char *s, uint64_t *ret);
 int aj_parse_duration(const char *s, uint64_t *ret_ns);
 /* Decimal unsigned integer, whole string, no sign. */
 int aj_parse_u64(const char *s, uint64_t *ret);
+/* 1..max bytes (len of them, no NUL among them), none a space or a control character:
+ * the broker's names and ids, wherever they are checked. */
+bool aj_plain_name(const char *s, size_t len, size_t max);
 /* Format bytes as "1.5G" style into buf; returns buf. */
 char *aj_format_size(uint64_t bytes, char *buf, size_t len);
 
