@@ -206,6 +206,74 @@ static int derived_call_id(json_t *doc, const char *tool_name, json_t *args, cha
         return asprintf(ret, "%s-%.24s", aj_agent_tool_prefix(AJ_AGENT_GEMINI), hex) < 0 ? -ENOMEM : 0;
 }
 
+/* hook_event_name: which of the agent's events this is (a failure event is a post event
+ * that failed). */
+static int event_kind(AjAgentKind agent, json_t *doc, const char **ret_name, AjHookEventKind *ret_kind,
+                      bool *ret_failed, AjError *ret_error)
+{
+        json_t *v = json_object_get(doc, "hook_event_name");
+        if (!json_is_string(v))
+                return aj_error_set(ret_error, -EINVAL, "field \"hook_event_name\": missing or not a string");
+        const char *event = json_string_value(v);
+        AjHookEventKind kind;
+        bool failed = false;
+        if (streq(event, agents[agent].pre))
+                kind = AJ_HOOK_EVENT_PRE;
+        else if (streq(event, agents[agent].post))
+                kind = AJ_HOOK_EVENT_POST;
+        else if (agents[agent].post_failure && streq(event, agents[agent].post_failure)) {
+                kind = AJ_HOOK_EVENT_POST;
+                failed = true;
+        } else {
+                /* Another agent's pre-tool event (the hook installed for the wrong agent) is
+                 * refused as an error: a call must not go ahead on a misconfiguration. */
+                bool pre = false;
+                for (int i = 0; i < AJ_AGENT_COUNT; i++)
+                        pre = pre || streq(event, agents[i].pre);
+                return aj_error_set(ret_error, pre ? -EINVAL : -EOPNOTSUPP,
+                                    "field \"hook_event_name\": \"%.64s\" is not an event the %s hook handles (%s, %s)",
+                                    event, agents[agent].name, agents[agent].pre, agents[agent].post);
+        }
+        *ret_name = event;
+        *ret_kind = kind;
+        *ret_failed = failed;
+        return 0;
+}
+
+/* The call's fields, borrowed from doc: tool_name (a plain name that fits the broker's
+ * names once prefixed), tool_input (an object; required before a call), tool_use_id
+ * (optional, NULL when absent). */
+static int call_fields(AjAgentKind agent, json_t *doc, AjHookEventKind kind, const char **ret_tool, json_t **ret_input,
+                       const char **ret_call_id, AjError *ret_error)
+{
+        size_t max_name = AJ_BROKER_MAX_NAME - strlen(agents[agent].prefix) - 1;
+        json_t *v = json_object_get(doc, "tool_name");
+        if (!json_is_string(v) || !aj_plain_name(json_string_value(v), json_string_length(v), max_name))
+                return aj_error_set(ret_error, -EINVAL,
+                                    "field \"tool_name\": expected a string of 1 to %zu characters without spaces or "
+                                    "control characters",
+                                    max_name);
+        const char *tool = json_string_value(v);
+
+        json_t *input = json_object_get(doc, "tool_input");
+        if (input && !json_is_object(input))
+                return aj_error_set(ret_error, -EINVAL, "field \"tool_input\": expected an object");
+        if (!input && kind == AJ_HOOK_EVENT_PRE)
+                return aj_error_set(ret_error, -EINVAL, "field \"tool_input\": missing");
+
+        v = json_object_get(doc, "tool_use_id");
+        if (v && !json_is_null(v) &&
+            (!json_is_string(v) || !aj_plain_name(json_string_value(v), json_string_length(v), AJ_BROKER_MAX_ID)))
+                return aj_error_set(ret_error, -EINVAL,
+                                    "field \"tool_use_id\": expected a string of 1 to %d characters without spaces or "
+                                    "control characters",
+                                    AJ_BROKER_MAX_ID);
+        *ret_tool = tool;
+        *ret_input = input;
+        *ret_call_id = json_string_value(v);
+        return 0;
+}
+
 int aj_hook_event_parse(AjAgentKind agent, const char *text, size_t len, AjHookEvent *ret, AjError *ret_error)
 {
         if (agent >= AJ_AGENT_COUNT)
@@ -219,57 +287,19 @@ int aj_hook_event_parse(AjAgentKind agent, const char *text, size_t len, AjHookE
         if (!json_is_object(doc))
                 return aj_error_set(ret_error, -EINVAL, "the hook event is not a JSON object");
 
-        json_t *v = json_object_get(doc, "hook_event_name");
-        if (!json_is_string(v))
-                return aj_error_set(ret_error, -EINVAL, "field \"hook_event_name\": missing or not a string");
-        const char *event = json_string_value(v);
         AjHookEvent ev = { .agent = agent };
-        if (streq(event, agents[agent].pre))
-                ev.kind = AJ_HOOK_EVENT_PRE;
-        else if (streq(event, agents[agent].post))
-                ev.kind = AJ_HOOK_EVENT_POST;
-        else if (agents[agent].post_failure && streq(event, agents[agent].post_failure)) {
-                ev.kind = AJ_HOOK_EVENT_POST;
-                ev.failed = true;
-        } else {
-                /* Another agent's pre-tool event (the hook installed for the wrong agent) is
-                 * refused as an error: a call must not go ahead on a misconfiguration. */
-                bool pre = false;
-                for (int i = 0; i < AJ_AGENT_COUNT; i++)
-                        pre = pre || streq(event, agents[i].pre);
-                return aj_error_set(ret_error, pre ? -EINVAL : -EOPNOTSUPP,
-                                    "field \"hook_event_name\": \"%.64s\" is not an event the %s hook handles (%s, %s)",
-                                    event, agents[agent].name, agents[agent].pre, agents[agent].post);
-        }
+        const char *event = NULL, *tool = NULL, *call_id = NULL;
+        json_t *input = NULL;
+        int r = event_kind(agent, doc, &event, &ev.kind, &ev.failed, ret_error);
+        if (r < 0)
+                return r;
+        r = call_fields(agent, doc, ev.kind, &tool, &input, &call_id, ret_error);
+        if (r < 0)
+                return r;
 
-        const char *prefix = agents[agent].prefix;
-        size_t max_name = AJ_BROKER_MAX_NAME - strlen(prefix) - 1;
-        v = json_object_get(doc, "tool_name");
-        if (!json_is_string(v) || !aj_plain_name(json_string_value(v), json_string_length(v), max_name))
-                return aj_error_set(ret_error, -EINVAL,
-                                    "field \"tool_name\": expected a string of 1 to %zu characters without spaces or "
-                                    "control characters",
-                                    max_name);
-        const char *tool = json_string_value(v);
-
-        json_t *input = json_object_get(doc, "tool_input");
-        if (input && !json_is_object(input))
-                return aj_error_set(ret_error, -EINVAL, "field \"tool_input\": expected an object");
-        if (!input && ev.kind == AJ_HOOK_EVENT_PRE)
-                return aj_error_set(ret_error, -EINVAL, "field \"tool_input\": missing");
-
-        v = json_object_get(doc, "tool_use_id");
-        if (v && !json_is_null(v) &&
-            (!json_is_string(v) || !aj_plain_name(json_string_value(v), json_string_length(v), AJ_BROKER_MAX_ID)))
-                return aj_error_set(ret_error, -EINVAL,
-                                    "field \"tool_use_id\": expected a string of 1 to %d characters without spaces or "
-                                    "control characters",
-                                    AJ_BROKER_MAX_ID);
-        const char *call_id = json_string_value(v);
-
-        int r = -ENOMEM;
+        r = -ENOMEM;
         ev.event_name = strdup(event);
-        if (!ev.event_name || asprintf(&ev.tool_name, "%s.%s", prefix, tool) < 0) {
+        if (!ev.event_name || asprintf(&ev.tool_name, "%s.%s", agents[agent].prefix, tool) < 0) {
                 ev.tool_name = NULL;
                 goto fail;
         }

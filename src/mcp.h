@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * `agentjail mcp`'s message rewriting (pure: no I/O, no logging). The relay
- * (src/cli/mcp.c) sits between an MCP client and an MCP server on stdio, one JSON-RPC
+ * (src/cli/mcp*.c) sits between an MCP client and an MCP server on stdio, one JSON-RPC
  * message per line each way, and asks the broker before every tools/call. These
  * functions judge one line from either side and build the lines the relay writes:
  * forwarded messages (re-serialized from what was judged), JSON-RPC errors, tools/list

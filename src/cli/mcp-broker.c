@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `agentjail mcp`'s broker side: one connection to $AGENTJAIL_BROKER, made when a request
+ * needs it; tools/call verdicts, tools/list checks, tool results; a lost broker fails the
+ * calls and lists waiting on it closed (cli/mcp-relay.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cli/mcp-relay.h"
+#include "util/fd.h"
+
+/* ---- the broker ---- */
+
+static void broker_lost(Relay *r, const char *why);
+
+static void broker_flush(Relay *r)
+{
+        if (r->broker.fd < 0)
+                return;
+        int s = aj_outbuf_send(&r->broker.out, r->broker.fd, NULL);
+        if (s < 0)
+                return broker_lost(r, strerror(-s));
+        update_interest(r);
+}
+
+static void on_broker(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
+
+int broker_connect(Relay *r)
+{
+        if (r->broker.fd >= 0)
+                return 0;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (strlen(r->broker_path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, r->broker_path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || aj_fd_set_nonblock(fd, true) < 0) {
+                int e = -errno;
+                close(fd);
+                return e;
+        }
+        int s = aj_loop_add_io(r->loop, fd, EPOLLIN, on_broker, r, &r->broker.io);
+        if (s < 0) {
+                close(fd);
+                return s;
+        }
+        r->broker.fd = fd;
+        return 0;
+}
+
+/* Queues one request (its "id" and "v" added). 0, or -errno: not sent. */
+int broker_send(Relay *r, json_t *req, const char *id)
+{
+        int s = broker_connect(r);
+        if (s < 0)
+                return s;
+        if (json_object_set_new(req, AJ_BROKER_F_ID, json_string(id)) < 0 ||
+            json_object_set_new(req, AJ_BROKER_F_V, json_integer(AJ_BROKER_VERSION)) < 0)
+                return -ENOMEM;
+        _cleanup_free_ char *line = json_dumps(req, JSON_COMPACT);
+        if (!line)
+                return -ENOMEM;
+        if (strlen(line) > AJ_BROKER_MAX_LINE)
+                return -EMSGSIZE;
+        s = aj_outbuf_add(&r->broker.out, line, strlen(line), true, QUEUE_HARD_MAX);
+        if (s < 0)
+                return s;
+        broker_flush(r);
+        return r->broker.fd >= 0 ? 0 : -ECONNRESET;
+}
+
+static void refuse(Relay *r, Pending *p, json_t *reply)
+{
+        _cleanup_free_ char *line = aj_mcp_refusal_line(p->id, p->tool, p->call_id, reply);
+        if (line)
+                writer_add(r, &r->client_out, line);
+}
+
+void refuse_unavailable(Relay *r, Pending *p, const char *why)
+{
+        json_t *reply = json_pack("{s:b, s:{s:s}}", AJ_BROKER_F_OK, 0, AJ_BROKER_F_ERROR, "message", why);
+        refuse(r, p, reply);
+        json_decref(reply);
+}
+
+void list_unavailable(Relay *r, Pending *p, const char *why)
+{
+        char message[512];
+        snprintf(message, sizeof(message), "agentjail could not check the listed tools with the broker: %s", why);
+        _cleanup_free_ char *line = aj_mcp_error_line(p->id, AJ_MCP_E_UNAVAILABLE, message, NULL);
+        if (line)
+                writer_add(r, &r->client_out, line);
+}
+
+/* Fail closed: calls and lists waiting on the broker get errors; the next request that
+ * needs it connects again. */
+static void broker_lost(Relay *r, const char *why)
+{
+        if (r->broker.fd >= 0) {
+                aj_loop_io_remove(r->broker.io);
+                r->broker.io = NULL;
+                close(r->broker.fd);
+                r->broker.fd = -1;
+        }
+        aj_outbuf_clear(&r->broker.out);
+        r->broker.len = 0;
+        for (size_t i = 0; i < MAX_PENDING; i++) {
+                Pending *p = &r->pending[i];
+                if (p->state == P_VERDICT) {
+                        if (!p->cancelled)
+                                refuse_unavailable(r, p, why);
+                        pending_free(p);
+                } else if (p->state == P_CHECKING) {
+                        list_unavailable(r, p, why);
+                        pending_free(p);
+                }
+        }
+        update_interest(r);
+}
+
+void send_tool_result(Relay *r, const char *call_id, const char *status)
+{
+        char id[64];
+        snprintf(id, sizeof(id), "r:%llu", ++r->next_request);
+        json_t *req = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_OP, AJ_BROKER_OP_TOOL_RESULT, AJ_BROKER_F_TOOL_CALL_ID,
+                                call_id, AJ_BROKER_F_STATUS, status);
+        int s = req ? broker_send(r, req, id) : -ENOMEM;
+        json_decref(req);
+        if (s < 0)
+                note("could not report the result of %s to the broker: %s", call_id, strerror(-s));
+}
+
+static bool keep_name(void *userdata, const char *name)
+{
+        Pending *p = userdata;
+        for (size_t i = 0; i < p->n_names; i++)
+                if (streq(p->names[i], name))
+                        return p->keep[i] > 0;
+        return false;
+}
+
+void list_done(Relay *r, Pending *p)
+{
+        size_t removed = 0;
+        _cleanup_free_ char *line = aj_mcp_list_filter(p->response, keep_name, p, &removed);
+        if (line)
+                writer_add(r, &r->client_out, line);
+        else
+                list_unavailable(r, p, "out of memory");
+        pending_free(p);
+}
+
+static void on_tool_verdict(Relay *r, Pending *p, json_t *reply)
+{
+        const char *verdict = json_string_value(json_object_get(reply, AJ_BROKER_F_VERDICT));
+        bool allowed = json_is_true(json_object_get(reply, AJ_BROKER_F_OK)) && verdict &&
+                       streq(verdict, AJ_BROKER_ALLOW);
+        if (p->cancelled) {
+                /* Nobody waits for it any more: not made, and the broker told it ended so. */
+                if (allowed)
+                        send_tool_result(r, p->call_id, "error");
+                return pending_free(p);
+        }
+        if (allowed) {
+                writer_add(r, &r->server_in, p->line);
+                free(p->line);
+                p->line = NULL;
+                p->state = P_CALL;
+                if (r->server_in.dead) {
+                        /* Allowed, but the server can no longer take it. */
+                        send_tool_result(r, p->call_id, "error");
+                        refuse_unavailable(r, p, "the server's stdin is closed");
+                        pending_free(p);
+                }
+                return;
+        }
+        refuse(r, p, reply);
+        pending_free(p);
+}
+
+static void on_broker_reply(Relay *r, json_t *reply)
+{
+        const char *id = json_string_value(json_object_get(reply, AJ_BROKER_F_ID));
+        unsigned slot, gen;
+        size_t idx;
+        int end = 0;
+
+        if (!id) {
+                /* Only a request it could not read has no id: this relay sent something wrong. */
+                json_t *e = json_object_get(reply, AJ_BROKER_F_ERROR);
+                return broker_lost(r, json_string_value(json_object_get(e, "message")) ?: "a reply without an id");
+        }
+        if (id[0] == 'r') {
+                if (!json_is_true(json_object_get(reply, AJ_BROKER_F_OK)))
+                        note("the broker refused a tool_result: %s",
+                             json_string_value(json_object_get(json_object_get(reply, AJ_BROKER_F_ERROR), "message"))
+                                     ?: "");
+                return;
+        }
+        if (sscanf(id, "t:%u:%u%n", &slot, &gen, &end) == 2 && id[end] == 0 && slot < MAX_PENDING) {
+                Pending *p = &r->pending[slot];
+                if (p->state == P_VERDICT && p->gen == gen)
+                        on_tool_verdict(r, p, reply);
+                return;
+        }
+        if (sscanf(id, "k:%u:%u:%zu%n", &slot, &gen, &idx, &end) == 3 && id[end] == 0 && slot < MAX_PENDING) {
+                Pending *p = &r->pending[slot];
+                if (p->state != P_CHECKING || p->gen != gen || idx >= p->n_names || p->keep[idx] >= 0)
+                        return;
+                const char *verdict = json_string_value(json_object_get(reply, AJ_BROKER_F_VERDICT));
+                /* Anything but a clear allow hides the tool (fail closed). */
+                p->keep[idx] = json_is_true(json_object_get(reply, AJ_BROKER_F_OK)) && verdict &&
+                               streq(verdict, AJ_BROKER_ALLOW);
+                if (--p->n_waiting == 0)
+                        list_done(r, p);
+                return;
+        }
+}
+
+static void on_broker(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        Relay *r = userdata;
+        if (revents & EPOLLOUT)
+                broker_flush(r);
+        if (r->broker.fd < 0 || !(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+                return;
+        if (!r->broker.buf && !(r->broker.buf = malloc(BROKER_MAX_REPLY)))
+                return broker_lost(r, "out of memory");
+        ssize_t n = read(fd, r->broker.buf + r->broker.len, BROKER_MAX_REPLY - r->broker.len);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+        if (n <= 0)
+                return broker_lost(r, n == 0 ? "the broker closed the connection" : strerror(errno));
+        r->broker.len += (size_t)n;
+        char *start = r->broker.buf, *nl;
+        while ((nl = memchr(start, '\n', r->broker.len - (size_t)(start - r->broker.buf)))) {
+                json_t *reply = json_loadb(start, (size_t)(nl - start), 0, NULL);
+                start = nl + 1;
+                if (!json_is_object(reply)) {
+                        json_decref(reply);
+                        return broker_lost(r, "a reply that is not a JSON object");
+                }
+                on_broker_reply(r, reply);
+                json_decref(reply);
+                if (r->broker.fd < 0)
+                        return;
+        }
+        r->broker.len -= (size_t)(start - r->broker.buf);
+        memmove(r->broker.buf, start, r->broker.len);
+        if (r->broker.len == BROKER_MAX_REPLY)
+                broker_lost(r, "a reply line that is too long");
+}
