@@ -84,7 +84,7 @@ const char *aj_spawn_stage_describe(AjSpawnStage stage)
 }
 
 /* Trees per AJ_MSG_TREES message: well under the kernel's SCM_MAX_FD (253). */
-#define TREES_PER_MSG 64
+#define TREES_PER_MSG AJ_SPAWN_TREES_PER_MSG
 
 typedef struct {
         AjChildMsg m; /* step: how many trees this message has; status: 1 on the last */
@@ -385,53 +385,66 @@ static int forbid_nested_userns(void)
         return r;
 }
 
-/* The trees of aj_spawn_send_trees(), by step (-1: none). The supervisor is trusted, but a
- * message that does not add up still fails the run rather than mounting the wrong thing. */
-static int recv_trees(int sync_fd, size_t n_steps, int **ret)
+/* One AJ_MSG_TREES message into trees[]: every fd it carried is placed or closed. */
+static int recv_trees_msg(int sync_fd, size_t n_steps, int *trees, bool *ret_last)
+{
+        TreesMsg tm;
+        union {
+                char buf[CMSG_SPACE(TREES_PER_MSG * sizeof(int))];
+                struct cmsghdr align;
+        } u;
+        struct iovec iov = { .iov_base = &tm, .iov_len = sizeof(tm) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+        ssize_t n;
+        do
+                n = recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        bool ok = (size_t)n >= sizeof(tm.m) && tm.m.type == AJ_MSG_TREES && tm.m.step >= 0 &&
+                  tm.m.step <= TREES_PER_MSG && (size_t)n == sizeof(tm.m) + (size_t)tm.m.step * sizeof(uint32_t) &&
+                  !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
+        size_t got = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                        continue;
+                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t j = 0; j < k; j++) {
+                        int fd;
+                        memcpy(&fd, CMSG_DATA(c) + j * sizeof(int), sizeof(int));
+                        uint32_t step = ok && got < (size_t)tm.m.step ? tm.step[got] : UINT32_MAX;
+                        if (step < n_steps && trees[step] < 0)
+                                trees[step] = fd;
+                        else {
+                                close(fd);
+                                ok = false;
+                        }
+                        got++;
+                }
+        }
+        if (!ok || got != (size_t)tm.m.step)
+                return -EPROTO;
+        *ret_last = tm.m.status != 0;
+        return 0;
+}
+
+int aj_spawn_recv_trees(int sync_fd, size_t n_steps, int **ret)
 {
         int *trees = malloc((n_steps + 1) * sizeof(int));
         if (!trees)
                 return -ENOMEM;
         for (size_t i = 0; i < n_steps; i++)
                 trees[i] = -1;
-        for (;;) {
-                TreesMsg tm;
-                union {
-                        char buf[CMSG_SPACE(TREES_PER_MSG * sizeof(int))];
-                        struct cmsghdr align;
-                } u;
-                struct iovec iov = { .iov_base = &tm, .iov_len = sizeof(tm) };
-                struct msghdr mh = {
-                        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)
-                };
-                ssize_t n;
-                do
-                        n = recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
-                while (n < 0 && errno == EINTR);
-                if (n < 0)
-                        return -errno;
-                if ((size_t)n < sizeof(tm.m) || tm.m.type != AJ_MSG_TREES || tm.m.step < 0 ||
-                    tm.m.step > TREES_PER_MSG || (size_t)n != sizeof(tm.m) + (size_t)tm.m.step * sizeof(uint32_t) ||
-                    (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
-                        return -EPROTO;
-                size_t got = 0;
-                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                                for (size_t j = 0; j < k; j++) {
-                                        int fd;
-                                        memcpy(&fd, CMSG_DATA(c) + j * sizeof(int), sizeof(int));
-                                        uint32_t step = got < (size_t)tm.m.step ? tm.step[got] : UINT32_MAX;
-                                        if (step >= n_steps || trees[step] >= 0)
-                                                return -EPROTO;
-                                        trees[step] = fd;
-                                        got++;
-                                }
-                        }
-                if (got != (size_t)tm.m.step)
-                        return -EPROTO;
-                if (tm.m.status)
-                        break;
+        bool last = false;
+        int r = 0;
+        while (!last && (r = recv_trees_msg(sync_fd, n_steps, trees, &last)) >= 0)
+                ;
+        if (r < 0) {
+                for (size_t i = 0; i < n_steps; i++)
+                        if (trees[i] >= 0)
+                                close(trees[i]);
+                free(trees);
+                return r;
         }
         *ret = trees;
         return 0;
@@ -520,7 +533,7 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
                 child_fail(sync_fd, AJ_STAGE_USERNS, r, 0);
 
         int *trees = NULL;
-        r = recv_trees(sync_fd, aj_mount_plan_n_steps(cfg->mount), &trees);
+        r = aj_spawn_recv_trees(sync_fd, aj_mount_plan_n_steps(cfg->mount), &trees);
         if (r < 0)
                 child_fail(sync_fd, AJ_STAGE_SYNC, r, 0);
         size_t step = 0;

@@ -141,6 +141,12 @@ int aj_spawn_go(AjSpawnHandle *h);
 /* After aj_spawn_go(): the detached trees aj_mount_plan_prepare() made after the clone
  * (none: still sent, the child waits for them before it builds its root). */
 int aj_spawn_send_trees(AjSpawnHandle *h, const AjMountPlan *plan);
+/* The child's side: the trees by step (*ret: n_steps entries, -1 for none; malloc'd). The
+ * supervisor is trusted, but messages that do not add up (a step out of range or twice,
+ * fewer or more fds than steps, another message) fail with -EPROTO rather than mount
+ * the wrong thing. AJ_SPAWN_TREES_PER_MSG fds travel in one message at most. */
+#define AJ_SPAWN_TREES_PER_MSG 64
+int aj_spawn_recv_trees(int sync_fd, size_t n_steps, int **ret);
 /* After GO, once the child is in all its cgroups: it waits for this before its cgroup
  * namespace and the command. */
 int aj_spawn_joined(AjSpawnHandle *h);
