@@ -27,12 +27,12 @@ static void broker_flush(Relay *r)
         int s = aj_outbuf_send(&r->broker.out, r->broker.fd, NULL);
         if (s < 0)
                 return broker_lost(r, strerror(-s));
-        update_interest(r);
+        mcp_update_interest(r);
 }
 
 static void on_broker(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
 
-int broker_connect(Relay *r)
+int mcp_broker_connect(Relay *r)
 {
         if (r->broker.fd >= 0)
                 return 0;
@@ -58,9 +58,9 @@ int broker_connect(Relay *r)
 }
 
 /* Queues one request (its "id" and "v" added). 0, or -errno: not sent. */
-int broker_send(Relay *r, json_t *req, const char *id)
+int mcp_broker_send(Relay *r, json_t *req, const char *id)
 {
-        int s = broker_connect(r);
+        int s = mcp_broker_connect(r);
         if (s < 0)
                 return s;
         if (json_object_set_new(req, AJ_BROKER_F_ID, json_string(id)) < 0 ||
@@ -82,23 +82,23 @@ static void refuse(Relay *r, Pending *p, json_t *reply)
 {
         _cleanup_free_ char *line = aj_mcp_refusal_line(p->id, p->tool, p->call_id, reply);
         if (line)
-                writer_add(r, &r->client_out, line);
+                mcp_writer_add(r, &r->client_out, line);
 }
 
-void refuse_unavailable(Relay *r, Pending *p, const char *why)
+void mcp_refuse_unavailable(Relay *r, Pending *p, const char *why)
 {
         json_t *reply = json_pack("{s:b, s:{s:s}}", AJ_BROKER_F_OK, 0, AJ_BROKER_F_ERROR, "message", why);
         refuse(r, p, reply);
         json_decref(reply);
 }
 
-void list_unavailable(Relay *r, Pending *p, const char *why)
+void mcp_list_unavailable(Relay *r, Pending *p, const char *why)
 {
         char message[512];
         snprintf(message, sizeof(message), "agentjail could not check the listed tools with the broker: %s", why);
         _cleanup_free_ char *line = aj_mcp_error_line(p->id, AJ_MCP_E_UNAVAILABLE, message, NULL);
         if (line)
-                writer_add(r, &r->client_out, line);
+                mcp_writer_add(r, &r->client_out, line);
 }
 
 /* Fail closed: calls and lists waiting on the broker get errors; the next request that
@@ -117,26 +117,26 @@ static void broker_lost(Relay *r, const char *why)
                 Pending *p = &r->pending[i];
                 if (p->state == P_VERDICT) {
                         if (!p->cancelled)
-                                refuse_unavailable(r, p, why);
-                        pending_free(p);
+                                mcp_refuse_unavailable(r, p, why);
+                        mcp_pending_free(p);
                 } else if (p->state == P_CHECKING) {
-                        list_unavailable(r, p, why);
-                        pending_free(p);
+                        mcp_list_unavailable(r, p, why);
+                        mcp_pending_free(p);
                 }
         }
-        update_interest(r);
+        mcp_update_interest(r);
 }
 
-void send_tool_result(Relay *r, const char *call_id, const char *status)
+void mcp_send_tool_result(Relay *r, const char *call_id, const char *status)
 {
         char id[64];
         snprintf(id, sizeof(id), "r:%llu", ++r->next_request);
         json_t *req = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_OP, AJ_BROKER_OP_TOOL_RESULT, AJ_BROKER_F_TOOL_CALL_ID,
                                 call_id, AJ_BROKER_F_STATUS, status);
-        int s = req ? broker_send(r, req, id) : -ENOMEM;
+        int s = req ? mcp_broker_send(r, req, id) : -ENOMEM;
         json_decref(req);
         if (s < 0)
-                note("could not report the result of %s to the broker: %s", call_id, strerror(-s));
+                mcp_note("could not report the result of %s to the broker: %s", call_id, strerror(-s));
 }
 
 static bool keep_name(void *userdata, const char *name)
@@ -148,15 +148,15 @@ static bool keep_name(void *userdata, const char *name)
         return false;
 }
 
-void list_done(Relay *r, Pending *p)
+void mcp_list_done(Relay *r, Pending *p)
 {
         size_t removed = 0;
         _cleanup_free_ char *line = aj_mcp_list_filter(p->response, keep_name, p, &removed);
         if (line)
-                writer_add(r, &r->client_out, line);
+                mcp_writer_add(r, &r->client_out, line);
         else
-                list_unavailable(r, p, "out of memory");
-        pending_free(p);
+                mcp_list_unavailable(r, p, "out of memory");
+        mcp_pending_free(p);
 }
 
 static void on_tool_verdict(Relay *r, Pending *p, json_t *reply)
@@ -167,24 +167,24 @@ static void on_tool_verdict(Relay *r, Pending *p, json_t *reply)
         if (p->cancelled) {
                 /* Nobody waits for it any more: not made, and the broker told it ended so. */
                 if (allowed)
-                        send_tool_result(r, p->call_id, "error");
-                return pending_free(p);
+                        mcp_send_tool_result(r, p->call_id, "error");
+                return mcp_pending_free(p);
         }
         if (allowed) {
-                writer_add(r, &r->server_in, p->line);
+                mcp_writer_add(r, &r->server_in, p->line);
                 free(p->line);
                 p->line = NULL;
                 p->state = P_CALL;
                 if (r->server_in.dead) {
                         /* Allowed, but the server can no longer take it. */
-                        send_tool_result(r, p->call_id, "error");
-                        refuse_unavailable(r, p, "the server's stdin is closed");
-                        pending_free(p);
+                        mcp_send_tool_result(r, p->call_id, "error");
+                        mcp_refuse_unavailable(r, p, "the server's stdin is closed");
+                        mcp_pending_free(p);
                 }
                 return;
         }
         refuse(r, p, reply);
-        pending_free(p);
+        mcp_pending_free(p);
 }
 
 static void on_broker_reply(Relay *r, json_t *reply)
@@ -201,9 +201,10 @@ static void on_broker_reply(Relay *r, json_t *reply)
         }
         if (id[0] == 'r') {
                 if (!json_is_true(json_object_get(reply, AJ_BROKER_F_OK)))
-                        note("the broker refused a tool_result: %s",
-                             json_string_value(json_object_get(json_object_get(reply, AJ_BROKER_F_ERROR), "message"))
-                                     ?: "");
+                        mcp_note("the broker refused a tool_result: %s",
+                                 json_string_value(
+                                         json_object_get(json_object_get(reply, AJ_BROKER_F_ERROR), "message"))
+                                         ?: "");
                 return;
         }
         if (sscanf(id, "t:%u:%u%n", &slot, &gen, &end) == 2 && id[end] == 0 && slot < MAX_PENDING) {
@@ -221,7 +222,7 @@ static void on_broker_reply(Relay *r, json_t *reply)
                 p->keep[idx] = json_is_true(json_object_get(reply, AJ_BROKER_F_OK)) && verdict &&
                                streq(verdict, AJ_BROKER_ALLOW);
                 if (--p->n_waiting == 0)
-                        list_done(r, p);
+                        mcp_list_done(r, p);
                 return;
         }
 }

@@ -14,7 +14,7 @@
 
 /* ---- the pending table ---- */
 
-void pending_free(Pending *p)
+void mcp_pending_free(Pending *p)
 {
         json_decref(p->id);
         free(p->line);
@@ -50,11 +50,11 @@ static Pending *pending_new(Relay *r, const AjMcpMsg *m)
         return NULL;
 }
 
-void reply_to_client(Relay *r, const json_t *id, int code, const char *message)
+void mcp_reply_to_client(Relay *r, const json_t *id, int code, const char *message)
 {
         _cleanup_free_ char *line = aj_mcp_error_line(id, code, message, NULL);
         if (line)
-                writer_add(r, &r->client_out, line);
+                mcp_writer_add(r, &r->client_out, line);
 }
 
 /* ---- lines ---- */
@@ -63,15 +63,16 @@ static void client_tool_call(Relay *r, AjMcpMsg *m)
 {
         char tool[AJ_BROKER_MAX_NAME + 1], id[64];
         if (strlen(m->line) > MAX_CALL_LINE)
-                return reply_to_client(r, m->id, AJ_MCP_E_INVALID_PARAMS,
-                                       "agentjail mcp: a tools/call is limited to 128 KiB (its arguments go to the "
-                                       "broker, whose requests are at most 64 KiB)");
+                return mcp_reply_to_client(r, m->id, AJ_MCP_E_INVALID_PARAMS,
+                                           "agentjail mcp: a tools/call is limited to 128 KiB (its arguments go to the "
+                                           "broker, whose requests are at most 64 KiB)");
         if (aj_mcp_tool_name(r->server, m->tool, tool, sizeof(tool)) < 0)
-                return reply_to_client(r, m->id, AJ_MCP_E_INVALID_PARAMS, "tools/call: \"params.name\" is too long");
+                return mcp_reply_to_client(r, m->id, AJ_MCP_E_INVALID_PARAMS,
+                                           "tools/call: \"params.name\" is too long");
         Pending *p = pending_new(r, m);
         if (!p)
-                return reply_to_client(r, m->id, AJ_MCP_E_INTERNAL,
-                                       "agentjail mcp: too many requests in flight; try again when some are answered");
+                return mcp_reply_to_client(r, m->id, AJ_MCP_E_INTERNAL,
+                                           "agentjail mcp: too many requests in flight; try again when some are answered");
         p->state = P_VERDICT;
         snprintf(p->tool, sizeof(p->tool), "%s", tool);
         aj_mcp_call_id(getpid(), m->id, ++r->next_generated, p->call_id, sizeof(p->call_id));
@@ -79,15 +80,15 @@ static void client_tool_call(Relay *r, AjMcpMsg *m)
         snprintf(id, sizeof(id), "t:%zu:%u", (size_t)(p - r->pending), p->gen);
         json_t *req = json_pack("{s:s, s:s, s:s, s:O?}", AJ_BROKER_F_OP, AJ_BROKER_OP_TOOL, AJ_BROKER_F_TOOL_NAME, tool,
                                 AJ_BROKER_F_TOOL_CALL_ID, p->call_id, AJ_BROKER_F_TOOL_ARGS, m->arguments);
-        int s = req ? broker_send(r, req, id) : -ENOMEM;
+        int s = req ? mcp_broker_send(r, req, id) : -ENOMEM;
         json_decref(req);
         if (s < 0 && p->state == P_VERDICT) {
                 char why[128];
                 snprintf(why, sizeof(why), "%s",
                          s == -EMSGSIZE ? "the arguments are too large for the broker (its requests are at most 64 KiB)"
                                         : strerror(-s));
-                refuse_unavailable(r, p, why);
-                pending_free(p);
+                mcp_refuse_unavailable(r, p, why);
+                mcp_pending_free(p);
         }
 }
 
@@ -106,28 +107,28 @@ static void client_cancelled(Relay *r, const char *key)
                 p->id_key[0] = 0; /* the id may be used again */
                 break;
         case P_CALL:
-                send_tool_result(r, p->call_id, "error");
-                pending_free(p);
+                mcp_send_tool_result(r, p->call_id, "error");
+                mcp_pending_free(p);
                 break;
         default:
-                pending_free(p);
+                mcp_pending_free(p);
                 break;
         }
 }
 
-void on_client_line(Relay *r, const char *line, size_t len)
+void mcp_on_client_line(Relay *r, const char *line, size_t len)
 {
         AjMcpMsg m = {};
         if (aj_mcp_from_client(line, len, r->server, is_pending, r, &m) < 0) {
-                reply_to_client(r, NULL, AJ_MCP_E_INTERNAL, "agentjail mcp: out of memory; nothing was forwarded");
+                mcp_reply_to_client(r, NULL, AJ_MCP_E_INTERNAL, "agentjail mcp: out of memory; nothing was forwarded");
                 return;
         }
         switch (m.action) {
         case AJ_MCP_REPLY:
-                writer_add(r, &r->client_out, m.line);
+                mcp_writer_add(r, &r->client_out, m.line);
                 break;
         case AJ_MCP_DROP:
-                note("dropped from the client: %s", m.why);
+                mcp_note("dropped from the client: %s", m.why);
                 break;
         case AJ_MCP_TOOL_CALL:
                 client_tool_call(r, &m);
@@ -135,18 +136,18 @@ void on_client_line(Relay *r, const char *line, size_t len)
         case AJ_MCP_TOOLS_LIST: {
                 Pending *p = pending_new(r, &m);
                 if (!p) {
-                        reply_to_client(r, m.id, AJ_MCP_E_INTERNAL,
-                                        "agentjail mcp: too many requests in flight; try again when some are answered");
+                        mcp_reply_to_client(r, m.id, AJ_MCP_E_INTERNAL,
+                                            "agentjail mcp: too many requests in flight; try again when some are answered");
                         break;
                 }
                 p->state = P_LIST;
-                writer_add(r, &r->server_in, m.line);
+                mcp_writer_add(r, &r->server_in, m.line);
                 break;
         }
         default:
                 if (m.cancel_key[0])
                         client_cancelled(r, m.cancel_key);
-                writer_add(r, &r->server_in, m.line);
+                mcp_writer_add(r, &r->server_in, m.line);
                 break;
         }
         aj_mcp_msg_done(&m);
@@ -159,16 +160,17 @@ static void server_list_response(Relay *r, Pending *p, AjMcpMsg *m)
         int s = names ? aj_mcp_list_names(m->msg, names, AJ_MCP_MAX_TOOLS, &n) : -ENOMEM;
         if (s < 0) {
                 free(names);
-                reply_to_client(r, p->id, AJ_MCP_E_INTERNAL,
-                                s == -E2BIG ? "agentjail mcp: the server listed more tools than agentjail checks (1024)"
+                mcp_reply_to_client(r, p->id, AJ_MCP_E_INTERNAL,
+                                    s == -E2BIG
+                                            ? "agentjail mcp: the server listed more tools than agentjail checks (1024)"
                                             : "agentjail mcp: out of memory");
-                return pending_free(p);
+                return mcp_pending_free(p);
         }
         if (n == 0 && !json_object_get(json_object_get(m->msg, "result"), "tools")) {
                 /* An error or no tools array: nothing to filter. */
                 free(names);
-                writer_add(r, &r->client_out, m->line);
-                return pending_free(p);
+                mcp_writer_add(r, &r->client_out, m->line);
+                return mcp_pending_free(p);
         }
         p->state = P_CHECKING;
         p->response = json_incref(m->msg);
@@ -176,12 +178,12 @@ static void server_list_response(Relay *r, Pending *p, AjMcpMsg *m)
         p->n_names = n;
         p->keep = malloc(n ? n : 1);
         if (!p->keep) {
-                list_unavailable(r, p, "out of memory");
-                return pending_free(p);
+                mcp_list_unavailable(r, p, "out of memory");
+                return mcp_pending_free(p);
         }
         memset(p->keep, -1, n);
         if (n == 0)
-                return list_done(r, p);
+                return mcp_list_done(r, p);
         unsigned gen = p->gen;
         size_t slot = (size_t)(p - r->pending);
         for (size_t i = 0; i < n; i++) {
@@ -192,42 +194,42 @@ static void server_list_response(Relay *r, Pending *p, AjMcpMsg *m)
                 }
                 snprintf(id, sizeof(id), "k:%zu:%u:%zu", slot, gen, i);
                 json_t *req = json_pack("{s:s, s:s}", AJ_BROKER_F_OP, AJ_BROKER_OP_CHECK, AJ_BROKER_F_TOOL_NAME, tool);
-                s = req ? broker_send(r, req, id) : -ENOMEM;
+                s = req ? mcp_broker_send(r, req, id) : -ENOMEM;
                 json_decref(req);
                 if (p->state != P_CHECKING || p->gen != gen)
                         return; /* the broker was lost: answered */
                 if (s < 0) {
-                        list_unavailable(r, p, strerror(-s));
-                        return pending_free(p);
+                        mcp_list_unavailable(r, p, strerror(-s));
+                        return mcp_pending_free(p);
                 }
                 p->n_waiting++;
         }
         if (p->n_waiting == 0)
-                list_done(r, p);
+                mcp_list_done(r, p);
 }
 
-void on_server_line(Relay *r, const char *line, size_t len)
+void mcp_on_server_line(Relay *r, const char *line, size_t len)
 {
         AjMcpMsg m = {};
         if (aj_mcp_from_server(line, len, &m) < 0) {
-                note("out of memory; a message from the server was dropped");
+                mcp_note("out of memory; a message from the server was dropped");
                 return;
         }
         Pending *p = m.action == AJ_MCP_RESPONSE && m.id_key[0] ? pending_find(r, m.id_key) : NULL;
         if (m.action == AJ_MCP_DROP) {
-                note("dropped from the server: %s", m.why);
+                mcp_note("dropped from the server: %s", m.why);
         } else if (p && p->state == P_CALL) {
-                send_tool_result(r, p->call_id, aj_mcp_result_status(m.msg));
-                writer_add(r, &r->client_out, m.line);
-                pending_free(p);
+                mcp_send_tool_result(r, p->call_id, aj_mcp_result_status(m.msg));
+                mcp_writer_add(r, &r->client_out, m.line);
+                mcp_pending_free(p);
         } else if (p && p->state == P_LIST) {
                 server_list_response(r, p, &m);
         } else if (p) {
                 /* A response to a call not yet allowed (or a list being checked): the server
                  * answered what it was never sent. Not passed on. */
-                note("dropped from the server: a response to a request it was not sent");
+                mcp_note("dropped from the server: a response to a request it was not sent");
         } else {
-                writer_add(r, &r->client_out, m.line);
+                mcp_writer_add(r, &r->client_out, m.line);
         }
         aj_mcp_msg_done(&m);
 }

@@ -97,31 +97,31 @@ struct Relay {
         bool failed;
 };
 
-void note(const char *fmt, ...) _printf_(1, 2);
+void mcp_note(const char *fmt, ...) _printf_(1, 2);
 
 /* ---- the line streams (mcp-streams.c) ---- */
 
-void writer_add(Relay *r, Writer *w, const char *line);
-bool reader_blocked(Relay *r, Reader *rd);
-void reader_process(Relay *r, Reader *rd);
-void reader_read(Relay *r, Reader *rd);
-void on_reader(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
-void on_writer(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
-void client_closed(Relay *r);
-void update_interest(Relay *r);
+void mcp_writer_add(Relay *r, Writer *w, const char *line);
+bool mcp_reader_blocked(Relay *r, Reader *rd);
+void mcp_reader_process(Relay *r, Reader *rd);
+void mcp_reader_read(Relay *r, Reader *rd);
+void mcp_on_reader(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
+void mcp_on_writer(AjLoopIo *io, int fd, uint32_t revents, void *userdata);
+void mcp_client_closed(Relay *r);
+void mcp_update_interest(Relay *r);
 
 /* ---- the broker (mcp-broker.c) ---- */
 
-int broker_connect(Relay *r);
-int broker_send(Relay *r, json_t *req, const char *id);
-void refuse_unavailable(Relay *r, Pending *p, const char *why);
-void list_unavailable(Relay *r, Pending *p, const char *why);
-void send_tool_result(Relay *r, const char *call_id, const char *status);
-void list_done(Relay *r, Pending *p);
+int mcp_broker_connect(Relay *r);
+int mcp_broker_send(Relay *r, json_t *req, const char *id);
+void mcp_refuse_unavailable(Relay *r, Pending *p, const char *why);
+void mcp_list_unavailable(Relay *r, Pending *p, const char *why);
+void mcp_send_tool_result(Relay *r, const char *call_id, const char *status);
+void mcp_list_done(Relay *r, Pending *p);
 
 /* ---- messages and the pending table (mcp-messages.c) ---- */
 
-void pending_free(Pending *p);
-void reply_to_client(Relay *r, const json_t *id, int code, const char *message);
-void on_client_line(Relay *r, const char *line, size_t len);
-void on_server_line(Relay *r, const char *line, size_t len);
+void mcp_pending_free(Pending *p);
+void mcp_reply_to_client(Relay *r, const json_t *id, int code, const char *message);
+void mcp_on_client_line(Relay *r, const char *line, size_t len);
+void mcp_on_server_line(Relay *r, const char *line, size_t len);

@@ -38,15 +38,15 @@ static void writer_flush(Relay *r, Writer *w)
                 w->fd = -1;
                 w->dead = true;
         }
-        update_interest(r);
+        mcp_update_interest(r);
 }
 
-void writer_add(Relay *r, Writer *w, const char *line)
+void mcp_writer_add(Relay *r, Writer *w, const char *line)
 {
         if (w->dead || w->fd < 0)
                 return;
         if (aj_outbuf_add(&w->out, line, strlen(line), true, QUEUE_HARD_MAX) < 0) {
-                note("out of memory for a queued message; dropped");
+                mcp_note("out of memory for a queued message; dropped");
                 return;
         }
         writer_flush(r, w);
@@ -54,7 +54,7 @@ void writer_add(Relay *r, Writer *w, const char *line)
 
 /* ---- readers ---- */
 
-bool reader_blocked(Relay *r, Reader *rd)
+bool mcp_reader_blocked(Relay *r, Reader *rd)
 {
         if (rd == &r->client_in)
                 return aj_outbuf_pending(&r->server_in.out) >= AJ_MCP_MAX_LINE ||
@@ -69,22 +69,22 @@ static void reader_line(Relay *r, Reader *rd, const char *line, size_t len)
         if (len == 0 || (len == 1 && line[0] == '\r'))
                 return;
         if (rd == &r->client_in)
-                on_client_line(r, line, len);
+                mcp_on_client_line(r, line, len);
         else
-                on_server_line(r, line, len);
+                mcp_on_server_line(r, line, len);
 }
 
 static void reader_too_long(Relay *r, Reader *rd)
 {
         if (rd == &r->client_in)
-                reply_to_client(r, NULL, AJ_MCP_E_INVALID_REQUEST,
-                                "agentjail mcp: a message longer than 8 MiB; discarded, nothing was forwarded");
+                mcp_reply_to_client(r, NULL, AJ_MCP_E_INVALID_REQUEST,
+                                    "agentjail mcp: a message longer than 8 MiB; discarded, nothing was forwarded");
         else
-                note("dropped from the server: a message longer than 8 MiB");
+                mcp_note("dropped from the server: a message longer than 8 MiB");
 }
 
 /* The complete lines in the buffer, while the outputs take them. */
-void reader_process(Relay *r, Reader *rd)
+void mcp_reader_process(Relay *r, Reader *rd)
 {
         size_t start = 0;
         while (start < rd->len) {
@@ -97,7 +97,7 @@ void reader_process(Relay *r, Reader *rd)
                 } else if (end - start > AJ_MCP_MAX_LINE) {
                         reader_too_long(r, rd);
                 } else {
-                        if (reader_blocked(r, rd))
+                        if (mcp_reader_blocked(r, rd))
                                 break;
                         reader_line(r, rd, rd->buf + start, end - start);
                 }
@@ -113,7 +113,7 @@ void reader_process(Relay *r, Reader *rd)
                 rd->discarding = true;
                 rd->len = 0;
         }
-        if (rd->eof && !whole_line && rd->len > 0 && !reader_blocked(r, rd)) {
+        if (rd->eof && !whole_line && rd->len > 0 && !mcp_reader_blocked(r, rd)) {
                 /* A last line without its newline. */
                 if (!rd->discarding)
                         reader_line(r, rd, rd->buf, rd->len);
@@ -122,21 +122,21 @@ void reader_process(Relay *r, Reader *rd)
         if (rd->eof && rd->len == 0 && !rd->done) {
                 rd->done = true;
                 if (rd == &r->client_in)
-                        client_closed(r);
+                        mcp_client_closed(r);
         }
 }
 
-void reader_read(Relay *r, Reader *rd)
+void mcp_reader_read(Relay *r, Reader *rd)
 {
-        if (rd->eof || reader_blocked(r, rd))
+        if (rd->eof || mcp_reader_blocked(r, rd))
                 return;
         if (!rd->buf && !(rd->buf = malloc(READER_SIZE))) {
-                note("out of memory");
+                mcp_note("out of memory");
                 r->failed = true;
                 return;
         }
         if (rd->len == READER_SIZE)
-                return reader_process(r, rd);
+                return mcp_reader_process(r, rd);
         ssize_t n = read(rd->fd, rd->buf + rd->len, READER_SIZE - rd->len);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return;
@@ -147,16 +147,16 @@ void reader_read(Relay *r, Reader *rd)
         } else {
                 rd->len += (size_t)n;
         }
-        reader_process(r, rd);
+        mcp_reader_process(r, rd);
 }
 
-void on_reader(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+void mcp_on_reader(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
 {
         Relay *r = userdata;
-        reader_read(r, fd == r->client_in.fd ? &r->client_in : &r->server_out);
+        mcp_reader_read(r, fd == r->client_in.fd ? &r->client_in : &r->server_out);
 }
 
-void on_writer(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+void mcp_on_writer(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
 {
         Relay *r = userdata;
         Writer *w = fd == r->client_out.fd ? &r->client_out : &r->server_in;
@@ -170,7 +170,7 @@ void on_writer(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
 /* The client sent its last message (it may still read): the server's stdin is closed
  * once no call waits for the broker's verdict (held ones too: a client that gives up
  * kills us, and the server's end follows) and what is queued for it is written. */
-void client_closed(Relay *r)
+void mcp_client_closed(Relay *r)
 {
         for (size_t i = 0; i < MAX_PENDING; i++)
                 if (r->pending[i].state == P_VERDICT)
@@ -182,7 +182,7 @@ void client_closed(Relay *r)
 }
 
 /* Which fds are watched for what: readers pause while their outputs are full. */
-void update_interest(Relay *r)
+void mcp_update_interest(Relay *r)
 {
         Reader *readers[] = { &r->client_in, &r->server_out };
         for (size_t i = 0; i < ARRAY_SIZE(readers); i++) {
@@ -190,12 +190,13 @@ void update_interest(Relay *r)
                 if (rd->eof || rd->fd < 0 || rd->unpolled)
                         continue;
                 /* Paused by leaving the loop: epoll reports a hang-up even with no events asked. */
-                bool blocked = reader_blocked(r, rd) || rd->len == READER_SIZE;
+                bool blocked = mcp_reader_blocked(r, rd) || rd->len == READER_SIZE;
                 if (blocked && rd->io) {
                         aj_loop_io_remove(rd->io);
                         rd->io = NULL;
-                } else if (!blocked && !rd->io && aj_loop_add_io(r->loop, rd->fd, EPOLLIN, on_reader, r, &rd->io) < 0) {
-                        note("cannot watch an input");
+                } else if (!blocked && !rd->io &&
+                           aj_loop_add_io(r->loop, rd->fd, EPOLLIN, mcp_on_reader, r, &rd->io) < 0) {
+                        mcp_note("cannot watch an input");
                         r->failed = true;
                 }
         }

@@ -91,7 +91,7 @@ int aj_mcp_cmd_parse(int argc, char **argv, AjMcpCmd *ret, AjError *ret_error)
         return 0;
 }
 
-void note(const char *fmt, ...)
+void mcp_note(const char *fmt, ...)
 {
         va_list ap;
         va_start(ap, fmt);
@@ -132,7 +132,7 @@ static void on_drain_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata)
 {
         Relay *r = userdata;
         if (!r->server_out.eof) {
-                note("the server exited but its stdout is still open; not waiting for it");
+                mcp_note("the server exited but its stdout is still open; not waiting for it");
                 r->server_out.eof = r->server_out.done = true;
                 aj_loop_io_remove(r->server_out.io);
                 r->server_out.io = NULL;
@@ -191,7 +191,7 @@ static bool finished(Relay *r)
 static void relay_free(Relay *r)
 {
         for (size_t i = 0; i < MAX_PENDING; i++)
-                pending_free(&r->pending[i]);
+                mcp_pending_free(&r->pending[i]);
         aj_loop_timer_stop(&r->drain_timer);
         aj_outbuf_clear(&r->client_out.out);
         aj_outbuf_clear(&r->server_in.out);
@@ -224,8 +224,8 @@ static int relay_setup(Relay *r, char **argv, sigset_t *oldmask)
         if ((s = aj_loop_new(&r->loop)) < 0)
                 return s;
         aj_loop_timer_init(r->loop, &r->drain_timer, on_drain_timeout, r);
-        if ((s = broker_connect(r)) < 0) {
-                note("cannot reach the broker at '%s': %s", r->broker_path, strerror(-s));
+        if ((s = mcp_broker_connect(r)) < 0) {
+                mcp_note("cannot reach the broker at '%s': %s", r->broker_path, strerror(-s));
                 return s;
         }
         /* Private non-blocking descriptions of our stdin/stdout (the client's are left alone). */
@@ -233,21 +233,21 @@ static int relay_setup(Relay *r, char **argv, sigset_t *oldmask)
             (s = aj_tty_reopen_nonblock(1, O_WRONLY, &r->client_out.fd, &restore)) < 0)
                 return s;
         if ((s = spawn_server(r, argv, oldmask)) < 0) {
-                note("cannot start '%s': %s", argv[0], strerror(-s));
+                mcp_note("cannot start '%s': %s", argv[0], strerror(-s));
                 return s;
         }
         if ((s = aj_loop_add_io(r->loop, r->sig_fd, EPOLLIN, on_signal, r, &r->sig_io)) < 0 ||
-            (s = aj_loop_add_io(r->loop, r->server_out.fd, EPOLLIN, on_reader, r, &r->server_out.io)) < 0 ||
-            (s = aj_loop_add_io(r->loop, r->server_in.fd, 0, on_writer, r, &r->server_in.io)) < 0)
+            (s = aj_loop_add_io(r->loop, r->server_out.fd, EPOLLIN, mcp_on_reader, r, &r->server_out.io)) < 0 ||
+            (s = aj_loop_add_io(r->loop, r->server_in.fd, 0, mcp_on_writer, r, &r->server_in.io)) < 0)
                 return s;
         /* A file or /dev/null on stdin or stdout (scripts, tests) is not pollable, and never
          * blocks: read when there is room, written at once. */
-        s = aj_loop_add_io(r->loop, r->client_in.fd, EPOLLIN, on_reader, r, &r->client_in.io);
+        s = aj_loop_add_io(r->loop, r->client_in.fd, EPOLLIN, mcp_on_reader, r, &r->client_in.io);
         if (s == -EPERM)
                 r->client_in.unpolled = true;
         else if (s < 0)
                 return s;
-        s = aj_loop_add_io(r->loop, r->client_out.fd, 0, on_writer, r, &r->client_out.io);
+        s = aj_loop_add_io(r->loop, r->client_out.fd, 0, mcp_on_writer, r, &r->client_out.io);
         return s == -EPERM ? 0 : s;
 }
 
@@ -259,7 +259,7 @@ int aj_cmd_mcp(int argc, char **argv)
 
         int s = aj_mcp_cmd_parse(argc, argv, &cmd, &err);
         if (s < 0) {
-                note("%s", aj_error_text(&err, s));
+                mcp_note("%s", aj_error_text(&err, s));
                 return 2;
         }
         if (cmd.help) {
@@ -269,7 +269,7 @@ int aj_cmd_mcp(int argc, char **argv)
         const char *path = getenv(AJ_BROKER_ENV);
         if (!path || !*path) {
                 /* Without a broker nothing could be asked: the server is not started (fail closed). */
-                note("$%s is not set (not inside an agentjail run?)", AJ_BROKER_ENV);
+                mcp_note("$%s is not set (not inside an agentjail run?)", AJ_BROKER_ENV);
                 return 2;
         }
 
@@ -290,22 +290,22 @@ int aj_cmd_mcp(int argc, char **argv)
                 return 2;
         }
         while (!finished(r) && !r->failed) {
-                bool read_now = r->client_in.unpolled && !r->client_in.eof && !reader_blocked(r, &r->client_in);
+                bool read_now = r->client_in.unpolled && !r->client_in.eof && !mcp_reader_blocked(r, &r->client_in);
                 s = aj_loop_dispatch(r->loop, read_now ? 0 : -1);
                 if (s >= 0 && read_now)
-                        reader_read(r, &r->client_in);
+                        mcp_reader_read(r, &r->client_in);
                 if (s < 0) {
-                        note("event loop: %s", strerror(-s));
+                        mcp_note("event loop: %s", strerror(-s));
                         break;
                 }
                 /* Lines left in a buffer while an output was full, and an end not yet acted on. */
-                if (!reader_blocked(r, &r->client_in) && (r->client_in.len > 0 || r->client_in.eof))
-                        reader_process(r, &r->client_in);
-                if (!reader_blocked(r, &r->server_out) && (r->server_out.len > 0 || r->server_out.eof))
-                        reader_process(r, &r->server_out);
+                if (!mcp_reader_blocked(r, &r->client_in) && (r->client_in.len > 0 || r->client_in.eof))
+                        mcp_reader_process(r, &r->client_in);
+                if (!mcp_reader_blocked(r, &r->server_out) && (r->server_out.len > 0 || r->server_out.eof))
+                        mcp_reader_process(r, &r->server_out);
                 if (r->client_in.done)
-                        client_closed(r);
-                update_interest(r);
+                        mcp_client_closed(r);
+                mcp_update_interest(r);
         }
         if (!r->exited) {
                 kill(r->pid, SIGKILL);
