@@ -82,6 +82,13 @@ static void side_add(AjLlmSide *side, const char *provider, const char *model, c
 
 static void add_response(AjLlmSummary *s, json_t *ev)
 {
+        /* A request the gateway relayed but did not take for a model call (an agent's
+         * HEAD / connectivity check): not a row of "?" in the model table. Events of
+         * versions before "metered" was recorded count as model calls. */
+        if (json_is_false(json_object_get(ev, "metered"))) {
+                s->other++;
+                return;
+        }
         const char *model = str_field(ev, AJ_BROKER_F_MODEL) ?: str_field(ev, F_RESPONSE_MODEL) ?: "?";
         const char *outcome = str_field(ev, "outcome");
         AjLlmTally one = {
@@ -252,6 +259,10 @@ json_t *aj_llm_summary_json(const AjLlmSummary *s)
 {
         _cleanup_free_ char *verdict = aj_llm_summary_verdict(s);
         json_t *m = side_json(&s->measured, true), *r = side_json(&s->reported, false);
+        if (m && json_object_set_new(m, "other_requests", json_integer((json_int_t)s->other)) < 0) {
+                json_decref(m);
+                m = NULL;
+        }
         if (!verdict || !m || !r) {
                 json_decref(m);
                 json_decref(r);

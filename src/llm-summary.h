@@ -42,8 +42,9 @@ typedef struct {
 } AjLlmSide;
 
 typedef struct {
-        AjLlmSide measured; /* llm.response */
+        AjLlmSide measured; /* llm.response of model calls */
         AjLlmSide reported; /* tokens */
+        uint64_t other;     /* llm.response "metered": false: relayed, not model calls */
 } AjLlmSummary;
 
 typedef enum {

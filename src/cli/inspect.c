@@ -288,6 +288,8 @@ static void print_measured(json_t *m)
         if (jcount(m, "failed") || jcount(m, "estimated") || jcount(m, "unpriced"))
                 printf("  (%llu did not complete, %llu charged on an estimate, %llu without a price)\n",
                        jcount(m, "failed"), jcount(m, "estimated"), jcount(m, "unpriced"));
+        if (jcount(m, "other_requests"))
+                printf("  (and %llu other requests relayed, not model calls)\n", jcount(m, "other_requests"));
 }
 
 static void print_reported_row(json_t *row, const char *total)

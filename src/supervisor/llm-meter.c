@@ -469,6 +469,8 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                         json_object_set_new(ev, "ttfb_ms",
                                             json_real((double)(call->first_byte_ns - call->started_ns) / 1e6));
                 json_object_set_new(ev, "request_sha256", json_string(cs->request_sha));
+                /* Not a model call (a HEAD /, a model list): relayed, counted apart. */
+                json_object_set_new(ev, "metered", json_boolean(cs->metered));
                 uint8_t dg[AJ_SHA256_SIZE];
                 char hex[AJ_SHA256_HEX_SIZE];
                 aj_sha256_final(&cs->out_sha, dg);

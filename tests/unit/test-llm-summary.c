@@ -356,3 +356,30 @@ Test(llm_summary, inspect_of_a_run_without_model_calls, .fini = remove_fixture_r
         cr_assert(strstr(text, "model calls none (no calls through the LLM gateway, no self-reported tokens)\n"), "%s",
                   text);
 }
+
+/* What the gateway relayed but did not take for a model call (Claude Code's HEAD / at
+ * start) is counted apart, not as a model "?" row; events from before "metered" was
+ * recorded still count as model calls. */
+Test(llm_summary, relayed_requests_that_are_not_model_calls)
+{
+        _cleanup_free_ AjLlmSummary *s = calloc(1, sizeof(*s));
+        cr_assert_not_null(s);
+        json_auto_t *head = json_pack("{s:s, s:s, s:b, s:s}", "type", "llm.response", "provider", "anthropic",
+                                      "metered", false, "relay", "completed");
+        json_auto_t *call = json_pack("{s:s, s:s, s:b, s:s, s:I, s:I}", "type", "llm.response", "provider", "anthropic",
+                                      "metered", true, "gen_ai.request.model", "claude-test",
+                                      "gen_ai.usage.input_tokens", (json_int_t)10, "gen_ai.usage.output_tokens",
+                                      (json_int_t)2);
+        json_auto_t *old = json_pack("{s:s, s:s, s:s}", "type", "llm.response", "provider", "anthropic",
+                                     "gen_ai.request.model", "claude-old");
+        aj_llm_summary_add(s, head);
+        aj_llm_summary_add(s, call);
+        aj_llm_summary_add(s, old);
+        cr_expect_eq(s->other, 1);
+        cr_expect_eq(s->measured.n_rows, 2, "claude-test and claude-old, no \"?\" row");
+        cr_expect_eq(s->measured.total.requests, 2);
+        for (size_t i = 0; i < s->measured.n_rows; i++)
+                cr_expect_str_neq(s->measured.rows[i].model, "?");
+        json_auto_t *j = aj_llm_summary_json(s);
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(j, "measured"), "other_requests")), 1);
+}
