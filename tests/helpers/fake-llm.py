@@ -23,7 +23,7 @@ usual "Hello!".
 
 The same for OpenAI's Responses API (tests/integration/test-agents-openai.sh drives an
 OpenAI Agents SDK app and Codex with it): a request that offers function tools and whose
-first user message holds calls as <call>NAME ARGUMENTS-JSON</call> (NAME one of the offered
+first user message with any holds calls as <call>NAME ARGUMENTS-JSON</call> (NAME one of the offered
 tools; without NAME, the first one) gets, while fewer function_call_output items than calls
 came back, a function_call with the next call (call ids call_fake1, call_fake2... unique in
 the fake's life); then a message "RESULT n: OUTPUT" for each output in order."""
@@ -299,10 +299,9 @@ def responses_script_step(req):
         return None
     items = req.get("input")
     items = [{"role": "user", "content": items}] if isinstance(items, str) else [i for i in items or [] if isinstance(i, dict)]
-    users = [i for i in items if i.get("role") == "user"]
-    if not users:
-        return None
-    calls = re.findall(r"<call>(.*?)</call>", item_text(users[0].get("content")), re.S)
+    # The first user message with calls (Codex sends its environment as user messages first).
+    calls = next((c for c in (re.findall(r"<call>(.*?)</call>", item_text(i.get("content")), re.S)
+                              for i in items if i.get("role") == "user") if c), None)
     if not calls:
         return None
     outputs = [item_text(i.get("output")) for i in items if i.get("type") == "function_call_output"]

@@ -183,4 +183,102 @@ cmp_num "$took" -le 30 "... and does not hang on the unreachable tracing endpoin
 is "$(($(records) - n0))" 2 "the provider got the model calls only"
 unlike "$(grep -v '"path": "/v1/responses"' "$T/record" 2>/dev/null)" "traces" "no trace reached the provider"
 
+# --- Codex CLI (@openai/codex from the npm registry, its native binary) in `codex exec`,
+# against the same fake through the gateway: a provider of Codex's own config pointing at
+# $OPENAI_BASE_URL with the placeholder key (Codex's built-in provider ignores both), over
+# HTTPS (the gateway relays no WebSocket). Its shell tool (exec_command, "Bash" to hooks)
+# runs under the jail's policy; with Codex's managed hooks (/etc/codex/requirements.toml,
+# bound read-only) each call asks the broker through `agentjail meter hook codex`.
+CX_VERSION=${AGENTJAIL_TEST_CODEX:-0.171.0}
+CX_CACHE="${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/agent-cache/codex-$CX_VERSION"
+cx_bin() {
+        local arch triple
+        case $(uname -m) in
+        x86_64) arch=x64 triple=x86_64-unknown-linux-musl ;;
+        aarch64) arch=arm64 triple=aarch64-unknown-linux-musl ;;
+        *) return 1 ;;
+        esac
+        local b="@openai/codex-linux-$arch/vendor/$triple/bin/codex"
+        [[ -x $CX_CACHE/node_modules/$b ]] && echo "$b"
+}
+if ! CX_BIN=$(cx_bin); then
+        mkdir -p "$CX_CACHE"
+        if ! (cd "$CX_CACHE" && timeout 300 npm install --prefix . --no-audit --no-fund --no-save --silent \
+                "@openai/codex@$CX_VERSION") >"$TEST_TMP/npm.log" 2>&1 || ! CX_BIN=$(cx_bin); then
+                fail "npm install @openai/codex@$CX_VERSION" "$(tail -c 1000 "$TEST_TMP/npm.log")"
+                done_testing
+        fi
+fi
+diag "Codex $CX_VERSION from $CX_CACHE"
+PC=$(write_profile codex '{"extends": "node", '"$LLM"'}')
+CODEX=(--llm openai --ro "$CX_CACHE/node_modules:/opt/codex/node_modules" -- "/opt/codex/node_modules/$CX_BIN" exec
+        --skip-git-repo-check --sandbox danger-full-access -m gpt-test -c model_provider=agentjail
+        -c 'model_providers.agentjail={name="agentjail", base_url="http://127.0.0.1:4100/openai/v1", env_key="OPENAI_API_KEY", wire_api="responses", supports_websockets=false}')
+cat >"$TEST_TMP/codex-hooks.toml" <<'TOML'
+[[hooks.PreToolUse]]
+[[hooks.PreToolUse.hooks]]
+type = "command"
+command = "/opt/agentjail/bin/agentjail meter hook codex --wait 590"
+timeout = 600
+
+[[hooks.PostToolUse]]
+[[hooks.PostToolUse.hooks]]
+type = "command"
+command = "/opt/agentjail/bin/agentjail meter hook codex"
+timeout = 600
+TOML
+chmod 644 "$TEST_TMP/codex-hooks.toml"
+HOOKS=(--ro "$TEST_TMP/codex-hooks.toml:/etc/codex/requirements.toml")
+
+SECRET="host-secret-$RANDOM$RANDOM"
+echo "$SECRET" >"$TEST_TMP/host-secret.txt"
+n0=$(records)
+start=$SECONDS
+run_jail -p "$PC" "${CODEX[@]}" "Run <call>exec_command {\"cmd\": \"echo made-by-codex > codex.txt && id -u && hostname\"}</call>
+<call>exec_command {\"cmd\": \"cat $TEST_TMP/host-secret.txt\"}</call>"
+diag "Codex's run took $((SECONDS - start)) s"
+is "$JAIL_RC" 0 "codex exec ran in the jail" || jail_diag
+like "$JAIL_OUT" "RESULT 1: .*1000"$'\n'"agentjail" "its shell tool ran the first command in the jail (uid 1000, the jail's hostname)"
+is "$(cat "$WORKSPACE/codex.txt" 2>/dev/null)" made-by-codex "the file the shell tool wrote is in the workspace"
+like "$JAIL_OUT" "RESULT 2: .*host-secret.txt: No such file" "a host file outside the jail's view: not there for the shell tool"
+unlike "$(cat "$T/record")" "$SECRET" "... its content never reached the model"
+n1=$(records)
+is "$((n1 - n0))" 3 "the fake provider got Codex's three Responses calls (a function_call per command, then the answer)"
+LAST=$(grep '"path": "/v1/responses"' "$T/record" | tail -1)
+like "$(jq -c '.headers[] | select(.[0] | ascii_downcase == "authorization") | .[1]' <<<"$LAST")" "\"Bearer $OKEY\"" \
+        "the gateway put the real key on Codex's requests"
+unlike "$(cat "$JAIL_RUN_DIR"/*.log "$JAIL_RUN_DIR/events.jsonl" 2>/dev/null)" "$OKEY" "the key is in none of the run's records"
+is "$(jf '.llm.openai["gpt-test"].requests')" 3 "run.json: Codex's model calls metered"
+aj inspect "$JAIL_RUN_ID"
+like "$OUT" "openai +gpt-test +3 +60 +9 " "inspect: Codex's model calls and tokens, measured by the gateway" || op_diag
+# (Codex hangs up once it has read response.completed, before the stream's last chunk: the
+# relay may record "failed" while the response, and so its usage, was complete.)
+is "$(events_of llm.response | jq -s -c '[.[] | select(.stream) | .outcome] | unique')" '["complete"]' \
+        "Codex streamed its calls, each read to the end"
+is "$(count_lines "$(events_of tool.request)")" 0 "without hooks, no tool call reached the broker"
+
+# Managed hooks: each shell command asks the broker first, and the file that installs them
+# is read-only for the agent.
+run_jail -p "$PC" "${HOOKS[@]}" "${CODEX[@]}" 'Run <call>exec_command {"cmd": "echo hooked > hooked.txt && echo x > /etc/codex/requirements.toml"}</call>'
+is "$JAIL_RC" 0 "codex exec with the hooks in /etc/codex/requirements.toml ran" || jail_diag
+is "$(cat "$WORKSPACE/hooked.txt" 2>/dev/null)" hooked "the broker's allow let the shell tool run"
+like "$JAIL_OUT" "RESULT 1: .*requirements.toml: Read-only file system" "the agent cannot rewrite its hooks (read-only)"
+REQ=$(events_of tool.request | head -1)
+CALL=$(grep '"path": "/v1/responses"' "$T/record" | tail -1 | jq -r .body | grep -o 'call_fake[0-9]*' | head -1)
+is "$(jq -r '.["gen_ai.tool.name"]' <<<"$REQ")" codex.Bash "tool.request: codex.Bash"
+like "$(jq -c '.["gen_ai.tool.call.arguments"]' <<<"$REQ")" '"command":"echo hooked > hooked.txt' "tool.request: the shell command"
+is "$(jq -r '.["gen_ai.tool.call.id"]' <<<"$REQ")" "$CALL" "tool.request: the call id is the model's call_id"
+is "$(events_of tool.verdict | jq -r .verdict)" allow "tool.verdict: allow"
+is "$(events_of tool.result | jq -r '[.status, .["gen_ai.tool.call.id"]] | join(" ")')" "ok $CALL" "tool.result: ok, through the PostToolUse hook"
+
+# A tools.deny pattern stops the command; the model reads the broker's reason.
+PCD=$(write_profile codex-deny '{"extends": "node", '"$LLM"', "tools": {"deny": ["codex.Bash"]}}')
+run_jail -p "$PCD" "${HOOKS[@]}" "${CODEX[@]}" 'Run <call>exec_command {"cmd": "echo denied > codex-denied.txt"}</call>'
+is "$JAIL_RC" 0 "codex exec ran (its shell call denied)" || jail_diag
+ok "the denied command did not run" test ! -e "$WORKSPACE/codex-denied.txt"
+like "$(last_body | jq -r '.input[] | select(.type == "function_call_output") | .output')" 'codex\.Bash.*denied by tools\.deny' \
+        "the model got the denial with the broker's reason"
+is "$(events_of tool.verdict | jq -r '[.["gen_ai.tool.name"], .verdict] | join(" ")')" "codex.Bash deny" "tool.verdict: deny"
+is "$(count_lines "$(events_of tool.result)")" 0 "no tool.result for a call that never ran"
+
 done_testing
