@@ -257,6 +257,14 @@ is "$(events_of llm.response | jq -s -c '[.[] | select(.stream) | .outcome] | un
         "Codex streamed its calls, each read to the end"
 is "$(count_lines "$(events_of tool.request)")" 0 "without hooks, no tool call reached the broker"
 
+# Codex's own sandbox (its default for exec: read-only) needs new namespaces, which the
+# jail refuses: every command fails; hence --sandbox danger-full-access in the recipe.
+CODEX_SB=("${CODEX[@]/#danger-full-access/read-only}")
+run_jail -p "$PC" "${CODEX_SB[@]}" 'Run <call>exec_command {"cmd": "echo sandboxed > sandboxed.txt"}</call>'
+is "$JAIL_RC" 0 "codex exec with its own sandbox ran" || jail_diag
+ok "... but its sandbox could not start in the jail: the command did not run" test ! -e "$WORKSPACE/sandboxed.txt"
+like "$JAIL_OUT" "RESULT 1: .*(namespace|sandbox)" "... and the model got the sandbox's error"
+
 # Managed hooks: each shell command asks the broker first, and the file that installs them
 # is read-only for the agent.
 run_jail -p "$PC" "${HOOKS[@]}" "${CODEX[@]}" 'Run <call>exec_command {"cmd": "echo hooked > hooked.txt && echo x > /etc/codex/requirements.toml"}</call>'
@@ -280,5 +288,38 @@ like "$(last_body | jq -r '.input[] | select(.type == "function_call_output") | 
         "the model got the denial with the broker's reason"
 is "$(events_of tool.verdict | jq -r '[.["gen_ai.tool.name"], .verdict] | join(" ")')" "codex.Bash deny" "tool.verdict: deny"
 is "$(count_lines "$(events_of tool.result)")" 0 "no tool.result for a call that never ran"
+
+# An approval gate: the first command waits for the operator and runs once approved, the
+# second is denied with a reason, which the model reads.
+PCA=$(write_profile codex-approve '{"extends": "node", '"$LLM"', "approvals": {"tools": ["codex.Bash"], "timeout": "2m"}}')
+start_jail_bg -p "$PCA" "${HOOKS[@]}" "${CODEX[@]}" 'Run <call>exec_command {"cmd": "echo yes > codex-approved.txt"}</call>
+<call>exec_command {"cmd": "echo no > codex-refused.txt"}</call>'
+RA=$(wait_run_dir 20)
+held_ids() { jq -r 'select(.type == "approval.requested") | .["gen_ai.tool.call.id"]' "$RA/events.jsonl" 2>/dev/null; }
+for ((i = 0; i < 300; i++)); do
+        [[ -n $(held_ids) ]] && break
+        sleep 0.1
+done
+if [[ -n $(held_ids) ]]; then
+        sleep 1
+        ok "held: the command has not run while its call waits" test ! -e "$WORKSPACE/codex-approved.txt"
+        aj approve "${RA##*/}" "$(held_ids | head -1)"
+        is "$RC" 0 "agentjail approve RUN CALL" || op_diag
+        for ((i = 0; i < 300; i++)); do
+                (($(count_lines "$(held_ids)") >= 2)) && break
+                sleep 0.1
+        done
+        aj deny "${RA##*/}" "$(held_ids | sed -n 2p)" --reason not-on-a-friday
+        is "$RC" 0 "agentjail deny RUN CALL --reason ..." || op_diag
+        wait_exit "$BG_PID" 60
+        is "$WAIT_RC" 0 "Codex finished after the decisions"
+        is "$(cat "$WORKSPACE/codex-approved.txt" 2>/dev/null)" yes "the approved command ran"
+        ok "the denied command did not run" test ! -e "$WORKSPACE/codex-refused.txt"
+        like "$(cat "$TEST_TMP/bg.out")" "RESULT 2: .*denied.*not-on-a-friday" "the model got the operator's reason"
+else
+        fail "Codex's shell call is held for approval" "$(cat "$TEST_TMP/bg.err")"
+        aj kill "${RA##*/}"
+        wait_exit "$BG_PID" 20
+fi
 
 done_testing
