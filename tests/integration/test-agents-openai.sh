@@ -12,7 +12,10 @@
 # tool.result named save_note), a tools.deny pattern turned into a denial the model reads, an
 # approval gate, the placeholder key in the jail and the real one only at the provider, and
 # the SDK's tracing export (to api.openai.com, which the jail does not reach) neither hanging
-# nor failing the run.
+# nor failing the run. Then Codex CLI (@openai/codex, cached the same way) in `codex exec`
+# against the same fake: its shell tool under the jail's policy, its model calls metered, and
+# with its managed hooks (/etc/codex/requirements.toml) each command through the broker:
+# allowed, denied by tools.deny, held for approval.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
