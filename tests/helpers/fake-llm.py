@@ -19,7 +19,14 @@ Anthropic request that offers a tool named "Bash" and whose first user message h
 commands as <cmd>...</cmd> gets, while fewer tool_result blocks than commands came back,
 a tool_use of Bash with the next command; then a final text, "RESULT n (ok|error): ..."
 for each tool_result in order. Any other request (a title, a side model call) gets the
-usual "Hello!"."""
+usual "Hello!".
+
+The same for OpenAI's Responses API (tests/integration/test-agents-openai.sh drives an
+OpenAI Agents SDK app and Codex with it): a request that offers function tools and whose
+first user message with any holds calls as <call>NAME ARGUMENTS-JSON</call> (NAME one of the offered
+tools; without NAME, the first one) gets, while fewer function_call_output items than calls
+came back, a function_call with the next call (call ids call_fake1, call_fake2... unique in
+the fake's life); then a message "RESULT n: OUTPUT" for each output in order."""
 import argparse, itertools, json, os, re, socket, ssl, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -210,6 +217,10 @@ class Handler(BaseHTTPRequestHandler):
         item = ({"type": "function_call", "id": "fc_fake", "call_id": "call_fake", "name": "get_weather", "arguments": '{"city":"Paris"}'}
                 if tool else {"type": "message", "id": "msg_fake", "role": "assistant",
                               "content": [{"type": "output_text", "text": "Hello!"}]})
+        scripted = responses_script_step(req)
+        if scripted:
+            item = scripted
+            tool = item["type"] == "function_call"
         resp = {"id": "resp_fake", "object": "response", "model": model, "status": "completed", "output": [item], "usage": usage}
         if not req.get("stream"):
             return self.send_json(200, resp)
@@ -217,8 +228,14 @@ class Handler(BaseHTTPRequestHandler):
             return "event: %s\ndata: %s\n\n" % (name, json.dumps(dict(obj, type=name)))
         evs = [sse("response.created", {"response": dict(resp, status="in_progress", output=[], usage=None)}),
                sse("response.output_item.added", {"output_index": 0, "item": item})]
-        if not tool:
-            evs += [sse("response.output_text.delta", {"output_index": 0, "content_index": 0, "delta": w}) for w in ["Hel", "lo!"]]
+        if tool:
+            evs += [sse("response.function_call_arguments.delta", {"output_index": 0, "item_id": item["id"], "delta": item["arguments"]}),
+                    sse("response.function_call_arguments.done", {"output_index": 0, "item_id": item["id"], "arguments": item["arguments"]})]
+        else:
+            text = item["content"][0]["text"]
+            words = [text] if scripted else ["Hel", "lo!"]
+            evs += [sse("response.output_text.delta", {"output_index": 0, "content_index": 0, "item_id": item["id"], "delta": w})
+                    for w in words]
         evs += [sse("response.output_item.done", {"output_index": 0, "item": item}),
                 sse("response.completed", {"response": resp})]
         self.events(evs, model)
@@ -261,6 +278,43 @@ def script_step(req):
                 "input": {"command": cmds[len(results)], "description": "scripted step %d" % (len(results) + 1)}}
     return {"type": "text", "text": "\n".join("RESULT %d (%s): %s" % (i + 1, "error" if e else "ok", t.strip())
                                                for i, (e, t) in enumerate(results))}
+
+
+def item_text(content):
+    """The text of a Responses input item's content: a string, or its input_text/output_text parts."""
+    if isinstance(content, str):
+        return content
+    out = []
+    for b in content if isinstance(content, list) else []:
+        if isinstance(b, dict) and b.get("type") in ("input_text", "output_text", "text"):
+            out.append(str(b.get("text", "")))
+    return "\n".join(out)
+
+
+def responses_script_step(req):
+    """The scripted Responses session's next output item for this request, or None."""
+    tools = [t for t in req.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    names = [str(t.get("name")) for t in tools]
+    if not names:
+        return None
+    items = req.get("input")
+    items = [{"role": "user", "content": items}] if isinstance(items, str) else [i for i in items or [] if isinstance(i, dict)]
+    # The first user message with calls (Codex sends its environment as user messages first).
+    calls = next((c for c in (re.findall(r"<call>(.*?)</call>", item_text(i.get("content")), re.S)
+                              for i in items if i.get("role") == "user") if c), None)
+    if not calls:
+        return None
+    outputs = [item_text(i.get("output")) for i in items if i.get("type") == "function_call_output"]
+    if len(outputs) < len(calls):
+        name, _, args = calls[len(outputs)].strip().partition(" ")
+        if name not in names:
+            name, args = names[0], calls[len(outputs)]
+        n = next(TOOL_IDS)
+        return {"type": "function_call", "id": "fc_fake%d" % n, "call_id": "call_fake%d" % n, "name": name,
+                "arguments": args.strip() or "{}", "status": "completed"}
+    return {"type": "message", "id": "msg_fake", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "annotations": [], "text": "\n".join(
+                "RESULT %d: %s" % (i + 1, o.strip()) for i, o in enumerate(outputs))}]}
 
 
 def main():
