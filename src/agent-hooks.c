@@ -474,13 +474,51 @@ int aj_hook_settings(AjAgentKind agent, const char *command, unsigned timeout_s,
 {
         _cleanup_(json_decrefp) json_t *doc = NULL;
         switch (agent) {
-        case AJ_AGENT_CLAUDE_CODE:
+        case AJ_AGENT_CLAUDE_CODE: {
                 /* "*" matches every tool (MCP tools included); the timeout is in seconds. */
                 doc = json_pack("{s:{s:[{s:s, s:[{s:s, s:s, s:i}]}], s:[{s:s, s:[{s:s, s:s, s:i}]}]}}", "hooks",
                                 agents[agent].pre, "matcher", "*", "hooks", "type", "command", "command", command,
                                 "timeout", (int)timeout_s, agents[agent].post, "matcher", "*", "hooks", "type",
                                 "command", "command", command, "timeout", (int)timeout_s);
+                /* The workspace's .claude/settings.json is the agent's to write, and Claude
+                 * Code gives hook processes the settings' "env": no hook but these (another
+                 * could rewrite a call's input after the operator approved it), and pinned
+                 * values for what would run something else in the hook's place (a shell
+                 * prefix, the shell, its startup file) or make it fail open (the dynamic
+                 * loader's variables: a broken library path exits 127, which Claude Code
+                 * takes for a non-blocking error). Managed "env" wins over the project's. */
+                static const char *const pinned[][2] = {
+                        { "CLAUDE_CODE_SHELL_PREFIX", "" },
+                        { "SHELL", "/bin/sh" },
+                        { "BASH_ENV", "" },
+                        { "ENV", "" },
+                        { "LD_PRELOAD", "" },
+                        { "LD_LIBRARY_PATH", "" },
+                        { "LD_AUDIT", "" },
+                        { "LD_DEBUG", "" },
+                        { "LD_DEBUG_OUTPUT", "" },
+                        { "LD_PROFILE", "" },
+                        { "LD_ORIGIN_PATH", "" },
+                        { "LD_DYNAMIC_WEAK", "" },
+                        { "LD_HWCAP_MASK", "" },
+                        { "GLIBC_TUNABLES", "" },
+                        { "GCONV_PATH", "" },
+                        { "LOCPATH", "" },
+                        { "MALLOC_TRACE", "" },
+                };
+                json_t *env = json_object();
+                for (size_t i = 0; env && i < ARRAY_SIZE(pinned); i++)
+                        if (json_object_set_new(env, pinned[i][0], json_string(pinned[i][1])) < 0) {
+                                json_decref(env);
+                                env = NULL;
+                        }
+                if (doc && (!env || json_object_set_new(doc, "env", env) < 0 ||
+                            json_object_set_new(doc, "allowManagedHooksOnly", json_true()) < 0)) {
+                        json_decref(doc);
+                        doc = NULL;
+                }
                 break;
+        }
         default:
                 return -EOPNOTSUPP;
         }

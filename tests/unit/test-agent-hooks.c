@@ -459,6 +459,14 @@ Test(agent_hooks, settings_for_claude_code)
                                  "/opt/agentjail/bin/agentjail meter hook claude-code");
                 cr_expect_eq(json_integer_value(json_object_get(h, "timeout")), 600);
         }
+        /* No other hook, and the environment the workspace's settings could give the hook
+         * (a shell prefix, the loader's variables) pinned. */
+        cr_expect(json_is_true(json_object_get(doc, "allowManagedHooksOnly")));
+        json_t *env = json_object_get(doc, "env");
+        cr_expect_str_eq(json_string_value(json_object_get(env, "CLAUDE_CODE_SHELL_PREFIX")), "");
+        cr_expect_str_eq(json_string_value(json_object_get(env, "LD_LIBRARY_PATH")), "");
+        cr_expect_str_eq(json_string_value(json_object_get(env, "LD_PRELOAD")), "");
+        cr_expect_str_eq(json_string_value(json_object_get(env, "SHELL")), "/bin/sh");
         json_decref(doc);
         free(s);
         cr_expect_eq(aj_hook_settings(AJ_AGENT_GEMINI, "x", 1, &s), -EOPNOTSUPP);
