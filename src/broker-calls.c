@@ -254,7 +254,7 @@ int aj_broker_decide(AjBroker *b, const char *call_id, bool approve, const char 
 /* The call waits for an operator: its request and approval.requested are recorded, its
  * reservation kept; the reply comes from finish_held(). `ev` (tool.request) is consumed. */
 void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char *call_id, const char *digest,
-                 AjMeterReservation *res, json_t *ev, json_t *args, const char *canon)
+                 AjMeterReservation *res, json_t *ev, json_t *args)
 {
         InFlight *f = broker_in_flight_add(b, call_id, name, digest);
         if (!f) {
@@ -266,13 +266,21 @@ void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
         aj_loop_timer_init(b->loop, &f->timer, on_held_timeout, b);
         /* Armed before the events: a call that could never time out is not held. */
         int r = aj_loop_timer_set(&f->timer, b->now_ns() + b->approval_timeout_ns);
+        /* What the operator decides on is recorded whole, however long (tool.request keeps a
+         * cut for ordinary calls): a held call's arguments are bounded by the request line
+         * and the number held, and a call the chain cannot take is not held (refused). */
+        json_t *asked = r < 0 ? NULL
+                              : json_pack("{s:s, s:s, s:s, s:s, s:O}", AJ_BROKER_F_TOOL_NAME, name,
+                                          AJ_BROKER_F_TOOL_CALL_ID, call_id, "arguments_sha256", digest, "timeout",
+                                          aj_format_duration(b->approval_timeout_ns, t, sizeof(t)),
+                                          AJ_BROKER_F_TOOL_ARGS, args);
         if (r < 0)
                 json_decref(ev);
-        else
-                r = broker_emit_pair(b, "tool.request", ev, "approval.requested",
-                                     json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name,
-                                               AJ_BROKER_F_TOOL_CALL_ID, call_id, "arguments_sha256", digest, "timeout",
-                                               aj_format_duration(b->approval_timeout_ns, t, sizeof(t))));
+        else if (!asked) {
+                json_decref(ev);
+                r = -ENOMEM;
+        } else
+                r = broker_emit_pair(b, "tool.request", ev, "approval.requested", asked);
         if (r < 0) {
                 broker_in_flight_remove(b, f);
                 aj_meter_settle(b->meter, res, false);
@@ -285,10 +293,11 @@ void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
         aj_line_conn_hold(c, +1);
         b->n_awaiting++;
         if (b->hooks && b->hooks->approval_requested) {
-                json_auto_t *call = json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name,
+                json_auto_t *call = json_pack("{s:s, s:s, s:s, s:s, s:O}", AJ_BROKER_F_TOOL_NAME, name,
                                               AJ_BROKER_F_TOOL_CALL_ID, call_id, "arguments_sha256", digest, "timeout",
-                                              aj_format_duration(b->approval_timeout_ns, t, sizeof(t)));
-                if (call && broker_add_logged_args(call, args, canon) >= 0)
+                                              aj_format_duration(b->approval_timeout_ns, t, sizeof(t)),
+                                              AJ_BROKER_F_TOOL_ARGS, args);
+                if (call)
                         b->hooks->approval_requested(b->hooks->userdata, call);
         }
 }

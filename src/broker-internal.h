@@ -98,6 +98,6 @@ void broker_in_flight_remove(AjBroker *b, InFlight *f);
 bool broker_needs_approval(const AjBroker *b, const char *name);
 /* The call waits for an operator (see broker-calls.c). `ev` (tool.request) is consumed. */
 void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char *call_id, const char *digest,
-                 AjMeterReservation *res, json_t *ev, json_t *args, const char *canon);
+                 AjMeterReservation *res, json_t *ev, json_t *args);
 /* The caller of these held calls went away (or the run ended): nothing to answer. */
 void broker_cancel_held(AjBroker *b, Conn *c, const char *reason);

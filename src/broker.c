@@ -167,7 +167,7 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                                 snprintf(d.reason, sizeof(d.reason), "call id \"%.128s\" is already awaiting approval",
                                          call_id);
                 } else {
-                        return broker_hold(b, c, id, name, call_id, digest, &res, ev, args, canon);
+                        return broker_hold(b, c, id, name, call_id, digest, &res, ev, args);
                 }
         }
         /* Both events in one write(2), still before the reply (and before the verdict
