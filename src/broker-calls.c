@@ -138,10 +138,11 @@ static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *deci
                                            AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", decision, "by", by,
                                            AJ_BROKER_F_REASON, streq(decision, "timeout") ? NULL : reason),
                                  "tool.verdict",
-                                 json_pack("{s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
+                                 json_pack("{s:s, s:s, s:s, s:s*, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
                                            AJ_BROKER_F_TOOL_CALL_ID, f->call_id, AJ_BROKER_F_VERDICT,
                                            approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY, AJ_BROKER_F_REASON,
-                                           approve ? NULL : text));
+                                           approve ? NULL : text, "counted_by",
+                                           approve && f->res.exempt ? "gateway" : NULL));
         /* The call happens now: that is when the rate window counts it. */
         f->res.now_ns = b->now_ns();
         aj_meter_settle(b->meter, &f->res, approve && r >= 0);

@@ -141,7 +141,10 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
 
         AjMeterReservation res;
         AjMeterDecision d;
-        r = aj_meter_reserve_tool(b->meter, name, digest, b->now_ns(), &res, &d);
+        /* The agent's own id (not one made up here): the model's tool call id, by which the
+         * gateway's count of the same call is recognised (counted once, claimed once). */
+        r = aj_meter_reserve_tool_call(b->meter, name, digest, no_call_id ? NULL : call_id, AJ_METER_BY_BROKER,
+                                       b->now_ns(), &res, &d);
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
 
@@ -174,6 +177,11 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
          * counts: a failed write releases the reservation). */
         json_t *verdict = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
                                     AJ_BROKER_F_VERDICT, broker_verdict_name(d.verdict, true));
+        if (verdict && d.counted_by && d.verdict == AJ_VERDICT_ALLOW &&
+            json_object_set_new(verdict, "counted_by", json_string(d.counted_by)) < 0) {
+                json_decref(verdict);
+                verdict = NULL;
+        }
         if (verdict && broker_add_breach(verdict, &d) < 0) {
                 json_decref(verdict);
                 verdict = NULL;

@@ -168,6 +168,11 @@ struct PriceLoader {
         AjPriceTable *table;
 };
 
+struct CallId {
+        uint8_t key[AJ_SHA256_SIZE];
+        bool live; /* remembered and not claimed */
+};
+
 struct AjMeter {
         AjMeterCaps caps;
         uint64_t used[_AJ_CAP_MAX];     /* additive caps */
@@ -178,6 +183,12 @@ struct AjMeter {
         uint64_t *window;
         size_t window_head, window_len, window_size;
         uint64_t reserved_calls;
+
+        /* Ids of counted tool calls (sha256 of the id), a ring of AJ_METER_MAX_CALL_IDS per
+         * side (AjMeterCounter: the broker's, which an agent names, never push out the
+         * gateway's), allocated at the first: the newest at ids_next - 1. */
+        struct CallId *ids[2];
+        size_t ids_next[2];
 
         bool have_last;
         uint8_t last_key[AJ_SHA256_SIZE];
@@ -210,6 +221,8 @@ void aj_meter_free(AjMeter *m)
         if (!m)
                 return;
         free(m->window);
+        free(m->ids[0]);
+        free(m->ids[1]);
         aj_price_table_free(m->prices);
         aj_price_table_free(m->table);
         if (m->loader)
@@ -489,16 +502,75 @@ void aj_meter_check_tool(const AjMeter *m, const char *name, AjMeterDecision *re
         *ret_decision = d;
 }
 
+/* ---- call ids counted ---- */
+
+static const char *counter_name(AjMeterCounter by) { return by == AJ_METER_BY_GATEWAY ? "gateway" : "broker"; }
+
+static void call_id_key(const char *id, uint8_t out[AJ_SHA256_SIZE]) { aj_sha256(id, strlen(id), out); }
+
+/* The live id `key` that side `by` counted: its slot, or NULL. */
+static struct CallId *call_id_find(AjMeter *m, const uint8_t key[AJ_SHA256_SIZE], AjMeterCounter by)
+{
+        struct CallId *ids = m->ids[by];
+        for (size_t i = 0; ids && i < AJ_METER_MAX_CALL_IDS; i++)
+                if (ids[i].live && memcmp(ids[i].key, key, AJ_SHA256_SIZE) == 0)
+                        return &ids[i];
+        return NULL;
+}
+
+/* Remembered in side `by`'s ring, over its oldest. Without memory it is not: the call may
+ * then be counted twice, never not at all. */
+static void call_id_remember(AjMeter *m, const uint8_t key[AJ_SHA256_SIZE], AjMeterCounter by)
+{
+        if (!m->ids[by] && !(m->ids[by] = calloc(AJ_METER_MAX_CALL_IDS, sizeof(struct CallId))))
+                return;
+        struct CallId *e = &m->ids[by][m->ids_next[by]];
+        memcpy(e->key, key, AJ_SHA256_SIZE);
+        e->live = true;
+        m->ids_next[by] = (m->ids_next[by] + 1) % AJ_METER_MAX_CALL_IDS;
+}
+
+size_t aj_meter_call_ids(const AjMeter *m, AjMeterCounter by)
+{
+        size_t n = 0;
+        for (size_t i = 0; m->ids[by] && i < AJ_METER_MAX_CALL_IDS; i++)
+                n += m->ids[by][i].live;
+        return n;
+}
+
 int aj_meter_reserve_tool(AjMeter *m, const char *name, const char *args_digest, uint64_t now_ns,
                           AjMeterReservation *ret_res, AjMeterDecision *ret_decision)
 {
-        AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
-        AjMeterReservation res = { .is_tool = true, .now_ns = now_ns };
+        return aj_meter_reserve_tool_call(m, name, args_digest, NULL, AJ_METER_BY_BROKER, now_ns, ret_res,
+                                          ret_decision);
+}
 
-        if (!name || !*name)
+int aj_meter_reserve_tool_call(AjMeter *m, const char *name, const char *args_digest, const char *call_id,
+                               AjMeterCounter by, uint64_t now_ns, AjMeterReservation *ret_res,
+                               AjMeterDecision *ret_decision)
+{
+        AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
+        AjMeterReservation res = { .is_tool = true, .now_ns = now_ns, .by = (uint8_t)by };
+
+        if (!name || !*name || (by != AJ_METER_BY_GATEWAY && by != AJ_METER_BY_BROKER))
                 return -EINVAL;
         if (tool_denied(m, name, &d))
                 goto done;
+        if (call_id && *call_id) {
+                res.has_id = true;
+                call_id_key(call_id, res.id_key);
+                AjMeterCounter other = by == AJ_METER_BY_GATEWAY ? AJ_METER_BY_BROKER : AJ_METER_BY_GATEWAY;
+                struct CallId *e = call_id_find(m, res.id_key, other);
+                if (e) {
+                        /* The same call, counted by the other side: claimed, so the id
+                         * exempts no other call (a release gives it back). */
+                        e->live = false;
+                        res.exempt = true;
+                        res.active = true;
+                        d.counted_by = counter_name(other);
+                        goto done;
+                }
+        }
 
         res.amount[AJ_CAP_TOOL_CALLS] = 1;
         static const AjCap order[] = { AJ_CAP_TOOL_CALLS };
@@ -664,6 +736,14 @@ void aj_meter_settle(AjMeter *m, AjMeterReservation *res, bool commit)
 {
         if (!res->active)
                 return;
+        if (res->exempt) {
+                /* Counted by the other side: nothing to commit; a release gives the id back. */
+                if (!commit)
+                        call_id_remember(m, res->id_key,
+                                         res->by == AJ_METER_BY_GATEWAY ? AJ_METER_BY_BROKER : AJ_METER_BY_GATEWAY);
+                res->active = false;
+                return;
+        }
         for (int c = 0; c < _AJ_CAP_MAX; c++) {
                 m->reserved[c] -= res->amount[c];
                 if (commit)
@@ -686,6 +766,8 @@ void aj_meter_settle(AjMeter *m, AjMeterReservation *res, bool commit)
                                 /* Outstanding reservations counted against the old key no longer match. */
                                 m->pending_repeat = 0;
                         }
+                        if (res->has_id)
+                                call_id_remember(m, res->id_key, (AjMeterCounter)res->by);
                 }
         }
         res->active = false;

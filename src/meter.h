@@ -47,6 +47,7 @@ typedef enum {
 #define AJ_CAP_MAX_REPEAT 1000000ULL
 #define AJ_METER_MAX_PRICES 1024
 #define AJ_METER_MAX_RULES 1024
+#define AJ_METER_MAX_CALL_IDS 1024 /* ids of counted tool calls remembered per side (oldest forgotten) */
 
 typedef struct {
         bool set[_AJ_CAP_MAX];
@@ -100,6 +101,9 @@ typedef struct {
         uint64_t limit;   /* BREACH: the cap (pico-USD for cost) */
         uint64_t value;   /* BREACH: what usage would have become */
         char reason[384]; /* DENY, BREACH: for humans */
+        /* tools: "gateway" or "broker" when the other side already counted this call
+         * (its call id): judged by the rules, not counted again; NULL otherwise */
+        const char *counted_by;
         /* tokens */
         uint64_t cost_pusd;
         bool price_known;
@@ -123,6 +127,10 @@ typedef struct {
         uint64_t amount[_AJ_CAP_MAX]; /* only additive caps */
         uint64_t now_ns;
         uint8_t repeat_key[AJ_SHA256_SIZE];
+        bool has_id; /* id_key names the call (aj_meter_reserve_tool_call()) */
+        bool exempt; /* counted already by the other side: commits nothing */
+        uint8_t by;  /* AjMeterCounter of the side reserving */
+        uint8_t id_key[AJ_SHA256_SIZE];
 } AjMeterReservation;
 
 /* sha256 hex of the canonical JSON (sorted keys, compact) of `args` (NULL = null). */
@@ -134,6 +142,24 @@ int aj_meter_args_canon(const json_t *args, char **ret_canon, char ret_hex[AJ_SH
  * nothing reserved (ret_res inactive). */
 int aj_meter_reserve_tool(AjMeter *m, const char *name, const char *args_digest, uint64_t now_ns,
                           AjMeterReservation *ret_res, AjMeterDecision *ret_decision);
+/* Who counts a tool call: the gateway (the model asked for it in a response) or the broker
+ * (a `tool` request: a hook, the MCP relay, `agentjail meter tool`). */
+typedef enum { AJ_METER_BY_GATEWAY = 0, AJ_METER_BY_BROKER = 1 } AjMeterCounter;
+/* aj_meter_reserve_tool() for a call with an id (NULL or "": none). One call seen from both
+ * sides (the model's tool call id, which the agents' hooks pass on) is counted once:
+ *   - an id the OTHER side counted, not yet claimed: the call is judged by the tools rules
+ *     only (it is in the caps already), counts nothing and leaves the repeat streak alone
+ *     (ret_decision->counted_by names that side); the id is claimed by this reservation
+ *     (a commit consumes it, a release gives it back): one id exempts one call, once;
+ *   - otherwise as aj_meter_reserve_tool(), and a commit remembers the id as this side's
+ *     (the last AJ_METER_MAX_CALL_IDS ids of each side, oldest forgotten: forgetting only
+ *     ever counts a call twice, never not at all; the broker's ids, which an agent
+ *     names, are kept apart and cannot push out the gateway's). */
+int aj_meter_reserve_tool_call(AjMeter *m, const char *name, const char *args_digest, const char *call_id,
+                               AjMeterCounter by, uint64_t now_ns, AjMeterReservation *ret_res,
+                               AjMeterDecision *ret_decision);
+/* Ids remembered and not yet claimed, by the side that counted them (tests, inspection). */
+size_t aj_meter_call_ids(const AjMeter *m, AjMeterCounter by);
 /* Model usage to check: input includes the cache reads and writes. */
 typedef struct {
         const char *model;

@@ -45,7 +45,8 @@ static void content_block(AjLlmCall *c, json_t *block, uint32_t index)
         /* Server tools (server_tool_use: web search, code execution) run at the
          * provider, not in the jail: not counted as the agent's tool calls. */
         if (!type || !streq(type, "tool_use") ||
-            aj_llm_tool_call(c, json_string_value(json_object_get(block, "name")), index) < 0)
+            aj_llm_tool_call(c, json_string_value(json_object_get(block, "name")), json_object_get(block, "id"),
+                             index) < 0)
                 return;
         json_t *input = json_object_get(block, "input");
         if (input)

@@ -38,9 +38,10 @@ struct AjLlmCall {
 
 /* Replaces *dst with at most AJ_LLM_MAX_NAME bytes of s (cut at a UTF-8 boundary); NULL s: no change. */
 void aj_llm_set_name(char **dst, const char *s);
-/* A tool call the model asked for, `key` naming it within the response: its place in
- * u->tool_calls, or -1 when not kept (too many, no name, no memory). */
-int aj_llm_tool_call(AjLlmCall *c, const char *name, uint32_t key);
+/* A tool call the model asked for, `key` naming it within the response, `id` its id (a
+ * JSON string, or anything else: none): its place in u->tool_calls, or -1 when not kept
+ * (too many, no name, no memory) or when an earlier call had that id (the same call). */
+int aj_llm_tool_call(AjLlmCall *c, const char *name, json_t *id, uint32_t key);
 /* The kept call `key`: its place, or -1. */
 int aj_llm_tool_find(const AjLlmCall *c, uint32_t key);
 /* A fragment of the arguments of call `key` (JSON text, streamed). */

@@ -50,7 +50,7 @@ static void chat_stream_tool(AjLlmCall *c, json_int_t choice, json_t *tc)
         uint32_t key = chat_key(choice, json_integer_value(json_object_get(tc, "index")));
         aj_llm_output_bytes(c, fn, "arguments");
         if (name && aj_llm_tool_find(c, key) < 0)
-                (void)aj_llm_tool_call(c, name, key);
+                (void)aj_llm_tool_call(c, name, json_object_get(tc, "id"), key);
         if (json_is_string(args))
                 aj_llm_tool_args_fragment(c, key, json_string_value(args), json_string_length(args));
 }
@@ -60,7 +60,8 @@ static void chat_tool(AjLlmCall *c, json_int_t choice, size_t i, json_t *tc)
 {
         json_t *fn = json_object_get(tc, "function"), *args = json_object_get(fn, "arguments");
         uint32_t key = chat_key(choice, (json_int_t)i);
-        if (aj_llm_tool_call(c, json_string_value(json_object_get(fn, "name")), key) >= 0 && json_is_string(args))
+        if (aj_llm_tool_call(c, json_string_value(json_object_get(fn, "name")), json_object_get(tc, "id"), key) >= 0 &&
+            json_is_string(args))
                 aj_llm_tool_args_text(c, key, json_string_value(args), json_string_length(args));
 }
 
@@ -81,6 +82,10 @@ static void chat_choice(AjLlmCall *c, json_t *choice, bool stream)
         const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
         if (finish && !c->u.stop_reason)
                 aj_llm_set_name(&c->u.stop_reason, finish);
+        /* The choice is finished: its streamed calls are whole (an agent may run them now). */
+        for (size_t k = 0; finish && stream && k < c->u.n_tool_calls; k++)
+                if (c->tool_args[k].key >> 16 == ((uint32_t)index & 0xffff))
+                        aj_llm_tool_args_end(c, c->tool_args[k].key);
 }
 
 bool aj_llm_chat_event(AjLlmCall *c, json_t *root)
@@ -134,7 +139,8 @@ static void item_args(AjLlmCall *c, json_t *item, uint32_t key)
 static void output_item(AjLlmCall *c, json_t *item, uint32_t key)
 {
         if (is_tool_item(json_string_value(json_object_get(item, "type"))))
-                (void)aj_llm_tool_call(c, json_string_value(json_object_get(item, "name")), key);
+                (void)aj_llm_tool_call(c, json_string_value(json_object_get(item, "name")),
+                                       json_object_get(item, "call_id"), key);
 }
 
 static void responses_usage(AjLlmCall *c, json_t *usage)

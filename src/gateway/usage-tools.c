@@ -19,19 +19,37 @@
 
 #include "gateway/usage-internal.h"
 #include "meter.h"
+#include "util/parse.h"
 
-int aj_llm_tool_call(AjLlmCall *c, const char *name, uint32_t key)
+/* The id of a call as a broker request could carry it: a plain name, else none. */
+static const char *usable_id(json_t *id)
+{
+        if (!json_is_string(id) || !aj_plain_name(json_string_value(id), json_string_length(id), AJ_LLM_MAX_CALL_ID))
+                return NULL;
+        return json_string_value(id);
+}
+
+int aj_llm_tool_call(AjLlmCall *c, const char *name, json_t *id, uint32_t key)
 {
         AjLlmUsage *u = &c->u;
+        const char *id_s = usable_id(id);
+        /* A provider naming one id twice asks for one call (only kept calls are compared:
+         * past the cap, calls are counted in tool_calls_total only). */
+        for (size_t i = 0; id_s && i < u->n_tool_calls; i++)
+                if (u->tool_call_ids[i] && streq(u->tool_call_ids[i], id_s))
+                        return -1;
         u->tool_calls_total++;
         if (u->n_tool_calls >= AJ_LLM_MAX_TOOL_CALLS || !name)
                 return -1;
-        char *n = NULL;
+        char *n = NULL, *d = NULL;
         aj_llm_set_name(&n, name);
-        if (!n)
+        if (!n || (id_s && !(d = strdup(id_s)))) {
+                free(n);
                 return -1;
+        }
         size_t i = u->n_tool_calls++;
         u->tool_calls[i] = n;
+        u->tool_call_ids[i] = d;
         c->tool_args[i] = (AjLlmToolArgs){ .key = key };
         return (int)i;
 }
@@ -162,3 +180,5 @@ void aj_llm_tool_args_finish(AjLlmCall *c)
                 if (!c->tool_args[i].done)
                         end_args(c, i);
 }
+
+bool aj_llm_call_tool_done(const AjLlmCall *c, size_t i) { return i < c->u.n_tool_calls && c->tool_args[i].done; }

@@ -86,6 +86,7 @@ void aj_llm_call_free(AjLlmCall *c)
         free(u->stop_reason);
         for (size_t i = 0; i < u->n_tool_calls; i++) {
                 free(u->tool_calls[i]);
+                free(u->tool_call_ids[i]);
                 free(c->tool_args[i].buf);
         }
         free(u->error);
@@ -433,18 +434,19 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
         const AjLlmUsage *u = &c->u;
         AjLlmCharge ch;
         aj_llm_call_charge(c, &ch);
-        json_t *tools = json_array(), *finish = json_array(), *args = json_array();
-        for (size_t i = 0; tools && args && i < u->n_tool_calls; i++)
+        json_t *tools = json_array(), *finish = json_array(), *args = json_array(), *ids = json_array();
+        for (size_t i = 0; tools && args && ids && i < u->n_tool_calls; i++)
                 if (json_array_append_new(tools, json_string(u->tool_calls[i])) < 0 ||
+                    json_array_append_new(ids, string_or_null(u->tool_call_ids[i])) < 0 ||
                     json_array_append_new(args,
                                           c->tool_args[i].done ? json_string(u->tool_args_sha256[i]) : json_null()) < 0)
                         goto fail;
-        if (!args)
+        if (!args || !ids)
                 goto fail;
         if (!finish || (u->stop_reason && json_array_append_new(finish, json_string(u->stop_reason)) < 0))
                 goto fail;
         json_t *o = json_pack("{s:s, s:i, s:s, s:b, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:I, s:o, "
-                              "s:o, s:o}",
+                              "s:o, s:o, s:o}",
                               "api", aj_llm_api_name(c->api), "status", u->status, "outcome",
                               aj_llm_outcome_name(u->outcome), "stream", u->stream, AJ_BROKER_F_MODEL,
                               string_or_null(u->model), "gen_ai.response.model", string_or_null(u->response_model),
@@ -454,12 +456,13 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
                               "cache_creation_1h_tokens", (json_int_t)ch.cache_creation_1h, "reasoning_tokens",
                               (json_int_t)u->reasoning_tokens, "estimated", ch.estimated,
                               "gen_ai.response.finish_reasons", finish, "tool_calls", tools, "tool_calls_total",
-                              (json_int_t)u->tool_calls_total, "tool_arguments_sha256", args, "error",
-                              string_or_null(u->error), "parse_error", string_or_null(u->parse_error));
+                              (json_int_t)u->tool_calls_total, "tool_arguments_sha256", args, "tool_call_ids", ids,
+                              "error", string_or_null(u->error), "parse_error", string_or_null(u->parse_error));
         return o;
 fail:
         json_decref(tools);
         json_decref(finish);
         json_decref(args);
+        json_decref(ids);
         return NULL;
 }

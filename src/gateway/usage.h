@@ -45,6 +45,7 @@ typedef enum {
 #define AJ_LLM_MAX_TOOL_CALLS 128         /* names kept per call; more are counted, not kept */
 #define AJ_LLM_MAX_TOOL_ARGS (256u << 10) /* bytes of streamed tool arguments kept per call */
 #define AJ_LLM_MAX_NAME 256               /* bytes of a model, tool name or stop reason kept */
+#define AJ_LLM_MAX_CALL_ID 128            /* bytes of a tool call id kept (the broker's AJ_BROKER_MAX_ID) */
 #define AJ_LLM_MAX_ERROR 512              /* bytes of an error message kept */
 #define AJ_LLM_MAX_BODY (8u << 20)        /* a whole (not streamed) response body */
 #define AJ_LLM_MAX_REQUEST (32u << 20)    /* a request body the gateway reads */
@@ -77,6 +78,11 @@ typedef struct {
         /* Each kept call's arguments_sha256, as the broker computes it (aj_meter_args_digest()
          * of the parsed arguments), once the response has ended: docs/gateway.md. */
         char tool_args_sha256[AJ_LLM_MAX_TOOL_CALLS][AJ_SHA256_HEX_SIZE];
+        /* Each kept call's id (Anthropic tool_use.id, Chat tool_calls[].id, Responses
+         * call_id), NULL when it gave none that a broker request could carry (a plain name
+         * of 1 to AJ_LLM_MAX_CALL_ID bytes). A call whose id an earlier call of the same
+         * response had is that call: not counted again. */
+        char *tool_call_ids[AJ_LLM_MAX_TOOL_CALLS];
         size_t n_tool_calls;       /* names kept */
         uint64_t tool_calls_total; /* asked for, kept or not */
         AjLlmOutcome outcome;
@@ -118,6 +124,10 @@ int aj_llm_call_response_event(AjLlmCall *c, const AjSseEvent *ev, bool *ret_for
 void aj_llm_call_response_end(AjLlmCall *c);
 
 const AjLlmUsage *aj_llm_call_usage(const AjLlmCall *c);
+/* Kept call i has ended in the response read so far (its arguments and digest are final):
+ * the agent can have it whole from here (Anthropic content_block_stop, Responses
+ * ".done" events, Chat's finish_reason; any call at the response's end). */
+bool aj_llm_call_tool_done(const AjLlmCall *c, size_t i);
 
 /* What to charge: the reported counts, or where the provider reported none (a cut
  * stream, an unreadable body) estimates: the prompt estimate for input, and at

@@ -33,6 +33,7 @@ struct AjSupLlmCall {
         bool refused;
         bool breached; /* a breach was reported for this call */
         bool strip;    /* an OpenAI chat stream whose usage chunk the client did not ask for */
+        bool tool_counted[AJ_LLM_MAX_TOOL_CALLS]; /* the response's tool calls counted so far */
         char *model;
         AjMeterUsage worst;
         AjMeterReservation res;
@@ -357,6 +358,31 @@ static void keep_response(AjSupLlmCall *cs, const char *buf, size_t n)
                 cs->response_truncated = true;
 }
 
+/* The model's tool calls count as the agent's (tool_calls, the rate, repeats), each keyed
+ * as the broker keys a tool call: its name and the digest of its canonical arguments, so a
+ * model asking for the same call again and again breaches repeat_limit. Each call is
+ * counted as soon as it is whole in the response, BEFORE the bytes that end it are
+ * forwarded: the agent cannot run it (and its hook cannot ask the broker) before the
+ * gateway counted it, so the broker recognises the call by its id and does not count it
+ * again (aj_meter_reserve_tool_call()). all: the response has ended, every call counts. */
+static void count_tool_calls(AjSupLlmCall *cs, AjGatewayCall *call, bool all)
+{
+        const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
+        for (size_t i = 0; i < u->n_tool_calls; i++) {
+                if (cs->tool_counted[i] || (!all && !aj_llm_call_tool_done(cs->usage, i)))
+                        continue;
+                cs->tool_counted[i] = true;
+                AjMeterReservation res;
+                AjMeterDecision dec;
+                if (aj_meter_reserve_tool_call(cs->l->meter, u->tool_calls[i], u->tool_args_sha256[i],
+                                               u->tool_call_ids[i], AJ_METER_BY_GATEWAY, aj_now_monotonic_ns(), &res,
+                                               &dec) < 0)
+                        continue;
+                aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);
+                report_breach(cs, &dec, call->provider->name);
+        }
+}
+
 static AjGatewayFlow on_response_bytes(void *userdata, AjGatewayCall *call, const char *buf, size_t n)
 {
         (void)userdata;
@@ -375,6 +401,7 @@ static AjGatewayFlow on_response_bytes(void *userdata, AjGatewayCall *call, cons
                 }
         } else
                 (void)aj_llm_call_response_data(cs->usage, buf, n);
+        count_tool_calls(cs, call, false);
         AjMeterDecision d;
         if (cs->reserved && crosses_cap(cs, &d)) {
                 report_breach(cs, &d, call->provider->name);
@@ -396,23 +423,6 @@ static void filter(void *userdata, AjGatewayCall *call, const char *buf, size_t 
         if (cs->pending_len)
                 (void)aj_gateway_sink_write(sink, cs->pending, cs->pending_len);
         cs->pending_len = 0;
-}
-
-/* The model's tool calls count as the agent's (tool_calls, the rate, repeats), each keyed
- * as the broker keys a tool call: its name and the digest of its canonical arguments, so a
- * model asking for the same call again and again breaches repeat_limit. */
-static void count_tool_calls(AjSupLlmCall *cs, AjGatewayCall *call)
-{
-        const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
-        for (size_t i = 0; i < u->n_tool_calls; i++) {
-                AjMeterReservation res;
-                AjMeterDecision dec;
-                if (aj_meter_reserve_tool(cs->l->meter, u->tool_calls[i], u->tool_args_sha256[i], aj_now_monotonic_ns(),
-                                          &res, &dec) < 0)
-                        continue;
-                aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);
-                report_breach(cs, &dec, call->provider->name);
-        }
 }
 
 static const char *relay_outcome(AjGatewayOutcome o)
@@ -481,7 +491,7 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         (void)emit(l, "llm.response", ev);
         report_breach(cs, &d, call->provider->name);
         if (cs->usage && !cs->refused)
-                count_tool_calls(cs, call);
+                count_tool_calls(cs, call, true);
         if (l->record_full)
                 aj_sup_llm_record(l, call->id, cs->request_body, cs->request_len, cs->request_truncated, cs->response,
                                   cs->response_len, cs->response_truncated);

@@ -275,7 +275,7 @@ def script_step(req):
                 results.append((bool(b.get("is_error")), c if isinstance(c, str) else texts(c)))
     if len(results) < len(cmds):
         return {"type": "tool_use", "id": "toolu_fake%d" % next(TOOL_IDS), "name": "Bash",
-                "input": {"command": cmds[len(results)], "description": "scripted step %d" % (len(results) + 1)}}
+                "input": {"command": cmds[len(results)], "description": "a scripted command"}}
     return {"type": "text", "text": "\n".join("RESULT %d (%s): %s" % (i + 1, "error" if e else "ok", t.strip())
                                                for i, (e, t) in enumerate(results))}
 

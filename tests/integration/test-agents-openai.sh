@@ -282,6 +282,24 @@ is "$(jq -r '.["gen_ai.tool.call.id"]' <<<"$REQ")" "$CALL" "tool.request: the ca
 is "$(events_of tool.verdict | jq -r .verdict)" allow "tool.verdict: allow"
 is "$(events_of tool.result | jq -r '[.status, .["gen_ai.tool.call.id"]] | join(" ")')" "ok $CALL" "tool.result: ok, through the PostToolUse hook"
 
+# The gateway and the hook see each command (exec_command {"cmd"} at the gateway, codex.Bash
+# {"command"} at the broker) under the model's call_id: counted once, the repeat streak
+# growing once per command, so repeat_limit=2 stops the third identical command.
+PCK=$(write_profile codex-kill '{"extends": "node", '"$LLM"', "on_breach": "kill"}')
+REP='<call>exec_command {"cmd": "echo again >> codex-repeat.txt"}</call>'
+run_jail -p "$PCK" --cap repeat_limit=2 "${HOOKS[@]}" "${CODEX[@]}" "Run $REP
+$REP
+$REP
+$REP
+$REP"
+is "$JAIL_RC" 123 "five identical commands with the hooks under repeat_limit=2: the run is killed (on_breach kill)" || jail_diag
+is "$(wc -l <"$WORKSPACE/codex-repeat.txt" 2>/dev/null)" 2 "... after the second: the third never ran"
+like "$(events_of cap.breach)" '"cap":"repeat_limit"' "a repeat_limit breach"
+is "$(events_of tool.verdict | jq -r '[.verdict, .counted_by] | join(" ")' | sort | uniq -c | sed 's/^ *//')" \
+        "2 allow gateway" "each command's hook request: allowed, counted by the gateway already"
+is "$(jf '.meters.tool_calls.used')" 2 "run.json: tool_calls counts each command once"
+is "$(jf '.meters.repeat_limit.used')" 2 "run.json: the streak reached 2"
+
 # A tools.deny pattern stops the command; the model reads the broker's reason.
 PCD=$(write_profile codex-deny '{"extends": "node", '"$LLM"', "tools": {"deny": ["codex.Bash"]}}')
 run_jail -p "$PCD" "${HOOKS[@]}" "${CODEX[@]}" 'Run <call>exec_command {"cmd": "echo denied > codex-denied.txt"}</call>'

@@ -175,6 +175,19 @@ like "$OUT" 'tool\.request +gen_ai\.tool\.name=claude\.Bash gen_ai\.tool\.call\.
 like "$OUT" 'tool\.verdict +gen_ai\.tool\.name=claude\.Bash verdict=allow' "agentjail logs shows the verdict"
 like "$OUT" 'tool\.result +status=ok gen_ai\.tool\.call\.id=toolu_fake[0-9]+' "agentjail logs shows the result"
 
+# --- one call seen by the gateway (the model's tool_use, Bash {"command"}) and by the hook
+# (claude.Bash) under the same toolu_ id: counted once, the repeat streak growing once per
+# call, so repeat_limit=2 stops the third identical command.
+PK=$(write_profile claude-kill '{"extends": "node", "env": {"set": {'"$QUIET"'}}, '"$LLM"', "on_breach": "kill"}')
+REP='<cmd>echo again >> repeat.txt</cmd>'
+claude_run -p "$PK" --cap repeat_limit=2 --hooks claude-code -- "Run $REP $REP $REP $REP $REP"
+is "$JAIL_RC" 123 "five identical commands with --hooks under repeat_limit=2: the run is killed (on_breach kill)" || jail_diag
+is "$(wc -l <"$WORKSPACE/repeat.txt" 2>/dev/null)" 2 "... after the second: the third never ran"
+like "$(events_of cap.breach)" '"cap":"repeat_limit"' "a repeat_limit breach"
+is "$(events_of tool.verdict | jq -r '[.verdict, .counted_by] | join(" ")' | sort | uniq -c | sed 's/^ *//')" \
+        "2 allow gateway" "each command's hook request: allowed, counted by the gateway already"
+is "$(jf '.meters.tool_calls.used')" 2 "run.json: tool_calls counts each command once"
+
 # --- a tools.deny pattern stops the call: Claude Code gets the deny, the command never runs
 PD=$(write_profile claude-deny '{"extends": "node", "env": {"set": {'"$QUIET"'}}, '"$LLM"',
         "tools": {"deny": ["claude.Bash"]}}')

@@ -1131,3 +1131,96 @@ Test(approvals, check_tells_the_rules_verdict_without_counting)
                      "bad_request", "unknown field \"gen_ai.tool.call.arguments\" for op \"check\"", false);
         close(fd);
 }
+
+/* ---- a call the gateway already counted (the model's call id) ---- */
+
+/* The gateway counts the model's call `id` (as llm-meter.c does when it is whole). */
+static void gateway_counts(const char *name, const char *id)
+{
+        AjMeterReservation res;
+        AjMeterDecision d;
+        cr_assert_eq(aj_meter_reserve_tool_call(env.meter, name, "gw-digest", id, AJ_METER_BY_GATEWAY, 0, &res, &d), 0);
+        cr_assert_eq(d.verdict, AJ_VERDICT_ALLOW);
+        aj_meter_settle(env.meter, &res, true);
+}
+
+#define HOOK_CALL(rid, id, cmd)                                                                 \
+        "{\"id\": " #rid ", \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"codex.Bash\", " \
+        "\"gen_ai.tool.call.id\": \"" id "\", \"gen_ai.tool.call.arguments\": {\"command\": \"" cmd "\"}}\n"
+
+Test(broker, call_counted_by_the_gateway_is_not_counted_again)
+{
+        AjMeterCaps caps = {};
+        teardown();
+        caps.set[AJ_CAP_REPEAT_LIMIT] = true;
+        caps.limit[AJ_CAP_REPEAT_LIMIT] = 2;
+        setup_with(&caps);
+        int fd = client();
+        gateway_counts("exec_command", "call_A");
+        json_t *r = request(fd, HOOK_CALL(1, "call_A", "ls"));
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        json_t *ev = last_event();
+        cr_expect_str_eq(str(ev, "type", NULL), "tool.verdict");
+        cr_expect_str_eq(str(ev, "counted_by", NULL), "gateway");
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 1);
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_REPEAT_LIMIT, 0), 1, "the streak is the gateway's");
+
+        /* The same id again, for another call: counted (an id exempts one call, once). */
+        r = request(fd, HOOK_CALL(2, "call_A", "rm -rf /tmp/x"));
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        cr_expect_str_eq(str(last_event(), "counted_by", NULL), "(none)");
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 2);
+        /* No id, or one the gateway never gave: counted as before. */
+        json_decref(request(fd, "{\"id\": 3, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"codex.Bash\", "
+                                "\"gen_ai.tool.call.arguments\": {\"command\": \"rm -rf /tmp/x\"}}\n"));
+        cr_expect_str_eq(str(last_event(), "counted_by", NULL), "(none)");
+        r = request(fd, HOOK_CALL(4, "call_B", "rm -rf /tmp/x"));
+        cr_expect_str_eq(str(r, "verdict", NULL), "breach", "the third identical call the broker counted");
+        cr_expect_str_eq(str(r, "cap", NULL), "repeat_limit");
+        json_decref(r);
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 3);
+        close(fd);
+}
+
+Test(broker, call_counted_by_the_gateway_is_still_judged_by_the_rules)
+{
+        cr_assert_eq(aj_meter_add_tool_rule(env.meter, AJ_TOOL_RULE_DENY, "codex.Bash"), 0);
+        int fd = client();
+        gateway_counts("exec_command", "call_D");
+        json_t *r = request(fd, HOOK_CALL(1, "call_D", "ls"));
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        json_decref(r);
+        cr_expect_str_eq(str(last_event(), "counted_by", NULL), "(none)");
+        cr_expect_eq(aj_meter_call_ids(env.meter, AJ_METER_BY_GATEWAY), 1, "a denied request claims nothing");
+        close(fd);
+}
+
+Test(approvals, call_counted_by_the_gateway_is_still_held_then_not_counted)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        gateway_counts("refund", "r5");
+        send_text(fd, REFUND(5));
+        cr_assert_not(reply_ready(fd), "held for approval all the same");
+        cr_expect_eq(aj_meter_call_ids(env.meter, AJ_METER_BY_GATEWAY), 0, "claimed while held");
+        AjError err = {};
+        cr_assert_eq(aj_broker_decide(env.broker, "r5", true, NULL, "alice", NULL, NULL, &err), 0);
+        json_t *r = read_reply(fd);
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        cr_expect_str_eq(str(last_event(), "type", NULL), "tool.verdict");
+        cr_expect_str_eq(str(last_event(), "counted_by", NULL), "gateway");
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 1);
+
+        /* Denied: the id is given back, nothing counted. */
+        gateway_counts("refund", "r6");
+        send_text(fd, REFUND(6));
+        cr_assert_not(reply_ready(fd));
+        cr_assert_eq(aj_broker_decide(env.broker, "r6", false, NULL, "alice", NULL, NULL, &err), 0);
+        json_decref(read_reply(fd));
+        cr_expect_eq(aj_meter_call_ids(env.meter, AJ_METER_BY_GATEWAY), 1);
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 2);
+        close(fd);
+}

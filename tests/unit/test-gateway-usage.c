@@ -47,7 +47,8 @@ static void summary(const AjLlmCall *c, char *out, size_t size)
                          (unsigned long long)ch.output, (unsigned long long)ch.cache_read,
                          (unsigned long long)ch.cache_creation, ch.estimated, (unsigned long long)u->tool_calls_total);
         for (size_t i = 0; i < u->n_tool_calls && n > 0 && (size_t)n < size; i++)
-                n += snprintf(out + n, size - (size_t)n, "%s@%s,", u->tool_calls[i], u->tool_args_sha256[i]);
+                n += snprintf(out + n, size - (size_t)n, "%s#%s@%s,", u->tool_calls[i], u->tool_call_ids[i] ?: "-",
+                              u->tool_args_sha256[i]);
 }
 
 /* Feeds `in` cut at `cut` (len: whole), or one byte at a time when bytewise. */
@@ -179,6 +180,8 @@ Test(gateway_usage, anthropic_tool_use_stream)
         cr_assert_eq(U(c)->n_tool_calls, 2);
         cr_expect_str_eq(U(c)->tool_calls[0], "get_weather");
         cr_expect_str_eq(U(c)->tool_calls[1], "get_time");
+        cr_expect_str_eq(U(c)->tool_call_ids[0], "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
+        cr_expect_str_eq(U(c)->tool_call_ids[1], "toolu_01A09q90qw90lq917835lq9");
         cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
         /* The input_json_delta fragments, joined and parsed at content_block_stop. */
         expect_tool(c, 0, "get_weather", "{\"unit\": \"fahrenheit\", \"location\": \"San Francisco, CA\"}");
@@ -295,6 +298,9 @@ Test(gateway_usage, openai_chat_tool_calls_stream_counted_once_each)
         cr_assert_eq(U(c)->tool_calls_total, 2);
         cr_expect_str_eq(U(c)->tool_calls[0], "get_weather");
         cr_expect_str_eq(U(c)->tool_calls[1], "send_email");
+        /* The id comes in a call's first chunk only. */
+        cr_expect_str_eq(U(c)->tool_call_ids[0], "call_DdmO9pD3xa9XTPNJ32zg2hcA");
+        cr_expect_str_eq(U(c)->tool_call_ids[1], "call_ABC123xyzPQR789");
         /* Each call's function.arguments fragments, per index, parsed at the end. */
         expect_tool(c, 0, "get_weather", "{\"location\":\"Paris, France\"}");
         expect_tool(c, 1, "send_email", "{\"body\":\"Hi\",\"to\":\"bob@example.com\"}");
@@ -355,6 +361,7 @@ Test(gateway_usage, openai_responses_stream)
         cr_expect_str_eq(U(c)->stop_reason, "completed");
         cr_assert_eq(U(c)->tool_calls_total, 1, "added once, not again when done or completed");
         cr_expect_str_eq(U(c)->tool_calls[0], "read_file");
+        cr_expect_str_eq(U(c)->tool_call_ids[0], "call_12dmwGNyZ2DTXPMvfvzvA2Dj");
         cr_expect_eq(U(c)->outcome, AJ_LLM_COMPLETE);
         /* The canonical form, pinned: sha256 of {"path":"src/main.c"}. */
         cr_expect_str_eq(U(c)->tool_args_sha256[0], "9ab3d36541dbacfe77809f4d829d3de07ab98a052f659b3d98ef7e0db3bda489");
@@ -381,6 +388,8 @@ Test(gateway_usage, responses_tool_arguments_split_across_deltas)
         /* A delta ends inside an escape ("\\" then "\"hi..."): the fragments are joined as text. */
         expect_tool(c, 0, "run_command", "{\"cwd\":\"/work\",\"cmd\":\"echo \\\"hi\\\"\"}");
         expect_tool(c, 1, "read_file", "{\"lines\":[1,40],\"path\":\"src/main.c\"}");
+        cr_expect_str_eq(U(c)->tool_call_ids[0], "call_Q2x9mB7kL4pT1vN8rC3sD6fH");
+        cr_expect_str_eq(U(c)->tool_call_ids[1], "call_Z7y6xW5vU4tS3rQ2pO1nM0lK");
         cr_expect_eq(U(c)->output_tokens, 96);
         aj_llm_call_free(c);
 }
@@ -709,6 +718,7 @@ Test(gateway_usage, call_as_event_fields)
                          "\"get_time\"],\"tool_calls_total\":2,\"tool_arguments_sha256\":["
                          "\"e3bcc4c9ae4055cb6074141d47d10b1ad2f3d57d74c42e3f32611a0246b550d0\","
                          "\"2334aca2d0fc6eb4b724fa9a7ca7718c69e47e85f7202e5cae29f51bea7947c1\"],"
+                         "\"tool_call_ids\":[\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\",\"toolu_01A09q90qw90lq917835lq9\"],"
                          "\"error\":null,\"parse_error\":null}");
         free(text);
         json_decref(o);
@@ -734,4 +744,92 @@ Test(gateway_usage, content_type_unknown_follows_the_request)
         cr_expect_eq(ch.input, U(c)->prompt_estimate);
         cr_expect_eq(ch.output, 0);
         aj_llm_call_free(c);
+}
+
+/* Feeds `in` up to (not including) the first occurrence of `stop`, the response not ended. */
+static AjLlmCall *feed_until(const Setup *s, const char *in, const char *stop)
+{
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(s->api, &c), 0);
+        aj_llm_call_response_start(c, s->status, s->content_type);
+        const char *end = strstr(in, stop);
+        cr_assert_not_null(end, "%s", stop);
+        cr_assert_eq(aj_llm_call_response_data(c, in, (size_t)(end - in)), 0);
+        return c;
+}
+
+/* A call is whole (the agent can run it) before the response ends: at its
+ * content_block_stop, its Responses ".done" event, its Chat choice's finish_reason. The
+ * gateway counts it then, before forwarding the bytes that end it. */
+Test(gateway_usage, tool_call_done_before_the_response_ends)
+{
+        size_t len;
+        Setup a = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
+        char *in = read_fixture("anthropic-tool-use.sse", &len);
+        /* Up to the second tool_use's start: the first is whole, the second is not. */
+        AjLlmCall *c = feed_until(&a, in,
+                                  "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":3");
+        cr_assert_eq(U(c)->n_tool_calls, 2);
+        cr_expect(aj_llm_call_tool_done(c, 0));
+        cr_expect_not(aj_llm_call_tool_done(c, 1));
+        cr_expect_eq(U(c)->outcome, AJ_LLM_PENDING);
+        expect_tool(c, 0, "get_weather", "{\"unit\": \"fahrenheit\", \"location\": \"San Francisco, CA\"}");
+        aj_llm_call_free(c);
+        free(in);
+
+        Setup ch = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, NULL };
+        in = read_fixture("openai-chat-tools-stream.sse", &len);
+        c = feed_until(&ch, in, "\"finish_reason\":\"tool_calls\"");
+        cr_assert_eq(U(c)->n_tool_calls, 2);
+        cr_expect_not(aj_llm_call_tool_done(c, 0), "a chat call is whole when its choice finishes");
+        aj_llm_call_free(c);
+        c = feed_until(&ch, in, "\"choices\":[],");
+        cr_expect(aj_llm_call_tool_done(c, 0));
+        cr_expect(aj_llm_call_tool_done(c, 1));
+        expect_tool(c, 1, "send_email", "{\"body\":\"Hi\",\"to\":\"bob@example.com\"}");
+        cr_expect_not(aj_llm_call_tool_done(c, 2));
+        aj_llm_call_free(c);
+        free(in);
+
+        Setup r = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, NULL };
+        in = read_fixture("openai-responses-stream.sse", &len);
+        c = feed_until(&r, in, "event: response.completed");
+        cr_assert_eq(U(c)->n_tool_calls, 1);
+        cr_expect(aj_llm_call_tool_done(c, 0));
+        cr_expect_eq(U(c)->outcome, AJ_LLM_PENDING);
+        aj_llm_call_free(c);
+        free(in);
+}
+
+/* Hostile ids: one the provider gives twice is one call; one a broker request could not
+ * carry (too long, spaces, not a string) is none. */
+Test(gateway_usage, tool_call_ids_bounded_and_deduplicated)
+{
+        char big[300];
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = 0;
+        char *body = NULL;
+        cr_assert(asprintf(&body,
+                           "{\"model\":\"m\",\"stop_reason\":\"tool_use\",\"usage\":{\"input_tokens\":1,"
+                           "\"output_tokens\":1},\"content\":["
+                           "{\"type\":\"tool_use\",\"id\":\"toolu_A\",\"name\":\"a\",\"input\":{}},"
+                           "{\"type\":\"tool_use\",\"id\":\"toolu_A\",\"name\":\"b\",\"input\":{}},"
+                           "{\"type\":\"tool_use\",\"id\":\"%s\",\"name\":\"c\",\"input\":{}},"
+                           "{\"type\":\"tool_use\",\"id\":\"has space\",\"name\":\"d\",\"input\":{}},"
+                           "{\"type\":\"tool_use\",\"id\":7,\"name\":\"e\",\"input\":{}},"
+                           "{\"type\":\"tool_use\",\"id\":\"toolu_B\",\"name\":\"f\",\"input\":{}}]}",
+                           big) > 0);
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, JSON, NULL };
+        AjLlmCall *c = feed(&s, body, strlen(body), strlen(body), false);
+        cr_assert_eq(U(c)->n_tool_calls, 5);
+        cr_expect_eq(U(c)->tool_calls_total, 5, "the repeated id is not another call");
+        cr_expect_str_eq(U(c)->tool_calls[0], "a");
+        cr_expect_str_eq(U(c)->tool_call_ids[0], "toolu_A");
+        cr_expect_str_eq(U(c)->tool_calls[1], "c");
+        cr_expect_null(U(c)->tool_call_ids[1], "longer than %d bytes", AJ_LLM_MAX_CALL_ID);
+        cr_expect_null(U(c)->tool_call_ids[2]);
+        cr_expect_null(U(c)->tool_call_ids[3]);
+        cr_expect_str_eq(U(c)->tool_call_ids[4], "toolu_B");
+        aj_llm_call_free(c);
+        free(body);
 }

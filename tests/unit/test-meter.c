@@ -603,3 +603,158 @@ Test(meter, price_table_read_when_first_needed)
         cr_expect_eq(loads, 1, "and is not read again for every report");
         aj_meter_free(m);
 }
+
+/* ---- one call seen from both sides (gateway and broker), by its id ---- */
+
+/* Reserves a call with an id from one side and commits it; returns the verdict. */
+static AjVerdict side_call(AjMeter *m, AjMeterCounter by, const char *name, const char *args, const char *id,
+                           AjMeterDecision *ret)
+{
+        AjMeterReservation res;
+        AjMeterDecision d;
+        cr_assert_eq(aj_meter_reserve_tool_call(m, name, args, id, by, 0, &res, &d), 0);
+        aj_meter_settle(m, &res, true);
+        if (ret)
+                *ret = d;
+        return d.verdict;
+}
+
+#define GW AJ_METER_BY_GATEWAY
+#define BR AJ_METER_BY_BROKER
+
+Test(meter, same_call_id_from_both_sides_is_counted_once)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 100);
+        AjMeterDecision d;
+        cr_expect_eq(side_call(m, GW, "exec_command", "g1", "call_1", &d), AJ_VERDICT_ALLOW);
+        cr_expect_null(d.counted_by);
+        cr_expect_eq(aj_meter_call_ids(m, GW), 1);
+        /* The hook's request for the same call: another name and arguments, the same id. */
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "h1", "call_1", &d), AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.counted_by, "gateway");
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 1);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 0), 1);
+        cr_expect_eq(aj_meter_call_ids(m, GW), 0, "claimed");
+        /* The other order: the broker first, the gateway recognises it. */
+        cr_expect_eq(side_call(m, BR, "claude.Bash", "h2", "toolu_2", &d), AJ_VERDICT_ALLOW);
+        cr_expect_null(d.counted_by);
+        cr_expect_eq(side_call(m, GW, "Bash", "g2", "toolu_2", &d), AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.counted_by, "broker");
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 2);
+        /* Exactly at the cap: the already-counted call still goes (it is in the count). */
+        AjMeter *m1 = meter_with(AJ_CAP_TOOL_CALLS, 1);
+        cr_expect_eq(side_call(m1, GW, "exec_command", "g1", "call_1", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m1, BR, "codex.Bash", "h1", "call_1", &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m1, BR, "codex.Bash", "h1", "call_2", &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_TOOL_CALLS);
+        aj_meter_free(m1);
+        aj_meter_free(m);
+}
+
+/* The keys differ on the two sides (exec_command {"cmd"} and codex.Bash {"command"}): the
+ * streak must advance once per call, by the side that counted it, or it restarts forever. */
+Test(meter, repeat_streak_advances_once_per_call_seen_from_both_sides)
+{
+        AjMeter *m = meter_with(AJ_CAP_REPEAT_LIMIT, 2);
+        AjMeterDecision d;
+        cr_expect_eq(side_call(m, GW, "exec_command", "same", "call_1", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "same-h", "call_1", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_REPEAT_LIMIT, 0), 1);
+        cr_expect_eq(side_call(m, GW, "exec_command", "same", "call_2", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "same-h", "call_2", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_REPEAT_LIMIT, 0), 2);
+        /* The third identical call: a breach at the gateway. */
+        cr_expect_eq(side_call(m, GW, "exec_command", "same", "call_3", &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_REPEAT_LIMIT);
+        cr_expect_eq(d.value, 3);
+        cr_expect_eq(aj_meter_call_ids(m, GW), 0, "a call not counted leaves no id");
+        aj_meter_free(m);
+}
+
+/* An id exempts one call, once: replaying it for other calls counts them. */
+Test(meter, a_claimed_id_does_not_exempt_a_second_call)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 100);
+        AjMeterDecision d;
+        cr_expect_eq(side_call(m, GW, "exec_command", "g", "call_1", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "h", "call_1", &d), AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.counted_by, "gateway");
+        for (int i = 0; i < 5; i++) {
+                char args[16];
+                snprintf(args, sizeof(args), "other-%d", i);
+                cr_expect_eq(side_call(m, BR, "codex.Bash", args, "call_1", &d), AJ_VERDICT_ALLOW);
+                cr_expect_null(d.counted_by, "replay %d", i);
+        }
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 6);
+        /* Nor does the broker's own id exempt a broker call, or the gateway's a gateway call. */
+        cr_expect_eq(side_call(m, GW, "exec_command", "g", "call_9", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m, GW, "exec_command", "g", "call_9", &d), AJ_VERDICT_ALLOW);
+        cr_expect_null(d.counted_by);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 8);
+        aj_meter_free(m);
+}
+
+Test(meter, unknown_or_no_call_id_is_counted_as_before)
+{
+        AjMeter *m = meter_with(AJ_CAP_REPEAT_LIMIT, 2);
+        AjMeterDecision d;
+        cr_expect_eq(side_call(m, GW, "exec_command", "g", "call_1", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "h", "call_unknown", &d), AJ_VERDICT_ALLOW);
+        cr_expect_null(d.counted_by);
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "h", NULL, NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "h", "", &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_REPEAT_LIMIT);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 3);
+        aj_meter_free(m);
+}
+
+/* The rules still judge an exempt call; a denied or released one does not use up the id. */
+Test(meter, counted_call_is_still_judged_by_the_rules)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 100);
+        cr_assert_eq(aj_meter_add_tool_rule(m, AJ_TOOL_RULE_DENY, "codex.Bash"), 0);
+        AjMeterDecision d;
+        AjMeterReservation res;
+        cr_expect_eq(side_call(m, GW, "exec_command", "g", "call_1", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "h", "call_1", &d), AJ_VERDICT_DENY);
+        cr_expect_eq(aj_meter_call_ids(m, GW), 1, "a denied request claims nothing");
+        /* Held, then released (an approval denied or timed out): the id is back. */
+        cr_assert_eq(aj_meter_reserve_tool_call(m, "codex.Edit", "h", "call_1", BR, 0, &res, &d), 0);
+        cr_expect_str_eq(d.counted_by, "gateway");
+        cr_expect_eq(aj_meter_call_ids(m, GW), 0, "claimed while held");
+        AjMeterReservation res2;
+        cr_assert_eq(aj_meter_reserve_tool_call(m, "codex.Edit", "h2", "call_1", BR, 0, &res2, &d), 0);
+        cr_expect_null(d.counted_by, "a second request while the first is held is counted");
+        aj_meter_settle(m, &res2, false);
+        aj_meter_settle(m, &res, false);
+        cr_expect_eq(aj_meter_call_ids(m, GW), 1);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 1);
+        cr_expect_eq(side_call(m, BR, "codex.Edit", "h", "call_1", &d), AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.counted_by, "gateway");
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 1);
+        aj_meter_free(m);
+}
+
+/* Only the last AJ_METER_MAX_CALL_IDS are remembered: the oldest forgotten (then counted
+ * twice, never not at all). */
+Test(meter, call_ids_remembered_are_bounded)
+{
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(NULL, &m), 0);
+        char id[32];
+        for (int i = 0; i < AJ_METER_MAX_CALL_IDS + 10; i++) {
+                snprintf(id, sizeof(id), "call_%d", i);
+                cr_assert_eq(side_call(m, GW, "exec_command", id, id, NULL), AJ_VERDICT_ALLOW);
+        }
+        cr_expect_eq(aj_meter_call_ids(m, GW), AJ_METER_MAX_CALL_IDS);
+        AjMeterDecision d;
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "h", "call_0", &d), AJ_VERDICT_ALLOW);
+        cr_expect_null(d.counted_by, "forgotten: counted again");
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "h", "call_10", &d), AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.counted_by, "gateway");
+        snprintf(id, sizeof(id), "call_%d", AJ_METER_MAX_CALL_IDS + 9);
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "h", id, &d), AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.counted_by, "gateway");
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), AJ_METER_MAX_CALL_IDS + 11);
+        aj_meter_free(m);
+}

@@ -293,6 +293,133 @@ Test(supervisor_llm, model_and_broker_calls_share_the_repeat_key)
         teardown(&f);
 }
 
+/* ---- one call seen by the gateway and by the broker (a hook), by its id ---- */
+
+/* The broker's side of a call: a hook's `tool` request with the model's call id. */
+static AjVerdict hook_call(Fixture *f, const char *name, const char *command, const char *id, AjMeterDecision *ret)
+{
+        json_t *args = json_pack("{s:s}", "command", command);
+        char digest[AJ_SHA256_HEX_SIZE];
+        cr_assert_eq(aj_meter_args_digest(args, digest), 0);
+        json_decref(args);
+        AjMeterReservation res;
+        AjMeterDecision d;
+        cr_assert_eq(aj_meter_reserve_tool_call(f->meter, name, digest, id, AJ_METER_BY_BROKER, 2, &res, &d), 0);
+        aj_meter_settle(f->meter, &res, true);
+        if (ret)
+                *ret = d;
+        return d.verdict;
+}
+
+/* One streamed tool call (Bash {"cmd": ...}) with id `id`, in three parts: up to its
+ * content_block_stop (excluded), the stop, then the message's end. */
+static void stream_parts(const char *id, const char *cmd, char **a, char **b, char **c)
+{
+        cr_assert(asprintf(a,
+                           "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
+                           "\"claude-test\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n"
+                           "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+                           "\"content_block\":{\"type\":\"tool_use\",\"id\":\"%s\",\"name\":\"Bash\",\"input\":{}}}\n\n"
+                           "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+                           "{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"cmd\\\":\\\"%s\\\"}\"}}\n\n",
+                           id, cmd) > 0);
+        *b = strdup("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n");
+        *c = strdup("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},"
+                    "\"usage\":{\"output_tokens\":9}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+}
+
+#define STREAM_MSG                                                                                                   \
+        "{\"model\":\"claude-test\",\"max_tokens\":10,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":" \
+        "\"hi\"}]}"
+
+/* A streamed response asking for one call; `between` runs after the call is whole and
+ * forwarded, before the message ends (where Claude Code or Codex may run it). */
+static void stream_call(Fixture *f, const char *id, const char *cmd, void (*between)(Fixture *, const char *))
+{
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        char *a, *b, *c;
+        request(f, &call, &anthropic, "/v1/messages", STREAM_MSG, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        stream_parts(id, cmd, &a, &b, &c);
+        AjGwHeader h = { .name = "content-type", .name_len = 12, .value = "text/event-stream", .value_len = 17 };
+        f->obs.on_response_head(f->obs.userdata, &call, 200, &h, 1);
+        uint64_t before = aj_meter_used(f->meter, AJ_CAP_TOOL_CALLS, 0);
+        cr_expect_eq(f->obs.on_response_bytes(f->obs.userdata, &call, a, strlen(a)), AJ_GATEWAY_CONTINUE);
+        cr_expect_eq(aj_meter_used(f->meter, AJ_CAP_TOOL_CALLS, 0), before, "not whole yet: not counted");
+        (void)f->obs.on_response_bytes(f->obs.userdata, &call, b, strlen(b));
+        if (between)
+                between(f, id);
+        (void)f->obs.on_response_bytes(f->obs.userdata, &call, c, strlen(c));
+        f->obs.on_done(f->obs.userdata, &call, AJ_GATEWAY_COMPLETED, 1000);
+        free(a);
+        free(b);
+        free(c);
+}
+
+static void hook_between(Fixture *f, const char *id)
+{
+        AjMeterDecision d;
+        uint64_t before = aj_meter_used(f->meter, AJ_CAP_TOOL_CALLS, 0);
+        cr_expect_eq(hook_call(f, "claude.Bash", "ls", id, &d), AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.counted_by ?: "(null)", "gateway", "the gateway counted it when it was whole: %s", id);
+        cr_expect_eq(aj_meter_used(f->meter, AJ_CAP_TOOL_CALLS, 0), before);
+}
+
+/* A streamed call is counted when it is whole, before its end is forwarded: the hook that
+ * runs it mid-stream finds it counted; the response's end does not count it again. */
+Test(supervisor_llm, streamed_call_counted_when_whole_and_once_with_the_hook)
+{
+        Fixture f;
+        setup(&f, "tool_calls=10");
+        stream_call(&f, "toolu_1", "ls", hook_between);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 1);
+        stream_call(&f, "toolu_2", "pwd", NULL);
+        cr_expect_eq(hook_call(&f, "claude.Bash", "pwd", "toolu_2", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 2);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS_PER_MIN, 2), 2);
+        /* A hook call the gateway never saw (an unknown id) counts. */
+        cr_expect_eq(hook_call(&f, "claude.Bash", "pwd", "toolu_other", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 3);
+        teardown(&f);
+}
+
+/* The other order (the broker first): the gateway recognises the id and does not count it. */
+Test(supervisor_llm, broker_counted_first_is_not_counted_again_by_the_gateway)
+{
+        Fixture f;
+        setup(&f, "tool_calls=10");
+        cr_expect_eq(hook_call(&f, "claude.Bash", "ls", "toolu_9", NULL), AJ_VERDICT_ALLOW);
+        stream_call(&f, "toolu_9", "ls", NULL);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 1);
+        stream_call(&f, "toolu_9", "ls", NULL);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 2, "the id was claimed once");
+        teardown(&f);
+}
+
+/* repeat_limit with the hooks on: the gateway's key and the hook's key differ, yet the
+ * streak grows once per call and the third identical call is a breach. */
+Test(supervisor_llm, repeat_limit_trips_with_the_hooks_on)
+{
+        Fixture f;
+        setup(&f, "repeat_limit=2");
+        for (int i = 1; i <= 2; i++) {
+                char id[16];
+                snprintf(id, sizeof(id), "toolu_%d", i);
+                stream_call(&f, id, "echo same", hook_between);
+                cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_REPEAT_LIMIT, 0), (uint64_t)i);
+        }
+        cr_expect_eq(json_array_size(breaches), 0);
+        stream_call(&f, "toolu_3", "echo same", NULL);
+        cr_assert_eq(json_array_size(breaches), 1, "the third identical call");
+        cr_expect_str_eq(breach_cap(0), "repeat_limit");
+        /* Not counted by the gateway: the hook's request for it is judged anew (and counted). */
+        AjMeterDecision d;
+        (void)hook_call(&f, "claude.Bash", "echo same", "toolu_3", &d);
+        cr_expect_null(d.counted_by);
+        teardown(&f);
+}
+
 /* ---- "record": "full" ---------------------------------------------------------------- */
 
 static char record_dir[64];
