@@ -741,5 +741,6 @@ int aj_run_setup_while_child_builds(Run *run)
                 aj_error("%s", aj_error_text(&err, r));
                 return r;
         }
+        run->llm.gate_tools = run->opts->hooks != NULL;
         return 0;
 }

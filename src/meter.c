@@ -189,6 +189,8 @@ struct AjMeter {
          * gateway's), allocated at the first: the newest at ids_next - 1. */
         struct CallId *ids[2];
         size_t ids_next[2];
+        struct CallId *judged; /* ids the broker judged, any verdict, same ring */
+        size_t judged_next;
 
         bool have_last;
         uint8_t last_key[AJ_SHA256_SIZE];
@@ -223,6 +225,7 @@ void aj_meter_free(AjMeter *m)
         free(m->window);
         free(m->ids[0]);
         free(m->ids[1]);
+        free(m->judged);
         aj_price_table_free(m->prices);
         aj_price_table_free(m->table);
         if (m->loader)
@@ -528,6 +531,40 @@ static void call_id_remember(AjMeter *m, const uint8_t key[AJ_SHA256_SIZE], AjMe
         memcpy(e->key, key, AJ_SHA256_SIZE);
         e->live = true;
         m->ids_next[by] = (m->ids_next[by] + 1) % AJ_METER_MAX_CALL_IDS;
+}
+
+void aj_meter_note_judged(AjMeter *m, const char *call_id)
+{
+        if (!call_id || !*call_id)
+                return;
+        if (!m->judged && !(m->judged = calloc(AJ_METER_MAX_CALL_IDS, sizeof(struct CallId))))
+                return;
+        struct CallId *e = &m->judged[m->judged_next];
+        call_id_key(call_id, e->key);
+        e->live = true;
+        m->judged_next = (m->judged_next + 1) % AJ_METER_MAX_CALL_IDS;
+}
+
+/* Whether a slot of `ring` holds `key`, live or claimed (an unused slot's key is zeros,
+ * which no sha256 is). */
+static bool ring_has(const struct CallId *ring, const uint8_t key[AJ_SHA256_SIZE])
+{
+        for (size_t i = 0; ring && i < AJ_METER_MAX_CALL_IDS; i++)
+                if (memcmp(ring[i].key, key, AJ_SHA256_SIZE) == 0)
+                        return true;
+        return false;
+}
+
+bool aj_meter_gate_missed(const AjMeter *m, const char *call_id)
+{
+        if (!call_id || !*call_id || !m->ids[AJ_METER_BY_GATEWAY])
+                return false;
+        uint8_t key[AJ_SHA256_SIZE];
+        call_id_key(call_id, key);
+        /* Counted by the gateway, claimed or not (a slot once used keeps its key). */
+        if (!ring_has(m->ids[AJ_METER_BY_GATEWAY], key))
+                return false;
+        return !ring_has(m->judged, key);
 }
 
 size_t aj_meter_call_ids(const AjMeter *m, AjMeterCounter by)

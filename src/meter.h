@@ -145,6 +145,15 @@ int aj_meter_reserve_tool(AjMeter *m, const char *name, const char *args_digest,
 /* Who counts a tool call: the gateway (the model asked for it in a response) or the broker
  * (a `tool` request: a hook, the MCP relay, `agentjail meter tool`). */
 typedef enum { AJ_METER_BY_GATEWAY = 0, AJ_METER_BY_BROKER = 1 } AjMeterCounter;
+
+/* The broker judged a tool call by this id (whatever its verdict): remembered (the last
+ * AJ_METER_MAX_CALL_IDS) so that the gateway can tell a tool result the gate saw from one
+ * it never did. */
+void aj_meter_note_judged(AjMeter *m, const char *call_id);
+/* True when the gateway counted a model's tool call `call_id` (it is among the last
+ * AJ_METER_MAX_CALL_IDS it counted) and the broker never judged it: with an agent's hooks
+ * installed, the call ran without asking. */
+bool aj_meter_gate_missed(const AjMeter *m, const char *call_id);
 /* aj_meter_reserve_tool() for a call with an id (NULL or "": none). One call seen from both
  * sides (the model's tool call id, which the agents' hooks pass on) is counted once:
  *   - an id the OTHER side counted, not yet claimed: the call is judged by the tools rules

@@ -15,6 +15,7 @@
 #include "agentjail/broker.h"
 #include "gateway/usage-internal.h"
 #include "util/format.h"
+#include "util/parse.h"
 
 static const char *const api_names[_AJ_LLM_API_MAX] = {
         [AJ_LLM_API_ANTHROPIC_MESSAGES] = "anthropic.messages",
@@ -89,6 +90,8 @@ void aj_llm_call_free(AjLlmCall *c)
                 free(u->tool_call_ids[i]);
                 free(c->tool_args[i].buf);
         }
+        for (size_t i = 0; i < u->n_tool_results; i++)
+                free(u->tool_result_ids[i]);
         free(u->error);
         free(u->parse_error);
         aj_sse_free(c->sse);
@@ -224,6 +227,58 @@ static uint64_t max_output_of(AjLlmApi api, json_t *root)
         return 0;
 }
 
+/* One tool result of the request, over the oldest kept when there are more. */
+static void tool_result_add(AjLlmUsage *u, json_t *id, bool error)
+{
+        if (!json_is_string(id) || !aj_plain_name(json_string_value(id), json_string_length(id), AJ_LLM_MAX_CALL_ID))
+                return;
+        char *s = strdup(json_string_value(id));
+        if (!s)
+                return;
+        if (u->n_tool_results == AJ_LLM_MAX_TOOL_RESULTS) {
+                free(u->tool_result_ids[0]);
+                memmove(u->tool_result_ids, u->tool_result_ids + 1, (AJ_LLM_MAX_TOOL_RESULTS - 1) * sizeof(char *));
+                memmove(u->tool_result_error, u->tool_result_error + 1, (AJ_LLM_MAX_TOOL_RESULTS - 1) * sizeof(bool));
+                u->n_tool_results--;
+        }
+        u->tool_result_ids[u->n_tool_results] = s;
+        u->tool_result_error[u->n_tool_results++] = error;
+}
+
+static void tool_results_of(AjLlmApi api, json_t *root, AjLlmUsage *u)
+{
+        size_t i, j;
+        json_t *item, *block;
+        switch (api) {
+        case AJ_LLM_API_ANTHROPIC_MESSAGES:
+                json_array_foreach (json_object_get(root, "messages"), i, item) {
+                        json_array_foreach (json_object_get(item, "content"), j, block) {
+                                const char *type = json_string_value(json_object_get(block, "type"));
+                                if (type && streq(type, "tool_result"))
+                                        tool_result_add(u, json_object_get(block, "tool_use_id"),
+                                                        json_is_true(json_object_get(block, "is_error")));
+                        }
+                }
+                break;
+        case AJ_LLM_API_OPENAI_CHAT:
+                json_array_foreach (json_object_get(root, "messages"), i, item) {
+                        const char *role = json_string_value(json_object_get(item, "role"));
+                        if (role && streq(role, "tool"))
+                                tool_result_add(u, json_object_get(item, "tool_call_id"), false);
+                }
+                break;
+        case AJ_LLM_API_OPENAI_RESPONSES:
+                json_array_foreach (json_object_get(root, "input"), i, item) {
+                        const char *type = json_string_value(json_object_get(item, "type"));
+                        if (type && streq(type, "function_call_output"))
+                                tool_result_add(u, json_object_get(item, "call_id"), false);
+                }
+                break;
+        default:
+                break;
+        }
+}
+
 int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
 {
         json_error_t err;
@@ -242,6 +297,7 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         aj_llm_set_name(&u->model, json_string_value(json_object_get(root, "model")));
         u->stream = json_is_true(json_object_get(root, "stream"));
         u->max_output_tokens = max_output_of(c->api, root);
+        tool_results_of(c->api, root, u);
         uint64_t bytes = 0, blobs = 0;
         measure(root, NULL, &bytes, &blobs);
         u->prompt_estimate = (bytes + AJ_LLM_BYTES_PER_TOKEN - 1) / AJ_LLM_BYTES_PER_TOKEN + blobs * AJ_LLM_BLOB_TOKENS;

@@ -46,6 +46,7 @@ typedef enum {
 #define AJ_LLM_MAX_TOOL_ARGS (256u << 10) /* bytes of streamed tool arguments kept per call */
 #define AJ_LLM_MAX_NAME 256               /* bytes of a model, tool name or stop reason kept */
 #define AJ_LLM_MAX_CALL_ID 128            /* bytes of a tool call id kept (the broker's AJ_BROKER_MAX_ID) */
+#define AJ_LLM_MAX_TOOL_RESULTS 64        /* a request's last tool results kept (the new ones are last) */
 #define AJ_LLM_MAX_ERROR 512              /* bytes of an error message kept */
 #define AJ_LLM_MAX_BODY (8u << 20)        /* a whole (not streamed) response body */
 #define AJ_LLM_MAX_REQUEST (32u << 20)    /* a request body the gateway reads */
@@ -58,7 +59,14 @@ typedef struct {
         char *model; /* NULL: the request named none */
         bool stream;
         uint64_t max_output_tokens; /* max_tokens, max_completion_tokens or max_output_tokens; 0: none */
-        uint64_t prompt_estimate;   /* input tokens estimated from the request, for a reservation */
+        /* The tool results the request hands back to the model (Anthropic tool_result
+         * blocks, Chat "tool" messages, Responses function_call_output items): the last
+         * AJ_LLM_MAX_TOOL_RESULTS of them, by the id of the call each answers, and whether
+         * it says the call failed (Anthropic is_error; the others cannot say). */
+        char *tool_result_ids[AJ_LLM_MAX_TOOL_RESULTS];
+        bool tool_result_error[AJ_LLM_MAX_TOOL_RESULTS];
+        size_t n_tool_results;
+        uint64_t prompt_estimate; /* input tokens estimated from the request, for a reservation */
 
         /* From the response. */
         int status;

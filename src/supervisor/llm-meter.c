@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agentjail/broker.h"
 #include "gateway/usage.h"
 #include "log.h"
 #include "supervisor/llm.h"
@@ -138,6 +139,45 @@ static bool spend_capped(const AjMeter *m)
                c->set[AJ_CAP_COST_USD];
 }
 
+/* The gate's backstop (run --hooks): a request that hands back the result of a tool call
+ * the model asked for (the gateway counted it) but the broker never judged means the
+ * agent ran the call without its hooks asking: whatever made the hook not run (a planted
+ * setting, a hook that could not start, an agent built without hooks), it is caught
+ * here, where the agent cannot reach. A successful result is a breach (the request is
+ * refused and the run stopped for the operator); a failed one is recorded. */
+static void check_gate(AjSupLlmCall *cs, const AjGatewayProvider *pr, AjGatewayVerdict *v)
+{
+        AjSupLlm *l = cs->l;
+        const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
+        for (size_t i = 0; l->gate_tools && u && i < u->n_tool_results && !v->status; i++) {
+                const char *id = u->tool_result_ids[i];
+                if (!aj_meter_gate_missed(l->meter, id))
+                        continue;
+                uint8_t key[AJ_SHA256_SIZE];
+                aj_sha256(id, strlen(id), key);
+                bool seen = false;
+                for (size_t k = 0; k < ARRAY_SIZE(l->gate_reported) && !seen; k++)
+                        seen = memcmp(l->gate_reported[k], key, AJ_SHA256_SIZE) == 0;
+                if (seen)
+                        continue;
+                memcpy(l->gate_reported[l->gate_reported_next], key, AJ_SHA256_SIZE);
+                l->gate_reported_next = (l->gate_reported_next + 1) % ARRAY_SIZE(l->gate_reported);
+                bool failed = u->tool_result_error[i];
+                (void)emit(l, "tool.ungated",
+                           json_pack("{s:s, s:s, s:b}", AJ_BROKER_F_TOOL_CALL_ID, id, "provider", pr->name, "failed",
+                                     failed));
+                if (failed)
+                        continue;
+                refuse(v, pr, 403, "agentjail: a tool call ran without asking the broker (its hooks did not run)", id);
+                if (l->hooks->breach) {
+                        json_t *req = json_pack("{s:s, s:s}", "provider", pr->name, AJ_BROKER_F_TOOL_CALL_ID, id);
+                        AjBreach br = { .cap = "tool_gate", .limit = 0, .value = 1, .request = req };
+                        l->hooks->breach(l->hooks->userdata, &br);
+                        json_decref(req);
+                }
+        }
+}
+
 /* The request read: 0, or the verdict set (refused). */
 static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const char *method, const char *path,
                         const AjGatewayRequest *req, AjGatewayVerdict *v)
@@ -162,6 +202,9 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                        why ? why : "not a JSON object");
                 return 0;
         }
+        check_gate(cs, pr, v);
+        if (v->status)
+                return 0;
         const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
         if (u->model && !(cs->model = strdup(u->model)))
                 return -ENOMEM;

@@ -44,6 +44,11 @@ typedef struct {
         uint64_t recorded;     /* written there, each file charged AJ_SUP_LLM_RECORD_FILE_COST too */
         uint64_t held;         /* bodies held in memory by calls in flight, for recording */
         bool record_cut;       /* llm.record_cut emitted: the cap was reached */
+        /* run --hooks: every tool call the model asks for must reach the broker through the
+         * agent's hooks before its result comes back (aj_meter_gate_missed). */
+        bool gate_tools;
+        uint8_t gate_reported[16][32]; /* sha256 of the last ids reported, so a result is once */
+        size_t gate_reported_next;
         size_t n_providers;
         AjGatewayProvider providers[AJ_LLM_MAX_PROVIDERS];
         char *keys[AJ_LLM_MAX_PROVIDERS]; /* wiped when freed */

@@ -538,3 +538,71 @@ Test(supervisor_llm, record_redacts_every_key_occurrence)
         remove_record_dir();
         teardown(&f);
 }
+
+/* ---- the gate's backstop (run --hooks) ---- */
+
+/* A request handing back one tool result (Anthropic tool_result), answered or refused. */
+static unsigned result_request(Fixture *f, const char *id, bool error)
+{
+        char body[512];
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":"
+                 "[{\"type\":\"tool_result\",\"tool_use_id\":\"%s\",\"is_error\":%s,\"content\":\"out\"}]}]}",
+                 id, error ? "true" : "false");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(f, &call, &anthropic, "/v1/messages", body, &v);
+        unsigned status = v.status;
+        free(v.body);
+        if (status)
+                f->obs.on_done(f->obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        else
+                respond(f, &call, "application/json", REPLY, AJ_GATEWAY_COMPLETED);
+        return status;
+}
+
+static size_t count_events(const char *type)
+{
+        size_t n = 0, i;
+        json_t *e;
+        json_array_foreach (events, i, e)
+                n += strcmp(json_string_value(json_object_get(e, "type")), type) == 0;
+        return n;
+}
+
+Test(supervisor_llm, a_tool_result_the_gate_never_judged_stops_the_run)
+{
+        Fixture f;
+        setup(&f, NULL);
+        f.llm.gate_tools = true;
+        /* Asked by the model, judged by the broker (the hook ran): goes on. */
+        stream_call(&f, "toolu_a", "ls", NULL);
+        aj_meter_note_judged(f.meter, "toolu_a");
+        cr_expect_eq(result_request(&f, "toolu_a", false), 0);
+        cr_expect_eq(count_events("tool.ungated"), 0);
+        /* Asked by the model, never judged, and it ran: refused, a breach, recorded. */
+        stream_call(&f, "toolu_b", "ls", NULL);
+        cr_expect_eq(result_request(&f, "toolu_b", false), 403);
+        cr_assert_eq(json_array_size(breaches), 1);
+        cr_expect_str_eq(breach_cap(0), "tool_gate");
+        cr_expect_eq(count_events("tool.ungated"), 1);
+        /* The same result in the next request (the conversation repeats it): said once. */
+        cr_expect_eq(result_request(&f, "toolu_b", false), 0);
+        cr_expect_eq(json_array_size(breaches), 1);
+        /* Never judged, but it failed (a tool the agent could not even start): recorded only. */
+        stream_call(&f, "toolu_c", "ls", NULL);
+        cr_expect_eq(result_request(&f, "toolu_c", true), 0);
+        cr_expect_eq(json_array_size(breaches), 1);
+        cr_expect_eq(count_events("tool.ungated"), 2);
+        /* An id the model never asked for through the gateway: nothing to say. */
+        cr_expect_eq(result_request(&f, "toolu_zzz", false), 0);
+        cr_expect_eq(count_events("tool.ungated"), 2);
+        teardown(&f);
+
+        /* Without --hooks nothing is expected of the broker. */
+        setup(&f, NULL);
+        stream_call(&f, "toolu_d", "ls", NULL);
+        cr_expect_eq(result_request(&f, "toolu_d", false), 0);
+        cr_expect_eq(json_array_size(breaches), 0);
+        teardown(&f);
+}
