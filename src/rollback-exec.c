@@ -2,6 +2,7 @@
 /* One rollback step's handler, run on the host (see rollback.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <pwd.h>
@@ -89,11 +90,12 @@ static void keep_output(AjRollbackOutcome *o, const char *buf, size_t n)
         o->output_bytes += n;
 }
 
-/* Reads what the pipe has now; false at EOF or an error (the pipe is done). */
-static bool read_output(int fd, AjRollbackOutcome *o)
+/* Reads what the pipe has now, at most `rounds` reads (a handler writing without end must
+ * not keep the caller from its deadline); false at EOF or an error (the pipe is done). */
+static bool read_output(int fd, AjRollbackOutcome *o, unsigned rounds)
 {
         char buf[16384];
-        for (;;) {
+        for (unsigned i = 0; i < rounds; i++) {
                 ssize_t k = read(fd, buf, sizeof(buf));
                 if (k > 0) {
                         keep_output(o, buf, (size_t)k);
@@ -103,6 +105,7 @@ static bool read_output(int fd, AjRollbackOutcome *o)
                         continue;
                 return k < 0 && errno == EAGAIN;
         }
+        return true;
 }
 
 typedef struct {
@@ -130,7 +133,7 @@ static bool supervise(Child *c, const char *input, size_t input_len, uint64_t de
                         continue;
                 if (k < 0)
                         return false; /* treated as a timeout: the handler is killed */
-                if (p[1].revents && !read_output(c->out, o)) {
+                if (p[1].revents && !read_output(c->out, o, 16)) {
                         close(c->out);
                         c->out = -1;
                 }
@@ -209,8 +212,10 @@ int aj_rollback_exec(char *const *argv, const char *input, size_t input_len, con
         while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR)
                 ;
         o->duration_ns = aj_now_monotonic_ns() - start;
+        /* What is left in the pipe is finite now: its writers are dead (or escaped the
+         * group, and are not waited for: a read that would block ends it). */
         if (c.out >= 0)
-                (void)read_output(c.out, o);
+                (void)read_output(c.out, o, UINT_MAX);
         close(pidfd);
         if (c.in >= 0)
                 close(c.in);

@@ -54,16 +54,16 @@ const char *aj_rollback_result_name(AjRollbackResult r);
 int aj_rollback_result_from_name(const char *name, AjRollbackResult *ret);
 
 typedef struct {
-        unsigned step, of;         /* 1-based, newest first; "of" is every undo record */
-        uint64_t result_seq;       /* the tool.result event's seq: the step's identity in the run */
-        const char *call_id;       /* borrowed from the journal, like the rest */
-        const char *tool;          /* the call's tool (its tool.request); NULL: not known */
-        const char *undo_tool;     /* the undo record's own "tool", when it is a string */
-        json_t *args, *undo;       /* the call's arguments (NULL: not known), the undo record */
-        const char *last_result;   /* the last rollback.step result the chain has for it, or NULL */
-        bool gated;                /* approvals.tools matches tool or undo_tool (or tool is not known) */
-        const char *gate;          /* the pattern that matched (NULL: "tool not known") */
-        bool approved;             /* gated, and --approve named it (or --approve-all-gated) */
+        unsigned step, of;       /* 1-based, newest first; "of" is every undo record */
+        uint64_t result_seq;     /* the tool.result event's seq: the step's identity in the run */
+        const char *call_id;     /* borrowed from the journal, like the rest */
+        const char *tool;        /* the call's tool (its tool.request); NULL: not known */
+        const char *undo_tool;   /* the undo record's own "tool", when it is a string */
+        json_t *args, *undo;     /* the call's arguments (NULL: not known), the undo record */
+        const char *last_result; /* the last rollback.step result the chain has for it, or NULL */
+        bool gated;              /* approvals.tools matches tool or undo_tool (or tool is not known) */
+        const char *gate;        /* the pattern that matched (NULL: "tool not known") */
+        bool approved;           /* gated, and --approve named it (or --approve-all-gated) */
         AjRollbackAction action;
 } AjRollbackStep;
 

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,12 @@
         "Exit status with --apply: 0 every step is applied, 1 one failed or was held."
 
 #define MAX_APPROVALS 256
+
+/* SIGINT or SIGTERM during --apply: the step in progress finishes and is recorded, then
+ * the rollback stops (a step cut off midway would be neither applied nor recorded). */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig) { interrupted = sig; }
 
 typedef struct {
         bool json, help, apply, dry_run, keep_going, approve_all;
@@ -382,6 +389,39 @@ static bool apply_step(Apply *a, const AjRollbackStep *s, bool *fatal)
         return false;
 }
 
+/* The plan's steps in order, until one fails or is held (unless keep_going) or a signal
+ * asks to stop; *ret_not_run counts those left. True when a step could not be recorded. */
+static bool run_steps(Apply *a, const AjRollbackPlan *plan, bool keep_going, size_t *ret_not_run)
+{
+        bool fatal = false, go = true;
+        struct sigaction sa = { .sa_handler = on_interrupt }, old_int, old_term;
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+        for (size_t i = 0; i < plan->n && !fatal; i++) {
+                const AjRollbackStep *s = &plan->steps[i];
+                if (s->action == AJ_ROLLBACK_APPLIED) {
+                        if (!a->json)
+                                print_step(s, "(the chain has it applied: not again)");
+                        else
+                                json_array_append_new(a->steps, step_json(s));
+                        continue;
+                }
+                if (go && interrupted) {
+                        cli_fail("rollback", "interrupted (%s): stopping before step %u", strsignal(interrupted),
+                                 s->step);
+                        go = false;
+                }
+                if (!go) {
+                        (*ret_not_run)++;
+                        continue;
+                }
+                go = apply_step(a, s, &fatal) || keep_going;
+        }
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+        return fatal;
+}
+
 static int apply_cmd(AjRun *run, const Options *opt)
 {
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
@@ -435,21 +475,8 @@ static int apply_cmd(AjRun *run, const Options *opt)
         if (!opt->dry_run) {
                 if (!opt->json)
                         print_header(run, &plan, prof, timeout_ns);
-                bool fatal = false, go = true;
                 size_t not_run = 0;
-                for (size_t i = 0; i < plan.n && !fatal; i++) {
-                        const AjRollbackStep *s = &plan.steps[i];
-                        if (s->action == AJ_ROLLBACK_APPLIED) {
-                                if (!opt->json)
-                                        print_step(s, "(the chain has it applied: not again)");
-                                continue;
-                        }
-                        if (!go) {
-                                not_run++;
-                                continue;
-                        }
-                        go = apply_step(&a, s, &fatal) || opt->keep_going;
-                }
+                bool fatal = run_steps(&a, &plan, opt->keep_going, &not_run);
                 if (fatal) {
                         aj_rollback_plan_done(&plan);
                         return CLI_EXIT_FAIL;

@@ -61,6 +61,7 @@ is "$(jq -r '[.steps[] | "\(.step):\(.call_id):\(.action)"] | join(" ")' <<<"$OU
 
 # A step past its time: the handler is killed, the step recorded as a timeout, nothing after it runs.
 touch "$DB_A.sleep"
+rm -f "$DB_A.env"
 SECONDS_BEFORE=$SECONDS
 aj rollback "$A" --apply --timeout 1s
 is "$RC" 1 "a step that runs past --timeout: exit 1" || op_diag
@@ -69,6 +70,19 @@ like "$OUT" "stopped: 2 not run" "the steps after it are not run"
 cmp_num $((SECONDS - SECONDS_BEFORE)) -le 10 "the timeout bounds the step (no wait for the handler's 30 s)"
 is "$(events_of rollback.step "$A_DIR" | jq -r '"\(.["gen_ai.tool.call.id"]) \(.result) \(.exit_code)"')" "c-3 timeout null" \
         "the chain has the timed-out step"
+# A signal during a step: the step finishes (here: its timeout) and is recorded, nothing after
+# it runs (not even with --keep-going).
+rm -f "$DB_A.env"
+"$AGENTJAIL" rollback "$A" --apply --keep-going --timeout 2s >"$TEST_TMP/sig.out" 2>"$TEST_TMP/sig.err" &
+SIG_PID=$!
+wait_file "$DB_A.env"
+kill -TERM "$SIG_PID"
+wait "$SIG_PID"
+is "$?" 1 "rollback --apply interrupted by SIGTERM: exit 1"
+like "$(cat "$TEST_TMP/sig.err")" "interrupted \(Terminated\): stopping before step 2" \
+        "it stops after the step in progress" || diag "$(cat "$TEST_TMP/sig.out" "$TEST_TMP/sig.err")"
+is "$(events_of rollback.step "$A_DIR" | jq -r '.result' | paste -sd' ')" "timeout timeout" \
+        "the step in progress was recorded, and no other"
 rm -f "$DB_A.sleep"
 
 aj rollback "$A" --apply
@@ -80,7 +94,7 @@ like "$OUT" "\| crm: crm.delete r3 done" "with the handler's output"
 is "$(cat "$DB_A.env")" "AGENTJAIL_ROLLBACK_OF AGENTJAIL_ROLLBACK_STEP AGENTJAIL_RUN_ID AGENTJAIL_TOOL_CALL_ID HOME LANG LOGNAME PATH USER" \
         "the handler runs with a clean environment (agentjail's own is not passed on)"
 is "$(events_of rollback.step "$A_DIR" | jq -r '"\(.["gen_ai.tool.call.id"]):\(.result):\(.exit_code)"' | paste -sd' ')" \
-        "c-3:timeout:null c-3:ok:0 c-2:ok:0 c-1:ok:0" "each step is an event in the run's chain"
+        "c-3:timeout:null c-3:timeout:null c-3:ok:0 c-2:ok:0 c-1:ok:0" "each step is an event in the run's chain"
 
 aj logs "$A" --type rollback
 like "$OUT" "rollback\.step +.*result=ok.*gen_ai\.tool\.name=crm\.create.*call\.id=c-1" "logs shows the steps" || op_diag

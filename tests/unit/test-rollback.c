@@ -21,7 +21,7 @@ static json_t *journal(const char *text)
         return j;
 }
 
-#define CALL(id, tool, seq, undo, rollback)                                                           \
+#define CALL(id, tool, seq, undo, rollback)                                                                 \
         "{\"gen_ai.tool.call.id\":\"" id "\",\"gen_ai.tool.name\":" tool ",\"gen_ai.tool.call.arguments\":" \
         "{\"id\":1},\"status\":\"ok\",\"ts\":\"t\",\"undo\":" undo ",\"seq\":" #seq ",\"rollback\":" rollback "}"
 
@@ -31,9 +31,10 @@ static const AjRollbackGate no_gate = { 0 };
 
 Test(rollback, plan_is_newest_first_with_one_step_per_undo_record)
 {
-        json_auto_t *j = journal("[" CALL("c-3", "\"crm.create\"", 30, UNDO("crm.delete"), "null") "," CALL(
-                "c-2", "\"mail.send\"", 20, "null", "null") "," CALL("c-1", "\"crm.create\"", 10, UNDO("crm.delete"),
-                                                                    "null") "]");
+        json_auto_t *j = journal("[" CALL("c-3", "\"crm.create\"", 30, UNDO("crm.delete"),
+                                          "null") "," CALL("c-2", "\"mail.send\"", 20, "null",
+                                                           "null") "," CALL("c-1", "\"crm.create\"", 10,
+                                                                            UNDO("crm.delete"), "null") "]");
         AjRollbackPlan p;
         AjError err = {};
         cr_assert_eq(aj_rollback_plan(j, &no_gate, &p, &err), 0, "%s", err.message ?: "");
@@ -57,7 +58,7 @@ Test(rollback, steps_the_chain_has_applied_are_not_run_again)
                 "[" CALL("c-3", "\"crm.create\"", 30, UNDO("crm.delete"), "{\"result\":\"ok\",\"seq\":40}") "," CALL(
                         "c-2", "\"crm.create\"", 20, UNDO("crm.delete"),
                         "{\"result\":\"failed\",\"seq\":41}") "," CALL("c-1", "\"crm.create\"", 10, UNDO("crm.delete"),
-                                                                     "null") "]");
+                                                                       "null") "]");
         AjRollbackPlan p;
         cr_assert_eq(aj_rollback_plan(j, &no_gate, &p, NULL), 0);
         cr_assert_eq(p.n, 3);
@@ -74,11 +75,12 @@ Test(rollback, steps_the_chain_has_applied_are_not_run_again)
 Test(rollback, gated_steps_are_held_unless_approved)
 {
         static char *patterns[] = { "crm.restore", "pay.*" };
-        json_auto_t *j = journal(
-                "[" CALL("c-4", "\"pay.refund\"", 40, UNDO("pay.charge"), "null") "," CALL(
-                        "c-3", "\"crm.delete\"", 30, UNDO("crm.restore"),
-                        "null") "," CALL("c-2", "null", 20, UNDO("x.undo"),
-                                         "null") "," CALL("c-1", "\"crm.create\"", 10, UNDO("crm.delete"), "null") "]");
+        json_auto_t *j = journal("[" CALL("c-4", "\"pay.refund\"", 40, UNDO("pay.charge"),
+                                          "null") "," CALL("c-3", "\"crm.delete\"", 30, UNDO("crm.restore"),
+                                                           "null") "," CALL("c-2", "null", 20, UNDO("x.undo"),
+                                                                            "null") "," CALL("c-1", "\"crm.create\"",
+                                                                                             10, UNDO("crm.delete"),
+                                                                                             "null") "]");
         AjRollbackGate gate = { .patterns = patterns, .n_patterns = 2 };
         AjRollbackPlan p;
         cr_assert_eq(aj_rollback_plan(j, &gate, &p, NULL), 0);
@@ -121,8 +123,8 @@ Test(rollback, an_approval_of_no_step_is_refused)
 {
         static char *approve[] = { "c-9" };
         AjRollbackGate gate = { .approve = approve, .n_approve = 1 };
-        json_auto_t *j = journal("[" CALL("c-1", "\"crm.create\"", 10, UNDO("crm.delete"), "null") "," CALL(
-                "c-9", "\"crm.create\"", 5, "null", "null") "]");
+        json_auto_t *j = journal("[" CALL("c-1", "\"crm.create\"", 10, UNDO("crm.delete"),
+                                          "null") "," CALL("c-9", "\"crm.create\"", 5, "null", "null") "]");
         AjRollbackPlan p;
         AjError err = {};
         cr_assert_eq(aj_rollback_plan(j, &gate, &p, &err), -EINVAL);
@@ -148,8 +150,8 @@ Test(rollback, bad_journals_and_too_many_steps)
 
 Test(rollback, handler_input_document)
 {
-        json_auto_t *j = journal("[" CALL("c-1", "\"crm.create\"", 10, UNDO("crm.delete"), "null") "," CALL(
-                "c-0", "null", 9, UNDO("x"), "null") "]");
+        json_auto_t *j = journal("[" CALL("c-1", "\"crm.create\"", 10, UNDO("crm.delete"),
+                                          "null") "," CALL("c-0", "null", 9, UNDO("x"), "null") "]");
         AjRollbackPlan p;
         cr_assert_eq(aj_rollback_plan(j, &no_gate, &p, NULL), 0);
         char *text = NULL;
