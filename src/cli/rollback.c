@@ -44,6 +44,7 @@
         "Exit status with --apply: 0 every step is applied, 1 one failed or was held."
 
 #define MAX_APPROVALS 256
+#define PLAN_UNDO_MAX 300 /* characters of an undo record shown in the plan */
 
 /* SIGINT or SIGTERM during --apply: the step in progress finishes and is recorded, then
  * the rollback stops (a step cut off midway would be neither applied nor recorded). */
@@ -286,6 +287,8 @@ static void print_plan(const AjRun *run, const AjRollbackPlan *p, const AjProfil
         for (size_t i = 0; i < p->n; i++) {
                 const AjRollbackStep *s = &p->steps[i];
                 _cleanup_free_ char *undo = json_dumps(s->undo, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                if (undo && strlen(undo) > PLAN_UNDO_MAX) /* the agent's: a line, not a page */
+                        strcpy(undo + PLAN_UNDO_MAX - 3, "...");
                 char gate[300];
                 snprintf(gate, sizeof(gate), "approval-gated (%s%s%s): --approve %s",
                          s->gate ? "approvals.tools '" : "", s->gate ?: "tool not known", s->gate ? "'" : "",
@@ -353,7 +356,8 @@ static bool apply_step(Apply *a, const AjRollbackStep *s, bool *fatal)
                         r = aj_rollback_exec(a->prof->rollback_exec.items, input, strlen(input), run->id, s,
                                              a->timeout_ns, &o);
                 if (r < 0) {
-                        cli_fail("rollback", "run %s: step %u: %s", run->id, s->step, strerror(-r));
+                        cli_fail("rollback", "run %s: step %u (%s): cannot start the handler: %s; stopping", run->id,
+                                 s->step, s->call_id, strerror(-r));
                         *fatal = true;
                         return false;
                 }
