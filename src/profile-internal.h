@@ -101,6 +101,7 @@ int check_approvals(Check *c, json_t *v);
 int check_prices(Check *c, json_t *v);
 int check_on_breach(Check *c, json_t *v);
 int check_alert(Check *c, json_t *v);
+int check_rollback(Check *c, json_t *v);
 int check_logs(Check *c, json_t *v);
 
 /* ---- profile-schema-llm.c: the llm keys, their conversion ---- */

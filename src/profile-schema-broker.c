@@ -8,6 +8,7 @@
 #include "config.h"
 #include "meter.h"
 #include "profile-internal.h"
+#include "rollback.h"
 #include "util/parse.h"
 
 /* ---- broker: meters, tools, approvals, prices, on_breach, alert (limits shared with src/meter.h) ---- */
@@ -159,7 +160,7 @@ int check_on_breach(Check *c, json_t *v)
         return r;
 }
 
-static int check_alert_exec(Check *c, json_t *v)
+static int check_exec(Check *c, json_t *v)
 {
         int r = check_string_array(c, v, NULL);
         if (r < 0 || json_array_size(v) == 0)
@@ -184,8 +185,28 @@ static int check_alert_timeout(Check *c, json_t *v)
 int check_alert(Check *c, json_t *v)
 {
         static const Field fields[] = {
-                { "exec", check_alert_exec },
+                { "exec", check_exec },
                 { "timeout", check_alert_timeout },
+                {},
+        };
+        return check_object(c, v, fields);
+}
+
+static int check_rollback_timeout(Check *c, json_t *v)
+{
+        uint64_t ns;
+        if (json_duration(v, &ns) < 0 || ns < AJ_ROLLBACK_TIMEOUT_MIN_NS || ns > AJ_ROLLBACK_TIMEOUT_MAX_NS)
+                return check_fail(c, AJ_JSON_AT_VALUE,
+                                  "expected a duration from \"1s\" to \"1h\" such as \"60s\", got %s", GOT(v));
+        return 0;
+}
+
+/* The operator's handler of undo records, run on the host by `agentjail rollback --apply`. */
+int check_rollback(Check *c, json_t *v)
+{
+        static const Field fields[] = {
+                { "exec", check_exec },
+                { "timeout", check_rollback_timeout },
                 {},
         };
         return check_object(c, v, fields);

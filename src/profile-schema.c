@@ -657,6 +657,7 @@ int check_root(Check *c, json_t *v)
                 { "alert", check_alert },
                 { "logs", check_logs },
                 { "llm", check_llm },
+                { "rollback", check_rollback },
                 {},
         };
         if (!json_is_object(v))

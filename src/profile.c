@@ -28,6 +28,7 @@
 #include "config.h"
 #include "profile-internal.h"
 #include "proxy.h"
+#include "rollback.h"
 #include "util/sha256.h"
 #include "util/strv.h"
 
@@ -118,6 +119,7 @@ int profile_new_defaults(AjProfile **ret)
         p->meters = (AjProfileMeters){ -1, -1, -1, -1, -1, -1, -1.0 }; /* no caps */
         p->on_breach = AJ_ON_BREACH_FREEZE;
         p->alert_timeout_ns = DEFAULT_ALERT_TIMEOUT_NS;
+        p->rollback_timeout_ns = AJ_ROLLBACK_TIMEOUT_DEFAULT_NS;
         p->approval_timeout_ns = DEFAULT_APPROVAL_TIMEOUT_NS;
         p->log_output_bytes = p->log_events_bytes = AJ_LOG_DEFAULT_BYTES;
         p->log_reports_per_sec = AJ_LOG_DEFAULT_REPORTS_PER_SEC;
@@ -190,6 +192,11 @@ static int broker_from_json(json_t *root, AjProfile *p)
                 return r;
         if ((v = json_object_get(alert, "timeout")) && json_duration(v, &u) >= 0)
                 p->alert_timeout_ns = u;
+        json_t *rollback = json_object_get(root, "rollback");
+        if ((r = strlist_from(&p->rollback_exec, json_object_get(rollback, "exec"))) < 0)
+                return r;
+        if ((v = json_object_get(rollback, "timeout")) && json_duration(v, &u) >= 0)
+                p->rollback_timeout_ns = u;
         return 0;
 }
 
@@ -459,6 +466,12 @@ static int broker_tree(const AjProfile *p, json_t *root)
                                 json_pack("{s:o, s:o}", "exec", strlist_json(&p->alert_exec), "timeout",
                                           duration_json(p->alert_timeout_ns))) < 0)
                 return -ENOMEM;
+        /* Shown only when set: the digests of the profiles without one stay what they were. */
+        if ((p->rollback_exec.n || p->rollback_timeout_ns != AJ_ROLLBACK_TIMEOUT_DEFAULT_NS) &&
+            json_object_set_new(root, "rollback",
+                                json_pack("{s:o, s:o}", "exec", strlist_json(&p->rollback_exec), "timeout",
+                                          duration_json(p->rollback_timeout_ns))) < 0)
+                return -ENOMEM;
         return 0;
 }
 
@@ -580,6 +593,7 @@ void aj_profile_free(AjProfile *p)
                 free(p->prices[i].model);
         free(p->prices);
         strlist_done(&p->alert_exec);
+        strlist_done(&p->rollback_exec);
         llm_free(p);
         free(p);
 }

@@ -148,6 +148,9 @@ typedef struct AjProfile {
         AjOnBreach on_breach;      /* default freeze */
         AjStrList alert_exec;      /* "alert.exec": argv, absolute program path; empty: no alert */
         uint64_t alert_timeout_ns; /* "alert.timeout", default 10 s */
+        /* `agentjail rollback RUN --apply` (src/rollback.h): the handler each undo record is given to */
+        AjStrList rollback_exec;      /* "rollback.exec": argv, absolute program path; empty: none */
+        uint64_t rollback_timeout_ns; /* "rollback.timeout": each step's bound, default 60 s */
 
         /* per-run records (src/jail.c, src/events.c): nothing the agent does fills the disk */
         uint64_t log_output_bytes;    /* "logs.output_bytes": stdout.log, stderr.log each; default 64M */

@@ -272,6 +272,55 @@ static void type_anchor(AjTypeCheck *tc, json_t *d, AjRunAnchor *a)
         }
 }
 
+/* One element of rollback.steps, typed; messages name "rollback.steps[i].MEMBER". */
+static void type_rollback_step(AjTypeCheck *tc, json_t *o, size_t i, AjRunRollbackStep *s)
+{
+        char name[6][48];
+        static const char *const members[] = { "call_id", "tool", "result_seq", "result", "exit_code", "at" };
+        for (size_t k = 0; k < ARRAY_SIZE(members); k++)
+                snprintf(name[k], sizeof(name[k]), "rollback.steps[%zu].%s", i, members[k]);
+        *s = (AjRunRollbackStep){ .exit_code = -1 };
+        if (!json_is_object(o)) {
+                if (tc->r >= 0)
+                        tc->r = aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"rollback.steps[%zu]\" is not an object",
+                                             tc->path, i);
+                return;
+        }
+        s->call_id = aj_member_string(tc, o, "call_id", name[0], false);
+        s->tool = aj_member_string(tc, o, "tool", name[1], true);
+        json_int_t v = 0;
+        if (aj_member_integer(tc, o, "result_seq", name[2], 1, INT64_MAX, &v))
+                s->result_seq = (uint64_t)v;
+        s->result = aj_member_string(tc, o, "result", name[3], false);
+        if (aj_member_integer(tc, o, "exit_code", name[4], 0, 255, &v))
+                s->exit_code = (int)v;
+        s->at = aj_member_string(tc, o, "at", name[5], true);
+        s->by = member_id(tc, o, "by", "rollback.steps[].by");
+        if (tc->r >= 0 && (!s->call_id || !s->result || !s->result_seq))
+                tc->r = aj_error_set(tc->ret_error, -EBADMSG,
+                                     "'%s': \"rollback.steps[%zu]\" needs call_id, result_seq and result", tc->path, i);
+}
+
+static void type_rollback(AjTypeCheck *tc, json_t *d, AjRunRollback *rb)
+{
+        json_t *o = aj_member_object(tc, d, "rollback", "rollback", true);
+        *rb = (AjRunRollback){ .present = o != NULL };
+        rb->updated_at = aj_member_string(tc, o, "updated_at", "rollback.updated_at", true);
+        rb->steps = aj_member_array(tc, o, "steps", "rollback.steps");
+        size_t i;
+        json_t *e;
+        json_array_foreach (rb->steps, i, e) {
+                AjRunRollbackStep s;
+                type_rollback_step(tc, e, i, &s);
+                if (tc->r < 0)
+                        return;
+                rb->n_steps++;
+                rb->n_ok += streq(s.result, "ok");
+                rb->n_held += streq(s.result, "held");
+                rb->n_failed += !streq(s.result, "ok") && !streq(s.result, "held");
+        }
+}
+
 /* The typed view of rec->doc, again (after an update, or the first time). */
 static int record_type(AjRunRecord *rec, const char *path, AjError *ret_error)
 {
@@ -306,6 +355,7 @@ static int record_type(AjRunRecord *rec, const char *path, AjError *ret_error)
         type_network(&tc, d, &rec->network);
         type_exit(&tc, d, &rec->exit);
         type_anchor(&tc, d, &rec->anchor);
+        type_rollback(&tc, d, &rec->rollback);
         static const struct {
                 const char *key;
                 size_t offset;
@@ -419,6 +469,50 @@ int aj_run_record_decide_workspace(AjRunRecord *rec, const char *changes, uid_t 
         if (json_object_set_new(ws, "changes", json_string(changes)) < 0 ||
             json_object_set_new(ws, "decided_at", json_string(ts)) < 0 ||
             json_object_set_new(ws, "decided_by", json_integer((json_int_t)uid)) < 0)
+                return -ENOMEM;
+        return record_retype(rec);
+}
+
+void aj_run_rollback_step_at(const AjRunRecord *rec, size_t i, AjRunRollbackStep *ret)
+{
+        AjTypeCheck tc = { .path = AJ_RUN_FILE_RUN };
+        type_rollback_step(&tc, json_array_get(rec->rollback.steps, i), i, ret);
+}
+
+int aj_run_record_rollback_step(AjRunRecord *rec, const AjRunRollbackStep *step)
+{
+        json_t *rb = object_member(rec->doc, "rollback");
+        if (!rb)
+                return -ENOMEM;
+        json_t *steps = json_object_get(rb, "steps");
+        if (!json_is_array(steps)) {
+                steps = json_array();
+                if (!steps || json_object_set_new(rb, "steps", steps) < 0)
+                        return -ENOMEM;
+        }
+        json_t *e = json_pack("{s:s, s:s?, s:I, s:s, s:o, s:s?, s:I}", "call_id", step->call_id, "tool", step->tool,
+                              "result_seq", (json_int_t)step->result_seq, "result", step->result, "exit_code",
+                              step->exit_code >= 0 ? json_integer(step->exit_code) : json_null(), "at", step->at, "by",
+                              (json_int_t)step->by);
+        if (!e)
+                return -ENOMEM;
+        size_t i;
+        json_t *old;
+        bool replaced = false;
+        json_array_foreach (steps, i, old) {
+                json_t *seq = json_object_get(old, "result_seq");
+                if (json_is_integer(seq) && (uint64_t)json_integer_value(seq) == step->result_seq) {
+                        if (json_array_set(steps, i, e) < 0) {
+                                json_decref(e);
+                                return -ENOMEM;
+                        }
+                        replaced = true;
+                        break;
+                }
+        }
+        int r = replaced ? 0 : json_array_append(steps, e);
+        json_decref(e);
+        if (r < 0 || json_object_set_new(rb, "updated_at", step->at ? json_string(step->at) : json_null()) < 0)
                 return -ENOMEM;
         return record_retype(rec);
 }
@@ -553,6 +647,9 @@ static json_t *compose_doc(const AjRunRecord *in)
         put_new(doc, "cgroup", cg);
         if (in->shown.degraded)
                 (void)json_object_set(doc, "degraded", in->shown.degraded);
+        if (in->rollback.present && in->rollback.steps)
+                put_new(doc, "rollback",
+                        json_pack("{s:s?, s:O}", "updated_at", in->rollback.updated_at, "steps", in->rollback.steps));
         return doc;
 }
 

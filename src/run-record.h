@@ -97,6 +97,27 @@ typedef struct {
         uint64_t egress_bytes, egress_limit; /* egress_limit 0: null, no cap */
 } AjRunNetwork;
 
+/* One step of "rollback" (below): the last outcome `agentjail rollback --apply` recorded
+ * for an undo record. Strings point into the document. */
+typedef struct {
+        const char *call_id;
+        const char *tool;    /* NULL: not known */
+        uint64_t result_seq; /* the tool.result's seq: the step's identity */
+        const char *result;  /* "ok", "failed", "timeout", "error", "held" (src/rollback.h) */
+        int exit_code;       /* -1: none */
+        const char *at;      /* RFC 3339 */
+        uid_t by;            /* the operator */
+} AjRunRollbackStep;
+
+/* "rollback": what `agentjail rollback --apply` did with the run's undo records (absent
+ * until it ran); each step typed on read (aj_run_rollback_step_at), the counts by result. */
+typedef struct {
+        bool present;
+        json_t *steps; /* borrowed array, in the order they were first recorded */
+        size_t n_steps, n_ok, n_failed, n_held;
+        const char *updated_at;
+} AjRunRollback;
+
 /*
  * run.json, typed: the one way it is read (aj_run_record_read: a view of the document as
  * read, whose strings point into `doc`), written from scratch (the supervisor fills the
@@ -130,6 +151,7 @@ typedef struct {
         AjRunNetwork network;
         AjRunExit exit;
         AjRunAnchor anchor;
+        AjRunRollback rollback;
         /* JSON values (borrowed from doc, or from the composer), NULL when absent. The
          * members that are typed above are here too, as they are, for showing. */
         struct {
@@ -170,6 +192,12 @@ int aj_run_record_move_anchor(AjRunRecord *rec, const AjChainEnd *end, const cha
 int aj_run_record_release(AjRunRecord *rec, uid_t uid, const char *ts);
 /* The overlay workspace's changes decided ("committed", "discarded") by `uid` at `ts`. */
 int aj_run_record_decide_workspace(AjRunRecord *rec, const char *changes, uid_t uid, const char *ts);
+
+/* A step of `agentjail rollback --apply` recorded (after its rollback.step event): the
+ * step with the same result_seq is replaced, else it is added. */
+int aj_run_record_rollback_step(AjRunRecord *rec, const AjRunRollbackStep *step);
+/* Step i of rec->rollback (i < n_steps), typed when the record was read. */
+void aj_run_rollback_step_at(const AjRunRecord *rec, size_t i, AjRunRollbackStep *ret);
 
 /* "quarantine" as JSON (a new reference; null when absent): for the live state the
  * control socket answers. */

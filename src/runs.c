@@ -15,6 +15,7 @@
 #include "control.h"
 #include "events.h"
 #include "llm-summary.h"
+#include "rollback.h"
 #include "runs.h"
 #include "util/fd.h"
 #include "util/parse.h"
@@ -529,12 +530,32 @@ int aj_event_format(json_t *ev, char **ret)
 typedef struct {
         json_t *requests; /* call id -> its tool.request */
         json_t *calls;    /* oldest first */
+        json_t *by_seq;   /* the tool.result's seq (as a string) -> its entry in calls */
 } Journal;
+
+/* A rollback.step of `agentjail rollback --apply`: the last one for a call is its state. */
+static int journal_rollback_step(Journal *j, json_t *ev)
+{
+        json_t *seq = json_object_get(ev, "result_seq");
+        const char *result = doc_str(ev, "result");
+        if (!json_is_integer(seq) || !result)
+                return 0;
+        char key[32];
+        snprintf(key, sizeof(key), "%lld", (long long)json_integer_value(seq));
+        json_t *c = json_object_get(j->by_seq, key);
+        if (!c)
+                return 0;
+        return json_object_set_new(c, "rollback",
+                                   json_pack("{s:s, s:O, s:s?}", "result", result, "seq", json_object_get(ev, "seq"),
+                                             "ts", doc_str(ev, "ts")));
+}
 
 static int journal_add(json_t *ev, void *userdata)
 {
         Journal *j = userdata;
         const char *type = doc_str(ev, "type"), *id = doc_str(ev, "gen_ai.tool.call.id");
+        if (type && streq(type, "rollback.step"))
+                return journal_rollback_step(j, ev);
         if (!type || !id)
                 return 0;
         if (streq(type, "tool.request"))
@@ -543,11 +564,20 @@ static int journal_add(json_t *ev, void *userdata)
                 return 0;
         json_t *req = json_object_get(j->requests, id);
         json_t *undo = json_object_get(ev, "undo");
-        json_t *c = json_pack("{s:s, s:s?, s:O?, s:s?, s:s?, s:O}", "gen_ai.tool.call.id", id, "gen_ai.tool.name",
-                              doc_str(req, "gen_ai.tool.name"), "gen_ai.tool.call.arguments",
+        json_t *seq = json_object_get(ev, "seq");
+        json_t *c = json_pack("{s:s, s:s?, s:O?, s:s?, s:s?, s:O, s:O?, s:n}", "gen_ai.tool.call.id", id,
+                              "gen_ai.tool.name", doc_str(req, "gen_ai.tool.name"), "gen_ai.tool.call.arguments",
                               json_object_get(req, "gen_ai.tool.call.arguments"), "status", doc_str(ev, "status"), "ts",
-                              doc_str(ev, "ts"), "undo", undo ? undo : json_null());
-        return c ? json_array_append_new(j->calls, c) : -ENOMEM;
+                              doc_str(ev, "ts"), "undo", undo ? undo : json_null(), "seq",
+                              json_is_integer(seq) ? seq : NULL, "rollback");
+        if (!c || json_array_append_new(j->calls, c) < 0)
+                return -ENOMEM;
+        if (json_is_integer(seq)) {
+                char key[32];
+                snprintf(key, sizeof(key), "%lld", (long long)json_integer_value(seq));
+                return json_object_set(j->by_seq, key, c);
+        }
+        return 0;
 }
 
 /* The journal from the chain: every allowed tool call that reported a result, newest
@@ -558,9 +588,9 @@ int aj_run_tool_journal(const AjRun *run, json_t **ret_calls)
         int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
         if (r < 0)
                 return r;
-        json_auto_t *requests = json_object(), *calls = json_array();
-        Journal j = { .requests = requests, .calls = calls };
-        r = requests && calls ? aj_events_foreach(path, journal_add, &j, NULL) : -ENOMEM;
+        json_auto_t *requests = json_object(), *calls = json_array(), *by_seq = json_object();
+        Journal j = { .requests = requests, .calls = calls, .by_seq = by_seq };
+        r = requests && calls && by_seq ? aj_events_foreach(path, journal_add, &j, NULL) : -ENOMEM;
         if (r < 0)
                 return r;
         json_t *newest_first = json_array();
@@ -626,6 +656,33 @@ int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, boo
         char ts[40];
         aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts));
         r = aj_run_record_decide_workspace(run->rec, changes, getuid(), ts);
+        return r < 0 ? r : aj_run_record_write(run->dir, run->rec);
+}
+
+int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollbackOutcome *o, bool *ret_recorded)
+{
+        *ret_recorded = false;
+        if (!run->rec)
+                return -ENOENT;
+        json_t *fields = aj_rollback_step_event(s, o, getuid());
+        if (!fields)
+                return -ENOMEM;
+        int r = aj_run_append_event(run, AJ_ROLLBACK_EVENT, fields);
+        if (r < 0)
+                return r;
+        *ret_recorded = true;
+        char ts[40];
+        aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts));
+        AjRunRollbackStep step = {
+                .call_id = s->call_id,
+                .tool = s->tool,
+                .result_seq = s->result_seq,
+                .result = aj_rollback_result_name(o->result),
+                .exit_code = o->exit_code,
+                .at = ts,
+                .by = getuid(),
+        };
+        r = aj_run_record_rollback_step(run->rec, &step);
         return r < 0 ? r : aj_run_record_write(run->dir, run->rec);
 }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "rollback.h"
 #include "run-record.h"
 #include "state.h"
 #include "util/macros.h"
@@ -93,7 +94,9 @@ bool aj_event_type_matches(json_t *ev, const char *prefix);
 int aj_event_format(json_t *ev, char **ret);
 /* The journal from the chain: every allowed tool call that reported a result, newest
  * first: {gen_ai.tool.call.id, gen_ai.tool.name, gen_ai.tool.call.arguments, status, ts,
- * undo} with the undo record the agent gave (null when none). */
+ * undo, seq, rollback} with the undo record the agent gave (null when none), the
+ * tool.result's seq, and the last rollback.step recorded for it ({result, seq, ts}, or
+ * null). */
 int aj_run_tool_journal(const AjRun *run, json_t **ret_calls);
 /* Append an event to a dead run's chain (continuing its seq) and move run.json's anchor
  * in run->rec, if it has one (written by the caller's aj_run_record_write). `fields` is
@@ -106,6 +109,10 @@ int aj_run_append_event(AjRun *run, const char *type, json_t *fields);
 int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, bool *ret_recorded);
 /* Mark a dead run's quarantine released in run.json and record "quarantine.release". */
 int aj_run_release_offline(AjRun *run, uid_t by_uid);
+/* One step of `agentjail rollback --apply` (src/rollback.h) recorded in a dead run: its
+ * "rollback.step" event in the chain, then run.json's "rollback" (and anchor).
+ * *ret_recorded says whether the event was written. */
+int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollbackOutcome *o, bool *ret_recorded);
 /* Delete the run directory, refusing anything that is not a run dir directly below
  * <state>/runs (-EPERM). */
 int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);

@@ -26,6 +26,16 @@ static json_t *incident_summary(const AjRun *run)
                          inc->shown.value, "ts", inc->ts, "action", inc->action);
 }
 
+/* What `agentjail rollback --apply` did: each step's last outcome, from run.json. */
+static json_t *rollback_summary(const AjRunRecord *rec)
+{
+        const AjRunRollback *rb = &rec->rollback;
+        if (!rb->present)
+                return json_null();
+        return json_pack("{s:I, s:I, s:I, s:s?, s:O?}", "ok", (json_int_t)rb->n_ok, "failed", (json_int_t)rb->n_failed,
+                         "held", (json_int_t)rb->n_held, "updated_at", rb->updated_at, "steps", rb->steps);
+}
+
 /* Model calls from the chain (live or ended alike): measured beside self-reported. */
 static json_t *model_calls(const AjRun *run)
 {
@@ -75,6 +85,7 @@ static json_t *inspect_doc(AjRun *run, const char *state)
         json_t *q = json_object_get(live, "quarantine") ?: r->shown.quarantine;
         json_object_set(doc, "quarantine", q ?: json_null());
         json_object_set_new(doc, "incident", incident_summary(run));
+        json_object_set_new(doc, "rollback", rollback_summary(r));
         json_object_set_new(doc, "model_calls", model_calls(run));
         if (run->live && !live)
                 json_object_set_new(doc, "live_error", json_string(strerror(-run->probe_error)));
@@ -164,6 +175,24 @@ static void print_records(json_t *doc, AjRun *run)
                 printf(", limit ");
                 cli_print_value(json_object_get(inc, "limit") ?: json_null());
                 printf(" (agentjail quarantine show %s)\n", run->id);
+        }
+}
+
+/* The rollback's steps, each with its last outcome (newest-first order of the plan). */
+static void print_rollback(const AjRun *run)
+{
+        const AjRunRollback *rb = run->rec ? &run->rec->rollback : NULL;
+        if (!rb || !rb->present)
+                return;
+        printf("rollback    %zu ok, %zu failed, %zu held (last %s; agentjail rollback %s)\n", rb->n_ok, rb->n_failed,
+               rb->n_held, rb->updated_at ?: "?", run->id);
+        for (size_t i = 0; i < rb->n_steps; i++) {
+                AjRunRollbackStep s;
+                aj_run_rollback_step_at(run->rec, i, &s);
+                printf("  %-20s %-24s %-8s", s.call_id ?: "?", s.tool ?: "?", s.result ?: "?");
+                if (s.exit_code >= 0)
+                        printf(" exit %d", s.exit_code);
+                printf(" %s\n", s.at ?: "");
         }
 }
 
@@ -335,6 +364,7 @@ static void print_inspect(json_t *doc, AjRun *run)
 {
         print_summary(doc, run);
         print_records(doc, run);
+        print_rollback(run);
         print_model_calls(doc);
         print_processes(doc);
         print_pending(doc);

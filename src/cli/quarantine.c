@@ -99,6 +99,10 @@ static int quarantine_show(AjRun *run, bool json)
         if (q && q->present)
                 printf("quarantine  %s%s%s\n", q->released ? "released" : "not released", q->released_at ? " at " : "",
                        q->released_at ?: "");
+        const AjRunRollback *rb = run->rec ? &run->rec->rollback : NULL;
+        if (rb && rb->present)
+                printf("rollback    %zu ok, %zu failed, %zu held (agentjail inspect %s)\n", rb->n_ok, rb->n_failed,
+                       rb->n_held, run->id);
         puts("last events:");
         cli_print_events(inc->last_events);
         return CLI_EXIT_OK;

@@ -405,7 +405,7 @@ Test(profile, errors_unknown_keys)
         expect_error("bad-unknown-top.json",
                      "@/bad-unknown-top.json:3:3: capabilities: unknown key (expected one of: extends, "
                      "description, hostname, filesystem, user, seccomp, limits, network, env, allow_degraded, "
-                     "meters, tools, approvals, prices, on_breach, alert, logs, llm)");
+                     "meters, tools, approvals, prices, on_breach, alert, logs, llm, rollback)");
         expect_error("bad-unknown-nested.json",
                      "@/bad-unknown-nested.json:4:5: filesystem.rwx: unknown key (expected one of: ro, rw, "
                      "tmpfs, hide, workspace, home, allow_sensitive)");
@@ -1073,6 +1073,45 @@ Test(profile, broker_key_errors)
         expect_error("bad-tool-pattern.json",
                      "@/bad-tool-pattern.json:2:33: tools.allow[1]: expected a tool name or a pattern with '*' "
                      "(1 to 256 characters, no spaces or control characters), got \"has space\"");
+}
+
+/* ---- rollback: the handler of `agentjail rollback --apply` ---- */
+
+Test(profile, rollback_keys)
+{
+        AjProfile *p = load_ok(FIX "/rollback-full.json");
+        cr_assert_eq(p->rollback_exec.n, 3);
+        cr_expect_str_eq(p->rollback_exec.items[0], "/usr/local/bin/crm-undo");
+        cr_expect_str_eq(p->rollback_exec.items[2], "prod");
+        cr_expect_eq(p->rollback_timeout_ns, 90ULL * 1000000000ULL);
+        char *json = aj_profile_to_json(p);
+        AjProfile *q = NULL;
+        AjError err = {};
+        cr_assert_eq(aj_profile_parse(json, NULL, &q, &err), 0, "%s\n%s", err.message ?: "", json);
+        cr_expect_str_eq(q->digest, p->digest, "round trip");
+        cr_expect_eq(q->rollback_exec.n, 3);
+        cr_expect_eq(q->rollback_timeout_ns, p->rollback_timeout_ns);
+        free(json);
+        aj_profile_free(q);
+        aj_profile_free(p);
+
+        /* Unset, the key is not shown: the digests of profiles without one are unchanged. */
+        p = load_ok(FIX "/minimal.json");
+        cr_expect_eq(p->rollback_exec.n, 0);
+        cr_expect_eq(p->rollback_timeout_ns, 60ULL * 1000000000ULL);
+        json = aj_profile_to_json(p);
+        cr_expect_null(strstr(json, "\"rollback\""), "%s", json);
+        free(json);
+        aj_profile_free(p);
+
+        expect_error("bad-rollback-exec.json",
+                     "@/bad-rollback-exec.json:2:26: rollback.exec[0]: the program: path must be absolute: "
+                     "\"crm-undo\"");
+        expect_error("bad-rollback-timeout.json",
+                     "@/bad-rollback-timeout.json:2:28: rollback.timeout: expected a duration from \"1s\" to \"1h\" "
+                     "such as \"60s\", got \"2h\"");
+        expect_error("bad-rollback-type.json",
+                     "@/bad-rollback-type.json:2:25: rollback.exec: expected an array, got \"/bin/undo\"");
 }
 
 /* ---- approvals: tool calls held for an operator ---- */

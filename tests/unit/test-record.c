@@ -108,6 +108,14 @@ Test(record, malformed_names_the_file_and_member)
                 { "{\"quarantine\":{\"cap\":7}}", "\"quarantine.cap\" is not a string or null" },
                 { "{\"workspace\":{\"changes\":true}}", "\"workspace.changes\" is not a string" },
                 { "{\"supervisor_pid\":\"12\"}", "\"supervisor_pid\" is not a process id" },
+                { "{\"rollback\":[]}", "\"rollback\" is not an object" },
+                { "{\"rollback\":{\"steps\":{}}}", "\"rollback.steps\" is not an array" },
+                { "{\"rollback\":{\"steps\":[7]}}", "\"rollback.steps[0]\" is not an object" },
+                { "{\"rollback\":{\"steps\":[{\"call_id\":\"c\",\"result_seq\":2,\"result\":\"ok\"},"
+                  "{\"call_id\":\"c\",\"result_seq\":\"3\",\"result\":\"ok\"}]}}",
+                  "\"rollback.steps[1].result_seq\" is not an integer" },
+                { "{\"rollback\":{\"steps\":[{\"call_id\":\"c\",\"result_seq\":2}]}}",
+                  "\"rollback.steps[0]\" needs call_id, result_seq and result" },
                 { "[1,2]", "not a JSON object" },
                 { "{\"id\":", "not valid JSON" },
         };
@@ -133,6 +141,69 @@ Test(record, malformed_names_the_file_and_member)
         unlink(path);
         AjRunRecord *none = NULL;
         cr_assert_eq(aj_run_record_read(root, &none, NULL), -ENOENT);
+}
+
+/* `rollback --apply`'s steps: each step's last outcome, replaced by result_seq. */
+Test(record, rollback_steps_typed_and_updated)
+{
+        write_text(AJ_RUN_FILE_RUN, RUN_JSON);
+        _cleanup_(aj_run_record_freep) AjRunRecord *rec = NULL;
+        cr_assert_eq(aj_run_record_read(root, &rec, NULL), 0);
+        cr_assert_not(rec->rollback.present, "no rollback until one ran");
+        AjRunRollbackStep s = { .call_id = "c-3",
+                                .tool = "crm.create",
+                                .result_seq = 30,
+                                .result = "failed",
+                                .exit_code = 3,
+                                .at = "2026-01-02T00:00:00Z",
+                                .by = 1000 };
+        cr_assert_eq(aj_run_record_rollback_step(rec, &s), 0);
+        s = (AjRunRollbackStep){
+                .call_id = "c-2", .result_seq = 20, .result = "held", .exit_code = -1, .at = "2026-01-02T00:00:01Z"
+        };
+        cr_assert_eq(aj_run_record_rollback_step(rec, &s), 0);
+        cr_assert_eq(rec->rollback.n_steps, 2);
+        cr_expect_eq(rec->rollback.n_failed, 1);
+        cr_expect_eq(rec->rollback.n_held, 1);
+        s = (AjRunRollbackStep){ .call_id = "c-3",
+                                 .tool = "crm.create",
+                                 .result_seq = 30,
+                                 .result = "ok",
+                                 .exit_code = 0,
+                                 .at = "2026-01-02T00:00:02Z",
+                                 .by = 1000 };
+        cr_assert_eq(aj_run_record_rollback_step(rec, &s), 0);
+        cr_assert_eq(aj_run_record_write(root, rec), 0);
+
+        _cleanup_(aj_run_record_freep) AjRunRecord *back = NULL;
+        cr_assert_eq(aj_run_record_read(root, &back, NULL), 0);
+        const AjRunRollback *rb = &back->rollback;
+        cr_assert(rb->present);
+        cr_assert_eq(rb->n_steps, 2, "a step run again replaces its outcome");
+        cr_expect_eq(rb->n_ok, 1);
+        cr_expect_eq(rb->n_failed, 0);
+        cr_expect_eq(rb->n_held, 1);
+        cr_expect_str_eq(rb->updated_at, "2026-01-02T00:00:02Z");
+        AjRunRollbackStep got;
+        aj_run_rollback_step_at(back, 0, &got);
+        cr_expect_str_eq(got.call_id, "c-3");
+        cr_expect_str_eq(got.tool, "crm.create");
+        cr_expect_str_eq(got.result, "ok");
+        cr_expect_eq(got.exit_code, 0);
+        cr_expect_eq(got.result_seq, 30);
+        cr_expect_eq(got.by, 1000);
+        aj_run_rollback_step_at(back, 1, &got);
+        cr_expect_str_eq(got.result, "held");
+        cr_expect_null(got.tool);
+        cr_expect_eq(got.exit_code, -1, "null: it ran nothing");
+        cr_assert(json_is_true(json_object_get(json_object_get(back->doc, "future_field"), "kept")),
+                  "the rest of run.json is kept");
+
+        /* compose keeps it (a record this version knows) */
+        _cleanup_(aj_run_record_freep) AjRunRecord *composed = NULL;
+        back->cgroup_mode = "v2"; /* compose wants one; RUN_JSON has none */
+        cr_assert_eq(aj_run_record_compose(back, &composed), 0);
+        cr_expect_eq(composed->rollback.n_steps, 2);
 }
 
 /* The watchdog's update: the anchor set on the run.json that is there. */

@@ -16,6 +16,7 @@
 
 #include "events.h"
 #include "quarantine.h"
+#include "rollback.h"
 #include "run-record.h"
 #include "runs.h"
 #include "util/fd.h"
@@ -372,6 +373,84 @@ Test(runs, events_tail_append_and_offline_release)
         cr_assert_eq(json_integer_value(json_object_get(ev, "seq")), 4, "the chain's seq continues");
         cr_assert_eq(json_integer_value(json_object_get(ev, "uid")), 4242);
         cr_assert_str_eq(json_string_value(json_object_get(ev, "run")), "aaaa00000001");
+}
+
+/* The journal joins each result with its request, its seq and the last rollback.step for
+ * it; recording a step appends to the chain, moves the anchor and fills run.json. */
+Test(runs, tool_journal_and_rollback_steps)
+{
+        make_run("aaaa00000002", "rb", "2026-01-01T00:00:00Z",
+                 EXITED ",\"events\":{\"count\":5,\"last_sha256\":\"" AJ_EVENTS_GENESIS "\",\"end\":\"run.exit\"}");
+        char path[300];
+        snprintf(path, sizeof(path), "%s/runs/aaaa00000002/events.jsonl", paths.state_root);
+        AjChainEnd end;
+        cr_assert_eq(aj_events_append(path, "aaaa00000002", "tool.request",
+                                      json_pack("{s:s, s:s, s:{s:i}}", "gen_ai.tool.call.id", "c-1", "gen_ai.tool.name",
+                                                "crm.create", "gen_ai.tool.call.arguments", "id", 1),
+                                      &end),
+                     0);
+        cr_assert_eq(aj_events_append(path, "aaaa00000002", "tool.result",
+                                      json_pack("{s:s, s:s, s:{s:s}}", "gen_ai.tool.call.id", "c-1", "status", "ok",
+                                                "undo", "tool", "crm.delete"),
+                                      &end),
+                     0);
+        cr_assert_eq(aj_events_append(path, "aaaa00000002", "tool.request",
+                                      json_pack("{s:s, s:s}", "gen_ai.tool.call.id", "c-2", "gen_ai.tool.name",
+                                                "crm.create"),
+                                      &end),
+                     0);
+        cr_assert_eq(aj_events_append(path, "aaaa00000002", "tool.result",
+                                      json_pack("{s:s, s:s, s:{s:s}}", "gen_ai.tool.call.id", "c-2", "status", "ok",
+                                                "undo", "tool", "crm.delete"),
+                                      &end),
+                     0);
+        cr_assert_eq(aj_events_append(path, "aaaa00000002", "run.exit", NULL, &end), 0);
+
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000002", &run, NULL), 0);
+        json_t *calls = NULL;
+        cr_assert_eq(aj_run_tool_journal(run, &calls), 0);
+        cr_assert_eq(json_array_size(calls), 2);
+        json_t *newest = json_array_get(calls, 0);
+        cr_expect_str_eq(json_string_value(json_object_get(newest, "gen_ai.tool.call.id")), "c-2");
+        cr_expect_eq(json_integer_value(json_object_get(newest, "seq")), 4, "the tool.result's seq");
+        cr_expect(json_is_null(json_object_get(newest, "rollback")), "not rolled back yet");
+
+        AjRollbackPlan plan;
+        AjRollbackGate gate = { 0 };
+        cr_assert_eq(aj_rollback_plan(calls, &gate, &plan, NULL), 0);
+        json_decref(calls);
+        cr_assert_eq(plan.n, 2);
+        AjRollbackOutcome ok = { .result = AJ_ROLLBACK_OK, .exit_code = 0 };
+        bool recorded = false;
+        cr_assert_eq(aj_run_rollback_record(run, &plan.steps[0], &ok, &recorded), 0);
+        cr_expect(recorded);
+        AjRollbackOutcome failed = { .result = AJ_ROLLBACK_FAILED, .exit_code = 2 };
+        cr_assert_eq(aj_run_rollback_record(run, &plan.steps[1], &failed, &recorded), 0);
+        aj_rollback_plan_done(&plan);
+        aj_run_free(run);
+
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000002", &run, NULL), 0);
+        cr_expect_eq(run->rec->anchor.count, 7, "the anchor moved to the last step");
+        cr_expect_str_eq(run->rec->anchor.end, AJ_ROLLBACK_EVENT);
+        cr_expect_eq(run->rec->rollback.n_ok, 1);
+        cr_expect_eq(run->rec->rollback.n_failed, 1);
+        AjChainCheck check;
+        AjChainVerdict verdict;
+        cr_assert_eq(aj_run_verify_chain(run->rec, path, &check, &verdict), 0);
+        cr_expect_eq(verdict, AJ_CHAIN_INTACT, "%s", check.problem);
+        cr_assert_eq(aj_run_tool_journal(run, &calls), 0);
+        json_t *rb = json_object_get(json_array_get(calls, 0), "rollback");
+        cr_expect_str_eq(json_string_value(json_object_get(rb, "result")), "ok");
+        cr_expect_eq(json_integer_value(json_object_get(rb, "seq")), 6);
+        rb = json_object_get(json_array_get(calls, 1), "rollback");
+        cr_expect_str_eq(json_string_value(json_object_get(rb, "result")), "failed");
+        cr_assert_eq(aj_rollback_plan(calls, &gate, &plan, NULL), 0);
+        cr_expect_eq(plan.steps[0].action, AJ_ROLLBACK_APPLIED, "the chain says it succeeded");
+        cr_expect_eq(plan.steps[1].action, AJ_ROLLBACK_TO_RUN, "the failed one is left");
+        aj_rollback_plan_done(&plan);
+        json_decref(calls);
+        aj_run_free(run);
 }
 
 Test(runs, remove_dir_stays_inside_the_state_dir)

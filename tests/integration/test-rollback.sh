@@ -1,0 +1,188 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Rollback that acts: `agentjail rollback RUN --apply` hands each undo record the agent
+# reported, newest first, to the profile's rollback.exec (here a fake CRM kept in a JSON
+# file, tests/helpers/fake-crm.py), records each step in the run's chain and run.json,
+# stops at a failing step (--keep-going goes on), runs nothing with --dry-run, never
+# applies a step twice, and holds back the undo of an approval-gated tool without --approve.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+command -v python3 >/dev/null || skip_all "python3 is needed for the fake CRM"
+command -v jq >/dev/null || skip_all "jq is needed"
+setup_dirs
+
+HANDLER=$AGENTJAIL_SOURCE_DIR/tests/helpers/fake-crm.py
+cp "$HANDLER" "$WORKSPACE/fake-crm.py"
+
+# The agent's side: a CRM write reported to the broker with the record that undoes it.
+# crm_call ID TOOL ARGS UNDO CRM-ARGS...
+AGENT='
+crm_call() {
+        id=$1 tool=$2 args=$3 undo=$4
+        shift 4
+        agentjail meter tool "$tool" --id "$id" --args "$args" >/dev/null || exit 10
+        python3 ./fake-crm.py "$DB" "$@" || exit 11
+        agentjail meter result "$id" --status ok --undo "$undo" >/dev/null || exit 12
+}
+'
+
+# crm_check DB: "records|log" of the fake CRM, compact.
+crm_check() {
+        jq -r '"\(.records | to_entries | map("\(.key)=\(.value)") | join(",")) | \(.log | join("; "))"' "$1"
+}
+
+# ------------------------------------------------------------------ three writes, reversed
+DB_A=$WORKSPACE/crm-a.json
+PROFILE_A=$(write_profile rollback-a '{
+  "extends": "default",
+  "rollback": {"exec": ["/usr/bin/python3", "'"$HANDLER"'", "'"$DB_A"'", "undo"], "timeout": "20s"}
+}')
+run_jail -p "$PROFILE_A" --name rb-three -- /bin/sh -c "DB=$DB_A; $AGENT"'
+        crm_call c-1 crm.create "{\"id\": \"r1\", \"name\": \"Ada\"}" "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r1\"}}" create r1 Ada
+        crm_call c-2 crm.create "{\"id\": \"r2\", \"name\": \"Bob\"}" "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r2\"}}" create r2 Bob
+        crm_call c-3 crm.create "{\"id\": \"r3\", \"name\": \"Cy\"}" "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r3\"}}" create r3 Cy'
+is "$JAIL_RC" 0 "the agent writes three CRM records and reports their undo records" || jail_diag
+A=$JAIL_RUN_ID
+A_DIR=$JAIL_RUN_DIR
+is "$(crm_check "$DB_A")" "r1=Ada,r2=Bob,r3=Cy | " "the CRM has the agent's three records"
+
+aj rollback "$A" --dry-run
+is "$RC" 0 "rollback --dry-run exits 0" || op_diag
+like "$OUT" $'1/3 +c-3 +crm.create +run .*crm.delete.*r3.*\n  2/3 +c-2 .*\n  3/3 +c-1 ' \
+        "--dry-run: the plan, newest first, with each undo record" || op_diag
+like "$OUT" "3 to run, 0 applied already, 0 held" "--dry-run: the counts"
+is "$(crm_check "$DB_A")" "r1=Ada,r2=Bob,r3=Cy | " "--dry-run runs nothing"
+is "$(events_of rollback.step "$A_DIR" | wc -l)" 0 "--dry-run records nothing in the chain"
+aj rollback "$A" --dry-run --json
+is "$(jq -r '[.steps[] | "\(.step):\(.call_id):\(.action)"] | join(" ")' <<<"$OUT")" "1:c-3:run 2:c-2:run 3:c-1:run" \
+        "--dry-run --json: the steps in order" || op_diag
+
+# A step past its time: the handler is killed, the step recorded as a timeout, nothing after it runs.
+touch "$DB_A.sleep"
+rm -f "$DB_A.env"
+SECONDS_BEFORE=$SECONDS
+aj rollback "$A" --apply --timeout 1s
+is "$RC" 1 "a step that runs past --timeout: exit 1" || op_diag
+like "$OUT" "1/3 +c-3 +crm.create +timeout: killed after 1\.[0-9]s" "the step is reported as a timeout" || op_diag
+like "$OUT" "stopped: 2 not run" "the steps after it are not run"
+cmp_num $((SECONDS - SECONDS_BEFORE)) -le 10 "the timeout bounds the step (no wait for the handler's 30 s)"
+is "$(events_of rollback.step "$A_DIR" | jq -r '"\(.["gen_ai.tool.call.id"]) \(.result) \(.exit_code)"')" "c-3 timeout null" \
+        "the chain has the timed-out step"
+# A signal during a step: the step finishes (here: its timeout) and is recorded, nothing after
+# it runs (not even with --keep-going).
+rm -f "$DB_A.env"
+"$AGENTJAIL" rollback "$A" --apply --keep-going --timeout 2s >"$TEST_TMP/sig.out" 2>"$TEST_TMP/sig.err" &
+SIG_PID=$!
+wait_file "$DB_A.env"
+kill -TERM "$SIG_PID"
+wait "$SIG_PID"
+is "$?" 1 "rollback --apply interrupted by SIGTERM: exit 1"
+like "$(cat "$TEST_TMP/sig.err")" "interrupted \(Terminated\): stopping before step 2" \
+        "it stops after the step in progress" || diag "$(cat "$TEST_TMP/sig.out" "$TEST_TMP/sig.err")"
+is "$(events_of rollback.step "$A_DIR" | jq -r '.result' | paste -sd' ')" "timeout timeout" \
+        "the step in progress was recorded, and no other"
+rm -f "$DB_A.sleep"
+
+aj rollback "$A" --apply
+is "$RC" 0 "rollback --apply exits 0 when every step is applied" || op_diag
+is "$(crm_check "$DB_A")" " | delete r3 1/3 c-3 crm.create; delete r2 2/3 c-2 crm.create; delete r1 3/3 c-1 crm.create" \
+        "the handler reversed the three writes, newest first" || op_diag
+like "$OUT" "1/3 +c-3 +crm.create +ok: exit 0" "each step's outcome is printed"
+like "$OUT" "\| crm: crm.delete r3 done" "with the handler's output"
+is "$(cat "$DB_A.env")" "AGENTJAIL_ROLLBACK_OF AGENTJAIL_ROLLBACK_STEP AGENTJAIL_RUN_ID AGENTJAIL_TOOL_CALL_ID HOME LANG LOGNAME PATH USER" \
+        "the handler runs with a clean environment (agentjail's own is not passed on)"
+is "$(events_of rollback.step "$A_DIR" | jq -r '"\(.["gen_ai.tool.call.id"]):\(.result):\(.exit_code)"' | paste -sd' ')" \
+        "c-3:timeout:null c-3:timeout:null c-3:ok:0 c-2:ok:0 c-1:ok:0" "each step is an event in the run's chain"
+
+aj logs "$A" --type rollback
+like "$OUT" "rollback\.step +.*result=ok.*gen_ai\.tool\.name=crm\.create.*call\.id=c-1" "logs shows the steps" || op_diag
+aj logs "$A" --verify
+is "$RC" 0 "logs --verify: the chain with the operator's steps is intact" || op_diag
+aj inspect "$A" --json
+is "$(jq -r '[.rollback.steps[] | "\(.call_id):\(.result)"] | join(" ")' <<<"$OUT")" "c-3:ok c-2:ok c-1:ok" \
+        "inspect --json: what was rolled back (each step's last outcome)" || op_diag
+aj inspect "$A"
+like "$OUT" "rollback +3 ok, 0 failed, 0 held" "inspect (text): the rollback's summary" || op_diag
+
+aj rollback "$A" --apply
+is "$RC" 0 "--apply again: nothing is left, exit 0" || op_diag
+like "$OUT" "0 applied now, 3 before" "--apply again applies nothing twice"
+is "$(jq -r '.log | length' "$DB_A")" 3 "the handler was not called again"
+aj rollback "$A"
+like "$OUT" "c-1 +crm.create +ok +.*rollback: ok" "the listing says which calls were rolled back"
+
+# ------------------------------------------------------------------ a failing step, --keep-going, gating
+DB_B=$WORKSPACE/crm-b.json
+PROFILE_B=$(write_profile rollback-b '{
+  "extends": "default",
+  "approvals": {"tools": ["crm.restore"]},
+  "rollback": {"exec": ["/usr/bin/python3", "'"$HANDLER"'", "'"$DB_B"'", "undo"]}
+}')
+printf '{"records": {"r0": "Old"}, "log": []}\n' >"$DB_B"
+run_jail -p "$PROFILE_B" --name rb-gated -- /bin/sh -c "DB=$DB_B; $AGENT"'
+        crm_call c-0 crm.delete "{\"id\": \"r0\"}" "{\"tool\": \"crm.restore\", \"arguments\": {\"id\": \"r0\", \"name\": \"Old\"}}" delete r0
+        crm_call c-1 crm.create "{\"id\": \"r1\", \"name\": \"Ada\"}" "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r1\"}}" create r1 Ada
+        crm_call c-2 crm.create "{\"id\": \"r2\", \"name\": \"Bob\"}" "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r2\"}}" create r2 Bob
+        crm_call c-3 crm.create "{\"id\": \"r3\", \"name\": \"Cy\"}" "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r3\"}}" create r3 Cy'
+is "$JAIL_RC" 0 "a second run: a delete and three creates, with their undo records" || jail_diag
+B=$JAIL_RUN_ID
+B_DIR=$JAIL_RUN_DIR
+
+aj rollback "$B" --dry-run
+like "$OUT" "4/4 +c-0 +crm.delete +held +approval-gated \(approvals.tools 'crm.restore'\): --approve c-0" \
+        "--dry-run: the undo of an approval-gated tool is held" || op_diag
+
+echo r2 >"$DB_B.fail"
+aj rollback "$B" --apply
+is "$RC" 1 "a failing step: exit 1" || op_diag
+like "$OUT" "2/4 +c-2 +crm.create +failed: exit 3" "the failing step and its exit status" || op_diag
+like "$OUT" "\| crm: cannot crm.delete r2: the record is locked" "its output (stderr too)"
+like "$OUT" "stopped: 2 not run" "the steps after it are not run"
+is "$(crm_check "$DB_B")" "r1=Ada,r2=Bob | delete r3 1/4 c-3 crm.create" "only the step before the failure was applied"
+is "$(events_of rollback.step "$B_DIR" | jq -r 'select(.result == "failed") | "\(.exit_code) \(.output | @json)"')" \
+        '3 "crm: cannot crm.delete r2: the record is locked\n"' "the failed step's event: its exit status and an excerpt of its output"
+
+aj rollback "$B" --apply --keep-going
+is "$RC" 1 "--keep-going with a failure and a held step: exit 1" || op_diag
+like "$OUT" "4/4 +c-0 +crm.delete +held: approval-gated" "the gated step is held back" || op_diag
+is "$(crm_check "$DB_B")" "r2=Bob | delete r3 1/4 c-3 crm.create; delete r1 3/4 c-1 crm.create" \
+        "--keep-going goes on after the failure; c-3 is not applied twice; the gated undo is not run"
+is "$(events_of rollback.step "$B_DIR" | jq -r 'select(.result == "held") | .["gen_ai.tool.call.id"]')" c-0 \
+        "the held step is recorded"
+
+rm -f "$DB_B.fail"
+aj rollback "$B" --apply
+is "$RC" 1 "without --approve the gated step still holds the rollback (exit 1)" || op_diag
+is "$(crm_check "$DB_B")" " | delete r3 1/4 c-3 crm.create; delete r1 3/4 c-1 crm.create; delete r2 2/4 c-2 crm.create" \
+        "--apply again continues with what is left"
+aj rollback "$B" --apply --approve c-9
+is "$RC" 1 "--approve of a call with no undo record is refused" || op_diag
+like "$ERR" "--approve c-9: no undo record of the run has that call id" "and says so"
+aj rollback "$B" --apply --approve c-0
+is "$RC" 0 "--approve runs the gated step: every step applied" || op_diag
+is "$(crm_check "$DB_B")" "r0=Old | delete r3 1/4 c-3 crm.create; delete r1 3/4 c-1 crm.create; delete r2 2/4 c-2 crm.create; restore r0 4/4 c-0 crm.delete" \
+        "the approved undo restored the deleted record"
+aj logs "$B" --verify
+is "$RC" 0 "logs --verify still passes after four rollbacks" || op_diag
+aj inspect "$B" --json
+is "$(jq -r '[.rollback.steps[] | "\(.call_id):\(.result)"] | join(" ")' <<<"$OUT")" "c-3:ok c-2:ok c-1:ok c-0:ok" \
+        "run.json: each step's last outcome" || op_diag
+
+# ------------------------------------------------------------------ refusals
+aj rollback "$B" --keep-going
+is "$RC" 2 "--keep-going without --apply is a usage error"
+aj rollback rb-none --apply
+is "$RC" 1 "an unknown run" || op_diag
+run_jail --name rb-nohandler -- /bin/sh -c '
+        agentjail meter tool crm.create --id c-1 >/dev/null &&
+        agentjail meter result c-1 --status ok --undo "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r1\"}}" >/dev/null'
+aj rollback rb-nohandler --apply
+is "$RC" 1 "a run whose profile has no rollback.exec: --apply refuses" || op_diag
+like "$ERR" "has no rollback.exec" "and says why"
+aj rollback rb-nohandler --dry-run
+is "$RC" 0 "--dry-run still shows its plan" || op_diag
+like "$OUT" "no rollback.exec: nothing can be run" "and says nothing can run"
+
+done_testing
