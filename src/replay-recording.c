@@ -103,7 +103,7 @@ static void add_response(AjReplayRecording *rec, json_t *ev, int (*body_state)(v
                 e->missing = "its response body was not kept (llm.record \"digest\")";
         else {
                 int r = body_state ? body_state(userdata, e->call_id) : -ENOENT;
-                e->missing = r == 0         ? NULL
+                e->missing = r == 0        ? NULL
                              : r == -E2BIG ? "its response body was cut at llm.record_bytes"
                                            : "its response body (llm/ID.response) is missing";
         }

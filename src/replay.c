@@ -13,9 +13,9 @@
  * {"verdict", "seq"} (subjects in the order they appeared: JSON objects keep it). */
 typedef struct {
         json_t *tools, *hosts, *syscalls, *caps, *models;
-        json_t *by_call;  /* tool call id -> subject */
-        json_t *by_llm;   /* llm call id -> model subject (the replay: the recorded call id's) */
-        json_t *counts;   /* tool key -> occurrences so far */
+        json_t *by_call; /* tool call id -> subject */
+        json_t *by_llm;  /* llm call id -> model subject (the replay: the recorded call id's) */
+        json_t *counts;  /* tool key -> occurrences so far */
         json_t *summary;
 } Chain;
 

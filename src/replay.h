@@ -34,19 +34,19 @@ typedef struct {
         char *provider, *path;
         char request_sha256[65];
         unsigned status;
-        char *content_type; /* NULL: not recorded (older runs): from `stream` */
-        bool stream;        /* llm.request's */
-        bool served;        /* by this replay already */
+        char *content_type;  /* NULL: not recorded (older runs): from `stream` */
+        bool stream;         /* llm.request's */
+        bool served;         /* by this replay already */
         const char *missing; /* why it cannot be served (static text), NULL when it can */
 } AjReplayEntry;
 
 typedef struct {
         AjReplayEntry *entries; /* in the order the original made the calls */
         size_t n;
-        size_t n_missing;  /* entries that cannot be served */
-        size_t n_refused;  /* calls the original's gateway refused (never forwarded) */
-        char *llm_dir;     /* <run>/llm, NULL when the run kept no bodies */
-        bool record_full;  /* the run kept bodies (an llm/ directory) */
+        size_t n_missing; /* entries that cannot be served */
+        size_t n_refused; /* calls the original's gateway refused (never forwarded) */
+        char *llm_dir;    /* <run>/llm, NULL when the run kept no bodies */
+        bool record_full; /* the run kept bodies (an llm/ directory) */
 } AjReplayRecording;
 
 void aj_replay_recording_free(AjReplayRecording *rec);
@@ -122,9 +122,9 @@ typedef struct {
 
 typedef struct {
         char original_id[64], replay_id[64];
-        int run_status;   /* the replayed run's exit status (aj_jail_run) */
-        json_t *diff;     /* aj_replay_diff's document, with "replay_of" */
-        char *workspace;  /* the scratch workspace (removed unless keep) */
+        int run_status;  /* the replayed run's exit status (aj_jail_run) */
+        json_t *diff;    /* aj_replay_diff's document, with "replay_of" */
+        char *workspace; /* the scratch workspace (removed unless keep) */
 } AjReplayResult;
 
 void aj_replay_result_done(AjReplayResult *r);

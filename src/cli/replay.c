@@ -14,22 +14,22 @@
 #define REPLAY_USAGE                                                                         \
         "agentjail replay RUN [-p PROFILE] [--cap KEY=VALUE]... [--live] [--force] [--keep]" \
         " [--workdir DIR] [--json]"
-#define REPLAY_HELP                                                                               \
-        "Run a recorded run's command again in a scratch copy of the workspace it started\n"      \
-        "from (the original is never touched), under PROFILE (default: the original's\n"          \
-        "resolved profile) and the given caps, with the LLM gateway answering the agent from\n"   \
-        "the recording (by request digest, then by position; no provider is contacted). A\n"      \
+#define REPLAY_HELP                                                                                \
+        "Run a recorded run's command again in a scratch copy of the workspace it started\n"       \
+        "from (the original is never touched), under PROFILE (default: the original's\n"           \
+        "resolved profile) and the given caps, with the LLM gateway answering the agent from\n"    \
+        "the recording (by request digest, then by position; no provider is contacted). A\n"       \
         "replayable run was made with \"llm\": {\"record\": \"full\"}. Then print every verdict\n" \
-        "that changed (tool calls, hosts, syscalls, caps, model calls) and the tokens and cost\n" \
-        "of both runs.\n"                                                                         \
-        "-p, --profile: the profile to replay under.\n"                                           \
-        "--cap: a cap for the replay (as `run --cap`).\n"                                         \
-        "--live: a request the recording lacks goes to the provider (default: a 502 and an\n"     \
-        "llm.replay_miss event).\n"                                                               \
-        "--force: replay although the workspace changed since the run started, or some\n"         \
-        "responses were not kept (those calls are misses).\n"                                     \
-        "--keep: keep the scratch workspace (its path is printed).\n"                             \
-        "--workdir: where the scratch workspace is made (default $TMPDIR or /var/tmp).\n"         \
+        "that changed (tool calls, hosts, syscalls, caps, model calls) and the tokens and cost\n"  \
+        "of both runs.\n"                                                                          \
+        "-p, --profile: the profile to replay under.\n"                                            \
+        "--cap: a cap for the replay (as `run --cap`).\n"                                          \
+        "--live: a request the recording lacks goes to the provider (default: a 502 and an\n"      \
+        "llm.replay_miss event).\n"                                                                \
+        "--force: replay although the workspace changed since the run started, or some\n"          \
+        "responses were not kept (those calls are misses).\n"                                      \
+        "--keep: keep the scratch workspace (its path is printed).\n"                              \
+        "--workdir: where the scratch workspace is made (default $TMPDIR or /var/tmp).\n"          \
         "Exit status: 0 nothing changed, 1 something changed, 125 the replay failed."
 
 enum { OPT_CAP = 0x300, OPT_LIVE, OPT_KEEP, OPT_WORKDIR, OPT_FORCE };
@@ -41,7 +41,8 @@ static void print_summary(const char *label, json_t *s)
         if (json_is_integer(exit))
                 snprintf(status, sizeof(status), "%lld", (long long)json_integer_value(exit));
         printf("  %-9s %-14s exit %-4s model calls %-4lld input %-8lld output %-8lld cost $%.6f tool calls %lld\n",
-               label, cli_jstr(s, "run") ?: "?", status, (long long)json_integer_value(json_object_get(s, "model_calls")),
+               label, cli_jstr(s, "run") ?: "?", status,
+               (long long)json_integer_value(json_object_get(s, "model_calls")),
                (long long)json_integer_value(json_object_get(s, "input_tokens")),
                (long long)json_integer_value(json_object_get(s, "output_tokens")),
                json_number_value(json_object_get(s, "cost_usd")),
@@ -62,12 +63,13 @@ static void print_table(json_t *diff)
         printf("replay %s of run %s: %zu verdict%s changed\n", cli_jstr(diff, "run") ?: "?",
                cli_jstr(diff, "replay_of") ?: "?", json_array_size(changes), json_array_size(changes) == 1 ? "" : "s");
         if (json_array_size(changes)) {
-                printf("  %-11s %-44s %-9s %-7s %-9s %-7s %s\n", "KIND", "SUBJECT", "BEFORE", "EVENT", "AFTER",
-                       "EVENT", "REASON");
+                printf("  %-11s %-44s %-9s %-7s %-9s %-7s %s\n", "KIND", "SUBJECT", "BEFORE", "EVENT", "AFTER", "EVENT",
+                       "REASON");
                 size_t i;
                 json_t *c;
                 json_array_foreach (changes, i, c) {
-                        printf("  %-11s %-44s %-9s", cli_jstr(c, "kind"), cli_jstr(c, "subject"), cli_jstr(c, "before"));
+                        printf("  %-11s %-44s %-9s", cli_jstr(c, "kind"), cli_jstr(c, "subject"),
+                               cli_jstr(c, "before"));
                         print_seq(json_object_get(c, "seq_before"));
                         printf(" %-9s", cli_jstr(c, "after"));
                         print_seq(json_object_get(c, "seq_after"));

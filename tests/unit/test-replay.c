@@ -23,9 +23,9 @@ static json_t *chain(const char *text)
         return a;
 }
 
-#define TOOL_OK(seq, id, name, sha)                                                                           \
-        "{\"seq\":" #seq ",\"type\":\"tool.request\",\"gen_ai.tool.name\":\"" name "\",\"gen_ai.tool.call.id\":\"" id \
-        "\",\"arguments_sha256\":\"" sha "\"},"                                                                       \
+#define TOOL_OK(seq, id, name, sha)                                                                                    \
+        "{\"seq\":" #seq ",\"type\":\"tool.request\",\"gen_ai.tool.name\":\"" name "\",\"gen_ai.tool.call.id\":\"" id  \
+        "\",\"arguments_sha256\":\"" sha "\"},"                                                                        \
         "{\"seq\":" #seq "1,\"type\":\"tool.verdict\",\"gen_ai.tool.name\":\"" name "\",\"gen_ai.tool.call.id\":\"" id \
         "\",\"verdict\":\"allow\"}"
 
@@ -34,11 +34,12 @@ static const char *ORIGINAL =
         "{\"seq\":2,\"type\":\"llm.request\",\"call_id\":1,\"provider\":\"fake\",\"path\":\"/v1/messages\","
         "\"request_sha256\":\"r1\",\"verdict\":\"allow\",\"stream\":false},"
         "{\"seq\":3,\"type\":\"llm.response\",\"call_id\":1,\"status\":200,\"relay\":\"completed\",\"metered\":true,"
-        "\"gen_ai.usage.input_tokens\":100,\"gen_ai.usage.output_tokens\":20,\"cost_usd\":0.5},"
-        TOOL_OK(4, "c1", "Bash", "1111111111111111") ","
-        TOOL_OK(5, "c2", "Write", "2222222222222222") ","
-        "{\"seq\":6,\"type\":\"net.connect\",\"host\":\"example.com\",\"port\":443,\"verdict\":\"allowed\"},"
-        "{\"seq\":7,\"type\":\"run.exit\",\"status\":0}]";
+        "\"gen_ai.usage.input_tokens\":100,\"gen_ai.usage.output_tokens\":20,\"cost_usd\":0.5}," TOOL_OK(
+                4, "c1", "Bash",
+                "1111111111111111") "," TOOL_OK(5, "c2", "Write",
+                                                "2222222222222222") ","
+                                                                    "{\"seq\":6,\"type\":\"net.connect\",\"host\":\"example.com\",\"port\":443,\"verdict\":\"allowed\"},"
+                                                                    "{\"seq\":7,\"type\":\"run.exit\",\"status\":0}]";
 
 static json_t *diff_of(const char *a, const char *b)
 {
@@ -57,11 +58,12 @@ static const char *REPLAY_SAME =
         "{\"seq\":2,\"type\":\"llm.request\",\"call_id\":1,\"provider\":\"fake\",\"path\":\"/v1/messages\","
         "\"request_sha256\":\"r1\",\"verdict\":\"allow\",\"replay\":{\"match\":\"digest\",\"call_id\":1}},"
         "{\"seq\":3,\"type\":\"llm.response\",\"call_id\":1,\"status\":200,\"relay\":\"completed\",\"metered\":true,"
-        "\"gen_ai.usage.input_tokens\":100,\"gen_ai.usage.output_tokens\":20,\"cost_usd\":0.5},"
-        TOOL_OK(4, "c9", "Bash", "1111111111111111") ","
-        TOOL_OK(5, "c8", "Write", "2222222222222222") ","
-        "{\"seq\":6,\"type\":\"net.connect\",\"host\":\"example.com\",\"port\":443,\"verdict\":\"allowed\"},"
-        "{\"seq\":7,\"type\":\"run.exit\",\"status\":0}]";
+        "\"gen_ai.usage.input_tokens\":100,\"gen_ai.usage.output_tokens\":20,\"cost_usd\":0.5}," TOOL_OK(
+                4, "c9", "Bash",
+                "1111111111111111") "," TOOL_OK(5, "c8", "Write",
+                                                "2222222222222222") ","
+                                                                    "{\"seq\":6,\"type\":\"net.connect\",\"host\":\"example.com\",\"port\":443,\"verdict\":\"allowed\"},"
+                                                                    "{\"seq\":7,\"type\":\"run.exit\",\"status\":0}]";
 
 Test(replay_diff, same_chains_no_change)
 {
@@ -85,14 +87,15 @@ Test(replay_diff, tool_now_denied)
                 ORIGINAL,
                 "[{\"seq\":1,\"run\":\"bbbbbbbbbbbb\",\"type\":\"run.start\"},"
                 "{\"seq\":2,\"type\":\"llm.request\",\"call_id\":1,\"provider\":\"fake\",\"path\":\"/v1/messages\","
-                "\"request_sha256\":\"r1\",\"verdict\":\"allow\",\"replay\":{\"match\":\"digest\",\"call_id\":1}},"
-                TOOL_OK(4, "c9", "Bash", "1111111111111111") ","
-                "{\"seq\":5,\"type\":\"tool.request\",\"gen_ai.tool.name\":\"Write\",\"gen_ai.tool.call.id\":\"c8\","
-                "\"arguments_sha256\":\"2222222222222222\"},"
-                "{\"seq\":6,\"type\":\"tool.verdict\",\"gen_ai.tool.name\":\"Write\",\"gen_ai.tool.call.id\":\"c8\","
-                "\"verdict\":\"deny\",\"reason\":\"denied by tools.deny\"},"
-                "{\"seq\":7,\"type\":\"net.connect\",\"host\":\"example.com\",\"port\":443,\"verdict\":\"allowed\"},"
-                "{\"seq\":8,\"type\":\"run.exit\",\"status\":1}]");
+                "\"request_sha256\":\"r1\",\"verdict\":\"allow\",\"replay\":{\"match\":\"digest\",\"call_id\":1}}," TOOL_OK(
+                        4, "c9", "Bash",
+                        "1111111111111111") ","
+                                            "{\"seq\":5,\"type\":\"tool.request\",\"gen_ai.tool.name\":\"Write\",\"gen_ai.tool.call.id\":\"c8\","
+                                            "\"arguments_sha256\":\"2222222222222222\"},"
+                                            "{\"seq\":6,\"type\":\"tool.verdict\",\"gen_ai.tool.name\":\"Write\",\"gen_ai.tool.call.id\":\"c8\","
+                                            "\"verdict\":\"deny\",\"reason\":\"denied by tools.deny\"},"
+                                            "{\"seq\":7,\"type\":\"net.connect\",\"host\":\"example.com\",\"port\":443,\"verdict\":\"allowed\"},"
+                                            "{\"seq\":8,\"type\":\"run.exit\",\"status\":1}]");
         cr_assert(json_is_true(json_object_get(d, "changed")));
         json_t *ch = json_object_get(d, "changes");
         cr_assert_eq(json_array_size(ch), 1, "%zu changes", json_array_size(ch));
@@ -111,13 +114,16 @@ Test(replay_diff, held_and_repeated_calls)
 {
         /* The second Bash call with the same arguments is its own subject; held wins over
          * the operator's later answer. */
-        json_t *d = diff_of("[" TOOL_OK(1, "a", "Bash", "11") "," TOOL_OK(2, "b", "Bash", "11") "]",
-                            "[" TOOL_OK(1, "x", "Bash", "11") ","
-                            "{\"seq\":2,\"type\":\"tool.request\",\"gen_ai.tool.name\":\"Bash\","
-                            "\"gen_ai.tool.call.id\":\"y\",\"arguments_sha256\":\"11\"},"
-                            "{\"seq\":3,\"type\":\"approval.requested\",\"gen_ai.tool.name\":\"Bash\","
-                            "\"gen_ai.tool.call.id\":\"y\"},"
-                            "{\"seq\":4,\"type\":\"tool.verdict\",\"gen_ai.tool.call.id\":\"y\",\"verdict\":\"allow\"}]");
+        json_t *d = diff_of(
+                "[" TOOL_OK(1, "a", "Bash", "11") "," TOOL_OK(2, "b", "Bash", "11") "]",
+                "[" TOOL_OK(
+                        1, "x", "Bash",
+                        "11") ","
+                              "{\"seq\":2,\"type\":\"tool.request\",\"gen_ai.tool.name\":\"Bash\","
+                              "\"gen_ai.tool.call.id\":\"y\",\"arguments_sha256\":\"11\"},"
+                              "{\"seq\":3,\"type\":\"approval.requested\",\"gen_ai.tool.name\":\"Bash\","
+                              "\"gen_ai.tool.call.id\":\"y\"},"
+                              "{\"seq\":4,\"type\":\"tool.verdict\",\"gen_ai.tool.call.id\":\"y\",\"verdict\":\"allow\"}]");
         json_t *ch = json_object_get(d, "changes");
         cr_assert_eq(json_array_size(ch), 1);
         cr_assert_str_eq(jstr(json_array_get(ch, 0), "subject"), "Bash 11 #2");
@@ -131,14 +137,15 @@ Test(replay_diff, host_now_refused)
                 ORIGINAL,
                 "[{\"seq\":1,\"run\":\"bbbbbbbbbbbb\",\"type\":\"run.start\"},"
                 "{\"seq\":2,\"type\":\"llm.request\",\"call_id\":1,\"provider\":\"fake\",\"path\":\"/v1/messages\","
-                "\"request_sha256\":\"r1\",\"verdict\":\"allow\",\"replay\":{\"match\":\"position\",\"call_id\":1}},"
-                TOOL_OK(4, "c9", "Bash", "1111111111111111") ","
-                TOOL_OK(5, "c8", "Write", "2222222222222222") ","
-                "{\"seq\":6,\"type\":\"net.denied\",\"host\":\"example.com\",\"port\":443,\"reason\":\"not in "
-                "network.allow\"},"
-                "{\"seq\":7,\"type\":\"net.connect\",\"host\":\"example.com\",\"port\":443,\"verdict\":\"denied\"},"
-                "{\"seq\":8,\"type\":\"seccomp.denied\",\"syscall\":\"ptrace\"},"
-                "{\"seq\":9,\"type\":\"run.exit\",\"status\":0}]");
+                "\"request_sha256\":\"r1\",\"verdict\":\"allow\",\"replay\":{\"match\":\"position\",\"call_id\":1}}," TOOL_OK(
+                        4, "c9", "Bash",
+                        "1111111111111111") "," TOOL_OK(5, "c8", "Write",
+                                                        "2222222222222222") ","
+                                                                            "{\"seq\":6,\"type\":\"net.denied\",\"host\":\"example.com\",\"port\":443,\"reason\":\"not in "
+                                                                            "network.allow\"},"
+                                                                            "{\"seq\":7,\"type\":\"net.connect\",\"host\":\"example.com\",\"port\":443,\"verdict\":\"denied\"},"
+                                                                            "{\"seq\":8,\"type\":\"seccomp.denied\",\"syscall\":\"ptrace\"},"
+                                                                            "{\"seq\":9,\"type\":\"run.exit\",\"status\":0}]");
         json_t *ch = json_object_get(d, "changes");
         cr_assert_eq(json_array_size(ch), 2, "%zu changes", json_array_size(ch));
         json_t *h = json_array_get(ch, 0), *s = json_array_get(ch, 1);
@@ -161,14 +168,15 @@ Test(replay_diff, cap_breach_and_model_miss)
                 ORIGINAL,
                 "[{\"seq\":1,\"run\":\"bbbbbbbbbbbb\",\"type\":\"run.start\"},"
                 "{\"seq\":2,\"type\":\"llm.request\",\"call_id\":1,\"provider\":\"fake\",\"path\":\"/v1/messages\","
-                "\"request_sha256\":\"r1\",\"verdict\":\"allow\",\"replay\":{\"match\":\"digest\",\"call_id\":1}},"
-                TOOL_OK(4, "c9", "Bash", "1111111111111111") ","
-                TOOL_OK(5, "c8", "Write", "2222222222222222") ","
-                "{\"seq\":6,\"type\":\"net.connect\",\"host\":\"example.com\",\"port\":443,\"verdict\":\"allowed\"},"
-                "{\"seq\":7,\"type\":\"llm.request\",\"call_id\":2,\"provider\":\"fake\",\"path\":\"/v1/messages\","
-                "\"request_sha256\":\"r2abcdef\",\"verdict\":\"refused\",\"replay\":{\"match\":\"miss\"}},"
-                "{\"seq\":8,\"type\":\"cap.breach\",\"cap\":\"tool_calls\",\"limit\":2,\"value\":3},"
-                "{\"seq\":9,\"type\":\"run.exit\",\"status\":0}]");
+                "\"request_sha256\":\"r1\",\"verdict\":\"allow\",\"replay\":{\"match\":\"digest\",\"call_id\":1}}," TOOL_OK(
+                        4, "c9", "Bash",
+                        "1111111111111111") "," TOOL_OK(5, "c8", "Write",
+                                                        "2222222222222222") ","
+                                                                            "{\"seq\":6,\"type\":\"net.connect\",\"host\":\"example.com\",\"port\":443,\"verdict\":\"allowed\"},"
+                                                                            "{\"seq\":7,\"type\":\"llm.request\",\"call_id\":2,\"provider\":\"fake\",\"path\":\"/v1/messages\","
+                                                                            "\"request_sha256\":\"r2abcdef\",\"verdict\":\"refused\",\"replay\":{\"match\":\"miss\"}},"
+                                                                            "{\"seq\":8,\"type\":\"cap.breach\",\"cap\":\"tool_calls\",\"limit\":2,\"value\":3},"
+                                                                            "{\"seq\":9,\"type\":\"run.exit\",\"status\":0}]");
         json_t *ch = json_object_get(d, "changes");
         cr_assert_eq(json_array_size(ch), 2, "%zu changes", json_array_size(ch));
         json_t *cap = json_array_get(ch, 0), *m = json_array_get(ch, 1);
