@@ -124,27 +124,36 @@ static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const 
         return -ESTALE;
 }
 
-/* The profile the replay runs under: given, or the original's resolved profile (a file
- * in the scratch dir). Its workspace must be the current directory: the scratch copy. */
+/* The profile the replay runs under: given, or the original's resolved profile; either
+ * way with "on_breach": "kill" (a file in the scratch dir): a breach is what a replay
+ * finds, not something to wait on frozen. Its workspace must be the current directory:
+ * the scratch copy. */
 static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char *scratch, char **ret)
 {
-        _cleanup_free_ char *path = NULL;
+        _cleanup_free_ char *path = NULL, *given = NULL;
+        json_auto_t *doc = NULL;
         if (o->profile) {
-                if (!(path = strdup(o->profile)))
-                        return -ENOMEM;
+                size_t len = strlen(o->profile);
+                bool is_path = strchr(o->profile, '/') || (len > 5 && streq(o->profile + len - 5, ".json"));
+                given = is_path ? realpath(o->profile, NULL) : strdup(o->profile);
+                if (!given)
+                        return aj_log_errno(-errno, "Cannot find the profile '%s'", o->profile);
+                doc = json_pack("{s:s, s:s}", "extends", given, "on_breach", "kill");
         } else {
                 json_t *resolved = run->rec->shown.resolved;
                 if (!json_is_object(resolved)) {
                         aj_error("run %s recorded no resolved profile: name one with -p", run->id);
                         return -ENODATA;
                 }
-                if (asprintf(&path, "%s/profile.json", scratch) < 0)
-                        return -ENOMEM;
-                json_auto_t *copy = json_deep_copy(resolved);
-                if (!copy || json_dump_file(copy, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0)
-                        return aj_log_errno(-EIO, "Cannot write the replay's profile '%s'", path);
-                (void)chmod(path, 0600);
+                doc = json_deep_copy(resolved);
+                if (doc)
+                        json_object_set_new(doc, "on_breach", json_string("kill"));
         }
+        if (!doc || asprintf(&path, "%s/profile.json", scratch) < 0)
+                return -ENOMEM;
+        if (json_dump_file(doc, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0)
+                return aj_log_errno(-EIO, "Cannot write the replay's profile '%s'", path);
+        (void)chmod(path, 0600);
         _cleanup_(aj_error_clear) AjError err = {};
         AjProfile *p = NULL;
         int r = aj_profile_load(path, &p, &err);

@@ -164,6 +164,16 @@ is "$RC" 1 "the table: exit 1 too"
 like "$OUT" "1 verdict changed" "the table says how many verdicts changed"
 like "$OUT" "tool +Write [0-9a-f]+ +allow .* deny" "... and shows the call"
 
+# --- a cap the recorded run would have crossed: the breach and the event it happened at
+# (a replay's breach kills its run, it does not wait frozen)
+replay "$ORIG" --cap tool_calls=2 --json
+is "$RC" 1 "a replay with --cap tool_calls=2 exits 1" || replay_diag
+is "$(jq -r '[.changes[] | select(.kind == "cap")][0] | "\(.subject) \(.before) \(.after)"' <<<"$OUT")" \
+        "tool_calls absent breach" "the diff shows the tool_calls cap breached"
+is "$(jq -r '[.changes[] | select(.kind == "cap")][0].seq_after' <<<"$OUT")" \
+        "$(replay_events cap.breach | jq -r .seq | head -1)" "... at the replay's cap.breach event"
+is "$(jq -r '.run_status' <<<"$OUT")" 123 "... the replayed run was killed (123), not left frozen"
+
 # --- a request the recording lacks: a miss, a 502, nothing sent
 replay "$ORIG" -p "$PEXTRA" --json
 is "$RC" 1 "a replay whose agent sends an unrecorded request exits 1" || replay_diag
