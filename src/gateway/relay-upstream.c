@@ -98,6 +98,7 @@ int gw_upstream_serve(GwConn *c, char *response, size_t len)
         u->local = true;
         u->served = (GwBuf){ .data = response, .len = len, .cap = len };
         u->state = U_HEAD;
+        u->chunked = (AjGwChunked){ 0 };
         gw_conn_arm_timer(c, c->gw->opts.response_timeout_ms);
         return up_pump(c);
 }
