@@ -125,8 +125,8 @@ static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const 
 }
 
 /* The profile the replay runs under: given, or the original's resolved profile; either
- * way with "on_breach": "kill" (a file in the scratch dir): a breach is what a replay
- * finds, not something to wait on frozen. Its workspace must be the current directory:
+ * way with "on_breach": "kill" and approvals timing out at once (a file in the scratch
+ * dir): a breach or a held call is what a replay finds, not something to wait on. Its workspace must be the current directory:
  * the scratch copy. */
 static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char *scratch, char **ret)
 {
@@ -138,7 +138,8 @@ static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char
                 given = is_path ? realpath(o->profile, NULL) : strdup(o->profile);
                 if (!given)
                         return aj_log_errno(-errno, "Cannot find the profile '%s'", o->profile);
-                doc = json_pack("{s:s, s:s}", "extends", given, "on_breach", "kill");
+                doc = json_pack("{s:s, s:s, s:{s:s}}", "extends", given, "on_breach", "kill", "approvals", "timeout",
+                                AJ_REPLAY_APPROVAL_TIMEOUT);
         } else {
                 json_t *resolved = run->rec->shown.resolved;
                 if (!json_is_object(resolved)) {
@@ -146,8 +147,11 @@ static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char
                         return -ENODATA;
                 }
                 doc = json_deep_copy(resolved);
+                json_t *ap = json_object_get(doc, "approvals");
                 if (doc)
                         json_object_set_new(doc, "on_breach", json_string("kill"));
+                if (json_is_object(ap))
+                        json_object_set_new(ap, "timeout", json_string(AJ_REPLAY_APPROVAL_TIMEOUT));
         }
         if (!doc || asprintf(&path, "%s/profile.json", scratch) < 0)
                 return -ENOMEM;

@@ -24,6 +24,9 @@
 
 /* A recorded response is served up to this size (llm-meter.c keeps at most 8 MiB). */
 #define AJ_REPLAY_MAX_RESPONSE (8u << 20)
+/* A replay's held calls wait this long for an operator (then they are denied; the diff
+ * says "held"): a replay is not an approval session. */
+#define AJ_REPLAY_APPROVAL_TIMEOUT "1s"
 /* At most this many model calls are read from a recording. */
 #define AJ_REPLAY_MAX_CALLS 100000
 

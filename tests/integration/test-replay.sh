@@ -53,6 +53,7 @@ LLM='"llm": {"record": "full", "providers": {"anthropic": {"url": "https://'$PH'
         "prices": {"claude-test": {"input": 1e-4, "output": 2e-4}}'
 P=$(write_profile rp '{"extends": "default", '"$LLM"', "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}')
 PSTRICT=$(write_profile rpstrict '{"extends": "./rp.json", "tools": {"deny": ["Write"]}}')
+PHELD=$(write_profile rpheld '{"extends": "./rp.json", "approvals": {"tools": ["Write"]}}')
 PEXTRA=$(write_profile rpextra '{"extends": "./rp.json", "env": {"set": {"AGENT_EXTRA": "1"}}}')
 PDIGEST=$(write_profile rpdigest '{"extends": "./rp.json", "llm": {"record": "digest"}}')
 PRW=$(write_profile rprw '{"extends": "./rp.json", "filesystem": {"workspace": {"path": ".", "mode": "rw"}}}')
@@ -163,6 +164,14 @@ replay "$ORIG" -p "$PSTRICT"
 is "$RC" 1 "the table: exit 1 too"
 like "$OUT" "1 verdict changed" "the table says how many verdicts changed"
 like "$OUT" "tool +Write [0-9a-f]+ +allow .* deny" "... and shows the call"
+
+# --- a call now held for approval: reported held, the replay does not wait for an operator
+SECONDS=0
+replay "$ORIG" -p "$PHELD" --json
+is "$RC" 1 "a replay under a profile holding Write for approval exits 1" || replay_diag
+is "$(jq -r '.changes | map("\(.kind) \(.before) \(.after)") | join(",")' <<<"$OUT")" "tool allow held" \
+        "... exactly that call: allow -> held"
+cmp_num "$SECONDS" -lt 60 "... without waiting the profile's approval timeout"
 
 # --- a cap the recorded run would have crossed: the breach and the event it happened at
 # (a replay's breach kills its run, it does not wait frozen)
