@@ -14,7 +14,6 @@
 typedef struct {
         json_t *tools, *hosts, *syscalls, *caps, *models;
         json_t *by_call; /* tool call id -> subject */
-        json_t *by_llm;  /* llm call id -> model subject (the replay: the recorded call id's) */
         json_t *counts;  /* tool key -> occurrences so far */
         json_t *summary;
 } Chain;
@@ -27,7 +26,6 @@ static void chain_done(Chain *c)
         json_decref(c->caps);
         json_decref(c->models);
         json_decref(c->by_call);
-        json_decref(c->by_llm);
         json_decref(c->counts);
         json_decref(c->summary);
 }
@@ -151,12 +149,11 @@ static int read_chain(json_t *events, bool is_replay, Chain *c)
                       .caps = json_object(),
                       .models = json_object(),
                       .by_call = json_object(),
-                      .by_llm = json_object(),
                       .counts = json_object(),
                       .summary = json_pack("{s:n, s:n, s:i, s:i, s:i, s:f, s:i}", "run", "exit", "model_calls", 0,
                                            "input_tokens", 0, "output_tokens", 0, "cost_usd", 0.0, "tool_calls", 0) };
-        if (!c->tools || !c->hosts || !c->syscalls || !c->caps || !c->models || !c->by_call || !c->by_llm ||
-            !c->counts || !c->summary)
+        if (!c->tools || !c->hosts || !c->syscalls || !c->caps || !c->models || !c->by_call || !c->counts ||
+            !c->summary)
                 return -ENOMEM;
         size_t i;
         json_t *ev;
