@@ -13,7 +13,7 @@
 
 #define REPLAY_USAGE                                                                         \
         "agentjail replay RUN [-p PROFILE] [--cap KEY=VALUE]... [--live] [--force] [--keep]" \
-        " [--workdir DIR] [--json]"
+        " [--workdir DIR] [-v] [--json]"
 #define REPLAY_HELP                                                                                \
         "Run a recorded run's command again in a scratch copy of the workspace it started\n"       \
         "from (the original is never touched), under PROFILE (default: the original's\n"           \
