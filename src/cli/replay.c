@@ -30,6 +30,7 @@
         "responses were not kept (those calls are misses).\n"                                      \
         "--keep: keep the scratch workspace (its path is printed).\n"                              \
         "--workdir: where the scratch workspace is made (default $TMPDIR or /var/tmp).\n"          \
+        "-v, --verbose: more messages from the replayed run.\n"                                    \
         "Exit status: 0 nothing changed, 1 something changed, 125 the replay failed."
 
 enum { OPT_CAP = 0x300, OPT_LIVE, OPT_KEEP, OPT_WORKDIR, OPT_FORCE };
