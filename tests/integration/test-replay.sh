@@ -54,6 +54,7 @@ LLM='"llm": {"record": "full", "providers": {"anthropic": {"url": "https://'$PH'
 P=$(write_profile rp '{"extends": "default", '"$LLM"', "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}')
 PSTRICT=$(write_profile rpstrict '{"extends": "./rp.json", "tools": {"deny": ["Write"]}}')
 PHELD=$(write_profile rpheld '{"extends": "./rp.json", "approvals": {"tools": ["Write"]}}')
+PNONCE=$(write_profile rpnonce '{"extends": "./rp.json", "env": {"set": {"AGENT_NONCE": "1"}}}')
 PEXTRA=$(write_profile rpextra '{"extends": "./rp.json", "env": {"set": {"AGENT_EXTRA": "1"}}}')
 PDIGEST=$(write_profile rpdigest '{"extends": "./rp.json", "llm": {"record": "digest"}}')
 PRW=$(write_profile rprw '{"extends": "./rp.json", "filesystem": {"workspace": {"path": ".", "mode": "rw"}}}')
@@ -61,7 +62,7 @@ PRW=$(write_profile rprw '{"extends": "./rp.json", "filesystem": {"workspace": {
 # The agent: a streamed greeting, a scripted tool call (Bash, from the model), a Write
 # it decides itself, the tool's result back to the model; AGENT_EXTRA: one more request.
 cat >"$WORKSPACE/agent.py" <<'PY'
-import json, os, subprocess, urllib.request, urllib.error
+import json, os, subprocess, time, urllib.request, urllib.error
 base = os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages"
 hdr = {"x-api-key": os.environ["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01",
        "content-type": "application/json"}
@@ -74,8 +75,10 @@ def call(body):
         return e.code, e.read().decode()
 def tool(name, args):
     return subprocess.run(["agentjail", "meter", "tool", name, "--args", json.dumps(args)]).returncode == 0
-st, text = call({"model": "claude-test", "max_tokens": 10, "stream": True,
-                 "messages": [{"role": "user", "content": "hi"}]})
+greeting = {"model": "claude-test", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+if os.environ.get("AGENT_NONCE"):
+    greeting["metadata"] = {"user_id": "nonce-%f" % time.time()}
+st, text = call(greeting)
 print("greeting", st, "message_stop" in text)
 tools = [{"name": "Bash", "input_schema": {"type": "object"}}]
 msgs = [{"role": "user", "content": "<cmd>echo hello</cmd>"}]
@@ -164,6 +167,13 @@ replay "$ORIG" -p "$PSTRICT"
 is "$RC" 1 "the table: exit 1 too"
 like "$OUT" "1 verdict changed" "the table says how many verdicts changed"
 like "$OUT" "tool +Write [0-9a-f]+ +allow .* deny" "... and shows the call"
+
+# --- a request whose body differs each time (a nonce) is answered by its position
+replay "$ORIG" -p "$PNONCE" --json
+is "$RC" 0 "a replay whose first request carries a nonce: nothing changed" || replay_diag
+is "$(replay_events llm.request | jq -r '.replay.match' | tr '\n' ' ')" "position digest digest " \
+        "the first call was matched by its position, the others by digest"
+is "$(records)" "$N" "... and the provider was never contacted"
 
 # --- a call now held for approval: reported held, the replay does not wait for an operator
 SECONDS=0
