@@ -377,6 +377,7 @@ static void run_free(Run *run)
         aj_strv_free(run->envp);
         json_decref(run->degraded);
         json_decref(run->resolved_profile);
+        json_decref(run->workspace_start);
         aj_run_record_free(run->final_rec);
         free(run->name);
         free(run->run_dir);

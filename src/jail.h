@@ -27,6 +27,12 @@ typedef struct {
         char **llm;        /* --llm NAME: providers the gateway serves (NULL-terminated, owned) */
         const char *hooks; /* --hooks AGENT: install the agent's hook settings (src/agent-hooks.h) */
         char **argv;       /* the command */
+        /* `agentjail replay` (src/replay-run.c): the gateway answers from this run's
+         * recording; run.json says replay_of. */
+        const char *replay_dir; /* the recorded run's directory */
+        const char *replay_of;  /* its id */
+        bool replay_live;       /* a request the recording lacks goes to the provider */
+        char *ret_run_id;       /* if set: the run's id is copied here (AJ_RUN_ID_LEN + 1 bytes) */
 } AjRunOptions;
 
 /* Runs the command in a jail and returns agentjail's exit status (see exit-codes.h). */

@@ -339,6 +339,8 @@ static int record_type(AjRunRecord *rec, const char *path, AjError *ret_error)
         rec->cwd = aj_member_string(&tc, d, "cwd", "cwd", true);
         rec->tty = member_bool(&tc, d, "tty", "tty");
         rec->shown.hooks = aj_member_object(&tc, d, "hooks", "hooks", true);
+        rec->replay_of = aj_member_string(&tc, d, "replay_of", "replay_of", true);
+        rec->shown.workspace_start = aj_member_object(&tc, d, "workspace_start", "workspace_start", true);
         rec->started = aj_member_string(&tc, d, "started", "started", true);
         rec->ended = aj_member_string(&tc, d, "ended", "ended", true);
         rec->status = aj_member_string(&tc, d, "status", "status", false);
@@ -609,6 +611,10 @@ static json_t *compose_doc(const AjRunRecord *in)
         put_new(doc, "tty", json_boolean(in->tty));
         if (in->shown.hooks)
                 (void)json_object_set(doc, "hooks", in->shown.hooks);
+        if (in->replay_of)
+                put_new(doc, "replay_of", json_string(in->replay_of));
+        if (in->shown.workspace_start)
+                (void)json_object_set(doc, "workspace_start", in->shown.workspace_start);
         if (in->workspace.present)
                 put_new(doc, "workspace", workspace_json(&in->workspace));
         if (in->started)

@@ -137,6 +137,7 @@ typedef struct {
         const char *profile_name, *profile_path, *profile_digest;
         const char *profile_workspace_mode; /* profile.resolved.filesystem.workspace.mode */
         const char *cwd;
+        const char *replay_of; /* `agentjail replay`: the run this one replays */
         bool tty;
         const char *started, *ended;        /* RFC 3339; ended NULL while running */
         uint64_t started_ns;                /* 0 if unknown (read only) */
@@ -158,6 +159,9 @@ typedef struct {
                 json_t *command, *workspace, *quarantine, *meters, *network, *usage, *exit, *degraded;
                 json_t *resolved, *llm, *cgroup_paths;
                 json_t *hooks; /* the agent hooks `run --hooks` installed (agent-hooks.c) */
+                /* the workspace when the run started (src/workspace-digest.c): its digest,
+                 * and for an overlay the lower layer it covers */
+                json_t *workspace_start;
         } shown;
         json_t *doc;
 } AjRunRecord;

@@ -74,6 +74,7 @@ typedef struct {
         char *jail_dir; /* <runtime>/<id>/jail, bound at /run/agentjail */
         char *root_mountpoint;
         char *cwd;
+        json_t *workspace_start; /* run.json's workspace_start (replayable runs), owned */
         AjEventLog *events;
         AjSupEventLog event_log; /* the parts' view of it: */
         AjSupSink sink;

@@ -111,3 +111,19 @@ json_t *aj_ws_changes_json(const AjWsChange *c, size_t n);
 /* "added"... and "file"... as in the JSON, for human-readable listings. */
 const char *aj_ws_kind_name(AjWsChangeKind kind);
 const char *aj_ws_type_name(mode_t type);
+
+/* ---- the workspace when a run starts (src/workspace-digest.c) ------------------------ */
+
+typedef struct {
+        uint64_t max_entries; /* entries hashed, default 200000 */
+        uint64_t max_bytes;   /* file contents read, default 1 GiB */
+        uint64_t max_ms;      /* time spent, default 10 s */
+} AjWorkspaceDigestLimits;
+
+void aj_workspace_digest_limits_default(AjWorkspaceDigestLimits *ret);
+/* The tree at `path` (a directory, not followed if a symlink) hashed in name order: each
+ * entry's relative path, type, permission bits, size and contents (a symlink: its target);
+ * not owners or times. {"path", "sha256", "entries", "bytes", "complete"} and, past a
+ * limit (lim NULL: the defaults), "cut_at": "entries", "bytes", "time" or "depth" (the
+ * digest then covers what was hashed). */
+int aj_workspace_digest(const char *path, const AjWorkspaceDigestLimits *lim, json_t **ret);

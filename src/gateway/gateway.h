@@ -81,6 +81,13 @@ typedef struct {
         char message[512];
         char *body; /* optional replacement body (malloc'd, the relay takes it) */
         size_t body_len;
+        /* Optional, with status 0: a complete HTTP/1.1 response (head and framed body,
+         * malloc'd, the relay takes it) served as if the provider had sent it. Nothing is
+         * forwarded; the observer sees it as any response (head, bytes, filter, done) and
+         * the agent gets it read and re-framed as a provider's (replay: src/supervisor/
+         * llm-replay.c). */
+        char *response;
+        size_t response_len;
 } AjGatewayVerdict;
 
 typedef enum {

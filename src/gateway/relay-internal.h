@@ -83,6 +83,8 @@ typedef struct {
         AjGwChunked chunked;
         bool keep_alive;
         bool head_request;
+        bool local; /* served from `served` (AjGatewayVerdict.response), no socket */
+        GwBuf served;
 } GwUpstream;
 
 struct AjGateway {
@@ -141,6 +143,8 @@ int gw_conn_update_events(GwConn *c);
 
 /* relay-upstream.c */
 int gw_upstream_start(GwConn *c);
+/* Reads `response` (taken: a whole HTTP/1.1 response) as if a provider had sent it. */
+int gw_upstream_serve(GwConn *c, char *response, size_t len);
 /* Drives a paused upstream after the agent drained its queue. */
 int gw_upstream_resume(GwConn *c);
 void gw_upstream_close(GwConn *c);

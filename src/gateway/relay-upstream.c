@@ -50,8 +50,9 @@ void gw_upstream_close(GwConn *c)
                 close(u->fd);
         u->fd = -1;
         gw_buf_free(&u->in, false);
+        gw_buf_free(&u->served, false);
         u->state = U_NONE;
-        u->paused = u->reused = false;
+        u->paused = u->reused = u->local = false;
 }
 
 void gw_upstream_finish(GwConn *c, bool reusable)
@@ -83,6 +84,23 @@ int gw_upstream_start(GwConn *c)
         gw_upstream_close(c);
         u->provider = c->provider;
         return up_open(c);
+}
+
+int gw_upstream_serve(GwConn *c, char *response, size_t len)
+{
+        GwUpstream *u = &c->up;
+        gw_upstream_close(c);
+        u->provider = c->provider;
+        u->sent = 0;
+        u->got_bytes = false;
+        u->retried = true; /* nothing to retry */
+        u->head_request = streq(c->method, "HEAD");
+        u->local = true;
+        u->served = (GwBuf){ .data = response, .len = len, .cap = len };
+        u->state = U_HEAD;
+        u->chunked = (AjGwChunked){ 0 };
+        gw_conn_arm_timer(c, c->gw->opts.response_timeout_ms);
+        return up_pump(c);
 }
 
 int gw_upstream_resume(GwConn *c) { return up_pump(c); }
@@ -227,6 +245,14 @@ static int up_connected(GwConn *c)
 static ssize_t up_io(GwConn *c, bool write, void *buf, size_t n, uint32_t *ev)
 {
         GwUpstream *u = &c->up;
+        if (u->local) {
+                if (write)
+                        return -EPIPE;
+                size_t k = gw_buf_pending(&u->served) < n ? gw_buf_pending(&u->served) : n;
+                memcpy(buf, u->served.data + u->served.off, k);
+                gw_buf_consume(&u->served, k);
+                return (ssize_t)k;
+        }
         if (u->ssl)
                 return write ? aj_gw_tls_write(u->ssl, buf, n, ev) : aj_gw_tls_read(u->ssl, buf, n, ev);
         ssize_t k = write ? send(u->fd, buf, n, MSG_NOSIGNAL) : recv(u->fd, buf, n, 0);
@@ -353,7 +379,7 @@ static int up_pump(GwConn *c)
                         return 0;
                 if (gw_buf_pending(&c->out) >= GW_OUT_HIGH) {
                         u->paused = true;
-                        return aj_loop_io_set_events(u->io, 0);
+                        return u->local ? 0 : aj_loop_io_set_events(u->io, 0);
                 }
                 u->paused = false;
                 char tmp[GW_READ_CHUNK];

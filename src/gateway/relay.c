@@ -403,10 +403,17 @@ static int request_ready(GwConn *c)
         }
         if (v.status) {
                 free(v.body);
+                free(v.response);
                 v.message[sizeof(v.message) - 1] = 0;
                 gw_call_end(c, AJ_GATEWAY_REFUSED);
                 return gw_conn_error(c, (int)p->pub.api, v.status, v.error_type ? v.error_type : "rate_limit_error",
                                      v.error_code, v.message[0] ? v.message : "refused by agentjail", c->rq.keep_alive);
+        }
+        if (v.response) {
+                free(v.body);
+                gw->buffered -= c->body.len;
+                gw_buf_free(&c->body, false);
+                return gw_upstream_serve(c, v.response, v.response_len);
         }
         int r = v.body ? build_upstream_request(c, p, v.body, v.body_len)
                        : build_upstream_request(c, p, c->body.data ? c->body.data : "", c->body.len);

@@ -50,6 +50,8 @@ struct AjSupLlmCall {
         char *response;
         size_t response_len, response_size;
         bool response_truncated;
+        unsigned status;    /* the response's, 0 before its head */
+        char *content_type; /* the response's, recorded for a replay */
 };
 
 static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
@@ -88,6 +90,7 @@ static void call_free(AjSupLlmCall *cs)
         aj_llm_call_free(cs->usage);
         aj_sse_free(cs->sse);
         free(cs->model);
+        free(cs->content_type);
         free(cs->pending);
         cs->l->held -= cs->request_len + cs->response_len;
         free(cs->request_body);
@@ -258,6 +261,11 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                         cs->reserved = true;
         }
         cs->refused = v->status != 0;
+        bool miss = false;
+        json_t *replay = !cs->refused && l->replay ? aj_sup_llm_replay_answer(l, call, cs->request_sha, v, &miss)
+                                                   : NULL;
+        if (miss && v->status)
+                cs->refused = true;
         if (l->record_full && req->body_len) {
                 /* Held within what can still be written: bodies of calls in flight cannot pin
                  * more of the supervisor's memory than llm.record_bytes. */
@@ -279,11 +287,21 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                                                               : "allow");
         if (ev && d.verdict == AJ_VERDICT_BREACH)
                 json_object_set_new(ev, "reason", json_string(d.reason));
+        if (ev && replay)
+                json_object_set(ev, "replay", replay);
         int r = emit(l, "llm.request", ev);
+        if (miss)
+                (void)emit(l, "llm.replay_miss",
+                           json_pack("{s:I, s:s, s:s, s:s, s:b, s:s?}", "call_id", (json_int_t)call->id, "provider",
+                                     pr->name, "path", call->path, "request_sha256", cs->request_sha, "live",
+                                     l->replay_live, "replay_of", l->replay_of));
+        json_decref(replay);
         if (r < 0 && !cs->refused) {
                 /* Not recorded: not forwarded (the log cap's breach is the sink's). */
                 free(v->body);
                 v->body = NULL;
+                free(v->response);
+                v->response = NULL;
                 refuse(v, pr, 429, "agentjail gateway", "the run's event log refused the call");
                 cs->refused = true;
         }
@@ -299,9 +317,14 @@ static void on_response_head(void *userdata, AjGatewayCall *call, unsigned statu
 {
         (void)userdata;
         AjSupLlmCall *cs = call->data;
-        if (!cs || !cs->usage)
+        if (!cs)
                 return;
         const AjGwHeader *ct = aj_gw_header_find(headers, n_headers, "content-type");
+        cs->status = status;
+        free(cs->content_type);
+        cs->content_type = ct && ct->value_len < 256 ? strndup(ct->value, ct->value_len) : NULL;
+        if (!cs->usage)
+                return;
         _cleanup_free_ char *type = ct ? strndup(ct->value, ct->value_len) : NULL;
         aj_llm_call_response_start(cs->usage, (int)status, type);
         /* Only an event stream has a usage chunk to hide: an error's body goes as it is. */
@@ -530,6 +553,11 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                 json_object_set_new(ev, "output_sha256", json_string(aj_sha256_hex(dg, hex)));
                 if (cs->metered && !cs->refused)
                         add_price(ev, &d);
+                /* What a replay serves again besides the body (llm-replay.c). */
+                if (cs->status && !json_object_get(ev, "status"))
+                        json_object_set_new(ev, "status", json_integer(cs->status));
+                if (cs->content_type)
+                        json_object_set_new(ev, "content_type", json_string(cs->content_type));
         }
         (void)emit(l, "llm.response", ev);
         report_breach(cs, &d, call->provider->name);

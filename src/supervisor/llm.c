@@ -72,6 +72,8 @@ int aj_sup_llm_check_keys(AjSupLlm *l, const AjProfile *p, AjError *err)
                         l->key_fd[i] = -1;
                 l->key_fd_set = true;
         }
+        if (l->no_keys)
+                return 0;
         for (size_t i = 0; i < p->n_llm_providers; i++) {
                 const AjLlmProvider *pr = &p->llm_providers[i];
                 if (pr->key_file) {
@@ -222,19 +224,22 @@ int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHoo
 {
         int key_fd[AJ_LLM_MAX_PROVIDERS];
         bool key_fd_set = l->key_fd_set;
+        bool no_keys = l->no_keys;
         memcpy(key_fd, l->key_fd, sizeof(key_fd));
         *l = (AjSupLlm){ .meter = meter,
                          .hooks = hooks,
                          .run_dir = run_dir,
                          .record_full = p->llm_record_full,
-                         .record_bytes = p->llm_record_bytes };
+                         .record_bytes = p->llm_record_bytes,
+                         .no_keys = no_keys };
         for (size_t i = 0; i < AJ_LLM_MAX_PROVIDERS; i++)
                 l->key_fd[i] = key_fd_set ? key_fd[i] : -1;
         l->key_fd_set = true;
         for (size_t i = 0; i < p->n_llm_providers && i < AJ_LLM_MAX_PROVIDERS; i++) {
                 const AjLlmProvider *pr = &p->llm_providers[i];
-                int r = pr->key_file ? read_key_file(pr, &l->keys[i], err)
-                                     : read_key_env(pr, l->key_fd[i], &l->keys[i], err);
+                int r = no_keys        ? ((l->keys[i] = strdup("agentjail-replay-no-key")) ? 0 : -ENOMEM)
+                        : pr->key_file ? read_key_file(pr, &l->keys[i], err)
+                                       : read_key_env(pr, l->key_fd[i], &l->keys[i], err);
                 if (l->key_fd[i] >= 0) {
                         close(l->key_fd[i]);
                         l->key_fd[i] = -1;
@@ -314,6 +319,7 @@ void aj_sup_llm_done(AjSupLlm *l)
                         l->key_fd[i] = -1;
                 }
         }
+        aj_sup_llm_replay_close(l);
         json_decref(l->summary);
         l->summary = NULL;
         l->n_providers = 0;

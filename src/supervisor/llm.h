@@ -22,6 +22,7 @@
 #include "hooks.h"
 #include "meter.h"
 #include "profile.h"
+#include "replay.h"
 #include "util/error.h"
 #include "util/loop.h"
 
@@ -64,6 +65,12 @@ typedef struct {
         AjLoopIo *io;
         json_t *summary; /* {"PROVIDER": {"MODEL": {"requests", tokens..., "cost_usd"}}} */
         uint64_t calls;
+        /* Replay (llm-replay.c): calls are answered from another run's recording. */
+        AjReplayRecording *replay;
+        char *replay_of;
+        bool replay_live;       /* a miss goes to the provider */
+        bool no_keys;           /* replay without --live: no key is read, none is needed */
+        size_t replay_position; /* model calls asked so far */
 } AjSupLlm;
 
 /* Before the clone: every provider's key is where the profile says (fail closed:
@@ -88,6 +95,18 @@ void aj_sup_llm_stop(AjSupLlm *l);
 void aj_sup_llm_done(AjSupLlm *l);
 /* run.json's "llm": per provider and model; NULL when nothing was served. Borrowed. */
 json_t *aj_sup_llm_summary(const AjSupLlm *l);
+
+/* src/supervisor/llm-replay.c: the replay mode. Before aj_sup_llm_check_keys: a replay
+ * that never goes to a provider (not live) needs no key. */
+void aj_sup_llm_replay_keyless(AjSupLlm *l, bool keyless);
+/* After aj_sup_llm_init: answer from the recording of the run in `run_dir`. */
+int aj_sup_llm_replay_open(AjSupLlm *l, const char *run_dir, const char *run_id, bool live, AjError *err);
+/* For a call the meter let through: v->response from the recording, or a miss (refused
+ * with 502 in the provider's shape, or forwarded when live; *ret_miss set). Returns
+ * llm.request's "replay" member (a new reference), NULL when not replaying. */
+json_t *aj_sup_llm_replay_answer(AjSupLlm *l, AjGatewayCall *call, const char *request_sha256, AjGatewayVerdict *v,
+                                 bool *ret_miss);
+void aj_sup_llm_replay_close(AjSupLlm *l);
 
 /* src/supervisor/llm-meter.c: the observer */
 void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret);

@@ -121,6 +121,7 @@ static int compose_record(Run *run, const char *status, const Outcome *o, uint64
                 .profile_path = run->profile->path,
                 .profile_digest = run->profile->digest,
                 .cwd = run->cwd,
+                .replay_of = run->opts->replay_of,
                 .tty = aj_sup_terminal_has_tty(&run->term),
                 .started = aj_format_timestamp(run->started_ns, started, sizeof(started)),
                 .ended = ended_ns ? aj_format_timestamp(ended_ns, ended, sizeof(ended)) : NULL,
@@ -143,6 +144,7 @@ static int compose_record(Run *run, const char *status, const Outcome *o, uint64
                            .usage = usage,
                            .cgroup_paths = cgroup_paths,
                            .hooks = hooks,
+                           .workspace_start = run->workspace_start,
                            .degraded = run->degraded },
         };
         if (run->overlay_dir) {

@@ -6,6 +6,8 @@
  *   x-test-refuse: 1       on_request refuses (429, the provider's error shape)
  *   x-test-cut-after: N    on_response_bytes cuts once more than N body bytes were seen
  *   x-test-rewrite: 1      on_request replaces the body with {"rewritten":true}
+ *   x-test-serve: N        on_request answers itself (AjGatewayVerdict.response): 200, a
+ *                          chunked body of N bytes ('x', at most 64 MiB); nothing is forwarded
  *   x-test-filter: upper   (with --filter) the body is forwarded upper-cased
  *   x-test-filter: hold    (with --filter) the body is held back until its end
  * Each finished call is a line in the --log file: "id=N provider=P outcome=O status=S".
@@ -71,6 +73,28 @@ static void on_request(void *u, AjGatewayCall *call, const AjGatewayRequest *req
                                                                              : "rate_limit_error";
                 v->error_code = call->provider->api == AJ_GATEWAY_API_OPENAI ? "insufficient_quota" : NULL;
                 snprintf(v->message, sizeof(v->message), "agentjail: cost cap reached (test)");
+        }
+        uint64_t serve = 0;
+        if (has_header(req, "x-test-serve", &serve) && serve <= (64u << 20)) {
+                static const char head[] = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+                                           "transfer-encoding: chunked\r\n\r\n";
+                size_t cap = sizeof(head) + serve + (serve / 1000 + 1) * 16 + 8, n = 0;
+                char *r = malloc(cap);
+                if (r) {
+                        n += (size_t)snprintf(r, cap, "%s", head);
+                        for (uint64_t left = serve; left > 0;) {
+                                size_t k = left < 1000 ? (size_t)left : 1000;
+                                n += (size_t)snprintf(r + n, cap - n, "%zx\r\n", k);
+                                memset(r + n, 'x', k);
+                                n += k;
+                                memcpy(r + n, "\r\n", 2);
+                                n += 2;
+                                left -= k;
+                        }
+                        memcpy(r + n, "0\r\n\r\n", 5);
+                        v->response = r;
+                        v->response_len = n + 5;
+                }
         }
         if (has_header(req, "x-test-rewrite", NULL)) {
                 v->body = strdup("{\"rewritten\":true}");

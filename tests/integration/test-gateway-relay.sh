@@ -132,6 +132,18 @@ is "$(last_record | python3 -c 'import json,sys; print(json.load(sys.stdin)["bod
 curl -sS --max-time 10 "$GW/anthropic/v1/messages" -H "x-api-key: p" -H "x-test-rewrite: 1" -d "$MSG" >/dev/null
 is "$(last_record | python3 -c 'import json,sys; print(json.load(sys.stdin)["body"])')" '{"rewritten":true}' "on_request's replacement body is what is sent"
 
+# --- a response the observer serves itself (the replay mode): read from memory as a
+# provider's, re-framed, through back-pressure, and nothing is forwarded
+n_before=$(wc -l <"$T/record")
+out=$(curl -sS --max-time 10 "$GW/anthropic/v1/messages" -H "x-api-key: p" -H "x-test-serve: 3000000" -d "$MSG" \
+        -o "$T/served" -w '%{http_code}' --next "$GW/anthropic/v1/messages" -H "x-api-key: p" -H "x-test-serve: 5" \
+        -d "$MSG" -o "$T/served2" -w ' %{http_code}')
+is "$out" "200 200" "a response served by the observer: 200, twice on one connection"
+is "$(wc -c <"$T/served")" 3000000 "... whole (3 MB, more than the agent's queue holds)"
+is "$(cat "$T/served2")" "xxxxx" "... and the next one on the same connection"
+is "$(wc -l <"$T/record")" "$n_before" "... and nothing reached the provider"
+like "$(last_call)" "outcome=completed" "on_done: completed"
+
 # --- keep-alive: two requests on one agent connection reuse one upstream connection
 before=$(wc -l <"$T/record")
 v=$(curl -sv --max-time 10 "$GW/anthropic/v1/messages" -H "x-api-key: p" -d "$MSG" -o /dev/null \

@@ -547,3 +547,40 @@ Test(record, composed_members_mistyped)
                 cr_assert_not_null(strstr(e.message, cases[i].want), "case %zu: %s", i, e.message);
         }
 }
+
+/* A replay's run.json: replay_of and the starting workspace, composed, written, read back;
+ * mistyped, they name the member. */
+Test(record, replay_members)
+{
+        json_auto_t *ws = json_pack("{s:s, s:s, s:b}", "path", "/w", "sha256", "ab12", "complete", 1);
+        json_auto_t *paths = json_array();
+        AjRunRecord in = { .id = "abcd00000002",
+                           .name = "agent",
+                           .profile_name = "p",
+                           .started = "2026-01-01T00:00:01Z",
+                           .status = "running",
+                           .state = "running",
+                           .supervisor_pid = 7,
+                           .cgroup_mode = "none",
+                           .replay_of = "abcd00000001",
+                           .shown = { .workspace_start = ws, .cgroup_paths = paths } };
+        _cleanup_(aj_run_record_freep) AjRunRecord *rec = NULL, *back = NULL;
+        cr_assert_eq(aj_run_record_compose(&in, &rec), 0);
+        cr_assert_str_eq(json_string_value(json_object_get(rec->doc, "replay_of")), "abcd00000001");
+        cr_assert(json_equal(json_object_get(rec->doc, "workspace_start"), ws));
+        cr_assert_eq(aj_run_record_write(root, rec), 0);
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_run_record_read(root, &back, &err), 0, "%s", aj_error_text(&err, 0));
+        cr_assert_str_eq(back->replay_of, "abcd00000001");
+        cr_assert_str_eq(json_string_value(json_object_get(back->shown.workspace_start, "sha256")), "ab12");
+
+        write_text(AJ_RUN_FILE_RUN, "{\"replay_of\":3}");
+        AjRunRecord *bad = NULL;
+        _cleanup_(aj_error_clear) AjError e = {};
+        cr_assert_eq(aj_run_record_read(root, &bad, &e), -EBADMSG);
+        cr_assert_not_null(strstr(e.message, "\"replay_of\" is not a string"), "%s", e.message);
+        write_text(AJ_RUN_FILE_RUN, "{\"workspace_start\":\"x\"}");
+        _cleanup_(aj_error_clear) AjError e2 = {};
+        cr_assert_eq(aj_run_record_read(root, &bad, &e2), -EBADMSG);
+        cr_assert_not_null(strstr(e2.message, "\"workspace_start\" is not an object"), "%s", e2.message);
+}

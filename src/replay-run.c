@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A replay as a whole (replay.h): the recorded run's checks (ended, replayable, its
+ * starting workspace still there), a scratch copy of that workspace, a new run of the
+ * same command through `run`'s own code (aj_jail_run) with the gateway answering from
+ * the recording, and the diff of the two chains.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agentjail/exit-codes.h"
+#include "jail.h"
+#include "log.h"
+#include "profile.h"
+#include "replay.h"
+#include "runs.h"
+#include "util/fd.h"
+#include "util/macros.h"
+#include "util/strv.h"
+#include "workspace.h"
+
+void aj_replay_result_done(AjReplayResult *r)
+{
+        json_decref(r->diff);
+        free(r->workspace);
+        *r = (AjReplayResult){ 0 };
+}
+
+/* The events the diff reads (replay.c), without the bulk it does not (a tool call's
+ * arguments): a long chain is not held whole. */
+static int collect_verdicts(json_t *ev, void *userdata)
+{
+        static const char *const prefixes[] = { "tool.",      "approval.requested", "net.",         "seccomp.denied",
+                                                "cap.breach", "llm.request",        "llm.response", "run." };
+        json_t *events = userdata;
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        bool keep = json_array_size(events) == 0; /* the first: the run's id */
+        for (size_t i = 0; type && !keep && i < ARRAY_SIZE(prefixes); i++)
+                keep = strncmp(type, prefixes[i], strlen(prefixes[i])) == 0;
+        if (!keep)
+                return 0;
+        (void)json_object_del(ev, "gen_ai.tool.call.arguments");
+        (void)json_object_del(ev, "args");
+        return json_array_append(events, ev) < 0 ? -ENOMEM : 0;
+}
+
+static int read_chain(const char *run_dir, json_t **ret)
+{
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run_dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0)
+                return r;
+        json_t *a = json_array();
+        if (!a)
+                return -ENOMEM;
+        r = aj_events_foreach(path, collect_verdicts, a, NULL);
+        if (r < 0) {
+                json_decref(a);
+                return aj_log_errno(r, "Cannot read '%s'", path);
+        }
+        *ret = a;
+        return 0;
+}
+
+/* cp -a SRC/. DEST: the scratch copy, owners and modes kept (a jail maps its owner). */
+static int copy_tree(const char *src, const char *dest)
+{
+        _cleanup_free_ char *from = NULL;
+        if (asprintf(&from, "%s/.", src) < 0)
+                return -ENOMEM;
+        pid_t pid = fork();
+        if (pid < 0)
+                return aj_log_errno(-errno, "Cannot fork to copy the workspace");
+        if (pid == 0) {
+                execlp("cp", "cp", "-a", "--", from, dest, (char *)NULL);
+                _exit(127);
+        }
+        int st;
+        while (waitpid(pid, &st, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                aj_error("Cannot copy the workspace '%s' to '%s' (cp -a failed)", src, dest);
+                return -EIO;
+        }
+        return 0;
+}
+
+static const char *jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
+
+/* The workspace the recorded run started from, checked against its digest. */
+static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const char **ret_source)
+{
+        json_t *ws = run->rec->shown.workspace_start;
+        const char *source = ws ? (jstr(ws, "lower") ?: jstr(ws, "path")) : run->rec->cwd;
+        if (!source) {
+                aj_error("run %s recorded no workspace to start from", run->id);
+                return -ENODATA;
+        }
+        *ret_source = source;
+        const char *want = ws ? jstr(ws, "sha256") : NULL;
+        if (!want) {
+                if (o->force) {
+                        aj_warning("run %s recorded no digest of its starting workspace: replaying from '%s' as it "
+                                   "is now (--force)",
+                                   run->id, source);
+                        return 0;
+                }
+                aj_error("run %s recorded no digest of its starting workspace (only a run with \"llm\": {\"record\": "
+                         "\"full\"} records it): '%s' may have changed since; --force replays from it as it is now",
+                         run->id, source);
+                return -ENODATA;
+        }
+        json_auto_t *now = NULL;
+        int r = aj_workspace_digest(source, NULL, &now);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot digest the workspace '%s'", source);
+        const char *have = jstr(now, "sha256");
+        bool complete = json_is_true(json_object_get(ws, "complete"));
+        if (have && streq(have, want) && complete)
+                return 0;
+        const char *why = !complete ? "its recorded digest is incomplete (the tree passed the digest's limits)"
+                                    : "it changed since the run started";
+        if (o->force) {
+                aj_warning("the workspace '%s' is not run %s's start: %s; replaying anyway (--force)", source, run->id,
+                           why);
+                return 0;
+        }
+        aj_error("cannot replay run %s: its workspace '%s' is not as it started: %s (digest %.16s..., recorded "
+                 "%.16s...); --force replays from it as it is now",
+                 run->id, source, why, have ? have : "?", want);
+        return -ESTALE;
+}
+
+/* The profile the replay runs under: given, or the original's resolved profile; either
+ * way with "on_breach": "kill" and approvals timing out at once (a file in the scratch
+ * dir): a breach or a held call is what a replay finds, not something to wait on. Its workspace must be the current directory:
+ * the scratch copy. */
+static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char *scratch, char **ret)
+{
+        _cleanup_free_ char *path = NULL, *given = NULL;
+        json_auto_t *doc = NULL;
+        if (o->profile) {
+                size_t len = strlen(o->profile);
+                bool is_path = strchr(o->profile, '/') || (len > 5 && streq(o->profile + len - 5, ".json"));
+                given = is_path ? realpath(o->profile, NULL) : strdup(o->profile);
+                if (!given)
+                        return aj_log_errno(-errno, "Cannot find the profile '%s'", o->profile);
+                doc = json_pack("{s:s, s:s, s:{s:s}}", "extends", given, "on_breach", "kill", "approvals", "timeout",
+                                AJ_REPLAY_APPROVAL_TIMEOUT);
+        } else {
+                json_t *resolved = run->rec->shown.resolved;
+                if (!json_is_object(resolved)) {
+                        aj_error("run %s recorded no resolved profile: name one with -p", run->id);
+                        return -ENODATA;
+                }
+                doc = json_deep_copy(resolved);
+                json_t *ap = json_object_get(doc, "approvals");
+                if (doc)
+                        json_object_set_new(doc, "on_breach", json_string("kill"));
+                if (json_is_object(ap))
+                        json_object_set_new(ap, "timeout", json_string(AJ_REPLAY_APPROVAL_TIMEOUT));
+        }
+        if (!doc || asprintf(&path, "%s/profile.json", scratch) < 0)
+                return -ENOMEM;
+        if (json_dump_file(doc, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0)
+                return aj_log_errno(-EIO, "Cannot write the replay's profile '%s'", path);
+        (void)chmod(path, 0600);
+        _cleanup_(aj_error_clear) AjError err = {};
+        AjProfile *p = NULL;
+        int r = aj_profile_load(path, &p, &err);
+        if (r < 0) {
+                aj_error("%s", aj_error_text(&err, r));
+                return r;
+        }
+        bool here = !p->workspace_path || streq(p->workspace_path, ".");
+        aj_profile_free(p);
+        if (!here) {
+                aj_error("profile '%s': its workspace is not the current directory: a replay runs in a scratch copy "
+                         "of the recorded workspace, and would not",
+                         path);
+                return -EINVAL;
+        }
+        *ret = TAKE_PTR(path);
+        return 0;
+}
+
+static int command_of(const AjRun *run, char ***ret)
+{
+        json_t *cmd = run->rec->shown.command;
+        _cleanup_strv_free_ char **argv = NULL;
+        size_t i;
+        json_t *a;
+        json_array_foreach (cmd, i, a) {
+                if (!json_is_string(a))
+                        return -EBADMSG;
+                if (aj_strv_push(&argv, json_string_value(a)) < 0)
+                        return -ENOMEM;
+        }
+        if (!argv) {
+                aj_error("run %s recorded no command", run->id);
+                return -ENODATA;
+        }
+        *ret = TAKE_PTR(argv);
+        return 0;
+}
+
+/* The run itself, its output on our stderr (stdout is the replay's report). */
+static int run_replay(const AjRun *run, const AjReplayOptions *o, const char *ws, const char *profile, char **argv,
+                      AjReplayResult *res)
+{
+        char id[AJ_RUN_ID_LEN + 1] = "";
+        AjRunOptions ro = { .profile = profile,
+                            .name = run->rec->name,
+                            .verbose = o->verbose,
+                            .tty = AJ_TTY_NEVER,
+                            .argv = argv,
+                            .replay_dir = run->dir,
+                            .replay_of = run->id,
+                            .replay_live = o->live,
+                            .ret_run_id = id };
+        if (o->caps && !(ro.caps = aj_strv_copy(o->caps)))
+                return -ENOMEM;
+        _cleanup_close_ int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        _cleanup_close_ int saved_out = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+        if (here < 0 || saved_out < 0 || chdir(ws) < 0) {
+                aj_strv_free(ro.caps);
+                return aj_log_errno(-errno, "Cannot enter the scratch workspace '%s'", ws);
+        }
+        fflush(stdout);
+        (void)dup2(STDERR_FILENO, STDOUT_FILENO);
+        res->run_status = aj_jail_run(&ro);
+        fflush(stdout);
+        (void)dup2(saved_out, STDOUT_FILENO);
+        if (fchdir(here) < 0)
+                aj_warning("Cannot return to the directory replay started in: %s", strerror(errno));
+        aj_strv_free(ro.caps);
+        if (!id[0]) {
+                aj_error("the replay of run %s did not start (exit status %d)", run->id, res->run_status);
+                return -ECHILD;
+        }
+        snprintf(res->replay_id, sizeof(res->replay_id), "%s", id);
+        return 0;
+}
+
+int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
+{
+        *res = (AjReplayResult){ .run_status = -1 };
+        json_auto_t *a = NULL, *b = NULL;
+        char new_dir[PATH_MAX];
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        int r = aj_paths_resolve(&paths);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot find a state directory (set AGENTJAIL_STATE_DIR)");
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        _cleanup_free_ char *note = NULL;
+        r = aj_runs_find(&paths, o->run, &run, &note);
+        if (r < 0) {
+                aj_error("no run matches '%s'%s%s", o->run, note ? ": " : "", note ? note : "");
+                return r;
+        }
+        snprintf(res->original_id, sizeof(res->original_id), "%s", run->id);
+        if (!run->rec) {
+                aj_error("run %s has no readable run.json: %s", run->id, aj_error_text(&run->rec_error, -EBADMSG));
+                return -EBADMSG;
+        }
+        if (!run->rec->exit.present || !run->rec->ended) {
+                aj_error("run %s has not ended: a replay needs its whole recording", run->id);
+                return -EBUSY;
+        }
+        _cleanup_(aj_error_clear) AjError err = {};
+        _cleanup_(aj_replay_recording_freep) AjReplayRecording *recording = NULL;
+        r = aj_replay_recording_load(run->dir, &recording, &err);
+        if (r < 0) {
+                aj_error("%s", aj_error_text(&err, r));
+                return r;
+        }
+        r = aj_replay_recording_check(recording, run->id, &err);
+        if (r < 0 && !(o->force && recording->record_full)) {
+                aj_error("%s", aj_error_text(&err, r));
+                return r;
+        }
+        if (r < 0)
+                aj_warning("%s", aj_error_text(&err, r));
+        const char *source = NULL;
+        if ((r = starting_workspace(run, o, &source)) < 0)
+                return r;
+        _cleanup_strv_free_ char **argv = NULL;
+        if ((r = command_of(run, &argv)) < 0)
+                return r;
+
+        const char *base = o->workdir ?: getenv("TMPDIR") ?: "/var/tmp";
+        _cleanup_free_ char *scratch = NULL, *ws = NULL, *profile = NULL, *src_copy = strdup(source);
+        if (!src_copy || asprintf(&scratch, "%s/agentjail-replay-XXXXXX", base) < 0)
+                return -ENOMEM;
+        if (!mkdtemp(scratch))
+                return aj_log_errno(-errno, "Cannot create a scratch directory under '%s'", base);
+        const char *leaf = basename(src_copy);
+        if (asprintf(&ws, "%s/%s", scratch, *leaf && !streq(leaf, "/") ? leaf : "workspace") < 0) {
+                r = -ENOMEM;
+                goto out;
+        }
+        struct stat st;
+        if (stat(source, &st) < 0 || mkdir(ws, st.st_mode & 07777) < 0 || chown(ws, st.st_uid, st.st_gid) < 0) {
+                r = aj_log_errno(-errno, "Cannot make the scratch workspace '%s'", ws);
+                goto out;
+        }
+        if ((r = copy_tree(source, ws)) < 0 || (r = replay_profile(run, o, scratch, &profile)) < 0)
+                goto out;
+        if ((r = run_replay(run, o, ws, profile, argv, res)) < 0)
+                goto out;
+
+        snprintf(new_dir, sizeof(new_dir), "%s/runs/%s", paths.state_root, res->replay_id);
+        if ((r = read_chain(run->dir, &a)) < 0 || (r = read_chain(new_dir, &b)) < 0)
+                goto out;
+        r = aj_replay_diff(a, b, &res->diff);
+        if (r < 0) {
+                aj_log_errno(r, "Cannot compare the chains of %s and %s", run->id, res->replay_id);
+                goto out;
+        }
+        json_object_set_new(res->diff, "replay_of", json_string(run->id));
+        json_object_set_new(res->diff, "run", json_string(res->replay_id));
+        json_object_set_new(res->diff, "run_status", json_integer(res->run_status));
+        json_object_set_new(res->diff, "profile", json_string(o->profile ? o->profile : "(the original's resolved)"));
+        json_object_set_new(res->diff, "workspace", o->keep ? json_string(ws) : json_null());
+        r = 0;
+out:
+        if (o->keep)
+                res->workspace = TAKE_PTR(ws);
+        else if (aj_rm_rf(scratch) < 0)
+                aj_warning("Cannot remove the scratch workspace '%s'", scratch);
+        return r;
+}

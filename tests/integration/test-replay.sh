@@ -1,0 +1,223 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# `agentjail replay` (docs/replay.md): a scripted agent (Python urllib through the LLM
+# gateway, its tool calls asked of the broker with `agentjail meter tool`) is recorded
+# against the fake provider (tests/helpers/fake-llm.py over TLS on a test host) with
+# "llm.record": "full", then replayed: under the same profile nothing changes and the
+# provider is never contacted (its request log does not grow; no key is even set); under a
+# profile that denies one tool exactly that verdict changes (exit 1); an agent that sends a
+# request the recording lacks gets a 502, the miss is an event and nothing is sent; a run
+# recorded with "digest" cannot be replayed and says why; a workspace that changed since
+# the run started is refused unless --force; the original workspace is never touched.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+setup_dirs
+
+FAKE="$AGENTJAIL_SOURCE_DIR/tests/helpers/fake-llm.py"
+for t in python3 openssl jq; do
+        if ! command -v $t >/dev/null; then
+                skip "replay tests" "$t is needed"
+                done_testing
+        fi
+done
+if [[ $EUID -ne 0 ]]; then
+        skip "replay tests" "an overlay workspace needs root"
+        done_testing
+fi
+
+T="$TEST_TMP/rp"
+mkdir -p "$T" "$T/scratch"
+chmod 755 "$T"
+
+test_host_up 203.0.113
+is "$?" 0 "the fake provider's test host: a network namespace over a veth pair"
+PH=$TH_IP
+ok "a test CA and server certificate" mkcert "$T" "$PH"
+AKEY="sk-ant-real-$RANDOM$RANDOM"
+ip netns exec "$TH_NS" python3 "$FAKE" --bind "$PH" --port-file "$T/fake.port" --record "$T/record" \
+        --cert "$T/srv.pem" --key "$T/srv.key" --anthropic-key "$AKEY" 2>"$T/fake.err" &
+BG_PIDS+=("$!")
+wait_file "$T/fake.port" || {
+        fail "the fake provider starts" "$(cat "$T/fake.err")"
+        done_testing
+}
+FP=$(cat "$T/fake.port")
+export AJ_TEST_ANTHROPIC_KEY="$AKEY"
+
+records() { [[ -f "$T/record" ]] && wc -l <"$T/record" || echo 0; }
+
+LLM='"llm": {"record": "full", "providers": {"anthropic": {"url": "https://'$PH':'$FP'",
+        "key_env": "AJ_TEST_ANTHROPIC_KEY", "ca_file": "'$T/ca.pem'"}}},
+        "prices": {"claude-test": {"input": 1e-4, "output": 2e-4}}'
+P=$(write_profile rp '{"extends": "default", '"$LLM"', "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}')
+PSTRICT=$(write_profile rpstrict '{"extends": "./rp.json", "tools": {"deny": ["Write"]}}')
+PHELD=$(write_profile rpheld '{"extends": "./rp.json", "approvals": {"tools": ["Write"]}}')
+PNONCE=$(write_profile rpnonce '{"extends": "./rp.json", "env": {"set": {"AGENT_NONCE": "1"}}}')
+PEXTRA=$(write_profile rpextra '{"extends": "./rp.json", "env": {"set": {"AGENT_EXTRA": "1"}}}')
+PDIGEST=$(write_profile rpdigest '{"extends": "./rp.json", "llm": {"record": "digest"}}')
+PRW=$(write_profile rprw '{"extends": "./rp.json", "filesystem": {"workspace": {"path": ".", "mode": "rw"}}}')
+
+# The agent: a streamed greeting, a scripted tool call (Bash, from the model), a Write
+# it decides itself, the tool's result back to the model; AGENT_EXTRA: one more request.
+cat >"$WORKSPACE/agent.py" <<'PY'
+import json, os, subprocess, time, urllib.request, urllib.error
+base = os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages"
+hdr = {"x-api-key": os.environ["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01",
+       "content-type": "application/json"}
+def call(body):
+    req = urllib.request.Request(base, data=json.dumps(body).encode(), headers=hdr, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+def tool(name, args):
+    return subprocess.run(["agentjail", "meter", "tool", name, "--args", json.dumps(args)]).returncode == 0
+greeting = {"model": "claude-test", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+if os.environ.get("AGENT_NONCE"):
+    greeting["metadata"] = {"user_id": "nonce-%f" % time.time()}
+st, text = call(greeting)
+print("greeting", st, "message_stop" in text)
+tools = [{"name": "Bash", "input_schema": {"type": "object"}}]
+msgs = [{"role": "user", "content": "<cmd>echo hello</cmd>"}]
+st, text = call({"model": "claude-test", "max_tokens": 50, "tools": tools, "messages": msgs})
+use = [b for b in json.loads(text)["content"] if b.get("type") == "tool_use"][0]
+cmd = use["input"]["command"]
+out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True).stdout if tool("Bash", {"command": cmd}) else "denied"
+if tool("Write", {"path": "notes.txt"}):
+    with open("notes.txt", "w") as f:
+        f.write(out)
+    print("wrote notes.txt")
+else:
+    print("Write denied")
+msgs += [{"role": "assistant", "content": [use]},
+         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": out}]}]
+st, text = call({"model": "claude-test", "max_tokens": 50, "tools": tools, "messages": msgs})
+print("final", st, json.loads(text)["content"][0]["text"])
+if os.environ.get("AGENT_EXTRA"):
+    st, text = call({"model": "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "more"}]})
+    print("extra", st, text)
+PY
+chmod 644 "$WORKSPACE/agent.py"
+
+# replay ARGS...: `agentjail replay` without the provider's key; RC, OUT (stdout), ERR.
+replay() {
+        timeout -k 5 "$JAIL_TIMEOUT" env -u AJ_TEST_ANTHROPIC_KEY "$AGENTJAIL" replay --workdir "$T/scratch" "$@" \
+                </dev/null >"$T/replay.out" 2>"$T/replay.err"
+        RC=$?
+        OUT=$(cat "$T/replay.out")
+        ERR=$(cat "$T/replay.err")
+        REPLAY_ID=$(jq -r '.run // empty' "$T/replay.out" 2>/dev/null)
+        return 0
+}
+replay_diag() {
+        diag "exit status: $RC"
+        diag "stdout: $(head -c 2000 "$T/replay.out")"
+        diag "stderr: $(head -c 2000 "$T/replay.err")"
+}
+replay_events() { jq -c "select(.type == \"$1\")" "$AGENTJAIL_STATE_DIR/runs/$REPLAY_ID/events.jsonl"; }
+
+# --- the recording
+run_jail -p "$P" -- python3 agent.py
+is "$JAIL_RC" 0 "the agent's run (overlay workspace, record full) ends well" || jail_diag
+like "$JAIL_OUT" "final 200 RESULT 1 \\(ok\\): hello" "the scripted session ran through the gateway"
+ORIG=$JAIL_RUN_ID
+ORIG_DIR=$JAIL_RUN_DIR
+is "$(jq -r '.workspace_start.complete' "$ORIG_DIR/run.json")" true "run.json records the starting workspace whole"
+is "$(jq -r '.workspace_start.lower' "$ORIG_DIR/run.json")" "$WORKSPACE" "... and, overlay, its lower layer"
+like "$(jq -r '.workspace_start.sha256' "$ORIG_DIR/run.json")" '^[0-9a-f]{64}$' "... with its digest"
+is "$(jq -s '[.[] | select(.type == "llm.response")] | length' "$ORIG_DIR/events.jsonl")" 3 "three model calls"
+is "$(jq -rs '[.[] | select(.type == "llm.response")][0].content_type' "$ORIG_DIR/events.jsonl")" \
+        text/event-stream "llm.response records the response's content type"
+ok "the bodies are kept (llm/1.response)" test -s "$ORIG_DIR/llm/1.response"
+[[ -e "$WORKSPACE/notes.txt" ]]
+isnt "$?" 0 "the overlay kept the agent's write out of the workspace"
+N=$(records)
+is "$N" 3 "the provider saw three requests"
+
+# --- replay under the same (resolved) profile: nothing changes, nobody is asked
+replay "$ORIG" --json
+is "$RC" 0 "a replay under the same profile exits 0" || replay_diag
+is "$(jq -r '.changed' <<<"$OUT")" false "... changed: false"
+is "$(jq -r '.changes | length' <<<"$OUT")" 0 "... no verdict changed"
+is "$(records)" "$N" "... and the provider was never contacted (its request log did not grow)"
+is "$(jq -r '.replay_of' "$AGENTJAIL_STATE_DIR/runs/$REPLAY_ID/run.json")" "$ORIG" "the replay's run.json: replay_of"
+is "$(replay_events llm.request | jq -r '.replay.match' | sort -u)" digest "every call was matched by its digest"
+like "$(cat "$AGENTJAIL_STATE_DIR/runs/$REPLAY_ID/stdout.log")" "final 200 RESULT 1 \\(ok\\): hello" \
+        "the agent read the recorded answers"
+like "$(cat "$AGENTJAIL_STATE_DIR/runs/$REPLAY_ID/stdout.log")" "greeting 200 True" "a stream replayed whole (SSE)"
+is "$(jq -r '.original.input_tokens == .replay.input_tokens and .original.output_tokens == .replay.output_tokens' \
+        <<<"$OUT")" true "tokens of both runs are reported, the same"
+is "$(jq -r '.replay.cost_usd > 0 and .replay.cost_usd == .original.cost_usd' <<<"$OUT")" true "... and their cost"
+[[ -e "$WORKSPACE/notes.txt" ]]
+isnt "$?" 0 "the original workspace was not touched"
+is "$(find "$T/scratch" -mindepth 1 | wc -l)" 0 "the scratch workspace was removed"
+
+# --- replay under a stricter profile: exactly the denied tool changed
+replay "$ORIG" -p "$PSTRICT" --json
+is "$RC" 1 "a replay under a profile denying Write exits 1" || replay_diag
+is "$(jq -r '.changes | length' <<<"$OUT")" 1 "... exactly one verdict changed"
+is "$(jq -r '.changes[0] | "\(.kind) \(.before) \(.after)"' <<<"$OUT")" "tool allow deny" "... a tool call: allow -> deny"
+like "$(jq -r '.changes[0].subject' <<<"$OUT")" '^Write ' "... the Write call"
+like "$(jq -r '.changes[0].reason' <<<"$OUT")" 'tools.deny' "... with the rule's reason"
+is "$(records)" "$N" "... and the provider was never contacted"
+replay "$ORIG" -p "$PSTRICT"
+is "$RC" 1 "the table: exit 1 too"
+like "$OUT" "1 verdict changed" "the table says how many verdicts changed"
+like "$OUT" "tool +Write [0-9a-f]+ +allow .* deny" "... and shows the call"
+
+# --- a request whose body differs each time (a nonce) is answered by its position
+replay "$ORIG" -p "$PNONCE" --json
+is "$RC" 0 "a replay whose first request carries a nonce: nothing changed" || replay_diag
+is "$(replay_events llm.request | jq -r '.replay.match' | tr '\n' ' ')" "position digest digest " \
+        "the first call was matched by its position, the others by digest"
+is "$(records)" "$N" "... and the provider was never contacted"
+
+# --- a call now held for approval: reported held, the replay does not wait for an operator
+SECONDS=0
+replay "$ORIG" -p "$PHELD" --json
+is "$RC" 1 "a replay under a profile holding Write for approval exits 1" || replay_diag
+is "$(jq -r '.changes | map("\(.kind) \(.before) \(.after)") | join(",")' <<<"$OUT")" "tool allow held" \
+        "... exactly that call: allow -> held"
+cmp_num "$SECONDS" -lt 60 "... without waiting the profile's approval timeout"
+
+# --- a cap the recorded run would have crossed: the breach and the event it happened at
+# (a replay's breach kills its run, it does not wait frozen)
+replay "$ORIG" --cap tool_calls=2 --json
+is "$RC" 1 "a replay with --cap tool_calls=2 exits 1" || replay_diag
+is "$(jq -r '[.changes[] | select(.kind == "cap")][0] | "\(.subject) \(.before) \(.after)"' <<<"$OUT")" \
+        "tool_calls absent breach" "the diff shows the tool_calls cap breached"
+is "$(jq -r '[.changes[] | select(.kind == "cap")][0].seq_after' <<<"$OUT")" \
+        "$(replay_events cap.breach | jq -r .seq | head -1)" "... at the replay's cap.breach event"
+is "$(jq -r '.run_status' <<<"$OUT")" 123 "... the replayed run was killed (123), not left frozen"
+
+# --- a request the recording lacks: a miss, a 502, nothing sent
+replay "$ORIG" -p "$PEXTRA" --json
+is "$RC" 1 "a replay whose agent sends an unrecorded request exits 1" || replay_diag
+is "$(jq -r '[.changes[] | select(.kind == "model_call" and .after == "miss")] | length' <<<"$OUT")" 1 \
+        "the diff shows the miss"
+is "$(replay_events llm.replay_miss | wc -l)" 1 "an llm.replay_miss event"
+like "$(cat "$AGENTJAIL_STATE_DIR/runs/$REPLAY_ID/stdout.log")" "extra 502 .*recorded no response" \
+        "the agent got a 502 in the provider's shape"
+is "$(records)" "$N" "the missing request was not sent to the provider"
+
+# --- what cannot be replayed says why
+run_jail -p "$PDIGEST" -- python3 agent.py
+is "$JAIL_RC" 0 "a run recorded with \"digest\"" || jail_diag
+replay "$JAIL_RUN_ID"
+is "$RC" 125 "... cannot be replayed (125)"
+like "$ERR" 'kept no response bodies.*"record": "full"' "... the error names what is missing and the mode needed"
+
+run_jail -p "$PRW" -- python3 agent.py
+is "$JAIL_RC" 0 "a run writing its workspace in place" || jail_diag
+RW=$JAIL_RUN_ID
+replay "$RW"
+is "$RC" 125 "... is refused: the workspace changed since it started"
+like "$ERR" "not as it started: it changed since the run started" "... and says so"
+rm -f "$WORKSPACE/notes.txt"
+replay "$RW" --json
+is "$RC" 0 "with the workspace back as it was, the in-place run replays" || replay_diag
+
+done_testing
