@@ -112,8 +112,8 @@ static int judge_file(const AjEvalFileCheck *chk, const AjEvalFileFact *f, size_
                         return 0;
                 char got[64] = "";
                 aj_append_printable(got, sizeof(got), f->content, 40);
-                return add_failure(v, "files[%zu] %s: content differs (%zu bytes \"%s\", expected %zu bytes)", i,
-                                   path, f->len, got, want);
+                return add_failure(v, "files[%zu] %s: content differs (%zu bytes \"%s\", expected %zu bytes)", i, path,
+                                   f->len, got, want);
         }
         /* regexec stops at a NUL: a file with one is matched up to it (said so in docs/evals.md). */
         if (regexec(&chk->re, f->content, 0, NULL, 0) == 0)

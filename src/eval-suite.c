@@ -21,8 +21,10 @@
 #define MAX_DEPTH 8
 
 static const char *const usage_names[_AJ_EVAL_USAGE_MAX] = {
-        [AJ_EVAL_USAGE_TOKENS] = "tokens",         [AJ_EVAL_USAGE_INPUT_TOKENS] = "input_tokens",
-        [AJ_EVAL_USAGE_OUTPUT_TOKENS] = "output_tokens", [AJ_EVAL_USAGE_COST_USD] = "cost_usd",
+        [AJ_EVAL_USAGE_TOKENS] = "tokens",
+        [AJ_EVAL_USAGE_INPUT_TOKENS] = "input_tokens",
+        [AJ_EVAL_USAGE_OUTPUT_TOKENS] = "output_tokens",
+        [AJ_EVAL_USAGE_COST_USD] = "cost_usd",
         [AJ_EVAL_USAGE_TOOL_CALLS] = "tool_calls",
 };
 
@@ -369,8 +371,7 @@ static int parse_event_check(Where *w, json_t *v, AjEvalEventCheck *e)
                 push_key(w, "count");
                 if (e->absent)
                         return fail(w, "\"count\" and \"absent\": true contradict (\"count\": 0 is absent)");
-                if (!json_is_integer(count) || json_integer_value(count) < 0 ||
-                    json_integer_value(count) > 1000000000)
+                if (!json_is_integer(count) || json_integer_value(count) < 0 || json_integer_value(count) > 1000000000)
                         return fail(w, "expected a whole number of events, got %s", type_name(count));
                 pop(w);
                 e->count = json_integer_value(count);
@@ -390,8 +391,9 @@ static int parse_usage(Where *w, json_t *v, AjEvalBound *usage)
 {
         if (!json_is_object(v))
                 return fail(w, "expected an object of meters and bounds, got %s", type_name(v));
-        int r = check_keys(w, v, (const char *const[]){ usage_names[0], usage_names[1], usage_names[2],
-                                                         usage_names[3], usage_names[4], NULL });
+        int r = check_keys(w, v,
+                           (const char *const[]){ usage_names[0], usage_names[1], usage_names[2], usage_names[3],
+                                                  usage_names[4], NULL });
         if (r < 0)
                 return r;
         for (size_t k = 0; k < _AJ_EVAL_USAGE_MAX; k++) {
@@ -434,8 +436,8 @@ static int parse_usage(Where *w, json_t *v, AjEvalBound *usage)
 }
 
 /* The array at `key` of `expect`: each element through `each` into a new array of `size`-byte items. */
-static int parse_checks(Where *w, json_t *expect, const char *key, size_t size,
-                        int (*each)(Where *, json_t *, void *), void **ret_items, size_t *ret_n)
+static int parse_checks(Where *w, json_t *expect, const char *key, size_t size, int (*each)(Where *, json_t *, void *),
+                        void **ret_items, size_t *ret_n)
 {
         json_t *v = json_object_get(expect, key);
         if (!v)
@@ -759,8 +761,7 @@ int aj_eval_suite_load(const char *file, AjEvalSuite **ret, AjError *err)
         return aj_eval_suite_parse(file, text, ret, err);
 }
 
-int aj_eval_suite_error_at(const AjEvalSuite *s, AjError *err, size_t case_index, const char *key, const char *fmt,
-                           ...)
+int aj_eval_suite_error_at(const AjEvalSuite *s, AjError *err, size_t case_index, const char *key, const char *fmt, ...)
 {
         /* At the case's member; one it took from "defaults" is there; else at the case. */
         Where w = { .file = s->file, .text = s->text, .err = err };

@@ -126,11 +126,11 @@ bool aj_eval_source_supported(AjEvalSource source);
 /* A file of a case's "files" checks, as found in the workspace after the run. */
 typedef struct {
         bool exists;
-        bool regular;    /* a regular file (content read) */
-        char *content;   /* NUL-terminated; NULL when not read */
+        bool regular;  /* a regular file (content read) */
+        char *content; /* NUL-terminated; NULL when not read */
         size_t len;
-        bool too_big;    /* larger than AJ_EVAL_MAX_FILE_BYTES: content not read */
-        int read_error;  /* -errno: it could not be looked at */
+        bool too_big;   /* larger than AJ_EVAL_MAX_FILE_BYTES: content not read */
+        int read_error; /* -errno: it could not be looked at */
 } AjEvalFileFact;
 
 typedef struct {

@@ -35,21 +35,21 @@
 #include "util/syscalls.h"
 
 #define EVAL_USAGE "agentjail eval SUITE.json [-j N] [--junit FILE] [--json] [--keep]"
-#define EVAL_HELP                                                                                   \
-        "Run an eval suite (docs/evals.md): each case's command in a jail of its own\n"             \
-        "(`agentjail run`, with the case's profile and caps) over a fresh scratch copy of\n"        \
-        "its workspace fixture (a directory, or a tarball), then its assertions: the exit\n"        \
-        "status, files in the workspace after, events in the run's chain, usage from the\n"         \
-        "meters. Prints a table (case, result, time, run, reason of the first failed\n"             \
-        "assertion), with a progress line on a terminal.\n"                                          \
-        "\n"                                                                                        \
-        "Options:\n"                                                                                \
-        "  -j, --jobs N       run up to N cases at once (default 1, at most 64)\n"                  \
-        "      --junit FILE   write the results as JUnit XML to FILE\n"                             \
-        "      --json         print the results as one JSON document instead of the table\n"        \
-        "      --keep         keep each case's scratch workspace (the table says where)\n"          \
-        "\n"                                                                                        \
-        "Exit status: 0 every case passed, 1 a case failed or could not run, 2 usage error,\n"      \
+#define EVAL_HELP                                                                              \
+        "Run an eval suite (docs/evals.md): each case's command in a jail of its own\n"        \
+        "(`agentjail run`, with the case's profile and caps) over a fresh scratch copy of\n"   \
+        "its workspace fixture (a directory, or a tarball), then its assertions: the exit\n"   \
+        "status, files in the workspace after, events in the run's chain, usage from the\n"    \
+        "meters. Prints a table (case, result, time, run, reason of the first failed\n"        \
+        "assertion), with a progress line on a terminal.\n"                                    \
+        "\n"                                                                                   \
+        "Options:\n"                                                                           \
+        "  -j, --jobs N       run up to N cases at once (default 1, at most 64)\n"             \
+        "      --junit FILE   write the results as JUnit XML to FILE\n"                        \
+        "      --json         print the results as one JSON document instead of the table\n"   \
+        "      --keep         keep each case's scratch workspace (the table says where)\n"     \
+        "\n"                                                                                   \
+        "Exit status: 0 every case passed, 1 a case failed or could not run, 2 usage error,\n" \
         "125 the suite is not valid (FILE:LINE:COL: the key) or a fixture is missing."
 
 #define EXIT_BAD_SUITE 125
@@ -202,13 +202,12 @@ static int copy_fixture(const char *fixture, const char *ws, int log_fd, char **
                                log_fd);
         } else if (S_ISREG(st.st_mode)) {
                 tool = "tar";
-                r = run_helper((char *const[]){ "tar", "-x", "--no-same-owner", "-f", (char *)fixture, "-C",
-                                                (char *)ws, NULL },
+                r = run_helper((char *const[]){ "tar", "-x", "--no-same-owner", "-f", (char *)fixture, "-C", (char *)ws,
+                                                NULL },
                                log_fd);
         } else
-                return aj_asprintf(ret_error, "fixture '%s': neither a directory nor a tarball", fixture) < 0
-                               ? -ENOMEM
-                               : -EINVAL;
+                return aj_asprintf(ret_error, "fixture '%s': neither a directory nor a tarball", fixture) < 0 ? -ENOMEM
+                                                                                                              : -EINVAL;
         if (r == 0)
                 return 0;
         if (r < 0)
@@ -390,7 +389,10 @@ static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_e
 static void start_case(Eval *e, Slot *s, size_t index)
 {
         const AjEvalCase *c = &e->suite->cases[index];
-        *s = (Slot){ .used = true, .index = index, .pidfd = -1, .start_ns = aj_now_monotonic_ns(),
+        *s = (Slot){ .used = true,
+                     .index = index,
+                     .pidfd = -1,
+                     .start_ns = aj_now_monotonic_ns(),
                      .start_realtime_ns = realtime_ns() };
         s->deadline_ns = s->start_ns + c->timeout_ns;
         char *err = NULL;
@@ -687,11 +689,11 @@ static int check_fixtures(const AjEvalSuite *su)
                 struct stat st;
                 if (!f)
                         continue;
-                const char *why = stat(f, &st) < 0                            ? strerror(errno)
-                                  : S_ISDIR(st.st_mode)                       ? NULL
-                                  : S_ISREG(st.st_mode) && is_tarball(f)      ? NULL
-                                  : S_ISREG(st.st_mode)                       ? "a file that is not a tarball (.tar, .tar.gz, .tgz...)"
-                                                                              : "neither a directory nor a tarball";
+                const char *why = stat(f, &st) < 0                       ? strerror(errno)
+                                  : S_ISDIR(st.st_mode)                  ? NULL
+                                  : S_ISREG(st.st_mode) && is_tarball(f) ? NULL
+                                  : S_ISREG(st.st_mode) ? "a file that is not a tarball (.tar, .tar.gz, .tgz...)"
+                                                        : "neither a directory nor a tarball";
                 if (why) {
                         _cleanup_(aj_error_clear) AjError err = {};
                         int r = aj_eval_suite_error_at(su, &err, i, "fixture", "'%s': %s", f, why);

@@ -32,20 +32,21 @@ static void parse_fails(const char *text, const char *expect)
 
 Test(eval_suite, a_full_case_parses)
 {
-        AjEvalSuite *s = parse_ok("{\"name\": \"triage\",\n"
-                                  " \"defaults\": {\"fixture\": \"fx\", \"profile\": \"strict\", \"caps\": [\"tokens=10\"],"
-                                  " \"timeout\": \"30s\"},\n"
-                                  " \"cases\": [\n"
-                                  "  {\"name\": \"a\", \"command\": [\"sh\", \"-c\", \"\"], \"profile\": \"p/x.json\","
-                                  "   \"expect\": {\"exit\": 3,"
-                                  "    \"files\": [{\"path\": \"o.txt\", \"equals\": \"\"}, {\"path\": \"d/e\", \"exists\": false},"
-                                  "               {\"path\": \"m\", \"matches\": \"^a+$\"}],"
-                                  "    \"events\": [{\"type\": \"net.*\", \"absent\": true},"
-                                  "                 {\"type\": \"tool.verdict\", \"fields\": {\"verdict\": \"deny\"}, \"count\": 2}],"
-                                  "    \"usage\": {\"tokens\": 100, \"tool_calls\": {\"min\": 1, \"max\": 4}}}},\n"
-                                  "  {\"name\": \"b\", \"command\": [\"true\"], \"fixture\": \"/abs/t.tgz\", \"caps\": [],"
-                                  "   \"timeout\": 5}\n"
-                                  "]}");
+        AjEvalSuite *s = parse_ok(
+                "{\"name\": \"triage\",\n"
+                " \"defaults\": {\"fixture\": \"fx\", \"profile\": \"strict\", \"caps\": [\"tokens=10\"],"
+                " \"timeout\": \"30s\"},\n"
+                " \"cases\": [\n"
+                "  {\"name\": \"a\", \"command\": [\"sh\", \"-c\", \"\"], \"profile\": \"p/x.json\","
+                "   \"expect\": {\"exit\": 3,"
+                "    \"files\": [{\"path\": \"o.txt\", \"equals\": \"\"}, {\"path\": \"d/e\", \"exists\": false},"
+                "               {\"path\": \"m\", \"matches\": \"^a+$\"}],"
+                "    \"events\": [{\"type\": \"net.*\", \"absent\": true},"
+                "                 {\"type\": \"tool.verdict\", \"fields\": {\"verdict\": \"deny\"}, \"count\": 2}],"
+                "    \"usage\": {\"tokens\": 100, \"tool_calls\": {\"min\": 1, \"max\": 4}}}},\n"
+                "  {\"name\": \"b\", \"command\": [\"true\"], \"fixture\": \"/abs/t.tgz\", \"caps\": [],"
+                "   \"timeout\": 5}\n"
+                "]}");
         cr_assert_eq(s->n_cases, 2);
         cr_expect_str_eq(s->name, "triage");
         const AjEvalCase *a = &s->cases[0], *b = &s->cases[1];
@@ -184,9 +185,10 @@ Test(eval_judge, exit_status)
 
 Test(eval_judge, files)
 {
-        AjEvalSuite *s = parse_ok("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"files\": ["
-                                  "{\"path\": \"here\", \"exists\": true}, {\"path\": \"gone\", \"exists\": false},"
-                                  "{\"path\": \"eq\", \"equals\": \"hi\\n\"}, {\"path\": \"re\", \"matches\": \"^ok [0-9]+$\"}]}}]}");
+        AjEvalSuite *s = parse_ok(
+                "{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"files\": ["
+                "{\"path\": \"here\", \"exists\": true}, {\"path\": \"gone\", \"exists\": false},"
+                "{\"path\": \"eq\", \"equals\": \"hi\\n\"}, {\"path\": \"re\", \"matches\": \"^ok [0-9]+$\"}]}}]}");
         AjEvalFileFact pass[4] = {
                 { .exists = true, .regular = true },
                 { .exists = false },
@@ -246,7 +248,8 @@ Test(eval_judge, events)
                 "{\"type\": \"seccomp.denied\", \"absent\": true},"
                 "{\"type\": \"tokens\", \"fields\": {\"gen_ai.usage.input_tokens\": 10.0}, \"count\": 1}]}}]}");
         const AjEvalCase *c = case_of(s);
-        json_t *deny = ev("{\"type\": \"tool.verdict\", \"gen_ai.tool.name\": \"rm\", \"verdict\": \"deny\", \"reason\": \"x\"}");
+        json_t *deny = ev(
+                "{\"type\": \"tool.verdict\", \"gen_ai.tool.name\": \"rm\", \"verdict\": \"deny\", \"reason\": \"x\"}");
         json_t *allow = ev("{\"type\": \"tool.verdict\", \"gen_ai.tool.name\": \"rm\", \"verdict\": \"allow\"}");
         json_t *net = ev("{\"type\": \"net.denied\", \"host\": \"evil.example\"}");
         json_t *tokens = ev("{\"type\": \"tokens\", \"gen_ai.usage.input_tokens\": 10}");
@@ -287,11 +290,13 @@ Test(eval_judge, usage)
 {
         AjEvalSuite *s = parse_ok("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"usage\": "
                                   "{\"tokens\": 1000, \"cost_usd\": {\"max\": 0.5}, \"tool_calls\": {\"min\": 1}}}}]}");
-        json_t *meters = ev("{\"tokens\": {\"used\": 1000}, \"cost_usd\": {\"used\": 0.25}, \"tool_calls\": {\"used\": 2}}");
+        json_t *meters = ev(
+                "{\"tokens\": {\"used\": 1000}, \"cost_usd\": {\"used\": 0.25}, \"tool_calls\": {\"used\": 2}}");
         AjEvalFacts f = { .meters = meters };
         size_t n;
         cr_expect_null(judge_first(case_of(s), &f, &n));
-        json_t *over = ev("{\"tokens\": {\"used\": 1001}, \"cost_usd\": {\"used\": 0.75}, \"tool_calls\": {\"used\": 0}}");
+        json_t *over = ev(
+                "{\"tokens\": {\"used\": 1001}, \"cost_usd\": {\"used\": 0.75}, \"tool_calls\": {\"used\": 0}}");
         f.meters = over;
         AjEvalVerdict v = {};
         cr_assert_eq(aj_eval_judge(case_of(s), &f, &v), 0);
@@ -314,8 +319,9 @@ Test(eval_judge, usage)
 
 Test(eval_report, junit_xml_shape)
 {
-        AjEvalSuite *s = parse_ok("{\"name\": \"t<&>\", \"cases\": [{\"name\": \"ok\", \"command\": [\"x\"]},"
-                                  "{\"name\": \"bad \\\"one\\\"\", \"command\": [\"x\"]}, {\"name\": \"err\", \"command\": [\"x\"]}]}");
+        AjEvalSuite *s = parse_ok(
+                "{\"name\": \"t<&>\", \"cases\": [{\"name\": \"ok\", \"command\": [\"x\"]},"
+                "{\"name\": \"bad \\\"one\\\"\", \"command\": [\"x\"]}, {\"name\": \"err\", \"command\": [\"x\"]}]}");
         char *fails[] = { (char *)"exit status 1, expected 0", (char *)"files[0] a<b>: missing\x01\xff", NULL };
         AjEvalResult res[3] = {
                 { .result = AJ_EVAL_PASS, .seconds = 0.5, .run_id = "0123456789ab", .n_checked = 1 },
@@ -324,20 +330,24 @@ Test(eval_report, junit_xml_shape)
         };
         char *xml = aj_eval_junit(s, res, 3, "2026-12-05T00:00:00");
         cr_assert_not_null(xml);
-        cr_expect(strncmp(xml, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"t&lt;&amp;&gt;\" "
-                               "tests=\"3\" failures=\"1\" errors=\"1\" time=\"1.750\">\n",
+        cr_expect(strncmp(xml,
+                          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"t&lt;&amp;&gt;\" "
+                          "tests=\"3\" failures=\"1\" errors=\"1\" time=\"1.750\">\n",
                           strlen("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"t&lt;&amp;&gt;\" "
                                  "tests=\"3\" failures=\"1\" errors=\"1\" time=\"1.750\">\n")) == 0,
                   "%s", xml);
-        cr_expect(strstr(xml, "  <testsuite name=\"t&lt;&amp;&gt;\" tests=\"3\" failures=\"1\" errors=\"1\" time=\"1.750\" "
-                              "skipped=\"0\" timestamp=\"2026-12-05T00:00:00\""),
+        cr_expect(strstr(xml,
+                         "  <testsuite name=\"t&lt;&amp;&gt;\" tests=\"3\" failures=\"1\" errors=\"1\" time=\"1.750\" "
+                         "skipped=\"0\" timestamp=\"2026-12-05T00:00:00\""),
                   "%s", xml);
-        cr_expect(strstr(xml, "    <testcase name=\"ok\" classname=\"t&lt;&amp;&gt;\" assertions=\"1\" time=\"0.500\">\n"
-                              "      <system-out>run 0123456789ab</system-out>\n    </testcase>\n"),
+        cr_expect(strstr(xml,
+                         "    <testcase name=\"ok\" classname=\"t&lt;&amp;&gt;\" assertions=\"1\" time=\"0.500\">\n"
+                         "      <system-out>run 0123456789ab</system-out>\n    </testcase>\n"),
                   "%s", xml);
-        cr_expect(strstr(xml, "<testcase name=\"bad &quot;one&quot;\" classname=\"t&lt;&amp;&gt;\" assertions=\"2\" "
-                              "time=\"1.250\">\n      <failure message=\"exit status 1, expected 0\" type=\"assertion\">"
-                              "exit status 1, expected 0\nfiles[0] a&lt;b&gt;: missing??\n</failure>\n"),
+        cr_expect(strstr(xml,
+                         "<testcase name=\"bad &quot;one&quot;\" classname=\"t&lt;&amp;&gt;\" assertions=\"2\" "
+                         "time=\"1.250\">\n      <failure message=\"exit status 1, expected 0\" type=\"assertion\">"
+                         "exit status 1, expected 0\nfiles[0] a&lt;b&gt;: missing??\n</failure>\n"),
                   "%s", xml);
         cr_expect(strstr(xml, "<error message=\"fixture: tar exited 2\" type=\"error\">fixture: tar exited 2</error>\n"
                               "    </testcase>\n  </testsuite>\n</testsuites>\n"),
