@@ -26,6 +26,7 @@
 #include "control.h"
 #include "eval.h"
 #include "events.h"
+#include "mount.h"
 #include "util/clock.h"
 #include "util/fd.h"
 #include "util/format.h"
@@ -33,6 +34,7 @@
 #include "util/path.h"
 #include "util/strv.h"
 #include "util/syscalls.h"
+#include "workspace.h"
 
 #define EVAL_USAGE "agentjail eval SUITE.json [-j N] [--junit FILE] [--json] [--keep]"
 #define EVAL_HELP                                                                              \
@@ -404,6 +406,32 @@ static void start_case(Eval *e, Slot *s, size_t index)
         e->done++;
 }
 
+/* An overlay run's changes stay in its run directory: they are applied to the case's scratch
+ * copy (its alone, removed after) so that the assertions see the workspace as the agent
+ * left it. The run's record still says "pending". 0 or -errno with *ret_error. */
+static int apply_overlay(const AjRun *run, int ws_fd, char **ret_error)
+{
+        const char *mode = run->rec ? run->rec->profile_workspace_mode : NULL;
+        if (!mode || !streq(mode, "overlay"))
+                return 0;
+        char dir[PATH_MAX], upper[PATH_MAX + 8];
+        if (aj_run_file_path(run->dir, AJ_RUN_DIR_WORKSPACE, dir, sizeof(dir)) < 0)
+                return -ENAMETOOLONG;
+        snprintf(upper, sizeof(upper), "%s/%s", dir, AJ_OVERLAY_UPPER);
+        _cleanup_close_ int upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (upper_fd < 0) {
+                int r = -errno;
+                (void)aj_asprintf(ret_error, "cannot open the overlay's changes '%s': %s", upper, strerror(-r));
+                return r;
+        }
+        _cleanup_(aj_error_clear) AjError err = {};
+        int r = aj_ws_commit(upper_fd, ws_fd, 0, true, NULL, &err);
+        if (r < 0)
+                (void)aj_asprintf(ret_error, "cannot apply the overlay's changes to the scratch workspace: %s",
+                                  aj_error_text(&err, r));
+        return r;
+}
+
 static void judge_case(Eval *e, Slot *s, int exit_status)
 {
         const AjEvalCase *c = &e->suite->cases[s->index];
@@ -431,7 +459,12 @@ static void judge_case(Eval *e, Slot *s, int exit_status)
                         return;
                 }
         }
-        _cleanup_close_ int ws_fd = open(s->ws, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        _cleanup_close_ int ws_fd = open(s->ws, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        char *err = NULL;
+        if (run && ws_fd >= 0 && apply_overlay(run, ws_fd, &err) < 0) {
+                finish_error(e, s, err);
+                return;
+        }
         for (size_t i = 0; i < c->n_files; i++) {
                 if (ws_fd < 0)
                         files[i] = (AjEvalFileFact){ .read_error = -errno };

@@ -59,6 +59,7 @@ echo "from the dir" >"$FX/dir/sub/note.txt"
 echo "from the tarball" >"$TEST_TMP/tarsrc/packed.txt"
 tar -czf "$FX/fixture.tgz" -C "$TEST_TMP/tarsrc" packed.txt
 P=$(write_profile evaldeny '{"extends": "default", "tools": {"deny": ["rm_rf"]}}')
+PO=$(write_profile evaloverlay '{"extends": "default", "filesystem": {"workspace": {"mode": "overlay"}}}')
 cat >"$TEST_TMP/mixed.json" <<EOF
 {
   "name": "mixed",
@@ -82,7 +83,10 @@ cat >"$TEST_TMP/mixed.json" <<EOF
     { "name": "over-budget", "command": ["agentjail", "meter", "tokens", "--model", "m", "--input", "400", "--output", "100"],
       "expect": { "usage": { "tokens": 100, "tool_calls": { "max": 0 } } } },
     { "name": "slow", "command": ["sleep", "30"], "timeout": "2s" },
-    { "name": "refused", "command": ["true"], "profile": "no-such-profile-here" }
+    { "name": "refused", "command": ["true"], "profile": "no-such-profile-here" },
+    { "name": "overlay", "command": ["sh", "-c", "echo new > added.txt; rm sub/note.txt"], "fixture": "fx/dir",
+      "profile": "$PO",
+      "expect": { "files": [ { "path": "added.txt", "equals": "new\n" }, { "path": "sub/note.txt", "exists": false } ] } }
   ]
 }
 EOF
@@ -90,10 +94,11 @@ t0=$(date +%s)
 eval_run "$TEST_TMP/mixed.json" -j 2 --junit "$TEST_TMP/mixed.xml"
 t1=$(date +%s)
 is "$EVAL_RC" 1 "a suite with failing cases exits 1" || eval_diag
-like "$EVAL_OUT" 'mixed: 3 passed, 7 failed, 0 errors' "the table sums up 3 passed, 7 failed"
+like "$EVAL_OUT" 'mixed: 4 passed, 7 failed, 0 errors' "the table sums up 4 passed, 7 failed"
 like "$(row writes)" '^writes +pass ' "a directory fixture is copied into the case's workspace"
 like "$(row unpacks)" '^unpacks +pass ' "a tarball fixture is unpacked into the case's workspace"
 like "$(row denied)" '^denied +pass ' "a tool.verdict deny for a named tool is found in the run's chain"
+like "$(row overlay)" '^overlay +pass ' "an overlay run's changes are what its file assertions see"
 like "$(row wrong-exit)" '^wrong-exit +fail +[0-9.]+s +[0-9a-f]{12} +exit status 3, expected 0$' \
         "a wrong exit status: fail, with its run id and the reason"
 like "$(row no-file)" 'fail .* files\[0\] out\.txt: missing$' "a missing file fails"
@@ -110,7 +115,7 @@ is "$(ls -A "$TMPDIR")" "" "every case's scratch workspace is removed"
 
 # The runs: real ones, named after their cases, finished, their cgroups gone.
 ids=$(sed -n 's/^\([a-z-]*\) .* \([0-9a-f]\{12\}\)\( .*\)\?$/\1 \2/p' <<<"$EVAL_OUT")
-is "$(count_lines "$ids")" 9 "9 of the 10 cases made a run, each with its id in the table" || eval_diag
+is "$(count_lines "$ids")" 10 "10 of the 11 cases made a run, each with its id in the table" || eval_diag
 bad=
 while read -r name id; do
         [[ -n "$id" ]] || continue
@@ -140,7 +145,7 @@ for tc in suite.findall("testcase"):
           "run" if out is not None and out.text.startswith("run ") else "norun")
 PY
 J=$(python3 "$TEST_TMP/junit.py" "$TEST_TMP/mixed.xml" 2>&1)
-like "$J" $'^suite mixed 10 7 0\n' "JUnit: the testsuite counts 10 tests, 7 failures, 0 errors" || diag "$J"
+like "$J" $'^suite mixed 11 7 0\n' "JUnit: the testsuite counts 11 tests, 7 failures, 0 errors" || diag "$J"
 like "$J" $'\nwrites ok  run\n' "JUnit: a passing testcase has no failure and names its run"
 like "$J" $'\nwrong-exit FAIL exit status 3, expected 0 run\n' "JUnit: a failing testcase's failure message is the reason"
 like "$J" $'\nover-budget FAIL usage.tokens: 500 used, at most 100 allowed run' "JUnit: the usage failure's message"
