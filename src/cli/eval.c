@@ -249,8 +249,8 @@ static void file_fact(int ws_fd, const AjEvalFileCheck *chk, AjEvalFileFact *f)
 /* ---- the case's run ---- */
 
 /* The run whose supervisor was `pid`, started since the case did; NULL when none (agentjail
- * failed before it made one). */
-static AjRun *find_run(Eval *e, pid_t pid, uint64_t since_ns)
+ * failed before it made one). `claim`: it is the case's, never another's (its run has ended). */
+static AjRun *find_run(Eval *e, pid_t pid, uint64_t since_ns, bool claim)
 {
         _cleanup_free_ char *runs = aj_path_join(e->paths.state_root, "runs");
         DIR *d = runs ? opendir(runs) : NULL;
@@ -271,7 +271,7 @@ static AjRun *find_run(Eval *e, pid_t pid, uint64_t since_ns)
                         aj_run_free(run);
         }
         closedir(d);
-        if (found)
+        if (found && claim)
                 (void)aj_strv_push(&e->known_runs, found->id);
         return found;
 }
@@ -438,7 +438,7 @@ static void judge_case(Eval *e, Slot *s, int exit_status)
         AjEvalResult *res = &e->results[s->index];
         res->seconds = (double)(aj_now_monotonic_ns() - s->start_ns) / 1e9;
         res->exit_status = exit_status;
-        _cleanup_(aj_run_freep) AjRun *run = find_run(e, s->pid, s->start_realtime_ns);
+        _cleanup_(aj_run_freep) AjRun *run = find_run(e, s->pid, s->start_realtime_ns, true);
         if (run)
                 snprintf(res->run_id, sizeof(res->run_id), "%s", run->id);
 
@@ -523,11 +523,8 @@ static void enforce_deadline(Eval *e, Slot *s, uint64_t now)
                 s->stage = 1;
         } else if (s->stage == 1 && over_ms >= KILL_AFTER_TERM_MS) {
                 s->stage = 2;
-                AjRun *run = find_run(e, s->pid, s->start_realtime_ns);
+                AjRun *run = find_run(e, s->pid, s->start_realtime_ns, false);
                 if (run) {
-                        /* Not claimed yet: the case's end claims it again. */
-                        aj_strv_free(e->known_runs);
-                        e->known_runs = NULL;
                         json_auto_t *req = json_pack("{s:s}", "op", "kill");
                         json_t *reply = NULL;
                         if (req && aj_control_call(run->control_path, req, 2000, &reply) >= 0)

@@ -83,6 +83,7 @@ cat >"$TEST_TMP/mixed.json" <<EOF
     { "name": "over-budget", "command": ["agentjail", "meter", "tokens", "--model", "m", "--input", "400", "--output", "100"],
       "expect": { "usage": { "tokens": 100, "tool_calls": { "max": 0 } } } },
     { "name": "slow", "command": ["sleep", "30"], "timeout": "2s" },
+    { "name": "stubborn", "command": ["sh", "-c", "trap '' TERM; sleep 30"], "timeout": "1s" },
     { "name": "refused", "command": ["true"], "profile": "no-such-profile-here" },
     { "name": "overlay", "command": ["sh", "-c", "echo new > added.txt; rm sub/note.txt"], "fixture": "fx/dir",
       "profile": "$PO",
@@ -94,7 +95,7 @@ t0=$(date +%s)
 eval_run "$TEST_TMP/mixed.json" -j 2 --junit "$TEST_TMP/mixed.xml"
 t1=$(date +%s)
 is "$EVAL_RC" 1 "a suite with failing cases exits 1" || eval_diag
-like "$EVAL_OUT" 'mixed: 4 passed, 7 failed, 0 errors' "the table sums up 4 passed, 7 failed"
+like "$EVAL_OUT" 'mixed: 4 passed, 8 failed, 0 errors' "the table sums up 4 passed, 8 failed"
 like "$(row writes)" '^writes +pass ' "a directory fixture is copied into the case's workspace"
 like "$(row unpacks)" '^unpacks +pass ' "a tarball fixture is unpacked into the case's workspace"
 like "$(row denied)" '^denied +pass ' "a tool.verdict deny for a named tool is found in the run's chain"
@@ -115,7 +116,7 @@ is "$(ls -A "$TMPDIR")" "" "every case's scratch workspace is removed"
 
 # The runs: real ones, named after their cases, finished, their cgroups gone.
 ids=$(sed -n 's/^\([a-z-]*\) .* \([0-9a-f]\{12\}\)\( .*\)\?$/\1 \2/p' <<<"$EVAL_OUT")
-is "$(count_lines "$ids")" 10 "10 of the 11 cases made a run, each with its id in the table" || eval_diag
+is "$(count_lines "$ids")" 11 "11 of the 12 cases made a run, each with its id in the table" || eval_diag
 bad=
 while read -r name id; do
         [[ -n "$id" ]] || continue
@@ -127,8 +128,13 @@ while read -r name id; do
 done <<<"$ids"
 is "$bad" "" "each case's run is recorded under its case's name, has exited, and left no cgroup"
 slow_id=$(awk '$1 == "slow" { print $4 }' <<<"$EVAL_OUT")
-like "$(jq -c '.exit' "$AGENTJAIL_STATE_DIR/runs/$slow_id/run.json" 2>/dev/null)" '"status":(143|123)' \
-        "the timed-out run was stopped (SIGTERM forwarded, or agentjail's kill)"
+is "$(jq -r '.exit.status' "$AGENTJAIL_STATE_DIR/runs/$slow_id/run.json" 2>/dev/null)" 143 \
+        "a timed-out run is sent SIGTERM (forwarded to the command: 143)"
+like "$(row stubborn)" '^stubborn +fail .* timed out after 1s$' "a command ignoring SIGTERM times out too"
+stubborn_id=$(awk '$1 == "stubborn" { print $4 }' <<<"$EVAL_OUT")
+is "$(jq -r '"\(.exit.status) \(.exit.reason)"' "$AGENTJAIL_STATE_DIR/runs/$stubborn_id/run.json" 2>/dev/null) $(
+        jq -r 'select(.type == "kill") | .by' "$AGENTJAIL_STATE_DIR/runs/$stubborn_id/events.jsonl" 2>/dev/null)" \
+        "123 killed operator" "5 s later agentjail's own kill ends it (exit 123, a kill event)"
 
 # JUnit XML, as a CI system reads it.
 cat >"$TEST_TMP/junit.py" <<'PY'
@@ -145,7 +151,7 @@ for tc in suite.findall("testcase"):
           "run" if out is not None and out.text.startswith("run ") else "norun")
 PY
 J=$(python3 "$TEST_TMP/junit.py" "$TEST_TMP/mixed.xml" 2>&1)
-like "$J" $'^suite mixed 11 7 0\n' "JUnit: the testsuite counts 11 tests, 7 failures, 0 errors" || diag "$J"
+like "$J" $'^suite mixed 12 8 0\n' "JUnit: the testsuite counts 12 tests, 8 failures, 0 errors" || diag "$J"
 like "$J" $'\nwrites ok  run\n' "JUnit: a passing testcase has no failure and names its run"
 like "$J" $'\nwrong-exit FAIL exit status 3, expected 0 run\n' "JUnit: a failing testcase's failure message is the reason"
 like "$J" $'\nover-budget FAIL usage.tokens: 500 used, at most 100 allowed run' "JUnit: the usage failure's message"
