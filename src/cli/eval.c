@@ -60,6 +60,7 @@
 #define KILL_AFTER_TERM_MS 5000
 #define SIGKILL_AFTER_TERM_MS 15000
 #define PROGRESS_TICK_MS 1000
+#define EVAL_LOG_MAX (1024 * 1024)
 
 enum { OPT_JUNIT = 0x200, OPT_KEEP };
 
@@ -72,6 +73,13 @@ typedef struct {
         int stage; /* 0 running, 1 SIGTERM sent, 2 kill op sent, 3 SIGKILL sent */
         bool timed_out;
         char *dir, *ws, *log;
+        /* agentjail's output (the command's passes through it): a pipe read in the loop, so
+         * that a flood costs no disk: up to EVAL_LOG_MAX bytes go to the log, the last
+         * bytes are kept for the reason. */
+        int out_fd, log_fd;
+        uint64_t logged;
+        char tail[1024];
+        size_t tail_len;
 } Slot;
 
 typedef struct {
@@ -94,10 +102,14 @@ static void slot_done(Slot *s)
 {
         if (s->pidfd >= 0)
                 close(s->pidfd);
+        if (s->out_fd >= 0)
+                close(s->out_fd);
+        if (s->log_fd >= 0)
+                close(s->log_fd);
         free(s->dir);
         free(s->ws);
         free(s->log);
-        *s = (Slot){ .pidfd = -1 };
+        *s = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1 };
 }
 
 static uint64_t realtime_ns(void)
@@ -150,18 +162,12 @@ static int run_helper(char *const *argv, int log_fd)
         return wait_status(st);
 }
 
-/* The last non-empty line of the case's log (agentjail's or a helper's message). */
-static char *last_log_line(const char *log)
+/* The last non-empty line agentjail (or the command) wrote: for the reason. */
+static char *last_output_line(const Slot *s)
 {
-        _cleanup_close_ int fd = open(log, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return NULL;
-        char buf[1024];
-        off_t size = lseek(fd, 0, SEEK_END);
-        off_t from = size > (off_t)sizeof(buf) - 1 ? size - (off_t)sizeof(buf) + 1 : 0;
-        ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
-        if (n <= 0)
-                return NULL;
+        char buf[sizeof(s->tail) + 1];
+        size_t n = s->tail_len;
+        memcpy(buf, s->tail, n);
         buf[n] = 0;
         while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
                 buf[--n] = 0;
@@ -169,6 +175,37 @@ static char *last_log_line(const char *log)
         char out[256] = "";
         aj_append_printable(out, sizeof(out), line ? line + 1 : buf, 200);
         return out[0] ? strdup(out) : NULL;
+}
+
+/* What the pipe has now (non-blocking), into the log (bounded) and the tail; EOF closes it. */
+static void drain_output(Slot *s)
+{
+        char buf[16384];
+        while (s->out_fd >= 0) {
+                ssize_t n = read(s->out_fd, buf, sizeof(buf));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        if (n == 0 || errno != EAGAIN) {
+                                close(s->out_fd);
+                                s->out_fd = -1;
+                        }
+                        return;
+                }
+                if (s->log_fd >= 0 && s->logged < EVAL_LOG_MAX) {
+                        size_t w = (size_t)n < EVAL_LOG_MAX - s->logged ? (size_t)n : EVAL_LOG_MAX - s->logged;
+                        if (aj_write_all(s->log_fd, buf, w) < 0) {
+                                close(s->log_fd);
+                                s->log_fd = -1;
+                        }
+                        s->logged += w;
+                }
+                size_t keep = (size_t)n < sizeof(s->tail) ? (size_t)n : sizeof(s->tail);
+                size_t old = s->tail_len + keep > sizeof(s->tail) ? sizeof(s->tail) - keep : s->tail_len;
+                memmove(s->tail, s->tail + s->tail_len - old, old);
+                memcpy(s->tail + old, buf + n - keep, keep);
+                s->tail_len = old + keep;
+        }
 }
 
 /* ---- the case's workspace ---- */
@@ -360,14 +397,24 @@ static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_e
                 (void)aj_asprintf(ret_error, "cannot create '%s': %s", s->ws, strerror(-r));
                 return r;
         }
-        _cleanup_close_ int log_fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (log_fd < 0) {
+        s->log_fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (s->log_fd < 0) {
                 int r = -errno;
                 (void)aj_asprintf(ret_error, "cannot create '%s': %s", s->log, strerror(-r));
                 return r;
         }
         int r;
-        if (c->fixture && (r = copy_fixture(c->fixture, s->ws, log_fd, ret_error)) < 0)
+        if (c->fixture && (r = copy_fixture(c->fixture, s->ws, s->log_fd, ret_error)) < 0)
+                return r;
+        int out[2];
+        if (pipe2(out, O_CLOEXEC) < 0) {
+                r = -errno;
+                (void)aj_asprintf(ret_error, "cannot make a pipe: %s", strerror(-r));
+                return r;
+        }
+        s->out_fd = out[0];
+        _cleanup_close_ int out_w = out[1];
+        if ((r = aj_fd_set_nonblock(s->out_fd, true)) < 0)
                 return r;
         _cleanup_free_ char *name = run_name(c->name);
         _cleanup_(aj_strv_freep) char **argv = NULL;
@@ -376,7 +423,7 @@ static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_e
                 (void)aj_asprintf(ret_error, "cannot build the command: %s", strerror(-r));
                 return r;
         }
-        r = spawn(argv, s->ws, log_fd, e->self, &s->pid);
+        r = spawn(argv, s->ws, out_w, e->self, &s->pid);
         if (r < 0) {
                 (void)aj_asprintf(ret_error, "cannot start agentjail run: %s", strerror(-r));
                 return r;
@@ -493,7 +540,7 @@ static void judge_case(Eval *e, Slot *s, int exit_status)
         /* agentjail's own failure (a profile it refused...) says why the exit status is off. */
         if (res->failures && !s->timed_out && exit_status != c->exit_status && exit_status >= 125 &&
             exit_status <= 127) {
-                _cleanup_free_ char *line = last_log_line(s->log);
+                _cleanup_free_ char *line = last_output_line(s);
                 char *with = NULL;
                 if (line && aj_asprintf(&with, "%s: %s", res->failures[0], line) >= 0) {
                         free(res->failures[0]);
@@ -505,6 +552,7 @@ static void judge_case(Eval *e, Slot *s, int exit_status)
 /* The case's process ended (reaped here): judge it, clean up. */
 static void finish_case(Eval *e, Slot *s, int wstatus)
 {
+        drain_output(s);
         judge_case(e, s, wait_status(wstatus));
         remove_scratch(e, s);
         slot_done(s);
@@ -588,17 +636,17 @@ static void run_all(Eval *e)
                                 start_case(e, &e->slots[i], e->next++);
                 if (e->done >= e->suite->n_cases)
                         break;
-                struct pollfd pfd[AJ_EVAL_MAX_JOBS];
-                size_t map[AJ_EVAL_MAX_JOBS], n = 0;
+                struct pollfd pfd[2 * AJ_EVAL_MAX_JOBS];
+                size_t n = 0;
                 uint64_t now = aj_now_monotonic_ns(), wake = now + PROGRESS_TICK_MS * 1000000ULL;
                 for (size_t i = 0; i < e->jobs; i++) {
                         Slot *s = &e->slots[i];
                         if (!s->used)
                                 continue;
-                        if (s->pidfd >= 0) {
-                                pfd[n] = (struct pollfd){ .fd = s->pidfd, .events = POLLIN };
-                                map[n++] = i;
-                        }
+                        if (s->pidfd >= 0)
+                                pfd[n++] = (struct pollfd){ .fd = s->pidfd, .events = POLLIN };
+                        if (s->out_fd >= 0)
+                                pfd[n++] = (struct pollfd){ .fd = s->out_fd, .events = POLLIN };
                         uint64_t next = s->stage == 0 ? s->deadline_ns : now + 500000000ULL;
                         if (next < wake)
                                 wake = next;
@@ -607,12 +655,12 @@ static void run_all(Eval *e)
                 int timeout_ms = wake > now ? (int)((wake - now + 999999) / 1000000) : 0;
                 if (running(e) > 0)
                         (void)poll(pfd, n, timeout_ms); /* EINTR: a signal, seen above */
-                (void)map;
                 now = aj_now_monotonic_ns();
                 for (size_t i = 0; i < e->jobs; i++) {
                         Slot *s = &e->slots[i];
                         if (!s->used)
                                 continue;
+                        drain_output(s);
                         int st;
                         pid_t p = waitpid(s->pid, &st, WNOHANG);
                         if (p == s->pid)
@@ -786,7 +834,7 @@ int aj_cmd_eval(int argc, char **argv)
 
         Eval e = { .suite = suite, .jobs = jobs, .keep = keep, .progress = isatty(STDERR_FILENO) };
         for (size_t i = 0; i < AJ_EVAL_MAX_JOBS; i++)
-                e.slots[i].pidfd = -1;
+                e.slots[i] = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1 };
         int status = CLI_EXIT_FAIL;
         ssize_t n = readlink("/proc/self/exe", e.self, sizeof(e.self) - 1);
         const char *tmp = getenv("TMPDIR");

@@ -173,6 +173,20 @@ eval_run "$TEST_TMP/pair.json"
 s1=$(date +%s%N)
 cmp_num $(((s1 - s0) / 1000000)) -ge 4000 "without -j they ran one after the other (4 s or more)"
 
+# --keep keeps the scratch workspace; a case's output (a flood here) costs at most 1 MiB of log.
+cat >"$TEST_TMP/flood.json" <<'EOF'
+{ "cases": [ { "name": "flood", "command": ["sh", "-c", "head -c 5000000 /dev/zero; echo kept > k.txt; echo last words >&2"],
+               "expect": { "exit": 1 } } ] }
+EOF
+eval_run "$TEST_TMP/flood.json" --keep --json
+kept=$(jq -r '.cases[0].workspace // empty' <<<"$EVAL_OUT" 2>/dev/null)
+is "$(cat "$kept/k.txt" 2>&1)" kept "--keep: the case's workspace is kept where the report says"
+cmp_num "$(stat -c %s "${kept%/workspace}/agentjail.log" 2>/dev/null || echo -1)" -eq 1048576 \
+        "a case flooding its output leaves at most 1 MiB of log"
+is "$(jq -r '.cases[0].failures[0]' <<<"$EVAL_OUT" 2>/dev/null)" "exit status 0, expected 1" \
+        "the flooding case ran to its end"
+rm -rf "${kept%/*/workspace}"
+
 # The progress line is for a terminal only.
 unlike "$EVAL_ERR" $'\r' "no progress line when stderr is not a terminal"
 if command -v script >/dev/null; then
