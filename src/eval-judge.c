@@ -110,8 +110,13 @@ static int judge_file(const AjEvalFileCheck *chk, const AjEvalFileFact *f, size_
                 size_t want = strlen(chk->text);
                 if (f->len == want && memcmp(f->content, chk->text, want) == 0)
                         return 0;
+                /* The agent's bytes, shown: printable ASCII only (no escape sequences, no
+                 * 8-bit controls for a terminal). */
                 char got[64] = "";
                 aj_append_printable(got, sizeof(got), f->content, 40);
+                for (char *p = got; *p; p++)
+                        if ((unsigned char)*p >= 0x80)
+                                *p = '?';
                 return add_failure(v, "files[%zu] %s: content differs (%zu bytes \"%s\", expected %zu bytes)", i, path,
                                    f->len, got, want);
         }

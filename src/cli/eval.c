@@ -174,6 +174,9 @@ static char *last_output_line(const Slot *s)
         char *line = strrchr(buf, '\n');
         char out[256] = "";
         aj_append_printable(out, sizeof(out), line ? line + 1 : buf, 200);
+        for (char *p = out; *p; p++) /* the command's bytes: printable ASCII only */
+                if ((unsigned char)*p >= 0x80)
+                        *p = '?';
         return out[0] ? strdup(out) : NULL;
 }
 
@@ -251,7 +254,16 @@ static int copy_fixture(const char *fixture, const char *ws, int log_fd, char **
                 return 0;
         if (r < 0)
                 return aj_asprintf(ret_error, "fixture: cannot run %s: %s", tool, strerror(-r)) < 0 ? -ENOMEM : r;
-        return aj_asprintf(ret_error, "fixture: %s exited %d", tool, r) < 0 ? -ENOMEM : -EIO;
+        /* What the tool said last (it wrote to the case's log, opened for reading too). */
+        Slot said = { .out_fd = -1, .log_fd = -1 };
+        off_t end = lseek(log_fd, 0, SEEK_END);
+        off_t from = end > (off_t)sizeof(said.tail) ? end - (off_t)sizeof(said.tail) : 0;
+        ssize_t n = end > 0 ? pread(log_fd, said.tail, sizeof(said.tail), from) : 0;
+        said.tail_len = n > 0 ? (size_t)n : 0;
+        _cleanup_free_ char *line = last_output_line(&said);
+        return aj_asprintf(ret_error, "fixture: %s exited %d%s%s", tool, r, line ? ": " : "", line ? line : "") < 0
+                       ? -ENOMEM
+                       : -EIO;
 }
 
 /* What a "files" check finds in the workspace the agent wrote: looked up inside it only
@@ -397,7 +409,7 @@ static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_e
                 (void)aj_asprintf(ret_error, "cannot create '%s': %s", s->ws, strerror(-r));
                 return r;
         }
-        s->log_fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        s->log_fd = open(s->log, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (s->log_fd < 0) {
                 int r = -errno;
                 (void)aj_asprintf(ret_error, "cannot create '%s': %s", s->log, strerror(-r));

@@ -58,6 +58,7 @@ mkdir -p "$FX/dir/sub" "$TEST_TMP/tarsrc"
 echo "from the dir" >"$FX/dir/sub/note.txt"
 echo "from the tarball" >"$TEST_TMP/tarsrc/packed.txt"
 tar -czf "$FX/fixture.tgz" -C "$TEST_TMP/tarsrc" packed.txt
+echo "not a tarball" >"$FX/broken.tgz"
 P=$(write_profile evaldeny '{"extends": "default", "tools": {"deny": ["rm_rf"]}}')
 PO=$(write_profile evaloverlay '{"extends": "default", "filesystem": {"workspace": {"mode": "overlay"}}}')
 cat >"$TEST_TMP/mixed.json" <<EOF
@@ -85,6 +86,7 @@ cat >"$TEST_TMP/mixed.json" <<EOF
     { "name": "slow", "command": ["sleep", "30"], "timeout": "2s" },
     { "name": "stubborn", "command": ["sh", "-c", "trap '' TERM; sleep 30"], "timeout": "1s" },
     { "name": "refused", "command": ["true"], "profile": "no-such-profile-here" },
+    { "name": "bad-fixture", "command": ["true"], "fixture": "fx/broken.tgz" },
     { "name": "overlay", "command": ["sh", "-c", "echo new > added.txt; rm sub/note.txt"], "fixture": "fx/dir",
       "profile": "$PO",
       "expect": { "files": [ { "path": "added.txt", "equals": "new\n" }, { "path": "sub/note.txt", "exists": false } ] } }
@@ -95,10 +97,12 @@ t0=$(date +%s)
 eval_run "$TEST_TMP/mixed.json" -j 2 --junit "$TEST_TMP/mixed.xml"
 t1=$(date +%s)
 is "$EVAL_RC" 1 "a suite with failing cases exits 1" || eval_diag
-like "$EVAL_OUT" 'mixed: 4 passed, 8 failed, 0 errors' "the table sums up 4 passed, 8 failed"
+like "$EVAL_OUT" 'mixed: 4 passed, 8 failed, 1 errors' "the table sums up 4 passed, 8 failed, 1 error"
 like "$(row writes)" '^writes +pass ' "a directory fixture is copied into the case's workspace"
 like "$(row unpacks)" '^unpacks +pass ' "a tarball fixture is unpacked into the case's workspace"
 like "$(row denied)" '^denied +pass ' "a tool.verdict deny for a named tool is found in the run's chain"
+like "$(row bad-fixture)" '^bad-fixture +error +[0-9.]+s +- +fixture: tar exited 2: tar: ' \
+        "a fixture that cannot be unpacked: an error, with what tar said"
 like "$(row overlay)" '^overlay +pass ' "an overlay run's changes are what its file assertions see"
 like "$(row wrong-exit)" '^wrong-exit +fail +[0-9.]+s +[0-9a-f]{12} +exit status 3, expected 0$' \
         "a wrong exit status: fail, with its run id and the reason"
@@ -116,7 +120,7 @@ is "$(ls -A "$TMPDIR")" "" "every case's scratch workspace is removed"
 
 # The runs: real ones, named after their cases, finished, their cgroups gone.
 ids=$(sed -n 's/^\([a-z-]*\) .* \([0-9a-f]\{12\}\)\( .*\)\?$/\1 \2/p' <<<"$EVAL_OUT")
-is "$(count_lines "$ids")" 11 "11 of the 12 cases made a run, each with its id in the table" || eval_diag
+is "$(count_lines "$ids")" 11 "11 of the 13 cases made a run, each with its id in the table" || eval_diag
 bad=
 while read -r name id; do
         [[ -n "$id" ]] || continue
@@ -145,16 +149,19 @@ suite = root.find("testsuite")
 print("suite", suite.get("name"), suite.get("tests"), suite.get("failures"), suite.get("errors"))
 for tc in suite.findall("testcase"):
     f = tc.find("failure")
+    if f is None:
+        f = tc.find("error")
     out = tc.find("system-out")
     float(tc.get("time"))
-    print(tc.get("name"), "FAIL" if f is not None else "ok", f.get("message") if f is not None else "",
+    print(tc.get("name"), "ok" if f is None else "FAIL" if f.tag == "failure" else "ERROR", f.get("message") if f is not None else "",
           "run" if out is not None and out.text.startswith("run ") else "norun")
 PY
 J=$(python3 "$TEST_TMP/junit.py" "$TEST_TMP/mixed.xml" 2>&1)
-like "$J" $'^suite mixed 12 8 0\n' "JUnit: the testsuite counts 12 tests, 8 failures, 0 errors" || diag "$J"
+like "$J" $'^suite mixed 13 8 1\n' "JUnit: the testsuite counts 13 tests, 8 failures, 1 error" || diag "$J"
 like "$J" $'\nwrites ok  run\n' "JUnit: a passing testcase has no failure and names its run"
 like "$J" $'\nwrong-exit FAIL exit status 3, expected 0 run\n' "JUnit: a failing testcase's failure message is the reason"
 like "$J" $'\nover-budget FAIL usage.tokens: 500 used, at most 100 allowed run' "JUnit: the usage failure's message"
+like "$J" $'\nbad-fixture ERROR fixture: tar exited 2: [^\n]* norun' "JUnit: a case that could not run is an error"
 like "$J" $'\nrefused FAIL exit status 125, expected 0: [^\n]* norun' "JUnit: a case without a run has no run line"
 
 # -j 2 runs two cases at once: two 2-second sleeps take about 2 seconds, not 4.

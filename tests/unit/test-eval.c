@@ -202,7 +202,7 @@ Test(eval_judge, files)
         AjEvalFileFact failing[4] = {
                 { .exists = false },
                 { .exists = true, .regular = true },
-                { .exists = true, .regular = true, .content = (char *)"hi", .len = 2 },
+                { .exists = true, .regular = true, .content = (char *)"h\x1b[2J\x9b\xc3\xa9", .len = 8 },
                 { .exists = true, .regular = true, .content = (char *)"ok x", .len = 4 },
         };
         f.files = failing;
@@ -211,7 +211,8 @@ Test(eval_judge, files)
         cr_assert_eq(aj_strv_length(v.failures), 4);
         cr_expect_str_eq(v.failures[0], "files[0] here: missing");
         cr_expect_str_eq(v.failures[1], "files[1] gone: present, expected absent");
-        cr_expect_str_eq(v.failures[2], "files[2] eq: content differs (2 bytes \"hi\", expected 3 bytes)");
+        cr_expect_str_eq(v.failures[2], "files[2] eq: content differs (8 bytes \"h?[2J???\", expected 3 bytes)",
+                         "the agent's bytes are shown as printable ASCII");
         cr_expect_str_eq(v.failures[3], "files[3] re: does not match /^ok [0-9]+$/");
         cr_expect_eq(v.n_checked, 5);
         aj_eval_verdict_done(&v);
