@@ -549,6 +549,11 @@ static void judge_case(Eval *e, Slot *s, int exit_status)
         res->n_checked = v.n_checked;
         res->failures = TAKE_PTR(v.failures);
         res->result = res->failures ? AJ_EVAL_FAIL : AJ_EVAL_PASS;
+        if (s->stage > 0 && !s->timed_out) { /* stopped by an interrupt: not a verdict */
+                res->result = AJ_EVAL_ERROR;
+                res->error = strdup("interrupted: the run was stopped");
+                return;
+        }
         /* agentjail's own failure (a profile it refused...) says why the exit status is off. */
         if (res->failures && !s->timed_out && exit_status != c->exit_status && exit_status >= 125 &&
             exit_status <= 127) {

@@ -205,6 +205,24 @@ else
         skip "on a terminal, a progress line names the running cases" "script(1) is not installed"
 fi
 
+# Ctrl-C: the running cases' runs are stopped, the others not run; exit 1, nothing left.
+cat >"$TEST_TMP/long.json" <<'EOF'
+{ "cases": [ { "name": "long", "command": ["sleep", "60"] }, { "name": "later", "command": ["true"] } ] }
+EOF
+env --default-signal=INT "$AGENTJAIL" eval "$TEST_TMP/long.json" </dev/null >"$TEST_TMP/int.out" 2>&1 &
+int_pid=$!
+BG_PIDS+=("$int_pid")
+sleep 1.5 # the first case's jail is up
+kill -INT "$int_pid"
+wait_exit "$int_pid" 30
+is "$WAIT_RC" 1 "an interrupted eval exits 1"
+INT_OUT=$(cat "$TEST_TMP/int.out")
+like "$INT_OUT" $'\nlong +error +[0-9.]+s +[0-9a-f]{12} +interrupted: the run was stopped\n' \
+        "the running case is an error: its run was stopped" || diag "$INT_OUT"
+like "$INT_OUT" $'\nlater +error +[0-9.]+s +- +not run: interrupted\n' "the case not started is reported as not run"
+collect_run_ids
+is "$(ls -A "$TMPDIR")" "" "an interrupted eval removes its scratch workspaces"
+
 # ---- bad suites: 125, FILE:LINE:COL and the key
 printf '{"cases": [\n  {"name": "x", "command": ["true"], "expect": {"exit": "zero"}}\n]}\n' >"$TEST_TMP/bad.json"
 eval_run "$TEST_TMP/bad.json"
