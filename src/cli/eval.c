@@ -453,6 +453,8 @@ static void start_case(Eval *e, Slot *s, size_t index)
         *s = (Slot){ .used = true,
                      .index = index,
                      .pidfd = -1,
+                     .out_fd = -1,
+                     .log_fd = -1,
                      .start_ns = aj_now_monotonic_ns(),
                      .start_realtime_ns = realtime_ns() };
         s->deadline_ns = s->start_ns + c->timeout_ns;
