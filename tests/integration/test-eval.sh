@@ -4,12 +4,14 @@
 # cases (each assertion kind failing once) gives the right table, JUnit XML (parsed with
 # python3's xml.etree), JSON and exit status; each case is a real run whose id is
 # reported; fixtures (a directory, a tarball) are copied, never touched; -j 2 runs cases
-# at once; a timed-out case is stopped and its run cleaned up; bad suites exit 125 with
-# FILE:LINE:COL.
+# at once; a timed-out case is stopped (SIGTERM, then agentjail's kill) and its run
+# cleaned up; an overlay run's changes are what its assertions see; a flooding case costs
+# at most 1 MiB of log; Ctrl-C stops the runs; bad suites exit 125 with FILE:LINE:COL.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require_jail
+require_root # the overlay case: overlay workspaces are root's
 setup_dirs
 command -v python3 >/dev/null || skip_all "python3 is not installed"
 
