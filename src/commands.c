@@ -68,6 +68,7 @@ int aj_commands_main(int argc, char **argv)
                 { "discard", aj_cmd_discard },
                 { "rollback", aj_cmd_rollback },
                 { "replay", aj_cmd_replay },
+                { "eval", aj_cmd_eval },
         };
         for (size_t i = 0; i < ARRAY_SIZE(ops); i++)
                 if (streq(cmd, ops[i].name))

@@ -36,6 +36,8 @@ static const char main_help[] =
         "  replay RUN [-p PROFILE] [--cap KEY=VALUE] [--live] [--json]\n"
         "                                  run a recorded run again under PROFILE, the model answered\n"
         "                                  from the recording; the verdicts that changed\n"
+        "  eval SUITE.json [-j N] [--junit FILE] [--json]\n"
+        "                                  run an eval suite: cases in fresh jails, their assertions\n"
         "  meter tool|result|tokens|usage|hook\n"
         "                                  report to the run's broker (inside a jail); hook: an\n"
         "                                  agent's hook command (claude-code, codex, gemini)\n"

@@ -1,0 +1,902 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `agentjail eval SUITE.json`: each case in a fresh jail over a scratch copy of its fixture,
+ * up to -j at once, then its assertions (src/eval*.c, pure) against what the run left: the
+ * exit status, the workspace, the chain and run.json's meters. Each case is this binary's
+ * own `agentjail run` as a child process, so it is a run like any other (recorded, listed
+ * by ps, inspected, cleaned up by its supervisor); its run is found by the supervisor's pid
+ * in run.json. Not the supervisor: this process may fork and block.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/verb.h"
+#include "cli/verbs.h"
+#include "control.h"
+#include "eval.h"
+#include "events.h"
+#include "mount.h"
+#include "util/clock.h"
+#include "util/fd.h"
+#include "util/format.h"
+#include "util/open-under.h"
+#include "util/path.h"
+#include "util/strv.h"
+#include "util/syscalls.h"
+#include "workspace.h"
+
+#define EVAL_USAGE "agentjail eval SUITE.json [-j N] [--junit FILE] [--json] [--keep]"
+#define EVAL_HELP                                                                              \
+        "Run an eval suite (docs/evals.md): each case's command in a jail of its own\n"        \
+        "(`agentjail run`, with the case's profile and caps) over a fresh scratch copy of\n"   \
+        "its workspace fixture (a directory, or a tarball), then its assertions: the exit\n"   \
+        "status, files in the workspace after, events in the run's chain, usage from the\n"    \
+        "meters. Prints a table (case, result, time, run, reason of the first failed\n"        \
+        "assertion), with a progress line on a terminal.\n"                                    \
+        "\n"                                                                                   \
+        "Options:\n"                                                                           \
+        "  -j, --jobs N       run up to N cases at once (default 1, at most 64)\n"             \
+        "      --junit FILE   write the results as JUnit XML to FILE\n"                        \
+        "      --json         print the results as one JSON document instead of the table\n"   \
+        "      --keep         keep each case's scratch workspace (the table says where)\n"     \
+        "\n"                                                                                   \
+        "Exit status: 0 every case passed, 1 a case failed or could not run, 2 usage error,\n" \
+        "125 the suite is not valid (FILE:LINE:COL: the key) or a fixture is missing."
+
+#define EXIT_BAD_SUITE 125
+/* After a case's timeout: SIGTERM (forwarded to the command), then agentjail's own kill over
+ * the control socket, then SIGKILL to the supervisor (its watchdog cleans up after it). */
+#define KILL_AFTER_TERM_MS 5000
+#define SIGKILL_AFTER_TERM_MS 15000
+#define PROGRESS_TICK_MS 1000
+#define EVAL_LOG_MAX (1024 * 1024)
+
+enum { OPT_JUNIT = 0x200, OPT_KEEP };
+
+typedef struct {
+        bool used;
+        size_t index;
+        pid_t pid;
+        int pidfd;
+        uint64_t start_ns, start_realtime_ns, deadline_ns;
+        int stage; /* 0 running, 1 SIGTERM sent, 2 kill op sent, 3 SIGKILL sent */
+        bool timed_out;
+        char *dir, *ws, *log;
+        /* agentjail's output (the command's passes through it): a pipe read in the loop, so
+         * that a flood costs no disk: up to EVAL_LOG_MAX bytes go to the log, the last
+         * bytes are kept for the reason. */
+        int out_fd, log_fd;
+        uint64_t logged;
+        char tail[1024];
+        size_t tail_len;
+} Slot;
+
+typedef struct {
+        const AjEvalSuite *suite;
+        AjEvalResult *results;
+        AjPaths paths;
+        char self[PATH_MAX];
+        char *scratch;
+        bool keep, progress;
+        size_t jobs, next, done;
+        Slot slots[AJ_EVAL_MAX_JOBS];
+        char **known_runs; /* ids that cannot be a case's: there before, or claimed */
+} Eval;
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig) { interrupted = sig; }
+
+static void slot_done(Slot *s)
+{
+        if (s->pidfd >= 0)
+                close(s->pidfd);
+        if (s->out_fd >= 0)
+                close(s->out_fd);
+        if (s->log_fd >= 0)
+                close(s->log_fd);
+        free(s->dir);
+        free(s->ws);
+        free(s->log);
+        *s = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1 };
+}
+
+static uint64_t realtime_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- processes ---- */
+
+/* fork + exec argv in `cwd` with stdin /dev/null and stdout/stderr to log_fd; the pid. */
+static int spawn(char *const *argv, const char *cwd, int log_fd, const char *exe, pid_t *ret)
+{
+        _cleanup_close_ int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null_fd < 0)
+                return -errno;
+        pid_t pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                /* The child's signals as a shell would leave them (ours catch INT and TERM). */
+                signal(SIGINT, SIG_DFL);
+                signal(SIGTERM, SIG_DFL);
+                if ((cwd && chdir(cwd) < 0) || dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+                        _exit(127);
+                execv(exe ? exe : argv[0], argv);
+                if (!exe)
+                        execvp(argv[0], argv);
+                dprintf(2, "agentjail eval: cannot run '%s': %s\n", argv[0], strerror(errno));
+                _exit(127);
+        }
+        *ret = pid;
+        return 0;
+}
+
+static int wait_status(int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st); }
+
+/* A helper program (cp, tar) to the end; its exit status or -errno. */
+static int run_helper(char *const *argv, int log_fd)
+{
+        pid_t pid;
+        int r = spawn(argv, NULL, log_fd, NULL, &pid);
+        if (r < 0)
+                return r;
+        int st;
+        while (waitpid(pid, &st, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        return wait_status(st);
+}
+
+/* The last non-empty line agentjail (or the command) wrote: for the reason. */
+static char *last_output_line(const Slot *s)
+{
+        char buf[sizeof(s->tail) + 1];
+        size_t n = s->tail_len;
+        memcpy(buf, s->tail, n);
+        buf[n] = 0;
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+                buf[--n] = 0;
+        char *line = strrchr(buf, '\n');
+        char out[256] = "";
+        aj_append_printable(out, sizeof(out), line ? line + 1 : buf, 200);
+        for (char *p = out; *p; p++) /* the command's bytes: printable ASCII only */
+                if ((unsigned char)*p >= 0x80)
+                        *p = '?';
+        return out[0] ? strdup(out) : NULL;
+}
+
+/* What the pipe has now (non-blocking), into the log (bounded) and the tail; EOF closes it. */
+static void drain_output(Slot *s)
+{
+        char buf[16384];
+        while (s->out_fd >= 0) {
+                ssize_t n = read(s->out_fd, buf, sizeof(buf));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        if (n == 0 || errno != EAGAIN) {
+                                close(s->out_fd);
+                                s->out_fd = -1;
+                        }
+                        return;
+                }
+                if (s->log_fd >= 0 && s->logged < EVAL_LOG_MAX) {
+                        size_t w = (size_t)n < EVAL_LOG_MAX - s->logged ? (size_t)n : EVAL_LOG_MAX - s->logged;
+                        if (aj_write_all(s->log_fd, buf, w) < 0) {
+                                close(s->log_fd);
+                                s->log_fd = -1;
+                        }
+                        s->logged += w;
+                }
+                size_t keep = (size_t)n < sizeof(s->tail) ? (size_t)n : sizeof(s->tail);
+                size_t old = s->tail_len + keep > sizeof(s->tail) ? sizeof(s->tail) - keep : s->tail_len;
+                memmove(s->tail, s->tail + s->tail_len - old, old);
+                memcpy(s->tail + old, buf + n - keep, keep);
+                s->tail_len = old + keep;
+        }
+}
+
+/* ---- the case's workspace ---- */
+
+static bool is_tarball(const char *p)
+{
+        static const char *const ext[] = { ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tar.zst" };
+        size_t n = strlen(p);
+        for (size_t i = 0; i < ARRAY_SIZE(ext); i++) {
+                size_t e = strlen(ext[i]);
+                if (n > e && streq(p + n - e, ext[i]))
+                        return true;
+        }
+        return false;
+}
+
+/* The fixture into the empty workspace: the fixture is only read. Owners are not kept (the
+ * workspace's files are the invoker's, which the jail maps to the agent); modes and links are. */
+static int copy_fixture(const char *fixture, const char *ws, int log_fd, char **ret_error)
+{
+        struct stat st;
+        if (stat(fixture, &st) < 0)
+                return aj_asprintf(ret_error, "fixture '%s': %s", fixture, strerror(errno)) < 0 ? -ENOMEM : -errno;
+        _cleanup_free_ char *src = NULL;
+        int r;
+        const char *tool;
+        if (S_ISDIR(st.st_mode)) {
+                if (!(src = aj_path_join(fixture, ".")))
+                        return -ENOMEM;
+                tool = "cp";
+                r = run_helper((char *const[]){ "cp", "-R", "--no-dereference", "--preserve=mode,timestamps,links",
+                                                "--", src, (char *)ws, NULL },
+                               log_fd);
+        } else if (S_ISREG(st.st_mode)) {
+                tool = "tar";
+                r = run_helper((char *const[]){ "tar", "-x", "--no-same-owner", "-f", (char *)fixture, "-C", (char *)ws,
+                                                NULL },
+                               log_fd);
+        } else
+                return aj_asprintf(ret_error, "fixture '%s': neither a directory nor a tarball", fixture) < 0 ? -ENOMEM
+                                                                                                              : -EINVAL;
+        if (r == 0)
+                return 0;
+        if (r < 0)
+                return aj_asprintf(ret_error, "fixture: cannot run %s: %s", tool, strerror(-r)) < 0 ? -ENOMEM : r;
+        /* What the tool said last (it wrote to the case's log, opened for reading too). */
+        Slot said = { .out_fd = -1, .log_fd = -1 };
+        off_t end = lseek(log_fd, 0, SEEK_END);
+        off_t from = end > (off_t)sizeof(said.tail) ? end - (off_t)sizeof(said.tail) : 0;
+        ssize_t n = end > 0 ? pread(log_fd, said.tail, sizeof(said.tail), from) : 0;
+        said.tail_len = n > 0 ? (size_t)n : 0;
+        _cleanup_free_ char *line = last_output_line(&said);
+        return aj_asprintf(ret_error, "fixture: %s exited %d%s%s", tool, r, line ? ": " : "", line ? line : "") < 0
+                       ? -ENOMEM
+                       : -EIO;
+}
+
+/* What a "files" check finds in the workspace the agent wrote: looked up inside it only
+ * (symlinks resolve within it), non-blocking (a FIFO), at most AJ_EVAL_MAX_FILE_BYTES. */
+static void file_fact(int ws_fd, const AjEvalFileCheck *chk, AjEvalFileFact *f)
+{
+        *f = (AjEvalFileFact){};
+        int fd = aj_open_under(ws_fd, chk->path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0, AJ_UNDER_FOLLOW);
+        if (fd == -ENOENT || fd == -ENOTDIR)
+                return;
+        if (fd < 0) {
+                f->read_error = fd;
+                return;
+        }
+        _cleanup_close_ int owned = fd;
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+                f->read_error = -errno;
+                return;
+        }
+        f->exists = true;
+        f->regular = S_ISREG(st.st_mode);
+        if (!f->regular || (chk->kind != AJ_EVAL_FILE_EQUALS && chk->kind != AJ_EVAL_FILE_MATCHES))
+                return;
+        int r = aj_read_fd(fd, AJ_EVAL_MAX_FILE_BYTES, &f->content, &f->len);
+        if (r == -EFBIG)
+                f->too_big = true;
+        else if (r < 0)
+                f->read_error = r;
+}
+
+/* ---- the case's run ---- */
+
+/* The run whose supervisor was `pid`, started since the case did; NULL when none (agentjail
+ * failed before it made one). `claim`: it is the case's, never another's (its run has ended). */
+static AjRun *find_run(Eval *e, pid_t pid, uint64_t since_ns, bool claim)
+{
+        _cleanup_free_ char *runs = aj_path_join(e->paths.state_root, "runs");
+        DIR *d = runs ? opendir(runs) : NULL;
+        if (!d)
+                return NULL;
+        AjRun *found = NULL;
+        struct dirent *de;
+        while (!found && (de = readdir(d))) {
+                if (!aj_run_id_valid(de->d_name) || aj_strv_contains(e->known_runs, de->d_name))
+                        continue;
+                AjRun *run = NULL;
+                if (aj_run_load(&e->paths, de->d_name, &run) < 0)
+                        continue;
+                /* run.json's start is the supervisor's clock, a little after ours. */
+                if (run->rec && run->rec->supervisor_pid == pid && run->started_ns + 1000000000ULL >= since_ns)
+                        found = run;
+                else
+                        aj_run_free(run);
+        }
+        closedir(d);
+        if (found && claim)
+                (void)aj_strv_push(&e->known_runs, found->id);
+        return found;
+}
+
+static int count_event(json_t *ev, void *userdata)
+{
+        void **ud = userdata;
+        aj_eval_count_event(ud[0], ev, ud[1]);
+        return 0;
+}
+
+/* ---- starting and finishing cases ---- */
+
+static char *run_name(const char *case_name)
+{
+        char buf[65] = "";
+        snprintf(buf, sizeof(buf), "%s", case_name);
+        for (char *p = buf; *p; p++)
+                if (*p == '/' || (unsigned char)*p < 0x20 || *p == 0x7f)
+                        *p = '-';
+        return strdup(buf);
+}
+
+/* `agentjail run` for the case (the extension point for other sources: a recorded run's
+ * replay builds its own argv here). */
+static int case_argv(const Eval *e, const AjEvalCase *c, const char *name, char ***ret)
+{
+        _cleanup_(aj_strv_freep) char **argv = NULL;
+        if (c->source != AJ_EVAL_SOURCE_COMMAND)
+                return -EOPNOTSUPP; /* refused when the suite was parsed (aj_eval_source_supported) */
+        int r = 0;
+        r = r ?: aj_strv_push(&argv, e->self);
+        r = r ?: aj_strv_push(&argv, "run");
+        r = r ?: aj_strv_push(&argv, "--no-tty");
+        r = r ?: aj_strv_push(&argv, "--name");
+        r = r ?: aj_strv_push(&argv, name);
+        if (c->profile) {
+                r = r ?: aj_strv_push(&argv, "--profile");
+                r = r ?: aj_strv_push(&argv, c->profile);
+        }
+        for (char **cap = c->caps; cap && *cap; cap++) {
+                r = r ?: aj_strv_push(&argv, "--cap");
+                r = r ?: aj_strv_push(&argv, *cap);
+        }
+        r = r ?: aj_strv_push(&argv, "--");
+        for (char **a = c->argv; a && *a; a++)
+                r = r ?: aj_strv_push(&argv, *a);
+        if (r < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(argv);
+        return 0;
+}
+
+static void finish_error(Eval *e, Slot *s, char *error)
+{
+        AjEvalResult *res = &e->results[s->index];
+        res->result = AJ_EVAL_ERROR;
+        res->error = error ? error : strdup("out of memory");
+        res->seconds = (double)(aj_now_monotonic_ns() - s->start_ns) / 1e9;
+}
+
+static void remove_scratch(Eval *e, Slot *s)
+{
+        if (!s->dir)
+                return;
+        AjEvalResult *res = &e->results[s->index];
+        if (e->keep) {
+                res->workspace = s->ws ? strdup(s->ws) : NULL;
+                return;
+        }
+        int r = aj_rm_rf(s->dir);
+        if (r < 0)
+                fprintf(stderr, "agentjail eval: cannot remove '%s': %s\n", s->dir, strerror(-r));
+}
+
+/* The case's scratch dirs, its fixture, its run started; -errno with *ret_error set (NULL: no memory). */
+static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_error)
+{
+        char sub[32];
+        snprintf(sub, sizeof(sub), "case-%zu", s->index + 1);
+        if (!(s->dir = aj_path_join(e->scratch, sub)) || !(s->ws = aj_path_join(s->dir, "workspace")) ||
+            !(s->log = aj_path_join(s->dir, "agentjail.log")))
+                return -ENOMEM;
+        if (mkdir(s->dir, 0700) < 0 || mkdir(s->ws, 0755) < 0) {
+                int r = -errno;
+                (void)aj_asprintf(ret_error, "cannot create '%s': %s", s->ws, strerror(-r));
+                return r;
+        }
+        s->log_fd = open(s->log, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (s->log_fd < 0) {
+                int r = -errno;
+                (void)aj_asprintf(ret_error, "cannot create '%s': %s", s->log, strerror(-r));
+                return r;
+        }
+        int r;
+        if (c->fixture && (r = copy_fixture(c->fixture, s->ws, s->log_fd, ret_error)) < 0)
+                return r;
+        int out[2];
+        if (pipe2(out, O_CLOEXEC) < 0) {
+                r = -errno;
+                (void)aj_asprintf(ret_error, "cannot make a pipe: %s", strerror(-r));
+                return r;
+        }
+        s->out_fd = out[0];
+        _cleanup_close_ int out_w = out[1];
+        if ((r = aj_fd_set_nonblock(s->out_fd, true)) < 0)
+                return r;
+        _cleanup_free_ char *name = run_name(c->name);
+        _cleanup_(aj_strv_freep) char **argv = NULL;
+        r = name ? case_argv(e, c, name, &argv) : -ENOMEM;
+        if (r < 0) {
+                (void)aj_asprintf(ret_error, "cannot build the command: %s", strerror(-r));
+                return r;
+        }
+        r = spawn(argv, s->ws, out_w, e->self, &s->pid);
+        if (r < 0) {
+                (void)aj_asprintf(ret_error, "cannot start agentjail run: %s", strerror(-r));
+                return r;
+        }
+        s->pidfd = sys_pidfd_open(s->pid, 0);
+        if (s->pidfd < 0)
+                s->pidfd = -1; /* then only waitpid(WNOHANG) on each tick sees its end */
+        return 0;
+}
+
+/* Start a case; one that cannot start is finished here, as an error. */
+static void start_case(Eval *e, Slot *s, size_t index)
+{
+        const AjEvalCase *c = &e->suite->cases[index];
+        *s = (Slot){ .used = true,
+                     .index = index,
+                     .pidfd = -1,
+                     .out_fd = -1,
+                     .log_fd = -1,
+                     .start_ns = aj_now_monotonic_ns(),
+                     .start_realtime_ns = realtime_ns() };
+        s->deadline_ns = s->start_ns + c->timeout_ns;
+        char *err = NULL;
+        if (prepare_and_spawn(e, s, c, &err) >= 0)
+                return;
+        finish_error(e, s, err);
+        remove_scratch(e, s);
+        slot_done(s);
+        e->done++;
+}
+
+/* An overlay run's changes stay in its run directory: they are applied to the case's scratch
+ * copy (its alone, removed after) so that the assertions see the workspace as the agent
+ * left it. The run's record still says "pending". 0 or -errno with *ret_error. */
+static int apply_overlay(const AjRun *run, int ws_fd, char **ret_error)
+{
+        const char *mode = run->rec ? run->rec->profile_workspace_mode : NULL;
+        if (!mode || !streq(mode, "overlay"))
+                return 0;
+        char dir[PATH_MAX], upper[PATH_MAX + 8];
+        if (aj_run_file_path(run->dir, AJ_RUN_DIR_WORKSPACE, dir, sizeof(dir)) < 0)
+                return -ENAMETOOLONG;
+        snprintf(upper, sizeof(upper), "%s/%s", dir, AJ_OVERLAY_UPPER);
+        _cleanup_close_ int upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (upper_fd < 0) {
+                int r = -errno;
+                (void)aj_asprintf(ret_error, "cannot open the overlay's changes '%s': %s", upper, strerror(-r));
+                return r;
+        }
+        _cleanup_(aj_error_clear) AjError err = {};
+        int r = aj_ws_commit(upper_fd, ws_fd, 0, true, NULL, &err);
+        if (r < 0)
+                (void)aj_asprintf(ret_error, "cannot apply the overlay's changes to the scratch workspace: %s",
+                                  aj_error_text(&err, r));
+        return r;
+}
+
+static void judge_case(Eval *e, Slot *s, int exit_status)
+{
+        const AjEvalCase *c = &e->suite->cases[s->index];
+        AjEvalResult *res = &e->results[s->index];
+        res->seconds = (double)(aj_now_monotonic_ns() - s->start_ns) / 1e9;
+        res->exit_status = exit_status;
+        _cleanup_(aj_run_freep) AjRun *run = find_run(e, s->pid, s->start_realtime_ns, true);
+        if (run)
+                snprintf(res->run_id, sizeof(res->run_id), "%s", run->id);
+
+        _cleanup_free_ size_t *counts = calloc(c->n_events + 1, sizeof(size_t));
+        _cleanup_free_ AjEvalFileFact *files = calloc(c->n_files + 1, sizeof(AjEvalFileFact));
+        if (!counts || !files) {
+                finish_error(e, s, NULL);
+                return;
+        }
+        if (run && c->n_events > 0) {
+                char path[PATH_MAX];
+                const void *ud[2] = { c, counts };
+                if (aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0 ||
+                    aj_events_foreach(path, count_event, ud, NULL) < 0) {
+                        char *err = NULL;
+                        (void)aj_asprintf(&err, "cannot read the events of run %s", run->id);
+                        finish_error(e, s, err);
+                        return;
+                }
+        }
+        _cleanup_close_ int ws_fd = open(s->ws, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        char *err = NULL;
+        if (run && ws_fd >= 0 && apply_overlay(run, ws_fd, &err) < 0) {
+                finish_error(e, s, err);
+                return;
+        }
+        for (size_t i = 0; i < c->n_files; i++) {
+                if (ws_fd < 0)
+                        files[i] = (AjEvalFileFact){ .read_error = -errno };
+                else
+                        file_fact(ws_fd, &c->files[i], &files[i]);
+        }
+        AjEvalFacts facts = {
+                .exit_status = exit_status,
+                .timed_out = s->timed_out,
+                .timeout_ns = c->timeout_ns,
+                .files = files,
+                .event_counts = counts,
+                .meters = run && run->rec ? run->rec->shown.meters : NULL,
+        };
+        AjEvalVerdict v = {};
+        int r = aj_eval_judge(c, &facts, &v);
+        for (size_t i = 0; i < c->n_files; i++)
+                free(files[i].content);
+        if (r < 0) {
+                finish_error(e, s, NULL);
+                return;
+        }
+        res->n_checked = v.n_checked;
+        res->failures = TAKE_PTR(v.failures);
+        res->result = res->failures ? AJ_EVAL_FAIL : AJ_EVAL_PASS;
+        if (s->stage > 0 && !s->timed_out) { /* stopped by an interrupt: not a verdict */
+                res->result = AJ_EVAL_ERROR;
+                res->error = strdup("interrupted: the run was stopped");
+                return;
+        }
+        /* agentjail's own failure (a profile it refused...) says why the exit status is off. */
+        if (res->failures && !s->timed_out && exit_status != c->exit_status && exit_status >= 125 &&
+            exit_status <= 127) {
+                _cleanup_free_ char *line = last_output_line(s);
+                char *with = NULL;
+                if (line && aj_asprintf(&with, "%s: %s", res->failures[0], line) >= 0) {
+                        free(res->failures[0]);
+                        res->failures[0] = with;
+                }
+        }
+}
+
+/* The case's process ended (reaped here): judge it, clean up. */
+static void finish_case(Eval *e, Slot *s, int wstatus)
+{
+        drain_output(s);
+        judge_case(e, s, wait_status(wstatus));
+        remove_scratch(e, s);
+        slot_done(s);
+        e->done++;
+}
+
+/* Past the deadline: ask the run to stop, harder each stage (see KILL_AFTER_TERM_MS). */
+static void enforce_deadline(Eval *e, Slot *s, uint64_t now)
+{
+        uint64_t over_ms = now > s->deadline_ns ? (now - s->deadline_ns) / 1000000ULL : 0;
+        if (now < s->deadline_ns)
+                return;
+        if (s->stage == 0) {
+                s->timed_out = !interrupted;
+                kill(s->pid, SIGTERM);
+                s->stage = 1;
+        } else if (s->stage == 1 && over_ms >= KILL_AFTER_TERM_MS) {
+                s->stage = 2;
+                AjRun *run = find_run(e, s->pid, s->start_realtime_ns, false);
+                if (run) {
+                        json_auto_t *req = json_pack("{s:s}", "op", "kill");
+                        json_t *reply = NULL;
+                        if (req && aj_control_call(run->control_path, req, 2000, &reply) >= 0)
+                                json_decref(reply);
+                        aj_run_free(run);
+                }
+        } else if (s->stage == 2 && over_ms >= SIGKILL_AFTER_TERM_MS) {
+                s->stage = 3;
+                kill(s->pid, SIGKILL);
+        }
+}
+
+/* ---- the loop ---- */
+
+static void progress(const Eval *e, uint64_t start_ns)
+{
+        if (!e->progress)
+                return;
+        char line[512];
+        int n = snprintf(line, sizeof(line), "\r[%zu/%zu] %.0fs", e->done, e->suite->n_cases,
+                         (double)(aj_now_monotonic_ns() - start_ns) / 1e9);
+        const char *sep = " running: ";
+        for (size_t i = 0; i < e->jobs && n > 0 && (size_t)n < sizeof(line) - 80; i++) {
+                if (!e->slots[i].used)
+                        continue;
+                char name[64] = "";
+                aj_append_printable(name, sizeof(name), e->suite->cases[e->slots[i].index].name, 40);
+                n += snprintf(line + n, sizeof(line) - (size_t)n, "%s%s", sep, name);
+                sep = ", ";
+        }
+        fprintf(stderr, "%s\033[K", line);
+        fflush(stderr);
+}
+
+static size_t running(const Eval *e)
+{
+        size_t n = 0;
+        for (size_t i = 0; i < e->jobs; i++)
+                n += e->slots[i].used;
+        return n;
+}
+
+static void run_all(Eval *e)
+{
+        uint64_t start = aj_now_monotonic_ns();
+        bool stopping = false;
+        while (e->done < e->suite->n_cases) {
+                if (interrupted && !stopping) {
+                        stopping = true;
+                        /* Cases not started are reported as not run; running ones end now. */
+                        for (; e->next < e->suite->n_cases; e->next++, e->done++)
+                                e->results[e->next] = (AjEvalResult){ .result = AJ_EVAL_ERROR,
+                                                                      .exit_status = -1,
+                                                                      .error = strdup("not run: interrupted") };
+                        for (size_t i = 0; i < e->jobs; i++)
+                                if (e->slots[i].used)
+                                        e->slots[i].deadline_ns = aj_now_monotonic_ns();
+                }
+                for (size_t i = 0; i < e->jobs && e->next < e->suite->n_cases && !stopping; i++)
+                        if (!e->slots[i].used)
+                                start_case(e, &e->slots[i], e->next++);
+                if (e->done >= e->suite->n_cases)
+                        break;
+                struct pollfd pfd[2 * AJ_EVAL_MAX_JOBS];
+                size_t n = 0;
+                uint64_t now = aj_now_monotonic_ns(), wake = now + PROGRESS_TICK_MS * 1000000ULL;
+                for (size_t i = 0; i < e->jobs; i++) {
+                        Slot *s = &e->slots[i];
+                        if (!s->used)
+                                continue;
+                        if (s->pidfd >= 0)
+                                pfd[n++] = (struct pollfd){ .fd = s->pidfd, .events = POLLIN };
+                        if (s->out_fd >= 0)
+                                pfd[n++] = (struct pollfd){ .fd = s->out_fd, .events = POLLIN };
+                        uint64_t next = s->stage == 0 ? s->deadline_ns : now + 500000000ULL;
+                        if (next < wake)
+                                wake = next;
+                }
+                progress(e, start);
+                int timeout_ms = wake > now ? (int)((wake - now + 999999) / 1000000) : 0;
+                if (running(e) > 0)
+                        (void)poll(pfd, n, timeout_ms); /* EINTR: a signal, seen above */
+                now = aj_now_monotonic_ns();
+                for (size_t i = 0; i < e->jobs; i++) {
+                        Slot *s = &e->slots[i];
+                        if (!s->used)
+                                continue;
+                        drain_output(s);
+                        int st;
+                        pid_t p = waitpid(s->pid, &st, WNOHANG);
+                        if (p == s->pid)
+                                finish_case(e, s, st);
+                        else
+                                enforce_deadline(e, s, now);
+                }
+        }
+        if (e->progress)
+                fprintf(stderr, "\r\033[K");
+}
+
+/* ---- output ---- */
+
+static void print_table(const Eval *e)
+{
+        const AjEvalSuite *su = e->suite;
+        int w = 4;
+        for (size_t i = 0; i < su->n_cases; i++) {
+                int l = (int)strlen(su->cases[i].name);
+                w = l > w ? (l > 40 ? 40 : l) : w;
+        }
+        printf("%-*s  %-6s  %7s  %-12s  %s\n", w, "CASE", "RESULT", "TIME", "RUN", "REASON");
+        size_t counts[3] = {};
+        for (size_t i = 0; i < su->n_cases; i++) {
+                const AjEvalResult *r = &e->results[i];
+                counts[r->result]++;
+                char name[160] = "", reason[300] = "";
+                aj_append_printable(name, sizeof(name), su->cases[i].name, 40);
+                aj_append_printable(reason, sizeof(reason), aj_eval_result_reason(r), 200);
+                printf("%-*s  %-6s  %6.2fs  %-12s  %s\n", w, name, aj_eval_result_name(r->result), r->seconds,
+                       r->run_id[0] ? r->run_id : "-", reason);
+                for (char **f = r->failures && r->failures[0] ? r->failures + 1 : NULL; f && *f; f++) {
+                        char more[300] = "";
+                        aj_append_printable(more, sizeof(more), *f, 200);
+                        printf("%-*s  %-6s  %7s  %-12s  %s\n", w, "", "", "", "", more);
+                }
+        }
+        printf("%s: %zu passed, %zu failed, %zu errors\n", su->name, counts[AJ_EVAL_PASS], counts[AJ_EVAL_FAIL],
+               counts[AJ_EVAL_ERROR]);
+        if (e->keep)
+                printf("workspaces kept in %s/case-N/workspace\n", e->scratch);
+}
+
+static int write_junit(const Eval *e, const char *path)
+{
+        /* xs:dateTime without fraction or zone, as the Ant JUnit schema's pattern has it (UTC). */
+        char ts[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", gmtime_r(&now, &tm));
+        _cleanup_free_ char *xml = aj_eval_junit(e->suite, e->results, e->suite->n_cases, ts);
+        if (!xml)
+                return -ENOMEM;
+        return aj_write_file_atomic(path, xml, strlen(xml), 0644);
+}
+
+static int parse_jobs(const char *arg, size_t *ret)
+{
+        char *end;
+        errno = 0;
+        long n = strtol(arg, &end, 10);
+        if (errno || *end || end == arg || n < 1 || n > AJ_EVAL_MAX_JOBS)
+                return -EINVAL;
+        *ret = (size_t)n;
+        return 0;
+}
+
+static void eval_done(Eval *e)
+{
+        for (size_t i = 0; e->results && i < e->suite->n_cases; i++)
+                aj_eval_result_done(&e->results[i]);
+        free(e->results);
+        if (e->scratch && !e->keep)
+                (void)aj_rm_rf(e->scratch);
+        free(e->scratch);
+        aj_strv_free(e->known_runs);
+        aj_paths_done(&e->paths);
+}
+
+/* The runs there before the suite started are never a case's. */
+static int snapshot_runs(Eval *e)
+{
+        _cleanup_free_ char *runs = aj_path_join(e->paths.state_root, "runs");
+        if (!runs)
+                return -ENOMEM;
+        DIR *d = opendir(runs);
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        struct dirent *de;
+        int r = 0;
+        while (r >= 0 && (de = readdir(d)))
+                if (aj_run_id_valid(de->d_name))
+                        r = aj_strv_push(&e->known_runs, de->d_name);
+        closedir(d);
+        return r < 0 ? -ENOMEM : 0;
+}
+
+/* Fixtures the file system does not have are the suite's error, before anything runs. */
+static int check_fixtures(const AjEvalSuite *su)
+{
+        for (size_t i = 0; i < su->n_cases; i++) {
+                const char *f = su->cases[i].fixture;
+                struct stat st;
+                if (!f)
+                        continue;
+                const char *why = stat(f, &st) < 0                       ? strerror(errno)
+                                  : S_ISDIR(st.st_mode)                  ? NULL
+                                  : S_ISREG(st.st_mode) && is_tarball(f) ? NULL
+                                  : S_ISREG(st.st_mode) ? "a file that is not a tarball (.tar, .tar.gz, .tgz...)"
+                                                        : "neither a directory nor a tarball";
+                if (why) {
+                        _cleanup_(aj_error_clear) AjError err = {};
+                        int r = aj_eval_suite_error_at(su, &err, i, "fixture", "'%s': %s", f, why);
+                        fprintf(stderr, "agentjail eval: %s\n", aj_error_text(&err, r));
+                        return -ENOENT;
+                }
+        }
+        return 0;
+}
+
+int aj_cmd_eval(int argc, char **argv)
+{
+        static const struct option options[] = {
+                CLI_OPTIONS_COMMON,
+                { "jobs", required_argument, NULL, 'j' },
+                { "junit", required_argument, NULL, OPT_JUNIT },
+                { "keep", no_argument, NULL, OPT_KEEP },
+                {},
+        };
+        bool json = false, keep = false;
+        const char *junit = NULL;
+        size_t jobs = 1;
+        int c;
+        cli_getopt_reset();
+        while ((c = getopt_long(argc, argv, ":hj:", options, NULL)) != -1) {
+                switch (c) {
+                case 'h':
+                        return cli_help(EVAL_USAGE, EVAL_HELP);
+                case CLI_OPT_JSON:
+                        json = true;
+                        break;
+                case 'j':
+                        if (parse_jobs(optarg, &jobs) < 0)
+                                return cli_usage_error("eval", EVAL_USAGE, "--jobs '%s': expected 1 to %d", optarg,
+                                                       AJ_EVAL_MAX_JOBS);
+                        break;
+                case OPT_JUNIT:
+                        junit = optarg;
+                        break;
+                case OPT_KEEP:
+                        keep = true;
+                        break;
+                default:
+                        return cli_option_error("eval", EVAL_USAGE, c, argv);
+                }
+        }
+        int r = cli_check_positionals("eval", EVAL_USAGE, argc - optind, argv + optind, 1, 1);
+        if (r)
+                return r;
+
+        _cleanup_(aj_error_clear) AjError err = {};
+        _cleanup_(aj_eval_suite_freep) AjEvalSuite *suite = NULL;
+        r = aj_eval_suite_load(argv[optind], &suite, &err);
+        if (r < 0) {
+                cli_fail("eval", "%s", aj_error_text(&err, r));
+                return EXIT_BAD_SUITE;
+        }
+        if (check_fixtures(suite) < 0)
+                return EXIT_BAD_SUITE;
+
+        Eval e = { .suite = suite, .jobs = jobs, .keep = keep, .progress = isatty(STDERR_FILENO) };
+        for (size_t i = 0; i < AJ_EVAL_MAX_JOBS; i++)
+                e.slots[i] = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1 };
+        int status = CLI_EXIT_FAIL;
+        ssize_t n = readlink("/proc/self/exe", e.self, sizeof(e.self) - 1);
+        const char *tmp = getenv("TMPDIR");
+        char tmpl[PATH_MAX];
+        snprintf(tmpl, sizeof(tmpl), "%s/agentjail-eval.XXXXXX", tmp && tmp[0] == '/' ? tmp : "/tmp");
+        if (n <= 0 || (size_t)n >= sizeof(e.self) - 1) {
+                cli_fail("eval", "cannot find agentjail's own binary: %s", strerror(errno));
+                goto out;
+        }
+        e.self[n] = 0;
+        if (cli_open_paths("eval", &e.paths) < 0 || snapshot_runs(&e) < 0)
+                goto out;
+        e.results = calloc(suite->n_cases, sizeof(AjEvalResult));
+        if (!e.results || !mkdtemp(tmpl) || !(e.scratch = strdup(tmpl))) {
+                cli_fail("eval", "cannot make a scratch directory '%s': %s", tmpl, strerror(errno ?: ENOMEM));
+                goto out;
+        }
+        for (size_t i = 0; i < suite->n_cases; i++)
+                e.results[i].exit_status = -1;
+
+        struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+        run_all(&e);
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+
+        if (junit && (r = write_junit(&e, junit)) < 0)
+                cli_fail("eval", "cannot write '%s': %s", junit, strerror(-r));
+        if (json) {
+                json_auto_t *doc = aj_eval_report_json(suite, e.results, suite->n_cases);
+                if (doc)
+                        cli_print_json(doc);
+        } else
+                print_table(&e);
+        status = CLI_EXIT_OK;
+        for (size_t i = 0; i < suite->n_cases; i++)
+                if (e.results[i].result != AJ_EVAL_PASS)
+                        status = CLI_EXIT_FAIL;
+        if (junit && r < 0)
+                status = CLI_EXIT_FAIL;
+out:
+        eval_done(&e);
+        return status;
+}

@@ -1,0 +1,242 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# `agentjail eval`: the shipped example suite passes; a suite with passing and failing
+# cases (each assertion kind failing once) gives the right table, JUnit XML (parsed with
+# python3's xml.etree), JSON and exit status; each case is a real run whose id is
+# reported; fixtures (a directory, a tarball) are copied, never touched; -j 2 runs cases
+# at once; a timed-out case is stopped (SIGTERM, then agentjail's kill) and its run
+# cleaned up; an overlay run's changes are what its assertions see; a flooding case costs
+# at most 1 MiB of log; Ctrl-C stops the runs; bad suites exit 125 with FILE:LINE:COL.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_jail
+require_root # the overlay case: overlay workspaces are root's
+setup_dirs
+command -v python3 >/dev/null || skip_all "python3 is not installed"
+
+# Scratch workspaces go here, so that the test can see they are removed.
+export TMPDIR="$TEST_TMP/tmp"
+mkdir -p "$TMPDIR"
+EXAMPLE="$AGENTJAIL_SOURCE_DIR/examples/evals"
+
+# eval ARGS...: runs `agentjail eval` (stdin /dev/null); sets EVAL_RC, EVAL_OUT, EVAL_ERR.
+eval_run() {
+        timeout -k 5 120 "$AGENTJAIL" eval "$@" </dev/null >"$TEST_TMP/eval.out" 2>"$TEST_TMP/eval.err"
+        EVAL_RC=$?
+        EVAL_OUT=$(cat "$TEST_TMP/eval.out")
+        EVAL_ERR=$(cat "$TEST_TMP/eval.err")
+        collect_run_ids
+}
+
+eval_diag() {
+        diag "exit status: $EVAL_RC"
+        diag "stdout: $EVAL_OUT"
+        diag "stderr: $EVAL_ERR"
+}
+
+# The table's row of a case (its first line).
+row() { grep -E "^$1 " <<<"$EVAL_OUT" | head -1; }
+
+fixture_digest() { (cd "$1" && find . -printf '%p %m %s\n' | sort && find . -type f -exec sha256sum {} + | sort); }
+
+# ---- the shipped example suite
+before=$(fixture_digest "$EXAMPLE/fixtures/triage")
+eval_run "$EXAMPLE/triage.json" --junit "$TEST_TMP/triage.xml"
+is "$EVAL_RC" 0 "the shipped example suite passes (exit 0)" || eval_diag
+like "$EVAL_OUT" $'triage: 3 passed, 0 failed, 0 errors' "its table sums up 3 passed"
+like "$(row 'labels crashes as bugs')" '^labels crashes as bugs +pass +[0-9.]+s +[0-9a-f]{12} *$' \
+        "a passing row: case, pass, time, run id, no reason"
+is "$(fixture_digest "$EXAMPLE/fixtures/triage")" "$before" "the fixture directory is untouched by the runs"
+is "$(python3 -c 'import sys, xml.etree.ElementTree as E
+s = E.parse(sys.argv[1]).getroot().find("testsuite")
+print(s.get("tests"), s.get("failures"), len(s.findall("testcase")), len(s.findall("testcase/failure")))' \
+        "$TEST_TMP/triage.xml" 2>&1)" "3 0 3 0" "its JUnit XML: 3 testcases, no failure"
+is "$(ls -A "$TMPDIR")" "" "no scratch workspace is left behind"
+
+# ---- a suite with passing and failing cases
+FX="$TEST_TMP/fx"
+mkdir -p "$FX/dir/sub" "$TEST_TMP/tarsrc"
+echo "from the dir" >"$FX/dir/sub/note.txt"
+echo "from the tarball" >"$TEST_TMP/tarsrc/packed.txt"
+tar -czf "$FX/fixture.tgz" -C "$TEST_TMP/tarsrc" packed.txt
+echo "not a tarball" >"$FX/broken.tgz"
+P=$(write_profile evaldeny '{"extends": "default", "tools": {"deny": ["rm_rf"]}}')
+PO=$(write_profile evaloverlay '{"extends": "default", "filesystem": {"workspace": {"mode": "overlay"}}}')
+cat >"$TEST_TMP/mixed.json" <<EOF
+{
+  "name": "mixed",
+  "defaults": { "profile": "$P", "timeout": "60s" },
+  "cases": [
+    { "name": "writes", "command": ["sh", "-c", "echo hello > out.txt; rm sub/note.txt"], "fixture": "fx/dir",
+      "expect": { "files": [ { "path": "out.txt", "equals": "hello\n" }, { "path": "sub/note.txt", "exists": false },
+                             { "path": "out.txt", "matches": "^hel+o$" } ],
+                  "events": [ { "type": "seccomp.denied", "absent": true }, { "type": "net.*", "absent": true } ] } },
+    { "name": "unpacks", "command": ["cat", "packed.txt"], "fixture": "fx/fixture.tgz",
+      "expect": { "files": [ { "path": "packed.txt", "equals": "from the tarball\n" } ] } },
+    { "name": "wrong-exit", "command": ["sh", "-c", "exit 3"] },
+    { "name": "no-file", "command": ["true"], "expect": { "files": [ { "path": "out.txt", "exists": true } ] } },
+    { "name": "bad-content", "command": ["sh", "-c", "echo nope > out.txt"],
+      "expect": { "files": [ { "path": "out.txt", "matches": "^yes" } ] } },
+    { "name": "denied", "command": ["agentjail", "meter", "tool", "rm_rf"],
+      "expect": { "exit": 1, "events": [ { "type": "tool.verdict",
+                  "fields": { "gen_ai.tool.name": "rm_rf", "verdict": "deny" } } ] } },
+    { "name": "denied-unexpected", "command": ["agentjail", "meter", "tool", "rm_rf"],
+      "expect": { "exit": 1, "events": [ { "type": "tool.verdict", "fields": { "verdict": "deny" }, "absent": true } ] } },
+    { "name": "over-budget", "command": ["agentjail", "meter", "tokens", "--model", "m", "--input", "400", "--output", "100"],
+      "expect": { "usage": { "tokens": 100, "tool_calls": { "max": 0 } } } },
+    { "name": "slow", "command": ["sleep", "30"], "timeout": "2s" },
+    { "name": "stubborn", "command": ["sh", "-c", "trap '' TERM; sleep 30"], "timeout": "1s" },
+    { "name": "refused", "command": ["true"], "profile": "no-such-profile-here" },
+    { "name": "bad-fixture", "command": ["true"], "fixture": "fx/broken.tgz" },
+    { "name": "overlay", "command": ["sh", "-c", "echo new > added.txt; rm sub/note.txt"], "fixture": "fx/dir",
+      "profile": "$PO",
+      "expect": { "files": [ { "path": "added.txt", "equals": "new\n" }, { "path": "sub/note.txt", "exists": false } ] } }
+  ]
+}
+EOF
+t0=$(date +%s)
+eval_run "$TEST_TMP/mixed.json" -j 2 --junit "$TEST_TMP/mixed.xml"
+t1=$(date +%s)
+is "$EVAL_RC" 1 "a suite with failing cases exits 1" || eval_diag
+like "$EVAL_OUT" 'mixed: 4 passed, 8 failed, 1 errors' "the table sums up 4 passed, 8 failed, 1 error"
+like "$(row writes)" '^writes +pass ' "a directory fixture is copied into the case's workspace"
+like "$(row unpacks)" '^unpacks +pass ' "a tarball fixture is unpacked into the case's workspace"
+like "$(row denied)" '^denied +pass ' "a tool.verdict deny for a named tool is found in the run's chain"
+like "$(row bad-fixture)" '^bad-fixture +error +[0-9.]+s +- +fixture: tar exited 2: tar: ' \
+        "a fixture that cannot be unpacked: an error, with what tar said"
+like "$(row overlay)" '^overlay +pass ' "an overlay run's changes are what its file assertions see"
+like "$(row wrong-exit)" '^wrong-exit +fail +[0-9.]+s +[0-9a-f]{12} +exit status 3, expected 0$' \
+        "a wrong exit status: fail, with its run id and the reason"
+like "$(row no-file)" 'fail .* files\[0\] out\.txt: missing$' "a missing file fails"
+like "$(row bad-content)" 'fail .* files\[0\] out\.txt: does not match /\^yes/$' "content not matching fails"
+like "$(row denied-unexpected)" \
+        'fail .* events\[0\]: 1 tool\.verdict with verdict "deny", expected none$' "an event that must be absent fails"
+like "$(row over-budget)" 'fail .* usage\.tokens: 500 used, at most 100 allowed$' "a usage bound fails"
+like "$(row slow)" '^slow +fail .* timed out after 2s$' "a case past its timeout fails as timed out"
+like "$(row refused)" "^refused +fail +[0-9.]+s +- +exit status 125, expected 0: .*no-such-profile-here" \
+        "agentjail's own failure is the reason, and there is no run"
+is "$(fixture_digest "$FX/dir")" "$(cd "$TEST_TMP" && mkdir -p chk/sub && echo "from the dir" >chk/sub/note.txt &&
+        fixture_digest chk)" "the case that removed a file left the fixture alone"
+is "$(ls -A "$TMPDIR")" "" "every case's scratch workspace is removed"
+
+# The runs: real ones, named after their cases, finished, their cgroups gone.
+ids=$(sed -n 's/^\([a-z-]*\) .* \([0-9a-f]\{12\}\)\( .*\)\?$/\1 \2/p' <<<"$EVAL_OUT")
+is "$(count_lines "$ids")" 11 "11 of the 13 cases made a run, each with its id in the table" || eval_diag
+bad=
+while read -r name id; do
+        [[ -n "$id" ]] || continue
+        st=$(jq -r '"\(.name) \(.status)"' "$AGENTJAIL_STATE_DIR/runs/$id/run.json" 2>/dev/null)
+        [[ "$st" == "$name exited" ]] || bad+="$name:$id:$st "
+        for d in /sys/fs/cgroup/*/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id"; do
+                [[ -d "$d" ]] && bad+="cgroup:$d "
+        done
+done <<<"$ids"
+is "$bad" "" "each case's run is recorded under its case's name, has exited, and left no cgroup"
+slow_id=$(awk '$1 == "slow" { print $4 }' <<<"$EVAL_OUT")
+is "$(jq -r '.exit.status' "$AGENTJAIL_STATE_DIR/runs/$slow_id/run.json" 2>/dev/null)" 143 \
+        "a timed-out run is sent SIGTERM (forwarded to the command: 143)"
+like "$(row stubborn)" '^stubborn +fail .* timed out after 1s$' "a command ignoring SIGTERM times out too"
+stubborn_id=$(awk '$1 == "stubborn" { print $4 }' <<<"$EVAL_OUT")
+is "$(jq -r '"\(.exit.status) \(.exit.reason)"' "$AGENTJAIL_STATE_DIR/runs/$stubborn_id/run.json" 2>/dev/null) $(
+        jq -r 'select(.type == "kill") | .by' "$AGENTJAIL_STATE_DIR/runs/$stubborn_id/events.jsonl" 2>/dev/null)" \
+        "123 killed operator" "5 s later agentjail's own kill ends it (exit 123, a kill event)"
+
+# JUnit XML, as a CI system reads it.
+cat >"$TEST_TMP/junit.py" <<'PY'
+import sys, xml.etree.ElementTree as E
+root = E.parse(sys.argv[1]).getroot()
+assert root.tag == "testsuites", root.tag
+suite = root.find("testsuite")
+print("suite", suite.get("name"), suite.get("tests"), suite.get("failures"), suite.get("errors"))
+for tc in suite.findall("testcase"):
+    f = tc.find("failure")
+    if f is None:
+        f = tc.find("error")
+    out = tc.find("system-out")
+    float(tc.get("time"))
+    print(tc.get("name"), "ok" if f is None else "FAIL" if f.tag == "failure" else "ERROR", f.get("message") if f is not None else "",
+          "run" if out is not None and out.text.startswith("run ") else "norun")
+PY
+J=$(python3 "$TEST_TMP/junit.py" "$TEST_TMP/mixed.xml" 2>&1)
+like "$J" $'^suite mixed 13 8 1\n' "JUnit: the testsuite counts 13 tests, 8 failures, 1 error" || diag "$J"
+like "$J" $'\nwrites ok  run\n' "JUnit: a passing testcase has no failure and names its run"
+like "$J" $'\nwrong-exit FAIL exit status 3, expected 0 run\n' "JUnit: a failing testcase's failure message is the reason"
+like "$J" $'\nover-budget FAIL usage.tokens: 500 used, at most 100 allowed run' "JUnit: the usage failure's message"
+like "$J" $'\nbad-fixture ERROR fixture: tar exited 2: [^\n]* norun' "JUnit: a case that could not run is an error"
+like "$J" $'\nrefused FAIL exit status 125, expected 0: [^\n]* norun' "JUnit: a case without a run has no run line"
+
+# -j 2 runs two cases at once: two 2-second sleeps take about 2 seconds, not 4.
+cat >"$TEST_TMP/pair.json" <<'EOF'
+{ "cases": [ { "name": "a", "command": ["sleep", "2"] }, { "name": "b", "command": ["sleep", "2"] } ] }
+EOF
+s0=$(date +%s%N)
+eval_run "$TEST_TMP/pair.json" -j 2 --json
+s1=$(date +%s%N)
+is "$EVAL_RC" 0 "two passing cases with -j 2 exit 0" || eval_diag
+cmp_num $(((s1 - s0) / 1000000)) -lt 3800 "with -j 2 they ran at once (under 3.8 s)"
+is "$(jq -r '"\(.passed) \(.failed) \([.cases[].run | select(test("^[0-9a-f]{12}$"))] | length)"' <<<"$EVAL_OUT" \
+        2>&1)" "2 0 2" "--json: 2 passed, 0 failed, both with a run id"
+s0=$(date +%s%N)
+eval_run "$TEST_TMP/pair.json"
+s1=$(date +%s%N)
+cmp_num $(((s1 - s0) / 1000000)) -ge 4000 "without -j they ran one after the other (4 s or more)"
+
+# --keep keeps the scratch workspace; a case's output (a flood here) costs at most 1 MiB of log.
+cat >"$TEST_TMP/flood.json" <<'EOF'
+{ "cases": [ { "name": "flood", "command": ["sh", "-c", "head -c 5000000 /dev/zero; echo kept > k.txt; echo last words >&2"],
+               "expect": { "exit": 1 } } ] }
+EOF
+eval_run "$TEST_TMP/flood.json" --keep --json
+kept=$(jq -r '.cases[0].workspace // empty' <<<"$EVAL_OUT" 2>/dev/null)
+is "$(cat "$kept/k.txt" 2>&1)" kept "--keep: the case's workspace is kept where the report says"
+cmp_num "$(stat -c %s "${kept%/workspace}/agentjail.log" 2>/dev/null || echo -1)" -eq 1048576 \
+        "a case flooding its output leaves at most 1 MiB of log"
+is "$(jq -r '.cases[0].failures[0]' <<<"$EVAL_OUT" 2>/dev/null)" "exit status 0, expected 1" \
+        "the flooding case ran to its end"
+rm -rf "${kept%/*/workspace}"
+
+# The progress line is for a terminal only.
+unlike "$EVAL_ERR" $'\r' "no progress line when stderr is not a terminal"
+if command -v script >/dev/null; then
+        P_OUT=$(cd "$TEST_TMP" && timeout -k 5 60 script -qec "'$AGENTJAIL' eval '$TEST_TMP/pair.json' -j 2" /dev/null \
+                </dev/null 2>&1)
+        like "$P_OUT" $'\r\\[0/2\\] [0-9]+s running: a, b' "on a terminal, a progress line names the running cases"
+        collect_run_ids
+else
+        skip "on a terminal, a progress line names the running cases" "script(1) is not installed"
+fi
+
+# Ctrl-C: the running cases' runs are stopped, the others not run; exit 1, nothing left.
+cat >"$TEST_TMP/long.json" <<'EOF'
+{ "cases": [ { "name": "long", "command": ["sleep", "60"] }, { "name": "later", "command": ["true"] } ] }
+EOF
+env --default-signal=INT "$AGENTJAIL" eval "$TEST_TMP/long.json" </dev/null >"$TEST_TMP/int.out" 2>&1 &
+int_pid=$!
+BG_PIDS+=("$int_pid")
+sleep 1.5 # the first case's jail is up
+kill -INT "$int_pid"
+wait_exit "$int_pid" 30
+is "$WAIT_RC" 1 "an interrupted eval exits 1"
+INT_OUT=$(cat "$TEST_TMP/int.out")
+like "$INT_OUT" $'\nlong +error +[0-9.]+s +[0-9a-f]{12} +interrupted: the run was stopped\n' \
+        "the running case is an error: its run was stopped" || diag "$INT_OUT"
+like "$INT_OUT" $'\nlater +error +[0-9.]+s +- +not run: interrupted\n' "the case not started is reported as not run"
+collect_run_ids
+is "$(ls -A "$TMPDIR")" "" "an interrupted eval removes its scratch workspaces"
+
+# ---- bad suites: 125, FILE:LINE:COL and the key
+printf '{"cases": [\n  {"name": "x", "command": ["true"], "expect": {"exit": "zero"}}\n]}\n' >"$TEST_TMP/bad.json"
+eval_run "$TEST_TMP/bad.json"
+is "$EVAL_RC" 125 "a suite with a bad value exits 125"
+is "$EVAL_ERR" "agentjail eval: $TEST_TMP/bad.json:2:57: cases[0].expect.exit: expected an exit status (0 to 255)" \
+        "the error names the file, line, column and key"
+printf '{"cases": [{"name": "x", "command": ["true"],\n "fixture": "not-there"}]}\n' >"$TEST_TMP/nofx.json"
+eval_run "$TEST_TMP/nofx.json"
+is "$EVAL_RC" 125 "a missing fixture exits 125 before any case runs"
+like "$EVAL_ERR" "nofx.json:2:13: cases\\[0\\]\\.fixture: '$TEST_TMP/not-there': No such file or directory" \
+        "the missing fixture's error points at it"
+eval_run "$TEST_TMP/pair.json" -j 0
+is "$EVAL_RC" 2 "-j 0 is a usage error (2)"
+
+done_testing

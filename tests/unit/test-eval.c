@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Eval suites: the parser's errors with their positions, each assertion kind passing and
+ * failing, the JUnit XML and JSON reports (src/eval*.c). */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <string.h>
+
+#include "eval.h"
+#include "util/strv.h"
+
+static AjEvalSuite *parse_ok(const char *text)
+{
+        AjEvalSuite *s = NULL;
+        AjError err = {};
+        int r = aj_eval_suite_parse("/srv/evals/s.json", text, &s, &err);
+        cr_assert_eq(r, 0, "parse failed: %s", aj_error_text(&err, r));
+        aj_error_clear(&err);
+        return s;
+}
+
+/* The parser's message for a suite that must be refused. */
+static void parse_fails(const char *text, const char *expect)
+{
+        AjEvalSuite *s = NULL;
+        AjError err = {};
+        int r = aj_eval_suite_parse("s.json", text, &s, &err);
+        cr_assert_eq(r, -EINVAL, "accepted: %s", text);
+        cr_assert_null(s);
+        cr_expect_str_eq(err.message, expect);
+        aj_error_clear(&err);
+}
+
+Test(eval_suite, a_full_case_parses)
+{
+        AjEvalSuite *s = parse_ok(
+                "{\"name\": \"triage\",\n"
+                " \"defaults\": {\"fixture\": \"fx\", \"profile\": \"strict\", \"caps\": [\"tokens=10\"],"
+                " \"timeout\": \"30s\"},\n"
+                " \"cases\": [\n"
+                "  {\"name\": \"a\", \"command\": [\"sh\", \"-c\", \"\"], \"profile\": \"p/x.json\","
+                "   \"expect\": {\"exit\": 3,"
+                "    \"files\": [{\"path\": \"o.txt\", \"equals\": \"\"}, {\"path\": \"d/e\", \"exists\": false},"
+                "               {\"path\": \"m\", \"matches\": \"^a+$\"}],"
+                "    \"events\": [{\"type\": \"net.*\", \"absent\": true},"
+                "                 {\"type\": \"tool.verdict\", \"fields\": {\"verdict\": \"deny\"}, \"count\": 2}],"
+                "    \"usage\": {\"tokens\": 100, \"tool_calls\": {\"min\": 1, \"max\": 4}}}},\n"
+                "  {\"name\": \"b\", \"command\": [\"true\"], \"fixture\": \"/abs/t.tgz\", \"caps\": [],"
+                "   \"timeout\": 5}\n"
+                "]}");
+        cr_assert_eq(s->n_cases, 2);
+        cr_expect_str_eq(s->name, "triage");
+        const AjEvalCase *a = &s->cases[0], *b = &s->cases[1];
+        cr_expect_str_eq(a->argv[2], "");
+        cr_expect_str_eq(a->fixture, "/srv/evals/fx");
+        cr_expect_str_eq(a->profile, "/srv/evals/p/x.json");
+        cr_expect_str_eq(a->caps[0], "tokens=10");
+        cr_expect_eq(a->timeout_ns, 30000000000ULL);
+        cr_expect_eq(a->exit_status, 3);
+        cr_assert_eq(a->n_files, 3);
+        cr_expect_eq(a->files[0].kind, AJ_EVAL_FILE_EQUALS);
+        cr_expect_eq(a->files[1].kind, AJ_EVAL_FILE_ABSENT);
+        cr_expect_eq(a->files[2].kind, AJ_EVAL_FILE_MATCHES);
+        cr_assert_eq(a->n_events, 2);
+        cr_expect(a->events[0].absent);
+        cr_expect_eq(a->events[1].count, 2);
+        cr_expect(a->usage[AJ_EVAL_USAGE_TOKENS].has_max && !a->usage[AJ_EVAL_USAGE_TOKENS].has_min);
+        cr_expect_eq(a->usage[AJ_EVAL_USAGE_TOOL_CALLS].min, 1);
+        /* b: its own fixture and caps over the defaults', the default profile name kept. */
+        cr_expect_str_eq(b->fixture, "/abs/t.tgz");
+        cr_expect_str_eq(b->profile, "strict");
+        cr_expect_null(b->caps);
+        cr_expect_eq(b->timeout_ns, 5000000000ULL);
+        cr_expect_eq(b->exit_status, 0, "exit 0 is expected unless said");
+        aj_eval_suite_free(s);
+}
+
+Test(eval_suite, the_name_defaults_to_the_file)
+{
+        AjEvalSuite *s = parse_ok("{\"cases\": [{\"name\": \"x\", \"command\": [\"true\"]}]}");
+        cr_expect_str_eq(s->name, "s");
+        cr_expect_eq(s->cases[0].timeout_ns, AJ_EVAL_DEFAULT_TIMEOUT_NS);
+        aj_eval_suite_free(s);
+}
+
+Test(eval_suite, errors_name_the_line_column_and_key)
+{
+        parse_fails("{\"cases\": [\n  {\"name\": \"a\", \"comand\": [\"true\"]}\n]}",
+                    "s.json:2:17: cases[0].comand: unknown key \"comand\"");
+        parse_fails("{\"cases\": [\n  {\"name\": \"a\", \"command\": []}\n]}",
+                    "s.json:2:28: cases[0].command: must not be empty");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"],\n"
+                    "  \"expect\": {\"files\": [{\"path\": \"../etc/passwd\", \"exists\": true}]}}]}",
+                    "s.json:2:33: cases[0].expect.files[0].path: must not contain \"..\"");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"],\n"
+                    "  \"expect\": {\"files\": [{\"path\": \"/etc/passwd\", \"exists\": true}]}}]}",
+                    "s.json:2:33: cases[0].expect.files[0].path: must be relative to the workspace");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"],\n"
+                    "  \"expect\": {\"files\": [{\"path\": \"f\", \"matches\": \"(\"}]}}]}",
+                    "s.json:2:49: cases[0].expect.files[0].matches: not a valid regular expression: "
+                    "Unmatched ( or \\(");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"],\n"
+                    "  \"expect\": {\"files\": [{\"path\": \"f\", \"exists\": true, \"equals\": \"x\"}]}}]}",
+                    "s.json:2:24: cases[0].expect.files[0]: give exactly one of \"exists\", \"equals\", \"matches\"");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"],\n"
+                    "  \"expect\": {\"events\": [{\"type\": \"x\", \"absent\": true, \"count\": 1}]}}]}",
+                    "s.json:2:64: cases[0].expect.events[0].count: \"count\" and \"absent\": true contradict "
+                    "(\"count\": 0 is absent)");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"],\n"
+                    "  \"expect\": {\"usage\": {\"tokens\": {\"min\": 5, \"max\": 2}}}}]}",
+                    "s.json:2:34: cases[0].expect.usage.tokens: \"min\" is above \"max\"");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"],\n"
+                    "  \"expect\": {\"usage\": {\"wall\": 1}}}]}",
+                    "s.json:2:24: cases[0].expect.usage.wall: unknown key \"wall\"");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"exit\": 300}}]}",
+                    "s.json:1:63: cases[0].expect.exit: expected an exit status (0 to 255)");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"]},\n {\"name\": \"a\", \"command\": [\"y\"]}]}",
+                    "s.json:2:11: cases[1].name: case \"a\" is already cases[0]");
+        parse_fails("{\"defaults\": {\"caps\": [\"tokenz=5\"]}, \"cases\": [{\"name\": \"a\", \"command\": [\"x\"]}]}",
+                    "s.json:1:24: defaults.caps[0]: --cap tokenz=5: unknown cap \"tokenz\" (expected one of: tokens, "
+                    "input_tokens, output_tokens, cost_usd, tool_calls, tool_calls_per_min, repeat_limit)");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"timeout\": \"soon\"}]}",
+                    "s.json:1:55: cases[0].timeout: expected a duration (\"30s\", \"5m\") or whole seconds");
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"run\": \"abc\"}]}",
+                    "s.json:1:12: cases[0]: give exactly one of \"command\" (an argv) and \"run\" (a recorded run)");
+        parse_fails("{\"cases\": []}", "s.json:1:11: cases: expected a non-empty array of cases");
+        parse_fails("{\"cases\": [{\"name\": \"a\",\n \"command\": [\"x\"]},]}",
+                    "s.json:2:20: invalid JSON: unexpected token near ']'");
+        parse_fails("[]", "s.json:1:1: a suite is a JSON object with \"cases\"");
+}
+
+Test(eval_suite, a_recorded_run_waits_for_replay)
+{
+        cr_expect_not(aj_eval_source_supported(AJ_EVAL_SOURCE_RECORDED));
+        parse_fails("{\"cases\": [{\"name\": \"a\", \"run\": \"0123456789ab\"}]}",
+                    "s.json:1:33: cases[0].run: a recorded run as a case's source needs 'agentjail replay', which "
+                    "this build does not have; use \"command\"");
+}
+
+Test(eval_suite, a_fixture_error_points_at_the_case_or_the_default)
+{
+        AjEvalSuite *s = parse_ok("{\"defaults\": {\"fixture\": \"gone\"},\n"
+                                  " \"cases\": [{\"name\": \"a\", \"command\": [\"x\"]},\n"
+                                  "  {\"name\": \"b\", \"command\": [\"x\"], \"fixture\": \"also-gone\"}]}");
+        AjError err = {};
+        cr_expect_eq(aj_eval_suite_error_at(s, &err, 0, "fixture", "missing"), -EINVAL);
+        cr_expect_str_eq(err.message, "/srv/evals/s.json:1:26: defaults.fixture: missing");
+        aj_error_clear(&err);
+        aj_eval_suite_error_at(s, &err, 1, "fixture", "missing");
+        cr_expect_str_eq(err.message, "/srv/evals/s.json:3:46: cases[1].fixture: missing");
+        aj_error_clear(&err);
+        aj_eval_suite_free(s);
+}
+
+/* ---- judging ---- */
+
+static AjEvalCase *case_of(AjEvalSuite *s) { return &s->cases[0]; }
+
+static char *judge_first(const AjEvalCase *c, const AjEvalFacts *f, size_t *ret_n_failed)
+{
+        AjEvalVerdict v = {};
+        cr_assert_eq(aj_eval_judge(c, f, &v), 0);
+        *ret_n_failed = aj_strv_length(v.failures);
+        char *first = v.failures ? strdup(v.failures[0]) : NULL;
+        aj_eval_verdict_done(&v);
+        return first;
+}
+
+Test(eval_judge, exit_status)
+{
+        AjEvalSuite *s = parse_ok("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"exit\": 1}}]}");
+        size_t n;
+        AjEvalFacts f = { .exit_status = 1 };
+        cr_expect_null(judge_first(case_of(s), &f, &n));
+        f.exit_status = 0;
+        char *why = judge_first(case_of(s), &f, &n);
+        cr_expect_str_eq(why, "exit status 0, expected 1");
+        free(why);
+        f.timed_out = true;
+        f.timeout_ns = 90000000000ULL;
+        why = judge_first(case_of(s), &f, &n);
+        cr_expect_str_eq(why, "timed out after 90s");
+        free(why);
+        aj_eval_suite_free(s);
+}
+
+Test(eval_judge, files)
+{
+        AjEvalSuite *s = parse_ok(
+                "{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"files\": ["
+                "{\"path\": \"here\", \"exists\": true}, {\"path\": \"gone\", \"exists\": false},"
+                "{\"path\": \"eq\", \"equals\": \"hi\\n\"}, {\"path\": \"re\", \"matches\": \"^ok [0-9]+$\"}]}}]}");
+        AjEvalFileFact pass[4] = {
+                { .exists = true, .regular = true },
+                { .exists = false },
+                { .exists = true, .regular = true, .content = (char *)"hi\n", .len = 3 },
+                { .exists = true, .regular = true, .content = (char *)"first\nok 42\nlast", .len = 16 },
+        };
+        AjEvalFacts f = { .files = pass };
+        size_t n;
+        cr_expect_null(judge_first(case_of(s), &f, &n));
+
+        AjEvalFileFact failing[4] = {
+                { .exists = false },
+                { .exists = true, .regular = true },
+                { .exists = true, .regular = true, .content = (char *)"h\x1b[2J\x9b\xc3\xa9", .len = 8 },
+                { .exists = true, .regular = true, .content = (char *)"ok x", .len = 4 },
+        };
+        f.files = failing;
+        AjEvalVerdict v = {};
+        cr_assert_eq(aj_eval_judge(case_of(s), &f, &v), 0);
+        cr_assert_eq(aj_strv_length(v.failures), 4);
+        cr_expect_str_eq(v.failures[0], "files[0] here: missing");
+        cr_expect_str_eq(v.failures[1], "files[1] gone: present, expected absent");
+        cr_expect_str_eq(v.failures[2], "files[2] eq: content differs (8 bytes \"h?[2J???\", expected 3 bytes)",
+                         "the agent's bytes are shown as printable ASCII");
+        cr_expect_str_eq(v.failures[3], "files[3] re: does not match /^ok [0-9]+$/");
+        cr_expect_eq(v.n_checked, 5);
+        aj_eval_verdict_done(&v);
+
+        /* Content checks on what is not a readable regular file. */
+        AjEvalFileFact odd[4] = {
+                { .exists = true },
+                { .exists = false },
+                { .exists = true, .regular = false },
+                { .exists = true, .regular = true, .too_big = true },
+        };
+        f.files = odd;
+        cr_assert_eq(aj_eval_judge(case_of(s), &f, &v), 0);
+        cr_assert_eq(aj_strv_length(v.failures), 2);
+        cr_expect_str_eq(v.failures[0], "files[2] eq: not a regular file");
+        cr_expect_str_eq(v.failures[1], "files[3] re: larger than 1048576 bytes, not compared");
+        aj_eval_verdict_done(&v);
+        aj_eval_suite_free(s);
+}
+
+static json_t *ev(const char *text)
+{
+        json_t *e = json_loads(text, 0, NULL);
+        cr_assert_not_null(e);
+        return e;
+}
+
+Test(eval_judge, events)
+{
+        AjEvalSuite *s = parse_ok(
+                "{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"events\": ["
+                "{\"type\": \"tool.verdict\", \"fields\": {\"gen_ai.tool.name\": \"rm\", \"verdict\": \"deny\"}},"
+                "{\"type\": \"net.*\", \"absent\": true},"
+                "{\"type\": \"seccomp.denied\", \"absent\": true},"
+                "{\"type\": \"tokens\", \"fields\": {\"gen_ai.usage.input_tokens\": 10.0}, \"count\": 1}]}}]}");
+        const AjEvalCase *c = case_of(s);
+        json_t *deny = ev(
+                "{\"type\": \"tool.verdict\", \"gen_ai.tool.name\": \"rm\", \"verdict\": \"deny\", \"reason\": \"x\"}");
+        json_t *allow = ev("{\"type\": \"tool.verdict\", \"gen_ai.tool.name\": \"rm\", \"verdict\": \"allow\"}");
+        json_t *net = ev("{\"type\": \"net.denied\", \"host\": \"evil.example\"}");
+        json_t *tokens = ev("{\"type\": \"tokens\", \"gen_ai.usage.input_tokens\": 10}");
+        json_t *no_type = ev("{\"verdict\": \"deny\"}");
+        cr_expect(aj_eval_event_matches(&c->events[0], deny));
+        cr_expect_not(aj_eval_event_matches(&c->events[0], allow));
+        cr_expect(aj_eval_event_matches(&c->events[1], net), "a type ending in '*' is a prefix");
+        cr_expect_not(aj_eval_event_matches(&c->events[2], net));
+        cr_expect(aj_eval_event_matches(&c->events[3], tokens), "numbers compare by value");
+        cr_expect_not(aj_eval_event_matches(&c->events[0], no_type));
+
+        size_t counts[4] = {};
+        json_t *pass_run[] = { allow, deny, tokens };
+        for (size_t i = 0; i < 3; i++)
+                aj_eval_count_event(c, pass_run[i], counts);
+        AjEvalFacts f = { .event_counts = counts };
+        size_t n;
+        cr_expect_null(judge_first(c, &f, &n));
+
+        size_t bad[4] = { 0, 2, 0, 3 };
+        f.event_counts = bad;
+        AjEvalVerdict v = {};
+        cr_assert_eq(aj_eval_judge(c, &f, &v), 0);
+        cr_assert_eq(aj_strv_length(v.failures), 3);
+        cr_expect_str_eq(v.failures[0], "events[0]: no tool.verdict with gen_ai.tool.name \"rm\", verdict \"deny\"");
+        cr_expect_str_eq(v.failures[1], "events[1]: 2 net.*, expected none");
+        cr_expect_str_eq(v.failures[2], "events[3]: 3 tokens with gen_ai.usage.input_tokens 10.0, expected 1");
+        aj_eval_verdict_done(&v);
+        json_decref(deny);
+        json_decref(allow);
+        json_decref(net);
+        json_decref(tokens);
+        json_decref(no_type);
+        aj_eval_suite_free(s);
+}
+
+Test(eval_judge, usage)
+{
+        AjEvalSuite *s = parse_ok("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"usage\": "
+                                  "{\"tokens\": 1000, \"cost_usd\": {\"max\": 0.5}, \"tool_calls\": {\"min\": 1}}}}]}");
+        json_t *meters = ev(
+                "{\"tokens\": {\"used\": 1000}, \"cost_usd\": {\"used\": 0.25}, \"tool_calls\": {\"used\": 2}}");
+        AjEvalFacts f = { .meters = meters };
+        size_t n;
+        cr_expect_null(judge_first(case_of(s), &f, &n));
+        json_t *over = ev(
+                "{\"tokens\": {\"used\": 1001}, \"cost_usd\": {\"used\": 0.75}, \"tool_calls\": {\"used\": 0}}");
+        f.meters = over;
+        AjEvalVerdict v = {};
+        cr_assert_eq(aj_eval_judge(case_of(s), &f, &v), 0);
+        cr_assert_eq(aj_strv_length(v.failures), 3);
+        cr_expect_str_eq(v.failures[0], "usage.tokens: 1001 used, at most 1000 allowed");
+        cr_expect_str_eq(v.failures[1], "usage.cost_usd: 0.75 used, at most 0.5 allowed");
+        cr_expect_str_eq(v.failures[2], "usage.tool_calls: 0 used, at least 1 expected");
+        aj_eval_verdict_done(&v);
+        f.meters = NULL; /* no run record */
+        char *why = judge_first(case_of(s), &f, &n);
+        cr_expect_str_eq(why, "usage.tokens: the run recorded no such meter");
+        cr_expect_eq(n, 3);
+        free(why);
+        json_decref(meters);
+        json_decref(over);
+        aj_eval_suite_free(s);
+}
+
+/* ---- reports ---- */
+
+Test(eval_report, junit_xml_shape)
+{
+        AjEvalSuite *s = parse_ok(
+                "{\"name\": \"t<&>\", \"cases\": [{\"name\": \"ok\", \"command\": [\"x\"]},"
+                "{\"name\": \"bad \\\"one\\\"\", \"command\": [\"x\"]}, {\"name\": \"err\", \"command\": [\"x\"]}]}");
+        char *fails[] = { (char *)"exit status 1, expected 0", (char *)"files[0] a<b>: missing\x01\xff", NULL };
+        AjEvalResult res[3] = {
+                { .result = AJ_EVAL_PASS, .seconds = 0.5, .run_id = "0123456789ab", .n_checked = 1 },
+                { .result = AJ_EVAL_FAIL, .seconds = 1.25, .run_id = "ba9876543210", .failures = fails, .n_checked = 2 },
+                { .result = AJ_EVAL_ERROR, .error = (char *)"fixture: tar exited 2" },
+        };
+        char *xml = aj_eval_junit(s, res, 3, "2026-12-05T00:00:00");
+        cr_assert_not_null(xml);
+        cr_expect(strncmp(xml,
+                          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"t&lt;&amp;&gt;\" "
+                          "tests=\"3\" failures=\"1\" errors=\"1\" time=\"1.750\">\n",
+                          strlen("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"t&lt;&amp;&gt;\" "
+                                 "tests=\"3\" failures=\"1\" errors=\"1\" time=\"1.750\">\n")) == 0,
+                  "%s", xml);
+        cr_expect(strstr(xml,
+                         "  <testsuite name=\"t&lt;&amp;&gt;\" tests=\"3\" failures=\"1\" errors=\"1\" time=\"1.750\" "
+                         "skipped=\"0\" timestamp=\"2026-12-05T00:00:00\""),
+                  "%s", xml);
+        cr_expect(strstr(xml,
+                         "    <testcase name=\"ok\" classname=\"t&lt;&amp;&gt;\" assertions=\"1\" time=\"0.500\">\n"
+                         "      <system-out>run 0123456789ab</system-out>\n    </testcase>\n"),
+                  "%s", xml);
+        cr_expect(strstr(xml,
+                         "<testcase name=\"bad &quot;one&quot;\" classname=\"t&lt;&amp;&gt;\" assertions=\"2\" "
+                         "time=\"1.250\">\n      <failure message=\"exit status 1, expected 0\" type=\"assertion\">"
+                         "exit status 1, expected 0\nfiles[0] a&lt;b&gt;: missing??\n</failure>\n"),
+                  "%s", xml);
+        cr_expect(strstr(xml, "<error message=\"fixture: tar exited 2\" type=\"error\">fixture: tar exited 2</error>\n"
+                              "    </testcase>\n  </testsuite>\n</testsuites>\n"),
+                  "%s", xml);
+        free(xml);
+
+        json_t *doc = aj_eval_report_json(s, res, 3);
+        cr_assert_not_null(doc);
+        cr_expect_eq(json_integer_value(json_object_get(doc, "passed")), 1);
+        cr_expect_eq(json_integer_value(json_object_get(doc, "failed")), 1);
+        cr_expect_eq(json_integer_value(json_object_get(doc, "errors")), 1);
+        json_t *c1 = json_array_get(json_object_get(doc, "cases"), 1);
+        cr_expect_str_eq(json_string_value(json_object_get(c1, "result")), "fail");
+        cr_expect_str_eq(json_string_value(json_object_get(c1, "run")), "ba9876543210");
+        cr_expect_eq(json_array_size(json_object_get(c1, "failures")), 2);
+        json_decref(doc);
+        aj_eval_suite_free(s);
+}
+
+Test(eval_report, xml_escape_keeps_utf8_and_drops_what_xml_cannot_carry)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_xml_escape_append(&buf, &len, "é\xe2\x82\xac<\t\n\x7f\xc0\xaf\xed\xa0\x80'"), 0);
+        cr_expect_str_eq(buf, "é€&lt;&#9;&#10;??????&apos;");
+        free(buf);
+}
