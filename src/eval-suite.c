@@ -30,7 +30,10 @@ static const char *const usage_names[_AJ_EVAL_USAGE_MAX] = {
 
 const char *aj_eval_usage_name(AjEvalUsageKey k) { return k < _AJ_EVAL_USAGE_MAX ? usage_names[k] : "?"; }
 
-bool aj_eval_source_supported(AjEvalSource source) { return source == AJ_EVAL_SOURCE_COMMAND; }
+bool aj_eval_source_supported(AjEvalSource source)
+{
+        return source == AJ_EVAL_SOURCE_COMMAND || source == AJ_EVAL_SOURCE_RECORDED;
+}
 
 /* Where a value is: keys and "[N]" indexes, for the message and for aj_json_locate(). */
 typedef struct {

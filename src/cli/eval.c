@@ -344,11 +344,39 @@ static char *run_name(const char *case_name)
         return strdup(buf);
 }
 
-/* `agentjail run` for the case (the extension point for other sources: a recorded run's
- * replay builds its own argv here). */
-static int case_argv(const Eval *e, const AjEvalCase *c, const char *name, char ***ret)
+/* A recorded run's case: `agentjail replay RUN` (docs/replay.md), its scratch workspace kept
+ * inside the case's dir (judged, then removed with it). The profile and caps apply to the
+ * replay; the model is answered from the recording. */
+static int replay_argv(const Eval *e, const AjEvalCase *c, const char *dir, char ***ret)
 {
         _cleanup_(aj_strv_freep) char **argv = NULL;
+        int r = 0;
+        r = r ?: aj_strv_push(&argv, e->self);
+        r = r ?: aj_strv_push(&argv, "replay");
+        r = r ?: aj_strv_push(&argv, c->recorded_run);
+        r = r ?: aj_strv_push(&argv, "--keep");
+        r = r ?: aj_strv_push(&argv, "--workdir");
+        r = r ?: aj_strv_push(&argv, dir);
+        if (c->profile) {
+                r = r ?: aj_strv_push(&argv, "--profile");
+                r = r ?: aj_strv_push(&argv, c->profile);
+        }
+        for (char **cap = c->caps; cap && *cap; cap++) {
+                r = r ?: aj_strv_push(&argv, "--cap");
+                r = r ?: aj_strv_push(&argv, *cap);
+        }
+        if (r < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(argv);
+        return 0;
+}
+
+/* `agentjail run` for the case, or `agentjail replay` for a recorded run's. */
+static int case_argv(const Eval *e, const AjEvalCase *c, const char *name, const char *dir, char ***ret)
+{
+        _cleanup_(aj_strv_freep) char **argv = NULL;
+        if (c->source == AJ_EVAL_SOURCE_RECORDED)
+                return replay_argv(e, c, dir, ret);
         if (c->source != AJ_EVAL_SOURCE_COMMAND)
                 return -EOPNOTSUPP; /* refused when the suite was parsed (aj_eval_source_supported) */
         int r = 0;
@@ -430,7 +458,7 @@ static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_e
                 return r;
         _cleanup_free_ char *name = run_name(c->name);
         _cleanup_(aj_strv_freep) char **argv = NULL;
-        r = name ? case_argv(e, c, name, &argv) : -ENOMEM;
+        r = name ? case_argv(e, c, name, s->dir, &argv) : -ENOMEM;
         if (r < 0) {
                 (void)aj_asprintf(ret_error, "cannot build the command: %s", strerror(-r));
                 return r;
@@ -520,7 +548,23 @@ static void judge_case(Eval *e, Slot *s, int exit_status)
                         return;
                 }
         }
-        _cleanup_close_ int ws_fd = open(s->ws, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        /* A replay's exit status says whether the verdicts changed; the case is judged on the
+         * replayed command's, and on the scratch workspace it ran in (its run's cwd, inside
+         * the case's dir). */
+        const char *ws = s->ws;
+        if (c->source == AJ_EVAL_SOURCE_RECORDED) {
+                if (!run || !run->rec || !run->rec->exit.present || !run->rec->cwd) {
+                        char *why = NULL;
+                        (void)aj_asprintf(&why, "agentjail replay %s made no run (exit status %d): see its log",
+                                          c->recorded_run, exit_status);
+                        finish_error(e, s, why);
+                        return;
+                }
+                exit_status = run->rec->exit.status;
+                res->exit_status = exit_status;
+                ws = run->rec->cwd;
+        }
+        _cleanup_close_ int ws_fd = open(ws, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         char *err = NULL;
         if (run && ws_fd >= 0 && apply_overlay(run, ws_fd, &err) < 0) {
                 finish_error(e, s, err);

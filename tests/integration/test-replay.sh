@@ -168,6 +168,29 @@ is "$RC" 1 "the table: exit 1 too"
 like "$OUT" "1 verdict changed" "the table says how many verdicts changed"
 like "$OUT" "tool +Write [0-9a-f]+ +allow .* deny" "... and shows the call"
 
+# --- a recorded run as an eval case (agentjail eval's "run" source): the replay judged
+cat >"$T/suite.json" <<EOF
+{"name": "replayed", "cases": [
+  {"name": "as recorded", "run": "$ORIG", "expect": {"exit": 0,
+    "files": [{"path": "notes.txt", "matches": "hello"}],
+    "events": [{"type": "tool.verdict", "fields": {"gen_ai.tool.name": "Write", "verdict": "allow"}}]}},
+  {"name": "under the stricter profile", "run": "$ORIG", "profile": "$PSTRICT", "expect": {"exit": 0,
+    "files": [{"path": "notes.txt", "exists": false}],
+    "events": [{"type": "tool.verdict", "fields": {"gen_ai.tool.name": "Write", "verdict": "deny"}}]}},
+  {"name": "expects the wrong thing", "run": "$ORIG", "expect": {"files": [{"path": "notes.txt", "exists": false}]}}
+]}
+EOF
+timeout -k 5 120 env -u AJ_TEST_ANTHROPIC_KEY "$AGENTJAIL" eval "$T/suite.json" --json >"$T/eval.out" 2>"$T/eval.err"
+RC=$?
+is "$RC" 1 "agentjail eval of recorded runs: one case fails as it should (exit 1)" || diag "$(head -c 2000 "$T/eval.err")"
+is "$(jq -r '[.cases[] | .result] | join(" ")' "$T/eval.out" 2>/dev/null)" "pass pass fail" \
+        "... the replay as recorded and under the stricter profile pass, the wrong expectation fails" ||
+        diag "$(head -c 3000 "$T/eval.out")"
+like "$(jq -r '.cases[0].run' "$T/eval.out" 2>/dev/null)" '^[0-9a-f]{12}$' "... each case names its replay's run"
+is "$(jq -r '.replay_of' "$AGENTJAIL_STATE_DIR/runs/$(jq -r '.cases[1].run' "$T/eval.out" 2>/dev/null)/run.json" 2>/dev/null)" \
+        "$ORIG" "... a replay of the recorded run"
+is "$(records)" "$N" "... and the provider was never contacted"
+
 # --- a request whose body differs each time (a nonce) is answered by its position
 replay "$ORIG" -p "$PNONCE" --json
 is "$RC" 0 "a replay whose first request carries a nonce: nothing changed" || replay_diag

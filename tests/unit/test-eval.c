@@ -128,12 +128,16 @@ Test(eval_suite, errors_name_the_line_column_and_key)
         parse_fails("[]", "s.json:1:1: a suite is a JSON object with \"cases\"");
 }
 
-Test(eval_suite, a_recorded_run_waits_for_replay)
+Test(eval_suite, a_recorded_run_is_a_case_source)
 {
-        cr_expect_not(aj_eval_source_supported(AJ_EVAL_SOURCE_RECORDED));
-        parse_fails("{\"cases\": [{\"name\": \"a\", \"run\": \"0123456789ab\"}]}",
-                    "s.json:1:33: cases[0].run: a recorded run as a case's source needs 'agentjail replay', which "
-                    "this build does not have; use \"command\"");
+        cr_expect(aj_eval_source_supported(AJ_EVAL_SOURCE_RECORDED));
+        AjEvalSuite *suite = NULL;
+        AjError err = {};
+        const char *text = "{\"cases\": [{\"name\": \"a\", \"run\": \"0123456789ab\", \"profile\": \"strict\"}]}";
+        cr_assert_eq(aj_eval_suite_parse("s.json", text, &suite, &err), 0, "%s", err.message ?: "");
+        cr_expect_eq(suite->cases[0].source, AJ_EVAL_SOURCE_RECORDED);
+        cr_expect_str_eq(suite->cases[0].recorded_run, "0123456789ab");
+        aj_eval_suite_free(suite);
 }
 
 Test(eval_suite, a_fixture_error_points_at_the_case_or_the_default)
