@@ -67,6 +67,7 @@ int aj_commands_main(int argc, char **argv)
                 { "commit", aj_cmd_commit },
                 { "discard", aj_cmd_discard },
                 { "rollback", aj_cmd_rollback },
+                { "doctor", aj_cmd_doctor },
         };
         for (size_t i = 0; i < ARRAY_SIZE(ops); i++)
                 if (streq(cmd, ops[i].name))

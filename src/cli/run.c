@@ -31,6 +31,8 @@ static const char main_help[] =
         "  diff RUN | commit RUN [--force] | discard RUN\n"
         "                                  review an overlay workspace's changes, apply or drop them\n"
         "  rollback RUN [--json]           what undoes a run: workspace changes, compensating actions\n"
+        "  doctor [--workspace DIR] [--json]\n"
+        "                                  what this host gives agentjail, and what to fix\n"
         "  meter tool|result|tokens|usage|hook\n"
         "                                  report to the run's broker (inside a jail); hook: an\n"
         "                                  agent's hook command (claude-code, codex, gemini)\n"

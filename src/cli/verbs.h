@@ -21,3 +21,4 @@ int aj_cmd_diff(int argc, char **argv);
 int aj_cmd_commit(int argc, char **argv);
 int aj_cmd_discard(int argc, char **argv);
 int aj_cmd_rollback(int argc, char **argv);
+int aj_cmd_doctor(int argc, char **argv);
