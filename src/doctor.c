@@ -215,10 +215,12 @@ static void check_v2_controllers(Builder *b, const AjDoctorFacts *f, bool rootle
         for (size_t i = 0; i < _AJ_DOCTOR_CTRL_MAX; i++) {
                 const char *c = ctrl_names[i];
                 bool avail = has_word(f->v2_controllers, c);
+                /* processes of others in the base matter only while the controller is not enabled yet */
+                bool shared = f->v2_shared && !has_word(f->v2_subtree, c);
                 const char *name = i == AJ_DOCTOR_MEMORY ? "cgroup memory"
                                    : i == AJ_DOCTOR_PIDS ? "cgroup pids"
                                                          : "cgroup cpu";
-                if (avail && f->v2_writable && !f->v2_shared) {
+                if (avail && f->v2_writable && !shared) {
                         add(b, name, AJ_DOCTOR_OK, true, "v2 %s%s: in cgroup.controllers (subtree_control: %s)%s",
                             f->v2_mount, streq(base, "/") ? "" : base, subtree ? subtree : "?",
                             rootless ? "; delegated to you" : "");
@@ -241,7 +243,7 @@ static void check_v2_controllers(Builder *b, const AjDoctorFacts *f, bool rootle
                 if (!rootless)
                         set_fix(b, l, "enable it in the root's cgroup.subtree_control (echo +%s > %s/cgroup.subtree_control)",
                                 c, f->v2_mount);
-                else if (!f->v2_writable || f->v2_shared)
+                else if (!f->v2_writable || shared)
                         set_fix(b, l, "%s", DELEGATE_SCOPE_FIX);
                 else
                         set_fix(b, l, "%s", DELEGATE_DROPIN_FIX);

@@ -210,6 +210,12 @@ Test(doctor, rootless_delegated)
         cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
         assert_contains(l->found, "holds other processes");
         assert_contains(l->fix, "systemd-run --user --scope -p Delegate=yes");
+
+        /* ... where they are already enabled, they stay usable */
+        f.v2_subtree = "cpu memory pids";
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r4 = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r4), 0);
+        assert_all_ok(&r4);
 }
 
 Test(doctor, apparmor_restriction)
