@@ -297,6 +297,11 @@ int aj_doctor_probe(const char *workspace, AjDoctorFacts *ret)
         f.ws_fstype = fstype_of(f.workspace);
         f.idmap = f.euid == 0 ? probe_idmap(f.workspace) : -EPERM;
         f.overlayfs = proc_filesystems_has("overlay");
+        if (!f.overlayfs && f.euid == 0) {
+                /* Not loaded yet: a run's fsopen() loads the module, and so does this one. */
+                _cleanup_close_ int fs = sys_fsopen("overlay", FSOPEN_CLOEXEC);
+                f.overlayfs = fs >= 0;
+        }
         int abi = sys_landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
         f.landlock_abi = abi < 0 ? negative_errno() : abi;
 

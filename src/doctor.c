@@ -20,11 +20,11 @@ static const char *const status_names[] = {
 };
 /* clang-format on */
 
-#define DELEGATE_SCOPE_FIX                                                                          \
+#define DELEGATE_SCOPE_FIX                                                                        \
         "start it in a delegated cgroup of its own: `systemd-run --user --scope -p Delegate=yes " \
         "agentjail run ...`"
-#define DELEGATE_DROPIN_FIX                                                                            \
-        "let the user's systemd delegate the controllers: /etc/systemd/system/user@.service.d/"        \
+#define DELEGATE_DROPIN_FIX                                                                              \
+        "let the user's systemd delegate the controllers: /etc/systemd/system/user@.service.d/"          \
         "delegate.conf with \"[Service]\" and \"Delegate=memory pids cpu\", `systemctl daemon-reload`, " \
         "log in again, then `systemd-run --user --scope -p Delegate=yes agentjail run ...`"
 #define LIMITS_DEGRADED_MEANS \
@@ -189,8 +189,9 @@ static void check_cgroup_mode(Builder *b, const AjDoctorFacts *f)
         const char *mode = aj_cgroup_mode_name(f->cg_mode);
         if (f->cg_mode == AJ_CGROUP_MODE_NONE) {
                 AjDoctorLine *l = add(b, "cgroups", AJ_DOCTOR_MISSING, true, "no cgroup hierarchy is mounted");
-                set_means(b, l, "limits.memory, limits.pids, limits.cpu: " LIMITS_DEGRADED_MEANS
-                                "; freeze and kill on a breach need a cgroup too");
+                set_means(b, l,
+                          "limits.memory, limits.pids, limits.cpu: " LIMITS_DEGRADED_MEANS
+                          "; freeze and kill on a breach need a cgroup too");
                 set_fix(b, l, "mount cgroup2 on /sys/fs/cgroup (any systemd host does)");
                 return;
         }
@@ -229,19 +230,19 @@ static void check_v2_controllers(Builder *b, const AjDoctorFacts *f, bool rootle
                 AjDoctorLine *l;
                 if (!f->v2_writable)
                         l = add(b, name, AJ_DOCTOR_MISSING, true,
-                                "v2 %s%s is not delegated to you: you cannot create a cgroup in it", f->v2_mount,
-                                base);
+                                "v2 %s%s is not delegated to you: you cannot create a cgroup in it", f->v2_mount, base);
                 else if (!avail)
-                        l = add(b, name, AJ_DOCTOR_MISSING, true,
-                                "v2 %s%s: %s is not in its cgroup.controllers (%s)", f->v2_mount,
-                                streq(base, "/") ? "" : base, c, f->v2_controllers ? "not delegated" : "unreadable");
+                        l = add(b, name, AJ_DOCTOR_MISSING, true, "v2 %s%s: %s is not in its cgroup.controllers (%s)",
+                                f->v2_mount, streq(base, "/") ? "" : base, c,
+                                f->v2_controllers ? "not delegated" : "unreadable");
                 else
                         l = add(b, name, AJ_DOCTOR_MISSING, true,
                                 "v2 %s%s holds other processes: controllers cannot be enabled for its children",
                                 f->v2_mount, base);
                 set_means(b, l, "%s: %s", ctrl_keys[i], LIMITS_DEGRADED_MEANS);
                 if (!rootless)
-                        set_fix(b, l, "enable it in the root's cgroup.subtree_control (echo +%s > %s/cgroup.subtree_control)",
+                        set_fix(b, l,
+                                "enable it in the root's cgroup.subtree_control (echo +%s > %s/cgroup.subtree_control)",
                                 c, f->v2_mount);
                 else if (!f->v2_writable || shared)
                         set_fix(b, l, "%s", DELEGATE_SCOPE_FIX);
@@ -338,13 +339,11 @@ static void check_userns(Builder *b, const AjDoctorFacts *f)
         char maxbuf[32] = "unknown";
         if (f->max_user_namespaces >= 0)
                 snprintf(maxbuf, sizeof(maxbuf), "%ld", f->max_user_namespaces);
-        const char *aa = f->apparmor_restrict == 1   ? "on"
-                         : f->apparmor_restrict == 0 ? "off"
-                                                     : "absent";
+        const char *aa = f->apparmor_restrict == 1 ? "on" : f->apparmor_restrict == 0 ? "off" : "absent";
         if (f->userns == 0 && f->userns_caps == 0) {
                 add(b, "user namespaces", AJ_DOCTOR_OK, true,
-                    "one can be made, with its capabilities (max_user_namespaces %s; AppArmor restriction %s)",
-                    maxbuf, aa);
+                    "one can be made, with its capabilities (max_user_namespaces %s; AppArmor restriction %s)", maxbuf,
+                    aa);
                 return;
         }
         int err = f->userns ? f->userns : f->userns_caps;
@@ -375,8 +374,9 @@ static void check_seccomp(Builder *b, const AjDoctorFacts *f)
         }
         AjDoctorLine *l = add(b, "seccomp notify", AJ_DOCTOR_MISSING, true, "no user notification: %s",
                               strerror(-f->seccomp_notify));
-        set_means(b, l, "seccomp.log (default true): its runs cannot start; denials are still enforced with "
-                        "\"seccomp\": {\"log\": false}, without seccomp.denied events");
+        set_means(b, l,
+                  "seccomp.log (default true): its runs cannot start; denials are still enforced with "
+                  "\"seccomp\": {\"log\": false}, without seccomp.denied events");
         set_fix(b, l, "Linux 5.0 or newer with CONFIG_SECCOMP_FILTER, or set seccomp.log to false");
 }
 
@@ -386,14 +386,14 @@ static void check_idmap(Builder *b, const AjDoctorFacts *f)
         const char *fs = f->ws_fstype ? f->ws_fstype : "unknown";
         if (f->euid != 0) {
                 AjDoctorLine *l = add(b, "idmapped mounts", AJ_DOCTOR_UNUSED, false,
-                                      "not used by a rootless run (the jail's uid is yours); workspace %s on %s",
-                                      ws, fs);
+                                      "not used by a rootless run (the jail's uid is yours); workspace %s on %s", ws,
+                                      fs);
                 set_means(b, l, "filesystem.workspace, filesystem.rw: files the agent writes are yours");
                 return;
         }
         if (f->idmap == 0) {
-                add(b, "idmapped mounts", AJ_DOCTOR_OK, true, "workspace %s on %s: an idmapped clone could be made",
-                    ws, fs);
+                add(b, "idmapped mounts", AJ_DOCTOR_OK, true, "workspace %s on %s: an idmapped clone could be made", ws,
+                    fs);
                 return;
         }
         AjDoctorLine *l = add(b, "idmapped mounts", AJ_DOCTOR_DEGRADED, true, "workspace %s on %s: %s", ws, fs,
@@ -402,14 +402,15 @@ static void check_idmap(Builder *b, const AjDoctorFacts *f)
                   "filesystem.workspace (mode rw, overlay) and filesystem.rw on this filesystem: refused at start "
                   "unless the profile's \"allow_degraded\" has \"idmap\" (then a plain bind: the agent's files "
                   "belong to the jail's host uid)");
-        set_fix(b, l, "put the workspace on a filesystem that supports idmapped mounts (ext4, xfs, btrfs; tmpfs "
-                      "from Linux 6.3), or add \"idmap\" to allow_degraded");
+        set_fix(b, l,
+                "put the workspace on a filesystem that supports idmapped mounts (ext4, xfs, btrfs; tmpfs "
+                "from Linux 6.3), or add \"idmap\" to allow_degraded");
 }
 
 static void check_overlay(Builder *b, const AjDoctorFacts *f)
 {
         if (f->overlayfs && f->euid == 0) {
-                add(b, "overlayfs", AJ_DOCTOR_OK, false, "in /proc/filesystems");
+                add(b, "overlayfs", AJ_DOCTOR_OK, false, "the kernel has it (fsopen \"overlay\")");
                 return;
         }
         AjDoctorLine *l;
@@ -418,7 +419,8 @@ static void check_overlay(Builder *b, const AjDoctorFacts *f)
                 set_means(b, l, "filesystem.workspace.mode \"overlay\" needs a root-started run (refused otherwise)");
                 return;
         }
-        l = add(b, "overlayfs", AJ_DOCTOR_MISSING, false, "not in /proc/filesystems");
+        l = add(b, "overlayfs", AJ_DOCTOR_MISSING, false,
+                f->euid == 0 ? "the kernel has none (fsopen \"overlay\" fails)" : "not in /proc/filesystems");
         set_means(b, l, "filesystem.workspace.mode \"overlay\": refused at start");
         set_fix(b, l, "modprobe overlay");
 }
@@ -426,8 +428,8 @@ static void check_overlay(Builder *b, const AjDoctorFacts *f)
 static void check_landlock(Builder *b, const AjDoctorFacts *f)
 {
         if (f->landlock_abi > 0)
-                add(b, "landlock", AJ_DOCTOR_UNUSED, false, "ABI %d; not used by agentjail (mounts and seccomp confine it)",
-                    f->landlock_abi);
+                add(b, "landlock", AJ_DOCTOR_UNUSED, false,
+                    "ABI %d; not used by agentjail (mounts and seccomp confine it)", f->landlock_abi);
         else
                 add(b, "landlock", AJ_DOCTOR_UNUSED, false, "not available (%s); not used by agentjail",
                     strerror(-f->landlock_abi));
@@ -457,9 +459,10 @@ static void check_dir(Builder *b, const char *name, const AjDoctorDir *d, bool r
         AjDoctorLine *l;
         if (d->problem) {
                 l = add(b, name, AJ_DOCTOR_MISSING, true, "%s: %s, on %s: %s", d->path, owner, fs, d->problem);
-                set_means(b, l, "%s", runtime ? "every run: refused at start"
-                                              : "every run's records and the seccomp cache: another user could "
-                                                "change them");
+                set_means(b, l, "%s",
+                          runtime ? "every run: refused at start"
+                                  : "every run's records and the seccomp cache: another user could "
+                                    "change them");
                 set_fix(b, l, "make it yours alone (chown, chmod go-w%s) or point %s elsewhere",
                         in_tmp ? ", mode 0700" : "", runtime ? "AGENTJAIL_RUNTIME_DIR" : "AGENTJAIL_STATE_DIR");
                 return;
@@ -473,12 +476,14 @@ static void check_dir(Builder *b, const char *name, const AjDoctorDir *d, bool r
                 l = add(b, name, AJ_DOCTOR_DEGRADED, true, "%s: %s, on %s, not tmpfs", d->path, owner, fs);
                 set_means(b, l, "every run starts slower: its sockets and mount points are made and removed on disk");
                 if (euid == 0)
-                        set_fix(b, l, "mount a tmpfs on it (`mount -t tmpfs -o mode=0711 tmpfs %s`), or point "
-                                      "AGENTJAIL_RUNTIME_DIR at a directory on one",
+                        set_fix(b, l,
+                                "mount a tmpfs on it (`mount -t tmpfs -o mode=0711 tmpfs %s`), or point "
+                                "AGENTJAIL_RUNTIME_DIR at a directory on one",
                                 d->path);
                 else
-                        set_fix(b, l, "log in with a session that has XDG_RUNTIME_DIR (/run/user/%u, a tmpfs), or point "
-                                      "AGENTJAIL_RUNTIME_DIR at a directory of yours on a tmpfs",
+                        set_fix(b, l,
+                                "log in with a session that has XDG_RUNTIME_DIR (/run/user/%u, a tmpfs), or point "
+                                "AGENTJAIL_RUNTIME_DIR at a directory of yours on a tmpfs",
                                 (unsigned)euid);
                 return;
         }
@@ -609,12 +614,13 @@ json_t *aj_doctor_report_json(const AjDoctorFacts *f, const AjDoctorReport *rep)
                 return NULL;
         for (size_t i = 0; i < rep->n; i++) {
                 const AjDoctorLine *l = &rep->lines[i];
-                if (json_array_append_new(checks, json_pack("{s:s, s:s, s:b, s:s, s:s?, s:s?}", "name", l->name,
-                                                            "status", aj_doctor_status_name(l->status), "required",
-                                                            l->required, "found", l->found, "means", l->means,
-                                                            "fix", l->fix)) < 0)
+                if (json_array_append_new(checks,
+                                          json_pack("{s:s, s:s, s:b, s:s, s:s?, s:s?}", "name", l->name, "status",
+                                                    aj_doctor_status_name(l->status), "required", l->required, "found",
+                                                    l->found, "means", l->means, "fix", l->fix)) < 0)
                         return NULL;
-                if (l->required && l->status != AJ_DOCTOR_OK && json_array_append_new(attention, json_string(l->name)) < 0)
+                if (l->required && l->status != AJ_DOCTOR_OK &&
+                    json_array_append_new(attention, json_string(l->name)) < 0)
                         return NULL;
         }
         for (size_t i = 0; i < _AJ_DOCTOR_CTRL_MAX; i++)

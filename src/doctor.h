@@ -37,14 +37,14 @@ typedef struct {
         uid_t euid;
         /* cgroups: the layout (src/cgroup-layout.c) and what the invoker can do with it */
         AjCgroupMode cg_mode;
-        char *v2_mount;                         /* NULL: no v2 tree */
-        char *v1_mount[_AJ_DOCTOR_CTRL_MAX];    /* each controller's v1 hierarchy; NULL: none */
-        bool v1_writable[_AJ_DOCTOR_CTRL_MAX];  /* the invoker may create a cgroup there */
-        char *v2_base;                          /* the v2 cgroup runs nest under: "/" as root, else ours */
-        char *v2_controllers;                   /* its cgroup.controllers; NULL: unreadable */
-        char *v2_subtree;                       /* its cgroup.subtree_control; NULL: unreadable */
-        bool v2_writable;                       /* a child cgroup could be made there (rootless: made, removed) */
-        bool v2_shared;                         /* it holds processes that are not ours (rootless) */
+        char *v2_mount;                        /* NULL: no v2 tree */
+        char *v1_mount[_AJ_DOCTOR_CTRL_MAX];   /* each controller's v1 hierarchy; NULL: none */
+        bool v1_writable[_AJ_DOCTOR_CTRL_MAX]; /* the invoker may create a cgroup there */
+        char *v2_base;                         /* the v2 cgroup runs nest under: "/" as root, else ours */
+        char *v2_controllers;                  /* its cgroup.controllers; NULL: unreadable */
+        char *v2_subtree;                      /* its cgroup.subtree_control; NULL: unreadable */
+        bool v2_writable;                      /* a child cgroup could be made there (rootless: made, removed) */
+        bool v2_shared;                        /* it holds processes that are not ours (rootless) */
         /* user namespaces */
         int userns;                    /* 0: one could be made; else -errno */
         int userns_caps;               /* 0: with its capabilities (a mount namespace in it); else -errno */

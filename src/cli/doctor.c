@@ -9,7 +9,7 @@
 #include "doctor.h"
 
 #define DOCTOR_USAGE "agentjail doctor [--workspace DIR] [--json]"
-#define DOCTOR_HELP                                                                             \
+#define DOCTOR_HELP                                                                            \
         "What this host gives agentjail, as the invoker (root, or a user) would use it: the\n" \
         "kernel, the cgroup mode and which controllers are usable where (a user's delegated\n" \
         "subtree), user namespaces (and Ubuntu's AppArmor restriction), seccomp user\n"        \
@@ -21,7 +21,7 @@
         "  --workspace DIR   judge DIR as the workspace (default: the current directory)\n"    \
         "  --json            the report and the facts as one JSON document\n"                  \
         "\n"                                                                                   \
-        "Exit status: 0 everything a default profile needs is OK, 1 something it needs is\n"  \
+        "Exit status: 0 everything a default profile needs is OK, 1 something it needs is\n"   \
         "degraded or missing (named last), 2 usage."
 
 enum { OPT_WORKSPACE = 0x200 };
@@ -59,8 +59,7 @@ int aj_cmd_doctor(int argc, char **argv)
         r = aj_doctor_probe(workspace, &facts);
         if (r < 0) {
                 if (workspace)
-                        return cli_usage_error("doctor", DOCTOR_USAGE, "--workspace '%s': %s", workspace,
-                                               strerror(-r));
+                        return cli_usage_error("doctor", DOCTOR_USAGE, "--workspace '%s': %s", workspace, strerror(-r));
                 cli_fail("doctor", "cannot judge the current directory: %s", strerror(-r));
                 return CLI_EXIT_FAIL;
         }

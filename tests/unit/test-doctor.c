@@ -60,7 +60,9 @@ static AjDoctorFacts rootless(void)
         f.v2_subtree = "";
         f.v2_writable = false;
         f.idmap = -EPERM;
-        f.state = (AjDoctorDir){ .path = "/home/u/.local/state/agentjail", .uid = 1000, .mode = 040700, .fstype = "ext4" };
+        f.state = (AjDoctorDir){
+                .path = "/home/u/.local/state/agentjail", .uid = 1000, .mode = 040700, .fstype = "ext4"
+        };
         f.runtime = (AjDoctorDir){ .path = "/run/user/1000/agentjail", .uid = 1000, .mode = 040700, .fstype = "tmpfs" };
         return f;
 }
