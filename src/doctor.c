@@ -23,10 +23,10 @@ static const char *const status_names[] = {
 #define DELEGATE_SCOPE_FIX                                                                        \
         "start it in a delegated cgroup of its own: `systemd-run --user --scope -p Delegate=yes " \
         "agentjail run ...`"
-#define DELEGATE_DROPIN_FIX                                                                              \
-        "let the user's systemd delegate the controllers: /etc/systemd/system/user@.service.d/"          \
-        "delegate.conf with \"[Service]\" and \"Delegate=memory pids cpu\", `systemctl daemon-reload`, " \
-        "log in again, then `systemd-run --user --scope -p Delegate=yes agentjail run ...`"
+#define DELEGATE_DROPIN_FIX                                                                            \
+        DELEGATE_SCOPE_FIX "; if it is still missing there, the user's systemd does not delegate it: " \
+                           "/etc/systemd/system/user@.service.d/delegate.conf with \"[Service]\" and " \
+                           "\"Delegate=memory pids cpu\", `systemctl daemon-reload`, then log in again"
 #define LIMITS_DEGRADED_MEANS \
         "refused at start unless the profile's \"allow_degraded\" has \"limits\" (then not enforced, recorded)"
 
@@ -564,13 +564,16 @@ int aj_doctor_format_text(const AjDoctorFacts *f, const AjDoctorReport *rep, cha
         int r = append(&buf, &len, "agentjail doctor: as %s (uid %u), cgroups %s, workspace %s\n",
                        f->euid == 0 ? "root" : "a user", (unsigned)f->euid, aj_cgroup_mode_name(f->cg_mode),
                        f->workspace ? f->workspace : "?");
+        const char *prev_fix = NULL; /* one screen: a fix the line above gave is not repeated */
         for (size_t i = 0; r >= 0 && i < rep->n; i++) {
                 const AjDoctorLine *l = &rep->lines[i];
                 r = append(&buf, &len, "%-9s %-16s %s\n", aj_doctor_status_name(l->status), l->name, l->found);
                 if (r >= 0 && l->means && l->status != AJ_DOCTOR_OK)
                         r = append_block(&buf, &len, "means: ", l->means);
                 if (r >= 0 && l->fix && l->status != AJ_DOCTOR_OK)
-                        r = append_block(&buf, &len, "fix:   ", l->fix);
+                        r = append_block(&buf, &len,
+                                         "fix:   ", prev_fix && streq(prev_fix, l->fix) ? "as above" : l->fix);
+                prev_fix = l->status != AJ_DOCTOR_OK ? l->fix : NULL;
         }
         if (r >= 0 && aj_doctor_report_ok(rep))
                 r = append(&buf, &len, "Everything a default profile needs is here.\n");

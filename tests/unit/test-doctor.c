@@ -157,6 +157,13 @@ Test(doctor, hybrid_rootless_v1_is_root_only)
         assert_contains(l->found, "writable by root only");
         assert_contains(l->fix, "pure cgroup v2");
         cr_assert_not(aj_doctor_report_ok(&r));
+        _cleanup_free_ char *text = NULL;
+        cr_assert_eq(aj_doctor_format_text(&f, &r, &text), 0);
+        /* one screen: the same fix is given once, then referred to */
+        const char *first = strstr(text, "fix:   run agentjail as root");
+        cr_assert_not_null(first);
+        cr_assert_null(strstr(first + 1, "fix:   run agentjail as root"), "%s", text);
+        assert_contains(first, "fix:   as above\n");
 }
 
 Test(doctor, rootless_without_delegation)
