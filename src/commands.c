@@ -69,6 +69,7 @@ int aj_commands_main(int argc, char **argv)
                 { "rollback", aj_cmd_rollback },
                 { "replay", aj_cmd_replay },
                 { "eval", aj_cmd_eval },
+                { "doctor", aj_cmd_doctor },
         };
         for (size_t i = 0; i < ARRAY_SIZE(ops); i++)
                 if (streq(cmd, ops[i].name))

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "agentjail/exit-codes.h"
+#include "doctor.h"
 #include "jail.h"
 #include "log.h"
 #include "ns.h"
@@ -140,6 +141,15 @@ static void close_pipes(Run *run)
         }
 }
 
+/* A user namespace refused or without its capabilities: what on this host explains it
+ * (Ubuntu's AppArmor restriction, a sysctl), rather than a bare EPERM. */
+static void userns_hint(int err)
+{
+        const char *hint = aj_doctor_userns_hint_here(err);
+        if (hint)
+                aj_error("%s", hint);
+}
+
 static int clone_jail(Run *run)
 {
         if (aj_log_enabled(AJ_LOG_DEBUG)) {
@@ -149,8 +159,11 @@ static int clone_jail(Run *run)
         }
         run->cfg.cgroup_v2_fd = run->cgroup ? aj_cgroup_v2_fd(run->cgroup) : -1;
         int r = aj_spawn_clone(&run->cfg, &run->h);
-        if (r < 0)
-                return aj_log_errno(r, "Cannot create the jail's namespaces (clone3)");
+        if (r < 0) {
+                aj_log_errno(r, "Cannot create the jail's namespaces (clone3)");
+                userns_hint(r);
+                return r;
+        }
         if (aj_sup_terminal_has_tty(&run->term))
                 aj_sup_output_no_pipes(&run->output); /* all output is the pty's */
         else {
@@ -166,9 +179,12 @@ static int write_maps(Run *run)
 {
         int r = aj_userns_write_maps(run->h.pid, run->profile->uid, run->host_uid, run->profile->gid, run->host_gid,
                                      run->rootless);
-        if (r < 0)
-                return aj_log_errno(r, "Cannot write the jail's user namespace maps (uid %u -> %u)",
-                                    (unsigned)run->profile->uid, (unsigned)run->host_uid);
+        if (r < 0) {
+                aj_log_errno(r, "Cannot write the jail's user namespace maps (uid %u -> %u)",
+                             (unsigned)run->profile->uid, (unsigned)run->host_uid);
+                userns_hint(r);
+                return r;
+        }
         return 0;
 }
 
@@ -294,6 +310,8 @@ static void report_launch_error(Run *run)
         } else {
                 aj_error("Failed to %s: %s", aj_spawn_stage_describe((AjSpawnStage)m->stage), strerror(err));
         }
+        /* Under Ubuntu's restriction the clone works but the jail has no capabilities in it. */
+        userns_hint(-err);
         aj_events_emit(run->events, "launch.error",
                        json_pack("{s:s, s:s}", "stage", aj_spawn_stage_describe((AjSpawnStage)m->stage), "error",
                                  strerror(err)));

@@ -38,6 +38,8 @@ static const char main_help[] =
         "                                  from the recording; the verdicts that changed\n"
         "  eval SUITE.json [-j N] [--junit FILE] [--json]\n"
         "                                  run an eval suite: cases in fresh jails, their assertions\n"
+        "  doctor [--workspace DIR] [--json]\n"
+        "                                  what this host gives agentjail, and what to fix\n"
         "  meter tool|result|tokens|usage|hook\n"
         "                                  report to the run's broker (inside a jail); hook: an\n"
         "                                  agent's hook command (claude-code, codex, gemini)\n"

@@ -44,6 +44,9 @@
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
 #endif
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#endif
 
 /* ---- processes ---- */
 
@@ -111,4 +114,11 @@ static inline int sys_pivot_root(const char *new_root, const char *put_old)
 static inline long sys_seccomp(unsigned op, unsigned flags, void *args)
 {
         return syscall(SYS_seccomp, op, flags, args);
+}
+
+/* ---- landlock (only asked for its ABI: `agentjail doctor`) ---- */
+
+static inline int sys_landlock_create_ruleset(const void *attr, size_t size, unsigned flags)
+{
+        return (int)syscall(SYS_landlock_create_ruleset, attr, size, flags);
 }

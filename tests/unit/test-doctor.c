@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `agentjail doctor`'s judgement (src/doctor.c) on faked hosts: no probe runs here. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "doctor.h"
+#include "util/fd.h"
+#include "util/macros.h"
+#include "util/path.h"
+
+/* A healthy root-started host; each test changes what it is about. */
+static AjDoctorFacts healthy(void)
+{
+        return (AjDoctorFacts){
+                .kernel = "6.1.0-28-amd64",
+                .euid = 0,
+                .cg_mode = AJ_CGROUP_MODE_UNIFIED,
+                .v2_mount = "/sys/fs/cgroup",
+                .v2_base = "/",
+                .v2_controllers = "cpuset cpu io memory hugetlb pids rdma misc",
+                .v2_subtree = "cpu memory pids",
+                .v2_writable = true,
+                .max_user_namespaces = 63704,
+                .unprivileged_userns_clone = 1,
+                .apparmor_restrict = -1,
+                .exe = "/usr/local/bin/agentjail",
+                .workspace = "/srv/project",
+                .ws_fstype = "ext4",
+                .overlayfs = true,
+                .landlock_abi = 3,
+                .state = { .path = "/var/lib/agentjail", .mode = 040750, .fstype = "ext4" },
+                .runtime = { .path = "/run/agentjail", .mode = 040711, .fstype = "tmpfs" },
+        };
+}
+
+static AjDoctorFacts hybrid(void)
+{
+        AjDoctorFacts f = healthy();
+        f.cg_mode = AJ_CGROUP_MODE_HYBRID;
+        f.v2_mount = "/sys/fs/cgroup/unified";
+        f.v2_controllers = "";
+        f.v2_subtree = "";
+        f.v1_mount[AJ_DOCTOR_MEMORY] = "/sys/fs/cgroup/memory";
+        f.v1_mount[AJ_DOCTOR_PIDS] = "/sys/fs/cgroup/pids";
+        f.v1_mount[AJ_DOCTOR_CPU] = "/sys/fs/cgroup/cpu,cpuacct";
+        for (size_t i = 0; i < _AJ_DOCTOR_CTRL_MAX; i++)
+                f.v1_writable[i] = true;
+        return f;
+}
+
+/* A user in a login session's scope: pure v2, nothing delegated. */
+static AjDoctorFacts rootless(void)
+{
+        AjDoctorFacts f = healthy();
+        f.euid = 1000;
+        f.v2_base = "/user.slice/user-1000.slice/session-3.scope";
+        f.v2_controllers = "memory pids";
+        f.v2_subtree = "";
+        f.v2_writable = false;
+        f.idmap = -EPERM;
+        f.state = (AjDoctorDir){
+                .path = "/home/u/.local/state/agentjail", .uid = 1000, .mode = 040700, .fstype = "ext4"
+        };
+        f.runtime = (AjDoctorDir){ .path = "/run/user/1000/agentjail", .uid = 1000, .mode = 040700, .fstype = "tmpfs" };
+        return f;
+}
+
+static const AjDoctorLine *line(const AjDoctorReport *r, const char *name)
+{
+        for (size_t i = 0; i < r->n; i++)
+                if (streq(r->lines[i].name, name))
+                        return &r->lines[i];
+        cr_assert_fail("no line '%s'", name);
+        return NULL;
+}
+
+static void assert_contains(const char *s, const char *needle)
+{
+        cr_assert(s && strstr(s, needle), "'%s' not in '%s'", needle, s ? s : "(null)");
+}
+
+static void assert_all_ok(const AjDoctorReport *r)
+{
+        for (size_t i = 0; i < r->n; i++)
+                if (r->lines[i].required)
+                        cr_assert_eq(r->lines[i].status, AJ_DOCTOR_OK, "%s: %s (%s)", r->lines[i].name,
+                                     aj_doctor_status_name(r->lines[i].status), r->lines[i].found);
+        cr_assert(aj_doctor_report_ok(r));
+}
+
+Test(doctor, pure_v2_root_all_ok)
+{
+        AjDoctorFacts f = healthy();
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        assert_all_ok(&r);
+        assert_contains(line(&r, "cgroup memory")->found, "v2 /sys/fs/cgroup");
+        assert_contains(line(&r, "cgroup memory")->found, "subtree_control: cpu memory pids");
+        cr_assert_eq(line(&r, "nf_tables")->status, AJ_DOCTOR_UNUSED);
+        cr_assert_not(line(&r, "nf_tables")->required);
+        cr_assert_eq(line(&r, "landlock")->status, AJ_DOCTOR_UNUSED);
+        assert_contains(line(&r, "landlock")->found, "ABI 3");
+        _cleanup_free_ char *text = NULL;
+        cr_assert_eq(aj_doctor_format_text(&f, &r, &text), 0);
+        assert_contains(text, "Everything a default profile needs is here.");
+        assert_contains(text, "OK        cgroup pids");
+}
+
+Test(doctor, pure_v2_root_controller_missing)
+{
+        AjDoctorFacts f = healthy();
+        f.v2_controllers = "cpuset cpu io memory"; /* no pids */
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        const AjDoctorLine *l = line(&r, "cgroup pids");
+        cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
+        assert_contains(l->means, "limits.pids");
+        assert_contains(l->means, "\"allow_degraded\" has \"limits\"");
+        assert_contains(l->fix, "echo +pids > /sys/fs/cgroup/cgroup.subtree_control");
+        cr_assert_eq(line(&r, "cgroup memory")->status, AJ_DOCTOR_OK);
+        cr_assert_not(aj_doctor_report_ok(&r));
+        _cleanup_free_ char *text = NULL;
+        cr_assert_eq(aj_doctor_format_text(&f, &r, &text), 0);
+        assert_contains(text, "Not as a default profile needs: cgroup pids (missing)\n");
+}
+
+Test(doctor, hybrid_root)
+{
+        AjDoctorFacts f = hybrid();
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        assert_all_ok(&r);
+        assert_contains(line(&r, "cgroups")->found, "hybrid; v2 tree at /sys/fs/cgroup/unified");
+        assert_contains(line(&r, "cgroup memory")->found, "v1 hierarchy at /sys/fs/cgroup/memory");
+        assert_contains(line(&r, "cgroup cpu")->found, "v1 hierarchy at /sys/fs/cgroup/cpu,cpuacct");
+        json_auto_t *j = aj_doctor_report_json(&f, &r);
+        cr_assert_not_null(j);
+        cr_assert(json_is_true(json_object_get(j, "ok")));
+        json_t *cg = json_object_get(j, "cgroup");
+        cr_assert_str_eq(json_string_value(json_object_get(cg, "mode")), "hybrid");
+        cr_assert_str_eq(json_string_value(json_object_get(json_object_get(cg, "v1"), "pids")), "/sys/fs/cgroup/pids");
+        cr_assert_eq(json_array_size(json_object_get(j, "attention")), 0);
+}
+
+Test(doctor, hybrid_rootless_v1_is_root_only)
+{
+        AjDoctorFacts f = hybrid();
+        f.euid = 1000;
+        for (size_t i = 0; i < _AJ_DOCTOR_CTRL_MAX; i++)
+                f.v1_writable[i] = false;
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        const AjDoctorLine *l = line(&r, "cgroup memory");
+        cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
+        assert_contains(l->found, "writable by root only");
+        assert_contains(l->fix, "pure cgroup v2");
+        cr_assert_not(aj_doctor_report_ok(&r));
+        _cleanup_free_ char *text = NULL;
+        cr_assert_eq(aj_doctor_format_text(&f, &r, &text), 0);
+        /* one screen: the same fix is given once, then referred to */
+        const char *first = strstr(text, "fix:   run agentjail as root");
+        cr_assert_not_null(first);
+        cr_assert_null(strstr(first + 1, "fix:   run agentjail as root"), "%s", text);
+        assert_contains(first, "fix:   as above\n");
+}
+
+Test(doctor, rootless_without_delegation)
+{
+        AjDoctorFacts f = rootless();
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        for (const char *const *n = (const char *const[]){ "cgroup memory", "cgroup pids", "cgroup cpu", NULL }; *n;
+             n++) {
+                const AjDoctorLine *l = line(&r, *n);
+                cr_assert_eq(l->status, AJ_DOCTOR_MISSING, "%s", *n);
+                assert_contains(l->found, "/user.slice/user-1000.slice/session-3.scope is not delegated to you");
+                assert_contains(l->fix, "systemd-run --user --scope -p Delegate=yes agentjail run ...");
+        }
+        /* idmapped mounts are a root-started run's: not counted */
+        cr_assert_eq(line(&r, "idmapped mounts")->status, AJ_DOCTOR_UNUSED);
+        cr_assert_not(line(&r, "idmapped mounts")->required);
+        cr_assert_eq(line(&r, "overlayfs")->status, AJ_DOCTOR_DEGRADED);
+        cr_assert_eq(line(&r, "user namespaces")->status, AJ_DOCTOR_OK);
+        json_auto_t *j = aj_doctor_report_json(&f, &r);
+        cr_assert(json_is_false(json_object_get(j, "ok")));
+        cr_assert(json_is_true(json_object_get(j, "rootless")));
+        cr_assert_eq(json_array_size(json_object_get(j, "attention")), 3);
+}
+
+Test(doctor, rootless_delegated)
+{
+        AjDoctorFacts f = rootless();
+        f.v2_base = "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope";
+        f.v2_controllers = "cpu memory pids";
+        f.v2_writable = true;
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        assert_all_ok(&r);
+        assert_contains(line(&r, "cgroup cpu")->found, "delegated to you");
+
+        /* systemd's default delegation leaves cpu out: the drop-in */
+        f.v2_controllers = "memory pids";
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r2 = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r2), 0);
+        cr_assert_eq(line(&r2, "cgroup memory")->status, AJ_DOCTOR_OK);
+        const AjDoctorLine *l = line(&r2, "cgroup cpu");
+        cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
+        assert_contains(l->fix, "/etc/systemd/system/user@.service.d/delegate.conf");
+        assert_contains(l->fix, "Delegate=memory pids cpu");
+
+        /* a delegated cgroup shared with other processes, controllers not enabled yet */
+        f.v2_controllers = "cpu memory pids";
+        f.v2_shared = true;
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r3 = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r3), 0);
+        l = line(&r3, "cgroup memory");
+        cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
+        assert_contains(l->found, "holds other processes");
+        assert_contains(l->fix, "systemd-run --user --scope -p Delegate=yes");
+
+        /* ... where they are already enabled, they stay usable */
+        f.v2_subtree = "cpu memory pids";
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r4 = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r4), 0);
+        assert_all_ok(&r4);
+}
+
+Test(doctor, apparmor_restriction)
+{
+        AjDoctorFacts f = rootless();
+        f.v2_controllers = "cpu memory pids";
+        f.v2_writable = true;
+        f.apparmor_restrict = 1;
+        f.userns = 0;
+        f.userns_caps = -EPERM; /* Ubuntu 24.04: the namespace is made, its capabilities denied */
+        f.exe = "/opt/aj/bin/agentjail";
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        const AjDoctorLine *l = line(&r, "user namespaces");
+        cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
+        assert_contains(l->found, "AppArmor restriction on");
+        assert_contains(l->fix, "kernel.apparmor_restrict_unprivileged_userns = 1");
+        assert_contains(l->fix, "profile agentjail /opt/aj/bin/agentjail flags=(unconfined) {\n  userns,");
+        assert_contains(l->fix, "apparmor_parser -r /etc/apparmor.d/agentjail");
+        cr_assert_not(aj_doctor_report_ok(&r));
+        _cleanup_free_ char *text = NULL;
+        cr_assert_eq(aj_doctor_format_text(&f, &r, &text), 0);
+        assert_contains(text, "  userns,\n"); /* the profile, printed whole */
+
+        /* root is not restricted */
+        f.euid = 0;
+        f.userns_caps = 0;
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r2 = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r2), 0);
+        cr_assert_eq(line(&r2, "user namespaces")->status, AJ_DOCTOR_OK);
+}
+
+Test(doctor, userns_hint)
+{
+        const char *h = aj_doctor_userns_hint(-EPERM, 1000, 1, 10000, -1);
+        assert_contains(h, "apparmor_restrict_unprivileged_userns");
+        assert_contains(h, "profiles/apparmor/agentjail");
+        assert_contains(h, "apparmor_parser -r /etc/apparmor.d/agentjail");
+        cr_assert_not_null(aj_doctor_userns_hint(-EACCES, 1000, 1, 10000, -1));
+        cr_assert_null(aj_doctor_userns_hint(-EPERM, 0, 1, 10000, -1), "root is not restricted");
+        cr_assert_null(aj_doctor_userns_hint(-EPERM, 1000, 0, 10000, -1), "no restriction, no hint");
+        cr_assert_null(aj_doctor_userns_hint(-EPERM, 1000, -1, 10000, -1));
+        cr_assert_null(aj_doctor_userns_hint(-EINVAL, 1000, 1, 10000, -1));
+        assert_contains(aj_doctor_userns_hint(-ENOSPC, 0, -1, 0, -1), "user.max_user_namespaces is 0");
+        assert_contains(aj_doctor_userns_hint(-EPERM, 1000, -1, 10000, 0), "kernel.unprivileged_userns_clone");
+}
+
+Test(doctor, shipped_apparmor_profile_is_the_printed_one)
+{
+        const char *src = getenv("AGENTJAIL_SOURCE_DIR");
+        cr_assert_not_null(src);
+        _cleanup_free_ char *path = aj_path_join(src, "profiles/apparmor/agentjail");
+        _cleanup_free_ char *shipped = NULL;
+        cr_assert_eq(aj_read_file(path, 65536, &shipped, NULL), 0);
+        _cleanup_free_ char *printed = aj_doctor_apparmor_profile("/usr/local/bin/agentjail");
+        cr_assert_str_eq(shipped, printed);
+}
+
+Test(doctor, no_idmap)
+{
+        AjDoctorFacts f = healthy();
+        f.idmap = -EINVAL;
+        f.ws_fstype = "nfs4";
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        const AjDoctorLine *l = line(&r, "idmapped mounts");
+        cr_assert_eq(l->status, AJ_DOCTOR_DEGRADED);
+        assert_contains(l->found, "workspace /srv/project on nfs4");
+        assert_contains(l->means, "filesystem.workspace");
+        assert_contains(l->means, "\"allow_degraded\" has \"idmap\"");
+        cr_assert_not(aj_doctor_report_ok(&r));
+        json_auto_t *j = aj_doctor_report_json(&f, &r);
+        cr_assert_str_eq(json_string_value(json_array_get(json_object_get(j, "attention"), 0)), "idmapped mounts");
+}
+
+Test(doctor, seccomp_notify_missing)
+{
+        AjDoctorFacts f = healthy();
+        f.seccomp_notify = -EINVAL;
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        const AjDoctorLine *l = line(&r, "seccomp notify");
+        cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
+        assert_contains(l->means, "seccomp.log");
+}
+
+Test(doctor, dirs)
+{
+        AjDoctorFacts f = healthy();
+        f.runtime.fstype = "ext4";
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        const AjDoctorLine *l = line(&r, "runtime dir");
+        cr_assert_eq(l->status, AJ_DOCTOR_DEGRADED);
+        assert_contains(l->found, "on ext4, not tmpfs");
+        assert_contains(l->fix, "mount -t tmpfs");
+        cr_assert_eq(line(&r, "state dir")->status, AJ_DOCTOR_OK, "a state dir on ext4 is fine");
+
+        f.runtime.fstype = "tmpfs";
+        f.runtime.problem = "other users can write to it";
+        f.state.stat_err = -ENOENT;
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r2 = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r2), 0);
+        l = line(&r2, "runtime dir");
+        cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
+        assert_contains(l->found, "other users can write to it");
+        assert_contains(l->means, "refused at start");
+        l = line(&r2, "state dir");
+        cr_assert_eq(l->status, AJ_DOCTOR_OK);
+        assert_contains(l->found, "not there yet (agentjail makes it)");
+}
+
+Test(doctor, old_kernel_and_no_cgroups)
+{
+        AjDoctorFacts f = healthy();
+        f.kernel = "5.4.0-150-generic";
+        f.cg_mode = AJ_CGROUP_MODE_NONE;
+        f.v2_mount = NULL;
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        cr_assert_eq(line(&r, "kernel")->status, AJ_DOCTOR_MISSING);
+        cr_assert_eq(line(&r, "cgroups")->status, AJ_DOCTOR_MISSING);
+        for (size_t i = 0; i < r.n; i++)
+                cr_assert_neq(strcmp(r.lines[i].name, "cgroup memory"), 0, "no controller lines without a hierarchy");
+}
