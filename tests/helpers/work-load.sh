@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The agent's own work, timed item by item (scripts/bench --only work runs it on the host,
 # in a bwrap root and in jails, in the directory prepared as the workspace):
-#   work-load.sh ITEM...   prints "ITEM SECONDS" for each (wall time, $EPOCHREALTIME)
+#   work-load.sh ITEM...   prints "ITEM WALL CPU" for each: seconds of wall time ($EPOCHREALTIME)
+#                          and of CPU time (user + system, this shell's and its children's)
 # Items:
 #   exec      2,000 /bin/true from this shell's loop
 #   getppid   5M getppid() (./work-bench)
@@ -9,7 +10,7 @@
 #   files     unpack ./files.tar (20k small files) into the workspace, then find and cat them
 #             (the tree is removed afterwards, outside the time)
 #   python    50 python3 start-ups importing json, re, subprocess, pathlib, urllib.request
-#   git-status, git-log   50 `git status` / `git log -n 50` in ./repo (a clone)
+#   git-status, git-log   1,000 `git status` / `git log -n 50` in ./repo (a clone)
 #   npm       `npm ci --offline` of ./npm-project from the cache ./npm-cache
 # Fails (exit 1, naming the item) when an item's command fails or its result is wrong.
 set -euo pipefail
@@ -18,6 +19,22 @@ fail() {
         exit 1
 }
 now() { echo "${EPOCHREALTIME/[.,]/}"; }
+# cpu_us: sets $cpu to the user + system time of this shell and of its children so far, in
+# microseconds (`times` is a builtin: written to a file it runs in this shell, where a command
+# substitution would run it in a subshell of its own).
+cpu_us() {
+        local f=./work-times.$$ line total=0 re='([0-9]+)m([0-9]+)[.,]([0-9]+)s' m s frac
+        times >"$f"
+        while read -r line; do
+                while [[ $line =~ $re ]]; do
+                        m=${BASH_REMATCH[1]} s=${BASH_REMATCH[2]} frac=${BASH_REMATCH[3]}000000
+                        total=$((total + (m * 60 + 10#$s) * 1000000 + 10#${frac:0:6}))
+                        line=${line#*"${BASH_REMATCH[0]}"}
+                done
+        done <"$f"
+        rm -f "$f"
+        cpu=$total
+}
 
 item_exec() {
         local i
@@ -41,11 +58,11 @@ item_python() {
 }
 item_git_status() {
         local i
-        for ((i = 0; i < 50; i++)); do git -C repo status --porcelain >/dev/null; done
+        for ((i = 0; i < 1000; i++)); do git -C repo status --porcelain >/dev/null; done
 }
 item_git_log() {
         local i
-        for ((i = 0; i < 50; i++)); do git -C repo log -n 50 >/dev/null; done
+        for ((i = 0; i < 1000; i++)); do git -C repo log -n 50 >/dev/null; done
 }
 item_npm() {
         mkdir "$tree"
@@ -60,9 +77,13 @@ for item in "$@"; do
         fn=item_${item//-/_}
         declare -F "$fn" >/dev/null || fail "unknown item '$item'"
         tree=./work-tree.$$
-        t0=$(now)
+        cpu_us
+        c0=$cpu t0=$(now)
         "$fn" || fail "$item failed"
         t1=$(now)
+        cpu_us
+        c1=$cpu
         rm -rf "$tree"
-        printf '%s %d.%06d\n' "$item" $(((t1 - t0) / 1000000)) $(((t1 - t0) % 1000000))
+        printf '%s %d.%06d %d.%06d\n' "$item" $(((t1 - t0) / 1000000)) $(((t1 - t0) % 1000000)) \
+                $(((c1 - c0) / 1000000)) $(((c1 - c0) % 1000000))
 done
