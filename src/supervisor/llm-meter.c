@@ -35,6 +35,7 @@ struct AjSupLlmCall {
         bool breached; /* a breach was reported for this call */
         bool strip;    /* an OpenAI chat stream whose usage chunk the client did not ask for */
         bool tool_counted[AJ_LLM_MAX_TOOL_CALLS]; /* the response's tool calls counted so far */
+        bool unkept_counted; /* the calls past AJ_LLM_MAX_TOOL_CALLS, counted at the end */
         char *model;
         AjMeterUsage worst;
         AjMeterReservation res;
@@ -446,6 +447,25 @@ static void count_tool_calls(AjSupLlmCall *cs, AjGatewayCall *call, bool all)
                         continue;
                 aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);
                 report_breach(cs, &dec, call->provider->name);
+        }
+        /* Past the calls whose names are kept, the rest still count, each once (the tool
+         * caps would otherwise not see a model that asks for 200 calls at a time); with no
+         * name or arguments kept, each gets a key of its own, so they cannot make a repeat. */
+        if (!all || cs->unkept_counted || u->tool_calls_total <= u->n_tool_calls)
+                return;
+        cs->unkept_counted = true;
+        for (uint64_t i = u->n_tool_calls; i < u->tool_calls_total; i++) {
+                char key[40];
+                snprintf(key, sizeof(key), "unkept-%llu", (unsigned long long)i);
+                AjMeterReservation res;
+                AjMeterDecision dec;
+                if (aj_meter_reserve_tool_call(cs->l->meter, "(a tool call past the ones kept)", key, NULL,
+                                               AJ_METER_BY_GATEWAY, aj_now_monotonic_ns(), &res, &dec) < 0)
+                        continue;
+                aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);
+                report_breach(cs, &dec, call->provider->name);
+                if (dec.verdict == AJ_VERDICT_BREACH)
+                        break; /* the run is stopped: one breach says it */
         }
 }
 

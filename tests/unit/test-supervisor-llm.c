@@ -606,3 +606,22 @@ Test(supervisor_llm, a_tool_result_the_gate_never_judged_stops_the_run)
         cr_expect_eq(json_array_size(breaches), 0);
         teardown(&f);
 }
+
+/* A response asking for more tool calls than the gateway keeps the names of: every one
+ * still counts against the tool caps (found by the second attacker review: 200 calls under
+ * tool_calls=150 counted 128 and breached nothing). */
+Test(supervisor_llm, tool_calls_past_the_kept_ones_still_count)
+{
+        Fixture f;
+        setup(&f, "tool_calls=150");
+        model_call(&f, 200, "{\"city\":\"Paris\"}");
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 150, "counted up to the cap");
+        cr_assert_eq(json_array_size(breaches), 1, "and the cap breached");
+        cr_expect_str_eq(breach_cap(0), "tool_calls");
+        teardown(&f);
+
+        setup(&f, NULL);
+        model_call(&f, 200, "{\"city\":\"Paris\"}");
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 200, "all 200 counted");
+        teardown(&f);
+}
