@@ -170,7 +170,8 @@ struct PriceLoader {
 
 struct CallId {
         uint8_t key[AJ_SHA256_SIZE];
-        bool live; /* remembered and not claimed */
+        bool live;   /* remembered and not claimed */
+        bool judged; /* gateway's: the broker judged this call (aj_meter_gate_missed) */
 };
 
 struct AjMeter {
@@ -530,6 +531,7 @@ static void call_id_remember(AjMeter *m, const uint8_t key[AJ_SHA256_SIZE], AjMe
         struct CallId *e = &m->ids[by][m->ids_next[by]];
         memcpy(e->key, key, AJ_SHA256_SIZE);
         e->live = true;
+        e->judged = false;
         m->ids_next[by] = (m->ids_next[by] + 1) % AJ_METER_MAX_CALL_IDS;
 }
 
@@ -537,6 +539,13 @@ void aj_meter_note_judged(AjMeter *m, const char *call_id)
 {
         if (!call_id || !*call_id)
                 return;
+        /* On the gateway's own slot for the call, where no number of other judgments can
+         * push it out; the ring below is for a call judged before the gateway counted it. */
+        uint8_t key[AJ_SHA256_SIZE];
+        call_id_key(call_id, key);
+        for (size_t i = 0; m->ids[AJ_METER_BY_GATEWAY] && i < AJ_METER_MAX_CALL_IDS; i++)
+                if (memcmp(m->ids[AJ_METER_BY_GATEWAY][i].key, key, AJ_SHA256_SIZE) == 0)
+                        m->ids[AJ_METER_BY_GATEWAY][i].judged = true;
         if (!m->judged && !(m->judged = calloc(AJ_METER_MAX_CALL_IDS, sizeof(struct CallId))))
                 return;
         struct CallId *e = &m->judged[m->judged_next];
@@ -562,9 +571,13 @@ bool aj_meter_gate_missed(const AjMeter *m, const char *call_id)
         uint8_t key[AJ_SHA256_SIZE];
         call_id_key(call_id, key);
         /* Counted by the gateway, claimed or not (a slot once used keeps its key). */
-        if (!ring_has(m->ids[AJ_METER_BY_GATEWAY], key))
+        const struct CallId *slot = NULL;
+        for (size_t i = 0; i < AJ_METER_MAX_CALL_IDS && !slot; i++)
+                if (memcmp(m->ids[AJ_METER_BY_GATEWAY][i].key, key, AJ_SHA256_SIZE) == 0)
+                        slot = &m->ids[AJ_METER_BY_GATEWAY][i];
+        if (!slot)
                 return false;
-        return !ring_has(m->judged, key);
+        return !slot->judged && !ring_has(m->judged, key);
 }
 
 size_t aj_meter_call_ids(const AjMeter *m, AjMeterCounter by)

@@ -35,7 +35,7 @@ struct AjSupLlmCall {
         bool breached; /* a breach was reported for this call */
         bool strip;    /* an OpenAI chat stream whose usage chunk the client did not ask for */
         bool tool_counted[AJ_LLM_MAX_TOOL_CALLS]; /* the response's tool calls counted so far */
-        bool unkept_counted; /* the calls past AJ_LLM_MAX_TOOL_CALLS, counted at the end */
+        bool unkept_counted;                      /* the calls past AJ_LLM_MAX_TOOL_CALLS, counted at the end */
         char *model;
         AjMeterUsage worst;
         AjMeterReservation res;

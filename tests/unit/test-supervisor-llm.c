@@ -625,3 +625,23 @@ Test(supervisor_llm, tool_calls_past_the_kept_ones_still_count)
         cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 200, "all 200 counted");
         teardown(&f);
 }
+
+/* A call the broker judged stays judged however many other calls the broker judges after
+ * it (an MCP relay's, say): the backstop does not fire on it later (second attacker
+ * review: the separate ring of 1024 could be flushed). */
+Test(supervisor_llm, a_judged_call_stays_judged)
+{
+        Fixture f;
+        setup(&f, NULL);
+        f.llm.gate_tools = true;
+        stream_call(&f, "toolu_keep", "ls", NULL);
+        aj_meter_note_judged(f.meter, "toolu_keep");
+        for (int i = 0; i < 3000; i++) {
+                char id[32];
+                snprintf(id, sizeof(id), "mcp-other-%d", i);
+                aj_meter_note_judged(f.meter, id);
+        }
+        cr_expect_eq(result_request(&f, "toolu_keep", false), 0);
+        cr_expect_eq(json_array_size(breaches), 0);
+        teardown(&f);
+}
