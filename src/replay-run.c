@@ -182,7 +182,16 @@ static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char
                 return r;
         }
         bool here = !p->workspace_path || streq(p->workspace_path, ".");
+        size_t rw = p->rw.n;
         aj_profile_free(p);
+        /* The scratch copy is the workspace; an rw bind is the host's own path, which the
+         * replayed tools would write for real (second attacker review). */
+        if (rw && !o->force) {
+                aj_error("profile '%s': it binds %zu host path(s) read-write (filesystem.rw): the replayed tools would "
+                         "write them for real, not a copy; replay under a profile without them, or --force",
+                         path, rw);
+                return -EPERM;
+        }
         if (!here) {
                 aj_error("profile '%s': its workspace is not the current directory: a replay runs in a scratch copy "
                          "of the recorded workspace, and would not",
@@ -275,6 +284,14 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
         if (!run->rec->exit.present || !run->rec->ended) {
                 aj_error("run %s has not ended: a replay needs its whole recording", run->id);
                 return -EBUSY;
+        }
+        /* A quarantined run is held for review: running it again (its tools act again, on
+         * the hosts its profile allows) is the operator's explicit choice. */
+        if (run->rec->quarantine.present && !run->rec->quarantine.released && !o->force) {
+                aj_error("run %s is quarantined (%s): review it first (agentjail inspect), release it, or replay with "
+                         "--force",
+                         run->id, run->rec->quarantine.cap ? run->rec->quarantine.cap : "breach");
+                return -EPERM;
         }
         _cleanup_(aj_error_clear) AjError err = {};
         _cleanup_(aj_replay_recording_freep) AjReplayRecording *recording = NULL;

@@ -216,6 +216,19 @@ is "$(jq -r '[.changes[] | select(.kind == "cap")][0].seq_after' <<<"$OUT")" \
         "$(replay_events cap.breach | jq -r .seq | head -1)" "... at the replay's cap.breach event"
 is "$(jq -r '.run_status' <<<"$OUT")" 123 "... the replayed run was killed (123), not left frozen"
 
+BREACHED=$REPLAY_ID
+
+# --- what a replay does not do on its own: run a quarantined run again, or write the
+# host's real paths through the profile's rw binds (second attacker review)
+replay "$BREACHED"
+is "$RC" 125 "a replay of a quarantined run is refused (125)" || replay_diag
+like "$ERR" "quarantined" "... saying it is quarantined (release it, or --force)"
+mkdir -p "$T/rwb"
+PRWB=$(write_profile rprwb '{"extends": "./rp.json", "filesystem": {"rw": ["'"$T"'/rwb"]}}')
+replay "$ORIG" -p "$PRWB"
+is "$RC" 125 "a replay under a profile with rw binds is refused (125)" || replay_diag
+like "$ERR" "read-write" "... saying its tools would write the host's paths for real"
+
 # --- a request the recording lacks: a miss, a 502, nothing sent
 replay "$ORIG" -p "$PEXTRA" --json
 is "$RC" 1 "a replay whose agent sends an unrecorded request exits 1" || replay_diag
