@@ -14,35 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "meter-internal.h"
 #include "meter.h"
 #include "profile.h"
 #include "util/parse.h"
 #include "util/error.h"
-
-static const char *const cap_names[_AJ_CAP_MAX] = {
-        [AJ_CAP_TOKENS] = "tokens",
-        [AJ_CAP_INPUT_TOKENS] = "input_tokens",
-        [AJ_CAP_OUTPUT_TOKENS] = "output_tokens",
-        [AJ_CAP_COST_USD] = "cost_usd",
-        [AJ_CAP_TOOL_CALLS] = "tool_calls",
-        [AJ_CAP_TOOL_CALLS_PER_MIN] = "tool_calls_per_min",
-        [AJ_CAP_REPEAT_LIMIT] = "repeat_limit",
-};
-
-/* Bytes of a tool name or pattern quoted in a reason. */
-#define REASON_NAME_MAX 160
-
-#define CAP_LIST "tokens, input_tokens, output_tokens, cost_usd, tool_calls, tool_calls_per_min, repeat_limit"
-
-const char *aj_cap_name(AjCap cap) { return cap >= 0 && cap < _AJ_CAP_MAX ? cap_names[cap] : "unknown"; }
-
-int aj_cap_from_name(const char *name)
-{
-        for (int i = 0; i < _AJ_CAP_MAX; i++)
-                if (name && streq(cap_names[i], name))
-                        return i;
-        return -EINVAL;
-}
 
 static uint64_t sat_add(uint64_t a, uint64_t b)
 {
@@ -50,114 +26,7 @@ static uint64_t sat_add(uint64_t a, uint64_t b)
         return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
 }
 
-static uint64_t usd_to_pusd(double usd) { return (uint64_t)llround(usd * AJ_PUSD_PER_USD); }
-
 static double pusd_to_usd(uint64_t pusd) { return (double)pusd / AJ_PUSD_PER_USD; }
-
-/* ---- cap values ---- */
-
-static uint64_t cap_max(AjCap cap)
-{
-        switch (cap) {
-        case AJ_CAP_COST_USD:
-                return usd_to_pusd(AJ_CAP_MAX_USD);
-        case AJ_CAP_TOOL_CALLS_PER_MIN:
-                return AJ_CAP_MAX_PER_MIN;
-        case AJ_CAP_REPEAT_LIMIT:
-                return AJ_CAP_MAX_REPEAT;
-        default:
-                return AJ_CAP_MAX_COUNT;
-        }
-}
-
-static const char *cap_expected(AjCap cap)
-{
-        switch (cap) {
-        case AJ_CAP_COST_USD:
-                return "a number of US dollars from 0 to 1000000, such as \"5\" or \"0.25\"";
-        case AJ_CAP_TOOL_CALLS_PER_MIN:
-                return "an integer from 0 to 100000";
-        case AJ_CAP_REPEAT_LIMIT:
-                return "an integer from 1 to 1000000";
-        default:
-                return "an integer from 0 to 1000000000000000";
-        }
-}
-
-/* A cap value as a user writes it: digits (and one '.' for cost_usd). */
-static int parse_cap_value(AjCap cap, const char *s, uint64_t *ret)
-{
-        uint64_t v;
-        if (cap == AJ_CAP_COST_USD) {
-                /* strtod alone would take "nan", "inf", hex and exponents. */
-                if (!*s || strspn(s, "0123456789.") != strlen(s) || !strpbrk(s, "0123456789") ||
-                    (strchr(s, '.') && strchr(s, '.') != strrchr(s, '.')))
-                        return -EINVAL;
-                double d = strtod(s, NULL);
-                if (!isfinite(d) || d < 0 || d > AJ_CAP_MAX_USD)
-                        return -ERANGE;
-                v = usd_to_pusd(d);
-        } else {
-                int r = aj_parse_u64(s, &v);
-                if (r < 0)
-                        return r;
-        }
-        if (v > cap_max(cap) || (cap == AJ_CAP_REPEAT_LIMIT && v < 1))
-                return -ERANGE;
-        *ret = v;
-        return 0;
-}
-
-void aj_meter_caps_from_profile(const AjProfile *p, AjMeterCaps *ret)
-{
-        AjMeterCaps c = {};
-        const AjProfileMeters *pm = &p->meters;
-        const int64_t counts[_AJ_CAP_MAX] = {
-                [AJ_CAP_TOKENS] = pm->tokens,
-                [AJ_CAP_INPUT_TOKENS] = pm->input_tokens,
-                [AJ_CAP_OUTPUT_TOKENS] = pm->output_tokens,
-                [AJ_CAP_COST_USD] = -1,
-                [AJ_CAP_TOOL_CALLS] = pm->tool_calls,
-                [AJ_CAP_TOOL_CALLS_PER_MIN] = pm->tool_calls_per_min,
-                [AJ_CAP_REPEAT_LIMIT] = pm->repeat_limit,
-        };
-        for (int i = 0; i < _AJ_CAP_MAX; i++)
-                if (counts[i] >= 0) {
-                        c.set[i] = true;
-                        c.limit[i] = (uint64_t)counts[i];
-                }
-        if (pm->cost_usd >= 0) {
-                c.set[AJ_CAP_COST_USD] = true;
-                c.limit[AJ_CAP_COST_USD] = usd_to_pusd(pm->cost_usd);
-        }
-        *ret = c;
-}
-
-int aj_meter_apply_cap_arg(AjMeterCaps *caps, const char *arg, AjError *ret_error)
-{
-        const char *eq = strchr(arg, '=');
-        if (!eq || eq == arg)
-                return aj_error_set(ret_error, -EINVAL, "--cap %s: expected KEY=VALUE (KEY one of: " CAP_LIST ")", arg);
-        _cleanup_free_ char *key = strndup(arg, eq - arg);
-        if (!key)
-                return -ENOMEM;
-        int cap = aj_cap_from_name(key);
-        if (cap < 0)
-                return aj_error_set(ret_error, -EINVAL, "--cap %s: unknown cap \"%s\" (expected one of: " CAP_LIST ")",
-                                    arg, key);
-        if (streq(eq + 1, "unlimited")) {
-                caps->set[cap] = false;
-                caps->limit[cap] = 0;
-                return 0;
-        }
-        uint64_t v;
-        if (parse_cap_value(cap, eq + 1, &v) < 0)
-                return aj_error_set(ret_error, -EINVAL, "--cap %s: expected %s, or \"unlimited\"", arg,
-                                    cap_expected(cap));
-        caps->set[cap] = true;
-        caps->limit[cap] = v;
-        return 0;
-}
 
 /* ---- the meter ---- */
 
@@ -253,8 +122,10 @@ int aj_meter_set_price(AjMeter *m, const char *model, double input, double outpu
                 if (r < 0)
                         return r;
         }
-        AjPrice p = { .model = (char *)model, .input = usd_to_pusd(input), .output = usd_to_pusd(output) };
-        p.cache_read = cached_input < 0 ? p.input : usd_to_pusd(cached_input);
+        AjPrice p = { .model = (char *)model,
+                      .input = aj_meter_usd_to_pusd(input),
+                      .output = aj_meter_usd_to_pusd(output) };
+        p.cache_read = cached_input < 0 ? p.input : aj_meter_usd_to_pusd(cached_input);
         p.cache_write = p.cache_write_1h = p.input;
         return aj_price_table_set(m->prices, &p);
 }
@@ -852,7 +723,7 @@ json_t *aj_meter_to_json(const AjMeter *m, uint64_t now_ns, bool only_set)
                                                 amount_json(c, used), "remaining",
                                                 amount_json(c, used < limit ? limit - used : 0))
                                     : json_pack("{s:n, s:o, s:n}", "limit", "used", amount_json(c, used), "remaining");
-                if (!e || json_object_set_new(o, cap_names[c], e) < 0) {
+                if (!e || json_object_set_new(o, aj_meter_cap_names[c], e) < 0) {
                         json_decref(o);
                         return NULL;
                 }
@@ -877,19 +748,19 @@ static int compute_raise(const AjMeter *m, const char *key, const char *value, i
         }
         bool add = value[0] == '+';
         uint64_t v;
-        if (parse_cap_value(cap, value + add, &v) < 0)
+        if (aj_meter_parse_cap_value(cap, value + add, &v) < 0)
                 return aj_error_set(ret_error, -EINVAL,
                                     "%s=%s: expected %s (\"+N\" adds, \"N\" sets), or \"unlimited\"", key, value,
-                                    cap_expected(cap));
+                                    aj_meter_cap_expected(cap));
         if (add) {
                 if (!m->caps.set[cap])
                         return aj_error_set(ret_error, -EINVAL,
                                             "%s=%s: %s has no cap to add to; give the new value without '+'", key,
                                             value, key);
                 v = sat_add(m->caps.limit[cap], v);
-                if (v > cap_max(cap))
+                if (v > aj_meter_cap_max(cap))
                         return aj_error_set(ret_error, -EINVAL, "%s=%s: the result is too large (expected %s)", key,
-                                            value, cap_expected(cap));
+                                            value, aj_meter_cap_expected(cap));
         }
         *ret_cap = cap;
         *ret_set = true;
