@@ -109,6 +109,23 @@ static int check_fields(AjBroker *b, Conn *c, json_t *req, json_t *id, const cha
 
 /* ---- operations ---- */
 
+/* A call the approvals would hold that cannot be held: denied, *d says why. */
+static bool cannot_hold(AjBroker *b, const char *call_id, AjMeterDecision *d)
+{
+        if (strncmp(call_id, AJ_NET_APPROVAL_PREFIX, strlen(AJ_NET_APPROVAL_PREFIX)) == 0)
+                snprintf(d->reason, sizeof(d->reason),
+                         "call ids beginning with \"" AJ_NET_APPROVAL_PREFIX
+                         "\" name host approvals: use another id for a call that needs approval");
+        else if (b->n_awaiting >= MAX_AWAITING)
+                snprintf(d->reason, sizeof(d->reason), "too many calls awaiting approval (at most %d)", MAX_AWAITING);
+        else if (broker_in_flight_find(b, call_id, true))
+                snprintf(d->reason, sizeof(d->reason), "call id \"%.128s\" is already awaiting approval", call_id);
+        else
+                return false;
+        d->verdict = AJ_VERDICT_DENY;
+        return true;
+}
+
 static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
 {
         static const char *const allowed[] = {
@@ -157,23 +174,9 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 ev = NULL;
         }
         if (d.verdict == AJ_VERDICT_ALLOW && broker_needs_approval(b, name)) {
-                bool reserved_id = strncmp(call_id, AJ_NET_APPROVAL_PREFIX, strlen(AJ_NET_APPROVAL_PREFIX)) == 0;
-                if (b->n_awaiting >= MAX_AWAITING || reserved_id || broker_in_flight_find(b, call_id, true)) {
-                        aj_meter_settle(b->meter, &res, false);
-                        d.verdict = AJ_VERDICT_DENY;
-                        if (reserved_id)
-                                snprintf(d.reason, sizeof(d.reason),
-                                         "call ids beginning with \"" AJ_NET_APPROVAL_PREFIX
-                                         "\" name host approvals: use another id for a call that needs approval");
-                        else if (b->n_awaiting >= MAX_AWAITING)
-                                snprintf(d.reason, sizeof(d.reason), "too many calls awaiting approval (at most %d)",
-                                         MAX_AWAITING);
-                        else
-                                snprintf(d.reason, sizeof(d.reason), "call id \"%.128s\" is already awaiting approval",
-                                         call_id);
-                } else {
+                if (!cannot_hold(b, call_id, &d))
                         return broker_hold(b, c, id, name, call_id, digest, &res, ev, args);
-                }
+                aj_meter_settle(b->meter, &res, false);
         }
         /* Both events in one write(2), still before the reply (and before the verdict
          * counts: a failed write releases the reservation). */
