@@ -260,23 +260,10 @@ static int run_replay(const AjRun *run, const AjReplayOptions *o, const char *ws
         return 0;
 }
 
-int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
+/* Whether `run` may be replayed at all: its record readable, the run over, not held in
+ * quarantine (unless --force). */
+static int replayable(const AjRun *run, const AjReplayOptions *o)
 {
-        *res = (AjReplayResult){ .run_status = -1 };
-        json_auto_t *a = NULL, *b = NULL;
-        char new_dir[PATH_MAX];
-        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
-        int r = aj_paths_resolve(&paths);
-        if (r < 0)
-                return aj_log_errno(r, "Cannot find a state directory (set AGENTJAIL_STATE_DIR)");
-        _cleanup_(aj_run_freep) AjRun *run = NULL;
-        _cleanup_free_ char *note = NULL;
-        r = aj_runs_find(&paths, o->run, &run, &note);
-        if (r < 0) {
-                aj_error("no run matches '%s'%s%s", o->run, note ? ": " : "", note ? note : "");
-                return r;
-        }
-        snprintf(res->original_id, sizeof(res->original_id), "%s", run->id);
         if (!run->rec) {
                 aj_error("run %s has no readable run.json: %s", run->id, aj_error_text(&run->rec_error, -EBADMSG));
                 return -EBADMSG;
@@ -293,6 +280,47 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
                          run->id, run->rec->quarantine.cap ? run->rec->quarantine.cap : "breach");
                 return -EPERM;
         }
+        return 0;
+}
+
+/* The diff of the two chains, with what the reader needs beside it. */
+static int compare(const AjRun *run, const AjReplayOptions *o, const AjPaths *paths, const char *ws,
+                   AjReplayResult *res)
+{
+        json_auto_t *a = NULL, *b = NULL;
+        char new_dir[PATH_MAX];
+        snprintf(new_dir, sizeof(new_dir), "%s/runs/%s", paths->state_root, res->replay_id);
+        int r;
+        if ((r = read_chain(run->dir, &a)) < 0 || (r = read_chain(new_dir, &b)) < 0)
+                return r;
+        r = aj_replay_diff(a, b, &res->diff);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot compare the chains of %s and %s", run->id, res->replay_id);
+        json_object_set_new(res->diff, "replay_of", json_string(run->id));
+        json_object_set_new(res->diff, "run", json_string(res->replay_id));
+        json_object_set_new(res->diff, "run_status", json_integer(res->run_status));
+        json_object_set_new(res->diff, "profile", json_string(o->profile ? o->profile : "(the original's resolved)"));
+        json_object_set_new(res->diff, "workspace", o->keep ? json_string(ws) : json_null());
+        return 0;
+}
+
+int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
+{
+        *res = (AjReplayResult){ .run_status = -1 };
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        int r = aj_paths_resolve(&paths);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot find a state directory (set AGENTJAIL_STATE_DIR)");
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        _cleanup_free_ char *note = NULL;
+        r = aj_runs_find(&paths, o->run, &run, &note);
+        if (r < 0) {
+                aj_error("no run matches '%s'%s%s", o->run, note ? ": " : "", note ? note : "");
+                return r;
+        }
+        snprintf(res->original_id, sizeof(res->original_id), "%s", run->id);
+        if ((r = replayable(run, o)) < 0)
+                return r;
         _cleanup_(aj_error_clear) AjError err = {};
         _cleanup_(aj_replay_recording_freep) AjReplayRecording *recording = NULL;
         r = aj_replay_recording_load(run->dir, &recording, &err);
@@ -335,20 +363,7 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
         if ((r = run_replay(run, o, ws, profile, argv, res)) < 0)
                 goto out;
 
-        snprintf(new_dir, sizeof(new_dir), "%s/runs/%s", paths.state_root, res->replay_id);
-        if ((r = read_chain(run->dir, &a)) < 0 || (r = read_chain(new_dir, &b)) < 0)
-                goto out;
-        r = aj_replay_diff(a, b, &res->diff);
-        if (r < 0) {
-                aj_log_errno(r, "Cannot compare the chains of %s and %s", run->id, res->replay_id);
-                goto out;
-        }
-        json_object_set_new(res->diff, "replay_of", json_string(run->id));
-        json_object_set_new(res->diff, "run", json_string(res->replay_id));
-        json_object_set_new(res->diff, "run_status", json_integer(res->run_status));
-        json_object_set_new(res->diff, "profile", json_string(o->profile ? o->profile : "(the original's resolved)"));
-        json_object_set_new(res->diff, "workspace", o->keep ? json_string(ws) : json_null());
-        r = 0;
+        r = compare(run, o, &paths, ws, res);
 out:
         if (o->keep)
                 res->workspace = TAKE_PTR(ws);
