@@ -26,7 +26,8 @@
 #define AJ_EVAL_MAX_ARGV 256
 #define AJ_EVAL_MAX_STRING 4096
 #define AJ_EVAL_MAX_NAME 128
-#define AJ_EVAL_MAX_FILE_BYTES (1024 * 1024) /* a file's content compared or matched */
+#define AJ_EVAL_MAX_FILE_BYTES (1024 * 1024)   /* a file's content compared or matched */
+#define AJ_EVAL_MAX_OVERLAY_BYTES (4ULL << 30) /* file data an overlay case's changes may hold */
 #define AJ_EVAL_MAX_JOBS 64
 #define AJ_EVAL_DEFAULT_TIMEOUT_NS (600ULL * 1000000000ULL)
 #define AJ_EVAL_MAX_TIMEOUT_NS (24ULL * 3600ULL * 1000000000ULL)
