@@ -522,12 +522,10 @@ static int apply_overlay(const AjRun *run, int ws_fd, char **ret_error)
                 (void)aj_asprintf(ret_error, "cannot list the overlay's changes: %s", aj_error_text(&err, r));
                 return r;
         }
-        uint64_t total = 0;
-        for (size_t i = 0; i < n; i++)
-                if (!v[i].skipped)
-                        total += v[i].allocated;
+        uint64_t total;
+        r = aj_eval_overlay_budget(v, n, &total);
         aj_ws_changes_free(v, n);
-        if (total > AJ_EVAL_MAX_OVERLAY_BYTES) {
+        if (r < 0) {
                 (void)aj_asprintf(ret_error,
                                   "the overlay's changes hold %llu MiB of file data, more than an eval applies (%llu MiB)",
                                   (unsigned long long)(total >> 20),
