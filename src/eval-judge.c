@@ -196,3 +196,15 @@ int aj_eval_judge(const AjEvalCase *c, const AjEvalFacts *f, AjEvalVerdict *ret)
         *ret = v;
         return 0;
 }
+
+int aj_eval_overlay_budget(const AjWsChange *v, size_t n, uint64_t *ret_total)
+{
+        uint64_t total = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (v[i].skipped || v[i].type != S_IFREG)
+                        continue;
+                total = v[i].allocated > UINT64_MAX - total ? UINT64_MAX : total + v[i].allocated;
+        }
+        *ret_total = total;
+        return total > AJ_EVAL_MAX_OVERLAY_BYTES ? -EFBIG : 0;
+}

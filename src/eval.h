@@ -18,6 +18,7 @@
 #include "state.h"
 #include "util/error.h"
 #include "util/macros.h"
+#include "workspace.h"
 
 /* Hard limits on what a suite file asks for. */
 #define AJ_EVAL_MAX_SUITE_BYTES (1024 * 1024)
@@ -26,7 +27,8 @@
 #define AJ_EVAL_MAX_ARGV 256
 #define AJ_EVAL_MAX_STRING 4096
 #define AJ_EVAL_MAX_NAME 128
-#define AJ_EVAL_MAX_FILE_BYTES (1024 * 1024) /* a file's content compared or matched */
+#define AJ_EVAL_MAX_FILE_BYTES (1024 * 1024)   /* a file's content compared or matched */
+#define AJ_EVAL_MAX_OVERLAY_BYTES (4ULL << 30) /* file data an overlay case's changes may hold */
 #define AJ_EVAL_MAX_JOBS 64
 #define AJ_EVAL_DEFAULT_TIMEOUT_NS (600ULL * 1000000000ULL)
 #define AJ_EVAL_MAX_TIMEOUT_NS (24ULL * 3600ULL * 1000000000ULL)
@@ -156,6 +158,11 @@ void aj_eval_verdict_done(AjEvalVerdict *v);
 /* Every assertion of the case against the facts: exit, files, events, usage, in that
  * order. 0 (the verdict filled; passed when no failures) or -ENOMEM. */
 int aj_eval_judge(const AjEvalCase *c, const AjEvalFacts *f, AjEvalVerdict *ret);
+
+/* What applying an overlay case's changes to its scratch copy writes: the allocated bytes of
+ * the upper files it copies (holes stay holes), in *ret_total (saturating). -EFBIG past
+ * AJ_EVAL_MAX_OVERLAY_BYTES: the case is an error, nothing is applied. */
+int aj_eval_overlay_budget(const AjWsChange *v, size_t n, uint64_t *ret_total);
 
 /* ---- reports (eval-report.c) ---- */
 

@@ -70,7 +70,9 @@ static int read_chain(const char *run_dir, json_t **ret)
         return 0;
 }
 
-/* cp -a SRC/. DEST: the scratch copy, owners and modes kept (a jail maps its owner). */
+/* cp -a SRC/. DEST: the scratch copy, owners and modes kept (a jail maps its owner). Holes
+ * stay holes: GNU cp's --sparse=auto (its default, spelt out) copies a sparse file extent by
+ * extent, as aj_copy_data does for commit and eval. */
 static int copy_tree(const char *src, const char *dest)
 {
         _cleanup_free_ char *from = NULL;
@@ -80,7 +82,7 @@ static int copy_tree(const char *src, const char *dest)
         if (pid < 0)
                 return aj_log_errno(-errno, "Cannot fork to copy the workspace");
         if (pid == 0) {
-                execlp("cp", "cp", "-a", "--", from, dest, (char *)NULL);
+                execlp("cp", "cp", "-a", "--sparse=auto", "--", from, dest, (char *)NULL);
                 _exit(127);
         }
         int st;

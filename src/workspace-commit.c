@@ -149,43 +149,6 @@ static int remove_tree_at(int dir_fd, const char *name, bool keep_top)
         return 0;
 }
 
-static int copy_data(int in_fd, int out_fd)
-{
-        bool try_cfr = true;
-        for (;;) {
-                if (try_cfr) {
-                        ssize_t n = copy_file_range(in_fd, NULL, out_fd, NULL, 1u << 30, 0);
-                        if (n > 0)
-                                continue;
-                        if (n == 0)
-                                return 0;
-                        if (errno == EINTR)
-                                continue;
-                        if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
-                            errno != EPERM)
-                                return -errno;
-                        /* Offsets moved by what was copied: read() carries on from there. */
-                        try_cfr = false;
-                }
-                _cleanup_free_ char *buf = malloc(COPY_BUF_SIZE);
-                if (!buf)
-                        return -ENOMEM;
-                for (;;) {
-                        ssize_t n = read(in_fd, buf, COPY_BUF_SIZE);
-                        if (n < 0) {
-                                if (errno == EINTR)
-                                        continue;
-                                return -errno;
-                        }
-                        if (n == 0)
-                                return 0;
-                        int r = aj_write_all(out_fd, buf, (size_t)n);
-                        if (r < 0)
-                                return r;
-                }
-        }
-}
-
 /* A name for a temporary entry in dir_fd: made to be unused, short whatever the target's. */
 static int temp_name(char buf[32])
 {
@@ -259,7 +222,7 @@ static int write_temp(int uparent_fd, int lparent_fd, const char *name, mode_t t
                         return -errno;
         }
         struct timespec times[2] = { ust.st_atim, ust.st_mtim };
-        r = copy_data(in_fd, out_fd);
+        r = aj_copy_data(in_fd, out_fd, NULL); /* holes stay holes */
         /* chown before chmod: chown may clear mode bits. */
         if (r >= 0 && fchown(out_fd, uid, gid) < 0)
                 r = -errno;

@@ -183,6 +183,8 @@ static int diff_file(Diff *d, int ldir_fd, const char *name, const struct stat *
                      S_ISREG(ust->st_mode) ? (uint64_t)ust->st_size : 0, conflict, skipped, note[0] ? note : NULL);
         if (r < 0)
                 return r;
+        if (S_ISREG(ust->st_mode))
+                d->v[d->n - 1].allocated = (uint64_t)ust->st_blocks * 512;
         return 0;
 }
 

@@ -14,7 +14,6 @@
 #include "workspace.h"
 
 #define OPAQUE_XATTR "trusted.overlay.opaque"
-#define COPY_BUF_SIZE (128 * 1024)
 
 /* The root is "" in paths and "." in messages. */
 static inline const char *shown(const char *path) { return *path ? path : "."; }

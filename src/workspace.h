@@ -42,13 +42,15 @@ typedef enum {
 
 typedef struct {
         AjWsChangeKind kind;
-        char *path;    /* relative to the workspace root, '/'-separated, no leading "./" */
-        mode_t type;   /* S_IFREG, S_IFDIR, S_IFLNK... (of the upper entry; of the lower one for DELETED) */
-        uint64_t size; /* upper size for files (0 otherwise) */
-        bool conflict; /* the lower entry (or, for one the commit removes, anything below it)
+        char *path;         /* relative to the workspace root, '/'-separated, no leading "./" */
+        mode_t type;        /* S_IFREG, S_IFDIR, S_IFLNK... (of the upper entry; of the lower one for DELETED) */
+        uint64_t size;      /* upper size for files (0 otherwise) */
+        uint64_t allocated; /* what the upper file holds on disk (st_blocks * 512; 0 otherwise): a
+                             * commit writes no more than that (holes stay holes) */
+        bool conflict;      /* the lower entry (or, for one the commit removes, anything below it)
                         * changed after `since_ns` (ctime or mtime), see aj_ws_diff */
-        bool skipped;  /* an entry commit will not apply (device, fifo, socket): reason in `note` */
-        char *note;    /* NULL or a short explanation */
+        bool skipped;       /* an entry commit will not apply (device, fifo, socket): reason in `note` */
+        char *note;         /* NULL or a short explanation */
 } AjWsChange;
 
 /* Lists what the overlay's upper dir changes in lower, sorted by path, component by

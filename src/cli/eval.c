@@ -514,7 +514,25 @@ static int apply_overlay(const AjRun *run, int ws_fd, char **ret_error)
                 return r;
         }
         _cleanup_(aj_error_clear) AjError err = {};
-        int r = aj_ws_commit(upper_fd, ws_fd, 0, true, NULL, &err);
+        /* What applying writes is bounded: the upper files' allocated bytes (holes stay holes). */
+        AjWsChange *v = NULL;
+        size_t n = 0;
+        int r = aj_ws_diff(upper_fd, ws_fd, 0, &v, &n, &err);
+        if (r < 0) {
+                (void)aj_asprintf(ret_error, "cannot list the overlay's changes: %s", aj_error_text(&err, r));
+                return r;
+        }
+        uint64_t total;
+        r = aj_eval_overlay_budget(v, n, &total);
+        aj_ws_changes_free(v, n);
+        if (r < 0) {
+                (void)aj_asprintf(ret_error,
+                                  "the overlay's changes hold %llu MiB of file data, more than an eval applies (%llu MiB)",
+                                  (unsigned long long)(total >> 20),
+                                  (unsigned long long)(AJ_EVAL_MAX_OVERLAY_BYTES >> 20));
+                return -EFBIG;
+        }
+        r = aj_ws_commit(upper_fd, ws_fd, 0, true, NULL, &err);
         if (r < 0)
                 (void)aj_asprintf(ret_error, "cannot apply the overlay's changes to the scratch workspace: %s",
                                   aj_error_text(&err, r));

@@ -3,10 +3,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "util/fd.h"
@@ -133,35 +136,241 @@ int aj_mkdir_p(const char *path, mode_t mode)
         return 0;
 }
 
-static int rm_rf_at(int parent_fd, const char *name, dev_t dev)
+#define COPY_CHUNK (128 * 1024)
+
+static bool all_zero(const char *p, size_t n) { return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0); }
+
+/* [off, end) of in into out at the same offsets: copy_file_range where the kernel can, else
+ * pread/pwrite; with skip_zeros (no SEEK_DATA) a chunk of zeros is not written (a hole).
+ * Stops early at the source's end (it shrank). */
+static int copy_range(int in_fd, int out_fd, off_t off, off_t end, bool skip_zeros, bool *cfr, char **buf,
+                      uint64_t *written)
+{
+        while (off < end) {
+                size_t want = (uint64_t)(end - off) > (1u << 30) ? (1u << 30) : (size_t)(end - off);
+                if (*cfr && !skip_zeros) {
+                        loff_t i = off, o = off;
+                        ssize_t n = copy_file_range(in_fd, &i, out_fd, &o, want, 0);
+                        if (n > 0) {
+                                off += n;
+                                *written += (uint64_t)n;
+                                continue;
+                        }
+                        if (n == 0)
+                                return 0;
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
+                            errno != EPERM && errno != EBADF)
+                                return -errno;
+                        *cfr = false;
+                }
+                if (!*buf && !(*buf = malloc(COPY_CHUNK)))
+                        return -ENOMEM;
+                ssize_t n = pread(in_fd, *buf, want < COPY_CHUNK ? want : COPY_CHUNK, off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return 0;
+                if (!skip_zeros || !all_zero(*buf, (size_t)n)) {
+                        for (ssize_t done = 0; done < n;) {
+                                ssize_t w = pwrite(out_fd, *buf + done, (size_t)(n - done), off + done);
+                                if (w < 0) {
+                                        if (errno == EINTR)
+                                                continue;
+                                        return -errno;
+                                }
+                                done += w;
+                        }
+                        *written += (uint64_t)n;
+                }
+                off += n;
+        }
+        return 0;
+}
+
+int aj_copy_data(int in_fd, int out_fd, uint64_t *ret_written)
 {
         struct stat st;
-        if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                return errno == ENOENT ? 0 : -errno;
-        if (!S_ISDIR(st.st_mode))
-                return unlinkat(parent_fd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
-        if (st.st_dev != dev)
-                return -EXDEV; /* never descend into another mount */
-        int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
+        if (fstat(in_fd, &st) < 0)
                 return -errno;
-        DIR *d = fdopendir(fd);
-        if (!d) {
-                close(fd);
-                return -ENOMEM;
-        }
+        if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+        off_t size = st.st_size, off = 0;
+        bool cfr = true;
+        _cleanup_free_ char *buf = NULL;
+        uint64_t written = 0;
         int r = 0;
-        struct dirent *de;
-        while ((de = readdir(d))) {
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                        continue;
-                int q = rm_rf_at(dirfd(d), de->d_name, dev);
-                if (q < 0 && r == 0)
-                        r = q;
+        while (off < size) {
+                off_t data = lseek(in_fd, off, SEEK_DATA);
+                if (data < 0) {
+                        if (errno == ENXIO)
+                                break; /* only a hole from here */
+                        if (errno != EINVAL && errno != EOPNOTSUPP)
+                                return -errno;
+                        /* No SEEK_DATA here: read it all, write only the chunks that are not zeros. */
+                        r = copy_range(in_fd, out_fd, off, size, true, &cfr, &buf, &written);
+                        break;
+                }
+                if (data >= size)
+                        break;
+                off_t hole = lseek(in_fd, data, SEEK_HOLE);
+                if (hole < 0) {
+                        if (errno == ENXIO)
+                                break; /* shrank */
+                        return -errno;
+                }
+                if (hole > size || hole <= data)
+                        hole = size;
+                r = copy_range(in_fd, out_fd, data, hole, false, &cfr, &buf, &written);
+                if (r < 0)
+                        return r;
+                off = hole;
+        }
+        if (r < 0)
+                return r;
+        if (ftruncate(out_fd, size) < 0)
+                return -errno;
+        if (ret_written)
+                *ret_written = written;
+        return 0;
+}
+
+/* Where a directory lives: its device and, where the kernel tells (5.8+), its mount, so that
+ * a bind mount of the same file system counts as another place too. */
+typedef struct {
+        dev_t dev;
+        uint64_t mnt_id;
+        bool has_mnt_id;
+} RmPlace;
+
+static int rm_place_at(int dir_fd, const char *name, RmPlace *ret)
+{
+        struct statx stx;
+        int flags = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | (*name ? 0 : AT_EMPTY_PATH);
+        if (statx(dir_fd, name, flags, STATX_TYPE | STATX_MNT_ID, &stx) < 0)
+                return -errno;
+        *ret = (RmPlace){
+                .dev = makedev(stx.stx_dev_major, stx.stx_dev_minor),
+                .mnt_id = stx.stx_mnt_id,
+                .has_mnt_id = stx.stx_mask & STATX_MNT_ID,
+        };
+        return 0;
+}
+
+static bool rm_same_place(const RmPlace *a, const RmPlace *b)
+{
+        return a->dev == b->dev && (!a->has_mnt_id || !b->has_mnt_id || a->mnt_id == b->mnt_id);
+}
+
+typedef struct {
+        RmPlace place;  /* the top directory's: nothing elsewhere is entered */
+        int top_fd;     /* where too deep directories are moved */
+        uint64_t moved; /* how many were */
+} RmRf;
+
+static void rm_note(int *r, int q)
+{
+        if (q < 0 && *r == 0)
+                *r = q;
+}
+
+/* A directory AJ_RM_RF_OPEN_LEVELS down is not entered: it is renamed into the top directory
+ * (same file system, checked) under a fresh name, whose walk takes it up later. That bounds
+ * the fds and DIR buffers held whatever the depth of the tree, and each directory is walked
+ * once (a moved one sits one level below the top and is not moved again). */
+static int rm_move_up(RmRf *rm, int dir_fd, const char *name)
+{
+        char tmp[40];
+        for (int tries = 0;; tries++) {
+                snprintf(tmp, sizeof(tmp), ".aj-rm-%llu-%d", (unsigned long long)rm->moved, tries);
+                if (renameat2(dir_fd, name, rm->top_fd, tmp, RENAME_NOREPLACE) >= 0)
+                        break;
+                if (errno != EEXIST || tries >= 16)
+                        return errno == ENOENT ? 0 : -errno;
+        }
+        rm->moved++;
+        return 0;
+}
+
+/* Removes what dir_fd (taken over) holds, `depth` levels below the top: symlinks are removed,
+ * never followed; a directory in another place is -EXDEV, never entered. Carries on past an
+ * entry it cannot remove and returns the first error. */
+static int rm_contents(RmRf *rm, int dir_fd, unsigned depth)
+{
+        DIR *d = fdopendir(dir_fd);
+        if (!d) {
+                int r = -errno;
+                close(dir_fd);
+                return r;
+        }
+        if (depth == 0)
+                rm->top_fd = dirfd(d);
+        int r = 0;
+        for (;;) {
+                uint64_t moved_before = rm->moved;
+                struct dirent *de;
+                for (errno = 0; (de = readdir(d)); errno = 0) {
+                        const char *name = de->d_name;
+                        if (streq(name, ".") || streq(name, ".."))
+                                continue;
+                        struct stat st;
+                        if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                                rm_note(&r, errno == ENOENT ? 0 : -errno);
+                                continue;
+                        }
+                        if (!S_ISDIR(st.st_mode)) {
+                                if (unlinkat(dirfd(d), name, 0) < 0 && errno != ENOENT)
+                                        rm_note(&r, -errno);
+                                continue;
+                        }
+                        RmPlace pl;
+                        int q = rm_place_at(dirfd(d), name, &pl);
+                        if (q < 0) {
+                                rm_note(&r, q == -ENOENT ? 0 : q);
+                                continue;
+                        }
+                        if (!rm_same_place(&pl, &rm->place)) {
+                                rm_note(&r, -EXDEV); /* never descend into another mount */
+                                continue;
+                        }
+                        if (unlinkat(dirfd(d), name, AT_REMOVEDIR) >= 0 || errno == ENOENT)
+                                continue; /* was empty */
+                        if (errno != ENOTEMPTY && errno != EEXIST) {
+                                rm_note(&r, -errno);
+                                continue;
+                        }
+                        if (depth + 1 >= AJ_RM_RF_OPEN_LEVELS) {
+                                rm_note(&r, rm_move_up(rm, dirfd(d), name));
+                                continue;
+                        }
+                        int fd = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (fd < 0) {
+                                rm_note(&r, errno == ENOENT ? 0 : -errno);
+                                continue;
+                        }
+                        struct stat fst;
+                        if (fstat(fd, &fst) < 0 || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
+                                close(fd);
+                                rm_note(&r, -ESTALE); /* replaced since the fstatat: not entered */
+                                continue;
+                        }
+                        rm_note(&r, rm_contents(rm, fd, depth + 1));
+                        if (unlinkat(dirfd(d), name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                                rm_note(&r, -errno);
+                }
+                if (errno != 0)
+                        rm_note(&r, -errno);
+                /* The top directory again while the walk moved directories into it (readdir
+                 * may or may not have listed them). */
+                if (depth > 0 || rm->moved == moved_before)
+                        break;
+                rewinddir(d);
         }
         closedir(d);
-        if (unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && r == 0)
-                r = -errno;
         return r;
 }
 
@@ -172,7 +381,24 @@ int aj_rm_rf(const char *path)
         struct stat st;
         if (lstat(path, &st) < 0)
                 return errno == ENOENT ? 0 : -errno;
-        return rm_rf_at(AT_FDCWD, path, st.st_dev);
+        if (!S_ISDIR(st.st_mode))
+                return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return errno == ENOENT ? 0 : -errno;
+        struct stat fst;
+        RmRf rm = { .top_fd = -1 };
+        int r = fstat(fd, &fst) < 0 ? -errno : rm_place_at(fd, "", &rm.place);
+        if (r == 0 && (fst.st_dev != st.st_dev || fst.st_ino != st.st_ino))
+                r = -ESTALE;
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
+        r = rm_contents(&rm, fd, 0);
+        if (rmdir(path) < 0 && errno != ENOENT)
+                rm_note(&r, -errno);
+        return r;
 }
 
 int aj_fd_set_nonblock(int fd, bool nonblock)

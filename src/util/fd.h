@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Write all of buf, retrying on EINTR and short writes. */
@@ -20,9 +21,19 @@ int aj_read_file(const char *path, size_t max_size, char **ret, size_t *ret_len)
 int aj_read_file_at(int dirfd, const char *path, size_t max_size, char **ret, size_t *ret_len);
 /* The same from an open fd, from its current offset to the end. */
 int aj_read_fd(int fd, size_t max_size, char **ret, size_t *ret_len);
+/* A regular file's content into out_fd (empty, at the same offsets), extent by extent: a hole
+ * stays a hole (SEEK_DATA/SEEK_HOLE; where the file system cannot tell, chunks of zeros are
+ * not written), then out_fd is truncated to the size, so no more than the source's allocated
+ * data is written. Up to the size the source had when called. Bytes written in *ret_written
+ * (may be NULL). */
+int aj_copy_data(int in_fd, int out_fd, uint64_t *ret_written);
 /* mkdir -p with mode for each created component. */
 int aj_mkdir_p(const char *path, mode_t mode);
-/* Remove a directory tree (does not cross mount points; refuses "/"). */
+/* Remove a directory tree (does not cross mount points: -EXDEV; refuses "/"; symlinks are
+ * removed, never followed). Holds at most AJ_RM_RF_OPEN_LEVELS directory fds whatever the
+ * depth: a directory deeper than that is first renamed into the top one (".aj-rm-N-T").
+ * Carries on past what it cannot remove and returns the first error. */
+#define AJ_RM_RF_OPEN_LEVELS 16
 int aj_rm_rf(const char *path);
 int aj_fd_set_nonblock(int fd, bool nonblock);
 /* Close every fd >= from except those listed (used in the jail child). */

@@ -196,6 +196,21 @@ is "$(jq -r '.cases[0].failures[0]' <<<"$EVAL_OUT" 2>/dev/null)" "exit status 0,
         "the flooding case ran to its end"
 rm -rf "${kept%/*/workspace}"
 
+# An overlay case's sparse file stays sparse in the scratch copy: eval writes its data, not
+# 1 GiB of holes.
+cat >"$TEST_TMP/sparse.json" <<EOF
+{ "cases": [ { "name": "sparse", "profile": "$PO",
+               "command": ["sh", "-c", "dd if=/dev/null of=big bs=1 seek=1073741824 2>/dev/null && printf data >>big"],
+               "expect": { "files": [ { "path": "big", "exists": true } ] } } ] }
+EOF
+eval_run "$TEST_TMP/sparse.json" --keep --json
+is "$EVAL_RC" 0 "an overlay case making a 1 GiB sparse file passes" || eval_diag
+kept=$(jq -r '.cases[0].workspace // empty' <<<"$EVAL_OUT" 2>/dev/null)
+is "$(stat -c %s "$kept/big" 2>&1)" 1073741828 "the scratch copy has the file's size"
+ok "and next to nothing on disk (a hole stays a hole)" \
+        test "$(stat -c '%b * %B' "$kept/big" | xargs expr)" -lt 1048576
+[[ -n "$kept" ]] && rm -rf "${kept%/*/workspace}"
+
 # The progress line is for a terminal only.
 unlike "$EVAL_ERR" $'\r' "no progress line when stderr is not a terminal"
 if command -v script >/dev/null; then

@@ -182,6 +182,29 @@ ln -s "$TEST_TMP/outside" "$WORKSPACE/esc"
 aj commit "$RUN4" --force
 ok "commit never writes through a symlink in the workspace" test ! -e "$TEST_TMP/outside/f"
 
+# ------------------------------------------------------------------ agent-made trees on the host
+# A sparse file stays sparse: commit writes its data, not 1 GiB of holes, into the workspace.
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'dd if=/dev/null of=sparse.bin bs=1 seek=1073741824 2>/dev/null &&
+        printf data | dd of=sparse.bin bs=1 seek=4096 conv=notrunc 2>/dev/null && echo sparse-made'
+like "$JAIL_OUT" "sparse-made" "the agent makes a 1 GiB sparse file" || jail_diag
+aj commit "$JAIL_RUN_ID"
+is "$RC" 0 "commit of the sparse file" || op_diag
+is "$(stat -c %s "$WORKSPACE/sparse.bin")" 1073741824 "commit: the sparse file has its size"
+ok "commit: and next to nothing on disk (a hole stays a hole)" \
+        test "$(stat -c '%b * %B' "$WORKSPACE/sparse.bin" | xargs expr)" -lt 1048576
+is "$(dd if="$WORKSPACE/sparse.bin" bs=1 skip=4096 count=4 2>/dev/null)" data "commit: and its data"
+rm -f "$WORKSPACE/sparse.bin"
+
+# A tree deeper than the fds the host side may open is still discarded.
+run_jail -p "$OV" -- /bin/sh -c 'i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || exit 1; i=$((i + 1)); done; echo deep-made'
+like "$JAIL_OUT" "deep-made" "the agent makes a tree 1500 directories deep" || jail_diag
+DEEP_DIR=$JAIL_RUN_DIR
+(ulimit -n 64 && exec timeout -k 5 30 "$AGENTJAIL" discard "$JAIL_RUN_ID") >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+RC=$? OUT=$(cat "$TEST_TMP/op.out") ERR=$(cat "$TEST_TMP/op.err")
+is "$RC" 0 "discard removes it with 64 fds" || op_diag
+ok "discard: the overlay's upper dir is gone" test ! -e "$DEEP_DIR/workspace"
+
 # Rootless: the overlay needs the host's user namespace; the run refuses to start.
 if command -v setpriv >/dev/null; then
         NB="$TEST_TMP/nobody"

@@ -2,6 +2,7 @@
 /* Eval suites: the parser's errors with their positions, each assertion kind passing and
  * failing, the JUnit XML and JSON reports (src/eval*.c). */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <jansson.h>
 #include <string.h>
 
@@ -379,4 +380,39 @@ Test(eval_report, xml_escape_keeps_utf8_and_drops_what_xml_cannot_carry)
         cr_assert_eq(aj_xml_escape_append(&buf, &len, "é\xe2\x82\xac<\t\n\x7f\xc0\xaf\xed\xa0\x80'"), 0);
         cr_expect_str_eq(buf, "é€&lt;&#9;&#10;??????&apos;");
         free(buf);
+}
+
+/* An overlay case's changes are applied to its scratch copy only up to a budget of file data
+ * on disk: a sparse file counts what it holds, not its size. */
+Test(eval, overlay_budget)
+{
+        AjWsChange v[] = {
+                { .kind = AJ_WS_ADDED,
+                  .path = (char *)"sparse",
+                  .type = S_IFREG,
+                  .size = 1ull << 40,
+                  .allocated = 8192 },
+                { .kind = AJ_WS_ADDED, .path = (char *)"dir", .type = S_IFDIR, .allocated = 4096 },
+                { .kind = AJ_WS_MODIFIED,
+                  .path = (char *)"data",
+                  .type = S_IFREG,
+                  .size = 1 << 20,
+                  .allocated = 1 << 20 },
+        };
+        uint64_t total = 0;
+        cr_expect_eq(aj_eval_overlay_budget(v, 3, &total), 0, "a 1 TiB sparse file holding 8 KiB fits");
+        cr_expect_eq(total, 8192 + (1 << 20));
+        v[2].allocated = AJ_EVAL_MAX_OVERLAY_BYTES - 8192;
+        cr_expect_eq(aj_eval_overlay_budget(v, 3, &total), 0, "exactly the limit fits");
+        v[2].allocated++;
+        cr_expect_eq(aj_eval_overlay_budget(v, 3, &total), -EFBIG, "past the limit is refused");
+        v[0].allocated = UINT64_MAX;
+        cr_expect_eq(aj_eval_overlay_budget(v, 3, &total), -EFBIG, "no overflow back under the limit");
+        cr_expect_eq(total, UINT64_MAX);
+        v[0].skipped = true;
+        v[0].allocated = 0;
+        v[2].allocated = 1;
+        v[2].skipped = true;
+        cr_expect_eq(aj_eval_overlay_budget(v, 3, &total), 0);
+        cr_expect_eq(total, 0, "skipped entries and directories are not copied");
 }

@@ -3,6 +3,8 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <errno.h>
@@ -10,6 +12,7 @@
 #include <string.h>
 
 #include "util/error.h"
+#include "util/fd.h"
 #include "util/format.h"
 #include "util/open-under.h"
 #include "util/path.h"
@@ -296,4 +299,162 @@ Test(format, append_printable)
         char small[8] = "";
         aj_append_printable(small, sizeof(small), "abcdefgh", 64);
         cr_expect_lt(strlen(small), sizeof(small), "never past the buffer");
+}
+
+/* ---- aj_copy_data, aj_rm_rf ---- */
+
+static char fs_root[64];
+
+static void fs_setup(void)
+{
+        snprintf(fs_root, sizeof(fs_root), "/tmp/aj-fs-XXXXXX");
+        cr_assert_not_null(mkdtemp(fs_root));
+}
+
+static void fs_teardown(void) { aj_rm_rf(fs_root); }
+
+Test(copy_data, holes_stay_holes, .init = fs_setup, .fini = fs_teardown)
+{
+        char in[128], out[128];
+        snprintf(in, sizeof(in), "%s/in", fs_root);
+        snprintf(out, sizeof(out), "%s/out", fs_root);
+        int in_fd = open(in, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        cr_assert_geq(in_fd, 0);
+        cr_assert_eq(pwrite(in_fd, "abc", 3, 1 << 20), 3);
+        cr_assert_eq(pwrite(in_fd, "xyz", 3, 3ll << 30), 3);
+        cr_assert_eq(ftruncate(in_fd, 4ll << 30), 0); /* 4 GiB, a few KiB of it data */
+        int out_fd = open(out, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        cr_assert_geq(out_fd, 0);
+        uint64_t written = ~0ull;
+        cr_assert_eq(aj_copy_data(in_fd, out_fd, &written), 0);
+        cr_expect_lt(written, 1u << 20, "wrote %llu bytes", (unsigned long long)written);
+        struct stat st;
+        cr_assert_eq(fstat(out_fd, &st), 0);
+        cr_expect_eq(st.st_size, 4ll << 30);
+        cr_expect_lt((uint64_t)st.st_blocks * 512, 1u << 20);
+        char buf[4] = { 0 };
+        cr_expect_eq(pread(out_fd, buf, 3, 1 << 20), 3);
+        cr_expect_eq(memcmp(buf, "abc", 3), 0);
+        cr_expect_eq(pread(out_fd, buf, 3, 3ll << 30), 3);
+        cr_expect_eq(memcmp(buf, "xyz", 3), 0);
+        cr_expect_eq(pread(out_fd, buf, 3, 2ll << 30), 3);
+        cr_expect_eq(memcmp(buf, "\0\0\0", 3), 0);
+        close(in_fd);
+        close(out_fd);
+}
+
+Test(copy_data, a_dense_file_is_copied_whole, .init = fs_setup, .fini = fs_teardown)
+{
+        char in[128], out[128];
+        snprintf(in, sizeof(in), "%s/in", fs_root);
+        snprintf(out, sizeof(out), "%s/out", fs_root);
+        int in_fd = open(in, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        cr_assert_geq(in_fd, 0);
+        static char data[300000];
+        for (size_t i = 0; i < sizeof(data); i++)
+                data[i] = (char)(i * 7 + 1);
+        cr_assert_eq(aj_write_all(in_fd, data, sizeof(data)), 0);
+        int out_fd = open(out, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        cr_assert_geq(out_fd, 0);
+        uint64_t written = 0;
+        cr_assert_eq(aj_copy_data(in_fd, out_fd, &written), 0);
+        cr_expect_eq(written, sizeof(data));
+        static char back[sizeof(data)];
+        cr_assert_eq(pread(out_fd, back, sizeof(back), 0), (ssize_t)sizeof(back));
+        cr_expect_eq(memcmp(back, data, sizeof(data)), 0);
+        close(in_fd);
+        close(out_fd);
+}
+
+/* A tree far deeper than the fds the process may open is still removed: the walk holds a
+ * bounded number of directory fds whatever the depth. */
+Test(rm_rf, deeper_than_the_fd_limit, .init = fs_setup, .fini = fs_teardown, .timeout = 60)
+{
+        char top[128], keep[128], kept_file[160];
+        snprintf(top, sizeof(top), "%s/deep", fs_root);
+        snprintf(keep, sizeof(keep), "%s/keep", fs_root);
+        snprintf(kept_file, sizeof(kept_file), "%s/file", keep);
+        cr_assert_eq(mkdir(top, 0755), 0);
+        cr_assert_eq(mkdir(keep, 0755), 0);
+        int kf = open(kept_file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        cr_assert_geq(kf, 0);
+        close(kf);
+        int fd = open(top, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        const int depth = 3000;
+        for (int i = 0; i < depth; i++) {
+                cr_assert_eq(mkdirat(fd, "d", 0755), 0, "level %d", i);
+                if (i % 100 == 0) {
+                        int f = openat(fd, "f", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+                        cr_assert_geq(f, 0);
+                        close(f);
+                        cr_assert_eq(symlinkat(keep, fd, "keep-link"), 0);
+                }
+                int next = openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                cr_assert_geq(next, 0);
+                close(fd);
+                fd = next;
+        }
+        close(fd);
+
+        struct rlimit old, low = { .rlim_cur = 64 };
+        cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+        low.rlim_max = old.rlim_max;
+        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+        int r = aj_rm_rf(top);
+        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+        cr_expect_eq(r, 0, "aj_rm_rf: %s", strerror(-r));
+        struct stat st;
+        cr_expect_eq(lstat(top, &st), -1);
+        cr_expect_eq(errno, ENOENT);
+        cr_expect_eq(stat(kept_file, &st), 0, "a symlink was followed"); /* removed, not followed */
+}
+
+Test(rm_rf, symlinks_are_removed_not_followed, .init = fs_setup, .fini = fs_teardown)
+{
+        char top[128], keep[128], kept_file[160], link[160];
+        snprintf(top, sizeof(top), "%s/top", fs_root);
+        snprintf(keep, sizeof(keep), "%s/keep", fs_root);
+        snprintf(kept_file, sizeof(kept_file), "%s/file", keep);
+        snprintf(link, sizeof(link), "%s/link", top);
+        cr_assert_eq(mkdir(top, 0755), 0);
+        cr_assert_eq(mkdir(keep, 0755), 0);
+        int f = open(kept_file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        cr_assert_geq(f, 0);
+        close(f);
+        cr_assert_eq(symlink(keep, link), 0);
+        cr_expect_eq(aj_rm_rf(top), 0);
+        struct stat st;
+        cr_expect_eq(lstat(top, &st), -1);
+        cr_expect_eq(stat(kept_file, &st), 0);
+        /* A symlink given as the path itself: removed, its target kept. */
+        cr_assert_eq(symlink(keep, top), 0);
+        cr_expect_eq(aj_rm_rf(top), 0);
+        cr_expect_eq(lstat(top, &st), -1);
+        cr_expect_eq(stat(kept_file, &st), 0);
+}
+
+/* A mount below is never entered: -EXDEV, what it holds stays, the rest goes. */
+Test(rm_rf, does_not_cross_a_mount, .init = fs_setup, .fini = fs_teardown)
+{
+        char top[128], mnt[160], inside[192], other[160];
+        snprintf(top, sizeof(top), "%s/top", fs_root);
+        snprintf(mnt, sizeof(mnt), "%s/mnt", top);
+        snprintf(inside, sizeof(inside), "%s/precious", mnt);
+        snprintf(other, sizeof(other), "%s/other", top);
+        cr_assert_eq(mkdir(top, 0755), 0);
+        cr_assert_eq(mkdir(mnt, 0755), 0);
+        cr_assert_eq(mkdir(other, 0755), 0);
+        if (mount("aj-test", mnt, "tmpfs", 0, "size=1m") < 0)
+                cr_skip_test("cannot mount a tmpfs (%s): not root?", strerror(errno));
+        int f = open(inside, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        cr_assert_geq(f, 0);
+        close(f);
+        int r = aj_rm_rf(top);
+        struct stat st;
+        bool kept = stat(inside, &st) == 0, other_gone = lstat(other, &st) < 0;
+        umount2(mnt, MNT_DETACH);
+        cr_expect_eq(r, -EXDEV);
+        cr_expect(kept, "a file in the mount below was removed");
+        cr_expect(other_gone);
 }

@@ -663,3 +663,40 @@ Test(workspace, removal_never_crosses_a_mount)
         aj_error_clear(&err);
         assert_content(outside, "precious", "p");
 }
+
+/* An agent's sparse file stays sparse in the workspace: a commit writes its data, not its
+ * holes (a 1 GiB file with 8 KiB in it must not become 1 GiB written). */
+Test(workspace, commit_keeps_a_sparse_file_sparse)
+{
+        const uint64_t size = 1ull << 30;
+        int fd = open(at(upper, "sparse.bin"), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(pwrite(fd, "head", 4, 0), 4);
+        cr_assert_eq(pwrite(fd, "middle", 6, 512ll << 20), 6);
+        cr_assert_eq(ftruncate(fd, (off_t)size), 0);
+        close(fd);
+
+        AjWsChange *v = NULL;
+        size_t n = diff(&v, 0);
+        cr_assert_eq(n, 1);
+        cr_expect_eq(v[0].size, size);
+        cr_expect_lt(v[0].allocated, 1u << 20, "allocated %llu", (unsigned long long)v[0].allocated);
+        aj_ws_changes_free(v, n);
+
+        commit(0, false);
+        struct stat st;
+        cr_assert_eq(stat(at(lower, "sparse.bin"), &st), 0);
+        cr_expect_eq((uint64_t)st.st_size, size);
+        cr_expect_lt((uint64_t)st.st_blocks * 512, 1u << 20, "the copy has %llu bytes on disk",
+                     (unsigned long long)st.st_blocks * 512);
+        char buf[8] = { 0 };
+        fd = open(at(lower, "sparse.bin"), O_RDONLY | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        cr_expect_eq(pread(fd, buf, 4, 0), 4);
+        cr_expect_eq(memcmp(buf, "head", 4), 0);
+        cr_expect_eq(pread(fd, buf, 6, 512ll << 20), 6);
+        cr_expect_eq(memcmp(buf, "middle", 6), 0);
+        cr_expect_eq(pread(fd, buf, 4, 4096), 4);
+        cr_expect_eq(memcmp(buf, "\0\0\0\0", 4), 0);
+        close(fd);
+}
