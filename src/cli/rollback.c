@@ -142,9 +142,10 @@ static int parse_options(int argc, char **argv, Options *o)
                         o->include_failed = true;
                         break;
                 case OPT_APPROVE:
-                        if (!aj_plain_name(optarg, strlen(optarg), 128))
+                        if (!aj_plain_name(optarg, strlen(optarg), 128 + 21)) /* CALL@RESULT_SEQ */
                                 return cli_usage_error(cmd, ROLLBACK_USAGE,
-                                                       "--approve: expected a tool call id of 1 to 128 bytes");
+                                                       "--approve: expected a tool call id of 1 to 128 bytes, or "
+                                                       "CALL@RESULT_SEQ");
                         if (o->n_approve == MAX_APPROVALS)
                                 return cli_usage_error(cmd, ROLLBACK_USAGE, "--approve: at most %d of them",
                                                        MAX_APPROVALS);
