@@ -63,6 +63,7 @@ struct AjBroker {
         InFlight *in_flight;              /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
         size_t n_in_flight, n_awaiting;
         uint64_t in_flight_order, in_flight_dropped;
+        uint64_t n_undo; /* tool_result undo records recorded: at most AJ_BROKER_MAX_UNDO */
         /* approvals: calls whose tool name matches wait for aj_broker_decide() */
         char **approval_globs;
         size_t n_approval_globs;

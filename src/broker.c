@@ -230,6 +230,12 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
                                           "field \"%s\": expected an object describing how to reverse the call",
                                           AJ_BROKER_F_UNDO);
 
+        /* The journal rollback plans from holds no more than it can plan (AJ_ROLLBACK_MAX_STEPS). */
+        if (undo && b->n_undo >= AJ_BROKER_MAX_UNDO)
+                return broker_reply_error(b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                                          "field \"%s\": this run has recorded %d undo records, the most a rollback "
+                                          "plans: report the result without one",
+                                          AJ_BROKER_F_UNDO, AJ_BROKER_MAX_UNDO);
         if (!broker_report_allowed(b, c, id))
                 return;
         /* The undo record is kept whole: it is the rollback journal (the line limit bounds it). */
@@ -239,6 +245,8 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
         broker_reports_suppressed_recorded(b);
+        if (undo)
+                b->n_undo++;
         InFlight *f = broker_in_flight_find(b, call_id, false);
         if (f)
                 broker_in_flight_remove(b, f);

@@ -729,14 +729,15 @@ static char *default_name(const char *file)
         return strdup(buf[0] ? buf : "suite");
 }
 
-int aj_eval_suite_parse(const char *file, const char *text, AjEvalSuite **ret, AjError *err)
+/* `dir`: the directory relative paths start in (NULL: the file's, as written). */
+static int suite_parse(const char *file, const char *dir, const char *text, AjEvalSuite **ret, AjError *err)
 {
         _cleanup_(aj_eval_suite_freep) AjEvalSuite *s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
         _cleanup_free_ char *copy = strdup(file);
-        if (!copy || !(s->file = strdup(file)) || !(s->text = strdup(text)) || !(s->dir = strdup(dirname(copy))) ||
-            !(s->name = default_name(file)))
+        if (!copy || !(s->file = strdup(file)) || !(s->text = strdup(text)) ||
+            !(s->dir = strdup(dir ?: dirname(copy))) || !(s->name = default_name(file)))
                 return -ENOMEM;
         json_error_t je;
         json_auto_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
@@ -750,6 +751,11 @@ int aj_eval_suite_parse(const char *file, const char *text, AjEvalSuite **ret, A
         return 0;
 }
 
+int aj_eval_suite_parse(const char *file, const char *text, AjEvalSuite **ret, AjError *err)
+{
+        return suite_parse(file, NULL, text, ret, err);
+}
+
 int aj_eval_suite_load(const char *file, AjEvalSuite **ret, AjError *err)
 {
         _cleanup_free_ char *text = NULL;
@@ -761,7 +767,18 @@ int aj_eval_suite_load(const char *file, AjEvalSuite **ret, AjError *err)
                 return aj_error_set(err, r, "Cannot read '%s': %s", file, strerror(-r));
         if (strlen(text) != len)
                 return aj_error_set(err, -EINVAL, "%s: a NUL byte in the text", file);
-        return aj_eval_suite_parse(file, text, ret, err);
+        /* Relative fixtures and profile paths start in the suite's directory, made absolute
+         * here: each case runs elsewhere (in its scratch workspace), where a relative
+         * "dir/profile.json" would name the wrong file (one of the fixture's, say). */
+        _cleanup_free_ char *copy = strdup(file);
+        if (!copy)
+                return -ENOMEM;
+        _cleanup_free_ char *dir = realpath(dirname(copy), NULL);
+        if (!dir) {
+                r = -errno;
+                return aj_error_set(err, r, "Cannot resolve the directory of '%s': %s", file, strerror(-r));
+        }
+        return suite_parse(file, dir, text, ret, err);
 }
 
 int aj_eval_suite_error_at(const AjEvalSuite *s, AjError *err, size_t case_index, const char *key, const char *fmt, ...)

@@ -112,7 +112,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjEvalSuite *, aj_eval_suite_free);
  * relative paths start. -EINVAL with "FILE:LINE:COL: cases[2].expect.files[0].path:
  * message" in *err. */
 int aj_eval_suite_parse(const char *file, const char *text, AjEvalSuite **ret, AjError *err);
-/* Read `file` (at most AJ_EVAL_MAX_SUITE_BYTES) and parse it. */
+/* Read `file` (at most AJ_EVAL_MAX_SUITE_BYTES) and parse it; relative paths in it start
+ * in the file's directory made absolute (realpath), whatever the current directory. */
 int aj_eval_suite_load(const char *file, AjEvalSuite **ret, AjError *err);
 /* "FILE:LINE:COL: cases[I].KEY: message" about a case's member (for the runner's checks
  * that need the file system, e.g. a fixture that is missing). Returns -EINVAL. */

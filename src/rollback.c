@@ -4,9 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agentjail/broker.h"
 #include "meter.h"
 #include "rollback.h"
 #include "util/macros.h"
+
+/* The broker records no more undo records in a run than one rollback plans. */
+_Static_assert(AJ_ROLLBACK_MAX_STEPS == AJ_BROKER_MAX_UNDO, "the broker's undo limit is the plan's");
 
 /* clang-format off */
 static const char *const result_names[] = {
@@ -38,6 +42,7 @@ void aj_rollback_plan_done(AjRollbackPlan *p)
         if (!p)
                 return;
         free(p->steps);
+        json_decref(p->left_out);
         json_decref(p->journal);
         *p = (AjRollbackPlan){ 0 };
 }
@@ -57,11 +62,51 @@ static void step_gate(AjRollbackStep *s, const AjRollbackGate *g)
 {
         s->gate = gate_match(g, s->tool) ?: gate_match(g, s->undo_tool);
         s->gated = s->gate || (!s->tool && g->n_patterns > 0);
-        if (!s->gated)
-                return;
-        s->approved = g->approve_all_gated;
-        for (size_t i = 0; !s->approved && i < g->n_approve; i++)
-                s->approved = streq(g->approve[i], s->call_id);
+}
+
+/* Why a journal entry with an undo record is not a step (NULL: it is one). */
+static const char *left_out_why(json_t *c, const AjRollbackGate *g, char *buf, size_t size)
+{
+        const char *orphan = json_string_value(json_object_get(c, "orphan"));
+        const char *st = json_string_value(json_object_get(c, "status"));
+        if (orphan) {
+                snprintf(buf, size, "orphan: %s", orphan);
+                return buf;
+        }
+        if (!g->include_failed && (!st || !streq(st, "ok")))
+                return "failed-call";
+        return NULL;
+}
+
+/* The steps an --approve names: CALL_ID (every step with that id) or, when no step has
+ * that id, CALL_ID@RESULT_SEQ (that one step). Returns how many it matched; marks them. */
+static size_t approve_match(AjRollbackPlan *p, const char *a, bool *marks)
+{
+        size_t n = 0;
+        for (size_t k = 0; k < p->n; k++)
+                if (streq(p->steps[k].call_id, a)) {
+                        marks[k] = true;
+                        n++;
+                }
+        const char *at = strrchr(a, '@');
+        if (n || !at || !at[1] || strspn(at + 1, "0123456789") != strlen(at + 1) || strlen(at + 1) > 19)
+                return n;
+        uint64_t seq = strtoull(at + 1, NULL, 10);
+        for (size_t k = 0; k < p->n; k++)
+                if (p->steps[k].result_seq == seq && strlen(p->steps[k].call_id) == (size_t)(at - a) &&
+                    strncmp(p->steps[k].call_id, a, (size_t)(at - a)) == 0) {
+                        marks[k] = true;
+                        n++;
+                }
+        return n;
+}
+
+static int plan_fail(AjRollbackPlan *p, int r)
+{
+        free(p->steps);
+        json_decref(p->left_out);
+        *p = (AjRollbackPlan){ 0 };
+        return r;
 }
 
 int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan *ret, AjError *err)
@@ -70,21 +115,22 @@ int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan
                 return aj_error_set(err, -EINVAL, "the tool journal is not an array");
         size_t n = 0, i;
         json_t *c;
-        AjRollbackPlan p = { 0 };
+        char why_buf[200];
+        AjRollbackPlan p = { .left_out = json_array() };
+        if (!p.left_out)
+                return -ENOMEM;
         json_array_foreach (journal, i, c) {
                 json_t *undo = json_object_get(c, "undo");
                 const char *st = json_string_value(json_object_get(c, "status"));
                 if (json_is_object(undo))
-                        n++;
-                else if (st && streq(st, "ok"))
+                        n += !left_out_why(c, gate, why_buf, sizeof(why_buf));
+                else if (st && streq(st, "ok") && !json_object_get(c, "orphan"))
                         p.without_undo++;
         }
-        if (n > AJ_ROLLBACK_MAX_STEPS)
-                return aj_error_set(err, -E2BIG, "%zu undo records: more than %d, the most one rollback plans", n,
-                                    AJ_ROLLBACK_MAX_STEPS);
-        p.steps = n ? calloc(n, sizeof(*p.steps)) : NULL;
-        if (n && !p.steps)
-                return -ENOMEM;
+        size_t planned = n < AJ_ROLLBACK_MAX_STEPS ? n : AJ_ROLLBACK_MAX_STEPS;
+        p.steps = planned ? calloc(planned, sizeof(*p.steps)) : NULL;
+        if (planned && !p.steps)
+                return plan_fail(&p, -ENOMEM);
         json_array_foreach (journal, i, c) {
                 json_t *undo = json_object_get(c, "undo");
                 if (!json_is_object(undo))
@@ -92,23 +138,61 @@ int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan
                 json_t *seq = json_object_get(c, "seq");
                 const char *id = json_string_value(json_object_get(c, "gen_ai.tool.call.id"));
                 if (!id || !json_is_integer(seq) || json_integer_value(seq) <= 0) {
-                        free(p.steps);
+                        plan_fail(&p, 0);
                         return aj_error_set(err, -EINVAL, "journal entry %zu has no call id or seq", i);
+                }
+                const char *why = left_out_why(c, gate, why_buf, sizeof(why_buf));
+                if (!why && p.n == planned)
+                        why = "past-limit";
+                if (why) {
+                        if (json_array_append_new(p.left_out,
+                                                  json_pack("{s:s, s:O, s:O?, s:s}", "call_id", id, "result_seq", seq,
+                                                            "status", json_object_get(c, "status"), "why", why)) < 0)
+                                return plan_fail(&p, -ENOMEM);
+                        p.orphans += strncmp(why, "orphan", 6) == 0;
+                        p.failed_calls += streq(why, "failed-call");
+                        p.past_limit += streq(why, "past-limit");
+                        continue;
                 }
                 AjRollbackStep *s = &p.steps[p.n];
                 *s = (AjRollbackStep){
                         .step = (unsigned)(p.n + 1),
-                        .of = (unsigned)n,
+                        .of = (unsigned)planned,
                         .result_seq = (uint64_t)json_integer_value(seq),
                         .call_id = id,
                         .tool = json_string_value(json_object_get(c, "gen_ai.tool.name")),
                         .undo_tool = json_string_value(json_object_get(undo, "tool")),
+                        .status = json_string_value(json_object_get(c, "status")),
                         .args = json_object_get(c, "gen_ai.tool.call.arguments"),
                         .undo = undo,
                         .last_result = json_string_value(json_object_get(json_object_get(c, "rollback"), "result")),
                 };
                 p.n++;
                 step_gate(s, gate);
+        }
+        /* An approval that names no step is a typo the operator should hear about before
+         * anything runs; a bare id several steps share (the agent reused it) is ambiguous. */
+        _cleanup_free_ bool *named = p.n ? calloc(p.n, sizeof(bool)) : NULL;
+        if (p.n && !named)
+                return plan_fail(&p, -ENOMEM);
+        for (size_t a = 0; a < gate->n_approve; a++) {
+                size_t m = approve_match(&p, gate->approve[a], named);
+                if (m == 0) {
+                        plan_fail(&p, 0);
+                        return aj_error_set(err, -EINVAL, "--approve %s: no undo record of the run has that call id",
+                                            gate->approve[a]);
+                }
+                if (m > 1) {
+                        plan_fail(&p, 0);
+                        return aj_error_set(err, -EINVAL,
+                                            "--approve %s: %zu steps have that call id (the agent reused it): name "
+                                            "one as CALL@RESULT_SEQ",
+                                            gate->approve[a], m);
+                }
+        }
+        for (size_t k = 0; k < p.n; k++) {
+                AjRollbackStep *s = &p.steps[k];
+                s->approved = s->gated && (gate->approve_all_gated || named[k]);
                 if (s->last_result && streq(s->last_result, aj_rollback_result_name(AJ_ROLLBACK_OK))) {
                         s->action = AJ_ROLLBACK_APPLIED;
                         p.applied++;
@@ -120,18 +204,6 @@ int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan
                         p.to_run++;
                 }
         }
-        /* An approval that names no step is a typo the operator should hear about before
-         * anything runs. */
-        for (size_t a = 0; a < gate->n_approve; a++) {
-                bool found = false;
-                for (size_t k = 0; k < p.n && !found; k++)
-                        found = streq(p.steps[k].call_id, gate->approve[a]);
-                if (!found) {
-                        free(p.steps);
-                        return aj_error_set(err, -EINVAL, "--approve %s: no undo record of the run has that call id",
-                                            gate->approve[a]);
-                }
-        }
         p.journal = json_incref(journal);
         *ret = p;
         return 0;
@@ -139,9 +211,9 @@ int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan
 
 int aj_rollback_step_input(const AjRollbackStep *s, const char *run_id, char **ret_text)
 {
-        json_auto_t *doc = json_pack("{s:s, s:I, s:I, s:s, s:s?, s:O?, s:O, s:I}", "run", run_id, "step",
+        json_auto_t *doc = json_pack("{s:s, s:I, s:I, s:s, s:s?, s:O?, s:s?, s:O, s:I}", "run", run_id, "step",
                                      (json_int_t)s->step, "of", (json_int_t)s->of, "call_id", s->call_id, "tool",
-                                     s->tool, "args", s->args, "undo", s->undo, "result_seq",
+                                     s->tool, "args", s->args, "status", s->status, "undo", s->undo, "result_seq",
                                      (json_int_t)s->result_seq);
         if (!doc) /* "tool" and "args" are null when the call's request is not known */
                 return -ENOMEM;

@@ -23,7 +23,8 @@
 #define AJ_ROLLBACK_TIMEOUT_DEFAULT_NS (60ULL * 1000000000ULL)
 #define AJ_ROLLBACK_TIMEOUT_MIN_NS (1ULL * 1000000000ULL)
 #define AJ_ROLLBACK_TIMEOUT_MAX_NS (3600ULL * 1000000000ULL)
-/* A run's undo records planned at once; a run with more is refused whole. */
+/* A run's undo records planned at once: the broker records no more in a run; an older
+ * chain with more has the oldest left out of the plan (and listed). */
 #define AJ_ROLLBACK_MAX_STEPS 4096
 /* The handler's output (stdout and stderr together) kept per step: the event's excerpt.
  * What comes after is read and counted, not kept. */
@@ -59,6 +60,7 @@ typedef struct {
         const char *call_id;     /* borrowed from the journal, like the rest */
         const char *tool;        /* the call's tool (its tool.request); NULL: not known */
         const char *undo_tool;   /* the undo record's own "tool", when it is a string */
+        const char *status;      /* the call's result: "ok" or "error" */
         json_t *args, *undo;     /* the call's arguments (NULL: not known), the undo record */
         const char *last_result; /* the last rollback.step result the chain has for it, or NULL */
         bool gated;              /* approvals.tools matches tool or undo_tool (or tool is not known) */
@@ -72,31 +74,41 @@ typedef struct {
         size_t n;
         size_t to_run, applied, held;
         size_t without_undo; /* calls that succeeded with no undo record: to reverse by hand */
-        json_t *journal;     /* a reference: the steps point into it */
+        /* Undo records not planned, oldest last, each {call_id, result_seq, status, why}:
+         * "orphan: ..." (a result that is not an allowed call's first), "failed-call" (the
+         * call's status is "error", without include_failed), "past-limit" (past
+         * AJ_ROLLBACK_MAX_STEPS). */
+        json_t *left_out;
+        size_t orphans, failed_calls, past_limit;
+        json_t *journal; /* a reference: the steps point into it */
 } AjRollbackPlan;
 
 /* What gates a step: the profile's approvals.tools, and the operator's approvals. */
 typedef struct {
         char *const *patterns; /* globs with '*', as the broker matches them */
         size_t n_patterns;
-        char *const *approve; /* --approve CALL_ID */
+        char *const *approve; /* --approve CALL_ID, or CALL_ID@RESULT_SEQ for one step */
         size_t n_approve;
         bool approve_all_gated;
+        bool include_failed; /* plan the undo records of calls whose status is "error" too */
 } AjRollbackGate;
 
 /*
  * The plan from a run's tool journal (aj_run_tool_journal: newest first, each call with
  * "seq", "undo" and "rollback", the chain's last rollback.step for it): one step per undo
- * record, newest first. A step whose last result is "ok" is applied already; a gated one
- * not approved is held. -EINVAL (err names it) for an --approve that names no step, or a
- * journal entry that is not what aj_run_tool_journal makes; -E2BIG past
- * AJ_ROLLBACK_MAX_STEPS. Pure.
+ * record of an allowed call (not an "orphan"), newest first, at most
+ * AJ_ROLLBACK_MAX_STEPS; those of failed calls only with include_failed; the rest in
+ * left_out. A step whose last result is "ok" is applied already; a gated one not approved
+ * is held. -EINVAL (err names it) for an --approve that names no step or, bare, names a
+ * reused call id's several steps, or a journal entry that is not what aj_run_tool_journal
+ * makes. Pure.
  */
 int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan *ret, AjError *err);
 void aj_rollback_plan_done(AjRollbackPlan *p);
 
 /* The document the handler reads on its stdin, one line of JSON with a newline:
- * {"run", "step", "of", "call_id", "tool", "args", "undo", "result_seq"}. New string. */
+ * {"run", "step", "of", "call_id", "tool", "args", "status", "undo", "result_seq"}. New
+ * string. */
 int aj_rollback_step_input(const AjRollbackStep *s, const char *run_id, char **ret_text);
 
 /* One step's outcome (rollback-exec.c fills it; a held step is only `result`). */

@@ -528,7 +528,8 @@ int aj_event_format(json_t *ev, char **ret)
 /* ---- the tool calls' journal ------------------------------------------------------------ */
 
 typedef struct {
-        json_t *requests; /* call id -> its tool.request */
+        json_t *requests; /* call id -> its last tool.request */
+        json_t *state;    /* call id -> "asked", "allowed" (a tool.verdict allow) or "reported" */
         json_t *calls;    /* oldest first */
         json_t *by_seq;   /* the tool.result's seq (as a string) -> its entry in calls */
 } Journal;
@@ -550,6 +551,22 @@ static int journal_rollback_step(Journal *j, json_t *ev)
                                              "ts", doc_str(ev, "ts")));
 }
 
+/* What a tool.result is to the journal: its call's result (NULL), or an orphan, and why.
+ * Only the first result of a call the broker allowed counts: the agent chooses the ids,
+ * so a result for a call never asked for, denied, still awaiting approval or already
+ * reported names nothing that happened and must never be undone. */
+static const char *journal_orphan(Journal *j, const char *id)
+{
+        const char *st = json_string_value(json_object_get(j->state, id));
+        if (!st)
+                return "no tool call with that id";
+        if (streq(st, "asked"))
+                return "the call was not allowed";
+        if (streq(st, "reported"))
+                return "the call's result was reported already";
+        return NULL;
+}
+
 static int journal_add(json_t *ev, void *userdata)
 {
         Journal *j = userdata;
@@ -558,11 +575,21 @@ static int journal_add(json_t *ev, void *userdata)
                 return journal_rollback_step(j, ev);
         if (!type || !id)
                 return 0;
-        if (streq(type, "tool.request"))
-                return json_object_set(j->requests, id, ev);
+        if (streq(type, "tool.request")) /* a reused id: a new call, judged anew */
+                return json_object_set(j->requests, id, ev) < 0 ||
+                                       json_object_set_new(j->state, id, json_string("asked")) < 0
+                               ? -ENOMEM
+                               : 0;
+        if (streq(type, "tool.verdict")) { /* at once, or after an approval */
+                const char *verdict = doc_str(ev, "verdict"), *st = json_string_value(json_object_get(j->state, id));
+                if (verdict && streq(verdict, "allow") && st && streq(st, "asked"))
+                        return json_object_set_new(j->state, id, json_string("allowed")) < 0 ? -ENOMEM : 0;
+                return 0;
+        }
         if (!streq(type, "tool.result"))
                 return 0;
-        json_t *req = json_object_get(j->requests, id);
+        const char *orphan = journal_orphan(j, id);
+        json_t *req = orphan ? NULL : json_object_get(j->requests, id);
         json_t *undo = json_object_get(ev, "undo");
         json_t *seq = json_object_get(ev, "seq");
         json_t *c = json_pack("{s:s, s:s?, s:O?, s:s?, s:s?, s:O, s:O?, s:n}", "gen_ai.tool.call.id", id,
@@ -570,9 +597,15 @@ static int journal_add(json_t *ev, void *userdata)
                               json_object_get(req, "gen_ai.tool.call.arguments"), "status", doc_str(ev, "status"), "ts",
                               doc_str(ev, "ts"), "undo", undo ? undo : json_null(), "seq",
                               json_is_integer(seq) ? seq : NULL, "rollback");
+        if (c && orphan && json_object_set_new(c, "orphan", json_string(orphan)) < 0) {
+                json_decref(c);
+                c = NULL;
+        }
         if (!c || json_array_append_new(j->calls, c) < 0)
                 return -ENOMEM;
-        if (json_is_integer(seq)) {
+        if (!orphan && json_object_set_new(j->state, id, json_string("reported")) < 0)
+                return -ENOMEM;
+        if (!orphan && json_is_integer(seq)) {
                 char key[32];
                 snprintf(key, sizeof(key), "%lld", (long long)json_integer_value(seq));
                 return json_object_set(j->by_seq, key, c);
@@ -588,9 +621,9 @@ int aj_run_tool_journal(const AjRun *run, json_t **ret_calls)
         int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
         if (r < 0)
                 return r;
-        json_auto_t *requests = json_object(), *calls = json_array(), *by_seq = json_object();
-        Journal j = { .requests = requests, .calls = calls, .by_seq = by_seq };
-        r = requests && calls && by_seq ? aj_events_foreach(path, journal_add, &j, NULL) : -ENOMEM;
+        json_auto_t *requests = json_object(), *state = json_object(), *calls = json_array(), *by_seq = json_object();
+        Journal j = { .requests = requests, .state = state, .calls = calls, .by_seq = by_seq };
+        r = requests && state && calls && by_seq ? aj_events_foreach(path, journal_add, &j, NULL) : -ENOMEM;
         if (r < 0)
                 return r;
         json_t *newest_first = json_array();

@@ -92,11 +92,14 @@ char *aj_format_age(uint64_t seconds, char *buf, size_t len);
 bool aj_event_type_matches(json_t *ev, const char *prefix);
 /* One human-readable line (no newline): "TIME  SEQ TYPE  key=value ...". */
 int aj_event_format(json_t *ev, char **ret);
-/* The journal from the chain: every allowed tool call that reported a result, newest
- * first: {gen_ai.tool.call.id, gen_ai.tool.name, gen_ai.tool.call.arguments, status, ts,
- * undo, seq, rollback} with the undo record the agent gave (null when none), the
- * tool.result's seq, and the last rollback.step recorded for it ({result, seq, ts}, or
- * null). */
+/* The journal from the chain: every tool.result, newest first: {gen_ai.tool.call.id,
+ * gen_ai.tool.name, gen_ai.tool.call.arguments, status, ts, undo, seq, rollback} with the
+ * undo record the agent gave (null when none), the tool.result's seq, and the last
+ * rollback.step recorded for it ({result, seq, ts}, or null). Only the first result of a
+ * call the broker allowed (a tool.verdict "allow", at once or after an approval; a new
+ * tool.request with the same id starts a new call) is the call's: any other result (no
+ * such call, not allowed, reported already) has "orphan" (why) and no tool or arguments,
+ * and is never to be undone. */
 int aj_run_tool_journal(const AjRun *run, json_t **ret_calls);
 /* Append an event to a dead run's chain (continuing its seq) and move run.json's anchor
  * in run->rec, if it has one (written by the caller's aj_run_record_write). `fields` is

@@ -21,7 +21,7 @@
 
 #define ROLLBACK_USAGE                                                                     \
         "agentjail rollback RUN [--apply] [--dry-run] [--keep-going] [--approve CALL]... " \
-        "[--approve-all-gated] [--timeout DURATION] [--json]"
+        "[--approve-all-gated] [--include-failed] [--timeout DURATION] [--json]"
 #define ROLLBACK_HELP                                                                            \
         "What it takes to undo a run: its workspace changes (an overlay workspace can\n"         \
         "still be discarded) and, newest first, the tool calls that reported a result with\n"    \
@@ -38,13 +38,45 @@
         "--keep-going: go on after a failed or held step.\n"                                     \
         "--approve CALL: run the undo of CALL although its tool (or the undo record's tool)\n"   \
         "matches the profile's approvals.tools; without it such a step is held, not run.\n"      \
+        "CALL@RESULT_SEQ names one step when the agent reused the call id.\n"                    \
         "--approve-all-gated: approve every such step.\n"                                        \
+        "--include-failed: also run the undo records of calls that reported status \"error\"\n"  \
+        "(left out by default: the call failed, there may be nothing to undo).\n"                \
+        "Only the first result of a call the broker allowed is planned: results for call ids\n"  \
+        "never allowed, or reported again, are listed as orphans and never run.\n"               \
         "--timeout DURATION: each step's time (default: the profile's rollback.timeout, 60s);\n" \
         "past it the handler and its process group are killed.\n"                                \
         "Exit status with --apply: 0 every step is applied, 1 one failed or was held."
 
 #define MAX_APPROVALS 256
 #define PLAN_UNDO_MAX 300 /* characters of an undo record shown in the plan */
+
+/* The agent's strings (call ids, tool names) as the plan shows them: as they are when
+ * plain (letters, digits, "_./:@+-,"), else a JSON string with everything but printable
+ * ASCII escaped (quotes, controls, C1 and bidi characters). */
+#define SHOWN_MAX 300
+static const char *shown(const char *s, char buf[static SHOWN_MAX])
+{
+        if (!s)
+                return "?";
+        bool plain = *s != 0;
+        for (const char *p = s; plain && *p; p++)
+                plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                        strchr("_./:@+-,", *p);
+        if (plain && strlen(s) < SHOWN_MAX) {
+                strcpy(buf, s);
+                return buf;
+        }
+        json_auto_t *str = json_string(s);
+        _cleanup_free_ char *text = str ? json_dumps(str, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+        if (!text)
+                return "?";
+        snprintf(buf, SHOWN_MAX, "%s", text);
+        if (strlen(text) >= SHOWN_MAX)
+                strcpy(buf + SHOWN_MAX - 4, "...");
+        return buf;
+}
+#define SHOWN(s) shown((s), (char[SHOWN_MAX]){ 0 })
 
 /* SIGINT or SIGTERM during --apply: the step in progress finishes and is recorded, then
  * the rollback stops (a step cut off midway would be neither applied nor recorded). */
@@ -53,7 +85,7 @@ static volatile sig_atomic_t interrupted;
 static void on_interrupt(int sig) { interrupted = sig; }
 
 typedef struct {
-        bool json, help, apply, dry_run, keep_going, approve_all;
+        bool json, help, apply, dry_run, keep_going, approve_all, include_failed;
         const char *run;
         const char *approve[MAX_APPROVALS];
         size_t n_approve;
@@ -67,6 +99,7 @@ enum {
         OPT_APPROVE,
         OPT_APPROVE_ALL,
         OPT_TIMEOUT,
+        OPT_INCLUDE_FAILED,
 };
 
 static int parse_options(int argc, char **argv, Options *o)
@@ -79,6 +112,7 @@ static int parse_options(int argc, char **argv, Options *o)
                 { "approve", required_argument, NULL, OPT_APPROVE },
                 { "approve-all-gated", no_argument, NULL, OPT_APPROVE_ALL },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
+                { "include-failed", no_argument, NULL, OPT_INCLUDE_FAILED },
                 {},
         };
         const char *cmd = "rollback";
@@ -104,10 +138,14 @@ static int parse_options(int argc, char **argv, Options *o)
                 case OPT_APPROVE_ALL:
                         o->approve_all = true;
                         break;
+                case OPT_INCLUDE_FAILED:
+                        o->include_failed = true;
+                        break;
                 case OPT_APPROVE:
-                        if (!aj_plain_name(optarg, strlen(optarg), 128))
+                        if (!aj_plain_name(optarg, strlen(optarg), 128 + 21)) /* CALL@RESULT_SEQ */
                                 return cli_usage_error(cmd, ROLLBACK_USAGE,
-                                                       "--approve: expected a tool call id of 1 to 128 bytes");
+                                                       "--approve: expected a tool call id of 1 to 128 bytes, or "
+                                                       "CALL@RESULT_SEQ");
                         if (o->n_approve == MAX_APPROVALS)
                                 return cli_usage_error(cmd, ROLLBACK_USAGE, "--approve: at most %d of them",
                                                        MAX_APPROVALS);
@@ -128,9 +166,10 @@ static int parse_options(int argc, char **argv, Options *o)
                 return r;
         o->run = argv[optind];
         bool acting = o->apply || o->dry_run;
-        if (!acting && (o->keep_going || o->approve_all || o->n_approve || o->timeout_ns))
+        if (!acting && (o->keep_going || o->approve_all || o->n_approve || o->timeout_ns || o->include_failed))
                 return cli_usage_error(cmd, ROLLBACK_USAGE,
-                                       "--keep-going, --approve, --approve-all-gated and --timeout go with --apply");
+                                       "--keep-going, --approve, --approve-all-gated, --include-failed and --timeout go "
+                                       "with --apply");
         return 0;
 }
 
@@ -157,24 +196,33 @@ static void print_workspace(const AjRun *run, json_t *ws)
                        rec->workspace.decided_at ?: "?");
 }
 
-static void print_calls(json_t *calls, size_t with_undo, size_t unreversible)
+static void print_calls(json_t *calls, size_t with_undo, size_t unreversible, size_t orphans)
 {
         size_t i;
         json_t *c;
-        printf("tool calls with a result, newest first: %zu; %zu with an undo record, %zu succeeded without one\n",
-               json_array_size(calls), with_undo, unreversible);
+        printf("tool calls with a result, newest first: %zu; %zu with an undo record, %zu succeeded without one",
+               json_array_size(calls) - orphans, with_undo, unreversible);
+        if (orphans)
+                printf("; %zu orphan result%s (no allowed call, or reported again: never undone)", orphans,
+                       orphans == 1 ? "" : "s");
+        printf("\n");
         json_array_foreach (calls, i, c) {
                 json_t *undo = json_object_get(c, "undo");
                 _cleanup_free_ char *u = json_is_null(undo) ? NULL
-                                                            : json_dumps(undo, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                                                            : json_dumps(undo, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                                                                       JSON_ENSURE_ASCII);
+                if (u && strlen(u) > PLAN_UNDO_MAX)
+                        strcpy(u + PLAN_UNDO_MAX - 3, "...");
                 const char *st = cli_jstr(c, "status") ?: "?";
                 const char *rolled = cli_jstr(json_object_get(c, "rollback"), "result");
-                printf("  %-20s %-24s %-6s %s%s%s\n", cli_jstr(c, "gen_ai.tool.call.id"),
-                       cli_jstr(c, "gen_ai.tool.name") ?: "?", st,
+                const char *orphan = cli_jstr(c, "orphan");
+                printf("  %-20s %-24s %-6s %s%s%s%s%s\n", SHOWN(cli_jstr(c, "gen_ai.tool.call.id")),
+                       orphan ? "(orphan)" : SHOWN(cli_jstr(c, "gen_ai.tool.name")), SHOWN(st),
                        u                 ? u
                        : streq(st, "ok") ? "(no undo record: reverse it by hand)"
                                          : "(failed, no undo record)",
-                       rolled ? "  rollback: " : "", rolled ?: "");
+                       rolled ? "  rollback: " : "", rolled ?: "", orphan ? "  orphan, never undone: " : "",
+                       orphan ?: "");
         }
 }
 
@@ -187,25 +235,29 @@ static int list_cmd(AjRun *run, bool json)
                 return CLI_EXIT_FAIL;
         }
         json_auto_t *owned = calls;
-        size_t with_undo = 0, unreversible = 0, i;
+        size_t with_undo = 0, unreversible = 0, orphans = 0, i;
         json_t *c;
         json_array_foreach (calls, i, c) {
                 bool undo = !json_is_null(json_object_get(c, "undo"));
                 const char *st = cli_jstr(c, "status");
+                if (json_object_get(c, "orphan")) { /* not a call's result: never undone */
+                        orphans++;
+                        continue;
+                }
                 with_undo += undo;
                 unreversible += !undo && st && streq(st, "ok");
         }
         const AjRunRecord *rec = run->rec;
         json_t *ws = rec && rec->workspace.present ? rec->shown.workspace : NULL;
         if (json) {
-                json_auto_t *doc = json_pack("{s:s, s:O?, s:O, s:I, s:I}", "run", run->id, "workspace", ws, "calls",
-                                             calls, "with_undo", (json_int_t)with_undo, "ok_without_undo",
-                                             (json_int_t)unreversible);
+                json_auto_t *doc = json_pack("{s:s, s:O?, s:O, s:I, s:I, s:I}", "run", run->id, "workspace", ws,
+                                             "calls", calls, "with_undo", (json_int_t)with_undo, "ok_without_undo",
+                                             (json_int_t)unreversible, "orphans", (json_int_t)orphans);
                 cli_print_json(doc);
                 return CLI_EXIT_OK;
         }
         print_workspace(run, ws);
-        print_calls(calls, with_undo, unreversible);
+        print_calls(calls, with_undo, unreversible, orphans);
         return CLI_EXIT_OK;
 }
 
@@ -255,16 +307,17 @@ static int lock_run(const AjRun *run, int *ret_fd)
 
 static json_t *step_json(const AjRollbackStep *s)
 {
-        return json_pack("{s:I, s:I, s:s, s:s?, s:s?, s:O, s:I, s:s, s:b, s:s?, s:s?}", "step", (json_int_t)s->step,
-                         "of", (json_int_t)s->of, "call_id", s->call_id, "tool", s->tool, "undo_tool", s->undo_tool,
-                         "undo", s->undo, "result_seq", (json_int_t)s->result_seq, "action", action_name(s->action),
-                         "gated", s->gated, "gate", s->gate, "last_result", s->last_result);
+        return json_pack("{s:I, s:I, s:s, s:s?, s:s?, s:s?, s:O, s:I, s:s, s:b, s:s?, s:s?}", "step",
+                         (json_int_t)s->step, "of", (json_int_t)s->of, "call_id", s->call_id, "tool", s->tool,
+                         "undo_tool", s->undo_tool, "status", s->status, "undo", s->undo, "result_seq",
+                         (json_int_t)s->result_seq, "action", action_name(s->action), "gated", s->gated, "gate",
+                         s->gate, "last_result", s->last_result);
 }
 
 static void print_step(const AjRollbackStep *s, const char *what)
 {
-        printf("  %u/%u  %-20s %-24s %-8s %s\n", s->step, s->of, s->call_id, s->tool ?: "?", action_name(s->action),
-               what);
+        printf("  %u/%u  %-20s %-24s %-8s %s\n", s->step, s->of, SHOWN(s->call_id), SHOWN(s->tool),
+               action_name(s->action), what);
 }
 
 static void print_header(const AjRun *run, const AjRollbackPlan *p, const AjProfile *prof, uint64_t timeout_ns)
@@ -286,13 +339,13 @@ static void print_plan(const AjRun *run, const AjRollbackPlan *p, const AjProfil
         print_header(run, p, prof, timeout_ns);
         for (size_t i = 0; i < p->n; i++) {
                 const AjRollbackStep *s = &p->steps[i];
-                _cleanup_free_ char *undo = json_dumps(s->undo, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                _cleanup_free_ char *undo = json_dumps(s->undo, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
                 if (undo && strlen(undo) > PLAN_UNDO_MAX) /* the agent's: a line, not a page */
                         strcpy(undo + PLAN_UNDO_MAX - 3, "...");
                 char gate[300];
                 snprintf(gate, sizeof(gate), "approval-gated (%s%s%s): --approve %s",
                          s->gate ? "approvals.tools '" : "", s->gate ?: "tool not known", s->gate ? "'" : "",
-                         s->call_id);
+                         SHOWN(s->call_id));
                 print_step(s, s->action == AJ_ROLLBACK_HELD      ? gate
                               : s->action == AJ_ROLLBACK_APPLIED ? "(the chain has it applied)"
                               : undo                             ? undo
@@ -305,13 +358,34 @@ static void print_plan(const AjRun *run, const AjRollbackPlan *p, const AjProfil
         printf("\n");
 }
 
+/* The undo records the plan leaves out, and why: never run by this rollback. */
+static void print_left_out(const AjRollbackPlan *p)
+{
+        if (!json_array_size(p->left_out))
+                return;
+        printf("left out, not run: %zu orphan%s (a result that is not an allowed call's first), %zu of failed "
+               "calls (--include-failed runs them), %zu past the %d steps one rollback plans\n",
+               p->orphans, p->orphans == 1 ? "" : "s", p->failed_calls, p->past_limit, AJ_ROLLBACK_MAX_STEPS);
+        size_t i, shown_n = 0;
+        json_t *l;
+        json_array_foreach (p->left_out, i, l) {
+                if (++shown_n > 50) {
+                        printf("  ... and %zu more (--json lists them all)\n", json_array_size(p->left_out) - 50);
+                        break;
+                }
+                printf("  %-20s seq %-8lld %-6s %s\n", SHOWN(cli_jstr(l, "call_id")),
+                       (long long)json_integer_value(json_object_get(l, "result_seq")), SHOWN(cli_jstr(l, "status")),
+                       cli_jstr(l, "why") ?: "?");
+        }
+}
+
 static void print_outcome(const AjRollbackStep *s, const AjRollbackOutcome *o, json_t *ev)
 {
         char what[200], t[32];
         snprintf(t, sizeof(t), "%.1fs", (double)o->duration_ns / 1e9);
         if (o->result == AJ_ROLLBACK_HELD_BACK)
                 snprintf(what, sizeof(what), "held: approval-gated (%s), not run: --approve %s",
-                         s->gate ?: "tool not known", s->call_id);
+                         s->gate ?: "tool not known", SHOWN(s->call_id));
         else if (o->result == AJ_ROLLBACK_ERROR)
                 snprintf(what, sizeof(what), "error: cannot run the handler: %s", strerror(-o->error));
         else if (o->result == AJ_ROLLBACK_TIMEOUT)
@@ -320,7 +394,7 @@ static void print_outcome(const AjRollbackStep *s, const AjRollbackOutcome *o, j
                 snprintf(what, sizeof(what), "failed: killed by signal %d (%s)", o->signal, t);
         else
                 snprintf(what, sizeof(what), "%s: exit %d (%s)", aj_rollback_result_name(o->result), o->exit_code, t);
-        printf("  %u/%u  %-20s %-24s %s\n", s->step, s->of, s->call_id, s->tool ?: "?", what);
+        printf("  %u/%u  %-20s %-24s %s\n", s->step, s->of, SHOWN(s->call_id), SHOWN(s->tool), what);
         const char *out = json_string_value(json_object_get(ev, "output"));
         if (!out || !*out)
                 return;
@@ -357,7 +431,7 @@ static bool apply_step(Apply *a, const AjRollbackStep *s, bool *fatal)
                                              a->timeout_ns, &o);
                 if (r < 0) {
                         cli_fail("rollback", "run %s: step %u (%s): cannot start the handler: %s; stopping", run->id,
-                                 s->step, s->call_id, strerror(-r));
+                                 s->step, SHOWN(s->call_id), strerror(-r));
                         *fatal = true;
                         return false;
                 }
@@ -368,7 +442,7 @@ static bool apply_step(Apply *a, const AjRollbackStep *s, bool *fatal)
         if (r < 0) {
                 /* Fail closed: a step that ran but is not in the chain would be run again. */
                 cli_fail("rollback", "run %s: step %u (%s) ended '%s' but %s: %s; stopping", run->id, s->step,
-                         s->call_id, aj_rollback_result_name(o.result),
+                         SHOWN(s->call_id), aj_rollback_result_name(o.result),
                          recorded ? "run.json could not be updated" : "it could not be recorded in the chain",
                          strerror(-r));
                 *fatal = true;
@@ -461,6 +535,7 @@ static int apply_cmd(AjRun *run, const Options *opt)
                 .approve = (char *const *)opt->approve,
                 .n_approve = opt->n_approve,
                 .approve_all_gated = opt->approve_all,
+                .include_failed = opt->include_failed,
         };
         AjRollbackPlan plan = { 0 };
         _cleanup_(aj_error_clear) AjError err = {};
@@ -472,8 +547,10 @@ static int apply_cmd(AjRun *run, const Options *opt)
         json_auto_t *steps = json_array();
         Apply a = { .run = run, .prof = prof, .timeout_ns = timeout_ns, .json = opt->json, .steps = steps };
         size_t left = plan.to_run + plan.held; /* not run: all of them on a dry run */
-        if (opt->dry_run && !opt->json)
+        if (opt->dry_run && !opt->json) {
                 print_plan(run, &plan, prof, timeout_ns);
+                print_left_out(&plan);
+        }
         for (size_t i = 0; opt->dry_run && opt->json && i < plan.n; i++)
                 json_array_append_new(steps, step_json(&plan.steps[i]));
         if (!opt->dry_run) {
@@ -492,18 +569,21 @@ static int apply_cmd(AjRun *run, const Options *opt)
                                 printf("; stopped: %zu not run ('agentjail rollback %s --apply' goes on with them)",
                                        not_run, run->id);
                         printf("\n");
+                        print_left_out(&plan);
                 }
                 left = not_run;
         }
         int status = opt->dry_run || (a.failed == 0 && a.held == 0 && left == 0) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
         if (opt->json) {
-                json_auto_t *doc =
-                        json_pack("{s:s, s:o, s:b, s:I, s:O, s:I, s:I, s:I, s:I, s:I}", "run", run->id, "handler",
-                                  prof->rollback_exec.n ? json_string(prof->rollback_exec.items[0]) : json_null(),
-                                  "dry_run", opt->dry_run, "timeout_ms", (json_int_t)(timeout_ns / 1000000), "steps",
-                                  steps, "applied_before", (json_int_t)plan.applied, "applied", (json_int_t)a.ran_ok,
-                                  "failed", (json_int_t)a.failed, "held",
-                                  (json_int_t)(opt->dry_run ? plan.held : a.held), "not_run", (json_int_t)left);
+                json_auto_t *doc = json_pack("{s:s, s:o, s:b, s:I, s:O, s:I, s:I, s:I, s:I, s:I, s:O}", "run", run->id,
+                                             "handler",
+                                             prof->rollback_exec.n ? json_string(prof->rollback_exec.items[0])
+                                                                   : json_null(),
+                                             "dry_run", opt->dry_run, "timeout_ms", (json_int_t)(timeout_ns / 1000000),
+                                             "steps", steps, "applied_before", (json_int_t)plan.applied, "applied",
+                                             (json_int_t)a.ran_ok, "failed", (json_int_t)a.failed, "held",
+                                             (json_int_t)(opt->dry_run ? plan.held : a.held), "not_run",
+                                             (json_int_t)left, "left_out", plan.left_out);
                 cli_print_json(doc);
         }
         aj_rollback_plan_done(&plan);

@@ -7,7 +7,8 @@
   fake-crm.py DB undo              the rollback handler (profile rollback.exec, on the host):
                                    one undo record on stdin, as `agentjail rollback --apply`
                                    gives it: {"run", "step", "of", "call_id", "tool", "args",
-                                   "undo": {"tool": "crm.delete"|"crm.restore", "arguments"}}
+                                   "status", "undo": {"tool": "crm.delete"|"crm.restore",
+                                   "arguments"}}
 
 DB is {"records": {ID: NAME}, "log": ["delete r3 2/4 c-3", ...]}. The handler's failures
 are the test's to set: DB.fail names an id whose undo fails (exit 3), DB.sleep makes it
@@ -57,7 +58,8 @@ def undo(db):
     else:
         print(f"crm: unknown action {action}", file=sys.stderr)
         return 4
-    doc["log"].append(f"{action.split('.')[1]} {rid} {step['step']}/{step['of']} {step['call_id']} {step['tool']}")
+    failed = " (the call failed)" if step.get("status") != "ok" else ""
+    doc["log"].append(f"{action.split('.')[1]} {rid} {step['step']}/{step['of']} {step['call_id']} {step['tool']}{failed}")
     save(db, doc)
     print(f"crm: {action} {rid} done")
     return 0

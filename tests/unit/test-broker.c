@@ -904,6 +904,36 @@ Test(broker, error_events_are_rate_limited)
 static uint64_t report_clock_ns;
 static uint64_t report_clock(void) { return report_clock_ns; }
 
+/* More undo records than one rollback plans: the one past the limit is refused, naming
+ * the field, and not recorded; a result without one is still taken. */
+Test(broker, undo_records_are_bounded_per_run)
+{
+        int fd = client();
+        char line[256];
+        for (int i = 0; i < AJ_BROKER_MAX_UNDO; i++) {
+                snprintf(line, sizeof(line),
+                         "{\"id\": %d, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c%d\", "
+                         "\"status\": \"ok\", \"undo\": {\"tool\": \"x\"}}\n",
+                         i, i);
+                json_t *r = request(fd, line);
+                cr_assert(json_is_true(json_object_get(r, "ok")), "report %d refused", i);
+                json_decref(r);
+        }
+        size_t before = json_array_size(env.fake.events);
+        json_t *r = request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"cx\", "
+                                "\"status\": \"ok\", \"undo\": {\"tool\": \"x\"}}\n");
+        cr_expect_str_eq(str(r, "error", "code"), "bad_request");
+        cr_expect(strstr(str(r, "error", "message"), "field \"undo\"") != NULL, "%s", str(r, "error", "message"));
+        json_decref(r);
+        cr_expect_eq(json_array_size(env.fake.events), before + 1, "only the broker.error is recorded");
+        cr_expect_str_eq(str(last_event(), "type", NULL), "broker.error");
+        r = request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"cx\", "
+                        "\"status\": \"ok\"}\n");
+        cr_expect(json_is_true(json_object_get(r, "ok")), "a result without an undo record is still taken");
+        json_decref(r);
+        close(fd);
+}
+
 /* tool_result and tokens past logs.reports_per_sec: an error reply, nothing recorded, the
  * refusals counted in the next recorded report. */
 Test(broker, report_floods_are_rate_limited)

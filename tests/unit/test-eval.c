@@ -4,7 +4,11 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "eval.h"
 #include "util/strv.h"
@@ -73,6 +77,40 @@ Test(eval_suite, a_full_case_parses)
         cr_expect_eq(b->timeout_ns, 5000000000ULL);
         cr_expect_eq(b->exit_status, 0, "exit 0 is expected unless said");
         aj_eval_suite_free(s);
+}
+
+/* A suite named by a relative path: its relative profile and fixture paths are made
+ * absolute when it is loaded (each case runs in another directory). */
+Test(eval_suite, a_relative_suite_path_gives_absolute_case_paths)
+{
+        char tmp[] = "/tmp/aj-eval-rel-XXXXXX", sub[64], file[96], old[PATH_MAX];
+        cr_assert_not_null(mkdtemp(tmp));
+        snprintf(sub, sizeof(sub), "%s/suites", tmp);
+        cr_assert_eq(mkdir(sub, 0700), 0);
+        snprintf(file, sizeof(file), "%s/s.json", sub);
+        FILE *f = fopen(file, "w");
+        cr_assert_not_null(f);
+        fputs("{\"cases\": [{\"name\": \"x\", \"command\": [\"true\"], \"profile\": \"p/x.json\","
+              " \"fixture\": \"fx\"}]}",
+              f);
+        fclose(f);
+        cr_assert_not_null(getcwd(old, sizeof(old)));
+        cr_assert_eq(chdir(tmp), 0);
+        AjEvalSuite *s = NULL;
+        AjError err = {};
+        int r = aj_eval_suite_load("suites/s.json", &s, &err);
+        cr_assert_eq(chdir(old), 0);
+        cr_assert_eq(r, 0, "%s", aj_error_text(&err, r));
+        char want[PATH_MAX + 16], real[PATH_MAX];
+        cr_assert_not_null(realpath(sub, real));
+        snprintf(want, sizeof(want), "%s/p/x.json", real);
+        cr_expect_str_eq(s->cases[0].profile, want, "the profile path is absolute");
+        snprintf(want, sizeof(want), "%s/fx", real);
+        cr_expect_str_eq(s->cases[0].fixture, want, "so is the fixture's");
+        aj_eval_suite_free(s);
+        unlink(file);
+        rmdir(sub);
+        rmdir(tmp);
 }
 
 Test(eval_suite, the_name_defaults_to_the_file)

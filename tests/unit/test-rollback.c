@@ -140,11 +140,88 @@ Test(rollback, bad_journals_and_too_many_steps)
         json_auto_t *noseq = journal("[{\"gen_ai.tool.call.id\":\"c\",\"undo\":{}}]");
         cr_expect_eq(aj_rollback_plan(noseq, &no_gate, &p, &err), -EINVAL);
         aj_error_clear(&err);
+        /* More than one rollback plans: the newest are planned, the oldest left out and
+         * listed, not the whole run refused. */
         json_auto_t *big = json_array();
-        for (int i = AJ_ROLLBACK_MAX_STEPS + 1; i > 0; i--)
-                json_array_append_new(big, json_pack("{s:s, s:{}, s:i}", "gen_ai.tool.call.id", "c", "undo", "seq", i));
-        cr_expect_eq(aj_rollback_plan(big, &no_gate, &p, &err), -E2BIG);
-        cr_expect_not_null(strstr(err.message ?: "", "more than 4096"), "%s", err.message ?: "");
+        for (int i = AJ_ROLLBACK_MAX_STEPS + 2; i > 0; i--)
+                json_array_append_new(big, json_pack("{s:s, s:s, s:{}, s:i}", "gen_ai.tool.call.id", "c", "status",
+                                                     "ok", "undo", "seq", i));
+        cr_assert_eq(aj_rollback_plan(big, &no_gate, &p, &err), 0, "%s", err.message ?: "");
+        cr_expect_eq(p.n, AJ_ROLLBACK_MAX_STEPS);
+        cr_expect_eq(p.steps[0].result_seq, AJ_ROLLBACK_MAX_STEPS + 2, "the newest first");
+        cr_expect_eq(p.steps[0].of, AJ_ROLLBACK_MAX_STEPS);
+        cr_expect_eq(p.past_limit, 2);
+        cr_assert_eq(json_array_size(p.left_out), 2);
+        cr_expect_eq(json_integer_value(json_object_get(json_array_get(p.left_out, 1), "result_seq")), 1,
+                     "the oldest are left out");
+        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(p.left_out, 1), "why")), "past-limit");
+        aj_rollback_plan_done(&p);
+}
+
+/* Orphan results (not an allowed call's first) are never steps; the undo records of
+ * failed calls are left out unless included. Both are listed with why. */
+Test(rollback, orphans_and_failed_calls_are_left_out)
+{
+        json_auto_t *j = journal("[{\"gen_ai.tool.call.id\":\"ghost\",\"status\":\"ok\",\"undo\":" UNDO(
+                "crm.delete") ",\"seq\":40,"
+                              "\"rollback\":null,\"orphan\":\"no tool call with that id\"},"
+                              "{\"gen_ai.tool.call.id\":\"c-2\",\"gen_ai.tool.name\":\"crm.create\",\"status\":\"error\",\"undo\":" UNDO(
+                                      "crm.delete") ",\"seq\":30,\"rollback\":null}," CALL("c-1", "\"crm.create\"", 10,
+                                                                                           UNDO("crm.delete"),
+                                                                                           "null") "]");
+        AjRollbackPlan p;
+        AjError err = {};
+        cr_assert_eq(aj_rollback_plan(j, &no_gate, &p, &err), 0, "%s", err.message ?: "");
+        cr_assert_eq(p.n, 1, "only c-1");
+        cr_expect_str_eq(p.steps[0].call_id, "c-1");
+        cr_expect_eq(p.steps[0].of, 1);
+        cr_expect_eq(p.orphans, 1);
+        cr_expect_eq(p.failed_calls, 1);
+        cr_assert_eq(json_array_size(p.left_out), 2);
+        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(p.left_out, 0), "why")),
+                         "orphan: no tool call with that id");
+        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(p.left_out, 1), "why")), "failed-call");
+        aj_rollback_plan_done(&p);
+
+        /* An --approve of an orphan names no step. */
+        static char *approve[] = { "ghost" };
+        AjRollbackGate gate = { .approve = approve, .n_approve = 1 };
+        cr_expect_eq(aj_rollback_plan(j, &gate, &p, &err), -EINVAL);
+        aj_error_clear(&err);
+
+        gate = (AjRollbackGate){ .include_failed = true };
+        cr_assert_eq(aj_rollback_plan(j, &gate, &p, NULL), 0);
+        cr_assert_eq(p.n, 2, "--include-failed plans the failed call's undo");
+        cr_expect_str_eq(p.steps[0].status, "error");
+        cr_expect_eq(p.orphans, 1, "never an orphan");
+        char *text = NULL;
+        cr_assert_eq(aj_rollback_step_input(&p.steps[0], "abcdef012345", &text), 0);
+        cr_expect_not_null(strstr(text, "\"status\":\"error\""), "the handler is told the call failed: %s", text);
+        free(text);
+        aj_rollback_plan_done(&p);
+}
+
+/* A reused call id: a bare --approve is ambiguous, CALL@RESULT_SEQ names one step. */
+Test(rollback, approvals_name_one_step)
+{
+        static char *patterns[] = { "crm.*" };
+        json_auto_t *j = journal(
+                "[" CALL("c-1", "\"crm.create\"", 20, UNDO("crm.delete"),
+                         "null") "," CALL("c-1", "\"crm.create\"", 10, UNDO("crm.delete"), "null") "]");
+        static char *bare[] = { "c-1" }, *one[] = { "c-1@10" }, *none[] = { "c-1@11" };
+        AjRollbackGate gate = { .patterns = patterns, .n_patterns = 1, .approve = bare, .n_approve = 1 };
+        AjRollbackPlan p;
+        AjError err = {};
+        cr_expect_eq(aj_rollback_plan(j, &gate, &p, &err), -EINVAL);
+        cr_expect_not_null(strstr(err.message ?: "", "2 steps have that call id"), "%s", err.message ?: "");
+        aj_error_clear(&err);
+        gate.approve = one;
+        cr_assert_eq(aj_rollback_plan(j, &gate, &p, &err), 0, "%s", err.message ?: "");
+        cr_expect_eq(p.steps[0].action, AJ_ROLLBACK_HELD, "seq 20 is not approved");
+        cr_expect_eq(p.steps[1].action, AJ_ROLLBACK_TO_RUN, "seq 10 is");
+        aj_rollback_plan_done(&p);
+        gate.approve = none;
+        cr_expect_eq(aj_rollback_plan(j, &gate, &p, &err), -EINVAL);
         aj_error_clear(&err);
 }
 
@@ -158,7 +235,7 @@ Test(rollback, handler_input_document)
         cr_assert_eq(aj_rollback_step_input(&p.steps[0], "abcdef012345", &text), 0);
         cr_expect_str_eq(text,
                          "{\"run\":\"abcdef012345\",\"step\":1,\"of\":2,\"call_id\":\"c-1\",\"tool\":\"crm.create\","
-                         "\"args\":{\"id\":1},\"undo\":{\"tool\":\"crm.delete\",\"arguments\":{\"id\":1}},"
+                         "\"args\":{\"id\":1},\"status\":\"ok\",\"undo\":{\"tool\":\"crm.delete\",\"arguments\":{\"id\":1}},"
                          "\"result_seq\":10}\n");
         free(text);
         p.steps[1].args = NULL;

@@ -375,6 +375,8 @@ Test(runs, events_tail_append_and_offline_release)
         cr_assert_str_eq(json_string_value(json_object_get(ev, "run")), "aaaa00000001");
 }
 
+#define ALLOW(id) json_pack("{s:s, s:s}", "gen_ai.tool.call.id", id, "verdict", "allow")
+
 /* The journal joins each result with its request, its seq and the last rollback.step for
  * it; recording a step appends to the chain, moves the anchor and fills run.json. */
 Test(runs, tool_journal_and_rollback_steps)
@@ -389,6 +391,7 @@ Test(runs, tool_journal_and_rollback_steps)
                                                 "crm.create", "gen_ai.tool.call.arguments", "id", 1),
                                       &end),
                      0);
+        cr_assert_eq(aj_events_append(path, "aaaa00000002", "tool.verdict", ALLOW("c-1"), &end), 0);
         cr_assert_eq(aj_events_append(path, "aaaa00000002", "tool.result",
                                       json_pack("{s:s, s:s, s:{s:s}}", "gen_ai.tool.call.id", "c-1", "status", "ok",
                                                 "undo", "tool", "crm.delete"),
@@ -399,6 +402,7 @@ Test(runs, tool_journal_and_rollback_steps)
                                                 "crm.create"),
                                       &end),
                      0);
+        cr_assert_eq(aj_events_append(path, "aaaa00000002", "tool.verdict", ALLOW("c-2"), &end), 0);
         cr_assert_eq(aj_events_append(path, "aaaa00000002", "tool.result",
                                       json_pack("{s:s, s:s, s:{s:s}}", "gen_ai.tool.call.id", "c-2", "status", "ok",
                                                 "undo", "tool", "crm.delete"),
@@ -413,7 +417,7 @@ Test(runs, tool_journal_and_rollback_steps)
         cr_assert_eq(json_array_size(calls), 2);
         json_t *newest = json_array_get(calls, 0);
         cr_expect_str_eq(json_string_value(json_object_get(newest, "gen_ai.tool.call.id")), "c-2");
-        cr_expect_eq(json_integer_value(json_object_get(newest, "seq")), 4, "the tool.result's seq");
+        cr_expect_eq(json_integer_value(json_object_get(newest, "seq")), 6, "the tool.result's seq");
         cr_expect(json_is_null(json_object_get(newest, "rollback")), "not rolled back yet");
 
         AjRollbackPlan plan;
@@ -431,7 +435,7 @@ Test(runs, tool_journal_and_rollback_steps)
         aj_run_free(run);
 
         cr_assert_eq(aj_runs_find(&paths, "aaaa00000002", &run, NULL), 0);
-        cr_expect_eq(run->rec->anchor.count, 7, "the anchor moved to the last step");
+        cr_expect_eq(run->rec->anchor.count, 9, "the anchor moved to the last step");
         cr_expect_str_eq(run->rec->anchor.end, AJ_ROLLBACK_EVENT);
         cr_expect_eq(run->rec->rollback.n_ok, 1);
         cr_expect_eq(run->rec->rollback.n_failed, 1);
@@ -442,12 +446,100 @@ Test(runs, tool_journal_and_rollback_steps)
         cr_assert_eq(aj_run_tool_journal(run, &calls), 0);
         json_t *rb = json_object_get(json_array_get(calls, 0), "rollback");
         cr_expect_str_eq(json_string_value(json_object_get(rb, "result")), "ok");
-        cr_expect_eq(json_integer_value(json_object_get(rb, "seq")), 6);
+        cr_expect_eq(json_integer_value(json_object_get(rb, "seq")), 8);
         rb = json_object_get(json_array_get(calls, 1), "rollback");
         cr_expect_str_eq(json_string_value(json_object_get(rb, "result")), "failed");
         cr_assert_eq(aj_rollback_plan(calls, &gate, &plan, NULL), 0);
         cr_expect_eq(plan.steps[0].action, AJ_ROLLBACK_APPLIED, "the chain says it succeeded");
         cr_expect_eq(plan.steps[1].action, AJ_ROLLBACK_TO_RUN, "the failed one is left");
+        aj_rollback_plan_done(&plan);
+        json_decref(calls);
+        aj_run_free(run);
+}
+
+/* The agent chooses the call ids: only the first result of a call the broker allowed is
+ * the call's. A result for an id never asked for, for a denied call, for one still awaiting
+ * approval, or a second result, is an orphan: no tool, no arguments, never planned. */
+Test(runs, tool_journal_takes_only_the_first_result_of_an_allowed_call)
+{
+        make_run("aaaa00000003", "rb2", "2026-01-01T00:00:00Z",
+                 EXITED ",\"events\":{\"count\":5,\"last_sha256\":\"" AJ_EVENTS_GENESIS "\",\"end\":\"run.exit\"}");
+        char path[300];
+        snprintf(path, sizeof(path), "%s/runs/aaaa00000003/events.jsonl", paths.state_root);
+        AjChainEnd end;
+#define EV(type, fields) cr_assert_eq(aj_events_append(path, "aaaa00000003", type, fields, &end), 0)
+#define REQ(id, tool)                                                                         \
+        json_pack("{s:s, s:s, s:{s:i}}", "gen_ai.tool.call.id", id, "gen_ai.tool.name", tool, \
+                  "gen_ai.tool.call.arguments", "id", 42)
+#define RES(id, st) \
+        json_pack("{s:s, s:s, s:{s:s}}", "gen_ai.tool.call.id", id, "status", st, "undo", "tool", "crm.delete")
+        EV("tool.request", REQ("c-1", "crm.create")); /* 1: denied */
+        EV("tool.verdict", json_pack("{s:s, s:s}", "gen_ai.tool.call.id", "c-1", "verdict", "deny"));
+        EV("tool.result", RES("c-1", "ok"));   /* 3: orphan, not allowed */
+        EV("tool.result", RES("ghost", "ok")); /* 4: orphan, no such call */
+        EV("tool.request", REQ("c-2", "crm.create"));
+        EV("tool.verdict", ALLOW("c-2"));
+        EV("tool.result", RES("c-2", "ok"));          /* 7: the call's */
+        EV("tool.result", RES("c-2", "ok"));          /* 8: orphan, reported already */
+        EV("tool.request", REQ("c-3", "crm.update")); /* held for approval */
+        EV("approval.requested", json_pack("{s:s}", "gen_ai.tool.call.id", "c-3"));
+        EV("tool.result", RES("c-3", "ok")); /* 11: orphan, not (yet) allowed */
+        EV("approval", json_pack("{s:s, s:s}", "gen_ai.tool.call.id", "c-3", "decision", "approved"));
+        EV("tool.verdict", ALLOW("c-3"));
+        EV("tool.result", RES("c-3", "error"));       /* 14: the call's */
+        EV("tool.request", REQ("c-2", "crm.create")); /* the id reused: a new call */
+        EV("tool.verdict", ALLOW("c-2"));
+        EV("tool.result", RES("c-2", "ok")); /* 17: the new call's */
+        EV("run.exit", NULL);
+#undef EV
+#undef REQ
+#undef RES
+
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000003", &run, NULL), 0);
+        json_t *calls = NULL;
+        cr_assert_eq(aj_run_tool_journal(run, &calls), 0);
+        cr_assert_eq(json_array_size(calls), 7, "every tool.result is listed");
+        static const struct {
+                int seq;
+                const char *id, *orphan;
+        } want[] = {
+                { 17, "c-2", NULL },
+                { 14, "c-3", NULL },
+                { 11, "c-3", "the call was not allowed" },
+                { 8, "c-2", "the call's result was reported already" },
+                { 7, "c-2", NULL },
+                { 4, "ghost", "no tool call with that id" },
+                { 3, "c-1", "the call was not allowed" },
+        };
+        for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+                json_t *c = json_array_get(calls, i);
+                cr_expect_eq(json_integer_value(json_object_get(c, "seq")), want[i].seq, "entry %zu", i);
+                cr_expect_str_eq(json_string_value(json_object_get(c, "gen_ai.tool.call.id")), want[i].id);
+                const char *orphan = json_string_value(json_object_get(c, "orphan"));
+                if (want[i].orphan) {
+                        cr_expect_str_eq(orphan ?: "(none)", want[i].orphan, "entry %zu (seq %d)", i, want[i].seq);
+                        cr_expect(!json_is_string(json_object_get(c, "gen_ai.tool.name")), "an orphan names no tool");
+                } else {
+                        cr_expect_null(orphan, "entry %zu (seq %d) is its call's: %s", i, want[i].seq, orphan);
+                        cr_expect(json_is_string(json_object_get(c, "gen_ai.tool.name")));
+                }
+        }
+
+        AjRollbackPlan plan;
+        AjRollbackGate gate = { 0 };
+        cr_assert_eq(aj_rollback_plan(calls, &gate, &plan, NULL), 0);
+        cr_expect_eq(plan.n, 2, "the two allowed calls that reported ok: %zu", plan.n);
+        cr_expect_eq(plan.steps[0].result_seq, 17);
+        cr_expect_eq(plan.steps[1].result_seq, 7);
+        cr_expect_eq(plan.orphans, 4);
+        cr_expect_eq(plan.failed_calls, 1, "c-3 reported error: held unless included");
+        aj_rollback_plan_done(&plan);
+        gate.include_failed = true;
+        cr_assert_eq(aj_rollback_plan(calls, &gate, &plan, NULL), 0);
+        cr_expect_eq(plan.n, 3, "--include-failed");
+        cr_expect_str_eq(plan.steps[1].status, "error");
+        cr_expect_str_eq(plan.steps[1].tool, "crm.update");
         aj_rollback_plan_done(&plan);
         json_decref(calls);
         aj_run_free(run);
