@@ -109,28 +109,29 @@ static int plan_fail(AjRollbackPlan *p, int r)
         return r;
 }
 
-int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan *ret, AjError *err)
+/* How many journal entries are steps (before the limit); counts the ok calls without an undo record. */
+static size_t count_steps(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan *p)
 {
-        if (!json_is_array(journal))
-                return aj_error_set(err, -EINVAL, "the tool journal is not an array");
         size_t n = 0, i;
         json_t *c;
         char why_buf[200];
-        AjRollbackPlan p = { .left_out = json_array() };
-        if (!p.left_out)
-                return -ENOMEM;
         json_array_foreach (journal, i, c) {
                 json_t *undo = json_object_get(c, "undo");
                 const char *st = json_string_value(json_object_get(c, "status"));
                 if (json_is_object(undo))
                         n += !left_out_why(c, gate, why_buf, sizeof(why_buf));
                 else if (st && streq(st, "ok") && !json_object_get(c, "orphan"))
-                        p.without_undo++;
+                        p->without_undo++;
         }
-        size_t planned = n < AJ_ROLLBACK_MAX_STEPS ? n : AJ_ROLLBACK_MAX_STEPS;
-        p.steps = planned ? calloc(planned, sizeof(*p.steps)) : NULL;
-        if (planned && !p.steps)
-                return plan_fail(&p, -ENOMEM);
+        return n;
+}
+
+/* Each entry with an undo record: a step (up to `planned`) or left out, with why. */
+static int add_steps(json_t *journal, const AjRollbackGate *gate, size_t planned, AjRollbackPlan *p, AjError *err)
+{
+        size_t i;
+        json_t *c;
+        char why_buf[200];
         json_array_foreach (journal, i, c) {
                 json_t *undo = json_object_get(c, "undo");
                 if (!json_is_object(undo))
@@ -138,25 +139,25 @@ int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan
                 json_t *seq = json_object_get(c, "seq");
                 const char *id = json_string_value(json_object_get(c, "gen_ai.tool.call.id"));
                 if (!id || !json_is_integer(seq) || json_integer_value(seq) <= 0) {
-                        plan_fail(&p, 0);
+                        plan_fail(p, 0);
                         return aj_error_set(err, -EINVAL, "journal entry %zu has no call id or seq", i);
                 }
                 const char *why = left_out_why(c, gate, why_buf, sizeof(why_buf));
-                if (!why && p.n == planned)
+                if (!why && p->n == planned)
                         why = "past-limit";
                 if (why) {
-                        if (json_array_append_new(p.left_out,
+                        if (json_array_append_new(p->left_out,
                                                   json_pack("{s:s, s:O, s:O?, s:s}", "call_id", id, "result_seq", seq,
                                                             "status", json_object_get(c, "status"), "why", why)) < 0)
-                                return plan_fail(&p, -ENOMEM);
-                        p.orphans += strncmp(why, "orphan", 6) == 0;
-                        p.failed_calls += streq(why, "failed-call");
-                        p.past_limit += streq(why, "past-limit");
+                                return plan_fail(p, -ENOMEM);
+                        p->orphans += strncmp(why, "orphan", 6) == 0;
+                        p->failed_calls += streq(why, "failed-call");
+                        p->past_limit += streq(why, "past-limit");
                         continue;
                 }
-                AjRollbackStep *s = &p.steps[p.n];
+                AjRollbackStep *s = &p->steps[p->n];
                 *s = (AjRollbackStep){
-                        .step = (unsigned)(p.n + 1),
+                        .step = (unsigned)(p->n + 1),
                         .of = (unsigned)planned,
                         .result_seq = (uint64_t)json_integer_value(seq),
                         .call_id = id,
@@ -167,43 +168,74 @@ int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan
                         .undo = undo,
                         .last_result = json_string_value(json_object_get(json_object_get(c, "rollback"), "result")),
                 };
-                p.n++;
+                p->n++;
                 step_gate(s, gate);
         }
-        /* An approval that names no step is a typo the operator should hear about before
-         * anything runs; a bare id several steps share (the agent reused it) is ambiguous. */
-        _cleanup_free_ bool *named = p.n ? calloc(p.n, sizeof(bool)) : NULL;
-        if (p.n && !named)
-                return plan_fail(&p, -ENOMEM);
+        return 0;
+}
+
+/* An approval that names no step is a typo the operator should hear about before anything
+ * runs; a bare id several steps share (the agent reused it) is ambiguous. Marks the named. */
+static int check_approvals(AjRollbackPlan *p, const AjRollbackGate *gate, bool *named, AjError *err)
+{
         for (size_t a = 0; a < gate->n_approve; a++) {
-                size_t m = approve_match(&p, gate->approve[a], named);
+                size_t m = approve_match(p, gate->approve[a], named);
                 if (m == 0) {
-                        plan_fail(&p, 0);
+                        plan_fail(p, 0);
                         return aj_error_set(err, -EINVAL, "--approve %s: no undo record of the run has that call id",
                                             gate->approve[a]);
                 }
                 if (m > 1) {
-                        plan_fail(&p, 0);
+                        plan_fail(p, 0);
                         return aj_error_set(err, -EINVAL,
                                             "--approve %s: %zu steps have that call id (the agent reused it): name "
                                             "one as CALL@RESULT_SEQ",
                                             gate->approve[a], m);
                 }
         }
-        for (size_t k = 0; k < p.n; k++) {
-                AjRollbackStep *s = &p.steps[k];
+        return 0;
+}
+
+/* Each step's action: applied already, held (gated, not approved) or to run. */
+static void set_actions(AjRollbackPlan *p, const AjRollbackGate *gate, const bool *named)
+{
+        for (size_t k = 0; k < p->n; k++) {
+                AjRollbackStep *s = &p->steps[k];
                 s->approved = s->gated && (gate->approve_all_gated || named[k]);
                 if (s->last_result && streq(s->last_result, aj_rollback_result_name(AJ_ROLLBACK_OK))) {
                         s->action = AJ_ROLLBACK_APPLIED;
-                        p.applied++;
+                        p->applied++;
                 } else if (s->gated && !s->approved) {
                         s->action = AJ_ROLLBACK_HELD;
-                        p.held++;
+                        p->held++;
                 } else {
                         s->action = AJ_ROLLBACK_TO_RUN;
-                        p.to_run++;
+                        p->to_run++;
                 }
         }
+}
+
+int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan *ret, AjError *err)
+{
+        if (!json_is_array(journal))
+                return aj_error_set(err, -EINVAL, "the tool journal is not an array");
+        AjRollbackPlan p = { .left_out = json_array() };
+        if (!p.left_out)
+                return -ENOMEM;
+        size_t n = count_steps(journal, gate, &p);
+        size_t planned = n < AJ_ROLLBACK_MAX_STEPS ? n : AJ_ROLLBACK_MAX_STEPS;
+        p.steps = planned ? calloc(planned, sizeof(*p.steps)) : NULL;
+        if (planned && !p.steps)
+                return plan_fail(&p, -ENOMEM);
+        int r = add_steps(journal, gate, planned, &p, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ bool *named = p.n ? calloc(p.n, sizeof(bool)) : NULL;
+        if (p.n && !named)
+                return plan_fail(&p, -ENOMEM);
+        if ((r = check_approvals(&p, gate, named, err)) < 0)
+                return r;
+        set_actions(&p, gate, named);
         p.journal = json_incref(journal);
         *ret = p;
         return 0;

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/eval-internal.h"
 #include "cli/verb.h"
 #include "cli/verbs.h"
 #include "control.h"
@@ -63,36 +64,6 @@
 #define EVAL_LOG_MAX (1024 * 1024)
 
 enum { OPT_JUNIT = 0x200, OPT_KEEP };
-
-typedef struct {
-        bool used;
-        size_t index;
-        pid_t pid;
-        int pidfd;
-        uint64_t start_ns, start_realtime_ns, deadline_ns;
-        int stage; /* 0 running, 1 SIGTERM sent, 2 kill op sent, 3 SIGKILL sent */
-        bool timed_out;
-        char *dir, *ws, *log;
-        /* agentjail's output (the command's passes through it): a pipe read in the loop, so
-         * that a flood costs no disk: up to EVAL_LOG_MAX bytes go to the log, the last
-         * bytes are kept for the reason. */
-        int out_fd, log_fd;
-        uint64_t logged;
-        char tail[1024];
-        size_t tail_len;
-} Slot;
-
-typedef struct {
-        const AjEvalSuite *suite;
-        AjEvalResult *results;
-        AjPaths paths;
-        char self[PATH_MAX];
-        char *scratch;
-        bool keep, progress;
-        size_t jobs, next, done;
-        Slot slots[AJ_EVAL_MAX_JOBS];
-        char **known_runs; /* ids that cannot be a case's: there before, or claimed */
-} Eval;
 
 static volatile sig_atomic_t interrupted;
 
@@ -162,8 +133,8 @@ static int run_helper(char *const *argv, int log_fd)
         return wait_status(st);
 }
 
-/* The last non-empty line agentjail (or the command) wrote: for the reason. */
-static char *last_output_line(const Slot *s)
+/* For the reason (see eval-internal.h). */
+char *eval_last_output_line(const Slot *s)
 {
         char buf[sizeof(s->tail) + 1];
         size_t n = s->tail_len;
@@ -260,76 +231,10 @@ static int copy_fixture(const char *fixture, const char *ws, int log_fd, char **
         off_t from = end > (off_t)sizeof(said.tail) ? end - (off_t)sizeof(said.tail) : 0;
         ssize_t n = end > 0 ? pread(log_fd, said.tail, sizeof(said.tail), from) : 0;
         said.tail_len = n > 0 ? (size_t)n : 0;
-        _cleanup_free_ char *line = last_output_line(&said);
+        _cleanup_free_ char *line = eval_last_output_line(&said);
         return aj_asprintf(ret_error, "fixture: %s exited %d%s%s", tool, r, line ? ": " : "", line ? line : "") < 0
                        ? -ENOMEM
                        : -EIO;
-}
-
-/* What a "files" check finds in the workspace the agent wrote: looked up inside it only
- * (symlinks resolve within it), non-blocking (a FIFO), at most AJ_EVAL_MAX_FILE_BYTES. */
-static void file_fact(int ws_fd, const AjEvalFileCheck *chk, AjEvalFileFact *f)
-{
-        *f = (AjEvalFileFact){};
-        int fd = aj_open_under(ws_fd, chk->path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0, AJ_UNDER_FOLLOW);
-        if (fd == -ENOENT || fd == -ENOTDIR)
-                return;
-        if (fd < 0) {
-                f->read_error = fd;
-                return;
-        }
-        _cleanup_close_ int owned = fd;
-        struct stat st;
-        if (fstat(fd, &st) < 0) {
-                f->read_error = -errno;
-                return;
-        }
-        f->exists = true;
-        f->regular = S_ISREG(st.st_mode);
-        if (!f->regular || (chk->kind != AJ_EVAL_FILE_EQUALS && chk->kind != AJ_EVAL_FILE_MATCHES))
-                return;
-        int r = aj_read_fd(fd, AJ_EVAL_MAX_FILE_BYTES, &f->content, &f->len);
-        if (r == -EFBIG)
-                f->too_big = true;
-        else if (r < 0)
-                f->read_error = r;
-}
-
-/* ---- the case's run ---- */
-
-/* The run whose supervisor was `pid`, started since the case did; NULL when none (agentjail
- * failed before it made one). `claim`: it is the case's, never another's (its run has ended). */
-static AjRun *find_run(Eval *e, pid_t pid, uint64_t since_ns, bool claim)
-{
-        _cleanup_free_ char *runs = aj_path_join(e->paths.state_root, "runs");
-        DIR *d = runs ? opendir(runs) : NULL;
-        if (!d)
-                return NULL;
-        AjRun *found = NULL;
-        struct dirent *de;
-        while (!found && (de = readdir(d))) {
-                if (!aj_run_id_valid(de->d_name) || aj_strv_contains(e->known_runs, de->d_name))
-                        continue;
-                AjRun *run = NULL;
-                if (aj_run_load(&e->paths, de->d_name, &run) < 0)
-                        continue;
-                /* run.json's start is the supervisor's clock, a little after ours. */
-                if (run->rec && run->rec->supervisor_pid == pid && run->started_ns + 1000000000ULL >= since_ns)
-                        found = run;
-                else
-                        aj_run_free(run);
-        }
-        closedir(d);
-        if (found && claim)
-                (void)aj_strv_push(&e->known_runs, found->id);
-        return found;
-}
-
-static int count_event(json_t *ev, void *userdata)
-{
-        void **ud = userdata;
-        aj_eval_count_event(ud[0], ev, ud[1]);
-        return 0;
 }
 
 /* ---- starting and finishing cases ---- */
@@ -400,14 +305,6 @@ static int case_argv(const Eval *e, const AjEvalCase *c, const char *name, const
                 return -ENOMEM;
         *ret = TAKE_PTR(argv);
         return 0;
-}
-
-static void finish_error(Eval *e, Slot *s, char *error)
-{
-        AjEvalResult *res = &e->results[s->index];
-        res->result = AJ_EVAL_ERROR;
-        res->error = error ? error : strdup("out of memory");
-        res->seconds = (double)(aj_now_monotonic_ns() - s->start_ns) / 1e9;
 }
 
 static void remove_scratch(Eval *e, Slot *s)
@@ -489,152 +386,17 @@ static void start_case(Eval *e, Slot *s, size_t index)
         char *err = NULL;
         if (prepare_and_spawn(e, s, c, &err) >= 0)
                 return;
-        finish_error(e, s, err);
+        eval_finish_error(e, s, err);
         remove_scratch(e, s);
         slot_done(s);
         e->done++;
-}
-
-/* An overlay run's changes stay in its run directory: they are applied to the case's scratch
- * copy (its alone, removed after) so that the assertions see the workspace as the agent
- * left it. The run's record still says "pending". 0 or -errno with *ret_error. */
-static int apply_overlay(const AjRun *run, int ws_fd, char **ret_error)
-{
-        const char *mode = run->rec ? run->rec->profile_workspace_mode : NULL;
-        if (!mode || !streq(mode, "overlay"))
-                return 0;
-        char dir[PATH_MAX], upper[PATH_MAX + 8];
-        if (aj_run_file_path(run->dir, AJ_RUN_DIR_WORKSPACE, dir, sizeof(dir)) < 0)
-                return -ENAMETOOLONG;
-        snprintf(upper, sizeof(upper), "%s/%s", dir, AJ_OVERLAY_UPPER);
-        _cleanup_close_ int upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (upper_fd < 0) {
-                int r = -errno;
-                (void)aj_asprintf(ret_error, "cannot open the overlay's changes '%s': %s", upper, strerror(-r));
-                return r;
-        }
-        _cleanup_(aj_error_clear) AjError err = {};
-        /* What applying writes is bounded: the upper files' allocated bytes (holes stay holes). */
-        AjWsChange *v = NULL;
-        size_t n = 0;
-        int r = aj_ws_diff(upper_fd, ws_fd, 0, &v, &n, &err);
-        if (r < 0) {
-                (void)aj_asprintf(ret_error, "cannot list the overlay's changes: %s", aj_error_text(&err, r));
-                return r;
-        }
-        uint64_t total;
-        r = aj_eval_overlay_budget(v, n, &total);
-        aj_ws_changes_free(v, n);
-        if (r < 0) {
-                (void)aj_asprintf(ret_error,
-                                  "the overlay's changes hold %llu MiB of file data, more than an eval applies (%llu MiB)",
-                                  (unsigned long long)(total >> 20),
-                                  (unsigned long long)(AJ_EVAL_MAX_OVERLAY_BYTES >> 20));
-                return -EFBIG;
-        }
-        r = aj_ws_commit(upper_fd, ws_fd, 0, true, NULL, &err);
-        if (r < 0)
-                (void)aj_asprintf(ret_error, "cannot apply the overlay's changes to the scratch workspace: %s",
-                                  aj_error_text(&err, r));
-        return r;
-}
-
-static void judge_case(Eval *e, Slot *s, int exit_status)
-{
-        const AjEvalCase *c = &e->suite->cases[s->index];
-        AjEvalResult *res = &e->results[s->index];
-        res->seconds = (double)(aj_now_monotonic_ns() - s->start_ns) / 1e9;
-        res->exit_status = exit_status;
-        _cleanup_(aj_run_freep) AjRun *run = find_run(e, s->pid, s->start_realtime_ns, true);
-        if (run)
-                snprintf(res->run_id, sizeof(res->run_id), "%s", run->id);
-
-        _cleanup_free_ size_t *counts = calloc(c->n_events + 1, sizeof(size_t));
-        _cleanup_free_ AjEvalFileFact *files = calloc(c->n_files + 1, sizeof(AjEvalFileFact));
-        if (!counts || !files) {
-                finish_error(e, s, NULL);
-                return;
-        }
-        if (run && c->n_events > 0) {
-                char path[PATH_MAX];
-                const void *ud[2] = { c, counts };
-                if (aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0 ||
-                    aj_events_foreach(path, count_event, ud, NULL) < 0) {
-                        char *err = NULL;
-                        (void)aj_asprintf(&err, "cannot read the events of run %s", run->id);
-                        finish_error(e, s, err);
-                        return;
-                }
-        }
-        /* A replay's exit status says whether the verdicts changed; the case is judged on the
-         * replayed command's, and on the scratch workspace it ran in (its run's cwd, inside
-         * the case's dir). */
-        const char *ws = s->ws;
-        if (c->source == AJ_EVAL_SOURCE_RECORDED) {
-                if (!run || !run->rec || !run->rec->exit.present || !run->rec->cwd) {
-                        char *why = NULL;
-                        (void)aj_asprintf(&why, "agentjail replay %s made no run (exit status %d): see its log",
-                                          c->recorded_run, exit_status);
-                        finish_error(e, s, why);
-                        return;
-                }
-                exit_status = run->rec->exit.status;
-                res->exit_status = exit_status;
-                ws = run->rec->cwd;
-        }
-        _cleanup_close_ int ws_fd = open(ws, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        char *err = NULL;
-        if (run && ws_fd >= 0 && apply_overlay(run, ws_fd, &err) < 0) {
-                finish_error(e, s, err);
-                return;
-        }
-        for (size_t i = 0; i < c->n_files; i++) {
-                if (ws_fd < 0)
-                        files[i] = (AjEvalFileFact){ .read_error = -errno };
-                else
-                        file_fact(ws_fd, &c->files[i], &files[i]);
-        }
-        AjEvalFacts facts = {
-                .exit_status = exit_status,
-                .timed_out = s->timed_out,
-                .timeout_ns = c->timeout_ns,
-                .files = files,
-                .event_counts = counts,
-                .meters = run && run->rec ? run->rec->shown.meters : NULL,
-        };
-        AjEvalVerdict v = {};
-        int r = aj_eval_judge(c, &facts, &v);
-        for (size_t i = 0; i < c->n_files; i++)
-                free(files[i].content);
-        if (r < 0) {
-                finish_error(e, s, NULL);
-                return;
-        }
-        res->n_checked = v.n_checked;
-        res->failures = TAKE_PTR(v.failures);
-        res->result = res->failures ? AJ_EVAL_FAIL : AJ_EVAL_PASS;
-        if (s->stage > 0 && !s->timed_out) { /* stopped by an interrupt: not a verdict */
-                res->result = AJ_EVAL_ERROR;
-                res->error = strdup("interrupted: the run was stopped");
-                return;
-        }
-        /* agentjail's own failure (a profile it refused...) says why the exit status is off. */
-        if (res->failures && !s->timed_out && exit_status != c->exit_status && exit_status >= 125 &&
-            exit_status <= 127) {
-                _cleanup_free_ char *line = last_output_line(s);
-                char *with = NULL;
-                if (line && aj_asprintf(&with, "%s: %s", res->failures[0], line) >= 0) {
-                        free(res->failures[0]);
-                        res->failures[0] = with;
-                }
-        }
 }
 
 /* The case's process ended (reaped here): judge it, clean up. */
 static void finish_case(Eval *e, Slot *s, int wstatus)
 {
         drain_output(s);
-        judge_case(e, s, wait_status(wstatus));
+        eval_judge_case(e, s, wait_status(wstatus));
         remove_scratch(e, s);
         slot_done(s);
         e->done++;
@@ -652,7 +414,7 @@ static void enforce_deadline(Eval *e, Slot *s, uint64_t now)
                 s->stage = 1;
         } else if (s->stage == 1 && over_ms >= KILL_AFTER_TERM_MS) {
                 s->stage = 2;
-                AjRun *run = find_run(e, s->pid, s->start_realtime_ns, false);
+                AjRun *run = eval_find_run(e, s->pid, s->start_realtime_ns, false);
                 if (run) {
                         json_auto_t *req = json_pack("{s:s}", "op", "kill");
                         json_t *reply = NULL;
@@ -863,6 +625,64 @@ static int check_fixtures(const AjEvalSuite *su)
         return 0;
 }
 
+/* agentjail's own binary, the paths, the runs there before, the results, the scratch
+ * directory; -1 when one is missing (said). */
+static int eval_prepare(Eval *e)
+{
+        ssize_t n = readlink("/proc/self/exe", e->self, sizeof(e->self) - 1);
+        const char *tmp = getenv("TMPDIR");
+        char tmpl[PATH_MAX];
+        snprintf(tmpl, sizeof(tmpl), "%s/agentjail-eval.XXXXXX", tmp && tmp[0] == '/' ? tmp : "/tmp");
+        if (n <= 0 || (size_t)n >= sizeof(e->self) - 1) {
+                cli_fail("eval", "cannot find agentjail's own binary: %s", strerror(errno));
+                return -1;
+        }
+        e->self[n] = 0;
+        if (cli_open_paths("eval", &e->paths) < 0 || snapshot_runs(e) < 0)
+                return -1;
+        e->results = calloc(e->suite->n_cases, sizeof(AjEvalResult));
+        if (!e->results || !mkdtemp(tmpl) || !(e->scratch = strdup(tmpl))) {
+                cli_fail("eval", "cannot make a scratch directory '%s': %s", tmpl, strerror(errno ?: ENOMEM));
+                return -1;
+        }
+        for (size_t i = 0; i < e->suite->n_cases; i++)
+                e->results[i].exit_status = -1;
+        return 0;
+}
+
+/* The cases run with SIGINT and SIGTERM caught (they stop the suite: see run_all). */
+static void run_interruptible(Eval *e)
+{
+        struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+        run_all(e);
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+}
+
+/* The results out (JUnit, JSON or the table); the exit status. */
+static int eval_report(const Eval *e, bool json, const char *junit)
+{
+        int r = 0;
+        if (junit && (r = write_junit(e, junit)) < 0)
+                cli_fail("eval", "cannot write '%s': %s", junit, strerror(-r));
+        if (json) {
+                json_auto_t *doc = aj_eval_report_json(e->suite, e->results, e->suite->n_cases);
+                if (doc)
+                        cli_print_json(doc);
+        } else
+                print_table(e);
+        int status = CLI_EXIT_OK;
+        for (size_t i = 0; i < e->suite->n_cases; i++)
+                if (e->results[i].result != AJ_EVAL_PASS)
+                        status = CLI_EXIT_FAIL;
+        if (junit && r < 0)
+                status = CLI_EXIT_FAIL;
+        return status;
+}
+
 int aj_cmd_eval(int argc, char **argv)
 {
         static const struct option options[] = {
@@ -917,48 +737,10 @@ int aj_cmd_eval(int argc, char **argv)
         for (size_t i = 0; i < AJ_EVAL_MAX_JOBS; i++)
                 e.slots[i] = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1 };
         int status = CLI_EXIT_FAIL;
-        ssize_t n = readlink("/proc/self/exe", e.self, sizeof(e.self) - 1);
-        const char *tmp = getenv("TMPDIR");
-        char tmpl[PATH_MAX];
-        snprintf(tmpl, sizeof(tmpl), "%s/agentjail-eval.XXXXXX", tmp && tmp[0] == '/' ? tmp : "/tmp");
-        if (n <= 0 || (size_t)n >= sizeof(e.self) - 1) {
-                cli_fail("eval", "cannot find agentjail's own binary: %s", strerror(errno));
-                goto out;
+        if (eval_prepare(&e) >= 0) {
+                run_interruptible(&e);
+                status = eval_report(&e, json, junit);
         }
-        e.self[n] = 0;
-        if (cli_open_paths("eval", &e.paths) < 0 || snapshot_runs(&e) < 0)
-                goto out;
-        e.results = calloc(suite->n_cases, sizeof(AjEvalResult));
-        if (!e.results || !mkdtemp(tmpl) || !(e.scratch = strdup(tmpl))) {
-                cli_fail("eval", "cannot make a scratch directory '%s': %s", tmpl, strerror(errno ?: ENOMEM));
-                goto out;
-        }
-        for (size_t i = 0; i < suite->n_cases; i++)
-                e.results[i].exit_status = -1;
-
-        struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, &old_int);
-        sigaction(SIGTERM, &sa, &old_term);
-        run_all(&e);
-        sigaction(SIGINT, &old_int, NULL);
-        sigaction(SIGTERM, &old_term, NULL);
-
-        if (junit && (r = write_junit(&e, junit)) < 0)
-                cli_fail("eval", "cannot write '%s': %s", junit, strerror(-r));
-        if (json) {
-                json_auto_t *doc = aj_eval_report_json(suite, e.results, suite->n_cases);
-                if (doc)
-                        cli_print_json(doc);
-        } else
-                print_table(&e);
-        status = CLI_EXIT_OK;
-        for (size_t i = 0; i < suite->n_cases; i++)
-                if (e.results[i].result != AJ_EVAL_PASS)
-                        status = CLI_EXIT_FAIL;
-        if (junit && r < 0)
-                status = CLI_EXIT_FAIL;
-out:
         eval_done(&e);
         return status;
 }

@@ -500,6 +500,71 @@ static bool run_steps(Apply *a, const AjRollbackPlan *plan, bool keep_going, siz
         return fatal;
 }
 
+/* The run's tool journal, gated by its profile and the options, as a plan; -1 (said) when it
+ * cannot be read or planned. */
+static int load_plan(AjRun *run, const AjProfile *prof, const Options *opt, AjRollbackPlan *ret)
+{
+        json_t *journal = NULL;
+        int r = aj_run_tool_journal(run, &journal);
+        if (r < 0) {
+                cli_fail("rollback", "cannot read '%s/%s': %s", run->dir, AJ_RUN_FILE_EVENTS, strerror(-r));
+                return -1;
+        }
+        json_auto_t *owned = journal;
+        AjRollbackGate gate = {
+                .patterns = prof->approval_tools.items,
+                .n_patterns = prof->approval_tools.n,
+                .approve = (char *const *)opt->approve,
+                .n_approve = opt->n_approve,
+                .approve_all_gated = opt->approve_all,
+                .include_failed = opt->include_failed,
+        };
+        _cleanup_(aj_error_clear) AjError err = {};
+        r = aj_rollback_plan(journal, &gate, ret, &err);
+        if (r < 0) {
+                cli_fail("rollback", "run %s: %s", run->id, aj_error_text(&err, r));
+                return -1;
+        }
+        return 0;
+}
+
+/* --apply: the steps, then (without --json) the summary; -1 when a step could not be
+ * recorded (said). *ret_not_run: the steps left. */
+static int apply_plan(Apply *a, const AjRollbackPlan *plan, bool keep_going, size_t *ret_not_run)
+{
+        if (!a->json)
+                print_header(a->run, plan, a->prof, a->timeout_ns);
+        size_t not_run = 0;
+        if (run_steps(a, plan, keep_going, &not_run))
+                return -1;
+        if (!a->json) {
+                printf("%zu applied now, %zu before; %zu failed, %zu held", a->ran_ok, plan->applied, a->failed,
+                       a->held);
+                if (not_run)
+                        printf("; stopped: %zu not run ('agentjail rollback %s --apply' goes on with them)", not_run,
+                               a->run->id);
+                printf("\n");
+                print_left_out(plan);
+        }
+        *ret_not_run = not_run;
+        return 0;
+}
+
+/* --json: the plan, or what applying it did. */
+static void print_json_result(const Apply *a, const AjRollbackPlan *plan, bool dry_run, size_t left)
+{
+        const AjProfile *prof = a->prof;
+        json_auto_t *doc = json_pack("{s:s, s:o, s:b, s:I, s:O, s:I, s:I, s:I, s:I, s:I, s:O}", "run", a->run->id,
+                                     "handler",
+                                     prof->rollback_exec.n ? json_string(prof->rollback_exec.items[0]) : json_null(),
+                                     "dry_run", dry_run, "timeout_ms", (json_int_t)(a->timeout_ns / 1000000), "steps",
+                                     a->steps, "applied_before", (json_int_t)plan->applied, "applied",
+                                     (json_int_t)a->ran_ok, "failed", (json_int_t)a->failed, "held",
+                                     (json_int_t)(dry_run ? plan->held : a->held), "not_run", (json_int_t)left,
+                                     "left_out", plan->left_out);
+        cli_print_json(doc);
+}
+
 static int apply_cmd(AjRun *run, const Options *opt)
 {
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
@@ -522,28 +587,9 @@ static int apply_cmd(AjRun *run, const Options *opt)
         _cleanup_close_ int lock = -1;
         if (!opt->dry_run && lock_run(run, &lock) < 0)
                 return CLI_EXIT_FAIL;
-        json_t *journal = NULL;
-        int r = aj_run_tool_journal(run, &journal);
-        if (r < 0) {
-                cli_fail("rollback", "cannot read '%s/%s': %s", run->dir, AJ_RUN_FILE_EVENTS, strerror(-r));
-                return CLI_EXIT_FAIL;
-        }
-        json_auto_t *owned = journal;
-        AjRollbackGate gate = {
-                .patterns = prof->approval_tools.items,
-                .n_patterns = prof->approval_tools.n,
-                .approve = (char *const *)opt->approve,
-                .n_approve = opt->n_approve,
-                .approve_all_gated = opt->approve_all,
-                .include_failed = opt->include_failed,
-        };
         AjRollbackPlan plan = { 0 };
-        _cleanup_(aj_error_clear) AjError err = {};
-        r = aj_rollback_plan(journal, &gate, &plan, &err);
-        if (r < 0) {
-                cli_fail("rollback", "run %s: %s", run->id, aj_error_text(&err, r));
+        if (load_plan(run, prof, opt, &plan) < 0)
                 return CLI_EXIT_FAIL;
-        }
         json_auto_t *steps = json_array();
         Apply a = { .run = run, .prof = prof, .timeout_ns = timeout_ns, .json = opt->json, .steps = steps };
         size_t left = plan.to_run + plan.held; /* not run: all of them on a dry run */
@@ -553,39 +599,13 @@ static int apply_cmd(AjRun *run, const Options *opt)
         }
         for (size_t i = 0; opt->dry_run && opt->json && i < plan.n; i++)
                 json_array_append_new(steps, step_json(&plan.steps[i]));
-        if (!opt->dry_run) {
-                if (!opt->json)
-                        print_header(run, &plan, prof, timeout_ns);
-                size_t not_run = 0;
-                bool fatal = run_steps(&a, &plan, opt->keep_going, &not_run);
-                if (fatal) {
-                        aj_rollback_plan_done(&plan);
-                        return CLI_EXIT_FAIL;
-                }
-                if (!opt->json) {
-                        printf("%zu applied now, %zu before; %zu failed, %zu held", a.ran_ok, plan.applied, a.failed,
-                               a.held);
-                        if (not_run)
-                                printf("; stopped: %zu not run ('agentjail rollback %s --apply' goes on with them)",
-                                       not_run, run->id);
-                        printf("\n");
-                        print_left_out(&plan);
-                }
-                left = not_run;
+        if (!opt->dry_run && apply_plan(&a, &plan, opt->keep_going, &left) < 0) {
+                aj_rollback_plan_done(&plan);
+                return CLI_EXIT_FAIL;
         }
         int status = opt->dry_run || (a.failed == 0 && a.held == 0 && left == 0) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-        if (opt->json) {
-                json_auto_t *doc = json_pack("{s:s, s:o, s:b, s:I, s:O, s:I, s:I, s:I, s:I, s:I, s:O}", "run", run->id,
-                                             "handler",
-                                             prof->rollback_exec.n ? json_string(prof->rollback_exec.items[0])
-                                                                   : json_null(),
-                                             "dry_run", opt->dry_run, "timeout_ms", (json_int_t)(timeout_ns / 1000000),
-                                             "steps", steps, "applied_before", (json_int_t)plan.applied, "applied",
-                                             (json_int_t)a.ran_ok, "failed", (json_int_t)a.failed, "held",
-                                             (json_int_t)(opt->dry_run ? plan.held : a.held), "not_run",
-                                             (json_int_t)left, "left_out", plan.left_out);
-                cli_print_json(doc);
-        }
+        if (opt->json)
+                print_json_result(&a, &plan, opt->dry_run, left);
         aj_rollback_plan_done(&plan);
         return status;
 }
