@@ -656,6 +656,8 @@ int aj_http_rewrite_response(const char *buf, size_t len, bool head_request, AjH
 const char *aj_http_reason_phrase(unsigned status)
 {
         switch (status) {
+        case 200:
+                return "OK";
         case 400:
                 return "Bad Request";
         case 401:
@@ -688,7 +690,9 @@ const char *aj_http_reason_phrase(unsigned status)
                 return "Gateway Timeout";
         case 505:
                 return "HTTP Version Not Supported";
+        case 529:
+                return "Overloaded";
         default:
-                return "Error";
+                return status >= 200 && status < 300 ? "OK" : "Error";
         }
 }

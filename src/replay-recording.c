@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "events.h"
+#include "http-parse.h"
 #include "replay.h"
 #include "run-record.h"
 #include "util/fd.h"
@@ -239,30 +240,6 @@ ssize_t aj_replay_match(AjReplayRecording *rec, const char *provider, const char
         return found;
 }
 
-static const char *reason_phrase(unsigned status)
-{
-        switch (status) {
-        case 200:
-                return "OK";
-        case 400:
-                return "Bad Request";
-        case 401:
-                return "Unauthorized";
-        case 403:
-                return "Forbidden";
-        case 404:
-                return "Not Found";
-        case 429:
-                return "Too Many Requests";
-        case 500:
-                return "Internal Server Error";
-        case 529:
-                return "Overloaded";
-        default:
-                return status < 300 ? "OK" : "Error";
-        }
-}
-
 typedef struct {
         char *data;
         size_t len, size;
@@ -319,7 +296,7 @@ int aj_replay_response(const AjReplayEntry *e, const char *body, size_t body_len
         bool sse = strncasecmp(ct, "text/event-stream", 17) == 0;
         Buf b = { 0 };
         int r = buf_printf(&b, "HTTP/1.1 %u %s\r\ncontent-type: %s\r\nx-agentjail-replay: call %llu\r\n", e->status,
-                           reason_phrase(e->status), ct, (unsigned long long)e->call_id);
+                           aj_http_reason_phrase(e->status), ct, (unsigned long long)e->call_id);
         if (r >= 0 && sse) {
                 r = buf_printf(&b, "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n");
                 for (size_t off = 0; r >= 0 && off < body_len;) {

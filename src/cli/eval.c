@@ -249,6 +249,21 @@ static char *run_name(const char *case_name)
         return strdup(buf);
 }
 
+/* The case's --profile and --caps, as both `run` and `replay` take them. */
+static int push_profile_and_caps(char ***argv, const AjEvalCase *c)
+{
+        int r = 0;
+        if (c->profile) {
+                r = r ?: aj_strv_push(argv, "--profile");
+                r = r ?: aj_strv_push(argv, c->profile);
+        }
+        for (char **cap = c->caps; cap && *cap; cap++) {
+                r = r ?: aj_strv_push(argv, "--cap");
+                r = r ?: aj_strv_push(argv, *cap);
+        }
+        return r;
+}
+
 /* A recorded run's case: `agentjail replay RUN` (docs/replay.md), its scratch workspace kept
  * inside the case's dir (judged, then removed with it). The profile and caps apply to the
  * replay; the model is answered from the recording. */
@@ -262,14 +277,7 @@ static int replay_argv(const Eval *e, const AjEvalCase *c, const char *dir, char
         r = r ?: aj_strv_push(&argv, "--keep");
         r = r ?: aj_strv_push(&argv, "--workdir");
         r = r ?: aj_strv_push(&argv, dir);
-        if (c->profile) {
-                r = r ?: aj_strv_push(&argv, "--profile");
-                r = r ?: aj_strv_push(&argv, c->profile);
-        }
-        for (char **cap = c->caps; cap && *cap; cap++) {
-                r = r ?: aj_strv_push(&argv, "--cap");
-                r = r ?: aj_strv_push(&argv, *cap);
-        }
+        r = r ?: push_profile_and_caps(&argv, c);
         if (r < 0)
                 return -ENOMEM;
         *ret = TAKE_PTR(argv);
@@ -290,14 +298,7 @@ static int case_argv(const Eval *e, const AjEvalCase *c, const char *name, const
         r = r ?: aj_strv_push(&argv, "--no-tty");
         r = r ?: aj_strv_push(&argv, "--name");
         r = r ?: aj_strv_push(&argv, name);
-        if (c->profile) {
-                r = r ?: aj_strv_push(&argv, "--profile");
-                r = r ?: aj_strv_push(&argv, c->profile);
-        }
-        for (char **cap = c->caps; cap && *cap; cap++) {
-                r = r ?: aj_strv_push(&argv, "--cap");
-                r = r ?: aj_strv_push(&argv, *cap);
-        }
+        r = r ?: push_profile_and_caps(&argv, c);
         r = r ?: aj_strv_push(&argv, "--");
         for (char **a = c->argv; a && *a; a++)
                 r = r ?: aj_strv_push(&argv, *a);
