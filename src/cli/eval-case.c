@@ -162,8 +162,7 @@ static int count_events(const AjEvalCase *c, const AjRun *run, size_t *counts, c
 /* A replay's exit status says whether the verdicts changed; the case is judged on the
  * replayed command's, and on the scratch workspace it ran in (its run's cwd, inside the
  * case's dir): those into *exit_status and *ws. -errno with *ret_error when it made no run. */
-static int replayed_outcome(const AjEvalCase *c, const AjRun *run, int *exit_status, const char **ws,
-                            char **ret_error)
+static int replayed_outcome(const AjEvalCase *c, const AjRun *run, int *exit_status, const char **ws, char **ret_error)
 {
         if (c->source != AJ_EVAL_SOURCE_RECORDED)
                 return 0;
