@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "run-record.h"
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/outbuf.h"
 
 /* What llm-record.c writes at the end of a body cut at llm.record_bytes. */
 #define CUT_MARK "\n[agentjail: cut at llm.record_bytes]\n"
@@ -240,29 +242,10 @@ ssize_t aj_replay_match(AjReplayRecording *rec, const char *provider, const char
         return found;
 }
 
-typedef struct {
-        char *data;
-        size_t len, size;
-} Buf;
+static int buf_add(AjOutBuf *b, const void *p, size_t n) { return aj_outbuf_add(b, p, n, false, SIZE_MAX); }
 
-static int buf_add(Buf *b, const void *p, size_t n)
-{
-        if (b->len + n + 1 > b->size) {
-                size_t size = (b->len + n + 1) * 2;
-                char *d = realloc(b->data, size);
-                if (!d)
-                        return -ENOMEM;
-                b->data = d;
-                b->size = size;
-        }
-        memcpy(b->data + b->len, p, n);
-        b->len += n;
-        b->data[b->len] = '\0';
-        return 0;
-}
-
-static int buf_printf(Buf *b, const char *fmt, ...) _printf_(2, 3);
-static int buf_printf(Buf *b, const char *fmt, ...)
+static int buf_printf(AjOutBuf *b, const char *fmt, ...) _printf_(2, 3);
+static int buf_printf(AjOutBuf *b, const char *fmt, ...)
 {
         char tmp[512];
         va_list ap;
@@ -294,7 +277,7 @@ int aj_replay_response(const AjReplayEntry *e, const char *body, size_t body_len
         if (strpbrk(ct, "\r\n"))
                 return -EINVAL;
         bool sse = strncasecmp(ct, "text/event-stream", 17) == 0;
-        Buf b = { 0 };
+        AjOutBuf b = { 0 };
         int r = buf_printf(&b, "HTTP/1.1 %u %s\r\ncontent-type: %s\r\nx-agentjail-replay: call %llu\r\n", e->status,
                            aj_http_reason_phrase(e->status), ct, (unsigned long long)e->call_id);
         if (r >= 0 && sse) {
@@ -315,12 +298,14 @@ int aj_replay_response(const AjReplayEntry *e, const char *body, size_t body_len
                 if (r >= 0)
                         r = buf_add(&b, body, body_len);
         }
+        if (r >= 0)
+                r = buf_add(&b, "", 1); /* a string too, for the reader's convenience */
         if (r < 0) {
-                free(b.data);
+                aj_outbuf_clear(&b);
                 return r;
         }
         *ret = b.data;
-        *ret_len = b.len;
+        *ret_len = b.len - 1;
         return 0;
 }
 

@@ -125,6 +125,16 @@ static int send_msg(int fd, const AjChildMsg *m, int pass_fd)
         return send_fds(fd, m, sizeof(*m), &pass_fd, pass_fd >= 0 ? 1 : 0);
 }
 
+/* recvmsg(2) on the sync socket, fds close-on-exec, retried on EINTR: bytes, or -errno. */
+static ssize_t recv_msg(int sync_fd, struct msghdr *mh)
+{
+        ssize_t n;
+        do
+                n = recvmsg(sync_fd, mh, MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+        return n < 0 ? -errno : n;
+}
+
 int aj_spawn_recv(int sync_fd, AjChildMsg *ret, int *ret_fd)
 {
         AjChildMsg m;
@@ -134,12 +144,9 @@ int aj_spawn_recv(int sync_fd, AjChildMsg *ret, int *ret_fd)
                 struct cmsghdr align;
         } u;
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
-        ssize_t n;
-        do
-                n = recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
-        while (n < 0 && errno == EINTR);
+        ssize_t n = recv_msg(sync_fd, &mh);
         if (n < 0)
-                return -errno;
+                return (int)n;
         if (n == 0)
                 return 0;
         int fd = -1;
@@ -395,12 +402,9 @@ static int recv_trees_msg(int sync_fd, size_t n_steps, int *trees, bool *ret_las
         } u;
         struct iovec iov = { .iov_base = &tm, .iov_len = sizeof(tm) };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
-        ssize_t n;
-        do
-                n = recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
-        while (n < 0 && errno == EINTR);
+        ssize_t n = recv_msg(sync_fd, &mh);
         if (n < 0)
-                return -errno;
+                return (int)n;
         bool ok = (size_t)n >= sizeof(tm.m) && tm.m.type == AJ_MSG_TREES && tm.m.step >= 0 &&
                   tm.m.step <= TREES_PER_MSG && (size_t)n == sizeof(tm.m) + (size_t)tm.m.step * sizeof(uint32_t) &&
                   !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));

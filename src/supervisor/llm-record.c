@@ -3,6 +3,7 @@
  * the bodies of each call, the keys redacted (llm.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "supervisor/llm.h"
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/outbuf.h"
 
 #define REDACTED "[REDACTED]"
 
@@ -49,26 +51,6 @@ uint64_t aj_sup_llm_record_room(const AjSupLlm *l)
         return l->record_bytes > used ? l->record_bytes - used : 0;
 }
 
-typedef struct {
-        char *data;
-        size_t len, size;
-} Out;
-
-static int out_add(Out *o, const char *p, size_t n)
-{
-        if (o->len + n > o->size) {
-                size_t size = o->size * 2 + n;
-                char *b = realloc(o->data, size);
-                if (!b)
-                        return -ENOMEM;
-                o->data = b;
-                o->size = size;
-        }
-        memcpy(o->data + o->len, p, n);
-        o->len += n;
-        return 0;
-}
-
 /* `data` with every key replaced, in one pass per key occurrence (memmem from where each
  * key was last seen). NULL without memory. */
 static char *redact(const AjSupLlm *l, const char *data, size_t len, size_t *ret_len)
@@ -77,7 +59,7 @@ static char *redact(const AjSupLlm *l, const char *data, size_t len, size_t *ret
         size_t klen[AJ_LLM_MAX_PROVIDERS];
         for (size_t k = 0; k < l->n_providers; k++)
                 klen[k] = l->keys[k] ? strlen(l->keys[k]) : 0;
-        Out o = { 0 };
+        AjOutBuf o = { 0 };
         size_t i = 0;
         while (i < len) {
                 const char *best = NULL;
@@ -96,14 +78,15 @@ static char *redact(const AjSupLlm *l, const char *data, size_t len, size_t *ret
                         }
                 }
                 size_t upto = best ? (size_t)(best - data) : len;
-                if (out_add(&o, data + i, upto - i) < 0 || (best && out_add(&o, REDACTED, strlen(REDACTED)) < 0)) {
-                        free(o.data);
+                if (aj_outbuf_add(&o, data + i, upto - i, false, SIZE_MAX) < 0 ||
+                    (best && aj_outbuf_add(&o, REDACTED, strlen(REDACTED), false, SIZE_MAX) < 0)) {
+                        aj_outbuf_clear(&o);
                         return NULL;
                 }
                 i = best ? upto + blen : len;
         }
-        if (out_add(&o, "", 1) < 0) {
-                free(o.data);
+        if (aj_outbuf_add(&o, "", 1, false, SIZE_MAX) < 0) {
+                aj_outbuf_clear(&o);
                 return NULL;
         }
         *ret_len = o.len - 1;
@@ -125,6 +108,16 @@ static size_t trim_key_prefix(const AjSupLlm *l, const char *data, size_t n)
         return n;
 }
 
+/* No room for another file: said once, with the call that found it so. */
+static void record_cut(AjSupLlm *l, uint64_t id)
+{
+        if (!l->record_cut && l->hooks && l->hooks->emit)
+                l->hooks->emit(l->hooks->userdata, "llm.record_cut",
+                               json_pack("{s:I, s:I}", "call_id", (json_int_t)id, "record_bytes",
+                                         (json_int_t)l->record_bytes));
+        l->record_cut = true;
+}
+
 /* Writes at most what is left of llm.record_bytes (a key cut by that limit was replaced
  * whole first, or its first bytes dropped: no part of it is written). No file at all once
  * nothing is left. */
@@ -132,14 +125,8 @@ static void write_body(AjSupLlm *l, uint64_t id, int dirfd, const char *name, co
                        bool truncated)
 {
         uint64_t room = l->record_bytes > l->recorded ? l->record_bytes - l->recorded : 0;
-        if (room <= AJ_SUP_LLM_RECORD_FILE_COST) {
-                if (!l->record_cut && l->hooks && l->hooks->emit)
-                        l->hooks->emit(l->hooks->userdata, "llm.record_cut",
-                                       json_pack("{s:I, s:I}", "call_id", (json_int_t)id, "record_bytes",
-                                                 (json_int_t)l->record_bytes));
-                l->record_cut = true;
-                return;
-        }
+        if (room <= AJ_SUP_LLM_RECORD_FILE_COST)
+                return record_cut(l, id);
         room -= AJ_SUP_LLM_RECORD_FILE_COST;
         l->recorded += AJ_SUP_LLM_RECORD_FILE_COST;
         /* Only what can be kept is redacted, plus the longest key's length so a key across
@@ -180,10 +167,8 @@ void aj_sup_llm_record(AjSupLlm *l, uint64_t id, const char *request, size_t req
                        const char *response, size_t response_len, bool response_truncated)
 {
         char dir[4096], name[64];
-        if (l->recorded + AJ_SUP_LLM_RECORD_FILE_COST >= l->record_bytes) {
-                write_body(l, id, -1, NULL, NULL, 0, false); /* only says the cap was reached, once */
-                return;
-        }
+        if (l->recorded + AJ_SUP_LLM_RECORD_FILE_COST >= l->record_bytes)
+                return record_cut(l, id);
         if (aj_run_file_path(l->run_dir, AJ_RUN_DIR_LLM, dir, sizeof(dir)) < 0)
                 return (void)aj_log_errno(-ENAMETOOLONG, "Cannot create '%s/%s'", l->run_dir, AJ_RUN_DIR_LLM);
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
