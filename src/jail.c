@@ -382,6 +382,7 @@ static void run_free(Run *run)
                 if (run->proxy_fds[i] >= 0)
                         close(run->proxy_fds[i]);
         aj_run_parts_done(run);
+        aj_sup_denials_free(&run->denials);
         aj_meter_free(run->meter);
         aj_net_policy_free(run->net_policy);
         aj_net_policy_free(run->net_ask);

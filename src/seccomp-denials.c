@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <seccomp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "seccomp-internal.h"
@@ -116,6 +117,32 @@ void aj_denial_log_init(AjDenialLog *log, double burst, double per_sec)
         aj_ratelimit_init(&log->repeats, burst, per_sec);
 }
 
+void aj_denial_log_done(AjDenialLog *log)
+{
+        free(log->keys);
+        log->keys = NULL;
+        log->n_keys = log->cap_keys = 0;
+}
+
+/* The next key's place in the table (grown first if need be), or NULL: the table is at its
+ * bound or no memory was left for it. */
+static AjDenialKey *next_key(AjDenialLog *log)
+{
+        if (log->n_keys >= AJ_DENIAL_KEYS_MAX)
+                return NULL;
+        if (log->n_keys == log->cap_keys) {
+                size_t cap = log->cap_keys ? log->cap_keys * 2 : 16;
+                if (cap > AJ_DENIAL_KEYS_MAX)
+                        cap = AJ_DENIAL_KEYS_MAX;
+                AjDenialKey *k = reallocarray(log->keys, cap, sizeof(*k));
+                if (!k)
+                        return NULL;
+                log->keys = k;
+                log->cap_keys = cap;
+        }
+        return &log->keys[log->n_keys];
+}
+
 _Static_assert(AJ_DENIAL_KEYS_MAX <= UINT16_MAX, "key indexes are uint16_t");
 
 static void denial_key_init(AjDenialKey *k, const AjSeccompDenial *d, bool has_sub, uint32_t sub)
@@ -138,8 +165,9 @@ bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now
         if (!has_sub && d->arch == seccomp_arch_native() && d->nr >= 0 && d->nr < AJ_DENIAL_NR_SLOTS) {
                 /* A plain syscall: its own slot, which no flood of other keys can take. */
                 uint16_t *slot = &log->nr_slot[d->nr];
-                if (*slot == 0 && log->n_keys < AJ_DENIAL_KEYS_MAX) { /* always true: see the bounds */
-                        denial_key_init(&log->keys[log->n_keys], d, false, 0);
+                AjDenialKey *nk = *slot == 0 ? next_key(log) : NULL; /* room: see the bounds */
+                if (nk) {
+                        denial_key_init(nk, d, false, 0);
                         *slot = (uint16_t)++log->n_keys;
                         first = true;
                 }
@@ -155,8 +183,7 @@ bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now
                                 break;
                         }
                 }
-                if (!k && log->n_arg_keys < AJ_DENIAL_ARG_KEYS_MAX && log->n_keys < AJ_DENIAL_KEYS_MAX) {
-                        k = &log->keys[log->n_keys];
+                if (!k && log->n_arg_keys < AJ_DENIAL_ARG_KEYS_MAX && (k = next_key(log))) {
                         denial_key_init(k, d, has_sub, sub);
                         log->arg_keys[log->n_arg_keys++] = (uint16_t)log->n_keys++;
                         first = true;

@@ -88,7 +88,9 @@ const char *aj_seccomp_denial_hint(const AjSeccompDenial *d);
  * syscall number below AJ_DENIAL_NR_SLOTS always has room for a key of its own (at most that
  * many exist), and keys with an argument (an agent picks ioctl requests from 2^32), or with a
  * number past the slots, share AJ_DENIAL_ARG_KEYS_MAX; past those they are counted together
- * under `overflow` and reported only as repeats are. Pure.
+ * under `overflow` and reported only as repeats are. The key table grows as keys come (most runs
+ * have none), so that the log costs nothing until a denial arrives; a key that finds no memory
+ * is counted under `overflow`. Pure.
  */
 #define AJ_DENIAL_NR_SLOTS 1024
 #define AJ_DENIAL_ARG_KEYS_MAX 512
@@ -106,8 +108,8 @@ typedef struct {
 } AjDenialKey;
 
 typedef struct {
-        AjDenialKey keys[AJ_DENIAL_KEYS_MAX]; /* in order of first denial */
-        size_t n_keys;
+        AjDenialKey *keys; /* in order of first denial; n_keys of cap_keys used */
+        size_t n_keys, cap_keys;
         uint16_t nr_slot[AJ_DENIAL_NR_SLOTS];      /* a plain native key's index + 1; 0: none */
         uint16_t arg_keys[AJ_DENIAL_ARG_KEYS_MAX]; /* the other keys' indexes */
         size_t n_arg_keys;
@@ -118,6 +120,7 @@ typedef struct {
 } AjDenialLog;
 
 void aj_denial_log_init(AjDenialLog *log, double burst, double per_sec);
+void aj_denial_log_done(AjDenialLog *log);
 /* Counts `d`; true when it should be recorded as an event. *ret_key (may be NULL) is the
  * key it was counted under. */
 bool aj_denial_log_note(AjDenialLog *log, const AjSeccompDenial *d, uint64_t now_ns, const AjDenialKey **ret_key);

@@ -113,3 +113,5 @@ json_t *aj_sup_denials_suppressed_json(const AjSupDenials *d)
 }
 
 void aj_sup_denials_done(AjSupDenials *d) { listener_close(d); }
+
+void aj_sup_denials_free(AjSupDenials *d) { aj_denial_log_done(&d->log); }

@@ -39,3 +39,5 @@ uint64_t aj_sup_denials_total(const AjSupDenials *d);
 /* seccomp.suppressed's fields, or NULL when nothing was. */
 json_t *aj_sup_denials_suppressed_json(const AjSupDenials *d);
 void aj_sup_denials_done(AjSupDenials *d);
+/* Its memory, once nothing reads its counts any more. */
+void aj_sup_denials_free(AjSupDenials *d);
