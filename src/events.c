@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,9 @@
 #include "events.h"
 #include "util/fd.h"
 #include "util/sha256.h"
+
+/* Room for any struct tm's fields as %04d-%02d-%02dT%02d:%02d:%02d. */
+#define AJ_TS_BASE_MAX 80
 
 struct AjEventLog {
         int fd;
@@ -29,16 +33,50 @@ struct AjEventLog {
         char prev[AJ_SHA256_HEX_SIZE], pending_prev[AJ_SHA256_HEX_SIZE];
         /* The timestamp's whole-second part, formatted once per second. */
         time_t ts_sec;
-        char ts_base[32];
+        char ts_base[AJ_TS_BASE_MAX];
 };
+
+/* YYYY-MM-DDTHH:MM:SS in UTC, computed here: glibc's gmtime_r() and strftime() both read
+ * the time zone file (/etc/localtime) on their first call, for a time that is UTC anyway,
+ * and the first event is written while the jail waits for the supervisor. The date from
+ * the count of days since 1970-01-01 goes through the proleptic Gregorian calendar's
+ * 400-year eras (146097 days each), with years starting on March 1st so that the leap
+ * day is the last of its year. */
+static void format_utc_seconds(time_t sec, char buf[static AJ_TS_BASE_MAX])
+{
+        int64_t t = (int64_t)sec;
+        int64_t days = t / 86400, rem = t % 86400;
+        if (rem < 0)
+                rem += 86400, days--;
+        int64_t z = days + 719468; /* days since 0000-03-01 */
+        int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+        int64_t doe = z - era * 146097;                                      /* [0, 146096] */
+        int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
+        int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* [0, 365] */
+        int64_t mp = (5 * doy + 2) / 153;                                    /* March = 0 */
+        int64_t day = doy - (153 * mp + 2) / 5 + 1;
+        int64_t month = mp < 10 ? mp + 3 : mp - 9;
+        int64_t year = yoe + era * 400 + (month <= 2);
+        snprintf(buf, AJ_TS_BASE_MAX,
+                 "%04" PRId64 "-%02" PRId64 "-%02" PRId64 "T%02" PRId64 ":%02" PRId64 ":%02" PRId64, year, month, day,
+                 rem / 3600, rem / 60 % 60, rem % 60);
+}
+
+/* The inverse, for parsing without timegm() (which reads the time zone file too). */
+static int64_t days_from_civil(int64_t year, int64_t month, int64_t day)
+{
+        year -= month <= 2;
+        int64_t era = (year >= 0 ? year : year - 399) / 400;
+        int64_t yoe = year - era * 400;
+        int64_t doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
+        int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        return era * 146097 + doe - 719468;
+}
 
 char *aj_format_timestamp(uint64_t ns, char *buf, size_t len)
 {
-        time_t sec = (time_t)(ns / 1000000000ull);
-        struct tm tm;
-        gmtime_r(&sec, &tm);
-        char base[32];
-        strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+        char base[AJ_TS_BASE_MAX];
+        format_utc_seconds((time_t)(ns / 1000000000ull), base);
         snprintf(buf, len, "%s.%09lluZ", base, (unsigned long long)(ns % 1000000000ull));
         return buf;
 }
@@ -62,7 +100,8 @@ int aj_parse_timestamp(const char *s, uint64_t *ret_ns)
         }
         if (!streq(end, "Z"))
                 return -EINVAL;
-        time_t t = timegm(&tm);
+        int64_t t = days_from_civil(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday) * 86400 + tm.tm_hour * 3600 +
+                    tm.tm_min * 60 + tm.tm_sec;
         if (t < 0)
                 return -ERANGE;
         *ret_ns = (uint64_t)t * 1000000000ull + frac;
@@ -123,9 +162,7 @@ static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
         uint64_t now = aj_now_realtime_ns();
         time_t sec = (time_t)(now / 1000000000ull);
         if (sec != log->ts_sec) {
-                struct tm tm;
-                gmtime_r(&sec, &tm);
-                strftime(log->ts_base, sizeof(log->ts_base), "%Y-%m-%dT%H:%M:%S", &tm);
+                format_utc_seconds(sec, log->ts_base);
                 log->ts_sec = sec;
         }
         _cleanup_free_ char *type_json = NULL;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "events.h"
@@ -30,6 +31,26 @@ Test(events, timestamp_format)
         char buf[40];
         aj_format_timestamp(1795471160ull * 1000000000ull + 123, buf, sizeof(buf));
         cr_assert_str_eq(buf, "2026-11-23T21:59:20.000000123Z");
+}
+
+/* The date is computed without the C library's calendar (which reads the time zone file):
+ * it must agree with gmtime_r() on every day, and parse back to the same instant, from 1970 to 2200 (leap years, centuries, the
+ * year 2000 and 2100), at a time of day that moves through the whole day. */
+Test(events, timestamp_agrees_with_gmtime)
+{
+        char buf[64], want[64], base[40];
+        for (int64_t day = 0; day < 84000; day++) {
+                time_t t = (time_t)(day * 86400 + (day * 7919) % 86400);
+                struct tm tm;
+                cr_assert_not_null(gmtime_r(&t, &tm));
+                strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+                snprintf(want, sizeof(want), "%s.000000007Z", base);
+                aj_format_timestamp((uint64_t)t * 1000000000ull + 7, buf, sizeof(buf));
+                cr_assert_str_eq(buf, want, "day %lld", (long long)day);
+                uint64_t back = 0;
+                cr_assert_eq(aj_parse_timestamp(buf, &back), 0, "%s", buf);
+                cr_assert_eq(back, (uint64_t)t * 1000000000ull + 7, "%s parsed back", buf);
+        }
 }
 
 Test(events, chain_is_sequenced_and_complete)
