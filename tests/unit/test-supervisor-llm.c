@@ -430,7 +430,7 @@ static void setup_record(Fixture *f, uint64_t record_bytes, const char *key)
         snprintf(record_dir, sizeof(record_dir), "/tmp/aj-llm-record-XXXXXX");
         cr_assert_not_null(mkdtemp(record_dir));
         f->llm.run_dir = record_dir;
-        f->llm.record_full = true;
+        f->llm.record_responses = f->llm.record_requests = true;
         f->llm.record_bytes = record_bytes;
         f->llm.n_providers = 1;
         f->llm.keys[0] = strdup(key);
