@@ -154,8 +154,7 @@ static void on_deadline(AjLoopTimer *t, uint64_t now_ns, void *userdata)
         collect(userdata, "time");
 }
 
-int aj_sup_workspace_start(AjSupWorkspaceStart *w, AjLoop *loop, const char *path, bool overlay,
-                           uint64_t since_ns)
+int aj_sup_workspace_start(AjSupWorkspaceStart *w, AjLoop *loop, const char *path, bool overlay, uint64_t since_ns)
 {
         if (!(w->path = strdup(path)))
                 return -ENOMEM;
@@ -213,7 +212,8 @@ json_t *aj_sup_workspace_start_finish(AjSupWorkspaceStart *w, int interrupt_fd)
                         collect(w, "time");
                         break;
                 }
-                struct pollfd pfd[2] = { { .fd = w->pidfd, .events = POLLIN }, { .fd = interrupt_fd, .events = POLLIN } };
+                struct pollfd pfd[2] = { { .fd = w->pidfd, .events = POLLIN },
+                                         { .fd = interrupt_fd, .events = POLLIN } };
                 int n = poll(pfd, interrupt_fd >= 0 ? 2 : 1, (int)((w->deadline_ns - now) / 1000000) + 1);
                 if (n < 0 && errno != EINTR) {
                         collect(w, "unfinished");

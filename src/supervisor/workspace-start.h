@@ -38,8 +38,7 @@ typedef struct {
 
 /* Starts the hasher on `path` (the workspace, or an overlay's lower layer), judging
  * entries changed since `since_ns` (aj_now_realtime_coarse_ns() before the command ran). */
-int aj_sup_workspace_start(AjSupWorkspaceStart *w, AjLoop *loop, const char *path, bool overlay,
-                           uint64_t since_ns);
+int aj_sup_workspace_start(AjSupWorkspaceStart *w, AjLoop *loop, const char *path, bool overlay, uint64_t since_ns);
 bool aj_sup_workspace_start_started(const AjSupWorkspaceStart *w);
 /* The run is over: the record (a new reference), waiting for the hasher at most until its
  * deadline, or until `interrupt_fd` (-1: none) is readable: then it is killed and the
