@@ -71,11 +71,11 @@ static bool ctime_moved(const Walk *w, const struct stat *st)
 }
 
 /* An entry that vanished or was replaced between its listing, its stat and its open
- * (ENOENT, a symlink where a file was, a file where a directory was): with the ctime
- * rule on, the tree changed under the walk. */
+ * (ENOENT, a symlink where a file was, a file where a directory was, a socket where a
+ * file was): with the ctime rule on, the tree changed under the walk. */
 static bool vanished(const Walk *w, int r)
 {
-        return w->lim.since_ns && (r == -ENOENT || r == -ESTALE || r == -ELOOP || r == -ENOTDIR);
+        return w->lim.since_ns && (r == -ENOENT || r == -ESTALE || r == -ELOOP || r == -ENOTDIR || r == -ENXIO);
 }
 
 static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
