@@ -638,31 +638,6 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
                 run->rlimit_resources[i] = cfg->rlimits[i].resource;
 }
 
-/* A replayable run (llm.record "full") records where it started: the workspace's digest
- * before the jail exists; an overlay's lower layer is that workspace, which the run
- * never writes (its changes go to the upper dir). */
-static void record_workspace_start(Run *run)
-{
-        const char *ws = aj_mount_plan_workspace_source(run->mount);
-        if (!ws || !run->profile->llm_record_full)
-                return;
-        json_t *j = NULL;
-        uint64_t t0 = aj_now_monotonic_ns();
-        int r = aj_workspace_digest(ws, NULL, &j);
-        if (r < 0) {
-                aj_warning("Cannot digest the workspace '%s' (a replay cannot check its start): %s", ws, strerror(-r));
-                j = json_pack("{s:s, s:s}", "path", ws, "error", strerror(-r));
-        }
-        if (!j)
-                return;
-        bool overlay = run->profile->workspace_mode == AJ_WORKSPACE_OVERLAY && run->overlay_dir;
-        json_object_set_new(j, "mode", json_string(overlay ? "overlay" : "in_place"));
-        if (overlay)
-                json_object_set_new(j, "lower", json_string(ws));
-        json_object_set_new(j, "ms", json_integer((json_int_t)((aj_now_monotonic_ns() - t0) / 1000000)));
-        run->workspace_start = j;
-}
-
 int aj_run_plan(Run *run, AjSpawnConfig *cfg)
 {
         int r = plan_runtime_dir(run);
@@ -671,7 +646,6 @@ int aj_run_plan(Run *run, AjSpawnConfig *cfg)
         aj_run_trace_step(run, "runtime dir created");
         if ((r = setup_meter_and_broker(run)) < 0 || (r = plan_mounts(run)) < 0)
                 return r;
-        record_workspace_start(run);
         _cleanup_(aj_error_clear) AjError kerr = {};
         if ((r = aj_sup_llm_check_keys(&run->llm, run->profile, &kerr)) < 0) {
                 aj_error("%s (refusing to start: the gateway would have no key)", aj_error_text(&kerr, r));

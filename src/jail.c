@@ -253,8 +253,32 @@ static int let_command_run(Run *run)
                 aj_error("The jail's mounts were not checked against the sensitive places; refusing to start");
                 return -EPERM;
         }
+        /* The ctime rule's start: nothing in the jail has run the command before JOINED. */
+        run->since_ns = aj_now_realtime_coarse_ns();
         (void)aj_spawn_joined(&run->h);
         aj_run_write_json(run);
+        return 0;
+}
+
+/* A run whose gateway records (llm.record "digest" or "full") can be replayed, from where
+ * it started: the workspace's digest, taken in the background once the command runs
+ * (src/supervisor/workspace-start.c), so a large tree never delays the start. An overlay's
+ * lower layer is that workspace, which the run never writes (its changes go to the upper
+ * dir). */
+static int start_workspace_digest(Run *run)
+{
+        const AjProfile *p = run->profile;
+        const char *ws = aj_mount_plan_workspace_source(run->mount);
+        if (!ws || p->n_llm_providers == 0 || p->llm_record == AJ_LLM_RECORD_OFF)
+                return 0;
+        bool overlay = p->workspace_mode == AJ_WORKSPACE_OVERLAY && run->overlay_dir;
+        int r = aj_sup_workspace_start(&run->ws_start, run->loop, ws, overlay, run->since_ns);
+        if (r < 0) {
+                aj_warning("Cannot digest the workspace '%s' (a replay cannot check its start): %s", ws, strerror(-r));
+                run->workspace_start = json_pack("{s:s, s:s}", "path", ws, "error", strerror(-r));
+                return 0;
+        }
+        aj_run_trace_step(run, "workspace digest started in the background");
         return 0;
 }
 
@@ -282,6 +306,7 @@ static const Step steps[] = {
         { "services opened", aj_run_setup_while_child_builds, NULL },
         { "loop started", start_loop, NULL },
         { "command let run", let_command_run, NULL },
+        { NULL, start_workspace_digest, NULL }, /* after the command: never on its way */
 };
 
 /* ---- supervising, and the outcome ---------------------------------------------------- */
@@ -421,6 +446,7 @@ int aj_jail_run(const AjRunOptions *opts)
                 .output = AJ_SUP_OUTPUT_INIT,
                 .denials = AJ_SUP_DENIALS_INIT,
                 .alert = AJ_SUP_ALERT_INIT,
+                .ws_start = AJ_SUP_WORKSPACE_START_INIT,
         };
         run.degraded = json_array();
         run.started_ns = aj_now_realtime_ns();

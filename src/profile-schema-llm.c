@@ -179,11 +179,35 @@ static int check_providers(Check *c, json_t *v)
         return 0;
 }
 
+/* clang-format off */
+static const char *const record_names[] = {
+        [AJ_LLM_RECORD_DIGEST] = "digest",
+        [AJ_LLM_RECORD_FULL] = "full",
+        [AJ_LLM_RECORD_OFF] = "off",
+};
+/* clang-format on */
+
+const char *aj_llm_record_name(AjLlmRecord mode)
+{
+        return (size_t)mode < ARRAY_SIZE(record_names) ? record_names[mode] : "?";
+}
+
+int aj_llm_record_from_name(const char *name, AjLlmRecord *ret)
+{
+        for (size_t i = 0; name && i < ARRAY_SIZE(record_names); i++)
+                if (streq(name, record_names[i])) {
+                        *ret = (AjLlmRecord)i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
 static int check_record(Check *c, json_t *v)
 {
         int r = check_string(c, v);
-        if (r >= 0 && !streq(json_string_value(v), "digest") && !streq(json_string_value(v), "full"))
-                return check_fail(c, AJ_JSON_AT_VALUE, "expected \"digest\" or \"full\", got %s", GOT(v));
+        AjLlmRecord mode;
+        if (r >= 0 && aj_llm_record_from_name(json_string_value(v), &mode) < 0)
+                return check_fail(c, AJ_JSON_AT_VALUE, "expected \"digest\", \"full\" or \"off\", got %s", GOT(v));
         return r;
 }
 
@@ -237,7 +261,7 @@ int llm_from_json(json_t *root, AjProfile *p)
         uint64_t n;
 
         if ((v = json_object_get(llm, "record")))
-                p->llm_record_full = streq(json_string_value(v), "full");
+                (void)aj_llm_record_from_name(json_string_value(v), &p->llm_record);
         if ((v = json_object_get(llm, "record_bytes")) && json_size(v, &n) >= 0)
                 p->llm_record_bytes = n;
         if (json_object_size(providers) == 0)
@@ -255,7 +279,7 @@ int llm_from_json(json_t *root, AjProfile *p)
 
 int llm_to_json(const AjProfile *p, json_t *root)
 {
-        if (p->n_llm_providers == 0 && !p->llm_record_full)
+        if (p->n_llm_providers == 0 && p->llm_record == AJ_LLM_RECORD_DIGEST)
                 return 0;
         json_t *llm = json_object(), *providers = json_object();
         if (!llm || !providers || json_object_set_new(root, "llm", llm) < 0 ||
@@ -273,7 +297,7 @@ int llm_to_json(const AjProfile *p, json_t *root)
                     (pr->ca_file && json_object_set_new(e, "ca_file", json_string(pr->ca_file)) < 0))
                         return -ENOMEM;
         }
-        if (json_object_set_new(llm, "record", json_string(p->llm_record_full ? "full" : "digest")) < 0 ||
+        if (json_object_set_new(llm, "record", json_string(aj_llm_record_name(p->llm_record))) < 0 ||
             json_object_set_new(llm, "record_bytes", json_integer((json_int_t)p->llm_record_bytes)) < 0)
                 return -ENOMEM;
         return 0;

@@ -22,6 +22,13 @@ typedef enum {
         AJ_WORKSPACE_OVERLAY, /* writes go to an overlay upper dir in the run dir: diff, commit, discard */
 } AjWorkspaceMode;
 
+/* "llm.record": what the gateway keeps of each model call (docs/replay.md). */
+typedef enum {
+        AJ_LLM_RECORD_DIGEST = 0, /* the default: digests, and each response body (a run replays) */
+        AJ_LLM_RECORD_FULL,       /* ... and each request body too */
+        AJ_LLM_RECORD_OFF,        /* digests only in the events: no model output on disk */
+} AjLlmRecord;
+
 typedef struct {
         char *source;  /* host path, absolute after resolution ("~" and "." expanded at run time) */
         char *target;  /* path inside the jail; same as source unless "SRC:DST" was given */
@@ -72,6 +79,9 @@ typedef struct {
 const char *aj_llm_provider_api_name(AjLlmProviderApi api);
 /* NULL when `url` is a usable provider URL, else what is wrong with it. */
 const char *aj_llm_url_problem(const char *url);
+/* "digest", "full", "off" (profile-schema-llm.c). */
+const char *aj_llm_record_name(AjLlmRecord mode);
+int aj_llm_record_from_name(const char *name, AjLlmRecord *ret);
 
 typedef enum {
         AJ_ON_BREACH_FREEZE = 0,
@@ -160,7 +170,7 @@ typedef struct AjProfile {
         /* the gateway (src/gateway/): providers served on the jail's loopback, what is kept */
         AjLlmProvider *llm_providers; /* "llm.providers", in file order, then --llm */
         size_t n_llm_providers;
-        bool llm_record_full;      /* "llm.record": "full" keeps bodies; default "digest" */
+        AjLlmRecord llm_record;    /* "llm.record": default "digest" */
         uint64_t llm_record_bytes; /* "llm.record_bytes": cap of the kept bodies; default 64M */
 } AjProfile;
 

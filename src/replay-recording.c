@@ -102,8 +102,8 @@ static void add_response(AjReplayRecording *rec, json_t *ev, int (*body_state)(v
                                                        : "the original call failed (no whole response)";
         else if (e->status < 100 || e->status > 599)
                 e->missing = "no HTTP status was recorded";
-        else if (!rec->record_full)
-                e->missing = "its response body was not kept (llm.record \"digest\")";
+        else if (!rec->bodies_kept)
+                e->missing = "its response body was not kept";
         else {
                 int r = body_state ? body_state(userdata, e->call_id) : -ENOENT;
                 e->missing = r == 0        ? NULL
@@ -121,7 +121,7 @@ int aj_replay_recording_from_events(json_t *events, const char *llm_dir, int (*b
         _cleanup_(aj_replay_recording_freep) AjReplayRecording *owned = rec;
         if (llm_dir && !(rec->llm_dir = strdup(llm_dir)))
                 return -ENOMEM;
-        rec->record_full = llm_dir != NULL;
+        rec->bodies_kept = llm_dir != NULL;
         size_t i;
         json_t *ev;
         json_array_foreach (events, i, ev) {
@@ -186,16 +186,22 @@ int aj_replay_recording_load(const char *run_dir, AjReplayRecording **ret, AjErr
         return 0;
 }
 
-int aj_replay_recording_check(const AjReplayRecording *rec, const char *run_id, AjError *ret_error)
+int aj_replay_recording_check(const AjReplayRecording *rec, const char *run_id, const char *record_mode,
+                              AjError *ret_error)
 {
         if (rec->n == 0 || rec->n_missing == 0)
                 return 0;
-        if (!rec->record_full)
+        /* "off" keeps digests only; a "digest" run without bodies was recorded by an
+         * agentjail whose "digest" kept nothing more. */
+        bool off = record_mode && streq(record_mode, "off");
+        if (!rec->bodies_kept)
                 return aj_error_set(ret_error, -ENODATA,
                                     "run %s cannot be replayed: it made %zu model call%s but kept no response bodies "
-                                    "(its llm.record was \"digest\", which keeps digests only); a replayable run "
-                                    "needs \"llm\": {\"record\": \"full\"} in its profile",
-                                    run_id, rec->n, rec->n == 1 ? "" : "s");
+                                    "(its llm.record was \"%s\"%s); a replayable run needs \"llm\": {\"record\": "
+                                    "\"digest\"} (the default) or \"full\" in its profile",
+                                    run_id, rec->n, rec->n == 1 ? "" : "s", record_mode ? record_mode : "?",
+                                    off ? ", which keeps digests only"
+                                        : ", recorded by an older agentjail that kept digests only");
         for (size_t i = 0; i < rec->n; i++)
                 if (rec->entries[i].missing)
                         return aj_error_set(ret_error, -ENODATA,

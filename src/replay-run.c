@@ -98,6 +98,20 @@ static int copy_tree(const char *src, const char *dest)
 
 static const char *jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
 
+/* Why a recorded digest is not the starting workspace whole (its cut_at). */
+static const char *incomplete_reason(json_t *ws)
+{
+        const char *cut = jstr(ws, "cut_at");
+        if (!cut)
+                return jstr(ws, "error") ? "its digest could not be taken" : "its recorded digest is incomplete";
+        if (streq(cut, "changed"))
+                return "the workspace changed while its digest was taken (an in-place workspace the agent wrote "
+                       "at once)";
+        if (streq(cut, "unfinished"))
+                return "the run ended (agentjail was interrupted) before its digest was done";
+        return "its recorded digest is incomplete (the tree passed the digest's limits)";
+}
+
 /* The workspace the recorded run started from, checked against its digest. */
 static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const char **ret_source)
 {
@@ -109,6 +123,18 @@ static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const 
         }
         *ret_source = source;
         const char *want = ws ? jstr(ws, "sha256") : NULL;
+        if (ws && !json_is_true(json_object_get(ws, "complete"))) {
+                if (o->force) {
+                        aj_warning("run %s recorded no whole digest of its starting workspace (%s): replaying "
+                                   "from '%s' as it is now (--force)",
+                                   run->id, incomplete_reason(ws), source);
+                        return 0;
+                }
+                aj_error("cannot replay run %s: it recorded no whole digest of its starting workspace '%s': %s; "
+                         "--force replays from it as it is now",
+                         run->id, source, incomplete_reason(ws));
+                return -ESTALE;
+        }
         if (!want) {
                 if (o->force) {
                         aj_warning("run %s recorded no digest of its starting workspace: replaying from '%s' as it "
@@ -116,8 +142,9 @@ static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const 
                                    run->id, source);
                         return 0;
                 }
-                aj_error("run %s recorded no digest of its starting workspace (only a run with \"llm\": {\"record\": "
-                         "\"full\"} records it): '%s' may have changed since; --force replays from it as it is now",
+                aj_error("run %s recorded no digest of its starting workspace (a run records it when its gateway "
+                         "does: llm.record \"digest\", the default, or \"full\"): '%s' may have changed since; "
+                         "--force replays from it as it is now",
                          run->id, source);
                 return -ENODATA;
         }
@@ -126,11 +153,9 @@ static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const 
         if (r < 0)
                 return aj_log_errno(r, "Cannot digest the workspace '%s'", source);
         const char *have = jstr(now, "sha256");
-        bool complete = json_is_true(json_object_get(ws, "complete"));
-        if (have && streq(have, want) && complete)
+        if (have && streq(have, want))
                 return 0;
-        const char *why = !complete ? "its recorded digest is incomplete (the tree passed the digest's limits)"
-                                    : "it changed since the run started";
+        const char *why = "it changed since the run started";
         if (o->force) {
                 aj_warning("the workspace '%s' is not run %s's start: %s; replaying anyway (--force)", source, run->id,
                            why);
@@ -330,8 +355,9 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
                 aj_error("%s", aj_error_text(&err, r));
                 return r;
         }
-        r = aj_replay_recording_check(recording, run->id, &err);
-        if (r < 0 && !(o->force && recording->record_full)) {
+        json_t *llm = json_object_get(run->rec->shown.resolved, "llm");
+        r = aj_replay_recording_check(recording, run->id, jstr(llm, "record") ?: (llm ? "digest" : NULL), &err);
+        if (r < 0 && !(o->force && recording->bodies_kept)) {
                 aj_error("%s", aj_error_text(&err, r));
                 return r;
         }

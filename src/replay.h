@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Replaying a recorded run (docs/replay.md): its model exchanges as the gateway recorded
- * them (llm.request / llm.response events and, with "llm.record": "full", the bodies
- * under runs/ID/llm/), served again by request digest, then by position; and the diff of
+ * them (llm.request / llm.response events and, unless "llm.record" is "off", the response
+ * bodies under runs/ID/llm/), served again by request digest, then by position; and the diff of
  * two runs' chains, verdict by verdict.
  *
  *   src/replay.c            the diff of two chains (pure)
@@ -49,7 +49,7 @@ typedef struct {
         size_t n_missing; /* entries that cannot be served */
         size_t n_refused; /* calls the original's gateway refused (never forwarded) */
         char *llm_dir;    /* <run>/llm, NULL when the run kept no bodies */
-        bool record_full; /* the run kept bodies (an llm/ directory) */
+        bool bodies_kept; /* the run kept response bodies (an llm/ directory) */
 } AjReplayRecording;
 
 void aj_replay_recording_free(AjReplayRecording *rec);
@@ -64,8 +64,10 @@ int aj_replay_recording_from_events(json_t *events, const char *llm_dir,
 /* From <run_dir>: events.jsonl and llm/. */
 int aj_replay_recording_load(const char *run_dir, AjReplayRecording **ret, AjError *ret_error);
 /* Whether a run can be replayed: 0, or -ENODATA with the reason (naming what is missing
- * and the record mode a replayable run needs). */
-int aj_replay_recording_check(const AjReplayRecording *rec, const char *run_id, AjError *ret_error);
+ * and the record mode a replayable run needs). `record_mode`: the run's llm.record as its
+ * resolved profile says ("digest", "full", "off"), NULL when not known. */
+int aj_replay_recording_check(const AjReplayRecording *rec, const char *run_id, const char *record_mode,
+                              AjError *ret_error);
 
 typedef enum {
         AJ_REPLAY_MISS,

@@ -39,6 +39,7 @@
 #include "supervisor/wall.h"
 #include "supervisor/watchdog.h"
 #include "supervisor/work.h"
+#include "supervisor/workspace-start.h"
 #include "util/loop.h"
 
 /* The run's runtime dir as the jail sees it. */
@@ -75,6 +76,7 @@ typedef struct {
         char *root_mountpoint;
         char *cwd;
         json_t *workspace_start; /* run.json's workspace_start (replayable runs), owned */
+        uint64_t since_ns;       /* coarse realtime just before the command may run (the ctime rule) */
         AjEventLog *events;
         AjSupEventLog event_log; /* the parts' view of it: */
         AjSupSink sink;
@@ -118,6 +120,7 @@ typedef struct {
         AjSupBreach breach;
         AjSupAlert alert;
         AjSupCgroupEvents cg_events;
+        AjSupWorkspaceStart ws_start; /* the workspace's digest, taken while the run goes on */
 
         /* the services in the loop */
         AjMeter *meter;

@@ -6,6 +6,14 @@
  * contents or a symlink's target; not owners or times (a copy changes them). Never
  * follows a symlink, opens only regular files (O_NOFOLLOW, O_NONBLOCK), and stops at
  * its limits: the digest of what was hashed is then marked incomplete.
+ *
+ * Taken while a run goes on (src/supervisor/workspace-start.c), by the ctime rule: an
+ * entry whose ctime is not before the run's start (less the filesystem's granularity) was
+ * changed since, and so is a file whose ctime moved while it was read or a directory
+ * whose ctime moved while it was listed. ctime is the one time no unprivileged process
+ * can set (a write, chmod, rename or utimensat sets it to now), so a digest that found no
+ * such entry is the tree as it was at the start; one that found one stops, incomplete
+ * ("changed"), never a digest of a tree that was never there.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -17,6 +25,7 @@
 #include <unistd.h>
 
 #include "util/clock.h"
+#include "util/format.h"
 #include "util/macros.h"
 #include "util/sha256.h"
 #include "workspace.h"
@@ -27,8 +36,47 @@ typedef struct {
         AjWorkspaceDigestLimits lim;
         AjSha256 sha;
         uint64_t entries, bytes, deadline_ns;
-        const char *cut; /* why it stopped, NULL while complete */
+        const char *cut;    /* why it stopped, NULL while complete */
+        char changed[4096]; /* cut "changed": the entry ("" for the root) */
 } Walk;
+
+/* A filesystem stamps times truncated to its granularity: sub-millisecond on ext4, xfs,
+ * btrfs, tmpfs (a ctime that is not a whole millisecond comes from one of those), from a
+ * millisecond up to FAT's 2 s elsewhere. A change after `since` is stamped at most that
+ * much before it. */
+#define MARGIN_FINE_NS 1000000ULL
+#define MARGIN_COARSE_NS 2000000000ULL
+
+bool aj_workspace_changed_since(const struct timespec *ctime, uint64_t since_ns)
+{
+        if (!since_ns)
+                return false;
+        if (ctime->tv_sec < 0)
+                return false; /* before 1970: long before any run */
+        uint64_t margin = ctime->tv_nsec % 1000000 ? MARGIN_FINE_NS : MARGIN_COARSE_NS;
+        return aj_timespec_ns(ctime) + margin >= since_ns;
+}
+
+/* Stops the walk: `path` changed since the run started. */
+static int saw_change(Walk *w, const char *path)
+{
+        w->cut = "changed";
+        snprintf(w->changed, sizeof(w->changed), "%s", path);
+        return 0;
+}
+
+static bool ctime_moved(const Walk *w, const struct stat *st)
+{
+        return aj_workspace_changed_since(&st->st_ctim, w->lim.since_ns);
+}
+
+/* An entry that vanished or was replaced between its listing, its stat and its open
+ * (ENOENT, a symlink where a file was, a file where a directory was, a socket where a
+ * file was): with the ctime rule on, the tree changed under the walk. */
+static bool vanished(const Walk *w, int r)
+{
+        return w->lim.since_ns && (r == -ENOENT || r == -ESTALE || r == -ELOOP || r == -ENOTDIR || r == -ENXIO);
+}
 
 static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
@@ -79,6 +127,9 @@ static int hash_file(Walk *w, int dirfd, const char *name, const struct stat *st
                 }
         }
         aj_sha256_final(&c, out);
+        /* Written while it was read: its ctime moved (the first stat's was before the start). */
+        if (w->lim.since_ns && (fstat(fd, &now) < 0 || ctime_moved(w, &now)))
+                return -ESTALE;
         return 0;
 }
 
@@ -87,15 +138,17 @@ static int walk_dir(Walk *w, int fd, const char *rel, unsigned depth);
 static int walk_entry(Walk *w, int dirfd, const char *rel, const char *name, unsigned depth)
 {
         struct stat st;
-        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                return -errno;
-        w->entries++;
-        if (over(w))
-                return 0;
         char path[4096];
         int n = snprintf(path, sizeof(path), "%s%s%s", rel, *rel ? "/" : "", name);
         if (n < 0 || (size_t)n >= sizeof(path))
                 return -ENAMETOOLONG;
+        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return vanished(w, -errno) ? saw_change(w, path) : -errno;
+        w->entries++;
+        if (over(w))
+                return 0;
+        if (ctime_moved(w, &st))
+                return saw_change(w, path);
         char type = S_ISREG(st.st_mode) ? 'f' : S_ISDIR(st.st_mode) ? 'd' : S_ISLNK(st.st_mode) ? 'l' : 'o';
         char head[128];
         int hn = snprintf(head, sizeof(head), "%c %04o %lld ", type, (unsigned)(st.st_mode & 07777),
@@ -106,13 +159,14 @@ static int walk_entry(Walk *w, int dirfd, const char *rel, const char *name, uns
                 uint8_t d[AJ_SHA256_SIZE];
                 int r = hash_file(w, dirfd, name, &st, d);
                 if (r < 0)
-                        return r;
+                        return vanished(w, r) ? saw_change(w, path) : r;
                 aj_sha256_update(&w->sha, d, sizeof(d));
         } else if (type == 'l') {
                 char target[4096];
                 ssize_t k = readlinkat(dirfd, name, target, sizeof(target));
                 if (k < 0)
-                        return -errno;
+                        return vanished(w, -errno) || (errno == EINVAL && w->lim.since_ns) ? saw_change(w, path)
+                                                                                           : -errno;
                 aj_sha256_update(&w->sha, target, (size_t)k);
         }
         aj_sha256_update(&w->sha, "\n", 1);
@@ -124,7 +178,12 @@ static int walk_entry(Walk *w, int dirfd, const char *rel, const char *name, uns
         }
         _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
+                return vanished(w, -errno) ? saw_change(w, path) : -errno;
+        struct stat now;
+        if (fstat(fd, &now) < 0)
                 return -errno;
+        if (now.st_ino != st.st_ino || now.st_dev != st.st_dev)
+                return vanished(w, -ESTALE) ? saw_change(w, path) : -ESTALE;
         return walk_dir(w, TAKE_FD(fd), path, depth + 1);
 }
 
@@ -167,6 +226,14 @@ static int walk_dir(Walk *w, int fd, const char *rel, unsigned depth)
                 qsort(names, n, sizeof(*names), cmp_names);
         for (size_t i = 0; r >= 0 && i < n && !over(w); i++)
                 r = walk_entry(w, dirfd(d), rel, names[i], depth);
+        /* Listed and walked while an entry was added, removed or renamed: its ctime moved. */
+        struct stat st;
+        if (r >= 0 && !w->cut && w->lim.since_ns) {
+                if (fstat(dirfd(d), &st) < 0)
+                        r = -errno;
+                else if (ctime_moved(w, &st))
+                        r = saw_change(w, rel);
+        }
         for (size_t i = 0; i < n; i++)
                 free(names[i]);
         free(names);
@@ -191,8 +258,16 @@ int aj_workspace_digest(const char *path, const AjWorkspaceDigestLimits *lim, js
         int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        int r = walk_dir(&w, fd, "", 0);
-        if (r < 0)
+        struct stat st;
+        int r = fstat(fd, &st) < 0 ? -errno : 0;
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
+        if (ctime_moved(&w, &st)) {
+                close(fd);
+                (void)saw_change(&w, "");
+        } else if ((r = walk_dir(&w, fd, "", 0)) < 0)
                 return r;
         uint8_t d[AJ_SHA256_SIZE];
         char hex[AJ_SHA256_HEX_SIZE];
@@ -203,6 +278,12 @@ int aj_workspace_digest(const char *path, const AjWorkspaceDigestLimits *lim, js
                 return -ENOMEM;
         if (w.cut)
                 json_object_set_new(o, "cut_at", json_string(w.cut));
+        if (w.cut && streq(w.cut, "changed")) {
+                /* A name is the agent's: kept only as printable text, and bounded. */
+                char shown[300] = "";
+                aj_append_printable(shown, sizeof(shown), *w.changed ? w.changed : ".", 256);
+                json_object_set_new(o, "changed", json_string(shown)); /* not UTF-8: left out */
+        }
         *ret = o;
         return 0;
 }

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <sys/stat.h> /* the S_IF* types the changes carry */
 #include <sys/types.h>
+#include <time.h>
 
 #include "util/error.h"
 
@@ -120,12 +121,21 @@ typedef struct {
         uint64_t max_entries; /* entries hashed, default 200000 */
         uint64_t max_bytes;   /* file contents read, default 1 GiB */
         uint64_t max_ms;      /* time spent, default 10 s */
+        /* The run's start (aj_now_realtime_coarse_ns()), for a digest taken while it runs:
+         * an entry changed since stops the digest (cut_at "changed"). 0: the tree now. */
+        uint64_t since_ns;
 } AjWorkspaceDigestLimits;
+
+/* The ctime rule: whether an entry with this ctime may have changed at or after since_ns
+ * (not strictly before it, less the filesystem's granularity, judged from the stamp
+ * itself: 1 ms for a sub-millisecond stamp, else 2 s). since_ns 0: never. */
+bool aj_workspace_changed_since(const struct timespec *ctime, uint64_t since_ns);
 
 void aj_workspace_digest_limits_default(AjWorkspaceDigestLimits *ret);
 /* The tree at `path` (a directory, not followed if a symlink) hashed in name order: each
  * entry's relative path, type, permission bits, size and contents (a symlink: its target);
  * not owners or times. {"path", "sha256", "entries", "bytes", "complete"} and, past a
  * limit (lim NULL: the defaults), "cut_at": "entries", "bytes", "time" or "depth" (the
- * digest then covers what was hashed). */
+ * digest then covers what was hashed), or "changed" with "changed": the entry found
+ * changed since lim->since_ns (printable, bounded; "." the root). */
 int aj_workspace_digest(const char *path, const AjWorkspaceDigestLimits *lim, json_t **ret);

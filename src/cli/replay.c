@@ -14,23 +14,23 @@
 #define REPLAY_USAGE                                                                         \
         "agentjail replay RUN [-p PROFILE] [--cap KEY=VALUE]... [--live] [--force] [--keep]" \
         " [--workdir DIR] [-v] [--json]"
-#define REPLAY_HELP                                                                                \
-        "Run a recorded run's command again in a scratch copy of the workspace it started\n"       \
-        "from (the original is never touched), under PROFILE (default: the original's\n"           \
-        "resolved profile) and the given caps, with the LLM gateway answering the agent from\n"    \
-        "the recording (by request digest, then by position; no provider is contacted). A\n"       \
-        "replayable run was made with \"llm\": {\"record\": \"full\"}. Then print every verdict\n" \
-        "that changed (tool calls, hosts, syscalls, caps, model calls) and the tokens and cost\n"  \
-        "of both runs.\n"                                                                          \
-        "-p, --profile: the profile to replay under.\n"                                            \
-        "--cap: a cap for the replay (as `run --cap`).\n"                                          \
-        "--live: a request the recording lacks goes to the provider (default: a 502 and an\n"      \
-        "llm.replay_miss event).\n"                                                                \
-        "--force: replay although the workspace changed since the run started, or some\n"          \
-        "responses were not kept (those calls are misses).\n"                                      \
-        "--keep: keep the scratch workspace (its path is printed).\n"                              \
-        "--workdir: where the scratch workspace is made (default $TMPDIR or /var/tmp).\n"          \
-        "-v, --verbose: more messages from the replayed run.\n"                                    \
+#define REPLAY_HELP                                                                                     \
+        "Run a recorded run's command again in a scratch copy of the workspace it started\n"            \
+        "from (the original is never touched), under PROFILE (default: the original's\n"                \
+        "resolved profile) and the given caps, with the LLM gateway answering the agent from\n"         \
+        "the recording (by request digest, then by position; no provider is contacted). A\n"            \
+        "run through the gateway replays unless its llm.record was \"off\". Then print every verdict\n" \
+        "that changed (tool calls, hosts, syscalls, caps, model calls) and the tokens and cost\n"       \
+        "of both runs.\n"                                                                               \
+        "-p, --profile: the profile to replay under.\n"                                                 \
+        "--cap: a cap for the replay (as `run --cap`).\n"                                               \
+        "--live: a request the recording lacks goes to the provider (default: a 502 and an\n"           \
+        "llm.replay_miss event).\n"                                                                     \
+        "--force: replay although the workspace changed since the run started, or some\n"               \
+        "responses were not kept (those calls are misses).\n"                                           \
+        "--keep: keep the scratch workspace (its path is printed).\n"                                   \
+        "--workdir: where the scratch workspace is made (default $TMPDIR or /var/tmp).\n"               \
+        "-v, --verbose: more messages from the replayed run.\n"                                         \
         "Exit status: 0 nothing changed, 1 something changed, 125 the replay failed."
 
 enum { OPT_CAP = 0x300, OPT_LIVE, OPT_KEEP, OPT_WORKDIR, OPT_FORCE };

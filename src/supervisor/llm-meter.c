@@ -22,7 +22,7 @@
 #include "util/macros.h"
 #include "util/sha256.h"
 
-/* A response kept for "record": "full" beyond this is cut (and says so). */
+/* A response kept (llm.record "digest" or "full") beyond this is cut (and says so). */
 #define MAX_RECORDED_RESPONSE (8u << 20)
 
 struct AjSupLlmCall {
@@ -45,7 +45,7 @@ struct AjSupLlmCall {
         size_t pending_len, pending_size;
         AjSha256 out_sha;
         char request_sha[AJ_SHA256_HEX_SIZE];
-        char *request_body; /* record full: kept until on_done, within aj_sup_llm_record_room() */
+        char *request_body; /* record "full": kept until on_done, within aj_sup_llm_record_room() */
         size_t request_len;
         bool request_truncated;
         char *response;
@@ -267,7 +267,7 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                                                    : NULL;
         if (miss && v->status)
                 cs->refused = true;
-        if (l->record_full && req->body_len) {
+        if (l->record_requests && req->body_len) {
                 /* Held within what can still be written: bodies of calls in flight cannot pin
                  * more of the supervisor's memory than llm.record_bytes. */
                 uint64_t room = aj_sup_llm_record_room(l);
@@ -412,7 +412,7 @@ static int forward_event(void *userdata, const AjSseEvent *ev)
 static void keep_response(AjSupLlmCall *cs, const char *buf, size_t n)
 {
         AjSupLlm *l = cs->l;
-        if (!l->record_full || cs->response_truncated)
+        if (!l->record_responses || cs->response_truncated)
                 return;
         uint64_t room = aj_sup_llm_record_room(l);
         size_t keep = n < room ? n : (size_t)room;
@@ -583,7 +583,7 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         report_breach(cs, &d, call->provider->name);
         if (cs->usage && !cs->refused)
                 count_tool_calls(cs, call, true);
-        if (l->record_full)
+        if (l->record_responses)
                 aj_sup_llm_record(l, call->id, cs->request_body, cs->request_len, cs->request_truncated, cs->response,
                                   cs->response_len, cs->response_truncated);
         call_free(cs);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* What the gateway keeps: run.json's per-model summary and, with "record": "full",
- * the bodies of each call, the keys redacted (llm.h). */
+/* What the gateway keeps: run.json's per-model summary and each call's response body
+ * (unless "record" is "off"; with "full" its request body too), the keys redacted
+ * (llm.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -176,8 +177,10 @@ void aj_sup_llm_record(AjSupLlm *l, uint64_t id, const char *request, size_t req
         _cleanup_close_ int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (dirfd < 0)
                 return (void)aj_log_errno(-errno, "Cannot open '%s'", dir);
-        snprintf(name, sizeof(name), "%llu.request.json", (unsigned long long)id);
-        write_body(l, id, dirfd, name, request, request_len, request_truncated);
+        if (l->record_requests) {
+                snprintf(name, sizeof(name), "%llu.request.json", (unsigned long long)id);
+                write_body(l, id, dirfd, name, request, request_len, request_truncated);
+        }
         snprintf(name, sizeof(name), "%llu.response", (unsigned long long)id);
         write_body(l, id, dirfd, name, response, response_len, response_truncated);
 }

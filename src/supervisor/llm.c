@@ -229,7 +229,8 @@ int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHoo
         *l = (AjSupLlm){ .meter = meter,
                          .hooks = hooks,
                          .run_dir = run_dir,
-                         .record_full = p->llm_record_full,
+                         .record_responses = p->llm_record != AJ_LLM_RECORD_OFF,
+                         .record_requests = p->llm_record == AJ_LLM_RECORD_FULL,
                          .record_bytes = p->llm_record_bytes,
                          .no_keys = no_keys };
         for (size_t i = 0; i < AJ_LLM_MAX_PROVIDERS; i++)

@@ -5,8 +5,9 @@
  * network namespace) by the relay of src/gateway/, with the metering observer: each
  * model call reserved at its worst case against the meter before it is forwarded,
  * read as it streams (a cap crossed mid-way cuts it), settled to the provider's own
- * usage, its tool calls counted, llm.request / llm.response events, and with
- * llm.record "full" its bodies kept under the run directory (the key redacted).
+ * usage, its tool calls counted, llm.request / llm.response events, and unless
+ * llm.record is "off" its response bodies kept under the run directory (with "full"
+ * the request bodies too; the keys redacted): what a replay answers with.
  *
  * The keys are read on the host after the clone (the jail's init never holds them), a
  * key_env variable is wiped from agentjail's own environment once read and never
@@ -37,10 +38,11 @@
 typedef struct AjSupLlmCall AjSupLlmCall;
 
 typedef struct {
-        AjMeter *meter;       /* borrowed */
-        const AjHooks *hooks; /* emit (the agent's share), breach */
-        const char *run_dir;  /* borrowed: llm/ for "record": "full" */
-        bool record_full;
+        AjMeter *meter;        /* borrowed */
+        const AjHooks *hooks;  /* emit (the agent's share), breach */
+        const char *run_dir;   /* borrowed: llm/ for the bodies kept */
+        bool record_responses; /* llm.record "digest" or "full": llm/ID.response */
+        bool record_requests;  /* "full": llm/ID.request.json too */
         uint64_t record_bytes; /* cap of everything kept under llm/ */
         uint64_t recorded;     /* written there, each file charged AJ_SUP_LLM_RECORD_FILE_COST too */
         uint64_t held;         /* bodies held in memory by calls in flight, for recording */
@@ -111,9 +113,10 @@ void aj_sup_llm_replay_close(AjSupLlm *l);
 /* src/supervisor/llm-meter.c: the observer */
 void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret);
 
-/* src/supervisor/llm-record.c: run.json's summary, and the bodies of "record": "full"
- * (llm/ID.request.json, llm/ID.response under the run directory, every key replaced by
- * "[REDACTED]", llm.record_bytes in all: past it a body is cut and says so). */
+/* src/supervisor/llm-record.c: run.json's summary, and the bodies kept (llm/ID.response
+ * unless "record" is "off", llm/ID.request.json with "full", under the run directory,
+ * every key replaced by "[REDACTED]", llm.record_bytes in all: past it a body is cut and
+ * says so). `request` is written only with record_requests. */
 void aj_sup_llm_account(AjSupLlm *l, const char *provider, const char *model, const AjMeterUsage *u,
                         uint64_t cost_pusd);
 /* How many more bytes of bodies a call may hold for recording (never more than can be

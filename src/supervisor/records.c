@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -213,6 +214,17 @@ void aj_run_write_final_records(Run *run)
                                json_pack("{s:I, s:I}", "events", (json_int_t)aj_sup_breach_events_refused(&run->breach),
                                          "limit",
                                          (json_int_t)aj_events_agent_share(aj_sup_breach_log_cap(&run->breach))));
+        if (aj_sup_workspace_start_started(&run->ws_start)) {
+                /* What is left of its time; a signal to agentjail (^C) ends the wait, and is
+                 * taken: it meant "stop waiting", the command is over. */
+                json_decref(run->workspace_start);
+                run->workspace_start = aj_sup_workspace_start_finish(&run->ws_start, run->sigfd);
+                const char *cut = json_string_value(json_object_get(run->workspace_start, "cut_at"));
+                struct signalfd_siginfo si;
+                while (cut && streq(cut, "unfinished") && run->sigfd >= 0 &&
+                       read(run->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                        ;
+        }
         Outcome o = compute_outcome(run);
         run->final_status = o.status;
         aj_events_emit(run->events, "run.exit",

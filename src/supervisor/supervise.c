@@ -532,6 +532,7 @@ void aj_run_loop_close(Run *run)
         aj_sup_cgroup_events_stop(&run->cg_events);
         aj_sup_watchdog_stop(&run->watchdog);
         aj_sup_alert_finish(&run->alert);
+        aj_sup_workspace_start_done(&run->ws_start);
         aj_sup_wall_stop(&run->wall);
         aj_sup_work_stop(&run->work);
         aj_loop_timer_stop(&run->drain_timer);

@@ -28,6 +28,16 @@ static inline uint64_t aj_now_realtime_ns(void)
         return aj_timespec_ns(&ts);
 }
 
+/* The clock the kernel stamps file times with (current_time(): the coarse realtime clock,
+ * or a finer reading never earlier than it): a file changed after this call has a ctime
+ * not before what it returns (src/workspace-digest.c). */
+static inline uint64_t aj_now_realtime_coarse_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+        return aj_timespec_ns(&ts);
+}
+
 /* Milliseconds of CLOCK_MONOTONIC, for poll() timeouts and bounded retry loops. */
 static inline int64_t aj_now_monotonic_ms(void) { return (int64_t)(aj_now_monotonic_ns() / 1000000ull); }
 

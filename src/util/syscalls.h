@@ -57,6 +57,17 @@ static inline int sys_pidfd_send_signal(int pidfd, int sig, siginfo_t *info, uns
         return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, info, flags);
 }
 
+/* The I/O class of a process (linux/ioprio.h, which Debian 12's headers lack): idle runs
+ * its I/O only when no other process wants the disk. */
+#define AJ_IOPRIO_WHO_PROCESS 1
+#define AJ_IOPRIO_CLASS_IDLE 3
+#define AJ_IOPRIO_VALUE(class, data) (((class) << 13) | (data))
+
+static inline int sys_ioprio_set(int which, int who, int ioprio)
+{
+        return (int)syscall(SYS_ioprio_set, which, who, ioprio);
+}
+
 /* Fork-like (no CLONE_VM): returns 0 in the child, which goes on from the call site. */
 static inline pid_t sys_clone3(struct clone_args *args) { return (pid_t)syscall(SYS_clone3, args, sizeof(*args)); }
 

@@ -3,12 +3,17 @@
 # `agentjail replay` (docs/replay.md): a scripted agent (Python urllib through the LLM
 # gateway, its tool calls asked of the broker with `agentjail meter tool`) is recorded
 # against the fake provider (tests/helpers/fake-llm.py over TLS on a test host) with
-# "llm.record": "full", then replayed: under the same profile nothing changes and the
+# the default "llm.record" ("digest": the response bodies, not the requests'), then
+# replayed: under the same profile nothing changes and the
 # provider is never contacted (its request log does not grow; no key is even set); under a
 # profile that denies one tool exactly that verdict changes (exit 1); an agent that sends a
-# request the recording lacks gets a 502, the miss is an event and nothing is sent; a run
-# recorded with "digest" cannot be replayed and says why; a workspace that changed since
-# the run started is refused unless --force; the original workspace is never touched.
+# request the recording lacks gets a 502, the miss is an event and nothing is sent; "full"
+# keeps the request bodies too; a run recorded with "off" cannot be replayed and says why;
+# a workspace that changed since the run started is refused unless --force; the original
+# workspace is never touched. The starting workspace's digest is taken in the background
+# once the command runs (never a start-up step): an overlay's equals its lower layer's, an
+# in-place workspace the agent writes at once is either digested as it was or marked
+# "changed", never given a wrong digest said complete.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -48,7 +53,7 @@ export AJ_TEST_ANTHROPIC_KEY="$AKEY"
 
 records() { [[ -f "$T/record" ]] && wc -l <"$T/record" || echo 0; }
 
-LLM='"llm": {"record": "full", "providers": {"anthropic": {"url": "https://'$PH':'$FP'",
+LLM='"llm": {"providers": {"anthropic": {"url": "https://'$PH':'$FP'",
         "key_env": "AJ_TEST_ANTHROPIC_KEY", "ca_file": "'$T/ca.pem'"}}},
         "prices": {"claude-test": {"input": 1e-4, "output": 2e-4}}'
 P=$(write_profile rp '{"extends": "default", '"$LLM"', "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}')
@@ -56,7 +61,8 @@ PSTRICT=$(write_profile rpstrict '{"extends": "./rp.json", "tools": {"deny": ["W
 PHELD=$(write_profile rpheld '{"extends": "./rp.json", "approvals": {"tools": ["Write"]}}')
 PNONCE=$(write_profile rpnonce '{"extends": "./rp.json", "env": {"set": {"AGENT_NONCE": "1"}}}')
 PEXTRA=$(write_profile rpextra '{"extends": "./rp.json", "env": {"set": {"AGENT_EXTRA": "1"}}}')
-PDIGEST=$(write_profile rpdigest '{"extends": "./rp.json", "llm": {"record": "digest"}}')
+PFULL=$(write_profile rpfull '{"extends": "./rp.json", "llm": {"record": "full"}}')
+POFF=$(write_profile rpoff '{"extends": "./rp.json", "llm": {"record": "off"}}')
 PRW=$(write_profile rprw '{"extends": "./rp.json", "filesystem": {"workspace": {"path": ".", "mode": "rw"}}}')
 
 # The agent: a streamed greeting, a scripted tool call (Bash, from the model), a Write
@@ -121,7 +127,7 @@ replay_events() { jq -c "select(.type == \"$1\")" "$AGENTJAIL_STATE_DIR/runs/$RE
 
 # --- the recording
 run_jail -p "$P" -- python3 agent.py
-is "$JAIL_RC" 0 "the agent's run (overlay workspace, record full) ends well" || jail_diag
+is "$JAIL_RC" 0 "the agent's run (overlay workspace, the default llm.record) ends well" || jail_diag
 like "$JAIL_OUT" "final 200 RESULT 1 \\(ok\\): hello" "the scripted session ran through the gateway"
 ORIG=$JAIL_RUN_ID
 ORIG_DIR=$JAIL_RUN_DIR
@@ -131,7 +137,9 @@ like "$(jq -r '.workspace_start.sha256' "$ORIG_DIR/run.json")" '^[0-9a-f]{64}$' 
 is "$(jq -s '[.[] | select(.type == "llm.response")] | length' "$ORIG_DIR/events.jsonl")" 3 "three model calls"
 is "$(jq -rs '[.[] | select(.type == "llm.response")][0].content_type' "$ORIG_DIR/events.jsonl")" \
         text/event-stream "llm.response records the response's content type"
-ok "the bodies are kept (llm/1.response)" test -s "$ORIG_DIR/llm/1.response"
+ok "the response bodies are kept (llm/1.response)" test -s "$ORIG_DIR/llm/1.response"
+[[ -e "$ORIG_DIR/llm/1.request.json" ]]
+isnt "$?" 0 "... not the request bodies (\"digest\")"
 [[ -e "$WORKSPACE/notes.txt" ]]
 isnt "$?" 0 "the overlay kept the agent's write out of the workspace"
 N=$(records)
@@ -239,12 +247,24 @@ like "$(cat "$AGENTJAIL_STATE_DIR/runs/$REPLAY_ID/stdout.log")" "extra 502 .*rec
         "the agent got a 502 in the provider's shape"
 is "$(records)" "$N" "the missing request was not sent to the provider"
 
+# --- "full" keeps the requests too, and replays the same
+run_jail -p "$PFULL" -- python3 agent.py
+is "$JAIL_RC" 0 "a run recorded with \"full\"" || jail_diag
+ok "... keeps the request bodies (llm/1.request.json)" test -s "$JAIL_RUN_DIR/llm/1.request.json"
+ok "... and the response bodies" test -s "$JAIL_RUN_DIR/llm/3.response"
+replay "$JAIL_RUN_ID" --json
+is "$RC" 0 "... and replays with nothing changed" || replay_diag
+
 # --- what cannot be replayed says why
-run_jail -p "$PDIGEST" -- python3 agent.py
-is "$JAIL_RC" 0 "a run recorded with \"digest\"" || jail_diag
+run_jail -p "$POFF" -- python3 agent.py
+is "$JAIL_RC" 0 "a run recorded with \"off\"" || jail_diag
+[[ -e "$JAIL_RUN_DIR/llm" ]]
+isnt "$?" 0 "... keeps no body at all"
+is "$(jq -r '.workspace_start // "none"' "$JAIL_RUN_DIR/run.json")" none "... nor a digest of its workspace"
 replay "$JAIL_RUN_ID"
 is "$RC" 125 "... cannot be replayed (125)"
-like "$ERR" 'kept no response bodies.*"record": "full"' "... the error names what is missing and the mode needed"
+like "$ERR" 'kept no response bodies \(its llm.record was "off", which keeps digests only\).*"record": "digest"\} \(the default\)' \
+        "... the error names the mode it had and the one needed"
 
 run_jail -p "$PRW" -- python3 agent.py
 is "$JAIL_RC" 0 "a run writing its workspace in place" || jail_diag
@@ -255,5 +275,65 @@ like "$ERR" "not as it started: it changed since the run started" "... and says 
 rm -f "$WORKSPACE/notes.txt"
 replay "$RW" --json
 is "$RC" 0 "with the workspace back as it was, the in-place run replays" || replay_diag
+
+# --- the starting workspace's digest: never a start-up step, taken while the run goes on
+run_jail -vv -- true
+is "$JAIL_RC" 0 "a run without a gateway (-vv)" || jail_diag
+like "$JAIL_ERR" "command let run" "... prints its steps"
+unlike "$JAIL_ERR" "digest" "... and none of them hashes the workspace"
+run_jail -vv -p "$P" -- true
+is "$JAIL_RC" 0 "a run with the gateway (-vv)" || jail_diag
+LET=$(grep -n "command let run" <<<"$JAIL_ERR" | head -1 | cut -d: -f1)
+DIG=$(grep -n "workspace digest started in the background" <<<"$JAIL_ERR" | head -1 | cut -d: -f1)
+cmp_num "${DIG:-0}" -gt "${LET:-999999}" "... starts the workspace's digest after the command was let run" ||
+        diag "$JAIL_ERR"
+like "$JAIL_ERR" "workspace digest of '$WORKSPACE': complete" "... and it completes in the background"
+is "$(jq -r '.workspace_start | "\(.complete) \(.mode) \(.lower)"' "$JAIL_RUN_DIR/run.json")" "true overlay $WORKSPACE" \
+        "run.json: the overlay's lower layer, digested whole"
+
+# An in-place workspace the agent writes at once, while the digest is taken: the digest is
+# the tree as it was (the one an overlay run of a pristine copy records) or "changed".
+RACE="$T/race"
+mkdir -p "$RACE"
+chmod 755 "$RACE"
+python3 - "$RACE" <<'PY'
+import os, sys
+for i in range(3000):
+    with open(os.path.join(sys.argv[1], "f%04d" % i), "w") as f:
+        f.write(("%d\n" % i) * 800)
+with open(os.path.join(sys.argv[1], "zz.txt"), "w") as f:
+    f.write("start\n")
+PY
+cp -a "$RACE" "$T/pristine"
+PRACE=$(write_profile rprace '{"extends": "./rp.json", "filesystem": {"workspace": {"path": ".", "mode": "rw"}}}')
+pushd "$T/pristine" >/dev/null
+sleep 0.1
+run_jail -p "$P" -- true
+popd >/dev/null
+REF=$(jq -r 'select(.workspace_start.complete == true) | .workspace_start.sha256' "$JAIL_RUN_DIR/run.json")
+like "$REF" '^[0-9a-f]{64}$' "an overlay run of a pristine copy: its complete digest" ||
+        diag "$(jq -c .workspace_start "$JAIL_RUN_DIR/run.json")"
+sleep 0.1
+pushd "$RACE" >/dev/null
+for i in 1 2 3; do
+        run_jail -p "$PRACE" -- sh -c 'echo more >>zz.txt'
+        is "$JAIL_RC" 0 "in place, the agent appends to a file at once (run $i)" || jail_diag
+        WS=$(jq -c .workspace_start "$JAIL_RUN_DIR/run.json")
+        WHY="changed since the run started"
+        case "$(jq -r '"\(.complete) \(.cut_at)"' <<<"$WS")" in
+        "true null") is "$(jq -r .sha256 <<<"$WS")" "$REF" "... a digest said complete is the tree's before the run" ;;
+        "false changed")
+                is "$(jq -r .changed <<<"$WS")" zz.txt "... or it is marked changed, naming the file"
+                WHY="no whole digest .*changed while its digest was taken"
+                ;;
+        *) fail "... a complete digest or one marked changed" "$WS" ;;
+        esac
+        replay "$JAIL_RUN_ID"
+        is "$RC" 125 "... and its replay is refused (the workspace is not as it started)" || replay_diag
+        like "$ERR" "$WHY" "... saying why"
+        cp -a "$T/pristine/zz.txt" zz.txt
+        sleep 0.1
+done
+popd >/dev/null
 
 done_testing

@@ -1289,7 +1289,7 @@ Test(profile, llm_providers_parsed_with_defaults, .init = isolate)
         cr_expect_eq(l->api, AJ_LLM_PROVIDER_OPENAI);
         cr_expect_str_eq(l->url, "http://10.0.0.5:4000/v1");
         cr_expect_str_eq(l->ca_file, "/etc/ssl/local.pem");
-        cr_expect(p->llm_record_full);
+        cr_expect_eq(p->llm_record, AJ_LLM_RECORD_FULL);
         cr_expect_eq(p->llm_record_bytes, 8ULL << 20);
 
         /* Round trip: the same profile, the same digest. */
@@ -1309,7 +1309,7 @@ Test(profile, llm_enable_adds_a_builtin_or_the_profiles_own, .init = isolate)
         AjProfile *p = parse_text("{\"llm\": {\"providers\": {\"openai\": {\"url\": \"http://127.0.0.1:9\"}}}}", &err);
         cr_assert_not_null(p, "%s", err.message ?: "");
         cr_expect_eq(p->llm_record_bytes, 64ULL << 20);
-        cr_expect_not(p->llm_record_full, "\"digest\" by default");
+        cr_expect_eq(p->llm_record, AJ_LLM_RECORD_DIGEST, "\"digest\" by default");
         cr_assert_eq(aj_profile_llm_enable(p, "openai", &err), 0);
         cr_expect_eq(p->n_llm_providers, 1, "the profile's own openai is kept, not doubled");
         cr_expect_str_eq(p->llm_providers[0].url, "http://127.0.0.1:9");
@@ -1321,6 +1321,40 @@ Test(profile, llm_enable_adds_a_builtin_or_the_profiles_own, .init = isolate)
                   "%s", err.message ?: "");
         aj_error_clear(&err);
         aj_profile_free(p);
+}
+
+/* llm.record: three modes, "digest" the default; each survives the round trip (the
+ * resolved profile a replay reads its mode from); anything else is refused where it is. */
+Test(profile, llm_record_modes, .init = isolate)
+{
+        static const struct {
+                const char *name;
+                AjLlmRecord mode;
+        } modes[] = { { "digest", AJ_LLM_RECORD_DIGEST },
+                      { "full", AJ_LLM_RECORD_FULL },
+                      { "off", AJ_LLM_RECORD_OFF } };
+        for (size_t i = 0; i < ARRAY_SIZE(modes); i++) {
+                char text[128];
+                snprintf(text, sizeof(text), "{\"llm\": {\"record\": \"%s\"}}", modes[i].name);
+                AjError err = {};
+                AjProfile *p = parse_text(text, &err);
+                cr_assert_not_null(p, "%s: %s", text, err.message ?: "");
+                cr_expect_eq(p->llm_record, modes[i].mode, "%s", text);
+                char *json = aj_profile_to_json(p);
+                AjProfile *q = parse_text(json, &err);
+                cr_assert_not_null(q, "%s", json);
+                cr_expect_eq(q->llm_record, modes[i].mode, "round trip of %s: %s", modes[i].name, json);
+                free(json);
+                aj_profile_free(q);
+                aj_profile_free(p);
+        }
+        AjProfile *p = NULL;
+        AjError err = {};
+        cr_expect_lt(aj_profile_parse("{\n  \"llm\": {\"record\": \"none\"}\n}\n", "rec.json", &p, &err), 0);
+        cr_expect_null(p);
+        cr_expect_str_eq(err.message ?: "",
+                         "rec.json:2:21: llm.record: expected \"digest\", \"full\" or \"off\", got \"none\"");
+        aj_error_clear(&err);
 }
 
 Test(profile, llm_errors, .init = isolate)
@@ -1346,7 +1380,7 @@ Test(profile, llm_errors, .init = isolate)
         expect_llm_error("{\"llm\": {\"providers\": {\"anthropic\": {\"key_file\": \"keys/a\"}}}}",
                          "llm.providers.anthropic.key_file", "absolute");
         expect_llm_error("{\"llm\": {\"providers\": {\"Bad Name\": {}}}}", "llm.providers", "invalid provider name");
-        expect_llm_error("{\"llm\": {\"record\": \"everything\"}}", "llm.record", "\"digest\" or \"full\"");
+        expect_llm_error("{\"llm\": {\"record\": \"everything\"}}", "llm.record", "\"digest\", \"full\" or \"off\"");
         expect_llm_error("{\"llm\": {\"record_bytes\": \"1K\"}}", "llm.record_bytes", "from 64K to 1T");
         expect_llm_error("{\"llm\": {\"provider\": {}}}", "llm.provider", "unknown key");
 }

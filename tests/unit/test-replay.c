@@ -11,7 +11,10 @@
 #include <unistd.h>
 
 #include "replay.h"
+#include "supervisor/workspace-start.h"
+#include "util/clock.h"
 #include "util/fd.h"
+#include "util/loop.h"
 #include "workspace.h"
 
 /* A chain of events from one JSON array literal. */
@@ -230,7 +233,7 @@ Test(replay_recording, match_by_digest_then_position)
         cr_assert_eq(rec->n_refused, 1);
         cr_assert_eq(rec->n_missing, 1);
         AjError err = { 0 };
-        cr_assert_eq(aj_replay_recording_check(rec, "r", &err), -ENODATA);
+        cr_assert_eq(aj_replay_recording_check(rec, "r", "digest", &err), -ENODATA);
         cr_assert(strstr(aj_error_text(&err, 0), "call 3"), "%s", aj_error_text(&err, 0));
         cr_assert(strstr(aj_error_text(&err, 0), "cut at llm.record_bytes"), "%s", aj_error_text(&err, 0));
         aj_error_clear(&err);
@@ -256,16 +259,23 @@ Test(replay_recording, match_by_digest_then_position)
         json_decref(ev);
 }
 
-Test(replay_recording, digest_mode_cannot_be_replayed)
+/* No bodies: "off" says it keeps digests only; a "digest" run without bodies was
+ * recorded by an older agentjail. Either way the modes that replay are named. */
+Test(replay_recording, a_run_without_bodies_cannot_be_replayed)
 {
         json_t *ev = chain(RECORDING);
         AjReplayRecording *rec = NULL;
         cr_assert_eq(aj_replay_recording_from_events(ev, NULL, NULL, NULL, &rec), 0);
         cr_assert_eq(rec->n_missing, 3);
         AjError err = { 0 };
-        cr_assert_eq(aj_replay_recording_check(rec, "abc", &err), -ENODATA);
-        cr_assert(strstr(aj_error_text(&err, 0), "\"record\": \"full\""), "%s", aj_error_text(&err, 0));
-        cr_assert(strstr(aj_error_text(&err, 0), "3 model calls"), "%s", aj_error_text(&err, 0));
+        cr_assert_eq(aj_replay_recording_check(rec, "abc", "off", &err), -ENODATA);
+        const char *text = aj_error_text(&err, 0);
+        cr_expect(strstr(text, "its llm.record was \"off\", which keeps digests only"), "%s", text);
+        cr_expect(strstr(text, "\"record\": \"digest\"} (the default) or \"full\""), "%s", text);
+        cr_expect(strstr(text, "3 model calls"), "%s", text);
+        aj_error_clear(&err);
+        cr_assert_eq(aj_replay_recording_check(rec, "abc", "digest", &err), -ENODATA);
+        cr_expect(strstr(aj_error_text(&err, 0), "older agentjail"), "%s", aj_error_text(&err, 0));
         aj_error_clear(&err);
         aj_replay_recording_free(rec);
         json_decref(ev);
@@ -350,4 +360,142 @@ Test(workspace_digest, content_mode_and_links_count_times_do_not)
         cr_assert_str_eq(json_string_value(json_object_get(e, "cut_at")), "bytes");
         json_decref(e);
         cr_assert_eq(aj_rm_rf(dir), 0);
+}
+
+/* ---- the ctime rule, and the digest taken while a run goes on ---- */
+
+static struct timespec ts(time_t s, long ns) { return (struct timespec){ .tv_sec = s, .tv_nsec = ns }; }
+
+#define SEC 1000000000ULL
+#define MS 1000000ULL
+
+Test(workspace_digest, ctime_rule)
+{
+        uint64_t since = 1000 * SEC + 500 * MS;
+        /* A sub-millisecond stamp (ext4, tmpfs...): within 1 ms of the start is a change. */
+        cr_expect_not(aj_workspace_changed_since(&(struct timespec){ 1000, 497 * (long)MS + 123457 }, since),
+                      "3 ms before the start: before it");
+        cr_expect(aj_workspace_changed_since(&(struct timespec){ 1000, 499 * (long)MS + 123457 }, since),
+                  "0.9 ms before: may be a change stamped by a coarse clock");
+        cr_expect(aj_workspace_changed_since(&(struct timespec){ 1000, 500 * (long)MS + 1 }, since), "after");
+        cr_expect(aj_workspace_changed_since(&(struct timespec){ 2000, 1 }, since), "long after");
+        /* A whole-second (or whole-millisecond) stamp may come from a coarse filesystem. */
+        struct timespec whole = ts(999, 0);
+        cr_expect(aj_workspace_changed_since(&whole, since), "1.5 s before, whole second: within FAT's 2 s");
+        whole = ts(998, 0);
+        cr_expect_not(aj_workspace_changed_since(&whole, since), "2.5 s before: before");
+        whole = ts(999, 5 * (long)MS);
+        cr_expect(aj_workspace_changed_since(&whole, since), "a whole millisecond counts as coarse");
+        cr_expect_not(aj_workspace_changed_since(&(struct timespec){ 2000, 1 }, 0), "no start: no rule");
+        whole = ts(-5, 0);
+        cr_expect_not(aj_workspace_changed_since(&whole, since), "before 1970");
+}
+
+/* After the start's stamp (and far enough from the tree's making that a coarse clock
+ * cannot blur them): the same digest as without the rule; then a file written, a name
+ * added: "changed", naming the entry, never a digest said complete. */
+Test(workspace_digest, a_change_since_the_start_is_caught)
+{
+        _cleanup_free_ char *dir = make_tree();
+        json_t *plain = NULL, *a = NULL, *b = NULL, *c = NULL;
+        const char *d0 = digest(dir, &plain);
+        aj_sleep_ms(30);
+        AjWorkspaceDigestLimits lim;
+        aj_workspace_digest_limits_default(&lim);
+        lim.since_ns = aj_now_realtime_coarse_ns();
+        cr_assert_eq(aj_workspace_digest(dir, &lim, &a), 0);
+        cr_expect(json_is_true(json_object_get(a, "complete")), "%s", json_dumps(a, 0));
+        cr_expect_str_eq(json_string_value(json_object_get(a, "sha256")), d0);
+
+        char p[512];
+        snprintf(p, sizeof(p), "%s/sub/a.txt", dir);
+        put(p, "hello\n"); /* the same contents: only its ctime tells */
+        cr_assert_eq(aj_workspace_digest(dir, &lim, &b), 0);
+        cr_expect(json_is_false(json_object_get(b, "complete")));
+        cr_expect_str_eq(json_string_value(json_object_get(b, "cut_at")), "changed");
+        cr_expect_str_eq(json_string_value(json_object_get(b, "changed")), "sub/a.txt");
+
+        snprintf(p, sizeof(p), "%s/new", dir);
+        put(p, "x");
+        cr_assert_eq(aj_workspace_digest(dir, &lim, &c), 0);
+        cr_expect_str_eq(json_string_value(json_object_get(c, "cut_at")), "changed");
+        cr_expect_str_eq(json_string_value(json_object_get(c, "changed")), ".", "the root: a name was added");
+        json_decref(plain);
+        json_decref(a);
+        json_decref(b);
+        json_decref(c);
+        cr_assert_eq(aj_rm_rf(dir), 0);
+}
+
+/* The background hasher (src/supervisor/workspace-start.c), a real process on a real loop. */
+static json_t *hash_in_background(const char *dir, bool overlay, uint64_t since_ns, bool through_loop)
+{
+        AjLoop *loop = NULL;
+        cr_assert_eq(aj_loop_new(&loop), 0);
+        AjSupWorkspaceStart w = AJ_SUP_WORKSPACE_START_INIT;
+        cr_assert_eq(aj_sup_workspace_start(&w, loop, dir, overlay, since_ns), 0);
+        cr_assert(aj_sup_workspace_start_started(&w));
+        for (int i = 0; through_loop && w.pidfd >= 0 && i < 1000; i++)
+                cr_assert_geq(aj_loop_dispatch(loop, 100 * (int64_t)MS), 0);
+        if (through_loop)
+                cr_assert_lt(w.pidfd, 0, "the loop reaped the hasher");
+        json_t *r = aj_sup_workspace_start_finish(&w, -1);
+        aj_sup_workspace_start_done(&w);
+        aj_loop_free(loop);
+        cr_assert_not_null(r);
+        return r;
+}
+
+Test(workspace_start, the_digest_comes_from_a_background_process)
+{
+        _cleanup_free_ char *dir = make_tree();
+        json_t *plain = NULL;
+        const char *d0 = digest(dir, &plain);
+        aj_sleep_ms(30);
+        json_t *r = hash_in_background(dir, false, aj_now_realtime_coarse_ns(), true);
+        cr_expect(json_is_true(json_object_get(r, "complete")), "%s", json_dumps(r, 0));
+        cr_expect_str_eq(json_string_value(json_object_get(r, "sha256")) ?: "", d0);
+        cr_expect_str_eq(json_string_value(json_object_get(r, "mode")), "in_place");
+        cr_expect_null(json_object_get(r, "lower"));
+        cr_expect(json_is_integer(json_object_get(r, "ms")));
+        json_decref(r);
+        /* A start before everything in the tree was made (as if it all changed during the
+         * run), waited for at the end: incomplete, "changed"; an overlay's lower layer named. */
+        r = hash_in_background(dir, true, aj_now_realtime_coarse_ns() - 3600 * SEC, false);
+        cr_expect(json_is_false(json_object_get(r, "complete")), "%s", json_dumps(r, 0));
+        cr_expect_str_eq(json_string_value(json_object_get(r, "cut_at")) ?: "", "changed");
+        cr_expect_str_eq(json_string_value(json_object_get(r, "mode")), "overlay");
+        cr_expect_str_eq(json_string_value(json_object_get(r, "lower")) ?: "", dir);
+        json_decref(r);
+        json_decref(plain);
+        cr_assert_eq(aj_rm_rf(dir), 0);
+}
+
+Test(workspace_start, the_hasher_output_is_checked)
+{
+        static const char good[] = "{\"path\":\"/w\",\"sha256\":\"" /* 64 hex */
+                                   "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                                   "\",\"entries\":3,\"bytes\":6,\"complete\":true}";
+        json_t *r = aj_sup_workspace_start_record(good, strlen(good), "/w", true);
+        cr_expect_str_eq(json_string_value(json_object_get(r, "mode")), "overlay");
+        cr_expect_str_eq(json_string_value(json_object_get(r, "lower")), "/w");
+        cr_expect_null(json_object_get(r, "error"));
+        json_decref(r);
+        const char *bad[] = { "", "{", "[]",
+                              "{\"path\":\"/w\",\"sha256\":\"xyz\",\"entries\":1,\"bytes\":1,\"complete\":true}" };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                r = aj_sup_workspace_start_record(bad[i], strlen(bad[i]), "/w", false);
+                cr_expect_null(json_object_get(r, "sha256"), "%s", bad[i]);
+                cr_expect_not_null(json_object_get(r, "error"), "%s", bad[i]);
+                cr_expect_str_eq(json_string_value(json_object_get(r, "mode")), "in_place");
+                json_decref(r);
+        }
+        /* Another tree's digest is not this one's. */
+        r = aj_sup_workspace_start_record(good, strlen(good), "/other", false);
+        cr_expect_null(json_object_get(r, "sha256"));
+        json_decref(r);
+        static const char failed[] = "{\"path\":\"/w\",\"error\":\"Permission denied\"}";
+        r = aj_sup_workspace_start_record(failed, strlen(failed), "/w", false);
+        cr_expect_str_eq(json_string_value(json_object_get(r, "error")), "Permission denied");
+        json_decref(r);
 }

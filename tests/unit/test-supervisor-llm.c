@@ -430,7 +430,7 @@ static void setup_record(Fixture *f, uint64_t record_bytes, const char *key)
         snprintf(record_dir, sizeof(record_dir), "/tmp/aj-llm-record-XXXXXX");
         cr_assert_not_null(mkdtemp(record_dir));
         f->llm.run_dir = record_dir;
-        f->llm.record_full = true;
+        f->llm.record_responses = f->llm.record_requests = true;
         f->llm.record_bytes = record_bytes;
         f->llm.n_providers = 1;
         f->llm.keys[0] = strdup(key);
@@ -535,6 +535,47 @@ Test(supervisor_llm, record_redacts_every_key_occurrence)
         _cleanup_free_ char *req = slurp("1.request.json");
         cr_assert_not_null(req);
         cr_expect_not_null(strstr(req, "\"[REDACTED][REDACTED] xKEY12 [REDACTED]\""), "%s", req);
+        remove_record_dir();
+        teardown(&f);
+}
+
+/* "digest" (the default): the response body, which a replay answers with, and not the
+ * request's; nothing held once the call is over. */
+Test(supervisor_llm, record_digest_keeps_the_response_not_the_request)
+{
+        Fixture f;
+        setup_record(&f, 1 << 20, "KEY123");
+        f.llm.record_requests = false;
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", "{\"model\":\"claude-test\",\"max_tokens\":1,\"messages\":[]}",
+                &v);
+        cr_assert_eq(v.status, 0);
+        respond(&f, &call, "application/json", REPLY, AJ_GATEWAY_COMPLETED);
+        _cleanup_free_ char *resp = slurp("1.response");
+        cr_assert_not_null(resp, "the response body is kept");
+        cr_expect_str_eq(resp, REPLY);
+        _cleanup_free_ char *req = slurp("1.request.json");
+        cr_expect_null(req, "the request body is not");
+        cr_expect_eq(count_files(), 1);
+        cr_expect_eq(f.llm.held, 0);
+        remove_record_dir();
+        teardown(&f);
+}
+
+/* "off": digests only, no file at all. */
+Test(supervisor_llm, record_off_keeps_no_body)
+{
+        Fixture f;
+        setup_record(&f, 1 << 20, "KEY123");
+        f.llm.record_requests = f.llm.record_responses = false;
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", "{\"model\":\"claude-test\",\"max_tokens\":1,\"messages\":[]}",
+                &v);
+        cr_assert_eq(v.status, 0);
+        respond(&f, &call, "application/json", REPLY, AJ_GATEWAY_COMPLETED);
+        cr_expect_eq(count_files(), 0);
         remove_record_dir();
         teardown(&f);
 }

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The workspace's starting state for a replay (run.json workspace_start, docs/replay.md),
+ * taken off the start-up path: a process forked once the command runs (nice 19, idle I/O
+ * class, killed with the supervisor) hashes the tree with src/workspace-digest.c under
+ * the ctime rule from the run's start, and hands its digest back through a pipe; its
+ * pidfd and a deadline timer are in the loop. An overlay's lower layer does not change
+ * during the run; an in-place workspace the agent writes while it is read is caught by the
+ * rule and recorded incomplete ("changed"), never as a wrong digest.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util/loop.h"
+
+typedef struct {
+        AjLoop *loop;
+        char *path;
+        bool overlay;
+        pid_t pid;
+        int pidfd;  /* -1: not running */
+        int out_fd; /* the pipe the digest comes through */
+        AjLoopIo *io;
+        AjLoopTimer timer;
+        uint64_t deadline_ns; /* monotonic: the digest's own limit, and a margin */
+        json_t *result;       /* once it is known */
+} AjSupWorkspaceStart;
+
+#define AJ_SUP_WORKSPACE_START_INIT                   \
+        {                                             \
+                .pid = -1, .pidfd = -1, .out_fd = -1, \
+        }
+
+/* Starts the hasher on `path` (the workspace, or an overlay's lower layer), judging
+ * entries changed since `since_ns` (aj_now_realtime_coarse_ns() before the command ran). */
+int aj_sup_workspace_start(AjSupWorkspaceStart *w, AjLoop *loop, const char *path, bool overlay, uint64_t since_ns);
+bool aj_sup_workspace_start_started(const AjSupWorkspaceStart *w);
+/* The run is over: the record (a new reference), waiting for the hasher at most until its
+ * deadline, or until `interrupt_fd` (-1: none) is readable: then it is killed and the
+ * record says "complete": false, "cut_at": "unfinished" ("time" at the deadline). */
+json_t *aj_sup_workspace_start_finish(AjSupWorkspaceStart *w, int interrupt_fd);
+/* Kills and reaps a hasher still running, leaves the loop, frees. */
+void aj_sup_workspace_start_done(AjSupWorkspaceStart *w);
+
+/* The record from the hasher's output (pure): its JSON when it is a digest of `path`
+ * (sha256, complete, entries, bytes), else {"path", "error"}; with "mode" ("overlay" and
+ * "lower", or "in_place"). */
+json_t *aj_sup_workspace_start_record(const char *out, size_t n, const char *path, bool overlay);
