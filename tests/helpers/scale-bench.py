@@ -15,9 +15,9 @@
    supervisor and watchdog and of the jail's own processes, what its memory cgroup holds
    (usage, kernel), the mounts of its mount namespace, the open files of its supervisor and
    watchdog. Then SIGTERM to every supervisor (what Ctrl-C does): the time until all have
-   exited; then nothing may be left: no cgroup of the runs, no process of theirs or of
-   this agentjail binary, no holder of their network namespaces, no mount or new entry in
-   the runtime dir.
+   exited; then nothing may be left: no cgroup of the runs, none of their processes
+   (supervisor, watchdog, the jail's), no holder of their network namespaces, no mount or
+   new entry in the runtime dir.
 2. With --broker-profile: one jail whose command waits, then runs `./broker-bench --client`
    (tokens messages pipelined on 1 and 8 connections, tool round trips) and sleeps: the
    supervisor's RSS idle before, after the load and its peak (VmHWM), and its biggest
@@ -107,14 +107,25 @@ def med(v):
     return statistics.median(v) if v else None
 
 
-def alive(pid):
+def start_time(pid):
+    """The process's start time (clock ticks since boot), None if it is gone."""
+    try:
+        s = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    return int(s[s.rindex(")") + 2:].split()[19])
+
+
+def alive(pid, started=None):
     """Running, or stopped: not gone and not a zombie (a watchdog that outlived its
-    supervisor by a moment is reparented and reaped by the host's init)."""
+    supervisor by a moment is reparented and reaped by the host's init); with started,
+    the same process (not a new one that got its pid)."""
     try:
         s = open(f"/proc/{pid}/stat").read()
     except OSError:
         return False
-    return s[s.rindex(")") + 2] != "Z"
+    f = s[s.rindex(")") + 2:].split()
+    return f[0] != "Z" and (started is None or int(f[19]) == started)
 
 
 class Child:
@@ -315,7 +326,8 @@ def inspect_agentjail(a, fleet):
             init = min(procs) if procs else None
         except OSError:
             pass
-        per.append({"supervisor_pid": p.pid, "watchdog_pid": wd, "cgroup_paths": rec["cgroup"]["paths"],
+        procs = [(q, start_time(q)) for q in [p.pid] + ([wd] if wd else []) + jail_pids]
+        per.append({"procs": [(q, t) for q, t in procs if t is not None], "cgroup_paths": rec["cgroup"]["paths"],
                     "supervisor_rss": sup_r and sup_r["Rss"], "supervisor_pss": sup_r and sup_r["Pss"],
                     "supervisor_anon": sup_r and sup_r["Anonymous"],
                     "watchdog_rss": wd_r and wd_r["Rss"], "watchdog_pss": wd_r and wd_r["Pss"],
@@ -341,13 +353,7 @@ def leftovers(a, per, runtime_before):
     left = []
     for r in per:
         left += [c for c in r["cgroup_paths"] if os.path.isdir(c)]
-        left += [f"process {q}" for q in (r["supervisor_pid"], r["watchdog_pid"]) if q and alive(q)]
-    for q in glob.glob("/proc/[0-9]*/exe"):
-        try:
-            if os.readlink(q) == os.path.realpath(a.aj) and alive(int(q.split("/")[2])):
-                left.append(f"process {q.split('/')[2]} ({a.aj})")
-        except OSError:
-            pass
+        left += [f"process {q}" for q, t in r["procs"] if alive(q, t)]
     held = netns_holders({r["netns"] for r in per if r["netns"]})
     left += [f"pid {q} holds a jail's network namespace" for q in held]
     left += [l.split()[4] for l in open("/proc/self/mountinfo") if a.runtime in l.split()[4]]
