@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -606,10 +609,28 @@ Test(netpeer, finds_the_client_socket_in_tcp_and_tcp6_tables)
                      -ENOENT);
 }
 
+/* A network namespace of the test's own (as root), with its loopback up: the host's socket
+ * tables may hold more than a jail's lookup reads (other jobs' connections, TIME_WAITs),
+ * and the lookup would then rightly give up. Unprivileged, the host's namespace it is. */
+static void own_netns(void)
+{
+        if (unshare(CLONE_NEWNET) < 0)
+                return;
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        cr_assert(fd >= 0);
+        struct ifreq ifr = { 0 };
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+        cr_assert_eq(ioctl(fd, SIOCGIFFLAGS, &ifr), 0);
+        ifr.ifr_flags |= IFF_UP;
+        cr_assert_eq(ioctl(fd, SIOCSIFFLAGS, &ifr), 0);
+        close(fd);
+}
+
 /* The real thing, in this process: a loopback connection accepted here, its client end
  * held by this process only, then by a forked child too. */
 Test(netpeer, names_the_process_holding_the_client_end)
 {
+        own_netns();
         int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         struct sockaddr_in a = v4("127.0.0.1", 0);
         socklen_t al = sizeof(a);
