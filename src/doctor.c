@@ -278,14 +278,46 @@ static void check_v1_controllers(Builder *b, const AjDoctorFacts *f, bool rootle
         }
 }
 
+/* With v1 controllers, each run's init is moved into its v1 cgroups after the clone (a
+ * v2 cgroup is entered by the clone itself), and each such move waits for an RCU grace
+ * period unless the host keeps the threadgroup lock in its slow mode. Start-up time only. */
+static void check_v1_moves(Builder *b, const AjDoctorFacts *f)
+{
+        bool moves = false;
+        for (size_t i = 0; i < _AJ_DOCTOR_CTRL_MAX; i++)
+                moves = moves || (f->v1_mount[i] && f->v1_writable[i]);
+        if (!moves)
+                return;
+        if (f->v2_favordynmods) {
+                add(b, "cgroup moves", AJ_DOCTOR_OK, false,
+                    "%s has favordynmods: moving a run into its v1 cgroups does not wait", f->v2_mount);
+                return;
+        }
+        AjDoctorLine *l = add(b, "cgroup moves", AJ_DOCTOR_DEGRADED, false,
+                              "moving each run into its v1 cgroups waits for an RCU grace period (0.3 ms to over "
+                              "10 ms of every start-up)");
+        set_means(b, l, "start-up time only: every limit is enforced the same");
+        if (f->v2_mount)
+                set_fix(b, l,
+                        "`mount -o remount,favordynmods %s` (Linux 6.0 or newer; forks and exits on the host "
+                        "cost a little more), or boot pure cgroup v2 (systemd.unified_cgroup_hierarchy=1), where a "
+                        "run is cloned into its cgroup",
+                        f->v2_mount);
+        else
+                set_fix(b, l,
+                        "boot pure cgroup v2 (systemd.unified_cgroup_hierarchy=1), where a run is cloned into its cgroup");
+}
+
 static void check_cgroups(Builder *b, const AjDoctorFacts *f)
 {
         bool rootless = f->euid != 0;
         check_cgroup_mode(b, f);
         if (f->cg_mode == AJ_CGROUP_MODE_UNIFIED)
                 check_v2_controllers(b, f, rootless);
-        else if (f->cg_mode != AJ_CGROUP_MODE_NONE)
+        else if (f->cg_mode != AJ_CGROUP_MODE_NONE) {
                 check_v1_controllers(b, f, rootless);
+                check_v1_moves(b, f);
+        }
 }
 
 const char *aj_doctor_userns_hint(int err, uid_t euid, int apparmor_restrict, long max_user_namespaces,
