@@ -5,7 +5,8 @@
  *                    life (its events, refusal, close)
  *   proxy-request.c  from the first byte to a connected upstream: read and parse the
  *                    request, judge it (names, then resolved addresses), connect
- *   proxy-relay.c    the relay: splice through pipes, plain HTTP framed, bytes counted
+ *   proxy-relay.c    the relay: read and write through a buffer per direction (grown for
+ *                    bulk within the run's bound), plain HTTP framed, bytes counted
  *   proxy-ask.c      connections held for an operator's decision (network.ask)
  *   http-parse.c, socks-parse.c   the parsers (pure)
  */
@@ -24,7 +25,6 @@
 #define SOCKS_MAX 600
 /* Bytes one direction may move per wake-up before yielding to other connections. */
 #define PUMP_BUDGET (1024 * 1024)
-#define SPLICE_CHUNK (1024 * 1024)
 #define RESERVE_SLOTS 32
 #define LINGER_MS 2000
 #define LINGER_MAX_BYTES (1024 * 1024)
@@ -43,8 +43,9 @@ typedef enum {
 } ConnState;
 
 typedef struct {
-        int pr, pw;         /* the pipe between source and destination */
-        size_t len;         /* bytes in the pipe */
+        char *buf;          /* between source and destination: NULL until the first read */
+        size_t off, len;    /* what is in it, not yet written */
+        size_t cap;         /* its size (what is past AJ_PROXY_BUFFER_MIN: AjProxy.buffer_excess) */
         AjOutBuf prefix;    /* sent to the destination before spliced data */
         bool prefix_counts; /* client bytes (counted) or the proxy's own reply (not) */
         bool src_eof, done;
@@ -131,6 +132,7 @@ struct AjProxy {
         bool paused;
         uint64_t next_id;
         uint64_t total, denied, bytes_up, bytes_down;
+        size_t buffer_excess; /* the relay buffers' bytes past AJ_PROXY_BUFFER_MIN each (aj_proxy_buffer_may_grow) */
         unsigned *pending;
         unsigned n_pending;
         /* network.ask */

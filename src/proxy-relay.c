@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The proxy's relay: client <-> upstream through a pipe per direction (see proxy-internal.h). */
+/* The proxy's relay: client <-> upstream through a buffer per direction (see proxy-internal.h),
+ * grown for a bulk transfer within the run's bound. */
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -79,8 +79,43 @@ static void mark_pending(Conn *c)
         (void)!write(p->wakefd, &one, sizeof(one));
 }
 
-/* Moves data src -> pipe -> dst until one side would block or the budget is used.
- * Returns < 0 when the connection must close. */
+bool aj_proxy_buffer_may_grow(size_t excess, size_t cap, size_t want, unsigned max_connections)
+{
+        size_t room = (size_t)max_connections * 2 * (AJ_PROXY_BUFFER_SIZE - AJ_PROXY_BUFFER_MIN);
+        return want > cap && cap >= AJ_PROXY_BUFFER_MIN && excess <= room && want - cap <= room - excess;
+}
+
+/* A direction's buffer, at its first read: small (most connections move little). The run
+ * relays for at most max_connections connections, so these stay within their share of
+ * the bound. */
+static int alloc_buffer(Dir *d)
+{
+        if (!(d->buf = malloc(AJ_PROXY_BUFFER_MIN)))
+                return -ENOMEM;
+        d->cap = AJ_PROXY_BUFFER_MIN;
+        return 0;
+}
+
+/* A read filled the buffer: a bulk transfer. It grows if the run's buffers stay within
+ * their bound; if not, or without memory, it stays as it is. */
+static void grow_buffer(Conn *c, Dir *d)
+{
+        AjProxy *p = c->p;
+        if (!aj_proxy_buffer_may_grow(p->buffer_excess, d->cap, AJ_PROXY_BUFFER_MAX, p->opts.max_connections))
+                return;
+        char *nb = realloc(d->buf, AJ_PROXY_BUFFER_MAX);
+        if (!nb)
+                return;
+        d->buf = nb;
+        p->buffer_excess += AJ_PROXY_BUFFER_MAX - d->cap;
+        d->cap = AJ_PROXY_BUFFER_MAX;
+}
+
+/* Moves data src -> buffer -> dst until one side would block or the budget is used: a
+ * read only into an empty buffer, so what one direction holds is at most its buffer.
+ * (A blocking read/write relay measured faster than splice(2) through a pipe here, and
+ * this one costs no more CPU per byte: docs/performance.md.) Returns < 0 when the
+ * connection must close. */
 static int pump(Conn *c, Dir *d, int src, int dst)
 {
         size_t moved = 0;
@@ -92,17 +127,19 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                 return 0;
         for (;;) {
                 if (d->len > 0) {
-                        ssize_t n = splice(d->pr, NULL, dst, NULL, d->len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+                        ssize_t n = send(dst, d->buf + d->off, d->len, MSG_NOSIGNAL | MSG_DONTWAIT);
                         if (n < 0)
                                 return errno == EAGAIN || errno == EINTR ? 0 : negative_errno();
+                        d->off += (size_t)n;
                         d->len -= (size_t)n;
                         moved += (size_t)n;
                         if ((r = account(c, d, (size_t)n)) < 0)
                                 return r;
+                        if (d->len > 0)
+                                continue; /* the socket took part of it: the next send says EAGAIN */
+                        d->off = 0;
                 }
                 if (d->src_eof) {
-                        if (d->len > 0)
-                                continue;
                         /* Half-close: pass the EOF on, keep the other direction going. */
                         shutdown(dst, SHUT_WR);
                         d->done = true;
@@ -112,10 +149,12 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                         mark_pending(c);
                         return 0;
                 }
-                size_t want = SPLICE_CHUNK;
+                if (!d->buf && (r = alloc_buffer(d)) < 0)
+                        return r;
+                size_t want = d->cap;
                 if (d->limited && d->limit < want)
                         want = (size_t)d->limit;
-                ssize_t n = splice(src, NULL, d->pw, NULL, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+                ssize_t n = recv(src, d->buf, want, MSG_DONTWAIT);
                 if (n == 0) {
                         d->src_eof = true;
                         continue;
@@ -123,14 +162,11 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        if (errno != EAGAIN)
-                                return negative_errno();
-                        /* EAGAIN: the socket is empty, or the pipe is full (then drain it first). */
-                        if (d->len == 0)
-                                return 0;
-                        continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
                 }
-                d->len += (size_t)n;
+                d->len = (size_t)n;
+                if ((size_t)n == d->cap)
+                        grow_buffer(c, d);
                 if (d->limited && (d->limit -= (size_t)n) == 0)
                         d->src_eof = true; /* all that was framed: the rest is not relayed */
         }
@@ -400,25 +436,8 @@ void proxy_relay(Conn *c)
                 proxy_conn_close(c);
 }
 
-static int make_pipe(Dir *d)
-{
-        int fds[2];
-        if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
-                return negative_errno();
-        d->pr = fds[0];
-        d->pw = fds[1];
-        /* A bigger pipe moves more per splice() and per wakeup; the default 64 KiB caps
-         * a relay well below loopback speed. Best effort: pipe-max-size may be lower. */
-        (void)fcntl(d->pw, F_SETPIPE_SZ, AJ_PROXY_PIPE_SIZE);
-        return 0;
-}
-
 void proxy_start_relay(Conn *c)
 {
-        if (make_pipe(&c->up) < 0 || make_pipe(&c->down) < 0) {
-                proxy_refuse(c, 503, 0x01, "proxy out of resources (pipes)");
-                return;
-        }
         int one = 1;
         setsockopt(c->ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (c->socks) {

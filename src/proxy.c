@@ -261,10 +261,10 @@ void proxy_conn_close(Conn *c)
                 close(c->ufd);
         Dir *dirs[] = { &c->up, &c->down };
         for (size_t i = 0; i < 2; i++) {
-                if (dirs[i]->pr >= 0)
-                        close(dirs[i]->pr);
-                if (dirs[i]->pw >= 0)
-                        close(dirs[i]->pw);
+                if (dirs[i]->cap)
+                        p->buffer_excess -= dirs[i]->cap - AJ_PROXY_BUFFER_MIN;
+                dirs[i]->cap = 0;
+                free(dirs[i]->buf);
                 aj_outbuf_clear(&dirs[i]->prefix);
         }
         free(c->in);
@@ -337,7 +337,6 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
                 c->state = socks ? ST_SOCKS_GREETING : ST_HTTP_HEAD;
                 c->cfd = fd;
                 c->ufd = -1;
-                c->up.pr = c->up.pw = c->down.pr = c->down.pw = -1;
                 c->start_ns = aj_loop_now(p->loop);
                 aj_loop_timer_init(p->loop, &c->deadline, on_deadline, c);
                 c->overflow = p->regular >= p->opts.max_connections;
@@ -438,6 +437,15 @@ json_t *aj_proxy_stats(AjProxy *p)
                          "bytes_down", (json_int_t)p->bytes_down);
 }
 
+size_t aj_proxy_relay_buffer_bytes(const AjProxy *p)
+{
+        size_t sum = 0;
+        for (unsigned i = 0; i < p->n_slots; i++)
+                if (p->slots[i])
+                        sum += p->slots[i]->up.cap + p->slots[i]->down.cap;
+        return sum;
+}
+
 void aj_proxy_free(AjProxy *p)
 {
         if (!p)
@@ -518,10 +526,10 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
             (r = aj_loop_add_io(p->loop, p->wakefd, EPOLLIN, on_wake, p, &p->wake_io)) < 0)
                 goto fail;
 
-        /* Each connection holds up to six fds (two sockets, two pipes): make room for the
+        /* Each connection holds up to two fds (its two sockets): make room for the
          * connection limit rather than fail at accept. */
         struct rlimit rl;
-        rlim_t want = (rlim_t)p->n_slots * 6 + 256;
+        rlim_t want = (rlim_t)p->n_slots * 2 + 256;
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
                 rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
                 setrlimit(RLIMIT_NOFILE, &rl);

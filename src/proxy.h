@@ -32,10 +32,18 @@
  * tcp_rmem/tcp_wmem's maximum (6 MiB / 4 MiB by default) for a peer that does not read,
  * and a few hundred idle tunnels push the host's TCP memory into pressure. */
 #define AJ_PROXY_SOCKET_BUFFER (256 * 1024)
-#define AJ_PROXY_PIPE_SIZE (256 * 1024)
-#define AJ_PROXY_CONN_MAX_BYTES (4 * 2 * AJ_PROXY_SOCKET_BUFFER + 2 * AJ_PROXY_PIPE_SIZE)
+/* The relay's buffers: each direction's is allocated at its first byte with
+ * AJ_PROXY_BUFFER_MIN and grows to AJ_PROXY_BUFFER_MAX once a read fills it (a bulk
+ * transfer: fewer, larger reads and writes), while the run's buffers together stay within
+ * AJ_PROXY_BUFFER_SIZE per direction of every connection it may hold
+ * (aj_proxy_buffer_may_grow). */
+#define AJ_PROXY_BUFFER_SIZE (256 * 1024)
+#define AJ_PROXY_BUFFER_MIN (64 * 1024)
+#define AJ_PROXY_BUFFER_MAX (1024 * 1024)
+#define AJ_PROXY_CONN_MAX_BYTES (4 * 2 * AJ_PROXY_SOCKET_BUFFER + 2 * AJ_PROXY_BUFFER_SIZE)
 /* Connections at once per run (profile network.max_connections): with the above, a run
- * holds at most max_connections * AJ_PROXY_CONN_MAX_BYTES (256 * 2.5 MiB) in the host. */
+ * holds at most max_connections * AJ_PROXY_CONN_MAX_BYTES (256 * 2.5 MiB) in the host
+ * (one connection's buffers may hold more than 2 * AJ_PROXY_BUFFER_SIZE, the run's never). */
 #define AJ_PROXY_MAX_CONNECTIONS 256
 
 /* Hosts awaiting an operator's decision at once (network.ask), and connections held for
@@ -81,6 +89,8 @@ void aj_proxy_free(AjProxy *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjProxy *, aj_proxy_free);
 /* {"connections", "active", "denied", "bytes_up", "bytes_down"}; new reference. */
 json_t *aj_proxy_stats(AjProxy *p);
+/* What the relay's buffers hold now, every connection's both directions (their sizes). */
+size_t aj_proxy_relay_buffer_bytes(const AjProxy *p);
 
 /* Hosts awaiting approval, oldest first: [{"id": "net-N", "kind": "net", "host", "port",
  * "pattern", "state": "awaiting_approval", "connections", "process", "since", "age_s",
@@ -102,3 +112,10 @@ void aj_proxy_cancel_asks(AjProxy *p, const char *reason);
 int aj_proxy_env_append(char ***env);
 
 /* The parsers (pure): src/http-parse.h and src/socks-parse.h. */
+
+/* Whether a relay buffer of `cap` bytes may grow to `want` when the run's buffers hold
+ * `excess` bytes past AJ_PROXY_BUFFER_MIN each and it relays for at most max_connections
+ * connections: the growth stays within max_connections * 2 * (AJ_PROXY_BUFFER_SIZE -
+ * AJ_PROXY_BUFFER_MIN), so with every buffer's minimum the run's stay within
+ * max_connections * 2 * AJ_PROXY_BUFFER_SIZE (pure). */
+bool aj_proxy_buffer_may_grow(size_t excess, size_t cap, size_t want, unsigned max_connections);

@@ -2,21 +2,28 @@
 /*
  * HTTP peer for the proxy benchmark (scripts/bench). Static, so it also runs in a jail.
  *
- *   http-bench serve
- *       Listens on 127.0.0.1 (a free port, printed as the first line of stdout) and
- *       answers `GET /N` (origin form) with N zero bytes, `Connection: close`.
- *       Bodies up to 1 MiB are written by the accepting process; larger ones by a
- *       forked child, so a bulk transfer never blocks new connections. The peer is
- *       meant not to be the bottleneck: it writes from one zeroed buffer.
+ *   http-bench serve [ADDR]
+ *       Listens on 127.0.0.1 (or the IPv4 ADDR; a free port, printed as the first line
+ *       of stdout) and answers `GET /N` (origin form) with N zero bytes,
+ *       `Connection: close`. Bodies up to 1 MiB are written by the accepting process;
+ *       larger ones by a forked child, so a bulk transfer never blocks new connections.
+ *       The peer is meant not to be the bottleneck: it writes from one zeroed buffer.
  *   http-bench relay PORT
  *       The proxy's peer: the least a user-space relay does. Listens like `serve`; for
  *       each connection a forked child connects to 127.0.0.1:PORT, forwards the
  *       request head and splices the answer back through a 1 MiB pipe (blocking, no
- *       policy, no accounting) until the server closes.
+ *       policy, no accounting) until the server closes. The children are reaped by the
+ *       listening process, so their CPU time shows in its cutime/cstime (/proc/PID/stat).
  *   http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]
  *       N sequential `GET /0` requests, each on a new connection, from C processes
  *       (default 1); through an HTTP proxy as absolute-form requests, or directly to
- *       127.0.0.1:PORT. Prints `connections_per_s=R errors=E`.
+ *       HOST when it is an IPv4 address (else 127.0.0.1):PORT. Prints
+ *       `connections_per_s=R errors=E p50_us=A p99_us=B` (A, B: each request's time,
+ *       connect to the whole answer).
+ *   http-bench connect N HOST PORT [--proxy IP:PORT]
+ *       N sequential TCP connects to HOST:PORT (an IPv4 address), each timed until it is
+ *       established: directly, connect() returning; through a proxy, its answer to
+ *       `CONNECT HOST:PORT` (a 200). Prints `connect_p50_us=A connect_p99_us=B errors=E`.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -114,15 +121,16 @@ static void answer(int fd, long long n)
                 (void)send_body(fd, (unsigned long long)n);
 }
 
-/* A listener on 127.0.0.1, its port printed as the first line of stdout; -1 on error. */
-static int listen_loopback(void)
+/* A listener on addr (IPv4, network order), its port printed as the first line of stdout;
+ * -1 on error. */
+static int listen_at(in_addr_t addr)
 {
         signal(SIGCHLD, SIG_IGN); /* children reap themselves */
         signal(SIGPIPE, SIG_IGN);
         int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int one = 1;
         setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = addr };
         socklen_t sl = sizeof(sa);
         if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 1024) < 0 ||
             getsockname(ls, (struct sockaddr *)&sa, &sl) < 0) {
@@ -189,9 +197,22 @@ static int accept_next(int ls)
         }
 }
 
+static void reap(int sig)
+{
+        (void)sig;
+        int saved = errno;
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+        errno = saved;
+}
+
 static int relay(int port)
 {
-        int ls = listen_loopback();
+        int ls = listen_at(htonl(INADDR_LOOPBACK));
+        /* Reaped here (not ignored), so that the children's CPU time adds up in this
+         * process's cutime/cstime, where the bench reads it. */
+        struct sigaction sa = { .sa_handler = reap, .sa_flags = SA_RESTART | SA_NOCLDSTOP };
+        sigaction(SIGCHLD, &sa, NULL);
         if (ls < 0)
                 return 1;
         for (;;) {
@@ -209,9 +230,9 @@ static int relay(int port)
         }
 }
 
-static int serve(void)
+static int serve(in_addr_t addr)
 {
-        int ls = listen_loopback();
+        int ls = listen_at(addr);
         if (ls < 0)
                 return 1;
         for (;;) {
@@ -262,84 +283,206 @@ static bool one_request(const struct sockaddr_in *to, const char *req, size_t re
         return ok;
 }
 
-static int conns(long n, const char *host, int port, const char *proxy, int c)
+/* One connection established, directly (connect() returns) or through an HTTP proxy
+ * (its 200 to CONNECT); true when it was. */
+static bool one_connect(const struct sockaddr_in *to, const char *req, size_t req_len)
+{
+        char buf[1024];
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return false;
+        bool ok = connect(fd, (const struct sockaddr *)to, sizeof(*to)) == 0;
+        if (ok && req_len > 0) {
+                size_t have = 0;
+                ok = write_all(fd, req, req_len) == 0;
+                while (ok && have < sizeof(buf) - 1) {
+                        ssize_t r = read(fd, buf + have, sizeof(buf) - 1 - have);
+                        if (r <= 0)
+                                break;
+                        have += (size_t)r;
+                        buf[have] = 0;
+                        if (strstr(buf, "\r\n\r\n"))
+                                break;
+                }
+                buf[have] = 0;
+                ok = ok && (strncmp(buf, "HTTP/1.1 200", 12) == 0 || strncmp(buf, "HTTP/1.0 200", 12) == 0);
+        }
+        close(fd);
+        return ok;
+}
+
+/* Samples travel from the clients to the parent in records of up to PIPE_BUF bytes (atomic
+ * writes); a negative value ends a client: -(its errors + 1). */
+#define BATCH (4096 / sizeof(int64_t))
+
+static int cmp_i64(const void *a, const void *b)
+{
+        int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+static double percentile_us(int64_t *v, size_t n, double q)
+{
+        if (n == 0)
+                return 0;
+        size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+        return (double)v[i] / 1e3;
+}
+
+/* Runs n operations from c processes (one_request, or one_connect when `connect_only`):
+ * the elapsed time, the errors and each operation's time (sorted). */
+static int run_clients(long n, int c, bool connect_only, const struct sockaddr_in *to, const char *req, size_t len,
+                       double *ret_secs, long *ret_errors, int64_t **ret_samples, size_t *ret_n)
+{
+        int pfd[2];
+        if (pipe(pfd) < 0)
+                return -1;
+        int64_t *samples = calloc((size_t)n, sizeof(int64_t));
+        if (!samples)
+                return -1;
+        uint64_t t0 = now_ns();
+        for (int k = 0; k < c; k++) {
+                pid_t pid = fork();
+                if (pid < 0)
+                        return -1;
+                if (pid == 0) {
+                        int64_t batch[BATCH];
+                        size_t nb = 0;
+                        long errors = 0;
+                        for (long i = k; i < n; i += c) {
+                                uint64_t s = now_ns();
+                                bool ok = connect_only ? one_connect(to, req, len) : one_request(to, req, len);
+                                if (!ok) {
+                                        errors++;
+                                        continue;
+                                }
+                                batch[nb++] = (int64_t)(now_ns() - s);
+                                if (nb == BATCH) {
+                                        (void)!write(pfd[1], batch, sizeof(batch));
+                                        nb = 0;
+                                }
+                        }
+                        batch[nb++] = -(int64_t)(errors + 1);
+                        (void)!write(pfd[1], batch, nb * sizeof(int64_t));
+                        _exit(0);
+                }
+        }
+        close(pfd[1]);
+        long errors = 0;
+        int children = 0;
+        size_t have = 0;
+        int64_t batch[BATCH];
+        ssize_t r;
+        while ((r = read(pfd[0], batch, sizeof(batch))) > 0) {
+                for (size_t i = 0; i < (size_t)r / sizeof(int64_t); i++) {
+                        if (batch[i] < 0) {
+                                errors += -batch[i] - 1;
+                                children++;
+                        } else if (have < (size_t)n) {
+                                samples[have++] = batch[i];
+                        }
+                }
+        }
+        close(pfd[0]);
+        while (wait(NULL) > 0)
+                ;
+        *ret_secs = (double)(now_ns() - t0) / 1e9;
+        if (children != c)
+                errors += n; /* a client died: the figures mean nothing */
+        qsort(samples, have, sizeof(int64_t), cmp_i64);
+        *ret_errors = errors;
+        *ret_samples = samples;
+        *ret_n = have;
+        return 0;
+}
+
+static int parse_proxy(const char *proxy, struct sockaddr_in *to)
+{
+        char ip[64];
+        int pport;
+        if (sscanf(proxy, "%63[0-9.]:%d", ip, &pport) != 2 || inet_pton(AF_INET, ip, &to->sin_addr) != 1 || pport < 1 ||
+            pport > 65535) {
+                fprintf(stderr, "http-bench: --proxy wants IPv4:PORT, got '%s'\n", proxy);
+                return -1;
+        }
+        to->sin_port = htons((uint16_t)pport);
+        return 0;
+}
+
+static int conns(long n, const char *host, int port, const char *proxy, int c, bool connect_only)
 {
         struct sockaddr_in to = { .sin_family = AF_INET,
                                   .sin_port = htons((uint16_t)port),
                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         char req[512];
-        int len;
-        if (proxy) {
-                char ip[64];
-                int pport;
-                if (sscanf(proxy, "%63[0-9.]:%d", ip, &pport) != 2 || inet_pton(AF_INET, ip, &to.sin_addr) != 1) {
-                        fprintf(stderr, "http-bench: --proxy wants IPv4:PORT, got '%s'\n", proxy);
+        int len = 0;
+        if (inet_pton(AF_INET, host, &to.sin_addr) != 1) {
+                if (connect_only && !proxy) {
+                        fprintf(stderr, "http-bench: connect wants an IPv4 HOST, got '%s'\n", host);
                         return 2;
                 }
-                to.sin_port = htons((uint16_t)pport);
-                len = snprintf(req, sizeof(req), "GET http://%s:%d/0 HTTP/1.1\r\nHost: %s:%d\r\n\r\n", host, port, host,
+                to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        }
+        if (proxy && parse_proxy(proxy, &to) < 0)
+                return 2;
+        if (connect_only && proxy)
+                len = snprintf(req, sizeof(req), "CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n", host, port, host,
                                port);
-        } else {
+        else if (proxy)
+                len = snprintf(req, sizeof(req),
+                               "GET http://%s:%d/0 HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n", host, port,
+                               host, port);
+        else if (!connect_only)
                 len = snprintf(req, sizeof(req), "GET /0 HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n", host,
                                port);
-        }
-        int errpipe[2];
-        if (pipe(errpipe) < 0)
+        double secs;
+        long errors;
+        int64_t *v;
+        size_t nv;
+        if (run_clients(n, c, connect_only, &to, req, (size_t)len, &secs, &errors, &v, &nv) < 0) {
+                perror("http-bench");
                 return 1;
-        uint64_t t0 = now_ns();
-        for (int k = 0; k < c; k++) {
-                pid_t pid = fork();
-                if (pid < 0)
-                        return 1;
-                if (pid == 0) {
-                        long errors = 0;
-                        for (long i = k; i < n; i += c)
-                                if (!one_request(&to, req, (size_t)len))
-                                        errors++;
-                        (void)!write(errpipe[1], &errors, sizeof(errors));
-                        _exit(0);
-                }
         }
-        close(errpipe[1]);
-        long errors = 0, e;
-        int children = 0;
-        while (read(errpipe[0], &e, sizeof(e)) == sizeof(e)) {
-                errors += e;
-                children++;
-        }
-        while (wait(NULL) > 0)
-                ;
-        double secs = (double)(now_ns() - t0) / 1e9;
-        if (children != c)
-                errors += n; /* a child died: the figure means nothing */
-        printf("connections_per_s=%.0f errors=%ld\n", (double)n / secs, errors);
+        if (connect_only)
+                printf("connect_p50_us=%.1f connect_p99_us=%.1f errors=%ld\n", percentile_us(v, nv, 0.5),
+                       percentile_us(v, nv, 0.99), errors);
+        else
+                printf("connections_per_s=%.0f errors=%ld p50_us=%.1f p99_us=%.1f\n", (double)n / secs, errors,
+                       percentile_us(v, nv, 0.5), percentile_us(v, nv, 0.99));
+        free(v);
         return errors ? 1 : 0;
 }
 
 int main(int argc, char **argv)
 {
-        if (argc == 2 && strcmp(argv[1], "serve") == 0)
-                return serve();
+        struct in_addr addr = { htonl(INADDR_LOOPBACK) };
+        if (argc >= 2 && argc <= 3 && strcmp(argv[1], "serve") == 0) {
+                if (argc == 3 && inet_pton(AF_INET, argv[2], &addr) != 1)
+                        goto usage;
+                return serve(addr.s_addr);
+        }
         if (argc == 3 && strcmp(argv[1], "relay") == 0 && atoi(argv[2]) > 0 && atoi(argv[2]) < 65536)
                 return relay(atoi(argv[2]));
-        if (argc >= 5 && strcmp(argv[1], "conns") == 0) {
+        bool connect_only = argc >= 5 && strcmp(argv[1], "connect") == 0;
+        if (argc >= 5 && (strcmp(argv[1], "conns") == 0 || connect_only)) {
                 long n = atol(argv[2]);
                 const char *host = argv[3], *proxy = NULL;
                 int port = atoi(argv[4]), c = 1;
                 for (int i = 5; i < argc; i++) {
                         if (strcmp(argv[i], "--proxy") == 0 && i + 1 < argc)
                                 proxy = argv[++i];
-                        else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+                        else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc && !connect_only)
                                 c = atoi(argv[++i]);
                         else
                                 goto usage;
                 }
                 if (n < 1 || n > 10000000 || port < 1 || port > 65535 || c < 1 || c > 64)
                         goto usage;
-                return conns(n, host, port, proxy, c);
+                return conns(n, host, port, proxy, c, connect_only);
         }
 usage:
-        fprintf(stderr,
-                "usage: http-bench serve | http-bench relay PORT | http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]\n");
+        fprintf(stderr, "usage: http-bench serve [ADDR] | http-bench relay PORT |\n"
+                        "       http-bench conns N HOST PORT [--proxy IP:PORT] [-c C] |\n"
+                        "       http-bench connect N HOST PORT [--proxy IP:PORT]\n");
         return 2;
 }

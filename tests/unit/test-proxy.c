@@ -26,6 +26,7 @@
 
 #include "proxy.h"
 #include "resolve.h"
+#include "util/clock.h"
 
 /* ------------------------------------------------------------------ parsers */
 
@@ -1987,4 +1988,86 @@ Test(live, ask_pending_listed_then_cancelled_by_the_run_end)
         cr_expect_str_eq(field_str(c, "reason"), "the run ended");
         cr_expect_eq(field_int(c, "connections"), 2);
         aj_net_policy_free(ask);
+}
+
+/* ------------------------------------------------------------ relay buffers */
+
+/* Every direction of max_connections connections asks to grow, over and over: the ones
+ * that may, grow; the run's buffers never pass max_connections * 2 * AJ_PROXY_BUFFER_SIZE. */
+static size_t grow_all(unsigned max_connections, unsigned *ret_grown)
+{
+        size_t excess = 0, total = 0;
+        unsigned grown = 0;
+        for (unsigned round = 0; round < 3; round++)
+                for (unsigned d = 0; d < 2 * max_connections; d++) {
+                        /* The first round: every buffer at its minimum; later, the grown ones ask again. */
+                        size_t cap = d < grown ? AJ_PROXY_BUFFER_MAX : AJ_PROXY_BUFFER_MIN;
+                        if (aj_proxy_buffer_may_grow(excess, cap, AJ_PROXY_BUFFER_MAX, max_connections)) {
+                                cr_assert_eq(cap, AJ_PROXY_BUFFER_MIN, "a buffer at its maximum does not grow");
+                                excess += AJ_PROXY_BUFFER_MAX - cap;
+                                grown++;
+                        }
+                }
+        total = 2 * (size_t)max_connections * AJ_PROXY_BUFFER_MIN + excess;
+        *ret_grown = grown;
+        return total;
+}
+
+Test(relay_buffers, growth_bounded_per_run)
+{
+        unsigned grown;
+        size_t total = grow_all(4, &grown);
+        cr_expect_leq(total, 4 * 2 * (size_t)AJ_PROXY_BUFFER_SIZE);
+        cr_expect_eq(grown, 1, "4 connections: room for one buffer of %d KiB, not %u", AJ_PROXY_BUFFER_MAX >> 10,
+                     grown);
+        total = grow_all(AJ_PROXY_MAX_CONNECTIONS, &grown);
+        cr_expect_leq(total, AJ_PROXY_MAX_CONNECTIONS * 2 * (size_t)AJ_PROXY_BUFFER_SIZE);
+        cr_expect_eq(grown, AJ_PROXY_MAX_CONNECTIONS * 2 * (AJ_PROXY_BUFFER_SIZE - AJ_PROXY_BUFFER_MIN) /
+                                    (AJ_PROXY_BUFFER_MAX - AJ_PROXY_BUFFER_MIN));
+        cr_expect(grown >= 2, "one bulk connection's two directions grow");
+        cr_expect_not(aj_proxy_buffer_may_grow(0, AJ_PROXY_BUFFER_MAX, AJ_PROXY_BUFFER_MAX, 256), "not to its size");
+        cr_expect_not(aj_proxy_buffer_may_grow(SIZE_MAX, AJ_PROXY_BUFFER_MIN, AJ_PROXY_BUFFER_MAX, 256),
+                      "past the room: no wrap-around");
+        cr_expect_not(aj_proxy_buffer_may_grow(0, AJ_PROXY_BUFFER_MIN, AJ_PROXY_BUFFER_MAX, 0), "no connections");
+}
+
+/* Four tunnels whose server pushes 8 MiB each into a client that does not read: their
+ * buffers fill, and grow only as far as the run's bound for max_connections 4. */
+Test(live, relay_buffers_of_filled_tunnels_bounded)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        AjProxyOptions opts = { .max_connections = 4 };
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, &opts);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[512];
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                int fds[4];
+                for (int i = 0; i < 4; i++) {
+                        fds[i] = http_connect(l.http_port, target, answer, sizeof(answer));
+                        if (fds[i] < 0 || strncmp(answer, "HTTP/1.1 200", 12) != 0)
+                                _exit(1);
+                        write_full(fds[i], "gen 8388608\n", 12);
+                }
+                sleep(2); /* not reading: the tunnels fill */
+                _exit(0);
+        }
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = { .events = EPOLLIN };
+        epoll_ctl(ep, EPOLL_CTL_ADD, aj_proxy_fd(l.proxy), &ev);
+        size_t most = 0;
+        for (uint64_t end = aj_now_monotonic_ns() + 1500000000ull; aj_now_monotonic_ns() < end;) {
+                if (epoll_wait(ep, &ev, 1, 100) > 0)
+                        aj_proxy_dispatch(l.proxy);
+                size_t now = aj_proxy_relay_buffer_bytes(l.proxy);
+                most = now > most ? now : most;
+        }
+        close(ep);
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_leq(most, 4 * 2 * (size_t)AJ_PROXY_BUFFER_SIZE, "the run's relay buffers held %zu bytes", most);
+        /* Eight buffers at their minimum (both directions carried bytes), one grown. */
+        cr_expect_gt(most, 8 * (size_t)AJ_PROXY_BUFFER_MIN, "a filled tunnel's buffer grew (%zu bytes)", most);
+        cr_expect_eq(aj_proxy_relay_buffer_bytes(l.proxy), 0, "the buffers went with their connections");
+        live_stop(&l);
 }
