@@ -282,6 +282,8 @@ void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
                 r = -ENOMEM;
         } else
                 r = broker_emit_pair(b, "tool.request", ev, "approval.requested", asked);
+        if (r >= 0)
+                r = broker_commit(b); /* the operator is told of a call whose events are on disk */
         if (r < 0) {
                 broker_in_flight_remove(b, f);
                 aj_meter_settle(b->meter, res, false);

@@ -28,6 +28,8 @@
 /* broker.error events: a burst, then a steady rate; the rest are counted, not written. */
 #define ERROR_BURST 20
 #define ERROR_PER_SEC 5
+/* Group commit: the events held for one write(2) are committed early past this. */
+#define GROUP_MAX_BYTES (1u << 20)
 
 typedef AjLineConn Conn; /* held calls: aj_line_conn_hold() keeps it open for their replies */
 
@@ -68,8 +70,16 @@ struct AjBroker {
         char **approval_globs;
         size_t n_approval_globs;
         uint64_t approval_timeout_ns;
-        bool closing; /* in aj_broker_free(): held calls end with the run */
+        bool closing;  /* in aj_broker_free(): held calls end with the run */
+        bool grouping; /* in aj_broker_dispatch(): events held, replies corked */
+        uint64_t commits_failed;
 };
+
+/* broker.c: inside aj_broker_dispatch(), writes the events held so far and sends the replies
+ * they back (or closes those connections, if the write failed: its result), then holds
+ * again. Before anything that acts outside the broker on recorded events (a breach, an
+ * operator asked). Outside a dispatch: 0, nothing to do. */
+int broker_commit(AjBroker *b);
 
 /* broker-reply.c: events and replies (every event is emitted before its reply is queued) */
 void broker_conn_reply(Conn *c, json_t *reply);
@@ -88,7 +98,8 @@ json_t *broker_cap_json(AjCap cap, uint64_t v);
 int broker_add_breach(json_t *o, const AjMeterDecision *d);
 json_t *broker_verdict_reply(AjBroker *b, json_t *id, const char *verdict, const AjMeterDecision *d);
 json_t *broker_reply_set(json_t *reply, const char *key, json_t *value);
-void broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req);
+/* Commits what is held first: < 0 when that failed (the request is not recorded). */
+int broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req);
 int broker_add_logged_args(json_t *ev, json_t *args, const char *canon);
 const char *broker_verdict_name(AjVerdict v, bool tool);
 

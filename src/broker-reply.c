@@ -188,10 +188,14 @@ json_t *broker_reply_set(json_t *reply, const char *key, json_t *value)
         return reply;
 }
 
-void broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
+int broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
 {
         if (d->verdict != AJ_VERDICT_BREACH || !b->hooks || !b->hooks->breach)
-                return;
+                return 0;
+        /* The freeze, the incident and the alert follow the breaching request on disk. */
+        int r = broker_commit(b);
+        if (r < 0)
+                return r;
         AjBreach br = {
                 .cap = aj_cap_name(d->cap),
                 .limit = broker_cap_value(d->cap, d->limit),
@@ -199,6 +203,7 @@ void broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
                 .request = req,
         };
         b->hooks->breach(b->hooks->userdata, &br);
+        return 0;
 }
 
 /* The arguments as logged: the value itself when small, else a truncated canonical text. */

@@ -197,7 +197,8 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 return broker_reply_unrecorded(b, c, id, r);
         if (d.verdict == AJ_VERDICT_ALLOW)
                 broker_in_flight_add(b, call_id, name, digest);
-        broker_report_breach(b, &d, req);
+        if (broker_report_breach(b, &d, req) < 0)
+                return broker_reply_unrecorded(b, c, id, -EIO);
 
         json_t *reply = broker_verdict_reply(b, id, broker_verdict_name(d.verdict, true), &d);
         broker_conn_reply(c, broker_reply_set(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(call_id)));
@@ -312,7 +313,8 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
         broker_reports_suppressed_recorded(b);
-        broker_report_breach(b, &d, req);
+        if (broker_report_breach(b, &d, req) < 0)
+                return broker_reply_unrecorded(b, c, id, -EIO);
 
         json_t *reply = broker_verdict_reply(b, id, broker_verdict_name(d.verdict, false), &d);
         reply = broker_reply_set(reply, AJ_BROKER_F_COST, json_real(broker_cap_value(AJ_CAP_COST_USD, d.cost_pusd)));
@@ -422,7 +424,11 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
 
 static void on_line(void *userdata, AjLineConn *c, const char *line, size_t len)
 {
-        handle_line(userdata, c, line, len);
+        AjBroker *b = userdata;
+        handle_line(b, c, line, len);
+        /* A bound on what waits for one write: the events of many maximal lines. */
+        if (b->grouping && b->hooks->held_bytes && b->hooks->held_bytes(b->hooks->userdata) >= GROUP_MAX_BYTES)
+                (void)broker_commit(b);
 }
 
 static void on_too_long(void *userdata, AjLineConn *c)
@@ -455,9 +461,46 @@ static void on_closed(void *userdata, AjLineConn *c)
                 broker_cancel_held(b, c, b->closing ? "the run ended" : "the caller disconnected");
 }
 
+/* ---- group commit ---- */
+
+static bool can_group(const AjBroker *b) { return b->hooks && b->hooks->hold && b->hooks->commit; }
+
+static void group_begin(AjBroker *b)
+{
+        if (!can_group(b))
+                return;
+        b->hooks->hold(b->hooks->userdata);
+        aj_line_server_cork(b->server);
+        b->grouping = true;
+}
+
+/* One write(2) for every event held, then the replies, or none of them if it failed. */
+static int group_end(AjBroker *b)
+{
+        if (!b->grouping)
+                return 0;
+        b->grouping = false;
+        int r = b->hooks->commit(b->hooks->userdata);
+        if (r < 0)
+                b->commits_failed++;
+        aj_line_server_uncork(b->server, r >= 0);
+        return r;
+}
+
+int broker_commit(AjBroker *b)
+{
+        if (!b->grouping)
+                return 0;
+        int r = group_end(b);
+        group_begin(b);
+        return r;
+}
+
 int aj_broker_dispatch(AjBroker *b)
 {
+        group_begin(b);
         int r = aj_loop_dispatch(b->loop, 0);
+        (void)group_end(b); /* a failure has closed the connections it concerned */
         return r < 0 ? r : 0;
 }
 

@@ -15,13 +15,20 @@ struct AjEventLog {
         int fd;
         uint64_t seq;
         char *run_json; /* the run id as a JSON string, encoded once */
-        /* Lines are formatted here; between aj_events_batch_begin() and _end() they wait
-         * here for one write(2). */
+        /* Lines are formatted here and wait for one write(2): the events of a batch
+         * (aj_events_batch_begin()/_end()), and everything emitted while the log is held
+         * (aj_events_hold()/_commit()). buf[0..len) holds `unwritten` events, in the chain
+         * already (seq, pending_prev) but not yet in the file. */
         char *buf;
         size_t len, cap;
+        uint64_t unwritten;
+        bool held;
         bool batching;
-        size_t batch_seq;
         int batch_err; /* an event of the batch was refused: the whole batch is */
+        /* Where the batch began, to drop it whole. */
+        size_t batch_len;
+        uint64_t batch_unwritten;
+        char batch_prev[AJ_SHA256_HEX_SIZE];
         /* The file's size, and the agent's share of it (0: no limit). */
         uint64_t bytes, agent_limit, wanted;
         /* The chain: the hash of the last line written, and of the last line formatted
@@ -179,12 +186,33 @@ static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
         return (ssize_t)((size_t)hn + body + 1);
 }
 
+/* Writes what waits in the buffer: on success it is the file's; on failure none of it is in
+ * the chain (seq and the chain's head go back to the last line written). */
+static int flush(AjEventLog *log)
+{
+        if (log->len == 0)
+                return 0;
+        int r = aj_write_all(log->fd, log->buf, log->len);
+        if (r < 0) {
+                log->seq -= log->unwritten;
+                memcpy(log->pending_prev, log->prev, sizeof(log->prev));
+        } else {
+                memcpy(log->prev, log->pending_prev, sizeof(log->prev));
+                log->bytes += log->len;
+        }
+        log->len = 0;
+        log->unwritten = 0;
+        return r;
+}
+
 static int emit(AjEventLog *log, const char *type, json_t *fields, bool agent)
 {
         if (log->batching && log->batch_err < 0) {
                 json_decref(fields);
                 return log->batch_err;
         }
+        char head[AJ_SHA256_HEX_SIZE];
+        memcpy(head, log->pending_prev, sizeof(head));
         ssize_t n = reserve(log, 512);
         if (n >= 0)
                 n = format_line(log, type, fields);
@@ -196,27 +224,17 @@ static int emit(AjEventLog *log, const char *type, json_t *fields, bool agent)
         }
         if (n < 0) {
                 /* Nothing of it is in the chain; a batch goes whole or not at all. */
+                memcpy(log->pending_prev, head, sizeof(head));
                 if (log->batching)
                         log->batch_err = (int)n;
-                else
-                        memcpy(log->pending_prev, log->prev, sizeof(log->prev));
                 return (int)n;
         }
-        if (log->batching) {
-                log->len += (size_t)n;
-                log->batch_seq++;
-                log->seq++;
-                return 0;
-        }
-        int r = aj_write_all(log->fd, log->buf + log->len, (size_t)n);
-        if (r < 0) {
-                memcpy(log->pending_prev, log->prev, sizeof(log->prev)); /* not in the chain */
-                return r;
-        }
-        memcpy(log->prev, log->pending_prev, sizeof(log->prev));
+        log->len += (size_t)n;
+        log->unwritten++;
         log->seq++;
-        log->bytes += (uint64_t)n;
-        return 0;
+        if (log->batching || log->held)
+                return 0;
+        return flush(log);
 }
 
 int aj_events_emit(AjEventLog *log, const char *type, json_t *fields) { return emit(log, type, fields, false); }
@@ -251,28 +269,40 @@ void aj_events_line_hash(const char *line, size_t len, char out[AJ_SHA256_HEX_SI
 
 const char *aj_events_last_hash(const AjEventLog *log) { return log->prev; }
 
-void aj_events_batch_begin(AjEventLog *log) { log->batching = true; }
+void aj_events_batch_begin(AjEventLog *log)
+{
+        log->batching = true;
+        log->batch_err = 0;
+        log->batch_len = log->len;
+        log->batch_unwritten = log->unwritten;
+        memcpy(log->batch_prev, log->pending_prev, sizeof(log->batch_prev));
+}
 
 int aj_events_batch_end(AjEventLog *log)
 {
         log->batching = false;
         int r = log->batch_err;
         log->batch_err = 0;
-        if (r == 0 && log->len == 0)
-                return 0;
-        if (r == 0)
-                r = aj_write_all(log->fd, log->buf, log->len);
-        if (r == 0)
-                log->bytes += log->len;
         if (r < 0) {
-                log->seq -= log->batch_seq; /* none of them is in the chain */
-                memcpy(log->pending_prev, log->prev, sizeof(log->prev));
-        } else {
-                memcpy(log->prev, log->pending_prev, sizeof(log->prev));
+                /* Dropped whole; what was held before it stays. */
+                log->seq -= log->unwritten - log->batch_unwritten;
+                log->len = log->batch_len;
+                log->unwritten = log->batch_unwritten;
+                memcpy(log->pending_prev, log->batch_prev, sizeof(log->pending_prev));
+                return r;
         }
-        log->len = log->batch_seq = 0;
-        return r;
+        return log->held ? 0 : flush(log);
 }
+
+void aj_events_hold(AjEventLog *log) { log->held = true; }
+
+int aj_events_commit(AjEventLog *log)
+{
+        log->held = false;
+        return log->batching ? 0 : flush(log);
+}
+
+size_t aj_events_held_bytes(const AjEventLog *log) { return log->len; }
 
 uint64_t aj_events_last_seq(const AjEventLog *log) { return log->seq; }
 
@@ -287,6 +317,8 @@ void aj_events_close(AjEventLog *log)
 {
         if (!log)
                 return;
+        if (log->fd >= 0 && !log->batching)
+                (void)flush(log); /* held events are the chain's: a close commits them */
         if (log->fd >= 0)
                 close(log->fd);
         free(log->buf);

@@ -43,6 +43,12 @@ typedef struct {
          * batch_end(), whose result says whether they were recorded. */
         void (*batch_begin)(void *userdata);
         int (*batch_end)(void *userdata);
+        /* Optional (both or neither): group commit. Events emitted after hold() are in the
+         * chain but wait for commit(), which writes them with one write(2) and returns its
+         * result (< 0: none of them is recorded). held_bytes(): how many wait. */
+        void (*hold)(void *userdata);
+        int (*commit)(void *userdata);
+        size_t (*held_bytes)(void *userdata);
 } AjHooks;
 
 /* Approval ids of hosts held by the proxy ("net-3"); the broker refuses to hold a tool

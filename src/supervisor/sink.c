@@ -29,6 +29,24 @@ static int log_batch_end(void *userdata)
         return aj_events_batch_end(l->log);
 }
 
+static void log_hold(void *userdata)
+{
+        AjSupEventLog *l = userdata;
+        aj_events_hold(l->log);
+}
+
+static int log_commit(void *userdata)
+{
+        AjSupEventLog *l = userdata;
+        return aj_events_commit(l->log);
+}
+
+static size_t log_held_bytes(void *userdata)
+{
+        AjSupEventLog *l = userdata;
+        return aj_events_held_bytes(l->log);
+}
+
 static uint64_t log_bytes(void *userdata)
 {
         AjSupEventLog *l = userdata;
@@ -64,6 +82,9 @@ static const AjSupSinkOps log_ops = {
         .emit_agent = log_emit_agent,
         .batch_begin = log_batch_begin,
         .batch_end = log_batch_end,
+        .hold = log_hold,
+        .commit = log_commit,
+        .held_bytes = log_held_bytes,
         .bytes = log_bytes,
         .wanted = log_wanted,
         .set_agent_limit = log_set_agent_limit,

@@ -19,6 +19,10 @@ typedef struct {
         int (*emit_agent)(void *userdata, const char *type, json_t *fields);
         void (*batch_begin)(void *userdata);
         int (*batch_end)(void *userdata);
+        /* Optional: group commit (aj_events_hold(), _commit(), _held_bytes()). */
+        void (*hold)(void *userdata);
+        int (*commit)(void *userdata);
+        size_t (*held_bytes)(void *userdata);
         /* events.jsonl's size; and what it would have become with the refused events. */
         uint64_t (*bytes)(void *userdata);
         uint64_t (*wanted)(void *userdata);
