@@ -23,6 +23,8 @@
 #define MAX_ACCEPTS_PER_DISPATCH 16
 /* Allowed tool calls tracked until their tool_result; past this the oldest is dropped. */
 #define MAX_IN_FLIGHT 256
+/* Their index by call id: chains from 2x as many buckets (a power of two). */
+#define IN_FLIGHT_BUCKETS 512
 /* Calls held for approval at once; more are denied (a loop must not pile them up). */
 #define MAX_AWAITING 64
 /* broker.error events: a burst, then a steady rate; the rest are counted, not written. */
@@ -48,6 +50,10 @@ typedef struct {
         json_t *req_id;
         AjMeterReservation res;
         AjLoopTimer timer; /* the deadline, on b->now_ns()'s clock; userdata: the broker */
+        /* The index: the call id's hash, the next slot in its bucket's chain; the arrival
+         * list, oldest first (slot numbers, -1: none). */
+        uint32_t hash;
+        int16_t chain, older, newer;
 } InFlight;
 
 struct AjBroker {
@@ -64,6 +70,13 @@ struct AjBroker {
         uint64_t reports_suppressed_told; /* report_rl.suppressed already in an event */
         InFlight *in_flight;              /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
         size_t n_in_flight, n_awaiting;
+        /* Found by call id without a scan: hashed (seeded) into buckets of chains; dropped
+         * oldest first from the arrival list; free slots on a stack. */
+        uint32_t in_flight_seed;
+        int16_t in_flight_bucket[IN_FLIGHT_BUCKETS];
+        int16_t oldest, newest;
+        int16_t free_slot[MAX_IN_FLIGHT];
+        size_t n_free;
         uint64_t in_flight_order, in_flight_dropped;
         uint64_t n_undo; /* tool_result undo records recorded: at most AJ_BROKER_MAX_UNDO */
         /* approvals: calls whose tool name matches wait for aj_broker_decide() */

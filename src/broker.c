@@ -158,12 +158,10 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
 
         AjMeterReservation res;
         AjMeterDecision d;
-        if (!no_call_id)
-                aj_meter_note_judged(b->meter, call_id); /* the gate saw it (aj_meter_gate_missed) */
-        /* The agent's own id (not one made up here): the model's tool call id, by which the
-         * gateway's count of the same call is recognised (counted once, claimed once). */
-        r = aj_meter_reserve_tool_call(b->meter, name, digest, no_call_id ? NULL : call_id, AJ_METER_BY_BROKER,
-                                       b->now_ns(), &res, &d);
+        /* The gate saw it (aj_meter_gate_missed), whatever the verdict. The agent's own id
+         * (not one made up here): the model's tool call id, by which the gateway's count of
+         * the same call is recognised (counted once, claimed once). */
+        r = aj_meter_judge_tool_call(b->meter, name, digest, no_call_id ? NULL : call_id, b->now_ns(), &res, &d);
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
 
