@@ -26,6 +26,7 @@
 
 #include "broker-internal.h"
 #include "events.h"
+#include "util/json-flat.h"
 #include "util/parse.h"
 #include "util/strv.h"
 
@@ -369,7 +370,11 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
                 len--;
         if (strspn(line, " \t\r") >= len)
                 return; /* blank lines are allowed between requests */
-        _cleanup_(json_decrefp) json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+        /* Most requests are flat (tokens, tool_result without undo, usage, check): parsed
+         * without jansson's lexer; anything else, and every error, is jansson's. */
+        _cleanup_(json_decrefp) json_t *req = NULL;
+        if (aj_json_load_flat(line, len, &req) <= 0)
+                req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
         if (!req)
                 return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_JSON, "invalid JSON at column %d: %s", je.column,
                                           je.text);

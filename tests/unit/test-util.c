@@ -13,6 +13,7 @@
 
 #include "util/error.h"
 #include "util/fd.h"
+#include "util/json-flat.h"
 #include "util/format.h"
 #include "util/open-under.h"
 #include "util/path.h"
@@ -457,4 +458,67 @@ Test(rm_rf, does_not_cross_a_mount, .init = fs_setup, .fini = fs_teardown)
         cr_expect_eq(r, -EXDEV);
         cr_expect(kept, "a file in the mount below was removed");
         cr_expect(other_gone);
+}
+
+/* ---- json-flat: the broker's fast path agrees with jansson or stands aside ---- */
+
+Test(json_flat, agrees_with_jansson_on_what_it_takes)
+{
+        static const char *const taken[] = {
+                "{}",
+                " { } ",
+                "{\"id\":1,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
+                "\"gen_ai.usage.input_tokens\":1200,\"gen_ai.usage.output_tokens\":0}",
+                "{ \"id\" : \"a b\" ,\t\"v\":1 ,\"x\":\"\"}\r",
+                "{\"n\":999999999999999999}",
+                "{\"\":0}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(taken); i++) {
+                json_t *fast = NULL;
+                cr_assert_eq(aj_json_load_flat(taken[i], strlen(taken[i]), &fast), 1, "taken: %s", taken[i]);
+                json_error_t je;
+                json_t *slow = json_loadb(taken[i], strlen(taken[i]), JSON_REJECT_DUPLICATES, &je);
+                cr_assert_not_null(slow, "%s", taken[i]);
+                cr_expect(json_equal(fast, slow), "the same object for %s", taken[i]);
+                json_decref(fast);
+                json_decref(slow);
+        }
+}
+
+Test(json_flat, leaves_everything_else_to_jansson)
+{
+        /* Valid JSON it does not take (jansson decides), and invalid JSON (jansson's error). */
+        static const char *const left[] = {
+                "{\"a\":1,\"a\":2}",           /* duplicate: jansson refuses it, with its message */
+                "{\"a\":\"x\\\"y\"}",          /* an escape */
+                "{\"a\":\"\xc3\xa9\"}",        /* non-ASCII */
+                "{\"\xc3\xa9\":1}",            /* a non-ASCII key */
+                "{\"a\":-1}",                  /* negative */
+                "{\"a\":1.5}",                 /* real */
+                "{\"a\":1e3}",                 /* real */
+                "{\"a\":01}",                  /* a leading zero: invalid */
+                "{\"a\":9999999999999999999}", /* past int64: jansson says so */
+                "{\"a\":null}",
+                "{\"a\":true}",
+                "{\"a\":{}}",
+                "{\"a\":[]}",
+                "[1]",
+                "{\"a\":1,}",
+                "{\"a\":1} x",
+                "{\"a\":1",
+                "{\"a\" 1}",
+                "{\"a\":\"x",
+                "{\"a\":\"\t\"}", /* a raw control character: invalid */
+                "",
+                "{",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(left); i++) {
+                json_t *fast = NULL;
+                cr_expect_eq(aj_json_load_flat(left[i], strlen(left[i]), &fast), 0, "left to jansson: %s", left[i]);
+                cr_expect_null(fast);
+        }
+        /* A NUL inside the line is never taken. */
+        const char nul[] = "{\"a\":\"x\0y\"}";
+        json_t *fast = NULL;
+        cr_expect_eq(aj_json_load_flat(nul, sizeof(nul) - 1, &fast), 0);
 }
