@@ -7,6 +7,7 @@
 
 #include "broker-internal.h"
 #include "events.h"
+#include "util/json-fast.h"
 
 /* ---- replies ---- */
 
@@ -14,6 +15,14 @@ void broker_conn_reply(Conn *c, json_t *reply)
 {
         if (!reply) {
                 aj_line_conn_kill(c);
+                return;
+        }
+        /* Most replies fit here, and need no allocation. */
+        char small[1024];
+        ssize_t n = aj_json_dump_fast(reply, small, sizeof(small), false, 12);
+        if (n >= 0 && (size_t)n <= sizeof(small)) {
+                json_decref(reply);
+                aj_line_conn_queue(c, small, (size_t)n);
                 return;
         }
         _cleanup_free_ char *s = json_dumps(reply, JSON_COMPACT | JSON_REAL_PRECISION(12));

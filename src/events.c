@@ -9,6 +9,7 @@
 
 #include "events.h"
 #include "util/fd.h"
+#include "util/json-fast.h"
 #include "util/sha256.h"
 
 struct AjEventLog {
@@ -146,32 +147,58 @@ static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
         /* The header first; the fields may not override it. */
         for (size_t i = 0; fields && i < ARRAY_SIZE(reserved); i++)
                 (void)json_object_del(fields, reserved[i]);
-        int hn;
-        for (;;) {
-                size_t room = log->cap - log->len;
-                hn = snprintf(log->buf + log->len, room,
-                              "{\"seq\":%llu,\"ts\":\"%s.%09lluZ\",\"run\":%s,\"type\":%s%s%s,\"prev\":\"%s\"",
-                              (unsigned long long)(log->seq + 1), log->ts_base,
-                              (unsigned long long)(now % 1000000000ull), log->run_json, type_json ? "" : "\"",
-                              type_json ? type_json : type, type_json ? "" : "\"", log->pending_prev);
-                if (hn < 0)
-                        return -EINVAL;
-                if ((size_t)hn < room)
-                        break;
-                if (reserve(log, (size_t)hn + 1) < 0)
-                        return -ENOMEM;
-        }
+        /* The header by hand (it is on every line): what snprintf would make of
+         * {"seq":%llu,"ts":"%s.%09lluZ","run":%s,"type":"%s","prev":"%s"}. */
+        const char *t = type_json ? type_json : type;
+        size_t tn = strlen(t), rn = strlen(log->run_json), bn = strlen(log->ts_base);
+        size_t need = 64 + 20 + bn + 10 + rn + tn + 2 + AJ_SHA256_HEX_SIZE;
+        if (log->cap - log->len < need && reserve(log, need) < 0)
+                return -ENOMEM;
+        char *h = log->buf + log->len, *p = h;
+#define PUT(s, n) (memcpy(p, (s), (n)), p += (n))
+        char num[24];
+        size_t i = sizeof(num);
+        unsigned long long v = (unsigned long long)(log->seq + 1);
+        do
+                num[--i] = (char)('0' + v % 10);
+        while ((v /= 10) > 0);
+        PUT("{\"seq\":", 7);
+        PUT(num + i, sizeof(num) - i);
+        PUT(",\"ts\":\"", 7);
+        PUT(log->ts_base, bn);
+        *p++ = '.';
+        unsigned long long frac = (unsigned long long)(now % 1000000000ull);
+        for (int d = 8; d >= 0; d--, frac /= 10)
+                p[d] = (char)('0' + frac % 10);
+        p += 9;
+        PUT("Z\",\"run\":", 9);
+        PUT(log->run_json, rn);
+        PUT(",\"type\":", 8);
+        if (!type_json)
+                *p++ = '"';
+        PUT(t, tn);
+        if (!type_json)
+                *p++ = '"';
+        PUT(",\"prev\":\"", 9);
+        PUT(log->pending_prev, AJ_SHA256_HEX_SIZE - 1);
+        *p++ = '"';
+#undef PUT
+        int hn = (int)(p - h);
         size_t at = log->len + (size_t)hn, body;
         if (fields && json_object_size(fields) > 0) {
                 /* The fields' own object, its opening brace turned into a comma. */
                 const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII;
-                body = json_dumpb(fields, log->buf + at, log->cap - at, flags);
+                ssize_t fast = aj_json_dump_fast(fields, log->buf + at, log->cap - at, true, 0);
+                body = fast >= 0 ? (size_t)fast : json_dumpb(fields, log->buf + at, log->cap - at, flags);
                 if (body == 0)
                         return -ENOMEM;
                 if (body + 1 > log->cap - at) {
                         if (reserve(log, (size_t)hn + body + 1) < 0)
                                 return -ENOMEM;
-                        if (json_dumpb(fields, log->buf + at, log->cap - at, flags) != body)
+                        size_t again = fast >= 0 ? (size_t)aj_json_dump_fast(fields, log->buf + at, log->cap - at, true,
+                                                                             0)
+                                                 : json_dumpb(fields, log->buf + at, log->cap - at, flags);
+                        if (again != body)
                                 return -EIO;
                 }
                 log->buf[at] = ',';

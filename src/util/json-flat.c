@@ -42,8 +42,7 @@ static const char *small_integer(const char *p, const char *end, json_int_t *ret
                 v = v * 10 + (uint64_t)(*p - '0');
         size_t n = (size_t)(p - s);
         /* No digits, a leading zero, too long, or a real ("1.5", "1e3"): not ours. */
-        if (n == 0 || n > FLAT_MAX_DIGITS || (n > 1 && *s == '0') ||
-            (p < end && (*p == '.' || *p == 'e' || *p == 'E')))
+        if (n == 0 || n > FLAT_MAX_DIGITS || (n > 1 && *s == '0') || (p < end && (*p == '.' || *p == 'e' || *p == 'E')))
                 return NULL;
         *ret = (json_int_t)v;
         return p;
