@@ -8,7 +8,9 @@
  * (held and written once per wake-up, as in a run). Then measures from this process:
  *   - "tokens" messages/s pipelined on 1 connection and on 8 connections;
  *   - "tool" round-trip latency (one request in flight), p50/p99; with --client also
- *     for calls 1 ms apart (the supervisor asleep when each arrives).
+ *     for calls 1 ms apart (the supervisor asleep when each arrives), and the bounds of
+ *     each phase (CLOCK_MONOTONIC), by which scripts/bench reads the supervisor's CPU;
+ *     without, the forked broker's CPU per message (/proc/PID/schedstat).
  * Prints one JSON object.
  * `broker-bench --echo [-n N]` measures the peer of the round trip: the same requests
  * answered by a bare process that sleeps in epoll_wait() and echoes a reply at once,
@@ -324,15 +326,22 @@ int main(int argc, char **argv)
                         return 2;
                 }
                 signal(SIGPIPE, SIG_IGN);
+                /* The phases' bounds on CLOCK_MONOTONIC (the host's: no time namespace), for
+                 * scripts/bench to read the supervisor's CPU over each. */
+                uint64_t t0 = aj_now_monotonic_ns();
                 double one = run_tokens(path, 1, n, 256);
+                uint64_t t1 = aj_now_monotonic_ns();
                 double eight = run_tokens(path, 8, n, 256);
+                uint64_t t2 = aj_now_monotonic_ns();
                 double p50, p99, g50, g99;
                 run_latency(path, n / 10, 0, &p50, &p99);
+                uint64_t t3 = aj_now_monotonic_ns();
                 run_latency(path, 2000, 1000, &g50, &g99);
                 printf("{\"events\": \"run\", \"tokens_msgs_per_s_1conn\": %.0f, \"tokens_msgs_per_s_8conn\": %.0f, "
                        "\"tool_rtt_p50_us\": %.1f, \"tool_rtt_p99_us\": %.1f, \"tool_spaced_rtt_p50_us\": %.1f, "
-                       "\"tool_spaced_rtt_p99_us\": %.1f}\n",
-                       one, eight, p50, p99, g50, g99);
+                       "\"tool_spaced_rtt_p99_us\": %.1f, \"n\": %ld, \"phases_ns\": [%llu, %llu, %llu, %llu]}\n",
+                       one, eight, p50, p99, g50, g99, n, (unsigned long long)t0, (unsigned long long)t1,
+                       (unsigned long long)t2, (unsigned long long)t3);
                 return 0;
         }
         if (!path || n < 1000) {
