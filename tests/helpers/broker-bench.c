@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Broker benchmark: `broker-bench SOCKET_PATH [--events FILE] [-n N]`, or
- * `broker-bench --client [-n N]` inside a jail (scripts/bench), where the run's own
+ * `broker-bench --client [-n N] [--wait-for FILE]` inside a jail (scripts/bench), where the run's own
  * broker on $AGENTJAIL_BROKER is measured, with the run's real event log.
  * Without --client it forks a broker (meter without caps, one priced model) serving SOCKET_PATH
  * with fake hooks (events dropped) or, with --events, the real event log
@@ -292,6 +292,7 @@ int main(int argc, char **argv)
 {
         const char *path = NULL, *events = NULL;
         long n = 200000;
+        const char *wait_for = NULL;
         bool client = false, echo = false;
         for (int i = 1; i < argc; i++) {
                 if (streq(argv[i], "--client"))
@@ -300,6 +301,8 @@ int main(int argc, char **argv)
                         echo = true;
                 else if (streq(argv[i], "--events") && i + 1 < argc)
                         events = argv[++i];
+                else if (streq(argv[i], "--wait-for") && i + 1 < argc)
+                        wait_for = argv[++i];
                 else if (streq(argv[i], "-n") && i + 1 < argc)
                         n = atol(argv[++i]);
                 else if (!path)
@@ -325,6 +328,9 @@ int main(int argc, char **argv)
                         fprintf(stderr, "usage: broker-bench --client [-n N>=1000] (needs $AGENTJAIL_BROKER)\n");
                         return 2;
                 }
+                /* Until whoever reads the supervisor's CPU is ready (at most 10 s). */
+                for (int i = 0; wait_for && i < 1000 && access(wait_for, F_OK) < 0; i++)
+                        nanosleep(&(struct timespec){ .tv_nsec = 10000000 }, NULL);
                 signal(SIGPIPE, SIG_IGN);
                 /* The phases' bounds on CLOCK_MONOTONIC (the host's: no time namespace), for
                  * scripts/bench to read the supervisor's CPU over each. */
