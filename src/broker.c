@@ -14,6 +14,12 @@
  * Order for every request: check (reserve in the meter), emit its events, then
  * settle and queue the reply. An event that cannot be written releases the
  * reservation and answers "internal": nothing unrecorded is ever allowed.
+ *
+ * Group commit (when the hooks offer hold/commit): a dispatch holds the chain and corks
+ * the replies, handles every ready connection, then writes all the events with one
+ * write(2) and only then sends the replies; if that write fails, the replies that
+ * depended on it are dropped and their connections closed (what was counted stays
+ * counted: fail closed).
  */
 #include <errno.h>
 #include <fcntl.h>
