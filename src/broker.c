@@ -32,6 +32,7 @@
 
 #include "broker-internal.h"
 #include "events.h"
+#include "util/json-fast.h"
 #include "util/json-flat.h"
 #include "util/parse.h"
 #include "util/strv.h"
@@ -259,6 +260,102 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
         broker_conn_reply(c, broker_envelope(id, true));
 }
 
+/* Totals as they stand once a tokens request is settled (a breach commits nothing). */
+static const AjCap total_caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
+
+static json_t *tokens_reply(AjBroker *b, json_t *id, const AjMeterDecision *d, const char *price)
+{
+        json_t *reply = broker_verdict_reply(b, id, broker_verdict_name(d->verdict, false), d);
+        reply = broker_reply_set(reply, AJ_BROKER_F_COST, json_real(broker_cap_value(AJ_CAP_COST_USD, d->cost_pusd)));
+        return broker_reply_set(reply, AJ_BROKER_F_PRICE, json_string(price));
+}
+
+_Static_assert(AJ_BROKER_VERSION == 1, "tokens_printed() prints \"v\":1");
+
+#define OUT_LITERAL(o, lit) aj_json_out_raw((o), (lit), sizeof(lit) - 1)
+
+static void out_key(AjJsonOut *o, const char *key)
+{
+        OUT_LITERAL(o, ",\"");
+        aj_json_out_raw(o, key, strlen(key));
+        OUT_LITERAL(o, "\":");
+}
+
+static int out_cap(AjJsonOut *o, AjCap cap, uint64_t v)
+{
+        out_key(o, aj_cap_name(cap));
+        if (cap == AJ_CAP_COST_USD)
+                return aj_json_out_real(o, broker_cap_value(cap, v));
+        aj_json_out_integer(o, (json_int_t)v);
+        return 0;
+}
+
+/* The common tokens request, allowed with nothing more to say (no breach, no reports
+ * refused before it): its event and its reply printed from the numbers, with the text the
+ * jansson values below would print, without building them. 1: recorded and answered (or
+ * answered "internal"); 0: not for this path, nothing done. */
+static int tokens_printed(AjBroker *b, Conn *c, json_t *id, const char *model, const uint64_t n[3],
+                          AjMeterReservation *res, const AjMeterDecision *d)
+{
+        if (d->verdict != AJ_VERDICT_ALLOW || !b->hooks || !b->hooks->emit_text ||
+            b->report_rl.suppressed != b->reports_suppressed_told)
+                return 0;
+        static const char *const count_keys[] = { AJ_BROKER_F_INPUT_TOKENS, AJ_BROKER_F_OUTPUT_TOKENS,
+                                                  AJ_BROKER_F_CACHED_TOKENS };
+        const char *price = d->price_known ? "known" : "unknown";
+        char ev[1024];
+        AjJsonOut o = aj_json_out(ev, sizeof(ev), true, 0);
+        OUT_LITERAL(&o, "{\"" AJ_BROKER_F_MODEL "\":");
+        bool ok = aj_json_out_string(&o, model, strlen(model)) >= 0;
+        for (size_t i = 0; i < ARRAY_SIZE(count_keys); i++) {
+                out_key(&o, count_keys[i]);
+                aj_json_out_integer(&o, (json_int_t)n[i]);
+        }
+        out_key(&o, AJ_BROKER_F_COST);
+        ok = ok && aj_json_out_real(&o, broker_cap_value(AJ_CAP_COST_USD, d->cost_pusd)) >= 0;
+        out_key(&o, AJ_BROKER_F_PRICE);
+        ok = ok && aj_json_out_string(&o, price, strlen(price)) >= 0;
+        out_key(&o, AJ_BROKER_F_VERDICT);
+        ok = ok && aj_json_out_string(&o, AJ_BROKER_OK, strlen(AJ_BROKER_OK)) >= 0;
+        OUT_LITERAL(&o, ",\"totals\":");
+        for (size_t i = 0; ok && i < ARRAY_SIZE(total_caps); i++) {
+                size_t at = o.len;
+                ok = out_cap(&o, total_caps[i],
+                             aj_meter_used(b->meter, total_caps[i], 0) + res->amount[total_caps[i]]) >= 0;
+                if (i == 0 && at < o.size)
+                        o.buf[at] = '{'; /* the object opens where the first member's comma was */
+        }
+        OUT_LITERAL(&o, "}}");
+        if (!ok || o.len > sizeof(ev))
+                return 0;
+        int r = b->hooks->emit_text(b->hooks->userdata, "tokens", ev, o.len);
+        aj_meter_settle(b->meter, res, r >= 0);
+        if (r < 0) {
+                broker_reply_unrecorded(b, c, id, r);
+                return 1;
+        }
+
+        char text[1024];
+        o = aj_json_out(text, sizeof(text), false, 12);
+        OUT_LITERAL(&o, "{\"" AJ_BROKER_F_ID "\":");
+        ok = aj_json_out_value(&o, id) >= 0;
+        OUT_LITERAL(&o, ",\"v\":1,\"ok\":true,\"verdict\":\"" AJ_BROKER_OK "\"");
+        json_t *usage = aj_meter_to_json(b->meter, b->now_ns(), true);
+        out_key(&o, AJ_BROKER_F_USAGE);
+        ok = ok && aj_json_out_value(&o, usage) >= 0;
+        json_decref(usage);
+        out_key(&o, AJ_BROKER_F_COST);
+        ok = ok && aj_json_out_real(&o, broker_cap_value(AJ_CAP_COST_USD, d->cost_pusd)) >= 0;
+        out_key(&o, AJ_BROKER_F_PRICE);
+        ok = ok && aj_json_out_string(&o, price, strlen(price)) >= 0;
+        OUT_LITERAL(&o, "}");
+        if (ok && o.len <= sizeof(text))
+                aj_line_conn_queue(c, text, o.len);
+        else
+                broker_conn_reply(c, tokens_reply(b, id, d, price));
+        return 1;
+}
+
 static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
 {
         static const char *const allowed[] = { AJ_BROKER_F_ID,
@@ -292,8 +389,8 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
 
-        /* Totals as they stand once this request is settled (a breach commits nothing). */
-        static const AjCap total_caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
+        if (tokens_printed(b, c, id, model, (const uint64_t[3]){ input, output, cached }, &res, &d))
+                return;
         json_t *totals = json_object();
         for (size_t i = 0; totals && i < ARRAY_SIZE(total_caps); i++) {
                 AjCap cap = total_caps[i];
@@ -321,9 +418,7 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
         if (broker_report_breach(b, &d, req) < 0)
                 return broker_reply_unrecorded(b, c, id, -EIO);
 
-        json_t *reply = broker_verdict_reply(b, id, broker_verdict_name(d.verdict, false), &d);
-        reply = broker_reply_set(reply, AJ_BROKER_F_COST, json_real(broker_cap_value(AJ_CAP_COST_USD, d.cost_pusd)));
-        broker_conn_reply(c, broker_reply_set(reply, AJ_BROKER_F_PRICE, json_string(price)));
+        broker_conn_reply(c, tokens_reply(b, id, &d, price));
 }
 
 static void op_usage(AjBroker *b, Conn *c, json_t *req, json_t *id)

@@ -125,7 +125,9 @@ static bool plain_type(const char *s)
 }
 
 /* Appends one line at log->buf + log->len without moving log->len; returns its length. */
-static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
+/* `text` (len bytes), when not NULL, is the fields already printed: a compact JSON object
+ * (ENSURE_ASCII) without the header's keys. */
+static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields, const char *text, size_t text_len)
 {
         static const char *const reserved[] = { "seq", "ts", "run", "type", "prev" };
         uint64_t now = aj_now_realtime_ns();
@@ -185,7 +187,13 @@ static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
 #undef PUT
         int hn = (int)(p - h);
         size_t at = log->len + (size_t)hn, body;
-        if (fields && json_object_size(fields) > 0) {
+        if (text && text_len > 2) {
+                if (log->cap - at < text_len + 1 && reserve(log, (size_t)hn + text_len + 1) < 0)
+                        return -ENOMEM;
+                memcpy(log->buf + at, text, text_len);
+                body = text_len;
+                log->buf[at] = ',';
+        } else if (fields && json_object_size(fields) > 0) {
                 /* The fields' own object, its opening brace turned into a comma. */
                 const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII;
                 ssize_t fast = aj_json_dump_fast(fields, log->buf + at, log->cap - at, true, 0);
@@ -232,7 +240,7 @@ static int flush(AjEventLog *log)
         return r;
 }
 
-static int emit(AjEventLog *log, const char *type, json_t *fields, bool agent)
+static int emit(AjEventLog *log, const char *type, json_t *fields, const char *text, size_t text_len, bool agent)
 {
         if (log->batching && log->batch_err < 0) {
                 json_decref(fields);
@@ -242,7 +250,7 @@ static int emit(AjEventLog *log, const char *type, json_t *fields, bool agent)
         memcpy(head, log->pending_prev, sizeof(head));
         ssize_t n = reserve(log, 512);
         if (n >= 0)
-                n = format_line(log, type, fields);
+                n = format_line(log, type, fields, text, text_len);
         json_decref(fields);
         if (n >= 0 && agent && log->agent_limit &&
             aj_log_cap_fit(log->bytes + log->len, log->agent_limit, (size_t)n) < (size_t)n) {
@@ -264,9 +272,22 @@ static int emit(AjEventLog *log, const char *type, json_t *fields, bool agent)
         return flush(log);
 }
 
-int aj_events_emit(AjEventLog *log, const char *type, json_t *fields) { return emit(log, type, fields, false); }
+int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
+{
+        return emit(log, type, fields, NULL, 0, false);
+}
 
-int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields) { return emit(log, type, fields, true); }
+int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields)
+{
+        return emit(log, type, fields, NULL, 0, true);
+}
+
+int aj_events_emit_agent_text(AjEventLog *log, const char *type, const char *object, size_t len)
+{
+        if (len < 2 || object[0] != '{' || object[len - 1] != '}')
+                return -EINVAL;
+        return emit(log, type, NULL, object, len, true);
+}
 
 void aj_events_set_agent_limit(AjEventLog *log, uint64_t limit) { log->agent_limit = limit; }
 

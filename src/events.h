@@ -30,6 +30,10 @@ uint64_t aj_events_last_seq(const AjEventLog *log);
 uint64_t aj_events_agent_share(uint64_t cap);
 void aj_events_set_agent_limit(AjEventLog *log, uint64_t limit); /* 0: none */
 int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields);
+/* The same, with the fields already printed: `object` (len bytes) is a compact JSON object,
+ * ASCII only, without the header's keys (seq, ts, run, type, prev); the caller vouches for
+ * it (util/json-fast.h prints one). For the broker's hottest events. */
+int aj_events_emit_agent_text(AjEventLog *log, const char *type, const char *object, size_t len);
 /* The file's size; and what it would have become with the last event refused. */
 uint64_t aj_events_bytes(const AjEventLog *log);
 uint64_t aj_events_wanted(const AjEventLog *log);

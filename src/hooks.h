@@ -26,6 +26,9 @@ typedef struct {
         void *userdata;
         /* Append an event to the run's chain; returns once it is written. `fields` is consumed. */
         int (*emit)(void *userdata, const char *type, json_t *fields);
+        /* Optional: emit() with the fields already printed, a compact JSON object in ASCII
+         * without the chain's header keys (aj_events_emit_agent_text()). */
+        int (*emit_text)(void *userdata, const char *type, const char *object, size_t len);
         /* A cap was crossed. The supervisor freezes (or, with on_breach "kill", kills) the
          * run's cgroup, writes incident.json, runs the alert command, marks the run
          * quarantined. The caller still answers its request afterwards. */

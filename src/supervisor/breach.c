@@ -242,6 +242,17 @@ static int hook_emit(void *userdata, const char *type, json_t *fields)
         return aj_sup_breach_emit_agent(userdata, type, fields);
 }
 
+static int hook_emit_text(void *userdata, const char *type, const char *object, size_t len)
+{
+        AjSupBreach *b = userdata;
+        int r = b->events.ops->emit_agent_text(b->events.userdata, type, object, len);
+        if (r == -EFBIG && b->events_held)
+                b->events_full_due = true;
+        else if (r == -EFBIG && !b->in_event_batch)
+                events_full(b);
+        return r;
+}
+
 static void hook_breach(void *userdata, const AjBreach *breach) { aj_sup_breach_handle(userdata, breach); }
 
 static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection)
@@ -319,6 +330,7 @@ void aj_sup_breach_hooks(AjSupBreach *b, AjHooks *ret)
         *ret = (AjHooks){
                 .userdata = b,
                 .emit = hook_emit,
+                .emit_text = b->events.ops->emit_agent_text ? hook_emit_text : NULL,
                 .breach = hook_breach,
                 .charge_egress = hook_charge_egress,
                 .approval_requested = hook_approval_requested,

@@ -17,6 +17,12 @@ static int log_emit_agent(void *userdata, const char *type, json_t *fields)
         return aj_events_emit_agent(l->log, type, fields);
 }
 
+static int log_emit_agent_text(void *userdata, const char *type, const char *object, size_t len)
+{
+        AjSupEventLog *l = userdata;
+        return aj_events_emit_agent_text(l->log, type, object, len);
+}
+
 static void log_batch_begin(void *userdata)
 {
         AjSupEventLog *l = userdata;
@@ -80,6 +86,7 @@ static json_t *last_events(void *userdata, size_t n)
 static const AjSupSinkOps log_ops = {
         .emit = log_emit,
         .emit_agent = log_emit_agent,
+        .emit_agent_text = log_emit_agent_text,
         .batch_begin = log_batch_begin,
         .batch_end = log_batch_end,
         .hold = log_hold,

@@ -7,21 +7,14 @@
 /* Depth past which jansson's own dumper is used (it knows its limits). */
 #define FAST_MAX_DEPTH 16
 
-typedef struct {
-        char *buf;
-        size_t size, len;
-        bool ascii;
-        int precision;
-} Out;
-
-static void put(Out *o, const char *s, size_t n)
+void aj_json_out_raw(AjJsonOut *o, const char *s, size_t n)
 {
         if (o->len < o->size)
                 memcpy(o->buf + o->len, s, o->len + n <= o->size ? n : o->size - o->len);
         o->len += n;
 }
 
-static void put_c(Out *o, char c)
+static void put_c(AjJsonOut *o, char c)
 {
         if (o->len < o->size)
                 o->buf[o->len] = c;
@@ -29,7 +22,7 @@ static void put_c(Out *o, char c)
 }
 
 /* jansson's escapes: the two that must be, the short forms, \u00XX for the other controls. */
-static int put_string(Out *o, const char *s, size_t n)
+int aj_json_out_string(AjJsonOut *o, const char *s, size_t n)
 {
         static const char hex[] = "0123456789ABCDEF";
         put_c(o, '"');
@@ -43,7 +36,7 @@ static int put_string(Out *o, const char *s, size_t n)
                 }
                 if (c >= 0x20 && c != '"' && c != '\\')
                         continue;
-                put(o, s + run, i - run);
+                aj_json_out_raw(o, s + run, i - run);
                 run = i + 1;
                 char e[6] = { '\\', 0 };
                 size_t len = 2;
@@ -73,14 +66,14 @@ static int put_string(Out *o, const char *s, size_t n)
                         e[5] = hex[c & 15];
                         len = 6;
                 }
-                put(o, e, len);
+                aj_json_out_raw(o, e, len);
         }
-        put(o, s + run, n - run);
+        aj_json_out_raw(o, s + run, n - run);
         put_c(o, '"');
         return 0;
 }
 
-static void put_integer(Out *o, json_int_t v)
+void aj_json_out_integer(AjJsonOut *o, json_int_t v)
 {
         char b[24];
         size_t i = sizeof(b);
@@ -90,13 +83,13 @@ static void put_integer(Out *o, json_int_t v)
         while ((u /= 10) > 0);
         if (v < 0)
                 b[--i] = '-';
-        put(o, b + i, sizeof(b) - i);
+        aj_json_out_raw(o, b + i, sizeof(b) - i);
 }
 
 /* jansson's jsonp_dtostr(): "%.*g", a ".0" when neither '.' nor 'e' shows it is a real,
  * the exponent without '+' and without leading zeros. (A locale's decimal comma: never
  * in the supervisor, which keeps the C locale.) */
-static int put_real(Out *o, double v)
+int aj_json_out_real(AjJsonOut *o, double v)
 {
         char b[64];
         int n = snprintf(b, sizeof(b) - 3, "%.*g", o->precision, v);
@@ -121,11 +114,11 @@ static int put_real(Out *o, double v)
                         len -= (size_t)(end - start);
                 }
         }
-        put(o, b, len);
+        aj_json_out_raw(o, b, len);
         return 0;
 }
 
-static int put_value(Out *o, const json_t *v, int depth)
+static int put_value(AjJsonOut *o, const json_t *v, int depth)
 {
         if (depth > FAST_MAX_DEPTH)
                 return -1;
@@ -139,7 +132,7 @@ static int put_value(Out *o, const json_t *v, int depth)
                         if (!first)
                                 put_c(o, ',');
                         first = false;
-                        if (put_string(o, key, strlen(key)) < 0)
+                        if (aj_json_out_string(o, key, strlen(key)) < 0)
                                 return -1;
                         put_c(o, ':');
                         if (put_value(o, m, depth + 1) < 0)
@@ -159,29 +152,31 @@ static int put_value(Out *o, const json_t *v, int depth)
                 put_c(o, ']');
                 return 0;
         case JSON_STRING:
-                return put_string(o, json_string_value(v), json_string_length(v));
+                return aj_json_out_string(o, json_string_value(v), json_string_length(v));
         case JSON_INTEGER:
-                put_integer(o, json_integer_value(v));
+                aj_json_out_integer(o, json_integer_value(v));
                 return 0;
         case JSON_REAL:
-                return put_real(o, json_real_value(v));
+                return aj_json_out_real(o, json_real_value(v));
         case JSON_TRUE:
-                put(o, "true", 4);
+                aj_json_out_raw(o, "true", 4);
                 return 0;
         case JSON_FALSE:
-                put(o, "false", 5);
+                aj_json_out_raw(o, "false", 5);
                 return 0;
         case JSON_NULL:
-                put(o, "null", 4);
+                aj_json_out_raw(o, "null", 4);
                 return 0;
         }
         return -1;
 }
 
+int aj_json_out_value(AjJsonOut *o, const json_t *v) { return v ? put_value(o, v, 0) : -1; }
+
 ssize_t aj_json_dump_fast(const json_t *v, char *buf, size_t size, bool ensure_ascii, int precision)
 {
-        Out o = { .buf = buf, .size = size, .ascii = ensure_ascii, .precision = precision ? precision : 17 };
-        if (!v || put_value(&o, v, 0) < 0)
+        AjJsonOut o = aj_json_out(buf, size, ensure_ascii, precision);
+        if (aj_json_out_value(&o, v) < 0)
                 return -1;
         return (ssize_t)o.len;
 }

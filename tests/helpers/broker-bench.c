@@ -42,6 +42,10 @@ static int drop_emit(void *userdata, const char *type, json_t *fields)
 }
 
 static int log_emit(void *userdata, const char *type, json_t *fields) { return aj_events_emit(userdata, type, fields); }
+static int log_emit_text(void *userdata, const char *type, const char *object, size_t len)
+{
+        return aj_events_emit_agent_text(userdata, type, object, len);
+}
 static void log_batch_begin(void *userdata) { aj_events_batch_begin(userdata); }
 static int log_batch_end(void *userdata) { return aj_events_batch_end(userdata); }
 static void log_hold(void *userdata) { aj_events_hold(userdata); }
@@ -57,6 +61,7 @@ static void serve(const char *path, const char *events, int ready_fd)
         if (events)
                 hooks = (AjHooks){ .userdata = log,
                                    .emit = log_emit,
+                                   .emit_text = log_emit_text,
                                    .batch_begin = log_batch_begin,
                                    .batch_end = log_batch_end,
                                    .hold = log_hold,

@@ -513,3 +513,39 @@ Test(events, a_failed_commit_leaves_none_of_the_held_events_in_the_chain)
         cr_expect_eq(aj_events_held_bytes(log), 0);
         aj_events_close(log);
 }
+
+Test(events, fields_printed_by_the_caller)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        AjEventLog *log = open_temp_log(dir, path, "r1");
+        const char obj[] = "{\"model\":\"m\",\"n\":3}";
+        cr_assert_eq(aj_events_emit_agent_text(log, "tokens", obj, sizeof(obj) - 1), 0);
+        cr_assert_eq(aj_events_emit_agent_text(log, "tokens", "{}", 2), 0);
+        cr_expect_eq(aj_events_emit_agent_text(log, "tokens", "[1]", 3), -EINVAL, "only an object");
+        aj_events_set_agent_limit(log, aj_events_bytes(log) + 10);
+        cr_expect_eq(aj_events_emit_agent_text(log, "tokens", obj, sizeof(obj) - 1), -EFBIG, "the agent's cap holds");
+        char last[AJ_SHA256_HEX_SIZE];
+        snprintf(last, sizeof(last), "%s", aj_events_last_hash(log));
+        aj_events_close(log);
+
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        char *second = strchr(text, '\n');
+        cr_assert_not_null(second);
+        *second = 0;
+        json_t *ev = json_loads(text, 0, NULL);
+        cr_assert_not_null(ev, "%s", text);
+        cr_expect_str_eq(json_string_value(json_object_get(ev, "type")), "tokens");
+        cr_expect_str_eq(json_string_value(json_object_get(ev, "model")), "m");
+        cr_expect_eq(json_integer_value(json_object_get(ev, "n")), 3);
+        json_decref(ev);
+        ev = json_loads(second + 1, JSON_DISABLE_EOF_CHECK, NULL);
+        cr_assert_not_null(ev, "an empty object: just the header");
+        cr_expect_eq(json_integer_value(json_object_get(ev, "seq")), 2);
+        json_decref(ev);
+        free(text);
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, 2, last, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        aj_rm_rf(dir);
+}
