@@ -352,9 +352,11 @@ void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
                 r = -ENOMEM;
         } else
                 r = broker_emit_pair(b, "tool.request", ev, "approval.requested", asked);
+        bool was = false;
         if (r >= 0)
-                r = broker_commit(b); /* the operator is told of a call whose events are on disk */
+                r = broker_ungroup(b, &was); /* the operator is told of a call whose events are on disk */
         if (r < 0) {
+                broker_regroup(b, was);
                 broker_in_flight_remove(b, f);
                 aj_meter_settle(b->meter, res, false);
                 return broker_reply_unrecorded(b, c, id, r);
@@ -373,4 +375,5 @@ void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
                 if (call)
                         b->hooks->approval_requested(b->hooks->userdata, call);
         }
+        broker_regroup(b, was);
 }

@@ -93,6 +93,10 @@ struct AjBroker {
  * again. Before anything that acts outside the broker on recorded events (a breach, an
  * operator asked). Outside a dispatch: 0, nothing to do. */
 int broker_commit(AjBroker *b);
+/* The same in two halves, for what must happen with nothing held (a breach's own records,
+ * an operator told): commit and stop grouping (*ret_was: it was), then group again. */
+int broker_ungroup(AjBroker *b, bool *ret_was);
+void broker_regroup(AjBroker *b, bool was);
 
 /* broker-reply.c: events and replies (every event is emitted before its reply is queued) */
 void broker_conn_reply(Conn *c, json_t *reply);

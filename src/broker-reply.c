@@ -201,10 +201,14 @@ int broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
 {
         if (d->verdict != AJ_VERDICT_BREACH || !b->hooks || !b->hooks->breach)
                 return 0;
-        /* The freeze, the incident and the alert follow the breaching request on disk. */
-        int r = broker_commit(b);
-        if (r < 0)
+        /* The freeze, the incident and the alert follow the breaching request on disk, and
+         * the breach's own records are written as it makes them. */
+        bool was;
+        int r = broker_ungroup(b, &was);
+        if (r < 0) {
+                broker_regroup(b, was);
                 return r;
+        }
         AjBreach br = {
                 .cap = aj_cap_name(d->cap),
                 .limit = broker_cap_value(d->cap, d->limit),
@@ -212,6 +216,7 @@ int broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
                 .request = req,
         };
         b->hooks->breach(b->hooks->userdata, &br);
+        broker_regroup(b, was);
         return 0;
 }
 

@@ -600,6 +600,18 @@ int broker_commit(AjBroker *b)
         return r;
 }
 
+int broker_ungroup(AjBroker *b, bool *ret_was)
+{
+        *ret_was = b->grouping;
+        return group_end(b);
+}
+
+void broker_regroup(AjBroker *b, bool was)
+{
+        if (was)
+                group_begin(b);
+}
+
 int aj_broker_dispatch(AjBroker *b)
 {
         group_begin(b);

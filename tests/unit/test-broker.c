@@ -1309,7 +1309,8 @@ static size_t group_held_bytes(void *userdata) { return group.pending * 300; }
 
 static void group_breach(void *userdata, const AjBreach *b)
 {
-        if (group.pending > 0)
+        /* Its request's events written, and nothing held: its own records go straight in. */
+        if (group.pending > 0 || group.held)
                 group.breaches_before_write++;
         fake_breach(userdata, b);
 }
