@@ -17,13 +17,70 @@
 
 /* ---- tool calls in flight ---- */
 
+/* FNV-1a over the id, from a per-broker seed: an agent cannot aim its ids at one chain
+ * beforehand, and a chain is never longer than the table (a scan, as without an index). */
+static uint32_t call_id_hash(const AjBroker *b, const char *call_id)
+{
+        uint32_t h = 2166136261u ^ b->in_flight_seed;
+        for (const unsigned char *p = (const unsigned char *)call_id; *p; p++)
+                h = (h ^ *p) * 16777619u;
+        return h;
+}
+
+static int16_t slot_no(const AjBroker *b, const InFlight *f) { return (int16_t)(f - b->in_flight); }
+
+static InFlight *slot_at(AjBroker *b, int16_t i) { return i < 0 ? NULL : &b->in_flight[i]; }
+
+static InFlight *find_hashed(AjBroker *b, const char *call_id, uint32_t h, bool awaiting)
+{
+        for (InFlight *f = b->in_flight ? slot_at(b, b->in_flight_bucket[h % IN_FLIGHT_BUCKETS]) : NULL; f;
+             f = slot_at(b, f->chain))
+                if (f->hash == h && f->awaiting == awaiting && streq(f->call_id, call_id))
+                        return f;
+        return NULL;
+}
+
 InFlight *broker_in_flight_find(AjBroker *b, const char *call_id, bool awaiting)
 {
-        for (size_t i = 0; b->n_in_flight > 0 && i < MAX_IN_FLIGHT; i++)
-                if (b->in_flight[i].used && b->in_flight[i].awaiting == awaiting &&
-                    streq(b->in_flight[i].call_id, call_id))
-                        return &b->in_flight[i];
-        return NULL;
+        if (b->n_in_flight == 0)
+                return NULL;
+        return find_hashed(b, call_id, call_id_hash(b, call_id), awaiting);
+}
+
+static int table_init(AjBroker *b)
+{
+        if (b->in_flight)
+                return 0;
+        if (!(b->in_flight = calloc(MAX_IN_FLIGHT, sizeof(InFlight))))
+                return -ENOMEM;
+        for (size_t i = 0; i < IN_FLIGHT_BUCKETS; i++)
+                b->in_flight_bucket[i] = -1;
+        for (size_t i = 0; i < MAX_IN_FLIGHT; i++)
+                b->free_slot[i] = (int16_t)(MAX_IN_FLIGHT - 1 - i);
+        b->n_free = MAX_IN_FLIGHT;
+        b->oldest = b->newest = -1;
+        b->in_flight_seed = (uint32_t)aj_now_monotonic_ns() ^ (uint32_t)(uintptr_t)b;
+        return 0;
+}
+
+/* Out of the index and the arrival list, onto the free stack. */
+static void slot_unlink(AjBroker *b, InFlight *f)
+{
+        int16_t me = slot_no(b, f);
+        int16_t *link = &b->in_flight_bucket[f->hash % IN_FLIGHT_BUCKETS];
+        while (*link != me)
+                link = &b->in_flight[*link].chain;
+        *link = f->chain;
+        if (f->older >= 0)
+                b->in_flight[f->older].newer = f->newer;
+        else
+                b->oldest = f->newer;
+        if (f->newer >= 0)
+                b->in_flight[f->newer].older = f->older;
+        else
+                b->newest = f->older;
+        b->free_slot[b->n_free++] = me;
+        b->n_in_flight--;
 }
 
 /* A slot for a new call: a free one, or the oldest allowed call, let go. NULL without
@@ -31,24 +88,37 @@ InFlight *broker_in_flight_find(AjBroker *b, const char *call_id, bool awaiting)
  * while MAX_AWAITING < MAX_IN_FLIGHT). */
 InFlight *broker_in_flight_add(AjBroker *b, const char *call_id, const char *name, const char *digest)
 {
-        if (!b->in_flight && !(b->in_flight = calloc(MAX_IN_FLIGHT, sizeof(InFlight))))
+        if (table_init(b) < 0)
                 return NULL;
-        InFlight *slot = broker_in_flight_find(b, call_id, false); /* a reused call id: the newer call */
-        for (size_t i = 0; !slot && i < MAX_IN_FLIGHT; i++)
-                if (!b->in_flight[i].used)
-                        slot = &b->in_flight[i];
-        if (!slot) {
-                for (size_t i = 0; i < MAX_IN_FLIGHT; i++)
-                        if (!b->in_flight[i].awaiting && (!slot || b->in_flight[i].order < slot->order))
-                                slot = &b->in_flight[i];
+        uint32_t h = call_id_hash(b, call_id);
+        InFlight *slot = find_hashed(b, call_id, h, false); /* a reused call id: the newer call */
+        if (slot)
+                slot_unlink(b, slot);
+        else if (b->n_free == 0) {
+                /* The oldest allowed call; held ones (at most MAX_AWAITING) are skipped. */
+                for (slot = slot_at(b, b->oldest); slot && slot->awaiting; slot = slot_at(b, slot->newer))
+                        ;
                 if (!slot)
                         return NULL;
                 b->in_flight_dropped++;
-                b->n_in_flight--;
+                slot_unlink(b, slot);
         }
-        if (!slot->used)
-                b->n_in_flight++;
-        *slot = (InFlight){ .used = true, .order = ++b->in_flight_order, .since_ns = aj_now_realtime_ns() };
+        int16_t i = b->free_slot[--b->n_free];
+        slot = &b->in_flight[i];
+        *slot = (InFlight){ .used = true,
+                            .order = ++b->in_flight_order,
+                            .since_ns = aj_now_realtime_ns(),
+                            .hash = h,
+                            .chain = b->in_flight_bucket[h % IN_FLIGHT_BUCKETS],
+                            .older = b->newest,
+                            .newer = -1 };
+        b->in_flight_bucket[h % IN_FLIGHT_BUCKETS] = i;
+        if (b->newest >= 0)
+                b->in_flight[b->newest].newer = i;
+        else
+                b->oldest = i;
+        b->newest = i;
+        b->n_in_flight++;
         snprintf(slot->call_id, sizeof(slot->call_id), "%s", call_id);
         snprintf(slot->name, sizeof(slot->name), "%s", name);
         memcpy(slot->digest, digest, sizeof(slot->digest));
@@ -64,8 +134,8 @@ void broker_in_flight_remove(AjBroker *b, InFlight *f)
                         aj_line_conn_hold(f->conn, -1);
                 json_decref(f->req_id);
         }
+        slot_unlink(b, f);
         *f = (InFlight){ 0 };
-        b->n_in_flight--;
 }
 
 static int cmp_in_flight(const void *x, const void *y)
@@ -282,7 +352,11 @@ void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
                 r = -ENOMEM;
         } else
                 r = broker_emit_pair(b, "tool.request", ev, "approval.requested", asked);
+        bool was = false;
+        if (r >= 0)
+                r = broker_ungroup(b, &was); /* the operator is told of a call whose events are on disk */
         if (r < 0) {
+                broker_regroup(b, was);
                 broker_in_flight_remove(b, f);
                 aj_meter_settle(b->meter, res, false);
                 return broker_reply_unrecorded(b, c, id, r);
@@ -301,4 +375,5 @@ void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char 
                 if (call)
                         b->hooks->approval_requested(b->hooks->userdata, call);
         }
+        broker_regroup(b, was);
 }

@@ -23,11 +23,15 @@
 #define MAX_ACCEPTS_PER_DISPATCH 16
 /* Allowed tool calls tracked until their tool_result; past this the oldest is dropped. */
 #define MAX_IN_FLIGHT 256
+/* Their index by call id: chains from 2x as many buckets (a power of two). */
+#define IN_FLIGHT_BUCKETS 512
 /* Calls held for approval at once; more are denied (a loop must not pile them up). */
 #define MAX_AWAITING 64
 /* broker.error events: a burst, then a steady rate; the rest are counted, not written. */
 #define ERROR_BURST 20
 #define ERROR_PER_SEC 5
+/* Group commit: the events held for one write(2) are committed early past this. */
+#define GROUP_MAX_BYTES (1u << 20)
 
 typedef AjLineConn Conn; /* held calls: aj_line_conn_hold() keeps it open for their replies */
 
@@ -46,6 +50,10 @@ typedef struct {
         json_t *req_id;
         AjMeterReservation res;
         AjLoopTimer timer; /* the deadline, on b->now_ns()'s clock; userdata: the broker */
+        /* The index: the call id's hash, the next slot in its bucket's chain; the arrival
+         * list, oldest first (slot numbers, -1: none). */
+        uint32_t hash;
+        int16_t chain, older, newer;
 } InFlight;
 
 struct AjBroker {
@@ -62,14 +70,33 @@ struct AjBroker {
         uint64_t reports_suppressed_told; /* report_rl.suppressed already in an event */
         InFlight *in_flight;              /* MAX_IN_FLIGHT slots, allocated with the first allowed call */
         size_t n_in_flight, n_awaiting;
+        /* Found by call id without a scan: hashed (seeded) into buckets of chains; dropped
+         * oldest first from the arrival list; free slots on a stack. */
+        uint32_t in_flight_seed;
+        int16_t in_flight_bucket[IN_FLIGHT_BUCKETS];
+        int16_t oldest, newest;
+        int16_t free_slot[MAX_IN_FLIGHT];
+        size_t n_free;
         uint64_t in_flight_order, in_flight_dropped;
         uint64_t n_undo; /* tool_result undo records recorded: at most AJ_BROKER_MAX_UNDO */
         /* approvals: calls whose tool name matches wait for aj_broker_decide() */
         char **approval_globs;
         size_t n_approval_globs;
         uint64_t approval_timeout_ns;
-        bool closing; /* in aj_broker_free(): held calls end with the run */
+        bool closing;  /* in aj_broker_free(): held calls end with the run */
+        bool grouping; /* in aj_broker_dispatch(): events held, replies corked */
+        uint64_t commits_failed;
 };
+
+/* broker.c: inside aj_broker_dispatch(), writes the events held so far and sends the replies
+ * they back (or closes those connections, if the write failed: its result), then holds
+ * again. Before anything that acts outside the broker on recorded events (a breach, an
+ * operator asked). Outside a dispatch: 0, nothing to do. */
+int broker_commit(AjBroker *b);
+/* The same in two halves, for what must happen with nothing held (a breach's own records,
+ * an operator told): commit and stop grouping (*ret_was: it was), then group again. */
+int broker_ungroup(AjBroker *b, bool *ret_was);
+void broker_regroup(AjBroker *b, bool was);
 
 /* broker-reply.c: events and replies (every event is emitted before its reply is queued) */
 void broker_conn_reply(Conn *c, json_t *reply);
@@ -88,7 +115,8 @@ json_t *broker_cap_json(AjCap cap, uint64_t v);
 int broker_add_breach(json_t *o, const AjMeterDecision *d);
 json_t *broker_verdict_reply(AjBroker *b, json_t *id, const char *verdict, const AjMeterDecision *d);
 json_t *broker_reply_set(json_t *reply, const char *key, json_t *value);
-void broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req);
+/* Commits what is held first: < 0 when that failed (the request is not recorded). */
+int broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req);
 int broker_add_logged_args(json_t *ev, json_t *args, const char *canon);
 const char *broker_verdict_name(AjVerdict v, bool tool);
 

@@ -7,6 +7,7 @@
 
 #include "broker-internal.h"
 #include "events.h"
+#include "util/json-fast.h"
 
 /* ---- replies ---- */
 
@@ -14,6 +15,14 @@ void broker_conn_reply(Conn *c, json_t *reply)
 {
         if (!reply) {
                 aj_line_conn_kill(c);
+                return;
+        }
+        /* Most replies fit here, and need no allocation. */
+        char small[1024];
+        ssize_t n = aj_json_dump_fast(reply, small, sizeof(small), false, 12);
+        if (n >= 0 && (size_t)n <= sizeof(small)) {
+                json_decref(reply);
+                aj_line_conn_queue(c, small, (size_t)n);
                 return;
         }
         _cleanup_free_ char *s = json_dumps(reply, JSON_COMPACT | JSON_REAL_PRECISION(12));
@@ -188,10 +197,18 @@ json_t *broker_reply_set(json_t *reply, const char *key, json_t *value)
         return reply;
 }
 
-void broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
+int broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
 {
         if (d->verdict != AJ_VERDICT_BREACH || !b->hooks || !b->hooks->breach)
-                return;
+                return 0;
+        /* The freeze, the incident and the alert follow the breaching request on disk, and
+         * the breach's own records are written as it makes them. */
+        bool was;
+        int r = broker_ungroup(b, &was);
+        if (r < 0) {
+                broker_regroup(b, was);
+                return r;
+        }
         AjBreach br = {
                 .cap = aj_cap_name(d->cap),
                 .limit = broker_cap_value(d->cap, d->limit),
@@ -199,6 +216,8 @@ void broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
                 .request = req,
         };
         b->hooks->breach(b->hooks->userdata, &br);
+        broker_regroup(b, was);
+        return 0;
 }
 
 /* The arguments as logged: the value itself when small, else a truncated canonical text. */

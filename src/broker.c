@@ -14,6 +14,12 @@
  * Order for every request: check (reserve in the meter), emit its events, then
  * settle and queue the reply. An event that cannot be written releases the
  * reservation and answers "internal": nothing unrecorded is ever allowed.
+ *
+ * Group commit (when the hooks offer hold/commit): a dispatch holds the chain and corks
+ * the replies, handles every ready connection, then writes all the events with one
+ * write(2) and only then sends the replies; if that write fails, the replies that
+ * depended on it are dropped and their connections closed (what was counted stays
+ * counted: fail closed).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +32,8 @@
 
 #include "broker-internal.h"
 #include "events.h"
+#include "util/json-fast.h"
+#include "util/json-flat.h"
 #include "util/parse.h"
 #include "util/strv.h"
 
@@ -158,12 +166,10 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
 
         AjMeterReservation res;
         AjMeterDecision d;
-        if (!no_call_id)
-                aj_meter_note_judged(b->meter, call_id); /* the gate saw it (aj_meter_gate_missed) */
-        /* The agent's own id (not one made up here): the model's tool call id, by which the
-         * gateway's count of the same call is recognised (counted once, claimed once). */
-        r = aj_meter_reserve_tool_call(b->meter, name, digest, no_call_id ? NULL : call_id, AJ_METER_BY_BROKER,
-                                       b->now_ns(), &res, &d);
+        /* The gate saw it (aj_meter_gate_missed), whatever the verdict. The agent's own id
+         * (not one made up here): the model's tool call id, by which the gateway's count of
+         * the same call is recognised (counted once, claimed once). */
+        r = aj_meter_judge_tool_call(b->meter, name, digest, no_call_id ? NULL : call_id, b->now_ns(), &res, &d);
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
 
@@ -197,7 +203,8 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 return broker_reply_unrecorded(b, c, id, r);
         if (d.verdict == AJ_VERDICT_ALLOW)
                 broker_in_flight_add(b, call_id, name, digest);
-        broker_report_breach(b, &d, req);
+        if (broker_report_breach(b, &d, req) < 0)
+                return broker_reply_unrecorded(b, c, id, -EIO);
 
         json_t *reply = broker_verdict_reply(b, id, broker_verdict_name(d.verdict, true), &d);
         broker_conn_reply(c, broker_reply_set(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(call_id)));
@@ -253,6 +260,102 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
         broker_conn_reply(c, broker_envelope(id, true));
 }
 
+/* Totals as they stand once a tokens request is settled (a breach commits nothing). */
+static const AjCap total_caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
+
+static json_t *tokens_reply(AjBroker *b, json_t *id, const AjMeterDecision *d, const char *price)
+{
+        json_t *reply = broker_verdict_reply(b, id, broker_verdict_name(d->verdict, false), d);
+        reply = broker_reply_set(reply, AJ_BROKER_F_COST, json_real(broker_cap_value(AJ_CAP_COST_USD, d->cost_pusd)));
+        return broker_reply_set(reply, AJ_BROKER_F_PRICE, json_string(price));
+}
+
+_Static_assert(AJ_BROKER_VERSION == 1, "tokens_printed() prints \"v\":1");
+
+#define OUT_LITERAL(o, lit) aj_json_out_raw((o), (lit), sizeof(lit) - 1)
+
+static void out_key(AjJsonOut *o, const char *key)
+{
+        OUT_LITERAL(o, ",\"");
+        aj_json_out_raw(o, key, strlen(key));
+        OUT_LITERAL(o, "\":");
+}
+
+static int out_cap(AjJsonOut *o, AjCap cap, uint64_t v)
+{
+        out_key(o, aj_cap_name(cap));
+        if (cap == AJ_CAP_COST_USD)
+                return aj_json_out_real(o, broker_cap_value(cap, v));
+        aj_json_out_integer(o, (json_int_t)v);
+        return 0;
+}
+
+/* The common tokens request, allowed with nothing more to say (no breach, no reports
+ * refused before it): its event and its reply printed from the numbers, with the text the
+ * jansson values below would print, without building them. 1: recorded and answered (or
+ * answered "internal"); 0: not for this path, nothing done. */
+static int tokens_printed(AjBroker *b, Conn *c, json_t *id, const char *model, const uint64_t n[3],
+                          AjMeterReservation *res, const AjMeterDecision *d)
+{
+        if (d->verdict != AJ_VERDICT_ALLOW || !b->hooks || !b->hooks->emit_text ||
+            b->report_rl.suppressed != b->reports_suppressed_told)
+                return 0;
+        static const char *const count_keys[] = { AJ_BROKER_F_INPUT_TOKENS, AJ_BROKER_F_OUTPUT_TOKENS,
+                                                  AJ_BROKER_F_CACHED_TOKENS };
+        const char *price = d->price_known ? "known" : "unknown";
+        char ev[1024];
+        AjJsonOut o = aj_json_out(ev, sizeof(ev), true, 0);
+        OUT_LITERAL(&o, "{\"" AJ_BROKER_F_MODEL "\":");
+        bool ok = aj_json_out_string(&o, model, strlen(model)) >= 0;
+        for (size_t i = 0; i < ARRAY_SIZE(count_keys); i++) {
+                out_key(&o, count_keys[i]);
+                aj_json_out_integer(&o, (json_int_t)n[i]);
+        }
+        out_key(&o, AJ_BROKER_F_COST);
+        ok = ok && aj_json_out_real(&o, broker_cap_value(AJ_CAP_COST_USD, d->cost_pusd)) >= 0;
+        out_key(&o, AJ_BROKER_F_PRICE);
+        ok = ok && aj_json_out_string(&o, price, strlen(price)) >= 0;
+        out_key(&o, AJ_BROKER_F_VERDICT);
+        ok = ok && aj_json_out_string(&o, AJ_BROKER_OK, strlen(AJ_BROKER_OK)) >= 0;
+        OUT_LITERAL(&o, ",\"totals\":");
+        for (size_t i = 0; ok && i < ARRAY_SIZE(total_caps); i++) {
+                size_t at = o.len;
+                ok = out_cap(&o, total_caps[i],
+                             aj_meter_used(b->meter, total_caps[i], 0) + res->amount[total_caps[i]]) >= 0;
+                if (i == 0 && at < o.size)
+                        o.buf[at] = '{'; /* the object opens where the first member's comma was */
+        }
+        OUT_LITERAL(&o, "}}");
+        if (!ok || o.len > sizeof(ev))
+                return 0;
+        int r = b->hooks->emit_text(b->hooks->userdata, "tokens", ev, o.len);
+        aj_meter_settle(b->meter, res, r >= 0);
+        if (r < 0) {
+                broker_reply_unrecorded(b, c, id, r);
+                return 1;
+        }
+
+        char text[1024];
+        o = aj_json_out(text, sizeof(text), false, 12);
+        OUT_LITERAL(&o, "{\"" AJ_BROKER_F_ID "\":");
+        ok = aj_json_out_value(&o, id) >= 0;
+        OUT_LITERAL(&o, ",\"v\":1,\"ok\":true,\"verdict\":\"" AJ_BROKER_OK "\"");
+        json_t *usage = aj_meter_to_json(b->meter, b->now_ns(), true);
+        out_key(&o, AJ_BROKER_F_USAGE);
+        ok = ok && aj_json_out_value(&o, usage) >= 0;
+        json_decref(usage);
+        out_key(&o, AJ_BROKER_F_COST);
+        ok = ok && aj_json_out_real(&o, broker_cap_value(AJ_CAP_COST_USD, d->cost_pusd)) >= 0;
+        out_key(&o, AJ_BROKER_F_PRICE);
+        ok = ok && aj_json_out_string(&o, price, strlen(price)) >= 0;
+        OUT_LITERAL(&o, "}");
+        if (ok && o.len <= sizeof(text))
+                aj_line_conn_queue(c, text, o.len);
+        else
+                broker_conn_reply(c, tokens_reply(b, id, d, price));
+        return 1;
+}
+
 static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
 {
         static const char *const allowed[] = { AJ_BROKER_F_ID,
@@ -286,8 +389,8 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
 
-        /* Totals as they stand once this request is settled (a breach commits nothing). */
-        static const AjCap total_caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
+        if (tokens_printed(b, c, id, model, (const uint64_t[3]){ input, output, cached }, &res, &d))
+                return;
         json_t *totals = json_object();
         for (size_t i = 0; totals && i < ARRAY_SIZE(total_caps); i++) {
                 AjCap cap = total_caps[i];
@@ -312,11 +415,10 @@ static void op_tokens(AjBroker *b, Conn *c, json_t *req, json_t *id)
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
         broker_reports_suppressed_recorded(b);
-        broker_report_breach(b, &d, req);
+        if (broker_report_breach(b, &d, req) < 0)
+                return broker_reply_unrecorded(b, c, id, -EIO);
 
-        json_t *reply = broker_verdict_reply(b, id, broker_verdict_name(d.verdict, false), &d);
-        reply = broker_reply_set(reply, AJ_BROKER_F_COST, json_real(broker_cap_value(AJ_CAP_COST_USD, d.cost_pusd)));
-        broker_conn_reply(c, broker_reply_set(reply, AJ_BROKER_F_PRICE, json_string(price)));
+        broker_conn_reply(c, tokens_reply(b, id, &d, price));
 }
 
 static void op_usage(AjBroker *b, Conn *c, json_t *req, json_t *id)
@@ -369,7 +471,11 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
                 len--;
         if (strspn(line, " \t\r") >= len)
                 return; /* blank lines are allowed between requests */
-        _cleanup_(json_decrefp) json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+        /* Most requests are flat (tokens, tool_result without undo, usage, check): parsed
+         * without jansson's lexer; anything else, and every error, is jansson's. */
+        _cleanup_(json_decrefp) json_t *req = NULL;
+        if (aj_json_load_flat(line, len, &req) <= 0)
+                req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
         if (!req)
                 return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_JSON, "invalid JSON at column %d: %s", je.column,
                                           je.text);
@@ -422,7 +528,11 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
 
 static void on_line(void *userdata, AjLineConn *c, const char *line, size_t len)
 {
-        handle_line(userdata, c, line, len);
+        AjBroker *b = userdata;
+        handle_line(b, c, line, len);
+        /* A bound on what waits for one write: the events of many maximal lines. */
+        if (b->grouping && b->hooks->held_bytes && b->hooks->held_bytes(b->hooks->userdata) >= GROUP_MAX_BYTES)
+                (void)broker_commit(b);
 }
 
 static void on_too_long(void *userdata, AjLineConn *c)
@@ -455,9 +565,58 @@ static void on_closed(void *userdata, AjLineConn *c)
                 broker_cancel_held(b, c, b->closing ? "the run ended" : "the caller disconnected");
 }
 
+/* ---- group commit ---- */
+
+static bool can_group(const AjBroker *b) { return b->hooks && b->hooks->hold && b->hooks->commit; }
+
+static void group_begin(AjBroker *b)
+{
+        if (!can_group(b))
+                return;
+        b->hooks->hold(b->hooks->userdata);
+        aj_line_server_cork(b->server);
+        b->grouping = true;
+}
+
+/* One write(2) for every event held, then the replies, or none of them if it failed. */
+static int group_end(AjBroker *b)
+{
+        if (!b->grouping)
+                return 0;
+        b->grouping = false;
+        int r = b->hooks->commit(b->hooks->userdata);
+        if (r < 0)
+                b->commits_failed++;
+        aj_line_server_uncork(b->server, r >= 0);
+        return r;
+}
+
+int broker_commit(AjBroker *b)
+{
+        if (!b->grouping)
+                return 0;
+        int r = group_end(b);
+        group_begin(b);
+        return r;
+}
+
+int broker_ungroup(AjBroker *b, bool *ret_was)
+{
+        *ret_was = b->grouping;
+        return group_end(b);
+}
+
+void broker_regroup(AjBroker *b, bool was)
+{
+        if (was)
+                group_begin(b);
+}
+
 int aj_broker_dispatch(AjBroker *b)
 {
+        group_begin(b);
         int r = aj_loop_dispatch(b->loop, 0);
+        (void)group_end(b); /* a failure has closed the connections it concerned */
         return r < 0 ? r : 0;
 }
 

@@ -5,7 +5,8 @@
  * readable when there is work, aj_broker_dispatch() does all of it without
  * blocking. The protocol is in include/agentjail/broker.h and
  * docs/broker-protocol.md. Every event is emitted (hooks->emit) before the
- * reply it belongs to is queued.
+ * reply it belongs to is queued; with hooks->hold/commit, a dispatch's events are
+ * written with one write(2) before any of its replies is sent (group commit).
  */
 #pragma once
 

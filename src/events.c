@@ -10,6 +10,7 @@
 
 #include "events.h"
 #include "util/fd.h"
+#include "util/json-fast.h"
 #include "util/sha256.h"
 
 /* Room for any struct tm's fields as %04d-%02d-%02dT%02d:%02d:%02d. */
@@ -19,13 +20,20 @@ struct AjEventLog {
         int fd;
         uint64_t seq;
         char *run_json; /* the run id as a JSON string, encoded once */
-        /* Lines are formatted here; between aj_events_batch_begin() and _end() they wait
-         * here for one write(2). */
+        /* Lines are formatted here and wait for one write(2): the events of a batch
+         * (aj_events_batch_begin()/_end()), and everything emitted while the log is held
+         * (aj_events_hold()/_commit()). buf[0..len) holds `unwritten` events, in the chain
+         * already (seq, pending_prev) but not yet in the file. */
         char *buf;
         size_t len, cap;
+        uint64_t unwritten;
+        bool held;
         bool batching;
-        size_t batch_seq;
         int batch_err; /* an event of the batch was refused: the whole batch is */
+        /* Where the batch began, to drop it whole. */
+        size_t batch_len;
+        uint64_t batch_unwritten;
+        char batch_prev[AJ_SHA256_HEX_SIZE];
         /* The file's size, and the agent's share of it (0: no limit). */
         uint64_t bytes, agent_limit, wanted;
         /* The chain: the hash of the last line written, and of the last line formatted
@@ -156,7 +164,9 @@ static bool plain_type(const char *s)
 }
 
 /* Appends one line at log->buf + log->len without moving log->len; returns its length. */
-static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
+/* `text` (len bytes), when not NULL, is the fields already printed: a compact JSON object
+ * (ENSURE_ASCII) without the header's keys. */
+static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields, const char *text, size_t text_len)
 {
         static const char *const reserved[] = { "seq", "ts", "run", "type", "prev" };
         uint64_t now = aj_now_realtime_ns();
@@ -176,32 +186,64 @@ static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
         /* The header first; the fields may not override it. */
         for (size_t i = 0; fields && i < ARRAY_SIZE(reserved); i++)
                 (void)json_object_del(fields, reserved[i]);
-        int hn;
-        for (;;) {
-                size_t room = log->cap - log->len;
-                hn = snprintf(log->buf + log->len, room,
-                              "{\"seq\":%llu,\"ts\":\"%s.%09lluZ\",\"run\":%s,\"type\":%s%s%s,\"prev\":\"%s\"",
-                              (unsigned long long)(log->seq + 1), log->ts_base,
-                              (unsigned long long)(now % 1000000000ull), log->run_json, type_json ? "" : "\"",
-                              type_json ? type_json : type, type_json ? "" : "\"", log->pending_prev);
-                if (hn < 0)
-                        return -EINVAL;
-                if ((size_t)hn < room)
-                        break;
-                if (reserve(log, (size_t)hn + 1) < 0)
-                        return -ENOMEM;
-        }
+        /* The header by hand (it is on every line): what snprintf would make of
+         * {"seq":%llu,"ts":"%s.%09lluZ","run":%s,"type":"%s","prev":"%s"}. */
+        const char *t = type_json ? type_json : type;
+        size_t tn = strlen(t), rn = strlen(log->run_json), bn = strlen(log->ts_base);
+        size_t need = 64 + 20 + bn + 10 + rn + tn + 2 + AJ_SHA256_HEX_SIZE;
+        if (log->cap - log->len < need && reserve(log, need) < 0)
+                return -ENOMEM;
+        char *h = log->buf + log->len, *p = h;
+#define PUT(s, n) (memcpy(p, (s), (n)), p += (n))
+        char num[24];
+        size_t i = sizeof(num);
+        unsigned long long v = (unsigned long long)(log->seq + 1);
+        do
+                num[--i] = (char)('0' + v % 10);
+        while ((v /= 10) > 0);
+        PUT("{\"seq\":", 7);
+        PUT(num + i, sizeof(num) - i);
+        PUT(",\"ts\":\"", 7);
+        PUT(log->ts_base, bn);
+        *p++ = '.';
+        unsigned long long frac = (unsigned long long)(now % 1000000000ull);
+        for (int d = 8; d >= 0; d--, frac /= 10)
+                p[d] = (char)('0' + frac % 10);
+        p += 9;
+        PUT("Z\",\"run\":", 9);
+        PUT(log->run_json, rn);
+        PUT(",\"type\":", 8);
+        if (!type_json)
+                *p++ = '"';
+        PUT(t, tn);
+        if (!type_json)
+                *p++ = '"';
+        PUT(",\"prev\":\"", 9);
+        PUT(log->pending_prev, AJ_SHA256_HEX_SIZE - 1);
+        *p++ = '"';
+#undef PUT
+        int hn = (int)(p - h);
         size_t at = log->len + (size_t)hn, body;
-        if (fields && json_object_size(fields) > 0) {
+        if (text && text_len > 2) {
+                if (log->cap - at < text_len + 1 && reserve(log, (size_t)hn + text_len + 1) < 0)
+                        return -ENOMEM;
+                memcpy(log->buf + at, text, text_len);
+                body = text_len;
+                log->buf[at] = ',';
+        } else if (fields && json_object_size(fields) > 0) {
                 /* The fields' own object, its opening brace turned into a comma. */
                 const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII;
-                body = json_dumpb(fields, log->buf + at, log->cap - at, flags);
+                ssize_t fast = aj_json_dump_fast(fields, log->buf + at, log->cap - at, true, 0);
+                body = fast >= 0 ? (size_t)fast : json_dumpb(fields, log->buf + at, log->cap - at, flags);
                 if (body == 0)
                         return -ENOMEM;
                 if (body + 1 > log->cap - at) {
                         if (reserve(log, (size_t)hn + body + 1) < 0)
                                 return -ENOMEM;
-                        if (json_dumpb(fields, log->buf + at, log->cap - at, flags) != body)
+                        size_t again = fast >= 0 ? (size_t)aj_json_dump_fast(fields, log->buf + at, log->cap - at, true,
+                                                                             0)
+                                                 : json_dumpb(fields, log->buf + at, log->cap - at, flags);
+                        if (again != body)
                                 return -EIO;
                 }
                 log->buf[at] = ',';
@@ -216,15 +258,36 @@ static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields)
         return (ssize_t)((size_t)hn + body + 1);
 }
 
-static int emit(AjEventLog *log, const char *type, json_t *fields, bool agent)
+/* Writes what waits in the buffer: on success it is the file's; on failure none of it is in
+ * the chain (seq and the chain's head go back to the last line written). */
+static int flush(AjEventLog *log)
+{
+        if (log->len == 0)
+                return 0;
+        int r = aj_write_all(log->fd, log->buf, log->len);
+        if (r < 0) {
+                log->seq -= log->unwritten;
+                memcpy(log->pending_prev, log->prev, sizeof(log->prev));
+        } else {
+                memcpy(log->prev, log->pending_prev, sizeof(log->prev));
+                log->bytes += log->len;
+        }
+        log->len = 0;
+        log->unwritten = 0;
+        return r;
+}
+
+static int emit(AjEventLog *log, const char *type, json_t *fields, const char *text, size_t text_len, bool agent)
 {
         if (log->batching && log->batch_err < 0) {
                 json_decref(fields);
                 return log->batch_err;
         }
+        char head[AJ_SHA256_HEX_SIZE];
+        memcpy(head, log->pending_prev, sizeof(head));
         ssize_t n = reserve(log, 512);
         if (n >= 0)
-                n = format_line(log, type, fields);
+                n = format_line(log, type, fields, text, text_len);
         json_decref(fields);
         if (n >= 0 && agent && log->agent_limit &&
             aj_log_cap_fit(log->bytes + log->len, log->agent_limit, (size_t)n) < (size_t)n) {
@@ -233,32 +296,35 @@ static int emit(AjEventLog *log, const char *type, json_t *fields, bool agent)
         }
         if (n < 0) {
                 /* Nothing of it is in the chain; a batch goes whole or not at all. */
+                memcpy(log->pending_prev, head, sizeof(head));
                 if (log->batching)
                         log->batch_err = (int)n;
-                else
-                        memcpy(log->pending_prev, log->prev, sizeof(log->prev));
                 return (int)n;
         }
-        if (log->batching) {
-                log->len += (size_t)n;
-                log->batch_seq++;
-                log->seq++;
-                return 0;
-        }
-        int r = aj_write_all(log->fd, log->buf + log->len, (size_t)n);
-        if (r < 0) {
-                memcpy(log->pending_prev, log->prev, sizeof(log->prev)); /* not in the chain */
-                return r;
-        }
-        memcpy(log->prev, log->pending_prev, sizeof(log->prev));
+        log->len += (size_t)n;
+        log->unwritten++;
         log->seq++;
-        log->bytes += (uint64_t)n;
-        return 0;
+        if (log->batching || log->held)
+                return 0;
+        return flush(log);
 }
 
-int aj_events_emit(AjEventLog *log, const char *type, json_t *fields) { return emit(log, type, fields, false); }
+int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
+{
+        return emit(log, type, fields, NULL, 0, false);
+}
 
-int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields) { return emit(log, type, fields, true); }
+int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields)
+{
+        return emit(log, type, fields, NULL, 0, true);
+}
+
+int aj_events_emit_agent_text(AjEventLog *log, const char *type, const char *object, size_t len)
+{
+        if (len < 2 || object[0] != '{' || object[len - 1] != '}')
+                return -EINVAL;
+        return emit(log, type, NULL, object, len, true);
+}
 
 void aj_events_set_agent_limit(AjEventLog *log, uint64_t limit) { log->agent_limit = limit; }
 
@@ -288,28 +354,40 @@ void aj_events_line_hash(const char *line, size_t len, char out[AJ_SHA256_HEX_SI
 
 const char *aj_events_last_hash(const AjEventLog *log) { return log->prev; }
 
-void aj_events_batch_begin(AjEventLog *log) { log->batching = true; }
+void aj_events_batch_begin(AjEventLog *log)
+{
+        log->batching = true;
+        log->batch_err = 0;
+        log->batch_len = log->len;
+        log->batch_unwritten = log->unwritten;
+        memcpy(log->batch_prev, log->pending_prev, sizeof(log->batch_prev));
+}
 
 int aj_events_batch_end(AjEventLog *log)
 {
         log->batching = false;
         int r = log->batch_err;
         log->batch_err = 0;
-        if (r == 0 && log->len == 0)
-                return 0;
-        if (r == 0)
-                r = aj_write_all(log->fd, log->buf, log->len);
-        if (r == 0)
-                log->bytes += log->len;
         if (r < 0) {
-                log->seq -= log->batch_seq; /* none of them is in the chain */
-                memcpy(log->pending_prev, log->prev, sizeof(log->prev));
-        } else {
-                memcpy(log->prev, log->pending_prev, sizeof(log->prev));
+                /* Dropped whole; what was held before it stays. */
+                log->seq -= log->unwritten - log->batch_unwritten;
+                log->len = log->batch_len;
+                log->unwritten = log->batch_unwritten;
+                memcpy(log->pending_prev, log->batch_prev, sizeof(log->pending_prev));
+                return r;
         }
-        log->len = log->batch_seq = 0;
-        return r;
+        return log->held ? 0 : flush(log);
 }
+
+void aj_events_hold(AjEventLog *log) { log->held = true; }
+
+int aj_events_commit(AjEventLog *log)
+{
+        log->held = false;
+        return log->batching ? 0 : flush(log);
+}
+
+size_t aj_events_held_bytes(const AjEventLog *log) { return log->len; }
 
 uint64_t aj_events_last_seq(const AjEventLog *log) { return log->seq; }
 
@@ -324,6 +402,8 @@ void aj_events_close(AjEventLog *log)
 {
         if (!log)
                 return;
+        if (log->fd >= 0 && !log->batching)
+                (void)flush(log); /* held events are the chain's: a close commits them */
         if (log->fd >= 0)
                 close(log->fd);
         free(log->buf);

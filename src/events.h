@@ -30,6 +30,10 @@ uint64_t aj_events_last_seq(const AjEventLog *log);
 uint64_t aj_events_agent_share(uint64_t cap);
 void aj_events_set_agent_limit(AjEventLog *log, uint64_t limit); /* 0: none */
 int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields);
+/* The same, with the fields already printed: `object` (len bytes) is a compact JSON object,
+ * ASCII only, without the header's keys (seq, ts, run, type, prev); the caller vouches for
+ * it (util/json-fast.h prints one). For the broker's hottest events. */
+int aj_events_emit_agent_text(AjEventLog *log, const char *type, const char *object, size_t len);
 /* The file's size; and what it would have become with the last event refused. */
 uint64_t aj_events_bytes(const AjEventLog *log);
 uint64_t aj_events_wanted(const AjEventLog *log);
@@ -50,6 +54,17 @@ const char *aj_events_last_hash(const AjEventLog *log);
  * if one of them was refused, none is written and _end() returns that error. */
 void aj_events_batch_begin(AjEventLog *log);
 int aj_events_batch_end(AjEventLog *log);
+/* Group commit: from _hold() to _commit() every event (and batch) is formatted, hashed
+ * into the chain and kept in order, and _commit() writes them all with ONE write(2) and
+ * returns its result. An event refused meanwhile drops only itself (a batch, itself
+ * whole). If the write fails, none of the held events is in the chain: whoever answered
+ * on their strength must not send those answers (the broker closes those connections).
+ * For a server answering many requests per wake-up: one write for all of them, still
+ * before any of their replies leaves. */
+void aj_events_hold(AjEventLog *log);
+int aj_events_commit(AjEventLog *log);
+/* Bytes formatted and not yet written (held, or in a batch). */
+size_t aj_events_held_bytes(const AjEventLog *log);
 void aj_events_close(AjEventLog *log);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjEventLog *, aj_events_close);
 

@@ -26,6 +26,9 @@ typedef struct {
         void *userdata;
         /* Append an event to the run's chain; returns once it is written. `fields` is consumed. */
         int (*emit)(void *userdata, const char *type, json_t *fields);
+        /* Optional: emit() with the fields already printed, a compact JSON object in ASCII
+         * without the chain's header keys (aj_events_emit_agent_text()). */
+        int (*emit_text)(void *userdata, const char *type, const char *object, size_t len);
         /* A cap was crossed. The supervisor freezes (or, with on_breach "kill", kills) the
          * run's cgroup, writes incident.json, runs the alert command, marks the run
          * quarantined. The caller still answers its request afterwards. */
@@ -43,6 +46,12 @@ typedef struct {
          * batch_end(), whose result says whether they were recorded. */
         void (*batch_begin)(void *userdata);
         int (*batch_end)(void *userdata);
+        /* Optional (both or neither): group commit. Events emitted after hold() are in the
+         * chain but wait for commit(), which writes them with one write(2) and returns its
+         * result (< 0: none of them is recorded). held_bytes(): how many wait. */
+        void (*hold)(void *userdata);
+        int (*commit)(void *userdata);
+        size_t (*held_bytes)(void *userdata);
 } AjHooks;
 
 /* Approval ids of hosts held by the proxy ("net-3"); the broker refuses to hold a tool

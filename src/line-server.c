@@ -26,6 +26,7 @@ struct AjLineConn {
         bool dead;       /* close now, or at the end of its turn */
         bool in_turn;    /* in its own callback: closing waits for the end of it */
         AjOutBuf out;
+        size_t committed; /* corked: out's bytes queued before the cork (sent either way) */
         size_t in_len;
         char in[]; /* max_line + 1: a maximal line and its newline */
 };
@@ -40,6 +41,7 @@ struct AjLineServer {
         AjLineConn *conns;
         size_t n_conns;
         int error;
+        bool corked; /* replies wait for aj_line_server_uncork() */
 };
 
 int aj_line_server_listen(const char *path, uid_t uid, gid_t gid, int backlog, int *ret_fd)
@@ -106,6 +108,8 @@ static void conn_send(AjLineConn *c)
  * it waits for (EPOLLOUT only while output is pending: back-pressure). */
 static void conn_settle(AjLineConn *c)
 {
+        if (c->s->corked && !c->dead)
+                return; /* aj_line_server_uncork() settles every connection */
         bool pending = aj_outbuf_pending(&c->out) > 0;
         if (!c->dead && !pending && (c->eof || c->closing) && c->held == 0)
                 c->dead = true;
@@ -193,7 +197,7 @@ static void conn_event(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
         /* Gone both ways: even a connection held for replies can get no answer. */
         if ((revents & (EPOLLHUP | EPOLLERR)) && c->eof)
                 c->dead = true;
-        if (!one && !c->dead && aj_outbuf_pending(&c->out) > 0)
+        if (!one && !c->dead && !c->s->corked && aj_outbuf_pending(&c->out) > 0)
                 conn_send(c);
         c->in_turn = false;
         conn_settle(c);
@@ -317,7 +321,35 @@ size_t aj_line_conn_held(const AjLineConn *c) { return c->held; }
 
 void aj_line_conn_flush(AjLineConn *c)
 {
+        if (c->s->corked)
+                return; /* sent (or dropped) at the uncork */
         if (!c->dead && aj_outbuf_pending(&c->out) > 0)
                 conn_send(c);
         conn_settle(c);
 }
+
+void aj_line_server_cork(AjLineServer *s)
+{
+        s->corked = true;
+        for (AjLineConn *c = s->conns; c; c = c->next)
+                c->committed = aj_outbuf_pending(&c->out);
+}
+
+void aj_line_server_uncork(AjLineServer *s, bool send)
+{
+        s->corked = false;
+        for (AjLineConn *c = s->conns, *next; c; c = next) {
+                next = c->next;
+                size_t pending = aj_outbuf_pending(&c->out);
+                if (!send && pending > c->committed) {
+                        /* Replies on the strength of what was not recorded: never sent. */
+                        aj_outbuf_truncate(&c->out, c->committed);
+                        c->dead = true;
+                }
+                if (!c->dead && pending > 0)
+                        conn_send(c);
+                conn_settle(c);
+        }
+}
+
+bool aj_line_server_corked(const AjLineServer *s) { return s->corked; }

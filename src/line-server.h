@@ -79,6 +79,14 @@ bool aj_line_conn_dead(const AjLineConn *c);
 /* Replies still due (held): +1 or -1. A held connection stays open after its peer's EOF. */
 void aj_line_conn_hold(AjLineConn *c, int delta);
 size_t aj_line_conn_held(const AjLineConn *c);
+/* Group commit: while corked, replies queue and nothing is sent; uncork(send = true) sends
+ * what every connection has queued (its turn's writes, after the owner has recorded what
+ * they depend on), uncork(send = false) drops what was queued since the cork and closes
+ * those connections (what the replies depended on could not be recorded). For servers
+ * that answer without one_reply_at_a_time. */
+void aj_line_server_cork(AjLineServer *s);
+void aj_line_server_uncork(AjLineServer *s, bool send);
+bool aj_line_server_corked(const AjLineServer *s);
 /* Sends what is queued now, for a reply made outside the connection's own turn (a timer, an
  * operator's decision); closes the connection if that finished it: `c` may be gone after. */
 void aj_line_conn_flush(AjLineConn *c);

@@ -16,6 +16,7 @@
 
 #include "meter-internal.h"
 #include "meter.h"
+#include "util/clock.h"
 #include "profile.h"
 #include "util/parse.h"
 #include "util/error.h"
@@ -39,8 +40,22 @@ struct PriceLoader {
 
 struct CallId {
         uint8_t key[AJ_SHA256_SIZE];
-        bool live;   /* remembered and not claimed */
-        bool judged; /* gateway's: the broker judged this call (aj_meter_gate_missed) */
+        bool live;     /* remembered and not claimed */
+        bool judged;   /* gateway's: the broker judged this call (aj_meter_gate_missed) */
+        bool used;     /* in the index */
+        int16_t chain; /* the next slot in its bucket (-1: none) */
+};
+
+/* The last AJ_METER_MAX_CALL_IDS ids, the oldest overwritten, found by key without a scan:
+ * an index of buckets of chains. A key is a sha256, but an id is the agent's to choose (a
+ * few thousand tries put ids in one bucket of a fixed index), so the bucket comes from the
+ * key mixed with a per-meter seed; a chain is never longer than the ring anyway. */
+#define ID_BUCKETS (2 * AJ_METER_MAX_CALL_IDS)
+struct IdRing {
+        struct CallId *slot; /* allocated at the first id */
+        int16_t *bucket;
+        size_t next;
+        uint64_t seed;
 };
 
 struct AjMeter {
@@ -57,10 +72,8 @@ struct AjMeter {
         /* Ids of counted tool calls (sha256 of the id), a ring of AJ_METER_MAX_CALL_IDS per
          * side (AjMeterCounter: the broker's, which an agent names, never push out the
          * gateway's), allocated at the first: the newest at ids_next - 1. */
-        struct CallId *ids[2];
-        size_t ids_next[2];
-        struct CallId *judged; /* ids the broker judged, any verdict, same ring */
-        size_t judged_next;
+        struct IdRing ids[2];
+        struct IdRing judged; /* ids the broker judged, any verdict */
 
         bool have_last;
         uint8_t last_key[AJ_SHA256_SIZE];
@@ -93,9 +106,12 @@ void aj_meter_free(AjMeter *m)
         if (!m)
                 return;
         free(m->window);
-        free(m->ids[0]);
-        free(m->ids[1]);
-        free(m->judged);
+        for (size_t i = 0; i < ARRAY_SIZE(m->ids); i++) {
+                free(m->ids[i].slot);
+                free(m->ids[i].bucket);
+        }
+        free(m->judged.slot);
+        free(m->judged.bucket);
         aj_price_table_free(m->prices);
         aj_price_table_free(m->table);
         if (m->loader)
@@ -381,81 +397,128 @@ void aj_meter_check_tool(const AjMeter *m, const char *name, AjMeterDecision *re
 
 static const char *counter_name(AjMeterCounter by) { return by == AJ_METER_BY_GATEWAY ? "gateway" : "broker"; }
 
-static void call_id_key(const char *id, uint8_t out[AJ_SHA256_SIZE]) { aj_sha256(id, strlen(id), out); }
+void aj_meter_call_id_key(const char *id, uint8_t out[AJ_SHA256_SIZE]) { aj_sha256(id, strlen(id), out); }
+
+static size_t id_bucket(const struct IdRing *r, const uint8_t key[AJ_SHA256_SIZE])
+{
+        uint64_t k;
+        memcpy(&k, key, sizeof(k));
+        return (size_t)(((k ^ r->seed) * 0x9e3779b97f4a7c15ull) >> 32) % ID_BUCKETS;
+}
+
+static int id_ring_init(struct IdRing *r)
+{
+        if (r->slot)
+                return 0;
+        r->slot = calloc(AJ_METER_MAX_CALL_IDS, sizeof(struct CallId));
+        r->bucket = malloc(ID_BUCKETS * sizeof(int16_t));
+        if (!r->slot || !r->bucket) {
+                free(r->slot);
+                free(r->bucket);
+                *r = (struct IdRing){ 0 };
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < ID_BUCKETS; i++)
+                r->bucket[i] = -1;
+        r->seed = aj_now_monotonic_ns() ^ (uint64_t)(uintptr_t)r;
+        return 0;
+}
+
+/* The next slot holding `key` (live or claimed: a slot once used keeps its key), after
+ * `from` (NULL: the first). */
+static struct CallId *id_ring_next(const struct IdRing *r, const uint8_t key[AJ_SHA256_SIZE], struct CallId *from)
+{
+        if (!r->slot)
+                return NULL;
+        int16_t i = from ? from->chain : r->bucket[id_bucket(r, key)];
+        for (; i >= 0; i = r->slot[i].chain)
+                if (memcmp(r->slot[i].key, key, AJ_SHA256_SIZE) == 0)
+                        return &r->slot[i];
+        return NULL;
+}
+
+/* Over the oldest slot. Without memory it is not remembered: the call may then be counted
+ * twice, never not at all. */
+static struct CallId *id_ring_put(struct IdRing *r, const uint8_t key[AJ_SHA256_SIZE])
+{
+        if (id_ring_init(r) < 0)
+                return NULL;
+        int16_t me = (int16_t)r->next;
+        struct CallId *e = &r->slot[me];
+        if (e->used) {
+                int16_t *link = &r->bucket[id_bucket(r, e->key)];
+                while (*link != me)
+                        link = &r->slot[*link].chain;
+                *link = e->chain;
+        }
+        size_t b = id_bucket(r, key);
+        *e = (struct CallId){ .used = true, .live = true, .chain = r->bucket[b] };
+        memcpy(e->key, key, AJ_SHA256_SIZE);
+        r->bucket[b] = me;
+        r->next = (r->next + 1) % AJ_METER_MAX_CALL_IDS;
+        return e;
+}
 
 /* The live id `key` that side `by` counted: its slot, or NULL. */
 static struct CallId *call_id_find(AjMeter *m, const uint8_t key[AJ_SHA256_SIZE], AjMeterCounter by)
 {
-        struct CallId *ids = m->ids[by];
-        for (size_t i = 0; ids && i < AJ_METER_MAX_CALL_IDS; i++)
-                if (ids[i].live && memcmp(ids[i].key, key, AJ_SHA256_SIZE) == 0)
-                        return &ids[i];
+        struct CallId *e = NULL;
+        while ((e = id_ring_next(&m->ids[by], key, e)))
+                if (e->live)
+                        return e;
         return NULL;
 }
 
-/* Remembered in side `by`'s ring, over its oldest. Without memory it is not: the call may
- * then be counted twice, never not at all. */
 static void call_id_remember(AjMeter *m, const uint8_t key[AJ_SHA256_SIZE], AjMeterCounter by)
 {
-        if (!m->ids[by] && !(m->ids[by] = calloc(AJ_METER_MAX_CALL_IDS, sizeof(struct CallId))))
-                return;
-        struct CallId *e = &m->ids[by][m->ids_next[by]];
-        memcpy(e->key, key, AJ_SHA256_SIZE);
-        e->live = true;
-        e->judged = false;
-        m->ids_next[by] = (m->ids_next[by] + 1) % AJ_METER_MAX_CALL_IDS;
+        (void)id_ring_put(&m->ids[by], key);
+}
+
+static void note_judged_key(AjMeter *m, const uint8_t key[AJ_SHA256_SIZE])
+{
+        /* On the gateway's own slot for the call, where no number of other judgments can
+         * push it out; the ring below is for a call judged before the gateway counted it. */
+        struct CallId *e = NULL;
+        while ((e = id_ring_next(&m->ids[AJ_METER_BY_GATEWAY], key, e)))
+                e->judged = true;
+        (void)id_ring_put(&m->judged, key);
 }
 
 void aj_meter_note_judged(AjMeter *m, const char *call_id)
 {
         if (!call_id || !*call_id)
                 return;
-        /* On the gateway's own slot for the call, where no number of other judgments can
-         * push it out; the ring below is for a call judged before the gateway counted it. */
         uint8_t key[AJ_SHA256_SIZE];
-        call_id_key(call_id, key);
-        for (size_t i = 0; m->ids[AJ_METER_BY_GATEWAY] && i < AJ_METER_MAX_CALL_IDS; i++)
-                if (memcmp(m->ids[AJ_METER_BY_GATEWAY][i].key, key, AJ_SHA256_SIZE) == 0)
-                        m->ids[AJ_METER_BY_GATEWAY][i].judged = true;
-        if (!m->judged && !(m->judged = calloc(AJ_METER_MAX_CALL_IDS, sizeof(struct CallId))))
-                return;
-        struct CallId *e = &m->judged[m->judged_next];
-        call_id_key(call_id, e->key);
-        e->live = true;
-        m->judged_next = (m->judged_next + 1) % AJ_METER_MAX_CALL_IDS;
+        aj_meter_call_id_key(call_id, key);
+        note_judged_key(m, key);
 }
 
-/* Whether a slot of `ring` holds `key`, live or claimed (an unused slot's key is zeros,
- * which no sha256 is). */
-static bool ring_has(const struct CallId *ring, const uint8_t key[AJ_SHA256_SIZE])
+bool aj_meter_gate_missed_key(const AjMeter *m, const uint8_t key[AJ_SHA256_SIZE])
 {
-        for (size_t i = 0; ring && i < AJ_METER_MAX_CALL_IDS; i++)
-                if (memcmp(ring[i].key, key, AJ_SHA256_SIZE) == 0)
-                        return true;
-        return false;
+        /* Counted by the gateway, claimed or not; judged on none of its slots. */
+        const struct CallId *slot = id_ring_next(&m->ids[AJ_METER_BY_GATEWAY], key, NULL);
+        if (!slot)
+                return false;
+        for (struct CallId *e = NULL; (e = id_ring_next(&m->ids[AJ_METER_BY_GATEWAY], key, e));)
+                if (e->judged)
+                        return false;
+        return !id_ring_next(&m->judged, key, NULL);
 }
 
 bool aj_meter_gate_missed(const AjMeter *m, const char *call_id)
 {
-        if (!call_id || !*call_id || !m->ids[AJ_METER_BY_GATEWAY])
+        if (!call_id || !*call_id || !m->ids[AJ_METER_BY_GATEWAY].slot)
                 return false;
         uint8_t key[AJ_SHA256_SIZE];
-        call_id_key(call_id, key);
-        /* Counted by the gateway, claimed or not (a slot once used keeps its key). */
-        const struct CallId *slot = NULL;
-        for (size_t i = 0; i < AJ_METER_MAX_CALL_IDS && !slot; i++)
-                if (memcmp(m->ids[AJ_METER_BY_GATEWAY][i].key, key, AJ_SHA256_SIZE) == 0)
-                        slot = &m->ids[AJ_METER_BY_GATEWAY][i];
-        if (!slot)
-                return false;
-        return !slot->judged && !ring_has(m->judged, key);
+        aj_meter_call_id_key(call_id, key);
+        return aj_meter_gate_missed_key(m, key);
 }
 
 size_t aj_meter_call_ids(const AjMeter *m, AjMeterCounter by)
 {
         size_t n = 0;
-        for (size_t i = 0; m->ids[by] && i < AJ_METER_MAX_CALL_IDS; i++)
-                n += m->ids[by][i].live;
+        for (size_t i = 0; m->ids[by].slot && i < AJ_METER_MAX_CALL_IDS; i++)
+                n += m->ids[by].slot[i].live;
         return n;
 }
 
@@ -466,20 +529,24 @@ int aj_meter_reserve_tool(AjMeter *m, const char *name, const char *args_digest,
                                           ret_decision);
 }
 
-int aj_meter_reserve_tool_call(AjMeter *m, const char *name, const char *args_digest, const char *call_id,
-                               AjMeterCounter by, uint64_t now_ns, AjMeterReservation *ret_res,
-                               AjMeterDecision *ret_decision)
+static int reserve_tool_call(AjMeter *m, const char *name, const char *args_digest, const char *call_id,
+                             AjMeterCounter by, bool judged, uint64_t now_ns, AjMeterReservation *ret_res,
+                             AjMeterDecision *ret_decision)
 {
         AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
         AjMeterReservation res = { .is_tool = true, .now_ns = now_ns, .by = (uint8_t)by };
 
         if (!name || !*name || (by != AJ_METER_BY_GATEWAY && by != AJ_METER_BY_BROKER))
                 return -EINVAL;
+        bool has_id = call_id && *call_id;
+        if (has_id)
+                aj_meter_call_id_key(call_id, res.id_key); /* once, for every use of the id */
+        if (has_id && judged)
+                note_judged_key(m, res.id_key); /* whatever the verdict */
         if (tool_denied(m, name, &d))
                 goto done;
-        if (call_id && *call_id) {
+        if (has_id) {
                 res.has_id = true;
-                call_id_key(call_id, res.id_key);
                 AjMeterCounter other = by == AJ_METER_BY_GATEWAY ? AJ_METER_BY_BROKER : AJ_METER_BY_GATEWAY;
                 struct CallId *e = call_id_find(m, res.id_key, other);
                 if (e) {
@@ -527,6 +594,20 @@ done:
         *ret_res = res;
         *ret_decision = d;
         return 0;
+}
+
+int aj_meter_reserve_tool_call(AjMeter *m, const char *name, const char *args_digest, const char *call_id,
+                               AjMeterCounter by, uint64_t now_ns, AjMeterReservation *ret_res,
+                               AjMeterDecision *ret_decision)
+{
+        return reserve_tool_call(m, name, args_digest, call_id, by, false, now_ns, ret_res, ret_decision);
+}
+
+int aj_meter_judge_tool_call(AjMeter *m, const char *name, const char *args_digest, const char *call_id,
+                             uint64_t now_ns, AjMeterReservation *ret_res, AjMeterDecision *ret_decision)
+{
+        return reserve_tool_call(m, name, args_digest, call_id, AJ_METER_BY_BROKER, true, now_ns, ret_res,
+                                 ret_decision);
 }
 
 void aj_meter_set_price_loader(AjMeter *m, int (*load)(void *userdata, AjPriceTable **ret), void *userdata)

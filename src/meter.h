@@ -167,6 +167,13 @@ bool aj_meter_gate_missed(const AjMeter *m, const char *call_id);
 int aj_meter_reserve_tool_call(AjMeter *m, const char *name, const char *args_digest, const char *call_id,
                                AjMeterCounter by, uint64_t now_ns, AjMeterReservation *ret_res,
                                AjMeterDecision *ret_decision);
+/* The broker's `tool` request: aj_meter_note_judged(call_id) (when given) and
+ * aj_meter_reserve_tool_call(..., AJ_METER_BY_BROKER, ...), the id hashed once. */
+int aj_meter_judge_tool_call(AjMeter *m, const char *name, const char *args_digest, const char *call_id,
+                             uint64_t now_ns, AjMeterReservation *ret_res, AjMeterDecision *ret_decision);
+/* The key call ids are remembered by (sha256 of the id); aj_meter_gate_missed() for a key. */
+void aj_meter_call_id_key(const char *call_id, uint8_t ret_key[AJ_SHA256_SIZE]);
+bool aj_meter_gate_missed_key(const AjMeter *m, const uint8_t key[AJ_SHA256_SIZE]);
 /* Ids remembered and not yet claimed, by the side that counted them (tests, inspection). */
 size_t aj_meter_call_ids(const AjMeter *m, AjMeterCounter by);
 /* Model usage to check: input includes the cache reads and writes. */

@@ -198,8 +198,11 @@ int aj_sup_breach_emit(AjSupBreach *b, const char *type, json_t *fields)
 int aj_sup_breach_emit_agent(AjSupBreach *b, const char *type, json_t *fields)
 {
         int r = b->events.ops->emit_agent(b->events.userdata, type, fields);
-        /* Inside a batch the breach waits for its end: its own events are not the batch's. */
-        if (r == -EFBIG && !b->in_event_batch)
+        /* Inside a batch the breach waits for its end: its own events are not the batch's.
+         * While held, for the commit: its freeze and incident follow events on disk. */
+        if (r == -EFBIG && b->events_held)
+                b->events_full_due = true;
+        else if (r == -EFBIG && !b->in_event_batch)
                 events_full(b);
         return r;
 }
@@ -239,6 +242,17 @@ static int hook_emit(void *userdata, const char *type, json_t *fields)
         return aj_sup_breach_emit_agent(userdata, type, fields);
 }
 
+static int hook_emit_text(void *userdata, const char *type, const char *object, size_t len)
+{
+        AjSupBreach *b = userdata;
+        int r = b->events.ops->emit_agent_text(b->events.userdata, type, object, len);
+        if (r == -EFBIG && b->events_held)
+                b->events_full_due = true;
+        else if (r == -EFBIG && !b->in_event_batch)
+                events_full(b);
+        return r;
+}
+
 static void hook_breach(void *userdata, const AjBreach *breach) { aj_sup_breach_handle(userdata, breach); }
 
 static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection)
@@ -275,9 +289,40 @@ static int hook_batch_end(void *userdata)
         AjSupBreach *b = userdata;
         b->in_event_batch = false;
         int r = b->events.ops->batch_end(b->events.userdata);
-        if (r == -EFBIG)
+        if (r == -EFBIG && b->events_held)
+                b->events_full_due = true;
+        else if (r == -EFBIG)
                 events_full(b);
         return r;
+}
+
+static void hook_hold(void *userdata)
+{
+        AjSupBreach *b = userdata;
+        if (!b->events.ops->hold || !b->events.ops->commit)
+                return; /* a chain without group commit writes each event at once */
+        b->events_held = true;
+        b->events.ops->hold(b->events.userdata);
+}
+
+static int hook_commit(void *userdata)
+{
+        AjSupBreach *b = userdata;
+        if (!b->events_held)
+                return 0;
+        b->events_held = false;
+        int r = b->events.ops->commit(b->events.userdata);
+        if (b->events_full_due) {
+                b->events_full_due = false;
+                events_full(b);
+        }
+        return r;
+}
+
+static size_t hook_held_bytes(void *userdata)
+{
+        AjSupBreach *b = userdata;
+        return b->events_held && b->events.ops->held_bytes ? b->events.ops->held_bytes(b->events.userdata) : 0;
 }
 
 void aj_sup_breach_hooks(AjSupBreach *b, AjHooks *ret)
@@ -285,10 +330,14 @@ void aj_sup_breach_hooks(AjSupBreach *b, AjHooks *ret)
         *ret = (AjHooks){
                 .userdata = b,
                 .emit = hook_emit,
+                .emit_text = b->events.ops->emit_agent_text ? hook_emit_text : NULL,
                 .breach = hook_breach,
                 .charge_egress = hook_charge_egress,
                 .approval_requested = hook_approval_requested,
                 .batch_begin = hook_batch_begin,
                 .batch_end = hook_batch_end,
+                .hold = hook_hold,
+                .commit = hook_commit,
+                .held_bytes = hook_held_bytes,
         };
 }

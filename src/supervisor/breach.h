@@ -58,6 +58,8 @@ typedef struct {
         bool cmd_exited;  /* the command's status is known */
         bool jail_exited; /* init is gone */
         bool in_event_batch;
+        bool events_held;     /* the broker holds the chain for a group commit */
+        bool events_full_due; /* a refusal while held: the breach waits for the commit */
         uint64_t events_refused;
 } AjSupBreach;
 

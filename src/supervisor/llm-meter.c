@@ -155,10 +155,12 @@ static void check_gate(AjSupLlmCall *cs, const AjGatewayProvider *pr, AjGatewayV
         const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
         for (size_t i = 0; l->gate_tools && u && i < u->n_tool_results && !v->status; i++) {
                 const char *id = u->tool_result_ids[i];
-                if (!aj_meter_gate_missed(l->meter, id))
-                        continue;
                 uint8_t key[AJ_SHA256_SIZE];
-                aj_sha256(id, strlen(id), key);
+                if (!id || !*id)
+                        continue;
+                aj_meter_call_id_key(id, key); /* once: the meter's lookup and the reported ring */
+                if (!aj_meter_gate_missed_key(l->meter, key))
+                        continue;
                 bool seen = false;
                 for (size_t k = 0; k < ARRAY_SIZE(l->gate_reported) && !seen; k++)
                         seen = memcmp(l->gate_reported[k], key, AJ_SHA256_SIZE) == 0;

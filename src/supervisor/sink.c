@@ -17,6 +17,12 @@ static int log_emit_agent(void *userdata, const char *type, json_t *fields)
         return aj_events_emit_agent(l->log, type, fields);
 }
 
+static int log_emit_agent_text(void *userdata, const char *type, const char *object, size_t len)
+{
+        AjSupEventLog *l = userdata;
+        return aj_events_emit_agent_text(l->log, type, object, len);
+}
+
 static void log_batch_begin(void *userdata)
 {
         AjSupEventLog *l = userdata;
@@ -27,6 +33,24 @@ static int log_batch_end(void *userdata)
 {
         AjSupEventLog *l = userdata;
         return aj_events_batch_end(l->log);
+}
+
+static void log_hold(void *userdata)
+{
+        AjSupEventLog *l = userdata;
+        aj_events_hold(l->log);
+}
+
+static int log_commit(void *userdata)
+{
+        AjSupEventLog *l = userdata;
+        return aj_events_commit(l->log);
+}
+
+static size_t log_held_bytes(void *userdata)
+{
+        AjSupEventLog *l = userdata;
+        return aj_events_held_bytes(l->log);
 }
 
 static uint64_t log_bytes(void *userdata)
@@ -62,8 +86,12 @@ static json_t *last_events(void *userdata, size_t n)
 static const AjSupSinkOps log_ops = {
         .emit = log_emit,
         .emit_agent = log_emit_agent,
+        .emit_agent_text = log_emit_agent_text,
         .batch_begin = log_batch_begin,
         .batch_end = log_batch_end,
+        .hold = log_hold,
+        .commit = log_commit,
+        .held_bytes = log_held_bytes,
         .bytes = log_bytes,
         .wanted = log_wanted,
         .set_agent_limit = log_set_agent_limit,

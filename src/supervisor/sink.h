@@ -17,8 +17,14 @@ typedef struct {
         int (*emit)(void *userdata, const char *type, json_t *fields);
         /* What the agent's actions cause: -EFBIG past its share of logs.events_bytes. */
         int (*emit_agent)(void *userdata, const char *type, json_t *fields);
+        /* Optional: emit_agent() with the fields printed (aj_events_emit_agent_text()). */
+        int (*emit_agent_text)(void *userdata, const char *type, const char *object, size_t len);
         void (*batch_begin)(void *userdata);
         int (*batch_end)(void *userdata);
+        /* Optional: group commit (aj_events_hold(), _commit(), _held_bytes()). */
+        void (*hold)(void *userdata);
+        int (*commit)(void *userdata);
+        size_t (*held_bytes)(void *userdata);
         /* events.jsonl's size; and what it would have become with the refused events. */
         uint64_t (*bytes)(void *userdata);
         uint64_t (*wanted)(void *userdata);

@@ -17,6 +17,13 @@ typedef struct {
 
 static inline size_t aj_outbuf_pending(const AjOutBuf *b) { return b->len - b->off; }
 
+/* Keeps only the first `pending` unsent bytes (at most aj_outbuf_pending()). */
+static inline void aj_outbuf_truncate(AjOutBuf *b, size_t pending)
+{
+        if (pending < b->len - b->off)
+                b->len = b->off + pending;
+}
+
 /* Appends len bytes (and a '\n' when `newline`). -ENOBUFS when the unsent bytes would pass
  * `max` (a peer that does not read), -ENOMEM; the buffer is unchanged then. */
 int aj_outbuf_add(AjOutBuf *b, const void *data, size_t len, bool newline, size_t max);

@@ -28,7 +28,32 @@ static int emit(void *userdata, const char *type, json_t *fields)
         return 0;
 }
 
-static void breach(void *userdata, const AjBreach *b) {}
+/* The printed events must be what the chain takes: one JSON object. */
+static int emit_text(void *userdata, const char *type, const char *object, size_t len)
+{
+        json_t *o = json_loadb(object, len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(o))
+                abort();
+        json_decref(o);
+        return 0;
+}
+
+static bool held;
+static void hold(void *userdata) { held = true; }
+static int commit(void *userdata)
+{
+        if (!held)
+                abort(); /* a commit without its hold */
+        held = false;
+        return 0;
+}
+static size_t held_bytes(void *userdata) { return 0; }
+
+static void breach(void *userdata, const AjBreach *b)
+{
+        if (held)
+                abort(); /* a breach is handled after its events are committed */
+}
 
 static char dir[64];
 
@@ -59,7 +84,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         caps.limit[AJ_CAP_TOKENS] = 100000;
         caps.set[AJ_CAP_REPEAT_LIMIT] = true;
         caps.limit[AJ_CAP_REPEAT_LIMIT] = 3;
-        AjHooks hooks = { .emit = emit, .breach = breach };
+        AjHooks hooks = { .emit = emit,
+                          .emit_text = emit_text,
+                          .breach = breach,
+                          .hold = hold,
+                          .commit = commit,
+                          .held_bytes = held_bytes };
         AjMeter *meter = NULL;
         AjBroker *b = NULL;
         if (aj_meter_new(&caps, &meter) < 0 || aj_broker_new(path, (uid_t)-1, (gid_t)-1, meter, &hooks, &b) < 0)

@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Broker benchmark: `broker-bench SOCKET_PATH [--events FILE] [-n N]`, or
- * `broker-bench --client [-n N]` inside a jail (scripts/bench), where the run's own
+ * `broker-bench --client [-n N] [--wait-for FILE]` inside a jail (scripts/bench), where the run's own
  * broker on $AGENTJAIL_BROKER is measured, with the run's real event log.
  * Without --client it forks a broker (meter without caps, one priced model) serving SOCKET_PATH
  * with fake hooks (events dropped) or, with --events, the real event log
- * (one write(2) per event, as in a run). Then measures from this process:
+ * (held and written once per wake-up, as in a run). Then measures from this process:
  *   - "tokens" messages/s pipelined on 1 connection and on 8 connections;
  *   - "tool" round-trip latency (one request in flight), p50/p99; with --client also
- *     for calls 1 ms apart (the supervisor asleep when each arrives).
+ *     for calls 1 ms apart (the supervisor asleep when each arrives), and the bounds of
+ *     each phase (CLOCK_MONOTONIC), by which scripts/bench reads the supervisor's CPU;
+ *     without, the forked broker's CPU per message (/proc/PID/schedstat).
  * Prints one JSON object.
  * `broker-bench --echo [-n N]` measures the peer of the round trip: the same requests
  * answered by a bare process that sleeps in epoll_wait() and echoes a reply at once,
@@ -40,13 +42,31 @@ static int drop_emit(void *userdata, const char *type, json_t *fields)
 }
 
 static int log_emit(void *userdata, const char *type, json_t *fields) { return aj_events_emit(userdata, type, fields); }
+static int log_emit_text(void *userdata, const char *type, const char *object, size_t len)
+{
+        return aj_events_emit_agent_text(userdata, type, object, len);
+}
+static void log_batch_begin(void *userdata) { aj_events_batch_begin(userdata); }
+static int log_batch_end(void *userdata) { return aj_events_batch_end(userdata); }
+static void log_hold(void *userdata) { aj_events_hold(userdata); }
+static int log_commit(void *userdata) { return aj_events_commit(userdata); }
+static size_t log_held_bytes(void *userdata) { return aj_events_held_bytes(userdata); }
 
 static void serve(const char *path, const char *events, int ready_fd)
 {
         AjEventLog *log = NULL;
         if (events && aj_events_open(events, "bench", &log) < 0)
                 _exit(1);
-        AjHooks hooks = { .userdata = log, .emit = events ? log_emit : drop_emit };
+        AjHooks hooks = { .userdata = log, .emit = drop_emit };
+        if (events)
+                hooks = (AjHooks){ .userdata = log,
+                                   .emit = log_emit,
+                                   .emit_text = log_emit_text,
+                                   .batch_begin = log_batch_begin,
+                                   .batch_end = log_batch_end,
+                                   .hold = log_hold,
+                                   .commit = log_commit,
+                                   .held_bytes = log_held_bytes };
         AjMeter *m = NULL;
         AjBroker *b = NULL;
         if (aj_meter_new(NULL, &m) < 0 || aj_meter_set_price(m, "gpt-4o", 2.5e-6, 1e-5, 1.25e-6) < 0 ||
@@ -176,6 +196,22 @@ static double run_tokens(const char *path, int n_conns, long total, long window)
         return (double)(per * n_conns) / secs;
 }
 
+/* CPU time the process has run, in ns (/proc/PID/schedstat): what the broker spends,
+ * whatever else the machine runs. 0 if unreadable. */
+static uint64_t cpu_ns(pid_t pid)
+{
+        char path[64];
+        unsigned long long ns = 0;
+        snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+        FILE *f = fopen(path, "re");
+        if (f) {
+                if (fscanf(f, "%llu", &ns) != 1)
+                        ns = 0;
+                fclose(f);
+        }
+        return ns;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
         uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -261,6 +297,7 @@ int main(int argc, char **argv)
 {
         const char *path = NULL, *events = NULL;
         long n = 200000;
+        const char *wait_for = NULL;
         bool client = false, echo = false;
         for (int i = 1; i < argc; i++) {
                 if (streq(argv[i], "--client"))
@@ -269,6 +306,8 @@ int main(int argc, char **argv)
                         echo = true;
                 else if (streq(argv[i], "--events") && i + 1 < argc)
                         events = argv[++i];
+                else if (streq(argv[i], "--wait-for") && i + 1 < argc)
+                        wait_for = argv[++i];
                 else if (streq(argv[i], "-n") && i + 1 < argc)
                         n = atol(argv[++i]);
                 else if (!path)
@@ -294,16 +333,26 @@ int main(int argc, char **argv)
                         fprintf(stderr, "usage: broker-bench --client [-n N>=1000] (needs $AGENTJAIL_BROKER)\n");
                         return 2;
                 }
+                /* Until whoever reads the supervisor's CPU is ready (at most 10 s). */
+                for (int i = 0; wait_for && i < 1000 && access(wait_for, F_OK) < 0; i++)
+                        nanosleep(&(struct timespec){ .tv_nsec = 10000000 }, NULL);
                 signal(SIGPIPE, SIG_IGN);
+                /* The phases' bounds on CLOCK_MONOTONIC (the host's: no time namespace), for
+                 * scripts/bench to read the supervisor's CPU over each. */
+                uint64_t t0 = aj_now_monotonic_ns();
                 double one = run_tokens(path, 1, n, 256);
+                uint64_t t1 = aj_now_monotonic_ns();
                 double eight = run_tokens(path, 8, n, 256);
+                uint64_t t2 = aj_now_monotonic_ns();
                 double p50, p99, g50, g99;
                 run_latency(path, n / 10, 0, &p50, &p99);
+                uint64_t t3 = aj_now_monotonic_ns();
                 run_latency(path, 2000, 1000, &g50, &g99);
                 printf("{\"events\": \"run\", \"tokens_msgs_per_s_1conn\": %.0f, \"tokens_msgs_per_s_8conn\": %.0f, "
                        "\"tool_rtt_p50_us\": %.1f, \"tool_rtt_p99_us\": %.1f, \"tool_spaced_rtt_p50_us\": %.1f, "
-                       "\"tool_spaced_rtt_p99_us\": %.1f}\n",
-                       one, eight, p50, p99, g50, g99);
+                       "\"tool_spaced_rtt_p99_us\": %.1f, \"n\": %ld, \"phases_ns\": [%llu, %llu, %llu, %llu]}\n",
+                       one, eight, p50, p99, g50, g99, n, (unsigned long long)t0, (unsigned long long)t1,
+                       (unsigned long long)t2, (unsigned long long)t3);
                 return 0;
         }
         if (!path || n < 1000) {
@@ -328,15 +377,22 @@ int main(int argc, char **argv)
                 return 1;
         }
         signal(SIGPIPE, SIG_IGN);
+        uint64_t c0 = cpu_ns(pid);
         double one = run_tokens(path, 1, n, 256);
+        uint64_t c1 = cpu_ns(pid);
         double eight = run_tokens(path, 8, n, 256);
+        uint64_t c2 = cpu_ns(pid);
         double p50, p99;
         run_latency(path, n / 10, 0, &p50, &p99);
+        uint64_t c3 = cpu_ns(pid);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         unlink(path);
+        /* The broker's CPU per message: its own cost, apart from the client's and the load. */
         printf("{\"events\": \"%s\", \"tokens_msgs_per_s_1conn\": %.0f, \"tokens_msgs_per_s_8conn\": %.0f, "
-               "\"tool_rtt_p50_us\": %.1f, \"tool_rtt_p99_us\": %.1f}\n",
-               events ? "file" : "dropped", one, eight, p50, p99);
+               "\"tool_rtt_p50_us\": %.1f, \"tool_rtt_p99_us\": %.1f, \"broker_cpu_us_per_tokens_1conn\": %.2f, "
+               "\"broker_cpu_us_per_tokens_8conn\": %.2f, \"broker_cpu_us_per_tool\": %.2f}\n",
+               events ? "file" : "dropped", one, eight, p50, p99, (double)(c1 - c0) / 1e3 / (double)n,
+               (double)(c2 - c1) / 1e3 / (double)n, (double)(c3 - c2) / 1e3 / (double)(n / 10));
         return 0;
 }

@@ -79,6 +79,23 @@ def main():
                     raise SystemExit("broker closed the connection")
                 left -= b.count(b"\n")
         print(f"sent={sent}", flush=True)
+    elif cmd == "pipelined":  # pipelined CONNS N: N tokens requests sent at once on each of CONNS connections
+        conns, n = int(args[0]), int(args[1])
+        socks = [conn[0]] + [connect()[0] for _ in range(conns - 1)]
+        for c, s in enumerate(socks):  # input_tokens = 1000 * (connection + 1) + request number
+            s.sendall(b"".join((json.dumps({"v": 1, "id": i, "op": "tokens", "gen_ai.request.model": "m",
+                                            "gen_ai.usage.input_tokens": 1000 * (c + 1) + i,
+                                            "gen_ai.usage.output_tokens": 1}) + "\n").encode()
+                               for i in range(n)))
+        in_order = ok = 0
+        for s in socks:
+            f, want = s.makefile("rb"), 0
+            for _ in range(n):
+                rep = json.loads(f.readline())
+                in_order += rep.get("id") == want
+                ok += rep.get("ok") is True
+                want += 1
+        print(f"replies={in_order} ok={ok}", flush=True)
     elif cmd == "usage":
         print(json.dumps(call(conn, {"v": 1, "id": "u", "op": "usage"})), flush=True)
     elif cmd == "garbage":

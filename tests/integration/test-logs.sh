@@ -179,4 +179,19 @@ for flood in "broker:python3 ./client.py flood 4" "seccomp:timeout 4 ./probe den
                 "$name flood: supervisor.throttled counts the pauses"
 done
 
+# --- group commit: many clients' pipelined requests, written a wake-up's worth at a time,
+# each connection's replies in order, the chain whole and in each connection's order
+P=$(write_profile grouped '{"extends": "default", "logs": {"reports_per_sec": 1000000}}')
+run_jail -p "$P" -- python3 ./client.py pipelined 8 300
+is "$JAIL_RC" 0 "8 connections x 300 pipelined tokens requests: the run exits 0"
+is "$(grep -o 'replies=[0-9]* ok=[0-9]*' "$TEST_TMP/jail.out")" "replies=2400 ok=2400" \
+        "every reply comes, ok, in its connection's request order"
+T=$(events_of tokens "$JAIL_RUN_DIR")
+is "$(count_lines "$T")" 2400 "2400 tokens events recorded"
+is "$(jq -rs 'group_by(."gen_ai.usage.input_tokens" / 1000 | floor) | map(map(."gen_ai.usage.input_tokens" % 1000)
+        | . == (. | sort)) | all' <<<"$T" 2>/dev/null)" true "each connection's events are in its request order"
+aj logs "${JAIL_RUN_DIR##*/}" --verify
+is "$RC" 0 "logs --verify: the chain written in groups is intact" || op_diag
+like "$OUT" "intact" "logs --verify says intact"
+
 done_testing

@@ -1254,3 +1254,253 @@ Test(approvals, call_counted_by_the_gateway_is_still_held_then_not_counted)
         cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 2);
         close(fd);
 }
+
+/* ---- group commit: one write for a wake-up's requests, before any of their replies ---- */
+
+typedef struct {
+        Fake *fake;
+        bool held;
+        size_t pending;    /* events held, not yet "written" */
+        size_t written;    /* events "written" */
+        int writes;        /* commits that wrote something */
+        int fail_commit;   /* commit returns -EIO */
+        int fds[8], n_fds; /* clients: none may have a reply readable when a commit writes */
+        int replies_early;
+        int breaches_before_write; /* a breach handled while its event was still held */
+} Group;
+
+static Group group;
+
+static int group_emit(void *userdata, const char *type, json_t *fields)
+{
+        int r = fake_emit(userdata, type, fields);
+        if (r < 0)
+                return r;
+        if (group.held)
+                group.pending++;
+        else
+                group.written++;
+        return 0;
+}
+
+static void group_hold(void *userdata) { group.held = true; }
+
+static int group_commit(void *userdata)
+{
+        group.held = false;
+        for (int i = 0; i < group.n_fds; i++) {
+                char c;
+                if (recv(group.fds[i], &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+                        group.replies_early++;
+        }
+        if (group.pending == 0)
+                return 0;
+        if (group.fail_commit) {
+                group.pending = 0;
+                return -EIO;
+        }
+        group.writes++;
+        group.written += group.pending;
+        group.pending = 0;
+        return 0;
+}
+
+static size_t group_held_bytes(void *userdata) { return group.pending * 300; }
+
+static void group_breach(void *userdata, const AjBreach *b)
+{
+        /* Its request's events written, and nothing held: its own records go straight in. */
+        if (group.pending > 0 || group.held)
+                group.breaches_before_write++;
+        fake_breach(userdata, b);
+}
+
+static void setup_group(void)
+{
+        setup();
+        group = (Group){ .fake = &env.fake };
+        env.hooks.emit = group_emit;
+        env.hooks.hold = group_hold;
+        env.hooks.commit = group_commit;
+        env.hooks.held_bytes = group_held_bytes;
+}
+
+static int group_client(void)
+{
+        int fd = client();
+        group.fds[group.n_fds++] = fd;
+        return fd;
+}
+
+static const char group_tokens[] = "{\"id\":%d,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"m\","
+                                   "\"gen_ai.usage.input_tokens\":%d,\"gen_ai.usage.output_tokens\":1}\n";
+
+Test(broker, one_write_for_every_ready_client_before_any_reply, .init = setup_group, .fini = teardown)
+{
+        int fds[3];
+        for (int i = 0; i < 3; i++)
+                fds[i] = group_client();
+        /* 3 clients x 5 pipelined requests, all there before the broker wakes. */
+        for (int i = 0; i < 3; i++) {
+                char text[4096] = "";
+                for (int k = 0; k < 5; k++) {
+                        char line[256];
+                        snprintf(line, sizeof(line), group_tokens, k, 100 * i + k);
+                        strcat(text, line);
+                }
+                send_text(fds[i], text);
+        }
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        cr_expect_eq(group.writes, 1, "one write for the 15 requests of 3 clients (%d)", group.writes);
+        cr_expect_eq(group.written, 15);
+        cr_expect_eq(group.replies_early, 0, "no reply was readable before the write");
+        /* Every client has its 5 replies, in its request order. */
+        for (int i = 0; i < 3; i++)
+                for (int k = 0; k < 5; k++) {
+                        json_t *r = read_reply(fds[i]);
+                        cr_assert_not_null(r);
+                        cr_expect_eq(json_integer_value(json_object_get(r, "id")), k);
+                        cr_expect(json_is_true(json_object_get(r, "ok")));
+                        json_decref(r);
+                }
+        /* The events are in the order handled: each client's requests in order. */
+        int last[3] = { -1, -1, -1 };
+        for (size_t e = 0; e < json_array_size(env.fake.events); e++) {
+                json_int_t in = json_integer_value(
+                        json_object_get(json_array_get(env.fake.events, e), "gen_ai.usage.input_tokens"));
+                int i = (int)(in / 100), k = (int)(in % 100);
+                cr_expect_eq(k, last[i] + 1, "client %d's requests recorded in order", i);
+                last[i] = k;
+        }
+        for (int i = 0; i < 3; i++)
+                close(fds[i]);
+}
+
+Test(broker, a_failed_write_sends_none_of_its_replies, .init = setup_group, .fini = teardown)
+{
+        int fd = group_client(), other = group_client();
+        char line[256];
+        snprintf(line, sizeof(line), group_tokens, 1, 10);
+        send_text(fd, line);
+        group.fail_commit = 1;
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        cr_expect_eq(group.replies_early, 0);
+        /* Its connection is closed without the reply: nothing unrecorded is answered. */
+        char buf[256];
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        cr_expect_leq(n, 0, "no reply after a failed write (got %zd bytes)", n);
+        /* The other client, with nothing in that write, goes on; and a later write works. */
+        group.fail_commit = 0;
+        snprintf(line, sizeof(line), group_tokens, 2, 20);
+        send_text(other, line);
+        json_t *r = read_reply(other);
+        cr_assert_not_null(r);
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        cr_expect_eq(group.written, 1);
+        json_decref(r);
+        close(fd);
+        close(other);
+}
+
+Test(broker, a_breach_is_handled_after_its_event_is_written, .fini = teardown)
+{
+        AjMeterCaps caps = { 0 };
+        caps.set[AJ_CAP_TOKENS] = true;
+        caps.limit[AJ_CAP_TOKENS] = 100;
+        setup_with(&caps);
+        group = (Group){ .fake = &env.fake };
+        env.hooks.emit = group_emit;
+        env.hooks.hold = group_hold;
+        env.hooks.commit = group_commit;
+        env.hooks.held_bytes = group_held_bytes;
+        env.hooks.breach = group_breach;
+        int fd = group_client();
+        char line[256];
+        snprintf(line, sizeof(line), group_tokens, 1, 500);
+        send_text(fd, line);
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        cr_expect_eq(env.fake.n_breach, 1);
+        cr_expect_eq(group.breaches_before_write, 0, "the breaching request's event is written before the breach");
+        cr_expect_eq(group.writes, 1);
+        json_t *r = read_reply(fd);
+        cr_assert_not_null(r);
+        cr_expect_str_eq(json_string_value(json_object_get(r, "verdict")), "breach");
+        json_decref(r);
+        close(fd);
+}
+
+/* ---- tokens printed without jansson values: the same event and reply ---- */
+
+static json_t *printed_events; /* the texts emit_text() got, as strings */
+
+static int text_emit(void *userdata, const char *type, const char *object, size_t len)
+{
+        json_array_append_new(printed_events, json_stringn(object, len));
+        return 0;
+}
+
+static int json_emit(void *userdata, const char *type, json_t *fields)
+{
+        char *t = json_dumps(fields, JSON_COMPACT | JSON_ENSURE_ASCII);
+        json_array_append_new(printed_events, json_string(t));
+        free(t);
+        json_decref(fields);
+        return 0;
+}
+
+/* Events (as texts) and reply lines of the same tokens requests, with the hooks given. */
+static void tokens_texts(bool printed, json_t **ret_events, json_t **ret_replies)
+{
+        setup();
+        cr_assert_eq(aj_meter_set_price(env.meter, "gpt-4o", 2.5e-6, 1e-5, 1.25e-6), 0);
+        printed_events = json_array();
+        env.hooks.emit = json_emit;
+        env.hooks.emit_text = printed ? text_emit : NULL;
+        int fd = client();
+        send_text(fd, "{\"id\":1,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
+                      "\"gen_ai.usage.input_tokens\":1200,\"gen_ai.usage.output_tokens\":300,"
+                      "\"gen_ai.usage.cache_read.input_tokens\":200}\n"
+                      "{\"id\":\"two\",\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"other-model\","
+                      "\"gen_ai.usage.input_tokens\":7,\"gen_ai.usage.output_tokens\":0}\n"
+                      "{\"id\":3,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
+                      "\"gen_ai.usage.input_tokens\":1,\"gen_ai.usage.output_tokens\":1099511627776}\n");
+        json_t *replies = json_array();
+        char buf[8192];
+        size_t have = 0;
+        for (int i = 0; i < 200 && json_array_size(replies) < 3; i++) {
+                pump();
+                ssize_t n = recv(fd, buf + have, sizeof(buf) - have, MSG_DONTWAIT);
+                if (n > 0)
+                        have += (size_t)n;
+                char *nl;
+                while ((nl = memchr(buf, '\n', have))) {
+                        json_array_append_new(replies, json_stringn(buf, (size_t)(nl - buf)));
+                        have -= (size_t)(nl - buf) + 1;
+                        memmove(buf, nl + 1, have);
+                }
+        }
+        close(fd);
+        *ret_events = printed_events;
+        *ret_replies = replies;
+        teardown();
+}
+
+Test(broker, tokens_printed_are_the_same_bytes)
+{
+        json_t *ev_json, *rep_json, *ev_text, *rep_text;
+        tokens_texts(false, &ev_json, &rep_json);
+        tokens_texts(true, &ev_text, &rep_text);
+        cr_assert_eq(json_array_size(rep_json), 3);
+        cr_assert_eq(json_array_size(ev_json), 3);
+        cr_assert_eq(json_array_size(ev_text), 3, "every tokens event took the printed path");
+        for (size_t i = 0; i < 3; i++) {
+                cr_expect_str_eq(json_string_value(json_array_get(ev_text, i)),
+                                 json_string_value(json_array_get(ev_json, i)), "event %zu", i);
+                cr_expect_str_eq(json_string_value(json_array_get(rep_text, i)),
+                                 json_string_value(json_array_get(rep_json, i)), "reply %zu", i);
+        }
+        json_decref(ev_json);
+        json_decref(rep_json);
+        json_decref(ev_text);
+        json_decref(rep_text);
+}

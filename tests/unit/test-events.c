@@ -436,3 +436,137 @@ Test(events, agent_events_refused_past_their_share_supervisor_events_not)
         aj_events_close(log);
         aj_rm_rf(dir);
 }
+
+/* ---- group commit: held events, one write ---- */
+
+static size_t file_size(const char *path)
+{
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        return (size_t)st.st_size;
+}
+
+Test(events, held_events_are_chained_and_written_at_the_commit)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        AjEventLog *log = open_temp_log(dir, path, "r1");
+        cr_assert_eq(aj_events_emit(log, "run.start", NULL), 0);
+        size_t before = file_size(path);
+
+        aj_events_hold(log);
+        cr_assert_eq(aj_events_emit_agent(log, "tokens", json_pack("{s:i}", "n", 1)), 0);
+        /* A request's pair, as the broker emits it, inside the hold. */
+        aj_events_batch_begin(log);
+        cr_assert_eq(aj_events_emit_agent(log, "tool.request", json_pack("{s:s}", "c", "x")), 0);
+        cr_assert_eq(aj_events_emit_agent(log, "tool.verdict", json_pack("{s:s}", "v", "allow")), 0);
+        cr_assert_eq(aj_events_batch_end(log), 0);
+        cr_assert_eq(aj_events_emit_agent(log, "tokens", json_pack("{s:i}", "n", 2)), 0);
+        cr_expect_eq(aj_events_last_seq(log), 5, "held events have their places in the chain");
+        cr_expect_eq(file_size(path), before, "nothing held is written before the commit");
+        cr_expect_gt(aj_events_held_bytes(log), 0);
+
+        cr_assert_eq(aj_events_commit(log), 0);
+        cr_expect_gt(file_size(path), before);
+        cr_expect_eq(aj_events_held_bytes(log), 0);
+        cr_expect_eq(aj_events_bytes(log), file_size(path));
+        /* Not held any more: written at once. */
+        size_t after = file_size(path);
+        cr_assert_eq(aj_events_emit(log, "run.exit", NULL), 0);
+        cr_expect_gt(file_size(path), after);
+        char last[AJ_SHA256_HEX_SIZE];
+        snprintf(last, sizeof(last), "%s", aj_events_last_hash(log));
+        aj_events_close(log);
+
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, 6, last, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        cr_expect_eq(c.count, 6);
+        aj_rm_rf(dir);
+}
+
+Test(events, a_refusal_while_held_drops_only_itself)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        AjEventLog *log = open_temp_log(dir, path, "r1");
+        cr_assert_eq(aj_events_emit(log, "run.start", NULL), 0);
+        char big[2000];
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = 0;
+        aj_events_set_agent_limit(log, aj_events_bytes(log) + 1500);
+
+        aj_events_hold(log);
+        cr_assert_eq(aj_events_emit_agent(log, "tokens", json_pack("{s:i}", "n", 1)), 0);
+        cr_expect_eq(aj_events_emit_agent(log, "tool.result", json_pack("{s:s}", "undo", big)), -EFBIG);
+        aj_events_batch_begin(log);
+        cr_assert_eq(aj_events_emit_agent(log, "tool.request", NULL), 0);
+        cr_expect_eq(aj_events_emit_agent(log, "tool.verdict", json_pack("{s:s}", "undo", big)), -EFBIG);
+        cr_expect_eq(aj_events_batch_end(log), -EFBIG, "the batch is dropped whole");
+        cr_assert_eq(aj_events_emit_agent(log, "tokens", json_pack("{s:i}", "n", 2)), 0);
+        cr_expect_eq(aj_events_last_seq(log), 3);
+        cr_assert_eq(aj_events_commit(log), 0);
+        char last[AJ_SHA256_HEX_SIZE];
+        snprintf(last, sizeof(last), "%s", aj_events_last_hash(log));
+        aj_events_close(log);
+
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        cr_expect_null(strstr(text, "tool.request"), "nothing of the refused batch is written");
+        cr_expect_null(strstr(text, "xxxx"), "the refused event is not written");
+        free(text);
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, 3, last, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        aj_rm_rf(dir);
+}
+
+Test(events, a_failed_commit_leaves_none_of_the_held_events_in_the_chain)
+{
+        /* /dev/full: every write fails with ENOSPC. */
+        AjEventLog *log = NULL;
+        cr_assert_eq(aj_events_open("/dev/full", "r1", &log), 0);
+        aj_events_hold(log);
+        cr_assert_eq(aj_events_emit(log, "tokens", NULL), 0);
+        cr_assert_eq(aj_events_emit(log, "tokens", NULL), 0);
+        cr_expect_eq(aj_events_last_seq(log), 2);
+        cr_expect_eq(aj_events_commit(log), -ENOSPC);
+        cr_expect_eq(aj_events_last_seq(log), 0, "the chain is back where the file is");
+        cr_expect_str_eq(aj_events_last_hash(log), AJ_EVENTS_GENESIS);
+        cr_expect_eq(aj_events_held_bytes(log), 0);
+        aj_events_close(log);
+}
+
+Test(events, fields_printed_by_the_caller)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        AjEventLog *log = open_temp_log(dir, path, "r1");
+        const char obj[] = "{\"model\":\"m\",\"n\":3}";
+        cr_assert_eq(aj_events_emit_agent_text(log, "tokens", obj, sizeof(obj) - 1), 0);
+        cr_assert_eq(aj_events_emit_agent_text(log, "tokens", "{}", 2), 0);
+        cr_expect_eq(aj_events_emit_agent_text(log, "tokens", "[1]", 3), -EINVAL, "only an object");
+        aj_events_set_agent_limit(log, aj_events_bytes(log) + 10);
+        cr_expect_eq(aj_events_emit_agent_text(log, "tokens", obj, sizeof(obj) - 1), -EFBIG, "the agent's cap holds");
+        char last[AJ_SHA256_HEX_SIZE];
+        snprintf(last, sizeof(last), "%s", aj_events_last_hash(log));
+        aj_events_close(log);
+
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        char *second = strchr(text, '\n');
+        cr_assert_not_null(second);
+        *second = 0;
+        json_t *ev = json_loads(text, 0, NULL);
+        cr_assert_not_null(ev, "%s", text);
+        cr_expect_str_eq(json_string_value(json_object_get(ev, "type")), "tokens");
+        cr_expect_str_eq(json_string_value(json_object_get(ev, "model")), "m");
+        cr_expect_eq(json_integer_value(json_object_get(ev, "n")), 3);
+        json_decref(ev);
+        ev = json_loads(second + 1, JSON_DISABLE_EOF_CHECK, NULL);
+        cr_assert_not_null(ev, "an empty object: just the header");
+        cr_expect_eq(json_integer_value(json_object_get(ev, "seq")), 2);
+        json_decref(ev);
+        free(text);
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, 2, last, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        aj_rm_rf(dir);
+}

@@ -276,3 +276,45 @@ Test(outbuf, add_send_cap)
         close(sv[0]);
         aj_outbuf_clear(&b);
 }
+
+Test(line_server, corked_replies_wait_for_the_uncork)
+{
+        start(&broker_like);
+        int a = client(), b = client();
+        aj_line_server_cork(env.server);
+        cr_assert_eq(write(a, "a1\na2\n", 6), 6);
+        cr_assert_eq(write(b, "b1\n", 3), 3);
+        pump();
+        cr_expect_eq(env.lines, 3);
+        cr_expect_str_eq(received(a), "", "nothing is sent while corked");
+        cr_expect_str_eq(received(b), "");
+        aj_line_server_uncork(env.server, true);
+        cr_expect_str_eq(received(a), "re:a1\nre:a2\n");
+        cr_expect_str_eq(received(b), "re:b1\n");
+        /* Not corked any more: a turn sends its own replies. */
+        cr_assert_eq(write(a, "a3\n", 3), 3);
+        pump();
+        cr_expect_str_eq(received(a), "re:a3\n");
+        close(a);
+        close(b);
+        stop();
+}
+
+Test(line_server, an_uncork_without_sending_drops_the_corked_replies_and_closes)
+{
+        start(&broker_like);
+        int a = client(), b = client();
+        aj_line_server_cork(env.server);
+        cr_assert_eq(write(a, "a1\n", 3), 3);
+        pump();
+        aj_line_server_uncork(env.server, false);
+        cr_expect_str_eq(received(a), "EOF", "the reply is never sent; the connection is closed");
+        cr_expect_eq(env.closed, 1);
+        /* A connection with nothing queued since the cork is left alone. */
+        cr_assert_eq(write(b, "b1\n", 3), 3);
+        pump();
+        cr_expect_str_eq(received(b), "re:b1\n");
+        close(a);
+        close(b);
+        stop();
+}

@@ -77,6 +77,19 @@ static int chain_batch_end(void *userdata)
         return c->batch_refused ? -EFBIG : 0;
 }
 
+static int chain_emit_agent_text(void *userdata, const char *type, const char *object, size_t len)
+{
+        return chain_emit_agent(userdata, type, json_loadb(object, len, 0, NULL));
+}
+
+static bool chain_held;
+static void chain_hold(void *userdata) { chain_held = true; }
+static int chain_commit(void *userdata)
+{
+        chain_held = false;
+        return 0;
+}
+
 static uint64_t chain_bytes(void *userdata) { return ((FakeChain *)userdata)->bytes; }
 
 static uint64_t chain_wanted(void *userdata) { return ((FakeChain *)userdata)->bytes + 100; }
@@ -92,7 +105,10 @@ static json_t *chain_tail(void *userdata, size_t n)
 static const AjSupSinkOps chain_ops = {
         .emit = chain_emit,
         .emit_agent = chain_emit_agent,
+        .emit_agent_text = chain_emit_agent_text,
         .batch_begin = chain_batch_begin,
+        .hold = chain_hold,
+        .commit = chain_commit,
         .batch_end = chain_batch_end,
         .bytes = chain_bytes,
         .wanted = chain_wanted,
@@ -669,4 +685,26 @@ Test(netpeer, names_the_process_holding_the_client_end)
         json_decref(who);
         close(s);
         close(l);
+}
+
+/* The broker holds the chain for a group commit: an agent's event refused meanwhile (the log
+ * full) stops the run at the commit, once the held events are written, not before. */
+Test(supervisor, log_bytes_breach_waits_for_the_commit)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ .log_cap = 1 << 20 });
+        AjHooks hooks;
+        aj_sup_breach_hooks(&f->breach, &hooks);
+        cr_assert_not_null(hooks.hold);
+        cr_assert_not_null(hooks.emit_text);
+        hooks.hold(hooks.userdata);
+        cr_expect(chain_held);
+        f->chain.full = true;
+        cr_expect_eq(hooks.emit_text(hooks.userdata, "tokens", "{\"n\":1}", 7), -EFBIG);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 0, "no breach while the chain is held");
+        cr_expect_eq(f->freezes, 0);
+        cr_expect_eq(hooks.commit(hooks.userdata), 0);
+        cr_expect(!chain_held);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 1, "the breach, at the commit");
+        cr_expect_eq(f->freezes, 1);
+        fake_run_free(f);
 }

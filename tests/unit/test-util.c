@@ -13,6 +13,8 @@
 
 #include "util/error.h"
 #include "util/fd.h"
+#include "util/json-fast.h"
+#include "util/json-flat.h"
 #include "util/format.h"
 #include "util/open-under.h"
 #include "util/path.h"
@@ -457,4 +459,140 @@ Test(rm_rf, does_not_cross_a_mount, .init = fs_setup, .fini = fs_teardown)
         cr_expect_eq(r, -EXDEV);
         cr_expect(kept, "a file in the mount below was removed");
         cr_expect(other_gone);
+}
+
+/* ---- json-flat: the broker's fast path agrees with jansson or stands aside ---- */
+
+Test(json_flat, agrees_with_jansson_on_what_it_takes)
+{
+        static const char *const taken[] = {
+                "{}",
+                " { } ",
+                "{\"id\":1,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
+                "\"gen_ai.usage.input_tokens\":1200,\"gen_ai.usage.output_tokens\":0}",
+                "{ \"id\" : \"a b\" ,\t\"v\":1 ,\"x\":\"\"}\r",
+                "{\"n\":999999999999999999}",
+                "{\"\":0}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(taken); i++) {
+                json_t *fast = NULL;
+                cr_assert_eq(aj_json_load_flat(taken[i], strlen(taken[i]), &fast), 1, "taken: %s", taken[i]);
+                json_error_t je;
+                json_t *slow = json_loadb(taken[i], strlen(taken[i]), JSON_REJECT_DUPLICATES, &je);
+                cr_assert_not_null(slow, "%s", taken[i]);
+                cr_expect(json_equal(fast, slow), "the same object for %s", taken[i]);
+                json_decref(fast);
+                json_decref(slow);
+        }
+}
+
+Test(json_flat, leaves_everything_else_to_jansson)
+{
+        /* Valid JSON it does not take (jansson decides), and invalid JSON (jansson's error). */
+        static const char *const left[] = {
+                "{\"a\":1,\"a\":2}",           /* duplicate: jansson refuses it, with its message */
+                "{\"a\":\"x\\\"y\"}",          /* an escape */
+                "{\"a\":\"\xc3\xa9\"}",        /* non-ASCII */
+                "{\"\xc3\xa9\":1}",            /* a non-ASCII key */
+                "{\"a\":-1}",                  /* negative */
+                "{\"a\":1.5}",                 /* real */
+                "{\"a\":1e3}",                 /* real */
+                "{\"a\":01}",                  /* a leading zero: invalid */
+                "{\"a\":9999999999999999999}", /* past int64: jansson says so */
+                "{\"a\":null}",
+                "{\"a\":true}",
+                "{\"a\":{}}",
+                "{\"a\":[]}",
+                "[1]",
+                "{\"a\":1,}",
+                "{\"a\":1} x",
+                "{\"a\":1",
+                "{\"a\" 1}",
+                "{\"a\":\"x",
+                "{\"a\":\"\t\"}", /* a raw control character: invalid */
+                "",
+                "{",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(left); i++) {
+                json_t *fast = NULL;
+                cr_expect_eq(aj_json_load_flat(left[i], strlen(left[i]), &fast), 0, "left to jansson: %s", left[i]);
+                cr_expect_null(fast);
+        }
+        /* A NUL inside the line is never taken. */
+        const char nul[] = "{\"a\":\"x\0y\"}";
+        json_t *fast = NULL;
+        cr_expect_eq(aj_json_load_flat(nul, sizeof(nul) - 1, &fast), 0);
+}
+
+/* ---- json-fast: jansson's compact text, byte for byte ---- */
+
+static json_t *random_value(unsigned *seed, int depth)
+{
+        static const double reals[] = {
+                0.0,  -0.0,          1.0,       0.1,   1e-6,   3.4125e-06,         2.5e-6 * 1200,
+                1e21, 123456789.125, -7.5e-300, 1e308, 5e-324, 0.30000000000000004
+        };
+        int kind = rand_r(seed) % (depth > 3 ? 5 : 7);
+        switch (kind) {
+        case 0: {
+                char s[24];
+                size_t n = (size_t)(rand_r(seed) % 20);
+                for (size_t i = 0; i < n; i++)
+                        s[i] = (char)(1 + rand_r(seed) % 127); /* every ASCII byte but NUL */
+                return json_stringn(s, n);
+        }
+        case 1:
+                return json_integer((json_int_t)rand_r(seed) * (rand_r(seed) % 2 ? -1 : 1) *
+                                    (rand_r(seed) % 3 ? 1 : 1000000007LL));
+        case 2:
+                return json_real(reals[rand_r(seed) % ARRAY_SIZE(reals)] * (rand_r(seed) % 2 ? 1 : 1.0 / 3));
+        case 3:
+                return rand_r(seed) % 3 == 0 ? json_null() : json_boolean(rand_r(seed) % 2);
+        case 4:
+                return json_string("caf\xc3\xa9 \xe2\x82\xac"); /* raw UTF-8 */
+        case 5: {
+                json_t *a = json_array();
+                for (int i = rand_r(seed) % 4; i > 0; i--)
+                        json_array_append_new(a, random_value(seed, depth + 1));
+                return a;
+        }
+        default: {
+                json_t *o = json_object();
+                for (int i = rand_r(seed) % 5; i > 0; i--) {
+                        char k[8];
+                        snprintf(k, sizeof(k), "k%d\"%c", i, (char)(1 + rand_r(seed) % 127));
+                        json_object_set_new(o, k, random_value(seed, depth + 1));
+                }
+                return o;
+        }
+        }
+}
+
+Test(json_fast, same_text_as_jansson)
+{
+        unsigned seed = 14;
+        size_t fast_taken = 0;
+        for (int i = 0; i < 3000; i++) {
+                json_t *v = random_value(&seed, 0);
+                for (int ascii = 0; ascii < 2; ascii++) {
+                        int precision = i % 2 ? 12 : 0;
+                        size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | (ascii ? JSON_ENSURE_ASCII : 0) |
+                                       (precision ? JSON_REAL_PRECISION(precision) : 0);
+                        char want[8192], got[8192];
+                        size_t wn = json_dumpb(v, want, sizeof(want), flags);
+                        cr_assert(wn > 0 && wn < sizeof(want));
+                        ssize_t gn = aj_json_dump_fast(v, got, sizeof(got), ascii, precision);
+                        if (gn < 0) {
+                                cr_assert(ascii, "only a non-ASCII string under ENSURE_ASCII is left to jansson");
+                                continue;
+                        }
+                        fast_taken++;
+                        cr_assert_eq((size_t)gn, wn, "length of %.*s", (int)wn, want);
+                        cr_assert(memcmp(got, want, wn) == 0, "want %.*s got %.*s", (int)wn, want, (int)gn, got);
+                        /* Too small a buffer: the length needed, as json_dumpb() says it. */
+                        cr_assert_eq(aj_json_dump_fast(v, got, wn / 2, ascii, precision), gn);
+                }
+                json_decref(v);
+        }
+        cr_expect_gt(fast_taken, 4000, "most values are the fast writer's (%zu)", fast_taken);
 }
