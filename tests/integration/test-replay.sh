@@ -13,7 +13,10 @@
 # workspace is never touched. The starting workspace's digest is taken in the background
 # once the command runs (never a start-up step): an overlay's equals its lower layer's, an
 # in-place workspace the agent writes at once is either digested as it was or marked
-# "changed", never given a wrong digest said complete.
+# "changed", never given a wrong digest said complete; a tmpfs workspace is recorded
+# "unsupported_fs" (its ctime proves nothing); an agent that swaps the workspace's ancestor
+# for a symlink through a writable bind changes nothing the digest reads, and a replay
+# refuses the symlinked path.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
