@@ -813,3 +813,49 @@ Test(workspace_start, only_a_stop_signal_cuts_the_wait)
         sigprocmask(SIG_UNBLOCK, &m, NULL);
         cr_assert_eq(aj_rm_rf(dir), 0);
 }
+
+/* A file changed while it is read is caught by its own stamp before the read, not only by
+ * the start's: with the start's stamp of no help (here one in the future, as a wall clock
+ * stepped back would make it), a file chmod'ed over and over while it is hashed is still
+ * "changed". */
+Test(workspace_digest, a_change_while_read_is_caught_by_the_stamp_before, .timeout = 60)
+{
+        _cleanup_free_ char *dir = make_tree();
+        char p[512];
+        snprintf(p, sizeof(p), "%s/big", dir);
+        int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        cr_assert_geq(fd, 0);
+        static char chunk[1 << 20];
+        memset(chunk, 'x', sizeof(chunk));
+        for (int i = 0; i < 64; i++)
+                cr_assert_eq(write(fd, chunk, sizeof(chunk)), (ssize_t)sizeof(chunk));
+        close(fd);
+        AjWorkspaceDigestLimits lim;
+        aj_workspace_digest_limits_default(&lim);
+        lim.since_ns = aj_now_realtime_coarse_ns() + 3600 * SEC;
+        json_t *a = NULL;
+        cr_assert_eq(aj_workspace_digest(dir, &lim, &a), 0);
+        cr_expect(json_is_true(json_object_get(a, "complete")), "untouched: whole %s", json_dumps(a, 0));
+        json_decref(a);
+        pid_t pid = fork();
+        if (pid == 0) {
+                for (int i = 0; i < 2000000; i++) {
+                        (void)chmod(p, 0644);
+                        struct stat st;
+                        (void)stat(p, &st); /* multigrain stamps: a stamp seen, the next is new */
+                }
+                _exit(0);
+        }
+        bool changed = false;
+        for (int tries = 0; tries < 5 && !changed; tries++) {
+                cr_assert_eq(aj_workspace_digest(dir, &lim, &a), 0);
+                changed = streq(json_string_value(json_object_get(a, "cut_at")) ?: "", "changed");
+                if (changed)
+                        cr_expect_str_eq(json_string_value(json_object_get(a, "changed")), "big");
+                json_decref(a);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        cr_expect(changed, "a file chmod'ed while it was read");
+        cr_assert_eq(aj_rm_rf(dir), 0);
+}
