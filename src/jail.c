@@ -245,6 +245,34 @@ static int start_loop(Run *run)
         return 0;
 }
 
+/* A run whose gateway records (llm.record "digest" or "full") can be replayed, from where
+ * it started: the workspace's digest, taken in the background once the command runs
+ * (src/supervisor/workspace-start.c), so a large tree never delays the start. An overlay's
+ * lower layer is that workspace, which the run never writes (its changes go to the upper
+ * dir). Its directory is opened here, before the command runs, and must be the one the
+ * plan checked: the hasher walks from it, never from the path the agent may reroute. */
+static bool wants_workspace_digest(const Run *run)
+{
+        const AjProfile *p = run->profile;
+        return aj_mount_plan_workspace_source(run->mount) && p->n_llm_providers > 0 &&
+               p->llm_record != AJ_LLM_RECORD_OFF;
+}
+
+static void open_workspace_root(Run *run)
+{
+        const char *ws = aj_mount_plan_workspace_source(run->mount);
+        dev_t dev;
+        ino_t ino;
+        int r = aj_mount_plan_workspace_id(run->mount, &dev, &ino) ? 0 : -ENODATA;
+        if (r >= 0)
+                r = aj_sup_workspace_start_open(&run->ws_start, ws, dev, ino);
+        if (r < 0) {
+                aj_warning("Cannot digest the workspace '%s' (a replay cannot check its start): %s", ws,
+                           r == -ESTALE ? "it is not the directory the jail's mounts were checked with" : strerror(-r));
+                run->workspace_start = json_pack("{s:s, s:s}", "path", ws, "error", strerror(-r));
+        }
+}
+
 /* If this fails the child is already gone, and its own error report is in the socket. */
 static int let_command_run(Run *run)
 {
@@ -253,6 +281,8 @@ static int let_command_run(Run *run)
                 aj_error("The jail's mounts were not checked against the sensitive places; refusing to start");
                 return -EPERM;
         }
+        if (wants_workspace_digest(run))
+                open_workspace_root(run);
         /* The ctime rule's start: nothing in the jail has run the command before JOINED. */
         run->since_ns = aj_now_realtime_coarse_ns();
         (void)aj_spawn_joined(&run->h);
@@ -260,19 +290,14 @@ static int let_command_run(Run *run)
         return 0;
 }
 
-/* A run whose gateway records (llm.record "digest" or "full") can be replayed, from where
- * it started: the workspace's digest, taken in the background once the command runs
- * (src/supervisor/workspace-start.c), so a large tree never delays the start. An overlay's
- * lower layer is that workspace, which the run never writes (its changes go to the upper
- * dir). */
 static int start_workspace_digest(Run *run)
 {
         const AjProfile *p = run->profile;
         const char *ws = aj_mount_plan_workspace_source(run->mount);
-        if (!ws || p->n_llm_providers == 0 || p->llm_record == AJ_LLM_RECORD_OFF)
+        if (!wants_workspace_digest(run) || run->ws_start.root_fd < 0)
                 return 0;
         bool overlay = p->workspace_mode == AJ_WORKSPACE_OVERLAY && run->overlay_dir;
-        int r = aj_sup_workspace_start(&run->ws_start, run->loop, ws, overlay, run->since_ns);
+        int r = aj_sup_workspace_start(&run->ws_start, run->loop, overlay, run->since_ns);
         if (r < 0) {
                 aj_warning("Cannot digest the workspace '%s' (a replay cannot check its start): %s", ws, strerror(-r));
                 run->workspace_start = json_pack("{s:s, s:s}", "path", ws, "error", strerror(-r));

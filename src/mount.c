@@ -653,6 +653,18 @@ const char *aj_mount_plan_workspace_source(const AjMountPlan *plan)
         return NULL;
 }
 
+bool aj_mount_plan_workspace_id(const AjMountPlan *plan, dev_t *ret_dev, ino_t *ret_ino)
+{
+        for (size_t i = 0; plan && i < plan->n; i++)
+                if (plan->steps[i].origin == ORIGIN_WORKSPACE && plan->steps[i].kind == STEP_BIND &&
+                    plan->steps[i].has_id) {
+                        *ret_dev = plan->steps[i].dev;
+                        *ret_ino = plan->steps[i].ino;
+                        return true;
+                }
+        return false;
+}
+
 void aj_mount_plan_close_fds(AjMountPlan *plan)
 {
         if (!plan)

@@ -82,6 +82,8 @@ const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *b
 /* Host path of the workspace after resolving "." and "~" (NULL when mode is none):
  * the supervisor stats it to build the idmap namespace (owner -> jail host uid). */
 const char *aj_mount_plan_workspace_source(const AjMountPlan *plan);
+/* The identity (dev, ino) the workspace's source was checked with: false if none. */
+bool aj_mount_plan_workspace_id(const AjMountPlan *plan, dev_t *ret_dev, ino_t *ret_ino);
 
 /* Working directory inside the jail (the workspace target, or home). */
 const char *aj_mount_plan_workdir(const AjMountPlan *plan);

@@ -25,6 +25,7 @@
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/strv.h"
+#include "util/syscalls.h"
 #include "workspace.h"
 
 void aj_replay_result_done(AjReplayResult *r)
@@ -72,16 +73,19 @@ static int read_chain(const char *run_dir, json_t **ret)
 
 /* cp -a SRC/. DEST: the scratch copy, owners and modes kept (a jail maps its owner). Holes
  * stay holes: GNU cp's --sparse=auto (its default, spelt out) copies a sparse file extent by
- * extent, as aj_copy_data does for commit and eval. */
-static int copy_tree(const char *src, const char *dest)
+ * extent, as aj_copy_data does for commit and eval. SRC is the directory open at src_fd
+ * (the one digested), reached by cp through its own inherited fd: never the path again. */
+static int copy_tree(int src_fd, const char *src, const char *dest)
 {
         _cleanup_free_ char *from = NULL;
-        if (asprintf(&from, "%s/.", src) < 0)
+        if (asprintf(&from, "/proc/self/fd/%d/.", src_fd) < 0)
                 return -ENOMEM;
         pid_t pid = fork();
         if (pid < 0)
                 return aj_log_errno(-errno, "Cannot fork to copy the workspace");
         if (pid == 0) {
+                if (fcntl(src_fd, F_SETFD, 0) < 0)
+                        _exit(127);
                 execlp("cp", "cp", "-a", "--sparse=auto", "--", from, dest, (char *)NULL);
                 _exit(127);
         }
@@ -109,11 +113,54 @@ static const char *incomplete_reason(json_t *ws)
                        "at once)";
         if (streq(cut, "unfinished"))
                 return "the run ended (agentjail was interrupted) before its digest was done";
+        if (streq(cut, "unsupported_fs"))
+                return "the workspace is on a filesystem whose change times cannot prove it unchanged while the run "
+                       "went on (not ext4, xfs, btrfs or f2fs)";
         return "its recorded digest is incomplete (the tree passed the digest's limits)";
 }
 
-/* The workspace the recorded run started from, checked against its digest. */
-static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const char **ret_source)
+/* The recorded workspace's directory, opened without following a symlink anywhere on its
+ * path (a recorded path is the kernel's own, with none): a path rerouted since through a
+ * symlink is refused, not followed. When the run recorded the directory's identity, it
+ * must be that directory (--force: a warning). */
+static int open_source(const AjRun *run, const AjReplayOptions *o, json_t *ws, const char *source, int *ret_fd)
+{
+        int fd = sys_openat2(AT_FDCWD, source, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0,
+                             RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+        if (fd < 0 && errno == ENOSYS)
+                fd = open(source, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ELOOP) {
+                aj_error("cannot replay run %s: the path to its workspace '%s' goes through a symlink now", run->id,
+                         source);
+                return -ELOOP;
+        }
+        if (fd < 0)
+                return aj_log_errno(-errno, "Cannot open the workspace '%s'", source);
+        _cleanup_close_ int keep = fd;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return aj_log_errno(-errno, "Cannot stat the workspace '%s'", source);
+        json_t *dev = json_object_get(ws, "dev"), *ino = json_object_get(ws, "ino");
+        if (json_is_integer(dev) && json_is_integer(ino) &&
+            ((uint64_t)json_integer_value(dev) != (uint64_t)st.st_dev ||
+             (uint64_t)json_integer_value(ino) != (uint64_t)st.st_ino)) {
+                if (!o->force) {
+                        aj_error("cannot replay run %s: '%s' is not the directory it started in (another device "
+                                 "or inode); --force replays from it as it is now",
+                                 run->id, source);
+                        return -ESTALE;
+                }
+                aj_warning("'%s' is not the directory run %s started in (another device or inode); replaying from "
+                           "it anyway (--force)",
+                           source, run->id);
+        }
+        *ret_fd = TAKE_FD(keep);
+        return 0;
+}
+
+/* The workspace the recorded run started from (*ret_fd: its directory), checked against
+ * its digest. */
+static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const char **ret_source, int *ret_fd)
 {
         json_t *ws = run->rec->shown.workspace_start;
         const char *source = ws ? (jstr(ws, "lower") ?: jstr(ws, "path")) : run->rec->cwd;
@@ -122,6 +169,9 @@ static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const 
                 return -ENODATA;
         }
         *ret_source = source;
+        int r = open_source(run, o, ws, source, ret_fd);
+        if (r < 0)
+                return r;
         const char *want = ws ? jstr(ws, "sha256") : NULL;
         if (ws && !json_is_true(json_object_get(ws, "complete"))) {
                 if (o->force) {
@@ -149,7 +199,8 @@ static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const 
                 return -ENODATA;
         }
         json_auto_t *now = NULL;
-        int r = aj_workspace_digest(source, NULL, &now);
+        int dfd = openat(*ret_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        r = dfd < 0 ? -errno : aj_workspace_digest_fd(dfd, source, NULL, &now);
         if (r < 0)
                 return aj_log_errno(r, "Cannot digest the workspace '%s'", source);
         const char *have = jstr(now, "sha256");
@@ -364,7 +415,8 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
         if (r < 0)
                 aj_warning("%s", aj_error_text(&err, r));
         const char *source = NULL;
-        if ((r = starting_workspace(run, o, &source)) < 0)
+        _cleanup_close_ int source_fd = -1;
+        if ((r = starting_workspace(run, o, &source, &source_fd)) < 0)
                 return r;
         _cleanup_strv_free_ char **argv = NULL;
         if ((r = command_of(run, &argv)) < 0)
@@ -382,11 +434,11 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
                 goto out;
         }
         struct stat st;
-        if (stat(source, &st) < 0 || mkdir(ws, st.st_mode & 07777) < 0 || chown(ws, st.st_uid, st.st_gid) < 0) {
+        if (fstat(source_fd, &st) < 0 || mkdir(ws, st.st_mode & 07777) < 0 || chown(ws, st.st_uid, st.st_gid) < 0) {
                 r = aj_log_errno(-errno, "Cannot make the scratch workspace '%s'", ws);
                 goto out;
         }
-        if ((r = copy_tree(source, ws)) < 0 || (r = replay_profile(run, o, scratch, &profile)) < 0)
+        if ((r = copy_tree(source_fd, source, ws)) < 0 || (r = replay_profile(run, o, scratch, &profile)) < 0)
                 goto out;
         if ((r = run_replay(run, o, ws, profile, argv, res)) < 0)
                 goto out;

@@ -159,6 +159,9 @@ const char *aj_run_rlimit_name(int resource);
 /* src/supervisor/supervise.c: the parts wired together, the loop */
 int aj_run_parts_init(Run *run);
 int aj_run_loop_start(Run *run, const sigset_t *mask);
+/* A signal read from the supervisor's signalfd (userdata: the Run), as the loop handles
+ * it: the terminal's, or forwarded to the jail while it lives. */
+void aj_run_handle_signal(const struct signalfd_siginfo *si, void *userdata);
 int aj_run_loop(Run *run);
 void aj_run_loop_close(Run *run);
 void aj_run_kill_jail(Run *run);

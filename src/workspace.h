@@ -135,7 +135,18 @@ void aj_workspace_digest_limits_default(AjWorkspaceDigestLimits *ret);
 /* The tree at `path` (a directory, not followed if a symlink) hashed in name order: each
  * entry's relative path, type, permission bits, size and contents (a symlink: its target);
  * not owners or times. {"path", "sha256", "entries", "bytes", "complete"} and, past a
- * limit (lim NULL: the defaults), "cut_at": "entries", "bytes", "time" or "depth" (the
+ * limit (lim NULL: the defaults), "cut_at": "entries" (also when the names listed and
+ * not yet walked, across the directories open, would pass max_entries), "bytes", "time"
+ * or "depth" (the
  * digest then covers what was hashed), or "changed" with "changed": the entry found
  * changed since lim->since_ns (printable, bounded; "." the root). */
 int aj_workspace_digest(const char *path, const AjWorkspaceDigestLimits *lim, json_t **ret);
+/* The same, of the directory open at `fd` (taken; O_RDONLY), named `path` in the record.
+ * With lim->since_ns (the ctime rule on), a tree on a filesystem the rule cannot trust
+ * (aj_workspace_fs_ctime_rule()), at the root or below it, stops at once: "cut_at":
+ * "unsupported_fs" and "fs": its type ("tmpfs", "nfs"... or "0x..."). */
+int aj_workspace_digest_fd(int fd, const char *path, const AjWorkspaceDigestLimits *lim, json_t **ret);
+/* Whether the local kernel stamps ctime on every change made on a filesystem of this
+ * statfs type, a write through a shared mapping included (ext4, xfs, btrfs, f2fs); its
+ * name in `name` (or "0x<type>"). */
+bool aj_workspace_fs_ctime_rule(unsigned long f_type, char *name, size_t size);

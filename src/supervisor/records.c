@@ -215,10 +215,12 @@ void aj_run_write_final_records(Run *run)
                                          "limit",
                                          (json_int_t)aj_events_agent_share(aj_sup_breach_log_cap(&run->breach))));
         if (aj_sup_workspace_start_started(&run->ws_start)) {
-                /* What is left of its time; a signal to agentjail (^C) ends the wait, and is
-                 * taken: it meant "stop waiting", the command is over. */
+                /* What is left of its time; a signal asking agentjail to stop (^C, SIGTERM,
+                 * SIGHUP, SIGQUIT) ends the wait, and is taken: it meant "stop waiting", the
+                 * command is over. Any other is handled as the loop would. */
                 json_decref(run->workspace_start);
-                run->workspace_start = aj_sup_workspace_start_finish(&run->ws_start, run->sigfd);
+                run->workspace_start = aj_sup_workspace_start_finish(&run->ws_start, run->sigfd, aj_run_handle_signal,
+                                                                     run);
                 const char *cut = json_string_value(json_object_get(run->workspace_start, "cut_at"));
                 struct signalfd_siginfo si;
                 while (cut && streq(cut, "unfinished") && run->sigfd >= 0 &&

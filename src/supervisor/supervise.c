@@ -405,14 +405,19 @@ static void on_sync(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
         handle_child_msg(userdata);
 }
 
+void aj_run_handle_signal(const struct signalfd_siginfo *si, void *userdata)
+{
+        Run *run = userdata;
+        if (si->ssi_signo != SIGCHLD && !aj_sup_terminal_takes_signal(&run->term, si))
+                forward_signal(run, (int)si->ssi_signo);
+}
+
 static void on_signal(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
 {
         (void)io, (void)revents;
-        Run *run = userdata;
         struct signalfd_siginfo si;
         while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                if (si.ssi_signo != SIGCHLD && !aj_sup_terminal_takes_signal(&run->term, &si))
-                        forward_signal(run, (int)si.ssi_signo);
+                aj_run_handle_signal(&si, userdata);
 }
 
 void aj_run_kill_jail(Run *run)

@@ -2,6 +2,7 @@
 #include "supervisor/workspace-start.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,7 +10,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -76,14 +79,14 @@ static json_t *incomplete_record(const char *path, bool overlay, const char *cut
         return o;
 }
 
-/* The child: hashes, writes its record, exits. Never returns. */
-_noreturn_ static void hasher(int out, const char *path, uint64_t since_ns, pid_t parent)
+/* The child: hashes the tree at root_fd, writes its record, exits. Never returns. */
+_noreturn_ static void hasher(int out, int root_fd, const char *path, uint64_t since_ns, pid_t parent)
 {
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
                 _exit(1);
-        int keep[] = { out };
-        if (aj_close_all_except(0, keep, 1) < 0)
+        int keep[] = { out, root_fd };
+        if (aj_close_all_except(0, keep, 2) < 0)
                 _exit(1);
         (void)prctl(PR_SET_NAME, "aj-digest");
         /* Behind the agent for the CPU and the disk: it is bookkeeping, not the run's work. */
@@ -94,7 +97,10 @@ _noreturn_ static void hasher(int out, const char *path, uint64_t since_ns, pid_
         lim.since_ns = since_ns;
         uint64_t t0 = aj_now_monotonic_ns();
         json_t *j = NULL;
-        int r = aj_workspace_digest(path, &lim, &j);
+        /* Its own open file (the supervisor's offset untouched), of the directory itself:
+         * never the path again, whose ancestors the agent may have swapped by now. */
+        int fd = openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int r = fd < 0 ? -errno : aj_workspace_digest_fd(fd, path, &lim, &j);
         if (r < 0)
                 j = json_pack("{s:s, s:s}", "path", path, "error", strerror(-r));
         else
@@ -131,6 +137,9 @@ static void collect(AjSupWorkspaceStart *w, const char *kill_cut)
                 w->result = incomplete_record(w->path, w->overlay, kill_cut);
         else
                 w->result = aj_sup_workspace_start_record(buf, n > 0 ? (size_t)n : 0, w->path, w->overlay);
+        /* The directory digested, as the mount plan checked it and the hasher walked it. */
+        json_object_set_new(w->result, "dev", json_integer((json_int_t)w->dev));
+        json_object_set_new(w->result, "ino", json_integer((json_int_t)w->ino));
         close(w->pidfd);
         close(w->out_fd);
         w->pidfd = w->out_fd = -1;
@@ -154,10 +163,38 @@ static void on_deadline(AjLoopTimer *t, uint64_t now_ns, void *userdata)
         collect(userdata, "time");
 }
 
-int aj_sup_workspace_start(AjSupWorkspaceStart *w, AjLoop *loop, const char *path, bool overlay, uint64_t since_ns)
+int aj_sup_workspace_start_open(AjSupWorkspaceStart *w, const char *path, dev_t dev, ino_t ino)
 {
-        if (!(w->path = strdup(path)))
+        if (w->root_fd >= 0 || w->path)
+                return -EALREADY;
+        /* The path is the kernel's own (no symlink in it): one that appeared since is
+         * refused, and the identity settles it whatever the way there was. */
+        int fd = sys_openat2(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0,
+                             RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+        if (fd < 0 && errno == ENOSYS)
+                fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        int r = fstat(fd, &st) < 0 ? -errno : st.st_dev != dev || st.st_ino != ino ? -ESTALE : 0;
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
+        if (!(w->path = strdup(path))) {
+                close(fd);
                 return -ENOMEM;
+        }
+        w->root_fd = fd;
+        w->dev = dev;
+        w->ino = ino;
+        return 0;
+}
+
+int aj_sup_workspace_start(AjSupWorkspaceStart *w, AjLoop *loop, bool overlay, uint64_t since_ns)
+{
+        if (w->root_fd < 0 || !w->path || w->pidfd >= 0)
+                return -EBADF;
         w->overlay = overlay;
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0)
@@ -172,9 +209,12 @@ int aj_sup_workspace_start(AjSupWorkspaceStart *w, AjLoop *loop, const char *pat
         }
         if (pid == 0) {
                 close(p[0]);
-                hasher(p[1], path, since_ns, parent);
+                hasher(p[1], w->root_fd, w->path, since_ns, parent);
         }
         close(p[1]);
+        /* The hasher has its own: the supervisor holds the workspace no longer. */
+        close(w->root_fd);
+        w->root_fd = -1;
         int pidfd = sys_pidfd_open(pid, 0);
         if (pidfd < 0) {
                 int r = -errno;
@@ -187,6 +227,9 @@ int aj_sup_workspace_start(AjSupWorkspaceStart *w, AjLoop *loop, const char *pat
         aj_workspace_digest_limits_default(&lim);
         *w = (AjSupWorkspaceStart){ .loop = loop,
                                     .path = w->path,
+                                    .root_fd = -1,
+                                    .dev = w->dev,
+                                    .ino = w->ino,
                                     .overlay = overlay,
                                     .pid = pid,
                                     .pidfd = pidfd,
@@ -204,7 +247,12 @@ int aj_sup_workspace_start(AjSupWorkspaceStart *w, AjLoop *loop, const char *pat
 
 bool aj_sup_workspace_start_started(const AjSupWorkspaceStart *w) { return w->pidfd >= 0 || w->result; }
 
-json_t *aj_sup_workspace_start_finish(AjSupWorkspaceStart *w, int interrupt_fd)
+bool aj_sup_workspace_start_stops_wait(int signo)
+{
+        return signo == SIGINT || signo == SIGTERM || signo == SIGHUP || signo == SIGQUIT;
+}
+
+json_t *aj_sup_workspace_start_finish(AjSupWorkspaceStart *w, int sigfd, AjSupSignalHandler other, void *userdata)
 {
         while (w->pidfd >= 0) {
                 uint64_t now = aj_now_monotonic_ns();
@@ -212,16 +260,29 @@ json_t *aj_sup_workspace_start_finish(AjSupWorkspaceStart *w, int interrupt_fd)
                         collect(w, "time");
                         break;
                 }
-                struct pollfd pfd[2] = { { .fd = w->pidfd, .events = POLLIN },
-                                         { .fd = interrupt_fd, .events = POLLIN } };
-                int n = poll(pfd, interrupt_fd >= 0 ? 2 : 1, (int)((w->deadline_ns - now) / 1000000) + 1);
+                struct pollfd pfd[2] = { { .fd = w->pidfd, .events = POLLIN }, { .fd = sigfd, .events = POLLIN } };
+                int n = poll(pfd, sigfd >= 0 ? 2 : 1, (int)((w->deadline_ns - now) / 1000000) + 1);
                 if (n < 0 && errno != EINTR) {
                         collect(w, "unfinished");
                         break;
                 }
-                if (n > 0 && pfd[0].revents)
+                if (n > 0 && pfd[0].revents) {
                         collect(w, NULL);
-                else if (n > 0 && interrupt_fd >= 0 && pfd[1].revents)
+                        continue;
+                }
+                if (n <= 0 || sigfd < 0 || !pfd[1].revents)
+                        continue;
+                /* Only a signal that asks agentjail to stop ends the wait; any other goes
+                 * where the loop would have sent it. */
+                struct signalfd_siginfo si;
+                bool stop = false;
+                while (!stop && read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                        if (aj_sup_workspace_start_stops_wait((int)si.ssi_signo))
+                                stop = true;
+                        else if (other)
+                                other(&si, userdata);
+                }
+                if (stop)
                         collect(w, "unfinished");
         }
         return json_incref(w->result);
@@ -236,4 +297,7 @@ void aj_sup_workspace_start_done(AjSupWorkspaceStart *w)
         w->result = NULL;
         free(w->path);
         w->path = NULL;
+        if (w->root_fd >= 0)
+                close(w->root_fd);
+        w->root_fd = -1;
 }

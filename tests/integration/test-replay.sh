@@ -13,7 +13,10 @@
 # workspace is never touched. The starting workspace's digest is taken in the background
 # once the command runs (never a start-up step): an overlay's equals its lower layer's, an
 # in-place workspace the agent writes at once is either digested as it was or marked
-# "changed", never given a wrong digest said complete.
+# "changed", never given a wrong digest said complete; a tmpfs workspace is recorded
+# "unsupported_fs" (its ctime proves nothing); an agent that swaps the workspace's ancestor
+# for a symlink through a writable bind changes nothing the digest reads, and a replay
+# refuses the symlinked path.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -335,5 +338,55 @@ for i in 1 2 3; do
         sleep 0.1
 done
 popd >/dev/null
+
+# An in-place workspace on tmpfs: its ctime does not prove it unchanged (a write through a
+# shared mapping stamps nothing there), so its digest is never said complete.
+TMPWS="$T/tmpws"
+mkdir -p "$TMPWS"
+if mount -t tmpfs -o size=4m,mode=0755 ajtest "$TMPWS"; then
+        echo start >"$TMPWS/a.txt"
+        # Before Linux 6.3 tmpfs cannot be idmapped: a plain bind then (allowed here).
+        PTMP=$(write_profile rptmp '{"extends": "./rp.json", "allow_degraded": ["idmap"],
+                "filesystem": {"workspace": {"path": ".", "mode": "rw"}}}')
+        pushd "$TMPWS" >/dev/null
+        run_jail -p "$PTMP" -- true
+        popd >/dev/null
+        is "$JAIL_RC" 0 "a run in place on a tmpfs workspace" || jail_diag
+        is "$(jq -r '.workspace_start | "\(.complete) \(.cut_at) \(.fs)"' "$JAIL_RUN_DIR/run.json")" \
+                "false unsupported_fs tmpfs" "... records no whole digest: the filesystem is named" ||
+                diag "$(jq -c .workspace_start "$JAIL_RUN_DIR/run.json")"
+        replay "$JAIL_RUN_ID"
+        is "$RC" 125 "... and its replay is refused" || replay_diag
+        like "$ERR" "filesystem whose change times cannot prove it unchanged" "... saying why"
+        umount "$TMPWS"
+else
+        fail "a tmpfs for the workspace" "mount -t tmpfs failed"
+fi
+
+# A writable bind above the workspace: the agent swaps an ancestor for a symlink to a decoy.
+# The digest is still of the directory the jail's mounts were checked with (recorded by its
+# device and inode); a replay never follows the symlink now on the recorded path.
+B="$T/above"
+mkdir -p "$B/team/proj" "$B/decoy/proj"
+chmod -R 755 "$B"
+echo "the real start" >"$B/team/proj/real.txt"
+echo "what the agent wants recorded" >"$B/decoy/proj/fake.txt"
+PABOVE=$(write_profile rpabove '{"extends": "./rp.json", "filesystem": {"rw": ["'"$B"'"],
+        "workspace": {"path": ".", "mode": "rw"}}}')
+sleep 0.1
+pushd "$B/team/proj" >/dev/null
+run_jail -p "$PABOVE" -- sh -c "mv '$B/team' '$B/team.old' && ln -s '$B/decoy' '$B/team'; true"
+popd >/dev/null
+is "$JAIL_RC" 0 "an agent swaps the workspace's ancestor for a symlink to a decoy" || jail_diag
+ok "... it did" test -L "$B/team"
+WS=$(jq -c .workspace_start "$JAIL_RUN_DIR/run.json")
+is "$(jq -r '"\(.complete) \(.ino)"' <<<"$WS")" "true $(stat -c %i "$B/team.old/proj")" \
+        "the digest is whole and of the planned directory (its inode recorded)" || diag "$WS"
+replay "$JAIL_RUN_ID" -p "$P"
+is "$RC" 125 "... a replay while the path goes through the symlink is refused" || replay_diag
+like "$ERR" "goes through a symlink now" "... saying so"
+rm "$B/team" && mv "$B/team.old" "$B/team"
+replay "$JAIL_RUN_ID" -p "$P"
+is "$RC" 0 "... with the path back, it replays: the recorded digest was the real tree's" || replay_diag
 
 done_testing

@@ -4,10 +4,17 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "replay.h"
@@ -428,18 +435,35 @@ Test(workspace_digest, a_change_since_the_start_is_caught)
 }
 
 /* The background hasher (src/supervisor/workspace-start.c), a real process on a real loop. */
+static json_t *hash_opened(AjSupWorkspaceStart *w, bool overlay, uint64_t since_ns, bool through_loop);
+
+static void open_root(AjSupWorkspaceStart *w, const char *dir)
+{
+        struct stat st;
+        cr_assert_eq(stat(dir, &st), 0);
+        cr_assert_eq(aj_sup_workspace_start_open(w, dir, st.st_dev, st.st_ino), 0);
+}
+
 static json_t *hash_in_background(const char *dir, bool overlay, uint64_t since_ns, bool through_loop)
 {
+        AjSupWorkspaceStart w = AJ_SUP_WORKSPACE_START_INIT;
+        open_root(&w, dir);
+        return hash_opened(&w, overlay, since_ns, through_loop);
+}
+
+/* Takes *wp (opened). */
+static json_t *hash_opened(AjSupWorkspaceStart *wp, bool overlay, uint64_t since_ns, bool through_loop)
+{
+        AjSupWorkspaceStart w = *wp;
         AjLoop *loop = NULL;
         cr_assert_eq(aj_loop_new(&loop), 0);
-        AjSupWorkspaceStart w = AJ_SUP_WORKSPACE_START_INIT;
-        cr_assert_eq(aj_sup_workspace_start(&w, loop, dir, overlay, since_ns), 0);
+        cr_assert_eq(aj_sup_workspace_start(&w, loop, overlay, since_ns), 0);
         cr_assert(aj_sup_workspace_start_started(&w));
         for (int i = 0; through_loop && w.pidfd >= 0 && i < 1000; i++)
                 cr_assert_geq(aj_loop_dispatch(loop, 100 * (int64_t)MS), 0);
         if (through_loop)
                 cr_assert_lt(w.pidfd, 0, "the loop reaped the hasher");
-        json_t *r = aj_sup_workspace_start_finish(&w, -1);
+        json_t *r = aj_sup_workspace_start_finish(&w, -1, NULL, NULL);
         aj_sup_workspace_start_done(&w);
         aj_loop_free(loop);
         cr_assert_not_null(r);
@@ -498,4 +522,340 @@ Test(workspace_start, the_hasher_output_is_checked)
         r = aj_sup_workspace_start_record(failed, strlen(failed), "/w", false);
         cr_expect_str_eq(json_string_value(json_object_get(r, "error")), "Permission denied");
         json_decref(r);
+}
+
+/* ---- attacks on the background digest ---- */
+
+Test(workspace_digest, filesystems_the_ctime_rule_trusts)
+{
+        char name[32];
+        cr_expect(aj_workspace_fs_ctime_rule(0xEF53, name, sizeof(name)));
+        cr_expect_str_eq(name, "ext4");
+        cr_expect(aj_workspace_fs_ctime_rule(0x58465342, NULL, 0), "xfs");
+        cr_expect(aj_workspace_fs_ctime_rule(0x9123683E, NULL, 0), "btrfs");
+        cr_expect(aj_workspace_fs_ctime_rule(0xF2F52010, NULL, 0), "f2fs");
+        cr_expect_not(aj_workspace_fs_ctime_rule(0x01021994, name, sizeof(name)));
+        cr_expect_str_eq(name, "tmpfs", "no page_mkwrite: a write through a mapping stamps nothing");
+        cr_expect_not(aj_workspace_fs_ctime_rule(0x6969, name, sizeof(name)));
+        cr_expect_str_eq(name, "nfs");
+        cr_expect_not(aj_workspace_fs_ctime_rule(0x65735546, name, sizeof(name)), "fuse, virtiofs");
+        cr_expect_not(aj_workspace_fs_ctime_rule(0x01021997, NULL, 0), "9p");
+        cr_expect_not(aj_workspace_fs_ctime_rule(0xFE534D42, NULL, 0), "smb2");
+        cr_expect_not(aj_workspace_fs_ctime_rule(0x794c7630, NULL, 0), "overlay");
+        cr_expect_not(aj_workspace_fs_ctime_rule(0x12345678, name, sizeof(name)));
+        cr_expect_str_eq(name, "0x12345678", "unknown: named by its number, not trusted");
+}
+
+/* tmpfs (shmem) has no page_mkwrite: a MAP_SHARED mapping made after the start whose page
+ * is first read-faulted is mapped writable, and the write through it never stamps ctime.
+ * A tree on tmpfs is never said complete under the ctime rule: "unsupported_fs". */
+Test(workspace_digest, a_tmpfs_write_through_a_mapping_is_not_missed)
+{
+        char tmpl[] = "/dev/shm/test-replay-XXXXXX";
+        cr_assert(mkdtemp(tmpl));
+        char p[512];
+        snprintf(p, sizeof(p), "%s/a.txt", tmpl);
+        put(p, "original contents\n");
+        json_t *plain = NULL, *a = NULL;
+        const char *d0 = digest(tmpl, &plain);
+        cr_expect(json_is_true(json_object_get(plain, "complete")), "without the rule: the tree now, whole");
+        aj_sleep_ms(30);
+        AjWorkspaceDigestLimits lim;
+        aj_workspace_digest_limits_default(&lim);
+        lim.since_ns = aj_now_realtime_coarse_ns(); /* the command may run from here */
+        /* The agent: map, read, then write. */
+        int fd = open(p, O_RDWR | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        volatile char *m = mmap(NULL, 18, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        cr_assert_neq((void *)m, MAP_FAILED);
+        char c = m[0];
+        (void)c;
+        memcpy((char *)m, "CHANGED!", 8);
+        munmap((void *)m, 18);
+        close(fd);
+        cr_assert_eq(aj_workspace_digest(tmpl, &lim, &a), 0);
+        bool complete = json_is_true(json_object_get(a, "complete"));
+        const char *sha = json_string_value(json_object_get(a, "sha256"));
+        cr_expect(!complete || strcmp(sha ?: "", d0) == 0,
+                  "a digest said complete of a tree that was not the start: %s (start %s)", json_dumps(a, 0), d0);
+        cr_expect_str_eq(json_string_value(json_object_get(a, "cut_at")) ?: "", "unsupported_fs");
+        cr_expect_str_eq(json_string_value(json_object_get(a, "fs")) ?: "", "tmpfs");
+        json_decref(plain);
+        json_decref(a);
+        cr_assert_eq(aj_rm_rf(tmpl), 0);
+}
+
+/* A tmpfs mounted below a tree on a trusted filesystem: judged where the walk crosses. */
+Test(workspace_digest, another_filesystem_below_is_judged_too)
+{
+        _cleanup_free_ char *dir = make_tree();
+        int pfd[2];
+        cr_assert_eq(pipe(pfd), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                close(pfd[0]);
+                char p[512], out[512] = "setup";
+                snprintf(p, sizeof(p), "%s/sub", dir);
+                if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+                    mount("t", p, "tmpfs", 0, "size=1m") == 0) {
+                        aj_sleep_ms(30);
+                        AjWorkspaceDigestLimits lim;
+                        aj_workspace_digest_limits_default(&lim);
+                        lim.since_ns = aj_now_realtime_coarse_ns(); /* the mount is older */
+                        json_t *j = NULL;
+                        if (aj_workspace_digest(dir, &lim, &j) == 0)
+                                snprintf(out, sizeof(out), "%s %s",
+                                         json_string_value(json_object_get(j, "cut_at")) ?: "complete",
+                                         json_string_value(json_object_get(j, "fs")) ?: "-");
+                }
+                (void)!write(pfd[1], out, strlen(out));
+                _exit(0);
+        }
+        close(pfd[1]);
+        char got[512] = "";
+        ssize_t n = read(pfd[0], got, sizeof(got) - 1);
+        got[n > 0 ? n : 0] = 0;
+        close(pfd[0]);
+        cr_assert_eq(waitpid(pid, NULL, 0), pid);
+        cr_expect_str_eq(got, "unsupported_fs tmpfs");
+        cr_assert_eq(aj_rm_rf(dir), 0);
+}
+
+/* The hasher walks from the directory opened (and checked) before the command ran, never
+ * its path again: an agent with a writable bind above the workspace renames an ancestor
+ * and puts a symlink (which root, on the host, would follow) in its place; the digest is
+ * still the planned directory's. */
+Test(workspace_start, the_root_is_the_planned_directory)
+{
+        char tmpl[] = "/tmp/test-replay-XXXXXX";
+        cr_assert(mkdtemp(tmpl));
+        char p[512], q[512];
+        snprintf(p, sizeof(p), "%s/team", tmpl);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        snprintf(p, sizeof(p), "%s/team/proj", tmpl);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        snprintf(p, sizeof(p), "%s/team/proj/real.txt", tmpl);
+        put(p, "the real start\n");
+        snprintf(p, sizeof(p), "%s/decoy", tmpl);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        snprintf(p, sizeof(p), "%s/decoy/proj", tmpl);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        snprintf(p, sizeof(p), "%s/decoy/proj/fake.txt", tmpl);
+        put(p, "what the agent wants recorded\n");
+        char ws[512];
+        snprintf(ws, sizeof(ws), "%s/team/proj", tmpl); /* the planned, mounted workspace */
+        json_t *plain = NULL;
+        const char *d0 = digest(ws, &plain);
+        struct stat planned;
+        cr_assert_eq(stat(ws, &planned), 0);
+        aj_sleep_ms(30);
+        /* Before the command runs. */
+        AjSupWorkspaceStart w = AJ_SUP_WORKSPACE_START_INIT;
+        open_root(&w, ws);
+        uint64_t since = aj_now_realtime_coarse_ns();
+        /* The agent, before the hasher starts (a rename of team, not of the mount point
+         * proj, which would be EBUSY): */
+        snprintf(p, sizeof(p), "%s/team", tmpl);
+        snprintf(q, sizeof(q), "%s/team.old", tmpl);
+        cr_assert_eq(rename(p, q), 0);
+        snprintf(q, sizeof(q), "%s/decoy", tmpl);
+        cr_assert_eq(symlink(q, p), 0);
+        json_t *r = hash_opened(&w, false, since, true);
+        cr_expect(json_is_true(json_object_get(r, "complete")), "%s", json_dumps(r, 0));
+        cr_expect_str_eq(json_string_value(json_object_get(r, "sha256")) ?: "", d0, "the planned directory's");
+        cr_expect_eq(json_integer_value(json_object_get(r, "ino")), (json_int_t)planned.st_ino);
+        cr_expect_eq(json_integer_value(json_object_get(r, "dev")), (json_int_t)planned.st_dev);
+        json_decref(r);
+        /* Opening it now (through the symlink): refused, and not the plan's directory. */
+        AjSupWorkspaceStart w2 = AJ_SUP_WORKSPACE_START_INIT;
+        cr_expect_lt(aj_sup_workspace_start_open(&w2, ws, planned.st_dev, planned.st_ino), 0);
+        aj_sup_workspace_start_done(&w2);
+        snprintf(p, sizeof(p), "%s/decoy/proj", tmpl);
+        cr_expect_eq(aj_sup_workspace_start_open(&w2, p, planned.st_dev, planned.st_ino), -ESTALE,
+                     "another directory than the plan's");
+        aj_sup_workspace_start_done(&w2);
+        json_decref(plain);
+        cr_assert_eq(aj_rm_rf(tmpl), 0);
+}
+
+/* The names listed are bounded across the directories open at once, not per directory:
+ * 128 levels could each hold ~max_entries names (the defaults: 128 x 200,000 names of up
+ * to 255 bytes, several GiB in a root process outside the jail's cgroup). Scaled down: 40
+ * levels of 1,900 long names under max_entries 2,000 must fit in what 2,000 names take
+ * (here: 4 MiB of data segment more), and say "entries". */
+Test(workspace_digest, names_held_are_bounded_across_levels, .timeout = 120)
+{
+        char tmpl[] = "/tmp/test-replay-XXXXXX";
+        cr_assert(mkdtemp(tmpl));
+        char dir[4096], p[4096], target[4096];
+        snprintf(dir, sizeof(dir), "%s", tmpl);
+        char longname[201];
+        for (int lvl = 0; lvl < 40; lvl++) {
+                snprintf(target, sizeof(target), "%s/t%d", tmpl, lvl); /* ext4: 65,000 links at most */
+                put(target, "");
+                for (int i = 0; i < 1900; i++) {
+                        memset(longname, 'x', 200);
+                        longname[200] = 0;
+                        snprintf(longname, 8, "1%06d", i);
+                        longname[7] = 'x';
+                        size_t dl = strlen(dir);
+                        memcpy(p, dir, dl);
+                        p[dl] = '/';
+                        memcpy(p + dl + 1, longname, sizeof(longname));
+                        cr_assert_eq(link(target, p), 0, "%s", p);
+                }
+                size_t l = strlen(dir);
+                snprintf(dir + l, sizeof(dir) - l, "/0"); /* sorted first: walked while the rest is held */
+                cr_assert_eq(mkdir(dir, 0755), 0);
+        }
+        int pfd[2];
+        cr_assert_eq(pipe(pfd), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                close(pfd[0]);
+                struct rlimit rl;
+                getrlimit(RLIMIT_DATA, &rl);
+                /* what the process uses now, and 4 MiB */
+                FILE *f = fopen("/proc/self/status", "r");
+                unsigned long kb = 0;
+                char line[256];
+                while (f && fgets(line, sizeof(line), f))
+                        if (sscanf(line, "VmData: %lu kB", &kb) == 1)
+                                break;
+                if (!f || !kb)
+                        _exit(2);
+                fclose(f);
+                rl.rlim_cur = kb * 1024 + (4u << 20);
+                setrlimit(RLIMIT_DATA, &rl);
+                AjWorkspaceDigestLimits lim = { .max_entries = 2000, .max_bytes = 1 << 20, .max_ms = 60000 };
+                json_t *j = NULL;
+                int r = aj_workspace_digest(tmpl, &lim, &j);
+                const char *cut = r == 0 ? json_string_value(json_object_get(j, "cut_at")) : NULL;
+                (void)!write(pfd[1], cut ?: "-", strlen(cut ?: "-"));
+                _exit(r == -ENOMEM ? 1 : 0);
+        }
+        close(pfd[1]);
+        char got[64] = "";
+        ssize_t n = read(pfd[0], got, sizeof(got) - 1);
+        got[n > 0 ? n : 0] = 0;
+        close(pfd[0]);
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "the walk ran out of memory: names held grow with depth x max_entries (status %d)", st);
+        cr_expect_str_eq(got, "entries");
+        cr_assert_eq(aj_rm_rf(tmpl), 0);
+}
+
+/* A tree of exactly max_entries entries is whole; one more is not. */
+Test(workspace_digest, the_entries_limit_is_exact)
+{
+        _cleanup_free_ char *dir = make_tree(); /* 3 entries */
+        json_t *a = NULL, *b = NULL;
+        AjWorkspaceDigestLimits lim = { .max_entries = 3, .max_bytes = 1 << 20, .max_ms = 10000 };
+        cr_assert_eq(aj_workspace_digest(dir, &lim, &a), 0);
+        cr_expect(json_is_true(json_object_get(a, "complete")), "%s", json_dumps(a, 0));
+        lim.max_entries = 2;
+        cr_assert_eq(aj_workspace_digest(dir, &lim, &b), 0);
+        cr_expect_str_eq(json_string_value(json_object_get(b, "cut_at")) ?: "", "entries");
+        json_decref(a);
+        json_decref(b);
+        cr_assert_eq(aj_rm_rf(dir), 0);
+}
+
+static void count_signal(const struct signalfd_siginfo *si, void *userdata)
+{
+        if (si->ssi_signo == SIGWINCH)
+                (*(int *)userdata)++;
+}
+
+/* The end of a run waits for the hasher unless agentjail is asked to stop: a terminal
+ * resize (SIGWINCH, in the supervisor's signalfd mask) is no such thing, and is still
+ * handled; a SIGTERM is. */
+Test(workspace_start, only_a_stop_signal_cuts_the_wait)
+{
+        _cleanup_free_ char *dir = make_tree();
+        aj_sleep_ms(30);
+        sigset_t m;
+        sigemptyset(&m);
+        sigaddset(&m, SIGWINCH);
+        sigaddset(&m, SIGTERM);
+        sigaddset(&m, SIGUSR1);
+        sigprocmask(SIG_BLOCK, &m, NULL);
+        int sfd = signalfd(-1, &m, SFD_CLOEXEC | SFD_NONBLOCK);
+        cr_assert_geq(sfd, 0);
+        AjLoop *loop = NULL;
+        cr_assert_eq(aj_loop_new(&loop), 0);
+        AjSupWorkspaceStart w = AJ_SUP_WORKSPACE_START_INIT;
+        open_root(&w, dir);
+        cr_assert_eq(aj_sup_workspace_start(&w, loop, false, aj_now_realtime_coarse_ns()), 0);
+        raise(SIGWINCH);
+        raise(SIGUSR1);
+        int winch = 0;
+        json_t *r = aj_sup_workspace_start_finish(&w, sfd, count_signal, &winch);
+        cr_expect(json_is_true(json_object_get(r, "complete")), "cut by a SIGWINCH: %s", json_dumps(r, 0));
+        cr_expect_eq(winch, 1, "the resize was handled as the loop would");
+        json_decref(r);
+        aj_sup_workspace_start_done(&w);
+        /* A hasher that takes a while (/usr): a stop signal ends the wait. */
+        w = (AjSupWorkspaceStart)AJ_SUP_WORKSPACE_START_INIT;
+        open_root(&w, "/usr");
+        cr_assert_eq(aj_sup_workspace_start(&w, loop, false, aj_now_realtime_coarse_ns()), 0);
+        raise(SIGTERM);
+        r = aj_sup_workspace_start_finish(&w, sfd, count_signal, &winch);
+        cr_expect_str_eq(json_string_value(json_object_get(r, "cut_at")) ?: "", "unfinished", "%s", json_dumps(r, 0));
+        json_decref(r);
+        aj_sup_workspace_start_done(&w);
+        cr_expect(aj_sup_workspace_start_stops_wait(SIGINT) && aj_sup_workspace_start_stops_wait(SIGHUP) &&
+                  aj_sup_workspace_start_stops_wait(SIGQUIT) && !aj_sup_workspace_start_stops_wait(SIGCONT));
+        aj_loop_free(loop);
+        close(sfd);
+        sigprocmask(SIG_UNBLOCK, &m, NULL);
+        cr_assert_eq(aj_rm_rf(dir), 0);
+}
+
+/* A file changed while it is read is caught by its own stamp before the read, not only by
+ * the start's: with the start's stamp of no help (here one in the future, as a wall clock
+ * stepped back would make it), a file chmod'ed over and over while it is hashed is still
+ * "changed". */
+Test(workspace_digest, a_change_while_read_is_caught_by_the_stamp_before, .timeout = 60)
+{
+        _cleanup_free_ char *dir = make_tree();
+        char p[512];
+        snprintf(p, sizeof(p), "%s/big", dir);
+        int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        cr_assert_geq(fd, 0);
+        static char chunk[1 << 20];
+        memset(chunk, 'x', sizeof(chunk));
+        for (int i = 0; i < 64; i++)
+                cr_assert_eq(write(fd, chunk, sizeof(chunk)), (ssize_t)sizeof(chunk));
+        close(fd);
+        AjWorkspaceDigestLimits lim;
+        aj_workspace_digest_limits_default(&lim);
+        lim.since_ns = aj_now_realtime_coarse_ns() + 3600 * SEC;
+        json_t *a = NULL;
+        cr_assert_eq(aj_workspace_digest(dir, &lim, &a), 0);
+        cr_expect(json_is_true(json_object_get(a, "complete")), "untouched: whole %s", json_dumps(a, 0));
+        json_decref(a);
+        pid_t pid = fork();
+        if (pid == 0) {
+                for (int i = 0; i < 2000000; i++) {
+                        (void)chmod(p, 0644);
+                        struct stat st;
+                        (void)stat(p, &st); /* multigrain stamps: a stamp seen, the next is new */
+                }
+                _exit(0);
+        }
+        bool changed = false;
+        for (int tries = 0; tries < 5 && !changed; tries++) {
+                cr_assert_eq(aj_workspace_digest(dir, &lim, &a), 0);
+                changed = streq(json_string_value(json_object_get(a, "cut_at")) ?: "", "changed");
+                if (changed)
+                        cr_expect_str_eq(json_string_value(json_object_get(a, "changed")), "big");
+                json_decref(a);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        cr_expect(changed, "a file chmod'ed while it was read");
+        cr_assert_eq(aj_rm_rf(dir), 0);
 }
