@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "broker-internal.h"
 #include "events.h"
@@ -17,13 +18,20 @@
 
 /* ---- tool calls in flight ---- */
 
-/* FNV-1a over the id, from a per-broker seed: an agent cannot aim its ids at one chain
- * beforehand, and a chain is never longer than the table (a scan, as without an index). */
+/* FNV-1a over the id, from a random per-broker seed, then mixed so that the bucket (the
+ * low bits) depends on every bit of the seed (FNV's multiplications carry only upwards):
+ * an agent cannot aim its ids at one chain beforehand, and a chain is never longer than
+ * the table anyway (a scan, as without an index). */
 static uint32_t call_id_hash(const AjBroker *b, const char *call_id)
 {
         uint32_t h = 2166136261u ^ b->in_flight_seed;
         for (const unsigned char *p = (const unsigned char *)call_id; *p; p++)
                 h = (h ^ *p) * 16777619u;
+        h ^= h >> 16;
+        h *= 0x7feb352du;
+        h ^= h >> 15;
+        h *= 0x846ca68bu;
+        h ^= h >> 16;
         return h;
 }
 
@@ -59,7 +67,10 @@ static int table_init(AjBroker *b)
                 b->free_slot[i] = (int16_t)(MAX_IN_FLIGHT - 1 - i);
         b->n_free = MAX_IN_FLIGHT;
         b->oldest = b->newest = -1;
-        b->in_flight_seed = (uint32_t)aj_now_monotonic_ns() ^ (uint32_t)(uintptr_t)b;
+        uint32_t seed = 0;
+        if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+                seed = (uint32_t)aj_now_monotonic_ns() ^ (uint32_t)((uintptr_t)b >> 4);
+        b->in_flight_seed = seed;
         return 0;
 }
 

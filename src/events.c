@@ -28,6 +28,7 @@ struct AjEventLog {
         size_t len, cap;
         uint64_t unwritten;
         bool held;
+        bool fd_broken; /* a failed write could not be cut off: nothing more is written */
         bool batching;
         int batch_err; /* an event of the batch was refused: the whole batch is */
         /* Where the batch began, to drop it whole. */
@@ -264,7 +265,18 @@ static int flush(AjEventLog *log)
 {
         if (log->len == 0)
                 return 0;
+        if (log->fd_broken) {
+                log->seq -= log->unwritten;
+                memcpy(log->pending_prev, log->prev, sizeof(log->prev));
+                log->len = 0;
+                log->unwritten = 0;
+                return -EIO;
+        }
         int r = aj_write_all(log->fd, log->buf, log->len);
+        /* A short write then an error (ENOSPC, EDQUOT, EFBIG) left the group's head in the
+         * file: cut it off, or the next line would reuse its seqs and glue onto its tail. */
+        if (r < 0 && ftruncate(log->fd, (off_t)log->bytes) < 0)
+                log->fd_broken = true;
         if (r < 0) {
                 log->seq -= log->unwritten;
                 memcpy(log->pending_prev, log->prev, sizeof(log->prev));

@@ -1504,3 +1504,71 @@ Test(broker, tokens_printed_are_the_same_bytes)
         json_decref(ev_text);
         json_decref(rep_text);
 }
+
+/* The printed tokens path against the jansson one, with agent-chosen bytes that need
+ * escaping (a model with quote, backslash and slash; ids with controls; extreme integers). */
+static void tokens_texts_of(const char *req, size_t n_req, bool printed, json_t **ret_events, json_t **ret_replies)
+{
+        setup();
+        cr_assert_eq(aj_meter_set_price(env.meter, "a\"b\\c/d", 2.5e-6, 1e-5, 1.25e-6), 0);
+        printed_events = json_array();
+        env.hooks.emit = json_emit;
+        env.hooks.emit_text = printed ? text_emit : NULL;
+        int fd = client();
+        send_text(fd, req);
+        json_t *replies = json_array();
+        char buf[16384];
+        size_t have = 0;
+        for (int i = 0; i < 400 && json_array_size(replies) < n_req; i++) {
+                pump();
+                ssize_t n = recv(fd, buf + have, sizeof(buf) - have, MSG_DONTWAIT);
+                if (n > 0)
+                        have += (size_t)n;
+                char *nl;
+                while ((nl = memchr(buf, '\n', have))) {
+                        json_array_append_new(replies, json_stringn(buf, (size_t)(nl - buf)));
+                        have -= (size_t)(nl - buf) + 1;
+                        memmove(buf, nl + 1, have);
+                }
+        }
+        close(fd);
+        *ret_events = printed_events;
+        *ret_replies = replies;
+        teardown();
+}
+
+Test(broker, tokens_printed_with_escapes_are_the_same_bytes)
+{
+        const char *req =
+                "{\"id\":-9223372036854775808,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"a\\\"b\\\\c/d\","
+                "\"gen_ai.usage.input_tokens\":3,\"gen_ai.usage.output_tokens\":5}\n"
+                "{\"id\":\"\\u001f\\\"\\\\\\t\\u00e9\\ud83d\\ude00\\u007f\",\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"x\","
+                "\"gen_ai.usage.input_tokens\":0,\"gen_ai.usage.output_tokens\":0}\n"
+                "{\"id\":9223372036854775807,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"\\u00e9\","
+                "\"gen_ai.usage.input_tokens\":1,\"gen_ai.usage.output_tokens\":1}\n"
+                "{\"id\":0,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"m\","
+                "\"gen_ai.usage.input_tokens\":1000000000000,\"gen_ai.usage.output_tokens\":1000000000000,"
+                "\"gen_ai.usage.cache_read.input_tokens\":999999999999}\n";
+        json_t *ev_json, *rep_json, *ev_text, *rep_text;
+        tokens_texts_of(req, 4, false, &ev_json, &rep_json);
+        tokens_texts_of(req, 4, true, &ev_text, &rep_text);
+        cr_assert_eq(json_array_size(rep_json), 4);
+        cr_assert_eq(json_array_size(rep_text), 4);
+        for (size_t i = 0; i < 4; i++) {
+                const char *a = json_string_value(json_array_get(rep_text, i)),
+                           *b = json_string_value(json_array_get(rep_json, i));
+                cr_expect_str_eq(a, b, "reply %zu", i);
+                json_t *e1 = json_array_get(ev_text, i), *e2 = json_array_get(ev_json, i);
+                if (e1 && e2)
+                        cr_expect_str_eq(json_string_value(e1), json_string_value(e2), "event %zu", i);
+        }
+        cr_expect_eq(json_array_size(ev_text), 4);
+        for (size_t i = 0; i < json_array_size(ev_text); i++)
+                cr_log_info("%s", json_string_value(json_array_get(ev_text, i)));
+        for (size_t i = 0; i < 4; i++)
+                cr_log_info("%s", json_string_value(json_array_get(rep_text, i)));
+        json_decref(ev_json);
+        json_decref(rep_json);
+        json_decref(ev_text);
+        json_decref(rep_text);
+}

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <signal.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -569,4 +571,44 @@ Test(events, fields_printed_by_the_caller)
         cr_assert_eq(aj_events_verify(path, 2, last, &c), 0);
         cr_expect(c.ok, "%s", c.problem);
         aj_rm_rf(dir);
+}
+
+/* A commit cut short (a short write, then an error: ENOSPC from a disk the agent filled,
+ * EFBIG past RLIMIT_FSIZE, EDQUOT) leaves the head of the group in the file; it is cut
+ * off, so that the chain still verifies once later events follow. */
+Test(events, a_short_commit_keeps_the_file_verifiable)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        AjEventLog *log = open_temp_log(dir, path, "r1");
+        cr_assert_eq(aj_events_emit(log, "run.start", NULL), 0);
+        char pad[150];
+        memset(pad, 'p', sizeof(pad) - 1);
+        pad[sizeof(pad) - 1] = 0;
+        aj_events_hold(log);
+        for (int i = 0; i < 5; i++)
+                cr_assert_eq(aj_events_emit_agent(log, "tokens", json_pack("{s:i, s:s}", "n", i, "pad", pad)), 0);
+        size_t held = aj_events_held_bytes(log);
+        /* Room for about half of the group. */
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit old, lim;
+        cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+        lim = old;
+        lim.rlim_cur = file_size(path) + held / 2;
+        cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+        cr_expect_lt(aj_events_commit(log), 0, "the commit fails");
+        cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+        /* The disk has room again; the run goes on. */
+        cr_assert_eq(aj_events_emit(log, "run.exit", NULL), 0);
+        uint64_t seq = aj_events_last_seq(log);
+        char last[AJ_SHA256_HEX_SIZE];
+        snprintf(last, sizeof(last), "%s", aj_events_last_hash(log));
+        cr_expect_eq(aj_events_bytes(log), file_size(path), "the size the log counts is the file's");
+        aj_events_close(log);
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, seq, last, &c), 0);
+        cr_expect(c.ok, "the chain is broken after a short commit: %s", c.problem);
+        if (getenv("KEEP"))
+                fprintf(stderr, "%s\n", path);
+        else
+                aj_rm_rf(dir);
 }
