@@ -51,7 +51,7 @@ before=$(list_run_dirs)
 pids=()
 for i in 1 2 3; do
         timeout -k 5 30 "$AGENTJAIL" run --name "concurrent-$i" -- ./probe exit "$((10 + i))" \
-                </dev/null >/dev/null 2>&1 &
+                </dev/null >/dev/null 2>"$TEST_TMP/concurrent-$i.err" &
         pids+=($!)
 done
 rcs=
@@ -60,6 +60,12 @@ for p in "${pids[@]}"; do
         rcs+="$? "
 done
 is "$rcs" "11 12 13 " "three concurrent runs each return their own status"
+# On a failure, each run's stderr says why (a run that exits 125 names its error there).
+if [[ $rcs != "11 12 13 " ]]; then
+        for i in 1 2 3; do
+                diag "run concurrent-$i, stderr:" "$(head -c 2000 "$TEST_TMP/concurrent-$i.err")"
+        done
+fi
 new=$(comm -13 <(sort <<<"$before") <(list_run_dirs | sort))
 collect_run_ids
 is "$(count_lines "$new")" 3 "three concurrent runs got three run directories"

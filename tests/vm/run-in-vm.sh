@@ -17,6 +17,9 @@ export AGENTJAIL="$src/build/agentjail" PROBE="$src/build/tests/probe"
 export AGENTJAIL_SOURCE_DIR="$src" AGENTJAIL_BUILD_DIR="$src/build" AGENTJAIL_TEST_STRICT=1
 # Everything is 5-20 times slower under TCG than on the host: more time per jail.
 export JAIL_TIMEOUT=60
+# ... and for what a test asks of agentjail in seconds while it works alongside (operator's
+# 3 s approval timeout becomes 15 s).
+export AGENTJAIL_TEST_TIME_SCALE=5
 
 # The binary was built in the host's source tree and finds its shipped profiles there.
 host_src=$(cat /aj/srcpath)
