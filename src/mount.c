@@ -102,6 +102,72 @@ typedef struct {
         char text[512];
 } OverlayReply;
 
+/* The helper: a private mount namespace, the tree attached over "/" there, the overlay
+ * made and sent back over `sock`. Single-threaded parent, so allocating here is safe. */
+_noreturn_ static void overlay_helper(int sock, int lower_fd, const char *dir, uint64_t attr)
+{
+        OverlayReply rep = { 0 };
+        AjError e = {};
+        int mfd = -1;
+        if (unshare(CLONE_NEWNS) < 0)
+                rep.err = aj_error_set(&e, -errno, "overlay: a private mount namespace: %m");
+        else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                rep.err = aj_error_set(&e, -errno, "overlay: making the mounts private: %m");
+        else if (sys_move_mount(lower_fd, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                rep.err = aj_error_set(&e, -errno, "overlay: attaching the workspace's tree: %m");
+        else if ((mfd = overlay_mount(lower_fd, dir, attr, &e)) < 0)
+                rep.err = mfd;
+        if (rep.err)
+                snprintf(rep.text, sizeof(rep.text), "%s", aj_error_text(&e, rep.err));
+        struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
+        union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } u = {};
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        if (mfd >= 0) {
+                mh.msg_control = u.buf;
+                mh.msg_controllen = sizeof(u.buf);
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &mfd, sizeof(int));
+        }
+        _exit(sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof(rep) ? 0 : 1);
+}
+
+/* The helper's reply: the overlay's fd, or its error. */
+static int overlay_reply(int sock, AjError *ret_error)
+{
+        OverlayReply rep = { 0 };
+        struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
+        union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } u;
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+        ssize_t n;
+        do
+                n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return aj_error_set(ret_error, -errno, "overlay: no answer from its helper process: %m");
+        int mfd = -1;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+                        memcpy(&mfd, CMSG_DATA(c), sizeof(int));
+        bool whole = n == (ssize_t)sizeof(rep) && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
+        if (whole && rep.err == 0 && mfd >= 0)
+                return mfd;
+        if (mfd >= 0)
+                close(mfd);
+        if (!whole || rep.err >= 0)
+                return aj_error_set(ret_error, -EPROTO, "overlay: its helper process gave no answer");
+        rep.text[sizeof(rep.text) - 1] = 0;
+        return aj_error_set(ret_error, rep.err, "%s", rep.text);
+}
+
 /* Before Linux 6.15 overlayfs takes only a lower layer that is attached in the mounter's
  * mount namespace (clone_private_mount() refuses a detached tree with EINVAL: "overlayfs:
  * failed to clone lowerpath", e.g. Debian 12's 6.1, Ubuntu 24.04's 6.8). There, a child
@@ -122,69 +188,15 @@ static int overlay_attached(int lower_fd, const char *dir, uint64_t attr, AjErro
                 return aj_error_set(ret_error, r, "overlay: fork: %s", strerror(-r));
         }
         if (pid == 0) {
-                OverlayReply rep = { 0 };
-                int mfd = -1;
-                AjError e = {};
                 close(sv[0]);
-                if (unshare(CLONE_NEWNS) < 0)
-                        rep.err = aj_error_set(&e, -errno, "overlay: a private mount namespace: %m");
-                else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-                        rep.err = aj_error_set(&e, -errno, "overlay: making the mounts private: %m");
-                else if (sys_move_mount(lower_fd, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0)
-                        rep.err = aj_error_set(&e, -errno, "overlay: attaching the workspace's tree: %m");
-                else if ((mfd = overlay_mount(lower_fd, dir, attr, &e)) < 0)
-                        rep.err = mfd;
-                if (rep.err)
-                        snprintf(rep.text, sizeof(rep.text), "%s", aj_error_text(&e, rep.err));
-                struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
-                union {
-                        char buf[CMSG_SPACE(sizeof(int))];
-                        struct cmsghdr align;
-                } u = {};
-                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-                if (mfd >= 0) {
-                        mh.msg_control = u.buf;
-                        mh.msg_controllen = sizeof(u.buf);
-                        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-                        c->cmsg_level = SOL_SOCKET;
-                        c->cmsg_type = SCM_RIGHTS;
-                        c->cmsg_len = CMSG_LEN(sizeof(int));
-                        memcpy(CMSG_DATA(c), &mfd, sizeof(int));
-                }
-                _exit(sendmsg(sv[1], &mh, MSG_NOSIGNAL) == (ssize_t)sizeof(rep) ? 0 : 1);
+                overlay_helper(sv[1], lower_fd, dir, attr);
         }
         close(sv[1]);
-        OverlayReply rep = { 0 };
-        struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
-        union {
-                char buf[CMSG_SPACE(sizeof(int))];
-                struct cmsghdr align;
-        } u;
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
-        ssize_t n;
-        do
-                n = recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC);
-        while (n < 0 && errno == EINTR);
-        int r = n < 0 ? -errno : 0;
+        int r = overlay_reply(sv[0], ret_error);
         close(sv[0]);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
                 ;
-        int mfd = -1;
-        if (n > 0)
-                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-                                memcpy(&mfd, CMSG_DATA(c), sizeof(int));
-        if (r < 0 || n != (ssize_t)sizeof(rep) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-            (rep.err < 0) == (mfd >= 0)) {
-                if (mfd >= 0)
-                        close(mfd);
-                if (rep.err < 0 && n == (ssize_t)sizeof(rep)) {
-                        rep.text[sizeof(rep.text) - 1] = 0;
-                        return aj_error_set(ret_error, rep.err, "%s", rep.text);
-                }
-                return aj_error_set(ret_error, r < 0 ? r : -EPROTO, "overlay: its helper process gave no answer");
-        }
-        return mfd;
+        return r;
 }
 
 /* The overlay over the detached tree `lower_fd`; where the kernel refuses a detached lower
