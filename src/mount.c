@@ -29,7 +29,9 @@
 #include <pwd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "mount-internal.h"
@@ -43,10 +45,10 @@
 
 /* ---- host side: idmapped trees ----------------------------------------- */
 
-/* A detached overlay mount over the detached tree `lower_fd`, its upper and work dirs in
- * `dir`. Plain copy-up semantics (no redirects, no metacopy, no index), so the upper dir
- * is a complete, reviewable record of the changes (src/workspace.c). */
-static int overlay_over(int lower_fd, const char *dir, uint64_t attr, AjError *ret_error)
+/* A detached overlay mount over the tree `lower_fd`, its upper and work dirs in `dir`.
+ * Plain copy-up semantics (no redirects, no metacopy, no index), so the upper dir is a
+ * complete, reviewable record of the changes (src/workspace.c). */
+static int overlay_mount(int lower_fd, const char *dir, uint64_t attr, AjError *ret_error)
 {
         _cleanup_close_ int fsfd = sys_fsopen("overlay", FSOPEN_CLOEXEC);
         char upper[PATH_MAX], work[PATH_MAX], lower[64];
@@ -92,6 +94,119 @@ static int overlay_over(int lower_fd, const char *dir, uint64_t attr, AjError *r
                 return aj_error_set(ret_error, r, "overlay: fsmount: %s", strerror(-r));
         }
         return mfd;
+}
+
+/* What the helper of overlay_attached() sends back: the overlay's fd (SCM_RIGHTS) or why not. */
+typedef struct {
+        int err;
+        char text[512];
+} OverlayReply;
+
+/* The helper: a private mount namespace, the tree attached over "/" there, the overlay
+ * made and sent back over `sock`. Single-threaded parent, so allocating here is safe. */
+_noreturn_ static void overlay_helper(int sock, int lower_fd, const char *dir, uint64_t attr)
+{
+        OverlayReply rep = { 0 };
+        AjError e = {};
+        int mfd = -1;
+        if (unshare(CLONE_NEWNS) < 0)
+                rep.err = aj_error_set(&e, -errno, "overlay: a private mount namespace: %m");
+        else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                rep.err = aj_error_set(&e, -errno, "overlay: making the mounts private: %m");
+        else if (sys_move_mount(lower_fd, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                rep.err = aj_error_set(&e, -errno, "overlay: attaching the workspace's tree: %m");
+        else if ((mfd = overlay_mount(lower_fd, dir, attr, &e)) < 0)
+                rep.err = mfd;
+        if (rep.err)
+                snprintf(rep.text, sizeof(rep.text), "%s", aj_error_text(&e, rep.err));
+        struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
+        union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } u = {};
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        if (mfd >= 0) {
+                mh.msg_control = u.buf;
+                mh.msg_controllen = sizeof(u.buf);
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &mfd, sizeof(int));
+        }
+        _exit(sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof(rep) ? 0 : 1);
+}
+
+/* The helper's reply: the overlay's fd, or its error. */
+static int overlay_reply(int sock, AjError *ret_error)
+{
+        OverlayReply rep = { 0 };
+        struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
+        union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } u;
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+        ssize_t n;
+        do
+                n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return aj_error_set(ret_error, -errno, "overlay: no answer from its helper process: %m");
+        int mfd = -1;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+                        memcpy(&mfd, CMSG_DATA(c), sizeof(int));
+        bool whole = n == (ssize_t)sizeof(rep) && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
+        if (whole && rep.err == 0 && mfd >= 0)
+                return mfd;
+        if (mfd >= 0)
+                close(mfd);
+        if (!whole || rep.err >= 0)
+                return aj_error_set(ret_error, -EPROTO, "overlay: its helper process gave no answer");
+        rep.text[sizeof(rep.text) - 1] = 0;
+        return aj_error_set(ret_error, rep.err, "%s", rep.text);
+}
+
+/* Before Linux 6.15 overlayfs takes only a lower layer that is attached in the mounter's
+ * mount namespace (clone_private_mount() refuses a detached tree with EINVAL: "overlayfs:
+ * failed to clone lowerpath", e.g. Debian 12's 6.1, Ubuntu 24.04's 6.8). There, a child
+ * process makes the overlay in a private mount namespace of its own where the idmapped tree
+ * is attached over "/" (which no path lookup of that process sees: its root is the covered
+ * one), and passes the detached overlay back; the namespace, and the attached tree with it,
+ * go when the child exits. The host's mount table is never touched. */
+static int overlay_attached(int lower_fd, const char *dir, uint64_t attr, AjError *ret_error)
+{
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return aj_error_set(ret_error, -errno, "overlay: socketpair: %m");
+        pid_t pid = fork();
+        if (pid < 0) {
+                int r = -errno;
+                close(sv[0]);
+                close(sv[1]);
+                return aj_error_set(ret_error, r, "overlay: fork: %s", strerror(-r));
+        }
+        if (pid == 0) {
+                close(sv[0]);
+                overlay_helper(sv[1], lower_fd, dir, attr);
+        }
+        close(sv[1]);
+        int r = overlay_reply(sv[0], ret_error);
+        close(sv[0]);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        return r;
+}
+
+/* The overlay over the detached tree `lower_fd`; where the kernel refuses a detached lower
+ * layer (EINVAL before 6.15), made by overlay_attached() instead. */
+static int overlay_over(int lower_fd, const char *dir, uint64_t attr, AjError *ret_error)
+{
+        int r = overlay_mount(lower_fd, dir, attr, ret_error);
+        if (r != -EINVAL)
+                return r;
+        return overlay_attached(lower_fd, dir, attr, ret_error);
 }
 
 static int clone_tree(int dfd, const char *path, uint64_t attr_set);

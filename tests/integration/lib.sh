@@ -25,6 +25,14 @@ RUN_IDS=()
 JAIL_TIMEOUT=${JAIL_TIMEOUT:-20}
 JAIL_MAX_TIMEOUTS=${JAIL_MAX_TIMEOUTS:-2}
 JAIL_TIMEOUTS=0
+# A factor for the timing parameters a test gives agentjail itself, where the test's own
+# steps must fit in them (test-operator's approval timeout): the TCG test VM
+# (tests/vm/run-in-vm.sh) sets AGENTJAIL_TEST_TIME_SCALE; 1 elsewhere.
+TEST_TIME_SCALE=${AGENTJAIL_TEST_TIME_SCALE:-1}
+if [[ ! $TEST_TIME_SCALE =~ ^[1-9][0-9]?$ ]]; then
+        echo "Bail out! AGENTJAIL_TEST_TIME_SCALE must be an integer from 1 to 99"
+        exit 1
+fi
 
 # ----------------------------------------------------------------------------- TAP
 
@@ -40,6 +48,8 @@ pass() {
         printf 'ok %d - %s\n' "$TAP_COUNT" "$1"
 }
 
+# fail DESC [DIAG...]: returns 1, and so does every assertion that failed, so that
+# `is ... || jail_diag` prints the diagnostics.
 fail() {
         TAP_COUNT=$((TAP_COUNT + 1))
         TAP_FAILED=$((TAP_FAILED + 1))
@@ -49,6 +59,7 @@ fail() {
         for d in "$@"; do
                 diag "$d"
         done
+        return 1
 }
 
 skip() {

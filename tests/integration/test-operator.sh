@@ -376,7 +376,8 @@ else
 fi
 
 # ------------------------------------------------------------------ approvals
-# refund.* calls are held until an operator approves or denies them, or for 3 s. The agent
+# refund.* calls are held until an operator approves or denies them, or for AP_T seconds (3,
+# times AGENTJAIL_TEST_TIME_SCALE: the operator's steps below must fit in it). The agent
 # makes its calls one after the other; each writes ID.out (what `meter tool` printed)
 # and then ID.rc (its exit status) in ap/ of the workspace.
 # The owner's alert command gets each approval request on stdin (the last one is kept).
@@ -386,8 +387,9 @@ cat >"$TEST_TMP/approval-alert.tmp" && echo "\$AGENTJAIL_ALERT" >>"$TEST_TMP/app
         mv "$TEST_TMP/approval-alert.tmp" "$TEST_TMP/approval-alert.json"
 EOF
 chmod 0755 "$TEST_TMP/approval-alert.sh"
+AP_T=$((3 * TEST_TIME_SCALE))
 AP_PROFILE=$(write_profile approvals '{"extends": "default", "tools": {"deny": ["refund.forbidden"]},
-        "approvals": {"tools": ["refund.*"], "timeout": "3s"},
+        "approvals": {"tools": ["refund.*"], "timeout": "'"$AP_T"'s"},
         "alert": {"exec": ["'"$TEST_TMP/approval-alert.sh"'"], "timeout": "5s"}}')
 AP=$WORKSPACE/ap
 rm -rf "$AP"
@@ -464,9 +466,9 @@ if [[ -n "$AP_ID" ]] && wait_sock "$AP_ID" && ap_call a-0 10; then
                 "inspect: the held call is pending, awaiting_approval" || op_diag
         DIGEST=$(jq -r "$A1 | .arguments_sha256" <<<"$OUT")
         like "$DIGEST" '^[0-9a-f]{64}$' "inspect: the held call's arguments_sha256"
-        is "$(jq -r "$A1 | .timeout_in_s > 0 and .timeout_in_s <= 3" <<<"$OUT")" true "inspect: seconds left until the timeout"
+        is "$(jq -r "$A1 | .timeout_in_s > 0 and .timeout_in_s <= $AP_T" <<<"$OUT")" true "inspect: seconds left until the timeout"
         is "$(events_of approval.requested "$AP_DIR" | jq -r 'select(.["gen_ai.tool.call.id"] == "a-1") | "\(.arguments_sha256) \(.timeout)"')" \
-                "$DIGEST 3s" "approval.requested: the call's digest and the timeout"
+                "$DIGEST ${AP_T}s" "approval.requested: the call's digest and the timeout"
         aj inspect "$AP_ID"
         like "$OUT" "CALL ID +TOOL +STATE +AGE" "inspect (text): pending calls have a STATE column" || op_diag
         like "$OUT" "a-1 +refund\\.issue +awaiting_approval +[0-9.]+s .*denied in [0-9]+s" \
@@ -535,14 +537,14 @@ print(s.makefile().readline().strip())' "$SOCK" 2>&1)
                 fail "the agent reported the approved call's result" "$(cat "$AP_DIR/events.jsonl")"
         fi
 
-        # Nobody decides: denied after the profile's 3 s.
+        # Nobody decides: denied after the profile's AP_T seconds.
         ok "a call nobody decides on is held" ap_held a-3
-        ap_call a-3 8
+        ap_call a-3 $((AP_T + 5))
         is "$CALL_RC" 1 "after the timeout the call is denied: exit 1"
-        is "$CALL_OUT" "denied: refund.late: no approval within 3s" "the agent is told no approval came in time"
+        is "$CALL_OUT" "denied: refund.late: no approval within ${AP_T}s" "the agent is told no approval came in time"
         like "$(jq -rs '[.[] | select(.["gen_ai.tool.call.id"] == "a-3" and (.type == "approval.requested" or .type == "approval"))
-                | .ts[0:19] + "Z" | fromdateiso8601] | .[1] - .[0]' "$AP_DIR/events.jsonl" 2>/dev/null)" '^[345]$' \
-                "the timeout came after the profile's 3 s, not before"
+                | .ts[0:19] + "Z" | fromdateiso8601] | .[1] - .[0] | . >= '"$AP_T"' and . <= '"$((AP_T + 2))" \
+                "$AP_DIR/events.jsonl" 2>/dev/null)" '^true$' "the timeout came after the profile's $AP_T s, not before"
 
         ap_call a-4 5
         is "$CALL_RC" 1 "a call tools.deny matches is denied"

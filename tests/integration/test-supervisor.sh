@@ -51,7 +51,7 @@ before=$(list_run_dirs)
 pids=()
 for i in 1 2 3; do
         timeout -k 5 30 "$AGENTJAIL" run --name "concurrent-$i" -- ./probe exit "$((10 + i))" \
-                </dev/null >/dev/null 2>&1 &
+                </dev/null >/dev/null 2>"$TEST_TMP/concurrent-$i.err" &
         pids+=($!)
 done
 rcs=
@@ -60,6 +60,12 @@ for p in "${pids[@]}"; do
         rcs+="$? "
 done
 is "$rcs" "11 12 13 " "three concurrent runs each return their own status"
+# On a failure, each run's stderr says why (a run that exits 125 names its error there).
+if [[ $rcs != "11 12 13 " ]]; then
+        for i in 1 2 3; do
+                diag "run concurrent-$i, stderr:" "$(head -c 2000 "$TEST_TMP/concurrent-$i.err")"
+        done
+fi
 new=$(comm -13 <(sort <<<"$before") <(list_run_dirs | sort))
 collect_run_ids
 is "$(count_lines "$new")" 3 "three concurrent runs got three run directories"
@@ -230,9 +236,10 @@ kill_bg
 
 # --- a dead watchdog whose zombie a tracer holds (root on the host ptrace-attached to it) is
 # just as dead: the supervisor replaces it at once, and does not spin on its pidfd, which
-# stays readable while nobody can reap the zombie
-start_jail_bg -- ./probe sleep 5
-if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
+# stays readable while nobody can reap the zombie. The command runs until the test ends it
+# (SIGTERM), so the checks cannot outlast it on a slow machine.
+start_jail_bg -- ./probe sleep 120
+if jp=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
         "$PROBE" seize "$wd" 4 >"$TEST_TMP/seize.out" 2>&1 &
         seizer=$!
         deadline=$((SECONDS + 5))
@@ -250,8 +257,9 @@ if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(n
         isnt "$wd2" "" "meanwhile a new watchdog runs"
         ok "the supervisor does not spin on the dead watchdog's pidfd: $((cpu1 - cpu0)) CPU ticks in 2 s (< 30%)" \
                 test $((cpu1 - cpu0)) -lt $((hz * 2 * 30 / 100))
+        kill -TERM "$jp"
         wait_exit "$BG_PID" 15
-        is "$WAIT_RC" 0 "the run ends with its command's status"
+        is "$WAIT_RC" 143 "the run ends with its command's status (SIGTERM: 143)"
         is "$(jq -r .type "$rdir/events.jsonl" | tr '\n' ' ')" "run.start watchdog.restarted run.exit " \
                 "the chain records one restart and the run's normal end"
         wait "$seizer" 2>/dev/null

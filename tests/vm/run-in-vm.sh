@@ -17,11 +17,20 @@ export AGENTJAIL="$src/build/agentjail" PROBE="$src/build/tests/probe"
 export AGENTJAIL_SOURCE_DIR="$src" AGENTJAIL_BUILD_DIR="$src/build" AGENTJAIL_TEST_STRICT=1
 # Everything is 5-20 times slower under TCG than on the host: more time per jail.
 export JAIL_TIMEOUT=60
+# ... and for what a test asks of agentjail in seconds while it works alongside (operator's
+# 3 s approval timeout becomes 15 s).
+export AGENTJAIL_TEST_TIME_SCALE=5
 
-# The binary was built in the host's source tree and finds its shipped profiles there.
+# The binary was built in the host's source tree and finds its shipped profiles there (for
+# root), and where `meson install` would have put them (for every user: the source tree may
+# be under a 0700 directory, as a clone in /root is).
 host_src=$(cat /aj/srcpath)
 if [[ $host_src == /* && ! -e $host_src ]]; then
         mkdir -p "$(dirname "$host_src")" && ln -s "$src" "$host_src"
+fi
+installed=$(cat /aj/datadir-profiles)
+if [[ $installed == /* && ! -e $installed ]]; then
+        mkdir -p "$(dirname "$installed")" && ln -s "$src/profiles" "$installed"
 fi
 
 # Swap, so that a missing memory.swap.max would show (a bomb would swap instead of dying).

@@ -3,7 +3,8 @@
 # Runs in the test VM only (pure cgroup v2, systemd, a lingering user "agent", uid 1000):
 # an unprivileged user in a systemd user scope with a delegated cgroup subtree
 # (`systemd-run --user --scope -p Delegate=yes`) gets every limit the profile asks for
-# and freeze on breach; without delegation the run refuses (125) and says how to fix it.
+# and freeze on breach; without delegation the run refuses (125) and says how to fix it;
+# an overlay workspace is refused (125) with the reason.
 
 . "$(dirname "${BASH_SOURCE[0]}")/../integration/lib.sh"
 
@@ -28,6 +29,9 @@ cp "$PROBE" "$U/ws/probe"
 cp "$AGENTJAIL_SOURCE_DIR/tests/helpers/broker-client.py" "$U/ws/client.py"
 cat >"$U/limits.json" <<'JSON'
 {"extends": "default", "limits": {"memory": "64M", "pids": 32, "cpu": 0.5, "wall": "60s"}}
+JSON
+cat >"$U/overlay.json" <<'JSON'
+{"extends": "default", "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}
 JSON
 chown -R "$USER_UID:$USER_UID" "$U"
 
@@ -121,6 +125,14 @@ wait "$bg" 2>/dev/null
 kill_bg
 U_ERR=$(cat "$TEST_TMP/u.err")
 [[ -n "$cg" ]] && ok "the run cgroup is removed after the run" test ! -d "$cg"
+
+# --- delegated: the overlay workspace is refused with the reason (a rootless supervisor
+# cannot build it: docs/operating.md), although the cgroup would do
+as_user --delegate run -p "$U/overlay.json" -- ./probe status
+is "$U_RC" 125 "delegated: an overlay workspace refuses to start (125)" || u_diag
+like "$U_ERR" 'filesystem\.workspace\.mode "overlay" needs agentjail started as root' \
+        "it says the overlay needs a root-started run"
+like "$U_ERR" 'use "rw" or "ro"' "and what to use instead"
 
 # --- delegated: the limits hold
 as_user --delegate run -p "$U/limits.json" -- ./probe forkbomb 2000
