@@ -329,7 +329,7 @@ static int walk_dir(Walk *w, int fd, const char *rel, const struct stat *before,
         }
         if (r >= 0 && !de && errno)
                 r = -errno;
-        if (r >= 0)
+        if (r >= 0 && n > 1)
                 qsort(names, n, sizeof(*names), cmp_names);
         w->pending += n;
         size_t walked = 0;

@@ -1317,6 +1317,7 @@ static void group_breach(void *userdata, const AjBreach *b)
 
 static void setup_group(void)
 {
+        teardown(); /* the suite's own (criterion runs its init first) */
         setup();
         group = (Group){ .fake = &env.fake };
         env.hooks.emit = group_emit;
@@ -1407,6 +1408,7 @@ Test(broker, a_breach_is_handled_after_its_event_is_written, .fini = teardown)
         AjMeterCaps caps = { 0 };
         caps.set[AJ_CAP_TOKENS] = true;
         caps.limit[AJ_CAP_TOKENS] = 100;
+        teardown();
         setup_with(&caps);
         group = (Group){ .fake = &env.fake };
         env.hooks.emit = group_emit;
@@ -1451,6 +1453,7 @@ static int json_emit(void *userdata, const char *type, json_t *fields)
 /* Events (as texts) and reply lines of the same tokens requests, with the hooks given. */
 static void tokens_texts(bool printed, json_t **ret_events, json_t **ret_replies)
 {
+        teardown(); /* the suite's own broker: each call makes its own */
         setup();
         cr_assert_eq(aj_meter_set_price(env.meter, "gpt-4o", 2.5e-6, 1e-5, 1.25e-6), 0);
         printed_events = json_array();
@@ -1509,6 +1512,7 @@ Test(broker, tokens_printed_are_the_same_bytes)
  * escaping (a model with quote, backslash and slash; ids with controls; extreme integers). */
 static void tokens_texts_of(const char *req, size_t n_req, bool printed, json_t **ret_events, json_t **ret_replies)
 {
+        teardown(); /* the suite's own broker: each call makes its own */
         setup();
         cr_assert_eq(aj_meter_set_price(env.meter, "a\"b\\c/d", 2.5e-6, 1e-5, 1.25e-6), 0);
         printed_events = json_array();
