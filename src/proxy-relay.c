@@ -274,12 +274,12 @@ static int queue_prefix(Dir *d, const char *data, size_t len)
 static int pump_request(Conn *c)
 {
         Dir *d = &c->up;
-        size_t moved = 0;
+        size_t moved = 0, sent = 0; /* moved: read, whether relayed or dropped */
         int r;
         if ((r = send_prefix(c, d, c->ufd)) <= 0)
                 return r;
         for (;;) {
-                if ((r = send_buffer(c, d, c->ufd, &moved)) <= 0)
+                if ((r = send_buffer(c, d, c->ufd, &sent)) <= 0)
                         return r;
                 if (d->done || c->up_stopped) {
                         proxy_free_buffer(c, d);
@@ -309,7 +309,7 @@ static int pump_request(Conn *c)
                         proxy_free_buffer(c, d); /* drained and idle */
                         return 0;
                 }
-                moved += (size_t)n; /* read, whether relayed or dropped */
+                moved += (size_t)n;
                 if (c->req_done) {
                         proxy_note_pipelined(c, d->buf, (size_t)n);
                         c->lingered += (size_t)n;
