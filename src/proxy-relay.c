@@ -256,17 +256,6 @@ static int send_prefix(Conn *c, Dir *d, int dst)
         return 1;
 }
 
-static int queue_prefix(Dir *d, const char *data, size_t len)
-{
-        char *copy = malloc(len);
-        if (!copy)
-                return -ENOMEM;
-        memcpy(copy, data, len);
-        aj_outbuf_take(&d->prefix, copy, len);
-        d->prefix_counts = true;
-        return 0;
-}
-
 /* Plain HTTP, client -> upstream: the one request's body, exactly as far as its framing
  * says, through the direction's buffer like pump() (PUMP_BUDGET per wake-up, freed when
  * idle); then what the client still sends is read and dropped (bounded), so its EOF is
@@ -341,28 +330,34 @@ static int pump_request(Conn *c)
 
 #define RESPONSE_HEAD_MAX (64 * 1024)
 
-/* Plain HTTP, a chunked response body: scanned in user space to find its end. */
+/* Plain HTTP, a chunked response body: scanned in user space to find its end, through the
+ * direction's buffer like pump(). */
 static int pump_response_chunked(Conn *c)
 {
         Dir *d = &c->down;
-        char buf[16384];
-        size_t moved = 0;
+        size_t moved = 0, sent = 0; /* moved: read from the upstream */
+        int r;
         for (;;) {
-                int r = send_prefix(c, d, c->cfd);
-                if (r <= 0)
+                if ((r = send_prefix(c, d, c->cfd)) <= 0)
+                        return r;
+                if ((r = send_buffer(c, d, c->cfd, &sent)) <= 0)
                         return r;
                 if (d->done)
                         return 0;
                 if (d->src_eof) {
                         shutdown(c->cfd, SHUT_WR);
                         d->done = true;
+                        proxy_free_buffer(c, d);
                         return 0;
                 }
                 if (moved >= PUMP_BUDGET) {
                         mark_pending(c);
                         return 0;
                 }
-                ssize_t n = recv(c->ufd, buf, sizeof(buf), 0);
+                if (!d->buf && (r = alloc_buffer(d)) < 0)
+                        return r;
+                size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
+                ssize_t n = recv(c->ufd, d->buf, want, 0);
                 if (n == 0) {
                         d->src_eof = true;
                         continue;
@@ -370,17 +365,22 @@ static int pump_response_chunked(Conn *c)
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return errno == EAGAIN ? 0 : negative_errno();
+                        if (errno != EAGAIN)
+                                return negative_errno();
+                        proxy_free_buffer(c, d); /* drained and idle */
+                        return 0;
                 }
+                moved += (size_t)n;
                 bool done = false;
-                ssize_t t = aj_http_chunked_scan(&c->resp_chunk, buf, (size_t)n, &done);
+                ssize_t t = aj_http_chunked_scan(&c->resp_chunk, d->buf, (size_t)n, &done);
                 if (t < 0) {
                         c->error = "bad response from upstream";
                         return -EBADMSG;
                 }
-                if (t > 0 && (r = queue_prefix(d, buf, (size_t)t)) < 0)
-                        return r;
-                moved += (size_t)t;
+                d->off = 0;
+                d->len = (size_t)t;
+                if ((size_t)n == d->cap)
+                        grow_buffer(c, d);
                 if (done)
                         d->src_eof = true; /* the answer is complete: nothing more is read */
         }
