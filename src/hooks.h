@@ -37,6 +37,10 @@ typedef struct {
          * cap, 1 when these bytes crossed it (the breach has been handled; close the
          * connection). */
         int (*charge_egress)(void *userdata, uint64_t bytes, json_t *connection);
+        /* Optional: how many bytes charge_egress() still takes before the cap is crossed
+         * (UINT64_MAX without a cap). The proxy sends no more than that, so a connection's
+         * bytes stop at the cap rather than one buffer past it. */
+        uint64_t (*egress_left)(void *userdata);
         /* Optional: a tool call is now held for an operator's decision (its events are
          * written). `call` (borrowed): {gen_ai.tool.name, gen_ai.tool.call.id,
          * arguments_sha256, timeout, and the arguments as logged}; or, from the proxy, a host

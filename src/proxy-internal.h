@@ -135,6 +135,7 @@ struct AjProxy {
         size_t buffer_excess; /* the relay buffers' bytes past AJ_PROXY_BUFFER_MIN each (aj_proxy_buffer_may_grow) */
         unsigned *pending;
         unsigned n_pending;
+        unsigned *pending_run; /* aj_proxy_dispatch()'s copy of `pending` (allocated with it) */
         /* network.ask */
         Ask asks[AJ_PROXY_MAX_ASKS];
         unsigned n_asks, held;
@@ -178,3 +179,5 @@ void proxy_start_relay(Conn *c);
 void proxy_relay(Conn *c);
 void proxy_flush_out(Conn *c);
 void proxy_linger(Conn *c);
+/* Frees a direction's buffer; its growth goes back to the run's room. */
+void proxy_free_buffer(Conn *c, Dir *d);

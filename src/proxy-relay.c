@@ -93,29 +93,95 @@ static int alloc_buffer(Dir *d)
         if (!(d->buf = malloc(AJ_PROXY_BUFFER_MIN)))
                 return -ENOMEM;
         d->cap = AJ_PROXY_BUFFER_MIN;
+        d->off = d->len = 0;
         return 0;
 }
 
-/* A read filled the buffer: a bulk transfer. It grows if the run's buffers stay within
- * their bound; if not, or without memory, it stays as it is. */
+void proxy_free_buffer(Conn *c, Dir *d)
+{
+        if (d->cap)
+                c->p->buffer_excess -= d->cap - AJ_PROXY_BUFFER_MIN;
+        free(d->buf);
+        d->buf = NULL;
+        d->cap = d->off = d->len = 0;
+}
+
+/* A read filled the buffer: a bulk transfer. It grows a step (64 KiB -> 256 KiB -> 1 MiB)
+ * if the run's buffers stay within their bound; if not, or without memory, it stays as it
+ * is. 256 KiB is a direction's share of the bound, so that step fits whenever no other
+ * connection borrowed the room; the step to 1 MiB borrows, and only where it still leaves
+ * every open connection's directions room for their own 256 KiB (counted generously: its
+ * own too). */
 static void grow_buffer(Conn *c, Dir *d)
 {
         AjProxy *p = c->p;
-        if (!aj_proxy_buffer_may_grow(p->buffer_excess, d->cap, AJ_PROXY_BUFFER_MAX, p->opts.max_connections))
+        if (d->cap >= AJ_PROXY_BUFFER_MAX)
                 return;
-        char *nb = realloc(d->buf, AJ_PROXY_BUFFER_MAX);
+        size_t want = d->cap < AJ_PROXY_BUFFER_SIZE ? AJ_PROXY_BUFFER_SIZE : AJ_PROXY_BUFFER_MAX;
+        size_t reserve = want > AJ_PROXY_BUFFER_SIZE
+                                 ? (size_t)p->active * 2 * (AJ_PROXY_BUFFER_SIZE - AJ_PROXY_BUFFER_MIN)
+                                 : 0;
+        if (!aj_proxy_buffer_may_grow(p->buffer_excess + reserve, d->cap, want, p->opts.max_connections))
+                return;
+        char *nb = realloc(d->buf, want);
         if (!nb)
                 return;
         d->buf = nb;
-        p->buffer_excess += AJ_PROXY_BUFFER_MAX - d->cap;
-        d->cap = AJ_PROXY_BUFFER_MAX;
+        p->buffer_excess += want - d->cap;
+        d->cap = want;
+}
+
+/* How many of `want` bytes may be sent now: all of them unless the egress cap is nearer
+ * (hooks->egress_left), so a connection's bytes stop at the cap instead of a buffer past
+ * it. With nothing left, the bytes are charged unsent: the meter reports the breach and
+ * the connection closes (-EDQUOT). */
+static ssize_t egress_allow(Conn *c, size_t want)
+{
+        const AjHooks *h = c->p->hooks;
+        if (!h || !h->egress_left || !h->charge_egress || want == 0)
+                return (ssize_t)want;
+        uint64_t left = h->egress_left(h->userdata);
+        if (left > 0)
+                return (ssize_t)(left < want ? left : want);
+        json_t *j = proxy_conn_json(c);
+        (void)h->charge_egress(h->userdata, want, j);
+        json_decref(j);
+        c->error = "egress cap reached";
+        return -EDQUOT; /* fails closed even if the meter disagrees */
+}
+
+/* Sends what d's buffer holds (within the egress cap): 1 when it is empty, 0 when dst
+ * would block, < 0 when the connection must close. */
+static int send_buffer(Conn *c, Dir *d, int dst, size_t *moved)
+{
+        while (d->len > 0) {
+                ssize_t allow = egress_allow(c, d->len);
+                if (allow < 0)
+                        return (int)allow;
+                ssize_t n = send(dst, d->buf + d->off, (size_t)allow, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                d->off += (size_t)n;
+                d->len -= (size_t)n;
+                *moved += (size_t)n;
+                int r = account(c, d, (size_t)n);
+                if (r < 0)
+                        return r;
+        }
+        d->off = 0;
+        return 1;
 }
 
 /* Moves data src -> buffer -> dst until one side would block or the budget is used: a
- * read only into an empty buffer, so what one direction holds is at most its buffer.
- * (A blocking read/write relay measured faster than splice(2) through a pipe here, and
- * this one costs no more CPU per byte: docs/performance.md.) Returns < 0 when the
- * connection must close. */
+ * read only into an empty buffer, so what one direction holds is at most its buffer, and
+ * at most PUMP_BUDGET per wake-up (a read asks for no more than what is left of it).
+ * When the buffer is empty and the source has nothing, the buffer is freed (an idle
+ * connection holds none; its growth goes back to the run). (A blocking read/write relay
+ * measured faster than splice(2) through a pipe here, and this one costs no more CPU per
+ * byte: docs/performance.md.) Returns < 0 when the connection must close. */
 static int pump(Conn *c, Dir *d, int src, int dst)
 {
         size_t moved = 0;
@@ -126,23 +192,13 @@ static int pump(Conn *c, Dir *d, int src, int dst)
         if (d->done)
                 return 0;
         for (;;) {
-                if (d->len > 0) {
-                        ssize_t n = send(dst, d->buf + d->off, d->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-                        if (n < 0)
-                                return errno == EAGAIN || errno == EINTR ? 0 : negative_errno();
-                        d->off += (size_t)n;
-                        d->len -= (size_t)n;
-                        moved += (size_t)n;
-                        if ((r = account(c, d, (size_t)n)) < 0)
-                                return r;
-                        if (d->len > 0)
-                                continue; /* the socket took part of it: the next send says EAGAIN */
-                        d->off = 0;
-                }
+                if ((r = send_buffer(c, d, dst, &moved)) <= 0)
+                        return r;
                 if (d->src_eof) {
                         /* Half-close: pass the EOF on, keep the other direction going. */
                         shutdown(dst, SHUT_WR);
                         d->done = true;
+                        proxy_free_buffer(c, d);
                         return 0;
                 }
                 if (moved >= PUMP_BUDGET) {
@@ -151,7 +207,7 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                 }
                 if (!d->buf && (r = alloc_buffer(d)) < 0)
                         return r;
-                size_t want = d->cap;
+                size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
                 if (d->limited && d->limit < want)
                         want = (size_t)d->limit;
                 ssize_t n = recv(src, d->buf, want, MSG_DONTWAIT);
@@ -162,7 +218,10 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return errno == EAGAIN ? 0 : negative_errno();
+                        if (errno != EAGAIN)
+                                return negative_errno();
+                        proxy_free_buffer(c, d); /* drained and idle */
+                        return 0;
                 }
                 d->len = (size_t)n;
                 if ((size_t)n == d->cap)
@@ -172,15 +231,24 @@ static int pump(Conn *c, Dir *d, int src, int dst)
         }
 }
 
-/* Sends what is queued in d->prefix: 1 when it is all sent, 0 when dst would block. */
+/* Sends what is queued in d->prefix (client bytes within the egress cap): 1 when it is all
+ * sent, 0 when dst would block. */
 static int send_prefix(Conn *c, Dir *d, int dst)
 {
-        for (;;) {
-                ssize_t n = aj_outbuf_send_once(&d->prefix, dst);
-                if (n == 0)
-                        break;
-                if (n < 0)
-                        return n == -EAGAIN ? 0 : (int)n;
+        AjOutBuf *b = &d->prefix;
+        while (b->off < b->len) {
+                ssize_t allow = (ssize_t)(b->len - b->off);
+                if (d->prefix_counts && (allow = egress_allow(c, (size_t)allow)) < 0)
+                        return (int)allow;
+                ssize_t n = send(dst, b->data + b->off, (size_t)allow, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : negative_errno();
+                }
+                b->off += (size_t)n;
+                if (b->off == b->len)
+                        b->off = b->len = 0;
                 int r;
                 if (d->prefix_counts && (r = account(c, d, (size_t)n)) < 0)
                         return r;
@@ -188,46 +256,51 @@ static int send_prefix(Conn *c, Dir *d, int dst)
         return 1;
 }
 
-static int queue_prefix(Dir *d, const char *data, size_t len)
-{
-        char *copy = malloc(len);
-        if (!copy)
-                return -ENOMEM;
-        memcpy(copy, data, len);
-        aj_outbuf_take(&d->prefix, copy, len);
-        d->prefix_counts = true;
-        return 0;
-}
-
 /* Plain HTTP, client -> upstream: the one request's body, exactly as far as its framing
- * says; then what the client still sends is read and dropped (bounded), so its EOF is
+ * says, through the direction's buffer like pump() (PUMP_BUDGET per wake-up, freed when
+ * idle); then what the client still sends is read and dropped (bounded), so its EOF is
  * seen and passed on. */
 static int pump_request(Conn *c)
 {
         Dir *d = &c->up;
-        char buf[16384];
+        size_t moved = 0, sent = 0; /* moved: read, whether relayed or dropped */
+        int r;
+        if ((r = send_prefix(c, d, c->ufd)) <= 0)
+                return r;
         for (;;) {
-                int r = send_prefix(c, d, c->ufd);
-                if (r <= 0)
+                if ((r = send_buffer(c, d, c->ufd, &sent)) <= 0)
                         return r;
-                if (d->done || c->up_stopped)
+                if (d->done || c->up_stopped) {
+                        proxy_free_buffer(c, d);
                         return 0;
-                size_t want = sizeof(buf);
+                }
+                if (moved >= PUMP_BUDGET) {
+                        mark_pending(c);
+                        return 0;
+                }
+                if (!d->buf && (r = alloc_buffer(d)) < 0)
+                        return r;
+                size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
                 if (!c->req_done && c->body == AJ_HTTP_BODY_LENGTH && c->body_left < want)
                         want = (size_t)c->body_left;
-                ssize_t n = recv(c->cfd, buf, want, 0);
+                ssize_t n = recv(c->cfd, d->buf, want, 0);
                 if (n == 0) {
                         shutdown(c->ufd, SHUT_WR);
                         d->done = true;
+                        proxy_free_buffer(c, d);
                         return 0;
                 }
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return errno == EAGAIN ? 0 : negative_errno();
+                        if (errno != EAGAIN)
+                                return negative_errno();
+                        proxy_free_buffer(c, d); /* drained and idle */
+                        return 0;
                 }
+                moved += (size_t)n;
                 if (c->req_done) {
-                        proxy_note_pipelined(c, buf, (size_t)n);
+                        proxy_note_pipelined(c, d->buf, (size_t)n);
                         c->lingered += (size_t)n;
                         /* Past the bound, stop reading: the answer still gets through. */
                         if (c->lingered > LINGER_MAX_BYTES)
@@ -236,7 +309,7 @@ static int pump_request(Conn *c)
                 }
                 size_t take = (size_t)n;
                 if (c->body == AJ_HTTP_BODY_CHUNKED) {
-                        ssize_t t = aj_http_chunked_scan(&c->chunk, buf, (size_t)n, &c->req_done);
+                        ssize_t t = aj_http_chunked_scan(&c->chunk, d->buf, (size_t)n, &c->req_done);
                         if (t < 0) {
                                 c->error = "malformed chunked body";
                                 return -EBADMSG;
@@ -247,36 +320,44 @@ static int pump_request(Conn *c)
                         c->req_done = c->body_left == 0;
                 }
                 if (c->req_done && (size_t)n > take)
-                        proxy_note_pipelined(c, buf + take, (size_t)n - take);
-                if (take > 0 && (r = queue_prefix(d, buf, take)) < 0)
-                        return r;
+                        proxy_note_pipelined(c, d->buf + take, (size_t)n - take);
+                d->off = 0;
+                d->len = take;
+                if ((size_t)n == d->cap)
+                        grow_buffer(c, d);
         }
 }
 
 #define RESPONSE_HEAD_MAX (64 * 1024)
 
-/* Plain HTTP, a chunked response body: scanned in user space to find its end. */
+/* Plain HTTP, a chunked response body: scanned in user space to find its end, through the
+ * direction's buffer like pump(). */
 static int pump_response_chunked(Conn *c)
 {
         Dir *d = &c->down;
-        char buf[16384];
-        size_t moved = 0;
+        size_t moved = 0, sent = 0; /* moved: read from the upstream */
+        int r;
         for (;;) {
-                int r = send_prefix(c, d, c->cfd);
-                if (r <= 0)
+                if ((r = send_prefix(c, d, c->cfd)) <= 0)
+                        return r;
+                if ((r = send_buffer(c, d, c->cfd, &sent)) <= 0)
                         return r;
                 if (d->done)
                         return 0;
                 if (d->src_eof) {
                         shutdown(c->cfd, SHUT_WR);
                         d->done = true;
+                        proxy_free_buffer(c, d);
                         return 0;
                 }
                 if (moved >= PUMP_BUDGET) {
                         mark_pending(c);
                         return 0;
                 }
-                ssize_t n = recv(c->ufd, buf, sizeof(buf), 0);
+                if (!d->buf && (r = alloc_buffer(d)) < 0)
+                        return r;
+                size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
+                ssize_t n = recv(c->ufd, d->buf, want, 0);
                 if (n == 0) {
                         d->src_eof = true;
                         continue;
@@ -284,17 +365,22 @@ static int pump_response_chunked(Conn *c)
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return errno == EAGAIN ? 0 : negative_errno();
+                        if (errno != EAGAIN)
+                                return negative_errno();
+                        proxy_free_buffer(c, d); /* drained and idle */
+                        return 0;
                 }
+                moved += (size_t)n;
                 bool done = false;
-                ssize_t t = aj_http_chunked_scan(&c->resp_chunk, buf, (size_t)n, &done);
+                ssize_t t = aj_http_chunked_scan(&c->resp_chunk, d->buf, (size_t)n, &done);
                 if (t < 0) {
                         c->error = "bad response from upstream";
                         return -EBADMSG;
                 }
-                if (t > 0 && (r = queue_prefix(d, buf, (size_t)t)) < 0)
-                        return r;
-                moved += (size_t)t;
+                d->off = 0;
+                d->len = (size_t)t;
+                if ((size_t)n == d->cap)
+                        grow_buffer(c, d);
                 if (done)
                         d->src_eof = true; /* the answer is complete: nothing more is read */
         }

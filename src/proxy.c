@@ -261,10 +261,7 @@ void proxy_conn_close(Conn *c)
                 close(c->ufd);
         Dir *dirs[] = { &c->up, &c->down };
         for (size_t i = 0; i < 2; i++) {
-                if (dirs[i]->cap)
-                        p->buffer_excess -= dirs[i]->cap - AJ_PROXY_BUFFER_MIN;
-                dirs[i]->cap = 0;
-                free(dirs[i]->buf);
+                proxy_free_buffer(c, dirs[i]);
                 aj_outbuf_clear(&dirs[i]->prefix);
         }
         free(c->in);
@@ -411,19 +408,16 @@ int aj_proxy_dispatch(AjProxy *p)
 
         /* Connections that used their budget: one more round each, in arrival order. */
         unsigned np = p->n_pending;
-        unsigned *snapshot = np ? malloc(np * sizeof(unsigned)) : NULL;
-        if (np && snapshot) {
-                memcpy(snapshot, p->pending, np * sizeof(unsigned));
-                p->n_pending = 0;
-                for (unsigned i = 0; i < np; i++) {
-                        Conn *c = p->slots[snapshot[i]];
-                        if (!c || !c->pending)
-                                continue;
-                        c->pending = false;
-                        if (c->state == ST_RELAY)
-                                proxy_relay(c);
-                }
-                free(snapshot);
+        unsigned *snapshot = p->pending_run; /* allocated up front: nothing here can fail */
+        memcpy(snapshot, p->pending, np * sizeof(unsigned));
+        p->n_pending = 0;
+        for (unsigned i = 0; i < np; i++) {
+                Conn *c = p->slots[snapshot[i]];
+                if (!c || !c->pending)
+                        continue;
+                c->pending = false;
+                if (c->state == ST_RELAY)
+                        proxy_relay(c);
         }
         return 0;
 }
@@ -468,6 +462,7 @@ void aj_proxy_free(AjProxy *p)
         aj_net_policy_free(p->granted);
         free(p->slots);
         free(p->pending);
+        free(p->pending_run);
         free(p);
 }
 
@@ -502,7 +497,8 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
         p->n_slots = p->opts.max_connections + RESERVE_SLOTS;
         p->slots = calloc(p->n_slots, sizeof(Conn *));
         p->pending = calloc(p->n_slots, sizeof(unsigned));
-        if (!p->slots || !p->pending) {
+        p->pending_run = calloc(p->n_slots, sizeof(unsigned));
+        if (!p->slots || !p->pending || !p->pending_run) {
                 r = -ENOMEM;
                 goto fail;
         }

@@ -33,10 +33,11 @@
  * and a few hundred idle tunnels push the host's TCP memory into pressure. */
 #define AJ_PROXY_SOCKET_BUFFER (256 * 1024)
 /* The relay's buffers: each direction's is allocated at its first byte with
- * AJ_PROXY_BUFFER_MIN and grows to AJ_PROXY_BUFFER_MAX once a read fills it (a bulk
- * transfer: fewer, larger reads and writes), while the run's buffers together stay within
- * AJ_PROXY_BUFFER_SIZE per direction of every connection it may hold
- * (aj_proxy_buffer_may_grow). */
+ * AJ_PROXY_BUFFER_MIN and grows a step (AJ_PROXY_BUFFER_SIZE, then AJ_PROXY_BUFFER_MAX)
+ * each time a read fills it (a bulk transfer: fewer, larger reads and writes), while the
+ * run's buffers together stay within AJ_PROXY_BUFFER_SIZE per direction of every
+ * connection it may hold (aj_proxy_buffer_may_grow); it is freed when it has drained and
+ * its source is idle, or its direction is done. */
 #define AJ_PROXY_BUFFER_SIZE (256 * 1024)
 #define AJ_PROXY_BUFFER_MIN (64 * 1024)
 #define AJ_PROXY_BUFFER_MAX (1024 * 1024)

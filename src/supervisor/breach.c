@@ -271,6 +271,14 @@ static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection
         return 0;
 }
 
+static uint64_t hook_egress_left(void *userdata)
+{
+        AjSupBreach *b = userdata;
+        if (!b->cfg.egress_limit)
+                return UINT64_MAX;
+        return b->egress_used < b->cfg.egress_limit ? b->cfg.egress_limit - b->egress_used : 0;
+}
+
 static void hook_approval_requested(void *userdata, json_t *call)
 {
         AjSupBreach *b = userdata;
@@ -333,6 +341,7 @@ void aj_sup_breach_hooks(AjSupBreach *b, AjHooks *ret)
                 .emit_text = b->events.ops->emit_agent_text ? hook_emit_text : NULL,
                 .breach = hook_breach,
                 .charge_egress = hook_charge_egress,
+                .egress_left = hook_egress_left,
                 .approval_requested = hook_approval_requested,
                 .batch_begin = hook_batch_begin,
                 .batch_end = hook_batch_end,

@@ -476,6 +476,29 @@ Test(supervisor, no_log_bytes_breach_after_the_command_exited)
         fake_run_free(f);
 }
 
+/* What the egress meter still takes: the proxy sends no more than that. */
+Test(supervisor, egress_left_is_what_the_cap_still_takes)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ .egress_limit = 1000 });
+        AjHooks hooks;
+        aj_sup_breach_hooks(&f->breach, &hooks);
+        cr_assert_not_null(hooks.egress_left);
+        cr_expect_eq(hooks.egress_left(hooks.userdata), 1000);
+        cr_expect_eq(hooks.charge_egress(hooks.userdata, 600, NULL), 0);
+        cr_expect_eq(hooks.egress_left(hooks.userdata), 400);
+        cr_expect_eq(hooks.charge_egress(hooks.userdata, 400, NULL), 0, "up to the cap is within it");
+        cr_expect_eq(hooks.egress_left(hooks.userdata), 0);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 0);
+        cr_expect_eq(hooks.charge_egress(hooks.userdata, 1, NULL), 1, "one byte more crosses it");
+        cr_expect_eq(hooks.egress_left(hooks.userdata), 0);
+        cr_expect_eq(aj_sup_breach_egress_used(&f->breach), 1000);
+        fake_run_free(f);
+        f = fake_run(&(FakeConfig){ 0 });
+        aj_sup_breach_hooks(&f->breach, &hooks);
+        cr_expect_eq(hooks.egress_left(hooks.userdata), UINT64_MAX, "no cap");
+        fake_run_free(f);
+}
+
 Test(supervisor, on_breach_kill)
 {
         FakeRun *f = fake_run(&(FakeConfig){ .kill_on_breach = true, .egress_limit = 1000 });
