@@ -29,10 +29,13 @@
 #include <pwd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/socket.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <linux/magic.h>
 
 #include "mount-internal.h"
 #include "util/fd.h"
@@ -48,7 +51,9 @@
 /* A detached overlay mount over the tree `lower_fd`, its upper and work dirs in `dir`.
  * Plain copy-up semantics (no redirects, no metacopy, no index), so the upper dir is a
  * complete, reviewable record of the changes (src/workspace.c). */
-static int overlay_mount(int lower_fd, const char *dir, uint64_t attr, AjError *ret_error)
+/* *ret_at_create (may be NULL) says whether it was the overlay's creation that failed, the
+ * one step where a kernel before 6.15 refuses a detached lower layer. */
+static int overlay_mount(int lower_fd, const char *dir, uint64_t attr, AjError *ret_error, bool *ret_at_create)
 {
         _cleanup_close_ int fsfd = sys_fsopen("overlay", FSOPEN_CLOEXEC);
         char upper[PATH_MAX], work[PATH_MAX], lower[64];
@@ -82,6 +87,8 @@ static int overlay_mount(int lower_fd, const char *dir, uint64_t attr, AjError *
                 }
         if (sys_fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
                 r = negative_errno();
+                if (ret_at_create)
+                        *ret_at_create = true;
                 char msg[256] = "";
                 ssize_t n = read(fsfd, msg, sizeof(msg) - 1); /* the kernel's reason, if it logged one */
                 msg[n > 0 ? n - (msg[n - 1] == '\n') : 0] = 0;
@@ -109,13 +116,18 @@ _noreturn_ static void overlay_helper(int sock, int lower_fd, const char *dir, u
         OverlayReply rep = { 0 };
         AjError e = {};
         int mfd = -1;
-        if (unshare(CLONE_NEWNS) < 0)
+        /* Nothing of the supervisor's: a watchdog's or jail's pipe held open here would hide
+         * the supervisor's death from them for as long as this runs. */
+        const int keep[] = { sock, lower_fd };
+        if (aj_close_all_except(3, keep, ARRAY_SIZE(keep)) < 0)
+                rep.err = aj_error_set(&e, -errno, "overlay: closing the supervisor's files: %m");
+        else if (unshare(CLONE_NEWNS) < 0)
                 rep.err = aj_error_set(&e, -errno, "overlay: a private mount namespace: %m");
         else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 rep.err = aj_error_set(&e, -errno, "overlay: making the mounts private: %m");
         else if (sys_move_mount(lower_fd, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0)
                 rep.err = aj_error_set(&e, -errno, "overlay: attaching the workspace's tree: %m");
-        else if ((mfd = overlay_mount(lower_fd, dir, attr, &e)) < 0)
+        else if ((mfd = overlay_mount(lower_fd, dir, attr, &e, NULL)) < 0)
                 rep.err = mfd;
         if (rep.err)
                 snprintf(rep.text, sizeof(rep.text), "%s", aj_error_text(&e, rep.err));
@@ -158,7 +170,8 @@ static int overlay_reply(int sock, AjError *ret_error)
                 if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
                         memcpy(&mfd, CMSG_DATA(c), sizeof(int));
         bool whole = n == (ssize_t)sizeof(rep) && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
-        if (whole && rep.err == 0 && mfd >= 0)
+        struct statfs sfs;
+        if (whole && rep.err == 0 && mfd >= 0 && fstatfs(mfd, &sfs) == 0 && sfs.f_type == OVERLAYFS_SUPER_MAGIC)
                 return mfd;
         if (mfd >= 0)
                 close(mfd);
@@ -201,11 +214,41 @@ static int overlay_attached(int lower_fd, const char *dir, uint64_t attr, AjErro
 
 /* The overlay over the detached tree `lower_fd`; where the kernel refuses a detached lower
  * layer (EINVAL before 6.15), made by overlay_attached() instead. */
+/* Whether this kernel refuses an overlay whose lower layers are a detached mount: asked once
+ * per process, with two directories of a detached tmpfs as the lower layers of a read-only
+ * overlay (nothing attached, nothing left). 1 refused, 0 taken (or refused for another
+ * reason: then the helper would not help either). */
+static int detached_lower_refused(void)
+{
+        static int cached = -1;
+        if (cached >= 0)
+                return cached;
+        cached = 0;
+        _cleanup_close_ int tfs = sys_fsopen("tmpfs", FSOPEN_CLOEXEC);
+        if (tfs < 0 || sys_fsconfig(tfs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+                return cached;
+        _cleanup_close_ int tmnt = sys_fsmount(tfs, FSMOUNT_CLOEXEC, 0);
+        if (tmnt < 0 || mkdirat(tmnt, "a", 0755) < 0 || mkdirat(tmnt, "b", 0755) < 0)
+                return cached;
+        _cleanup_close_ int ofs = sys_fsopen("overlay", FSOPEN_CLOEXEC);
+        char lower[96];
+        snprintf(lower, sizeof(lower), "/proc/self/fd/%d/a:/proc/self/fd/%d/b", tmnt, tmnt);
+        if (ofs < 0 || sys_fsconfig(ofs, FSCONFIG_SET_STRING, "lowerdir", lower, 0) < 0)
+                return cached;
+        if (sys_fsconfig(ofs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 && errno == EINVAL)
+                cached = 1;
+        return cached;
+}
+
 static int overlay_over(int lower_fd, const char *dir, uint64_t attr, AjError *ret_error)
 {
-        int r = overlay_mount(lower_fd, dir, attr, ret_error);
-        if (r != -EINVAL)
+        bool at_create = false;
+        int r = overlay_mount(lower_fd, dir, attr, ret_error, &at_create);
+        /* Only the refusal of a detached lower layer is worked around: any other EINVAL (a
+         * work dir on another mount, an option) is the error to report, as it is. */
+        if (r != -EINVAL || !at_create || detached_lower_refused() != 1)
                 return r;
+        aj_error_clear(ret_error);
         return overlay_attached(lower_fd, dir, attr, ret_error);
 }
 
