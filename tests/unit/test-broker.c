@@ -1450,70 +1450,13 @@ static int json_emit(void *userdata, const char *type, json_t *fields)
         return 0;
 }
 
-/* Events (as texts) and reply lines of the same tokens requests, with the hooks given. */
-static void tokens_texts(bool printed, json_t **ret_events, json_t **ret_replies)
+/* Events (as texts) and reply lines of the tokens requests `req` (n_req lines), with the
+ * jansson path or the printed one. */
+static void tokens_texts(const char *req, size_t n_req, bool printed, json_t **ret_events, json_t **ret_replies)
 {
         teardown(); /* the suite's own broker: each call makes its own */
         setup();
         cr_assert_eq(aj_meter_set_price(env.meter, "gpt-4o", 2.5e-6, 1e-5, 1.25e-6), 0);
-        printed_events = json_array();
-        env.hooks.emit = json_emit;
-        env.hooks.emit_text = printed ? text_emit : NULL;
-        int fd = client();
-        send_text(fd, "{\"id\":1,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
-                      "\"gen_ai.usage.input_tokens\":1200,\"gen_ai.usage.output_tokens\":300,"
-                      "\"gen_ai.usage.cache_read.input_tokens\":200}\n"
-                      "{\"id\":\"two\",\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"other-model\","
-                      "\"gen_ai.usage.input_tokens\":7,\"gen_ai.usage.output_tokens\":0}\n"
-                      "{\"id\":3,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
-                      "\"gen_ai.usage.input_tokens\":1,\"gen_ai.usage.output_tokens\":1099511627776}\n");
-        json_t *replies = json_array();
-        char buf[8192];
-        size_t have = 0;
-        for (int i = 0; i < 200 && json_array_size(replies) < 3; i++) {
-                pump();
-                ssize_t n = recv(fd, buf + have, sizeof(buf) - have, MSG_DONTWAIT);
-                if (n > 0)
-                        have += (size_t)n;
-                char *nl;
-                while ((nl = memchr(buf, '\n', have))) {
-                        json_array_append_new(replies, json_stringn(buf, (size_t)(nl - buf)));
-                        have -= (size_t)(nl - buf) + 1;
-                        memmove(buf, nl + 1, have);
-                }
-        }
-        close(fd);
-        *ret_events = printed_events;
-        *ret_replies = replies;
-        teardown();
-}
-
-Test(broker, tokens_printed_are_the_same_bytes)
-{
-        json_t *ev_json, *rep_json, *ev_text, *rep_text;
-        tokens_texts(false, &ev_json, &rep_json);
-        tokens_texts(true, &ev_text, &rep_text);
-        cr_assert_eq(json_array_size(rep_json), 3);
-        cr_assert_eq(json_array_size(ev_json), 3);
-        cr_assert_eq(json_array_size(ev_text), 3, "every tokens event took the printed path");
-        for (size_t i = 0; i < 3; i++) {
-                cr_expect_str_eq(json_string_value(json_array_get(ev_text, i)),
-                                 json_string_value(json_array_get(ev_json, i)), "event %zu", i);
-                cr_expect_str_eq(json_string_value(json_array_get(rep_text, i)),
-                                 json_string_value(json_array_get(rep_json, i)), "reply %zu", i);
-        }
-        json_decref(ev_json);
-        json_decref(rep_json);
-        json_decref(ev_text);
-        json_decref(rep_text);
-}
-
-/* The printed tokens path against the jansson one, with agent-chosen bytes that need
- * escaping (a model with quote, backslash and slash; ids with controls; extreme integers). */
-static void tokens_texts_of(const char *req, size_t n_req, bool printed, json_t **ret_events, json_t **ret_replies)
-{
-        teardown(); /* the suite's own broker: each call makes its own */
-        setup();
         cr_assert_eq(aj_meter_set_price(env.meter, "a\"b\\c/d", 2.5e-6, 1e-5, 1.25e-6), 0);
         printed_events = json_array();
         env.hooks.emit = json_emit;
@@ -1541,6 +1484,36 @@ static void tokens_texts_of(const char *req, size_t n_req, bool printed, json_t 
         teardown();
 }
 
+static const char tokens_reqs[] = "{\"id\":1,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
+                                  "\"gen_ai.usage.input_tokens\":1200,\"gen_ai.usage.output_tokens\":300,"
+                                  "\"gen_ai.usage.cache_read.input_tokens\":200}\n"
+                                  "{\"id\":\"two\",\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"other-model\","
+                                  "\"gen_ai.usage.input_tokens\":7,\"gen_ai.usage.output_tokens\":0}\n"
+                                  "{\"id\":3,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
+                                  "\"gen_ai.usage.input_tokens\":1,\"gen_ai.usage.output_tokens\":1099511627776}\n";
+
+Test(broker, tokens_printed_are_the_same_bytes)
+{
+        json_t *ev_json, *rep_json, *ev_text, *rep_text;
+        tokens_texts(tokens_reqs, 3, false, &ev_json, &rep_json);
+        tokens_texts(tokens_reqs, 3, true, &ev_text, &rep_text);
+        cr_assert_eq(json_array_size(rep_json), 3);
+        cr_assert_eq(json_array_size(ev_json), 3);
+        cr_assert_eq(json_array_size(ev_text), 3, "every tokens event took the printed path");
+        for (size_t i = 0; i < 3; i++) {
+                cr_expect_str_eq(json_string_value(json_array_get(ev_text, i)),
+                                 json_string_value(json_array_get(ev_json, i)), "event %zu", i);
+                cr_expect_str_eq(json_string_value(json_array_get(rep_text, i)),
+                                 json_string_value(json_array_get(rep_json, i)), "reply %zu", i);
+        }
+        json_decref(ev_json);
+        json_decref(rep_json);
+        json_decref(ev_text);
+        json_decref(rep_text);
+}
+
+/* The printed tokens path against the jansson one, with agent-chosen bytes that need
+ * escaping (a model with quote, backslash and slash; ids with controls; extreme integers). */
 Test(broker, tokens_printed_with_escapes_are_the_same_bytes)
 {
         const char *req =
@@ -1554,8 +1527,8 @@ Test(broker, tokens_printed_with_escapes_are_the_same_bytes)
                 "\"gen_ai.usage.input_tokens\":1000000000000,\"gen_ai.usage.output_tokens\":1000000000000,"
                 "\"gen_ai.usage.cache_read.input_tokens\":999999999999}\n";
         json_t *ev_json, *rep_json, *ev_text, *rep_text;
-        tokens_texts_of(req, 4, false, &ev_json, &rep_json);
-        tokens_texts_of(req, 4, true, &ev_text, &rep_text);
+        tokens_texts(req, 4, false, &ev_json, &rep_json);
+        tokens_texts(req, 4, true, &ev_text, &rep_text);
         cr_assert_eq(json_array_size(rep_json), 4);
         cr_assert_eq(json_array_size(rep_text), 4);
         for (size_t i = 0; i < 4; i++) {

@@ -1683,6 +1683,23 @@ static void ask_start(Live *l, char **allow, char **ask, uint64_t timeout_ns, Aj
         live_start(l, allow, &opts);
 }
 
+/* Runs the proxy for `ns`; the most its relay buffers held meanwhile. */
+static size_t dispatch_for(uint64_t ns, Live *l)
+{
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = { .events = EPOLLIN };
+        epoll_ctl(ep, EPOLL_CTL_ADD, aj_proxy_fd(l->proxy), &ev);
+        size_t most = 0;
+        for (uint64_t end = aj_now_monotonic_ns() + ns; aj_now_monotonic_ns() < end;) {
+                if (epoll_wait(ep, &ev, 1, 100) > 0)
+                        aj_proxy_dispatch(l->proxy);
+                size_t now = aj_proxy_relay_buffer_bytes(l->proxy);
+                most = now > most ? now : most;
+        }
+        close(ep);
+        return most;
+}
+
 /* Runs the proxy until the client exits (as run_client), deciding each approval.requested
  * as `decide` says once it is recorded. */
 static int run_client_deciding(Live *l, pid_t child, Decider decide)
@@ -2073,17 +2090,7 @@ Test(live, relay_buffers_of_filled_tunnels_bounded)
                 sleep(2); /* not reading: the tunnels fill */
                 _exit(0);
         }
-        int ep = epoll_create1(EPOLL_CLOEXEC);
-        struct epoll_event ev = { .events = EPOLLIN };
-        epoll_ctl(ep, EPOLL_CTL_ADD, aj_proxy_fd(l.proxy), &ev);
-        size_t most = 0;
-        for (uint64_t end = aj_now_monotonic_ns() + 1500000000ull; aj_now_monotonic_ns() < end;) {
-                if (epoll_wait(ep, &ev, 1, 100) > 0)
-                        aj_proxy_dispatch(l.proxy);
-                size_t now = aj_proxy_relay_buffer_bytes(l.proxy);
-                most = now > most ? now : most;
-        }
-        close(ep);
+        size_t most = dispatch_for(1500000000ull, &l);
         cr_expect_eq(run_client(&l, pid), 0);
         cr_expect_leq(most, 4 * 2 * (size_t)AJ_PROXY_BUFFER_SIZE, "the run's relay buffers held %zu bytes", most);
         /* Eight buffers at their minimum (both directions carried bytes), one grown. */
@@ -2228,17 +2235,7 @@ Test(live, idle_tunnels_hold_no_buffers, .timeout = 60)
                 sleep(3);
                 _exit(0);
         }
-        int ep = epoll_create1(EPOLL_CLOEXEC);
-        struct epoll_event ev = { .events = EPOLLIN };
-        epoll_ctl(ep, EPOLL_CTL_ADD, aj_proxy_fd(l.proxy), &ev);
-        size_t most = 0;
-        for (uint64_t end = aj_now_monotonic_ns() + 2000000000ull; aj_now_monotonic_ns() < end;) {
-                if (epoll_wait(ep, &ev, 1, 100) > 0)
-                        aj_proxy_dispatch(l.proxy);
-                size_t now = aj_proxy_relay_buffer_bytes(l.proxy);
-                most = now > most ? now : most;
-        }
-        close(ep);
+        size_t most = dispatch_for(2000000000ull, &l);
         json_t *st = aj_proxy_stats(l.proxy);
         cr_expect_eq(field_int(st, "active"), N, "the tunnels are still open");
         cr_expect_eq(field_int(st, "bytes_down"), (json_int_t)N * 4194304);
@@ -2268,17 +2265,7 @@ Test(live, relay_buffer_grows_with_one_connection)
                 sleep(2); /* not reading: the tunnel fills */
                 _exit(0);
         }
-        int ep = epoll_create1(EPOLL_CLOEXEC);
-        struct epoll_event ev = { .events = EPOLLIN };
-        epoll_ctl(ep, EPOLL_CTL_ADD, aj_proxy_fd(l.proxy), &ev);
-        size_t most = 0;
-        for (uint64_t end = aj_now_monotonic_ns() + 1500000000ull; aj_now_monotonic_ns() < end;) {
-                if (epoll_wait(ep, &ev, 1, 100) > 0)
-                        aj_proxy_dispatch(l.proxy);
-                size_t now = aj_proxy_relay_buffer_bytes(l.proxy);
-                most = now > most ? now : most;
-        }
-        close(ep);
+        size_t most = dispatch_for(1500000000ull, &l);
         cr_expect_eq(run_client(&l, pid), 0);
         cr_expect_geq(most, (size_t)AJ_PROXY_BUFFER_SIZE, "the filled direction grew to 256 KiB (%zu bytes)", most);
         cr_expect_leq(most, 2 * (size_t)AJ_PROXY_BUFFER_SIZE, "within one connection's bound (%zu bytes)", most);
@@ -2409,17 +2396,7 @@ Test(live, relay_churn_resets_leave_nothing, .timeout = 60)
                 sleep(1);
                 _exit(0);
         }
-        int ep = epoll_create1(EPOLL_CLOEXEC);
-        struct epoll_event ev = { .events = EPOLLIN };
-        epoll_ctl(ep, EPOLL_CTL_ADD, aj_proxy_fd(l.proxy), &ev);
-        size_t most = 0;
-        for (uint64_t end = aj_now_monotonic_ns() + 800000000ull; aj_now_monotonic_ns() < end;) {
-                if (epoll_wait(ep, &ev, 1, 100) > 0)
-                        aj_proxy_dispatch(l.proxy);
-                size_t now = aj_proxy_relay_buffer_bytes(l.proxy);
-                most = now > most ? now : most;
-        }
-        close(ep);
+        size_t most = dispatch_for(800000000ull, &l);
         cr_expect_geq(most, (size_t)AJ_PROXY_BUFFER_MAX, "grew again, to 1 MiB (%zu)", most);
         cr_expect_eq(run_client(&l, pid), 0);
         live_stop(&l);
