@@ -193,6 +193,28 @@ uint64_t aj_broker_in_flight_dropped(const AjBroker *b) { return b->in_flight_dr
 
 /* ---- approvals ---- */
 
+int broker_undo_right_grant(AjBroker *b, const char *call_id, const char *name)
+{
+        if (!b->undo_rights && !(b->undo_rights = json_object()))
+                return -ENOMEM;
+        if (!json_object_get(b->undo_rights, call_id) && json_object_size(b->undo_rights) >= MAX_UNDO_RIGHTS) {
+                b->undo_rights_full++; /* bounded: this call's undo record will be refused */
+                return -ENOSPC;
+        }
+        return json_object_set_new(b->undo_rights, call_id, json_string(name)) < 0 ? -ENOMEM : 0;
+}
+
+void broker_undo_right_revoke(AjBroker *b, const char *call_id)
+{
+        if (b->undo_rights)
+                json_object_del(b->undo_rights, call_id);
+}
+
+const char *broker_undo_right(const AjBroker *b, const char *call_id)
+{
+        return b->undo_rights ? json_string_value(json_object_get(b->undo_rights, call_id)) : NULL;
+}
+
 bool broker_needs_approval(const AjBroker *b, const char *name)
 {
         for (size_t i = 0; i < b->n_approval_globs; i++)
@@ -240,6 +262,7 @@ static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *deci
         }
         if (approve && r >= 0) {
                 /* Now an allowed call like any other, until its tool_result. */
+                (void)broker_undo_right_grant(b, f->call_id, f->name);
                 f->awaiting = false;
                 aj_loop_timer_stop(&f->timer);
                 b->n_awaiting--;

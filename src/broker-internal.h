@@ -4,7 +4,8 @@
  *   broker.c        the server (a line server on the broker's own loop), request lines
  *                   to operations, the operations
  *   broker-reply.c  events and replies: errors, verdicts, rate limits on reports
- *   broker-calls.c  the table of tool calls in flight, and approvals (held calls, their
+ *   broker-calls.c  the table of tool calls in flight, the allowed calls that may report
+ *                   an undo record, and approvals (held calls, their
  *                   deadlines, decisions)
  */
 #pragma once
@@ -25,6 +26,10 @@
 #define MAX_IN_FLIGHT 256
 /* Their index by call id: chains from 2x as many buckets (a power of two). */
 #define IN_FLIGHT_BUCKETS 512
+/* Allowed calls remembered until their tool_result, whatever the in-flight table drops:
+ * only these may report an undo record. Past this, a newly allowed call is not remembered
+ * (its undo record is refused, saying so). */
+#define MAX_UNDO_RIGHTS AJ_BROKER_MAX_UNDO
 /* Calls held for approval at once; more are denied (a loop must not pile them up). */
 #define MAX_AWAITING 64
 /* broker.error events: a burst, then a steady rate; the rest are counted, not written. */
@@ -79,6 +84,10 @@ struct AjBroker {
         size_t n_free;
         uint64_t in_flight_order, in_flight_dropped;
         uint64_t n_undo; /* tool_result undo records recorded: at most AJ_BROKER_MAX_UNDO */
+        /* call id -> tool name: allowed calls without a tool_result yet, at most
+         * MAX_UNDO_RIGHTS (NULL until the first); allowed calls not remembered, the table full. */
+        json_t *undo_rights;
+        uint64_t undo_rights_full;
         /* approvals: calls whose tool name matches wait for aj_broker_decide() */
         char **approval_globs;
         size_t n_approval_globs;
@@ -124,6 +133,12 @@ const char *broker_verdict_name(AjVerdict v, bool tool);
 InFlight *broker_in_flight_find(AjBroker *b, const char *call_id, bool awaiting);
 InFlight *broker_in_flight_add(AjBroker *b, const char *call_id, const char *name, const char *digest);
 void broker_in_flight_remove(AjBroker *b, InFlight *f);
+/* Allowed calls that may report an undo record with their first tool_result: granted with
+ * an allowing verdict, revoked by a new request with the same id or by the result. */
+int broker_undo_right_grant(AjBroker *b, const char *call_id, const char *name);
+void broker_undo_right_revoke(AjBroker *b, const char *call_id);
+/* The allowed call's tool name, or NULL: the id is no allowed call awaiting its result. */
+const char *broker_undo_right(const AjBroker *b, const char *call_id);
 bool broker_needs_approval(const AjBroker *b, const char *name);
 /* The call waits for an operator (see broker-calls.c). `ev` (tool.request) is consumed. */
 void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char *call_id, const char *digest,

@@ -155,6 +155,9 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 snprintf(generated, sizeof(generated), "call-%llu", (unsigned long long)++b->next_call);
                 call_id = generated;
         }
+        /* A reused id is a new call, judged anew: an earlier call's right to an undo record
+         * goes (as in the rollback's journal), granted again only if this one is allowed. */
+        broker_undo_right_revoke(b, call_id);
         json_t *args = json_object_get(req, AJ_BROKER_F_TOOL_ARGS);
         _cleanup_(json_decrefp) json_t *null_args = args ? NULL : json_null();
         if (!args)
@@ -201,8 +204,10 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
         aj_meter_settle(b->meter, &res, r >= 0);
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
-        if (d.verdict == AJ_VERDICT_ALLOW)
+        if (d.verdict == AJ_VERDICT_ALLOW) {
                 broker_in_flight_add(b, call_id, name, digest);
+                (void)broker_undo_right_grant(b, call_id, name); /* full: its undo is refused */
+        }
         if (broker_report_breach(b, &d, req) < 0)
                 return broker_reply_unrecorded(b, c, id, -EIO);
 
@@ -243,17 +248,36 @@ static void op_tool_result(AjBroker *b, Conn *c, json_t *req, json_t *id)
                                           "field \"%s\": this run has recorded %d undo records, the most a rollback "
                                           "plans: report the result without one",
                                           AJ_BROKER_F_UNDO, AJ_BROKER_MAX_UNDO);
+        /* The call ids are the agent's: an undo record is taken only with the first result of
+         * a call this broker allowed, else the operator's rollback would "reverse", on the
+         * host, what never happened (a call never asked for, denied, still awaiting approval,
+         * or reported already). */
+        const char *tool = broker_undo_right(b, call_id);
+        if (undo && !tool)
+                return broker_reply_error(
+                        b, c, id, AJ_BROKER_E_BAD_REQUEST,
+                        "field \"%s\": call id \"%.128s\" is %s: only the first result of an allowed call may carry an "
+                        "undo record%s",
+                        AJ_BROKER_F_UNDO, call_id,
+                        broker_in_flight_find(b, call_id, true)
+                                ? "still awaiting approval"
+                                : "no allowed call awaiting its result (never asked for, denied, or reported already)",
+                        b->undo_rights_full ? " (or it was allowed while the broker already remembered "
+                                              "the most calls awaiting results it keeps)"
+                                            : "");
         if (!broker_report_allowed(b, c, id))
                 return;
-        /* The undo record is kept whole: it is the rollback journal (the line limit bounds it). */
-        json_t *ev = json_pack("{s:s, s:O, s:O?}", AJ_BROKER_F_TOOL_CALL_ID, call_id, AJ_BROKER_F_STATUS, status,
-                               AJ_BROKER_F_UNDO, undo);
+        /* The undo record is kept whole: it is the rollback journal (the line limit bounds it).
+         * The tool is the one the broker allowed, not the agent's word. */
+        json_t *ev = json_pack("{s:s, s:s?, s:O, s:O?}", AJ_BROKER_F_TOOL_CALL_ID, call_id, AJ_BROKER_F_TOOL_NAME, tool,
+                               AJ_BROKER_F_STATUS, status, AJ_BROKER_F_UNDO, undo);
         int r = broker_emit(b, "tool.result", broker_add_reports_suppressed(b, ev));
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
         broker_reports_suppressed_recorded(b);
         if (undo)
                 b->n_undo++;
+        broker_undo_right_revoke(b, call_id); /* tool points into it: not used after */
         InFlight *f = broker_in_flight_find(b, call_id, false);
         if (f)
                 broker_in_flight_remove(b, f);
@@ -698,6 +722,7 @@ void aj_broker_free(AjBroker *b)
                 unlink(b->path);
         free(b->path);
         free(b->in_flight);
+        json_decref(b->undo_rights);
         aj_loop_free(b->loop);
         free(b);
 }

@@ -504,8 +504,27 @@ static bool run_steps(Apply *a, const AjRollbackPlan *plan, bool keep_going, siz
  * cannot be read or planned. */
 static int load_plan(AjRun *run, const AjProfile *prof, const Options *opt, AjRollbackPlan *ret)
 {
+        /* The plan trusts the chain's verdicts (only an allowed call's undo record runs): a
+         * chain changed since the run is trusted for nothing. */
+        char path[PATH_MAX];
+        AjChainCheck check;
+        AjChainVerdict verdict;
+        int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r >= 0)
+                r = aj_run_verify_chain(run->rec, path, &check, &verdict);
+        if (r < 0) {
+                cli_fail("rollback", "cannot read '%s/%s': %s", run->dir, AJ_RUN_FILE_EVENTS, strerror(-r));
+                return -1;
+        }
+        if (verdict == AJ_CHAIN_BROKEN) {
+                cli_fail("rollback",
+                         "run %s: the event chain is broken (%s): its undo records and verdicts cannot be trusted, "
+                         "nothing is planned ('agentjail logs %s --verify')",
+                         run->id, check.problem, run->id);
+                return -1;
+        }
         json_t *journal = NULL;
-        int r = aj_run_tool_journal(run, &journal);
+        r = aj_run_tool_journal(run, &journal);
         if (r < 0) {
                 cli_fail("rollback", "cannot read '%s/%s': %s", run->dir, AJ_RUN_FILE_EVENTS, strerror(-r));
                 return -1;

@@ -55,9 +55,12 @@ def main():
             show(rep)
             if rep.get("verdict") == "breach":
                 break
-    elif cmd == "results":  # results N UNDO_BYTES: tool_result reports, each with an undo record
+    elif cmd == "results":  # results N UNDO_BYTES: tool calls' reports, each with an undo record
         n, size = int(args[0]), int(args[1])
         for i in range(n):
+            # The broker takes an undo record only for a call it allowed: ask first (not shown).
+            call(conn, {"v": 1, "id": i, "op": "tool", "gen_ai.tool.name": "fs.write",
+                        "gen_ai.tool.call.id": f"c{i}"})
             show(call(conn, {"v": 1, "id": i, "op": "tool_result", "gen_ai.tool.call.id": f"c{i}",
                              "status": "ok", "undo": {"tool": "fs.restore", "blob": "u" * size}}))
     elif cmd == "flood":  # flood SECONDS [OP]: pipelined requests, 500 in flight, as fast as they go

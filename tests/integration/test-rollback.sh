@@ -171,11 +171,11 @@ is "$(jq -r '[.rollback.steps[] | "\(.call_id):\(.result)"] | join(" ")' <<<"$OU
         "run.json: each step's last outcome" || op_diag
 
 # ------------------------------------------------------------------ the agent's lies
-# The call ids are the agent's: a result for a call never asked for, for a denied call, or
-# reported twice names nothing that happened; an undo record with it must never run (here
-# each would delete a record that was there before the run). A failed call's undo record
-# is left out unless --include-failed; an id with quotes and a bidi character is shown
-# escaped.
+# The call ids are the agent's: an undo record for a call never asked for, for a denied call,
+# or with a second result names nothing that happened; the broker refuses it (naming the
+# field and why), so it never reaches the journal and the handler never runs it (here each
+# would delete a record that was there before the run). A failed call's undo record is left
+# out unless --include-failed; an id with quotes and a bidi character is shown escaped.
 DB_C=$WORKSPACE/crm-c.json
 PROFILE_C=$(write_profile rollback-c '{
   "extends": "default",
@@ -186,36 +186,40 @@ printf '{"records": {"r0": "Old", "r9": "Keep"}, "log": []}\n' >"$DB_C"
 run_jail -p "$PROFILE_C" --name rb-lies -- /bin/sh -c "DB=$DB_C; $AGENT"'
         DEL0="{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r0\"}}"
         DEL9="{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r9\"}}"
-        agentjail meter result ghost-1 --status ok --undo "$DEL9" >/dev/null || exit 20
+        agentjail meter result ghost-1 --status ok --undo "$DEL9" >/dev/null 2>>"$DB.refused" && exit 20
         agentjail meter tool crm.import --id d-1 --args "{\"id\": \"r0\"}" >/dev/null && exit 21
-        agentjail meter result d-1 --status ok --undo "$DEL0" >/dev/null || exit 22
+        agentjail meter result d-1 --status ok --undo "$DEL0" >/dev/null 2>>"$DB.refused" && exit 22
         crm_call c-1 crm.create "{\"id\": \"r1\", \"name\": \"Ada\"}" "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r1\"}}" create r1 Ada
-        agentjail meter result c-1 --status ok --undo "$DEL0" >/dev/null || exit 23
+        agentjail meter result c-1 --status ok --undo "$DEL0" >/dev/null 2>>"$DB.refused" && exit 23
         agentjail meter tool crm.create --id c-2 --args "{\"id\": \"r2\"}" >/dev/null || exit 24
         agentjail meter result c-2 --status error --undo "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r2\"}}" >/dev/null || exit 25
         EVIL=$(printf "q\"\$(id)\342\200\256x")
         crm_call "$EVIL" crm.create "{\"id\": \"r3\", \"name\": \"Cy\"}" "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r3\"}}" create r3 Cy'
 is "$JAIL_RC" 0 "an agent reports undo records for a ghost call, a denied call, a call twice, a failed call" || jail_diag
 C=$JAIL_RUN_ID
+C_DIR=$JAIL_RUN_DIR
+is "$(grep -c 'field "undo": call id' "$DB_C.refused")" 3 "the broker refuses the three forged undo records" \
+        || diag "$(cat "$DB_C.refused")"
+like "$(cat "$DB_C.refused")" 'call id "d-1" is no allowed call awaiting its result' "the refusal names the call and why"
+is "$(events_of broker.error "$C_DIR" | grep -c 'field \\"undo\\": call id')" 3 "each refusal is recorded in the chain"
+is "$(events_of tool.result "$C_DIR" | jq -r 'select(.undo != null) | .["gen_ai.tool.call.id"]' | head -2 | paste -sd' ')" \
+        "c-1 c-2" "only the allowed calls' first results carry an undo record (none of the forged ones)"
+is "$(events_of tool.result "$C_DIR" | jq -r 'select(.undo != null)' | jq -s length)" 3 "three undo records in all"
+is "$(events_of tool.result "$C_DIR" | jq -r 'select(.["gen_ai.tool.call.id"] == "c-1") | .["gen_ai.tool.name"]' | head -1)" \
+        crm.create "tool.result records the allowed call's tool"
 
 aj rollback "$C" --dry-run
 is "$RC" 0 "--dry-run of the lying run" || op_diag
 like "$OUT" "2 undo records, newest first" "only the two allowed calls' first results are steps" || op_diag
 like "$OUT" '1/2 +"q\\"\$\(id\)\\u202Ex" +crm.create +run' "the agent's call id is shown escaped (quotes, bidi)" || op_diag
 like "$OUT" "2/2 +c-1 +crm.create +run .*r1" "c-1's step is its first result's undo"
-like "$OUT" "left out, not run: 3 orphans .*, 1 of failed calls" "the orphans and the failed call are counted" || op_diag
-like "$OUT" "ghost-1 +seq [0-9]+ +ok +orphan: no tool call with that id" "a result for a call never made: an orphan"
-like "$OUT" "d-1 +seq [0-9]+ +ok +orphan: the call was not allowed" "a result for a denied call: an orphan"
-like "$OUT" "c-1 +seq [0-9]+ +ok +orphan: the call's result was reported already" "a second result: an orphan"
+like "$OUT" "left out, not run: 0 orphans .*, 1 of failed calls" "nothing forged reached the journal; the failed call is counted" || op_diag
 like "$OUT" "c-2 +seq [0-9]+ +error +failed-call" "a failed call's undo record is left out"
 aj rollback "$C" --dry-run --json
-is "$(jq -r '[.left_out[] | "\(.call_id):\(.why)"] | join(" ")' <<<"$OUT")" \
-        "c-2:failed-call c-1:orphan: the call's result was reported already d-1:orphan: the call was not allowed ghost-1:orphan: no tool call with that id" \
-        "--json: left_out lists them, newest first" || op_diag
-aj rollback "$C"
-like "$OUT" "3 orphan results \(no allowed call, or reported again: never undone\)" "the listing counts the orphans" || op_diag
+is "$(jq -r '[.left_out[] | "\(.call_id):\(.why)"] | join(" ")' <<<"$OUT")" "c-2:failed-call" \
+        "--json: left_out lists it" || op_diag
 aj rollback "$C" --apply --approve d-1
-is "$RC" 1 "--approve of an orphan names no step" || op_diag
+is "$RC" 1 "--approve of a refused call names no step" || op_diag
 aj rollback "$C" --apply
 is "$RC" 0 "--apply runs the two real steps" || op_diag
 is "$(jq -r '.records | keys | join(",")' "$DB_C")" "r0,r9" \
@@ -225,6 +229,14 @@ aj rollback "$C" --apply --include-failed
 is "$RC" 0 "--include-failed runs the failed call's undo too" || op_diag
 is "$(jq -r '.log[2]' "$DB_C")" "delete r2 2/3 c-2 crm.create (the call failed)" \
         "the handler is told the call's status" || op_diag
+
+# A chain changed after the run is trusted for nothing: rollback refuses to plan from it.
+cp "$C_DIR/events.jsonl" "$TEST_TMP/events.keep"
+sed -i '0,/"crm.create"/s//"crm.createX"/' "$C_DIR/events.jsonl"
+aj rollback "$C" --dry-run
+is "$RC" 1 "a broken chain: rollback refuses" || op_diag
+like "$ERR" "the event chain is broken .*nothing is planned" "and says why" || op_diag
+cp "$TEST_TMP/events.keep" "$C_DIR/events.jsonl"
 
 # More undo records than one rollback plans: the broker refuses the one past the limit,
 # naming the field; the run's plan is whole.
@@ -238,8 +250,8 @@ like "$(events_of broker.error "$JAIL_RUN_DIR" | head -1)" 'field \\"undo\\": th
         "the refusal names the field"
 aj rollback rb-many --dry-run --json
 is "$RC" 0 "the plan of such a run is not refused" || op_diag
-is "$(jq -r '"\(.steps | length) \(.left_out | length)"' <<<"$OUT")" "0 4096" \
-        "(none is an allowed call's: all 4096 are orphans, none run)" || op_diag
+is "$(jq -r '"\(.steps | length) \(.left_out | length)"' <<<"$OUT")" "4096 0" \
+        "every undo record the broker took is a step" || op_diag
 
 # ------------------------------------------------------------------ refusals
 aj rollback "$B" --keep-going

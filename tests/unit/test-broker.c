@@ -172,6 +172,61 @@ static void expect_error(json_t *r, const char *code, const char *message_part, 
         json_decref(r);
 }
 
+/* Asks for a call of `tool` with the call id `prefix` n, and checks that it is allowed. */
+static void allow_call(int fd, const char *tool, const char *prefix, int n)
+{
+        char id[64], line[512];
+        snprintf(id, sizeof(id), "%s%d", prefix, n);
+        snprintf(line, sizeof(line),
+                 "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"%s\", \"gen_ai.tool.call.id\": "
+                 "\"%s\", \"gen_ai.tool.call.arguments\": %d}\n",
+                 tool, id, n);
+        json_t *r = request(fd, line);
+        cr_assert_str_eq(str(r, "verdict", NULL), "allow", "call %s", id);
+        json_decref(r);
+}
+
+/* A tool_result for call_id with an undo record: the reply. */
+static json_t *undo_result(int fd, const char *call_id)
+{
+        char line[512];
+        snprintf(line, sizeof(line),
+                 "{\"id\": 7, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"%s\", \"status\": "
+                 "\"ok\", \"undo\": {\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r0\"}}}\n",
+                 call_id);
+        return request(fd, line);
+}
+
+/* Refused: an error naming the field and why, a broker.error event, no tool.result. */
+static void expect_undo_refused(int fd, const char *call_id, const char *why)
+{
+        size_t before = json_array_size(env.fake.events);
+        json_t *r = undo_result(fd, call_id);
+        cr_expect_str_eq(str(r, "error", "code"), "bad_request", "undo for %s", call_id);
+        const char *msg = str(r, "error", "message");
+        cr_expect(strstr(msg, "field \"undo\": call id") != NULL && strstr(msg, call_id) && strstr(msg, why),
+                  "undo for %s: %s (expected \"%s\")", call_id, msg, why);
+        json_decref(r);
+        cr_expect_eq(json_array_size(env.fake.events), before + 1, "undo for %s: only the refusal is recorded",
+                     call_id);
+        cr_expect_str_eq(str(last_event(), "type", NULL), "broker.error");
+        cr_expect(strstr(str(last_event(), "message", NULL), call_id) != NULL, "the event names the call: %s",
+                  str(last_event(), "message", NULL));
+}
+
+/* Taken: recorded with the tool the broker allowed. */
+static void expect_undo_taken(int fd, const char *call_id, const char *tool)
+{
+        json_t *r = undo_result(fd, call_id);
+        cr_expect(json_is_true(json_object_get(r, "ok")), "undo for %s: %s", call_id, str(r, "error", "message"));
+        json_decref(r);
+        json_t *ev = last_event();
+        cr_expect_str_eq(str(ev, "type", NULL), "tool.result");
+        cr_expect_str_eq(str(ev, "gen_ai.tool.call.id", NULL), call_id);
+        cr_expect_str_eq(str(ev, "gen_ai.tool.name", NULL), tool, "the allowed call's tool, not the agent's word");
+        cr_expect_str_eq(str(json_object_get(ev, "undo"), "tool", NULL), "crm.delete");
+}
+
 TestSuite(broker, .init = setup, .fini = teardown);
 
 Test(broker, socket_is_private_and_removed)
@@ -642,6 +697,28 @@ Test(approvals, held_until_approved_then_in_flight_until_its_result)
         close(fd);
 }
 
+/* A held call's undo record is refused until it is approved; a denied one's for good. */
+Test(approvals, undo_for_a_held_call_only_once_approved)
+{
+        setup_approvals(NULL);
+        int fd = client(), fd2 = client();
+        send_text(fd, REFUND(1));
+        cr_assert_not(reply_ready(fd), "held");
+        expect_undo_refused(fd2, "r1", "still awaiting approval");
+        AjError err = {};
+        cr_assert_eq(aj_broker_decide(env.broker, "r1", true, NULL, "alice", NULL, NULL, &err), 0);
+        json_decref(read_reply(fd));
+        expect_undo_taken(fd2, "r1", "refund.issue");
+
+        send_text(fd, REFUND(2));
+        cr_assert_not(reply_ready(fd), "held");
+        cr_assert_eq(aj_broker_decide(env.broker, "r2", false, NULL, "alice", NULL, NULL, &err), 0);
+        json_decref(read_reply(fd));
+        expect_undo_refused(fd2, "r2", "no allowed call");
+        close(fd);
+        close(fd2);
+}
+
 /* "net-N" names a host the proxy holds: a tool call with such an id is never held. */
 Test(approvals, call_ids_of_host_approvals_are_not_held)
 {
@@ -911,6 +988,7 @@ Test(broker, undo_records_are_bounded_per_run)
         int fd = client();
         char line[256];
         for (int i = 0; i < AJ_BROKER_MAX_UNDO; i++) {
+                allow_call(fd, "t", "c", i);
                 snprintf(line, sizeof(line),
                          "{\"id\": %d, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c%d\", "
                          "\"status\": \"ok\", \"undo\": {\"tool\": \"x\"}}\n",
@@ -919,18 +997,91 @@ Test(broker, undo_records_are_bounded_per_run)
                 cr_assert(json_is_true(json_object_get(r, "ok")), "report %d refused", i);
                 json_decref(r);
         }
+        allow_call(fd, "t", "cx", 0);
         size_t before = json_array_size(env.fake.events);
-        json_t *r = request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"cx\", "
+        json_t *r = request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"cx0\", "
                                 "\"status\": \"ok\", \"undo\": {\"tool\": \"x\"}}\n");
         cr_expect_str_eq(str(r, "error", "code"), "bad_request");
-        cr_expect(strstr(str(r, "error", "message"), "field \"undo\"") != NULL, "%s", str(r, "error", "message"));
+        cr_expect(strstr(str(r, "error", "message"), "field \"undo\": this run has recorded 4096") != NULL, "%s",
+                  str(r, "error", "message"));
         json_decref(r);
         cr_expect_eq(json_array_size(env.fake.events), before + 1, "only the broker.error is recorded");
         cr_expect_str_eq(str(last_event(), "type", NULL), "broker.error");
-        r = request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"cx\", "
+        r = request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"cx0\", "
                         "\"status\": \"ok\"}\n");
         cr_expect(json_is_true(json_object_get(r, "ok")), "a result without an undo record is still taken");
         json_decref(r);
+        close(fd);
+}
+
+/* The call ids are the agent's: an undo record is taken only with the first result of a
+ * call the broker allowed (the operator's rollback runs it on the host). */
+Test(broker, undo_only_for_an_allowed_call)
+{
+        cr_assert_eq(aj_meter_add_tool_rule(env.meter, AJ_TOOL_RULE_DENY, "crm.import"), 0);
+        int fd = client();
+        expect_undo_refused(fd, "ghost", "never asked for, denied, or reported already");
+
+        json_t *r = request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"crm.import\", "
+                                "\"gen_ai.tool.call.id\": \"d1\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        json_decref(r);
+        expect_undo_refused(fd, "d1", "no allowed call awaiting its result");
+
+        allow_call(fd, "crm.create", "c", 1);
+        expect_undo_taken(fd, "c1", "crm.create");
+        expect_undo_refused(fd, "c1", "reported already");
+
+        /* A result without an undo record takes the call's right too: a later one is refused. */
+        allow_call(fd, "crm.create", "c", 2);
+        r = request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"c2\", "
+                        "\"status\": \"ok\"}\n");
+        cr_expect(json_is_true(json_object_get(r, "ok")));
+        json_decref(r);
+        cr_expect_str_eq(str(last_event(), "gen_ai.tool.name", NULL), "crm.create");
+        expect_undo_refused(fd, "c2", "reported already");
+
+        /* A reused id is a new call: allowed once, then denied, it has no right. */
+        allow_call(fd, "crm.create", "c", 3);
+        r = request(fd, "{\"id\": 3, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"crm.import\", "
+                        "\"gen_ai.tool.call.id\": \"c3\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        json_decref(r);
+        expect_undo_refused(fd, "c3", "no allowed call");
+        close(fd);
+}
+
+/* An allowed call the in-flight table dropped (300 newer calls) keeps its right. */
+Test(broker, undo_for_a_call_dropped_from_the_in_flight_table)
+{
+        int fd = client();
+        allow_call(fd, "crm.create", "first", 0);
+        for (int i = 0; i < 300; i++)
+                allow_call(fd, "search", "k", i);
+        cr_assert_gt(aj_broker_in_flight_dropped(env.broker), 0);
+        json_t *list = aj_broker_in_flight(env.broker);
+        size_t i;
+        json_t *f;
+        json_array_foreach (list, i, f)
+                cr_assert(!streq(str(f, "gen_ai.tool.call.id", NULL), "first0"), "dropped from the table");
+        json_decref(list);
+        expect_undo_taken(fd, "first0", "crm.create");
+        expect_undo_refused(fd, "first0", "reported already");
+        close(fd);
+}
+
+/* The allowed calls remembered for their undo records are bounded: past the bound a newly
+ * allowed call's undo record is refused, saying why; a result frees a place. */
+Test(broker, allowed_calls_remembered_are_bounded)
+{
+        int fd = client();
+        for (int i = 0; i < AJ_BROKER_MAX_UNDO; i++)
+                allow_call(fd, "t", "a", i);
+        allow_call(fd, "t", "over", 0);
+        expect_undo_refused(fd, "over0", "the most calls awaiting results it keeps");
+        expect_undo_taken(fd, "a0", "t");
+        allow_call(fd, "t", "over", 1);
+        expect_undo_taken(fd, "over1", "t");
         close(fd);
 }
 
