@@ -374,8 +374,12 @@ static int up_eof(GwConn *c)
 static int up_pump(GwConn *c)
 {
         GwUpstream *u = &c->up;
+        size_t read = 0;
         for (;;) {
                 if (c->state != C_UPSTREAM || (u->state != U_HEAD && u->state != U_BODY))
+                        return 0;
+                /* The agent left: only what the provider already sent is read, bounded. */
+                if (c->agent_gone && read > GW_LINGER_MAX)
                         return 0;
                 if (gw_buf_pending(&c->out) >= GW_OUT_HIGH) {
                         u->paused = true;
@@ -391,6 +395,7 @@ static int up_pump(GwConn *c)
                         return up_failed(c, "reading the response from", (int)n);
                 if (n == 0)
                         return up_eof(c);
+                read += (size_t)n;
                 if (!u->got_bytes) {
                         /* Not needed for a retry any more: the credential goes. */
                         c->gw->buffered -= c->upreq.len;
