@@ -404,6 +404,10 @@ static int up_pump(GwConn *c)
                 }
                 gw_conn_arm_timer(c, c->gw->opts.response_timeout_ms);
                 int r = u->state == U_HEAD ? up_head(c, tmp, (size_t)n) : up_body(c, tmp, (size_t)n);
+                /* What this read brought (a head and its first bytes, SSE events) leaves
+                 * in one send, at once. */
+                if (r >= 0)
+                        r = gw_conn_flush(c);
                 if (r < 0)
                         return r;
         }

@@ -47,7 +47,10 @@ static void timerfd_follow(AjLoop *l)
         if (l->timerfd < 0)
                 return;
         uint64_t at = l->n_heap ? l->heap[0]->deadline_ns : 0;
-        if (at == l->timerfd_at)
+        /* Armed no later than the earliest deadline is enough: an early wake finds nothing
+         * due and re-arms here. So a deadline moved later (a connection's timeout pushed
+         * back on each request) costs no timerfd_settime(). */
+        if (at == l->timerfd_at || (at && l->timerfd_at && l->timerfd_at < at))
                 return;
         struct itimerspec its = { .it_value = { .tv_sec = (time_t)(at / 1000000000ull),
                                                 .tv_nsec = (long)(at % 1000000000ull) } };

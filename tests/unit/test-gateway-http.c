@@ -349,8 +349,9 @@ static void send_chunk(int fd, const char *s)
 
 /* A call whose agent closes (rst: resets) its connection after the provider sent the
  * head and the first event, before the relay read more; whole: the provider had sent
- * the rest too. Returns what the observer saw. */
-static Seen agent_leaves(bool whole, bool rst)
+ * the rest too (first: before the agent closed; the relay then finds out on writing).
+ * Returns what the observer saw. */
+static Seen agent_leaves(bool whole, bool rst, bool first)
 {
         Seen seen = { 0 };
         uint16_t pport, gport;
@@ -398,8 +399,12 @@ static Seen agent_leaves(bool whole, bool rst)
                 struct linger lg = { .l_onoff = 1, .l_linger = 0 };
                 cr_assert_eq(setsockopt(agent, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
         }
+        if (whole && first) {
+                send_chunk(up, sse_two);
+                cr_assert_eq(send(up, "0\r\n\r\n", 5, MSG_NOSIGNAL), 5);
+        }
         close(agent);
-        if (whole) {
+        if (whole && !first) {
                 send_chunk(up, sse_two);
                 cr_assert_eq(send(up, "0\r\n\r\n", 5, MSG_NOSIGNAL), 5);
         }
@@ -414,19 +419,20 @@ static Seen agent_leaves(bool whole, bool rst)
 
 Test(gateway_relay, agent_leaving_after_the_whole_response_is_completed)
 {
-        for (int rst = 0; rst < 2; rst++) {
-                Seen s = agent_leaves(true, rst);
-                cr_expect_eq(s.done, 1, "rst %d: on_done once", rst);
-                cr_expect_eq(s.outcome, AJ_GATEWAY_COMPLETED, "rst %d: outcome %d", rst, (int)s.outcome);
-                cr_expect(s.agent_left, "rst %d: the call says the agent left", rst);
-                cr_expect_eq(s.bytes, strlen(sse_one) + strlen(sse_two), "rst %d: the whole body is metered", rst);
+        for (int i = 0; i < 4; i++) {
+                bool rst = i & 1, first = i & 2;
+                Seen s = agent_leaves(true, rst, first);
+                cr_expect_eq(s.done, 1, "case %d: on_done once", i);
+                cr_expect_eq(s.outcome, AJ_GATEWAY_COMPLETED, "case %d: outcome %d", i, (int)s.outcome);
+                cr_expect(s.agent_left, "case %d: the call says the agent left", i);
+                cr_expect_eq(s.bytes, strlen(sse_one) + strlen(sse_two), "case %d: the whole body is metered", i);
         }
 }
 
 Test(gateway_relay, agent_leaving_mid_response_cuts_it_short)
 {
         for (int rst = 0; rst < 2; rst++) {
-                Seen s = agent_leaves(false, rst);
+                Seen s = agent_leaves(false, rst, false);
                 cr_expect_eq(s.done, 1, "rst %d: on_done once", rst);
                 cr_expect_eq(s.outcome, AJ_GATEWAY_CUT_SHORT, "rst %d: outcome %d", rst, (int)s.outcome);
                 cr_expect(s.agent_left, "rst %d", rst);
