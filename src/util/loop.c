@@ -35,7 +35,7 @@ struct AjLoop {
         bool dispatching;
         uint64_t turn;  /* aj_loop_dispatch() calls so far */
         bool no_pwait2; /* epoll_pwait2() is missing (before Linux 5.11): millisecond waits */
-        int timerfd;    /* nested loops only (aj_loop_fd()): armed at the earliest deadline */
+        int timerfd;    /* nested loops only (aj_loop_fd()): armed no later than the earliest deadline */
         uint64_t timerfd_at;
 };
 
