@@ -64,6 +64,7 @@ typedef struct {
         uint64_t started_ns;    /* CLOCK_MONOTONIC, when the request was complete */
         uint64_t first_byte_ns; /* when the upstream's response head arrived, 0 before */
         void *data;             /* the observer's, from on_request to on_done */
+        bool agent_left;        /* the agent closed its connection before the call ended */
 } AjGatewayCall;
 
 typedef struct {
@@ -96,9 +97,11 @@ typedef enum {
 } AjGatewayFlow;
 
 typedef enum {
-        AJ_GATEWAY_COMPLETED, /* the whole response was relayed */
-        AJ_GATEWAY_CUT_SHORT, /* on_response_bytes cut it */
-        AJ_GATEWAY_FAILED,    /* upstream unreachable, TLS, timeout, malformed, agent gone */
+        /* The whole response was relayed (or, the agent gone, read and seen by the
+         * observer: agent_left). */
+        AJ_GATEWAY_COMPLETED,
+        AJ_GATEWAY_CUT_SHORT, /* on_response_bytes cut it, or the agent left before its end */
+        AJ_GATEWAY_FAILED,    /* upstream unreachable, TLS, timeout, malformed */
         AJ_GATEWAY_REFUSED,   /* on_request refused it */
 } AjGatewayOutcome;
 

@@ -127,6 +127,7 @@ typedef struct GwConn {
         bool head_sent;      /* the response head went to the agent */
         bool client_chunked; /* ... with a chunked body */
         int sink_error;      /* a filter's write failed: the response cannot be relayed whole */
+        bool agent_gone;     /* the agent left during the call: its output is dropped */
         GwUpstream up;
 } GwConn;
 

@@ -131,8 +131,9 @@ int gw_conn_response_head(GwConn *c, const AjGwResponseHead *h)
                 r = gw_buf_printf(o, GW_OUT_MAX, "%s\r\n", c->rq.keep_alive ? "" : "Connection: close\r\n");
         if (r < 0)
                 return r;
+        /* Not flushed here: it leaves with the body bytes read with it (up_pump()). */
         c->head_sent = true;
-        return gw_conn_flush(c);
+        return 0;
 }
 
 static int emit(GwConn *c, const void *buf, size_t n)
@@ -175,7 +176,7 @@ int gw_conn_response_data(GwConn *c, const char *buf, size_t n)
                 r = emit(c, buf, n);
         if (r < 0)
                 return gw_conn_upstream_failed(c, 502, "agentjail gateway: the response could not be forwarded");
-        return gw_conn_flush(c);
+        return 0; /* flushed once for all a read brought (up_pump()) */
 }
 
 int gw_conn_response_end(GwConn *c)
@@ -188,6 +189,10 @@ int gw_conn_response_end(GwConn *c)
                 r = gw_buf_append(&c->out, "0\r\n\r\n", 5, GW_OUT_MAX);
         if (r < 0)
                 return gw_conn_upstream_failed(c, 502, "agentjail gateway: the response could not be forwarded");
+        /* Sent before the call ends, so that the call says whether the agent was still there. */
+        r = gw_conn_flush(c);
+        if (r < 0)
+                return r;
         gw_call_end(c, AJ_GATEWAY_COMPLETED);
         bool keep = c->rq.keep_alive;
         gw_conn_request_reset(c);

@@ -374,8 +374,12 @@ static int up_eof(GwConn *c)
 static int up_pump(GwConn *c)
 {
         GwUpstream *u = &c->up;
+        size_t read = 0;
         for (;;) {
                 if (c->state != C_UPSTREAM || (u->state != U_HEAD && u->state != U_BODY))
+                        return 0;
+                /* The agent left: only what the provider already sent is read, bounded. */
+                if (c->agent_gone && read > GW_LINGER_MAX)
                         return 0;
                 if (gw_buf_pending(&c->out) >= GW_OUT_HIGH) {
                         u->paused = true;
@@ -391,6 +395,7 @@ static int up_pump(GwConn *c)
                         return up_failed(c, "reading the response from", (int)n);
                 if (n == 0)
                         return up_eof(c);
+                read += (size_t)n;
                 if (!u->got_bytes) {
                         /* Not needed for a retry any more: the credential goes. */
                         c->gw->buffered -= c->upreq.len;
@@ -399,6 +404,10 @@ static int up_pump(GwConn *c)
                 }
                 gw_conn_arm_timer(c, c->gw->opts.response_timeout_ms);
                 int r = u->state == U_HEAD ? up_head(c, tmp, (size_t)n) : up_body(c, tmp, (size_t)n);
+                /* What this read brought (a head and its first bytes, SSE events) leaves
+                 * in one send, at once. */
+                if (r >= 0)
+                        r = gw_conn_flush(c);
                 if (r < 0)
                         return r;
         }

@@ -222,8 +222,19 @@ int gw_conn_update_events(GwConn *c)
         return aj_loop_io_set_events(c->io, ev);
 }
 
+/* The agent left during a call: from now on its output is dropped, and the relay reads on
+ * what the provider already sent (gw_conn_settle() ends it). */
+static void agent_left(GwConn *c)
+{
+        c->agent_gone = true;
+        c->call.agent_left = true;
+        gw_buf_consume(&c->out, gw_buf_pending(&c->out));
+}
+
 int gw_conn_flush(GwConn *c)
 {
+        if (c->agent_gone)
+                gw_buf_consume(&c->out, gw_buf_pending(&c->out));
         while (gw_buf_pending(&c->out)) {
                 ssize_t n = send(c->fd, c->out.data + c->out.off, gw_buf_pending(&c->out), MSG_NOSIGNAL);
                 if (n < 0) {
@@ -231,11 +242,28 @@ int gw_conn_flush(GwConn *c)
                                 continue;
                         if (errno == EAGAIN)
                                 break;
-                        return -errno;
+                        if (!c->in_call)
+                                return -errno;
+                        agent_left(c);
+                        break;
                 }
                 gw_buf_consume(&c->out, (size_t)n);
         }
         return 0;
+}
+
+/* The call of an agent that left ends with what the provider had already sent, read
+ * (bounded) and shown to the observer as if relayed, so that it is metered whole:
+ * completed if that was the whole response, else cut short here. The connection closes. */
+static int agent_gone_end(GwConn *c)
+{
+        if (c->in_call && c->state == C_UPSTREAM)
+                (void)gw_upstream_resume(c);
+        if (c->in_call) {
+                gw_upstream_close(c);
+                gw_call_end(c, AJ_GATEWAY_CUT_SHORT);
+        }
+        return -ECONNRESET;
 }
 
 /* What is left to do after an event (only from the loop's callbacks, never from inside
@@ -243,6 +271,8 @@ int gw_conn_flush(GwConn *c)
  * said all it had to say, or close it on an error r. */
 void gw_conn_settle(GwConn *c, int r)
 {
+        if (r >= 0 && c->agent_gone)
+                r = agent_gone_end(c);
         if (r >= 0 && c->state == C_HEAD && gw_buf_pending(&c->in) && gw_buf_pending(&c->out) < GW_OUT_HIGH)
                 r = gw_conn_process(c);
         if (r >= 0 && c->state == C_CLOSING && gw_buf_pending(&c->out) == 0 && !c->lingering) {
@@ -260,7 +290,10 @@ void gw_conn_settle(GwConn *c, int r)
 static void on_conn_io(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
 {
         GwConn *c = userdata;
-        int r = (revents & EPOLLERR) ? -EIO : 0;
+        /* The agent gave up: stop paying for the response (gw_conn_settle()). */
+        if ((revents & (EPOLLERR | EPOLLRDHUP | EPOLLHUP)) && c->state == C_UPSTREAM && c->in_call)
+                agent_left(c);
+        int r = (revents & EPOLLERR) && !c->agent_gone ? -EIO : 0;
         if (r >= 0 && (revents & EPOLLOUT))
                 r = gw_conn_flush(c);
         if (r >= 0 && c->state == C_UPSTREAM && c->up.paused && gw_buf_pending(&c->out) < GW_OUT_HIGH)
@@ -280,7 +313,7 @@ static void on_conn_io(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
                     (c->drained += n > 0 ? (size_t)n : 0) > GW_LINGER_MAX)
                         r = -ECONNRESET;
         }
-        if (r >= 0 && (revents & (EPOLLRDHUP | EPOLLHUP)) && c->state == C_UPSTREAM)
+        if (r >= 0 && (revents & (EPOLLRDHUP | EPOLLHUP)) && c->state == C_UPSTREAM && !c->agent_gone)
                 r = -ECONNRESET;
         gw_conn_settle(c, r);
 }

@@ -562,6 +562,8 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                 json_object_set_new(ev, "call_id", json_integer((json_int_t)call->id));
                 json_object_set_new(ev, "provider", json_string(call->provider->name));
                 json_object_set_new(ev, "relay", json_string(relay_outcome(outcome)));
+                if (call->agent_left)
+                        json_object_set_new(ev, "agent_left", json_true());
                 json_object_set_new(ev, "latency_ms", json_real((double)latency_ns / 1e6));
                 if (call->first_byte_ns)
                         json_object_set_new(ev, "ttfb_ms",

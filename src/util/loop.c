@@ -35,7 +35,7 @@ struct AjLoop {
         bool dispatching;
         uint64_t turn;  /* aj_loop_dispatch() calls so far */
         bool no_pwait2; /* epoll_pwait2() is missing (before Linux 5.11): millisecond waits */
-        int timerfd;    /* nested loops only (aj_loop_fd()): armed at the earliest deadline */
+        int timerfd;    /* nested loops only (aj_loop_fd()): armed no later than the earliest deadline */
         uint64_t timerfd_at;
 };
 
@@ -47,7 +47,10 @@ static void timerfd_follow(AjLoop *l)
         if (l->timerfd < 0)
                 return;
         uint64_t at = l->n_heap ? l->heap[0]->deadline_ns : 0;
-        if (at == l->timerfd_at)
+        /* Armed no later than the earliest deadline is enough: an early wake finds nothing
+         * due and re-arms here. So a deadline moved later (a connection's timeout pushed
+         * back on each request) costs no timerfd_settime(). */
+        if (at == l->timerfd_at || (at && l->timerfd_at && l->timerfd_at < at))
                 return;
         struct itimerspec its = { .it_value = { .tv_sec = (time_t)(at / 1000000000ull),
                                                 .tv_nsec = (long)(at % 1000000000ull) } };

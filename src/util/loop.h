@@ -65,8 +65,9 @@ uint64_t aj_loop_timer_left(const AjLoopTimer *t);
 uint64_t aj_loop_next_deadline(const AjLoop *l);
 
 /* For a loop nested in another (a service's own loop inside the supervisor's): an fd that is
- * readable when this loop has work, ready fds or a due timer (a timerfd on the earliest
- * deadline, which needs the real clock). The parent then calls aj_loop_dispatch(l, 0). */
+ * readable when this loop has work, ready fds or a due timer (a timerfd armed no later than
+ * the earliest deadline, which needs the real clock; it may wake early once after a deadline
+ * moved later, finding nothing due). The parent then calls aj_loop_dispatch(l, 0). */
 int aj_loop_fd(AjLoop *l);
 
 /* Waits for events until the earliest timer or `max_wait_ns` (-1: no limit, 0: do not wait),

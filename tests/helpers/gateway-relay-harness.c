@@ -10,7 +10,8 @@
  *                          chunked body of N bytes ('x', at most 64 MiB); nothing is forwarded
  *   x-test-filter: upper   (with --filter) the body is forwarded upper-cased
  *   x-test-filter: hold    (with --filter) the body is held back until its end
- * Each finished call is a line in the --log file: "id=N provider=P outcome=O status=S".
+ * Each finished call is a line in the --log file: "id=N provider=P outcome=O status=S"
+ * (then the path, tokens, and "agent_left" when the agent left first).
  * With --meter 1 each call is also metered as the supervisor meters it (the request
  * body and the response read by src/gateway/usage.h, the event's fields built and
  * serialized), for scripts/bench --only gateway; the log line gets "tokens=IN/OUT".
@@ -180,8 +181,9 @@ static void on_done(void *u, AjGatewayCall *call, AjGatewayOutcome outcome, uint
                 json_decref(ev);
                 aj_llm_call_free(s->llm);
         }
-        fprintf(logf_, "id=%llu provider=%s outcome=%s status=%u path=%s%s\n", (unsigned long long)call->id,
-                call->provider->name, names[outcome], s ? s->status : 0, call->path, tokens);
+        fprintf(logf_, "id=%llu provider=%s outcome=%s status=%u path=%s%s%s\n", (unsigned long long)call->id,
+                call->provider->name, names[outcome], s ? s->status : 0, call->path, tokens,
+                call->agent_left ? " agent_left" : "");
         fflush(logf_);
         if (s)
                 free(s->held);

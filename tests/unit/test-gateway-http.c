@@ -284,3 +284,158 @@ Test(gateway_relay, providers_validated)
                 cr_expect_eq(new_gateway(&p, &err), 0, "%s: %s", good[i], aj_error_text(&err, 0));
         }
 }
+
+/* ------------------------------------------------------------------ the agent leaving */
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <stdio.h>
+
+typedef struct {
+        int done;
+        AjGatewayOutcome outcome;
+        bool agent_left;
+        size_t bytes; /* of the body, as the observer saw it (what is metered) */
+} Seen;
+
+static AjGatewayFlow seen_bytes(void *userdata, AjGatewayCall *call, const char *buf, size_t n)
+{
+        (void)call, (void)buf;
+        ((Seen *)userdata)->bytes += n;
+        return AJ_GATEWAY_CONTINUE;
+}
+
+static void seen_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcome, uint64_t latency_ns)
+{
+        (void)latency_ns;
+        Seen *s = userdata;
+        s->done++;
+        s->outcome = outcome;
+        s->agent_left = call->agent_left;
+}
+
+static int listen_local(uint16_t *port)
+{
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(a);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        cr_assert_eq(listen(fd, 8), 0);
+        cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+        *port = ntohs(a.sin_port);
+        return fd;
+}
+
+static void turn(AjGateway *gw)
+{
+        struct pollfd p = { .fd = aj_gateway_fd(gw), .events = POLLIN };
+        (void)poll(&p, 1, 20);
+        cr_assert_geq(aj_gateway_dispatch(gw), 0);
+}
+
+/* What the fake provider answers: an SSE stream, chunked. */
+static const char sse_head[] =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+static const char sse_one[] = "event: message_start\ndata: {\"type\":\"message_start\"}\n\n";
+static const char sse_two[] = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+static void send_chunk(int fd, const char *s)
+{
+        char b[256];
+        int n = snprintf(b, sizeof(b), "%zx\r\n%s\r\n", strlen(s), s);
+        cr_assert_eq(send(fd, b, (size_t)n, MSG_NOSIGNAL), n);
+}
+
+/* A call whose agent closes (rst: resets) its connection after the provider sent the
+ * head and the first event, before the relay read more; whole: the provider had sent
+ * the rest too (first: before the agent closed; the relay then finds out on writing).
+ * Returns what the observer saw. */
+static Seen agent_leaves(bool whole, bool rst, bool first)
+{
+        Seen seen = { 0 };
+        uint16_t pport, gport;
+        int pl = listen_local(&pport);
+        int gl = listen_local(&gport);
+        char url[64];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)pport);
+        AjGatewayProvider p = { .name = "fake", .url = url, .credential = "sk-test" };
+        AjGatewayObserver obs = { .userdata = &seen, .on_response_bytes = seen_bytes, .on_done = seen_done };
+        AjGateway *gw = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_gateway_new(gl, &p, 1, &obs, NULL, &gw, &err), 0, "%s", aj_error_text(&err, 0));
+
+        int agent = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = { .sin_family = AF_INET,
+                                 .sin_port = htons(gport),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        cr_assert_eq(connect(agent, (struct sockaddr *)&a, sizeof(a)), 0);
+        static const char rq[] = "POST /fake/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+        cr_assert_eq(send(agent, rq, sizeof(rq) - 1, 0), (ssize_t)sizeof(rq) - 1);
+
+        /* The provider accepts and reads the request whole. */
+        int up = -1;
+        char got[4096];
+        size_t got_len = 0;
+        for (int i = 0; i < 200 && !(got_len >= 4 && memmem(got, got_len, "\r\n\r\n{}", 6)); i++) {
+                turn(gw);
+                if (up < 0)
+                        up = accept4(pl, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                ssize_t n = up >= 0 ? recv(up, got + got_len, sizeof(got) - got_len, 0) : -1;
+                if (n > 0)
+                        got_len += (size_t)n;
+        }
+        cr_assert(got_len && memmem(got, got_len, "\r\n\r\n{}", 6), "the provider got the request");
+
+        /* The head and a first event reach the agent. */
+        cr_assert_eq(send(up, sse_head, sizeof(sse_head) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(sse_head) - 1);
+        send_chunk(up, sse_one);
+        for (int i = 0; i < 200 && seen.bytes < strlen(sse_one); i++)
+                turn(gw);
+        cr_assert_eq(seen.bytes, strlen(sse_one));
+
+        /* The agent leaves first; then the provider ends its response, or not. */
+        if (rst) {
+                struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+                cr_assert_eq(setsockopt(agent, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+        }
+        if (whole && first) {
+                send_chunk(up, sse_two);
+                cr_assert_eq(send(up, "0\r\n\r\n", 5, MSG_NOSIGNAL), 5);
+        }
+        close(agent);
+        if (whole && !first) {
+                send_chunk(up, sse_two);
+                cr_assert_eq(send(up, "0\r\n\r\n", 5, MSG_NOSIGNAL), 5);
+        }
+        for (int i = 0; i < 200 && !seen.done; i++)
+                turn(gw);
+        cr_expect_eq(aj_gateway_connections(gw), 0, "the agent's connection is closed");
+        aj_gateway_free(gw);
+        close(up);
+        close(pl);
+        return seen;
+}
+
+Test(gateway_relay, agent_leaving_after_the_whole_response_is_completed)
+{
+        for (int i = 0; i < 4; i++) {
+                bool rst = i & 1, first = i & 2;
+                Seen s = agent_leaves(true, rst, first);
+                cr_expect_eq(s.done, 1, "case %d: on_done once", i);
+                cr_expect_eq(s.outcome, AJ_GATEWAY_COMPLETED, "case %d: outcome %d", i, (int)s.outcome);
+                cr_expect(s.agent_left, "case %d: the call says the agent left", i);
+                cr_expect_eq(s.bytes, strlen(sse_one) + strlen(sse_two), "case %d: the whole body is metered", i);
+        }
+}
+
+Test(gateway_relay, agent_leaving_mid_response_cuts_it_short)
+{
+        for (int rst = 0; rst < 2; rst++) {
+                Seen s = agent_leaves(false, rst, false);
+                cr_expect_eq(s.done, 1, "rst %d: on_done once", rst);
+                cr_expect_eq(s.outcome, AJ_GATEWAY_CUT_SHORT, "rst %d: outcome %d", rst, (int)s.outcome);
+                cr_expect(s.agent_left, "rst %d", rst);
+                cr_expect_eq(s.bytes, strlen(sse_one), "rst %d: what arrived is metered", rst);
+        }
+}

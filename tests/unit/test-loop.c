@@ -271,3 +271,44 @@ Test(loop, nested_loop_fd_wakes_the_parent_for_io_and_timers)
         aj_loop_free(child);
         aj_loop_free(parent);
 }
+
+static void count_fire(AjLoopTimer *t, uint64_t now, void *userdata)
+{
+        (void)t, (void)now;
+        (*(int *)userdata)++;
+}
+
+/* A nested loop's deadline moved later (as a connection's timeout on each request): the
+ * parent may wake at the old one, finds nothing due, and still wakes for the new one,
+ * not before it. The same when it moves earlier again. */
+Test(loop, nested_deadline_moved_later_then_earlier)
+{
+        AjLoop *parent = NULL, *child = NULL;
+        cr_assert_eq(aj_loop_new(&parent), 0);
+        cr_assert_eq(aj_loop_new(&child), 0);
+        int cfd = aj_loop_fd(child);
+        IoSeen ps = { 0 };
+        cr_assert_eq(aj_loop_add_io(parent, cfd, EPOLLIN, on_io, &ps, NULL), 0);
+        int n = 0;
+        AjLoopTimer t;
+        aj_loop_timer_init(child, &t, count_fire, &n);
+        uint64_t start = aj_loop_now(child);
+        cr_assert_eq(aj_loop_timer_set_in(&t, 20 * 1000000ull), 0);
+        cr_assert_eq(aj_loop_timer_set_in(&t, 80 * 1000000ull), 0);
+        for (int i = 0; i < 10 && n == 0; i++) {
+                (void)aj_loop_dispatch(parent, 2000 * 1000000ll);
+                (void)aj_loop_dispatch(child, 0);
+        }
+        cr_expect_eq(n, 1, "the moved timer fired");
+        cr_expect_geq(aj_loop_now(child) - start, 80 * 1000000ull, "not before its new deadline");
+
+        start = aj_loop_now(child);
+        cr_assert_eq(aj_loop_timer_set_in(&t, 500 * 1000000ull), 0);
+        cr_assert_eq(aj_loop_timer_set_in(&t, 10 * 1000000ull), 0);
+        cr_expect_eq(aj_loop_dispatch(parent, 2000 * 1000000ll), 1, "woken for the earlier deadline");
+        cr_expect_eq(aj_loop_dispatch(child, 0), 1);
+        cr_expect_eq(n, 2);
+        cr_expect_lt(aj_loop_now(child) - start, 400 * 1000000ull, "at the earlier deadline, not the later");
+        aj_loop_free(child);
+        aj_loop_free(parent);
+}

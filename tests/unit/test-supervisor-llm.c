@@ -119,12 +119,34 @@ Test(supervisor_llm, reserve_then_settle_to_measured)
         cr_expect_eq(json_integer_value(json_object_get(rs, "gen_ai.usage.input_tokens")), 28);
         cr_expect_eq(json_integer_value(json_object_get(rs, "gen_ai.usage.output_tokens")), 7);
         cr_expect_str_eq(json_string_value(json_object_get(rs, "relay")), "completed");
+        cr_expect_null(json_object_get(rs, "agent_left"), "said only when the agent left");
         cr_expect_str_eq(json_string_value(json_object_get(json_object_get(rs, "price"), "entry")), "claude-test");
         cr_expect_eq(json_integer_value(json_object_get(json_object_get(json_object_get(f.llm.summary, "anthropic"),
                                                                         "claude-test"),
                                                         "requests")),
                      1);
         cr_expect_eq(json_array_size(breaches), 0);
+        teardown(&f);
+}
+
+/* The relay read the whole response after the agent left: completed, metered whole,
+ * and the event says the agent left. */
+Test(supervisor_llm, agent_left_after_the_whole_response_is_completed_and_metered)
+{
+        Fixture f;
+        setup(&f, "tokens=1000");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        call.agent_left = true;
+        respond(&f, &call, "application/json", REPLY, AJ_GATEWAY_COMPLETED);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOKENS, 0), 35, "settled as when the agent stays");
+        json_t *rs = last_event("llm.response");
+        cr_assert_not_null(rs);
+        cr_expect_str_eq(json_string_value(json_object_get(rs, "relay")), "completed");
+        cr_expect(json_is_true(json_object_get(rs, "agent_left")));
+        cr_expect_eq(json_integer_value(json_object_get(rs, "gen_ai.usage.output_tokens")), 7);
         teardown(&f);
 }
 
