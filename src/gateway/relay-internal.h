@@ -128,6 +128,7 @@ typedef struct GwConn {
         bool client_chunked; /* ... with a chunked body */
         int sink_error;      /* a filter's write failed: the response cannot be relayed whole */
         bool agent_gone;     /* the agent left during the call: its output is dropped */
+        size_t gone_read;    /* bytes read from the provider since (at most GW_LINGER_MAX in all) */
         GwUpstream up;
 } GwConn;
 

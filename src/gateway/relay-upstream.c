@@ -374,12 +374,12 @@ static int up_eof(GwConn *c)
 static int up_pump(GwConn *c)
 {
         GwUpstream *u = &c->up;
-        size_t read = 0;
         for (;;) {
                 if (c->state != C_UPSTREAM || (u->state != U_HEAD && u->state != U_BODY))
                         return 0;
-                /* The agent left: only what the provider already sent is read, bounded. */
-                if (c->agent_gone && read > GW_LINGER_MAX)
+                /* The agent left: only what the provider already sent is read, bounded over
+                 * every pump of the call from then on (the read below never passes it). */
+                if (c->agent_gone && c->gone_read >= GW_LINGER_MAX)
                         return 0;
                 if (gw_buf_pending(&c->out) >= GW_OUT_HIGH) {
                         u->paused = true;
@@ -388,14 +388,18 @@ static int up_pump(GwConn *c)
                 u->paused = false;
                 char tmp[GW_READ_CHUNK];
                 uint32_t ev = 0;
-                ssize_t n = up_io(c, false, tmp, sizeof(tmp), &ev);
+                size_t want = sizeof(tmp);
+                if (c->agent_gone && GW_LINGER_MAX - c->gone_read < want)
+                        want = GW_LINGER_MAX - c->gone_read;
+                ssize_t n = up_io(c, false, tmp, want, &ev);
                 if (n == -EAGAIN)
                         return aj_loop_io_set_events(u->io, ev);
                 if (n < 0)
                         return up_failed(c, "reading the response from", (int)n);
                 if (n == 0)
                         return up_eof(c);
-                read += (size_t)n;
+                if (c->agent_gone)
+                        c->gone_read += (size_t)n;
                 if (!u->got_bytes) {
                         /* Not needed for a retry any more: the credential goes. */
                         c->gw->buffered -= c->upreq.len;

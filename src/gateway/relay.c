@@ -227,6 +227,7 @@ int gw_conn_update_events(GwConn *c)
 static void agent_left(GwConn *c)
 {
         c->agent_gone = true;
+        c->gone_read = 0;
         c->call.agent_left = true;
         gw_buf_consume(&c->out, gw_buf_pending(&c->out));
 }

@@ -550,9 +550,18 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         json_t *ev = cs->usage && !cs->refused ? (aj_llm_call_response_end(cs->usage), aj_llm_call_to_json(cs->usage))
                                                : json_object();
         AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
+        bool charged_worst = false;
         if (cs->reserved) {
                 AjMeterUsage m;
                 measured_usage(cs, &m);
+                /* The agent left and the relay stopped reading: the provider may go on
+                 * generating what it was asked for, billed but never seen. Leaving must not
+                 * be a way around the caps: such a call is charged its worst case. */
+                if (call->agent_left && outcome == AJ_GATEWAY_CUT_SHORT) {
+                        charged_worst = m.input < cs->worst.input || m.output < cs->worst.output;
+                        m.input = max_u64(m.input, cs->worst.input);
+                        m.output = max_u64(m.output, cs->worst.output);
+                }
                 if (aj_meter_settle_usage(l->meter, &cs->res, &m, &d) == 0) {
                         cs->reserved = false;
                         aj_sup_llm_account(l, call->provider->name, cs->model, &m, d.cost_pusd);
@@ -564,6 +573,8 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                 json_object_set_new(ev, "relay", json_string(relay_outcome(outcome)));
                 if (call->agent_left)
                         json_object_set_new(ev, "agent_left", json_true());
+                if (charged_worst)
+                        json_object_set_new(ev, "charged", json_string("worst_case"));
                 json_object_set_new(ev, "latency_ms", json_real((double)latency_ns / 1e6));
                 if (call->first_byte_ns)
                         json_object_set_new(ev, "ttfb_ms",

@@ -150,6 +150,30 @@ Test(supervisor_llm, agent_left_after_the_whole_response_is_completed_and_metere
         teardown(&f);
 }
 
+/* The agent sent its request and left before the answer: the relay stops reading, but the
+ * provider goes on generating (and billing) what it was asked for. Leaving must not be a
+ * way around the caps: the call is charged its reservation, and the event says so. */
+Test(supervisor_llm, agent_left_before_the_answer_is_charged_its_worst_case)
+{
+        Fixture f;
+        setup(&f, "tokens=1000");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        json_int_t reserved = json_integer_value(
+                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "tokens"));
+        cr_assert_gt(reserved, 10);
+        call.agent_left = true;
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOKENS, 0), (uint64_t)reserved, "charged the reservation");
+        json_t *rs = last_event("llm.response");
+        cr_assert_not_null(rs);
+        cr_expect_str_eq(json_string_value(json_object_get(rs, "relay")), "cut_short");
+        cr_expect_str_eq(json_string_value(json_object_get(rs, "charged")), "worst_case");
+        teardown(&f);
+}
+
 Test(supervisor_llm, refused_before_forwarding_past_a_cap)
 {
         Fixture f;
