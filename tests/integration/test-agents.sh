@@ -173,7 +173,7 @@ aj logs "$JAIL_RUN_ID"
 like "$OUT" 'tool\.request +gen_ai\.tool\.name=claude\.Bash gen_ai\.tool\.call\.id=toolu_fake[0-9]+ ' \
         "agentjail logs shows the tool call" || op_diag
 like "$OUT" 'tool\.verdict +gen_ai\.tool\.name=claude\.Bash verdict=allow' "agentjail logs shows the verdict"
-like "$OUT" 'tool\.result +status=ok gen_ai\.tool\.call\.id=toolu_fake[0-9]+' "agentjail logs shows the result"
+like "$OUT" 'tool\.result +status=ok gen_ai\.tool\.name=claude\.Bash gen_ai\.tool\.call\.id=toolu_fake[0-9]+' "agentjail logs shows the result (with the tool the broker allowed)"
 
 # --- one call seen by the gateway (the model's tool_use, Bash {"command"}) and by the hook
 # (claude.Bash) under the same toolu_ id: counted once, the repeat streak growing once per
