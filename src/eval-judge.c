@@ -1,10 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* A case's assertions against what its run did (the facts src/cli/eval.c gathers). Pure. */
+/* A case's assertions against what its run did (the facts src/cli/eval.c gathers). Pure but
+ * for a "matches" check, which runs in a child process with bounded memory and time. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "eval.h"
 #include "util/format.h"
@@ -84,6 +91,62 @@ static void describe_event_check(const AjEvalEventCheck *e, char *buf, size_t si
         }
 }
 
+/* glibc's regexec() caches the automaton states it meets, and how many it meets depends on
+ * the content, which is the agent's: "(a|b)*a(a|b){20}c" against 1 MiB of a and b took
+ * 2.2 GB here. So the match runs in a child, killed past AJ_EVAL_MATCH_MAX_RSS resident
+ * or AJ_EVAL_MATCH_MAX_MS: 1 matched, 0 did not, -E2BIG over a bound, else -errno. */
+static long rss_bytes(pid_t pid)
+{
+        char p[64], buf[128];
+        snprintf(p, sizeof(p), "/proc/%d/statm", (int)pid);
+        int fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -1;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return -1;
+        buf[n] = '\0';
+        long size = 0, resident = 0;
+        if (sscanf(buf, "%ld %ld", &size, &resident) != 2)
+                return -1;
+        return resident * sysconf(_SC_PAGESIZE);
+}
+
+static int match_bounded(const regex_t *re, const char *content)
+{
+        pid_t pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0)
+                _exit(regexec(re, content, 0, NULL, 0) == 0 ? 0 : 1);
+        struct timespec t0, now;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int status = 0;
+        for (long wait_ms = 1;; wait_ms = wait_ms < 8 ? wait_ms * 2 : 8) {
+                pid_t w = waitpid(pid, &status, WNOHANG);
+                if (w == pid)
+                        break;
+                if (w < 0 && errno != EINTR) {
+                        int r = -errno;
+                        kill(pid, SIGKILL);
+                        (void)waitpid(pid, NULL, 0);
+                        return r;
+                }
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+                if (ms > AJ_EVAL_MATCH_MAX_MS || rss_bytes(pid) > AJ_EVAL_MATCH_MAX_RSS) {
+                        kill(pid, SIGKILL);
+                        (void)waitpid(pid, NULL, 0);
+                        return -E2BIG;
+                }
+                (void)poll(NULL, 0, (int)wait_ms);
+        }
+        if (WIFEXITED(status) && WEXITSTATUS(status) <= 1)
+                return WEXITSTATUS(status) == 0;
+        return -ECHILD;
+}
+
 static int judge_file(const AjEvalFileCheck *chk, const AjEvalFileFact *f, size_t i, AjEvalVerdict *v)
 {
         char path[160] = "";
@@ -121,10 +184,18 @@ static int judge_file(const AjEvalFileCheck *chk, const AjEvalFileFact *f, size_
                                    f->len, got, want);
         }
         /* regexec stops at a NUL: a file with one is matched up to it (said so in docs/evals.md). */
-        if (regexec(&chk->re, f->content, 0, NULL, 0) == 0)
+        int m = match_bounded(&chk->re, f->content);
+        if (m == 1)
                 return 0;
         char re[96] = "";
         aj_append_printable(re, sizeof(re), chk->text, 80);
+        if (m == -E2BIG)
+                return add_failure(v,
+                                   "files[%zu] %s: not matched against /%s/: matching needed more than %d MiB or %d s",
+                                   i, path, re, (int)(AJ_EVAL_MATCH_MAX_RSS >> 20), AJ_EVAL_MATCH_MAX_MS / 1000);
+        if (m < 0)
+                return add_failure(v, "files[%zu] %s: not matched against /%s/: %s", i, path, re,
+                                   m == -ECHILD ? "the matching process failed" : strerror(-m));
         return add_failure(v, "files[%zu] %s: does not match /%s/", i, path, re);
 }
 

@@ -273,6 +273,132 @@ static int parse_timeout(Where *w, json_t *v, uint64_t *ret)
 
 /* ---- expect ---- */
 
+/* What glibc's regcomp() builds grows with the pattern as its repetitions expand it:
+ * "x{255}{255}" is 65,025 copies of x, and each copy's epsilon closures make memory and
+ * time grow with the square of that ("()*" 1,365 times: 4 s and 88 MB here). So a
+ * pattern is weighed before it is compiled: each literal, bracket expression, group and
+ * operator weighs 1, a bound {n,m} multiplies what it repeats by m+1 (n+1 for {n,}), a
+ * '+' by 2 (glibc copies it: "x+" is "xx*", so "x++++..." doubles with each '+'), and
+ * 1024 is the most (the worst pattern of that weight found: 0.1 s, 8 MB). Backreferences
+ * are refused too: the content they are matched against is what the agent wrote, and
+ * matching them can take exponential time. NULL when the pattern may be compiled,
+ * otherwise why not. */
+#define RE_MAX_WEIGHT 1024
+#define RE_MAX_NESTING 32
+
+static size_t re_bracket_end(const char *re, size_t i)
+{
+        /* re[i] == '['; POSIX: a ']' first (after an optional '^') is a literal. */
+        i++;
+        if (re[i] == '^')
+                i++;
+        if (re[i] == ']')
+                i++;
+        while (re[i] && re[i] != ']') {
+                if (re[i] == '[' && (re[i + 1] == ':' || re[i + 1] == '=' || re[i + 1] == '.')) {
+                        char close = re[i + 1];
+                        const char *end = strchr(re + i + 2, close);
+                        while (end && end[1] != ']')
+                                end = strchr(end + 1, close);
+                        if (!end)
+                                return strlen(re);
+                        i = (size_t)(end - re) + 2;
+                } else {
+                        i++;
+                }
+        }
+        return re[i] ? i + 1 : i;
+}
+
+static unsigned long re_bound(const char *re, size_t *i)
+{
+        /* re[*i] == '{' followed by a digit: "{n}", "{n,}", "{n,m}"; saturates. */
+        unsigned long n = 0, m = 0;
+        size_t j = *i + 1;
+        for (; re[j] >= '0' && re[j] <= '9'; j++)
+                n = n > 100000 ? n : n * 10 + (unsigned long)(re[j] - '0');
+        m = n;
+        if (re[j] == ',') {
+                j++;
+                if (re[j] >= '0' && re[j] <= '9') {
+                        m = 0;
+                        for (; re[j] >= '0' && re[j] <= '9'; j++)
+                                m = m > 100000 ? m : m * 10 + (unsigned long)(re[j] - '0');
+                }
+        }
+        if (re[j] == '}')
+                j++;
+        *i = j;
+        return (m > n ? m : n) + 1;
+}
+
+static bool re_over(const unsigned long *sum, size_t d)
+{
+        /* An unclosed group is expanded before regcomp() finds it unclosed: count them all. */
+        unsigned long total = 0;
+        for (size_t k = 0; k <= d; k++)
+                total += sum[k];
+        return total > RE_MAX_WEIGHT;
+}
+
+static const char *re_too_costly(const char *re)
+{
+        /* frames[d]: the weight of group d so far, and of the last thing in it (what a
+         * following operator repeats). */
+        unsigned long sum[RE_MAX_NESTING + 1] = { 0 }, last[RE_MAX_NESTING + 1] = { 0 };
+        size_t d = 0;
+        for (size_t i = 0; re[i];) {
+                unsigned long w = 1;
+                char c = re[i];
+                if (c == '\\') {
+                        if (re[i + 1] >= '1' && re[i + 1] <= '9')
+                                return "backreferences (\\1 to \\9) are not supported: on the content an "
+                                       "agent wrote they can take exponential time";
+                        i += re[i + 1] ? 2 : 1;
+                } else if (c == '[') {
+                        i = re_bracket_end(re, i);
+                } else if (c == '(') {
+                        if (d == RE_MAX_NESTING)
+                                return "groups nested more than 32 deep";
+                        d++;
+                        sum[d] = last[d] = 0;
+                        i++;
+                        continue;
+                } else if (c == ')' && d > 0) {
+                        w = sum[d] + 1;
+                        d--;
+                        i++;
+                } else if (c == '{' && re[i + 1] >= '0' && re[i + 1] <= '9') {
+                        /* The repeated thing is already in sum: add the further copies. */
+                        unsigned long times = re_bound(re, &i);
+                        unsigned long extra = last[d] * (times - 1);
+                        if (last[d] && extra / last[d] != times - 1)
+                                return "its repetitions expand it too far";
+                        sum[d] += extra;
+                        last[d] += extra;
+                        if (re_over(sum, d))
+                                return "its repetitions expand it too far";
+                        continue;
+                } else if (c == '*' || c == '?' || c == '+') {
+                        /* glibc compiles x+ as x x*: a copy, so each '+' doubles (x+++...). */
+                        unsigned long extra = 1 + (c == '+' ? last[d] : 0);
+                        sum[d] += extra;
+                        last[d] += extra;
+                        i++;
+                        if (re_over(sum, d))
+                                return "its repetitions expand it too far";
+                        continue;
+                } else {
+                        i++;
+                }
+                sum[d] += w;
+                last[d] = w;
+                if (re_over(sum, d))
+                        return "its repetitions expand it too far";
+        }
+        return NULL;
+}
+
 static int parse_file_check(Where *w, json_t *v, AjEvalFileCheck *f)
 {
         static const char *const keys[] = { "path", "exists", "equals", "matches", NULL };
@@ -322,6 +448,12 @@ static int parse_file_check(Where *w, json_t *v, AjEvalFileCheck *f)
         f->text = strdup(re);
         if (!f->text)
                 return -ENOMEM;
+        const char *costly = re_too_costly(re);
+        if (costly)
+                return fail(w,
+                            "this regular expression is refused: %s (at most %d elements after "
+                            "expanding {n,m})",
+                            costly, RE_MAX_WEIGHT);
         int rc = regcomp(&f->re, re, REG_EXTENDED | REG_NOSUB | REG_NEWLINE);
         if (rc != 0) {
                 char why[160];

@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "eval.h"
@@ -167,6 +169,73 @@ Test(eval_suite, errors_name_the_line_column_and_key)
         parse_fails("[]", "s.json:1:1: a suite is a JSON object with \"cases\"");
 }
 
+/* A suite whose "matches" pattern is RE; the parser's verdict (NULL: accepted). */
+static char *regex_verdict(const char *re)
+{
+        json_t *doc = json_pack("{s:[{s:s, s:[s], s:{s:[{s:s, s:s}]}}]}", "cases", "name", "a", "command", "x",
+                                "expect", "files", "path", "f", "matches", re);
+        char *text = json_dumps(doc, JSON_COMPACT);
+        json_decref(doc);
+        AjEvalSuite *s = NULL;
+        AjError err = {};
+        int r = aj_eval_suite_parse("s.json", text, &s, &err);
+        free(text);
+        char *verdict = r == 0 ? NULL : strdup(err.message ?: "?");
+        cr_assert(r == 0 || r == -EINVAL, "%s: %d", re, r);
+        aj_eval_suite_free(s);
+        aj_error_clear(&err);
+        return verdict;
+}
+
+Test(eval_suite, a_pattern_is_weighed_before_it_is_compiled, .timeout = 20)
+{
+        /* Patterns a suite really holds compile. */
+        const char *fine[] = {
+                "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                "a{1000}",
+                "[]x]{3}",
+                "[[:digit:]]{3,}",
+                "\\{x{2}\\}",
+                "(ab|cd){10,20}",
+                "^ok [0-9]+$",
+                "(a*){300}",
+                "a{,5}",
+                "(a+b+c+)+",
+        };
+        for (size_t i = 0; i < sizeof(fine) / sizeof(*fine); i++) {
+                char *v = regex_verdict(fine[i]);
+                cr_expect_null(v, "%s refused: %s", fine[i], v);
+                free(v);
+        }
+        /* What repetition expands past 1024 elements is refused before regcomp() runs: once
+         * x{255}{255} took over 2 GiB there. Groups count as what they hold, unclosed ones too. */
+        const char *heavy[] = {
+                "x{255}{255}",
+                "a{100}{100}",
+                "(a*){400}",
+                "((a{10}){10}){11}",
+                "(()*){400}",
+                "(x{1000}(x{1000}",
+                "[a-z]{2000}",
+                "h++++++++++++++++++++++++++",
+                "a{99999999999999999999999}",
+                "a{1,99999999999999999999999}",
+        };
+        for (size_t i = 0; i < sizeof(heavy) / sizeof(*heavy); i++) {
+                char *v = regex_verdict(heavy[i]);
+                cr_expect(v && strstr(v, "matches: this regular expression is refused: its repetitions "
+                                         "expand it too far (at most 1024 elements after expanding {n,m})"),
+                          "%s: %s", heavy[i], v ?: "accepted");
+                free(v);
+        }
+        char *v = regex_verdict("(a+)\\1");
+        cr_expect(v && strstr(v, "backreferences (\\1 to \\9) are not supported"), "%s", v ?: "accepted");
+        free(v);
+        v = regex_verdict("((((((((((((((((((((((((((((((((((a))))))))))))))))))))))))))))))))))");
+        cr_expect(v && strstr(v, "groups nested more than 32 deep"), "%s", v ?: "accepted");
+        free(v);
+}
+
 Test(eval_suite, a_recorded_run_is_a_case_source)
 {
         cr_expect(aj_eval_source_supported(AJ_EVAL_SOURCE_RECORDED));
@@ -273,6 +342,44 @@ Test(eval_judge, files)
         cr_expect_str_eq(v.failures[0], "files[2] eq: not a regular file");
         cr_expect_str_eq(v.failures[1], "files[3] re: larger than 1048576 bytes, not compared");
         aj_eval_verdict_done(&v);
+        aj_eval_suite_free(s);
+}
+
+/* The agent writes the content a pattern is matched against: one whose automaton grows
+ * past the bound (2.2 GB unbounded here) fails the check instead of taking the host's
+ * memory, and the matcher is gone afterwards. */
+Test(eval_judge, matching_is_bounded, .timeout = 60)
+{
+        AjEvalSuite *s = parse_ok("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"files\": ["
+                                  "{\"path\": \"big\", \"matches\": \"(a|b)*a(a|b){20}c\"}]}}]}");
+        size_t len = 1 << 20;
+        char *content = malloc(len + 2);
+        cr_assert_not_null(content);
+        uint32_t x = 1;
+        for (size_t i = 0; i < len; i++) {
+                x = x * 1103515245u + 12345u;
+                content[i] = (x >> 16) & 1 ? 'a' : 'b';
+        }
+        content[len] = 'c';
+        content[len + 1] = '\0';
+        AjEvalFileFact file = { .exists = true, .regular = true, .content = content, .len = len + 1 };
+        AjEvalFacts f = { .files = &file };
+        AjEvalVerdict v = {};
+        cr_assert_eq(aj_eval_judge(case_of(s), &f, &v), 0);
+        cr_assert_eq(aj_strv_length(v.failures), 1);
+        cr_expect_str_eq(v.failures[0], "files[0] big: not matched against /(a|b)*a(a|b){20}c/: matching needed "
+                                        "more than 256 MiB or 10 s");
+        aj_eval_verdict_done(&v);
+        cr_expect_eq(waitpid(-1, NULL, WNOHANG), -1, "the matching process was reaped");
+        cr_expect_eq(errno, ECHILD);
+
+        /* The same pattern on a short content matches as before, in a child too. */
+        strcpy(content, "xxa"
+                        "aaaaabbbbbaaaaabbbbb"
+                        "c");
+        file.len = strlen(content);
+        cr_expect_null(judge_first(case_of(s), &f, &len));
+        free(content);
         aj_eval_suite_free(s);
 }
 
