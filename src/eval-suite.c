@@ -312,7 +312,7 @@ static size_t re_bracket_end(const char *re, size_t i)
 
 static unsigned long re_bound(const char *re, size_t *i)
 {
-        /* re[*i] == '{' followed by a digit: "{n}", "{n,}", "{n,m}"; saturates. */
+        /* re[*i] == '{' followed by a digit or ',': "{n}", "{n,}", "{n,m}", "{,m}"; saturates. */
         unsigned long n = 0, m = 0;
         size_t j = *i + 1;
         for (; re[j] >= '0' && re[j] <= '9'; j++)
@@ -368,7 +368,7 @@ static const char *re_too_costly(const char *re)
                         w = sum[d] + 1;
                         d--;
                         i++;
-                } else if (c == '{' && re[i + 1] >= '0' && re[i + 1] <= '9') {
+                } else if (c == '{' && ((re[i + 1] >= '0' && re[i + 1] <= '9') || re[i + 1] == ',')) {
                         /* The repeated thing is already in sum: add the further copies. */
                         unsigned long times = re_bound(re, &i);
                         unsigned long extra = last[d] * (times - 1);
