@@ -30,8 +30,8 @@
 #define AJ_EVAL_MAX_FILE_BYTES (1024 * 1024)   /* a file's content compared or matched */
 #define AJ_EVAL_MAX_OVERLAY_BYTES (4ULL << 30) /* file data an overlay case's changes may hold */
 #define AJ_EVAL_MAX_JOBS 64
-#define AJ_EVAL_MATCH_MAX_RSS (256L << 20) /* a "matches" check's matching process, resident */
-#define AJ_EVAL_MATCH_MAX_MS 10000         /* ... and its time */
+#define AJ_EVAL_MATCH_MAX_BYTES (256L << 20) /* a case's "matches" checks: address space added */
+#define AJ_EVAL_MATCH_MAX_MS 10000           /* ... and their time, all together */
 #define AJ_EVAL_DEFAULT_TIMEOUT_NS (600ULL * 1000000000ULL)
 #define AJ_EVAL_MAX_TIMEOUT_NS (24ULL * 3600ULL * 1000000000ULL)
 

@@ -14,6 +14,7 @@
 #include "run-record.h"
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/process.h"
 #include "util/syscalls.h"
 
 int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, const char *kind, const char *input,
@@ -36,10 +37,9 @@ int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, c
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
         int pidfd = -1;
-        struct clone_args args = { .flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD };
-        pid_t pid = sys_clone3(&args);
+        pid_t pid = aj_fork_pidfd(&pidfd);
         if (pid < 0) {
-                int r = -errno;
+                int r = pid;
                 close(p[0]);
                 close(p[1]);
                 return r;

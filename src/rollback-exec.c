@@ -18,6 +18,7 @@
 #include "util/fd.h"
 #include "util/format.h"
 #include "util/macros.h"
+#include "util/process.h"
 #include "util/syscalls.h"
 
 enum { ENV_N = 10 };
@@ -175,12 +176,11 @@ int aj_rollback_exec(char *const *argv, const char *input, size_t input_len, con
         sigaction(SIGPIPE, &ign, &old_pipe);
         uint64_t start = aj_now_monotonic_ns();
         int pidfd = -1;
-        struct clone_args args = { .flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD };
-        pid_t pid = sys_clone3(&args);
+        pid_t pid = aj_fork_pidfd(&pidfd);
         if (pid == 0)
                 child_exec(argv, env.envp, in[0], out[1], rep[1]);
         if (pid < 0) {
-                r = -errno;
+                r = pid;
                 sigaction(SIGPIPE, &old_pipe, NULL);
                 goto fail;
         }

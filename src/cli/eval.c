@@ -651,16 +651,21 @@ static int eval_prepare(Eval *e)
         return 0;
 }
 
-/* The cases run with SIGINT and SIGTERM caught (they stop the suite: see run_all). */
+/* The cases run with SIGINT and SIGTERM caught (they stop the suite: see run_all), and
+ * SIGCHLD as the kernel's default even if the caller ignored it: an ignored SIGCHLD
+ * reaps the cases by itself, and their exit statuses would be lost. */
 static void run_interruptible(Eval *e)
 {
-        struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
+        struct sigaction sa = { .sa_handler = on_signal }, dfl = { .sa_handler = SIG_DFL }, old_int, old_term, old_chld;
         sigemptyset(&sa.sa_mask);
+        sigemptyset(&dfl.sa_mask);
         sigaction(SIGINT, &sa, &old_int);
         sigaction(SIGTERM, &sa, &old_term);
+        sigaction(SIGCHLD, &dfl, &old_chld);
         run_all(e);
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
+        sigaction(SIGCHLD, &old_chld, NULL);
 }
 
 /* The results out (JUnit, JSON or the table); the exit status. */

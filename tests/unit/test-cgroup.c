@@ -511,7 +511,7 @@ static void sleep_ms(long ms)
         nanosleep(&ts, NULL);
 }
 
-TestSuite(cgroup_live, .fini = live_fini, .timeout = 60);
+TestSuite(cgroup_live, .fini = live_fini);
 
 Test(cgroup_live, limits_written)
 {

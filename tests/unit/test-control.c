@@ -127,7 +127,7 @@ static void teardown(void)
         rmdir(dir);
 }
 
-TestSuite(control, .init = setup, .fini = teardown, .timeout = 30);
+TestSuite(control, .init = setup, .fini = teardown);
 
 /* Serve until the child exits; returns its exit status (or 128+signal). */
 static int serve_until_exit(AjControl *c, pid_t pid)

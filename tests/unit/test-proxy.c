@@ -667,7 +667,7 @@ static void setup(void)
         hosts_path[0] = 0;
 }
 
-TestSuite(live, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(live, .init = setup, .fini = teardown);
 
 static void hosts_file(const char *text)
 {
@@ -1516,7 +1516,7 @@ static double now_s(void)
 
 /* Not a pass/fail test of speed: prints throughput through the proxy vs direct and
  * connections per second (criterion shows stderr). Asserts only correctness. */
-Test(live, bench_1GiB_and_connection_rate, .timeout = 120)
+Test(live, bench_1GiB_and_connection_rate)
 {
         Live l;
         uint16_t echo = start_server("127.0.0.1");
@@ -2105,7 +2105,7 @@ static unsigned char pattern_byte(unsigned long long i) { return (unsigned char)
 
 /* Patterned 24 MiB through "echo" with a slow, bursty reader and a half-close at the end:
  * any reordering, duplication or loss across partial sends, growth and freed buffers shows. */
-Test(live, relay_integrity_slow_reader_half_close, .timeout = 60)
+Test(live, relay_integrity_slow_reader_half_close)
 {
         Live l;
         uint16_t echo = start_server("127.0.0.1");
@@ -2209,7 +2209,7 @@ Test(live, egress_cap_not_overshot)
 
 /* Tunnels that moved a 4 MiB burst each and are idle now hold no buffer (they kept their
  * grown buffers, and the run's growth room, until they closed). */
-Test(live, idle_tunnels_hold_no_buffers, .timeout = 60)
+Test(live, idle_tunnels_hold_no_buffers)
 {
         Live l;
         uint16_t echo = start_server("127.0.0.1");
@@ -2275,7 +2275,7 @@ Test(live, relay_buffer_grows_with_one_connection)
 /* A plain HTTP POST of 1 GiB uploaded as fast as the client can: no dispatch relays more
  * than a few budgets (the body's pump had none and held the loop for as long as the
  * client kept the socket filled: 4-14 MiB in one dispatch on a 256 MiB body). */
-Test(live, plain_post_body_yields_at_budget, .timeout = 60)
+Test(live, plain_post_body_yields_at_budget)
 {
         Live l;
         uint16_t srv = start_server("127.0.0.1");
@@ -2348,7 +2348,7 @@ static int count_fds(void)
 
 /* Churn: bulk tunnels reset by the client mid-transfer (SO_LINGER 0), half-closed ones,
  * and some whose upload is cut; afterwards no fd, buffer or growth room is left behind. */
-Test(live, relay_churn_resets_leave_nothing, .timeout = 60)
+Test(live, relay_churn_resets_leave_nothing)
 {
         Live l;
         uint16_t echo = start_server("127.0.0.1");

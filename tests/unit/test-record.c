@@ -23,7 +23,7 @@ static void setup(void)
 
 static void teardown(void) { aj_rm_rf(root); }
 
-TestSuite(record, .init = setup, .fini = teardown, .timeout = 30);
+TestSuite(record, .init = setup, .fini = teardown);
 
 static void write_text(const char *name, const char *text)
 {

@@ -683,7 +683,7 @@ Test(workspace_start, the_root_is_the_planned_directory)
  * to 255 bytes, several GiB in a root process outside the jail's cgroup). Scaled down: 40
  * levels of 1,900 long names under max_entries 2,000 must fit in what 2,000 names take
  * (here: 4 MiB of data segment more), and say "entries". */
-Test(workspace_digest, names_held_are_bounded_across_levels, .timeout = 120)
+Test(workspace_digest, names_held_are_bounded_across_levels)
 {
         char tmpl[] = "/tmp/test-replay-XXXXXX";
         cr_assert(mkdtemp(tmpl));
@@ -818,7 +818,7 @@ Test(workspace_start, only_a_stop_signal_cuts_the_wait)
  * the start's: with the start's stamp of no help (here one in the future, as a wall clock
  * stepped back would make it), a file chmod'ed over and over while it is hashed is still
  * "changed". */
-Test(workspace_digest, a_change_while_read_is_caught_by_the_stamp_before, .timeout = 60)
+Test(workspace_digest, a_change_while_read_is_caught_by_the_stamp_before)
 {
         _cleanup_free_ char *dir = make_tree();
         char p[512];

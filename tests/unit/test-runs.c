@@ -42,7 +42,7 @@ static void teardown(void)
         aj_paths_done(&paths);
 }
 
-TestSuite(runs, .init = setup, .fini = teardown, .timeout = 30);
+TestSuite(runs, .init = setup, .fini = teardown);
 
 /* A run dir with a run.json built from a format string (extra members after "name"). */
 static void make_run(const char *id, const char *name, const char *started, const char *extra)

@@ -370,7 +370,7 @@ Test(copy_data, a_dense_file_is_copied_whole, .init = fs_setup, .fini = fs_teard
 
 /* A tree far deeper than the fds the process may open is still removed: the walk holds a
  * bounded number of directory fds whatever the depth. */
-Test(rm_rf, deeper_than_the_fd_limit, .init = fs_setup, .fini = fs_teardown, .timeout = 60)
+Test(rm_rf, deeper_than_the_fd_limit, .init = fs_setup, .fini = fs_teardown)
 {
         char top[128], keep[128], kept_file[160];
         snprintf(top, sizeof(top), "%s/deep", fs_root);

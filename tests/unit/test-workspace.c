@@ -49,7 +49,7 @@ static void teardown(void)
         aj_rm_rf(root);
 }
 
-TestSuite(workspace, .init = setup, .fini = teardown, .timeout = 30);
+TestSuite(workspace, .init = setup, .fini = teardown);
 
 static const char *at(const char *base, const char *rel)
 {
