@@ -190,6 +190,19 @@ static char *regex_verdict(const char *re)
         return verdict;
 }
 
+/* Each of RES is accepted (want NULL) or refused with a message holding `want`. */
+static void expect_verdicts(const char *const *res, size_t n, const char *want)
+{
+        for (size_t i = 0; i < n; i++) {
+                char *v = regex_verdict(res[i]);
+                if (want)
+                        cr_expect(v && strstr(v, want), "%s: %s", res[i], v ?: "accepted");
+                else
+                        cr_expect_null(v, "%s refused: %s", res[i], v);
+                free(v);
+        }
+}
+
 Test(eval_suite, a_pattern_is_weighed_before_it_is_compiled)
 {
         /* Patterns a suite really holds compile. */
@@ -209,11 +222,7 @@ Test(eval_suite, a_pattern_is_weighed_before_it_is_compiled)
                 "\\bword\\b",
                 "(a|b)*c",
         };
-        for (size_t i = 0; i < sizeof(fine) / sizeof(*fine); i++) {
-                char *v = regex_verdict(fine[i]);
-                cr_expect_null(v, "%s refused: %s", fine[i], v);
-                free(v);
-        }
+        expect_verdicts(fine, sizeof(fine) / sizeof(*fine), NULL);
         /* What repetition expands past 1024 elements is refused before regcomp() runs: once
          * x{255}{255} took over 2 GiB there. Groups count as what they hold, unclosed ones too. */
         const char *heavy[] = {
@@ -226,13 +235,8 @@ Test(eval_suite, a_pattern_is_weighed_before_it_is_compiled)
                 "a{99999999999999999999999}",
                 "a{1,99999999999999999999999}",
         };
-        for (size_t i = 0; i < sizeof(heavy) / sizeof(*heavy); i++) {
-                char *v = regex_verdict(heavy[i]);
-                cr_expect(v && strstr(v, "matches: this regular expression is refused: its repetitions "
-                                         "expand it past 1024 elements"),
-                          "%s: %s", heavy[i], v ?: "accepted");
-                free(v);
-        }
+        expect_verdicts(heavy, sizeof(heavy) / sizeof(*heavy),
+                        "matches: this regular expression is refused: its repetitions expand it past 1024 elements");
         /* A repetition of what can match empty: glibc's compile time grows exponentially
          * with those ((\b)* sixteen times: 273 s), whatever their weight. */
         const char *empty[] = {
@@ -240,13 +244,9 @@ Test(eval_suite, a_pattern_is_weighed_before_it_is_compiled)
                 "y?{,8}{,8}*",  "(^|$)*",     "(x|\\b)*",      "y?{1,3}{,4}{3,}",
                 "((\\b)*){12}", "a**",        "(a|)+",         "(x?)+",
         };
-        for (size_t i = 0; i < sizeof(empty) / sizeof(*empty); i++) {
-                char *v = regex_verdict(empty[i]);
-                cr_expect(v && strstr(v, "matches: this regular expression is refused: it repeats something that "
-                                         "can match the empty string"),
-                          "%s: %s", empty[i], v ?: "accepted");
-                free(v);
-        }
+        expect_verdicts(empty, sizeof(empty) / sizeof(*empty),
+                        "matches: this regular expression is refused: it repeats something that can match the "
+                        "empty string");
         /* All of a suite's patterns together: 64 of the heaviest pass, 65 do not. */
         for (int n = 64; n <= 65; n++) {
                 json_t *files = json_array();
@@ -387,14 +387,9 @@ Test(eval_judge, files)
         aj_eval_suite_free(s);
 }
 
-/* The agent writes the content a pattern is matched against: one whose automaton grows
- * past the bound (2.2 GB unbounded here) fails the check instead of taking the host's
- * memory, and the matcher is gone afterwards. */
-Test(eval_judge, matching_is_bounded)
+/* 1 MiB of a and b then c: "(a|b)*a(a|b){20}c" meets 2^21 states on it. */
+static char *heavy_content(size_t len)
 {
-        AjEvalSuite *s = parse_ok("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"files\": ["
-                                  "{\"path\": \"big\", \"matches\": \"(a|b)*a(a|b){20}c\"}]}}]}");
-        size_t len = 1 << 20;
         char *content = malloc(len + 2);
         cr_assert_not_null(content);
         uint32_t x = 1;
@@ -404,6 +399,18 @@ Test(eval_judge, matching_is_bounded)
         }
         content[len] = 'c';
         content[len + 1] = '\0';
+        return content;
+}
+
+/* The agent writes the content a pattern is matched against: one whose automaton grows
+ * past the bound (2.2 GB unbounded here) fails the check instead of taking the host's
+ * memory, and the matcher is gone afterwards. */
+Test(eval_judge, matching_is_bounded)
+{
+        AjEvalSuite *s = parse_ok("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"files\": ["
+                                  "{\"path\": \"big\", \"matches\": \"(a|b)*a(a|b){20}c\"}]}}]}");
+        size_t len = 1 << 20;
+        char *content = heavy_content(len);
         AjEvalFileFact file = { .exists = true, .regular = true, .content = content, .len = len + 1 };
         AjEvalFacts f = { .files = &file };
         AjEvalVerdict v = {};
@@ -423,20 +430,6 @@ Test(eval_judge, matching_is_bounded)
         cr_expect_null(judge_first(case_of(s), &f, &len));
         free(content);
         aj_eval_suite_free(s);
-}
-
-static char *heavy_content(size_t len)
-{
-        char *content = malloc(len + 2);
-        cr_assert_not_null(content);
-        uint32_t x = 1;
-        for (size_t i = 0; i < len; i++) {
-                x = x * 1103515245u + 12345u;
-                content[i] = (x >> 16) & 1 ? 'a' : 'b';
-        }
-        content[len] = 'c';
-        content[len + 1] = '\0';
-        return content;
 }
 
 static const char heavy_suite[] = "{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"files\": ["
