@@ -2,25 +2,16 @@
 /* A case's assertions against what its run did (the facts src/cli/eval.c gathers). Pure but
  * for the "matches" checks, which run in a child process with bounded memory and time. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "eval-bounded.h"
 #include "eval.h"
-#include "util/clock.h"
 #include "util/format.h"
-#include "util/macros.h"
-#include "util/process.h"
 #include "util/strv.h"
-#include "util/syscalls.h"
 
 /* Numbers are equal by value (1 and 1.0); anything else as jansson compares it. */
 static bool value_equal(json_t *a, json_t *b)
@@ -96,16 +87,10 @@ static void describe_event_check(const AjEvalEventCheck *e, char *buf, size_t si
         }
 }
 
-/* glibc's regexec() caches the automaton states it meets, and how many it meets depends on
- * the content, which is the agent's: "(a|b)*a(a|b){20}c" against 1 MiB of a and b took
- * 2.2 GB here. So a case's "matches" checks run in one child process that dies with its
- * parent, which kills it once it is AJ_EVAL_MATCH_MAX_BYTES resident past what the parent
- * had at the fork (its /proc statm, read every few ms) or when the case's
- * AJ_EVAL_MATCH_MAX_MS have passed; the kernel backs both (RLIMIT_AS four times that
- * much, RLIMIT_CPU). A resident bound, not RLIMIT_AS alone: regexec() answers "no match"
- * when an allocation fails, and ASan's allocator has its address space reserved from the
- * start. The child writes one byte per check to a pipe as it goes, so the checks before a
- * bound are still judged. */
+/* A case's "matches" checks run in one bounded child (eval-bounded.h): the states glibc's
+ * regexec() builds depend on the content, which is the agent's ("(a|b)*a(a|b){20}c"
+ * against 1 MiB of a and b took 2.2 GB here). It writes one byte per check as it goes, so
+ * the checks before a bound are still judged. */
 enum {
         MATCH_NO = 0,
         MATCH_YES = 1,
@@ -117,156 +102,60 @@ enum {
 
 static bool match_wanted(const AjEvalFileCheck *chk, const AjEvalFileFact *f)
 {
-        return chk->kind == AJ_EVAL_FILE_MATCHES && (f->read_error >= 0 || f->read_error == -ENOENT) && f->exists &&
-               f->regular && !f->too_big && f->content;
+        return chk->kind == AJ_EVAL_FILE_MATCHES && chk->re_compiled &&
+               (f->read_error >= 0 || f->read_error == -ENOENT) && f->exists && f->regular && !f->too_big && f->content;
 }
 
-/* Field `field` (0: size, 1: resident) of a statm file, in bytes; -1 if unreadable. */
-static long statm_bytes(int fd, int field)
-{
-        char buf[128];
-        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-        if (n <= 0)
-                return -1;
-        buf[n] = '\0';
-        long v[2] = { 0, 0 };
-        if (sscanf(buf, "%ld %ld", &v[0], &v[1]) != 2 || v[field] <= 0)
-                return -1;
-        return v[field] * sysconf(_SC_PAGESIZE);
-}
+typedef struct {
+        const AjEvalCase *c;
+        const AjEvalFacts *f;
+        signed char *res;
+        size_t next, got, want;
+} Matching;
 
-static long statm_of(const char *path, int field)
+static void match_body(void *arg, int out)
 {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return -1;
-        long b = statm_bytes(fd, field);
-        close(fd);
-        return b;
-}
-
-_noreturn_ static void matcher_child(const AjEvalCase *c, const AjEvalFacts *f, int out, pid_t parent)
-{
-        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-                _exit(3);
-        /* The caller's handlers (eval's SIGINT, SIGTERM) are not this process's. */
-        static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXCPU };
-        for (size_t i = 0; i < sizeof(sigs) / sizeof(*sigs); i++)
-                signal(sigs[i], SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        long vm = statm_of("/proc/self/statm", 0);
-        rlim_t secs = (AJ_EVAL_MATCH_MAX_MS + 999) / 1000, more = 4 * (rlim_t)AJ_EVAL_MATCH_MAX_BYTES;
-        struct rlimit as = { (rlim_t)vm + more, (rlim_t)vm + more }, cpu = { secs, secs + 1 }, core = { 0, 0 };
-        if (vm < 0 || setrlimit(RLIMIT_CORE, &core) < 0 || setrlimit(RLIMIT_AS, &as) < 0 ||
-            setrlimit(RLIMIT_CPU, &cpu) < 0)
-                _exit(4);
-        for (size_t i = 0; i < c->n_files; i++) {
-                if (!match_wanted(&c->files[i], &f->files[i]))
+        const Matching *m = arg;
+        for (size_t i = 0; i < m->c->n_files; i++) {
+                if (!match_wanted(&m->c->files[i], &m->f->files[i]))
                         continue;
                 /* regexec stops at a NUL: a file with one is matched up to it (docs/evals.md). */
                 errno = 0;
-                int r = regexec(&c->files[i].re, f->files[i].content, 0, NULL, 0);
+                int r = regexec(&m->c->files[i].re, m->f->files[i].content, 0, NULL, 0);
                 /* An allocation that failed comes back as REG_NOMATCH: errno tells. */
                 char b = r == 0 ? 'y' : errno == ENOMEM || r == REG_ESPACE ? 'm' : r == REG_NOMATCH ? 'n' : 'e';
-                ssize_t w;
-                do
-                        w = write(out, &b, 1);
-                while (w < 0 && errno == EINTR);
-                if (w != 1)
-                        _exit(5);
+                aj_eval_bounded_write(out, &b, 1);
         }
-        _exit(0);
+}
+
+static void match_answers(void *ctx, const char *b, size_t n)
+{
+        Matching *m = ctx;
+        for (size_t j = 0; j < n && m->got < m->want; j++, m->got++) {
+                while (m->res[m->next] == MATCH_UNUSED)
+                        m->next++;
+                m->res[m->next++] = b[j] == 'y'   ? MATCH_YES
+                                    : b[j] == 'n' ? MATCH_NO
+                                    : b[j] == 'm' ? MATCH_LIMIT
+                                                  : MATCH_FAILED;
+        }
 }
 
 static void match_all(const AjEvalCase *c, const AjEvalFacts *f, signed char *res)
 {
-        size_t want = 0;
+        Matching m = { .c = c, .f = f, .res = res };
         for (size_t i = 0; i < c->n_files; i++) {
                 res[i] = match_wanted(&c->files[i], &f->files[i]) ? MATCH_FAILED : MATCH_UNUSED;
-                want += res[i] == MATCH_FAILED;
+                m.want += res[i] == MATCH_FAILED;
         }
-        int p[2];
-        if (want == 0 || pipe2(p, O_CLOEXEC) < 0)
+        if (m.want == 0)
                 return;
-        pid_t parent = getpid();
-        long base = statm_of("/proc/self/statm", 1);
-        if (base < 0) {
-                close(p[0]);
-                close(p[1]);
-                return; /* no bound without it: every check fails, "the matching process failed" */
-        }
-        int pidfd = -1;
-        pid_t pid = aj_fork_pidfd(&pidfd);
-        if (pid == 0) {
-                close(p[0]);
-                matcher_child(c, f, p[1], parent);
-        }
-        close(p[1]);
-        if (pid < 0) {
-                close(p[0]);
-                return;
-        }
-        uint64_t deadline = aj_now_monotonic_ns() + (uint64_t)AJ_EVAL_MATCH_MAX_MS * 1000000ULL;
-        size_t next = 0, got = 0;
-        signed char rest = MATCH_FAILED; /* what the checks without an answer get */
-        char statm[64];
-        snprintf(statm, sizeof(statm), "/proc/%d/statm", (int)pid);
-        int mfd = open(statm, O_RDONLY | O_CLOEXEC);
-        while (mfd >= 0 && got < want) {
-                uint64_t now = aj_now_monotonic_ns();
-                if (now >= deadline) {
-                        rest = MATCH_LIMIT;
-                        break;
-                }
-                long rss = statm_bytes(mfd, 1);
-                if (rss > base + AJ_EVAL_MATCH_MAX_BYTES) {
-                        rest = MATCH_LIMIT;
-                        break;
-                }
-                /* Gone before answering: read what it wrote, then its status says why. */
-                struct pollfd pf = { .fd = p[0], .events = POLLIN };
-                int n = poll(&pf, 1, 4);
-                if (n < 0 && errno == EINTR) {
-                        rest = MATCH_INTERRUPTED;
-                        break;
-                }
-                if (n <= 0)
-                        continue; /* the deadline is checked above */
-                char buf[256];
-                ssize_t k = read(p[0], buf, sizeof(buf));
-                if (k < 0 && errno == EINTR) {
-                        rest = MATCH_INTERRUPTED;
-                        break;
-                }
-                if (k <= 0)
-                        break; /* it ended early: its status says why */
-                for (ssize_t j = 0; j < k && got < want; j++, got++) {
-                        while (res[next] == MATCH_UNUSED)
-                                next++;
-                        res[next++] = buf[j] == 'y'   ? MATCH_YES
-                                      : buf[j] == 'n' ? MATCH_NO
-                                      : buf[j] == 'm' ? MATCH_LIMIT
-                                                      : MATCH_FAILED;
-                }
-        }
-        close(p[0]);
-        if (mfd >= 0)
-                close(mfd);
-        (void)sys_pidfd_send_signal(pidfd, SIGKILL, NULL, 0);
-        siginfo_t si = { 0 };
-        int w;
-        do
-                w = waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED);
-        while (w < 0 && errno == EINTR);
-        close(pidfd);
-        /* Killed by the CPU limit, or out of address space before it could answer. */
-        if (rest == MATCH_FAILED && w == 0 &&
-            ((si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED) && si.si_status == SIGXCPU))
-                rest = MATCH_LIMIT;
-        for (size_t i = next; got < want && i < c->n_files; i++)
+        AjEvalBoundedEnd end = aj_eval_bounded(match_body, &m, match_answers, &m);
+        /* What the checks without an answer get. */
+        signed char rest = end == AJ_EVAL_BOUNDED_LIMIT         ? MATCH_LIMIT
+                           : end == AJ_EVAL_BOUNDED_INTERRUPTED ? MATCH_INTERRUPTED
+                                                                : MATCH_FAILED;
+        for (size_t i = m.next; m.got < m.want && i < c->n_files; i++)
                 if (res[i] == MATCH_FAILED)
                         res[i] = rest;
 }
@@ -315,7 +204,7 @@ static int judge_file(const AjEvalFileCheck *chk, const AjEvalFileFact *f, signe
         if (match == MATCH_LIMIT)
                 return add_failure(v,
                                    "files[%zu] %s: not matched against /%s/: matching needed more than %d MiB or %d s",
-                                   i, path, re, (int)(AJ_EVAL_MATCH_MAX_BYTES >> 20), AJ_EVAL_MATCH_MAX_MS / 1000);
+                                   i, path, re, (int)(AJ_EVAL_BOUNDED_MAX_BYTES >> 20), AJ_EVAL_BOUNDED_MAX_MS / 1000);
         if (match == MATCH_INTERRUPTED)
                 return add_failure(v, "files[%zu] %s: not matched against /%s/: interrupted", i, path, re);
         if (match != MATCH_NO)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eval-bounded.h"
 #include "eval.h"
 #include "meter.h"
 #include "util/fd.h"
@@ -503,13 +504,7 @@ static int parse_file_check(Where *w, json_t *v, AjEvalFileCheck *f)
         w->re_weight += weight;
         if (w->re_weight > RE_MAX_SUITE_WEIGHT)
                 return fail(w, "the suite's regular expressions together are past %d elements", RE_MAX_SUITE_WEIGHT);
-        int rc = regcomp(&f->re, re, REG_EXTENDED | REG_NOSUB | REG_NEWLINE);
-        if (rc != 0) {
-                char why[160];
-                regerror(rc, NULL, why, sizeof(why));
-                return fail(w, "not a valid regular expression: %s", why);
-        }
-        f->re_compiled = true;
+        /* Compiled by aj_eval_suite_compile(), after a bounded child has. */
         pop(w);
         return 0;
 }
@@ -960,6 +955,119 @@ int aj_eval_suite_load(const char *file, AjEvalSuite **ret, AjError *err)
                 return aj_error_set(err, r, "Cannot resolve the directory of '%s': %s", file, strerror(-r));
         }
         return suite_parse(file, dir, text, ret, err);
+}
+
+/* ---- compiling the patterns: first where it can be killed (eval-bounded.h) ---- */
+
+#define RE_FLAGS (REG_EXTENDED | REG_NOSUB | REG_NEWLINE)
+
+/* The child compiles every pattern in order and keeps them all (the parent will hold them
+ * all): 'c' before each, then 'k', or 'e' and the error code, and stops at an error. */
+static void compile_body(void *arg, int out)
+{
+        const AjEvalSuite *s = arg;
+        for (size_t i = 0; i < s->n_cases; i++)
+                for (size_t j = 0; j < s->cases[i].n_files; j++) {
+                        const AjEvalFileCheck *f = &s->cases[i].files[j];
+                        if (f->kind != AJ_EVAL_FILE_MATCHES)
+                                continue;
+                        aj_eval_bounded_write(out, "c", 1);
+                        regex_t re;
+                        int rc = regcomp(&re, f->text, RE_FLAGS);
+                        char rec[2] = { rc == 0 ? 'k' : 'e', (char)(rc & 0x7f) };
+                        aj_eval_bounded_write(out, rec, rc == 0 ? 1 : 2);
+                        if (rc != 0)
+                                return;
+                }
+}
+
+typedef struct {
+        size_t started, compiled; /* patterns begun, patterns compiled */
+        int error;                /* regcomp()'s code for pattern `started` - 1; 0 none */
+        bool want_code;
+} Compiling;
+
+static void compile_answers(void *ctx, const char *b, size_t n)
+{
+        Compiling *k = ctx;
+        for (size_t i = 0; i < n; i++) {
+                if (k->want_code) {
+                        k->error = b[i] ? b[i] : REG_ESPACE;
+                        k->want_code = false;
+                } else if (b[i] == 'c')
+                        k->started++;
+                else if (b[i] == 'k')
+                        k->compiled++;
+                else if (b[i] == 'e')
+                        k->want_code = true;
+        }
+}
+
+/* "FILE:LINE:COL: cases[I].expect.files[J].matches: message" */
+_printf_(5, 6) static int pattern_error(const AjEvalSuite *s, AjError *err, size_t i, size_t j, const char *fmt, ...)
+{
+        Where w = { .file = s->file, .text = s->text, .err = err };
+        push_key(&w, "cases");
+        push_index(&w, i);
+        push_key(&w, "expect");
+        push_key(&w, "files");
+        push_index(&w, j);
+        push_key(&w, "matches");
+        va_list ap;
+        va_start(ap, fmt);
+        int r = vfail(&w, AJ_JSON_AT_VALUE, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+int aj_eval_suite_compile(AjEvalSuite *s, AjError *err)
+{
+        Compiling k = { 0 };
+        AjEvalBoundedEnd end = aj_eval_bounded(compile_body, s, compile_answers, &k);
+        if (end == AJ_EVAL_BOUNDED_INTERRUPTED)
+                return aj_error_set(err, -EINTR, "%s: interrupted while its patterns were compiled", s->file);
+        /* Pattern number n (from 1) is where it stopped; 0: it did not start. */
+        size_t n = 0;
+        for (size_t i = 0; i < s->n_cases; i++)
+                for (size_t j = 0; j < s->cases[i].n_files; j++) {
+                        AjEvalFileCheck *f = &s->cases[i].files[j];
+                        if (f->kind != AJ_EVAL_FILE_MATCHES)
+                                continue;
+                        if (++n == k.started && k.error == REG_ESPACE)
+                                return pattern_error(s, err, i, j,
+                                                     "this regular expression is refused: compiling it needs more "
+                                                     "than %ld MiB",
+                                                     AJ_EVAL_BOUNDED_MAX_BYTES >> 20);
+                        if (n == k.started && k.error) {
+                                char why[160];
+                                regerror(k.error, NULL, why, sizeof(why));
+                                return pattern_error(s, err, i, j, "not a valid regular expression: %s", why);
+                        }
+                        if (n == k.started && k.compiled < n && end == AJ_EVAL_BOUNDED_LIMIT)
+                                return pattern_error(s, err, i, j,
+                                                     "this regular expression is refused: compiling it (after the "
+                                                     "patterns before it) needed more than %ld MiB or %d s",
+                                                     AJ_EVAL_BOUNDED_MAX_BYTES >> 20, AJ_EVAL_BOUNDED_MAX_MS / 1000);
+                }
+        if (k.compiled != n || k.error)
+                return aj_error_set(err, -EIO, "%s: its patterns could not be compiled in a bounded process%s", s->file,
+                                    end == AJ_EVAL_BOUNDED_LIMIT ? " (past its bounds)" : "");
+        /* Each compiled in the child within the bounds: here too, the same. */
+        n = 0;
+        for (size_t i = 0; i < s->n_cases; i++)
+                for (size_t j = 0; j < s->cases[i].n_files; j++) {
+                        AjEvalFileCheck *f = &s->cases[i].files[j];
+                        if (f->kind != AJ_EVAL_FILE_MATCHES || f->re_compiled)
+                                continue;
+                        int rc = regcomp(&f->re, f->text, RE_FLAGS);
+                        if (rc != 0) {
+                                char why[160];
+                                regerror(rc, NULL, why, sizeof(why));
+                                return pattern_error(s, err, i, j, "not a valid regular expression: %s", why);
+                        }
+                        f->re_compiled = true;
+                }
+        return 0;
 }
 
 int aj_eval_suite_error_at(const AjEvalSuite *s, AjError *err, size_t case_index, const char *key, const char *fmt, ...)

@@ -30,8 +30,6 @@
 #define AJ_EVAL_MAX_FILE_BYTES (1024 * 1024)   /* a file's content compared or matched */
 #define AJ_EVAL_MAX_OVERLAY_BYTES (4ULL << 30) /* file data an overlay case's changes may hold */
 #define AJ_EVAL_MAX_JOBS 64
-#define AJ_EVAL_MATCH_MAX_BYTES (256L << 20) /* a case's "matches" checks: address space added */
-#define AJ_EVAL_MATCH_MAX_MS 10000           /* ... and their time, all together */
 #define AJ_EVAL_DEFAULT_TIMEOUT_NS (600ULL * 1000000000ULL)
 #define AJ_EVAL_MAX_TIMEOUT_NS (24ULL * 3600ULL * 1000000000ULL)
 
@@ -117,6 +115,11 @@ int aj_eval_suite_parse(const char *file, const char *text, AjEvalSuite **ret, A
 /* Read `file` (at most AJ_EVAL_MAX_SUITE_BYTES) and parse it; relative paths in it start
  * in the file's directory made absolute (realpath), whatever the current directory. */
 int aj_eval_suite_load(const char *file, AjEvalSuite **ret, AjError *err);
+/* Compile the suite's "matches" patterns: all of them first in a bounded child process
+ * (eval-bounded.h: glibc's regcomp() has patterns that take it gigabytes or hours), then
+ * here. -EINVAL with the pattern's "FILE:LINE:COL: ...matches: message" when one is not a
+ * valid expression or is past the bounds; -EINTR when a signal came meanwhile. */
+int aj_eval_suite_compile(AjEvalSuite *s, AjError *err);
 /* "FILE:LINE:COL: cases[I].KEY: message" about a case's member (for the runner's checks
  * that need the file system, e.g. a fixture that is missing). Returns -EINVAL. */
 _printf_(5, 6) int aj_eval_suite_error_at(const AjEvalSuite *s, AjError *err, size_t case_index, const char *key,

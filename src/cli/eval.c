@@ -732,6 +732,8 @@ int aj_cmd_eval(int argc, char **argv)
         _cleanup_(aj_error_clear) AjError err = {};
         _cleanup_(aj_eval_suite_freep) AjEvalSuite *suite = NULL;
         r = aj_eval_suite_load(argv[optind], &suite, &err);
+        if (r >= 0)
+                r = aj_eval_suite_compile(suite, &err);
         if (r < 0) {
                 cli_fail("eval", "%s", aj_error_text(&err, r));
                 return EXIT_BAD_SUITE;

@@ -251,6 +251,17 @@ eval_run "$TEST_TMP/nofx.json"
 is "$EVAL_RC" 125 "a missing fixture exits 125 before any case runs"
 like "$EVAL_ERR" "nofx.json:2:13: cases\\[0\\]\\.fixture: '$TEST_TMP/not-there': No such file or directory" \
         "the missing fixture's error points at it"
+# A pattern glibc would take gigabytes to compile (\b 64 times) is refused after a bounded
+# child tried it, before any case runs; agentjail eval itself stays small.
+python3 -c 'import json, sys; json.dump({"cases": [{"name": "x", "command": ["true"], "expect": {"files": [{"path": "f", "matches": "\\b" * 64}]}}]}, open(sys.argv[1], "w"))' \
+        "$TEST_TMP/anchors.json"
+before=$(date +%s%N)
+eval_run "$TEST_TMP/anchors.json"
+is "$EVAL_RC" 125 "a pattern past the compile bounds exits 125"
+like "$EVAL_ERR" "anchors.json:1:[0-9]+: cases\\[0\\]\\.expect\\.files\\[0\\]\\.matches: this regular expression is refused: compiling it" \
+        "the error points at the pattern and says why"
+took_ms=$((($(date +%s%N) - before) / 1000000))
+ok "and it is refused within the time bound ($took_ms ms)" test "$took_ms" -lt 15000
 eval_run "$TEST_TMP/pair.json" -j 0
 is "$EVAL_RC" 2 "-j 0 is a usage error (2)"
 
