@@ -1020,51 +1020,58 @@ _printf_(5, 6) static int pattern_error(const AjEvalSuite *s, AjError *err, size
         return r;
 }
 
+static int invalid_pattern(const AjEvalSuite *s, AjError *err, size_t i, size_t j, int rc)
+{
+        char why[160];
+        regerror(rc, NULL, why, sizeof(why));
+        return pattern_error(s, err, i, j, "not a valid regular expression: %s", why);
+}
+
+/* The suite's n-th "matches" check (from 1) in *ret_i, *ret_j when there is one; returns
+ * how many there are. */
+static size_t find_pattern(const AjEvalSuite *s, size_t n, size_t *ret_i, size_t *ret_j)
+{
+        size_t count = 0;
+        for (size_t i = 0; i < s->n_cases; i++)
+                for (size_t j = 0; j < s->cases[i].n_files; j++)
+                        if (s->cases[i].files[j].kind == AJ_EVAL_FILE_MATCHES && ++count == n) {
+                                *ret_i = i;
+                                *ret_j = j;
+                        }
+        return count;
+}
+
 int aj_eval_suite_compile(AjEvalSuite *s, AjError *err)
 {
         Compiling k = { 0 };
         AjEvalBoundedEnd end = aj_eval_bounded(compile_body, s, compile_answers, &k);
         if (end == AJ_EVAL_BOUNDED_INTERRUPTED)
                 return aj_error_set(err, -EINTR, "%s: interrupted while its patterns were compiled", s->file);
-        /* Pattern number n (from 1) is where it stopped; 0: it did not start. */
-        size_t n = 0;
-        for (size_t i = 0; i < s->n_cases; i++)
-                for (size_t j = 0; j < s->cases[i].n_files; j++) {
-                        AjEvalFileCheck *f = &s->cases[i].files[j];
-                        if (f->kind != AJ_EVAL_FILE_MATCHES)
-                                continue;
-                        if (++n == k.started && k.error == REG_ESPACE)
-                                return pattern_error(s, err, i, j,
-                                                     "this regular expression is refused: compiling it needs more "
-                                                     "than %ld MiB",
-                                                     AJ_EVAL_BOUNDED_MAX_BYTES >> 20);
-                        if (n == k.started && k.error) {
-                                char why[160];
-                                regerror(k.error, NULL, why, sizeof(why));
-                                return pattern_error(s, err, i, j, "not a valid regular expression: %s", why);
-                        }
-                        if (n == k.started && k.compiled < n && end == AJ_EVAL_BOUNDED_LIMIT)
-                                return pattern_error(s, err, i, j,
-                                                     "this regular expression is refused: compiling it (after the "
-                                                     "patterns before it) needed more than %ld MiB or %d s",
-                                                     AJ_EVAL_BOUNDED_MAX_BYTES >> 20, AJ_EVAL_BOUNDED_MAX_MS / 1000);
-                }
-        if (k.compiled != n || k.error)
+        /* Where it stopped: the pattern it had begun last. */
+        size_t i = 0, j = 0, total = find_pattern(s, k.started, &i, &j);
+        if (k.started > 0 && k.error == REG_ESPACE)
+                return pattern_error(s, err, i, j,
+                                     "this regular expression is refused: compiling it needs more than %ld MiB",
+                                     AJ_EVAL_BOUNDED_MAX_BYTES >> 20);
+        if (k.started > 0 && k.error)
+                return invalid_pattern(s, err, i, j, k.error);
+        if (k.started > 0 && k.compiled < k.started && end == AJ_EVAL_BOUNDED_LIMIT)
+                return pattern_error(s, err, i, j,
+                                     "this regular expression is refused: compiling it (after the patterns before "
+                                     "it) needed more than %ld MiB or %d s",
+                                     AJ_EVAL_BOUNDED_MAX_BYTES >> 20, AJ_EVAL_BOUNDED_MAX_MS / 1000);
+        if (k.compiled != total || k.error)
                 return aj_error_set(err, -EIO, "%s: its patterns could not be compiled in a bounded process%s", s->file,
                                     end == AJ_EVAL_BOUNDED_LIMIT ? " (past its bounds)" : "");
         /* Each compiled in the child within the bounds: here too, the same. */
-        n = 0;
-        for (size_t i = 0; i < s->n_cases; i++)
-                for (size_t j = 0; j < s->cases[i].n_files; j++) {
+        for (i = 0; i < s->n_cases; i++)
+                for (j = 0; j < s->cases[i].n_files; j++) {
                         AjEvalFileCheck *f = &s->cases[i].files[j];
                         if (f->kind != AJ_EVAL_FILE_MATCHES || f->re_compiled)
                                 continue;
                         int rc = regcomp(&f->re, f->text, RE_FLAGS);
-                        if (rc != 0) {
-                                char why[160];
-                                regerror(rc, NULL, why, sizeof(why));
-                                return pattern_error(s, err, i, j, "not a valid regular expression: %s", why);
-                        }
+                        if (rc != 0)
+                                return invalid_pattern(s, err, i, j, rc);
                         f->re_compiled = true;
                 }
         return 0;
