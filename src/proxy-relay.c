@@ -150,29 +150,38 @@ static ssize_t egress_allow(Conn *c, size_t want)
         return -EDQUOT; /* fails closed even if the meter disagrees */
 }
 
-/* Sends what d's buffer holds (within the egress cap): 1 when it is empty, 0 when dst
- * would block, < 0 when the connection must close. */
-static int send_buffer(Conn *c, Dir *d, int dst, size_t *moved)
+/* Sends data[*off .. *off + *left) to dst; `counts`: within the egress cap and accounted
+ * to d as it goes. 1 when it is all sent, 0 when dst would block, < 0 when the connection
+ * must close. */
+static int send_span(Conn *c, Dir *d, int dst, const char *data, size_t *off, size_t *left, bool counts, size_t *moved)
 {
-        while (d->len > 0) {
-                ssize_t allow = egress_allow(c, d->len);
-                if (allow < 0)
+        while (*left > 0) {
+                ssize_t allow = (ssize_t)*left;
+                if (counts && (allow = egress_allow(c, *left)) < 0)
                         return (int)allow;
-                ssize_t n = send(dst, d->buf + d->off, (size_t)allow, MSG_NOSIGNAL | MSG_DONTWAIT);
+                ssize_t n = send(dst, data + *off, (size_t)allow, MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
                         return errno == EAGAIN ? 0 : negative_errno();
                 }
-                d->off += (size_t)n;
-                d->len -= (size_t)n;
+                *off += (size_t)n;
+                *left -= (size_t)n;
                 *moved += (size_t)n;
-                int r = account(c, d, (size_t)n);
-                if (r < 0)
+                int r;
+                if (counts && (r = account(c, d, (size_t)n)) < 0)
                         return r;
         }
-        d->off = 0;
         return 1;
+}
+
+/* Sends what d's buffer holds (within the egress cap): as send_span(). */
+static int send_buffer(Conn *c, Dir *d, int dst, size_t *moved)
+{
+        int r = send_span(c, d, dst, d->buf, &d->off, &d->len, true, moved);
+        if (r == 1)
+                d->off = 0;
+        return r;
 }
 
 /* Moves data src -> buffer -> dst until one side would block or the budget is used: a
@@ -236,24 +245,11 @@ static int pump(Conn *c, Dir *d, int src, int dst)
 static int send_prefix(Conn *c, Dir *d, int dst)
 {
         AjOutBuf *b = &d->prefix;
-        while (b->off < b->len) {
-                ssize_t allow = (ssize_t)(b->len - b->off);
-                if (d->prefix_counts && (allow = egress_allow(c, (size_t)allow)) < 0)
-                        return (int)allow;
-                ssize_t n = send(dst, b->data + b->off, (size_t)allow, MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return errno == EAGAIN ? 0 : negative_errno();
-                }
-                b->off += (size_t)n;
-                if (b->off == b->len)
-                        b->off = b->len = 0;
-                int r;
-                if (d->prefix_counts && (r = account(c, d, (size_t)n)) < 0)
-                        return r;
-        }
-        return 1;
+        size_t left = b->len - b->off, moved = 0;
+        int r = send_span(c, d, dst, b->data, &b->off, &left, d->prefix_counts, &moved);
+        if (b->off == b->len)
+                b->off = b->len = 0;
+        return r;
 }
 
 /* Plain HTTP, client -> upstream: the one request's body, exactly as far as its framing
