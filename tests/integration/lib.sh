@@ -188,6 +188,18 @@ skip_all() {
         exit "${AGENTJAIL_TEST_SKIP_STATUS:-77}"
 }
 
+# npm_reachable PKG LOG: whether the npm registry answers for PKG within 60 s (its output
+# in LOG). A file asks first, so that an unreachable registry fails it in a minute with
+# the reason, not at meson's time limit with its output and temporary files lost.
+npm_reachable() {
+        timeout 60 npm view "$1" version >"$2" 2>&1
+}
+
+# npm_why LOG: the error code npm gave, for a message.
+npm_why() {
+        grep -m1 -o 'code [A-Z_0-9]*' "$1" || { [[ -s $1 ]] && tail -c 200 "$1"; } || echo "no answer in 60 s"
+}
+
 # Rootless, agentjail refuses (fails closed) when it cannot enforce a profile's limits,
 # which is the norm outside a delegated cgroup v2 subtree.
 rootless_limits_ok() {

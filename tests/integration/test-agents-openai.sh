@@ -41,8 +41,8 @@ CACHE="${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/agent-cache/openai-ag
 sdk_ok() { [[ $(jq -r .version "$CACHE/node_modules/@openai/agents/package.json" 2>/dev/null) == "$SDK_VERSION" ]]; }
 if ! sdk_ok; then
         mkdir -p "$CACHE"
-        if ! timeout 60 npm view "@openai/agents@$SDK_VERSION" version >"$TEST_TMP/npm.log" 2>&1; then
-                skip_all "the npm registry cannot be reached ($(grep -m1 -o 'code [A-Z_0-9]*' "$TEST_TMP/npm.log"))"
+        if ! npm_reachable "@openai/agents@$SDK_VERSION" "$TEST_TMP/npm.log"; then
+                skip_all "the npm registry cannot be reached ($(npm_why "$TEST_TMP/npm.log"))"
         fi
         if ! (cd "$CACHE" && timeout 240 npm install --prefix . --no-audit --no-fund --no-save --silent \
                 "${SDK_PKGS[@]}") >"$TEST_TMP/npm.log" 2>&1 || ! sdk_ok; then

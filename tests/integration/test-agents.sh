@@ -48,8 +48,8 @@ cc_bin() {
 }
 if ! CC_BIN=$(cc_bin); then
         mkdir -p "$CACHE"
-        if ! timeout 60 npm view "@anthropic-ai/claude-code@$CC_VERSION" version >"$TEST_TMP/npm.log" 2>&1; then
-                skip_all "the npm registry cannot be reached ($(grep -m1 -o 'code [A-Z_0-9]*' "$TEST_TMP/npm.log"))"
+        if ! npm_reachable "@anthropic-ai/claude-code@$CC_VERSION" "$TEST_TMP/npm.log"; then
+                skip_all "the npm registry cannot be reached ($(npm_why "$TEST_TMP/npm.log"))"
         fi
         if ! (cd "$CACHE" && timeout 240 npm install --prefix . --no-audit --no-fund --no-save --silent \
                 "@anthropic-ai/claude-code@$CC_VERSION") >"$TEST_TMP/npm.log" 2>&1 || ! CC_BIN=$(cc_bin); then

@@ -322,7 +322,9 @@ like "$(events_of net.denied)" 'gateway' "net.denied says to use the gateway"
 # --- the official SDKs from the npm registry, unchanged, in the jail
 if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
         skip "the official SDKs" "node and npm are needed (bash scripts/setup installs them)"
-elif ! (cd "$WORKSPACE" && timeout 300 npm install --no-audit --no-fund --silent @anthropic-ai/sdk openai) >"$T/npm.log" 2>&1; then
+elif ! npm_reachable openai "$T/npm.log"; then
+        skip "the official SDKs" "the npm registry cannot be reached ($(npm_why "$T/npm.log"))"
+elif ! (cd "$WORKSPACE" && timeout 150 npm install --no-audit --no-fund --silent @anthropic-ai/sdk openai) >"$T/npm.log" 2>&1; then
         skip "the official SDKs" "npm install @anthropic-ai/sdk openai failed: $(tail -c 300 "$T/npm.log")"
 else
         cat >"$WORKSPACE/sdk.js" <<'JS'

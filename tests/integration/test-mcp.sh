@@ -114,7 +114,9 @@ SERVER=$CACHE/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js
 have_modules() { [[ -f $SERVER && -f $CACHE/node_modules/@modelcontextprotocol/sdk/package.json ]]; }
 if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
         skip "the MCP SDK client and server-filesystem" "node and npm are needed (bash scripts/setup installs them)"
-elif ! have_modules && ! { mkdir -p "$CACHE" && timeout 300 npm install --prefix "$CACHE" --no-audit --no-fund --silent \
+elif ! have_modules && ! npm_reachable @modelcontextprotocol/sdk@1 "$TEST_TMP/npm.log"; then
+        skip "the MCP SDK client and server-filesystem" "the npm registry cannot be reached ($(npm_why "$TEST_TMP/npm.log"))"
+elif ! have_modules && ! { mkdir -p "$CACHE" && timeout 150 npm install --prefix "$CACHE" --no-audit --no-fund --silent \
         @modelcontextprotocol/sdk@1 @modelcontextprotocol/server-filesystem >"$TEST_TMP/npm.log" 2>&1 && have_modules; }; then
         skip "the MCP SDK client and server-filesystem" "the npm registry cannot be reached: $(tail -c 300 "$TEST_TMP/npm.log")"
 else
