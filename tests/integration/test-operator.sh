@@ -285,10 +285,13 @@ is "$RC" 1 "freeze after the end: not live"
 
 # ------------------------------------------------------------------ pending calls
 # An allowed tool call is pending until its tool_result, which may come from another
-# process (each `agentjail meter` is its own connection).
+# process (each `agentjail meter` is its own connection). The result comes when the test
+# says so (the file go), not after a fixed time: a slow machine took longer than 2 s for
+# the two inspects.
 start_jail_bg --name op-pending -- /bin/sh -c '
         agentjail meter tool crm.update --id c-77 --args "{\"id\": 1}" >/dev/null &&
-        agentjail meter tool search --id c-78 >/dev/null && echo called >ready && sleep 2 &&
+        agentjail meter tool search --id c-78 >/dev/null && echo called >ready &&
+        i=0 && while [ ! -e go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done &&
         agentjail meter result c-77 --status ok >/dev/null && echo settled >ready2 && sleep 60'
 PD_DIR=$(wait_run_dir 10)
 PD=${PD_DIR##*/}
@@ -299,6 +302,7 @@ if wait_sock "$PD" && wait_for_output "$WORKSPACE/ready" called 10; then
         is "$(jq -r '.pending[0].arguments_sha256 | length' <<<"$OUT")" 64 "inspect: a pending call's arguments digest"
         aj inspect op-pending
         like "$OUT" "c-77 +crm.update +running +[0-9.]+s " "inspect (text) lists the pending calls and their state" || op_diag
+        echo >"$WORKSPACE/go"
         if wait_for_output "$WORKSPACE/ready2" settled 10; then
                 aj inspect op-pending --json
                 is "$(jq -r '[.pending[]["gen_ai.tool.call.id"]] | join(",")' <<<"$OUT")" c-78 \
@@ -312,7 +316,7 @@ fi
 aj kill "$PD"
 wait_exit "$BG_PID" 15
 isnt "$WAIT_RC" 124 "the pending-calls run ends when killed"
-rm -f "$WORKSPACE/ready" "$WORKSPACE/ready2"
+rm -f "$WORKSPACE/ready" "$WORKSPACE/ready2" "$WORKSPACE/go"
 
 # ------------------------------------------------------------------ rollback: the journal
 run_jail --name op-rollback -- /bin/sh -c '
