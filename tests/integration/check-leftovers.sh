@@ -55,6 +55,9 @@ fi
 left=$(find /tmp -maxdepth 1 -name 'agentjail-test.*' -printf '%f ' 2>/dev/null)
 is "$left" "" "no test temporary directories are left in /tmp"
 
+hosts=$(ip netns list 2>/dev/null | awk '/^ajth-/ { printf "%s ", $1 }')
+is "$hosts" "" "no test host network namespace (test_host_up) is left"
+
 printf '1..%d\n' "$TAP_COUNT"
 ((TAP_FAILED == 0)) || exit 1
 exit 0

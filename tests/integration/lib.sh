@@ -619,7 +619,21 @@ wait_file() {
 # parts of a documentation /24, such as 198.51.100); TH_NS names the namespace. Removed by
 # test_host_down, and at exit.
 test_host_up() {
-        local base=$((4 * ($$ % 63)))
+        # A test file killed outright (meson's time limit sends SIGKILL) cannot remove its
+        # test host: remove those whose file is gone, or their route would take this one's
+        # packets. Then a /30 that no interface here has.
+        local ns pid base=$((4 * ($$ % 63))) tries
+        for ns in $(ip netns list 2>/dev/null | awk '/^ajth-[0-9]+/ { print $1 }'); do
+                pid=${ns#ajth-}
+                if ! kill -0 "$pid" 2>/dev/null; then
+                        ip link del "ajh$pid" 2>/dev/null
+                        ip netns del "$ns" 2>/dev/null
+                fi
+        done
+        for ((tries = 0; tries < 63; tries++)); do
+                ip -br addr | grep -q " $1\.$((base + 1))/" || break
+                base=$(((base + 4) % 252))
+        done
         TH_NS="ajth-$$" TH_VH="ajh$$" TH_VT="ajt$$"
         TH_HOSTIP="$1.$((base + 1))" TH_IP="$1.$((base + 2))"
         trap 'test_host_down; cleanup' EXIT
