@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Where each millisecond of an agentjail start-up goes, from `agentjail run -vv` runs.
 
-  tests/helpers/startup-steps.py --runs N [--out FIGURES.json] -- AGENTJAIL run -vv ... -- CMD
+  tests/helpers/startup-steps.py --runs N [--gap MS] [--out FIGURES.json] -- AGENTJAIL run -vv ... -- CMD
   tests/helpers/startup-steps.py STEPS.txt [FIGURES.json]
 
 The first form runs the command N times (stdin and stdout /dev/null, stderr read), timing
-each from spawn to exit; the second reads -vv lines saved from several runs
+each from spawn to exit (--gap: MS idle before each run, as when other work comes
+between runs; the default runs them back to back); the second reads -vv lines saved from several runs
 ("agentjail: +1.234 ms STEP"), a line "--" after each run. The supervisor's steps and the
 jail init's ("init: ...") are stamped with the time since the supervisor started; a step's
 own time is the time since the previous step of the same process (the init's first, since
@@ -44,11 +45,13 @@ def runs_of(path):
         yield run
 
 
-def run_all(n, argv, path):
-    """Runs argv n times; its -vv lines go to path, "--" after each; the wall times back."""
+def run_all(n, argv, path, gap_ms=0.0):
+    """Runs argv n times (gap_ms apart); its -vv lines go to path, "--" after each; the wall times back."""
     walls = []
     with open(path, "w") as f:
         for _ in range(n):
+            if gap_ms:
+                time.sleep(gap_ms / 1000)
             t0 = time.perf_counter_ns()
             p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             walls.append((time.perf_counter_ns() - t0) / 1e6)
@@ -63,7 +66,9 @@ def main():
     if args[:1] == ["--runs"]:
         if len(args) < 4 or not args[1].isdigit() or int(args[1]) < 1:
             sys.exit(USAGE)
-        n, args = int(args[1]), args[2:]
+        n, args, gap = int(args[1]), args[2:], 0.0
+        if args[:1] == ["--gap"] and len(args) > 1:
+            gap, args = float(args[1]), args[2:]
         if args[:1] == ["--out"] and len(args) > 1:
             out, args = args[1], args[2:]
         if args[:1] != ["--"] or len(args) < 2:
@@ -71,7 +76,7 @@ def main():
         fd, src = tempfile.mkstemp(suffix=".steps")
         os.close(fd)
         try:
-            report(src, out, run_all(n, args[1:], src))
+            report(src, out, run_all(n, args[1:], src, gap))
         finally:
             os.unlink(src)
         return
