@@ -175,6 +175,38 @@ static int clone_jail(Run *run)
         return 0;
 }
 
+/* The jail's mount namespace, opened while the child still has our credentials (it is our
+ * unreaped child: the pid is its own). The watchdog holds it from JOINED on, so that its
+ * teardown (every mount of the root, an RCU grace period: 0.3 ms here) happens in the
+ * watchdog's exit after the run, not in the init's on the run's way out. Only an
+ * optimisation: without it the init's exit tears the namespace down, as before. */
+static int open_mount_ns(Run *run)
+{
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)run->h.pid);
+        run->mnt_ns_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (run->mnt_ns_fd < 0)
+                aj_debug("Cannot open the jail's mount namespace (%s): %m; its init tears it down", path);
+        return 0;
+}
+
+static void close_mount_ns(Run *run)
+{
+        if (run->mnt_ns_fd >= 0)
+                close(run->mnt_ns_fd);
+        run->mnt_ns_fd = -1;
+}
+
+static void hand_mount_ns_to_watchdog(Run *run)
+{
+        if (run->mnt_ns_fd < 0)
+                return;
+        int r = aj_sup_watchdog_hold(&run->watchdog, run->mnt_ns_fd);
+        if (r < 0)
+                aj_debug("The watchdog cannot hold the jail's mount namespace: %s", strerror(-r));
+        close_mount_ns(run);
+}
+
 static int write_maps(Run *run)
 {
         int r = aj_userns_write_maps(run->h.pid, run->profile->uid, run->host_uid, run->profile->gid, run->host_gid,
@@ -286,6 +318,7 @@ static int let_command_run(Run *run)
         /* The ctime rule's start: nothing in the jail has run the command before JOINED. */
         run->since_ns = aj_now_realtime_coarse_ns();
         (void)aj_spawn_joined(&run->h);
+        hand_mount_ns_to_watchdog(run);
         aj_run_write_json(run);
         return 0;
 }
@@ -322,6 +355,7 @@ static const Step steps[] = {
         { "parts ready", aj_run_parts_init, aj_run_loop_close },
         { "pipes made", make_pipes, close_pipes },
         { "cloned", clone_jail, aj_run_kill_jail },
+        { NULL, open_mount_ns, close_mount_ns },
         { "maps written", write_maps, NULL },
         { NULL, release_jail, NULL },
         { "mount trees prepared", aj_run_setup_idmap, NULL },
@@ -465,6 +499,7 @@ int aj_jail_run(const AjRunOptions *opts)
                 .out_pipe = { -1, -1 },
                 .err_pipe = { -1, -1 },
                 .proxy_fds = { -1, -1 },
+                .mnt_ns_fd = -1,
                 .sigfd = -1,
                 .watchdog = AJ_SUP_WATCHDOG_INIT,
                 .term = AJ_SUP_TERMINAL_INIT,

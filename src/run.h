@@ -102,6 +102,7 @@ typedef struct {
         AjRunChild child;
         int out_pipe[2], err_pipe[2]; /* until the clone: the command's stdout and stderr */
         int proxy_fds[2];             /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
+        int mnt_ns_fd;                /* the jail's mount namespace, until the watchdog holds it */
 
         /* the supervisor: its loop and its parts */
         AjLoop *loop;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +30,8 @@
 /* How many times a run's watchdog is replaced after it died; the next death ends the run,
  * so a loop of kills cannot keep the supervisor forking. */
 #define WATCHDOG_RESTARTS_MAX 3
+/* What aj_sup_watchdog_hold() may hand it: the jail's mount namespace. */
+#define WATCHDOG_HELD_MAX 4
 
 /* In the watchdog, the supervisor gone: supervisor.lost closes the chain, and run.json's
  * anchor moves to it, so that removing it shows in `logs --verify`. */
@@ -49,7 +52,8 @@ static void record_lost(const AjSupWatchdog *wd)
 /*
  * If the supervisor is SIGKILLed, the jail dies with it (PDEATHSIG on init), but
  * its cgroup and runtime dir would stay. A tiny process outside the jail waits on
- * a pipe: EOF without the 'D' byte means the supervisor is gone, and it cleans up.
+ * a socket: its end without the 'D' message means the supervisor is gone, and it cleans
+ * up. An 'H' message hands it an fd to hold until it exits (aj_sup_watchdog_hold()).
  * The supervisor in turn holds a pidfd on it (watchdog_exited()).
  */
 _noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd, int prework_fd)
@@ -79,13 +83,24 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd, int prewo
                 dup2(devnull, 0);
                 dup2(devnull, 1);
         }
-        char c = 0;
-        ssize_t n;
-        do
-                n = read(rfd, &c, 1);
-        while (n < 0 && errno == EINTR);
-        if (n == 1 && c == 'D')
-                _exit(0);
+        /* Held until we exit; the kernel drops them then. */
+        int held[WATCHDOG_HELD_MAX];
+        size_t n_held = 0;
+        for (;;) {
+                char c = 0;
+                int fd = -1;
+                ssize_t n = aj_recv_with_fd(rfd, &c, 1, &fd);
+                if (n == 1 && c == 'H' && fd >= 0 && n_held < ARRAY_SIZE(held)) {
+                        held[n_held++] = fd;
+                        continue;
+                }
+                if (fd >= 0)
+                        close(fd);
+                if (n == 1 && c == 'D')
+                        _exit(0);
+                if (n != -EBADMSG && !(n == 1 && c == 'H'))
+                        break; /* the supervisor's end closed: it is gone */
+        }
 
         /* First, while the operator's shell may still be waiting for its terminal: the
          * supervisor may have died with it in raw mode. */
@@ -102,7 +117,7 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd, int prewo
 static int watchdog_fork(AjSupWatchdog *wd)
 {
         int p[2], w[2] = { -1, -1 };
-        if (pipe2(p, O_CLOEXEC) < 0)
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) < 0)
                 return -errno;
         /* Only the first watchdog works for the supervisor; a failed pipe just skips it. */
         if (wd->cfg.prework && wd->restarts == 0 && wd->prework_fd < 0 && pipe2(w, O_CLOEXEC) < 0)
@@ -141,6 +156,13 @@ static int watchdog_fork(AjSupWatchdog *wd)
         wd->pid = pid;
         wd->pidfd = pidfd;
         return 0;
+}
+
+int aj_sup_watchdog_hold(AjSupWatchdog *wd, int fd)
+{
+        if (wd->fd < 0)
+                return -ENOTCONN;
+        return aj_send_with_fd(wd->fd, "H", 1, fd);
 }
 
 int aj_sup_watchdog_take_prework(AjSupWatchdog *wd)
@@ -246,7 +268,7 @@ void aj_sup_watchdog_finish(AjSupWatchdog *wd)
                 return;
         /* It exits as soon as it reads 'D'; waiting for that would only add latency
          * (our own exit hands it to init, which reaps it). */
-        (void)aj_write_all(wd->fd, "D", 1);
+        (void)aj_send_with_fd(wd->fd, "D", 1, -1);
         close(wd->fd);
         wd->fd = -1;
 }

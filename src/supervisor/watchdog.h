@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The watchdog: a process forked outside the jail (comm aj-watchdog, a process group of its
- * own) that waits on a pipe; if the supervisor dies without saying "done", it restores the
+ * own) that waits on a socket; if the supervisor dies without saying "done", it restores the
  * operator's terminal, kills and removes the run's cgroup and runtime dir, and appends
  * supervisor.lost. The supervisor holds a pidfd on it in its loop: a dead watchdog is
  * replaced (3 times), then the run ends (fail closed).
@@ -39,7 +39,7 @@ typedef struct {
         void *userdata;
         AjSupSink events;
         AjLoop *loop;
-        int fd; /* write end: 'D' then close on a clean finish */
+        int fd; /* our end of its socket: 'D' then close on a clean finish */
         pid_t pid;
         int pidfd; /* in the loop */
         AjLoopIo *io;
@@ -62,5 +62,10 @@ void aj_sup_watchdog_stop(AjSupWatchdog *wd);
 pid_t aj_sup_watchdog_pid(const AjSupWatchdog *wd);
 /* The run is over and cleaned up: "done", it exits. */
 void aj_sup_watchdog_finish(AjSupWatchdog *wd);
+/* Hands it a duplicate of fd (the caller keeps its own) to hold until it exits: the jail's
+ * mount namespace, whose teardown (an RCU grace period, every mount of the jail's root
+ * unmounted) then happens in the watchdog's exit after the run, not in the jail init's on
+ * the run's way out. At most 4; a watchdog started again after a death holds none. */
+int aj_sup_watchdog_hold(AjSupWatchdog *wd, int fd);
 /* The prework's read end (the caller's to close), or -1. */
 int aj_sup_watchdog_take_prework(AjSupWatchdog *wd);

@@ -36,5 +36,12 @@ int aj_mkdir_p(const char *path, mode_t mode);
 #define AJ_RM_RF_OPEN_LEVELS 16
 int aj_rm_rf(const char *path);
 int aj_fd_set_nonblock(int fd, bool nonblock);
+/* One message on a SOCK_SEQPACKET or SOCK_DGRAM socket with one fd attached (SCM_RIGHTS;
+ * none when fd < 0), retried on EINTR, no SIGPIPE: 0 or -errno. */
+int aj_send_with_fd(int sock, const void *buf, size_t len, int fd);
+/* One such message: its bytes (0 at the peer's end), or -errno. *ret_fd gets the fd it
+ * carried (O_CLOEXEC), or -1; one that was cut short (more bytes or fds than asked for)
+ * gives -EBADMSG, with any fd it carried closed. */
+ssize_t aj_recv_with_fd(int sock, void *buf, size_t len, int *ret_fd);
 /* Close every fd >= from except those listed (used in the jail child). */
 int aj_close_all_except(int from, const int *keep, size_t n_keep);

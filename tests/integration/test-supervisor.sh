@@ -169,6 +169,12 @@ start_jail_bg -- /bin/sh -c './probe sleep 60 & ./probe sleep 60; wait'
 if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
         id=${rdir##*/}
         is "$(jq -r .watchdog_pid "$rdir/run.json")" "$wd" "run.json names the watchdog, the supervisor's child aj-watchdog"
+        # It holds the jail's mount namespace, so that its teardown happens in the
+        # watchdog's exit after the run rather than in the init's on the run's way out.
+        init=$(pgrep -P "$BG_PID" -x agentjail-init)
+        mnt=$(readlink "/proc/$init/ns/mnt")
+        held=$(for f in /proc/"$wd"/fd/*; do readlink "$f"; done 2>/dev/null | grep -cxF "$mnt")
+        is "$held" 1 "the watchdog holds the jail's mount namespace ($mnt, the init's $init)"
         jailed=$(descendants "$BG_PID" | grep -vx "$wd" | tr '\n' ' ')
         kill -KILL "$wd"
         if wd2=$(next_watchdog "$BG_PID" "$wd"); then
