@@ -609,6 +609,8 @@ static int plan_seccomp(Run *run)
 static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
 {
         const AjProfile *p = run->profile;
+        /* The pipes are made before the plan (the jail is cloned first): keep them. */
+        int out = cfg->stdout_fd, err = cfg->stderr_fd;
         *cfg = (AjSpawnConfig){
                 .rootless = run->rootless,
                 .uid = p->uid,
@@ -622,8 +624,8 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
                 .cgroup_v2_fd = -1,
                 .proxy_listeners = run->net_policy != NULL,
                 .gateway_listener = p->n_llm_providers > 0,
-                .stdout_fd = -1,
-                .stderr_fd = -1,
+                .stdout_fd = out,
+                .stderr_fd = err,
         };
         aj_sup_terminal_child_config(&run->term, cfg);
         if (p->nofile)

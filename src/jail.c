@@ -150,27 +150,68 @@ static void userns_hint(int err)
                 aj_error("%s", hint);
 }
 
+/* The child's config lives in memory it shares with us: the jail is cloned before the plan
+ * exists, and makes its network namespace (a third of a millisecond) while we plan; GO
+ * comes once its config is complete (publish_config). A reservation, not an allocation:
+ * only the pages written exist; its size bounds what the plan, the command line and the
+ * environment may take (they are copied in whole). */
+static int map_shared(Run *run)
+{
+        size_t size = 16u << 20;
+        for (char **a = run->opts->argv; a && *a; a++)
+                size += 2 * (strlen(*a) + 1 + sizeof(char *));
+        for (char **e = environ; e && *e; e++)
+                size += 2 * (strlen(*e) + 1 + sizeof(char *));
+        int r = aj_shared_map(&run->shared, size);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot map memory for the jail's configuration");
+        run->jail_cfg = aj_shared_alloc(&run->shared, sizeof(*run->jail_cfg));
+        if (!run->jail_cfg)
+                return -ENOMEM;
+        run->jail_cfg->stdout_fd = run->jail_cfg->stderr_fd = run->jail_cfg->cgroup_v2_fd = -1;
+        if (aj_log_enabled(AJ_LOG_DEBUG))
+                run->init_trace = run->jail_cfg->trace = aj_shared_alloc(&run->shared,
+                                                                         _AJ_CHILD_T_MAX * sizeof(uint64_t));
+        return 0;
+}
+
+static int publish_config(Run *run)
+{
+        int r = aj_spawn_config_share(&run->cfg, &run->shared, run->jail_cfg);
+        if (r < 0)
+                return aj_log_errno(r,
+                                    "The jail's configuration (mounts, command line, environment) does not fit "
+                                    "in %zu MiB",
+                                    run->shared.size >> 20);
+        return 0;
+}
+
 static int clone_jail(Run *run)
 {
-        if (aj_log_enabled(AJ_LOG_DEBUG)) {
-                void *m = mmap(NULL, _AJ_CHILD_T_MAX * sizeof(uint64_t), PROT_READ | PROT_WRITE,
-                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-                run->init_trace = run->cfg.trace = m == MAP_FAILED ? NULL : m;
-        }
-        run->cfg.cgroup_v2_fd = run->cgroup ? aj_cgroup_v2_fd(run->cgroup) : -1;
-        int r = aj_spawn_clone(&run->cfg, &run->h);
+        run->jail_cfg->cgroup_v2_fd = run->cgroup ? aj_cgroup_v2_fd(run->cgroup) : -1;
+        int r = aj_spawn_clone(run->jail_cfg, &run->h);
         if (r < 0) {
                 aj_log_errno(r, "Cannot create the jail's namespaces (clone3)");
                 userns_hint(r);
                 return r;
         }
+        /* The child has the write ends (the config keeps their numbers). */
+        for (int *fd = &run->out_pipe[1]; fd; fd = fd == &run->out_pipe[1] ? &run->err_pipe[1] : NULL)
+                if (*fd >= 0) {
+                        close(*fd);
+                        *fd = -1;
+                }
+        return 0;
+}
+
+/* The read ends to the output part, once it exists (after the plan, which sets its caps). */
+static int wire_output(Run *run)
+{
         if (aj_sup_terminal_has_tty(&run->term))
                 aj_sup_output_no_pipes(&run->output); /* all output is the pty's */
         else {
-                close(run->out_pipe[1]);
-                close(run->err_pipe[1]);
                 aj_sup_output_set_pipes(&run->output, run->out_pipe[0], run->err_pipe[0]);
-                run->out_pipe[0] = run->out_pipe[1] = run->err_pipe[0] = run->err_pipe[1] = -1;
+                run->out_pipe[0] = run->err_pipe[0] = -1;
         }
         return 0;
 }
@@ -350,12 +391,15 @@ static const Step steps[] = {
         { "prepared (profile, run dir)", aj_run_prepare, NULL },
         { NULL, setup_terminal, restore_terminal },
         { NULL, start_watchdog, finish_watchdog },
-        { "planned (mounts, seccomp, env)", plan, remove_runtime_dir },
         { "cgroup created", aj_run_setup_cgroup, destroy_cgroup },
-        { "parts ready", aj_run_parts_init, aj_run_loop_close },
         { "pipes made", make_pipes, close_pipes },
+        { NULL, map_shared, NULL }, /* unmapped by run_free() */
         { "cloned", clone_jail, aj_run_kill_jail },
         { NULL, open_mount_ns, close_mount_ns },
+        { "planned (mounts, seccomp, env)", plan, remove_runtime_dir },
+        { "parts ready", aj_run_parts_init, aj_run_loop_close },
+        { NULL, wire_output, NULL },
+        { NULL, publish_config, NULL },
         { "maps written", write_maps, NULL },
         { NULL, release_jail, NULL },
         { "mount trees prepared", aj_run_setup_idmap, NULL },
@@ -460,8 +504,7 @@ static void run_free(Run *run)
         aj_sup_output_done(&run->output);
         aj_sup_terminal_done(&run->term);
         aj_spawn_handle_done(&run->h);
-        if (run->init_trace)
-                munmap(run->init_trace, _AJ_CHILD_T_MAX * sizeof(uint64_t));
+        aj_shared_unmap(&run->shared); /* init_trace with it */
         for (int i = 0; i < 2; i++)
                 if (run->proxy_fds[i] >= 0)
                         close(run->proxy_fds[i]);
@@ -500,6 +543,8 @@ int aj_jail_run(const AjRunOptions *opts)
                 .err_pipe = { -1, -1 },
                 .proxy_fds = { -1, -1 },
                 .mnt_ns_fd = -1,
+                .cfg = { .stdout_fd = -1, .stderr_fd = -1, .cgroup_v2_fd = -1 },
+                .shared = AJ_SHARED_INIT,
                 .sigfd = -1,
                 .watchdog = AJ_SUP_WATCHDOG_INIT,
                 .term = AJ_SUP_TERMINAL_INIT,

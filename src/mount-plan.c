@@ -16,6 +16,7 @@
 
 #include "mount-internal.h"
 #include "util/path.h"
+#include "util/shared.h"
 
 /* ---- steps ------------------------------------------------------------ */
 
@@ -585,4 +586,36 @@ fail:
                 *ret_error = (AjError){ .err = r, .message = TAKE_PTR(err.message) };
         }
         return r;
+}
+
+const AjMountPlan *aj_mount_plan_share(const AjMountPlan *plan, AjShared *s)
+{
+        AjMountPlan *c = aj_shared_alloc(s, sizeof(*c));
+        AjMountStep *steps = aj_shared_alloc(s, (plan->n ? plan->n : 1) * sizeof(*steps));
+        if (!c || !steps)
+                return NULL;
+        for (size_t i = 0; i < plan->n; i++) {
+                const AjMountStep *from = &plan->steps[i];
+                AjMountStep *to = &steps[i];
+                *to = *from; /* fstype is a string literal: the same address in the child */
+                to->source = aj_shared_strdup(s, from->source);
+                to->target = aj_shared_strdup(s, from->target);
+                to->options = aj_shared_strdup(s, from->options);
+                to->overlay = aj_shared_strdup(s, from->overlay);
+                if ((from->source && !to->source) || (from->target && !to->target) || (from->options && !to->options) ||
+                    (from->overlay && !to->overlay))
+                        return NULL;
+        }
+        /* Only what the child reads: the checks and their lists stay with the supervisor. */
+        *c = (AjMountPlan){
+                .steps = steps,
+                .n = plan->n,
+                .allocated = plan->n,
+                .root = aj_shared_strdup(s, plan->root),
+                .workdir = aj_shared_strdup(s, plan->workdir),
+                .allow_degraded_idmap = plan->allow_degraded_idmap,
+        };
+        if ((plan->root && !c->root) || (plan->workdir && !c->workdir))
+                return NULL;
+        return c;
 }

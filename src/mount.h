@@ -65,6 +65,10 @@ bool aj_mount_plan_places_judged(const AjMountPlan *plan);
 #define AJ_OVERLAY_WORK "work"
 
 int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_error);
+/* The jail child's copy of the plan, in memory it shares with the supervisor (the child is
+ * cloned before the plan is made): what aj_mount_apply() reads. NULL when it does not fit. */
+struct AjShared;
+const AjMountPlan *aj_mount_plan_share(const AjMountPlan *plan, struct AjShared *s);
 /* The detached tree aj_mount_plan_prepare() made for step `step`, or -1 (the plan keeps it):
  * how the supervisor hands the trees to a jail cloned before they were made. */
 int aj_mount_plan_tree_fd(const AjMountPlan *plan, size_t step);

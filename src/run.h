@@ -41,6 +41,7 @@
 #include "supervisor/work.h"
 #include "supervisor/workspace-start.h"
 #include "util/loop.h"
+#include "util/shared.h"
 
 /* The run's runtime dir as the jail sees it. */
 #define AJ_JAIL_DIR "/run/agentjail"
@@ -103,6 +104,8 @@ typedef struct {
         int out_pipe[2], err_pipe[2]; /* until the clone: the command's stdout and stderr */
         int proxy_fds[2];             /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
         int mnt_ns_fd;                /* the jail's mount namespace, until the watchdog holds it */
+        AjShared shared;              /* shared with the jail child: its copy of the config */
+        AjSpawnConfig *jail_cfg;      /* in `shared`: complete from publish_config() on */
 
         /* the supervisor: its loop and its parts */
         AjLoop *loop;

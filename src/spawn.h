@@ -135,8 +135,15 @@ typedef struct {
         bool in_v2_cgroup;
 } AjSpawnHandle;
 
-/* Clone the jail's init. The child waits for aj_spawn_go(). */
+/* Clone the jail's init (into cfg->cgroup_v2_fd). The child waits for aj_spawn_go(). cfg
+ * may live in memory shared with the child (src/util/shared.h) and be completed after the
+ * clone, with aj_spawn_config_share(): until GO the child reads only cfg->trace. */
 int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret);
+/* A deep copy of src into dst, both its strings and its plan in s (dst lives there too),
+ * keeping dst's trace and cgroup_v2_fd: what the child reads after GO. -E2BIG when s is
+ * full. */
+struct AjShared;
+int aj_spawn_config_share(const AjSpawnConfig *src, struct AjShared *s, AjSpawnConfig *dst);
 int aj_spawn_go(AjSpawnHandle *h);
 /* After aj_spawn_go(): the detached trees aj_mount_plan_prepare() made after the clone
  * (none: still sent, the child waits for them before it builds its root). */

@@ -9,9 +9,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "spawn.h"
+#include "util/shared.h"
 
 static int sp[2];
 
@@ -108,4 +110,68 @@ Test(spawn, trees_that_do_not_add_up_are_refused)
         sp[0] = -1;
         cr_expect_eq(aj_spawn_recv_trees(sp[1], 3, &trees), -EPROTO, "the supervisor gone");
         close(fd);
+}
+
+/* The jail is cloned before its config exists: the config is copied afterwards into memory
+ * mapped before the fork, where the child finds it at the same addresses. */
+Test(spawn, config_shared_with_a_child_forked_before)
+{
+        AjShared s = AJ_SHARED_INIT;
+        cr_assert_eq(aj_shared_map(&s, 1 << 20), 0);
+        AjSpawnConfig *dst = aj_shared_alloc(&s, sizeof(*dst));
+        cr_assert_not_null(dst);
+        dst->cgroup_v2_fd = 42;
+        int go[2];
+        cr_assert_eq(pipe(go), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                char c;
+                if (read(go[0], &c, 1) != 1)
+                        _exit(10);
+                bool inside = (char *)dst->argv >= s.base && (char *)dst->argv < s.base + s.size &&
+                              dst->argv[1] >= s.base && dst->argv[1] < s.base + s.size;
+                bool ok = dst->argv && strcmp(dst->argv[0], "/bin/echo") == 0 && strcmp(dst->argv[1], "hi") == 0 &&
+                          !dst->argv[2] && strcmp(dst->envp[0], "PATH=/usr/bin") == 0 && !dst->envp[1] &&
+                          strcmp(dst->hostname, "agentjail") == 0 && dst->seccomp->len == 2 &&
+                          dst->seccomp->filter[1].k == 7 && dst->uid == 1000 && dst->stdout_fd == 5 &&
+                          dst->cgroup_v2_fd == 42 && !dst->mount;
+                _exit(!inside ? 11 : ok ? 0 : 12);
+        }
+        /* After the fork, as the supervisor plans: none of this exists in the child's copy. */
+        char *argv[] = { "/bin/echo", "hi", NULL }, *envp[] = { "PATH=/usr/bin", NULL };
+        struct sock_filter f[2] = { { .k = 3 }, { .k = 7 } };
+        AjBpfProgram prog = { .filter = f, .len = 2 };
+        AjSpawnConfig src = { .uid = 1000,
+                              .hostname = "agentjail",
+                              .argv = argv,
+                              .envp = envp,
+                              .seccomp = &prog,
+                              .stdout_fd = 5,
+                              .cgroup_v2_fd = -1 };
+        cr_assert_eq(aj_spawn_config_share(&src, &s, dst), 0);
+        cr_assert_eq(dst->cgroup_v2_fd, 42, "the clone's own fields are kept");
+        cr_assert_eq(write(go[1], "g", 1), 1);
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child saw the config (exit %d)", WEXITSTATUS(st));
+        close(go[0]);
+        close(go[1]);
+        aj_shared_unmap(&s);
+}
+
+Test(spawn, config_larger_than_its_region_is_refused)
+{
+        AjShared s = AJ_SHARED_INIT;
+        cr_assert_eq(aj_shared_map(&s, 4096), 0);
+        AjSpawnConfig *dst = aj_shared_alloc(&s, sizeof(*dst));
+        char *big = malloc(8192);
+        memset(big, 'x', 8191);
+        big[8191] = 0;
+        char *envp[] = { big, NULL };
+        AjSpawnConfig src = { .envp = envp };
+        cr_assert_eq(aj_spawn_config_share(&src, &s, dst), -E2BIG);
+        cr_assert_null(dst->envp, "nothing half copied is published");
+        free(big);
+        aj_shared_unmap(&s);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <errno.h>
@@ -595,4 +596,33 @@ Test(json_fast, same_text_as_jansson)
                 json_decref(v);
         }
         cr_expect_gt(fast_taken, 4000, "most values are the fast writer's (%zu)", fast_taken);
+}
+
+/* The watchdog's messages: a byte, with an fd attached or none; one cut short is refused
+ * and its fd closed, never leaked into the receiver. */
+Test(fd, send_and_receive_with_an_fd)
+{
+        int sp[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp), 0);
+        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        cr_assert_eq(aj_send_with_fd(sp[0], "H", 1, devnull), 0);
+        cr_assert_eq(aj_send_with_fd(sp[0], "D", 1, -1), 0);
+        char c = 0;
+        int fd = -2;
+        cr_assert_eq(aj_recv_with_fd(sp[1], &c, 1, &fd), 1);
+        cr_assert_eq(c, 'H');
+        struct stat a, b;
+        cr_assert(fd >= 0 && fstat(fd, &a) == 0 && fstat(devnull, &b) == 0 && a.st_rdev == b.st_rdev);
+        cr_assert_eq(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+        close(fd);
+        cr_assert_eq(aj_recv_with_fd(sp[1], &c, 1, &fd), 1);
+        cr_assert(c == 'D' && fd == -1);
+        /* Longer than asked for: refused, its fd closed. */
+        cr_assert_eq(aj_send_with_fd(sp[0], "HH", 2, devnull), 0);
+        cr_assert_eq(aj_recv_with_fd(sp[1], &c, 1, &fd), -EBADMSG);
+        cr_assert_eq(fd, -1);
+        close(sp[0]);
+        cr_assert_eq(aj_recv_with_fd(sp[1], &c, 1, &fd), 0, "the peer's end: 0");
+        close(sp[1]);
+        close(devnull);
 }
