@@ -15,7 +15,7 @@
  * following a symlink (see NewRoot below), so a symlink inside a bound directory
  * (the workspace is writable by the agent's owner) can never redirect a mount or
  * a mkdir to the host side of the tree. Mounts are made with the new mount API
- * (fsopen/fsmount, open_tree/mount_setattr, move_mount onto an O_PATH fd).
+ * (fsopen/fsmount, open_tree/mount_setattr, move_mount onto an fd of the target).
  */
 #include <errno.h>
 #include <fcntl.h>
