@@ -10,11 +10,12 @@
  * needs is precomputed by the plan so apply only makes syscalls), and the
  * plan's accessors.
  *
- * Everything in the new root is created and resolved through a dirfd of the
- * root tmpfs with RESOLVE_IN_ROOT, so a symlink inside a bound directory (the
- * workspace is writable by the agent's owner) can never redirect a mount or a
- * mkdir to the host side of the tree. Mounts are made with the new mount API
- * (fsopen/fsmount, open_tree/mount_setattr, move_mount onto an O_PATH fd).
+ * Everything in the new root is resolved from a dirfd of the root tmpfs with
+ * RESOLVE_IN_ROOT, or one name at a time below a directory so resolved, never
+ * following a symlink (see NewRoot below), so a symlink inside a bound directory
+ * (the workspace is writable by the agent's owner) can never redirect a mount or
+ * a mkdir to the host side of the tree. Mounts are made with the new mount API
+ * (fsopen/fsmount, open_tree/mount_setattr, move_mount onto an fd of the target).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -363,97 +364,151 @@ bool aj_mount_plan_idmap_degraded(const AjMountPlan *plan)
 
 /* ---- child side -------------------------------------------------------- */
 
+/*
+ * Where the steps resolve their targets. A path is resolved from the new root with
+ * RESOLVE_IN_ROOT (open_in_root): a symlink in the root, or in a tree bound into it (the
+ * workspace is the agent's), resolves against the new root, never the host's. A directory
+ * made on the way, and the target's own name, are opened from their parent's fd one name at
+ * a time (aj_open_child: no symlink followed, no ".."); a symlink met there is resolved as
+ * the whole path from the root again.
+ *
+ * The parent directory of the last target stays open for the next step (the /etc and /dev
+ * steps come in runs). An fd names the directory it was opened on, not what is mounted there
+ * later: the kept one is dropped after any mount but one on a name opened from it (a mount
+ * on its child does not cover it), and when the root changes.
+ */
+typedef struct {
+        int root; /* the root tmpfs, O_PATH */
+        int dir;  /* dir_path (relative to the root), O_PATH, or -1 */
+        char dir_path[PATH_MAX];
+} NewRoot;
+
+static void new_root_forget_dir(NewRoot *nr)
+{
+        if (nr->dir >= 0)
+                close(nr->dir);
+        nr->dir = -1;
+}
+
+static void new_root_done(NewRoot *nr)
+{
+        new_root_forget_dir(nr);
+        if (nr->root >= 0)
+                close(nr->root);
+        nr->root = -1;
+}
+
 /* Symlinks in the new root (the profile's, the bound trees') resolve against it, never the host's. */
 static int open_in_root(int rootfd, const char *target, int flags)
 {
         return aj_open_under(rootfd, target, flags, 0, AJ_UNDER_FOLLOW);
 }
 
-/* mkdir -p of target's parent inside the new root; returns an O_PATH fd of the parent
- * and the last component in *ret_name (a pointer into `target`). */
-static int open_parent_in_root(int rootfd, const char *target, const char **ret_name)
+/* mkdir -p of `path` (relative to the root, not there as a whole), one name at a time from
+ * the directory before it; returns an O_PATH fd of it. `path` is modified on the way and
+ * restored. A name is looked up before it is made unless it cannot be there: below a
+ * directory made here, or the last one (all before it are). */
+static int make_dirs(int rootfd, char *path)
 {
-        char buf[PATH_MAX];
-        const char *last = strrchr(target, '/');
-        size_t plen;
+        _cleanup_close_ int cur = -1;
+        bool fresh = false; /* the directory before was made here: nothing in it yet */
+
+        for (char *p = path; *p;) {
+                char *end = strchrnul(p, '/'), saved = *end;
+                int at = cur >= 0 ? cur : rootfd, fd = -ENOENT;
+
+                if (end == p) { /* "a//b" */
+                        p++;
+                        continue;
+                }
+                bool last = saved == '\0' || end[1] == '\0';
+
+                *end = '\0';
+                if (!fresh && !last)
+                        fd = aj_open_child(at, p, O_PATH | O_DIRECTORY, 0);
+                if (fd == -ENOENT) {
+                        int r = mkdirat(at, p, 0755) < 0 ? negative_errno() : 0;
+
+                        fresh = r == 0;
+                        /* EEXIST: made since, or a symlink there (-ELOOP, below). */
+                        fd = r == 0 || r == -EEXIST ? aj_open_child(at, p, O_PATH | O_DIRECTORY, 0) : r;
+                }
+                if (fd == -ELOOP) {
+                        /* A symlink on the way: the path so far, resolved from the root. */
+                        fd = open_in_root(rootfd, path, O_PATH | O_DIRECTORY);
+                        fresh = false;
+                }
+                *end = saved;
+                if (fd < 0)
+                        return fd;
+                if (cur >= 0)
+                        close(cur);
+                cur = fd;
+                p = *end ? end + 1 : end;
+        }
+        return cur >= 0 ? TAKE_FD(cur) : -EINVAL;
+}
+
+/* The directory `target` goes in, made when missing (mkdir -p), and the target's name in it
+ * (*ret_name, a pointer into `target`). The fd is borrowed: the root's or the kept one. */
+static int parent_dir(NewRoot *nr, const char *target, const char **ret_name)
+{
+        const char *rel = target + strspn(target, "/"), *slash = strrchr(rel, '/');
+        const char *name = slash ? slash + 1 : rel;
+        size_t plen = slash ? (size_t)(slash - rel) : 0;
+        char path[PATH_MAX];
         int fd;
 
-        if (!last || !last[1])
+        if (!*name)
                 return -EINVAL;
-        plen = (size_t)(last - target);
-        if (plen >= sizeof(buf))
+        if (plen >= sizeof(path))
                 return -ENAMETOOLONG;
-        memcpy(buf, target, plen);
-        buf[plen] = '\0';
-
-        fd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
-        if (fd == -ENOENT) {
-                /* Create component by component, each resolved from the root again. */
-                for (size_t i = 1; i <= plen; i++) {
-                        if (i < plen && buf[i] != '/')
-                                continue;
-                        char saved = buf[i];
-                        int pfd, dfd;
-                        const char *comp;
-
-                        buf[i] = '\0';
-                        dfd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
-                        if (dfd == -ENOENT) {
-                                char *slash = strrchr(buf, '/');
-
-                                comp = slash + 1;
-                                *slash = '\0';
-                                pfd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
-                                *slash = '/';
-                                if (pfd < 0)
-                                        return pfd;
-                                if (mkdirat(pfd, comp, 0755) < 0 && errno != EEXIST) {
-                                        int r = negative_errno();
-
-                                        close(pfd);
-                                        return r;
-                                }
-                                close(pfd);
-                                dfd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
-                        }
-                        if (dfd < 0)
-                                return dfd;
-                        close(dfd);
-                        buf[i] = saved;
-                }
-                fd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+        memcpy(path, rel, plen);
+        path[plen] = '\0';
+        if (plen == 0)
+                fd = nr->root;
+        else if (nr->dir >= 0 && streq(nr->dir_path, path))
+                fd = nr->dir;
+        else {
+                new_root_forget_dir(nr);
+                fd = open_in_root(nr->root, path, O_PATH | O_DIRECTORY);
+                if (fd == -ENOENT)
+                        fd = make_dirs(nr->root, path);
+                if (fd < 0)
+                        return fd;
+                nr->dir = fd;
+                memcpy(nr->dir_path, path, plen + 1);
         }
-        if (fd >= 0)
-                *ret_name = last + 1;
+        *ret_name = name;
         return fd;
 }
 
-/* An O_PATH fd of the mountpoint, created (directory or empty file) when missing. */
-static int open_mountpoint(int rootfd, const char *target, bool is_dir)
+/* An fd of the mountpoint, made (an empty directory or file) when missing. *ret_kept: opened
+ * from the kept directory, which a mount on it leaves valid. */
+static int open_mountpoint(NewRoot *nr, const char *target, bool is_dir, bool *ret_kept)
 {
-        _cleanup_close_ int pfd = -1;
         const char *name = NULL;
-        int fd;
+        int pfd, fd;
 
-        fd = open_in_root(rootfd, target, O_PATH);
-        if (fd != -ENOENT)
-                return fd;
-
-        pfd = open_parent_in_root(rootfd, target, &name);
+        *ret_kept = false;
+        pfd = parent_dir(nr, target, &name);
         if (pfd < 0)
                 return pfd;
         if (is_dir) {
                 if (mkdirat(pfd, name, 0755) < 0 && errno != EEXIST)
                         return negative_errno();
+                fd = aj_open_child(pfd, name, O_PATH | O_DIRECTORY, 0);
         } else {
-                int ffd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
-
-                if (ffd < 0 && errno != EEXIST)
-                        return negative_errno();
-                if (ffd >= 0)
-                        close(ffd);
+                /* Made and opened at once; one that is there is opened as it is. */
+                fd = aj_open_child(pfd, name, O_RDONLY | O_CREAT | O_EXCL, 0444);
+                if (fd == -EEXIST)
+                        fd = aj_open_child(pfd, name, O_PATH, 0);
         }
-        return open_in_root(rootfd, target, O_PATH);
+        if (fd == -ELOOP)
+                /* A symlink there (in a bound tree): followed, inside the new root. */
+                return open_in_root(nr->root, target, O_PATH);
+        *ret_kept = fd >= 0 && pfd == nr->dir;
+        return fd;
 }
 
 static int move_tree(int tree_fd, int target_fd)
@@ -516,16 +571,18 @@ static int clone_tree(int dfd, const char *path, uint64_t attr_set)
         return TAKE_FD(fd);
 }
 
-static int write_file_in_root(int rootfd, const char *target, const char *contents)
+static int write_file_in_root(NewRoot *nr, const char *target, const char *contents)
 {
-        _cleanup_close_ int pfd = -1, fd = -1;
+        _cleanup_close_ int fd = -1;
         const char *name = NULL;
         size_t left = strlen(contents);
+        int pfd;
 
-        pfd = open_parent_in_root(rootfd, target, &name);
+        pfd = parent_dir(nr, target, &name);
         if (pfd < 0)
                 return pfd;
-        fd = open_in_root(rootfd, target, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW);
+        /* Never through a symlink at its name (-ELOOP). */
+        fd = aj_open_child(pfd, name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0)
                 return fd;
         if (fchmod(fd, 0644) < 0)
@@ -544,11 +601,12 @@ static int write_file_in_root(int rootfd, const char *target, const char *conten
         return 0;
 }
 
-static int apply_root_tmpfs(const AjMountStep *s, int *rootfd)
+static int apply_root_tmpfs(const AjMountStep *s, NewRoot *nr)
 {
         _cleanup_close_ int mfd = -1;
         int fd;
 
+        new_root_forget_dir(nr);
         mfd = new_fs("tmpfs", s->options, s->attr);
         if (mfd < 0)
                 return mfd;
@@ -557,20 +615,20 @@ static int apply_root_tmpfs(const AjMountStep *s, int *rootfd)
         fd = open(s->target, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
                 return negative_errno();
-        if (*rootfd >= 0)
-                close(*rootfd);
-        *rootfd = fd;
+        if (nr->root >= 0)
+                close(nr->root);
+        nr->root = fd;
         return 0;
 }
 
-static int apply_symlink(const AjMountStep *s, int rootfd)
+static int apply_symlink(const AjMountStep *s, NewRoot *nr)
 {
-        _cleanup_close_ int pfd = -1;
         const char *name = NULL;
         char cur[PATH_MAX];
         ssize_t n;
+        int pfd;
 
-        pfd = open_parent_in_root(rootfd, s->target, &name);
+        pfd = parent_dir(nr, s->target, &name);
         if (pfd < 0)
                 return pfd;
         if (symlinkat(s->source, pfd, name) == 0)
@@ -585,9 +643,25 @@ static int apply_symlink(const AjMountStep *s, int rootfd)
         return streq(cur, s->source) ? 0 : -EEXIST;
 }
 
-static int apply_bind(const AjMountStep *s, int tree_fd, int rootfd)
+/* `tree` moved onto the mountpoint at `target`. */
+static int mount_at(NewRoot *nr, int tree, const char *target, bool is_dir)
 {
-        _cleanup_close_ int tfd = -1, mfd = -1;
+        _cleanup_close_ int tfd = -1;
+        bool kept;
+        int r;
+
+        tfd = open_mountpoint(nr, target, is_dir, &kept);
+        if (tfd < 0)
+                return tfd;
+        r = move_tree(tree, tfd);
+        if (!kept)
+                new_root_forget_dir(nr);
+        return r;
+}
+
+static int apply_bind(const AjMountStep *s, int tree_fd, NewRoot *nr)
+{
+        _cleanup_close_ int mfd = -1;
 
         if (tree_fd < 0) {
                 int r;
@@ -599,31 +673,25 @@ static int apply_bind(const AjMountStep *s, int tree_fd, int rootfd)
                 if (r < 0)
                         return r;
         }
-        tfd = open_mountpoint(rootfd, s->target, s->is_dir);
-        if (tfd < 0)
-                return tfd;
         /* A tree prepared by the supervisor only needs moving into place. */
-        return move_tree(tree_fd >= 0 ? tree_fd : mfd, tfd);
+        return mount_at(nr, tree_fd >= 0 ? tree_fd : mfd, s->target, s->is_dir);
 }
 
-static int apply_fs(const AjMountStep *s, int rootfd)
+static int apply_fs(const AjMountStep *s, NewRoot *nr)
 {
-        _cleanup_close_ int tfd = -1, mfd = -1;
+        _cleanup_close_ int mfd = -1;
 
         mfd = new_fs(s->fstype, s->options, s->attr);
         if (mfd < 0)
                 return mfd;
-        tfd = open_mountpoint(rootfd, s->target, true);
-        if (tfd < 0)
-                return tfd;
-        return move_tree(mfd, tfd);
+        return mount_at(nr, mfd, s->target, true);
 }
 
-static int apply_rebind_ro(const AjMountStep *s, int rootfd)
+static int apply_rebind_ro(const AjMountStep *s, NewRoot *nr)
 {
         _cleanup_close_ int tfd = -1, mfd = -1;
 
-        tfd = open_in_root(rootfd, s->target, O_PATH);
+        tfd = open_in_root(nr->root, s->target, O_PATH);
         if (tfd == -ENOENT)
                 return 0;
         if (tfd < 0)
@@ -631,15 +699,16 @@ static int apply_rebind_ro(const AjMountStep *s, int rootfd)
         mfd = clone_tree(tfd, "", s->attr);
         if (mfd < 0)
                 return mfd;
+        new_root_forget_dir(nr);
         return move_tree(mfd, tfd);
 }
 
-static int apply_hide(const AjMountStep *s, int rootfd)
+static int apply_hide(const AjMountStep *s, NewRoot *nr)
 {
         _cleanup_close_ int tfd = -1, mfd = -1;
         struct stat st;
 
-        tfd = open_in_root(rootfd, s->target, O_PATH);
+        tfd = open_in_root(nr->root, s->target, O_PATH);
         if (tfd == -ENOENT)
                 return 0;
         if (tfd < 0)
@@ -653,12 +722,14 @@ static int apply_hide(const AjMountStep *s, int rootfd)
                 mfd = clone_tree(AT_FDCWD, "/dev/null", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
         if (mfd < 0)
                 return mfd;
+        new_root_forget_dir(nr);
         return move_tree(mfd, tfd);
 }
 
-static int apply_pivot(int rootfd)
+static int apply_pivot(NewRoot *nr)
 {
-        if (fchdir(rootfd) < 0)
+        new_root_forget_dir(nr);
+        if (fchdir(nr->root) < 0)
                 return negative_errno();
         /* Stacks the old root under the new one at "."; detaching "." then drops it. */
         if (sys_pivot_root(".", ".") < 0)
@@ -670,9 +741,9 @@ static int apply_pivot(int rootfd)
         return 0;
 }
 
-static int apply_step(const AjMountStep *s, int tree_fd, int *rootfd)
+static int apply_step(const AjMountStep *s, int tree_fd, NewRoot *nr)
 {
-        if (*rootfd < 0 && s->kind != STEP_PRIVATE && s->kind != STEP_ROOT_TMPFS)
+        if (nr->root < 0 && s->kind != STEP_PRIVATE && s->kind != STEP_ROOT_TMPFS)
                 return -EBADF;
 
         switch (s->kind) {
@@ -681,21 +752,21 @@ static int apply_step(const AjMountStep *s, int tree_fd, int *rootfd)
                         return negative_errno();
                 return 0;
         case STEP_ROOT_TMPFS:
-                return apply_root_tmpfs(s, rootfd);
+                return apply_root_tmpfs(s, nr);
         case STEP_WRITE_FILE:
-                return write_file_in_root(*rootfd, s->target, s->source);
+                return write_file_in_root(nr, s->target, s->source);
         case STEP_SYMLINK:
-                return apply_symlink(s, *rootfd);
+                return apply_symlink(s, nr);
         case STEP_BIND:
-                return apply_bind(s, tree_fd, *rootfd);
+                return apply_bind(s, tree_fd, nr);
         case STEP_FS:
-                return apply_fs(s, *rootfd);
+                return apply_fs(s, nr);
         case STEP_REBIND_RO:
-                return apply_rebind_ro(s, *rootfd);
+                return apply_rebind_ro(s, nr);
         case STEP_HIDE:
-                return apply_hide(s, *rootfd);
+                return apply_hide(s, nr);
         case STEP_PIVOT:
-                return apply_pivot(*rootfd);
+                return apply_pivot(nr);
         case STEP_ROOT_RDONLY: {
                 struct mount_attr a = { .attr_set = s->attr };
 
@@ -713,12 +784,12 @@ static int apply_step(const AjMountStep *s, int tree_fd, int *rootfd)
 
 int aj_mount_apply(const AjMountPlan *plan, const int *trees, size_t *ret_step)
 {
-        _cleanup_close_ int rootfd = -1;
+        _cleanup_(new_root_done) NewRoot nr = { .root = -1, .dir = -1 };
 
         if (!plan)
                 return -EINVAL;
         for (size_t i = 0; i < plan->n; i++) {
-                int r = apply_step(&plan->steps[i], trees ? trees[i] : plan->steps[i].tree_fd, &rootfd);
+                int r = apply_step(&plan->steps[i], trees ? trees[i] : plan->steps[i].tree_fd, &nr);
 
                 if (r < 0) {
                         if (ret_step)

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "util/macros.h"
 #include "util/open-under.h"
 #include "util/syscalls.h"
 
@@ -25,5 +26,13 @@ int aj_open_under(int root_fd, const char *path, int flags, mode_t mode, AjUnder
         if (how & AJ_UNDER_NO_SYMLINKS)
                 resolve |= RESOLVE_NO_SYMLINKS;
         int fd = sys_openat2(root_fd, *path ? path : ".", flags | O_CLOEXEC, mode, resolve);
+        return fd < 0 ? -errno : fd;
+}
+
+int aj_open_child(int dir_fd, const char *name, int flags, mode_t mode)
+{
+        if (!*name || strchr(name, '/') || streq(name, ".") || streq(name, ".."))
+                return -EINVAL;
+        int fd = sys_openat2(dir_fd, name, flags | O_CLOEXEC, mode, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
         return fd < 0 ? -errno : fd;
 }

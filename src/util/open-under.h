@@ -25,3 +25,11 @@ typedef enum {
 } AjUnderFlags;
 
 int aj_open_under(int root_fd, const char *path, int flags, mode_t mode, AjUnderFlags how);
+
+/* One name below a directory the caller already holds (a component of a path it is walking,
+ * or a file it creates there): `name` has no '/' and is not "." or ".." (-EINVAL), and no
+ * symlink is ever followed, not even as the name itself (-ELOOP; with O_CREAT|O_EXCL an
+ * existing symlink is -EEXIST), so what is opened is that directory's entry and nothing else.
+ * For a caller that wants a symlink there resolved, -ELOOP says to resolve the whole path with
+ * aj_open_under(). O_CLOEXEC is always added. Returns the fd or -errno. */
+int aj_open_child(int dir_fd, const char *name, int flags, mode_t mode);

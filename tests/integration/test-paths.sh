@@ -241,6 +241,31 @@ else
         fail "/srv exists for the opt-out test" "no /srv on this host"
 fi
 
+# --- a symlink the agent left in its workspace where a later mount's target lies: the jail's
+# init resolves every target inside the new root, so a link to /etc is the jail's /etc and
+# a link to a host path the jail does not have fails the run; nothing is made on the host.
+mkdir -p "$TEST_TMP/bindsrc" "$TEST_TMP/outside"
+chmod 0777 "$TEST_TMP/outside"
+echo from-bind >"$TEST_TMP/bindsrc/file"
+ln -s "$TEST_TMP/outside" "$WORKSPACE/to-host"
+ln -s /etc "$WORKSPACE/to-etc"
+SYS_RO='"/usr", "/bin", "/sbin", "/lib", "?/lib64"'
+for tgt in "$WORKSPACE/to-host/x" "$WORKSPACE/to-host"; do
+        PL=$(write_profile ws-link '{"extends": "default", "filesystem": {"ro": ['"$SYS_RO"', "'"$TEST_TMP/bindsrc:$tgt"'"]}}')
+        run_jail -p "$PL" -- /bin/true
+        is "$JAIL_RC" 125 "a bind on '${tgt#"$WORKSPACE"/}' through a workspace link to a host path: refused (125)" ||
+                diag "$JAIL_ERR"
+        like "$JAIL_ERR" "Failed to build the jail's filesystem: bind '$TEST_TMP/bindsrc' on '$tgt' \\(read-only\\): No such file or directory" \
+                "... the message names the mount step"
+        is "$(ls -A "$TEST_TMP/outside")" "" "... nothing was made at the host path the link names"
+done
+PL=$(write_profile ws-link-etc '{"extends": "default", "filesystem": {"ro": ['"$SYS_RO"', "'"$TEST_TMP/bindsrc:$WORKSPACE/to-etc/agentjail-test-x"'"]}}')
+run_jail -p "$PL" -- /bin/sh -c "cat /etc/agentjail-test-x/file $WORKSPACE/to-etc/agentjail-test-x/file"
+is "$JAIL_RC" 0 "a bind through a workspace link to /etc runs" || diag "$JAIL_ERR"
+is "$JAIL_OUT" $'from-bind\nfrom-bind' "... the mount is the jail's /etc/agentjail-test-x"
+ok "... the host's /etc is untouched" test ! -e /etc/agentjail-test-x
+rm -f "$WORKSPACE/to-host" "$WORKSPACE/to-etc"
+
 # --- rootless, no XDG_RUNTIME_DIR: the runtime dir falls back to /tmp/agentjail-UID, which
 # any local user can create first. A uid of its own keeps this test from meeting others.
 if command -v setpriv >/dev/null && setpriv --reuid=65534 --regid=65534 --clear-groups unshare -U true 2>/dev/null; then

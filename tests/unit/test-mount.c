@@ -14,6 +14,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/magic.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -1819,6 +1821,144 @@ Test(mount, live_plain_workspace_hide_and_runtime, LIVE)
                 close(fd);
         }
         setup_free(&s);
+}
+
+/* Mountpoints made fresh, several levels deep: a tmpfs at /x/y/z/w, a bind below it (made in
+ * that tmpfs, not in the root under it), a file bind at /q/r/s/f. */
+static void checks_nested(int fd, void *data)
+{
+        struct statfs sfs;
+        char buf[16] = { 0 };
+        struct stat st;
+        int tfd;
+
+        (void)data;
+        report(fd, statfs("/x/y/z/w", &sfs) == 0 && sfs.f_type == TMPFS_MAGIC, "/x/y/z/w is a tmpfs");
+        tfd = open("/x/y/z/w/new", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        report(fd, tfd >= 0, "/x/y/z/w is writable: %s", tfd < 0 ? strerror(errno) : "yes");
+        if (tfd >= 0)
+                close(tfd);
+        report(fd, access("/x/y/z/w/inner/inner-file", F_OK) == 0, "the bind below the tmpfs is there");
+        report(fd, statfs("/x/y/z/w/inner", &sfs) == 0 && sfs.f_type != TMPFS_MAGIC, "... and is the bind");
+        report(fd, stat("/q/r/s", &st) == 0 && S_ISDIR(st.st_mode), "/q/r/s made as directories");
+        tfd = open("/q/r/s/f", O_RDONLY | O_CLOEXEC);
+        report(fd, tfd >= 0 && read(tfd, buf, sizeof(buf) - 1) == 6 && streq(buf, "secret"),
+               "/q/r/s/f is the bound file");
+        if (tfd >= 0)
+                close(tfd);
+}
+
+Test(mount, live_fresh_nested_mountpoints, LIVE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char out[8192], spec[PATH_MAX];
+        int status;
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        default_like_profile(&s);
+        cr_assert_eq(chown(P("/ws"), HOST_UID, HOST_UID), 0);
+        cr_assert_eq(write_file(P("/a/f"), "secret"), 0);
+        touch(P("/a/b/inner-file"));
+        add_str(&s.p.tmpfs, "/x/y/z/w");
+        snprintf(spec, sizeof(spec), "%s:/x/y/z/w/inner", P("/a/b"));
+        add_bind(&s.p.ro, spec);
+        snprintf(spec, sizeof(spec), "%s:/q/r/s/f", P("/a/f"));
+        add_bind(&s.p.ro, spec);
+        plan = build_ok(&s);
+        status = run_jail(plan, checks_nested, NULL, out, sizeof(out));
+        assert_report_ok(status, out);
+        setup_free(&s);
+}
+
+/* A symlink in a bound tree (the workspace is the agent's) where a later target lies resolves
+ * in the new root: a link to /etc is the jail's /etc; a link to its own directory gets the
+ * tmpfs mounted on that directory, and what comes after in it goes in that tmpfs, never in
+ * the covered directory (the host's). */
+static void checks_links(int fd, void *data)
+{
+        const LiveData *ld = data;
+        char path[PATH_MAX];
+        struct statfs sfs;
+
+        report(fd, access("/etc/aj-test-x/inner-file", F_OK) == 0,
+               "a bind through a link to /etc is in the jail's /etc");
+        snprintf(path, sizeof(path), "%s/d", ld->ws);
+        report(fd, statfs(path, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC,
+               "the tmpfs on a link to '.' covers its directory");
+        snprintf(path, sizeof(path), "%s/d/after/inner-file", ld->ws);
+        report(fd, access(path, F_OK) == 0, "the bind after it is in that tmpfs");
+}
+
+Test(mount, live_links_in_a_bound_tree_resolve_in_the_root, LIVE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char out[8192], spec[PATH_MAX];
+        LiveData ld = { .ws = P("/ws") };
+        struct stat st;
+        int status;
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        default_like_profile(&s);
+        /* Writable by the jail's host uid: a mount point made in the covered directory would land. */
+        cr_assert_eq(chown(P("/ws"), HOST_UID, HOST_UID), 0);
+        touch(P("/a/b/inner-file"));
+        cr_assert_eq(symlink("/etc", P("/ws/to-etc")), 0);
+        cr_assert_eq(mkdir(P("/ws/d"), 0755), 0);
+        cr_assert_eq(chown(P("/ws/d"), HOST_UID, HOST_UID), 0);
+        cr_assert_eq(symlink(".", P("/ws/d/self")), 0);
+        add_str(&s.p.tmpfs, P("/ws/d/self"));
+        /* Right after the tmpfs, with the same parent directory. */
+        snprintf(spec, sizeof(spec), "%s:%s", P("/a/b"), P("/ws/d/after"));
+        add_bind(&s.p.ro, spec);
+        snprintf(spec, sizeof(spec), "%s:%s", P("/a/b"), P("/ws/to-etc/aj-test-x"));
+        add_bind(&s.p.ro, spec);
+        plan = build_ok(&s);
+        status = run_jail(plan, checks_links, &ld, out, sizeof(out));
+        assert_report_ok(status, out);
+        cr_expect_neq(stat("/etc/aj-test-x", &st), 0, "nothing made in the host's /etc");
+        cr_expect_neq(lstat(P("/ws/d/after"), &st), 0, "nothing made in the host's workspace");
+        setup_free(&s);
+}
+
+/* A link to a host path the new root does not have: the run fails at that step, nothing is
+ * made at the host path (through a link on the way, or as the target itself). */
+Test(mount, live_link_to_a_host_path_fails_closed, LIVE)
+{
+        static const char *const targets[] = { "/ws/to-host/x", "/ws/to-host" };
+
+        if (!require_root())
+                return;
+        /* Writable by anyone: what a lookup that followed the link would make there would land. */
+        cr_assert_eq(mkdir(P("/outside"), 0777), 0);
+        cr_assert_eq(chmod(P("/outside"), 0777), 0);
+        cr_assert_eq(symlink(P("/outside"), P("/ws/to-host")), 0);
+        cr_assert_eq(chown(P("/ws"), HOST_UID, HOST_UID), 0);
+        for (size_t i = 0; i < ARRAY_SIZE(targets); i++) {
+                Setup s;
+                _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+                char out[4096], spec[PATH_MAX], want[PATH_MAX * 2];
+                const char *target = P("%s", targets[i]);
+                int status;
+
+                setup_init(&s);
+                default_like_profile(&s);
+                snprintf(spec, sizeof(spec), "%s:%s", P("/a/b"), target);
+                add_bind(&s.p.ro, spec);
+                plan = build_ok(&s);
+                status = run_jail(plan, NULL, NULL, out, sizeof(out));
+                cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "%s: status %#x", target, status);
+                snprintf(want, sizeof(want), "(bind '%s' on '%s' (read-only)): %s", P("/a/b"), target,
+                         strerror(ENOENT));
+                cr_expect_not_null(strstr(out, want), "got: %s\nwant: %s", out, want);
+                cr_expect(dir_is_empty(P("/outside")), "%s: nothing made at the host path", target);
+                setup_free(&s);
+        }
 }
 
 Test(mount, live_failure_names_the_step, LIVE)

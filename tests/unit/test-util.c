@@ -205,6 +205,74 @@ Test(open_under, always_cloexec, .init = under_setup, .fini = under_teardown)
         close(fd);
 }
 
+/* ---- aj_open_child: one name below a directory the caller holds ---- */
+
+Test(open_child, one_name_only, .init = under_setup, .fini = under_teardown)
+{
+        static const char *const names[] = { "", ".", "..", "etc/passwd", "/etc", "etc/" };
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+                int fd = aj_open_child(under_fd, names[i], O_PATH, 0);
+                cr_expect_eq(fd, -EINVAL, "'%s': %d", names[i], fd);
+                if (fd >= 0)
+                        close(fd);
+        }
+        int etc = aj_open_child(under_fd, "etc", O_PATH | O_DIRECTORY, 0);
+        cr_assert_geq(etc, 0);
+        cr_expect(fcntl(etc, F_GETFD) & FD_CLOEXEC);
+        int fd = aj_open_child(etc, "passwd", O_RDONLY, 0);
+        cr_assert_geq(fd, 0);
+        char buf[16] = { 0 };
+        cr_expect_eq(read(fd, buf, sizeof(buf) - 1), 7);
+        cr_expect_str_eq(buf, "inside\n");
+        close(fd);
+        close(etc);
+}
+
+Test(open_child, never_follows_a_symlink, .init = under_setup, .fini = under_teardown)
+{
+        /* Each link is refused whatever it points to: to "/", absolute, "../" chains, relative. */
+        static const char *const links[] = { "to-root", "abs", "rel" };
+        for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+                int fd = aj_open_child(under_fd, links[i], O_PATH, 0);
+                cr_expect_eq(fd, -ELOOP, "%s: %d", links[i], fd);
+                if (fd >= 0)
+                        close(fd);
+                fd = aj_open_child(under_fd, links[i], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                cr_expect_eq(fd, -ELOOP, "%s, O_CREAT: %d", links[i], fd);
+                if (fd >= 0)
+                        close(fd);
+                /* O_EXCL: the name is taken, nothing is made where it points. */
+                fd = aj_open_child(under_fd, links[i], O_RDONLY | O_CREAT | O_EXCL, 0444);
+                cr_expect_eq(fd, -EEXIST, "%s, O_EXCL: %d", links[i], fd);
+                if (fd >= 0)
+                        close(fd);
+        }
+        int sub = aj_open_child(under_fd, "sub", O_PATH | O_DIRECTORY, 0);
+        cr_assert_geq(sub, 0);
+        int fd = aj_open_child(sub, "up", O_PATH | O_DIRECTORY, 0);
+        cr_expect_eq(fd, -ELOOP, "sub/up: %d", fd);
+        if (fd >= 0)
+                close(fd);
+        close(sub);
+        char buf[16] = { 0 };
+        cr_assert_eq(under_read("etc/passwd", AJ_UNDER_NO_SYMLINKS, buf, sizeof(buf)), 0);
+        cr_expect_str_eq(buf, "inside\n", "the file the links name is as it was");
+}
+
+Test(open_child, creates_a_new_name, .init = under_setup, .fini = under_teardown)
+{
+        int fd = aj_open_child(under_fd, "new", O_RDONLY | O_CREAT | O_EXCL, 0444);
+        cr_assert_geq(fd, 0);
+        struct stat st;
+        cr_expect_eq(fstat(fd, &st), 0);
+        cr_expect(S_ISREG(st.st_mode));
+        close(fd);
+        fd = aj_open_child(under_fd, "new", O_RDONLY | O_CREAT | O_EXCL, 0444);
+        cr_expect_eq(fd, -EEXIST);
+        if (fd >= 0)
+                close(fd);
+}
+
 /* ---- the one token bucket ---- */
 
 #define SEC UINT64_C(1000000000)
