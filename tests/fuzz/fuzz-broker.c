@@ -57,15 +57,27 @@ static void breach(void *userdata, const AjBreach *b)
 
 static char dir[64];
 
-static void remove_dir(void) { rmdir(dir); }
+static char sock_path[128];
+
+/* Also when the last input left its socket behind (a crash skips this: scripts/fuzz
+ * removes its AJ_FUZZ_TMPDIR then). */
+static void remove_dir(void)
+{
+        if (sock_path[0])
+                unlink(sock_path);
+        rmdir(dir);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         if (size > 256 * 1024)
                 return 0;
         if (!dir[0]) {
-                /* A socket per input: on tmpfs its bind() takes microseconds, not a millisecond. */
-                snprintf(dir, sizeof(dir), "/dev/shm/aj-fuzz-broker-XXXXXX");
+                /* A socket per input: on tmpfs its bind() takes microseconds, not a millisecond.
+                 * Under scripts/fuzz, in its AJ_FUZZ_TMPDIR, which it removes however we end. */
+                const char *top = getenv("AJ_FUZZ_TMPDIR");
+                snprintf(dir, sizeof(dir), "%s/aj-fuzz-broker-XXXXXX",
+                         top && *top && strlen(top) < sizeof(dir) - 24 ? top : "/dev/shm");
                 if (!mkdtemp(dir)) {
                         snprintf(dir, sizeof(dir), "/tmp/aj-fuzz-broker-XXXXXX");
                         if (!mkdtemp(dir))
@@ -76,6 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         char *path = sa.sun_path;
         snprintf(path, sizeof(sa.sun_path), "%s/broker.sock", dir);
+        snprintf(sock_path, sizeof(sock_path), "%s", path);
 
         AjMeterCaps caps = { 0 };
         caps.set[AJ_CAP_TOOL_CALLS] = true;
