@@ -279,12 +279,10 @@ static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_
 
         if (idmap_userns_fd < 0)
                 return aj_error_set(ret_error, -EBADF, "no user namespace for the idmapped mount of '%s'", s->source);
-        fd = sys_open_tree(AT_FDCWD, s->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-        if (fd < 0) {
-                r = negative_errno();
-                return aj_error_set(ret_error, r, "Failed to clone the mount tree of '%s': %s", s->source,
-                                    strerror(-r));
-        }
+        fd = clone_tree(AT_FDCWD, s->source, 0);
+        if (fd < 0)
+                return aj_error_set(ret_error, fd, "Failed to clone the mount tree of '%s': %s", s->source,
+                                    strerror(-fd));
         if (check_identity(s, fd) < 0)
                 return aj_error_set(ret_error, -ESTALE, "'%s' changed after it was checked; refusing to mount it",
                                     s->source);
@@ -555,10 +553,15 @@ static int new_fs(const char *fstype, const char *options, uint64_t attr)
         return mfd < 0 ? negative_errno() : mfd;
 }
 
+/* A detached copy of the tree at path (with its submounts), attr_set on each of its mounts.
+ * Always private: the copy of a shared mount (the host's "/" under systemd) is its peer, as
+ * with mount --bind, so what the jail mounts on a name in it (a bind or a hide in the
+ * workspace, where the agent's links may send it) would appear in the host's mount namespace
+ * and stay there after the run, and the host's mounts there would appear in the jail. */
 static int clone_tree(int dfd, const char *path, uint64_t attr_set)
 {
         _cleanup_close_ int fd = -1;
-        struct mount_attr a = { .attr_set = attr_set };
+        struct mount_attr a = { .attr_set = attr_set, .propagation = MS_PRIVATE };
         unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE;
 
         if (!*path)
@@ -566,7 +569,7 @@ static int clone_tree(int dfd, const char *path, uint64_t attr_set)
         fd = sys_open_tree(dfd, path, flags);
         if (fd < 0)
                 return negative_errno();
-        if (attr_set && sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
+        if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
                 return negative_errno();
         return TAKE_FD(fd);
 }
