@@ -195,6 +195,11 @@ static int clone_jail(Run *run)
                 userns_hint(r);
                 return r;
         }
+        /* The jail's copy is made: none for what we fork later (the workspace's hasher reads the
+         * agent's files; the jail's init reads this after GO). */
+        r = aj_shared_keep_from_forks(&run->shared);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot keep the jail's configuration from other processes");
         /* The child has the write ends (the config keeps their numbers). */
         for (int *fd = &run->out_pipe[1]; fd; fd = fd == &run->out_pipe[1] ? &run->err_pipe[1] : NULL)
                 if (*fd >= 0) {

@@ -279,12 +279,10 @@ static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_
 
         if (idmap_userns_fd < 0)
                 return aj_error_set(ret_error, -EBADF, "no user namespace for the idmapped mount of '%s'", s->source);
-        fd = sys_open_tree(AT_FDCWD, s->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-        if (fd < 0) {
-                r = negative_errno();
-                return aj_error_set(ret_error, r, "Failed to clone the mount tree of '%s': %s", s->source,
-                                    strerror(-r));
-        }
+        fd = clone_tree(AT_FDCWD, s->source, 0);
+        if (fd < 0)
+                return aj_error_set(ret_error, fd, "Failed to clone the mount tree of '%s': %s", s->source,
+                                    strerror(-fd));
         if (check_identity(s, fd) < 0)
                 return aj_error_set(ret_error, -ESTALE, "'%s' changed after it was checked; refusing to mount it",
                                     s->source);
@@ -375,12 +373,15 @@ bool aj_mount_plan_idmap_degraded(const AjMountPlan *plan)
  * The parent directory of the last target stays open for the next step (the /etc and /dev
  * steps come in runs). An fd names the directory it was opened on, not what is mounted there
  * later: the kept one is dropped after any mount but one on a name opened from it (a mount
- * on its child does not cover it), and when the root changes.
+ * on its child does not cover it), and when the root changes. It is kept only when its path
+ * was walked down without a symlink: through one (d/up -> .. names d's parent), a name opened
+ * from it can be a directory the path goes through, and a mount there changes what the path
+ * means (the next step would land in the directory the mount left behind).
  */
 typedef struct {
-        int root; /* the root tmpfs, O_PATH */
-        int dir;  /* dir_path (relative to the root), O_PATH, or -1 */
-        char dir_path[PATH_MAX];
+        int root;                /* the root tmpfs, O_PATH */
+        int dir;                 /* dir_path (relative to the root), O_PATH, or -1 */
+        char dir_path[PATH_MAX]; /* "" (matches no step): reached through a symlink, not kept */
 } NewRoot;
 
 static void new_root_forget_dir(NewRoot *nr)
@@ -407,8 +408,9 @@ static int open_in_root(int rootfd, const char *target, int flags)
 /* mkdir -p of `path` (relative to the root, not there as a whole), one name at a time from
  * the directory before it; returns an O_PATH fd of it. `path` is modified on the way and
  * restored. A name is looked up before it is made unless it cannot be there: below a
- * directory made here, or the last one (all before it are). */
-static int make_dirs(int rootfd, char *path)
+ * directory made here, or the last one (all before it are). *ret_linked: a symlink on the
+ * way was followed (set, never cleared). */
+static int make_dirs(int rootfd, char *path, bool *ret_linked)
 {
         _cleanup_close_ int cur = -1;
         bool fresh = false; /* the directory before was made here: nothing in it yet */
@@ -437,6 +439,7 @@ static int make_dirs(int rootfd, char *path)
                         /* A symlink on the way: the path so far, resolved from the root. */
                         fd = open_in_root(rootfd, path, O_PATH | O_DIRECTORY);
                         fresh = false;
+                        *ret_linked = true;
                 }
                 *end = saved;
                 if (fd < 0)
@@ -470,14 +473,24 @@ static int parent_dir(NewRoot *nr, const char *target, const char **ret_name)
         else if (nr->dir >= 0 && streq(nr->dir_path, path))
                 fd = nr->dir;
         else {
+                bool linked = false;
+
                 new_root_forget_dir(nr);
-                fd = open_in_root(nr->root, path, O_PATH | O_DIRECTORY);
+                /* Without a symlink first: the one openat2 of the common case tells it. */
+                fd = aj_open_under(nr->root, path, O_PATH | O_DIRECTORY, 0, AJ_UNDER_NO_SYMLINKS);
+                if (fd == -ELOOP) {
+                        linked = true;
+                        fd = open_in_root(nr->root, path, O_PATH | O_DIRECTORY);
+                }
                 if (fd == -ENOENT)
-                        fd = make_dirs(nr->root, path);
+                        fd = make_dirs(nr->root, path, &linked);
                 if (fd < 0)
                         return fd;
                 nr->dir = fd;
-                memcpy(nr->dir_path, path, plen + 1);
+                if (linked)
+                        nr->dir_path[0] = '\0'; /* used for this step only */
+                else
+                        memcpy(nr->dir_path, path, plen + 1);
         }
         *ret_name = name;
         return fd;
@@ -555,10 +568,15 @@ static int new_fs(const char *fstype, const char *options, uint64_t attr)
         return mfd < 0 ? negative_errno() : mfd;
 }
 
+/* A detached copy of the tree at path (with its submounts), attr_set on each of its mounts.
+ * Always private: the copy of a shared mount (the host's "/" under systemd) is its peer, as
+ * with mount --bind, so what the jail mounts on a name in it (a bind or a hide in the
+ * workspace, where the agent's links may send it) would appear in the host's mount namespace
+ * and stay there after the run, and the host's mounts there would appear in the jail. */
 static int clone_tree(int dfd, const char *path, uint64_t attr_set)
 {
         _cleanup_close_ int fd = -1;
-        struct mount_attr a = { .attr_set = attr_set };
+        struct mount_attr a = { .attr_set = attr_set, .propagation = MS_PRIVATE };
         unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE;
 
         if (!*path)
@@ -566,7 +584,7 @@ static int clone_tree(int dfd, const char *path, uint64_t attr_set)
         fd = sys_open_tree(dfd, path, flags);
         if (fd < 0)
                 return negative_errno();
-        if (attr_set && sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
+        if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
                 return negative_errno();
         return TAKE_FD(fd);
 }

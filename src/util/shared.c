@@ -22,6 +22,13 @@ void aj_shared_unmap(AjShared *s)
         *s = (AjShared)AJ_SHARED_INIT;
 }
 
+int aj_shared_keep_from_forks(AjShared *s)
+{
+        if (!s->base)
+                return -EBADF;
+        return madvise(s->base, s->size, MADV_DONTFORK) < 0 ? -errno : 0;
+}
+
 void *aj_shared_alloc(AjShared *s, size_t n)
 {
         size_t at = (s->used + 15) & ~(size_t)15;

@@ -22,6 +22,10 @@ typedef struct AjShared {
 
 int aj_shared_map(AjShared *s, size_t size);
 void aj_shared_unmap(AjShared *s);
+/* Once the child that shares it exists: processes forked from here on get no copy of it (a
+ * helper that reads hostile input, a corrupted one writing what the child reads). The child
+ * keeps its own; so does a child forked before. 0 or -errno. */
+int aj_shared_keep_from_forks(AjShared *s);
 /* n bytes, zeroed, 16-aligned; NULL when the region is full. */
 void *aj_shared_alloc(AjShared *s, size_t n);
 /* NULL in, NULL out; NULL also when full (check with the input). */

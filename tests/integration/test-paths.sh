@@ -266,6 +266,28 @@ is "$JAIL_OUT" $'from-bind\nfrom-bind' "... the mount is the jail's /etc/agentja
 ok "... the host's /etc is untouched" test ! -e /etc/agentjail-test-x
 rm -f "$WORKSPACE/to-host" "$WORKSPACE/to-etc"
 
+# --- a workspace on a host mount with shared propagation (the host's "/" under systemd): the
+# trees the supervisor cloned from it were its peers, so the jail's own mounts in the workspace
+# (a bind, a hide; the agent's links choose where) appeared in the host's mount namespace and
+# stayed there after the run.
+SH="$TEST_TMP/shared"
+mkdir -p "$SH/ws/sub" "$SH/src"
+echo from-src >"$SH/src/file"
+if mount --bind "$SH" "$SH" && mount --make-shared "$SH"; then
+        cd "$SH/ws" || exit 1
+        run_jail --ro "$SH/src:$SH/ws/sub" -- /bin/sh -c "cat sub/file; grep -F ' $SH/ws' /proc/self/mountinfo"
+        cd "$WORKSPACE" || exit 1
+        is "$JAIL_RC" 0 "a workspace on a shared host mount, with a bind in it: the run works" || diag "$JAIL_ERR"
+        like "$JAIL_OUT" "^from-src" "... the bind is in the jail's workspace"
+        unlike "$JAIL_OUT" "shared:" "... the jail's workspace and the bind in it propagate nothing (no peer group)"
+        is "$(awk -v t="$SH/ws/" 'index($5, t) == 1 { print $5 }' /proc/self/mountinfo)" "" \
+                "... nothing the jail mounted is in the host's mount namespace after the run"
+        umount -l "$SH/ws/sub" 2>/dev/null
+        umount -l "$SH"
+else
+        fail "a shared bind mount can be made here" "mount --bind/--make-shared failed"
+fi
+
 # --- rootless, no XDG_RUNTIME_DIR: the runtime dir falls back to /tmp/agentjail-UID, which
 # any local user can create first. A uid of its own keeps this test from meeting others.
 if command -v setpriv >/dev/null && setpriv --reuid=65534 --regid=65534 --clear-groups unshare -U true 2>/dev/null; then

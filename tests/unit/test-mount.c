@@ -1926,6 +1926,52 @@ Test(mount, live_links_in_a_bound_tree_resolve_in_the_root, LIVE)
         setup_free(&s);
 }
 
+/* The parent kept for the next step was reached through a link in the bound tree that climbs
+ * back over a directory (d/up -> ..): the tmpfs mounted on that directory (d, a name of the
+ * kept one) changes what the path means, so the next target with the same parent is resolved
+ * again: it goes in the tmpfs, never in the directory the stale fd names (the host's). */
+static void checks_climbing_link(int fd, void *data)
+{
+        const LiveData *ld = data;
+        char path[PATH_MAX];
+        struct statfs sfs;
+
+        snprintf(path, sizeof(path), "%s/d", ld->ws);
+        report(fd, statfs(path, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC, "the tmpfs covers d");
+        snprintf(path, sizeof(path), "%s/d/up/e/inner-file", ld->ws);
+        report(fd, access(path, F_OK) == 0, "the bind after it is in that tmpfs (d/up/e)");
+        snprintf(path, sizeof(path), "%s/e", ld->ws);
+        report(fd, access(path, F_OK) != 0, "nothing at e in the workspace");
+}
+
+Test(mount, live_kept_parent_through_a_climbing_link, LIVE)
+{
+        Setup s;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
+        char out[8192], spec[PATH_MAX];
+        LiveData ld = { .ws = P("/ws") };
+        struct stat st;
+        int status;
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        default_like_profile(&s);
+        cr_assert_eq(chown(P("/ws"), HOST_UID, HOST_UID), 0);
+        touch(P("/a/b/inner-file"));
+        cr_assert_eq(mkdir(P("/ws/d"), 0755), 0);
+        cr_assert_eq(chown(P("/ws/d"), HOST_UID, HOST_UID), 0);
+        cr_assert_eq(symlink("..", P("/ws/d/up")), 0);
+        add_str(&s.p.tmpfs, P("/ws/d/up/d"));
+        snprintf(spec, sizeof(spec), "%s:%s", P("/a/b"), P("/ws/d/up/e"));
+        add_bind(&s.p.ro, spec);
+        plan = build_ok(&s);
+        status = run_jail(plan, checks_climbing_link, &ld, out, sizeof(out));
+        assert_report_ok(status, out);
+        cr_expect_neq(lstat(P("/ws/e"), &st), 0, "nothing made in the host's workspace");
+        setup_free(&s);
+}
+
 /* A link to a host path the new root does not have: the run fails at that step, nothing is
  * made at the host path (through a link on the way, or as the target itself). */
 Test(mount, live_link_to_a_host_path_fails_closed, LIVE)

@@ -3,10 +3,12 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 #include "util/open-under.h"
 #include "util/path.h"
 #include "util/ratelimit.h"
+#include "util/shared.h"
 
 Test(path, join)
 {
@@ -693,4 +696,49 @@ Test(fd, send_and_receive_with_an_fd)
         cr_assert_eq(aj_recv_with_fd(sp[1], &c, 1, &fd), 0, "the peer's end: 0");
         close(sp[1]);
         close(devnull);
+}
+
+/* In a forked child: 0 when the page at p is mapped, 1 when it is not (msync: ENOMEM). */
+static int child_sees(void *p, const char *want)
+{
+        pid_t pid = fork();
+        if (pid == 0) {
+                if (msync(p, 1, MS_ASYNC) < 0)
+                        _exit(errno == ENOMEM ? 1 : 2);
+                _exit(strcmp(p, want) == 0 ? 0 : 3);
+        }
+        int status = 0;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_assert(WIFEXITED(status));
+        return WEXITSTATUS(status);
+}
+
+/* The jail's config: a child forked (cloned) before keeps seeing what is written after; one
+ * forked after aj_shared_keep_from_forks() (the workspace's hasher) has no copy at all. */
+Test(shared, kept_from_later_forks)
+{
+        AjShared s = AJ_SHARED_INIT;
+        cr_assert_eq(aj_shared_map(&s, 1u << 20), 0);
+        char *text = aj_shared_alloc(&s, 64);
+        cr_assert_not_null(text);
+        int sp[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp), 0);
+        pid_t early = fork();
+        if (early == 0) {
+                char c;
+                _exit(read(sp[1], &c, 1) == 1 && strcmp(text, "after") == 0 ? 0 : 1);
+        }
+        cr_assert_eq(aj_shared_keep_from_forks(&s), 0);
+        strcpy(text, "after");
+        cr_assert_eq(write(sp[0], "g", 1), 1);
+        int status = 0;
+        cr_assert_eq(waitpid(early, &status, 0), early);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the child forked before reads what was written after");
+        cr_expect_eq(child_sees(text, "after"), 1, "a child forked after has no copy");
+        cr_expect_str_eq(text, "after", "the parent keeps it");
+        close(sp[0]);
+        close(sp[1]);
+        aj_shared_unmap(&s);
+        cr_expect_eq(aj_shared_keep_from_forks(&s), -EBADF);
 }
