@@ -132,45 +132,19 @@ _noreturn_ static void overlay_helper(int sock, int lower_fd, const char *dir, u
                 rep.err = mfd;
         if (rep.err)
                 snprintf(rep.text, sizeof(rep.text), "%s", aj_error_text(&e, rep.err));
-        struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
-        union {
-                char buf[CMSG_SPACE(sizeof(int))];
-                struct cmsghdr align;
-        } u = {};
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        if (mfd >= 0) {
-                mh.msg_control = u.buf;
-                mh.msg_controllen = sizeof(u.buf);
-                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(c), &mfd, sizeof(int));
-        }
-        _exit(sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof(rep) ? 0 : 1);
+        _exit(aj_send_with_fd(sock, &rep, sizeof(rep), mfd) == 0 ? 0 : 1);
 }
 
 /* The helper's reply: the overlay's fd, or its error. */
 static int overlay_reply(int sock, AjError *ret_error)
 {
         OverlayReply rep = { 0 };
-        struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
-        union {
-                char buf[CMSG_SPACE(sizeof(int))];
-                struct cmsghdr align;
-        } u;
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
-        ssize_t n;
-        do
-                n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-        while (n < 0 && errno == EINTR);
-        if (n < 0)
-                return aj_error_set(ret_error, -errno, "overlay: no answer from its helper process: %m");
         int mfd = -1;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-                        memcpy(&mfd, CMSG_DATA(c), sizeof(int));
-        bool whole = n == (ssize_t)sizeof(rep) && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
+        ssize_t n = aj_recv_with_fd(sock, &rep, sizeof(rep), &mfd);
+        if (n < 0 && n != -EBADMSG)
+                return aj_error_set(ret_error, (int)n, "overlay: no answer from its helper process: %s",
+                                    strerror((int)-n));
+        bool whole = n == (ssize_t)sizeof(rep);
         struct statfs sfs;
         if (whole && rep.err == 0 && mfd >= 0 && fstatfs(mfd, &sfs) == 0 && sfs.f_type == OVERLAYFS_SUPER_MAGIC)
                 return mfd;
