@@ -1892,6 +1892,19 @@ static void checks_links(int fd, void *data)
         report(fd, access(path, F_OK) == 0, "the bind after it is in that tmpfs");
 }
 
+/* A default-like profile over a workspace and its directory d, both the jail's host uid's (a
+ * mount point made in a directory the root's lookups should not reach would land there),
+ * and a file to bind from /a/b. */
+static void setup_links_ws(Setup *s)
+{
+        setup_init(s);
+        default_like_profile(s);
+        cr_assert_eq(chown(P("/ws"), HOST_UID, HOST_UID), 0);
+        touch(P("/a/b/inner-file"));
+        cr_assert_eq(mkdir(P("/ws/d"), 0755), 0);
+        cr_assert_eq(chown(P("/ws/d"), HOST_UID, HOST_UID), 0);
+}
+
 Test(mount, live_links_in_a_bound_tree_resolve_in_the_root, LIVE)
 {
         Setup s;
@@ -1903,14 +1916,8 @@ Test(mount, live_links_in_a_bound_tree_resolve_in_the_root, LIVE)
 
         if (!require_root())
                 return;
-        setup_init(&s);
-        default_like_profile(&s);
-        /* Writable by the jail's host uid: a mount point made in the covered directory would land. */
-        cr_assert_eq(chown(P("/ws"), HOST_UID, HOST_UID), 0);
-        touch(P("/a/b/inner-file"));
+        setup_links_ws(&s);
         cr_assert_eq(symlink("/etc", P("/ws/to-etc")), 0);
-        cr_assert_eq(mkdir(P("/ws/d"), 0755), 0);
-        cr_assert_eq(chown(P("/ws/d"), HOST_UID, HOST_UID), 0);
         cr_assert_eq(symlink(".", P("/ws/d/self")), 0);
         add_str(&s.p.tmpfs, P("/ws/d/self"));
         /* Right after the tmpfs, with the same parent directory. */
@@ -1955,12 +1962,7 @@ Test(mount, live_kept_parent_through_a_climbing_link, LIVE)
 
         if (!require_root())
                 return;
-        setup_init(&s);
-        default_like_profile(&s);
-        cr_assert_eq(chown(P("/ws"), HOST_UID, HOST_UID), 0);
-        touch(P("/a/b/inner-file"));
-        cr_assert_eq(mkdir(P("/ws/d"), 0755), 0);
-        cr_assert_eq(chown(P("/ws/d"), HOST_UID, HOST_UID), 0);
+        setup_links_ws(&s);
         cr_assert_eq(symlink("..", P("/ws/d/up")), 0);
         add_str(&s.p.tmpfs, P("/ws/d/up/d"));
         snprintf(spec, sizeof(spec), "%s:%s", P("/a/b"), P("/ws/d/up/e"));
