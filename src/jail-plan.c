@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The steps of a run before the clone (their order is src/jail.c's): the profile and the
- * run's records, the plans (runtime dir, meters and allowlist, mounts, seccomp, environment,
- * rlimits), the cgroup, the idmapped mount trees; and what is made while the child builds
- * its root (the output logs, the broker). Every step logs its own failure once.
+ * The steps that prepare a run (their order is src/jail.c's): the profile and the run's
+ * records, the gateway's keys set aside (before the first fork), the cgroup, the plans
+ * (runtime dir, meters and allowlist, mounts, seccomp, environment, rlimits: made after the
+ * clone, while the child makes its network namespace), the idmapped mount trees; and what
+ * is made while the child builds its root (the output logs, the broker). Every step logs
+ * its own failure once.
  */
 #include <errno.h>
 #include <limits.h>
@@ -640,6 +642,18 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
                 run->rlimit_resources[i] = cfg->rlimits[i].resource;
 }
 
+/* The gateway's keys: those in our environment go into pipes of their own and are wiped
+ * from it, before anything is forked (the watchdog, the jail's init: copies of our memory,
+ * the initial stack with the environment's strings included). */
+int aj_run_set_keys_aside(Run *run)
+{
+        _cleanup_(aj_error_clear) AjError kerr = {};
+        int r = aj_sup_llm_check_keys(&run->llm, run->profile, &kerr);
+        if (r < 0)
+                aj_error("%s (refusing to start: the gateway would have no key)", aj_error_text(&kerr, r));
+        return r;
+}
+
 int aj_run_plan(Run *run, AjSpawnConfig *cfg)
 {
         int r = plan_runtime_dir(run);
@@ -648,11 +662,6 @@ int aj_run_plan(Run *run, AjSpawnConfig *cfg)
         aj_run_trace_step(run, "runtime dir created");
         if ((r = setup_meter_and_broker(run)) < 0 || (r = plan_mounts(run)) < 0)
                 return r;
-        _cleanup_(aj_error_clear) AjError kerr = {};
-        if ((r = aj_sup_llm_check_keys(&run->llm, run->profile, &kerr)) < 0) {
-                aj_error("%s (refusing to start: the gateway would have no key)", aj_error_text(&kerr, r));
-                return r;
-        }
         aj_run_trace_step(run, "mount plan built");
         if ((r = plan_seccomp(run)) < 0)
                 return r;

@@ -5,7 +5,7 @@
  * writes the outcome, and then undoes what was done, in reverse, on every path (also the
  * step that failed, whose undo copes with what it left half made).
  *
- * The steps before the clone are in src/jail-plan.c, the supervisor that runs the jail in
+ * The steps that prepare the run are in src/jail-plan.c, the supervisor that runs the jail in
  * src/supervisor/ (supervise.c wires its parts together; records.c writes run.json).
  */
 #include <errno.h>
@@ -394,6 +394,7 @@ static const Step steps[] = {
         { NULL, block_signals, NULL }, /* put back last of all, below */
         { NULL, open_std_fds, NULL },
         { "prepared (profile, run dir)", aj_run_prepare, NULL },
+        { NULL, aj_run_set_keys_aside, NULL }, /* before the first fork */
         { NULL, setup_terminal, restore_terminal },
         { NULL, start_watchdog, finish_watchdog },
         { "cgroup created", aj_run_setup_cgroup, destroy_cgroup },

@@ -145,9 +145,10 @@ typedef struct {
         AjRunRecord *final_rec; /* the final run.json, for --json */
 } Run;
 
-/* src/jail-plan.c: the steps before the clone */
+/* src/jail-plan.c: the steps that prepare the run */
 void aj_run_trace_step(const Run *run, const char *step);
 int aj_run_prepare(Run *run);
+int aj_run_set_keys_aside(Run *run);
 int aj_run_plan(Run *run, AjSpawnConfig *cfg);
 int aj_run_setup_cgroup(Run *run);
 int aj_run_setup_idmap(Run *run);

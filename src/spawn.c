@@ -473,8 +473,8 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
         /* A network namespace costs a third of a millisecond to make: made here, by the
          * child (which has every capability in its new user namespace, so the namespaces
          * are that namespace's, as clone3's would be), it is made while the supervisor
-         * writes the maps and checks the places, not before the clone. Nothing but this
-         * code runs until it is done. */
+         * plans (the config it reads after GO is completed meanwhile), not before the
+         * clone. Nothing but this code runs until it is done. */
         int ns_err = unshare(CLONE_NEWNET | CLONE_NEWIPC) < 0 ? errno : 0;
         AjChildMsg go;
         int r = aj_spawn_recv(sync_fd, &go, NULL);
