@@ -201,10 +201,11 @@ static int clone_jail(Run *run)
         if (r < 0)
                 return aj_log_errno(r, "Cannot keep the jail's configuration from other processes");
         /* The child has the write ends (the config keeps their numbers). */
-        for (int *fd = &run->out_pipe[1]; fd; fd = fd == &run->out_pipe[1] ? &run->err_pipe[1] : NULL)
-                if (*fd >= 0) {
-                        close(*fd);
-                        *fd = -1;
+        int *ends[] = { &run->out_pipe[1], &run->err_pipe[1] };
+        for (size_t i = 0; i < ARRAY_SIZE(ends); i++)
+                if (*ends[i] >= 0) {
+                        close(*ends[i]);
+                        *ends[i] = -1;
                 }
         return 0;
 }
