@@ -104,11 +104,8 @@ static int compose_record(Run *run, const char *status, const Outcome *o, uint64
                 if (resolved)
                         run->resolved_profile = json_loads(resolved, 0, NULL);
         }
-        /* The host's layout, read once (mountinfo): run.json is written two or three times. */
-        static AjCgroupMode mode = AJ_CGROUP_MODE_NONE;
-        static bool mode_known;
-        if (!mode_known)
-                mode_known = aj_cgroup_detect(&mode) >= 0;
+        AjCgroupMode mode = AJ_CGROUP_MODE_NONE;
+        (void)aj_cgroup_detect(&mode);
         json_t *llm = run->llm.n_providers ? aj_sup_llm_summary(&run->llm) : NULL;
         bool network = run->net_policy || aj_sup_breach_egress_used(&run->breach);
         const AjRunQuarantine *q = aj_sup_breach_quarantine(&run->breach);
