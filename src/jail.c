@@ -170,8 +170,7 @@ static int map_shared(Run *run)
                 return -ENOMEM;
         run->jail_cfg->stdout_fd = run->jail_cfg->stderr_fd = run->jail_cfg->cgroup_v2_fd = -1;
         if (aj_log_enabled(AJ_LOG_DEBUG))
-                run->init_trace = run->jail_cfg->trace = aj_shared_alloc(&run->shared,
-                                                                         _AJ_CHILD_T_MAX * sizeof(uint64_t));
+                run->jail_cfg->trace = aj_shared_alloc(&run->shared, _AJ_CHILD_T_MAX * sizeof(uint64_t));
         return 0;
 }
 
@@ -455,9 +454,10 @@ static void report_launch_error(Run *run)
 /* -vv: init's steps, on the supervisor's clock (the same CLOCK_MONOTONIC). */
 static void trace_init_steps(const Run *run)
 {
-        for (int t = 0; run->init_trace && t < _AJ_CHILD_T_MAX; t++)
-                if (run->init_trace[t])
-                        aj_debug("+%.3f ms %s", (double)(run->init_trace[t] - run->t0) / 1e6,
+        const uint64_t *trace = run->jail_cfg ? run->jail_cfg->trace : NULL;
+        for (int t = 0; trace && t < _AJ_CHILD_T_MAX; t++)
+                if (trace[t])
+                        aj_debug("+%.3f ms %s", (double)(trace[t] - run->t0) / 1e6,
                                  aj_child_trace_name((AjChildTrace)t));
 }
 
@@ -511,7 +511,7 @@ static void run_free(Run *run)
         aj_sup_output_done(&run->output);
         aj_sup_terminal_done(&run->term);
         aj_spawn_handle_done(&run->h);
-        aj_shared_unmap(&run->shared); /* init_trace with it */
+        aj_shared_unmap(&run->shared); /* the jail's config and trace stamps with it */
         for (int i = 0; i < 2; i++)
                 if (run->proxy_fds[i] >= 0)
                         close(run->proxy_fds[i]);

@@ -88,8 +88,7 @@ typedef struct {
         json_t *degraded;
         json_t *resolved_profile; /* parsed once for every run.json write */
         uint64_t started_ns;
-        uint64_t t0;          /* monotonic, for -vv step timings */
-        uint64_t *init_trace; /* -vv: init's own step stamps (AjChildTrace), shared memory */
+        uint64_t t0; /* monotonic, for -vv step timings */
         uid_t host_uid;
         gid_t host_gid;
         bool rootless;

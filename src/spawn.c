@@ -126,8 +126,8 @@ static int send_msg(int fd, const AjChildMsg *m, int pass_fd)
         return send_fds(fd, m, sizeof(*m), &pass_fd, pass_fd >= 0 ? 1 : 0);
 }
 
-/* recvmsg(2) on the sync socket, fds close-on-exec, retried on EINTR: bytes, or -errno. */
-/* ECONNRESET: the peer closed its end with messages of ours unread (a child that failed
+/* recvmsg(2) on the sync socket, fds close-on-exec, retried on EINTR: bytes, or -errno.
+ * ECONNRESET: the peer closed its end with messages of ours unread (a child that failed
  * before it read JOINED or its trees). The kernel says so once, before the messages the peer
  * sent (its launch error): read on, they come next, then the end (0). */
 static ssize_t recv_msg(int sync_fd, struct msghdr *mh)
