@@ -186,18 +186,23 @@ static int enable_controllers(const char *dir, unsigned want, unsigned opt, AjCg
         opt &= avail;
         (void)aj_cg_read(dir, "cgroup.subtree_control", &sub_s);
         unsigned enabled = ctrl_set(sub_s);
-        unsigned missing = (want | opt) & ~enabled;
-        if (missing && write_subtree(dir, missing) >= 0) {
-                enabled |= missing;
-                missing = 0;
+        /* Written even when they read as enabled. The kernel shows a controller in
+         * subtree_control before it has made that controller's files in the children:
+         * another run may be in the middle of enabling it, and its memory.max in our
+         * fresh cgroup does not exist yet. A write waits for the cgroup lock that run
+         * holds, so once ours returns, the files are there. */
+        unsigned todo = want | opt;
+        if (todo && write_subtree(dir, todo) >= 0) {
+                enabled |= todo;
+                todo = 0;
         }
         /* One at a time, so an optional one cannot block a required one. */
         for (size_t i = 0; i < ARRAY_SIZE(ctrl_names); i++) {
                 unsigned b = 1U << i;
-                if (!(missing & b))
+                if (!(todo & b))
                         continue;
                 r = write_subtree(dir, b);
-                if (r >= 0) {
+                if (r >= 0 || (enabled & b)) {
                         enabled |= b;
                         continue;
                 }

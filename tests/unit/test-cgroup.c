@@ -358,6 +358,45 @@ Test(cgroup_v2_stats, memory_peak_from_the_kernel)
         aj_cgroup_free(cg);
 }
 
+/* The kernel shows a controller in a parent's subtree_control before it has made the
+ * controller's files in the children (another run may be in the middle of enabling it,
+ * holding the cgroup lock): a run must still write it, and so wait for that lock, rather
+ * than trust the mask and find memory.max missing (CI: "4 concurrent limited runs"). */
+Test(cgroup_v2_stats, enabled_controllers_are_written_again)
+{
+        cr_assert_not_null(mkdtemp(fake_dir));
+        char parent[512], run[600], p[700];
+        snprintf(parent, sizeof(parent), "%s/agentjail", fake_dir);
+        snprintf(run, sizeof(run), "%s/0123456789ab", parent);
+        cr_assert_eq(mkdir(parent, 0755), 0);
+        const char *dirs[] = { fake_dir, parent };
+        for (size_t i = 0; i < 2; i++) {
+                snprintf(p, sizeof(p), "%s/cgroup.controllers", dirs[i]);
+                cr_assert_eq(aj_write_file_atomic(p, "cpu memory pids\n", 16, 0644), 0);
+                snprintf(p, sizeof(p), "%s/cgroup.subtree_control", dirs[i]);
+                cr_assert_eq(aj_write_file_atomic(p, "cpu memory pids\n", 16, 0644), 0);
+        }
+        AjCgroup *cg = calloc(1, sizeof(*cg));
+        cr_assert_not_null(cg);
+        cg->mode = AJ_CGROUP_MODE_UNIFIED;
+        cg->v2_fd = cg->event_fd = -1;
+        cg->run_id = strdup("0123456789ab");
+        cg->plan.v2_parent = strdup(parent);
+        cg->plan.v2_run = strdup(run);
+        AjCgroupLimits limits = { .memory_max = 64 << 20, .pids_max = 64 };
+        AjCgroupReasons rs = { .allow_degraded = true };
+        /* The fake run directory has no memory.max: that is reported, degraded. */
+        cr_assert_eq(aj_cgroup_v2_ops.create(cg, &limits, &rs), 0);
+        cr_assert_not_null(rs.text);
+        cr_assert_not_null(strstr(rs.text, "memory.max"), "%s", rs.text);
+        _cleanup_free_ char *sub = NULL;
+        cr_assert_eq(aj_cg_read(parent, "cgroup.subtree_control", &sub), 0);
+        cr_assert_eq(strncmp(sub, "+memory +pids", 13), 0,
+                     "memory and pids read as enabled, and were not written: '%s'", sub);
+        free(rs.text);
+        aj_cgroup_free(cg);
+}
+
 /* Before Linux 5.19 there is no memory.peak: the peak is still a lower bound that
  * never goes down, and at least the limit once the kernel said usage reached it. */
 Test(cgroup_v2_stats, memory_peak_without_memory_peak_file)
