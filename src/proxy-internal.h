@@ -29,9 +29,6 @@
 #define LINGER_MS 2000
 #define LINGER_MAX_BYTES (1024 * 1024)
 #define ACCEPT_BATCH 64
-/* TCP_DEFER_ACCEPT on the listeners: how long a silent client's connection waits in the
- * kernel before it is handed over anyway (seconds; then the header timeout runs). */
-#define PROXY_DEFER_ACCEPT_S 5
 
 typedef enum {
         ST_HTTP_HEAD,

@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,13 +69,6 @@ int aj_proxy_listen_at(const char *address, uint16_t port, int *ret_fd)
         int r = proxy_bound_buffers(fd);
         if (r < 0)
                 return r;
-        /* Clients of both protocols speak first: the kernel hands a connection over once
-         * its first bytes are in, and accept_some() reads them at once, instead of waking us
-         * for the connection and again for its request. One that stays silent is handed over
-         * after a few seconds all the same, and the header timeout runs from then. */
-        int defer_s = PROXY_DEFER_ACCEPT_S;
-        if (setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof(defer_s)) < 0)
-                return negative_errno();
         if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
                 return negative_errno();
         if (listen(fd, 1024) < 0)

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -445,7 +444,6 @@ typedef struct {
         AjNetPolicy *policy;
         AjProxy *proxy;
         uint16_t http_port, socks_port;
-        int http_fd; /* the proxy's (it closes it) */
 } Live;
 
 static uint16_t port_of(int fd)
@@ -690,7 +688,6 @@ static void live_start(Live *l, char **entries, const AjProxyOptions *opts)
         cr_assert_eq(aj_proxy_listen_at("127.0.0.1", 0, &hfd), 0);
         cr_assert_eq(aj_proxy_listen_at("127.0.0.1", 0, &sfd), 0);
         l->http_port = port_of(hfd);
-        l->http_fd = hfd;
         l->socks_port = port_of(sfd);
         cr_assert_eq(aj_proxy_new_with_options(hfd, sfd, l->policy, &hooks, opts, &l->proxy), 0);
 }
@@ -1387,39 +1384,6 @@ Test(live, oversized_head_and_connection_limit)
                         _exit(4);
                 close(a);
                 close(b);
-                _exit(0);
-        }
-        cr_expect_eq(run_client(&l, pid), 0);
-        live_stop(&l);
-}
-
-/* Both protocols have the client speak first, so the listeners defer accepting a connection
- * until its first bytes (TCP_DEFER_ACCEPT): one that says nothing is not the proxy's yet and
- * holds none of the run's connections, and the proxy is woken once per connection, not for
- * the connection and then for its request. */
-Test(live, silent_connection_holds_no_slot)
-{
-        Live l;
-        uint16_t echo = start_server("127.0.0.1");
-        AjProxyOptions opts = { .max_connections = 1 };
-        live_start(&l, (char *[]){ "127.0.0.1", NULL }, &opts);
-        int on = 0;
-        socklen_t len = sizeof(on);
-        cr_assert_eq(getsockopt(l.http_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &on, &len), 0);
-        cr_expect_gt(on, 0, "TCP_DEFER_ACCEPT on the HTTP listener");
-        pid_t pid = fork();
-        if (pid == 0) {
-                int silent = tcp_connect("127.0.0.1", l.http_port);
-                usleep(100 * 1000);
-                char target[64], answer[1024];
-                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
-                int a = http_connect(l.http_port, target, answer, sizeof(answer));
-                if (!strstr(answer, " 200 ")) {
-                        fprintf(stderr, "with a silent connection open: %s\n", answer);
-                        _exit(1);
-                }
-                close(a);
-                close(silent);
                 _exit(0);
         }
         cr_expect_eq(run_client(&l, pid), 0);
