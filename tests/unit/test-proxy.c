@@ -515,7 +515,12 @@ static void serve(int fd)
                 while (read(fd, buf, sizeof(buf)) > 0)
                         ;
         } else if (strncmp(line, "gen ", 4) == 0) {
-                unsigned long long left = strtoull(line + 4, NULL, 10);
+                /* "gen N [MS]": N bytes, after MS milliseconds */
+                char *end = NULL;
+                unsigned long long left = strtoull(line + 4, &end, 10);
+                unsigned long ms = end ? strtoul(end, NULL, 10) : 0;
+                if (ms)
+                        usleep((useconds_t)ms * 1000);
                 memset(buf, 'x', sizeof(buf));
                 while (left > 0) {
                         size_t k = left < sizeof(buf) ? (size_t)left : sizeof(buf);
@@ -2386,17 +2391,35 @@ Test(live, relay_churn_resets_leave_nothing)
         cr_expect_eq(run_client(&l, pid), 0);
         cr_expect_eq(aj_proxy_relay_buffer_bytes(l.proxy), 0);
         cr_expect_eq(count_fds(), fds_before, "fds %d -> %d", fds_before, count_fds());
-        /* The growth room came back: one more bulk tunnel grows. */
+        /* The growth room came back: one more bulk tunnel grows to 1 MiB. A buffer grows when
+         * a read fills it, and the proxy reads bytes as they come, often in pieces: so the
+         * server waits 300 ms before it sends, and the proxy is not run meanwhile, so that
+         * they queue up (the client does not read: its side takes the first 320 KiB). */
+        int sent[2];
+        cr_assert_eq(pipe2(sent, O_CLOEXEC), 0);
         pid = fork();
         if (pid == 0) {
                 char target[64], answer[512];
                 snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
                 int fd = http_connect(l.http_port, target, answer, sizeof(answer));
-                write_full(fd, "gen 8388608\n", 12);
-                sleep(1);
+                write_full(fd, "gen 8388608 300\n", 16);
+                write_full(sent[1], "s", 1);
+                sleep(2);
                 _exit(0);
         }
-        size_t most = dispatch_for(800000000ull, &l);
+        close(sent[1]);
+        size_t most = 0;
+        struct pollfd pfd = { .fd = sent[0], .events = POLLIN };
+        for (int i = 0; i < 100 && poll(&pfd, 1, 0) == 0; i++) {
+                size_t now = dispatch_for(50000000ull, &l); /* the CONNECT, until the line is sent */
+                most = now > most ? now : most;
+        }
+        close(sent[0]);
+        size_t relayed = dispatch_for(50000000ull, &l); /* the line, to the server */
+        most = relayed > most ? relayed : most;
+        usleep(500 * 1000);
+        size_t later = dispatch_for(800000000ull, &l);
+        most = later > most ? later : most;
         cr_expect_geq(most, (size_t)AJ_PROXY_BUFFER_MAX, "grew again, to 1 MiB (%zu)", most);
         cr_expect_eq(run_client(&l, pid), 0);
         live_stop(&l);
