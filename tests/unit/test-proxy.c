@@ -518,7 +518,7 @@ static void serve(int fd)
                 /* "gen N [MS]": N bytes, after MS milliseconds */
                 char *end = NULL;
                 unsigned long long left = strtoull(line + 4, &end, 10);
-                unsigned long ms = end ? strtoul(end, NULL, 10) : 0;
+                unsigned long ms = strtoul(end, NULL, 10);
                 if (ms)
                         usleep((useconds_t)ms * 1000);
                 memset(buf, 'x', sizeof(buf));
