@@ -1,15 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Broker benchmark: `broker-bench SOCKET_PATH [--events FILE] [-n N]`, or
- * `broker-bench --client [-n N] [--wait-for FILE]` inside a jail (scripts/bench), where the run's own
+ * `broker-bench --client [-n N] [--marks DIR]` inside a jail (scripts/bench), where the run's own
  * broker on $AGENTJAIL_BROKER is measured, with the run's real event log.
  * Without --client it forks a broker (meter without caps, one priced model) serving SOCKET_PATH
  * with fake hooks (events dropped) or, with --events, the real event log
  * (held and written once per wake-up, as in a run). Then measures from this process:
  *   - "tokens" messages/s pipelined on 1 connection and on 8 connections;
  *   - "tool" round-trip latency (one request in flight), p50/p99; with --client also
- *     for calls 1 ms apart (the supervisor asleep when each arrives), and the bounds of
- *     each phase (CLOCK_MONOTONIC), by which scripts/bench reads the supervisor's CPU;
+ *     for calls 1 ms apart (the supervisor asleep when each arrives); with --marks, at each
+ *     phase's bounds a byte to DIR/mark and a wait for one from DIR/ack (two FIFOs), while
+ *     scripts/bench reads the supervisor's CPU: nothing samples during a phase;
  *     without, the forked broker's CPU per message (/proc/PID/schedstat).
  * Prints one JSON object.
  * `broker-bench --echo [-n N]` measures the peer of the round trip: the same requests
@@ -293,11 +294,52 @@ static void run_echo(long n, long gap_us, double *ret_p50, double *ret_p99)
         waitpid(pid, NULL, 0);
 }
 
+/* The phases' bounds for whoever reads the supervisor's CPU (scripts/bench): a byte to
+ * DIR/mark, then a wait for one from DIR/ack. Blocking FIFOs, so the reader sleeps through
+ * the phases instead of sampling in them (a sampler waking every 2 ms took the p99 of the
+ * round trips it measured). */
+typedef struct {
+        int mark, ack;
+} Marks;
+
+static int marks_open(Marks *m, const char *dir)
+{
+        char p[4096];
+        snprintf(p, sizeof p, "%s/mark", dir);
+        m->mark = open(p, O_WRONLY | O_CLOEXEC);
+        snprintf(p, sizeof p, "%s/ack", dir);
+        m->ack = m->mark < 0 ? -1 : open(p, O_RDONLY | O_CLOEXEC);
+        if (m->ack < 0) {
+                fprintf(stderr, "broker-bench: cannot open the FIFOs in '%s': %s\n", dir, strerror(errno));
+                return -1;
+        }
+        return 0;
+}
+
+static void mark(Marks *m)
+{
+        char c = 'm';
+        if (m->mark < 0)
+                return;
+        if (write(m->mark, &c, 1) != 1 || read(m->ack, &c, 1) != 1) {
+                fprintf(stderr, "broker-bench: the mark's reader is gone\n");
+                exit(1);
+        }
+}
+
+static void marks_close(Marks *m)
+{
+        if (m->mark >= 0)
+                close(m->mark);
+        if (m->ack >= 0)
+                close(m->ack);
+}
+
 int main(int argc, char **argv)
 {
         const char *path = NULL, *events = NULL;
         long n = 200000;
-        const char *wait_for = NULL;
+        const char *marks = NULL;
         bool client = false, echo = false;
         for (int i = 1; i < argc; i++) {
                 if (streq(argv[i], "--client"))
@@ -306,8 +348,8 @@ int main(int argc, char **argv)
                         echo = true;
                 else if (streq(argv[i], "--events") && i + 1 < argc)
                         events = argv[++i];
-                else if (streq(argv[i], "--wait-for") && i + 1 < argc)
-                        wait_for = argv[++i];
+                else if (streq(argv[i], "--marks") && i + 1 < argc)
+                        marks = argv[++i];
                 else if (streq(argv[i], "-n") && i + 1 < argc)
                         n = atol(argv[++i]);
                 else if (!path)
@@ -333,26 +375,25 @@ int main(int argc, char **argv)
                         fprintf(stderr, "usage: broker-bench --client [-n N>=1000] (needs $AGENTJAIL_BROKER)\n");
                         return 2;
                 }
-                /* Until whoever reads the supervisor's CPU is ready (at most 10 s). */
-                for (int i = 0; wait_for && i < 1000 && access(wait_for, F_OK) < 0; i++)
-                        nanosleep(&(struct timespec){ .tv_nsec = 10000000 }, NULL);
                 signal(SIGPIPE, SIG_IGN);
-                /* The phases' bounds on CLOCK_MONOTONIC (the host's: no time namespace), for
-                 * scripts/bench to read the supervisor's CPU over each. */
-                uint64_t t0 = aj_now_monotonic_ns();
+                Marks m = { -1, -1 };
+                if (marks && marks_open(&m, marks) < 0)
+                        return 1;
+                /* The supervisor's CPU is read at each mark, between the phases. */
+                mark(&m);
                 double one = run_tokens(path, 1, n, 256);
-                uint64_t t1 = aj_now_monotonic_ns();
+                mark(&m);
                 double eight = run_tokens(path, 8, n, 256);
-                uint64_t t2 = aj_now_monotonic_ns();
+                mark(&m);
                 double p50, p99, g50, g99;
                 run_latency(path, n / 10, 0, &p50, &p99);
-                uint64_t t3 = aj_now_monotonic_ns();
+                mark(&m);
+                marks_close(&m);
                 run_latency(path, 2000, 1000, &g50, &g99);
                 printf("{\"events\": \"run\", \"tokens_msgs_per_s_1conn\": %.0f, \"tokens_msgs_per_s_8conn\": %.0f, "
                        "\"tool_rtt_p50_us\": %.1f, \"tool_rtt_p99_us\": %.1f, \"tool_spaced_rtt_p50_us\": %.1f, "
-                       "\"tool_spaced_rtt_p99_us\": %.1f, \"n\": %ld, \"phases_ns\": [%llu, %llu, %llu, %llu]}\n",
-                       one, eight, p50, p99, g50, g99, n, (unsigned long long)t0, (unsigned long long)t1,
-                       (unsigned long long)t2, (unsigned long long)t3);
+                       "\"tool_spaced_rtt_p99_us\": %.1f, \"n\": %ld}\n",
+                       one, eight, p50, p99, g50, g99, n);
                 return 0;
         }
         if (!path || n < 1000) {
