@@ -24,3 +24,4 @@ int aj_cmd_rollback(int argc, char **argv);
 int aj_cmd_replay(int argc, char **argv); /* 0 same, 1 changed, 125 error */
 int aj_cmd_eval(int argc, char **argv);   /* src/cli/eval.c: 0 pass, 1 fail, 2 usage, 125 bad suite */
 int aj_cmd_doctor(int argc, char **argv);
+int aj_cmd_prune(int argc, char **argv); /* src/cli/prune.c: 0, 1 a removal failed, 2 usage, 125 error */
