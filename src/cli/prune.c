@@ -19,26 +19,26 @@
 #include "util/fd.h"
 #include "util/parse.h"
 
-#define PRUNE_USAGE                                                                                 \
+#define PRUNE_USAGE                                                                               \
         "agentjail prune [--older-than DURATION] [--keep N] [--quarantined] [--discard-pending] " \
         "[--dry-run] [--json]"
-#define PRUNE_HELP                                                                                 \
-        "Remove the directories of finished runs (exited or lost) from the state directory.\n"    \
-        "A live run, or one whose state cannot be told (no readable run.json), is never\n"        \
-        "removed. At least one rule is needed; with both, a run goes only if both choose it.\n"   \
-        "A run's time is when it ended (run.json \"ended\"), else when it started, else its\n"    \
-        "directory's mtime.\n"                                                                    \
-        "\n"                                                                                      \
+#define PRUNE_HELP                                                                               \
+        "Remove the directories of finished runs (exited or lost) from the state directory.\n"   \
+        "A live run, or one whose state cannot be told (no readable run.json), is never\n"       \
+        "removed. At least one rule is needed; with both, a run goes only if both choose it.\n"  \
+        "A run's time is when it ended (run.json \"ended\"), else when it started, else its\n"   \
+        "directory's mtime.\n"                                                                   \
+        "\n"                                                                                     \
         "  --older-than DURATION  runs that ended more than DURATION ago (30s, 15m, 12h, 7d)\n"  \
-        "  --keep N               all but the newest N finished runs\n"                            \
-        "  --quarantined          quarantined runs too (kept by default: evidence for review)\n"  \
-        "  --discard-pending      runs whose overlay workspace changes were neither committed\n"  \
-        "                         nor discarded too (kept by default: the agent's unreviewed\n"   \
-        "                         work)\n"                                                         \
-        "  --dry-run              print what would be removed, remove nothing\n"                  \
-        "  --json                 one JSON document: removed, skipped (with reasons), failed\n"   \
-        "\n"                                                                                      \
-        "Exit status: 0 everything chosen was removed (or nothing was), 1 a removal failed,\n"    \
+        "  --keep N               all but the newest N finished runs\n"                          \
+        "  --quarantined          quarantined runs too (kept by default: evidence for review)\n" \
+        "  --discard-pending      runs whose overlay workspace changes were neither committed\n" \
+        "                         nor discarded too (kept by default: the agent's unreviewed\n"  \
+        "                         work)\n"                                                       \
+        "  --dry-run              print what would be removed, remove nothing\n"                 \
+        "  --json                 one JSON document: removed, skipped (with reasons), failed\n"  \
+        "\n"                                                                                     \
+        "Exit status: 0 everything chosen was removed (or nothing was), 1 a removal failed,\n"   \
         "2 usage, 125 the state directory could not be read."
 
 /* The state directory could not be read (or memory ran out): like `run`'s launcher errors. */
@@ -176,7 +176,7 @@ static void entry_facts(Entry *e, const struct stat *st)
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
         bool live = run->live || aj_run_supervisor_alive(run);
         e->state = aj_run_display_state(run);
-        e->facts.life = live                             ? AJ_PRUNE_LIVE
+        e->facts.life = live                                      ? AJ_PRUNE_LIVE
                         : !run->rec || streq(e->state, "unknown") ? AJ_PRUNE_UNKNOWN
                                                                   : AJ_PRUNE_FINISHED;
         e->facts.quarantined = run->rec && aj_run_record_quarantined(run->rec);
@@ -235,9 +235,8 @@ static int gather(const AjPaths *paths, Entry **ret, size_t *ret_n)
                         e->state = "removing";
                         e->facts.life = AJ_PRUNE_UNKNOWN;
                         e->facts.owned = geteuid() == 0 || st.st_uid == geteuid();
-                        e->d = (AjPruneDecision){
-                                .verdict = e->facts.owned ? AJ_PRUNE_REMOVE : AJ_PRUNE_KEEP_NOT_OWNER, .matched = true
-                        };
+                        e->d = (AjPruneDecision){ .verdict = e->facts.owned ? AJ_PRUNE_REMOVE : AJ_PRUNE_KEEP_NOT_OWNER,
+                                                  .matched = true };
                         continue;
                 }
                 if (S_ISDIR(st.st_mode)) {
@@ -299,8 +298,7 @@ static const char *refusal(const Entry *e)
 {
         if (e->type == S_IFLNK)
                 return "a symlink, not a run directory: refused, not followed";
-        return e->type == S_IFDIR ? "not a run directory of the state dir: refused"
-                                  : "not a directory: refused";
+        return e->type == S_IFDIR ? "not a run directory of the state dir: refused" : "not a directory: refused";
 }
 
 /* The skip's words: the verdict's, and why its state is unknown when run.json says why. */
@@ -396,18 +394,22 @@ static int print_json(const AjPaths *paths, const Entry *v, size_t n, const Opti
                         char msg[512];
                         skip_message(e, msg, sizeof(msg));
                         json_object_set_new(j, "reason",
-                                            json_string(e->run || e->leftover ? aj_prune_verdict_name(e->d.verdict) : "refused"));
+                                            json_string(e->run || e->leftover ? aj_prune_verdict_name(e->d.verdict)
+                                                                              : "refused"));
                         json_object_set_new(j, "message", json_string(msg));
                         json_array_append_new(skipped, j);
                 }
         }
-        json_auto_t *doc = json_pack(
-                "{s:b, s:o, s:o, s:b, s:b, s:O, s:O, s:O, s:I, s:I, s:I}", "dry_run", o->dry_run, "older_than_seconds",
-                o->rules.has_older_than ? json_integer((json_int_t)(o->rules.older_than_ns / 1000000000ull)) : json_null(),
-                "keep", o->rules.has_keep ? json_integer((json_int_t)o->rules.keep) : json_null(), "quarantined",
-                o->rules.quarantined, "discard_pending", o->rules.discard_pending, "removed", removed, "skipped",
-                skipped, "failed", failed, "runs_removed", (json_int_t)json_array_size(removed), "bytes_freed",
-                (json_int_t)freed, "kept", (json_int_t)kept);
+        json_auto_t *doc = json_pack("{s:b, s:o, s:o, s:b, s:b, s:O, s:O, s:O, s:I, s:I, s:I}", "dry_run", o->dry_run,
+                                     "older_than_seconds",
+                                     o->rules.has_older_than
+                                             ? json_integer((json_int_t)(o->rules.older_than_ns / 1000000000ull))
+                                             : json_null(),
+                                     "keep", o->rules.has_keep ? json_integer((json_int_t)o->rules.keep) : json_null(),
+                                     "quarantined", o->rules.quarantined, "discard_pending", o->rules.discard_pending,
+                                     "removed", removed, "skipped", skipped, "failed", failed, "runs_removed",
+                                     (json_int_t)json_array_size(removed), "bytes_freed", (json_int_t)freed, "kept",
+                                     (json_int_t)kept);
         return cli_print_json(doc);
 }
 
@@ -509,8 +511,7 @@ int aj_cmd_prune(int argc, char **argv)
                 if (chosen(&v[i]) && v[i].error < 0) {
                         char path[PATH_MAX], left[PATH_MAX];
                         entry_path(&paths, &v[i], path, sizeof(path));
-                        snprintf(left, sizeof(left), "%s/runs/" AJ_RUN_REMOVING_PREFIX "%s", paths.state_root,
-                                 v[i].id);
+                        snprintf(left, sizeof(left), "%s/runs/" AJ_RUN_REMOVING_PREFIX "%s", paths.state_root, v[i].id);
                         struct stat st;
                         bool behind = !v[i].leftover && lstat(left, &st) == 0;
                         cli_fail("prune", "cannot remove '%s': %s%s%s%s", path, removal_error(v[i].error),

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The operator's verbs, one file per verb or family in src/cli/: ps, inspect, logs,
- * freeze/thaw/kill, approve/deny, diff/commit/discard, rollback, quarantine. Each takes
+ * freeze/thaw/kill, approve/deny, diff/commit/discard, rollback, quarantine, prune. Each takes
  * argv with the command name in argv[0] and returns the exit status: 0 success, 1
  * failure (no such run, run not live, refused), 2 usage error. With --json each prints
  * exactly one JSON document on stdout (`logs --json`: the raw event lines).
