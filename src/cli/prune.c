@@ -203,7 +203,7 @@ static int gather(const AjPaths *paths, Entry **ret, size_t *ret_n)
         if (asprintf(&dir, "%s/runs", paths->state_root) < 0)
                 return -ENOMEM;
         Entry *v = NULL;
-        size_t n = 0;
+        size_t n = 0, cap = 0;
         DIR *d = opendir(dir);
         if (!d) {
                 *ret = NULL;
@@ -219,12 +219,16 @@ static int gather(const AjPaths *paths, Entry **ret, size_t *ret_n)
                 struct stat st;
                 if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                         continue; /* gone meanwhile */
-                Entry *nv = realloc(v, (n + 1) * sizeof(*v));
-                if (!nv) {
-                        r = -ENOMEM;
-                        break;
+                if (n == cap) {
+                        size_t nc = cap ? cap * 2 : 64;
+                        Entry *nv = reallocarray(v, nc, sizeof(*v));
+                        if (!nv) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        v = nv;
+                        cap = nc;
                 }
-                v = nv;
                 Entry *e = &v[n];
                 /* A leftover that is not a directory is refused like any such entry. */
                 *e = (Entry){ .type = st.st_mode & S_IFMT, .leftover = leftover && S_ISDIR(st.st_mode) };
