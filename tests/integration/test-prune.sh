@@ -197,6 +197,20 @@ like "$(cat "$TEST_TMP/bg.out")" live-done "its command ran to the end"
 is "$(jf .status "$RUNS/$L/run.json")" exited "its record is complete"
 aj logs "$L" --verify
 is "$RC" 0 "its event chain is intact" || op_diag
+
+# A lost run (run.json says running, its supervisor is gone) has no end time: its start counts.
+LOST=abcdef000003
+mkdir "$RUNS/$LOST"
+sh -c 'exit 0' &
+dead=$!
+wait "$dead"
+jq --arg id "$LOST" --argjson pid "$dead" --arg s "$(past 10)" '.id = $id | .name = "pr-lost"
+        | .status = "running" | .state = "running" | .supervisor_pid = $pid | .exit = null | .ended = null
+        | .started = $s' "$RUNS/$L/run.json" >"$RUNS/$LOST/run.json"
+aj prune --older-than 7d --json
+is "$(ids .removed)" "$LOST" "--older-than: a lost run that started 10 days ago goes, the run that just ended stays"
+is "$(jq -r '.removed[0] | "\(.state) \(.time_of)"' <<<"$OUT")" "lost started" "by its start time, and --json says so"
+
 aj prune --keep 0 --json
 is "$(ids .removed)" "$L" "once it ended, it may go"
 is "$(ls "$RUNS")" "$U" "only the run of unknown state is left"
