@@ -70,6 +70,7 @@ int aj_commands_main(int argc, char **argv)
                 { "replay", aj_cmd_replay },
                 { "eval", aj_cmd_eval },
                 { "doctor", aj_cmd_doctor },
+                { "prune", aj_cmd_prune },
         };
         for (size_t i = 0; i < ARRAY_SIZE(ops); i++)
                 if (streq(cmd, ops[i].name))

@@ -743,5 +743,35 @@ int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)
         size_t n = strlen(real_runs);
         if (strncmp(real_dir, real_runs, n) != 0 || real_dir[n] != '/' || !streq(real_dir + n + 1, run->id))
                 return -EPERM;
-        return aj_rm_rf(real_dir);
+        /* Out of sight first (one rename): a removal that stops half way leaves no run
+         * without its run.json, only a leftover the next `prune` finishes. The rename
+         * moves whatever the name is by then, a symlink as a symlink, and aj_rm_rf never
+         * follows one. */
+        _cleanup_free_ char *doomed = NULL;
+        if (asprintf(&doomed, "%s/" AJ_RUN_REMOVING_PREFIX "%s", real_runs, run->id) < 0)
+                return -ENOMEM;
+        if (renameat2(AT_FDCWD, real_dir, AT_FDCWD, doomed, RENAME_NOREPLACE) < 0)
+                return -errno;
+        return aj_rm_rf(doomed);
+}
+
+const char *aj_run_leftover_id(const char *name)
+{
+        size_t n = strlen(AJ_RUN_REMOVING_PREFIX);
+        return strncmp(name, AJ_RUN_REMOVING_PREFIX, n) == 0 && aj_run_id_valid(name + n) ? name + n : NULL;
+}
+
+int aj_run_remove_leftover(const AjPaths *paths, const char *name)
+{
+        if (!aj_run_leftover_id(name))
+                return -EPERM;
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/runs/%s", paths->state_root, name) < 0)
+                return -ENOMEM;
+        struct stat st;
+        if (lstat(path, &st) < 0)
+                return -errno;
+        if (!S_ISDIR(st.st_mode))
+                return -EPERM;
+        return aj_rm_rf(path);
 }

@@ -117,5 +117,12 @@ int aj_run_release_offline(AjRun *run, uid_t by_uid);
  * *ret_recorded says whether the event was written. */
 int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollbackOutcome *o, bool *ret_recorded);
 /* Delete the run directory, refusing anything that is not a run dir directly below
- * <state>/runs (-EPERM). */
+ * <state>/runs (-EPERM). It is renamed to AJ_RUN_REMOVING_PREFIX<id> first, so a removal
+ * that fails half way (a mount inside, an immutable file) leaves a leftover, not a run
+ * without its record; `agentjail prune` finishes leftovers. */
+#define AJ_RUN_REMOVING_PREFIX ".removing-"
 int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);
+/* The run id in a leftover's name (AJ_RUN_REMOVING_PREFIX<id>), or NULL. */
+const char *aj_run_leftover_id(const char *name);
+/* Delete <state>/runs/NAME, a leftover directory (-EPERM for any other name, or a symlink). */
+int aj_run_remove_leftover(const AjPaths *paths, const char *name);

@@ -28,6 +28,8 @@ static const char main_help[] =
         "  approve RUN CALL [--digest SHA256] [--always] | deny RUN CALL [--reason TEXT]\n"
         "                                  decide a tool call or a host (net-N) held for approval\n"
         "  quarantine list | show RUN | release RUN | purge RUN\n"
+        "  prune [--older-than DURATION] [--keep N] [--dry-run] [--json]\n"
+        "                                  remove finished runs' directories from the state dir\n"
         "  diff RUN | commit RUN [--force] | discard RUN\n"
         "                                  review an overlay workspace's changes, apply or drop them\n"
         "  rollback RUN [--apply [--dry-run] [--keep-going] [--approve CALL]...]\n"

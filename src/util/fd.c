@@ -454,6 +454,72 @@ int aj_rm_rf(const char *path)
         return r;
 }
 
+/* What dir_fd (taken over) holds on disk, `depth` levels below the top, into *bytes: each
+ * entry's allocated blocks, symlinks as themselves, nothing in another file system. Returns
+ * 1 when something was not counted (too deep, unreadable, another mount), else 0. */
+static int usage_contents(int dir_fd, dev_t dev, unsigned depth, uint64_t *bytes)
+{
+        DIR *d = fdopendir(dir_fd);
+        if (!d) {
+                close(dir_fd);
+                return 1;
+        }
+        int partial = 0;
+        struct dirent *de;
+        for (errno = 0; (de = readdir(d)); errno = 0) {
+                const char *name = de->d_name;
+                if (streq(name, ".") || streq(name, ".."))
+                        continue;
+                struct stat st;
+                if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                        partial |= errno != ENOENT;
+                        continue;
+                }
+                if (st.st_dev != dev) {
+                        partial = 1; /* a mount: not ours to count */
+                        continue;
+                }
+                *bytes += (uint64_t)st.st_blocks * 512;
+                if (!S_ISDIR(st.st_mode))
+                        continue;
+                if (depth + 1 >= AJ_TREE_USAGE_LEVELS) {
+                        partial = 1;
+                        continue;
+                }
+                int fd = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd < 0) {
+                        partial |= errno != ENOENT;
+                        continue;
+                }
+                partial |= usage_contents(fd, dev, depth + 1, bytes);
+        }
+        partial |= errno != 0;
+        closedir(d);
+        return partial;
+}
+
+int aj_tree_usage(const char *path, uint64_t *ret_bytes)
+{
+        struct stat st;
+        if (lstat(path, &st) < 0)
+                return -errno;
+        uint64_t bytes = (uint64_t)st.st_blocks * 512;
+        int partial = 0;
+        if (S_ISDIR(st.st_mode)) {
+                int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd < 0)
+                        return -errno;
+                struct stat fst;
+                if (fstat(fd, &fst) < 0 || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
+                        close(fd);
+                        return -ESTALE;
+                }
+                partial = usage_contents(fd, st.st_dev, 0, &bytes);
+        }
+        *ret_bytes = bytes;
+        return partial;
+}
+
 int aj_fd_set_nonblock(int fd, bool nonblock)
 {
         int flags = fcntl(fd, F_GETFL);

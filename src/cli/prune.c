@@ -1,0 +1,533 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `agentjail prune`: remove finished runs' directories by age or count (src/prune.c chooses). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/verb.h"
+#include "cli/verbs.h"
+#include "events.h"
+#include "mount.h"
+#include "prune.h"
+#include "util/clock.h"
+#include "util/fd.h"
+#include "util/parse.h"
+
+#define PRUNE_USAGE                                                                               \
+        "agentjail prune [--older-than DURATION] [--keep N] [--quarantined] [--discard-pending] " \
+        "[--dry-run] [--json]"
+#define PRUNE_HELP                                                                               \
+        "Remove the directories of finished runs (exited or lost) from the state directory.\n"   \
+        "A live run, or one whose state cannot be told (no readable run.json), is never\n"       \
+        "removed. At least one rule is needed; with both, a run goes only if both choose it.\n"  \
+        "A run's time is when it ended (run.json \"ended\"), else when it started, else its\n"   \
+        "directory's mtime.\n"                                                                   \
+        "\n"                                                                                     \
+        "  --older-than DURATION  runs that ended more than DURATION ago (30s, 15m, 12h, 7d)\n"  \
+        "  --keep N               all but the newest N finished runs\n"                          \
+        "  --quarantined          quarantined runs too (kept by default: evidence for review)\n" \
+        "  --discard-pending      runs whose overlay workspace changes were neither committed\n" \
+        "                         nor discarded too (kept by default: the agent's unreviewed\n"  \
+        "                         work)\n"                                                       \
+        "  --dry-run              print what would be removed, remove nothing\n"                 \
+        "  --json                 one JSON document: removed, skipped (with reasons), failed\n"  \
+        "\n"                                                                                     \
+        "Exit status: 0 everything chosen was removed (or nothing was), 1 a removal failed,\n"   \
+        "2 usage, 125 the state directory could not be read."
+
+/* The state directory could not be read (or memory ran out): like `run`'s launcher errors. */
+#define PRUNE_EXIT_ERROR 125
+
+enum {
+        OPT_OLDER_THAN = 0x200,
+        OPT_KEEP,
+        OPT_QUARANTINED,
+        OPT_DISCARD_PENDING,
+        OPT_DRY_RUN,
+};
+
+typedef struct {
+        bool json, help, dry_run;
+        AjPruneOptions rules;
+} Options;
+
+/* One entry of <state>/runs named like a run. */
+typedef struct {
+        char id[AJ_RUN_ID_LEN + 1];
+        bool leftover;       /* AJ_RUN_REMOVING_PREFIX<id>: an earlier removal's rest */
+        AjRun *run;          /* NULL: a leftover, or not a directory (refused) */
+        mode_t type;         /* S_IFMT of the entry itself (lstat) */
+        const char *state;   /* what ps shows */
+        const char *time_of; /* "ended", "started", "mtime" */
+        AjPruneRun facts;
+        AjPruneDecision d;
+        uint64_t bytes;
+        bool bytes_exact;
+        int error; /* the removal's */
+} Entry;
+
+static void entries_free(Entry *v, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                aj_run_free(v[i].run);
+        free(v);
+}
+
+static int parse_options(int argc, char **argv, Options *o)
+{
+        static const struct option options[] = {
+                CLI_OPTIONS_COMMON,
+                { "older-than", required_argument, NULL, OPT_OLDER_THAN },
+                { "keep", required_argument, NULL, OPT_KEEP },
+                { "quarantined", no_argument, NULL, OPT_QUARANTINED },
+                { "discard-pending", no_argument, NULL, OPT_DISCARD_PENDING },
+                { "dry-run", no_argument, NULL, OPT_DRY_RUN },
+                {},
+        };
+        const char *cmd = "prune";
+        uint64_t v;
+        int c;
+        cli_getopt_reset();
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+                switch (c) {
+                case 'h':
+                        o->help = true;
+                        return 0;
+                case CLI_OPT_JSON:
+                        o->json = true;
+                        break;
+                case OPT_OLDER_THAN:
+                        if (aj_parse_duration(optarg, &v) < 0)
+                                return cli_usage_error(cmd, PRUNE_USAGE,
+                                                       "--older-than: expected a duration such as 12h or 7d, got '%s'",
+                                                       optarg);
+                        o->rules.has_older_than = true;
+                        o->rules.older_than_ns = v;
+                        break;
+                case OPT_KEEP:
+                        if (aj_parse_u64(optarg, &v) < 0 || v > SIZE_MAX / 2)
+                                return cli_usage_error(cmd, PRUNE_USAGE,
+                                                       "--keep: expected a number of runs (0 or more), got '%s'",
+                                                       optarg);
+                        o->rules.has_keep = true;
+                        o->rules.keep = (size_t)v;
+                        break;
+                case OPT_QUARANTINED:
+                        o->rules.quarantined = true;
+                        break;
+                case OPT_DISCARD_PENDING:
+                        o->rules.discard_pending = true;
+                        break;
+                case OPT_DRY_RUN:
+                        o->dry_run = true;
+                        break;
+                default:
+                        return cli_option_error(cmd, PRUNE_USAGE, c, argv);
+                }
+        }
+        int r = cli_check_positionals(cmd, PRUNE_USAGE, argc - optind, argv + optind, 0, 0);
+        if (r)
+                return r;
+        if (!o->rules.has_older_than && !o->rules.has_keep)
+                return cli_usage_error(cmd, PRUNE_USAGE,
+                                       "say which runs: --older-than DURATION, --keep N or both (nothing is pruned "
+                                       "without a rule)");
+        return 0;
+}
+
+/* An overlay workspace whose changes nobody decided, with changes to decide: its upper dir
+ * holds something (or cannot be read: then it may). */
+static bool overlay_pending(const AjRun *run)
+{
+        const AjRunWorkspace *ws = &run->rec->workspace;
+        if (!ws->mode || !streq(ws->mode, "overlay") || (ws->changes && !streq(ws->changes, "pending")))
+                return false;
+        char dir[PATH_MAX], upper[PATH_MAX + 8];
+        if (aj_run_file_path(run->dir, AJ_RUN_DIR_WORKSPACE, dir, sizeof(dir)) < 0)
+                return true;
+        snprintf(upper, sizeof(upper), "%s/%s", dir, AJ_OVERLAY_UPPER);
+        int fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return errno != ENOENT; /* no upper dir: nothing was kept to decide */
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return true;
+        }
+        bool any = false;
+        struct dirent *de;
+        while (!any && (de = readdir(d)))
+                any = !streq(de->d_name, ".") && !streq(de->d_name, "..");
+        closedir(d);
+        return any;
+}
+
+/* What prune needs to know of a run directory: the same probe and supervisor check as
+ * ps, quarantine purge and diff. */
+static void entry_facts(Entry *e, const struct stat *st)
+{
+        AjRun *run = e->run;
+        aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
+        bool live = run->live || aj_run_supervisor_alive(run);
+        e->state = aj_run_display_state(run);
+        e->facts.life = live                                      ? AJ_PRUNE_LIVE
+                        : !run->rec || streq(e->state, "unknown") ? AJ_PRUNE_UNKNOWN
+                                                                  : AJ_PRUNE_FINISHED;
+        e->facts.quarantined = run->rec && aj_run_record_quarantined(run->rec);
+        e->facts.pending = run->rec && overlay_pending(run);
+        e->facts.owned = geteuid() == 0 || st->st_uid == geteuid();
+        uint64_t ended = 0;
+        if (run->rec && run->rec->ended && aj_parse_timestamp(run->rec->ended, &ended) >= 0 && ended) {
+                e->facts.time_ns = ended;
+                e->time_of = "ended";
+        } else if (run->started_ns) {
+                e->facts.time_ns = run->started_ns;
+                e->time_of = "started";
+        } else {
+                e->facts.time_ns = (uint64_t)st->st_mtim.tv_sec * 1000000000ull + (uint64_t)st->st_mtim.tv_nsec;
+                e->time_of = "mtime";
+        }
+}
+
+/* Every entry of <state>/runs named like a run id; directories loaded and judged, anything
+ * else kept as a refusal (a symlink is never followed). */
+static int gather(const AjPaths *paths, Entry **ret, size_t *ret_n)
+{
+        _cleanup_free_ char *dir = NULL;
+        if (asprintf(&dir, "%s/runs", paths->state_root) < 0)
+                return -ENOMEM;
+        Entry *v = NULL;
+        size_t n = 0, cap = 0;
+        DIR *d = opendir(dir);
+        if (!d) {
+                *ret = NULL;
+                *ret_n = 0;
+                return errno == ENOENT ? 0 : -errno;
+        }
+        int r = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                const char *leftover = aj_run_leftover_id(de->d_name);
+                if (!leftover && !aj_run_id_valid(de->d_name))
+                        continue;
+                struct stat st;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue; /* gone meanwhile */
+                if (n == cap) {
+                        size_t nc = cap ? cap * 2 : 64;
+                        Entry *nv = reallocarray(v, nc, sizeof(*v));
+                        if (!nv) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        v = nv;
+                        cap = nc;
+                }
+                Entry *e = &v[n];
+                /* A leftover that is not a directory is refused like any such entry. */
+                *e = (Entry){ .type = st.st_mode & S_IFMT, .leftover = leftover && S_ISDIR(st.st_mode) };
+                memcpy(e->id, leftover ?: de->d_name, AJ_RUN_ID_LEN); /* a valid id: exactly that long */
+                if (e->leftover) {
+                        /* Chosen and started on already: finished whatever the rules say. */
+                        n++;
+                        e->state = "removing";
+                        e->facts.life = AJ_PRUNE_UNKNOWN;
+                        e->facts.owned = geteuid() == 0 || st.st_uid == geteuid();
+                        e->d = (AjPruneDecision){ .verdict = e->facts.owned ? AJ_PRUNE_REMOVE : AJ_PRUNE_KEEP_NOT_OWNER,
+                                                  .matched = true };
+                        continue;
+                }
+                if (S_ISDIR(st.st_mode)) {
+                        int q = aj_run_load(paths, e->id, &e->run);
+                        if (q == -ENOENT)
+                                continue; /* gone meanwhile */
+                        if (q < 0)
+                                e->run = NULL; /* swapped for something else: refused below */
+                }
+                n++;
+                if (e->run)
+                        entry_facts(e, &st);
+                else {
+                        e->facts.life = AJ_PRUNE_UNKNOWN;
+                        e->state = "unknown";
+                }
+        }
+        closedir(d);
+        if (r < 0) {
+                entries_free(v, n);
+                return r;
+        }
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+static int by_time(const void *a, const void *b)
+{
+        const Entry *x = a, *y = b;
+        if (x->facts.time_ns != y->facts.time_ns)
+                return x->facts.time_ns < y->facts.time_ns ? -1 : 1;
+        return strcmp(x->id, y->id);
+}
+
+static const char *entry_name(const Entry *e) { return e->run ? cli_run_name(e->run) : "-"; }
+
+/* Chosen to go: a run the rules chose, or an earlier removal's leftover. */
+static bool chosen(const Entry *e) { return (e->run || e->leftover) && e->d.verdict == AJ_PRUNE_REMOVE; }
+
+/* Listed: what goes, what the rules chose but stays, and whatever is refused. */
+static bool listed(const Entry *e) { return chosen(e) || e->d.matched || (!e->run && !e->leftover); }
+
+static void entry_path(const AjPaths *paths, const Entry *e, char *buf, size_t len)
+{
+        if (e->run)
+                snprintf(buf, len, "%s", e->run->dir);
+        else
+                snprintf(buf, len, "%s/runs/%s%s", paths->state_root, e->leftover ? AJ_RUN_REMOVING_PREFIX : "", e->id);
+}
+
+static uint64_t entry_age(const Entry *e, uint64_t now_ns)
+{
+        return e->run && now_ns > e->facts.time_ns ? (now_ns - e->facts.time_ns) / 1000000000ull : 0;
+}
+
+/* Why an entry that is not a run directory stays. */
+static const char *refusal(const Entry *e)
+{
+        if (e->type == S_IFLNK)
+                return "a symlink, not a run directory: refused, not followed";
+        return e->type == S_IFDIR ? "not a run directory of the state dir: refused" : "not a directory: refused";
+}
+
+/* The skip's words: the verdict's, and why its state is unknown when run.json says why. */
+static void skip_message(const Entry *e, char *buf, size_t len)
+{
+        if (!e->run && !e->leftover) {
+                snprintf(buf, len, "%s", refusal(e));
+                return;
+        }
+        if (e->run && e->d.verdict == AJ_PRUNE_KEEP_UNKNOWN && e->run->rec_error.err < 0) {
+                snprintf(buf, len, "state unknown (%s): never pruned", aj_error_text(&e->run->rec_error, 0));
+                return;
+        }
+        snprintf(buf, len, "%s", aj_prune_verdict_reason(e->d.verdict));
+}
+
+/* Removes (or, with --dry-run, only measures) what was chosen; 1 when a removal failed. */
+static int apply(const AjPaths *paths, Entry *v, size_t n, bool dry_run)
+{
+        int status = CLI_EXIT_OK;
+        for (size_t i = 0; i < n; i++) {
+                Entry *e = &v[i];
+                if (!chosen(e))
+                        continue;
+                char path[PATH_MAX];
+                entry_path(paths, e, path, sizeof(path));
+                int q = aj_tree_usage(path, &e->bytes);
+                e->bytes_exact = q == 0;
+                if (q < 0)
+                        e->bytes = 0;
+                if (dry_run)
+                        continue;
+                if (e->leftover) {
+                        char name[sizeof(AJ_RUN_REMOVING_PREFIX) + AJ_RUN_ID_LEN];
+                        snprintf(name, sizeof(name), AJ_RUN_REMOVING_PREFIX "%s", e->id);
+                        e->error = aj_run_remove_leftover(paths, name);
+                } else
+                        e->error = aj_run_remove_dir(paths, e->run);
+                if (e->error < 0)
+                        status = CLI_EXIT_FAIL;
+        }
+        return status;
+}
+
+static const char *removal_error(int r)
+{
+        return r == -EPERM ? "not a run directory of the state dir (a symlink?): refused" : strerror(-r);
+}
+
+static json_t *entry_json(const AjPaths *paths, const Entry *e, uint64_t now_ns)
+{
+        char when[40], path[PATH_MAX];
+        entry_path(paths, e, path, sizeof(path));
+        json_t *o = json_pack("{s:s, s:s?, s:s}", "id", e->id, "name", e->run && e->run->rec ? e->run->rec->name : NULL,
+                              "state", e->state ?: "unknown");
+        if (o && e->run) {
+                json_object_set_new(o, "age_seconds", json_integer((json_int_t)entry_age(e, now_ns)));
+                json_object_set_new(o, "time", json_string(aj_format_timestamp(e->facts.time_ns, when, sizeof(when))));
+                json_object_set_new(o, "time_of", json_string(e->time_of));
+        }
+        if (o && (e->run || e->leftover))
+                json_object_set_new(o, "dir", json_string(path));
+        if (o && e->leftover)
+                json_object_set_new(o, "leftover", json_true());
+        return o;
+}
+
+static int print_json(const AjPaths *paths, const Entry *v, size_t n, const Options *o, uint64_t now_ns)
+{
+        json_auto_t *removed = json_array(), *skipped = json_array(), *failed = json_array();
+        uint64_t freed = 0;
+        size_t kept = 0;
+        for (size_t i = 0; i < n; i++) {
+                const Entry *e = &v[i];
+                bool remove = chosen(e);
+                kept += !remove;
+                if (!listed(e))
+                        continue;
+                json_t *j = entry_json(paths, e, now_ns);
+                if (!j)
+                        return -ENOMEM;
+                if (remove) {
+                        json_object_set_new(j, "bytes", json_integer((json_int_t)e->bytes));
+                        json_object_set_new(j, "bytes_exact", json_boolean(e->bytes_exact));
+                }
+                if (remove && e->error < 0) {
+                        json_object_set_new(j, "error", json_string(removal_error(e->error)));
+                        json_array_append_new(failed, j);
+                } else if (remove) {
+                        freed += e->bytes;
+                        json_array_append_new(removed, j);
+                } else {
+                        char msg[512];
+                        skip_message(e, msg, sizeof(msg));
+                        json_object_set_new(j, "reason",
+                                            json_string(e->run || e->leftover ? aj_prune_verdict_name(e->d.verdict)
+                                                                              : "refused"));
+                        json_object_set_new(j, "message", json_string(msg));
+                        json_array_append_new(skipped, j);
+                }
+        }
+        json_auto_t *doc = json_pack("{s:b, s:o, s:o, s:b, s:b, s:O, s:O, s:O, s:I, s:I, s:I}", "dry_run", o->dry_run,
+                                     "older_than_seconds",
+                                     o->rules.has_older_than
+                                             ? json_integer((json_int_t)(o->rules.older_than_ns / 1000000000ull))
+                                             : json_null(),
+                                     "keep", o->rules.has_keep ? json_integer((json_int_t)o->rules.keep) : json_null(),
+                                     "quarantined", o->rules.quarantined, "discard_pending", o->rules.discard_pending,
+                                     "removed", removed, "skipped", skipped, "failed", failed, "runs_removed",
+                                     (json_int_t)json_array_size(removed), "bytes_freed", (json_int_t)freed, "kept",
+                                     (json_int_t)kept);
+        return cli_print_json(doc);
+}
+
+static void print_line(const char *action, const Entry *e, uint64_t now_ns, const char *size, const char *note)
+{
+        char age[32];
+        printf("%-12s  %-12s  %-16.16s  %7s  %7s  %s\n", action, e->id, entry_name(e),
+               e->run ? aj_format_age(entry_age(e, now_ns), age, sizeof(age)) : "-", size, note);
+}
+
+static void print_text(const Entry *v, size_t n, const Options *o, uint64_t now_ns)
+{
+        uint64_t freed = 0;
+        size_t removed = 0, failed = 0, skipped = 0, kept = 0;
+        bool header = false;
+        for (size_t i = 0; i < n; i++) {
+                const Entry *e = &v[i];
+                bool remove = chosen(e);
+                kept += !remove;
+                if (!listed(e))
+                        continue;
+                if (!header) {
+                        printf("%-12s  %-12s  %-16s  %7s  %7s  %s\n", "ACTION", "ID", "NAME", "AGE", "SIZE", "NOTE");
+                        header = true;
+                }
+                char size[40] = "-", msg[512];
+                if (remove) {
+                        char sz[32];
+                        snprintf(size, sizeof(size), "%s%s", e->bytes_exact ? "" : ">",
+                                 aj_format_size(e->bytes, sz, sizeof(sz)));
+                }
+                if (remove && e->error < 0) {
+                        failed++;
+                        print_line("failed", e, now_ns, size, removal_error(e->error));
+                } else if (remove) {
+                        removed++;
+                        freed += e->bytes;
+                        print_line(o->dry_run ? "would remove" : "removed", e, now_ns, size,
+                                   e->leftover                    ? "the rest of an earlier removal"
+                                   : streq(e->time_of, "started") ? "(no end time: its start)"
+                                   : streq(e->time_of, "mtime")   ? "(no times in run.json: its directory's mtime)"
+                                                                  : "");
+                } else {
+                        skipped++;
+                        skip_message(e, msg, sizeof(msg));
+                        print_line("kept", e, now_ns, size, msg);
+                }
+        }
+        char sz[32];
+        aj_format_size(freed, sz, sizeof(sz));
+        printf("%s %zu run%s, %s %s (%llu bytes); %zu kept", o->dry_run ? "would remove" : "removed", removed,
+               removed == 1 ? "" : "s", o->dry_run ? "freeing" : "freed", sz, (unsigned long long)freed, kept);
+        if (skipped)
+                printf(" (%zu listed above with why)", skipped);
+        if (failed)
+                printf("; %zu could not be removed", failed);
+        putchar('\n');
+}
+
+int aj_cmd_prune(int argc, char **argv)
+{
+        Options o = { 0 };
+        int r = parse_options(argc, argv, &o);
+        if (r)
+                return r;
+        if (o.help)
+                return cli_help(PRUNE_USAGE, PRUNE_HELP);
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        if (cli_open_paths("prune", &paths) < 0)
+                return PRUNE_EXIT_ERROR;
+        Entry *v = NULL;
+        size_t n = 0;
+        r = gather(&paths, &v, &n);
+        if (r < 0) {
+                cli_fail("prune", "cannot list '%s/runs': %s", paths.state_root, strerror(-r));
+                return PRUNE_EXIT_ERROR;
+        }
+        if (n)
+                qsort(v, n, sizeof(*v), by_time);
+        _cleanup_free_ AjPruneRun *facts = calloc(n ? n : 1, sizeof(*facts));
+        _cleanup_free_ AjPruneDecision *d = calloc(n ? n : 1, sizeof(*d));
+        o.rules.now_ns = aj_now_realtime_ns();
+        if (facts && d) {
+                for (size_t i = 0; i < n; i++)
+                        facts[i] = v[i].facts;
+                r = aj_prune_select(facts, n, &o.rules, d);
+        } else
+                r = -ENOMEM;
+        if (r < 0) {
+                entries_free(v, n);
+                cli_fail("prune", "%s", strerror(-r));
+                return PRUNE_EXIT_ERROR;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (!v[i].leftover)
+                        v[i].d = d[i];
+        int status = apply(&paths, v, n, o.dry_run);
+        for (size_t i = 0; i < n; i++)
+                if (chosen(&v[i]) && v[i].error < 0) {
+                        char path[PATH_MAX], left[PATH_MAX];
+                        entry_path(&paths, &v[i], path, sizeof(path));
+                        snprintf(left, sizeof(left), "%s/runs/" AJ_RUN_REMOVING_PREFIX "%s", paths.state_root, v[i].id);
+                        struct stat st;
+                        bool behind = !v[i].leftover && lstat(left, &st) == 0;
+                        cli_fail("prune", "cannot remove '%s': %s%s%s%s", path, removal_error(v[i].error),
+                                 behind ? " (what is left is '" : "", behind ? left : "",
+                                 behind ? "': the next prune tries again)" : "");
+                }
+        if (o.json)
+                r = print_json(&paths, v, n, &o, o.rules.now_ns);
+        else
+                print_text(v, n, &o, o.rules.now_ns);
+        entries_free(v, n);
+        if (r < 0)
+                return PRUNE_EXIT_ERROR;
+        return status;
+}
