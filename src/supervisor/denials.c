@@ -60,9 +60,9 @@ static void report(AjSupDenials *d, const AjSeccompDenial *den)
         d->hooks->emit(d->hooks->userdata, "seccomp.denied", f);
 }
 
-void aj_sup_denials_drain(AjSupDenials *d)
+void aj_sup_denials_drain(AjSupDenials *d, unsigned max)
 {
-        while (d->listener >= 0) {
+        for (unsigned i = 0; i < max && d->listener >= 0; i++) {
                 AjSeccompDenial den;
                 int r = aj_seccomp_notify_handle(d->listener, &den);
                 if (r == 0)
@@ -83,7 +83,7 @@ static void on_listener(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
         AjSupDenials *d = userdata;
         if (revents & EPOLLIN) {
                 uint64_t t0 = aj_sup_work_start(d->work);
-                aj_sup_denials_drain(d);
+                aj_sup_denials_drain(d, AJ_SUP_DENIALS_PER_TURN);
                 aj_sup_work_charge(d->work, t0);
         } else
                 listener_close(d);

@@ -31,8 +31,13 @@ typedef struct {
 void aj_sup_denials_init(AjSupDenials *d, AjLoop *loop, AjSupWork *work, const AjHooks *hooks);
 /* The listener fd from the jail's child (taken; a second one is closed). */
 void aj_sup_denials_take_listener(AjSupDenials *d, int fd);
-/* Handles what is queued (after the loop: denials just before init exited). */
-void aj_sup_denials_drain(AjSupDenials *d);
+/* Handles at most `max` queued notifications: a loop turn takes AJ_SUP_DENIALS_PER_TURN, so
+ * that many threads making denied calls cannot keep the loop in here (each answer releases a
+ * thread that asks again at once) while its timers (the wall limit, a kill's grace) and the
+ * operator's control socket wait; the listener stays readable and comes back next turn.
+ * After the loop: denials just before init exited. */
+#define AJ_SUP_DENIALS_PER_TURN 64
+void aj_sup_denials_drain(AjSupDenials *d, unsigned max);
 /* {label: count}; `suppressed`: only what was not reported. */
 json_t *aj_sup_denials_by_key(const AjSupDenials *d, bool suppressed);
 uint64_t aj_sup_denials_total(const AjSupDenials *d);

@@ -522,7 +522,8 @@ int aj_run_loop(Run *run)
         /* Messages sent just before init exited may still be queued. */
         if (run->h.sync_fd >= 0)
                 handle_child_msg(run);
-        aj_sup_denials_drain(&run->denials);
+        /* Bounded too: the jail's tasks are dying with its init, but need not be gone yet. */
+        aj_sup_denials_drain(&run->denials, 16 * AJ_SUP_DENIALS_PER_TURN);
         return r;
 }
 

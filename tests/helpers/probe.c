@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -716,6 +717,40 @@ static int cmd_deny_loop(int argc, char **argv)
         }
         printf("calls=%ld denied=%ld ok=%ld last=%s\n", n, denied, ok, errno_name(last));
         return 0;
+}
+
+/* deny-threads T SECONDS [NAME]: T threads each calling a denied syscall without pause (each
+ * answer from the supervisor's notification listener releases a thread that asks again at
+ * once), while this thread sleeps SECONDS and then exits 0: the supervisor must stay free
+ * for its timers (the wall limit) and the operator's control socket meanwhile. */
+static const struct syscall_probe *flood_probe;
+
+static void *deny_thread(void *arg)
+{
+        (void)arg;
+        for (;;)
+                (void)flood_probe->fn();
+        return NULL;
+}
+
+static int cmd_deny_threads(int argc, char **argv)
+{
+        long t, secs;
+        if (argc < 2 || parse_long(argv[0], 1, 4096, &t) < 0 || parse_long(argv[1], 1, 3600, &secs) < 0)
+                usage_error("deny-threads: need a thread count T and SECONDS");
+        const char *name = argc >= 3 ? argv[2] : "keyctl";
+        flood_probe = find_syscall_probe(name);
+        if (!flood_probe || strcmp(name, "unshare") == 0 || strncmp(name, "clone", 5) == 0)
+                usage_error("deny-threads: unsupported syscall name");
+        long started = 0;
+        for (long i = 0; i < t; i++) {
+                pthread_t th;
+                if (pthread_create(&th, NULL, deny_thread, NULL) == 0)
+                        started++;
+        }
+        printf("threads=%ld\n", started);
+        sleep((unsigned)secs);
+        _exit(0);
 }
 
 /* --------------------------------------------------------------------------- status */
@@ -1702,7 +1737,8 @@ static int cmd_xattr_get(int argc, char **argv)
 static void usage(void)
 {
         fprintf(stderr, "usage: probe COMMAND [ARGS]\n"
-                        "  status | syscall NAME...|all | deny-loop N [NAME] | ls DIR | read PATH\n"
+                        "  status | syscall NAME...|all | deny-loop N [NAME] | deny-threads T SECONDS [NAME]\n"
+                        "  ls DIR | read PATH\n"
                         "  write PATH | stat PATH | ifaces | connect-unix-abstract NAME\n"
                         "  connect-unix PATH | connect-tcp ADDR PORT | sethostname NAME\n"
                         "  forkbomb [MAX] | membomb [MB] | kill-all | pids | sleep SECONDS\n"
@@ -1735,6 +1771,8 @@ int main(int argc, char **argv)
                 r = cmd_syscall(sub_argc, sub_argv);
         else if (strcmp(cmd, "deny-loop") == 0)
                 r = cmd_deny_loop(sub_argc, sub_argv);
+        else if (strcmp(cmd, "deny-threads") == 0)
+                r = cmd_deny_threads(sub_argc, sub_argv);
         else if (strcmp(cmd, "list-syscalls") == 0) {
                 for (size_t i = 0; i < ARRAY_SIZE(syscall_probes); i++)
                         printf("%s\n", syscall_probes[i].name);

@@ -92,6 +92,27 @@ cmp_num "$n" -ge 1 "the flood left at least one seccomp.denied event ($n)"
 cmp_num "$n" -le 1000 "the flood was rate-limited in the log ($n events for 20000 calls)"
 is "$(jf .exit.status)" 0 "the run still ended normally"
 
+# --- a denial flood from many threads at once leaves the supervisor free: each answer releases
+# a thread that asks again at once, so a drain without a bound never went back to the loop (the
+# wall limit fired only when the flood stopped, and `kill` got no answer)
+p=$(write_profile wall3 '{"extends": "default", "limits": {"wall": "3s"}}')
+t0=$SECONDS
+run_jail -p "$p" -- ./probe deny-threads 400 30 kexec_load
+cmp_num "$((SECONDS - t0))" -le 12 "a 400-thread denial flood of 30 s ends at the 3 s wall limit" || jail_diag
+is "$(count_lines "$(events_of wall.limit)")" 1 "... with its wall.limit event"
+like "$(events_of seccomp.suppressed)" '"kexec_load":[0-9]+' "... and the flood counted per syscall"
+start_jail_bg -- ./probe deny-threads 400 30 kexec_load
+if flood_dir=$(wait_run_dir 10) && wait_for_output "$TEST_TMP/bg.out" '^threads=' 10; then
+        t0=$SECONDS
+        aj kill "${flood_dir##*/}"
+        is "$RC" 0 "agentjail kill answers during a 400-thread denial flood" || op_diag
+        wait_exit "$BG_PID" 15
+        cmp_num "$((SECONDS - t0))" -le 10 "... and the run ends"
+else
+        fail "a 400-thread denial flood starts" "$(cat "$TEST_TMP/bg.err")"
+        kill_bg
+fi
+
 # --- RestrictSUIDSGID: no setuid/setgid file and no file capability reaches the host, from a
 # root-owned workspace (the idmapped mount maps the agent to root) or through a filesystem.rw bind
 PLANTS=(fchmod_4755 chmod_4755 chmod_2755 chmod_6755 fchmodat_6755 openat_creat_4755 creat_6755
