@@ -156,7 +156,7 @@ int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
         _cleanup_free_ char *dir = aj_runtime_dir_path(paths, id);
         if (!dir)
                 return -ENOMEM;
-        if (mkdir(dir, 0711) < 0)
+        if (mkdir(dir, 0700) < 0)
                 return -errno;
         *ret_dir = TAKE_PTR(dir);
         return 0;

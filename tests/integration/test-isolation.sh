@@ -269,4 +269,25 @@ ok "the agentjail supervisor itself survived (exit 0)" test "$JAIL_RC" -eq 0
 kill_bg
 }
 
+# --- the run's runtime dir is root's alone: a host process running as the jail's host uid
+# (user.host_uid, 100000 by default: the first subordinate range Debian's useradd hands out,
+# so a user with newuidmap can be it) cannot reach the run's broker socket by its host path
+start_jail_bg -- ./probe sleep 20
+sock_up() { local i; for ((i = 0; i < 200; i++)); do [[ -S $1 ]] && return 0; sleep 0.05; done; return 1; }
+if rd=$(wait_run_dir 10) && sock_up "$AGENTJAIL_RUNTIME_DIR/${rd##*/}/jail/broker.sock"; then
+        rt="$AGENTJAIL_RUNTIME_DIR/${rd##*/}"
+        is "$(stat -c %a "$rt")" 700 "the run's runtime dir is 0700"
+        got=$(setpriv --reuid=100000 --regid=100000 --clear-groups /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1]); print("connected")
+except OSError as e:
+    print(e.errno)' "$rt/jail/broker.sock" 2>&1)
+        is "$got" 13 "a host process of uid 100000 cannot connect to the run's broker socket (EACCES)"
+else
+        fail "a jail for the runtime dir check starts" "$(cat "$TEST_TMP/bg.err")"
+fi
+kill_bg
+
 done_testing

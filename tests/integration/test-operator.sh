@@ -489,10 +489,10 @@ if [[ -n "$AP_ID" ]] && wait_sock "$AP_ID" && ap_call a-0 10; then
                         AGENTJAIL_RUNTIME_DIR="$AGENTJAIL_RUNTIME_DIR" "$(agentjail_for_others)" approve "$AP_ID" a-1 >/dev/null 2>&1
                 is "$?" 1 "another uid cannot approve"
         fi
-        # The supervisor's own check, past the socket's mode: open the socket to everyone,
-        # connect as uid 65534.
+        # The supervisor's own check, past the socket's and its directory's modes: open both
+        # to everyone, connect as uid 65534.
         SOCK=$AGENTJAIL_RUNTIME_DIR/$AP_ID/control.sock
-        if command -v python3 >/dev/null && chmod 0666 "$SOCK"; then
+        if command -v python3 >/dev/null && chmod 0711 "${SOCK%/*}" && chmod 0666 "$SOCK"; then
                 REPLY=$(timeout -k 2 5 python3 -c '
 import os, socket, sys
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
@@ -504,6 +504,7 @@ except OSError:
     pass
 print(s.makefile().readline().strip())' "$SOCK" 2>&1)
                 chmod 0600 "$SOCK"
+                chmod 0700 "${SOCK%/*}"
                 is "$(jq -r .error.code <<<"$REPLY" 2>/dev/null)" EPERM "another uid's approve over the socket is refused (SO_PEERCRED)" ||
                         diag "reply: $REPLY"
         fi
