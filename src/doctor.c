@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* `agentjail doctor`'s judgement of the host's facts (pure: doctor-probe.c gathers them). */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,8 @@ void aj_doctor_facts_done(AjDoctorFacts *f)
         free(f->v2_controllers);
         free(f->v2_subtree);
         free(f->exe);
+        free(f->host_uid_owner);
+        free(f->host_gid_owner);
         free(f->workspace);
         free(f->ws_fstype);
         AjDoctorDir *dirs[] = { &f->state, &f->runtime };
@@ -398,6 +401,67 @@ static void check_userns(Builder *b, const AjDoctorFacts *f)
                 set_fix(b, l, "check the kernel's user namespace support (CONFIG_USER_NS) and any LSM that denies it");
 }
 
+char *aj_doctor_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max)
+{
+        char *who = NULL;
+        unsigned line = 0;
+        for (const char *p = text; p && *p;) {
+                const char *nl = strchr(p, '\n');
+                size_t len = nl ? (size_t)(nl - p) : strlen(p);
+                line++;
+                char buf[512];
+                if (len < sizeof(buf)) {
+                        memcpy(buf, p, len);
+                        buf[len] = 0;
+                        char *c1 = strchr(buf, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL, *e1 = NULL, *e2 = NULL;
+                        if (c2 && buf[0] != '#') {
+                                *c1 = *c2 = 0;
+                                errno = 0;
+                                unsigned long start = strtoul(c1 + 1, &e1, 10), count = strtoul(c2 + 1, &e2, 10);
+                                bool valid = errno == 0 && e1 != c1 + 1 && !*e1 && e2 != c2 + 1 && !*e2 && count > 0 &&
+                                             start <= 0xffffffffUL && count <= 0x100000000UL - start;
+                                if (valid && end_max && start + count > *end_max)
+                                        *end_max = start + count;
+                                if (valid && !who && id >= start && id - start < count &&
+                                    asprintf(&who, "%.64s's subordinate range %lu-%lu (%s line %u)", buf, start,
+                                             start + count - 1, file, line) < 0)
+                                        who = NULL;
+                        }
+                }
+                p = nl ? nl + 1 : NULL;
+        }
+        return who;
+}
+
+/* Root-started runs map the jail to the profile's host ids; whoever else can run as them
+ * (a user's subordinate range through newuidmap, an account) can signal the jail's
+ * processes. Its sockets are out of reach (the run's runtime dir is root's alone). */
+static void check_host_ids(Builder *b, const AjDoctorFacts *f)
+{
+        if (f->euid != 0)
+                return;
+        if (!f->host_uid_owner && !f->host_gid_owner) {
+                add(b, "jail host ids", AJ_DOCTOR_OK, false,
+                    "uid %u and gid %u (the default profile's user.host_uid, host_gid): no subordinate range or "
+                    "account covers them",
+                    (unsigned)f->host_uid, (unsigned)f->host_gid);
+                return;
+        }
+        AjDoctorLine *l = add(b, "jail host ids", AJ_DOCTOR_DEGRADED, false, "%s%s%s",
+                              f->host_uid_owner ? f->host_uid_owner : "",
+                              f->host_uid_owner && f->host_gid_owner ? "; " : "",
+                              f->host_gid_owner ? f->host_gid_owner : "");
+        set_means(b, l,
+                  "root-started runs: the jail's processes run as host uid %u, gid %u, and a process of that user "
+                  "(through newuidmap/newgidmap) runs as the same ids: it can signal (stop, kill) the jail's "
+                  "processes. The run's broker and control sockets stay out of its reach",
+                  (unsigned)f->host_uid, (unsigned)f->host_gid);
+        set_fix(b, l,
+                "set \"user\": {\"host_uid\": %lu, \"host_gid\": %lu} (ids no range or account covers) in the "
+                "profiles you run, e.g. in /etc/agentjail/profiles/default.json extending \"default\"",
+                f->host_id_free, f->host_id_free);
+}
+
 static void check_seccomp(Builder *b, const AjDoctorFacts *f)
 {
         if (f->seccomp_notify == 0) {
@@ -529,6 +593,7 @@ int aj_doctor_report(const AjDoctorFacts *f, AjDoctorReport *ret)
         check_kernel(&b, f);
         check_cgroups(&b, f);
         check_userns(&b, f);
+        check_host_ids(&b, f);
         check_seccomp(&b, f);
         check_idmap(&b, f);
         check_overlay(&b, f);

@@ -62,6 +62,13 @@ typedef struct {
         int landlock_abi; /* > 0 the ABI, else -errno */
         AjDoctorDir state, runtime;
         bool runtime_in_tmp; /* the rootless /tmp/agentjail-UID fallback */
+        /* the default profile's user.host_uid/host_gid (root-started runs' ids on the host), and
+         * who else may run as them: "NAME's subordinate range A-B (/etc/subuid line N)" or
+         * "user NAME (/etc/passwd)"; NULL: nobody found */
+        uid_t host_uid;
+        gid_t host_gid;
+        char *host_uid_owner, *host_gid_owner;
+        unsigned long host_id_free; /* an id past every subordinate range and account (a suggestion) */
 } AjDoctorFacts;
 
 void aj_doctor_facts_done(AjDoctorFacts *f);
@@ -100,6 +107,11 @@ char *aj_doctor_apparmor_profile(const char *exe);
  * NULL when the sysctls do not explain it. Static text. */
 const char *aj_doctor_userns_hint(int err, uid_t euid, int apparmor_restrict, long max_user_namespaces,
                                   int unprivileged_userns_clone);
+
+/* Pure: who in `text` (/etc/subuid or /etc/subgid: "NAME:START:COUNT" lines) may run as `id`:
+ * "NAME's subordinate range START-END (FILE line N)", malloc'ed; NULL when nobody covers it
+ * (or without memory). *end_max (if not NULL) grows to the end of every range seen. */
+char *aj_doctor_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max);
 
 /* Probes (doctor-probe.c). The host's facts, judging `workspace` (NULL: the current
  * directory) for idmapped mounts. */

@@ -32,6 +32,9 @@ static AjDoctorFacts healthy(void)
                 .landlock_abi = 3,
                 .state = { .path = "/var/lib/agentjail", .mode = 040750, .fstype = "ext4" },
                 .runtime = { .path = "/run/agentjail", .mode = 040711, .fstype = "tmpfs" },
+                .host_uid = 100000,
+                .host_gid = 100000,
+                .host_id_free = 196608,
         };
 }
 
@@ -336,6 +339,52 @@ Test(doctor, seccomp_notify_missing)
         const AjDoctorLine *l = line(&r, "seccomp notify");
         cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
         assert_contains(l->means, "seccomp.log");
+}
+
+Test(doctor, subordinate_ranges)
+{
+        const char *text = "# comment\nalice:100000:65536\nbad line\nbob:165536:x\ncarol:165536:65536\n"
+                           "dave:4294967295:10\n:200000:5";
+        unsigned long end = 0;
+        _cleanup_free_ char *a = aj_doctor_subid_owner(text, "/etc/subuid", 100000, &end);
+        cr_assert_str_eq(a, "alice's subordinate range 100000-165535 (/etc/subuid line 2)");
+        cr_assert_eq(end, 231072, "the end of the last valid range, got %lu", end);
+        _cleanup_free_ char *b = aj_doctor_subid_owner(text, "/etc/subuid", 165535, NULL);
+        cr_assert_str_eq(b, "alice's subordinate range 100000-165535 (/etc/subuid line 2)");
+        _cleanup_free_ char *c = aj_doctor_subid_owner(text, "/etc/subuid", 165536, NULL);
+        cr_assert_str_eq(c, "carol's subordinate range 165536-231071 (/etc/subuid line 5)", "bob's count is no number");
+        cr_assert_null(aj_doctor_subid_owner(text, "/etc/subuid", 99999, NULL));
+        cr_assert_null(aj_doctor_subid_owner(text, "/etc/subuid", 231072, NULL));
+        cr_assert_null(aj_doctor_subid_owner("", "/etc/subuid", 100000, NULL));
+        cr_assert_null(aj_doctor_subid_owner("alice:100000:0", "/etc/subuid", 100000, NULL), "an empty range");
+        _cleanup_free_ char *e = aj_doctor_subid_owner(":200000:5", "/etc/subuid", 200001, NULL);
+        cr_assert_str_eq(e, "'s subordinate range 200000-200004 (/etc/subuid line 1)");
+}
+
+Test(doctor, host_ids_in_a_users_range)
+{
+        AjDoctorFacts f = healthy();
+        {
+                _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+                cr_assert_eq(aj_doctor_report(&f, &r), 0);
+                cr_assert_eq(line(&r, "jail host ids")->status, AJ_DOCTOR_OK);
+        }
+        f.host_uid_owner = "alice's subordinate range 100000-165535 (/etc/subuid line 1)";
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        const AjDoctorLine *l = line(&r, "jail host ids");
+        cr_assert_eq(l->status, AJ_DOCTOR_DEGRADED);
+        cr_assert_not(l->required);
+        assert_contains(l->found, "alice's subordinate range");
+        assert_contains(l->means, "signal");
+        assert_contains(l->fix, "\"host_uid\": 196608");
+        assert_all_ok(&r);
+        /* Rootless runs map the jail to the invoker itself: no line. */
+        f.euid = 1000;
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r2 = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r2), 0);
+        for (size_t i = 0; i < r2.n; i++)
+                cr_assert_str_neq(r2.lines[i].name, "jail host ids");
 }
 
 Test(doctor, dirs)
