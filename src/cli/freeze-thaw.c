@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cgroup.h"
 #include "cli/verb.h"
 #include "cli/verbs.h"
 #include "control.h"
@@ -16,7 +17,10 @@
         "Thaw a frozen run. --raise changes a meter's cap first: \"+N\" adds to it,\n" \
         "\"N\" sets it, e.g. --raise tokens=+20000 --raise cost_usd=5."
 #define KILL_USAGE "agentjail kill RUN [--json]"
-#define KILL_HELP "Kill every process of a live run (also a frozen one). The run's records stay."
+#define KILL_HELP                                                                                    \
+        "Kill every process of a live run (also a frozen one). The run's records stay. When its\n"   \
+        "supervisor does not answer in time, the run's cgroup is killed directly (its record then\n" \
+        "shows the command killed by SIGKILL, not by whom)."
 
 /* The op on the run named by argv's RUN; `req` is consumed. */
 static int run_op(const char *cmd, const char *query, json_t *req, bool json, const char *done)
@@ -44,7 +48,36 @@ static int plain_op(int argc, char **argv, const char *op, const char *usage, co
 
 int aj_cmd_freeze(int argc, char **argv) { return plain_op(argc, argv, "freeze", FREEZE_USAGE, FREEZE_HELP, "frozen"); }
 
-int aj_cmd_kill(int argc, char **argv) { return plain_op(argc, argv, "kill", KILL_USAGE, KILL_HELP, "killed"); }
+/* The kill switch must not depend on the supervisor's loop: when it does not answer, the
+ * run's cgroup is killed here (as its watchdog would), and the supervisor, once it runs
+ * again, records the command's end as it finds it. */
+static int kill_by_cgroup(AjRun *run)
+{
+        AjCgroup *cg = NULL;
+        int r = aj_cgroup_open(run->id, &cg);
+        if (r < 0)
+                return r;
+        r = aj_cgroup_kill(cg);
+        aj_cgroup_free(cg);
+        return r;
+}
+
+int aj_cmd_kill(int argc, char **argv)
+{
+        bool json, want_help;
+        const char *query;
+        int r = cli_parse_json_run(argv[0], KILL_USAGE, argc, argv, &json, &want_help, &query);
+        if (r)
+                return r;
+        if (want_help)
+                return cli_help(KILL_USAGE, KILL_HELP);
+        json_auto_t *req = json_pack("{s:s}", "op", "kill");
+        _cleanup_(aj_paths_done) AjPaths paths = { 0 };
+        _cleanup_(aj_run_freep) AjRun *run = NULL;
+        if (!req || cli_open_run(argv[0], query, &paths, &run) < 0)
+                return CLI_EXIT_FAIL;
+        return cli_control_op_or(argv[0], run, req, json, "killed", kill_by_cgroup, "killed its cgroup directly");
+}
 
 /* One --raise KEY=VALUE into the request's "raise" object; CLI_EXIT_USAGE (reported) when
  * it is malformed or repeats a key. */

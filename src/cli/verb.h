@@ -91,3 +91,7 @@ json_t *cli_run_summary_json(AjRun *run, const char *state);
 /* Send one op over the run's control socket; prints the outcome (text: "run ID DONE", or
  * one JSON document). Returns the exit status. */
 int cli_control_op(const char *cmd, AjRun *run, json_t *req, bool json, const char *done);
+/* The same; when the supervisor does not answer in time, `fallback` (if not NULL) may do the
+ * op without it: 0 when it did (said as `fallback_done`), else -errno. */
+int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const char *done,
+                      int (*fallback)(AjRun *run), const char *fallback_done);

@@ -305,6 +305,32 @@ else
 fi
 kill_bg
 
+# The kill switch does not depend on the supervisor: stopped (SIGSTOP), it cannot answer, and
+# `agentjail kill` kills the run's cgroup itself; continued, the supervisor records the end.
+start_jail_bg --name stopped -- ./probe sleep 60
+if rdir=$(wait_run_dir 10) && sup=$(jq -re .supervisor_pid "$rdir/run.json" 2>/dev/null); then
+        id=${rdir##*/}
+        kill -STOP "$sup"
+        aj kill "$id"
+        is "$RC" 0 "kill works while the supervisor does not answer" || op_diag
+        like "$OUT" "killed its cgroup directly" "... and says how"
+        for ((i = 0; i < 40; i++)); do
+                pids=$(grep -c . "$(cgroup_v2_dir "$id")/cgroup.procs" 2>/dev/null)
+                [[ $pids == 0 ]] && break
+                sleep 0.05
+        done
+        kill -CONT "$sup"
+        is "$pids" 0 "no process of the run is left in its cgroup"
+        wait_exit "$BG_PID" 15
+        is "$WAIT_RC" 137 "the run ends with the command killed (137)"
+        is "$(events_of run.exit "$rdir" | jq -r .signal)" 9 "run.exit records SIGKILL"
+        aj logs --verify "$id"
+        is "$RC" 0 "the chain is intact" || op_diag
+else
+        fail "the jail for the stopped-supervisor kill started" "$(cat "$TEST_TMP/bg.err")"
+fi
+kill_bg
+
 # Later runs work normally after a supervisor crash.
 run_jail -- ./probe exit 7
 is "$JAIL_RC" 7 "a new run works after a supervisor was killed" || jail_diag
