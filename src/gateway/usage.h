@@ -58,9 +58,10 @@ typedef enum {
  * the bound, one DOM is at most ~240 MB (2^20 values), and one at a time (the supervisor
  * parses in its loop, the DOM is freed before it goes on). Measured: Claude Code 2.1's
  * first request (24 tools, the system prompt) holds 1,128 values, 11 deep, ~68 bytes a
- * value; a 16 MiB body (the gateway's max_body) of such content ~250 K values. So 2^20
- * leaves 4x over a full body of real requests, and 128 levels >10x over the depth seen
- * (jansson itself stops at 2048; the meter's walks recurse). docs/gateway.md. */
+ * value; a 15 MB session of tool uses and results 347 K values (43 bytes a value). So
+ * 2^20 leaves 3x over a body near the gateway's max_body (16 MiB) of real requests, and
+ * 128 levels >10x over the depth seen (jansson itself stops at 2048; the meter's walks
+ * recurse). docs/gateway.md. */
 #define AJ_LLM_MAX_JSON_VALUES (1u << 20)
 #define AJ_LLM_MAX_JSON_DEPTH 128u
 #define AJ_LLM_BLOB_TOKENS 1600  /* the prompt estimate of an image or document (base64 data) */
@@ -172,8 +173,9 @@ struct json_t *aj_llm_call_to_json(const AjLlmCall *c);
  * that sets it, and the relay must drop the usage-only chunk the client did not
  * ask for (aj_llm_call_strip_usage_chunk()); 0 when nothing needs changing;
  * -EINVAL when the body is not a JSON object, repeats a key, or has a
- * stream_options that is not an object; -E2BIG or -ELOOP past the JSON bounds. Without stream_options, the member is
- * inserted and the client's bytes are otherwise kept. */
+ * stream_options that is not an object; -E2BIG or -ELOOP past the JSON bounds.
+ * Without stream_options, the member is inserted and the client's bytes are
+ * otherwise kept. */
 int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len);
 /* An OpenAI chat chunk with "choices": [] and a usage object: the one to drop. */
 bool aj_llm_openai_chat_usage_only(const AjSseEvent *ev);

@@ -607,10 +607,10 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         if (l->record_responses)
                 aj_sup_llm_record(l, call->id, cs->request_body, cs->request_len, cs->request_truncated, cs->response,
                                   cs->response_len, cs->response_truncated);
-        uint64_t read = cs->response_bytes;
+        uint64_t response_bytes = cs->response_bytes;
         call_free(cs);
         /* The response's body and the DOMs of its body or events are freed by now. */
-        aj_gateway_release_memory(read > SIZE_MAX ? SIZE_MAX : (size_t)read);
+        aj_gateway_release_memory(response_bytes > SIZE_MAX ? SIZE_MAX : (size_t)response_bytes);
 }
 
 void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret)

@@ -999,3 +999,72 @@ Test(gateway_usage, provider_body_and_event_past_the_bound_are_not_parsed_and_ch
         aj_llm_call_free(c);
         free(ev);
 }
+
+/* Values (object keys included) and depth of a DOM, as aj_json_scan() counts them in text. */
+static void dom_shape(json_t *v, unsigned depth, AjJsonShape *sh)
+{
+        const char *k;
+        json_t *e;
+        size_t i;
+        sh->values++;
+        if (json_is_object(v) || json_is_array(v))
+                depth++;
+        if (depth > sh->depth)
+                sh->depth = depth;
+        if (json_is_object(v))
+                json_object_foreach (v, k, e) {
+                        sh->values++;
+                        dom_shape(e, depth, sh);
+                }
+        else if (json_is_array(v))
+                json_array_foreach (v, i, e)
+                        dom_shape(e, depth, sh);
+}
+
+Test(gateway_usage, the_scan_counts_what_jansson_builds_of_every_fixture)
+{
+        static const char *const names[] = {
+                "anthropic.json",
+                "anthropic-count-tokens.json",
+                "anthropic-error.json",
+                "openai-chat.json",
+                "openai-error.json",
+                "openai-responses.json",
+                "anthropic-tool-use.sse",
+                "openai-chat-tools-stream.sse",
+                "openai-responses-tools-stream.sse",
+                "openai-responses-stream.sse",
+        };
+        unsigned checked = 0;
+        for (size_t f = 0; f < ARRAY_SIZE(names); f++) {
+                size_t len;
+                char *in = read_fixture(names[f], &len);
+                bool sse = strstr(names[f], ".sse") != NULL;
+                for (char *line = in; line && *line;) {
+                        char *nl = strchr(line, '\n');
+                        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+                        const char *text = line;
+                        if (sse) {
+                                if (n < 6 || strncmp(line, "data: ", 6) != 0) {
+                                        line = nl ? nl + 1 : NULL;
+                                        continue;
+                                }
+                                text += 6, n -= 6;
+                        } else
+                                n = len;
+                        json_t *v = json_loadb(text, n, JSON_DECODE_ANY, NULL);
+                        if (v) {
+                                AjJsonShape want = {}, got;
+                                dom_shape(v, 0, &want);
+                                json_decref(v);
+                                cr_assert_eq(aj_json_scan(text, n, UINT64_MAX, UINT_MAX, &got), 0);
+                                cr_expect_eq(got.values, want.values, "%s: %.*s", names[f], (int)n, text);
+                                cr_expect_eq(got.depth, want.depth, "%s: %.*s", names[f], (int)n, text);
+                                checked++;
+                        }
+                        line = sse && nl ? nl + 1 : NULL;
+                }
+                free(in);
+        }
+        cr_expect_gt(checked, 30, "%u texts checked", checked);
+}
