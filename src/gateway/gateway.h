@@ -139,6 +139,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjGateway *, aj_gateway_free);
 /* Agent connections open now (tests, stats). */
 unsigned aj_gateway_connections(const AjGateway *gw);
 
+/* `freed` bytes were just freed (a request body and the DOM the meter built of it, a
+ * response): when that is at least AJ_GATEWAY_TRIM_BYTES, glibc's free pages go back to the
+ * host (malloc_trim(0)): glibc keeps a heap that grew, and the supervisor is in no memory
+ * cgroup. Cheap for a small heap; never called for small calls. */
+#define AJ_GATEWAY_TRIM_BYTES (1u << 20)
+void aj_gateway_release_memory(size_t freed);
+
 /* The error body an agent's SDK understands, in the provider's shape (malloc'd JSON):
  * Anthropic {"type":"error","error":{"type":T,"message":M}}, OpenAI
  * {"error":{"message":M,"type":T,"code":C}}. */

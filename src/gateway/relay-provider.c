@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,12 +63,21 @@ void gw_buf_consume(GwBuf *b, size_t n)
                 b->off = b->len = 0;
 }
 
+void aj_gateway_release_memory(size_t freed)
+{
+        if (freed >= AJ_GATEWAY_TRIM_BYTES)
+                (void)malloc_trim(0);
+}
+
 void gw_buf_free(GwBuf *b, bool wipe)
 {
+        size_t cap = b->cap;
         if (wipe && b->data)
                 explicit_bzero(b->data, b->cap);
         free(b->data);
         *b = (GwBuf){ 0 };
+        /* A request body is freed after the meter's DOM of it (on_request ran first). */
+        aj_gateway_release_memory(cap);
 }
 
 /* ------------------------------------------------------------------ providers */

@@ -36,6 +36,10 @@ struct AjLlmCall {
         uint64_t uncached_input; /* Anthropic reports input without the cache reads and writes */
 };
 
+/* 0 when JSON text from the agent or a provider is within AJ_LLM_MAX_JSON_VALUES and
+ * AJ_LLM_MAX_JSON_DEPTH, so it may be parsed; else -E2BIG or -ELOOP, and *ret_why says
+ * which bound, for a message. */
+int aj_llm_json_bounded(const void *text, size_t len, const char **ret_why);
 /* Replaces *dst with at most AJ_LLM_MAX_NAME bytes of s (cut at a UTF-8 boundary); NULL s: no change. */
 void aj_llm_set_name(char **dst, const char *s);
 /* A tool call the model asked for, `key` naming it within the response, `id` its id (a

@@ -292,9 +292,12 @@ static int set_include_usage(json_t *root, json_t *opts, char **ret_body, size_t
 
 int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len)
 {
+        const char *why;
+        int r = aj_llm_json_bounded(body, len, &why);
+        if (r < 0)
+                return r;
         /* Duplicate keys are refused: the provider's parser might read the other one. */
         json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-        int r = 0;
         if (!json_is_object(root))
                 r = -EINVAL;
         else if (json_is_true(json_object_get(root, "stream"))) {
@@ -312,6 +315,9 @@ int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, 
 
 bool aj_llm_openai_chat_usage_only(const AjSseEvent *ev)
 {
+        const char *why;
+        if (aj_llm_json_bounded(ev->data, ev->data_len, &why) < 0)
+                return false;
         json_t *root = json_loadb(ev->data, ev->data_len, 0, NULL);
         json_t *choices = json_object_get(root, "choices");
         bool only = json_is_array(choices) && json_array_size(choices) == 0 &&

@@ -76,8 +76,13 @@ static void digest_text(const char *text, size_t len, char out[AJ_SHA256_HEX_SIZ
 {
         if (!text)
                 text = "";
-        /* The broker refuses a request repeating a key: such arguments are digested as bytes. */
-        json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+        /* The broker refuses a request repeating a key: such arguments are digested as bytes,
+         * and so are arguments past the bounds of what is parsed (the broker's own line
+         * limit refuses those). */
+        const char *why;
+        json_t *v = aj_llm_json_bounded(text, len, &why) < 0
+                            ? NULL
+                            : json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
         int r = v ? aj_meter_args_digest(v, out) : -1;
         json_decref(v);
         if (r == 0)

@@ -15,6 +15,7 @@
 #include "agentjail/broker.h"
 #include "gateway/usage-internal.h"
 #include "util/format.h"
+#include "util/json-scan.h"
 #include "util/parse.h"
 
 static const char *const api_names[_AJ_LLM_API_MAX] = {
@@ -104,6 +105,17 @@ const AjLlmUsage *aj_llm_call_usage(const AjLlmCall *c) { return &c->u; }
 void aj_llm_call_strip_usage_chunk(AjLlmCall *c, bool strip) { c->strip_usage = strip; }
 
 /* ---- helpers for the readers ---- */
+
+int aj_llm_json_bounded(const void *text, size_t len, const char **ret_why)
+{
+        _Static_assert(AJ_LLM_MAX_JSON_VALUES == 1048576 && AJ_LLM_MAX_JSON_DEPTH == 128, "the messages below");
+        int r = aj_json_scan(text, len, AJ_LLM_MAX_JSON_VALUES, AJ_LLM_MAX_JSON_DEPTH, NULL);
+        if (r == -E2BIG)
+                *ret_why = "more than 1048576 JSON values";
+        else if (r == -ELOOP)
+                *ret_why = "JSON nested deeper than 128 levels";
+        return r;
+}
 
 /* At most `max` bytes of s, not splitting a UTF-8 sequence. */
 static char *bounded_copy(const char *s, size_t max)
@@ -281,6 +293,12 @@ static void tool_results_of(AjLlmApi api, json_t *root, AjLlmUsage *u)
 
 int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
 {
+        const char *why;
+        int r = aj_llm_json_bounded(body, len, &why);
+        if (r < 0) {
+                aj_llm_parse_error(c, "request: %s (agentjail's limit)", why);
+                return r;
+        }
         json_error_t err;
         /* Duplicate keys are refused: the provider might read the other "model" or "stream". */
         json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
@@ -346,6 +364,14 @@ int aj_llm_call_response_event(AjLlmCall *c, const AjSseEvent *ev, bool *ret_for
         if (c->api == AJ_LLM_API_OPENAI_CHAT && ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
                 if (c->u.outcome == AJ_LLM_PENDING)
                         c->u.outcome = AJ_LLM_COMPLETE;
+                return 0;
+        }
+        const char *why;
+        if (aj_llm_json_bounded(ev->data, ev->data_len, &why) < 0) {
+                /* Not read: its bytes count as output seen, so hiding the usage in a
+                 * monster event does not make the call free. */
+                aj_llm_parse_error(c, "event '%.64s': %s, not read", ev->event, why);
+                c->u.output_bytes += ev->data_len;
                 return 0;
         }
         json_error_t err;
@@ -420,6 +446,12 @@ static void body_end(AjLlmCall *c)
 {
         if (c->stopped || c->body_len == 0)
                 return;
+        const char *why;
+        if (aj_llm_json_bounded(c->body, c->body_len, &why) < 0) {
+                aj_llm_parse_error(c, "response body: %s, not read", why);
+                c->u.output_bytes += c->body_len;
+                return;
+        }
         json_error_t err;
         json_t *root = json_loadb(c->body, c->body_len, 0, &err);
         if (!json_is_object(root)) {

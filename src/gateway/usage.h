@@ -51,8 +51,21 @@ typedef enum {
 #define AJ_LLM_MAX_BODY (8u << 20)        /* a whole (not streamed) response body */
 #define AJ_LLM_MAX_REQUEST (32u << 20)    /* a request body the gateway reads */
 #define AJ_LLM_MAX_EVENT (4u << 20)       /* one SSE event (response.completed repeats the whole output) */
-#define AJ_LLM_BLOB_TOKENS 1600           /* the prompt estimate of an image or document (base64 data) */
-#define AJ_LLM_BYTES_PER_TOKEN 3          /* estimates: fewer bytes a token than usual, so not under-charged */
+/* JSON from the agent (a request) or a provider (a body, an event, a tool call's arguments)
+ * is scanned before jansson parses it (util/json-scan.h), and refused past these: jansson
+ * spends up to ~232 bytes a value (an empty object; measured with 2.14), so a 16 MiB body
+ * of "{}," took 1.2 GB of the supervisor's memory, which no cgroup of the jail holds. With
+ * the bound, one DOM is at most ~240 MB (2^20 values), and one at a time (the supervisor
+ * parses in its loop, the DOM is freed before it goes on). Measured: Claude Code 2.1's
+ * first request (24 tools, the system prompt) holds 1,128 values, 11 deep, ~68 bytes a
+ * value; a 15 MB session of tool uses and results 347 K values (43 bytes a value). So
+ * 2^20 leaves 3x over a body near the gateway's max_body (16 MiB) of real requests, and
+ * 128 levels >10x over the depth seen (jansson itself stops at 2048; the meter's walks
+ * recurse). docs/gateway.md. */
+#define AJ_LLM_MAX_JSON_VALUES (1u << 20)
+#define AJ_LLM_MAX_JSON_DEPTH 128u
+#define AJ_LLM_BLOB_TOKENS 1600  /* the prompt estimate of an image or document (base64 data) */
+#define AJ_LLM_BYTES_PER_TOKEN 3 /* estimates: fewer bytes a token than usual, so not under-charged */
 
 typedef struct {
         /* From the request. */
@@ -112,8 +125,10 @@ int aj_llm_call_new(AjLlmApi api, AjLlmCall **ret);
 void aj_llm_call_free(AjLlmCall *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjLlmCall *, aj_llm_call_free);
 
-/* The request body. -EINVAL when it is not a JSON object or repeats a key
- * (parse_error says why): the gateway should refuse such a request. */
+/* The request body. -EINVAL when it is not a JSON object or repeats a key, -E2BIG when it
+ * holds more than AJ_LLM_MAX_JSON_VALUES values, -ELOOP when it nests deeper than
+ * AJ_LLM_MAX_JSON_DEPTH (parse_error says why): the gateway should refuse such a request
+ * (413 for -E2BIG). */
 int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len);
 /* Hide the usage-only chunk of an OpenAI chat stream from the client (the gateway
  * asked for it: aj_llm_openai_chat_add_usage()). */
@@ -158,8 +173,9 @@ struct json_t *aj_llm_call_to_json(const AjLlmCall *c);
  * that sets it, and the relay must drop the usage-only chunk the client did not
  * ask for (aj_llm_call_strip_usage_chunk()); 0 when nothing needs changing;
  * -EINVAL when the body is not a JSON object, repeats a key, or has a
- * stream_options that is not an object. Without stream_options, the member is
- * inserted and the client's bytes are otherwise kept. */
+ * stream_options that is not an object; -E2BIG or -ELOOP past the JSON bounds.
+ * Without stream_options, the member is inserted and the client's bytes are
+ * otherwise kept. */
 int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len);
 /* An OpenAI chat chunk with "choices": [] and a usage object: the one to drop. */
 bool aj_llm_openai_chat_usage_only(const AjSseEvent *ev);

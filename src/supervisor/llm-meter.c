@@ -50,6 +50,7 @@ struct AjSupLlmCall {
         bool request_truncated;
         char *response;
         size_t response_len, response_size;
+        uint64_t response_bytes; /* all the response's bytes, kept or not */
         bool response_truncated;
         unsigned status;    /* the response's, 0 before its head */
         char *content_type; /* the response's, recorded for a replay */
@@ -105,7 +106,10 @@ static void refuse(AjGatewayVerdict *v, const AjGatewayProvider *pr, unsigned st
 {
         v->status = status;
         bool openai = pr->api == AJ_GATEWAY_API_OPENAI;
-        if (status == 429) {
+        if (status == 413) {
+                v->error_type = openai ? "invalid_request_error" : "request_too_large";
+                v->error_code = NULL;
+        } else if (status == 429) {
                 v->error_type = openai ? "insufficient_quota" : "rate_limit_error";
                 v->error_code = openai ? "insufficient_quota" : NULL;
         } else {
@@ -202,9 +206,10 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         int r = aj_llm_call_new(cs->api, &cs->usage);
         if (r < 0)
                 return r;
-        if (aj_llm_call_request(cs->usage, req->body, req->body_len) < 0) {
+        r = aj_llm_call_request(cs->usage, req->body, req->body_len);
+        if (r < 0) {
                 const char *why = aj_llm_call_usage(cs->usage)->parse_error;
-                refuse(v, pr, 400, "agentjail gateway: the request body cannot be metered",
+                refuse(v, pr, r == -E2BIG ? 413 : 400, "agentjail gateway: the request body cannot be metered",
                        why ? why : "not a JSON object");
                 return 0;
         }
@@ -478,6 +483,7 @@ static AjGatewayFlow on_response_bytes(void *userdata, AjGatewayCall *call, cons
         if (!cs)
                 return AJ_GATEWAY_CONTINUE;
         aj_sha256_update(&cs->out_sha, buf, n);
+        cs->response_bytes += n;
         keep_response(cs, buf, n);
         if (!cs->usage)
                 return AJ_GATEWAY_CONTINUE;
@@ -601,7 +607,10 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         if (l->record_responses)
                 aj_sup_llm_record(l, call->id, cs->request_body, cs->request_len, cs->request_truncated, cs->response,
                                   cs->response_len, cs->response_truncated);
+        uint64_t response_bytes = cs->response_bytes;
         call_free(cs);
+        /* The response's body and the DOMs of its body or events are freed by now. */
+        aj_gateway_release_memory(response_bytes > SIZE_MAX ? SIZE_MAX : (size_t)response_bytes);
 }
 
 void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret)

@@ -272,6 +272,61 @@ run_jail -p "$PK" --cap repeat_limit=2 -- /bin/sh -c 'python3 client.py anthropi
 like "$(events_of tool.verdict)" '"verdict":"breach"' "two model calls then the same call through the broker: a repeat"
 like "$(events_of cap.breach)" '"cap":"repeat_limit"' "... a repeat_limit breach"
 
+# --- a request body cannot grow the supervisor's memory (it is in no memory cgroup): JSON of
+# more values than the gateway parses (16 MiB of "{}," took 1.2 GB of jansson's DOM) is
+# refused with 413 before it is parsed, and a large real-looking request still goes through
+cat >"$WORKSPACE/gwmem.py" <<'PY'
+import json, os, sys, time, urllib.request
+def post(body):
+    req = urllib.request.Request(os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages", data=body, method="POST",
+                                 headers={"x-api-key": "x", "anthropic-version": "2023-06-01", "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+print("ready", flush=True)
+time.sleep(1)
+# ~4 MB: a long session's messages (tool uses and their results), about 100 K values.
+msgs = []
+for i in range(2500):
+    msgs.append({"role": "assistant", "content": [{"type": "text", "text": "Let me look at file %d." % i},
+                 {"type": "tool_use", "id": "toolu_%d" % i, "name": "Read", "input": {"file_path": "/src/f%d.c" % i}}]})
+    msgs.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_%d" % i,
+                 "content": "int f%d(void) { return \"[{\\\"}]\"[0]; }\n" % i * 30}]})
+big = json.dumps({"model": "claude-test", "max_tokens": 10, "messages": msgs}).encode()
+st, text = post(big)
+print("large=%d bytes=%d %s" % (st, len(big), text[:80].replace("\n", " ")), flush=True)
+n = (16 * 1024 * 1024 - 100) // 3
+st, text = post(b'{"model":"claude-test","max_tokens":1,"messages":[' + b"{}," * (n - 1) + b"{}]}")
+print("monster=%d %s" % (st, text.replace("\n", " ")), flush=True)
+print("done", flush=True)
+time.sleep(30)
+PY
+n0=$(records)
+start_jail_bg -p "$P" -- python3 gwmem.py
+RDG=$(wait_run_dir 10)
+wait_for_output "$TEST_TMP/bg.out" ready 20
+SP=$(jq -r .supervisor_pid "$RDG/run.json")
+rss_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null; }
+RSS0=$(rss_kb "$SP" VmRSS)
+ok "the supervisor's resident memory is read before the requests" test -n "$RSS0"
+wait_for_output "$TEST_TMP/bg.out" '^done' 60
+OUTG=$(cat "$TEST_TMP/bg.out")
+HWM=$(rss_kb "$SP" VmHWM)
+RSS1=$(rss_kb "$SP" VmRSS)
+aj kill "${RDG##*/}"
+wait_exit "$BG_PID" 20
+like "$OUTG" 'large=200 bytes=[0-9]{7}' "a large request of real-looking messages (~4 MB) goes through" || diag "$OUTG"
+is "$(($(records) - n0))" 1 "the provider got the large request, not the refused one"
+like "$OUTG" 'monster=413 .*request_too_large.*more than 1048576 JSON values' \
+        "16 MiB of {}: 413, the error names the limit"
+like "$(jq -c 'select(.type == "llm.request")' "$RDG/events.jsonl" | tail -1)" '"verdict":"refused"' \
+        "llm.request records the refusal"
+ok "the supervisor's peak memory stayed within 64 MiB over its start ($RSS0 -> peak $HWM kB)" \
+        test "$((HWM - RSS0))" -lt $((64 * 1024))
+ok "... and its memory went back after the requests ($RSS0 -> $RSS1 kB)" test "$((RSS1 - RSS0))" -lt $((16 * 1024))
+
 # --- one spelling of each path: another spelling of the model API is refused, never relayed unmetered
 n0=$(records)
 run_jail -p "$P" -- /bin/sh -c 'for p in /v1/messages/. /v1/x/../messages /v1%2Fmessages "/v1/messages;x" //v1/messages; do

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gateway/usage.h"
+#include "util/json-scan.h"
 #include "meter.h"
 
 static char *read_fixture(const char *name, size_t *ret_len)
@@ -832,4 +834,237 @@ Test(gateway_usage, tool_call_ids_bounded_and_deduplicated)
         cr_expect_str_eq(U(c)->tool_call_ids[4], "toolu_B");
         aj_llm_call_free(c);
         free(body);
+}
+
+/* ---- JSON an agent or a provider sends: bounded before jansson parses it ---- */
+
+/* kB of the process's memory: VmRSS (now) or VmHWM (its peak). */
+static long status_kb(const char *key)
+{
+        FILE *f = fopen("/proc/self/status", "re");
+        cr_assert_not_null(f);
+        char line[256];
+        long v = -1;
+        size_t n = strlen(key);
+        while (fgets(line, sizeof(line), f))
+                if (strncmp(line, key, n) == 0 && line[n] == ':')
+                        v = strtol(line + n + 1, NULL, 10);
+        fclose(f);
+        cr_assert_geq(v, 0, "%s", key);
+        return v;
+}
+
+/* PREFIX, then `count` times ELEM (without the last comma), then SUFFIX: malloc'd, its pages touched. */
+static char *repeat_json(const char *prefix, const char *elem, size_t count, const char *suffix, size_t *ret_len)
+{
+        size_t pl = strlen(prefix), el = strlen(elem), sl = strlen(suffix);
+        char *b = malloc(pl + count * el + sl + 1);
+        cr_assert_not_null(b);
+        size_t len = 0;
+        memcpy(b, prefix, pl);
+        len += pl;
+        for (size_t i = 0; i < count; i++, len += el)
+                memcpy(b + len, elem, el);
+        if (count && elem[el - 1] == ',')
+                len--;
+        memcpy(b + len, suffix, sl);
+        len += sl;
+        b[len] = 0;
+        *ret_len = len;
+        return b;
+}
+
+Test(gateway_usage, request_of_16_mib_of_empty_objects_is_refused_unparsed)
+{
+        size_t len;
+        char *b = repeat_json("{\"model\":\"x\",\"max_tokens\":1,\"messages\":[", "{},", ((16u << 20) - 100) / 3, "]}",
+                              &len);
+        long before = status_kb("VmRSS");
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_ANTHROPIC_MESSAGES, &c), 0);
+        cr_expect_eq(aj_llm_call_request(c, b, len), -E2BIG);
+        cr_expect_str_eq(U(c)->parse_error, "request: more than 1048576 JSON values (agentjail's limit)");
+        cr_expect_null(U(c)->model, "nothing of it was read");
+        long peak = status_kb("VmHWM");
+        /* Parsed, it took 1.2 GB (jansson: ~232 bytes an empty object). */
+        cr_expect_lt(peak - before, 64 << 10, "peak memory grew %ld kB", peak - before);
+        aj_llm_call_free(c);
+        free(b);
+}
+
+Test(gateway_usage, request_at_the_value_bound_is_read_past_it_refused)
+{
+        /* {"model":"x","messages":[0,...]}: 1 + 2 + 2 + count values */
+        size_t count = AJ_LLM_MAX_JSON_VALUES - 5, len;
+        char *b = repeat_json("{\"model\":\"x\",\"messages\":[", "0,", count, "]}", &len);
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_ANTHROPIC_MESSAGES, &c), 0);
+        cr_expect_eq(aj_llm_call_request(c, b, len), 0, "exactly %u values", AJ_LLM_MAX_JSON_VALUES);
+        cr_expect_str_eq(U(c)->model, "x");
+        aj_llm_call_free(c);
+        free(b);
+        b = repeat_json("{\"model\":\"x\",\"messages\":[", "0,", count + 1, "]}", &len);
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+        cr_expect_eq(aj_llm_call_request(c, b, len), -E2BIG, "one value more");
+        aj_llm_call_free(c);
+        char *out = NULL;
+        size_t out_len;
+        cr_expect_eq(aj_llm_openai_chat_add_usage(b, len, &out, &out_len), -E2BIG);
+        free(b);
+}
+
+Test(gateway_usage, request_nested_past_the_depth_bound_is_refused)
+{
+        /* {"model":"x","m": + depth-1 arrays */
+        for (unsigned depth = AJ_LLM_MAX_JSON_DEPTH; depth <= AJ_LLM_MAX_JSON_DEPTH + 1; depth++) {
+                char b[1024];
+                int n = snprintf(b, sizeof(b), "{\"model\":\"x\",\"m\":");
+                for (unsigned i = 1; i < depth; i++)
+                        b[n++] = '[';
+                for (unsigned i = 1; i < depth; i++)
+                        b[n++] = ']';
+                b[n++] = '}';
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_ANTHROPIC_MESSAGES, &c), 0);
+                int r = aj_llm_call_request(c, b, (size_t)n);
+                if (depth == AJ_LLM_MAX_JSON_DEPTH)
+                        cr_expect_eq(r, 0, "%u levels", depth);
+                else {
+                        cr_expect_eq(r, -ELOOP, "%u levels", depth);
+                        cr_expect_str_eq(U(c)->parse_error,
+                                         "request: JSON nested deeper than 128 levels (agentjail's limit)");
+                }
+                aj_llm_call_free(c);
+        }
+}
+
+Test(gateway_usage, a_large_real_request_is_read)
+{
+        /* A long session: 20,000 turns of a tool use and its result, 10.8 MB and ~700 K values
+         * (denser than real sessions: 15 bytes a value, Claude Code's are 40 to 70), with
+         * quotes, brackets and escapes in its strings. */
+        const char *turn = "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Let me read it [{\\\"\"},"
+                           "{\"type\":\"tool_use\",\"id\":\"toolu_01\",\"name\":\"Read\",\"input\":{\"file_path\":"
+                           "\"/src/a.c\",\"limit\":200}}]},{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\","
+                           "\"tool_use_id\":\"toolu_01\",\"content\":\"int main(void) { puts(\\\"}]\\\\\\\\\\\"); "
+                           "return 0; }\\n/* and some more text of the file, as tools return: lines of code, "
+                           "of logs, of a test's output, of a listing of files; most of what a session sends is "
+                           "text like this, in few values; a long one is far denser than a real session is. */\"}]},";
+        size_t len;
+        char *b = repeat_json("{\"model\":\"claude-x\",\"max_tokens\":8192,\"stream\":true,\"messages\":[", turn, 20000,
+                              "]}", &len);
+        cr_assert_gt(len, 10u << 20, "%zu bytes", len);
+        AjJsonShape sh;
+        cr_assert_eq(aj_json_scan(b, len, UINT64_MAX, UINT_MAX, &sh), 0);
+        cr_expect_gt(sh.values, 680000, "%llu values", (unsigned long long)sh.values);
+        json_t *check = json_loadb(b, len, 0, NULL);
+        cr_assert_not_null(check, "the fixture is JSON");
+        json_decref(check);
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_ANTHROPIC_MESSAGES, &c), 0);
+        cr_expect_eq(aj_llm_call_request(c, b, len), 0, "%s", U(c)->parse_error ?: "");
+        cr_expect_str_eq(U(c)->model, "claude-x");
+        cr_expect(U(c)->stream);
+        cr_expect_eq(U(c)->n_tool_results, AJ_LLM_MAX_TOOL_RESULTS);
+        aj_llm_call_free(c);
+        free(b);
+}
+
+Test(gateway_usage, provider_body_and_event_past_the_bound_are_not_parsed_and_charged_as_output)
+{
+        /* A whole body: 8 MiB minus a little of "{},". */
+        size_t len;
+        char *b = repeat_json("{\"type\":\"message\",\"content\":[", "{},", ((8u << 20) - 100) / 3, "]}", &len);
+        long before = status_kb("VmRSS");
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, JSON, ANTHROPIC_REQ };
+        AjLlmCall *c = feed(&s, b, len, len / 2, false);
+        cr_expect_str_eq(U(c)->parse_error, "response body: more than 1048576 JSON values, not read");
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect(ch.estimated);
+        cr_expect_geq(ch.output, len / AJ_LLM_BYTES_PER_TOKEN, "its bytes count as output seen");
+        cr_expect_lt(status_kb("VmHWM") - before, 64 << 10, "peak memory");
+        aj_llm_call_free(c);
+        free(b);
+
+        /* One SSE event just under the 4 MiB event limit, "[]," past the values' bound. */
+        char *ev = repeat_json("event: message_delta\ndata: {\"type\":\"message_delta\",\"x\":[", "[],",
+                               ((4u << 20) - 200) / 3, "]}\n\n", &len);
+        s = (Setup){ AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, ANTHROPIC_REQ };
+        before = status_kb("VmRSS");
+        c = feed(&s, ev, len, len / 3, false);
+        cr_expect_str_eq(U(c)->parse_error, "event 'message_delta': more than 1048576 JSON values, not read");
+        cr_expect_geq(U(c)->output_bytes, len - 100);
+        cr_expect_lt(status_kb("VmHWM") - before, 64 << 10, "peak memory");
+        aj_llm_call_free(c);
+        free(ev);
+}
+
+/* Values (object keys included) and depth of a DOM, as aj_json_scan() counts them in text. */
+static void dom_shape(json_t *v, unsigned depth, AjJsonShape *sh)
+{
+        const char *k;
+        json_t *e;
+        size_t i;
+        sh->values++;
+        if (json_is_object(v) || json_is_array(v))
+                depth++;
+        if (depth > sh->depth)
+                sh->depth = depth;
+        if (json_is_object(v))
+                json_object_foreach (v, k, e) {
+                        sh->values++;
+                        dom_shape(e, depth, sh);
+                }
+        else if (json_is_array(v))
+                json_array_foreach (v, i, e)
+                        dom_shape(e, depth, sh);
+}
+
+Test(gateway_usage, the_scan_counts_what_jansson_builds_of_every_fixture)
+{
+        static const char *const names[] = {
+                "anthropic.json",
+                "anthropic-count-tokens.json",
+                "anthropic-error.json",
+                "openai-chat.json",
+                "openai-error.json",
+                "openai-responses.json",
+                "anthropic-tool-use.sse",
+                "openai-chat-tools-stream.sse",
+                "openai-responses-tools-stream.sse",
+                "openai-responses-stream.sse",
+        };
+        unsigned checked = 0;
+        for (size_t f = 0; f < ARRAY_SIZE(names); f++) {
+                size_t len;
+                char *in = read_fixture(names[f], &len);
+                bool sse = strstr(names[f], ".sse") != NULL;
+                for (char *line = in; line && *line;) {
+                        char *nl = strchr(line, '\n');
+                        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+                        const char *text = line;
+                        if (sse) {
+                                if (n < 6 || strncmp(line, "data: ", 6) != 0) {
+                                        line = nl ? nl + 1 : NULL;
+                                        continue;
+                                }
+                                text += 6, n -= 6;
+                        } else
+                                n = len;
+                        json_t *v = json_loadb(text, n, JSON_DECODE_ANY, NULL);
+                        if (v) {
+                                AjJsonShape want = {}, got;
+                                dom_shape(v, 0, &want);
+                                json_decref(v);
+                                cr_assert_eq(aj_json_scan(text, n, UINT64_MAX, UINT_MAX, &got), 0);
+                                cr_expect_eq(got.values, want.values, "%s: %.*s", names[f], (int)n, text);
+                                cr_expect_eq(got.depth, want.depth, "%s: %.*s", names[f], (int)n, text);
+                                checked++;
+                        }
+                        line = sse && nl ? nl + 1 : NULL;
+                }
+                free(in);
+        }
+        cr_expect_gt(checked, 30, "%u texts checked", checked);
 }

@@ -225,6 +225,47 @@ Test(supervisor_llm, bad_body_and_unmetered_paths)
         teardown(&f);
 }
 
+static long vm_kb(const char *key)
+{
+        FILE *f = fopen("/proc/self/status", "re");
+        cr_assert_not_null(f);
+        char line[256];
+        long v = -1;
+        while (fgets(line, sizeof(line), f))
+                if (strncmp(line, key, strlen(key)) == 0)
+                        v = strtol(line + strlen(key), NULL, 10);
+        fclose(f);
+        return v;
+}
+
+Test(supervisor_llm, a_request_of_more_json_values_than_parsed_is_refused_413)
+{
+        Fixture f;
+        setup(&f, NULL);
+        /* 16 MiB of {}: jansson's DOM of it took 1.2 GB of the supervisor's memory. */
+        size_t n = ((16u << 20) - 100) / 3, len = 0;
+        char *body = malloc(3 * n + 100);
+        cr_assert_not_null(body);
+        len = (size_t)sprintf(body, "{\"model\":\"claude-test\",\"max_tokens\":1,\"messages\":[");
+        for (size_t i = 0; i < n; i++, len += 3)
+                memcpy(body + len, "{},", 3);
+        memcpy(body + len - 1, "]}", 3);
+        len++;
+        long before = vm_kb("VmRSS:");
+        AjGatewayCall call = { .id = 1, .provider = &anthropic, .method = "POST", .path = "/v1/messages" };
+        AjGatewayVerdict v = {};
+        AjGatewayRequest req = { .body = body, .body_len = len };
+        f.obs.on_request(f.obs.userdata, &call, &req, &v);
+        cr_expect_eq(v.status, 413);
+        cr_expect_str_eq(v.error_type, "request_too_large");
+        cr_expect(strstr(v.message, "more than 1048576 JSON values"), "%s", v.message);
+        cr_expect_lt(vm_kb("VmHWM:") - before, 64 << 10, "the supervisor's peak memory");
+        cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.request"), "verdict")), "refused");
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        free(body);
+        teardown(&f);
+}
+
 Test(supervisor_llm, stream_past_its_reservation_and_a_cap_is_cut)
 {
         Fixture f;

@@ -18,6 +18,7 @@
 #include "util/fd.h"
 #include "util/json-fast.h"
 #include "util/json-flat.h"
+#include "util/json-scan.h"
 #include "util/format.h"
 #include "util/open-under.h"
 #include "util/path.h"
@@ -741,4 +742,93 @@ Test(shared, kept_from_later_forks)
         close(sp[1]);
         aj_shared_unmap(&s);
         cr_expect_eq(aj_shared_keep_from_forks(&s), -EBADF);
+}
+
+/* ---- json-scan: values and depth before jansson builds them ---- */
+
+Test(json_scan, counts_values_and_depth)
+{
+        /* clang-format off */
+        static const struct {
+                const char *text;
+                unsigned long long values;
+                unsigned depth;
+        } cases[] = {
+                { "", 0, 0 },
+                { "  \n\t", 0, 0 },
+                { "{}", 1, 1 },
+                { "[]", 1, 1 },
+                { "0", 1, 0 },
+                { "-1.5e+10", 1, 0 },
+                { "true", 1, 0 },
+                { "[true,false,null]", 4, 1 },
+                { "\"\"", 1, 0 },
+                { "{\"a\":1}", 3, 1 },                              /* the key is a value */
+                { "[1,2,[3,{\"b\":null}]]", 8, 3 },
+                { "[-0.5, 1e3 ,2E-7]", 4, 1 },
+                /* brackets, quotes and backslashes inside strings are text */
+                { "[\"{[\\\"]}\"]", 2, 1 },                        /* ["{[\"]}"] */
+                { "[\"a\\\\\",\"b\"]", 3, 1 },                     /* ["a\\","b"]: the quote after \\ ends it */
+                { "[\"a\\\\\\\"]\",1]", 3, 1 },                    /* ["a\\\"]",1] */
+                { "{\"k\\\"}\":\"v\\\\\"}", 3, 1 },                 /* {"k\"}":"v\\"} */
+                { "[\"\\u005b\\u007b\"]", 2, 1 },
+                /* truncated or malformed: counted as far as it goes, the parser refuses it */
+                { "{\"a\":\"unterminated [[[", 3, 1 },
+                { "[[[", 3, 3 },
+                { "]]]{", 1, 1 },
+                { "[1 2 3]", 4, 1 },
+                { "[nul", 2, 1 },
+        };
+        /* clang-format on */
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjJsonShape sh = { .values = 99, .depth = 99 };
+                cr_assert_eq(aj_json_scan(cases[i].text, strlen(cases[i].text), 1000, 100, &sh), 0, "%s",
+                             cases[i].text);
+                cr_expect_eq(sh.values, cases[i].values, "%s: %llu values", cases[i].text,
+                             (unsigned long long)sh.values);
+                cr_expect_eq(sh.depth, cases[i].depth, "%s: depth %u", cases[i].text, sh.depth);
+                cr_expect_eq(aj_json_scan(cases[i].text, strlen(cases[i].text), 1000, 100, NULL), 0);
+        }
+}
+
+Test(json_scan, bounds_exactly_at_and_past)
+{
+        const char *t = "[1,\"two\",{\"three\":[]}]"; /* 6 values, 3 deep */
+        AjJsonShape sh;
+        cr_expect_eq(aj_json_scan(t, strlen(t), 6, 3, &sh), 0, "at both bounds");
+        cr_expect_eq(sh.values, 6);
+        cr_expect_eq(sh.depth, 3);
+        cr_expect_eq(aj_json_scan(t, strlen(t), 5, 3, &sh), -E2BIG, "one value past");
+        cr_expect_eq(aj_json_scan(t, strlen(t), 6, 2, &sh), -ELOOP, "one level past");
+        cr_expect_eq(aj_json_scan("[]", 2, 0, 10, NULL), -E2BIG, "no value allowed");
+        cr_expect_eq(aj_json_scan("", 0, 0, 0, NULL), 0, "nothing, nothing allowed");
+        cr_expect_eq(aj_json_scan("7", 1, 1, 0, NULL), 0, "a scalar has no depth");
+        cr_expect_eq(aj_json_scan("[7]", 3, 10, 0, NULL), -ELOOP);
+        /* closing more than was opened does not buy depth */
+        cr_expect_eq(aj_json_scan("]]]]]][[[", 9, 10, 2, NULL), -ELOOP);
+        /* the length is the text's: a NUL is a byte like any, and nothing past len is read */
+        cr_expect_eq(aj_json_scan("[[[[", 2, 10, 2, &sh), 0);
+        cr_expect_eq(sh.depth, 2);
+}
+
+Test(json_scan, refuses_a_16_mib_body_of_empty_objects_early_and_fast)
+{
+        size_t n = (16u << 20) / 3, len = 0;
+        char *b = malloc(3 * n + 2);
+        cr_assert_not_null(b);
+        b[len++] = '[';
+        for (size_t i = 0; i < n; i++) {
+                memcpy(b + len, "{},", 3);
+                len += 3;
+        }
+        b[len - 1] = ']';
+        AjJsonShape sh;
+        cr_expect_eq(aj_json_scan(b, len, (1u << 20) - 1, 128, &sh), -E2BIG);
+        cr_expect_eq(aj_json_scan(b, len, 1u << 23, 128, &sh), 0);
+        cr_expect_eq(sh.values, n + 1);
+        cr_expect_eq(sh.depth, 2);
+        /* and as deep as it is long: the first level past the bound refuses it */
+        memset(b, '[', len);
+        cr_expect_eq(aj_json_scan(b, len, 1u << 30, 128, &sh), -ELOOP);
+        free(b);
 }
