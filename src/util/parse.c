@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/format.h"
 #include "util/parse.h"
 
 int aj_parse_u64(const char *s, uint64_t *ret)
@@ -191,7 +192,9 @@ bool aj_plain_name(const char *s, size_t len, size_t max)
         if (!s || len == 0 || len > max || strnlen(s, len + 1) != len)
                 return false;
         for (size_t i = 0; i < len; i++)
-                if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+                if ((unsigned char)s[i] <= 0x20)
                         return false;
-        return true;
+        /* What the operator's verbs would show escaped (DEL, C1 controls, invalid UTF-8) is
+         * no name either: one rule, util/format.h. */
+        return aj_printable_as_is(s, len);
 }
