@@ -188,7 +188,21 @@ int cli_open_run(const char *cmd, const char *query, AjPaths *paths, AjRun **ret
 
 const char *cli_jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
 
-const char *cli_run_name(const AjRun *run) { return (run->rec ? run->rec->name : NULL) ?: "?"; }
+#define RUN_NAME_MAX 64
+
+const char *cli_run_name(const AjRun *run)
+{
+        /* The operator's --name or the command's basename: printable since `run` checks it, but
+         * older records were not. A few buffers in turn: a printf may show two runs' names. */
+        static char shown[4][RUN_NAME_MAX * 4 + 8];
+        static unsigned next;
+        const char *name = (run->rec ? run->rec->name : NULL) ?: "?";
+        if (aj_printable_as_is(name, strlen(name)))
+                return name;
+        char *buf = shown[next++ % ARRAY_SIZE(shown)];
+        buf[0] = 0;
+        return aj_append_printable(buf, sizeof(shown[0]), name, RUN_NAME_MAX);
+}
 
 const char *cli_run_profile(const AjRun *run, char *buf, size_t len)
 {
@@ -267,11 +281,15 @@ int cli_control_op(const char *cmd, AjRun *run, json_t *req, bool json, const ch
                 cli_print_json(reply);
         }
         if (!ok) {
+                /* The supervisor's words may quote the agent's (a call id, a tool name). */
                 _cleanup_free_ char *err = aj_control_reply_error(reply);
-                cli_fail(cmd, "run %s: refused: %s", run->id, err ? err : "request failed");
+                _cleanup_free_ char *shown = err ? aj_printable_dup(err, strlen(err), 0) : NULL;
+                cli_fail(cmd, "run %s: refused: %s", run->id, shown ? shown : "request failed");
                 return CLI_EXIT_FAIL;
         }
-        if (!json)
-                printf("run %s %s\n", run->id, done);
+        if (!json) {
+                _cleanup_free_ char *shown = aj_printable_dup(done, strlen(done), 0);
+                printf("run %s %s\n", run->id, shown ?: "?");
+        }
         return CLI_EXIT_OK;
 }
