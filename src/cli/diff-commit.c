@@ -177,6 +177,38 @@ static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, Overla
         return open_overlay(v->cmd, c->run, &c->ov);
 }
 
+/* diff(1)'s output holds the agent's file contents: shown by the one rule (util/format.h),
+ * newlines and tabs kept, so a text file's patch is exact and a file with escape sequences
+ * cannot reach the operator's terminal. A character cut by a read waits for the next. */
+static void copy_escaped(int fd)
+{
+        char buf[65536], shown[AJ_ESCAPE_MAX];
+        size_t have = 0;
+        bool eof = false;
+        while (!eof) {
+                ssize_t n = read(fd, buf + have, sizeof(buf) - have);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        eof = true;
+                else
+                        have += (size_t)n;
+                size_t i = 0, k;
+                while (i < have && (eof || have - i >= 4)) {
+                        if (buf[i] == '\n') {
+                                putchar('\n');
+                                i++;
+                                continue;
+                        }
+                        i += aj_escape_char(buf + i, have - i, AJ_ESCAPE_KEEP_TAB, shown, &k);
+                        fwrite(shown, 1, k, stdout);
+                }
+                memmove(buf, buf + i, have - i);
+                have -= i;
+        }
+        fflush(stdout);
+}
+
 /* `diff -u` of one file change, both sides opened here without following symlinks and
  * handed to diff(1) as /proc/self/fd/N (so diff cannot be sent elsewhere). 0, or -errno
  * when a side could not be opened (the caller says so). */
@@ -199,18 +231,29 @@ static int show_patch(const Overlay *ov, const AjWsChange *c)
         }
         snprintf(fa, sizeof(fa), old_fd >= 0 ? "/proc/self/fd/%d" : "/dev/null", old_fd);
         snprintf(fb, sizeof(fb), new_fd >= 0 ? "/proc/self/fd/%d" : "/dev/null", new_fd);
+        int out_pipe[2];
+        if (pipe2(out_pipe, O_CLOEXEC) < 0) {
+                r = -errno;
+                goto out;
+        }
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0) {
                 r = -errno;
+                close(out_pipe[0]);
+                close(out_pipe[1]);
                 goto out;
         }
         if (pid == 0) {
-                if ((old_fd >= 0 && fcntl(old_fd, F_SETFD, 0) < 0) || (new_fd >= 0 && fcntl(new_fd, F_SETFD, 0) < 0))
+                if ((old_fd >= 0 && fcntl(old_fd, F_SETFD, 0) < 0) || (new_fd >= 0 && fcntl(new_fd, F_SETFD, 0) < 0) ||
+                    dup2(out_pipe[1], STDOUT_FILENO) < 0)
                         _exit(2);
                 execlp("diff", "diff", "-u", "--label", label_a, "--label", label_b, fa, fb, (char *)NULL);
                 _exit(127);
         }
+        close(out_pipe[1]);
+        copy_escaped(out_pipe[0]);
+        close(out_pipe[0]);
         int status;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
                 ;

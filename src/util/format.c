@@ -89,6 +89,11 @@ size_t aj_escape_char(const char *s, size_t avail, unsigned flags, char out[AJ_E
                 *ret_len = n;
                 return n;
         }
+        if (c == '\t' && flags & AJ_ESCAPE_KEEP_TAB) {
+                out[0] = '\t';
+                *ret_len = 1;
+                return 1;
+        }
         const char *named = c == '\t' ? "\\t" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : NULL;
         if (flags & AJ_ESCAPE_QUOTE && (c == '\\' || c == '"'))
                 named = c == '"' ? "\\\"" : "\\\\";

@@ -23,7 +23,10 @@ _printf_(2, 3) int aj_asprintf(char **ret, const char *fmt, ...);
  * embeddings, overrides, isolates) as \uNNNN; a byte that is not part of valid UTF-8 as \xNN.
  * With AJ_ESCAPE_QUOTE (a file name, as git's core.quotePath shows one) '\\' and '"' are
  * escaped too, and a name that needed any escape is shown between double quotes. */
-enum { AJ_ESCAPE_QUOTE = 1 << 0 };
+enum {
+        AJ_ESCAPE_QUOTE = 1 << 0,
+        AJ_ESCAPE_KEEP_TAB = 1 << 1, /* a tab stays a tab (a patch's lines: harmless, and exact) */
+};
 #define AJ_ESCAPE_MAX 8 /* one character's shown form, with its NUL */
 
 /* The length (1..4) of the valid UTF-8 sequence at s (avail bytes), or 0. */

@@ -168,7 +168,8 @@ run_jail -p "$OV" -- /bin/sh -c '
         printf x >"$(printf "README2\n  D  keep.txt")"
         printf x >"$(printf "c1\302\233x")"
         printf x >"$(printf "bad\377name")"
-        printf x >café.txt'
+        printf x >café.txt
+        printf "line\033]52;c;ZWNobyBvd25lZA==\007\n\tindented\n" >clip.txt'
 is "$JAIL_RC" 0 "a run that makes hostile file names" || jail_diag
 RUN5=$JAIL_RUN_ID
 aj diff "$RUN5"
@@ -186,9 +187,12 @@ like "$OUT" "4 names with control characters or invalid UTF-8, shown escaped" "d
 aj diff "$RUN5" --patch
 ok "diff --patch: no ESC, BEL or C1 control in the labels" eval '! raw_controls "$TEST_TMP/op.out"'
 ok "diff --patch: the labels are quoted and escaped" grep -qF '+++ "b/.git/hooks/zz\x1b[1A\x1b[2K"' "$TEST_TMP/op.out"
+ok "diff --patch: a file's escape sequence (OSC 52, a clipboard write) is shown escaped" \
+        grep -qF '+line\x1b]52;c;ZWNobyBvd25lZA==\x07' "$TEST_TMP/op.out"
+ok "diff --patch: a tab stays a tab" grep -qF $'+\tindented' "$TEST_TMP/op.out"
 aj commit "$RUN5"
 is "$RC" 0 "commit of hostile names exits 0" || op_diag
-like "$OUT" "8 added.*; 4 of them with control characters or invalid UTF-8 in the name" \
+like "$OUT" "9 added.*; 4 of them with control characters or invalid UTF-8 in the name" \
         "commit's summary says how many names had control characters" || op_diag
 ok "commit: no ESC, BEL or C1 control in its output" eval '! raw_controls "$TEST_TMP/op.out"'
 

@@ -435,6 +435,8 @@ Test(format, escape_quoted_names)
         expect_shown("README2\n  D  README", AJ_ESCAPE_QUOTE, "\"README2\\n  D  README\"");
         expect_shown("a\"b\\c", AJ_ESCAPE_QUOTE, "\"a\\\"b\\\\c\"");
         expect_shown("\xff", AJ_ESCAPE_QUOTE, "\"\\xff\"");
+        /* A patch's lines keep their tabs (harmless, and the patch stays exact). */
+        expect_shown("\tx\x1b", AJ_ESCAPE_KEEP_TAB, "\tx\\x1b");
 }
 
 Test(format, append_printable_escapes_and_cuts)
@@ -477,7 +479,9 @@ Test(parse, plain_name)
         cr_expect_not(aj_plain_name(c1, strlen(c1), 64), "C1 controls");
         cr_expect_not(aj_plain_name("a\xff", 2, 64), "invalid UTF-8");
         cr_expect_not(aj_plain_name("a\xc3", 2, 64), "a cut sequence");
-        cr_expect_not(aj_plain_name("x\xe2\x80\xae", 4, 64), "a bidirectional override");
+        cr_expect_not(aj_plain_name("a\xc2\x80", 3, 64), "U+0080, the first C1");
+        cr_expect_not(aj_plain_name("a\xc2\x9f", 3, 64), "U+009F, the last C1");
+        cr_expect(aj_plain_name("a\xc2\xa0", 3, 64), "U+00A0 is no control");
         cr_expect_not(aj_plain_name("abc", 3, 2), "longer than max");
         cr_expect_not(aj_plain_name("", 0, 2));
 }
