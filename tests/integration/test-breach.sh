@@ -198,6 +198,17 @@ like "$JAIL_OUT" "ok=false .*code=bad_request" "the tool name with C1 controls i
 unlike "$(events_of tool.request)" . "no tool.request is recorded for it"
 aj logs "$JAIL_RUN_ID"
 ok "logs: no C1 control from the agent reaches the terminal" eval '! LC_ALL=C grep -q $'"'"'\xc2\x9b\|\xc2\x9d'"'"' "$TEST_TMP/op.out"'
+# A tool call's arguments are free JSON: kept as sent, shown escaped (é as it is).
+run_jail -- /bin/sh -c 'agentjail meter tool fs.read --args "{\"q\": \"a\\u009b2J\\u001b]0;T\\u0007 \\u00e9\"}"'
+is "$JAIL_RC" 0 "a tool call whose arguments hold C1 and C0 controls is taken" || jail_diag
+aj logs "$JAIL_RUN_ID"
+ok "logs: the arguments' controls do not reach the terminal" \
+        eval '! LC_ALL=C grep -q $'"'"'\x1b\|\x07\|\xc2\x9b'"'"' "$TEST_TMP/op.out"'
+ok "logs: the arguments are shown escaped, é as it is" grep -qF 'a\u009b2J\u001B]0;T\u0007 é' "$TEST_TMP/op.out"
+aj logs "$JAIL_RUN_ID" --json
+ok "logs --json: no raw control either" eval '! LC_ALL=C grep -q $'"'"'\x1b\|\x07\|\xc2\x9b'"'"' "$TEST_TMP/op.out"'
+is "$(jq -r 'select(.type == "tool.request") | .["gen_ai.tool.call.arguments"].q' <<<"$OUT")" "$(printf 'a\302\2332J\033]0;T\007 \303\251')" \
+        "logs --json: the same JSON, the arguments as sent"
 
 # --- the meter client inside the jail
 run_jail -p "$(write_profile meter '{"extends": "default", "meters": {"tool_calls": 10},
