@@ -187,13 +187,10 @@ static int judge_file(const AjEvalFileCheck *chk, const AjEvalFileFact *f, signe
                 size_t want = strlen(chk->text);
                 if (f->len == want && memcmp(f->content, chk->text, want) == 0)
                         return 0;
-                /* The agent's bytes, shown: printable ASCII only (no escape sequences, no
-                 * 8-bit controls for a terminal). */
+                /* The agent's bytes, shown escaped (util/format.h: no escape sequences, no
+                 * C1 controls, no invalid UTF-8 for a terminal or the JUnit report). */
                 char got[64] = "";
                 aj_append_printable(got, sizeof(got), f->content, 40);
-                for (char *p = got; *p; p++)
-                        if ((unsigned char)*p >= 0x80)
-                                *p = '?';
                 return add_failure(v, "files[%zu] %s: content differs (%zu bytes \"%s\", expected %zu bytes)", i, path,
                                    f->len, got, want);
         }

@@ -25,6 +25,7 @@
 #include "run.h"
 #include "run-record.h"
 #include "util/fd.h"
+#include "util/format.h"
 #include "util/macros.h"
 #include "util/parse.h"
 #include "util/strv.h"
@@ -225,8 +226,10 @@ int aj_run_prepare(Run *run)
         if (opts->name)
                 run->name = strdup(opts->name);
         else {
+                /* The command's basename, shown as the operator's verbs show text (util/format.h). */
                 _cleanup_free_ char *tmp = strdup(opts->argv[0]);
-                run->name = tmp ? strdup(basename(tmp)) : NULL;
+                const char *base = tmp ? basename(tmp) : NULL;
+                run->name = base ? aj_printable_dup(base, strlen(base), 0) : NULL;
         }
         if (!run->name)
                 return -ENOMEM;

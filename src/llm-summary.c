@@ -11,6 +11,7 @@
 
 #include "agentjail/broker.h"
 #include "events.h"
+#include "util/format.h"
 
 #define F_PROVIDER "provider"
 #define F_RESPONSE_MODEL "gen_ai.response.model"
@@ -391,6 +392,11 @@ int aj_llm_response_format(json_t *ev, char **ret)
                 free(l.buf);
                 return -ENOMEM;
         }
-        *ret = l.buf;
+        /* The model, the provider's stop reason, error text and tool names: shown escaped. */
+        char *shown = aj_printable_dup(l.buf, strlen(l.buf), 0);
+        free(l.buf);
+        if (!shown)
+                return -ENOMEM;
+        *ret = shown;
         return 0;
 }

@@ -18,6 +18,7 @@
 #include "rollback.h"
 #include "runs.h"
 #include "util/fd.h"
+#include "util/format.h"
 #include "util/parse.h"
 /* Field values longer than this are cut in the human-readable event lines. */
 #define EVENT_VALUE_MAX 200
@@ -495,13 +496,12 @@ int aj_event_format(json_t *ev, char **ret)
         _cleanup_free_ char *llm = NULL;
         if (type && streq(type, "llm.response") && aj_llm_response_format(ev, &llm) >= 0) {
                 /* A model call reads better in a fixed order, with units. */
-                char *line = NULL;
+                _cleanup_free_ char *line = NULL;
                 int n = asprintf(&line, "%s %s", buf, llm);
                 free(buf);
                 if (n < 0)
                         return -ENOMEM;
-                *ret = line;
-                return 0;
+                return (*ret = aj_printable_dup(line, (size_t)n, 0)) ? 0 : -ENOMEM;
         }
         for (size_t i = 0; first[i]; i++) {
                 json_t *v = json_object_get(ev, first[i]);
@@ -521,7 +521,12 @@ int aj_event_format(json_t *ev, char **ret)
         }
         while (len > 0 && buf[len - 1] == ' ')
                 buf[--len] = 0;
-        *ret = buf;
+        /* The agent's strings (names, ids, arguments): one line, escaped (util/format.h). */
+        char *shown = aj_printable_dup(buf, len, 0);
+        free(buf);
+        if (!shown)
+                return -ENOMEM;
+        *ret = shown;
         return 0;
 }
 

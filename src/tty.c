@@ -49,9 +49,13 @@ int aj_tty_restore_for(int fd, const struct termios *saved, pid_t pgrp)
         sigemptyset(&ttou);
         sigaddset(&ttou, SIGTTOU);
         sigprocmask(SIG_BLOCK, &ttou, &old);
-        /* TCSANOW: output already queued was processed when written, and a terminal that
-         * does not drain must not hang the restore. */
+        /* TCSANOW, then the input queue dropped: TCSAFLUSH's drain would wait for a terminal
+         * the operator stopped (^S), but the input left is no one's to keep: a terminal's
+         * answer to a query the agent printed before it exited (a title report, DECRQSS)
+         * would otherwise be read by the operator's shell as typed. */
         int r = tcsetattr(fd, TCSANOW, saved) < 0 ? -errno : 0;
+        if (r == 0 && tcflush(fd, TCIFLUSH) < 0)
+                r = -errno;
         sigprocmask(SIG_SETMASK, &old, NULL);
         return r;
 }

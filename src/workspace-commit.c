@@ -10,6 +10,7 @@
 #include <sys/random.h>
 
 #include "util/fd.h"
+#include "util/format.h"
 #include "util/open-under.h"
 #include "workspace-internal.h"
 
@@ -351,11 +352,12 @@ static int check_lower_dirs(const Commit *cm, const Changes *ch, AjError *ret_er
                 const AjWsChange *c = &ch->v[i];
                 if (c->kind == AJ_WS_MODIFIED && c->type == S_IFDIR) {
                         _cleanup_close_ int fd = open_beneath(cm->lower_fd, c->path);
+                        _cleanup_free_ char *shown = fd < 0 ? aj_printable_dup(c->path, strlen(c->path), 0) : NULL;
                         if (fd < 0)
                                 return aj_error_set(ret_error, fd,
                                                     "Cannot apply '%s': in the workspace it is not a directory reached "
                                                     "without symlinks (%s); nothing was applied",
-                                                    c->path, strerror(-fd));
+                                                    shown ?: "?", strerror(-fd));
                 }
                 const char *slash = strrchr(c->path, '/');
                 if (!slash)
@@ -367,11 +369,13 @@ static int check_lower_dirs(const Commit *cm, const Changes *ch, AjError *ret_er
                         continue;
                 if (!changes_find(ch, parent)) {
                         _cleanup_close_ int fd = open_beneath(cm->lower_fd, parent);
+                        _cleanup_free_ char *shown = fd < 0 ? aj_printable_dup(c->path, strlen(c->path), 0) : NULL;
                         if (fd < 0)
                                 return aj_error_set(ret_error, fd,
-                                                    "Cannot apply '%s': its directory '%s' in the workspace is not reached "
-                                                    "without symlinks (%s); nothing was applied",
-                                                    c->path, parent, strerror(-fd));
+                                                    "Cannot apply '%s': its directory '%.*s' in the workspace is not "
+                                                    "reached without symlinks (%s); nothing was applied",
+                                                    shown ?: "?", shown ? (int)(strrchr(shown, '/') - shown) : 1,
+                                                    shown ?: "?", strerror(-fd));
                 }
                 memcpy(last, parent, plen + 1);
                 have_last = true;
@@ -391,11 +395,13 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWs
         for (size_t i = 0; i < ch.n; i++)
                 if (ch.v[i].conflict && conflicts++ == 0)
                         first = ch.v[i].path;
-        if (conflicts > 0 && !force)
+        if (conflicts > 0 && !force) {
+                _cleanup_free_ char *shown = aj_printable_dup(first, strlen(first), 0);
                 return aj_error_set(ret_error, -EBUSY,
                                     "%zu change%s conflict%s with changes made to the workspace during the run (first: '%s'); "
                                     "nothing was applied",
-                                    conflicts, conflicts == 1 ? "" : "s", conflicts == 1 ? "s" : "", first);
+                                    conflicts, conflicts == 1 ? "" : "s", conflicts == 1 ? "s" : "", shown ?: "?");
+        }
 
         struct stat root;
         if (fstat(lower_fd, &root) < 0)
@@ -415,11 +421,14 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWs
                 }
                 const char *what = "apply to the workspace";
                 r = apply_one(&cm, c, &what);
-                if (r < 0)
+                if (r < 0) {
+                        _cleanup_free_ char *shown = aj_printable_dup(c->path, strlen(c->path), 0);
                         return aj_error_set(ret_error, r,
                                             "Failed to %s '%s': %s (%zu of %zu changes applied before it)", what,
-                                            c->path, strerror(-r),
+                                            shown ?: "?", strerror(-r),
                                             stats.added + stats.modified + stats.deleted + stats.replaced, ch.n);
+                }
+                stats.odd_names += !aj_printable_as_is(c->path, strlen(c->path));
                 switch (c->kind) {
                 case AJ_WS_ADDED:
                         stats.added++;

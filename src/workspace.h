@@ -76,6 +76,7 @@ void aj_ws_changes_free(AjWsChange *c, size_t n);
 
 typedef struct {
         size_t added, modified, deleted, replaced, skipped;
+        size_t odd_names; /* applied, with a name the operator's verbs show escaped (util/format.h) */
 } AjWsStats;
 
 /* Applies the changes aj_ws_diff() lists to lower. With conflicts and !force: -EBUSY and

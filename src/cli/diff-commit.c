@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/verb.h"
+#include "util/format.h"
 #include "cli/verbs.h"
 #include "events.h"
 #include "mount.h"
@@ -176,11 +177,51 @@ static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, Overla
         return open_overlay(v->cmd, c->run, &c->ov);
 }
 
+/* diff(1)'s output holds the agent's file contents: shown by the one rule (util/format.h),
+ * newlines and tabs kept, so a text file's patch is exact and a file with escape sequences
+ * cannot reach the operator's terminal. A character cut by a read waits for the next. */
+static void copy_escaped(int fd)
+{
+        char buf[65536], shown[AJ_ESCAPE_MAX];
+        size_t have = 0;
+        bool eof = false;
+        while (!eof) {
+                ssize_t n = read(fd, buf + have, sizeof(buf) - have);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        eof = true;
+                else
+                        have += (size_t)n;
+                size_t i = 0, k;
+                while (i < have && (eof || have - i >= 4)) {
+                        if (buf[i] == '\n') {
+                                putchar('\n');
+                                i++;
+                                continue;
+                        }
+                        i += aj_escape_char(buf + i, have - i, AJ_ESCAPE_KEEP_TAB, shown, &k);
+                        fwrite(shown, 1, k, stdout);
+                }
+                memmove(buf, buf + i, have - i);
+                have -= i;
+        }
+        fflush(stdout);
+}
+
 /* `diff -u` of one file change, both sides opened here without following symlinks and
  * handed to diff(1) as /proc/self/fd/N (so diff cannot be sent elsewhere). 0, or -errno
  * when a side could not be opened (the caller says so). */
 static int show_patch(const Overlay *ov, const AjWsChange *c)
 {
+        /* The labels are the agent's names: quoted and escaped as in the listing. */
+        char a[PATH_MAX + 8], b[PATH_MAX + 8], fa[32], fb[32];
+        snprintf(a, sizeof(a), "a/%s", c->path);
+        snprintf(b, sizeof(b), "b/%s", c->path);
+        _cleanup_free_ char *label_a = aj_printable_dup(a, strlen(a), AJ_ESCAPE_QUOTE);
+        _cleanup_free_ char *label_b = aj_printable_dup(b, strlen(b), AJ_ESCAPE_QUOTE);
+        if (!label_a || !label_b)
+                return -ENOMEM;
         int old_fd = -1, new_fd = -1, r = 0;
         if (c->kind != AJ_WS_ADDED && (old_fd = aj_ws_open_file(ov->lower_fd, c->path)) < 0)
                 return old_fd;
@@ -188,23 +229,31 @@ static int show_patch(const Overlay *ov, const AjWsChange *c)
                 r = new_fd;
                 goto out;
         }
-        char a[PATH_MAX + 8], b[PATH_MAX + 8], fa[32], fb[32];
-        snprintf(a, sizeof(a), "a/%s", c->path);
-        snprintf(b, sizeof(b), "b/%s", c->path);
         snprintf(fa, sizeof(fa), old_fd >= 0 ? "/proc/self/fd/%d" : "/dev/null", old_fd);
         snprintf(fb, sizeof(fb), new_fd >= 0 ? "/proc/self/fd/%d" : "/dev/null", new_fd);
+        int out_pipe[2];
+        if (pipe2(out_pipe, O_CLOEXEC) < 0) {
+                r = -errno;
+                goto out;
+        }
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0) {
                 r = -errno;
+                close(out_pipe[0]);
+                close(out_pipe[1]);
                 goto out;
         }
         if (pid == 0) {
-                if ((old_fd >= 0 && fcntl(old_fd, F_SETFD, 0) < 0) || (new_fd >= 0 && fcntl(new_fd, F_SETFD, 0) < 0))
+                if ((old_fd >= 0 && fcntl(old_fd, F_SETFD, 0) < 0) || (new_fd >= 0 && fcntl(new_fd, F_SETFD, 0) < 0) ||
+                    dup2(out_pipe[1], STDOUT_FILENO) < 0)
                         _exit(2);
-                execlp("diff", "diff", "-u", "--label", a, "--label", b, fa, fb, (char *)NULL);
+                execlp("diff", "diff", "-u", "--label", label_a, "--label", label_b, fa, fb, (char *)NULL);
                 _exit(127);
         }
+        close(out_pipe[1]);
+        copy_escaped(out_pipe[0]);
+        close(out_pipe[0]);
         int status;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
                 ;
@@ -220,6 +269,13 @@ out:
 }
 
 
+/* A workspace error names the agent's paths: one line, escaped (util/format.h). */
+static void fail_shown(const char *verb, const char *run_id, const char *text)
+{
+        _cleanup_free_ char *shown = aj_printable_dup(text, strlen(text), 0);
+        cli_fail(verb, "run %s: %s", run_id, shown ?: "out of memory");
+}
+
 static const OverlayVerb diff_verb = { "diff", DIFF_USAGE, DIFF_HELP, "patch", CLI_OPT_PATCH };
 static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE };
 static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0 };
@@ -227,13 +283,18 @@ static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP
 static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange *c, size_t n, size_t conflicts,
                           bool patch)
 {
-        printf("run %s: workspace %s, %zu change%s", run->id, ov->path, n, n == 1 ? "" : "s");
+        _cleanup_free_ char *where = aj_printable_dup(ov->path, strlen(ov->path), AJ_ESCAPE_QUOTE);
+        printf("run %s: workspace %s, %zu change%s", run->id, where ?: "?", n, n == 1 ? "" : "s");
         if (conflicts)
                 printf(", %zu also changed in the workspace during the run (!)", conflicts);
         putchar('\n');
+        size_t odd = 0;
         for (size_t i = 0; i < n; i++) {
-                bool dir = S_ISDIR(c[i].type);
-                printf("  %c%c %s%s", change_letter[c[i].kind], c[i].conflict ? '!' : ' ', c[i].path,
+                /* The agent's names, quoted and escaped as git's core.quotePath shows them: an
+                 * escape sequence in a name would move the cursor or erase the line above. */
+                bool dir = S_ISDIR(c[i].type), plain = aj_printable_as_is(c[i].path, strlen(c[i].path));
+                _cleanup_free_ char *name = aj_printable_dup(c[i].path, strlen(c[i].path), AJ_ESCAPE_QUOTE);
+                printf("  %c%c %s%s", change_letter[c[i].kind], c[i].conflict ? '!' : ' ', name ?: "?",
                        dir                  ? "/"
                        : S_ISLNK(c[i].type) ? " (symlink)"
                                             : "");
@@ -241,14 +302,22 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                         printf("  %llu bytes", (unsigned long long)c[i].size);
                 if (c[i].skipped)
                         printf("  (not applied: %s)", c[i].note ? c[i].note : "unsupported file type");
+                if (!plain)
+                        fputs("  (control characters in the name)", stdout);
+                odd += !plain;
                 putchar('\n');
         }
+        if (odd)
+                printf("%zu name%s with control characters or invalid UTF-8, shown escaped: look at %s before a commit\n",
+                       odd, odd == 1 ? "" : "s", odd == 1 ? "it" : "them");
         for (size_t i = 0; patch && i < n; i++) {
                 if (!S_ISREG(c[i].type) || c[i].skipped || c[i].kind == AJ_WS_REPLACED)
                         continue;
                 int q = show_patch(ov, &c[i]);
+                _cleanup_free_ char *name = q < 0 ? aj_printable_dup(c[i].path, strlen(c[i].path), AJ_ESCAPE_QUOTE)
+                                                  : NULL;
                 if (q < 0)
-                        printf("(%s: contents not shown: %s)\n", c[i].path,
+                        printf("(%s: contents not shown: %s)\n", name ?: "?",
                                q == -ENOENT ? "diff(1) is missing" : strerror(-q));
         }
 }
@@ -266,7 +335,7 @@ int aj_cmd_diff(int argc, char **argv)
         _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_ws_diff(cmd.ov.upper_fd, cmd.ov.lower_fd, cmd.run->started_ns, &c, &n, &err);
         if (r < 0) {
-                cli_fail("diff", "run %s: %s", cmd.run->id, aj_error_text(&err, r));
+                fail_shown("diff", cmd.run->id, aj_error_text(&err, r));
                 return CLI_EXIT_FAIL;
         }
         size_t conflicts = 0;
@@ -320,7 +389,7 @@ int aj_cmd_commit(int argc, char **argv)
                 return CLI_EXIT_FAIL;
         }
         if (r < 0) {
-                cli_fail("commit", "run %s: %s", run->id, aj_error_text(&err, r));
+                fail_shown("commit", run->id, aj_error_text(&err, r));
                 return CLI_EXIT_FAIL;
         }
         json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "workspace", cmd.ov.path, "added",
@@ -328,6 +397,8 @@ int aj_cmd_commit(int argc, char **argv)
                                    (json_int_t)st.deleted, "replaced", (json_int_t)st.replaced, "skipped",
                                    (json_int_t)st.skipped, "force", force);
         json_auto_t *doc = json_deep_copy(fields);
+        if (doc && st.odd_names)
+                json_object_set_new(doc, "odd_names", json_integer((json_int_t)st.odd_names));
         if (overlay_finish("commit", run, &cmd.ov, "committed", fields) < 0)
                 return CLI_EXIT_FAIL;
         if (cmd.json) {
@@ -336,10 +407,13 @@ int aj_cmd_commit(int argc, char **argv)
                 json_object_set_new(doc, "ok", json_true());
                 cli_print_json(doc);
         } else {
+                _cleanup_free_ char *where = aj_printable_dup(cmd.ov.path, strlen(cmd.ov.path), AJ_ESCAPE_QUOTE);
                 printf("run %s: committed to %s: %zu added, %zu modified, %zu deleted, %zu replaced", run->id,
-                       cmd.ov.path, st.added, st.modified, st.deleted, st.replaced);
+                       where ?: "?", st.added, st.modified, st.deleted, st.replaced);
                 if (st.skipped)
                         printf(", %zu not applied", st.skipped);
+                if (st.odd_names)
+                        printf("; %zu of them with control characters or invalid UTF-8 in the name", st.odd_names);
                 putchar('\n');
         }
         return CLI_EXIT_OK;
@@ -360,7 +434,8 @@ int aj_cmd_discard(int argc, char **argv)
                                              "workspace", cmd.ov.path);
                 cli_print_json(doc);
         } else {
-                printf("run %s: workspace changes discarded (%s is as it was before the run)\n", run->id, cmd.ov.path);
+                _cleanup_free_ char *where = aj_printable_dup(cmd.ov.path, strlen(cmd.ov.path), AJ_ESCAPE_QUOTE);
+                printf("run %s: workspace changes discarded (%s is as it was before the run)\n", run->id, where ?: "?");
         }
         return CLI_EXIT_OK;
 }

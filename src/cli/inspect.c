@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/verb.h"
+#include "util/format.h"
 #include "cli/verbs.h"
 #include "llm-summary.h"
 #include "util/parse.h"
@@ -68,6 +69,8 @@ static json_t *inspect_doc(AjRun *run, const char *state)
         json_object_set(doc, "degraded", r->shown.degraded ?: json_null());
         json_object_set(doc, "resources", r->shown.usage ?: json_null());
         json_object_set(doc, "processes", json_object_get(live, "processes") ?: json_null());
+        if (json_integer_value(json_object_get(live, "processes_more")) > 0)
+                json_object_set(doc, "processes_more", json_object_get(live, "processes_more"));
         json_object_set(doc, "pending", json_object_get(live, "pending") ?: json_null());
         if (json_object_get(live, "pending_dropped"))
                 json_object_set(doc, "pending_dropped", json_object_get(live, "pending_dropped"));
@@ -189,7 +192,10 @@ static void print_rollback(const AjRun *run)
         for (size_t i = 0; i < rb->n_steps; i++) {
                 AjRunRollbackStep s;
                 aj_run_rollback_step_at(run->rec, i, &s);
-                printf("  %-20s %-24s %-8s", s.call_id ?: "?", s.tool ?: "?", s.result ?: "?");
+                char call[160] = "", tool[160] = "";
+                aj_append_printable(call, sizeof(call), s.call_id ?: "?", 128);
+                aj_append_printable(tool, sizeof(tool), s.tool ?: "?", 128);
+                printf("  %-20s %-24s %-8s", call, tool, s.result ?: "?");
                 if (s.exit_code >= 0)
                         printf(" exit %d", s.exit_code);
                 printf(" %s\n", s.at ?: "");
@@ -226,6 +232,9 @@ static void print_processes(json_t *doc)
                                 cli_print_value(cmd ?: json_null());
                         putchar('\n');
                 }
+                json_int_t more = json_integer_value(json_object_get(doc, "processes_more"));
+                if (more > 0)
+                        printf("  (and %lld more processes, not listed)\n", (long long)more);
         }
 }
 
@@ -391,6 +400,15 @@ int aj_cmd_inspect(int argc, char **argv)
                 return CLI_EXIT_FAIL;
         if (json)
                 return cli_print_json(doc) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+        /* The agent's text (argv, names, cwd, incident values) is shown escaped; the events
+         * are formatted from their JSON, escaped by aj_event_format(). */
+        json_auto_t *events = json_incref(json_object_get(doc, "last_events"));
+        json_object_del(doc, "last_events");
+        if (cli_json_escape_strings(doc, 0) < 0) {
+                cli_fail("inspect", "out of memory");
+                return CLI_EXIT_FAIL;
+        }
+        json_object_set(doc, "last_events", events ?: json_null());
         print_inspect(doc, run);
         return CLI_EXIT_OK;
 }

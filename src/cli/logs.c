@@ -55,8 +55,10 @@ static void log_line(LogPrinter *lp, const char *line, size_t len)
         if (!aj_event_type_matches(ev, lp->type))
                 return;
         if (lp->json) {
-                fwrite(line, 1, len, stdout);
-                putchar('\n');
+                /* The line as the chain holds it, but for raw C1 controls and DEL (the same JSON). */
+                _cleanup_free_ char *text = strndup(line, len);
+                if (text)
+                        cli_print_json_text(text);
                 return;
         }
         _cleanup_free_ char *text = NULL;
@@ -198,7 +200,7 @@ static int otlp_logs(AjRun *run, const char *path, const char *type)
                 cli_fail("logs", "out of memory");
                 return CLI_EXIT_FAIL;
         }
-        puts(text);
+        cli_print_json_text(text);
         if (bad)
                 cli_fail("logs", "warning: %zu line(s) of '%s' are not JSON events", bad, path);
         return CLI_EXIT_OK;

@@ -144,8 +144,10 @@ int aj_cmd_replay(int argc, char **argv)
         bool changed = json_is_true(json_object_get(res.diff, "changed"));
         if (json)
                 cli_print_json(res.diff);
-        else
+        else if (cli_json_escape_strings(res.diff, 0) == 0) /* subjects: the agent's tool names, hosts */
                 print_table(res.diff);
+        else
+                cli_fail("replay", "out of memory");
         aj_replay_result_done(&res);
         return changed ? 1 : 0;
 }

@@ -52,8 +52,8 @@
 #define PLAN_UNDO_MAX 300 /* characters of an undo record shown in the plan */
 
 /* The agent's strings (call ids, tool names) as the plan shows them: as they are when
- * plain (letters, digits, "_./:@+-,"), else a JSON string with everything but printable
- * ASCII escaped (quotes, controls, C1 and bidi characters). */
+ * plain (letters, digits, "_./:@+-,"), else between double quotes, escaped (util/format.h:
+ * quotes, backslashes, controls, C1 and bidi characters, invalid UTF-8). */
 #define SHOWN_MAX 300
 static const char *shown(const char *s, char buf[static SHOWN_MAX])
 {
@@ -67,11 +67,12 @@ static const char *shown(const char *s, char buf[static SHOWN_MAX])
                 strcpy(buf, s);
                 return buf;
         }
-        json_auto_t *str = json_string(s);
-        _cleanup_free_ char *text = str ? json_dumps(str, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+        /* Quoted, escaped by the one rule (util/format.h): a name needing an escape comes back
+         * quoted already, any other is quoted here. */
+        _cleanup_free_ char *text = aj_printable_dup(s, strlen(s), AJ_ESCAPE_QUOTE);
         if (!text)
                 return "?";
-        snprintf(buf, SHOWN_MAX, "%s", text);
+        snprintf(buf, SHOWN_MAX, text[0] == '"' ? "%s" : "\"%s\"", text);
         if (strlen(text) >= SHOWN_MAX)
                 strcpy(buf + SHOWN_MAX - 4, "...");
         return buf;
@@ -400,8 +401,10 @@ static void print_outcome(const AjRollbackStep *s, const AjRollbackOutcome *o, j
                 return;
         const char *line = out;
         while (*line) {
+                /* The handler's output, which may echo the agent's undo record: escaped. */
                 size_t n = strcspn(line, "\n");
-                printf("        | %.*s\n", (int)n, line);
+                _cleanup_free_ char *shown_line = aj_printable_dup(line, n, 0);
+                printf("        | %s\n", shown_line ?: "?");
                 line += n + (line[n] == '\n');
         }
         if (o->output_bytes > o->output_len)

@@ -8,6 +8,7 @@
 #include "cli/verb.h"
 #include "control.h"
 #include "events.h"
+#include "util/format.h"
 
 void cli_fail(const char *cmd, const char *fmt, ...)
 {
@@ -81,23 +82,59 @@ int cli_help(const char *usage, const char *help)
         return CLI_EXIT_OK;
 }
 
-int cli_print_json(json_t *doc)
+int cli_print_json_text(const char *text)
 {
-        _cleanup_free_ char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        /* json_dumps escapes C0 controls; C1 and DEL it writes raw, which a terminal may act on. */
+        _cleanup_free_ char *s = aj_json_text_c1_escaped(text);
         if (!s)
                 return -ENOMEM;
         puts(s);
         return 0;
 }
 
+int cli_print_json(json_t *doc)
+{
+        _cleanup_free_ char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        if (!s)
+                return -ENOMEM;
+        return cli_print_json_text(s);
+}
+
+int cli_json_escape_strings(json_t *v, unsigned depth)
+{
+        if (depth > 64)
+                return -ELOOP; /* the documents are agentjail's own: never this deep */
+        if (json_is_string(v)) {
+                const char *s = json_string_value(v);
+                size_t len = json_string_length(v);
+                if (aj_printable_as_is(s, len))
+                        return 0;
+                _cleanup_free_ char *shown = aj_printable_dup(s, len, 0);
+                return !shown ? -ENOMEM : json_string_set(v, shown) < 0 ? -ENOMEM : 0;
+        }
+        size_t i;
+        const char *key;
+        json_t *e;
+        int r = 0;
+        if (json_is_array(v))
+                json_array_foreach (v, i, e)
+                        if ((r = cli_json_escape_strings(e, depth + 1)) < 0)
+                                return r;
+        if (json_is_object(v))
+                json_object_foreach (v, key, e)
+                        if ((r = cli_json_escape_strings(e, depth + 1)) < 0)
+                                return r;
+        return 0;
+}
+
 void cli_print_value(json_t *v)
 {
         if (json_is_string(v)) {
-                fputs(json_string_value(v), stdout);
+                aj_fputs_printable(json_string_value(v), stdout);
                 return;
         }
         _cleanup_free_ char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
-        fputs(s ? s : "?", stdout);
+        aj_fputs_printable(s ? s : "?", stdout);
 }
 
 void cli_print_events(json_t *events)
@@ -151,7 +188,21 @@ int cli_open_run(const char *cmd, const char *query, AjPaths *paths, AjRun **ret
 
 const char *cli_jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
 
-const char *cli_run_name(const AjRun *run) { return (run->rec ? run->rec->name : NULL) ?: "?"; }
+#define RUN_NAME_MAX 64
+
+const char *cli_run_name(const AjRun *run)
+{
+        /* The operator's --name or the command's basename: printable since `run` checks it, but
+         * older records were not. A few buffers in turn: a printf may show two runs' names. */
+        static char shown[4][RUN_NAME_MAX * 4 + 8];
+        static unsigned next;
+        const char *name = (run->rec ? run->rec->name : NULL) ?: "?";
+        if (aj_printable_as_is(name, strlen(name)))
+                return name;
+        char *buf = shown[next++ % ARRAY_SIZE(shown)];
+        buf[0] = 0;
+        return aj_append_printable(buf, sizeof(shown[0]), name, RUN_NAME_MAX);
+}
 
 const char *cli_run_profile(const AjRun *run, char *buf, size_t len)
 {
@@ -252,11 +303,15 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
                 cli_print_json(reply);
         }
         if (!ok) {
+                /* The supervisor's words may quote the agent's (a call id, a tool name). */
                 _cleanup_free_ char *err = aj_control_reply_error(reply);
-                cli_fail(cmd, "run %s: refused: %s", run->id, err ? err : "request failed");
+                _cleanup_free_ char *shown = err ? aj_printable_dup(err, strlen(err), 0) : NULL;
+                cli_fail(cmd, "run %s: refused: %s", run->id, shown ? shown : "request failed");
                 return CLI_EXIT_FAIL;
         }
-        if (!json)
-                printf("run %s %s\n", run->id, done);
+        if (!json) {
+                _cleanup_free_ char *shown = aj_printable_dup(done, strlen(done), 0);
+                printf("run %s %s\n", run->id, shown ?: "?");
+        }
         return CLI_EXIT_OK;
 }

@@ -62,9 +62,14 @@ int cli_parse_json_run(const char *cmd, const char *usage, int argc, char **argv
 /* Prints "usage: USAGE\n\nHELP\n" and returns CLI_EXIT_OK. */
 int cli_help(const char *usage, const char *help);
 
-/* One JSON document on stdout, indented. */
+/* One JSON document on stdout, indented; its raw C1 controls and DEL as \u escapes (every
+ * --json output goes through one of these two). */
 int cli_print_json(json_t *doc);
-/* A JSON value as text: a string as it is, anything else compact JSON. */
+int cli_print_json_text(const char *text);
+/* Every string in v replaced by its escaped form (util/format.h), in place: a document a verb
+ * prints as text, from the run's record or the supervisor's reply. 0 or -ENOMEM. */
+int cli_json_escape_strings(json_t *v, unsigned depth);
+/* A JSON value as text, escaped (util/format.h): a string as it is, anything else compact JSON. */
 void cli_print_value(json_t *v);
 /* Event lines, indented, "  (none)" for none. */
 void cli_print_events(json_t *events);

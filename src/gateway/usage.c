@@ -312,7 +312,19 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
                 return -EINVAL;
         }
         AjLlmUsage *u = &c->u;
-        aj_llm_set_name(&u->model, json_string_value(json_object_get(root, "model")));
+        /* The model is the agent's text, shown by the operator's verbs (logs, inspect): a plain
+         * name, or the request is refused (util/parse.h). */
+        json_t *model = json_object_get(root, "model");
+        if (model && (!json_is_string(model) ||
+                      !aj_plain_name(json_string_value(model), json_string_length(model), AJ_LLM_MAX_NAME))) {
+                aj_llm_parse_error(c,
+                                   "request: \"model\" must be a plain name (at most %d bytes of printable UTF-8, "
+                                   "no spaces or control characters)",
+                                   AJ_LLM_MAX_NAME);
+                json_decref(root);
+                return -EINVAL;
+        }
+        aj_llm_set_name(&u->model, json_string_value(model));
         u->stream = json_is_true(json_object_get(root, "stream"));
         u->max_output_tokens = max_output_of(c->api, root);
         tool_results_of(c->api, root, u);

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "run.h"
 #include "util/fd.h"
+#include "util/format.h"
 #include "util/macros.h"
 
 /* Events in `inspect`. */
@@ -85,24 +86,26 @@ static int op_release(void *userdata)
         return aj_sup_breach_release(&run->breach);
 }
 
+/* One jail process for inspect. Its argv is the agent's bytes: shown escaped and cut
+ * (util/format.h), so the record is always valid UTF-8 and small; a process whose /proc
+ * files cannot be read is still listed by its pid. */
 static json_t *process_json(pid_t pid)
 {
         char path[64];
         _cleanup_free_ char *stat = NULL, *cmdline = NULL, *status = NULL;
         size_t cmdlen = 0;
         snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-        if (aj_read_file(path, 4096, &stat, NULL) < 0)
-                return NULL;
+        (void)aj_read_file(path, 4096, &stat, NULL);
         snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-        (void)aj_read_file(path, 4096, &cmdline, &cmdlen);
+        (void)aj_read_file(path, AJ_SUP_INSPECT_CMD_READ, &cmdline, &cmdlen);
         snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
         (void)aj_read_file(path, 16384, &status, NULL);
 
         /* stat: "pid (comm) S ppid ... utime(14) stime(15)": comm may contain spaces. */
         char state = '?';
         unsigned long long utime = 0, stime = 0;
-        char *rp = strrchr(stat, ')');
-        if (rp && rp[1]) {
+        char *rp = stat ? strrchr(stat, ')') : NULL;
+        if (rp && rp[1] && rp[2]) {
                 state = rp[2];
                 char *f = rp + 2;
                 int field = 3;
@@ -119,28 +122,46 @@ static json_t *process_json(pid_t pid)
         char *vm = status ? strstr(status, "VmRSS:") : NULL;
         if (vm)
                 rss_kb = strtoll(vm + 6, NULL, 10);
-        for (size_t i = 0; cmdline && i + 1 < cmdlen; i++)
+        /* The arguments, NUL-separated (the last one's NUL dropped), joined by spaces. */
+        if (cmdline && cmdlen > 0 && cmdline[cmdlen - 1] == 0)
+                cmdlen--;
+        for (size_t i = 0; cmdline && i < cmdlen; i++)
                 if (cmdline[i] == 0)
                         cmdline[i] = ' ';
+        char cmd[AJ_SUP_INSPECT_CMD_BYTES + AJ_ESCAPE_MAX + 4] = "";
+        if (cmdline)
+                aj_append_printable(cmd, sizeof(cmd), cmdline, AJ_SUP_INSPECT_CMD_BYTES);
         long hz = sysconf(_SC_CLK_TCK);
-        char st[2] = { state, 0 };
-        return json_pack("{s:i, s:s, s:s, s:f, s:I}", "pid", (int)pid, "state", st, "cmd",
-                         cmdline && *cmdline ? cmdline : "", "cpu_s",
-                         (double)(utime + stime) / (double)(hz > 0 ? hz : 100), "rss_kb", (json_int_t)rss_kb);
+        char st[2] = { aj_printable_as_is(&state, 1) && state != ' ' ? state : '?', 0 };
+        json_t *p = json_pack("{s:i, s:s, s:s, s:f, s:I}", "pid", (int)pid, "state", st, "cmd", cmd, "cpu_s",
+                              (double)(utime + stime) / (double)(hz > 0 ? hz : 100), "rss_kb", (json_int_t)rss_kb);
+        return p ?: json_pack("{s:i}", "pid", (int)pid);
+}
+
+json_t *aj_sup_processes_json(const pid_t *pids, size_t n, size_t *ret_more)
+{
+        json_t *procs = json_array();
+        size_t shown_bytes = 0, i = 0;
+        for (; procs && i < n && i < AJ_SUP_INSPECT_MAX_PROCESSES && shown_bytes < AJ_SUP_INSPECT_PROCESSES_BYTES;
+             i++) {
+                json_t *p = process_json(pids[i]);
+                if (!p || json_array_append_new(procs, p) < 0)
+                        break;
+                const char *cmd = json_string_value(json_object_get(p, "cmd"));
+                shown_bytes += 64 + (cmd ? strlen(cmd) : 0);
+        }
+        *ret_more = n - i;
+        return procs;
 }
 
 static json_t *op_inspect(void *userdata)
 {
         Run *run = userdata;
-        json_t *procs = json_array();
+        json_t *procs = NULL;
         pid_t *pids = NULL;
-        size_t n = 0;
+        size_t n = 0, more = 0;
         if (run->cgroup && aj_cgroup_pids(run->cgroup, &pids, &n) >= 0) {
-                for (size_t i = 0; i < n && i < 256; i++) {
-                        json_t *p = process_json(pids[i]);
-                        if (p)
-                                json_array_append_new(procs, p);
-                }
+                procs = aj_sup_processes_json(pids, n, &more);
                 free(pids);
         }
         /* The broker goes when the command exits; what was in flight then stays in the chain. */
@@ -151,9 +172,10 @@ static json_t *op_inspect(void *userdata)
                 json_array_extend(pending, hosts);
         json_decref(hosts);
         json_int_t dropped = run->broker ? (json_int_t)aj_broker_in_flight_dropped(run->broker) : 0;
-        return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o?, s:o?, s:I, s:o, s:o, s:o?, s:I, s:I}", "id", run->id, "name",
-                         run->name, "state", aj_run_state(run, false), "frozen", aj_sup_breach_frozen(&run->breach),
-                         "processes", procs, "meters", aj_run_meters_json(run), "pending", pending, "pending_dropped",
+        return json_pack("{s:s, s:s, s:s, s:b, s:o, s:I, s:o?, s:o?, s:I, s:o, s:o, s:o?, s:I, s:I}", "id", run->id,
+                         "name", run->name, "state", aj_run_state(run, false), "frozen",
+                         aj_sup_breach_frozen(&run->breach), "processes", procs ?: json_array(), "processes_more",
+                         (json_int_t)more, "meters", aj_run_meters_json(run), "pending", pending, "pending_dropped",
                          dropped, "last_events", run->sink.ops->tail(run->sink.userdata, INSPECT_LAST_EVENTS),
                          "quarantine", aj_run_quarantine_json(aj_sup_breach_quarantine(&run->breach)), "network",
                          run->proxy ? aj_proxy_stats(run->proxy) : NULL, "egress_bytes",

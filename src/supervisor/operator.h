@@ -3,6 +3,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <sys/types.h>
 
 #include "meter.h"
 #include "supervisor/breach.h"
@@ -10,3 +11,15 @@
 
 /* thaw --raise: all raises or none (wall cap, logs.events_bytes, the meters), then thaw. */
 int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, AjError *ret_error);
+
+/* inspect's list of the jail's processes (the first AJ_SUP_INSPECT_MAX_PROCESSES of pids, while
+ * their records stay under AJ_SUP_INSPECT_PROCESSES_BYTES): each {pid, state, cmd, cpu_s, rss_kb},
+ * cmd the argv escaped (util/format.h) and cut at AJ_SUP_INSPECT_CMD_BYTES; *ret_more is how
+ * many pids were left out. The reply must stay far under AJ_CONTROL_MAX_REPLY with the
+ * pending calls and meters beside it, whatever the agent's argv: a bigger one is refused
+ * whole. NULL: out of memory. */
+#define AJ_SUP_INSPECT_MAX_PROCESSES 256
+#define AJ_SUP_INSPECT_CMD_BYTES 256
+#define AJ_SUP_INSPECT_CMD_READ 4096
+#define AJ_SUP_INSPECT_PROCESSES_BYTES (64 * 1024)
+json_t *aj_sup_processes_json(const pid_t *pids, size_t n, size_t *ret_more);

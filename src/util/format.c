@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/format.h"
@@ -23,20 +24,181 @@ int aj_asprintf(char **ret, const char *fmt, ...)
         return r;
 }
 
+size_t aj_utf8_len(const char *s, size_t avail)
+{
+        const unsigned char *p = (const unsigned char *)s;
+        if (avail == 0)
+                return 0;
+        if (p[0] < 0x80)
+                return 1;
+        size_t n;
+        unsigned char lo = 0x80, hi = 0xbf; /* the second byte's range (overlongs, surrogates, > U+10FFFF) */
+        if (p[0] >= 0xc2 && p[0] <= 0xdf)
+                n = 2;
+        else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+                n = 3;
+                lo = p[0] == 0xe0 ? 0xa0 : 0x80;
+                hi = p[0] == 0xed ? 0x9f : 0xbf;
+        } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+                n = 4;
+                lo = p[0] == 0xf0 ? 0x90 : 0x80;
+                hi = p[0] == 0xf4 ? 0x8f : 0xbf;
+        } else
+                return 0;
+        if (avail < n || p[1] < lo || p[1] > hi)
+                return 0;
+        for (size_t i = 2; i < n; i++)
+                if ((p[i] & 0xc0) != 0x80)
+                        return 0;
+        return n;
+}
+
+static uint32_t utf8_code_point(const unsigned char *p, size_t n)
+{
+        static const unsigned char lead_mask[] = { 0, 0x7f, 0x1f, 0x0f, 0x07 };
+        uint32_t cp = p[0] & lead_mask[n];
+        for (size_t i = 1; i < n; i++)
+                cp = cp << 6 | (p[i] & 0x3f);
+        return cp;
+}
+
+/* Code points a terminal acts on rather than shows: C1 controls (U+009B is CSI, U+009D OSC in
+ * terminals that take them), and those that move or reorder text around them (line and
+ * paragraph separators, bidirectional embeddings, overrides and isolates). */
+static bool hidden_code_point(uint32_t cp)
+{
+        return (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) ||
+               (cp >= 0x2066 && cp <= 0x2069);
+}
+
+size_t aj_escape_char(const char *s, size_t avail, unsigned flags, char out[AJ_ESCAPE_MAX], size_t *ret_len)
+{
+        unsigned char c = (unsigned char)s[0];
+        size_t n = aj_utf8_len(s, avail);
+        if (n == 0) {
+                *ret_len = (size_t)snprintf(out, AJ_ESCAPE_MAX, "\\x%02x", c);
+                return 1;
+        }
+        if (n > 1) {
+                uint32_t cp = utf8_code_point((const unsigned char *)s, n);
+                if (hidden_code_point(cp)) {
+                        *ret_len = (size_t)snprintf(out, AJ_ESCAPE_MAX, "\\u%04x", (unsigned)cp);
+                        return n;
+                }
+                memcpy(out, s, n);
+                *ret_len = n;
+                return n;
+        }
+        if (c == '\t' && flags & AJ_ESCAPE_KEEP_TAB) {
+                out[0] = '\t';
+                *ret_len = 1;
+                return 1;
+        }
+        const char *named = c == '\t' ? "\\t" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : NULL;
+        if (flags & AJ_ESCAPE_QUOTE && (c == '\\' || c == '"'))
+                named = c == '"' ? "\\\"" : "\\\\";
+        if (named) {
+                *ret_len = strlen(named);
+                memcpy(out, named, *ret_len);
+        } else if (c < 0x20 || c == 0x7f)
+                *ret_len = (size_t)snprintf(out, AJ_ESCAPE_MAX, "\\x%02x", c);
+        else {
+                out[0] = (char)c;
+                *ret_len = 1;
+        }
+        return 1;
+}
+
+bool aj_printable_as_is(const char *s, size_t len)
+{
+        char shown[AJ_ESCAPE_MAX];
+        for (size_t i = 0, n, k; i < len; i += n) {
+                n = aj_escape_char(s + i, len - i, 0, shown, &k);
+                if (k != n || memcmp(shown, s + i, n) != 0)
+                        return false;
+        }
+        return true;
+}
+
 char *aj_append_printable(char *buf, size_t size, const char *s, size_t max)
 {
-        size_t len = strlen(buf);
-        for (size_t i = 0; s[i] && len + 4 < size; i++) {
-                if (i == max) {
-                        memcpy(buf + len, "...", 3);
-                        len += 3;
+        size_t len = strlen(buf), avail = strlen(s);
+        char shown[AJ_ESCAPE_MAX];
+        for (size_t i = 0, n, k; i < avail; i += n) {
+                n = aj_escape_char(s + i, avail - i, 0, shown, &k);
+                if (i >= max || len + k + 3 >= size) {
+                        if (len + 3 < size) {
+                                memcpy(buf + len, "...", 3);
+                                len += 3;
+                        }
                         break;
                 }
-                unsigned char ch = (unsigned char)s[i];
-                buf[len++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+                memcpy(buf + len, shown, k);
+                len += k;
         }
         buf[len] = 0;
         return buf;
+}
+
+char *aj_printable_dup(const char *s, size_t len, unsigned flags)
+{
+        /* Each byte shows as at most 4 ("\xNN"); a 2-byte C1 as 6; 2 for the quotes, 1 for NUL. */
+        if (len > (SIZE_MAX - 3) / 4)
+                return NULL;
+        char *buf = malloc(len * 4 + 3);
+        if (!buf)
+                return NULL;
+        size_t o = flags & AJ_ESCAPE_QUOTE ? 1 : 0;
+        bool changed = false;
+        char shown[AJ_ESCAPE_MAX];
+        for (size_t i = 0, n, k; i < len; i += n) {
+                n = aj_escape_char(s + i, len - i, flags, shown, &k);
+                changed |= k != n || memcmp(shown, s + i, n) != 0;
+                memcpy(buf + o, shown, k);
+                o += k;
+        }
+        if (flags & AJ_ESCAPE_QUOTE && changed) {
+                buf[0] = '"';
+                buf[o++] = '"';
+        } else if (flags & AJ_ESCAPE_QUOTE)
+                memmove(buf, buf + 1, --o);
+        buf[o] = 0;
+        return buf;
+}
+
+int aj_fputs_printable(const char *s, FILE *f)
+{
+        _cleanup_free_ char *shown = aj_printable_dup(s, strlen(s), 0);
+        if (!shown)
+                return fputs("?", f) < 0 ? -EIO : -ENOMEM;
+        return fputs(shown, f) < 0 ? -EIO : 0;
+}
+
+char *aj_json_text_c1_escaped(const char *text)
+{
+        size_t len = strlen(text), extra = 0;
+        for (size_t i = 0; i < len; i++)
+                extra += text[i] == 0x7f ? 5
+                         : (unsigned char)text[i] == 0xc2 && i + 1 < len && (unsigned char)text[i + 1] >= 0x80 &&
+                                         (unsigned char)text[i + 1] <= 0x9f
+                                 ? 4
+                                 : 0;
+        char *out = malloc(len + extra + 1);
+        if (!out)
+                return NULL;
+        size_t o = 0;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)text[i];
+                if (c == 0x7f)
+                        o += (size_t)sprintf(out + o, "\\u007f");
+                else if (c == 0xc2 && i + 1 < len && (unsigned char)text[i + 1] >= 0x80 &&
+                         (unsigned char)text[i + 1] <= 0x9f)
+                        o += (size_t)sprintf(out + o, "\\u%04x", (unsigned char)text[++i]);
+                else
+                        out[o++] = (char)c;
+        }
+        out[o] = 0;
+        return out;
 }
 
 const char *aj_format_duration(uint64_t ns, char *buf, size_t size)

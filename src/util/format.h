@@ -2,8 +2,10 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "util/macros.h"
 
@@ -12,9 +14,38 @@
 _printf_(2, 0) int aj_vasprintf(char **ret, const char *fmt, va_list ap);
 _printf_(2, 3) int aj_asprintf(char **ret, const char *fmt, ...);
 
-/* Appends s to the string in buf (size bytes), printable and short, for untrusted text in
- * messages: control characters become '?', and after max characters "..." ends it. Returns buf. */
+/* ---- Text an agent or a provider wrote, shown to the operator ----
+ * One rule for every such string an operator's verb prints (a terminal acts on control
+ * sequences: a window title, cursor moves, line erasure, an OSC 52 clipboard write):
+ * printable ASCII and printable UTF-8 (é, CJK) stay as they are; tab, newline and carriage
+ * return show as \t \n \r, the other C0 controls and DEL as \xNN; C1 controls (U+0080..U+009F)
+ * and the code points that move or reorder the text around them (U+2028/9, bidirectional
+ * embeddings, overrides, isolates) as \uNNNN; a byte that is not part of valid UTF-8 as \xNN.
+ * With AJ_ESCAPE_QUOTE (a file name, as git's core.quotePath shows one) '\\' and '"' are
+ * escaped too, and a name that needed any escape is shown between double quotes. */
+enum {
+        AJ_ESCAPE_QUOTE = 1 << 0,
+        AJ_ESCAPE_KEEP_TAB = 1 << 1, /* a tab stays a tab (a patch's lines: harmless, and exact) */
+};
+#define AJ_ESCAPE_MAX 8 /* one character's shown form, with its NUL */
+
+/* The length (1..4) of the valid UTF-8 sequence at s (avail bytes), or 0. */
+size_t aj_utf8_len(const char *s, size_t avail);
+/* Writes the shown form of the character at s (avail > 0 bytes) to out (*ret_len bytes, not
+ * NUL-terminated); returns how many bytes of s it took (1..4). */
+size_t aj_escape_char(const char *s, size_t avail, unsigned flags, char out[AJ_ESCAPE_MAX], size_t *ret_len);
+/* Does s (len bytes) show as itself (valid UTF-8, nothing escaped)? */
+bool aj_printable_as_is(const char *s, size_t len);
+/* Appends s to the string in buf (size bytes), escaped, and short: after max bytes of s, or
+ * when buf is full, "..." ends it. Returns buf. */
 char *aj_append_printable(char *buf, size_t size, const char *s, size_t max);
+/* s (len bytes, NULs included) escaped, whole, in a new string; NULL: out of memory. */
+char *aj_printable_dup(const char *s, size_t len, unsigned flags);
+/* fputs(3) of s escaped: 0, -EIO, or -ENOMEM (then "?" is written). */
+int aj_fputs_printable(const char *s, FILE *f);
+/* A JSON text (from json_dumps) with its raw C1 controls and DEL written as \u escapes, the
+ * same JSON for a parser: json_dumps escapes C0 but not those. NULL: out of memory. */
+char *aj_json_text_c1_escaped(const char *text);
 
 /* "15m", "90s": a duration for messages (whole minutes as minutes, else seconds). Returns buf. */
 const char *aj_format_duration(uint64_t ns, char *buf, size_t size);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/format.h"
 #include "util/parse.h"
 
 int aj_parse_u64(const char *s, uint64_t *ret)
@@ -190,8 +191,13 @@ bool aj_plain_name(const char *s, size_t len, size_t max)
 {
         if (!s || len == 0 || len > max || strnlen(s, len + 1) != len)
                 return false;
-        for (size_t i = 0; i < len; i++)
-                if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+        /* Valid UTF-8 without C0 or C1 controls, DEL or spaces. (The operator's verbs show
+         * names by util/format.h's rule anyway, which also escapes bidirectional controls.) */
+        for (size_t i = 0, n; i < len; i += n) {
+                const unsigned char *p = (const unsigned char *)s + i;
+                n = aj_utf8_len(s + i, len - i);
+                if (n == 0 || p[0] <= 0x20 || p[0] == 0x7f || (n == 2 && p[0] == 0xc2 && p[1] <= 0x9f))
                         return false;
+        }
         return true;
 }

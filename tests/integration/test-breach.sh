@@ -190,6 +190,26 @@ like "$JAIL_OUT" "code=line_too_long" "an oversized line gets line_too_long"
 like "$JAIL_OUT" "id=after ok=true" "the same connection works after the errors"
 cmp_num "$(count_lines "$(events_of broker.error)")" -ge 4 "the errors are recorded as broker.error events"
 
+# --- a tool name with C1 controls (U+009B CSI, U+009D OSC: a terminal may act on them) is no
+# plain name: refused, and `logs` never carries the raw bytes to the operator's terminal
+run_jail -- python3 ./client.py tools 1 "$(printf 'a\302\2332J\302\2350;T\302\234b')" same
+is "$JAIL_RC" 0 "a client sending a tool name with C1 controls runs to the end" || jail_diag
+like "$JAIL_OUT" "ok=false .*code=bad_request" "the tool name with C1 controls is refused" || jail_diag
+unlike "$(events_of tool.request)" . "no tool.request is recorded for it"
+aj logs "$JAIL_RUN_ID"
+ok "logs: no C1 control from the agent reaches the terminal" eval '! LC_ALL=C grep -q $'"'"'\xc2\x9b\|\xc2\x9d'"'"' "$TEST_TMP/op.out"'
+# A tool call's arguments are free JSON: kept as sent, shown escaped (é as it is).
+run_jail -- /bin/sh -c 'agentjail meter tool fs.read --args "{\"q\": \"a\\u009b2J\\u001b]0;T\\u0007 \\u00e9\"}"'
+is "$JAIL_RC" 0 "a tool call whose arguments hold C1 and C0 controls is taken" || jail_diag
+aj logs "$JAIL_RUN_ID"
+ok "logs: the arguments' controls do not reach the terminal" \
+        eval '! LC_ALL=C grep -q $'"'"'\x1b\|\x07\|\xc2\x9b'"'"' "$TEST_TMP/op.out"'
+ok "logs: the arguments are shown escaped, é as it is" grep -qF 'a\u009b2J\u001B]0;T\u0007 é' "$TEST_TMP/op.out"
+aj logs "$JAIL_RUN_ID" --json
+ok "logs --json: no raw control either" eval '! LC_ALL=C grep -q $'"'"'\x1b\|\x07\|\xc2\x9b'"'"' "$TEST_TMP/op.out"'
+is "$(jq -r 'select(.type == "tool.request") | .["gen_ai.tool.call.arguments"].q' <<<"$OUT")" "$(printf 'a\302\2332J\033]0;T\007 \303\251')" \
+        "logs --json: the same JSON, the arguments as sent"
+
 # --- the meter client inside the jail
 run_jail -p "$(write_profile meter '{"extends": "default", "meters": {"tool_calls": 10},
         "tools": {"deny": ["email.*"]}}')" -- /bin/sh -c \

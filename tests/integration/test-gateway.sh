@@ -335,6 +335,25 @@ run_jail -p "$P" -- /bin/sh -c 'for p in /v1/messages/. /v1/x/../messages /v1%2F
 is "$(grep -c '^400$' <<<"$JAIL_OUT")" 5 "five other spellings of /v1/messages: 400 each" || jail_diag
 is "$(($(records) - n0))" 0 "the provider got none of them"
 
+# --- the model is the agent's text, shown by logs and inspect: a model that is not a plain
+# name (an escape sequence that sets the window title, a C1 CSI) is refused with a 400
+# naming the field, never forwarded, and nothing the operator's verbs print carries it raw.
+raw_controls() { LC_ALL=C grep -q $'\x1b\|\x07\|\xc2\x9b\|\xc2\x9d' "$1"; }
+n0=$(records)
+run_jail -p "$P" -- /bin/sh -c 'python3 client.py anthropic "" "$(printf "m\033]0;OWNED\007\033[31mRED")";
+        python3 client.py openai-chat "" "$(printf "g\302\2332J")"'
+is "$(grep -c '^status=400$' <<<"$JAIL_OUT")" 2 "a model name with control characters: 400, on both APIs" || jail_diag
+like "$JAIL_OUT" 'model.{0,4} must be a plain name' "the refusal names the field"
+is "$(($(records) - n0))" 0 "the provider got neither request"
+is "$(events_of llm.request | jq -r .verdict | paste -sd, -)" "refused,refused" "the chain records both refusals"
+aj logs "$JAIL_RUN_ID"
+is "$RC" 0 "logs of the run with hostile model names" || op_diag
+ok "logs: no ESC, BEL or C1 control" eval '! raw_controls "$TEST_TMP/op.out"'
+aj inspect "$JAIL_RUN_ID"
+ok "inspect: no ESC, BEL or C1 control" eval '! raw_controls "$TEST_TMP/op.out"'
+run_jail -p "$P" -- python3 client.py anthropic "" "claude-tést-日本"
+unlike "$JAIL_OUT" 'must be a plain name' "a model name with ordinary non-ASCII letters is not refused"
+
 # --- no libssl on the host (the gateway loads it only for runs that use it): the run is
 # refused before the command starts, naming the provider and the library
 LIBSSL=$(ldconfig -p | awk '/libssl\.so\.[0-9]/ {print $NF; exit}')

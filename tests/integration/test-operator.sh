@@ -598,4 +598,39 @@ is "$(jq -r '"\(.type)=\(.decision // "")"' "$JAIL_RUN_DIR/events.jsonl" | tail 
         "approval=cancelled,run.exit=" "the held call is cancelled before run.exit"
 is "$(events_of approval "$JAIL_RUN_DIR" | jq -r .reason)" "the run ended" "the cancellation says why"
 
+
+# ------------------------------------------------------------------ the agent's argv in inspect
+# A jail process's argv is the agent's bytes: inspect shows it escaped (no ESC, BEL or C1
+# control reaches the operator's terminal), and a process whose argv is not UTF-8 is
+# listed like any other (its record once failed and the process was left out: a hidden miner).
+# raw_controls FILE: does FILE hold ESC, BEL, or the C1 CSI/OSC as UTF-8?
+raw_controls() { LC_ALL=C grep -q $'\x1b\|\x07\|\xc2\x9b\|\xc2\x9d' "$1"; }
+start_jail_bg --name op-argv -- /bin/sh -c \
+        'sh -c "sleep 30" "$(printf "t\033]0;OWNED\007\033[2J\302\233x")" & sh -c "sleep 30" "$(printf "\377-hidden")" & sleep 30'
+ARGV_DIR=$(wait_run_dir 10)
+ARGV_ID=${ARGV_DIR##*/}
+if [[ -n "$ARGV_ID" ]] && wait_sock "$ARGV_ID"; then
+        deadline=$((SECONDS + 10))
+        while ((SECONDS < deadline)); do
+                aj inspect "$ARGV_ID" --json
+                [[ "$(jq -r '.processes[].cmd' <<<"$OUT" 2>/dev/null)" == *hidden* ]] && break
+                sleep 0.1
+        done
+        like "$(jq -r '.processes[].cmd' <<<"$OUT")" 'sh -c sleep 30 \\xff-hidden' \
+                "inspect --json lists the process whose argv is not UTF-8, escaped" || op_diag
+        like "$(jq -r '.processes[].cmd' <<<"$OUT")" 'sh -c sleep 30 t\\x1b\]0;OWNED\\x07\\x1b\[2J\\u009bx' \
+                "inspect --json: the argv's controls escaped" || op_diag
+        aj inspect "$ARGV_ID"
+        is "$RC" 0 "inspect (text) of the run with hostile argv" || op_diag
+        ok "inspect (text): no ESC, BEL or C1 control from the agent's argv" eval '! raw_controls "$TEST_TMP/op.out"'
+        ok "inspect (text) shows the escaped argv" grep -qF 'sh -c sleep 30 t\x1b]0;OWNED\x07\x1b[2J\u009bx' \
+                "$TEST_TMP/op.out"
+        ok "inspect (text) lists the non-UTF-8 process" grep -qF 'sh -c sleep 30 \xff-hidden' "$TEST_TMP/op.out"
+else
+        fail "the hostile-argv run starts" "$(cat "$TEST_TMP/bg.err")"
+fi
+aj kill "$ARGV_ID"
+wait_exit "$BG_PID" 15
+isnt "$WAIT_RC" 124 "the hostile-argv run ends when killed"
+
 done_testing

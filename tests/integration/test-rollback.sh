@@ -211,7 +211,7 @@ is "$(events_of tool.result "$C_DIR" | jq -r 'select(.["gen_ai.tool.call.id"] ==
 aj rollback "$C" --dry-run
 is "$RC" 0 "--dry-run of the lying run" || op_diag
 like "$OUT" "2 undo records, newest first" "only the two allowed calls' first results are steps" || op_diag
-like "$OUT" '1/2 +"q\\"\$\(id\)\\u202Ex" +crm.create +run' "the agent's call id is shown escaped (quotes, bidi)" || op_diag
+like "$OUT" '1/2 +"q\\"\$\(id\)\\u202ex" +crm.create +run' "the agent's call id is shown escaped (quotes, bidi)" || op_diag
 like "$OUT" "2/2 +c-1 +crm.create +run .*r1" "c-1's step is its first result's undo"
 like "$OUT" "left out, not run: 0 orphans .*, 1 of failed calls" "nothing forged reached the journal; the failed call is counted" || op_diag
 like "$OUT" "c-2 +seq [0-9]+ +error +failed-call" "a failed call's undo record is left out"

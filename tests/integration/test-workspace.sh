@@ -155,6 +155,47 @@ aj commit "$RUN3" --force
 is "$RC" 0 "commit --force" || op_diag
 is "$(cat "$WORKSPACE/keep.txt")" agent "--force applies the agent's version"
 
+# ------------------------------------------------------------------ the agent's file names
+# Names are the agent's bytes: diff, its patch labels and commit show them quoted and escaped
+# as git's core.quotePath does, so a name cannot move the cursor, erase the line above it
+# (hiding a planted hook) or forge a line of the review; such names are flagged.
+# raw_controls FILE: does FILE hold ESC, BEL, or the C1 CSI/OSC as UTF-8?
+raw_controls() { LC_ALL=C grep -q $'\x1b\|\x07\|\xc2\x9b\|\xc2\x9d' "$1"; }
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c '
+        mkdir -p .git/hooks && printf "evil\n" >.git/hooks/post-checkout
+        printf x >"$(printf ".git/hooks/zz\033[1A\033[2K")"
+        printf x >"$(printf "README2\n  D  keep.txt")"
+        printf x >"$(printf "c1\302\233x")"
+        printf x >"$(printf "bad\377name")"
+        printf x >café.txt
+        printf "line\033]52;c;ZWNobyBvd25lZA==\007\n\tindented\n" >clip.txt'
+is "$JAIL_RC" 0 "a run that makes hostile file names" || jail_diag
+RUN5=$JAIL_RUN_ID
+aj diff "$RUN5"
+is "$RC" 0 "diff of hostile names exits 0" || op_diag
+ok "diff: no ESC, BEL or C1 control from the agent's names" eval '! raw_controls "$TEST_TMP/op.out"'
+ok "diff: an escape sequence in a name is shown quoted and escaped" \
+        grep -qF 'A  ".git/hooks/zz\x1b[1A\x1b[2K"  1 bytes  (control characters in the name)' "$TEST_TMP/op.out"
+ok "diff: a newline in a name forges no line" grep -qF 'A  "README2\n  D  keep.txt"  1 bytes' "$TEST_TMP/op.out"
+ok "diff: no forged 'deleted' line" eval '! grep -q "^  D  keep.txt" "$TEST_TMP/op.out"'
+ok "diff: a C1 control in a name is escaped" grep -qF 'A  "c1\u009bx"' "$TEST_TMP/op.out"
+ok "diff: a byte that is not UTF-8 is escaped" grep -qF 'A  "bad\xffname"' "$TEST_TMP/op.out"
+ok "diff: an ordinary non-ASCII name is shown as it is" grep -qF 'A  café.txt  1 bytes' "$TEST_TMP/op.out"
+ok "diff: the hook is listed" grep -qF 'A  .git/hooks/post-checkout' "$TEST_TMP/op.out"
+like "$OUT" "4 names with control characters or invalid UTF-8, shown escaped" "diff counts the flagged names"
+aj diff "$RUN5" --patch
+ok "diff --patch: no ESC, BEL or C1 control in the labels" eval '! raw_controls "$TEST_TMP/op.out"'
+ok "diff --patch: the labels are quoted and escaped" grep -qF '+++ "b/.git/hooks/zz\x1b[1A\x1b[2K"' "$TEST_TMP/op.out"
+ok "diff --patch: a file's escape sequence (OSC 52, a clipboard write) is shown escaped" \
+        grep -qF '+line\x1b]52;c;ZWNobyBvd25lZA==\x07' "$TEST_TMP/op.out"
+ok "diff --patch: a tab stays a tab" grep -qF $'+\tindented' "$TEST_TMP/op.out"
+aj commit "$RUN5"
+is "$RC" 0 "commit of hostile names exits 0" || op_diag
+like "$OUT" "9 added.*; 4 of them with control characters or invalid UTF-8 in the name" \
+        "commit's summary says how many names had control characters" || op_diag
+ok "commit: no ESC, BEL or C1 control in its output" eval '! raw_controls "$TEST_TMP/op.out"'
+
 # ------------------------------------------------------------------ refusals
 start_jail_bg -p "$OV" --name ov-live -- /bin/sh -c 'printf x >live.txt; sleep 60'
 LIVE_DIR=$(wait_run_dir 10)

@@ -75,7 +75,18 @@ Test(cli, errors)
         expect_error(ARGV("run", "--ro", "a:relative", "--", "true"), 5,
                      "--ro: 'a:relative': the destination inside the jail must be absolute");
         expect_error(ARGV("run", "--rw", "a:/b:/c", "--", "true"), 5, "--rw: 'a:/b:/c': expected PATH or SRC:DEST");
-        expect_error(ARGV("run", "--name", "a/b", "--", "true"), 5, "--name: 'a/b': use 1 to 64 characters and no '/'");
+        expect_error(ARGV("run", "--name", "a/b", "--", "true"), 5,
+                     "--name: 'a/b': use 1 to 64 printable characters (UTF-8) and no '/'");
+        /* A name every listing shows: no escape sequence, no C1 control, no invalid UTF-8. */
+        expect_error(ARGV("run", "--name", "a\x1b]0;T\x07", "--", "true"), 5,
+                     "--name: 'a\\x1b]0;T\\x07': use 1 to 64 printable characters (UTF-8) and no '/'");
+        expect_error(ARGV("run", "--name",
+                          "a\xc2\x9b"
+                          "2J",
+                          "--", "true"),
+                     5, "--name: 'a\\u009b2J': use 1 to 64 printable characters (UTF-8) and no '/'");
+        expect_error(ARGV("run", "--name", "a\xff", "--", "true"), 5,
+                     "--name: 'a\\xff': use 1 to 64 printable characters (UTF-8) and no '/'");
 }
 
 Test(cli, help)

@@ -384,8 +384,8 @@ Test(eval_judge, files)
         cr_assert_eq(aj_strv_length(v.failures), 4);
         cr_expect_str_eq(v.failures[0], "files[0] here: missing");
         cr_expect_str_eq(v.failures[1], "files[1] gone: present, expected absent");
-        cr_expect_str_eq(v.failures[2], "files[2] eq: content differs (8 bytes \"h?[2J???\", expected 3 bytes)",
-                         "the agent's bytes are shown as printable ASCII");
+        cr_expect_str_eq(v.failures[2], "files[2] eq: content differs (8 bytes \"h\\x1b[2J\\x9bé\", expected 3 bytes)",
+                         "the agent's bytes are shown escaped (util/format.h), é as it is");
         cr_expect_str_eq(v.failures[3], "files[3] re: does not match /^ok [0-9]+$/");
         cr_expect_eq(v.n_checked, 5);
         aj_eval_verdict_done(&v);

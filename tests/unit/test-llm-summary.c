@@ -247,6 +247,43 @@ Test(llm_summary, response_line_of_a_cut_unpriced_call)
         cr_assert_eq(aj_llm_response_format(json_null(), &text), -EINVAL);
 }
 
+Test(llm_summary, agent_and_provider_text_is_escaped)
+{
+        /* The model is the agent's (older runs, before the gateway refused such names), the
+         * stop reason and the error the provider's: a window title, a colour, C1 CSI. */
+        json_auto_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:[s], s:s, s:s, s:i}", "type", "llm.response", "provider",
+                                    "anthropic", "gen_ai.request.model", "m\x1b]0;OWNED\x07\x1b[31mRED",
+                                    "gen_ai.response.model",
+                                    "r\xc2\x9b"
+                                    "2J",
+                                    "gen_ai.response.finish_reasons", "end\x1b[2K", "outcome", "failed", "error",
+                                    "bad model m\x1b]52;c;ZWNobyBvd25lZA==\x07", "status", 400);
+        cr_assert_not_null(ev);
+        _cleanup_free_ char *text = NULL;
+        cr_assert_eq(aj_llm_response_format(ev, &text), 0);
+        cr_expect_null(strchr(text, 0x1b), "no ESC: %s", text);
+        cr_expect_null(strstr(text, "\xc2\x9b"), "no C1 CSI: %s", text);
+        cr_expect(strstr(text, "m\\x1b]0;OWNED\\x07\\x1b[31mRED") != NULL, "%s", text);
+        cr_expect(strstr(text, "(r\\u009b2J)") != NULL, "%s", text);
+        cr_expect(strstr(text, "stop=end\\x1b[2K") != NULL, "%s", text);
+        cr_expect(strstr(text, "\\x1b]52;c;") != NULL, "%s", text);
+        _cleanup_free_ char *line = NULL;
+        cr_assert_eq(aj_event_format(ev, &line), 0);
+        cr_expect_null(strchr(line, 0x1b), "logs: no ESC: %s", line);
+        /* Any other event: a tool name with C1 controls (older runs), an argument with a newline. */
+        json_auto_t *tool = json_pack("{s:s, s:s, s:s}", "type", "tool.request", "gen_ai.tool.name",
+                                      "a\xc2\x9b"
+                                      "2J\xc2\x9d"
+                                      "0;T\xc2\x9c"
+                                      "b",
+                                      "note", "x\n2026-12-04 forged line");
+        _cleanup_free_ char *tl = NULL;
+        cr_assert_eq(aj_event_format(tool, &tl), 0);
+        cr_expect_null(strstr(tl, "\xc2\x9b"), "%s", tl);
+        cr_expect_null(strchr(tl, '\n'), "one line: %s", tl);
+        cr_expect(strstr(tl, "a\\u009b2J\\u009d0;T\\u009cb") != NULL, "%s", tl);
+}
+
 /* ---- the verbs on a fixture run directory (no jail) ---- */
 
 static char root[64];

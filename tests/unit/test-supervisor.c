@@ -20,12 +20,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "meter.h"
 #include "supervisor/alert.h"
 #include "supervisor/breach.h"
 #include "supervisor/netpeer.h"
 #include "supervisor/operator.h"
 #include "supervisor/wall.h"
+#include "util/format.h"
 #include "util/loop.h"
 
 #define SEC 1000000000ull
@@ -730,4 +732,88 @@ Test(supervisor, log_bytes_breach_waits_for_the_commit)
         cr_expect_eq(count(&f->chain, "cap.breach"), 1, "the breach, at the commit");
         cr_expect_eq(f->freezes, 1);
         fake_run_free(f);
+}
+
+/* ---- inspect's process list (src/supervisor/operator.c) ---- */
+
+static pid_t spawn_argv(char *const argv[])
+{
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                execv(argv[0], argv);
+                _exit(127);
+        }
+        return pid;
+}
+
+static void wait_exec(pid_t pid)
+{
+        /* Until the child's cmdline is the new program's (after execv). */
+        char path[64], buf[16];
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        for (int i = 0; i < 500; i++) {
+                FILE *f = fopen(path, "re");
+                size_t n = f ? fread(buf, 1, sizeof(buf), f) : 0;
+                if (f)
+                        fclose(f);
+                if (n >= 7 && memcmp(buf, "/bin/sh", 7) == 0)
+                        return;
+                usleep(2000);
+        }
+        cr_assert_fail("pid %d never ran /bin/sh", (int)pid);
+}
+
+Test(supervisor, inspect_reply_bounded_with_fat_argv)
+{
+        /* 60 processes with 4000 control bytes each (6 bytes each in an ASCII reply): the
+         * reply once passed AJ_CONTROL_MAX_REPLY and the operator saw nothing at all. */
+        enum { N = 60 };
+        char fat[4001];
+        memset(fat, 0x01, 4000);
+        fat[4000] = 0;
+        char *argv[] = { "/bin/sh", "-c", "sleep 30", fat, NULL };
+        pid_t pids[N + 1];
+        for (size_t i = 0; i < N; i++)
+                pids[i] = spawn_argv(argv);
+        char *hidden[] = { "/bin/sh", "-c", "sleep 30", "\xff-hidden \x1b]0;OWNED\x07", NULL };
+        pids[N] = spawn_argv(hidden);
+        for (size_t i = 0; i <= N; i++)
+                wait_exec(pids[i]);
+        size_t more = 99;
+        json_auto_t *procs = aj_sup_processes_json(pids, N + 1, &more);
+        for (size_t i = 0; i <= N; i++) {
+                kill(pids[i], SIGKILL);
+                waitpid(pids[i], NULL, 0);
+        }
+        cr_assert_not_null(procs);
+        cr_expect_eq(json_array_size(procs), N + 1, "every process listed");
+        cr_expect_eq(more, 0);
+        json_auto_t *reply = json_pack("{s:O}", "processes", procs);
+        _cleanup_free_ char *text = json_dumps(reply, JSON_COMPACT | JSON_ENSURE_ASCII);
+        cr_assert_not_null(text);
+        cr_expect_lt(strlen(text), AJ_CONTROL_MAX_REPLY / 4, "%zu bytes", strlen(text));
+        const char *cmd = json_string_value(json_object_get(json_array_get(procs, 0), "cmd"));
+        cr_assert_not_null(cmd);
+        const char *start = "/bin/sh -c sleep 30 \\x01\\x01";
+        cr_expect(strncmp(cmd, start, strlen(start)) == 0, "%s", cmd);
+        cr_expect(strlen(cmd) <= AJ_SUP_INSPECT_CMD_BYTES + AJ_ESCAPE_MAX + 3, "cut: %zu", strlen(cmd));
+        cr_expect(strstr(cmd, "...") != NULL, "the cut is marked");
+        /* The non-UTF-8 argv is listed (it once made the record fail, the process hidden), escaped. */
+        const char *h = json_string_value(json_object_get(json_array_get(procs, N), "cmd"));
+        cr_assert_not_null(h, "the \\xff process is listed with its cmd");
+        cr_expect_str_eq(h, "/bin/sh -c sleep 30 \\xff-hidden \\x1b]0;OWNED\\x07");
+}
+
+Test(supervisor, inspect_processes_total_budget)
+{
+        /* More pids than the list takes: the rest are counted, never a bigger reply. */
+        pid_t pids[AJ_SUP_INSPECT_MAX_PROCESSES + 5];
+        for (size_t i = 0; i < ARRAY_SIZE(pids); i++)
+                pids[i] = getpid();
+        size_t more = 0;
+        json_auto_t *procs = aj_sup_processes_json(pids, ARRAY_SIZE(pids), &more);
+        cr_assert_not_null(procs);
+        cr_expect_eq(json_array_size(procs) + more, ARRAY_SIZE(pids));
+        cr_expect_geq(more, 5);
 }

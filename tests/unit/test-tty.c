@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "tty.h"
@@ -232,4 +233,32 @@ Test(tty, reopen_leaves_the_shared_description_blocking)
         close(fd);
         close(p[0]);
         close(p[1]);
+}
+
+Test(tty, restore_drops_pending_input)
+{
+        /* What the terminal answered to the agent's last query (here a cursor position
+         * report) must not reach the operator's shell as typed input. */
+        int m, s;
+        open_pty(&m, &s, false);
+        struct termios saved;
+        cr_assert(tcgetattr(s, &saved) == 0);
+        cr_assert_eq(aj_tty_enter_raw(s, &saved), 0);
+        const char answer[] = "\x1b[24;80R";
+        cr_assert_eq(write(m, answer, sizeof(answer) - 1), (ssize_t)(sizeof(answer) - 1));
+        int pending = 0;
+        for (int i = 0; i < 200 && pending == 0; i++) {
+                cr_assert(ioctl(s, FIONREAD, &pending) == 0);
+                if (pending == 0)
+                        usleep(1000);
+        }
+        cr_assert_gt(pending, 0, "the answer is queued on the terminal");
+        cr_assert_eq(aj_tty_restore(s, &saved), 0);
+        cr_assert(ioctl(s, FIONREAD, &pending) == 0);
+        cr_expect_eq(pending, 0, "%d bytes left for the shell", pending);
+        struct termios now;
+        cr_assert(tcgetattr(s, &now) == 0);
+        cr_expect(now.c_lflag & ICANON, "cooked again");
+        close(m);
+        close(s);
 }

@@ -21,6 +21,7 @@
 #include "util/json-scan.h"
 #include "util/format.h"
 #include "util/open-under.h"
+#include "util/parse.h"
 #include "util/path.h"
 #include "util/ratelimit.h"
 #include "util/shared.h"
@@ -364,7 +365,7 @@ Test(format, append_printable)
                                              "a\tb\x7f"
                                              "c",
                                              64),
-                         "key a?b?c");
+                         "key a\\tb\\x7fc");
         buf[0] = 0;
         char longer[100];
         memset(longer, 'x', sizeof(longer) - 1);
@@ -374,6 +375,116 @@ Test(format, append_printable)
         char small[8] = "";
         aj_append_printable(small, sizeof(small), "abcdefgh", 64);
         cr_expect_lt(strlen(small), sizeof(small), "never past the buffer");
+}
+
+static char *shown(const char *s, size_t len, unsigned flags)
+{
+        char *d = aj_printable_dup(s, len, flags);
+        cr_assert_not_null(d);
+        return d;
+}
+
+#define expect_shown(in, flags, want)                                       \
+        do {                                                                \
+                _cleanup_free_ char *d_ = shown(in, sizeof(in) - 1, flags); \
+                cr_expect_str_eq(d_, want, "%s", #in);                      \
+        } while (0)
+
+Test(format, escape_controls)
+{
+        /* C0: a window title (OSC 0 ... BEL), a colour, a cursor move, a line erase. */
+        expect_shown("m\x1b]0;OWNED\x07\x1b[31mRED", 0, "m\\x1b]0;OWNED\\x07\\x1b[31mRED");
+        expect_shown("a\tb\nc\rd\x01", 0, "a\\tb\\nc\\rd\\x01");
+        expect_shown("del\x7f", 0, "del\\x7f");
+        /* C1 as UTF-8: CSI (U+009B), OSC (U+009D), ST (U+009C), NEL (U+0085). */
+        expect_shown("a\xc2\x9b"
+                     "2J\xc2\x9d"
+                     "0;T\xc2\x9c"
+                     "b\xc2\x85",
+                     0, "a\\u009b2J\\u009d0;T\\u009cb\\u0085");
+        /* Bidirectional override, line separator. */
+        expect_shown("x\xe2\x80\xaey\xe2\x80\xa8", 0, "x\\u202ey\\u2028");
+        /* Invalid UTF-8: a lone byte, a cut sequence, an overlong '/', a surrogate, past U+10FFFF. */
+        expect_shown("\xff-hidden", 0, "\\xff-hidden");
+        expect_shown("a\xc3", 0, "a\\xc3");
+        expect_shown("\xc0\xaf", 0, "\\xc0\\xaf");
+        expect_shown("\xed\xa0\x80", 0, "\\xed\\xa0\\x80");
+        expect_shown("\xf4\x90\x80\x80", 0, "\\xf4\\x90\\x80\\x80");
+        /* A NUL inside the bytes is shown, not an end. */
+        expect_shown("a\0b", 0, "a\\x00b");
+}
+
+Test(format, escape_keeps_plain_text)
+{
+        const char *plain[] = { "claude-sonnet-4-5", "src/main.c",       "C:\\dir \"q\"",          "café",
+                                "résumé.txt",        "日本語のファイル", "emoji \xf0\x9f\x98\x80", "\xc2\xa0nbsp" };
+        for (size_t i = 0; i < ARRAY_SIZE(plain); i++) {
+                _cleanup_free_ char *d = shown(plain[i], strlen(plain[i]), 0);
+                cr_expect_str_eq(d, plain[i], "unchanged: %s", plain[i]);
+                cr_expect(aj_printable_as_is(plain[i], strlen(plain[i])));
+        }
+        cr_expect_not(aj_printable_as_is("a\xc2\x9b", 3));
+        cr_expect_not(aj_printable_as_is("a\xff", 2));
+}
+
+Test(format, escape_quoted_names)
+{
+        /* As git's core.quotePath: a name that needs no escape is shown bare. */
+        expect_shown("src/main.c", AJ_ESCAPE_QUOTE, "src/main.c");
+        expect_shown("dir/é.txt", AJ_ESCAPE_QUOTE, "dir/é.txt");
+        expect_shown(".git/hooks/zz\x1b[1A\x1b[2K", AJ_ESCAPE_QUOTE, "\".git/hooks/zz\\x1b[1A\\x1b[2K\"");
+        expect_shown("README2\n  D  README", AJ_ESCAPE_QUOTE, "\"README2\\n  D  README\"");
+        expect_shown("a\"b\\c", AJ_ESCAPE_QUOTE, "\"a\\\"b\\\\c\"");
+        expect_shown("\xff", AJ_ESCAPE_QUOTE, "\"\\xff\"");
+        /* A patch's lines keep their tabs (harmless, and the patch stays exact). */
+        expect_shown("\tx\x1b", AJ_ESCAPE_KEEP_TAB, "\tx\\x1b");
+}
+
+Test(format, append_printable_escapes_and_cuts)
+{
+        char buf[16] = "";
+        aj_append_printable(buf, sizeof(buf), "\x1b\x1b\x1b\x1b\x1b", 64);
+        cr_expect_lt(strlen(buf), sizeof(buf));
+        cr_expect_null(strchr(buf, 0x1b), "no ESC: %s", buf);
+        cr_expect(strstr(buf, "...") != NULL, "cut where the escapes no longer fit: %s", buf);
+        char whole[64] = "";
+        cr_expect_str_eq(aj_append_printable(whole, sizeof(whole), "é\xc2\x9d", 64), "é\\u009d");
+}
+
+Test(format, json_text_c1_escaped)
+{
+        _cleanup_free_ char *t = aj_json_text_c1_escaped("{\"name\":\"a\xc2\x9b"
+                                                         "2J\x7f é\"}");
+        cr_assert_not_null(t);
+        cr_expect_str_eq(t, "{\"name\":\"a\\u009b2J\\u007f é\"}");
+        json_auto_t *a = json_loads("{\"name\":\"a\xc2\x9b"
+                                    "2J\x7f é\"}",
+                                    0, NULL);
+        json_auto_t *b = json_loads(t, 0, NULL);
+        cr_assert_not_null(b, "still JSON");
+        cr_expect(json_equal(a, b), "the same JSON for a parser");
+}
+
+Test(parse, plain_name)
+{
+        cr_expect(aj_plain_name("fs.write", 8, 64));
+        cr_expect(aj_plain_name("café", strlen("café"), 64), "ordinary non-ASCII is a name");
+        cr_expect(aj_plain_name("日本", strlen("日本"), 64));
+        cr_expect_not(aj_plain_name("a b", 3, 64));
+        cr_expect_not(aj_plain_name("a\x1b", 2, 64));
+        cr_expect_not(aj_plain_name("a\x7f", 2, 64));
+        const char c1[] = "a\xc2\x9b"
+                          "2J\xc2\x9d"
+                          "0;T\xc2\x9c"
+                          "b";
+        cr_expect_not(aj_plain_name(c1, strlen(c1), 64), "C1 controls");
+        cr_expect_not(aj_plain_name("a\xff", 2, 64), "invalid UTF-8");
+        cr_expect_not(aj_plain_name("a\xc3", 2, 64), "a cut sequence");
+        cr_expect_not(aj_plain_name("a\xc2\x80", 3, 64), "U+0080, the first C1");
+        cr_expect_not(aj_plain_name("a\xc2\x9f", 3, 64), "U+009F, the last C1");
+        cr_expect(aj_plain_name("a\xc2\xa0", 3, 64), "U+00A0 is no control");
+        cr_expect_not(aj_plain_name("abc", 3, 2), "longer than max");
+        cr_expect_not(aj_plain_name("", 0, 2));
 }
 
 /* ---- aj_copy_data, aj_rm_rf ---- */
