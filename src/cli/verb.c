@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/verb.h"
 #include "control.h"
 #include "events.h"
+#include "util/clock.h"
 #include "util/format.h"
 
 void cli_fail(const char *cmd, const char *fmt, ...)
@@ -258,7 +260,18 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
 {
         const char *op = cli_jstr(req, "op");
         json_auto_t *reply = NULL;
+        int64_t deadline = aj_now_monotonic_ms() + CLI_CONTROL_TIMEOUT_MS;
         int r = aj_control_call(run->control_path, req, CLI_CONTROL_TIMEOUT_MS, &reply);
+        /* A supervisor that stopped accepting leaves its backlog full: connects fail at once
+         * (EAGAIN) rather than time out. With a fallback that is "no answer" too, once the
+         * deadline has passed without a connection getting through. */
+        while (r == -EAGAIN && fallback && aj_now_monotonic_ms() < deadline) {
+                (void)nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+                int64_t now = aj_now_monotonic_ms();
+                r = aj_control_call(run->control_path, req, now < deadline ? (int)(deadline - now) : 1, &reply);
+        }
+        if (fallback && r < 0 && r != -ENOENT && r != -ECONNREFUSED && r != -EACCES && r != -EPERM)
+                r = -ETIMEDOUT;
         if (r == -ETIMEDOUT && fallback) {
                 int q = fallback(run);
                 if (q >= 0) {

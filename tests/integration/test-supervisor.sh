@@ -311,8 +311,24 @@ start_jail_bg --name stopped -- ./probe sleep 60
 if rdir=$(wait_run_dir 10) && sup=$(jq -re .supervisor_pid "$rdir/run.json" 2>/dev/null); then
         id=${rdir##*/}
         kill -STOP "$sup"
+        # Operators' tools kept polling meanwhile: their connections fill the socket's backlog,
+        # so a connect fails at once (EAGAIN) instead of timing out.
+        /usr/bin/python3 -c '
+import socket, sys, time
+held = []
+for _ in range(40):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    try:
+        s.connect(sys.argv[1])
+    except OSError:
+        pass
+    held.append(s)
+time.sleep(30)' "$AGENTJAIL_RUNTIME_DIR/$id/control.sock" &
+        filler=$!
+        BG_PIDS+=("$filler")
+        sleep 0.5
         aj kill "$id"
-        is "$RC" 0 "kill works while the supervisor does not answer" || op_diag
+        is "$RC" 0 "kill works while the supervisor does not answer (its backlog full)" || op_diag
         like "$OUT" "killed its cgroup directly" "... and says how"
         for ((i = 0; i < 40; i++)); do
                 pids=$(grep -c . "$(cgroup_v2_dir "$id")/cgroup.procs" 2>/dev/null)
