@@ -170,6 +170,22 @@ json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
                 json_t *o = json_pack("{s:o, s:s, s:s, s:I, s:b}", "path", path, "change", aj_ws_kind_name(c[i].kind),
                                       "type", aj_ws_type_name(c[i].type), "size", (json_int_t)c[i].size, "conflict",
                                       c[i].conflict);
+                /* A name that is not UTF-8 is shown escaped in "path", which another name can
+                 * spell the same way (a literal "\xff"): "path_hex" is its bytes, exactly. */
+                json_t *exact = json_string(c[i].path);
+                bool utf8 = exact != NULL;
+                json_decref(exact);
+                if (o && !utf8) {
+                        size_t len = strlen(c[i].path);
+                        _cleanup_free_ char *hex = malloc(len * 2 + 1);
+                        for (size_t k = 0; hex && k < len; k++)
+                                snprintf(hex + 2 * k, 3, "%02x", (unsigned char)c[i].path[k]);
+                        if (!hex || json_object_set_new(o, "path_exact", json_false()) < 0 ||
+                            json_object_set_new(o, "path_hex", json_string(len ? hex : "")) < 0) {
+                                json_decref(o);
+                                o = NULL;
+                        }
+                }
                 if (!o || (c[i].skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
                     (c[i].note && json_object_set_new(o, "note", json_string(c[i].note)) < 0)) {
                         json_decref(o);

@@ -87,7 +87,7 @@ int cli_help(const char *usage, const char *help)
 int cli_print_json_text(const char *text)
 {
         /* json_dumps escapes C0 controls; C1 and DEL it writes raw, which a terminal may act on. */
-        _cleanup_free_ char *s = aj_json_text_c1_escaped(text);
+        _cleanup_free_ char *s = aj_json_text_hidden_escaped(text);
         if (!s)
                 return -ENOMEM;
         puts(s);

@@ -454,10 +454,42 @@ int aj_rm_rf(const char *path)
         return r;
 }
 
-/* What dir_fd (taken over) holds on disk, `depth` levels below the top, into *bytes: each
+/* One walk's count. Files with more than one link are counted once, by inode: the agent can
+ * make 300 links to one file (in its overlay's upper dir, say). The set is bounded; past it a
+ * linked file counts its share (blocks / links) and the figure is marked not exact. */
+#define USAGE_LINKED_MAX 4096
+typedef struct {
+        dev_t dev;
+        uint64_t bytes;
+        size_t n_linked;
+        struct {
+                ino_t ino;
+                bool used;
+        } linked[USAGE_LINKED_MAX * 2];
+} Usage;
+
+/* true when this linked inode was counted already; else remembers it (false). *full: no room. */
+static bool linked_seen(Usage *u, ino_t ino, bool *full)
+{
+        size_t cap = ARRAY_SIZE(u->linked), i = (size_t)(ino * 0x9e3779b97f4a7c15ULL >> 32) % cap;
+        for (; u->linked[i].used; i = (i + 1) % cap)
+                if (u->linked[i].ino == ino)
+                        return true;
+        if (u->n_linked >= USAGE_LINKED_MAX) {
+                *full = true;
+                return false;
+        }
+        u->linked[i].used = true;
+        u->linked[i].ino = ino;
+        u->n_linked++;
+        return false;
+}
+
+/* What dir_fd (taken over) holds on disk, `depth` levels below the top, into u->bytes: each
  * entry's allocated blocks, symlinks as themselves, nothing in another file system. Returns
- * 1 when something was not counted (too deep, unreadable, another mount), else 0. */
-static int usage_contents(int dir_fd, dev_t dev, unsigned depth, uint64_t *bytes)
+ * 1 when something was not counted exactly (too deep, unreadable, another mount, links past
+ * the set), else 0. */
+static int usage_contents(int dir_fd, Usage *u, unsigned depth)
 {
         DIR *d = fdopendir(dir_fd);
         if (!d) {
@@ -475,11 +507,21 @@ static int usage_contents(int dir_fd, dev_t dev, unsigned depth, uint64_t *bytes
                         partial |= errno != ENOENT;
                         continue;
                 }
-                if (st.st_dev != dev) {
+                if (st.st_dev != u->dev) {
                         partial = 1; /* a mount: not ours to count */
                         continue;
                 }
-                *bytes += (uint64_t)st.st_blocks * 512;
+                uint64_t blocks = (uint64_t)st.st_blocks * 512;
+                if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+                        bool full = false;
+                        if (linked_seen(u, st.st_ino, &full))
+                                continue;
+                        if (full) {
+                                blocks /= st.st_nlink;
+                                partial = 1;
+                        }
+                }
+                u->bytes += blocks;
                 if (!S_ISDIR(st.st_mode))
                         continue;
                 if (depth + 1 >= AJ_TREE_USAGE_LEVELS) {
@@ -491,7 +533,7 @@ static int usage_contents(int dir_fd, dev_t dev, unsigned depth, uint64_t *bytes
                         partial |= errno != ENOENT;
                         continue;
                 }
-                partial |= usage_contents(fd, dev, depth + 1, bytes);
+                partial |= usage_contents(fd, u, depth + 1);
         }
         partial |= errno != 0;
         closedir(d);
@@ -514,7 +556,15 @@ int aj_tree_usage(const char *path, uint64_t *ret_bytes)
                         close(fd);
                         return -ESTALE;
                 }
-                partial = usage_contents(fd, st.st_dev, 0, &bytes);
+                _cleanup_free_ Usage *u = calloc(1, sizeof(*u));
+                if (!u) {
+                        close(fd);
+                        return -ENOMEM;
+                }
+                u->dev = st.st_dev;
+                u->bytes = bytes;
+                partial = usage_contents(fd, u, 0);
+                bytes = u->bytes;
         }
         *ret_bytes = bytes;
         return partial;

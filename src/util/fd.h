@@ -35,11 +35,12 @@ int aj_mkdir_p(const char *path, mode_t mode);
  * Carries on past what it cannot remove and returns the first error. */
 #define AJ_RM_RF_OPEN_LEVELS 16
 int aj_rm_rf(const char *path);
-/* What a tree takes on disk (allocated blocks, as du counts them; hard links once per
- * name), never following a symlink nor crossing into another file system. Directories
- * deeper than AJ_TREE_USAGE_LEVELS (one fd held per level) are not entered. 0 with
- * *ret_bytes exact, 1 with *ret_bytes a lower bound (something was not counted: too deep,
- * unreadable, a mount), or -errno when `path` itself cannot be read. */
+/* What a tree takes on disk (allocated blocks, as du counts them; a file with several
+ * links once, by inode, up to 4096 such inodes, then each link its share), never following
+ * a symlink nor crossing into another file system. Directories deeper than
+ * AJ_TREE_USAGE_LEVELS (one fd held per level) are not entered. 0 with *ret_bytes exact, 1
+ * with *ret_bytes not exact (something was not counted: too deep, unreadable, a mount; or
+ * linked files past the set), or -errno when `path` itself cannot be read. */
 #define AJ_TREE_USAGE_LEVELS 64
 int aj_tree_usage(const char *path, uint64_t *ret_bytes);
 int aj_fd_set_nonblock(int fd, bool nonblock);

@@ -174,28 +174,43 @@ int aj_fputs_printable(const char *s, FILE *f)
         return fputs(shown, f) < 0 ? -EIO : 0;
 }
 
-char *aj_json_text_c1_escaped(const char *text)
+/* The length of a hidden character (aj_escape_char's \u set, or DEL) at text[i], its code
+ * point in *cp; 0 when the character there is shown as it is. */
+static size_t hidden_at(const char *text, size_t len, size_t i, uint32_t *cp)
 {
-        size_t len = strlen(text), extra = 0;
-        for (size_t i = 0; i < len; i++)
-                extra += text[i] == 0x7f ? 5
-                         : (unsigned char)text[i] == 0xc2 && i + 1 < len && (unsigned char)text[i + 1] >= 0x80 &&
-                                         (unsigned char)text[i + 1] <= 0x9f
-                                 ? 4
-                                 : 0;
-        char *out = malloc(len + extra + 1);
+        unsigned char c = (unsigned char)text[i];
+        if (c == 0x7f) {
+                *cp = 0x7f;
+                return 1;
+        }
+        if (c < 0x80)
+                return 0;
+        size_t n = aj_utf8_len(text + i, len - i);
+        if (n < 2)
+                return 0;
+        uint32_t v = utf8_code_point((const unsigned char *)text + i, n);
+        if (!hidden_code_point(v))
+                return 0;
+        *cp = v;
+        return n;
+}
+
+char *aj_json_text_hidden_escaped(const char *text)
+{
+        size_t len = strlen(text), size = len + 1;
+        uint32_t cp;
+        for (size_t i = 0, n; i < len; i += n ? n : 1)
+                if ((n = hidden_at(text, len, i, &cp)))
+                        size += 6 - n;
+        char *out = malloc(size);
         if (!out)
                 return NULL;
         size_t o = 0;
-        for (size_t i = 0; i < len; i++) {
-                unsigned char c = (unsigned char)text[i];
-                if (c == 0x7f)
-                        o += (size_t)sprintf(out + o, "\\u007f");
-                else if (c == 0xc2 && i + 1 < len && (unsigned char)text[i + 1] >= 0x80 &&
-                         (unsigned char)text[i + 1] <= 0x9f)
-                        o += (size_t)sprintf(out + o, "\\u%04x", (unsigned char)text[++i]);
+        for (size_t i = 0, n; i < len; i += n ? n : 1) {
+                if ((n = hidden_at(text, len, i, &cp)))
+                        o += (size_t)snprintf(out + o, size - o, "\\u%04x", (unsigned)cp);
                 else
-                        out[o++] = (char)c;
+                        out[o++] = text[i];
         }
         out[o] = 0;
         return out;

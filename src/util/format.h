@@ -43,9 +43,11 @@ char *aj_append_printable(char *buf, size_t size, const char *s, size_t max);
 char *aj_printable_dup(const char *s, size_t len, unsigned flags);
 /* fputs(3) of s escaped: 0, -EIO, or -ENOMEM (then "?" is written). */
 int aj_fputs_printable(const char *s, FILE *f);
-/* A JSON text (from json_dumps) with its raw C1 controls and DEL written as \u escapes, the
- * same JSON for a parser: json_dumps escapes C0 but not those. NULL: out of memory. */
-char *aj_json_text_c1_escaped(const char *text);
+/* A JSON text (from json_dumps) with what aj_escape_char hides written as \u escapes (DEL, the
+ * C1 controls, U+2028/2029, the bidi overrides and isolates): the same JSON for a parser, and
+ * nothing a terminal acts on or that reorders a line. json_dumps escapes C0 only. NULL: out of
+ * memory. */
+char *aj_json_text_hidden_escaped(const char *text);
 
 /* "15m", "90s": a duration for messages (whole minutes as minutes, else seconds). Returns buf. */
 const char *aj_format_duration(uint64_t ns, char *buf, size_t size);

@@ -310,6 +310,25 @@ Test(tree_usage, counts_files_and_never_follows_symlinks, .init = tree_setup, .f
         cr_assert_eq(aj_tree_usage("/nonexistent/aj-usage", &bytes), -ENOENT);
 }
 
+Test(tree_usage, hard_links_count_once, .init = tree_setup, .fini = tree_teardown)
+{
+        char p[256], q[256];
+        uint64_t empty, one, many;
+        cr_assert_eq(aj_tree_usage(tree, &empty), 0);
+        snprintf(p, sizeof(p), "%s/big", tree);
+        write_bytes(p, 1 << 20);
+        cr_assert_eq(aj_tree_usage(tree, &one), 0);
+        /* 300 more names for the same 1 MiB, as an agent can make in its overlay. */
+        for (int i = 0; i < 300; i++) {
+                snprintf(q, sizeof(q), "%s/l%d", tree, i);
+                cr_assert_eq(link(p, q), 0);
+        }
+        cr_assert_eq(aj_tree_usage(tree, &many), 0, "exact");
+        cr_assert_lt(many, one + 256 * 1024, "the file once (%llu against %llu), not 301 times",
+                     (unsigned long long)many, (unsigned long long)one);
+        cr_assert_geq(many, empty + (1 << 20));
+}
+
 Test(tree_usage, too_deep_is_a_lower_bound, .init = tree_setup, .fini = tree_teardown)
 {
         char p[4096];

@@ -453,8 +453,8 @@ Test(format, append_printable_escapes_and_cuts)
 
 Test(format, json_text_c1_escaped)
 {
-        _cleanup_free_ char *t = aj_json_text_c1_escaped("{\"name\":\"a\xc2\x9b"
-                                                         "2J\x7f é\"}");
+        _cleanup_free_ char *t = aj_json_text_hidden_escaped("{\"name\":\"a\xc2\x9b"
+                                                             "2J\x7f é\"}");
         cr_assert_not_null(t);
         cr_expect_str_eq(t, "{\"name\":\"a\\u009b2J\\u007f é\"}");
         json_auto_t *a = json_loads("{\"name\":\"a\xc2\x9b"
@@ -463,6 +463,14 @@ Test(format, json_text_c1_escaped)
         json_auto_t *b = json_loads(t, 0, NULL);
         cr_assert_not_null(b, "still JSON");
         cr_expect(json_equal(a, b), "the same JSON for a parser");
+        /* The bidi overrides and isolates and the line separators, as the text rule hides them. */
+        const char *bidi = "[\"n\xe2\x80\xaegpj.exe\", \"\xe2\x81\xa6x\xe2\x80\xa8y\", \"\xe2\x80\x99ok\"]";
+        _cleanup_free_ char *u = aj_json_text_hidden_escaped(bidi);
+        cr_assert_not_null(u);
+        cr_expect_str_eq(u, "[\"n\\u202egpj.exe\", \"\\u2066x\\u2028y\", \"\xe2\x80\x99ok\"]");
+        json_auto_t *c = json_loads(bidi, 0, NULL), *d = json_loads(u, 0, NULL);
+        cr_assert_not_null(d, "still JSON");
+        cr_expect(json_equal(c, d), "the same JSON for a parser");
 }
 
 Test(parse, plain_name)

@@ -584,20 +584,24 @@ Test(workspace, json_shape)
         whiteout("old");
         cr_assert_eq(mkfifo(at(upper, "pipe"), 0644), 0);
         put(upper, "bad\xff", "b", 0644);
+        /* Spelled as the escaped form of the name above: the JSON must tell them apart. */
+        put(upper, "bad\\xff", "c", 0644);
 
         AjWsChange *c = NULL;
         size_t n = diff(&c, 0);
-        cr_assert_eq(n, 4);
+        cr_assert_eq(n, 5);
         json_t *j = aj_ws_changes_json(c, n);
         aj_ws_changes_free(c, n);
         cr_assert(json_is_array(j));
-        cr_assert_eq(json_array_size(j), 4);
+        cr_assert_eq(json_array_size(j), 5);
 
         char *text = json_dumps(j, JSON_COMPACT);
         cr_assert_not_null(text);
         cr_assert_str_eq(text,
                          "[{\"path\":\"bad\\\\xff\",\"change\":\"added\",\"type\":\"file\",\"size\":1,"
                          "\"conflict\":false},"
+                         "{\"path\":\"bad\\\\xff\",\"change\":\"added\",\"type\":\"file\",\"size\":1,"
+                         "\"conflict\":false,\"path_exact\":false,\"path_hex\":\"626164ff\"},"
                          "{\"path\":\"file\",\"change\":\"added\",\"type\":\"file\",\"size\":5,\"conflict\":false},"
                          "{\"path\":\"old\",\"change\":\"deleted\",\"type\":\"file\",\"size\":0,\"conflict\":false},"
                          "{\"path\":\"pipe\",\"change\":\"added\",\"type\":\"fifo\",\"size\":0,\"conflict\":false,"
