@@ -272,3 +272,17 @@ void aj_sup_output_done(AjSupOutput *o)
                 close(o->tty_log.log);
         o->tty_log.log = -1;
 }
+
+size_t aj_sup_output_abandon_reader(AjSupOutput *o)
+{
+        size_t dropped = 0;
+        for (int i = 0; i < 2; i++) {
+                AjSupStream *s = &o->streams[i];
+                if (!s->pend_len)
+                        continue;
+                dropped += s->pend_len - s->pend_off;
+                stop_writing(s);
+                set_reading(o, s);
+        }
+        return dropped;
+}

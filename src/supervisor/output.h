@@ -70,6 +70,10 @@ void aj_sup_output_tty(void *userdata, const void *buf, size_t n);
 bool aj_sup_output_eof(const AjSupOutput *o);
 /* Something our reader has not taken yet. */
 bool aj_sup_output_pending(const AjSupOutput *o);
+/* The run has ended and the operator asked us to stop (a signal) while our reader takes no
+ * more: what waits for it is dropped and the rest of the jail's output goes to the logs
+ * only. Returns the bytes dropped. */
+size_t aj_sup_output_abandon_reader(AjSupOutput *o);
 /* Out of the loop (before it is freed). */
 void aj_sup_output_stop(AjSupOutput *o);
 /* At the very end, after the records and the clean up: the rest to a reader that was slow,

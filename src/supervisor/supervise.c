@@ -408,8 +408,20 @@ static void on_sync(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
 void aj_run_handle_signal(const struct signalfd_siginfo *si, void *userdata)
 {
         Run *run = userdata;
-        if (si->ssi_signo != SIGCHLD && !aj_sup_terminal_takes_signal(&run->term, si))
-                forward_signal(run, (int)si->ssi_signo);
+        int sig = (int)si->ssi_signo;
+        /* The run is over and its records written; what is left is our reader taking its
+         * output. One that takes no more would hold this process (and the run's cgroups) for
+         * good: asked to stop, we stop waiting for it. The logs keep everything. */
+        if (run->child.init_exited && (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)) {
+                size_t dropped = aj_sup_output_abandon_reader(&run->output);
+                if (dropped)
+                        aj_warning("the run has ended; %zu bytes of its output were not passed on (the reader "
+                                   "took no more); the run's logs have them",
+                                   dropped);
+                return;
+        }
+        if (sig != SIGCHLD && !aj_sup_terminal_takes_signal(&run->term, si))
+                forward_signal(run, sig);
 }
 
 static void on_signal(AjLoopIo *io, int fd, uint32_t revents, void *userdata)

@@ -53,6 +53,35 @@ n=$(timeout -k 5 30 "$AGENTJAIL" run --no-tty -- /bin/sh -c 'head -c 3000000 /de
 collect_run_ids
 is "$n" 3000000 "a reader that starts late still gets every byte (3000000)"
 
+# A reader that holds the pipe and takes nothing: after the run's end agentjail waits for it
+# (as a pipe would) until asked to stop; then it stops at once, and the logs have the output.
+mkfifo "$TEST_TMP/stuck"
+sleep 60 <"$TEST_TMP/stuck" &
+stuck_reader=$!
+BG_PIDS+=("$stuck_reader")
+before=$(list_run_dirs)
+env --default-signal=INT,TERM "$AGENTJAIL" run --no-tty -p "$P" -- /bin/sh -c 'yes' </dev/null \
+        >"$TEST_TMP/stuck" 2>"$TEST_TMP/stuck.err" &
+stuck_run=$!
+BG_PIDS+=("$stuck_run")
+RUN_DIR=
+for ((i = 0; i < 200; i++)); do
+        RUN_DIR=$(new_run_dir "$before")
+        [[ -n $RUN_DIR ]] && jq -e .exit "$RUN_DIR/run.json" >/dev/null 2>&1 && break
+        sleep 0.05
+done
+collect_run_ids
+sleep 0.5
+ok "the run has ended (wall limit) while its reader takes nothing, and agentjail still waits for it" \
+        kill -0 "$stuck_run"
+kill -TERM "$stuck_run"
+wait_exit "$stuck_run" 5
+cmp_num "$WAIT_RC" -ne 124 "asked to stop (SIGTERM), it stops waiting for the reader ($WAIT_RC)"
+like "$(cat "$TEST_TMP/stuck.err")" "bytes of its output were not passed on" "... and says what it dropped"
+cmp_num "$(stat -c %s "$RUN_DIR/stdout.log" 2>/dev/null || echo 0)" -gt 65536 "the run's stdout.log has the output"
+kill "$stuck_reader" 2>/dev/null
+wait "$stuck_reader" 2>/dev/null
+
 # --- events past the cap: a breach (log_bytes), frozen and quarantined, chain intact
 ALERT_OUT="$TEST_TMP/alert.json"
 cat >"$TEST_TMP/alert.sh" <<EOS
