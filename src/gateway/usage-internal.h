@@ -23,7 +23,7 @@ struct AjLlmCall {
         AjLlmUsage u;
         AjSse *sse;
         bool streaming;   /* the response is read as an event stream */
-        bool stopped;     /* the stream could not be read on: the rest is not metered */
+        bool stopped;     /* could not be read on: the rest counts as output unread (usage.c unread()) */
         bool strip_usage; /* drop the chat usage-only chunk */
         char *body;       /* a whole response, until its end */
         size_t body_len, body_cap;

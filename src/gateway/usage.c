@@ -408,13 +408,21 @@ static int on_event(void *userdata, const AjSseEvent *ev)
         return aj_llm_call_response_event(userdata, ev, &forward);
 }
 
+/* What the gateway relays but cannot read still costs: a response it cannot meter must
+ * not be a free one (a broken or hostile provider, an answer padded past a bound). Its
+ * bytes count as output seen (aj_llm_call_charge: a token per AJ_LLM_BYTES_PER_TOKEN). */
+static void unread(AjLlmCall *c, size_t len) { c->u.output_bytes += len; }
+
 static int body_append(AjLlmCall *c, const void *buf, size_t len)
 {
-        if (c->stopped)
+        if (c->stopped) {
+                unread(c, len);
                 return 0;
+        }
         if (len > AJ_LLM_MAX_BODY - c->body_len) {
                 aj_llm_parse_error(c, "response body: larger than %u bytes, not read", AJ_LLM_MAX_BODY);
                 c->stopped = true;
+                unread(c, c->body_len + len);
                 return 0;
         }
         if (c->body_len + len > c->body_cap) {
@@ -437,8 +445,10 @@ int aj_llm_call_response_data(AjLlmCall *c, const void *buf, size_t len)
 {
         if (!c->streaming)
                 return body_append(c, buf, len);
-        if (c->stopped)
+        if (c->stopped) {
+                unread(c, len);
                 return 0;
+        }
         if (!c->sse) {
                 int r = aj_sse_new(AJ_LLM_MAX_EVENT, &c->sse);
                 if (r < 0)
@@ -446,9 +456,9 @@ int aj_llm_call_response_data(AjLlmCall *c, const void *buf, size_t len)
         }
         int r = aj_sse_feed(c->sse, buf, len, on_event, c);
         if (r == -E2BIG) {
-                aj_llm_parse_error(c, "stream: an event larger than %u bytes, the rest is not metered",
-                                   AJ_LLM_MAX_EVENT);
+                aj_llm_parse_error(c, "stream: an event larger than %u bytes, the rest is not read", AJ_LLM_MAX_EVENT);
                 c->stopped = true;
+                unread(c, len);
                 return 0;
         }
         return r;
@@ -461,16 +471,19 @@ static void body_end(AjLlmCall *c)
         const char *why;
         if (aj_llm_json_bounded(c->body, c->body_len, &why) < 0) {
                 aj_llm_parse_error(c, "response body: %s, not read", why);
-                c->u.output_bytes += c->body_len;
+                unread(c, c->body_len);
                 return;
         }
         json_error_t err;
         json_t *root = json_loadb(c->body, c->body_len, 0, &err);
         if (!json_is_object(root)) {
-                /* An error page from a proxy in between is not worth a parse error. */
-                if (c->u.status < 400)
+                /* An error page from a proxy in between is not worth a parse error (and an
+                 * error status is not billed). */
+                if (c->u.status < 400) {
                         aj_llm_parse_error(c, "response body: invalid JSON at line %d column %d: %s", err.line,
                                            err.column, err.text);
+                        unread(c, c->body_len);
+                }
                 json_decref(root);
                 return;
         }

@@ -1000,6 +1000,59 @@ Test(gateway_usage, provider_body_and_event_past_the_bound_are_not_parsed_and_ch
         free(ev);
 }
 
+/* A 2xx answer the gateway relays but cannot read is no free call: not JSON, past the body
+ * limit, or a stream cut short by an event past its limit, its bytes count as output. */
+Test(gateway_usage, unreadable_answers_count_their_bytes_as_output)
+{
+        size_t len = 300000;
+        char *junk = malloc(len);
+        cr_assert_not_null(junk);
+        memset(junk, 'x', len);
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, JSON, ANTHROPIC_REQ };
+        AjLlmCall *c = feed(&s, junk, len, len / 2, false);
+        cr_expect(strstr(U(c)->parse_error, "invalid JSON") != NULL, "%s", U(c)->parse_error);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_geq(ch.output, len / AJ_LLM_BYTES_PER_TOKEN, "not JSON: %llu", (unsigned long long)ch.output);
+        aj_llm_call_free(c);
+
+        /* An error status is not billed by the provider: nothing charged for its page. */
+        s.status = 502;
+        c = feed(&s, junk, len, len / 2, false);
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.output, 0);
+        aj_llm_call_free(c);
+        free(junk);
+
+        /* Past the whole-body limit (8 MiB): the body is not kept, every byte counts. */
+        len = (8u << 20) + 4096;
+        char *big = malloc(len);
+        cr_assert_not_null(big);
+        memset(big, ' ', len);
+        s.status = 200;
+        c = feed(&s, big, len, 4096, false);
+        cr_expect(strstr(U(c)->parse_error, "larger than") != NULL, "%s", U(c)->parse_error);
+        aj_llm_call_charge(c, &ch);
+        cr_expect_geq(ch.output, len / AJ_LLM_BYTES_PER_TOKEN, "past the limit: %llu", (unsigned long long)ch.output);
+        aj_llm_call_free(c);
+        free(big);
+
+        /* A stream whose event passes 4 MiB: that data and all after it count. */
+        size_t elen = (4u << 20) + 100;
+        char *ev = malloc(elen);
+        cr_assert_not_null(ev);
+        memcpy(ev, "data: ", 6);
+        memset(ev + 6, 'y', elen - 6);
+        s = (Setup){ AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, ANTHROPIC_REQ };
+        c = feed(&s, ev, elen, elen / 2, false);
+        cr_expect(strstr(U(c)->parse_error, "larger than") != NULL, "%s", U(c)->parse_error);
+        cr_assert_eq(aj_llm_call_response_data(c, ev, 1 << 20), 0);
+        cr_expect_geq(U(c)->output_bytes, elen / 2 + (1 << 20), "what followed counts: %llu",
+                      (unsigned long long)U(c)->output_bytes);
+        aj_llm_call_free(c);
+        free(ev);
+}
+
 /* Values (object keys included) and depth of a DOM, as aj_json_scan() counts them in text. */
 static void dom_shape(json_t *v, unsigned depth, AjJsonShape *sh)
 {
