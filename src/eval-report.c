@@ -62,26 +62,13 @@ _printf_(3, 4) static int appendf(char **buf, size_t *len, const char *fmt, ...)
         return r < 0 ? r : append(buf, len, s, strlen(s));
 }
 
-/* The length of the valid UTF-8 sequence at s (1..4), or 0. XML 1.0 has no surrogates. */
+/* The length of the valid UTF-8 sequence at s (1..4; NUL-terminated), or 0 for one XML 1.0
+ * cannot hold: invalid UTF-8 (util/format.h's rule: no overlongs, surrogates or past
+ * U+10FFFF) or the non-characters U+FFFE and U+FFFF. */
 static size_t utf8_len(const unsigned char *s)
 {
-        if (s[0] < 0x80)
-                return 1;
-        size_t n = s[0] >= 0xc2 && s[0] <= 0xdf   ? 2
-                   : s[0] >= 0xe0 && s[0] <= 0xef ? 3
-                   : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
-                                                  : 0;
-        if (!n)
-                return 0;
-        for (size_t i = 1; i < n; i++)
-                if ((s[i] & 0xc0) != 0x80)
-                        return 0;
-        uint32_t cp = n == 2   ? (uint32_t)(s[0] & 0x1f) << 6 | (s[1] & 0x3f)
-                      : n == 3 ? (uint32_t)(s[0] & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f)
-                               : (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
-                                         (uint32_t)(s[2] & 0x3f) << 6 | (s[3] & 0x3f);
-        bool overlong = (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
-        if (overlong || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || cp == 0xfffe || cp == 0xffff)
+        size_t n = aj_utf8_len((const char *)s, strnlen((const char *)s, 4));
+        if (n == 3 && s[0] == 0xef && s[1] == 0xbf && (s[2] == 0xbe || s[2] == 0xbf))
                 return 0;
         return n;
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/format.h"
 #include "workspace-internal.h"
 
 const char *aj_ws_kind_name(AjWsChangeKind kind)
@@ -107,49 +108,29 @@ int ws_next_name(DIR *d, const char **ret_name)
 
 /* ---- JSON ----------------------------------------------------------------- */
 
-static size_t utf8_lead_len(unsigned char c)
+/* File names are bytes: what is not UTF-8 is shown as "\xNN" (the JSON must stay valid),
+ * and then *ret_exact is false. */
+static json_t *path_string(const char *path, bool *ret_exact)
 {
-        if (c < 0x80)
-                return 1;
-        if ((c & 0xe0) == 0xc0)
-                return 2;
-        if ((c & 0xf0) == 0xe0)
-                return 3;
-        if ((c & 0xf8) == 0xf0)
-                return 4;
-        return 0;
-}
-
-/* File names are bytes: what is not UTF-8 is shown as "\xNN" (the JSON must stay valid). */
-static json_t *path_string(const char *path)
-{
-        json_t *s = json_string(path);
-        if (s)
-                return s;
-        size_t len = strlen(path);
+        size_t len = strlen(path), i = 0, n;
+        while (i < len && (n = aj_utf8_len(path + i, len - i)))
+                i += n;
+        *ret_exact = i == len;
+        if (*ret_exact)
+                return json_string(path);
         _cleanup_free_ char *buf = malloc(len * 4 + 1);
         if (!buf)
                 return NULL;
         char *o = buf;
-        const unsigned char *p = (const unsigned char *)path;
-        while (*p) {
-                size_t n = utf8_lead_len(*p);
-                bool ok = n > 0;
-                for (size_t k = 1; ok && k < n; k++)
-                        ok = (p[k] & 0xc0) == 0x80;
-                if (ok && n > 1) {
-                        /* Overlong, surrogate, past U+10FFFF: jansson knows the rules. */
-                        json_t *t = json_stringn((const char *)p, n);
-                        ok = t != NULL;
-                        json_decref(t);
-                }
-                if (!ok) {
-                        o += sprintf(o, "\\x%02x", *p++);
+        for (i = 0; i < len; i += n) {
+                n = aj_utf8_len(path + i, len - i);
+                if (n == 0) {
+                        o += sprintf(o, "\\x%02x", (unsigned char)path[i]);
+                        n = 1;
                         continue;
                 }
-                memcpy(o, p, n);
+                memcpy(o, path + i, n);
                 o += n;
-                p += n;
         }
         *o = 0;
         return json_string(buf);
@@ -161,7 +142,8 @@ json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
         if (!a)
                 return NULL;
         for (size_t i = 0; i < n; i++) {
-                json_t *path = path_string(c[i].path);
+                bool utf8;
+                json_t *path = path_string(c[i].path, &utf8);
                 if (!path) {
                         json_decref(a);
                         return NULL;
@@ -172,9 +154,6 @@ json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
                                       c[i].conflict);
                 /* A name that is not UTF-8 is shown escaped in "path", which another name can
                  * spell the same way (a literal "\xff"): "path_hex" is its bytes, exactly. */
-                json_t *exact = json_string(c[i].path);
-                bool utf8 = exact != NULL;
-                json_decref(exact);
                 if (o && !utf8) {
                         size_t len = strlen(c[i].path);
                         _cleanup_free_ char *hex = malloc(len * 2 + 1);
