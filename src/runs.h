@@ -116,6 +116,8 @@ int aj_run_release_offline(AjRun *run, uid_t by_uid);
  * "rollback.step" event in the chain, then run.json's "rollback" (and anchor).
  * *ret_recorded says whether the event was written. */
 int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollbackOutcome *o, bool *ret_recorded);
+/* A run's name (`run --name`, else the command's basename), in bytes. */
+#define AJ_RUN_NAME_MAX 64
 /* Delete the run directory, refusing anything that is not a run dir directly below
  * <state>/runs (-EPERM). It is renamed to AJ_RUN_REMOVING_PREFIX<id> first, so a removal
  * that fails half way (a mount inside, an immutable file) leaves a leftover, not a run

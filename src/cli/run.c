@@ -7,12 +7,11 @@
 
 #include "agent-hooks.h"
 #include "cli/run.h"
+#include "runs.h"
 #include "util/error.h"
 #include "util/format.h"
 #include "util/macros.h"
 #include "util/strv.h"
-
-#define RUN_NAME_MAX 64 /* --name, in bytes */
 
 static const char main_help[] =
         "Usage: agentjail COMMAND [OPTIONS]\n"
@@ -220,12 +219,12 @@ static int parse_option(AjRunOptions *o, int c, char **argv, AjError *ret_error)
                 o->profile = optarg;
                 return 0;
         case 'n':
-                if (!*optarg || strlen(optarg) > RUN_NAME_MAX || strchr(optarg, '/') ||
+                if (!*optarg || strlen(optarg) > AJ_RUN_NAME_MAX || strchr(optarg, '/') ||
                     !aj_printable_as_is(optarg, strlen(optarg))) {
                         _cleanup_free_ char *shown = aj_printable_dup(optarg, strlen(optarg), 0);
                         return aj_error_set(ret_error, -EINVAL,
                                             "--name: '%s': use 1 to %d printable characters (UTF-8) and no '/'",
-                                            shown ?: "?", RUN_NAME_MAX);
+                                            shown ?: "?", AJ_RUN_NAME_MAX);
                 }
                 o->name = optarg;
                 return 0;

@@ -190,20 +190,18 @@ int cli_open_run(const char *cmd, const char *query, AjPaths *paths, AjRun **ret
 
 const char *cli_jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
 
-#define RUN_NAME_MAX 64
-
 const char *cli_run_name(const AjRun *run)
 {
         /* The operator's --name or the command's basename: printable since `run` checks it, but
          * older records were not. A few buffers in turn: a printf may show two runs' names. */
-        static char shown[4][RUN_NAME_MAX * 4 + 8];
+        static char shown[4][AJ_RUN_NAME_MAX * 4 + 8];
         static unsigned next;
         const char *name = (run->rec ? run->rec->name : NULL) ?: "?";
         if (aj_printable_as_is(name, strlen(name)))
                 return name;
         char *buf = shown[next++ % ARRAY_SIZE(shown)];
         buf[0] = 0;
-        return aj_append_printable(buf, sizeof(shown[0]), name, RUN_NAME_MAX);
+        return aj_append_printable(buf, sizeof(shown[0]), name, AJ_RUN_NAME_MAX);
 }
 
 const char *cli_run_profile(const AjRun *run, char *buf, size_t len)
