@@ -117,6 +117,11 @@ int aj_llm_json_bounded(const void *text, size_t len, const char **ret_why)
         return r;
 }
 
+/* What the gateway relays but cannot read still costs: a response it cannot meter must
+ * not be a free one (a broken or hostile provider, an answer padded past a bound). Its
+ * bytes count as output seen (aj_llm_call_charge: a token per AJ_LLM_BYTES_PER_TOKEN). */
+static void unread(AjLlmCall *c, size_t len) { c->u.output_bytes += len; }
+
 /* At most `max` bytes of s, not splitting a UTF-8 sequence. */
 static char *bounded_copy(const char *s, size_t max)
 {
@@ -380,10 +385,9 @@ int aj_llm_call_response_event(AjLlmCall *c, const AjSseEvent *ev, bool *ret_for
         }
         const char *why;
         if (aj_llm_json_bounded(ev->data, ev->data_len, &why) < 0) {
-                /* Not read: its bytes count as output seen, so hiding the usage in a
-                 * monster event does not make the call free. */
+                /* Not read: hiding the usage in a monster event does not make the call free. */
                 aj_llm_parse_error(c, "event '%.64s': %s, not read", ev->event, why);
-                c->u.output_bytes += ev->data_len;
+                unread(c, ev->data_len);
                 return 0;
         }
         json_error_t err;
@@ -407,11 +411,6 @@ static int on_event(void *userdata, const AjSseEvent *ev)
         bool forward;
         return aj_llm_call_response_event(userdata, ev, &forward);
 }
-
-/* What the gateway relays but cannot read still costs: a response it cannot meter must
- * not be a free one (a broken or hostile provider, an answer padded past a bound). Its
- * bytes count as output seen (aj_llm_call_charge: a token per AJ_LLM_BYTES_PER_TOKEN). */
-static void unread(AjLlmCall *c, size_t len) { c->u.output_bytes += len; }
 
 static int body_append(AjLlmCall *c, const void *buf, size_t len)
 {
