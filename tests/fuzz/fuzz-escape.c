@@ -17,10 +17,12 @@
 
 #include "fuzz.h"
 #include "util/format.h"
+#include "../helpers/json-dom-shape.h"
 #include "util/json-scan.h"
 
 #define FUZZ_MAX_INPUT (256u << 10)
 
+/* The rule written out again on purpose, apart from util/format.c: an oracle, not a caller. */
 static uint32_t code_point(const unsigned char *s, size_t n)
 {
         if (n == 2)
@@ -55,26 +57,6 @@ static void check_shown(const char *s, size_t len, bool tab_ok)
         }
 }
 
-static void dom_shape(json_t *v, unsigned depth, AjJsonShape *sh)
-{
-        const char *k;
-        json_t *e;
-        size_t i;
-        sh->values++;
-        if (json_is_object(v) || json_is_array(v))
-                depth++;
-        if (depth > sh->depth)
-                sh->depth = depth;
-        if (json_is_object(v))
-                json_object_foreach (v, k, e) {
-                        sh->values++;
-                        dom_shape(e, depth, sh);
-                }
-        else if (json_is_array(v))
-                json_array_foreach (v, i, e)
-                        dom_shape(e, depth, sh);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         if (size < 1 || size > FUZZ_MAX_INPUT)
@@ -104,7 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!root)
                 return 0;
         AjJsonShape dom = { 0 };
-        dom_shape(root, 0, &dom);
+        json_dom_shape(root, 0, &dom);
         /* Duplicate keys make jansson keep fewer than the text holds: never more. */
         if (dom.values > scan.values || dom.depth > scan.depth)
                 __builtin_trap();

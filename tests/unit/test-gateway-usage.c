@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gateway/usage.h"
+#include "../helpers/json-dom-shape.h"
 #include "util/json-scan.h"
 #include "meter.h"
 
@@ -1053,27 +1054,6 @@ Test(gateway_usage, unreadable_answers_count_their_bytes_as_output)
         free(ev);
 }
 
-/* Values (object keys included) and depth of a DOM, as aj_json_scan() counts them in text. */
-static void dom_shape(json_t *v, unsigned depth, AjJsonShape *sh)
-{
-        const char *k;
-        json_t *e;
-        size_t i;
-        sh->values++;
-        if (json_is_object(v) || json_is_array(v))
-                depth++;
-        if (depth > sh->depth)
-                sh->depth = depth;
-        if (json_is_object(v))
-                json_object_foreach (v, k, e) {
-                        sh->values++;
-                        dom_shape(e, depth, sh);
-                }
-        else if (json_is_array(v))
-                json_array_foreach (v, i, e)
-                        dom_shape(e, depth, sh);
-}
-
 Test(gateway_usage, the_scan_counts_what_jansson_builds_of_every_fixture)
 {
         static const char *const names[] = {
@@ -1108,7 +1088,7 @@ Test(gateway_usage, the_scan_counts_what_jansson_builds_of_every_fixture)
                         json_t *v = json_loadb(text, n, JSON_DECODE_ANY, NULL);
                         if (v) {
                                 AjJsonShape want = {}, got;
-                                dom_shape(v, 0, &want);
+                                json_dom_shape(v, 0, &want);
                                 json_decref(v);
                                 cr_assert_eq(aj_json_scan(text, n, UINT64_MAX, UINT_MAX, &got), 0);
                                 cr_expect_eq(got.values, want.values, "%s: %.*s", names[f], (int)n, text);
