@@ -123,6 +123,12 @@ typedef struct {
          * forward what is held back. The agent then gets a chunked body. */
         void (*filter)(void *userdata, AjGatewayCall *call, const char *buf, size_t n, bool final, AjGatewaySink *sink);
         void (*on_done)(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcome, uint64_t latency_ns);
+        /* An answer the relay made itself, with no call: a request it could not parse or
+         * route, a body past its bounds or incomplete in time. method and target (the
+         * request's path, printable ASCII) are NULL where they were not read; message is
+         * what the agent was told. The connection closes after it. */
+        void (*on_refused)(void *userdata, const char *method, const char *target, unsigned status,
+                           const char *message);
 } AjGatewayObserver;
 
 /* Takes listen_fd (listening, O_NONBLOCK|O_CLOEXEC), also on failure. The providers are

@@ -167,3 +167,7 @@ void gw_call_end(GwConn *c, AjGatewayOutcome outcome);
  * closes unless keep is set. api < 0: the shape both SDKs read. */
 int gw_conn_error(GwConn *c, int api, unsigned status, const char *type, const char *code, const char *message,
                   bool keep);
+/* gw_conn_error() for a request the relay answers itself, outside any call: the observer
+ * hears of it (on_refused) and the connection closes after the answer. target: the
+ * request's path when known (else c->path, which may be NULL). */
+int gw_conn_refuse(GwConn *c, int api, unsigned status, const char *type, const char *target, const char *message);

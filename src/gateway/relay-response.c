@@ -59,6 +59,14 @@ int gw_conn_error(GwConn *c, int api, unsigned status, const char *type, const c
         return 0;
 }
 
+int gw_conn_refuse(GwConn *c, int api, unsigned status, const char *type, const char *target, const char *message)
+{
+        AjGateway *gw = c->gw;
+        if (gw->obs.on_refused)
+                gw->obs.on_refused(gw->obs.userdata, c->method, target ? target : c->path, status, message);
+        return gw_conn_error(c, api, status, type, NULL, message, false);
+}
+
 int gw_conn_upstream_failed(GwConn *c, unsigned status, const char *fmt, ...)
 {
         char msg[512];

@@ -326,7 +326,7 @@ static void on_conn_timer(AjLoopTimer *t, uint64_t now_ns, void *userdata)
         if (c->state == C_UPSTREAM)
                 r = gw_conn_upstream_failed(c, 504, "agentjail gateway: the provider did not answer in time");
         else if (c->state == C_BODY || (c->state == C_HEAD && gw_buf_pending(&c->in)))
-                r = gw_conn_error(c, -1, 408, "timeout_error", NULL, "agentjail gateway: request incomplete", false);
+                r = gw_conn_refuse(c, -1, 408, "timeout_error", NULL, "agentjail gateway: request incomplete");
         else
                 r = -ETIMEDOUT;
         gw_conn_settle(c, r);
@@ -474,28 +474,34 @@ static int request_begin(GwConn *c)
         /* Parsed again in the copy, so that its pointers outlive the input buffer. */
         if (aj_gw_parse_request_head(c->head, c->rq.head_len, c->rq.head_len, &c->rq, &status, &why) < 0)
                 return -EBADMSG;
+        c->method = strndup(c->rq.method, c->rq.method_len);
+        if (!c->method)
+                return -ENOMEM;
         size_t rest;
         int i = route(gw, c->rq.target, c->rq.target_len, &rest);
-        if (i < 0)
-                return gw_conn_error(c, -1, 404, "not_found_error", NULL,
-                                     "agentjail gateway: no provider is served under this path", false);
+        if (i < 0) {
+                _cleanup_free_ char *target = strndup(c->rq.target, c->rq.target_len);
+                if (!target)
+                        return -ENOMEM;
+                return gw_conn_refuse(c, -1, 404, "not_found_error", target,
+                                      "agentjail gateway: no provider is served under this path");
+        }
         GwProvider *p = &gw->providers[i];
         c->provider = (size_t)i;
         c->routed = true;
         const char *tail = c->rq.target + rest;
         size_t tail_len = c->rq.target_len - rest;
-        c->method = strndup(c->rq.method, c->rq.method_len);
         if (asprintf(&c->path, "%s%s%.*s", p->base_path, tail_len && tail[0] == '/' ? "" : "/", (int)tail_len, tail) <
             0)
                 c->path = NULL;
-        if (!c->method || !c->path)
+        if (!c->path)
                 return -ENOMEM;
         if (c->rq.body == AJ_GW_BODY_LENGTH && c->rq.content_length > gw->opts.max_body)
-                return gw_conn_error(c, (int)p->pub.api, 413, "request_too_large", NULL,
-                                     "agentjail gateway: request body too large", false);
+                return gw_conn_refuse(c, (int)p->pub.api, 413, "request_too_large", NULL,
+                                      "agentjail gateway: request body too large");
         if (c->rq.body == AJ_GW_BODY_LENGTH && gw->buffered + c->rq.content_length > gw->opts.max_buffered)
-                return gw_conn_error(c, (int)p->pub.api, 503, "overloaded_error", NULL,
-                                     "agentjail gateway: too many request bodies at once", false);
+                return gw_conn_refuse(c, (int)p->pub.api, 503, "overloaded_error", NULL,
+                                      "agentjail gateway: too many request bodies at once");
         c->body_left = c->rq.content_length;
         c->state = C_BODY;
         if (c->rq.expect_continue && c->rq.body != AJ_GW_BODY_NONE && gw_buf_pending(&c->in) == 0)
@@ -554,14 +560,14 @@ static int body_refused(GwConn *c, int r)
 {
         int api = (int)c->gw->providers[c->provider].pub.api;
         if (r == -EBADMSG)
-                return gw_conn_error(c, api, 400, "invalid_request_error", NULL,
-                                     "agentjail gateway: malformed chunked body", false);
+                return gw_conn_refuse(c, api, 400, "invalid_request_error", NULL,
+                                      "agentjail gateway: malformed chunked body");
         if (r == -EFBIG)
-                return gw_conn_error(c, api, 413, "request_too_large", NULL,
-                                     "agentjail gateway: request body too large", false);
+                return gw_conn_refuse(c, api, 413, "request_too_large", NULL,
+                                      "agentjail gateway: request body too large");
         if (r == -ENOBUFS)
-                return gw_conn_error(c, api, 503, "overloaded_error", NULL,
-                                     "agentjail gateway: too many request bodies at once", false);
+                return gw_conn_refuse(c, api, 503, "overloaded_error", NULL,
+                                      "agentjail gateway: too many request bodies at once");
         return r;
 }
 
@@ -580,10 +586,10 @@ int gw_conn_process(GwConn *c)
                         if (r < 0) {
                                 char msg[160];
                                 snprintf(msg, sizeof(msg), "agentjail gateway: %s", why);
-                                return gw_conn_error(c, -1, (unsigned)status,
-                                                     status == 431 || status == 414 ? "request_too_large"
-                                                                                    : "invalid_request_error",
-                                                     NULL, msg, false);
+                                return gw_conn_refuse(c, -1, (unsigned)status,
+                                                      status == 431 || status == 414 ? "request_too_large"
+                                                                                     : "invalid_request_error",
+                                                      NULL, msg);
                         }
                         r = request_begin(c);
                         if (r < 0 || c->state != C_BODY)

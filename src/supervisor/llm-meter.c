@@ -19,6 +19,7 @@
 #include "supervisor/llm.h"
 #include "util/clock.h"
 #include "util/fd.h"
+#include "util/format.h"
 #include "util/macros.h"
 #include "util/sha256.h"
 
@@ -118,6 +119,17 @@ static void refuse(AjGatewayVerdict *v, const AjGatewayProvider *pr, unsigned st
                 v->error_code = NULL;
         }
         snprintf(v->message, sizeof(v->message), "%s: %s", prefix, what);
+}
+
+/* A refusal's message as a JSON string: it may quote the agent's bytes (a parser's error
+ * near them) or end mid-character (cut to fit), so what is not UTF-8 is kept escaped. */
+static json_t *message_json(const char *m)
+{
+        json_t *s = json_string(m);
+        if (s)
+                return s;
+        _cleanup_free_ char *shown = aj_printable_dup(m, strlen(m), 0);
+        return shown ? json_string(shown) : NULL;
 }
 
 /* OpenAI chat streams: ask for the usage chunk, and hide it when the client did not. */
@@ -295,6 +307,11 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                                                               : "allow");
         if (ev && d.verdict == AJ_VERDICT_BREACH)
                 json_object_set_new(ev, "reason", json_string(d.reason));
+        else if (ev && cs->refused) {
+                /* What the agent was told, so that the log says why, not only that. */
+                json_object_set_new(ev, "status", json_integer(v->status));
+                json_object_set_new(ev, "reason", message_json(v->message));
+        }
         if (ev && replay)
                 json_object_set(ev, "replay", replay);
         int r = emit(l, "llm.request", ev);
@@ -613,6 +630,17 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         aj_gateway_release_memory(response_bytes > SIZE_MAX ? SIZE_MAX : (size_t)response_bytes);
 }
 
+/* The gateway's own answers, outside any call (a request it could not parse or route, a
+ * body past its bounds): nothing reached a provider or the meter, but the log says what
+ * the agent tried and what it was told. */
+static void on_refused(void *userdata, const char *method, const char *target, unsigned status, const char *message)
+{
+        AjSupLlm *l = userdata;
+        (void)emit(l, "llm.refused",
+                   json_pack("{s:s*, s:s*, s:i, s:o}", "method", method, "path", target, "status", (int)status,
+                             "reason", message_json(message)));
+}
+
 void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret)
 {
         *ret = (AjGatewayObserver){
@@ -622,5 +650,6 @@ void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret)
                 .on_response_bytes = on_response_bytes,
                 .filter = filter,
                 .on_done = on_done,
+                .on_refused = on_refused,
         };
 }

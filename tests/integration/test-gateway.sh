@@ -331,9 +331,19 @@ ok "... and its memory went back after the requests ($RSS0 -> $RSS1 kB)" test "$
 n0=$(records)
 run_jail -p "$P" -- /bin/sh -c 'for p in /v1/messages/. /v1/x/../messages /v1%2Fmessages "/v1/messages;x" //v1/messages; do
         curl -sS --path-as-is -o /dev/null -w "%{http_code}\n" -H "content-type: application/json" \
-             -d "{\"model\":\"claude-test\",\"max_tokens\":5,\"messages\":[]}" "$ANTHROPIC_BASE_URL$p"; done'
+             -d "{\"model\":\"claude-test\",\"max_tokens\":5,\"messages\":[]}" "$ANTHROPIC_BASE_URL$p"; done
+        host=${ANTHROPIC_BASE_URL#http://}; host=${host%%/*}
+        curl -sS -o /dev/null -w "%{http_code}\n" "http://$host/nosuch/v1/models"'
 is "$(grep -c '^400$' <<<"$JAIL_OUT")" 5 "five other spellings of /v1/messages: 400 each" || jail_diag
+like "$JAIL_OUT" $'\n404' "a path under no provider: 404"
 is "$(($(records) - n0))" 0 "the provider got none of them"
+# Answered by the gateway itself, outside any call: each one in the chain, with what the agent was told.
+is "$(events_of llm.refused | jq -r .status | paste -sd, -)" "400,400,400,400,400,404" \
+        "the chain records the six answers the gateway made itself (llm.refused)" || jail_diag
+like "$(events_of llm.refused | jq -c 'select(.status == 404)')" \
+        '"method":"GET","path":"/nosuch/v1/models".*"reason":"agentjail gateway: no provider is served under this path"' \
+        "... the 404 with its method, path and reason"
+like "$(events_of llm.refused | jq -r .reason | head -1)" '^agentjail gateway: .+' "... the 400s with the parser's reason"
 
 # --- the model is the agent's text, shown by logs and inspect: a model that is not a plain
 # name (an escape sequence that sets the window title, a C1 CSI) is refused with a 400
@@ -346,6 +356,8 @@ is "$(grep -c '^status=400$' <<<"$JAIL_OUT")" 2 "a model name with control chara
 like "$JAIL_OUT" 'model.{0,4} must be a plain name' "the refusal names the field"
 is "$(($(records) - n0))" 0 "the provider got neither request"
 is "$(events_of llm.request | jq -r .verdict | paste -sd, -)" "refused,refused" "the chain records both refusals"
+is "$(events_of llm.request | jq -r '"\(.status) \(.reason)"' | grep -c '^400 .*model.\{0,4\} must be a plain name')" 2 \
+        "... each with the status and the reason the agent was told"
 aj logs "$JAIL_RUN_ID"
 is "$RC" 0 "logs of the run with hostile model names" || op_diag
 ok "logs: no ESC, BEL or C1 control" eval '! raw_controls "$TEST_TMP/op.out"'

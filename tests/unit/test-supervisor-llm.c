@@ -260,9 +260,38 @@ Test(supervisor_llm, a_request_of_more_json_values_than_parsed_is_refused_413)
         cr_expect_str_eq(v.error_type, "request_too_large");
         cr_expect(strstr(v.message, "more than 1048576 JSON values"), "%s", v.message);
         cr_expect_lt(vm_kb("VmHWM:") - before, 64 << 10, "the supervisor's peak memory");
-        cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.request"), "verdict")), "refused");
+        json_t *ev = last_event("llm.request");
+        cr_expect_str_eq(json_string_value(json_object_get(ev, "verdict")), "refused");
+        cr_expect_eq(json_integer_value(json_object_get(ev, "status")), 413, "the status the agent got is recorded");
+        cr_expect(strstr(json_string_value(json_object_get(ev, "reason")) ?: "", "more than 1048576 JSON values"),
+                  "and why");
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
         free(body);
+        teardown(&f);
+}
+
+/* The gateway's own answers outside a call are recorded with what the agent was told; a
+ * message that is not UTF-8 (a parser quoting the agent's bytes, a cut) is kept escaped,
+ * not dropped with the event. */
+Test(supervisor_llm, answers_outside_a_call_are_recorded)
+{
+        Fixture f;
+        setup(&f, NULL);
+        cr_assert_not_null(f.obs.on_refused);
+        f.obs.on_refused(f.obs.userdata, "POST", "/v1/messages", 413, "agentjail gateway: request body too large");
+        json_t *ev = last_event("llm.refused");
+        cr_assert_not_null(ev);
+        cr_expect_str_eq(json_string_value(json_object_get(ev, "method")), "POST");
+        cr_expect_str_eq(json_string_value(json_object_get(ev, "path")), "/v1/messages");
+        cr_expect_eq(json_integer_value(json_object_get(ev, "status")), 413);
+        cr_expect_str_eq(json_string_value(json_object_get(ev, "reason")), "agentjail gateway: request body too large");
+
+        f.obs.on_refused(f.obs.userdata, NULL, NULL, 400, "agentjail gateway: bad \xff\x1b[2J near");
+        ev = last_event("llm.refused");
+        cr_assert_not_null(ev, "an event even for a message that is not UTF-8");
+        cr_expect_null(json_object_get(ev, "method"));
+        cr_expect_eq(json_integer_value(json_object_get(ev, "status")), 400);
+        cr_expect_str_eq(json_string_value(json_object_get(ev, "reason")), "agentjail gateway: bad \\xff\\x1b[2J near");
         teardown(&f);
 }
 
