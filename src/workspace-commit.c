@@ -383,9 +383,66 @@ static int check_lower_dirs(const Commit *cm, const Changes *ch, AjError *ret_er
         return 0;
 }
 
-int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWsStats *ret_stats, AjError *ret_error)
+/* Is `path` at or below `dir` (a path of the list)? */
+static bool path_below(const char *path, const char *dir)
+{
+        size_t n = strlen(dir);
+        return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == 0);
+}
+
+/* git's own files (git_code) without a decision: -EPERM naming the first. Left out on
+ * request, with whatever is below a directory left out (its contents would have no
+ * parent): taken off the list before anything is checked or applied. */
+static int git_code_decide(Changes *ch, unsigned flags, AjWsStats *stats, AjError *ret_error)
+{
+        size_t n_git = 0;
+        const char *first = NULL;
+        for (size_t i = 0; i < ch->n; i++)
+                if (ch->v[i].git_code && n_git++ == 0)
+                        first = ch->v[i].path;
+        if (n_git == 0)
+                return 0;
+        if (!(flags & (AJ_WS_COMMIT_INCLUDE_GIT | AJ_WS_COMMIT_EXCLUDE_GIT))) {
+                _cleanup_free_ char *shown = aj_printable_dup(first, strlen(first), AJ_ESCAPE_QUOTE);
+                return aj_error_set(ret_error, -EPERM,
+                                    "%zu change%s to git's own files (first: %s), which git on this host may run code "
+                                    "from (hooks, core.fsmonitor...); nothing was applied",
+                                    n_git, n_git == 1 ? "" : "s", shown ?: "?");
+        }
+        if (flags & AJ_WS_COMMIT_INCLUDE_GIT) {
+                stats->git_code = n_git;
+                return 0;
+        }
+        _cleanup_free_ bool *drop = calloc(ch->n, sizeof(bool));
+        if (!drop)
+                return -ENOMEM;
+        const char *dropped_dir = NULL; /* sorted: a directory comes right before its contents */
+        for (size_t i = 0; i < ch->n; i++) {
+                const AjWsChange *c = &ch->v[i];
+                bool below = dropped_dir && path_below(c->path, dropped_dir);
+                drop[i] = c->git_code || below;
+                if (drop[i] && !below && S_ISDIR(c->type))
+                        dropped_dir = c->path;
+        }
+        size_t kept = 0;
+        for (size_t i = 0; i < ch->n; i++) {
+                if (!drop[i]) {
+                        ch->v[kept++] = ch->v[i];
+                        continue;
+                }
+                stats->git_excluded++;
+                free(ch->v[i].path);
+                free(ch->v[i].note);
+        }
+        ch->n = kept;
+        return 0;
+}
+
+int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, AjWsStats *ret_stats,
+                 AjError *ret_error)
 {
         _cleanup_(changes_done) Changes ch = { 0 };
+        bool force = flags & AJ_WS_COMMIT_FORCE;
         int r = aj_ws_diff(upper_fd, lower_fd, since_ns, &ch.v, &ch.n, ret_error);
         if (r < 0)
                 return r;
@@ -403,6 +460,11 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWs
                                     conflicts, conflicts == 1 ? "" : "s", conflicts == 1 ? "s" : "", shown ?: "?");
         }
 
+        AjWsStats stats = { 0 };
+        r = git_code_decide(&ch, flags, &stats, ret_error);
+        if (r < 0)
+                return r;
+
         struct stat root;
         if (fstat(lower_fd, &root) < 0)
                 return aj_error_set(ret_error, -errno, "Failed to stat the workspace: %m");
@@ -412,7 +474,6 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWs
         if (r < 0)
                 return r;
 
-        AjWsStats stats = { 0 };
         for (size_t i = 0; i < ch.n; i++) {
                 const AjWsChange *c = &ch.v[i];
                 if (c->skipped) {

@@ -42,6 +42,7 @@ static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bo
                 .skipped = skipped,
                 .path = strdup(d->path),
                 .note = note ? strdup(note) : NULL,
+                .git_code = aj_ws_path_git_code(d->path, type & S_IFMT) != NULL,
         };
         if (!c.path || (note && !c.note)) {
                 free(c.path);

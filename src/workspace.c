@@ -7,9 +7,87 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "util/format.h"
 #include "workspace-internal.h"
+
+/* ---- git's own files: what git on the host may run code from ---- */
+
+/* Below a gitdir: what git reads only as data. Directories with all below them, then files. */
+static const char *const git_data_dirs[] = { "objects", "refs", "logs", "rr-cache", NULL };
+static const char *const git_data_files[] = { "index",
+                                              "HEAD",
+                                              "ORIG_HEAD",
+                                              "FETCH_HEAD",
+                                              "MERGE_HEAD",
+                                              "MERGE_MSG",
+                                              "MERGE_MODE",
+                                              "MERGE_RR",
+                                              "AUTO_MERGE",
+                                              "CHERRY_PICK_HEAD",
+                                              "REVERT_HEAD",
+                                              "REBASE_HEAD",
+                                              "BISECT_LOG",
+                                              "BISECT_START",
+                                              "BISECT_TERMS",
+                                              "BISECT_NAMES",
+                                              "BISECT_EXPECTED_REV",
+                                              "BISECT_ANCESTORS_OK",
+                                              "COMMIT_EDITMSG",
+                                              "TAG_EDITMSG",
+                                              "SQUASH_MSG",
+                                              "packed-refs",
+                                              "description",
+                                              "shallow",
+                                              "gc.pid",
+                                              "gc.log",
+                                              "index.lock",
+                                              "HEAD.lock",
+                                              "packed-refs.lock",
+                                              "info/exclude",
+                                              "info/refs",
+                                              NULL };
+
+static bool in_list(const char *const *list, const char *s, size_t len)
+{
+        for (size_t i = 0; list[i]; i++)
+                if (strlen(list[i]) == len && memcmp(list[i], s, len) == 0)
+                        return true;
+        return false;
+}
+
+static bool component_is(const char *c, size_t len, const char *name)
+{
+        return len == strlen(name) && strncasecmp(c, name, len) == 0;
+}
+
+const char *aj_ws_path_git_code(const char *path, mode_t type)
+{
+        const char *c = path;
+        while (*c) {
+                const char *end = strchrnul(c, '/');
+                size_t len = (size_t)(end - c);
+                if (component_is(c, len, ".git")) {
+                        if (!*end)
+                                return S_ISDIR(type) ? NULL : "a .git that is not a directory: it points git elsewhere";
+                        const char *rest = end + 1, *first_end = strchrnul(rest, '/');
+                        if (in_list(git_data_dirs, rest, (size_t)(first_end - rest)) && (*first_end || S_ISDIR(type)))
+                                return NULL;
+                        if (in_list(git_data_files, rest, strlen(rest)))
+                                return NULL;
+                        /* hooks/NAME.sample: git runs a hook by its exact name only. */
+                        if (strncmp(rest, "hooks/", 6) == 0 && !strchr(rest + 6, '/') && strlen(rest) > 13 &&
+                            streq(rest + strlen(rest) - 7, ".sample"))
+                                return NULL;
+                        return "git's config, hooks or another file of its own: git on this host may run code from it";
+                }
+                if (component_is(c, len, ".hg") && *end && streq(end + 1, "hgrc"))
+                        return "Mercurial's config: hg on this host runs its hooks and extensions";
+                c = *end ? end + 1 : end;
+        }
+        return NULL;
+}
 
 const char *aj_ws_kind_name(AjWsChangeKind kind)
 {
@@ -165,8 +243,10 @@ json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
                                 o = NULL;
                         }
                 }
+                const char *git = c[i].git_code ? aj_ws_path_git_code(c[i].path, c[i].type) : NULL;
                 if (!o || (c[i].skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
-                    (c[i].note && json_object_set_new(o, "note", json_string(c[i].note)) < 0)) {
+                    (c[i].note && json_object_set_new(o, "note", json_string(c[i].note)) < 0) ||
+                    (git && json_object_set_new(o, "git_code", json_string(git)) < 0)) {
                         json_decref(o);
                         json_decref(a);
                         return NULL;

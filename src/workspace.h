@@ -51,6 +51,8 @@ typedef struct {
         bool conflict;      /* the lower entry (or, for one the commit removes, anything below it)
                         * changed after `since_ns` (ctime or mtime), see aj_ws_diff */
         bool skipped;       /* an entry commit will not apply (device, fifo, socket): reason in `note` */
+        bool git_code;      /* a file of git's own that git on the host may run code from (see
+                             * aj_ws_path_git_code); commit wants a decision on these */
         char *note;         /* NULL or a short explanation */
 } AjWsChange;
 
@@ -76,8 +78,27 @@ void aj_ws_changes_free(AjWsChange *c, size_t n);
 
 typedef struct {
         size_t added, modified, deleted, replaced, skipped;
-        size_t odd_names; /* applied, with a name the operator's verbs show escaped (util/format.h) */
+        size_t odd_names;    /* applied, with a name the operator's verbs show escaped (util/format.h) */
+        size_t git_code;     /* applied, git_code (AJ_WS_COMMIT_INCLUDE_GIT) */
+        size_t git_excluded; /* git_code, left out (AJ_WS_COMMIT_EXCLUDE_GIT) */
 } AjWsStats;
+
+/* Whether a change at `path` (relative, '/'-separated; type: S_IF* of the entry) touches
+ * what git on the host reads commands from when the operator runs it in the workspace
+ * (`git status` to review the agent's work is enough): the reason, or NULL. A ".git"
+ * component (any case: a case-folding directory) that is not a directory (a gitdir
+ * pointer), and anything below one but the object store, the refs and their logs, and
+ * the state files git only reads as data (index, HEAD, packed-refs, info/exclude...):
+ * config (core.fsmonitor, core.hooksPath, pagers, filters, includes), hooks, commondir,
+ * modules/ and worktrees/ (other repositories' config and hooks), a rebase's todo list
+ * (exec lines), files git does not know yet. Over-flags rather than under-flags. */
+const char *aj_ws_path_git_code(const char *path, mode_t type);
+
+enum {
+        AJ_WS_COMMIT_FORCE = 1 << 0,       /* apply over conflicts */
+        AJ_WS_COMMIT_INCLUDE_GIT = 1 << 1, /* apply git_code changes too */
+        AJ_WS_COMMIT_EXCLUDE_GIT = 1 << 2, /* leave git_code changes out (counted in git_excluded) */
+};
 
 /* Applies the changes aj_ws_diff() lists to lower. With conflicts and !force: -EBUSY and
  * nothing is changed. Before changing anything, every lower directory an entry goes into
@@ -98,8 +119,13 @@ typedef struct {
  * a symlink is an error for that entry, not a write elsewhere. Changes are applied in path
  * order and the first error stops the commit: what came before it stays applied. Run
  * again, those entries show as conflicts (the first commit changed them after since_ns);
- * force applies them again, which is harmless. Counts in *ret_stats (may be NULL). */
-int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, bool force, AjWsStats *ret_stats, AjError *ret_error);
+ * force applies them again, which is harmless. Counts in *ret_stats (may be NULL).
+ *
+ * flags: AJ_WS_COMMIT_*. Without FORCE, conflicts give -EBUSY; with git_code changes and
+ * neither INCLUDE_GIT nor EXCLUDE_GIT, -EPERM naming the first: nothing is applied
+ * either way. */
+int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, AjWsStats *ret_stats,
+                 AjError *ret_error);
 
 /* The regular file at `path` (relative) under root_fd, opened read-only without following
  * any symlink on the way and without leaving root_fd: -ELOOP/-EXDEV/-ENOENT, or -EINVAL
@@ -109,7 +135,7 @@ int aj_ws_open_file(int root_fd, const char *path);
 /* JSON for `agentjail diff --json`:
  * [{"path", "change": "added|modified|deleted|replaced", "type": "file|dir|symlink|fifo|
  *   socket|char-device|block-device", "size", "conflict", "skipped"? (only when true),
- *   "note"? (only when set)}]. NULL on allocation failure. */
+ *   "note"? (only when set), "git_code"? (the reason, only when set)}]. NULL on allocation failure. */
 json_t *aj_ws_changes_json(const AjWsChange *c, size_t n);
 
 /* "added"... and "file"... as in the JSON, for human-readable listings. */

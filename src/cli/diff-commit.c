@@ -23,14 +23,17 @@
 #define DIFF_HELP                                                                             \
         "What a run with an overlay workspace changed (A added, M modified, D deleted,\n"     \
         "R directory replaced). '!' marks a path that also changed in the workspace during\n" \
-        "the run. --patch adds the changed files' contents (diff -u). Review, then\n"         \
-        "'agentjail commit RUN' or 'agentjail discard RUN'."
-#define COMMIT_USAGE "agentjail commit RUN [--force] [--json]"
+        "the run. --patch adds the changed files' contents (diff -u). Changes to git's own\n" \
+        "files (config, hooks...), which git on this host may run code from, are marked.\n"   \
+        "Review, then 'agentjail commit RUN' or 'agentjail discard RUN'."
+#define COMMIT_USAGE "agentjail commit RUN [--force] [--include-git | --exclude-git] [--json]"
 #define COMMIT_HELP                                                                           \
         "Apply what a run with an overlay workspace changed to the workspace itself\n"        \
         "(see 'agentjail diff RUN'). New files get the workspace owner; setuid/setgid bits\n" \
         "are dropped; devices, fifos and sockets are not applied. Refused when a path also\n" \
-        "changed in the workspace during the run, unless --force."
+        "changed in the workspace during the run, unless --force, and when the run changed\n" \
+        "git's own files (a hook, .git/config: git on this host would run code from them),\n" \
+        "unless --include-git (apply them too) or --exclude-git (leave them out)."
 #define DISCARD_USAGE "agentjail discard RUN [--json]"
 #define DISCARD_HELP                                                                     \
         "Drop what a run with an overlay workspace changed: the workspace stays as it\n" \
@@ -114,10 +117,11 @@ typedef struct {
         const char *cmd, *usage, *help;
         const char *flag_name; /* NULL: none */
         int flag_code;
+        bool git_options; /* --include-git, --exclude-git */
 } OverlayVerb;
 
 typedef struct {
-        bool json, flag;
+        bool json, flag, include_git, exclude_git;
         AjPaths paths;
         AjRun *run;
         Overlay ov;
@@ -136,6 +140,10 @@ static int parse_overlay_verb(const OverlayVerb *v, int argc, char **argv, Overl
         const struct option options[] = {
                 CLI_OPTIONS_COMMON,
                 { v->flag_name ?: "json", no_argument, NULL, v->flag_name ? v->flag_code : CLI_OPT_JSON },
+                { v->git_options ? "include-git" : "json", no_argument, NULL,
+                  v->git_options ? CLI_OPT_INCLUDE_GIT : CLI_OPT_JSON },
+                { v->git_options ? "exclude-git" : "json", no_argument, NULL,
+                  v->git_options ? CLI_OPT_EXCLUDE_GIT : CLI_OPT_JSON },
                 {},
         };
         int o;
@@ -148,9 +156,15 @@ static int parse_overlay_verb(const OverlayVerb *v, int argc, char **argv, Overl
                         c->json = true;
                 else if (v->flag_name && o == v->flag_code)
                         c->flag = true;
+                else if (o == CLI_OPT_INCLUDE_GIT)
+                        c->include_git = true;
+                else if (o == CLI_OPT_EXCLUDE_GIT)
+                        c->exclude_git = true;
                 else
                         return cli_option_error(v->cmd, v->usage, o, argv);
         }
+        if (c->include_git && c->exclude_git)
+                return cli_usage_error(v->cmd, v->usage, "--include-git and --exclude-git exclude each other");
         int r = cli_check_positionals(v->cmd, v->usage, argc - optind, argv + optind, 1, 1);
         if (r)
                 return r;
@@ -277,7 +291,7 @@ static void fail_shown(const char *verb, const char *run_id, const char *text)
 }
 
 static const OverlayVerb diff_verb = { "diff", DIFF_USAGE, DIFF_HELP, "patch", CLI_OPT_PATCH };
-static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE };
+static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE, true };
 static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0 };
 
 static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange *c, size_t n, size_t conflicts,
@@ -288,7 +302,7 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
         if (conflicts)
                 printf(", %zu also changed in the workspace during the run (!)", conflicts);
         putchar('\n');
-        size_t odd = 0;
+        size_t odd = 0, git = 0;
         for (size_t i = 0; i < n; i++) {
                 /* The agent's names, quoted and escaped as git's core.quotePath shows them: an
                  * escape sequence in a name would move the cursor or erase the line above. */
@@ -304,12 +318,20 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                         printf("  (not applied: %s)", c[i].note ? c[i].note : "unsupported file type");
                 if (!plain)
                         fputs("  (control characters in the name)", stdout);
+                if (c[i].git_code)
+                        fputs("  (git's own file: git on this host may run code from it)", stdout);
                 odd += !plain;
+                git += c[i].git_code;
                 putchar('\n');
         }
         if (odd)
                 printf("%zu name%s with control characters or invalid UTF-8, shown escaped: look at %s before a commit\n",
                        odd, odd == 1 ? "" : "s", odd == 1 ? "it" : "them");
+        if (git)
+                printf("%zu change%s to git's own files (hooks, config...): git on this host may run code from %s "
+                       "when you run it here; commit needs --include-git to apply %s or --exclude-git to leave %s out\n",
+                       git, git == 1 ? "" : "s", git == 1 ? "it" : "them", git == 1 ? "it" : "them",
+                       git == 1 ? "it" : "them");
         for (size_t i = 0; patch && i < n; i++) {
                 if (!S_ISREG(c[i].type) || c[i].skipped || c[i].kind == AJ_WS_REPLACED)
                         continue;
@@ -379,23 +401,34 @@ int aj_cmd_commit(int argc, char **argv)
                 return status;
         AjRun *run = cmd.run;
         bool force = cmd.flag;
+        unsigned flags = (force ? AJ_WS_COMMIT_FORCE : 0) | (cmd.include_git ? AJ_WS_COMMIT_INCLUDE_GIT : 0) |
+                         (cmd.exclude_git ? AJ_WS_COMMIT_EXCLUDE_GIT : 0);
         AjWsStats st = { 0 };
         _cleanup_(aj_error_clear) AjError err = {};
-        int r = aj_ws_commit(cmd.ov.upper_fd, cmd.ov.lower_fd, run->started_ns, force, &st, &err);
+        int r = aj_ws_commit(cmd.ov.upper_fd, cmd.ov.lower_fd, run->started_ns, flags, &st, &err);
         overlay_close(&cmd.ov);
         if (r == -EBUSY) {
                 cli_fail("commit", "run %s: %s; nothing was changed (see 'agentjail diff %s', or --force)", run->id,
                          err.message ?: "paths changed in the workspace during the run", run->id);
                 return CLI_EXIT_FAIL;
         }
+        if (r == -EPERM && err.message) {
+                /* The message quotes the agent's path escaped (workspace-commit.c). */
+                cli_fail("commit",
+                         "run %s: %s. Look at them ('agentjail diff %s --patch'), then commit with --include-git to "
+                         "apply them or --exclude-git to leave them out",
+                         run->id, err.message, run->id);
+                return CLI_EXIT_FAIL;
+        }
         if (r < 0) {
                 fail_shown("commit", run->id, aj_error_text(&err, r));
                 return CLI_EXIT_FAIL;
         }
-        json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "workspace", cmd.ov.path, "added",
+        json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:I}", "workspace", cmd.ov.path, "added",
                                    (json_int_t)st.added, "modified", (json_int_t)st.modified, "deleted",
                                    (json_int_t)st.deleted, "replaced", (json_int_t)st.replaced, "skipped",
-                                   (json_int_t)st.skipped, "force", force);
+                                   (json_int_t)st.skipped, "force", force, "git_applied", (json_int_t)st.git_code,
+                                   "git_excluded", (json_int_t)st.git_excluded);
         json_auto_t *doc = json_deep_copy(fields);
         if (doc && st.odd_names)
                 json_object_set_new(doc, "odd_names", json_integer((json_int_t)st.odd_names));
@@ -412,6 +445,11 @@ int aj_cmd_commit(int argc, char **argv)
                        where ?: "?", st.added, st.modified, st.deleted, st.replaced);
                 if (st.skipped)
                         printf(", %zu not applied", st.skipped);
+                if (st.git_code)
+                        printf("; %zu of them to git's own files (--include-git)", st.git_code);
+                if (st.git_excluded)
+                        printf("; %zu change%s to git's own files left out (--exclude-git)", st.git_excluded,
+                               st.git_excluded == 1 ? "" : "s");
                 if (st.odd_names)
                         printf("; %zu of them with control characters or invalid UTF-8 in the name", st.odd_names);
                 putchar('\n');

@@ -135,7 +135,7 @@ static int apply_overlay(const AjRun *run, int ws_fd, char **ret_error)
                                   (unsigned long long)(AJ_EVAL_MAX_OVERLAY_BYTES >> 20));
                 return -EFBIG;
         }
-        r = aj_ws_commit(upper_fd, ws_fd, 0, true, NULL, &err);
+        r = aj_ws_commit(upper_fd, ws_fd, 0, AJ_WS_COMMIT_FORCE | AJ_WS_COMMIT_INCLUDE_GIT, NULL, &err);
         if (r < 0)
                 (void)aj_asprintf(ret_error, "cannot apply the overlay's changes to the scratch workspace: %s",
                                   aj_error_text(&err, r));

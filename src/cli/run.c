@@ -32,7 +32,7 @@ static const char main_help[] =
         "  quarantine list | show RUN | release RUN | purge RUN\n"
         "  prune [--older-than DURATION] [--keep N] [--dry-run] [--json]\n"
         "                                  remove finished runs' directories from the state dir\n"
-        "  diff RUN | commit RUN [--force] | discard RUN\n"
+        "  diff RUN | commit RUN [--force] [--include-git | --exclude-git] | discard RUN\n"
         "                                  review an overlay workspace's changes, apply or drop them\n"
         "  rollback RUN [--apply [--dry-run] [--keep-going] [--approve CALL]...]\n"
         "                                  what undoes a run; --apply runs the undo records through\n"

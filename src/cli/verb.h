@@ -37,6 +37,8 @@ enum {
         CLI_OPT_OTLP,
         CLI_OPT_PATCH,
         CLI_OPT_ALWAYS,
+        CLI_OPT_INCLUDE_GIT,
+        CLI_OPT_EXCLUDE_GIT,
 };
 /* The two options every verb has. */
 #define CLI_OPTIONS_COMMON \

@@ -190,10 +190,30 @@ ok "diff --patch: the labels are quoted and escaped" grep -qF '+++ "b/.git/hooks
 ok "diff --patch: a file's escape sequence (OSC 52, a clipboard write) is shown escaped" \
         grep -qF '+line\x1b]52;c;ZWNobyBvd25lZA==\x07' "$TEST_TMP/op.out"
 ok "diff --patch: a tab stays a tab" grep -qF $'+\tindented' "$TEST_TMP/op.out"
+# The planted hook is git's own file: git on the host runs it (a hook, core.fsmonitor in
+# .git/config: `git status` to review the agent's work is enough). diff marks such changes
+# and commit wants a decision on them.
+aj diff "$RUN5"
+ok "diff: the planted hook is marked as git's own file" \
+        grep -qF "A  .git/hooks/post-checkout  5 bytes  (git's own file: git on this host may run code from it)" \
+        "$TEST_TMP/op.out"
+like "$OUT" "3 changes to git's own files .*--include-git.*--exclude-git" "diff counts them and says what commit needs"
+aj diff "$RUN5" --json
+is "$(jq -r '[.changes[] | select(.git_code) | .path] | length' <"$TEST_TMP/op.out" 2>/dev/null)" 3 \
+        "diff --json marks the same three (git_code)" || op_diag
 aj commit "$RUN5"
-is "$RC" 0 "commit of hostile names exits 0" || op_diag
-like "$OUT" "9 added.*; 4 of them with control characters or invalid UTF-8 in the name" \
-        "commit's summary says how many names had control characters" || op_diag
+is "$RC" 1 "commit of a run that planted a git hook, without a decision: refused" || op_diag
+like "$ERR" "3 changes to git's own files \(first: .git/hooks\).*nothing was applied.*--include-git.*--exclude-git" \
+        "... naming the first and the two ways on"
+ok "... and nothing was applied" test ! -e "$WORKSPACE/café.txt"
+aj commit "$RUN5" --include-git --exclude-git
+is "$RC" 2 "--include-git with --exclude-git: a usage error"
+aj commit "$RUN5" --exclude-git
+is "$RC" 0 "commit of hostile names, git's files left out, exits 0" || op_diag
+like "$OUT" "6 added.*; 3 changes to git's own files left out \(--exclude-git\); 3 of them with control characters or invalid UTF-8 in the name" \
+        "commit's summary says what it left out and how many names had control characters" || op_diag
+ok "commit --exclude-git: the hook is not in the workspace" test ! -e "$WORKSPACE/.git/hooks/post-checkout"
+ok "commit --exclude-git: the rest is" test -e "$WORKSPACE/café.txt"
 ok "commit: no ESC, BEL or C1 control in its output" eval '! raw_controls "$TEST_TMP/op.out"'
 
 # ------------------------------------------------------------------ refusals

@@ -130,7 +130,7 @@ static AjWsStats commit(uint64_t since_ns, bool force)
 {
         AjWsStats stats;
         AjError err = {};
-        int r = aj_ws_commit(upper_fd, lower_fd, since_ns, force, &stats, &err);
+        int r = aj_ws_commit(upper_fd, lower_fd, since_ns, force ? AJ_WS_COMMIT_FORCE : 0, &stats, &err);
         cr_assert_eq(r, 0, "aj_ws_commit: %d %s", r, aj_error_text(&err, r));
         return stats;
 }
@@ -461,7 +461,7 @@ Test(workspace, conflict_detection)
 
         AjWsStats s;
         AjError err = {};
-        cr_assert_eq(aj_ws_commit(upper_fd, lower_fd, since, false, &s, &err), -EBUSY);
+        cr_assert_eq(aj_ws_commit(upper_fd, lower_fd, since, 0, &s, &err), -EBUSY);
         cr_assert_not_null(err.message);
         cr_assert_not_null(strstr(err.message, "'d'"), "%s", err.message);
         cr_assert_not_null(strstr(err.message, "2 changes"), "%s", err.message);
@@ -499,7 +499,7 @@ Test(workspace, symlink_parent_in_lower_not_followed)
 
         AjWsStats s;
         AjError err = {};
-        int r = aj_ws_commit(upper_fd, lower_fd, 0, true, &s, &err);
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, AJ_WS_COMMIT_FORCE, &s, &err);
         cr_assert(r == -ELOOP || r == -ENOTDIR, "r = %d", r);
         cr_assert_not_null(err.message);
         cr_assert_not_null(strstr(err.message, "'link'"), "%s", err.message);
@@ -636,7 +636,7 @@ Test(workspace, depth_limit)
         cr_assert_eq(strncmp(err.message, "'d/d/d/", 7), 0, "%s", err.message);
         aj_error_clear(&err);
 
-        cr_assert_eq(aj_ws_commit(upper_fd, lower_fd, 0, false, NULL, &err), -ELOOP);
+        cr_assert_eq(aj_ws_commit(upper_fd, lower_fd, 0, 0, NULL, &err), -ELOOP);
         aj_error_clear(&err);
         cr_assert_not(exists(lower, "d"), "nothing applied");
 }
@@ -660,7 +660,7 @@ Test(workspace, removal_never_crosses_a_mount)
 
         AjWsStats s;
         AjError err = {};
-        int r = aj_ws_commit(upper_fd, lower_fd, 0, false, &s, &err);
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, 0, &s, &err);
         umount2(at(lower, "d/mnt"), MNT_DETACH);
         cr_assert_eq(r, -EXDEV, "r = %d %s", r, aj_error_text(&err, r));
         cr_assert_not_null(strstr(err.message, "'d'"), "%s", err.message);
@@ -703,4 +703,128 @@ Test(workspace, commit_keeps_a_sparse_file_sparse)
         cr_expect_eq(pread(fd, buf, 4, 4096), 4);
         cr_expect_eq(memcmp(buf, "\0\0\0\0", 4), 0);
         close(fd);
+}
+
+/* git's own files: what git on the host may run code from when the operator runs it in the
+ * workspace (`git status` to review the agent's work runs core.fsmonitor). */
+Test(workspace, git_code_paths)
+{
+        static const char *const flagged[] = {
+                ".git/config",
+                ".git/hooks/post-checkout",
+                ".git/hooks",
+                ".git/commondir",
+                ".git/config.worktree",
+                ".git/modules/lib/config",
+                ".git/modules/lib/hooks/pre-commit",
+                ".git/worktrees/w/commondir",
+                ".git/rebase-merge/git-rebase-todo",
+                ".git/info/attributes",
+                ".git/unknown-new-file",
+                "sub/.git/config",
+                "a/b/.GIT/hooks/x",
+                ".Git/config",
+                ".hg/hgrc",
+                ".git/hooks/x.sample/y",
+                ".git/hooks/.sample",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(flagged); i++)
+                cr_expect_not_null(aj_ws_path_git_code(flagged[i], S_IFREG), "%s is flagged", flagged[i]);
+        cr_expect_not_null(aj_ws_path_git_code(".git", S_IFREG), "a .git file (gitdir: elsewhere) is flagged");
+        cr_expect_not_null(aj_ws_path_git_code("sub/.git", S_IFLNK), "a .git symlink is flagged");
+
+        static const char *const data[] = {
+                ".git/objects/ab/cdef",
+                ".git/refs/heads/config",
+                ".git/refs/heads/hooks/x",
+                ".git/logs/refs/heads/main",
+                ".git/index",
+                ".git/HEAD",
+                ".git/COMMIT_EDITMSG",
+                ".git/packed-refs",
+                ".git/info/exclude",
+                ".git/hooks/pre-commit.sample",
+                "src/config",
+                "hooks/post-checkout",
+                "x.git/config",
+                ".gitignore",
+                ".gitmodules",
+                "docs/.github/workflows/ci.yml",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(data); i++)
+                cr_expect_null(aj_ws_path_git_code(data[i], S_IFREG), "%s is not flagged", data[i]);
+        cr_expect_null(aj_ws_path_git_code(".git", S_IFDIR), "the directory itself: its files are judged");
+        cr_expect_null(aj_ws_path_git_code(".git/objects", S_IFDIR));
+}
+
+/* A planted hook and a config change: commit refuses them without a decision (nothing
+ * applied), applies them with INCLUDE_GIT, leaves them (and what is below a left-out
+ * directory) out with EXCLUDE_GIT and applies the rest. */
+static void plant_git_changes(void)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", "[core]\n", 0644);
+        put(lower, ".git/HEAD", "ref: refs/heads/main\n", 0644);
+        mkd(upper, ".git", 0755);
+        put(upper, ".git/config", "[core]\n\tfsmonitor = touch /tmp/owned\n", 0644);
+        put(upper, ".git/COMMIT_EDITMSG", "msg\n", 0644);
+        mkd(upper, ".git/hooks", 0755);
+        put(upper, ".git/hooks/post-checkout", "#!/bin/sh\nevil\n", 0755);
+        put(upper, ".git/hooks/pre-push.sample", "#!/bin/sh\n", 0755);
+        put(upper, "work.txt", "done", 0644);
+}
+
+Test(workspace, git_code_needs_a_decision)
+{
+        plant_git_changes();
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0), flagged = 0;
+        for (size_t i = 0; i < n; i++)
+                flagged += c[i].git_code;
+        cr_expect_eq(flagged, 3, "config, hooks/ and the hook (not the sample, not COMMIT_EDITMSG)");
+        json_t *j = aj_ws_changes_json(c, n);
+        cr_assert_not_null(j);
+        size_t i;
+        json_t *o;
+        bool hook_marked = false;
+        json_array_foreach (j, i, o)
+                if (streq(json_string_value(json_object_get(o, "path")), ".git/hooks/post-checkout"))
+                        hook_marked = json_is_string(json_object_get(o, "git_code"));
+        cr_expect(hook_marked, "diff --json says why");
+        json_decref(j);
+        aj_ws_changes_free(c, n);
+
+        AjError err = {};
+        AjWsStats s;
+        cr_assert_eq(aj_ws_commit(upper_fd, lower_fd, 0, 0, &s, &err), -EPERM);
+        cr_expect(strstr(err.message, "3 changes to git's own files (first: .git/config)"), "%s", err.message);
+        aj_error_clear(&err);
+        cr_expect_not(exists(lower, "work.txt"), "nothing applied");
+        assert_content(lower, ".git/config", "[core]\n");
+}
+
+Test(workspace, git_code_excluded)
+{
+        plant_git_changes();
+        AjError err = {};
+        AjWsStats s;
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, AJ_WS_COMMIT_EXCLUDE_GIT, &s, &err);
+        cr_assert_eq(r, 0, "%s", aj_error_text(&err, r));
+        cr_expect_eq(s.git_excluded, 4, "config, hooks/, the hook and the sample below the left-out hooks/");
+        cr_expect_eq(s.added, 2, "COMMIT_EDITMSG and work.txt");
+        assert_content(lower, "work.txt", "done");
+        assert_content(lower, ".git/config", "[core]\n");
+        cr_expect_not(exists(lower, ".git/hooks"));
+}
+
+Test(workspace, git_code_included)
+{
+        plant_git_changes();
+        AjError err = {};
+        AjWsStats s;
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, AJ_WS_COMMIT_INCLUDE_GIT, &s, &err);
+        cr_assert_eq(r, 0, "%s", aj_error_text(&err, r));
+        cr_expect_eq(s.git_code, 3);
+        assert_content(lower, ".git/hooks/post-checkout", "#!/bin/sh\nevil\n");
+        assert_content(lower, ".git/config", "[core]\n\tfsmonitor = touch /tmp/owned\n");
 }
