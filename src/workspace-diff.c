@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/xattr.h>
 
+#include "util/open-under.h"
 #include "workspace-internal.h"
 
 /* ---- diff ----------------------------------------------------------------- */
@@ -275,6 +276,59 @@ int ws_change_compare(const void *a, const void *b)
         return path_compare(((const AjWsChange *)a)->path, ((const AjWsChange *)b)->path);
 }
 
+/* Does `dir` (relative, "" the root) hold HEAD, objects and refs after the run, in the
+ * upper tree (not as whiteouts) or the lower one: what git takes for a repository when it
+ * is run there (a bare one needs no ".git")? Resolved without symlinks. Over-approximates
+ * the merged view (a whiteout in an opaque parent is not looked for): a change is marked
+ * falsely, never missed. */
+static bool looks_like_gitdir(int upper_fd, int lower_fd, const char *dir)
+{
+        static const char *const parts[] = { "HEAD", "objects", "refs" };
+        _cleanup_close_ int ud = aj_open_under(upper_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0,
+                                               AJ_UNDER_NO_SYMLINKS);
+        _cleanup_close_ int ld = aj_open_under(lower_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0,
+                                               AJ_UNDER_NO_SYMLINKS);
+        for (size_t i = 0; i < ARRAY_SIZE(parts); i++) {
+                struct stat st;
+                bool in_upper = ud >= 0 && fstatat(ud, parts[i], &st, AT_SYMLINK_NOFOLLOW) == 0 && !is_whiteout(&st);
+                bool in_lower = ld >= 0 && fstatat(ld, parts[i], &st, AT_SYMLINK_NOFOLLOW) == 0;
+                if (!in_upper && !in_lower)
+                        return false;
+        }
+        return true;
+}
+
+/* A change below a directory git takes for a repository without naming it ".git" (a bare
+ * repository, a --separate-git-dir): judged as if that directory were one. Only where the
+ * rest of the path starts with a name git runs code from (config, hooks...). */
+static void mark_bare_gitdirs(AjWsChange *v, size_t n, int upper_fd, int lower_fd)
+{
+        static const char *const starts[] = { "config",       "config.worktree", "commondir", "hooks",
+                                              "modules",      "worktrees",       "info",      "rebase-merge",
+                                              "rebase-apply", "sequencer",       NULL };
+        char as_git[PATH_MAX + 8], dir[PATH_MAX];
+        for (size_t i = 0; i < n; i++) {
+                AjWsChange *c = &v[i];
+                for (const char *rest = c->path; rest && *rest && !c->git_code;) {
+                        const char *end = strchrnul(rest, '/');
+                        bool start = false;
+                        for (size_t k = 0; starts[k] && !start; k++)
+                                start = strlen(starts[k]) == (size_t)(end - rest) &&
+                                        memcmp(starts[k], rest, (size_t)(end - rest)) == 0;
+                        snprintf(as_git, sizeof(as_git), ".git/%s", rest);
+                        if (start && aj_ws_path_git_code(as_git, c->type)) {
+                                size_t dlen = rest == c->path ? 0 : (size_t)(rest - c->path - 1);
+                                memcpy(dir, c->path, dlen);
+                                dir[dlen] = 0;
+                                if (dlen == 0)
+                                        strcpy(dir, ".");
+                                c->git_code = looks_like_gitdir(upper_fd, lower_fd, dir);
+                        }
+                        rest = *end ? end + 1 : NULL;
+                }
+        }
+}
+
 int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, AjError *ret_error)
 {
         Diff *d = calloc(1, sizeof(*d)); /* PATH_MAX of path: not on the stack */
@@ -296,6 +350,7 @@ int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, 
         }
         if (d->n > 1)
                 qsort(d->v, d->n, sizeof(*d->v), ws_change_compare);
+        mark_bare_gitdirs(d->v, d->n, upper_fd, lower_fd);
         *ret = d->v;
         *ret_n = d->n;
         free(d);

@@ -243,7 +243,10 @@ json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
                                 o = NULL;
                         }
                 }
-                const char *git = c[i].git_code ? aj_ws_path_git_code(c[i].path, c[i].type) : NULL;
+                const char *git = !c[i].git_code ? NULL
+                                  : aj_ws_path_git_code(c[i].path, c[i].type)
+                                          ?: "in a directory git takes for a repository (HEAD, objects, refs): git run "
+                                             "there may run code from it";
                 if (!o || (c[i].skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
                     (c[i].note && json_object_set_new(o, "note", json_string(c[i].note)) < 0) ||
                     (git && json_object_set_new(o, "git_code", json_string(git)) < 0)) {

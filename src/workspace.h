@@ -91,7 +91,9 @@ typedef struct {
  * the state files git only reads as data (index, HEAD, packed-refs, info/exclude...):
  * config (core.fsmonitor, core.hooksPath, pagers, filters, includes), hooks, commondir,
  * modules/ and worktrees/ (other repositories' config and hooks), a rebase's todo list
- * (exec lines), files git does not know yet. Over-flags rather than under-flags. */
+ * (exec lines), files git does not know yet. Over-flags rather than under-flags.
+ * aj_ws_diff() also marks such a file below a directory that holds HEAD, objects and refs
+ * after the run (a bare repository, a gitdir not named ".git"), which a path cannot tell. */
 const char *aj_ws_path_git_code(const char *path, mode_t type);
 
 enum {

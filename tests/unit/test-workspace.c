@@ -828,3 +828,44 @@ Test(workspace, git_code_included)
         assert_content(lower, ".git/hooks/post-checkout", "#!/bin/sh\nevil\n");
         assert_content(lower, ".git/config", "[core]\n\tfsmonitor = touch /tmp/owned\n");
 }
+
+/* A bare repository (or a gitdir not named .git) in the workspace: its config is marked
+ * when the directory holds HEAD, objects and refs after the run, in either tree; an
+ * ordinary "config" file is not. */
+Test(workspace, git_code_in_a_bare_repository)
+{
+        mkd(lower, "srv", 0755);
+        mkd(lower, "srv/repo.git", 0755);
+        put(lower, "srv/repo.git/HEAD", "ref: refs/heads/main\n", 0644);
+        mkd(lower, "srv/repo.git/objects", 0755);
+        mkd(lower, "srv/repo.git/refs", 0755);
+        put(lower, "srv/repo.git/config", "[core]\n\tbare = true\n", 0644);
+        mkd(upper, "srv", 0755);
+        mkd(upper, "srv/repo.git", 0755);
+        put(upper, "srv/repo.git/config", "[core]\n\tfsmonitor = evil\n", 0644);
+        /* One planted whole by the agent, at the workspace's root. */
+        put(upper, "HEAD", "ref: refs/heads/x\n", 0644);
+        mkd(upper, "objects", 0755);
+        mkd(upper, "refs", 0755);
+        mkd(upper, "hooks", 0755);
+        put(upper, "hooks/post-update", "evil\n", 0755);
+        /* Not a repository: a plain config file. */
+        mkd(upper, "app", 0755);
+        put(upper, "app/config", "port=1\n", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        for (size_t i = 0; i < n; i++) {
+                bool want = streq(c[i].path, "srv/repo.git/config") || streq(c[i].path, "hooks") ||
+                            streq(c[i].path, "hooks/post-update");
+                cr_expect_eq(c[i].git_code, want, "%s: git_code %d", c[i].path, c[i].git_code);
+        }
+        json_t *j = aj_ws_changes_json(c, n);
+        size_t i;
+        json_t *o;
+        json_array_foreach (j, i, o)
+                if (streq(json_string_value(json_object_get(o, "path")), "srv/repo.git/config"))
+                        cr_expect(strstr(json_string_value(json_object_get(o, "git_code")) ?: "", "repository"));
+        json_decref(j);
+        aj_ws_changes_free(c, n);
+}
