@@ -7,6 +7,7 @@
 
 #include "profile.h"
 #include "util/strv.h"
+#include "util/format.h"
 
 #define USAGE "usage: agentjail profile [list [--json] | show NAME|FILE [--json] | check FILE...]"
 
@@ -17,7 +18,7 @@ _printf_(1, 2) static int usage_error(const char *fmt, ...)
         va_list ap;
         fputs("agentjail profile: ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        (void)aj_vfprintf_printable(stderr, fmt, ap); /* a file's name, the profile's words */
         va_end(ap);
         fputs("\n" USAGE "\n", stderr);
         return EXIT_USAGE;
@@ -56,9 +57,10 @@ static bool is_help(const char *s) { return streq(s, "--help") || streq(s, "-h")
 static void print_error(const char *what, int r, AjError *err)
 {
         if (err->message)
-                fprintf(stderr, "%s\n", err->message);
+                (void)aj_fprintf_printable(stderr, "%s", err->message);
         else
-                fprintf(stderr, "%s: %s\n", what, strerror(-r));
+                (void)aj_fprintf_printable(stderr, "%s: %s", what, strerror(-r));
+        fputc('\n', stderr);
 }
 
 static int cmd_list(bool json)
@@ -113,8 +115,11 @@ static int cmd_show(const char *what, bool json)
                 return EXIT_INVALID;
         }
         /* Where it came from goes to stderr, so stdout stays a loadable profile. */
-        if (!json)
-                fprintf(stderr, "profile \"%s\" from %s, sha256 %s\n", p->name, p->path ?: "-", p->digest);
+        if (!json) {
+                (void)aj_fprintf_printable(stderr, "profile \"%s\" from %s, sha256 %s", p->name, p->path ?: "-",
+                                           p->digest);
+                fputc('\n', stderr);
+        }
         puts(s);
         return EXIT_OK;
 }
