@@ -7,6 +7,7 @@
 
 #include "profile.h"
 #include "util/strv.h"
+#include "cli/verb.h"
 #include "util/format.h"
 
 #define USAGE "usage: agentjail profile [list [--json] | show NAME|FILE [--json] | check FILE...]"
@@ -84,17 +85,24 @@ static int cmd_list(bool json)
                         if (o && r < 0)
                                 json_object_set_new(o, "error", json_string(err.message ?: strerror(-r)));
                         json_array_append_new(arr, o);
-                } else if (r < 0)
-                        printf("%-12s %s  (invalid: run 'agentjail profile check %s')\n", names[i], paths[i], paths[i]);
-                else
-                        printf("%-12s %s  %s\n", names[i], paths[i], p->description ?: "");
+                } else {
+                        /* ./profiles is on the search path, and the current directory is
+                         * usually the agent's workspace: a profile there is the agent's text. */
+                        if (r < 0)
+                                (void)aj_fprintf_printable(stdout,
+                                                           "%-12s %s  (invalid: run 'agentjail profile check %s')",
+                                                           names[i], paths[i], paths[i]);
+                        else
+                                (void)aj_fprintf_printable(stdout, "%-12s %s  %s", names[i], paths[i],
+                                                           p->description ?: "");
+                        putchar('\n');
+                }
                 aj_error_clear(&err);
         }
         if (json) {
                 _cleanup_free_ char *s = json_dumps(arr, JSON_INDENT(2));
-                if (!s)
+                if (!s || cli_print_json_text(s) < 0)
                         return EXIT_INVALID;
-                puts(s);
         }
         return EXIT_OK;
 }
@@ -120,7 +128,11 @@ static int cmd_show(const char *what, bool json)
                                            p->digest);
                 fputc('\n', stderr);
         }
-        puts(s);
+        /* The same JSON, without what a terminal acts on (json_dumps escapes C0 only). */
+        if (cli_print_json_text(s) < 0) {
+                fprintf(stderr, "agentjail profile: out of memory\n");
+                return EXIT_INVALID;
+        }
         return EXIT_OK;
 }
 
