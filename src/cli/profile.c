@@ -5,10 +5,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "profile.h"
-#include "util/strv.h"
 #include "cli/verb.h"
+#include "profile.h"
 #include "util/format.h"
+#include "util/strv.h"
 
 #define USAGE "usage: agentjail profile [list [--json] | show NAME|FILE [--json] | check FILE...]"
 
