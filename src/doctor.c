@@ -642,29 +642,38 @@ static int append(char **buf, size_t *len, const char *fmt, ...)
         return 0;
 }
 
-/* A multi-line text, each line after the first indented like the first. */
+/* A multi-line text, each line after the first indented like the first; each line escaped
+ * (util/format.h), as a path in it may be a workspace's. */
 static int append_block(char **buf, size_t *len, const char *label, const char *s)
 {
         int r = append(buf, len, "%27s%s", "", label);
         for (const char *p = s; r >= 0 && *p;) {
                 size_t n = strcspn(p, "\n");
-                r = append(buf, len, "%s%.*s\n", p == s ? "" : "                             ", (int)n, p);
+                _cleanup_free_ char *shown = aj_printable_dup(p, n, 0);
+                r = !shown ? -ENOMEM : append(buf, len, "%s%s\n", p == s ? "" : "                             ", shown);
                 p += n + (p[n] == '\n');
         }
         return r;
 }
 
+/* s escaped, in a new string; NULL: out of memory. */
+static char *printable(const char *s) { return aj_printable_dup(s, strlen(s), 0); }
+
 int aj_doctor_format_text(const AjDoctorFacts *f, const AjDoctorReport *rep, char **ret)
 {
         char *buf = NULL;
         size_t len = 0;
-        int r = append(&buf, &len, "agentjail doctor: as %s (uid %u), cgroups %s, workspace %s\n",
-                       f->euid == 0 ? "root" : "a user", (unsigned)f->euid, aj_cgroup_mode_name(f->cg_mode),
-                       f->workspace ? f->workspace : "?");
+        _cleanup_free_ char *workspace = printable(f->workspace ? f->workspace : "?");
+        int r = !workspace ? -ENOMEM
+                           : append(&buf, &len, "agentjail doctor: as %s (uid %u), cgroups %s, workspace %s\n",
+                                    f->euid == 0 ? "root" : "a user", (unsigned)f->euid,
+                                    aj_cgroup_mode_name(f->cg_mode), workspace);
         const char *prev_fix = NULL; /* one screen: a fix the line above gave is not repeated */
         for (size_t i = 0; r >= 0 && i < rep->n; i++) {
                 const AjDoctorLine *l = &rep->lines[i];
-                r = append(&buf, &len, "%-9s %-16s %s\n", aj_doctor_status_name(l->status), l->name, l->found);
+                _cleanup_free_ char *found = printable(l->found);
+                r = !found ? -ENOMEM
+                           : append(&buf, &len, "%-9s %-16s %s\n", aj_doctor_status_name(l->status), l->name, found);
                 if (r >= 0 && l->means && l->status != AJ_DOCTOR_OK)
                         r = append_block(&buf, &len, "means: ", l->means);
                 if (r >= 0 && l->fix && l->status != AJ_DOCTOR_OK)

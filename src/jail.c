@@ -23,6 +23,7 @@
 #include "log.h"
 #include "ns.h"
 #include "run.h"
+#include "util/format.h"
 #include "util/macros.h"
 #include "util/strv.h"
 
@@ -495,11 +496,11 @@ static void finish_records(Run *run, bool supervised)
                 aj_run_write_launcher_error(run);
         aj_sup_terminal_restore(&run->term);
         if (run->opts->json && run->final_rec) {
-                char *text = json_dumps(run->final_rec->doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-                if (text) {
-                        fprintf(stderr, "%s\n", text);
-                        free(text);
-                }
+                /* json_dumps escapes C0 only; the record holds names the agent chose. */
+                _cleanup_free_ char *text = json_dumps(run->final_rec->doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                _cleanup_free_ char *shown = text ? aj_json_text_hidden_escaped(text) : NULL;
+                if (shown)
+                        fprintf(stderr, "%s\n", shown);
         }
         aj_sup_alert_finish(&run->alert);
         aj_run_refresh_anchor(run);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "log.h"
+#include "util/format.h"
 
 static AjLogLevel max_level = AJ_LOG_WARNING;
 static const char *line_end = "\n";
@@ -22,11 +24,18 @@ static void vlog(AjLogLevel level, const char *fmt, va_list ap, int err)
         int n = vsnprintf(buf, sizeof(buf), fmt, ap);
         if (n < 0)
                 return;
+        /* The escaping rule (util/format.h) on the whole message: its arguments (a path in the
+         * workspace, a process's name, a provider's error) may come from the agent. Each byte
+         * shows as at most 4, so the escaped message is never cut; no allocation here, as a
+         * message may say that memory ran out. */
+        char shown[4 * sizeof(buf)];
+        shown[0] = 0;
+        aj_append_printable(shown, sizeof(shown), buf, SIZE_MAX);
         const char *prefix = level == AJ_LOG_WARNING ? "warning: " : "";
         if (err)
-                fprintf(stderr, "agentjail: %s%s: %s%s", prefix, buf, strerror(-err), line_end);
+                fprintf(stderr, "agentjail: %s%s: %s%s", prefix, shown, strerror(-err), line_end);
         else
-                fprintf(stderr, "agentjail: %s%s%s", prefix, buf, line_end);
+                fprintf(stderr, "agentjail: %s%s%s", prefix, shown, line_end);
 }
 
 void aj_log(AjLogLevel level, const char *fmt, ...)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Messages to the operator on stderr: "agentjail: ...". Log once, where context is richest. */
+/* Messages to the operator on stderr: "agentjail: ...". Log once, where context is richest. The
+ * message is written escaped (util/format.h), newlines too: its arguments may be the agent's. */
 #pragma once
 
 #include "util/macros.h"

@@ -283,13 +283,6 @@ out:
 }
 
 
-/* A workspace error names the agent's paths: one line, escaped (util/format.h). */
-static void fail_shown(const char *verb, const char *run_id, const char *text)
-{
-        _cleanup_free_ char *shown = aj_printable_dup(text, strlen(text), 0);
-        cli_fail(verb, "run %s: %s", run_id, shown ?: "out of memory");
-}
-
 static const OverlayVerb diff_verb = { "diff", DIFF_USAGE, DIFF_HELP, "patch", CLI_OPT_PATCH };
 static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE, true };
 static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0 };
@@ -357,7 +350,7 @@ int aj_cmd_diff(int argc, char **argv)
         _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_ws_diff(cmd.ov.upper_fd, cmd.ov.lower_fd, cmd.run->started_ns, &c, &n, &err);
         if (r < 0) {
-                fail_shown("diff", cmd.run->id, aj_error_text(&err, r));
+                cli_fail("diff", "run %s: %s", cmd.run->id, aj_error_text(&err, r));
                 return CLI_EXIT_FAIL;
         }
         size_t conflicts = 0;
@@ -421,7 +414,7 @@ int aj_cmd_commit(int argc, char **argv)
                 return CLI_EXIT_FAIL;
         }
         if (r < 0) {
-                fail_shown("commit", run->id, aj_error_text(&err, r));
+                cli_fail("commit", "run %s: %s", run->id, aj_error_text(&err, r));
                 return CLI_EXIT_FAIL;
         }
         json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:I}", "workspace", cmd.ov.path, "added",

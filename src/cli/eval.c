@@ -318,8 +318,10 @@ static void remove_scratch(Eval *e, Slot *s)
                 return;
         }
         int r = aj_rm_rf(s->dir);
-        if (r < 0)
-                fprintf(stderr, "agentjail eval: cannot remove '%s': %s\n", s->dir, strerror(-r));
+        if (r < 0) {
+                (void)aj_fprintf_printable(stderr, "agentjail eval: cannot remove '%s': %s", s->dir, strerror(-r));
+                fputc('\n', stderr);
+        }
 }
 
 /* The case's scratch dirs, its fixture, its run started; -errno with *ret_error set (NULL: no memory). */
@@ -619,7 +621,8 @@ static int check_fixtures(const AjEvalSuite *su)
                 if (why) {
                         _cleanup_(aj_error_clear) AjError err = {};
                         int r = aj_eval_suite_error_at(su, &err, i, "fixture", "'%s': %s", f, why);
-                        fprintf(stderr, "agentjail eval: %s\n", aj_error_text(&err, r));
+                        (void)aj_fprintf_printable(stderr, "agentjail eval: %s", aj_error_text(&err, r));
+                        fputc('\n', stderr);
                         return -ENOENT;
                 }
         }

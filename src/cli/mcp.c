@@ -26,6 +26,7 @@
 #include "cli/mcp-relay.h"
 #include "tty.h"
 #include "util/fd.h"
+#include "util/format.h"
 
 /* How long the server's stdout may stay open after it exited (a child of its own holds it). */
 #define DRAIN_AFTER_EXIT_NS (2ull * 1000000000ull)
@@ -96,7 +97,7 @@ void mcp_note(const char *fmt, ...)
         va_list ap;
         va_start(ap, fmt);
         fputs("agentjail mcp: ", stderr);
-        vfprintf(stderr, fmt, ap);
+        (void)aj_vfprintf_printable(stderr, fmt, ap); /* ids and errors from the server's messages */
         fputc('\n', stderr);
         va_end(ap);
 }

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/verb.h"
 #include "profile.h"
+#include "util/format.h"
 #include "util/strv.h"
 
 #define USAGE "usage: agentjail profile [list [--json] | show NAME|FILE [--json] | check FILE...]"
@@ -17,7 +19,7 @@ _printf_(1, 2) static int usage_error(const char *fmt, ...)
         va_list ap;
         fputs("agentjail profile: ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        (void)aj_vfprintf_printable(stderr, fmt, ap); /* a file's name, the profile's words */
         va_end(ap);
         fputs("\n" USAGE "\n", stderr);
         return EXIT_USAGE;
@@ -56,9 +58,10 @@ static bool is_help(const char *s) { return streq(s, "--help") || streq(s, "-h")
 static void print_error(const char *what, int r, AjError *err)
 {
         if (err->message)
-                fprintf(stderr, "%s\n", err->message);
+                (void)aj_fprintf_printable(stderr, "%s", err->message);
         else
-                fprintf(stderr, "%s: %s\n", what, strerror(-r));
+                (void)aj_fprintf_printable(stderr, "%s: %s", what, strerror(-r));
+        fputc('\n', stderr);
 }
 
 static int cmd_list(bool json)
@@ -82,17 +85,24 @@ static int cmd_list(bool json)
                         if (o && r < 0)
                                 json_object_set_new(o, "error", json_string(err.message ?: strerror(-r)));
                         json_array_append_new(arr, o);
-                } else if (r < 0)
-                        printf("%-12s %s  (invalid: run 'agentjail profile check %s')\n", names[i], paths[i], paths[i]);
-                else
-                        printf("%-12s %s  %s\n", names[i], paths[i], p->description ?: "");
+                } else {
+                        /* ./profiles is on the search path, and the current directory is
+                         * usually the agent's workspace: a profile there is the agent's text. */
+                        if (r < 0)
+                                (void)aj_fprintf_printable(stdout,
+                                                           "%-12s %s  (invalid: run 'agentjail profile check %s')",
+                                                           names[i], paths[i], paths[i]);
+                        else
+                                (void)aj_fprintf_printable(stdout, "%-12s %s  %s", names[i], paths[i],
+                                                           p->description ?: "");
+                        putchar('\n');
+                }
                 aj_error_clear(&err);
         }
         if (json) {
                 _cleanup_free_ char *s = json_dumps(arr, JSON_INDENT(2));
-                if (!s)
+                if (!s || cli_print_json_text(s) < 0)
                         return EXIT_INVALID;
-                puts(s);
         }
         return EXIT_OK;
 }
@@ -113,9 +123,16 @@ static int cmd_show(const char *what, bool json)
                 return EXIT_INVALID;
         }
         /* Where it came from goes to stderr, so stdout stays a loadable profile. */
-        if (!json)
-                fprintf(stderr, "profile \"%s\" from %s, sha256 %s\n", p->name, p->path ?: "-", p->digest);
-        puts(s);
+        if (!json) {
+                (void)aj_fprintf_printable(stderr, "profile \"%s\" from %s, sha256 %s", p->name, p->path ?: "-",
+                                           p->digest);
+                fputc('\n', stderr);
+        }
+        /* The same JSON, without what a terminal acts on (json_dumps escapes C0 only). */
+        if (cli_print_json_text(s) < 0) {
+                fprintf(stderr, "agentjail profile: out of memory\n");
+                return EXIT_INVALID;
+        }
         return EXIT_OK;
 }
 

@@ -12,12 +12,19 @@
 #include "util/clock.h"
 #include "util/format.h"
 
+/* "agentjail CMD: " and the message through the escaping rule (util/format.h): a file name,
+ * a run's name or a supervisor's reply in it is shown, never acted on by the terminal. */
+static void vmessage(const char *cmd, const char *fmt, va_list ap)
+{
+        fprintf(stderr, "agentjail %s: ", cmd);
+        (void)aj_vfprintf_printable(stderr, fmt, ap);
+}
+
 void cli_fail(const char *cmd, const char *fmt, ...)
 {
         va_list ap;
-        fprintf(stderr, "agentjail %s: ", cmd);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        vmessage(cmd, fmt, ap);
         va_end(ap);
         fputc('\n', stderr);
 }
@@ -25,9 +32,8 @@ void cli_fail(const char *cmd, const char *fmt, ...)
 int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...)
 {
         va_list ap;
-        fprintf(stderr, "agentjail %s: ", cmd);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        vmessage(cmd, fmt, ap);
         va_end(ap);
         fprintf(stderr, "\nusage: %s\n", usage);
         return CLI_EXIT_USAGE;
@@ -175,10 +181,9 @@ int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun
         else if (r < 0)
                 cli_fail(cmd, "cannot look up run '%s': %s", query, strerror(-r));
         else if (note)
-                fprintf(stderr, "agentjail %s: %s\n", cmd, note);
+                cli_fail(cmd, "%s", note);
         if (r >= 0 && (*ret)->rec_error.err < 0)
-                fprintf(stderr, "agentjail %s: warning: the run's record is unreadable: %s\n", cmd,
-                        aj_error_text(&(*ret)->rec_error, 0));
+                cli_fail(cmd, "warning: the run's record is unreadable: %s", aj_error_text(&(*ret)->rec_error, 0));
         return r;
 }
 
@@ -284,7 +289,7 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
                                 printf("run %s %s (%s)\n", run->id, done, msg);
                         return CLI_EXIT_OK;
                 }
-                fprintf(stderr, "agentjail %s: run %s: without the supervisor: %s\n", cmd, run->id, strerror(-q));
+                cli_fail(cmd, "run %s: without the supervisor: %s", run->id, strerror(-q));
         }
         if (r < 0) {
                 char msg[512];
@@ -314,10 +319,10 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
                 cli_print_json(reply);
         }
         if (!ok) {
-                /* The supervisor's words may quote the agent's (a call id, a tool name). */
+                /* The supervisor's words may quote the agent's (a call id, a tool name): cli_fail
+                 * escapes them. */
                 _cleanup_free_ char *err = aj_control_reply_error(reply);
-                _cleanup_free_ char *shown = err ? aj_printable_dup(err, strlen(err), 0) : NULL;
-                cli_fail(cmd, "run %s: refused: %s", run->id, shown ? shown : "request failed");
+                cli_fail(cmd, "run %s: refused: %s", run->id, err ? err : "request failed");
                 return CLI_EXIT_FAIL;
         }
         if (!json) {

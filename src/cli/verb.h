@@ -44,7 +44,9 @@ enum {
 #define CLI_OPTIONS_COMMON \
         { "json", no_argument, NULL, CLI_OPT_JSON }, { "help", no_argument, NULL, 'h' }
 
-/* "agentjail CMD: message" on stderr. */
+/* "agentjail CMD: message" on stderr (a failure, or a warning or note on the way), the message
+ * escaped as aj_vfprintf_printable does: its arguments may be a workspace's file names, a run's
+ * name, a tool's, or the supervisor's reply, all of which the agent may have chosen. */
 _printf_(2, 3) void cli_fail(const char *cmd, const char *fmt, ...);
 /* The same, then "usage: USAGE"; returns CLI_EXIT_USAGE. */
 _printf_(3, 4) int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...);

@@ -174,6 +174,23 @@ int aj_fputs_printable(const char *s, FILE *f)
         return fputs(shown, f) < 0 ? -EIO : 0;
 }
 
+int aj_vfprintf_printable(FILE *f, const char *fmt, va_list ap)
+{
+        _cleanup_free_ char *msg = NULL;
+        if (aj_vasprintf(&msg, fmt, ap) < 0)
+                return fputs("?", f) < 0 ? -EIO : -ENOMEM;
+        return aj_fputs_printable(msg, f);
+}
+
+int aj_fprintf_printable(FILE *f, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        int r = aj_vfprintf_printable(f, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
 /* The length of a hidden character (aj_escape_char's \u set, or DEL) at text[i], its code
  * point in *cp; 0 when the character there is shown as it is. */
 static size_t hidden_at(const char *text, size_t len, size_t i, uint32_t *cp)

@@ -43,6 +43,12 @@ char *aj_append_printable(char *buf, size_t size, const char *s, size_t max);
 char *aj_printable_dup(const char *s, size_t len, unsigned flags);
 /* fputs(3) of s escaped: 0, -EIO, or -ENOMEM (then "?" is written). */
 int aj_fputs_printable(const char *s, FILE *f);
+/* fprintf(3) of a message whose arguments may carry such text (a file name from a workspace, a
+ * run's name, a tool's name, a reply from the supervisor): the whole formatted message escaped,
+ * so its newlines show as \n too and no argument can end the line or start another; the
+ * caller writes the line's end. 0, -EIO, or -ENOMEM (then "?" is written). */
+_printf_(2, 0) int aj_vfprintf_printable(FILE *f, const char *fmt, va_list ap);
+_printf_(2, 3) int aj_fprintf_printable(FILE *f, const char *fmt, ...);
 /* A JSON text (from json_dumps) with what aj_escape_char hides written as \u escapes (DEL, the
  * C1 controls, U+2028/2029, the bidi overrides and isolates): the same JSON for a parser, and
  * nothing a terminal acts on or that reorders a line. json_dumps escapes C0 only. NULL: out of

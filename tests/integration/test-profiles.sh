@@ -27,6 +27,33 @@ like "$out" '512M|536870912' "profile show strict shows its 512M memory limit"
 out=$(timeout 20 "$AGENTJAIL" profile show agentjail-no-such-profile 2>&1)
 is "$?" 1 "profile show of an unknown profile exits 1"
 
+# --- a profile the agent planted
+# ./profiles is on the search path and the current directory is usually the agent's
+# workspace: a profile there is the agent's text. list, list --json and show print its
+# description escaped (text) or with C1 and bidi controls as \u escapes (JSON), so it
+# cannot set a window title, erase a line or reorder one on the operator's terminal.
+# raw_controls FILE: ESC, BEL, the C1 CSI as UTF-8, or the right-to-left override?
+raw_controls() { LC_ALL=C grep -q $'\x1b\|\x07\|\xc2\x9b\|\xe2\x80\xae' "$1"; }
+run_jail -- /bin/sh -c 'mkdir -p profiles && printf "%s\n" \
+        "{\"extends\": \"default\", \"description\": \"ok \\u001b]0;OWNED\\u0007\\u009b2J \\u202eevil\"}" \
+        >profiles/planted.json'
+is "$JAIL_RC" 0 "an agent plants ./profiles/planted.json" || jail_diag
+timeout 20 "$AGENTJAIL" profile list >"$TEST_TMP/pl.out" 2>&1
+ok "profile list: the planted description is escaped" \
+        grep -qF 'planted      ./profiles/planted.json  ok \x1b]0;OWNED\x07\u009b2J \u202eevil' "$TEST_TMP/pl.out" ||
+        diag "$(cat -A "$TEST_TMP/pl.out")"
+ok "profile list: no ESC, BEL, C1 or bidi control" eval '! raw_controls "$TEST_TMP/pl.out"'
+timeout 20 "$AGENTJAIL" profile list --json >"$TEST_TMP/pl.out" 2>&1
+ok "profile list --json: no ESC, BEL, C1 or bidi control" eval '! raw_controls "$TEST_TMP/pl.out"'
+is "$(jq -r '.[] | select(.name == "planted") | .description' "$TEST_TMP/pl.out")" \
+        "$(printf 'ok \033]0;OWNED\007\302\2332J \342\200\256evil')" "profile list --json: the same JSON for a parser"
+timeout 20 "$AGENTJAIL" profile show planted >"$TEST_TMP/pl.out" 2>"$TEST_TMP/pl.err"
+is "$?" 0 "profile show of the planted profile exits 0"
+ok "profile show: no ESC, BEL, C1 or bidi control" eval '! raw_controls "$TEST_TMP/pl.out"'
+is "$(jq -r .description "$TEST_TMP/pl.out")" "$(printf 'ok \033]0;OWNED\007\302\2332J \342\200\256evil')" \
+        "profile show: the same JSON for a parser"
+rm -rf profiles
+
 # --- profile check
 for p in "${SHIPPED[@]}"; do
         f="$AGENTJAIL_SOURCE_DIR/profiles/$p.json"

@@ -164,6 +164,13 @@ is "$(tail -1 <<<"$JAIL_ERR" | jq -r '.id')" "$JAIL_RUN_ID" "--json names the ru
 run_jail --json -p "$(write_profile json-bad '{"extends": "default", "filesystem": {"ro": ["/nonexistent-agentjail"]}}')" -- /bin/true
 is "$JAIL_RC" 125 "a launcher error with --json still exits 125"
 is "$(tail -1 <<<"$JAIL_ERR" | jq -r '.exit.reason')" launcher-error "--json prints the record of a run that could not start"
+# The record holds strings that are not agentjail's (the command's argv): C1 and bidi controls,
+# which json_dumps leaves raw, are \u escapes on the terminal, the same JSON for a parser.
+raw_c1_bidi() { LC_ALL=C grep -q $'\xc2\x9b\|\xe2\x80\xae' "$1"; }
+run_jail --json -- /bin/sh -c true "$(printf 'x\302\233\342\200\256y')"
+is "$JAIL_RC" 0 "--json of a command with a C1 and a bidi control in its argv" || jail_diag
+ok "--json: no raw C1 or bidi control on stderr" eval '! raw_c1_bidi "$TEST_TMP/jail.err"'
+is "$(tail -1 <<<"$JAIL_ERR" | jq -r '.command[3]')" "$(printf 'x\302\233\342\200\256y')" "--json: the same JSON for a parser"
 
 # --- one directory per run (at least the nine runs that certainly got past setup)
 cmp_num "$(list_run_dirs | wc -l)" -ge 9 "every started run left its own directory"

@@ -216,6 +216,32 @@ ok "commit --exclude-git: the hook is not in the workspace" test ! -e "$WORKSPAC
 ok "commit --exclude-git: the rest is" test -e "$WORKSPACE/café.txt"
 ok "commit: no ESC, BEL or C1 control in its output" eval '! raw_controls "$TEST_TMP/op.out"'
 
+# ------------------------------------------------------------------ the agent's names in an error
+# An error a verb prints names what the agent chose, escaped like its output (cli_fail), so a
+# name cannot set the window title, erase a line, forge one or reorder it on the operator's
+# stderr. A run with a writable workspace leaves a directory named with escape sequences,
+# 257 levels deep; an overlay run deletes it; diff cannot tell whether it changed during the
+# run (past AJ_WS_MAX_DEPTH) and says so, naming it.
+# raw_bidi FILE: does FILE hold U+202E, the right-to-left override?
+raw_bidi() { LC_ALL=C grep -q $'\xe2\x80\xae' "$1"; }
+reset_workspace
+run_jail -- /bin/sh -c '
+        p=$(printf "deep\033]0;OWNED\007\033[2K\302\233\342\200\256txt\nagentjail diff: forged")
+        i=0; while [ $i -lt 257 ]; do p=$p/d; i=$((i + 1)); done
+        mkdir -p "$p"'
+is "$JAIL_RC" 0 "a run leaves a deep directory with escape sequences in its name" || jail_diag
+run_jail -p "$OV" -- /bin/sh -c 'rm -rf deep*'
+is "$JAIL_RC" 0 "an overlay run deletes it" || jail_diag
+aj diff "$JAIL_RUN_ID"
+is "$RC" 1 "diff fails on it" || op_diag
+ok "diff's error names it escaped" grep -qF \
+        "'deep\x1b]0;OWNED\x07\x1b[2K\u009b\u202etxt\nagentjail diff: forged' in the workspace is more than 256" \
+        "$TEST_TMP/op.err" || op_diag
+ok "diff's error: no ESC, BEL or C1 control from the name" eval '! raw_controls "$TEST_TMP/op.err"'
+ok "diff's error: no right-to-left override (U+202E)" eval '! raw_bidi "$TEST_TMP/op.err"'
+ok "diff's error forges no line" eval '! grep -q "^agentjail diff: forged" "$TEST_TMP/op.err"'
+reset_workspace
+
 # ------------------------------------------------------------------ refusals
 start_jail_bg -p "$OV" --name ov-live -- /bin/sh -c 'printf x >live.txt; sleep 60'
 LIVE_DIR=$(wait_run_dir 10)

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/run.h"
+#include "cli/verb.h"
 #include "cli/verbs.h"
 #include "util/macros.h"
 
@@ -201,4 +204,32 @@ Test(cli, verbs_parse_their_own_options)
         cr_assert_eq(VERB(aj_cmd_quarantine, "quarantine", "frobnicate", "x"), 2);
         cr_assert_eq(VERB(aj_cmd_quarantine, "quarantine", "show"), 2, "show needs RUN");
         cr_assert_eq(VERB(aj_cmd_quarantine, "quarantine", "list", "x"), 2);
+}
+
+/* An error message names what the agent chose (a file in its workspace, a tool, the
+ * supervisor's reply quoting either): shown escaped (util/format.h), so it cannot move the
+ * cursor, set a window title, write the clipboard (OSC 52), forge a line or flip the text's
+ * direction. Printable UTF-8 stays as it is. */
+#define HOSTILE                                             \
+        "a\x1b]0;OWNED\x07 \x1b]52;c;ZWNobw==\x07 \xc2\x9b" \
+        "2J \xe2\x80\xae"                                   \
+        "txt \xe2\x80\xa8 \xff\xfe caf\xc3\xa9\nagentjail diff: forged"
+#define HOSTILE_SHOWN                                                                                                   \
+        "a\\x1b]0;OWNED\\x07 \\x1b]52;c;ZWNobw==\\x07 \\u009b2J \\u202etxt \\u2028 \\xff\\xfe caf\xc3\xa9\\nagentjail " \
+        "diff: forged"
+
+Test(cli, fail_escapes_the_message, .init = cr_redirect_stderr)
+{
+        cli_fail("diff", "run %s: cannot open '%s'", "r1", HOSTILE);
+        fflush(stderr);
+        cr_assert_stderr_eq_str("agentjail diff: run r1: cannot open '" HOSTILE_SHOWN "'\n");
+}
+
+Test(cli, usage_error_escapes_the_message_not_the_usage, .init = cr_redirect_stderr)
+{
+        cr_assert_eq(cli_usage_error("approve", "agentjail approve RUN CALL", "unknown call '%s'", HOSTILE),
+                     CLI_EXIT_USAGE);
+        fflush(stderr);
+        cr_assert_stderr_eq_str("agentjail approve: unknown call '" HOSTILE_SHOWN "'\n"
+                                "usage: agentjail approve RUN CALL\n");
 }

@@ -330,6 +330,25 @@ Test(doctor, no_idmap)
         cr_assert_str_eq(json_string_value(json_array_get(json_object_get(j, "attention"), 0)), "idmapped mounts");
 }
 
+/* The workspace is a directory anyone (an agent of an earlier run) may have named: the text
+ * report shows its name, and the lines that quote it, escaped (util/format.h). */
+Test(doctor, text_escapes_the_workspace_name)
+{
+        AjDoctorFacts f = healthy();
+        f.idmap = -EINVAL;
+        f.ws_fstype = "nfs4";
+        f.workspace = (char *)"/srv/p\x1b]0;OWNED\x07\xc2\x9b\xe2\x80\xae\nforged";
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r), 0);
+        _cleanup_free_ char *text = NULL;
+        cr_assert_eq(aj_doctor_format_text(&f, &r, &text), 0);
+        assert_contains(text, "workspace /srv/p\\x1b]0;OWNED\\x07\\u009b\\u202e\\nforged\n");
+        assert_contains(text, "workspace /srv/p\\x1b]0;OWNED\\x07\\u009b\\u202e\\nforged on nfs4");
+        cr_expect_null(strchr(text, 0x1b));
+        cr_expect_null(strstr(text, "\xc2\x9b"));
+        cr_expect_null(strstr(text, "\nforged"));
+}
+
 Test(doctor, seccomp_notify_missing)
 {
         AjDoctorFacts f = healthy();

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The small shared helpers of src/util/. */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "util/error.h"
 #include "util/fd.h"
 #include "util/json-fast.h"
@@ -471,6 +473,49 @@ Test(format, json_text_c1_escaped)
         json_auto_t *c = json_loads(bidi, 0, NULL), *d = json_loads(u, 0, NULL);
         cr_assert_not_null(d, "still JSON");
         cr_expect(json_equal(c, d), "the same JSON for a parser");
+}
+
+/* The supervisor's messages during a run, and every library's, name what the agent chose (a
+ * path in its workspace, a process, a provider's error): escaped like the verbs' output, the
+ * errno's words and the line's end left as they are. */
+#define HOSTILE                                             \
+        "a\x1b]0;OWNED\x07 \x1b]52;c;ZWNobw==\x07 \xc2\x9b" \
+        "2J \xe2\x80\xae"                                   \
+        "txt \xe2\x80\xa8 \xff caf\xc3\xa9\nagentjail: forged"
+#define HOSTILE_SHOWN \
+        "a\\x1b]0;OWNED\\x07 \\x1b]52;c;ZWNobw==\\x07 \\u009b2J \\u202etxt \\u2028 \\xff caf\xc3\xa9\\nagentjail: forged"
+
+Test(log, escapes_the_message, .init = cr_redirect_stderr)
+{
+        aj_log_set_level(AJ_LOG_INFO);
+        aj_warning("cannot keep '%s'", HOSTILE);
+        cr_expect_eq(aj_log_errno(-ENOENT, "Failed to open '%s'", HOSTILE), -ENOENT);
+        aj_log_set_crlf(true);
+        aj_info("%s", "\x1b[2J");
+        fflush(stderr);
+        cr_assert_stderr_eq_str("agentjail: warning: cannot keep '" HOSTILE_SHOWN "'\n"
+                                "agentjail: Failed to open '" HOSTILE_SHOWN "': No such file or directory\n"
+                                "agentjail: \\x1b[2J\r\n");
+}
+
+Test(log, a_long_message_escaped_whole)
+{
+        /* 2047 bytes that each show as 4: the escaped message is not cut. */
+        char msg[2048];
+        memset(msg, 0x1b, sizeof(msg) - 1);
+        msg[sizeof(msg) - 1] = 0;
+        char *out = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&out, &len);
+        cr_assert_not_null(f);
+        FILE *saved = stderr;
+        stderr = f;
+        aj_error("%s", msg);
+        stderr = saved;
+        fclose(f);
+        cr_expect_eq(len, strlen("agentjail: ") + 4 * 2047 + 1);
+        cr_expect_null(memchr(out, 0x1b, len), "no raw ESC");
+        free(out);
 }
 
 Test(parse, plain_name)
