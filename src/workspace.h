@@ -96,6 +96,19 @@ typedef struct {
  * after the run (a bare repository, a gitdir not named ".git"), which a path cannot tell. */
 const char *aj_ws_path_git_code(const char *path, mode_t type);
 
+/* After a run that wrote the workspace in place ("rw"), the files of its repository (.git
+ * at ws_fd's root, not followed if a symlink) that aj_ws_path_git_code() marks and whose
+ * ctime says they changed at or after since_ns (aj_workspace_changed_since); a .git that is
+ * not a directory, when it changed. Looks in .git's own files and hooks/, modules/,
+ * worktrees/... but not into objects, refs or logs; at most AJ_WS_GIT_MAX_ENTRIES entries
+ * and AJ_WS_GIT_MAX_DEPTH levels. *ret: NULL when nothing changed (or there is no .git),
+ * else {"paths": [the first AJ_WS_GIT_SHOWN], "count", "cut": a bound stopped the look}.
+ * Nested repositories are not looked at; the overlay mode's diff sees every change. */
+#define AJ_WS_GIT_MAX_ENTRIES 4096
+#define AJ_WS_GIT_MAX_DEPTH 16
+#define AJ_WS_GIT_SHOWN 16
+int aj_ws_git_changed(int ws_fd, uint64_t since_ns, json_t **ret);
+
 enum {
         AJ_WS_COMMIT_FORCE = 1 << 0,       /* apply over conflicts */
         AJ_WS_COMMIT_INCLUDE_GIT = 1 << 1, /* apply git_code changes too */

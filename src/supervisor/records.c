@@ -6,10 +6,12 @@
  * run.exit). A view over the parts: it reads them through their functions.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,7 +19,9 @@
 #include "log.h"
 #include "run.h"
 #include "run-record.h"
+#include "util/fd.h"
 #include "util/macros.h"
+#include "workspace.h"
 
 
 const char *aj_run_state(const Run *run, bool exited) { return aj_sup_breach_state(&run->breach, exited); }
@@ -184,6 +188,49 @@ static AjRunRecord *write_run_json(Run *run, const char *status, const Outcome *
         return rec;
 }
 
+/* A run that wrote the workspace in place ("rw"): the files of its repository that git
+ * run there by the operator takes commands from (a hook, core.fsmonitor in .git/config on a
+ * mere `git status`) and the run changed (src/workspace-git.c). Nothing prevents the
+ * agent from writing them (its own commits write .git too); the operator is told, in the
+ * chain and on the terminal, before running git there. */
+static void report_git_changes(Run *run)
+{
+        const char *ws = aj_mount_plan_workspace_source(run->mount);
+        dev_t dev;
+        ino_t ino;
+        if (run->profile->workspace_mode != AJ_WORKSPACE_RW || !ws || !run->since_ns ||
+            !aj_mount_plan_workspace_id(run->mount, &dev, &ino))
+                return;
+        struct stat st;
+        _cleanup_close_ int fd = open(ws, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        json_t *found = NULL;
+        int r = fd < 0 ? -errno : fstat(fd, &st) < 0 ? -errno : st.st_dev != dev || st.st_ino != ino ? -ESTALE : 0;
+        if (r >= 0)
+                r = aj_ws_git_changed(fd, run->since_ns, &found);
+        if (r < 0) {
+                aj_warning("Cannot look for changes to git's own files in the workspace '%s': %s", ws,
+                           r == -ESTALE ? "it is not the directory the jail was given" : strerror(-r));
+                aj_events_emit(run->events, "workspace.git_changed",
+                               json_pack("{s:s, s:s}", "workspace", ws, "error", strerror(-r)));
+                return;
+        }
+        if (!found)
+                return;
+        size_t count = (size_t)json_integer_value(json_object_get(found, "count"));
+        const char *first = json_string_value(json_array_get(json_object_get(found, "paths"), 0));
+        if (count)
+                aj_warning("The run changed %zu of git's own files in the workspace '%s' (first: %s): git run there "
+                           "takes commands from them (hooks, core.fsmonitor on 'git status'); look at them before "
+                           "you run git in it ('agentjail logs %s --type workspace.git_changed')",
+                           count, ws, first ?: "?", run->id);
+        if (json_is_true(json_object_get(found, "cut")))
+                aj_warning("Git's own files in the workspace '%s' were not all looked at (more than %u entries or "
+                           "%u levels): look at its .git before you run git in it",
+                           ws, AJ_WS_GIT_MAX_ENTRIES, AJ_WS_GIT_MAX_DEPTH);
+        json_object_set_new(found, "workspace", json_string(ws));
+        aj_events_emit(run->events, "workspace.git_changed", found);
+}
+
 /*
  * run.exit and the final run.json. Called as soon as init reports the command's status
  * (while the kernel is still tearing the jail down on another CPU), or after the loop
@@ -227,6 +274,7 @@ void aj_run_write_final_records(Run *run)
                        read(run->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
                         ;
         }
+        report_git_changes(run);
         Outcome o = compute_outcome(run);
         run->final_status = o.status;
         aj_events_emit(run->events, "run.exit",

@@ -294,6 +294,29 @@ RC=$? OUT=$(cat "$TEST_TMP/op.out") ERR=$(cat "$TEST_TMP/op.err")
 is "$RC" 0 "discard removes it with 64 fds" || op_diag
 ok "discard: the overlay's upper dir is gone" test ! -e "$DEEP_DIR/workspace"
 
+# ------------------------------------------------------------------ git's own files in an rw workspace
+# In place ("rw") nothing reviews the agent's writes: a hook or a core.fsmonitor it plants
+# in the workspace's .git runs as the operator at the next `git status` there. The run says
+# so at its end (stderr and the chain); the agent's own commits and branches do not.
+RW=$(write_profile rwgit '{"extends": "default", "filesystem": {"workspace": {"path": ".", "mode": "rw"}}}')
+reset_workspace
+git -C "$WORKSPACE" init -q && git -C "$WORKSPACE" -c user.email=o@p -c user.name=o commit -q --allow-empty -m init
+chown -R 4242:4343 "$WORKSPACE/.git"
+run_jail -p "$RW" -- /bin/sh -c 'git add keep.txt && git -c user.email=a@b -c user.name=a commit -q -m agent &&
+        git checkout -q -b feature && echo committed'
+like "$JAIL_OUT" committed "rw: the agent commits and makes a branch in the workspace's repository" || jail_diag
+is "$(events_of workspace.git_changed | wc -l)" 0 "... which changes none of git's own files: no workspace.git_changed"
+unlike "$JAIL_ERR" "git's own files" "... and no warning"
+run_jail -p "$RW" -- /bin/sh -c 'printf "#!/bin/sh\ntouch owned\n" >.git/hooks/post-checkout
+        chmod +x .git/hooks/post-checkout; git config core.fsmonitor "touch owned"; echo planted'
+like "$JAIL_OUT" planted "rw: the agent plants a hook and core.fsmonitor" || jail_diag
+like "$JAIL_ERR" "The run changed 3 of git's own files in the workspace .* \(first: .git/config\).*look at them before you run git" \
+        "the run's end warns the operator on stderr" || jail_diag
+is "$(events_of workspace.git_changed | jq -c .paths)" '[".git/config",".git/hooks",".git/hooks/post-checkout"]' \
+        "workspace.git_changed names them in the chain" || jail_diag
+is "$(events_of workspace.git_changed | jq -r .count)" 3 "... and counts them"
+rm -rf "$WORKSPACE/.git"
+
 # Rootless: the overlay needs the host's user namespace; the run refuses to start.
 if command -v setpriv >/dev/null; then
         NB="$TEST_TMP/nobody"

@@ -869,3 +869,63 @@ Test(workspace, git_code_in_a_bare_repository)
         json_decref(j);
         aj_ws_changes_free(c, n);
 }
+
+/* After an rw run: git's own files of the workspace's repository changed since its start,
+ * by ctime; the object store, refs and logs are not looked into; a .git that is not a
+ * directory counts when it changed; past the entry bound the look says it was cut. */
+Test(workspace, git_changed_in_place)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", "[core]\n", 0644);
+        put(lower, ".git/HEAD", "ref: refs/heads/main\n", 0644);
+        mkd(lower, ".git/hooks", 0755);
+        put(lower, ".git/hooks/pre-commit.sample", "#!/bin/sh\n", 0755);
+        mkd(lower, ".git/refs", 0755);
+        usleep(20000);
+        uint64_t since = now_ns();
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_expect_null(found, "nothing changed since");
+
+        usleep(20000);
+        put(lower, ".git/refs/main", "0000\n", 0644); /* data: not looked at */
+        put(lower, ".git/HEAD", "ref: refs/heads/x\n", 0644);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_expect_null(found, "a branch and HEAD are git's data, not its commands");
+
+        put(lower, ".git/hooks/post-checkout", "evil\n", 0755);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 2, "the hook and hooks/ itself");
+        cr_expect_str_eq(json_string_value(json_array_get(json_object_get(found, "paths"), 1)),
+                         ".git/hooks/post-checkout");
+        cr_expect(json_is_false(json_object_get(found, "cut")));
+        json_decref(found);
+
+        /* A .git that is a file (gitdir: elsewhere) made during the run. */
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s/.git'", lower);
+        cr_assert_eq(system(cmd), 0);
+        put(lower, ".git", "gitdir: /elsewhere\n", 0644);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect_str_eq(json_string_value(json_array_get(json_object_get(found, "paths"), 0)), ".git");
+        json_decref(found);
+}
+
+Test(workspace, git_changed_bounded)
+{
+        mkd(lower, ".git", 0755);
+        mkd(lower, ".git/hooks", 0755);
+        char name[64];
+        for (int i = 0; i < AJ_WS_GIT_MAX_ENTRIES + 10; i++) {
+                snprintf(name, sizeof(name), ".git/hooks/h%d", i);
+                put(lower, name, "", 0644);
+        }
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, 1, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect(json_is_true(json_object_get(found, "cut")), "the look stops at its bound and says so");
+        cr_expect_eq(json_array_size(json_object_get(found, "paths")), AJ_WS_GIT_SHOWN);
+        json_decref(found);
+}

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* After a run that wrote the workspace in place (mode "rw"): which of git's own files in the
+ * workspace's repository changed during it (workspace.h, aj_ws_git_changed). */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/fd.h"
+#include "util/format.h"
+#include "workspace-internal.h"
+
+typedef struct {
+        uint64_t since_ns;
+        size_t seen, count;
+        bool cut;
+        json_t *paths;
+        char path[PATH_MAX];
+} GitScan;
+
+static int note(GitScan *s, const char *path)
+{
+        s->count++;
+        if (json_array_size(s->paths) >= AJ_WS_GIT_SHOWN)
+                return 0;
+        /* The agent's names: kept as bytes where UTF-8, escaped where not (JSON needs it). */
+        json_t *p = json_string(path);
+        if (!p) {
+                _cleanup_free_ char *shown = aj_printable_dup(path, strlen(path), 0);
+                p = shown ? json_string(shown) : NULL;
+        }
+        return p && json_array_append_new(s->paths, p) == 0 ? 0 : -ENOMEM;
+}
+
+/* The entries of the directory open at fd (its path in s->path, len bytes of it). */
+static int scan_dir(GitScan *s, int fd, size_t len, unsigned depth)
+{
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return -errno;
+        }
+        int r = 0;
+        struct dirent *e;
+        while (r >= 0 && (errno = 0, e = readdir(d))) {
+                if (streq(e->d_name, ".") || streq(e->d_name, ".."))
+                        continue;
+                if (++s->seen > AJ_WS_GIT_MAX_ENTRIES) {
+                        s->cut = true;
+                        break;
+                }
+                size_t n = strlen(e->d_name);
+                if (len + 1 + n >= sizeof(s->path)) {
+                        s->cut = true;
+                        continue;
+                }
+                s->path[len] = '/';
+                memcpy(s->path + len + 1, e->d_name, n + 1);
+                struct stat st;
+                if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue; /* gone since the listing */
+                bool mine = aj_ws_path_git_code(s->path, st.st_mode & S_IFMT) != NULL;
+                if (mine && aj_workspace_changed_since(&st.st_ctim, s->since_ns))
+                        r = note(s, s->path);
+                /* Down where git keeps what it may run; not into an object store, refs or
+                 * logs, also a submodule's (modules/NAME/objects: large, and data). */
+                bool data = streq(e->d_name, "objects") || streq(e->d_name, "refs") || streq(e->d_name, "logs");
+                if (r >= 0 && mine && S_ISDIR(st.st_mode) && !data) {
+                        if (depth + 1 >= AJ_WS_GIT_MAX_DEPTH) {
+                                s->cut = true;
+                                continue;
+                        }
+                        int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub >= 0)
+                                r = scan_dir(s, sub, len + 1 + n, depth + 1);
+                }
+        }
+        if (r >= 0 && !e && errno)
+                r = -errno;
+        s->path[len] = 0;
+        closedir(d);
+        return r;
+}
+
+int aj_ws_git_changed(int ws_fd, uint64_t since_ns, json_t **ret)
+{
+        *ret = NULL;
+        GitScan *s = calloc(1, sizeof(*s)); /* PATH_MAX of path: not on the stack */
+        if (!s)
+                return -ENOMEM;
+        s->since_ns = since_ns;
+        s->paths = json_array();
+        int r = s->paths ? 0 : -ENOMEM;
+        struct stat st;
+        if (r >= 0 && fstatat(ws_fd, ".git", &st, AT_SYMLINK_NOFOLLOW) < 0)
+                r = errno == ENOENT ? 1 : -errno;
+        if (r == 0 && !S_ISDIR(st.st_mode)) {
+                /* A gitdir pointer or a symlink: it sends git elsewhere. */
+                if (aj_workspace_changed_since(&st.st_ctim, since_ns))
+                        r = note(s, ".git");
+        } else if (r == 0) {
+                int fd = openat(ws_fd, ".git", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                strcpy(s->path, ".git");
+                r = fd < 0 ? (errno == ENOENT ? 1 : -errno) : scan_dir(s, fd, 4, 0);
+        }
+        if (r >= 0 && (s->count || s->cut)) {
+                *ret = json_pack("{s:O, s:I, s:b}", "paths", s->paths, "count", (json_int_t)s->count, "cut", s->cut);
+                if (!*ret)
+                        r = -ENOMEM;
+        }
+        json_decref(s->paths);
+        free(s);
+        return r < 0 ? r : 0;
+}
