@@ -63,12 +63,16 @@ static uint32_t utf8_code_point(const unsigned char *p, size_t n)
 }
 
 /* Code points a terminal acts on rather than shows: C1 controls (U+009B is CSI, U+009D OSC in
- * terminals that take them), and those that move or reorder text around them (line and
- * paragraph separators, bidirectional embeddings, overrides and isolates). */
+ * terminals that take them), those that move or reorder text around them (line and
+ * paragraph separators, bidirectional embeddings, overrides, isolates and marks: U+200E/F,
+ * U+061C), and those that show as nothing, so that two names that look the same are not
+ * (soft hyphen, zero-width space and joiners, word joiner and the invisible operators, the
+ * byte order mark). */
 static bool hidden_code_point(uint32_t cp)
 {
-        return (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) ||
-               (cp >= 0x2066 && cp <= 0x2069);
+        return (cp >= 0x80 && cp <= 0x9f) || cp == 0xad || cp == 0x61c || (cp >= 0x200b && cp <= 0x200f) ||
+               cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2064) ||
+               (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff;
 }
 
 size_t aj_escape_char(const char *s, size_t avail, unsigned flags, char out[AJ_ESCAPE_MAX], size_t *ret_len)

@@ -20,7 +20,9 @@ _printf_(2, 3) int aj_asprintf(char **ret, const char *fmt, ...);
  * printable ASCII and printable UTF-8 (é, CJK) stay as they are; tab, newline and carriage
  * return show as \t \n \r, the other C0 controls and DEL as \xNN; C1 controls (U+0080..U+009F)
  * and the code points that move or reorder the text around them (U+2028/9, bidirectional
- * embeddings, overrides, isolates) as \uNNNN; a byte that is not part of valid UTF-8 as \xNN.
+ * embeddings, overrides, isolates, marks) and those that show as nothing (soft hyphen,
+ * zero-width space and joiners, word joiner, BOM) as \uNNNN; a byte that is not part of
+ * valid UTF-8 as \xNN.
  * With AJ_ESCAPE_QUOTE (a file name, as git's core.quotePath shows one) '\\' and '"' are
  * escaped too, and a name that needed any escape is shown between double quotes. */
 enum {
@@ -50,7 +52,7 @@ int aj_fputs_printable(const char *s, FILE *f);
 _printf_(2, 0) int aj_vfprintf_printable(FILE *f, const char *fmt, va_list ap);
 _printf_(2, 3) int aj_fprintf_printable(FILE *f, const char *fmt, ...);
 /* A JSON text (from json_dumps) with what aj_escape_char hides written as \u escapes (DEL, the
- * C1 controls, U+2028/2029, the bidi overrides and isolates): the same JSON for a parser, and
+ * C1 controls, U+2028/2029, the bidi controls, the invisible ones): the same JSON for a parser, and
  * nothing a terminal acts on or that reorders a line. json_dumps escapes C0 only. NULL: out of
  * memory. */
 char *aj_json_text_hidden_escaped(const char *text);

@@ -35,8 +35,9 @@ static uint32_t code_point(const unsigned char *s, size_t n)
 
 static bool hidden(uint32_t cp)
 {
-        return (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) ||
-               (cp >= 0x2066 && cp <= 0x2069);
+        return (cp >= 0x80 && cp <= 0x9f) || cp == 0xad || cp == 0x61c || (cp >= 0x200b && cp <= 0x200f) ||
+               cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2064) ||
+               (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff;
 }
 
 /* Nothing in s a terminal would act on: traps otherwise. */

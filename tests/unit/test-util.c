@@ -406,6 +406,21 @@ Test(format, escape_controls)
                      0, "a\\u009b2J\\u009d0;T\\u009cb\\u0085");
         /* Bidirectional override, line separator. */
         expect_shown("x\xe2\x80\xaey\xe2\x80\xa8", 0, "x\\u202ey\\u2028");
+        /* Bidi marks and what shows as nothing: two names that look alike are told apart. */
+        expect_shown("main\xe2\x80\x8b.c", 0, "main\\u200b.c");
+        expect_shown("a\xe2\x80\x8f"
+                     "b\xd8\x9c"
+                     "c",
+                     0, "a\\u200fb\\u061cc");
+        expect_shown("soft\xc2\xadhy\xef\xbb\xbf\xe2\x81\xa0", 0, "soft\\u00adhy\\ufeff\\u2060");
+        /* Next to them, what stays: an ordinary non-breaking space (U+00A0), an en dash. */
+        expect_shown("a\xc2\xa0"
+                     "b\xe2\x80\x93"
+                     "c",
+                     0,
+                     "a\xc2\xa0"
+                     "b\xe2\x80\x93"
+                     "c");
         /* Invalid UTF-8: a lone byte, a cut sequence, an overlong '/', a surrogate, past U+10FFFF. */
         expect_shown("\xff-hidden", 0, "\\xff-hidden");
         expect_shown("a\xc3", 0, "a\\xc3");
