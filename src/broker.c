@@ -118,8 +118,10 @@ static int check_fields(AjBroker *b, Conn *c, json_t *req, json_t *id, const cha
 /* ---- operations ---- */
 
 /* A call the approvals would hold that cannot be held: denied, *d says why. */
-static bool cannot_hold(AjBroker *b, const char *call_id, AjMeterDecision *d)
+static bool cannot_hold(AjBroker *b, const char *call_id, const char *name, const char *digest, AjMeterDecision *d)
 {
+        char key[AJ_SHA256_HEX_SIZE];
+        broker_held_call_key(name, digest, key);
         if (strncmp(call_id, AJ_NET_APPROVAL_PREFIX, strlen(AJ_NET_APPROVAL_PREFIX)) == 0)
                 snprintf(d->reason, sizeof(d->reason),
                          "call ids beginning with \"" AJ_NET_APPROVAL_PREFIX
@@ -128,7 +130,7 @@ static bool cannot_hold(AjBroker *b, const char *call_id, AjMeterDecision *d)
                 snprintf(d->reason, sizeof(d->reason), "too many calls awaiting approval (at most %d)", MAX_AWAITING);
         else if (broker_in_flight_find(b, call_id, true))
                 snprintf(d->reason, sizeof(d->reason), "call id \"%.128s\" is already awaiting approval", call_id);
-        else
+        else if (!broker_held_id_refused(b, call_id, key, d->reason, sizeof(d->reason)))
                 return false;
         d->verdict = AJ_VERDICT_DENY;
         return true;
@@ -183,7 +185,7 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 ev = NULL;
         }
         if (d.verdict == AJ_VERDICT_ALLOW && broker_needs_approval(b, name)) {
-                if (!cannot_hold(b, call_id, &d))
+                if (!cannot_hold(b, call_id, name, digest, &d))
                         return broker_hold(b, c, id, name, call_id, digest, &res, ev, args);
                 aj_meter_settle(b->meter, &res, false);
         }
@@ -723,6 +725,7 @@ void aj_broker_free(AjBroker *b)
         free(b->path);
         free(b->in_flight);
         json_decref(b->undo_rights);
+        json_decref(b->held_ids);
         aj_loop_free(b->loop);
         free(b);
 }
