@@ -34,6 +34,7 @@
 #include "events.h"
 #include "util/json-fast.h"
 #include "util/json-flat.h"
+#include "util/json-scan.h"
 #include "util/parse.h"
 #include "util/strv.h"
 
@@ -500,8 +501,17 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
         /* Most requests are flat (tokens, tool_result without undo, usage, check): parsed
          * without jansson's lexer; anything else, and every error, is jansson's. */
         _cleanup_(json_decrefp) json_t *req = NULL;
-        if (aj_json_load_flat(line, len, &req) <= 0)
+        if (aj_json_load_flat(line, len, &req) <= 0) {
+                /* What the agent nests ends up in records that nest it deeper still (an
+                 * event, incident.json, approval.json): bounded far below jansson's own
+                 * limit (2048), which such a record would otherwise pass and be unreadable
+                 * (the count of values is bounded by the line: ~21,800, ~5 MB of DOM). */
+                _Static_assert(AJ_BROKER_MAX_DEPTH == 64, "the message below");
+                if (aj_json_scan(line, len, UINT64_MAX, AJ_BROKER_MAX_DEPTH, NULL) == -ELOOP)
+                        return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST,
+                                                  "the request nests arrays and objects deeper than 64 levels");
                 req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+        }
         if (!req)
                 return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_JSON, "invalid JSON at column %d: %s", je.column,
                                           je.text);

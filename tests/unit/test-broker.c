@@ -354,6 +354,56 @@ Test(broker, bad_requests_get_errors_and_the_connection_survives)
         close(fd);
 }
 
+/* A line nesting `depth` levels, the request object's own included: a tool call whose
+ * arguments are arrays in arrays (or, with undo, a tool_result's undo record). */
+static char *nested_line(int depth, bool undo)
+{
+        char *line = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&line, &size);
+        cr_assert_not_null(f);
+        if (undo)
+                fputs("{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"n1\", \"status\": "
+                      "\"ok\", \"undo\": {\"a\": ",
+                      f);
+        else
+                fputs("{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"deep\", \"gen_ai.tool.call.id\": "
+                      "\"n1\", \"gen_ai.tool.call.arguments\": ",
+                      f);
+        int arrays = depth - (undo ? 2 : 1);
+        for (int i = 0; i < arrays; i++)
+                fputc('[', f);
+        for (int i = 0; i < arrays; i++)
+                fputc(']', f);
+        fputs(undo ? "}}\n" : "}\n", f);
+        fclose(f);
+        return line;
+}
+
+/* What a request nests is nested deeper in the records that carry it (the cap.breach event
+ * and incident.json hold the request, approval.json the arguments): at jansson's own limit
+ * (2048) such a record could not be read back, and incident.json, indented, grew with the
+ * square of the depth (8.4 MB from one 4 KB request). The broker refuses past 64 levels. */
+Test(broker, requests_nest_at_most_max_depth)
+{
+        int fd = client();
+        _cleanup_free_ char *deep = nested_line(AJ_BROKER_MAX_DEPTH + 1, false);
+        expect_error(request(fd, deep), "bad_request", "deeper than 64 levels", true);
+        _cleanup_free_ char *deep_undo = nested_line(AJ_BROKER_MAX_DEPTH + 1, true);
+        expect_error(request(fd, deep_undo), "bad_request", "deeper than 64 levels", true);
+        /* Brackets in strings are text, not nesting. */
+        json_t *r = request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"s\", "
+                                "\"gen_ai.tool.call.arguments\": \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                                "[[[[[[[[[[[[[[[[[[[[[[[\\\"\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        _cleanup_free_ char *most = nested_line(AJ_BROKER_MAX_DEPTH, false);
+        r = request(fd, most);
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow", "64 levels are a request");
+        json_decref(r);
+        close(fd);
+}
+
 Test(broker, oversized_line_is_discarded_and_the_next_works)
 {
         int fd = client();
