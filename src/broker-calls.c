@@ -215,6 +215,39 @@ const char *broker_undo_right(const AjBroker *b, const char *call_id)
         return b->undo_rights ? json_string_value(json_object_get(b->undo_rights, call_id)) : NULL;
 }
 
+void broker_held_call_key(const char *name, const char *digest, char ret_hex[AJ_SHA256_HEX_SIZE])
+{
+        AjSha256 h;
+        uint8_t d[AJ_SHA256_SIZE];
+        aj_sha256_init(&h);
+        aj_sha256_update(&h, name, strlen(name) + 1); /* the NUL separates name and digest */
+        aj_sha256_update(&h, digest, strlen(digest));
+        aj_sha256_final(&h, d);
+        aj_sha256_hex(d, ret_hex);
+}
+
+/* The operator decides on a held call by its id (and --digest, of its arguments only), while
+ * the caller may hang up and ask again: an id held once names that call, its tool and its
+ * arguments, for the rest of the run, or the decision meant for one call would allow another.
+ * Remembering them is bounded by the number of holds a run may ask for, which also bounds the
+ * operator's interruptions (a cancelled call counts nothing against the caps). */
+bool broker_held_id_refused(const AjBroker *b, const char *call_id, const char *key, char *reason, size_t size)
+{
+        const char *named = b->held_ids ? json_string_value(json_object_get(b->held_ids, call_id)) : NULL;
+        if (named && !streq(named, key))
+                snprintf(reason, size,
+                         "call id \"%.128s\" was held for approval earlier in this run as another call (another tool "
+                         "or other arguments): an id held names one call; use a new id",
+                         call_id);
+        else if (b->n_held >= AJ_BROKER_MAX_APPROVALS)
+                snprintf(reason, size,
+                         "this run has asked for %d approvals, the most it may: call \"%.128s\" cannot be held",
+                         AJ_BROKER_MAX_APPROVALS, call_id);
+        else
+                return false;
+        return true;
+}
+
 bool broker_needs_approval(const AjBroker *b, const char *name)
 {
         for (size_t i = 0; i < b->n_approval_globs; i++)
@@ -361,7 +394,17 @@ int aj_broker_decide(AjBroker *b, const char *call_id, bool approve, const char 
 void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char *call_id, const char *digest,
                  AjMeterReservation *res, json_t *ev, json_t *args)
 {
-        InFlight *f = broker_in_flight_add(b, call_id, name, digest);
+        /* The id names this call from now on, held or not (a failure below leaves it so:
+         * the binding only ever refuses). */
+        char key[AJ_SHA256_HEX_SIZE];
+        broker_held_call_key(name, digest, key);
+        if (!b->held_ids)
+                b->held_ids = json_object();
+        InFlight *f = NULL;
+        if (b->held_ids && json_object_set_new(b->held_ids, call_id, json_string(key)) == 0) {
+                b->n_held++;
+                f = broker_in_flight_add(b, call_id, name, digest);
+        }
         if (!f) {
                 json_decref(ev);
                 aj_meter_settle(b->meter, res, false);

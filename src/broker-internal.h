@@ -89,6 +89,10 @@ struct AjBroker {
         json_t *undo_rights;
         uint64_t undo_rights_full;
         /* approvals: calls whose tool name matches wait for aj_broker_decide() */
+        /* call id -> the call it was held as (broker_held_call_key(), hex): every id held in
+         * this run, which names that call from then on (NULL until the first hold) */
+        json_t *held_ids;
+        uint64_t n_held; /* calls held in this run: at most AJ_BROKER_MAX_APPROVALS */
         char **approval_globs;
         size_t n_approval_globs;
         uint64_t approval_timeout_ns;
@@ -140,6 +144,12 @@ void broker_undo_right_revoke(AjBroker *b, const char *call_id);
 /* The allowed call's tool name, or NULL: the id is no allowed call awaiting its result. */
 const char *broker_undo_right(const AjBroker *b, const char *call_id);
 bool broker_needs_approval(const AjBroker *b, const char *name);
+/* What a held call id names: sha256 over the tool name and the arguments' digest, in hex. */
+void broker_held_call_key(const char *name, const char *digest, char ret_hex[AJ_SHA256_HEX_SIZE]);
+/* True, and why in `reason`, when a call the approvals would hold cannot be held under this
+ * id: the id names another call held earlier in the run, or the run has asked for all the
+ * approvals it may. `key` from broker_held_call_key(). */
+bool broker_held_id_refused(const AjBroker *b, const char *call_id, const char *key, char *reason, size_t size);
 /* The call waits for an operator (see broker-calls.c). `ev` (tool.request) is consumed. */
 void broker_hold(AjBroker *b, Conn *c, json_t *id, const char *name, const char *call_id, const char *digest,
                  AjMeterReservation *res, json_t *ev, json_t *args);

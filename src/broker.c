@@ -34,6 +34,7 @@
 #include "events.h"
 #include "util/json-fast.h"
 #include "util/json-flat.h"
+#include "util/json-scan.h"
 #include "util/parse.h"
 #include "util/strv.h"
 
@@ -118,8 +119,10 @@ static int check_fields(AjBroker *b, Conn *c, json_t *req, json_t *id, const cha
 /* ---- operations ---- */
 
 /* A call the approvals would hold that cannot be held: denied, *d says why. */
-static bool cannot_hold(AjBroker *b, const char *call_id, AjMeterDecision *d)
+static bool cannot_hold(AjBroker *b, const char *call_id, const char *name, const char *digest, AjMeterDecision *d)
 {
+        char key[AJ_SHA256_HEX_SIZE];
+        broker_held_call_key(name, digest, key);
         if (strncmp(call_id, AJ_NET_APPROVAL_PREFIX, strlen(AJ_NET_APPROVAL_PREFIX)) == 0)
                 snprintf(d->reason, sizeof(d->reason),
                          "call ids beginning with \"" AJ_NET_APPROVAL_PREFIX
@@ -128,7 +131,7 @@ static bool cannot_hold(AjBroker *b, const char *call_id, AjMeterDecision *d)
                 snprintf(d->reason, sizeof(d->reason), "too many calls awaiting approval (at most %d)", MAX_AWAITING);
         else if (broker_in_flight_find(b, call_id, true))
                 snprintf(d->reason, sizeof(d->reason), "call id \"%.128s\" is already awaiting approval", call_id);
-        else
+        else if (!broker_held_id_refused(b, call_id, key, d->reason, sizeof(d->reason)))
                 return false;
         d->verdict = AJ_VERDICT_DENY;
         return true;
@@ -183,7 +186,7 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 ev = NULL;
         }
         if (d.verdict == AJ_VERDICT_ALLOW && broker_needs_approval(b, name)) {
-                if (!cannot_hold(b, call_id, &d))
+                if (!cannot_hold(b, call_id, name, digest, &d))
                         return broker_hold(b, c, id, name, call_id, digest, &res, ev, args);
                 aj_meter_settle(b->meter, &res, false);
         }
@@ -498,8 +501,17 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
         /* Most requests are flat (tokens, tool_result without undo, usage, check): parsed
          * without jansson's lexer; anything else, and every error, is jansson's. */
         _cleanup_(json_decrefp) json_t *req = NULL;
-        if (aj_json_load_flat(line, len, &req) <= 0)
+        if (aj_json_load_flat(line, len, &req) <= 0) {
+                /* What the agent nests ends up in records that nest it deeper still (an
+                 * event, incident.json, approval.json): bounded far below jansson's own
+                 * limit (2048), which such a record would otherwise pass and be unreadable
+                 * (the count of values is bounded by the line: ~21,800, ~5 MB of DOM). */
+                _Static_assert(AJ_BROKER_MAX_DEPTH == 64, "the message below");
+                if (aj_json_scan(line, len, UINT64_MAX, AJ_BROKER_MAX_DEPTH, NULL) == -ELOOP)
+                        return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST,
+                                                  "the request nests arrays and objects deeper than 64 levels");
                 req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+        }
         if (!req)
                 return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_JSON, "invalid JSON at column %d: %s", je.column,
                                           je.text);
@@ -723,6 +735,7 @@ void aj_broker_free(AjBroker *b)
         free(b->path);
         free(b->in_flight);
         json_decref(b->undo_rights);
+        json_decref(b->held_ids);
         aj_loop_free(b->loop);
         free(b);
 }

@@ -227,15 +227,25 @@ const AjMeterCaps *aj_meter_caps(const AjMeter *m) { return &m->caps; }
 
 static uint64_t window_at(const AjMeter *m, size_t i) { return m->window[(m->window_head + i) % m->window_size]; }
 
-/* Committed calls that started within the 60 s ending at now_ns. */
+/* Committed calls that started within the 60 s ending at now_ns. The ring is in time
+ * order (window_push), so the calls that have left are found by bisection: a read (the
+ * `usage` op, every reply's usage) may come a minute after 100000 calls, which only a
+ * tool call prunes, and must not walk them all each time. */
 static uint64_t window_count(const AjMeter *m, uint64_t now_ns)
 {
-        uint64_t horizon = now_ns > AJ_RATE_WINDOW_NS ? now_ns - AJ_RATE_WINDOW_NS : 0;
-        size_t i = 0;
+        if (now_ns < AJ_RATE_WINDOW_NS)
+                return m->window_len;
         /* A call exactly 60 s old has left the window. */
-        while (i < m->window_len && window_at(m, i) <= horizon && now_ns >= AJ_RATE_WINDOW_NS)
-                i++;
-        return m->window_len - i;
+        uint64_t horizon = now_ns - AJ_RATE_WINDOW_NS;
+        size_t lo = 0, hi = m->window_len; /* the first entry after horizon is in [lo, hi] */
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (window_at(m, mid) <= horizon)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return m->window_len - lo;
 }
 
 static void window_prune(AjMeter *m, uint64_t now_ns)
@@ -250,6 +260,11 @@ static void window_prune(AjMeter *m, uint64_t now_ns)
 
 static void window_push(AjMeter *m, uint64_t t)
 {
+        /* Kept in time order for window_count(): a call committed after a later one (held
+         * for approval, or another clock's caller) takes the newest start time, so it leaves
+         * the window no earlier than it would have. */
+        if (m->window_len > 0 && t < window_at(m, m->window_len - 1))
+                t = window_at(m, m->window_len - 1);
         if (m->window_len == m->window_size) {
                 if (m->window_size >= AJ_CAP_MAX_PER_MIN) {
                         /* Full with no cap this large: forget the oldest (the count saturates). */

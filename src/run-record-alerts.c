@@ -43,7 +43,7 @@ int aj_incident_write(const char *run_dir, const AjIncident *inc)
                                      "last_events", inc->last_events);
         if (!doc)
                 return -ENOMEM;
-        return aj_run_file_write_json(run_dir, AJ_RUN_FILE_INCIDENT, doc);
+        return aj_run_file_write_json_line(run_dir, AJ_RUN_FILE_INCIDENT, doc);
 }
 
 int aj_incident_from_json(json_t *doc, const char *path, AjIncident **ret, AjError *ret_error)
@@ -114,7 +114,7 @@ int aj_approval_write(const char *run_dir, const AjApproval *a)
                                      "approve_always", a->approve_always);
         if (!doc)
                 return -ENOMEM;
-        return aj_run_file_write_json(run_dir, AJ_RUN_FILE_APPROVAL, doc);
+        return aj_run_file_write_json_line(run_dir, AJ_RUN_FILE_APPROVAL, doc);
 }
 
 static int approval_from_json(json_t *doc, const char *path, AjApproval **ret, AjError *ret_error)

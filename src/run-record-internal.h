@@ -11,6 +11,12 @@
 /* A JSON record of the run dir, indented, written atomically (rename): only through the
  * typed writers of run-record.h. */
 int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc);
+/* The same on one line, for a record that carries what the agent sent (incident.json's
+ * request and last events, approval.json's arguments): indentation costs two bytes a level
+ * on every line, so an indented record grows with the square of the depth of the agent's
+ * JSON (2 GB from 1 MB of deep undo records, before the broker bounded the depth) and
+ * with its depth even below that bound; on one line it is as large as what it holds. */
+int aj_run_file_write_json_line(const char *run_dir, const char *name, json_t *doc);
 /* A JSON record of the run dir, read whole: -ENOENT if absent, -EBADMSG if not JSON. */
 int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret);
 

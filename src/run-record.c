@@ -17,18 +17,29 @@ int aj_run_file_path(const char *run_dir, const char *name, char *buf, size_t le
         return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc)
+static int write_json(const char *run_dir, const char *name, json_t *doc, size_t flags)
 {
         char path[PATH_MAX];
         int r = aj_run_file_path(run_dir, name, path, sizeof(path));
         if (r < 0)
                 return r;
-        _cleanup_free_ char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        _cleanup_free_ char *text = json_dumps(doc, flags | JSON_PRESERVE_ORDER);
         if (!text)
                 return -ENOMEM;
         size_t n = strlen(text);
         text[n] = '\n';
         return aj_write_file_atomic(path, text, n + 1, 0640);
+}
+
+int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc)
+{
+        return write_json(run_dir, name, doc, JSON_INDENT(2));
+}
+
+/* No JSON_INDENT and no JSON_COMPACT: one line, with ", " and ": " between members. */
+int aj_run_file_write_json_line(const char *run_dir, const char *name, json_t *doc)
+{
+        return write_json(run_dir, name, doc, 0);
 }
 
 int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret)

@@ -20,6 +20,8 @@
 #define AJ_BROKER_MAX_TOKENS (1ULL << 40) /* per field of one "tokens" request */
 #define AJ_BROKER_MAX_LOGGED_ARGS 1024    /* arguments larger than this are logged truncated */
 #define AJ_BROKER_MAX_UNDO 4096           /* tool_result "undo" records accepted per run (rollback plans this many) */
+#define AJ_BROKER_MAX_DEPTH 64            /* arrays and objects nested in one request line, the line's own included */
+#define AJ_BROKER_MAX_APPROVALS 4096      /* calls held for approval per run (each id held names one call) */
 
 /* Envelope */
 #define AJ_BROKER_F_ID "id" /* string (1..MAX_ID bytes) or integer, echoed in the reply */

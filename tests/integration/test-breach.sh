@@ -233,4 +233,38 @@ like "$(events_of tokens | jq -r .reason)" 'no price for model "some-new-model"'
 like "$(events_of tokens | jq -r .reason)" '"prices"' "the reason says how to add a price"
 is "$(events_of tokens | jq -s 'map(select(.verdict == "ok")) | length')" 0 "nothing was recorded at \$0"
 
+# --- the agent's JSON in the breach records: nested past the broker's bound, refused; below
+# it, incident.json (which carries the request and the last events, undo records whole) is
+# as large as what it holds (indented, it grew with the square of the depth: 2 GB in the
+# supervisor's memory from 1 MB of undo records nested 2040 deep)
+cat >"$WORKSPACE/deep.py" <<'EOF'
+import os, socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(os.environ["AGENTJAIL_BROKER"])
+f = s.makefile("rb")
+def ask(line):
+    s.sendall(line.encode() + b"\n")
+    return f.readline().decode()
+print("deep:", ask('{"id": 1, "v": 1, "op": "tool", "gen_ai.tool.name": "t", "gen_ai.tool.call.arguments": %s}'
+                   % ("[" * 100 + "]" * 100)), end="", flush=True)
+chain = "[" * 60 + "]" * 60
+for i in range(4):
+    ask('{"id": 2, "v": 1, "op": "tool", "gen_ai.tool.name": "t", "gen_ai.tool.call.id": "c%d", '
+        '"gen_ai.tool.call.arguments": %d}' % (i, i))
+    print("undo:", ask('{"id": 3, "v": 1, "op": "tool_result", "gen_ai.tool.call.id": "c%d", "status": "ok", '
+                       '"undo": {"a": [%s]}}' % (i, ",".join([chain] * 400))), end="", flush=True)
+ask('{"id": 4, "v": 1, "op": "tool", "gen_ai.tool.name": "t", "gen_ai.tool.call.id": "over"}')
+EOF
+run_jail -p "$(write_profile deepkill '{"extends": "default", "meters": {"tool_calls": 4}, "on_breach": "kill"}')" \
+        -- python3 ./deep.py
+is "$JAIL_RC" 123 "undo records nested 62 deep, then a call past the cap: a breach (killed)" || jail_diag
+like "$JAIL_OUT" 'deep: .*"code":"bad_request".*deeper than 64 levels' "a request nested 101 deep is refused"
+is "$(grep -c '^undo: {"id":3,"v":1,"ok":true' <<<"$JAIL_OUT")" 4 "undo records nested 62 deep are taken"
+ev_bytes=$(stat -c %s "$JAIL_RUN_DIR/events.jsonl")
+inc_bytes=$(stat -c %s "$JAIL_RUN_DIR/incident.json")
+cmp_num "$inc_bytes" -lt $((2 * ev_bytes)) \
+        "incident.json ($inc_bytes bytes) is no larger than the events it holds (events.jsonl: $ev_bytes bytes)"
+is "$(jq -r '[.last_events[] | select(.type == "tool.result")] | length' "$JAIL_RUN_DIR/incident.json")" 4 \
+        "incident.json reads back, the undo records in its last events"
+
 done_testing

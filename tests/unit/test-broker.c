@@ -354,6 +354,56 @@ Test(broker, bad_requests_get_errors_and_the_connection_survives)
         close(fd);
 }
 
+/* A line nesting `depth` levels, the request object's own included: a tool call whose
+ * arguments are arrays in arrays (or, with undo, a tool_result's undo record). */
+static char *nested_line(int depth, bool undo)
+{
+        char *line = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&line, &size);
+        cr_assert_not_null(f);
+        if (undo)
+                fputs("{\"id\": 1, \"v\": 1, \"op\": \"tool_result\", \"gen_ai.tool.call.id\": \"n1\", \"status\": "
+                      "\"ok\", \"undo\": {\"a\": ",
+                      f);
+        else
+                fputs("{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"deep\", \"gen_ai.tool.call.id\": "
+                      "\"n1\", \"gen_ai.tool.call.arguments\": ",
+                      f);
+        int arrays = depth - (undo ? 2 : 1);
+        for (int i = 0; i < arrays; i++)
+                fputc('[', f);
+        for (int i = 0; i < arrays; i++)
+                fputc(']', f);
+        fputs(undo ? "}}\n" : "}\n", f);
+        fclose(f);
+        return line;
+}
+
+/* What a request nests is nested deeper in the records that carry it (the cap.breach event
+ * and incident.json hold the request, approval.json the arguments): at jansson's own limit
+ * (2048) such a record could not be read back, and incident.json, indented, grew with the
+ * square of the depth (8.4 MB from one 4 KB request). The broker refuses past 64 levels. */
+Test(broker, requests_nest_at_most_max_depth)
+{
+        int fd = client();
+        _cleanup_free_ char *deep = nested_line(AJ_BROKER_MAX_DEPTH + 1, false);
+        expect_error(request(fd, deep), "bad_request", "deeper than 64 levels", true);
+        _cleanup_free_ char *deep_undo = nested_line(AJ_BROKER_MAX_DEPTH + 1, true);
+        expect_error(request(fd, deep_undo), "bad_request", "deeper than 64 levels", true);
+        /* Brackets in strings are text, not nesting. */
+        json_t *r = request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"s\", "
+                                "\"gen_ai.tool.call.arguments\": \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                                "[[[[[[[[[[[[[[[[[[[[[[[\\\"\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        _cleanup_free_ char *most = nested_line(AJ_BROKER_MAX_DEPTH, false);
+        r = request(fd, most);
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow", "64 levels are a request");
+        json_decref(r);
+        close(fd);
+}
+
 Test(broker, oversized_line_is_discarded_and_the_next_works)
 {
         int fd = client();
@@ -895,6 +945,92 @@ Test(approvals, held_calls_are_bounded_and_ids_unique)
         r = request(fd, "{\"id\": 101, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.x\", "
                         "\"gen_ai.tool.call.id\": \"h1\"}\n");
         cr_expect_str_eq(str(r, "reason", NULL), "call id \"h1\" is already awaiting approval");
+        json_decref(r);
+        close(fd);
+}
+
+/* The operator decides on a call by its id (and --digest, the arguments' sha256): an id held
+ * once names that call for the rest of the run. Else a caller could let the call the operator
+ * is reviewing go (hang up) and ask again under the same id for another tool with the same
+ * arguments: the operator's `approve RUN ID --digest D` would allow a call never reviewed. */
+Test(approvals, a_held_call_id_names_one_call_for_the_run)
+{
+        setup_approvals(NULL);
+        char digest[AJ_SHA256_HEX_SIZE];
+        json_t *args = json_pack("{s:i}", "amount", 9);
+        aj_meter_args_digest(args, digest);
+        json_decref(args);
+        int fd = client();
+        send_text(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.preview\", "
+                      "\"gen_ai.tool.call.id\": \"r9\", \"gen_ai.tool.call.arguments\": {\"amount\": 9}}\n");
+        cr_assert_not(reply_ready(fd), "held");
+        close(fd);
+        for (int i = 0; i < 50 && in_flight_call("r9"); i++)
+                pump();
+        cr_assert_null(in_flight_call("r9"), "cancelled");
+
+        /* The same id, the same arguments (so the same digest), another tool: not held. */
+        fd = client();
+        json_t *r = request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", "
+                                "\"gen_ai.tool.call.id\": \"r9\", \"gen_ai.tool.call.arguments\": {\"amount\": 9}}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        cr_expect(strstr(str(r, "reason", NULL), "call id \"r9\" was held for approval earlier in this run") != NULL,
+                  "%s", str(r, "reason", NULL));
+        json_decref(r);
+        AjError err = {};
+        cr_expect_eq(aj_broker_decide(env.broker, "r9", true, digest, "alice", NULL, NULL, &err), -ENOENT,
+                     "the operator's decision on r9 allows nothing it did not review");
+        aj_error_clear(&err);
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0);
+
+        /* Other arguments under that id: not held either. */
+        r = request(fd, "{\"id\": 3, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.preview\", "
+                        "\"gen_ai.tool.call.id\": \"r9\", \"gen_ai.tool.call.arguments\": {\"amount\": 900}}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        json_decref(r);
+
+        /* The same call again (after a timeout, a denial, a hang-up) is held again. */
+        send_text(fd, "{\"id\": 4, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.preview\", "
+                      "\"gen_ai.tool.call.id\": \"r9\", \"gen_ai.tool.call.arguments\": {\"amount\": 9}}\n");
+        cr_assert_not(reply_ready(fd), "the same call is held again");
+        cr_assert_eq(aj_broker_decide(env.broker, "r9", true, digest, "alice", NULL, NULL, NULL), 0);
+        r = read_reply(fd);
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        close(fd);
+}
+
+/* Asking for approvals costs the asker nothing when it hangs up (a cancelled call counts
+ * nothing), but each one is an operator's interruption (approval.json, the alert command):
+ * a run asks for at most AJ_BROKER_MAX_APPROVALS. */
+Test(approvals, approvals_asked_are_bounded_per_run)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        char line[256], id[32];
+        for (int i = 0; i < AJ_BROKER_MAX_APPROVALS; i++) {
+                snprintf(line, sizeof(line),
+                         "{\"id\": %d, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.x\", "
+                         "\"gen_ai.tool.call.id\": \"a%d\"}\n",
+                         i, i);
+                send_text(fd, line);
+                snprintf(id, sizeof(id), "a%d", i);
+                pump(); /* the line is there: no wait */
+                cr_assert_eq(aj_broker_decide(env.broker, id, false, NULL, "alice", NULL, NULL, NULL), 0, "%s", id);
+                /* The denial is sent as it is decided: read without pumping (which waits). */
+                char c = 0;
+                while (c != '\n')
+                        cr_assert_eq(recv(fd, &c, 1, 0), 1);
+        }
+        json_t *r = request(fd, "{\"id\": 1, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.x\", "
+                                "\"gen_ai.tool.call.id\": \"a-last\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "deny");
+        cr_expect(strstr(str(r, "reason", NULL), "approvals") != NULL, "%s", str(r, "reason", NULL));
+        json_decref(r);
+        cr_expect_null(in_flight_call("a-last"));
+        /* Calls that need no approval go on as before. */
+        r = request(fd, "{\"id\": 2, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"search\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
         json_decref(r);
         close(fd);
 }

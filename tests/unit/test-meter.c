@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "meter.h"
 #include "profile.h"
@@ -258,6 +259,57 @@ Test(meter, rate_window_slides)
         cr_expect_eq(tool_at(m, "t", "\"z\"", 70 * SEC, NULL), AJ_VERDICT_ALLOW);
         cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 70 * SEC), 3);
         cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 200 * SEC), 0);
+        aj_meter_free(m);
+}
+
+/* A minute after a burst of calls, nothing has pruned the window (only a tool call does):
+ * a read of the rate (the broker's `usage` op, every reply's usage) must not walk every
+ * stale call. 100000 calls, then 20000 reads: a walk is ~200 us a read (4 s in all), a
+ * bisection well under a microsecond. */
+Test(meter, rate_window_read_is_not_a_walk_of_stale_calls)
+{
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(NULL, &m), 0);
+        for (uint64_t i = 0; i < AJ_CAP_MAX_PER_MIN; i++) {
+                char digest[AJ_SHA256_HEX_SIZE];
+                snprintf(digest, sizeof(digest), "%064llu", (unsigned long long)i);
+                AjMeterReservation res;
+                AjMeterDecision d;
+                cr_assert_eq(aj_meter_reserve_tool(m, "t", digest, SEC + i * 100000, &res, &d), 0);
+                aj_meter_settle(m, &res, true);
+        }
+        cr_assert_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 20 * SEC), AJ_CAP_MAX_PER_MIN);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        uint64_t sum = 0;
+        for (int i = 0; i < 20000; i++)
+                sum += aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 200 * SEC);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        cr_expect_eq(sum, 0);
+        cr_expect_lt(ms, 500.0, "20000 reads of a stale window of %llu calls took %.0f ms",
+                     (unsigned long long)AJ_CAP_MAX_PER_MIN, ms);
+        /* Half of them left at 66 s (started before 6 s): the count is exact. */
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 66 * SEC), AJ_CAP_MAX_PER_MIN / 2 - 1);
+        aj_meter_free(m);
+}
+
+/* A call committed after a later one (reserved, held, then approved) keeps the window in
+ * time order: it counts from the newer start, never leaves early, and the later calls
+ * after it are still found. */
+Test(meter, rate_window_out_of_order_commit)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS_PER_MIN, 10);
+        AjMeterReservation held;
+        AjMeterDecision d;
+        cr_assert_eq(aj_meter_reserve_tool(m, "held", NULL, 10 * SEC, &held, &d), 0);
+        cr_assert_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(tool_at(m, "t", "1", 20 * SEC, NULL), AJ_VERDICT_ALLOW);
+        aj_meter_settle(m, &held, true); /* started at 10 s, committed after the call of 20 s */
+        cr_expect_eq(tool_at(m, "t", "2", 30 * SEC, NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 75 * SEC), 3);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 85 * SEC), 1);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS_PER_MIN, 90 * SEC), 0);
         aj_meter_free(m);
 }
 

@@ -100,6 +100,74 @@ Test(record_alerts, incident_round_trip)
         cr_assert_null(b->usage);
 }
 
+/* `depth` arrays in arrays, `chains` times in one array. */
+static json_t *nested_chains(int depth, int chains)
+{
+        json_t *all = json_array();
+        for (int c = 0; c < chains; c++) {
+                json_t *v = json_array();
+                for (int i = 1; i < depth; i++) {
+                        json_t *outer = json_array();
+                        json_array_append_new(outer, v);
+                        v = outer;
+                }
+                json_array_append_new(all, v);
+        }
+        return all;
+}
+
+static off_t file_size(const char *name)
+{
+        char path[300];
+        struct stat st;
+        cr_assert_eq(aj_run_file_path(root, name, path, sizeof(path)), 0);
+        cr_assert_eq(stat(path, &st), 0);
+        return st.st_size;
+}
+
+/* incident.json and approval.json carry the agent's JSON (the breaching request, the last
+ * events with their arguments and undo records, the held call's arguments): as large as
+ * that JSON, whatever its depth. Indented, a record grew with the square of the depth: a
+ * 4 KB request nested 2040 deep made an 8.4 MB incident, 1 MB of events a 2 GB one. */
+Test(record_alerts, records_of_agent_json_grow_with_it_not_with_its_depth)
+{
+        json_auto_t *request = json_pack("{s:s, s:o}", "op", "tool", "gen_ai.tool.call.arguments",
+                                         nested_chains(60, 100));
+        json_auto_t *last = json_pack("[{s:s, s:O}]", "type", "tool.result", "undo", request);
+        _cleanup_free_ char *compact = json_dumps(request, JSON_COMPACT);
+        size_t agent_bytes = strlen(compact); /* 14 KB, 6000 arrays, 60 deep */
+        AjIncident in = { .run = "r",
+                          .name = "n",
+                          .ts = "t",
+                          .cap = "tool_calls",
+                          .limit = 1,
+                          .value = 2,
+                          .request = request,
+                          .action = "kill",
+                          .last_events = last };
+        cr_assert_eq(aj_incident_write(root, &in), 0);
+        off_t size = file_size(AJ_RUN_FILE_INCIDENT);
+        /* The request twice (itself, and in the last event), with a space after each comma. */
+        cr_expect_lt(size, (off_t)(4 * agent_bytes + 4096), "incident.json is %lld bytes for twice %zu of the agent's",
+                     (long long)size, agent_bytes);
+        _cleanup_(aj_incident_freep) AjIncident *inc = NULL;
+        cr_expect_eq(aj_incident_read(root, &inc, NULL), 0);
+
+        json_auto_t *call = json_pack("{s:s, s:s, s:O}", "gen_ai.tool.call.id", "a-1", "gen_ai.tool.name", "x",
+                                      "gen_ai.tool.call.arguments", request);
+        AjApproval ap = { .subject = AJ_APPROVAL_TOOL,
+                          .run = "r",
+                          .name = "n",
+                          .ts = "t",
+                          .call = call,
+                          .approve = "a",
+                          .deny = "d" };
+        cr_assert_eq(aj_approval_write(root, &ap), 0);
+        size = file_size(AJ_RUN_FILE_APPROVAL);
+        cr_expect_lt(size, (off_t)(2 * agent_bytes + 4096), "approval.json is %lld bytes for %zu of the agent's",
+                     (long long)size, agent_bytes);
+}
+
 /* An incident of another version (or written by hand): absent members are fine, numbers
  * are shown as written, unknown members stay in the document. */
 Test(record_alerts, incident_forward_compatible)
