@@ -43,7 +43,7 @@ static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bo
                 .skipped = skipped,
                 .path = strdup(d->path),
                 .note = note ? strdup(note) : NULL,
-                .git_code = aj_ws_path_git_code(d->path, type & S_IFMT) != NULL,
+                .git_code = aj_ws_change_git_code(d->path, kind, type & S_IFMT),
         };
         if (!c.path || (note && !c.note)) {
                 free(c.path);
@@ -276,26 +276,21 @@ int ws_change_compare(const void *a, const void *b)
         return path_compare(((const AjWsChange *)a)->path, ((const AjWsChange *)b)->path);
 }
 
-/* Does `dir` (relative, "" the root) hold HEAD, objects and refs after the run, in the
- * upper tree (not as whiteouts) or the lower one: what git takes for a repository when it
- * is run there (a bare one needs no ".git")? Resolved without symlinks. Over-approximates
- * the merged view (a whiteout in an opaque parent is not looked for): a change is marked
- * falsely, never missed. */
+/* Could git take `dir` (relative, "" the root) for a repository when it is run there (a
+ * bare one needs no ".git")? git wants a HEAD there, and objects and refs either there or
+ * in the directory its commondir file names (anywhere: an agent's one without a HEAD of
+ * its own), so a HEAD, in the upper tree (not a whiteout) or the lower one, is enough.
+ * Resolved without symlinks. Over-approximates the merged view (a whiteout in an opaque
+ * parent is not looked for): a change is marked falsely, never missed. */
 static bool looks_like_gitdir(int upper_fd, int lower_fd, const char *dir)
 {
-        static const char *const parts[] = { "HEAD", "objects", "refs" };
         _cleanup_close_ int ud = aj_open_under(upper_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0,
                                                AJ_UNDER_NO_SYMLINKS);
         _cleanup_close_ int ld = aj_open_under(lower_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0,
                                                AJ_UNDER_NO_SYMLINKS);
-        for (size_t i = 0; i < ARRAY_SIZE(parts); i++) {
-                struct stat st;
-                bool in_upper = ud >= 0 && fstatat(ud, parts[i], &st, AT_SYMLINK_NOFOLLOW) == 0 && !is_whiteout(&st);
-                bool in_lower = ld >= 0 && fstatat(ld, parts[i], &st, AT_SYMLINK_NOFOLLOW) == 0;
-                if (!in_upper && !in_lower)
-                        return false;
-        }
-        return true;
+        struct stat st;
+        return (ud >= 0 && fstatat(ud, "HEAD", &st, AT_SYMLINK_NOFOLLOW) == 0 && !is_whiteout(&st)) ||
+               (ld >= 0 && fstatat(ld, "HEAD", &st, AT_SYMLINK_NOFOLLOW) == 0);
 }
 
 /* A change below a directory git takes for a repository without naming it ".git" (a bare
@@ -322,7 +317,9 @@ static void mark_bare_gitdirs(AjWsChange *v, size_t n, int upper_fd, int lower_f
                                 dir[dlen] = 0;
                                 if (dlen == 0)
                                         strcpy(dir, ".");
-                                c->git_code = looks_like_gitdir(upper_fd, lower_fd, dir);
+                                if (looks_like_gitdir(upper_fd, lower_fd, dir))
+                                        c->git_code = "in a directory git takes for a repository (it holds a "
+                                                      "HEAD): git run there may run code from it";
                         }
                         rest = *end ? end + 1 : NULL;
                 }

@@ -89,6 +89,21 @@ const char *aj_ws_path_git_code(const char *path, mode_t type)
         return NULL;
 }
 
+const char *aj_ws_change_git_code(const char *path, AjWsChangeKind kind, mode_t type)
+{
+        const char *why = aj_ws_path_git_code(path, type);
+        if (why || !S_ISDIR(type) || (kind != AJ_WS_DELETED && kind != AJ_WS_REPLACED))
+                return why;
+        /* The .git directory itself is judged by its files, but removing it (or replacing it
+         * by an opaque one) takes the workspace's config and hooks with it, files that no
+         * other change names. */
+        const char *last = strrchr(path, '/');
+        last = last ? last + 1 : path;
+        if (component_is(last, strlen(last), ".git"))
+                return "removes or replaces a repository's .git (its config and hooks with it)";
+        return NULL;
+}
+
 const char *aj_ws_kind_name(AjWsChangeKind kind)
 {
         switch (kind) {
@@ -243,10 +258,7 @@ json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
                                 o = NULL;
                         }
                 }
-                const char *git = !c[i].git_code ? NULL
-                                  : aj_ws_path_git_code(c[i].path, c[i].type)
-                                          ?: "in a directory git takes for a repository (HEAD, objects, refs): git run "
-                                             "there may run code from it";
+                const char *git = c[i].git_code;
                 if (!o || (c[i].skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
                     (c[i].note && json_object_set_new(o, "note", json_string(c[i].note)) < 0) ||
                     (git && json_object_set_new(o, "git_code", json_string(git)) < 0)) {

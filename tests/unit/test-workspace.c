@@ -780,7 +780,7 @@ Test(workspace, git_code_needs_a_decision)
         AjWsChange *c = NULL;
         size_t n = diff(&c, 0), flagged = 0;
         for (size_t i = 0; i < n; i++)
-                flagged += c[i].git_code;
+                flagged += c[i].git_code != NULL;
         cr_expect_eq(flagged, 3, "config, hooks/ and the hook (not the sample, not COMMIT_EDITMSG)");
         json_t *j = aj_ws_changes_json(c, n);
         cr_assert_not_null(j);
@@ -858,7 +858,7 @@ Test(workspace, git_code_in_a_bare_repository)
         for (size_t i = 0; i < n; i++) {
                 bool want = streq(c[i].path, "srv/repo.git/config") || streq(c[i].path, "hooks") ||
                             streq(c[i].path, "hooks/post-update");
-                cr_expect_eq(c[i].git_code, want, "%s: git_code %d", c[i].path, c[i].git_code);
+                cr_expect_eq(c[i].git_code != NULL, want, "%s: git_code %s", c[i].path, c[i].git_code ?: "none");
         }
         json_t *j = aj_ws_changes_json(c, n);
         size_t i;
@@ -868,4 +868,81 @@ Test(workspace, git_code_in_a_bare_repository)
                         cr_expect(strstr(json_string_value(json_object_get(o, "git_code")) ?: "", "repository"));
         json_decref(j);
         aj_ws_changes_free(c, n);
+}
+
+/* A gitdir with a HEAD whose objects and refs are elsewhere (its commondir names them),
+ * at the root where the operator runs git: .git spoilt (its HEAD is data), a HEAD and a
+ * commondir at the root naming the agent's own directory with objects, refs and a config
+ * (core.pager: `git log` on a terminal ran it, git 2.39). The commondir is marked. */
+Test(workspace, git_code_in_a_gitdir_with_a_commondir)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/HEAD", "ref: refs/heads/main\n", 0644);
+        mkd(lower, ".git/objects", 0755);
+        mkd(lower, ".git/refs", 0755);
+        mkd(upper, ".git", 0755);
+        put(upper, ".git/HEAD", "garbage\n", 0644);
+        put(upper, "HEAD", "ref: refs/heads/main\n", 0644);
+        put(upper, "commondir", "c\n", 0644);
+        mkd(upper, "c", 0755);
+        mkd(upper, "c/objects", 0755);
+        mkd(upper, "c/refs", 0755);
+        put(upper, "c/config", "[core]\n\tpager = touch /tmp/owned; cat\n", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        bool marked = false;
+        for (size_t i = 0; i < n; i++)
+                if (streq(c[i].path, "commondir"))
+                        marked = c[i].git_code != NULL;
+        cr_expect(marked, "the root's commondir is marked");
+        aj_ws_changes_free(c, n);
+
+        AjError err = {};
+        AjWsStats s;
+        cr_expect_eq(aj_ws_commit(upper_fd, lower_fd, 0, 0, &s, &err), -EPERM);
+        aj_error_clear(&err);
+        cr_expect_not(exists(lower, "commondir"), "nothing applied");
+}
+
+/* The .git directory deleted or replaced by an opaque one takes the workspace's config
+ * and hooks with it: marked, and --exclude-git leaves the workspace's .git as it was
+ * (not emptied under the agent's HEAD, objects and refs). */
+Test(workspace, git_code_git_dir_replaced_or_deleted)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/HEAD", "ref: refs/heads/main\n", 0644);
+        put(lower, ".git/config", "[core]\n\thooksPath = /etc/org-hooks\n", 0644);
+        mkd(lower, "sub", 0755);
+        mkd(lower, "sub/.git", 0755);
+        put(lower, "sub/.git/config", "[core]\n", 0644);
+        mkd(upper, ".git", 0755);
+        opaque(".git");
+        put(upper, ".git/HEAD", "ref: refs/heads/x\n", 0644);
+        mkd(upper, ".git/objects", 0755);
+        mkd(upper, "sub", 0755);
+        whiteout("sub/.git");
+        put(upper, "work.txt", "done", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        for (size_t i = 0; i < n; i++) {
+                bool want = streq(c[i].path, ".git") || streq(c[i].path, "sub/.git");
+                cr_expect_eq(c[i].git_code != NULL, want, "%s: git_code %s", c[i].path, c[i].git_code ?: "none");
+        }
+        aj_ws_changes_free(c, n);
+
+        AjError err = {};
+        AjWsStats s;
+        cr_expect_eq(aj_ws_commit(upper_fd, lower_fd, 0, 0, &s, &err), -EPERM);
+        aj_error_clear(&err);
+        cr_expect_not(exists(lower, "work.txt"), "nothing applied");
+
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, AJ_WS_COMMIT_EXCLUDE_GIT, &s, &err);
+        cr_assert_eq(r, 0, "%s", aj_error_text(&err, r));
+        cr_expect_eq(s.git_excluded, 4, ".git, its HEAD and objects, sub/.git");
+        assert_content(lower, ".git/config", "[core]\n\thooksPath = /etc/org-hooks\n");
+        assert_content(lower, ".git/HEAD", "ref: refs/heads/main\n");
+        assert_content(lower, "sub/.git/config", "[core]\n");
+        assert_content(lower, "work.txt", "done");
 }
