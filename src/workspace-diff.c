@@ -326,6 +326,54 @@ static void mark_bare_gitdirs(AjWsChange *v, size_t n, int upper_fd, int lower_f
         }
 }
 
+/* Is `path` at or below `dir` ("" the root)? */
+static bool at_or_below(const char *path, const char *dir)
+{
+        size_t n = strlen(dir);
+        return n == 0 || (strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == 0));
+}
+
+/* The changes at or below a path the workspace repository's config names (a hooksPath,
+ * an included file, a command's script), and those above one that send git elsewhere
+ * there (a symlink, a file, a directory removed or replaced; not a mode change). v is
+ * sorted: a path's changes follow it directly. */
+static int mark_config_targets(AjWsChange *v, size_t n, int lower_fd, AjError *ret_error)
+{
+        char **targets = NULL;
+        size_t n_targets = 0;
+        int r = ws_git_config_targets(lower_fd, &targets, &n_targets, ret_error);
+        if (r < 0)
+                return r;
+        static const char why[] = "named by the workspace repository's git config (core.hooksPath, an include, a "
+                                  "command): git on this host may run code from it";
+        for (size_t k = 0; k < n_targets; k++) {
+                const char *t = targets[k];
+                /* The first change at or after t, then those below it. */
+                size_t lo = 0, hi = n;
+                AjWsChange key = { .path = (char *)t };
+                while (lo < hi) {
+                        size_t mid = lo + (hi - lo) / 2;
+                        if (ws_change_compare(&v[mid], &key) < 0)
+                                lo = mid + 1;
+                        else
+                                hi = mid;
+                }
+                for (size_t i = lo; i < n && at_or_below(v[i].path, t); i++)
+                        v[i].git_code = v[i].git_code ?: why;
+                /* Its parents, each looked up. */
+                for (char *slash = strchr(targets[k], '/'); slash; slash = strchr(slash + 1, '/')) {
+                        *slash = 0;
+                        AjWsChange *c = bsearch(&key, v, n, sizeof(*v), ws_change_compare);
+                        *slash = '/';
+                        if (c && !(c->kind == AJ_WS_MODIFIED && S_ISDIR(c->type)))
+                                c->git_code = c->git_code ?: why;
+                }
+                free(targets[k]);
+        }
+        free(targets);
+        return 0;
+}
+
 int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, AjError *ret_error)
 {
         Diff *d = calloc(1, sizeof(*d)); /* PATH_MAX of path: not on the stack */
@@ -348,6 +396,12 @@ int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, 
         if (d->n > 1)
                 qsort(d->v, d->n, sizeof(*d->v), ws_change_compare);
         mark_bare_gitdirs(d->v, d->n, upper_fd, lower_fd);
+        r = mark_config_targets(d->v, d->n, lower_fd, ret_error);
+        if (r < 0) {
+                aj_ws_changes_free(d->v, d->n);
+                free(d);
+                return r;
+        }
         *ret = d->v;
         *ret_n = d->n;
         free(d);

@@ -73,7 +73,11 @@ typedef struct {
  * `since_ns` (CLOCK_REALTIME ns, 0 = don't check): a lower entry whose mtime or ctime is
  * later is marked conflict (someone changed the workspace during the run). For a change
  * that removes a lower directory (DELETED, REPLACED, a type change), every entry below it
- * is checked too. */
+ * is checked too.
+ *
+ * git_code is set as aj_ws_change_git_code() says and as the workspace's repository
+ * tells (see there); the config that names paths is read from lower, and one that cannot
+ * be read (not missing) fails the diff. */
 int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, AjError *ret_error);
 void aj_ws_changes_free(AjWsChange *c, size_t n);
 
@@ -95,7 +99,9 @@ typedef struct {
  * (exec lines), files git does not know yet. Over-flags rather than under-flags.
  * aj_ws_diff() also marks such a file below a directory that holds a HEAD after the run
  * (a bare repository, a gitdir not named ".git", one whose commondir names objects and
- * refs elsewhere), which a path cannot tell. */
+ * refs elsewhere), and a change at, below or in place of a path the workspace
+ * repository's own config names (core.hooksPath, an included file, a command's script):
+ * neither can a path tell. */
 const char *aj_ws_path_git_code(const char *path, mode_t type);
 
 /* aj_ws_path_git_code() for a change of `kind`: also a .git directory deleted or replaced

@@ -946,3 +946,82 @@ Test(workspace, git_code_git_dir_replaced_or_deleted)
         assert_content(lower, "sub/.git/config", "[core]\n");
         assert_content(lower, "work.txt", "done");
 }
+
+/* Paths the workspace repository's own config (in lower: the operator's) sends git to:
+ * core.hooksPath (husky's .husky/_), a file it includes (../.gitconfig, and what that
+ * one includes), a command's script (core.fsmonitor = tools/fsmon.sh). git 2.39 ran the
+ * agent's hook, include (core.fsmonitor) and script there on commit and status. Changes
+ * there, or to a directory above one that sends git elsewhere (a symlink), are marked;
+ * a refspec, a URL, a branch's merge ref and unrelated files are not. */
+Test(workspace, git_code_named_by_the_config)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config",
+            "[core]\n\thooksPath = .husky/_ ; husky\n\tfsmonitor = \"sh tools/fsmon.sh\"\n"
+            "[include]\n\tpath = ../.gitconfig\n"
+            "[remote \"origin\"]\n\turl = git@example.com:org/repo.git\n"
+            "\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+            "[branch \"main\"]\n\tmerge = refs/heads/main\n",
+            0644);
+        put(lower, ".gitconfig", "[includeIf \"gitdir:/x/\"]\n\tpath = conf/more.cfg\n", 0644);
+        mkd(lower, ".husky", 0755);
+        mkd(lower, ".husky/_", 0755);
+        mkd(lower, "conf", 0755);
+        mkd(lower, "tools", 0755);
+        put(lower, "tools/fsmon.sh", "#!/bin/sh\n", 0755);
+
+        mkd(upper, ".husky", 0755);
+        mkd(upper, ".husky/_", 0755);
+        put(upper, ".husky/_/pre-commit", "evil\n", 0755);
+        put(upper, ".gitconfig", "[core]\n\tfsmonitor = evil\n", 0644);
+        mkd(upper, "conf", 0755);
+        put(upper, "conf/more.cfg", "[core]\n\tpager = evil\n", 0644);
+        cr_assert_eq(symlink("/tmp", at(upper, "tools")), 0);
+        mkd(upper, "refs", 0755);
+        mkd(upper, "refs/heads", 0755);
+        put(upper, "refs/heads/main", "x\n", 0644);
+        put(upper, "main.c", "int main;\n", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        static const char *const marked[] = { ".husky/_/pre-commit", ".gitconfig", "conf/more.cfg", "tools" };
+        size_t seen = 0;
+        for (size_t i = 0; i < n; i++) {
+                bool want = false;
+                for (size_t k = 0; k < ARRAY_SIZE(marked); k++)
+                        want |= streq(c[i].path, marked[k]);
+                seen += want;
+                cr_expect_eq(c[i].git_code != NULL, want, "%s: git_code %s", c[i].path, c[i].git_code ?: "none");
+        }
+        cr_expect_eq(seen, ARRAY_SIZE(marked));
+        aj_ws_changes_free(c, n);
+
+        AjError err = {};
+        AjWsStats s;
+        cr_expect_eq(aj_ws_commit(upper_fd, lower_fd, 0, 0, &s, &err), -EPERM);
+        aj_error_clear(&err);
+        cr_expect_not(exists(lower, "main.c"), "nothing applied");
+}
+
+/* A linked worktree's (or a submodule's) .git is a file naming its gitdir, elsewhere; the
+ * config is in the commondir it names: followed, read, and its hooksPath marks. */
+Test(workspace, git_code_named_by_a_linked_worktrees_config)
+{
+        mkd(outside, "main.git", 0755);
+        put(outside, "main.git/config", "[core]\n\thooksPath = githooks\n", 0644);
+        mkd(outside, "main.git/worktrees", 0755);
+        mkd(outside, "main.git/worktrees/w", 0755);
+        put(outside, "main.git/worktrees/w/commondir", "../..\n", 0644);
+        char line[256];
+        snprintf(line, sizeof(line), "gitdir: %s/main.git/worktrees/w\n", outside);
+        put(lower, ".git", line, 0644);
+        mkd(upper, "githooks", 0755);
+        put(upper, "githooks/post-checkout", "evil\n", 0755);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        for (size_t i = 0; i < n; i++)
+                cr_expect_not_null(c[i].git_code, "%s is marked", c[i].path);
+        cr_expect_eq(n, 2);
+        aj_ws_changes_free(c, n);
+}
