@@ -67,10 +67,9 @@ static char *resolve(const char *base, const char *value, bool *oom)
 
 /* An absolute path: kept, relative to the workspace, when it is in it (the workspace
  * itself only with `root_too`: a hooksPath of "."). */
-static int add_target(Targets *t, char *abs, bool root_too)
+static int add_one(Targets *t, const char *abs, bool root_too)
 {
-        _cleanup_free_ char *owned = abs;
-        if (!abs || strncmp(abs, t->ws, t->ws_len) != 0 || (abs[t->ws_len] != '/' && abs[t->ws_len] != 0))
+        if (strncmp(abs, t->ws, t->ws_len) != 0 || (abs[t->ws_len] != '/' && abs[t->ws_len] != 0))
                 return 0;
         const char *rel = abs[t->ws_len] ? abs + t->ws_len + 1 : "";
         if (!*rel && !root_too)
@@ -91,6 +90,44 @@ static int add_target(Targets *t, char *abs, bool root_too)
                 return -ENOMEM;
         t->n++;
         return 0;
+}
+
+/* `abs` with the symlinks of its longest existing part resolved, as git opens it (the
+ * workspace's own: the agent changes none before the commit): a hooksPath through a
+ * symlinked directory, a path spelled through a symlink above the workspace. NULL when
+ * nothing resolves. */
+static char *through_symlinks(const char *abs)
+{
+        _cleanup_free_ char *head = strdup(abs);
+        if (!head)
+                return NULL;
+        for (;;) {
+                char *real = realpath(head, NULL);
+                if (real) {
+                        const char *rest = abs + strlen(head);
+                        char *out = NULL;
+                        int r = asprintf(&out, "%s%s", streq(real, "/") && *rest ? "" : real, rest);
+                        free(real);
+                        return r < 0 ? NULL : out;
+                }
+                char *slash = strrchr(head, '/');
+                if ((errno != ENOENT && errno != ENOTDIR) || !slash || slash == head)
+                        return NULL;
+                *slash = 0;
+        }
+}
+
+/* add_one() for `abs` (consumed, NULL: nothing) as written and as it resolves. */
+static int add_target(Targets *t, char *abs, bool root_too)
+{
+        _cleanup_free_ char *owned = abs;
+        if (!abs)
+                return 0;
+        int r = add_one(t, abs, root_too);
+        _cleanup_free_ char *real = r >= 0 ? through_symlinks(abs) : NULL;
+        if (r >= 0 && real && !streq(real, abs))
+                r = add_one(t, real, root_too);
+        return r;
 }
 
 /* The words of a command that name a path ("tools/fsmonitor.sh", "./x"): relative to the

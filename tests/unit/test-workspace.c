@@ -1025,3 +1025,31 @@ Test(workspace, git_code_named_by_a_linked_worktrees_config)
         cr_expect_eq(n, 2);
         aj_ws_changes_free(c, n);
 }
+
+/* A path the config names is followed through the workspace's symlinks as git follows
+ * them: .husky a symlink to tools/husky, so the hook is tools/husky/_/pre-commit; an
+ * absolute include spelled through a symlink to the workspace. */
+Test(workspace, git_code_named_by_the_config_through_symlinks)
+{
+        char cfg[512];
+        cr_assert_eq(symlink(lower, at(outside, "ws")), 0);
+        snprintf(cfg, sizeof(cfg), "[core]\n\thooksPath = .husky/_\n[include]\n\tpath = %s/ws/team.cfg\n", outside);
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", cfg, 0644);
+        mkd(lower, "tools", 0755);
+        mkd(lower, "tools/husky", 0755);
+        mkd(lower, "tools/husky/_", 0755);
+        cr_assert_eq(symlink("tools/husky", at(lower, ".husky")), 0);
+        mkd(upper, "tools", 0755);
+        mkd(upper, "tools/husky", 0755);
+        mkd(upper, "tools/husky/_", 0755);
+        put(upper, "tools/husky/_/pre-commit", "evil\n", 0755);
+        put(upper, "team.cfg", "[core]\n\tpager = evil\n", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_expect_eq(n, 2);
+        for (size_t i = 0; i < n; i++)
+                cr_expect_not_null(c[i].git_code, "%s is marked", c[i].path);
+        aj_ws_changes_free(c, n);
+}
