@@ -2,9 +2,11 @@
 /* The paths in the workspace that its repository's config, as it is in the workspace
  * (lower: the operator's, not the agent's), has git run code from or read more config
  * from: core.hooksPath, include.path and includeIf.*.path, and the paths a command names
- * (core.fsmonitor = tools/fsmonitor.sh). A change there is git's own file too, however
- * plain its name: with core.hooksPath = .husky, .husky/pre-commit is a hook. */
+ * (core.fsmonitor = tools/fsmonitor.sh), and the files the hooks that are symlinks point
+ * to. A change there is git's own file too, however plain its name: with core.hooksPath =
+ * .husky, .husky/pre-commit is a hook. */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@ typedef struct {
         char **v;
         size_t n;
         unsigned files;
+        char *hooks; /* the last core.hooksPath (absolute), as git takes the last */
         AjError *ret_error;
 } Targets;
 
@@ -162,9 +165,12 @@ static int on_value(Targets *t, const char *file, const char *section, const cha
 {
         bool oom = false;
         int r = 0;
-        if (streq(section, "core") && streq(key, "hookspath"))
-                r = add_target(t, resolve(t->ws, value, &oom), true);
-        else if ((streq(section, "include") || streq(section, "includeif")) && streq(key, "path")) {
+        if (streq(section, "core") && streq(key, "hookspath")) {
+                char *abs = resolve(t->ws, value, &oom);
+                free(t->hooks);
+                t->hooks = abs ? strdup(abs) : NULL;
+                r = add_target(t, abs, true);
+        } else if ((streq(section, "include") || streq(section, "includeif")) && streq(key, "path")) {
                 /* Relative to the file that includes it; the included file's own settings count too. */
                 _cleanup_free_ char *dir = strdup(file);
                 if (!dir)
@@ -301,6 +307,29 @@ static int read_config(Targets *t, const char *path, unsigned depth)
         return parse_config(t, path, buf, (size_t)n, depth);
 }
 
+/* The hooks that are symlinks (`ln -s ../../scripts/pre-commit.sh .git/hooks/pre-commit`,
+ * a common way to share hooks): git runs the file they point to. */
+static int add_linked_hooks(Targets *t, const char *dir)
+{
+        _cleanup_closedir_ DIR *d = opendir(dir);
+        if (!d)
+                return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+        struct dirent *e;
+        int r = 0;
+        while (r >= 0 && (errno = 0, e = readdir(d))) {
+                struct stat st;
+                if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISLNK(st.st_mode))
+                        continue;
+                _cleanup_free_ char *abs = NULL, *real = NULL;
+                if (asprintf(&abs, "%s/%s", dir, e->d_name) < 0)
+                        return -ENOMEM;
+                real = through_symlinks(abs);
+                if (real)
+                        r = add_one(t, real, false);
+        }
+        return r < 0 ? r : errno > 0 ? -errno : 0;
+}
+
 /* The first line of a small file, trimmed: "gitdir: X" in a .git file, a commondir. */
 static int read_line(const char *path, char *buf, size_t size)
 {
@@ -360,7 +389,15 @@ int ws_git_config_targets(int lower_fd, char ***ret, size_t *ret_n, AjError *ret
                 else
                         r = read_config(&t, p, 0);
         }
+        if (r >= 0) {
+                _cleanup_free_ char *hooks = NULL;
+                if (!t.hooks && asprintf(&hooks, "%s/hooks", common) < 0)
+                        r = -ENOMEM;
+                else
+                        r = add_linked_hooks(&t, t.hooks ?: hooks);
+        }
 done:
+        free(t.hooks);
         if (r >= 0 && oom)
                 r = -ENOMEM;
         if (r < 0) {

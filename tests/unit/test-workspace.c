@@ -1053,3 +1053,26 @@ Test(workspace, git_code_named_by_the_config_through_symlinks)
                 cr_expect_not_null(c[i].git_code, "%s is marked", c[i].path);
         aj_ws_changes_free(c, n);
 }
+
+/* A hook that is a symlink into the work tree (`ln -s ../../scripts/pre-commit.sh
+ * .git/hooks/pre-commit`): git 2.39 ran the agent's scripts/pre-commit.sh on commit. The
+ * file it points to is marked, another script is not. */
+Test(workspace, git_code_a_hook_linked_into_the_work_tree)
+{
+        mkd(lower, ".git", 0755);
+        mkd(lower, ".git/hooks", 0755);
+        cr_assert_eq(symlink("../../scripts/pre-commit.sh", at(lower, ".git/hooks/pre-commit")), 0);
+        mkd(lower, "scripts", 0755);
+        put(lower, "scripts/pre-commit.sh", "#!/bin/sh\n", 0755);
+        mkd(upper, "scripts", 0755);
+        put(upper, "scripts/pre-commit.sh", "#!/bin/sh\nevil\n", 0755);
+        put(upper, "scripts/build.sh", "#!/bin/sh\n", 0755);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 2);
+        cr_expect_str_eq(c[1].path, "scripts/pre-commit.sh");
+        cr_expect_not_null(c[1].git_code);
+        cr_expect_null(c[0].git_code, "scripts/build.sh");
+        aj_ws_changes_free(c, n);
+}
