@@ -333,15 +333,74 @@ static bool at_or_below(const char *path, const char *dir)
         return n == 0 || (strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == 0));
 }
 
-/* The changes at or below a path the workspace repository's config names (a hooksPath,
- * an included file, a command's script), and those above one that send git elsewhere
- * there (a symlink, a file, a directory removed or replaced; not a mode change). v is
- * sorted: a path's changes follow it directly. */
+#define MAX_NESTED_REPOS 256
+
+/* The work trees' tops whose repositories' config may name a change: the workspace's, and
+ * each directory above a change that holds a .git in lower (a submodule, a nested
+ * repository: git run in there reads its config). */
+static int repo_tops(const AjWsChange *v, size_t n, int lower_fd, char ***ret, size_t *ret_n, AjError *ret_error)
+{
+        size_t cap = 8, k = 0;
+        char **tops = malloc(cap * sizeof(*tops));
+        char probe[PATH_MAX + 8];
+        int r = -ENOMEM;
+        if (!tops || !(tops[k++] = strdup("")))
+                goto fail;
+        for (size_t i = 0; i < n; i++) {
+                const char *p = v[i].path, *prev = i ? v[i - 1].path : "";
+                for (const char *slash = strchr(p, '/'); slash; slash = strchr(slash + 1, '/')) {
+                        size_t dlen = (size_t)(slash - p);
+                        /* Above the change before too: looked at then. */
+                        if (strncmp(prev, p, dlen) == 0 && prev[dlen] == '/')
+                                continue;
+                        snprintf(probe, sizeof(probe), "%.*s/.git", (int)dlen, p);
+                        struct stat st;
+                        if (fstatat(lower_fd, probe, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                                continue;
+                        if (k >= MAX_NESTED_REPOS) {
+                                r = aj_error_set(ret_error, -E2BIG,
+                                                 "Changes below more than %d repositories in the workspace: they "
+                                                 "cannot be checked for git's own files",
+                                                 MAX_NESTED_REPOS);
+                                goto fail;
+                        }
+                        if (k == cap) {
+                                char **more = reallocarray(tops, cap * 2, sizeof(*tops));
+                                if (!more)
+                                        goto fail;
+                                tops = more;
+                                cap *= 2;
+                        }
+                        if (!(tops[k] = strndup(p, dlen)))
+                                goto fail;
+                        k++;
+                }
+        }
+        *ret = tops;
+        *ret_n = k;
+        return 0;
+fail:
+        for (size_t j = 0; j < k; j++)
+                free(tops[j]);
+        free(tops);
+        return r;
+}
+
+/* The changes at or below a path the config of the workspace's repositories names (a
+ * hooksPath, an included file, a command's script), and those in place of a directory
+ * above one (a symlink there, a removal; not a mode change). v is sorted: a path's
+ * changes follow it directly. */
 static int mark_config_targets(AjWsChange *v, size_t n, int lower_fd, AjError *ret_error)
 {
-        char **targets = NULL;
-        size_t n_targets = 0;
-        int r = ws_git_config_targets(lower_fd, &targets, &n_targets, ret_error);
+        char **tops = NULL, **targets = NULL;
+        size_t n_tops = 0, n_targets = 0;
+        int r = repo_tops(v, n, lower_fd, &tops, &n_tops, ret_error);
+        if (r < 0)
+                return r;
+        r = ws_git_config_targets(lower_fd, (const char *const *)tops, n_tops, &targets, &n_targets, ret_error);
+        for (size_t i = 0; i < n_tops; i++)
+                free(tops[i]);
+        free(tops);
         if (r < 0)
                 return r;
         static const char why[] = "named by the workspace repository's git config (core.hooksPath, an include, a "

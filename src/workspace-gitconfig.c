@@ -25,6 +25,7 @@
 typedef struct {
         char ws[PATH_MAX]; /* the workspace's absolute path */
         size_t ws_len;
+        const char *top; /* the work tree's top (absolute) of the repository being read */
         char **v;
         size_t n;
         unsigned files;
@@ -146,7 +147,7 @@ static int add_command_paths(Targets *t, const char *value)
                         word[n] = 0;
                         bool oom = false;
                         if (strchr(word, '/') && !strstr(word, "://")) {
-                                int r = add_target(t, resolve(t->ws, word, &oom), false);
+                                int r = add_target(t, resolve(t->top, word, &oom), false);
                                 if (r < 0 || oom)
                                         return r < 0 ? r : -ENOMEM;
                         }
@@ -166,7 +167,7 @@ static int on_value(Targets *t, const char *file, const char *section, const cha
         bool oom = false;
         int r = 0;
         if (streq(section, "core") && streq(key, "hookspath")) {
-                char *abs = resolve(t->ws, value, &oom);
+                char *abs = resolve(t->top, value, &oom);
                 free(t->hooks);
                 t->hooks = abs ? strdup(abs) : NULL;
                 r = add_target(t, abs, true);
@@ -344,21 +345,12 @@ static int read_line(const char *path, char *buf, size_t size)
         return 0;
 }
 
-int ws_git_config_targets(int lower_fd, char ***ret, size_t *ret_n, AjError *ret_error)
+/* The repository whose work tree's top is t->top: .git, a directory or a file naming one
+ * (anywhere: a linked worktree's, a submodule's), and its commondir. */
+static int repo_targets(Targets *t)
 {
-        Targets t = { .ret_error = ret_error };
-        char proc[64];
-        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", lower_fd);
-        ssize_t n = readlink(proc, t.ws, sizeof(t.ws) - 1);
-        if (n <= 0 || t.ws[0] != '/')
-                return aj_error_set(ret_error, n < 0 ? -errno : -EINVAL, "Failed to find the workspace's path: %m");
-        t.ws[n] = 0;
-        t.ws_len = streq(t.ws, "/") ? 0 : (size_t)n;
-
-        /* The repository at the top of the workspace: .git, a directory or a file naming one
-         * (anywhere: a linked worktree's, a submodule's), and its commondir. */
         bool oom = false;
-        _cleanup_free_ char *dotgit = resolve(t.ws, ".git", &oom), *gitdir = NULL, *common = NULL;
+        _cleanup_free_ char *dotgit = resolve(t->top, ".git", &oom), *gitdir = NULL, *common = NULL;
         char line[PATH_MAX];
         struct stat st;
         int r = 0;
@@ -367,7 +359,7 @@ int ws_git_config_targets(int lower_fd, char ***ret, size_t *ret_n, AjError *ret
         if (S_ISDIR(st.st_mode))
                 gitdir = strdup(dotgit);
         else if (read_line(dotgit, line, sizeof(line)) >= 0 && strncmp(line, "gitdir: ", 8) == 0)
-                gitdir = resolve(t.ws, line + 8, &oom);
+                gitdir = resolve(t->top, line + 8, &oom);
         if (!gitdir)
                 goto done;
         char *cd = NULL;
@@ -387,19 +379,45 @@ int ws_git_config_targets(int lower_fd, char ***ret, size_t *ret_n, AjError *ret
                 if (asprintf(&p, "%s/%s", i == 0 ? common : gitdir, files[i]) < 0)
                         r = -ENOMEM;
                 else
-                        r = read_config(&t, p, 0);
+                        r = read_config(t, p, 0);
         }
         if (r >= 0) {
                 _cleanup_free_ char *hooks = NULL;
-                if (!t.hooks && asprintf(&hooks, "%s/hooks", common) < 0)
+                if (!t->hooks && asprintf(&hooks, "%s/hooks", common) < 0)
                         r = -ENOMEM;
                 else
-                        r = add_linked_hooks(&t, t.hooks ?: hooks);
+                        r = add_linked_hooks(t, t->hooks ?: hooks);
         }
 done:
-        free(t.hooks);
-        if (r >= 0 && oom)
-                r = -ENOMEM;
+        free(t->hooks);
+        t->hooks = NULL;
+        return r < 0 ? r : oom ? -ENOMEM : 0;
+}
+
+int ws_git_config_targets(int lower_fd, const char *const *tops, size_t n_tops, char ***ret, size_t *ret_n,
+                          AjError *ret_error)
+{
+        Targets t = { .ret_error = ret_error };
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", lower_fd);
+        ssize_t n = readlink(proc, t.ws, sizeof(t.ws) - 1);
+        if (n <= 0 || t.ws[0] != '/')
+                return aj_error_set(ret_error, n < 0 ? -errno : -EINVAL, "Failed to find the workspace's path: %m");
+        t.ws[n] = 0;
+        t.ws_len = streq(t.ws, "/") ? 0 : (size_t)n;
+
+        int r = 0;
+        for (size_t i = 0; i < n_tops && r >= 0; i++) {
+                bool oom = false;
+                _cleanup_free_ char *top = *tops[i] ? resolve(t.ws, tops[i], &oom) : strdup(t.ws);
+                if (!top) {
+                        r = -ENOMEM;
+                        break;
+                }
+                t.top = top;
+                t.files = 0;
+                r = repo_targets(&t);
+        }
         if (r < 0) {
                 for (size_t i = 0; i < t.n; i++)
                         free(t.v[i]);

@@ -1076,3 +1076,40 @@ Test(workspace, git_code_a_hook_linked_into_the_work_tree)
         cr_expect_null(c[0].git_code, "scripts/build.sh");
         aj_ws_changes_free(c, n);
 }
+
+/* A nested repository's and a submodule's config (its .git a file naming
+ * .git/modules/NAME) name paths in their own work trees: marked there; the same names
+ * outside any repository are not. */
+Test(workspace, git_code_named_by_a_nested_repositorys_config)
+{
+        mkd(lower, ".git", 0755);
+        mkd(lower, ".git/modules", 0755);
+        mkd(lower, ".git/modules/y", 0755);
+        put(lower, ".git/modules/y/config", "[core]\n\thooksPath = hooks2\n", 0644);
+        mkd(lower, "lib", 0755);
+        mkd(lower, "lib/x", 0755);
+        mkd(lower, "lib/x/.git", 0755);
+        put(lower, "lib/x/.git/config", "[core]\n\thooksPath = .githooks\n", 0644);
+        mkd(lower, "lib/y", 0755);
+        put(lower, "lib/y/.git", "gitdir: ../../.git/modules/y\n", 0644);
+        mkd(lower, "lib/z", 0755);
+        mkd(upper, "lib", 0755);
+        mkd(upper, "lib/x", 0755);
+        mkd(upper, "lib/x/.githooks", 0755);
+        put(upper, "lib/x/.githooks/pre-commit", "evil\n", 0755);
+        mkd(upper, "lib/y", 0755);
+        mkd(upper, "lib/y/hooks2", 0755);
+        put(upper, "lib/y/hooks2/post-checkout", "evil\n", 0755);
+        mkd(upper, "lib/z", 0755);
+        mkd(upper, "lib/z/.githooks", 0755);
+        put(upper, "lib/z/.githooks/pre-commit", "fine\n", 0755);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_expect_eq(n, 6);
+        for (size_t i = 0; i < n; i++) {
+                bool want = strncmp(c[i].path, "lib/z", 5) != 0;
+                cr_expect_eq(c[i].git_code != NULL, want, "%s: git_code %s", c[i].path, c[i].git_code ?: "none");
+        }
+        aj_ws_changes_free(c, n);
+}
