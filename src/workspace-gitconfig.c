@@ -405,6 +405,14 @@ int ws_git_config_targets(int lower_fd, const char *const *tops, size_t n_tops, 
                 return aj_error_set(ret_error, n < 0 ? -errno : -EINVAL, "Failed to find the workspace's path: %m");
         t.ws[n] = 0;
         t.ws_len = streq(t.ws, "/") ? 0 : (size_t)n;
+        /* The config is found by path (a gitdir, an include may be anywhere): the name must
+         * still be the workspace's, or nothing would be found and nothing marked. */
+        struct stat by_fd, by_name;
+        if (fstat(lower_fd, &by_fd) < 0 || stat(t.ws, &by_name) < 0 || by_fd.st_dev != by_name.st_dev ||
+            by_fd.st_ino != by_name.st_ino)
+                return aj_error_set(ret_error, -ESTALE,
+                                    "The workspace is no longer at '%s': its repository's git config cannot be read",
+                                    t.ws);
 
         int r = 0;
         for (size_t i = 0; i < n_tops && r >= 0; i++) {

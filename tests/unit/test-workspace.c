@@ -1113,3 +1113,19 @@ Test(workspace, git_code_named_by_a_nested_repositorys_config)
         }
         aj_ws_changes_free(c, n);
 }
+
+/* The repository's config is found by the workspace's path, the one its descriptor has
+ * now: a workspace moved since it was opened is still read where it is. */
+Test(workspace, git_code_config_of_a_moved_workspace)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", "[core]\n\thooksPath = .githooks\n", 0644);
+        mkd(upper, ".githooks", 0755);
+        put(upper, ".githooks/pre-commit", "evil\n", 0755);
+        cr_assert_eq(rename(lower, at(root, "moved")), 0);
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 2);
+        cr_expect_not_null(c[1].git_code, "%s", c[1].path);
+        aj_ws_changes_free(c, n);
+}
