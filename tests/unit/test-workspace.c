@@ -1129,3 +1129,28 @@ Test(workspace, git_code_config_of_a_moved_workspace)
         cr_expect_not_null(c[1].git_code, "%s", c[1].path);
         aj_ws_changes_free(c, n);
 }
+
+/* Should the workspace's path lead elsewhere (another mount over it), its config would
+ * not be found and nothing marked: the diff fails instead. */
+Test(workspace, git_code_needs_the_workspace_at_its_path)
+{
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                cr_assert_fail("unshare(CLONE_NEWNS) failed: %s (the unit tests need root)", strerror(errno));
+        close(lower_fd);
+        lower_fd = open(lower, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(lower_fd, 0);
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", "[core]\n\thooksPath = .githooks\n", 0644);
+        mkd(upper, ".githooks", 0755);
+        put(upper, ".githooks/pre-commit", "evil\n", 0755);
+        cr_assert_eq(mount(outside, lower, NULL, MS_BIND, NULL), 0, "%s", strerror(errno));
+        AjWsChange *c = NULL;
+        size_t n = 0;
+        AjError err = {};
+        int r = aj_ws_diff(upper_fd, lower_fd, 0, &c, &n, &err);
+        umount2(lower, MNT_DETACH);
+        cr_expect_eq(r, -ESTALE, "r = %d %s", r, aj_error_text(&err, r));
+        if (r == 0)
+                aj_ws_changes_free(c, n);
+        aj_error_clear(&err);
+}
