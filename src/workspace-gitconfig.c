@@ -281,6 +281,19 @@ static int parse_config(Targets *t, const char *file, const char *s, size_t len,
         return 0;
 }
 
+/* A regular file by path (a device or fifo is not opened: opening some does something),
+ * or -errno. */
+static int open_regular(const char *path)
+{
+        struct stat st;
+        if (stat(path, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        return fd < 0 ? -errno : fd;
+}
+
 /* A config file (absolute path) as it is now: a missing one is none. */
 static int read_config(Targets *t, const char *path, unsigned depth)
 {
@@ -289,14 +302,12 @@ static int read_config(Targets *t, const char *path, unsigned depth)
                                     "The workspace repository's git config includes more than %d files: its changes "
                                     "cannot be checked for git's own files",
                                     MAX_FILES);
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        _cleanup_close_ int fd = open_regular(path);
         if (fd < 0)
-                return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+                return fd == -ENOENT || fd == -ENOTDIR || fd == -EINVAL ? 0 : fd; /* none, or none to read */
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return -errno;
-        if (!S_ISREG(st.st_mode))
-                return 0;
         if (st.st_size > MAX_CONFIG_BYTES)
                 return -EFBIG;
         _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
@@ -334,9 +345,9 @@ static int add_linked_hooks(Targets *t, const char *dir)
 /* The first line of a small file, trimmed: "gitdir: X" in a .git file, a commondir. */
 static int read_line(const char *path, char *buf, size_t size)
 {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        _cleanup_close_ int fd = open_regular(path);
         if (fd < 0)
-                return -errno;
+                return fd;
         ssize_t n = aj_read_full(fd, buf, size - 1);
         if (n < 0)
                 return (int)n;
