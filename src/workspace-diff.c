@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/xattr.h>
 
 #include "util/open-under.h"
@@ -306,10 +307,10 @@ static void mark_bare_gitdirs(AjWsChange *v, size_t n, int upper_fd, int lower_f
                 AjWsChange *c = &v[i];
                 for (const char *rest = c->path; rest && *rest && !c->git_code;) {
                         const char *end = strchrnul(rest, '/');
-                        bool start = false;
+                        bool start = false; /* any case: a case-folding directory */
                         for (size_t k = 0; starts[k] && !start; k++)
                                 start = strlen(starts[k]) == (size_t)(end - rest) &&
-                                        memcmp(starts[k], rest, (size_t)(end - rest)) == 0;
+                                        strncasecmp(starts[k], rest, (size_t)(end - rest)) == 0;
                         snprintf(as_git, sizeof(as_git), ".git/%s", rest);
                         if (start && aj_ws_path_git_code(as_git, c->type)) {
                                 size_t dlen = rest == c->path ? 0 : (size_t)(rest - c->path - 1);

@@ -82,7 +82,7 @@ const char *aj_ws_path_git_code(const char *path, mode_t type)
                                 return NULL;
                         return "git's config, hooks or another file of its own: git on this host may run code from it";
                 }
-                if (component_is(c, len, ".hg") && *end && streq(end + 1, "hgrc"))
+                if (component_is(c, len, ".hg") && *end && strcasecmp(end + 1, "hgrc") == 0)
                         return "Mercurial's config: hg on this host runs its hooks and extensions";
                 c = *end ? end + 1 : end;
         }

@@ -725,6 +725,7 @@ Test(workspace, git_code_paths)
                 "a/b/.GIT/hooks/x",
                 ".Git/config",
                 ".hg/hgrc",
+                ".HG/HGRC",
                 ".git/hooks/x.sample/y",
                 ".git/hooks/.sample",
         };
@@ -843,6 +844,8 @@ Test(workspace, git_code_in_a_bare_repository)
         mkd(upper, "srv", 0755);
         mkd(upper, "srv/repo.git", 0755);
         put(upper, "srv/repo.git/config", "[core]\n\tfsmonitor = evil\n", 0644);
+        /* On a case-folding directory git opens CONFIG for config. */
+        put(upper, "srv/repo.git/CONFIG", "[core]\n\tfsmonitor = evil\n", 0644);
         /* One planted whole by the agent, at the workspace's root. */
         put(upper, "HEAD", "ref: refs/heads/x\n", 0644);
         mkd(upper, "objects", 0755);
@@ -856,8 +859,8 @@ Test(workspace, git_code_in_a_bare_repository)
         AjWsChange *c = NULL;
         size_t n = diff(&c, 0);
         for (size_t i = 0; i < n; i++) {
-                bool want = streq(c[i].path, "srv/repo.git/config") || streq(c[i].path, "hooks") ||
-                            streq(c[i].path, "hooks/post-update");
+                bool want = streq(c[i].path, "srv/repo.git/config") || streq(c[i].path, "srv/repo.git/CONFIG") ||
+                            streq(c[i].path, "hooks") || streq(c[i].path, "hooks/post-update");
                 cr_expect_eq(c[i].git_code != NULL, want, "%s: git_code %s", c[i].path, c[i].git_code ?: "none");
         }
         json_t *j = aj_ws_changes_json(c, n);
