@@ -305,6 +305,12 @@ static int read_config(Targets *t, const char *path, unsigned depth)
         _cleanup_close_ int fd = open_regular(path);
         if (fd < 0)
                 return fd == -ENOENT || fd == -ENOTDIR || fd == -EINVAL ? 0 : fd; /* none, or none to read */
+        /* The file itself, where a symlink puts it (.git/config -> ../gitconfig, in the work
+         * tree): config. */
+        _cleanup_free_ char *real = through_symlinks(path);
+        int r = real ? add_one(t, real, false) : 0;
+        if (r < 0)
+                return r;
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return -errno;

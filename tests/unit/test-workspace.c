@@ -1157,3 +1157,18 @@ Test(workspace, git_code_needs_the_workspace_at_its_path)
                 aj_ws_changes_free(c, n);
         aj_error_clear(&err);
 }
+
+/* The config itself a symlink into the work tree (.git/config -> ../gitconfig): git 2.39
+ * read the agent's core.fsmonitor there on status. Marked. */
+Test(workspace, git_code_config_linked_into_the_work_tree)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, "gitconfig", "[core]\n", 0644);
+        cr_assert_eq(symlink("../gitconfig", at(lower, ".git/config")), 0);
+        put(upper, "gitconfig", "[core]\n\tfsmonitor = evil\n", 0644);
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 1);
+        cr_expect_not_null(c[0].git_code, "%s", c[0].path);
+        aj_ws_changes_free(c, n);
+}
