@@ -726,6 +726,10 @@ Test(workspace, git_code_paths)
                 ".Git/config",
                 ".hg/hgrc",
                 ".HG/HGRC",
+                ".hg/requires",
+                ".hg/sharedpath",
+                ".hg/hgrc-not-shared",
+                "sub/.hg/hgrc",
                 ".git/hooks/x.sample/y",
                 ".git/hooks/.sample",
         };
@@ -733,6 +737,8 @@ Test(workspace, git_code_paths)
                 cr_expect_not_null(aj_ws_path_git_code(flagged[i], S_IFREG), "%s is flagged", flagged[i]);
         cr_expect_not_null(aj_ws_path_git_code(".git", S_IFREG), "a .git file (gitdir: elsewhere) is flagged");
         cr_expect_not_null(aj_ws_path_git_code("sub/.git", S_IFLNK), "a .git symlink is flagged");
+        cr_expect_not_null(aj_ws_path_git_code(".hg", S_IFREG), "an .hg file is flagged");
+        cr_expect_not_null(aj_ws_change_git_code(".hg", AJ_WS_DELETED, S_IFDIR), "an .hg removed is flagged");
 
         static const char *const data[] = {
                 ".git/objects/ab/cdef",
@@ -751,6 +757,11 @@ Test(workspace, git_code_paths)
                 ".gitignore",
                 ".gitmodules",
                 "docs/.github/workflows/ci.yml",
+                ".hg/store/data/a.i",
+                ".hg/dirstate",
+                ".hg/cache/branch2-served",
+                ".hg/undo.desc",
+                ".hg/last-message.txt",
         };
         for (size_t i = 0; i < ARRAY_SIZE(data); i++)
                 cr_expect_null(aj_ws_path_git_code(data[i], S_IFREG), "%s is not flagged", data[i]);
