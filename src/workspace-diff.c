@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/xattr.h>
 
 #include "util/open-under.h"
@@ -43,7 +44,7 @@ static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bo
                 .skipped = skipped,
                 .path = strdup(d->path),
                 .note = note ? strdup(note) : NULL,
-                .git_code = aj_ws_path_git_code(d->path, type & S_IFMT) != NULL,
+                .git_code = aj_ws_change_git_code(d->path, kind, type & S_IFMT),
         };
         if (!c.path || (note && !c.note)) {
                 free(c.path);
@@ -276,26 +277,21 @@ int ws_change_compare(const void *a, const void *b)
         return path_compare(((const AjWsChange *)a)->path, ((const AjWsChange *)b)->path);
 }
 
-/* Does `dir` (relative, "" the root) hold HEAD, objects and refs after the run, in the
- * upper tree (not as whiteouts) or the lower one: what git takes for a repository when it
- * is run there (a bare one needs no ".git")? Resolved without symlinks. Over-approximates
- * the merged view (a whiteout in an opaque parent is not looked for): a change is marked
- * falsely, never missed. */
+/* Could git take `dir` (relative, "" the root) for a repository when it is run there (a
+ * bare one needs no ".git")? git wants a HEAD there, and objects and refs either there or
+ * in the directory its commondir file names (anywhere: an agent's one without a HEAD of
+ * its own), so a HEAD, in the upper tree (not a whiteout) or the lower one, is enough.
+ * Resolved without symlinks. Over-approximates the merged view (a whiteout in an opaque
+ * parent is not looked for): a change is marked falsely, never missed. */
 static bool looks_like_gitdir(int upper_fd, int lower_fd, const char *dir)
 {
-        static const char *const parts[] = { "HEAD", "objects", "refs" };
         _cleanup_close_ int ud = aj_open_under(upper_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0,
                                                AJ_UNDER_NO_SYMLINKS);
         _cleanup_close_ int ld = aj_open_under(lower_fd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0,
                                                AJ_UNDER_NO_SYMLINKS);
-        for (size_t i = 0; i < ARRAY_SIZE(parts); i++) {
-                struct stat st;
-                bool in_upper = ud >= 0 && fstatat(ud, parts[i], &st, AT_SYMLINK_NOFOLLOW) == 0 && !is_whiteout(&st);
-                bool in_lower = ld >= 0 && fstatat(ld, parts[i], &st, AT_SYMLINK_NOFOLLOW) == 0;
-                if (!in_upper && !in_lower)
-                        return false;
-        }
-        return true;
+        struct stat st;
+        return (ud >= 0 && fstatat(ud, "HEAD", &st, AT_SYMLINK_NOFOLLOW) == 0 && !is_whiteout(&st)) ||
+               (ld >= 0 && fstatat(ld, "HEAD", &st, AT_SYMLINK_NOFOLLOW) == 0);
 }
 
 /* A change below a directory git takes for a repository without naming it ".git" (a bare
@@ -311,10 +307,10 @@ static void mark_bare_gitdirs(AjWsChange *v, size_t n, int upper_fd, int lower_f
                 AjWsChange *c = &v[i];
                 for (const char *rest = c->path; rest && *rest && !c->git_code;) {
                         const char *end = strchrnul(rest, '/');
-                        bool start = false;
+                        bool start = false; /* any case: a case-folding directory */
                         for (size_t k = 0; starts[k] && !start; k++)
                                 start = strlen(starts[k]) == (size_t)(end - rest) &&
-                                        memcmp(starts[k], rest, (size_t)(end - rest)) == 0;
+                                        strncasecmp(starts[k], rest, (size_t)(end - rest)) == 0;
                         snprintf(as_git, sizeof(as_git), ".git/%s", rest);
                         if (start && aj_ws_path_git_code(as_git, c->type)) {
                                 size_t dlen = rest == c->path ? 0 : (size_t)(rest - c->path - 1);
@@ -322,11 +318,120 @@ static void mark_bare_gitdirs(AjWsChange *v, size_t n, int upper_fd, int lower_f
                                 dir[dlen] = 0;
                                 if (dlen == 0)
                                         strcpy(dir, ".");
-                                c->git_code = looks_like_gitdir(upper_fd, lower_fd, dir);
+                                if (looks_like_gitdir(upper_fd, lower_fd, dir))
+                                        c->git_code = "in a directory git takes for a repository (it holds a "
+                                                      "HEAD): git run there may run code from it";
                         }
                         rest = *end ? end + 1 : NULL;
                 }
         }
+}
+
+/* Is `path` at or below `dir` ("" the root)? */
+static bool at_or_below(const char *path, const char *dir)
+{
+        size_t n = strlen(dir);
+        return n == 0 || (strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == 0));
+}
+
+#define MAX_NESTED_REPOS 256
+
+/* The work trees' tops whose repositories' config may name a change: the workspace's, and
+ * each directory above a change that holds a .git in lower (a submodule, a nested
+ * repository: git run in there reads its config). */
+static int repo_tops(const AjWsChange *v, size_t n, int lower_fd, char ***ret, size_t *ret_n, AjError *ret_error)
+{
+        size_t cap = 8, k = 0;
+        char **tops = malloc(cap * sizeof(*tops));
+        char probe[PATH_MAX + 8];
+        int r = -ENOMEM;
+        if (!tops || !(tops[k++] = strdup("")))
+                goto fail;
+        for (size_t i = 0; i < n; i++) {
+                const char *p = v[i].path, *prev = i ? v[i - 1].path : "";
+                for (const char *slash = strchr(p, '/'); slash; slash = strchr(slash + 1, '/')) {
+                        size_t dlen = (size_t)(slash - p);
+                        /* Above the change before too: looked at then. */
+                        if (strncmp(prev, p, dlen) == 0 && prev[dlen] == '/')
+                                continue;
+                        snprintf(probe, sizeof(probe), "%.*s/.git", (int)dlen, p);
+                        struct stat st;
+                        if (fstatat(lower_fd, probe, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                                continue;
+                        if (k >= MAX_NESTED_REPOS) {
+                                r = aj_error_set(ret_error, -E2BIG,
+                                                 "Changes below more than %d repositories in the workspace: they "
+                                                 "cannot be checked for git's own files",
+                                                 MAX_NESTED_REPOS);
+                                goto fail;
+                        }
+                        if (k == cap) {
+                                char **more = reallocarray(tops, cap * 2, sizeof(*tops));
+                                if (!more)
+                                        goto fail;
+                                tops = more;
+                                cap *= 2;
+                        }
+                        if (!(tops[k] = strndup(p, dlen)))
+                                goto fail;
+                        k++;
+                }
+        }
+        *ret = tops;
+        *ret_n = k;
+        return 0;
+fail:
+        for (size_t j = 0; j < k; j++)
+                free(tops[j]);
+        free(tops);
+        return r;
+}
+
+/* The changes at or below a path the config of the workspace's repositories names (a
+ * hooksPath, an included file, a command's script), and those in place of a directory
+ * above one (a symlink there, a removal; not a mode change). v is sorted: a path's
+ * changes follow it directly. */
+static int mark_config_targets(AjWsChange *v, size_t n, int lower_fd, AjError *ret_error)
+{
+        char **tops = NULL, **targets = NULL;
+        size_t n_tops = 0, n_targets = 0;
+        int r = repo_tops(v, n, lower_fd, &tops, &n_tops, ret_error);
+        if (r < 0)
+                return r;
+        r = ws_git_config_targets(lower_fd, (const char *const *)tops, n_tops, &targets, &n_targets, ret_error);
+        for (size_t i = 0; i < n_tops; i++)
+                free(tops[i]);
+        free(tops);
+        if (r < 0)
+                return r;
+        static const char why[] = "named by the workspace repository's git config (core.hooksPath, an include, a "
+                                  "command): git on this host may run code from it";
+        for (size_t k = 0; k < n_targets; k++) {
+                const char *t = targets[k];
+                /* The first change at or after t, then those below it. */
+                size_t lo = 0, hi = n;
+                AjWsChange key = { .path = (char *)t };
+                while (lo < hi) {
+                        size_t mid = lo + (hi - lo) / 2;
+                        if (ws_change_compare(&v[mid], &key) < 0)
+                                lo = mid + 1;
+                        else
+                                hi = mid;
+                }
+                for (size_t i = lo; i < n && at_or_below(v[i].path, t); i++)
+                        v[i].git_code = v[i].git_code ?: why;
+                /* Its parents, each looked up. */
+                for (char *slash = strchr(targets[k], '/'); slash; slash = strchr(slash + 1, '/')) {
+                        *slash = 0;
+                        AjWsChange *c = bsearch(&key, v, n, sizeof(*v), ws_change_compare);
+                        *slash = '/';
+                        if (c && !(c->kind == AJ_WS_MODIFIED && S_ISDIR(c->type)))
+                                c->git_code = c->git_code ?: why;
+                }
+                free(targets[k]);
+        }
+        free(targets);
+        return 0;
 }
 
 int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, AjError *ret_error)
@@ -351,6 +456,12 @@ int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, 
         if (d->n > 1)
                 qsort(d->v, d->n, sizeof(*d->v), ws_change_compare);
         mark_bare_gitdirs(d->v, d->n, upper_fd, lower_fd);
+        r = mark_config_targets(d->v, d->n, lower_fd, ret_error);
+        if (r < 0) {
+                aj_ws_changes_free(d->v, d->n);
+                free(d);
+                return r;
+        }
         *ret = d->v;
         *ret_n = d->n;
         free(d);

@@ -52,3 +52,11 @@ int ws_next_name(DIR *d, const char **ret_name);
 const char *ws_type_article(mode_t type);
 /* qsort order of changes: by path, a directory directly followed by its contents. */
 int ws_change_compare(const void *a, const void *b);
+
+/* The paths (relative, "" the root) in the workspace that the config of the repositories
+ * whose work trees start at `tops` (relative, "" the root), as it is in lower, has git
+ * run code from or read config from: core.hooksPath, include.path and includeIf.*.path
+ * (and what the included files name), paths in commands (core.fsmonitor =
+ * tools/fsmonitor.sh), what hooks that are symlinks point to. workspace-gitconfig.c */
+int ws_git_config_targets(int lower_fd, const char *const *tops, size_t n_tops, char ***ret, size_t *ret_n,
+                          AjError *ret_error);

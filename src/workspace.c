@@ -49,6 +49,12 @@ static const char *const git_data_files[] = { "index",
                                               "info/refs",
                                               NULL };
 
+/* Below an .hg: what Mercurial reads only as data. Not hgrc, nor requires and sharedpath
+ * (a share: hg 6.3 ran the hooks of the hgrc in the directory sharedpath names). */
+static const char *const hg_data_dirs[] = { "store", "cache", "wcache", "strip-backup", NULL };
+static const char *const hg_data_files[] = { "dirstate",      "branch",           "bookmarks", "bookmarks.current",
+                                             "00changelog.i", "last-message.txt", NULL };
+
 static bool in_list(const char *const *list, const char *s, size_t len)
 {
         for (size_t i = 0; list[i]; i++)
@@ -82,10 +88,35 @@ const char *aj_ws_path_git_code(const char *path, mode_t type)
                                 return NULL;
                         return "git's config, hooks or another file of its own: git on this host may run code from it";
                 }
-                if (component_is(c, len, ".hg") && *end && streq(end + 1, "hgrc"))
-                        return "Mercurial's config: hg on this host runs its hooks and extensions";
+                if (component_is(c, len, ".hg")) {
+                        if (!*end)
+                                return S_ISDIR(type) ? NULL : "an .hg that is not a directory";
+                        const char *rest = end + 1, *first_end = strchrnul(rest, '/');
+                        if (in_list(hg_data_dirs, rest, (size_t)(first_end - rest)) && (*first_end || S_ISDIR(type)))
+                                return NULL;
+                        if (in_list(hg_data_files, rest, strlen(rest)) || strncmp(rest, "undo.", 5) == 0 ||
+                            strncmp(rest, "journal.", 8) == 0)
+                                return NULL;
+                        return "Mercurial's config, requires, sharedpath or another file of its own: hg on this host "
+                               "may run code from it";
+                }
                 c = *end ? end + 1 : end;
         }
+        return NULL;
+}
+
+const char *aj_ws_change_git_code(const char *path, AjWsChangeKind kind, mode_t type)
+{
+        const char *why = aj_ws_path_git_code(path, type);
+        if (why || !S_ISDIR(type) || (kind != AJ_WS_DELETED && kind != AJ_WS_REPLACED))
+                return why;
+        /* The .git directory itself is judged by its files, but removing it (or replacing it
+         * by an opaque one) takes the workspace's config and hooks with it, files that no
+         * other change names. */
+        const char *last = strrchr(path, '/');
+        last = last ? last + 1 : path;
+        if (component_is(last, strlen(last), ".git") || component_is(last, strlen(last), ".hg"))
+                return "removes or replaces a repository's .git or .hg (its config and hooks with it)";
         return NULL;
 }
 
@@ -243,10 +274,7 @@ json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
                                 o = NULL;
                         }
                 }
-                const char *git = !c[i].git_code ? NULL
-                                  : aj_ws_path_git_code(c[i].path, c[i].type)
-                                          ?: "in a directory git takes for a repository (HEAD, objects, refs): git run "
-                                             "there may run code from it";
+                const char *git = c[i].git_code;
                 if (!o || (c[i].skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
                     (c[i].note && json_object_set_new(o, "note", json_string(c[i].note)) < 0) ||
                     (git && json_object_set_new(o, "git_code", json_string(git)) < 0)) {

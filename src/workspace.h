@@ -43,17 +43,18 @@ typedef enum {
 
 typedef struct {
         AjWsChangeKind kind;
-        char *path;         /* relative to the workspace root, '/'-separated, no leading "./" */
-        mode_t type;        /* S_IFREG, S_IFDIR, S_IFLNK... (of the upper entry; of the lower one for DELETED) */
-        uint64_t size;      /* upper size for files (0 otherwise) */
-        uint64_t allocated; /* what the upper file holds on disk (st_blocks * 512; 0 otherwise): a
+        char *path;           /* relative to the workspace root, '/'-separated, no leading "./" */
+        mode_t type;          /* S_IFREG, S_IFDIR, S_IFLNK... (of the upper entry; of the lower one for DELETED) */
+        uint64_t size;        /* upper size for files (0 otherwise) */
+        uint64_t allocated;   /* what the upper file holds on disk (st_blocks * 512; 0 otherwise): a
                              * commit writes no more than that (holes stay holes) */
-        bool conflict;      /* the lower entry (or, for one the commit removes, anything below it)
+        bool conflict;        /* the lower entry (or, for one the commit removes, anything below it)
                         * changed after `since_ns` (ctime or mtime), see aj_ws_diff */
-        bool skipped;       /* an entry commit will not apply (device, fifo, socket): reason in `note` */
-        bool git_code;      /* a file of git's own that git on the host may run code from (see
-                             * aj_ws_path_git_code); commit wants a decision on these */
-        char *note;         /* NULL or a short explanation */
+        bool skipped;         /* an entry commit will not apply (device, fifo, socket): reason in `note` */
+        const char *git_code; /* NULL, or why git on the host may run code from this change (a
+                               * static string, see aj_ws_path_git_code): commit wants a
+                               * decision on these */
+        char *note;           /* NULL or a short explanation */
 } AjWsChange;
 
 /* Lists what the overlay's upper dir changes in lower, sorted by path, component by
@@ -72,7 +73,11 @@ typedef struct {
  * `since_ns` (CLOCK_REALTIME ns, 0 = don't check): a lower entry whose mtime or ctime is
  * later is marked conflict (someone changed the workspace during the run). For a change
  * that removes a lower directory (DELETED, REPLACED, a type change), every entry below it
- * is checked too. */
+ * is checked too.
+ *
+ * git_code is set as aj_ws_change_git_code() says and as the workspace's repository
+ * tells (see there); the config that names paths is read from lower, and one that cannot
+ * be read (not missing) fails the diff. */
 int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, AjError *ret_error);
 void aj_ws_changes_free(AjWsChange *c, size_t n);
 
@@ -91,9 +96,13 @@ typedef struct {
  * the state files git only reads as data (index, HEAD, packed-refs, info/exclude...):
  * config (core.fsmonitor, core.hooksPath, pagers, filters, includes), hooks, commondir,
  * modules/ and worktrees/ (other repositories' config and hooks), a rebase's todo list
- * (exec lines), files git does not know yet. Over-flags rather than under-flags.
- * aj_ws_diff() also marks such a file below a directory that holds HEAD, objects and refs
- * after the run (a bare repository, a gitdir not named ".git"), which a path cannot tell. */
+ * (exec lines), files git does not know yet. The same for ".hg" and Mercurial (all but
+ * its store, caches, dirstate and undo files: hgrc, requires, sharedpath). Over-flags
+ * rather than under-flags. aj_ws_diff() also marks such a file below a directory that holds a HEAD after the run
+ * (a bare repository, a gitdir not named ".git", one whose commondir names objects and
+ * refs elsewhere), and a change at, below or in place of a path the workspace
+ * repository's own config names (core.hooksPath, an included file, a command's script):
+ * neither can a path tell. */
 const char *aj_ws_path_git_code(const char *path, mode_t type);
 
 /* After a run that wrote the workspace in place ("rw"), the files of its repository (.git
@@ -108,6 +117,9 @@ const char *aj_ws_path_git_code(const char *path, mode_t type);
 #define AJ_WS_GIT_MAX_DEPTH 16
 #define AJ_WS_GIT_SHOWN 16
 int aj_ws_git_changed(int ws_fd, uint64_t since_ns, json_t **ret);
+/* aj_ws_path_git_code() for a change of `kind`: also a .git directory deleted or replaced
+ * by an opaque one, which takes the workspace's own config and hooks with it. */
+const char *aj_ws_change_git_code(const char *path, AjWsChangeKind kind, mode_t type);
 
 enum {
         AJ_WS_COMMIT_FORCE = 1 << 0,       /* apply over conflicts */

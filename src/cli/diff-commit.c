@@ -314,7 +314,7 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                 if (c[i].git_code)
                         fputs("  (git's own file: git on this host may run code from it)", stdout);
                 odd += !plain;
-                git += c[i].git_code;
+                git += c[i].git_code != NULL;
                 putchar('\n');
         }
         if (odd)

@@ -241,6 +241,89 @@ ok "diff's error: no ESC, BEL or C1 control from the name" eval '! raw_controls 
 ok "diff's error: no right-to-left override (U+202E)" eval '! raw_bidi "$TEST_TMP/op.err"'
 ok "diff's error forges no line" eval '! grep -q "^agentjail diff: forged" "$TEST_TMP/op.err"'
 reset_workspace
+# ------------------------------------------------------------------ git's own files, past the path rules
+# The agent plants code that the workspace repository's own config or git's discovery
+# sends git to, with names no path rule marks: husky's hooks (core.hooksPath) and a file
+# the config includes; a gitdir at the root (.git's HEAD spoilt, a HEAD and a commondir
+# naming the agent's objects, refs and config with a pager); .git replaced whole (its
+# config and hooks gone). git on the host runs the first two (checked with --include-git
+# below); each is marked, and --exclude-git leaves them out.
+host_git() { git -c safe.directory='*' -C "$WORKSPACE" "$@"; }
+reset_workspace
+host_git init -q -b main && host_git -c user.name=t -c user.email=t@t commit -q --allow-empty -m init
+host_git config core.hooksPath .husky/_
+host_git config include.path ../.gitconfig
+mkdir -p "$WORKSPACE/.husky/_" && chown -R 4242:4343 "$WORKSPACE"
+OWNED="$TEST_TMP/owned"
+# plant_git_code WHAT...: the agent's script (OWNED, a path on the host, in the payloads).
+plant_git_code() {
+        for what in "$@"; do
+                case $what in
+                hook) cat <<'EOF' ;;
+printf '#!/bin/sh\ntouch OWNED.hook\n' >.husky/_/pre-commit && chmod +x .husky/_/pre-commit
+EOF
+                include) cat <<'EOF' ;;
+cat >.gitconfig <<'X'
+[core]
+	fsmonitor = "touch OWNED.include; false"
+X
+EOF
+                gitdir) cat <<'EOF' ;;
+printf garbage >.git/HEAD && printf 'ref: refs/heads/main\n' >HEAD && printf 'c\n' >commondir
+mkdir c && cp -r .git/objects .git/refs c/
+cat >c/config <<'X'
+[core]
+	pager = "touch OWNED.pager; cat"
+X
+EOF
+                esac
+        done | sed "s|OWNED|$OWNED|g"
+}
+run_jail -p "$OV" -- /bin/sh -ec "$(plant_git_code hook include gitdir)"
+is "$JAIL_RC" 0 "a run that plants code git reaches past the path rules" || jail_diag
+RUN_GIT=$JAIL_RUN_ID
+aj diff "$RUN_GIT" --json
+is "$(jq -r '[.changes[] | select(.git_code) | .path] | sort | join(" ")' <"$TEST_TMP/op.out" 2>/dev/null)" \
+        ".gitconfig .husky/_/pre-commit commondir" "diff marks the hook, the included file and the root's commondir" ||
+        op_diag
+aj commit "$RUN_GIT"
+is "$RC" 1 "commit without a decision: refused" || op_diag
+aj commit "$RUN_GIT" --exclude-git
+is "$RC" 0 "commit --exclude-git" || op_diag
+script -qec "git -c safe.directory='*' -C '$WORKSPACE' log" /dev/null >/dev/null 2>&1
+printf 'ref: refs/heads/main\n' >"$WORKSPACE/.git/HEAD" # the spoilt HEAD was data: applied
+host_git status >/dev/null 2>&1
+host_git -c user.name=t -c user.email=t@t commit -q --allow-empty -m x >/dev/null 2>&1
+ok "git log on a terminal, status and commit on the host ran none of the agent's code" \
+        eval '! ls "$OWNED".* 2>/dev/null'
+ok "the hook and the included file are not in the workspace" \
+        eval 'test ! -e "$WORKSPACE/.husky/_/pre-commit" && test ! -e "$WORKSPACE/.gitconfig"'
+
+# The same planted again, applied on purpose: the code does run (the test plants real ones).
+run_jail -p "$OV" -- /bin/sh -ec "$(plant_git_code hook include)"
+aj commit "$JAIL_RUN_ID" --include-git
+is "$RC" 0 "commit --include-git" || op_diag
+host_git status >/dev/null 2>&1
+host_git -c user.name=t -c user.email=t@t commit -q --allow-empty -m y >/dev/null 2>&1
+ok "with --include-git, git on the host runs them (the vectors are real)" \
+        eval 'test -e "$OWNED.hook" && test -e "$OWNED.include"'
+rm -f "$OWNED".* "$WORKSPACE/.gitconfig" "$WORKSPACE/.husky/_/pre-commit"
+
+# .git replaced whole: marked; --exclude-git keeps the workspace's config.
+chown -R 4242:4343 "$WORKSPACE" # what git on the host wrote, for the agent to remove
+run_jail -p "$OV" -- /bin/sh -c '
+        set -e
+        rm -rf .git
+        mkdir -p .git/objects .git/refs && printf "ref: refs/heads/main\n" >.git/HEAD
+        printf done >work.txt'
+is "$JAIL_RC" 0 "a run that replaces .git" || jail_diag
+aj diff "$JAIL_RUN_ID" --json
+is "$(jq -r '[.changes[] | select(.git_code) | .path] | join(" ")' <"$TEST_TMP/op.out" 2>/dev/null)" ".git" \
+        "diff marks the replaced .git" || op_diag
+aj commit "$JAIL_RUN_ID" --exclude-git
+is "$RC" 0 "commit --exclude-git of a replaced .git" || op_diag
+is "$(host_git config core.hooksPath)" ".husky/_" "the workspace's .git/config is still there"
+ok "the rest is applied" test -e "$WORKSPACE/work.txt"
 
 # ------------------------------------------------------------------ refusals
 start_jail_bg -p "$OV" --name ov-live -- /bin/sh -c 'printf x >live.txt; sleep 60'

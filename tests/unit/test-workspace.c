@@ -725,6 +725,11 @@ Test(workspace, git_code_paths)
                 "a/b/.GIT/hooks/x",
                 ".Git/config",
                 ".hg/hgrc",
+                ".HG/HGRC",
+                ".hg/requires",
+                ".hg/sharedpath",
+                ".hg/hgrc-not-shared",
+                "sub/.hg/hgrc",
                 ".git/hooks/x.sample/y",
                 ".git/hooks/.sample",
         };
@@ -732,6 +737,8 @@ Test(workspace, git_code_paths)
                 cr_expect_not_null(aj_ws_path_git_code(flagged[i], S_IFREG), "%s is flagged", flagged[i]);
         cr_expect_not_null(aj_ws_path_git_code(".git", S_IFREG), "a .git file (gitdir: elsewhere) is flagged");
         cr_expect_not_null(aj_ws_path_git_code("sub/.git", S_IFLNK), "a .git symlink is flagged");
+        cr_expect_not_null(aj_ws_path_git_code(".hg", S_IFREG), "an .hg file is flagged");
+        cr_expect_not_null(aj_ws_change_git_code(".hg", AJ_WS_DELETED, S_IFDIR), "an .hg removed is flagged");
 
         static const char *const data[] = {
                 ".git/objects/ab/cdef",
@@ -750,6 +757,11 @@ Test(workspace, git_code_paths)
                 ".gitignore",
                 ".gitmodules",
                 "docs/.github/workflows/ci.yml",
+                ".hg/store/data/a.i",
+                ".hg/dirstate",
+                ".hg/cache/branch2-served",
+                ".hg/undo.desc",
+                ".hg/last-message.txt",
         };
         for (size_t i = 0; i < ARRAY_SIZE(data); i++)
                 cr_expect_null(aj_ws_path_git_code(data[i], S_IFREG), "%s is not flagged", data[i]);
@@ -780,7 +792,7 @@ Test(workspace, git_code_needs_a_decision)
         AjWsChange *c = NULL;
         size_t n = diff(&c, 0), flagged = 0;
         for (size_t i = 0; i < n; i++)
-                flagged += c[i].git_code;
+                flagged += c[i].git_code != NULL;
         cr_expect_eq(flagged, 3, "config, hooks/ and the hook (not the sample, not COMMIT_EDITMSG)");
         json_t *j = aj_ws_changes_json(c, n);
         cr_assert_not_null(j);
@@ -843,6 +855,8 @@ Test(workspace, git_code_in_a_bare_repository)
         mkd(upper, "srv", 0755);
         mkd(upper, "srv/repo.git", 0755);
         put(upper, "srv/repo.git/config", "[core]\n\tfsmonitor = evil\n", 0644);
+        /* On a case-folding directory git opens CONFIG for config. */
+        put(upper, "srv/repo.git/CONFIG", "[core]\n\tfsmonitor = evil\n", 0644);
         /* One planted whole by the agent, at the workspace's root. */
         put(upper, "HEAD", "ref: refs/heads/x\n", 0644);
         mkd(upper, "objects", 0755);
@@ -856,9 +870,9 @@ Test(workspace, git_code_in_a_bare_repository)
         AjWsChange *c = NULL;
         size_t n = diff(&c, 0);
         for (size_t i = 0; i < n; i++) {
-                bool want = streq(c[i].path, "srv/repo.git/config") || streq(c[i].path, "hooks") ||
-                            streq(c[i].path, "hooks/post-update");
-                cr_expect_eq(c[i].git_code, want, "%s: git_code %d", c[i].path, c[i].git_code);
+                bool want = streq(c[i].path, "srv/repo.git/config") || streq(c[i].path, "srv/repo.git/CONFIG") ||
+                            streq(c[i].path, "hooks") || streq(c[i].path, "hooks/post-update");
+                cr_expect_eq(c[i].git_code != NULL, want, "%s: git_code %s", c[i].path, c[i].git_code ?: "none");
         }
         json_t *j = aj_ws_changes_json(c, n);
         size_t i;
@@ -928,4 +942,304 @@ Test(workspace, git_changed_bounded)
         cr_expect(json_is_true(json_object_get(found, "cut")), "the look stops at its bound and says so");
         cr_expect_eq(json_array_size(json_object_get(found, "paths")), AJ_WS_GIT_SHOWN);
         json_decref(found);
+}
+
+/* A gitdir with a HEAD whose objects and refs are elsewhere (its commondir names them),
+ * at the root where the operator runs git: .git spoilt (its HEAD is data), a HEAD and a
+ * commondir at the root naming the agent's own directory with objects, refs and a config
+ * (core.pager: `git log` on a terminal ran it, git 2.39). The commondir is marked. */
+Test(workspace, git_code_in_a_gitdir_with_a_commondir)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/HEAD", "ref: refs/heads/main\n", 0644);
+        mkd(lower, ".git/objects", 0755);
+        mkd(lower, ".git/refs", 0755);
+        mkd(upper, ".git", 0755);
+        put(upper, ".git/HEAD", "garbage\n", 0644);
+        put(upper, "HEAD", "ref: refs/heads/main\n", 0644);
+        put(upper, "commondir", "c\n", 0644);
+        mkd(upper, "c", 0755);
+        mkd(upper, "c/objects", 0755);
+        mkd(upper, "c/refs", 0755);
+        put(upper, "c/config", "[core]\n\tpager = touch /tmp/owned; cat\n", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        bool marked = false;
+        for (size_t i = 0; i < n; i++)
+                if (streq(c[i].path, "commondir"))
+                        marked = c[i].git_code != NULL;
+        cr_expect(marked, "the root's commondir is marked");
+        aj_ws_changes_free(c, n);
+
+        AjError err = {};
+        AjWsStats s;
+        cr_expect_eq(aj_ws_commit(upper_fd, lower_fd, 0, 0, &s, &err), -EPERM);
+        aj_error_clear(&err);
+        cr_expect_not(exists(lower, "commondir"), "nothing applied");
+}
+
+/* The .git directory deleted or replaced by an opaque one takes the workspace's config
+ * and hooks with it: marked, and --exclude-git leaves the workspace's .git as it was
+ * (not emptied under the agent's HEAD, objects and refs). */
+Test(workspace, git_code_git_dir_replaced_or_deleted)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/HEAD", "ref: refs/heads/main\n", 0644);
+        put(lower, ".git/config", "[core]\n\thooksPath = /etc/org-hooks\n", 0644);
+        mkd(lower, "sub", 0755);
+        mkd(lower, "sub/.git", 0755);
+        put(lower, "sub/.git/config", "[core]\n", 0644);
+        mkd(upper, ".git", 0755);
+        opaque(".git");
+        put(upper, ".git/HEAD", "ref: refs/heads/x\n", 0644);
+        mkd(upper, ".git/objects", 0755);
+        mkd(upper, "sub", 0755);
+        whiteout("sub/.git");
+        put(upper, "work.txt", "done", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        for (size_t i = 0; i < n; i++) {
+                bool want = streq(c[i].path, ".git") || streq(c[i].path, "sub/.git");
+                cr_expect_eq(c[i].git_code != NULL, want, "%s: git_code %s", c[i].path, c[i].git_code ?: "none");
+        }
+        aj_ws_changes_free(c, n);
+
+        AjError err = {};
+        AjWsStats s;
+        cr_expect_eq(aj_ws_commit(upper_fd, lower_fd, 0, 0, &s, &err), -EPERM);
+        aj_error_clear(&err);
+        cr_expect_not(exists(lower, "work.txt"), "nothing applied");
+
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, AJ_WS_COMMIT_EXCLUDE_GIT, &s, &err);
+        cr_assert_eq(r, 0, "%s", aj_error_text(&err, r));
+        cr_expect_eq(s.git_excluded, 4, ".git, its HEAD and objects, sub/.git");
+        assert_content(lower, ".git/config", "[core]\n\thooksPath = /etc/org-hooks\n");
+        assert_content(lower, ".git/HEAD", "ref: refs/heads/main\n");
+        assert_content(lower, "sub/.git/config", "[core]\n");
+        assert_content(lower, "work.txt", "done");
+}
+
+/* Paths the workspace repository's own config (in lower: the operator's) sends git to:
+ * core.hooksPath (husky's .husky/_), a file it includes (../.gitconfig, and what that
+ * one includes), a command's script (core.fsmonitor = tools/fsmon.sh). git 2.39 ran the
+ * agent's hook, include (core.fsmonitor) and script there on commit and status. Changes
+ * there, or to a directory above one that sends git elsewhere (a symlink), are marked;
+ * a refspec, a URL, a branch's merge ref and unrelated files are not. */
+Test(workspace, git_code_named_by_the_config)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config",
+            "[core]\n\thooksPath = .husky/_ ; husky\n\tfsmonitor = \"sh tools/fsmon.sh\"\n"
+            "[include]\n\tpath = ../.gitconfig\n"
+            "[remote \"origin\"]\n\turl = git@example.com:org/repo.git\n"
+            "\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+            "[branch \"main\"]\n\tmerge = refs/heads/main\n",
+            0644);
+        put(lower, ".gitconfig", "[includeIf \"gitdir:/x/\"]\n\tpath = conf/more.cfg\n", 0644);
+        mkd(lower, ".husky", 0755);
+        mkd(lower, ".husky/_", 0755);
+        mkd(lower, "conf", 0755);
+        mkd(lower, "tools", 0755);
+        put(lower, "tools/fsmon.sh", "#!/bin/sh\n", 0755);
+
+        mkd(upper, ".husky", 0755);
+        mkd(upper, ".husky/_", 0755);
+        put(upper, ".husky/_/pre-commit", "evil\n", 0755);
+        put(upper, ".gitconfig", "[core]\n\tfsmonitor = evil\n", 0644);
+        mkd(upper, "conf", 0755);
+        put(upper, "conf/more.cfg", "[core]\n\tpager = evil\n", 0644);
+        cr_assert_eq(symlink("/tmp", at(upper, "tools")), 0);
+        mkd(upper, "refs", 0755);
+        mkd(upper, "refs/heads", 0755);
+        put(upper, "refs/heads/main", "x\n", 0644);
+        put(upper, "main.c", "int main;\n", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        static const char *const marked[] = { ".husky/_/pre-commit", ".gitconfig", "conf/more.cfg", "tools" };
+        size_t seen = 0;
+        for (size_t i = 0; i < n; i++) {
+                bool want = false;
+                for (size_t k = 0; k < ARRAY_SIZE(marked); k++)
+                        want |= streq(c[i].path, marked[k]);
+                seen += want;
+                cr_expect_eq(c[i].git_code != NULL, want, "%s: git_code %s", c[i].path, c[i].git_code ?: "none");
+        }
+        cr_expect_eq(seen, ARRAY_SIZE(marked));
+        aj_ws_changes_free(c, n);
+
+        AjError err = {};
+        AjWsStats s;
+        cr_expect_eq(aj_ws_commit(upper_fd, lower_fd, 0, 0, &s, &err), -EPERM);
+        aj_error_clear(&err);
+        cr_expect_not(exists(lower, "main.c"), "nothing applied");
+}
+
+/* A linked worktree's (or a submodule's) .git is a file naming its gitdir, elsewhere; the
+ * config is in the commondir it names: followed, read, and its hooksPath marks. */
+Test(workspace, git_code_named_by_a_linked_worktrees_config)
+{
+        mkd(outside, "main.git", 0755);
+        put(outside, "main.git/config", "[core]\n\thooksPath = githooks\n", 0644);
+        mkd(outside, "main.git/worktrees", 0755);
+        mkd(outside, "main.git/worktrees/w", 0755);
+        put(outside, "main.git/worktrees/w/commondir", "../..\n", 0644);
+        char line[256];
+        snprintf(line, sizeof(line), "gitdir: %s/main.git/worktrees/w\n", outside);
+        put(lower, ".git", line, 0644);
+        mkd(upper, "githooks", 0755);
+        put(upper, "githooks/post-checkout", "evil\n", 0755);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        for (size_t i = 0; i < n; i++)
+                cr_expect_not_null(c[i].git_code, "%s is marked", c[i].path);
+        cr_expect_eq(n, 2);
+        aj_ws_changes_free(c, n);
+}
+
+/* A path the config names is followed through the workspace's symlinks as git follows
+ * them: .husky a symlink to tools/husky, so the hook is tools/husky/_/pre-commit; an
+ * absolute include spelled through a symlink to the workspace. */
+Test(workspace, git_code_named_by_the_config_through_symlinks)
+{
+        char cfg[512];
+        cr_assert_eq(symlink(lower, at(outside, "ws")), 0);
+        snprintf(cfg, sizeof(cfg), "[core]\n\thooksPath = .husky/_\n[include]\n\tpath = %s/ws/team.cfg\n", outside);
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", cfg, 0644);
+        mkd(lower, "tools", 0755);
+        mkd(lower, "tools/husky", 0755);
+        mkd(lower, "tools/husky/_", 0755);
+        cr_assert_eq(symlink("tools/husky", at(lower, ".husky")), 0);
+        mkd(upper, "tools", 0755);
+        mkd(upper, "tools/husky", 0755);
+        mkd(upper, "tools/husky/_", 0755);
+        put(upper, "tools/husky/_/pre-commit", "evil\n", 0755);
+        put(upper, "team.cfg", "[core]\n\tpager = evil\n", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_expect_eq(n, 2);
+        for (size_t i = 0; i < n; i++)
+                cr_expect_not_null(c[i].git_code, "%s is marked", c[i].path);
+        aj_ws_changes_free(c, n);
+}
+
+/* A hook that is a symlink into the work tree (`ln -s ../../scripts/pre-commit.sh
+ * .git/hooks/pre-commit`): git 2.39 ran the agent's scripts/pre-commit.sh on commit. The
+ * file it points to is marked, another script is not. */
+Test(workspace, git_code_a_hook_linked_into_the_work_tree)
+{
+        mkd(lower, ".git", 0755);
+        mkd(lower, ".git/hooks", 0755);
+        cr_assert_eq(symlink("../../scripts/pre-commit.sh", at(lower, ".git/hooks/pre-commit")), 0);
+        mkd(lower, "scripts", 0755);
+        put(lower, "scripts/pre-commit.sh", "#!/bin/sh\n", 0755);
+        mkd(upper, "scripts", 0755);
+        put(upper, "scripts/pre-commit.sh", "#!/bin/sh\nevil\n", 0755);
+        put(upper, "scripts/build.sh", "#!/bin/sh\n", 0755);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 2);
+        cr_expect_str_eq(c[1].path, "scripts/pre-commit.sh");
+        cr_expect_not_null(c[1].git_code);
+        cr_expect_null(c[0].git_code, "scripts/build.sh");
+        aj_ws_changes_free(c, n);
+}
+
+/* A nested repository's and a submodule's config (its .git a file naming
+ * .git/modules/NAME) name paths in their own work trees: marked there; the same names
+ * outside any repository are not. */
+Test(workspace, git_code_named_by_a_nested_repositorys_config)
+{
+        mkd(lower, ".git", 0755);
+        mkd(lower, ".git/modules", 0755);
+        mkd(lower, ".git/modules/y", 0755);
+        put(lower, ".git/modules/y/config", "[core]\n\thooksPath = hooks2\n", 0644);
+        mkd(lower, "lib", 0755);
+        mkd(lower, "lib/x", 0755);
+        mkd(lower, "lib/x/.git", 0755);
+        put(lower, "lib/x/.git/config", "[core]\n\thooksPath = .githooks\n", 0644);
+        mkd(lower, "lib/y", 0755);
+        put(lower, "lib/y/.git", "gitdir: ../../.git/modules/y\n", 0644);
+        mkd(lower, "lib/z", 0755);
+        mkd(upper, "lib", 0755);
+        mkd(upper, "lib/x", 0755);
+        mkd(upper, "lib/x/.githooks", 0755);
+        put(upper, "lib/x/.githooks/pre-commit", "evil\n", 0755);
+        mkd(upper, "lib/y", 0755);
+        mkd(upper, "lib/y/hooks2", 0755);
+        put(upper, "lib/y/hooks2/post-checkout", "evil\n", 0755);
+        mkd(upper, "lib/z", 0755);
+        mkd(upper, "lib/z/.githooks", 0755);
+        put(upper, "lib/z/.githooks/pre-commit", "fine\n", 0755);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_expect_eq(n, 6);
+        for (size_t i = 0; i < n; i++) {
+                bool want = strncmp(c[i].path, "lib/z", 5) != 0;
+                cr_expect_eq(c[i].git_code != NULL, want, "%s: git_code %s", c[i].path, c[i].git_code ?: "none");
+        }
+        aj_ws_changes_free(c, n);
+}
+
+/* The repository's config is found by the workspace's path, the one its descriptor has
+ * now: a workspace moved since it was opened is still read where it is. */
+Test(workspace, git_code_config_of_a_moved_workspace)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", "[core]\n\thooksPath = .githooks\n", 0644);
+        mkd(upper, ".githooks", 0755);
+        put(upper, ".githooks/pre-commit", "evil\n", 0755);
+        cr_assert_eq(rename(lower, at(root, "moved")), 0);
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 2);
+        cr_expect_not_null(c[1].git_code, "%s", c[1].path);
+        aj_ws_changes_free(c, n);
+}
+
+/* Should the workspace's path lead elsewhere (another mount over it), its config would
+ * not be found and nothing marked: the diff fails instead. */
+Test(workspace, git_code_needs_the_workspace_at_its_path)
+{
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                cr_assert_fail("unshare(CLONE_NEWNS) failed: %s (the unit tests need root)", strerror(errno));
+        close(lower_fd);
+        lower_fd = open(lower, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(lower_fd, 0);
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", "[core]\n\thooksPath = .githooks\n", 0644);
+        mkd(upper, ".githooks", 0755);
+        put(upper, ".githooks/pre-commit", "evil\n", 0755);
+        cr_assert_eq(mount(outside, lower, NULL, MS_BIND, NULL), 0, "%s", strerror(errno));
+        AjWsChange *c = NULL;
+        size_t n = 0;
+        AjError err = {};
+        int r = aj_ws_diff(upper_fd, lower_fd, 0, &c, &n, &err);
+        umount2(lower, MNT_DETACH);
+        cr_expect_eq(r, -ESTALE, "r = %d %s", r, aj_error_text(&err, r));
+        if (r == 0)
+                aj_ws_changes_free(c, n);
+        aj_error_clear(&err);
+}
+
+/* The config itself a symlink into the work tree (.git/config -> ../gitconfig): git 2.39
+ * read the agent's core.fsmonitor there on status. Marked. */
+Test(workspace, git_code_config_linked_into_the_work_tree)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, "gitconfig", "[core]\n", 0644);
+        cr_assert_eq(symlink("../gitconfig", at(lower, ".git/config")), 0);
+        put(upper, "gitconfig", "[core]\n\tfsmonitor = evil\n", 0644);
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 1);
+        cr_expect_not_null(c[0].git_code, "%s", c[0].path);
+        aj_ws_changes_free(c, n);
 }
