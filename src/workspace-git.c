@@ -13,12 +13,14 @@
 
 #include "util/fd.h"
 #include "util/format.h"
+#include "util/open-under.h"
 #include "workspace-internal.h"
 
 typedef struct {
         uint64_t since_ns;
         size_t seen, count;
         bool cut;
+        bool all; /* every entry counts (a directory the config names), not only git's own files */
         json_t *paths;
         char path[PATH_MAX];
 } GitScan;
@@ -64,7 +66,7 @@ static int scan_dir(GitScan *s, int fd, size_t len, unsigned depth)
                 struct stat st;
                 if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                         continue; /* gone since the listing */
-                bool mine = aj_ws_path_git_code(s->path, st.st_mode & S_IFMT) != NULL;
+                bool mine = s->all || aj_ws_path_git_code(s->path, st.st_mode & S_IFMT) != NULL;
                 if (mine && aj_workspace_changed_since(&st.st_ctim, s->since_ns))
                         r = note(s, s->path);
                 /* Down where git keeps what it may run; not into an object store, refs or
@@ -84,6 +86,47 @@ static int scan_dir(GitScan *s, int fd, size_t len, unsigned depth)
                 r = -errno;
         s->path[len] = 0;
         closedir(d);
+        return r;
+}
+
+/* The paths the repository's config, as it is now, sends git to (core.hooksPath, an
+ * include, a command's script, a hook's symlink target: workspace-gitconfig.c), outside
+ * .git (looked at already): each that changed, and in a directory every entry that did.
+ * A config that cannot be read leaves the look cut. */
+static int scan_config_targets(GitScan *s, int ws_fd)
+{
+        const char *top = "";
+        char **t = NULL;
+        size_t n = 0;
+        if (ws_git_config_targets(ws_fd, &top, 1, &t, &n, NULL) < 0) {
+                s->cut = true;
+                return 0;
+        }
+        int r = 0;
+        for (size_t i = 0; i < n; i++) {
+                bool in_git = strncmp(t[i], ".git", 4) == 0 && (t[i][4] == '/' || !t[i][4]);
+                int fd = r < 0 || !*t[i] || in_git
+                                 ? -1
+                                 : aj_open_under(ws_fd, t[i], O_PATH | O_NOFOLLOW | O_CLOEXEC, 0, AJ_UNDER_NO_SYMLINKS);
+                struct stat st;
+                if (fd >= 0 && fstat(fd, &st) == 0) {
+                        if (aj_workspace_changed_since(&st.st_ctim, s->since_ns))
+                                r = note(s, t[i]);
+                        int dir = r >= 0 && S_ISDIR(st.st_mode) && strlen(t[i]) < sizeof(s->path)
+                                          ? openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                                          : -1;
+                        if (dir >= 0) {
+                                strcpy(s->path, t[i]);
+                                s->all = true;
+                                r = scan_dir(s, dir, strlen(t[i]), 0);
+                                s->all = false;
+                        }
+                }
+                if (fd >= 0)
+                        close(fd);
+                free(t[i]);
+        }
+        free(t);
         return r;
 }
 
@@ -107,6 +150,8 @@ int aj_ws_git_changed(int ws_fd, uint64_t since_ns, json_t **ret)
                 int fd = openat(ws_fd, ".git", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 strcpy(s->path, ".git");
                 r = fd < 0 ? (errno == ENOENT ? 1 : -errno) : scan_dir(s, fd, 4, 0);
+                if (r == 0)
+                        r = scan_config_targets(s, ws_fd);
         }
         if (r >= 0 && (s->count || s->cut)) {
                 *ret = json_pack("{s:O, s:I, s:b}", "paths", s->paths, "count", (json_int_t)s->count, "cut", s->cut);

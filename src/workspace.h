@@ -109,7 +109,9 @@ const char *aj_ws_path_git_code(const char *path, mode_t type);
  * at ws_fd's root, not followed if a symlink) that aj_ws_path_git_code() marks and whose
  * ctime says they changed at or after since_ns (aj_workspace_changed_since); a .git that is
  * not a directory, when it changed. Looks in .git's own files and hooks/, modules/,
- * worktrees/... but not into objects, refs or logs; at most AJ_WS_GIT_MAX_ENTRIES entries
+ * worktrees/... but not into objects, refs or logs, then at the paths outside .git its
+ * config (as it is now) names (core.hooksPath's directory, an include, a command's script:
+ * ws_git_config_targets; a config it cannot read sets "cut"); at most AJ_WS_GIT_MAX_ENTRIES entries
  * and AJ_WS_GIT_MAX_DEPTH levels. *ret: NULL when nothing changed (or there is no .git),
  * else {"paths": [the first AJ_WS_GIT_SHOWN], "count", "cut": a bound stopped the look}.
  * Nested repositories are not looked at; the overlay mode's diff sees every change. */

