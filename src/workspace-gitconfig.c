@@ -281,16 +281,21 @@ static int parse_config(Targets *t, const char *file, const char *s, size_t len,
         return 0;
 }
 
-/* A regular file by path (a device or fifo is not opened: opening some does something),
- * or -errno. */
+/* A regular file by path (a device or fifo is not opened: opening some does something,
+ * /dev/watchdog arms a reboot), or -errno. The path is resolved once, to an O_PATH fd
+ * whose type is checked, then that inode is opened through /proc/self/fd: a symlink the
+ * agent turns to a device between the check and the open is not followed again. */
 static int open_regular(const char *path)
 {
+        _cleanup_close_ int pfd = open(path, O_PATH | O_CLOEXEC);
         struct stat st;
-        if (stat(path, &st) < 0)
+        if (pfd < 0 || fstat(pfd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -EINVAL;
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+        int fd = open(proc, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
         return fd < 0 ? -errno : fd;
 }
 
