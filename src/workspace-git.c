@@ -130,6 +130,24 @@ static int scan_config_targets(GitScan *s, int ws_fd)
         return r;
 }
 
+static int compare_json_strings(const void *a, const void *b)
+{
+        return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
+}
+
+/* In name order, whatever order the directories listed them in. */
+static void sort_paths(json_t *paths)
+{
+        size_t n = json_array_size(paths);
+        json_t *v[AJ_WS_GIT_SHOWN];
+        for (size_t i = 0; i < n && i < AJ_WS_GIT_SHOWN; i++)
+                v[i] = json_incref(json_array_get(paths, i));
+        qsort(v, n, sizeof(*v), compare_json_strings);
+        json_array_clear(paths);
+        for (size_t i = 0; i < n; i++)
+                json_array_append_new(paths, v[i]);
+}
+
 int aj_ws_git_changed(int ws_fd, uint64_t since_ns, json_t **ret)
 {
         *ret = NULL;
@@ -153,6 +171,8 @@ int aj_ws_git_changed(int ws_fd, uint64_t since_ns, json_t **ret)
                 if (r == 0)
                         r = scan_config_targets(s, ws_fd);
         }
+        if (r >= 0 && json_array_size(s->paths) > 1)
+                sort_paths(s->paths);
         if (r >= 0 && (s->count || s->cut)) {
                 *ret = json_pack("{s:O, s:I, s:b}", "paths", s->paths, "count", (json_int_t)s->count, "cut", s->cut);
                 if (!*ret)
