@@ -31,11 +31,7 @@ static int note(GitScan *s, const char *path)
         if (json_array_size(s->paths) >= AJ_WS_GIT_SHOWN)
                 return 0;
         /* The agent's names: kept as bytes where UTF-8, escaped where not (JSON needs it). */
-        json_t *p = json_string(path);
-        if (!p) {
-                _cleanup_free_ char *shown = aj_printable_dup(path, strlen(path), 0);
-                p = shown ? json_string(shown) : NULL;
-        }
+        json_t *p = aj_json_string_shown(path);
         return p && json_array_append_new(s->paths, p) == 0 ? 0 : -ENOMEM;
 }
 

@@ -121,17 +121,6 @@ static void refuse(AjGatewayVerdict *v, const AjGatewayProvider *pr, unsigned st
         snprintf(v->message, sizeof(v->message), "%s: %s", prefix, what);
 }
 
-/* A refusal's message as a JSON string: it may quote the agent's bytes (a parser's error
- * near them) or end mid-character (cut to fit), so what is not UTF-8 is kept escaped. */
-static json_t *message_json(const char *m)
-{
-        json_t *s = json_string(m);
-        if (s)
-                return s;
-        _cleanup_free_ char *shown = aj_printable_dup(m, strlen(m), 0);
-        return shown ? json_string(shown) : NULL;
-}
-
 /* OpenAI chat streams: ask for the usage chunk, and hide it when the client did not. */
 static int add_usage(AjSupLlmCall *cs, const AjGatewayRequest *req, AjGatewayVerdict *v)
 {
@@ -310,7 +299,7 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
         else if (ev && cs->refused) {
                 /* What the agent was told, so that the log says why, not only that. */
                 json_object_set_new(ev, "status", json_integer(v->status));
-                json_object_set_new(ev, "reason", message_json(v->message));
+                json_object_set_new(ev, "reason", aj_json_string_shown(v->message));
         }
         if (ev && replay)
                 json_object_set(ev, "replay", replay);
@@ -638,7 +627,7 @@ static void on_refused(void *userdata, const char *method, const char *target, u
         AjSupLlm *l = userdata;
         (void)emit(l, "llm.refused",
                    json_pack("{s:s*, s:s*, s:i, s:o}", "method", method, "path", target, "status", (int)status,
-                             "reason", message_json(message)));
+                             "reason", aj_json_string_shown(message)));
 }
 
 void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret)

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "util/format.h"
 
 int aj_vasprintf(char **ret, const char *fmt, va_list ap)
@@ -245,4 +247,13 @@ const char *aj_format_duration(uint64_t ns, char *buf, size_t size)
         else
                 snprintf(buf, size, "%llus", (unsigned long long)s);
         return buf;
+}
+
+json_t *aj_json_string_shown(const char *s)
+{
+        json_t *j = json_string(s);
+        if (j)
+                return j;
+        _cleanup_free_ char *shown = aj_printable_dup(s, strlen(s), 0);
+        return shown ? json_string(shown) : NULL;
 }

@@ -56,6 +56,10 @@ _printf_(2, 3) int aj_fprintf_printable(FILE *f, const char *fmt, ...);
  * nothing a terminal acts on or that reorders a line. json_dumps escapes C0 only. NULL: out of
  * memory. */
 char *aj_json_text_hidden_escaped(const char *text);
+/* A JSON string of s as it is, or, when s is not UTF-8 (bytes from the agent, a message cut
+ * mid-character), of s escaped by the rule above: kept rather than dropped. NULL: out of
+ * memory. */
+struct json_t *aj_json_string_shown(const char *s);
 
 /* "15m", "90s": a duration for messages (whole minutes as minutes, else seconds). Returns buf. */
 const char *aj_format_duration(uint64_t ns, char *buf, size_t size);
