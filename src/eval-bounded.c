@@ -78,8 +78,29 @@ _noreturn_ static void child(void (*body)(void *arg, int out), void *arg, int ou
         _exit(0);
 }
 
+static AjEvalBoundedEnd bounded_wait(void (*body)(void *arg, int out), void *arg,
+                                     void (*on_bytes)(void *ctx, const char *b, size_t n), void *ctx,
+                                     const sigset_t *caller);
+
 AjEvalBoundedEnd aj_eval_bounded(void (*body)(void *arg, int out), void *arg,
                                  void (*on_bytes)(void *ctx, const char *b, size_t n), void *ctx)
+{
+        /* A signal that comes while the child is being set up must still end the wait:
+         * held back until ppoll() lets it in, it interrupts ppoll() at once instead of
+         * running its handler before any wait began (and then going unseen until the
+         * bounds end the child). The child takes no mask of ours: it clears its own. */
+        sigset_t all, caller;
+        sigfillset(&all);
+        if (sigprocmask(SIG_BLOCK, &all, &caller) < 0)
+                return AJ_EVAL_BOUNDED_FAILED;
+        AjEvalBoundedEnd end = bounded_wait(body, arg, on_bytes, ctx, &caller);
+        sigprocmask(SIG_SETMASK, &caller, NULL);
+        return end;
+}
+
+static AjEvalBoundedEnd bounded_wait(void (*body)(void *arg, int out), void *arg,
+                                     void (*on_bytes)(void *ctx, const char *b, size_t n), void *ctx,
+                                     const sigset_t *caller)
 {
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0)
@@ -109,7 +130,8 @@ AjEvalBoundedEnd aj_eval_bounded(void (*body)(void *arg, int out), void *arg,
                         break;
                 }
                 struct pollfd pf = { .fd = p[0], .events = POLLIN };
-                int n = poll(&pf, 1, 4);
+                const struct timespec tick = { .tv_nsec = 4 * 1000000L };
+                int n = ppoll(&pf, 1, &tick, caller);
                 if (n < 0 && errno == EINTR) {
                         end = AJ_EVAL_BOUNDED_INTERRUPTED;
                         break;

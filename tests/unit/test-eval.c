@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "eval-bounded.h"
 #include "eval.h"
 #include "util/clock.h"
 #include "util/strv.h"
@@ -540,6 +541,39 @@ Test(eval_judge, matching_ends_on_a_signal_and_survives_an_ignored_sigchld)
         free(why);
         free(content);
         aj_eval_suite_free(s);
+}
+
+/* A signal that comes while the parent is not in its poll (setting up, or taking the
+ * child's bytes, as here: the handler runs in the middle of on_bytes) must end the wait
+ * all the same, not run its handler unseen and leave the child to its 10 s bound. */
+static void answer_then_wait(void *arg, int out)
+{
+        (void)arg;
+        aj_eval_bounded_write(out, "x", 1);
+        pause();
+}
+
+static void signal_on_bytes(void *ctx, const char *b, size_t n)
+{
+        (void)b;
+        (void)n;
+        *(int *)ctx += 1;
+        raise(SIGALRM);
+}
+
+Test(eval_bounded, a_signal_between_two_polls_ends_the_wait)
+{
+        struct sigaction sa = { .sa_handler = on_alarm }, old;
+        sigemptyset(&sa.sa_mask);
+        cr_assert_eq(sigaction(SIGALRM, &sa, &old), 0);
+        int calls = 0;
+        uint64_t t0 = aj_now_monotonic_ns();
+        AjEvalBoundedEnd end = aj_eval_bounded(answer_then_wait, NULL, signal_on_bytes, &calls);
+        uint64_t took_ms = (aj_now_monotonic_ns() - t0) / 1000000;
+        sigaction(SIGALRM, &old, NULL);
+        cr_expect_eq(calls, 1);
+        cr_expect_eq(end, AJ_EVAL_BOUNDED_INTERRUPTED, "end %d after %llu ms", (int)end, (unsigned long long)took_ms);
+        cr_expect_lt(took_ms, 3000, "took %llu ms", (unsigned long long)took_ms);
 }
 
 static json_t *ev(const char *text)
