@@ -110,7 +110,8 @@ static int spawn(char *const *argv, const char *cwd, int log_fd, const char *exe
                 execv(exe ? exe : argv[0], argv);
                 if (!exe)
                         execvp(argv[0], argv);
-                dprintf(2, "agentjail eval: cannot run '%s': %s\n", argv[0], strerror(errno));
+                aj_fprintf_printable(stderr, "agentjail eval: cannot run '%s': %s", argv[0], strerror(errno));
+                fputc('\n', stderr);
                 _exit(127);
         }
         *ret = pid;

@@ -169,7 +169,8 @@ static int spawn_server(Relay *r, char **argv, const sigset_t *oldmask)
                 sigprocmask(SIG_SETMASK, oldmask, NULL);
                 execvp(argv[0], argv);
                 int e = errno;
-                dprintf(2, "agentjail mcp: cannot run '%s': %s\n", argv[0], strerror(e));
+                aj_fprintf_printable(stderr, "agentjail mcp: cannot run '%s': %s", argv[0], strerror(e));
+                fputc('\n', stderr);
                 _exit(e == ENOENT ? 127 : 126);
         }
         close(in[0]);

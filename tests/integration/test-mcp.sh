@@ -61,12 +61,13 @@ is "$(events_of tool.verdict | jq -r 'select(.["gen_ai.tool.name"] == "mcp.fs.re
 # A server that exits, one killed by a signal, one that is not there; signals forwarded.
 run_jail -p "$P" -- /bin/sh -c 'agentjail mcp -- sh -c "exit 7" </dev/null; echo "exit=$?"
         agentjail mcp -- sh -c "kill -KILL \$\$" </dev/null; echo "killed=$?"
-        agentjail mcp -- /nonexistent </dev/null 2>/dev/null; echo "missing=$?"
+        agentjail mcp -- "$(printf "/nonexistent\\033]0;x\\007")" </dev/null; echo "missing=$?"
         sleep 3 | agentjail mcp -- sh -c "trap \"exit 5\" TERM; while :; do sleep 0.05; done" & sleep 1; kill -TERM $!; wait $!
         echo "term=$?"'
 like "$JAIL_OUT" 'exit=7' "the relay exits with the server's status"
 like "$JAIL_OUT" 'killed=137' "a server killed by a signal: 128 + the signal"
 like "$JAIL_OUT" 'missing=127' "a server that cannot be run: 127"
+like "$JAIL_ERR" "cannot run '/nonexistent\\\\x1b\\]0;x\\\\x07'" "and it says so, its name escaped"
 like "$JAIL_OUT" 'term=5' "SIGTERM to the relay reaches the server (its trap exits 5)"
 
 run_jail -p "$P" -- /bin/sh -c 'env -u AGENTJAIL_BROKER agentjail mcp -- cat </dev/null; echo "rc=$?"'
