@@ -7,10 +7,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <linux/landlock.h>
 #include <linux/seccomp.h>
-#include <pwd.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +20,7 @@
 
 #include "cgroup-internal.h"
 #include "doctor.h"
+#include "host-ids.h"
 #include "ns.h"
 #include "profile.h"
 #include "state.h"
@@ -287,24 +286,11 @@ static void probe_host_ids(AjDoctorFacts *f)
                 f->host_gid = p->host_gid;
                 aj_profile_free(p);
         }
-        unsigned long end = (unsigned long)(f->host_uid > f->host_gid ? f->host_uid : f->host_gid) + 1;
-        _cleanup_free_ char *sub = NULL;
-        if (aj_read_file("/etc/subuid", 1 << 20, &sub, NULL) >= 0)
-                f->host_uid_owner = aj_doctor_subid_owner(sub, "/etc/subuid", f->host_uid, &end);
-        free(sub);
-        sub = NULL;
-        if (aj_read_file("/etc/subgid", 1 << 20, &sub, NULL) >= 0)
-                f->host_gid_owner = aj_doctor_subid_owner(sub, "/etc/subgid", f->host_gid, &end);
-        struct passwd *pw = f->host_uid_owner ? NULL : getpwuid(f->host_uid);
-        if (pw &&
-            asprintf(&f->host_uid_owner, "user %.64s has uid %u (/etc/passwd)", pw->pw_name, (unsigned)f->host_uid) < 0)
-                f->host_uid_owner = NULL;
-        struct group *gr = f->host_gid_owner ? NULL : getgrgid(f->host_gid);
-        if (gr &&
-            asprintf(&f->host_gid_owner, "group %.64s has gid %u (/etc/group)", gr->gr_name, (unsigned)f->host_gid) < 0)
-                f->host_gid_owner = NULL;
-        /* Past every range, on a 65536 boundary (as ranges are handed out). */
-        f->host_id_free = (end + 65535) / 65536 * 65536;
+        AjHostIdOwners o = {};
+        f->host_ids_err = aj_host_id_owners(f->host_uid, f->host_gid, &aj_host_id_files, &o);
+        f->host_uid_owner = o.uid_owner;
+        f->host_gid_owner = o.gid_owner;
+        f->host_id_free = o.free_id;
 }
 
 int aj_doctor_probe(const char *workspace, AjDoctorFacts *ret)

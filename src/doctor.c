@@ -401,60 +401,39 @@ static void check_userns(Builder *b, const AjDoctorFacts *f)
                 set_fix(b, l, "check the kernel's user namespace support (CONFIG_USER_NS) and any LSM that denies it");
 }
 
-char *aj_doctor_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max)
-{
-        char *who = NULL;
-        unsigned line = 0;
-        for (const char *p = text; p && *p;) {
-                const char *nl = strchr(p, '\n');
-                size_t len = nl ? (size_t)(nl - p) : strlen(p);
-                line++;
-                char buf[512];
-                if (len < sizeof(buf)) {
-                        memcpy(buf, p, len);
-                        buf[len] = 0;
-                        char *c1 = strchr(buf, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL, *e1 = NULL, *e2 = NULL;
-                        if (c2 && buf[0] != '#') {
-                                *c1 = *c2 = 0;
-                                errno = 0;
-                                unsigned long start = strtoul(c1 + 1, &e1, 10), count = strtoul(c2 + 1, &e2, 10);
-                                bool valid = errno == 0 && e1 != c1 + 1 && !*e1 && e2 != c2 + 1 && !*e2 && count > 0 &&
-                                             start <= 0xffffffffUL && count <= 0x100000000UL - start;
-                                if (valid && end_max && start + count > *end_max)
-                                        *end_max = start + count;
-                                if (valid && !who && id >= start && id - start < count &&
-                                    asprintf(&who, "%.64s's subordinate range %lu-%lu (%s line %u)", buf, start,
-                                             start + count - 1, file, line) < 0)
-                                        who = NULL;
-                        }
-                }
-                p = nl ? nl + 1 : NULL;
-        }
-        return who;
-}
-
 /* Root-started runs map the jail to the profile's host ids; whoever else can run as them
  * (a user's subordinate range through newuidmap, an account) can signal the jail's
- * processes. Its sockets are out of reach (the run's runtime dir is root's alone). */
+ * processes, so the run refuses them unless the profile allows it (src/host-ids.h). */
 static void check_host_ids(Builder *b, const AjDoctorFacts *f)
 {
         if (f->euid != 0)
                 return;
+        if (f->host_ids_err < 0) {
+                AjDoctorLine *l = add(b, "jail host ids", AJ_DOCTOR_MISSING, true,
+                                      "/etc/subuid, /etc/subgid, /etc/passwd or /etc/group cannot be read: %s",
+                                      strerror(-f->host_ids_err));
+                set_means(b, l,
+                          "root-started runs cannot tell whether anyone else may run as their host ids, "
+                          "and refuse to start");
+                set_fix(b, l, "make /etc/subuid, /etc/subgid, /etc/passwd and /etc/group readable by root");
+                return;
+        }
         if (!f->host_uid_owner && !f->host_gid_owner) {
-                add(b, "jail host ids", AJ_DOCTOR_OK, false,
+                add(b, "jail host ids", AJ_DOCTOR_OK, true,
                     "uid %u and gid %u (the default profile's user.host_uid, host_gid): no subordinate range or "
                     "account covers them",
                     (unsigned)f->host_uid, (unsigned)f->host_gid);
                 return;
         }
-        AjDoctorLine *l = add(b, "jail host ids", AJ_DOCTOR_DEGRADED, false, "%s%s%s",
+        AjDoctorLine *l = add(b, "jail host ids", AJ_DOCTOR_MISSING, true, "%s%s%s",
                               f->host_uid_owner ? f->host_uid_owner : "",
                               f->host_uid_owner && f->host_gid_owner ? "; " : "",
                               f->host_gid_owner ? f->host_gid_owner : "");
         set_means(b, l,
-                  "root-started runs: the jail's processes run as host uid %u, gid %u, and a process of that user "
-                  "(through newuidmap/newgidmap) runs as the same ids: it can signal (stop, kill) the jail's "
-                  "processes. The run's broker and control sockets stay out of its reach",
+                  "root-started runs of the default profile are refused: the jail's processes would run as host "
+                  "uid %u, gid %u, and a process of that user (through newuidmap/newgidmap) runs as the same ids: "
+                  "it could signal (stop, kill) the jail's processes and own what the jail writes outside its "
+                  "workspace. A profile with \"host_ids\" in \"allow_degraded\" runs anyway, recorded",
                   (unsigned)f->host_uid, (unsigned)f->host_gid);
         set_fix(b, l,
                 "set \"user\": {\"host_uid\": %lu, \"host_gid\": %lu} (ids no range or account covers) in the "

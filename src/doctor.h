@@ -67,8 +67,9 @@ typedef struct {
          * "user NAME (/etc/passwd)"; NULL: nobody found */
         uid_t host_uid;
         gid_t host_gid;
-        char *host_uid_owner, *host_gid_owner;
-        unsigned long host_id_free; /* an id past every subordinate range and account (a suggestion) */
+        char *host_uid_owner, *host_gid_owner; /* src/host-ids.h */
+        int host_ids_err;                      /* -errno: a file it reads could not be read */
+        unsigned long host_id_free;            /* an id past every subordinate range and account (a suggestion) */
 } AjDoctorFacts;
 
 void aj_doctor_facts_done(AjDoctorFacts *f);
@@ -107,11 +108,6 @@ char *aj_doctor_apparmor_profile(const char *exe);
  * NULL when the sysctls do not explain it. Static text. */
 const char *aj_doctor_userns_hint(int err, uid_t euid, int apparmor_restrict, long max_user_namespaces,
                                   int unprivileged_userns_clone);
-
-/* Pure: who in `text` (/etc/subuid or /etc/subgid: "NAME:START:COUNT" lines) may run as `id`:
- * "NAME's subordinate range START-END (FILE line N)", malloc'ed; NULL when nobody covers it
- * (or without memory). *end_max (if not NULL) grows to the end of every range seen. */
-char *aj_doctor_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max);
 
 /* Probes (doctor-probe.c). The host's facts, judging `workspace` (NULL: the current
  * directory) for idmapped mounts. */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "agent-hooks.h"
+#include "host-ids.h"
 #include "log.h"
 #include "ns.h"
 #include "run.h"
@@ -182,6 +183,38 @@ const char *aj_run_rlimit_name(int resource)
         }
 }
 
+/* Nobody else may run as the jail's host ids (src/host-ids.h): refused, or with "host_ids"
+ * in the profile's allow_degraded, *ret_shared says who may, to record. */
+static int check_host_ids(Run *run, char **ret_shared)
+{
+        const AjProfile *p = run->profile;
+        const char *where = p->path ? p->path : p->name;
+        _cleanup_(aj_host_id_owners_done) AjHostIdOwners o = {};
+        int r = aj_host_id_owners(run->host_uid, run->host_gid, &aj_host_id_files, &o);
+        if (r < 0) {
+                aj_error("%s: Refusing to start: cannot tell who else may run as user.host_uid %u, host_gid %u "
+                         "(/etc/subuid, /etc/subgid, /etc/passwd, /etc/group): %s",
+                         where, (unsigned)run->host_uid, (unsigned)run->host_gid, strerror(-r));
+                return r;
+        }
+        if (!o.uid_owner && !o.gid_owner)
+                return 0;
+        _cleanup_free_ char *who = NULL;
+        if (asprintf(&who, "%s%s%s", o.uid_owner ?: "", o.uid_owner && o.gid_owner ? "; " : "", o.gid_owner ?: "") < 0)
+                return -ENOMEM;
+        if (!(p->allow_degraded & AJ_DEGRADE_HOST_IDS)) {
+                aj_error("%s: user.host_uid %u, host_gid %u: someone else may run as these ids: %s; they could "
+                         "signal the jail's processes and own what it writes outside its workspace",
+                         where, (unsigned)run->host_uid, (unsigned)run->host_gid, who);
+                aj_error("Refusing to start (set user.host_uid and host_gid to ids nobody has, e.g. %lu, or add "
+                         "\"host_ids\" to the profile's \"allow_degraded\")",
+                         o.free_id);
+                return -EPERM;
+        }
+        *ret_shared = TAKE_PTR(who);
+        return 0;
+}
+
 int aj_run_prepare(Run *run)
 {
         const AjRunOptions *opts = run->opts;
@@ -216,6 +249,9 @@ int aj_run_prepare(Run *run)
         run->rootless = geteuid() != 0;
         run->host_uid = run->rootless ? geteuid() : run->profile->host_uid;
         run->host_gid = run->rootless ? getegid() : run->profile->host_gid;
+        _cleanup_free_ char *shared_ids = NULL;
+        if (!run->rootless && (r = check_host_ids(run, &shared_ids)) < 0)
+                return r;
 
         if (aj_run_id_new(run->id) < 0)
                 return aj_log_errno(-errno, "Cannot generate a run id");
@@ -251,6 +287,8 @@ int aj_run_prepare(Run *run)
         aj_events_set_agent_limit(run->events, aj_events_agent_share(run->profile->log_events_bytes));
         run->event_log = (AjSupEventLog){ .log = run->events, .run_dir = run->run_dir };
         aj_sup_sink_for_log(&run->event_log, &run->sink);
+        if (shared_ids)
+                aj_run_record_degraded(run, "host_ids", shared_ids);
         return 0;
 }
 

@@ -25,7 +25,9 @@
 #define DEFAULT_HOSTNAME "agentjail"
 #define DEFAULT_HOME "/home/agent"
 #define DEFAULT_ID 1000
-#define DEFAULT_HOST_ID 100000
+/* 0x70000000: past Debian's subordinate ranges (useradd hands them out from 100000 up to
+ * 600100000), systemd-nspawn's (524288-1879048191) and systemd's own, below 2^31. */
+#define DEFAULT_HOST_ID 1879048192
 #define DEFAULT_WALL_GRACE_NS (10ULL * 1000000000ULL)
 #define DEFAULT_ALERT_TIMEOUT_NS (10ULL * 1000000000ULL)
 #define MAX_ALERT_TIMEOUT_NS (3600ULL * 1000000000ULL)

@@ -615,6 +615,7 @@ static int check_env(Check *c, json_t *v)
 const DegradeName degrade_names[] = {
         { "limits", AJ_DEGRADE_LIMITS },
         { "idmap", AJ_DEGRADE_IDMAP },
+        { "host_ids", AJ_DEGRADE_HOST_IDS },
 };
 const size_t n_degrade_names = ARRAY_SIZE(degrade_names);
 
@@ -629,8 +630,8 @@ unsigned degrade_flag(const char *s)
 static int check_degrade_name(Check *c, json_t *v)
 {
         if (!degrade_flag(json_string_value(v)))
-                return check_fail(c, AJ_JSON_AT_VALUE, "unknown protection %s (expected one of: limits, idmap)",
-                                  GOT(v));
+                return check_fail(c, AJ_JSON_AT_VALUE,
+                                  "unknown protection %s (expected one of: limits, idmap, host_ids)", GOT(v));
         return 0;
 }
 

@@ -90,8 +90,9 @@ typedef enum {
 
 /* Which protections a profile lets the run go without (recorded as events). */
 enum {
-        AJ_DEGRADE_LIMITS = 1u << 0, /* cgroup limits that cannot be enforced on this host */
-        AJ_DEGRADE_IDMAP = 1u << 1,  /* no idmapped workspace mount: fall back (see mount.c) */
+        AJ_DEGRADE_LIMITS = 1u << 0,   /* cgroup limits that cannot be enforced on this host */
+        AJ_DEGRADE_IDMAP = 1u << 1,    /* no idmapped workspace mount: fall back (see mount.c) */
+        AJ_DEGRADE_HOST_IDS = 1u << 2, /* host ids someone else may run as (src/host-ids.h) */
 };
 
 typedef struct AjProfile {

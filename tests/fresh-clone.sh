@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # The newcomer's path, as CI runs it: a clone of this repository under a directory only
 # root may enter (mode 0700, as Debian ships /root) runs the README's first command,
-# `bash scripts/setup && scripts/demo`, as root. The jail builds its root as host uid
-# 100000, which cannot search that directory: every bind source must be opened by the
+# `bash scripts/setup && scripts/demo`, as root. The jail builds its root as its host uid
+# (user.host_uid), which cannot search that directory: every bind source must be opened by the
 # supervisor, and the demo must fail loudly if the jail does not start.
 #   tests/fresh-clone.sh        (root; git, and what scripts/setup installs)
 set -euo pipefail

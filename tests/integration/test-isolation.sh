@@ -10,6 +10,8 @@ require_jail
 setup_dirs
 
 ZERO_CAPS=0000000000000000
+# The default profile's user.host_uid and host_gid (src/profile-internal.h).
+JAIL_HOST_ID=1879048192
 
 # --- credentials, capabilities, no_new_privs, seccomp
 run_jail -- ./probe status
@@ -171,11 +173,11 @@ if jpid=$(find_jailed "$BG_PID" probe 10); then
         uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$jpid/status")
         gids=$(awk '/^Gid:/ { print $2 }' "/proc/$jpid/status")
         if ((EUID == 0)); then
-                is "$uids" "100000 100000 100000 100000" "the jailed process runs as host uid 100000"
-                is "$gids" 100000 "the jailed process runs as host gid 100000"
+                is "$uids" "$JAIL_HOST_ID $JAIL_HOST_ID $JAIL_HOST_ID $JAIL_HOST_ID" "the jailed process runs as host uid $JAIL_HOST_ID"
+                is "$gids" "$JAIL_HOST_ID" "the jailed process runs as host gid $JAIL_HOST_ID"
         else
                 is "$uids" "$EUID $EUID $EUID $EUID" "rootless: the jailed process runs as the caller's uid"
-                skip "the jailed process runs as host gid 100000" "not root"
+                skip "the jailed process runs as host gid $JAIL_HOST_ID" "not root"
         fi
         isnt "$(awk '{ print $6 }' "/proc/$jpid/stat")" "$(awk '{ print $6 }' "/proc/$BG_PID/stat")" \
                 "the jailed process is in another session than agentjail"
@@ -252,7 +254,7 @@ fi
 sleep 300 &
 root_sleeper=$!
 BG_PIDS+=("$root_sleeper")
-setpriv --reuid=100000 --regid=100000 --clear-groups sleep 300 &
+setpriv --reuid=$JAIL_HOST_ID --regid=$JAIL_HOST_ID --clear-groups sleep 300 &
 mapped_sleeper=$!
 BG_PIDS+=("$mapped_sleeper")
 setpriv --reuid=1000 --regid=1000 --clear-groups sleep 300 &
@@ -263,31 +265,56 @@ run_jail -- ./probe kill-all
 is "$(pval kill_all)" sent "probe kill-all ran" || jail_diag
 sleep 0.3
 ok "a host process of root survives kill(-1) in the jail" kill -0 "$root_sleeper"
-ok "a host process of uid 100000 (the jail's host uid) survives" kill -0 "$mapped_sleeper"
+ok "a host process of uid $JAIL_HOST_ID (the jail's host uid) survives" kill -0 "$mapped_sleeper"
 ok "a host process of uid 1000 survives" kill -0 "$thousand_sleeper"
 ok "the agentjail supervisor itself survived (exit 0)" test "$JAIL_RC" -eq 0
 kill_bg
 }
 
 # --- the run's runtime dir is root's alone: a host process running as the jail's host uid
-# (user.host_uid, 100000 by default: the first subordinate range Debian's useradd hands out,
-# so a user with newuidmap can be it) cannot reach the run's broker socket by its host path
+# (user.host_uid: a profile that allows "host_ids" may share it with a user's subordinate
+# range, and a user with newuidmap can be it) cannot reach the run's broker socket by its host path
 start_jail_bg -- ./probe sleep 20
 sock_up() { local i; for ((i = 0; i < 200; i++)); do [[ -S $1 ]] && return 0; sleep 0.05; done; return 1; }
 if rd=$(wait_run_dir 10) && sock_up "$AGENTJAIL_RUNTIME_DIR/${rd##*/}/jail/broker.sock"; then
         rt="$AGENTJAIL_RUNTIME_DIR/${rd##*/}"
         is "$(stat -c %a "$rt")" 700 "the run's runtime dir is 0700"
-        got=$(setpriv --reuid=100000 --regid=100000 --clear-groups /usr/bin/python3 -c '
+        got=$(setpriv --reuid=$JAIL_HOST_ID --regid=$JAIL_HOST_ID --clear-groups /usr/bin/python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 try:
     s.connect(sys.argv[1]); print("connected")
 except OSError as e:
     print(e.errno)' "$rt/jail/broker.sock" 2>&1)
-        is "$got" 13 "a host process of uid 100000 cannot connect to the run's broker socket (EACCES)"
+        is "$got" 13 "a host process of uid $JAIL_HOST_ID cannot connect to the run's broker socket (EACCES)"
 else
         fail "a jail for the runtime dir check starts" "$(cat "$TEST_TMP/bg.err")"
 fi
 kill_bg
+
+# --- host ids someone else may run as (an account here; a user's subordinate range alike,
+# unit-doctor): the run refuses them before it makes anything, unless the profile allows
+# it, and then the run records it
+if ((EUID == 0)); then
+        P=$(write_profile shared-ids '{"extends": "default", "user": {"host_uid": 65534, "host_gid": 65534}}')
+        runs_before=$(ls "$AGENTJAIL_STATE_DIR/runs" 2>/dev/null | wc -l)
+        run_jail -p "$P" -- /bin/echo SHOULD-NOT-RUN
+        cmp_num "$JAIL_RC" -ne 0 "a run whose host ids belong to an account is refused (exit $JAIL_RC)"
+        unlike "$JAIL_OUT" 'SHOULD-NOT-RUN' "its command never ran"
+        like "$JAIL_ERR" "shared-ids.json: user.host_uid 65534, host_gid 65534: someone else may run as these ids: user [^ ]+ has uid 65534 \\(/etc/passwd line [0-9]+\\)" \
+                "the refusal names the profile, the field and who has the id"
+        like "$JAIL_ERR" 'add "host_ids" to the profile.s "allow_degraded"' "and how to run anyway"
+        is "$(ls "$AGENTJAIL_STATE_DIR/runs" 2>/dev/null | wc -l)" "$runs_before" "a refused run leaves no run dir"
+        P=$(write_profile shared-ids-ok '{"extends": "default", "user": {"host_uid": 65534, "host_gid": 65534},
+                "allow_degraded": ["host_ids"]}')
+        run_jail -p "$P" -- /bin/echo RAN
+        is "$JAIL_RC" 0 "allowed by the profile, the run starts"
+        like "$JAIL_OUT" RAN "and its command runs"
+        is "$(events_of degraded | jq -r 'select(.what == "host_ids") | .why')" \
+                "$(awk -F: '$3 == 65534 { printf "user %s has uid 65534 (/etc/passwd line %d)", $1, NR; exit }' /etc/passwd); $(awk -F: '$3 == 65534 { printf "group %s has gid 65534 (/etc/group line %d)", $1, NR; exit }' /etc/group)" \
+                "the run records the shared ids as degraded"
+        is "$(jq -r '.degraded[] | select(.what == "host_ids") | .what' "$JAIL_RUN_DIR/run.json")" host_ids \
+                "run.json lists it"
+fi
 
 done_testing

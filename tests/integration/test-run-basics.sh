@@ -122,7 +122,7 @@ fi
 is "$(jf .cgroup.mode)" "$host_mode" "run.json cgroup.mode is this host's ($host_mode)"
 cmp_num "$(jf '.cgroup.paths | length')" -ge 1 "run.json cgroup.paths is not empty"
 if ((EUID == 0)); then
-        is "$(jf .host_uid)" 100000 "run.json host_uid is 100000"
+        is "$(jf .host_uid)" 1879048192 "run.json host_uid is the default profile's (1879048192)"
 else
         is "$(jf .host_uid)" "$EUID" "rootless: run.json host_uid is the caller's uid"
 fi

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* `agentjail doctor`'s judgement (src/doctor.c) on faked hosts: no probe runs here. */
 #include <criterion/criterion.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "doctor.h"
+#include "host-ids.h"
 #include "util/fd.h"
 #include "util/macros.h"
 #include "util/path.h"
@@ -365,19 +367,78 @@ Test(doctor, subordinate_ranges)
         const char *text = "# comment\nalice:100000:65536\nbad line\nbob:165536:x\ncarol:165536:65536\n"
                            "dave:4294967295:10\n:200000:5";
         unsigned long end = 0;
-        _cleanup_free_ char *a = aj_doctor_subid_owner(text, "/etc/subuid", 100000, &end);
+        _cleanup_free_ char *a = aj_subid_owner(text, "/etc/subuid", 100000, &end);
         cr_assert_str_eq(a, "alice's subordinate range 100000-165535 (/etc/subuid line 2)");
         cr_assert_eq(end, 231072, "the end of the last valid range, got %lu", end);
-        _cleanup_free_ char *b = aj_doctor_subid_owner(text, "/etc/subuid", 165535, NULL);
+        _cleanup_free_ char *b = aj_subid_owner(text, "/etc/subuid", 165535, NULL);
         cr_assert_str_eq(b, "alice's subordinate range 100000-165535 (/etc/subuid line 2)");
-        _cleanup_free_ char *c = aj_doctor_subid_owner(text, "/etc/subuid", 165536, NULL);
+        _cleanup_free_ char *c = aj_subid_owner(text, "/etc/subuid", 165536, NULL);
         cr_assert_str_eq(c, "carol's subordinate range 165536-231071 (/etc/subuid line 5)", "bob's count is no number");
-        cr_assert_null(aj_doctor_subid_owner(text, "/etc/subuid", 99999, NULL));
-        cr_assert_null(aj_doctor_subid_owner(text, "/etc/subuid", 231072, NULL));
-        cr_assert_null(aj_doctor_subid_owner("", "/etc/subuid", 100000, NULL));
-        cr_assert_null(aj_doctor_subid_owner("alice:100000:0", "/etc/subuid", 100000, NULL), "an empty range");
-        _cleanup_free_ char *e = aj_doctor_subid_owner(":200000:5", "/etc/subuid", 200001, NULL);
+        cr_assert_null(aj_subid_owner(text, "/etc/subuid", 99999, NULL));
+        cr_assert_null(aj_subid_owner(text, "/etc/subuid", 231072, NULL));
+        cr_assert_null(aj_subid_owner("", "/etc/subuid", 100000, NULL));
+        cr_assert_null(aj_subid_owner("alice:100000:0", "/etc/subuid", 100000, NULL), "an empty range");
+        _cleanup_free_ char *e = aj_subid_owner(":200000:5", "/etc/subuid", 200001, NULL);
         cr_assert_str_eq(e, "'s subordinate range 200000-200004 (/etc/subuid line 1)");
+}
+
+static void write_text(const char *path, const char *text)
+{
+        FILE *fp = fopen(path, "w");
+        cr_assert_not_null(fp, "%s", path);
+        fputs(text, fp);
+        fclose(fp);
+}
+
+/* The run's own check (jail-plan.c) reads the files and the account databases. */
+Test(doctor, host_id_owners_from_files)
+{
+        char dir[] = "/tmp/aj-hostids-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        char subuid[64], subgid[64], passwd[64], group[64], missing[64];
+        snprintf(subuid, sizeof(subuid), "%s/subuid", dir);
+        snprintf(subgid, sizeof(subgid), "%s/subgid", dir);
+        snprintf(passwd, sizeof(passwd), "%s/passwd", dir);
+        snprintf(group, sizeof(group), "%s/group", dir);
+        snprintf(missing, sizeof(missing), "%s/none", dir);
+        write_text(subuid, "alice:100000:65536\nbob:1879048000:65536\n");
+        write_text(passwd, "root:x:0:0:root:/root:/bin/bash\n# x:x:7:7\nbad:x:7x:1\n+nis:x:7:7\n"
+                           "svc:x:7:7::/:/bin/false\n");
+        write_text(group, "root:x:0:\nwheel:x:7:svc\n");
+        cr_assert_eq(mkdir(subgid, 0700), 0, "a directory: cannot be read as a file");
+
+        AjHostIdOwners o = {};
+        AjHostIdFiles files = { subuid, missing, passwd, group };
+        cr_assert_eq(aj_host_id_owners(1879048192, 1879048192, &files, &o), 0);
+        char want[160];
+        snprintf(want, sizeof(want), "bob's subordinate range 1879048000-1879113535 (%s line 2)", subuid);
+        cr_assert_str_eq(o.uid_owner, want);
+        cr_assert_null(o.gid_owner, "no subgid file, no such group: nobody");
+        aj_host_id_owners_done(&o);
+
+        cr_assert_eq(aj_host_id_owners(7, 7, &files, &o), 0);
+        snprintf(want, sizeof(want), "user svc has uid 7 (%s line 5)", passwd);
+        cr_assert_str_eq(o.uid_owner, want, "comments, NIS lines and bad ids are passed over");
+        snprintf(want, sizeof(want), "group wheel has gid 7 (%s line 2)", group);
+        cr_assert_str_eq(o.gid_owner, want);
+        aj_host_id_owners_done(&o);
+
+        AjHostIdFiles none = { missing, missing, missing, missing };
+        cr_assert_eq(aj_host_id_owners(1879048192, 1879048192, &none, &o), 0, "no files: nobody");
+        cr_assert_null(o.uid_owner);
+        cr_assert_null(o.gid_owner);
+        cr_assert_eq(o.free_id, 1879113728, "past the ids themselves, on a 65536 boundary: %lu", o.free_id);
+        aj_host_id_owners_done(&o);
+
+        files.subgid = subgid;
+        cr_assert_eq(aj_host_id_owners(1879048192, 1879048192, &files, &o), -EISDIR,
+                     "a file that cannot be read is an error, not an empty list");
+        cr_assert_null(o.uid_owner);
+        unlink(subuid);
+        unlink(passwd);
+        unlink(group);
+        rmdir(subgid);
+        rmdir(dir);
 }
 
 Test(doctor, host_ids_in_a_users_range)
@@ -392,12 +453,23 @@ Test(doctor, host_ids_in_a_users_range)
         _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
         cr_assert_eq(aj_doctor_report(&f, &r), 0);
         const AjDoctorLine *l = line(&r, "jail host ids");
-        cr_assert_eq(l->status, AJ_DOCTOR_DEGRADED);
-        cr_assert_not(l->required);
+        cr_assert_eq(l->status, AJ_DOCTOR_MISSING, "runs of the default profile are refused");
+        cr_assert(l->required);
         assert_contains(l->found, "alice's subordinate range");
+        assert_contains(l->means, "refused");
         assert_contains(l->means, "signal");
+        assert_contains(l->means, "\"host_ids\" in \"allow_degraded\"");
         assert_contains(l->fix, "\"host_uid\": 196608");
-        assert_all_ok(&r);
+        cr_assert_not(aj_doctor_report_ok(&r), "doctor's exit status says so");
+        /* Files it cannot read: it cannot tell, and says the runs are refused. */
+        f.host_uid_owner = NULL;
+        f.host_ids_err = -EACCES;
+        _cleanup_(aj_doctor_report_done) AjDoctorReport r3 = { 0 };
+        cr_assert_eq(aj_doctor_report(&f, &r3), 0);
+        l = line(&r3, "jail host ids");
+        cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
+        assert_contains(l->found, "cannot be read: Permission denied");
+        f.host_ids_err = 0;
         /* Rootless runs map the jail to the invoker itself: no line. */
         f.euid = 1000;
         _cleanup_(aj_doctor_report_done) AjDoctorReport r2 = { 0 };

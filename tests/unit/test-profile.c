@@ -159,8 +159,8 @@ Test(profile, builtin_defaults)
         cr_expect_str_eq(p->home, "/home/agent");
         cr_expect_eq(p->uid, 1000);
         cr_expect_eq(p->gid, 1000);
-        cr_expect_eq(p->host_uid, 100000);
-        cr_expect_eq(p->host_gid, 100000);
+        cr_expect_eq(p->host_uid, 1879048192);
+        cr_expect_eq(p->host_gid, 1879048192);
         cr_expect_str_eq(p->seccomp_base, "default");
         cr_expect(p->seccomp_log);
         cr_expect_not(p->allow_netlink);
@@ -440,7 +440,7 @@ Test(profile, errors_values)
         expect_error("bad-env-name.json", "@/bad-env-name.json:2:32: env.set.1BAD: invalid variable name "
                                           "(expected [A-Za-z_][A-Za-z0-9_]*)");
         expect_error("bad-degraded.json", "@/bad-degraded.json:2:32: allow_degraded[1]: unknown protection "
-                                          "\"seccomp\" (expected one of: limits, idmap)");
+                                          "\"seccomp\" (expected one of: limits, idmap, host_ids)");
 }
 
 Test(profile, errors_syntax)

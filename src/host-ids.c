@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "host-ids.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/fd.h"
+#include "util/macros.h"
+
+char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max)
+{
+        char *who = NULL;
+        unsigned line = 0;
+        for (const char *p = text; p && *p;) {
+                const char *nl = strchr(p, '\n');
+                size_t len = nl ? (size_t)(nl - p) : strlen(p);
+                line++;
+                char buf[512];
+                if (len < sizeof(buf)) {
+                        memcpy(buf, p, len);
+                        buf[len] = 0;
+                        char *c1 = strchr(buf, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL, *e1 = NULL, *e2 = NULL;
+                        if (c2 && buf[0] != '#') {
+                                *c1 = *c2 = 0;
+                                errno = 0;
+                                unsigned long start = strtoul(c1 + 1, &e1, 10), count = strtoul(c2 + 1, &e2, 10);
+                                bool valid = errno == 0 && e1 != c1 + 1 && !*e1 && e2 != c2 + 1 && !*e2 && count > 0 &&
+                                             start <= 0xffffffffUL && count <= 0x100000000UL - start;
+                                if (valid && end_max && start + count > *end_max)
+                                        *end_max = start + count;
+                                if (valid && !who && id >= start && id - start < count &&
+                                    asprintf(&who, "%.64s's subordinate range %lu-%lu (%s line %u)", buf, start,
+                                             start + count - 1, file, line) < 0)
+                                        who = NULL;
+                        }
+                }
+                p = nl ? nl + 1 : NULL;
+        }
+        return who;
+}
+
+/* Every range in `path` (a missing file has none; one that cannot be read is an error:
+ * nobody would be found in it). */
+static int subid_file_owner(const char *path, unsigned long id, unsigned long *end, char **ret)
+{
+        _cleanup_free_ char *text = NULL;
+        int r = aj_read_file(path, 16 << 20, &text, NULL);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        errno = 0;
+        *ret = aj_subid_owner(text, path, id, end);
+        return *ret || errno != ENOMEM ? 0 : -ENOMEM;
+}
+
+/* The name of the entry with id `id` in an account file (/etc/passwd or /etc/group: "NAME:
+ * PASSWORD:ID:..." lines), read as a file: the run does not ask NSS, whose modules (a
+ * directory service, systemd's userdb) would cost every start more than the rest of its
+ * preparation. NULL in *ret when no line has it. */
+static int account_owner(const char *path, const char *what, unsigned long id, char **ret)
+{
+        _cleanup_free_ char *text = NULL;
+        int r = aj_read_file(path, 64 << 20, &text, NULL);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        unsigned line = 0;
+        for (char *p = text, *nl; p && *p; p = nl ? nl + 1 : NULL) {
+                nl = strchr(p, '\n');
+                if (nl)
+                        *nl = 0;
+                line++;
+                char *c1 = strchr(p, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL, *e = NULL;
+                if (!c2 || p[0] == '#' || p[0] == '+' || p[0] == '-')
+                        continue;
+                errno = 0;
+                unsigned long v = strtoul(c2 + 1, &e, 10);
+                if (errno || e == c2 + 1 || *e != ':' || v != id)
+                        continue;
+                *c1 = 0;
+                if (asprintf(ret, "%s %.64s has %s %lu (%s line %u)", streq(what, "uid") ? "user" : "group", p, what,
+                             id, path, line) < 0) {
+                        *ret = NULL;
+                        return -ENOMEM;
+                }
+                return 0;
+        }
+        return 0;
+}
+
+int aj_host_id_owners(uid_t uid, gid_t gid, const AjHostIdFiles *files, AjHostIdOwners *ret)
+{
+        AjHostIdOwners o = {};
+        unsigned long end = (unsigned long)(uid > gid ? uid : gid) + 1;
+        int r = subid_file_owner(files->subuid, uid, &end, &o.uid_owner);
+        if (r >= 0)
+                r = subid_file_owner(files->subgid, gid, &end, &o.gid_owner);
+        if (r >= 0 && !o.uid_owner)
+                r = account_owner(files->passwd, "uid", uid, &o.uid_owner);
+        if (r >= 0 && !o.gid_owner)
+                r = account_owner(files->group, "gid", gid, &o.gid_owner);
+        if (r < 0) {
+                aj_host_id_owners_done(&o);
+                return r;
+        }
+        /* Past every range, on a 65536 boundary (as ranges are handed out). */
+        o.free_id = (end + 65535) / 65536 * 65536;
+        *ret = o;
+        return 0;
+}
+
+const AjHostIdFiles aj_host_id_files = {
+        .subuid = "/etc/subuid",
+        .subgid = "/etc/subgid",
+        .passwd = "/etc/passwd",
+        .group = "/etc/group",
+};
+
+void aj_host_id_owners_done(AjHostIdOwners *o)
+{
+        free(o->uid_owner);
+        free(o->gid_owner);
+        *o = (AjHostIdOwners){};
+}
