@@ -16,7 +16,7 @@
 typedef struct {
         const char *cap; /* "tokens", "input_tokens", "output_tokens", "cost_usd", "tool_calls",
                             * "tool_calls_per_min", "repeat_limit", "egress_bytes", "wall",
-                            * "log_bytes" */
+                            * "log_bytes", "disk_free" (a floor: value below limit) */
         double limit;
         double value;    /* what the usage would have become */
         json_t *request; /* the triggering request or connection (borrowed, may be NULL) */

@@ -12,8 +12,8 @@
 #include <sys/types.h>
 
 typedef struct {
-        char *uid_owner;      /* who may run as the uid, as text naming the file and line; NULL: nobody */
-        char *gid_owner;      /* the same for the gid */
+        char *uid_owner;       /* who may run as the uid, as text naming the file and line; NULL: nobody */
+        char *gid_owner;       /* the same for the gid */
         unsigned long free_id; /* an id past every subordinate range, on a 65536 boundary: a suggestion */
 } AjHostIdOwners;
 

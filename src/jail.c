@@ -286,6 +286,34 @@ static int release_jail(Run *run)
 /* The trees are made after the clone, while the child makes its network namespace, and
  * sent before the places are judged: the child only builds its root with them, and the
  * command waits for JOINED, which let_command_run() sends only for a judged plan. */
+static int watch_one(void *userdata, int fd, const char *what)
+{
+        Run *run = userdata;
+        int r = aj_sup_disk_add(&run->disk, fd, what);
+        if (r < 0)
+                return aj_log_errno(r, "limits.disk_free: cannot watch the free space on %s", what);
+        return 0;
+}
+
+/* limits.disk_free: the filesystems the agent writes, through the trees the jail will
+ * mount (before they go to the child); a run that would start below it is refused. */
+static int watch_disk(Run *run)
+{
+        const AjProfile *p = run->profile;
+        if (p->disk_free_set && p->disk_free == 0)
+                return 0;
+        int r = aj_mount_plan_each_writable(run->mount, watch_one, run);
+        if (r < 0)
+                return r == -E2BIG ? aj_log_errno(r, "limits.disk_free: the agent writes to more than %d filesystems",
+                                                  AJ_DISK_MAX_FS)
+                                   : r;
+        _cleanup_(aj_error_clear) AjError err = {};
+        r = aj_sup_disk_start(&run->disk, &err);
+        if (r < 0)
+                aj_error("%s: %s", p->path ? p->path : p->name, aj_error_text(&err, r));
+        return r;
+}
+
 static int send_trees(Run *run)
 {
         int r = aj_spawn_send_trees(&run->h, run->mount);
@@ -410,6 +438,7 @@ static const Step steps[] = {
         { "maps written", write_maps, NULL },
         { NULL, release_jail, NULL },
         { "mount trees prepared", aj_run_setup_idmap, NULL },
+        { NULL, watch_disk, NULL },
         { "mount trees sent", send_trees, NULL },
         { "places checked", aj_run_check_places, NULL },
         { "cgroups joined", join_cgroups, NULL },

@@ -319,6 +319,34 @@ int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_e
         return 0;
 }
 
+int aj_mount_plan_each_writable(const AjMountPlan *plan, int (*fn)(void *userdata, int fd, const char *what),
+                                void *userdata)
+{
+        for (size_t i = 0; plan && i < plan->n; i++) {
+                const AjMountStep *s = &plan->steps[i];
+                if (s->kind != STEP_BIND || (s->attr & MOUNT_ATTR_RDONLY) ||
+                    (s->origin != ORIGIN_RW && s->origin != ORIGIN_WORKSPACE))
+                        continue;
+                _cleanup_close_ int fd = s->tree_fd >= 0 ? fcntl(s->tree_fd, F_DUPFD_CLOEXEC, 3)
+                                                         : open(s->source, O_PATH | O_CLOEXEC);
+                if (fd < 0)
+                        return negative_errno();
+                if (s->tree_fd < 0 && check_identity(s, fd) < 0)
+                        return -ESTALE;
+                _cleanup_free_ char *what = NULL;
+                if (asprintf(&what,
+                             s->overlay ? "the overlay of the workspace '%s' (its upper layer, in the run directory)"
+                             : s->origin == ORIGIN_WORKSPACE ? "the workspace '%s'"
+                                                             : "the rw bind '%s'",
+                             s->source) < 0)
+                        return -ENOMEM;
+                int r = fn(userdata, TAKE_FD(fd), what);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int aj_mount_plan_tree_fd(const AjMountPlan *plan, size_t step)
 {
         return plan && step < plan->n ? plan->steps[step].tree_fd : -1;

@@ -103,6 +103,14 @@ char *const *aj_mount_plan_sensitive_allowed(const AjMountPlan *plan);
 /* Number of steps (for iterating aj_mount_step_describe()). */
 size_t aj_mount_plan_n_steps(const AjMountPlan *plan);
 
+/* Each bind the agent can write (the rw or overlay workspace, rw binds): `fn` gets a new fd
+ * on it (the tree aj_mount_plan_prepare() made: an overlay's statfs is its upper layer's;
+ * else the source opened O_PATH and checked to be the file the plan checked), which it
+ * takes, and what it is ("the workspace '/src'"); its error stops the walk. For watching
+ * the free space the agent leaves (src/supervisor/disk.h). */
+int aj_mount_plan_each_writable(const AjMountPlan *plan, int (*fn)(void *userdata, int fd, const char *what),
+                                void *userdata);
+
 /* Close the detached trees' fds in the supervisor after the child has them. */
 void aj_mount_plan_close_fds(AjMountPlan *plan);
 void aj_mount_plan_free(AjMountPlan *plan);

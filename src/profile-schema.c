@@ -523,6 +523,7 @@ static int check_limits(Check *c, json_t *v)
                 { "nofile", check_count },
                 { "nproc", check_count },
                 { "fsize", check_size },
+                { "disk_free", check_size },
                 { "core", check_bool },
                 {},
         };

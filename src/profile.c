@@ -238,6 +238,10 @@ static void limits_from_json(json_t *lim, AjProfile *p)
                 p->memory = u;
         if ((v = json_object_get(lim, "fsize")) && json_size(v, &u) >= 0)
                 p->fsize = u;
+        if ((v = json_object_get(lim, "disk_free")) && json_size(v, &u) >= 0) {
+                p->disk_free_set = true;
+                p->disk_free = u;
+        }
         if ((v = json_object_get(lim, "pids")))
                 p->pids = (uint64_t)json_integer_value(v);
         if ((v = json_object_get(lim, "nofile")))
@@ -493,28 +497,30 @@ static json_t *profile_tree(const AjProfile *p)
                                               : json_pack("{s:s}", "mode", modes[p->workspace_mode]);
 
         /* json_pack() takes ownership of "o" arguments even on failure, and fails on a NULL one. */
-        json_t *root =
-                json_pack("{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s, s:o}, s:{s:I, s:I, s:I, s:I},"
-                          " s:{s:s, s:o, s:o, s:b, s:b},"
-                          " s:{s:o, s:I, s:f, s:o, s:o, s:I, s:I, s:o, s:b},"
-                          " s:{s:o, s:o, s:o, s:I}, s:{s:o, s:o}, s:o, s:{s:o, s:o, s:I}}",
-                          "hostname", p->hostname, "filesystem", "ro", bindlist_json(&p->ro), "rw",
-                          bindlist_json(&p->rw), "tmpfs", strlist_json(&p->tmpfs), "hide", strlist_json(&p->hide),
-                          "workspace", workspace, "home", p->home, "allow_sensitive", strlist_json(&p->allow_sensitive),
-                          "user", "uid", (json_int_t)p->uid, "gid", (json_int_t)p->gid, "host_uid",
-                          (json_int_t)p->host_uid, "host_gid", (json_int_t)p->host_gid, "seccomp", "base",
-                          p->seccomp_base, "deny", strlist_json(&p->seccomp_deny), "allow",
-                          strlist_json(&p->seccomp_allow), "log", (int)p->seccomp_log, "allow_netlink",
-                          (int)p->allow_netlink, "limits", "memory", size_json(p->memory), "pids", (json_int_t)p->pids,
-                          "cpu", p->cpu, "wall", duration_json(p->wall_ns), "wall_grace",
-                          duration_json(p->wall_grace_ns), "nofile", (json_int_t)p->nofile, "nproc",
-                          (json_int_t)p->nproc, "fsize", size_json(p->fsize), "core", (int)p->core, "network", "allow",
-                          strlist_json(&p->net_allow), "ask", strlist_json(&p->net_ask), "egress_bytes",
-                          size_json(p->egress_bytes), "max_connections",
-                          (json_int_t)(p->net_max_connections ? p->net_max_connections : AJ_PROXY_MAX_CONNECTIONS),
-                          "env", "pass", strlist_json(&p->env_pass), "set", env_set_json(&p->env_set), "allow_degraded",
-                          degraded, "logs", "output_bytes", size_json(p->log_output_bytes), "events_bytes",
-                          size_json(p->log_events_bytes), "reports_per_sec", (json_int_t)p->log_reports_per_sec);
+        json_t *root = json_pack("{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s, s:o}, s:{s:I, s:I, s:I, s:I},"
+                                 " s:{s:s, s:o, s:o, s:b, s:b},"
+                                 " s:{s:o, s:I, s:f, s:o, s:o, s:I, s:I, s:o, s:o*, s:b},"
+                                 " s:{s:o, s:o, s:o, s:I}, s:{s:o, s:o}, s:o, s:{s:o, s:o, s:I}}",
+                                 "hostname", p->hostname, "filesystem", "ro", bindlist_json(&p->ro), "rw",
+                                 bindlist_json(&p->rw), "tmpfs", strlist_json(&p->tmpfs), "hide",
+                                 strlist_json(&p->hide), "workspace", workspace, "home", p->home, "allow_sensitive",
+                                 strlist_json(&p->allow_sensitive), "user", "uid", (json_int_t)p->uid, "gid",
+                                 (json_int_t)p->gid, "host_uid", (json_int_t)p->host_uid, "host_gid",
+                                 (json_int_t)p->host_gid, "seccomp", "base", p->seccomp_base, "deny",
+                                 strlist_json(&p->seccomp_deny), "allow", strlist_json(&p->seccomp_allow), "log",
+                                 (int)p->seccomp_log, "allow_netlink", (int)p->allow_netlink, "limits", "memory",
+                                 size_json(p->memory), "pids", (json_int_t)p->pids, "cpu", p->cpu, "wall",
+                                 duration_json(p->wall_ns), "wall_grace", duration_json(p->wall_grace_ns), "nofile",
+                                 (json_int_t)p->nofile, "nproc", (json_int_t)p->nproc, "fsize", size_json(p->fsize),
+                                 "disk_free", p->disk_free_set ? size_json(p->disk_free) : NULL, "core", (int)p->core,
+                                 "network", "allow", strlist_json(&p->net_allow), "ask", strlist_json(&p->net_ask),
+                                 "egress_bytes", size_json(p->egress_bytes), "max_connections",
+                                 (json_int_t)(p->net_max_connections ? p->net_max_connections
+                                                                     : AJ_PROXY_MAX_CONNECTIONS),
+                                 "env", "pass", strlist_json(&p->env_pass), "set", env_set_json(&p->env_set),
+                                 "allow_degraded", degraded, "logs", "output_bytes", size_json(p->log_output_bytes),
+                                 "events_bytes", size_json(p->log_events_bytes), "reports_per_sec",
+                                 (json_int_t)p->log_reports_per_sec);
         if (!root)
                 return NULL;
         if (broker_tree(p, root) < 0 || llm_to_json(p, root) < 0) {

@@ -133,7 +133,11 @@ typedef struct AjProfile {
         uint64_t nofile; /* RLIMIT_NOFILE */
         uint64_t nproc;  /* RLIMIT_NPROC */
         uint64_t fsize;  /* RLIMIT_FSIZE, bytes */
-        bool core;       /* allow core dumps (RLIMIT_CORE); default false */
+        /* limits.disk_free: the least free space the run leaves where the agent writes to
+         * disk (src/supervisor/disk.h); unset: 5% of each filesystem, at most 1 GiB; 0: off */
+        bool disk_free_set;
+        uint64_t disk_free;
+        bool core; /* allow core dumps (RLIMIT_CORE); default false */
 
         /* network: allowlist entries (src/net.h syntax, validated at load) and the egress cap */
         AjStrList net_allow;

@@ -36,6 +36,7 @@
 #include "supervisor/output.h"
 #include "supervisor/sink.h"
 #include "supervisor/terminal.h"
+#include "supervisor/disk.h"
 #include "supervisor/wall.h"
 #include "supervisor/watchdog.h"
 #include "supervisor/work.h"
@@ -120,6 +121,7 @@ typedef struct {
         AjSupWork work;
         AjSupDenials denials;
         AjSupWall wall;
+        AjSupDisk disk; /* limits.disk_free */
         AjSupBreach breach;
         AjSupAlert alert;
         AjSupCgroupEvents cg_events;

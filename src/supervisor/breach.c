@@ -153,8 +153,10 @@ void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
         if (b->quarantined && (b->frozen || b->killed))
                 return; /* already stopped for an earlier breach: recorded, nothing more to do */
 
-        aj_warning("run %s breached its %s cap (%g > %g): %s", b->cfg.id, breach->cap, breach->value, breach->limit,
-                   kill ? "killing it" : "freezing it");
+        /* disk_free is a floor: its value went below the limit; every other cap is a ceiling. */
+        bool floor = streq(breach->cap, "disk_free");
+        aj_warning("run %s breached its %s cap (%g %s %g): %s", b->cfg.id, breach->cap, breach->value,
+                   floor ? "<" : ">", breach->limit, kill ? "killing it" : "freezing it");
         if (kill)
                 (void)aj_sup_breach_kill(b, "breach");
         else if (aj_sup_breach_freeze(b, "breach", breach->cap) < 0)

@@ -16,6 +16,7 @@
 #include "util/fd.h"
 #include "util/format.h"
 #include "util/macros.h"
+#include "util/parse.h"
 
 /* Events in `inspect`. */
 #define INSPECT_LAST_EVENTS 10
@@ -26,13 +27,46 @@ static int op_freeze(void *userdata, const char *reason)
         return aj_sup_breach_freeze(&run->breach, "operator", reason);
 }
 
-int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, AjError *ret_error)
+/* thaw --raise disk_free=SIZE: the free space the run must leave (0: not watched). */
+static int parse_disk_free(json_t *v, uint64_t *ret, AjError *ret_error)
 {
-        if (raise && json_object_size(raise) > 0) {
-                if (!meter)
-                        return aj_error_set(ret_error, -EINVAL, "this run has no meters to raise");
-                /* "wall" and "log_bytes" are the supervisor's; the rest is the meter's. All or nothing. */
+        if (json_is_integer(v) && json_integer_value(v) >= 0) {
+                *ret = (uint64_t)json_integer_value(v);
+                return 0;
+        }
+        if (json_is_string(v) && aj_parse_size(json_string_value(v), ret) >= 0)
+                return 0;
+        return aj_error_set(ret_error, -EINVAL,
+                            "disk_free: expected a size such as 256M (the free space the run must leave; 0: not "
+                            "watched)");
+}
+
+int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjSupDisk *disk, AjMeter *meter, json_t *raise, AjError *ret_error)
+{
+        /* "disk_free", "wall" and "log_bytes" are the supervisor's; the rest is the meter's.
+         * All or nothing: each is checked before any is applied. */
+        bool raising = raise && json_object_size(raise) > 0;
+        json_t *disk_free = raising ? json_object_get(raise, "disk_free") : NULL;
+        uint64_t reserve = 0;
+        if (disk_free) {
+                int r = parse_disk_free(disk_free, &reserve, ret_error);
+                if (r < 0)
+                        return r;
+                if (!disk)
+                        return aj_error_set(ret_error, -EINVAL, "this run does not watch disk space");
+        }
+        /* Below a reserve, a thaw would let the agent write on until the next look stops it
+         * again: refused instead, with the free space it needs. */
+        if (disk && aj_sup_breach_frozen(b)) {
+                int r = aj_sup_disk_check_thaw(disk, disk_free != NULL, reserve, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        if (raising) {
                 _cleanup_(json_decrefp) json_t *rest = json_deep_copy(raise);
+                json_object_del(rest, "disk_free");
+                if (!meter && json_object_size(rest) > 0)
+                        return aj_error_set(ret_error, -EINVAL, "this run has no meters to raise");
                 json_t *wall = json_object_get(raise, "wall"), *log_bytes = json_object_get(raise, "log_bytes");
                 AjSupWallSaved saved;
                 bool wall_raised = false;
@@ -63,6 +97,8 @@ int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *rais
                 }
                 if (log_cap)
                         aj_sup_breach_set_log_cap(b, log_cap);
+                if (disk_free)
+                        aj_sup_disk_set_reserve(disk, reserve);
                 aj_sup_breach_emit(b, "caps.raise", json_pack("{s:O, s:s}", "raise", raise, "by", "operator"));
         }
         return aj_sup_breach_thaw(b, "operator");
@@ -71,7 +107,7 @@ int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *rais
 static int op_thaw(void *userdata, json_t *raise, AjError *ret_error)
 {
         Run *run = userdata;
-        return aj_sup_thaw_raise(&run->breach, &run->wall, run->meter, raise, ret_error);
+        return aj_sup_thaw_raise(&run->breach, &run->wall, &run->disk, run->meter, raise, ret_error);
 }
 
 static int op_kill(void *userdata)

@@ -7,10 +7,11 @@
 
 #include "meter.h"
 #include "supervisor/breach.h"
+#include "supervisor/disk.h"
 #include "supervisor/wall.h"
 
 /* thaw --raise: all raises or none (wall cap, logs.events_bytes, the meters), then thaw. */
-int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, AjError *ret_error);
+int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjSupDisk *disk, AjMeter *meter, json_t *raise, AjError *ret_error);
 
 /* inspect's list of the jail's processes (the first AJ_SUP_INSPECT_MAX_PROCESSES of pids, while
  * their records stay under AJ_SUP_INSPECT_PROCESSES_BYTES): each {pid, state, cmd, cpu_s, rss_kb},

@@ -69,6 +69,7 @@ static void jail_frozen_changed(void *userdata, bool frozen)
 {
         Run *run = userdata;
         aj_sup_wall_set_frozen(&run->wall, frozen);
+        aj_sup_disk_set_frozen(&run->disk, frozen);
         aj_sup_work_hold(&run->work, frozen);
 }
 
@@ -122,7 +123,7 @@ static void wall_kill(void *userdata)
                 (void)aj_cgroup_kill(run->cgroup);
 }
 
-static void wall_breach(void *userdata, const AjBreach *b)
+static void cap_breach(void *userdata, const AjBreach *b)
 {
         Run *run = userdata;
         aj_sup_breach_handle(&run->breach, b);
@@ -131,8 +132,10 @@ static void wall_breach(void *userdata, const AjBreach *b)
 static const AjSupWallOps wall_ops = {
         .signal = wall_signal,
         .kill = wall_kill,
-        .breach = wall_breach,
+        .breach = cap_breach,
 };
+
+static const AjSupDiskOps disk_ops = { .breach = cap_breach };
 
 static void work_changed(void *userdata)
 {
@@ -162,6 +165,7 @@ int aj_run_parts_init(Run *run)
         aj_sup_denials_init(&run->denials, run->loop, &run->work, &run->hooks);
         aj_sup_wall_init(&run->wall, run->loop, p->wall_ns, p->wall_grace_ns, run->wall_cap_ns, &wall_ops, run,
                          &run->sink);
+        aj_sup_disk_init(&run->disk, run->loop, p->disk_free_set, p->disk_free, &disk_ops, run);
         AjSupAlertConfig ac = { .argv = p->alert_exec.items,
                                 .timeout_ns = p->alert_timeout_ns,
                                 .run_dir = run->run_dir,
@@ -174,6 +178,7 @@ int aj_run_parts_init(Run *run)
 
 void aj_run_parts_done(Run *run)
 {
+        aj_sup_disk_done(&run->disk);
         aj_sup_breach_done(&run->breach);
         aj_sup_llm_done(&run->llm);
 }
@@ -558,6 +563,7 @@ void aj_run_loop_close(Run *run)
         aj_sup_alert_finish(&run->alert);
         aj_sup_workspace_start_done(&run->ws_start);
         aj_sup_wall_stop(&run->wall);
+        aj_sup_disk_stop(&run->disk);
         aj_sup_work_stop(&run->work);
         aj_loop_timer_stop(&run->drain_timer);
         aj_loop_free(run->loop);

@@ -249,6 +249,23 @@ const char *aj_format_duration(uint64_t ns, char *buf, size_t size)
         return buf;
 }
 
+const char *aj_format_bytes(uint64_t n, char *buf, size_t size)
+{
+        static const char *const units[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+        if (n < 1024) {
+                snprintf(buf, size, "%llu bytes", (unsigned long long)n);
+                return buf;
+        }
+        double v = (double)n;
+        size_t u = 0;
+        while (v >= 1024 && u + 1 < sizeof(units) / sizeof(*units)) {
+                v /= 1024;
+                u++;
+        }
+        snprintf(buf, size, "%.1f %s", v, units[u]);
+        return buf;
+}
+
 json_t *aj_json_string_shown(const char *s)
 {
         json_t *j = json_string(s);

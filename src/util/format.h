@@ -63,3 +63,5 @@ struct json_t *aj_json_string_shown(const char *s);
 
 /* "15m", "90s": a duration for messages (whole minutes as minutes, else seconds). Returns buf. */
 const char *aj_format_duration(uint64_t ns, char *buf, size_t size);
+/* "512 bytes", "1.5 MiB", "20.0 GiB": for messages. */
+const char *aj_format_bytes(uint64_t n, char *buf, size_t size);

@@ -191,6 +191,22 @@ Test(profile, parse_text_and_workspace_none)
         cr_expect_null(p->path);
         aj_profile_free(p);
 
+        r = aj_profile_parse("{\"limits\": {\"disk_free\": \"2G\"}}", NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_expect(p->disk_free_set);
+        cr_expect_eq(p->disk_free, 2ULL << 30);
+        aj_profile_free(p);
+        r = aj_profile_parse("{}", NULL, &p, &err);
+        cr_assert(r >= 0);
+        cr_expect_not(p->disk_free_set, "unset: the default (5%, at most 1 GiB)");
+        aj_profile_free(p);
+        r = aj_profile_parse("{\"limits\": {\"disk_free\": \"lots\"}}", NULL, &p, &err);
+        cr_expect_eq(r, -EINVAL);
+        cr_expect_str_eq(err.message,
+                         "<string>:1:26: limits.disk_free: expected a size such as \"512M\" or a number of "
+                         "bytes, got \"lots\"");
+        aj_error_clear(&err);
+
         r = aj_profile_parse("{\"limits\": {\"pids\": 1.5}}", NULL, &p, &err);
         cr_expect_eq(r, -EINVAL);
         cr_expect_str_eq(err.message, "<string>:1:21: limits.pids: expected a non-negative integer, got 1.5");

@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "meter.h"
 #include "supervisor/alert.h"
 #include "supervisor/breach.h"
+#include "supervisor/disk.h"
 #include "supervisor/netpeer.h"
 #include "supervisor/operator.h"
 #include "supervisor/wall.h"
@@ -371,7 +373,7 @@ Test(supervisor, thaw_raise_wall_adds_time_all_or_nothing)
 
         /* A bad meter raise leaves the wall cap as it was, and the run frozen. */
         json_auto_t *bad = json_pack("{s:s, s:s}", "wall", "+10s", "tokens", "lots");
-        cr_expect_lt(aj_sup_thaw_raise(&f->breach, &f->wall, m, bad, &err), 0);
+        cr_expect_lt(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, bad, &err), 0);
         cr_expect(err.message);
         aj_error_clear(&err);
         json_auto_t *w0 = aj_sup_wall_cap_json(&f->wall);
@@ -380,12 +382,12 @@ Test(supervisor, thaw_raise_wall_adds_time_all_or_nothing)
 
         /* Not a duration, or no time left: refused. */
         json_auto_t *none = json_pack("{s:s}", "wall", "5s");
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, none, &err), -EINVAL);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, none, &err), -EINVAL);
         cr_expect(strstr(err.message, "would not leave the run any time"), "%s", err.message);
         aj_error_clear(&err);
 
         json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
-        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, raise, &err), 0);
+        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), 0);
         cr_expect_eq(count(&f->chain, "caps.raise"), 1);
         cr_expect(!aj_sup_breach_frozen(&f->breach));
         json_auto_t *w1 = aj_sup_wall_cap_json(&f->wall);
@@ -406,10 +408,10 @@ Test(supervisor, thaw_raise_without_wall_cap_is_refused)
         cr_assert_eq(aj_meter_new(NULL, &m), 0);
         AjError err = {};
         json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, raise, &err), -EINVAL);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), -EINVAL);
         cr_expect(strstr(err.message, "no wall cap"), "%s", err.message);
         aj_error_clear(&err);
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, raise, &err), -EINVAL, "no meters");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, NULL, raise, &err), -EINVAL, "no meters");
         aj_error_clear(&err);
         aj_meter_free(m);
         fake_run_free(f);
@@ -432,15 +434,15 @@ Test(supervisor, log_bytes_breach_once_per_stop)
         AjError err = {};
         f->chain.bytes = 2 << 20;
         json_auto_t *small = json_pack("{s:s}", "log_bytes", "+64K");
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, small, &err), -EINVAL, "no meters");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, NULL, small, &err), -EINVAL, "no meters");
         aj_error_clear(&err);
         AjMeter *m = NULL;
         cr_assert_eq(aj_meter_new(NULL, &m), 0);
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, small, &err), -EINVAL);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, small, &err), -EINVAL);
         cr_expect(strstr(err.message, "no room"), "%s", err.message);
         aj_error_clear(&err);
         json_auto_t *raise = json_pack("{s:s}", "log_bytes", "+64M");
-        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, m, raise, &err), 0);
+        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), 0);
         cr_expect_eq(aj_sup_breach_log_cap(&f->breach), (1 << 20) + (64ull << 20));
         cr_expect_eq(f->chain.agent_limit, aj_events_agent_share((1 << 20) + (64ull << 20)));
         cr_expect(!aj_sup_breach_frozen(&f->breach));
@@ -816,4 +818,61 @@ Test(supervisor, inspect_processes_total_budget)
         cr_assert_not_null(procs);
         cr_expect_eq(json_array_size(procs) + more, ARRAY_SIZE(pids));
         cr_expect_geq(more, 5);
+}
+
+/* limits.disk_free: the default reserve and how often to look. */
+Test(disk, reserve_and_period)
+{
+        cr_expect_eq(aj_disk_reserve(false, 0, 64ULL << 20), (64ULL << 20) / 20, "5% of a small filesystem");
+        cr_expect_eq(aj_disk_reserve(false, 0, 1ULL << 40), 1ULL << 30, "at most 1 GiB");
+        cr_expect_eq(aj_disk_reserve(true, 0, 1ULL << 40), 0, "set to 0: not watched");
+        cr_expect_eq(aj_disk_reserve(true, 123, 1ULL << 40), 123);
+        cr_expect_eq(aj_disk_next_check_ns(0), 5000000ULL, "no room: the shortest period");
+        cr_expect_eq(aj_disk_next_check_ns(1ULL << 40), 1000000000ULL, "lots: once a second");
+        /* 400 MiB of room: half of it at 4 GiB/s is about 49 ms. */
+        uint64_t ns = aj_disk_next_check_ns(400ULL << 20);
+        cr_expect(ns > 45000000ULL && ns < 50000000ULL, "%llu ns", (unsigned long long)ns);
+}
+
+static int disk_breaches;
+static void count_disk_breach(void *u, const AjBreach *b)
+{
+        (void)u;
+        cr_expect_str_eq(b->cap, "disk_free");
+        disk_breaches++;
+}
+
+/* A filesystem it cannot leave that much on: refused at the start and at a thaw, in words
+ * that say what and how much; the same filesystem added twice is watched once. */
+Test(disk, start_and_thaw_checks)
+{
+        AjLoop *loop = NULL;
+        cr_assert_eq(aj_loop_new(&loop), 0);
+        static const AjSupDiskOps ops = { .breach = count_disk_breach };
+        AjSupDisk d;
+        aj_sup_disk_init(&d, loop, true, 1ULL << 62, &ops, NULL);
+        cr_assert_eq(aj_sup_disk_add(&d, open("/", O_PATH | O_CLOEXEC), "the workspace '/'"), 0);
+        cr_assert_eq(aj_sup_disk_add(&d, open("/", O_PATH | O_CLOEXEC), "the rw bind '/'"), 0);
+        cr_expect_eq(d.n, 1, "one filesystem, watched once");
+        AjError err = {};
+        cr_expect_eq(aj_sup_disk_start(&d, &err), -ENOSPC);
+        cr_expect(strstr(err.message, "limits.disk_free: the workspace '/' has ") &&
+                          strstr(err.message, "free, less than the 4.0 EiB the run must leave there; free some space"),
+                  "%s", err.message);
+        aj_error_clear(&err);
+        cr_expect_eq(aj_sup_disk_check_thaw(&d, false, 0, &err), -ENOSPC);
+        cr_expect(strstr(err.message, "make room first"), "%s", err.message);
+        aj_error_clear(&err);
+        cr_expect_eq(aj_sup_disk_check_thaw(&d, true, 0, &err), 0, "a raise to 0 would thaw");
+        aj_sup_disk_set_reserve(&d, 0);
+        cr_expect_eq(aj_sup_disk_start(&d, &err), 0, "0: not watched");
+        cr_expect_eq(disk_breaches, 0);
+        /* Below again, thawed: a breach at once. */
+        aj_sup_disk_set_reserve(&d, 1ULL << 62);
+        aj_sup_disk_set_frozen(&d, true);
+        aj_sup_disk_set_frozen(&d, false);
+        cr_expect_eq(disk_breaches, 1);
+        aj_sup_disk_stop(&d);
+        aj_sup_disk_done(&d);
+        aj_loop_free(loop);
 }
