@@ -17,11 +17,12 @@
 
 /* How much of the end of events.jsonl aj_events_read_tail() reads. */
 #define EVENTS_TAIL_BYTES (1024 * 1024)
-/* The JSON values (util/json-scan.h) of the events it keeps: at most some 17 MB of jansson's
+/* The JSON values (util/json-scan.h) of the events it keeps: at most some 30 MB of jansson's
  * DOM (all empty objects), where the megabyte of 16 broker requests of empty objects was 71
- * MB; room for two events carrying a maximal request line (at most ~32,800 values) and for
- * far more than 50 ordinary events. */
-#define EVENTS_TAIL_MAX_VALUES (1u << 16)
+ * MB; room for three events carrying a maximal request line (at most ~32,800 values each),
+ * four undo records of 400 nests 60 deep (integ-breach), and far more than 50 ordinary
+ * events. */
+#define EVENTS_TAIL_MAX_VALUES (1u << 17)
 
 /* The last n events, parsed from the end backwards one line at a time until n are kept: the
  * tail's bytes are the agent's to fill (parsed whole, a megabyte of small lines of deep nests
