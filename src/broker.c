@@ -505,7 +505,8 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
                 /* What the agent nests ends up in records that nest it deeper still (an
                  * event, incident.json, approval.json): bounded far below jansson's own
                  * limit (2048), which such a record would otherwise pass and be unreadable
-                 * (the count of values is bounded by the line: ~21,800, ~5 MB of DOM). */
+                 * (the count of values is bounded by the line: ~32,800, ~5 MB of DOM at the
+                 * dearest, ~21,800 empty objects). */
                 _Static_assert(AJ_BROKER_MAX_DEPTH == 64, "the message below");
                 if (aj_json_scan(line, len, UINT64_MAX, AJ_BROKER_MAX_DEPTH, NULL) == -ELOOP)
                         return broker_reply_error(b, c, NULL, AJ_BROKER_E_BAD_REQUEST,

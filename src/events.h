@@ -75,7 +75,10 @@ int aj_parse_timestamp(const char *s, uint64_t *ret_ns);
 
 /* ---- the chain read back (src/events-chain.c) --------------------------------------- */
 
-/* The last `n` events of an events.jsonl (lines that are not JSON objects are skipped). */
+/* The last `n` events of an events.jsonl, from its last megabyte (lines that are not JSON
+ * objects are skipped), oldest first; fewer when the last ones hold more than 2^17 JSON
+ * values between them: the agent fills these lines, and an incident or inspect holds them
+ * as jansson's DOM. Parsed from the end, one line at a time, each scanned first. */
 int aj_events_read_tail(const char *path, size_t n, json_t **ret_array);
 /* Calls fn(event, userdata) for every line that is a JSON object, in order, until fn
  * returns < 0 (returned); *ret_bad (may be NULL) counts the other lines. -errno if

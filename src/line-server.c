@@ -28,7 +28,8 @@ struct AjLineConn {
         AjOutBuf out;
         size_t committed; /* corked: out's bytes queued before the cork (sent either way) */
         size_t in_len;
-        char in[]; /* max_line + 1: a maximal line and its newline */
+        size_t scanned; /* in[0..scanned) has no newline: a line read in pieces is searched once */
+        char in[];      /* max_line + 1: a maximal line and its newline */
 };
 
 struct AjLineServer {
@@ -41,7 +42,8 @@ struct AjLineServer {
         AjLineConn *conns;
         size_t n_conns;
         int error;
-        bool corked; /* replies wait for aj_line_server_uncork() */
+        bool corked;      /* replies wait for aj_line_server_uncork() */
+        uint64_t scanned; /* bytes searched for a newline, for the tests */
 };
 
 int aj_line_server_listen(const char *path, uid_t uid, gid_t gid, int backlog, int *ret_fd)
@@ -128,10 +130,16 @@ static void conn_process(AjLineConn *c)
 {
         AjLineServer *s = c->s;
         bool one = s->lim.one_reply_at_a_time, no_newline = false;
-        size_t start = 0, cap = s->lim.max_line + 1;
+        size_t start = 0, from = c->scanned, cap = s->lim.max_line + 1;
         while (!c->dead && !(one && aj_outbuf_pending(&c->out) > 0)) {
-                char *nl = memchr(c->in + start, '\n', c->in_len - start);
+                /* A partial line's bytes searched before are not searched again (nor moved,
+                 * below): a maximal line sent a byte at a time would cost the square of its
+                 * length. */
+                size_t at = start > from ? start : from;
+                char *nl = memchr(c->in + at, '\n', c->in_len - at);
+                s->scanned += (nl ? (size_t)(nl - c->in) + 1 : c->in_len) - at;
                 if (!nl) {
+                        from = c->in_len;
                         no_newline = true;
                         break;
                 }
@@ -144,8 +152,10 @@ static void conn_process(AjLineConn *c)
                 if (one && !c->dead)
                         conn_send(c);
         }
-        memmove(c->in, c->in + start, c->in_len - start);
+        if (start > 0) /* a partial line stays where it is */
+                memmove(c->in, c->in + start, c->in_len - start);
         c->in_len -= start;
+        c->scanned = from > start ? from - start : 0;
         if (c->in_len < cap || (!s->lim.discard_long_lines && !no_newline))
                 return;
         /* No newline within a maximal line: answered once. */
@@ -157,6 +167,7 @@ static void conn_process(AjLineConn *c)
         c->discarding = s->lim.discard_long_lines;
 drop:
         c->in_len = 0;
+        c->scanned = 0;
 }
 
 static void conn_read(AjLineConn *c)
@@ -291,6 +302,8 @@ void aj_line_server_free(AjLineServer *s)
 }
 
 size_t aj_line_server_connections(const AjLineServer *s) { return s->n_conns; }
+
+uint64_t aj_line_server_bytes_scanned(const AjLineServer *s) { return s->scanned; }
 
 int aj_line_server_take_error(AjLineServer *s)
 {

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -61,6 +62,8 @@ int aj_line_server_new(AjLoop *loop, int listen_fd, const AjLineServerLimits *li
 /* Closes every connection (closed() for each) and the listening socket. Accepts NULL. */
 void aj_line_server_free(AjLineServer *s);
 size_t aj_line_server_connections(const AjLineServer *s);
+/* The bytes searched for a newline so far: each byte read once (a test's count). */
+uint64_t aj_line_server_bytes_scanned(const AjLineServer *s);
 /* The first failure to accept (other than EAGAIN, EINTR, ECONNABORTED) since the last call,
  * as -errno, then cleared; 0 if none. */
 int aj_line_server_take_error(AjLineServer *s);

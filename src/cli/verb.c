@@ -102,7 +102,10 @@ int cli_print_json_text(const char *text)
 
 int cli_print_json(json_t *doc)
 {
-        _cleanup_free_ char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        /* The documents' own members laid out (a run, an event of last_events, a step); what
+         * nests deeper, often the agent's (a call's arguments, an undo record), each on one
+         * line: indented at every level, 64 levels of it were 66 times their size. */
+        _cleanup_free_ char *s = doc ? aj_json_dumps_indented(doc, CLI_JSON_LEVELS) : NULL;
         if (!s)
                 return -ENOMEM;
         return cli_print_json_text(s);

@@ -66,8 +66,10 @@ int cli_parse_json_run(const char *cmd, const char *usage, int argc, char **argv
 /* Prints "usage: USAGE\n\nHELP\n" and returns CLI_EXIT_OK. */
 int cli_help(const char *usage, const char *help);
 
-/* One JSON document on stdout, indented; its raw C1 controls and DEL as \u escapes (every
- * --json output goes through one of these two). */
+/* Levels of a --json document laid out one member a line; deeper values are on one line. */
+#define CLI_JSON_LEVELS 3
+/* One JSON document on stdout, indented CLI_JSON_LEVELS deep; its raw C1 controls and DEL as
+ * \u escapes (every --json output goes through one of these two). */
 int cli_print_json(json_t *doc);
 int cli_print_json_text(const char *text);
 /* Every string in v replaced by its escaped form (util/format.h), in place: a document a verb

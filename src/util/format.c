@@ -274,3 +274,87 @@ json_t *aj_json_string_shown(const char *s)
         _cleanup_free_ char *shown = aj_printable_dup(s, strlen(s), 0);
         return shown ? json_string(shown) : NULL;
 }
+
+/* ---- JSON for an operator's eyes ---- */
+
+typedef struct {
+        char *buf;
+        size_t len, size;
+} Text;
+
+static int text_add(const char *s, size_t n, void *userdata)
+{
+        Text *t = userdata;
+        if (n >= t->size - t->len) {
+                size_t size = t->size ? t->size : 256;
+                while (n >= size - t->len) {
+                        if (size > SIZE_MAX / 2)
+                                return -1;
+                        size *= 2;
+                }
+                char *b = realloc(t->buf, size);
+                if (!b)
+                        return -1;
+                t->buf = b;
+                t->size = size;
+        }
+        memcpy(t->buf + t->len, s, n);
+        t->len += n;
+        t->buf[t->len] = 0;
+        return 0;
+}
+
+/* A newline and the indentation of a member `level` deep, after a ',' unless it is the first. */
+static int text_member(Text *t, unsigned level, bool first)
+{
+        static const char spaces[] = "                                ";
+        if ((!first && text_add(",", 1, t) < 0) || text_add("\n", 1, t) < 0)
+                return -1;
+        for (size_t left = (size_t)level * 2; left > 0;) {
+                size_t n = left < sizeof(spaces) - 1 ? left : sizeof(spaces) - 1;
+                if (text_add(spaces, n, t) < 0)
+                        return -1;
+                left -= n;
+        }
+        return 0;
+}
+
+/* v, `level` containers deep (0: the document), laid out while level < levels; jansson's
+ * own one-line text from there on, and for scalars and empty containers. */
+static int dump_laid_out(const json_t *v, unsigned level, unsigned levels, Text *t)
+{
+        bool object = json_is_object(v);
+        size_t n = object ? json_object_size(v) : json_is_array(v) ? json_array_size(v) : 0;
+        if (level >= levels || n == 0)
+                return json_dump_callback(v, text_add, t, JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+        if (text_add(object ? "{" : "[", 1, t) < 0)
+                return -1;
+        if (object) {
+                size_t i = 0;
+                for (void *it = json_object_iter((json_t *)v); it; it = json_object_iter_next((json_t *)v, it)) {
+                        json_auto_t *key = json_stringn_nocheck(json_object_iter_key(it), json_object_iter_key_len(it));
+                        if (!key || text_member(t, level + 1, i++ == 0) < 0 ||
+                            json_dump_callback(key, text_add, t, JSON_ENCODE_ANY) < 0 || text_add(": ", 2, t) < 0 ||
+                            dump_laid_out(json_object_iter_value(it), level + 1, levels, t) < 0)
+                                return -1;
+                }
+        } else {
+                for (size_t i = 0; i < n; i++)
+                        if (text_member(t, level + 1, i == 0) < 0 ||
+                            dump_laid_out(json_array_get(v, i), level + 1, levels, t) < 0)
+                                return -1;
+        }
+        if (text_member(t, level, true) < 0)
+                return -1;
+        return text_add(object ? "}" : "]", 1, t);
+}
+
+char *aj_json_dumps_indented(const json_t *v, unsigned levels)
+{
+        Text t = { 0 };
+        if (dump_laid_out(v, 0, levels, &t) < 0 || !t.buf) {
+                free(t.buf);
+                return NULL;
+        }
+        return t.buf;
+}

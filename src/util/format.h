@@ -61,6 +61,14 @@ char *aj_json_text_hidden_escaped(const char *text);
  * memory. */
 struct json_t *aj_json_string_shown(const char *s);
 
+/* JSON text for an operator to read: objects and arrays down to `levels` deep laid out one
+ * member a line as JSON_INDENT(2) lays them out, anything deeper on one line with ", " and
+ * ": " between members (as JSON_INDENT(0)). Indenting every level costs a member 2 bytes a
+ * level of its depth: the agent's values nest 64 deep, 66 times their size pretty-printed;
+ * this is at most `levels` + 1.5 times the compact text. Key order kept. NULL: out of memory
+ * (or a value jansson cannot dump). */
+char *aj_json_dumps_indented(const struct json_t *v, unsigned levels);
+
 /* "15m", "90s": a duration for messages (whole minutes as minutes, else seconds). Returns buf. */
 const char *aj_format_duration(uint64_t ns, char *buf, size_t size);
 /* "512 bytes", "1.5 MiB", "20.0 GiB": for messages. */

@@ -233,3 +233,41 @@ Test(cli, usage_error_escapes_the_message_not_the_usage, .init = cr_redirect_std
         cr_assert_stderr_eq_str("agentjail approve: unknown call '" HOSTILE_SHOWN "'\n"
                                 "usage: agentjail approve RUN CALL\n");
 }
+
+/* `levels` arrays around v, as JSON text. */
+static char *nested_arrays(unsigned levels, const char *v)
+{
+        char *s = malloc(2 * levels + strlen(v) + 1);
+        cr_assert_not_null(s);
+        memset(s, '[', levels);
+        strcpy(s + levels, v);
+        memset(s + levels + strlen(v), ']', levels);
+        s[2 * levels + strlen(v)] = 0;
+        return s;
+}
+
+/* --json prints the agent's values (quarantine show's request and last events, inspect's
+ * last events, a rollback's undo records): nested 62 deep in a tool call's arguments and
+ * indented at every level, they were 57 times the compact text. The document's own members
+ * stay laid out; the text is the same JSON. */
+Test(cli, json_output_grows_with_the_value_not_its_depth, .init = cr_redirect_stdout)
+{
+        _cleanup_free_ char *deep = nested_arrays(62, "0");
+        json_auto_t *args = json_loads(deep, 0, NULL);
+        cr_assert_not_null(args);
+        json_auto_t *doc = json_pack("{s:s, s:s, s:{s:s, s:O}, s:[{s:i, s:s, s:O}]}", "run", "r1", "cap", "tool_calls",
+                                     "request", "op", "tool", "args", args, "last_events", "seq", 7, "type",
+                                     "tool.request", "gen_ai.tool.call.arguments", args);
+        cr_assert_not_null(doc);
+        cr_assert_eq(cli_print_json(doc), 0);
+        fflush(stdout);
+        FILE *out = cr_get_redirected_stdout();
+        static char text[1 << 16];
+        size_t len = fread(text, 1, sizeof(text) - 1, out);
+        text[len] = 0;
+        _cleanup_free_ char *compact = json_dumps(doc, JSON_COMPACT);
+        cr_expect_leq(len, strlen(compact) * 3 / 2 + 256, "%zu bytes printed for %zu compact", len, strlen(compact));
+        json_auto_t *back = json_loads(text, 0, NULL);
+        cr_expect(json_equal(back, doc), "the same JSON: %s", text);
+        cr_expect_not_null(strstr(text, "\n  \"request\": {\n    \"op\": \"tool\",\n"), "laid out: %s", text);
+}

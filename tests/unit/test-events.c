@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "util/sha256.h"
 #include "state.h"
 #include "util/fd.h"
+#include "util/macros.h"
 
 /* A new event log in a fresh temporary directory (dir: a mkdtemp template). */
 static AjEventLog *open_temp_log(char *dir, char path[256], const char *run_id)
@@ -611,4 +613,90 @@ Test(events, a_short_commit_keeps_the_file_verifiable)
                 fprintf(stderr, "%s\n", path);
         else
                 aj_rm_rf(dir);
+}
+
+/* jansson's own allocations, counted (json_set_alloc_funcs): the bytes live, and their peak. */
+static size_t json_live, json_peak;
+
+static void *counting_malloc(size_t size)
+{
+        max_align_t *p = malloc(sizeof(max_align_t) + size);
+        if (!p)
+                return NULL;
+        *(size_t *)p = size;
+        json_live += size;
+        if (json_live > json_peak)
+                json_peak = json_live;
+        return p + 1;
+}
+
+static void counting_free(void *ptr)
+{
+        if (!ptr)
+                return;
+        max_align_t *p = (max_align_t *)ptr - 1;
+        json_live -= *(size_t *)p;
+        free(p);
+}
+
+/* An events.jsonl of `count` lines, each an event of seq 1.. carrying `args` (JSON text). */
+static void write_tail_fixture(const char *path, const char *args, int count)
+{
+        FILE *f = fopen(path, "we");
+        cr_assert_not_null(f);
+        for (int seq = 1; seq <= count; seq++)
+                fprintf(f,
+                        "{\"seq\": %d, \"ts\": \"2026-12-06T01:00:00.000000000Z\", \"type\": \"approval.requested\", "
+                        "\"run\": \"r1\", \"arguments\": %s}\n",
+                        seq, args);
+        cr_assert_eq(fclose(f), 0);
+}
+
+static char *repeat(const char *head, const char *unit, const char *sep, size_t n, const char *tail)
+{
+        size_t len = strlen(head) + n * (strlen(unit) + strlen(sep)) + strlen(tail) + 1;
+        char *s = malloc(len), *p = s;
+        cr_assert_not_null(s);
+        p = stpcpy(p, head);
+        for (size_t i = 0; i < n; i++)
+                p = stpcpy(stpcpy(p, i ? sep : ""), unit);
+        stpcpy(p, tail);
+        return s;
+}
+
+/* The tail of events.jsonl (read for an incident and for inspect) is the agent's to fill.
+ * Read back, it costs the events kept and the line at hand: not the DOM of the whole last
+ * megabyte (42 MB of it for 1,100 small lines of deep nests), and the events kept stop
+ * short of a bound of values (16 lines of a broker request's worth of empty objects: 71 MB). */
+Test(events, tail_holds_what_it_keeps_not_the_whole_tail)
+{
+        json_set_alloc_funcs(counting_malloc, counting_free);
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+
+        /* Six nests of 60 levels a line (the broker refuses past 64), ~1 KiB: 1,100 lines. */
+        _cleanup_free_ char *nest = repeat("", "[", "", 60, "0");
+        _cleanup_free_ char *nest_end = repeat(nest, "]", "", 60, "");
+        _cleanup_free_ char *deep = repeat("[", nest_end, ", ", 6, "]");
+        write_tail_fixture(path, deep, 1100);
+        json_auto_t *tail = NULL;
+        cr_assert_eq(aj_events_read_tail(path, 10, &tail), 0);
+        cr_assert_eq(json_array_size(tail), 10);
+        cr_expect_eq(json_integer_value(json_object_get(json_array_get(tail, 0), "seq")), 1091, "oldest first");
+        cr_expect_eq(json_integer_value(json_object_get(json_array_get(tail, 9), "seq")), 1100);
+        size_t kept = json_live;
+        cr_expect_lt(json_peak, kept + 256 * 1024, "jansson's peak %zu bytes for 10 events of %zu bytes", json_peak,
+                     kept);
+        json_decref(TAKE_PTR(tail));
+
+        /* 16 lines of 21,000 empty objects (a maximal broker request's worth): 6 kept. */
+        _cleanup_free_ char *empties = repeat("[", "{}", ",", 21000, "]");
+        write_tail_fixture(path, empties, 17);
+        json_peak = json_live;
+        cr_assert_eq(aj_events_read_tail(path, 50, &tail), 0);
+        cr_expect_eq(json_array_size(tail), 6, "as many of the last as fit 2^17 values");
+        cr_expect_eq(json_integer_value(json_object_get(json_array_get(tail, 5), "seq")), 17);
+        cr_expect_lt(json_peak, 32u << 20, "jansson's peak %zu bytes", json_peak);
+        aj_rm_rf(dir);
 }

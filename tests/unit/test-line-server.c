@@ -318,3 +318,43 @@ Test(line_server, an_uncork_without_sending_drops_the_corked_replies_and_closes)
         close(b);
         stop();
 }
+
+/* Sends `len` bytes of `c` one byte per read of the server's, then `tail`. */
+static void trickle(int fd, char c, size_t len, const char *tail)
+{
+        for (size_t i = 0; i < len; i++) {
+                cr_assert_eq(write(fd, &c, 1), 1);
+                (void)aj_loop_dispatch(env.loop, 0);
+        }
+        cr_assert_eq(write(fd, tail, strlen(tail)), (ssize_t)strlen(tail));
+        pump();
+}
+
+/* A line that arrives in pieces is searched for its newline once, not from its start on each
+ * read: a maximal broker line (64 KiB) sent a byte at a time, or an overlong one being
+ * dropped, costs each of its bytes searched once (searched from its start on each read,
+ * 2^31 bytes). */
+Test(line_server, a_line_read_in_pieces_is_searched_once)
+{
+        AjLineServerLimits l = broker_like;
+        l.max_line = 65536;
+        l.max_output = 4096;
+        start(&l);
+        int fd = client();
+        trickle(fd, 'a', l.max_line, "\n");
+        cr_expect_eq(env.lines, 1);
+        cr_expect_eq(strlen(env.last), 255, "the line whole (as far as the test keeps it)");
+        uint64_t scanned = aj_line_server_bytes_scanned(env.server);
+        cr_expect_eq(scanned, l.max_line + 1, "%llu bytes searched for a maximal line", (unsigned long long)scanned);
+
+        /* Too long: answered, then dropped up to its newline, a byte at a time too. */
+        trickle(fd, 'b', 2 * l.max_line, "\nok\n");
+        cr_expect_eq(env.too_long, 1);
+        cr_expect_eq(env.lines, 2);
+        cr_expect_str_eq(env.last, "ok");
+        scanned = aj_line_server_bytes_scanned(env.server) - scanned;
+        cr_expect_eq(scanned, 2 * l.max_line + 4, "%llu bytes searched for an overlong line",
+                     (unsigned long long)scanned);
+        close(fd);
+        stop();
+}

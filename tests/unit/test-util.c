@@ -490,6 +490,66 @@ Test(format, json_text_c1_escaped)
         cr_expect(json_equal(c, d), "the same JSON for a parser");
 }
 
+/* `levels` of nesting around v: {"a": [{"a": ... v ...}]}, alternating, as JSON text. */
+static char *nest_text(unsigned levels, const char *v)
+{
+        size_t len = strlen(v) + levels * 7 + 1;
+        char *s = malloc(len), *p = s;
+        cr_assert_not_null(s);
+        for (unsigned i = 0; i < levels; i++)
+                p = stpcpy(p, i % 2 ? "[" : "{\"a\": ");
+        p = stpcpy(p, v);
+        for (unsigned i = levels; i-- > 0;)
+                p = stpcpy(p, i % 2 ? "]" : "}");
+        return s;
+}
+
+/* What an operator's --json prints: the first levels laid out exactly as JSON_INDENT(2) does,
+ * what nests deeper on one line, so the text grows with the value, not with the square of its
+ * depth (64 levels indented at every one: 57 times the compact text; a flat array of numbers
+ * 3.5 times, at most levels + 1.5). */
+Test(format, json_dumps_indented_is_linear_in_the_value)
+{
+        json_auto_t *shallow = json_loads("{\"run\": \"r1\", \"n\": 1.5, \"e\": {}, \"l\": [], \"k\\\"\\t\": null, "
+                                          "\"events\": [{\"seq\": 1, \"ok\": true, \"name\": \"x\\u009b\"}]}",
+                                          0, NULL);
+        cr_assert_not_null(shallow);
+        _cleanup_free_ char *mine = aj_json_dumps_indented(shallow, 3);
+        _cleanup_free_ char *theirs = json_dumps(shallow, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        cr_assert_not_null(mine);
+        cr_expect_str_eq(mine, theirs, "no deeper than the levels laid out: JSON_INDENT(2)'s text");
+        _cleanup_free_ char *flat = aj_json_dumps_indented(shallow, 0);
+        _cleanup_free_ char *line = json_dumps(shallow, JSON_PRESERVE_ORDER);
+        cr_expect_str_eq(flat, line, "0 levels: one line");
+
+        /* An event whose arguments nest 62 deep (the broker's 64 with the request's own). */
+        _cleanup_free_ char *deep_args = nest_text(62, "0");
+        _cleanup_free_ char *deep_text = nest_text(3, deep_args);
+        json_auto_t *deep = json_loads(deep_text, 0, NULL);
+        cr_assert_not_null(deep);
+        _cleanup_free_ char *compact = json_dumps(deep, JSON_COMPACT);
+        _cleanup_free_ char *text = aj_json_dumps_indented(deep, 3);
+        cr_assert_not_null(text);
+        json_auto_t *back = json_loads(text, 0, NULL);
+        cr_expect(json_equal(back, deep), "the same JSON");
+        cr_expect_leq(strlen(text), strlen(compact) * 3 / 2 + 16, "%zu bytes for %zu compact", strlen(text),
+                      strlen(compact));
+
+        /* The widest: a flat array of one-digit numbers, inside the levels laid out. */
+        json_auto_t *wide = json_array();
+        for (int i = 0; i < 10000; i++)
+                json_array_append_new(wide, json_integer(i % 10));
+        json_auto_t *doc = json_pack("{s:s, s:{s:O}}", "run", "r1", "request", "args", wide);
+        _cleanup_free_ char *wide_compact = json_dumps(doc, JSON_COMPACT);
+        _cleanup_free_ char *wide_text = aj_json_dumps_indented(doc, 3);
+        cr_assert_not_null(wide_text);
+        json_decref(back);
+        back = json_loads(wide_text, 0, NULL);
+        cr_expect(json_equal(back, doc), "the same JSON");
+        cr_expect_leq(strlen(wide_text), strlen(wide_compact) * 9 / 2, "%zu bytes for %zu compact", strlen(wide_text),
+                      strlen(wide_compact));
+}
+
 /* The supervisor's messages during a run, and every library's, name what the agent chose (a
  * path in its workspace, a process, a provider's error): escaped like the verbs' output, the
  * errno's words and the line's end left as they are. */
