@@ -53,6 +53,12 @@ const char *ws_type_article(mode_t type);
 /* qsort order of changes: by path, a directory directly followed by its contents. */
 int ws_change_compare(const void *a, const void *b);
 
+/* Whether `rest` (relative, '/'-separated) below a directory git takes for a gitdir
+ * without its being named ".git" (it holds a HEAD: a bare repository, a
+ * --separate-git-dir) is one git reads commands or config from: its config, hooks,
+ * commondir... judged by aj_ws_path_git_code() as if below a .git. The reason, or NULL. */
+const char *ws_gitdir_git_code(const char *rest, mode_t type);
+
 /* The paths (relative, "" the root) in the workspace that the config of the repositories
  * whose work trees start at `tops` (relative, "" the root), as it is in lower, has git
  * run code from or read config from: core.hooksPath, include.path and includeIf.*.path
