@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/clock.h"
 #include "util/fd.h"
 #include "util/format.h"
 #include "util/open-under.h"
@@ -26,6 +27,7 @@ typedef struct {
         uint64_t since_ns;
         size_t walk_entries;
         unsigned walk_depth;
+        uint64_t walk_deadline_ns; /* CLOCK_MONOTONIC */
         size_t walked, seen, count;
         const char *cut_at; /* the first bound that stopped a look, NULL: none did */
         bool all;           /* every entry counts (a directory the config names), not only git's own files */
@@ -140,14 +142,85 @@ static int add_gitdir(GitScan *s, const char *path, bool bare)
 
 static bool is_dot_git(const char *name) { return strcasecmp(name, ".git") == 0 || strcasecmp(name, ".hg") == 0; }
 
-/* Finds the repositories in the directory open at fd (taken; s->path, len bytes), and
- * below it: each ".git" or ".hg" entry (any case: a case-folding directory), not walked
- * into, and each directory holding a HEAD (git may take it for a gitdir when run there;
- * the overlay's diff judges such a directory the same way).
- * Lists names only: a directory's type comes with its name (d_type), stat() only where
- * the file system leaves it out. 1: a bound stopped the walk. */
-static int walk(GitScan *s, int fd, size_t len, unsigned depth)
+/* A directory the walk is to list: its name (an offset in Walk.names) in the directory
+ * `parent` (an index in Walk.dirs; SIZE_MAX: the workspace's root). */
+typedef struct {
+        size_t parent, name;
+        unsigned depth;
+} WalkDir;
+
+typedef struct {
+        WalkDir *dirs;
+        size_t n, cap;
+        char *names;
+        size_t names_len, names_cap;
+} Walk;
+
+#define WALK_MAX_NAME_BYTES (4u << 20)
+
+static int walk_push(GitScan *s, Walk *w, size_t parent, const char *name, unsigned depth)
 {
+        size_t len = strlen(name) + 1;
+        if (w->names_len + len > WALK_MAX_NAME_BYTES) {
+                cut(s, "workspace_entries");
+                return 1;
+        }
+        if (w->n == w->cap) {
+                size_t cap = w->cap ? w->cap * 2 : 256;
+                WalkDir *v = reallocarray(w->dirs, cap, sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                w->dirs = v;
+                w->cap = cap;
+        }
+        if (w->names_len + len > w->names_cap) {
+                size_t cap = w->names_cap * 2 > w->names_len + len ? w->names_cap * 2 : w->names_len + len + 4096;
+                char *v = realloc(w->names, cap);
+                if (!v)
+                        return -ENOMEM;
+                w->names = v;
+                w->names_cap = cap;
+        }
+        memcpy(w->names + w->names_len, name, len);
+        w->dirs[w->n++] = (WalkDir){ .parent = parent, .name = w->names_len, .depth = depth };
+        w->names_len += len;
+        return 0;
+}
+
+/* s->path = the path of w->dirs[i], from its name and its parents'; its length, or
+ * -ENAMETOOLONG. */
+static ssize_t walk_path(GitScan *s, const Walk *w, size_t i)
+{
+        size_t len = 0;
+        for (size_t k = i; k != SIZE_MAX; k = w->dirs[k].parent) {
+                size_t n = strlen(w->names + w->dirs[k].name);
+                len += n ? n + (len > 0) : 0;
+        }
+        if (len >= sizeof(s->path))
+                return -ENAMETOOLONG;
+        s->path[len] = 0;
+        size_t end = len;
+        for (size_t k = i; k != SIZE_MAX; k = w->dirs[k].parent) {
+                const char *name = w->names + w->dirs[k].name;
+                size_t n = strlen(name);
+                if (!n)
+                        break; /* the root */
+                if (end < len)
+                        s->path[--end] = '/';
+                end -= n;
+                memcpy(s->path + end, name, n);
+        }
+        return (ssize_t)len;
+}
+
+/* Lists the directory w->dirs[i] (s->path, len bytes): its .git and .hg, its
+ * subdirectories queued, a HEAD. 1: a bound stopped the walk. */
+static int walk_dir(GitScan *s, Walk *w, int ws_fd, size_t i, size_t len)
+{
+        unsigned depth = w->dirs[i].depth;
+        int fd = aj_open_under(ws_fd, s->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, AJ_UNDER_NO_SYMLINKS);
+        if (fd < 0)
+                return 0; /* gone, or a symlink now */
         DIR *d = fdopendir(fd);
         if (!d) {
                 close(fd);
@@ -176,19 +249,18 @@ static int walk(GitScan *s, int fd, size_t len, unsigned depth)
                 }
                 if (dot_git) {
                         r = add_gitdir(s, s->path, false);
+                        s->path[len] = 0;
                         continue;
                 }
+                s->path[len] = 0;
                 struct stat st;
                 if (type == DT_UNKNOWN &&
                     (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode)))
                         continue;
-                if (depth + 1 >= s->walk_depth) {
+                if (depth + 1 >= s->walk_depth)
                         cut(s, "workspace_depth");
-                        continue;
-                }
-                int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                if (sub >= 0)
-                        r = walk(s, sub, clen, depth + 1);
+                else
+                        r = walk_push(s, w, i, e->d_name, depth + 1);
         }
         if (r == 0 && !e && errno)
                 r = -errno;
@@ -196,6 +268,33 @@ static int walk(GitScan *s, int fd, size_t len, unsigned depth)
         closedir(d);
         if (r == 0 && head)
                 r = add_gitdir(s, s->path, true);
+        return r;
+}
+
+/* Finds the repositories in the workspace: each ".git" or ".hg" entry (any case: a
+ * case-folding directory), not walked into, and each directory holding a HEAD (git may
+ * take it for a gitdir when run there; the overlay's diff judges such a directory the
+ * same way). Breadth first, so that when a bound stops it in a large tree (a deep
+ * node_modules) the shallow levels were all seen. A directory is listed only while the
+ * time allowed lasts (a cold cache, a network file system). Lists names only: a directory's type
+ * comes with its name (d_type), stat() only where the file system leaves it out. */
+static int walk(GitScan *s, int ws_fd)
+{
+        Walk w = {};
+        int r = walk_push(s, &w, SIZE_MAX, "", 0);
+        for (size_t i = 0; r == 0 && i < w.n; i++) {
+                ssize_t len = walk_path(s, &w, i);
+                if (aj_now_monotonic_ns() > s->walk_deadline_ns) {
+                        cut(s, "workspace_time");
+                        break;
+                }
+                if (len < 0)
+                        cut(s, "path");
+                else
+                        r = walk_dir(s, &w, ws_fd, i, (size_t)len);
+        }
+        free(w.dirs);
+        free(w.names);
         return r;
 }
 
@@ -208,9 +307,7 @@ static int scan_gitdir(GitScan *s, int ws_fd, const Gitdir *g)
                 return 0; /* gone */
         if (!S_ISDIR(st.st_mode))
                 return aj_workspace_changed_since(&st.st_ctim, s->since_ns) ? note(s, g->path) : 0;
-        int fd = *g->path ? aj_open_under(ws_fd, g->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0,
-                                          AJ_UNDER_NO_SYMLINKS)
-                          : openat(ws_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int fd = aj_open_under(ws_fd, g->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, AJ_UNDER_NO_SYMLINKS);
         if (fd < 0)
                 return 0; /* gone, or a symlink now */
         strcpy(s->path, g->path);
@@ -326,10 +423,11 @@ int aj_ws_git_changed(int ws_fd, uint64_t since_ns, const AjWsGitLimits *lim, js
         s->since_ns = since_ns;
         s->walk_entries = lim && lim->walk_entries ? lim->walk_entries : AJ_WS_GIT_WALK_ENTRIES;
         s->walk_depth = lim && lim->walk_depth ? lim->walk_depth : AJ_WS_GIT_WALK_DEPTH;
+        s->walk_deadline_ns = aj_now_monotonic_ns() +
+                              (lim && lim->walk_ms ? lim->walk_ms : AJ_WS_GIT_WALK_MS) * 1000000ull;
         s->paths = json_array();
         s->found = calloc(AJ_WS_GIT_MAX_REPOS, sizeof(*s->found));
-        int fd = s->paths && s->found ? openat(ws_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-        int r = !s->paths || !s->found ? -ENOMEM : fd < 0 ? -errno : walk(s, fd, 0, 0);
+        int r = !s->paths || !s->found ? -ENOMEM : walk(s, ws_fd);
         for (size_t i = 0; i < s->n_found && r >= 0; i++)
                 r = scan_gitdir(s, ws_fd, &s->found[i]);
         if (r >= 0)

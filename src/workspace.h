@@ -109,8 +109,8 @@ const char *aj_ws_path_git_code(const char *path, mode_t type);
 /* After a run that wrote the workspace in place ("rw"), the files of its repositories that
  * aj_ws_path_git_code() marks and whose ctime says they changed at or after since_ns
  * (aj_workspace_changed_since). The workspace at ws_fd is walked for them, names only
- * (no symlink followed; at most AJ_WS_GIT_WALK_ENTRIES entries and AJ_WS_GIT_WALK_DEPTH
- * levels), each ".git" or ".hg" (any case) and each directory holding a HEAD, at most
+ * breadth first (no symlink followed; at most AJ_WS_GIT_WALK_ENTRIES entries,
+ * AJ_WS_GIT_WALK_DEPTH levels and AJ_WS_GIT_WALK_MS of listing), each ".git" or ".hg" (any case) and each directory holding a HEAD, at most
  * AJ_WS_GIT_MAX_REPOS: the workspace's own, nested repositories, submodules' work trees.
  * In each: a .git that is not a directory, when it changed; else its own files and
  * hooks/, modules/ (the submodules' gitdirs), worktrees/... but not objects, refs or logs;
@@ -121,17 +121,19 @@ const char *aj_ws_path_git_code(const char *path, mode_t type);
  * AJ_WS_GIT_MAX_ENTRIES entries and AJ_WS_GIT_MAX_DEPTH levels in all of these. *ret: NULL
  * when nothing changed (or there is no repository), else {"paths": [the first
  * AJ_WS_GIT_SHOWN, in name order], "count", "cut": a bound stopped the look, "cut_at"
- * (only then): "workspace_entries", "workspace_depth", "repositories", "entries",
+ * (only then): "workspace_entries", "workspace_depth", "workspace_time", "repositories", "entries",
  * "depth", "path" (longer than PATH_MAX) or "config"}. */
 #define AJ_WS_GIT_MAX_ENTRIES 4096
 #define AJ_WS_GIT_MAX_DEPTH 16
 #define AJ_WS_GIT_SHOWN 16
 #define AJ_WS_GIT_WALK_ENTRIES 100000
 #define AJ_WS_GIT_WALK_DEPTH 64
+#define AJ_WS_GIT_WALK_MS 2000
 #define AJ_WS_GIT_MAX_REPOS 256
 typedef struct {
         size_t walk_entries; /* 0: AJ_WS_GIT_WALK_ENTRIES */
         unsigned walk_depth; /* 0: AJ_WS_GIT_WALK_DEPTH */
+        uint64_t walk_ms;    /* 0: AJ_WS_GIT_WALK_MS */
 } AjWsGitLimits;
 /* lim NULL: the defaults. */
 int aj_ws_git_changed(int ws_fd, uint64_t since_ns, const AjWsGitLimits *lim, json_t **ret);

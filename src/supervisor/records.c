@@ -197,6 +197,11 @@ static void git_cut_reason(const char *cut_at, char *buf, size_t size)
                          AJ_WS_GIT_WALK_ENTRIES);
         else if (streq(c, "workspace_depth"))
                 snprintf(buf, size, "directories more than %u levels deep were not looked into", AJ_WS_GIT_WALK_DEPTH);
+        else if (streq(c, "workspace_time"))
+                snprintf(buf, size,
+                         "the workspace took more than %u ms to list: repositories past that were not "
+                         "looked for",
+                         AJ_WS_GIT_WALK_MS);
         else if (streq(c, "repositories"))
                 snprintf(buf, size, "more than %u repositories", AJ_WS_GIT_MAX_REPOS);
         else if (streq(c, "entries") || streq(c, "depth"))

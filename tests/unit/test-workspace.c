@@ -1370,23 +1370,35 @@ Test(workspace, git_changed_in_place_nested_bounded)
         cr_expect_str_eq(json_string_value(json_object_get(found, "cut_at")), "repositories");
         json_decref(found);
 
-        char cmd[256];
+        char cmd[512];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'/r*", lower);
         cr_assert_eq(system(cmd), 0);
         /* The default bounds, smaller: AJ_WS_GIT_WALK_ENTRIES files take seconds to make. */
-        AjWsGitLimits lim = { .walk_entries = 1000, .walk_depth = 8 };
-        mkd(lower, "many", 0755);
-        for (int i = 0; i <= 1000; i++) {
-                snprintf(name, sizeof(name), "many/%d", i);
-                put(lower, name, "", 0644);
+        AjWsGitLimits lim = { .walk_entries = 100, .walk_depth = 8 };
+        /* Breadth first: a repository near the top is seen before a deep pile stops the walk,
+         * whichever the directory lists first (one pile is enough to stop it, and there are
+         * 30 of them beside the repository). */
+        for (int k = 0; k < 30; k++) {
+                snprintf(name, sizeof(name), "big%d", k);
+                mkd(lower, name, 0755);
+                snprintf(name, sizeof(name), "big%d/many", k);
+                mkd(lower, name, 0755);
+                for (int i = 0; i <= 100; i++) {
+                        snprintf(name, sizeof(name), "big%d/many/%d", k, i);
+                        put(lower, name, "", 0644);
+                }
         }
+        mkd(lower, "z", 0755);
+        mkd(lower, "z/.git", 0755);
+        put(lower, "z/.git/config", "[core]\n", 0644);
         cr_assert_eq(aj_ws_git_changed(lower_fd, 1, &lim, &found), 0);
         cr_assert_not_null(found);
         cr_expect_str_eq(json_string_value(json_object_get(found, "cut_at")), "workspace_entries");
-        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 0);
+        cr_expect(found_path(found, "z/.git/config"));
+        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 1);
         json_decref(found);
 
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'/many", lower);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'/big* '%s'/z", lower, lower);
         cr_assert_eq(system(cmd), 0);
         char deep[PATH_MAX] = "";
         for (int i = 0; i < 9; i++) {
@@ -1396,6 +1408,18 @@ Test(workspace, git_changed_in_place_nested_bounded)
         cr_assert_eq(aj_ws_git_changed(lower_fd, 1, &lim, &found), 0);
         cr_assert_not_null(found);
         cr_expect_str_eq(json_string_value(json_object_get(found, "cut_at")), "workspace_depth");
+        json_decref(found);
+
+        /* Time: the deadline checked before each directory is listed, passed at once. */
+        lim = (AjWsGitLimits){ .walk_ms = 1 };
+        for (int i = 0; i < 2000; i++) {
+                snprintf(name, sizeof(name), "w%d", i);
+                mkd(lower, name, 0755);
+        }
+        cr_assert_eq(aj_ws_git_changed(lower_fd, 1, &lim, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect_str_eq(json_string_value(json_object_get(found, "cut_at")), "workspace_time",
+                         "2,000 directories listed in under 1 ms?");
         json_decref(found);
 }
 
