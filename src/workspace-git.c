@@ -342,16 +342,17 @@ static bool in_scanned_gitdir(const GitScan *s, const char *path)
  * in a directory every entry that did. A config that cannot be read leaves the look cut. */
 static int scan_config_targets(GitScan *s, int ws_fd)
 {
-        /* The work trees' tops: where a .git is (an .hg has no git config). */
+        /* The work trees' tops: the workspace's (its own .git, or the repository it is in
+         * on the host), and each where a .git is (an .hg has no git config). */
         char **tops = calloc(s->n_found + 1, sizeof(*tops));
         size_t n_tops = 0;
-        bool oom = !tops;
+        bool oom = !tops || !(tops[n_tops++] = strdup(""));
         for (size_t i = 0; !oom && i < s->n_found; i++) {
                 const char *p = s->found[i].path, *last = strrchr(p, '/');
                 last = last ? last + 1 : p;
-                if (s->found[i].bare || strcasecmp(last, ".git") != 0)
+                if (s->found[i].bare || strcasecmp(last, ".git") != 0 || last == p)
                         continue;
-                if (!(tops[n_tops] = strndup(p, last == p ? 0 : (size_t)(last - p - 1))))
+                if (!(tops[n_tops] = strndup(p, (size_t)(last - p - 1))))
                         oom = true;
                 else
                         n_tops++;
@@ -359,7 +360,7 @@ static int scan_config_targets(GitScan *s, int ws_fd)
         char **t = NULL;
         size_t n = 0;
         int r = oom ? -ENOMEM : 0;
-        if (r == 0 && n_tops)
+        if (r == 0)
                 r = ws_git_config_targets(ws_fd, (const char *const *)tops, n_tops, &t, &n, NULL);
         for (size_t i = 0; i < n_tops; i++)
                 free(tops[i]);

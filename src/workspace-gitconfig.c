@@ -551,6 +551,36 @@ static int host_configs(Targets *t)
         return r < 0 ? r : k < 0 ? k : 0;
 }
 
+/* The top of the work tree git run in `dir` (absolute) would find: `dir` itself when it
+ * holds a .git, else the nearest directory above it that does (the workspace may be a
+ * subdirectory of the operator's repository, whose config then names paths in it: a
+ * hooksPath of packages/app/.husky), else `dir`. Git's discovery stops at a file system
+ * boundary and GIT_CEILING_DIRECTORIES; this does not: it can only mark more. */
+static char *enclosing_top(const char *dir)
+{
+        char *top = strdup(dir);
+        if (!top)
+                return NULL;
+        size_t len = strlen(top);
+        char probe[PATH_MAX + 8];
+        for (;;) {
+                struct stat st;
+                snprintf(probe, sizeof(probe), "%.*s/.git", (int)len, top);
+                if (lstat(probe, &st) == 0) {
+                        top[len ? len : 1] = 0;
+                        return top;
+                }
+                if (len == 0)
+                        break;
+                while (len > 0 && top[len - 1] != '/')
+                        len--;
+                if (len > 0)
+                        len--; /* the '/' before the last component; 0: the root */
+        }
+        strcpy(top, dir);
+        return top;
+}
+
 int ws_git_config_targets(int lower_fd, const char *const *tops, size_t n_tops, char ***ret, size_t *ret_n,
                           AjError *ret_error)
 {
@@ -574,7 +604,7 @@ int ws_git_config_targets(int lower_fd, const char *const *tops, size_t n_tops, 
         int r = host_configs(&t);
         for (size_t i = 0; i < n_tops && r >= 0; i++) {
                 bool oom = false;
-                _cleanup_free_ char *top = *tops[i] ? resolve(t.ws, tops[i], &oom) : strdup(t.ws);
+                _cleanup_free_ char *top = *tops[i] ? resolve(t.ws, tops[i], &oom) : enclosing_top(t.ws);
                 if (!top) {
                         r = -ENOMEM;
                         break;

@@ -1539,3 +1539,35 @@ Test(workspace, git_code_named_through_the_operators_homes)
                              c[i].git_code ?: "none");
         aj_ws_changes_free(c, n);
 }
+
+/* The workspace a subdirectory of the operator's repository (a package of a monorepo):
+ * git run in it finds the repository above, whose config names paths in the workspace
+ * (husky installed at the top for packages/app: hooksPath = lower/.husky). Marked in the
+ * overlay's diff, and named by the rw look. */
+Test(workspace, git_code_named_by_the_enclosing_repositorys_config)
+{
+        mkd(root, ".git", 0755);
+        put(root, ".git/config", "[core]\n\thooksPath = lower/.husky\n", 0644);
+        mkd(lower, ".husky", 0755);
+        mkd(upper, ".husky", 0755);
+        put(upper, ".husky/pre-commit", "evil\n", 0755);
+        put(upper, "work.txt", "fine\n", 0644);
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 2);
+        cr_expect_not_null(c[0].git_code, "%s", c[0].path);
+        cr_expect_null(c[1].git_code, "%s", c[1].path);
+        aj_ws_changes_free(c, n);
+
+        usleep(20000);
+        uint64_t since = now_ns();
+        usleep(20000);
+        put(lower, ".husky/pre-commit", "evil\n", 0755);
+        put(lower, "work.txt", "fine\n", 0644);
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect(found_path(found, ".husky/pre-commit"));
+        cr_expect_not(found_path(found, "work.txt"));
+        json_decref(found);
+}
