@@ -336,6 +336,17 @@ static bool in_scanned_gitdir(const GitScan *s, const char *path)
         return false;
 }
 
+/* Is t[i] below another of the n paths (a directory looked through whole)? */
+static bool below_another(char *const *t, size_t n, size_t i)
+{
+        for (size_t k = 0; k < n; k++) {
+                size_t len = strlen(t[k]);
+                if (k != i && len > 0 && strncmp(t[i], t[k], len) == 0 && t[i][len] == '/')
+                        return true;
+        }
+        return false;
+}
+
 /* The paths the repositories' config and the operator's, as they are now, send git to
  * (core.hooksPath, an include, a command's script, a hook's symlink target:
  * workspace-gitconfig.c), outside the gitdirs (looked at already): each that changed, and
@@ -372,7 +383,7 @@ static int scan_config_targets(GitScan *s, int ws_fd)
                 return 0;
         }
         for (size_t i = 0; i < n; i++) {
-                int fd = r < 0 || !*t[i] || in_scanned_gitdir(s, t[i])
+                int fd = r < 0 || !*t[i] || in_scanned_gitdir(s, t[i]) || below_another(t, n, i)
                                  ? -1
                                  : aj_open_under(ws_fd, t[i], O_PATH | O_NOFOLLOW | O_CLOEXEC, 0, AJ_UNDER_NO_SYMLINKS);
                 struct stat st;
@@ -391,8 +402,9 @@ static int scan_config_targets(GitScan *s, int ws_fd)
                 }
                 if (fd >= 0)
                         close(fd);
-                free(t[i]);
         }
+        for (size_t i = 0; i < n; i++)
+                free(t[i]);
         free(t);
         return r;
 }

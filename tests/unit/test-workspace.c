@@ -1493,10 +1493,15 @@ Test(workspace, git_changed_in_place_global_config)
         uint64_t since = now_ns();
         usleep(20000);
         put(lower, ".githooks/pre-commit", "evil\n", 0755);
+        /* Named twice (the global hooksPath, a command in the repository's config):
+         * counted once. */
+        put(lower, ".git/config", "[alias]\n\tpc = !.githooks/pre-commit\n", 0644);
         json_t *found = NULL;
         cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
         cr_assert_not_null(found);
         cr_expect(found_path(found, ".githooks/pre-commit"));
+        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 3,
+                     ".git/config, .githooks and its pre-commit once: %s", json_dumps(found, JSON_COMPACT));
         json_decref(found);
 }
 
