@@ -35,6 +35,7 @@ typedef struct {
         size_t bare_len;
         Gitdir *found;
         size_t n_found;
+        char *config_error; /* why the config could not be read (cut_at "config") */
         json_t *paths;
         char path[PATH_MAX];
 } GitScan;
@@ -371,8 +372,12 @@ static int scan_config_targets(GitScan *s, int ws_fd)
         char **t = NULL;
         size_t n = 0;
         int r = oom ? -ENOMEM : 0;
+        AjError err = {};
         if (r == 0)
-                r = ws_git_config_targets(ws_fd, (const char *const *)tops, n_tops, &t, &n, NULL);
+                r = ws_git_config_targets(ws_fd, (const char *const *)tops, n_tops, &t, &n, &err);
+        if (r < 0 && r != -ENOMEM)
+                s->config_error = strdup(aj_error_text(&err, r));
+        aj_error_clear(&err);
         for (size_t i = 0; i < n_tops; i++)
                 free(tops[i]);
         free(tops);
@@ -450,7 +455,9 @@ int aj_ws_git_changed(int ws_fd, uint64_t since_ns, const AjWsGitLimits *lim, js
         if (r >= 0 && (s->count || s->cut_at)) {
                 *ret = json_pack("{s:O, s:I, s:b}", "paths", s->paths, "count", (json_int_t)s->count, "cut",
                                  s->cut_at != NULL);
-                if (*ret && s->cut_at && json_object_set_new(*ret, "cut_at", json_string(s->cut_at)) < 0) {
+                if (*ret && ((s->cut_at && json_object_set_new(*ret, "cut_at", json_string(s->cut_at)) < 0) ||
+                             (s->config_error &&
+                              json_object_set_new(*ret, "config_error", aj_json_string_shown(s->config_error)) < 0))) {
                         json_decref(*ret);
                         *ret = NULL;
                 }
@@ -460,6 +467,7 @@ int aj_ws_git_changed(int ws_fd, uint64_t since_ns, const AjWsGitLimits *lim, js
         for (size_t i = 0; i < s->n_found; i++)
                 free(s->found[i].path);
         free(s->found);
+        free(s->config_error);
         json_decref(s->paths);
         free(s);
         return r < 0 ? r : 0;

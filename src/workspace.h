@@ -122,7 +122,7 @@ const char *aj_ws_path_git_code(const char *path, mode_t type);
  * when nothing changed (or there is no repository), else {"paths": [the first
  * AJ_WS_GIT_SHOWN, in name order], "count", "cut": a bound stopped the look, "cut_at"
  * (only then): "workspace_entries", "workspace_depth", "workspace_time", "repositories", "entries",
- * "depth", "path" (longer than PATH_MAX) or "config"}. */
+ * "depth", "path" (longer than PATH_MAX) or "config", with "config_error": why}. */
 #define AJ_WS_GIT_MAX_ENTRIES 4096
 #define AJ_WS_GIT_MAX_DEPTH 16
 #define AJ_WS_GIT_SHOWN 16

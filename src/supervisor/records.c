@@ -189,7 +189,7 @@ static AjRunRecord *write_run_json(Run *run, const char *status, const Outcome *
 }
 
 /* Why aj_ws_git_changed() did not look at everything ("cut_at"), for the operator. */
-static void git_cut_reason(const char *cut_at, char *buf, size_t size)
+static void git_cut_reason(const char *cut_at, const char *config_error, char *buf, size_t size)
 {
         const char *c = cut_at ?: "";
         if (streq(c, "workspace_entries"))
@@ -208,7 +208,7 @@ static void git_cut_reason(const char *cut_at, char *buf, size_t size)
                 snprintf(buf, size, "more than %u entries or %u levels in the repositories' own files",
                          AJ_WS_GIT_MAX_ENTRIES, AJ_WS_GIT_MAX_DEPTH);
         else if (streq(c, "config"))
-                snprintf(buf, size, "a repository's git config, or yours, could not be read");
+                snprintf(buf, size, "%s", config_error ?: "a repository's git config, or yours, could not be read");
         else
                 snprintf(buf, size, "a path too long");
 }
@@ -250,8 +250,9 @@ static void report_git_changes(Run *run)
                            "you run git in it ('agentjail logs %s --type workspace.git_changed')",
                            count, ws, first ?: "?", run->id);
         if (json_is_true(json_object_get(found, "cut"))) {
-                char why[160];
-                git_cut_reason(json_string_value(json_object_get(found, "cut_at")), why, sizeof(why));
+                char why[512];
+                git_cut_reason(json_string_value(json_object_get(found, "cut_at")),
+                               json_string_value(json_object_get(found, "config_error")), why, sizeof(why));
                 aj_warning("Git's own files in the workspace '%s' were not all looked at (%s): look at its "
                            "repositories' .git before you run git in them",
                            ws, why);

@@ -1576,3 +1576,22 @@ Test(workspace, git_code_named_by_the_enclosing_repositorys_config)
         cr_expect_not(found_path(found, "work.txt"));
         json_decref(found);
 }
+
+/* rw: a config the look cannot read (past 1 MiB) cuts it, and the event says which file. */
+Test(workspace, git_changed_in_place_config_unreadable)
+{
+        mkd(lower, ".git", 0755);
+        char *big = malloc((2u << 20) + 1);
+        cr_assert_not_null(big);
+        memset(big, '#', 2u << 20);
+        big[2u << 20] = 0;
+        put(lower, ".git/config", big, 0644);
+        free(big);
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, now_ns() + 1000000000ull, NULL, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect_str_eq(json_string_value(json_object_get(found, "cut_at")), "config");
+        const char *why = json_string_value(json_object_get(found, "config_error")) ?: "";
+        cr_expect(strstr(why, "/.git/config' is larger than"), "%s", why);
+        json_decref(found);
+}
