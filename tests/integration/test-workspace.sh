@@ -416,7 +416,18 @@ like "$JAIL_ERR" "The run changed 2 of git's own files in the workspace .* \(fir
 is "$(events_of workspace.git_changed | jq -c '[.paths, .cut]')" \
         '[["vendor/lib/.git/hooks","vendor/lib/.git/hooks/post-checkout"],false]' \
         "workspace.git_changed names the nested repository's hook" || jail_diag
-rm -rf "$WORKSPACE/.git" "$WORKSPACE/vendor"
+# The operator's global config names a hooks directory in every repository's work tree
+# (core.hooksPath = .githooks): a hook the agent adds there is one of git's own files.
+mkdir -p "$TEST_TMP/ophome" "$WORKSPACE/.githooks"
+printf '[core]\n\thooksPath = .githooks\n' >"$TEST_TMP/ophome/.gitconfig"
+chown -R 4242:4343 "$WORKSPACE/.githooks"
+sleep 2.2
+HOME=$TEST_TMP/ophome run_jail -p "$RW" -- /bin/sh -c 'printf "#!/bin/sh\ntouch owned\n" >.githooks/pre-commit
+        echo planted'
+like "$JAIL_OUT" planted "rw: the agent adds a hook where the operator's global hooksPath points" || jail_diag
+is "$(events_of workspace.git_changed | jq -c .paths)" '[".githooks",".githooks/pre-commit"]' \
+        "workspace.git_changed names it (the operator's ~/.gitconfig read)" || jail_diag
+rm -rf "$WORKSPACE/.git" "$WORKSPACE/vendor" "$WORKSPACE/.githooks" "$TEST_TMP/ophome"
 
 # Rootless: the overlay needs the host's user namespace; the run refuses to start.
 if command -v setpriv >/dev/null; then
