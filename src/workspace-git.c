@@ -31,7 +31,7 @@ typedef struct {
         size_t walked, seen, count;
         const char *cut_at; /* the first bound that stopped a look, NULL: none did */
         bool all;           /* every entry counts (a directory the config names), not only git's own files */
-        const char *bare;   /* a bare gitdir being scanned (its path's length: bare_len), or NULL */
+        bool bare;          /* scanning a directory holding a HEAD, the first bare_len bytes of path */
         size_t bare_len;
         Gitdir *found;
         size_t n_found;
@@ -277,18 +277,19 @@ static int walk_dir(GitScan *s, Walk *w, int ws_fd, size_t i, size_t len)
  * take it for a gitdir when run there; the overlay's diff judges such a directory the
  * same way). Breadth first, so that when a bound stops it in a large tree (a deep
  * node_modules) the shallow levels were all seen. A directory is listed only while the
- * time allowed lasts (a cold cache, a network file system). Lists names only: a directory's type
- * comes with its name (d_type), stat() only where the file system leaves it out. */
+ * time allowed lasts (a cold cache, a network file system). Lists names only: a
+ * directory's type comes with its name (d_type), stat() only where the file system
+ * leaves it out. */
 static int walk(GitScan *s, int ws_fd)
 {
         Walk w = {};
         int r = walk_push(s, &w, SIZE_MAX, "", 0);
         for (size_t i = 0; r == 0 && i < w.n; i++) {
-                ssize_t len = walk_path(s, &w, i);
                 if (aj_now_monotonic_ns() > s->walk_deadline_ns) {
                         cut(s, "workspace_time");
                         break;
                 }
+                ssize_t len = walk_path(s, &w, i);
                 if (len < 0)
                         cut(s, "path");
                 else
@@ -312,10 +313,10 @@ static int scan_gitdir(GitScan *s, int ws_fd, const Gitdir *g)
         if (fd < 0)
                 return 0; /* gone, or a symlink now */
         strcpy(s->path, g->path);
-        s->bare = g->bare ? g->path : NULL;
+        s->bare = g->bare;
         s->bare_len = strlen(g->path);
         int r = scan_dir(s, fd, strlen(g->path), 0);
-        s->bare = NULL;
+        s->bare = false;
         return r;
 }
 
