@@ -1291,8 +1291,8 @@ static bool found_path(json_t *found, const char *path)
 /* rw: the repositories below the workspace's top are looked at too, with the same rule: a
  * nested repository's hook and config (git run in sub/ runs them), a submodule's work tree
  * that its gitdir's config (in .git/modules) names, a repository made during the run deep
- * down, a directory holding a HEAD (a bare repository). The same names outside any
- * repository are not git's. */
+ * down, a directory holding a HEAD (a bare repository), an .hg (Mercurial's hgrc). The
+ * same names outside any repository are not git's. */
 Test(workspace, git_changed_in_place_nested_repositories)
 {
         mkd(lower, ".git", 0755);
@@ -1328,6 +1328,9 @@ Test(workspace, git_changed_in_place_nested_repositories)
         cr_assert_eq(mkdir(at(lower, "a/b"), 0755), 0);
         cr_assert_eq(mkdir(at(lower, "a/b/.git"), 0755), 0);
         put(lower, "a/b/.git/config", "[core]\n\tfsmonitor = evil\n", 0644);
+        cr_assert_eq(mkdir(at(lower, "a/hg"), 0755), 0);
+        cr_assert_eq(mkdir(at(lower, "a/hg/.hg"), 0755), 0);
+        put(lower, "a/hg/.hg/hgrc", "[hooks]\nupdate = evil\n", 0644);
         /* A symlink is not followed: out of the workspace, nor round it in circles. */
         mkd(outside, "o", 0755);
         mkd(outside, "o/.git", 0755);
@@ -1338,14 +1341,16 @@ Test(workspace, git_changed_in_place_nested_repositories)
         json_t *found = NULL;
         cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
         cr_assert_not_null(found);
-        static const char *const want[] = { "sub/.git/hooks/post-checkout", "sub/.git/config",
-                                            "lib/y/hooks2/post-checkout", "srv/repo.git/config", "a/b/.git/config" };
+        static const char *const want[] = {
+                "sub/.git/hooks/post-checkout", "sub/.git/config", "lib/y/hooks2/post-checkout",
+                "srv/repo.git/config",          "a/b/.git/config", "a/hg/.hg/hgrc"
+        };
         for (size_t i = 0; i < ARRAY_SIZE(want); i++)
                 cr_expect(found_path(found, want[i]), "%s is named", want[i]);
         cr_expect_not(found_path(found, "sub/.git/HEAD"), "a HEAD is data");
         cr_expect_not(found_path(found, "plain/hooks2/post-checkout"), "not in a repository's work tree");
         cr_expect_not(found_path(found, "out/.git/config"), "not through a symlink");
-        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 7,
+        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 8,
                      "and the directories sub/.git/hooks and lib/y/hooks2 (an entry added): %s",
                      json_dumps(found, JSON_COMPACT));
         cr_expect(json_is_false(json_object_get(found, "cut")));
