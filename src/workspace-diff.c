@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/xattr.h>
 
 #include "util/open-under.h"
@@ -295,32 +294,24 @@ static bool looks_like_gitdir(int upper_fd, int lower_fd, const char *dir)
 }
 
 /* A change below a directory git takes for a repository without naming it ".git" (a bare
- * repository, a --separate-git-dir): judged as if that directory were one. Only where the
- * rest of the path starts with a name git runs code from (config, hooks...). */
+ * repository, a --separate-git-dir): judged as if that directory were one
+ * (ws_gitdir_git_code). */
 static void mark_bare_gitdirs(AjWsChange *v, size_t n, int upper_fd, int lower_fd)
 {
-        static const char *const starts[] = { "config",       "config.worktree", "commondir", "hooks",
-                                              "modules",      "worktrees",       "info",      "rebase-merge",
-                                              "rebase-apply", "sequencer",       NULL };
-        char as_git[PATH_MAX + 8], dir[PATH_MAX];
+        char dir[PATH_MAX];
         for (size_t i = 0; i < n; i++) {
                 AjWsChange *c = &v[i];
                 for (const char *rest = c->path; rest && *rest && !c->git_code;) {
                         const char *end = strchrnul(rest, '/');
-                        bool start = false; /* any case: a case-folding directory */
-                        for (size_t k = 0; starts[k] && !start; k++)
-                                start = strlen(starts[k]) == (size_t)(end - rest) &&
-                                        strncasecmp(starts[k], rest, (size_t)(end - rest)) == 0;
-                        snprintf(as_git, sizeof(as_git), ".git/%s", rest);
-                        if (start && aj_ws_path_git_code(as_git, c->type)) {
+                        const char *why = ws_gitdir_git_code(rest, c->type);
+                        if (why) {
                                 size_t dlen = rest == c->path ? 0 : (size_t)(rest - c->path - 1);
                                 memcpy(dir, c->path, dlen);
                                 dir[dlen] = 0;
                                 if (dlen == 0)
                                         strcpy(dir, ".");
                                 if (looks_like_gitdir(upper_fd, lower_fd, dir))
-                                        c->git_code = "in a directory git takes for a repository (it holds a "
-                                                      "HEAD): git run there may run code from it";
+                                        c->git_code = why;
                         }
                         rest = *end ? end + 1 : NULL;
                 }

@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The paths in the workspace that its repository's config, as it is in the workspace
- * (lower: the operator's, not the agent's), has git run code from or read more config
- * from: core.hooksPath, include.path and includeIf.*.path, and the paths a command names
- * (core.fsmonitor = tools/fsmonitor.sh), and the files the hooks that are symlinks point
- * to. A change there is git's own file too, however plain its name: with core.hooksPath =
- * .husky, .husky/pre-commit is a hook. */
+ * (lower: the operator's, not the agent's), and the operator's own system and global
+ * config have git run code from or read more config from: core.hooksPath, include.path
+ * and includeIf.*.path, and the paths a command names (core.fsmonitor =
+ * tools/fsmonitor.sh), and the files the hooks that are symlinks point to. A change there
+ * is git's own file too, however plain its name: with core.hooksPath = .husky,
+ * .husky/pre-commit is a hook; with a global core.hooksPath = .githooks, every
+ * repository's .githooks/ is. */
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +23,9 @@
 #define MAX_CONFIG_BYTES (1u << 20)
 #define MAX_INCLUDE_DEPTH 10 /* git's own bound */
 #define MAX_TARGETS 512
-#define MAX_FILES 64 /* config files read in all, however they include each other */
+#define MAX_FILES 64                /* config files read for one repository, however they include each other */
+#define MAX_TOTAL_BYTES (16u << 20) /* config read for all the repositories of one call */
+#define MAX_HOMES 2                 /* $HOME, and SUDO_USER's (see host_configs) */
 
 typedef struct {
         char ws[PATH_MAX]; /* the workspace's absolute path */
@@ -29,13 +34,19 @@ typedef struct {
         char **v;
         size_t n;
         unsigned files;
-        char *hooks; /* the last core.hooksPath (absolute), as git takes the last */
+        uint64_t bytes;
+        char *hooks[MAX_HOMES]; /* the last core.hooksPath (absolute; "~/x": in each home), as git takes the last */
+        size_t n_hooks;
+        char *homes[MAX_HOMES]; /* where "~" may lead: the homes git run by the operator may have */
+        size_t n_homes;
+        char **host; /* the operator's system and global config files, in the order git reads them */
+        size_t n_host;
         AjError *ret_error;
 } Targets;
 
 /* `value` taken relative to the absolute directory `base`, "." and ".." resolved by name
- * (git does not resolve symlinks in them either): malloc'd, or NULL for "~" (the
- * operator's home: the agent cannot write there) and on allocation failure (*oom). */
+ * (git does not resolve symlinks in them either): malloc'd, or NULL for "~..." (see
+ * expand()) and on allocation failure (*oom). */
 static char *resolve(const char *base, const char *value, bool *oom)
 {
         if (value[0] == '~' || value[0] == 0)
@@ -67,6 +78,39 @@ static char *resolve(const char *base, const char *value, bool *oom)
         if (len == 0)
                 strcpy(out, "/");
         return out;
+}
+
+static void free_hooks(Targets *t)
+{
+        for (size_t i = 0; i < t->n_hooks; i++)
+                free(t->hooks[i]);
+        t->n_hooks = 0;
+}
+
+/* `value` as git takes a path: "~" and "~/..." in the home of whoever runs git, which may
+ * be any of t->homes (the workspace may be in one: ~/src/app/hooks), else resolve()d
+ * against `base`. Up to MAX_HOMES malloc'd paths in `out`: their number, or -ENOMEM.
+ * "~user/...": none (git would look the user up; not done here). */
+static int expand(const Targets *t, const char *base, const char *value, char *out[MAX_HOMES])
+{
+        bool oom = false;
+        if (value[0] != '~') {
+                out[0] = resolve(base, value, &oom);
+                return oom ? -ENOMEM : out[0] ? 1 : 0;
+        }
+        if (value[1] != 0 && value[1] != '/')
+                return 0;
+        int n = 0;
+        for (size_t i = 0; i < t->n_homes; i++) {
+                out[n] = resolve(t->homes[i], value[1] ? value + 2 : ".", &oom);
+                if (oom) {
+                        while (n > 0)
+                                free(out[--n]);
+                        return -ENOMEM;
+                }
+                n += out[n] != NULL;
+        }
+        return n;
 }
 
 /* An absolute path: kept, relative to the workspace, when it is in it (the workspace
@@ -145,11 +189,13 @@ static int add_command_paths(Targets *t, const char *value)
                 if (n > 0 && n < sizeof(word)) {
                         memcpy(word, p, n);
                         word[n] = 0;
-                        bool oom = false;
                         if (strchr(word, '/') && !strstr(word, "://")) {
-                                int r = add_target(t, resolve(t->top, word, &oom), false);
-                                if (r < 0 || oom)
-                                        return r < 0 ? r : -ENOMEM;
+                                char *abs[MAX_HOMES];
+                                int k = expand(t, t->top, word, abs), r = k < 0 ? k : 0;
+                                for (int i = 0; i < k; i++)
+                                        r = r < 0 ? (free(abs[i]), r) : add_target(t, abs[i], false);
+                                if (r < 0)
+                                        return r;
                         }
                 }
                 p += n;
@@ -164,28 +210,41 @@ static int read_config(Targets *t, const char *path, unsigned depth);
 static int on_value(Targets *t, const char *file, const char *section, const char *key, const char *value,
                     unsigned depth)
 {
-        bool oom = false;
-        int r = 0;
+        char *abs[MAX_HOMES];
+        int r = 0, k;
         if (streq(section, "core") && streq(key, "hookspath")) {
-                char *abs = resolve(t->top, value, &oom);
-                free(t->hooks);
-                t->hooks = abs ? strdup(abs) : NULL;
-                r = add_target(t, abs, true);
+                /* Relative: to the top of the work tree, where git runs hooks (also for a
+                 * global one: each repository's own). */
+                if ((k = expand(t, t->top, value, abs)) < 0)
+                        return k;
+                free_hooks(t);
+                for (int i = 0; i < k; i++) {
+                        if (r >= 0 && (t->hooks[t->n_hooks] = strdup(abs[i])))
+                                t->n_hooks++;
+                        else if (r >= 0)
+                                r = -ENOMEM;
+                        r = r < 0 ? (free(abs[i]), r) : add_target(t, abs[i], true);
+                }
         } else if ((streq(section, "include") || streq(section, "includeif")) && streq(key, "path")) {
                 /* Relative to the file that includes it; the included file's own settings count too. */
                 _cleanup_free_ char *dir = strdup(file);
                 if (!dir)
                         return -ENOMEM;
                 *strrchr(dir, '/') = 0;
-                char *abs = resolve(*dir ? dir : "/", value, &oom);
-                _cleanup_free_ char *again = abs ? strdup(abs) : NULL;
-                r = add_target(t, abs, false);
-                if (r >= 0 && again && depth + 1 < MAX_INCLUDE_DEPTH)
-                        r = read_config(t, again, depth + 1);
+                if ((k = expand(t, *dir ? dir : "/", value, abs)) < 0)
+                        return k;
+                for (int i = 0; i < k; i++) {
+                        _cleanup_free_ char *again = r >= 0 ? strdup(abs[i]) : NULL;
+                        if (r >= 0 && !again)
+                                r = -ENOMEM;
+                        r = r < 0 ? (free(abs[i]), r) : add_target(t, abs[i], false);
+                        if (r >= 0 && depth + 1 < MAX_INCLUDE_DEPTH)
+                                r = read_config(t, again, depth + 1);
+                }
         } else if (!streq(section, "branch") && !streq(key, "url") && !streq(key, "pushurl") && !streq(key, "fetch") &&
                    !streq(key, "push"))
                 r = add_command_paths(t, value);
-        return r < 0 ? r : oom ? -ENOMEM : 0;
+        return r;
 }
 
 /* git's config syntax, as far as it takes to find every (section, key, value); a line it
@@ -308,8 +367,10 @@ static int read_config(Targets *t, const char *path, unsigned depth)
                                     "cannot be checked for git's own files",
                                     MAX_FILES);
         _cleanup_close_ int fd = open_regular(path);
+        if (fd == -ENOENT || fd == -ENOTDIR || fd == -EINVAL)
+                return 0; /* none, or none to read */
         if (fd < 0)
-                return fd == -ENOENT || fd == -ENOTDIR || fd == -EINVAL ? 0 : fd; /* none, or none to read */
+                return aj_error_set(t->ret_error, fd, "Failed to open the git config '%s': %s", path, strerror(-fd));
         /* The file itself, where a symlink puts it (.git/config -> ../gitconfig, in the work
          * tree): config. */
         _cleanup_free_ char *real = through_symlinks(path);
@@ -320,7 +381,14 @@ static int read_config(Targets *t, const char *path, unsigned depth)
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (st.st_size > MAX_CONFIG_BYTES)
-                return -EFBIG;
+                return aj_error_set(t->ret_error, -EFBIG, "The git config '%s' is larger than %u bytes", path,
+                                    MAX_CONFIG_BYTES);
+        t->bytes += (uint64_t)st.st_size;
+        if (t->bytes > MAX_TOTAL_BYTES)
+                return aj_error_set(t->ret_error, -E2BIG,
+                                    "The git config of the workspace's repositories passes %u bytes in all (at '%s'): "
+                                    "its changes cannot be checked for git's own files",
+                                    MAX_TOTAL_BYTES, path);
         _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
         if (!buf)
                 return -ENOMEM;
@@ -403,17 +471,114 @@ static int repo_targets(Targets *t)
                 else
                         r = read_config(t, p, 0);
         }
-        if (r >= 0) {
+        if (r >= 0 && t->n_hooks == 0) {
                 _cleanup_free_ char *hooks = NULL;
-                if (!t->hooks && asprintf(&hooks, "%s/hooks", common) < 0)
-                        r = -ENOMEM;
-                else
-                        r = add_linked_hooks(t, t->hooks ?: hooks);
+                r = asprintf(&hooks, "%s/hooks", common) < 0 ? -ENOMEM : add_linked_hooks(t, hooks);
         }
+        for (size_t i = 0; i < t->n_hooks && r >= 0; i++)
+                r = add_linked_hooks(t, t->hooks[i]);
 done:
-        free(t->hooks);
-        t->hooks = NULL;
+        free_hooks(t);
         return r < 0 ? r : oom ? -ENOMEM : 0;
+}
+
+/* Adds `path` (taken) to t->host unless it is there: 0, or -ENOMEM. */
+static int add_host(Targets *t, char *path)
+{
+        if (!path)
+                return -ENOMEM;
+        for (size_t i = 0; i < t->n_host; i++)
+                if (streq(t->host[i], path)) {
+                        free(path);
+                        return 0;
+                }
+        char **v = reallocarray(t->host, t->n_host + 1, sizeof(*v));
+        if (!v) {
+                free(path);
+                return -ENOMEM;
+        }
+        t->host = v;
+        t->host[t->n_host++] = path;
+        return 0;
+}
+
+static char *joined(const char *a, const char *b)
+{
+        char *p = NULL;
+        return asprintf(&p, "%s%s", a, b) < 0 ? NULL : p;
+}
+
+/* The operator's own config, which git reads before the repository's: the system's
+ * (/etc/gitconfig, and $GIT_CONFIG_SYSTEM) and the global ones ($XDG_CONFIG_HOME/git/config
+ * or ~/.config/git/config, ~/.gitconfig, and $GIT_CONFIG_GLOBAL), all of them whatever
+ * GIT_CONFIG_NOSYSTEM or the overrides say (they may not be set where the operator runs
+ * git next). "~" is each home git run by the operator may have: $HOME, and under sudo
+ * (real uid 0, SUDO_USER set) the invoking user's from the passwd database, where git run
+ * as that user, without sudo, looks. Reading more than git will only marks more. */
+static int host_configs(Targets *t)
+{
+        const char *home = getenv("HOME");
+        if (home && home[0] == '/' && !(t->homes[t->n_homes] = strdup(home)))
+                return -ENOMEM;
+        t->n_homes += home && home[0] == '/';
+        const char *sudo_user = getenv("SUDO_USER");
+        if (getuid() == 0 && sudo_user && *sudo_user) {
+                struct passwd pw, *found = NULL;
+                char buf[4096];
+                if (getpwnam_r(sudo_user, &pw, buf, sizeof(buf), &found) == 0 && found && pw.pw_dir[0] == '/' &&
+                    !(t->n_homes > 0 && streq(t->homes[0], pw.pw_dir))) {
+                        if (!(t->homes[t->n_homes] = strdup(pw.pw_dir)))
+                                return -ENOMEM;
+                        t->n_homes++;
+                }
+        }
+        int r = add_host(t, strdup("/etc/gitconfig"));
+        const char *system = getenv("GIT_CONFIG_SYSTEM"), *xdg = getenv("XDG_CONFIG_HOME"),
+                   *global = getenv("GIT_CONFIG_GLOBAL");
+        if (r >= 0 && system && system[0] == '/')
+                r = add_host(t, strdup(system));
+        if (r >= 0 && xdg && xdg[0] == '/')
+                r = add_host(t, joined(xdg, "/git/config"));
+        for (size_t i = 0; i < t->n_homes && r >= 0; i++) {
+                r = add_host(t, joined(t->homes[i], "/.config/git/config"));
+                if (r >= 0)
+                        r = add_host(t, joined(t->homes[i], "/.gitconfig"));
+        }
+        char *abs[MAX_HOMES];
+        int k = r >= 0 && global && (global[0] == '/' || global[0] == '~') ? expand(t, "/", global, abs) : 0;
+        for (int i = 0; i < k; i++)
+                r = r < 0 ? (free(abs[i]), r) : add_host(t, abs[i]);
+        return r < 0 ? r : k < 0 ? k : 0;
+}
+
+/* The top of the work tree git run in `dir` (absolute) would find: `dir` itself when it
+ * holds a .git, else the nearest directory above it that does (the workspace may be a
+ * subdirectory of the operator's repository, whose config then names paths in it: a
+ * hooksPath of packages/app/.husky), else `dir`. Git's discovery stops at a file system
+ * boundary and GIT_CEILING_DIRECTORIES; this does not: it can only mark more. */
+static char *enclosing_top(const char *dir)
+{
+        char *top = strdup(dir);
+        if (!top)
+                return NULL;
+        size_t len = strlen(top);
+        char probe[PATH_MAX + 8];
+        for (;;) {
+                struct stat st;
+                snprintf(probe, sizeof(probe), "%.*s/.git", (int)len, top);
+                if (lstat(probe, &st) == 0) {
+                        top[len ? len : 1] = 0;
+                        return top;
+                }
+                if (len == 0)
+                        break;
+                while (len > 0 && top[len - 1] != '/')
+                        len--;
+                if (len > 0)
+                        len--; /* the '/' before the last component; 0: the root */
+        }
+        strcpy(top, dir);
+        return top;
 }
 
 int ws_git_config_targets(int lower_fd, const char *const *tops, size_t n_tops, char ***ret, size_t *ret_n,
@@ -436,18 +601,29 @@ int ws_git_config_targets(int lower_fd, const char *const *tops, size_t n_tops, 
                                     "The workspace is no longer at '%s': its repository's git config cannot be read",
                                     t.ws);
 
-        int r = 0;
+        int r = host_configs(&t);
         for (size_t i = 0; i < n_tops && r >= 0; i++) {
                 bool oom = false;
-                _cleanup_free_ char *top = *tops[i] ? resolve(t.ws, tops[i], &oom) : strdup(t.ws);
+                _cleanup_free_ char *top = *tops[i] ? resolve(t.ws, tops[i], &oom) : enclosing_top(t.ws);
                 if (!top) {
                         r = -ENOMEM;
                         break;
                 }
                 t.top = top;
                 t.files = 0;
-                r = repo_targets(&t);
+                /* The operator's config first, for each repository: its relative paths
+                 * (a hooksPath, a command's script) are the repository's. */
+                for (size_t k = 0; k < t.n_host && r >= 0; k++)
+                        r = read_config(&t, t.host[k], 0);
+                if (r >= 0)
+                        r = repo_targets(&t);
         }
+        for (size_t i = 0; i < t.n_homes; i++)
+                free(t.homes[i]);
+        for (size_t i = 0; i < t.n_host; i++)
+                free(t.host[i]);
+        free(t.host);
+        free_hooks(&t);
         if (r < 0) {
                 for (size_t i = 0; i < t.n; i++)
                         free(t.v[i]);

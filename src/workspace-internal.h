@@ -53,10 +53,18 @@ const char *ws_type_article(mode_t type);
 /* qsort order of changes: by path, a directory directly followed by its contents. */
 int ws_change_compare(const void *a, const void *b);
 
+/* Whether `rest` (relative, '/'-separated) below a directory git takes for a gitdir
+ * without its being named ".git" (it holds a HEAD: a bare repository, a
+ * --separate-git-dir) is one git reads commands or config from: its config, hooks,
+ * commondir... judged by aj_ws_path_git_code() as if below a .git. The reason, or NULL. */
+const char *ws_gitdir_git_code(const char *rest, mode_t type);
+
 /* The paths (relative, "" the root) in the workspace that the config of the repositories
- * whose work trees start at `tops` (relative, "" the root), as it is in lower, has git
- * run code from or read config from: core.hooksPath, include.path and includeIf.*.path
- * (and what the included files name), paths in commands (core.fsmonitor =
- * tools/fsmonitor.sh), what hooks that are symlinks point to. workspace-gitconfig.c */
+ * whose work trees start at `tops` (relative; "" the root, or when the root holds no .git
+ * the repository on the host it is in), as it is in lower, and the operator's system and
+ * global config read before it, have git run code from or read config from:
+ * core.hooksPath, include.path and includeIf.*.path (and what the included files name),
+ * paths in commands (core.fsmonitor = tools/fsmonitor.sh), what hooks that are symlinks
+ * point to. workspace-gitconfig.c */
 int ws_git_config_targets(int lower_fd, const char *const *tops, size_t n_tops, char ***ret, size_t *ret_n,
                           AjError *ret_error);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,24 @@ const char *aj_ws_path_git_code(const char *path, mode_t type)
                 c = *end ? end + 1 : end;
         }
         return NULL;
+}
+
+const char *ws_gitdir_git_code(const char *rest, mode_t type)
+{
+        /* The names git opens in a gitdir to find commands or other config; any case: a
+         * case-folding directory. */
+        static const char *const starts[] = { "config",       "config.worktree", "commondir", "hooks",
+                                              "modules",      "worktrees",       "info",      "rebase-merge",
+                                              "rebase-apply", "sequencer",       NULL };
+        const char *end = strchrnul(rest, '/');
+        bool start = false;
+        for (size_t k = 0; starts[k] && !start; k++)
+                start = component_is(rest, (size_t)(end - rest), starts[k]);
+        char as_git[PATH_MAX + 8];
+        if (!start || (size_t)snprintf(as_git, sizeof(as_git), ".git/%s", rest) >= sizeof(as_git) ||
+            !aj_ws_path_git_code(as_git, type))
+                return NULL;
+        return "in a directory git takes for a repository (it holds a HEAD): git run there may run code from it";
 }
 
 const char *aj_ws_change_git_code(const char *path, AjWsChangeKind kind, mode_t type)

