@@ -126,7 +126,7 @@ const char *aj_ws_path_git_code(const char *path, mode_t type);
 #define AJ_WS_GIT_MAX_ENTRIES 4096
 #define AJ_WS_GIT_MAX_DEPTH 16
 #define AJ_WS_GIT_SHOWN 16
-#define AJ_WS_GIT_WALK_ENTRIES 100000
+#define AJ_WS_GIT_WALK_ENTRIES 1000000
 #define AJ_WS_GIT_WALK_DEPTH 64
 #define AJ_WS_GIT_WALK_MS 2000
 #define AJ_WS_GIT_MAX_REPOS 256
