@@ -35,22 +35,14 @@ void aj_replay_result_done(AjReplayResult *r)
         *r = (AjReplayResult){ 0 };
 }
 
-/* The events the diff reads (replay.c), without the bulk it does not (a tool call's
- * arguments): a long chain is not held whole. */
+/* The events the diff reads, with only what it reads (aj_replay_diff_event): a long chain
+ * of the agent's undo records or arguments is not held. */
 static int collect_verdicts(json_t *ev, void *userdata)
 {
-        static const char *const prefixes[] = { "tool.",      "approval.requested", "net.",         "seccomp.denied",
-                                                "cap.breach", "llm.request",        "llm.response", "run." };
         json_t *events = userdata;
-        const char *type = json_string_value(json_object_get(ev, "type"));
-        bool keep = json_array_size(events) == 0; /* the first: the run's id */
-        for (size_t i = 0; type && !keep && i < ARRAY_SIZE(prefixes); i++)
-                keep = strncmp(type, prefixes[i], strlen(prefixes[i])) == 0;
-        if (!keep)
-                return 0;
-        (void)json_object_del(ev, "gen_ai.tool.call.arguments");
-        (void)json_object_del(ev, "args");
-        return json_array_append(events, ev) < 0 ? -ENOMEM : 0;
+        json_t *kept = NULL;
+        int r = aj_replay_diff_event(ev, json_array_size(events) == 0, &kept);
+        return r < 0 ? r : kept && json_array_append_new(events, kept) < 0 ? -ENOMEM : 0;
 }
 
 static int read_chain(const char *run_dir, json_t **ret)
