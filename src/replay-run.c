@@ -219,11 +219,15 @@ static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char
         _cleanup_free_ char *path = NULL, *given = NULL;
         json_auto_t *doc = NULL;
         if (o->profile) {
-                size_t len = strlen(o->profile);
-                bool is_path = strchr(o->profile, '/') || (len > 5 && streq(o->profile + len - 5, ".json"));
-                given = is_path ? realpath(o->profile, NULL) : strdup(o->profile);
-                if (!given)
-                        return aj_log_errno(-errno, "Cannot find the profile '%s'", o->profile);
+                /* Found here, once, by its canonical path: the run loads the profile again in the
+                 * scratch copy, whose ./profiles (last on the search path) is the recorded
+                 * workspace's, not the one where the operator asked for the replay. */
+                _cleanup_(aj_error_clear) AjError find_err = {};
+                int r = aj_profile_find(o->profile, &given, &find_err);
+                if (r < 0) {
+                        aj_error("Cannot find the profile '%s': %s", o->profile, aj_error_text(&find_err, r));
+                        return r;
+                }
                 doc = json_pack("{s:s, s:s, s:{s:s}}", "extends", given, "on_breach", "kill", "approvals", "timeout",
                                 AJ_REPLAY_APPROVAL_TIMEOUT);
         } else {
