@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -138,4 +140,27 @@ json_t *aj_otlp_logs_request(const char *run_id, const char *run_name, const cha
                                                              values[i]));
         return json_pack("{s:[{s:{s:o}, s:[{s:{s:s, s:s}, s:o}]}]}", "resourceLogs", "resource", "attributes", res,
                          "scopeLogs", "scope", "name", "agentjail", "version", version, "logRecords", records);
+}
+
+int aj_otlp_logs_request_frame(const char *run_id, const char *run_name, const char *profile, const char *version,
+                               char **ret_head, char **ret_tail)
+{
+        /* The request with no records, cut where they go: "logRecords" is the last member
+         * of the last objects (PRESERVE_ORDER), so its "[]" comes just before the end. */
+        static const char end[] = "[]}]}]}";
+        json_t *records = json_array();
+        json_auto_t *doc = records ? aj_otlp_logs_request(run_id, run_name, profile, version, records) : NULL;
+        _cleanup_free_ char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        if (!text)
+                return -ENOMEM;
+        size_t n = strlen(text), e = sizeof(end) - 1;
+        if (n < e || !streq(text + n - e, end))
+                return -EINVAL;
+        char *tail = strdup(end + 1);
+        if (!tail)
+                return -ENOMEM;
+        text[n - e + 1] = 0;
+        *ret_head = TAKE_PTR(text);
+        *ret_tail = tail;
+        return 0;
 }

@@ -27,3 +27,10 @@ json_t *aj_otlp_log_record(json_t *ev);
  * (NULLs left out), one scope "agentjail" with `version`. */
 json_t *aj_otlp_logs_request(const char *run_id, const char *run_name, const char *profile, const char *version,
                              json_t *records);
+/* The same request as text around its records, for a caller that prints them one at a
+ * time: *ret_head ends with the records array's '[', *ret_tail closes it and the request.
+ * A run's chain may hold tens of millions of the agent's values (undo records and
+ * arguments of tiny values), each a record's attribute object: held together they are
+ * ~175 times the chain's bytes (6 GB for a 64 MiB chain), one at a time a few MiB. */
+int aj_otlp_logs_request_frame(const char *run_id, const char *run_name, const char *profile, const char *version,
+                               char **ret_head, char **ret_tail);

@@ -423,6 +423,32 @@ static int load_path(const char *path, const char *name, AjProfile **ret, AjErro
 
 int aj_profile_load_file(const char *path, AjProfile **ret, AjError *err) { return load_path(path, path, ret, err); }
 
+int aj_profile_find(const char *name_or_path, char **ret_path, AjError *err)
+{
+        _cleanup_free_ char *path = NULL, *searched = NULL;
+        if (looks_like_path(name_or_path)) {
+                path = strdup(name_or_path);
+                if (!path)
+                        return -ENOMEM;
+        } else if (!is_profile_name(name_or_path)) {
+                return aj_error_set(err, -EINVAL,
+                                    "invalid profile name \"%s\" (expected [A-Za-z0-9_.-], not starting "
+                                    "with '.', or a path)",
+                                    name_or_path);
+        } else {
+                int r = find_profile(name_or_path, NULL, &path, &searched);
+                if (r == -ENOENT)
+                        return aj_error_set(err, r, "profile \"%s\" not found (searched: %s)", name_or_path, searched);
+                if (r < 0)
+                        return r;
+        }
+        char *real = realpath(path, NULL);
+        if (!real)
+                return aj_error_set(err, -errno, "cannot read \"%s\": %s", path, strerror(errno));
+        *ret_path = real;
+        return 0;
+}
+
 int aj_profile_load(const char *name_or_path, AjProfile **ret, AjError *err)
 {
         if (looks_like_path(name_or_path))

@@ -204,6 +204,11 @@ int aj_profile_search_path(char ***ret_dirs);
 /* Load by name (searched) or by path (contains '/' or ends in ".json"), with `extends` resolved. */
 int aj_profile_load(const char *name_or_path, AjProfile **ret, AjError *err);
 
+/* The file a name (searched) or a path names, as its canonical path: what `extends` names
+ * in a profile loaded later, from another directory (a replay's, run in the scratch copy of
+ * a workspace whose ./profiles is not the operator's), must be this file. */
+int aj_profile_find(const char *name_or_path, char **ret_path, AjError *err);
+
 /* Load the file at `path` whatever its name looks like (`profile check FILE`). */
 int aj_profile_load_file(const char *path, AjProfile **ret, AjError *err);
 

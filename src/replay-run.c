@@ -35,22 +35,14 @@ void aj_replay_result_done(AjReplayResult *r)
         *r = (AjReplayResult){ 0 };
 }
 
-/* The events the diff reads (replay.c), without the bulk it does not (a tool call's
- * arguments): a long chain is not held whole. */
+/* The events the diff reads, with only what it reads (aj_replay_diff_event): a long chain
+ * of the agent's undo records or arguments is not held. */
 static int collect_verdicts(json_t *ev, void *userdata)
 {
-        static const char *const prefixes[] = { "tool.",      "approval.requested", "net.",         "seccomp.denied",
-                                                "cap.breach", "llm.request",        "llm.response", "run." };
         json_t *events = userdata;
-        const char *type = json_string_value(json_object_get(ev, "type"));
-        bool keep = json_array_size(events) == 0; /* the first: the run's id */
-        for (size_t i = 0; type && !keep && i < ARRAY_SIZE(prefixes); i++)
-                keep = strncmp(type, prefixes[i], strlen(prefixes[i])) == 0;
-        if (!keep)
-                return 0;
-        (void)json_object_del(ev, "gen_ai.tool.call.arguments");
-        (void)json_object_del(ev, "args");
-        return json_array_append(events, ev) < 0 ? -ENOMEM : 0;
+        json_t *kept = NULL;
+        int r = aj_replay_diff_event(ev, json_array_size(events) == 0, &kept);
+        return r < 0 ? r : kept && json_array_append_new(events, kept) < 0 ? -ENOMEM : 0;
 }
 
 static int read_chain(const char *run_dir, json_t **ret)
@@ -227,11 +219,15 @@ static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char
         _cleanup_free_ char *path = NULL, *given = NULL;
         json_auto_t *doc = NULL;
         if (o->profile) {
-                size_t len = strlen(o->profile);
-                bool is_path = strchr(o->profile, '/') || (len > 5 && streq(o->profile + len - 5, ".json"));
-                given = is_path ? realpath(o->profile, NULL) : strdup(o->profile);
-                if (!given)
-                        return aj_log_errno(-errno, "Cannot find the profile '%s'", o->profile);
+                /* Found here, once, by its canonical path: the run loads the profile again in the
+                 * scratch copy, whose ./profiles (last on the search path) is the recorded
+                 * workspace's, not the one where the operator asked for the replay. */
+                _cleanup_(aj_error_clear) AjError find_err = {};
+                int r = aj_profile_find(o->profile, &given, &find_err);
+                if (r < 0) {
+                        aj_error("Cannot find the profile '%s': %s", o->profile, aj_error_text(&find_err, r));
+                        return r;
+                }
                 doc = json_pack("{s:s, s:s, s:{s:s}}", "extends", given, "on_breach", "kill", "approvals", "timeout",
                                 AJ_REPLAY_APPROVAL_TIMEOUT);
         } else {

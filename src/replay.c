@@ -224,6 +224,53 @@ static int compare(json_t *changes, const char *kind, json_t *a, json_t *b)
         return 0;
 }
 
+int aj_replay_diff_event(json_t *ev, bool first, json_t **ret)
+{
+        /* What read_chain and the parts it calls look at, and nothing else. */
+        static const char *const types[] = { "tool.request", "tool.verdict",   "approval.requested", "net.denied",
+                                             "net.connect",  "seccomp.denied", "cap.breach",         "llm.request",
+                                             "llm.response", "run.exit" };
+        static const char *const members[] = { "type",
+                                               "seq",
+                                               "run",
+                                               "gen_ai.tool.name",
+                                               "gen_ai.tool.call.id",
+                                               "arguments_sha256",
+                                               "verdict",
+                                               "reason",
+                                               "host",
+                                               "port",
+                                               "syscall",
+                                               "cap",
+                                               "provider",
+                                               "path",
+                                               "request_sha256",
+                                               "call_id",
+                                               "replay",
+                                               "metered",
+                                               "gen_ai.usage.input_tokens",
+                                               "gen_ai.usage.output_tokens",
+                                               "cost_usd",
+                                               "status" };
+        const char *type = str(ev, "type");
+        bool keep = first;
+        for (size_t i = 0; !keep && i < ARRAY_SIZE(types); i++)
+                keep = streq(type, types[i]);
+        *ret = NULL;
+        if (!keep)
+                return 0;
+        json_auto_t *kept = json_object();
+        if (!kept)
+                return -ENOMEM;
+        for (size_t i = 0; i < ARRAY_SIZE(members); i++) {
+                json_t *v = json_object_get(ev, members[i]);
+                if (v && json_object_set(kept, members[i], v) < 0)
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(kept);
+        return 0;
+}
+
 int aj_replay_diff(json_t *original, json_t *replay, json_t **ret)
 {
         if (!json_is_array(original) || !json_is_array(replay))

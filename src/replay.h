@@ -111,6 +111,11 @@ int aj_replay_read_body(const AjReplayRecording *rec, const AjReplayEntry *e, ch
  *           "tool_calls"} (tokens and cost as the gateway measured them).
  */
 int aj_replay_diff(json_t *original, json_t *replay, json_t **ret);
+/* An event as aj_replay_diff reads it (*ret, a new reference): only the types it reads (and
+ * the chain's first event, for the run's id), with only the members it reads; *ret NULL for
+ * any other. A chain is read through this: the agent's bulk (undo records, arguments, of
+ * tiny JSON values, some 20 times their bytes as a DOM) is never held. -ENOMEM. */
+int aj_replay_diff_event(json_t *ev, bool first, json_t **ret);
 
 /* ---- a replay as a whole (src/replay-run.c) -------------------------------------------- */
 

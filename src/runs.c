@@ -533,10 +533,12 @@ int aj_event_format(json_t *ev, char **ret)
 /* ---- the tool calls' journal ------------------------------------------------------------ */
 
 typedef struct {
-        json_t *requests; /* call id -> its last tool.request */
-        json_t *state;    /* call id -> "asked", "allowed" (a tool.verdict allow) or "reported" */
-        json_t *calls;    /* oldest first */
-        json_t *by_seq;   /* the tool.result's seq (as a string) -> its entry in calls */
+        json_t *held;    /* call id -> the tool.request held for approval (its approval.requested) */
+        json_t *allowed; /* call id -> the tool.request an "allow" answered: the call a result is of */
+        json_t *state;   /* call id -> "asked", "allowed" (a tool.verdict allow) or "reported" */
+        json_t *calls;   /* oldest first */
+        json_t *by_seq;  /* the tool.result's seq (as a string) -> its entry in calls */
+        json_t *prev;    /* the event before this one */
 } Journal;
 
 /* A rollback.step of `agentjail rollback --apply`: the last one for a call is its state. */
@@ -560,7 +562,7 @@ static int journal_rollback_step(Journal *j, json_t *ev)
  * Only the first result of a call the broker allowed counts: the agent chooses the ids,
  * so a result for a call never asked for, denied, still awaiting approval or already
  * reported names nothing that happened and must never be undone. */
-static const char *journal_orphan(Journal *j, const char *id)
+static const char *journal_orphan(Journal *j, const char *id, json_t *result)
 {
         const char *st = json_string_value(json_object_get(j->state, id));
         if (!st)
@@ -569,32 +571,58 @@ static const char *journal_orphan(Journal *j, const char *id)
                 return "the call was not allowed";
         if (streq(st, "reported"))
                 return "the call's result was reported already";
+        /* The broker names the tool it allowed in the result: another is not this call. */
+        const char *tool = doc_str(result, "gen_ai.tool.name");
+        if (tool && !streq(tool, doc_str(json_object_get(j->allowed, id), "gen_ai.tool.name") ?: ""))
+                return "the result names another tool than the call allowed";
         return NULL;
 }
 
-static int journal_add(json_t *ev, void *userdata)
+/* The tool.request a tool.verdict answers, from the events the broker writes together:
+ * an immediate verdict follows its request; a held call's follows the operator's
+ * "approval", and its request is the one approval.requested followed, whatever requests
+ * the agent sent under the same id meanwhile (a denied one must not lend the approved
+ * call its tool and arguments, nor take the approval's gate off the undo). NULL when the
+ * verdict follows neither, or names another tool: no call the journal can vouch for. */
+static json_t *journal_answered(Journal *j, json_t *verdict, const char *id)
 {
-        Journal *j = userdata;
-        const char *type = doc_str(ev, "type"), *id = doc_str(ev, "gen_ai.tool.call.id");
-        if (type && streq(type, "rollback.step"))
-                return journal_rollback_step(j, ev);
-        if (!type || !id)
-                return 0;
-        if (streq(type, "tool.request")) /* a reused id: a new call, judged anew */
-                return json_object_set(j->requests, id, ev) < 0 ||
-                                       json_object_set_new(j->state, id, json_string("asked")) < 0
-                               ? -ENOMEM
-                               : 0;
-        if (streq(type, "tool.verdict")) { /* at once, or after an approval */
-                const char *verdict = doc_str(ev, "verdict"), *st = json_string_value(json_object_get(j->state, id));
-                if (verdict && streq(verdict, "allow") && st && streq(st, "asked"))
-                        return json_object_set_new(j->state, id, json_string("allowed")) < 0 ? -ENOMEM : 0;
-                return 0;
+        const char *prev_type = doc_str(j->prev, "type"), *prev_id = doc_str(j->prev, "gen_ai.tool.call.id");
+        json_t *req = NULL;
+        if (prev_type && prev_id && streq(prev_id, id)) {
+                if (streq(prev_type, "tool.request"))
+                        req = j->prev;
+                else if (streq(prev_type, "approval"))
+                        req = json_object_get(j->held, id);
         }
-        if (!streq(type, "tool.result"))
-                return 0;
-        const char *orphan = journal_orphan(j, id);
-        json_t *req = orphan ? NULL : json_object_get(j->requests, id);
+        const char *tool = doc_str(verdict, "gen_ai.tool.name");
+        if (!req || (tool && !streq(tool, doc_str(req, "gen_ai.tool.name") ?: "")))
+                return NULL;
+        return req;
+}
+
+static int journal_verdict(Journal *j, json_t *ev, const char *id)
+{
+        const char *verdict = doc_str(ev, "verdict");
+        json_t *req = journal_answered(j, ev, id);
+        const char *prev_type = doc_str(j->prev, "type");
+        int r = 0;
+        if (verdict && streq(verdict, "allow") && req) {
+                /* At once or after an approval: the call that happens now, whatever the id
+                 * named before (the broker grants its undo record the same way). */
+                r = json_object_set(j->allowed, id, req) < 0 ||
+                                    json_object_set_new(j->state, id, json_string("allowed")) < 0
+                            ? -ENOMEM
+                            : 0;
+        }
+        if (prev_type && streq(prev_type, "approval")) /* decided: no longer held */
+                json_object_del(j->held, id);
+        return r;
+}
+
+static int journal_result(Journal *j, json_t *ev, const char *id)
+{
+        const char *orphan = journal_orphan(j, id, ev);
+        json_t *req = orphan ? NULL : json_object_get(j->allowed, id);
         json_t *undo = json_object_get(ev, "undo");
         json_t *seq = json_object_get(ev, "seq");
         json_t *c = json_pack("{s:s, s:s?, s:O?, s:s?, s:s?, s:O, s:O?, s:n}", "gen_ai.tool.call.id", id,
@@ -608,14 +636,51 @@ static int journal_add(json_t *ev, void *userdata)
         }
         if (!c || json_array_append_new(j->calls, c) < 0)
                 return -ENOMEM;
-        if (!orphan && json_object_set_new(j->state, id, json_string("reported")) < 0)
+        if (orphan)
+                return 0;
+        if (json_object_set_new(j->state, id, json_string("reported")) < 0)
                 return -ENOMEM;
-        if (!orphan && json_is_integer(seq)) {
+        json_object_del(j->allowed, id);
+        if (json_is_integer(seq)) {
                 char key[32];
                 snprintf(key, sizeof(key), "%lld", (long long)json_integer_value(seq));
                 return json_object_set(j->by_seq, key, c);
         }
         return 0;
+}
+
+static int journal_event(Journal *j, json_t *ev)
+{
+        const char *type = doc_str(ev, "type"), *id = doc_str(ev, "gen_ai.tool.call.id");
+        if (type && streq(type, "rollback.step"))
+                return journal_rollback_step(j, ev);
+        if (!type || !id)
+                return 0;
+        if (streq(type, "tool.request")) { /* a reused id: a new call, judged anew */
+                json_object_del(j->allowed, id);
+                return json_object_set_new(j->state, id, json_string("asked")) < 0 ? -ENOMEM : 0;
+        }
+        if (streq(type, "approval.requested")) { /* the request just before it is held */
+                const char *prev_type = doc_str(j->prev, "type"), *prev_id = doc_str(j->prev, "gen_ai.tool.call.id");
+                if (prev_type && prev_id && streq(prev_type, "tool.request") && streq(prev_id, id))
+                        return json_object_set(j->held, id, j->prev) < 0 ? -ENOMEM : 0;
+                json_object_del(j->held, id);
+                return 0;
+        }
+        if (streq(type, "tool.verdict"))
+                return journal_verdict(j, ev, id);
+        if (streq(type, "tool.result"))
+                return journal_result(j, ev, id);
+        return 0;
+}
+
+static int journal_add(json_t *ev, void *userdata)
+{
+        Journal *j = userdata;
+        int r = journal_event(j, ev);
+        json_decref(j->prev);
+        j->prev = json_incref(ev);
+        return r;
 }
 
 /* The journal from the chain: every allowed tool call that reported a result, newest
@@ -626,9 +691,11 @@ int aj_run_tool_journal(const AjRun *run, json_t **ret_calls)
         int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
         if (r < 0)
                 return r;
-        json_auto_t *requests = json_object(), *state = json_object(), *calls = json_array(), *by_seq = json_object();
-        Journal j = { .requests = requests, .state = state, .calls = calls, .by_seq = by_seq };
-        r = requests && state && calls && by_seq ? aj_events_foreach(path, journal_add, &j, NULL) : -ENOMEM;
+        json_auto_t *held = json_object(), *allowed = json_object(), *state = json_object(), *calls = json_array(),
+                    *by_seq = json_object();
+        Journal j = { .held = held, .allowed = allowed, .state = state, .calls = calls, .by_seq = by_seq };
+        r = held && allowed && state && calls && by_seq ? aj_events_foreach(path, journal_add, &j, NULL) : -ENOMEM;
+        json_decref(j.prev);
         if (r < 0)
                 return r;
         json_t *newest_first = json_array();

@@ -99,7 +99,8 @@ int aj_event_format(json_t *ev, char **ret);
  * call the broker allowed (a tool.verdict "allow", at once or after an approval; a new
  * tool.request with the same id starts a new call) is the call's: any other result (no
  * such call, not allowed, reported already) has "orphan" (why) and no tool or arguments,
- * and is never to be undone. */
+ * and is never to be undone. The tool and arguments are the request's the "allow"
+ * answered: the one just before it, or after an "approval" the request that was held. */
 int aj_run_tool_journal(const AjRun *run, json_t **ret_calls);
 /* Append an event to a dead run's chain (continuing its seq) and move run.json's anchor
  * in run->rec, if it has one (written by the caller's aj_run_record_write). `fields` is

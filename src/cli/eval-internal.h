@@ -36,6 +36,7 @@ typedef struct {
 
 typedef struct {
         const AjEvalSuite *suite;
+        char **profile_errors; /* per case: why its profile was not found (it never runs), or NULL */
         AjEvalResult *results;
         AjPaths paths;
         char self[PATH_MAX];

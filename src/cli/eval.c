@@ -28,6 +28,7 @@
 #include "eval.h"
 #include "events.h"
 #include "mount.h"
+#include "profile.h"
 #include "util/clock.h"
 #include "util/fd.h"
 #include "util/format.h"
@@ -345,6 +346,10 @@ static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_e
                 return r;
         }
         int r;
+        if (e->profile_errors && e->profile_errors[s->index]) {
+                *ret_error = strdup(e->profile_errors[s->index]);
+                return -ENOENT;
+        }
         if (c->fixture && (r = copy_fixture(c->fixture, s->ws, s->log_fd, ret_error)) < 0)
                 return r;
         int out[2];
@@ -585,6 +590,9 @@ static void eval_done(Eval *e)
                 (void)aj_rm_rf(e->scratch);
         free(e->scratch);
         aj_strv_free(e->known_runs);
+        for (size_t i = 0; e->profile_errors && i < e->suite->n_cases; i++)
+                free(e->profile_errors[i]);
+        free(e->profile_errors);
         aj_paths_done(&e->paths);
 }
 
@@ -627,6 +635,39 @@ static int check_fixtures(const AjEvalSuite *su)
                         return -ENOENT;
                 }
         }
+        return 0;
+}
+
+/* Each case's profile by its real path, found here (where `agentjail eval` runs), as `run
+ * --profile` would find it: a case's run starts in the scratch copy of its fixture, and a
+ * name looked up there would find the fixture's ./profiles (the repository the agent works
+ * on, last on the search path) instead of the operator's. A case whose profile is not found
+ * keeps why in ret_errors[i] (its error when it starts: it never runs). */
+static int resolve_profiles(AjEvalSuite *su, char ***ret_errors)
+{
+        char **errors = calloc(su->n_cases + 1, sizeof(char *));
+        if (!errors)
+                return -ENOMEM;
+        for (size_t i = 0; i < su->n_cases; i++) {
+                AjEvalCase *c = &su->cases[i];
+                if (!c->profile)
+                        continue;
+                _cleanup_(aj_error_clear) AjError err = {};
+                char *real = NULL;
+                int r = aj_profile_find(c->profile, &real, &err);
+                if (r < 0) {
+                        if (aj_asprintf(&errors[i], "profile: %s", aj_error_text(&err, r)) < 0) {
+                                for (size_t k = 0; k < i; k++)
+                                        free(errors[k]);
+                                free(errors);
+                                return -ENOMEM;
+                        }
+                        continue;
+                }
+                free(c->profile);
+                c->profile = real;
+        }
+        *ret_errors = errors;
         return 0;
 }
 
@@ -744,8 +785,17 @@ int aj_cmd_eval(int argc, char **argv)
         }
         if (check_fixtures(suite) < 0)
                 return EXIT_BAD_SUITE;
+        char **profile_errors = NULL;
+        if (resolve_profiles(suite, &profile_errors) < 0) {
+                cli_fail("eval", "out of memory");
+                return CLI_EXIT_FAIL;
+        }
 
-        Eval e = { .suite = suite, .jobs = jobs, .keep = keep, .progress = isatty(STDERR_FILENO) };
+        Eval e = { .suite = suite,
+                   .profile_errors = profile_errors,
+                   .jobs = jobs,
+                   .keep = keep,
+                   .progress = isatty(STDERR_FILENO) };
         for (size_t i = 0; i < AJ_EVAL_MAX_JOBS; i++)
                 e.slots[i] = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1 };
         int status = CLI_EXIT_FAIL;

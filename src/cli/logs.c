@@ -17,6 +17,7 @@
 #include "config.h"
 #include "events.h"
 #include "otlp.h"
+#include "util/format.h"
 #include "util/syscalls.h"
 
 #define LOGS_LINE_MAX (1024 * 1024)
@@ -169,38 +170,54 @@ static int follow_logs(LogPrinter *lp, AjRun *run, int fd, char *buf, size_t *ha
 
 typedef struct {
         const char *type;
-        json_t *records;
+        size_t n;
 } OtlpScan;
 
+/* Each record printed as it is made, never held with the others (aj_otlp_logs_request_frame). */
 static int otlp_add(json_t *ev, void *userdata)
 {
         OtlpScan *o = userdata;
         if (o->type && !aj_event_type_matches(ev, o->type))
                 return 0;
-        json_t *rec = aj_otlp_log_record(ev);
-        return rec ? json_array_append_new(o->records, rec) : 0;
+        json_auto_t *rec = aj_otlp_log_record(ev);
+        if (!rec)
+                return 0;
+        _cleanup_free_ char *text = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        /* json_dumps leaves C1 and DEL raw, which a terminal may act on (cli_print_json_text). */
+        _cleanup_free_ char *shown = text ? aj_json_text_hidden_escaped(text) : NULL;
+        if (!shown)
+                return -ENOMEM;
+        if (o->n++ > 0)
+                fputc(',', stdout);
+        fputs(shown, stdout);
+        return 0;
 }
 
 static int otlp_logs(AjRun *run, const char *path, const char *type)
 {
-        json_t *records = json_array();
-        OtlpScan scan = { .type = type, .records = records };
-        size_t bad = 0;
-        int r = records ? aj_events_foreach(path, otlp_add, &scan, &bad) : -ENOMEM;
-        if (r < 0) {
-                json_decref(records);
-                cli_fail("logs", "cannot read '%s': %s", path, strerror(-r));
-                return CLI_EXIT_FAIL;
-        }
         char pbuf[256];
-        json_auto_t *doc = aj_otlp_logs_request(run->id, run->rec ? run->rec->name : NULL,
-                                                cli_run_profile(run, pbuf, sizeof(pbuf)), AJ_VERSION, records);
-        _cleanup_free_ char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-        if (!text) {
+        _cleanup_free_ char *head = NULL, *tail = NULL;
+        int r = aj_otlp_logs_request_frame(run->id, run->rec ? run->rec->name : NULL,
+                                           cli_run_profile(run, pbuf, sizeof(pbuf)), AJ_VERSION, &head, &tail);
+        _cleanup_free_ char *shown_head = r >= 0 ? aj_json_text_hidden_escaped(head) : NULL;
+        if (!shown_head) {
                 cli_fail("logs", "out of memory");
                 return CLI_EXIT_FAIL;
         }
-        cli_print_json_text(text);
+        if (access(path, R_OK) < 0) {
+                cli_fail("logs", "cannot read '%s': %s", path, strerror(errno));
+                return CLI_EXIT_FAIL;
+        }
+        OtlpScan scan = { .type = type };
+        size_t bad = 0;
+        fputs(shown_head, stdout);
+        r = aj_events_foreach(path, otlp_add, &scan, &bad);
+        if (r < 0) {
+                fputc('\n', stdout);
+                cli_fail("logs", "cannot export '%s' (the request printed is cut short): %s", path, strerror(-r));
+                return CLI_EXIT_FAIL;
+        }
+        puts(tail);
         if (bad)
                 cli_fail("logs", "warning: %zu line(s) of '%s' are not JSON events", bad, path);
         return CLI_EXIT_OK;

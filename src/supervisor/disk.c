@@ -54,8 +54,7 @@ static Look look_at(AjSupDisk *d, int fd)
 
 static void on_timer(AjLoopTimer *t, uint64_t now_ns, void *userdata);
 
-void aj_sup_disk_init(AjSupDisk *d, AjLoop *loop, bool set, uint64_t value, const AjSupDiskOps *ops,
-                      void *userdata)
+void aj_sup_disk_init(AjSupDisk *d, AjLoop *loop, bool set, uint64_t value, const AjSupDiskOps *ops, void *userdata)
 {
         *d = (AjSupDisk){ .ops = ops, .userdata = userdata, .set = set, .reserve = value };
         for (size_t i = 0; i < AJ_DISK_MAX_FS; i++)
@@ -122,7 +121,8 @@ static int below(const AjSupDisk *d, size_t i, const Look *l, uint64_t want, con
         char has[32], needs[32];
         aj_format_bytes(l->free, has, sizeof(has));
         aj_format_bytes(want, needs, sizeof(needs));
-        return aj_error_set(ret_error, -ENOSPC, "limits.disk_free: %s has %s free, less than the %s the run must leave there%s; %s",
+        return aj_error_set(ret_error, -ENOSPC,
+                            "limits.disk_free: %s has %s free, less than the %s the run must leave there%s; %s",
                             fs->what, has, needs, d->set ? "" : " (5% of it, at most 1 GiB, by default)", then);
 }
 
@@ -141,8 +141,8 @@ static void check(AjSupDisk *d)
         if (l.err < 0)
                 aj_warning("cannot tell the free space on %s: %s", fs->what, strerror(-l.err));
         _cleanup_(json_decrefp) json_t *req = json_pack("{s:s, s:I, s:I, s:s*}", "filesystem", fs->what, "free",
-                                               (json_int_t)l.free, "reserve", (json_int_t)fs->reserve, "error",
-                                               l.err < 0 ? strerror(-l.err) : NULL);
+                                                        (json_int_t)l.free, "reserve", (json_int_t)fs->reserve, "error",
+                                                        l.err < 0 ? strerror(-l.err) : NULL);
         AjBreach b = { .cap = "disk_free", .limit = (double)fs->reserve, .value = (double)l.free, .request = req };
         d->ops->breach(d->userdata, &b);
 }

@@ -16,14 +16,14 @@
 #include "util/error.h"
 #include "util/loop.h"
 
-#define AJ_DISK_MAX_FS 16 /* distinct filesystems watched; more is an error (the binds say so) */
+#define AJ_DISK_MAX_FS 16                /* distinct filesystems watched; more is an error (the binds say so) */
 #define AJ_DISK_DEFAULT_MAX (1ULL << 30) /* unset: 5% of a filesystem, at most this */
 
 typedef struct {
-        int fd;          /* any fd on it (O_PATH is enough for fstatfs) */
-        char *what;      /* "the workspace '/src/proj'", for messages */
-        uint64_t fsid;   /* statfs's f_fsid, to count each filesystem once */
-        uint64_t size;   /* bytes, at the first look */
+        int fd;           /* any fd on it (O_PATH is enough for fstatfs) */
+        char *what;       /* "the workspace '/src/proj'", for messages */
+        uint64_t fsid;    /* statfs's f_fsid, to count each filesystem once */
+        uint64_t size;    /* bytes, at the first look */
         uint64_t reserve; /* the free bytes the run must leave on it; 0: not watched */
 } AjSupDiskFs;
 
@@ -50,8 +50,7 @@ uint64_t aj_disk_reserve(bool set, uint64_t value, uint64_t size);
  * at 4 GiB/s would take to use half of it, between 5 ms and 1 s. */
 uint64_t aj_disk_next_check_ns(uint64_t room);
 
-void aj_sup_disk_init(AjSupDisk *d, AjLoop *loop, bool set, uint64_t value, const AjSupDiskOps *ops,
-                      void *userdata);
+void aj_sup_disk_init(AjSupDisk *d, AjLoop *loop, bool set, uint64_t value, const AjSupDiskOps *ops, void *userdata);
 /* Watch the filesystem `fd` is on (the fd is taken, closed by _done); `what` names it. A
  * filesystem already watched is counted once. -E2BIG past AJ_DISK_MAX_FS. */
 int aj_sup_disk_add(AjSupDisk *d, int fd, const char *what);

@@ -63,6 +63,7 @@ tar -czf "$FX/fixture.tgz" -C "$TEST_TMP/tarsrc" packed.txt
 echo "not a tarball" >"$FX/broken.tgz"
 P=$(write_profile evaldeny '{"extends": "default", "tools": {"deny": ["rm_rf"]}}')
 PO=$(write_profile evaloverlay '{"extends": "default", "filesystem": {"workspace": {"mode": "overlay"}}}')
+PBAD=$(write_profile refused-by-agentjail '{"extends": "default", "no_such_key": 1}')
 cat >"$TEST_TMP/mixed.json" <<EOF
 {
   "name": "mixed",
@@ -87,7 +88,7 @@ cat >"$TEST_TMP/mixed.json" <<EOF
       "expect": { "usage": { "tokens": 100, "tool_calls": { "max": 0 } } } },
     { "name": "slow", "command": ["sleep", "30"], "timeout": "2s" },
     { "name": "stubborn", "command": ["sh", "-c", "trap '' TERM; sleep 30"], "timeout": "1s" },
-    { "name": "refused", "command": ["true"], "profile": "no-such-profile-here" },
+    { "name": "refused", "command": ["true"], "profile": "$PBAD" },
     { "name": "bad-fixture", "command": ["true"], "fixture": "fx/broken.tgz" },
     { "name": "overlay", "command": ["sh", "-c", "echo new > added.txt; rm sub/note.txt"], "fixture": "fx/dir",
       "profile": "$PO",
@@ -114,7 +115,7 @@ like "$(row denied-unexpected)" \
         'fail .* events\[0\]: 1 tool\.verdict with verdict "deny", expected none$' "an event that must be absent fails"
 like "$(row over-budget)" 'fail .* usage\.tokens: 500 used, at most 100 allowed$' "a usage bound fails"
 like "$(row slow)" '^slow +fail .* timed out after 2s$' "a case past its timeout fails as timed out"
-like "$(row refused)" "^refused +fail +[0-9.]+s +- +exit status 125, expected 0: .*no-such-profile-here" \
+like "$(row refused)" "^refused +fail +[0-9.]+s +- +exit status 125, expected 0: .*refused-by-agentjail.*no_such_key" \
         "agentjail's own failure is the reason, and there is no run"
 is "$(fixture_digest "$FX/dir")" "$(cd "$TEST_TMP" && mkdir -p chk/sub && echo "from the dir" >chk/sub/note.txt &&
         fixture_digest chk)" "the case that removed a file left the fixture alone"
@@ -239,6 +240,27 @@ like "$INT_OUT" $'\nlong +error +[0-9.]+s +[0-9a-f]{12} +interrupted: the run wa
 like "$INT_OUT" $'\nlater +error +[0-9.]+s +- +not run: interrupted\n' "the case not started is reported as not run"
 collect_run_ids
 is "$(ls -A "$TMPDIR")" "" "an interrupted eval removes its scratch workspaces"
+
+# ---- a case's profile by name is found where eval runs, as `run --profile` finds it: not in
+# the scratch copy of the fixture (the case's run starts there), whose ./profiles is the
+# repository the agent works on, last on the search path
+OPS="$TEST_TMP/ops"
+mkdir -p "$OPS/profiles" "$TEST_TMP/fxp/profiles"
+printf '%s\n' '{"extends": "default", "env": {"set": {"WHOSE": "the-operators"}}}' >"$OPS/profiles/evalops.json"
+printf '%s\n' '{"extends": "default", "env": {"set": {"WHOSE": "planted"}}}' >"$TEST_TMP/fxp/profiles/evalops.json"
+cat >"$TEST_TMP/named.json" <<'EOF'
+{ "cases": [
+    { "name": "named", "command": ["sh", "-c", "echo \"$WHOSE\" > whose.txt"], "fixture": "fxp", "profile": "evalops",
+      "expect": { "files": [ { "path": "whose.txt", "equals": "the-operators\n" } ] } },
+    { "name": "not-found", "command": ["true"], "profile": "no-such-profile-here" } ] }
+EOF
+pushd "$OPS" >/dev/null
+eval_run "$TEST_TMP/named.json"
+popd >/dev/null
+is "$EVAL_RC" 1 "a suite with a profile that is nowhere: exit 1" || eval_diag
+like "$(row named)" '^named +pass ' "the operator's evalops (./profiles where eval runs), not the fixture's" || eval_diag
+like "$(row not-found)" '^not-found +error +[0-9.]+s +- +profile: profile "no-such-profile-here" not found' \
+        "a profile found nowhere: the case is an error, never run" || eval_diag
 
 # ---- bad suites: 125, FILE:LINE:COL and the key
 printf '{"cases": [\n  {"name": "x", "command": ["true"], "expect": {"exit": "zero"}}\n]}\n' >"$TEST_TMP/bad.json"

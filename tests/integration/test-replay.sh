@@ -389,4 +389,30 @@ rm "$B/team" && mv "$B/team.old" "$B/team"
 replay "$JAIL_RUN_ID" -p "$P"
 is "$RC" 0 "... with the path back, it replays: the recorded digest was the real tree's" || replay_diag
 
+# --- -p NAME is the profile found where the replay was asked for: the run loads it again in
+# the scratch copy, whose ./profiles (last on the search path) is the recorded workspace's. A
+# profile planted there under that name (it may set an alert command, run on the host) must
+# not be the one the replay runs under.
+OPS="$T/ops"
+PLANTED="$T/planted"
+mkdir -p "$OPS/profiles" "$PLANTED/profiles"
+chmod 755 "$OPS" "$PLANTED"
+printf '%s\n' '{"extends": "'"$P"'", "env": {"set": {"WHOSE": "the-operators"}}}' >"$OPS/profiles/rpops.json"
+printf '%s\n' '{"extends": "'"$P"'", "env": {"set": {"WHOSE": "planted"}},
+        "alert": {"exec": ["/bin/sh", "-c", "touch '"$T"'/planted-alert-ran"]}}' >"$PLANTED/profiles/rpops.json"
+sleep 0.1
+pushd "$PLANTED" >/dev/null
+run_jail -p "$P" -- sh -c 'echo "whose=${WHOSE:-none}"'
+popd >/dev/null
+is "$JAIL_RC" 0 "a run in a workspace holding profiles/rpops.json" || jail_diag
+pushd "$OPS" >/dev/null
+replay "$JAIL_RUN_ID" -p rpops
+popd >/dev/null
+is "$RC" 0 "replay -p rpops, asked for where ./profiles/rpops.json is the operator's" || replay_diag
+like "$ERR" "whose=the-operators" \
+        "... runs under the operator's rpops, not the one the recorded workspace holds (the command's output)" ||
+        replay_diag
+[[ -e "$T/planted-alert-ran" ]]
+isnt "$?" 0 "... and nothing of the planted profile ran"
+
 done_testing

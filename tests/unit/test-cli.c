@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +10,7 @@
 #include "cli/run.h"
 #include "cli/verb.h"
 #include "cli/verbs.h"
+#include "util/fd.h"
 #include "util/macros.h"
 
 #define ARGV(...) ((char *[]){ __VA_ARGS__, NULL })
@@ -270,4 +273,65 @@ Test(cli, json_output_grows_with_the_value_not_its_depth, .init = cr_redirect_st
         json_auto_t *back = json_loads(text, 0, NULL);
         cr_expect(json_equal(back, doc), "the same JSON: %s", text);
         cr_expect_not_null(strstr(text, "\n  \"request\": {\n    \"op\": \"tool\",\n"), "laid out: %s", text);
+}
+
+/* An agent can fill its run's chain with tiny JSON values (undo records of 20,000 zeros a
+ * line, 64 MiB of them by default): `logs --otlp` wraps each value in an object of its own,
+ * some 175 times the chain's bytes when the records are held together (over 6 GB for a
+ * full chain). They are printed one at a time: this chain of 8 MiB (4 million values, held
+ * whole over 1.3 GB) is exported within 256 MiB of address space. */
+Test(cli, logs_otlp_streams_a_chain_of_many_values)
+{
+        char root[] = "/tmp/aj-cli-otlp-XXXXXX", dir[128], path[160];
+        cr_assert_not_null(mkdtemp(root));
+        snprintf(dir, sizeof(dir), "%s/runs/aaaa00000001", root);
+        cr_assert_eq(aj_mkdir_p(dir, 0750), 0);
+        snprintf(path, sizeof(path), "%s/run.json", dir);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs("{\"id\":\"aaaa00000001\",\"name\":\"flood\",\"started\":\"2026-01-01T00:00:00Z\",\"status\":\"exited\","
+              "\"supervisor_pid\":1,\"profile\":{\"name\":\"default\"}}\n",
+              f);
+        fclose(f);
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        cr_assert_not_null(f = fopen(path, "w"));
+        enum { LINES = 200, VALUES = 20000 };
+        for (int i = 1; i <= LINES; i++) {
+                fprintf(f,
+                        "{\"seq\":%d,\"ts\":\"2026-01-01T00:00:00.000000000Z\",\"type\":\"tool.result\",\"undo\":{\"a\":[0",
+                        i);
+                for (int k = 1; k < VALUES; k++)
+                        fputs(",0", f);
+                fputs("]}}\n", f);
+        }
+        fclose(f);
+        cr_assert_eq(setenv("AGENTJAIL_STATE_DIR", root, 1), 0);
+        snprintf(path, sizeof(path), "%s/otlp.json", root);
+        cr_assert_not_null(freopen(path, "w", stdout));
+
+        struct rlimit saved, small;
+        cr_assert_eq(getrlimit(RLIMIT_AS, &saved), 0);
+        small = saved;
+        small.rlim_cur = 256 << 20;
+        cr_assert_eq(setrlimit(RLIMIT_AS, &small), 0);
+        int status = VERB(aj_cmd_logs, "logs", "aaaa00000001", "--otlp");
+        fflush(stdout);
+        cr_assert_eq(setrlimit(RLIMIT_AS, &saved), 0);
+        cr_expect_eq(status, 0, "logs --otlp within 256 MiB");
+
+        /* The request is whole: its head, LINES records, its end (not parsed whole here: its
+         * DOM is what does not fit). */
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        cr_expect_gt(st.st_size, (off_t)LINES * VALUES * 17, "every value is exported");
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_read_file(path, (size_t)st.st_size + 1, &text, &len), 0);
+        cr_expect(strncmp(text, "{\"resourceLogs\":[{\"resource\":", 29) == 0, "%.60s", text);
+        cr_expect(len > 7 && streq(text + len - 7, "]}]}]}\n"), "%s", text + len - 7);
+        size_t records = 0;
+        for (const char *p = text; (p = strstr(p, "\"eventName\":\"tool.result\"")); p++)
+                records++;
+        cr_expect_eq(records, LINES);
+        aj_rm_rf(root);
 }

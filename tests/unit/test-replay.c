@@ -859,3 +859,44 @@ Test(workspace_digest, a_change_while_read_is_caught_by_the_stamp_before)
         cr_expect(changed, "a file chmod'ed while it was read");
         cr_assert_eq(aj_rm_rf(dir), 0);
 }
+
+/* A replay reads both chains through aj_replay_diff_event: the events the diff reads with
+ * the members it reads, nothing of the agent's bulk. An agent's chain of undo records of
+ * tiny values (64 MiB of them) was held whole: 1.3 GB in `agentjail replay`. */
+Test(replay_diff, a_chain_is_read_without_the_agents_bulk)
+{
+        json_auto_t *start = json_pack("{s:s, s:i, s:s, s:[s]}", "type", "run.start", "seq", 1, "run", "r1", "command",
+                                       "sh");
+        json_auto_t *request = json_pack("{s:s, s:i, s:s, s:s, s:s, s:[i,i,i]}", "type", "tool.request", "seq", 2,
+                                         "gen_ai.tool.name", "t", "gen_ai.tool.call.id", "c1", "arguments_sha256", "ab",
+                                         "gen_ai.tool.call.arguments", 0, 0, 0);
+        json_auto_t *result = json_pack("{s:s, s:i, s:s, s:{s:[i,i,i]}}", "type", "tool.result", "seq", 3,
+                                        "gen_ai.tool.call.id", "c1", "undo", "a", 0, 0, 0);
+        json_auto_t *asked = json_pack("{s:s, s:i, s:s, s:[i]}", "type", "approval.requested", "seq", 4,
+                                       "gen_ai.tool.call.id", "c1", "gen_ai.tool.call.arguments", 0);
+        json_auto_t *llm = json_pack("{s:s, s:i, s:s, s:{s:s, s:i}}", "type", "llm.request", "seq", 5, "verdict",
+                                     "allow", "replay", "match", "digest", "call_id", 1);
+        json_t *kept = NULL;
+        cr_assert_eq(aj_replay_diff_event(start, true, &kept), 0);
+        cr_assert_not_null(kept, "the first event: the run's id");
+        cr_expect_str_eq(json_string_value(json_object_get(kept, "run")), "r1");
+        cr_expect_null(json_object_get(kept, "command"));
+        json_decref(kept);
+        cr_assert_eq(aj_replay_diff_event(start, false, &kept), 0);
+        cr_expect_null(kept, "run.start is not read past the first event");
+        cr_assert_eq(aj_replay_diff_event(result, false, &kept), 0);
+        cr_expect_null(kept, "a tool.result (its undo record) is not read");
+        cr_assert_eq(aj_replay_diff_event(request, false, &kept), 0);
+        cr_assert_not_null(kept);
+        cr_expect_null(json_object_get(kept, "gen_ai.tool.call.arguments"), "no arguments");
+        cr_expect_str_eq(json_string_value(json_object_get(kept, "arguments_sha256")), "ab");
+        cr_expect_eq(json_object_size(kept), 5);
+        json_decref(kept);
+        cr_assert_eq(aj_replay_diff_event(asked, false, &kept), 0);
+        cr_expect_null(json_object_get(kept, "gen_ai.tool.call.arguments"), "approval.requested: no arguments");
+        json_decref(kept);
+        cr_assert_eq(aj_replay_diff_event(llm, false, &kept), 0);
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(kept, "replay"), "match")) ?: "(none)",
+                         "digest");
+        json_decref(kept);
+}

@@ -545,6 +545,75 @@ Test(runs, tool_journal_takes_only_the_first_result_of_an_allowed_call)
         aj_run_free(run);
 }
 
+/* While a call waits for the operator, the agent may send other requests under its id: a
+ * denied one must not become the approved call in the journal, or its tool (not gated) and
+ * its arguments would be what the handler is told the call was, and the undo of the gated
+ * call would run without --approve. The approved call's own request is the held one; an
+ * immediate verdict answers the request just before it. */
+Test(runs, tool_journal_pairs_an_approval_with_the_held_request)
+{
+        make_run("aaaa00000004", "rb3", "2026-01-01T00:00:00Z",
+                 EXITED ",\"events\":{\"count\":5,\"last_sha256\":\"" AJ_EVENTS_GENESIS "\",\"end\":\"run.exit\"}");
+        char path[300];
+        snprintf(path, sizeof(path), "%s/runs/aaaa00000004/events.jsonl", paths.state_root);
+        AjChainEnd end;
+#define EV(type, fields) cr_assert_eq(aj_events_append(path, "aaaa00000004", type, fields, &end), 0)
+#define REQ(id, tool, arg)                                                                    \
+        json_pack("{s:s, s:s, s:{s:s}}", "gen_ai.tool.call.id", id, "gen_ai.tool.name", tool, \
+                  "gen_ai.tool.call.arguments", "a", arg)
+#define VERDICT(id, tool, v) \
+        json_pack("{s:s, s:s, s:s}", "gen_ai.tool.call.id", id, "gen_ai.tool.name", tool, "verdict", v)
+#define RES(id, tool)                                                                                              \
+        json_pack("{s:s, s:s, s:s, s:{s:s}}", "gen_ai.tool.call.id", id, "gen_ai.tool.name", tool, "status", "ok", \
+                  "undo", "tool", "noop")
+        EV("tool.request", REQ("X", "payments.refund", "held")); /* held */
+        EV("approval.requested",
+           json_pack("{s:s, s:s}", "gen_ai.tool.call.id", "X", "gen_ai.tool.name", "payments.refund"));
+        EV("tool.request", REQ("X", "zzz.other", "forged")); /* denied at once: not in tools.allow */
+        EV("tool.verdict", VERDICT("X", "zzz.other", "deny"));
+        EV("approval", json_pack("{s:s, s:s, s:s}", "gen_ai.tool.call.id", "X", "gen_ai.tool.name", "payments.refund",
+                                 "decision", "approved"));
+        EV("tool.verdict", VERDICT("X", "payments.refund", "allow"));
+        EV("tool.result", RES("X", "payments.refund")); /* 7: the approved call's */
+        /* A verdict that follows no request of its call: nothing the journal vouches for. */
+        EV("tool.request", REQ("Y", "search", "y"));
+        EV("tool.request", REQ("Z", "search", "z"));
+        EV("tool.verdict", VERDICT("Y", "search", "allow"));
+        EV("tool.result", RES("Y", "search")); /* 11: orphan */
+        EV("run.exit", NULL);
+#undef EV
+#undef REQ
+#undef VERDICT
+#undef RES
+
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000004", &run, NULL), 0);
+        json_t *calls = NULL;
+        cr_assert_eq(aj_run_tool_journal(run, &calls), 0);
+        cr_assert_eq(json_array_size(calls), 2);
+        json_t *y = json_array_get(calls, 0);
+        cr_expect_eq(json_integer_value(json_object_get(y, "seq")), 11);
+        cr_expect_str_eq(json_string_value(json_object_get(y, "orphan")) ?: "(none)", "the call was not allowed");
+        json_t *x = json_array_get(calls, 1);
+        cr_expect_eq(json_integer_value(json_object_get(x, "seq")), 7);
+        cr_expect_null(json_object_get(x, "orphan"), "the approved call's result");
+        cr_expect_str_eq(json_string_value(json_object_get(x, "gen_ai.tool.name")) ?: "(none)", "payments.refund",
+                         "the tool the operator approved, not the denied request's");
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(x, "gen_ai.tool.call.arguments"), "a"))
+                                 ?: "(none)",
+                         "held");
+
+        char *patterns[] = { "payments.*" };
+        AjRollbackGate gate = { .patterns = patterns, .n_patterns = 1 };
+        AjRollbackPlan plan;
+        cr_assert_eq(aj_rollback_plan(calls, &gate, &plan, NULL), 0);
+        cr_assert_eq(plan.n, 1);
+        cr_expect_eq(plan.steps[0].action, AJ_ROLLBACK_HELD, "the undo of the approved payment waits for --approve");
+        aj_rollback_plan_done(&plan);
+        json_decref(calls);
+        aj_run_free(run);
+}
+
 Test(runs, remove_dir_stays_inside_the_state_dir)
 {
         make_run("aaaa00000001", "x", "2026-01-01T00:00:00Z", EXITED);
