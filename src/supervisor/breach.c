@@ -144,6 +144,17 @@ static void write_incident(AjSupBreach *b, const AjBreach *breach, const char *t
         b->ops->alert(b->userdata, "breach", AJ_RUN_FILE_INCIDENT);
 }
 
+/* A cap's figure for a person: whole counts and bytes in full (66121600, not 6.61216e+07),
+ * costs as they are (0.25). */
+static const char *number_shown(double v, char *buf, size_t size)
+{
+        if (v == (double)(long long)v && v > -1e15 && v < 1e15)
+                snprintf(buf, size, "%lld", (long long)v);
+        else
+                snprintf(buf, size, "%g", v);
+        return buf;
+}
+
 void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
 {
         bool kill = b->cfg.kill_on_breach;
@@ -155,8 +166,10 @@ void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
 
         /* disk_free is a floor: its value went below the limit; every other cap is a ceiling. */
         bool floor = streq(breach->cap, "disk_free");
-        aj_warning("run %s breached its %s cap (%g %s %g): %s", b->cfg.id, breach->cap, breach->value,
-                   floor ? "<" : ">", breach->limit, kill ? "killing it" : "freezing it");
+        char value[32], limit[32];
+        aj_warning("run %s breached its %s cap (%s %s %s): %s", b->cfg.id, breach->cap,
+                   number_shown(breach->value, value, sizeof(value)), floor ? "<" : ">",
+                   number_shown(breach->limit, limit, sizeof(limit)), kill ? "killing it" : "freezing it");
         if (kill)
                 (void)aj_sup_breach_kill(b, "breach");
         else if (aj_sup_breach_freeze(b, "breach", breach->cap) < 0)
