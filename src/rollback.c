@@ -37,11 +37,18 @@ int aj_rollback_result_from_name(const char *name, AjRollbackResult *ret)
         return -EINVAL;
 }
 
+static void free_steps(AjRollbackPlan *p)
+{
+        for (size_t k = 0; k < p->n; k++)
+                free(p->steps[k].undo_tool);
+        free(p->steps);
+}
+
 void aj_rollback_plan_done(AjRollbackPlan *p)
 {
         if (!p)
                 return;
-        free(p->steps);
+        free_steps(p);
         json_decref(p->left_out);
         json_decref(p->journal);
         *p = (AjRollbackPlan){ 0 };
@@ -103,10 +110,30 @@ static size_t approve_match(AjRollbackPlan *p, const char *a, bool *marks)
 
 static int plan_fail(AjRollbackPlan *p, int r)
 {
-        free(p->steps);
+        free_steps(p);
         json_decref(p->left_out);
         *p = (AjRollbackPlan){ 0 };
         return r;
+}
+
+/* The entry's undo record when it is an object (the only kind the broker records): its
+ * compact JSON text, as the journal holds it. */
+static const char *undo_object_text(json_t *c)
+{
+        const char *undo = json_string_value(json_object_get(c, "undo"));
+        return undo && undo[0] == '{' ? undo : NULL;
+}
+
+/* The undo record's own "tool" (NULL: none, or not a string), a new string; -EINVAL when
+ * the record is not JSON text. */
+static int undo_tool_of(const char *undo, char **ret)
+{
+        json_auto_t *v = json_loads(undo, JSON_DECODE_ANY, NULL);
+        if (!v)
+                return -EINVAL;
+        const char *tool = json_string_value(json_object_get(v, "tool"));
+        *ret = tool ? strdup(tool) : NULL;
+        return tool && !*ret ? -ENOMEM : 0;
 }
 
 /* How many journal entries are steps (before the limit); counts the ok calls without an undo record. */
@@ -116,9 +143,8 @@ static size_t count_steps(json_t *journal, const AjRollbackGate *gate, AjRollbac
         json_t *c;
         char why_buf[200];
         json_array_foreach (journal, i, c) {
-                json_t *undo = json_object_get(c, "undo");
                 const char *st = json_string_value(json_object_get(c, "status"));
-                if (json_is_object(undo))
+                if (undo_object_text(c))
                         n += !left_out_why(c, gate, why_buf, sizeof(why_buf));
                 else if (st && streq(st, "ok") && !json_object_get(c, "orphan"))
                         p->without_undo++;
@@ -133,8 +159,8 @@ static int add_steps(json_t *journal, const AjRollbackGate *gate, size_t planned
         json_t *c;
         char why_buf[200];
         json_array_foreach (journal, i, c) {
-                json_t *undo = json_object_get(c, "undo");
-                if (!json_is_object(undo))
+                const char *undo = undo_object_text(c);
+                if (!undo)
                         continue;
                 json_t *seq = json_object_get(c, "seq");
                 const char *id = json_string_value(json_object_get(c, "gen_ai.tool.call.id"));
@@ -155,6 +181,18 @@ static int add_steps(json_t *journal, const AjRollbackGate *gate, size_t planned
                         p->past_limit += streq(why, "past-limit");
                         continue;
                 }
+                json_t *args = json_object_get(c, "gen_ai.tool.call.arguments");
+                if (args && !json_is_null(args) && !json_is_string(args)) {
+                        plan_fail(p, 0);
+                        return aj_error_set(err, -EINVAL, "journal entry %zu: its arguments are not JSON text", i);
+                }
+                char *undo_tool = NULL;
+                int r = undo_tool_of(undo, &undo_tool);
+                if (r < 0) {
+                        plan_fail(p, 0);
+                        return r == -ENOMEM ? r
+                                            : aj_error_set(err, r, "journal entry %zu: its undo record is not JSON", i);
+                }
                 AjRollbackStep *s = &p->steps[p->n];
                 *s = (AjRollbackStep){
                         .step = (unsigned)(p->n + 1),
@@ -162,9 +200,9 @@ static int add_steps(json_t *journal, const AjRollbackGate *gate, size_t planned
                         .result_seq = (uint64_t)json_integer_value(seq),
                         .call_id = id,
                         .tool = json_string_value(json_object_get(c, "gen_ai.tool.name")),
-                        .undo_tool = json_string_value(json_object_get(undo, "tool")),
+                        .undo_tool = undo_tool,
                         .status = json_string_value(json_object_get(c, "status")),
-                        .args = json_object_get(c, "gen_ai.tool.call.arguments"),
+                        .args = json_string_value(args),
                         .undo = undo,
                         .last_result = json_string_value(json_object_get(json_object_get(c, "rollback"), "result")),
                 };
@@ -243,9 +281,16 @@ int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan
 
 int aj_rollback_step_input(const AjRollbackStep *s, const char *run_id, char **ret_text)
 {
-        json_auto_t *doc = json_pack("{s:s, s:I, s:I, s:s, s:s?, s:O?, s:s?, s:O, s:I}", "run", run_id, "step",
+        /* This step's values only, parsed from the journal's text now and let go after. */
+        json_t *args = NULL, *undo = NULL;
+        if ((s->args && !(args = json_loads(s->args, JSON_DECODE_ANY, NULL))) || !s->undo ||
+            !(undo = json_loads(s->undo, JSON_DECODE_ANY, NULL))) {
+                json_decref(args);
+                return -EINVAL; /* not JSON text (or no memory to parse it) */
+        }
+        json_auto_t *doc = json_pack("{s:s, s:I, s:I, s:s, s:s?, s:o?, s:s?, s:o, s:I}", "run", run_id, "step",
                                      (json_int_t)s->step, "of", (json_int_t)s->of, "call_id", s->call_id, "tool",
-                                     s->tool, "args", s->args, "status", s->status, "undo", s->undo, "result_seq",
+                                     s->tool, "args", args, "status", s->status, "undo", undo, "result_seq",
                                      (json_int_t)s->result_seq);
         if (!doc) /* "tool" and "args" are null when the call's request is not known */
                 return -ENOMEM;

@@ -55,13 +55,15 @@ const char *aj_rollback_result_name(AjRollbackResult r);
 int aj_rollback_result_from_name(const char *name, AjRollbackResult *ret);
 
 typedef struct {
-        unsigned step, of;       /* 1-based, newest first; "of" is every undo record */
-        uint64_t result_seq;     /* the tool.result event's seq: the step's identity in the run */
-        const char *call_id;     /* borrowed from the journal, like the rest */
-        const char *tool;        /* the call's tool (its tool.request); NULL: not known */
-        const char *undo_tool;   /* the undo record's own "tool", when it is a string */
-        const char *status;      /* the call's result: "ok" or "error" */
-        json_t *args, *undo;     /* the call's arguments (NULL: not known), the undo record */
+        unsigned step, of;   /* 1-based, newest first; "of" is every undo record */
+        uint64_t result_seq; /* the tool.result event's seq: the step's identity in the run */
+        const char *call_id; /* borrowed from the journal, like the rest */
+        const char *tool;    /* the call's tool (its tool.request); NULL: not known */
+        char *undo_tool;     /* the undo record's own "tool", when it is a string (the plan's) */
+        const char *status;  /* the call's result: "ok" or "error" */
+        /* The call's arguments (NULL: not known) and the undo record, as the journal holds
+         * them: compact JSON text (a run's DOMs of them would be 20 to 60 times the text). */
+        const char *args, *undo;
         const char *last_result; /* the last rollback.step result the chain has for it, or NULL */
         bool gated;              /* approvals.tools matches tool or undo_tool (or tool is not known) */
         const char *gate;        /* the pattern that matched (NULL: "tool not known") */
@@ -101,7 +103,8 @@ typedef struct {
  * left_out. A step whose last result is "ok" is applied already; a gated one not approved
  * is held. -EINVAL (err names it) for an --approve that names no step or, bare, names a
  * reused call id's several steps, or a journal entry that is not what aj_run_tool_journal
- * makes. Pure.
+ * makes (an undo record or arguments that are not JSON text, with err naming the entry).
+ * Each undo record is parsed on its own, for its "tool", and let go. Pure.
  */
 int aj_rollback_plan(json_t *journal, const AjRollbackGate *gate, AjRollbackPlan *ret, AjError *err);
 void aj_rollback_plan_done(AjRollbackPlan *p);

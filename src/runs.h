@@ -100,8 +100,15 @@ int aj_event_format(json_t *ev, char **ret);
  * tool.request with the same id starts a new call) is the call's: any other result (no
  * such call, not allowed, reported already) has "orphan" (why) and no tool or arguments,
  * and is never to be undone. The tool and arguments are the request's the "allow"
- * answered: the one just before it, or after an "approval" the request that was held. */
+ * answered: the one just before it, or after an "approval" the request that was held.
+ * "undo" and "gen_ai.tool.call.arguments" are the agent's values as compact JSON text (a
+ * JSON string; null when none): aj_run_journal_value parses one. */
 int aj_run_tool_journal(const AjRun *run, json_t **ret_calls);
+/* A journal entry's "undo" or "gen_ai.tool.call.arguments": the journal holds the agent's
+ * values as their compact JSON text (a JSON string: its DOM costs 20 to 60 times the text,
+ * and a run has thousands of them), this is the value itself, parsed: a new reference, NULL
+ * when the entry has none (null), or when out of memory. */
+json_t *aj_run_journal_value(json_t *entry, const char *key);
 /* Append an event to a dead run's chain (continuing its seq) and move run.json's anchor
  * in run->rec, if it has one (written by the caller's aj_run_record_write). `fields` is
  * consumed. */

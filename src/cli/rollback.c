@@ -79,6 +79,58 @@ static const char *shown(const char *s, char buf[static SHOWN_MAX])
 }
 #define SHOWN(s) shown((s), (char[SHOWN_MAX]){ 0 })
 
+/* An undo record (compact JSON text, as the journal holds it) as the plan shows it: ASCII,
+ * on a line, cut at PLAN_UNDO_MAX characters. Parsed here, one at a time: the journal holds
+ * the agent's values as text. NULL: not JSON, or out of memory. */
+static char *shown_undo(const char *text)
+{
+        if (!text || (text[0] != '{' && text[0] != '['))
+                return NULL; /* a scalar is shown as none, as it always was (jansson dumps containers) */
+        const char *p = text;
+        while (*p && (unsigned char)*p < 0x80 && p - text <= PLAN_UNDO_MAX)
+                p++;
+        if (!*p || p - text > PLAN_UNDO_MAX) { /* ASCII as far as it is shown: the text is its ASCII form */
+                char *u = strndup(text, PLAN_UNDO_MAX + 1);
+                if (u && strlen(u) > PLAN_UNDO_MAX)
+                        strcpy(u + PLAN_UNDO_MAX - 3, "...");
+                return u;
+        }
+        json_auto_t *undo = json_loads(text, JSON_DECODE_ANY, NULL);
+        char *u = undo ? json_dumps(undo, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII | JSON_ENCODE_ANY)
+                       : NULL;
+        if (u && strlen(u) > PLAN_UNDO_MAX) /* the agent's: a line, not a page */
+                strcpy(u + PLAN_UNDO_MAX - 3, "...");
+        return u;
+}
+
+/* --json: the journal's and the steps' undo records and arguments (their JSON text) written
+ * as the values they are, each parsed only while it is written. */
+typedef struct {
+        bool failed;
+} Expand;
+
+static json_t *expand_agent_value(const char *key, const json_t *value, void *userdata)
+{
+        Expand *e = userdata;
+        const char *text = json_string_value(value);
+        if (!text || !(streq(key, "undo") || streq(key, "gen_ai.tool.call.arguments")))
+                return NULL;
+        json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+        e->failed |= !v;
+        return v;
+}
+
+static int print_json_expanded(json_t *doc)
+{
+        Expand e = { 0 };
+        int r = cli_print_json_expand(doc, expand_agent_value, &e);
+        if (r < 0 || e.failed) {
+                cli_fail("rollback", "cannot write the document: %s", strerror(r < 0 ? -r : ENOMEM));
+                return -1;
+        }
+        return 0;
+}
+
 /* SIGINT or SIGTERM during --apply: the step in progress finishes and is recorded, then
  * the rollback stops (a step cut off midway would be neither applied nor recorded). */
 static volatile sig_atomic_t interrupted;
@@ -208,12 +260,7 @@ static void print_calls(json_t *calls, size_t with_undo, size_t unreversible, si
                        orphans == 1 ? "" : "s");
         printf("\n");
         json_array_foreach (calls, i, c) {
-                json_t *undo = json_object_get(c, "undo");
-                _cleanup_free_ char *u = json_is_null(undo) ? NULL
-                                                            : json_dumps(undo, JSON_COMPACT | JSON_PRESERVE_ORDER |
-                                                                                       JSON_ENSURE_ASCII);
-                if (u && strlen(u) > PLAN_UNDO_MAX)
-                        strcpy(u + PLAN_UNDO_MAX - 3, "...");
+                _cleanup_free_ char *u = shown_undo(cli_jstr(c, "undo"));
                 const char *st = cli_jstr(c, "status") ?: "?";
                 const char *rolled = cli_jstr(json_object_get(c, "rollback"), "result");
                 const char *orphan = cli_jstr(c, "orphan");
@@ -254,8 +301,7 @@ static int list_cmd(AjRun *run, bool json)
                 json_auto_t *doc = json_pack("{s:s, s:O?, s:O, s:I, s:I, s:I}", "run", run->id, "workspace", ws,
                                              "calls", calls, "with_undo", (json_int_t)with_undo, "ok_without_undo",
                                              (json_int_t)unreversible, "orphans", (json_int_t)orphans);
-                cli_print_json(doc);
-                return CLI_EXIT_OK;
+                return print_json_expanded(doc) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
         }
         print_workspace(run, ws);
         print_calls(calls, with_undo, unreversible, orphans);
@@ -308,7 +354,7 @@ static int lock_run(const AjRun *run, int *ret_fd)
 
 static json_t *step_json(const AjRollbackStep *s)
 {
-        return json_pack("{s:I, s:I, s:s, s:s?, s:s?, s:s?, s:O, s:I, s:s, s:b, s:s?, s:s?}", "step",
+        return json_pack("{s:I, s:I, s:s, s:s?, s:s?, s:s?, s:s, s:I, s:s, s:b, s:s?, s:s?}", "step",
                          (json_int_t)s->step, "of", (json_int_t)s->of, "call_id", s->call_id, "tool", s->tool,
                          "undo_tool", s->undo_tool, "status", s->status, "undo", s->undo, "result_seq",
                          (json_int_t)s->result_seq, "action", action_name(s->action), "gated", s->gated, "gate",
@@ -340,9 +386,7 @@ static void print_plan(const AjRun *run, const AjRollbackPlan *p, const AjProfil
         print_header(run, p, prof, timeout_ns);
         for (size_t i = 0; i < p->n; i++) {
                 const AjRollbackStep *s = &p->steps[i];
-                _cleanup_free_ char *undo = json_dumps(s->undo, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
-                if (undo && strlen(undo) > PLAN_UNDO_MAX) /* the agent's: a line, not a page */
-                        strcpy(undo + PLAN_UNDO_MAX - 3, "...");
+                _cleanup_free_ char *undo = shown_undo(s->undo);
                 char gate[300];
                 snprintf(gate, sizeof(gate), "approval-gated (%s%s%s): --approve %s",
                          s->gate ? "approvals.tools '" : "", s->gate ?: "tool not known", s->gate ? "'" : "",
@@ -572,8 +616,8 @@ static int apply_plan(Apply *a, const AjRollbackPlan *plan, bool keep_going, siz
         return 0;
 }
 
-/* --json: the plan, or what applying it did. */
-static void print_json_result(const Apply *a, const AjRollbackPlan *plan, bool dry_run, size_t left)
+/* --json: the plan, or what applying it did; -1 (said) when it could not be written. */
+static int print_json_result(const Apply *a, const AjRollbackPlan *plan, bool dry_run, size_t left)
 {
         const AjProfile *prof = a->prof;
         json_auto_t *doc = json_pack("{s:s, s:o, s:b, s:I, s:O, s:I, s:I, s:I, s:I, s:I, s:O}", "run", a->run->id,
@@ -584,7 +628,7 @@ static void print_json_result(const Apply *a, const AjRollbackPlan *plan, bool d
                                      (json_int_t)a->ran_ok, "failed", (json_int_t)a->failed, "held",
                                      (json_int_t)(dry_run ? plan->held : a->held), "not_run", (json_int_t)left,
                                      "left_out", plan->left_out);
-        cli_print_json(doc);
+        return print_json_expanded(doc);
 }
 
 static int apply_cmd(AjRun *run, const Options *opt)
@@ -626,8 +670,8 @@ static int apply_cmd(AjRun *run, const Options *opt)
                 return CLI_EXIT_FAIL;
         }
         int status = opt->dry_run || (a.failed == 0 && a.held == 0 && left == 0) ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-        if (opt->json)
-                print_json_result(&a, &plan, opt->dry_run, left);
+        if (opt->json && print_json_result(&a, &plan, opt->dry_run, left) < 0)
+                status = CLI_EXIT_FAIL;
         aj_rollback_plan_done(&plan);
         return status;
 }

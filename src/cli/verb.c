@@ -100,6 +100,14 @@ int cli_print_json_text(const char *text)
         return 0;
 }
 
+int cli_print_json_expand(json_t *doc, AjJsonExpand expand, void *userdata)
+{
+        _cleanup_free_ char *s = doc ? aj_json_dumps_indented_expand(doc, CLI_JSON_LEVELS, expand, userdata) : NULL;
+        if (!s)
+                return -ENOMEM;
+        return cli_print_json_text(s);
+}
+
 int cli_print_json(json_t *doc)
 {
         /* The documents' own members laid out (a run, an event of last_events, a step); what

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "runs.h"
+#include "util/format.h"
 #include "util/macros.h"
 
 /* Exit statuses of the operator's verbs (`logs --verify` adds 3, see logs.c). */
@@ -72,6 +73,8 @@ int cli_help(const char *usage, const char *help);
  * \u escapes (every --json output goes through one of these two). */
 int cli_print_json(json_t *doc);
 int cli_print_json_text(const char *text);
+/* cli_print_json with aj_json_dumps_indented_expand's `expand` (util/format.h). */
+int cli_print_json_expand(json_t *doc, AjJsonExpand expand, void *userdata);
 /* Every string in v replaced by its escaped form (util/format.h), in place: a document a verb
  * prints as text, from the run's record or the supervisor's reply. 0 or -ENOMEM. */
 int cli_json_escape_strings(json_t *v, unsigned depth);

@@ -319,10 +319,17 @@ static int text_member(Text *t, unsigned level, bool first)
         return 0;
 }
 
+typedef struct {
+        Text t;
+        AjJsonExpand expand; /* NULL: none */
+        void *userdata;
+} Layout;
+
 /* v, `level` containers deep (0: the document), laid out while level < levels; jansson's
  * own one-line text from there on, and for scalars and empty containers. */
-static int dump_laid_out(const json_t *v, unsigned level, unsigned levels, Text *t)
+static int dump_laid_out(const json_t *v, unsigned level, unsigned levels, Layout *l)
 {
+        Text *t = &l->t;
         bool object = json_is_object(v);
         size_t n = object ? json_object_size(v) : json_is_array(v) ? json_array_size(v) : 0;
         if (level >= levels || n == 0)
@@ -333,15 +340,18 @@ static int dump_laid_out(const json_t *v, unsigned level, unsigned levels, Text 
                 size_t i = 0;
                 for (void *it = json_object_iter((json_t *)v); it; it = json_object_iter_next((json_t *)v, it)) {
                         json_auto_t *key = json_stringn_nocheck(json_object_iter_key(it), json_object_iter_key_len(it));
+                        json_t *value = json_object_iter_value(it);
+                        json_auto_t *expanded = l->expand ? l->expand(json_object_iter_key(it), value, l->userdata)
+                                                          : NULL;
                         if (!key || text_member(t, level + 1, i++ == 0) < 0 ||
                             json_dump_callback(key, text_add, t, JSON_ENCODE_ANY) < 0 || text_add(": ", 2, t) < 0 ||
-                            dump_laid_out(json_object_iter_value(it), level + 1, levels, t) < 0)
+                            dump_laid_out(expanded ?: value, level + 1, levels, l) < 0)
                                 return -1;
                 }
         } else {
                 for (size_t i = 0; i < n; i++)
                         if (text_member(t, level + 1, i == 0) < 0 ||
-                            dump_laid_out(json_array_get(v, i), level + 1, levels, t) < 0)
+                            dump_laid_out(json_array_get(v, i), level + 1, levels, l) < 0)
                                 return -1;
         }
         if (text_member(t, level, true) < 0)
@@ -349,12 +359,17 @@ static int dump_laid_out(const json_t *v, unsigned level, unsigned levels, Text 
         return text_add(object ? "}" : "]", 1, t);
 }
 
-char *aj_json_dumps_indented(const json_t *v, unsigned levels)
+char *aj_json_dumps_indented_expand(const json_t *v, unsigned levels, AjJsonExpand expand, void *userdata)
 {
-        Text t = { 0 };
-        if (dump_laid_out(v, 0, levels, &t) < 0 || !t.buf) {
-                free(t.buf);
+        Layout l = { .expand = expand, .userdata = userdata };
+        if (dump_laid_out(v, 0, levels, &l) < 0 || !l.t.buf) {
+                free(l.t.buf);
                 return NULL;
         }
-        return t.buf;
+        return l.t.buf;
+}
+
+char *aj_json_dumps_indented(const json_t *v, unsigned levels)
+{
+        return aj_json_dumps_indented_expand(v, levels, NULL, NULL);
 }

@@ -68,6 +68,12 @@ struct json_t *aj_json_string_shown(const char *s);
  * this is at most `levels` + 1.5 times the compact text. Key order kept. NULL: out of memory
  * (or a value jansson cannot dump). */
 char *aj_json_dumps_indented(const struct json_t *v, unsigned levels);
+/* The same, with each object member's value (from the document down to `levels` deep) first
+ * offered to `expand`: a new reference it returns is written in the value's place (and let
+ * go at once), NULL writes the value. For documents that hold values as their JSON text (a
+ * DOM of them all would be many times the text): each is parsed only while it is written. */
+typedef struct json_t *(*AjJsonExpand)(const char *key, const struct json_t *value, void *userdata);
+char *aj_json_dumps_indented_expand(const struct json_t *v, unsigned levels, AjJsonExpand expand, void *userdata);
 
 /* "15m", "90s": a duration for messages (whole minutes as minutes, else seconds). Returns buf. */
 const char *aj_format_duration(uint64_t ns, char *buf, size_t size);

@@ -280,6 +280,73 @@ Test(cli, json_output_grows_with_the_value_not_its_depth, .init = cr_redirect_st
  * some 175 times the chain's bytes when the records are held together (over 6 GB for a
  * full chain). They are printed one at a time: this chain of 8 MiB (4 million values, held
  * whole over 1.3 GB) is exported within 256 MiB of address space. */
+/* The agent fills its tool results' undo records with many tiny values: the rollback
+ * listing (text and --json) holds each record as its text, parsed one at a time, not the
+ * DOM of them all (20 to 60 times the text: 1.2 GB for a 64 MiB chain). */
+Test(cli, rollback_lists_a_chain_of_many_undo_values)
+{
+        char root[] = "/tmp/aj-cli-rb-XXXXXX", dir[128], path[160];
+        cr_assert_not_null(mkdtemp(root));
+        snprintf(dir, sizeof(dir), "%s/runs/aaaa00000001", root);
+        cr_assert_eq(aj_mkdir_p(dir, 0750), 0);
+        snprintf(path, sizeof(path), "%s/run.json", dir);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs("{\"id\":\"aaaa00000001\",\"name\":\"flood\",\"started\":\"2026-01-01T00:00:00Z\",\"status\":\"exited\","
+              "\"supervisor_pid\":1,\"profile\":{\"name\":\"default\"}}\n",
+              f);
+        fclose(f);
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        cr_assert_not_null(f = fopen(path, "w"));
+        enum { CALLS = 400, VALUES = 20000 };
+        for (int i = 1; i <= CALLS; i++) {
+                fprintf(f,
+                        "{\"seq\":%d,\"type\":\"tool.request\",\"gen_ai.tool.call.id\":\"c-%d\","
+                        "\"gen_ai.tool.name\":\"t\",\"gen_ai.tool.call.arguments\":{\"id\":%d}}\n"
+                        "{\"seq\":%d,\"type\":\"tool.verdict\",\"gen_ai.tool.call.id\":\"c-%d\",\"verdict\":\"allow\"}\n"
+                        "{\"seq\":%d,\"type\":\"tool.result\",\"gen_ai.tool.call.id\":\"c-%d\",\"status\":\"ok\","
+                        "\"undo\":{\"tool\":\"t.undo\",\"a\":[0",
+                        3 * i - 2, i, i, 3 * i - 1, i, 3 * i, i);
+                for (int k = 1; k < VALUES; k++)
+                        fputs(",0", f);
+                fputs("]}}\n", f);
+        }
+        fclose(f);
+        cr_assert_eq(setenv("AGENTJAIL_STATE_DIR", root, 1), 0);
+        char out[160], out_json[160];
+        snprintf(out, sizeof(out), "%s/list.txt", root);
+        snprintf(out_json, sizeof(out_json), "%s/list.json", root);
+
+        struct rlimit saved, small;
+        cr_assert_eq(getrlimit(RLIMIT_AS, &saved), 0);
+        small = saved;
+        small.rlim_cur = 256 << 20;
+        cr_assert_not_null(freopen(out, "w", stdout));
+        cr_assert_eq(setrlimit(RLIMIT_AS, &small), 0);
+        int status = VERB(aj_cmd_rollback, "rollback", "aaaa00000001");
+        fflush(stdout);
+        cr_assert_not_null(freopen(out_json, "w", stdout));
+        int status_json = VERB(aj_cmd_rollback, "rollback", "aaaa00000001", "--json");
+        fflush(stdout);
+        cr_assert_eq(setrlimit(RLIMIT_AS, &saved), 0);
+        cr_expect_eq(status, 0, "rollback within 256 MiB");
+        cr_expect_eq(status_json, 0, "rollback --json within 256 MiB");
+
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_read_file(out, 1 << 20, &text, &len), 0);
+        cr_expect_not_null(strstr(text, "400 with an undo record"), "%.300s", text);
+        cr_expect_not_null(strstr(text, "  c-400 "), "the newest first");
+        cr_expect_not_null(strstr(text, "{\"tool\":\"t.undo\",\"a\":[0,0,0"), "each record shown, cut");
+        _cleanup_free_ char *doc_text = NULL;
+        cr_assert_eq(aj_read_file(out_json, 64 << 20, &doc_text, &len), 0);
+        cr_expect_gt(len, (size_t)CALLS * VALUES * 3, "every value is written");
+        cr_expect_not_null(strstr(doc_text, "\"undo\": {\"tool\": \"t.undo\", \"a\": [0, 0"),
+                           "the records as values, not strings");
+        cr_expect_not_null(strstr(doc_text, "\"gen_ai.tool.call.arguments\": {\"id\": 400}"));
+        aj_rm_rf(root);
+}
+
 Test(cli, logs_otlp_streams_a_chain_of_many_values)
 {
         char root[] = "/tmp/aj-cli-otlp-XXXXXX", dir[128], path[160];

@@ -12,12 +12,27 @@
 #include "rollback.h"
 #include "util/clock.h"
 
-/* A journal as aj_run_tool_journal makes it, newest first. */
+/* A journal as aj_run_tool_journal makes it, newest first: its entries' undo records and
+ * arguments written here as values, held as their compact JSON text. */
 static json_t *journal(const char *text)
 {
         json_error_t e;
         json_t *j = json_loads(text, 0, &e);
         cr_assert_not_null(j, "%s", e.text);
+        size_t i;
+        json_t *c;
+        json_array_foreach (j, i, c) {
+                const char *keys[] = { "undo", "gen_ai.tool.call.arguments" };
+                for (size_t k = 0; k < 2; k++) {
+                        json_t *v = json_object_get(c, keys[k]);
+                        if (!v || json_is_null(v))
+                                continue;
+                        char *dumped = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                        cr_assert_not_null(dumped);
+                        json_object_set_new(c, keys[k], json_string(dumped));
+                        free(dumped);
+                }
+        }
         return j;
 }
 
@@ -140,12 +155,19 @@ Test(rollback, bad_journals_and_too_many_steps)
         json_auto_t *noseq = journal("[{\"gen_ai.tool.call.id\":\"c\",\"undo\":{}}]");
         cr_expect_eq(aj_rollback_plan(noseq, &no_gate, &p, &err), -EINVAL);
         aj_error_clear(&err);
+        /* The journal holds undo records as their JSON text: text that is not JSON is no
+         * journal aj_run_tool_journal made. */
+        json_auto_t *bad_undo =
+                json_loads("[{\"gen_ai.tool.call.id\":\"c\",\"status\":\"ok\",\"undo\":\"{x\",\"seq\":1}]", 0, NULL);
+        cr_assert_eq(aj_rollback_plan(bad_undo, &no_gate, &p, &err), -EINVAL);
+        cr_expect_str_eq(err.message, "journal entry 0: its undo record is not JSON");
+        aj_error_clear(&err);
         /* More than one rollback plans: the newest are planned, the oldest left out and
          * listed, not the whole run refused. */
         json_auto_t *big = json_array();
         for (int i = AJ_ROLLBACK_MAX_STEPS + 2; i > 0; i--)
-                json_array_append_new(big, json_pack("{s:s, s:s, s:{}, s:i}", "gen_ai.tool.call.id", "c", "status",
-                                                     "ok", "undo", "seq", i));
+                json_array_append_new(big, json_pack("{s:s, s:s, s:s, s:i}", "gen_ai.tool.call.id", "c", "status", "ok",
+                                                     "undo", "{}", "seq", i));
         cr_assert_eq(aj_rollback_plan(big, &no_gate, &p, &err), 0, "%s", err.message ?: "");
         cr_expect_eq(p.n, AJ_ROLLBACK_MAX_STEPS);
         cr_expect_eq(p.steps[0].result_seq, AJ_ROLLBACK_MAX_STEPS + 2, "the newest first");

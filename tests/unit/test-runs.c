@@ -599,9 +599,8 @@ Test(runs, tool_journal_pairs_an_approval_with_the_held_request)
         cr_expect_null(json_object_get(x, "orphan"), "the approved call's result");
         cr_expect_str_eq(json_string_value(json_object_get(x, "gen_ai.tool.name")) ?: "(none)", "payments.refund",
                          "the tool the operator approved, not the denied request's");
-        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(x, "gen_ai.tool.call.arguments"), "a"))
-                                 ?: "(none)",
-                         "held");
+        json_auto_t *args = aj_run_journal_value(x, "gen_ai.tool.call.arguments");
+        cr_expect_str_eq(json_string_value(json_object_get(args, "a")) ?: "(none)", "held");
 
         char *patterns[] = { "payments.*" };
         AjRollbackGate gate = { .patterns = patterns, .n_patterns = 1 };
