@@ -250,9 +250,15 @@ int aj_events_foreach(const char *path, int (*fn)(json_t *ev, void *userdata), v
         ssize_t n;
         int r = 0;
         while (r >= 0 && (n = getline(&line, &size, f)) > 0) {
+                /* A line whose DOM did not fit (jansson says only that it failed; malloc says
+                 * why) is not a bad line to skip: a reader that missed an event (a verdict, a
+                 * rollback.step) would act on a chain that is not the one written. */
+                errno = 0;
                 json_auto_t *ev = json_loadb(line, (size_t)n, 0, NULL);
                 if (json_is_object(ev))
                         r = fn(ev, userdata);
+                else if (!ev && errno == ENOMEM)
+                        r = -ENOMEM;
                 else
                         bad++;
         }

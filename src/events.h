@@ -82,7 +82,8 @@ int aj_parse_timestamp(const char *s, uint64_t *ret_ns);
 int aj_events_read_tail(const char *path, size_t n, json_t **ret_array);
 /* Calls fn(event, userdata) for every line that is a JSON object, in order, until fn
  * returns < 0 (returned); *ret_bad (may be NULL) counts the other lines. -errno if
- * unreadable. */
+ * unreadable; -ENOMEM when a line could not be parsed for want of memory (never skipped as
+ * a bad line). */
 int aj_events_foreach(const char *path, int (*fn)(json_t *ev, void *userdata), void *userdata, size_t *ret_bad);
 
 /* The end of a chain: its length and the hash of its last line (run.json's anchor). */

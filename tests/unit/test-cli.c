@@ -332,19 +332,19 @@ Test(cli, rollback_lists_a_chain_of_many_undo_values)
         cr_expect_eq(status, 0, "rollback within 256 MiB");
         cr_expect_eq(status_json, 0, "rollback --json within 256 MiB");
 
-        _cleanup_free_ char *text = NULL;
-        size_t len = 0;
-        cr_assert_eq(aj_read_file(out, 1 << 20, &text, &len), 0);
+        _cleanup_free_ char *text = NULL, *doc_text = NULL;
+        size_t len = 0, doc_len = 0;
+        int r = aj_read_file(out, 1 << 20, &text, &len), r_json = aj_read_file(out_json, 64 << 20, &doc_text, &doc_len);
+        aj_rm_rf(root);
+        cr_assert_eq(r, 0);
         cr_expect_not_null(strstr(text, "400 with an undo record"), "%.300s", text);
         cr_expect_not_null(strstr(text, "  c-400 "), "the newest first");
         cr_expect_not_null(strstr(text, "{\"tool\":\"t.undo\",\"a\":[0,0,0"), "each record shown, cut");
-        _cleanup_free_ char *doc_text = NULL;
-        cr_assert_eq(aj_read_file(out_json, 64 << 20, &doc_text, &len), 0);
-        cr_expect_gt(len, (size_t)CALLS * VALUES * 3, "every value is written");
+        cr_assert_eq(r_json, 0, "--json wrote a document");
+        cr_expect_gt(doc_len, (size_t)CALLS * VALUES * 3, "every value is written");
         cr_expect_not_null(strstr(doc_text, "\"undo\": {\"tool\": \"t.undo\", \"a\": [0, 0"),
                            "the records as values, not strings");
         cr_expect_not_null(strstr(doc_text, "\"gen_ai.tool.call.arguments\": {\"id\": 400}"));
-        aj_rm_rf(root);
 }
 
 Test(cli, logs_otlp_streams_a_chain_of_many_values)

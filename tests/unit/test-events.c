@@ -700,3 +700,46 @@ Test(events, tail_holds_what_it_keeps_not_the_whole_tail)
         cr_expect_lt(json_peak, 32u << 20, "jansson's peak %zu bytes", json_peak);
         aj_rm_rf(dir);
 }
+
+static int count_event(json_t *ev, void *userdata)
+{
+        (*(size_t *)userdata)++;
+        return 0;
+}
+
+/* A line whose DOM does not fit in memory is an error, not a bad line skipped: the
+ * rollback journal read a chain of large undo records under pressure as a shorter one. */
+Test(events, foreach_fails_on_a_line_it_has_no_memory_for)
+{
+        char path[] = "/tmp/aj-events-oom-XXXXXX";
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        FILE *f = fdopen(fd, "w");
+        cr_assert_not_null(f);
+        fputs("{\"seq\":1,\"type\":\"a\"}\n{\"seq\":2,\"type\":\"b\",\"undo\":{\"a\":[0", f);
+        for (int k = 1; k < 2000000; k++) /* 4 MB of text, some 100 MB of DOM */
+                fputs(",0", f);
+        fputs("]}}\n{\"seq\":3,\"type\":\"c\"}\n", f);
+        fclose(f);
+
+        struct rlimit saved, small;
+        cr_assert_eq(getrlimit(RLIMIT_AS, &saved), 0);
+        long pages = 0;
+        FILE *statm = fopen("/proc/self/statm", "re");
+        cr_assert_not_null(statm);
+        cr_assert_eq(fscanf(statm, "%ld", &pages), 1);
+        fclose(statm);
+        small = saved;
+        small.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (48 << 20);
+        size_t seen = 0, bad = 0;
+        cr_assert_eq(setrlimit(RLIMIT_AS, &small), 0);
+        int r = aj_events_foreach(path, count_event, &seen, &bad);
+        cr_assert_eq(setrlimit(RLIMIT_AS, &saved), 0);
+        cr_expect_eq(r, -ENOMEM, "not the chain without the line: %d, %zu seen, %zu bad", r, seen, bad);
+        cr_expect_eq(bad, 0);
+        cr_expect_eq(seen, 1, "stopped at the line");
+        seen = bad = 0;
+        cr_expect_eq(aj_events_foreach(path, count_event, &seen, &bad), 0, "with room, it is read");
+        cr_expect_eq(seen, 3);
+        unlink(path);
+}
