@@ -2,8 +2,8 @@
 /*
  * The free space a run leaves on the filesystems its agent writes (limits.disk_free): the
  * workspace's (rw), the run directory's (an overlay workspace's upper layer is there, in
- * agentjail's state dir, usually the host's root filesystem), each rw bind's, the mounts
- * below them; bytes and inodes (empty files cost no bytes, and use them up). A run that
+ * agentjail's state dir, usually the host's root filesystem, where the run's logs and
+ * records are too, watched whatever the workspace), each rw bind's, the mounts below them; bytes and inodes (empty files cost no bytes, and use them up). A run that
  * would start below it is refused; while it runs, a timer looks (fstatfs, sooner the less
  * room is left) and going below is a breach (cap disk_free: freeze, quarantine, alert), so
  * an agent cannot fill the host's disk, nor leave the run's own records no room.

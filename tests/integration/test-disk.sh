@@ -186,4 +186,29 @@ kill_bg
 export AGENTJAIL_STATE_DIR="$saved_state"
 umount "$SMALL_STATE"
 
+# --- an rw workspace elsewhere: the run directory is watched still (the agent's output is
+# logged there, up to logs.output_bytes, more than this state dir has)
+small "$SMALL_STATE" 48 || { fail "a small tmpfs can be mounted" "mount failed"; done_testing; exit 1; }
+export AGENTJAIL_STATE_DIR="$SMALL_STATE"
+start_jail_bg --name outfill -- /bin/sh -c \
+        'i=0; while [ $i -lt 60 ]; do i=$((i + 1)); head -c 1048576 /dev/zero || exit 9; sleep 0.05; done; echo agent-done >&2'
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+if wait_for_output "$RUN_DIR/events.jsonl" '"type":"freeze"' 20; then
+        pass "logging the agent's output until the state dir is nearly full freezes the run"
+else
+        fail "logging the agent's output until the state dir is nearly full freezes the run" "$(cat "$TEST_TMP/bg.err")"
+fi
+is "$(jq -r .request.filesystem <<<"$(events_of cap.breach "$RUN_DIR")")" \
+        "the run directory '$RUN_DIR' (its logs, events and recorded bodies)" "the breach names the run directory"
+wait_for_output "$RUN_DIR/incident.json" '"cap"' 5
+is "$(jf .state "$RUN_DIR/run.json")" quarantined "run.json is still written: quarantined"
+"$AGENTJAIL" kill "$RUN_ID" >/dev/null 2>&1
+wait_exit "$BG_PID" 20
+is "$(jf .state "$RUN_DIR/run.json")" quarantined "the ended run's record says quarantined"
+"$AGENTJAIL" discard "$RUN_ID" >/dev/null 2>&1
+kill_bg
+export AGENTJAIL_STATE_DIR="$saved_state"
+umount "$SMALL_STATE"
+
 done_testing
