@@ -435,10 +435,15 @@ static void check_host_ids(Builder *b, const AjDoctorFacts *f)
                   "it could signal (stop, kill) the jail's processes and own what the jail writes outside its "
                   "workspace. A profile with \"host_ids\" in \"allow_degraded\" runs anyway, recorded",
                   (unsigned)f->host_uid, (unsigned)f->host_gid);
-        set_fix(b, l,
-                "set \"user\": {\"host_uid\": %lu, \"host_gid\": %lu} (ids no range or account covers) in the "
-                "profiles you run, e.g. in /etc/agentjail/profiles/default.json extending \"default\"",
-                f->host_id_free, f->host_id_free);
+        if (!f->host_id_free)
+                set_fix(b, l,
+                        "set \"user\": {\"host_uid\", \"host_gid\"} to ids no range or account covers (none is "
+                        "left past every subordinate range: shorten one) in the profiles you run");
+        else
+                set_fix(b, l,
+                        "set \"user\": {\"host_uid\": %lu, \"host_gid\": %lu} (ids no range or account covers) in "
+                        "the profiles you run, e.g. in /etc/agentjail/profiles/default.json extending \"default\"",
+                        f->host_id_free, f->host_id_free);
 }
 
 static void check_seccomp(Builder *b, const AjDoctorFacts *f)

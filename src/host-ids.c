@@ -10,32 +10,44 @@
 #include "util/fd.h"
 #include "util/macros.h"
 
+/* A decimal number filling [p, end) exactly, as strtoul reads it (blanks and a sign before
+ * it too: taking more lines as ranges refuses more ids, never fewer). */
+static bool parse_number(const char *p, const char *end, unsigned long *ret)
+{
+        if (p == end)
+                return false;
+        char *e = NULL;
+        errno = 0;
+        unsigned long v = strtoul(p, &e, 10);
+        if (errno || e != end)
+                return false;
+        *ret = v;
+        return true;
+}
+
 char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max)
 {
         char *who = NULL;
         unsigned line = 0;
         for (const char *p = text; p && *p;) {
                 const char *nl = strchr(p, '\n');
-                size_t len = nl ? (size_t)(nl - p) : strlen(p);
+                const char *eol = nl ? nl : p + strlen(p);
                 line++;
-                char buf[512];
-                if (len < sizeof(buf)) {
-                        memcpy(buf, p, len);
-                        buf[len] = 0;
-                        char *c1 = strchr(buf, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL, *e1 = NULL, *e2 = NULL;
-                        if (c2 && buf[0] != '#') {
-                                *c1 = *c2 = 0;
-                                errno = 0;
-                                unsigned long start = strtoul(c1 + 1, &e1, 10), count = strtoul(c2 + 1, &e2, 10);
-                                bool valid = errno == 0 && e1 != c1 + 1 && !*e1 && e2 != c2 + 1 && !*e2 && count > 0 &&
-                                             start <= 0xffffffffUL && count <= 0x100000000UL - start;
-                                if (valid && end_max && start + count > *end_max)
-                                        *end_max = start + count;
-                                if (valid && !who && id >= start && id - start < count &&
-                                    asprintf(&who, "%.64s's subordinate range %lu-%lu (%s line %u)", buf, start,
-                                             start + count - 1, file, line) < 0)
-                                        who = NULL;
-                        }
+                /* Read in place, whatever the line's length (newuidmap reads long owner names). */
+                const char *c1 = memchr(p, ':', (size_t)(eol - p));
+                const char *c2 = c1 ? memchr(c1 + 1, ':', (size_t)(eol - c1 - 1)) : NULL;
+                unsigned long start = 0, count = 0;
+                /* newuidmap takes a range that runs past the last id (it compares in unsigned
+                 * long): the ids below 2^32 in it are the owner's. */
+                if (c2 && p[0] != '#' && parse_number(c1 + 1, c2, &start) && parse_number(c2 + 1, eol, &count) &&
+                    count > 0 && start <= 0xffffffffUL) {
+                        unsigned long last = count - 1 > 0xffffffffUL - start ? 0xffffffffUL : start + count - 1;
+                        if (end_max && last + 1 > *end_max)
+                                *end_max = last + 1;
+                        if (!who && id >= start && id <= last &&
+                            asprintf(&who, "%.*s's subordinate range %lu-%lu (%s line %u)",
+                                     (int)((c1 - p) < 64 ? c1 - p : 64), p, start, last, file, line) < 0)
+                                who = NULL;
                 }
                 p = nl ? nl + 1 : NULL;
         }
@@ -108,8 +120,11 @@ int aj_host_id_owners(uid_t uid, gid_t gid, const AjHostIdFiles *files, AjHostId
                 aj_host_id_owners_done(&o);
                 return r;
         }
-        /* Past every range, on a 65536 boundary (as ranges are handed out). */
+        /* Past every range, on a 65536 boundary (as ranges are handed out); 0 when no such id
+         * is left below (uid_t)-1. */
         o.free_id = (end + 65535) / 65536 * 65536;
+        if (o.free_id >= 0xffffffffUL)
+                o.free_id = 0;
         *ret = o;
         return 0;
 }

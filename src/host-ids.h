@@ -14,12 +14,14 @@
 typedef struct {
         char *uid_owner;       /* who may run as the uid, as text naming the file and line; NULL: nobody */
         char *gid_owner;       /* the same for the gid */
-        unsigned long free_id; /* an id past every subordinate range, on a 65536 boundary: a suggestion */
+        unsigned long free_id; /* an id past every subordinate range, on a 65536 boundary: a suggestion;
+                                * 0: none is left below (uid_t)-1 */
 } AjHostIdOwners;
 
-/* Pure: who in `text` (/etc/subuid or /etc/subgid: "NAME:START:COUNT" lines) may run as `id`:
- * "NAME's subordinate range START-END (FILE line N)", malloc'ed; NULL when nobody covers it
- * (or without memory). *end_max (if not NULL) grows to the end of every range seen. */
+/* Pure: who in `text` (/etc/subuid or /etc/subgid: "NAME:START:COUNT" lines of any length) may run as `id`: "NAME's subordinate range START-END (FILE line N)",
+ * malloc'ed; NULL when nobody covers it (or without memory). A range past the last id covers
+ * the ids up to it (newuidmap grants them). *end_max (if not NULL) grows to the end of every
+ * range seen. */
 char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max);
 
 /* The files it reads: the system's in aj_host_id_files, others in tests. */

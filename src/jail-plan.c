@@ -206,9 +206,12 @@ static int check_host_ids(Run *run, char **ret_shared)
                 aj_error("%s: user.host_uid %u, host_gid %u: someone else may run as these ids: %s; they could "
                          "signal the jail's processes and own what it writes outside its workspace",
                          where, (unsigned)run->host_uid, (unsigned)run->host_gid, who);
-                aj_error("Refusing to start (set user.host_uid and host_gid to ids nobody has, e.g. %lu, or add "
+                char eg[32] = "";
+                if (o.free_id)
+                        snprintf(eg, sizeof(eg), ", e.g. %lu", o.free_id);
+                aj_error("Refusing to start (set user.host_uid and host_gid to ids nobody has%s, or add "
                          "\"host_ids\" to the profile's \"allow_degraded\")",
-                         o.free_id);
+                         eg);
                 return -EPERM;
         }
         *ret_shared = TAKE_PTR(who);

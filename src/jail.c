@@ -303,6 +303,21 @@ static int watch_disk(Run *run)
         if (p->disk_free_set && p->disk_free == 0)
                 return 0;
         int r = aj_mount_plan_each_writable(run->mount, watch_one, run);
+        /* And the run directory, whatever the workspace: the agent's output, its events, the
+         * model bodies recorded for it go there (each capped, together more than a nearly
+         * full state dir may have), and its records must still be written after a breach. */
+        if (r >= 0) {
+                int fd = open(run->run_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                _cleanup_free_ char *what = NULL;
+                if (fd < 0)
+                        r = aj_log_errno(-errno, "limits.disk_free: cannot open '%s'", run->run_dir);
+                else if (asprintf(&what, "the run directory '%s' (its logs, events and recorded bodies)",
+                                  run->run_dir) < 0) {
+                        close(fd);
+                        r = -ENOMEM;
+                } else
+                        r = watch_one(run, fd, what);
+        }
         if (r < 0)
                 return r == -E2BIG ? aj_log_errno(r, "limits.disk_free: the agent writes to more than %d filesystems",
                                                   AJ_DISK_MAX_FS)

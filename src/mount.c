@@ -31,6 +31,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h> /* ST_RDONLY, in statfs's f_flags */
 #include <sys/socket.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -319,9 +320,50 @@ int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_e
         return 0;
 }
 
+/* The mounts below a writable tree's source: its clone carries them (AT_RECURSIVE), writable
+ * unless mounted read-only, so the agent writes them as surely as the tree itself. `fn` gets
+ * each one not mounted read-only, opened by its path (no symlink followed). */
+static int each_writable_submount(const char *table, const AjMountStep *s,
+                                  int (*fn)(void *userdata, int fd, const char *what), void *userdata)
+{
+        for (const char *line = table; *line;) {
+                const char *f[5], *end;
+                if (!mnt_mountinfo_next(&line, f, &end))
+                        continue;
+                const char *point_end = strchrnul(f[4], ' ');
+                if (point_end > end)
+                        continue;
+                _cleanup_free_ char *point = mnt_mountinfo_field(f[4], (size_t)(point_end - f[4]));
+                if (!point)
+                        return -ENOMEM;
+                const char *rel = path_under(point, s->source);
+                if (!rel || !*rel)
+                        continue;
+                _cleanup_close_ int fd = sys_openat2(AT_FDCWD, point, O_PATH | O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS);
+                if (fd < 0 && errno == ENOENT)
+                        continue; /* gone since the table was read: the clone does not have it either */
+                if (fd < 0)
+                        return negative_errno();
+                struct statfs sf;
+                if (fstatfs(fd, &sf) < 0)
+                        return negative_errno();
+                if (sf.f_flags & ST_RDONLY)
+                        continue;
+                _cleanup_free_ char *what = NULL;
+                if (asprintf(&what, "the mount '%s' in %s '%s'", point,
+                             s->origin == ORIGIN_WORKSPACE ? "the workspace" : "the rw bind", s->source) < 0)
+                        return -ENOMEM;
+                int r = fn(userdata, TAKE_FD(fd), what);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int aj_mount_plan_each_writable(const AjMountPlan *plan, int (*fn)(void *userdata, int fd, const char *what),
                                 void *userdata)
 {
+        _cleanup_free_ char *table = NULL;
         for (size_t i = 0; plan && i < plan->n; i++) {
                 const AjMountStep *s = &plan->steps[i];
                 if (s->kind != STEP_BIND || (s->attr & MOUNT_ATTR_RDONLY) ||
@@ -341,6 +383,14 @@ int aj_mount_plan_each_writable(const AjMountPlan *plan, int (*fn)(void *userdat
                              s->source) < 0)
                         return -ENOMEM;
                 int r = fn(userdata, TAKE_FD(fd), what);
+                if (r < 0)
+                        return r;
+                /* An overlay's lower layer is read, never written, mounts in it too. */
+                if (s->overlay || !s->is_dir)
+                        continue;
+                if (!table && (r = mnt_mountinfo_load(&table)) < 0)
+                        return r;
+                r = each_writable_submount(table, s, fn, userdata);
                 if (r < 0)
                         return r;
         }

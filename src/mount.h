@@ -106,7 +106,8 @@ size_t aj_mount_plan_n_steps(const AjMountPlan *plan);
 /* Each bind the agent can write (the rw or overlay workspace, rw binds): `fn` gets a new fd
  * on it (the tree aj_mount_plan_prepare() made: an overlay's statfs is its upper layer's;
  * else the source opened O_PATH and checked to be the file the plan checked), which it
- * takes, and what it is ("the workspace '/src'"); its error stops the walk. For watching
+ * takes, and what it is ("the workspace '/src'"); then each mount the host has below an rw
+ * one and not read-only (its recursive clone carries them); its error stops the walk. For watching
  * the free space the agent leaves (src/supervisor/disk.h). */
 int aj_mount_plan_each_writable(const AjMountPlan *plan, int (*fn)(void *userdata, int fd, const char *what),
                                 void *userdata);

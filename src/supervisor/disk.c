@@ -2,9 +2,11 @@
 #include "supervisor/disk.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -16,7 +18,8 @@
 
 #define MIN_PERIOD_NS (5ULL * 1000000ULL)
 #define MAX_PERIOD_NS (1000ULL * 1000000ULL)
-#define FAST_WRITER (4ULL << 30) /* bytes per second: a fast disk's page cache taking writes */
+#define FAST_WRITER (4ULL << 30)  /* bytes per second: a fast disk's page cache taking writes */
+#define FAST_CREATOR (1ULL << 20) /* files per second: many writers making empty files */
 
 uint64_t aj_disk_reserve(bool set, uint64_t value, uint64_t size)
 {
@@ -24,6 +27,12 @@ uint64_t aj_disk_reserve(bool set, uint64_t value, uint64_t size)
                 return value;
         uint64_t r = size / 20;
         return r < AJ_DISK_DEFAULT_MAX ? r : AJ_DISK_DEFAULT_MAX;
+}
+
+uint64_t aj_disk_inode_reserve(uint64_t files)
+{
+        uint64_t r = files / 20;
+        return r < AJ_DISK_INODES_DEFAULT_MAX ? r : AJ_DISK_INODES_DEFAULT_MAX;
 }
 
 uint64_t aj_disk_next_check_ns(uint64_t room)
@@ -37,7 +46,9 @@ typedef struct {
         int err;       /* fstatfs's -errno */
         uint64_t free; /* bytes an unprivileged writer may still use */
         uint64_t size;
-        uint64_t fsid;
+        uint64_t files; /* inodes in all; 0: the filesystem has no fixed number (btrfs) */
+        uint64_t ffree; /* inodes free */
+        uint64_t dev;   /* st_dev: which filesystem (f_fsid can be 0, or shared by copies of an image) */
 } Look;
 
 static Look look_at(AjSupDisk *d, int fd)
@@ -46,10 +57,15 @@ static Look look_at(AjSupDisk *d, int fd)
         d->checks++;
         if (fstatfs(fd, &sf) < 0)
                 return (Look){ .err = negative_errno() };
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return (Look){ .err = negative_errno() };
         uint64_t bs = sf.f_frsize ? (uint64_t)sf.f_frsize : (uint64_t)sf.f_bsize;
-        uint64_t fsid;
-        memcpy(&fsid, &sf.f_fsid, sizeof(fsid));
-        return (Look){ .free = (uint64_t)sf.f_bavail * bs, .size = (uint64_t)sf.f_blocks * bs, .fsid = fsid };
+        return (Look){ .free = (uint64_t)sf.f_bavail * bs,
+                       .size = (uint64_t)sf.f_blocks * bs,
+                       .files = (uint64_t)sf.f_files,
+                       .ffree = (uint64_t)sf.f_ffree,
+                       .dev = (uint64_t)st.st_dev };
 }
 
 static void on_timer(AjLoopTimer *t, uint64_t now_ns, void *userdata);
@@ -69,7 +85,7 @@ int aj_sup_disk_add(AjSupDisk *d, int fd, const char *what)
         if (l.err < 0)
                 return l.err;
         for (size_t i = 0; i < d->n; i++)
-                if (d->fs[i].fsid == l.fsid && d->fs[i].size == l.size)
+                if (d->fs[i].dev == l.dev)
                         return 0; /* the same filesystem: watched once, under its first name */
         if (d->n == AJ_DISK_MAX_FS)
                 return -E2BIG;
@@ -78,46 +94,69 @@ int aj_sup_disk_add(AjSupDisk *d, int fd, const char *what)
                 return -ENOMEM;
         d->fs[d->n++] = (AjSupDiskFs){ .fd = TAKE_FD(owned),
                                        .what = w,
-                                       .fsid = l.fsid,
+                                       .dev = l.dev,
                                        .size = l.size,
-                                       .reserve = aj_disk_reserve(d->set, d->reserve, l.size) };
+                                       .reserve = aj_disk_reserve(d->set, d->reserve, l.size),
+                                       .inode_reserve = d->set && !d->reserve ? 0 : aj_disk_inode_reserve(l.files) };
         return 0;
 }
 
-/* Every filesystem looked at, against its reserve or `reserve` when `override`: the index
- * of the first one below it (or whose look failed), or -1 with *ret_room the least room any
- * has above its reserve. */
-static ssize_t look_against(AjSupDisk *d, bool override, uint64_t reserve, Look *ret_look, uint64_t *ret_room)
+/* Every filesystem looked at, against its reserves, or `reserve` for the bytes when
+ * `override` (0: neither is looked at): the index of the first one below either (or whose
+ * look failed), or -1 with *ret_next_ns when to look again (0: never). */
+static ssize_t look_against(AjSupDisk *d, bool override, uint64_t reserve, Look *ret_look, uint64_t *ret_next_ns)
 {
-        uint64_t room = UINT64_MAX;
+        uint64_t next = 0;
         for (size_t i = 0; i < d->n; i++) {
                 uint64_t want = override ? reserve : d->fs[i].reserve;
-                if (!want)
+                uint64_t want_inodes = override && !reserve ? 0 : d->fs[i].inode_reserve;
+                if (!want && !want_inodes)
                         continue;
                 Look l = look_at(d, d->fs[i].fd);
-                if (l.err < 0 || l.free < want) {
+                if (l.err < 0 || l.free < want || l.ffree < want_inodes) {
                         *ret_look = l;
                         return (ssize_t)i;
                 }
-                if (l.free - want < room)
-                        room = l.free - want;
+                /* Half the room left, at the fastest a writer uses bytes or makes files. */
+                uint64_t ns = want ? aj_disk_next_check_ns(l.free - want) : UINT64_MAX;
+                if (want_inodes) {
+                        uint64_t half = (l.ffree - want_inodes) / 2, per = 1000000000ULL / FAST_CREATOR;
+                        uint64_t ins = half > MAX_PERIOD_NS / per ? MAX_PERIOD_NS : half * per;
+                        ns = ins < ns ? ins : ns;
+                }
+                ns = ns < MIN_PERIOD_NS ? MIN_PERIOD_NS : ns > MAX_PERIOD_NS ? MAX_PERIOD_NS : ns;
+                if (!next || ns < next)
+                        next = ns;
         }
-        *ret_room = room;
+        *ret_next_ns = next;
         return -1;
 }
 
-static ssize_t look(AjSupDisk *d, Look *ret_look, uint64_t *ret_room)
+static ssize_t look(AjSupDisk *d, Look *ret_look, uint64_t *ret_next_ns)
 {
-        return look_against(d, false, 0, ret_look, ret_room);
+        return look_against(d, false, 0, ret_look, ret_next_ns);
 }
 
-/* Why filesystem `i` stops the run (the look `l` found it below `want`). */
-static int below(const AjSupDisk *d, size_t i, const Look *l, uint64_t want, const char *then, AjError *ret_error)
+/* Below its inode reserve (not its bytes'): `l` is a look that found filesystem `fs` below. */
+static bool short_of_inodes(const Look *l, uint64_t want, uint64_t want_inodes)
+{
+        return l->err >= 0 && l->free >= want && l->ffree < want_inodes;
+}
+
+/* Why filesystem `i` stops the run (the look `l` found it below `want` bytes or
+ * `want_inodes` inodes). */
+static int below(const AjSupDisk *d, size_t i, const Look *l, uint64_t want, uint64_t want_inodes, const char *then,
+                 AjError *ret_error)
 {
         const AjSupDiskFs *fs = &d->fs[i];
         if (l->err < 0)
                 return aj_error_set(ret_error, l->err, "limits.disk_free: cannot tell the free space on %s: %s",
                                     fs->what, strerror(-l->err));
+        if (short_of_inodes(l, want, want_inodes))
+                return aj_error_set(ret_error, -ENOSPC,
+                                    "limits.disk_free: %s has %" PRIu64 " free inodes, fewer than the %" PRIu64
+                                    " (5%% of them, at most %llu) the run must leave there; %s",
+                                    fs->what, l->ffree, want_inodes, AJ_DISK_INODES_DEFAULT_MAX, then);
         char has[32], needs[32];
         aj_format_bytes(l->free, has, sizeof(has));
         aj_format_bytes(want, needs, sizeof(needs));
@@ -130,20 +169,27 @@ static int below(const AjSupDisk *d, size_t i, const Look *l, uint64_t want, con
 static void check(AjSupDisk *d)
 {
         Look l = {};
-        uint64_t room = 0;
-        ssize_t i = look(d, &l, &room);
+        uint64_t next = 0;
+        ssize_t i = look(d, &l, &next);
         if (i < 0) {
-                if (room != UINT64_MAX)
-                        (void)aj_loop_timer_set_in(&d->timer, aj_disk_next_check_ns(room));
+                if (next)
+                        (void)aj_loop_timer_set_in(&d->timer, next);
                 return;
         }
         const AjSupDiskFs *fs = &d->fs[i];
         if (l.err < 0)
                 aj_warning("cannot tell the free space on %s: %s", fs->what, strerror(-l.err));
-        _cleanup_(json_decrefp) json_t *req = json_pack("{s:s, s:I, s:I, s:s*}", "filesystem", fs->what, "free",
-                                                        (json_int_t)l.free, "reserve", (json_int_t)fs->reserve, "error",
-                                                        l.err < 0 ? strerror(-l.err) : NULL);
-        AjBreach b = { .cap = "disk_free", .limit = (double)fs->reserve, .value = (double)l.free, .request = req };
+        /* Short of inodes: the limit and value are inodes, and the request says so. */
+        bool inodes = short_of_inodes(&l, fs->reserve, fs->inode_reserve);
+        _cleanup_(json_decrefp)
+                json_t *req = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:s*}", "filesystem", fs->what, "free",
+                                        (json_int_t)l.free, "reserve", (json_int_t)fs->reserve, "free_inodes",
+                                        (json_int_t)l.ffree, "inode_reserve", (json_int_t)fs->inode_reserve, "short_of",
+                                        inodes ? "inodes" : "bytes", "error", l.err < 0 ? strerror(-l.err) : NULL);
+        AjBreach b = { .cap = "disk_free",
+                       .limit = (double)(inodes ? fs->inode_reserve : fs->reserve),
+                       .value = (double)(inodes ? l.ffree : l.free),
+                       .request = req };
         d->ops->breach(d->userdata, &b);
 }
 
@@ -158,26 +204,30 @@ static void on_timer(AjLoopTimer *t, uint64_t now_ns, void *userdata)
 int aj_sup_disk_start(AjSupDisk *d, AjError *ret_error)
 {
         Look l = {};
-        uint64_t room = 0;
-        ssize_t i = look(d, &l, &room);
+        uint64_t next = 0;
+        ssize_t i = look(d, &l, &next);
         if (i >= 0)
-                return below(d, (size_t)i, &l, d->fs[i].reserve,
+                return below(d, (size_t)i, &l, d->fs[i].reserve, d->fs[i].inode_reserve,
                              "free some space, or set limits.disk_free (0: not watched)", ret_error);
-        if (room != UINT64_MAX)
-                return aj_loop_timer_set_in(&d->timer, aj_disk_next_check_ns(room));
+        if (next)
+                return aj_loop_timer_set_in(&d->timer, next);
         return 0;
 }
 
 int aj_sup_disk_check_thaw(AjSupDisk *d, bool raised, uint64_t reserve, AjError *ret_error)
 {
         Look l = {};
-        uint64_t room = 0;
-        ssize_t i = look_against(d, raised, reserve, &l, &room);
+        uint64_t next = 0;
+        ssize_t i = look_against(d, raised, reserve, &l, &next);
         if (i < 0)
                 return 0;
-        return below(d, (size_t)i, &l, raised ? reserve : d->fs[i].reserve,
-                     "thawed, it would be stopped again at once: make room first, or thaw --raise disk_free=SIZE "
-                     "(0: not watched)",
+        uint64_t want = raised ? reserve : d->fs[i].reserve, want_inodes = d->fs[i].inode_reserve;
+        return below(d, (size_t)i, &l, want, want_inodes,
+                     short_of_inodes(&l, want, want_inodes)
+                             ? "thawed, it would be stopped again at once: remove files first, or thaw --raise "
+                               "disk_free=0 (not watched)"
+                             : "thawed, it would be stopped again at once: make room first, or thaw --raise "
+                               "disk_free=SIZE (0: not watched)",
                      ret_error);
 }
 
@@ -194,8 +244,11 @@ void aj_sup_disk_set_reserve(AjSupDisk *d, uint64_t reserve)
 {
         d->set = true;
         d->reserve = reserve;
-        for (size_t i = 0; i < d->n; i++)
+        for (size_t i = 0; i < d->n; i++) {
                 d->fs[i].reserve = reserve;
+                if (!reserve)
+                        d->fs[i].inode_reserve = 0; /* 0: not watched at all */
+        }
 }
 
 void aj_sup_disk_stop(AjSupDisk *d) { aj_loop_timer_stop(&d->timer); }

@@ -132,4 +132,83 @@ kill_bg
 export AGENTJAIL_STATE_DIR="$saved_state"
 umount "$SMALL_STATE"
 
+# --- a mount inside the workspace goes into the jail with it (a recursive bind): watched too
+small "$SMALL_STATE" 64 || { fail "a small tmpfs can be mounted" "mount failed"; done_testing; exit 1; }
+small "$SMALL_STATE/sub" 16 || { fail "a small tmpfs can be mounted" "mount failed"; done_testing; exit 1; }
+cd "$SMALL_STATE" || exit 1
+start_jail_bg --name subfill -- /bin/sh -c "cd sub && $WRITER" writer 16 1
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+if wait_for_output "$RUN_DIR/events.jsonl" '"type":"freeze"' 20; then
+        pass "filling a filesystem mounted inside the workspace freezes the run"
+else
+        fail "filling a filesystem mounted inside the workspace freezes the run" "$(cat "$TEST_TMP/bg.err")"
+fi
+is "$(jq -r .request.filesystem <<<"$(events_of cap.breach "$RUN_DIR")")" \
+        "the mount '$SMALL_STATE/sub' in the workspace '$SMALL_STATE'" "the breach names the mount"
+"$AGENTJAIL" kill "$RUN_ID" >/dev/null 2>&1
+wait_exit "$BG_PID" 20
+kill_bg
+cd "$WORKSPACE" || exit 1
+umount "$SMALL_STATE/sub"
+umount "$SMALL_STATE"
+
+# --- inodes: empty files cost no bytes, but a filesystem has only so many; the state dir
+# through an overlay workspace's upper layer keeps 5% of its inodes for the run's records
+mkdir -p "$SMALL_STATE" && mount -t tmpfs -o size=64m,nr_inodes=2000,mode=0755 tmpfs "$SMALL_STATE" ||
+        { fail "a small tmpfs can be mounted" "mount failed"; done_testing; exit 1; }
+export AGENTJAIL_STATE_DIR="$SMALL_STATE"
+start_jail_bg -p "$OV" --name inodes -- /bin/sh -c \
+        'i=0; while [ $i -lt 3000 ]; do i=$((i + 1)); touch f$i 2>/dev/null || exit 9; done; echo agent-done'
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+if wait_for_output "$RUN_DIR/events.jsonl" '"type":"freeze"' 20; then
+        pass "making empty files until the state dir is short of inodes freezes the run"
+else
+        fail "making empty files until the state dir is short of inodes freezes the run" "$(cat "$TEST_TMP/bg.err")"
+fi
+breach=$(events_of cap.breach "$RUN_DIR")
+is "$(jq -r .request.short_of <<<"$breach")" inodes "the breach says it is short of inodes"
+is "$(jq -r .limit <<<"$breach" | cut -d. -f1)" 100 "its limit is the inode reserve (5% of 2000)"
+cmp_num "$(df -Pi "$SMALL_STATE" | awk 'NR == 2 { print $4 }')" -gt 0 "the filesystem still has free inodes"
+wait_for_output "$RUN_DIR/incident.json" '"cap"' 5
+is "$(jf .state "$RUN_DIR/run.json")" quarantined "run.json is still written: quarantined"
+"$AGENTJAIL" thaw "$RUN_ID" >"$TEST_TMP/thaw.out" 2>&1
+cmp_num "$?" -ne 0 "a thaw with no inodes freed is refused"
+like "$(cat "$TEST_TMP/thaw.out")" "has [0-9]+ free inodes, fewer than the 100 \\(5% of them, at most 1048576\\) the run must leave there; thawed, it would be stopped again at once: remove files first" \
+        "and says how many inodes the run needs"
+"$AGENTJAIL" kill "$RUN_ID" >/dev/null 2>&1
+wait_exit "$BG_PID" 20
+is "$(jf .state "$RUN_DIR/run.json")" quarantined "the ended run's record says quarantined"
+ok "its events verify" "$AGENTJAIL" logs "$RUN_ID" --verify
+"$AGENTJAIL" discard "$RUN_ID" >/dev/null 2>&1
+kill_bg
+export AGENTJAIL_STATE_DIR="$saved_state"
+umount "$SMALL_STATE"
+
+# --- an rw workspace elsewhere: the run directory is watched still (the agent's output is
+# logged there, up to logs.output_bytes, more than this state dir has)
+small "$SMALL_STATE" 48 || { fail "a small tmpfs can be mounted" "mount failed"; done_testing; exit 1; }
+export AGENTJAIL_STATE_DIR="$SMALL_STATE"
+start_jail_bg --name outfill -- /bin/sh -c \
+        'i=0; while [ $i -lt 60 ]; do i=$((i + 1)); head -c 1048576 /dev/zero || exit 9; sleep 0.05; done; echo agent-done >&2'
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+if wait_for_output "$RUN_DIR/events.jsonl" '"type":"freeze"' 20; then
+        pass "logging the agent's output until the state dir is nearly full freezes the run"
+else
+        fail "logging the agent's output until the state dir is nearly full freezes the run" "$(cat "$TEST_TMP/bg.err")"
+fi
+is "$(jq -r .request.filesystem <<<"$(events_of cap.breach "$RUN_DIR")")" \
+        "the run directory '$RUN_DIR' (its logs, events and recorded bodies)" "the breach names the run directory"
+wait_for_output "$RUN_DIR/incident.json" '"cap"' 5
+is "$(jf .state "$RUN_DIR/run.json")" quarantined "run.json is still written: quarantined"
+"$AGENTJAIL" kill "$RUN_ID" >/dev/null 2>&1
+wait_exit "$BG_PID" 20
+is "$(jf .state "$RUN_DIR/run.json")" quarantined "the ended run's record says quarantined"
+"$AGENTJAIL" discard "$RUN_ID" >/dev/null 2>&1
+kill_bg
+export AGENTJAIL_STATE_DIR="$saved_state"
+umount "$SMALL_STATE"
+
 done_testing

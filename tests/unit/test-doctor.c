@@ -369,7 +369,7 @@ Test(doctor, subordinate_ranges)
         unsigned long end = 0;
         _cleanup_free_ char *a = aj_subid_owner(text, "/etc/subuid", 100000, &end);
         cr_assert_str_eq(a, "alice's subordinate range 100000-165535 (/etc/subuid line 2)");
-        cr_assert_eq(end, 231072, "the end of the last valid range, got %lu", end);
+        cr_assert_eq(end, 4294967296UL, "dave's range runs past the last id: it ends there, got %lu", end);
         _cleanup_free_ char *b = aj_subid_owner(text, "/etc/subuid", 165535, NULL);
         cr_assert_str_eq(b, "alice's subordinate range 100000-165535 (/etc/subuid line 2)");
         _cleanup_free_ char *c = aj_subid_owner(text, "/etc/subuid", 165536, NULL);
@@ -380,6 +380,43 @@ Test(doctor, subordinate_ranges)
         cr_assert_null(aj_subid_owner("alice:100000:0", "/etc/subuid", 100000, NULL), "an empty range");
         _cleanup_free_ char *e = aj_subid_owner(":200000:5", "/etc/subuid", 200001, NULL);
         cr_assert_str_eq(e, "'s subordinate range 200000-200004 (/etc/subuid line 1)");
+
+        /* newuidmap grants the ids below 2^32 of a range that runs past them. */
+        _cleanup_free_ char *w = aj_subid_owner("erin:4294900000:100000", "/etc/subuid", 4294967294UL, &end);
+        cr_assert_str_eq(w, "erin's subordinate range 4294900000-4294967295 (/etc/subuid line 1)");
+        _cleanup_free_ char *w2 = aj_subid_owner("erin:4294967200:18446744073709551615", "/etc/subuid", 4294967294UL,
+                                                 NULL);
+        cr_assert_not_null(w2, "a count as large as unsigned long");
+        cr_assert_null(aj_subid_owner("erin:4294967296:5", "/etc/subuid", 4294967294UL, NULL), "a start past 2^32");
+        /* A line longer than any buffer is read whole; the name is cut in the message. */
+        char long_line[1200];
+        memset(long_line, 'n', 1000);
+        snprintf(long_line + 1000, sizeof(long_line) - 1000, ":1879048192:65536");
+        _cleanup_free_ char *l = aj_subid_owner(long_line, "/etc/subuid", 1879048192, NULL);
+        cr_assert_not_null(l, "a long owner name");
+        cr_assert(strstr(l, "'s subordinate range 1879048192-1879113727 (/etc/subuid line 1)"), "%s", l);
+        cr_assert_eq(strspn(l, "n"), 64, "the name cut at 64 characters");
+}
+
+/* No id is left past every range: no suggestion, never one past (uid_t)-1. */
+Test(doctor, host_id_free_at_the_top)
+{
+        char dir[] = "/tmp/aj-hostids-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        char subuid[64], missing[64];
+        snprintf(subuid, sizeof(subuid), "%s/subuid", dir);
+        snprintf(missing, sizeof(missing), "%s/none", dir);
+        FILE *fp = fopen(subuid, "w");
+        cr_assert_not_null(fp);
+        fputs("top:4294901760:65536\n", fp);
+        fclose(fp);
+        AjHostIdOwners o = {};
+        AjHostIdFiles files = { subuid, missing, missing, missing };
+        cr_assert_eq(aj_host_id_owners(1879048192, 1879048192, &files, &o), 0);
+        cr_assert_eq(o.free_id, 0, "got %lu", o.free_id);
+        aj_host_id_owners_done(&o);
+        unlink(subuid);
+        rmdir(dir);
 }
 
 static void write_text(const char *path, const char *text)
