@@ -360,10 +360,10 @@ static int each_writable_submount(const char *table, const AjMountStep *s,
         return 0;
 }
 
-int aj_mount_plan_each_writable(const AjMountPlan *plan, int (*fn)(void *userdata, int fd, const char *what),
-                                void *userdata)
+int aj_mount_plan_each_writable(AjMountPlan *plan, int (*fn)(void *userdata, int fd, const char *what), void *userdata)
 {
-        _cleanup_free_ char *table = NULL;
+        _cleanup_free_ char *own_table = NULL;
+        const char *table = NULL;
         for (size_t i = 0; plan && i < plan->n; i++) {
                 const AjMountStep *s = &plan->steps[i];
                 if (s->kind != STEP_BIND || (s->attr & MOUNT_ATTR_RDONLY) ||
@@ -388,8 +388,17 @@ int aj_mount_plan_each_writable(const AjMountPlan *plan, int (*fn)(void *userdat
                 /* An overlay's lower layer is read, never written, mounts in it too. */
                 if (s->overlay || !s->is_dir)
                         continue;
-                if (!table && (r = mnt_mountinfo_load(&table)) < 0)
-                        return r;
+                if (!table) {
+                        /* The plan's own copy of the mount table, which its places check reads
+                         * next: read once for both (0.06 ms a read here). */
+                        if (plan->gather == &plan->own_gather)
+                                mnt_plan_gather_ready(plan);
+                        table = plan->gather ? plan->gather->mountinfo : NULL;
+                        if (!table && (r = mnt_mountinfo_load(&own_table)) < 0)
+                                return r;
+                        if (!table)
+                                table = own_table;
+                }
                 r = each_writable_submount(table, s, fn, userdata);
                 if (r < 0)
                         return r;

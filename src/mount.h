@@ -109,8 +109,7 @@ size_t aj_mount_plan_n_steps(const AjMountPlan *plan);
  * takes, and what it is ("the workspace '/src'"); then each mount the host has below an rw
  * one and not read-only (its recursive clone carries them); its error stops the walk. For watching
  * the free space the agent leaves (src/supervisor/disk.h). */
-int aj_mount_plan_each_writable(const AjMountPlan *plan, int (*fn)(void *userdata, int fd, const char *what),
-                                void *userdata);
+int aj_mount_plan_each_writable(AjMountPlan *plan, int (*fn)(void *userdata, int fd, const char *what), void *userdata);
 
 /* Close the detached trees' fds in the supervisor after the child has them. */
 void aj_mount_plan_close_fds(AjMountPlan *plan);
