@@ -266,24 +266,25 @@ json_t *aj_sup_workspace_start_finish(AjSupWorkspaceStart *w, int sigfd, AjSupSi
                         collect(w, "unfinished");
                         break;
                 }
-                if (n > 0 && pfd[0].revents) {
-                        collect(w, NULL);
+                if (n <= 0)
                         continue;
-                }
-                if (n <= 0 || sigfd < 0 || !pfd[1].revents)
-                        continue;
-                /* Only a signal that asks agentjail to stop ends the wait; any other goes
-                 * where the loop would have sent it. */
-                struct signalfd_siginfo si;
+                /* Signals first: one that came with the hasher's end is still handled (the
+                 * loop is gone once this returns). Only a signal that asks agentjail to stop
+                 * ends the wait; any other goes where the loop would have sent it. */
                 bool stop = false;
-                while (!stop && read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-                        if (aj_sup_workspace_start_stops_wait((int)si.ssi_signo))
-                                stop = true;
-                        else if (other)
-                                other(&si, userdata);
+                if (sigfd >= 0 && pfd[1].revents) {
+                        struct signalfd_siginfo si;
+                        while (!stop && read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                                if (aj_sup_workspace_start_stops_wait((int)si.ssi_signo))
+                                        stop = true;
+                                else if (other)
+                                        other(&si, userdata);
+                        }
                 }
                 if (stop)
                         collect(w, "unfinished");
+                else if (pfd[0].revents)
+                        collect(w, NULL);
         }
         return json_incref(w->result);
 }

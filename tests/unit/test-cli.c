@@ -10,6 +10,7 @@
 #include "cli/run.h"
 #include "cli/verb.h"
 #include "cli/verbs.h"
+#include "jansson-budget.h"
 #include "util/fd.h"
 #include "util/macros.h"
 
@@ -275,11 +276,6 @@ Test(cli, json_output_grows_with_the_value_not_its_depth, .init = cr_redirect_st
         cr_expect_not_null(strstr(text, "\n  \"request\": {\n    \"op\": \"tool\",\n"), "laid out: %s", text);
 }
 
-/* An agent can fill its run's chain with tiny JSON values (undo records of 20,000 zeros a
- * line, 64 MiB of them by default): `logs --otlp` wraps each value in an object of its own,
- * some 175 times the chain's bytes when the records are held together (over 6 GB for a
- * full chain). They are printed one at a time: this chain of 8 MiB (4 million values, held
- * whole over 1.3 GB) is exported within 256 MiB of address space. */
 /* The agent fills its tool results' undo records with many tiny values: the rollback
  * listing (text and --json) holds each record as its text, parsed one at a time, not the
  * DOM of them all (20 to 60 times the text: 1.2 GB for a 64 MiB chain). */
@@ -317,20 +313,16 @@ Test(cli, rollback_lists_a_chain_of_many_undo_values)
         snprintf(out, sizeof(out), "%s/list.txt", root);
         snprintf(out_json, sizeof(out_json), "%s/list.json", root);
 
-        struct rlimit saved, small;
-        cr_assert_eq(getrlimit(RLIMIT_AS, &saved), 0);
-        small = saved;
-        small.rlim_cur = 256 << 20;
         cr_assert_not_null(freopen(out, "w", stdout));
-        cr_assert_eq(setrlimit(RLIMIT_AS, &small), 0);
+        jansson_budget_set(128 << 20);
         int status = VERB(aj_cmd_rollback, "rollback", "aaaa00000001");
         fflush(stdout);
         cr_assert_not_null(freopen(out_json, "w", stdout));
         int status_json = VERB(aj_cmd_rollback, "rollback", "aaaa00000001", "--json");
         fflush(stdout);
-        cr_assert_eq(setrlimit(RLIMIT_AS, &saved), 0);
-        cr_expect_eq(status, 0, "rollback within 256 MiB");
-        cr_expect_eq(status_json, 0, "rollback --json within 256 MiB");
+        jansson_budget_clear();
+        cr_expect_eq(status, 0, "rollback with jansson holding at most 128 MiB");
+        cr_expect_eq(status_json, 0, "rollback --json with jansson holding at most 128 MiB");
 
         _cleanup_free_ char *text = NULL, *doc_text = NULL;
         size_t len = 0, doc_len = 0;
@@ -347,6 +339,11 @@ Test(cli, rollback_lists_a_chain_of_many_undo_values)
         cr_expect_not_null(strstr(doc_text, "\"gen_ai.tool.call.arguments\": {\"id\": 400}"));
 }
 
+/* An agent can fill its run's chain with tiny JSON values (undo records of 20,000 zeros a
+ * line, 64 MiB of them by default): `logs --otlp` wraps each value in an object of its own,
+ * some 175 times the chain's bytes when the records are held together (over 6 GB for a
+ * full chain). They are printed one at a time: this chain of 8 MiB (4 million values, held
+ * whole over 1.3 GB) is exported with jansson holding at most 128 MiB at once. */
 Test(cli, logs_otlp_streams_a_chain_of_many_values)
 {
         char root[] = "/tmp/aj-cli-otlp-XXXXXX", dir[128], path[160];
@@ -376,15 +373,11 @@ Test(cli, logs_otlp_streams_a_chain_of_many_values)
         snprintf(path, sizeof(path), "%s/otlp.json", root);
         cr_assert_not_null(freopen(path, "w", stdout));
 
-        struct rlimit saved, small;
-        cr_assert_eq(getrlimit(RLIMIT_AS, &saved), 0);
-        small = saved;
-        small.rlim_cur = 256 << 20;
-        cr_assert_eq(setrlimit(RLIMIT_AS, &small), 0);
+        jansson_budget_set(128 << 20);
         int status = VERB(aj_cmd_logs, "logs", "aaaa00000001", "--otlp");
         fflush(stdout);
-        cr_assert_eq(setrlimit(RLIMIT_AS, &saved), 0);
-        cr_expect_eq(status, 0, "logs --otlp within 256 MiB");
+        jansson_budget_clear();
+        cr_expect_eq(status, 0, "logs --otlp with jansson holding at most 128 MiB");
 
         /* The request is whole: its head, LINES records, its end (not parsed whole here: its
          * DOM is what does not fit). */
