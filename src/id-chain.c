@@ -102,6 +102,29 @@ bool mnt_mountinfo_next(const char **cursor, const char *f[5], const char **ret_
         return k == 5;
 }
 
+int mnt_each_mount_below(const char *table, const char *dir, int (*fn)(const char *point, void *userdata),
+                         void *userdata)
+{
+        for (const char *line = table; *line;) {
+                const char *f[5], *end;
+                if (!mnt_mountinfo_next(&line, f, &end))
+                        continue;
+                const char *point_end = strchrnul(f[4], ' ');
+                if (point_end > end)
+                        continue;
+                _cleanup_free_ char *point = mnt_mountinfo_field(f[4], (size_t)(point_end - f[4]));
+                if (!point)
+                        return -ENOMEM;
+                const char *rel = path_under(point, dir);
+                if (!rel || !*rel || streq(point, dir)) /* "/" is under "/" as "/" */
+                        continue;
+                int r = fn(point, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 /* The root (inside its filesystem) and mount point of mount `id`. */
 static int mountinfo_find(const char *table, uint64_t id, char **ret_root, char **ret_point)
 {

@@ -252,6 +252,10 @@ static inline bool id_eq(AjFileId a, AjFileId b) { return a.dev == b.dev && a.in
 int mnt_mountinfo_load(char **ret);
 char *mnt_mountinfo_field(const char *f, size_t len);
 bool mnt_mountinfo_next(const char **cursor, const char *f[5], const char **ret_end);
+/* Each mount point in `table` (mountinfo text) below `dir`, not `dir` itself, unescaped, to
+ * `fn`; its negative return ends the walk and is returned. A bind carries these along. */
+int mnt_each_mount_below(const char *table, const char *dir, int (*fn)(const char *point, void *userdata),
+                         void *userdata);
 ssize_t mnt_fd_kernel_path(int fd, char buf[static PATH_MAX]);
 void mnt_gather_init(Gather *g);
 void mnt_gather_done(Gather *g);

@@ -242,6 +242,26 @@ void mnt_pending_done(AjMountPlan *plan)
         plan->n_pending = 0;
 }
 
+typedef struct {
+        AjMountPlan *plan;
+        const AjSensitiveList *places;
+        const char *field, *real;
+        AjAccess access;
+        AjError *ret_error;
+} SubmountCheck;
+
+static int check_submount(const char *point, void *userdata)
+{
+        const SubmountCheck *c = userdata;
+        _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
+        _cleanup_free_ char *sub_field = NULL;
+        if (mnt_id_chain_from_path(point, c->plan->gather, true, &chain) < 0)
+                return 0; /* gone, or not ours to see: the jail cannot see it either */
+        if (asprintf(&sub_field, "%s: '%s' holds a mount", c->field, c->real) < 0)
+                return -ENOMEM;
+        return judge_source(c->plan, c->places, sub_field, point, &chain, c->access, c->ret_error);
+}
+
 /* A bind carries the mounts below its source along (AT_RECURSIVE): each of them reaches the
  * jail as surely as the source itself, so each is judged as a source, by its own path and
  * identity. A mount of /tmp inside a workspace carried the host's /tmp into the jail. */
@@ -250,10 +270,8 @@ static int check_submounts(AjMountPlan *plan, const AjSensitiveList *places, con
 {
         _cleanup_free_ char *own = NULL;
         const char *table = plan->gather->mountinfo;
-        int r;
-
         if (!table) {
-                r = mnt_mountinfo_load(&own);
+                int r = mnt_mountinfo_load(&own);
                 if (r < 0)
                         return aj_error_set(ret_error, r,
                                             "%s: cannot read the mount table to check what '%s' "
@@ -261,31 +279,8 @@ static int check_submounts(AjMountPlan *plan, const AjSensitiveList *places, con
                                             field, real, strerror(-r));
                 table = own;
         }
-        for (const char *line = table; *line;) {
-                const char *f[5], *end;
-
-                if (!mnt_mountinfo_next(&line, f, &end))
-                        continue;
-                const char *point_end = strchrnul(f[4], ' ');
-                if (point_end > end)
-                        continue;
-                _cleanup_free_ char *point = mnt_mountinfo_field(f[4], (size_t)(point_end - f[4]));
-                if (!point)
-                        return -ENOMEM;
-                const char *rel = path_under(point, real);
-                if (!rel || !*rel || streq(point, real))
-                        continue;
-                _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
-                _cleanup_free_ char *sub_field = NULL;
-                if (mnt_id_chain_from_path(point, plan->gather, true, &chain) < 0)
-                        continue; /* gone, or not ours to see: the jail cannot see it either */
-                if (asprintf(&sub_field, "%s: '%s' holds a mount", field, real) < 0)
-                        return -ENOMEM;
-                r = judge_source(plan, places, sub_field, point, &chain, access, ret_error);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+        SubmountCheck c = { plan, places, field, real, access, ret_error };
+        return mnt_each_mount_below(table, real, check_submount, &c);
 }
 
 /* A source is judged by where it leads, a directory by the mounts below it too: now, against

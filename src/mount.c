@@ -320,44 +320,33 @@ int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_e
         return 0;
 }
 
-/* The mounts below a writable tree's source: its clone carries them (AT_RECURSIVE), writable
- * unless mounted read-only, so the agent writes them as surely as the tree itself. `fn` gets
- * each one not mounted read-only, opened by its path (no symlink followed). */
-static int each_writable_submount(const char *table, const AjMountStep *s,
-                                  int (*fn)(void *userdata, int fd, const char *what), void *userdata)
+typedef struct {
+        const AjMountStep *step;
+        int (*fn)(void *userdata, int fd, const char *what);
+        void *userdata;
+} WritableBelow;
+
+/* A mount below a writable tree's source: its clone carries it (AT_RECURSIVE), writable
+ * unless mounted read-only, so the agent writes it as surely as the tree itself. `fn` gets
+ * it unless it is mounted read-only, opened by its path (no symlink followed). */
+static int writable_submount(const char *point, void *userdata)
 {
-        for (const char *line = table; *line;) {
-                const char *f[5], *end;
-                if (!mnt_mountinfo_next(&line, f, &end))
-                        continue;
-                const char *point_end = strchrnul(f[4], ' ');
-                if (point_end > end)
-                        continue;
-                _cleanup_free_ char *point = mnt_mountinfo_field(f[4], (size_t)(point_end - f[4]));
-                if (!point)
-                        return -ENOMEM;
-                const char *rel = path_under(point, s->source);
-                if (!rel || !*rel)
-                        continue;
-                _cleanup_close_ int fd = sys_openat2(AT_FDCWD, point, O_PATH | O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS);
-                if (fd < 0 && errno == ENOENT)
-                        continue; /* gone since the table was read: the clone does not have it either */
-                if (fd < 0)
-                        return negative_errno();
-                struct statfs sf;
-                if (fstatfs(fd, &sf) < 0)
-                        return negative_errno();
-                if (sf.f_flags & ST_RDONLY)
-                        continue;
-                _cleanup_free_ char *what = NULL;
-                if (asprintf(&what, "the mount '%s' in %s '%s'", point,
-                             s->origin == ORIGIN_WORKSPACE ? "the workspace" : "the rw bind", s->source) < 0)
-                        return -ENOMEM;
-                int r = fn(userdata, TAKE_FD(fd), what);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+        const WritableBelow *w = userdata;
+        _cleanup_close_ int fd = sys_openat2(AT_FDCWD, point, O_PATH | O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS);
+        if (fd < 0 && errno == ENOENT)
+                return 0; /* gone since the table was read: the clone does not have it either */
+        if (fd < 0)
+                return negative_errno();
+        struct statfs sf;
+        if (fstatfs(fd, &sf) < 0)
+                return negative_errno();
+        if (sf.f_flags & ST_RDONLY)
+                return 0;
+        _cleanup_free_ char *what = NULL;
+        if (asprintf(&what, "the mount '%s' in %s '%s'", point,
+                     w->step->origin == ORIGIN_WORKSPACE ? "the workspace" : "the rw bind", w->step->source) < 0)
+                return -ENOMEM;
+        return w->fn(w->userdata, TAKE_FD(fd), what);
 }
 
 int aj_mount_plan_each_writable(AjMountPlan *plan, int (*fn)(void *userdata, int fd, const char *what), void *userdata)
@@ -399,7 +388,8 @@ int aj_mount_plan_each_writable(AjMountPlan *plan, int (*fn)(void *userdata, int
                         if (!table)
                                 table = own_table;
                 }
-                r = each_writable_submount(table, s, fn, userdata);
+                WritableBelow below = { .step = s, .fn = fn, .userdata = userdata };
+                r = mnt_each_mount_below(table, s->source, writable_submount, &below);
                 if (r < 0)
                         return r;
         }
