@@ -67,11 +67,12 @@ skip() {
         printf 'ok %d - %s # SKIP %s\n' "$TAP_COUNT" "$1" "$2"
 }
 
-# ok DESC CMD...: passes when CMD exits 0.
+# ok DESC CMD...: passes when CMD exits 0. What CMD prints goes to stderr, the
+# test's log, not into the TAP stream on stdout.
 ok() {
         local desc=$1
         shift
-        if "$@"; then
+        if "$@" >&2; then
                 pass "$desc"
         else
                 fail "$desc" "command failed: $*"
