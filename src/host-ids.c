@@ -10,19 +10,26 @@
 #include "util/fd.h"
 #include "util/macros.h"
 
-/* A decimal number filling [p, end) exactly, as strtoul reads it (blanks and a sign before
- * it too: taking more lines as ranges refuses more ids, never fewer). */
-static bool parse_number(const char *p, const char *end, unsigned long *ret)
+/* The numbers [p, end) reads as, filling it exactly, as strtoul reads it (blanks and a sign
+ * before it too: taking more lines as ranges refuses more ids, never fewer). shadow's
+ * newuidmap (4.13, Debian 12's) reads these fields in C's notation, 0x10000 and 0200000 as
+ * 65536 both; other versions read decimal only. A field that the two read differently is
+ * taken both ways. Returns how many readings (0 to 2) are in ret[]. */
+static unsigned parse_number(const char *p, const char *end, unsigned long ret[2])
 {
+        static const int bases[] = { 10, 0 };
+        unsigned n = 0;
         if (p == end)
-                return false;
-        char *e = NULL;
-        errno = 0;
-        unsigned long v = strtoul(p, &e, 10);
-        if (errno || e != end)
-                return false;
-        *ret = v;
-        return true;
+                return 0;
+        for (size_t i = 0; i < ARRAY_SIZE(bases); i++) {
+                char *e = NULL;
+                errno = 0;
+                unsigned long v = strtoul(p, &e, bases[i]);
+                if (errno || e != end || (n == 1 && ret[0] == v))
+                        continue;
+                ret[n++] = v;
+        }
+        return n;
 }
 
 char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max)
@@ -36,11 +43,17 @@ char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsig
                 /* Read in place, whatever the line's length (newuidmap reads long owner names). */
                 const char *c1 = memchr(p, ':', (size_t)(eol - p));
                 const char *c2 = c1 ? memchr(c1 + 1, ':', (size_t)(eol - c1 - 1)) : NULL;
-                unsigned long start = 0, count = 0;
-                /* newuidmap takes a range that runs past the last id (it compares in unsigned
-                 * long): the ids below 2^32 in it are the owner's. */
-                if (c2 && p[0] != '#' && parse_number(c1 + 1, c2, &start) && parse_number(c2 + 1, eol, &count) &&
-                    count > 0 && start <= 0xffffffffUL) {
+                unsigned long starts[2], counts[2], count = 0;
+                unsigned n_start = c2 && p[0] != '#' ? parse_number(c1 + 1, c2, starts) : 0;
+                unsigned n_count = n_start ? parse_number(c2 + 1, eol, counts) : 0;
+                for (unsigned i = 0; i < n_count; i++)
+                        count = counts[i] > count ? counts[i] : count; /* the larger range of the two */
+                for (unsigned i = 0; i < n_start && count > 0; i++) {
+                        unsigned long start = starts[i];
+                        if (start > 0xffffffffUL)
+                                continue;
+                        /* newuidmap takes a range that runs past the last id (it compares in
+                         * unsigned long): the ids below 2^32 in it are the owner's. */
                         unsigned long last = count - 1 > 0xffffffffUL - start ? 0xffffffffUL : start + count - 1;
                         if (end_max && last + 1 > *end_max)
                                 *end_max = last + 1;

@@ -388,6 +388,26 @@ Test(doctor, subordinate_ranges)
                                                  NULL);
         cr_assert_not_null(w2, "a count as large as unsigned long");
         cr_assert_null(aj_subid_owner("erin:4294967296:5", "/etc/subuid", 4294967294UL, NULL), "a start past 2^32");
+        /* shadow 4.13's newuidmap reads C's notation (its getsubids printed 0x10000 and 0200000
+         * as 65536, " 300000" and "+400" as numbers); other versions read decimal only: a field
+         * is taken both ways. */
+        _cleanup_free_ char *h = aj_subid_owner("hex:0x70000000:0x10000", "/etc/subuid", 1879048192 + 65535, NULL);
+        cr_assert_str_eq(h, "hex's subordinate range 1879048192-1879113727 (/etc/subuid line 1)");
+        cr_assert_null(aj_subid_owner("hex:0x70000000:0x10000", "/etc/subuid", 1879048192 + 65536, NULL));
+        const char *oct = "oct:0200000:010";
+        _cleanup_free_ char *o8 = aj_subid_owner(oct, "/etc/subuid", 65536 + 9, NULL);
+        cr_assert_str_eq(o8, "oct's subordinate range 65536-65545 (/etc/subuid line 1)", "octal, the larger count");
+        _cleanup_free_ char *o10 = aj_subid_owner(oct, "/etc/subuid", 200000, NULL);
+        cr_assert_str_eq(o10, "oct's subordinate range 200000-200009 (/etc/subuid line 1)", "the decimal reading too");
+        cr_assert_null(aj_subid_owner(oct, "/etc/subuid", 65536 + 10, NULL));
+        unsigned long hend = 0;
+        _cleanup_free_ char *sp = aj_subid_owner("sp: 300000:+7", "/etc/subuid", 300006, &hend);
+        cr_assert_str_eq(sp, "sp's subordinate range 300000-300006 (/etc/subuid line 1)", "a blank and a sign");
+        cr_assert_eq(hend, 300007);
+        cr_assert_null(aj_subid_owner("bad:0x:5\nbad3:1e5:5\nbad4:0x10000:x", "/etc/subuid", 65536, NULL),
+                       "no number either way");
+        _cleanup_free_ char *d9 = aj_subid_owner("d9:09:5", "/etc/subuid", 9, NULL);
+        cr_assert_str_eq(d9, "d9's subordinate range 9-13 (/etc/subuid line 1)", "09: decimal only");
         /* A line longer than any buffer is read whole; the name is cut in the message. */
         char long_line[1200];
         memset(long_line, 'n', 1000);
