@@ -118,6 +118,15 @@ static int check_fields(AjBroker *b, Conn *c, json_t *req, json_t *id, const cha
 
 /* ---- operations ---- */
 
+/* Printable ASCII (no space): an id that reads and types one way. */
+static bool typed_id(const char *s)
+{
+        for (; *s; s++)
+                if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+                        return false;
+        return true;
+}
+
 /* A call the approvals would hold that cannot be held: denied, *d says why. */
 static bool cannot_hold(AjBroker *b, const char *call_id, const char *name, const char *digest, AjMeterDecision *d)
 {
@@ -127,6 +136,13 @@ static bool cannot_hold(AjBroker *b, const char *call_id, const char *name, cons
                 snprintf(d->reason, sizeof(d->reason),
                          "call ids beginning with \"" AJ_NET_APPROVAL_PREFIX
                          "\" name host approvals: use another id for a call that needs approval");
+        /* The operator's decision names the call by its id, as typed: two ids that look the
+         * same (e and U+0301 against U+00E9, a Cyrillic a against a Latin one) would let the
+         * approval reviewed for one call allow the other. */
+        else if (!typed_id(call_id))
+                snprintf(d->reason, sizeof(d->reason),
+                         "a call held for approval needs an id of printable ASCII (the operator types it in "
+                         "`agentjail approve`): use another id");
         else if (b->n_awaiting >= MAX_AWAITING)
                 snprintf(d->reason, sizeof(d->reason), "too many calls awaiting approval (at most %d)", MAX_AWAITING);
         else if (broker_in_flight_find(b, call_id, true))

@@ -558,7 +558,12 @@ static int reserve_tool_call(AjMeter *m, const char *name, const char *args_dige
                 aj_meter_call_id_key(call_id, res.id_key); /* once, for every use of the id */
         if (has_id && judged)
                 note_judged_key(m, res.id_key); /* whatever the verdict */
-        if (tool_denied(m, name, &d))
+        /* The tools rules decide the broker's calls, by the broker's names (claude.Bash,
+         * mcp.fs.write_file). The gateway decides nothing: the model has asked for the call,
+         * under its own name (Bash), and the agent may make it; "denied" there left it
+         * uncounted and its id unknown, so an allow list of the agent's names (claude.*)
+         * turned off every tool cap on the model's calls and the hooks' backstop. */
+        if (by == AJ_METER_BY_BROKER && tool_denied(m, name, &d))
                 goto done;
         if (has_id) {
                 res.has_id = true;

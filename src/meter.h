@@ -154,8 +154,10 @@ void aj_meter_note_judged(AjMeter *m, const char *call_id);
  * AJ_METER_MAX_CALL_IDS it counted) and the broker never judged it: with an agent's hooks
  * installed, the call ran without asking. */
 bool aj_meter_gate_missed(const AjMeter *m, const char *call_id);
-/* aj_meter_reserve_tool() for a call with an id (NULL or "": none). One call seen from both
- * sides (the model's tool call id, which the agents' hooks pass on) is counted once:
+/* aj_meter_reserve_tool() for a call with an id (NULL or "": none). The gateway's calls are
+ * not judged by the tools rules (those name the broker's calls; the gateway refuses nothing
+ * the model asked for): only the caps. One call seen from both sides (the model's tool call
+ * id, which the agents' hooks pass on) is counted once:
  *   - an id the OTHER side counted, not yet claimed: the call is judged by the tools rules
  *     only (it is in the caps already), counts nothing and leaves the repeat streak alone
  *     (ret_decision->counted_by names that side); the id is claimed by this reservation

@@ -187,16 +187,30 @@ char *aj_format_size(uint64_t bytes, char *buf, size_t len)
         return buf;
 }
 
+/* Unicode's space separators (Zs) past ASCII's: they show as a gap, as a space does. */
+static bool unicode_space(const unsigned char *p, size_t n)
+{
+        uint32_t cp = n == 2   ? (uint32_t)(p[0] & 0x1f) << 6 | (p[1] & 0x3f)
+                      : n == 3 ? (uint32_t)(p[0] & 0x0f) << 12 | (uint32_t)(p[1] & 0x3f) << 6 | (p[2] & 0x3f)
+                               : 0;
+        return cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x202f || cp == 0x205f ||
+               cp == 0x3000;
+}
+
 bool aj_plain_name(const char *s, size_t len, size_t max)
 {
         if (!s || len == 0 || len > max || strnlen(s, len + 1) != len)
                 return false;
-        /* Valid UTF-8 without C0 or C1 controls, DEL or spaces. (The operator's verbs show
-         * names by util/format.h's rule anyway, which also escapes bidirectional controls.) */
+        /* Valid UTF-8 without C0 or C1 controls, DEL or spaces, Unicode's included: a name
+         * with a gap in it lays out as two words, and in an operator's table (inspect's
+         * pending calls) as another column (an id "r-1<no-break spaces>lookup" read as a
+         * call of the tool "lookup"). (The operator's verbs show names by util/format.h's
+         * rule anyway, which also escapes bidirectional controls and invisible characters.) */
         for (size_t i = 0, n; i < len; i += n) {
                 const unsigned char *p = (const unsigned char *)s + i;
                 n = aj_utf8_len(s + i, len - i);
-                if (n == 0 || p[0] <= 0x20 || p[0] == 0x7f || (n == 2 && p[0] == 0xc2 && p[1] <= 0x9f))
+                if (n == 0 || p[0] <= 0x20 || p[0] == 0x7f || (n == 2 && p[0] == 0xc2 && p[1] <= 0x9f) ||
+                    unicode_space(p, n))
                         return false;
         }
         return true;

@@ -10,7 +10,8 @@
 # it); the key is nowhere in the jail (environment, /proc, files); a direct CONNECT to the
 # provider's host through the egress proxy gets 403; "record": "full" keeps bodies with
 # the key redacted; a missing key fails the run before it starts; a model asking for the same
-# tool call again and again breaches repeat_limit, keyed as the broker keys its calls.
+# tool call again and again breaches repeat_limit, keyed as the broker keys its calls; an
+# allow list of the broker's names leaves the model's calls counted and gated (tool_gate).
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -256,6 +257,34 @@ run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic 
 like "$(events_of llm.response | head -1)" '"tool_calls":\["get_weather"\]' "the model's tool call is recorded"
 like "$(events_of cap.breach)" '"cap":"tool_calls"' "the second model tool call crosses tool_calls=1: a breach"
 is "$JAIL_RC" 123 "... and the run is killed (on_breach kill)"
+
+# --- the tools rules name the broker's calls (claude.Bash), not the model's (get_weather):
+# an allow list of the agent's names still leaves every model tool call counted, and with
+# --hooks a result handed back for a call the broker never judged still stops the run (an
+# allow list used to turn the gateway's count and this backstop off)
+PKA=$(write_profile gwallow '{"extends": "default", "on_breach": "kill", "tools": {"allow": ["claude.*"]},
+        '"$PRICES"', "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PKA" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic "" tool-call; python3 client.py openai-chat "" tool-call'
+like "$(events_of cap.breach)" '"cap":"tool_calls"' "tools.allow [claude.*]: the second model tool call still crosses tool_calls=1"
+is "$JAIL_RC" 123 "... and the run is killed"
+cat >"$WORKSPACE/result.py" <<'PY'
+import json, os, urllib.request
+body = {"model": "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_fake", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_fake", "content": "sunny"}]}]}
+req = urllib.request.Request(os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages", data=json.dumps(body).encode(), method="POST",
+                             headers={"x-api-key": os.environ["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01",
+                                      "content-type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=20) as r:
+        print("status=%d" % r.status)
+except urllib.error.HTTPError as e:
+    print("status=%d" % e.code)
+PY
+run_jail -p "$PKA" --hooks claude-code -- /bin/sh -c 'python3 client.py anthropic "" tool-call >/dev/null; python3 result.py'
+like "$(events_of cap.breach)" '"cap":"tool_gate"' "tools.allow [claude.*], --hooks: a result the broker never judged breaches tool_gate"
+is "$(events_of tool.ungated | jq -r '.["gen_ai.tool.call.id"]')" toolu_fake "... recorded as tool.ungated"
+unlike "$JAIL_OUT" 'status=200' "... and is not forwarded"
 
 # --- a model repeating a tool call: get_weather {"city": "Paris"} from three APIs, streamed
 # or whole, written differently, is one key for the repeat detector, the broker's too

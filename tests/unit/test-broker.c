@@ -785,6 +785,39 @@ Test(approvals, call_ids_of_host_approvals_are_not_held)
         close(fd);
 }
 
+/* The operator names a held call by typing its id: two ids that look alike (e and U+0301
+ * against U+00E9) would make the approval reviewed for one allow the other (found by the
+ * third attacker review: `agentjail approve RUN r-é` typed approved the call of amount 5000,
+ * not the one of amount 5 shown with the same id). A held call's id is printable ASCII;
+ * a call the approvals do not hold may have any plain id. */
+Test(approvals, a_held_call_needs_an_ascii_id)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        static const char *const ids[] = { "r-e\xcc\x81", "r-\xc3\xa9", "r-\xd0\xb0" };
+        for (size_t i = 0; i < 3; i++) {
+                char line[256];
+                snprintf(line, sizeof(line),
+                         "{\"id\": %zu, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", "
+                         "\"gen_ai.tool.call.id\": \"%s\", \"gen_ai.tool.call.arguments\": {\"amount\": 5}}\n",
+                         i, ids[i]);
+                json_t *r = request(fd, line);
+                cr_expect_str_eq(str(r, "verdict", NULL), "deny", "id %zu", i);
+                cr_expect(strstr(str(r, "reason", NULL), "needs an id of printable ASCII") != NULL, "%s",
+                          str(r, "reason", NULL));
+                json_decref(r);
+                cr_expect_null(in_flight_call(ids[i]));
+        }
+        cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0);
+        json_t *r = request(fd, "{\"id\": 9, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"lookup\", "
+                                "\"gen_ai.tool.call.id\": \"r-\xc3\xa9\"}\n");
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow", "not held: any plain id");
+        json_decref(r);
+        send_text(fd, REFUND(7));
+        cr_expect_not(reply_ready(fd), "an ASCII id is held");
+        close(fd);
+}
+
 Test(approvals, denied_with_a_reason_counts_nothing)
 {
         setup_approvals(NULL);

@@ -787,6 +787,42 @@ Test(meter, counted_call_is_still_judged_by_the_rules)
         aj_meter_free(m);
 }
 
+/* The tools rules name the broker's calls (claude.Bash); the model's own names (Bash) are
+ * what the gateway sees. A call the model asked for counts whatever the rules say of its
+ * name, and its id is known to the backstop (found by the third attacker review: with
+ * tools.allow ["claude.*"] the gateway counted nothing: no tool cap, no repeat_limit and no
+ * tool_gate on the model's calls). */
+Test(meter, the_gateway_counts_what_the_rules_would_deny)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 2);
+        cr_assert_eq(aj_meter_add_tool_rule(m, AJ_TOOL_RULE_ALLOW, "claude.*"), 0);
+        aj_meter_restrict_tools(m);
+        cr_assert_eq(aj_meter_add_tool_rule(m, AJ_TOOL_RULE_DENY, "*rm*"), 0);
+        AjMeterDecision d;
+        cr_expect_eq(side_call(m, GW, "Bash", "g1", "toolu_1", &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m, GW, "rm_file", "g2", "toolu_2", &d), AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 2);
+        cr_expect(aj_meter_gate_missed(m, "toolu_1"), "the backstop knows the call");
+        cr_expect_eq(side_call(m, GW, "Bash", "g3", "toolu_3", &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_TOOL_CALLS);
+        /* The broker's names are still judged by the rules, an exempt call too. */
+        cr_expect_eq(side_call(m, BR, "Bash", "h", "toolu_1", &d), AJ_VERDICT_DENY);
+        cr_expect_eq(side_call(m, BR, "claude.rm", "h", "toolu_2", &d), AJ_VERDICT_DENY);
+        cr_expect_eq(side_call(m, BR, "claude.Bash", "h", "toolu_1", &d), AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.counted_by, "gateway");
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 2);
+        aj_meter_free(m);
+
+        m = meter_with(AJ_CAP_REPEAT_LIMIT, 2);
+        cr_assert_eq(aj_meter_add_tool_rule(m, AJ_TOOL_RULE_ALLOW, "claude.*"), 0);
+        aj_meter_restrict_tools(m);
+        cr_expect_eq(side_call(m, GW, "Bash", "same", "toolu_a", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m, GW, "Bash", "same", "toolu_b", NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(side_call(m, GW, "Bash", "same", "toolu_c", &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_REPEAT_LIMIT);
+        aj_meter_free(m);
+}
+
 /* Only the last AJ_METER_MAX_CALL_IDS are remembered: the oldest forgotten (then counted
  * twice, never not at all). */
 Test(meter, call_ids_remembered_are_bounded)

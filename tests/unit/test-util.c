@@ -607,10 +607,21 @@ Test(parse, plain_name)
                           "b";
         cr_expect_not(aj_plain_name(c1, strlen(c1), 64), "C1 controls");
         cr_expect_not(aj_plain_name("a\xff", 2, 64), "invalid UTF-8");
+        /* Unicode's spaces lay a name out as two words (found by the third attacker review: a
+         * held call's id with no-break spaces forged inspect's TOOL column). */
+        static const char *const spaces[] = { "\xc2\xa0",     "\xe1\x9a\x80", "\xe2\x80\x80", "\xe2\x80\x83",
+                                              "\xe2\x80\x8a", "\xe2\x80\xaf", "\xe2\x81\x9f", "\xe3\x80\x80" };
+        for (size_t i = 0; i < sizeof(spaces) / sizeof(spaces[0]); i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "r-1%slookup", spaces[i]);
+                cr_expect_not(aj_plain_name(name, strlen(name), 64), "space %zu", i);
+        }
+        cr_expect(aj_plain_name("\xe2\x80\x90", 3, 64), "U+2010 (a hyphen) is not a space");
+        cr_expect(aj_plain_name("\xc2\xa1", 2, 64), "U+00A1 is not a space");
         cr_expect_not(aj_plain_name("a\xc3", 2, 64), "a cut sequence");
         cr_expect_not(aj_plain_name("a\xc2\x80", 3, 64), "U+0080, the first C1");
         cr_expect_not(aj_plain_name("a\xc2\x9f", 3, 64), "U+009F, the last C1");
-        cr_expect(aj_plain_name("a\xc2\xa0", 3, 64), "U+00A0 is no control");
+        cr_expect_not(aj_plain_name("a\xc2\xa0", 3, 64), "U+00A0: no control, but a (no-break) space");
         cr_expect_not(aj_plain_name("abc", 3, 2), "longer than max");
         cr_expect_not(aj_plain_name("", 0, 2));
 }
