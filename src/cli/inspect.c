@@ -277,6 +277,10 @@ static void print_pending(json_t *doc)
                         if (json_is_number(json_object_get(p, "timeout_in_s")))
                                 printf("  (denied in %.0fs)", json_number_value(json_object_get(p, "timeout_in_s")));
                         putchar('\n');
+                        /* What `approve --digest` binds to: the arguments reviewed. */
+                        const char *digest = cli_jstr(p, "arguments_sha256");
+                        if (digest && !(kind && streq(kind, "net")))
+                                printf("  %-24s arguments sha256 %s\n", "", digest);
                 }
                 json_int_t dropped = json_integer_value(json_object_get(doc, "pending_dropped"));
                 if (dropped > 0)

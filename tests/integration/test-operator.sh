@@ -477,6 +477,8 @@ if [[ -n "$AP_ID" ]] && wait_sock "$AP_ID" && ap_call a-0 10; then
         like "$OUT" "CALL ID +TOOL +STATE +AGE" "inspect (text): pending calls have a STATE column" || op_diag
         like "$OUT" "a-1 +refund\\.issue +awaiting_approval +[0-9.]+s .*denied in [0-9]+s" \
                 "inspect (text): the held call, and when it will be denied"
+        like "$(grep -A1 '^  a-1 ' <<<"$OUT" | tail -n 1)" "^ +arguments sha256 $DIGEST\$" \
+                "inspect (text): the held call's arguments_sha256 on the next line, for approve --digest"
 
         aj approve "$AP_ID" nosuchcall
         is "$RC" 1 "approve of a call that is not held: exit 1"
