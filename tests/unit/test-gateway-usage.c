@@ -610,6 +610,46 @@ Test(gateway_usage, request_fields_and_prompt_estimate)
         aj_llm_call_free(c);
 }
 
+/* The answers a request asks for ("n", "best_of") multiply its worst case (the supervisor
+ * reserves each of them at the output limit); what the provider might read as a count but
+ * is not a positive whole number is refused. "background" is read as the provider might. */
+Test(gateway_usage, request_choices_and_background)
+{
+        static const struct {
+                const char *body;
+                int r;
+                uint64_t choices;
+                bool background;
+        } cases[] = {
+                { "{\"model\":\"m\"}", 0, 1, false },
+                { "{\"model\":\"m\",\"n\":null,\"background\":null}", 0, 1, false },
+                { "{\"model\":\"m\",\"n\":100}", 0, 100, false },
+                { "{\"model\":\"m\",\"n\":3.0}", 0, 3, false },
+                { "{\"model\":\"m\",\"n\":2,\"best_of\":5}", 0, 5, false },
+                { "{\"model\":\"m\",\"n\":\"100\"}", -EINVAL, 0, false },
+                { "{\"model\":\"m\",\"n\":0}", -EINVAL, 0, false },
+                { "{\"model\":\"m\",\"n\":2.5}", -EINVAL, 0, false },
+                { "{\"model\":\"m\",\"best_of\":[4]}", -EINVAL, 0, false },
+                { "{\"model\":\"m\",\"background\":false}", 0, 1, false },
+                { "{\"model\":\"m\",\"background\":true}", 0, 1, true },
+                { "{\"model\":\"m\",\"background\":\"true\"}", 0, 1, true },
+                { "{\"model\":\"m\",\"background\":1}", 0, 1, true },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), cases[i].r, "%s",
+                             cases[i].body);
+                if (cases[i].r == 0) {
+                        cr_expect_eq(U(c)->choices, cases[i].choices, "%s", cases[i].body);
+                        cr_expect_eq(U(c)->background, cases[i].background, "%s", cases[i].body);
+                } else
+                        cr_expect(U(c)->parse_error && strstr(U(c)->parse_error, "must be a positive whole number"),
+                                  "%s: %s", cases[i].body, U(c)->parse_error ? U(c)->parse_error : "(none)");
+                aj_llm_call_free(c);
+        }
+}
+
 Test(gateway_usage, chat_rewrite_adds_include_usage)
 {
         char *out = NULL;
