@@ -10,7 +10,8 @@ Models steer it: "cut-halfway" closes the connection mid-stream, "error-500" ans
 an error in the provider's shape, "wait-go" holds the last events until the file --go
 exists (at most 10 s), "big-N" answers N bytes of body (chunked), "bad-response" answers
 a malformed head, "hang" answers nothing for 4 s, "tool-call" asks for a tool call
-(tool_use / tool_calls / function_call). Usage is fixed: Anthropic input 25, output 7
+(tool_use / tool_calls / function_call), "custom-call" for a Chat custom tool's call,
+"shell-call" for a Responses local_shell_call. Usage is fixed: Anthropic input 25, output 7
 (cache read 3); OpenAI prompt 20, completion 3 (cached 2, reasoning 1). Chat Completions
 streams carry the usage chunk only when stream_options.include_usage is true, as OpenAI's.
 A whole chat completion has "n" choices, completion 3 each. A Responses request with
@@ -197,6 +198,9 @@ class Handler(BaseHTTPRequestHandler):
         usage = {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23,
                  "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 1}}
         call = {"id": "call_fake", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+        if model == "custom-call":
+            tool = True
+            call = {"id": "call_custom", "type": "custom", "custom": {"name": "code_exec", "input": "print(1)"}}
         n = req.get("n") if isinstance(req.get("n"), int) and req.get("n") > 1 else 1
         if not req.get("stream"):
             msg = {"role": "assistant", "content": None, "tool_calls": [call]} if tool else {"role": "assistant", "content": "Hello!"}
@@ -227,6 +231,9 @@ class Handler(BaseHTTPRequestHandler):
         item = ({"type": "function_call", "id": "fc_fake", "call_id": "call_fake", "name": "get_weather", "arguments": '{"city":"Paris"}'}
                 if tool else {"type": "message", "id": "msg_fake", "role": "assistant",
                               "content": [{"type": "output_text", "text": "Hello!"}]})
+        if model == "shell-call":
+            item = {"type": "local_shell_call", "id": "lsh_fake", "call_id": "call_shell", "status": "completed",
+                    "action": {"type": "exec", "command": ["id"], "env": {}}}
         scripted = responses_script_step(req)
         if scripted:
             item = scripted
@@ -244,7 +251,7 @@ class Handler(BaseHTTPRequestHandler):
         if tool:
             evs += [sse("response.function_call_arguments.delta", {"output_index": 0, "item_id": item["id"], "delta": item["arguments"]}),
                     sse("response.function_call_arguments.done", {"output_index": 0, "item_id": item["id"], "arguments": item["arguments"]})]
-        else:
+        elif item["type"] == "message":
             text = item["content"][0]["text"]
             words = [text] if scripted else ["Hel", "lo!"]
             evs += [sse("response.output_text.delta", {"output_index": 0, "content_index": 0, "item_id": item["id"], "delta": w})

@@ -258,6 +258,14 @@ run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic 
 like "$(events_of llm.response | head -1)" '"tool_calls":\["get_weather"\]' "the model's tool call is recorded"
 like "$(events_of cap.breach)" '"cap":"tool_calls"' "the second model tool call crosses tool_calls=1: a breach"
 is "$JAIL_RC" 123 "... and the run is killed (on_breach kill)"
+# every call the client runs counts, whatever its kind: a Responses local_shell_call, a
+# Chat custom tool's call
+run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py openai-responses stream shell-call;
+        python3 client.py openai-chat stream custom-call'
+is "$(events_of llm.response | jq -c '[.tool_calls, .tool_call_ids]' | head -1)" '[["local_shell"],["call_shell"]]' \
+        "a Responses local_shell_call is the model's tool call"
+like "$(events_of cap.breach)" '"cap":"tool_calls"' "a Chat custom tool's call after it crosses tool_calls=1: a breach"
+is "$JAIL_RC" 123 "... and the run is killed"
 
 # --- a model repeating a tool call: get_weather {"city": "Paris"} from three APIs, streamed
 # or whole, written differently, is one key for the repeat detector, the broker's too
