@@ -6,15 +6,17 @@
  * stream_options.include_usage, which the gateway adds when the client did not
  * (aj_llm_openai_chat_add_usage()). Tool calls are choices[].(delta|message).tool_calls.
  * Responses: the response object that response.completed, response.incomplete
- * and response.failed carry (or the whole body) holds the usage; function_call
- * output items are tool calls. A tool call's arguments go to usage-tools.c, whole
- * or in fragments.
+ * and response.failed carry (or the whole body) holds the usage; "..._call" output
+ * items are tool calls, but for the built-in tools that run at the provider. A tool
+ * call's arguments go to usage-tools.c, whole or in fragments.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gateway/usage-internal.h"
+#include "util/macros.h"
 
 static void chat_usage(AjLlmCall *c, json_t *usage)
 {
@@ -41,24 +43,38 @@ static uint32_t chat_key(json_int_t choice, json_int_t index)
         return (uint32_t)(choice & 0xffff) << 16 | (uint32_t)(index & 0xffff);
 }
 
+/* A tool call's function ({"name", "arguments": JSON text}) or, for a custom tool,
+ * custom ({"name", "input": free text}); *ret_args the member of its arguments. */
+static json_t *chat_fn(json_t *tc, const char **ret_args)
+{
+        json_t *fn = json_object_get(tc, "function");
+        *ret_args = "arguments";
+        if (!fn && (fn = json_object_get(tc, "custom")))
+                *ret_args = "input";
+        return fn;
+}
+
 /* A streamed tool call: counted once per (choice, index), when its name is seen; its
- * arguments are the fragments of function.arguments, digested at the response's end. */
+ * arguments are the fragments of function.arguments (custom.input), digested at the
+ * response's end. */
 static void chat_stream_tool(AjLlmCall *c, json_int_t choice, json_t *tc)
 {
-        json_t *fn = json_object_get(tc, "function"), *args = json_object_get(fn, "arguments");
+        const char *akey;
+        json_t *fn = chat_fn(tc, &akey), *args = json_object_get(fn, akey);
         const char *name = json_string_value(json_object_get(fn, "name"));
         uint32_t key = chat_key(choice, json_integer_value(json_object_get(tc, "index")));
-        aj_llm_output_bytes(c, fn, "arguments");
+        aj_llm_output_bytes(c, fn, akey);
         if (name && aj_llm_tool_find(c, key) < 0)
                 (void)aj_llm_tool_call(c, name, json_object_get(tc, "id"), key);
         if (json_is_string(args))
                 aj_llm_tool_args_fragment(c, key, json_string_value(args), json_string_length(args));
 }
 
-/* A whole tool call: function.arguments is a string of JSON. */
+/* A whole tool call: function.arguments is a string of JSON (custom.input free text). */
 static void chat_tool(AjLlmCall *c, json_int_t choice, size_t i, json_t *tc)
 {
-        json_t *fn = json_object_get(tc, "function"), *args = json_object_get(fn, "arguments");
+        const char *akey;
+        json_t *fn = chat_fn(tc, &akey), *args = json_object_get(fn, akey);
         uint32_t key = chat_key(choice, (json_int_t)i);
         if (aj_llm_tool_call(c, json_string_value(json_object_get(fn, "name")), json_object_get(tc, "id"), key) >= 0 &&
             json_is_string(args))
@@ -117,30 +133,64 @@ void aj_llm_chat_body(AjLlmCall *c, json_t *root)
 
 /* ---- Responses ---- */
 
+/* A call item: every output item "..._call" is a call the client carries out (a
+ * function's, a custom tool's, and the built-in tools the client runs: computer_call,
+ * local_shell_call, shell_call, apply_patch_call; one added later too: fail closed),
+ * except the built-in tools that run at the provider. */
 static bool is_tool_item(const char *type)
 {
-        /* Built-in tools (web_search_call, file_search_call, ...) run at the provider. */
-        return type && (streq(type, "function_call") || streq(type, "custom_tool_call"));
+        static const char *const at_provider[] = { "web_search_call", "file_search_call", "code_interpreter_call",
+                                                   "image_generation_call", "mcp_call" };
+        size_t n = type ? strlen(type) : 0;
+        if (n <= 5 || !streq(type + n - 5, "_call"))
+                return false;
+        for (size_t i = 0; i < ARRAY_SIZE(at_provider); i++)
+                if (streq(type, at_provider[i]))
+                        return false;
+        return true;
 }
 
-/* A tool call item's whole arguments: function_call's arguments (JSON text), or
- * custom_tool_call's input (free text). */
+/* A tool call item's whole arguments: function_call's arguments (JSON text),
+ * custom_tool_call's input (free text); a built-in tool's action (computer, shell) or
+ * operation (apply_patch), else the item without its ids and status, as JSON. */
 static void item_args(AjLlmCall *c, json_t *item, uint32_t key)
 {
         const char *type = json_string_value(json_object_get(item, "type"));
         if (!is_tool_item(type))
                 return;
-        json_t *args = json_object_get(item, streq(type, "function_call") ? "arguments" : "input");
-        if (json_is_string(args))
-                aj_llm_tool_args_text(c, key, json_string_value(args), json_string_length(args));
+        if (streq(type, "function_call") || streq(type, "custom_tool_call")) {
+                json_t *args = json_object_get(item, streq(type, "function_call") ? "arguments" : "input");
+                if (json_is_string(args))
+                        aj_llm_tool_args_text(c, key, json_string_value(args), json_string_length(args));
+                return;
+        }
+        json_t *args = json_object_get(item, "action") ?: json_object_get(item, "operation");
+        json_t *rest = args ? NULL : json_copy(item);
+        if (rest) {
+                json_object_del(rest, "id");
+                json_object_del(rest, "call_id");
+                json_object_del(rest, "status");
+        }
+        if (args || rest)
+                aj_llm_tool_args_json(c, key, args ?: rest);
+        aj_llm_tool_args_end(c, key);
+        json_decref(rest);
 }
 
-/* An output item at `key` (its output_index): a tool call is counted. */
+/* An output item at `key` (its output_index): a tool call is counted, under its name or,
+ * for a built-in tool, the item's type without "_call" ("local_shell"). */
 static void output_item(AjLlmCall *c, json_t *item, uint32_t key)
 {
-        if (is_tool_item(json_string_value(json_object_get(item, "type"))))
-                (void)aj_llm_tool_call(c, json_string_value(json_object_get(item, "name")),
-                                       json_object_get(item, "call_id"), key);
+        const char *type = json_string_value(json_object_get(item, "type"));
+        if (!is_tool_item(type))
+                return;
+        const char *name = json_string_value(json_object_get(item, "name"));
+        char builtin[AJ_LLM_MAX_NAME];
+        if (!name) {
+                snprintf(builtin, sizeof(builtin), "%.*s", (int)(strlen(type) - 5), type);
+                name = builtin;
+        }
+        (void)aj_llm_tool_call(c, name, json_object_get(item, "call_id"), key);
 }
 
 static void responses_usage(AjLlmCall *c, json_t *usage)

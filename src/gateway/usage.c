@@ -16,6 +16,7 @@
 #include "gateway/usage-internal.h"
 #include "util/format.h"
 #include "util/json-scan.h"
+#include "util/macros.h"
 #include "util/parse.h"
 
 static const char *const api_names[_AJ_LLM_API_MAX] = {
@@ -244,6 +245,34 @@ static uint64_t max_output_of(AjLlmApi api, json_t *root)
         return 0;
 }
 
+/* How many answers the request asks for ("n", and "best_of" that OpenAI-compatible servers
+ * generate and then choose from): 1 unless either is set. A member the provider might read
+ * as a number but that is not a positive whole one is refused: the worst case would not be
+ * known. 0 on success, -EINVAL with *ret_key the member. */
+static int choices_of(json_t *root, uint64_t *ret, const char **ret_key)
+{
+        static const char *const keys[] = { "n", "best_of" };
+        uint64_t most = 1;
+        for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+                json_t *v = json_object_get(root, keys[i]);
+                double d = json_is_real(v) ? json_real_value(v) : 0;
+                uint64_t k;
+                if (!v || json_is_null(v))
+                        continue;
+                if (json_is_integer(v) && json_integer_value(v) >= 1)
+                        k = (uint64_t)json_integer_value(v);
+                else if (json_is_real(v) && d >= 1 && d <= 1e15 && d == (double)(uint64_t)d)
+                        k = (uint64_t)d;
+                else {
+                        *ret_key = keys[i];
+                        return -EINVAL;
+                }
+                most = k > most ? k : most;
+        }
+        *ret = most;
+        return 0;
+}
+
 /* One tool result of the request, over the oldest kept when there are more. */
 static void tool_result_add(AjLlmUsage *u, json_t *id, bool error)
 {
@@ -329,9 +358,18 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
                 json_decref(root);
                 return -EINVAL;
         }
+        const char *bad = NULL;
+        if (choices_of(root, &u->choices, &bad) < 0) {
+                aj_llm_parse_error(c, "request: \"%s\" must be a positive whole number", bad);
+                json_decref(root);
+                return -EINVAL;
+        }
         aj_llm_set_name(&u->model, json_string_value(model));
         u->stream = json_is_true(json_object_get(root, "stream"));
         u->max_output_tokens = max_output_of(c->api, root);
+        /* Anything but false or null might be read as true by the provider. */
+        json_t *bg = json_object_get(root, "background");
+        u->background = bg && !json_is_false(bg) && !json_is_null(bg);
         tool_results_of(c->api, root, u);
         uint64_t bytes = 0, blobs = 0;
         measure(root, NULL, &bytes, &blobs);

@@ -72,6 +72,12 @@ typedef struct {
         char *model; /* NULL: the request named none */
         bool stream;
         uint64_t max_output_tokens; /* max_tokens, max_completion_tokens or max_output_tokens; 0: none */
+        /* The answers the model writes, each up to max_output_tokens: "n" or "best_of",
+         * the larger (Chat Completions, OpenAI-compatible servers); 1 when neither is set. */
+        uint64_t choices;
+        /* "background" set: the provider answers at once and runs the model afterwards;
+         * the output is fetched later (GET /v1/responses/ID), where no call is metered. */
+        bool background;
         /* The tool results the request hands back to the model (Anthropic tool_result
          * blocks, Chat "tool" messages, Responses function_call_output items): the last
          * AJ_LLM_MAX_TOOL_RESULTS of them, by the id of the call each answers, and whether

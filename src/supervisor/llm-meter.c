@@ -141,12 +141,20 @@ static int add_usage(AjSupLlmCall *cs, const AjGatewayRequest *req, AjGatewayVer
         return 0;
 }
 
-static bool spend_capped(const AjMeter *m)
+/* Whether the run caps what model calls may do: tokens, cost, or the tool calls the model
+ * asks for (every cap of the meter is one of those). Under such a cap, model work the
+ * gateway cannot read is refused: an API it does not meter (a batch, whose tool calls come
+ * back in a file), a background response (its output fetched later by GET). */
+static bool model_capped(const AjMeter *m)
 {
         const AjMeterCaps *c = aj_meter_caps(m);
-        return c->set[AJ_CAP_TOKENS] || c->set[AJ_CAP_INPUT_TOKENS] || c->set[AJ_CAP_OUTPUT_TOKENS] ||
-               c->set[AJ_CAP_COST_USD];
+        for (int cap = 0; cap < _AJ_CAP_MAX; cap++)
+                if (c->set[cap])
+                        return true;
+        return false;
 }
+
+static uint64_t mul_sat(uint64_t a, uint64_t b) { return b && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
 
 /* The gate's backstop (run --hooks): a request that hands back the result of a tool call
  * the model asked for (the gateway counted it) but the broker never judged means the
@@ -198,9 +206,9 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         aj_sha256(req->body ? req->body : "", req->body_len, d);
         aj_sha256_hex(d, cs->request_sha);
         if (aj_llm_api_from_path(api_name, path, &cs->api) < 0) {
-                /* Not a model call: relayed, not metered; but under a token or cost cap only
-                 * reads are, since an API the gateway cannot meter might spend (fail closed). */
-                if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && spend_capped(cs->l->meter))
+                /* Not a model call: relayed, not metered; but under a cap only reads are, since
+                 * an API the gateway cannot meter might spend or ask for tool calls (fail closed). */
+                if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && model_capped(cs->l->meter))
                         refuse(v, pr, 403, "agentjail gateway: not a metered API, refused under the run's caps", path);
                 return 0;
         }
@@ -227,14 +235,22 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                 refuse(v, pr, 400, "agentjail gateway", "the request names no model");
                 return 0;
         }
+        if (u->background && model_capped(cs->l->meter)) {
+                refuse(v, pr, 403, "agentjail gateway",
+                       "a background response is refused under the run's caps: its output is fetched later, "
+                       "where the gateway cannot meter it");
+                return 0;
+        }
         if (cs->api == AJ_LLM_API_OPENAI_CHAT && u->stream && (r = add_usage(cs, req, v)) < 0) {
                 refuse(v, pr, 400, "agentjail gateway", "stream_options must be an object");
                 return 0;
         }
+        /* Each of the answers asked for ("n") may be as long as the limit: the provider bills
+         * them all, so the worst case is all of them. */
+        uint64_t per_answer = u->max_output_tokens ? u->max_output_tokens : AJ_SUP_LLM_DEFAULT_MAX_OUTPUT;
         cs->worst = (AjMeterUsage){ .model = cs->model,
                                     .input = u->prompt_estimate,
-                                    .output = u->max_output_tokens ? u->max_output_tokens
-                                                                   : AJ_SUP_LLM_DEFAULT_MAX_OUTPUT };
+                                    .output = mul_sat(per_answer, u->choices ? u->choices : 1) };
         return 0;
 }
 
@@ -566,10 +582,12 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         if (cs->reserved) {
                 AjMeterUsage m;
                 measured_usage(cs, &m);
-                /* The agent left and the relay stopped reading: the provider may go on
-                 * generating what it was asked for, billed but never seen. Leaving must not
-                 * be a way around the caps: such a call is charged its worst case. */
-                if (call->agent_left && outcome == AJ_GATEWAY_CUT_SHORT) {
+                /* The agent left and the relay stopped reading, or the call asked for a
+                 * background response (no cap is set, else it was refused): the provider may
+                 * go on generating what it was asked for, billed but never seen. Such a call
+                 * is charged its worst case. */
+                const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
+                if ((call->agent_left && outcome == AJ_GATEWAY_CUT_SHORT) || u->background) {
                         charged_worst = m.input < cs->worst.input || m.output < cs->worst.output;
                         m.input = max_u64(m.input, cs->worst.input);
                         m.output = max_u64(m.output, cs->worst.output);

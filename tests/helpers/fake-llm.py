@@ -10,9 +10,13 @@ Models steer it: "cut-halfway" closes the connection mid-stream, "error-500" ans
 an error in the provider's shape, "wait-go" holds the last events until the file --go
 exists (at most 10 s), "big-N" answers N bytes of body (chunked), "bad-response" answers
 a malformed head, "hang" answers nothing for 4 s, "tool-call" asks for a tool call
-(tool_use / tool_calls / function_call). Usage is fixed: Anthropic input 25, output 7
+(tool_use / tool_calls / function_call), "custom-call" for a Chat custom tool's call,
+"shell-call" for a Responses local_shell_call. Usage is fixed: Anthropic input 25, output 7
 (cache read 3); OpenAI prompt 20, completion 3 (cached 2, reasoning 1). Chat Completions
 streams carry the usage chunk only when stream_options.include_usage is true, as OpenAI's.
+A whole chat completion has "n" choices, completion 3 each. A Responses request with
+"background" is answered "queued", without output or usage; GET /v1/responses/resp_...
+answers the stored response (a tool call, output 3000).
 
 A scripted agent session (tests/integration/test-agents.sh drives Claude Code with it): an
 Anthropic request that offers a tool named "Bash" and whose first user message holds
@@ -74,6 +78,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.record(b"")
+        if self.path.startswith("/v1/responses/resp_"):
+            # A stored (background) response, fetched when it is done: all its output and usage.
+            return self.send_json(200, responses_body("gpt-test", "completed"))
         self.send_json(200, {"ok": True})
 
     def do_HEAD(self):
@@ -191,10 +198,17 @@ class Handler(BaseHTTPRequestHandler):
         usage = {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23,
                  "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 1}}
         call = {"id": "call_fake", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+        if model == "custom-call":
+            tool = True
+            call = {"id": "call_custom", "type": "custom", "custom": {"name": "code_exec", "input": "print(1)"}}
+        n = req.get("n") if isinstance(req.get("n"), int) and req.get("n") > 1 else 1
         if not req.get("stream"):
             msg = {"role": "assistant", "content": None, "tool_calls": [call]} if tool else {"role": "assistant", "content": "Hello!"}
+            # n choices: the completion tokens of all of them, as OpenAI's.
+            usage = dict(usage, completion_tokens=3 * n, total_tokens=20 + 3 * n)
             return self.send_json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "model": model,
-                                        "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if tool else "stop"}],
+                                        "choices": [{"index": i, "message": msg, "finish_reason": "tool_calls" if tool else "stop"}
+                                                    for i in range(n)],
                                         "usage": usage})
         def chunk(choices, **extra):
             return "data: %s\n\n" % json.dumps(dict({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
@@ -217,11 +231,17 @@ class Handler(BaseHTTPRequestHandler):
         item = ({"type": "function_call", "id": "fc_fake", "call_id": "call_fake", "name": "get_weather", "arguments": '{"city":"Paris"}'}
                 if tool else {"type": "message", "id": "msg_fake", "role": "assistant",
                               "content": [{"type": "output_text", "text": "Hello!"}]})
+        if model == "shell-call":
+            item = {"type": "local_shell_call", "id": "lsh_fake", "call_id": "call_shell", "status": "completed",
+                    "action": {"type": "exec", "command": ["id"], "env": {}}}
         scripted = responses_script_step(req)
         if scripted:
             item = scripted
             tool = item["type"] == "function_call"
         resp = {"id": "resp_fake", "object": "response", "model": model, "status": "completed", "output": [item], "usage": usage}
+        if req.get("background"):
+            # Queued: the model runs after the answer; GET /v1/responses/ID has its output.
+            return self.send_json(200, dict(resp, status="queued", output=[], usage=None, background=True))
         if not req.get("stream"):
             return self.send_json(200, resp)
         def sse(name, obj):
@@ -231,7 +251,7 @@ class Handler(BaseHTTPRequestHandler):
         if tool:
             evs += [sse("response.function_call_arguments.delta", {"output_index": 0, "item_id": item["id"], "delta": item["arguments"]}),
                     sse("response.function_call_arguments.done", {"output_index": 0, "item_id": item["id"], "arguments": item["arguments"]})]
-        else:
+        elif item["type"] == "message":
             text = item["content"][0]["text"]
             words = [text] if scripted else ["Hel", "lo!"]
             evs += [sse("response.output_text.delta", {"output_index": 0, "content_index": 0, "item_id": item["id"], "delta": w})
@@ -239,6 +259,15 @@ class Handler(BaseHTTPRequestHandler):
         evs += [sse("response.output_item.done", {"output_index": 0, "item": item}),
                 sse("response.completed", {"response": resp})]
         self.events(evs, model)
+
+
+def responses_body(model, status):
+    """A whole Responses object with a tool call, as a stored response is fetched."""
+    item = {"type": "function_call", "id": "fc_fake", "call_id": "call_fake", "name": "get_weather", "arguments": '{"city":"Paris"}'}
+    usage = {"input_tokens": 20, "output_tokens": 3000, "total_tokens": 3020,
+             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+    return {"id": "resp_fake", "object": "response", "model": model, "status": status, "background": True,
+            "output": [item], "usage": usage}
 
 
 TOOL_IDS = itertools.count(1)

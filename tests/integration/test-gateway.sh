@@ -11,7 +11,9 @@
 # provider's host through the egress proxy gets 403; "record": "full" keeps bodies with
 # the key redacted; a missing key fails the run before it starts; a model asking for the same
 # tool call again and again breaches repeat_limit, keyed as the broker keys its calls; an
-# allow list of the broker's names leaves the model's calls counted and gated (tool_gate).
+# allow list of the broker's names leaves the model's calls counted and gated (tool_gate); a
+# request for n answers is reserved for all of them, and a background response or an API
+# the gateway does not meter is refused under any cap.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -257,6 +259,14 @@ run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic 
 like "$(events_of llm.response | head -1)" '"tool_calls":\["get_weather"\]' "the model's tool call is recorded"
 like "$(events_of cap.breach)" '"cap":"tool_calls"' "the second model tool call crosses tool_calls=1: a breach"
 is "$JAIL_RC" 123 "... and the run is killed (on_breach kill)"
+# every call the client runs counts, whatever its kind: a Responses local_shell_call, a
+# Chat custom tool's call
+run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py openai-responses stream shell-call;
+        python3 client.py openai-chat stream custom-call'
+is "$(events_of llm.response | jq -c '[.tool_calls, .tool_call_ids]' | head -1)" '[["local_shell"],["call_shell"]]' \
+        "a Responses local_shell_call is the model's tool call"
+like "$(events_of cap.breach)" '"cap":"tool_calls"' "a Chat custom tool's call after it crosses tool_calls=1: a breach"
+is "$JAIL_RC" 123 "... and the run is killed"
 
 # --- the tools rules name the broker's calls (claude.Bash), not the model's (get_weather):
 # an allow list of the agent's names still leaves every model tool call counted, and with
@@ -300,6 +310,65 @@ run_jail -p "$PK" --cap repeat_limit=2 -- /bin/sh -c 'python3 client.py anthropi
         python3 client.py openai-chat stream tool-call; agentjail meter tool get_weather --args "{\"city\": \"Paris\"}"'
 like "$(events_of tool.verdict)" '"verdict":"breach"' "two model calls then the same call through the broker: a repeat"
 like "$(events_of cap.breach)" '"cap":"repeat_limit"' "... a repeat_limit breach"
+
+# --- model work the gateway cannot read passes no cap: each answer a request asks for ("n")
+# is reserved at the output limit, a background response (its output fetched later by GET)
+# and an API the gateway does not meter (a batch, whose tool calls come back in a file) are
+# refused under any cap, tool caps included
+cat >"$WORKSPACE/gwcap.py" <<'PY'
+import json, os, sys, urllib.request
+def call(url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                 headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+O, A = os.environ["OPENAI_BASE_URL"], os.environ["ANTHROPIC_BASE_URL"]
+hi = [{"role": "user", "content": "hi"}]
+for what in sys.argv[1:]:
+    if what == "n":
+        st, t = call(O + "/chat/completions", {"model": "gpt-test", "n": 100, "max_tokens": 3, "messages": hi})
+    elif what == "n-string":
+        st, t = call(O + "/chat/completions", {"model": "gpt-test", "n": "100", "max_tokens": 3, "messages": hi})
+    elif what == "background":
+        st, t = call(O + "/responses", {"model": "gpt-test", "input": "hi", "max_output_tokens": 10, "background": True})
+    elif what == "fetch":
+        st, t = call(O + "/responses/resp_fake")
+    elif what == "batch":
+        st, t = call(A + "/v1/messages/batches", {"requests": [{"custom_id": "a", "params":
+                     {"model": "claude-test", "max_tokens": 10, "messages": hi}}]})
+    print("%s=%d %s" % (what, st, t.replace("\n", " ")[:300]), flush=True)
+PY
+n0=$(records)
+run_jail -p "$PK" --cap tokens=100 -- python3 gwcap.py n-string n
+like "$JAIL_OUT" 'n-string=400 .*.n.{0,2} must be a positive whole number' "n that is not a whole number: 400, naming it" ||
+        jail_diag
+is "$(($(records) - n0))" 0 "... neither request reached the provider"
+like "$(events_of llm.request | tail -1)" '"verdict":"breach","reason":"tokens: would be [0-9]{3} ' \
+        "n=100 answers of up to 3 tokens each do not fit tokens=100: a breach before anything was spent"
+is "$JAIL_RC" 123 "... and the run is killed (on_breach kill)"
+run_jail -p "$PK" -- python3 gwcap.py n
+is "$(events_of llm.response | jq -r '.["gen_ai.usage.output_tokens"]')" 300 "without a cap n=100 is relayed, its 100 answers metered"
+
+n0=$(records)
+run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py background
+like "$JAIL_OUT" 'background=403 .*background response is refused under the run.s caps' \
+        "a background response under a cap: 403" || jail_diag
+is "$(($(records) - n0))" 0 "... never forwarded"
+is "$JAIL_RC" 0 "... a refusal, not a breach"
+run_jail -p "$PK" -- python3 gwcap.py background fetch
+like "$JAIL_OUT" 'background=200 .*queued' "without a cap a background response is relayed"
+like "$(events_of llm.response | head -1)" '"charged":"worst_case"' "... and charged its worst case (its output is never seen)"
+is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 10 "... run.json: max_output_tokens as output"
+
+n0=$(records)
+run_jail -p "$PK" --cap tool_calls=5 -- python3 gwcap.py batch fetch
+like "$JAIL_OUT" 'batch=403 .*not a metered API' "a batch under a tool_calls cap: 403" || jail_diag
+like "$JAIL_OUT" 'fetch=200' "... a GET is still relayed"
+is "$(($(records) - n0))" 1 "... only the GET reached the provider"
 
 # --- a request body cannot grow the supervisor's memory (it is in no memory cgroup): JSON of
 # more values than the gateway parses (16 MiB of "{}," took 1.2 GB of jansson's DOM) is

@@ -610,6 +610,46 @@ Test(gateway_usage, request_fields_and_prompt_estimate)
         aj_llm_call_free(c);
 }
 
+/* The answers a request asks for ("n", "best_of") multiply its worst case (the supervisor
+ * reserves each of them at the output limit); what the provider might read as a count but
+ * is not a positive whole number is refused. "background" is read as the provider might. */
+Test(gateway_usage, request_choices_and_background)
+{
+        static const struct {
+                const char *body;
+                int r;
+                uint64_t choices;
+                bool background;
+        } cases[] = {
+                { "{\"model\":\"m\"}", 0, 1, false },
+                { "{\"model\":\"m\",\"n\":null,\"background\":null}", 0, 1, false },
+                { "{\"model\":\"m\",\"n\":100}", 0, 100, false },
+                { "{\"model\":\"m\",\"n\":3.0}", 0, 3, false },
+                { "{\"model\":\"m\",\"n\":2,\"best_of\":5}", 0, 5, false },
+                { "{\"model\":\"m\",\"n\":\"100\"}", -EINVAL, 0, false },
+                { "{\"model\":\"m\",\"n\":0}", -EINVAL, 0, false },
+                { "{\"model\":\"m\",\"n\":2.5}", -EINVAL, 0, false },
+                { "{\"model\":\"m\",\"best_of\":[4]}", -EINVAL, 0, false },
+                { "{\"model\":\"m\",\"background\":false}", 0, 1, false },
+                { "{\"model\":\"m\",\"background\":true}", 0, 1, true },
+                { "{\"model\":\"m\",\"background\":\"true\"}", 0, 1, true },
+                { "{\"model\":\"m\",\"background\":1}", 0, 1, true },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), cases[i].r, "%s",
+                             cases[i].body);
+                if (cases[i].r == 0) {
+                        cr_expect_eq(U(c)->choices, cases[i].choices, "%s", cases[i].body);
+                        cr_expect_eq(U(c)->background, cases[i].background, "%s", cases[i].body);
+                } else
+                        cr_expect(U(c)->parse_error && strstr(U(c)->parse_error, "must be a positive whole number"),
+                                  "%s: %s", cases[i].body, U(c)->parse_error ? U(c)->parse_error : "(none)");
+                aj_llm_call_free(c);
+        }
+}
+
 Test(gateway_usage, chat_rewrite_adds_include_usage)
 {
         char *out = NULL;
@@ -759,6 +799,83 @@ static AjLlmCall *feed_until(const Setup *s, const char *in, const char *stop)
         cr_assert_not_null(end, "%s", stop);
         cr_assert_eq(aj_llm_call_response_data(c, in, (size_t)(end - in)), 0);
         return c;
+}
+
+/* Every call the client carries out is a tool call: Chat custom tools (custom.name,
+ * custom.input), and the Responses built-in tools the client runs (local_shell, shell,
+ * computer, apply_patch, and a "..._call" item added later); not the tools that run at
+ * the provider (web search, code interpreter, remote MCP). */
+Test(gateway_usage, tool_calls_the_client_runs_are_counted_whatever_their_kind)
+{
+        const char *chat = "{\"model\":\"gpt-5\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                           "\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"custom\",\"custom\":{\"name\":\"code_exec\","
+                           "\"input\":\"print(1)\"}}]},\"finish_reason\":\"tool_calls\"}],"
+                           "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":5}}";
+        Setup sc = { AJ_LLM_API_OPENAI_CHAT, 200, JSON, NULL };
+        AjLlmCall *c = parse_all_ways(&sc, chat, strlen(chat));
+        cr_expect_eq(U(c)->n_tool_calls, 1);
+        cr_expect_str_eq(U(c)->tool_calls[0], "code_exec");
+        cr_expect_str_eq(U(c)->tool_call_ids[0], "call_1");
+        aj_llm_call_free(c);
+
+        const char *stream =
+                "data: {\"model\":\"gpt-5\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+                "\"id\":\"call_2\",\"type\":\"custom\",\"custom\":{\"name\":\"code_exec\",\"input\":\"\"}}]}}]}\n\n"
+                "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"custom\":"
+                "{\"input\":\"{\\\"a\\\":1}\"}}]}}]}\n\n"
+                "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n"
+                "data: [DONE]\n\n";
+        Setup ss = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, NULL };
+        c = parse_all_ways(&ss, stream, strlen(stream));
+        cr_expect_eq(U(c)->n_tool_calls, 1);
+        expect_tool(c, 0, "code_exec", "{\"a\":1}");
+        aj_llm_call_free(c);
+
+        const char *resp =
+                "{\"id\":\"r\",\"object\":\"response\",\"model\":\"gpt-5\",\"status\":\"completed\",\"output\":["
+                "{\"type\":\"web_search_call\",\"id\":\"ws\",\"status\":\"completed\"},"
+                "{\"type\":\"code_interpreter_call\",\"id\":\"ci\",\"code\":\"1\"},"
+                "{\"type\":\"mcp_call\",\"id\":\"mc\",\"name\":\"remote\",\"arguments\":\"{}\"},"
+                "{\"type\":\"local_shell_call\",\"id\":\"ls\",\"call_id\":\"call_ls\",\"status\":\"completed\","
+                "\"action\":{\"type\":\"exec\",\"command\":[\"rm\",\"-rf\",\"/\"]}},"
+                "{\"type\":\"shell_call\",\"id\":\"sh\",\"call_id\":\"call_sh\",\"action\":{\"commands\":[\"ls\"]}},"
+                "{\"type\":\"computer_call\",\"id\":\"cu\",\"call_id\":\"call_cu\",\"action\":{\"type\":\"click\","
+                "\"x\":1,\"y\":2}},"
+                "{\"type\":\"apply_patch_call\",\"id\":\"ap\",\"call_id\":\"call_ap\",\"operation\":{\"type\":"
+                "\"update_file\",\"path\":\"a.c\"}},"
+                "{\"type\":\"teleport_call\",\"id\":\"tp\",\"call_id\":\"call_tp\",\"status\":\"completed\","
+                "\"where\":\"mars\"}],"
+                "\"usage\":{\"input_tokens\":5,\"output_tokens\":5}}";
+        Setup sr = { AJ_LLM_API_OPENAI_RESPONSES, 200, JSON, NULL };
+        c = parse_all_ways(&sr, resp, strlen(resp));
+        cr_expect_eq(U(c)->tool_calls_total, 5, "the provider's own tools are not the agent's calls");
+        cr_assert_eq(U(c)->n_tool_calls, 5);
+        expect_tool(c, 0, "local_shell", "{\"type\":\"exec\",\"command\":[\"rm\",\"-rf\",\"/\"]}");
+        expect_tool(c, 1, "shell", "{\"commands\":[\"ls\"]}");
+        expect_tool(c, 2, "computer", "{\"type\":\"click\",\"x\":1,\"y\":2}");
+        expect_tool(c, 3, "apply_patch", "{\"type\":\"update_file\",\"path\":\"a.c\"}");
+        expect_tool(c, 4, "teleport", "{\"type\":\"teleport_call\",\"where\":\"mars\"}");
+        cr_expect_str_eq(U(c)->tool_call_ids[0], "call_ls");
+        aj_llm_call_free(c);
+
+        /* Streamed: whole (counted, before its bytes are forwarded) at its output_item.done. */
+        const char *sse = "event: response.output_item.added\n"
+                          "data: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":"
+                          "\"local_shell_call\",\"id\":\"ls\",\"call_id\":\"call_ls\",\"status\":\"in_progress\","
+                          "\"action\":{\"type\":\"exec\",\"command\":[\"id\"]}}}\n\n"
+                          "event: response.output_item.done\n"
+                          "data: {\"type\":\"response.output_item.done\",\"output_index\":0,\"item\":{\"type\":"
+                          "\"local_shell_call\",\"id\":\"ls\",\"call_id\":\"call_ls\",\"status\":\"completed\","
+                          "\"action\":{\"type\":\"exec\",\"command\":[\"id\"]}}}\n\n";
+        Setup st = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, NULL };
+        c = feed_until(&st, sse, "event: response.output_item.done");
+        cr_expect_eq(U(c)->n_tool_calls, 1, "counted when it starts");
+        cr_expect_not(aj_llm_call_tool_done(c, 0), "not whole yet");
+        cr_assert_eq(aj_llm_call_response_data(c, strstr(sse, "event: response.output_item.done"),
+                                               strlen(strstr(sse, "event: response.output_item.done"))),
+                     0);
+        cr_expect(aj_llm_call_tool_done(c, 0), "whole at its output_item.done");
+        aj_llm_call_free(c);
 }
 
 /* A call is whole (the agent can run it) before the response ends: at its

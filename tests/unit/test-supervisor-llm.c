@@ -334,6 +334,71 @@ Test(supervisor_llm, unmetered_spend_refused_under_caps)
         teardown(&f);
 }
 
+/* Under a tool cap alone, too: a batch's answers (tool calls included) come back in a file
+ * the gateway never reads, a background response's by a later GET. */
+Test(supervisor_llm, unreadable_model_work_refused_under_a_tool_cap)
+{
+        Fixture f;
+        setup(&f, "tool_calls=5");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", &v);
+        cr_expect_eq(v.status, 403, "a batch under a tool_calls cap");
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        request(&f, &call, &openai, "/v1/responses", "{\"model\":\"claude-test\",\"input\":\"hi\",\"background\":true}",
+                &v);
+        cr_expect_eq(v.status, 403, "a background response under a tool_calls cap");
+        cr_expect(strstr(v.message, "background"), "%s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        request(&f, &call, &openai, "/v1/responses/resp_1", "", &v);
+        cr_expect_eq(v.status, 0, "reads are relayed");
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_COMPLETED, 0);
+        cr_expect_eq(json_array_size(breaches), 0, "refusals, not breaches");
+        teardown(&f);
+}
+
+/* Without a cap a background response is relayed; its output is never seen, so it is
+ * charged its worst case, not the nothing its "queued" answer reports. */
+Test(supervisor_llm, background_response_without_caps_is_charged_its_worst_case)
+{
+        Fixture f;
+        setup(&f, NULL);
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/responses",
+                "{\"model\":\"claude-test\",\"input\":\"hi\",\"max_output_tokens\":500,\"background\":true}", &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        respond(&f, &call, "application/json",
+                "{\"id\":\"resp_1\",\"object\":\"response\",\"model\":\"claude-test\",\"status\":\"queued\","
+                "\"output\":[],\"usage\":null}",
+                AJ_GATEWAY_COMPLETED);
+        cr_expect_geq(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 500, "max_output_tokens charged");
+        cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "charged")), "worst_case");
+        teardown(&f);
+}
+
+/* Each answer a request asks for may be as long as its limit: all are reserved. */
+Test(supervisor_llm, every_answer_asked_for_is_reserved)
+{
+        Fixture f;
+        setup(&f, "tokens=400");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        const char *one = "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[]}";
+        request(&f, &call, &openai, "/v1/chat/completions", one, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
+        const char *fifty = "{\"model\":\"claude-test\",\"n\":50,\"max_tokens\":10,\"messages\":[]}";
+        request(&f, &call, &openai, "/v1/chat/completions", fifty, &v);
+        cr_expect_eq(v.status, 429, "50 answers of 10 tokens do not fit 400 tokens");
+        json_t *rq = last_event("llm.request");
+        cr_expect_str_eq(json_string_value(json_object_get(rq, "verdict")), "breach");
+        const char *why = json_string_value(json_object_get(rq, "reason")) ?: "(none)";
+        cr_expect(strstr(why, "would be 5"), "%s", why);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+}
+
 /* A reply asking for get_weather `n` times, with the arguments `input` (a JSON object). */
 static char *tool_reply(int n, const char *input)
 {
