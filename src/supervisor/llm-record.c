@@ -34,8 +34,13 @@ void aj_sup_llm_account(AjSupLlm *l, const char *provider, const char *model, co
         if (!p && json_object_set_new(l->summary, provider, p = json_object()) < 0)
                 return;
         json_t *m = json_object_get(p, model);
-        if (!m && json_object_set_new(p, model, m = json_object()) < 0)
-                return;
+        if (!m && l->summary_models >= AJ_SUP_LLM_SUMMARY_MODELS)
+                m = json_object_get(p, model = AJ_SUP_LLM_SUMMARY_OTHER);
+        if (!m) {
+                if (json_object_set_new(p, model, m = json_object()) < 0)
+                        return;
+                l->summary_models++;
+        }
         add_count(m, "requests", 1);
         add_count(m, "gen_ai.usage.input_tokens", u->input);
         add_count(m, "gen_ai.usage.output_tokens", u->output);

@@ -323,6 +323,7 @@ void aj_sup_llm_done(AjSupLlm *l)
         aj_sup_llm_replay_close(l);
         json_decref(l->summary);
         l->summary = NULL;
+        l->summary_models = 0;
         l->n_providers = 0;
 }
 

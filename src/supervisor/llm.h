@@ -65,7 +65,8 @@ typedef struct {
         char *ca_files[AJ_LLM_MAX_PROVIDERS];
         AjGateway *gw;
         AjLoopIo *io;
-        json_t *summary; /* {"PROVIDER": {"MODEL": {"requests", tokens..., "cost_usd"}}} */
+        json_t *summary;       /* {"PROVIDER": {"MODEL": {"requests", tokens..., "cost_usd"}}} */
+        size_t summary_models; /* model rows in it, at most AJ_SUP_LLM_SUMMARY_MODELS */
         uint64_t calls;
         /* Replay (llm-replay.c): calls are answered from another run's recording. */
         AjReplayRecording *replay;
@@ -92,6 +93,12 @@ int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHoo
 int aj_sup_llm_start(AjSupLlm *l, int listen_fd, AjError *err);
 int aj_sup_llm_fd(const AjSupLlm *l);
 void aj_sup_llm_dispatch(AjSupLlm *l);
+/* Model rows run.json's summary keeps, all providers together: the model name is the
+ * agent's to pick, one a request, so past these a provider's further models are added up as
+ * AJ_SUP_LLM_SUMMARY_OTHER (the events keep each call's). */
+#define AJ_SUP_LLM_SUMMARY_MODELS 256
+#define AJ_SUP_LLM_SUMMARY_OTHER "(other models)"
+
 /* Stops serving (calls in flight end FAILED and are settled); keeps the summary. */
 void aj_sup_llm_stop(AjSupLlm *l);
 void aj_sup_llm_done(AjSupLlm *l);

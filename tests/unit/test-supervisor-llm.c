@@ -867,3 +867,28 @@ Test(supervisor_llm, a_judged_call_stays_judged)
         cr_expect_eq(json_array_size(breaches), 0);
         teardown(&f);
 }
+
+/* The model is the agent's to name, one a request: run.json's summary keeps a bounded number
+ * of rows and adds up the rest (each call stays in the events). */
+Test(supervisor_llm, the_summary_keeps_a_bounded_number_of_models)
+{
+        AjSupLlm l = {};
+        AjMeterUsage u = { .input = 2, .output = 1 };
+        const size_t n = AJ_SUP_LLM_SUMMARY_MODELS + 100;
+        for (size_t i = 0; i < n; i++) {
+                char model[32];
+                snprintf(model, sizeof(model), "model-%zu", i);
+                aj_sup_llm_account(&l, "openai", model, &u, 0);
+        }
+        aj_sup_llm_account(&l, "openai", "model-0", &u, 0);
+        json_t *p = json_object_get(aj_sup_llm_summary(&l), "openai");
+        cr_assert_not_null(p);
+        cr_expect_eq(json_object_size(p), AJ_SUP_LLM_SUMMARY_MODELS + 1, "%zu rows", json_object_size(p));
+        json_t *other = json_object_get(p, AJ_SUP_LLM_SUMMARY_OTHER);
+        cr_assert_not_null(other, "the models past the bound are added up");
+        cr_expect_eq(json_integer_value(json_object_get(other, "requests")), 100);
+        cr_expect_eq(json_integer_value(json_object_get(other, "gen_ai.usage.input_tokens")), 200);
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(p, "model-0"), "requests")), 2,
+                     "a model kept before the bound keeps its own row");
+        aj_sup_llm_done(&l);
+}
