@@ -20,7 +20,8 @@
 /*
  * Docker's default allowlist for syscalls that need no capability (64-bit names only), minus
  * io_uring_* (a large kernel attack surface that also escapes seccomp inspection of the
- * operations it performs) and name_to_handle_at (file handles serve open_by_handle_at).
+ * operations it performs), name_to_handle_at (file handles serve open_by_handle_at) and
+ * io_setup (conditional_rules: ENOSYS).
  * Names libseccomp knows but the native arch lacks resolve to negative numbers and are skipped.
  */
 /* clang-format off */
@@ -52,7 +53,7 @@ static const int base_allow[] = {
         SCMP_SYS(inotify_add_watch), SCMP_SYS(inotify_init), SCMP_SYS(inotify_init1),
         SCMP_SYS(inotify_rm_watch), SCMP_SYS(io_cancel), SCMP_SYS(io_destroy),
         SCMP_SYS(io_getevents), SCMP_SYS(io_pgetevents), SCMP_SYS(ioprio_get),
-        SCMP_SYS(ioprio_set), SCMP_SYS(io_setup), SCMP_SYS(io_submit), SCMP_SYS(kill),
+        SCMP_SYS(ioprio_set), SCMP_SYS(io_submit), SCMP_SYS(kill),
         SCMP_SYS(landlock_add_rule), SCMP_SYS(landlock_create_ruleset),
         SCMP_SYS(landlock_restrict_self), SCMP_SYS(lchown), SCMP_SYS(lgetxattr), SCMP_SYS(link),
         SCMP_SYS(linkat), SCMP_SYS(listen), SCMP_SYS(listxattr), SCMP_SYS(llistxattr),
@@ -127,6 +128,11 @@ static const struct {
 } conditional_rules[] = {
         { SCMP_SYS(clone), RULE_CLONE },
         { SCMP_SYS(clone3), RULE_ENOSYS },
+        /* Native AIO contexts count against fs.aio-max-nr, one counter for the whole host that
+         * no namespace or cgroup divides and root is not exempt from: a jail took all 65536
+         * events and every io_setup on the host failed with EAGAIN until it ended. ENOSYS is a
+         * kernel without CONFIG_AIO, which libaio's users (InnoDB, QEMU) fall back from. */
+        { SCMP_SYS(io_setup), RULE_ENOSYS },
         { SCMP_SYS(socket), RULE_SOCKET_FAMILY },
         { SCMP_SYS(socketpair), RULE_SOCKETPAIR },
         { SCMP_SYS(personality), RULE_PERSONALITY },

@@ -328,6 +328,17 @@ static int try_clone3(void)
         return ret_errno(syscall(SYS_clone3, NULL, 0UL));
 }
 
+static int try_io_setup(void)
+{
+        /* One event: a real context when allowed (destroyed again), counted against the
+         * host-wide fs.aio-max-nr while it exists. */
+        unsigned long ctx = 0;
+        if (syscall(SYS_io_setup, 1U, &ctx) < 0)
+                return errno;
+        (void)syscall(SYS_io_destroy, ctx);
+        return 0;
+}
+
 static int try_kexec_load(void)
 {
         /* Flags with an unknown architecture: rejected before anything is loaded. */
@@ -548,6 +559,7 @@ static const struct syscall_probe syscall_probes[] = {
         { "clone_newns", try_clone_newns },
         { "clone_newnet", try_clone_newnet },
         { "clone3", try_clone3 },
+        { "io_setup", try_io_setup },
         { "kexec_load", try_kexec_load },
         { "kexec_file_load", try_kexec_file_load },
         { "init_module", try_init_module },
