@@ -1179,6 +1179,25 @@ static int compare_ints(const void *a, const void *b)
         return (x > y) - (x < y);
 }
 
+/* Opens /dev/ptmx until it fails or MAX are open (default 4096): ptys=N and why it stopped. */
+static int cmd_ptys(int argc, char **argv)
+{
+        long max = 4096;
+        long n = 0;
+        int err = 0;
+
+        if (argc > 0 && parse_long(argv[0], 1, 1 << 20, &max) < 0)
+                return 2;
+        for (; n < max; n++) {
+                if (open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC) < 0) {
+                        err = errno;
+                        break;
+                }
+        }
+        printf("ptys=%ld\nptys_stop=%s\n", n, err ? errno_name(err) : "max");
+        return 0;
+}
+
 static int cmd_pids(void)
 {
         int *pids = NULL;
@@ -1753,7 +1772,7 @@ static void usage(void)
                         "  ls DIR | read PATH\n"
                         "  write PATH | stat PATH | ifaces | connect-unix-abstract NAME\n"
                         "  connect-unix PATH | connect-tcp ADDR PORT | sethostname NAME\n"
-                        "  forkbomb [MAX] | membomb [MB] | kill-all | pids | sleep SECONDS\n"
+                        "  forkbomb [MAX] | membomb [MB] | kill-all | pids | ptys [MAX] | sleep SECONDS\n"
                         "  exit N | signal SIG | wait-signal | ignore-signals SECONDS | echo-stdin\n"
                         "  stderr TEXT | env\n"
                         "  zombie-parent | list-syscalls | suid-plant DIR | xattr-get PATH NAME\n"
@@ -1815,6 +1834,8 @@ int main(int argc, char **argv)
                 r = cmd_kill_all();
         else if (strcmp(cmd, "pids") == 0)
                 r = cmd_pids();
+        else if (strcmp(cmd, "ptys") == 0)
+                r = cmd_ptys(sub_argc, sub_argv);
         else if (strcmp(cmd, "sleep") == 0)
                 r = cmd_sleep(sub_argc, sub_argv);
         else if (strcmp(cmd, "exit") == 0)
