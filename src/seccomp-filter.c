@@ -182,8 +182,12 @@ SeccompRule aj_seccomp_mode_rule(int nr)
 /* Docker's safe personas: PER_LINUX, PER_LINUX32, UNAME26 alone and with PER_LINUX32, query. */
 static const uint32_t allowed_personas[] = { 0x0, 0x8, 0x20000, 0x20008, 0xffffffff };
 
-/* Terminal input injection (TIOCSTI) and the console multiplexer (TIOCLINUX). */
-static const uint32_t denied_ioctls[] = { TIOCSTI, TIOCLINUX };
+/* Terminal input injection (TIOCSTI), the console multiplexer (TIOCLINUX), and changing a
+ * terminal's line discipline (TIOCSETD): on any pty the jail opens it attaches HDLC, GSM 0710,
+ * PPP, SLIP, HCI... drivers that only serial-line daemons use, and with dev.tty.ldisc_autoload
+ * (distributions' default) it makes the kernel load their modules: the way in of n_hdlc's and
+ * n_gsm's local root bugs. */
+static const uint32_t denied_ioctls[] = { TIOCSTI, TIOCLINUX, TIOCSETD };
 
 /* Syscalls no profile can allow: they do on the agent's behalf what the filter's argument
  * rules exist to refuse, out of the filter's sight. */

@@ -54,6 +54,9 @@
 #ifndef TIOCLINUX
 #define TIOCLINUX 0x541C
 #endif
+#ifndef TIOCSETD
+#define TIOCSETD 0x5423
+#endif
 
 /* glibc headers may predate the newer syscalls; the numbers are the x86-64 ones. */
 #if defined(__x86_64__)
@@ -435,6 +438,13 @@ static int try_ioctl_tioclinux(void)
         return try_ioctl_common(TIOCLINUX, &subcode);
 }
 
+static int try_ioctl_tiocsetd(void)
+{
+        int ldisc = 0; /* N_TTY, what a new terminal has: changes nothing where allowed */
+
+        return try_ioctl_common(TIOCSETD, &ldisc);
+}
+
 static int try_socket(int domain, int type, int protocol)
 {
         long r = syscall(SYS_socket, domain, type | SOCK_CLOEXEC, protocol);
@@ -570,6 +580,7 @@ static const struct syscall_probe syscall_probes[] = {
         { "ioctl_tiocsti", try_ioctl_tiocsti },
         { "ioctl_tiocsti_high", try_ioctl_tiocsti_high },
         { "ioctl_tioclinux", try_ioctl_tioclinux },
+        { "ioctl_tiocsetd", try_ioctl_tiocsetd },
         { "socket_packet", try_socket_packet },
         { "socket_netlink", try_socket_netlink },
         { "socket_vsock", try_socket_vsock },
@@ -1592,7 +1603,7 @@ static int cmd_deny_distinct(void)
                 calls++;
                 denied += e == EPERM;
         }
-        static const unsigned long ioctls[] = { TIOCSTI, TIOCLINUX };
+        static const unsigned long ioctls[] = { TIOCSTI, TIOCLINUX, TIOCSETD };
         for (size_t i = 0; i < ARRAY_SIZE(ioctls); i++) {
                 long r = syscall(SYS_ioctl, -1, ioctls[i], NULL);
                 int e = r < 0 ? errno : 0;

@@ -16,7 +16,7 @@ DENIED=(
         unshare setns clone_newuser clone_newns clone_newnet
         kexec_load kexec_file_load init_module finit_module delete_module
         open_by_handle_at name_to_handle_at
-        ioctl_tiocsti ioctl_tiocsti_high ioctl_tioclinux
+        ioctl_tiocsti ioctl_tiocsti_high ioctl_tioclinux ioctl_tiocsetd
         socket_packet socket_netlink socket_vsock socket_bluetooth
         reboot swapon acct settimeofday syslog iopl
 )

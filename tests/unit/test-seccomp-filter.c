@@ -286,6 +286,8 @@ static long p_name_to_handle_at(void) { return syscall(SYS_name_to_handle_at, -1
 static long p_tiocsti(void) { return syscall(SYS_ioctl, -1, (unsigned long)TIOCSTI, NULL); }
 static long p_tiocsti_high(void) { return syscall(SYS_ioctl, -1, TIOCSTI | (1UL << 32), NULL); }
 static long p_tioclinux(void) { return syscall(SYS_ioctl, -1, (unsigned long)TIOCLINUX, NULL); }
+static long p_tiocsetd(void) { return syscall(SYS_ioctl, -1, (unsigned long)TIOCSETD, NULL); }
+static long p_tiocsetd_high(void) { return syscall(SYS_ioctl, -1, TIOCSETD | (1UL << 32), NULL); }
 /* Raw syscall(2), so the family reaches the filter with whatever upper bits we give it. */
 static long raw_socket(unsigned long family, int type) { return close_if_fd(syscall(SYS_socket, family, type, 0)); }
 static long p_socket_packet(void) { return raw_socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC); }
@@ -349,6 +351,8 @@ static const Probe denied_by_default[] = {
         { "ioctl(TIOCSTI)", p_tiocsti, EPERM, true },
         { "ioctl(TIOCSTI | 1 << 32)", p_tiocsti_high, EPERM, true },
         { "ioctl(TIOCLINUX)", p_tioclinux, EPERM, true },
+        { "ioctl(TIOCSETD)", p_tiocsetd, EPERM, true },
+        { "ioctl(TIOCSETD | 1 << 32)", p_tiocsetd_high, EPERM, true },
         { "socket(AF_PACKET)", p_socket_packet, EPERM, true },
         { "socket(AF_NETLINK)", p_socket_netlink, EPERM, true },
         { "socket(AF_VSOCK)", p_socket_vsock, EPERM, true },
