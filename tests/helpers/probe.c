@@ -29,6 +29,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/shm.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -445,6 +446,27 @@ static int try_ioctl_tiocsetd(void)
         return try_ioctl_common(TIOCSETD, &ldisc);
 }
 
+/* Huge pages from the host's pool: each request fails in the kernel's first checks (no
+ * length, an empty segment) or makes an empty file, so nothing is taken where allowed. */
+static int try_mmap_hugetlb(void)
+{
+        void *m = mmap(NULL, 0, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+
+        return m == MAP_FAILED ? errno : 0;
+}
+
+static int try_memfd_hugetlb(void)
+{
+        long fd = syscall(SYS_memfd_create, "probe", MFD_CLOEXEC | MFD_HUGETLB);
+
+        if (fd < 0)
+                return errno;
+        close((int)fd);
+        return 0;
+}
+
+static int try_shmget_hugetlb(void) { return ret_errno(shmget(IPC_PRIVATE, 0, IPC_CREAT | 0600 | SHM_HUGETLB)); }
+
 static int try_socket(int domain, int type, int protocol)
 {
         long r = syscall(SYS_socket, domain, type | SOCK_CLOEXEC, protocol);
@@ -581,6 +603,9 @@ static const struct syscall_probe syscall_probes[] = {
         { "ioctl_tiocsti_high", try_ioctl_tiocsti_high },
         { "ioctl_tioclinux", try_ioctl_tioclinux },
         { "ioctl_tiocsetd", try_ioctl_tiocsetd },
+        { "mmap_hugetlb", try_mmap_hugetlb },
+        { "memfd_hugetlb", try_memfd_hugetlb },
+        { "shmget_hugetlb", try_shmget_hugetlb },
         { "socket_packet", try_socket_packet },
         { "socket_netlink", try_socket_netlink },
         { "socket_vsock", try_socket_vsock },

@@ -17,6 +17,7 @@ DENIED=(
         kexec_load kexec_file_load init_module finit_module delete_module
         open_by_handle_at name_to_handle_at
         ioctl_tiocsti ioctl_tiocsti_high ioctl_tioclinux ioctl_tiocsetd
+        mmap_hugetlb memfd_hugetlb shmget_hugetlb
         socket_packet socket_netlink socket_vsock socket_bluetooth
         reboot swapon acct settimeofday syslog iopl
 )
