@@ -180,6 +180,9 @@ static int plan_etc(AjMountPlan *plan, const AjMountContext *ctx, const char *us
         return mnt_add_step(plan, STEP_WRITE_FILE, ORIGIN_NONE, hosts, strdup("/etc/hosts"), NULL, NULL, 0, false);
 }
 
+/* Pseudo-terminals a jail may hold at once, its own terminal included (devpts max=). */
+#define JAIL_PTYS_MAX "64"
+
 static int plan_dev(AjMountPlan *plan, const AjMountContext *ctx)
 {
         static const char *const nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
@@ -205,10 +208,13 @@ static int plan_dev(AjMountPlan *plan, const AjMountContext *ctx)
                 if (r < 0)
                         return r;
         }
-        /* gid= must name a group mapped in the jail; the jail maps exactly one. */
+        /* gid= must name a group mapped in the jail; the jail maps exactly one. max= bounds the
+         * instance: every devpts but the host's draws on one pool (kernel.pty.max less
+         * kernel.pty.reserve, 3072 by default) no cgroup divides, and an unbounded jail took
+         * it all, so no other jail, container or pty-using host service got a terminal. */
         r = mnt_add_step(plan, STEP_FS, ORIGIN_NONE, NULL, strdup("/dev/pts"), "devpts",
-                         strdup(ctx->gid == 5 ? "newinstance,ptmxmode=0666,mode=0620,gid=5"
-                                              : "newinstance,ptmxmode=0666,mode=0620"),
+                         strdup(ctx->gid == 5 ? "newinstance,ptmxmode=0666,mode=0620,max=" JAIL_PTYS_MAX ",gid=5"
+                                              : "newinstance,ptmxmode=0666,mode=0620,max=" JAIL_PTYS_MAX),
                          MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, true);
         if (r < 0)
                 return r;

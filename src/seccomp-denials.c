@@ -32,6 +32,10 @@ const char *aj_seccomp_denial_hint(const AjSeccompDenial *d)
         }
         if (d->nr == SCMP_SYS(clone) && d->args[0] & CLONE_NAMESPACE_FLAGS)
                 return "namespace flags";
+        unsigned arg;
+        uint64_t flag;
+        if (aj_seccomp_hugetlb_flag(d->nr, &arg, &flag) && d->args[arg] & flag)
+                return "huge pages (the host's pool)";
         return NULL;
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 
 #include "seccomp-internal.h"
@@ -20,7 +21,8 @@
 /*
  * Docker's default allowlist for syscalls that need no capability (64-bit names only), minus
  * io_uring_* (a large kernel attack surface that also escapes seccomp inspection of the
- * operations it performs) and name_to_handle_at (file handles serve open_by_handle_at).
+ * operations it performs), name_to_handle_at (file handles serve open_by_handle_at) and
+ * io_setup (conditional_rules: ENOSYS); mmap, memfd_create and shmget are conditional there.
  * Names libseccomp knows but the native arch lacks resolve to negative numbers and are skipped.
  */
 /* clang-format off */
@@ -52,14 +54,14 @@ static const int base_allow[] = {
         SCMP_SYS(inotify_add_watch), SCMP_SYS(inotify_init), SCMP_SYS(inotify_init1),
         SCMP_SYS(inotify_rm_watch), SCMP_SYS(io_cancel), SCMP_SYS(io_destroy),
         SCMP_SYS(io_getevents), SCMP_SYS(io_pgetevents), SCMP_SYS(ioprio_get),
-        SCMP_SYS(ioprio_set), SCMP_SYS(io_setup), SCMP_SYS(io_submit), SCMP_SYS(kill),
+        SCMP_SYS(ioprio_set), SCMP_SYS(io_submit), SCMP_SYS(kill),
         SCMP_SYS(landlock_add_rule), SCMP_SYS(landlock_create_ruleset),
         SCMP_SYS(landlock_restrict_self), SCMP_SYS(lchown), SCMP_SYS(lgetxattr), SCMP_SYS(link),
         SCMP_SYS(linkat), SCMP_SYS(listen), SCMP_SYS(listxattr), SCMP_SYS(llistxattr),
         SCMP_SYS(lremovexattr), SCMP_SYS(lseek), SCMP_SYS(lsetxattr), SCMP_SYS(lstat),
-        SCMP_SYS(madvise), SCMP_SYS(membarrier), SCMP_SYS(memfd_create), SCMP_SYS(memfd_secret),
+        SCMP_SYS(madvise), SCMP_SYS(membarrier), SCMP_SYS(memfd_secret),
         SCMP_SYS(mincore), SCMP_SYS(mkdir), SCMP_SYS(mkdirat), SCMP_SYS(mknod), SCMP_SYS(mknodat),
-        SCMP_SYS(mlock), SCMP_SYS(mlock2), SCMP_SYS(mlockall), SCMP_SYS(mmap), SCMP_SYS(mprotect),
+        SCMP_SYS(mlock), SCMP_SYS(mlock2), SCMP_SYS(mlockall), SCMP_SYS(mprotect),
         SCMP_SYS(mq_getsetattr), SCMP_SYS(mq_notify), SCMP_SYS(mq_open),
         SCMP_SYS(mq_timedreceive), SCMP_SYS(mq_timedsend), SCMP_SYS(mq_unlink), SCMP_SYS(mremap),
         SCMP_SYS(msgctl), SCMP_SYS(msgget), SCMP_SYS(msgrcv), SCMP_SYS(msgsnd), SCMP_SYS(msync),
@@ -88,7 +90,7 @@ static const int base_allow[] = {
         SCMP_SYS(setresgid), SCMP_SYS(setresuid), SCMP_SYS(setreuid), SCMP_SYS(setrlimit),
         SCMP_SYS(set_robust_list), SCMP_SYS(setsid), SCMP_SYS(setsockopt),
         SCMP_SYS(set_thread_area), SCMP_SYS(set_tid_address), SCMP_SYS(setuid),
-        SCMP_SYS(setxattr), SCMP_SYS(shmat), SCMP_SYS(shmctl), SCMP_SYS(shmdt), SCMP_SYS(shmget),
+        SCMP_SYS(setxattr), SCMP_SYS(shmat), SCMP_SYS(shmctl), SCMP_SYS(shmdt),
         SCMP_SYS(shutdown), SCMP_SYS(sigaltstack), SCMP_SYS(signalfd), SCMP_SYS(signalfd4),
         SCMP_SYS(splice), SCMP_SYS(stat), SCMP_SYS(statfs), SCMP_SYS(statx), SCMP_SYS(symlink),
         SCMP_SYS(symlinkat), SCMP_SYS(sync), SCMP_SYS(sync_file_range), SCMP_SYS(syncfs),
@@ -127,6 +129,14 @@ static const struct {
 } conditional_rules[] = {
         { SCMP_SYS(clone), RULE_CLONE },
         { SCMP_SYS(clone3), RULE_ENOSYS },
+        /* Native AIO contexts count against fs.aio-max-nr, one counter for the whole host that
+         * no namespace or cgroup divides and root is not exempt from: a jail took all 65536
+         * events and every io_setup on the host failed with EAGAIN until it ended. ENOSYS is a
+         * kernel without CONFIG_AIO, which libaio's users (InnoDB, QEMU) fall back from. */
+        { SCMP_SYS(io_setup), RULE_ENOSYS },
+        { SCMP_SYS(mmap), RULE_NO_HUGETLB },
+        { SCMP_SYS(memfd_create), RULE_NO_HUGETLB },
+        { SCMP_SYS(shmget), RULE_NO_HUGETLB },
         { SCMP_SYS(socket), RULE_SOCKET_FAMILY },
         { SCMP_SYS(socketpair), RULE_SOCKETPAIR },
         { SCMP_SYS(personality), RULE_PERSONALITY },
@@ -171,13 +181,45 @@ SeccompRule aj_seccomp_mode_rule(int nr)
         return RULE_DENY;
 }
 
+/*
+ * Huge pages come from a pool the host reserved (vm.nr_hugepages: a database's, a VM's), not
+ * from the page allocator, and a memory cgroup does not count them (v1 never; v2 only with
+ * memory_hugetlb_accounting): a jail at 512 KiB of its 128 MiB limit held the host's whole
+ * pool. Without a hugetlbfs mount (the jail has none) these three flags are the only ways to
+ * ask for them. Transparent huge pages are ordinary memory and stay allowed.
+ */
+static const struct {
+        int nr;
+        unsigned arg;
+        uint64_t flag;
+} hugetlb_flags[] = {
+        { SCMP_SYS(mmap), 3, MAP_HUGETLB },
+        { SCMP_SYS(memfd_create), 1, MFD_HUGETLB },
+        { SCMP_SYS(shmget), 2, SHM_HUGETLB },
+};
+
+bool aj_seccomp_hugetlb_flag(int nr, unsigned *ret_arg, uint64_t *ret_flag)
+{
+        for (size_t i = 0; i < ARRAY_SIZE(hugetlb_flags); i++)
+                if (hugetlb_flags[i].nr == nr) {
+                        *ret_arg = hugetlb_flags[i].arg;
+                        *ret_flag = hugetlb_flags[i].flag;
+                        return true;
+                }
+        return false;
+}
+
 /* CLONE_NAMESPACE_FLAGS: seccomp-internal.h. */
 
 /* Docker's safe personas: PER_LINUX, PER_LINUX32, UNAME26 alone and with PER_LINUX32, query. */
 static const uint32_t allowed_personas[] = { 0x0, 0x8, 0x20000, 0x20008, 0xffffffff };
 
-/* Terminal input injection (TIOCSTI) and the console multiplexer (TIOCLINUX). */
-static const uint32_t denied_ioctls[] = { TIOCSTI, TIOCLINUX };
+/* Terminal input injection (TIOCSTI), the console multiplexer (TIOCLINUX), and changing a
+ * terminal's line discipline (TIOCSETD): on any pty the jail opens it attaches HDLC, GSM 0710,
+ * PPP, SLIP, HCI... drivers that only serial-line daemons use, and with dev.tty.ldisc_autoload
+ * (distributions' default) it makes the kernel load their modules: the way in of n_hdlc's and
+ * n_gsm's local root bugs. */
+static const uint32_t denied_ioctls[] = { TIOCSTI, TIOCLINUX, TIOCSETD };
 
 /* Syscalls no profile can allow: they do on the agent's behalf what the filter's argument
  * rules exist to refuse, out of the filter's sight. */
@@ -316,6 +358,13 @@ static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
                 return add_allow_lo32_in(ctx, nr, 0, allowed_personas, ARRAY_SIZE(allowed_personas));
         case RULE_IOCTL:
                 return add_allow_lo32_except(ctx, nr, 1, denied_ioctls, ARRAY_SIZE(denied_ioctls), 0, 0);
+        case RULE_NO_HUGETLB: {
+                unsigned arg;
+                uint64_t flag;
+                if (!aj_seccomp_hugetlb_flag(nr, &arg, &flag))
+                        return -EINVAL;
+                return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_CMP(arg, SCMP_CMP_MASKED_EQ, flag, 0));
+        }
         case RULE_MODE_A1:
         case RULE_MODE_A2:
                 return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,

@@ -33,6 +33,7 @@ typedef enum {
         RULE_MODE_A2,       /* the same, mode in argument 2 */
         RULE_OPEN_A1,       /* allowed unless flags (argument 1) create and the mode (2) has them */
         RULE_OPEN_A2,       /* the same, flags in argument 2 and mode in 3 (openat) */
+        RULE_NO_HUGETLB,    /* allowed unless the flags ask for huge pages (aj_seccomp_hugetlb_flag) */
 } SeccompRule;
 
 typedef struct {
@@ -56,6 +57,9 @@ typedef struct {
 
 /* The rule of a syscall that sets a file mode (RULE_MODE_*, RULE_OPEN_*, RULE_ENOSYS), else RULE_DENY. */
 SeccompRule aj_seccomp_mode_rule(int nr);
+/* For a RULE_NO_HUGETLB syscall, the argument holding its flags and the flag that takes pages
+ * from the host's huge page pool; false for any other syscall. */
+bool aj_seccomp_hugetlb_flag(int nr, unsigned *ret_arg, uint64_t *ret_flag);
 int aj_seccomp_plan_build(const AjSeccompSpec *spec, SeccompPlan *ret, AjError *ret_error);
 int aj_seccomp_plan_compile(const SeccompPlan *plan, AjBpfProgram *ret);
 

@@ -29,6 +29,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/shm.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -53,6 +54,9 @@
 #endif
 #ifndef TIOCLINUX
 #define TIOCLINUX 0x541C
+#endif
+#ifndef TIOCSETD
+#define TIOCSETD 0x5423
 #endif
 
 /* glibc headers may predate the newer syscalls; the numbers are the x86-64 ones. */
@@ -328,6 +332,17 @@ static int try_clone3(void)
         return ret_errno(syscall(SYS_clone3, NULL, 0UL));
 }
 
+static int try_io_setup(void)
+{
+        /* One event: a real context when allowed (destroyed again), counted against the
+         * host-wide fs.aio-max-nr while it exists. */
+        unsigned long ctx = 0;
+        if (syscall(SYS_io_setup, 1U, &ctx) < 0)
+                return errno;
+        (void)syscall(SYS_io_destroy, ctx);
+        return 0;
+}
+
 static int try_kexec_load(void)
 {
         /* Flags with an unknown architecture: rejected before anything is loaded. */
@@ -423,6 +438,34 @@ static int try_ioctl_tioclinux(void)
 
         return try_ioctl_common(TIOCLINUX, &subcode);
 }
+
+static int try_ioctl_tiocsetd(void)
+{
+        int ldisc = 0; /* N_TTY, what a new terminal has: changes nothing where allowed */
+
+        return try_ioctl_common(TIOCSETD, &ldisc);
+}
+
+/* Huge pages from the host's pool: each request fails in the kernel's first checks (no
+ * length, an empty segment) or makes an empty file, so nothing is taken where allowed. */
+static int try_mmap_hugetlb(void)
+{
+        void *m = mmap(NULL, 0, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+
+        return m == MAP_FAILED ? errno : 0;
+}
+
+static int try_memfd_hugetlb(void)
+{
+        long fd = syscall(SYS_memfd_create, "probe", MFD_CLOEXEC | MFD_HUGETLB);
+
+        if (fd < 0)
+                return errno;
+        close((int)fd);
+        return 0;
+}
+
+static int try_shmget_hugetlb(void) { return ret_errno(shmget(IPC_PRIVATE, 0, IPC_CREAT | 0600 | SHM_HUGETLB)); }
 
 static int try_socket(int domain, int type, int protocol)
 {
@@ -548,6 +591,7 @@ static const struct syscall_probe syscall_probes[] = {
         { "clone_newns", try_clone_newns },
         { "clone_newnet", try_clone_newnet },
         { "clone3", try_clone3 },
+        { "io_setup", try_io_setup },
         { "kexec_load", try_kexec_load },
         { "kexec_file_load", try_kexec_file_load },
         { "init_module", try_init_module },
@@ -558,6 +602,10 @@ static const struct syscall_probe syscall_probes[] = {
         { "ioctl_tiocsti", try_ioctl_tiocsti },
         { "ioctl_tiocsti_high", try_ioctl_tiocsti_high },
         { "ioctl_tioclinux", try_ioctl_tioclinux },
+        { "ioctl_tiocsetd", try_ioctl_tiocsetd },
+        { "mmap_hugetlb", try_mmap_hugetlb },
+        { "memfd_hugetlb", try_memfd_hugetlb },
+        { "shmget_hugetlb", try_shmget_hugetlb },
         { "socket_packet", try_socket_packet },
         { "socket_netlink", try_socket_netlink },
         { "socket_vsock", try_socket_vsock },
@@ -1167,6 +1215,25 @@ static int compare_ints(const void *a, const void *b)
         return (x > y) - (x < y);
 }
 
+/* Opens /dev/ptmx until it fails or MAX are open (default 4096): ptys=N and why it stopped. */
+static int cmd_ptys(int argc, char **argv)
+{
+        long max = 4096;
+        long n = 0;
+        int err = 0;
+
+        if (argc > 0 && parse_long(argv[0], 1, 1 << 20, &max) < 0)
+                return 2;
+        for (; n < max; n++) {
+                if (open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC) < 0) {
+                        err = errno;
+                        break;
+                }
+        }
+        printf("ptys=%ld\nptys_stop=%s\n", n, err ? errno_name(err) : "max");
+        return 0;
+}
+
 static int cmd_pids(void)
 {
         int *pids = NULL;
@@ -1561,7 +1628,7 @@ static int cmd_deny_distinct(void)
                 calls++;
                 denied += e == EPERM;
         }
-        static const unsigned long ioctls[] = { TIOCSTI, TIOCLINUX };
+        static const unsigned long ioctls[] = { TIOCSTI, TIOCLINUX, TIOCSETD };
         for (size_t i = 0; i < ARRAY_SIZE(ioctls); i++) {
                 long r = syscall(SYS_ioctl, -1, ioctls[i], NULL);
                 int e = r < 0 ? errno : 0;
@@ -1741,7 +1808,7 @@ static void usage(void)
                         "  ls DIR | read PATH\n"
                         "  write PATH | stat PATH | ifaces | connect-unix-abstract NAME\n"
                         "  connect-unix PATH | connect-tcp ADDR PORT | sethostname NAME\n"
-                        "  forkbomb [MAX] | membomb [MB] | kill-all | pids | sleep SECONDS\n"
+                        "  forkbomb [MAX] | membomb [MB] | kill-all | pids | ptys [MAX] | sleep SECONDS\n"
                         "  exit N | signal SIG | wait-signal | ignore-signals SECONDS | echo-stdin\n"
                         "  stderr TEXT | env\n"
                         "  zombie-parent | list-syscalls | suid-plant DIR | xattr-get PATH NAME\n"
@@ -1803,6 +1870,8 @@ int main(int argc, char **argv)
                 r = cmd_kill_all();
         else if (strcmp(cmd, "pids") == 0)
                 r = cmd_pids();
+        else if (strcmp(cmd, "ptys") == 0)
+                r = cmd_ptys(sub_argc, sub_argv);
         else if (strcmp(cmd, "sleep") == 0)
                 r = cmd_sleep(sub_argc, sub_argv);
         else if (strcmp(cmd, "exit") == 0)

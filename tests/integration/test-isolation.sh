@@ -152,6 +152,13 @@ for n in /dev/mem /dev/kmsg /dev/sda /dev/vda /dev/port /dev/cpu /dev/kvm /dev/v
         run_jail -- ./probe stat "$n"
         is "$(pval stat)" ENOENT "host device $n is not in the jail's /dev"
 done
+# Every devpts instance but the host's draws on one pool (kernel.pty.max less kernel.pty.reserve,
+# 3072 by default) that no cgroup divides: unbounded, one jail took it all and the next jail
+# started with a terminal failed (exit 125), as would any container. The jail's instance has
+# max=64, and its file limit is well above that, so the pty bound is what stops it.
+run_jail -- ./probe ptys
+is "$(pval ptys_stop)" ENOSPC "the jail's devpts instance runs out of ptys (ENOSPC)"
+is "$(pval ptys)" 64 "a jail holds at most 64 pseudo-terminals, not the host's pool"
 run_jail -- ./probe write /proc/sys/kernel/hostname
 like "$(pval write)" '^(EROFS|EACCES|EPERM)$' "/proc/sys is not writable"
 run_jail -- ./probe read /proc/kcore

@@ -16,13 +16,14 @@ DENIED=(
         unshare setns clone_newuser clone_newns clone_newnet
         kexec_load kexec_file_load init_module finit_module delete_module
         open_by_handle_at name_to_handle_at
-        ioctl_tiocsti ioctl_tiocsti_high ioctl_tioclinux
+        ioctl_tiocsti ioctl_tiocsti_high ioctl_tioclinux ioctl_tiocsetd
+        mmap_hugetlb memfd_hugetlb shmget_hugetlb
         socket_packet socket_netlink socket_vsock socket_bluetooth
         reboot swapon acct settimeofday syslog iopl
 )
 ALLOWED=(getpid socket_unix socket_inet)
 
-run_jail -- ./probe syscall "${DENIED[@]}" clone3 unknown_1000 "${ALLOWED[@]}" socket_inet6
+run_jail -- ./probe syscall "${DENIED[@]}" clone3 io_setup unknown_1000 "${ALLOWED[@]}" socket_inet6
 is "$JAIL_RC" 0 "probe syscall ran in the jail" || jail_diag
 out=$JAIL_OUT
 dir=$JAIL_RUN_DIR
@@ -31,6 +32,10 @@ for s in "${DENIED[@]}"; do
         is "$(pval "$s" "$out")" EPERM "$s is denied with EPERM"
 done
 is "$(pval clone3 "$out")" ENOSYS "clone3 fails with ENOSYS (so libc falls back to clone)"
+# Native AIO contexts count against fs.aio-max-nr, one counter for the whole host: a jail that
+# took it all made every io_setup on the host fail (EAGAIN), root's too. ENOSYS, as on a
+# kernel without AIO, is what libaio's users fall back from.
+is "$(pval io_setup "$out")" ENOSYS "io_setup fails with ENOSYS (the host's AIO budget is not the jail's)"
 like "$(pval unknown_1000 "$out")" '^(ENOSYS|EPERM)$' "an unknown syscall number (1000) is refused"
 for s in "${ALLOWED[@]}"; do
         is "$(pval "$s" "$out")" OK "$s is allowed"

@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -271,6 +272,12 @@ static long clone_flags(unsigned long flags)
 static long p_clone_newuser(void) { return clone_flags(CLONE_NEWUSER); }
 static long p_clone_newnet(void) { return clone_flags(CLONE_NEWNET); }
 static long p_clone3(void) { return syscall(SYS_clone3, NULL, 0); }
+/* No events: EINVAL from the kernel, before it counts anything against fs.aio-max-nr. */
+static long p_io_setup(void)
+{
+        unsigned long ctx = 0;
+        return syscall(SYS_io_setup, 0, &ctx);
+}
 static long p_kexec_load(void) { return syscall(SYS_kexec_load, 0, 0, NULL, 0xdead0000UL); }
 static long p_init_module(void) { return syscall(SYS_init_module, NULL, 0, ""); }
 static long p_finit_module(void) { return syscall(SYS_finit_module, -1, "", 0); }
@@ -280,6 +287,17 @@ static long p_name_to_handle_at(void) { return syscall(SYS_name_to_handle_at, -1
 static long p_tiocsti(void) { return syscall(SYS_ioctl, -1, (unsigned long)TIOCSTI, NULL); }
 static long p_tiocsti_high(void) { return syscall(SYS_ioctl, -1, TIOCSTI | (1UL << 32), NULL); }
 static long p_tioclinux(void) { return syscall(SYS_ioctl, -1, (unsigned long)TIOCLINUX, NULL); }
+/* The huge page requests fail in the kernel's first checks (no length, an empty segment) or,
+ * for memfd_create, make an empty file: nothing comes from the host's pool in any case. */
+static long p_mmap_hugetlb(void)
+{
+        void *m = mmap(NULL, 0, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+        return m == MAP_FAILED ? -1 : 0;
+}
+static long p_memfd_hugetlb(void) { return close_if_fd(memfd_create("aj", MFD_CLOEXEC | MFD_HUGETLB)); }
+static long p_shmget_hugetlb(void) { return shmget(IPC_PRIVATE, 0, IPC_CREAT | 0600 | SHM_HUGETLB); }
+static long p_tiocsetd(void) { return syscall(SYS_ioctl, -1, (unsigned long)TIOCSETD, NULL); }
+static long p_tiocsetd_high(void) { return syscall(SYS_ioctl, -1, TIOCSETD | (1UL << 32), NULL); }
 /* Raw syscall(2), so the family reaches the filter with whatever upper bits we give it. */
 static long raw_socket(unsigned long family, int type) { return close_if_fd(syscall(SYS_socket, family, type, 0)); }
 static long p_socket_packet(void) { return raw_socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC); }
@@ -332,6 +350,7 @@ static const Probe denied_by_default[] = {
         { "clone(CLONE_NEWUSER)", p_clone_newuser, EPERM, true },
         { "clone(CLONE_NEWNET)", p_clone_newnet, EPERM, true },
         { "clone3", p_clone3, ENOSYS, true },
+        { "io_setup", p_io_setup, ENOSYS, true },
         /* Lockdown can make the kernel itself answer EPERM here: no control. */
         { "kexec_load", p_kexec_load, EPERM, false },
         { "init_module", p_init_module, EPERM, true },
@@ -342,6 +361,11 @@ static const Probe denied_by_default[] = {
         { "ioctl(TIOCSTI)", p_tiocsti, EPERM, true },
         { "ioctl(TIOCSTI | 1 << 32)", p_tiocsti_high, EPERM, true },
         { "ioctl(TIOCLINUX)", p_tioclinux, EPERM, true },
+        { "mmap(MAP_HUGETLB)", p_mmap_hugetlb, EPERM, true },
+        { "memfd_create(MFD_HUGETLB)", p_memfd_hugetlb, EPERM, true },
+        { "shmget(SHM_HUGETLB)", p_shmget_hugetlb, EPERM, true },
+        { "ioctl(TIOCSETD)", p_tiocsetd, EPERM, true },
+        { "ioctl(TIOCSETD | 1 << 32)", p_tiocsetd_high, EPERM, true },
         { "socket(AF_PACKET)", p_socket_packet, EPERM, true },
         { "socket(AF_NETLINK)", p_socket_netlink, EPERM, true },
         { "socket(AF_VSOCK)", p_socket_vsock, EPERM, true },
@@ -463,6 +487,12 @@ static long a_getcwd(void)
         return getcwd(buf, sizeof(buf)) ? 0 : -1;
 }
 static long a_memfd(void) { return close_if_fd(memfd_create("aj", MFD_CLOEXEC)); }
+static long a_mmap_anon(void)
+{
+        void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return m == MAP_FAILED ? -1 : munmap(m, 4096);
+}
+static long a_shmget_empty(void) { return shmget(IPC_PRIVATE, 0, IPC_CREAT | 0600); }
 static long a_prlimit_self(void)
 {
         struct rlimit rl;
@@ -488,6 +518,8 @@ static const Probe allowed_by_default[] = {
         { "prctl(PR_SET_NO_NEW_PRIVS)", a_prctl_nnp, 0, false },
         { "getcwd", a_getcwd, 0, false },
         { "memfd_create", a_memfd, 0, false },
+        { "mmap(MAP_ANONYMOUS)", a_mmap_anon, 0, false },
+        { "shmget without SHM_HUGETLB (empty: EINVAL)", a_shmget_empty, EINVAL, false },
         { "prlimit64(self)", a_prlimit_self, 0, false },
         { "personality(query)", a_personality_query, 0, false },
         { "setpgid", a_setpgid, 0, false },
@@ -608,17 +640,18 @@ Test(seccomp_live, profile_deny_and_allow)
         };
         expect_probes(&(AjSeccompSpec){ .deny = deny }, denied_getcwd, ARRAY_SIZE(denied_getcwd));
 
-        char *allow[] = { "ptrace", "clone3", NULL };
+        char *allow[] = { "ptrace", "clone3", "io_setup", NULL };
         static const Probe allowed_back[] = {
                 { "ptrace", p_ptrace, EPERM, false },
                 { "clone3", p_clone3, ENOSYS, false },
+                { "io_setup", p_io_setup, ENOSYS, false },
                 { "unshare", p_unshare, EPERM, false },
         };
         AjBpfProgram prog = {};
         build_ok(&(AjSeccompSpec){ .allow = allow }, &prog);
-        _cleanup_free_ char *report = run_probes(&prog, allowed_back, 2, EXPECT_NOT, false);
+        _cleanup_free_ char *report = run_probes(&prog, allowed_back, 3, EXPECT_NOT, false);
         cr_assert_str_empty(report, "allowed back:\n%s", report);
-        _cleanup_free_ char *report2 = run_probes(&prog, allowed_back + 2, 1, EXPECT_ERRNO, false);
+        _cleanup_free_ char *report2 = run_probes(&prog, allowed_back + 3, 1, EXPECT_ERRNO, false);
         cr_assert_str_empty(report2, "still denied:\n%s", report2);
         aj_bpf_program_free(&prog);
 }
@@ -809,6 +842,12 @@ Test(seccomp_suid, notify_reports_the_denial_with_a_hint, .init = suid_setup, .f
         cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "setuid/setgid mode");
         d = (AjSeccompDenial){ .nr = SYS_ptrace, .arch = AUDIT_ARCH_X86_64 };
         cr_expect_null(aj_seccomp_denial_hint(&d));
+        d = (AjSeccompDenial){ .nr = SYS_mmap,
+                               .arch = AUDIT_ARCH_X86_64,
+                               .args = { 0, 4096, 3, MAP_PRIVATE | MAP_HUGETLB } };
+        cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "huge pages (the host's pool)");
+        d = (AjSeccompDenial){ .nr = SYS_shmget, .arch = AUDIT_ARCH_X86_64, .args = { 0, 4096, SHM_HUGETLB } };
+        cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "huge pages (the host's pool)");
         d = (AjSeccompDenial){ .nr = SYS_unshare, .arch = AUDIT_ARCH_X86_64, .args = { CLONE_NEWUSER } };
         cr_expect_null(aj_seccomp_denial_hint(&d));
 }
