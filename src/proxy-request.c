@@ -164,17 +164,23 @@ static void on_resolved(void *userdata, int error, const struct sockaddr_storage
 
         c->resolving = false;
         c->n_cand = c->next_cand = 0;
-        const AjNetAddrSet *own = NULL;
-        if (n > 0 && aj_host_addrs_get(c->p->host_addrs, &own) < 0) {
-                /* Fail closed: without this host's addresses no resolved address can be judged. */
-                AjNetVerdict v = { .rule = -1 };
-                snprintf(v.reason, sizeof(v.reason), "cannot read this host's addresses to check %s", c->host);
-                proxy_deny(c, &v, NULL);
-                return;
-        }
         for (size_t i = 0; i < n; i++) {
+                const struct sockaddr *sa = (const struct sockaddr *)&addrs[i];
+                /* Internal addresses are refused whoever owns them; the others are asked of
+                 * the host: its interfaces, and where its routes deliver locally. */
+                int own = aj_net_address_is_internal(sa) ? 0 : aj_host_addrs_is_local(c->p->host_addrs, sa);
+                if (own < 0) {
+                        /* Fail closed: an address not known to be elsewhere may be this host. */
+                        AjNetVerdict v = { .rule = -1 };
+                        char a[INET6_ADDRSTRLEN];
+                        snprintf(v.reason, sizeof(v.reason),
+                                 "cannot tell whether %s (%s) is an address of this host: %s",
+                                 aj_net_format_address(sa, a, sizeof(a)), c->host, strerror(-own));
+                        proxy_deny(c, &v, sa);
+                        return;
+                }
                 AjNetVerdict v;
-                aj_net_check_resolved(c->p->policy, own, c->host, (const struct sockaddr *)&addrs[i], c->port, &v);
+                aj_net_check_resolved(c->p->policy, own > 0, c->host, sa, c->port, &v);
                 if (v.allowed)
                         c->cand[c->n_cand++] = addrs[i];
                 else if (!have_denial) {

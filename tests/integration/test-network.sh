@@ -6,7 +6,8 @@
 # range is named; IPv6 literals; exact byte counts for 100 MiB; 200 concurrent
 # connections; plain HTTP carries one request per connection (a pipelined one never
 # reaches even a server that would answer it), Host must match, bare CR refused; a test
-# host in a network namespace is reached while this host's own veth address is refused;
+# host in a network namespace is reached while this host's own veth address, and an address
+# only a prefix on lo makes the host's, are refused;
 # filled idle tunnels stay within a bound of host TCP memory; the per-run connection
 # limit. Servers: python3 on the host's 127.0.0.1 and ::1 and in the namespace, names
 # from an AGENTJAIL_HOSTS_FILE (no internet needed).
@@ -212,6 +213,26 @@ else
         ev=$(events_of net.denied)
         like "$ev" "\"address\":\"$HOSTIP\"" "net.denied names the host's address"
         like "$ev" "an address of this host" "net.denied gives the reason"
+        # The rest of a prefix on lo: 203.0.113.81/29 there makes 203.0.113.83 this host's too,
+        # though no interface has that address. Seen from the test host's namespace (the
+        # supervisor started there, its jail's namespace made from it), so this host's own
+        # addresses and routes are not touched.
+        ip -n "$NS" addr add 203.0.113.81/29 dev lo
+        (cd "$WWW" && exec ip netns exec "$NS" python3 -m http.server "$PORTT" --bind 203.0.113.83) >/dev/null 2>&1 &
+        BG_PIDS+=("$!")
+        for _ in $(seq 100); do
+                ip netns exec "$NS" curl -s -o /dev/null "http://203.0.113.83:$PORTT/index.txt" && break
+                sleep 0.05
+        done
+        printf '203.0.113.83 prefix.test\n' >>"$TEST_TMP/hosts"
+        printf '#!/bin/sh\nexec nsenter --net=/run/netns/%s "%s" "$@"\n' "$NS" "$AGENTJAIL" >"$TEST_TMP/in-ns"
+        chmod 0755 "$TEST_TMP/in-ns"
+        AGENTJAIL="$TEST_TMP/in-ns" run_jail --allow-net prefix.test -- /bin/sh -c \
+                "curl -s -m 10 http://prefix.test:$PORTT/index.txt; curl -s -m 10 -o /dev/null -w '%{http_connect}' -p http://prefix.test:$PORTT/index.txt"
+        like "$JAIL_OUT" "prefix.test resolves to 203.0.113.83, an address of this host" \
+                "a name resolving to an address a prefix on lo makes this host's is refused" || jail_diag
+        unlike "$JAIL_OUT" "hello-from-host" "...and the server there is not reached"
+        like "$JAIL_OUT" "403\$" "...through CONNECT too (403)"
         test_host_down
         trap cleanup EXIT
 fi
