@@ -452,7 +452,8 @@ int aj_host_addrs_new(AjHostAddrs **ret)
         if (!h)
                 return -ENOMEM;
         h->stale = true;
-        h->rt = -1;
+        /* Opened now, with the other one; a failure here is retried at the first query. */
+        h->rt = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
         h->nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
         if (h->nl >= 0) {
                 struct sockaddr_nl sa = { .nl_family = AF_NETLINK,
