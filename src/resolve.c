@@ -562,8 +562,10 @@ static int route_is_local(AjHostAddrs *h, const struct sockaddr *sa)
                                 const struct nlmsgerr *e = NLMSG_DATA(nh);
                                 if (nh->nlmsg_len < NLMSG_LENGTH(sizeof(*e)))
                                         return -EIO;
-                                /* No route, or one that refuses: nothing is delivered anywhere. */
-                                if (e->error == -ENETUNREACH || e->error == -EHOSTUNREACH || e->error == -EACCES)
+                                /* No route, one that refuses, or no such family in this kernel
+                                 * (booted with ipv6.disable=1): connect() reaches nothing. */
+                                if (e->error == -ENETUNREACH || e->error == -EHOSTUNREACH || e->error == -EACCES ||
+                                    e->error == -EOPNOTSUPP || e->error == -EAFNOSUPPORT)
                                         return 0;
                                 return e->error < 0 ? e->error : -EIO;
                         }

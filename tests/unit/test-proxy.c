@@ -1660,6 +1660,14 @@ Test(host_addrs, local_routes_are_this_host)
         cr_expect(is_local(h, "2001:db8:77::9"), "a local (AnyIP) route");
         cr_expect(!is_local(h, "203.0.113.9"), "outside the prefix");
         cr_expect(!is_local(h, "2001:db8:78::9"));
+        /* The kernel will not say where a blackholed address goes: not known, so refused by
+         * the caller. A prohibited one goes nowhere. */
+        cr_assert_eq(system("ip route add blackhole 192.0.2.0/25 && ip route add prohibit 192.0.2.128/25"), 0);
+        struct sockaddr_in bh = { .sin_family = AF_INET }, pr = { .sin_family = AF_INET };
+        inet_pton(AF_INET, "192.0.2.1", &bh.sin_addr);
+        inet_pton(AF_INET, "192.0.2.129", &pr.sin_addr);
+        cr_expect_lt(aj_host_addrs_is_local(h, (struct sockaddr *)&bh), 0);
+        cr_expect_eq(aj_host_addrs_is_local(h, (struct sockaddr *)&pr), 0);
 }
 
 /* A name resolving to an address that only a local route makes this host's (AnyIP) is
