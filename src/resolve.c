@@ -236,7 +236,7 @@ static void ares_cb(void *arg, int status, int timeouts, struct ares_addrinfo *r
                 ares_freeaddrinfo(res);
 }
 
-int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolver **ret)
+int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolveNames names, AjResolver **ret)
 {
         AjResolver *r = calloc(1, sizeof(*r));
         int k;
@@ -268,19 +268,20 @@ int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolver **ret)
                 .timeout = (int)(r->timeout_ms / 3 > 0 ? r->timeout_ms / 3 : 1),
                 .tries = 2,
                 .lookups = (char *)"fb",
-                /* The name looked up is the name the allowlist checked, nothing else: no
-                 * search domains (resolv.conf's "search" turned an allowed "nx.example.com"
-                 * that does not exist into "nx.example.com.corp.example", a host no rule
-                 * names) and no HOSTALIASES. ARES_FLAG_NOSEARCH alone does not reach
-                 * ares_getaddrinfo() (c-ares 1.18 searched with it set); an empty list of
-                 * domains replaces resolv.conf's. */
-                .flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES,
-                .domains = NULL,
-                .ndomains = 0,
         };
-        k = ares_init_options(&r->channel, &opts,
-                              ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS |
-                                      ARES_OPT_FLAGS | ARES_OPT_DOMAINS);
+        int optmask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS;
+        if (names == AJ_RESOLVE_EXACT) {
+                /* No search domains: resolv.conf's "search" turned an allowed
+                 * "nx.example.com" that does not exist into "nx.example.com.corp.example", a
+                 * host no rule names. No HOSTALIASES either. ARES_FLAG_NOSEARCH alone does not
+                 * reach ares_getaddrinfo() (c-ares 1.18 searched with it set); an empty list
+                 * of domains replaces resolv.conf's. */
+                opts.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
+                opts.domains = NULL;
+                opts.ndomains = 0;
+                optmask |= ARES_OPT_FLAGS | ARES_OPT_DOMAINS;
+        }
+        k = ares_init_options(&r->channel, &opts, optmask);
         if (k != ARES_SUCCESS) {
                 ares_library_cleanup();
                 k = k == ARES_ENOMEM ? -ENOMEM : -EIO;

@@ -6,7 +6,8 @@
  * so callers need not be re-entrant.
  *
  * Order: the file named by $AGENTJAIL_HOSTS_FILE (read once, at creation; /etc/hosts
- * format), then c-ares with lookups "fb" (/etc/hosts, then DNS per resolv.conf).
+ * format), then c-ares with lookups "fb" (/etc/hosts, then DNS per resolv.conf; its search
+ * domains only with AJ_RESOLVE_SEARCH).
  */
 #pragma once
 
@@ -27,9 +28,18 @@ typedef struct AjResolver AjResolver;
  * -EIO (other failure). addrs: n entries (port 0), valid during the call only. */
 typedef void (*AjResolveCallback)(void *userdata, int error, const struct sockaddr_storage *addrs, size_t n);
 
+typedef enum {
+        /* resolv.conf's search domains and HOSTALIASES apply (the operator's names: the
+         * gateway's provider URLs) */
+        AJ_RESOLVE_SEARCH,
+        /* the name looked up is the name given, nothing else (the agent's names, checked by
+         * the allowlist as written) */
+        AJ_RESOLVE_EXACT,
+} AjResolveNames;
+
 /* timeout_ms bounds each query as a whole (c-ares' tries and servers included). `loop` is
  * borrowed: free the resolver before it. */
-int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolver **ret);
+int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolveNames names, AjResolver **ret);
 /* Starts a lookup; *ret_id identifies it for aj_resolver_cancel(). -EBUSY past
  * AJ_RESOLVE_MAX_PENDING. */
 int aj_resolver_resolve(AjResolver *r, const char *name, AjResolveCallback cb, void *userdata, uint64_t *ret_id);
