@@ -664,15 +664,15 @@ void aj_net_addr_set_done(AjNetAddrSet *s)
         s->n = 0;
 }
 
-int aj_net_check_resolved(const AjNetPolicy *p, const AjNetAddrSet *host_addrs, const char *host,
-                          const struct sockaddr *sa, uint16_t port, AjNetVerdict *ret)
+int aj_net_check_resolved(const AjNetPolicy *p, bool own_in, const char *host, const struct sockaddr *sa, uint16_t port,
+                          AjNetVerdict *ret)
 {
         AjNetVerdict v = { .rule = -1 };
         char shown[INET6_ADDRSTRLEN];
 
         aj_net_format_address(sa, shown, sizeof(shown));
         bool internal = aj_net_address_is_internal(sa);
-        bool own = !internal && aj_net_addr_set_contains(host_addrs, sa);
+        bool own = !internal && own_in;
         if (!internal && !own) {
                 v.allowed = true;
                 snprintf(v.reason, sizeof(v.reason), "%s resolved to public address %s", host, shown);

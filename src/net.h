@@ -107,8 +107,8 @@ typedef struct {
 int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjNetVerdict *ret);
 
 /* The addresses of this host's interfaces, where the proxy connects from (kept current by
- * src/resolve.h's AjHostAddrs). A name resolving to one of them reaches this host's own
- * services, whatever range the address is in. */
+ * src/resolve.h's AjHostAddrs, which also asks the kernel's routes). A name resolving to
+ * one of them reaches this host's own services, whatever range the address is in. */
 typedef struct {
         int family; /* AF_INET or AF_INET6 */
         uint8_t bytes[16];
@@ -126,10 +126,11 @@ int aj_net_addr_set_add(AjNetAddrSet *s, const struct sockaddr *sa);
 void aj_net_addr_set_done(AjNetAddrSet *s);
 
 /* An address that `host` (already allowed by name) resolved to; the address actually
- * connected to. Refuses internal addresses, and this host's own (`host_addrs`, may be
- * NULL), unless an IP/CIDR entry covers the address. */
-int aj_net_check_resolved(const AjNetPolicy *p, const AjNetAddrSet *host_addrs, const char *host,
-                          const struct sockaddr *sa, uint16_t port, AjNetVerdict *ret);
+ * connected to. Refuses internal addresses, and this host's own (`own`: the caller asked
+ * the host, src/resolve.h's aj_host_addrs_is_local()), unless an IP/CIDR entry covers the
+ * address. */
+int aj_net_check_resolved(const AjNetPolicy *p, bool own, const char *host, const struct sockaddr *sa, uint16_t port,
+                          AjNetVerdict *ret);
 
 /* Loopback, link-local, private, CGNAT, unique-local, multicast, unspecified, reserved
  * (IPv4-mapped IPv6 judged as IPv4). */

@@ -164,17 +164,21 @@ static void on_resolved(void *userdata, int error, const struct sockaddr_storage
 
         c->resolving = false;
         c->n_cand = c->next_cand = 0;
-        const AjNetAddrSet *own = NULL;
-        if (n > 0 && aj_host_addrs_get(c->p->host_addrs, &own) < 0) {
-                /* Fail closed: without this host's addresses no resolved address can be judged. */
-                AjNetVerdict v = { .rule = -1 };
-                snprintf(v.reason, sizeof(v.reason), "cannot read this host's addresses to check %s", c->host);
-                proxy_deny(c, &v, NULL);
-                return;
-        }
         for (size_t i = 0; i < n; i++) {
-                AjNetVerdict v;
-                aj_net_check_resolved(c->p->policy, own, c->host, (const struct sockaddr *)&addrs[i], c->port, &v);
+                const struct sockaddr *sa = (const struct sockaddr *)&addrs[i];
+                /* Internal addresses are refused whoever owns them; the others are asked of
+                 * the host: its interfaces, and where its routes deliver locally. */
+                int own = aj_net_address_is_internal(sa) ? 0 : aj_host_addrs_is_local(c->p->host_addrs, sa);
+                AjNetVerdict v = { .rule = -1 };
+                if (own < 0) {
+                        /* Fail closed: an address not known to be elsewhere may be this host's.
+                         * Not a candidate; the name's other addresses still may be. */
+                        char a[INET6_ADDRSTRLEN];
+                        snprintf(v.reason, sizeof(v.reason),
+                                 "cannot tell whether %s (%s) is an address of this host: %s",
+                                 aj_net_format_address(sa, a, sizeof(a)), c->host, strerror(-own));
+                } else
+                        aj_net_check_resolved(c->p->policy, own > 0, c->host, sa, c->port, &v);
                 if (v.allowed)
                         c->cand[c->n_cand++] = addrs[i];
                 else if (!have_denial) {

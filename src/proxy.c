@@ -511,7 +511,7 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
                 r = p->loop_fd < 0 ? p->loop_fd : negative_errno();
                 goto fail;
         }
-        r = aj_resolver_new(p->loop, p->opts.connect_timeout_ms / 2, &p->resolver);
+        r = aj_resolver_new(p->loop, p->opts.connect_timeout_ms / 2, AJ_RESOLVE_EXACT, &p->resolver);
         if (r < 0)
                 goto fail;
         r = aj_host_addrs_new(&p->host_addrs);

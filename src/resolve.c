@@ -236,7 +236,7 @@ static void ares_cb(void *arg, int status, int timeouts, struct ares_addrinfo *r
                 ares_freeaddrinfo(res);
 }
 
-int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolver **ret)
+int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolveNames names, AjResolver **ret)
 {
         AjResolver *r = calloc(1, sizeof(*r));
         int k;
@@ -269,8 +269,19 @@ int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolver **ret)
                 .tries = 2,
                 .lookups = (char *)"fb",
         };
-        k = ares_init_options(&r->channel, &opts,
-                              ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS);
+        int optmask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS;
+        if (names == AJ_RESOLVE_EXACT) {
+                /* No search domains: resolv.conf's "search" turned an allowed
+                 * "nx.example.com" that does not exist into "nx.example.com.corp.example", a
+                 * host no rule names. No HOSTALIASES either. ARES_FLAG_NOSEARCH alone does not
+                 * reach ares_getaddrinfo() (c-ares 1.18 searched with it set); an empty list
+                 * of domains replaces resolv.conf's. */
+                opts.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
+                opts.domains = NULL;
+                opts.ndomains = 0;
+                optmask |= ARES_OPT_FLAGS | ARES_OPT_DOMAINS;
+        }
+        k = ares_init_options(&r->channel, &opts, optmask);
         if (k != ARES_SUCCESS) {
                 ares_library_cleanup();
                 k = k == ARES_ENOMEM ? -ENOMEM : -EIO;
@@ -406,6 +417,8 @@ void aj_resolver_free(AjResolver *r)
 
 struct AjHostAddrs {
         int nl; /* netlink, subscribed to address changes; -1: re-read every time */
+        int rt; /* netlink for route queries (RTM_GETROUTE); -1: opened at the next query */
+        uint32_t seq;
         bool stale;
         unsigned reads;
         AjNetAddrSet set;
@@ -440,6 +453,8 @@ int aj_host_addrs_new(AjHostAddrs **ret)
         if (!h)
                 return -ENOMEM;
         h->stale = true;
+        /* Opened now, with the other one; a failure here is retried at the first query. */
+        h->rt = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
         h->nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
         if (h->nl >= 0) {
                 struct sockaddr_nl sa = { .nl_family = AF_NETLINK,
@@ -486,6 +501,95 @@ int aj_host_addrs_get(AjHostAddrs *h, const AjNetAddrSet **ret)
         return 0;
 }
 
+/* The kernel's route to `sa` (RTM_GETROUTE, as connect() would look it up: this process's
+ * uid, no mark, no source): 1 when it is delivered to this host (a local, anycast, broadcast
+ * or multicast route), 0 when it leaves or has no route (connect() fails on its own),
+ * -errno when the kernel's answer cannot be had. */
+static int route_is_local(AjHostAddrs *h, const struct sockaddr *sa)
+{
+        struct {
+                struct nlmsghdr nh;
+                struct rtmsg rt;
+                struct rtattr dst;
+                uint8_t addr[16];
+        } req = {};
+        size_t alen;
+        if (sa->sa_family == AF_INET) {
+                alen = 4;
+                memcpy(req.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+                req.rt.rtm_family = AF_INET;
+        } else if (sa->sa_family == AF_INET6) {
+                const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+                /* connect() on a mapped address goes out over IPv4. */
+                bool mapped = IN6_IS_ADDR_V4MAPPED(a6);
+                alen = mapped ? 4 : 16;
+                memcpy(req.addr, mapped ? a6->s6_addr + 12 : a6->s6_addr, alen);
+                req.rt.rtm_family = mapped ? AF_INET : AF_INET6;
+        } else
+                return -EAFNOSUPPORT;
+        req.rt.rtm_dst_len = (unsigned char)(alen * 8);
+        req.dst.rta_type = RTA_DST;
+        req.dst.rta_len = (unsigned short)RTA_LENGTH(alen);
+        req.nh.nlmsg_type = RTM_GETROUTE;
+        req.nh.nlmsg_flags = NLM_F_REQUEST;
+        req.nh.nlmsg_seq = ++h->seq;
+        req.nh.nlmsg_len = (uint32_t)(NLMSG_LENGTH(sizeof(struct rtmsg)) + RTA_LENGTH(alen));
+
+        if (h->rt < 0) {
+                h->rt = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+                if (h->rt < 0)
+                        return negative_errno();
+        }
+        /* Whatever an earlier query left unread (its answer came after we gave up) goes. */
+        char buf[8192];
+        while (recv(h->rt, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+                ;
+        struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+        if (sendto(h->rt, &req, req.nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+                return negative_errno();
+        /* rtnetlink answers within sendto(): the reply is queued by the time it returns. */
+        for (;;) {
+                ssize_t n = recv(h->rt, buf, sizeof(buf), MSG_DONTWAIT);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return errno == EAGAIN ? -ETIMEDOUT : negative_errno();
+                if (n == 0)
+                        return -EIO;
+                for (struct nlmsghdr *nh = (struct nlmsghdr *)buf; NLMSG_OK(nh, n); nh = NLMSG_NEXT(nh, n)) {
+                        if (nh->nlmsg_seq != req.nh.nlmsg_seq)
+                                continue;
+                        if (nh->nlmsg_type == NLMSG_ERROR) {
+                                const struct nlmsgerr *e = NLMSG_DATA(nh);
+                                if (nh->nlmsg_len < NLMSG_LENGTH(sizeof(*e)))
+                                        return -EIO;
+                                /* No route, one that refuses, or no such family in this kernel
+                                 * (booted with ipv6.disable=1): connect() reaches nothing. */
+                                if (e->error == -ENETUNREACH || e->error == -EHOSTUNREACH || e->error == -EACCES ||
+                                    e->error == -EOPNOTSUPP || e->error == -EAFNOSUPPORT)
+                                        return 0;
+                                return e->error < 0 ? e->error : -EIO;
+                        }
+                        if (nh->nlmsg_type != RTM_NEWROUTE || nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg)))
+                                return -EIO;
+                        const struct rtmsg *rt = NLMSG_DATA(nh);
+                        return rt->rtm_type == RTN_LOCAL || rt->rtm_type == RTN_ANYCAST ||
+                               rt->rtm_type == RTN_BROADCAST || rt->rtm_type == RTN_MULTICAST;
+                }
+        }
+}
+
+int aj_host_addrs_is_local(AjHostAddrs *h, const struct sockaddr *sa)
+{
+        const AjNetAddrSet *set;
+        int r = aj_host_addrs_get(h, &set);
+        if (r < 0)
+                return r;
+        if (aj_net_addr_set_contains(set, sa))
+                return 1;
+        return route_is_local(h, sa);
+}
+
 unsigned aj_host_addrs_reads(const AjHostAddrs *h) { return h->reads; }
 
 void aj_host_addrs_free(AjHostAddrs *h)
@@ -494,6 +598,8 @@ void aj_host_addrs_free(AjHostAddrs *h)
                 return;
         if (h->nl >= 0)
                 close(h->nl);
+        if (h->rt >= 0)
+                close(h->rt);
         aj_net_addr_set_done(&h->set);
         free(h);
 }

@@ -6,7 +6,8 @@
  * so callers need not be re-entrant.
  *
  * Order: the file named by $AGENTJAIL_HOSTS_FILE (read once, at creation; /etc/hosts
- * format), then c-ares with lookups "fb" (/etc/hosts, then DNS per resolv.conf).
+ * format), then c-ares with lookups "fb" (/etc/hosts, then DNS per resolv.conf; its search
+ * domains only with AJ_RESOLVE_SEARCH).
  */
 #pragma once
 
@@ -27,9 +28,18 @@ typedef struct AjResolver AjResolver;
  * -EIO (other failure). addrs: n entries (port 0), valid during the call only. */
 typedef void (*AjResolveCallback)(void *userdata, int error, const struct sockaddr_storage *addrs, size_t n);
 
+typedef enum {
+        /* resolv.conf's search domains and HOSTALIASES apply (the operator's names: the
+         * gateway's provider URLs) */
+        AJ_RESOLVE_SEARCH,
+        /* the name looked up is the name given, nothing else (the agent's names, checked by
+         * the allowlist as written) */
+        AJ_RESOLVE_EXACT,
+} AjResolveNames;
+
 /* timeout_ms bounds each query as a whole (c-ares' tries and servers included). `loop` is
  * borrowed: free the resolver before it. */
-int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolver **ret);
+int aj_resolver_new(AjLoop *loop, uint64_t timeout_ms, AjResolveNames names, AjResolver **ret);
 /* Starts a lookup; *ret_id identifies it for aj_resolver_cancel(). -EBUSY past
  * AJ_RESOLVE_MAX_PENDING. */
 int aj_resolver_resolve(AjResolver *r, const char *name, AjResolveCallback cb, void *userdata, uint64_t *ret_id);
@@ -39,18 +49,30 @@ void aj_resolver_cancel(AjResolver *r, uint64_t id);
 void aj_resolver_free(AjResolver *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjResolver *, aj_resolver_free);
 
-/* This host's interface addresses (all interfaces, IPv4 and IPv6, in the caller's network
- * namespace), for src/net.h's rule that a name resolving to one of them is refused. A
- * netlink socket subscribed to address changes (RTM_NEWADDR/RTM_DELADDR) is drained at
- * each lookup; when it reported anything (or overflowed, or could not be opened) the set
- * is re-read with getifaddrs(). A change the kernel made before the lookup is therefore
- * always seen. */
+/* This host's addresses in the caller's network namespace, for src/net.h's rule that a
+ * name resolving to one of them is refused: its interface addresses (all interfaces, IPv4
+ * and IPv6), and every address its routing tables deliver locally.
+ *
+ * The interface addresses are a set: a netlink socket subscribed to address changes
+ * (RTM_NEWADDR/RTM_DELADDR) is drained at each lookup; when it reported anything (or
+ * overflowed, or could not be opened) the set is re-read with getifaddrs(). A change the
+ * kernel made before the lookup is therefore always seen.
+ *
+ * They are not all of the host: an address with a prefix on lo makes the whole prefix local
+ * (203.0.113.1/29 on lo: 203.0.113.5 reaches this host's services too), and so does a
+ * "local" route (AnyIP: `ip route add local 2001:db8::/64 dev lo`), neither an interface's
+ * address. So an address outside the set is looked up in the kernel's routing tables
+ * (RTM_GETROUTE, as connect() would route it): a local, anycast, broadcast or multicast
+ * route is this host. */
 typedef struct AjHostAddrs AjHostAddrs;
 
 int aj_host_addrs_new(AjHostAddrs **ret);
 /* The current set (valid until the next call); -errno when it cannot be read (callers
  * refuse: fail closed). */
 int aj_host_addrs_get(AjHostAddrs *h, const AjNetAddrSet **ret);
+/* Is `sa` this host's (above)? 1 yes, 0 no, -errno when that cannot be told (callers
+ * refuse: fail closed). IPv4-mapped addresses are judged as IPv4. */
+int aj_host_addrs_is_local(AjHostAddrs *h, const struct sockaddr *sa);
 /* Times the set was read (tests). */
 unsigned aj_host_addrs_reads(const AjHostAddrs *h);
 void aj_host_addrs_free(AjHostAddrs *h);

@@ -70,7 +70,7 @@ static int gateway_setup(AjGateway *gw, const AjGatewayProvider *providers, size
         if (r < 0 || !need_resolver)
                 return r;
         /* The resolver runs on the gateway's own loop (its sockets and retry timers). */
-        return aj_resolver_new(gw->loop, RESOLVE_TIMEOUT_MS, &gw->resolver);
+        return aj_resolver_new(gw->loop, RESOLVE_TIMEOUT_MS, AJ_RESOLVE_SEARCH, &gw->resolver);
 }
 
 int aj_gateway_new(int listen_fd, const AjGatewayProvider *providers, size_t n_providers,

@@ -6,7 +6,8 @@
 # range is named; IPv6 literals; exact byte counts for 100 MiB; 200 concurrent
 # connections; plain HTTP carries one request per connection (a pipelined one never
 # reaches even a server that would answer it), Host must match, bare CR refused; a test
-# host in a network namespace is reached while this host's own veth address is refused;
+# host in a network namespace is reached while this host's own veth address, and an address
+# only a prefix on lo makes the host's, are refused;
 # filled idle tunnels stay within a bound of host TCP memory; the per-run connection
 # limit. Servers: python3 on the host's 127.0.0.1 and ::1 and in the namespace, names
 # from an AGENTJAIL_HOSTS_FILE (no internet needed).
@@ -212,6 +213,67 @@ else
         ev=$(events_of net.denied)
         like "$ev" "\"address\":\"$HOSTIP\"" "net.denied names the host's address"
         like "$ev" "an address of this host" "net.denied gives the reason"
+        # The rest of a prefix on lo: 203.0.113.81/29 there makes 203.0.113.83 this host's too,
+        # though no interface has that address. Seen from the test host's namespace (the
+        # supervisor started there, its jail's namespace made from it), so this host's own
+        # addresses and routes are not touched.
+        ip -n "$NS" addr add 203.0.113.81/29 dev lo
+        (cd "$WWW" && exec ip netns exec "$NS" python3 -m http.server "$PORTT" --bind 203.0.113.83) >/dev/null 2>&1 &
+        BG_PIDS+=("$!")
+        for _ in $(seq 100); do
+                ip netns exec "$NS" curl -s -o /dev/null "http://203.0.113.83:$PORTT/index.txt" && break
+                sleep 0.05
+        done
+        printf '203.0.113.83 prefix.test\n' >>"$TEST_TMP/hosts"
+        printf '#!/bin/sh\nexec nsenter --net=/run/netns/%s "%s" "$@"\n' "$NS" "$AGENTJAIL" >"$TEST_TMP/in-ns"
+        chmod 0755 "$TEST_TMP/in-ns"
+        AGENTJAIL="$TEST_TMP/in-ns" run_jail --allow-net prefix.test -- /bin/sh -c \
+                "curl -s -m 10 http://prefix.test:$PORTT/index.txt; curl -s -m 10 -o /dev/null -w '%{http_connect}' -p http://prefix.test:$PORTT/index.txt"
+        like "$JAIL_OUT" "prefix.test resolves to 203.0.113.83, an address of this host" \
+                "a name resolving to an address a prefix on lo makes this host's is refused" || jail_diag
+        unlike "$JAIL_OUT" "hello-from-host" "...and the server there is not reached"
+        like "$JAIL_OUT" "403\$" "...through CONNECT too (403)"
+        # The name looked up is the name checked: no resolv.conf search domain is appended.
+        # A DNS server in the test host's namespace knows only nx.allowed.test.corp.test
+        # (this host's veth address, a remote host from there); the resolv.conf the
+        # supervisor reads searches corp.test. An allowed name that does not exist must not
+        # become that one.
+        cat >"$TEST_TMP/dns.py" <<'PY'
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+log = open(sys.argv[1], "a", buffering=1)
+while True:
+    q, peer = s.recvfrom(512)
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
+    name, qtype = ".".join(labels).lower(), struct.unpack(">H", q[i + 1:i + 3])[0]
+    log.write("%s %d\n" % (name, qtype))
+    head = lambda rcode, an: q[:2] + struct.pack(">HHHHH", 0x8180 | rcode, 1, an, 0, 0) + q[12:i + 5]
+    if name == "nx.allowed.test.corp.test" and qtype == 1:
+        s.sendto(head(0, 1) + b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 5, 4) + socket.inet_aton(sys.argv[2]), peer)
+    else:
+        s.sendto(head(0 if name == "nx.allowed.test.corp.test" else 3, 0), peer)
+PY
+        : >"$TEST_TMP/dns.log"
+        ip netns exec "$NS" python3 "$TEST_TMP/dns.py" "$TEST_TMP/dns.log" "$HOSTIP" >/dev/null 2>&1 &
+        BG_PIDS+=("$!")
+        for _ in $(seq 100); do
+                ip netns exec "$NS" ss -Hlun 'sport = :53' | grep -q . && break
+                sleep 0.05
+        done
+        printf 'nameserver 127.0.0.1\nsearch corp.test\n' >"$TEST_TMP/resolv.conf"
+        printf '#!/bin/sh\nexec unshare -m sh -c '\''mount --bind "$0" /etc/resolv.conf && exec nsenter --net=/run/netns/%s "$@"'\'' %s "%s" "$@"\n' \
+                "$NS" "$TEST_TMP/resolv.conf" "$AGENTJAIL" >"$TEST_TMP/in-ns-dns"
+        chmod 0755 "$TEST_TMP/in-ns-dns"
+        AGENTJAIL="$TEST_TMP/in-ns-dns" run_jail --allow-net '*.allowed.test' -- \
+                curl -s -m 10 "http://nx.allowed.test:$PORTT/index.txt"
+        like "$JAIL_OUT" "cannot resolve nx.allowed.test: no such host" \
+                "an allowed name that does not exist is not looked up under resolv.conf's search domain" || jail_diag
+        unlike "$JAIL_OUT" "hello-from-host" "...so the host that name would have become is not reached"
+        like "$(cat "$TEST_TMP/dns.log")" "^nx.allowed.test 1" "...the name itself was asked for"
+        unlike "$(cat "$TEST_TMP/dns.log")" "corp.test" "...and nothing under the search domain"
         test_host_down
         trap cleanup EXIT
 fi

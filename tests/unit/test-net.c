@@ -197,14 +197,14 @@ Test(net, rebinding_rules)
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 struct sockaddr_storage ss = addr(cases[i].address);
                 AjNetVerdict v;
-                aj_net_check_resolved(p, NULL, "a.example.com", (struct sockaddr *)&ss, cases[i].port, &v);
+                aj_net_check_resolved(p, false, "a.example.com", (struct sockaddr *)&ss, cases[i].port, &v);
                 cr_expect_eq(v.allowed, cases[i].allowed, "%s:%u: %s", cases[i].address, cases[i].port, v.reason);
                 if (!v.allowed)
                         cr_expect(strstr(v.reason, "rebinding protection") != NULL, "%s", v.reason);
         }
         struct sockaddr_storage ss = addr("127.0.0.1");
         AjNetVerdict v;
-        aj_net_check_resolved(p, NULL, "a.example.com", (struct sockaddr *)&ss, 443, &v);
+        aj_net_check_resolved(p, false, "a.example.com", (struct sockaddr *)&ss, 443, &v);
         cr_expect_str_eq(v.reason, "a.example.com resolves to internal address 127.0.0.1, which no address rule "
                                    "names (rebinding protection)");
         /* A literal internal address needs its own rule too. */
@@ -226,7 +226,7 @@ Test(net, documentation_ranges_are_not_internal)
                 struct sockaddr_storage ss = addr(docs[i]);
                 AjNetVerdict v;
                 cr_expect(!aj_net_address_is_internal((struct sockaddr *)&ss), "%s", docs[i]);
-                aj_net_check_resolved(p, NULL, "a.example.com", (struct sockaddr *)&ss, 443, &v);
+                aj_net_check_resolved(p, false, "a.example.com", (struct sockaddr *)&ss, 443, &v);
                 cr_expect(v.allowed, "%s: %s", docs[i], v.reason);
         }
         aj_net_policy_free(p);
@@ -256,12 +256,13 @@ Test(net, own_addresses_refused_unless_named)
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 struct sockaddr_storage ss = addr(cases[i].address);
                 AjNetVerdict v;
-                aj_net_check_resolved(p, &own, "a.example.com", (struct sockaddr *)&ss, cases[i].port, &v);
+                aj_net_check_resolved(p, aj_net_addr_set_contains(&own, (struct sockaddr *)&ss), "a.example.com",
+                                      (struct sockaddr *)&ss, cases[i].port, &v);
                 cr_expect_eq(v.allowed, cases[i].allowed, "%s:%u: %s", cases[i].address, cases[i].port, v.reason);
         }
         struct sockaddr_storage ss = addr("203.0.113.5");
         AjNetVerdict v;
-        aj_net_check_resolved(p, &own, "a.example.com", (struct sockaddr *)&ss, 443, &v);
+        aj_net_check_resolved(p, true, "a.example.com", (struct sockaddr *)&ss, 443, &v);
         cr_expect_str_eq(v.reason, "a.example.com resolves to 203.0.113.5, an address of this host, which no "
                                    "address rule names (rebinding protection)");
         aj_net_addr_set_done(&own);

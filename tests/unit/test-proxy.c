@@ -1624,6 +1624,80 @@ Test(host_addrs, follows_changes)
         cr_expect(!set_has(s, "203.0.113.77"), "a removed address is gone at the next lookup");
 }
 
+static bool is_local(AjHostAddrs *h, const char *text)
+{
+        struct sockaddr_storage ss = {};
+        if (inet_pton(AF_INET, text, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+                ss.ss_family = AF_INET;
+        else {
+                cr_assert_eq(inet_pton(AF_INET6, text, &((struct sockaddr_in6 *)&ss)->sin6_addr), 1);
+                ss.ss_family = AF_INET6;
+        }
+        int r = aj_host_addrs_is_local(h, (struct sockaddr *)&ss);
+        cr_assert_geq(r, 0, "%s: %s", text, strerror(-r));
+        return r > 0;
+}
+
+/* Addresses this host delivers locally that are no interface's: the rest of a prefix on lo
+ * (127.0.0.2; 203.0.113.1/29 makes 203.0.113.5 local), a "local" route (AnyIP), for IPv4,
+ * IPv6 and IPv4-mapped. getifaddrs() lists none of them. */
+Test(host_addrs, local_routes_are_this_host)
+{
+        private_netns();
+        _cleanup_(aj_host_addrs_freep) AjHostAddrs *h = NULL;
+        cr_assert_eq(aj_host_addrs_new(&h), 0);
+        cr_expect(is_local(h, "127.0.0.1"));
+        cr_expect(is_local(h, "127.0.0.2"), "127/8 is local, not only lo's 127.0.0.1");
+        cr_expect(is_local(h, "::ffff:127.0.0.2"));
+        cr_expect(!is_local(h, "203.0.113.5"));
+        cr_expect(!is_local(h, "2001:db8:77::9"));
+        cr_assert_eq(system("ip addr add 203.0.113.1/29 dev lo && ip -6 route add local 2001:db8:77::/64 dev lo"), 0);
+        const AjNetAddrSet *s;
+        cr_assert_eq(aj_host_addrs_get(h, &s), 0);
+        cr_expect(!set_has(s, "203.0.113.5") && !set_has(s, "2001:db8:77::9"), "not interface addresses");
+        cr_expect(is_local(h, "203.0.113.5"), "the rest of a prefix on lo");
+        cr_expect(is_local(h, "::ffff:203.0.113.5"));
+        cr_expect(is_local(h, "2001:db8:77::9"), "a local (AnyIP) route");
+        cr_expect(!is_local(h, "203.0.113.9"), "outside the prefix");
+        cr_expect(!is_local(h, "2001:db8:78::9"));
+        /* The kernel will not say where a blackholed address goes: not known, so refused by
+         * the caller. A prohibited one goes nowhere. */
+        cr_assert_eq(system("ip route add blackhole 192.0.2.0/25 && ip route add prohibit 192.0.2.128/25"), 0);
+        struct sockaddr_in bh = { .sin_family = AF_INET }, pr = { .sin_family = AF_INET };
+        inet_pton(AF_INET, "192.0.2.1", &bh.sin_addr);
+        inet_pton(AF_INET, "192.0.2.129", &pr.sin_addr);
+        cr_expect_lt(aj_host_addrs_is_local(h, (struct sockaddr *)&bh), 0);
+        cr_expect_eq(aj_host_addrs_is_local(h, (struct sockaddr *)&pr), 0);
+}
+
+/* A name resolving to an address that only a local route makes this host's (AnyIP) is
+ * refused like an interface's address. */
+Test(live, name_resolving_to_local_route_refused)
+{
+        private_netns();
+        cr_assert_eq(system("ip route add local 203.0.113.80/29 dev lo"), 0);
+        Live l;
+        uint16_t echo = start_server("203.0.113.83");
+        hosts_file("203.0.113.83 anyip.test\n");
+        live_start(&l, (char *[]){ "anyip.test", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024];
+                snprintf(target, sizeof(target), "anyip.test:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "403") || !strstr(answer, "an address of this host")) {
+                        fprintf(stderr, "answer: %s\n", answer);
+                        _exit(1);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        json_t *d = find_event("net.denied", 0);
+        cr_assert_not_null(d);
+        cr_expect_str_eq(field_str(d, "address"), "203.0.113.83");
+        live_stop(&l);
+}
+
 /* An allowed name resolving to an address of this host (here a documentation-range address
  * on lo, which is not "internal") is refused, with the reason; another name works. */
 Test(live, name_resolving_to_own_address_refused)
