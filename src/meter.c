@@ -44,6 +44,7 @@ struct CallId {
         bool judged;   /* gateway's: the broker judged this call (aj_meter_gate_missed) */
         bool used;     /* in the index */
         int16_t chain; /* the next slot in its bucket (-1: none) */
+        uint32_t gen;  /* which put filled the slot (a claim gives its own back, not a copy) */
 };
 
 /* The last AJ_METER_MAX_CALL_IDS ids, the oldest overwritten, found by key without a scan:
@@ -56,6 +57,7 @@ struct IdRing {
         int16_t *bucket;
         size_t next;
         uint64_t seed;
+        uint32_t puts;
 };
 
 struct AjMeter {
@@ -467,7 +469,7 @@ static struct CallId *id_ring_put(struct IdRing *r, const uint8_t key[AJ_SHA256_
                 *link = e->chain;
         }
         size_t b = id_bucket(r, key);
-        *e = (struct CallId){ .used = true, .live = true, .chain = r->bucket[b] };
+        *e = (struct CallId){ .used = true, .live = true, .chain = r->bucket[b], .gen = ++r->puts };
         memcpy(e->key, key, AJ_SHA256_SIZE);
         r->bucket[b] = me;
         r->next = (r->next + 1) % AJ_METER_MAX_CALL_IDS;
@@ -573,6 +575,8 @@ static int reserve_tool_call(AjMeter *m, const char *name, const char *args_dige
                         /* The same call, counted by the other side: claimed, so the id
                          * exempts no other call (a release gives it back). */
                         e->live = false;
+                        res.claimed_slot = (int16_t)(e - m->ids[other].slot);
+                        res.claimed_gen = e->gen;
                         res.exempt = true;
                         res.active = true;
                         d.counted_by = counter_name(other);
@@ -759,10 +763,20 @@ void aj_meter_settle(AjMeter *m, AjMeterReservation *res, bool commit)
         if (!res->active)
                 return;
         if (res->exempt) {
-                /* Counted by the other side: nothing to commit; a release gives the id back. */
-                if (!commit)
-                        call_id_remember(m, res->id_key,
-                                         res->by == AJ_METER_BY_GATEWAY ? AJ_METER_BY_BROKER : AJ_METER_BY_GATEWAY);
+                /* Counted by the other side: nothing to commit; a release gives the id back,
+                 * on the slot it claimed while that still holds it: a new slot would push
+                 * out the oldest of that side's ids, and an agent repeating a request that is
+                 * refused at once under the model's id would empty the gateway's ring. */
+                if (!commit) {
+                        struct IdRing *r =
+                                &m->ids[res->by == AJ_METER_BY_GATEWAY ? AJ_METER_BY_BROKER : AJ_METER_BY_GATEWAY];
+                        struct CallId *e = r->slot ? &r->slot[res->claimed_slot] : NULL;
+                        if (e && e->used && !e->live && e->gen == res->claimed_gen &&
+                            memcmp(e->key, res->id_key, AJ_SHA256_SIZE) == 0)
+                                e->live = true;
+                        else
+                                (void)id_ring_put(r, res->id_key);
+                }
                 res->active = false;
                 return;
         }

@@ -131,6 +131,8 @@ typedef struct {
         bool exempt; /* counted already by the other side: commits nothing */
         uint8_t by;  /* AjMeterCounter of the side reserving */
         uint8_t id_key[AJ_SHA256_SIZE];
+        int16_t claimed_slot; /* exempt: the other side's slot it claimed, and that slot's put */
+        uint32_t claimed_gen;
 } AjMeterReservation;
 
 /* sha256 hex of the canonical JSON (sorted keys, compact) of `args` (NULL = null). */

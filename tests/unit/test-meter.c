@@ -787,6 +787,33 @@ Test(meter, counted_call_is_still_judged_by_the_rules)
         aj_meter_free(m);
 }
 
+/* A released claim gives back the slot it claimed: repeating a request that is refused at
+ * once under a model's id (helper-77 noticed) must not push the gateway's other ids out of
+ * its ring, which the backstop and the count of calls seen twice read. */
+Test(meter, a_released_claim_pushes_no_id_out)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 100000);
+        AjMeterDecision d;
+        for (int i = 0; i < 10; i++) {
+                char id[16];
+                snprintf(id, sizeof(id), "g_%d", i);
+                cr_expect_eq(side_call(m, GW, "exec_command", "g", id, NULL), AJ_VERDICT_ALLOW);
+        }
+        cr_expect(aj_meter_gate_missed(m, "g_5"), "counted by the gateway, never judged");
+        for (int i = 0; i < 3 * AJ_METER_MAX_CALL_IDS; i++) {
+                AjMeterReservation res;
+                cr_assert_eq(aj_meter_reserve_tool_call(m, "codex.Bash", "h", "g_0", BR, 0, &res, &d), 0);
+                cr_assert_str_eq(d.counted_by, "gateway", "round %d", i);
+                aj_meter_settle(m, &res, false);
+        }
+        cr_expect_eq(aj_meter_call_ids(m, GW), 10, "the same ten ids, none pushed out: %zu", aj_meter_call_ids(m, GW));
+        cr_expect(aj_meter_gate_missed(m, "g_5"), "the backstop still knows g_5");
+        cr_expect_eq(side_call(m, BR, "codex.Bash", "h", "g_9", &d), AJ_VERDICT_ALLOW);
+        cr_expect_str_eq(d.counted_by, "gateway", "and a call it counted is still counted once");
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), 10);
+        aj_meter_free(m);
+}
+
 /* The tools rules name the broker's calls (claude.Bash); the model's own names (Bash) are
  * what the gateway sees. A call the model asked for counts whatever the rules say of its
  * name, and its id is known to the backstop (found by the third attacker review: with
