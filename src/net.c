@@ -477,14 +477,16 @@ bool aj_net_address_is_internal(const struct sockaddr *sa)
                 uint8_t net[16];
                 unsigned prefix;
         } v6[] = {
-                { {}, 128 },                        /* :: */
-                { { [15] = 1 }, 128 },              /* ::1 */
-                { { 0xfe, 0x80 }, 10 },             /* link-local */
-                { { 0xfe, 0xc0 }, 10 },             /* site-local (deprecated) */
-                { { 0xfc }, 7 },                    /* unique-local */
-                { { 0xff }, 8 },                    /* multicast */
-                { { 0x00, 0x64, 0xff, 0x9b }, 96 }, /* NAT64: may embed any IPv4 */
-                { {}, 96 },                         /* IPv4-compatible (deprecated) */
+                { {}, 128 },                                    /* :: */
+                { { [15] = 1 }, 128 },                          /* ::1 */
+                { { 0xfe, 0x80 }, 10 },                         /* link-local */
+                { { 0xfe, 0xc0 }, 10 },                         /* site-local (deprecated) */
+                { { 0xfc }, 7 },                                /* unique-local */
+                { { 0xff }, 8 },                                /* multicast */
+                { { 0x00, 0x64, 0xff, 0x9b }, 96 },             /* NAT64: may embed any IPv4 */
+                { { 0x00, 0x64, 0xff, 0x9b, 0x00, 0x01 }, 48 }, /* local-use NAT64 (RFC 8215), the same */
+                { { 0x20, 0x02 }, 16 },                         /* 6to4: a tunnel to the IPv4 it embeds */
+                { {}, 96 },                                     /* IPv4-compatible (deprecated) */
         };
         uint8_t a[16];
         int family = address_bytes(sa, a);

@@ -193,6 +193,11 @@ Test(net, rebinding_rules)
                 { "::ffff:192.168.7.1", 443, true },
                 { "224.0.0.1", 443, false },
                 { "255.255.255.255", 443, false },
+                { "64:ff9b::7f00:1", 443, false },   /* NAT64 of 127.0.0.1 */
+                { "64:ff9b:1::a00:1", 443, false },  /* local-use NAT64 (RFC 8215) */
+                { "64:ff9b:1:ffff::1", 443, false }, /* anywhere in its /48 */
+                { "64:ff9b:2::1", 443, true },       /* past it */
+                { "2002:a00:1::1", 443, false },     /* 6to4 to 10.0.0.1 */
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 struct sockaddr_storage ss = addr(cases[i].address);
