@@ -72,11 +72,31 @@ char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsig
 static int subid_file_owner(const char *path, unsigned long id, unsigned long *end, char **ret)
 {
         _cleanup_free_ char *text = NULL;
-        int r = aj_read_file(path, 16 << 20, &text, NULL);
+        size_t len = 0;
+        int r = aj_read_file(path, 16 << 20, &text, &len);
         if (r == -ENOENT)
                 return 0;
         if (r < 0)
                 return r;
+        /* A NUL byte ends the text aj_subid_owner() reads, not newuidmap's: shadow reads the
+         * line's bytes before it and then the next line into the same entry ("ro" NUL "x"
+         * newline "ot:1879048192:65536" is root's range, as getsubids showed), so the lines
+         * past it would go unread and who owns which ids cannot be told: every id is taken
+         * as covered. */
+        const char *nul = memchr(text, 0, len);
+        if (nul) {
+                unsigned line = 1;
+                for (const char *q = text; q < nul; q++)
+                        line += *q == '\n';
+                if (asprintf(ret,
+                             "anyone with a range in %s (line %u has a NUL byte, and newuidmap reads that line "
+                             "together with the next: the ranges past it cannot be told)",
+                             path, line) < 0) {
+                        *ret = NULL;
+                        return -ENOMEM;
+                }
+                return 0;
+        }
         errno = 0;
         *ret = aj_subid_owner(text, path, id, end);
         return *ret || errno != ENOMEM ? 0 : -ENOMEM;

@@ -229,7 +229,29 @@ static void measure(json_t *v, const char *key, uint64_t *bytes, uint64_t *blobs
         }
 }
 
-static uint64_t max_output_of(AjLlmApi api, json_t *root)
+/* A whole number of tokens or answers as the provider might read it: an integer, or a
+ * real with no fraction (1e5: OpenAI-compatible servers validate leniently and take
+ * 100000.0 as 100000). 1 with *ret set; 0 for a member absent, null or negative (no
+ * limit: llama.cpp's -1); -1 for anything else (a string, a fraction, true), which the
+ * provider might read as a number all the same. */
+static int whole_of(json_t *v, uint64_t *ret)
+{
+        double d = json_is_real(v) ? json_real_value(v) : -1;
+        if (!v || json_is_null(v) || (json_is_number(v) && json_number_value(v) < 0))
+                return 0;
+        if (json_is_integer(v))
+                *ret = (uint64_t)json_integer_value(v);
+        else if (d >= 0 && d <= 1e15 && d == (double)(uint64_t)d)
+                *ret = (uint64_t)d;
+        else
+                return -1;
+        return 1;
+}
+
+/* The output limit: the larger of the members naming it (a server reads one or the other:
+ * vLLM max_completion_tokens first, others max_tokens), 0 when none is set. -EINVAL with
+ * *ret_key the member when one is not a whole number (whole_of()). */
+static int max_output_of(AjLlmApi api, json_t *root, uint64_t *ret, const char **ret_key)
 {
         static const char *const keys[_AJ_LLM_API_MAX][2] = {
                 [AJ_LLM_API_ANTHROPIC_MESSAGES] = { "max_tokens", NULL },
@@ -238,10 +260,17 @@ static uint64_t max_output_of(AjLlmApi api, json_t *root)
                 [AJ_LLM_API_OPENAI_CHAT] = { "max_completion_tokens", "max_tokens" },
                 [AJ_LLM_API_OPENAI_RESPONSES] = { "max_output_tokens", NULL },
         };
-        uint64_t v;
-        for (size_t i = 0; i < 2 && keys[api][i]; i++)
-                if (aj_llm_u64(root, keys[api][i], &v))
-                        return v;
+        uint64_t most = 0, v;
+        for (size_t i = 0; i < 2 && keys[api][i]; i++) {
+                int r = whole_of(json_object_get(root, keys[api][i]), &v);
+                if (r < 0) {
+                        *ret_key = keys[api][i];
+                        return -EINVAL;
+                }
+                if (r > 0 && v > most)
+                        most = v;
+        }
+        *ret = most;
         return 0;
 }
 
@@ -255,15 +284,10 @@ static int choices_of(json_t *root, uint64_t *ret, const char **ret_key)
         uint64_t most = 1;
         for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
                 json_t *v = json_object_get(root, keys[i]);
-                double d = json_is_real(v) ? json_real_value(v) : 0;
-                uint64_t k;
+                uint64_t k = 0;
                 if (!v || json_is_null(v))
                         continue;
-                if (json_is_integer(v) && json_integer_value(v) >= 1)
-                        k = (uint64_t)json_integer_value(v);
-                else if (json_is_real(v) && d >= 1 && d <= 1e15 && d == (double)(uint64_t)d)
-                        k = (uint64_t)d;
-                else {
+                if (whole_of(v, &k) <= 0 || k == 0) {
                         *ret_key = keys[i];
                         return -EINVAL;
                 }
@@ -364,9 +388,13 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
                 json_decref(root);
                 return -EINVAL;
         }
+        if (max_output_of(c->api, root, &u->max_output_tokens, &bad) < 0) {
+                aj_llm_parse_error(c, "request: \"%s\" must be a whole number of tokens", bad);
+                json_decref(root);
+                return -EINVAL;
+        }
         aj_llm_set_name(&u->model, json_string_value(model));
         u->stream = json_is_true(json_object_get(root, "stream"));
-        u->max_output_tokens = max_output_of(c->api, root);
         /* Anything but false or null might be read as true by the provider. */
         json_t *bg = json_object_get(root, "background");
         u->background = bg && !json_is_false(bg) && !json_is_null(bg);

@@ -67,14 +67,26 @@ static uint32_t utf8_code_point(const unsigned char *p, size_t n)
 /* Code points a terminal acts on rather than shows: C1 controls (U+009B is CSI, U+009D OSC in
  * terminals that take them), those that move or reorder text around them (line and
  * paragraph separators, bidirectional embeddings, overrides, isolates and marks: U+200E/F,
- * U+061C), and those that show as nothing, so that two names that look the same are not
- * (soft hyphen, zero-width space and joiners, word joiner and the invisible operators, the
- * byte order mark). */
+ * U+061C), and those that show as nothing, so that two names that look the same are not:
+ * Unicode's Default_Ignorable_Code_Point, all of it (soft hyphen, zero-width space and
+ * joiners, word joiner and the invisible operators, the byte order mark; and the Hangul
+ * fillers, drawn as a blank as wide as a letter, a gap in an operator's table; variation
+ * selectors; the tag characters U+E0000..U+E007F, which spell ASCII text no terminal shows). */
 static bool hidden_code_point(uint32_t cp)
 {
-        return (cp >= 0x80 && cp <= 0x9f) || cp == 0xad || cp == 0x61c || (cp >= 0x200b && cp <= 0x200f) ||
-               cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2064) ||
-               (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff;
+        static const struct {
+                uint32_t first, last;
+        } hidden[] = {
+                { 0x80, 0x9f },       { 0xad, 0xad },       { 0x34f, 0x34f },   { 0x61c, 0x61c },
+                { 0x115f, 0x1160 },   { 0x17b4, 0x17b5 },   { 0x180b, 0x180f }, { 0x200b, 0x200f },
+                { 0x2028, 0x202e },   { 0x2060, 0x206f },   { 0x3164, 0x3164 }, { 0xfe00, 0xfe0f },
+                { 0xfeff, 0xfeff },   { 0xffa0, 0xffa0 },   { 0xfff0, 0xfff8 }, { 0x1bca0, 0x1bca3 },
+                { 0x1d173, 0x1d17a }, { 0xe0000, 0xe0fff },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(hidden); i++)
+                if (cp >= hidden[i].first && cp <= hidden[i].last)
+                        return true;
+        return false;
 }
 
 size_t aj_escape_char(const char *s, size_t avail, unsigned flags, char out[AJ_ESCAPE_MAX], size_t *ret_len)
@@ -88,7 +100,8 @@ size_t aj_escape_char(const char *s, size_t avail, unsigned flags, char out[AJ_E
         if (n > 1) {
                 uint32_t cp = utf8_code_point((const unsigned char *)s, n);
                 if (hidden_code_point(cp)) {
-                        *ret_len = (size_t)snprintf(out, AJ_ESCAPE_MAX, "\\u%04x", (unsigned)cp);
+                        *ret_len = (size_t)snprintf(out, AJ_ESCAPE_MAX, cp > 0xffff ? "\\U%08x" : "\\u%04x",
+                                                    (unsigned)cp);
                         return n;
                 }
                 memcpy(out, s, n);
@@ -224,13 +237,16 @@ char *aj_json_text_hidden_escaped(const char *text)
         uint32_t cp;
         for (size_t i = 0, n; i < len; i += n ? n : 1)
                 if ((n = hidden_at(text, len, i, &cp)))
-                        size += 6 - n;
+                        size += (cp > 0xffff ? 12 : 6) - n;
         char *out = malloc(size);
         if (!out)
                 return NULL;
         size_t o = 0;
         for (size_t i = 0, n; i < len; i += n ? n : 1) {
-                if ((n = hidden_at(text, len, i, &cp)))
+                if ((n = hidden_at(text, len, i, &cp)) && cp > 0xffff) /* JSON: a surrogate pair */
+                        o += (size_t)snprintf(out + o, size - o, "\\u%04x\\u%04x", 0xd800 + ((cp - 0x10000) >> 10),
+                                              0xdc00 + ((cp - 0x10000) & 0x3ff));
+                else if (n)
                         o += (size_t)snprintf(out + o, size - o, "\\u%04x", (unsigned)cp);
                 else
                         out[o++] = text[i];

@@ -20,16 +20,17 @@ _printf_(2, 3) int aj_asprintf(char **ret, const char *fmt, ...);
  * printable ASCII and printable UTF-8 (é, CJK) stay as they are; tab, newline and carriage
  * return show as \t \n \r, the other C0 controls and DEL as \xNN; C1 controls (U+0080..U+009F)
  * and the code points that move or reorder the text around them (U+2028/9, bidirectional
- * embeddings, overrides, isolates, marks) and those that show as nothing (soft hyphen,
- * zero-width space and joiners, word joiner, BOM) as \uNNNN; a byte that is not part of
- * valid UTF-8 as \xNN.
+ * embeddings, overrides, isolates, marks) and those that show as nothing (Unicode's
+ * default-ignorable code points: soft hyphen, zero-width space and joiners, word joiner, BOM,
+ * the Hangul fillers, variation selectors, tag characters) as \uNNNN or, past U+FFFF,
+ * \UNNNNNNNN; a byte that is not part of valid UTF-8 as \xNN.
  * With AJ_ESCAPE_QUOTE (a file name, as git's core.quotePath shows one) '\\' and '"' are
  * escaped too, and a name that needed any escape is shown between double quotes. */
 enum {
         AJ_ESCAPE_QUOTE = 1 << 0,
         AJ_ESCAPE_KEEP_TAB = 1 << 1, /* a tab stays a tab (a patch's lines: harmless, and exact) */
 };
-#define AJ_ESCAPE_MAX 8 /* one character's shown form, with its NUL */
+#define AJ_ESCAPE_MAX 11 /* one character's shown form ("\\U000e0041"), with its NUL */
 
 /* The length (1..4) of the valid UTF-8 sequence at s (avail bytes), or 0. */
 size_t aj_utf8_len(const char *s, size_t avail);

@@ -13,7 +13,8 @@ int aj_parse_duration(const char *s, uint64_t *ret_ns);
 /* Decimal unsigned integer, whole string, no sign. */
 int aj_parse_u64(const char *s, uint64_t *ret);
 /* 1..max bytes (len of them, no NUL among them) of valid UTF-8, none a space (ASCII's or
- * Unicode's: no-break, em, ideographic...) or a control character (C0, DEL, C1): the
+ * Unicode's: no-break, em, ideographic, and the letters drawn as a blank: Hangul fillers,
+ * the blank Braille pattern) or a control character (C0, DEL, C1): the
  * broker's names and ids, the gateway's model names, wherever they are checked. */
 bool aj_plain_name(const char *s, size_t len, size_t max);
 /* Format bytes as "1.5G" style into buf; returns buf. */

@@ -12,8 +12,9 @@
 # the key redacted; a missing key fails the run before it starts; a model asking for the same
 # tool call again and again breaches repeat_limit, keyed as the broker keys its calls; an
 # allow list of the broker's names leaves the model's calls counted and gated (tool_gate); a
-# request for n answers is reserved for all of them, and a background response or an API
-# the gateway does not meter is refused under any cap.
+# request for n answers is reserved for all of them (and an output limit written as a real
+# at its value), and a background response or an API the gateway does not meter is refused
+# under any cap.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -331,6 +332,10 @@ hi = [{"role": "user", "content": "hi"}]
 for what in sys.argv[1:]:
     if what == "n":
         st, t = call(O + "/chat/completions", {"model": "gpt-test", "n": 100, "max_tokens": 3, "messages": hi})
+    elif what == "max-real":
+        st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": 1e5, "messages": hi})
+    elif what == "max-string":
+        st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": "100000", "messages": hi})
     elif what == "n-string":
         st, t = call(O + "/chat/completions", {"model": "gpt-test", "n": "100", "max_tokens": 3, "messages": hi})
     elif what == "background":
@@ -352,6 +357,15 @@ like "$(events_of llm.request | tail -1)" '"verdict":"breach","reason":"tokens: 
 is "$JAIL_RC" 123 "... and the run is killed (on_breach kill)"
 run_jail -p "$PK" -- python3 gwcap.py n
 is "$(events_of llm.response | jq -r '.["gen_ai.usage.output_tokens"]')" 300 "without a cap n=100 is relayed, its 100 answers metered"
+# an output limit written as a real (1e5: 100000.0, which a lenient server reads) is the
+# limit, not "none" (32000 reserved, which fit tokens=50000); one written as a string is refused
+n0=$(records)
+run_jail -p "$PK" --cap tokens=50000 -- python3 gwcap.py max-string max-real
+like "$JAIL_OUT" 'max-string=400 .*max_tokens.{0,2} must be a whole number' "max_tokens as a string: 400, naming it" ||
+        jail_diag
+like "$(events_of llm.request | tail -1)" '"verdict":"breach","reason":"tokens: would be 1[0-9]{5} ' \
+        "max_tokens 1e5 does not fit tokens=50000: a breach before anything was spent"
+is "$(($(records) - n0))" 0 "... neither request reached the provider"
 
 n0=$(records)
 run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py background

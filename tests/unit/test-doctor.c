@@ -418,6 +418,31 @@ Test(doctor, subordinate_ranges)
         cr_assert_eq(strspn(l, "n"), 64, "the name cut at 64 characters");
 }
 
+/* A NUL byte in /etc/subuid: shadow reads the bytes before it and then the next line as one
+ * entry (getsubids showed "ro" NUL "junk" newline "ot:1879048192:65536" as root's range), which
+ * a reading that stops at the NUL never saw: every id is taken as covered, naming the line. */
+Test(doctor, subordinate_ranges_with_a_nul)
+{
+        char path[] = "/tmp/aj-subuid-XXXXXX";
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        static const char text[] = "alice:100000:65536\nro\0junk\not:1879048192:65536\n";
+        cr_assert_eq(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+        close(fd);
+        AjHostIdFiles files = { .subuid = path,
+                                .subgid = "/nonexistent/subgid",
+                                .passwd = "/nonexistent/passwd",
+                                .group = "/nonexistent/group" };
+        AjHostIdOwners o = {};
+        int r = aj_host_id_owners(1879048192, 1879048192, &files, &o);
+        unlink(path);
+        cr_assert_eq(r, 0);
+        cr_assert_not_null(o.uid_owner, "the range past the NUL is not seen: the uid is taken as covered");
+        cr_expect(strstr(o.uid_owner, "(line 2 has a NUL byte"), "%s", o.uid_owner);
+        cr_expect_null(o.gid_owner, "no /etc/subgid");
+        aj_host_id_owners_done(&o);
+}
+
 /* No id is left past every range: no suggestion, never one past (uid_t)-1. */
 Test(doctor, host_id_free_at_the_top)
 {

@@ -582,6 +582,13 @@ Test(gateway_usage, request_fields_and_prompt_estimate)
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"max_tokens\":10}", 10 },
                 { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":300}", 300 },
                 { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":-1}", 0 },
+                /* A server reads one or the other: the larger is the worst case. */
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"max_completion_tokens\":10,\"max_tokens\":20000}",
+                  20000 },
+                /* A real with no fraction is the number a lenient server reads (100000.0). */
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"max_tokens\":1e5}", 100000 },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, "{\"model\":\"m\",\"max_tokens\":4096.0}", 4096 },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":null}", 0 },
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 AjLlmCall *c = NULL;
@@ -608,6 +615,35 @@ Test(gateway_usage, request_fields_and_prompt_estimate)
         cr_expect_eq(aj_llm_call_request(c, "{\"model\":", 9), -EINVAL);
         cr_expect(strstr(U(c)->parse_error, "request: invalid JSON") != NULL);
         aj_llm_call_free(c);
+}
+
+/* An output limit the provider might read as a number but the gateway could not (a string,
+ * a fraction) is refused, naming it: reserved as "no limit" (32000) it let a lenient server
+ * generate "1e6" or "200000" tokens past a cap that would have refused the request. */
+Test(gateway_usage, request_output_limit_unreadable)
+{
+        static const struct {
+                AjLlmApi api;
+                const char *body, *key;
+        } cases[] = {
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"max_tokens\":\"200000\"}", "max_tokens" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"max_tokens\":10,\"max_completion_tokens\":1.5}",
+                  "max_completion_tokens" },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, "{\"model\":\"m\",\"max_tokens\":true}", "max_tokens" },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":[100]}", "max_output_tokens" },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":1e300}", "max_output_tokens" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                char want[64];
+                snprintf(want, sizeof(want), "\"%s\" must be a whole number", cases[i].key);
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), -EINVAL, "%s",
+                             cases[i].body);
+                cr_expect(U(c)->parse_error && strstr(U(c)->parse_error, want), "%s: %s", cases[i].body,
+                          U(c)->parse_error ? U(c)->parse_error : "(none)");
+                aj_llm_call_free(c);
+        }
 }
 
 /* The answers a request asks for ("n", "best_of") multiply its worst case (the supervisor

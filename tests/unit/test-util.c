@@ -413,6 +413,14 @@ Test(format, escape_controls)
                      "c",
                      0, "a\\u200fb\\u061cc");
         expect_shown("soft\xc2\xadhy\xef\xbb\xbf\xe2\x81\xa0", 0, "soft\\u00adhy\\ufeff\\u2060");
+        /* Every default-ignorable code point shows as nothing, not only the zero-width ones: a
+         * Hangul filler (U+3164, drawn as a blank as wide as a letter: a gap in inspect's
+         * table), a variation selector, tag characters (U+E0041 U+E0042 spell an invisible "AB"),
+         * the combining grapheme joiner. */
+        expect_shown("r-1\xe3\x85\xa4lookup", 0, "r-1\\u3164lookup");
+        expect_shown("Bash\xef\xb8\x8f\xcd\x8f", 0, "Bash\\ufe0f\\u034f");
+        expect_shown("Read\xf3\xa0\x81\x81\xf3\xa0\x81\x82", 0, "Read\\U000e0041\\U000e0042");
+        expect_shown("\xef\xbe\xa0\xe1\x85\x9f", 0, "\\uffa0\\u115f");
         /* Next to them, what stays: an ordinary non-breaking space (U+00A0), an en dash. */
         expect_shown("a\xc2\xa0"
                      "b\xe2\x80\x93"
@@ -488,6 +496,14 @@ Test(format, json_text_c1_escaped)
         json_auto_t *c = json_loads(bidi, 0, NULL), *d = json_loads(u, 0, NULL);
         cr_assert_not_null(d, "still JSON");
         cr_expect(json_equal(c, d), "the same JSON for a parser");
+        /* Past U+FFFF (a tag character) as JSON's surrogate pair. */
+        const char *tags = "[\"Read\xf3\xa0\x81\x81\", \"\xe3\x85\xa4\"]";
+        _cleanup_free_ char *v = aj_json_text_hidden_escaped(tags);
+        cr_assert_not_null(v);
+        cr_expect_str_eq(v, "[\"Read\\udb40\\udc41\", \"\\u3164\"]");
+        json_auto_t *e = json_loads(tags, 0, NULL), *f = json_loads(v, 0, NULL);
+        cr_assert_not_null(f, "still JSON");
+        cr_expect(json_equal(e, f), "the same JSON for a parser");
 }
 
 /* `levels` of nesting around v: {"a": [{"a": ... v ...}]}, alternating, as JSON text. */
@@ -616,6 +632,15 @@ Test(parse, plain_name)
                 snprintf(name, sizeof(name), "r-1%slookup", spaces[i]);
                 cr_expect_not(aj_plain_name(name, strlen(name), 64), "space %zu", i);
         }
+        /* Letters drawn as a blank are gaps too: the Hangul fillers, the blank Braille pattern. */
+        static const char *const blanks[] = { "\xe1\x85\x9f", "\xe1\x85\xa0", "\xe3\x85\xa4", "\xef\xbe\xa0",
+                                              "\xe2\xa0\x80" };
+        for (size_t i = 0; i < sizeof(blanks) / sizeof(blanks[0]); i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "r-1%slookup", blanks[i]);
+                cr_expect_not(aj_plain_name(name, strlen(name), 64), "blank %zu", i);
+        }
+        cr_expect(aj_plain_name("\xe2\xa0\x81", 3, 64), "U+2801 (a Braille dot) is not a gap");
         cr_expect(aj_plain_name("\xe2\x80\x90", 3, 64), "U+2010 (a hyphen) is not a space");
         cr_expect(aj_plain_name("\xc2\xa1", 2, 64), "U+00A1 is not a space");
         cr_expect_not(aj_plain_name("a\xc3", 2, 64), "a cut sequence");
