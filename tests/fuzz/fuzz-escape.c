@@ -33,11 +33,15 @@ static uint32_t code_point(const unsigned char *s, size_t n)
                (s[3] & 0x3f);
 }
 
+/* C1 controls, the line and paragraph separators and bidirectional controls, and Unicode's
+ * Default_Ignorable_Code_Point (DerivedCoreProperties.txt), with the Hangul fillers. */
 static bool hidden(uint32_t cp)
 {
-        return (cp >= 0x80 && cp <= 0x9f) || cp == 0xad || cp == 0x61c || (cp >= 0x200b && cp <= 0x200f) ||
-               cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2064) ||
-               (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff;
+        return (cp >= 0x80 && cp <= 0x9f) || cp == 0xad || cp == 0x34f || cp == 0x61c || cp == 0x115f || cp == 0x1160 ||
+               cp == 0x17b4 || cp == 0x17b5 || (cp >= 0x180b && cp <= 0x180f) || (cp >= 0x200b && cp <= 0x200f) ||
+               (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x206f) || cp == 0x3164 ||
+               (cp >= 0xfe00 && cp <= 0xfe0f) || cp == 0xfeff || cp == 0xffa0 || (cp >= 0xfff0 && cp <= 0xfff8) ||
+               (cp >= 0x1bca0 && cp <= 0x1bca3) || (cp >= 0x1d173 && cp <= 0x1d17a) || (cp >= 0xe0000 && cp <= 0xe0fff);
 }
 
 /* Nothing in s a terminal would act on: traps otherwise. */
