@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "util/fd.h"
 #include "util/macros.h"
@@ -138,12 +139,64 @@ static int account_owner(const char *path, const char *what, unsigned long id, c
         return 0;
 }
 
+char *aj_subid_nss_source(const char *text, const char *file)
+{
+        unsigned line = 0;
+        for (const char *p = text; p && *p;) {
+                const char *nl = strchr(p, '\n');
+                const char *eol = nl ? nl : p + strlen(p);
+                line++;
+                p += strspn(p, " \t");
+                /* shadow's newuidmap takes its ranges from the one source a "subid:" line
+                 * names (read without regard to case here: one spelling more refused is
+                 * never one fewer); "files" is /etc/subuid and /etc/subgid. */
+                if (eol - p > 6 && strncasecmp(p, "subid:", 6) == 0) {
+                        const char *src = p + 6;
+                        src += strspn(src, " \t");
+                        size_t n = strcspn(src, " \t\n#");
+                        if (n > 0 && !(n == 5 && strncmp(src, "files", 5) == 0)) {
+                                char *who = NULL;
+                                if (asprintf(&who,
+                                             "anyone with a range from NSS source '%.*s' (%s line %u: newuidmap asks "
+                                             "it, not /etc/subuid, and agentjail cannot)",
+                                             (int)(n < 64 ? n : 64), src, file, line) < 0)
+                                        return NULL;
+                                return who;
+                        }
+                }
+                p = nl ? nl + 1 : NULL;
+        }
+        return NULL;
+}
+
+/* A "subid:" source other than the files: who owns which ids cannot be told, every id is
+ * taken as covered (*ret_who). A missing nsswitch.conf has none. */
+static int subid_nss_owner(const char *path, char **ret_who)
+{
+        if (!path)
+                return 0;
+        _cleanup_free_ char *text = NULL;
+        int r = aj_read_file(path, 1 << 20, &text, NULL);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        errno = 0;
+        *ret_who = aj_subid_nss_source(text, path);
+        return *ret_who || errno != ENOMEM ? 0 : -ENOMEM;
+}
+
 int aj_host_id_owners(uid_t uid, gid_t gid, const AjHostIdFiles *files, AjHostIdOwners *ret)
 {
         AjHostIdOwners o = {};
         unsigned long end = (unsigned long)(uid > gid ? uid : gid) + 1;
-        int r = subid_file_owner(files->subuid, uid, &end, &o.uid_owner);
-        if (r >= 0)
+        _cleanup_free_ char *nss = NULL;
+        int r = subid_nss_owner(files->nsswitch, &nss);
+        if (r >= 0 && nss && (!(o.uid_owner = strdup(nss)) || !(o.gid_owner = strdup(nss))))
+                r = -ENOMEM;
+        if (r >= 0 && !o.uid_owner)
+                r = subid_file_owner(files->subuid, uid, &end, &o.uid_owner);
+        if (r >= 0 && !o.gid_owner)
                 r = subid_file_owner(files->subgid, gid, &end, &o.gid_owner);
         if (r >= 0 && !o.uid_owner)
                 r = account_owner(files->passwd, "uid", uid, &o.uid_owner);
@@ -167,6 +220,7 @@ const AjHostIdFiles aj_host_id_files = {
         .subgid = "/etc/subgid",
         .passwd = "/etc/passwd",
         .group = "/etc/group",
+        .nsswitch = "/etc/nsswitch.conf",
 };
 
 void aj_host_id_owners_done(AjHostIdOwners *o)

@@ -24,10 +24,16 @@ typedef struct {
  * range seen. */
 char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max);
 
+/* Pure: when `text` (/etc/nsswitch.conf) names a source of subordinate ids other than the
+ * files ("subid: sss"), the reason every id counts as covered, naming the file and line,
+ * malloc'ed; NULL when none does (or without memory: errno ENOMEM). */
+char *aj_subid_nss_source(const char *text, const char *file);
+
 /* The files it reads: the system's in aj_host_id_files, others in tests. */
 typedef struct {
         const char *subuid, *subgid; /* NAME:START:COUNT ranges */
         const char *passwd, *group;  /* accounts, read as files (not through NSS) */
+        const char *nsswitch;        /* its "subid:" line, if any (NULL: not read) */
 } AjHostIdFiles;
 extern const AjHostIdFiles aj_host_id_files;
 

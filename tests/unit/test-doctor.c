@@ -443,6 +443,38 @@ Test(doctor, subordinate_ranges_with_a_nul)
         aj_host_id_owners_done(&o);
 }
 
+/* A "subid:" line in nsswitch.conf sends newuidmap to that source (sssd, FreeIPA's ranges)
+ * instead of /etc/subuid: nobody's ranges can be told, every id is taken as covered. */
+Test(doctor, subordinate_ranges_from_nss)
+{
+        cr_assert_null(aj_subid_nss_source("passwd: files\ngroup: files systemd\n", "/etc/nsswitch.conf"));
+        cr_assert_null(aj_subid_nss_source("subid: files\n", "/etc/nsswitch.conf"), "files: /etc/subuid");
+        cr_assert_null(aj_subid_nss_source("# subid: sss\nsubid:\n", "/etc/nsswitch.conf"), "a comment, no source");
+        _cleanup_free_ char *s = aj_subid_nss_source("passwd: files\n  SubId:\tsss # FreeIPA\n", "/etc/nsswitch.conf");
+        cr_assert_str_eq(s, "anyone with a range from NSS source 'sss' (/etc/nsswitch.conf line 2: newuidmap asks it, "
+                            "not /etc/subuid, and agentjail cannot)");
+
+        char path[] = "/tmp/aj-nsswitch-XXXXXX";
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        static const char text[] = "passwd: files\nsubid: sss\n";
+        cr_assert_eq(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+        close(fd);
+        AjHostIdFiles files = { .subuid = "/nonexistent/subuid",
+                                .subgid = "/nonexistent/subgid",
+                                .passwd = "/nonexistent/passwd",
+                                .group = "/nonexistent/group",
+                                .nsswitch = path };
+        AjHostIdOwners o = {};
+        int r = aj_host_id_owners(1879048192, 1879048192, &files, &o);
+        unlink(path);
+        cr_assert_eq(r, 0);
+        cr_assert_not_null(o.uid_owner, "ranges from sss cannot be read: the uid is taken as covered");
+        cr_assert_not_null(o.gid_owner, "and the gid");
+        cr_expect(strstr(o.uid_owner, "NSS source 'sss'"), "%s", o.uid_owner);
+        aj_host_id_owners_done(&o);
+}
+
 /* No id is left past every range: no suggestion, never one past (uid_t)-1. */
 Test(doctor, host_id_free_at_the_top)
 {
