@@ -31,7 +31,8 @@ static int check_dir(int fd, const char *path, AjError *ret_error)
 }
 
 /* Opens `dir` (making it and its parent if need be: the parent as the runtime root is
- * made, 0711, the pool 0700), checked both. */
+ * made, 0711, the pool 0700), checked both. The directories exist after the first run:
+ * tried first, an open and an fstat each. */
 static int open_pool_dir(const char *dir, AjError *ret_error)
 {
         const char *slash = strrchr(dir, '/');
@@ -40,18 +41,25 @@ static int open_pool_dir(const char *dir, AjError *ret_error)
         _cleanup_free_ char *parent = strndup(dir, (size_t)(slash - dir));
         if (!parent)
                 return -ENOMEM;
-        int r = aj_mkdir_p(parent, 0711);
-        if (r < 0)
-                return aj_error_set(ret_error, r, "cannot create '%s': %s", parent, strerror(-r));
+        const char *leaf = slash + 1;
+        int r;
         _cleanup_close_ int pfd = open(parent, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (pfd < 0 && errno == ENOENT) {
+                r = aj_mkdir_p(parent, 0711);
+                if (r < 0)
+                        return aj_error_set(ret_error, r, "cannot create '%s': %s", parent, strerror(-r));
+                pfd = open(parent, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        }
         if (pfd < 0)
                 return aj_error_set(ret_error, -errno, "cannot open '%s': %m", parent);
         if ((r = check_dir(pfd, parent, ret_error)) < 0)
                 return r;
-        const char *leaf = slash + 1;
-        if (mkdirat(pfd, leaf, 0700) < 0 && errno != EEXIST)
-                return aj_error_set(ret_error, -errno, "cannot create '%s': %m", dir);
         _cleanup_close_ int fd = openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) {
+                if (mkdirat(pfd, leaf, 0700) < 0 && errno != EEXIST)
+                        return aj_error_set(ret_error, -errno, "cannot create '%s': %m", dir);
+                fd = openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        }
         if (fd < 0)
                 return aj_error_set(ret_error, -errno, "cannot open '%s': %m", dir);
         if ((r = check_dir(fd, dir, ret_error)) < 0)

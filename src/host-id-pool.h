@@ -41,8 +41,8 @@ typedef struct {
         int fd[2];
 } AjHostIdLease;
 
-#define AJ_HOST_ID_LEASE_INIT  \
-        {                      \
+#define AJ_HOST_ID_LEASE_INIT    \
+        {                        \
                 .fd = { -1, -1 } \
         }
 
