@@ -73,6 +73,7 @@ if wait_for_output "$TEST_TMP/hog.out" '^ready$' 15; then
         is "$JAIL_RC" 0 "a second jail runs beside the hog" || jail_diag
         OTHER_UID=$(jf .host_uid)
         like "$JAIL_OUT" 'inotify=OK' "the second jail can still create an inotify instance"
+        like "$("$PROBE" inotify)" 'inotify=OK' "so can root on the host"
         cmp_num "$OTHER_UID" -ge "$POOL_FIRST" "its host uid ($OTHER_UID) is in the pool"
         ok "its host uid differs from the hog's ($HOG_UID)" test "$OTHER_UID" != "$HOG_UID"
         like "$JAIL_OUT" "^inotify=OK
@@ -90,6 +91,24 @@ if wait_for_output "$TEST_TMP/hog.out" '^ready$' 15; then
         ok "the hog's slot is free once its run ended" slot_free "$HOG_UID"
 else
         fail "the inotify hog started" "$(cat "$TEST_TMP/hog.out" "$TEST_TMP/hog.err")"
+fi
+kill_bg
+
+# --- the same for pending signals: one jail's POSIX timers up to RLIMIT_SIGPENDING (its
+# host uid's, counted up the user namespaces to their owner) leave the next jail, and root
+# on the host, theirs
+bg_jail timers -- ./probe timer-hog 30
+TIMERS_PID=$BG_PID
+if wait_for_output "$TEST_TMP/timers.out" '^ready$' 30; then
+        like "$(cat "$TEST_TMP/timers.out")" 'timers=[0-9]+ errno=EAGAIN' \
+                "the hog took POSIX timers until the kernel refused one (EAGAIN)"
+        run_jail -- ./probe timer
+        like "$JAIL_OUT" 'timer=OK' "a second jail can still create a timer" || jail_diag
+        like "$("$PROBE" timer)" 'timer=OK' "root on the host can still create one (timer=OK)"
+        kill -TERM "$TIMERS_PID"
+        wait_exit "$TIMERS_PID" 10
+else
+        fail "the timer hog started" "$(cat "$TEST_TMP/timers.out" "$TEST_TMP/timers.err")"
 fi
 kill_bg
 
