@@ -6,7 +6,10 @@
  * that all map to one host uid share them: one agent exhausting inotify instances leaves
  * every other jail on the host with none. A root-started run whose profile does not name
  * its host ids (user.host_uid/host_gid) takes a slot of a fixed pool instead: uid = gid =
- * AJ_HOST_ID_POOL_FIRST + slot, distinct from every other live run's.
+ * AJ_HOST_ID_POOL_FIRST + slot, distinct from every other live run's. Distinct ids alone
+ * divide only what the kernel counts per uid (pipe pages): the ucounts are charged, above
+ * a user namespace, to its owner, so the jail's namespace is created as these ids too
+ * (aj_spawn_clone()'s owner).
  *
  * A slot is held by an exclusive flock on the file <dir>/<id> (the directory is root's,
  * 0700, created on first use; the files stay, one per slot ever used at once, which the
