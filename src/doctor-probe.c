@@ -20,6 +20,7 @@
 
 #include "cgroup-internal.h"
 #include "doctor.h"
+#include "host-id-pool.h"
 #include "host-ids.h"
 #include "ns.h"
 #include "profile.h"
@@ -275,19 +276,23 @@ static void probe_cgroups(AjDoctorFacts *f)
         aj_cgroup_layout_done(&l);
 }
 
-/* The default profile's host ids, and who else may run as them: a subordinate range, an
- * account. */
+/* The default profile's host ids (the whole pool of per-run ids unless it names its own),
+ * and who else may run as any of them: a subordinate range, an account. */
 static void probe_host_ids(AjDoctorFacts *f)
 {
-        f->host_uid = f->host_gid = PROBE_HOST_ID;
+        f->host_uid = f->host_gid = (uid_t)AJ_HOST_ID_POOL_FIRST;
+        f->host_id_count = AJ_HOST_ID_POOL_SIZE;
         AjProfile *p = NULL;
         if (aj_profile_load("default", &p, NULL) >= 0) {
-                f->host_uid = p->host_uid;
-                f->host_gid = p->host_gid;
+                if (p->host_ids_set) {
+                        f->host_uid = p->host_uid;
+                        f->host_gid = p->host_gid;
+                        f->host_id_count = 1;
+                }
                 aj_profile_free(p);
         }
         AjHostIdOwners o = {};
-        f->host_ids_err = aj_host_id_owners(f->host_uid, f->host_gid, &aj_host_id_files, &o);
+        f->host_ids_err = aj_host_id_owners_range(f->host_uid, f->host_gid, f->host_id_count, &aj_host_id_files, &o);
         f->host_uid_owner = o.uid_owner;
         f->host_gid_owner = o.gid_owner;
         f->host_id_free = o.free_id;

@@ -418,11 +418,19 @@ static void check_host_ids(Builder *b, const AjDoctorFacts *f)
                 set_fix(b, l, "make /etc/subuid, /etc/subgid, /etc/passwd and /etc/group readable by root");
                 return;
         }
+        /* Which ids: the pool's, one run's each, unless the default profile names its own. */
+        bool pool = f->host_id_count > 1;
+        char ids[160];
+        if (pool)
+                snprintf(ids, sizeof(ids),
+                         "uids and gids %u-%lu (the pool root-started runs of the default profile each take "
+                         "ids of their own from)",
+                         (unsigned)f->host_uid, (unsigned long)f->host_uid + f->host_id_count - 1);
+        else
+                snprintf(ids, sizeof(ids), "uid %u and gid %u (the default profile's user.host_uid, host_gid)",
+                         (unsigned)f->host_uid, (unsigned)f->host_gid);
         if (!f->host_uid_owner && !f->host_gid_owner) {
-                add(b, "jail host ids", AJ_DOCTOR_OK, true,
-                    "uid %u and gid %u (the default profile's user.host_uid, host_gid): no subordinate range or "
-                    "account covers them",
-                    (unsigned)f->host_uid, (unsigned)f->host_gid);
+                add(b, "jail host ids", AJ_DOCTOR_OK, true, "%s: no subordinate range or account covers them", ids);
                 return;
         }
         AjDoctorLine *l = add(b, "jail host ids", AJ_DOCTOR_MISSING, true, "%s%s%s",
@@ -430,12 +438,19 @@ static void check_host_ids(Builder *b, const AjDoctorFacts *f)
                               f->host_uid_owner && f->host_gid_owner ? "; " : "",
                               f->host_gid_owner ? f->host_gid_owner : "");
         set_means(b, l,
-                  "root-started runs of the default profile are refused: the jail's processes would run as host "
-                  "uid %u, gid %u, and a process of that user (through newuidmap/newgidmap) runs as the same ids: "
+                  "root-started runs of the default profile are refused%s: the jail's processes would run as "
+                  "%s, and a process of that user (through newuidmap/newgidmap) runs as the same ids: "
                   "it could signal (stop, kill) the jail's processes and own what the jail writes outside its "
                   "workspace. A profile with \"host_ids\" in \"allow_degraded\" runs anyway, recorded",
-                  (unsigned)f->host_uid, (unsigned)f->host_gid);
-        if (!f->host_id_free)
+                  pool ? " when the ids they take are covered" : "", ids);
+        if (pool)
+                set_fix(b, l,
+                        "move the range or account off the pool's ids; or set \"user\": {\"host_uid\": %lu, "
+                        "\"host_gid\": %lu} (ids no range or account covers) in the profiles you run, whose runs "
+                        "then all share those ids and the kernel's per-user budgets (inotify instances, pending "
+                        "signals, ...)",
+                        f->host_id_free, f->host_id_free);
+        else if (!f->host_id_free)
                 set_fix(b, l,
                         "set \"user\": {\"host_uid\", \"host_gid\"} to ids no range or account covers (none is "
                         "left past every subordinate range: shorten one) in the profiles you run");

@@ -62,11 +62,15 @@ typedef struct {
         int landlock_abi; /* > 0 the ABI, else -errno */
         AjDoctorDir state, runtime;
         bool runtime_in_tmp; /* the rootless /tmp/agentjail-UID fallback */
-        /* the default profile's user.host_uid/host_gid (root-started runs' ids on the host), and
+        /* the default profile's user.host_uid/host_gid, or the pool of per-run ids when it names
+         * none (root-started runs' ids on the host), and
          * who else may run as them: "NAME's subordinate range A-B (/etc/subuid line N)" or
          * "user NAME (/etc/passwd)"; NULL: nobody found */
         uid_t host_uid;
         gid_t host_gid;
+        /* how many ids from host_uid/host_gid on: the pool's size when the default profile
+         * names none (each run takes ids of its own, src/host-id-pool.h); 0 or 1: one uid, gid */
+        unsigned long host_id_count;
         char *host_uid_owner, *host_gid_owner; /* src/host-ids.h */
         int host_ids_err;                      /* -errno: a file it reads could not be read */
         unsigned long host_id_free;            /* an id past every subordinate range and account (a suggestion) */

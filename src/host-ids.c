@@ -35,6 +35,13 @@ static unsigned parse_number(const char *p, const char *end, unsigned long ret[2
 
 char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max)
 {
+        return aj_subid_owner_range(text, file, id, 1, end_max);
+}
+
+char *aj_subid_owner_range(const char *text, const char *file, unsigned long id, unsigned long count_ids,
+                           unsigned long *end_max)
+{
+        unsigned long id_last = id + (count_ids ? count_ids : 1) - 1;
         char *who = NULL;
         unsigned line = 0;
         for (const char *p = text; p && *p;) {
@@ -58,7 +65,7 @@ char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsig
                         unsigned long last = count - 1 > 0xffffffffUL - start ? 0xffffffffUL : start + count - 1;
                         if (end_max && last + 1 > *end_max)
                                 *end_max = last + 1;
-                        if (!who && id >= start && id <= last &&
+                        if (!who && id_last >= start && id <= last &&
                             asprintf(&who, "%.*s's subordinate range %lu-%lu (%s line %u)",
                                      (int)((c1 - p) < 64 ? c1 - p : 64), p, start, last, file, line) < 0)
                                 who = NULL;
@@ -70,7 +77,7 @@ char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsig
 
 /* Every range in `path` (a missing file has none; one that cannot be read is an error:
  * nobody would be found in it). */
-static int subid_file_owner(const char *path, unsigned long id, unsigned long *end, char **ret)
+static int subid_file_owner(const char *path, unsigned long id, unsigned long count, unsigned long *end, char **ret)
 {
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
@@ -99,15 +106,15 @@ static int subid_file_owner(const char *path, unsigned long id, unsigned long *e
                 return 0;
         }
         errno = 0;
-        *ret = aj_subid_owner(text, path, id, end);
+        *ret = aj_subid_owner_range(text, path, id, count, end);
         return *ret || errno != ENOMEM ? 0 : -ENOMEM;
 }
 
-/* The name of the entry with id `id` in an account file (/etc/passwd or /etc/group: "NAME:
+/* The name of the first entry with an id in [id, id + count) in an account file (/etc/passwd or /etc/group: "NAME:
  * PASSWORD:ID:..." lines), read as a file: the run does not ask NSS, whose modules (a
  * directory service, systemd's userdb) would cost every start more than the rest of its
  * preparation. NULL in *ret when no line has it. */
-static int account_owner(const char *path, const char *what, unsigned long id, char **ret)
+static int account_owner(const char *path, const char *what, unsigned long id, unsigned long count, char **ret)
 {
         _cleanup_free_ char *text = NULL;
         int r = aj_read_file(path, 64 << 20, &text, NULL);
@@ -126,11 +133,11 @@ static int account_owner(const char *path, const char *what, unsigned long id, c
                         continue;
                 errno = 0;
                 unsigned long v = strtoul(c2 + 1, &e, 10);
-                if (errno || e == c2 + 1 || *e != ':' || v != id)
+                if (errno || e == c2 + 1 || *e != ':' || v < id || v - id >= count)
                         continue;
                 *c1 = 0;
-                if (asprintf(ret, "%s %.64s has %s %lu (%s line %u)", streq(what, "uid") ? "user" : "group", p, what,
-                             id, path, line) < 0) {
+                if (asprintf(ret, "%s %.64s has %s %lu (%s line %u)", streq(what, "uid") ? "user" : "group", p, what, v,
+                             path, line) < 0) {
                         *ret = NULL;
                         return -ENOMEM;
                 }
@@ -188,20 +195,25 @@ static int subid_nss_owner(const char *path, char **ret_who)
 
 int aj_host_id_owners(uid_t uid, gid_t gid, const AjHostIdFiles *files, AjHostIdOwners *ret)
 {
+        return aj_host_id_owners_range(uid, gid, 1, files, ret);
+}
+
+int aj_host_id_owners_range(uid_t uid, gid_t gid, unsigned long count, const AjHostIdFiles *files, AjHostIdOwners *ret)
+{
         AjHostIdOwners o = {};
-        unsigned long end = (unsigned long)(uid > gid ? uid : gid) + 1;
+        unsigned long end = (unsigned long)(uid > gid ? uid : gid) + count;
         _cleanup_free_ char *nss = NULL;
         int r = subid_nss_owner(files->nsswitch, &nss);
         if (r >= 0 && nss && (!(o.uid_owner = strdup(nss)) || !(o.gid_owner = strdup(nss))))
                 r = -ENOMEM;
         if (r >= 0 && !o.uid_owner)
-                r = subid_file_owner(files->subuid, uid, &end, &o.uid_owner);
+                r = subid_file_owner(files->subuid, uid, count, &end, &o.uid_owner);
         if (r >= 0 && !o.gid_owner)
-                r = subid_file_owner(files->subgid, gid, &end, &o.gid_owner);
+                r = subid_file_owner(files->subgid, gid, count, &end, &o.gid_owner);
         if (r >= 0 && !o.uid_owner)
-                r = account_owner(files->passwd, "uid", uid, &o.uid_owner);
+                r = account_owner(files->passwd, "uid", uid, count, &o.uid_owner);
         if (r >= 0 && !o.gid_owner)
-                r = account_owner(files->group, "gid", gid, &o.gid_owner);
+                r = account_owner(files->group, "gid", gid, count, &o.gid_owner);
         if (r < 0) {
                 aj_host_id_owners_done(&o);
                 return r;

@@ -23,6 +23,9 @@ typedef struct {
  * the ids up to it (newuidmap grants them). *end_max (if not NULL) grows to the end of every
  * range seen. */
 char *aj_subid_owner(const char *text, const char *file, unsigned long id, unsigned long *end_max);
+/* The same for any id in [id, id + count) (count 0 reads as 1). */
+char *aj_subid_owner_range(const char *text, const char *file, unsigned long id, unsigned long count,
+                           unsigned long *end_max);
 
 /* Pure: when `text` (/etc/nsswitch.conf) names a source of subordinate ids other than the
  * files ("subid: sss"), the reason every id counts as covered, naming the file and line,
@@ -41,4 +44,7 @@ extern const AjHostIdFiles aj_host_id_files;
  * missing file has none; one that cannot be read is an error (more than 16 MiB of ranges,
  * 64 MiB of accounts: -EFBIG). 0, -errno, or -ENOMEM. */
 int aj_host_id_owners(uid_t uid, gid_t gid, const AjHostIdFiles *files, AjHostIdOwners *ret);
+/* The same for any uid in [uid, uid + count) and gid in [gid, gid + count): the pool of
+ * per-run ids (src/host-id-pool.h), for doctor. */
+int aj_host_id_owners_range(uid_t uid, gid_t gid, unsigned long count, const AjHostIdFiles *files, AjHostIdOwners *ret);
 void aj_host_id_owners_done(AjHostIdOwners *o);

@@ -218,6 +218,33 @@ static int check_host_ids(Run *run, char **ret_shared)
         return 0;
 }
 
+/* A root-started run's host ids, before anything uses them (the check below, the maps,
+ * chowns, the broker socket): a slot of the pool of its own, or the profile's named ids,
+ * shared (src/host-id-pool.h). The lock is in run->host_ids until run_free(); the watchdog,
+ * forked next, holds it too. Fails closed: no run without its ids' lock. */
+static int take_host_ids(Run *run)
+{
+        const AjProfile *p = run->profile;
+        _cleanup_(aj_error_clear) AjError e = {};
+        int r;
+        if (p->host_ids_set) {
+                r = aj_host_id_pool_share(AJ_HOST_ID_POOL_DIR, run->host_uid, run->host_gid, &run->host_ids, &e);
+                if (r < 0)
+                        return aj_log_errno(r, "%s: user.host_uid %u, host_gid %u: refusing to start: %s",
+                                            p->path ? p->path : p->name, (unsigned)run->host_uid,
+                                            (unsigned)run->host_gid, aj_error_text(&e, r));
+                return 0;
+        }
+        unsigned long id = 0;
+        r = aj_host_id_pool_take(AJ_HOST_ID_POOL_DIR, AJ_HOST_ID_POOL_SIZE, &run->host_ids, &id, &e);
+        if (r < 0)
+                return aj_log_errno(r, "Refusing to start: cannot take host ids of the run's own: %s",
+                                    aj_error_text(&e, r));
+        run->host_uid = (uid_t)id;
+        run->host_gid = (gid_t)id;
+        return 0;
+}
+
 int aj_run_prepare(Run *run)
 {
         const AjRunOptions *opts = run->opts;
@@ -253,8 +280,13 @@ int aj_run_prepare(Run *run)
         run->host_uid = run->rootless ? geteuid() : run->profile->host_uid;
         run->host_gid = run->rootless ? getegid() : run->profile->host_gid;
         _cleanup_free_ char *shared_ids = NULL;
-        if (!run->rootless && (r = check_host_ids(run, &shared_ids)) < 0)
-                return r;
+        if (!run->rootless) {
+                if ((r = take_host_ids(run)) < 0)
+                        return r;
+                aj_run_trace_step(run, "host ids taken");
+                if ((r = check_host_ids(run, &shared_ids)) < 0)
+                        return r;
+        }
 
         if (aj_run_id_new(run->id) < 0)
                 return aj_log_errno(-errno, "Cannot generate a run id");

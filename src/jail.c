@@ -86,6 +86,7 @@ static int start_watchdog(Run *run)
         AjSupWatchdogConfig cfg = { .id = run->id,
                                     .run_dir = run->run_dir,
                                     .runtime_dir = run->runtime_dir,
+                                    .hold_fds = { run->host_ids.fd[0], run->host_ids.fd[1] },
                                     .prework = aj_run_places_prework,
                                     .prework_arg = run };
         cfg.term_fd = aj_sup_terminal_saved(&run->term, &cfg.term_saved);
@@ -189,7 +190,9 @@ static int publish_config(Run *run)
 static int clone_jail(Run *run)
 {
         run->jail_cfg->cgroup_v2_fd = run->cgroup ? aj_cgroup_v2_fd(run->cgroup) : -1;
-        int r = aj_spawn_clone(run->jail_cfg, &run->h);
+        /* Root-started: the jail's user namespace is its host ids' (src/spawn.h). */
+        AjSpawnOwner owner = { .set = !run->rootless, .uid = run->host_uid, .gid = run->host_gid };
+        int r = aj_spawn_clone(run->jail_cfg, &owner, &run->h);
         if (r < 0) {
                 aj_log_errno(r, "Cannot create the jail's namespaces (clone3)");
                 userns_hint(r);
@@ -572,6 +575,8 @@ static void run_free(Run *run)
         aj_events_close(run->events);
         aj_profile_free(run->profile);
         aj_paths_done(&run->paths);
+        /* Last: every undo has run, nothing of the jail runs as these ids any more. */
+        aj_host_id_lease_release(&run->host_ids);
         aj_strv_free(run->envp);
         json_decref(run->degraded);
         json_decref(run->resolved_profile);
@@ -599,6 +604,7 @@ int aj_jail_run(const AjRunOptions *opts)
                 .shared = AJ_SHARED_INIT,
                 .sigfd = -1,
                 .watchdog = AJ_SUP_WATCHDOG_INIT,
+                .host_ids = AJ_HOST_ID_LEASE_INIT,
                 .term = AJ_SUP_TERMINAL_INIT,
                 .output = AJ_SUP_OUTPUT_INIT,
                 .denials = AJ_SUP_DENIALS_INIT,

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "host-id-pool.h"
 #include "profile.h"
 #include "util/error.h"
 #include "util/json-locate.h"
@@ -25,9 +26,10 @@
 #define DEFAULT_HOSTNAME "agentjail"
 #define DEFAULT_HOME "/home/agent"
 #define DEFAULT_ID 1000
-/* 0x70000000: past Debian's subordinate ranges (useradd hands them out from 100000 up to
- * 600100000), systemd-nspawn's (524288-1879048191) and systemd's own, below 2^31. */
-#define DEFAULT_HOST_ID 1879048192
+/* What user.host_uid/host_gid read as when unset (`profile show`, the digest): the first id
+ * of the pool that root-started runs of such a profile take ids of their own from
+ * (src/host-id-pool.h; host_ids_set says which). */
+#define DEFAULT_HOST_ID ((uid_t)AJ_HOST_ID_POOL_FIRST)
 #define DEFAULT_WALL_GRACE_NS (10ULL * 1000000000ULL)
 #define DEFAULT_ALERT_TIMEOUT_NS (10ULL * 1000000000ULL)
 #define MAX_ALERT_TIMEOUT_NS (3600ULL * 1000000000ULL)

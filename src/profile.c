@@ -275,10 +275,14 @@ int profile_from_json(json_t *root, AjProfile *p)
                 p->uid = (uid_t)json_integer_value(v);
         if ((v = json_object_get(user, "gid")))
                 p->gid = (uid_t)json_integer_value(v);
-        if ((v = json_object_get(user, "host_uid")))
+        if ((v = json_object_get(user, "host_uid"))) {
                 p->host_uid = (uid_t)json_integer_value(v);
-        if ((v = json_object_get(user, "host_gid")))
+                p->host_ids_set = true;
+        }
+        if ((v = json_object_get(user, "host_gid"))) {
                 p->host_gid = (uid_t)json_integer_value(v);
+                p->host_ids_set = true;
+        }
 
         sc = json_object_get(root, "seccomp");
         if ((r = dup_string(&p->seccomp_base, json_object_get(sc, "base"))) < 0 ||

@@ -115,7 +115,10 @@ typedef struct AjProfile {
         /* identity */
         uid_t uid, gid;           /* inside the jail; default 1000/1000 */
         uid_t host_uid, host_gid; /* host ids the jail maps to when started by root */
-        char *hostname;           /* default "agentjail" */
+        /* user.host_uid or host_gid given: every root-started run of the profile maps to them
+         * (shared); otherwise a run takes ids of its own (src/host-id-pool.h) */
+        bool host_ids_set;
+        char *hostname; /* default "agentjail" */
 
         /* seccomp */
         char *seccomp_base;      /* "default" (the only base today) */

@@ -17,6 +17,7 @@
 #include "control.h"
 #include "events.h"
 #include "hooks.h"
+#include "host-id-pool.h"
 #include "jail.h"
 #include "meter.h"
 #include "mount.h"
@@ -92,6 +93,9 @@ typedef struct {
         uint64_t t0; /* monotonic, for -vv step timings */
         uid_t host_uid;
         gid_t host_gid;
+        /* root-started: the lock on host_uid's slot (src/host-id-pool.h), also the watchdog's;
+         * held until every undo is done (the jail's processes are gone) */
+        AjHostIdLease host_ids;
         bool rootless;
         uint64_t wall_cap_ns;                 /* meters.wall / --cap wall= */
         int rlimit_resources[AJ_MAX_RLIMITS]; /* which rlimit each index of the spawn config is */

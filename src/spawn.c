@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/sched.h>
+#include <linux/securebits.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -58,6 +59,7 @@ static const char *const stage_text[_AJ_STAGE_MAX] = {
         [AJ_STAGE_TTY] = "create the jail's terminal",
         [AJ_STAGE_USERNS] = "forbid user namespaces inside the jail",
         [AJ_STAGE_NETNS] = "create the jail's network and IPC namespaces",
+        [AJ_STAGE_SECUREBITS] = "put back the supervisor's securebits",
 };
 
 /* clang-format off */
@@ -461,7 +463,7 @@ int aj_spawn_recv_trees(int sync_fd, size_t n_steps, int **ret)
 /* Long on purpose: the jail child's steps, in the one order the kernel allows (mounts before
  * the pivot, capabilities dropped after the last privileged call, seccomp last before exec),
  * read top to bottom; each step is a call, and every failure is one {stage, errno} report. */
-_noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
+_noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd, int securebits_err)
 {
         /* Tells the jail's init apart from the supervisor in ps and `agentjail inspect`. */
         child_trace(cfg, AJ_CHILD_T_STARTED);
@@ -480,6 +482,8 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
         int r = aj_spawn_recv(sync_fd, &go, NULL);
         if (r <= 0 || go.type != AJ_MSG_GO)
                 _exit(125); /* the supervisor is gone or refused: nothing to report to */
+        if (securebits_err)
+                child_fail(sync_fd, AJ_STAGE_SECUREBITS, securebits_err, 0);
         if (ns_err)
                 child_fail(sync_fd, AJ_STAGE_NETNS, ns_err, 0);
         child_trace(cfg, AJ_CHILD_T_GO);
@@ -605,7 +609,48 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd)
 
 /* ---- the supervisor side -------------------------------------------------------- */
 
-int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret)
+/* The supervisor's credentials while it clones a jail owned by other ids (aj_spawn_clone). */
+typedef struct {
+        int securebits, dumpable;
+        gid_t egid;
+        bool switched;
+} SavedCreds;
+
+/* Effective ids to the owner's, capabilities kept: SECBIT_NO_SETUID_FIXUP keeps the kernel
+ * from clearing them as the euid leaves 0 (CLONE_INTO_CGROUP needs them). The real and
+ * saved ids stay 0: nothing running as the owner can signal us meanwhile. */
+static int become_owner(const AjSpawnOwner *owner, SavedCreds *saved)
+{
+        *saved = (SavedCreds){};
+        if (!owner || !owner->set)
+                return 0;
+        *saved = (SavedCreds){ .securebits = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0),
+                               .dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0),
+                               .egid = getegid() };
+        if (saved->securebits < 0 || saved->dumpable < 0)
+                return -errno;
+        if (prctl(PR_SET_SECUREBITS, (unsigned long)saved->securebits | SECBIT_NO_SETUID_FIXUP, 0, 0, 0) < 0)
+                return -errno;
+        saved->switched = true;
+        if (setresgid((gid_t)-1, owner->gid, (gid_t)-1) < 0 || setresuid((uid_t)-1, owner->uid, (uid_t)-1) < 0)
+                return -errno;
+        return 0;
+}
+
+/* Back to root's effective ids and securebits; the euid change reset the dumpable flag
+ * (to fs.suid_dumpable): put back too. Cannot fail as root; if it did, the supervisor must
+ * not go on with another's ids. */
+static void restore_creds(const SavedCreds *saved)
+{
+        if (!saved->switched)
+                return;
+        if (setresuid((uid_t)-1, 0, (uid_t)-1) < 0 || setresgid((gid_t)-1, saved->egid, (gid_t)-1) < 0 ||
+            prctl(PR_SET_SECUREBITS, (unsigned long)saved->securebits, 0, 0, 0) < 0)
+                abort();
+        (void)prctl(PR_SET_DUMPABLE, saved->dumpable, 0, 0, 0);
+}
+
+int aj_spawn_clone(const AjSpawnConfig *cfg, const AjSpawnOwner *owner, AjSpawnHandle *ret)
 {
         int sp[2];
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
@@ -621,16 +666,25 @@ int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret)
                 args.flags |= CLONE_INTO_CGROUP;
                 args.cgroup = (uint64_t)cfg->cgroup_v2_fd;
         }
-        pid_t pid = sys_clone3(&args);
+        SavedCreds saved;
+        int r = become_owner(owner, &saved);
+        pid_t pid = r < 0 ? -1 : sys_clone3(&args);
+        if (pid == 0) {
+                close(sp[0]);
+                /* The jail's securebits are the supervisor's (it has every capability in its
+                 * new user namespace to set them); a failure is reported after GO. */
+                int err = saved.switched && prctl(PR_SET_SECUREBITS, (unsigned long)saved.securebits, 0, 0, 0) < 0
+                                  ? errno
+                                  : 0;
+                child_main(cfg, sp[1], err);
+        }
+        if (pid < 0 && r >= 0)
+                r = -errno;
+        restore_creds(&saved);
         if (pid < 0) {
-                int r = -errno;
                 close(sp[0]);
                 close(sp[1]);
                 return r;
-        }
-        if (pid == 0) {
-                close(sp[0]);
-                child_main(cfg, sp[1]);
         }
         close(sp[1]);
         *ret = (AjSpawnHandle){

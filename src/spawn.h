@@ -46,6 +46,7 @@ typedef enum {
         AJ_STAGE_TTY,
         AJ_STAGE_USERNS,
         AJ_STAGE_NETNS,
+        AJ_STAGE_SECUREBITS,
         _AJ_STAGE_MAX,
 } AjSpawnStage;
 
@@ -135,10 +136,25 @@ typedef struct {
         bool in_v2_cgroup;
 } AjSpawnHandle;
 
+/* The ids the jail's user namespace is created as (its owner, in the kernel's words). */
+typedef struct {
+        bool set; /* false: the caller's (rootless: the caller's are the jail's host ids) */
+        uid_t uid;
+        gid_t gid;
+} AjSpawnOwner;
+
 /* Clone the jail's init (into cfg->cgroup_v2_fd). The child waits for aj_spawn_go(). cfg
  * may live in memory shared with the child (src/util/shared.h) and be completed after the
- * clone, with aj_spawn_config_share(): until GO the child reads only cfg->trace. */
-int aj_spawn_clone(const AjSpawnConfig *cfg, AjSpawnHandle *ret);
+ * clone, with aj_spawn_config_share(): until GO the child reads only cfg->trace.
+ *
+ * A root-started run's owner is its host ids: the kernel counts the budgets of a user
+ * namespace's processes (ucounts: inotify instances and watches, pending signals and POSIX
+ * timers, mqueue bytes, user namespaces...) at every level up to the initial namespace, and
+ * at the level above a namespace they are its owner's. Owned by root, every jail's counts
+ * would be root's: one budget for all the jails on the host and root's own processes.
+ * The supervisor's effective ids are the owner's for the clone only (its capabilities kept:
+ * SECBIT_NO_SETUID_FIXUP, put back after, in the child too); *ret is written on success. */
+int aj_spawn_clone(const AjSpawnConfig *cfg, const AjSpawnOwner *owner, AjSpawnHandle *ret);
 /* A deep copy of src into dst, both its strings and its plan in s (dst lives there too),
  * keeping dst's trace and cgroup_v2_fd: what the child reads after GO. -E2BIG when s is
  * full. */

@@ -25,6 +25,10 @@ typedef struct {
 typedef struct {
         const char *id, *run_dir, *runtime_dir; /* borrowed */
         int term_fd;                            /* the operator's terminal to restore, or -1 */
+        /* Kept open until it exits, -1 none: the locks on the run's host ids
+         * (src/host-id-pool.h), so that a killed supervisor's slot stays taken until the
+         * jail's processes are killed and its cgroup is gone. Every watchdog keeps them. */
+        int hold_fds[2];
         const struct termios *term_saved;
         /* Optional: work the first watchdog does for the supervisor before it starts to wait
          * (it would only wait): its result written to fd, which the supervisor reads through

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -1284,6 +1285,57 @@ static void sleep_seconds(double s)
                 ;
 }
 
+/* inotify-hog SECONDS: takes inotify instances until the kernel refuses one (the host
+ * uid's fs.inotify.max_user_instances, counted across user namespaces, or the fd limit),
+ * prints `inotify_instances=N errno=NAME` and `ready`, and holds them for SECONDS.
+ * inotify: one instance, `inotify=OK` or the errno's name. */
+static int cmd_inotify(int argc, char **argv, bool hog)
+{
+        if (!hog) {
+                int fd = inotify_init1(IN_CLOEXEC);
+                printf("inotify=%s\n", errno_name(fd >= 0 ? 0 : errno));
+                return 0;
+        }
+        if (argc != 1)
+                usage_error("inotify-hog: need SECONDS");
+        int n = 0, err = 0;
+        for (; n < 100000; n++)
+                if (inotify_init1(IN_CLOEXEC) < 0) {
+                        err = errno;
+                        break;
+                }
+        printf("inotify_instances=%d errno=%s\nready\n", n, errno_name(err));
+        fflush(stdout);
+        sleep_seconds(strtod(argv[0], NULL));
+        return 0;
+}
+
+/* timer-hog SECONDS: POSIX timers until the kernel refuses one (each holds a pending
+ * signal, counted against RLIMIT_SIGPENDING per host uid and up the user namespaces),
+ * prints `timers=N errno=NAME` and `ready`, holds them for SECONDS. timer: one,
+ * `timer=OK` or the errno's name. */
+static int cmd_timer(int argc, char **argv, bool hog)
+{
+        int id;
+        if (!hog) {
+                long r = syscall(SYS_timer_create, CLOCK_MONOTONIC, NULL, &id);
+                printf("timer=%s\n", errno_name(r == 0 ? 0 : errno));
+                return 0;
+        }
+        if (argc != 1)
+                usage_error("timer-hog: need SECONDS");
+        int n = 0, err = 0;
+        for (; n < 10000000; n++)
+                if (syscall(SYS_timer_create, CLOCK_MONOTONIC, NULL, &id) != 0) {
+                        err = errno;
+                        break;
+                }
+        printf("timers=%d errno=%s\nready\n", n, errno_name(err));
+        fflush(stdout);
+        sleep_seconds(strtod(argv[0], NULL));
+        return 0;
+}
+
 static int cmd_sleep(int argc, char **argv)
 {
         char *end;
@@ -1810,7 +1862,7 @@ static void usage(void)
                         "  connect-unix PATH | connect-tcp ADDR PORT | sethostname NAME\n"
                         "  forkbomb [MAX] | membomb [MB] | kill-all | pids | ptys [MAX] | sleep SECONDS\n"
                         "  exit N | signal SIG | wait-signal | ignore-signals SECONDS | echo-stdin\n"
-                        "  stderr TEXT | env\n"
+                        "  stderr TEXT | env | inotify | inotify-hog SECONDS | timer | timer-hog SECONDS\n"
                         "  zombie-parent | list-syscalls | suid-plant DIR | xattr-get PATH NAME\n"
                         "  deny-distinct | abi-write | seize PID SECONDS (host side)\n");
 }
@@ -1874,6 +1926,14 @@ int main(int argc, char **argv)
                 r = cmd_ptys(sub_argc, sub_argv);
         else if (strcmp(cmd, "sleep") == 0)
                 r = cmd_sleep(sub_argc, sub_argv);
+        else if (strcmp(cmd, "timer") == 0)
+                r = cmd_timer(sub_argc, sub_argv, false);
+        else if (strcmp(cmd, "timer-hog") == 0)
+                r = cmd_timer(sub_argc, sub_argv, true);
+        else if (strcmp(cmd, "inotify") == 0)
+                r = cmd_inotify(sub_argc, sub_argv, false);
+        else if (strcmp(cmd, "inotify-hog") == 0)
+                r = cmd_inotify(sub_argc, sub_argv, true);
         else if (strcmp(cmd, "exit") == 0)
                 r = cmd_exit(sub_argc, sub_argv);
         else if (strcmp(cmd, "signal") == 0)

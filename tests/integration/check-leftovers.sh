@@ -44,7 +44,9 @@ mounts=$(grep -i agentjail /proc/self/mountinfo | awk '{ print $5 }' | tr '\n' '
 is "$mounts" "" "no mount mentions agentjail"
 
 if [[ -d /run/agentjail ]]; then
-        left=$(find /run/agentjail -mindepth 1 -maxdepth 1 \( -type d -o -type s \) ! -name .root -printf '%f ' 2>/dev/null)
+        # host-ids: the pool's lock files (src/host-id-pool.h), kept, one per slot ever used at once.
+        left=$(find /run/agentjail -mindepth 1 -maxdepth 1 \( -type d -o -type s \) ! -name .root ! -name host-ids \
+                -printf '%f ' 2>/dev/null)
         is "$left" "" "/run/agentjail has no leftover run dirs or sockets"
         is "$(find /run/agentjail/.root -mindepth 1 -printf '%f ' 2>/dev/null)" "" \
                 "the jails' shared mount point /run/agentjail/.root is empty on the host"

@@ -10,8 +10,13 @@ require_jail
 setup_dirs
 
 ZERO_CAPS=0000000000000000
-# The default profile's user.host_uid and host_gid (src/profile-internal.h).
-JAIL_HOST_ID=1879048192
+# Root-started runs of the default profile take host ids of their own from a pool that
+# starts here (src/host-id-pool.h); a run's are in its run.json.
+POOL_FIRST=1879048192
+POOL_LAST=$((POOL_FIRST + 65535))
+# A profile naming host ids (shared by its runs), for host processes of the jail's uid.
+NAMED_HOST_ID=1879113000
+NAMED_IDS=$(write_profile named-ids '{"extends": "default", "user": {"host_uid": 1879113000, "host_gid": 1879113000}}')
 
 # --- credentials, capabilities, no_new_privs, seccomp
 run_jail -- ./probe status
@@ -180,11 +185,17 @@ if jpid=$(find_jailed "$BG_PID" probe 10); then
         uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$jpid/status")
         gids=$(awk '/^Gid:/ { print $2 }' "/proc/$jpid/status")
         if ((EUID == 0)); then
-                is "$uids" "$JAIL_HOST_ID $JAIL_HOST_ID $JAIL_HOST_ID $JAIL_HOST_ID" "the jailed process runs as host uid $JAIL_HOST_ID"
-                is "$gids" "$JAIL_HOST_ID" "the jailed process runs as host gid $JAIL_HOST_ID"
+                id=$(jf .host_uid "$(wait_run_dir 10)/run.json")
+                cmp_num "$id" -ge "$POOL_FIRST" "run.json host_uid ($id) is in the pool of per-run ids"
+                cmp_num "$id" -le "$POOL_LAST" "run.json host_uid ($id) is in the pool of per-run ids (end)"
+                is "$uids" "$id $id $id $id" "the jailed process runs as the run's host uid ($id)"
+                is "$gids" "$id" "the jailed process runs as the run's host gid ($id)"
         else
                 is "$uids" "$EUID $EUID $EUID $EUID" "rootless: the jailed process runs as the caller's uid"
-                skip "the jailed process runs as host gid $JAIL_HOST_ID" "not root"
+                skip "the jailed process runs as the run's host uid" "not root"
+                skip "run.json host_uid is in the pool of per-run ids" "not root"
+                skip "run.json host_uid is in the pool of per-run ids (end)" "not root"
+                skip "the jailed process runs as the run's host gid" "not root"
         fi
         isnt "$(awk '{ print $6 }' "/proc/$jpid/stat")" "$(awk '{ print $6 }' "/proc/$BG_PID/stat")" \
                 "the jailed process is in another session than agentjail"
@@ -261,18 +272,18 @@ fi
 sleep 300 &
 root_sleeper=$!
 BG_PIDS+=("$root_sleeper")
-setpriv --reuid=$JAIL_HOST_ID --regid=$JAIL_HOST_ID --clear-groups sleep 300 &
+setpriv --reuid=$NAMED_HOST_ID --regid=$NAMED_HOST_ID --clear-groups sleep 300 &
 mapped_sleeper=$!
 BG_PIDS+=("$mapped_sleeper")
 setpriv --reuid=1000 --regid=1000 --clear-groups sleep 300 &
 thousand_sleeper=$!
 BG_PIDS+=("$thousand_sleeper")
 sleep 0.2
-run_jail -- ./probe kill-all
+run_jail -p "$NAMED_IDS" -- ./probe kill-all
 is "$(pval kill_all)" sent "probe kill-all ran" || jail_diag
 sleep 0.3
 ok "a host process of root survives kill(-1) in the jail" kill -0 "$root_sleeper"
-ok "a host process of uid $JAIL_HOST_ID (the jail's host uid) survives" kill -0 "$mapped_sleeper"
+ok "a host process of uid $NAMED_HOST_ID (the jail's host uid) survives" kill -0 "$mapped_sleeper"
 ok "a host process of uid 1000 survives" kill -0 "$thousand_sleeper"
 ok "the agentjail supervisor itself survived (exit 0)" test "$JAIL_RC" -eq 0
 kill_bg
@@ -286,14 +297,15 @@ sock_up() { local i; for ((i = 0; i < 200; i++)); do [[ -S $1 ]] && return 0; sl
 if rd=$(wait_run_dir 10) && sock_up "$AGENTJAIL_RUNTIME_DIR/${rd##*/}/jail/broker.sock"; then
         rt="$AGENTJAIL_RUNTIME_DIR/${rd##*/}"
         is "$(stat -c %a "$rt")" 700 "the run's runtime dir is 0700"
-        got=$(setpriv --reuid=$JAIL_HOST_ID --regid=$JAIL_HOST_ID --clear-groups /usr/bin/python3 -c '
+        id=$(jf .host_uid "$rd/run.json")
+        got=$(setpriv --reuid="$id" --regid="$id" --clear-groups /usr/bin/python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 try:
     s.connect(sys.argv[1]); print("connected")
 except OSError as e:
     print(e.errno)' "$rt/jail/broker.sock" 2>&1)
-        is "$got" 13 "a host process of uid $JAIL_HOST_ID cannot connect to the run's broker socket (EACCES)"
+        is "$got" 13 "a host process of the run's host uid ($id) cannot connect to its broker socket (EACCES)"
 else
         fail "a jail for the runtime dir check starts" "$(cat "$TEST_TMP/bg.err")"
 fi

@@ -122,9 +122,14 @@ fi
 is "$(jf .cgroup.mode)" "$host_mode" "run.json cgroup.mode is this host's ($host_mode)"
 cmp_num "$(jf '.cgroup.paths | length')" -ge 1 "run.json cgroup.paths is not empty"
 if ((EUID == 0)); then
-        is "$(jf .host_uid)" 1879048192 "run.json host_uid is the default profile's (1879048192)"
+        # Ids of the run's own, from the pool (src/host-id-pool.h).
+        cmp_num "$(jf .host_uid)" -ge 1879048192 "run.json host_uid is in the pool of per-run ids"
+        cmp_num "$(jf .host_uid)" -le 1879113727 "run.json host_uid is in the pool of per-run ids (end)"
+        is "$(jf .host_gid)" "$(jf .host_uid)" "run.json host_gid is the run's slot too"
 else
         is "$(jf .host_uid)" "$EUID" "rootless: run.json host_uid is the caller's uid"
+        skip "run.json host_uid is in the pool of per-run ids (end)" "rootless"
+        skip "run.json host_gid is the run's slot too" "rootless"
 fi
 is "$(jf '.degraded | type')" array "run.json degraded is an array"
 

@@ -537,6 +537,26 @@ Test(doctor, host_id_owners_from_files)
         cr_assert_str_eq(o.gid_owner, want);
         aj_host_id_owners_done(&o);
 
+        /* The pool of per-run ids: any id in it counts. */
+        write_text(subuid, "carol:1879113727:1\n");
+        write_text(passwd, "root:x:0:0:root:/root:/bin/bash\npoolish:x:1879050000:7::/:/bin/false\n");
+        cr_assert_eq(aj_host_id_owners(1879048192, 1879048192, &files, &o), 0);
+        cr_assert_null(o.uid_owner, "one id: the pool's first is nobody's");
+        aj_host_id_owners_done(&o);
+        cr_assert_eq(aj_host_id_owners_range(1879048192, 1879048192, 65536, &files, &o), 0);
+        snprintf(want, sizeof(want), "carol's subordinate range 1879113727-1879113727 (%s line 1)", subuid);
+        cr_assert_str_eq(o.uid_owner, want, "a range at the pool's last id");
+        aj_host_id_owners_done(&o);
+        write_text(subuid, "alice:100000:65536\n");
+        cr_assert_eq(aj_host_id_owners_range(1879048192, 1879048192, 65536, &files, &o), 0);
+        snprintf(want, sizeof(want), "user poolish has uid 1879050000 (%s line 2)", passwd);
+        cr_assert_str_eq(o.uid_owner, want, "an account inside the pool, named with its own id");
+        cr_assert_eq(o.free_id, 1879113728, "past the pool: %lu", o.free_id);
+        aj_host_id_owners_done(&o);
+        cr_assert_eq(aj_host_id_owners_range(1879048192 - 65536, 1879048192 - 65536, 65536, &files, &o), 0);
+        cr_assert_null(o.uid_owner, "the range just below the pool: nobody");
+        aj_host_id_owners_done(&o);
+
         AjHostIdFiles none = { missing, missing, missing, missing };
         cr_assert_eq(aj_host_id_owners(1879048192, 1879048192, &none, &o), 0, "no files: nobody");
         cr_assert_null(o.uid_owner);
@@ -562,6 +582,26 @@ Test(doctor, host_ids_in_a_users_range)
                 _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
                 cr_assert_eq(aj_doctor_report(&f, &r), 0);
                 cr_assert_eq(line(&r, "jail host ids")->status, AJ_DOCTOR_OK);
+        }
+        {
+                /* The default profile naming no ids: the whole pool is checked, and said so. */
+                AjDoctorFacts pf = healthy();
+                pf.host_uid = pf.host_gid = 1879048192;
+                pf.host_id_count = 65536;
+                _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };
+                cr_assert_eq(aj_doctor_report(&pf, &r), 0);
+                const AjDoctorLine *l = line(&r, "jail host ids");
+                cr_assert_eq(l->status, AJ_DOCTOR_OK);
+                assert_contains(l->found, "uids and gids 1879048192-1879113727 (the pool");
+                pf.host_uid_owner = "user poolish has uid 1879050000 (/etc/passwd line 2)";
+                pf.host_id_free = 1879113728;
+                _cleanup_(aj_doctor_report_done) AjDoctorReport r2 = { 0 };
+                cr_assert_eq(aj_doctor_report(&pf, &r2), 0);
+                l = line(&r2, "jail host ids");
+                cr_assert_eq(l->status, AJ_DOCTOR_MISSING);
+                assert_contains(l->means, "refused when the ids they take are covered");
+                assert_contains(l->fix, "move the range or account off the pool's ids");
+                assert_contains(l->fix, "\"host_uid\": 1879113728");
         }
         f.host_uid_owner = "alice's subordinate range 100000-165535 (/etc/subuid line 1)";
         _cleanup_(aj_doctor_report_done) AjDoctorReport r = { 0 };

@@ -115,6 +115,7 @@ Test(profile, full_fixture_values)
         cr_expect_eq(p->gid, 4294967294u);
         cr_expect_eq(p->host_uid, 200000);
         cr_expect_eq(p->host_gid, 300000);
+        cr_expect(p->host_ids_set, "named ids: every run of the profile maps to them");
 
         cr_expect_str_eq(p->seccomp_base, "default");
         cr_assert_eq(p->seccomp_deny.n, 1);
@@ -161,6 +162,7 @@ Test(profile, builtin_defaults)
         cr_expect_eq(p->gid, 1000);
         cr_expect_eq(p->host_uid, 1879048192);
         cr_expect_eq(p->host_gid, 1879048192);
+        cr_expect_not(p->host_ids_set, "none named: a root-started run takes ids of its own from the pool");
         cr_expect_str_eq(p->seccomp_base, "default");
         cr_expect(p->seccomp_log);
         cr_expect_not(p->allow_netlink);

@@ -5,8 +5,12 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/nsfs.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -193,4 +197,45 @@ Test(spawn, launch_error_survives_unread_messages)
         cr_expect(m.type == AJ_MSG_ERROR && m.stage == AJ_STAGE_MOUNT && m.err == ENOENT && m.step == 7,
                   "the launch error: type %d stage %d err %d step %d", m.type, m.stage, m.err, m.step);
         cr_expect_eq(aj_spawn_recv(sp[0], &m, NULL), 0, "then the end");
+}
+
+/* A root-started jail's user namespace is its host ids' (the kernel charges what its
+ * processes hold to the namespace's owner, up to the initial namespace), and the
+ * supervisor is itself again after the clone. */
+Test(spawn, user_namespace_owned_by_the_run_host_ids)
+{
+        if (geteuid() != 0)
+                cr_skip("needs root (the supervisor's ids switch for the clone)");
+        int bits = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0), dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+        gid_t egid = getegid();
+        AjSpawnConfig cfg = { .cgroup_v2_fd = -1, .stdout_fd = -1, .stderr_fd = -1 };
+        AjSpawnOwner owner = { .set = true, .uid = 1879113001, .gid = 1879113002 };
+        AjSpawnHandle h = { .pidfd = -1, .sync_fd = -1 };
+        int r = aj_spawn_clone(&cfg, &owner, &h);
+        if (r == -EPERM || r == -ENOSPC)
+                cr_skip("no user namespaces here: %s", strerror(-r));
+        cr_assert_eq(r, 0, "%s", strerror(-r));
+
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)h.pid);
+        int ns = open(path, O_RDONLY | O_CLOEXEC);
+        cr_assert_geq(ns, 0);
+        uid_t uid = 0;
+        cr_assert_eq(ioctl(ns, NS_GET_OWNER_UID, &uid), 0, "%s", strerror(errno));
+        cr_expect_eq(uid, 1879113001, "owned by the run's host uid, not root: %u", (unsigned)uid);
+        close(ns);
+
+        cr_expect_eq(geteuid(), 0, "the supervisor's euid is root's again");
+        cr_expect_eq(getegid(), egid);
+        cr_expect_eq(prctl(PR_GET_SECUREBITS, 0, 0, 0, 0), bits, "its securebits put back");
+        cr_expect_eq(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), dumpable, "its dumpable flag put back");
+        uid_t ru, eu, su;
+        cr_assert_eq(getresuid(&ru, &eu, &su), 0);
+        cr_expect(ru == 0 && eu == 0 && su == 0);
+
+        /* Without GO the child exits (125) when its end of the sync socket closes. */
+        aj_spawn_handle_done(&h);
+        int status = 0;
+        cr_assert_eq(waitpid(h.pid, &status, 0), h.pid);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 125, "status %#x", status);
 }

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "host-id-pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "state.h"
+#include "util/fd.h"
+#include "util/macros.h"
+
+/* `path` is a directory that only we can change (not a symlink, nobody else may write to
+ * it): whoever could would swap the lock files and have two runs hold the same slot. */
+static int check_dir(int fd, const char *path, AjError *ret_error)
+{
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return aj_error_set(ret_error, -errno, "cannot stat the host id pool's directory '%s': %m", path);
+        const char *problem = aj_runtime_root_problem(&st, geteuid(), false);
+        if (problem)
+                return aj_error_set(ret_error, -EPERM,
+                                    "refusing the host id pool's directory '%s': %s (owner uid %u, mode %04o); "
+                                    "its lock files keep two runs from sharing host ids, so it must be root's alone",
+                                    path, problem, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+        return 0;
+}
+
+/* Opens `dir` (making it and its parent if need be: the parent as the runtime root is
+ * made, 0711, the pool 0700), checked both. The directories exist after the first run:
+ * tried first, an open and an fstat each. */
+static int open_pool_dir(const char *dir, AjError *ret_error)
+{
+        const char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir || !slash[1])
+                return aj_error_set(ret_error, -EINVAL, "'%s': not an absolute path under a directory", dir);
+        _cleanup_free_ char *parent = strndup(dir, (size_t)(slash - dir));
+        if (!parent)
+                return -ENOMEM;
+        const char *leaf = slash + 1;
+        int r;
+        _cleanup_close_ int pfd = open(parent, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (pfd < 0 && errno == ENOENT) {
+                r = aj_mkdir_p(parent, 0711);
+                if (r < 0)
+                        return aj_error_set(ret_error, r, "cannot create '%s': %s", parent, strerror(-r));
+                pfd = open(parent, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        }
+        if (pfd < 0)
+                return aj_error_set(ret_error, -errno, "cannot open '%s': %m", parent);
+        if ((r = check_dir(pfd, parent, ret_error)) < 0)
+                return r;
+        _cleanup_close_ int fd = openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) {
+                if (mkdirat(pfd, leaf, 0700) < 0 && errno != EEXIST)
+                        return aj_error_set(ret_error, -errno, "cannot create '%s': %m", dir);
+                fd = openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        }
+        if (fd < 0)
+                return aj_error_set(ret_error, -errno, "cannot open '%s': %m", dir);
+        if ((r = check_dir(fd, dir, ret_error)) < 0)
+                return r;
+        return TAKE_FD(fd);
+}
+
+/* The lock on id's file: 0 and the fd in *ret_fd, -EWOULDBLOCK when another holds it in a
+ * conflicting mode. CLOEXEC: nothing the supervisor execs keeps the slot. */
+static int lock_id(int dfd, const char *dir, unsigned long id, int how, int *ret_fd, AjError *ret_error)
+{
+        char name[24];
+        snprintf(name, sizeof(name), "%lu", id);
+        _cleanup_close_ int fd = openat(dfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return aj_error_set(ret_error, -errno, "cannot open '%s/%s': %m", dir, name);
+        if (flock(fd, how | LOCK_NB) < 0) {
+                if (errno == EWOULDBLOCK)
+                        return -EWOULDBLOCK;
+                return aj_error_set(ret_error, -errno, "cannot lock '%s/%s': %m", dir, name);
+        }
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *ret, unsigned long *ret_id,
+                         AjError *ret_error)
+{
+        _cleanup_close_ int dfd = open_pool_dir(dir, ret_error);
+        if (dfd < 0)
+                return dfd;
+        if (n_slots > AJ_HOST_ID_POOL_SIZE)
+                n_slots = AJ_HOST_ID_POOL_SIZE;
+        /* Lowest free first: an open and a flock per run already live, and the directory
+         * holds no more files than runs ever lived at once. */
+        for (unsigned long slot = 0; slot < n_slots; slot++) {
+                int fd = -1;
+                int r = lock_id(dfd, dir, AJ_HOST_ID_POOL_FIRST + slot, LOCK_EX, &fd, ret_error);
+                if (r == -EWOULDBLOCK)
+                        continue;
+                if (r < 0)
+                        return r;
+                *ret = (AjHostIdLease){ .fd = { fd, -1 } };
+                *ret_id = AJ_HOST_ID_POOL_FIRST + slot;
+                return 0;
+        }
+        return aj_error_set(ret_error, -EUSERS,
+                            "every one of the %lu host id slots (%lu-%lu, '%s') is held by a live run or a profile "
+                            "naming its ids",
+                            n_slots, AJ_HOST_ID_POOL_FIRST, AJ_HOST_ID_POOL_FIRST + n_slots - 1, dir);
+}
+
+int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *ret, AjError *ret_error)
+{
+        unsigned long ids[2] = { uid, gid };
+        size_t n = 0;
+        for (size_t i = 0; i < ARRAY_SIZE(ids); i++)
+                if (aj_host_id_in_pool(ids[i]) && (n == 0 || ids[0] != ids[i]))
+                        ids[n++] = ids[i];
+        _cleanup_(aj_host_id_lease_release) AjHostIdLease l = AJ_HOST_ID_LEASE_INIT;
+        if (n == 0) {
+                *ret = l;
+                return 0;
+        }
+        _cleanup_close_ int dfd = open_pool_dir(dir, ret_error);
+        if (dfd < 0)
+                return dfd;
+        for (size_t i = 0; i < n; i++) {
+                int r = lock_id(dfd, dir, ids[i], LOCK_SH, &l.fd[i], ret_error);
+                if (r == -EWOULDBLOCK)
+                        return aj_error_set(ret_error, -EBUSY,
+                                            "host id %lu is in the pool of per-run ids (%lu-%lu) and a run holds it "
+                                            "as its own ('%s/%lu')",
+                                            ids[i], AJ_HOST_ID_POOL_FIRST,
+                                            AJ_HOST_ID_POOL_FIRST + AJ_HOST_ID_POOL_SIZE - 1, dir, ids[i]);
+                if (r < 0)
+                        return r;
+        }
+        *ret = l;
+        l = (AjHostIdLease)AJ_HOST_ID_LEASE_INIT;
+        return 0;
+}
+
+void aj_host_id_lease_release(AjHostIdLease *l)
+{
+        for (size_t i = 0; i < ARRAY_SIZE(l->fd); i++)
+                if (l->fd[i] >= 0) {
+                        close(l->fd[i]);
+                        l->fd[i] = -1;
+                }
+}

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Host ids of a run's own. The kernel counts a user's budgets per host uid across user
+ * namespaces (ucounts: pending signals and POSIX timers under RLIMIT_SIGPENDING, inotify
+ * instances and watches, mqueue bytes, pipe pages past fs.pipe-user-pages-soft), so jails
+ * that all map to one host uid share them: one agent exhausting inotify instances leaves
+ * every other jail on the host with none. A root-started run whose profile does not name
+ * its host ids (user.host_uid/host_gid) takes a slot of a fixed pool instead: uid = gid =
+ * AJ_HOST_ID_POOL_FIRST + slot, distinct from every other live run's. Distinct ids alone
+ * divide only what the kernel counts per uid (pipe pages): the ucounts are charged, above
+ * a user namespace, to its owner, so the jail's namespace is created as these ids too
+ * (aj_spawn_clone()'s owner).
+ *
+ * A slot is held by an exclusive flock on the file <dir>/<id> (the directory is root's,
+ * 0700, created on first use; the files stay, one per slot ever used at once, which the
+ * lowest-free-first choice keeps at the peak number of concurrent runs). A lock lives as
+ * long as any fd on its open file: the supervisor and its watchdog hold it, so a killed
+ * supervisor frees the slot only when the watchdog has killed what was left of the jail and
+ * exits. The jail's init closes it before the command runs (never the agent's to unlock).
+ *
+ * A profile that names ids inside the pool shares them on purpose (today's behaviour):
+ * it takes a shared lock on their slot, so the pool never hands that slot to a run of
+ * its own while such a run lives, and the run does not start while one holds it alone.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "util/error.h"
+
+/* 0x70000000: past Debian's subordinate ranges (useradd hands them out from 100000 up to
+ * 600100000), systemd-nspawn's (524288-1879048191) and systemd's own; the pool ends below
+ * 2^31 (1879113727). */
+#define AJ_HOST_ID_POOL_FIRST 1879048192UL
+#define AJ_HOST_ID_POOL_SIZE 65536UL
+/* Root's, whatever AGENTJAIL_RUNTIME_DIR says: the budgets are the whole host's, so is the
+ * pool (runs with different runtime dirs must not get the same ids). */
+#define AJ_HOST_ID_POOL_DIR "/run/agentjail/host-ids"
+
+/* The locks a run holds on its ids' slots: two when a profile names a uid and a gid in two
+ * different slots. -1: none. Held by an exclusive (own) or shared (named) lock. */
+typedef struct {
+        int fd[2];
+} AjHostIdLease;
+
+#define AJ_HOST_ID_LEASE_INIT    \
+        {                        \
+                .fd = { -1, -1 } \
+        }
+
+static inline bool aj_host_id_in_pool(unsigned long id)
+{
+        return id >= AJ_HOST_ID_POOL_FIRST && id - AJ_HOST_ID_POOL_FIRST < AJ_HOST_ID_POOL_SIZE;
+}
+
+/* The lowest free slot of the first n_slots (<= AJ_HOST_ID_POOL_SIZE; tests use fewer)
+ * under `dir`, locked exclusively: its id in *ret_id. -EUSERS when every slot is held;
+ * -EPERM when `dir` or its parent is not the euid's alone (a symlink, writable by others);
+ * else -errno of a mkdir, open or flock; ret_error says which. */
+int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *ret, unsigned long *ret_id,
+                         AjError *ret_error);
+/* A profile's named ids: a shared lock on the slot of each that is in the pool (none
+ * outside it). -EBUSY when a run holds one of them as its own. */
+int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *ret, AjError *ret_error);
+void aj_host_id_lease_release(AjHostIdLease *l);

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The per-run host id pool (src/host-id-pool.c): slots held by flock on files in a directory
+ * of its own, here a temporary one with a few slots. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "host-id-pool.h"
+#include "util/macros.h"
+
+#define FIRST AJ_HOST_ID_POOL_FIRST
+
+static char root[] = "/tmp/aj-test-pool.XXXXXX";
+static char dir[4096]; /* root/run/host-ids: the parent made as the runtime root would be */
+
+static void setup(void)
+{
+        cr_assert_not_null(mkdtemp(root));
+        cr_assert_eq(chmod(root, 0700), 0);
+        snprintf(dir, sizeof(dir), "%s/run/host-ids", root);
+}
+
+static void teardown(void)
+{
+        char cmd[4200];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+        (void)system(cmd);
+}
+
+TestSuite(host_id_pool, .init = setup, .fini = teardown);
+
+/* Whether another open file can take the slot's lock now. */
+static bool slot_lockable(unsigned long id, int how)
+{
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%lu", dir, id);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+        bool ok = flock(fd, how | LOCK_NB) == 0;
+        close(fd);
+        return ok;
+}
+
+Test(host_id_pool, lowest_free_first_and_reused_after_release)
+{
+        AjHostIdLease a = AJ_HOST_ID_LEASE_INIT, b = AJ_HOST_ID_LEASE_INIT, c = AJ_HOST_ID_LEASE_INIT;
+        unsigned long ia = 0, ib = 0, ic = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &a, &ia, NULL), 0);
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &b, &ib, NULL), 0);
+        cr_assert_eq(ia, FIRST);
+        cr_assert_eq(ib, FIRST + 1, "a held slot is skipped");
+        cr_assert_geq(a.fd[0], 0);
+        cr_assert_eq(a.fd[1], -1);
+        cr_assert_not(slot_lockable(ia, LOCK_SH), "held exclusively");
+        cr_assert(fcntl(a.fd[0], F_GETFD) & FD_CLOEXEC, "nothing the supervisor execs inherits it");
+
+        aj_host_id_lease_release(&a);
+        cr_assert_eq(a.fd[0], -1);
+        cr_assert(slot_lockable(ia, LOCK_EX), "free once released");
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &c, &ic, NULL), 0);
+        cr_assert_eq(ic, FIRST, "the freed slot is the lowest free again");
+        aj_host_id_lease_release(&b);
+        aj_host_id_lease_release(&c);
+
+        struct stat st;
+        cr_assert_eq(stat(dir, &st), 0);
+        cr_assert_eq(st.st_mode & 07777, 0700, "the pool's directory is its owner's alone");
+}
+
+Test(host_id_pool, full_pool_fails_closed)
+{
+        AjHostIdLease l[3] = { AJ_HOST_ID_LEASE_INIT, AJ_HOST_ID_LEASE_INIT, AJ_HOST_ID_LEASE_INIT };
+        unsigned long id = 0;
+        for (size_t i = 0; i < 2; i++)
+                cr_assert_eq(aj_host_id_pool_take(dir, 2, &l[i], &id, NULL), 0);
+        AjError e = {};
+        cr_assert_eq(aj_host_id_pool_take(dir, 2, &l[2], &id, &e), -EUSERS);
+        cr_assert_eq(l[2].fd[0], -1, "nothing is written on failure");
+        cr_assert(strstr(e.message, "every one of the 2 host id slots (1879048192-1879048193"), "%s", e.message);
+        aj_error_clear(&e);
+        for (size_t i = 0; i < 3; i++)
+                aj_host_id_lease_release(&l[i]);
+}
+
+/* The lock lives as long as any fd on its open file: a forked watchdog keeps the slot after
+ * the supervisor closed (or lost) its own. */
+Test(host_id_pool, held_by_a_forked_process_after_the_parent_closes)
+{
+        AjHostIdLease a = AJ_HOST_ID_LEASE_INIT;
+        unsigned long id = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &a, &id, NULL), 0);
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                close(p[1]);
+                char c;
+                (void)read(p[0], &c, 1); /* until the test says */
+                _exit(0);
+        }
+        close(p[0]);
+        aj_host_id_lease_release(&a);
+        cr_assert_not(slot_lockable(id, LOCK_EX), "the child still holds it");
+        AjHostIdLease b = AJ_HOST_ID_LEASE_INIT;
+        unsigned long id2 = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &b, &id2, NULL), 0);
+        cr_assert_neq(id2, id, "not handed out while the child lives");
+        close(p[1]);
+        cr_assert_eq(waitpid(pid, NULL, 0), pid);
+        cr_assert(slot_lockable(id, LOCK_EX), "free once the child is gone");
+        aj_host_id_lease_release(&b);
+}
+
+/* A profile's named ids in the pool: shared among such runs, never a run's own meanwhile,
+ * and refused while a run holds them as its own. */
+Test(host_id_pool, named_ids_share_their_slot)
+{
+        AjHostIdLease n1 = AJ_HOST_ID_LEASE_INIT, n2 = AJ_HOST_ID_LEASE_INIT, own = AJ_HOST_ID_LEASE_INIT;
+        cr_assert_eq(aj_host_id_pool_share(dir, FIRST, FIRST + 2, &n1, NULL), 0);
+        cr_assert_geq(n1.fd[0], 0);
+        cr_assert_geq(n1.fd[1], 0, "uid and gid in two slots: both held");
+        cr_assert_eq(aj_host_id_pool_share(dir, FIRST, FIRST, &n2, NULL), 0, "shared by two runs");
+        cr_assert_eq(n2.fd[1], -1, "one slot for uid = gid");
+        unsigned long id = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &own, &id, NULL), 0);
+        cr_assert_eq(id, FIRST + 1, "the named slots are skipped");
+
+        AjHostIdLease n3 = AJ_HOST_ID_LEASE_INIT;
+        AjError e = {};
+        cr_assert_eq(aj_host_id_pool_share(dir, FIRST + 1, FIRST + 1, &n3, &e), -EBUSY);
+        cr_assert(strstr(e.message, "host id 1879048193 is in the pool of per-run ids (1879048192-1879113727) and "
+                                    "a run holds it as its own"),
+                  "%s", e.message);
+        cr_assert_eq(n3.fd[0], -1);
+        aj_error_clear(&e);
+
+        AjHostIdLease out = AJ_HOST_ID_LEASE_INIT;
+        cr_assert_eq(aj_host_id_pool_share("/nonexistent/pool", 200000, 300000, &out, NULL), 0,
+                     "ids outside the pool need no lock (nor the directory)");
+        cr_assert_eq(out.fd[0], -1);
+        cr_assert_eq(out.fd[1], -1);
+        aj_host_id_lease_release(&n1);
+        aj_host_id_lease_release(&n2);
+        aj_host_id_lease_release(&own);
+}
+
+Test(host_id_pool, refuses_a_directory_others_can_change)
+{
+        AjHostIdLease l = AJ_HOST_ID_LEASE_INIT;
+        unsigned long id = 0;
+        AjError e = {};
+        char parent[4200];
+        snprintf(parent, sizeof(parent), "%s/run", root);
+        cr_assert_eq(mkdir(parent, 0777), 0);
+        cr_assert_eq(chmod(parent, 0777), 0);
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &l, &id, &e), -EPERM);
+        cr_assert(strstr(e.message, "other users can write to it"), "%s", e.message);
+        aj_error_clear(&e);
+
+        cr_assert_eq(chmod(parent, 0711), 0);
+        char elsewhere[4200];
+        snprintf(elsewhere, sizeof(elsewhere), "%s/elsewhere", root);
+        cr_assert_eq(mkdir(elsewhere, 0700), 0);
+        cr_assert_eq(symlink(elsewhere, dir), 0);
+        int r = aj_host_id_pool_take(dir, 4, &l, &id, &e);
+        /* O_NOFOLLOW with O_DIRECTORY: ENOTDIR (ELOOP without O_DIRECTORY) */
+        cr_assert(r == -ENOTDIR || r == -ELOOP, "a symlinked pool is not followed: %d", r);
+        cr_assert(strstr(e.message, "cannot open"), "%s", e.message);
+        aj_error_clear(&e);
+        cr_assert_eq(l.fd[0], -1);
+}
