@@ -322,8 +322,10 @@ int aj_run_prepare(Run *run)
         aj_events_set_agent_limit(run->events, aj_events_agent_share(run->profile->log_events_bytes));
         run->event_log = (AjSupEventLog){ .log = run->events, .run_dir = run->run_dir };
         aj_sup_sink_for_log(&run->event_log, &run->sink);
-        if (shared_ids)
+        if (shared_ids) {
+                run->host_ids_shared = true;
                 aj_run_record_degraded(run, "host_ids", shared_ids);
+        }
         return 0;
 }
 

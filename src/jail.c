@@ -190,8 +190,14 @@ static int publish_config(Run *run)
 static int clone_jail(Run *run)
 {
         run->jail_cfg->cgroup_v2_fd = run->cgroup ? aj_cgroup_v2_fd(run->cgroup) : -1;
-        /* Root-started: the jail's user namespace is its host ids' (src/spawn.h). */
-        AjSpawnOwner owner = { .set = !run->rootless, .uid = run->host_uid, .gid = run->host_gid };
+        /* Root-started: the jail's user namespace is its host ids' (src/spawn.h), unless
+         * someone else may run as them: an account with that uid, in the initial
+         * namespace, would have every capability in the jail's (setns into it, its mounts,
+         * its network), not only what a process of the same uid has. Then it stays root's,
+         * and the run's per-user budgets are counted as root's above it. */
+        AjSpawnOwner owner = { .set = !run->rootless && !run->host_ids_shared,
+                               .uid = run->host_uid,
+                               .gid = run->host_gid };
         int r = aj_spawn_clone(run->jail_cfg, &owner, &run->h);
         if (r < 0) {
                 aj_log_errno(r, "Cannot create the jail's namespaces (clone3)");

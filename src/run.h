@@ -96,6 +96,9 @@ typedef struct {
         /* root-started: the lock on host_uid's slot (src/host-id-pool.h), also the watchdog's;
          * held until every undo is done (the jail's processes are gone) */
         AjHostIdLease host_ids;
+        /* root-started with host ids someone else may run as ("host_ids" in allow_degraded):
+         * the jail's user namespace stays root's (src/spawn.h's AjSpawnOwner) */
+        bool host_ids_shared;
         bool rootless;
         uint64_t wall_cap_ns;                 /* meters.wall / --cap wall= */
         int rlimit_resources[AJ_MAX_RLIMITS]; /* which rlimit each index of the spawn config is */

@@ -136,7 +136,10 @@ typedef struct {
         bool in_v2_cgroup;
 } AjSpawnHandle;
 
-/* The ids the jail's user namespace is created as (its owner, in the kernel's words). */
+/* The ids the jail's user namespace is created as (its owner, in the kernel's words). A
+ * process of the owner's euid in the initial namespace has every capability in it (setns
+ * into it and the jail's other namespaces, ptrace of its processes): only ids nobody else
+ * may run as (src/jail.c's clone_jail()). */
 typedef struct {
         bool set; /* false: the caller's (rootless: the caller's are the jail's host ids) */
         uid_t uid;

@@ -334,6 +334,35 @@ if ((EUID == 0)); then
                 "the run records the shared ids as degraded"
         is "$(jq -r '.degraded[] | select(.what == "host_ids") | .what' "$JAIL_RUN_DIR/run.json")" host_ids \
                 "run.json lists it"
+
+        # That account (uid 65534, on the host) may signal the jail's processes, as the
+        # profile allowed, but must not own the jail's user namespace: its owner has every
+        # capability in it (ptrace of the jail's processes, setns into it and on into the
+        # jail's mounts and network), where a process of the same uid outside has none.
+        start_jail_bg -p "$P" -- /bin/sleep 20
+        if jpid=$(find_jailed "$BG_PID" sleep 10); then
+                ns_try='
+import ctypes, fcntl, os, struct, sys
+try:
+    fd = os.open("/proc/%s/ns/user" % sys.argv[1], os.O_RDONLY)
+except OSError as e:
+    sys.exit("refused: " + e.strerror)
+if sys.argv[2] == "owner":
+    print(struct.unpack("I", fcntl.ioctl(fd, 0xb704, bytes(4)))[0])  # NS_GET_OWNER_UID
+elif ctypes.CDLL(None, use_errno=True).setns(fd, 0x10000000) == 0:  # CLONE_NEWUSER
+    print("entered")
+else:
+    sys.exit("refused: " + os.strerror(ctypes.get_errno()))'
+                is "$(/usr/bin/python3 -c "$ns_try" "$jpid" owner 2>&1)" 0 \
+                        "the jail's user namespace is root's, not the shared host uid's (65534)"
+                like "$(setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c "$ns_try" "$jpid" enter 2>&1)" \
+                        '^refused: ' "a host process of uid 65534 cannot enter the jail's user namespace"
+                like "$(setpriv --reuid=65534 --regid=65534 --clear-groups cat "/proc/$jpid/environ" 2>&1)" \
+                        'Permission denied' "nor read its processes' environment (ptrace access)"
+        else
+                fail "a jail with shared host ids starts in the background" "$(cat "$TEST_TMP/bg.err")"
+        fi
+        kill_bg
 fi
 
 done_testing
