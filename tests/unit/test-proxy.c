@@ -1670,20 +1670,23 @@ Test(host_addrs, local_routes_are_this_host)
         cr_expect_eq(aj_host_addrs_is_local(h, (struct sockaddr *)&pr), 0);
 }
 
-/* A name resolving to an address that only a local route makes this host's (AnyIP) is
- * refused like an interface's address. */
-Test(live, name_resolving_to_local_route_refused)
+/* In a private namespace set up by `setup` (a shell command), an allowed `name` resolving
+ * to `address` gets 403, "an address of this host", recorded as a net.denied of that
+ * address; returns the echo server's port. */
+static uint16_t expect_own_address_refused(const char *setup, const char *address, const char *name)
 {
         private_netns();
-        cr_assert_eq(system("ip route add local 203.0.113.80/29 dev lo"), 0);
+        cr_assert_eq(system(setup), 0, "%s", setup);
         Live l;
-        uint16_t echo = start_server("203.0.113.83");
-        hosts_file("203.0.113.83 anyip.test\n");
-        live_start(&l, (char *[]){ "anyip.test", NULL }, NULL);
+        uint16_t echo = start_server(address);
+        char hosts[128];
+        snprintf(hosts, sizeof(hosts), "%s %s\n", address, name);
+        hosts_file(hosts);
+        live_start(&l, (char *[]){ (char *)name, NULL }, NULL);
         pid_t pid = fork();
         if (pid == 0) {
                 char target[64], answer[1024];
-                snprintf(target, sizeof(target), "anyip.test:%u", echo);
+                snprintf(target, sizeof(target), "%s:%u", name, echo);
                 http_connect(l.http_port, target, answer, sizeof(answer));
                 if (!strstr(answer, "403") || !strstr(answer, "an address of this host")) {
                         fprintf(stderr, "answer: %s\n", answer);
@@ -1694,38 +1697,24 @@ Test(live, name_resolving_to_local_route_refused)
         cr_expect_eq(run_client(&l, pid), 0);
         json_t *d = find_event("net.denied", 0);
         cr_assert_not_null(d);
-        cr_expect_str_eq(field_str(d, "address"), "203.0.113.83");
+        cr_expect_str_eq(field_str(d, "address"), address);
+        cr_expect(strstr(field_str(d, "reason"), "an address of this host") != NULL, "%s", field_str(d, "reason"));
         live_stop(&l);
+        return echo;
+}
+
+/* A name resolving to an address that only a local route makes this host's (AnyIP) is
+ * refused like an interface's address. */
+Test(live, name_resolving_to_local_route_refused)
+{
+        expect_own_address_refused("ip route add local 203.0.113.80/29 dev lo", "203.0.113.83", "anyip.test");
 }
 
 /* An allowed name resolving to an address of this host (here a documentation-range address
  * on lo, which is not "internal") is refused, with the reason; another name works. */
 Test(live, name_resolving_to_own_address_refused)
 {
-        private_netns();
-        cr_assert_eq(system("ip addr add 203.0.113.77/32 dev lo"), 0);
-        Live l;
-        uint16_t echo = start_server("203.0.113.77");
-        hosts_file("203.0.113.77 own.test\n");
-        live_start(&l, (char *[]){ "own.test", NULL }, NULL);
-        pid_t pid = fork();
-        if (pid == 0) {
-                char target[64], answer[1024];
-                snprintf(target, sizeof(target), "own.test:%u", echo);
-                http_connect(l.http_port, target, answer, sizeof(answer));
-                if (!strstr(answer, "403") || !strstr(answer, "an address of this host")) {
-                        fprintf(stderr, "answer: %s\n", answer);
-                        _exit(1);
-                }
-                _exit(0);
-        }
-        cr_expect_eq(run_client(&l, pid), 0);
-        json_t *d = find_event("net.denied", 0);
-        cr_assert_not_null(d);
-        cr_expect_str_eq(field_str(d, "address"), "203.0.113.77");
-        cr_expect(strstr(field_str(d, "reason"), "an address of this host") != NULL, "%s", field_str(d, "reason"));
-        live_stop(&l);
-
+        uint16_t echo = expect_own_address_refused("ip addr add 203.0.113.77/32 dev lo", "203.0.113.77", "own.test");
         /* Named by an address rule: allowed. */
         expect_connect_allowed((char *[]){ "own.test", "203.0.113.77", NULL }, "own.test", echo);
 }
