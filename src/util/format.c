@@ -55,7 +55,7 @@ size_t aj_utf8_len(const char *s, size_t avail)
         return n;
 }
 
-static uint32_t utf8_code_point(const unsigned char *p, size_t n)
+uint32_t aj_utf8_code_point(const unsigned char *p, size_t n)
 {
         static const unsigned char lead_mask[] = { 0, 0x7f, 0x1f, 0x0f, 0x07 };
         uint32_t cp = p[0] & lead_mask[n];
@@ -98,7 +98,7 @@ size_t aj_escape_char(const char *s, size_t avail, unsigned flags, char out[AJ_E
                 return 1;
         }
         if (n > 1) {
-                uint32_t cp = utf8_code_point((const unsigned char *)s, n);
+                uint32_t cp = aj_utf8_code_point((const unsigned char *)s, n);
                 if (hidden_code_point(cp)) {
                         *ret_len = (size_t)snprintf(out, AJ_ESCAPE_MAX, cp > 0xffff ? "\\U%08x" : "\\u%04x",
                                                     (unsigned)cp);
@@ -224,7 +224,7 @@ static size_t hidden_at(const char *text, size_t len, size_t i, uint32_t *cp)
         size_t n = aj_utf8_len(text + i, len - i);
         if (n < 2)
                 return 0;
-        uint32_t v = utf8_code_point((const unsigned char *)text + i, n);
+        uint32_t v = aj_utf8_code_point((const unsigned char *)text + i, n);
         if (!hidden_code_point(v))
                 return 0;
         *cp = v;

@@ -34,6 +34,8 @@ enum {
 
 /* The length (1..4) of the valid UTF-8 sequence at s (avail bytes), or 0. */
 size_t aj_utf8_len(const char *s, size_t avail);
+/* The code point of the valid sequence of n (1..4, aj_utf8_len()) bytes at p. */
+uint32_t aj_utf8_code_point(const unsigned char *p, size_t n);
 /* Writes the shown form of the character at s (avail > 0 bytes) to out (*ret_len bytes, not
  * NUL-terminated); returns how many bytes of s it took (1..4). */
 size_t aj_escape_char(const char *s, size_t avail, unsigned flags, char out[AJ_ESCAPE_MAX], size_t *ret_len);

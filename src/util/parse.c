@@ -192,9 +192,7 @@ char *aj_format_size(uint64_t bytes, char *buf, size_t len)
  * U+3164, U+FFA0; the blank Braille pattern, U+2800). */
 static bool unicode_space(const unsigned char *p, size_t n)
 {
-        uint32_t cp = n == 2   ? (uint32_t)(p[0] & 0x1f) << 6 | (p[1] & 0x3f)
-                      : n == 3 ? (uint32_t)(p[0] & 0x0f) << 12 | (uint32_t)(p[1] & 0x3f) << 6 | (p[2] & 0x3f)
-                               : 0;
+        uint32_t cp = aj_utf8_code_point(p, n);
         return cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x202f || cp == 0x205f ||
                cp == 0x3000 || cp == 0x115f || cp == 0x1160 || cp == 0x3164 || cp == 0xffa0 || cp == 0x2800;
 }

@@ -1590,15 +1590,22 @@ static void private_netns(void)
         cr_assert_eq(system("ip link set lo up"), 0);
 }
 
-static bool set_has(const AjNetAddrSet *s, const char *text)
+/* An IPv4 or IPv6 address written out, port 0. */
+static struct sockaddr_storage address_of(const char *text)
 {
         struct sockaddr_storage ss = {};
         if (inet_pton(AF_INET, text, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
                 ss.ss_family = AF_INET;
         else {
-                cr_assert_eq(inet_pton(AF_INET6, text, &((struct sockaddr_in6 *)&ss)->sin6_addr), 1);
+                cr_assert_eq(inet_pton(AF_INET6, text, &((struct sockaddr_in6 *)&ss)->sin6_addr), 1, "%s", text);
                 ss.ss_family = AF_INET6;
         }
+        return ss;
+}
+
+static bool set_has(const AjNetAddrSet *s, const char *text)
+{
+        struct sockaddr_storage ss = address_of(text);
         return aj_net_addr_set_contains(s, (struct sockaddr *)&ss);
 }
 
@@ -1626,13 +1633,7 @@ Test(host_addrs, follows_changes)
 
 static bool is_local(AjHostAddrs *h, const char *text)
 {
-        struct sockaddr_storage ss = {};
-        if (inet_pton(AF_INET, text, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
-                ss.ss_family = AF_INET;
-        else {
-                cr_assert_eq(inet_pton(AF_INET6, text, &((struct sockaddr_in6 *)&ss)->sin6_addr), 1);
-                ss.ss_family = AF_INET6;
-        }
+        struct sockaddr_storage ss = address_of(text);
         int r = aj_host_addrs_is_local(h, (struct sockaddr *)&ss);
         cr_assert_geq(r, 0, "%s: %s", text, strerror(-r));
         return r > 0;
@@ -1663,9 +1664,7 @@ Test(host_addrs, local_routes_are_this_host)
         /* The kernel will not say where a blackholed address goes: not known, so refused by
          * the caller. A prohibited one goes nowhere. */
         cr_assert_eq(system("ip route add blackhole 192.0.2.0/25 && ip route add prohibit 192.0.2.128/25"), 0);
-        struct sockaddr_in bh = { .sin_family = AF_INET }, pr = { .sin_family = AF_INET };
-        inet_pton(AF_INET, "192.0.2.1", &bh.sin_addr);
-        inet_pton(AF_INET, "192.0.2.129", &pr.sin_addr);
+        struct sockaddr_storage bh = address_of("192.0.2.1"), pr = address_of("192.0.2.129");
         cr_expect_lt(aj_host_addrs_is_local(h, (struct sockaddr *)&bh), 0);
         cr_expect_eq(aj_host_addrs_is_local(h, (struct sockaddr *)&pr), 0);
 }
