@@ -36,7 +36,8 @@
 #endif
 
 #define PROC_FILE_MAX (1024 * 1024)
-/* The host uid the idmap probe maps the workspace's owner to (the profiles' default user.host_uid). */
+/* The host uid the idmap probe maps the workspace's owner to: whether the filesystem takes an
+ * idmapped mount does not depend on it (runs map to their own host ids, src/host-id-pool.h). */
 #define PROBE_HOST_ID 100000
 
 /* -1 when absent or unreadable. */
