@@ -418,17 +418,23 @@ Test(doctor, subordinate_ranges)
         cr_assert_eq(strspn(l, "n"), 64, "the name cut at 64 characters");
 }
 
+/* A temporary file of `len` bytes of `text` (NUL bytes included) at path, a mkstemp template. */
+static void temp_file(char *path, const char *text, size_t len)
+{
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, text, len), (ssize_t)len);
+        close(fd);
+}
+
 /* A NUL byte in /etc/subuid: shadow reads the bytes before it and then the next line as one
  * entry (getsubids showed "ro" NUL "junk" newline "ot:1879048192:65536" as root's range), which
  * a reading that stops at the NUL never saw: every id is taken as covered, naming the line. */
 Test(doctor, subordinate_ranges_with_a_nul)
 {
         char path[] = "/tmp/aj-subuid-XXXXXX";
-        int fd = mkstemp(path);
-        cr_assert_geq(fd, 0);
         static const char text[] = "alice:100000:65536\nro\0junk\not:1879048192:65536\n";
-        cr_assert_eq(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
-        close(fd);
+        temp_file(path, text, sizeof(text) - 1);
         AjHostIdFiles files = { .subuid = path,
                                 .subgid = "/nonexistent/subgid",
                                 .passwd = "/nonexistent/passwd",
@@ -455,11 +461,8 @@ Test(doctor, subordinate_ranges_from_nss)
                             "not /etc/subuid, and agentjail cannot)");
 
         char path[] = "/tmp/aj-nsswitch-XXXXXX";
-        int fd = mkstemp(path);
-        cr_assert_geq(fd, 0);
         static const char text[] = "passwd: files\nsubid: sss\n";
-        cr_assert_eq(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
-        close(fd);
+        temp_file(path, text, sizeof(text) - 1);
         AjHostIdFiles files = { .subuid = "/nonexistent/subuid",
                                 .subgid = "/nonexistent/subgid",
                                 .passwd = "/nonexistent/passwd",
