@@ -393,8 +393,17 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
                 json_decref(root);
                 return -EINVAL;
         }
+        /* A "stream" the provider might read as true ("true", 1) but the gateway would not: the
+         * answer would stream without the usage events the gateway adds for streams, charged only
+         * by its visible bytes (a reasoning model's hidden tokens never show). */
+        json_t *stream = json_object_get(root, "stream");
+        if (stream && !json_is_boolean(stream) && !json_is_null(stream)) {
+                aj_llm_parse_error(c, "request: \"stream\" must be true or false");
+                json_decref(root);
+                return -EINVAL;
+        }
         aj_llm_set_name(&u->model, json_string_value(model));
-        u->stream = json_is_true(json_object_get(root, "stream"));
+        u->stream = json_is_true(stream);
         /* Anything but false or null might be read as true by the provider. */
         json_t *bg = json_object_get(root, "background");
         u->background = bg && !json_is_false(bg) && !json_is_null(bg);

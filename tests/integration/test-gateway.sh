@@ -336,6 +336,8 @@ for what in sys.argv[1:]:
         st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": 1e5, "messages": hi})
     elif what == "max-string":
         st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": "100000", "messages": hi})
+    elif what == "stream-string":
+        st, t = call(O + "/chat/completions", {"model": "gpt-test", "stream": "true", "max_tokens": 3, "messages": hi})
     elif what == "n-string":
         st, t = call(O + "/chat/completions", {"model": "gpt-test", "n": "100", "max_tokens": 3, "messages": hi})
     elif what == "background":
@@ -348,10 +350,13 @@ for what in sys.argv[1:]:
     print("%s=%d %s" % (what, st, t.replace("\n", " ")[:300]), flush=True)
 PY
 n0=$(records)
-run_jail -p "$PK" --cap tokens=100 -- python3 gwcap.py n-string n
+run_jail -p "$PK" --cap tokens=100 -- python3 gwcap.py n-string stream-string n
 like "$JAIL_OUT" 'n-string=400 .*.n.{0,2} must be a positive whole number' "n that is not a whole number: 400, naming it" ||
         jail_diag
-is "$(($(records) - n0))" 0 "... neither request reached the provider"
+# a lenient provider would stream "stream": "true" without the usage the gateway adds to a stream
+like "$JAIL_OUT" 'stream-string=400 .*.stream.{0,2} must be true or false' "stream as a string: 400, naming it" ||
+        jail_diag
+is "$(($(records) - n0))" 0 "... none of the three requests reached the provider"
 like "$(events_of llm.request | tail -1)" '"verdict":"breach","reason":"tokens: would be [0-9]{3} ' \
         "n=100 answers of up to 3 tokens each do not fit tokens=100: a breach before anything was spent"
 is "$JAIL_RC" 123 "... and the run is killed (on_breach kill)"

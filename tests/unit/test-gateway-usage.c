@@ -686,6 +686,39 @@ Test(gateway_usage, request_choices_and_background)
         }
 }
 
+/* "stream" is read as a JSON boolean: anything else a lenient provider might take as true is
+ * refused, naming it, for every API (the gateway adds the usage events of a stream it knows of). */
+Test(gateway_usage, request_stream_must_be_boolean)
+{
+        static const struct {
+                AjLlmApi api;
+                const char *body;
+                int r;
+                bool stream;
+        } cases[] = {
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\"}", 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"stream\":null}", 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"stream\":false}", 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"stream\":true}", 0, true },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"stream\":\"true\"}", -EINVAL, false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"stream\":1}", -EINVAL, false },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"stream\":\"yes\"}", -EINVAL, false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, "{\"model\":\"m\",\"stream\":{}}", -EINVAL, false },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), cases[i].r, "%s",
+                             cases[i].body);
+                if (cases[i].r == 0)
+                        cr_expect_eq(U(c)->stream, cases[i].stream, "%s", cases[i].body);
+                else
+                        cr_expect(U(c)->parse_error && strstr(U(c)->parse_error, "\"stream\" must be true or false"),
+                                  "%s: %s", cases[i].body, U(c)->parse_error ? U(c)->parse_error : "(none)");
+                aj_llm_call_free(c);
+        }
+}
+
 Test(gateway_usage, chat_rewrite_adds_include_usage)
 {
         char *out = NULL;
