@@ -54,6 +54,34 @@ static json_t *chat_fn(json_t *tc, const char **ret_args)
         return fn;
 }
 
+/* Keys of streamed calls without an "index": (choice << 16) | CHAT_UNINDEXED | n. */
+#define CHAT_UNINDEXED 0x8000u
+
+/* Some OpenAI-compatible servers stream tool calls without "index" (often a call whole in
+ * one chunk): keyed by index 0 they all were one call, and a response asking for five was
+ * counted as one. Without an index, a chunk naming a call (an id other than the choice's
+ * last unindexed call's, or a name) starts the choice's next call; a chunk with neither
+ * continues its last one. */
+static uint32_t chat_unindexed_key(const AjLlmCall *c, json_int_t choice, json_t *tc, const char *name)
+{
+        uint32_t base = chat_key(choice, CHAT_UNINDEXED);
+        int last = -1;
+        uint32_t n = 0;
+        for (size_t k = 0; k < c->u.n_tool_calls; k++)
+                if ((c->tool_args[k].key & ~(CHAT_UNINDEXED - 1)) == base) {
+                        last = (int)k;
+                        n++;
+                }
+        const char *id = json_string_value(json_object_get(tc, "id"));
+        if (last >= 0) {
+                const char *last_id = c->u.tool_call_ids[last];
+                if (id ? last_id && streq(id, last_id) : !name)
+                        return c->tool_args[last].key;
+        }
+        /* Past the kept calls, every chunk naming a call is counted (aj_llm_tool_call). */
+        return base | (n & (CHAT_UNINDEXED - 1));
+}
+
 /* A streamed tool call: counted once per (choice, index), when its name is seen; its
  * arguments are the fragments of function.arguments (custom.input), digested at the
  * response's end. */
@@ -62,7 +90,9 @@ static void chat_stream_tool(AjLlmCall *c, json_int_t choice, json_t *tc)
         const char *akey;
         json_t *fn = chat_fn(tc, &akey), *args = json_object_get(fn, akey);
         const char *name = json_string_value(json_object_get(fn, "name"));
-        uint32_t key = chat_key(choice, json_integer_value(json_object_get(tc, "index")));
+        json_t *index = json_object_get(tc, "index");
+        uint32_t key = json_is_integer(index) ? chat_key(choice, json_integer_value(index) & (CHAT_UNINDEXED - 1))
+                                              : chat_unindexed_key(c, choice, tc, name);
         aj_llm_output_bytes(c, fn, akey);
         if (name && aj_llm_tool_find(c, key) < 0)
                 (void)aj_llm_tool_call(c, name, json_object_get(tc, "id"), key);

@@ -312,6 +312,25 @@ Test(gateway_usage, openai_chat_tool_calls_stream_counted_once_each)
         aj_llm_call_free(c);
 }
 
+/* Tool calls streamed without "index" (some OpenAI-compatible servers): each chunk naming a
+ * call (a new id, or a name without one) is the next call, a chunk with neither continues the
+ * last; keyed as index 0 they were counted as one. */
+Test(gateway_usage, openai_chat_tool_calls_stream_without_index)
+{
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "openai-chat-tools-stream-noindex.sse");
+        cr_assert_eq(U(c)->tool_calls_total, 3);
+        cr_assert_eq(U(c)->n_tool_calls, 3);
+        cr_expect_str_eq(U(c)->tool_call_ids[0], "call_1");
+        cr_expect_str_eq(U(c)->tool_call_ids[1], "call_2");
+        cr_expect_null(U(c)->tool_call_ids[2]);
+        expect_tool(c, 0, "get_weather", "{\"location\":\"Paris\"}");
+        expect_tool(c, 1, "get_weather", "{\"location\":\"Rome\"}");
+        expect_tool(c, 2, "send_email", "{\"to\":\"bob@example.com\"}");
+        cr_expect_eq(U(c)->output_tokens, 40);
+        aj_llm_call_free(c);
+}
+
 Test(gateway_usage, openai_chat_cut_stream_is_estimated)
 {
         Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, CHAT_REQ };
