@@ -79,8 +79,13 @@ struct AjMeter {
 
         bool have_last;
         uint8_t last_key[AJ_SHA256_SIZE];
-        uint64_t streak;         /* committed identical calls in a row, ending with last_key */
-        uint64_t pending_repeat; /* outstanding reservations with last_key */
+        uint64_t streak; /* committed identical calls in a row, ending with last_key */
+        /* Outstanding tool-call reservations (calls awaiting their result or an approval),
+         * counted per repeat key: any of them may commit next, so each is in the streak it
+         * could make, whatever key the streak has now. At most one entry per outstanding
+         * reservation. */
+        struct PendingKey *pending;
+        size_t n_pending, pending_cap;
 
         AjPriceTable *prices;       /* the profile's, USD per token */
         AjPriceTable *table;        /* the shipped table, under them */
@@ -91,6 +96,47 @@ struct AjMeter {
         size_t n_deny;
         bool restricted; /* an allow list exists */
 };
+
+struct PendingKey {
+        uint8_t key[AJ_SHA256_SIZE];
+        uint64_t n;
+};
+
+static struct PendingKey *pending_find(const AjMeter *m, const uint8_t key[AJ_SHA256_SIZE])
+{
+        for (size_t i = 0; i < m->n_pending; i++)
+                if (memcmp(m->pending[i].key, key, AJ_SHA256_SIZE) == 0)
+                        return &m->pending[i];
+        return NULL;
+}
+
+static int pending_add(AjMeter *m, const uint8_t key[AJ_SHA256_SIZE])
+{
+        struct PendingKey *e = pending_find(m, key);
+        if (e) {
+                e->n++;
+                return 0;
+        }
+        if (m->n_pending == m->pending_cap) {
+                size_t cap = m->pending_cap ? 2 * m->pending_cap : 8;
+                struct PendingKey *p = reallocarray(m->pending, cap, sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                m->pending = p;
+                m->pending_cap = cap;
+        }
+        e = &m->pending[m->n_pending++];
+        memcpy(e->key, key, AJ_SHA256_SIZE);
+        e->n = 1;
+        return 0;
+}
+
+static void pending_remove(AjMeter *m, const uint8_t key[AJ_SHA256_SIZE])
+{
+        struct PendingKey *e = pending_find(m, key);
+        if (e && --e->n == 0)
+                *e = m->pending[--m->n_pending];
+}
 
 int aj_meter_new(const AjMeterCaps *caps, AjMeter **ret)
 {
@@ -108,6 +154,7 @@ void aj_meter_free(AjMeter *m)
         if (!m)
                 return;
         free(m->window);
+        free(m->pending);
         for (size_t i = 0; i < ARRAY_SIZE(m->ids); i++) {
                 free(m->ids[i].slot);
                 free(m->ids[i].bucket);
@@ -599,21 +646,25 @@ static int reserve_tool_call(AjMeter *m, const char *name, const char *args_dige
         }
 
         repeat_key(name, args_digest, res.repeat_key);
+        /* The longest streak this call could end: the committed one if it has this key, then
+         * every outstanding call with this key (held calls approved one after another), then
+         * this one. Counting only those with the streak's key let calls held together under
+         * another key all be approved past the limit. */
         bool same = m->have_last && memcmp(res.repeat_key, m->last_key, AJ_SHA256_SIZE) == 0;
-        if (m->caps.set[AJ_CAP_REPEAT_LIMIT] && same) {
-                uint64_t v = m->streak + m->pending_repeat + 1;
+        const struct PendingKey *pk = pending_find(m, res.repeat_key);
+        if (m->caps.set[AJ_CAP_REPEAT_LIMIT]) {
+                uint64_t v = sat_add(sat_add(same ? m->streak : 0, pk ? pk->n : 0), 1);
                 if (v > m->caps.limit[AJ_CAP_REPEAT_LIMIT]) {
                         breach(&d, AJ_CAP_REPEAT_LIMIT, m->caps.limit[AJ_CAP_REPEAT_LIMIT], v);
                         goto done;
                 }
         }
 
+        if (pending_add(m, res.repeat_key) < 0)
+                return -ENOMEM;
+        res.repeat_counted = true;
         reserve_additive(m, &res);
         m->reserved_calls++;
-        if (same) {
-                res.repeat_counted = true;
-                m->pending_repeat++;
-        }
 done:
         *ret_res = res;
         *ret_decision = d;
@@ -787,10 +838,8 @@ void aj_meter_settle(AjMeter *m, AjMeterReservation *res, bool commit)
         }
         if (res->is_tool) {
                 m->reserved_calls--;
-                /* A commit with another key zeroes pending_repeat while reservations
-                 * (calls awaiting approval) are still out. */
-                if (res->repeat_counted && m->pending_repeat > 0)
-                        m->pending_repeat--;
+                if (res->repeat_counted)
+                        pending_remove(m, res->repeat_key);
                 if (commit) {
                         window_push(m, res->now_ns);
                         if (m->have_last && memcmp(res->repeat_key, m->last_key, AJ_SHA256_SIZE) == 0)
@@ -799,8 +848,6 @@ void aj_meter_settle(AjMeter *m, AjMeterReservation *res, bool commit)
                                 memcpy(m->last_key, res->repeat_key, AJ_SHA256_SIZE);
                                 m->have_last = true;
                                 m->streak = 1;
-                                /* Outstanding reservations counted against the old key no longer match. */
-                                m->pending_repeat = 0;
                         }
                         if (res->has_id)
                                 call_id_remember(m, res->id_key, (AjMeterCounter)res->by);

@@ -163,6 +163,21 @@ check_cap tool_calls '{"tool_calls": 5}' tools 10 search distinct
 check_cap tool_calls_per_min '{"tool_calls_per_min": 3}' tools 10 search distinct
 check_cap repeat_limit '{"repeat_limit": 3}' tools 10 search same
 
+# --- calls held together for approval count in the streak they could make: three identical
+# deploy calls held at once under repeat_limit=2 (after a search, so the committed streak has
+# another key): the third is a breach when it is asked, before anyone approves the first two
+p=$(write_profile held-repeat '{"extends": "default", "on_breach": "kill", "meters": {"repeat_limit": 2},
+        "approvals": {"tools": ["deploy"], "timeout": "60s"}}')
+run_jail -p "$p" -- /bin/sh -c '
+        agentjail meter tool search --args "{\"q\": 1}" --id s-1 >/dev/null || exit 9
+        for i in 1 2 3; do agentjail meter tool deploy --args "{\"env\": \"prod\"}" --id d-$i >/dev/null 2>&1 & done
+        wait
+        sleep 30'
+is "$JAIL_RC" 123 "repeat_limit=2, three identical calls held together: a breach kills the run (123)" || jail_diag
+is "$(events_of cap.breach | head -1 | jq -r '.cap + " " + (.value | tostring)')" "repeat_limit 3" \
+        "the breach is repeat_limit at 3, the streak the held calls could make"
+is "$(events_of approval.requested | wc -l)" 2 "two of the three were held for approval, the third was not"
+
 # --- --cap on the command line
 run_jail --cap tokens=1500 -p "$(write_profile capkill '{"extends": "default", "on_breach": "kill"}')" \
         -- python3 ./client.py tokens 10 1000 0

@@ -239,6 +239,61 @@ Test(meter, repeat_detector)
         aj_meter_free(m);
 }
 
+/* Reserves a call without settling it: one awaiting its result or an approval. */
+static AjVerdict hold(AjMeter *m, const char *name, const char *args, AjMeterReservation *res, AjMeterDecision *ret)
+{
+        AjMeterDecision d;
+        char digest[AJ_SHA256_HEX_SIZE];
+        json_t *a = json_loads(args, JSON_DECODE_ANY, NULL);
+        cr_assert_not_null(a);
+        cr_assert_eq(aj_meter_args_digest(a, digest), 0);
+        json_decref(a);
+        cr_assert_eq(aj_meter_reserve_tool(m, name, digest, 1 * SEC, res, &d), 0);
+        if (ret)
+                *ret = d;
+        return d.verdict;
+}
+
+/* Calls held together (for approval) with one key may be approved one after another: each
+ * counts in the streak it could end, whatever key the committed streak has. Only those with
+ * the streak's key were counted, so three held "deploy" calls after a "search" were all
+ * approved under repeat_limit=2 (a streak of 3). */
+Test(meter, repeat_limit_counts_held_calls_of_any_key)
+{
+        AjMeter *m = meter_with(AJ_CAP_REPEAT_LIMIT, 2);
+        cr_expect_eq(tool(m, "search", "1"), AJ_VERDICT_ALLOW);
+        AjMeterReservation r[3];
+        AjMeterDecision d;
+        cr_expect_eq(hold(m, "deploy", "{\"env\": \"prod\"}", &r[0], NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(hold(m, "deploy", "{\"env\": \"prod\"}", &r[1], NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(hold(m, "deploy", "{\"env\": \"prod\"}", &r[2], &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_REPEAT_LIMIT);
+        cr_expect_eq(d.value, 3);
+        /* Another key is not held back by them. */
+        cr_expect_eq(tool(m, "search", "2"), AJ_VERDICT_ALLOW);
+        /* A held call denied (released) leaves the streak it could have made. */
+        aj_meter_settle(m, &r[1], false);
+        cr_expect_eq(hold(m, "deploy", "{\"env\": \"prod\"}", &r[1], NULL), AJ_VERDICT_ALLOW);
+        /* Both approved: a streak of 2, at the limit; a third is past it. */
+        aj_meter_settle(m, &r[0], true);
+        aj_meter_settle(m, &r[1], true);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_REPEAT_LIMIT, 0), 2);
+        cr_expect_eq(tool_at(m, "deploy", "{\"env\": \"prod\"}", SEC, &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.value, 3);
+        /* Held calls with the streak's key count on top of it, as before. */
+        AjMeter *m2 = meter_with(AJ_CAP_REPEAT_LIMIT, 3);
+        cr_expect_eq(tool(m2, "t", "1"), AJ_VERDICT_ALLOW);
+        cr_expect_eq(hold(m2, "t", "1", &r[0], NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(hold(m2, "t", "1", &r[1], NULL), AJ_VERDICT_ALLOW);
+        cr_expect_eq(hold(m2, "t", "1", &r[2], &d), AJ_VERDICT_BREACH);
+        cr_expect_eq(d.value, 4);
+        aj_meter_settle(m2, &r[0], true);
+        aj_meter_settle(m2, &r[1], true);
+        cr_expect_eq(aj_meter_used(m2, AJ_CAP_REPEAT_LIMIT, 0), 3);
+        aj_meter_free(m2);
+        aj_meter_free(m);
+}
+
 Test(meter, rate_window_slides)
 {
         AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS_PER_MIN, 3);
