@@ -17,6 +17,7 @@
 #define F_RESPONSE_MODEL "gen_ai.response.model"
 #define F_CACHE_WRITE "gen_ai.usage.cache_creation.input_tokens"
 #define F_REASONING "reasoning_tokens"
+#define F_WEB_SEARCHES "web_search_requests"
 #define F_FINISH "gen_ai.response.finish_reasons"
 #define OTHER_ROWS "(other)"
 
@@ -49,6 +50,7 @@ static void tally_add(AjLlmTally *t, const AjLlmTally *one)
         t->cache_read += one->cache_read;
         t->cache_write += one->cache_write;
         t->reasoning += one->reasoning;
+        t->web_searches += one->web_searches;
         t->cost_usd += one->cost_usd;
 }
 
@@ -101,6 +103,7 @@ static void add_response(AjLlmSummary *s, json_t *ev)
                 .cache_read = count_field(ev, AJ_BROKER_F_CACHED_TOKENS),
                 .cache_write = count_field(ev, F_CACHE_WRITE),
                 .reasoning = count_field(ev, F_REASONING),
+                .web_searches = count_field(ev, F_WEB_SEARCHES),
         };
         one.unpriced = !cost_field(ev, &one.cost_usd);
         side_add(&s->measured, str_field(ev, F_PROVIDER) ?: "?", model, &one);
@@ -228,6 +231,8 @@ static json_t *tally_json(const AjLlmTally *t, bool measured, const char *provid
             (measured &&
              json_object_update_new(o, json_pack("{s:I, s:I}", "cache_write_tokens", (json_int_t)t->cache_write,
                                                  "reasoning_tokens", (json_int_t)t->reasoning)) < 0) ||
+            (measured && t->web_searches &&
+             json_object_set_new(o, "web_searches", json_integer((json_int_t)t->web_searches)) < 0) ||
             json_object_update_new(o, json_pack("{s:f, s:I}", "cost_usd", t->cost_usd, "unpriced",
                                                 (json_int_t)t->unpriced)) < 0 ||
             (measured && json_object_update_new(o, json_pack("{s:I, s:I}", "failed", (json_int_t)t->failed, "estimated",
@@ -346,7 +351,8 @@ static void line_usage(Line *l, json_t *ev)
                 const char *field, *shown;
         } extra[] = { { AJ_BROKER_F_CACHED_TOKENS, "cached" },
                       { F_CACHE_WRITE, "cache_write" },
-                      { F_REASONING, "reasoning" } };
+                      { F_REASONING, "reasoning" },
+                      { F_WEB_SEARCHES, "web_searches" } };
         for (size_t i = 0; i < ARRAY_SIZE(extra); i++)
                 if (count_field(ev, extra[i].field))
                         line_add(l, " %s=%llu", extra[i].shown, (unsigned long long)count_field(ev, extra[i].field));

@@ -32,6 +32,7 @@ typedef struct {
         uint64_t estimated; /* measured calls charged on an estimate (no final count) */
         uint64_t unpriced;  /* calls or reports without a cost */
         uint64_t input, output, cache_read, cache_write, reasoning;
+        uint64_t web_searches; /* searches the provider ran (measured; billed per search) */
         double cost_usd;
 } AjLlmTally;
 

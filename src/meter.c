@@ -195,6 +195,19 @@ int aj_meter_set_price(AjMeter *m, const char *model, double input, double outpu
         return aj_price_table_set(m->prices, &p);
 }
 
+int aj_meter_set_price_web_search(AjMeter *m, const char *model, double usd_per_search)
+{
+        if (!model || !price_ok(usd_per_search))
+                return -EINVAL;
+        for (size_t i = 0; m->prices && i < m->prices->n; i++)
+                if (streq(m->prices->entries[i].model, model)) {
+                        m->prices->entries[i].web_search = aj_meter_usd_to_pusd(usd_per_search);
+                        m->prices->entries[i].web_search_priced = true;
+                        return 0;
+                }
+        return -ENOENT;
+}
+
 void aj_meter_set_price_table(AjMeter *m, AjPriceTable *table)
 {
         aj_price_table_free(m->table);
@@ -233,6 +246,8 @@ int aj_meter_new_for_profile(const AjProfile *p, const AjMeterCaps *caps, AjMete
         for (size_t i = 0; i < p->n_prices; i++) {
                 const AjProfilePrice *pr = &p->prices[i];
                 r = aj_meter_set_price(m, pr->model, pr->input, pr->output, pr->cached_input);
+                if (r >= 0 && pr->web_search >= 0)
+                        r = aj_meter_set_price_web_search(m, pr->model, pr->web_search);
                 if (r < 0)
                         return r;
         }
@@ -741,6 +756,38 @@ static void price_missing(const AjMeter *m, const char *model, AjMeterDecision *
                  model, l, model);
 }
 
+/* The fee of a web search for `model` when its entry `p` has none: the shipped table's entry
+ * for the model (a profile's entry that prices only its tokens), then the profile's "*". */
+static bool web_search_fee(const AjMeter *m, const char *model, const AjPrice *p, uint64_t *ret)
+{
+        const AjPrice *q;
+        if (p->web_search_priced) {
+                *ret = p->web_search;
+                return true;
+        }
+        if (((q = aj_price_table_find(shipped_table(m), model)) && q->web_search_priced) ||
+            ((q = aj_price_table_find(m->prices, "*")) && q->web_search_priced)) {
+                *ret = q->web_search;
+                return true;
+        }
+        return false;
+}
+
+/* Fail closed, as price_missing(): searches the provider ran at a fee nobody priced. */
+static void web_search_price_missing(const AjMeter *m, const AjMeterUsage *u, AjMeterDecision *d)
+{
+        uint64_t limit = m->caps.limit[AJ_CAP_COST_USD];
+        breach(d, AJ_CAP_COST_USD, limit, sat_add(m->used[AJ_CAP_COST_USD], m->reserved[AJ_CAP_COST_USD]));
+        d->price_missing = true;
+        char l[48];
+        format_amount(AJ_CAP_COST_USD, limit, l, sizeof(l));
+        snprintf(d->reason, sizeof(d->reason),
+                 "cost_usd: the provider ran %llu web search(es) for model \"%.64s\", and no price says what one "
+                 "costs, to check against the cap %s; add \"web_search\" (USD per search, e.g. 0.01) to the "
+                 "model's entry in the profile's \"prices\" or to a \"*\" entry",
+                 (unsigned long long)u->web_searches, u->model, l);
+}
+
 static const AjCap usage_caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
 
 static bool usage_valid(const AjMeterUsage *u)
@@ -753,13 +800,23 @@ static bool usage_valid(const AjMeterUsage *u)
 static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amount[_AJ_CAP_MAX], AjMeterDecision *d)
 {
         const AjPrice *p = find_price(m, u->model, d);
-        AjTokens t = { u->input, u->output, u->cache_read, u->cache_write, u->cache_write_1h };
+        AjTokens t = { u->input, u->output, u->cache_read, u->cache_write, u->cache_write_1h, u->web_searches };
         amount[AJ_CAP_TOKENS] = sat_add(u->input, u->output);
         amount[AJ_CAP_INPUT_TOKENS] = u->input;
         amount[AJ_CAP_OUTPUT_TOKENS] = u->output;
-        if (p)
-                d->cost_pusd = amount[AJ_CAP_COST_USD] = aj_price_cost(p, &t);
-        else if (m->caps.set[AJ_CAP_COST_USD]) {
+        if (p) {
+                /* The fee is looked for only when there are searches: the shipped table is
+                 * read when first needed. */
+                AjPrice priced = *p;
+                bool fee_known = !u->web_searches || web_search_fee(m, u->model, p, &priced.web_search);
+                if (!u->web_searches || !fee_known)
+                        priced.web_search = 0;
+                d->cost_pusd = amount[AJ_CAP_COST_USD] = aj_price_cost(&priced, &t);
+                if (u->web_searches && !fee_known && m->caps.set[AJ_CAP_COST_USD]) {
+                        web_search_price_missing(m, u, d);
+                        return false;
+                }
+        } else if (m->caps.set[AJ_CAP_COST_USD]) {
                 price_missing(m, u->model, d);
                 return false;
         }

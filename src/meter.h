@@ -74,6 +74,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjMeter *, aj_meter_free);
 /* USD per token; cached_input < 0: cached input is priced as input. The model "*"
  * prices every model without an entry of its own (in the profile or the table). */
 int aj_meter_set_price(AjMeter *m, const char *model, double input, double output, double cached_input);
+/* The fee of a web search the provider runs for `model` (set by aj_meter_set_price()), USD
+ * per search. -ENOENT: the model has no price. */
+int aj_meter_set_price_web_search(AjMeter *m, const char *model, double usd_per_search);
 /* The shipped price table (src/prices.h), under the prices set above: a model is
  * priced by the profile's entry for its name or base name, else the table's, else
  * the profile's "*". Takes ownership (NULL: no table). */
@@ -185,6 +188,7 @@ typedef struct {
         const char *model;
         uint64_t input, output, cache_read, cache_write;
         uint64_t cache_write_1h; /* the part of cache_write kept an hour */
+        uint64_t web_searches;   /* searches the provider ran, billed per search */
 } AjMeterUsage;
 /* Checks model usage against the token and cost caps. A model without a price
  * while cost_usd is capped is a BREACH that reserves nothing (price_missing).

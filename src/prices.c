@@ -135,6 +135,7 @@ uint64_t aj_price_cost(const AjPrice *p, const AjTokens *t)
         c = sat_add(c, sat_mul(t->cache_read, p->cache_read));
         c = sat_add(c, sat_mul(t->cache_write - hour, p->cache_write));
         c = sat_add(c, sat_mul(hour, p->cache_write_1h));
+        c = sat_add(c, sat_mul(t->web_searches, p->web_search));
         return sat_add(c, sat_mul(t->output, p->output));
 }
 
@@ -167,11 +168,23 @@ static int per_token(json_t *v, uint64_t *ret)
         return 0;
 }
 
+/* USD per 1,000 searches -> pico-USD per search. */
+static int per_search(json_t *v, uint64_t *ret)
+{
+        double d = json_number_value(v);
+        if (!json_is_number(v) || !isfinite(d) || d < 0 || d > AJ_PRICE_MAX_USD_PER_KSEARCH)
+                return -EINVAL;
+        *ret = (uint64_t)llround(d * 1e9);
+        return 0;
+}
+
 static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_error)
 {
-        static const char *const keys[] = { "input", "output", "cache_read", "cache_write", "cache_write_1h" };
-        uint64_t val[5];
-        bool have[5] = {};
+        static const char *const keys[] = { "input",       "output",         "cache_read",
+                                            "cache_write", "cache_write_1h", "web_search" };
+        enum { WEB_SEARCH = 5 };
+        uint64_t val[6];
+        bool have[6] = {};
         const char *key;
         json_t *e;
 
@@ -188,9 +201,14 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_
                 if (i == ARRAY_SIZE(keys))
                         return aj_error_set(ret_error, -EINVAL,
                                             "models.%s: unknown key \"%.64s\" (expected input, output, "
-                                            "cache_read, cache_write, cache_write_1h)",
+                                            "cache_read, cache_write, cache_write_1h, web_search)",
                                             model, key);
-                if (per_token(e, &val[i]) < 0)
+                if (i == WEB_SEARCH) {
+                        if (per_search(e, &val[i]) < 0)
+                                return aj_error_set(ret_error, -EINVAL,
+                                                    "models.%s.web_search: expected USD per 1,000 searches, 0 to %.0f",
+                                                    model, AJ_PRICE_MAX_USD_PER_KSEARCH);
+                } else if (per_token(e, &val[i]) < 0)
                         return aj_error_set(ret_error, -EINVAL,
                                             "models.%s.%s: expected USD per million tokens, 0 to %.0f", model, key,
                                             AJ_PRICE_MAX_USD_PER_MTOK);
@@ -205,6 +223,8 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_
                 .cache_write = have[3] ? val[3] : val[0],
         };
         ret->cache_write_1h = have[4] ? val[4] : ret->cache_write;
+        ret->web_search = have[WEB_SEARCH] ? val[WEB_SEARCH] : 0;
+        ret->web_search_priced = have[WEB_SEARCH];
         return 0;
 }
 

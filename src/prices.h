@@ -21,6 +21,7 @@
 #define AJ_PRICE_MAX_ENTRIES 1024
 #define AJ_PRICE_MAX_NAME 256
 #define AJ_PRICE_MAX_USD_PER_MTOK 100000.0
+#define AJ_PRICE_MAX_USD_PER_KSEARCH 10000.0
 #define AJ_PRICE_TABLE_MAX_SIZE (1u << 20)
 #define AJ_PRICE_TABLE_NAME "prices.json"
 
@@ -28,12 +29,19 @@ typedef struct {
         char *model;
         uint64_t input, output, cache_read, cache_write; /* pico-USD per token */
         uint64_t cache_write_1h;                         /* an hour-long cache write (Anthropic) */
+        /* A web search the provider runs for the model (Anthropic's web_search server tool,
+         * OpenAI's web_search_call), billed per search on top of the tokens: pico-USD each;
+         * web_search_priced false: no fee known. */
+        uint64_t web_search;
+        bool web_search_priced;
 } AjPrice;
 
 /* The tokens of a call. input counts ALL input, cache reads and writes included;
- * cache_write_1h is the part of cache_write kept for an hour, priced apart. */
+ * cache_write_1h is the part of cache_write kept for an hour, priced apart;
+ * web_searches the searches the provider ran for it (priced per search). */
 typedef struct {
         uint64_t input, output, cache_read, cache_write, cache_write_1h;
+        uint64_t web_searches;
 } AjTokens;
 
 typedef struct {
@@ -51,9 +59,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjPriceTable *, aj_price_table_free);
 int aj_price_table_set(AjPriceTable *t, const AjPrice *p);
 
 /* {"date": "YYYY-MM-DD", "models": {"NAME": {"input": N, "output": N, "cache_read": N,
- * "cache_write": N, "cache_write_1h": N}}} in USD per million tokens (cache prices
- * default to the input price, cache_write_1h to cache_write). -EINVAL with a
- * message naming the entry in ret_error. */
+ * "cache_write": N, "cache_write_1h": N, "web_search": N}}} in USD per million tokens
+ * (cache prices default to the input price, cache_write_1h to cache_write), web_search in
+ * USD per 1,000 searches (none: no fee known). -EINVAL with a message naming the entry
+ * in ret_error. */
 int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPriceTable **ret, AjError *ret_error);
 int aj_price_table_load(const char *path, AjPriceTable **ret, AjError *ret_error);
 /* The first table found of /etc/agentjail/prices.json, the installed one and the

@@ -112,12 +112,23 @@ static int check_price_value(Check *c, json_t *v)
         return 0;
 }
 
+/* A web search the provider runs: billed per search, dollars rather than fractions of a cent. */
+static int check_search_price_value(Check *c, json_t *v)
+{
+        double x = json_is_number(v) ? json_number_value(v) : -1;
+        if (!json_is_number(v) || !isfinite(x) || x < 0 || x > 1)
+                return check_fail(c, AJ_JSON_AT_VALUE,
+                                  "expected US dollars per search from 0 to 1 (such as 0.01), got %s", GOT(v));
+        return 0;
+}
+
 static int check_price(Check *c, json_t *v)
 {
         static const Field fields[] = {
                 { "input", check_price_value },
                 { "output", check_price_value },
                 { "cached_input", check_price_value },
+                { "web_search", check_search_price_value },
                 {},
         };
         int r = check_object(c, v, fields);

@@ -181,6 +181,8 @@ static int broker_from_json(json_t *root, AjProfile *p)
                         pr->output = json_number_value(json_object_get(v, "output"));
                         json_t *cached = json_object_get(v, "cached_input");
                         pr->cached_input = cached ? json_number_value(cached) : -1.0;
+                        json_t *search = json_object_get(v, "web_search");
+                        pr->web_search = search ? json_number_value(search) : -1.0;
                         p->n_prices++;
                 }
         }
@@ -460,8 +462,10 @@ static int broker_tree(const AjProfile *p, json_t *root)
         for (size_t i = 0; i < p->n_prices; i++) {
                 const AjProfilePrice *pr = &p->prices[i];
                 json_t *e = json_pack("{s:f, s:f}", "input", pr->input, "output", pr->output);
-                if (!e || (pr->cached_input >= 0 &&
-                           json_object_set_new(e, "cached_input", json_real(pr->cached_input)) < 0)) {
+                if (!e ||
+                    (pr->cached_input >= 0 &&
+                     json_object_set_new(e, "cached_input", json_real(pr->cached_input)) < 0) ||
+                    (pr->web_search >= 0 && json_object_set_new(e, "web_search", json_real(pr->web_search)) < 0)) {
                         json_decref(e);
                         return -ENOMEM;
                 }

@@ -57,6 +57,7 @@ typedef struct {
         char *model; /* "*" prices every model without an entry of its own */
         double input, output;
         double cached_input; /* < 0: cached input is priced as input */
+        double web_search;   /* USD per search the provider runs; < 0: not given */
 } AjProfilePrice;
 
 /* "llm.providers": a model provider the run's gateway serves (docs/gateway.md). */

@@ -34,6 +34,9 @@ static void take_usage(AjLlmCall *c, json_t *usage)
                 u->cache_creation_1h_tokens = v < u->cache_creation_tokens ? v : u->cache_creation_tokens;
         if (aj_llm_u64(usage, "output_tokens", &v))
                 u->output_tokens = v;
+        /* Searches by the web_search server tool, billed per search (cumulative too). */
+        if (aj_llm_u64(json_object_get(usage, "server_tool_use"), "web_search_requests", &v))
+                u->web_search_requests = v;
         u->input_tokens = c->uncached_input + u->cache_read_tokens + u->cache_creation_tokens;
 }
 

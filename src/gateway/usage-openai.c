@@ -212,6 +212,9 @@ static void item_args(AjLlmCall *c, json_t *item, uint32_t key)
 static void output_item(AjLlmCall *c, json_t *item, uint32_t key)
 {
         const char *type = json_string_value(json_object_get(item, "type"));
+        /* The web search tool runs at the provider, billed per call: counted for the cost. */
+        if (type && streq(type, "web_search_call"))
+                c->u.web_search_requests++;
         if (!is_tool_item(type))
                 return;
         const char *name = json_string_value(json_object_get(item, "name"));

@@ -610,6 +610,7 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
         ch.cache_read = u->cache_read_tokens;
         ch.cache_creation = u->cache_creation_tokens;
         ch.cache_creation_1h = u->cache_creation_1h_tokens;
+        ch.web_searches = u->web_search_requests;
         ch.estimated = !u->input_reported || !(u->output_reported && ended);
         *ret = ch;
 }
@@ -645,6 +646,11 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
                               "gen_ai.response.finish_reasons", finish, "tool_calls", tools, "tool_calls_total",
                               (json_int_t)u->tool_calls_total, "tool_arguments_sha256", args, "tool_call_ids", ids,
                               "error", string_or_null(u->error), "parse_error", string_or_null(u->parse_error));
+        if (o && ch.web_searches &&
+            json_object_set_new(o, "web_search_requests", json_integer((json_int_t)ch.web_searches)) < 0) {
+                json_decref(o);
+                return NULL;
+        }
         return o;
 fail:
         json_decref(tools);

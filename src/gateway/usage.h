@@ -98,6 +98,10 @@ typedef struct {
         uint64_t cache_creation_tokens;
         uint64_t cache_creation_1h_tokens; /* of those, kept an hour (priced apart) */
         uint64_t reasoning_tokens;
+        /* Web searches the provider ran for the call, billed per search on top of the tokens:
+         * Anthropic's usage.server_tool_use.web_search_requests, Responses' web_search_call
+         * items. */
+        uint64_t web_search_requests;
         uint64_t counted_tokens; /* count_tokens: the count it returned */
         uint64_t output_bytes;   /* generated text and tool arguments seen in a stream */
         char *stop_reason;
@@ -164,6 +168,7 @@ bool aj_llm_call_tool_done(const AjLlmCall *c, size_t i);
  * cache reads and writes. */
 typedef struct {
         uint64_t input, output, cache_read, cache_creation, cache_creation_1h;
+        uint64_t web_searches; /* as reported: a search is billed whether or not the call ended */
         bool estimated;
 } AjLlmCharge;
 void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret);

@@ -40,8 +40,8 @@ struct AjSupLlmCall {
         char *model;
         AjMeterUsage worst;
         AjMeterReservation res;
-        uint64_t checked_in, checked_out; /* the charge last checked against the caps */
-        AjSse *sse;                       /* strip: the stream, re-written without that chunk */
+        uint64_t checked_in, checked_out, checked_searches; /* the charge last checked against the caps */
+        AjSse *sse;                                         /* strip: the stream, re-written without that chunk */
         char *pending;
         size_t pending_len, pending_size;
         AjSha256 out_sha;
@@ -377,7 +377,8 @@ static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)
                                .output = ch.output,
                                .cache_read = cache_read,
                                .cache_write = cache_write,
-                               .cache_write_1h = ch.cache_creation_1h <= cache_write ? ch.cache_creation_1h : 0 };
+                               .cache_write_1h = ch.cache_creation_1h <= cache_write ? ch.cache_creation_1h : 0,
+                               .web_searches = ch.web_searches };
 }
 
 /* The stream so far, against the caps: the call holds the larger of its worst case and
@@ -386,11 +387,12 @@ static bool crosses_cap(AjSupLlmCall *cs, AjMeterDecision *d)
 {
         AjMeterUsage m;
         measured_usage(cs, &m);
-        if (m.input == cs->checked_in && m.output == cs->checked_out)
+        if (m.input == cs->checked_in && m.output == cs->checked_out && m.web_searches == cs->checked_searches)
                 return false;
         cs->checked_in = m.input;
         cs->checked_out = m.output;
-        if (m.input <= cs->worst.input && m.output <= cs->worst.output && m.cache_write == 0)
+        cs->checked_searches = m.web_searches;
+        if (m.input <= cs->worst.input && m.output <= cs->worst.output && m.cache_write == 0 && m.web_searches == 0)
                 return false; /* within the reservation, which fit */
         AjMeterUsage hold = m;
         hold.input = max_u64(m.input, cs->worst.input);
@@ -618,6 +620,9 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                 json_object_set_new(ev, "output_sha256", json_string(aj_sha256_hex(dg, hex)));
                 if (cs->metered && !cs->refused)
                         add_price(ev, &d);
+                /* A cap the spend crossed: why (a model or a search without a price names it). */
+                if (d.verdict == AJ_VERDICT_BREACH && d.reason[0])
+                        json_object_set_new(ev, "breach_reason", json_string(d.reason));
                 /* What a replay serves again besides the body (llm-replay.c). */
                 if (cs->status && !json_object_get(ev, "status"))
                         json_object_set_new(ev, "status", json_integer(cs->status));

@@ -11,7 +11,8 @@ an error in the provider's shape, "wait-go" holds the last events until the file
 exists (at most 10 s), "big-N" answers N bytes of body (chunked), "bad-response" answers
 a malformed head, "hang" answers nothing for 4 s, "tool-call" asks for a tool call
 (tool_use / tool_calls / function_call), "custom-call" for a Chat custom tool's call,
-"shell-call" for a Responses local_shell_call. Usage is fixed: Anthropic input 25, output 7
+"shell-call" for a Responses local_shell_call, "search-N" (Anthropic) reports N web searches
+run by its web_search server tool (usage.server_tool_use.web_search_requests). Usage is fixed: Anthropic input 25, output 7
 (cache read 3); OpenAI prompt 20, completion 3 (cached 2, reasoning 1). Chat Completions
 streams carry the usage chunk only when stream_options.include_usage is true, as OpenAI's.
 A whole chat completion has "n" choices, completion 3 each. A Responses request with
@@ -159,6 +160,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def anthropic(self, req, model):
         usage = {"input_tokens": 25, "output_tokens": 7, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 0}
+        searches = int(model[7:]) if re.fullmatch(r"search-[0-9]+", model) else None
+        if searches is not None:
+            usage["server_tool_use"] = {"web_search_requests": searches}
         tool = model == "tool-call"
         block = ({"type": "tool_use", "id": "toolu_fake", "name": "get_weather", "input": {"city": "Paris"}}
                  if tool else {"type": "text", "text": "Hello!"})
@@ -187,7 +191,9 @@ class Handler(BaseHTTPRequestHandler):
             for word in words:
                 evs.append(sse("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}}))
         evs += [sse("content_block_stop", {"index": 0}),
-                sse("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": 7}}),
+                sse("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
+                                       "usage": dict({"output_tokens": 7}, **({"server_tool_use": usage["server_tool_use"]}
+                                                                              if searches is not None else {}))}),
                 sse("message_stop", {})]
         self.events(evs, model)
 

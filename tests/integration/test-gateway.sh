@@ -255,6 +255,25 @@ like "$(events_of cap.breach)" '"cap":"cost_usd"' "a cost_usd breach"
 like "$(jf '.llm.anthropic["claude-test"].cost_usd')" '^0\.00' "the cut stream is still charged"
 is "$(($(records) - n0))" 1 "the second request is never forwarded"
 
+# --- web searches the provider ran (Anthropic's web_search server tool) are charged per search:
+# search-3 reports 3 at the profile's $0.01 each, on top of its tokens (28 x 1e-4 + 7 x 2e-4)
+PS=$(write_profile gwsearch '{"extends": "default", "on_breach": "kill", "prices": {"search-3": {"input": 1e-4,
+        "output": 2e-4, "web_search": 0.01}, "search-2": {"input": 1e-4, "output": 2e-4}}, "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PS" -- /bin/sh -c 'python3 client.py anthropic "" search-3; python3 client.py anthropic stream search-3'
+is "$JAIL_RC" 0 "calls with web searches ran" || jail_diag
+is "$(events_of llm.response | jq -s -c '[.[] | .web_search_requests]')" "[3,3]" \
+        "the searches the provider reported, whole and streamed"
+like "$(jf '.llm.anthropic["search-3"].cost_usd')" '^0\.068' "run.json: 2 x (0.0042 of tokens + 3 x 0.01 of searches)"
+# under a cost cap the searches count: the reservation ($0.003) fits $0.02, what was spent ($0.0342) does not
+run_jail -p "$PS" --cap cost_usd=0.02 -- /bin/sh -c 'python3 client.py anthropic stream search-3; python3 client.py anthropic stream search-3'
+is "$JAIL_RC" 123 "the searches pass cost_usd=0.02: a breach kills the run" || jail_diag
+like "$(events_of cap.breach)" '"cap":"cost_usd"' "a cost_usd breach"
+# searches at a fee nobody priced, under a cost cap: fail closed, naming what to add
+run_jail -p "$PS" --cap cost_usd=1 -- python3 client.py anthropic "" search-2
+is "$JAIL_RC" 123 "searches without a price under a cost cap: a breach" || jail_diag
+like "$(events_of llm.response | jq -r .breach_reason)" 'web search.*search-2.*web_search' \
+        "llm.response says the searches have no price, and what to add"
+
 # --- model tool calls count as tool calls
 run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic "" tool-call; python3 client.py openai-chat "" tool-call'
 like "$(events_of llm.response | head -1)" '"tool_calls":\["get_weather"\]' "the model's tool call is recorded"

@@ -173,6 +173,61 @@ Test(gateway_usage, anthropic_stream)
         aj_llm_call_free(c);
 }
 
+/* The web_search server tool runs at the provider, billed per search: its count (cumulative,
+ * in the last message_delta) is kept for the cost; its blocks are not the agent's tool calls. */
+Test(gateway_usage, anthropic_web_searches_counted)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, ANTHROPIC_REQ };
+        AjLlmCall *c = fixture(&s, "anthropic-web-search.sse");
+        cr_expect_eq(U(c)->web_search_requests, 2);
+        cr_expect_eq(U(c)->tool_calls_total, 0);
+        cr_expect_eq(U(c)->input_tokens, 9120);
+        cr_expect_eq(U(c)->output_tokens, 91);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.web_searches, 2);
+        json_t *ev = aj_llm_call_to_json(c);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "web_search_requests")), 2);
+        json_decref(ev);
+        aj_llm_call_free(c);
+        /* Without searches the event has no such field. */
+        c = fixture(&s, "anthropic-stream.sse");
+        cr_expect_eq(U(c)->web_search_requests, 0);
+        ev = aj_llm_call_to_json(c);
+        cr_expect_null(json_object_get(ev, "web_search_requests"));
+        json_decref(ev);
+        aj_llm_call_free(c);
+}
+
+/* Responses: each web_search_call item is a search the provider billed, counted once
+ * (output_item.added, or the body's output), and not an agent's tool call. */
+Test(gateway_usage, openai_responses_web_search_calls_counted)
+{
+        static const char body[] =
+                "{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"gpt-test\","
+                "\"output\":[{\"type\":\"web_search_call\",\"id\":\"ws_1\",\"status\":\"completed\"},"
+                "{\"type\":\"web_search_call\",\"id\":\"ws_2\",\"status\":\"completed\"},"
+                "{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"x\"}]}],"
+                "\"usage\":{\"input_tokens\":20,\"output_tokens\":3}}";
+        Setup s = { AJ_LLM_API_OPENAI_RESPONSES, 200, "application/json", NULL };
+        AjLlmCall *c = parse_all_ways(&s, body, strlen(body));
+        cr_expect_eq(U(c)->web_search_requests, 2);
+        cr_expect_eq(U(c)->tool_calls_total, 0);
+        aj_llm_call_free(c);
+        char sse[4096];
+        snprintf(sse, sizeof(sse),
+                 "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,"
+                 "\"item\":{\"type\":\"web_search_call\",\"id\":\"ws_1\",\"status\":\"in_progress\"}}\n\n"
+                 "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"output_index\":0,"
+                 "\"item\":{\"type\":\"web_search_call\",\"id\":\"ws_1\",\"status\":\"completed\"}}\n\n"
+                 "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":%s}\n\n",
+                 body);
+        Setup st = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, NULL };
+        c = parse_all_ways(&st, sse, strlen(sse));
+        cr_expect_eq(U(c)->web_search_requests, 1, "the added item, not again when done or completed");
+        aj_llm_call_free(c);
+}
+
 Test(gateway_usage, anthropic_tool_use_stream)
 {
         Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };

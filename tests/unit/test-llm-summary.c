@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agentjail/broker.h"
 #include "cli/verbs.h"
 #include "llm-summary.h"
 #include "runs.h"
@@ -94,6 +95,36 @@ Test(llm_summary, several_models)
         cr_assert_eq(tot->cache_read, 1000);
         cr_assert_float_eq(tot->cost_usd, 0.0214, 1e-12);
         cr_assert_eq(aj_llm_summary_check(s), AJ_LLM_CHECK_MEASURED_ONLY);
+}
+
+/* Web searches the provider ran: summed per model (shown only where there were some), and
+ * on the call's logs line. */
+Test(llm_summary, web_searches_summed_and_shown)
+{
+        AjLlmSummary *s = calloc(1, sizeof(*s));
+        cr_assert_not_null(s);
+        json_auto_t *a = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f}", "type", "llm.response", "provider",
+                                   "anthropic", "outcome", "complete", AJ_BROKER_F_MODEL, "claude-sonnet-4-5",
+                                   AJ_BROKER_F_INPUT_TOKENS, 100, AJ_BROKER_F_OUTPUT_TOKENS, 10, "web_search_requests",
+                                   3, AJ_BROKER_F_COST, 0.0305);
+        json_auto_t *b = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:f}", "type", "llm.response", "provider", "openai",
+                                   "outcome", "complete", AJ_BROKER_F_MODEL, "gpt-4o", AJ_BROKER_F_INPUT_TOKENS, 10,
+                                   AJ_BROKER_F_OUTPUT_TOKENS, 1, AJ_BROKER_F_COST, 0.0001);
+        aj_llm_summary_add(s, a);
+        aj_llm_summary_add(s, a);
+        aj_llm_summary_add(s, b);
+        cr_assert_eq(s->measured.n_rows, 2);
+        cr_expect_eq(s->measured.rows[0].web_searches, 6);
+        cr_expect_eq(s->measured.rows[1].web_searches, 0);
+        cr_expect_eq(s->measured.total.web_searches, 6);
+        json_auto_t *j = aj_llm_summary_json(s);
+        json_t *rows = json_object_get(json_object_get(j, "measured"), "models");
+        cr_expect_eq(json_integer_value(json_object_get(json_array_get(rows, 0), "web_searches")), 6);
+        cr_expect_null(json_object_get(json_array_get(rows, 1), "web_searches"), "none: not shown");
+        _cleanup_free_ char *line = NULL;
+        cr_assert_eq(aj_llm_response_format(a, &line), 0);
+        cr_expect(strstr(line, " in=100 out=10 web_searches=3 $0.030500"), "%s", line);
+        free(s);
 }
 
 Test(llm_summary, self_reported_only)

@@ -202,6 +202,68 @@ Test(meter, table_prices_dated_snapshots_and_reports_the_entry_used)
         aj_meter_free(m);
 }
 
+/* Web searches the provider ran are priced per search: the table's fee (USD per 1,000 there),
+ * a profile's (USD per search), the table's fee under a profile entry that prices only tokens,
+ * a "*" entry's; none under a cost cap is a breach naming the fix, its tokens still charged. */
+Test(meter, web_searches_priced_per_search)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 1000000000000ULL);
+        const char *t = "{\"date\": \"2026-12-04\", \"models\": {"
+                        "\"claude-sonnet-4-5\": {\"input\": 3, \"output\": 15, \"web_search\": 10},"
+                        "\"gpt-4o\": {\"input\": 2.5, \"output\": 10}}}";
+        AjPriceTable *pt = NULL;
+        AjError err = {};
+        cr_assert_eq(aj_price_table_parse(t, strlen(t), "test", &pt, &err), 0, "%s", aj_error_text(&err, 0));
+        aj_meter_set_price_table(m, pt);
+        AjMeterReservation res = {};
+        AjMeterDecision d;
+        /* $10 per 1,000 searches: 3 searches are $0.03, 3e10 pico-USD, on top of the tokens. */
+        AjMeterUsage u = { .model = "claude-sonnet-4-5-20250929", .input = 100, .output = 10, .web_searches = 3 };
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(d.cost_pusd, 100 * 3000000ULL + 10 * 15000000ULL + 3 * 10000000000ULL);
+        /* A profile entry for the model without a fee: the table's fee still applies. */
+        cr_assert_eq(aj_meter_set_price(m, "claude-sonnet-4-5", 1e-6, 1e-6, -1), 0);
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.cost_pusd, 110 * 1000000ULL + 3 * 10000000000ULL);
+        /* With a fee of its own: that one. */
+        cr_assert_eq(aj_meter_set_price_web_search(m, "claude-sonnet-4-5", 0.02), 0);
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.cost_pusd, 110 * 1000000ULL + 3 * 20000000000ULL);
+        cr_expect_eq(aj_meter_set_price_web_search(m, "unpriced", 0.02), -ENOENT);
+        cr_expect_eq(aj_meter_set_price_web_search(m, "claude-sonnet-4-5", 2), -EINVAL);
+        /* No fee anywhere for gpt-4o: a breach, its tokens charged, the reason says what to add. */
+        uint64_t before = aj_meter_used(m, AJ_CAP_COST_USD, 0);
+        u = (AjMeterUsage){ .model = "gpt-4o", .input = 100, .output = 10, .web_searches = 2 };
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect(d.price_missing);
+        cr_expect(strstr(d.reason, "2 web search(es) for model \"gpt-4o\"") && strstr(d.reason, "\"web_search\""), "%s",
+                  d.reason);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0) - before, 100 * 2500000ULL + 10 * 10000000ULL);
+        /* The same call without searches needs no fee. */
+        u.web_searches = 0;
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        /* A "*" entry's fee prices the searches of a model whose entry has none. */
+        cr_assert_eq(aj_meter_set_price(m, "*", 1e-6, 1e-6, -1), 0);
+        cr_assert_eq(aj_meter_set_price_web_search(m, "*", 0.025), 0);
+        u.web_searches = 2;
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(d.cost_pusd, 100 * 2500000ULL + 10 * 10000000ULL + 2 * 25000000000ULL);
+        aj_meter_free(m);
+
+        /* Without a cost cap, unpriced searches are not a breach. */
+        m = meter_with(AJ_CAP_TOKENS, 1000000);
+        cr_assert_eq(aj_meter_set_price(m, "x", 1e-6, 1e-6, -1), 0);
+        u = (AjMeterUsage){ .model = "x", .input = 10, .output = 10, .web_searches = 5 };
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(d.cost_pusd, 20 * 1000000ULL);
+        aj_meter_free(m);
+}
+
 Test(meter, tool_calls_cap)
 {
         AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 3);

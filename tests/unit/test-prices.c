@@ -54,6 +54,9 @@ Test(prices, shipped_table_is_dated_and_prices_current_models)
         cr_expect_eq(p->cache_read, 300000);
         cr_expect_eq(p->cache_write, 3750000);
         cr_expect_eq(p->cache_write_1h, 6000000);
+        /* Anthropic's web search: $10 per 1,000 searches, 1e10 pico-USD each. */
+        cr_expect(p->web_search_priced);
+        cr_expect_eq(p->web_search, 10000000000ULL);
         /* A snapshot priced apart from its base name: its own entry, never the cheaper base's. */
         p = aj_price_table_find(t, "gpt-4o-2024-05-13");
         cr_assert_not_null(p);
@@ -123,6 +126,10 @@ Test(prices, cost_counts_cache_reads_and_writes_apart)
                      1000 * 3000000ULL + 2000 * 300000ULL + 300 * 3750000ULL + 200 * 6000000ULL + 100 * 15000000ULL);
         t = (AjTokens){ .input = UINT64_MAX, .output = UINT64_MAX };
         cr_expect_eq(aj_price_cost(&p, &t), UINT64_MAX, "saturates");
+        /* Web searches at their fee (pico-USD each), on top of the tokens. */
+        p.web_search = 10000000000ULL;
+        t = (AjTokens){ .input = 10, .output = 1, .web_searches = 4 };
+        cr_expect_eq(aj_price_cost(&p, &t), 10 * 3000000ULL + 15000000ULL + 4 * 10000000000ULL);
 }
 
 Test(prices, invalid_tables_are_refused_with_the_entry_named)
@@ -140,6 +147,8 @@ Test(prices, invalid_tables_are_refused_with_the_entry_named)
                   "models.m.output: expected USD per million tokens" },
                 { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, \"cached\": 1}}}",
                   "models.m: unknown key \"cached\"" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, \"web_search\": -1}}}",
+                  "models.m.web_search: expected USD per 1,000 searches, 0 to 10000" },
                 { "{\"date\": \"2026-12-04\", \"models\": {\"a b\": {\"input\": 1, \"output\": 2}}}",
                   "models: \"a b\": invalid model name" },
                 { "{\"date\": \"2026-12-04\", \"models\": {\"m\": 3}}", "models.m: expected an object of prices" },

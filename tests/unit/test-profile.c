@@ -1002,8 +1002,10 @@ Test(profile, broker_keys_parsed)
         cr_expect_str_eq(p->prices[0].model, "gpt-4o");
         cr_expect_float_eq(p->prices[0].input, 2.5e-6, 1e-18);
         cr_expect_float_eq(p->prices[0].cached_input, 1.25e-6, 1e-18);
+        cr_expect_float_eq(p->prices[0].web_search, 0.01, 1e-12);
         cr_expect_str_eq(p->prices[1].model, "*");
         cr_expect_lt(p->prices[1].cached_input, 0, "no cached_input: priced as input");
+        cr_expect_lt(p->prices[1].web_search, 0, "no web_search: none given");
         cr_expect_eq(p->on_breach, AJ_ON_BREACH_KILL);
         cr_assert_eq(p->alert_exec.n, 3);
         cr_expect_str_eq(p->alert_exec.items[0], "/usr/local/bin/page-owner");
@@ -1054,6 +1056,8 @@ Test(profile, broker_keys_round_trip_and_change_the_digest)
         cr_assert_eq(aj_profile_parse(json, NULL, &q, &err), 0, "%s\n%s", err.message ?: "", json);
         cr_expect_str_eq(q->digest, p->digest);
         cr_expect_float_eq(q->prices[0].output, 1.0e-5, 1e-18);
+        cr_expect_float_eq(q->prices[0].web_search, 0.01, 1e-12);
+        cr_expect_lt(q->prices[1].web_search, 0);
         cr_expect_eq(q->alert_timeout_ns, p->alert_timeout_ns);
         char *before = strdup(p->digest);
         p->meters.tokens = 1;
@@ -1084,6 +1088,9 @@ Test(profile, broker_key_errors)
         expect_error("bad-price-negative.json",
                      "@/bad-price-negative.json:2:31: prices.m.input: expected US dollars per token from 0 to 1 "
                      "(such as 2.5e-6), got -1");
+        expect_error("bad-price-search.json",
+                     "@/bad-price-search.json:2:61: prices.m.web_search: expected US dollars per search from 0 to 1 "
+                     "(such as 0.01), got \"10\"");
         expect_error("bad-on-breach.json",
                      "@/bad-on-breach.json:2:16: on_breach: expected \"freeze\" or \"kill\", got \"panic\"");
         expect_error("bad-alert.json",
