@@ -329,8 +329,9 @@ int aj_run_prepare(Run *run)
         return 0;
 }
 
-/* <runtime>/<id>/jail: bound at /run/agentjail in the jail. Root-owned and not writable
- * by the agent (it cannot replace the broker socket); the socket itself is the agent's. */
+/* <runtime>/<id>/jail: bound read-only at /run/agentjail in the jail (rootless, the
+ * directory is owned by the agent's host uid), so the agent cannot replace the broker socket
+ * or write there; the socket itself is the agent's. */
 static int setup_jail_dir(Run *run)
 {
         if (asprintf(&run->jail_dir, "%s/jail", run->runtime_dir) < 0)

@@ -55,6 +55,14 @@ run_dir=$(ls -td "$NB"/state/runs/*/ 2>/dev/null | head -1)
 ok "the run records the degraded protection" grep -q '"type":"degraded"' "$run_dir/events.jsonl"
 is "$(jq -r '.degraded[0].what' "$run_dir/run.json")" limits "run.json lists it"
 is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to the invoking user"
+# /run/agentjail is the operator's directory, so the agent's too (same host uid): bound
+# writable, the agent replaced the broker socket there, filled the host's /tmp and left a
+# directory of mode 0 the run's end could not remove.
+as_nobody run -p "$NB/degraded.json" -- /bin/sh -c './probe write /run/agentjail/planted
+        ./probe connect-unix /run/agentjail/broker.sock'
+is "$NB_RC" 0 "rootless: a run that tries the runtime dir ends" || diag "$NB_ERR"
+is "$(pval write "$NB_OUT")" EROFS "the agent cannot write in its runtime dir (/run/agentjail)"
+is "$(pval connect "$NB_OUT")" OK "but connects to its broker socket there"
 ok "nothing is left in the runtime dir" test -z "$(ls -A "$NB/runtime" 2>/dev/null | grep -vx -e .root -e seccomp-cache.key)"
 ok "the shared mount point is empty on the host" test -z "$(ls -A "$NB/runtime/.root" 2>/dev/null)"
 
