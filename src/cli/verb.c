@@ -313,6 +313,12 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
                 else if (r == -EACCES)
                         snprintf(msg, sizeof(msg), "run %s: permission denied on its control socket (not your run?)",
                                  run->id);
+                else if (r == -EPERM)
+                        snprintf(msg, sizeof(msg),
+                                 "run %s: refusing the control socket '%s': it is not the run's (it, its directory or "
+                                 "the process serving it is another user's, or others can write to its directory); "
+                                 "check the runtime dir (`agentjail doctor`), or set AGENTJAIL_RUNTIME_DIR to the runs'",
+                                 run->id, run->control_path);
                 else
                         snprintf(msg, sizeof(msg), "run %s: control socket: %s", run->id, strerror(-r));
                 if (json) {

@@ -90,6 +90,41 @@ if [[ -n "$JPID" ]] && command -v nsenter >/dev/null; then
         like "$(cat "$TEST_TMP/nb.err")" "another user namespace" "the refusal says why"
         as_nobody inspect rl-live --json
         is "$(jq -r .live <<<"$NB_OUT")" true "the run still lives"
+        # Another user made the owner's runtime root first (/tmp/agentjail-UID: runs
+        # refuse it, operator commands went on to use it): its socket answered "killed"
+        # for a run that went on. The operator's command now refuses it.
+        PY=$(PATH=/usr/bin:/bin command -v python3)
+        rl_id=$(basename "$(dirname "$(ls "$NB"/runtime/*/control.sock | head -1)")")
+        if [[ -n $PY ]]; then
+                mkdir -p "$TEST_TMP/squat/$rl_id" && chown -R 4242:4242 "$TEST_TMP/squat"
+                setpriv --reuid=4242 --regid=4242 --clear-groups "$PY" -I -c '
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1] + "/control.sock")
+os.chmod(sys.argv[1] + "/control.sock", 0o777)
+s.listen(4)
+while True:
+    c, _ = s.accept()
+    open(sys.argv[1] + "/got", "ab").write(c.recv(8192))
+    c.sendall(b"{\"ok\":true}\n")
+    c.close()
+' "$TEST_TMP/squat/$rl_id" &
+                BG_PIDS+=("$!")
+                deadline=$((SECONDS + 10))
+                until [[ -S $TEST_TMP/squat/$rl_id/control.sock ]] || ((SECONDS >= deadline)); do sleep 0.05; done
+                (cd "$NB/ws" && timeout -k 5 30 setpriv --reuid=65534 --regid=65534 --clear-groups env -i \
+                        PATH=/usr/bin:/bin HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" \
+                        AGENTJAIL_RUNTIME_DIR="$TEST_TMP/squat" "$AJ_NB" kill rl-live) \
+                        >"$TEST_TMP/nb.out" 2>"$TEST_TMP/nb.err"
+                is "$?" 1 "rootless: kill through a runtime root another user made: refused" ||
+                        diag "$(cat "$TEST_TMP/nb.out" "$TEST_TMP/nb.err")"
+                like "$(cat "$TEST_TMP/nb.err")" "refusing the control socket" "the refusal names the socket"
+                ok "the other user's socket got no request" test ! -s "$TEST_TMP/squat/$rl_id/got"
+                as_nobody inspect rl-live --json
+                is "$(jq -r .live <<<"$NB_OUT")" true "the run still lives"
+        else
+                skip "kill through a squatted runtime root" "python3 is missing"
+        fi
         as_nobody kill rl-live
         is "$NB_RC" 0 "the owner outside kills it" || diag "$NB_ERR"
         wait_exit "$RL_PID" 15
