@@ -82,16 +82,20 @@ int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1])
 
 int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
 {
+        /* Rootless, the group is the operator's primary group, which may be shared ("users"):
+         * with 0750 its members read every run's output, events and run.json. Root's runs
+         * keep root's group (XDG's dirs are 0700 too, ~/.local/state and all). */
+        mode_t mode = geteuid() == 0 ? 0750 : 0700;
         _cleanup_free_ char *runs = aj_path_join(paths->state_root, "runs");
         if (!runs)
                 return -ENOMEM;
-        int r = aj_mkdir_p(runs, 0750);
+        int r = aj_mkdir_p(runs, mode);
         if (r < 0)
                 return r;
         _cleanup_free_ char *dir = aj_path_join(runs, id);
         if (!dir)
                 return -ENOMEM;
-        if (mkdir(dir, 0750) < 0)
+        if (mkdir(dir, mode) < 0)
                 return -errno;
         *ret_dir = TAKE_PTR(dir);
         return 0;

@@ -30,7 +30,7 @@ void aj_paths_done(AjPaths *p);
 /* 12 lowercase hex characters from getrandom(). */
 int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1]);
 
-/* <state>/runs/<id>, created 0750 (fails if it exists). */
+/* <state>/runs/<id>, created 0750 as root, 0700 rootless (fails if it exists). */
 int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
 /* <runtime>/<id> (not created). */
 char *aj_runtime_dir_path(const AjPaths *paths, const char *id);

@@ -55,6 +55,8 @@ run_dir=$(ls -td "$NB"/state/runs/*/ 2>/dev/null | head -1)
 ok "the run records the degraded protection" grep -q '"type":"degraded"' "$run_dir/events.jsonl"
 is "$(jq -r '.degraded[0].what' "$run_dir/run.json")" limits "run.json lists it"
 is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to the invoking user"
+# The group is the operator's primary group, which may be shared (useradd -N: "users").
+is "$(stat -c %a "$run_dir")" 700 "the run's records are the operator's alone (0700, not group-readable)"
 # /run/agentjail is the operator's directory, so the agent's too (same host uid): bound
 # writable, the agent replaced the broker socket there, filled the host's /tmp and left a
 # directory of mode 0 the run's end could not remove.
