@@ -124,19 +124,18 @@ int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error)
         struct stat st;
         int r;
 
-        if (paths->runtime_in_tmp) {
-                /* In a world-writable /tmp: create it ourselves or find someone else's. The
-                 * sticky bit keeps a directory we own from being renamed or replaced later. */
-                if (mkdir(root, 0700) < 0 && errno != EEXIST)
-                        r = -errno;
-                else {
-                        _cleanup_close_ int fd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        r = fd < 0 ? -errno : fstat(fd, &st) < 0 ? -errno : 0;
-                }
-        } else {
+        /* In a world-writable /tmp: create it ourselves or find someone else's. The sticky
+         * bit keeps a directory we own from being renamed or replaced later. Elsewhere too
+         * the last component is never followed: AGENTJAIL_RUNTIME_DIR=/dev/shm/x (doctor's
+         * advice: a tmpfs) that another user made a symlink to a directory of ours passed
+         * the owner check, and that user could point it at their own directory later. */
+        if (paths->runtime_in_tmp)
+                r = mkdir(root, 0700) < 0 && errno != EEXIST ? -errno : 0;
+        else
                 r = aj_mkdir_p(root, 0711);
-                if (r >= 0 && stat(root, &st) < 0)
-                        r = -errno;
+        if (r >= 0) {
+                _cleanup_close_ int fd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                r = fd < 0 ? -errno : fstat(fd, &st) < 0 ? -errno : 0;
         }
         if ((r == -ELOOP || r == -ENOTDIR) && lstat(root, &st) == 0)
                 r = 0; /* a symlink or a file where the directory should be: described below */

@@ -38,10 +38,9 @@ char *aj_runtime_dir_path(const AjPaths *paths, const char *id);
  * mount namespace (always empty on the host). Created once. */
 int aj_root_mountpoint(const AjPaths *paths, char **ret);
 /*
- * Creates the runtime root if needed and checks it is ours alone: owned by the euid and
- * writable by nobody else; the /tmp fallback is made with mkdir + open(O_NOFOLLOW) and
- * must be a real directory with mode 0700 (any local user can create /tmp/agentjail-UID
- * first). -EPERM with ret_error saying what is wrong. Call before the two below.
+ * Creates the runtime root if needed and checks it is ours alone: owned by the euid,
+ * writable by nobody else, not a symlink (never followed); the /tmp fallback must also
+ * have mode 0700 (any local user can create /tmp/agentjail-UID first). -EPERM with ret_error saying what is wrong. Call before the two below.
  */
 int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error);
 /* What makes a runtime root unsafe for `uid` (NULL: nothing). `exact_0700` for the /tmp

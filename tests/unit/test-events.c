@@ -171,6 +171,29 @@ Test(state, runtime_root_fallback_is_created_private)
         rmdir(dir);
 }
 
+/* AGENTJAIL_RUNTIME_DIR or $XDG_RUNTIME_DIR/agentjail: another user's symlink there (on a
+ * shared tmpfs, /dev/shm) to a private directory of ours passed, and could be repointed. */
+Test(state, runtime_root_elsewhere_is_never_a_symlink)
+{
+        char dir[] = "/tmp/aj-rt-XXXXXX", root[64], real[64];
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(root, sizeof(root), "%s/runtime", dir);
+        snprintf(real, sizeof(real), "%s/real", dir);
+        cr_assert_eq(mkdir(real, 0700), 0);
+        cr_assert_eq(symlink(real, root), 0);
+        AjPaths p = { .runtime_root = root };
+        AjError err = {};
+        cr_expect_eq(aj_runtime_root_prepare(&p, &err), -EPERM, "a symlink is never followed");
+        cr_expect(err.message && strstr(err.message, "it is a symlink"), "%s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
+        cr_assert_eq(unlink(root), 0);
+        cr_expect_eq(aj_runtime_root_prepare(&p, &err), 0, "made here, it is used: %s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
+        rmdir(root);
+        rmdir(real);
+        rmdir(dir);
+}
+
 Test(state, run_and_runtime_dirs)
 {
         char dir[] = "/tmp/aj-state-XXXXXX";
