@@ -80,6 +80,45 @@ int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1])
         return 0;
 }
 
+/* lstat semantics: a symlink is described, never followed. */
+static int stat_nofollow(const char *path, struct stat *ret)
+{
+        _cleanup_close_ int fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0)
+                return fstat(fd, ret) < 0 ? -errno : 0;
+        if ((errno == ELOOP || errno == ENOTDIR) && lstat(path, ret) == 0)
+                return 0;
+        return -errno;
+}
+
+int aj_state_root_check(const AjPaths *paths, bool create, AjError *ret_error)
+{
+        const char *root = paths->state_root;
+        uid_t euid = geteuid();
+        struct stat st;
+        int r = stat_nofollow(root, &st);
+        if (r == -ENOENT && create) {
+                r = aj_mkdir_p(root, euid == 0 ? 0750 : 0700);
+                if (r >= 0)
+                        r = stat_nofollow(root, &st);
+        }
+        if (r == -ENOENT && !create)
+                return 0; /* no runs yet */
+        if (r < 0)
+                return aj_error_set(ret_error, r, "cannot use the state directory '%s': %s", root, strerror(-r));
+        /* Runs write only into their own. Reading, root's is trusted too, and root may read
+         * a user's (AGENTJAIL_STATE_DIR=/home/u/...). */
+        uid_t owner = create || (euid != 0 && st.st_uid != 0) ? euid : st.st_uid;
+        const char *problem = aj_runtime_root_problem(&st, owner, false);
+        if (!problem)
+                return 0;
+        return aj_error_set(ret_error, -EPERM,
+                            "refusing the state directory '%s': %s (owner uid %u, mode %04o); it holds the runs' "
+                            "records, undo records and the seccomp cache, so it must be yours alone: make it so, or "
+                            "set AGENTJAIL_STATE_DIR",
+                            root, problem, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+}
+
 int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
 {
         /* Rootless, the group is the operator's primary group, which may be shared ("users"):

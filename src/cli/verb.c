@@ -172,8 +172,16 @@ void cli_print_events(json_t *events)
 int cli_open_paths(const char *cmd, AjPaths *paths)
 {
         int r = aj_paths_resolve(paths);
-        if (r < 0)
+        if (r < 0) {
                 cli_fail(cmd, "cannot find the state directory (set AGENTJAIL_STATE_DIR)");
+                return r;
+        }
+        _cleanup_(aj_error_clear) AjError err = {};
+        r = aj_state_root_check(paths, false, &err);
+        if (r < 0) {
+                cli_fail(cmd, "%s", aj_error_text(&err, r));
+                aj_paths_done(paths);
+        }
         return r;
 }
 
