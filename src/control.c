@@ -536,22 +536,72 @@ static int read_reply(int fd, int64_t deadline, int send_err, json_t **ret_reply
         }
 }
 
+const char *aj_control_socket_problem(const struct stat *dir, const struct stat *sock, uid_t self)
+{
+        if (!S_ISDIR(dir->st_mode))
+                return "its directory is not a directory";
+        if (self != 0 && dir->st_uid != self && dir->st_uid != 0)
+                return "its directory belongs to another user";
+        if (dir->st_mode & (S_IWGRP | S_IWOTH))
+                return "other users can write to its directory";
+        if (!S_ISSOCK(sock->st_mode))
+                return S_ISLNK(sock->st_mode) ? "it is a symlink" : "it is not a socket";
+        return NULL;
+}
+
+bool aj_control_server_trusted(uid_t server, uid_t self) { return self == 0 || server == self || server == 0; }
+
+/* Connect to the run's socket and nothing else. Rootless, the runtime root may be
+ * /tmp/agentjail-UID made by another user first (a run refuses it, an operator command
+ * used to follow it): its sockets answered "killed" for a run that went on, and its
+ * symlinks sent our requests to another run's socket. So the socket's directory must be
+ * ours or root's and nobody else's to write, the connect goes through that directory's fd
+ * (it cannot be swapped after the check), and the server must be us or root. */
+static int connect_run_socket(int fd, const char *socket_path)
+{
+        const char *slash = strrchr(socket_path, '/');
+        _cleanup_free_ char *dir = slash ? strndup(socket_path,
+                                                   slash == socket_path ? 1 : (size_t)(slash - socket_path))
+                                         : strdup(".");
+        const char *name = slash ? slash + 1 : socket_path;
+        if (!dir)
+                return -ENOMEM;
+        _cleanup_close_ int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        struct stat dst, sst;
+        if (fstat(dfd, &dst) < 0)
+                return -errno;
+        if (fstatat(dfd, name, &sst, AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        if (aj_control_socket_problem(&dst, &sst, geteuid()))
+                return -EPERM;
+
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", dfd, name) >= (int)sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        /* Non-blocking: a full backlog gives EAGAIN instead of hanging the operator. */
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                return -errno;
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return -errno;
+        return aj_control_server_trusted(cred.uid, geteuid()) ? 0 : -EPERM;
+}
+
 int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, json_t **ret_reply)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
         if (!socket_path || !request)
                 return -EINVAL;
-        if (strlen(socket_path) >= sizeof(sa.sun_path))
-                return -ENAMETOOLONG;
-        strcpy(sa.sun_path, socket_path);
         int64_t deadline = (int64_t)aj_now_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 1);
 
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
-        /* Non-blocking: a full backlog gives EAGAIN instead of hanging the operator. */
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                return -errno;
+        int cr = connect_run_socket(fd, socket_path);
+        if (cr < 0)
+                return cr;
 
         size_t len;
         _cleanup_free_ char *line = json_dumps(request, JSON_COMPACT | JSON_ENSURE_ASCII);

@@ -36,6 +36,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <sys/types.h>
+#include <sys/stat.h>
 
 #include "hooks.h"
 #include "util/macros.h"
@@ -84,9 +85,19 @@ const char *aj_control_peer_refusal(const AjControlPeer *peer, uid_t owner, cons
  * apart from the ops it calls; used by the server and by tests. */
 json_t *aj_control_handle_line(const AjControlOps *ops, const char *line, size_t len, uid_t peer);
 
+/* Why the client will not use a control socket (pure): NULL when `sock` (lstat) in `dir`
+ * may be the run's for a caller of euid `self`: the directory is the caller's or root's
+ * (anyone's for root) and not writable by group or others, and the socket is a socket. */
+const char *aj_control_socket_problem(const struct stat *dir, const struct stat *sock, uid_t self);
+
+/* Whether a server of uid `server` (SO_PEERCRED) may be a run's supervisor for a caller of
+ * euid `self`: the caller itself or root (anyone for root). */
+bool aj_control_server_trusted(uid_t server, uid_t self);
+
 /* Client: send `request`, wait at most timeout_ms for the whole reply. -ENOENT no socket,
  * -ECONNREFUSED nobody listening (a stale socket), -ETIMEDOUT, -EBADMSG bad reply,
- * -ECONNRESET closed without a reply. The reply is the whole {"ok": ...} object. */
+ * -ECONNRESET closed without a reply, -EPERM not the run's socket (aj_control_socket_problem,
+ * or served by another user). The reply is the whole {"ok": ...} object. */
 int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, json_t **ret_reply);
 
 /* A failed reply's error as "message (CODE)" for the operator, as a new string; NULL if

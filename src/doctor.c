@@ -556,8 +556,8 @@ static void check_dir(Builder *b, const char *name, const AjDoctorDir *d, bool r
                 l = add(b, name, AJ_DOCTOR_MISSING, true, "%s: %s, on %s: %s", d->path, owner, fs, d->problem);
                 set_means(b, l, "%s",
                           runtime ? "every run: refused at start"
-                                  : "every run's records and the seccomp cache: another user could "
-                                    "change them");
+                                  : "every run: refused at start, and the operator's commands refuse "
+                                    "to read it (another user could change the records)");
                 set_fix(b, l, "make it yours alone (chown, chmod go-w%s) or point %s elsewhere",
                         in_tmp ? ", mode 0700" : "", runtime ? "AGENTJAIL_RUNTIME_DIR" : "AGENTJAIL_STATE_DIR");
                 return;

@@ -309,6 +309,12 @@ int aj_run_prepare(Run *run)
         run->runtime_dir = aj_runtime_dir_path(&run->paths, run->id);
         if (!run->runtime_dir)
                 return -ENOMEM;
+        _cleanup_(aj_error_clear) AjError st_err = {};
+        r = aj_state_root_check(&run->paths, true, &st_err);
+        if (r < 0) {
+                aj_error("%s", aj_error_text(&st_err, r));
+                return r;
+        }
         r = aj_run_dir_create(&run->paths, run->id, &run->run_dir);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the run directory under '%s/runs'", run->paths.state_root);
@@ -329,8 +335,9 @@ int aj_run_prepare(Run *run)
         return 0;
 }
 
-/* <runtime>/<id>/jail: bound at /run/agentjail in the jail. Root-owned and not writable
- * by the agent (it cannot replace the broker socket); the socket itself is the agent's. */
+/* <runtime>/<id>/jail: bound read-only at /run/agentjail in the jail (rootless, the
+ * directory is owned by the agent's host uid), so the agent cannot replace the broker socket
+ * or write there; the socket itself is the agent's. */
 static int setup_jail_dir(Run *run)
 {
         if (asprintf(&run->jail_dir, "%s/jail", run->runtime_dir) < 0)

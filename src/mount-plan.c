@@ -393,8 +393,11 @@ static int plan_sources(AjMountPlan *plan, const AjProfile *p, const AjMountCont
         if (ctx->runtime_dir[0] != '/')
                 return aj_error_set(ret_error, -EINVAL, "runtime directory '%s' must be an absolute path",
                                     ctx->runtime_dir);
+        /* Read-only: rootless, the directory is the operator's and so the agent's (same host
+         * uid); writable, the agent replaced the broker socket, filled the host's /tmp and left
+         * files the run's end could not remove. Connecting to the socket needs no write. */
         return mnt_add_step(plan, STEP_BIND, ORIGIN_RUNTIME, strdup(ctx->runtime_dir), strdup(RUNTIME_TARGET), NULL,
-                            NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
+                            NULL, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, true);
 }
 
 /* Parents before children (equal depth keeps the order planned); root-started, the rw

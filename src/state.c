@@ -80,18 +80,61 @@ int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1])
         return 0;
 }
 
+/* lstat semantics: a symlink is described, never followed. */
+static int stat_nofollow(const char *path, struct stat *ret)
+{
+        _cleanup_close_ int fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0)
+                return fstat(fd, ret) < 0 ? -errno : 0;
+        if ((errno == ELOOP || errno == ENOTDIR) && lstat(path, ret) == 0)
+                return 0;
+        return -errno;
+}
+
+int aj_state_root_check(const AjPaths *paths, bool create, AjError *ret_error)
+{
+        const char *root = paths->state_root;
+        uid_t euid = geteuid();
+        struct stat st;
+        int r = stat_nofollow(root, &st);
+        if (r == -ENOENT && create) {
+                r = aj_mkdir_p(root, euid == 0 ? 0750 : 0700);
+                if (r >= 0)
+                        r = stat_nofollow(root, &st);
+        }
+        if (r == -ENOENT && !create)
+                return 0; /* no runs yet */
+        if (r < 0)
+                return aj_error_set(ret_error, r, "cannot use the state directory '%s': %s", root, strerror(-r));
+        /* Runs write only into their own. Reading, root's is trusted too, and root may read
+         * a user's (AGENTJAIL_STATE_DIR=/home/u/...). */
+        uid_t owner = create || (euid != 0 && st.st_uid != 0) ? euid : st.st_uid;
+        const char *problem = aj_runtime_root_problem(&st, owner, false);
+        if (!problem)
+                return 0;
+        return aj_error_set(ret_error, -EPERM,
+                            "refusing the state directory '%s': %s (owner uid %u, mode %04o); it holds the runs' "
+                            "records, undo records and the seccomp cache, so it must be yours alone: make it so, or "
+                            "set AGENTJAIL_STATE_DIR",
+                            root, problem, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+}
+
 int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
 {
+        /* Rootless, the group is the operator's primary group, which may be shared ("users"):
+         * with 0750 its members read every run's output, events and run.json. Root's runs
+         * keep root's group (XDG's dirs are 0700 too, ~/.local/state and all). */
+        mode_t mode = geteuid() == 0 ? 0750 : 0700;
         _cleanup_free_ char *runs = aj_path_join(paths->state_root, "runs");
         if (!runs)
                 return -ENOMEM;
-        int r = aj_mkdir_p(runs, 0750);
+        int r = aj_mkdir_p(runs, mode);
         if (r < 0)
                 return r;
         _cleanup_free_ char *dir = aj_path_join(runs, id);
         if (!dir)
                 return -ENOMEM;
-        if (mkdir(dir, 0750) < 0)
+        if (mkdir(dir, mode) < 0)
                 return -errno;
         *ret_dir = TAKE_PTR(dir);
         return 0;
@@ -120,19 +163,18 @@ int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error)
         struct stat st;
         int r;
 
-        if (paths->runtime_in_tmp) {
-                /* In a world-writable /tmp: create it ourselves or find someone else's. The
-                 * sticky bit keeps a directory we own from being renamed or replaced later. */
-                if (mkdir(root, 0700) < 0 && errno != EEXIST)
-                        r = -errno;
-                else {
-                        _cleanup_close_ int fd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        r = fd < 0 ? -errno : fstat(fd, &st) < 0 ? -errno : 0;
-                }
-        } else {
+        /* In a world-writable /tmp: create it ourselves or find someone else's. The sticky
+         * bit keeps a directory we own from being renamed or replaced later. Elsewhere too
+         * the last component is never followed: AGENTJAIL_RUNTIME_DIR=/dev/shm/x (doctor's
+         * advice: a tmpfs) that another user made a symlink to a directory of ours passed
+         * the owner check, and that user could point it at their own directory later. */
+        if (paths->runtime_in_tmp)
+                r = mkdir(root, 0700) < 0 && errno != EEXIST ? -errno : 0;
+        else
                 r = aj_mkdir_p(root, 0711);
-                if (r >= 0 && stat(root, &st) < 0)
-                        r = -errno;
+        if (r >= 0) {
+                _cleanup_close_ int fd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                r = fd < 0 ? -errno : fstat(fd, &st) < 0 ? -errno : 0;
         }
         if ((r == -ELOOP || r == -ENOTDIR) && lstat(root, &st) == 0)
                 r = 0; /* a symlink or a file where the directory should be: described below */

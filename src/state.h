@@ -30,7 +30,17 @@ void aj_paths_done(AjPaths *p);
 /* 12 lowercase hex characters from getrandom(). */
 int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1]);
 
-/* <state>/runs/<id>, created 0750 (fails if it exists). */
+/*
+ * The state root must be ours alone, as doctor says: owned by the euid, writable by nobody
+ * else, not a symlink. Another user's (AGENTJAIL_STATE_DIR=/tmp/x made first) could swap a
+ * run's directory for one of theirs: forged records, forged undo records for `rollback
+ * --apply`. create: a run's, which makes it if missing (0750 as root, 0700 rootless);
+ * otherwise an operator command's: a missing one is fine, root's is fine, and root may
+ * read anyone's.
+ * -EPERM with ret_error saying what is wrong.
+ */
+int aj_state_root_check(const AjPaths *paths, bool create, AjError *ret_error);
+/* <state>/runs/<id>, created 0750 as root, 0700 rootless (fails if it exists). */
 int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
 /* <runtime>/<id> (not created). */
 char *aj_runtime_dir_path(const AjPaths *paths, const char *id);
@@ -38,10 +48,9 @@ char *aj_runtime_dir_path(const AjPaths *paths, const char *id);
  * mount namespace (always empty on the host). Created once. */
 int aj_root_mountpoint(const AjPaths *paths, char **ret);
 /*
- * Creates the runtime root if needed and checks it is ours alone: owned by the euid and
- * writable by nobody else; the /tmp fallback is made with mkdir + open(O_NOFOLLOW) and
- * must be a real directory with mode 0700 (any local user can create /tmp/agentjail-UID
- * first). -EPERM with ret_error saying what is wrong. Call before the two below.
+ * Creates the runtime root if needed and checks it is ours alone: owned by the euid,
+ * writable by nobody else, not a symlink (never followed); the /tmp fallback must also
+ * have mode 0700 (any local user can create /tmp/agentjail-UID first). -EPERM with ret_error saying what is wrong. Call before the two below.
  */
 int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error);
 /* What makes a runtime root unsafe for `uid` (NULL: nothing). `exact_0700` for the /tmp

@@ -172,8 +172,16 @@ void cli_print_events(json_t *events)
 int cli_open_paths(const char *cmd, AjPaths *paths)
 {
         int r = aj_paths_resolve(paths);
-        if (r < 0)
+        if (r < 0) {
                 cli_fail(cmd, "cannot find the state directory (set AGENTJAIL_STATE_DIR)");
+                return r;
+        }
+        _cleanup_(aj_error_clear) AjError err = {};
+        r = aj_state_root_check(paths, false, &err);
+        if (r < 0) {
+                cli_fail(cmd, "%s", aj_error_text(&err, r));
+                aj_paths_done(paths);
+        }
         return r;
 }
 
@@ -313,6 +321,12 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
                 else if (r == -EACCES)
                         snprintf(msg, sizeof(msg), "run %s: permission denied on its control socket (not your run?)",
                                  run->id);
+                else if (r == -EPERM)
+                        snprintf(msg, sizeof(msg),
+                                 "run %s: refusing the control socket '%s': it is not the run's (it, its directory or "
+                                 "the process serving it is another user's, or others can write to its directory); "
+                                 "check the runtime dir (`agentjail doctor`), or set AGENTJAIL_RUNTIME_DIR to the runs'",
+                                 run->id, run->control_path);
                 else
                         snprintf(msg, sizeof(msg), "run %s: control socket: %s", run->id, strerror(-r));
                 if (json) {

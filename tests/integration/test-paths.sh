@@ -331,6 +331,23 @@ if command -v setpriv >/dev/null && setpriv --reuid=65534 --regid=65534 --clear-
         is "$U_RC" 125 "rootless: the fallback runtime dir as an rw bind: refused" || diag "$U_ERR"
         like "$U_ERR" "refusing '$FB': it is '$FB', agentjail's runtime dir" "the message names the runtime dir"
         rm -rf --one-file-system "$FB"
+        # A state dir another user made first (AGENTJAIL_STATE_DIR=/tmp/...): doctor called
+        # it a problem, yet runs wrote there, and that user swapped a run's directory for one
+        # of their own (forged records; forged undo records for `rollback --apply`).
+        SQ="$TEST_TMP/squat-state"
+        install -d -m 0755 -o 65534 -g 65534 "$SQ"
+        install -d -m 0777 -o 65534 -g 65534 "$SQ/runs"
+        (cd "$RL/ws" && timeout -k 5 60 setpriv --reuid="$U" --regid="$U" --clear-groups \
+                env -i PATH=/usr/bin:/bin HOME="$RL" AGENTJAIL_STATE_DIR="$SQ" \
+                "$AJ_U" run -p "$RL/p.json" -- /bin/sh -c 'echo ran') >"$TEST_TMP/u.out" 2>"$TEST_TMP/u.err"
+        is "$?" 125 "rootless: a state dir of another user's is refused" || diag "$(cat "$TEST_TMP/u.err")"
+        like "$(cat "$TEST_TMP/u.err")" "refusing the state directory '$SQ': it belongs to another user" \
+                "and the message says why"
+        is "$(ls -A "$SQ/runs")" "" "no run directory was made there"
+        (cd "$RL/ws" && setpriv --reuid="$U" --regid="$U" --clear-groups env -i PATH=/usr/bin:/bin HOME="$RL" \
+                AGENTJAIL_STATE_DIR="$SQ" "$AJ_U" ps) >"$TEST_TMP/u.out" 2>"$TEST_TMP/u.err"
+        is "$?" 1 "nor do operator commands read it" || diag "$(cat "$TEST_TMP/u.err")"
+        rm -rf "$SQ"
 else
         fail "rootless runs can be started here" "setpriv or unprivileged user namespaces missing"
 fi

@@ -55,6 +55,16 @@ run_dir=$(ls -td "$NB"/state/runs/*/ 2>/dev/null | head -1)
 ok "the run records the degraded protection" grep -q '"type":"degraded"' "$run_dir/events.jsonl"
 is "$(jq -r '.degraded[0].what' "$run_dir/run.json")" limits "run.json lists it"
 is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to the invoking user"
+# The group is the operator's primary group, which may be shared (useradd -N: "users").
+is "$(stat -c %a "$run_dir")" 700 "the run's records are the operator's alone (0700, not group-readable)"
+# /run/agentjail is the operator's directory, so the agent's too (same host uid): bound
+# writable, the agent replaced the broker socket there, filled the host's /tmp and left a
+# directory of mode 0 the run's end could not remove.
+as_nobody run -p "$NB/degraded.json" -- /bin/sh -c './probe write /run/agentjail/planted
+        ./probe connect-unix /run/agentjail/broker.sock'
+is "$NB_RC" 0 "rootless: a run that tries the runtime dir ends" || diag "$NB_ERR"
+is "$(pval write "$NB_OUT")" EROFS "the agent cannot write in its runtime dir (/run/agentjail)"
+is "$(pval connect "$NB_OUT")" OK "but connects to its broker socket there"
 ok "nothing is left in the runtime dir" test -z "$(ls -A "$NB/runtime" 2>/dev/null | grep -vx -e .root -e seccomp-cache.key)"
 ok "the shared mount point is empty on the host" test -z "$(ls -A "$NB/runtime/.root" 2>/dev/null)"
 
@@ -82,6 +92,41 @@ if [[ -n "$JPID" ]] && command -v nsenter >/dev/null; then
         like "$(cat "$TEST_TMP/nb.err")" "another user namespace" "the refusal says why"
         as_nobody inspect rl-live --json
         is "$(jq -r .live <<<"$NB_OUT")" true "the run still lives"
+        # Another user made the owner's runtime root first (/tmp/agentjail-UID: runs
+        # refuse it, operator commands went on to use it): its socket answered "killed"
+        # for a run that went on. The operator's command now refuses it.
+        PY=$(PATH=/usr/bin:/bin command -v python3)
+        rl_id=$(basename "$(dirname "$(ls "$NB"/runtime/*/control.sock | head -1)")")
+        if [[ -n $PY ]]; then
+                mkdir -p "$TEST_TMP/squat/$rl_id" && chown -R 4242:4242 "$TEST_TMP/squat"
+                setpriv --reuid=4242 --regid=4242 --clear-groups "$PY" -I -c '
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1] + "/control.sock")
+os.chmod(sys.argv[1] + "/control.sock", 0o777)
+s.listen(4)
+while True:
+    c, _ = s.accept()
+    open(sys.argv[1] + "/got", "ab").write(c.recv(8192))
+    c.sendall(b"{\"ok\":true}\n")
+    c.close()
+' "$TEST_TMP/squat/$rl_id" &
+                BG_PIDS+=("$!")
+                deadline=$((SECONDS + 10))
+                until [[ -S $TEST_TMP/squat/$rl_id/control.sock ]] || ((SECONDS >= deadline)); do sleep 0.05; done
+                (cd "$NB/ws" && timeout -k 5 30 setpriv --reuid=65534 --regid=65534 --clear-groups env -i \
+                        PATH=/usr/bin:/bin HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" \
+                        AGENTJAIL_RUNTIME_DIR="$TEST_TMP/squat" "$AJ_NB" kill rl-live) \
+                        >"$TEST_TMP/nb.out" 2>"$TEST_TMP/nb.err"
+                is "$?" 1 "rootless: kill through a runtime root another user made: refused" ||
+                        diag "$(cat "$TEST_TMP/nb.out" "$TEST_TMP/nb.err")"
+                like "$(cat "$TEST_TMP/nb.err")" "refusing the control socket" "the refusal names the socket"
+                ok "the other user's socket got no request" test ! -s "$TEST_TMP/squat/$rl_id/got"
+                as_nobody inspect rl-live --json
+                is "$(jq -r .live <<<"$NB_OUT")" true "the run still lives"
+        else
+                skip "kill through a squatted runtime root" "python3 is missing"
+        fi
         as_nobody kill rl-live
         is "$NB_RC" 0 "the owner outside kills it" || diag "$NB_ERR"
         wait_exit "$RL_PID" 15

@@ -690,3 +690,141 @@ Test(control, client_errors)
         cr_assert_eq(aj_control_call(sock, req, 200, &reply), -ETIMEDOUT);
         close(fd);
 }
+
+/* The client's side: which sockets an operator command talks to. */
+Test(control, client_trust_table)
+{
+        const struct {
+                mode_t dir_mode;
+                uid_t dir_uid;
+                mode_t sock_mode;
+                uid_t self;
+                const char *want; /* a word of the problem; NULL: usable */
+        } cases[] = {
+                { S_IFDIR | 0700, 1000, S_IFSOCK | 0600, 1000, NULL },              /* a rootless run's */
+                { S_IFDIR | 0700, 0, S_IFSOCK | 0600, 1000, NULL },                 /* a root-started run's */
+                { S_IFDIR | 0755, 1001, S_IFSOCK | 0777, 1000, "another user" },    /* /tmp/agentjail-UID squatted */
+                { S_IFDIR | 0770, 1000, S_IFSOCK | 0600, 1000, "can write" },       /* the group could swap it */
+                { S_IFDIR | 0703, 0, S_IFSOCK | 0600, 1000, "can write" },          /* root's, world-writable */
+                { S_IFDIR | 0700, 1000, S_IFLNK | 0777, 1000, "symlink" },          /* to another run's socket */
+                { S_IFDIR | 0700, 1000, S_IFREG | 0600, 1000, "not a socket" },     /* a file */
+                { S_IFREG | 0700, 1000, S_IFSOCK | 0600, 1000, "not a directory" }, /* cannot happen: O_DIRECTORY */
+                { S_IFDIR | 0700, 1001, S_IFSOCK | 0600, 0, NULL },                 /* root reaches a user's runs */
+                { S_IFDIR | 0777, 1001, S_IFSOCK | 0600, 0, "can write" },          /* but not through a shared dir */
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                struct stat d = { .st_mode = cases[i].dir_mode, .st_uid = cases[i].dir_uid };
+                struct stat s = { .st_mode = cases[i].sock_mode, .st_uid = cases[i].dir_uid };
+                const char *why = aj_control_socket_problem(&d, &s, cases[i].self);
+                if (!cases[i].want)
+                        cr_expect_null(why, "case %zu: refused: %s", i, why);
+                else
+                        cr_expect(why && strstr(why, cases[i].want), "case %zu: %s, want \"%s\"", i,
+                                  why ? why : "usable", cases[i].want);
+        }
+        cr_expect(aj_control_server_trusted(1000, 1000));
+        cr_expect(aj_control_server_trusted(0, 1000), "root's supervisor of a run started with sudo");
+        cr_expect_not(aj_control_server_trusted(1001, 1000), "another user's process");
+        cr_expect(aj_control_server_trusted(1001, 0), "root reaches a user's runs");
+}
+
+/* Listen on `path` as uid `uid` in a child (SO_PEERCRED is the listener's, at listen()),
+ * accepting and answering "ok" until killed; the socket is made connectable for all. */
+static pid_t serve_as(const char *path, uid_t uid)
+{
+        int ready[2];
+        cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0777) < 0 ||
+                    setresgid(uid, uid, uid) < 0 || setresuid(uid, uid, uid) < 0 || listen(fd, 4) < 0)
+                        _exit(1);
+                (void)!write(ready[1], "r", 1);
+                for (;;) {
+                        int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+                        if (c >= 0) {
+                                (void)!write(c, "{\"ok\":true}\n", 12);
+                                close(c);
+                        }
+                }
+        }
+        close(ready[1]);
+        char b;
+        cr_assert_eq(read(ready[0], &b, 1), 1, "the fake server started");
+        close(ready[0]);
+        return pid;
+}
+
+static void stop(pid_t pid)
+{
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+}
+
+/* A rootless operator whose runtime root another user made first (/tmp/agentjail-UID):
+ * that user's socket answered "killed" for a run that went on, and a symlink of theirs sent
+ * the request to another socket. Every one is refused (-EPERM) before a byte is sent. */
+Test(control, client_refuses_sockets_it_cannot_trust)
+{
+        if (geteuid() != 0)
+                cr_skip_test("needs root: it switches to uids 65534 and 65533");
+        char other[128], own[128], path[192];
+        snprintf(other, sizeof(other), "%s/other", dir);
+        snprintf(own, sizeof(own), "%s/own", dir);
+        cr_assert_eq(mkdir(other, 0755), 0);
+        cr_assert_eq(chown(other, 65533, 65533), 0);
+        cr_assert_eq(mkdir(own, 0700), 0);
+        cr_assert_eq(chown(own, 65534, 65534), 0);
+
+        /* 1: served by 65533 in its own directory. 2: a symlink there to a socket 65534
+         * could use (root's, in 65534's own directory). 3: served by 65533 in 65534's own
+         * directory (a socket of 65534's own kind is the only one it talks to). */
+        snprintf(path, sizeof(path), "%s/squat.sock", other);
+        pid_t squat = serve_as(path, 65533);
+        snprintf(path, sizeof(path), "%s/root.sock", own);
+        pid_t root = serve_as(path, 0);
+        char link[192];
+        snprintf(link, sizeof(link), "%s/link.sock", other);
+        cr_assert_eq(symlink(path, link), 0);
+        cr_assert_eq(lchown(link, 65533, 65533), 0);
+        snprintf(path, sizeof(path), "%s/foreign.sock", own);
+        pid_t foreign = serve_as(path, 65533);
+
+        pid_t pid = fork();
+        if (pid == 0) {
+                if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+                        _exit(1);
+                json_t *req = json_pack("{s:s}", "op", "kill"), *reply = NULL;
+                const char *names[] = { "other/squat.sock", "other/link.sock", "own/foreign.sock", "own/root.sock" };
+                const int want[] = { -EPERM, -EPERM, -EPERM, 0 };
+                for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+                        char p[256];
+                        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+                        int r = aj_control_call(p, req, 2000, &reply);
+                        if (r != want[i])
+                                _exit(10 + (int)i);
+                        if (r == 0)
+                                json_decref(reply);
+                }
+                _exit(0);
+        }
+        int status;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        stop(squat);
+        stop(root);
+        stop(foreign);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "client step %d failed (10: a squatter's socket, 11: its symlink, 12: a foreign server, 13: root's)",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        const char *made[] = { "other/squat.sock", "other/link.sock", "own/root.sock", "own/foreign.sock" };
+        for (size_t i = 0; i < ARRAY_SIZE(made); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, made[i]);
+                cr_expect_eq(unlink(path), 0, "%s", path);
+        }
+        cr_expect_eq(rmdir(other), 0);
+        cr_expect_eq(rmdir(own), 0);
+}

@@ -171,6 +171,76 @@ Test(state, runtime_root_fallback_is_created_private)
         rmdir(dir);
 }
 
+/* AGENTJAIL_RUNTIME_DIR or $XDG_RUNTIME_DIR/agentjail: another user's symlink there (on a
+ * shared tmpfs, /dev/shm) to a private directory of ours passed, and could be repointed. */
+Test(state, runtime_root_elsewhere_is_never_a_symlink)
+{
+        char dir[] = "/tmp/aj-rt-XXXXXX", root[64], real[64];
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(root, sizeof(root), "%s/runtime", dir);
+        snprintf(real, sizeof(real), "%s/real", dir);
+        cr_assert_eq(mkdir(real, 0700), 0);
+        cr_assert_eq(symlink(real, root), 0);
+        AjPaths p = { .runtime_root = root };
+        AjError err = {};
+        cr_expect_eq(aj_runtime_root_prepare(&p, &err), -EPERM, "a symlink is never followed");
+        cr_expect(err.message && strstr(err.message, "it is a symlink"), "%s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
+        cr_assert_eq(unlink(root), 0);
+        cr_expect_eq(aj_runtime_root_prepare(&p, &err), 0, "made here, it is used: %s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
+        rmdir(root);
+        rmdir(real);
+        rmdir(dir);
+}
+
+/* Doctor called another user's state dir a problem; runs wrote their records there anyway
+ * (AGENTJAIL_STATE_DIR=/tmp/x made first: that user swapped a run's directory for theirs). */
+Test(state, state_root_must_be_ours)
+{
+        char dir[] = "/tmp/aj-st-XXXXXX", root[64], real[64];
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(root, sizeof(root), "%s/state", dir);
+        snprintf(real, sizeof(real), "%s/real", dir);
+        AjPaths p = { .state_root = root };
+        AjError err = {};
+        struct stat st;
+
+        cr_expect_eq(aj_state_root_check(&p, false, &err), 0, "an operator command: none yet is fine");
+        cr_expect_neq(access(root, F_OK), 0, "and is not made");
+        umask(0);
+        cr_assert_eq(aj_state_root_check(&p, true, &err), 0, "%s", aj_error_text(&err, 0));
+        cr_assert_eq(lstat(root, &st), 0);
+        cr_expect_eq(st.st_mode & 07777, geteuid() == 0 ? 0750 : 0700, "made by a run: %o", st.st_mode & 07777);
+
+        cr_assert_eq(chmod(root, 0777), 0);
+        cr_expect_eq(aj_state_root_check(&p, true, &err), -EPERM);
+        cr_expect(err.message && strstr(err.message, "other users can write to it"), "%s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
+        cr_expect_eq(aj_state_root_check(&p, false, &err), -EPERM, "nor read from");
+        aj_error_clear(&err);
+        cr_assert_eq(chmod(root, 0755), 0);
+
+        if (geteuid() == 0) {
+                cr_assert_eq(chown(root, 65534, 65534), 0);
+                cr_expect_eq(aj_state_root_check(&p, true, &err), -EPERM, "another user's: no run writes there");
+                cr_expect(err.message && strstr(err.message, "belongs to another user"), "%s", aj_error_text(&err, 0));
+                aj_error_clear(&err);
+                cr_expect_eq(aj_state_root_check(&p, false, &err), 0, "root may read a user's");
+                aj_error_clear(&err);
+        }
+
+        cr_assert_eq(rmdir(root), 0);
+        cr_assert_eq(mkdir(real, 0700), 0);
+        cr_assert_eq(symlink(real, root), 0);
+        cr_expect_eq(aj_state_root_check(&p, true, &err), -EPERM, "a symlink is never followed");
+        cr_expect(err.message && strstr(err.message, "it is a symlink"), "%s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
+        unlink(root);
+        rmdir(real);
+        rmdir(dir);
+}
+
 Test(state, run_and_runtime_dirs)
 {
         char dir[] = "/tmp/aj-state-XXXXXX";

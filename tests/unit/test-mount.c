@@ -23,10 +23,12 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -619,7 +621,7 @@ Test(mount, step_descriptions, PURE)
         plan = build_ok(&s);
 
         cr_expect_geq(find_step(plan, "bind '/usr' on '/usr' (read-only)"), 0);
-        snprintf(want, sizeof(want), "bind '%s' on '/run/agentjail' (read-write)", P("/run"));
+        snprintf(want, sizeof(want), "bind '%s' on '/run/agentjail' (read-only)", P("/run"));
         cr_expect_geq(find_step(plan, want), 0);
         snprintf(want, sizeof(want), "mount the root tmpfs on '%s'", P("/root"));
         cr_expect_eq(find_step(plan, want), 1);
@@ -1773,6 +1775,21 @@ static void checks_plain(int fd, void *data)
         e = errno_of(open("/srv/new", O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
         report(fd, e == EROFS, "ro bind -> %s", strerror(e));
         report(fd, access("/run/agentjail/sock", F_OK) == 0, "runtime dir bound");
+        /* Rootless, the runtime dir is the agent's own (same host uid): the bind alone keeps
+         * it from replacing the broker socket or filling the host's /tmp there. */
+        e = errno_of(mkdir("/run/agentjail/new", 0755));
+        report(fd, e == EROFS, "runtime dir read-only -> %s", strerror(e));
+        e = errno_of(unlink("/run/agentjail/sock"));
+        report(fd, e == EROFS, "its socket cannot be removed -> %s", strerror(e));
+        {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX, .sun_path = "/run/agentjail/sock" };
+                int cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+                e = cfd < 0 ? errno : errno_of(connect(cfd, (struct sockaddr *)&sa, sizeof(sa)));
+                report(fd, e == 0, "its socket still accepts connections -> %s", e ? strerror(e) : "yes");
+                if (cfd >= 0)
+                        close(cfd);
+        }
 }
 
 Test(mount, live_plain_workspace_hide_and_runtime, LIVE)
@@ -1782,7 +1799,7 @@ Test(mount, live_plain_workspace_hide_and_runtime, LIVE)
         char out[16384], spec[PATH_MAX];
         LiveData ld;
         struct stat st;
-        int status, fd;
+        int status, fd, lfd;
 
         if (!require_root())
                 return;
@@ -1795,7 +1812,18 @@ Test(mount, live_plain_workspace_hide_and_runtime, LIVE)
         cr_assert_eq(write(fd, "secret", 6), 6);
         close(fd);
         touch(P("/a/b/inner"));
-        touch(P("/run/sock"));
+        {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+                snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", P("/run/sock"));
+                lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                cr_assert_geq(lfd, 0);
+                cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+                cr_assert_eq(listen(lfd, 4), 0);
+        }
+        /* Rootless-like: the runtime dir and the socket are owned by the jail's host uid too. */
+        cr_assert_eq(chown(P("/run"), HOST_UID, HOST_UID), 0);
+        cr_assert_eq(chown(P("/run/sock"), HOST_UID, HOST_UID), 0);
         snprintf(spec, sizeof(spec), "%s:/srv", P("/a"));
         add_bind(&s.p.ro, spec);
         add_str(&s.p.hide, "/srv/f");
@@ -1807,6 +1835,7 @@ Test(mount, live_plain_workspace_hide_and_runtime, LIVE)
         ld.ws = P("/ws");
         ld.root_mountpoint = P("/root");
         status = run_jail(plan, checks_plain, &ld, out, sizeof(out));
+        close(lfd);
         assert_report_ok(status, out);
         cr_assert_eq(stat(P("/ws/created-in-jail"), &st), 0);
         cr_expect_eq(st.st_uid, HOST_UID);
