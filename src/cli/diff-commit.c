@@ -43,6 +43,7 @@ typedef struct {
         const char *path;   /* the workspace on the host (run.json) */
         char dir[PATH_MAX]; /* <run dir>/workspace: upper/ and work/ */
         int upper_fd, lower_fd;
+        int lock_fd; /* dir, flock()ed by commit and discard until they are done */
 } Overlay;
 
 static void overlay_close(Overlay *o)
@@ -54,23 +55,48 @@ static void overlay_close(Overlay *o)
         o->upper_fd = o->lower_fd = -1;
 }
 
-/* The run's overlay workspace with its changes still pending, the run not live. */
-static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
+/* A commit and a discard of the same run, or two commits, one at a time: the other one's
+ * upper dir vanishes under a commit that has applied part of it, and the run is recorded
+ * "discarded" with the agent's files in the workspace. The lock is on the kept changes'
+ * directory, held until the decision is recorded and the directory removed; run.json is
+ * read again once it is held, since the one read before may predate the other's decision. */
+static int lock_overlay(const char *cmd, AjRun *run, Overlay *o)
 {
-        *o = (Overlay){ .upper_fd = -1, .lower_fd = -1 };
+        int r = aj_run_lock_workspace(run, &o->lock_fd);
+        if (r == -EWOULDBLOCK) {
+                cli_fail(cmd, "run %s: another 'agentjail commit' or 'discard' of it is running", run->id);
+                return r;
+        }
+        if (r < 0) {
+                cli_fail(cmd, "run %s: cannot lock '%s': %s", run->id, o->dir, strerror(-r));
+                return r;
+        }
+        /* Missing: the changes are gone, the record below says why (or open fails later). */
+        AjRunRecord *rec = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        r = aj_run_record_read(run->dir, &rec, &err);
+        if (r < 0) {
+                cli_fail(cmd, "run %s: %s", run->id, aj_error_text(&err, r));
+                return r;
+        }
+        aj_run_record_free(run->rec);
+        run->rec = rec;
+        return 0;
+}
+
+/* The run's overlay workspace with its changes still pending, the run not live; `decide`
+ * (commit, discard): locked against another decision. */
+static int open_overlay(const char *cmd, AjRun *run, bool decide, Overlay *o)
+{
+        *o = (Overlay){ .upper_fd = -1, .lower_fd = -1, .lock_fd = -1 };
         const AjRunWorkspace *ws = run->rec ? &run->rec->workspace : &(AjRunWorkspace){ 0 };
-        const char *mode = ws->mode, *changes = ws->changes;
         o->path = ws->path;
-        if (!mode || !streq(mode, "overlay") || !o->path) {
+        if (!ws->mode || !streq(ws->mode, "overlay") || !o->path) {
                 cli_fail(cmd,
                          "run %s has no overlay workspace (its profile's filesystem.workspace.mode is not "
                          "\"overlay\")",
                          run->id);
                 return -ENOENT;
-        }
-        if (changes && !streq(changes, "pending")) {
-                cli_fail(cmd, "run %s: its workspace changes were %s already", run->id, changes);
-                return -EALREADY;
         }
         /* Whiteouts and opaque directories are recorded in trusted.* xattrs, which only
          * root can read: anyone else would see a wrong diff. (Overlay runs are root's.) */
@@ -90,6 +116,21 @@ static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
         if (aj_run_file_path(run->dir, AJ_RUN_DIR_WORKSPACE, o->dir, sizeof(o->dir)) < 0) {
                 cli_fail(cmd, "run %s: %s", run->id, strerror(ENAMETOOLONG));
                 return -ENAMETOOLONG;
+        }
+        if (decide) {
+                int r = lock_overlay(cmd, run, o);
+                if (r < 0)
+                        return r;
+                ws = run->rec ? &run->rec->workspace : &(AjRunWorkspace){ 0 };
+                o->path = ws->path;
+                if (!o->path) {
+                        cli_fail(cmd, "run %s: %s no longer names its workspace", run->id, AJ_RUN_FILE_RUN);
+                        return -ENOENT;
+                }
+        }
+        if (ws->changes && !streq(ws->changes, "pending")) {
+                cli_fail(cmd, "run %s: its workspace changes were %s already", run->id, ws->changes);
+                return -EALREADY;
         }
         char upper[PATH_MAX + 8];
         snprintf(upper, sizeof(upper), "%s/%s", o->dir, AJ_OVERLAY_UPPER);
@@ -118,6 +159,7 @@ typedef struct {
         const char *flag_name; /* NULL: none */
         int flag_code;
         bool git_options; /* --include-git, --exclude-git */
+        bool decides;     /* commit, discard: one at a time (lock_overlay) */
 } OverlayVerb;
 
 typedef struct {
@@ -130,6 +172,8 @@ typedef struct {
 static void overlay_cmd_done(OverlayCmd *c)
 {
         overlay_close(&c->ov);
+        if (c->ov.lock_fd >= 0)
+                close(c->ov.lock_fd);
         aj_run_free(c->run);
         aj_paths_done(&c->paths);
 }
@@ -177,7 +221,7 @@ static int parse_overlay_verb(const OverlayVerb *v, int argc, char **argv, Overl
  * error reported). */
 static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, OverlayCmd *c, int *ret_status)
 {
-        *c = (OverlayCmd){ .ov = { .upper_fd = -1, .lower_fd = -1 } };
+        *c = (OverlayCmd){ .ov = { .upper_fd = -1, .lower_fd = -1, .lock_fd = -1 } };
         const char *query = NULL;
         int r = parse_overlay_verb(v, argc, argv, c, &query);
         if (r) {
@@ -188,7 +232,7 @@ static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, Overla
         r = cli_open_run(v->cmd, query, &c->paths, &c->run);
         if (r < 0)
                 return r;
-        return open_overlay(v->cmd, c->run, &c->ov);
+        return open_overlay(v->cmd, c->run, v->decides, &c->ov);
 }
 
 /* diff(1)'s output holds the agent's file contents: shown by the one rule (util/format.h),
@@ -284,8 +328,8 @@ out:
 
 
 static const OverlayVerb diff_verb = { "diff", DIFF_USAGE, DIFF_HELP, "patch", CLI_OPT_PATCH };
-static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE, true };
-static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0 };
+static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE, true, true };
+static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0, false, true };
 
 static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange *c, size_t n, size_t conflicts,
                           bool patch)

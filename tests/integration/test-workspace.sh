@@ -157,6 +157,38 @@ aj commit "$RUN3" --force
 is "$RC" 0 "commit --force" || op_diag
 is "$(cat "$WORKSPACE/keep.txt")" agent "--force applies the agent's version"
 
+# ------------------------------------------------------------------ one decision at a time
+# A discard started while a commit was applying removed the upper dir under it: the commit
+# stopped half way and the run was recorded "discarded", the agent's files in the workspace.
+# commit, discard and removing the run (prune, quarantine purge) hold a lock on its kept
+# changes (<run>/workspace) while they work: here flock(1) holds it, as the first would.
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'printf "agent\n" >new.txt'
+is "$JAIL_RC" 0 "an overlay run to decide" || jail_diag
+RUN4=$JAIL_RUN_ID
+RUN4_DIR=$JAIL_RUN_DIR
+# while_deciding VERB ARGS...: agentjail VERB with the run's lock held by another process.
+while_deciding() {
+        timeout -k 5 30 flock "$RUN4_DIR/workspace" "$AGENTJAIL" "$@" >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+        RC=$?
+        OUT=$(cat "$TEST_TMP/op.out")
+        ERR=$(cat "$TEST_TMP/op.err")
+}
+while_deciding discard "$RUN4"
+is "$RC" 1 "a discard while another decision is under way: refused" || op_diag
+like "$ERR" "another 'agentjail commit' or 'discard' of it is running" "... and says why"
+ok "... the changes are kept" test -d "$RUN4_DIR/workspace/upper"
+is "$(jq -r .workspace.changes "$RUN4_DIR/run.json")" pending "... and still pending"
+while_deciding commit "$RUN4"
+is "$RC" 1 "a second commit at once: refused" || op_diag
+ok "... nothing was applied" test ! -e "$WORKSPACE/new.txt"
+while_deciding prune --keep 0 --discard-pending
+ok "prune leaves a run whose changes are being decided" test -d "$RUN4_DIR/workspace/upper"
+like "$OUT$ERR" "being committed or discarded" "... and says why" || op_diag
+aj commit "$RUN4"
+is "$RC" 0 "once the other is done, commit" || op_diag
+is "$(cat "$WORKSPACE/new.txt")" agent "... applies the changes"
+
 # ------------------------------------------------------------------ the agent's file names
 # Names are the agent's bytes: diff, its patch labels and commit show them quoted and escaped
 # as git's core.quotePath does, so a name cannot move the cursor, erase the line above it
