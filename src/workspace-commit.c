@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/statvfs.h>
 
 #include "util/fd.h"
 #include "util/format.h"
@@ -383,6 +384,47 @@ static int check_lower_dirs(const Commit *cm, const Changes *ch, AjError *ret_er
         return 0;
 }
 
+/* Before changing anything: what the changes take on the workspace's filesystem, against
+ * what it has free for its users (f_bavail, f_favail: a commit runs as root, and would
+ * otherwise write into root's reserve and stop half way at ENOSPC). A file is written
+ * whole before the one it replaces goes, and once per name: names hardlinked in the upper
+ * dir are one file there, one each here (29 MB there filled 180 MB). So: each regular
+ * file's allocated bytes (its holes stay holes), any other entry made a block, each entry
+ * made an inode; what the changes delete is not counted on. */
+static int check_room(int lower_fd, const Changes *ch, AjError *ret_error)
+{
+        struct statvfs sv;
+        if (fstatvfs(lower_fd, &sv) < 0)
+                return aj_error_set(ret_error, -errno, "Failed to statfs the workspace: %m");
+        uint64_t block = sv.f_frsize ? sv.f_frsize : sv.f_bsize ? sv.f_bsize : 4096;
+        uint64_t bytes = 0, inodes = 0;
+        for (size_t i = 0; i < ch->n; i++) {
+                const AjWsChange *c = &ch->v[i];
+                if (c->skipped || c->kind == AJ_WS_DELETED || (c->kind == AJ_WS_MODIFIED && c->type == S_IFDIR))
+                        continue;
+                uint64_t want = c->type == S_IFREG ? c->allocated : 1;
+                uint64_t blocks = want / block + (want % block != 0);
+                bytes = blocks > (UINT64_MAX - bytes) / block ? UINT64_MAX : bytes + blocks * block;
+                inodes++;
+        }
+        uint64_t avail = sv.f_bavail > UINT64_MAX / block ? UINT64_MAX : (uint64_t)sv.f_bavail * block;
+        if (bytes > avail) {
+                char need[32], have[32];
+                return aj_error_set(ret_error, -ENOSPC,
+                                    "The changes need %s in the workspace and its filesystem has %s free "
+                                    "(for users: root's reserve is not counted on); nothing was applied",
+                                    aj_format_bytes(bytes, need, sizeof(need)),
+                                    aj_format_bytes(avail, have, sizeof(have)));
+        }
+        /* f_files 0: no fixed number of inodes (btrfs). */
+        if (sv.f_files > 0 && inodes > (uint64_t)sv.f_favail)
+                return aj_error_set(ret_error, -ENOSPC,
+                                    "The changes make %llu entries in the workspace and its filesystem has room for "
+                                    "%llu more; nothing was applied",
+                                    (unsigned long long)inodes, (unsigned long long)sv.f_favail);
+        return 0;
+}
+
 /* Is `path` at or below `dir` (a path of the list)? */
 static bool path_below(const char *path, const char *dir)
 {
@@ -471,6 +513,9 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, 
         Commit cm = { .upper_fd = upper_fd, .lower_fd = lower_fd, .uid = root.st_uid, .gid = root.st_gid };
 
         r = check_lower_dirs(&cm, &ch, ret_error);
+        if (r < 0)
+                return r;
+        r = check_room(lower_fd, &ch, ret_error);
         if (r < 0)
                 return r;
 

@@ -170,7 +170,10 @@ enum {
  *
  * flags: AJ_WS_COMMIT_*. Without FORCE, conflicts give -EBUSY; with git_code changes and
  * neither INCLUDE_GIT nor EXCLUDE_GIT, -EPERM naming the first: nothing is applied
- * either way. */
+ * either way. Nor when lower's filesystem has not the room the changes take, free for
+ * users (f_bavail, f_favail): -ENOSPC saying how much (each regular file's allocated
+ * bytes once per name, hardlinks in upper included; a block and an inode per other entry
+ * made; deletions not counted on). */
 int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, AjWsStats *ret_stats,
                  AjError *ret_error);
 

@@ -706,6 +706,88 @@ Test(workspace, commit_keeps_a_sparse_file_sparse)
         close(fd);
 }
 
+/* The workspace as a small tmpfs of its own (a private mount namespace: it goes with the
+ * test's process), lower_fd reopened on it. */
+static void small_lower(const char *options)
+{
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                cr_assert_fail("unshare(CLONE_NEWNS) failed: %s (the unit tests need root)", strerror(errno));
+        cr_assert_eq(mount("aj-ws-test", lower, "tmpfs", 0, options), 0, "%s", strerror(errno));
+        close(lower_fd);
+        lower_fd = open(lower, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(lower_fd, 0);
+}
+
+static void put_random(const char *base, const char *rel, size_t size)
+{
+        char buf[4096];
+        int fd = open(at(base, rel), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        cr_assert_geq(fd, 0);
+        for (size_t done = 0; done < size; done += sizeof(buf)) {
+                for (size_t k = 0; k < sizeof(buf); k++)
+                        buf[k] = (char)rand();
+                cr_assert_eq(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+        }
+        close(fd);
+}
+
+static size_t entries_in(const char *dir)
+{
+        DIR *d = opendir(dir);
+        cr_assert_not_null(d);
+        size_t n = 0;
+        for (struct dirent *de; (de = readdir(d));)
+                n += de->d_name[0] != '.';
+        closedir(d);
+        return n;
+}
+
+/* Names hardlinked in the upper dir are one file there and one each once committed: 2 MiB
+ * there, 10 MiB in a workspace of 8. The commit says so before it writes anything, instead
+ * of stopping half way at ENOSPC (as root, in root's reserve). */
+Test(workspace, commit_needs_room_first)
+{
+        small_lower("size=8m");
+        put_random(upper, "big", 2u << 20);
+        for (int i = 1; i < 5; i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "link%d", i);
+                cr_assert_eq(link(at(upper, "big"), at(upper, name)), 0, "%s", strerror(errno));
+        }
+        put(upper, "small", "s", 0644);
+        AjError err = {};
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, 0, NULL, &err);
+        cr_assert_eq(r, -ENOSPC, "r = %d %s", r, aj_error_text(&err, r));
+        cr_expect_not_null(strstr(err.message, "need 10.0 MiB"), "%s", err.message);
+        cr_expect_not_null(strstr(err.message, "nothing was applied"), "%s", err.message);
+        aj_error_clear(&err);
+        cr_expect_eq(entries_in(lower), 0, "nothing was written");
+
+        cr_assert_eq(unlink(at(upper, "link4")), 0);
+        cr_assert_eq(unlink(at(upper, "link3")), 0);
+        AjWsStats s = commit(0, false);
+        cr_expect_eq(s.added, 4);
+        cr_expect_eq(lstat_of(lower, "link2").st_size, 2u << 20);
+}
+
+/* The same for inodes: more entries than the workspace's filesystem has left. */
+Test(workspace, commit_needs_inodes_first)
+{
+        small_lower("size=8m,nr_inodes=16");
+        mkd(upper, "d", 0755);
+        for (int i = 0; i < 20; i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "d/f%d", i);
+                put(upper, name, "", 0644);
+        }
+        AjError err = {};
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, 0, NULL, &err);
+        cr_assert_eq(r, -ENOSPC, "r = %d %s", r, aj_error_text(&err, r));
+        cr_expect_not_null(strstr(err.message, "21 entries"), "%s", err.message);
+        aj_error_clear(&err);
+        cr_expect_eq(entries_in(lower), 0, "nothing was written");
+}
+
 /* git's own files: what git on the host may run code from when the operator runs it in the
  * workspace (`git status` to review the agent's work runs core.fsmonitor). */
 Test(workspace, git_code_paths)
