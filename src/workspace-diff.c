@@ -16,6 +16,7 @@
 typedef struct {
         AjWsChange *v;
         size_t n, cap;
+        size_t path_bytes; /* of the changes' paths, with their NULs */
         uint64_t since_ns;
         char path[PATH_MAX]; /* of the entry being looked at */
         AjError *ret_error;
@@ -27,6 +28,13 @@ static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bo
         if (d->n >= AJ_WS_MAX_CHANGES)
                 return aj_error_set(d->ret_error, -E2BIG, "The workspace has more than %u changes (at '%s')",
                                     AJ_WS_MAX_CHANGES, d->path);
+        size_t len = strlen(d->path) + 1;
+        if (len > AJ_WS_MAX_PATH_BYTES - d->path_bytes)
+                return aj_error_set(d->ret_error, -E2BIG,
+                                    "The workspace's changes have more than %u MiB of paths (at '%s'): too many to "
+                                    "review",
+                                    AJ_WS_MAX_PATH_BYTES >> 20, d->path);
+        d->path_bytes += len;
         if (d->n == d->cap) {
                 size_t cap = d->cap ? d->cap * 2 : 64;
                 AjWsChange *v = reallocarray(d->v, cap, sizeof(*v));

@@ -264,44 +264,46 @@ static json_t *path_string(const char *path, bool *ret_exact)
         return json_string(buf);
 }
 
+json_t *aj_ws_change_json(const AjWsChange *c)
+{
+        bool utf8;
+        json_t *path = path_string(c->path, &utf8);
+        if (!path)
+                return NULL;
+        /* "o" takes path, also on failure. */
+        json_t *o = json_pack("{s:o, s:s, s:s, s:I, s:b}", "path", path, "change", aj_ws_kind_name(c->kind), "type",
+                              aj_ws_type_name(c->type), "size", (json_int_t)c->size, "conflict", c->conflict);
+        /* A name that is not UTF-8 is shown escaped in "path", which another name can
+         * spell the same way (a literal "\xff"): "path_hex" is its bytes, exactly. */
+        if (o && !utf8) {
+                size_t len = strlen(c->path);
+                _cleanup_free_ char *hex = malloc(len * 2 + 1);
+                for (size_t k = 0; hex && k < len; k++)
+                        snprintf(hex + 2 * k, 3, "%02x", (unsigned char)c->path[k]);
+                if (!hex || json_object_set_new(o, "path_exact", json_false()) < 0 ||
+                    json_object_set_new(o, "path_hex", json_string(len ? hex : "")) < 0) {
+                        json_decref(o);
+                        return NULL;
+                }
+        }
+        const char *git = c->git_code;
+        if (!o || (c->skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
+            (c->note && json_object_set_new(o, "note", json_string(c->note)) < 0) ||
+            (git && json_object_set_new(o, "git_code", json_string(git)) < 0)) {
+                json_decref(o);
+                return NULL;
+        }
+        return o;
+}
+
 json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
 {
         json_t *a = json_array();
         if (!a)
                 return NULL;
         for (size_t i = 0; i < n; i++) {
-                bool utf8;
-                json_t *path = path_string(c[i].path, &utf8);
-                if (!path) {
-                        json_decref(a);
-                        return NULL;
-                }
-                /* "o" takes path, also on failure. */
-                json_t *o = json_pack("{s:o, s:s, s:s, s:I, s:b}", "path", path, "change", aj_ws_kind_name(c[i].kind),
-                                      "type", aj_ws_type_name(c[i].type), "size", (json_int_t)c[i].size, "conflict",
-                                      c[i].conflict);
-                /* A name that is not UTF-8 is shown escaped in "path", which another name can
-                 * spell the same way (a literal "\xff"): "path_hex" is its bytes, exactly. */
-                if (o && !utf8) {
-                        size_t len = strlen(c[i].path);
-                        _cleanup_free_ char *hex = malloc(len * 2 + 1);
-                        for (size_t k = 0; hex && k < len; k++)
-                                snprintf(hex + 2 * k, 3, "%02x", (unsigned char)c[i].path[k]);
-                        if (!hex || json_object_set_new(o, "path_exact", json_false()) < 0 ||
-                            json_object_set_new(o, "path_hex", json_string(len ? hex : "")) < 0) {
-                                json_decref(o);
-                                o = NULL;
-                        }
-                }
-                const char *git = c[i].git_code;
-                if (!o || (c[i].skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
-                    (c[i].note && json_object_set_new(o, "note", json_string(c[i].note)) < 0) ||
-                    (git && json_object_set_new(o, "git_code", json_string(git)) < 0)) {
-                        json_decref(o);
-                        json_decref(a);
-                        return NULL;
-                }
-                if (json_array_append_new(a, o) < 0) { /* takes o, also on failure */
+                json_t *o = aj_ws_change_json(&c[i]);
+                if (!o || json_array_append_new(a, o) < 0) { /* takes o, also on failure */
                         json_decref(a);
                         return NULL;
                 }

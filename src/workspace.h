@@ -28,10 +28,12 @@
 #include "util/error.h"
 
 /* Directory levels below the workspace root the walks go down (deeper: -ELOOP), and the
- * number of changes one diff may hold (more: -E2BIG). Paths are bounded by PATH_MAX
- * (-ENAMETOOLONG). */
+ * number of changes one diff may hold and the bytes of their paths together (more: -E2BIG:
+ * the agent's names are held by the operator's process, and each may be PATH_MAX long,
+ * 16 GB at the most changes). Paths are bounded by PATH_MAX (-ENAMETOOLONG). */
 #define AJ_WS_MAX_DEPTH 256
 #define AJ_WS_MAX_CHANGES (4u << 20)
+#define AJ_WS_MAX_PATH_BYTES (64u << 20)
 
 typedef enum {
         AJ_WS_ADDED,    /* in upper, not in lower */
@@ -187,6 +189,8 @@ int aj_ws_open_file(int root_fd, const char *path);
  *   socket|char-device|block-device", "size", "conflict", "skipped"? (only when true),
  *   "note"? (only when set), "git_code"? (the reason, only when set)}]. NULL on allocation failure. */
 json_t *aj_ws_changes_json(const AjWsChange *c, size_t n);
+/* One of them: an element of that array. NULL on allocation failure. */
+json_t *aj_ws_change_json(const AjWsChange *c);
 
 /* "added"... and "file"... as in the JSON, for human-readable listings. */
 const char *aj_ws_kind_name(AjWsChangeKind kind);

@@ -189,6 +189,24 @@ aj commit "$RUN4"
 is "$RC" 0 "once the other is done, commit" || op_diag
 is "$(cat "$WORKSPACE/new.txt")" agent "... applies the changes"
 
+# ------------------------------------------------------------------ the agent's volume
+# diff --json made the DOM of every change at once: 1.2 GB for a million empty files, and
+# when memory ran out it printed nothing and exited 0. It prints one change at a time now.
+# 60,000 files (made in the upper dir from here, faster than through the overlay) under a
+# 48 MiB address space: the DOM needed more than 64.
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'mkdir many'
+is "$JAIL_RC" 0 "an overlay run that leaves a directory to fill" || jail_diag
+(cd "$JAIL_RUN_DIR/workspace/upper/many" && seq 1 60000 | xargs touch)
+(
+        ulimit -v $((48 << 10))
+        exec timeout -k 5 30 "$AGENTJAIL" diff "$JAIL_RUN_ID" --json
+) >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+RC=$?
+is "$RC" 0 "diff --json of 60,000 changes in 48 MiB" || op_diag
+is "$(jq -r '.changes | length' "$TEST_TMP/op.out")" 60001 "... lists them all"
+aj discard "$JAIL_RUN_ID"
+
 # ------------------------------------------------------------------ the agent's file names
 # Names are the agent's bytes: diff, its patch labels and commit show them quoted and escaped
 # as git's core.quotePath does, so a name cannot move the cursor, erase the line above it
