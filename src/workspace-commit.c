@@ -475,6 +475,7 @@ static int git_code_decide(Changes *ch, unsigned flags, AjWsStats *stats, AjErro
                 stats->git_excluded++;
                 free(ch->v[i].path);
                 free(ch->v[i].note);
+                free(ch->v[i].target);
         }
         ch->n = kept;
         return 0;
@@ -535,6 +536,7 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, 
                                             stats.added + stats.modified + stats.deleted + stats.replaced, ch.n);
                 }
                 stats.odd_names += !aj_printable_as_is(c->path, strlen(c->path));
+                stats.outside += c->outside;
                 switch (c->kind) {
                 case AJ_WS_ADDED:
                         stats.added++;

@@ -57,6 +57,9 @@ typedef struct {
                                * static string, see aj_ws_path_git_code): commit wants a
                                * decision on these */
         char *note;           /* NULL or a short explanation */
+        char *target;         /* a symlink's target as the agent wrote it (NULL otherwise) */
+        bool outside;         /* that target is absolute or climbs above the workspace's top by its
+                               * ".." (judged by its text: symlinks it meets are not followed) */
 } AjWsChange;
 
 /* Lists what the overlay's upper dir changes in lower, sorted by path, component by
@@ -87,6 +90,7 @@ void aj_ws_changes_free(AjWsChange *c, size_t n);
 typedef struct {
         size_t added, modified, deleted, replaced, skipped;
         size_t odd_names;    /* applied, with a name the operator's verbs show escaped (util/format.h) */
+        size_t outside;      /* applied, symlinks pointing outside the workspace (AjWsChange.outside) */
         size_t git_code;     /* applied, git_code (AJ_WS_COMMIT_INCLUDE_GIT) */
         size_t git_excluded; /* git_code, left out (AJ_WS_COMMIT_EXCLUDE_GIT) */
 } AjWsStats;
@@ -187,7 +191,9 @@ int aj_ws_open_file(int root_fd, const char *path);
 /* JSON for `agentjail diff --json`:
  * [{"path", "change": "added|modified|deleted|replaced", "type": "file|dir|symlink|fifo|
  *   socket|char-device|block-device", "size", "conflict", "skipped"? (only when true),
- *   "note"? (only when set), "git_code"? (the reason, only when set)}]. NULL on allocation failure. */
+ *   "note"? (only when set), "git_code"? (the reason, only when set), "target"? (a symlink's,
+ *   escaped as "path" is, with "target_exact": false and "target_hex" when not UTF-8),
+ *   "outside"? (only when true)}]. NULL on allocation failure. */
 json_t *aj_ws_changes_json(const AjWsChange *c, size_t n);
 /* One of them: an element of that array. NULL on allocation failure. */
 json_t *aj_ws_change_json(const AjWsChange *c);

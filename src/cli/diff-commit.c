@@ -339,31 +339,52 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
         if (conflicts)
                 printf(", %zu also changed in the workspace during the run (!)", conflicts);
         putchar('\n');
-        size_t odd = 0, git = 0;
+        size_t odd = 0, git = 0, outside = 0;
         for (size_t i = 0; i < n; i++) {
                 /* The agent's names, quoted and escaped as git's core.quotePath shows them: an
                  * escape sequence in a name would move the cursor or erase the line above. */
                 bool dir = S_ISDIR(c[i].type), plain = aj_printable_as_is(c[i].path, strlen(c[i].path));
+                bool plain_target = true;
                 _cleanup_free_ char *name = aj_printable_dup(c[i].path, strlen(c[i].path), AJ_ESCAPE_QUOTE);
                 printf("  %c%c %s%s", change_letter[c[i].kind], c[i].conflict ? '!' : ' ', name ?: "?",
                        dir                  ? "/"
                        : S_ISLNK(c[i].type) ? " (symlink)"
                                             : "");
+                if (c[i].target) {
+                        _cleanup_free_ char *target = aj_printable_dup(c[i].target, strlen(c[i].target),
+                                                                       AJ_ESCAPE_QUOTE);
+                        printf(" -> %s", target ?: "?");
+                        plain_target = aj_printable_as_is(c[i].target, strlen(c[i].target));
+                }
                 if (S_ISREG(c[i].type) && c[i].kind != AJ_WS_DELETED)
                         printf("  %llu bytes", (unsigned long long)c[i].size);
                 if (c[i].skipped)
                         printf("  (not applied: %s)", c[i].note ? c[i].note : "unsupported file type");
+                else if (c[i].note)
+                        printf("  (%s%s)", c[i].note,
+                               c[i].kind == AJ_WS_MODIFIED && strstr(c[i].note, "replaces a directory")
+                                       ? ": commit removes it with all it holds"
+                                       : "");
+                if (c[i].outside)
+                        fputs("  (points outside the workspace)", stdout);
                 if (!plain)
                         fputs("  (control characters in the name)", stdout);
+                if (!plain_target)
+                        fputs("  (control characters in the target)", stdout);
                 if (c[i].git_code)
                         fputs("  (git's own file: git on this host may run code from it)", stdout);
-                odd += !plain;
+                odd += !plain || !plain_target;
                 git += c[i].git_code != NULL;
+                outside += c[i].outside;
                 putchar('\n');
         }
         if (odd)
                 printf("%zu name%s with control characters or invalid UTF-8, shown escaped: look at %s before a commit\n",
                        odd, odd == 1 ? "" : "s", odd == 1 ? "it" : "them");
+        if (outside)
+                printf("%zu symlink%s pointing outside the workspace (an absolute target, or '..' above its top): "
+                       "what follows %s once committed reads or writes there\n",
+                       outside, outside == 1 ? "" : "s", outside == 1 ? "it" : "them");
         if (git)
                 printf("%zu change%s to git's own files (hooks, config...): git on this host may run code from %s "
                        "when you run it here; commit needs --include-git to apply %s or --exclude-git to leave %s out\n",
@@ -512,6 +533,8 @@ int aj_cmd_commit(int argc, char **argv)
         json_auto_t *doc = json_deep_copy(fields);
         if (doc && st.odd_names)
                 json_object_set_new(doc, "odd_names", json_integer((json_int_t)st.odd_names));
+        if (doc && st.outside)
+                json_object_set_new(doc, "outside", json_integer((json_int_t)st.outside));
         if (overlay_finish("commit", run, &cmd.ov, "committed", fields) < 0)
                 return CLI_EXIT_FAIL;
         if (cmd.json) {
@@ -532,6 +555,9 @@ int aj_cmd_commit(int argc, char **argv)
                                st.git_excluded == 1 ? "" : "s");
                 if (st.odd_names)
                         printf("; %zu of them with control characters or invalid UTF-8 in the name", st.odd_names);
+                if (st.outside)
+                        printf("; %zu symlink%s pointing outside the workspace", st.outside,
+                               st.outside == 1 ? "" : "s");
                 putchar('\n');
         }
         return CLI_EXIT_OK;

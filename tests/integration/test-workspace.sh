@@ -64,7 +64,8 @@ like "$OUT" "A  newdir/" "diff: the added directory"
 like "$OUT" "A  newdir/x" "diff: what is in it"
 like "$OUT" "R  sub/" "diff: the replaced directory"
 like "$OUT" "D  olddir/" "diff: the deleted directory"
-like "$OUT" "A  link \\(symlink\\)" "diff: the symlink"
+like "$OUT" "A  link \\(symlink\\) -> /etc/passwd  \\(points outside the workspace\\)" \
+        "diff: the symlink, where it points, marked as pointing outside the workspace"
 unlike "$OUT" "olddir/deep" "diff: a deleted directory's contents are not listed one by one"
 aj diff "$RUN" --json
 is "$(jq -r '[.changes[] | "\(.change):\(.path)"] | sort | join(",")' <<<"$OUT")" \
@@ -188,6 +189,24 @@ like "$OUT$ERR" "being committed or discarded" "... and says why" || op_diag
 aj commit "$RUN4"
 is "$RC" 0 "once the other is done, commit" || op_diag
 is "$(cat "$WORKSPACE/new.txt")" agent "... applies the changes"
+
+# ------------------------------------------------------------------ what a symlink stands for
+# A directory replaced by a symlink was listed "M  sub (symlink)": not where it points, nor
+# that the commit removes the directory with all it holds (the note was only in --json).
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'rm -r sub && ln -s /root sub && ln -s ../../x olddir/up'
+is "$JAIL_RC" 0 "an overlay run replaces a directory by a symlink" || jail_diag
+aj diff "$JAIL_RUN_ID"
+like "$OUT" "M  sub \\(symlink\\) -> /root  \\(replaces a directory: commit removes it with all it holds\\)  \\(points outside the workspace\\)" \
+        "diff shows the target, the directory it removes, and that it points outside" || op_diag
+like "$OUT" "A  olddir/up \\(symlink\\) -> \\.\\./\\.\\./x  \\(points outside the workspace\\)" \
+        "... a relative target above the workspace's top too"
+like "$OUT" "2 symlinks pointing outside the workspace" "... and counts them"
+aj diff "$JAIL_RUN_ID" --json
+is "$(jq -c '[.changes[] | select(.type == "symlink") | [.path, .target, .outside]]' <<<"$OUT")" \
+        '[["olddir/up","../../x",true],["sub","/root",true]]' "diff --json: target and outside" || op_diag
+aj commit "$JAIL_RUN_ID" --json
+is "$(jq -r .outside <<<"$OUT")" 2 "commit counts them" || op_diag
 
 # ------------------------------------------------------------------ the agent's volume
 # diff --json made the DOM of every change at once: 1.2 GB for a million empty files, and

@@ -347,6 +347,52 @@ Test(workspace, symlink_added_not_followed)
         cr_assert_eq(passwd_after.st_mtim.tv_nsec, passwd_before.st_mtim.tv_nsec);
 }
 
+/* Where the agent's symlinks point is part of the review: diff carries each target and
+ * marks one that leaves the workspace by its text (absolute, or ".." above the top), which
+ * an editor or a build the operator runs once it is committed would follow. */
+Test(workspace, symlink_targets_shown_and_outside_marked)
+{
+        static const struct {
+                const char *path, *target;
+                bool outside;
+        } links[] = {
+                { "a/in", "../x", false },           { "a/out", "../../x", true },   { "abs", "/etc", true },
+                { "a/b/dots", "./../../y", false },  { "climb", "a/../../z", true }, { "down", "a/../b", false },
+                { "a/b/deep", "../../../..", true },
+        };
+        mkd(upper, "a", 0755);
+        mkd(upper, "a/b", 0755);
+        for (size_t i = 0; i < ARRAY_SIZE(links); i++)
+                cr_assert_eq(symlink(links[i].target, at(upper, links[i].path)), 0);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, ARRAY_SIZE(links) + 2);
+        for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
+                const AjWsChange *hit = NULL;
+                for (size_t k = 0; k < n; k++)
+                        if (streq(c[k].path, links[i].path))
+                                hit = &c[k];
+                cr_assert_not_null(hit, "%s", links[i].path);
+                cr_expect_str_eq(hit->target, links[i].target, "%s", links[i].path);
+                cr_expect_eq(hit->outside, links[i].outside, "%s -> %s", links[i].path, links[i].target);
+        }
+        cr_expect_null(c[0].target, "a directory has no target");
+        for (size_t k = 0; k < n; k++)
+                if (streq(c[k].path, "abs")) {
+                        json_t *o = aj_ws_change_json(&c[k]);
+                        char *one = json_dumps(o, JSON_COMPACT);
+                        cr_expect_str_eq(one, "{\"path\":\"abs\",\"change\":\"added\",\"type\":\"symlink\",\"size\":0,"
+                                              "\"conflict\":false,\"target\":\"/etc\",\"outside\":true}");
+                        free(one);
+                        json_decref(o);
+                }
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_expect_eq(s.outside, 4);
+}
+
 Test(workspace, copied_up_parents_not_listed)
 {
         mkd(lower, "a", 0755);
