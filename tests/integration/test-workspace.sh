@@ -225,6 +225,21 @@ RC=$?
 is "$RC" 0 "diff --json of 60,000 changes in 48 MiB" || op_diag
 is "$(jq -r '.changes | length' "$TEST_TMP/op.out")" 60001 "... lists them all"
 aj discard "$JAIL_RUN_ID"
+# diff --patch handed any file to diff(1), which holds a file whole, holes read as zeros:
+# 196 KB on disk, sparse to 6 GiB, took 6.3 GB and 41 s. Past 16 MiB it is not shown.
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'printf "text\n" >sparse.txt && truncate -s 4G sparse.txt && printf "x\n" >small.txt'
+is "$JAIL_RC" 0 "an overlay run leaves a sparse file of 4 GiB" || jail_diag
+(
+        ulimit -v $((256 << 10))
+        exec timeout -k 5 30 "$AGENTJAIL" diff "$JAIL_RUN_ID" --patch
+) >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+RC=$?
+OUT=$(cat "$TEST_TMP/op.out")
+is "$RC" 0 "diff --patch with it exits 0" || op_diag
+like "$OUT" "sparse.txt: contents not shown: larger than 16 MiB" "... and does not show it" || op_diag
+like "$OUT" $'\\+\\+\\+ b/small.txt\n@@ -0,0 \\+1 @@\n\\+x' "... the others it does"
+aj discard "$JAIL_RUN_ID"
 
 # ------------------------------------------------------------------ the agent's file names
 # Names are the agent's bytes: diff, its patch labels and commit show them quoted and escaped
