@@ -16,6 +16,7 @@
 #include "events.h"
 #include "mount.h"
 #include "util/fd.h"
+#include "util/open-under.h"
 #include "util/error.h"
 #include "workspace.h"
 
@@ -84,6 +85,45 @@ static int lock_overlay(const char *cmd, AjRun *run, Overlay *o)
         return 0;
 }
 
+/* The workspace the run's overlay covered, at its recorded path: the very directory (the
+ * dev/ino run.json has), or, in a record without them, one reached without a symlink. An
+ * agent with an rw bind above its workspace (or the owner of a directory above it) put a
+ * symlink there during the run, and the commit wrote the agent's files, as root and owned
+ * by the directory's owner, wherever it pointed: /etc/cron.d as well. */
+static int open_lower(const char *cmd, const AjRun *run, const AjRunWorkspace *ws, Overlay *o)
+{
+        int r;
+        if (ws->has_id) {
+                o->lower_fd = open(o->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                struct stat st;
+                r = o->lower_fd < 0 ? -errno : fstat(o->lower_fd, &st) < 0 ? -errno : 0;
+                if (r == 0 && ((uint64_t)st.st_dev != ws->dev || (uint64_t)st.st_ino != ws->ino))
+                        r = -ESTALE;
+        } else {
+                _cleanup_close_ int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+                o->lower_fd = root < 0 ? -errno
+                                       : aj_open_under(root, o->path, O_RDONLY | O_DIRECTORY, 0, AJ_UNDER_NO_SYMLINKS);
+                r = o->lower_fd < 0 ? o->lower_fd : 0;
+        }
+        if (r == 0)
+                return 0;
+        _cleanup_free_ char *where = aj_printable_dup(o->path, strlen(o->path), AJ_ESCAPE_QUOTE);
+        if (r == -ESTALE)
+                cli_fail(cmd,
+                         "run %s: the workspace %s is not the directory the run had (moved, or replaced by a "
+                         "symlink or another directory since): nothing was changed",
+                         run->id, where ?: "?");
+        else if (r == -ELOOP && !ws->has_id)
+                cli_fail(cmd,
+                         "run %s: the workspace %s has a symlink on its path, and the run recorded no identity to "
+                         "tell it is the directory the run had (an older agentjail): nothing was changed",
+                         run->id, where ?: "?");
+        else
+                cli_fail(cmd, "run %s: cannot open the workspace %s: %s", run->id, where ?: "?", strerror(-r));
+        overlay_close(o);
+        return r;
+}
+
 /* The run's overlay workspace with its changes still pending, the run not live; `decide`
  * (commit, discard): locked against another decision. */
 static int open_overlay(const char *cmd, AjRun *run, bool decide, Overlay *o)
@@ -139,14 +179,7 @@ static int open_overlay(const char *cmd, AjRun *run, bool decide, Overlay *o)
                 cli_fail(cmd, "run %s: cannot open its workspace changes '%s': %m", run->id, upper);
                 return -errno;
         }
-        o->lower_fd = open(o->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (o->lower_fd < 0) {
-                int r = -errno;
-                cli_fail(cmd, "run %s: cannot open the workspace '%s': %s", run->id, o->path, strerror(-r));
-                overlay_close(o);
-                return r;
-        }
-        return 0;
+        return open_lower(cmd, run, ws, o);
 }
 
 static const char change_letter[] = {

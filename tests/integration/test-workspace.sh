@@ -208,6 +208,42 @@ is "$(jq -c '[.changes[] | select(.type == "symlink") | [.path, .target, .outsid
 aj commit "$JAIL_RUN_ID" --json
 is "$(jq -r .outside <<<"$OUT")" 2 "commit counts them" || op_diag
 
+# ------------------------------------------------------------------ the workspace the run had
+# With an rw bind of a directory above its workspace (at another jail path), the agent
+# moved the workspace away there and left a symlink in its place: `commit` opened the
+# recorded path, followed it, and wrote the agent's files into the directory it named, as
+# root, owned by that directory's owner (a root-owned directory here; /etc/cron.d as
+# well). run.json records the workspace's identity (dev:ino); diff and commit want it.
+MONO=$TEST_TMP/mono
+VICTIM=$TEST_TMP/victim
+mkdir -p "$MONO/app" "$VICTIM"
+printf 'app\n' >"$MONO/app/readme"
+chown -R 4242:4343 "$MONO"
+MONO_P=$(write_profile mono "{\"extends\": \"default\", \"filesystem\": {\"workspace\": {\"path\": \"$MONO/app\",
+        \"mode\": \"overlay\"}, \"rw\": [\"$MONO:/mnt/mono\"]}}")
+run_jail -p "$MONO_P" -- /bin/sh -c 'printf "planted\n" >evil && mv /mnt/mono/app /mnt/mono/app.orig &&
+        ln -s '"$VICTIM"' /mnt/mono/app && echo moved'
+like "$JAIL_OUT" moved "the agent replaces its workspace's path by a symlink through an rw bind above it" || jail_diag
+like "$(jq -r .workspace.id "$JAIL_RUN_DIR/run.json")" '^[0-9]+:[0-9]+$' "run.json records the workspace's identity"
+aj diff "$JAIL_RUN_ID"
+is "$RC" 1 "diff refuses the path that is not the run's workspace" || op_diag
+aj commit "$JAIL_RUN_ID"
+is "$RC" 1 "commit too" || op_diag
+like "$ERR" "is not the directory the run had" "... and says why"
+ok "... and writes nothing where the symlink points" test ! -e "$VICTIM/evil"
+# A record without the identity (an older agentjail's): the path is opened without
+# following any symlink.
+jq 'del(.workspace.id)' "$JAIL_RUN_DIR/run.json" >"$TEST_TMP/run.json" && cp "$TEST_TMP/run.json" "$JAIL_RUN_DIR/run.json"
+aj commit "$JAIL_RUN_ID"
+like "$ERR" "has a symlink on its path, and the run recorded no identity" \
+        "without the identity, commit refuses a symlink on the path" || op_diag
+ok "... and writes nothing there" test ! -e "$VICTIM/evil"
+rm "$MONO/app" && mv "$MONO/app.orig" "$MONO/app"
+aj commit "$JAIL_RUN_ID"
+is "$RC" 0 "the workspace back in place, commit applies the changes" || op_diag
+is "$(cat "$MONO/app/evil")" planted "... to it"
+rm -rf "$MONO" "$VICTIM"
+
 # ------------------------------------------------------------------ the agent's volume
 # diff --json made the DOM of every change at once: 1.2 GB for a million empty files, and
 # when memory ran out it printed nothing and exited 0. It prints one change at a time now.
