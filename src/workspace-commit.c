@@ -529,6 +529,8 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, 
                 const char *what = "apply to the workspace";
                 r = apply_one(&cm, c, &what);
                 if (r < 0) {
+                        if (ret_stats)
+                                *ret_stats = stats;
                         _cleanup_free_ char *shown = aj_printable_dup(c->path, strlen(c->path), 0);
                         return aj_error_set(ret_error, r,
                                             "Failed to %s '%s': %s (%zu of %zu changes applied before it)", what,

@@ -172,7 +172,9 @@ enum {
  * a symlink is an error for that entry, not a write elsewhere. Changes are applied in path
  * order and the first error stops the commit: what came before it stays applied. Run
  * again, those entries show as conflicts (the first commit changed them after since_ns);
- * force applies them again, which is harmless. Counts in *ret_stats (may be NULL).
+ * force applies them again, which is harmless. Counts in *ret_stats (may be NULL), also
+ * when a change failed to apply: then of those applied before it (all zero when the
+ * failure came before any was applied); untouched on other failures.
  *
  * flags: AJ_WS_COMMIT_*. Without FORCE, conflicts give -EBUSY; with git_code changes and
  * neither INCLUDE_GIT nor EXCLUDE_GIT, -EPERM naming the first: nothing is applied

@@ -540,6 +540,25 @@ static int overlay_finish(const char *verb, AjRun *run, const Overlay *ov, const
         return 0;
 }
 
+/* A commit that failed half way changed the workspace, as root: the chain says what it
+ * applied ("workspace.commit_failed"), though the changes stay pending. */
+static void record_partial_commit(AjRun *run, const char *workspace, const AjWsStats *st, const char *error)
+{
+        size_t applied = st->added + st->modified + st->deleted + st->replaced;
+        if (applied == 0)
+                return;
+        json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:I}", "workspace", workspace, "added",
+                                   (json_int_t)st->added, "modified", (json_int_t)st->modified, "deleted",
+                                   (json_int_t)st->deleted, "replaced", (json_int_t)st->replaced, "error", error, "uid",
+                                   (json_int_t)getuid());
+        int r = fields ? aj_run_append_event(run, "workspace.commit_failed", fields) : -ENOMEM;
+        if (r >= 0 && run->rec)
+                r = aj_run_record_write(run->dir, run->rec);
+        if (r < 0)
+                cli_fail("commit", "run %s: cannot record the %zu changes applied in the event chain: %s", run->id,
+                         applied, strerror(-r));
+}
+
 int aj_cmd_commit(int argc, char **argv)
 {
         _cleanup_(overlay_cmd_done) OverlayCmd cmd;
@@ -569,6 +588,7 @@ int aj_cmd_commit(int argc, char **argv)
         }
         if (r < 0) {
                 cli_fail("commit", "run %s: %s", run->id, aj_error_text(&err, r));
+                record_partial_commit(run, cmd.ov.path, &st, aj_error_text(&err, r));
                 return CLI_EXIT_FAIL;
         }
         json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:I}", "workspace", cmd.ov.path, "added",

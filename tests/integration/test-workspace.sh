@@ -244,6 +244,26 @@ is "$RC" 0 "the workspace back in place, commit applies the changes" || op_diag
 is "$(cat "$MONO/app/evil")" planted "... to it"
 rm -rf "$MONO" "$VICTIM"
 
+# ------------------------------------------------------------------ a commit that fails half way
+# The changes before the failing one stay applied (root changed the workspace), and the
+# chain had no word of it: "workspace.commit_failed" says what was applied. Here the
+# agent deletes a directory that holds a mount on the host, which commit never crosses.
+reset_workspace
+mkdir -p "$WORKSPACE/z/mnt" && chown -R 4242:4343 "$WORKSPACE/z"
+mount -t tmpfs aj-test "$WORKSPACE/z/mnt"
+run_jail -p "$OV" -- /bin/sh -c 'printf "x\n" >a.txt && rm -rf z'
+is "$JAIL_RC" 0 "an overlay run deletes a directory holding a host mount" || jail_diag
+aj commit "$JAIL_RUN_ID"
+umount "$WORKSPACE/z/mnt"
+is "$RC" 1 "its commit fails on it" || op_diag
+like "$ERR" "1 of 2 changes applied before it" "... saying how many were applied"
+is "$(events_of workspace.commit_failed "$JAIL_RUN_DIR" | jq -c '[.added, .deleted, (.error | test("z"))]')" \
+        "[1,0,true]" "the chain records the failed commit and what it applied" || op_diag
+is "$(jq -r .workspace.changes "$JAIL_RUN_DIR/run.json")" pending "... the changes still pending"
+aj logs "$JAIL_RUN_ID" --verify
+is "$RC" 0 "... in an intact chain" || op_diag
+aj discard "$JAIL_RUN_ID"
+
 # ------------------------------------------------------------------ the agent's volume
 # diff --json made the DOM of every change at once: 1.2 GB for a million empty files, and
 # when memory ran out it printed nothing and exited 0. It prints one change at a time now.
