@@ -91,6 +91,7 @@ typedef struct {
         size_t added, modified, deleted, replaced, skipped;
         size_t odd_names;    /* applied, with a name the operator's verbs show escaped (util/format.h) */
         size_t outside;      /* applied, symlinks pointing outside the workspace (AjWsChange.outside) */
+        bool apply_failed;   /* the failure was applying a change (the counts: those before it) */
         size_t git_code;     /* applied, git_code (AJ_WS_COMMIT_INCLUDE_GIT) */
         size_t git_excluded; /* git_code, left out (AJ_WS_COMMIT_EXCLUDE_GIT) */
 } AjWsStats;
@@ -173,15 +174,16 @@ enum {
  * order and the first error stops the commit: what came before it stays applied. Run
  * again, those entries show as conflicts (the first commit changed them after since_ns);
  * force applies them again, which is harmless. Counts in *ret_stats (may be NULL), also
- * when a change failed to apply: then of those applied before it (all zero when the
- * failure came before any was applied); untouched on other failures.
+ * when a change failed to apply: then of those applied before it, with apply_failed set
+ * (its errno may be any, -EPERM too); untouched on other failures.
  *
  * flags: AJ_WS_COMMIT_*. Without FORCE, conflicts give -EBUSY; with git_code changes and
  * neither INCLUDE_GIT nor EXCLUDE_GIT, -EPERM naming the first: nothing is applied
  * either way. Nor when lower's filesystem has not the room the changes take, free for
  * users (f_bavail, f_favail): -ENOSPC saying how much (each regular file's allocated
  * bytes once per name, hardlinks in upper included; a block and an inode per other entry
- * made; deletions not counted on). */
+ * made; deletions not counted on). Nor when a lower directory a change removes is or
+ * holds a mount point (-EXDEV naming the change). */
 int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, AjWsStats *ret_stats,
                  AjError *ret_error);
 

@@ -573,6 +573,11 @@ int aj_cmd_commit(int argc, char **argv)
         _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_ws_commit(cmd.ov.upper_fd, cmd.ov.lower_fd, run->started_ns, flags, &st, &err);
         overlay_close(&cmd.ov);
+        if (r < 0 && st.apply_failed) {
+                cli_fail("commit", "run %s: %s", run->id, aj_error_text(&err, r));
+                record_partial_commit(run, cmd.ov.path, &st, aj_error_text(&err, r));
+                return CLI_EXIT_FAIL;
+        }
         if (r == -EBUSY) {
                 cli_fail("commit", "run %s: %s; nothing was changed (see 'agentjail diff %s', or --force)", run->id,
                          err.message ?: "paths changed in the workspace during the run", run->id);
@@ -588,7 +593,6 @@ int aj_cmd_commit(int argc, char **argv)
         }
         if (r < 0) {
                 cli_fail("commit", "run %s: %s", run->id, aj_error_text(&err, r));
-                record_partial_commit(run, cmd.ov.path, &st, aj_error_text(&err, r));
                 return CLI_EXIT_FAIL;
         }
         json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:I}", "workspace", cmd.ov.path, "added",
