@@ -22,19 +22,28 @@ typedef struct {
         AjError *ret_error;
 } Diff;
 
-static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bool conflict, bool skipped,
-                    const char *note)
+/* A path or symlink target of `len` bytes more held: the agent's names, each up to PATH_MAX,
+ * in the operator's process. */
+static int hold_path_bytes(Diff *d, size_t len)
 {
-        if (d->n >= AJ_WS_MAX_CHANGES)
-                return aj_error_set(d->ret_error, -E2BIG, "The workspace has more than %u changes (at '%s')",
-                                    AJ_WS_MAX_CHANGES, d->path);
-        size_t len = strlen(d->path) + 1;
         if (len > AJ_WS_MAX_PATH_BYTES - d->path_bytes)
                 return aj_error_set(d->ret_error, -E2BIG,
                                     "The workspace's changes have more than %u MiB of paths (at '%s'): too many to "
                                     "review",
                                     AJ_WS_MAX_PATH_BYTES >> 20, d->path);
         d->path_bytes += len;
+        return 0;
+}
+
+static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bool conflict, bool skipped,
+                    const char *note)
+{
+        if (d->n >= AJ_WS_MAX_CHANGES)
+                return aj_error_set(d->ret_error, -E2BIG, "The workspace has more than %u changes (at '%s')",
+                                    AJ_WS_MAX_CHANGES, d->path);
+        int r = hold_path_bytes(d, strlen(d->path) + 1);
+        if (r < 0)
+                return r;
         if (d->n == d->cap) {
                 size_t cap = d->cap ? d->cap * 2 : 64;
                 AjWsChange *v = reallocarray(d->v, cap, sizeof(*v));
@@ -185,12 +194,9 @@ static int diff_target(Diff *d, int udir_fd, const char *name)
                 return aj_error_set(d->ret_error, -ENAMETOOLONG, "The symlink '%s' in the upper dir is too long",
                                     d->path);
         target[n] = 0;
-        if ((size_t)n + 1 > AJ_WS_MAX_PATH_BYTES - d->path_bytes)
-                return aj_error_set(d->ret_error, -E2BIG,
-                                    "The workspace's changes have more than %u MiB of paths (at '%s'): too many to "
-                                    "review",
-                                    AJ_WS_MAX_PATH_BYTES >> 20, d->path);
-        d->path_bytes += (size_t)n + 1;
+        int r = hold_path_bytes(d, (size_t)n + 1);
+        if (r < 0)
+                return r;
         c->outside = ws_symlink_outside(c->path, target);
         c->target = strdup(target);
         return c->target ? 0 : -ENOMEM;
