@@ -232,7 +232,8 @@ static void type_workspace(AjTypeCheck *tc, json_t *d, AjRunWorkspace *w)
         const char *id = aj_member_string(tc, ws, "id", "workspace.id", true);
         unsigned long long dev, ino;
         int end = 0;
-        if (id && (sscanf(id, "%llu:%llu%n", &dev, &ino, &end) != 2 || (size_t)end != strlen(id) || !isdigit(id[0])))
+        if (id && (sscanf(id, "%llu:%llu%n", &dev, &ino, &end) != 2 || (size_t)end != strlen(id) ||
+                   strspn(id, "0123456789:") != strlen(id) || !isdigit(id[0])))
                 tc->r = tc->r < 0 ? tc->r
                                   : aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"workspace.id\" is not DEV:INO",
                                                  tc->path);
