@@ -24,6 +24,7 @@
 
 static char root[64], lower[96], upper[96], outside[96];
 static int lower_fd = -1, upper_fd = -1;
+static bool lower_mounted; /* small_lower(): unmounted before the tree is removed */
 
 static void setup(void)
 {
@@ -47,6 +48,8 @@ static void teardown(void)
                 close(lower_fd);
         if (upper_fd >= 0)
                 close(upper_fd);
+        if (lower_mounted)
+                umount2(lower, MNT_DETACH);
         aj_rm_rf(root);
 }
 
@@ -794,6 +797,7 @@ static void small_lower(const char *options)
         if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 cr_assert_fail("unshare(CLONE_NEWNS) failed: %s (the unit tests need root)", strerror(errno));
         cr_assert_eq(mount("aj-ws-test", lower, "tmpfs", 0, options), 0, "%s", strerror(errno));
+        lower_mounted = true;
         close(lower_fd);
         lower_fd = open(lower, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         cr_assert_geq(lower_fd, 0);
