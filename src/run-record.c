@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -228,6 +229,19 @@ static void type_workspace(AjTypeCheck *tc, json_t *d, AjRunWorkspace *w)
         w->changes = aj_member_string(tc, ws, "changes", "workspace.changes", false);
         w->decided_at = aj_member_string(tc, ws, "decided_at", "workspace.decided_at", true);
         w->decided_by = member_id(tc, ws, "decided_by", "workspace.decided_by");
+        const char *id = aj_member_string(tc, ws, "id", "workspace.id", true);
+        unsigned long long dev, ino;
+        int end = 0;
+        if (id && (sscanf(id, "%llu:%llu%n", &dev, &ino, &end) != 2 || (size_t)end != strlen(id) ||
+                   strspn(id, "0123456789:") != strlen(id) || !isdigit(id[0])))
+                tc->r = tc->r < 0 ? tc->r
+                                  : aj_error_set(tc->ret_error, -EBADMSG, "'%s': \"workspace.id\" is not DEV:INO",
+                                                 tc->path);
+        else if (id) {
+                w->has_id = true;
+                w->dev = dev;
+                w->ino = ino;
+        }
 }
 
 static void type_quarantine(AjTypeCheck *tc, json_t *d, AjRunQuarantine *q)
@@ -574,6 +588,11 @@ static json_t *workspace_json(const AjRunWorkspace *w)
 {
         json_t *o = json_pack("{s:s, s:s?, s:s, s:s}", "mode", w->mode, "path", w->path, "upper", w->upper, "changes",
                               w->changes);
+        if (o && w->has_id) {
+                char id[48];
+                snprintf(id, sizeof(id), "%llu:%llu", (unsigned long long)w->dev, (unsigned long long)w->ino);
+                put_new(o, "id", json_string(id));
+        }
         if (o && w->decided_at) {
                 put_new(o, "decided_at", json_string(w->decided_at));
                 put_new(o, "decided_by", json_integer((json_int_t)w->decided_by));

@@ -69,6 +69,11 @@ typedef struct {
         const char *changes; /* "pending", "committed", "discarded" */
         const char *decided_at;
         uid_t decided_by; /* with decided_at */
+        /* "id": "DEV:INO", the directory the run's overlay covered (older records: none).
+         * diff and commit open `path` and want this one: a symlink or another directory put
+         * there since would have the agent's changes applied to it. */
+        bool has_id;
+        uint64_t dev, ino;
 } AjRunWorkspace;
 
 /* "quarantine" (an object after a breach; null otherwise). */

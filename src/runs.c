@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -789,6 +790,21 @@ int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, boo
         return r < 0 ? r : aj_run_record_write(run->dir, run->rec);
 }
 
+int aj_run_lock_workspace(const AjRun *run, int *ret_fd)
+{
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run->dir, AJ_RUN_DIR_WORKSPACE, path, sizeof(path));
+        if (r < 0)
+                return r;
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno != ENOENT)
+                return -errno;
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+                return -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
 int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollbackOutcome *o, bool *ret_recorded)
 {
         *ret_recorded = false;
@@ -832,6 +848,10 @@ int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)
                 return -errno;
         if (!S_ISDIR(st.st_mode))
                 return -EPERM;
+        /* One that cannot be opened as a directory, no commit or discard can lock either. */
+        _cleanup_close_ int lock_fd = -1;
+        if (aj_run_lock_workspace(run, &lock_fd) == -EWOULDBLOCK)
+                return -EBUSY;
         /* Symlinked parents are fine (the state root may be one); the run dir itself must
          * resolve to exactly <real runs dir>/<id>. */
         _cleanup_free_ char *real_runs = realpath(runs, NULL), *real_dir = realpath(expected, NULL);

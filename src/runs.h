@@ -118,6 +118,11 @@ int aj_run_append_event(AjRun *run, const char *type, json_t *fields);
  * "changes" = `changes` ("committed", "discarded"). *ret_recorded says whether the event
  * was written (so a failure is the chain's or run.json's). */
 int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, bool *ret_recorded);
+/* The lock that makes a dead run's overlay decision one at a time: `commit`, `discard`, and
+ * removing the run (prune, quarantine purge) flock() its kept changes' directory
+ * (<run>/workspace) exclusively, without waiting, and hold it until they are done:
+ * -EWOULDBLOCK when another holds it; *ret_fd -1 (and 0) when there is no such directory. */
+int aj_run_lock_workspace(const AjRun *run, int *ret_fd);
 /* Mark a dead run's quarantine released in run.json and record "quarantine.release". */
 int aj_run_release_offline(AjRun *run, uid_t by_uid);
 /* One step of `agentjail rollback --apply` (src/rollback.h) recorded in a dead run: its
@@ -129,7 +134,8 @@ int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollback
 /* Delete the run directory, refusing anything that is not a run dir directly below
  * <state>/runs (-EPERM). It is renamed to AJ_RUN_REMOVING_PREFIX<id> first, so a removal
  * that fails half way (a mount inside, an immutable file) leaves a leftover, not a run
- * without its record; `agentjail prune` finishes leftovers. */
+ * without its record; `agentjail prune` finishes leftovers. A run whose overlay changes
+ * are being committed or discarded (aj_run_lock_workspace) is -EBUSY, left alone. */
 #define AJ_RUN_REMOVING_PREFIX ".removing-"
 int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);
 /* The run id in a leftover's name (AJ_RUN_REMOVING_PREFIX<id>), or NULL. */

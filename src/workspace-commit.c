@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/statvfs.h>
 
 #include "util/fd.h"
 #include "util/format.h"
@@ -80,8 +81,8 @@ static bool same_place(const Place *a, const Place *b)
 }
 
 /* Removes what directory `dir_fd` contains, all in `place`: a mount point below is
- * -EXDEV, never emptied. */
-static int empty_dir(int dir_fd, const Place *place, unsigned depth)
+ * -EXDEV, never emptied. `dry`: removes nothing, only looks for one. */
+static int empty_dir(int dir_fd, const Place *place, unsigned depth, bool dry)
 {
         if (depth >= AJ_WS_MAX_DEPTH)
                 return -ELOOP;
@@ -98,7 +99,7 @@ static int empty_dir(int dir_fd, const Place *place, unsigned depth)
                         return -errno;
                 }
                 if (!S_ISDIR(st.st_mode)) {
-                        if (unlinkat(dirfd(d), child, 0) < 0 && errno != ENOENT)
+                        if (!dry && unlinkat(dirfd(d), child, 0) < 0 && errno != ENOENT)
                                 return -errno;
                         continue;
                 }
@@ -111,24 +112,25 @@ static int empty_dir(int dir_fd, const Place *place, unsigned depth)
                 _cleanup_close_ int fd = openat(dirfd(d), child, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 if (fd < 0)
                         return -errno;
-                r = empty_dir(fd, place, depth + 1);
+                r = empty_dir(fd, place, depth + 1, dry);
                 if (r < 0)
                         return r;
-                if (unlinkat(dirfd(d), child, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                if (!dry && unlinkat(dirfd(d), child, AT_REMOVEDIR) < 0 && errno != ENOENT)
                         return -errno;
         }
         return r;
 }
 
 /* Removes `name` in dir_fd, recursively for a directory (or only what it contains, with
- * keep_top), never across a mount point (-EXDEV), even when `name` itself is one. */
-static int remove_tree_at(int dir_fd, const char *name, bool keep_top)
+ * keep_top), never across a mount point (-EXDEV), even when `name` itself is one. `dry`:
+ * removes nothing, only says whether it could. */
+static int remove_tree_at(int dir_fd, const char *name, bool keep_top, bool dry)
 {
         struct stat st;
         if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return errno == ENOENT ? 0 : -errno;
         if (!S_ISDIR(st.st_mode))
-                return unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+                return !dry && unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
 
         Place parent, here;
         int r = place_at(dir_fd, "", &parent);
@@ -142,8 +144,8 @@ static int remove_tree_at(int dir_fd, const char *name, bool keep_top)
         _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        r = empty_dir(fd, &here, 1);
-        if (r < 0 || keep_top)
+        r = empty_dir(fd, &here, 1, dry);
+        if (r < 0 || keep_top || dry)
                 return r;
         if (unlinkat(dir_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
                 return -errno;
@@ -275,7 +277,7 @@ static int apply_dir(const Commit *cm, const AjWsChange *c, int uparent_fd, int 
         if (fd < 0)
                 return -errno;
         if (c->kind == AJ_WS_REPLACED) {
-                int r = remove_tree_at(lparent_fd, name, true);
+                int r = remove_tree_at(lparent_fd, name, true, false);
                 if (r < 0)
                         return r;
         }
@@ -302,7 +304,7 @@ static int apply_one(const Commit *cm, const AjWsChange *c, const char **ret_wha
 
         if (c->kind == AJ_WS_DELETED) {
                 *ret_what = "remove from the workspace";
-                return remove_tree_at(lparent_fd, name, false);
+                return remove_tree_at(lparent_fd, name, false, false);
         }
 
         *ret_what = "resolve the upper directory of";
@@ -327,7 +329,7 @@ static int apply_one(const Commit *cm, const AjWsChange *c, const char **ret_wha
         /* rename() replaces anything but a directory: a file replacing one removes it first. */
         if (in_lower && S_ISDIR(lst.st_mode)) {
                 *ret_what = "remove the workspace directory replaced by";
-                r = remove_tree_at(lparent_fd, name, false);
+                r = remove_tree_at(lparent_fd, name, false, false);
         }
         if (r >= 0 && renameat(lparent_fd, tmp, lparent_fd, name) < 0)
                 r = -errno;
@@ -383,6 +385,82 @@ static int check_lower_dirs(const Commit *cm, const Changes *ch, AjError *ret_er
         return 0;
 }
 
+/* Before changing anything: what the changes take on the workspace's filesystem, against
+ * what it has free for its users (f_bavail, f_favail: a commit runs as root, and would
+ * otherwise write into root's reserve and stop half way at ENOSPC). A file is written
+ * whole before the one it replaces goes, and once per name: names hardlinked in the upper
+ * dir are one file there, one each here (29 MB there filled 180 MB). So: each regular
+ * file's allocated bytes (its holes stay holes), any other entry made a block, each entry
+ * made an inode; what the changes delete is not counted on. */
+static int check_room(int lower_fd, const Changes *ch, AjError *ret_error)
+{
+        struct statvfs sv;
+        if (fstatvfs(lower_fd, &sv) < 0)
+                return aj_error_set(ret_error, -errno, "Failed to statfs the workspace: %m");
+        uint64_t block = sv.f_frsize ? sv.f_frsize : sv.f_bsize ? sv.f_bsize : 4096;
+        uint64_t bytes = 0, inodes = 0;
+        for (size_t i = 0; i < ch->n; i++) {
+                const AjWsChange *c = &ch->v[i];
+                if (c->skipped || c->kind == AJ_WS_DELETED || (c->kind == AJ_WS_MODIFIED && c->type == S_IFDIR))
+                        continue;
+                uint64_t want = c->type == S_IFREG ? c->allocated : 1;
+                uint64_t blocks = want / block + (want % block != 0);
+                bytes = blocks > (UINT64_MAX - bytes) / block ? UINT64_MAX : bytes + blocks * block;
+                inodes++;
+        }
+        uint64_t avail = sv.f_bavail > UINT64_MAX / block ? UINT64_MAX : (uint64_t)sv.f_bavail * block;
+        if (bytes > avail) {
+                char need[32], have[32];
+                return aj_error_set(ret_error, -ENOSPC,
+                                    "The changes need %s in the workspace and its filesystem has %s free "
+                                    "(for users: root's reserve is not counted on); nothing was applied",
+                                    aj_format_bytes(bytes, need, sizeof(need)),
+                                    aj_format_bytes(avail, have, sizeof(have)));
+        }
+        /* f_files 0: no fixed number of inodes (btrfs). */
+        if (sv.f_files > 0 && inodes > (uint64_t)sv.f_favail)
+                return aj_error_set(ret_error, -ENOSPC,
+                                    "The changes make %llu entries in the workspace and its filesystem has room for "
+                                    "%llu more; nothing was applied",
+                                    (unsigned long long)inodes, (unsigned long long)sv.f_favail);
+        return 0;
+}
+
+/* Before changing anything: every lower directory a change removes (deleted, replaced,
+ * a file or symlink in its place) holds no mount point. Found half way, the commit
+ * stopped there, what came before it applied and the directory half emptied. */
+static int check_removals(const Commit *cm, const Changes *ch, AjError *ret_error)
+{
+        char parent[PATH_MAX];
+        for (size_t i = 0; i < ch->n; i++) {
+                const AjWsChange *c = &ch->v[i];
+                if (c->kind == AJ_WS_ADDED || c->skipped || (c->kind == AJ_WS_MODIFIED && c->type == S_IFDIR))
+                        continue;
+                const char *slash = strrchr(c->path, '/');
+                size_t plen = slash ? (size_t)(slash - c->path) : 0;
+                memcpy(parent, c->path, plen);
+                parent[plen] = 0;
+                _cleanup_close_ int lparent_fd = open_beneath(cm->lower_fd, parent);
+                struct stat st;
+                /* No directory there: nothing to remove (or apply_one says what is wrong). */
+                if (lparent_fd < 0 || fstatat(lparent_fd, slash ? slash + 1 : c->path, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    !S_ISDIR(st.st_mode))
+                        continue;
+                int r = remove_tree_at(lparent_fd, slash ? slash + 1 : c->path, c->kind == AJ_WS_REPLACED, true);
+                if (r < 0) {
+                        _cleanup_free_ char *shown = aj_printable_dup(c->path, strlen(c->path), 0);
+                        return aj_error_set(ret_error, r,
+                                            "Cannot apply '%s': the directory it removes from the workspace %s "
+                                            "(%s); nothing was applied",
+                                            shown ?: "?",
+                                            r == -EXDEV ? "is or holds a mount point, which commit never crosses"
+                                                        : "cannot be looked through",
+                                            strerror(-r));
+                }
+        }
+        return 0;
+}
+
 /* Is `path` at or below `dir` (a path of the list)? */
 static bool path_below(const char *path, const char *dir)
 {
@@ -433,6 +511,7 @@ static int git_code_decide(Changes *ch, unsigned flags, AjWsStats *stats, AjErro
                 stats->git_excluded++;
                 free(ch->v[i].path);
                 free(ch->v[i].note);
+                free(ch->v[i].target);
         }
         ch->n = kept;
         return 0;
@@ -473,6 +552,12 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, 
         r = check_lower_dirs(&cm, &ch, ret_error);
         if (r < 0)
                 return r;
+        r = check_room(lower_fd, &ch, ret_error);
+        if (r < 0)
+                return r;
+        r = check_removals(&cm, &ch, ret_error);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < ch.n; i++) {
                 const AjWsChange *c = &ch.v[i];
@@ -483,6 +568,9 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, 
                 const char *what = "apply to the workspace";
                 r = apply_one(&cm, c, &what);
                 if (r < 0) {
+                        stats.apply_failed = true;
+                        if (ret_stats)
+                                *ret_stats = stats;
                         _cleanup_free_ char *shown = aj_printable_dup(c->path, strlen(c->path), 0);
                         return aj_error_set(ret_error, r,
                                             "Failed to %s '%s': %s (%zu of %zu changes applied before it)", what,
@@ -490,6 +578,7 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, 
                                             stats.added + stats.modified + stats.deleted + stats.replaced, ch.n);
                 }
                 stats.odd_names += !aj_printable_as_is(c->path, strlen(c->path));
+                stats.outside += c->outside;
                 switch (c->kind) {
                 case AJ_WS_ADDED:
                         stats.added++;

@@ -16,10 +16,24 @@
 typedef struct {
         AjWsChange *v;
         size_t n, cap;
+        size_t path_bytes; /* of the changes' paths, with their NULs */
         uint64_t since_ns;
         char path[PATH_MAX]; /* of the entry being looked at */
         AjError *ret_error;
 } Diff;
+
+/* A path or symlink target of `len` bytes more held: the agent's names, each up to PATH_MAX,
+ * in the operator's process. */
+static int hold_path_bytes(Diff *d, size_t len)
+{
+        if (len > AJ_WS_MAX_PATH_BYTES - d->path_bytes)
+                return aj_error_set(d->ret_error, -E2BIG,
+                                    "The workspace's changes have more than %u MiB of paths (at '%s'): too many to "
+                                    "review",
+                                    AJ_WS_MAX_PATH_BYTES >> 20, d->path);
+        d->path_bytes += len;
+        return 0;
+}
 
 static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bool conflict, bool skipped,
                     const char *note)
@@ -27,6 +41,9 @@ static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bo
         if (d->n >= AJ_WS_MAX_CHANGES)
                 return aj_error_set(d->ret_error, -E2BIG, "The workspace has more than %u changes (at '%s')",
                                     AJ_WS_MAX_CHANGES, d->path);
+        int r = hold_path_bytes(d, strlen(d->path) + 1);
+        if (r < 0)
+                return r;
         if (d->n == d->cap) {
                 size_t cap = d->cap ? d->cap * 2 : 64;
                 AjWsChange *v = reallocarray(d->v, cap, sizeof(*v));
@@ -162,9 +179,33 @@ static int diff_subdir(Diff *d, DIR *dir, int ldir_fd, const char *name, const s
         return 0;
 }
 
-/* An upper non-directory `name` (d->path) against the lower entry `lst` (NULL: none). */
-static int diff_file(Diff *d, int ldir_fd, const char *name, const struct stat *ust, const struct stat *lst,
-                     unsigned depth)
+/* A symlink's target, on the change just added: held like a path (AJ_WS_MAX_PATH_BYTES). */
+static int diff_target(Diff *d, int udir_fd, const char *name)
+{
+        AjWsChange *c = &d->v[d->n - 1];
+        _cleanup_free_ char *target = malloc(PATH_MAX);
+        if (!target)
+                return -ENOMEM;
+        ssize_t n = readlinkat(udir_fd, name, target, PATH_MAX);
+        if (n < 0)
+                return aj_error_set(d->ret_error, -errno, "Failed to read the symlink '%s' in the upper dir: %m",
+                                    d->path);
+        if (n >= PATH_MAX)
+                return aj_error_set(d->ret_error, -ENAMETOOLONG, "The symlink '%s' in the upper dir is too long",
+                                    d->path);
+        target[n] = 0;
+        int r = hold_path_bytes(d, (size_t)n + 1);
+        if (r < 0)
+                return r;
+        c->outside = ws_symlink_outside(c->path, target);
+        c->target = strdup(target);
+        return c->target ? 0 : -ENOMEM;
+}
+
+/* An upper non-directory `name` in udir_fd (d->path) against the lower entry `lst` (NULL:
+ * none). */
+static int diff_file(Diff *d, int udir_fd, int ldir_fd, const char *name, const struct stat *ust,
+                     const struct stat *lst, unsigned depth)
 {
         bool in_lower = lst;
         int r;
@@ -187,6 +228,8 @@ static int diff_file(Diff *d, int ldir_fd, const char *name, const struct stat *
                 return r;
         if (S_ISREG(ust->st_mode))
                 d->v[d->n - 1].allocated = (uint64_t)ust->st_blocks * 512;
+        if (S_ISLNK(ust->st_mode))
+                return diff_target(d, udir_fd, name);
         return 0;
 }
 
@@ -240,7 +283,7 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
                         if (r < 0)
                                 return r;
                 } else {
-                        r = diff_file(d, ldir_fd, name, &ust, in_lower ? &lst : NULL, depth);
+                        r = diff_file(d, dirfd(dir), ldir_fd, name, &ust, in_lower ? &lst : NULL, depth);
                         if (r < 0)
                                 return r;
                 }

@@ -48,6 +48,9 @@ static inline void closedirp(DIR **d)
 int ws_open_dir_stream(int dir_fd, const char *name, DIR **ret);
 /* Walks dirent names other than "." and "..": 1 with *ret_name set, 0 at the end. */
 int ws_next_name(DIR *d, const char **ret_name);
+/* Whether a symlink at `path` (relative to the workspace's top) with this target points
+ * outside the workspace by its text: absolute, or a ".." above the top. */
+bool ws_symlink_outside(const char *path, const char *target);
 /* "a file", "a directory", ... for messages. */
 const char *ws_type_article(mode_t type);
 /* qsort order of changes: by path, a directory directly followed by its contents. */

@@ -139,6 +139,26 @@ const char *aj_ws_change_git_code(const char *path, AjWsChangeKind kind, mode_t 
         return NULL;
 }
 
+bool ws_symlink_outside(const char *path, const char *target)
+{
+        if (target[0] == '/')
+                return true;
+        long depth = 0;
+        for (const char *c = path; (c = strchr(c, '/')); c++)
+                depth++;
+        for (const char *c = target; *c;) {
+                const char *end = strchrnul(c, '/');
+                size_t len = (size_t)(end - c);
+                if (len == 2 && c[0] == '.' && c[1] == '.') {
+                        if (--depth < 0)
+                                return true;
+                } else if (len > 0 && !(len == 1 && c[0] == '.'))
+                        depth++;
+                c = *end ? end + 1 : end;
+        }
+        return false;
+}
+
 const char *aj_ws_kind_name(AjWsChangeKind kind)
 {
         switch (kind) {
@@ -199,6 +219,7 @@ void aj_ws_changes_free(AjWsChange *c, size_t n)
         for (size_t i = 0; i < n; i++) {
                 free(c[i].path);
                 free(c[i].note);
+                free(c[i].target);
         }
         free(c);
 }
@@ -264,44 +285,61 @@ static json_t *path_string(const char *path, bool *ret_exact)
         return json_string(buf);
 }
 
+/* Sets key_exact: false and key_hex (the bytes, exactly) when name is not UTF-8: then "key"
+ * holds it escaped ("\xff"), which another name can spell the same way. */
+static int set_exact(json_t *o, const char *key, const char *name, bool utf8)
+{
+        if (utf8)
+                return 0;
+        size_t len = strlen(name);
+        _cleanup_free_ char *hex = malloc(len * 2 + 1);
+        if (!hex)
+                return -ENOMEM;
+        for (size_t k = 0; k < len; k++)
+                snprintf(hex + 2 * k, 3, "%02x", (unsigned char)name[k]);
+        hex[2 * len] = 0;
+        char exact[32], hex_key[32];
+        snprintf(exact, sizeof(exact), "%s_exact", key);
+        snprintf(hex_key, sizeof(hex_key), "%s_hex", key);
+        if (json_object_set_new(o, exact, json_false()) < 0 || json_object_set_new(o, hex_key, json_string(hex)) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+json_t *aj_ws_change_json(const AjWsChange *c)
+{
+        bool utf8;
+        json_t *path = path_string(c->path, &utf8);
+        if (!path)
+                return NULL;
+        /* "o" takes path, also on failure. */
+        json_auto_t *o = json_pack("{s:o, s:s, s:s, s:I, s:b}", "path", path, "change", aj_ws_kind_name(c->kind),
+                                   "type", aj_ws_type_name(c->type), "size", (json_int_t)c->size, "conflict",
+                                   c->conflict);
+        const char *git = c->git_code;
+        if (!o || set_exact(o, "path", c->path, utf8) < 0 ||
+            (c->skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
+            (c->note && json_object_set_new(o, "note", json_string(c->note)) < 0) ||
+            (git && json_object_set_new(o, "git_code", json_string(git)) < 0))
+                return NULL;
+        if (c->target) {
+                json_t *target = path_string(c->target, &utf8);
+                if (!target || json_object_set_new(o, "target", target) < 0 ||
+                    set_exact(o, "target", c->target, utf8) < 0 ||
+                    (c->outside && json_object_set_new(o, "outside", json_true()) < 0))
+                        return NULL;
+        }
+        return TAKE_PTR(o);
+}
+
 json_t *aj_ws_changes_json(const AjWsChange *c, size_t n)
 {
         json_t *a = json_array();
         if (!a)
                 return NULL;
         for (size_t i = 0; i < n; i++) {
-                bool utf8;
-                json_t *path = path_string(c[i].path, &utf8);
-                if (!path) {
-                        json_decref(a);
-                        return NULL;
-                }
-                /* "o" takes path, also on failure. */
-                json_t *o = json_pack("{s:o, s:s, s:s, s:I, s:b}", "path", path, "change", aj_ws_kind_name(c[i].kind),
-                                      "type", aj_ws_type_name(c[i].type), "size", (json_int_t)c[i].size, "conflict",
-                                      c[i].conflict);
-                /* A name that is not UTF-8 is shown escaped in "path", which another name can
-                 * spell the same way (a literal "\xff"): "path_hex" is its bytes, exactly. */
-                if (o && !utf8) {
-                        size_t len = strlen(c[i].path);
-                        _cleanup_free_ char *hex = malloc(len * 2 + 1);
-                        for (size_t k = 0; hex && k < len; k++)
-                                snprintf(hex + 2 * k, 3, "%02x", (unsigned char)c[i].path[k]);
-                        if (!hex || json_object_set_new(o, "path_exact", json_false()) < 0 ||
-                            json_object_set_new(o, "path_hex", json_string(len ? hex : "")) < 0) {
-                                json_decref(o);
-                                o = NULL;
-                        }
-                }
-                const char *git = c[i].git_code;
-                if (!o || (c[i].skipped && json_object_set_new(o, "skipped", json_true()) < 0) ||
-                    (c[i].note && json_object_set_new(o, "note", json_string(c[i].note)) < 0) ||
-                    (git && json_object_set_new(o, "git_code", json_string(git)) < 0)) {
-                        json_decref(o);
-                        json_decref(a);
-                        return NULL;
-                }
-                if (json_array_append_new(a, o) < 0) { /* takes o, also on failure */
+                json_t *o = aj_ws_change_json(&c[i]);
+                if (!o || json_array_append_new(a, o) < 0) { /* takes o, also on failure */
                         json_decref(a);
                         return NULL;
                 }

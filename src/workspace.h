@@ -28,10 +28,12 @@
 #include "util/error.h"
 
 /* Directory levels below the workspace root the walks go down (deeper: -ELOOP), and the
- * number of changes one diff may hold (more: -E2BIG). Paths are bounded by PATH_MAX
- * (-ENAMETOOLONG). */
+ * number of changes one diff may hold and the bytes of their paths together (more: -E2BIG:
+ * the agent's names are held by the operator's process, and each may be PATH_MAX long,
+ * 16 GB at the most changes). Paths are bounded by PATH_MAX (-ENAMETOOLONG). */
 #define AJ_WS_MAX_DEPTH 256
 #define AJ_WS_MAX_CHANGES (4u << 20)
+#define AJ_WS_MAX_PATH_BYTES (64u << 20)
 
 typedef enum {
         AJ_WS_ADDED,    /* in upper, not in lower */
@@ -55,6 +57,9 @@ typedef struct {
                                * static string, see aj_ws_path_git_code): commit wants a
                                * decision on these */
         char *note;           /* NULL or a short explanation */
+        char *target;         /* a symlink's target as the agent wrote it (NULL otherwise) */
+        bool outside;         /* that target is absolute or climbs above the workspace's top by its
+                               * ".." (judged by its text: symlinks it meets are not followed) */
 } AjWsChange;
 
 /* Lists what the overlay's upper dir changes in lower, sorted by path, component by
@@ -85,6 +90,8 @@ void aj_ws_changes_free(AjWsChange *c, size_t n);
 typedef struct {
         size_t added, modified, deleted, replaced, skipped;
         size_t odd_names;    /* applied, with a name the operator's verbs show escaped (util/format.h) */
+        size_t outside;      /* applied, symlinks pointing outside the workspace (AjWsChange.outside) */
+        bool apply_failed;   /* the failure was applying a change (the counts: those before it) */
         size_t git_code;     /* applied, git_code (AJ_WS_COMMIT_INCLUDE_GIT) */
         size_t git_excluded; /* git_code, left out (AJ_WS_COMMIT_EXCLUDE_GIT) */
 } AjWsStats;
@@ -166,11 +173,17 @@ enum {
  * a symlink is an error for that entry, not a write elsewhere. Changes are applied in path
  * order and the first error stops the commit: what came before it stays applied. Run
  * again, those entries show as conflicts (the first commit changed them after since_ns);
- * force applies them again, which is harmless. Counts in *ret_stats (may be NULL).
+ * force applies them again, which is harmless. Counts in *ret_stats (may be NULL), also
+ * when a change failed to apply: then of those applied before it, with apply_failed set
+ * (its errno may be any, -EPERM too); untouched on other failures.
  *
  * flags: AJ_WS_COMMIT_*. Without FORCE, conflicts give -EBUSY; with git_code changes and
  * neither INCLUDE_GIT nor EXCLUDE_GIT, -EPERM naming the first: nothing is applied
- * either way. */
+ * either way. Nor when lower's filesystem has not the room the changes take, free for
+ * users (f_bavail, f_favail): -ENOSPC saying how much (each regular file's allocated
+ * bytes once per name, hardlinks in upper included; a block and an inode per other entry
+ * made; deletions not counted on). Nor when a lower directory a change removes is or
+ * holds a mount point (-EXDEV naming the change). */
 int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, AjWsStats *ret_stats,
                  AjError *ret_error);
 
@@ -182,8 +195,12 @@ int aj_ws_open_file(int root_fd, const char *path);
 /* JSON for `agentjail diff --json`:
  * [{"path", "change": "added|modified|deleted|replaced", "type": "file|dir|symlink|fifo|
  *   socket|char-device|block-device", "size", "conflict", "skipped"? (only when true),
- *   "note"? (only when set), "git_code"? (the reason, only when set)}]. NULL on allocation failure. */
+ *   "note"? (only when set), "git_code"? (the reason, only when set), "target"? (a symlink's,
+ *   escaped as "path" is, with "target_exact": false and "target_hex" when not UTF-8),
+ *   "outside"? (only when true)}]. NULL on allocation failure. */
 json_t *aj_ws_changes_json(const AjWsChange *c, size_t n);
+/* One of them: an element of that array. NULL on allocation failure. */
+json_t *aj_ws_change_json(const AjWsChange *c);
 
 /* "added"... and "file"... as in the JSON, for human-readable listings. */
 const char *aj_ws_kind_name(AjWsChangeKind kind);

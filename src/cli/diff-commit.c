@@ -16,6 +16,7 @@
 #include "events.h"
 #include "mount.h"
 #include "util/fd.h"
+#include "util/open-under.h"
 #include "util/error.h"
 #include "workspace.h"
 
@@ -43,6 +44,7 @@ typedef struct {
         const char *path;   /* the workspace on the host (run.json) */
         char dir[PATH_MAX]; /* <run dir>/workspace: upper/ and work/ */
         int upper_fd, lower_fd;
+        int lock_fd; /* dir, flock()ed by commit and discard until they are done */
 } Overlay;
 
 static void overlay_close(Overlay *o)
@@ -54,23 +56,87 @@ static void overlay_close(Overlay *o)
         o->upper_fd = o->lower_fd = -1;
 }
 
-/* The run's overlay workspace with its changes still pending, the run not live. */
-static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
+/* A commit and a discard of the same run, or two commits, one at a time: the other one's
+ * upper dir vanishes under a commit that has applied part of it, and the run is recorded
+ * "discarded" with the agent's files in the workspace. The lock is on the kept changes'
+ * directory, held until the decision is recorded and the directory removed; run.json is
+ * read again once it is held, since the one read before may predate the other's decision. */
+static int lock_overlay(const char *cmd, AjRun *run, Overlay *o)
 {
-        *o = (Overlay){ .upper_fd = -1, .lower_fd = -1 };
+        int r = aj_run_lock_workspace(run, &o->lock_fd);
+        if (r == -EWOULDBLOCK) {
+                cli_fail(cmd, "run %s: another 'agentjail commit' or 'discard' of it is running", run->id);
+                return r;
+        }
+        if (r < 0) {
+                cli_fail(cmd, "run %s: cannot lock '%s': %s", run->id, o->dir, strerror(-r));
+                return r;
+        }
+        /* Missing: the changes are gone, the record below says why (or open fails later). */
+        AjRunRecord *rec = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        r = aj_run_record_read(run->dir, &rec, &err);
+        if (r < 0) {
+                cli_fail(cmd, "run %s: %s", run->id, aj_error_text(&err, r));
+                return r;
+        }
+        aj_run_record_free(run->rec);
+        run->rec = rec;
+        return 0;
+}
+
+/* The workspace the run's overlay covered, at its recorded path: the very directory (the
+ * dev/ino run.json has), or, in a record without them, one reached without a symlink. An
+ * agent with an rw bind above its workspace (or the owner of a directory above it) put a
+ * symlink there during the run, and the commit wrote the agent's files, as root and owned
+ * by the directory's owner, wherever it pointed: /etc/cron.d as well. */
+static int open_lower(const char *cmd, const AjRun *run, const AjRunWorkspace *ws, Overlay *o)
+{
+        int r;
+        if (ws->has_id) {
+                o->lower_fd = open(o->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                struct stat st;
+                r = o->lower_fd < 0 ? -errno : fstat(o->lower_fd, &st) < 0 ? -errno : 0;
+                if (r == 0 && ((uint64_t)st.st_dev != ws->dev || (uint64_t)st.st_ino != ws->ino))
+                        r = -ESTALE;
+        } else {
+                _cleanup_close_ int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+                o->lower_fd = root < 0 ? -errno
+                                       : aj_open_under(root, o->path, O_RDONLY | O_DIRECTORY, 0, AJ_UNDER_NO_SYMLINKS);
+                r = o->lower_fd < 0 ? o->lower_fd : 0;
+        }
+        if (r == 0)
+                return 0;
+        _cleanup_free_ char *where = aj_printable_dup(o->path, strlen(o->path), AJ_ESCAPE_QUOTE);
+        if (r == -ESTALE)
+                cli_fail(cmd,
+                         "run %s: the workspace %s is not the directory the run had (moved, or replaced by a "
+                         "symlink or another directory since): nothing was changed",
+                         run->id, where ?: "?");
+        else if (r == -ELOOP && !ws->has_id)
+                cli_fail(cmd,
+                         "run %s: the workspace %s has a symlink on its path, and the run recorded no identity to "
+                         "tell it is the directory the run had (an older agentjail): nothing was changed",
+                         run->id, where ?: "?");
+        else
+                cli_fail(cmd, "run %s: cannot open the workspace %s: %s", run->id, where ?: "?", strerror(-r));
+        overlay_close(o);
+        return r;
+}
+
+/* The run's overlay workspace with its changes still pending, the run not live; `decide`
+ * (commit, discard): locked against another decision. */
+static int open_overlay(const char *cmd, AjRun *run, bool decide, Overlay *o)
+{
+        *o = (Overlay){ .upper_fd = -1, .lower_fd = -1, .lock_fd = -1 };
         const AjRunWorkspace *ws = run->rec ? &run->rec->workspace : &(AjRunWorkspace){ 0 };
-        const char *mode = ws->mode, *changes = ws->changes;
         o->path = ws->path;
-        if (!mode || !streq(mode, "overlay") || !o->path) {
+        if (!ws->mode || !streq(ws->mode, "overlay") || !o->path) {
                 cli_fail(cmd,
                          "run %s has no overlay workspace (its profile's filesystem.workspace.mode is not "
                          "\"overlay\")",
                          run->id);
                 return -ENOENT;
-        }
-        if (changes && !streq(changes, "pending")) {
-                cli_fail(cmd, "run %s: its workspace changes were %s already", run->id, changes);
-                return -EALREADY;
         }
         /* Whiteouts and opaque directories are recorded in trusted.* xattrs, which only
          * root can read: anyone else would see a wrong diff. (Overlay runs are root's.) */
@@ -91,6 +157,21 @@ static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
                 cli_fail(cmd, "run %s: %s", run->id, strerror(ENAMETOOLONG));
                 return -ENAMETOOLONG;
         }
+        if (decide) {
+                int r = lock_overlay(cmd, run, o);
+                if (r < 0)
+                        return r;
+                ws = run->rec ? &run->rec->workspace : &(AjRunWorkspace){ 0 };
+                o->path = ws->path;
+                if (!o->path) {
+                        cli_fail(cmd, "run %s: %s no longer names its workspace", run->id, AJ_RUN_FILE_RUN);
+                        return -ENOENT;
+                }
+        }
+        if (ws->changes && !streq(ws->changes, "pending")) {
+                cli_fail(cmd, "run %s: its workspace changes were %s already", run->id, ws->changes);
+                return -EALREADY;
+        }
         char upper[PATH_MAX + 8];
         snprintf(upper, sizeof(upper), "%s/%s", o->dir, AJ_OVERLAY_UPPER);
         o->upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -98,14 +179,7 @@ static int open_overlay(const char *cmd, AjRun *run, Overlay *o)
                 cli_fail(cmd, "run %s: cannot open its workspace changes '%s': %m", run->id, upper);
                 return -errno;
         }
-        o->lower_fd = open(o->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (o->lower_fd < 0) {
-                int r = -errno;
-                cli_fail(cmd, "run %s: cannot open the workspace '%s': %s", run->id, o->path, strerror(-r));
-                overlay_close(o);
-                return r;
-        }
-        return 0;
+        return open_lower(cmd, run, ws, o);
 }
 
 static const char change_letter[] = {
@@ -118,6 +192,7 @@ typedef struct {
         const char *flag_name; /* NULL: none */
         int flag_code;
         bool git_options; /* --include-git, --exclude-git */
+        bool decides;     /* commit, discard: one at a time (lock_overlay) */
 } OverlayVerb;
 
 typedef struct {
@@ -130,6 +205,8 @@ typedef struct {
 static void overlay_cmd_done(OverlayCmd *c)
 {
         overlay_close(&c->ov);
+        if (c->ov.lock_fd >= 0)
+                close(c->ov.lock_fd);
         aj_run_free(c->run);
         aj_paths_done(&c->paths);
 }
@@ -177,7 +254,7 @@ static int parse_overlay_verb(const OverlayVerb *v, int argc, char **argv, Overl
  * error reported). */
 static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, OverlayCmd *c, int *ret_status)
 {
-        *c = (OverlayCmd){ .ov = { .upper_fd = -1, .lower_fd = -1 } };
+        *c = (OverlayCmd){ .ov = { .upper_fd = -1, .lower_fd = -1, .lock_fd = -1 } };
         const char *query = NULL;
         int r = parse_overlay_verb(v, argc, argv, c, &query);
         if (r) {
@@ -188,7 +265,7 @@ static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, Overla
         r = cli_open_run(v->cmd, query, &c->paths, &c->run);
         if (r < 0)
                 return r;
-        return open_overlay(v->cmd, c->run, &c->ov);
+        return open_overlay(v->cmd, c->run, v->decides, &c->ov);
 }
 
 /* diff(1)'s output holds the agent's file contents: shown by the one rule (util/format.h),
@@ -223,9 +300,14 @@ static void copy_escaped(int fd)
         fflush(stdout);
 }
 
+/* The largest side --patch hands to diff(1), by its size as read (a sparse file's holes
+ * are read as zeros): diff holds a file whole, and 196 KB of the agent's on disk, sparse
+ * to 6 GiB, took 6.3 GB and 41 s of the operator's before it gave up. */
+#define PATCH_MAX_BYTES (16u << 20) /* "16 MiB" in print_changes */
+
 /* `diff -u` of one file change, both sides opened here without following symlinks and
  * handed to diff(1) as /proc/self/fd/N (so diff cannot be sent elsewhere). 0, or -errno
- * when a side could not be opened (the caller says so). */
+ * when a side could not be opened, or -EFBIG past PATCH_MAX_BYTES (the caller says so). */
 static int show_patch(const Overlay *ov, const AjWsChange *c)
 {
         /* The labels are the agent's names: quoted and escaped as in the listing. */
@@ -241,6 +323,12 @@ static int show_patch(const Overlay *ov, const AjWsChange *c)
                 return old_fd;
         if (c->kind != AJ_WS_DELETED && (new_fd = aj_ws_open_file(ov->upper_fd, c->path)) < 0) {
                 r = new_fd;
+                goto out;
+        }
+        struct stat st;
+        if ((old_fd >= 0 && fstat(old_fd, &st) == 0 && (uint64_t)st.st_size > PATCH_MAX_BYTES) ||
+            (new_fd >= 0 && fstat(new_fd, &st) == 0 && (uint64_t)st.st_size > PATCH_MAX_BYTES)) {
+                r = -EFBIG;
                 goto out;
         }
         snprintf(fa, sizeof(fa), old_fd >= 0 ? "/proc/self/fd/%d" : "/dev/null", old_fd);
@@ -284,8 +372,8 @@ out:
 
 
 static const OverlayVerb diff_verb = { "diff", DIFF_USAGE, DIFF_HELP, "patch", CLI_OPT_PATCH };
-static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE, true };
-static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0 };
+static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE, true, true };
+static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0, false, true };
 
 static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange *c, size_t n, size_t conflicts,
                           bool patch)
@@ -295,31 +383,52 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
         if (conflicts)
                 printf(", %zu also changed in the workspace during the run (!)", conflicts);
         putchar('\n');
-        size_t odd = 0, git = 0;
+        size_t odd = 0, git = 0, outside = 0;
         for (size_t i = 0; i < n; i++) {
                 /* The agent's names, quoted and escaped as git's core.quotePath shows them: an
                  * escape sequence in a name would move the cursor or erase the line above. */
                 bool dir = S_ISDIR(c[i].type), plain = aj_printable_as_is(c[i].path, strlen(c[i].path));
+                bool plain_target = true;
                 _cleanup_free_ char *name = aj_printable_dup(c[i].path, strlen(c[i].path), AJ_ESCAPE_QUOTE);
                 printf("  %c%c %s%s", change_letter[c[i].kind], c[i].conflict ? '!' : ' ', name ?: "?",
                        dir                  ? "/"
                        : S_ISLNK(c[i].type) ? " (symlink)"
                                             : "");
+                if (c[i].target) {
+                        _cleanup_free_ char *target = aj_printable_dup(c[i].target, strlen(c[i].target),
+                                                                       AJ_ESCAPE_QUOTE);
+                        printf(" -> %s", target ?: "?");
+                        plain_target = aj_printable_as_is(c[i].target, strlen(c[i].target));
+                }
                 if (S_ISREG(c[i].type) && c[i].kind != AJ_WS_DELETED)
                         printf("  %llu bytes", (unsigned long long)c[i].size);
                 if (c[i].skipped)
                         printf("  (not applied: %s)", c[i].note ? c[i].note : "unsupported file type");
+                else if (c[i].note)
+                        printf("  (%s%s)", c[i].note,
+                               c[i].kind == AJ_WS_MODIFIED && strstr(c[i].note, "replaces a directory")
+                                       ? ": commit removes it with all it holds"
+                                       : "");
+                if (c[i].outside)
+                        fputs("  (points outside the workspace)", stdout);
                 if (!plain)
                         fputs("  (control characters in the name)", stdout);
+                if (!plain_target)
+                        fputs("  (control characters in the target)", stdout);
                 if (c[i].git_code)
                         fputs("  (git's own file: git on this host may run code from it)", stdout);
-                odd += !plain;
+                odd += !plain || !plain_target;
                 git += c[i].git_code != NULL;
+                outside += c[i].outside;
                 putchar('\n');
         }
         if (odd)
                 printf("%zu name%s with control characters or invalid UTF-8, shown escaped: look at %s before a commit\n",
                        odd, odd == 1 ? "" : "s", odd == 1 ? "it" : "them");
+        if (outside)
+                printf("%zu symlink%s pointing outside the workspace (an absolute target, or '..' above its top): "
+                       "what follows %s once committed reads or writes there\n",
+                       outside, outside == 1 ? "" : "s", outside == 1 ? "it" : "them");
         if (git)
                 printf("%zu change%s to git's own files (hooks, config...): git on this host may run code from %s "
                        "when you run it here; commit needs --include-git to apply %s or --exclude-git to leave %s out\n",
@@ -333,8 +442,50 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                                                   : NULL;
                 if (q < 0)
                         printf("(%s: contents not shown: %s)\n", name ?: "?",
-                               q == -ENOENT ? "diff(1) is missing" : strerror(-q));
+                               q == -ENOENT  ? "diff(1) is missing"
+                               : q == -EFBIG ? "larger than 16 MiB, look at it yourself"
+                                             : strerror(-q));
         }
+}
+
+/* `diff --json`: the document cli_print_json prints, {run, workspace, changes, conflicts}
+ * laid out CLI_JSON_LEVELS deep, made one change at a time: the DOM of every change at once
+ * took 1.2 GB for the agent's million empty files. The head and tail come from the
+ * document with "changes" empty, each change is laid out two levels in. */
+static int print_changes_json(const AjRun *run, const Overlay *ov, const AjWsChange *c, size_t n, size_t conflicts)
+{
+        static const char empty[] = "\n  \"changes\": []";
+        json_auto_t *doc = json_pack("{s:s, s:s, s:[], s:I}", "run", run->id, "workspace", ov->path, "changes",
+                                     "conflicts", (json_int_t)conflicts);
+        _cleanup_free_ char *text = doc ? aj_json_dumps_indented(doc, CLI_JSON_LEVELS) : NULL;
+        char *at = text ? strstr(text, empty) : NULL; /* a string has no raw newline */
+        if (!at)
+                return -ENOMEM;
+        if (n == 0)
+                return cli_print_json_text(text);
+        *at = 0;
+        _cleanup_free_ char *head = aj_json_text_hidden_escaped(text);
+        _cleanup_free_ char *tail = aj_json_text_hidden_escaped(at + strlen(empty));
+        if (!head || !tail)
+                return -ENOMEM;
+        printf("%s\n  \"changes\": [", head);
+        for (size_t i = 0; i < n; i++) {
+                json_auto_t *o = aj_ws_change_json(&c[i]);
+                _cleanup_free_ char *one = o ? aj_json_dumps_indented(o, CLI_JSON_LEVELS - 2) : NULL;
+                _cleanup_free_ char *shown = one ? aj_json_text_hidden_escaped(one) : NULL;
+                if (!shown)
+                        return -ENOMEM;
+                fputs(i ? ",\n    " : "\n    ", stdout);
+                for (const char *p = shown, *nl; *p; p = nl + 1) {
+                        nl = strchrnul(p, '\n');
+                        fwrite(p, 1, (size_t)(nl - p), stdout);
+                        if (!*nl)
+                                break;
+                        fputs("\n    ", stdout);
+                }
+        }
+        printf("\n  ]%s\n", tail);
+        return 0;
 }
 
 int aj_cmd_diff(int argc, char **argv)
@@ -357,9 +508,12 @@ int aj_cmd_diff(int argc, char **argv)
         for (size_t i = 0; i < n; i++)
                 conflicts += c[i].conflict;
         if (cmd.json) {
-                json_auto_t *doc = json_pack("{s:s, s:s, s:o, s:I}", "run", cmd.run->id, "workspace", cmd.ov.path,
-                                             "changes", aj_ws_changes_json(c, n), "conflicts", (json_int_t)conflicts);
-                cli_print_json(doc);
+                r = print_changes_json(cmd.run, &cmd.ov, c, n, conflicts);
+                if (r < 0) {
+                        aj_ws_changes_free(c, n);
+                        cli_fail("diff", "run %s: %s", cmd.run->id, strerror(-r));
+                        return CLI_EXIT_FAIL;
+                }
         } else {
                 print_changes(&cmd.ov, cmd.run, c, n, conflicts, cmd.flag);
         }
@@ -386,6 +540,25 @@ static int overlay_finish(const char *verb, AjRun *run, const Overlay *ov, const
         return 0;
 }
 
+/* A commit that failed half way changed the workspace, as root: the chain says what it
+ * applied ("workspace.commit_failed"), though the changes stay pending. */
+static void record_partial_commit(AjRun *run, const char *workspace, const AjWsStats *st, const char *error)
+{
+        size_t applied = st->added + st->modified + st->deleted + st->replaced;
+        if (applied == 0)
+                return;
+        json_t *fields = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:I}", "workspace", workspace, "added",
+                                   (json_int_t)st->added, "modified", (json_int_t)st->modified, "deleted",
+                                   (json_int_t)st->deleted, "replaced", (json_int_t)st->replaced, "error", error, "uid",
+                                   (json_int_t)getuid());
+        int r = fields ? aj_run_append_event(run, "workspace.commit_failed", fields) : -ENOMEM;
+        if (r >= 0 && run->rec)
+                r = aj_run_record_write(run->dir, run->rec);
+        if (r < 0)
+                cli_fail("commit", "run %s: cannot record the %zu changes applied in the event chain: %s", run->id,
+                         applied, strerror(-r));
+}
+
 int aj_cmd_commit(int argc, char **argv)
 {
         _cleanup_(overlay_cmd_done) OverlayCmd cmd;
@@ -400,6 +573,11 @@ int aj_cmd_commit(int argc, char **argv)
         _cleanup_(aj_error_clear) AjError err = {};
         int r = aj_ws_commit(cmd.ov.upper_fd, cmd.ov.lower_fd, run->started_ns, flags, &st, &err);
         overlay_close(&cmd.ov);
+        if (r < 0 && st.apply_failed) {
+                cli_fail("commit", "run %s: %s", run->id, aj_error_text(&err, r));
+                record_partial_commit(run, cmd.ov.path, &st, aj_error_text(&err, r));
+                return CLI_EXIT_FAIL;
+        }
         if (r == -EBUSY) {
                 cli_fail("commit", "run %s: %s; nothing was changed (see 'agentjail diff %s', or --force)", run->id,
                          err.message ?: "paths changed in the workspace during the run", run->id);
@@ -425,6 +603,8 @@ int aj_cmd_commit(int argc, char **argv)
         json_auto_t *doc = json_deep_copy(fields);
         if (doc && st.odd_names)
                 json_object_set_new(doc, "odd_names", json_integer((json_int_t)st.odd_names));
+        if (doc && st.outside)
+                json_object_set_new(doc, "outside", json_integer((json_int_t)st.outside));
         if (overlay_finish("commit", run, &cmd.ov, "committed", fields) < 0)
                 return CLI_EXIT_FAIL;
         if (cmd.json) {
@@ -445,6 +625,9 @@ int aj_cmd_commit(int argc, char **argv)
                                st.git_excluded == 1 ? "" : "s");
                 if (st.odd_names)
                         printf("; %zu of them with control characters or invalid UTF-8 in the name", st.odd_names);
+                if (st.outside)
+                        printf("; %zu symlink%s pointing outside the workspace", st.outside,
+                               st.outside == 1 ? "" : "s");
                 putchar('\n');
         }
         return CLI_EXIT_OK;

@@ -349,7 +349,9 @@ static int apply(const AjPaths *paths, Entry *v, size_t n, bool dry_run)
 
 static const char *removal_error(int r)
 {
-        return r == -EPERM ? "not a run directory of the state dir (a symlink?): refused" : strerror(-r);
+        return r == -EPERM   ? "not a run directory of the state dir (a symlink?): refused"
+               : r == -EBUSY ? "its workspace changes are being committed or discarded: left alone"
+                             : strerror(-r);
 }
 
 static json_t *entry_json(const AjPaths *paths, const Entry *e, uint64_t now_ns)

@@ -184,7 +184,9 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
         int r = aj_run_remove_dir(paths, run);
         if (r < 0) {
                 cli_fail("quarantine", "cannot remove '%s': %s", run->dir,
-                         r == -EPERM ? "not a run directory of the state dir" : strerror(-r));
+                         r == -EPERM   ? "not a run directory of the state dir"
+                         : r == -EBUSY ? "its workspace changes are being committed or discarded"
+                                       : strerror(-r));
                 return CLI_EXIT_FAIL;
         }
         if (json) {

@@ -159,6 +159,13 @@ static int compose_record(Run *run, const char *status, const Outcome *o, uint64
                                                   .path = run->overlay_lower,
                                                   .upper = upper,
                                                   .changes = "pending" };
+                dev_t dev;
+                ino_t ino;
+                if (aj_mount_plan_workspace_id(run->mount, &dev, &ino)) {
+                        rec.workspace.has_id = true;
+                        rec.workspace.dev = (uint64_t)dev;
+                        rec.workspace.ino = (uint64_t)ino;
+                }
         }
         if (o)
                 rec.exit = (AjRunExit){

@@ -64,7 +64,8 @@ like "$OUT" "A  newdir/" "diff: the added directory"
 like "$OUT" "A  newdir/x" "diff: what is in it"
 like "$OUT" "R  sub/" "diff: the replaced directory"
 like "$OUT" "D  olddir/" "diff: the deleted directory"
-like "$OUT" "A  link \\(symlink\\)" "diff: the symlink"
+like "$OUT" "A  link \\(symlink\\) -> /etc/passwd  \\(points outside the workspace\\)" \
+        "diff: the symlink, where it points, marked as pointing outside the workspace"
 unlike "$OUT" "olddir/deep" "diff: a deleted directory's contents are not listed one by one"
 aj diff "$RUN" --json
 is "$(jq -r '[.changes[] | "\(.change):\(.path)"] | sort | join(",")' <<<"$OUT")" \
@@ -156,6 +157,163 @@ ok "not even the other files" test ! -e "$WORKSPACE/other.txt"
 aj commit "$RUN3" --force
 is "$RC" 0 "commit --force" || op_diag
 is "$(cat "$WORKSPACE/keep.txt")" agent "--force applies the agent's version"
+
+# ------------------------------------------------------------------ one decision at a time
+# A discard started while a commit was applying removed the upper dir under it: the commit
+# stopped half way and the run was recorded "discarded", the agent's files in the workspace.
+# commit, discard and removing the run (prune, quarantine purge) hold a lock on its kept
+# changes (<run>/workspace) while they work: here flock(1) holds it, as the first would.
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'printf "agent\n" >new.txt'
+is "$JAIL_RC" 0 "an overlay run to decide" || jail_diag
+RUN4=$JAIL_RUN_ID
+RUN4_DIR=$JAIL_RUN_DIR
+# while_deciding VERB ARGS...: agentjail VERB with the run's lock held by another process.
+while_deciding() {
+        timeout -k 5 30 flock "$RUN4_DIR/workspace" "$AGENTJAIL" "$@" >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+        RC=$?
+        OUT=$(cat "$TEST_TMP/op.out")
+        ERR=$(cat "$TEST_TMP/op.err")
+}
+while_deciding discard "$RUN4"
+is "$RC" 1 "a discard while another decision is under way: refused" || op_diag
+like "$ERR" "another 'agentjail commit' or 'discard' of it is running" "... and says why"
+ok "... the changes are kept" test -d "$RUN4_DIR/workspace/upper"
+is "$(jq -r .workspace.changes "$RUN4_DIR/run.json")" pending "... and still pending"
+while_deciding commit "$RUN4"
+is "$RC" 1 "a second commit at once: refused" || op_diag
+ok "... nothing was applied" test ! -e "$WORKSPACE/new.txt"
+while_deciding prune --keep 0 --discard-pending
+ok "prune leaves a run whose changes are being decided" test -d "$RUN4_DIR/workspace/upper"
+like "$OUT$ERR" "being committed or discarded" "... and says why" || op_diag
+aj commit "$RUN4"
+is "$RC" 0 "once the other is done, commit" || op_diag
+is "$(cat "$WORKSPACE/new.txt")" agent "... applies the changes"
+
+# ------------------------------------------------------------------ what a symlink stands for
+# A directory replaced by a symlink was listed "M  sub (symlink)": not where it points, nor
+# that the commit removes the directory with all it holds (the note was only in --json).
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'rm -r sub && ln -s /root sub && ln -s ../../x olddir/up'
+is "$JAIL_RC" 0 "an overlay run replaces a directory by a symlink" || jail_diag
+aj diff "$JAIL_RUN_ID"
+like "$OUT" "M  sub \\(symlink\\) -> /root  \\(replaces a directory: commit removes it with all it holds\\)  \\(points outside the workspace\\)" \
+        "diff shows the target, the directory it removes, and that it points outside" || op_diag
+like "$OUT" "A  olddir/up \\(symlink\\) -> \\.\\./\\.\\./x  \\(points outside the workspace\\)" \
+        "... a relative target above the workspace's top too"
+like "$OUT" "2 symlinks pointing outside the workspace" "... and counts them"
+aj diff "$JAIL_RUN_ID" --json
+is "$(jq -c '[.changes[] | select(.type == "symlink") | [.path, .target, .outside]]' <<<"$OUT")" \
+        '[["olddir/up","../../x",true],["sub","/root",true]]' "diff --json: target and outside" || op_diag
+aj commit "$JAIL_RUN_ID" --json
+is "$(jq -r .outside <<<"$OUT")" 2 "commit counts them" || op_diag
+
+# ------------------------------------------------------------------ the workspace the run had
+# With an rw bind of a directory above its workspace (at another jail path), the agent
+# moved the workspace away there and left a symlink in its place: `commit` opened the
+# recorded path, followed it, and wrote the agent's files into the directory it named, as
+# root, owned by that directory's owner (a root-owned directory here; /etc/cron.d as
+# well). run.json records the workspace's identity (dev:ino); diff and commit want it.
+MONO=$TEST_TMP/mono
+VICTIM=$TEST_TMP/victim
+mkdir -p "$MONO/app" "$VICTIM"
+printf 'app\n' >"$MONO/app/readme"
+chown -R 4242:4343 "$MONO"
+MONO_P=$(write_profile mono "{\"extends\": \"default\", \"filesystem\": {\"workspace\": {\"path\": \"$MONO/app\",
+        \"mode\": \"overlay\"}, \"rw\": [\"$MONO:/mnt/mono\"]}}")
+run_jail -p "$MONO_P" -- /bin/sh -c 'printf "planted\n" >evil && mv /mnt/mono/app /mnt/mono/app.orig &&
+        ln -s '"$VICTIM"' /mnt/mono/app && echo moved'
+like "$JAIL_OUT" moved "the agent replaces its workspace's path by a symlink through an rw bind above it" || jail_diag
+like "$(jq -r .workspace.id "$JAIL_RUN_DIR/run.json")" '^[0-9]+:[0-9]+$' "run.json records the workspace's identity"
+aj diff "$JAIL_RUN_ID"
+is "$RC" 1 "diff refuses the path that is not the run's workspace" || op_diag
+aj commit "$JAIL_RUN_ID"
+is "$RC" 1 "commit too" || op_diag
+like "$ERR" "is not the directory the run had" "... and says why"
+ok "... and writes nothing where the symlink points" test ! -e "$VICTIM/evil"
+# A record without the identity (an older agentjail's): the path is opened without
+# following any symlink.
+jq 'del(.workspace.id)' "$JAIL_RUN_DIR/run.json" >"$TEST_TMP/run.json" && cp "$TEST_TMP/run.json" "$JAIL_RUN_DIR/run.json"
+aj commit "$JAIL_RUN_ID"
+like "$ERR" "has a symlink on its path, and the run recorded no identity" \
+        "without the identity, commit refuses a symlink on the path" || op_diag
+ok "... and writes nothing there" test ! -e "$VICTIM/evil"
+rm "$MONO/app" && mv "$MONO/app.orig" "$MONO/app"
+aj commit "$JAIL_RUN_ID"
+is "$RC" 0 "the workspace back in place, commit applies the changes" || op_diag
+is "$(cat "$MONO/app/evil")" planted "... to it"
+rm -rf "$MONO" "$VICTIM"
+
+# ------------------------------------------------------------------ a commit that fails half way
+# A directory the agent deleted that holds a mount on the host: commit never crosses one,
+# and found it half way, what came before applied and the directory half emptied. It
+# looks first now, and applies nothing.
+reset_workspace
+mkdir -p "$WORKSPACE/z/mnt" && printf 'z\n' >"$WORKSPACE/z/f" && chown -R 4242:4343 "$WORKSPACE/z"
+mount -t tmpfs aj-test "$WORKSPACE/z/mnt"
+run_jail -p "$OV" -- /bin/sh -c 'printf "x\n" >a.txt && rm -rf z'
+is "$JAIL_RC" 0 "an overlay run deletes a directory holding a host mount" || jail_diag
+aj commit "$JAIL_RUN_ID"
+umount "$WORKSPACE/z/mnt"
+is "$RC" 1 "its commit is refused" || op_diag
+like "$ERR" "Cannot apply 'z': the directory it removes from the workspace is or holds a mount point.*nothing was applied" \
+        "... naming it, before anything is applied" || op_diag
+ok "... nothing was applied" test ! -e "$WORKSPACE/a.txt" -a -e "$WORKSPACE/z/f"
+aj discard "$JAIL_RUN_ID"
+# The changes before one that fails stay applied (root changed the workspace), and the
+# chain had no word of it: "workspace.commit_failed" says what was applied. Here the
+# directory the agent's second file goes into is made immutable after the run.
+reset_workspace
+mkdir -p "$WORKSPACE/zz" && chown 4242:4343 "$WORKSPACE/zz"
+run_jail -p "$OV" -- /bin/sh -c 'printf "x\n" >a.txt && printf "y\n" >zz/b.txt'
+is "$JAIL_RC" 0 "an overlay run writes two files" || jail_diag
+if chattr +i "$WORKSPACE/zz" 2>/dev/null; then
+        aj commit "$JAIL_RUN_ID"
+        chattr -i "$WORKSPACE/zz"
+        is "$RC" 1 "a commit that fails on the second" || op_diag
+        like "$ERR" "1 of 2 changes applied before it" "... says how many were applied"
+        is "$(events_of workspace.commit_failed "$JAIL_RUN_DIR" | jq -c '[.added, .deleted, (.error | test("zz/b.txt"))]')" \
+                "[1,0,true]" "the chain records the failed commit and what it applied" || op_diag
+        is "$(jq -r .workspace.changes "$JAIL_RUN_DIR/run.json")" pending "... the changes still pending"
+        aj logs "$JAIL_RUN_ID" --verify
+        is "$RC" 0 "... in an intact chain" || op_diag
+else
+        skip "a commit that fails half way" "chattr +i is not supported on $WORKSPACE"
+fi
+aj discard "$JAIL_RUN_ID"
+
+# ------------------------------------------------------------------ the agent's volume
+# diff --json made the DOM of every change at once: 1.2 GB for a million empty files, and
+# when memory ran out it printed nothing and exited 0. It prints one change at a time now.
+# 60,000 files (made in the upper dir from here, faster than through the overlay) under a
+# 48 MiB address space: the DOM needed more than 64.
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'mkdir many'
+is "$JAIL_RC" 0 "an overlay run that leaves a directory to fill" || jail_diag
+(cd "$JAIL_RUN_DIR/workspace/upper/many" && seq 1 60000 | xargs touch)
+(
+        ulimit -v $((48 << 10))
+        exec timeout -k 5 30 "$AGENTJAIL" diff "$JAIL_RUN_ID" --json
+) >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+RC=$?
+is "$RC" 0 "diff --json of 60,000 changes in 48 MiB" || op_diag
+is "$(jq -r '.changes | length' "$TEST_TMP/op.out")" 60001 "... lists them all"
+aj discard "$JAIL_RUN_ID"
+# diff --patch handed any file to diff(1), which holds a file whole, holes read as zeros:
+# 196 KB on disk, sparse to 6 GiB, took 6.3 GB and 41 s. Past 16 MiB it is not shown.
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'printf "text\n" >sparse.txt && truncate -s 4G sparse.txt && printf "x\n" >small.txt'
+is "$JAIL_RC" 0 "an overlay run leaves a sparse file of 4 GiB" || jail_diag
+(
+        ulimit -v $((256 << 10))
+        exec timeout -k 5 30 "$AGENTJAIL" diff "$JAIL_RUN_ID" --patch
+) >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+RC=$?
+OUT=$(cat "$TEST_TMP/op.out")
+is "$RC" 0 "diff --patch with it exits 0" || op_diag
+like "$OUT" "sparse.txt: contents not shown: larger than 16 MiB" "... and does not show it" || op_diag
+like "$OUT" $'\\+\\+\\+ b/small.txt\n@@ -0,0 \\+1 @@\n\\+x' "... the others it does"
+aj discard "$JAIL_RUN_ID"
 
 # ------------------------------------------------------------------ the agent's file names
 # Names are the agent's bytes: diff, its patch labels and commit show them quoted and escaped

@@ -421,7 +421,10 @@ Test(record, compose_every_member_and_back)
                                .mode = "overlay",
                                .path = "/w",
                                .upper = "/s/upper",
-                               .changes = "pending" },
+                               .changes = "pending",
+                               .has_id = true,
+                               .dev = 65024,
+                               .ino = 18446744073709551615ull },
                 .quarantine = { .present = true,
                                 .since = "2026-01-01T00:00:05Z",
                                 .cap = "tokens",
@@ -448,7 +451,8 @@ Test(record, compose_every_member_and_back)
                 "{\"id\":\"abcd00000001\",\"name\":\"triage\",\"profile\":{\"name\":\"default\",\"path\":"
                 "\"/p/default.json\",\"digest\":\"ab\",\"resolved\":{\"filesystem\":{\"workspace\":{\"mode\":\"overlay\"}}}},"
                 "\"command\":[\"sh\",\"-c\"],\"cwd\":\"/w\",\"tty\":true,\"workspace\":{\"mode\":\"overlay\",\"path\":\"/w\","
-                "\"upper\":\"/s/upper\",\"changes\":\"pending\"},\"started\":\"2026-01-01T00:00:01Z\",\"ended\":"
+                "\"upper\":\"/s/upper\",\"changes\":\"pending\",\"id\":\"65024:18446744073709551615\"},\"started\":"
+                "\"2026-01-01T00:00:01Z\",\"ended\":"
                 "\"2026-01-01T00:00:09Z\",\"status\":\"exited\",\"state\":\"quarantined\",\"quarantine\":{\"since\":"
                 "\"2026-01-01T00:00:05Z\",\"cap\":\"tokens\",\"limit\":10.0,\"value\":12.0,\"released\":true,"
                 "\"released_at\":\"2026-01-01T00:00:06Z\"},\"meters\":{\"tokens\":{\"used\":3}},\"llm\":{\"calls\":1},"
@@ -462,6 +466,8 @@ Test(record, compose_every_member_and_back)
         /* The typed view of what was composed is what was given. */
         cr_assert_str_eq(rec->profile_workspace_mode, "overlay");
         cr_assert(rec->tty);
+        cr_assert(rec->workspace.has_id && rec->workspace.dev == 65024 &&
+                  rec->workspace.ino == 18446744073709551615ull);
         cr_assert_eq(rec->host_uid, 100000);
         cr_assert_eq(rec->host_gid, 100001);
         cr_assert_str_eq(rec->cgroup_mode, "hybrid");
@@ -534,6 +540,10 @@ Test(record, composed_members_mistyped)
                 { "{\"quarantine\":{\"limit\":\"5\"}}", "\"quarantine.limit\" is not a number" },
                 { "{\"quarantine\":{\"released\":1}}", "\"quarantine.released\" is not true or false" },
                 { "{\"workspace\":{\"decided_by\":\"root\"}}", "\"workspace.decided_by\" is not an integer" },
+                { "{\"workspace\":{\"id\":\"12\"}}", "\"workspace.id\" is not DEV:INO" },
+                { "{\"workspace\":{\"id\":\"-1:2\"}}", "\"workspace.id\" is not DEV:INO" },
+                { "{\"workspace\":{\"id\":\"1:2x\"}}", "\"workspace.id\" is not DEV:INO" },
+                { "{\"workspace\":{\"id\":\"1: -2\"}}", "\"workspace.id\" is not DEV:INO" },
         };
         char path[300];
         cr_assert_eq(aj_run_file_path(root, AJ_RUN_FILE_RUN, path, sizeof(path)), 0);

@@ -24,6 +24,7 @@
 
 static char root[64], lower[96], upper[96], outside[96];
 static int lower_fd = -1, upper_fd = -1;
+static bool lower_mounted; /* small_lower(): unmounted before the tree is removed */
 
 static void setup(void)
 {
@@ -47,6 +48,8 @@ static void teardown(void)
                 close(lower_fd);
         if (upper_fd >= 0)
                 close(upper_fd);
+        if (lower_mounted)
+                umount2(lower, MNT_DETACH);
         aj_rm_rf(root);
 }
 
@@ -347,6 +350,52 @@ Test(workspace, symlink_added_not_followed)
         cr_assert_eq(passwd_after.st_mtim.tv_nsec, passwd_before.st_mtim.tv_nsec);
 }
 
+/* Where the agent's symlinks point is part of the review: diff carries each target and
+ * marks one that leaves the workspace by its text (absolute, or ".." above the top), which
+ * an editor or a build the operator runs once it is committed would follow. */
+Test(workspace, symlink_targets_shown_and_outside_marked)
+{
+        static const struct {
+                const char *path, *target;
+                bool outside;
+        } links[] = {
+                { "a/in", "../x", false },           { "a/out", "../../x", true },   { "abs", "/etc", true },
+                { "a/b/dots", "./../../y", false },  { "climb", "a/../../z", true }, { "down", "a/../b", false },
+                { "a/b/deep", "../../../..", true },
+        };
+        mkd(upper, "a", 0755);
+        mkd(upper, "a/b", 0755);
+        for (size_t i = 0; i < ARRAY_SIZE(links); i++)
+                cr_assert_eq(symlink(links[i].target, at(upper, links[i].path)), 0);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, ARRAY_SIZE(links) + 2);
+        for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
+                const AjWsChange *hit = NULL;
+                for (size_t k = 0; k < n; k++)
+                        if (streq(c[k].path, links[i].path))
+                                hit = &c[k];
+                cr_assert_not_null(hit, "%s", links[i].path);
+                cr_expect_str_eq(hit->target, links[i].target, "%s", links[i].path);
+                cr_expect_eq(hit->outside, links[i].outside, "%s -> %s", links[i].path, links[i].target);
+        }
+        cr_expect_null(c[0].target, "a directory has no target");
+        for (size_t k = 0; k < n; k++)
+                if (streq(c[k].path, "abs")) {
+                        json_t *o = aj_ws_change_json(&c[k]);
+                        char *one = json_dumps(o, JSON_COMPACT);
+                        cr_expect_str_eq(one, "{\"path\":\"abs\",\"change\":\"added\",\"type\":\"symlink\",\"size\":0,"
+                                              "\"conflict\":false,\"target\":\"/etc\",\"outside\":true}");
+                        free(one);
+                        json_decref(o);
+                }
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_expect_eq(s.outside, 4);
+}
+
 Test(workspace, copied_up_parents_not_listed)
 {
         mkd(lower, "a", 0755);
@@ -642,6 +691,41 @@ Test(workspace, depth_limit)
         cr_assert_not(exists(lower, "d"), "nothing applied");
 }
 
+/* The agent's names, each up to PATH_MAX long, are held by the operator's process: 100,000
+ * of 3.8 KB took 380 MB in `diff`, 1.6 GB with --json, and 4 Mi changes were allowed. Past
+ * AJ_WS_MAX_PATH_BYTES of them the diff stops: 17,000 files of 3,981-byte paths here. */
+Test(workspace, path_bytes_limit)
+{
+        char name[256];
+        memset(name, 'n', 250);
+        name[250] = 0;
+        int fd = dup(upper_fd);
+        for (int i = 0; i < 15; i++) {
+                cr_assert_eq(mkdirat(fd, name, 0755), 0);
+                int next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                cr_assert_geq(next, 0);
+                close(fd);
+                fd = next;
+        }
+        for (int i = 0; i < 17000; i++) {
+                snprintf(name, sizeof(name), "%0200d", i);
+                int f = openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+                cr_assert_geq(f, 0, "%s", strerror(errno));
+                close(f);
+        }
+        close(fd);
+
+        AjWsChange *c = NULL;
+        size_t n = 0;
+        AjError err = {};
+        int r = aj_ws_diff(upper_fd, lower_fd, 0, &c, &n, &err);
+        if (r == 0)
+                aj_ws_changes_free(c, n);
+        cr_assert_eq(r, -E2BIG, "r = %d, %zu changes", r, n);
+        cr_assert_not_null(strstr(err.message, "more than 64 MiB of paths"), "%s", err.message);
+        aj_error_clear(&err);
+}
+
 Test(workspace, removal_never_crosses_a_mount)
 {
         /* A private mount namespace: this test process's mounts go away with it. */
@@ -704,6 +788,89 @@ Test(workspace, commit_keeps_a_sparse_file_sparse)
         cr_expect_eq(pread(fd, buf, 4, 4096), 4);
         cr_expect_eq(memcmp(buf, "\0\0\0\0", 4), 0);
         close(fd);
+}
+
+/* The workspace as a small tmpfs of its own (a private mount namespace: it goes with the
+ * test's process), lower_fd reopened on it. */
+static void small_lower(const char *options)
+{
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                cr_assert_fail("unshare(CLONE_NEWNS) failed: %s (the unit tests need root)", strerror(errno));
+        cr_assert_eq(mount("aj-ws-test", lower, "tmpfs", 0, options), 0, "%s", strerror(errno));
+        lower_mounted = true;
+        close(lower_fd);
+        lower_fd = open(lower, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(lower_fd, 0);
+}
+
+static void put_random(const char *base, const char *rel, size_t size)
+{
+        char buf[4096];
+        int fd = open(at(base, rel), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        cr_assert_geq(fd, 0);
+        for (size_t done = 0; done < size; done += sizeof(buf)) {
+                for (size_t k = 0; k < sizeof(buf); k++)
+                        buf[k] = (char)rand();
+                cr_assert_eq(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+        }
+        close(fd);
+}
+
+static size_t entries_in(const char *dir)
+{
+        DIR *d = opendir(dir);
+        cr_assert_not_null(d);
+        size_t n = 0;
+        for (struct dirent *de; (de = readdir(d));)
+                n += de->d_name[0] != '.';
+        closedir(d);
+        return n;
+}
+
+/* Names hardlinked in the upper dir are one file there and one each once committed: 2 MiB
+ * there, 10 MiB in a workspace of 8. The commit says so before it writes anything, instead
+ * of stopping half way at ENOSPC (as root, in root's reserve). */
+Test(workspace, commit_needs_room_first)
+{
+        small_lower("size=8m");
+        put_random(upper, "big", 2u << 20);
+        for (int i = 1; i < 5; i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "link%d", i);
+                cr_assert_eq(link(at(upper, "big"), at(upper, name)), 0, "%s", strerror(errno));
+        }
+        put(upper, "small", "s", 0644);
+        AjError err = {};
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, 0, NULL, &err);
+        cr_assert_eq(r, -ENOSPC, "r = %d %s", r, aj_error_text(&err, r));
+        cr_expect_not_null(strstr(err.message, "need 10.0 MiB"), "%s", err.message);
+        cr_expect_not_null(strstr(err.message, "nothing was applied"), "%s", err.message);
+        aj_error_clear(&err);
+        cr_expect_eq(entries_in(lower), 0, "nothing was written");
+
+        cr_assert_eq(unlink(at(upper, "link4")), 0);
+        cr_assert_eq(unlink(at(upper, "link3")), 0);
+        AjWsStats s = commit(0, false);
+        cr_expect_eq(s.added, 4);
+        cr_expect_eq(lstat_of(lower, "link2").st_size, 2u << 20);
+}
+
+/* The same for inodes: more entries than the workspace's filesystem has left. */
+Test(workspace, commit_needs_inodes_first)
+{
+        small_lower("size=8m,nr_inodes=16");
+        mkd(upper, "d", 0755);
+        for (int i = 0; i < 20; i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "d/f%d", i);
+                put(upper, name, "", 0644);
+        }
+        AjError err = {};
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, 0, NULL, &err);
+        cr_assert_eq(r, -ENOSPC, "r = %d %s", r, aj_error_text(&err, r));
+        cr_expect_not_null(strstr(err.message, "21 entries"), "%s", err.message);
+        aj_error_clear(&err);
+        cr_expect_eq(entries_in(lower), 0, "nothing was written");
 }
 
 /* git's own files: what git on the host may run code from when the operator runs it in the
