@@ -793,6 +793,48 @@ Test(gateway_usage, request_stream_must_be_boolean)
         }
 }
 
+/* A member named like one the gateway reads but in other letters (a provider matching names
+ * ignoring case, as Go's encoding/json does, Unicode's simple folding included: "ſ" is "s",
+ * "K" (Kelvin) is "k") is refused, naming it: {"Stream": true} streamed without the usage the
+ * gateway adds, {"model": "cheap", "MODEL": "dear"} was priced as the cheap one. */
+Test(gateway_usage, request_member_in_other_letter_case_is_refused)
+{
+        static const struct {
+                AjLlmApi api;
+                const char *body, *named;
+        } cases[] = {
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"Stream\":true}", "Stream" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"cheap\",\"MODEL\":\"dear\"}", "MODEL" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"\xc5\xbftream\":true}", "\\u017Ftream" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"N\":50}", "N" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"Max_Tokens\":9}", "Max_Tokens" },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true,\"Include_Usage\":false}}",
+                  "Include_Usage" },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"Background\":true}", "Background" },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"max_to\xe2\x84\xaa"
+                  "ens\":9}",
+                  "max_to\\u212Aens" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), -EINVAL, "%s",
+                             cases[i].body);
+                const char *e = U(c)->parse_error;
+                cr_expect(e && strstr(e, cases[i].named) && strstr(e, "letter case"), "%s: %s", cases[i].body,
+                          e ? e : "(none)");
+                aj_llm_call_free(c);
+        }
+        /* Other members are the provider's business, whatever their case. */
+        const char *ok = "{\"model\":\"m\",\"stream\":true,\"Temperature\":1,\"metadata\":{\"Model\":\"x\"}}";
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+        cr_expect_eq(aj_llm_call_request(c, ok, strlen(ok)), 0, "%s", U(c)->parse_error ?: "");
+        aj_llm_call_free(c);
+}
+
 Test(gateway_usage, chat_rewrite_adds_include_usage)
 {
         char *out = NULL;
