@@ -91,8 +91,9 @@ static int stat_nofollow(const char *path, struct stat *ret)
         return -errno;
 }
 
-int aj_state_root_check(const AjPaths *paths, bool create, AjError *ret_error)
+int aj_state_root_check(const AjPaths *paths, AjStateUse use, AjError *ret_error)
 {
+        bool create = use == AJ_STATE_RUN;
         const char *root = paths->state_root;
         uid_t euid = geteuid();
         struct stat st;
@@ -107,11 +108,21 @@ int aj_state_root_check(const AjPaths *paths, bool create, AjError *ret_error)
         if (r < 0)
                 return aj_error_set(ret_error, r, "cannot use the state directory '%s': %s", root, strerror(-r));
         /* Runs write only into their own. Reading, root's is trusted too, and root may read
-         * a user's (AGENTJAIL_STATE_DIR=/home/u/...). */
-        uid_t owner = create || (euid != 0 && st.st_uid != 0) ? euid : st.st_uid;
+         * a user's (AGENTJAIL_STATE_DIR=/home/u/...); but not act on it: the user wrote its
+         * records, and a run.json naming `rollback.exec: ["sh", "-c", ...]` ran that as root. */
+        uid_t owner = create                        ? euid
+                      : use == AJ_STATE_ACT         ? (st.st_uid == 0 ? 0 : euid)
+                      : euid != 0 && st.st_uid != 0 ? euid
+                                                    : st.st_uid;
         const char *problem = aj_runtime_root_problem(&st, owner, false);
         if (!problem)
                 return 0;
+        if (use == AJ_STATE_ACT && st.st_uid != owner)
+                return aj_error_set(ret_error, -EPERM,
+                                    "refusing to act on the records in the state directory '%s': they are uid %u's, "
+                                    "who could have written in them what this command would then do with your "
+                                    "rights (a rollback.exec to run, a workspace to write); run it as that user",
+                                    root, (unsigned)st.st_uid);
         return aj_error_set(ret_error, -EPERM,
                             "refusing the state directory '%s': %s (owner uid %u, mode %04o); it holds the runs' "
                             "records, undo records and the seccomp cache, so it must be yours alone: make it so, or "

@@ -177,7 +177,7 @@ int cli_open_paths(const char *cmd, AjPaths *paths)
                 return r;
         }
         _cleanup_(aj_error_clear) AjError err = {};
-        r = aj_state_root_check(paths, false, &err);
+        r = aj_state_root_check(paths, AJ_STATE_READ, &err);
         if (r < 0) {
                 cli_fail(cmd, "%s", aj_error_text(&err, r));
                 aj_paths_done(paths);
@@ -203,6 +203,15 @@ int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun
                 cli_fail(cmd, "%s", note);
         if (r >= 0 && (*ret)->rec_error.err < 0)
                 cli_fail(cmd, "warning: the run's record is unreadable: %s", aj_error_text(&(*ret)->rec_error, 0));
+        return r;
+}
+
+int cli_check_acting(const char *cmd, const AjPaths *paths)
+{
+        _cleanup_(aj_error_clear) AjError err = {};
+        int r = aj_state_root_check(paths, AJ_STATE_ACT, &err);
+        if (r < 0)
+                cli_fail(cmd, "%s", aj_error_text(&err, r));
         return r;
 }
 
