@@ -386,6 +386,25 @@ Test(gateway_usage, openai_chat_tool_calls_stream_without_index)
         aj_llm_call_free(c);
 }
 
+/* Ollama streams every call whole with "index": 0 (ollama#15457): a chunk whose id is not
+ * that of the call at its index is the next call, and chunks without an id go on with it. */
+Test(gateway_usage, openai_chat_tool_calls_stream_reusing_an_index)
+{
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "openai-chat-tools-stream-index-reused.sse");
+        cr_assert_eq(U(c)->tool_calls_total, 4);
+        cr_assert_eq(U(c)->n_tool_calls, 4);
+        cr_expect_str_eq(U(c)->tool_call_ids[0], "call_a1");
+        cr_expect_str_eq(U(c)->tool_call_ids[3], "call_d4");
+        expect_tool(c, 0, "file_write", "{\"filePath\":\"hello.py\",\"content\":\"print(\\\"hello\\\")\"}");
+        expect_tool(c, 1, "file_write", "{\"filePath\":\"world.py\",\"content\":\"print(\\\"world\\\")\"}");
+        expect_tool(c, 2, "run_shell", "{\"cmd\":\"ls\"}");
+        expect_tool(c, 3, "run_shell", "{\"cmd\":\"pwd\"}");
+        for (size_t i = 0; i < 4; i++)
+                cr_expect(aj_llm_call_tool_done(c, i), "call %zu is whole", i);
+        aj_llm_call_free(c);
+}
+
 Test(gateway_usage, openai_chat_cut_stream_is_estimated)
 {
         Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, CHAT_REQ };
