@@ -292,13 +292,20 @@ static uint32_t output_index(json_t *root)
         return (uint32_t)json_integer_value(json_object_get(root, "output_index"));
 }
 
-/* The items of a final response: the arguments of calls no ".done" event gave. */
+/* The items of a final response: the arguments of calls no ".done" event gave, and its
+ * web searches, which the stream's ".added" events may have named fewer of. */
 static void final_items(AjLlmCall *c, json_t *resp)
 {
         json_t *item;
         size_t i;
-        json_array_foreach (json_object_get(resp, "output"), i, item)
+        uint64_t searches = 0;
+        json_array_foreach (json_object_get(resp, "output"), i, item) {
+                const char *type = json_string_value(json_object_get(item, "type"));
+                searches += type && streq(type, "web_search_call");
                 item_args(c, item, (uint32_t)i);
+        }
+        if (searches > c->u.web_search_requests)
+                c->u.web_search_requests = searches;
 }
 
 /* Argument events: fragments (".delta"), then the whole (".done"). */

@@ -224,8 +224,35 @@ Test(gateway_usage, openai_responses_web_search_calls_counted)
                  body);
         Setup st = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, NULL };
         c = parse_all_ways(&st, sse, strlen(sse));
-        cr_expect_eq(U(c)->web_search_requests, 1, "the added item, not again when done or completed");
+        cr_expect_eq(U(c)->web_search_requests, 2,
+                     "the added item, not again when done, and the completed response's other one");
         aj_llm_call_free(c);
+}
+
+/* A stream that ends before its usage (cut by the agent leaving, or by the provider) had
+ * searches run all the same: each web_search block started is one, so leaving once they
+ * ran did not make them free. A complete one is charged by its usage (a failed search is
+ * not billed). */
+Test(gateway_usage, anthropic_web_searches_of_a_cut_stream_are_counted)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, ANTHROPIC_REQ };
+        AjLlmCall *c = fixture(&s, "anthropic-web-search-cut.sse");
+        cr_expect_eq(U(c)->web_search_requests, 2);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.web_searches, 2);
+        aj_llm_call_free(c);
+        /* Two blocks started, the usage says one was billed (the other failed): the usage. */
+        size_t len;
+        char *in = read_fixture("anthropic-web-search.sse", &len);
+        const char *from = "\"server_tool_use\":{\"web_search_requests\":2}}";
+        char *at = strstr(strstr(in, "event: message_delta"), from);
+        cr_assert_not_null(at);
+        at[strlen("\"server_tool_use\":{\"web_search_requests\":")] = '1';
+        c = parse_all_ways(&s, in, len);
+        cr_expect_eq(U(c)->web_search_requests, 1);
+        aj_llm_call_free(c);
+        free(in);
 }
 
 Test(gateway_usage, anthropic_tool_use_stream)
