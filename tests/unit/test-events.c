@@ -251,6 +251,47 @@ Test(state, state_root_must_be_ours)
         rmdir(dir);
 }
 
+/* The directories above the state dir: whoever may rename an entry in one of them may put a
+ * directory of theirs in the state dir's place after the check (a group-shared project dir
+ * holding AGENTJAIL_STATE_DIR: a member swapped in records that `rollback --apply` ran). */
+Test(state, state_root_parents_must_be_safe)
+{
+        char dir[] = "/tmp/aj-stp-XXXXXX", shared[64], root[96];
+        cr_assert_not_null(mkdtemp(dir));
+        cr_assert_eq(chmod(dir, 0755), 0);
+        snprintf(shared, sizeof(shared), "%s/shared", dir);
+        snprintf(root, sizeof(root), "%s/state", shared);
+        cr_assert_eq(mkdir(shared, 0755), 0);
+        cr_assert_eq(mkdir(root, 0700), 0);
+        AjPaths p = { .state_root = root };
+        AjError err = {};
+
+        cr_expect_eq(aj_state_root_check(&p, AJ_STATE_RUN, &err), 0, "%s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
+        cr_assert_eq(chmod(shared, 0775), 0);
+        for (AjStateUse use = AJ_STATE_READ; use <= AJ_STATE_RUN; use++) {
+                cr_expect_eq(aj_state_root_check(&p, use, &err), -EPERM, "a group-writable parent, use %d", use);
+                cr_expect(err.message && strstr(err.message, shared) && strstr(err.message, "can write"), "%s",
+                          aj_error_text(&err, 0));
+                aj_error_clear(&err);
+        }
+        cr_assert_eq(chmod(shared, 01777), 0);
+        cr_expect_eq(aj_state_root_check(&p, AJ_STATE_RUN, &err), 0, "sticky, as /tmp: %s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
+        if (geteuid() == 0) {
+                cr_assert_eq(chmod(shared, 0755), 0);
+                cr_assert_eq(chown(shared, 65534, 65534), 0);
+                cr_expect_eq(aj_state_root_check(&p, AJ_STATE_ACT, &err), -EPERM, "a parent another user owns");
+                cr_expect(err.message && strstr(err.message, "belongs to another user"), "%s", aj_error_text(&err, 0));
+                aj_error_clear(&err);
+                cr_expect_eq(aj_state_root_check(&p, AJ_STATE_READ, &err), 0, "root may read there");
+                aj_error_clear(&err);
+        }
+        rmdir(root);
+        rmdir(shared);
+        rmdir(dir);
+}
+
 Test(state, run_and_runtime_dirs)
 {
         char dir[] = "/tmp/aj-state-XXXXXX";
