@@ -549,32 +549,58 @@ const char *aj_control_socket_problem(const struct stat *dir, const struct stat 
         return NULL;
 }
 
+const char *aj_control_parent_problem(const struct stat *parent, uid_t self)
+{
+        if (!S_ISDIR(parent->st_mode))
+                return "the directory above it is not a directory";
+        if (self != 0 && parent->st_uid != self && parent->st_uid != 0)
+                return "the directory above it belongs to another user";
+        /* Sticky (/tmp): others may add names but not rename or replace ours. */
+        if ((parent->st_mode & (S_IWGRP | S_IWOTH)) && !(parent->st_mode & S_ISVTX))
+                return "other users can write to the directory above it";
+        return NULL;
+}
+
 bool aj_control_server_trusted(uid_t server, uid_t self) { return self == 0 || server == self || server == 0; }
+
+/* `path` at its last '/': *ret_dir a copy of what is before ("/" for the root, "." for
+ * none), *ret_name what is after. */
+static int split_last(const char *path, char **ret_dir, const char **ret_name)
+{
+        const char *slash = strrchr(path, '/');
+        *ret_dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+        *ret_name = slash ? slash + 1 : path;
+        return *ret_dir ? 0 : -ENOMEM;
+}
 
 /* Connect to the run's socket and nothing else. Rootless, the runtime root may be
  * /tmp/agentjail-UID made by another user first (a run refuses it, an operator command
  * used to follow it): its sockets answered "killed" for a run that went on, and its
  * symlinks sent our requests to another run's socket. So the socket's directory must be
- * ours or root's and nobody else's to write, the connect goes through that directory's fd
- * (it cannot be swapped after the check), and the server must be us or root. */
+ * ours or root's and nobody else's to write, and so must the directory above it (the
+ * runtime root), since whoever writes that one names the run's directory: it is opened
+ * there without following a symlink (one to another run's directory passed every check of
+ * the directory it named). The connect goes through that directory's fd (it cannot be
+ * swapped after the check), and the server must be us or root. */
 static int connect_run_socket(int fd, const char *socket_path)
 {
-        const char *slash = strrchr(socket_path, '/');
-        _cleanup_free_ char *dir = slash ? strndup(socket_path,
-                                                   slash == socket_path ? 1 : (size_t)(slash - socket_path))
-                                         : strdup(".");
-        const char *name = slash ? slash + 1 : socket_path;
-        if (!dir)
+        _cleanup_free_ char *dir = NULL, *parent = NULL;
+        const char *name, *base;
+        if (split_last(socket_path, &dir, &name) < 0 || split_last(dir, &parent, &base) < 0)
                 return -ENOMEM;
-        _cleanup_close_ int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
+        _cleanup_close_ int pfd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (pfd < 0)
                 return -errno;
-        struct stat dst, sst;
-        if (fstat(dfd, &dst) < 0)
+        /* "/x.sock": the directory is the root, above which there is nothing else. */
+        _cleanup_close_ int dfd = openat(pfd, *base ? base : ".", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0)
+                return errno == ELOOP || errno == ENOTDIR ? -EPERM : -errno;
+        struct stat pst, dst, sst;
+        if (fstat(pfd, &pst) < 0 || fstat(dfd, &dst) < 0)
                 return -errno;
         if (fstatat(dfd, name, &sst, AT_SYMLINK_NOFOLLOW) < 0)
                 return -errno;
-        if (aj_control_socket_problem(&dst, &sst, geteuid()))
+        if (aj_control_parent_problem(&pst, geteuid()) || aj_control_socket_problem(&dst, &sst, geteuid()))
                 return -EPERM;
 
         struct sockaddr_un sa = { .sun_family = AF_UNIX };

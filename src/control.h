@@ -90,6 +90,11 @@ json_t *aj_control_handle_line(const AjControlOps *ops, const char *line, size_t
  * (anyone's for root) and not writable by group or others, and the socket is a socket. */
 const char *aj_control_socket_problem(const struct stat *dir, const struct stat *sock, uid_t self);
 
+/* Why the client will not use a run's directory for what is above it (pure): NULL when
+ * `parent` (the runtime root) is the caller's or root's (anyone's for root) and nobody
+ * else may rename or replace what is in it (not writable by group or others, or sticky). */
+const char *aj_control_parent_problem(const struct stat *parent, uid_t self);
+
 /* Whether a server of uid `server` (SO_PEERCRED) may be a run's supervisor for a caller of
  * euid `self`: the caller itself or root (anyone for root). */
 bool aj_control_server_trusted(uid_t server, uid_t self);
@@ -97,7 +102,7 @@ bool aj_control_server_trusted(uid_t server, uid_t self);
 /* Client: send `request`, wait at most timeout_ms for the whole reply. -ENOENT no socket,
  * -ECONNREFUSED nobody listening (a stale socket), -ETIMEDOUT, -EBADMSG bad reply,
  * -ECONNRESET closed without a reply, -EPERM not the run's socket (aj_control_socket_problem,
- * or served by another user). The reply is the whole {"ok": ...} object. */
+ * aj_control_parent_problem, its directory a symlink, or served by another user). The reply is the whole {"ok": ...} object. */
 int aj_control_call(const char *socket_path, json_t *request, int timeout_ms, json_t **ret_reply);
 
 /* A failed reply's error as "message (CODE)" for the operator, as a new string; NULL if

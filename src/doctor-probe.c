@@ -336,6 +336,12 @@ int aj_doctor_probe(const char *workspace, AjDoctorFacts *ret)
         AjPaths paths = { 0 };
         if (aj_paths_resolve(&paths) >= 0) {
                 probe_dir(paths.state_root, false, &f.state);
+                /* What runs refuse besides the dir itself: a directory above it others may
+                 * write or own (aj_state_root_check). */
+                _cleanup_(aj_error_clear) AjError st_err = {};
+                if (!f.state.stat_err && !f.state.problem &&
+                    aj_state_root_check(&paths, AJ_STATE_RUN, &st_err) == -EPERM)
+                        f.state.problem = strdup(aj_error_text(&st_err, -EPERM));
                 probe_dir(paths.runtime_root, paths.runtime_in_tmp, &f.runtime);
                 f.runtime_in_tmp = paths.runtime_in_tmp;
                 aj_paths_done(&paths);

@@ -310,7 +310,7 @@ int aj_run_prepare(Run *run)
         if (!run->runtime_dir)
                 return -ENOMEM;
         _cleanup_(aj_error_clear) AjError st_err = {};
-        r = aj_state_root_check(&run->paths, true, &st_err);
+        r = aj_state_root_check(&run->paths, AJ_STATE_RUN, &st_err);
         if (r < 0) {
                 aj_error("%s", aj_error_text(&st_err, r));
                 return r;

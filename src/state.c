@@ -91,8 +91,51 @@ static int stat_nofollow(const char *path, struct stat *ret)
         return -errno;
 }
 
-int aj_state_root_check(const AjPaths *paths, bool create, AjError *ret_error)
+/* Why a directory above the state root lets someone else replace what is in it (NULL:
+ * nothing): another owner than `owner` or root (anyone, for root reading), or writable by
+ * others without the sticky bit (/tmp's, which keeps others from renaming ours). */
+static const char *parent_problem(const struct stat *st, uid_t owner, bool any_owner)
 {
+        if (!any_owner && st->st_uid != owner && st->st_uid != 0)
+                return "it belongs to another user";
+        if ((st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISVTX))
+                return "other users can write to it";
+        return NULL;
+}
+
+/* Every directory above `root` (its real path: symlinked parents are fine), up to "/". */
+static int parents_check(const char *root, uid_t owner, bool any_owner, AjError *ret_error)
+{
+        const char *last = strrchr(root, '/');
+        _cleanup_free_ char *copy = !last ? strdup(".") : strndup(root, last == root ? 1 : (size_t)(last - root));
+        if (!copy)
+                return -ENOMEM;
+        _cleanup_free_ char *dir = realpath(copy, NULL);
+        if (!dir)
+                return aj_error_set(ret_error, -errno, "cannot use the state directory '%s': %s", root,
+                                    strerror(errno));
+        for (;;) {
+                struct stat st;
+                if (lstat(dir, &st) < 0)
+                        return aj_error_set(ret_error, -errno, "cannot use the state directory '%s': '%s': %s", root,
+                                            dir, strerror(errno));
+                const char *problem = parent_problem(&st, owner, any_owner);
+                if (problem)
+                        return aj_error_set(ret_error, -EPERM,
+                                            "refusing the state directory '%s': '%s' above it: %s (owner uid %u, "
+                                            "mode %04o), so the state directory could be swapped for another's "
+                                            "(forged records); put it under directories only you and root can write",
+                                            root, dir, problem, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+                if (streq(dir, "/"))
+                        return 0;
+                char *slash = strrchr(dir, '/');
+                *(slash == dir ? slash + 1 : slash) = '\0';
+        }
+}
+
+int aj_state_root_check(const AjPaths *paths, AjStateUse use, AjError *ret_error)
+{
+        bool create = use == AJ_STATE_RUN;
         const char *root = paths->state_root;
         uid_t euid = geteuid();
         struct stat st;
@@ -107,11 +150,22 @@ int aj_state_root_check(const AjPaths *paths, bool create, AjError *ret_error)
         if (r < 0)
                 return aj_error_set(ret_error, r, "cannot use the state directory '%s': %s", root, strerror(-r));
         /* Runs write only into their own. Reading, root's is trusted too, and root may read
-         * a user's (AGENTJAIL_STATE_DIR=/home/u/...). */
-        uid_t owner = create || (euid != 0 && st.st_uid != 0) ? euid : st.st_uid;
+         * a user's (AGENTJAIL_STATE_DIR=/home/u/...); but not act on it: the user wrote its
+         * records, and a run.json naming `rollback.exec: ["sh", "-c", ...]` ran that as root. */
+        uid_t owner = create                        ? euid
+                      : use == AJ_STATE_ACT         ? (st.st_uid == 0 ? 0 : euid)
+                      : euid != 0 && st.st_uid != 0 ? euid
+                                                    : st.st_uid;
         const char *problem = aj_runtime_root_problem(&st, owner, false);
+        /* Reading as root, any user's directories lead to a user's state dir. */
         if (!problem)
-                return 0;
+                return parents_check(root, owner, use == AJ_STATE_READ && euid == 0, ret_error);
+        if (use == AJ_STATE_ACT && st.st_uid != owner)
+                return aj_error_set(ret_error, -EPERM,
+                                    "refusing to act on the records in the state directory '%s': they are uid %u's, "
+                                    "who could have written in them what this command would then do with your "
+                                    "rights (a rollback.exec to run, a workspace to write); run it as that user",
+                                    root, (unsigned)st.st_uid);
         return aj_error_set(ret_error, -EPERM,
                             "refusing the state directory '%s': %s (owner uid %u, mode %04o); it holds the runs' "
                             "records, undo records and the seccomp cache, so it must be yours alone: make it so, or "

@@ -30,16 +30,27 @@ void aj_paths_done(AjPaths *p);
 /* 12 lowercase hex characters from getrandom(). */
 int aj_run_id_new(char ret[AJ_RUN_ID_LEN + 1]);
 
+/* What a command does with the state dir, for aj_state_root_check(). */
+typedef enum {
+        /* An operator command reading records (ps, logs, inspect): a missing dir is fine,
+         * root's is fine, and root may read anyone's. */
+        AJ_STATE_READ,
+        /* One acting on what the records say with the invoker's rights (rollback --apply runs
+         * the recorded rollback.exec, commit writes to the recorded workspace): only records
+         * nobody else could have written, so the invoker's or root's, root's alone for root. */
+        AJ_STATE_ACT,
+        /* A run writing its own: the invoker's, made if missing (0750 as root, 0700 rootless). */
+        AJ_STATE_RUN,
+} AjStateUse;
+
 /*
  * The state root must be ours alone, as doctor says: owned by the euid, writable by nobody
  * else, not a symlink. Another user's (AGENTJAIL_STATE_DIR=/tmp/x made first) could swap a
  * run's directory for one of theirs: forged records, forged undo records for `rollback
- * --apply`. create: a run's, which makes it if missing (0750 as root, 0700 rootless);
- * otherwise an operator command's: a missing one is fine, root's is fine, and root may
- * read anyone's.
+ * --apply`. `use` relaxes that for reading (above).
  * -EPERM with ret_error saying what is wrong.
  */
-int aj_state_root_check(const AjPaths *paths, bool create, AjError *ret_error);
+int aj_state_root_check(const AjPaths *paths, AjStateUse use, AjError *ret_error);
 /* <state>/runs/<id>, created 0750 as root, 0700 rootless (fails if it exists). */
 int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
 /* <runtime>/<id> (not created). */

@@ -193,6 +193,7 @@ typedef struct {
         int flag_code;
         bool git_options; /* --include-git, --exclude-git */
         bool decides;     /* commit, discard: one at a time (lock_overlay) */
+        bool acting;      /* writes what the records name with our rights: cli_check_acting() */
 } OverlayVerb;
 
 typedef struct {
@@ -263,7 +264,7 @@ static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, Overla
         }
         *ret_status = CLI_EXIT_FAIL;
         r = cli_open_run(v->cmd, query, &c->paths, &c->run);
-        if (r < 0)
+        if (r < 0 || (v->acting && (r = cli_check_acting(v->cmd, &c->paths)) < 0))
                 return r;
         return open_overlay(v->cmd, c->run, v->decides, &c->ov);
 }
@@ -372,8 +373,8 @@ out:
 
 
 static const OverlayVerb diff_verb = { "diff", DIFF_USAGE, DIFF_HELP, "patch", CLI_OPT_PATCH };
-static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE, true, true };
-static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0, false, true };
+static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE, true, true, true };
+static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0, false, true, true };
 
 static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange *c, size_t n, size_t conflicts,
                           bool patch)

@@ -17,10 +17,11 @@
         "Thaw a frozen run. --raise changes a meter's cap first: \"+N\" adds to it,\n" \
         "\"N\" sets it, e.g. --raise tokens=+20000 --raise cost_usd=5."
 #define KILL_USAGE "agentjail kill RUN [--json]"
-#define KILL_HELP                                                                                    \
-        "Kill every process of a live run (also a frozen one). The run's records stay. When its\n"   \
-        "supervisor does not answer in time, the run's cgroup is killed directly (its record then\n" \
-        "shows the command killed by SIGKILL, not by whom)."
+#define KILL_HELP                                                                                  \
+        "Kill every process of a live run (also a frozen one). The run's records stay. When its\n" \
+        "supervisor does not answer in time, or its control socket is refused as not the run's,\n" \
+        "the run's cgroup is killed directly (its record then shows the command killed by\n"       \
+        "SIGKILL, not by whom)."
 
 /* The op on the run named by argv's RUN; `req` is consumed. */
 static int run_op(const char *cmd, const char *query, json_t *req, bool json, const char *done)

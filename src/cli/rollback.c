@@ -688,6 +688,9 @@ int aj_cmd_rollback(int argc, char **argv)
         _cleanup_(aj_run_freep) AjRun *run = NULL;
         if (cli_open_run("rollback", opt.run, &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
+        /* --apply runs the handler the record names, with our rights. */
+        if (opt.apply && !opt.dry_run && cli_check_acting("rollback", &paths) < 0)
+                return CLI_EXIT_FAIL;
         if (opt.apply || opt.dry_run)
                 return apply_cmd(run, &opt);
         return list_cmd(run, opt.json);

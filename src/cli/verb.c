@@ -177,7 +177,7 @@ int cli_open_paths(const char *cmd, AjPaths *paths)
                 return r;
         }
         _cleanup_(aj_error_clear) AjError err = {};
-        r = aj_state_root_check(paths, false, &err);
+        r = aj_state_root_check(paths, AJ_STATE_READ, &err);
         if (r < 0) {
                 cli_fail(cmd, "%s", aj_error_text(&err, r));
                 aj_paths_done(paths);
@@ -203,6 +203,15 @@ int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun
                 cli_fail(cmd, "%s", note);
         if (r >= 0 && (*ret)->rec_error.err < 0)
                 cli_fail(cmd, "warning: the run's record is unreadable: %s", aj_error_text(&(*ret)->rec_error, 0));
+        return r;
+}
+
+int cli_check_acting(const char *cmd, const AjPaths *paths)
+{
+        _cleanup_(aj_error_clear) AjError err = {};
+        int r = aj_state_root_check(paths, AJ_STATE_ACT, &err);
+        if (r < 0)
+                cli_fail(cmd, "%s", aj_error_text(&err, r));
         return r;
 }
 
@@ -294,12 +303,22 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
         }
         if (fallback && r < 0 && r != -ENOENT && r != -ECONNREFUSED && r != -EACCES && r != -EPERM)
                 r = -ETIMEDOUT;
-        if (r == -ETIMEDOUT && fallback) {
+        /* A socket refused as not the run's (EPERM: say, in a /tmp/agentjail-UID another user
+         * made first) is no answer either: the kill switch must not be one another user can
+         * turn off by squatting a directory. The fallback goes by the run's id, not by
+         * anything in that directory. */
+        if ((r == -ETIMEDOUT || r == -EPERM) && fallback) {
                 int q = fallback(run);
                 if (q >= 0) {
-                        char msg[256];
-                        snprintf(msg, sizeof(msg), "the supervisor did not answer within %ds; %s",
-                                 CLI_CONTROL_TIMEOUT_MS / 1000, fallback_done);
+                        char msg[640];
+                        if (r == -EPERM)
+                                snprintf(msg, sizeof(msg),
+                                         "its control socket '%s' is not the run's (another user's, or in a directory "
+                                         "others can write) and was not used; %s",
+                                         run->control_path, fallback_done);
+                        else
+                                snprintf(msg, sizeof(msg), "the supervisor did not answer within %ds; %s",
+                                         CLI_CONTROL_TIMEOUT_MS / 1000, fallback_done);
                         if (json) {
                                 json_auto_t *doc = json_pack("{s:s, s:s?, s:b, s:s}", "run", run->id, "op", op, "ok", 1,
                                                              "without_supervisor", msg);

@@ -85,6 +85,10 @@ void cli_print_events(json_t *events);
 
 /* The state and runtime dirs; -errno, reported. */
 int cli_open_paths(const char *cmd, AjPaths *paths);
+/* Before a verb acts on what a run's records say with the invoker's rights (runs a recorded
+ * handler, writes to a recorded path): the records must be the invoker's or root's (root:
+ * root's), not only readable (aj_state_root_check(), AJ_STATE_ACT). Reported; < 0 refused. */
+int cli_check_acting(const char *cmd, const AjPaths *paths);
 /* Resolve RUN, telling the operator which run was chosen when that was not obvious;
  * 0 or -errno, reported. */
 int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun **ret);

@@ -14,8 +14,21 @@
 
 #include "gateway/usage-internal.h"
 
-/* Every count present in `usage` replaces the one before. */
-static void take_usage(AjLlmCall *c, json_t *usage)
+/* The searches charged: the final usage's count (a search that failed is not billed);
+ * until it comes, and when it never does (the stream cut: the agent left, the provider
+ * failed), at least one per web_search block started, which ran and was billed all the
+ * same. */
+static void searches_update(AjLlmCall *c)
+{
+        uint64_t n = c->searches_reported;
+        if (!c->searches_final && c->searches_started > n)
+                n = c->searches_started;
+        c->u.web_search_requests = n;
+}
+
+/* Every count present in `usage` replaces the one before; `final`: the message's last
+ * (message_delta, a whole body), whose search count is the one billed. */
+static void take_usage(AjLlmCall *c, json_t *usage, bool final)
 {
         AjLlmUsage *u = &c->u;
         uint64_t v;
@@ -35,8 +48,11 @@ static void take_usage(AjLlmCall *c, json_t *usage)
         if (aj_llm_u64(usage, "output_tokens", &v))
                 u->output_tokens = v;
         /* Searches by the web_search server tool, billed per search (cumulative too). */
-        if (aj_llm_u64(json_object_get(usage, "server_tool_use"), "web_search_requests", &v))
-                u->web_search_requests = v;
+        if (aj_llm_u64(json_object_get(usage, "server_tool_use"), "web_search_requests", &v)) {
+                c->searches_reported = v;
+                c->searches_final = c->searches_final || final;
+        }
+        searches_update(c);
         u->input_tokens = c->uncached_input + u->cache_read_tokens + u->cache_creation_tokens;
 }
 
@@ -45,6 +61,11 @@ static void take_usage(AjLlmCall *c, json_t *usage)
 static void content_block(AjLlmCall *c, json_t *block, uint32_t index)
 {
         const char *type = json_string_value(json_object_get(block, "type"));
+        const char *name = json_string_value(json_object_get(block, "name"));
+        if (type && streq(type, "server_tool_use") && name && streq(name, "web_search")) {
+                c->searches_started++;
+                searches_update(c);
+        }
         /* Server tools (server_tool_use: web search, code execution) run at the
          * provider, not in the jail: not counted as the agent's tool calls. */
         if (!type || !streq(type, "tool_use") ||
@@ -80,7 +101,7 @@ void aj_llm_anthropic_event(AjLlmCall *c, const char *type, json_t *root)
         if (streq(type, "message_start")) {
                 json_t *m = json_object_get(root, "message");
                 aj_llm_set_name(&u->response_model, json_string_value(json_object_get(m, "model")));
-                take_usage(c, json_object_get(m, "usage"));
+                take_usage(c, json_object_get(m, "usage"), false);
         } else if (streq(type, "content_block_start"))
                 content_block(c, json_object_get(root, "content_block"), block_index(root));
         else if (streq(type, "content_block_delta"))
@@ -91,7 +112,7 @@ void aj_llm_anthropic_event(AjLlmCall *c, const char *type, json_t *root)
                 aj_llm_set_name(&u->stop_reason,
                                 json_string_value(json_object_get(json_object_get(root, "delta"), "stop_reason")));
                 json_t *usage = json_object_get(root, "usage");
-                take_usage(c, usage);
+                take_usage(c, usage, true);
                 if (json_is_object(usage) && json_object_get(usage, "output_tokens"))
                         u->output_reported = true;
         } else if (streq(type, "message_stop")) {
@@ -127,7 +148,7 @@ void aj_llm_anthropic_body(AjLlmCall *c, json_t *root)
                 }
         }
         json_t *usage = json_object_get(root, "usage");
-        take_usage(c, usage);
+        take_usage(c, usage, true);
         u->output_reported = json_is_object(usage) && json_object_get(usage, "output_tokens");
         u->outcome = AJ_LLM_COMPLETE;
 }

@@ -34,6 +34,10 @@ struct AjLlmCall {
         AjLlmToolArgs tool_args[AJ_LLM_MAX_TOOL_CALLS];
         uint64_t tool_args_kept; /* fragment bytes kept, all calls: at most AJ_LLM_MAX_TOOL_ARGS */
         uint64_t uncached_input; /* Anthropic reports input without the cache reads and writes */
+        /* Anthropic's web searches: the web_search blocks started, the count the usage
+         * reported, and whether that was the final usage (message_delta, a whole body). */
+        uint64_t searches_started, searches_reported;
+        bool searches_final;
 };
 
 /* 0 when JSON text from the agent or a provider is within AJ_LLM_MAX_JSON_VALUES and

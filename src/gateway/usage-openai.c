@@ -82,9 +82,19 @@ static uint32_t chat_unindexed_key(const AjLlmCall *c, json_int_t choice, json_t
         return base | (n & (CHAT_UNINDEXED - 1));
 }
 
-/* A streamed tool call: counted once per (choice, index), when its name is seen; its
- * arguments are the fragments of function.arguments (custom.input), digested at the
- * response's end. */
+/* Whether a chunk at the key of call `k` starts another call: it names an id, and not
+ * that call's. Ollama streams every call whole with "index": 0 (ollama#15457), so keyed by
+ * index alone, a response asking for three was counted one. */
+static bool chat_another_call(const AjLlmCall *c, int k, json_t *tc)
+{
+        const char *id = json_string_value(json_object_get(tc, "id"));
+        return k >= 0 && id && c->u.tool_call_ids[k] && !streq(id, c->u.tool_call_ids[k]);
+}
+
+/* A streamed tool call: counted once per (choice, index), when its name is seen, and again
+ * for each new id at that index (the call before it is whole then; chunks without an id
+ * go on with the latest); its arguments are the fragments of function.arguments
+ * (custom.input), digested at the response's end. */
 static void chat_stream_tool(AjLlmCall *c, json_int_t choice, json_t *tc)
 {
         const char *akey;
@@ -94,7 +104,11 @@ static void chat_stream_tool(AjLlmCall *c, json_int_t choice, json_t *tc)
         uint32_t key = json_is_integer(index) ? chat_key(choice, json_integer_value(index) & (CHAT_UNINDEXED - 1))
                                               : chat_unindexed_key(c, choice, tc, name);
         aj_llm_output_bytes(c, fn, akey);
-        if (name && aj_llm_tool_find(c, key) < 0)
+        int k = aj_llm_tool_find(c, key);
+        bool another = chat_another_call(c, k, tc);
+        if (another)
+                aj_llm_tool_args_end(c, key);
+        if (name && (k < 0 || another))
                 (void)aj_llm_tool_call(c, name, json_object_get(tc, "id"), key);
         if (json_is_string(args))
                 aj_llm_tool_args_fragment(c, key, json_string_value(args), json_string_length(args));
@@ -278,13 +292,20 @@ static uint32_t output_index(json_t *root)
         return (uint32_t)json_integer_value(json_object_get(root, "output_index"));
 }
 
-/* The items of a final response: the arguments of calls no ".done" event gave. */
+/* The items of a final response: the arguments of calls no ".done" event gave, and its
+ * web searches, which the stream's ".added" events may have named fewer of. */
 static void final_items(AjLlmCall *c, json_t *resp)
 {
         json_t *item;
         size_t i;
-        json_array_foreach (json_object_get(resp, "output"), i, item)
+        uint64_t searches = 0;
+        json_array_foreach (json_object_get(resp, "output"), i, item) {
+                const char *type = json_string_value(json_object_get(item, "type"));
+                searches += type && streq(type, "web_search_call");
                 item_args(c, item, (uint32_t)i);
+        }
+        if (searches > c->u.web_search_requests)
+                c->u.web_search_requests = searches;
 }
 
 /* Argument events: fragments (".delta"), then the whole (".done"). */

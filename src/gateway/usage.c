@@ -349,6 +349,76 @@ static void tool_results_of(AjLlmApi api, json_t *root, AjLlmUsage *u)
         }
 }
 
+/* A member's name as a provider matching names ignoring case would read it: ASCII letters
+ * lowered, and the two other letters Unicode's simple case folding takes to ASCII (Go's
+ * encoding/json folds so): U+017F LONG S is "s", U+212A KELVIN SIGN is "k". false when
+ * the name is longer than `size`. */
+static bool fold_name(const char *name, size_t len, char *out, size_t size)
+{
+        size_t n = 0;
+        for (size_t i = 0; i < len; n++) {
+                if (n + 1 >= size)
+                        return false;
+                const unsigned char *p = (const unsigned char *)name + i;
+                if (len - i >= 2 && p[0] == 0xc5 && p[1] == 0xbf) {
+                        out[n] = 's';
+                        i += 2;
+                } else if (len - i >= 3 && p[0] == 0xe2 && p[1] == 0x84 && p[2] == 0xaa) {
+                        out[n] = 'k';
+                        i += 3;
+                } else {
+                        out[n] = (char)(p[0] >= 'A' && p[0] <= 'Z' ? p[0] - 'A' + 'a' : p[0]);
+                        i++;
+                }
+        }
+        out[n] = '\0';
+        return true;
+}
+
+/* A member of `o` that a provider matching names ignoring case would take for one of
+ * `names` (which the gateway reads) but that is not spelled so: the gateway and the
+ * provider would read different values ({"Stream": true}: a stream without the usage the
+ * gateway asks for; {"model": "cheap", "MODEL": "dear"}: priced as the cheap one). Like a
+ * repeated key, refused. NULL when there is none. */
+static const char *case_twin(json_t *o, const char *const *names, size_t n_names)
+{
+        const char *key;
+        json_t *v;
+        char folded[32];
+        json_object_foreach (o, key, v) {
+                if (!fold_name(key, strlen(key), folded, sizeof(folded)))
+                        continue; /* longer than any name read */
+                for (size_t i = 0; i < n_names; i++)
+                        if (streq(folded, names[i]) && !streq(key, names[i]))
+                                return key;
+        }
+        return NULL;
+}
+
+/* The members the gateway reads, at the top and in stream_options: spelled only so. */
+static int check_case_twins(AjLlmCall *c, json_t *root)
+{
+        static const char *const top[] = {
+                "model",   "stream",     "stream_options",        "background",        "n",
+                "best_of", "max_tokens", "max_completion_tokens", "max_output_tokens", "messages",
+                "input"
+        };
+        static const char *const opts[] = { "include_usage" };
+        const char *twin = case_twin(root, top, ARRAY_SIZE(top));
+        if (!twin)
+                twin = case_twin(json_object_get(root, "stream_options"), opts, ARRAY_SIZE(opts));
+        if (!twin)
+                return 0;
+        json_auto_t *name = json_string(twin);
+        _cleanup_free_ char *shown = name ? json_dumps(name, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+        aj_llm_parse_error(c,
+                           "request: member %s is one the gateway reads in other letter case: a provider "
+                           "matching names ignoring case would read it, the gateway does not (spell it in "
+                           "lower case)",
+                           shown ? shown : "?");
+        return -EINVAL;
+}
+
 int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
 {
         const char *why;
@@ -366,6 +436,10 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
                 else
                         aj_llm_parse_error(c, "request: invalid JSON at line %d column %d: %s", err.line, err.column,
                                            err.text);
+                json_decref(root);
+                return -EINVAL;
+        }
+        if (check_case_twins(c, root) < 0) {
                 json_decref(root);
                 return -EINVAL;
         }

@@ -11,8 +11,9 @@ an error in the provider's shape, "wait-go" holds the last events until the file
 exists (at most 10 s), "big-N" answers N bytes of body (chunked), "bad-response" answers
 a malformed head, "hang" answers nothing for 4 s, "tool-call" asks for a tool call
 (tool_use / tool_calls / function_call), "custom-call" for a Chat custom tool's call,
-"shell-call" for a Responses local_shell_call, "search-N" (Anthropic) reports N web searches
-run by its web_search server tool (usage.server_tool_use.web_search_requests). Usage is fixed: Anthropic input 25, output 7
+"shell-call" for a Responses local_shell_call, "search-N" (Anthropic) runs N web searches
+by its web_search server tool (a server_tool_use and a web_search_tool_result block each,
+usage.server_tool_use.web_search_requests 0 at message_start and N in the final usage). Usage is fixed: Anthropic input 25, output 7
 (cache read 3); OpenAI prompt 20, completion 3 (cached 2, reasoning 1). Chat Completions
 streams carry the usage chunk only when stream_options.include_usage is true, as OpenAI's.
 A whole chat completion has "n" choices, completion 3 each. A Responses request with
@@ -171,26 +172,46 @@ class Handler(BaseHTTPRequestHandler):
             block = scripted
             tool = block["type"] == "tool_use"
         stop = "tool_use" if tool else "end_turn"
+        # As Anthropic's web_search server tool: a server_tool_use block and its result per
+        # search before the answer, the count in the final usage only.
+        searched = []
+        for n in range(searches or 0):
+            searched += [{"type": "server_tool_use", "id": "srvtoolu_%d" % n, "name": "web_search",
+                          "input": {"query": "q%d" % n}},
+                         {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_%d" % n,
+                          "content": [{"type": "web_search_result", "title": "r", "url": "https://example.com/%d" % n,
+                                       "encrypted_content": "e", "page_age": None}]}]
         if not req.get("stream"):
             return self.send_json(200, {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-                                        "content": [block], "stop_reason": stop, "usage": usage})
+                                        "content": searched + [block], "stop_reason": stop, "usage": usage})
         def sse(name, obj):
             obj = dict(obj, type=name)
             return "event: %s\ndata: %s\n\n" % (name, json.dumps(obj))
         start = dict(usage, output_tokens=1)
+        if searches is not None:
+            start["server_tool_use"] = {"web_search_requests": 0}
         evs = [sse("message_start", {"message": {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
                                                  "content": [], "stop_reason": None, "usage": start}})]
+        for i, b in enumerate(searched):
+            if b["type"] == "server_tool_use":
+                evs += [sse("content_block_start", {"index": i, "content_block": dict(b, input={})}),
+                        sse("content_block_delta", {"index": i, "delta": {"type": "input_json_delta",
+                                                                          "partial_json": json.dumps(b["input"])}})]
+            else:
+                evs.append(sse("content_block_start", {"index": i, "content_block": b}))
+            evs.append(sse("content_block_stop", {"index": i}))
+        last = len(searched)
         if tool:
-            evs.append(sse("content_block_start", {"index": 0, "content_block": dict(block, input={})}))
+            evs.append(sse("content_block_start", {"index": last, "content_block": dict(block, input={})}))
             args = json.dumps(block["input"])
             for part in [args[:len(args) // 2], args[len(args) // 2:]]:
-                evs.append(sse("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": part}}))
+                evs.append(sse("content_block_delta", {"index": last, "delta": {"type": "input_json_delta", "partial_json": part}}))
         else:
-            evs.append(sse("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}))
+            evs.append(sse("content_block_start", {"index": last, "content_block": {"type": "text", "text": ""}}))
             words = [block["text"]] if scripted else ["Hel", "lo", " the", "re", "!"]
             for word in words:
-                evs.append(sse("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}}))
-        evs += [sse("content_block_stop", {"index": 0}),
+                evs.append(sse("content_block_delta", {"index": last, "delta": {"type": "text_delta", "text": word}}))
+        evs += [sse("content_block_stop", {"index": last}),
                 sse("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
                                        "usage": dict({"output_tokens": 7}, **({"server_tool_use": usage["server_tool_use"]}
                                                                               if searches is not None else {}))}),

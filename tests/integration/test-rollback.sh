@@ -268,4 +268,22 @@ aj rollback rb-nohandler --dry-run
 is "$RC" 0 "--dry-run still shows its plan" || op_diag
 like "$OUT" "no rollback.exec: nothing can be run" "and says nothing can run"
 
+# ------------------------------------------------------------------ root and a user's records
+# A state dir another user owns: root may read its records, but not run the handler its
+# run.json names (the user can write any), which ran as root.
+USER_STATE=$TEST_TMP/user-state
+mkdir -p "$USER_STATE/runs"
+U_RUN=$JAIL_RUN_ID # rb-nohandler's, which has an undo record
+cp -a "$JAIL_RUN_DIR" "$USER_STATE/runs/"
+jq --arg out "$TEST_TMP/as-root" '.profile.resolved.rollback.exec = ["/bin/sh", "-c", "id -u > " + $out]' \
+        "$USER_STATE/runs/$U_RUN/run.json" >"$TEST_TMP/forged.json" && mv "$TEST_TMP/forged.json" "$USER_STATE/runs/$U_RUN/run.json"
+chown -R 65534:65534 "$USER_STATE"
+chmod 0700 "$USER_STATE"
+AGENTJAIL_STATE_DIR=$USER_STATE aj rollback "$U_RUN" --dry-run
+is "$RC" 0 "root reads a user's run's plan" || op_diag
+AGENTJAIL_STATE_DIR=$USER_STATE aj rollback "$U_RUN" --apply
+is "$RC" 1 "root's rollback --apply of a user's run is refused" || op_diag
+like "$ERR" "refusing to act on the records .* uid 65534's.*run it as that user" "and says why" || op_diag
+ok "the handler the user's record names did not run as root" test ! -e "$TEST_TMP/as-root"
+
 done_testing

@@ -347,6 +347,30 @@ else
 fi
 kill_bg
 
+# Nor on a socket it can trust: one refused as not the run's (here in a directory anyone
+# can write, under the runtime dir this operator's environment names) is no answer, and the
+# run's cgroup is killed by its id; nothing is sent to that socket.
+start_jail_bg --name squatted -- ./probe sleep 60
+if rdir=$(wait_run_dir 10); then
+        id=${rdir##*/}
+        for ((i = 0; i < 100; i++)); do
+                [[ -S $AGENTJAIL_RUNTIME_DIR/$id/control.sock ]] && break
+                sleep 0.05
+        done
+        mkdir -p "$TEST_TMP/squat/$id"
+        chmod 0777 "$TEST_TMP/squat/$id"
+        /usr/bin/python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' \
+                "$TEST_TMP/squat/$id/control.sock"
+        AGENTJAIL_RUNTIME_DIR=$TEST_TMP/squat aj kill "$id"
+        is "$RC" 0 "kill works when the socket it finds is refused as not the run's" || op_diag
+        like "$OUT" "is not the run's .* was not used; killed its cgroup directly" "... and says why and how"
+        wait_exit "$BG_PID" 15
+        is "$WAIT_RC" 137 "the run ends with the command killed (137)"
+else
+        fail "the jail for the refused-socket kill started" "$(cat "$TEST_TMP/bg.err")"
+fi
+kill_bg
+
 # Later runs work normally after a supervisor crash.
 run_jail -- ./probe exit 7
 is "$JAIL_RC" 7 "a new run works after a supervisor was killed" || jail_diag

@@ -722,6 +722,31 @@ Test(control, client_trust_table)
                         cr_expect(why && strstr(why, cases[i].want), "case %zu: %s, want \"%s\"", i,
                                   why ? why : "usable", cases[i].want);
         }
+        /* The directory above (the runtime root): whoever writes it names the run's directory. */
+        const struct {
+                mode_t mode;
+                uid_t uid, self;
+                const char *want;
+        } parents[] = {
+                { S_IFDIR | 0700, 1000, 1000, NULL },           /* /tmp/agentjail-UID, XDG's */
+                { S_IFDIR | 0711, 0, 1000, NULL },              /* /run/agentjail */
+                { S_IFDIR | 01777, 0, 1000, NULL },             /* /tmp: others cannot rename ours */
+                { S_IFDIR | 0700, 1001, 1000, "another user" }, /* /tmp/agentjail-UID squatted */
+                { S_IFDIR | 0777, 1000, 1000, "can write" },    /* anyone swaps the run's directory */
+                { S_IFDIR | 0775, 0, 1000, "can write" },       /* its group does */
+                { S_IFDIR | 0755, 1001, 0, NULL },              /* root reaches a user's runs */
+                { S_IFDIR | 0777, 1001, 0, "can write" },       /* but not through a shared dir */
+                { S_IFREG | 0700, 1000, 1000, "not a directory" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(parents); i++) {
+                struct stat p = { .st_mode = parents[i].mode, .st_uid = parents[i].uid };
+                const char *why = aj_control_parent_problem(&p, parents[i].self);
+                if (!parents[i].want)
+                        cr_expect_null(why, "parent %zu: refused: %s", i, why);
+                else
+                        cr_expect(why && strstr(why, parents[i].want), "parent %zu: %s, want \"%s\"", i,
+                                  why ? why : "usable", parents[i].want);
+        }
         cr_expect(aj_control_server_trusted(1000, 1000));
         cr_expect(aj_control_server_trusted(0, 1000), "root's supervisor of a run started with sudo");
         cr_expect_not(aj_control_server_trusted(1001, 1000), "another user's process");
@@ -793,14 +818,20 @@ Test(control, client_refuses_sockets_it_cannot_trust)
         cr_assert_eq(lchown(link, 65533, 65533), 0);
         snprintf(path, sizeof(path), "%s/foreign.sock", own);
         pid_t foreign = serve_as(path, 65533);
+        /* 4: the run's directory a symlink in the squatter's root, to 65534's own directory,
+         * where root's socket is (another run's): the directory it names passes every check. */
+        snprintf(link, sizeof(link), "%s/run-link", other);
+        cr_assert_eq(symlink(own, link), 0);
+        cr_assert_eq(lchown(link, 65533, 65533), 0);
 
         pid_t pid = fork();
         if (pid == 0) {
                 if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
                         _exit(1);
                 json_t *req = json_pack("{s:s}", "op", "kill"), *reply = NULL;
-                const char *names[] = { "other/squat.sock", "other/link.sock", "own/foreign.sock", "own/root.sock" };
-                const int want[] = { -EPERM, -EPERM, -EPERM, 0 };
+                const char *names[] = { "other/squat.sock", "other/link.sock", "own/foreign.sock",
+                                        "other/run-link/root.sock", "own/root.sock" };
+                const int want[] = { -EPERM, -EPERM, -EPERM, -EPERM, 0 };
                 for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
                         char p[256];
                         snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
@@ -818,9 +849,11 @@ Test(control, client_refuses_sockets_it_cannot_trust)
         stop(root);
         stop(foreign);
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "client step %d failed (10: a squatter's socket, 11: its symlink, 12: a foreign server, 13: root's)",
+                  "client step %d failed (10: a squatter's socket, 11: its symlink, 12: a foreign server, 13: its "
+                  "symlink to a run's directory, 14: root's)",
                   WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-        const char *made[] = { "other/squat.sock", "other/link.sock", "own/root.sock", "own/foreign.sock" };
+        const char *made[] = { "other/squat.sock", "other/link.sock", "other/run-link", "own/root.sock",
+                               "own/foreign.sock" };
         for (size_t i = 0; i < ARRAY_SIZE(made); i++) {
                 snprintf(path, sizeof(path), "%s/%s", dir, made[i]);
                 cr_expect_eq(unlink(path), 0, "%s", path);

@@ -206,38 +206,89 @@ Test(state, state_root_must_be_ours)
         AjError err = {};
         struct stat st;
 
-        cr_expect_eq(aj_state_root_check(&p, false, &err), 0, "an operator command: none yet is fine");
+        cr_expect_eq(aj_state_root_check(&p, AJ_STATE_READ, &err), 0, "an operator command: none yet is fine");
         cr_expect_neq(access(root, F_OK), 0, "and is not made");
         umask(0);
-        cr_assert_eq(aj_state_root_check(&p, true, &err), 0, "%s", aj_error_text(&err, 0));
+        cr_assert_eq(aj_state_root_check(&p, AJ_STATE_RUN, &err), 0, "%s", aj_error_text(&err, 0));
         cr_assert_eq(lstat(root, &st), 0);
         cr_expect_eq(st.st_mode & 07777, geteuid() == 0 ? 0750 : 0700, "made by a run: %o", st.st_mode & 07777);
 
         cr_assert_eq(chmod(root, 0777), 0);
-        cr_expect_eq(aj_state_root_check(&p, true, &err), -EPERM);
+        cr_expect_eq(aj_state_root_check(&p, AJ_STATE_RUN, &err), -EPERM);
         cr_expect(err.message && strstr(err.message, "other users can write to it"), "%s", aj_error_text(&err, 0));
         aj_error_clear(&err);
-        cr_expect_eq(aj_state_root_check(&p, false, &err), -EPERM, "nor read from");
+        cr_expect_eq(aj_state_root_check(&p, AJ_STATE_READ, &err), -EPERM, "nor read from");
         aj_error_clear(&err);
         cr_assert_eq(chmod(root, 0755), 0);
 
         if (geteuid() == 0) {
                 cr_assert_eq(chown(root, 65534, 65534), 0);
-                cr_expect_eq(aj_state_root_check(&p, true, &err), -EPERM, "another user's: no run writes there");
+                cr_expect_eq(aj_state_root_check(&p, AJ_STATE_RUN, &err), -EPERM,
+                             "another user's: no run writes there");
                 cr_expect(err.message && strstr(err.message, "belongs to another user"), "%s", aj_error_text(&err, 0));
                 aj_error_clear(&err);
-                cr_expect_eq(aj_state_root_check(&p, false, &err), 0, "root may read a user's");
+                cr_expect_eq(aj_state_root_check(&p, AJ_STATE_READ, &err), 0, "root may read a user's");
                 aj_error_clear(&err);
+                /* But not run what the user wrote in them (a rollback.exec) as root. */
+                cr_expect_eq(aj_state_root_check(&p, AJ_STATE_ACT, &err), -EPERM, "nor act on them");
+                cr_expect(err.message && strstr(err.message, "uid 65534's") &&
+                                  strstr(err.message, "run it as that user"),
+                          "%s", aj_error_text(&err, 0));
+                aj_error_clear(&err);
+                cr_assert_eq(chown(root, 0, 0), 0);
         }
+        cr_expect_eq(aj_state_root_check(&p, AJ_STATE_ACT, &err), 0, "%s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
 
         cr_assert_eq(rmdir(root), 0);
         cr_assert_eq(mkdir(real, 0700), 0);
         cr_assert_eq(symlink(real, root), 0);
-        cr_expect_eq(aj_state_root_check(&p, true, &err), -EPERM, "a symlink is never followed");
+        cr_expect_eq(aj_state_root_check(&p, AJ_STATE_RUN, &err), -EPERM, "a symlink is never followed");
         cr_expect(err.message && strstr(err.message, "it is a symlink"), "%s", aj_error_text(&err, 0));
         aj_error_clear(&err);
         unlink(root);
         rmdir(real);
+        rmdir(dir);
+}
+
+/* The directories above the state dir: whoever may rename an entry in one of them may put a
+ * directory of theirs in the state dir's place after the check (a group-shared project dir
+ * holding AGENTJAIL_STATE_DIR: a member swapped in records that `rollback --apply` ran). */
+Test(state, state_root_parents_must_be_safe)
+{
+        char dir[] = "/tmp/aj-stp-XXXXXX", shared[64], root[96];
+        cr_assert_not_null(mkdtemp(dir));
+        cr_assert_eq(chmod(dir, 0755), 0);
+        snprintf(shared, sizeof(shared), "%s/shared", dir);
+        snprintf(root, sizeof(root), "%s/state", shared);
+        cr_assert_eq(mkdir(shared, 0755), 0);
+        cr_assert_eq(mkdir(root, 0700), 0);
+        AjPaths p = { .state_root = root };
+        AjError err = {};
+
+        cr_expect_eq(aj_state_root_check(&p, AJ_STATE_RUN, &err), 0, "%s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
+        cr_assert_eq(chmod(shared, 0775), 0);
+        for (AjStateUse use = AJ_STATE_READ; use <= AJ_STATE_RUN; use++) {
+                cr_expect_eq(aj_state_root_check(&p, use, &err), -EPERM, "a group-writable parent, use %d", use);
+                cr_expect(err.message && strstr(err.message, shared) && strstr(err.message, "can write"), "%s",
+                          aj_error_text(&err, 0));
+                aj_error_clear(&err);
+        }
+        cr_assert_eq(chmod(shared, 01777), 0);
+        cr_expect_eq(aj_state_root_check(&p, AJ_STATE_RUN, &err), 0, "sticky, as /tmp: %s", aj_error_text(&err, 0));
+        aj_error_clear(&err);
+        if (geteuid() == 0) {
+                cr_assert_eq(chmod(shared, 0755), 0);
+                cr_assert_eq(chown(shared, 65534, 65534), 0);
+                cr_expect_eq(aj_state_root_check(&p, AJ_STATE_ACT, &err), -EPERM, "a parent another user owns");
+                cr_expect(err.message && strstr(err.message, "belongs to another user"), "%s", aj_error_text(&err, 0));
+                aj_error_clear(&err);
+                cr_expect_eq(aj_state_root_check(&p, AJ_STATE_READ, &err), 0, "root may read there");
+                aj_error_clear(&err);
+        }
+        rmdir(root);
+        rmdir(shared);
         rmdir(dir);
 }
 

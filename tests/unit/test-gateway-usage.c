@@ -224,8 +224,35 @@ Test(gateway_usage, openai_responses_web_search_calls_counted)
                  body);
         Setup st = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, NULL };
         c = parse_all_ways(&st, sse, strlen(sse));
-        cr_expect_eq(U(c)->web_search_requests, 1, "the added item, not again when done or completed");
+        cr_expect_eq(U(c)->web_search_requests, 2,
+                     "the added item, not again when done, and the completed response's other one");
         aj_llm_call_free(c);
+}
+
+/* A stream that ends before its usage (cut by the agent leaving, or by the provider) had
+ * searches run all the same: each web_search block started is one, so leaving once they
+ * ran did not make them free. A complete one is charged by its usage (a failed search is
+ * not billed). */
+Test(gateway_usage, anthropic_web_searches_of_a_cut_stream_are_counted)
+{
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, ANTHROPIC_REQ };
+        AjLlmCall *c = fixture(&s, "anthropic-web-search-cut.sse");
+        cr_expect_eq(U(c)->web_search_requests, 2);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.web_searches, 2);
+        aj_llm_call_free(c);
+        /* Two blocks started, the usage says one was billed (the other failed): the usage. */
+        size_t len;
+        char *in = read_fixture("anthropic-web-search.sse", &len);
+        const char *from = "\"server_tool_use\":{\"web_search_requests\":2}}";
+        char *at = strstr(strstr(in, "event: message_delta"), from);
+        cr_assert_not_null(at);
+        at[strlen("\"server_tool_use\":{\"web_search_requests\":")] = '1';
+        c = parse_all_ways(&s, in, len);
+        cr_expect_eq(U(c)->web_search_requests, 1);
+        aj_llm_call_free(c);
+        free(in);
 }
 
 Test(gateway_usage, anthropic_tool_use_stream)
@@ -383,6 +410,25 @@ Test(gateway_usage, openai_chat_tool_calls_stream_without_index)
         expect_tool(c, 1, "get_weather", "{\"location\":\"Rome\"}");
         expect_tool(c, 2, "send_email", "{\"to\":\"bob@example.com\"}");
         cr_expect_eq(U(c)->output_tokens, 40);
+        aj_llm_call_free(c);
+}
+
+/* Ollama streams every call whole with "index": 0 (ollama#15457): a chunk whose id is not
+ * that of the call at its index is the next call, and chunks without an id go on with it. */
+Test(gateway_usage, openai_chat_tool_calls_stream_reusing_an_index)
+{
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, NULL };
+        AjLlmCall *c = fixture(&s, "openai-chat-tools-stream-index-reused.sse");
+        cr_assert_eq(U(c)->tool_calls_total, 4);
+        cr_assert_eq(U(c)->n_tool_calls, 4);
+        cr_expect_str_eq(U(c)->tool_call_ids[0], "call_a1");
+        cr_expect_str_eq(U(c)->tool_call_ids[3], "call_d4");
+        expect_tool(c, 0, "file_write", "{\"filePath\":\"hello.py\",\"content\":\"print(\\\"hello\\\")\"}");
+        expect_tool(c, 1, "file_write", "{\"filePath\":\"world.py\",\"content\":\"print(\\\"world\\\")\"}");
+        expect_tool(c, 2, "run_shell", "{\"cmd\":\"ls\"}");
+        expect_tool(c, 3, "run_shell", "{\"cmd\":\"pwd\"}");
+        for (size_t i = 0; i < 4; i++)
+                cr_expect(aj_llm_call_tool_done(c, i), "call %zu is whole", i);
         aj_llm_call_free(c);
 }
 
@@ -791,6 +837,48 @@ Test(gateway_usage, request_stream_must_be_boolean)
                                   "%s: %s", cases[i].body, U(c)->parse_error ? U(c)->parse_error : "(none)");
                 aj_llm_call_free(c);
         }
+}
+
+/* A member named like one the gateway reads but in other letters (a provider matching names
+ * ignoring case, as Go's encoding/json does, Unicode's simple folding included: "ſ" is "s",
+ * "K" (Kelvin) is "k") is refused, naming it: {"Stream": true} streamed without the usage the
+ * gateway adds, {"model": "cheap", "MODEL": "dear"} was priced as the cheap one. */
+Test(gateway_usage, request_member_in_other_letter_case_is_refused)
+{
+        static const struct {
+                AjLlmApi api;
+                const char *body, *named;
+        } cases[] = {
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"Stream\":true}", "Stream" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"cheap\",\"MODEL\":\"dear\"}", "MODEL" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"\xc5\xbftream\":true}", "\\u017Ftream" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"N\":50}", "N" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"Max_Tokens\":9}", "Max_Tokens" },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true,\"Include_Usage\":false}}",
+                  "Include_Usage" },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"Background\":true}", "Background" },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"max_to\xe2\x84\xaa"
+                  "ens\":9}",
+                  "max_to\\u212Aens" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), -EINVAL, "%s",
+                             cases[i].body);
+                const char *e = U(c)->parse_error;
+                cr_expect(e && strstr(e, cases[i].named) && strstr(e, "letter case"), "%s: %s", cases[i].body,
+                          e ? e : "(none)");
+                aj_llm_call_free(c);
+        }
+        /* Other members are the provider's business, whatever their case. */
+        const char *ok = "{\"model\":\"m\",\"stream\":true,\"Temperature\":1,\"metadata\":{\"Model\":\"x\"}}";
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+        cr_expect_eq(aj_llm_call_request(c, ok, strlen(ok)), 0, "%s", U(c)->parse_error ?: "");
+        aj_llm_call_free(c);
 }
 
 Test(gateway_usage, chat_rewrite_adds_include_usage)
