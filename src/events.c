@@ -35,6 +35,9 @@ struct AjEventLog {
         size_t batch_len;
         uint64_t batch_unwritten;
         char batch_prev[AJ_SHA256_HEX_SIZE];
+        /* The room kept for the supervisor's own records (aj_events_set_room). */
+        int (*room_release)(void *userdata);
+        void *room_userdata;
         /* The file's size, and the agent's share of it (0: no limit). */
         uint64_t bytes, agent_limit, wanted;
         /* The chain: the hash of the last line written, and of the last line formatted
@@ -260,8 +263,9 @@ static ssize_t format_line(AjEventLog *log, const char *type, json_t *fields, co
 }
 
 /* Writes what waits in the buffer: on success it is the file's; on failure none of it is in
- * the chain (seq and the chain's head go back to the last line written). */
-static int flush(AjEventLog *log)
+ * the chain (seq and the chain's head go back to the last line written). `own`: the buffer
+ * holds one event of the supervisor's own, which may use the records' room. */
+static int flush_buffer(AjEventLog *log, bool own)
 {
         if (log->len == 0)
                 return 0;
@@ -277,6 +281,13 @@ static int flush(AjEventLog *log)
          * file: cut it off, or the next line would reuse its seqs and glue onto its tail. */
         if (r < 0 && ftruncate(log->fd, (off_t)log->bytes) < 0)
                 log->fd_broken = true;
+        /* The supervisor's own record, on a full disk: once, in the room kept for it. */
+        if (own && !log->fd_broken && (r == -ENOSPC || r == -EDQUOT) && log->room_release &&
+            log->room_release(log->room_userdata) > 0) {
+                r = aj_write_all(log->fd, log->buf, log->len);
+                if (r < 0 && ftruncate(log->fd, (off_t)log->bytes) < 0)
+                        log->fd_broken = true;
+        }
         if (r < 0) {
                 log->seq -= log->unwritten;
                 memcpy(log->pending_prev, log->prev, sizeof(log->prev));
@@ -288,6 +299,8 @@ static int flush(AjEventLog *log)
         log->unwritten = 0;
         return r;
 }
+
+static int flush(AjEventLog *log) { return flush_buffer(log, false); }
 
 static int emit(AjEventLog *log, const char *type, json_t *fields, const char *text, size_t text_len, bool agent)
 {
@@ -318,7 +331,7 @@ static int emit(AjEventLog *log, const char *type, json_t *fields, const char *t
         log->seq++;
         if (log->batching || log->held)
                 return 0;
-        return flush(log);
+        return flush_buffer(log, !agent);
 }
 
 int aj_events_emit(AjEventLog *log, const char *type, json_t *fields)
@@ -339,6 +352,12 @@ int aj_events_emit_agent_text(AjEventLog *log, const char *type, const char *obj
 }
 
 void aj_events_set_agent_limit(AjEventLog *log, uint64_t limit) { log->agent_limit = limit; }
+
+void aj_events_set_room(AjEventLog *log, int (*release)(void *userdata), void *userdata)
+{
+        log->room_release = release;
+        log->room_userdata = userdata;
+}
 
 uint64_t aj_events_bytes(const AjEventLog *log) { return log->bytes; }
 

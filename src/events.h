@@ -28,6 +28,11 @@ uint64_t aj_events_last_seq(const AjEventLog *log);
  * it (at most 1 MiB), and there are a bounded few of them per breach or operator action. */
 #define AJ_EVENTS_MAX_RESERVE (1ULL << 20)
 uint64_t aj_events_agent_share(uint64_t cap);
+/* When one of the supervisor's own events (aj_events_emit, neither held nor batched) cannot
+ * be written for want of space (ENOSPC, EDQUOT), release(userdata) may free the room kept
+ * for the records (run-record.h, AJ_RUN_FILE_ROOM): > 0, freed, and the event is written
+ * again, once. The agent's events never use it. */
+void aj_events_set_room(AjEventLog *log, int (*release)(void *userdata), void *userdata);
 void aj_events_set_agent_limit(AjEventLog *log, uint64_t limit); /* 0: none */
 int aj_events_emit_agent(AjEventLog *log, const char *type, json_t *fields);
 /* The same, with the fields already printed: `object` (len bytes) is a compact JSON object,

@@ -557,6 +557,7 @@ static void finish_records(Run *run, bool supervised)
         }
         aj_sup_alert_finish(&run->alert);
         aj_run_refresh_anchor(run);
+        (void)aj_run_room_release(run->run_dir); /* the records are written */
 }
 
 /* Memory and fds, after every undo. */

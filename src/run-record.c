@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "run-record-internal.h"
 #include "run-record.h"
@@ -16,6 +18,36 @@ int aj_run_file_path(const char *run_dir, const char *name, char *buf, size_t le
 {
         int n = snprintf(buf, len, "%s/%s", run_dir, name);
         return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int aj_run_room_make(const char *run_dir)
+{
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run_dir, AJ_RUN_FILE_ROOM, path, sizeof(path));
+        if (r < 0)
+                return r;
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        /* Blocks, not a sparse size: what is allocated is what freeing it gives back. Not
+         * posix_fallocate(), whose fallback writes the file block by block. */
+        if (fallocate(fd, 0, 0, AJ_RUN_ROOM_BYTES) < 0) {
+                r = -errno;
+                (void)unlink(path);
+                return r;
+        }
+        return 0;
+}
+
+int aj_run_room_release(const char *run_dir)
+{
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run_dir, AJ_RUN_FILE_ROOM, path, sizeof(path));
+        if (r < 0)
+                return r;
+        if (unlink(path) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        return 1;
 }
 
 static int write_json(const char *run_dir, const char *name, json_t *doc, size_t flags)

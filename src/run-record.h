@@ -36,12 +36,32 @@
 #define AJ_RUN_FILE_ALERT_LOG "alert.log" /* the alert command's output (src/quarantine.c) */
 #define AJ_RUN_DIR_LLM "llm"              /* the gateway's bodies, "record": "full" */
 #define AJ_RUN_DIR_WORKSPACE "workspace"  /* an overlay workspace's upper and work dirs */
+#define AJ_RUN_FILE_ROOM "records.room"   /* room kept on disk for the records (below) */
 
 /* run.json and incident.json are read whole, up to this size. */
 #define AJ_RUN_JSON_MAX (16 * 1024 * 1024)
 
 /* "<run_dir>/<name>" into buf; -ENAMETOOLONG when it does not fit. */
 int aj_run_file_path(const char *run_dir, const char *name, char *buf, size_t len);
+
+/*
+ * The records' room: disk space allocated for the run's own records while it lives. One
+ * write of the agent's (a fallocate through an overlay workspace, whose upper layer is in
+ * the run directory) can fill the state dir's filesystem between two looks of
+ * limits.disk_free; run.json, incident.json and the supervisor's events would then have no
+ * room, and the run would read as lost, not quarantined. The supervisor frees this room
+ * (aj_run_room_release) when one of its records cannot be written for want of space, once
+ * nothing in the jail can take it (frozen, killed or ended), and writes again; the
+ * watchdog frees it before supervisor.lost. It is made again before a thaw, and removed
+ * with the run's end. Only filesystems that allocate with fallocate(2) keep one.
+ */
+#define AJ_RUN_ROOM_BYTES (2 * 1024 * 1024)
+/* 0, or -EOPNOTSUPP (no room kept on this filesystem), -ENOSPC... */
+int aj_run_room_make(const char *run_dir);
+/* 1 when it freed the room, 0 when there was none. */
+int aj_run_room_release(const char *run_dir);
+/* Whether a write failed for want of space, so that freeing the room may let it through. */
+static inline bool aj_run_room_would_help(int r) { return r == -ENOSPC || r == -EDQUOT; }
 
 /* ---- run.json ---------------------------------------------------------------------- */
 

@@ -188,6 +188,9 @@ void aj_run_write_json(Run *run);
 void aj_run_write_final_records(Run *run);
 void aj_run_write_launcher_error(Run *run);
 void aj_run_refresh_anchor(Run *run);
+/* The records' room (run-record.h): freed for a record that found no space, only once the
+ * jail can no longer take it; 1 when freed. The event chain's room hook. */
+int aj_run_room_use(void *run);
 const char *aj_run_state(const Run *run, bool exited);
 json_t *aj_run_meters_json(Run *run);
 

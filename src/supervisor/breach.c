@@ -37,6 +37,8 @@ const char *aj_sup_breach_state(const AjSupBreach *b, bool exited)
 
 bool aj_sup_breach_frozen(const AjSupBreach *b) { return b->frozen; }
 
+bool aj_sup_breach_stopped(const AjSupBreach *b) { return b->frozen || b->killed; }
+
 bool aj_sup_breach_killed(const AjSupBreach *b) { return b->killed && !b->exited_before_kill; }
 
 const AjRunQuarantine *aj_sup_breach_quarantine(const AjSupBreach *b)
@@ -158,9 +160,10 @@ static const char *number_shown(double v, char *buf, size_t size)
 void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
 {
         bool kill = b->cfg.kill_on_breach;
-        aj_sup_emit(&b->events, "cap.breach",
-                    json_pack("{s:s, s:f, s:f, s:O?, s:s}", "cap", breach->cap, "limit", breach->limit, "value",
-                              breach->value, "request", breach->request, "action", kill ? "kill" : "freeze"));
+        json_auto_t *fields = json_pack("{s:s, s:f, s:f, s:O?, s:s}", "cap", breach->cap, "limit", breach->limit,
+                                        "value", breach->value, "request", breach->request, "action",
+                                        kill ? "kill" : "freeze");
+        int recorded = aj_sup_emit(&b->events, "cap.breach", json_incref(fields));
         if (b->quarantined && (b->frozen || b->killed))
                 return; /* already stopped for an earlier breach: recorded, nothing more to do */
 
@@ -174,6 +177,11 @@ void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
                 (void)aj_sup_breach_kill(b, "breach");
         else if (aj_sup_breach_freeze(b, "breach", breach->cap) < 0)
                 (void)aj_sup_breach_kill(b, "breach (freeze failed)"); /* fail closed */
+        /* The disk was full (one write of the agent's filled it): no room for the breach
+         * while the agent ran; the records' room may be used now that it is stopped. */
+        if (recorded < 0 && fields &&
+            json_object_set_new(fields, "delayed", json_string("no room on disk before the stop")) >= 0)
+                (void)aj_sup_emit(&b->events, "cap.breach", json_incref(fields));
 
         b->quarantined = true;
         free(b->cap);

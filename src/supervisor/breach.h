@@ -93,6 +93,8 @@ int aj_sup_breach_emit(AjSupBreach *b, const char *type, json_t *fields);
 /* The run's state word for run.json and `ps`: running, frozen, quarantined, exited. */
 const char *aj_sup_breach_state(const AjSupBreach *b, bool exited);
 bool aj_sup_breach_frozen(const AjSupBreach *b);
+/* Frozen, or killed (by a breach or an operator): nothing in the jail writes any more. */
+bool aj_sup_breach_stopped(const AjSupBreach *b);
 /* Killed by policy or an operator while the command still ran: exit 123. */
 bool aj_sup_breach_killed(const AjSupBreach *b);
 /* The quarantine record (borrowed) or NULL. */

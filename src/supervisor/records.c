@@ -183,13 +183,37 @@ static int compose_record(Run *run, const char *status, const Outcome *o, uint64
         return aj_run_record_compose(&rec, ret);
 }
 
+int aj_run_room_use(void *userdata)
+{
+        Run *run = userdata;
+        /* Frozen, killed, or its command done (init exits right after saying so, and the
+         * kernel kills what is left): freed while the agent still ran, the room would be
+         * the agent's. */
+        if (!aj_sup_breach_stopped(&run->breach) && !run->child.have_status && !run->child.init_exited)
+                return 0;
+        int r = aj_run_room_release(run->run_dir);
+        if (r > 0)
+                aj_warning("run %s: its filesystem is full; its records use the room kept for them", run->id);
+        return r;
+}
+
+/* A record of the run's, written again in the room kept for the records when the disk
+ * had none. */
+static int write_record(Run *run, const AjRunRecord *rec)
+{
+        int r = aj_run_record_write(run->run_dir, rec);
+        if (aj_run_room_would_help(r) && aj_run_room_use(run) > 0)
+                r = aj_run_record_write(run->run_dir, rec);
+        return r;
+}
+
 /* Rewrites run.json; returns the record written (NULL if it could not be made). */
 static AjRunRecord *write_run_json(Run *run, const char *status, const Outcome *o, uint64_t ended_ns)
 {
         AjRunRecord *rec = NULL;
         int r = compose_record(run, status, o, ended_ns, &rec);
         if (r >= 0)
-                r = aj_run_record_write(run->run_dir, rec);
+                r = write_record(run, rec);
         if (r < 0)
                 aj_log_errno(r, "Failed to write '%s/%s'", run->run_dir, AJ_RUN_FILE_RUN);
         return rec;
@@ -336,7 +360,7 @@ void aj_run_refresh_anchor(Run *run)
         snprintf(end.last_hash, sizeof(end.last_hash), "%s", aj_events_last_hash(run->events));
         int r = aj_run_record_set_anchor(rec, &end, "run.exit");
         if (r >= 0)
-                r = aj_run_record_write(run->run_dir, rec);
+                r = write_record(run, rec);
         if (r < 0)
                 aj_log_errno(r, "Failed to write '%s/%s'", run->run_dir, AJ_RUN_FILE_RUN);
 }

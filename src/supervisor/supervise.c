@@ -53,6 +53,11 @@ static int jail_freeze(void *userdata)
 static int jail_thaw(void *userdata)
 {
         Run *run = userdata;
+        /* Before the agent runs again: a full disk's records may have used the room. (Not
+         * for a kill, which thaws a frozen jail so that it dies.) */
+        int r = run->breach.killed ? 0 : aj_run_room_make(run->run_dir);
+        if (r < 0 && r != -EOPNOTSUPP)
+                aj_log_errno(r, "Cannot keep room for the records of run %s in '%s'", run->id, run->run_dir);
         return aj_cgroup_thaw(run->cgroup);
 }
 
@@ -85,6 +90,8 @@ static int incident_write(void *userdata, const AjIncident *incident)
 {
         Run *run = userdata;
         int r = aj_incident_write(run->run_dir, incident);
+        if (aj_run_room_would_help(r) && aj_run_room_use(run) > 0)
+                r = aj_incident_write(run->run_dir, incident);
         if (r < 0)
                 aj_log_errno(r, "Failed to write the incident record in '%s'", run->run_dir);
         return r;

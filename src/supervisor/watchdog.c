@@ -40,6 +40,10 @@ static void record_lost(const AjSupWatchdog *wd)
         char path[4096];
         if (aj_run_file_path(wd->cfg.run_dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0)
                 return;
+        /* The jail is gone: the room kept for the records is theirs now (a disk the agent
+         * filled would have none for supervisor.lost and the anchor), and nobody else would
+         * remove it. */
+        (void)aj_run_room_release(wd->cfg.run_dir);
         AjChainEnd end;
         /* Continues the chain's sequence numbers from the file (the supervisor's died). */
         if (aj_events_append(path, wd->cfg.id, "supervisor.lost",

@@ -132,6 +132,40 @@ kill_bg
 export AGENTJAIL_STATE_DIR="$saved_state"
 umount "$SMALL_STATE"
 
+# --- one write fills the state dir through the overlay before disk_free looks: the room kept
+# for the records (records.room) still takes the breach's events, incident.json and run.json
+small "$SMALL_STATE" 64 || { fail "a small tmpfs can be mounted" "mount failed"; done_testing; exit 1; }
+export AGENTJAIL_STATE_DIR="$SMALL_STATE"
+start_jail_bg -p "$OV" --name onewrite -- /bin/sh -c \
+        'fallocate -l "$(df -B1 --output=avail . | tail -1)" big || exit 9; sleep 30'
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+if wait_for_output "$RUN_DIR/events.jsonl" '"type":"quarantine"' 20; then
+        pass "one fallocate filling the state dir through an overlay workspace quarantines the run"
+else
+        fail "one fallocate filling the state dir through an overlay workspace quarantines the run" \
+                "$(cat "$TEST_TMP/bg.err")"
+fi
+cmp_num "$(($(stat -c %s "$RUN_DIR/workspace/upper/big" 2>/dev/null || echo 0) >> 20))" -ge 55 \
+        "the agent's one write took all the free space"
+cmp_num "$(free_mb "$SMALL_STATE")" -le 2 "what is free is the room the records were kept ($(free_mb "$SMALL_STATE") MiB)"
+wait_for_output "$RUN_DIR/incident.json" '"cap"' 5
+is "$(jf .cap "$RUN_DIR/incident.json")" disk_free "incident.json is written, in the room kept for the records"
+is "$(jf .state "$RUN_DIR/run.json")" quarantined "run.json is written: quarantined"
+is "$(jq -r '[.[] | .cap] | join(" ")' <<<"$(events_of cap.breach "$RUN_DIR" | jq -s .)")" disk_free \
+        "the breach is recorded once"
+"$AGENTJAIL" kill "$RUN_ID" >/dev/null 2>&1
+wait_exit "$BG_PID" 20
+is "$WAIT_RC" 123 "killed by the operator: exit 123"
+is "$(jf .state "$RUN_DIR/run.json")" quarantined "the ended run's record says quarantined"
+is "$(jf .events.end "$RUN_DIR/run.json")" run.exit "run.json anchors the chain at run.exit"
+ok "its events verify" "$AGENTJAIL" logs "$RUN_ID" --verify
+ok "the records' room is gone with the run" test ! -e "$RUN_DIR/records.room"
+"$AGENTJAIL" discard "$RUN_ID" >/dev/null 2>&1
+kill_bg
+export AGENTJAIL_STATE_DIR="$saved_state"
+umount "$SMALL_STATE"
+
 # --- a mount inside the workspace goes into the jail with it (a recursive bind): watched too
 small "$SMALL_STATE" 64 || { fail "a small tmpfs can be mounted" "mount failed"; done_testing; exit 1; }
 small "$SMALL_STATE/sub" 16 || { fail "a small tmpfs can be mounted" "mount failed"; done_testing; exit 1; }

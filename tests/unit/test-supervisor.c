@@ -42,6 +42,7 @@ static uint64_t fake_clock(void) { return fake_now; }
 typedef struct {
         json_t *events; /* [{"type": ..., fields...}] */
         bool full;      /* emit_agent refuses (-EFBIG) */
+        int no_space;   /* how many more emits fail with -ENOSPC (a disk filled at once) */
         bool in_batch, batch_refused;
         uint64_t bytes, agent_limit;
 } FakeChain;
@@ -49,6 +50,11 @@ typedef struct {
 static int chain_emit(void *userdata, const char *type, json_t *fields)
 {
         FakeChain *c = userdata;
+        if (c->no_space > 0) {
+                c->no_space--;
+                json_decref(fields);
+                return -ENOSPC;
+        }
         json_t *e = fields ? fields : json_object();
         json_object_set_new(e, "type", json_string(type));
         json_array_append_new(c->events, e);
@@ -547,6 +553,30 @@ Test(supervisor, freeze_failure_kills)
         cr_assert(k);
         cr_expect_str_eq(json_string_value(json_object_get(k, "by")), "breach (freeze failed)");
         cr_expect(aj_sup_breach_killed(&f->breach));
+        fake_run_free(f);
+}
+
+/* The agent filled the disk in one write: the breach's own event found no room while the
+ * agent ran; once the jail is stopped (when the records' room may be used) it is written. */
+Test(supervisor, breach_recorded_after_the_stop_when_the_disk_had_no_room)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        f->chain.no_space = 1;
+        aj_sup_breach_handle(&f->breach, &(AjBreach){ .cap = "disk_free", .limit = 10, .value = 0 });
+        cr_assert(f->frozen);
+        cr_expect_eq(count(&f->chain, "cap.breach"), 1);
+        json_t *b = last(&f->chain, "cap.breach");
+        cr_assert(b);
+        cr_expect_str_eq(json_string_value(json_object_get(b, "cap")), "disk_free");
+        cr_expect_str_eq(json_string_value(json_object_get(b, "delayed")), "no room on disk before the stop");
+        cr_expect_eq(count(&f->chain, "quarantine"), 1);
+        cr_expect_eq(f->incidents, 1);
+        /* Recorded the first time: once, not delayed. */
+        FakeRun *g = fake_run(&(FakeConfig){ 0 });
+        aj_sup_breach_handle(&g->breach, &(AjBreach){ .cap = "disk_free", .limit = 10, .value = 0 });
+        cr_expect_eq(count(&g->chain, "cap.breach"), 1);
+        cr_expect_null(json_object_get(last(&g->chain, "cap.breach"), "delayed"));
+        fake_run_free(g);
         fake_run_free(f);
 }
 
