@@ -181,6 +181,9 @@ void aj_run_kill_jail(Run *run);
 void aj_run_release_services(Run *run);
 /* The gateway closed: calls still in flight are settled and recorded (before run.exit). */
 void aj_run_release_llm(Run *run);
+/* The proxy closed: connections still open (the jail is gone) and held host approvals are
+ * recorded, net.connect and approval (before run.exit). */
+void aj_run_release_proxy(Run *run);
 void aj_run_parts_done(Run *run);
 
 /* src/supervisor/records.c: run.json and the end of the chain */

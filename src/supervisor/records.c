@@ -304,6 +304,10 @@ void aj_run_write_final_records(Run *run)
                 return;
         run->records_done = true;
         aj_run_release_llm(run);
+        /* Its connections' events belong before run.exit: closed later (the loop's undo),
+         * a tunnel the agent left open was recorded after the chain's anchor, and `logs
+         * --verify` called the run's own chain broken. */
+        aj_run_release_proxy(run);
         json_t *throttled = aj_sup_work_throttled_json(&run->work);
         if (throttled)
                 aj_events_emit(run->events, "supervisor.throttled", throttled);

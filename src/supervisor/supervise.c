@@ -307,12 +307,17 @@ void aj_run_release_llm(Run *run)
         aj_sup_llm_stop(&run->llm);
 }
 
-void aj_run_release_services(Run *run)
+void aj_run_release_proxy(Run *run)
 {
-        aj_run_release_llm(run);
         stop_service(run, &run->proxy_io);
         aj_proxy_free(run->proxy);
         run->proxy = NULL;
+}
+
+void aj_run_release_services(Run *run)
+{
+        aj_run_release_llm(run);
+        aj_run_release_proxy(run);
         stop_service(run, &run->broker_io);
         aj_broker_free(run->broker);
         run->broker = NULL;

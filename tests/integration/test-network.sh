@@ -79,6 +79,33 @@ like "$ev" '"host":"web.test"' "net.connect names the host"
 like "$ev" '"address":"127.0.0.1"' "net.connect names the address connected to"
 like "$(jfc '.network // .net // {}')" 'bytes' "run.json carries the proxy's counters"
 
+# --- a tunnel the agent leaves open when its command exits, to a server that keeps its end
+# open: its net.connect comes before run.exit, inside the chain's anchor (recorded when the
+# proxy was freed, after the anchor, it made `logs --verify` call the run's own chain broken)
+PORTH=$(free_port 127.0.0.1)
+python3 -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(8)
+held = []
+while True:
+    held.append(s.accept()[0])' "$PORTH" &
+BG_PIDS+=("$!")
+for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORTH") 2>/dev/null && break
+        sleep 0.05
+done
+run_jail --allow-net web.test --allow-net "127.0.0.1:$PORTH" -- python3 -c 'import socket, sys
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(("CONNECT web.test:%s HTTP/1.1\r\nHost: web.test:%s\r\n\r\n" % (sys.argv[1], sys.argv[1])).encode())
+print(s.recv(100).split(b"\r\n")[0].decode())' "$PORTH"
+is "$JAIL_OUT" "HTTP/1.1 200 Connection established" "a tunnel is open when the command exits" || jail_diag
+is "$(jq -rs 'map(.type | select(. == "net.connect" or . == "run.exit")) | join(" ")' "$JAIL_RUN_DIR/events.jsonl")" \
+        "net.connect run.exit" "the tunnel left open is recorded before run.exit"
+aj logs "${JAIL_RUN_DIR##*/}" --verify
+is "$RC" 0 "logs --verify: the chain with it is intact" || op_diag
+
 # --- plain HTTP: one request per client connection, the Host header must match
 # A keep-alive client with two URLs: each request gets its own connection.
 run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- \
