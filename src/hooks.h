@@ -29,6 +29,12 @@ typedef struct {
         /* Optional: emit() with the fields already printed, a compact JSON object in ASCII
          * without the chain's header keys (aj_events_emit_agent_text()). */
         int (*emit_text)(void *userdata, const char *type, const char *object, size_t len);
+        /* Optional: the record of an action's end whose start is in the chain already and
+         * was let through while the agent's share of the log had room (a forwarded model
+         * call's llm.response: tokens and cost). Written whatever that share has left (the
+         * supervisor's reserve): refused, it hid what was done and paid for; bounded, one per
+         * start. Without it, emit(). */
+        int (*record)(void *userdata, const char *type, json_t *fields);
         /* A cap was crossed. The supervisor freezes (or, with on_breach "kill", kills) the
          * run's cgroup, writes incident.json, runs the alert command, marks the run
          * quarantined. The caller still answers its request afterwards. */

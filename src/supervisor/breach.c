@@ -276,6 +276,12 @@ static int hook_emit_text(void *userdata, const char *type, const char *object, 
         return r;
 }
 
+static int hook_record(void *userdata, const char *type, json_t *fields)
+{
+        AjSupBreach *b = userdata;
+        return aj_sup_emit(&b->events, type, fields);
+}
+
 static void hook_breach(void *userdata, const AjBreach *breach) { aj_sup_breach_handle(userdata, breach); }
 
 static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection)
@@ -362,6 +368,7 @@ void aj_sup_breach_hooks(AjSupBreach *b, AjHooks *ret)
                 .userdata = b,
                 .emit = hook_emit,
                 .emit_text = b->events.ops->emit_agent_text ? hook_emit_text : NULL,
+                .record = hook_record,
                 .breach = hook_breach,
                 .charge_egress = hook_charge_egress,
                 .egress_left = hook_egress_left,

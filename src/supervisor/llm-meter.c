@@ -33,8 +33,9 @@ struct AjSupLlmCall {
         bool metered;  /* a model call (not count_tokens, not another path) */
         bool reserved; /* res holds the worst case (or the measured use past it) */
         bool refused;
-        bool breached; /* a breach was reported for this call */
-        bool strip;    /* an OpenAI chat stream whose usage chunk the client did not ask for */
+        bool forwarded; /* its llm.request is in the chain and it went to the provider */
+        bool breached;  /* a breach was reported for this call */
+        bool strip;     /* an OpenAI chat stream whose usage chunk the client did not ask for */
         bool tool_counted[AJ_LLM_MAX_TOOL_CALLS]; /* the response's tool calls counted so far */
         bool unkept_counted;                      /* the calls past AJ_LLM_MAX_TOOL_CALLS, counted at the end */
         char *model;
@@ -82,6 +83,15 @@ static void report_breach(AjSupLlmCall *cs, const AjMeterDecision *d, const char
 static int emit(AjSupLlm *l, const char *type, json_t *fields)
 {
         return l->hooks->emit(l->hooks->userdata, type, fields);
+}
+
+/* A forwarded call's end: its llm.request was recorded (else it was not forwarded), so its
+ * response (tokens, cost) is too, whatever the agent's share of the log has left. */
+static int record(AjSupLlm *l, const char *type, json_t *fields)
+{
+        if (!l->hooks->record)
+                return emit(l, type, fields);
+        return l->hooks->record(l->hooks->userdata, type, fields);
 }
 
 static void call_free(AjSupLlmCall *cs)
@@ -326,6 +336,7 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                                      pr->name, "path", call->path, "request_sha256", cs->request_sha, "live",
                                      l->replay_live, "replay_of", l->replay_of));
         json_decref(replay);
+        cs->forwarded = r >= 0 && !cs->refused;
         if (r < 0 && !cs->refused) {
                 /* Not recorded: not forwarded (the log cap's breach is the sink's). */
                 free(v->body);
@@ -629,7 +640,7 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                 if (cs->content_type)
                         json_object_set_new(ev, "content_type", json_string(cs->content_type));
         }
-        (void)emit(l, "llm.response", ev);
+        (void)(cs->forwarded ? record(l, "llm.response", ev) : emit(l, "llm.response", ev));
         report_breach(cs, &d, call->provider->name);
         if (cs->usage && !cs->refused)
                 count_tool_calls(cs, call, true);

@@ -90,6 +90,18 @@ static json_t *last_event(const char *type)
         return found;
 }
 
+/* The agent's share of the log, full from now on: emit() refuses, record() writes. */
+static bool share_full;
+static int share_emit(void *userdata, const char *type, json_t *fields)
+{
+        if (share_full) {
+                json_decref(fields);
+                return -EFBIG;
+        }
+        return fake_emit(userdata, type, fields);
+}
+static const AjHooks hooks_with_record = { .emit = share_emit, .record = fake_emit, .breach = fake_breach };
+
 #define MSG "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"
 #define REPLY                                                                                               \
         "{\"id\":\"m\",\"type\":\"message\",\"model\":\"claude-test\",\"content\":[{\"type\":\"tool_use\"," \
@@ -891,4 +903,36 @@ Test(supervisor_llm, the_summary_keeps_a_bounded_number_of_models)
         cr_expect_eq(json_integer_value(json_object_get(json_object_get(p, "model-0"), "requests")), 2,
                      "a model kept before the bound keeps its own row");
         aj_sup_llm_done(&l);
+}
+
+/* A call forwarded while the agent's share of the log had room ends after the share is
+ * full (the agent filled it meanwhile): its response, tokens and cost, is still recorded;
+ * a call refused for want of room is not forwarded, and its end is the agent's event. */
+Test(supervisor_llm, response_of_a_forwarded_call_recorded_when_the_share_is_full)
+{
+        Fixture f;
+        setup(&f, NULL);
+        f.llm.hooks = &hooks_with_record;
+        share_full = false;
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        share_full = true;
+        respond(&f, &call, "application/json", REPLY, AJ_GATEWAY_COMPLETED);
+        json_t *rs = last_event("llm.response");
+        cr_assert_not_null(rs, "the forwarded call's response is in the chain");
+        cr_expect_eq(json_integer_value(json_object_get(rs, "gen_ai.usage.output_tokens")), 7);
+        cr_expect_not_null(json_object_get(rs, "cost_usd"));
+
+        size_t before = json_array_size(events);
+        AjGatewayCall refused;
+        request(&f, &refused, &anthropic, "/v1/messages", MSG, &v);
+        cr_expect_eq(v.status, 429, "no room for its llm.request: not forwarded");
+        free(v.body);
+        free(v.response);
+        f.obs.on_done(f.obs.userdata, &refused, AJ_GATEWAY_COMPLETED, 1000);
+        cr_expect_eq(json_array_size(events), before, "nothing of the refused call takes the reserve");
+        share_full = false;
+        teardown(&f);
 }
