@@ -33,8 +33,13 @@ typedef struct {
          * was let through while the agent's share of the log had room (a forwarded model
          * call's llm.response: tokens and cost). Written whatever that share has left (the
          * supervisor's reserve): refused, it hid what was done and paid for; bounded, one per
-         * start. Without it, emit(). */
+         * start (a proxy connection's net.connect too, see log_full). Without it, emit(). */
         int (*record)(void *userdata, const char *type, json_t *fields);
+        /* Optional: whether the agent's share of the log is used up. The proxy then lets no
+         * connection through (refused, its net.denied is the agent's event, so a breach): a
+         * connection it lets through is recorded at its end with record() (net.connect,
+         * with its bytes), so at most the connections open at once pass the share. */
+        bool (*log_full)(void *userdata);
         /* A cap was crossed. The supervisor freezes (or, with on_breach "kill", kills) the
          * run's cgroup, writes incident.json, runs the alert command, marks the run
          * quarantined. The caller still answers its request afterwards. */

@@ -90,6 +90,8 @@ typedef struct Conn {
         const char *error;
         Ask *ask;      /* ST_ASKING: the approval it waits for */
         bool approved; /* let through by an operator: addresses judged like resolved ones */
+        bool admitted; /* let through while the agent's share of the log had room: its
+                        * net.connect at the end is written whatever is left (hooks' record) */
         struct sockaddr_storage cand[AJ_RESOLVE_MAX_ADDRS];
         size_t n_cand, next_cand;
         struct sockaddr_storage addr;

@@ -242,6 +242,21 @@ static void evaluate(Conn *c)
 void proxy_proceed(Conn *c)
 {
         AjProxy *p = c->p;
+        /* Its record at the end (net.connect, its bytes) would find no room in the agent's
+         * share: it does not start, and its refusal, the agent's event, is the breach. */
+        if (p->hooks && p->hooks->log_full && p->hooks->log_full(p->hooks->userdata)) {
+                static const char reason[] = "the run's event log is full (logs.events_bytes)";
+                c->error = "event log full";
+                c->denied = true;
+                p->denied++;
+                json_t *f = proxy_conn_json(c);
+                if (f)
+                        json_object_set_new(f, "reason", json_string(reason));
+                proxy_emit(p, "net.denied", f);
+                proxy_refuse(c, 503, 0x01, reason);
+                return;
+        }
+        c->admitted = true;
         struct sockaddr_storage ss = {};
         if (inet_pton(AF_INET, c->host, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
                 ss.ss_family = AF_INET;

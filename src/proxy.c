@@ -248,7 +248,10 @@ void proxy_conn_close(Conn *c)
                         if (c->error)
                                 json_object_set_new(f, "error", json_string(c->error));
                 }
-                proxy_emit(p, "net.connect", f);
+                if (c->admitted && f && p->hooks && p->hooks->record)
+                        (void)p->hooks->record(p->hooks->userdata, "net.connect", f);
+                else
+                        proxy_emit(p, "net.connect", f);
         }
         proxy_ask_detach(c);
         aj_loop_timer_stop(&c->deadline);

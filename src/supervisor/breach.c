@@ -282,6 +282,12 @@ static int hook_record(void *userdata, const char *type, json_t *fields)
         return aj_sup_emit(&b->events, type, fields);
 }
 
+static bool hook_log_full(void *userdata)
+{
+        AjSupBreach *b = userdata;
+        return b->cfg.log_cap && b->events.ops->bytes(b->events.userdata) >= aj_events_agent_share(b->cfg.log_cap);
+}
+
 static void hook_breach(void *userdata, const AjBreach *breach) { aj_sup_breach_handle(userdata, breach); }
 
 static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection)
@@ -369,6 +375,7 @@ void aj_sup_breach_hooks(AjSupBreach *b, AjHooks *ret)
                 .emit = hook_emit,
                 .emit_text = b->events.ops->emit_agent_text ? hook_emit_text : NULL,
                 .record = hook_record,
+                .log_full = b->events.ops->bytes ? hook_log_full : NULL,
                 .breach = hook_breach,
                 .charge_egress = hook_charge_egress,
                 .egress_left = hook_egress_left,

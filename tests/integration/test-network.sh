@@ -106,6 +106,28 @@ is "$(jq -rs 'map(.type | select(. == "net.connect" or . == "run.exit")) | join(
 aj logs "${JAIL_RUN_DIR##*/}" --verify
 is "$RC" 0 "logs --verify: the chain with it is intact" || op_diag
 
+# --- a tunnel let through while the agent's share of the event log had room is recorded at
+# its end, whatever the agent left of that share (its net.connect, with the bytes sent,
+# was refused as the agent's event: the connection was in no record but run.json's count)
+cp "$AGENTJAIL_SOURCE_DIR/tests/helpers/broker-client.py" "$WORKSPACE/client.py"
+P=$(write_profile netlog '{"extends": "default", "logs": {"events_bytes": "64K", "reports_per_sec": 100000},
+        "network": {"allow": ["web.test", "127.0.0.1:'"$PORTH"'"]}}')
+start_jail_bg -p "$P" -- python3 -c 'import socket, subprocess, sys
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(("CONNECT web.test:%s HTTP/1.1\r\nHost: web.test:%s\r\n\r\n" % (sys.argv[1], sys.argv[1])).encode())
+s.recv(100)
+s.sendall(b"x" * 60000)
+subprocess.run(["python3", "./client.py", "results", "2000", "10"], stdout=subprocess.DEVNULL)' "$PORTH"
+RUN_DIR=$(wait_run_dir 10)
+wait_for_output "$RUN_DIR/events.jsonl" '"type":"quarantine"' 15 ||
+        fail "filling the agent's share of the log quarantines the run" "$(cat "$TEST_TMP/bg.err")"
+aj kill "${RUN_DIR##*/}"
+wait_exit "$BG_PID" 20
+is "$(jq -r 'select(.type == "net.connect") | "\(.verdict) \(.bytes_up)"' "$RUN_DIR/events.jsonl")" "allowed 60000" \
+        "the tunnel's net.connect, with its 60000 bytes, is recorded after the share filled"
+aj logs "${RUN_DIR##*/}" --verify
+is "$RC" 0 "logs --verify: intact" || op_diag
+
 # --- plain HTTP: one request per client connection, the Host header must match
 # A keep-alive client with two URLs: each request gets its own connection.
 run_jail --allow-net web.test --allow-net "127.0.0.1:$PORT" -- \
