@@ -163,6 +163,26 @@ ok "its events verify" "$AGENTJAIL" logs "$RUN_ID" --verify
 ok "the records' room is gone with the run" test ! -e "$RUN_DIR/records.room"
 "$AGENTJAIL" discard "$RUN_ID" >/dev/null 2>&1
 kill_bg
+# Unwatched (disk_free 0), the state dir filled, and then the supervisor killed: its watchdog
+# writes supervisor.lost and the anchor in the room, which nothing had used yet.
+OV0=$(write_profile ov0 '{"extends": "default", "filesystem": {"workspace": {"mode": "overlay"}},
+        "limits": {"disk_free": 0}}')
+start_jail_bg -p "$OV0" --name onewrite-lost -- /bin/sh -c \
+        'fallocate -l "$(df -B1 --output=avail . | tail -1)" big || exit 9; echo filled; sleep 30'
+RUN_DIR=$(wait_run_dir 10)
+RUN_ID=${RUN_DIR##*/}
+wait_for_output "$TEST_TMP/bg.out" filled 20 || fail "the unwatched filler fills the state dir" "$(cat "$TEST_TMP/bg.err")"
+is "$(free_mb "$SMALL_STATE")" 0 "the state dir is full"
+kill -KILL "$(jf .supervisor_pid "$RUN_DIR/run.json")"
+wait_exit "$BG_PID" 20
+for _ in $(seq 100); do
+        [[ $(jf .events.end "$RUN_DIR/run.json") == supervisor.lost ]] && break
+        sleep 0.05
+done
+is "$(jf .events.end "$RUN_DIR/run.json")" supervisor.lost "the supervisor killed on the full disk: the watchdog anchors the chain at supervisor.lost"
+ok "its events verify" "$AGENTJAIL" logs "$RUN_ID" --verify
+rm -rf "$RUN_DIR"
+kill_bg
 export AGENTJAIL_STATE_DIR="$saved_state"
 umount "$SMALL_STATE"
 
