@@ -269,16 +269,18 @@ static void finish_held(AjBroker *b, InFlight *f, bool approve, const char *deci
                 else
                         snprintf(text, sizeof(text), "denied by %s%s%s", by, reason ? ": " : "", reason ? reason : "");
         }
-        int r = broker_emit_pair(b, "approval",
-                                 json_pack("{s:s, s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
-                                           AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", decision, "by", by,
-                                           AJ_BROKER_F_REASON, streq(decision, "timeout") ? NULL : reason),
-                                 "tool.verdict",
-                                 json_pack("{s:s, s:s, s:s, s:s*, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
-                                           AJ_BROKER_F_TOOL_CALL_ID, f->call_id, AJ_BROKER_F_VERDICT,
-                                           approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY, AJ_BROKER_F_REASON,
-                                           approve ? NULL : text, "counted_by",
-                                           approve && f->res.exempt ? "gateway" : NULL));
+        /* The operator's decision (or the deadline's): recorded whatever the agent left of
+         * its share of the log, which it could fill meanwhile to make "approved" go unrecorded. */
+        int r = broker_record_pair(b, "approval",
+                                   json_pack("{s:s, s:s, s:s, s:s, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
+                                             AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", decision, "by", by,
+                                             AJ_BROKER_F_REASON, streq(decision, "timeout") ? NULL : reason),
+                                   "tool.verdict",
+                                   json_pack("{s:s, s:s, s:s, s:s*, s:s*}", AJ_BROKER_F_TOOL_NAME, f->name,
+                                             AJ_BROKER_F_TOOL_CALL_ID, f->call_id, AJ_BROKER_F_VERDICT,
+                                             approve ? AJ_BROKER_ALLOW : AJ_BROKER_DENY, AJ_BROKER_F_REASON,
+                                             approve ? NULL : text, "counted_by",
+                                             approve && f->res.exempt ? "gateway" : NULL));
         /* The call happens now: that is when the rate window counts it. */
         f->res.now_ns = b->now_ns();
         aj_meter_settle(b->meter, &f->res, approve && r >= 0);
@@ -326,10 +328,10 @@ void broker_cancel_held(AjBroker *b, Conn *c, const char *reason)
                 InFlight *f = &b->in_flight[i];
                 if (!f->used || !f->awaiting || f->conn != c)
                         continue;
-                (void)broker_emit(b, "approval",
-                                  json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, f->name,
-                                            AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", "cancelled",
-                                            AJ_BROKER_F_REASON, reason));
+                (void)broker_record(b, "approval",
+                                    json_pack("{s:s, s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, f->name,
+                                              AJ_BROKER_F_TOOL_CALL_ID, f->call_id, "decision", "cancelled",
+                                              AJ_BROKER_F_REASON, reason));
                 aj_meter_settle(b->meter, &f->res, false);
                 broker_in_flight_remove(b, f);
         }

@@ -115,6 +115,11 @@ void broker_regroup(AjBroker *b, bool was);
 void broker_conn_reply(Conn *c, json_t *reply);
 int broker_emit(AjBroker *b, const char *type, json_t *fields);
 int broker_emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2);
+/* The same for the end of a held call (an operator's decision, its timeout, its cancel): in
+ * the supervisor's reserve (hooks' record), never refused by the agent's share of the log,
+ * one per hold (at most AJ_BROKER_MAX_APPROVALS a run). */
+int broker_record(AjBroker *b, const char *type, json_t *fields);
+int broker_record_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2);
 bool broker_error_event_allowed(AjBroker *b);
 json_t *broker_envelope(json_t *id, bool ok);
 /* Records broker.error (rate limited) and queues the error reply. `id` may be NULL. */

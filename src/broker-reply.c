@@ -47,17 +47,24 @@ int broker_emit(AjBroker *b, const char *type, json_t *fields)
         return b->hooks->emit(b->hooks->userdata, type, fields);
 }
 
-/* A request's two events together: one write(2) when the supervisor batches, still
- * before the reply. The second is dropped if the first could not be recorded. Both
- * `fields` are consumed. */
-int broker_emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2)
+int broker_record(AjBroker *b, const char *type, json_t *fields)
 {
+        if (!fields)
+                return -ENOMEM;
+        if (!b->hooks || !b->hooks->record)
+                return broker_emit(b, type, fields);
+        return b->hooks->record(b->hooks->userdata, type, fields);
+}
+
+static int pair(AjBroker *b, bool own, const char *type1, json_t *fields1, const char *type2, json_t *fields2)
+{
+        int (*one)(AjBroker *, const char *, json_t *) = own ? broker_record : broker_emit;
         bool batched = b->hooks && b->hooks->batch_begin && b->hooks->batch_end;
         if (batched)
                 b->hooks->batch_begin(b->hooks->userdata);
-        int r = broker_emit(b, type1, fields1);
+        int r = one(b, type1, fields1);
         if (r >= 0)
-                r = broker_emit(b, type2, fields2);
+                r = one(b, type2, fields2);
         else
                 json_decref(fields2);
         if (batched) {
@@ -66,6 +73,19 @@ int broker_emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char
                         r = q;
         }
         return r;
+}
+
+/* A request's two events together: one write(2) when the supervisor batches, still
+ * before the reply. The second is dropped if the first could not be recorded. Both
+ * `fields` are consumed. */
+int broker_emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2)
+{
+        return pair(b, false, type1, fields1, type2, fields2);
+}
+
+int broker_record_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2)
+{
+        return pair(b, true, type1, fields1, type2, fields2);
 }
 
 /* broker.error events: garbage from a client must not fill the event log. */

@@ -33,7 +33,8 @@ typedef struct {
          * was let through while the agent's share of the log had room (a forwarded model
          * call's llm.response: tokens and cost). Written whatever that share has left (the
          * supervisor's reserve): refused, it hid what was done and paid for; bounded, one per
-         * start (a proxy connection's net.connect too, see log_full). Without it, emit(). */
+         * start (a proxy connection's net.connect too, see log_full; a held call's or host's
+         * decision, one per hold). Without it, emit(). */
         int (*record)(void *userdata, const char *type, json_t *fields);
         /* Optional: whether the agent's share of the log is used up. The proxy then lets no
          * connection through (refused, its net.denied is the agent's event, so a breach): a

@@ -63,6 +63,17 @@ static int emit_checked(AjProxy *p, const char *type, json_t *fields)
         return p->hooks->emit(p->hooks->userdata, type, fields);
 }
 
+/* The end of a held host (a decision, its deadline, a cancel): one per approval (at most
+ * AJ_PROXY_MAX_ASKS at once), recorded whatever the agent left of its share of the log. */
+static int record(AjProxy *p, const char *type, json_t *fields)
+{
+        if (!fields)
+                return -ENOMEM;
+        if (!p->hooks || !p->hooks->record)
+                return emit_checked(p, type, fields);
+        return p->hooks->record(p->hooks->userdata, type, fields);
+}
+
 static void ask_free(AjProxy *p, Ask *a)
 {
         aj_loop_timer_stop(&a->timer);
@@ -99,7 +110,7 @@ static void finish(AjProxy *p, Ask *a, const char *decision, bool always, const 
                 json_object_set_new(ev, "always", json_boolean(always));
         if (ev && approve && always)
                 json_object_set_new(ev, "rule", json_string(rule));
-        int r = emit_checked(p, "approval", ev);
+        int r = record(p, "approval", ev);
         if (r < 0 && approve)
                 approve = false; /* an approval the chain does not hold lets nothing through */
         if (approve && always) {
@@ -266,10 +277,9 @@ void proxy_ask_detach(Conn *c)
         /* Its last connection went away: nothing is left to decide. */
         char id[32];
         ask_id(a, id, sizeof(id));
-        (void)emit_checked(p, "approval",
-                           json_pack("{s:s, s:s, s:s, s:i, s:s, s:s}", "kind", "net", "id", id, "host", a->host, "port",
-                                     (int)a->port, "decision", "cancelled", "reason",
-                                     "the client closed the connection"));
+        (void)record(p, "approval",
+                     json_pack("{s:s, s:s, s:s, s:i, s:s, s:s}", "kind", "net", "id", id, "host", a->host, "port",
+                               (int)a->port, "decision", "cancelled", "reason", "the client closed the connection"));
         ask_free(p, a);
 }
 

@@ -47,6 +47,16 @@ static int fake_emit(void *userdata, const char *type, json_t *fields)
         return 0;
 }
 
+/* The supervisor's reserve (hooks' record): written whatever emit() refuses. */
+static int fake_record(void *userdata, const char *type, json_t *fields)
+{
+        Fake *f = userdata;
+        json_object_set_new(fields, "type", json_string(type));
+        json_object_set_new(fields, "recorded", json_true());
+        json_array_append_new(f->events, fields);
+        return 0;
+}
+
 static void fake_breach(void *userdata, const AjBreach *b)
 {
         Fake *f = userdata;
@@ -701,6 +711,30 @@ Test(approvals, held_call_arguments_recorded_whole)
         json_t *asked = json_array_get(env.fake.events, 1);
         cr_expect_str_eq(event_type(1), "approval.requested");
         cr_expect_str_eq(str(asked, "gen_ai.tool.call.arguments", "command"), cmd, "the whole command, its tail too");
+}
+
+/* The agent fills its share of the log while its call is held: the operator's decision is
+ * still recorded (in the reserve) and answered; refused, "approved" reached nobody and the
+ * chain did not say the operator decided. */
+Test(approvals, decision_recorded_when_the_agent_filled_its_share)
+{
+        setup_approvals(NULL);
+        env.hooks.record = fake_record;
+        int fd = client();
+        send_text(fd, REFUND(1));
+        cr_assert_not(reply_ready(fd), "a held call gets no reply");
+        env.fake.fail_emit = 1; /* the agent's share is full from now on */
+        cr_assert_eq(aj_broker_decide(env.broker, "r1", true, NULL, "alice", NULL, NULL, NULL), 0);
+        json_t *r = read_reply(fd);
+        cr_expect_str_eq(str(r, "verdict", NULL), "allow");
+        json_decref(r);
+        cr_assert_eq(json_array_size(env.fake.events), 4);
+        cr_expect_str_eq(event_type(2), "approval");
+        cr_expect_str_eq(str(json_array_get(env.fake.events, 2), "by", NULL), "alice");
+        cr_expect_str_eq(event_type(3), "tool.verdict");
+        cr_expect(json_is_true(json_object_get(json_array_get(env.fake.events, 3), "recorded")));
+        env.fake.fail_emit = 0;
+        close(fd);
 }
 
 Test(approvals, held_until_approved_then_in_flight_until_its_result)
