@@ -141,6 +141,11 @@ int aj_cg_signal_all(const char *dir, int sig);
 
 #define AJ_CG_WAIT_MS 5000
 
+/* A kill's error once the cgroup is gone: removed under us (the run's supervisor saw the
+ * jail end and cleaned up), it held nothing, since only an empty cgroup can be removed:
+ * opening its files gives ENOENT, reading one already open ENODEV. */
+static inline int aj_cg_removed_is_empty(int r) { return r == -ENOENT || r == -ENODEV ? 0 : r; }
+
 /* Where cgroup filesystems are mounted, and the most a cgroup file may hold when read whole. */
 #define CGROUP_ROOT "/sys/fs/cgroup"
 #define CG_FILE_MAX (1024 * 1024)

@@ -206,7 +206,7 @@ static int wait_empty(const char *dir)
                 size_t n = 0;
                 int r = aj_cg_read_pids(dir, &pids, &n);
                 if (r < 0)
-                        return r == -ENOENT ? 0 : r;
+                        return aj_cg_removed_is_empty(r);
                 if (n == 0)
                         return 0;
                 if (aj_now_monotonic_ms() >= deadline)
@@ -227,7 +227,7 @@ static int v1_kill(AjCgroup *cg)
         int64_t deadline = aj_now_monotonic_ms() + AJ_CG_WAIT_MS;
         int r = 0;
         for (;;) {
-                r = aj_cg_signal_all(dir, SIGKILL);
+                r = aj_cg_removed_is_empty(aj_cg_signal_all(dir, SIGKILL));
                 if (r <= 0)
                         break;
                 r = 0;
@@ -240,7 +240,7 @@ static int v1_kill(AjCgroup *cg)
                 aj_sleep_ms(1);
         }
         if (frozen) {
-                int q = v1_set_frozen(cg, false);
+                int q = aj_cg_removed_is_empty(v1_set_frozen(cg, false));
                 if (q < 0 && r >= 0)
                         r = q;
         }

@@ -389,7 +389,7 @@ static int v2_kill(AjCgroup *cg)
         if (aj_cg_exists(dir, "cgroup.kill")) {
                 r = aj_cg_write(dir, "cgroup.kill", "1");
                 if (r < 0)
-                        return r;
+                        return aj_cg_removed_is_empty(r);
         } else {
                 /* Before 5.14: freeze so nothing forks behind our back, signal
                  * every task, then thaw so the SIGKILLs are delivered. */
@@ -400,7 +400,7 @@ static int v2_kill(AjCgroup *cg)
                 if (frozen)
                         (void)v2_set_frozen(cg, false);
         }
-        return aj_cg_wait_keyed(dir, "cgroup.events", "populated", 0, AJ_CG_WAIT_MS);
+        return aj_cg_removed_is_empty(aj_cg_wait_keyed(dir, "cgroup.events", "populated", 0, AJ_CG_WAIT_MS));
 }
 
 static int v2_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)

@@ -838,6 +838,21 @@ Test(cgroup_live, kill_and_destroy_remove_everything)
         aj_strv_free(paths);
 }
 
+/* A kill racing the run's own clean-up: the cgroup is removed (its supervisor saw the jail
+ * end) while `agentjail kill` holds it open, and the kill finds it gone: nothing is left, so
+ * the kill has done its job (it failed "No such device", and the operator saw the kill fail). */
+Test(cgroup_live, kill_of_a_cgroup_removed_meanwhile_succeeds)
+{
+        live_create("gone", &(AjCgroupLimits){ .memory_max = 128ULL << 20, .pids_max = 64, .cpus = 1 });
+        AjCgroup *o = NULL;
+        cr_assert_eq(aj_cgroup_open(live_id, &o), 0);
+        AjCgroup *cg = live_cg;
+        live_cg = NULL;
+        cr_assert_eq(aj_cgroup_destroy(cg), 0);
+        cr_expect_eq(aj_cgroup_kill(o), 0);
+        aj_cgroup_free(o);
+}
+
 static double elapsed_ms(const struct timespec *a, const struct timespec *b)
 {
         return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
