@@ -741,14 +741,21 @@ static const AjPrice *find_price(const AjMeter *m, const char *model, AjMeterDec
         return p;
 }
 
-/* Fail closed: a cost cap cannot be kept for a model whose cost is unknown. */
-static void price_missing(const AjMeter *m, const char *model, AjMeterDecision *d)
+/* Fail closed: a cost cap cannot be kept for a spend whose cost is unknown. The breach, and
+ * the cap as text in l for its reason. */
+static void cost_unknown(const AjMeter *m, AjMeterDecision *d, char l[48])
 {
         uint64_t limit = m->caps.limit[AJ_CAP_COST_USD];
         breach(d, AJ_CAP_COST_USD, limit, sat_add(m->used[AJ_CAP_COST_USD], m->reserved[AJ_CAP_COST_USD]));
         d->price_missing = true;
+        format_amount(AJ_CAP_COST_USD, limit, l, 48);
+}
+
+/* A model whose price is unknown. */
+static void price_missing(const AjMeter *m, const char *model, AjMeterDecision *d)
+{
         char l[48];
-        format_amount(AJ_CAP_COST_USD, limit, l, sizeof(l));
+        cost_unknown(m, d, l);
         snprintf(d->reason, sizeof(d->reason),
                  "cost_usd: no price for model \"%.64s\" to check against the cap %s; add it to the profile's "
                  "\"prices\" (USD per token: {\"%.64s\": {\"input\": 3e-6, \"output\": 1.5e-5}}) or a \"*\" "
@@ -773,14 +780,11 @@ static bool web_search_fee(const AjMeter *m, const char *model, const AjPrice *p
         return false;
 }
 
-/* Fail closed, as price_missing(): searches the provider ran at a fee nobody priced. */
+/* Searches the provider ran at a fee nobody priced. */
 static void web_search_price_missing(const AjMeter *m, const AjMeterUsage *u, AjMeterDecision *d)
 {
-        uint64_t limit = m->caps.limit[AJ_CAP_COST_USD];
-        breach(d, AJ_CAP_COST_USD, limit, sat_add(m->used[AJ_CAP_COST_USD], m->reserved[AJ_CAP_COST_USD]));
-        d->price_missing = true;
         char l[48];
-        format_amount(AJ_CAP_COST_USD, limit, l, sizeof(l));
+        cost_unknown(m, d, l);
         snprintf(d->reason, sizeof(d->reason),
                  "cost_usd: the provider ran %llu web search(es) for model \"%.64s\", and no price says what one "
                  "costs, to check against the cap %s; add \"web_search\" (USD per search, e.g. 0.01) to the "

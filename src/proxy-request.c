@@ -205,6 +205,18 @@ static void on_resolved(void *userdata, int error, const struct sockaddr_storage
 }
 
 /* The request is complete: check it, then resolve or connect. */
+/* A connection refused before it starts, for the run's sake (503, SOCKS "general failure"),
+ * recorded as net.denied with why. */
+static void refuse_unavailable(Conn *c, const char *error, const char *reason)
+{
+        c->error = error;
+        json_t *f = proxy_conn_json(c);
+        if (f)
+                json_object_set_new(f, "reason", json_string(reason));
+        proxy_emit(c->p, "net.denied", f);
+        proxy_refuse(c, 503, 0x01, reason);
+}
+
 static void evaluate(Conn *c)
 {
         AjProxy *p = c->p;
@@ -213,12 +225,7 @@ static void evaluate(Conn *c)
         if (c->overflow) {
                 char reason[128];
                 snprintf(reason, sizeof(reason), "too many connections (at most %u per run)", p->opts.max_connections);
-                c->error = "connection limit";
-                json_t *f = proxy_conn_json(c);
-                if (f)
-                        json_object_set_new(f, "reason", json_string(reason));
-                proxy_emit(p, "net.denied", f);
-                proxy_refuse(c, 503, 0x01, reason);
+                refuse_unavailable(c, "connection limit", reason);
                 return;
         }
         c->evaluated = true;
@@ -245,15 +252,9 @@ void proxy_proceed(Conn *c)
         /* Its record at the end (net.connect, its bytes) would find no room in the agent's
          * share: it does not start, and its refusal, the agent's event, is the breach. */
         if (p->hooks && p->hooks->log_full && p->hooks->log_full(p->hooks->userdata)) {
-                static const char reason[] = "the run's event log is full (logs.events_bytes)";
-                c->error = "event log full";
                 c->denied = true;
                 p->denied++;
-                json_t *f = proxy_conn_json(c);
-                if (f)
-                        json_object_set_new(f, "reason", json_string(reason));
-                proxy_emit(p, "net.denied", f);
-                proxy_refuse(c, 503, 0x01, reason);
+                refuse_unavailable(c, "event log full", "the run's event log is full (logs.events_bytes)");
                 return;
         }
         c->admitted = true;
