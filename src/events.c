@@ -15,6 +15,9 @@
 
 /* Room for any struct tm's fields as %04d-%02d-%02dT%02d:%02d:%02d. */
 #define AJ_TS_BASE_MAX 80
+/* The line buffer kept between writes: a broker group (committed past 64 KiB) and its
+ * last line fit; a larger event's growth is given back after its write. */
+#define EVENTS_BUF_KEEP (128u << 10)
 
 struct AjEventLog {
         int fd;
@@ -297,6 +300,14 @@ static int flush_buffer(AjEventLog *log, bool own)
         }
         log->len = 0;
         log->unwritten = 0;
+        /* What a large event or group grew is given back, not kept resident for the run. */
+        if (log->cap > EVENTS_BUF_KEEP) {
+                char *nb = realloc(log->buf, EVENTS_BUF_KEEP);
+                if (nb) {
+                        log->buf = nb;
+                        log->cap = EVENTS_BUF_KEEP;
+                }
+        }
         return r;
 }
 
