@@ -193,26 +193,77 @@ uint64_t aj_broker_in_flight_dropped(const AjBroker *b) { return b->in_flight_dr
 
 /* ---- approvals ---- */
 
+static UndoRight **undo_link(const AjBroker *b, const char *call_id, uint32_t h)
+{
+        UndoRight **link = &b->undo_rights[h % UNDO_BUCKETS];
+        while (*link && ((*link)->hash != h || !streq((*link)->id, call_id)))
+                link = &(*link)->next;
+        return link;
+}
+
 int broker_undo_right_grant(AjBroker *b, const char *call_id, const char *name)
 {
-        if (!b->undo_rights && !(b->undo_rights = json_object()))
+        if (!b->undo_rights && !(b->undo_rights = calloc(UNDO_BUCKETS, sizeof(*b->undo_rights))))
                 return -ENOMEM;
-        if (!json_object_get(b->undo_rights, call_id) && json_object_size(b->undo_rights) >= MAX_UNDO_RIGHTS) {
+        uint32_t h = call_id_hash(b, call_id);
+        UndoRight **link = undo_link(b, call_id, h);
+        if (!*link && b->n_undo_rights >= MAX_UNDO_RIGHTS) {
                 b->undo_rights_full++; /* bounded: this call's undo record will be refused */
                 return -ENOSPC;
         }
-        return json_object_set_new(b->undo_rights, call_id, json_string(name)) < 0 ? -ENOMEM : 0;
+        size_t id_len = strlen(call_id), name_len = strlen(name);
+        UndoRight *u = malloc(sizeof(*u) + id_len + 1 + name_len + 1);
+        if (!u)
+                return -ENOMEM;
+        u->hash = h;
+        memcpy(u->id, call_id, id_len + 1);
+        u->name = memcpy(u->id + id_len + 1, name, name_len + 1);
+        if (*link) { /* the same id again: the newer call's tool */
+                u->next = (*link)->next;
+                free(*link);
+        } else {
+                u->next = b->undo_rights[h % UNDO_BUCKETS];
+                link = &b->undo_rights[h % UNDO_BUCKETS];
+                b->n_undo_rights++;
+        }
+        *link = u;
+        return 0;
 }
 
 void broker_undo_right_revoke(AjBroker *b, const char *call_id)
 {
-        if (b->undo_rights)
-                json_object_del(b->undo_rights, call_id);
+        if (!b->undo_rights)
+                return;
+        UndoRight **link = undo_link(b, call_id, call_id_hash(b, call_id));
+        UndoRight *u = *link;
+        if (!u)
+                return;
+        *link = u->next;
+        free(u);
+        b->n_undo_rights--;
 }
 
 const char *broker_undo_right(const AjBroker *b, const char *call_id)
 {
-        return b->undo_rights ? json_string_value(json_object_get(b->undo_rights, call_id)) : NULL;
+        if (!b->undo_rights)
+                return NULL;
+        const UndoRight *u = *undo_link(b, call_id, call_id_hash(b, call_id));
+        return u ? u->name : NULL;
+}
+
+void broker_undo_rights_free(AjBroker *b)
+{
+        if (!b->undo_rights)
+                return;
+        for (size_t i = 0; i < UNDO_BUCKETS; i++)
+                while (b->undo_rights[i]) {
+                        UndoRight *u = b->undo_rights[i];
+                        b->undo_rights[i] = u->next;
+                        free(u);
+                }
+        free(b->undo_rights);
+        b->undo_rights = NULL;
+        b->n_undo_rights = 0;
 }
 
 void broker_held_call_key(const char *name, const char *digest, char ret_hex[AJ_SHA256_HEX_SIZE])

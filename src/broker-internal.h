@@ -40,6 +40,16 @@
  * buffer resident in every supervisor a pipelining agent had loaded once. */
 #define GROUP_MAX_BYTES (64u << 10)
 
+/* An allowed call's right to report an undo record: one allocation each, the id then the
+ * tool's name (a jansson object took about 160 bytes an entry, 640 KiB when full). */
+typedef struct UndoRight {
+        struct UndoRight *next;
+        uint32_t hash;
+        const char *name; /* in id[], after the id's NUL */
+        char id[];
+} UndoRight;
+#define UNDO_BUCKETS 1024
+
 typedef AjLineConn Conn; /* held calls: aj_line_conn_hold() keeps it open for their replies */
 
 /* A tool call awaiting an operator's decision (held: no reply yet, its meter reservation
@@ -87,8 +97,10 @@ struct AjBroker {
         uint64_t in_flight_order, in_flight_dropped;
         uint64_t n_undo; /* tool_result undo records recorded: at most AJ_BROKER_MAX_UNDO */
         /* call id -> tool name: allowed calls without a tool_result yet, at most
-         * MAX_UNDO_RIGHTS (NULL until the first); allowed calls not remembered, the table full. */
-        json_t *undo_rights;
+         * MAX_UNDO_RIGHTS, hashed like the calls in flight into UNDO_BUCKETS chains (NULL
+         * until the first); allowed calls not remembered, the table full. */
+        UndoRight **undo_rights;
+        size_t n_undo_rights;
         uint64_t undo_rights_full;
         /* approvals: calls whose tool name matches wait for aj_broker_decide() */
         /* call id -> the call it was held as (broker_held_call_key(), hex): every id held in
@@ -150,6 +162,7 @@ int broker_undo_right_grant(AjBroker *b, const char *call_id, const char *name);
 void broker_undo_right_revoke(AjBroker *b, const char *call_id);
 /* The allowed call's tool name, or NULL: the id is no allowed call awaiting its result. */
 const char *broker_undo_right(const AjBroker *b, const char *call_id);
+void broker_undo_rights_free(AjBroker *b);
 bool broker_needs_approval(const AjBroker *b, const char *name);
 /* What a held call id names: sha256 over the tool name and the arguments' digest, in hex. */
 void broker_held_call_key(const char *name, const char *digest, char ret_hex[AJ_SHA256_HEX_SIZE]);

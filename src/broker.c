@@ -751,7 +751,7 @@ void aj_broker_free(AjBroker *b)
                 unlink(b->path);
         free(b->path);
         free(b->in_flight);
-        json_decref(b->undo_rights);
+        broker_undo_rights_free(b);
         json_decref(b->held_ids);
         aj_loop_free(b->loop);
         free(b);

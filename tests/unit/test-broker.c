@@ -1251,6 +1251,12 @@ Test(broker, undo_only_for_an_allowed_call)
         cr_expect_str_eq(str(r, "verdict", NULL), "deny");
         json_decref(r);
         expect_undo_refused(fd, "c3", "no allowed call");
+
+        /* Allowed again under the same id: the right is the newer call's, and only one. */
+        allow_call(fd, "crm.create", "r", 1);
+        allow_call(fd, "crm.update", "r", 1);
+        expect_undo_taken(fd, "r1", "crm.update");
+        expect_undo_refused(fd, "r1", "reported already");
         close(fd);
 }
 
