@@ -792,7 +792,7 @@ static bool entry_fee(const AjPrice *q, int which, uint64_t *ret)
 /* The fee of a web search or another tool's use for `model`: its entry `p`'s, else the
  * shipped table's entry for the model (a profile's entry that prices only its tokens),
  * then the profile's "*". */
-static bool tool_fee(const AjMeter *m, const char *model, const AjPrice *p, int which, uint64_t *ret)
+static bool fee_for(const AjMeter *m, const char *model, const AjPrice *p, int which, uint64_t *ret)
 {
         return entry_fee(p, which, ret) || entry_fee(aj_price_table_find(shipped_table(m), model), which, ret) ||
                entry_fee(aj_price_table_find(m->prices, "*"), which, ret);
@@ -844,12 +844,12 @@ static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amou
                 /* The fee is looked for only when there are searches: the shipped table is
                  * read when first needed. */
                 AjPrice priced = *p;
-                bool fee_known = !u->web_searches || tool_fee(m, u->model, p, FEE_WEB_SEARCH, &priced.web_search);
+                bool fee_known = !u->web_searches || fee_for(m, u->model, p, FEE_WEB_SEARCH, &priced.web_search);
                 if (!u->web_searches || !fee_known)
                         priced.web_search = 0;
                 int unknown = -1; /* the first other tool used at a fee nobody priced */
                 for (int f = 0; f < AJ_TOOL_FEES; f++) {
-                        if (u->tool_uses[f] && tool_fee(m, u->model, p, f, &priced.tool_fee[f]))
+                        if (u->tool_uses[f] && fee_for(m, u->model, p, f, &priced.tool_fee[f]))
                                 continue;
                         priced.tool_fee[f] = 0;
                         if (u->tool_uses[f] && unknown < 0)
