@@ -51,6 +51,8 @@ static void tally_add(AjLlmTally *t, const AjLlmTally *one)
         t->cache_write += one->cache_write;
         t->reasoning += one->reasoning;
         t->web_searches += one->web_searches;
+        for (int f = 0; f < AJ_TOOL_FEES; f++)
+                t->tool_uses[f] += one->tool_uses[f];
         t->cost_usd += one->cost_usd;
 }
 
@@ -105,6 +107,8 @@ static void add_response(AjLlmSummary *s, json_t *ev)
                 .reasoning = count_field(ev, F_REASONING),
                 .web_searches = count_field(ev, F_WEB_SEARCHES),
         };
+        for (int f = 0; f < AJ_TOOL_FEES; f++)
+                one.tool_uses[f] = count_field(ev, aj_tool_fee_field(f));
         one.unpriced = !cost_field(ev, &one.cost_usd);
         side_add(&s->measured, str_field(ev, F_PROVIDER) ?: "?", model, &one);
 }
@@ -240,6 +244,12 @@ static json_t *tally_json(const AjLlmTally *t, bool measured, const char *provid
                 json_decref(o);
                 return NULL;
         }
+        for (int f = 0; measured && f < AJ_TOOL_FEES; f++)
+                if (t->tool_uses[f] &&
+                    json_object_set_new(o, aj_tool_fee_field(f), json_integer((json_int_t)t->tool_uses[f])) < 0) {
+                        json_decref(o);
+                        return NULL;
+                }
         return o;
 }
 
@@ -356,6 +366,10 @@ static void line_usage(Line *l, json_t *ev)
         for (size_t i = 0; i < ARRAY_SIZE(extra); i++)
                 if (count_field(ev, extra[i].field))
                         line_add(l, " %s=%llu", extra[i].shown, (unsigned long long)count_field(ev, extra[i].field));
+        for (int f = 0; f < AJ_TOOL_FEES; f++)
+                if (count_field(ev, aj_tool_fee_field(f)))
+                        line_add(l, " %s=%llu", aj_tool_fee_field(f),
+                                 (unsigned long long)count_field(ev, aj_tool_fee_field(f)));
         if (json_is_true(json_object_get(ev, "estimated")))
                 line_add(l, " (estimated)");
         double cost;

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "prices.h"
 #include "util/macros.h"
 
 #define AJ_LLM_SUMMARY_MAX_ROWS 64  /* provider/model rows kept a side; more add to the last, "(other)" */
@@ -32,7 +33,8 @@ typedef struct {
         uint64_t estimated; /* measured calls charged on an estimate (no final count) */
         uint64_t unpriced;  /* calls or reports without a cost */
         uint64_t input, output, cache_read, cache_write, reasoning;
-        uint64_t web_searches; /* searches the provider ran (measured; billed per search) */
+        uint64_t web_searches;            /* searches the provider ran (measured; billed per search) */
+        uint64_t tool_uses[AJ_TOOL_FEES]; /* uses of its other tools billed per use (prices.h) */
         double cost_usd;
 } AjLlmTally;
 

@@ -208,6 +208,19 @@ int aj_meter_set_price_web_search(AjMeter *m, const char *model, double usd_per_
         return -ENOENT;
 }
 
+int aj_meter_set_price_tool_fee(AjMeter *m, const char *model, AjToolFee fee, double usd_per_use)
+{
+        if (!model || fee < 0 || fee >= AJ_TOOL_FEES || !price_ok(usd_per_use))
+                return -EINVAL;
+        for (size_t i = 0; m->prices && i < m->prices->n; i++)
+                if (streq(m->prices->entries[i].model, model)) {
+                        m->prices->entries[i].tool_fee[fee] = aj_meter_usd_to_pusd(usd_per_use);
+                        m->prices->entries[i].tool_fee_priced[fee] = true;
+                        return 0;
+                }
+        return -ENOENT;
+}
+
 void aj_meter_set_price_table(AjMeter *m, AjPriceTable *table)
 {
         aj_price_table_free(m->table);
@@ -248,6 +261,9 @@ int aj_meter_new_for_profile(const AjProfile *p, const AjMeterCaps *caps, AjMete
                 r = aj_meter_set_price(m, pr->model, pr->input, pr->output, pr->cached_input);
                 if (r >= 0 && pr->web_search >= 0)
                         r = aj_meter_set_price_web_search(m, pr->model, pr->web_search);
+                for (int f = 0; f < AJ_TOOL_FEES && r >= 0; f++)
+                        if (pr->tool_fee[f] >= 0)
+                                r = aj_meter_set_price_tool_fee(m, pr->model, f, pr->tool_fee[f]);
                 if (r < 0)
                         return r;
         }
@@ -763,33 +779,48 @@ static void price_missing(const AjMeter *m, const char *model, AjMeterDecision *
                  model, l, model);
 }
 
-/* The fee of a web search for `model` when its entry `p` has none: the shipped table's entry
- * for the model (a profile's entry that prices only its tokens), then the profile's "*". */
-static bool web_search_fee(const AjMeter *m, const char *model, const AjPrice *p, uint64_t *ret)
+/* Fee `which` of entry q (FEE_WEB_SEARCH, or an AjToolFee): true and *ret when it has one. */
+#define FEE_WEB_SEARCH (-1)
+static bool entry_fee(const AjPrice *q, int which, uint64_t *ret)
 {
-        const AjPrice *q;
-        if (p->web_search_priced) {
-                *ret = p->web_search;
-                return true;
-        }
-        if (((q = aj_price_table_find(shipped_table(m), model)) && q->web_search_priced) ||
-            ((q = aj_price_table_find(m->prices, "*")) && q->web_search_priced)) {
-                *ret = q->web_search;
-                return true;
-        }
-        return false;
+        if (!q || !(which == FEE_WEB_SEARCH ? q->web_search_priced : q->tool_fee_priced[which]))
+                return false;
+        *ret = which == FEE_WEB_SEARCH ? q->web_search : q->tool_fee[which];
+        return true;
 }
 
-/* Searches the provider ran at a fee nobody priced. */
+/* The fee of a web search or another tool's use for `model`: its entry `p`'s, else the
+ * shipped table's entry for the model (a profile's entry that prices only its tokens),
+ * then the profile's "*". */
+static bool fee_for(const AjMeter *m, const char *model, const AjPrice *p, int which, uint64_t *ret)
+{
+        return entry_fee(p, which, ret) || entry_fee(aj_price_table_find(shipped_table(m), model), which, ret) ||
+               entry_fee(aj_price_table_find(m->prices, "*"), which, ret);
+}
+
+/* Searches at a fee nobody priced: run by the provider, or allowed by a request (its
+ * reservation). */
 static void web_search_price_missing(const AjMeter *m, const AjMeterUsage *u, AjMeterDecision *d)
 {
         char l[48];
         cost_unknown(m, d, l);
         snprintf(d->reason, sizeof(d->reason),
-                 "cost_usd: the provider ran %llu web search(es) for model \"%.64s\", and no price says what one "
-                 "costs, to check against the cap %s; add \"web_search\" (USD per search, e.g. 0.01) to the "
-                 "model's entry in the profile's \"prices\" or to a \"*\" entry",
+                 "cost_usd: %llu web search(es) for model \"%.64s\" (run, or allowed by the request), and no "
+                 "price says what one costs, to check against the cap %s; add \"web_search\" (USD per search, e.g. "
+                 "0.01) to the model's entry in the profile's \"prices\" or to a \"*\" entry",
                  (unsigned long long)u->web_searches, u->model, l);
+}
+
+/* Uses of another tool the provider runs at a fee nobody priced. */
+static void tool_fee_missing(const AjMeter *m, const AjMeterUsage *u, AjToolFee f, AjMeterDecision *d)
+{
+        char l[48];
+        cost_unknown(m, d, l);
+        snprintf(d->reason, sizeof(d->reason),
+                 "cost_usd: %llu use(s) of the provider's %s tool for model \"%.64s\", and no price says what one "
+                 "costs, to check against the cap %s; add \"%s\" (USD per use, e.g. 0.03) to the model's entry in "
+                 "the profile's \"prices\" or to a \"*\" entry",
+                 (unsigned long long)u->tool_uses[f], aj_tool_fee_name(f), u->model, l, aj_tool_fee_name(f));
 }
 
 static const AjCap usage_caps[] = { AJ_CAP_TOKENS, AJ_CAP_INPUT_TOKENS, AJ_CAP_OUTPUT_TOKENS, AJ_CAP_COST_USD };
@@ -804,7 +835,8 @@ static bool usage_valid(const AjMeterUsage *u)
 static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amount[_AJ_CAP_MAX], AjMeterDecision *d)
 {
         const AjPrice *p = find_price(m, u->model, d);
-        AjTokens t = { u->input, u->output, u->cache_read, u->cache_write, u->cache_write_1h, u->web_searches };
+        AjTokens t = { u->input, u->output, u->cache_read, u->cache_write, u->cache_write_1h, u->web_searches, {} };
+        memcpy(t.tool_uses, u->tool_uses, sizeof(t.tool_uses));
         amount[AJ_CAP_TOKENS] = sat_add(u->input, u->output);
         amount[AJ_CAP_INPUT_TOKENS] = u->input;
         amount[AJ_CAP_OUTPUT_TOKENS] = u->output;
@@ -812,12 +844,24 @@ static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amou
                 /* The fee is looked for only when there are searches: the shipped table is
                  * read when first needed. */
                 AjPrice priced = *p;
-                bool fee_known = !u->web_searches || web_search_fee(m, u->model, p, &priced.web_search);
+                bool fee_known = !u->web_searches || fee_for(m, u->model, p, FEE_WEB_SEARCH, &priced.web_search);
                 if (!u->web_searches || !fee_known)
                         priced.web_search = 0;
+                int unknown = -1; /* the first other tool used at a fee nobody priced */
+                for (int f = 0; f < AJ_TOOL_FEES; f++) {
+                        if (u->tool_uses[f] && fee_for(m, u->model, p, f, &priced.tool_fee[f]))
+                                continue;
+                        priced.tool_fee[f] = 0;
+                        if (u->tool_uses[f] && unknown < 0)
+                                unknown = f;
+                }
                 d->cost_pusd = amount[AJ_CAP_COST_USD] = aj_price_cost(&priced, &t);
                 if (u->web_searches && !fee_known && m->caps.set[AJ_CAP_COST_USD]) {
                         web_search_price_missing(m, u, d);
+                        return false;
+                }
+                if (unknown >= 0 && m->caps.set[AJ_CAP_COST_USD]) {
+                        tool_fee_missing(m, u, unknown, d);
                         return false;
                 }
         } else if (m->caps.set[AJ_CAP_COST_USD]) {

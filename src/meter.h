@@ -77,6 +77,8 @@ int aj_meter_set_price(AjMeter *m, const char *model, double input, double outpu
 /* The fee of a web search the provider runs for `model` (set by aj_meter_set_price()), USD
  * per search. -ENOENT: the model has no price. */
 int aj_meter_set_price_web_search(AjMeter *m, const char *model, double usd_per_search);
+/* The same for a use of another tool the provider runs (prices.h AjToolFee), USD per use. */
+int aj_meter_set_price_tool_fee(AjMeter *m, const char *model, AjToolFee fee, double usd_per_use);
 /* The shipped price table (src/prices.h), under the prices set above: a model is
  * priced by the profile's entry for its name or base name, else the table's, else
  * the profile's "*". Takes ownership (NULL: no table). */
@@ -187,8 +189,9 @@ size_t aj_meter_call_ids(const AjMeter *m, AjMeterCounter by);
 typedef struct {
         const char *model;
         uint64_t input, output, cache_read, cache_write;
-        uint64_t cache_write_1h; /* the part of cache_write kept an hour */
-        uint64_t web_searches;   /* searches the provider ran, billed per search */
+        uint64_t cache_write_1h;          /* the part of cache_write kept an hour */
+        uint64_t web_searches;            /* searches the provider ran, billed per search */
+        uint64_t tool_uses[AJ_TOOL_FEES]; /* uses of its other tools, billed per use (prices.h) */
 } AjMeterUsage;
 /* Checks model usage against the token and cost caps. A model without a price
  * while cost_usd is capped is a BREACH that reserves nothing (price_missing).

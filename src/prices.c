@@ -12,6 +12,27 @@
 #include "prices.h"
 #include "util/fd.h"
 
+static const struct {
+        const char *name, *field;
+} tool_fees[AJ_TOOL_FEES] = {
+        [AJ_TOOL_FEE_WEB_FETCH] = { "web_fetch", "web_fetch_requests" },
+        [AJ_TOOL_FEE_FILE_SEARCH] = { "file_search", "file_search_calls" },
+        [AJ_TOOL_FEE_CODE_INTERPRETER] = { "code_interpreter", "code_interpreter_containers" },
+        [AJ_TOOL_FEE_IMAGE_GENERATION] = { "image_generation", "image_generation_calls" },
+};
+
+const char *aj_tool_fee_name(AjToolFee f) { return f >= 0 && f < AJ_TOOL_FEES ? tool_fees[f].name : "?"; }
+
+const char *aj_tool_fee_field(AjToolFee f) { return f >= 0 && f < AJ_TOOL_FEES ? tool_fees[f].field : "?"; }
+
+int aj_tool_fee_from_name(const char *name)
+{
+        for (int i = 0; name && i < AJ_TOOL_FEES; i++)
+                if (streq(tool_fees[i].name, name))
+                        return i;
+        return -1;
+}
+
 int aj_price_table_new(const char *origin, AjPriceTable **ret)
 {
         AjPriceTable *t = calloc(1, sizeof(*t));
@@ -136,6 +157,8 @@ uint64_t aj_price_cost(const AjPrice *p, const AjTokens *t)
         c = sat_add(c, sat_mul(t->cache_write - hour, p->cache_write));
         c = sat_add(c, sat_mul(hour, p->cache_write_1h));
         c = sat_add(c, sat_mul(t->web_searches, p->web_search));
+        for (int i = 0; i < AJ_TOOL_FEES; i++)
+                c = sat_add(c, sat_mul(t->tool_uses[i], p->tool_fee[i]));
         return sat_add(c, sat_mul(t->output, p->output));
 }
 
@@ -194,14 +217,26 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_
                                     AJ_PRICE_MAX_NAME);
         if (!json_is_object(v))
                 return aj_error_set(ret_error, -EINVAL, "models.%s: expected an object of prices", model);
+        uint64_t fee[AJ_TOOL_FEES] = {};
+        bool fee_set[AJ_TOOL_FEES] = {};
         json_object_foreach (v, key, e) {
                 size_t i = 0;
+                int f = aj_tool_fee_from_name(key);
                 while (i < ARRAY_SIZE(keys) && !streq(keys[i], key))
                         i++;
+                if (f >= 0) {
+                        if (per_search(e, &fee[f]) < 0)
+                                return aj_error_set(ret_error, -EINVAL,
+                                                    "models.%s.%s: expected USD per 1,000 uses, 0 to %.0f", model, key,
+                                                    AJ_PRICE_MAX_USD_PER_KSEARCH);
+                        fee_set[f] = true;
+                        continue;
+                }
                 if (i == ARRAY_SIZE(keys))
                         return aj_error_set(ret_error, -EINVAL,
                                             "models.%s: unknown key \"%.64s\" (expected input, output, "
-                                            "cache_read, cache_write, cache_write_1h, web_search)",
+                                            "cache_read, cache_write, cache_write_1h, web_search, web_fetch, "
+                                            "file_search, code_interpreter, image_generation)",
                                             model, key);
                 if (i == WEB_SEARCH) {
                         if (per_search(e, &val[i]) < 0)
@@ -225,6 +260,8 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_
         ret->cache_write_1h = have[4] ? val[4] : ret->cache_write;
         ret->web_search = have[WEB_SEARCH] ? val[WEB_SEARCH] : 0;
         ret->web_search_priced = have[WEB_SEARCH];
+        memcpy(ret->tool_fee, fee, sizeof(fee));
+        memcpy(ret->tool_fee_priced, fee_set, sizeof(fee_set));
         return 0;
 }
 

@@ -25,6 +25,27 @@
 #define AJ_PRICE_TABLE_MAX_SIZE (1u << 20)
 #define AJ_PRICE_TABLE_NAME "prices.json"
 
+/* The tools a provider runs besides web search whose use it bills on top of the tokens,
+ * each priced per use (docs/gateway.md): Anthropic's web fetch
+ * (usage.server_tool_use.web_fetch_requests), and the Responses API's file search (each
+ * file_search_call item), code interpreter (each container its code_interpreter_call items
+ * ran in) and image generation (each image_generation_call item). */
+typedef enum {
+        AJ_TOOL_FEE_WEB_FETCH,
+        AJ_TOOL_FEE_FILE_SEARCH,
+        AJ_TOOL_FEE_CODE_INTERPRETER,
+        AJ_TOOL_FEE_IMAGE_GENERATION,
+        AJ_TOOL_FEES,
+} AjToolFee;
+
+/* The fee's name in a price entry ("web_fetch", "file_search", "code_interpreter",
+ * "image_generation"), and the llm.response field counting its uses ("web_fetch_requests",
+ * "file_search_calls", "code_interpreter_containers", "image_generation_calls"). */
+const char *aj_tool_fee_name(AjToolFee f);
+const char *aj_tool_fee_field(AjToolFee f);
+/* The fee named `name`, or -1. */
+int aj_tool_fee_from_name(const char *name);
+
 typedef struct {
         char *model;
         uint64_t input, output, cache_read, cache_write; /* pico-USD per token */
@@ -34,6 +55,9 @@ typedef struct {
          * web_search_priced false: no fee known. */
         uint64_t web_search;
         bool web_search_priced;
+        /* The other tools' fees, pico-USD per use; tool_fee_priced false: no fee known. */
+        uint64_t tool_fee[AJ_TOOL_FEES];
+        bool tool_fee_priced[AJ_TOOL_FEES];
 } AjPrice;
 
 /* The tokens of a call. input counts ALL input, cache reads and writes included;
@@ -42,6 +66,7 @@ typedef struct {
 typedef struct {
         uint64_t input, output, cache_read, cache_write, cache_write_1h;
         uint64_t web_searches;
+        uint64_t tool_uses[AJ_TOOL_FEES]; /* priced per use at tool_fee */
 } AjTokens;
 
 typedef struct {
@@ -59,10 +84,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjPriceTable *, aj_price_table_free);
 int aj_price_table_set(AjPriceTable *t, const AjPrice *p);
 
 /* {"date": "YYYY-MM-DD", "models": {"NAME": {"input": N, "output": N, "cache_read": N,
- * "cache_write": N, "cache_write_1h": N, "web_search": N}}} in USD per million tokens
- * (cache prices default to the input price, cache_write_1h to cache_write), web_search in
- * USD per 1,000 searches (none: no fee known). -EINVAL with a message naming the entry
- * in ret_error. */
+ * "cache_write": N, "cache_write_1h": N, "web_search": N, "web_fetch": N, ...}}} in USD
+ * per million tokens (cache prices default to the input price, cache_write_1h to
+ * cache_write), web_search and the other tools' fees (aj_tool_fee_name()) in USD per 1,000
+ * uses (none: no fee known). -EINVAL with a message naming the entry in ret_error. */
 int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPriceTable **ret, AjError *ret_error);
 int aj_price_table_load(const char *path, AjPriceTable **ret, AjError *ret_error);
 /* The first table found of /etc/agentjail/prices.json, the installed one and the

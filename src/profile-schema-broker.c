@@ -122,13 +122,28 @@ static int check_search_price_value(Check *c, json_t *v)
         return 0;
 }
 
+/* A use of another tool the provider runs (prices.h AjToolFee): per call or container. */
+static int check_tool_fee_value(Check *c, json_t *v)
+{
+        double x = json_is_number(v) ? json_number_value(v) : -1;
+        if (!json_is_number(v) || !isfinite(x) || x < 0 || x > 1)
+                return check_fail(c, AJ_JSON_AT_VALUE, "expected US dollars per use from 0 to 1 (such as 0.03), got %s",
+                                  GOT(v));
+        return 0;
+}
+
 static int check_price(Check *c, json_t *v)
 {
+        _Static_assert(AJ_TOOL_FEES == 4, "a field per fee below, named as aj_tool_fee_name()");
         static const Field fields[] = {
                 { "input", check_price_value },
                 { "output", check_price_value },
                 { "cached_input", check_price_value },
                 { "web_search", check_search_price_value },
+                { "web_fetch", check_tool_fee_value },
+                { "file_search", check_tool_fee_value },
+                { "code_interpreter", check_tool_fee_value },
+                { "image_generation", check_tool_fee_value },
                 {},
         };
         int r = check_object(c, v, fields);

@@ -183,6 +183,10 @@ static int broker_from_json(json_t *root, AjProfile *p)
                         pr->cached_input = cached ? json_number_value(cached) : -1.0;
                         json_t *search = json_object_get(v, "web_search");
                         pr->web_search = search ? json_number_value(search) : -1.0;
+                        for (int f = 0; f < AJ_TOOL_FEES; f++) {
+                                json_t *fee = json_object_get(v, aj_tool_fee_name(f));
+                                pr->tool_fee[f] = fee ? json_number_value(fee) : -1.0;
+                        }
                         p->n_prices++;
                 }
         }
@@ -469,6 +473,12 @@ static int broker_tree(const AjProfile *p, json_t *root)
                         json_decref(e);
                         return -ENOMEM;
                 }
+                for (int f = 0; f < AJ_TOOL_FEES; f++)
+                        if (pr->tool_fee[f] >= 0 &&
+                            json_object_set_new(e, aj_tool_fee_name(f), json_real(pr->tool_fee[f])) < 0) {
+                                json_decref(e);
+                                return -ENOMEM;
+                        }
                 if (json_object_set_new(prices, pr->model, e) < 0)
                         return -ENOMEM;
         }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "prices.h"
 #include "util/error.h"
 #include "util/macros.h"
 
@@ -56,8 +57,9 @@ typedef struct {
 typedef struct {
         char *model; /* "*" prices every model without an entry of its own */
         double input, output;
-        double cached_input; /* < 0: cached input is priced as input */
-        double web_search;   /* USD per search the provider runs; < 0: not given */
+        double cached_input;           /* < 0: cached input is priced as input */
+        double web_search;             /* USD per search the provider runs; < 0: not given */
+        double tool_fee[AJ_TOOL_FEES]; /* USD per use of the provider's other tools (prices.h); < 0: not given */
 } AjProfilePrice;
 
 /* "llm.providers": a model provider the run's gateway serves (docs/gateway.md). */

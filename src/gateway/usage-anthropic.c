@@ -18,12 +18,16 @@
  * until it comes, and when it never does (the stream cut: the agent left, the provider
  * failed), at least one per web_search block started, which ran and was billed all the
  * same. */
+static uint64_t billed(uint64_t reported, bool final, uint64_t started)
+{
+        return !final && started > reported ? started : reported;
+}
+
+/* The same for the web fetches (web_fetch_requests, web_fetch blocks). */
 static void searches_update(AjLlmCall *c)
 {
-        uint64_t n = c->searches_reported;
-        if (!c->searches_final && c->searches_started > n)
-                n = c->searches_started;
-        c->u.web_search_requests = n;
+        c->u.web_search_requests = billed(c->searches_reported, c->searches_final, c->searches_started);
+        c->u.tool_uses[AJ_TOOL_FEE_WEB_FETCH] = billed(c->fetches_reported, c->fetches_final, c->fetches_started);
 }
 
 /* Every count present in `usage` replaces the one before; `final`: the message's last
@@ -52,6 +56,11 @@ static void take_usage(AjLlmCall *c, json_t *usage, bool final)
                 c->searches_reported = v;
                 c->searches_final = c->searches_final || final;
         }
+        /* And by the web_fetch server tool: billed per fetch where a price says so. */
+        if (aj_llm_u64(json_object_get(usage, "server_tool_use"), "web_fetch_requests", &v)) {
+                c->fetches_reported = v;
+                c->fetches_final = c->fetches_final || final;
+        }
         searches_update(c);
         u->input_tokens = c->uncached_input + u->cache_read_tokens + u->cache_creation_tokens;
 }
@@ -62,8 +71,11 @@ static void content_block(AjLlmCall *c, json_t *block, uint32_t index)
 {
         const char *type = json_string_value(json_object_get(block, "type"));
         const char *name = json_string_value(json_object_get(block, "name"));
-        if (type && streq(type, "server_tool_use") && name && streq(name, "web_search")) {
-                c->searches_started++;
+        if (type && streq(type, "server_tool_use") && name && (streq(name, "web_search") || streq(name, "web_fetch"))) {
+                if (streq(name, "web_search"))
+                        c->searches_started++;
+                else
+                        c->fetches_started++;
                 searches_update(c);
         }
         /* Server tools (server_tool_use: web search, code execution) run at the

@@ -38,6 +38,12 @@ struct AjLlmCall {
          * reported, and whether that was the final usage (message_delta, a whole body). */
         uint64_t searches_started, searches_reported;
         bool searches_final;
+        /* The same for its web fetches (web_fetch blocks, web_fetch_requests). */
+        uint64_t fetches_started, fetches_reported;
+        bool fetches_final;
+        /* The Responses code interpreter's containers counted (usage.h tool_uses). */
+        char *containers[AJ_LLM_MAX_CONTAINERS];
+        size_t n_containers;
 };
 
 /* 0 when JSON text from the agent or a provider is within AJ_LLM_MAX_JSON_VALUES and

@@ -221,14 +221,57 @@ static void item_args(AjLlmCall *c, json_t *item, uint32_t key)
         json_decref(rest);
 }
 
+/* The Responses API's built-in tools the provider bills per use besides web search: the
+ * fee an item of `type` counts toward, or -1 (the code interpreter's per container). */
+static int fee_item(const char *type)
+{
+        if (!type)
+                return -1;
+        if (streq(type, "file_search_call"))
+                return AJ_TOOL_FEE_FILE_SEARCH;
+        if (streq(type, "image_generation_call"))
+                return AJ_TOOL_FEE_IMAGE_GENERATION;
+        if (streq(type, "code_interpreter_call"))
+                return AJ_TOOL_FEE_CODE_INTERPRETER;
+        return -1;
+}
+
+/* Whether a code_interpreter_call item ran in a container not counted yet among `seen` (n
+ * kept, at most max); an item without a container id is another container. */
+static bool new_container(const char *id, const char **seen, size_t n)
+{
+        for (size_t i = 0; id && i < n; i++)
+                if (streq(seen[i], id))
+                        return false;
+        return true;
+}
+
+/* A code interpreter container in the stream: billed once, however many calls ran in it. */
+static void container_used(AjLlmCall *c, json_t *item)
+{
+        const char *id = json_string_value(json_object_get(item, "container_id"));
+        if (!new_container(id, (const char **)c->containers, c->n_containers))
+                return;
+        c->u.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER]++;
+        if (id && c->n_containers < AJ_LLM_MAX_CONTAINERS && strlen(id) <= AJ_LLM_MAX_NAME &&
+            (c->containers[c->n_containers] = strdup(id)))
+                c->n_containers++;
+}
+
 /* An output item at `key` (its output_index): a tool call is counted, under its name or,
  * for a built-in tool, the item's type without "_call" ("local_shell"). */
 static void output_item(AjLlmCall *c, json_t *item, uint32_t key)
 {
         const char *type = json_string_value(json_object_get(item, "type"));
-        /* The web search tool runs at the provider, billed per call: counted for the cost. */
+        int fee = fee_item(type);
+        /* The web search tool runs at the provider, billed per call: counted for the cost;
+         * so are the other built-in tools it bills per use. */
         if (type && streq(type, "web_search_call"))
                 c->u.web_search_requests++;
+        if (fee == AJ_TOOL_FEE_CODE_INTERPRETER)
+                container_used(c, item);
+        else if (fee >= 0)
+                c->u.tool_uses[fee]++;
         if (!is_tool_item(type))
                 return;
         const char *name = json_string_value(json_object_get(item, "name"));
@@ -298,14 +341,28 @@ static void final_items(AjLlmCall *c, json_t *resp)
 {
         json_t *item;
         size_t i;
-        uint64_t searches = 0;
+        uint64_t searches = 0, uses[AJ_TOOL_FEES] = {};
+        const char *containers[AJ_LLM_MAX_CONTAINERS];
+        size_t n_containers = 0;
         json_array_foreach (json_object_get(resp, "output"), i, item) {
                 const char *type = json_string_value(json_object_get(item, "type"));
+                const char *id = json_string_value(json_object_get(item, "container_id"));
+                int fee = fee_item(type);
                 searches += type && streq(type, "web_search_call");
+                if (fee >= 0 && fee != AJ_TOOL_FEE_CODE_INTERPRETER)
+                        uses[fee]++;
+                else if (fee >= 0 && new_container(id, containers, n_containers)) {
+                        uses[fee]++;
+                        if (id && n_containers < AJ_LLM_MAX_CONTAINERS)
+                                containers[n_containers++] = id;
+                }
                 item_args(c, item, (uint32_t)i);
         }
         if (searches > c->u.web_search_requests)
                 c->u.web_search_requests = searches;
+        for (int f = 0; f < AJ_TOOL_FEES; f++)
+                if (uses[f] > c->u.tool_uses[f])
+                        c->u.tool_uses[f] = uses[f];
 }
 
 /* Argument events: fragments (".delta"), then the whole (".done"). */

@@ -96,6 +96,8 @@ void aj_llm_call_free(AjLlmCall *c)
                 free(u->tool_result_ids[i]);
         free(u->error);
         free(u->parse_error);
+        for (size_t i = 0; i < c->n_containers; i++)
+                free(c->containers[i]);
         aj_sse_free(c->sse);
         free(c->body);
         free(c);
@@ -297,6 +299,76 @@ static int choices_of(json_t *root, uint64_t *ret, const char **ret_key)
         return 0;
 }
 
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+        uint64_t r;
+        return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+/* A web search tool the provider runs: Anthropic's "web_search_20250305" (and later
+ * versions), the Responses API's "web_search", "web_search_preview" and their dated
+ * versions. Any case: a provider matching it so would run the searches. */
+static bool search_tool(json_t *tool)
+{
+        const char *type = json_string_value(json_object_get(tool, "type"));
+        return type && strncasecmp(type, "web_search", 10) == 0;
+}
+
+/* A Chat Completions search model (gpt-4o-search-preview, gpt-4o-mini-search-preview,
+ * gpt-5-search-api): it searches the web for every request. */
+static bool search_model(const char *model)
+{
+        size_t n = model ? strlen(model) : 0;
+        for (size_t i = 0; i + 7 <= n; i++)
+                if (strncasecmp(model + i, "-search", 7) == 0 && (i + 7 == n || model[i + 7] == '-'))
+                        return true;
+        return false;
+}
+
+/* The web searches the request allows (usage.h max_searches): each web search tool's
+ * max_uses (a whole number of at least 1; absent, null, 0 or negative: no bound), the
+ * Responses API's max_tool_calls, which bounds all its built-in tools' calls together (0:
+ * no bound, as a lenient server might read it), and a Chat search's one. -EINVAL with *ret_key the member when a bound is not a whole number
+ * (whole_of()): the provider might read it as one the gateway did not. */
+static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
+{
+        AjLlmUsage *u = &c->u;
+        json_t *tool;
+        size_t i;
+        uint64_t v;
+        json_array_foreach (json_object_get(root, "tools"), i, tool) {
+                if (!search_tool(tool))
+                        continue;
+                int r = whole_of(json_object_get(tool, "max_uses"), &v);
+                if (r < 0) {
+                        *ret_key = "tools[].max_uses";
+                        return -EINVAL;
+                }
+                if (r == 0 || v == 0)
+                        u->search_unbounded = true;
+                else
+                        u->max_searches = sat_add(u->max_searches, v);
+        }
+        if (c->api == AJ_LLM_API_OPENAI_RESPONSES) {
+                int r = whole_of(json_object_get(root, "max_tool_calls"), &v);
+                if (r < 0) {
+                        *ret_key = "max_tool_calls";
+                        return -EINVAL;
+                }
+                if (r > 0 && v > 0 && (u->search_unbounded || u->max_searches > v)) {
+                        u->search_unbounded = false;
+                        u->max_searches = v;
+                }
+        }
+        json_t *opts = json_object_get(root, "web_search_options");
+        if (c->api == AJ_LLM_API_OPENAI_CHAT &&
+            ((opts && !json_is_null(opts)) || search_model(json_string_value(json_object_get(root, "model"))))) {
+                u->chat_search = true;
+                u->max_searches = sat_add(u->max_searches, 1);
+        }
+        return 0;
+}
+
 /* One tool result of the request, over the oldest kept when there are more. */
 static void tool_result_add(AjLlmUsage *u, json_t *id, bool error)
 {
@@ -395,18 +467,27 @@ static const char *case_twin(json_t *o, const char *const *names, size_t n_names
         return NULL;
 }
 
-/* The members the gateway reads, at the top and in stream_options: spelled only so. */
+/* The members the gateway reads, at the top, in stream_options and in each tool: spelled
+ * only so. */
 static int check_case_twins(AjLlmCall *c, json_t *root)
 {
         static const char *const top[] = {
-                "model",   "stream",     "stream_options",        "background",        "n",
-                "best_of", "max_tokens", "max_completion_tokens", "max_output_tokens", "messages",
-                "input"
+                "model",   "stream",     "stream_options",        "background",         "n",
+                "best_of", "max_tokens", "max_completion_tokens", "max_output_tokens",  "messages",
+                "input",   "tools",      "max_tool_calls",        "web_search_options",
         };
         static const char *const opts[] = { "include_usage" };
+        static const char *const tool_members[] = { "type", "max_uses" };
         const char *twin = case_twin(root, top, ARRAY_SIZE(top));
+        json_t *tool;
+        size_t i;
         if (!twin)
                 twin = case_twin(json_object_get(root, "stream_options"), opts, ARRAY_SIZE(opts));
+        json_array_foreach (json_object_get(root, "tools"), i, tool) {
+                if (twin)
+                        break;
+                twin = case_twin(tool, tool_members, ARRAY_SIZE(tool_members));
+        }
         if (!twin)
                 return 0;
         json_auto_t *name = json_string(twin);
@@ -467,6 +548,11 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
                 json_decref(root);
                 return -EINVAL;
         }
+        if (c->api != AJ_LLM_API_ANTHROPIC_COUNT_TOKENS && searches_of(c, root, &bad) < 0) {
+                aj_llm_parse_error(c, "request: \"%s\" must be a whole number", bad);
+                json_decref(root);
+                return -EINVAL;
+        }
         /* A "stream" the provider might read as true ("true", 1) but the gateway would not: the
          * answer would stream without the usage events the gateway adds for streams, charged only
          * by its visible bytes (a reasoning model's hidden tokens never show). */
@@ -494,6 +580,10 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
 void aj_llm_call_response_start(AjLlmCall *c, int status, const char *content_type)
 {
         c->u.status = status;
+        /* A Chat Completions search model searches before it answers, and the response says
+         * nothing of it: an answer is one search billed (an error status is not billed). */
+        if (c->u.chat_search && status >= 200 && status < 300 && c->u.web_search_requests == 0)
+                c->u.web_search_requests = 1;
         if (content_type)
                 c->streaming = strncasecmp(content_type, "text/event-stream", 17) == 0;
         else
@@ -685,6 +775,7 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
         ch.cache_creation = u->cache_creation_tokens;
         ch.cache_creation_1h = u->cache_creation_1h_tokens;
         ch.web_searches = u->web_search_requests;
+        memcpy(ch.tool_uses, u->tool_uses, sizeof(ch.tool_uses));
         ch.estimated = !u->input_reported || !(u->output_reported && ended);
         *ret = ch;
 }
@@ -725,6 +816,12 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
                 json_decref(o);
                 return NULL;
         }
+        for (int f = 0; o && f < AJ_TOOL_FEES; f++)
+                if (ch.tool_uses[f] &&
+                    json_object_set_new(o, aj_tool_fee_field(f), json_integer((json_int_t)ch.tool_uses[f])) < 0) {
+                        json_decref(o);
+                        return NULL;
+                }
         return o;
 fail:
         json_decref(tools);

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "gateway/sse.h"
+#include "prices.h"
 #include "util/macros.h"
 #include "util/sha256.h"
 
@@ -48,6 +49,7 @@ typedef enum {
 #define AJ_LLM_MAX_CALL_ID 128            /* bytes of a tool call id kept (the broker's AJ_BROKER_MAX_ID) */
 #define AJ_LLM_MAX_TOOL_RESULTS 64        /* a request's last tool results kept (the new ones are last) */
 #define AJ_LLM_MAX_ERROR 512              /* bytes of an error message kept */
+#define AJ_LLM_MAX_CONTAINERS 16          /* code interpreter container ids kept per call */
 #define AJ_LLM_MAX_BODY (8u << 20)        /* a whole (not streamed) response body */
 #define AJ_LLM_MAX_REQUEST (32u << 20)    /* a request body the gateway reads */
 #define AJ_LLM_MAX_EVENT (4u << 20)       /* one SSE event (response.completed repeats the whole output) */
@@ -86,6 +88,15 @@ typedef struct {
         bool tool_result_error[AJ_LLM_MAX_TOOL_RESULTS];
         size_t n_tool_results;
         uint64_t prompt_estimate; /* input tokens estimated from the request, for a reservation */
+        /* The web searches the request lets the provider run, billed per search: the sum of
+         * its Anthropic web search tools' max_uses, 1 for a Chat Completions search (a
+         * request with web_search_options, or a search model: it searches once and reports
+         * no count); search_unbounded: a search tool without a bound besides (Anthropic's
+         * without max_uses, the Responses API's web_search tools), which the reservation
+         * takes at a default number (docs/gateway.md). */
+        uint64_t max_searches;
+        bool search_unbounded;
+        bool chat_search; /* a Chat Completions search: its response is one search */
 
         /* From the response. */
         int status;
@@ -100,8 +111,13 @@ typedef struct {
         uint64_t reasoning_tokens;
         /* Web searches the provider ran for the call, billed per search on top of the tokens:
          * Anthropic's usage.server_tool_use.web_search_requests, Responses' web_search_call
-         * items. */
+         * items, one for a Chat Completions search (chat_search) that was answered. */
         uint64_t web_search_requests;
+        /* Uses of the provider's other tools it bills per use (prices.h AjToolFee): Anthropic's
+         * usage.server_tool_use.web_fetch_requests, the Responses API's file_search_call and
+         * image_generation_call items, and the containers its code_interpreter_call items ran
+         * in (an item without a container id, or past AJ_LLM_MAX_CONTAINERS, is another). */
+        uint64_t tool_uses[AJ_TOOL_FEES];
         uint64_t counted_tokens; /* count_tokens: the count it returned */
         uint64_t output_bytes;   /* generated text and tool arguments seen in a stream */
         char *stop_reason;
@@ -168,7 +184,8 @@ bool aj_llm_call_tool_done(const AjLlmCall *c, size_t i);
  * cache reads and writes. */
 typedef struct {
         uint64_t input, output, cache_read, cache_creation, cache_creation_1h;
-        uint64_t web_searches; /* as reported: a search is billed whether or not the call ended */
+        uint64_t web_searches;            /* as reported: a search is billed whether or not the call ended */
+        uint64_t tool_uses[AJ_TOOL_FEES]; /* the same for the provider's other tools */
         bool estimated;
 } AjLlmCharge;
 void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret);

@@ -41,8 +41,8 @@ struct AjSupLlmCall {
         char *model;
         AjMeterUsage worst;
         AjMeterReservation res;
-        uint64_t checked_in, checked_out, checked_searches; /* the charge last checked against the caps */
-        AjSse *sse;                                         /* strip: the stream, re-written without that chunk */
+        uint64_t checked_in, checked_out, checked_searches, checked_tools; /* the charge last checked */
+        AjSse *sse; /* strip: the stream, re-written without that chunk */
         char *pending;
         size_t pending_len, pending_size;
         AjSha256 out_sha;
@@ -258,16 +258,27 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         /* Each of the answers asked for ("n") may be as long as the limit: the provider bills
          * them all, so the worst case is all of them. */
         uint64_t per_answer = u->max_output_tokens ? u->max_output_tokens : AJ_SUP_LLM_DEFAULT_MAX_OUTPUT;
+        /* And each web search the request allows, at its fee: one response could otherwise take
+         * the run past cost_usd by all its searches. */
+        uint64_t searches = u->max_searches;
+        if (u->search_unbounded)
+                searches = searches > UINT64_MAX - AJ_SUP_LLM_DEFAULT_SEARCHES ? UINT64_MAX
+                                                                               : searches + AJ_SUP_LLM_DEFAULT_SEARCHES;
         cs->worst = (AjMeterUsage){ .model = cs->model,
                                     .input = u->prompt_estimate,
-                                    .output = mul_sat(per_answer, u->choices ? u->choices : 1) };
+                                    .output = mul_sat(per_answer, u->choices ? u->choices : 1),
+                                    .web_searches = searches };
         return 0;
 }
 
-static json_t *reserved_json(const AjMeterReservation *res)
+static json_t *reserved_json(const AjMeterReservation *res, uint64_t web_searches)
 {
-        return json_pack("{s:I, s:f}", "tokens", (json_int_t)res->amount[AJ_CAP_TOKENS], "cost_usd",
-                         cap_value(AJ_CAP_COST_USD, res->amount[AJ_CAP_COST_USD]));
+        json_t *o = json_pack("{s:I, s:f}", "tokens", (json_int_t)res->amount[AJ_CAP_TOKENS], "cost_usd",
+                              cap_value(AJ_CAP_COST_USD, res->amount[AJ_CAP_COST_USD]));
+        if (o && web_searches && res->active)
+                json_object_set_new(o, "web_searches",
+                                    json_integer(web_searches > INT64_MAX ? INT64_MAX : (json_int_t)web_searches));
+        return o;
 }
 
 static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayRequest *req, AjGatewayVerdict *v)
@@ -316,7 +327,7 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
         json_t *ev = json_pack("{s:I, s:s, s:s, s:s?, s:b, s:b, s:s, s:o, s:s}", "call_id", (json_int_t)call->id,
                                "provider", pr->name, "path", call->path, "model", cs->model, "stream", u && u->stream,
                                "metered", cs->metered, "request_sha256", cs->request_sha, "reserved",
-                               reserved_json(&cs->res), "verdict",
+                               reserved_json(&cs->res, cs->worst.web_searches), "verdict",
                                d.verdict == AJ_VERDICT_BREACH ? "breach"
                                : cs->refused                  ? "refused"
                                                               : "allow");
@@ -390,6 +401,16 @@ static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)
                                .cache_write = cache_write,
                                .cache_write_1h = ch.cache_creation_1h <= cache_write ? ch.cache_creation_1h : 0,
                                .web_searches = ch.web_searches };
+        memcpy(ret->tool_uses, ch.tool_uses, sizeof(ret->tool_uses));
+}
+
+/* The uses of the provider's other tools, all fees together (none is reserved). */
+static uint64_t tool_uses(const AjMeterUsage *u)
+{
+        uint64_t n = 0;
+        for (int f = 0; f < AJ_TOOL_FEES; f++)
+                n = n > UINT64_MAX - u->tool_uses[f] ? UINT64_MAX : n + u->tool_uses[f];
+        return n;
 }
 
 /* The stream so far, against the caps: the call holds the larger of its worst case and
@@ -398,16 +419,21 @@ static bool crosses_cap(AjSupLlmCall *cs, AjMeterDecision *d)
 {
         AjMeterUsage m;
         measured_usage(cs, &m);
-        if (m.input == cs->checked_in && m.output == cs->checked_out && m.web_searches == cs->checked_searches)
+        uint64_t tools = tool_uses(&m);
+        if (m.input == cs->checked_in && m.output == cs->checked_out && m.web_searches == cs->checked_searches &&
+            tools == cs->checked_tools)
                 return false;
         cs->checked_in = m.input;
         cs->checked_out = m.output;
         cs->checked_searches = m.web_searches;
-        if (m.input <= cs->worst.input && m.output <= cs->worst.output && m.cache_write == 0 && m.web_searches == 0)
+        cs->checked_tools = tools;
+        if (m.input <= cs->worst.input && m.output <= cs->worst.output && m.cache_write == 0 &&
+            m.web_searches <= cs->worst.web_searches && tools == 0)
                 return false; /* within the reservation, which fit */
         AjMeterUsage hold = m;
         hold.input = max_u64(m.input, cs->worst.input);
         hold.output = max_u64(m.output, cs->worst.output);
+        hold.web_searches = max_u64(m.web_searches, cs->worst.web_searches);
         AjMeterReservation res;
         aj_meter_settle(cs->l->meter, &cs->res, false);
         if (aj_meter_reserve_usage(cs->l->meter, &hold, &res, d) < 0 || d->verdict == AJ_VERDICT_BREACH) {
@@ -418,6 +444,7 @@ static bool crosses_cap(AjSupLlmCall *cs, AjMeterDecision *d)
         cs->res = res;
         cs->worst.input = hold.input;
         cs->worst.output = hold.output;
+        cs->worst.web_searches = hold.web_searches;
         return false;
 }
 
@@ -601,9 +628,11 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                  * is charged its worst case. */
                 const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
                 if ((call->agent_left && outcome == AJ_GATEWAY_CUT_SHORT) || u->background) {
-                        charged_worst = m.input < cs->worst.input || m.output < cs->worst.output;
+                        charged_worst = m.input < cs->worst.input || m.output < cs->worst.output ||
+                                        m.web_searches < cs->worst.web_searches;
                         m.input = max_u64(m.input, cs->worst.input);
                         m.output = max_u64(m.output, cs->worst.output);
+                        m.web_searches = max_u64(m.web_searches, cs->worst.web_searches);
                 }
                 if (aj_meter_settle_usage(l->meter, &cs->res, &m, &d) == 0) {
                         cs->reserved = false;

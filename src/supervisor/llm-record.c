@@ -46,6 +46,11 @@ void aj_sup_llm_account(AjSupLlm *l, const char *provider, const char *model, co
         add_count(m, "gen_ai.usage.output_tokens", u->output);
         add_count(m, "gen_ai.usage.cached_tokens", u->cache_read);
         add_count(m, "cache_creation_tokens", u->cache_write);
+        if (u->web_searches)
+                add_count(m, "web_searches", u->web_searches);
+        for (int f = 0; f < AJ_TOOL_FEES; f++)
+                if (u->tool_uses[f])
+                        add_count(m, aj_tool_fee_field(f), u->tool_uses[f]);
         json_t *c = json_object_get(m, "cost_usd");
         json_object_set_new(m, "cost_usd",
                             json_real((c ? json_real_value(c) : 0) + (double)cost_pusd / AJ_PUSD_PER_USD));

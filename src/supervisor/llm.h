@@ -29,6 +29,10 @@
 
 /* The output a request without max_tokens is reserved at (docs/gateway.md). */
 #define AJ_SUP_LLM_DEFAULT_MAX_OUTPUT 32000ULL
+/* The web searches a search tool without a bound (Anthropic's without max_uses, the
+ * Responses API's) is reserved at: Claude Code's own bound (its WebSearch tool asks for
+ * max_uses 8). docs/gateway.md. */
+#define AJ_SUP_LLM_DEFAULT_SEARCHES 8ULL
 /* What one kept file costs against llm.record_bytes besides its bytes: the number of
  * files an agent can make the supervisor write is bounded too. */
 #define AJ_SUP_LLM_RECORD_FILE_COST 512

@@ -11,7 +11,8 @@ an error in the provider's shape, "wait-go" holds the last events until the file
 exists (at most 10 s), "big-N" answers N bytes of body (chunked), "bad-response" answers
 a malformed head, "hang" answers nothing for 4 s, "tool-call" asks for a tool call
 (tool_use / tool_calls / function_call), "custom-call" for a Chat custom tool's call,
-"shell-call" for a Responses local_shell_call, "search-N" (Anthropic) runs N web searches
+"shell-call" for a Responses local_shell_call, "builtin-tools" (Responses) runs two file searches
+and two code interpreter calls in one container before its answer, "search-N" (Anthropic) runs N web searches
 by its web_search server tool (a server_tool_use and a web_search_tool_result block each,
 usage.server_tool_use.web_search_requests 0 at message_start and N in the final usage). Usage is fixed: Anthropic input 25, output 7
 (cache read 3); OpenAI prompt 20, completion 3 (cached 2, reasoning 1). Chat Completions
@@ -261,11 +262,20 @@ class Handler(BaseHTTPRequestHandler):
         if model == "shell-call":
             item = {"type": "local_shell_call", "id": "lsh_fake", "call_id": "call_shell", "status": "completed",
                     "action": {"type": "exec", "command": ["id"], "env": {}}}
+        # "builtin-tools": the provider's own tools ran first (two file searches, two code
+        # interpreter calls in one container), then the answer.
+        builtin = []
+        if model == "builtin-tools":
+            builtin = [{"type": "file_search_call", "id": "fs_%d" % n, "status": "completed", "queries": ["q"],
+                        "results": None} for n in range(2)]
+            builtin += [{"type": "code_interpreter_call", "id": "ci_%d" % n, "status": "completed",
+                         "container_id": "cntr_fake", "code": "print(1)", "outputs": None} for n in range(2)]
         scripted = responses_script_step(req)
         if scripted:
             item = scripted
             tool = item["type"] == "function_call"
-        resp = {"id": "resp_fake", "object": "response", "model": model, "status": "completed", "output": [item], "usage": usage}
+        resp = {"id": "resp_fake", "object": "response", "model": model, "status": "completed", "output": builtin + [item],
+                "usage": usage}
         if req.get("background"):
             # Queued: the model runs after the answer; GET /v1/responses/ID has its output.
             return self.send_json(200, dict(resp, status="queued", output=[], usage=None, background=True))
@@ -273,17 +283,20 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, resp)
         def sse(name, obj):
             return "event: %s\ndata: %s\n\n" % (name, json.dumps(dict(obj, type=name)))
-        evs = [sse("response.created", {"response": dict(resp, status="in_progress", output=[], usage=None)}),
-               sse("response.output_item.added", {"output_index": 0, "item": item})]
+        evs = [sse("response.created", {"response": dict(resp, status="in_progress", output=[], usage=None)})]
+        for n, b in enumerate(builtin):
+            evs += [sse("response.output_item.added", {"output_index": n, "item": dict(b, status="in_progress")}),
+                    sse("response.output_item.done", {"output_index": n, "item": b})]
+        evs.append(sse("response.output_item.added", {"output_index": len(builtin), "item": item}))
         if tool:
             evs += [sse("response.function_call_arguments.delta", {"output_index": 0, "item_id": item["id"], "delta": item["arguments"]}),
                     sse("response.function_call_arguments.done", {"output_index": 0, "item_id": item["id"], "arguments": item["arguments"]})]
         elif item["type"] == "message":
             text = item["content"][0]["text"]
             words = [text] if scripted else ["Hel", "lo!"]
-            evs += [sse("response.output_text.delta", {"output_index": 0, "content_index": 0, "item_id": item["id"], "delta": w})
+            evs += [sse("response.output_text.delta", {"output_index": len(builtin), "content_index": 0, "item_id": item["id"], "delta": w})
                     for w in words]
-        evs += [sse("response.output_item.done", {"output_index": 0, "item": item}),
+        evs += [sse("response.output_item.done", {"output_index": len(builtin), "item": item}),
                 sse("response.completed", {"response": resp})]
         self.events(evs, model)
 

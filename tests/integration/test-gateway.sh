@@ -14,7 +14,8 @@
 # allow list of the broker's names leaves the model's calls counted and gated (tool_gate); a
 # request for n answers is reserved for all of them (and an output limit written as a real
 # at its value), and a background response or an API the gateway does not meter is refused
-# under any cap.
+# under any cap; the web searches a request allows are reserved before it is forwarded, a Chat
+# search model's one search is charged, and so are the provider's other tools billed per use.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -67,11 +68,13 @@ P=$(write_profile gw '{"extends": "default", "env": {"pass": ["AJ_TEST_ANTHROPIC
 records() { [[ -f "$T/record" ]] && wc -l <"$T/record" || echo 0; }
 
 # A client for the jail: one request per argument (anthropic|openai-chat|openai-responses
-# [stream]), printing what it read.
+# [stream [MODEL [JSON|@FILE]]]; the JSON's members are added to the body), printing what it read.
 cat >"$WORKSPACE/client.py" <<'PY'
 import json, os, sys, urllib.request
 kind, stream = sys.argv[1], len(sys.argv) > 2 and sys.argv[2] == "stream"
-model = sys.argv[3] if len(sys.argv) > 3 else None
+model = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
+extra = sys.argv[4] if len(sys.argv) > 4 else "{}"
+extra = json.loads(open(extra[1:]).read() if extra.startswith("@") else extra)
 if kind == "anthropic":
     url = os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages"
     body = {"model": model or "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
@@ -84,6 +87,7 @@ else:
     headers = {"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"]}
 if stream:
     body["stream"] = True
+body.update(extra)
 headers["content-type"] = "application/json"
 req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
 try:
@@ -273,6 +277,77 @@ run_jail -p "$PS" --cap cost_usd=1 -- python3 client.py anthropic "" search-2
 is "$JAIL_RC" 123 "searches without a price under a cost cap: a breach" || jail_diag
 like "$(events_of llm.response | jq -r .breach_reason)" 'web search.*search-2.*web_search' \
         "llm.response says the searches have no price, and what to add"
+# the searches a request allows are reserved before it is forwarded: Claude Code's WebSearch
+# (max_uses 8) at $0.01 each does not fit cost_usd=0.05, and the provider never sees it
+WS8='{"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 8}]}'
+n0=$(records)
+run_jail -p "$PS" --cap cost_usd=0.05 -- python3 client.py anthropic stream search-3 "$WS8"
+is "$JAIL_RC" 123 "a request allowing 8 searches at \$0.01 under cost_usd=0.05: a breach" || jail_diag
+is "$(events_of llm.request | jq -r .verdict)" breach "... refused before it is forwarded"
+is "$(($(records) - n0))" 0 "... the provider never sees it"
+# within the cap: 5 reserved, the 3 that ran charged, the rest settled back
+n0=$(records)
+run_jail -p "$PS" --cap cost_usd=1 -- python3 client.py anthropic "" search-3 \
+        '{"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}'
+is "$JAIL_RC" 0 "a request allowing 5 searches under cost_usd=1 runs" || jail_diag
+is "$(events_of llm.request | jq -c '[.reserved.web_searches, (.reserved.cost_usd >= 0.05)]')" '[5,true]' \
+        "llm.request: the 5 searches are in the reservation"
+like "$(jf '.llm.anthropic["search-3"] | [.web_searches, .cost_usd] | @text')" '^\[3,0\.034' \
+        "run.json: the 3 that ran charged (0.0042 + 0.03), the other 2 settled back"
+# a tool without a bound (max_uses left out, as the Responses API's tools) is reserved at 8
+run_jail -p "$PS" --cap cost_usd=0.05 -- python3 client.py anthropic "" search-3 \
+        '{"tools": [{"type": "web_search_20250305", "name": "web_search"}]}'
+is "$(events_of llm.request | jq -r .verdict)" breach "a search tool without max_uses is reserved at 8 searches"
+# a bound the provider might read as a number the gateway did not, or spelled in other case: refused
+echo '{"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": "1"}]}' >"$WORKSPACE/ws-str.json"
+echo '{"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1, "Max_Uses": 100}]}' \
+        >"$WORKSPACE/ws-twin.json"
+n0=$(records)
+run_jail -p "$PS" -- /bin/sh -c 'python3 client.py anthropic "" search-3 @ws-str.json;
+        python3 client.py anthropic "" search-3 @ws-twin.json'
+like "$JAIL_OUT" 'status=400.*max_uses.*must be a whole number' "max_uses \"1\": refused, 400"
+like "$JAIL_OUT" 'Max_Uses.*letter case' "max_uses twinned in other case: refused"
+is "$(($(records) - n0))" 0 "... neither reaches the provider"
+
+# --- a Chat Completions search model searches once per request and reports no count: one search
+# is charged at the profile's fee; unpriced under a cost cap, the request is refused before it runs
+PC=$(write_profile gwchatsearch '{"extends": "default", "on_breach": "kill", "prices": {"gpt-4o-search-preview":
+        {"input": 1e-6, "output": 2e-6, "web_search": 0.03}, "gpt-4o-mini-search-preview": {"input": 1e-6,
+        "output": 2e-6}, "gpt-test": {"input": 1e-6, "output": 2e-6}}, "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PC" -- /bin/sh -c 'python3 client.py openai-chat "" gpt-4o-search-preview;
+        python3 client.py openai-chat stream gpt-4o-search-preview; python3 client.py openai-chat "" gpt-test'
+is "$JAIL_RC" 0 "Chat search calls ran" || jail_diag
+is "$(events_of llm.response | jq -s -c '[.[] | .web_search_requests]')" "[1,1,null]" \
+        "one search per answered search-model request, whole and streamed; none for another model"
+like "$(jf '.llm.openai["gpt-4o-search-preview"] | [.web_searches, .cost_usd] | @text')" '^\[2,0\.060' \
+        "run.json: 2 searches at \$0.03 on top of the tokens"
+n0=$(records)
+echo '{"web_search_options": {}}' >"$WORKSPACE/chat-search.json"
+run_jail -p "$PC" --cap cost_usd=1 -- /bin/sh -c 'python3 client.py openai-chat "" gpt-test @chat-search.json;
+        python3 client.py openai-chat "" gpt-4o-mini-search-preview'
+is "$JAIL_RC" 123 "a Chat search no fee covers, under a cost cap: a breach" || jail_diag
+like "$(events_of llm.request | jq -r 'select(.verdict == "breach") | .reason')" 'web search.*gpt-test.*web_search' \
+        "llm.request says the search has no price, and what to add"
+is "$(($(records) - n0))" 0 "... and it is refused before it runs"
+
+# --- the provider's other tools billed per use: the Responses API's file searches and code
+# interpreter containers, at the profile's fees; unpriced under a cost cap, a breach naming the key
+PB=$(write_profile gwbuiltin '{"extends": "default", "on_breach": "kill", "prices": {"builtin-tools": {"input": 1e-6,
+        "output": 2e-6, "file_search": 0.0025, "code_interpreter": 0.03}, "*": {"input": 1e-6, "output": 2e-6}},
+        "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PB" -- /bin/sh -c 'python3 client.py openai-responses "" builtin-tools;
+        python3 client.py openai-responses stream builtin-tools'
+is "$JAIL_RC" 0 "calls using the provider's tools ran" || jail_diag
+is "$(events_of llm.response | jq -s -c '[.[] | [.file_search_calls, .code_interpreter_containers, .tool_calls_total]]')" \
+        "[[2,1,0],[2,1,0]]" "2 file searches and 1 container each, whole and streamed; none the agent's tool call"
+like "$(jf '.llm.openai["builtin-tools"] | [.file_search_calls, .code_interpreter_containers, .cost_usd] | @text')" \
+        '^\[4,2,0\.070' "run.json: 2 x (2 x 0.0025 + 0.03) on top of the tokens"
+PB2=$(write_profile gwbuiltin2 '{"extends": "default", "on_breach": "kill", "prices": {"*": {"input": 1e-6,
+        "output": 2e-6}}, "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PB2" --cap cost_usd=1 -- python3 client.py openai-responses "" builtin-tools
+is "$JAIL_RC" 123 "the provider's tools at a fee nobody priced, under a cost cap: a breach" || jail_diag
+like "$(events_of llm.response | jq -r .breach_reason)" 'file_search tool.*builtin-tools.*add "file_search"' \
+        "llm.response names the tool and the key to add"
 
 # --- model tool calls count as tool calls
 run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic "" tool-call; python3 client.py openai-chat "" tool-call'

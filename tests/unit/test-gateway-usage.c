@@ -255,6 +255,84 @@ Test(gateway_usage, anthropic_web_searches_of_a_cut_stream_are_counted)
         free(in);
 }
 
+/* The provider's other tools billed per use: Anthropic's web fetches (the final usage's
+ * web_fetch_requests; a stream cut before it, the web_fetch blocks started), the Responses
+ * API's file searches and images (an item each) and code interpreter containers (each
+ * container_id once, an item without one another). None is the agent's tool call. */
+Test(gateway_usage, provider_tool_uses_counted)
+{
+        static const char body[] =
+                "{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\","
+                "\"content\":[{\"type\":\"server_tool_use\",\"id\":\"srvtoolu_1\",\"name\":\"web_fetch\","
+                "\"input\":{\"url\":\"https://example.com\"}},{\"type\":\"text\",\"text\":\"x\"}],"
+                "\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":10,\"output_tokens\":2,"
+                "\"server_tool_use\":{\"web_search_requests\":0,\"web_fetch_requests\":2}}}";
+        Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, "application/json", NULL };
+        AjLlmCall *c = parse_all_ways(&s, body, strlen(body));
+        cr_expect_eq(U(c)->tool_uses[AJ_TOOL_FEE_WEB_FETCH], 2, "the final usage's count");
+        cr_expect_eq(U(c)->web_search_requests, 0);
+        cr_expect_eq(U(c)->tool_calls_total, 0);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_WEB_FETCH], 2);
+        json_t *ev = aj_llm_call_to_json(c);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "web_fetch_requests")), 2);
+        cr_expect_null(json_object_get(ev, "file_search_calls"));
+        json_decref(ev);
+        aj_llm_call_free(c);
+        static const char cut[] =
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\","
+                "\"usage\":{\"input_tokens\":10,\"output_tokens\":1,\"server_tool_use\":{\"web_fetch_requests\":0}}}}\n\n"
+                "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+                "{\"type\":\"server_tool_use\",\"id\":\"srvtoolu_1\",\"name\":\"web_fetch\",\"input\":{}}}\n\n";
+        Setup st = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
+        c = parse_all_ways(&st, cut, strlen(cut));
+        cr_expect_eq(U(c)->tool_uses[AJ_TOOL_FEE_WEB_FETCH], 1, "the fetch started, billed though the stream was cut");
+        aj_llm_call_free(c);
+
+        static const char resp[] =
+                "{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"gpt-x\",\"output\":["
+                "{\"type\":\"file_search_call\",\"id\":\"fs_1\",\"status\":\"completed\",\"queries\":[\"a\"]},"
+                "{\"type\":\"file_search_call\",\"id\":\"fs_2\",\"status\":\"completed\",\"queries\":[\"b\"]},"
+                "{\"type\":\"code_interpreter_call\",\"id\":\"ci_1\",\"status\":\"completed\",\"container_id\":\"cntr_a\"},"
+                "{\"type\":\"code_interpreter_call\",\"id\":\"ci_2\",\"status\":\"completed\",\"container_id\":\"cntr_a\"},"
+                "{\"type\":\"code_interpreter_call\",\"id\":\"ci_3\",\"status\":\"completed\",\"container_id\":\"cntr_b\"},"
+                "{\"type\":\"image_generation_call\",\"id\":\"ig_1\",\"status\":\"completed\"},"
+                "{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"x\"}]}],"
+                "\"usage\":{\"input_tokens\":20,\"output_tokens\":3}}";
+        Setup sr = { AJ_LLM_API_OPENAI_RESPONSES, 200, "application/json", NULL };
+        c = parse_all_ways(&sr, resp, strlen(resp));
+        cr_expect_eq(U(c)->tool_uses[AJ_TOOL_FEE_FILE_SEARCH], 2);
+        cr_expect_eq(U(c)->tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER], 2, "two containers, three calls");
+        cr_expect_eq(U(c)->tool_uses[AJ_TOOL_FEE_IMAGE_GENERATION], 1);
+        cr_expect_eq(U(c)->tool_calls_total, 0);
+        ev = aj_llm_call_to_json(c);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "code_interpreter_containers")), 2);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "file_search_calls")), 2);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "image_generation_calls")), 1);
+        json_decref(ev);
+        aj_llm_call_free(c);
+        /* Streamed: as the items are added, then the final response's list, not counted twice. */
+        char sse[8192];
+        snprintf(sse, sizeof(sse),
+                 "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":2,"
+                 "\"item\":{\"type\":\"code_interpreter_call\",\"id\":\"ci_1\",\"status\":\"in_progress\","
+                 "\"container_id\":\"cntr_a\"}}\n\n"
+                 "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":3,"
+                 "\"item\":{\"type\":\"code_interpreter_call\",\"id\":\"ci_2\",\"status\":\"in_progress\","
+                 "\"container_id\":\"cntr_a\"}}\n\n"
+                 "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,"
+                 "\"item\":{\"type\":\"file_search_call\",\"id\":\"fs_1\",\"status\":\"in_progress\"}}\n\n"
+                 "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":%s}\n\n",
+                 resp);
+        Setup ss = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, NULL };
+        c = parse_all_ways(&ss, sse, strlen(sse));
+        cr_expect_eq(U(c)->tool_uses[AJ_TOOL_FEE_FILE_SEARCH], 2, "the final list names more than were added");
+        cr_expect_eq(U(c)->tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER], 2);
+        cr_expect_eq(U(c)->tool_uses[AJ_TOOL_FEE_IMAGE_GENERATION], 1);
+        aj_llm_call_free(c);
+}
+
 Test(gateway_usage, anthropic_tool_use_stream)
 {
         Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
@@ -806,6 +884,141 @@ Test(gateway_usage, request_choices_and_background)
         }
 }
 
+/* The web searches a request allows, for its reservation: each Anthropic web search tool's
+ * max_uses (summed over the tools, any version of the type, its case too), a tool without a
+ * bound (no max_uses, null, 0, negative; the Responses API's tools have none) unbounded
+ * unless the Responses API's max_tool_calls bounds every built-in tool's calls, a Chat
+ * search (web_search_options, a search model) one; a bound the provider might read as a
+ * number but that is not a whole one is refused, naming it. */
+Test(gateway_usage, request_web_searches_allowed)
+{
+#define WS(extra) "{\"model\":\"m\",\"tools\":[{\"name\":\"get_weather\",\"input_schema\":{}}" extra "]}"
+        static const struct {
+                AjLlmApi api;
+                const char *body;
+                int r;
+                uint64_t max;
+                bool unbounded, chat;
+        } cases[] = {
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, WS(""), 0, 0, false, false },
+                /* Claude Code's WebSearch: max_uses 8. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":8}"), 0, 8, false,
+                  false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  WS(",{\"type\":\"web_search_20260209\",\"name\":\"web_search\",\"max_uses\":3},"
+                     "{\"type\":\"WEB_SEARCH_20250305\",\"name\":\"web_search\",\"max_uses\":4.0}"),
+                  0, 7, false, false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}"), 0,
+                  0, true, false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":null}"), 0, 0, true,
+                  false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":-1}"), 0, 0, true,
+                  false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":0}"), 0, 0, true, false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":1e15}"), 0,
+                  1000000000000000ULL, false, false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":\"8\"}"), -EINVAL },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":2.5}"), -EINVAL },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":true}"), -EINVAL },
+                /* Not a search tool: its max_uses is not the gateway's business. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  WS(",{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\",\"max_uses\":\"x\"}"), 0, 0, false,
+                  false },
+                { AJ_LLM_API_OPENAI_RESPONSES, WS(",{\"type\":\"web_search\"}"), 0, 0, true, false },
+                { AJ_LLM_API_OPENAI_RESPONSES, WS(",{\"type\":\"web_search_preview_2025_03_11\"}"), 0, 0, true, false },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"max_tool_calls\":3,\"tools\":[{\"type\":\"web_search\"}]}", 0, 3, false, false },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"max_tool_calls\":0,\"tools\":[{\"type\":\"web_search\"}]}", 0, 0, true, false },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_tool_calls\":\"3\",\"tools\":[]}", -EINVAL },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o\"}", 0, 0, false, false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o\",\"web_search_options\":{}}", 0, 1, false, true },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o\",\"web_search_options\":null}", 0, 0, false, false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o-search-preview\"}", 0, 1, false, true },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o-mini-search-preview-2025-03-11\"}", 0, 1, false, true },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"GPT-5-SEARCH-API\"}", 0, 1, false, true },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"o3-deep-research\"}", 0, 0, false, false },
+                /* Responses has no search model of that kind: its searches are items. */
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"gpt-4o-search-preview\"}", 0, 0, false, false },
+        };
+#undef WS
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), cases[i].r, "%s: %s",
+                             cases[i].body, U(c)->parse_error ?: "");
+                if (cases[i].r == 0) {
+                        cr_expect_eq(U(c)->max_searches, cases[i].max, "%s: %llu", cases[i].body,
+                                     (unsigned long long)U(c)->max_searches);
+                        cr_expect_eq(U(c)->search_unbounded, cases[i].unbounded, "%s", cases[i].body);
+                        cr_expect_eq(U(c)->chat_search, cases[i].chat, "%s", cases[i].body);
+                } else
+                        cr_expect(U(c)->parse_error && strstr(U(c)->parse_error, "must be a whole number") &&
+                                          (strstr(U(c)->parse_error, "max_uses") ||
+                                           strstr(U(c)->parse_error, "max_tool_calls")),
+                                  "%s: %s", cases[i].body, U(c)->parse_error ? U(c)->parse_error : "(none)");
+                aj_llm_call_free(c);
+        }
+        /* A tool repeating max_uses: the provider might read the other one. */
+        const char *dup = "{\"model\":\"m\",\"tools\":[{\"type\":\"web_search_20250305\",\"name\":\"web_search\","
+                          "\"max_uses\":1,\"max_uses\":100}]}";
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_ANTHROPIC_MESSAGES, &c), 0);
+        cr_expect_eq(aj_llm_call_request(c, dup, strlen(dup)), -EINVAL);
+        cr_expect(U(c)->parse_error && strstr(U(c)->parse_error, "duplicate"), "%s",
+                  U(c)->parse_error ? U(c)->parse_error : "(none)");
+        aj_llm_call_free(c);
+}
+
+/* A Chat Completions search reports no search count: an answer is one search, whole or
+ * streamed, cut or not; an error status none (not billed). */
+Test(gateway_usage, chat_search_answered_is_one_search)
+{
+        static const char body[] =
+                "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"gpt-4o-search-preview\","
+                "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"x\"},"
+                "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":3}}";
+        Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, "application/json", "{\"model\":\"gpt-4o-search-preview\"}" };
+        AjLlmCall *c = parse_all_ways(&s, body, strlen(body));
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(U(c)->web_search_requests, 1);
+        cr_expect_eq(ch.web_searches, 1);
+        json_t *ev = aj_llm_call_to_json(c);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "web_search_requests")), 1);
+        json_decref(ev);
+        aj_llm_call_free(c);
+        /* Streamed with web_search_options, and cut before any chunk: searched all the same. */
+        static const char cut[] = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",";
+        Setup st = { AJ_LLM_API_OPENAI_CHAT, 200, SSE,
+                     "{\"model\":\"gpt-4o\",\"stream\":true,\"web_search_options\":{}}" };
+        c = feed(&st, cut, strlen(cut), strlen(cut), false);
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.web_searches, 1);
+        aj_llm_call_free(c);
+        /* An error is not billed. */
+        Setup se = { AJ_LLM_API_OPENAI_CHAT, 400, "application/json", "{\"model\":\"gpt-4o-search-preview\"}" };
+        static const char err[] = "{\"error\":{\"message\":\"no\",\"type\":\"invalid_request_error\"}}";
+        c = feed(&se, err, strlen(err), strlen(err), false);
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.web_searches, 0);
+        cr_expect_eq(U(c)->web_search_requests, 0);
+        aj_llm_call_free(c);
+        /* Another model without web_search_options: no search. */
+        Setup sn = { AJ_LLM_API_OPENAI_CHAT, 200, "application/json", "{\"model\":\"gpt-4o\"}" };
+        c = parse_all_ways(&sn, body, strlen(body));
+        cr_expect_eq(U(c)->web_search_requests, 0);
+        aj_llm_call_free(c);
+}
+
 /* "stream" is read as a JSON boolean: anything else a lenient provider might take as true is
  * refused, naming it, for every API (the gateway adds the usage events of a stream it knows of). */
 Test(gateway_usage, request_stream_must_be_boolean)
@@ -858,6 +1071,20 @@ Test(gateway_usage, request_member_in_other_letter_case_is_refused)
                   "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true,\"Include_Usage\":false}}",
                   "Include_Usage" },
                 { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"Background\":true}", "Background" },
+                /* The web search tools' bounds (docs/gateway.md): the tools, their type and
+                 * max_uses, the Responses API's max_tool_calls, Chat's web_search_options. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"web_search_20250305\",\"name\":\"web_search\","
+                  "\"max_uses\":1,\"Max_Uses\":100}]}",
+                  "Max_Uses" },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"name\":\"x\"},{\"TYPE\":\"web_search_20250305\",\"name\":\"web_search\"}]}",
+                  "TYPE" },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"Tools\":[{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}]}", "Tools" },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_tool_calls\":1,\"MAX_TOOL_CALLS\":50}",
+                  "MAX_TOOL_CALLS" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"Web_Search_Options\":{}}", "Web_Search_Options" },
                 { AJ_LLM_API_ANTHROPIC_MESSAGES,
                   "{\"model\":\"m\",\"max_to\xe2\x84\xaa"
                   "ens\":9}",

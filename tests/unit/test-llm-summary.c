@@ -124,6 +124,17 @@ Test(llm_summary, web_searches_summed_and_shown)
         _cleanup_free_ char *line = NULL;
         cr_assert_eq(aj_llm_response_format(a, &line), 0);
         cr_expect(strstr(line, " in=100 out=10 web_searches=3 $0.030500"), "%s", line);
+        /* The provider's other tools billed per use: summed and shown the same way. */
+        json_object_set_new(b, "code_interpreter_containers", json_integer(1));
+        aj_llm_summary_add(s, b);
+        cr_expect_eq(s->measured.rows[1].tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER], 1);
+        json_auto_t *j2 = aj_llm_summary_json(s);
+        rows = json_object_get(json_object_get(j2, "measured"), "models");
+        cr_expect_eq(json_integer_value(json_object_get(json_array_get(rows, 1), "code_interpreter_containers")), 1);
+        cr_expect_null(json_object_get(json_array_get(rows, 0), "code_interpreter_containers"));
+        _cleanup_free_ char *line2 = NULL;
+        cr_assert_eq(aj_llm_response_format(b, &line2), 0);
+        cr_expect(strstr(line2, " code_interpreter_containers=1 $"), "%s", line2);
         free(s);
 }
 

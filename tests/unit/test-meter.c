@@ -264,6 +264,95 @@ Test(meter, web_searches_priced_per_search)
         aj_meter_free(m);
 }
 
+/* The searches a request allows are reserved at their fee before it is forwarded: a call
+ * cannot take the run past cost_usd by its searches; unpriced ones under a cost cap refuse
+ * the call before it runs; what the response did not use is settled back. */
+Test(meter, web_searches_reserved_then_settled_to_what_ran)
+{
+        /* $0.10: tokens 100 x 3e-6 + 10 x 1.5e-5 = $0.00045, and 8 searches at $0.01 fit; 10 do not. */
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 100000000000ULL);
+        cr_assert_eq(aj_meter_set_price(m, "claude-x", 3e-6, 1.5e-5, -1), 0);
+        cr_assert_eq(aj_meter_set_price_web_search(m, "claude-x", 0.01), 0);
+        AjMeterReservation res = {};
+        AjMeterDecision d;
+        AjMeterUsage worst = { .model = "claude-x", .input = 100, .output = 10, .web_searches = 8 };
+        cr_assert_eq(aj_meter_reserve_usage(m, &worst, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        uint64_t tokens = 100 * 3000000ULL + 10 * 15000000ULL;
+        cr_expect_eq(res.amount[AJ_CAP_COST_USD], tokens + 8 * 10000000000ULL);
+        /* One search ran: the other seven are settled back. */
+        AjMeterUsage ran = worst;
+        ran.web_searches = 1;
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &ran, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0), tokens + 10000000000ULL);
+        /* Ten allowed do not fit what is left ($0.0895): refused before it runs, nothing reserved. */
+        worst.web_searches = 10;
+        cr_assert_eq(aj_meter_reserve_usage(m, &worst, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_COST_USD);
+        cr_expect_not(res.active);
+        /* Searches of a model no fee covers, under the cost cap: refused before the call, naming
+         * what to add; the same request without a search tool goes. */
+        cr_assert_eq(aj_meter_set_price(m, "gpt-x", 1e-6, 1e-6, -1), 0);
+        AjMeterUsage chat = { .model = "gpt-x", .input = 10, .output = 10, .web_searches = 1 };
+        cr_assert_eq(aj_meter_reserve_usage(m, &chat, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect(d.price_missing);
+        cr_expect(strstr(d.reason, "1 web search(es) for model \"gpt-x\"") && strstr(d.reason, "\"web_search\""), "%s",
+                  d.reason);
+        cr_expect_not(res.active);
+        chat.web_searches = 0;
+        cr_assert_eq(aj_meter_reserve_usage(m, &chat, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        aj_meter_settle(m, &res, false);
+        aj_meter_free(m);
+}
+
+/* The provider's other tools billed per use: at the model's fee, the table's, then "*"'s;
+ * none under a cost cap is a breach naming the key to add, the rest still charged. */
+Test(meter, provider_tool_uses_priced_per_use)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 1000000000000ULL);
+        cr_assert_eq(aj_meter_set_price(m, "gpt-x", 1e-6, 1e-6, -1), 0);
+        cr_assert_eq(aj_meter_set_price_tool_fee(m, "gpt-x", AJ_TOOL_FEE_CODE_INTERPRETER, 0.03), 0);
+        cr_expect_eq(aj_meter_set_price_tool_fee(m, "nope", AJ_TOOL_FEE_CODE_INTERPRETER, 0.03), -ENOENT);
+        cr_expect_eq(aj_meter_set_price_tool_fee(m, "gpt-x", AJ_TOOL_FEES, 0.03), -EINVAL);
+        cr_expect_eq(aj_meter_set_price_tool_fee(m, "gpt-x", AJ_TOOL_FEE_FILE_SEARCH, 2), -EINVAL);
+        AjMeterReservation res = {};
+        AjMeterDecision d;
+        AjMeterUsage u = { .model = "gpt-x", .input = 10, .output = 10 };
+        u.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER] = 2;
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(d.cost_pusd, 20 * 1000000ULL + 2 * 30000000000ULL);
+        /* A file search nobody priced: a breach naming "file_search", the rest charged. */
+        uint64_t before = aj_meter_used(m, AJ_CAP_COST_USD, 0);
+        u.tool_uses[AJ_TOOL_FEE_FILE_SEARCH] = 3;
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect(d.price_missing);
+        cr_expect(strstr(d.reason, "3 use(s) of the provider's file_search tool for model \"gpt-x\"") &&
+                          strstr(d.reason, "add \"file_search\""),
+                  "%s", d.reason);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0) - before, 20 * 1000000ULL + 2 * 30000000000ULL);
+        /* A "*" entry's fee covers it. */
+        cr_assert_eq(aj_meter_set_price(m, "*", 1e-6, 1e-6, -1), 0);
+        cr_assert_eq(aj_meter_set_price_tool_fee(m, "*", AJ_TOOL_FEE_FILE_SEARCH, 0.0025), 0);
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(d.cost_pusd, 20 * 1000000ULL + 2 * 30000000000ULL + 3 * 2500000000ULL);
+        aj_meter_free(m);
+        /* Without a cost cap an unpriced use is no breach. */
+        m = meter_with(AJ_CAP_TOKENS, 1000);
+        cr_assert_eq(aj_meter_set_price(m, "gpt-x", 1e-6, 1e-6, -1), 0);
+        u = (AjMeterUsage){ .model = "gpt-x", .input = 10, .output = 10 };
+        u.tool_uses[AJ_TOOL_FEE_WEB_FETCH] = 1;
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        aj_meter_free(m);
+}
+
 Test(meter, tool_calls_cap)
 {
         AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 3);

@@ -130,6 +130,31 @@ Test(prices, cost_counts_cache_reads_and_writes_apart)
         p.web_search = 10000000000ULL;
         t = (AjTokens){ .input = 10, .output = 1, .web_searches = 4 };
         cr_expect_eq(aj_price_cost(&p, &t), 10 * 3000000ULL + 15000000ULL + 4 * 10000000000ULL);
+        /* The other tools' uses at their fees. */
+        p.tool_fee[AJ_TOOL_FEE_CODE_INTERPRETER] = 30000000000ULL;
+        t.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER] = 2;
+        cr_expect_eq(aj_price_cost(&p, &t), 10 * 3000000ULL + 15000000ULL + 4 * 10000000000ULL + 2 * 30000000000ULL);
+}
+
+/* The other tools' fees: USD per 1,000 uses in a table; none given: not priced. */
+Test(prices, tool_fees_parsed_per_1000_uses)
+{
+        const char *text = "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, "
+                           "\"file_search\": 2.5, \"code_interpreter\": 30}}}";
+        AjPriceTable *t = NULL;
+        AjError err = {};
+        cr_assert_eq(aj_price_table_parse(text, strlen(text), "test", &t, &err), 0, "%s", aj_error_text(&err, 0));
+        const AjPrice *p = aj_price_table_find(t, "m");
+        cr_assert_not_null(p);
+        cr_expect(p->tool_fee_priced[AJ_TOOL_FEE_FILE_SEARCH]);
+        cr_expect_eq(p->tool_fee[AJ_TOOL_FEE_FILE_SEARCH], 2500000000ULL, "$0.0025 a call");
+        cr_expect_eq(p->tool_fee[AJ_TOOL_FEE_CODE_INTERPRETER], 30000000000ULL, "$0.03 a container");
+        cr_expect_not(p->tool_fee_priced[AJ_TOOL_FEE_WEB_FETCH]);
+        cr_expect_not(p->tool_fee_priced[AJ_TOOL_FEE_IMAGE_GENERATION]);
+        cr_expect_str_eq(aj_tool_fee_name(AJ_TOOL_FEE_IMAGE_GENERATION), "image_generation");
+        cr_expect_eq(aj_tool_fee_from_name("web_fetch"), AJ_TOOL_FEE_WEB_FETCH);
+        cr_expect_eq(aj_tool_fee_from_name("web_search"), -1, "web search has fields of its own");
+        aj_price_table_free(t);
 }
 
 Test(prices, invalid_tables_are_refused_with_the_entry_named)
@@ -149,6 +174,8 @@ Test(prices, invalid_tables_are_refused_with_the_entry_named)
                   "models.m: unknown key \"cached\"" },
                 { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, \"web_search\": -1}}}",
                   "models.m.web_search: expected USD per 1,000 searches, 0 to 10000" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, \"file_search\": \"2.5\"}}}",
+                  "models.m.file_search: expected USD per 1,000 uses, 0 to 10000" },
                 { "{\"date\": \"2026-12-04\", \"models\": {\"a b\": {\"input\": 1, \"output\": 2}}}",
                   "models: \"a b\": invalid model name" },
                 { "{\"date\": \"2026-12-04\", \"models\": {\"m\": 3}}", "models.m: expected an object of prices" },

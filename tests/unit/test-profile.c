@@ -1003,6 +1003,8 @@ Test(profile, broker_keys_parsed)
         cr_expect_float_eq(p->prices[0].input, 2.5e-6, 1e-18);
         cr_expect_float_eq(p->prices[0].cached_input, 1.25e-6, 1e-18);
         cr_expect_float_eq(p->prices[0].web_search, 0.01, 1e-12);
+        cr_expect_float_eq(p->prices[0].tool_fee[AJ_TOOL_FEE_CODE_INTERPRETER], 0.03, 1e-12);
+        cr_expect_lt(p->prices[0].tool_fee[AJ_TOOL_FEE_FILE_SEARCH], 0, "not given");
         cr_expect_str_eq(p->prices[1].model, "*");
         cr_expect_lt(p->prices[1].cached_input, 0, "no cached_input: priced as input");
         cr_expect_lt(p->prices[1].web_search, 0, "no web_search: none given");
@@ -1057,6 +1059,8 @@ Test(profile, broker_keys_round_trip_and_change_the_digest)
         cr_expect_str_eq(q->digest, p->digest);
         cr_expect_float_eq(q->prices[0].output, 1.0e-5, 1e-18);
         cr_expect_float_eq(q->prices[0].web_search, 0.01, 1e-12);
+        cr_expect_float_eq(q->prices[0].tool_fee[AJ_TOOL_FEE_CODE_INTERPRETER], 0.03, 1e-12);
+        cr_expect_lt(q->prices[0].tool_fee[AJ_TOOL_FEE_WEB_FETCH], 0);
         cr_expect_lt(q->prices[1].web_search, 0);
         cr_expect_eq(q->alert_timeout_ns, p->alert_timeout_ns);
         char *before = strdup(p->digest);
@@ -1091,6 +1095,9 @@ Test(profile, broker_key_errors)
         expect_error("bad-price-search.json",
                      "@/bad-price-search.json:2:61: prices.m.web_search: expected US dollars per search from 0 to 1 "
                      "(such as 0.01), got \"10\"");
+        expect_error("bad-price-tool.json",
+                     "@/bad-price-tool.json:2:62: prices.m.file_search: expected US dollars per use from 0 to 1 "
+                     "(such as 0.03), got 2.5");
         expect_error("bad-on-breach.json",
                      "@/bad-on-breach.json:2:16: on_breach: expected \"freeze\" or \"kill\", got \"panic\"");
         expect_error("bad-alert.json",
