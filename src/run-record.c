@@ -151,6 +151,10 @@ int aj_run_verify_chain(const AjRunRecord *rec, const char *path, AjChainCheck *
                          (unsigned long long)a->count + 1, (unsigned long long)a->count, a->end,
                          (unsigned long long)(ret->count - a->count));
         }
+        /* A torn line past the end: what the supervisor was writing when it was killed after
+         * its final run.json, or bytes added; after the anchor either way. */
+        if (!ret->ok && anchored && ret->torn_tail && ret->count >= a->count)
+                ret->after_anchor = true;
         *ret_verdict = !ret->ok ? AJ_CHAIN_BROKEN : ret->anchored ? AJ_CHAIN_INTACT : AJ_CHAIN_NO_ANCHOR;
         return 0;
 }
