@@ -202,6 +202,41 @@ else
 fi
 BG_PIDS=()
 
+# --- a run is live until its watchdog has closed it: the operator's verbs go by the run's
+# live.lock, which the watchdog keeps after the supervisor's SIGKILL. By supervisor_pid the
+# run was "lost" (and prune removed its directory) while the watchdog was still to write
+# supervisor.lost into it. The watchdog is held in a frozen v1 freezer cgroup (SIGSTOP
+# would not hold it: its orphaned process group gets SIGCONT when the supervisor dies).
+FRZ=/sys/fs/cgroup/freezer
+if [[ -w $FRZ/cgroup.procs ]]; then
+        start_jail_bg -- ./probe sleep 60
+        if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
+                id=${rdir##*/}
+                fz=$FRZ/aj-test-$$
+                mkdir "$fz" && echo "$wd" >"$fz/cgroup.procs" && echo FROZEN >"$fz/freezer.state"
+                kill -KILL "$BG_PID"
+                wait "$BG_PID" 2>/dev/null
+                aj ps --all --json
+                is "$(jq -r --arg id "$id" '.runs[] | select(.id == $id) | .state' <<<"$OUT")" running \
+                        "the supervisor SIGKILLed, its watchdog not done yet: the run is still live"
+                aj prune --keep 0 --json
+                is "$(jq -r --arg id "$id" '.skipped[] | select(.id == $id) | .reason' <<<"$OUT")" live \
+                        "prune keeps it while its watchdog has yet to close its chain"
+                echo THAWED >"$fz/freezer.state"
+                echo "$wd" >"$FRZ/cgroup.procs" 2>/dev/null
+                rmdir "$fz"
+                check_lost_chain "$rdir"
+                aj ps --all --json
+                is "$(jq -r --arg id "$id" '.runs[] | select(.id == $id) | .state' <<<"$OUT")" lost \
+                        "the watchdog done: the run is lost"
+        else
+                fail "the jail for the watchdog-window test started" "$(cat "$TEST_TMP/bg.err")"
+        fi
+        BG_PIDS=()
+else
+        skip "a run is live until its watchdog has closed it" "no v1 freezer hierarchy to hold the watchdog in"
+fi
+
 # --- the watchdog is watched: SIGKILLed, the supervisor starts another (and records it),
 # so a supervisor SIGKILLed next is still cleaned up after
 start_jail_bg -- /bin/sh -c './probe sleep 60 & ./probe sleep 60; wait'
