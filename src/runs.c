@@ -264,8 +264,9 @@ bool aj_run_supervisor_alive(const AjRun *run)
         if (r >= 0)
                 return r > 0;
         /* No live.lock: a run of an older agentjail, by its pid and comm; or one whose
-         * directory is being made (no run.json yet either: its state is unknown anyway). */
-        if (r == -ENOENT)
+         * directory is being made (no run.json yet either: its state is unknown anyway).
+         * Not ours to open (root's run, read by a member of its group): the same. */
+        if (r == -ENOENT || r == -EACCES)
                 return run->rec && aj_supervisor_alive(run->rec->supervisor_pid);
         return true; /* cannot tell: as live, so that nothing acts on the run as over */
 }

@@ -68,9 +68,10 @@ void aj_run_probe(AjRun *run, int timeout_ms);
 bool aj_supervisor_alive(pid_t pid);
 /* Is the run alive: does its supervisor or its watchdog still hold the run directory's
  * live.lock (run-record.h)? True too when that cannot be told (nothing may act on the run
- * as over); for a run without live.lock, run.json's supervisor_pid (aj_supervisor_alive;
- * false without run.json). Never the control socket: a dead run's socket path may be
- * served by anyone who can make the runtime dir. */
+ * as over); for a run without live.lock, or one whose live.lock is not ours to open
+ * (another user's run, whose owner alone may remove it anyway), run.json's supervisor_pid
+ * (aj_supervisor_alive; false without run.json). Never the control socket: a dead run's
+ * socket path may be served by anyone who can make the runtime dir. */
 bool aj_run_supervisor_alive(const AjRun *run);
 
 /*
