@@ -85,18 +85,30 @@ int aj_events_read_tail(const char *path, size_t n, json_t **ret_array)
         return 0;
 }
 
-/* The last line of the file (without its '\n'); *ret NULL when the file is empty. Lines
- * are at most EVENTS_TAIL_BYTES long. */
-static int read_last_line(int fd, char **ret, size_t *ret_len)
+/* How the file ends, for an append: its last whole line, and what a killed writer left
+ * after it. */
+typedef struct {
+        char *last; /* the last whole line, without its newline; NULL: none */
+        size_t last_len;
+        bool unterminated; /* the file does not end with a newline */
+        size_t torn;       /* ...and its last `torn` bytes are not a whole line (0: they are) */
+        char torn_hash[AJ_SHA256_HEX_SIZE];
+} FileEnd;
+
+static void file_end_done(FileEnd *e) { free(e->last); }
+
+/* Reads up to two lines' worth from the end: a whole line and a torn one after it are each at
+ * most EVENTS_TAIL_BYTES long. */
+static int read_file_end(int fd, FileEnd *ret)
 {
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return -errno;
-        *ret = NULL;
-        *ret_len = 0;
+        *ret = (FileEnd){ 0 };
         if (st.st_size == 0)
                 return 0;
-        off_t start = st.st_size > EVENTS_TAIL_BYTES ? st.st_size - EVENTS_TAIL_BYTES : 0;
+        off_t window = 2 * EVENTS_TAIL_BYTES;
+        off_t start = st.st_size > window ? st.st_size - window : 0;
         size_t want = (size_t)(st.st_size - start), have = 0;
         _cleanup_free_ char *buf = malloc(want + 1);
         if (!buf)
@@ -109,42 +121,60 @@ static int read_last_line(int fd, char **ret, size_t *ret_len)
                         return k < 0 ? -errno : -EIO;
                 have += (size_t)k;
         }
+        /* [begin, end): the last whole line, once found. */
         size_t end = have;
-        if (end > 0 && buf[end - 1] == '\n')
+        if (buf[end - 1] == '\n') {
                 end--;
+        } else {
+                ret->unterminated = true;
+                const char *nl = memrchr(buf, '\n', end);
+                size_t tail = nl ? (size_t)(nl - buf) + 1 : 0;
+                if (!nl && start > 0)
+                        return -E2BIG;
+                /* A prefix of a line (a JSON object) is never a JSON object itself: only the
+                 * whole line is, its newline all that is missing. */
+                json_t *v = json_loadb(buf + tail, end - tail, 0, NULL);
+                bool whole = json_is_object(v);
+                json_decref(v);
+                if (!whole) {
+                        ret->torn = end - tail;
+                        aj_events_line_hash(buf + tail, ret->torn, ret->torn_hash);
+                        if (!nl)
+                                return 0; /* the first line torn: no whole line before it */
+                        end = tail - 1;
+                }
+        }
         size_t begin = end;
         while (begin > 0 && buf[begin - 1] != '\n')
                 begin--;
         if (begin == 0 && start > 0)
                 return -E2BIG;
-        char *line = strndup(buf + begin, end - begin);
-        if (!line)
+        ret->last = strndup(buf + begin, end - begin);
+        if (!ret->last)
                 return -ENOMEM;
-        *ret = line;
-        *ret_len = end - begin;
+        ret->last_len = end - begin;
         return 0;
 }
 
 int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end)
 {
         json_auto_t *owned = fields;
-        _cleanup_free_ char *last = NULL;
-        size_t last_len = 0;
+        _cleanup_(file_end_done) FileEnd fe = { 0 };
         {
                 _cleanup_close_ int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
                 if (fd < 0)
                         return -errno;
-                int r = read_last_line(fd, &last, &last_len);
+                int r = read_file_end(fd, &fe);
                 if (r < 0)
                         return r;
         }
         uint64_t seq = 0;
         char prev[AJ_SHA256_HEX_SIZE] = AJ_EVENTS_GENESIS;
-        if (last) {
-                json_auto_t *ev = json_loadb(last, last_len, 0, NULL);
+        if (fe.last) {
+                json_auto_t *ev = json_loadb(fe.last, fe.last_len, 0, NULL);
                 if (json_is_integer(json_object_get(ev, "seq")))
                         seq = (uint64_t)json_integer_value(json_object_get(ev, "seq"));
-                aj_events_line_hash(last, last_len, prev);
+                aj_events_line_hash(fe.last, fe.last_len, prev);
         }
         /* The supervisor's own writer, so the line is formatted and chained the same way. */
         _cleanup_(aj_events_closep) AjEventLog *log = NULL;
@@ -152,7 +182,20 @@ int aj_events_append(const char *path, const char *run_id, const char *type, jso
         if (r < 0)
                 return r;
         aj_events_resume(log, seq, prev);
+        if (fe.unterminated) {
+                r = aj_events_end_partial_line(log);
+                if (r < 0)
+                        return r;
+                if (fe.torn > 0)
+                        (void)aj_events_emit(log, AJ_EVENTS_TORN,
+                                             json_pack("{s:I, s:s}", "bytes", (json_int_t)fe.torn, "sha256",
+                                                       fe.torn_hash)); /* a failure fails the batch */
+        }
         r = aj_events_emit(log, type, json_incref(owned));
+        if (fe.unterminated) {
+                int q = aj_events_batch_end(log);
+                r = r < 0 ? r : q;
+        }
         if (r < 0)
                 return r;
         if (ret_end) {
@@ -175,22 +218,62 @@ int aj_events_verify(const char *path, uint64_t expect_count, const char *expect
         return r;
 }
 
+/* A line that is not an event, waiting for the AJ_EVENTS_TORN after it to name it. */
+typedef struct {
+        bool pending;
+        size_t bytes;
+        char hash[AJ_SHA256_HEX_SIZE];
+} TornLine;
+
+/* Is ev the AJ_EVENTS_TORN record of `torn`? */
+static bool names_torn_line(json_t *ev, const TornLine *torn)
+{
+        json_t *bytes = json_object_get(ev, "bytes");
+        const char *hash = json_string_value(json_object_get(ev, "sha256"));
+        return json_is_integer(bytes) && json_integer_value(bytes) == (json_int_t)torn->bytes && hash &&
+               streq(hash, torn->hash);
+}
+
 static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret)
 {
         _cleanup_free_ char *line = NULL;
         size_t size = 0;
         char prev[AJ_SHA256_HEX_SIZE] = AJ_EVENTS_GENESIS;
+        TornLine torn = { 0 };
         ssize_t n;
         while ((n = getline(&line, &size, f)) > 0) {
                 size_t len = (size_t)n;
+                uint64_t want = ret->count + 1;
                 if (line[len - 1] != '\n') {
-                        snprintf(ret->problem, sizeof(ret->problem), "the last line is incomplete (no newline)");
-                        ret->bad_seq = ret->count + 1;
-                        return 0;
+                        /* The end of the file, torn, and nobody appended after it. */
+                        if (!torn.pending)
+                                ret->torn_tail = len;
+                        break;
                 }
                 len--;
-                uint64_t want = ret->count + 1;
                 json_auto_t *ev = json_loadb(line, len, 0, NULL);
+                const char *type = json_string_value(json_object_get(ev, "type"));
+                bool torn_record = type && streq(type, AJ_EVENTS_TORN);
+                if (!torn.pending && !json_is_object(ev) && len > 0) {
+                        torn = (TornLine){ .pending = true, .bytes = len };
+                        aj_events_line_hash(line, len, torn.hash);
+                        continue;
+                }
+                if (torn.pending && !(torn_record && names_torn_line(ev, &torn))) {
+                        ret->bad_seq = want;
+                        snprintf(ret->problem, sizeof(ret->problem),
+                                 "the line before event %llu is not an event, and event %llu is not the " AJ_EVENTS_TORN
+                                 " record naming it (a torn line is one only right before that record)",
+                                 (unsigned long long)want, (unsigned long long)want);
+                        return 0;
+                }
+                if (!torn.pending && torn_record) {
+                        ret->bad_seq = want;
+                        snprintf(ret->problem, sizeof(ret->problem),
+                                 "event %llu records a torn line right before it, which is not there: it was removed",
+                                 (unsigned long long)want);
+                        return 0;
+                }
                 json_t *seq = json_object_get(ev, "seq");
                 const char *p = json_string_value(json_object_get(ev, "prev"));
                 if (!json_is_integer(seq) || (uint64_t)json_integer_value(seq) != want) {
@@ -215,6 +298,10 @@ static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash
                                  (unsigned long long)want, (unsigned long long)(want - 1));
                         return 0;
                 }
+                if (torn.pending) {
+                        torn.pending = false;
+                        ret->torn_lines++;
+                }
                 aj_events_line_hash(line, len, prev);
                 ret->count = want;
                 if (expect_count && want == expect_count && expect_hash && !streq(prev, expect_hash)) {
@@ -227,11 +314,27 @@ static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash
         }
         if (ferror(f))
                 return -EIO;
+        if (torn.pending) {
+                ret->bad_seq = ret->count + 1;
+                snprintf(ret->problem, sizeof(ret->problem),
+                         "the line after event %llu is not an event, and no " AJ_EVENTS_TORN " record follows it",
+                         (unsigned long long)ret->count);
+                return 0;
+        }
         if (expect_count > ret->count) {
                 ret->bad_seq = ret->count + 1;
                 snprintf(ret->problem, sizeof(ret->problem),
                          "run.json recorded %llu events at the end of the run; the file has %llu: events were removed",
                          (unsigned long long)expect_count, (unsigned long long)ret->count);
+                return 0;
+        }
+        if (ret->torn_tail && expect_count) {
+                /* The recorded end is written after any torn line is ended (aj_events_append). */
+                ret->bad_seq = ret->count + 1;
+                snprintf(ret->problem, sizeof(ret->problem),
+                         "%llu bytes without a newline follow event %llu, the end run.json recorded: a line torn by "
+                         "a killed writer after the chain was closed, or bytes added",
+                         (unsigned long long)ret->torn_tail, (unsigned long long)ret->count);
                 return 0;
         }
         memcpy(ret->last_hash, prev, sizeof(prev));

@@ -423,6 +423,20 @@ int aj_events_batch_end(AjEventLog *log)
 
 void aj_events_hold(AjEventLog *log) { log->held = true; }
 
+int aj_events_end_partial_line(AjEventLog *log)
+{
+        if (log->len > 0 || log->batching || log->held)
+                return -EBUSY;
+        int r = reserve(log, 1);
+        if (r < 0)
+                return r;
+        /* Not an event: the byte that ends the line a killed writer left. The batch begins
+         * before it, so that it goes with the batch's events or not at all. */
+        aj_events_batch_begin(log);
+        log->buf[log->len++] = '\n';
+        return 0;
+}
+
 int aj_events_commit(AjEventLog *log)
 {
         log->held = false;

@@ -68,6 +68,10 @@ int aj_events_batch_end(AjEventLog *log);
  * before any of their replies leaves. */
 void aj_events_hold(AjEventLog *log);
 int aj_events_commit(AjEventLog *log);
+/* The file ends without a newline (a writer killed in the middle of its line): begins a
+ * batch whose first byte is one, ending that line; aj_events_batch_end() writes it with the
+ * events emitted meanwhile, or none of it. -EBUSY with anything held or batched. */
+int aj_events_end_partial_line(AjEventLog *log);
 /* Bytes formatted and not yet written (held, or in a batch). */
 size_t aj_events_held_bytes(const AjEventLog *log);
 void aj_events_close(AjEventLog *log);
@@ -97,24 +101,42 @@ typedef struct {
         char last_hash[65];
 } AjChainEnd;
 /* Append an event to a chain nobody else is writing (a dead run's), continuing its seq.
- * ret_end (may be NULL) gets the chain's new end, for run.json's anchor. */
+ * ret_end (may be NULL) gets the chain's new end, for run.json's anchor.
+ *
+ * A writer killed in the middle of a line (SIGKILL during a write(2) of a group commit,
+ * a crash) leaves the file ending without a newline. If what follows the last newline is a
+ * whole JSON object, only its newline was missing: it is ended and the chain goes on from
+ * it. Otherwise those bytes are a torn line: it is ended, kept as it is (evidence), and
+ * AJ_EVENTS_TORN {"bytes": its length, "sha256": its hash} is recorded right after it,
+ * chained to the last whole line, before the event; the newline and both events are one
+ * write(2). aj_events_verify() accepts a line that is not an event only right before that
+ * record, and only the bytes it names. */
+#define AJ_EVENTS_TORN "events.torn"
 int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end);
 
 /* Checks the chain of events.jsonl: consecutive seq from 1, each "prev" the sha256 of the
  * line before, and (when expect_count > 0, from run.json) that event expect_count exists
- * and hashes to expect_hash. A broken chain is not an error: ok is false and bad_seq and
- * problem say where and what. < 0 only when the file cannot be read. */
+ * and hashes to expect_hash. A line that is not an event is a torn one (see
+ * aj_events_append) only when the next event is AJ_EVENTS_TORN naming its length and hash;
+ * an AJ_EVENTS_TORN without that line before it is a line removed. A broken chain is not
+ * an error: ok is false and bad_seq and problem say where and what. < 0 only when the file
+ * cannot be read. */
 typedef enum {
         AJ_CHAIN_INTACT,    /* consistent, and it reaches run.json's anchor */
         AJ_CHAIN_BROKEN,    /* an event was changed, removed, added or reordered */
         AJ_CHAIN_NO_ANCHOR, /* consistent, but nothing shows whether its end was cut off */
 } AjChainVerdict;
 typedef struct {
-        bool ok;           /* no inconsistency found */
-        bool anchored;     /* the end was checked against an anchor */
-        bool after_anchor; /* not ok because events follow the anchored end (aj_run_verify_chain) */
-        uint64_t count;    /* events checked */
-        uint64_t bad_seq;  /* the first event that does not fit (0 when ok) */
+        bool ok;             /* no inconsistency found */
+        bool anchored;       /* the end was checked against an anchor */
+        bool after_anchor;   /* not ok because events follow the anchored end (aj_run_verify_chain) */
+        uint64_t count;      /* events checked */
+        uint64_t bad_seq;    /* the first event that does not fit (0 when ok) */
+        uint64_t torn_lines; /* lines torn by a killed writer, each named by the AJ_EVENTS_TORN after it */
+        /* The file ends in this many bytes without a newline: a line torn by a killed writer
+         * and nothing appended since (nobody closed the chain after it). Past an anchor
+         * (expect_count) it is not ok: bytes follow the recorded end. */
+        uint64_t torn_tail;
         char problem[200];
         char last_hash[65];
 } AjChainCheck;

@@ -318,6 +318,10 @@ int aj_run_prepare(Run *run)
         r = aj_run_dir_create(&run->paths, run->id, &run->run_dir);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the run directory under '%s/runs'", run->paths.state_root);
+        /* First in it: without it the operator's verbs could not tell the run is live. */
+        r = aj_run_live_hold(run->run_dir, &run->live_fd);
+        if (r < 0)
+                return aj_log_errno(r, "Failed to lock '%s/%s'", run->run_dir, AJ_RUN_FILE_LIVE);
         char path[4096];
         r = aj_run_file_path(run->run_dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
         if (r < 0)

@@ -86,7 +86,7 @@ static int start_watchdog(Run *run)
         AjSupWatchdogConfig cfg = { .id = run->id,
                                     .run_dir = run->run_dir,
                                     .runtime_dir = run->runtime_dir,
-                                    .hold_fds = { run->host_ids.fd[0], run->host_ids.fd[1] },
+                                    .hold_fds = { run->host_ids.fd[0], run->host_ids.fd[1], run->live_fd },
                                     .prework = aj_run_places_prework,
                                     .prework_arg = run };
         cfg.term_fd = aj_sup_terminal_saved(&run->term, &cfg.term_saved);
@@ -584,6 +584,7 @@ static void run_free(Run *run)
         aj_paths_done(&run->paths);
         /* Last: every undo has run, nothing of the jail runs as these ids any more. */
         aj_host_id_lease_release(&run->host_ids);
+        aj_run_live_release(run->live_fd);
         aj_strv_free(run->envp);
         json_decref(run->degraded);
         json_decref(run->resolved_profile);
@@ -612,6 +613,7 @@ int aj_jail_run(const AjRunOptions *opts)
                 .sigfd = -1,
                 .watchdog = AJ_SUP_WATCHDOG_INIT,
                 .host_ids = AJ_HOST_ID_LEASE_INIT,
+                .live_fd = -1,
                 .term = AJ_SUP_TERMINAL_INIT,
                 .output = AJ_SUP_OUTPUT_INIT,
                 .denials = AJ_SUP_DENIALS_INIT,

@@ -74,11 +74,14 @@ int aj_otlp_severity(json_t *ev, const char **ret_text)
                                               "supervisor.lost", "launch.error",
                                               "freeze.failed",   "net.proxy.failed",
                                               "watchdog.lost",   NULL };
-        static const char *const warnings[] = {
-                "seccomp.denied", "seccomp.suppressed", "net.denied",    "broker.error",       "freeze",
-                "kill",           "quarantine",         "wall.limit",    "wall.kill",          "pids.max",
-                "degraded",       "alert.failed",       "alert.timeout", "watchdog.restarted", NULL
-        };
+        static const char *const warnings[] = { "seccomp.denied", "seccomp.suppressed",
+                                                "net.denied",     "broker.error",
+                                                "freeze",         "kill",
+                                                "quarantine",     "wall.limit",
+                                                "wall.kill",      "pids.max",
+                                                "degraded",       "alert.failed",
+                                                "alert.timeout",  "watchdog.restarted",
+                                                "events.torn",    NULL };
         const char *type = json_string_value(json_object_get(ev, "type"));
         const char *verdict = json_string_value(json_object_get(ev, "verdict"));
         const char *decision = json_string_value(json_object_get(ev, "decision"));

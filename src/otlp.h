@@ -18,7 +18,8 @@
 /* OTel severity number and text for an event: 17 ERROR (cap.breach, oom,
  * supervisor.lost, watchdog.lost, launch.error, freeze.failed, net.proxy.failed), 13 WARN
  * (denials, deny/breach verdicts, approvals not approved, freeze, kill, quarantine,
- * limits, degraded protections, alert failures, watchdog.restarted), 9 INFO otherwise. */
+ * limits, degraded protections, alert failures, watchdog.restarted, events.torn), 9 INFO
+ * otherwise. */
 int aj_otlp_severity(json_t *ev, const char **ret_text);
 /* One event object -> a LogRecord (new reference), NULL if it is not an event. */
 json_t *aj_otlp_log_record(json_t *ev);

@@ -13,8 +13,8 @@
 
 /* What the operator's verbs know of a run's life (runs.h: probed, its supervisor checked). */
 typedef enum {
-        AJ_PRUNE_FINISHED, /* exited or lost: no supervisor, no control socket answering */
-        AJ_PRUNE_LIVE,     /* the control socket answered, or its supervisor runs */
+        AJ_PRUNE_FINISHED, /* exited or lost: neither its supervisor nor its watchdog lives */
+        AJ_PRUNE_LIVE,     /* its supervisor or watchdog lives (runs.h: aj_run_supervisor_alive) */
         AJ_PRUNE_UNKNOWN,  /* run.json missing or unreadable: nothing says it ended */
 } AjPruneLife;
 

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "run-record-internal.h"
@@ -48,6 +50,52 @@ int aj_run_room_release(const char *run_dir)
         if (unlink(path) < 0)
                 return errno == ENOENT ? 0 : -errno;
         return 1;
+}
+
+int aj_run_live_hold(const char *run_dir, int *ret_fd)
+{
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run_dir, AJ_RUN_FILE_LIVE, path, sizeof(path));
+        if (r < 0)
+                return r;
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        /* Waits only for an operator's look (aj_run_live_held), a moment long. */
+        while (flock(fd, LOCK_EX) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+void aj_run_live_release(int fd)
+{
+        if (fd < 0)
+                return;
+        /* A flock belongs to the open file, which the watchdog shares: unlocked here, the run
+         * is over at once, not when the watchdog, told it is done, gets round to exiting. */
+        (void)flock(fd, LOCK_UN);
+        close(fd);
+}
+
+int aj_run_live_held(const char *run_dir)
+{
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run_dir, AJ_RUN_FILE_LIVE, path, sizeof(path));
+        if (r < 0)
+                return r;
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0)
+                return errno == ELOOP ? -EBADF : -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EBADF;
+        if (flock(fd, LOCK_SH | LOCK_NB) == 0)
+                return 0; /* nobody holds it: released with the fd */
+        return errno == EWOULDBLOCK ? 1 : -errno;
 }
 
 static int write_json(const char *run_dir, const char *name, json_t *doc, size_t flags)
@@ -151,6 +199,10 @@ int aj_run_verify_chain(const AjRunRecord *rec, const char *path, AjChainCheck *
                          (unsigned long long)a->count + 1, (unsigned long long)a->count, a->end,
                          (unsigned long long)(ret->count - a->count));
         }
+        /* A torn line past the end: what the supervisor was writing when it was killed after
+         * its final run.json, or bytes added; after the anchor either way. */
+        if (!ret->ok && anchored && ret->torn_tail && ret->count >= a->count)
+                ret->after_anchor = true;
         *ret_verdict = !ret->ok ? AJ_CHAIN_BROKEN : ret->anchored ? AJ_CHAIN_INTACT : AJ_CHAIN_NO_ANCHOR;
         return 0;
 }

@@ -13,6 +13,7 @@
  *   <state>/runs/<id>/stdout.log, stderr.log (tty.log with a terminal), alert.log
  *   <state>/runs/<id>/llm/           the gateway's bodies ("record": "full")
  *   <state>/runs/<id>/workspace/     an overlay workspace's upper/ and work/
+ *   <state>/runs/<id>/live.lock      locked while the run's supervisor or watchdog lives
  */
 #pragma once
 
@@ -37,6 +38,27 @@
 #define AJ_RUN_DIR_LLM "llm"              /* the gateway's bodies, "record": "full" */
 #define AJ_RUN_DIR_WORKSPACE "workspace"  /* an overlay workspace's upper and work dirs */
 #define AJ_RUN_FILE_ROOM "records.room"   /* room kept on disk for the records (below) */
+#define AJ_RUN_FILE_LIVE "live.lock"      /* locked while the run's processes live (below) */
+
+/*
+ * Whether a run is live: the supervisor creates live.lock (0600) right after the run
+ * directory and holds an exclusive flock(2) on it; the watchdog keeps the same open file
+ * until it exits (the jail's init closes its copy before the command). The supervisor
+ * unlocks it when the run is over; killed, it leaves the lock to the watchdog, and the
+ * kernel drops it when the watchdog is gone too, whether it exits or is killed. So a run is
+ * live exactly while its processes are: not a pid that may be reused by anyone's process
+ * named agentjail, not a control socket that another user may serve in a runtime dir they
+ * made (nor one that does not answer); and nobody but the run's owner (or root) can open
+ * the file to hold the lock in their place.
+ */
+int aj_run_live_hold(const char *run_dir, int *ret_fd);
+/* The run is over (every undo done): unlocks for every holder, the watchdog too, and closes
+ * fd. A killed supervisor never gets here: the watchdog's copy keeps the run live until it
+ * has closed the chain and exits. Accepts -1. */
+void aj_run_live_release(int fd);
+/* 1 held (live), 0 not (its processes are gone), -ENOENT no live.lock (a run of an older
+ * agentjail, or one whose directory is being made), other -errno: cannot tell. */
+int aj_run_live_held(const char *run_dir);
 
 /* run.json and incident.json are read whole, up to this size. */
 #define AJ_RUN_JSON_MAX (16 * 1024 * 1024)

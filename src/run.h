@@ -96,6 +96,9 @@ typedef struct {
         /* root-started: the lock on host_uid's slot (src/host-id-pool.h), also the watchdog's;
          * held until every undo is done (the jail's processes are gone) */
         AjHostIdLease host_ids;
+        /* the lock on the run directory's live.lock (run-record.h), also the watchdog's: the
+         * run is live while one of us holds it */
+        int live_fd;
         /* root-started with host ids someone else may run as ("host_ids" in allow_degraded):
          * the jail's user namespace stays root's (src/spawn.h's AjSpawnOwner) */
         bool host_ids_shared;

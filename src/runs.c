@@ -258,7 +258,18 @@ bool aj_supervisor_alive(pid_t pid)
         return streq(comm, "agentjail");
 }
 
-bool aj_run_supervisor_alive(const AjRun *run) { return run->rec && aj_supervisor_alive(run->rec->supervisor_pid); }
+bool aj_run_supervisor_alive(const AjRun *run)
+{
+        int r = aj_run_live_held(run->dir);
+        if (r >= 0)
+                return r > 0;
+        /* No live.lock: a run of an older agentjail, by its pid and comm; or one whose
+         * directory is being made (no run.json yet either: its state is unknown anyway).
+         * Not ours to open (root's run, read by a member of its group): the same. */
+        if (r == -ENOENT || r == -EACCES)
+                return run->rec && aj_supervisor_alive(run->rec->supervisor_pid);
+        return true; /* cannot tell: as live, so that nothing acts on the run as over */
+}
 
 void aj_run_probe(AjRun *run, int timeout_ms)
 {
@@ -267,6 +278,12 @@ void aj_run_probe(AjRun *run, int timeout_ms)
         run->probe_error = 0;
         json_decref(run->live_state);
         run->live_state = NULL;
+        /* Only a run whose processes exist is asked: whatever answers at a dead run's socket
+         * path is not the run (a socket another user serves in a runtime dir they made), and
+         * it must neither make the run live nor hear the request. */
+        run->alive = aj_run_supervisor_alive(run);
+        if (!run->alive)
+                return;
 
         struct stat st;
         if (lstat(run->control_path, &st) < 0 || !S_ISSOCK(st.st_mode))
@@ -322,7 +339,8 @@ const char *aj_run_state_of(const AjRunRecord *rec, bool live, json_t *live_stat
 
 const char *aj_run_display_state(const AjRun *run)
 {
-        return aj_run_state_of(run->rec, run->live, run->live_state, !run->live && aj_run_supervisor_alive(run));
+        bool alive = run->probed ? run->alive : aj_run_supervisor_alive(run);
+        return aj_run_state_of(run->rec, run->live, run->live_state, !run->live && alive);
 }
 
 /* ---- meters -------------------------------------------------------------------------- */

@@ -32,7 +32,8 @@ typedef struct {
         uint64_t started_ns; /* from run.json "started"; 0 if unknown */
         /* Filled by aj_run_probe(): */
         bool probed;
-        bool live;          /* the control socket accepted a connection */
+        bool alive;         /* its supervisor or watchdog lives (aj_run_supervisor_alive) */
+        bool live;          /* alive, and the control socket accepted a connection */
         int probe_error;    /* why the live inspect failed (0 if it worked or was not tried) */
         json_t *live_state; /* the inspect op's result, when it answered */
 } AjRun;
@@ -57,12 +58,20 @@ int aj_runs_list(const AjPaths *paths, AjRun ***ret_runs, size_t *ret_n);
  */
 int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **ret_note);
 
-/* Ask the control socket (inspect op) whether the run is live; fills the probe fields. */
+/* Whether the run is alive, then, only if it is, its state from the control socket
+ * (inspect op); fills the probe fields. */
 void aj_run_probe(AjRun *run, int timeout_ms);
 
-/* Is pid an agentjail supervisor that is still running (pid reuse is checked by comm)? */
+/* Is pid an agentjail supervisor that is still running (pid reuse is checked by comm)?
+ * Only for runs without live.lock (older agentjails): anyone may run a process of that
+ * name, and may get the pid once the supervisor is gone. */
 bool aj_supervisor_alive(pid_t pid);
-/* run.json's supervisor is alive (false when unknown). */
+/* Is the run alive: does its supervisor or its watchdog still hold the run directory's
+ * live.lock (run-record.h)? True too when that cannot be told (nothing may act on the run
+ * as over); for a run without live.lock, or one whose live.lock is not ours to open
+ * (another user's run, whose owner alone may remove it anyway), run.json's supervisor_pid
+ * (aj_supervisor_alive; false without run.json). Never the control socket: a dead run's
+ * socket path may be served by anyone who can make the runtime dir. */
 bool aj_run_supervisor_alive(const AjRun *run);
 
 /*

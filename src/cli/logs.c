@@ -32,7 +32,9 @@
         "                     the sha256 of the line before, and the run's end matches run.json's\n"        \
         "                     anchor; exit 0 intact, 1 changed, removed or added events\n"                  \
         "                     (which, on stderr), 3 consistent but run.json has no anchor (a cut-off end\n" \
-        "                     could not be seen: a live run, or one whose supervisor was lost)\n"           \
+        "                     could not be seen: a live run, or one whose supervisor was lost); a line\n"   \
+        "                     torn by a killed writer is kept, and accepted only right before the\n"        \
+        "                     events.torn event that names its length and sha256\n"                         \
         "  --otlp             the events (with --type, the matching ones) as one OpenTelemetry\n"           \
         "                     OTLP/JSON logs request, for a collector's /v1/logs"
 
@@ -251,10 +253,16 @@ static int verify_chain(AjRun *run, const char *path, bool json)
         } else if (v == AJ_CHAIN_NO_ANCHOR) {
                 const char *status = run->rec ? run->rec->status : NULL;
                 bool running = status && (streq(status, "running") || streq(status, "starting"));
-                snprintf(why, sizeof(why), AJ_RUN_FILE_RUN " records no anchor%s: a cut-off tail cannot be detected",
-                         !run->rec                                 ? " (" AJ_RUN_FILE_RUN " is missing or unreadable)"
-                         : running && aj_run_supervisor_alive(run) ? " (the run is still running)"
-                                                                   : "");
+                int w = snprintf(why, sizeof(why),
+                                 AJ_RUN_FILE_RUN " records no anchor%s: a cut-off tail cannot be detected",
+                                 !run->rec ? " (" AJ_RUN_FILE_RUN " is missing or unreadable)"
+                                 : running && aj_run_supervisor_alive(run) ? " (the run is still running)"
+                                                                           : "");
+                if (c.torn_tail && w > 0 && (size_t)w < sizeof(why))
+                        snprintf(why + w, sizeof(why) - (size_t)w,
+                                 "; the file ends in a torn line (%llu bytes without a newline: a writer killed in "
+                                 "the middle of it, and nothing appended since)",
+                                 (unsigned long long)c.torn_tail);
         }
         if (json) {
                 json_auto_t *doc = json_pack("{s:s, s:b, s:s, s:b, s:I}", "run", run->id, "ok", v == AJ_CHAIN_INTACT,
@@ -262,6 +270,10 @@ static int verify_chain(AjRun *run, const char *path, bool json)
                                              (json_int_t)c.count);
                 if (doc && c.ok)
                         json_object_set_new(doc, "last_sha256", json_string(c.last_hash));
+                if (doc && c.torn_lines)
+                        json_object_set_new(doc, "torn_lines", json_integer((json_int_t)c.torn_lines));
+                if (doc && c.torn_tail)
+                        json_object_set_new(doc, "torn_tail_bytes", json_integer((json_int_t)c.torn_tail));
                 if (doc && v == AJ_CHAIN_BROKEN)
                         json_object_set_new(doc, "bad_seq", json_integer((json_int_t)c.bad_seq));
                 if (doc && v != AJ_CHAIN_INTACT)
@@ -270,6 +282,10 @@ static int verify_chain(AjRun *run, const char *path, bool json)
         } else if (v == AJ_CHAIN_INTACT) {
                 printf("run %s: the event chain is intact: %llu events, the last sha256 %s\n", run->id,
                        (unsigned long long)c.count, c.last_hash);
+                if (c.torn_lines)
+                        printf("run %s: %llu line(s) torn by a killed writer, each kept and named by the "
+                               "%s event after it\n",
+                               run->id, (unsigned long long)c.torn_lines, AJ_EVENTS_TORN);
         }
         if (v == AJ_CHAIN_BROKEN)
                 cli_fail("logs", "run %s: the event chain is broken: %s", run->id, c.problem);

@@ -168,15 +168,16 @@ static bool overlay_pending(const AjRun *run)
         return any;
 }
 
-/* What prune needs to know of a run directory: the same probe and supervisor check as
- * ps, quarantine purge and diff. */
+/* What prune needs to know of a run directory: the same probe as ps, quarantine purge and
+ * diff. Live is the run's processes holding its live.lock, not a socket's answer: a
+ * socket anyone can serve must neither keep a dead run forever nor, silent, give up a
+ * live one. */
 static void entry_facts(Entry *e, const struct stat *st)
 {
         AjRun *run = e->run;
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
-        bool live = run->live || aj_run_supervisor_alive(run);
         e->state = aj_run_display_state(run);
-        e->facts.life = live                                      ? AJ_PRUNE_LIVE
+        e->facts.life = run->alive                                ? AJ_PRUNE_LIVE
                         : !run->rec || streq(e->state, "unknown") ? AJ_PRUNE_UNKNOWN
                                                                   : AJ_PRUNE_FINISHED;
         e->facts.quarantined = run->rec && aj_run_record_quarantined(run->rec);

@@ -215,4 +215,34 @@ aj prune --keep 0 --json
 is "$(ids .removed)" "$L" "once it ended, it may go"
 is "$(ls "$RUNS")" "$U" "only the run of unknown state is left"
 
+# ------------------------------------------------------------------ a squatted control socket
+# A finished run whose runtime dir another user made, serving control.sock there (what a
+# runtime root others can write allows): the socket fails the operator's checks (EPERM),
+# and a socket that does not answer is no better. Either made the run "live", kept by
+# prune forever. A run is live while its supervisor or watchdog holds its live.lock.
+run_jail --name pr-squatted -- /bin/true
+is "$JAIL_RC" 0 "a quick run pr-squatted" || jail_diag
+SQ=$JAIL_RUN_ID
+SQ_DIR=$AGENTJAIL_RUNTIME_DIR/$SQ
+mkdir "$SQ_DIR" && chmod 0777 "$SQ_DIR" && chown 65534:65534 "$SQ_DIR"
+setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1] + "/control.sock")
+s.listen(16)
+time.sleep(120)' "$SQ_DIR" &
+SQ_PID=$!
+BG_PIDS+=("$SQ_PID")
+deadline=$((SECONDS + 10))
+until [[ -S "$SQ_DIR/control.sock" ]] || ((SECONDS >= deadline)); do sleep 0.05; done
+ok "another user serves the finished run's control socket" test -S "$SQ_DIR/control.sock"
+aj ps --all --json
+is "$(jq -r --arg id "$SQ" '.runs[] | select(.id == $id) | "\(.state) \(.live)"' <<<"$OUT")" "exited false" \
+        "ps: the run is not live for the socket someone else serves"
+aj prune --keep 0 --json
+is "$(ids .removed)" "$SQ" "prune removes the finished run whatever serves its socket" || op_diag
+kill -KILL "$SQ_PID" 2>/dev/null
+wait "$SQ_PID" 2>/dev/null
+rm -rf "$SQ_DIR"
+
 done_testing

@@ -163,6 +163,80 @@ fi
 # agentjail is gone (and reaped): nothing for kill_bg to do.
 BG_PIDS=()
 
+# --- the supervisor SIGKILLed in the middle of writing an event line (a write(2) of a group
+# commit cut short): the file ends in a torn line. The watchdog's supervisor.lost must not be
+# glued onto it: the torn bytes are kept, ended, and named by events.torn (their length and
+# sha256) right after them, and the chain verifies. Made deterministic: the supervisor is
+# stopped, the head of a line appended as a killed write leaves it, then it is SIGKILLed.
+start_jail_bg -- ./probe sleep 60
+if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
+        id=${rdir##*/}
+        kill -STOP "$BG_PID"
+        n=$(wc -l <"$rdir/events.jsonl")
+        torn='{"seq":'$((n + 1))',"ts":"2026-01-01T00:00:00.5","run":"'$id'","type":"tool.req'
+        printf '%s' "$torn" >>"$rdir/events.jsonl"
+        kill -KILL "$BG_PID"
+        wait "$BG_PID" 2>/dev/null
+        deadline=$((SECONDS + 5))
+        until [[ "$(jq -r .events.end "$rdir/run.json" 2>/dev/null)" == supervisor.lost ]] || ((SECONDS > deadline)); do
+                sleep 0.05
+        done
+        is "$(sed -n "$((n + 1))p" "$rdir/events.jsonl")" "$torn" "the torn line is kept as it was, ended"
+        is "$(sed -n "$((n + 2))p" "$rdir/events.jsonl" | jq -r '"\(.type) \(.seq) \(.bytes)"' 2>&1)" \
+                "events.torn $((n + 1)) ${#torn}" "events.torn follows it, naming its length"
+        is "$(tail -n 1 "$rdir/events.jsonl" | jq -r '"\(.type) \(.seq)"' 2>&1)" "supervisor.lost $((n + 2))" \
+                "then supervisor.lost, on a line of its own, continuing the chain"
+        is "$(jq -r .events.count "$rdir/run.json")" "$((n + 2))" "run.json's anchor is supervisor.lost"
+        aj logs "$id" --verify
+        is "$RC" 0 "logs --verify: the chain with a torn line is intact" || op_diag
+        like "$OUT" "intact: $((n + 2)) events" "it counts the events, not the torn line"
+        like "$OUT" "1 line\(s\) torn by a killed writer" "and says a line was torn"
+        cp "$rdir/events.jsonl" "$TEST_TMP/events.bak"
+        sed -i "$((n + 1))s/tool.req/tool.rex/" "$rdir/events.jsonl"
+        aj logs "$id" --verify --json
+        is "$(jq -r '"\(.verdict) \(.bad_seq)"' <<<"$OUT")" "broken $((n + 1))" \
+                "logs --verify: a changed torn line is found (events.torn names its sha256)"
+        cp "$TEST_TMP/events.bak" "$rdir/events.jsonl"
+else
+        fail "the jail for the torn-line test started" "$(cat "$TEST_TMP/bg.err")"
+fi
+BG_PIDS=()
+
+# --- a run is live until its watchdog has closed it: the operator's verbs go by the run's
+# live.lock, which the watchdog keeps after the supervisor's SIGKILL. By supervisor_pid the
+# run was "lost" (and prune removed its directory) while the watchdog was still to write
+# supervisor.lost into it. The watchdog is held in a frozen v1 freezer cgroup (SIGSTOP
+# would not hold it: its orphaned process group gets SIGCONT when the supervisor dies).
+FRZ=/sys/fs/cgroup/freezer
+if [[ -w $FRZ/cgroup.procs ]]; then
+        start_jail_bg -- ./probe sleep 60
+        if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
+                id=${rdir##*/}
+                fz=$FRZ/aj-test-$$
+                mkdir "$fz" && echo "$wd" >"$fz/cgroup.procs" && echo FROZEN >"$fz/freezer.state"
+                kill -KILL "$BG_PID"
+                wait "$BG_PID" 2>/dev/null
+                aj ps --all --json
+                is "$(jq -r --arg id "$id" '.runs[] | select(.id == $id) | .state' <<<"$OUT")" running \
+                        "the supervisor SIGKILLed, its watchdog not done yet: the run is still live"
+                aj prune --keep 0 --json
+                is "$(jq -r --arg id "$id" '.skipped[] | select(.id == $id) | .reason' <<<"$OUT")" live \
+                        "prune keeps it while its watchdog has yet to close its chain"
+                echo THAWED >"$fz/freezer.state"
+                echo "$wd" >"$FRZ/cgroup.procs" 2>/dev/null
+                rmdir "$fz"
+                check_lost_chain "$rdir"
+                aj ps --all --json
+                is "$(jq -r --arg id "$id" '.runs[] | select(.id == $id) | .state' <<<"$OUT")" lost \
+                        "the watchdog done: the run is lost"
+        else
+                fail "the jail for the watchdog-window test started" "$(cat "$TEST_TMP/bg.err")"
+        fi
+        BG_PIDS=()
+else
+        skip "a run is live until its watchdog has closed it" "no v1 freezer hierarchy to hold the watchdog in"
+fi
+
 # --- the watchdog is watched: SIGKILLed, the supervisor starts another (and records it),
 # so a supervisor SIGKILLed next is still cleaned up after
 start_jail_bg -- /bin/sh -c './probe sleep 60 & ./probe sleep 60; wait'

@@ -496,6 +496,206 @@ Test(events, chain_links_every_line_and_verify_finds_changes)
         aj_rm_rf(dir);
 }
 
+/* ---- a line torn by a killed writer ---- */
+
+static void write_text(const char *path, const char *text, const char *mode)
+{
+        FILE *f = fopen(path, mode);
+        cr_assert_not_null(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+/* Line n (from 1) of text, without its newline: a new string. */
+static char *nth_line(const char *text, int n)
+{
+        const char *p = text;
+        for (int i = 1; i < n; i++) {
+                p = strchr(p, '\n');
+                cr_assert_not_null(p, "line %d", n);
+                p++;
+        }
+        return strndup(p, strcspn(p, "\n"));
+}
+
+/* A chain of two events, closed; its last hash in last. */
+static void two_events(char *dir, char path[256], char last[AJ_SHA256_HEX_SIZE])
+{
+        AjEventLog *log = open_temp_log(dir, path, "r1");
+        cr_assert_eq(aj_events_emit(log, "run.start", json_pack("{s:s}", "profile", "default")), 0);
+        cr_assert_eq(aj_events_emit(log, "tool.request", json_pack("{s:s}", "gen_ai.tool.name", "x")), 0);
+        snprintf(last, AJ_SHA256_HEX_SIZE, "%s", aj_events_last_hash(log));
+        aj_events_close(log);
+}
+
+/* What a write(2) cut short by SIGKILL leaves: the head of the next line, no newline. */
+#define TORN_HEAD "{\"seq\":3,\"ts\":\"1999-01-01T00:00:00.1234"
+
+/* The watchdog's supervisor.lost after a supervisor killed in the middle of a line: the
+ * torn bytes stay, ended, named by events.torn right after them (their length and hash,
+ * chained to the last whole line), and the chain verifies up to its new end. Glued onto
+ * the torn bytes, supervisor.lost was neither parsed nor chained, and verify called the
+ * chain broken. */
+Test(events, a_line_torn_by_a_killed_writer_is_kept_and_named)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256], last[AJ_SHA256_HEX_SIZE];
+        two_events(dir, path, last);
+        write_text(path, TORN_HEAD, "a");
+
+        AjChainEnd end;
+        cr_assert_eq(aj_events_append(path, "r1", "supervisor.lost", json_pack("{s:s}", "action", "x"), &end), 0);
+        cr_expect_eq(end.count, 4, "two events, events.torn, supervisor.lost: %llu", (unsigned long long)end.count);
+
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        char *l2 = nth_line(text, 2), *l3 = nth_line(text, 3), *l4 = nth_line(text, 4), *l5 = nth_line(text, 5);
+        cr_expect_str_eq(l3, TORN_HEAD, "the torn bytes are kept as they were, ended");
+        json_t *torn = json_loads(l4, 0, NULL), *lost = json_loads(l5, 0, NULL);
+        cr_assert_not_null(torn, "%s", l4);
+        cr_assert_not_null(lost, "%s", l5);
+        char h[AJ_SHA256_HEX_SIZE];
+        cr_expect_str_eq(json_string_value(json_object_get(torn, "type")), AJ_EVENTS_TORN);
+        cr_expect_eq(json_integer_value(json_object_get(torn, "seq")), 3);
+        cr_expect_eq(json_integer_value(json_object_get(torn, "bytes")), (json_int_t)strlen(TORN_HEAD));
+        aj_events_line_hash(TORN_HEAD, strlen(TORN_HEAD), h);
+        cr_expect_str_eq(json_string_value(json_object_get(torn, "sha256")), h);
+        aj_events_line_hash(l2, strlen(l2), h);
+        cr_expect_str_eq(json_string_value(json_object_get(torn, "prev")), h, "chained to the last whole line");
+        cr_expect_str_eq(json_string_value(json_object_get(lost, "type")), "supervisor.lost");
+        cr_expect_eq(json_integer_value(json_object_get(lost, "seq")), 4);
+        json_decref(torn);
+        json_decref(lost);
+
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, end.count, end.last_hash, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        cr_expect_eq(c.count, 4);
+        cr_expect_eq(c.torn_lines, 1);
+        cr_expect_eq(c.torn_tail, 0);
+        cr_expect_str_eq(c.last_hash, end.last_hash);
+
+        /* An operator's append later continues it as any chain. */
+        cr_assert_eq(aj_events_append(path, "r1", "workspace.discard", NULL, &end), 0);
+        cr_expect_eq(end.count, 5);
+        cr_assert_eq(aj_events_verify(path, end.count, end.last_hash, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        free(text);
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+
+        /* The torn bytes are evidence: changed, the record no longer names them. */
+        char *changed = strdup(text);
+        char *at = strstr(changed, "1999-01-01");
+        cr_assert_not_null(at);
+        at[0] = '2';
+        write_text(path, changed, "w");
+        cr_assert_eq(aj_events_verify(path, end.count, end.last_hash, &c), 0);
+        cr_expect(!c.ok, "a changed torn line is found");
+        cr_expect_eq(c.bad_seq, 3, "bad_seq %llu: %s", (unsigned long long)c.bad_seq, c.problem);
+        free(changed);
+
+        /* Removed, the record names a line that is not there. */
+        char *gone = strdup(text);
+        char *torn_at = strstr(gone, TORN_HEAD);
+        memmove(torn_at, torn_at + strlen(TORN_HEAD) + 1, strlen(torn_at + strlen(TORN_HEAD) + 1) + 1);
+        write_text(path, gone, "w");
+        cr_assert_eq(aj_events_verify(path, end.count, end.last_hash, &c), 0);
+        cr_expect(!c.ok, "a removed torn line is found");
+        cr_expect_eq(c.bad_seq, 3);
+        cr_expect(strstr(c.problem, "removed") != NULL, "%s", c.problem);
+        free(gone);
+
+        /* The record removed: a line that is not an event is no torn one on its own. */
+        char *unnamed = strdup(text);
+        char *rec = strstr(unnamed, TORN_HEAD "\n");
+        cr_assert_not_null(rec);
+        rec += strlen(TORN_HEAD) + 1;
+        char *after = strchr(rec, '\n') + 1;
+        memmove(rec, after, strlen(after) + 1);
+        write_text(path, unnamed, "w");
+        cr_assert_eq(aj_events_verify(path, 0, NULL, &c), 0);
+        cr_expect(!c.ok, "a line that is not an event, without its record, breaks the chain");
+        cr_expect_eq(c.bad_seq, 3);
+        free(unnamed);
+
+        free(l2);
+        free(l3);
+        free(l4);
+        free(l5);
+        free(text);
+        aj_rm_rf(dir);
+}
+
+/* Cut exactly before its newline, the line is whole: it is ended, and the chain goes on
+ * from it (no torn record). */
+Test(events, a_whole_line_without_its_newline_is_ended_not_torn)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256], last[AJ_SHA256_HEX_SIZE];
+        two_events(dir, path, last);
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        cr_assert_eq(truncate(path, st.st_size - 1), 0);
+
+        AjChainEnd end;
+        cr_assert_eq(aj_events_append(path, "r1", "supervisor.lost", NULL, &end), 0);
+        cr_expect_eq(end.count, 3);
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        cr_expect_null(strstr(text, AJ_EVENTS_TORN));
+        free(text);
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, end.count, end.last_hash, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        cr_expect_eq(c.torn_lines, 0);
+        aj_rm_rf(dir);
+}
+
+/* Torn and nobody appended since (the supervisor and its watchdog both killed): the chain
+ * before it is consistent, the tail is reported; past a recorded end it is not ok. */
+Test(events, a_torn_tail_nobody_ended)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256], last[AJ_SHA256_HEX_SIZE];
+        two_events(dir, path, last);
+        write_text(path, TORN_HEAD, "a");
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, 0, NULL, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        cr_expect(!c.anchored);
+        cr_expect_eq(c.count, 2);
+        cr_expect_eq(c.torn_tail, strlen(TORN_HEAD));
+        cr_assert_eq(aj_events_verify(path, 2, last, &c), 0);
+        cr_expect(!c.ok, "bytes after the recorded end");
+        cr_expect_eq(c.bad_seq, 3);
+        cr_expect(strstr(c.problem, "without a newline") != NULL, "%s", c.problem);
+        aj_rm_rf(dir);
+}
+
+/* The first line torn: events.torn is the chain's first event. */
+Test(events, the_first_line_torn)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        write_text(path, "{\"seq\":1,\"ts\"", "w");
+        AjChainEnd end;
+        cr_assert_eq(aj_events_append(path, "r1", "supervisor.lost", NULL, &end), 0);
+        cr_expect_eq(end.count, 2);
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, NULL), 0);
+        char *l2 = nth_line(text, 2);
+        json_t *torn = json_loads(l2, 0, NULL);
+        cr_assert_not_null(torn);
+        cr_expect_str_eq(json_string_value(json_object_get(torn, "prev")), AJ_EVENTS_GENESIS);
+        cr_expect_eq(json_integer_value(json_object_get(torn, "seq")), 1);
+        json_decref(torn);
+        free(l2);
+        free(text);
+        AjChainCheck c;
+        cr_assert_eq(aj_events_verify(path, end.count, end.last_hash, &c), 0);
+        cr_expect(c.ok, "%s", c.problem);
+        cr_expect_eq(c.torn_lines, 1);
+        aj_rm_rf(dir);
+}
+
 Test(events, log_cap_arithmetic)
 {
         cr_expect_eq(aj_log_cap_fit(0, 100, 40), 40);

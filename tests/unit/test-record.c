@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "events.h"
@@ -593,4 +594,61 @@ Test(record, replay_members)
         _cleanup_(aj_error_clear) AjError e2 = {};
         cr_assert_eq(aj_run_record_read(root, &bad, &e2), -EBADMSG);
         cr_assert_not_null(strstr(e2.message, "\"workspace_start\" is not an object"), "%s", e2.message);
+}
+
+/* live.lock: held while any process with the supervisor's open file lives (the watchdog
+ * keeps it), released by the kernel when the last one is gone, killed or not. */
+Test(record, live_lock_is_held_while_any_holder_lives)
+{
+        cr_expect_eq(aj_run_live_held(root), -ENOENT, "no live.lock: a run of an older agentjail");
+        int fd = -1;
+        cr_assert_eq(aj_run_live_hold(root, &fd), 0);
+        cr_expect_eq(aj_run_live_held(root), 1, "held by the supervisor");
+        int again = -1;
+        cr_expect_eq(aj_run_live_hold(root, &again), -EEXIST, "never taken over from an existing file");
+
+        /* The watchdog: forked with it, it keeps it after the supervisor is gone. */
+        int go[2];
+        cr_assert_eq(pipe(go), 0);
+        pid_t watchdog = fork();
+        cr_assert_geq(watchdog, 0);
+        if (watchdog == 0) {
+                close(go[1]);
+                char c;
+                (void)!read(go[0], &c, 1);
+                _exit(0);
+        }
+        close(go[0]);
+        close(fd);
+        cr_expect_eq(aj_run_live_held(root), 1, "the supervisor gone, the watchdog holds it");
+        close(go[1]);
+        cr_assert_eq(waitpid(watchdog, NULL, 0), watchdog);
+        cr_expect_eq(aj_run_live_held(root), 0, "both gone: not live");
+        cr_expect_eq(aj_run_live_held(root), 0, "a look does not take it");
+
+        /* A run that ends well: the supervisor's release is the end, the watchdog still
+         * on its way out. */
+        char path[300];
+        cr_assert_eq(aj_run_file_path(root, AJ_RUN_FILE_LIVE, path, sizeof(path)), 0);
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(aj_run_live_hold(root, &fd), 0);
+        cr_assert_eq(pipe(go), 0);
+        watchdog = fork();
+        cr_assert_geq(watchdog, 0);
+        if (watchdog == 0) {
+                close(go[1]);
+                char c;
+                (void)!read(go[0], &c, 1);
+                _exit(0);
+        }
+        close(go[0]);
+        aj_run_live_release(fd);
+        cr_expect_eq(aj_run_live_held(root), 0, "released: over, the watchdog alive or not");
+        close(go[1]);
+        cr_assert_eq(waitpid(watchdog, NULL, 0), watchdog);
+
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(symlink("/etc/passwd", path), 0);
+        cr_expect_lt(aj_run_live_held(root), 0, "a symlink is not followed: cannot tell");
+        cr_expect_neq(aj_run_live_held(root), -ENOENT);
 }

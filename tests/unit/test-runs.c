@@ -234,6 +234,81 @@ Test(runs, lost_runs_are_detected)
         waitpid(other, NULL, 0);
 }
 
+/* A listening socket at <runtime>/<id>/control.sock, in a directory of `mode`: what serves
+ * a run's control socket, here anyone's. It accepts (the backlog) and never answers. */
+static int serve_control(const char *id, mode_t mode)
+{
+        char rt[80];
+        cr_assert_lt(snprintf(rt, sizeof(rt), "%s/%s", paths.runtime_root, id), (int)sizeof(rt));
+        cr_assert_eq(mkdir(rt, 0700), 0);
+        cr_assert_eq(chmod(rt, mode), 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", rt);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        cr_assert_eq(listen(fd, 4), 0);
+        return fd;
+}
+
+/* A run is live while its live.lock is held, whatever answers on its socket and whoever has
+ * its pid. A dead run's socket served in a runtime dir others can write (the checks refuse
+ * it: EPERM), or one that never answers, made the run live (and `prune` kept it forever);
+ * a live run whose supervisor's pid is not ours to see (another pid namespace) was lost. */
+Test(runs, live_is_the_runs_lock_not_its_socket_nor_its_pid)
+{
+        char extra[256], dir[256];
+        /* Dead: the lock released; a process named agentjail has its supervisor's pid now,
+         * and its socket is served by someone else, from a directory others can write. */
+        pid_t squatter = fake_supervisor("agentjail");
+        snprintf(extra, sizeof(extra), "\"status\":\"running\",\"supervisor_pid\":%d", (int)squatter);
+        make_run("aaaa00000001", "dead-refused", "2026-01-01T00:00:00Z", extra);
+        snprintf(dir, sizeof(dir), "%s/runs/aaaa00000001", paths.state_root);
+        int fd = -1;
+        cr_assert_eq(aj_run_live_hold(dir, &fd), 0);
+        close(fd);
+        int refused = serve_control("aaaa00000001", 0777);
+        /* Dead too, its socket served from a proper directory but never answering. */
+        make_run("aaaa00000002", "dead-silent", "2026-01-01T00:00:00Z", "\"status\":\"running\",\"supervisor_pid\":1");
+        snprintf(dir, sizeof(dir), "%s/runs/aaaa00000002", paths.state_root);
+        cr_assert_eq(aj_run_live_hold(dir, &fd), 0);
+        close(fd);
+        int silent = serve_control("aaaa00000002", 0700);
+        /* Live: the lock held; its supervisor's pid means nothing here. */
+        snprintf(extra, sizeof(extra), "\"status\":\"running\",\"supervisor_pid\":%d", (int)dead_pid());
+        make_run("aaaa00000003", "live", "2026-01-01T00:00:00Z", extra);
+        snprintf(dir, sizeof(dir), "%s/runs/aaaa00000003", paths.state_root);
+        int held = -1;
+        cr_assert_eq(aj_run_live_hold(dir, &held), 0);
+
+        AjRun **runs = NULL;
+        size_t n = 0;
+        cr_assert_eq(aj_runs_list(&paths, &runs, &n), 0);
+        cr_assert_eq(n, 3);
+        for (size_t i = 0; i < n; i++)
+                aj_run_probe(runs[i], 200);
+        cr_expect(!runs[0]->alive && !runs[0]->live, "a refused socket does not make a dead run live");
+        cr_expect_eq(runs[0]->probe_error, 0, "nor is it asked");
+        cr_expect_str_eq(aj_run_display_state(runs[0]), "lost");
+        cr_expect(!runs[1]->alive && !runs[1]->live, "nor does a socket that never answers");
+        cr_expect_str_eq(aj_run_display_state(runs[1]), "lost");
+        cr_expect(runs[2]->alive, "the lock held: live");
+        cr_expect_str_eq(aj_run_display_state(runs[2]), "running", "not lost for a pid we cannot see");
+        cr_expect(aj_run_supervisor_alive(runs[2]));
+        aj_runs_free(runs, n);
+
+        close(held);
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000003", &run, NULL), 0);
+        aj_run_probe(run, 200);
+        cr_expect(!run->alive, "released: over");
+        cr_expect_str_eq(aj_run_display_state(run), "lost");
+        aj_run_free(run);
+        close(refused);
+        close(silent);
+        kill(squatter, SIGKILL);
+        waitpid(squatter, NULL, 0);
+}
+
 static AjRunRecord *record_of(json_t *doc)
 {
         AjRunRecord *rec = NULL;
