@@ -62,8 +62,11 @@ struct IdRing {
 
 struct AjMeter {
         AjMeterCaps caps;
-        uint64_t used[_AJ_CAP_MAX];     /* additive caps */
-        uint64_t reserved[_AJ_CAP_MAX]; /* additive caps, outstanding reservations */
+        uint64_t used[_AJ_CAP_MAX]; /* additive caps */
+        /* Additive caps, outstanding reservations: exact, not saturated (a saturated sum less
+         * one of its parts would lose the others; the reservations, each at most 2^64 - 1,
+         * are far fewer than 2^64). */
+        unsigned __int128 reserved[_AJ_CAP_MAX];
 
         /* Start times of committed tool calls, oldest first, in a ring. Bounded by
          * AJ_CAP_MAX_PER_MIN: with no rate cap the count saturates there. */
@@ -96,6 +99,12 @@ struct AjMeter {
         size_t n_deny;
         bool restricted; /* an allow list exists */
 };
+
+/* What is outstanding of a cap, saturated to 64 bits for its checks. */
+static uint64_t reserved_of(const AjMeter *m, int cap)
+{
+        return m->reserved[cap] > UINT64_MAX ? UINT64_MAX : (uint64_t)m->reserved[cap];
+}
 
 struct PendingKey {
         uint8_t key[AJ_SHA256_SIZE];
@@ -411,7 +420,7 @@ static bool check_additive(const AjMeter *m, const uint64_t amount[_AJ_CAP_MAX],
                 AjCap c = order[i];
                 if (!m->caps.set[c])
                         continue;
-                uint64_t v = sat_add(sat_add(m->used[c], m->reserved[c]), amount[c]);
+                uint64_t v = sat_add(sat_add(m->used[c], reserved_of(m, c)), amount[c]);
                 if (v > m->caps.limit[c]) {
                         breach(d, c, m->caps.limit[c], v);
                         return false;
@@ -423,7 +432,7 @@ static bool check_additive(const AjMeter *m, const uint64_t amount[_AJ_CAP_MAX],
 static void reserve_additive(AjMeter *m, AjMeterReservation *res)
 {
         for (int c = 0; c < _AJ_CAP_MAX; c++)
-                m->reserved[c] = sat_add(m->reserved[c], res->amount[c]);
+                m->reserved[c] += res->amount[c];
         res->active = true;
 }
 
@@ -762,7 +771,7 @@ static const AjPrice *find_price(const AjMeter *m, const char *model, AjMeterDec
 static void cost_unknown(const AjMeter *m, AjMeterDecision *d, char l[48])
 {
         uint64_t limit = m->caps.limit[AJ_CAP_COST_USD];
-        breach(d, AJ_CAP_COST_USD, limit, sat_add(m->used[AJ_CAP_COST_USD], m->reserved[AJ_CAP_COST_USD]));
+        breach(d, AJ_CAP_COST_USD, limit, sat_add(m->used[AJ_CAP_COST_USD], reserved_of(m, AJ_CAP_COST_USD)));
         d->price_missing = true;
         format_amount(AJ_CAP_COST_USD, limit, l, 48);
 }

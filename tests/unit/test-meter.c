@@ -1079,3 +1079,33 @@ Test(meter, call_ids_remembered_are_bounded)
         cr_expect_eq(aj_meter_used(m, AJ_CAP_TOOL_CALLS, 0), AJ_METER_MAX_CALL_IDS + 11);
         aj_meter_free(m);
 }
+
+/* Outstanding reservations are counted exactly however large they are: a saturating one
+ * (a request asking for 2^64 tokens, no cap on them yet) settled leaves every other one
+ * counted, so a cap raised later sees what is really outstanding. */
+Test(meter, reservations_are_counted_exactly_past_saturation)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 10);
+        AjMeterReservation big, small, next;
+        AjMeterDecision d;
+        AjError err = {};
+
+        cr_assert_eq(aj_meter_reserve_tokens(m, "m", UINT64_MAX, 0, 0, &big, &d), 0);
+        cr_assert_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_assert_eq(aj_meter_reserve_tokens(m, "m", 1000, 0, 0, &small, &d), 0);
+        cr_assert_eq(d.verdict, AJ_VERDICT_ALLOW);
+        aj_meter_settle(m, &big, false);
+        cr_assert_eq(aj_meter_raise(m, "tokens", "1500", &err), 0);
+
+        cr_assert_eq(aj_meter_reserve_tokens(m, "m", 600, 0, 0, &next, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH, "1,000 outstanding and 600 more are past 1,500");
+        aj_meter_settle(m, &next, false);
+        aj_meter_settle(m, &small, false);
+        cr_assert_eq(aj_meter_reserve_tokens(m, "m", 600, 0, 0, &next, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW, "nothing outstanding: 600 fit");
+        aj_meter_settle(m, &next, true);
+        cr_assert_eq(aj_meter_reserve_tokens(m, "m", 900, 0, 0, &next, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW, "600 used and 900 fit exactly");
+        aj_meter_settle(m, &next, false);
+        aj_meter_free(m);
+}
