@@ -848,6 +848,15 @@ int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)
                 return -errno;
         if (!S_ISDIR(st.st_mode))
                 return -EPERM;
+        /* Its life's lock (state.h aj_run_dir_create), held shared by a supervisor and its
+         * watchdogs: a run that lives, or starts (no run.json yet, no control socket: what
+         * the callers' checks go by), or whose watchdog is writing supervisor.lost; and
+         * exclusively by `rollback --apply`. Held until the directory is gone. */
+        _cleanup_close_ int life_fd = open(expected, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (life_fd < 0)
+                return errno == ELOOP || errno == ENOTDIR ? -EPERM : -errno;
+        if (flock(life_fd, LOCK_EX | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EBUSY : -errno;
         /* One that cannot be opened as a directory, no commit or discard can lock either. */
         _cleanup_close_ int lock_fd = -1;
         if (aj_run_lock_workspace(run, &lock_fd) == -EWOULDBLOCK)

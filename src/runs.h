@@ -134,8 +134,11 @@ int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollback
 /* Delete the run directory, refusing anything that is not a run dir directly below
  * <state>/runs (-EPERM). It is renamed to AJ_RUN_REMOVING_PREFIX<id> first, so a removal
  * that fails half way (a mount inside, an immutable file) leaves a leftover, not a run
- * without its record; `agentjail prune` finishes leftovers. A run whose overlay changes
- * are being committed or discarded (aj_run_lock_workspace) is -EBUSY, left alone. */
+ * without its record; `agentjail prune` finishes leftovers. -EBUSY, left alone: a run whose
+ * supervisor or watchdog holds its directory's life lock (state.h aj_run_dir_create: it
+ * lives, or is starting and has no run.json yet), one being rolled back (`rollback
+ * --apply`), or whose overlay changes are being committed or discarded
+ * (aj_run_lock_workspace). */
 #define AJ_RUN_REMOVING_PREFIX ".removing-"
 int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);
 /* The run id in a leftover's name (AJ_RUN_REMOVING_PREFIX<id>), or NULL. */

@@ -343,7 +343,10 @@ static int lock_run(const AjRun *run, int *ret_fd)
                 if (fd >= 0)
                         close(fd);
                 if (r == -EWOULDBLOCK)
-                        cli_fail("rollback", "run %s: another 'agentjail rollback --apply' of it is running", run->id);
+                        cli_fail("rollback",
+                                 "run %s: another 'agentjail rollback --apply' of it is running, or its supervisor "
+                                 "or watchdog is still there, or it is being removed",
+                                 run->id);
                 else
                         cli_fail("rollback", "run %s: cannot lock '%s': %s", run->id, run->dir, strerror(-r));
                 return r;

@@ -76,7 +76,9 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd, int prewo
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        int keep[] = { rfd, 2, wd->cfg.term_fd, prework_fd, wd->cfg.hold_fds[0], wd->cfg.hold_fds[1] };
+        int keep[] = {
+                rfd, 2, wd->cfg.term_fd, prework_fd, wd->cfg.hold_fds[0], wd->cfg.hold_fds[1], wd->cfg.hold_fds[2]
+        };
         (void)aj_close_all_except(3, keep, ARRAY_SIZE(keep));
         if (prework_fd >= 0) {
                 wd->cfg.prework(wd->cfg.prework_arg, prework_fd);

@@ -647,6 +647,60 @@ Test(runs, remove_dir_stays_inside_the_state_dir)
         cr_assert_eq(aj_runs_find(&paths, "bbbb00000001", &run, NULL), -ENOTDIR, "a symlink is not a run");
 }
 
+/* A starting run (its directory made, no run.json yet, no control socket) looks like a dead
+ * run of unknown state to the operators' checks; `quarantine purge` removed it under its
+ * supervisor, which went on without records, found by no verb. The directory's life lock
+ * says it lives: held shared by the supervisor and the watchdogs it forks (the watchdog
+ * alone after a SIGKILL, while it writes supervisor.lost), let go of for all of them at
+ * the run's end. */
+Test(runs, remove_dir_leaves_a_run_its_supervisor_holds)
+{
+        char *dir = NULL;
+        int life = -1;
+        cr_assert_eq(aj_run_dir_create(&paths, "aaaa00000003", &dir, &life), 0);
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000003", &run, NULL), 0);
+        cr_assert_null(run->rec, "no run.json yet");
+        cr_assert_eq(aj_run_remove_dir(&paths, run), -EBUSY, "a starting run's directory stays");
+        cr_assert_eq(access(dir, F_OK), 0);
+
+        /* A watchdog forked since keeps it after a supervisor killed without letting go. */
+        pid_t watchdog = fork();
+        cr_assert_geq(watchdog, 0);
+        if (watchdog == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                pause();
+                _exit(0);
+        }
+        close(life); /* the supervisor is gone, without a word */
+        life = -1;
+        cr_assert_eq(aj_run_remove_dir(&paths, run), -EBUSY, "nor while its watchdog is there");
+        kill(watchdog, SIGKILL);
+        waitpid(watchdog, NULL, 0);
+        cr_assert_eq(aj_run_remove_dir(&paths, run), 0, "then it goes");
+        cr_assert_eq(access(dir, F_OK), -1);
+        aj_run_free(run);
+        free(dir);
+
+        /* At a run's end the supervisor lets go for every holder: a watchdog still
+         * exiting does not keep `quarantine purge` of the killed run from removing it. */
+        cr_assert_eq(aj_run_dir_create(&paths, "aaaa00000004", &dir, &life), 0);
+        watchdog = fork();
+        cr_assert_geq(watchdog, 0);
+        if (watchdog == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                pause();
+                _exit(0);
+        }
+        aj_run_dir_unhold(&life);
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000004", &run, NULL), 0);
+        cr_assert_eq(aj_run_remove_dir(&paths, run), 0, "let go of: removed, the watchdog still there");
+        kill(watchdog, SIGKILL);
+        waitpid(watchdog, NULL, 0);
+        aj_run_free(run);
+        free(dir);
+}
+
 Test(runs, timestamps_and_ages)
 {
         uint64_t ns;
