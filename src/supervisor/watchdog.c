@@ -44,6 +44,11 @@ static void record_lost(const AjSupWatchdog *wd)
          * filled would have none for supervisor.lost and the anchor), and nobody else would
          * remove it. */
         (void)aj_run_room_release(wd->cfg.run_dir);
+        /* The run is "lost" to operators now: their changes to its records (a release, a
+         * rollback step) wait for ours, and ours for theirs. */
+        _cleanup_close_ int lock = -1;
+        if (aj_events_lock(path, true, &lock) < 0)
+                return;
         AjChainEnd end;
         /* Continues the chain's sequence numbers from the file (the supervisor's died). */
         if (aj_events_append(path, wd->cfg.id, "supervisor.lost",
