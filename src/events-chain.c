@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -153,6 +154,18 @@ static int read_file_end(int fd, FileEnd *ret)
         if (!ret->last)
                 return -ENOMEM;
         ret->last_len = end - begin;
+        return 0;
+}
+
+int aj_events_lock(const char *path, bool exclusive, int *ret_fd)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | (exclusive ? O_CREAT : 0) | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (fd < 0)
+                return -errno;
+        while (flock(fd, exclusive ? LOCK_EX : LOCK_SH) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        *ret_fd = TAKE_FD(fd);
         return 0;
 }
 

@@ -101,7 +101,8 @@ typedef struct {
         char last_hash[65];
 } AjChainEnd;
 /* Append an event to a chain nobody else is writing (a dead run's), continuing its seq.
- * ret_end (may be NULL) gets the chain's new end, for run.json's anchor.
+ * ret_end (may be NULL) gets the chain's new end, for run.json's anchor. Whoever else may
+ * append to the same dead run's chain meanwhile holds aj_events_lock() around it.
  *
  * A writer killed in the middle of a line (SIGKILL during a write(2) of a group commit,
  * a crash) leaves the file ending without a newline. If what follows the last newline is a
@@ -113,6 +114,14 @@ typedef struct {
  * record, and only the bytes it names. */
 #define AJ_EVENTS_TORN "events.torn"
 int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end);
+/* The lock of a dead run's records, for what writes them after its supervisor (operators'
+ * verbs, the watchdog's supervisor.lost): an exclusive flock() on the chain at `path`
+ * (created if missing, never a symlink), waited for; *ret_fd holds it until closed. Each
+ * holder appends from the chain's last line and rewrites run.json from what it read: two at
+ * once chained two events to the same one (a chain `logs --verify` calls broken), and the
+ * second run.json lost the first's change. Held for one event and one run.json at a time.
+ * Not `exclusive`: shared, for reading run.json and the chain as one (never creates it). */
+int aj_events_lock(const char *path, bool exclusive, int *ret_fd);
 
 /* Checks the chain of events.jsonl: consecutive seq from 1, each "prev" the sha256 of the
  * line before, and (when expect_count > 0, from run.json) that event expect_count exists

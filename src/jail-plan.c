@@ -315,7 +315,7 @@ int aj_run_prepare(Run *run)
                 aj_error("%s", aj_error_text(&st_err, r));
                 return r;
         }
-        r = aj_run_dir_create(&run->paths, run->id, &run->run_dir);
+        r = aj_run_dir_create(&run->paths, run->id, &run->run_dir, &run->run_dir_lock);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the run directory under '%s/runs'", run->paths.state_root);
         /* First in it: without it the operator's verbs could not tell the run is live. */

@@ -86,7 +86,8 @@ static int start_watchdog(Run *run)
         AjSupWatchdogConfig cfg = { .id = run->id,
                                     .run_dir = run->run_dir,
                                     .runtime_dir = run->runtime_dir,
-                                    .hold_fds = { run->host_ids.fd[0], run->host_ids.fd[1], run->live_fd },
+                                    .hold_fds = { run->host_ids.fd[0], run->host_ids.fd[1], run->live_fd,
+                                                  run->run_dir_lock },
                                     .prework = aj_run_places_prework,
                                     .prework_arg = run };
         cfg.term_fd = aj_sup_terminal_saved(&run->term, &cfg.term_saved);
@@ -580,6 +581,8 @@ static void run_free(Run *run)
         aj_mount_plan_free(run->mount);
         aj_bpf_program_free(&run->bpf);
         aj_events_close(run->events);
+        /* After the last record (and the watchdog's 'D'): only now may the directory go. */
+        aj_run_dir_unhold(&run->run_dir_lock);
         aj_profile_free(run->profile);
         aj_paths_done(&run->paths);
         /* Last: every undo has run, nothing of the jail runs as these ids any more. */
@@ -608,6 +611,7 @@ int aj_jail_run(const AjRunOptions *opts)
                 .err_pipe = { -1, -1 },
                 .proxy_fds = { -1, -1 },
                 .mnt_ns_fd = -1,
+                .run_dir_lock = -1,
                 .cfg = { .stdout_fd = -1, .stderr_fd = -1, .cgroup_v2_fd = -1 },
                 .shared = AJ_SHARED_INIT,
                 .sigfd = -1,

@@ -114,8 +114,11 @@ typedef struct {
         int out_pipe[2], err_pipe[2]; /* until the clone: the command's stdout and stderr */
         int proxy_fds[2];             /* HTTP, SOCKS5 listeners from the child, until the proxy takes them */
         int mnt_ns_fd;                /* the jail's mount namespace, until the watchdog holds it */
-        AjShared shared;              /* shared with the jail child: its copy of the config */
-        AjSpawnConfig *jail_cfg;      /* in `shared`: complete from publish_config() on */
+        /* the run directory's life lock (state.h aj_run_dir_create), also the watchdogs';
+         * let go of last, once every record is written */
+        int run_dir_lock;
+        AjShared shared;         /* shared with the jail child: its copy of the config */
+        AjSpawnConfig *jail_cfg; /* in `shared`: complete from publish_config() on */
 
         /* the supervisor: its loop and its parts */
         AjLoop *loop;

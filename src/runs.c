@@ -756,7 +756,28 @@ int aj_run_tool_journal(const AjRun *run, json_t **ret_calls)
 
 /* ---- operator changes to dead runs ----------------------------------------------------- */
 
-int aj_run_append_event(AjRun *run, const char *type, json_t *fields)
+int aj_run_lock_records(AjRun *run, bool exclusive, int *ret_fd)
+{
+        char path[PATH_MAX];
+        int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0)
+                return r;
+        _cleanup_close_ int fd = -1;
+        r = aj_events_lock(path, exclusive, &fd);
+        if (r < 0)
+                return r;
+        AjRunRecord *rec = NULL;
+        r = aj_run_record_read(run->dir, &rec, NULL);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        aj_run_record_free(run->rec);
+        run->rec = rec;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* Under the records' lock: the event, and run.json's anchor moved in run->rec. */
+static int append_locked(AjRun *run, const char *type, json_t *fields)
 {
         json_auto_t *owned = fields;
         char path[PATH_MAX];
@@ -770,8 +791,25 @@ int aj_run_append_event(AjRun *run, const char *type, json_t *fields)
         return run->rec ? aj_run_record_move_anchor(run->rec, &end, type) : 0;
 }
 
+int aj_run_append_event(AjRun *run, const char *type, json_t *fields)
+{
+        json_auto_t *owned = fields;
+        _cleanup_close_ int lock = -1;
+        int r = aj_run_lock_records(run, true, &lock);
+        if (r < 0)
+                return r;
+        r = append_locked(run, type, TAKE_PTR(owned));
+        if (r < 0 || !run->rec)
+                return r;
+        return aj_run_record_write(run->dir, run->rec);
+}
+
 int aj_run_release_offline(AjRun *run, uid_t by_uid)
 {
+        _cleanup_close_ int lock = -1;
+        int r = aj_run_lock_records(run, true, &lock);
+        if (r < 0)
+                return r;
         if (!run->rec)
                 return -ENOENT;
         if (!aj_run_record_quarantined(run->rec))
@@ -779,9 +817,8 @@ int aj_run_release_offline(AjRun *run, uid_t by_uid)
         char ts[40];
         aj_format_timestamp(aj_now_realtime_ns(), ts, sizeof(ts));
         /* The chain first: a record of the release exists before its effect does. */
-        int r = aj_run_append_event(run, "quarantine.release",
-                                    json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live",
-                                              0));
+        r = append_locked(run, "quarantine.release",
+                          json_pack("{s:s, s:I, s:b}", "by", "operator", "uid", (json_int_t)by_uid, "live", 0));
         if (r >= 0)
                 r = aj_run_record_release(run->rec, by_uid, ts);
         if (r < 0)
@@ -793,12 +830,18 @@ int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, boo
 {
         json_auto_t *owned = fields;
         *ret_recorded = false;
-        if (!run->rec || !owned)
+        if (!owned)
                 return -ENOMEM;
+        _cleanup_close_ int lock = -1;
+        int r = aj_run_lock_records(run, true, &lock);
+        if (r < 0)
+                return r;
+        if (!run->rec)
+                return -ENOENT;
         const char *type = streq(changes, "committed") ? "workspace.commit" : "workspace.discard";
         if (json_object_set_new(owned, "uid", json_integer((json_int_t)getuid())) < 0)
                 return -ENOMEM;
-        int r = aj_run_append_event(run, type, TAKE_PTR(owned));
+        r = append_locked(run, type, TAKE_PTR(owned));
         if (r < 0)
                 return r;
         *ret_recorded = true;
@@ -826,12 +869,16 @@ int aj_run_lock_workspace(const AjRun *run, int *ret_fd)
 int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollbackOutcome *o, bool *ret_recorded)
 {
         *ret_recorded = false;
+        _cleanup_close_ int lock = -1;
+        int r = aj_run_lock_records(run, true, &lock);
+        if (r < 0)
+                return r;
         if (!run->rec)
                 return -ENOENT;
         json_t *fields = aj_rollback_step_event(s, o, getuid());
         if (!fields)
                 return -ENOMEM;
-        int r = aj_run_append_event(run, AJ_ROLLBACK_EVENT, fields);
+        r = append_locked(run, AJ_ROLLBACK_EVENT, fields);
         if (r < 0)
                 return r;
         *ret_recorded = true;
@@ -866,6 +913,15 @@ int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)
                 return -errno;
         if (!S_ISDIR(st.st_mode))
                 return -EPERM;
+        /* Its life's lock (state.h aj_run_dir_create), held shared by a supervisor and its
+         * watchdogs: a run that lives, or starts (no run.json yet, no control socket: what
+         * the callers' checks go by), or whose watchdog is writing supervisor.lost; and
+         * exclusively by `rollback --apply`. Held until the directory is gone. */
+        _cleanup_close_ int life_fd = open(expected, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (life_fd < 0)
+                return errno == ELOOP || errno == ENOTDIR ? -EPERM : -errno;
+        if (flock(life_fd, LOCK_EX | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EBUSY : -errno;
         /* One that cannot be opened as a directory, no commit or discard can lock either. */
         _cleanup_close_ int lock_fd = -1;
         if (aj_run_lock_workspace(run, &lock_fd) == -EWOULDBLOCK)

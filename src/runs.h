@@ -118,10 +118,22 @@ int aj_run_tool_journal(const AjRun *run, json_t **ret_calls);
  * and a run has thousands of them), this is the value itself, parsed: a new reference, NULL
  * when the entry has none (null), or when out of memory. */
 json_t *aj_run_journal_value(json_t *entry, const char *key);
-/* Append an event to a dead run's chain (continuing its seq) and move run.json's anchor
- * in run->rec, if it has one (written by the caller's aj_run_record_write). `fields` is
- * consumed. */
+/*
+ * A dead run's records changed by an operator: these four append to its chain and rewrite
+ * its run.json under the records' lock (events.h aj_events_lock), one change at a time
+ * across operators, and start from run.json as it is under the lock (run->rec is replaced:
+ * the one read before may predate another operator's change).
+ *
+ * An event appended (continuing the chain's seq), run.json's anchor moved to it and written
+ * when there is a run.json. `fields` is consumed.
+ */
 int aj_run_append_event(AjRun *run, const char *type, json_t *fields);
+/* The records' lock itself, held until *ret_fd is closed, and run.json read again under it
+ * (run->rec replaced, NULL when run.json is missing). Not `exclusive` (shared, and -ENOENT
+ * without a chain): for reading a dead run's run.json and chain as one (`logs --verify`,
+ * rollback's plan: an anchor read before another operator's append made the chain look
+ * extended after its end, "broken"). Never around the four calls here, which take it. */
+int aj_run_lock_records(AjRun *run, bool exclusive, int *ret_fd);
 /* A dead run's overlay workspace decided: "workspace.commit" or "workspace.discard" (with
  * `fields`, consumed, and the operator's uid) in the chain, then run.json's workspace
  * "changes" = `changes` ("committed", "discarded"). *ret_recorded says whether the event
@@ -132,7 +144,8 @@ int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, boo
  * (<run>/workspace) exclusively, without waiting, and hold it until they are done:
  * -EWOULDBLOCK when another holds it; *ret_fd -1 (and 0) when there is no such directory. */
 int aj_run_lock_workspace(const AjRun *run, int *ret_fd);
-/* Mark a dead run's quarantine released in run.json and record "quarantine.release". */
+/* Mark a dead run's quarantine released in run.json and record "quarantine.release";
+ * -EALREADY when it is not quarantined (any more). */
 int aj_run_release_offline(AjRun *run, uid_t by_uid);
 /* One step of `agentjail rollback --apply` (src/rollback.h) recorded in a dead run: its
  * "rollback.step" event in the chain, then run.json's "rollback" (and anchor).
@@ -143,8 +156,11 @@ int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollback
 /* Delete the run directory, refusing anything that is not a run dir directly below
  * <state>/runs (-EPERM). It is renamed to AJ_RUN_REMOVING_PREFIX<id> first, so a removal
  * that fails half way (a mount inside, an immutable file) leaves a leftover, not a run
- * without its record; `agentjail prune` finishes leftovers. A run whose overlay changes
- * are being committed or discarded (aj_run_lock_workspace) is -EBUSY, left alone. */
+ * without its record; `agentjail prune` finishes leftovers. -EBUSY, left alone: a run whose
+ * supervisor or watchdog holds its directory's life lock (state.h aj_run_dir_create: it
+ * lives, or is starting and has no run.json yet), one being rolled back (`rollback
+ * --apply`), or whose overlay changes are being committed or discarded
+ * (aj_run_lock_workspace). */
 #define AJ_RUN_REMOVING_PREFIX ".removing-"
 int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);
 /* The run id in a leftover's name (AJ_RUN_REMOVING_PREFIX<id>), or NULL. */

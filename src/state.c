@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -173,7 +174,7 @@ int aj_state_root_check(const AjPaths *paths, AjStateUse use, AjError *ret_error
                             root, problem, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
 }
 
-int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
+int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir, int *ret_lock_fd)
 {
         /* Rootless, the group is the operator's primary group, which may be shared ("users"):
          * with 0750 its members read every run's output, events and run.json. Root's runs
@@ -190,8 +191,30 @@ int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
                 return -ENOMEM;
         if (mkdir(dir, mode) < 0)
                 return -errno;
+        /* Its life's lock, shared, taken before anything is in it: a starting run has no
+         * run.json yet and answers no control socket, so nothing else says it lives. */
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || flock(fd, LOCK_SH | LOCK_NB) < 0) {
+                r = -errno;
+                if (fd >= 0)
+                        close(fd);
+                (void)rmdir(dir);
+                return r;
+        }
         *ret_dir = TAKE_PTR(dir);
+        *ret_lock_fd = fd;
         return 0;
+}
+
+void aj_run_dir_unhold(int *lock_fd)
+{
+        if (*lock_fd < 0)
+                return;
+        /* The lock is the open file description's, which the watchdogs forked since share
+         * and may keep a moment longer: let go of it for all of them, now. */
+        (void)flock(*lock_fd, LOCK_UN);
+        close(*lock_fd);
+        *lock_fd = -1;
 }
 
 char *aj_runtime_dir_path(const AjPaths *paths, const char *id) { return aj_path_join(paths->runtime_root, id); }

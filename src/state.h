@@ -51,8 +51,16 @@ typedef enum {
  * -EPERM with ret_error saying what is wrong.
  */
 int aj_state_root_check(const AjPaths *paths, AjStateUse use, AjError *ret_error);
-/* <state>/runs/<id>, created 0750 as root, 0700 rootless (fails if it exists). */
-int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
+/* <state>/runs/<id>, created 0750 as root, 0700 rootless (fails if it exists), and its
+ * life's lock: *ret_lock_fd, the directory opened (CLOEXEC) with a shared flock() on it,
+ * which the run's supervisor and its watchdogs hold until the run's records are all
+ * written (the watchdog, after a killed supervisor, until supervisor.lost is). Removing a
+ * run directory takes it exclusively (aj_run_remove_dir, src/runs.h): a run that lives, or
+ * is starting with no run.json yet, is never removed under its supervisor. */
+int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir, int *ret_lock_fd);
+/* Lets go of the run directory's life lock (for every process sharing it) and closes it;
+ * *lock_fd becomes -1. Accepts -1. */
+void aj_run_dir_unhold(int *lock_fd);
 /* <runtime>/<id> (not created). */
 char *aj_runtime_dir_path(const AjPaths *paths, const char *id);
 /* <runtime>/.root: the mount point every jail mounts its root on, inside its own

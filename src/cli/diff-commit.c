@@ -41,7 +41,8 @@
         "was before the run."
 
 typedef struct {
-        const char *path;   /* the workspace on the host (run.json) */
+        const char *path;   /* the workspace on the host (run.json): path_copy once opened */
+        char *path_copy;    /* owned: recording the decision reads run.json again */
         char dir[PATH_MAX]; /* <run dir>/workspace: upper/ and work/ */
         int upper_fd, lower_fd;
         int lock_fd; /* dir, flock()ed by commit and discard until they are done */
@@ -172,6 +173,10 @@ static int open_overlay(const char *cmd, AjRun *run, bool decide, Overlay *o)
                 cli_fail(cmd, "run %s: its workspace changes were %s already", run->id, ws->changes);
                 return -EALREADY;
         }
+        /* Recording the decision reads run.json again (runs.h), and frees this record. */
+        if (!(o->path_copy = strdup(o->path)))
+                return -ENOMEM;
+        o->path = o->path_copy;
         char upper[PATH_MAX + 8];
         snprintf(upper, sizeof(upper), "%s/%s", o->dir, AJ_OVERLAY_UPPER);
         o->upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -208,6 +213,7 @@ static void overlay_cmd_done(OverlayCmd *c)
         overlay_close(&c->ov);
         if (c->ov.lock_fd >= 0)
                 close(c->ov.lock_fd);
+        free(c->ov.path_copy);
         aj_run_free(c->run);
         aj_paths_done(&c->paths);
 }
@@ -553,8 +559,6 @@ static void record_partial_commit(AjRun *run, const char *workspace, const AjWsS
                                    (json_int_t)st->deleted, "replaced", (json_int_t)st->replaced, "error", error, "uid",
                                    (json_int_t)getuid());
         int r = fields ? aj_run_append_event(run, "workspace.commit_failed", fields) : -ENOMEM;
-        if (r >= 0 && run->rec)
-                r = aj_run_record_write(run->dir, run->rec);
         if (r < 0)
                 cli_fail("commit", "run %s: cannot record the %zu changes applied in the event chain: %s", run->id,
                          applied, strerror(-r));

@@ -233,7 +233,15 @@ static int verify_chain(AjRun *run, const char *path, bool json)
 {
         AjChainCheck c;
         AjChainVerdict v;
-        int r = aj_run_verify_chain(run->rec, path, &c, &v);
+        /* run.json and the chain as one (runs.h aj_run_lock_records): the run.json read
+         * before an operator's change to the dead run (a release, a rollback step) has the
+         * anchor before it, and the chain read after looked extended past its end. */
+        _cleanup_close_ int records = -1;
+        int r = aj_run_lock_records(run, false, &records);
+        if (r == -ENOENT)
+                r = 0; /* no chain: said below */
+        if (r >= 0)
+                r = aj_run_verify_chain(run->rec, path, &c, &v);
         if (r < 0) {
                 cli_fail("logs", "cannot read '%s': %s", path, strerror(-r));
                 return CLI_EXIT_FAIL;

@@ -351,7 +351,9 @@ static int apply(const AjPaths *paths, Entry *v, size_t n, bool dry_run)
 static const char *removal_error(int r)
 {
         return r == -EPERM   ? "not a run directory of the state dir (a symlink?): refused"
-               : r == -EBUSY ? "its workspace changes are being committed or discarded: left alone"
+               : r == -EBUSY ? "in use: its workspace changes are being committed or discarded, it is being rolled "
+                               "back, or its supervisor or watchdog is still there (a run starting, live or being "
+                               "cleaned up): left alone"
                              : strerror(-r);
 }
 

@@ -9,6 +9,7 @@
 #include "cli/verb.h"
 #include "cli/verbs.h"
 #include "control.h"
+#include "util/clock.h"
 #include "util/syscalls.h"
 
 /* How long purge waits for a killed run's supervisor to finish. */
@@ -150,10 +151,24 @@ static int wait_pidfd(int pidfd, int timeout_ms)
         }
 }
 
+/* The run directory removed once its supervisor has let go of it (state.h
+ * aj_run_dir_create): a killed run's supervisor whose pid run.json does not name (a run
+ * killed while it started) is waited for here, up to the deadline. */
+static int remove_when_let_go(const AjPaths *paths, const AjRun *run, int64_t deadline_ms)
+{
+        for (;;) {
+                int r = aj_run_remove_dir(paths, run);
+                if (r != -EBUSY || (int64_t)aj_now_monotonic_ms() >= deadline_ms)
+                        return r;
+                (void)poll(NULL, 0, 20);
+        }
+}
+
 static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
 {
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
-        bool supervisor = aj_run_supervisor_alive(run);
+        int64_t deadline = (int64_t)aj_now_monotonic_ms() + PURGE_WAIT_MS;
+        bool supervisor = aj_run_supervisor_alive(run), killed = false;
         if (run->live || supervisor) {
                 if (!run->live) {
                         cli_fail("quarantine",
@@ -180,13 +195,17 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
                                  run->id, PURGE_WAIT_MS / 1000);
                         return CLI_EXIT_FAIL;
                 }
+                killed = true;
         }
-        int r = aj_run_remove_dir(paths, run);
+        int r = killed ? remove_when_let_go(paths, run, deadline) : aj_run_remove_dir(paths, run);
         if (r < 0) {
                 cli_fail("quarantine", "cannot remove '%s': %s", run->dir,
-                         r == -EPERM   ? "not a run directory of the state dir"
-                         : r == -EBUSY ? "its workspace changes are being committed or discarded"
-                                       : strerror(-r));
+                         r == -EPERM ? "not a run directory of the state dir"
+                         : r == -EBUSY
+                                 ? "in use: its workspace changes are being committed or discarded, it is being "
+                                   "rolled back, or its supervisor or watchdog is still there (a run starting, live "
+                                   "or being cleaned up)"
+                                 : strerror(-r));
                 return CLI_EXIT_FAIL;
         }
         if (json) {

@@ -343,7 +343,10 @@ static int lock_run(const AjRun *run, int *ret_fd)
                 if (fd >= 0)
                         close(fd);
                 if (r == -EWOULDBLOCK)
-                        cli_fail("rollback", "run %s: another 'agentjail rollback --apply' of it is running", run->id);
+                        cli_fail("rollback",
+                                 "run %s: another 'agentjail rollback --apply' of it is running, or its supervisor "
+                                 "or watchdog is still there, or it is being removed",
+                                 run->id);
                 else
                         cli_fail("rollback", "run %s: cannot lock '%s': %s", run->id, run->dir, strerror(-r));
                 return r;
@@ -556,7 +559,14 @@ static int load_plan(AjRun *run, const AjProfile *prof, const Options *opt, AjRo
         char path[PATH_MAX];
         AjChainCheck check;
         AjChainVerdict verdict;
-        int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        /* run.json and the chain as one: read before, run.json's anchor may predate another
+         * operator's append (a release, a decision), and the chain would look extended. */
+        _cleanup_close_ int records = -1;
+        int r = aj_run_lock_records(run, false, &records);
+        if (r >= 0 && !run->rec)
+                r = -ENOENT;
+        if (r >= 0)
+                r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
         if (r >= 0)
                 r = aj_run_verify_chain(run->rec, path, &check, &verdict);
         if (r < 0) {
@@ -572,6 +582,7 @@ static int load_plan(AjRun *run, const AjProfile *prof, const Options *opt, AjRo
         }
         json_t *journal = NULL;
         r = aj_run_tool_journal(run, &journal);
+        close(TAKE_FD(records)); /* each step's record takes it again */
         if (r < 0) {
                 cli_fail("rollback", "cannot read '%s/%s': %s", run->dir, AJ_RUN_FILE_EVENTS, strerror(-r));
                 return -1;

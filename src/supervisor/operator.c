@@ -46,6 +46,13 @@ int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjSupDisk *disk, AjMeter *me
         /* "disk_free", "wall" and "log_bytes" are the supervisor's; the rest is the meter's.
          * All or nothing: each is checked before any is applied. */
         bool raising = raise && json_object_size(raise) > 0;
+        /* A raise answers a stop: "+N" adds to the cap as it is then, and two operators who
+         * answered one breach with the same raise had it applied twice, the second to a run
+         * the first had thawed. Refused on a run that is not frozen, nothing changed. */
+        if (raising && !aj_sup_breach_frozen(b))
+                return aj_error_set(ret_error, -EALREADY,
+                                    "the run is not frozen (thawed meanwhile?): no cap raised; raise its caps "
+                                    "while it is stopped");
         json_t *disk_free = raising ? json_object_get(raise, "disk_free") : NULL;
         uint64_t reserve = 0;
         if (disk_free) {

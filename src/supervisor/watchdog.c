@@ -44,6 +44,11 @@ static void record_lost(const AjSupWatchdog *wd)
          * filled would have none for supervisor.lost and the anchor), and nobody else would
          * remove it. */
         (void)aj_run_room_release(wd->cfg.run_dir);
+        /* The run is "lost" to operators now: their changes to its records (a release, a
+         * rollback step) wait for ours, and ours for theirs. */
+        _cleanup_close_ int lock = -1;
+        if (aj_events_lock(path, true, &lock) < 0)
+                return;
         AjChainEnd end;
         /* Continues the chain's sequence numbers from the file (the supervisor's died). */
         if (aj_events_append(path, wd->cfg.id, "supervisor.lost",
@@ -76,9 +81,14 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd, int prewo
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        int keep[] = {
-                rfd, 2, wd->cfg.term_fd, prework_fd, wd->cfg.hold_fds[0], wd->cfg.hold_fds[1], wd->cfg.hold_fds[2]
-        };
+        int keep[] = { rfd,
+                       2,
+                       wd->cfg.term_fd,
+                       prework_fd,
+                       wd->cfg.hold_fds[0],
+                       wd->cfg.hold_fds[1],
+                       wd->cfg.hold_fds[2],
+                       wd->cfg.hold_fds[3] };
         (void)aj_close_all_except(3, keep, ARRAY_SIZE(keep));
         if (prework_fd >= 0) {
                 wd->cfg.prework(wd->cfg.prework_arg, prework_fd);

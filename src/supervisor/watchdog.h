@@ -27,10 +27,11 @@ typedef struct {
         int term_fd;                            /* the operator's terminal to restore, or -1 */
         /* Kept open until it exits, -1 none: the locks on the run's host ids
          * (src/host-id-pool.h), so that a killed supervisor's slot stays taken until the
-         * jail's processes are killed and its cgroup is gone; and the run's live.lock
-         * (run-record.h), so that the run counts as live until supervisor.lost is written.
-         * Every watchdog keeps them. */
-        int hold_fds[3];
+         * jail's processes are killed and its cgroup is gone; the run's live.lock
+         * (run-record.h), so that the run counts as live until supervisor.lost is written;
+         * and the run directory's life lock (state.h aj_run_dir_create), so that nobody
+         * removes the directory meanwhile. Every watchdog keeps them. */
+        int hold_fds[4];
         const struct termios *term_saved;
         /* Optional: work the first watchdog does for the supervisor before it starts to wait
          * (it would only wait): its result written to fd, which the supervisor reads through

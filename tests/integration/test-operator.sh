@@ -348,6 +348,37 @@ wait_exit "$BG_PID" 15
 isnt "$WAIT_RC" 124 "the purged run's supervisor ended"
 ok "the purged run's directory is gone" test ! -e "$P_DIR"
 
+# ------------------------------------------------------------------ a starting run is not purged
+# A run has no run.json and no control socket until it is about to let its command run:
+# nothing the operators' checks read says that it lives, and `quarantine purge` removed the
+# directory of a run still starting, which then ran on without records, found by no verb.
+# Its supervisor holds the directory's life lock from its making: here a live run, with its
+# run.json and control socket hidden, stands for one in that window.
+start_jail_bg --name op-starting -- ./probe sleep 60
+S_DIR=$(wait_run_dir 10)
+S_ID=${S_DIR##*/}
+S_SOCK=$AGENTJAIL_RUNTIME_DIR/$S_ID/control.sock
+if [[ -n "$S_ID" ]] && wait_sock "$S_ID"; then
+        mv "$S_DIR/run.json" "$S_DIR/run.json.hidden" && mv "$S_SOCK" "$S_SOCK.hidden"
+        aj ps -a
+        like "$OUT" "$S_ID +.* unknown" "the run reads as one whose state is unknown, as while it starts" || op_diag
+        aj quarantine purge "$S_ID"
+        is "$RC" 1 "purge refuses the directory of a run whose supervisor holds it" || op_diag
+        like "$ERR" "in use: .* its supervisor or watchdog is still there" "and says why"
+        ok "the run's directory is still there" test -f "$S_DIR/events.jsonl"
+        mv "$S_DIR/run.json.hidden" "$S_DIR/run.json" && mv "$S_SOCK.hidden" "$S_SOCK"
+        aj kill "$S_ID"
+        is "$RC" 0 "the run is still the operators' to kill" || op_diag
+        wait_exit "$BG_PID" 15
+        isnt "$WAIT_RC" 124 "it ends"
+        is "$(jq -r .status "$S_DIR/run.json")" exited "and its own records say so"
+        aj quarantine purge "$S_ID"
+        is "$RC" 0 "once it has ended, purge removes it" || op_diag
+        ok "the ended run's directory is gone" test ! -e "$S_DIR"
+else
+        fail "the run to hide starts" "$(cat "$TEST_TMP/bg.err")"
+fi
+
 # ------------------------------------------------------------------ a live breach: quarantine, release
 cp "$AGENTJAIL_SOURCE_DIR/tests/helpers/broker-client.py" "$WORKSPACE/client.py"
 BP=$(write_profile capped '{"extends": "default", "meters": {"tokens": 2000}}')

@@ -298,8 +298,12 @@ Test(state, run_and_runtime_dirs)
         cr_assert_not_null(mkdtemp(dir));
         AjPaths p = { .state_root = dir, .runtime_root = dir };
         char *run_dir = NULL, *rt = NULL;
-        cr_assert_eq(aj_run_dir_create(&p, "0123456789ab", &run_dir), 0);
-        cr_assert_eq(aj_run_dir_create(&p, "0123456789ab", &rt), -EEXIST, "a run dir is never reused");
+        int lock = -1, lock2 = -1;
+        cr_assert_eq(aj_run_dir_create(&p, "0123456789ab", &run_dir, &lock), 0);
+        cr_assert_geq(lock, 0, "the run's life lock");
+        cr_assert_eq(aj_run_dir_create(&p, "0123456789ab", &rt, &lock2), -EEXIST, "a run dir is never reused");
+        aj_run_dir_unhold(&lock);
+        cr_assert_eq(lock, -1);
         cr_assert_eq(aj_runtime_dir_create(&p, "0123456789ab", &rt), 0);
         char *mp = NULL;
         cr_assert_eq(aj_root_mountpoint(&p, &mp), 0);

@@ -722,6 +722,183 @@ Test(runs, remove_dir_stays_inside_the_state_dir)
         cr_assert_eq(aj_runs_find(&paths, "bbbb00000001", &run, NULL), -ENOTDIR, "a symlink is not a run");
 }
 
+/* A starting run (its directory made, no run.json yet, no control socket) looks like a dead
+ * run of unknown state to the operators' checks; `quarantine purge` removed it under its
+ * supervisor, which went on without records, found by no verb. The directory's life lock
+ * says it lives: held shared by the supervisor and the watchdogs it forks (the watchdog
+ * alone after a SIGKILL, while it writes supervisor.lost), let go of for all of them at
+ * the run's end. */
+Test(runs, remove_dir_leaves_a_run_its_supervisor_holds)
+{
+        char *dir = NULL;
+        int life = -1;
+        cr_assert_eq(aj_run_dir_create(&paths, "aaaa00000003", &dir, &life), 0);
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000003", &run, NULL), 0);
+        cr_assert_null(run->rec, "no run.json yet");
+        cr_assert_eq(aj_run_remove_dir(&paths, run), -EBUSY, "a starting run's directory stays");
+        cr_assert_eq(access(dir, F_OK), 0);
+
+        /* A watchdog forked since keeps it after a supervisor killed without letting go. */
+        pid_t watchdog = fork();
+        cr_assert_geq(watchdog, 0);
+        if (watchdog == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                pause();
+                _exit(0);
+        }
+        close(life); /* the supervisor is gone, without a word */
+        life = -1;
+        cr_assert_eq(aj_run_remove_dir(&paths, run), -EBUSY, "nor while its watchdog is there");
+        kill(watchdog, SIGKILL);
+        waitpid(watchdog, NULL, 0);
+        cr_assert_eq(aj_run_remove_dir(&paths, run), 0, "then it goes");
+        cr_assert_eq(access(dir, F_OK), -1);
+        aj_run_free(run);
+        free(dir);
+
+        /* At a run's end the supervisor lets go for every holder: a watchdog still
+         * exiting does not keep `quarantine purge` of the killed run from removing it. */
+        cr_assert_eq(aj_run_dir_create(&paths, "aaaa00000004", &dir, &life), 0);
+        watchdog = fork();
+        cr_assert_geq(watchdog, 0);
+        if (watchdog == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                pause();
+                _exit(0);
+        }
+        aj_run_dir_unhold(&life);
+        cr_assert_eq(aj_runs_find(&paths, "aaaa00000004", &run, NULL), 0);
+        cr_assert_eq(aj_run_remove_dir(&paths, run), 0, "let go of: removed, the watchdog still there");
+        kill(watchdog, SIGKILL);
+        waitpid(watchdog, NULL, 0);
+        aj_run_free(run);
+        free(dir);
+}
+
+/* Two operators each found the dead run (run.json read), then changed it one after the
+ * other: the second wrote back the run.json it had read, and the first's change was gone
+ * (here the release: the run read as quarantined again, the chain saying released). */
+Test(runs, offline_changes_start_from_run_json_as_it_is)
+{
+        const char *id = "aaaa00000005";
+        char dir[256], path[300];
+        snprintf(dir, sizeof(dir), "%s/runs/%s", paths.state_root, id);
+        cr_assert_eq(mkdir(dir, 0750), 0);
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        AjChainEnd end;
+        cr_assert_eq(aj_events_append(path, id, "run.start", NULL, &end), 0);
+        cr_assert_eq(aj_events_append(path, id, "quarantine", json_pack("{s:s}", "cap", "tokens"), &end), 0);
+        cr_assert_eq(aj_events_append(path, id, "run.exit", NULL, &end), 0);
+        char text[2048], rj[300];
+        snprintf(text, sizeof(text),
+                 "{\"id\":\"%s\",\"name\":\"two-ops\",\"started\":\"2026-01-01T00:00:00Z\","
+                 "\"profile\":{\"name\":\"default\"}," EXITED ",\"state\":\"quarantined\","
+                 "\"quarantine\":{\"since\":\"2026-01-01T00:00:01Z\",\"cap\":\"tokens\",\"released\":false},"
+                 "\"workspace\":{\"mode\":\"overlay\",\"path\":\"/nonexistent\",\"changes\":\"pending\"},"
+                 "\"events\":{\"count\":%llu,\"last_sha256\":\"%s\",\"end\":\"run.exit\"}}\n",
+                 id, (unsigned long long)end.count, end.last_hash);
+        snprintf(rj, sizeof(rj), "%s/run.json", dir);
+        cr_assert_eq(aj_write_file_atomic(rj, text, strlen(text), 0640), 0);
+
+        AjRun *first = NULL, *second = NULL;
+        cr_assert_eq(aj_runs_find(&paths, id, &first, NULL), 0);
+        cr_assert_eq(aj_runs_find(&paths, id, &second, NULL), 0);
+        cr_assert_eq(aj_run_release_offline(first, 4242), 0);
+        bool recorded = false;
+        cr_assert_eq(aj_run_decide_workspace(second, "discarded", json_object(), &recorded), 0);
+        cr_assert(recorded);
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, id, &run, NULL), 0);
+        cr_expect(run->rec->quarantine.released, "the first operator's release is still in run.json");
+        aj_run_free(run);
+        cr_expect_eq(aj_run_release_offline(second, 4343), -EALREADY, "released already, by the first");
+        aj_run_free(first);
+        aj_run_free(second);
+
+        cr_assert_eq(aj_runs_find(&paths, id, &run, NULL), 0);
+        cr_expect_str_eq(run->rec->workspace.changes ?: "(none)", "discarded", "and so is the second's decision");
+        cr_expect_str_eq(aj_run_display_state(run), "exited");
+        AjChainCheck check;
+        AjChainVerdict verdict;
+        cr_assert_eq(aj_run_verify_chain(run->rec, path, &check, &verdict), 0);
+        cr_expect_eq(verdict, AJ_CHAIN_INTACT, "%s", check.problem);
+        cr_expect_eq(run->rec->anchor.count, 5, "the anchor at the second change");
+        aj_run_free(run);
+}
+
+/* `quarantine release` of `id` in a child process: its pid. */
+static pid_t release_in_child(const char *id, int close_fd)
+{
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                close(close_fd);
+                AjRun *run = NULL;
+                if (aj_runs_find(&paths, id, &run, NULL) < 0)
+                        _exit(2);
+                _exit(aj_run_release_offline(run, 4242) == 0 ? 0 : 1);
+        }
+        return pid;
+}
+
+/* Two changes at once each appended from the chain's last line: two events with one seq,
+ * a chain `logs --verify` calls broken and `rollback --apply` will not plan from. A change
+ * waits for the records' lock another holds; and for a reader's (`logs --verify`, the
+ * rollback's plan), which reads run.json's anchor and the chain as one. */
+Test(runs, offline_changes_wait_for_each_other)
+{
+        const char *id = "aaaa00000006";
+        char dir[256], path[300];
+        snprintf(dir, sizeof(dir), "%s/runs/%s", paths.state_root, id);
+        cr_assert_eq(mkdir(dir, 0750), 0);
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        AjChainEnd end;
+        cr_assert_eq(aj_events_append(path, id, "run.start", NULL, &end), 0);
+        cr_assert_eq(aj_events_append(path, id, "run.exit", NULL, &end), 0);
+        char text[2048], rj[300];
+        snprintf(text, sizeof(text),
+                 "{\"id\":\"%s\",\"name\":\"two-ops\",\"started\":\"2026-01-01T00:00:00Z\","
+                 "\"profile\":{\"name\":\"default\"}," EXITED ",\"state\":\"quarantined\","
+                 "\"quarantine\":{\"since\":\"2026-01-01T00:00:01Z\",\"cap\":\"tokens\",\"released\":false},"
+                 "\"events\":{\"count\":%llu,\"last_sha256\":\"%s\",\"end\":\"run.exit\"}}\n",
+                 id, (unsigned long long)end.count, end.last_hash);
+        snprintf(rj, sizeof(rj), "%s/run.json", dir);
+        cr_assert_eq(aj_write_file_atomic(rj, text, strlen(text), 0640), 0);
+
+        int held = -1;
+        cr_assert_eq(aj_events_lock(path, true, &held), 0, "another operator's change under way");
+        pid_t other = release_in_child(id, held);
+        usleep(300 * 1000);
+        int status = 0;
+        cr_expect_eq(waitpid(other, &status, WNOHANG), 0, "the release waits for the lock");
+        AjChainCheck check;
+        cr_assert_eq(aj_events_verify(path, 0, NULL, &check), 0);
+        cr_expect_eq(check.count, 2, "nothing appended meanwhile");
+        close(held);
+        cr_assert_eq(waitpid(other, &status, 0), other);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "then it is made");
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, id, &run, NULL), 0);
+        AjChainVerdict verdict;
+        cr_assert_eq(aj_run_verify_chain(run->rec, path, &check, &verdict), 0);
+        cr_expect_eq(verdict, AJ_CHAIN_INTACT, "%s", check.problem);
+        cr_expect_eq(check.count, 3);
+
+        /* A reader holds it shared: run.json read again under it, a change waits. */
+        cr_assert_eq(aj_write_file_atomic(rj, text, strlen(text), 0640), 0); /* quarantined again */
+        cr_assert_eq(aj_run_lock_records(run, false, &held), 0);
+        cr_expect(!run->rec->quarantine.released, "run.json as it is now");
+        other = release_in_child(id, held);
+        usleep(300 * 1000);
+        cr_expect_eq(waitpid(other, &status, WNOHANG), 0, "a change waits for the reader");
+        close(held);
+        cr_assert_eq(waitpid(other, &status, 0), other);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        aj_run_free(run);
+}
+
 Test(runs, timestamps_and_ages)
 {
         uint64_t ns;

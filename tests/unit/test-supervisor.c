@@ -407,11 +407,36 @@ Test(supervisor, thaw_raise_wall_adds_time_all_or_nothing)
         fake_run_free(f);
 }
 
+/* Two operators answered one stop with the same "+N": both raises were applied, the second
+ * to the run the first had thawed. A raise is for a frozen run only. */
+Test(supervisor, thaw_raise_answers_one_stop)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ .cap_ns = 10 * SEC });
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(NULL, &m), 0);
+        advance(f, 10 * SEC);
+        cr_assert(aj_sup_breach_frozen(&f->breach));
+        AjError err = {};
+        json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
+        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), 0, "the first operator's");
+        cr_expect(!aj_sup_breach_frozen(&f->breach));
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), -EALREADY, "the second's");
+        cr_expect(err.message && strstr(err.message, "not frozen"), "%s", err.message ?: "");
+        aj_error_clear(&err);
+        json_auto_t *w = aj_sup_wall_cap_json(&f->wall);
+        cr_expect_eq(json_real_value(json_object_get(w, "limit")), 20.0, "raised once");
+        cr_expect_eq(count(&f->chain, "caps.raise"), 1);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, NULL, &err), 0, "a plain thaw is still fine");
+        aj_meter_free(m);
+        fake_run_free(f);
+}
+
 Test(supervisor, thaw_raise_without_wall_cap_is_refused)
 {
         FakeRun *f = fake_run(&(FakeConfig){ 0 });
         AjMeter *m = NULL;
         cr_assert_eq(aj_meter_new(NULL, &m), 0);
+        cr_assert_eq(aj_sup_breach_freeze(&f->breach, "operator", NULL), 0, "raises are for a frozen run");
         AjError err = {};
         json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
         cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), -EINVAL);
