@@ -353,20 +353,23 @@ ok "the purged run's directory is gone" test ! -e "$P_DIR"
 # nothing the operators' checks read says that it lives, and `quarantine purge` removed the
 # directory of a run still starting, which then ran on without records, found by no verb.
 # Its supervisor holds the directory's life lock from its making: here a live run, with its
-# run.json and control socket hidden, stands for one in that window.
+# run.json, control socket and live.lock hidden (before live.lock is made, only the life lock
+# says the run is there), stands for one in that window.
 start_jail_bg --name op-starting -- ./probe sleep 60
 S_DIR=$(wait_run_dir 10)
 S_ID=${S_DIR##*/}
 S_SOCK=$AGENTJAIL_RUNTIME_DIR/$S_ID/control.sock
 if [[ -n "$S_ID" ]] && wait_sock "$S_ID"; then
-        mv "$S_DIR/run.json" "$S_DIR/run.json.hidden" && mv "$S_SOCK" "$S_SOCK.hidden"
+        mv "$S_DIR/run.json" "$S_DIR/run.json.hidden" && mv "$S_SOCK" "$S_SOCK.hidden" &&
+                mv "$S_DIR/live.lock" "$S_DIR/live.lock.hidden"
         aj ps -a
         like "$OUT" "$S_ID +.* unknown" "the run reads as one whose state is unknown, as while it starts" || op_diag
         aj quarantine purge "$S_ID"
         is "$RC" 1 "purge refuses the directory of a run whose supervisor holds it" || op_diag
         like "$ERR" "in use: .* its supervisor or watchdog is still there" "and says why"
         ok "the run's directory is still there" test -f "$S_DIR/events.jsonl"
-        mv "$S_DIR/run.json.hidden" "$S_DIR/run.json" && mv "$S_SOCK.hidden" "$S_SOCK"
+        mv "$S_DIR/run.json.hidden" "$S_DIR/run.json" && mv "$S_SOCK.hidden" "$S_SOCK" &&
+                mv "$S_DIR/live.lock.hidden" "$S_DIR/live.lock"
         aj kill "$S_ID"
         is "$RC" 0 "the run is still the operators' to kill" || op_diag
         wait_exit "$BG_PID" 15
