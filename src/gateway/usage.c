@@ -325,11 +325,14 @@ static bool search_model(const char *model)
         return false;
 }
 
-/* The web searches the request allows (usage.h max_searches): each web search tool's
- * max_uses (a whole number of at least 1; absent, null, 0 or negative: no bound), the
- * Responses API's max_tool_calls, which bounds all its built-in tools' calls together (0:
- * no bound, as a lenient server might read it), and a Chat search's one. -EINVAL with *ret_key the member when a bound is not a whole number
- * (whole_of()): the provider might read it as one the gateway did not. */
+/* The web searches the request allows (usage.h max_searches): each Anthropic web search
+ * tool's max_uses (a whole number of at least 1; absent, null, 0 or negative: no bound),
+ * the Responses API's max_tool_calls, which bounds all its built-in tools' calls together
+ * (0: no bound, as a lenient server might read it), and a Chat search's one. max_uses is
+ * Anthropic's: another API's search tools have no such member, and a provider of it ignoring
+ * one ({"type": "web_search", "max_uses": 1}) would search unbounded, so there a search
+ * tool is without a bound whatever it says. -EINVAL with *ret_key the member when a bound
+ * is not a whole number (whole_of()): the provider might read it as one the gateway did not. */
 static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
 {
         AjLlmUsage *u = &c->u;
@@ -339,6 +342,10 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
         json_array_foreach (json_object_get(root, "tools"), i, tool) {
                 if (!search_tool(tool))
                         continue;
+                if (c->api != AJ_LLM_API_ANTHROPIC_MESSAGES) {
+                        u->search_unbounded = true;
+                        continue;
+                }
                 int r = whole_of(json_object_get(tool, "max_uses"), &v);
                 if (r < 0) {
                         *ret_key = "tools[].max_uses";

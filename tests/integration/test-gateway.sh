@@ -308,6 +308,14 @@ run_jail -p "$PS" -- /bin/sh -c 'python3 client.py anthropic "" search-3 @ws-str
 like "$JAIL_OUT" 'status=400.*max_uses.*must be a whole number' "max_uses \"1\": refused, 400"
 like "$JAIL_OUT" 'Max_Uses.*letter case' "max_uses twinned in other case: refused"
 is "$(($(records) - n0))" 0 "... neither reaches the provider"
+# max_uses is Anthropic's: on a Responses search tool it bounds nothing (a provider ignoring it
+# searches unbounded), so the tool is reserved at 8 searches, not 1
+PR=$(write_profile gwrsearch '{"extends": "default", "on_breach": "kill", "prices": {"gpt-test": {"input": 1e-6,
+        "output": 2e-6, "web_search": 0.01}}, "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PR" --cap cost_usd=1 -- python3 client.py openai-responses "" gpt-test \
+        '{"tools": [{"type": "web_search", "max_uses": 1}]}'
+is "$(events_of llm.request | jq -c .reserved.web_searches)" 8 \
+        "a Responses web_search tool's max_uses bounds nothing: 8 searches reserved"
 
 # --- a Chat Completions search model searches once per request and reports no count: one search
 # is charged at the profile's fee; unpriced under a cost cap, the request is refused before it runs

@@ -939,6 +939,14 @@ Test(gateway_usage, request_web_searches_allowed)
                 { AJ_LLM_API_OPENAI_RESPONSES,
                   "{\"model\":\"m\",\"max_tool_calls\":0,\"tools\":[{\"type\":\"web_search\"}]}", 0, 0, true, false },
                 { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_tool_calls\":\"3\",\"tools\":[]}", -EINVAL },
+                /* max_uses is Anthropic's: a Responses or Chat provider ignoring it searches
+                 * unbounded, so it bounds nothing there (nor is its type checked). */
+                { AJ_LLM_API_OPENAI_RESPONSES, WS(",{\"type\":\"web_search\",\"max_uses\":1}"), 0, 0, true, false },
+                { AJ_LLM_API_OPENAI_RESPONSES, WS(",{\"type\":\"web_search\",\"max_uses\":\"x\"}"), 0, 0, true, false },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"max_tool_calls\":3,\"tools\":[{\"type\":\"web_search\",\"max_uses\":1}]}", 0, 3,
+                  false, false },
+                { AJ_LLM_API_OPENAI_CHAT, WS(",{\"type\":\"web_search\",\"max_uses\":1}"), 0, 0, true, false },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o\"}", 0, 0, false, false },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o\",\"web_search_options\":{}}", 0, 1, false, true },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o\",\"web_search_options\":null}", 0, 0, false, false },
