@@ -356,6 +356,15 @@ run_jail -p "$PB2" --cap cost_usd=1 -- python3 client.py openai-responses "" bui
 is "$JAIL_RC" 123 "the provider's tools at a fee nobody priced, under a cost cap: a breach" || jail_diag
 like "$(events_of llm.response | jq -r .breach_reason)" 'file_search tool.*builtin-tools.*add "file_search"' \
         "llm.response names the tool and the key to add"
+# a request offering such a tool reserves one use of it: unpriced under a cost cap, it is refused
+# before the provider runs (and bills) any
+n0=$(records)
+run_jail -p "$PB2" --cap cost_usd=1 -- python3 client.py openai-responses "" builtin-tools \
+        '{"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}'
+is "$JAIL_RC" 123 "a request offering file_search no fee covers, under a cost cap: a breach" || jail_diag
+like "$(events_of llm.request | jq -r 'select(.verdict == "breach") | .reason')" 'file_search tool.*add "file_search"' \
+        "llm.request names the tool and the key to add"
+is "$(($(records) - n0))" 0 "... and the provider never sees it"
 
 # --- model tool calls count as tool calls
 run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic "" tool-call; python3 client.py openai-chat "" tool-call'
