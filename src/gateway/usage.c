@@ -314,6 +314,26 @@ static bool search_tool(json_t *tool)
         return type && strncasecmp(type, "web_search", 10) == 0;
 }
 
+/* The provider's tool billed per use that `tool` offers (usage.h tool_offered), or -1. Any
+ * case and version, as search_tool(). */
+static int fee_tool(json_t *tool)
+{
+        static const struct {
+                const char *prefix;
+                AjToolFee fee;
+        } tools[] = {
+                { "web_fetch", AJ_TOOL_FEE_WEB_FETCH },
+                { "file_search", AJ_TOOL_FEE_FILE_SEARCH },
+                { "code_interpreter", AJ_TOOL_FEE_CODE_INTERPRETER },
+                { "image_generation", AJ_TOOL_FEE_IMAGE_GENERATION },
+        };
+        const char *type = json_string_value(json_object_get(tool, "type"));
+        for (size_t i = 0; type && i < ARRAY_SIZE(tools); i++)
+                if (strncasecmp(type, tools[i].prefix, strlen(tools[i].prefix)) == 0)
+                        return (int)tools[i].fee;
+        return -1;
+}
+
 /* A Chat Completions search model (gpt-4o-search-preview, gpt-4o-mini-search-preview,
  * gpt-5-search-api): it searches the web for every request. */
 static bool search_model(const char *model)
@@ -325,11 +345,14 @@ static bool search_model(const char *model)
         return false;
 }
 
-/* The web searches the request allows (usage.h max_searches): each web search tool's
- * max_uses (a whole number of at least 1; absent, null, 0 or negative: no bound), the
- * Responses API's max_tool_calls, which bounds all its built-in tools' calls together (0:
- * no bound, as a lenient server might read it), and a Chat search's one. -EINVAL with *ret_key the member when a bound is not a whole number
- * (whole_of()): the provider might read it as one the gateway did not. */
+/* The web searches the request allows (usage.h max_searches): each Anthropic web search
+ * tool's max_uses (a whole number of at least 1; absent, null, 0 or negative: no bound),
+ * the Responses API's max_tool_calls, which bounds all its built-in tools' calls together
+ * (0: no bound, as a lenient server might read it), and a Chat search's one. max_uses is
+ * Anthropic's: another API's search tools have no such member, and a provider of it ignoring
+ * one ({"type": "web_search", "max_uses": 1}) would search unbounded, so there a search
+ * tool is without a bound whatever it says. -EINVAL with *ret_key the member when a bound
+ * is not a whole number (whole_of()): the provider might read it as one the gateway did not. */
 static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
 {
         AjLlmUsage *u = &c->u;
@@ -337,8 +360,15 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
         size_t i;
         uint64_t v;
         json_array_foreach (json_object_get(root, "tools"), i, tool) {
+                int fee = fee_tool(tool);
+                if (fee >= 0)
+                        u->tool_offered[fee] = true;
                 if (!search_tool(tool))
                         continue;
+                if (c->api != AJ_LLM_API_ANTHROPIC_MESSAGES) {
+                        u->search_unbounded = true;
+                        continue;
+                }
                 int r = whole_of(json_object_get(tool, "max_uses"), &v);
                 if (r < 0) {
                         *ret_key = "tools[].max_uses";

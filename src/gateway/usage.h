@@ -97,6 +97,12 @@ typedef struct {
         uint64_t max_searches;
         bool search_unbounded;
         bool chat_search; /* a Chat Completions search: its response is one search */
+        /* The provider's other tools billed per use (prices.h AjToolFee) that the request offers:
+         * Anthropic's web_fetch tools, the Responses API's file_search, code_interpreter and
+         * image_generation tools (by type, any version and letter case). One use of each is
+         * reserved, so that under a cost cap a fee nobody priced refuses the request before
+         * the provider runs (and bills) any. */
+        bool tool_offered[AJ_TOOL_FEES];
 
         /* From the response. */
         int status;

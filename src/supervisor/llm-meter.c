@@ -268,6 +268,9 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                                     .input = u->prompt_estimate,
                                     .output = mul_sat(per_answer, u->choices ? u->choices : 1),
                                     .web_searches = searches };
+        /* And one use of each other tool billed per use it offers: its fee must be known. */
+        for (int f = 0; f < AJ_TOOL_FEES; f++)
+                cs->worst.tool_uses[f] = u->tool_offered[f];
         return 0;
 }
 
@@ -404,13 +407,22 @@ static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)
         memcpy(ret->tool_uses, ch.tool_uses, sizeof(ret->tool_uses));
 }
 
-/* The uses of the provider's other tools, all fees together (none is reserved). */
+/* The uses of the provider's other tools, all fees together. */
 static uint64_t tool_uses(const AjMeterUsage *u)
 {
         uint64_t n = 0;
         for (int f = 0; f < AJ_TOOL_FEES; f++)
                 n = n > UINT64_MAX - u->tool_uses[f] ? UINT64_MAX : n + u->tool_uses[f];
         return n;
+}
+
+/* Whether every tool's uses in `m` are within those reserved in `worst`. */
+static bool tools_within(const AjMeterUsage *m, const AjMeterUsage *worst)
+{
+        for (int f = 0; f < AJ_TOOL_FEES; f++)
+                if (m->tool_uses[f] > worst->tool_uses[f])
+                        return false;
+        return true;
 }
 
 /* The stream so far, against the caps: the call holds the larger of its worst case and
@@ -428,12 +440,14 @@ static bool crosses_cap(AjSupLlmCall *cs, AjMeterDecision *d)
         cs->checked_searches = m.web_searches;
         cs->checked_tools = tools;
         if (m.input <= cs->worst.input && m.output <= cs->worst.output && m.cache_write == 0 &&
-            m.web_searches <= cs->worst.web_searches && tools == 0)
+            m.web_searches <= cs->worst.web_searches && tools_within(&m, &cs->worst))
                 return false; /* within the reservation, which fit */
         AjMeterUsage hold = m;
         hold.input = max_u64(m.input, cs->worst.input);
         hold.output = max_u64(m.output, cs->worst.output);
         hold.web_searches = max_u64(m.web_searches, cs->worst.web_searches);
+        for (int f = 0; f < AJ_TOOL_FEES; f++)
+                hold.tool_uses[f] = max_u64(m.tool_uses[f], cs->worst.tool_uses[f]);
         AjMeterReservation res;
         aj_meter_settle(cs->l->meter, &cs->res, false);
         if (aj_meter_reserve_usage(cs->l->meter, &hold, &res, d) < 0 || d->verdict == AJ_VERDICT_BREACH) {
@@ -445,6 +459,7 @@ static bool crosses_cap(AjSupLlmCall *cs, AjMeterDecision *d)
         cs->worst.input = hold.input;
         cs->worst.output = hold.output;
         cs->worst.web_searches = hold.web_searches;
+        memcpy(cs->worst.tool_uses, hold.tool_uses, sizeof(hold.tool_uses));
         return false;
 }
 
@@ -629,10 +644,12 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                 const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
                 if ((call->agent_left && outcome == AJ_GATEWAY_CUT_SHORT) || u->background) {
                         charged_worst = m.input < cs->worst.input || m.output < cs->worst.output ||
-                                        m.web_searches < cs->worst.web_searches;
+                                        m.web_searches < cs->worst.web_searches || !tools_within(&cs->worst, &m);
                         m.input = max_u64(m.input, cs->worst.input);
                         m.output = max_u64(m.output, cs->worst.output);
                         m.web_searches = max_u64(m.web_searches, cs->worst.web_searches);
+                        for (int f = 0; f < AJ_TOOL_FEES; f++)
+                                m.tool_uses[f] = max_u64(m.tool_uses[f], cs->worst.tool_uses[f]);
                 }
                 if (aj_meter_settle_usage(l->meter, &cs->res, &m, &d) == 0) {
                         cs->reserved = false;

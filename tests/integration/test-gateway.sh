@@ -308,6 +308,14 @@ run_jail -p "$PS" -- /bin/sh -c 'python3 client.py anthropic "" search-3 @ws-str
 like "$JAIL_OUT" 'status=400.*max_uses.*must be a whole number' "max_uses \"1\": refused, 400"
 like "$JAIL_OUT" 'Max_Uses.*letter case' "max_uses twinned in other case: refused"
 is "$(($(records) - n0))" 0 "... neither reaches the provider"
+# max_uses is Anthropic's: on a Responses search tool it bounds nothing (a provider ignoring it
+# searches unbounded), so the tool is reserved at 8 searches, not 1
+PR=$(write_profile gwrsearch '{"extends": "default", "on_breach": "kill", "prices": {"gpt-test": {"input": 1e-6,
+        "output": 2e-6, "web_search": 0.01}}, "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PR" --cap cost_usd=1 -- python3 client.py openai-responses "" gpt-test \
+        '{"tools": [{"type": "web_search", "max_uses": 1}]}'
+is "$(events_of llm.request | jq -c .reserved.web_searches)" 8 \
+        "a Responses web_search tool's max_uses bounds nothing: 8 searches reserved"
 
 # --- a Chat Completions search model searches once per request and reports no count: one search
 # is charged at the profile's fee; unpriced under a cost cap, the request is refused before it runs
@@ -348,6 +356,15 @@ run_jail -p "$PB2" --cap cost_usd=1 -- python3 client.py openai-responses "" bui
 is "$JAIL_RC" 123 "the provider's tools at a fee nobody priced, under a cost cap: a breach" || jail_diag
 like "$(events_of llm.response | jq -r .breach_reason)" 'file_search tool.*builtin-tools.*add "file_search"' \
         "llm.response names the tool and the key to add"
+# a request offering such a tool reserves one use of it: unpriced under a cost cap, it is refused
+# before the provider runs (and bills) any
+n0=$(records)
+run_jail -p "$PB2" --cap cost_usd=1 -- python3 client.py openai-responses "" builtin-tools \
+        '{"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}'
+is "$JAIL_RC" 123 "a request offering file_search no fee covers, under a cost cap: a breach" || jail_diag
+like "$(events_of llm.request | jq -r 'select(.verdict == "breach") | .reason')" 'file_search tool.*add "file_search"' \
+        "llm.request names the tool and the key to add"
+is "$(($(records) - n0))" 0 "... and the provider never sees it"
 
 # --- model tool calls count as tool calls
 run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic "" tool-call; python3 client.py openai-chat "" tool-call'

@@ -890,6 +890,39 @@ Test(gateway_usage, request_choices_and_background)
  * unless the Responses API's max_tool_calls bounds every built-in tool's calls, a Chat
  * search (web_search_options, a search model) one; a bound the provider might read as a
  * number but that is not a whole one is refused, naming it. */
+/* The provider's tools billed per use that a request offers, by type (any version and
+ * case), whatever the API: one use of each is reserved (llm-meter.c). */
+Test(gateway_usage, request_tools_billed_per_use_offered)
+{
+        static const struct {
+                AjLlmApi api;
+                const char *body;
+                bool offered[AJ_TOOL_FEES];
+        } cases[] = {
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}]}",
+                  {} },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"file_search\",\"vector_store_ids\":[\"v\"]},"
+                  "{\"type\":\"image_generation\"},{\"type\":\"Code_Interpreter\",\"container\":{\"type\":\"auto\"}}]}",
+                  { [AJ_TOOL_FEE_FILE_SEARCH] = true,
+                    [AJ_TOOL_FEE_IMAGE_GENERATION] = true,
+                    [AJ_TOOL_FEE_CODE_INTERPRETER] = true } },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\"}]}",
+                  { [AJ_TOOL_FEE_WEB_FETCH] = true } },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), 0, "%s", cases[i].body);
+                for (int f = 0; f < AJ_TOOL_FEES; f++)
+                        cr_expect_eq(U(c)->tool_offered[f], cases[i].offered[f], "%s: %s", cases[i].body,
+                                     aj_tool_fee_name(f));
+                aj_llm_call_free(c);
+        }
+}
+
 Test(gateway_usage, request_web_searches_allowed)
 {
 #define WS(extra) "{\"model\":\"m\",\"tools\":[{\"name\":\"get_weather\",\"input_schema\":{}}" extra "]}"
@@ -939,6 +972,14 @@ Test(gateway_usage, request_web_searches_allowed)
                 { AJ_LLM_API_OPENAI_RESPONSES,
                   "{\"model\":\"m\",\"max_tool_calls\":0,\"tools\":[{\"type\":\"web_search\"}]}", 0, 0, true, false },
                 { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_tool_calls\":\"3\",\"tools\":[]}", -EINVAL },
+                /* max_uses is Anthropic's: a Responses or Chat provider ignoring it searches
+                 * unbounded, so it bounds nothing there (nor is its type checked). */
+                { AJ_LLM_API_OPENAI_RESPONSES, WS(",{\"type\":\"web_search\",\"max_uses\":1}"), 0, 0, true, false },
+                { AJ_LLM_API_OPENAI_RESPONSES, WS(",{\"type\":\"web_search\",\"max_uses\":\"x\"}"), 0, 0, true, false },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"max_tool_calls\":3,\"tools\":[{\"type\":\"web_search\",\"max_uses\":1}]}", 0, 3,
+                  false, false },
+                { AJ_LLM_API_OPENAI_CHAT, WS(",{\"type\":\"web_search\",\"max_uses\":1}"), 0, 0, true, false },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o\"}", 0, 0, false, false },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o\",\"web_search_options\":{}}", 0, 1, false, true },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"gpt-4o\",\"web_search_options\":null}", 0, 0, false, false },
