@@ -205,15 +205,49 @@ BG_PIDS=()
 # --- a run is live until its watchdog has closed it: the operator's verbs go by the run's
 # live.lock, which the watchdog keeps after the supervisor's SIGKILL. By supervisor_pid the
 # run was "lost" (and prune removed its directory) while the watchdog was still to write
-# supervisor.lost into it. The watchdog is held in a frozen v1 freezer cgroup (SIGSTOP
-# would not hold it: its orphaned process group gets SIGCONT when the supervisor dies).
-FRZ=/sys/fs/cgroup/freezer
-if [[ -w $FRZ/cgroup.procs ]]; then
+# supervisor.lost into it. The watchdog is held in a frozen cgroup of its own (SIGSTOP
+# would not hold it: its orphaned process group gets SIGCONT when the supervisor dies): a
+# cgroup v2 tree's (pure v2, or a hybrid host's unified tree), else v1's freezer.
+FRZ_V2=
+if [[ $(stat -f -c %T /sys/fs/cgroup 2>/dev/null) == cgroup2fs ]]; then
+        FRZ_V2=/sys/fs/cgroup
+elif [[ -e /sys/fs/cgroup/unified/cgroup.procs ]]; then
+        FRZ_V2=/sys/fs/cgroup/unified
+fi
+FRZ_V1=/sys/fs/cgroup/freezer
+# hold_frozen PID: into a new frozen cgroup ($fz); let_go PID: thawed, back, the cgroup gone.
+hold_frozen() {
+        if [[ -n $FRZ_V2 ]]; then
+                fz_home=$(sed -n 's/^0:://p' "/proc/$1/cgroup")
+                fz=$FRZ_V2/aj-test-$$
+                mkdir "$fz" && echo "$1" >"$fz/cgroup.procs" && echo 1 >"$fz/cgroup.freeze" &&
+                        wait_for_output "$fz/cgroup.events" "frozen 1" 5
+        else
+                fz_home=
+                fz=$FRZ_V1/aj-test-$$
+                mkdir "$fz" && echo "$1" >"$fz/cgroup.procs" && echo FROZEN >"$fz/freezer.state"
+        fi
+}
+let_go() {
+        if [[ -n $FRZ_V2 ]]; then
+                echo 0 >"$fz/cgroup.freeze"
+                echo "$1" >"$FRZ_V2$fz_home/cgroup.procs" 2>/dev/null
+        else
+                echo THAWED >"$fz/freezer.state"
+                echo "$1" >"$FRZ_V1/cgroup.procs" 2>/dev/null
+        fi
+        local i
+        for ((i = 0; i < 50; i++)); do
+                rmdir "$fz" 2>/dev/null && return 0
+                sleep 0.1
+        done
+        rmdir "$fz"
+}
+if [[ -n $FRZ_V2 || -w $FRZ_V1/cgroup.procs ]]; then
         start_jail_bg -- ./probe sleep 60
-        if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID"); then
+        if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5) && wd=$(next_watchdog "$BG_PID") &&
+                hold_frozen "$wd"; then
                 id=${rdir##*/}
-                fz=$FRZ/aj-test-$$
-                mkdir "$fz" && echo "$wd" >"$fz/cgroup.procs" && echo FROZEN >"$fz/freezer.state"
                 kill -KILL "$BG_PID"
                 wait "$BG_PID" 2>/dev/null
                 aj ps --all --json
@@ -222,19 +256,18 @@ if [[ -w $FRZ/cgroup.procs ]]; then
                 aj prune --keep 0 --json
                 is "$(jq -r --arg id "$id" '.skipped[] | select(.id == $id) | .reason' <<<"$OUT")" live \
                         "prune keeps it while its watchdog has yet to close its chain"
-                echo THAWED >"$fz/freezer.state"
-                echo "$wd" >"$FRZ/cgroup.procs" 2>/dev/null
-                rmdir "$fz"
+                let_go "$wd"
                 check_lost_chain "$rdir"
                 aj ps --all --json
                 is "$(jq -r --arg id "$id" '.runs[] | select(.id == $id) | .state' <<<"$OUT")" lost \
                         "the watchdog done: the run is lost"
         else
-                fail "the jail for the watchdog-window test started" "$(cat "$TEST_TMP/bg.err")"
+                fail "the jail for the watchdog-window test started, its watchdog held" "$(cat "$TEST_TMP/bg.err")"
+                [[ -d ${fz:-} ]] && let_go "${wd:-0}"
         fi
         BG_PIDS=()
 else
-        skip "a run is live until its watchdog has closed it" "no v1 freezer hierarchy to hold the watchdog in"
+        skip "a run is live until its watchdog has closed it" "no cgroup v2 tree and no v1 freezer to hold the watchdog in"
 fi
 
 # --- the watchdog is watched: SIGKILLed, the supervisor starts another (and records it),
