@@ -56,11 +56,21 @@ void aj_eval_bounded_write(int out, const void *b, size_t n)
         }
 }
 
-_noreturn_ static void child(void (*body)(void *arg, int out), void *arg, int out, pid_t parent)
+_noreturn_ static void child(void (*body)(void *arg, int out), void *arg, int out, int go, pid_t parent)
 {
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
                 _exit(3);
+        /* Nothing runs before the parent holds this process's statm: an ignored SIGCHLD
+         * reaps a process the moment it exits, and a body that finished first would leave
+         * no /proc entry to bound and no answer read. The parent's close is the start. */
+        char c;
+        ssize_t r;
+        while ((r = read(go, &c, 1)) < 0 && errno == EINTR)
+                ;
+        if (r != 0)
+                _exit(3);
+        close(go);
         /* The caller's handlers (eval's SIGINT, SIGTERM) are not this process's. */
         static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXCPU, SIGCHLD };
         for (size_t i = 0; i < sizeof(sigs) / sizeof(*sigs); i++)
@@ -102,25 +112,34 @@ static AjEvalBoundedEnd bounded_wait(void (*body)(void *arg, int out), void *arg
                                      void (*on_bytes)(void *ctx, const char *b, size_t n), void *ctx,
                                      const sigset_t *caller)
 {
-        int p[2];
+        int p[2], go[2];
         if (pipe2(p, O_CLOEXEC) < 0)
                 return AJ_EVAL_BOUNDED_FAILED;
+        if (pipe2(go, O_CLOEXEC) < 0) {
+                close(p[0]);
+                close(p[1]);
+                return AJ_EVAL_BOUNDED_FAILED;
+        }
         pid_t parent = getpid();
         long base = statm_of("/proc/self/statm", 1);
         int pidfd = -1;
         pid_t pid = base < 0 ? -ENOENT : aj_fork_pidfd(&pidfd);
         if (pid == 0) {
                 close(p[0]);
-                child(body, arg, p[1], parent);
+                close(go[1]);
+                child(body, arg, p[1], go[0], parent);
         }
         close(p[1]);
+        close(go[0]);
         if (pid < 0) {
                 close(p[0]);
+                close(go[1]);
                 return AJ_EVAL_BOUNDED_FAILED; /* no bound without its base: nothing runs */
         }
         char statm[64];
         snprintf(statm, sizeof(statm), "/proc/%d/statm", (int)pid);
         int mfd = open(statm, O_RDONLY | O_CLOEXEC);
+        close(go[1]); /* the child starts (or, without its statm, ends: killed below) */
         uint64_t deadline = aj_now_monotonic_ns() + (uint64_t)AJ_EVAL_BOUNDED_MAX_MS * 1000000ULL;
         AjEvalBoundedEnd end = mfd < 0 ? AJ_EVAL_BOUNDED_FAILED : AJ_EVAL_BOUNDED_DONE;
         bool eof = false;

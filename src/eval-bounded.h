@@ -5,7 +5,8 @@
 
 /* glibc's regcomp() and regexec() have inputs that take them gigabytes or hours (docs/
  * evals.md), and both meet what the operator wrote and what the agent wrote. So they run
- * in a child process: it dies with its parent, has the default signal actions, and is
+ * in a child process: it dies with its parent, has the default signal actions, starts its
+ * body only once the parent holds its /proc statm (an ignored SIGCHLD reaps it at exit), and is
  * killed once it is AJ_EVAL_BOUNDED_MAX_BYTES resident past what the parent had at the
  * fork (its /proc statm, read every few ms) or AJ_EVAL_BOUNDED_MAX_MS have passed; the
  * kernel backs both (RLIMIT_AS four times that much, RLIMIT_CPU). A resident bound, not
