@@ -65,6 +65,32 @@ static void take_usage(AjLlmCall *c, json_t *usage, bool final)
         u->input_tokens = c->uncached_input + u->cache_read_tokens + u->cache_creation_tokens;
 }
 
+/* Anthropic's code execution ran (a code execution block, or the message names its
+ * container): billed by container time, which the usage does not report, so one use per
+ * response, at the fee a price gives a use (prices.h AJ_TOOL_FEE_CODE_EXECUTION). */
+static void code_execution_used(AjLlmCall *c)
+{
+        if (c->u.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION] == 0)
+                c->u.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION] = 1;
+}
+
+/* A server tool block of the code execution tool: "code_execution" (its first version),
+ * "bash_code_execution" and "text_editor_code_execution" (the later ones). */
+static bool code_execution_block(const char *name)
+{
+        size_t n = name ? strlen(name) : 0;
+        return n >= 14 && streq(name + n - 14, "code_execution");
+}
+
+/* The message's container (a whole body's, message_start's message, message_delta's delta):
+ * code execution ran in it. */
+static void container_named(AjLlmCall *c, json_t *o)
+{
+        json_t *container = json_object_get(o, "container");
+        if (container && !json_is_null(container))
+                code_execution_used(c);
+}
+
 /* A content block at `index`: a tool_use block is a tool call, its input the arguments
  * (streamed: {} at the start, then input_json_delta fragments until content_block_stop). */
 static void content_block(AjLlmCall *c, json_t *block, uint32_t index)
@@ -78,6 +104,8 @@ static void content_block(AjLlmCall *c, json_t *block, uint32_t index)
                         c->fetches_started++;
                 searches_update(c);
         }
+        if (type && streq(type, "server_tool_use") && code_execution_block(name))
+                code_execution_used(c);
         /* Server tools (server_tool_use: web search, code execution) run at the
          * provider, not in the jail: not counted as the agent's tool calls. */
         if (!type || !streq(type, "tool_use") ||
@@ -114,6 +142,7 @@ void aj_llm_anthropic_event(AjLlmCall *c, const char *type, json_t *root)
                 json_t *m = json_object_get(root, "message");
                 aj_llm_set_name(&u->response_model, json_string_value(json_object_get(m, "model")));
                 take_usage(c, json_object_get(m, "usage"), false);
+                container_named(c, m);
         } else if (streq(type, "content_block_start"))
                 content_block(c, json_object_get(root, "content_block"), block_index(root));
         else if (streq(type, "content_block_delta"))
@@ -123,6 +152,7 @@ void aj_llm_anthropic_event(AjLlmCall *c, const char *type, json_t *root)
         else if (streq(type, "message_delta")) {
                 aj_llm_set_name(&u->stop_reason,
                                 json_string_value(json_object_get(json_object_get(root, "delta"), "stop_reason")));
+                container_named(c, json_object_get(root, "delta"));
                 json_t *usage = json_object_get(root, "usage");
                 take_usage(c, usage, true);
                 if (json_is_object(usage) && json_object_get(usage, "output_tokens"))
@@ -147,6 +177,7 @@ void aj_llm_anthropic_body(AjLlmCall *c, json_t *root)
         }
         aj_llm_set_name(&u->response_model, json_string_value(json_object_get(root, "model")));
         aj_llm_set_name(&u->stop_reason, json_string_value(json_object_get(root, "stop_reason")));
+        container_named(c, root);
         size_t i;
         json_t *block;
         json_array_foreach (json_object_get(root, "content"), i, block) {

@@ -44,6 +44,9 @@ struct AjLlmCall {
         /* The Responses code interpreter's containers counted (usage.h tool_uses). */
         char *containers[AJ_LLM_MAX_CONTAINERS];
         size_t n_containers;
+        /* One container is counted already for a tool whose container the provider starts
+         * itself (usage.h container_auto): the first one named is it. */
+        bool auto_container;
 };
 
 /* 0 when JSON text from the agent or a provider is within AJ_LLM_MAX_JSON_VALUES and

@@ -125,12 +125,30 @@ static void chat_tool(AjLlmCall *c, json_int_t choice, size_t i, json_t *tc)
                 aj_llm_tool_args_text(c, key, json_string_value(args), json_string_length(args));
 }
 
+/* A Chat search (web_search_options) on a model that may not search: a url_citation
+ * annotation says it did (one search: the API reports no count). */
+static void chat_annotations(AjLlmCall *c, json_t *msg)
+{
+        json_t *a;
+        size_t i;
+        if (!c->u.chat_search || c->u.web_search_requests)
+                return;
+        json_array_foreach (json_object_get(msg, "annotations"), i, a) {
+                const char *type = json_string_value(json_object_get(a, "type"));
+                if (type && streq(type, "url_citation")) {
+                        c->u.web_search_requests = 1;
+                        return;
+                }
+        }
+}
+
 static void chat_choice(AjLlmCall *c, json_t *choice, bool stream)
 {
         json_t *msg = json_object_get(choice, stream ? "delta" : "message");
         json_int_t index = json_integer_value(json_object_get(choice, "index"));
         size_t i;
         json_t *tc;
+        chat_annotations(c, msg);
         aj_llm_output_bytes(c, msg, "content");
         aj_llm_output_bytes(c, msg, "refusal");
         json_array_foreach (json_object_get(msg, "tool_calls"), i, tc) {
@@ -252,7 +270,10 @@ static void container_used(AjLlmCall *c, json_t *item)
         const char *id = json_string_value(json_object_get(item, "container_id"));
         if (!new_container(id, (const char **)c->containers, c->n_containers))
                 return;
-        c->u.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER]++;
+        if (c->auto_container)
+                c->auto_container = false; /* the one counted when the answer started */
+        else
+                c->u.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER]++;
         if (id && c->n_containers < AJ_LLM_MAX_CONTAINERS && strlen(id) <= AJ_LLM_MAX_NAME &&
             (c->containers[c->n_containers] = strdup(id)))
                 c->n_containers++;

@@ -326,6 +326,7 @@ static int fee_tool(json_t *tool)
                 { "file_search", AJ_TOOL_FEE_FILE_SEARCH },
                 { "code_interpreter", AJ_TOOL_FEE_CODE_INTERPRETER },
                 { "image_generation", AJ_TOOL_FEE_IMAGE_GENERATION },
+                { "code_execution", AJ_TOOL_FEE_CODE_EXECUTION },
         };
         const char *type = json_string_value(json_object_get(tool, "type"));
         for (size_t i = 0; type && i < ARRAY_SIZE(tools); i++)
@@ -345,14 +346,76 @@ static bool search_model(const char *model)
         return false;
 }
 
+/* OpenRouter's ":online" model variant (web search by its web plugin): a ":online" suffix
+ * of the name, before or after another variant (":online:free"), any case. */
+static bool online_model(const char *model)
+{
+        for (const char *p = model ? strchr(model, ':') : NULL; p; p = strchr(p + 1, ':'))
+                if (strncasecmp(p, ":online", 7) == 0 && (p[7] == '\0' || p[7] == ':'))
+                        return true;
+        return false;
+}
+
+/* The results OpenRouter's web plugin may fetch for the request (usage.h plugin_results):
+ * each "plugins" entry with "id" "web" (any case), its max_results (absent, null, 0 or
+ * less: the default, AJ_LLM_WEB_PLUGIN_RESULTS), summed; a ":online" model without one is the
+ * default plugin. -EINVAL with *ret_key when a max_results is not a whole number. */
+static int plugin_results_of(AjLlmCall *c, json_t *root, const char **ret_key)
+{
+        AjLlmUsage *u = &c->u;
+        json_t *plugin;
+        size_t i;
+        bool web = false;
+        json_array_foreach (json_object_get(root, "plugins"), i, plugin) {
+                const char *id = json_string_value(json_object_get(plugin, "id"));
+                uint64_t v = 0;
+                if (!id || strcasecmp(id, "web") != 0)
+                        continue;
+                int r = whole_of(json_object_get(plugin, "max_results"), &v);
+                if (r < 0) {
+                        *ret_key = "plugins[].max_results";
+                        return -EINVAL;
+                }
+                u->plugin_results = sat_add(u->plugin_results, r > 0 && v > 0 ? v : AJ_LLM_WEB_PLUGIN_RESULTS);
+                web = true;
+        }
+        if (!web && online_model(json_string_value(json_object_get(root, "model"))))
+                u->plugin_results = AJ_LLM_WEB_PLUGIN_RESULTS;
+        u->max_searches = sat_add(u->max_searches, u->plugin_results);
+        return 0;
+}
+
+/* The uses of Anthropic's web_fetch tool the request allows: its max_uses, read as a web
+ * search tool's (absent, null, 0 or less: AJ_LLM_DEFAULT_TOOL_USES). The other tools billed
+ * per use (and another API's web_fetch, which has no such member) are reserved one use. */
+static int tool_uses_of(AjLlmCall *c, json_t *tool, int fee, const char **ret_key)
+{
+        AjLlmUsage *u = &c->u;
+        uint64_t v = 0, n = 1;
+        if (fee == AJ_TOOL_FEE_WEB_FETCH && c->api == AJ_LLM_API_ANTHROPIC_MESSAGES) {
+                int r = whole_of(json_object_get(tool, "max_uses"), &v);
+                if (r < 0) {
+                        *ret_key = "tools[].max_uses";
+                        return -EINVAL;
+                }
+                n = r > 0 && v > 0 ? v : AJ_LLM_DEFAULT_TOOL_USES;
+        }
+        if (fee == AJ_TOOL_FEE_CODE_INTERPRETER && !json_is_string(json_object_get(tool, "container")))
+                u->container_auto = true;
+        u->tool_offered[fee] = fee == AJ_TOOL_FEE_WEB_FETCH ? sat_add(u->tool_offered[fee], n) : 1;
+        return 0;
+}
+
 /* The web searches the request allows (usage.h max_searches): each Anthropic web search
  * tool's max_uses (a whole number of at least 1; absent, null, 0 or negative: no bound),
  * the Responses API's max_tool_calls, which bounds all its built-in tools' calls together
- * (0: no bound, as a lenient server might read it), and a Chat search's one. max_uses is
- * Anthropic's: another API's search tools have no such member, and a provider of it ignoring
- * one ({"type": "web_search", "max_uses": 1}) would search unbounded, so there a search
- * tool is without a bound whatever it says. -EINVAL with *ret_key the member when a bound
- * is not a whole number (whole_of()): the provider might read it as one the gateway did not. */
+ * (0: no bound, as a lenient server might read it), a Chat search's one, and the results of
+ * OpenRouter's web plugin. max_uses is Anthropic's: another API's search tools have no such
+ * member, and a provider of it ignoring one ({"type": "web_search", "max_uses": 1}) would
+ * search unbounded, so there a search tool is without a bound whatever it says. A Responses
+ * request naming a stored prompt may offer any of its built-in tools: unbounded searches and
+ * one use of each other tool. -EINVAL with *ret_key the member when a bound is not a whole
+ * number (whole_of()): the provider might read it as one the gateway did not. */
 static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
 {
         AjLlmUsage *u = &c->u;
@@ -361,8 +424,8 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
         uint64_t v;
         json_array_foreach (json_object_get(root, "tools"), i, tool) {
                 int fee = fee_tool(tool);
-                if (fee >= 0)
-                        u->tool_offered[fee] = true;
+                if (fee >= 0 && tool_uses_of(c, tool, fee, ret_key) < 0)
+                        return -EINVAL;
                 if (!search_tool(tool))
                         continue;
                 if (c->api != AJ_LLM_API_ANTHROPIC_MESSAGES) {
@@ -379,6 +442,15 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
                 else
                         u->max_searches = sat_add(u->max_searches, v);
         }
+        json_t *prompt = json_object_get(root, "prompt");
+        if (c->api == AJ_LLM_API_OPENAI_RESPONSES && prompt && !json_is_null(prompt)) {
+                static const AjToolFee stored[] = { AJ_TOOL_FEE_FILE_SEARCH, AJ_TOOL_FEE_CODE_INTERPRETER,
+                                                    AJ_TOOL_FEE_IMAGE_GENERATION };
+                u->stored_prompt = true;
+                u->search_unbounded = true;
+                for (size_t k = 0; k < ARRAY_SIZE(stored); k++)
+                        u->tool_offered[stored[k]] = 1;
+        }
         if (c->api == AJ_LLM_API_OPENAI_RESPONSES) {
                 int r = whole_of(json_object_get(root, "max_tool_calls"), &v);
                 if (r < 0) {
@@ -391,12 +463,13 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
                 }
         }
         json_t *opts = json_object_get(root, "web_search_options");
-        if (c->api == AJ_LLM_API_OPENAI_CHAT &&
-            ((opts && !json_is_null(opts)) || search_model(json_string_value(json_object_get(root, "model"))))) {
+        u->chat_search_model = c->api == AJ_LLM_API_OPENAI_CHAT &&
+                               search_model(json_string_value(json_object_get(root, "model")));
+        if (c->api == AJ_LLM_API_OPENAI_CHAT && ((opts && !json_is_null(opts)) || u->chat_search_model)) {
                 u->chat_search = true;
                 u->max_searches = sat_add(u->max_searches, 1);
         }
-        return 0;
+        return plugin_results_of(c, root, ret_key);
 }
 
 /* One tool result of the request, over the oldest kept when there are more. */
@@ -497,17 +570,19 @@ static const char *case_twin(json_t *o, const char *const *names, size_t n_names
         return NULL;
 }
 
-/* The members the gateway reads, at the top, in stream_options and in each tool: spelled
- * only so. */
+/* The members the gateway reads, at the top, in stream_options, in each tool and in each
+ * plugin: spelled only so. */
 static int check_case_twins(AjLlmCall *c, json_t *root)
 {
         static const char *const top[] = {
                 "model",   "stream",     "stream_options",        "background",         "n",
                 "best_of", "max_tokens", "max_completion_tokens", "max_output_tokens",  "messages",
-                "input",   "tools",      "max_tool_calls",        "web_search_options",
+                "input",   "tools",      "max_tool_calls",        "web_search_options", "plugins",
+                "prompt",
         };
         static const char *const opts[] = { "include_usage" };
-        static const char *const tool_members[] = { "type", "max_uses" };
+        static const char *const tool_members[] = { "type", "max_uses", "container" };
+        static const char *const plugin_members[] = { "id", "max_results" };
         const char *twin = case_twin(root, top, ARRAY_SIZE(top));
         json_t *tool;
         size_t i;
@@ -517,6 +592,11 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 if (twin)
                         break;
                 twin = case_twin(tool, tool_members, ARRAY_SIZE(tool_members));
+        }
+        json_array_foreach (json_object_get(root, "plugins"), i, tool) {
+                if (twin)
+                        break;
+                twin = case_twin(tool, plugin_members, ARRAY_SIZE(plugin_members));
         }
         if (!twin)
                 return 0;
@@ -609,15 +689,26 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
 
 void aj_llm_call_response_start(AjLlmCall *c, int status, const char *content_type)
 {
-        c->u.status = status;
-        /* A Chat Completions search model searches before it answers, and the response says
-         * nothing of it: an answer is one search billed (an error status is not billed). */
-        if (c->u.chat_search && status >= 200 && status < 300 && c->u.web_search_requests == 0)
-                c->u.web_search_requests = 1;
+        AjLlmUsage *u = &c->u;
+        bool answered = status >= 200 && status < 300;
+        u->status = status;
         if (content_type)
                 c->streaming = strncasecmp(content_type, "text/event-stream", 17) == 0;
         else
-                c->streaming = c->u.stream && status >= 200 && status < 300;
+                c->streaming = u->stream && answered;
+        /* A Chat Completions search model searches before it answers, and the response says
+         * nothing of it: an answer is one search billed (an error status is not billed). Another
+         * model asked to search (web_search_options) says so by url_citation annotations
+         * (usage-openai.c), but a stream may carry none (OpenAI's search models stream without
+         * them): a streamed answer is one search, a whole one only with an annotation. */
+        if (u->chat_search && answered && u->web_search_requests == 0 && (u->chat_search_model || c->streaming))
+                u->web_search_requests = 1;
+        /* A code interpreter container the provider starts itself is billed whether or not the
+         * response names it: an answer is one at least (the first container named is it). */
+        if (u->container_auto && answered && u->tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER] == 0) {
+                u->tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER] = 1;
+                c->auto_container = true;
+        }
 }
 
 static void event_json(AjLlmCall *c, const AjSseEvent *ev, json_t *root, bool *ret_forward)
@@ -805,6 +896,9 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
         ch.cache_creation = u->cache_creation_tokens;
         ch.cache_creation_1h = u->cache_creation_1h_tokens;
         ch.web_searches = u->web_search_requests;
+        /* OpenRouter's web plugin: its results are billed, their number not reported. */
+        if (u->plugin_results && u->status >= 200 && u->status < 300)
+                ch.web_searches = sat_add(ch.web_searches, u->plugin_results);
         memcpy(ch.tool_uses, u->tool_uses, sizeof(ch.tool_uses));
         ch.estimated = !u->input_reported || !(u->output_reported && ended);
         *ret = ch;

@@ -66,8 +66,13 @@ typedef enum {
  * recurse). docs/gateway.md. */
 #define AJ_LLM_MAX_JSON_VALUES (1u << 20)
 #define AJ_LLM_MAX_JSON_DEPTH 128u
-#define AJ_LLM_BLOB_TOKENS 1600  /* the prompt estimate of an image or document (base64 data) */
-#define AJ_LLM_BYTES_PER_TOKEN 3 /* estimates: fewer bytes a token than usual, so not under-charged */
+#define AJ_LLM_BLOB_TOKENS 1600     /* the prompt estimate of an image or document (base64 data) */
+#define AJ_LLM_BYTES_PER_TOKEN 3    /* estimates: fewer bytes a token than usual, so not under-charged */
+#define AJ_LLM_WEB_PLUGIN_RESULTS 5 /* OpenRouter's web plugin without max_results: its documented default */
+/* The uses reserved of a tool billed per use whose bound the gateway reads but the request
+ * leaves out (Anthropic's web_fetch without max_uses): the web search default's
+ * (AJ_SUP_LLM_DEFAULT_SEARCHES, Claude Code's bound). */
+#define AJ_LLM_DEFAULT_TOOL_USES 8
 
 typedef struct {
         /* From the request. */
@@ -92,17 +97,32 @@ typedef struct {
          * its Anthropic web search tools' max_uses, 1 for a Chat Completions search (a
          * request with web_search_options, or a search model: it searches once and reports
          * no count); search_unbounded: a search tool without a bound besides (Anthropic's
-         * without max_uses, the Responses API's web_search tools), which the reservation
-         * takes at a default number (docs/gateway.md). */
+         * without max_uses, the Responses API's web_search tools, the tools a stored prompt
+         * may hold), which the reservation takes at a default number (docs/gateway.md). */
         uint64_t max_searches;
         bool search_unbounded;
-        bool chat_search; /* a Chat Completions search: its response is one search */
+        bool chat_search;       /* a Chat Completions search: its response is one search */
+        bool chat_search_model; /* ... by its model, which searches for every request */
+        /* OpenRouter's web plugin ("plugins": [{"id": "web", "max_results": N}], or a model
+         * named "...:online"): billed per result, up to max_results (default
+         * AJ_LLM_WEB_PLUGIN_RESULTS) a request, and the usage does not say how many: an
+         * answered request is charged them all, priced as searches (included in
+         * max_searches for the reservation). */
+        uint64_t plugin_results;
+        /* The Responses API's "prompt": a stored prompt, whose tools the request does not
+         * show: reserved as if it offered every built-in tool the provider bills (unbounded
+         * web search, one use of the others). */
+        bool stored_prompt;
         /* The provider's other tools billed per use (prices.h AjToolFee) that the request offers:
-         * Anthropic's web_fetch tools, the Responses API's file_search, code_interpreter and
-         * image_generation tools (by type, any version and letter case). One use of each is
-         * reserved, so that under a cost cap a fee nobody priced refuses the request before
-         * the provider runs (and bills) any. */
-        bool tool_offered[AJ_TOOL_FEES];
+         * Anthropic's web_fetch and code_execution tools, the Responses API's file_search,
+         * code_interpreter and image_generation tools (by type, any version and letter case),
+         * and the uses reserved for each: an Anthropic web_fetch tool's max_uses (summed; none,
+         * or 0 or less: AJ_LLM_DEFAULT_TOOL_USES), one of each other tool, so that under a cost
+         * cap a fee nobody priced refuses the request before the provider runs (and bills) any. */
+        uint64_t tool_offered[AJ_TOOL_FEES];
+        /* A code_interpreter tool whose container the provider starts itself ({"type": "auto"},
+         * anything but a container id): an answer is billed a container at least. */
+        bool container_auto;
 
         /* From the response. */
         int status;
@@ -117,12 +137,16 @@ typedef struct {
         uint64_t reasoning_tokens;
         /* Web searches the provider ran for the call, billed per search on top of the tokens:
          * Anthropic's usage.server_tool_use.web_search_requests, Responses' web_search_call
-         * items, one for a Chat Completions search (chat_search) that was answered. */
+         * items, one for a Chat Completions search (chat_search) that was answered (by a
+         * search model, streamed, or citing a url: usage.c), OpenRouter's web plugin results
+         * besides (plugin_results, added by aj_llm_call_charge()). */
         uint64_t web_search_requests;
         /* Uses of the provider's other tools it bills per use (prices.h AjToolFee): Anthropic's
          * usage.server_tool_use.web_fetch_requests, the Responses API's file_search_call and
          * image_generation_call items, and the containers its code_interpreter_call items ran
-         * in (an item without a container id, or past AJ_LLM_MAX_CONTAINERS, is another). */
+         * in (an item without a container id, or past AJ_LLM_MAX_CONTAINERS, is another; one
+         * for an answer when the provider starts it itself: container_auto), and one use of
+         * Anthropic's code execution per response that ran it. */
         uint64_t tool_uses[AJ_TOOL_FEES];
         uint64_t counted_tokens; /* count_tokens: the count it returned */
         uint64_t output_bytes;   /* generated text and tool arguments seen in a stream */

@@ -15,7 +15,9 @@
 # request for n answers is reserved for all of them (and an output limit written as a real
 # at its value), and a background response or an API the gateway does not meter is refused
 # under any cap; the web searches a request allows are reserved before it is forwarded, a Chat
-# search model's one search is charged, and so are the provider's other tools billed per use.
+# search model's one search is charged, and so are the provider's other tools billed per use;
+# OpenRouter's web plugin, a stored prompt's tools, Anthropic's code execution and web_fetch
+# max_uses are reserved, and a code interpreter container the provider starts itself counted.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -365,6 +367,48 @@ is "$JAIL_RC" 123 "a request offering file_search no fee covers, under a cost ca
 like "$(events_of llm.request | jq -r 'select(.verdict == "breach") | .reason')" 'file_search tool.*add "file_search"' \
         "llm.request names the tool and the key to add"
 is "$(($(records) - n0))" 0 "... and the provider never sees it"
+
+# --- searches and tools a request allows elsewhere than in a tool's bound (docs/gateway.md):
+# OpenRouter's web plugin (a ":online" model: 5 results, priced as searches), web_search_options
+# on a model whose whole answer cites nothing (no search), a code interpreter container the
+# provider starts itself (one, though no call names it)
+PH2=$(write_profile gwhidden '{"extends": "default", "on_breach": "kill", "prices": {"gpt-test:online":
+        {"input": 1e-6, "output": 2e-6, "web_search": 0.004}, "gpt-test": {"input": 1e-6, "output": 2e-6,
+        "web_search": 0.03, "code_interpreter": 0.03}, "claude-test": {"input": 1e-6, "output": 2e-6, "web_fetch": 0.01}},
+        "llm": {'"$PROVIDERS"'}}')
+echo '{"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}' >"$WORKSPACE/ci-auto.json"
+run_jail -p "$PH2" --cap cost_usd=1 -- /bin/sh -c 'python3 client.py openai-chat "" gpt-test:online;
+        python3 client.py openai-chat "" gpt-test @chat-search.json; python3 client.py openai-responses "" gpt-test @ci-auto.json'
+is "$JAIL_RC" 0 "a web plugin, a Chat search and an auto container within cost_usd=1" || jail_diag
+is "$(events_of llm.request | jq -s -c '[.[] | .reserved.web_searches]')" "[5,1,null]" \
+        "llm.request: the plugin's 5 results and the Chat search reserved"
+is "$(events_of llm.response | jq -s -c '[.[] | [.web_search_requests, .code_interpreter_containers]]')" \
+        "[[5,null],[null,null],[null,1]]" \
+        "5 results charged, no search for an answer citing nothing, the provider's own container counted"
+like "$(jf '.llm.openai["gpt-test:online"] | [.web_searches, .cost_usd] | @text')" '^\[5,0\.020' \
+        "run.json: 5 results at \$0.004 on top of the tokens"
+# the same unpriced under a cost cap is refused before it runs: a web plugin, a stored prompt
+# (whose tools the request does not show), Anthropic's code execution
+n0=$(records)
+run_jail -p "$PB2" --cap cost_usd=1 -- python3 client.py openai-chat "" gpt-test:online
+is "$JAIL_RC" 123 "a \":online\" model without a web_search fee, under a cost cap: a breach" || jail_diag
+like "$(events_of llm.request | jq -r 'select(.verdict == "breach") | .reason')" 'web search.*gpt-test:online.*web_search' \
+        "llm.request says the plugin's results have no price"
+run_jail -p "$PB2" --cap cost_usd=1 -- python3 client.py openai-responses "" gpt-test '{"prompt": {"id": "pmpt_1"}}'
+is "$JAIL_RC" 123 "a stored prompt whose tools no fee covers, under a cost cap: a breach" || jail_diag
+like "$(events_of llm.request | jq -r 'select(.verdict == "breach") | .reason')" 'web search.*gpt-test.*web_search' \
+        "llm.request: a stored prompt is reserved as offering web search"
+run_jail -p "$PB2" --cap cost_usd=1 -- python3 client.py anthropic "" claude-test \
+        '{"tools": [{"type": "code_execution_20250825", "name": "code_execution"}]}'
+is "$JAIL_RC" 123 "Anthropic's code execution without a fee, under a cost cap: a breach" || jail_diag
+like "$(events_of llm.request | jq -r 'select(.verdict == "breach") | .reason')" 'code_execution tool.*add "code_execution"' \
+        "llm.request names the tool and the key to add"
+# Anthropic's web_fetch max_uses is reserved: 50 fetches at $0.01 do not fit cost_usd=0.3
+run_jail -p "$PH2" --cap cost_usd=0.3 -- python3 client.py anthropic "" claude-test \
+        '{"tools": [{"type": "web_fetch_20250910", "name": "web_fetch", "max_uses": 50}]}'
+is "$JAIL_RC" 123 "a request allowing 50 fetches at \$0.01 under cost_usd=0.3: a breach" || jail_diag
+is "$(events_of llm.request | jq -r .verdict)" breach "... refused before it is forwarded"
+is "$(($(records) - n0))" 0 "... none of the four reaches the provider"
 
 # --- model tool calls count as tool calls
 run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c 'python3 client.py anthropic "" tool-call; python3 client.py openai-chat "" tool-call'

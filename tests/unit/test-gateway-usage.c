@@ -891,34 +891,103 @@ Test(gateway_usage, request_choices_and_background)
  * search (web_search_options, a search model) one; a bound the provider might read as a
  * number but that is not a whole one is refused, naming it. */
 /* The provider's tools billed per use that a request offers, by type (any version and
- * case), whatever the API: one use of each is reserved (llm-meter.c). */
+ * case), whatever the API, and the uses reserved of each (llm-meter.c): an Anthropic
+ * web_fetch tool's max_uses (summed; none, 0 or less: AJ_LLM_DEFAULT_TOOL_USES; not a whole
+ * number: refused, naming it), one of every other tool; a stored prompt (the Responses
+ * API's "prompt") one of each Responses tool; a code interpreter without a container id is
+ * one the provider starts itself. */
 Test(gateway_usage, request_tools_billed_per_use_offered)
 {
         static const struct {
                 AjLlmApi api;
                 const char *body;
-                bool offered[AJ_TOOL_FEES];
+                int r;
+                uint64_t offered[AJ_TOOL_FEES];
+                bool container_auto, stored_prompt;
         } cases[] = {
                 { AJ_LLM_API_OPENAI_RESPONSES,
                   "{\"model\":\"m\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}]}",
+                  0,
                   {} },
                 { AJ_LLM_API_OPENAI_RESPONSES,
                   "{\"model\":\"m\",\"tools\":[{\"type\":\"file_search\",\"vector_store_ids\":[\"v\"]},"
                   "{\"type\":\"image_generation\"},{\"type\":\"Code_Interpreter\",\"container\":{\"type\":\"auto\"}}]}",
-                  { [AJ_TOOL_FEE_FILE_SEARCH] = true,
-                    [AJ_TOOL_FEE_IMAGE_GENERATION] = true,
-                    [AJ_TOOL_FEE_CODE_INTERPRETER] = true } },
+                  0,
+                  { [AJ_TOOL_FEE_FILE_SEARCH] = 1, [AJ_TOOL_FEE_IMAGE_GENERATION] = 1, [AJ_TOOL_FEE_CODE_INTERPRETER] = 1 },
+                  true },
+                /* A container of the agent's own (made by /v1/containers): not started by the provider. */
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"code_interpreter\",\"container\":\"cntr_1\"}]}",
+                  0,
+                  { [AJ_TOOL_FEE_CODE_INTERPRETER] = 1 } },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"code_interpreter\"}]}",
+                  0,
+                  { [AJ_TOOL_FEE_CODE_INTERPRETER] = 1 },
+                  true },
+                /* Anthropic's web_fetch: its max_uses, read as web search's. */
                 { AJ_LLM_API_ANTHROPIC_MESSAGES,
                   "{\"model\":\"m\",\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\"}]}",
-                  { [AJ_TOOL_FEE_WEB_FETCH] = true } },
+                  0,
+                  { [AJ_TOOL_FEE_WEB_FETCH] = AJ_LLM_DEFAULT_TOOL_USES } },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\",\"max_uses\":50}]}",
+                  0,
+                  { [AJ_TOOL_FEE_WEB_FETCH] = 50 } },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\",\"max_uses\":2},"
+                  "{\"type\":\"WEB_FETCH_20260209\",\"name\":\"web_fetch\",\"max_uses\":3e0}]}",
+                  0,
+                  { [AJ_TOOL_FEE_WEB_FETCH] = 5 } },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\",\"max_uses\":0}]}",
+                  0,
+                  { [AJ_TOOL_FEE_WEB_FETCH] = AJ_LLM_DEFAULT_TOOL_USES } },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\",\"max_uses\":\"50\"}]}",
+                  -EINVAL },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\",\"max_uses\":1.5}]}",
+                  -EINVAL },
+                /* max_uses is the Messages API's: elsewhere a web_fetch tool is one use whatever it says. */
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"web_fetch\",\"max_uses\":\"x\"}]}",
+                  0,
+                  { [AJ_TOOL_FEE_WEB_FETCH] = 1 } },
+                /* Anthropic's code execution, any version. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"code_execution_20250825\",\"name\":\"code_execution\"}]}",
+                  0,
+                  { [AJ_TOOL_FEE_CODE_EXECUTION] = 1 } },
+                /* A stored prompt may hold any Responses tool. */
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"prompt\":{\"id\":\"pmpt_1\"},\"input\":\"x\"}",
+                  0,
+                  { [AJ_TOOL_FEE_FILE_SEARCH] = 1, [AJ_TOOL_FEE_IMAGE_GENERATION] = 1, [AJ_TOOL_FEE_CODE_INTERPRETER] = 1 },
+                  false,
+                  true },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"prompt\":null}", 0, {} },
+                /* "prompt" is the Responses API's member only. */
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"prompt\":{\"id\":\"pmpt_1\"}}", 0, {} },
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 AjLlmCall *c = NULL;
                 cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
-                cr_assert_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), 0, "%s", cases[i].body);
+                cr_assert_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), cases[i].r, "%s",
+                             cases[i].body);
+                if (cases[i].r < 0) {
+                        cr_expect(U(c)->parse_error &&
+                                          strstr(U(c)->parse_error, "\"tools[].max_uses\" must be a whole"),
+                                  "%s: %s", cases[i].body, U(c)->parse_error ?: "(none)");
+                        aj_llm_call_free(c);
+                        continue;
+                }
                 for (int f = 0; f < AJ_TOOL_FEES; f++)
-                        cr_expect_eq(U(c)->tool_offered[f], cases[i].offered[f], "%s: %s", cases[i].body,
-                                     aj_tool_fee_name(f));
+                        cr_expect_eq(U(c)->tool_offered[f], cases[i].offered[f], "%s: %s: %llu", cases[i].body,
+                                     aj_tool_fee_name(f), (unsigned long long)U(c)->tool_offered[f]);
+                cr_expect_eq(U(c)->container_auto, cases[i].container_auto, "%s", cases[i].body);
+                cr_expect_eq(U(c)->stored_prompt, cases[i].stored_prompt, "%s", cases[i].body);
+                cr_expect_eq(U(c)->search_unbounded, cases[i].stored_prompt, "%s", cases[i].body);
                 aj_llm_call_free(c);
         }
 }
@@ -961,10 +1030,37 @@ Test(gateway_usage, request_web_searches_allowed)
                   WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":2.5}"), -EINVAL },
                 { AJ_LLM_API_ANTHROPIC_MESSAGES,
                   WS(",{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":true}"), -EINVAL },
-                /* Not a search tool: its max_uses is not the gateway's business. */
+                /* Not a search tool: its max_uses bounds its own uses (request_tools_billed_per_use_offered). */
                 { AJ_LLM_API_ANTHROPIC_MESSAGES,
-                  WS(",{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\",\"max_uses\":\"x\"}"), 0, 0, false,
+                  WS(",{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\",\"max_uses\":2}"), 0, 0, false, false },
+                /* OpenRouter's web plugin: max_results (default 5) results, whatever the API. */
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"openai/gpt-4o\",\"plugins\":[{\"id\":\"web\"}]}", 0, 5, false,
                   false },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"openai/gpt-4o\",\"plugins\":[{\"id\":\"file-parser\"},{\"id\":\"WEB\",\"max_results\":2}]}",
+                  0, 2, false, false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"openai/gpt-4o:online\"}", 0, 5, false, false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"openai/gpt-4o:ONLINE:free\"}", 0, 5, false, false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"openai/gpt-4o:onlinex\"}", 0, 0, false, false },
+                /* :online is the plugin's shorthand: a plugin given with it says how many. */
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"openai/gpt-4o:online\",\"plugins\":[{\"id\":\"web\",\"max_results\":1}]}", 0, 1, false,
+                  false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"id\":\"web\",\"max_results\":0}]}", 0, 5,
+                  false, false },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"openai/o4-mini\",\"plugins\":[{\"id\":\"web\",\"max_results\":3}]}", 0, 3, false,
+                  false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, "{\"model\":\"anthropic/claude-sonnet-4.5:online\"}", 0, 5, false,
+                  false },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"id\":\"web\",\"max_results\":\"3\"}]}",
+                  -EINVAL },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"id\":\"web\",\"max_results\":2.5}]}",
+                  -EINVAL },
+                /* A stored prompt's web search: unbounded, unless max_tool_calls bounds it. */
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"prompt\":{\"id\":\"pmpt_1\"}}", 0, 0, true, false },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_tool_calls\":2,\"prompt\":{\"id\":\"pmpt_1\"}}",
+                  0, 2, false, false },
                 { AJ_LLM_API_OPENAI_RESPONSES, WS(",{\"type\":\"web_search\"}"), 0, 0, true, false },
                 { AJ_LLM_API_OPENAI_RESPONSES, WS(",{\"type\":\"web_search_preview_2025_03_11\"}"), 0, 0, true, false },
                 { AJ_LLM_API_OPENAI_RESPONSES,
@@ -1004,7 +1100,8 @@ Test(gateway_usage, request_web_searches_allowed)
                 } else
                         cr_expect(U(c)->parse_error && strstr(U(c)->parse_error, "must be a whole number") &&
                                           (strstr(U(c)->parse_error, "max_uses") ||
-                                           strstr(U(c)->parse_error, "max_tool_calls")),
+                                           strstr(U(c)->parse_error, "max_tool_calls") ||
+                                           strstr(U(c)->parse_error, "plugins[].max_results")),
                                   "%s: %s", cases[i].body, U(c)->parse_error ? U(c)->parse_error : "(none)");
                 aj_llm_call_free(c);
         }
@@ -1058,6 +1155,212 @@ Test(gateway_usage, chat_search_answered_is_one_search)
         c = parse_all_ways(&sn, body, strlen(body));
         cr_expect_eq(U(c)->web_search_requests, 0);
         aj_llm_call_free(c);
+}
+
+/* web_search_options on a model that may not search: a whole answer says so by a
+ * url_citation annotation (one search), none is no search; a stream is one search all
+ * the same (OpenAI's search models stream without annotations), a search model's answer
+ * always. */
+Test(gateway_usage, chat_search_counted_by_its_annotations)
+{
+#define CHAT_BODY(annotations)                                                                                \
+        "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":" \
+        "{\"role\":\"assistant\",\"content\":\"x\"" annotations "},\"finish_reason\":\"stop\"}],"             \
+        "\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":3}}"
+        static const char none[] = CHAT_BODY("");
+        static const char cited[] = CHAT_BODY(",\"annotations\":[{\"type\":\"url_citation\",\"url_citation\":"
+                                              "{\"url\":\"https://example.com\",\"start_index\":0,\"end_index\":1}}]");
+        static const char other[] = CHAT_BODY(",\"annotations\":[{\"type\":\"file_citation\"}]");
+#undef CHAT_BODY
+        static const struct {
+                const char *request, *body;
+                uint64_t searches;
+        } cases[] = {
+                { "{\"model\":\"m\",\"web_search_options\":{}}", none, 0 },
+                { "{\"model\":\"m\",\"web_search_options\":{}}", other, 0 },
+                { "{\"model\":\"m\",\"web_search_options\":{}}", cited, 1 },
+                { "{\"model\":\"gpt-4o-search-preview\"}", none, 1 },
+                { "{\"model\":\"gpt-4o-search-preview\",\"web_search_options\":{}}", cited, 1 },
+                { "{\"model\":\"m\"}", cited, 0 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, "application/json", cases[i].request };
+                AjLlmCall *c = parse_all_ways(&s, cases[i].body, strlen(cases[i].body));
+                AjLlmCharge ch;
+                aj_llm_call_charge(c, &ch);
+                cr_expect_eq(ch.web_searches, cases[i].searches, "%s: %llu", cases[i].request,
+                             (unsigned long long)ch.web_searches);
+                /* The reservation is kept whatever the answer: one search. */
+                cr_expect_eq(U(c)->max_searches, strstr(cases[i].request, "search") ? 1 : 0, "%s", cases[i].request);
+                aj_llm_call_free(c);
+        }
+        /* Streamed, without an annotation: one search. */
+        static const char sse[] =
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,"
+                "\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n"
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[],"
+                "\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
+        Setup st = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, "{\"model\":\"m\",\"stream\":true,\"web_search_options\":{}}" };
+        AjLlmCall *c = parse_all_ways(&st, sse, strlen(sse));
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.web_searches, 1);
+        aj_llm_call_free(c);
+}
+
+/* OpenRouter's web plugin bills each result, up to max_results, and the usage does not say
+ * how many: an answer is charged them all (as searches, at the model's web_search fee); an
+ * error status none. */
+Test(gateway_usage, web_plugin_answer_is_charged_its_results)
+{
+        static const char body[] =
+                "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"openai/gpt-4o\",\"choices\":[{\"index\":0,"
+                "\"message\":{\"role\":\"assistant\",\"content\":\"x\",\"annotations\":[{\"type\":\"url_citation\","
+                "\"url_citation\":{\"url\":\"https://example.com\"}}]},\"finish_reason\":\"stop\"}],"
+                "\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":3,\"cost\":0.02}}";
+        static const struct {
+                const char *request;
+                int status;
+                uint64_t searches;
+        } cases[] = {
+                { "{\"model\":\"openai/gpt-4o:online\"}", 200, 5 },
+                { "{\"model\":\"openai/gpt-4o\",\"plugins\":[{\"id\":\"web\",\"max_results\":3}]}", 200, 3 },
+                { "{\"model\":\"openai/gpt-4o:online\"}", 402, 0 },
+                { "{\"model\":\"openai/gpt-4o\"}", 200, 0 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Setup s = { AJ_LLM_API_OPENAI_CHAT, cases[i].status, "application/json", cases[i].request };
+                AjLlmCall *c = feed(&s, body, strlen(body), strlen(body), false);
+                AjLlmCharge ch;
+                aj_llm_call_charge(c, &ch);
+                cr_expect_eq(ch.web_searches, cases[i].searches, "%s %d: %llu", cases[i].request, cases[i].status,
+                             (unsigned long long)ch.web_searches);
+                json_t *ev = aj_llm_call_to_json(c);
+                cr_expect_eq(json_integer_value(json_object_get(ev, "web_search_requests")),
+                             (json_int_t)cases[i].searches);
+                json_decref(ev);
+                aj_llm_call_free(c);
+        }
+        /* A stream cut at once: the plugin searched before the model answered. */
+        static const char cut[] = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",";
+        Setup st = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, "{\"model\":\"x/y:online\",\"stream\":true}" };
+        AjLlmCall *c = feed(&st, cut, strlen(cut), 3, false);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.web_searches, 5);
+        aj_llm_call_free(c);
+}
+
+/* A code interpreter whose container the provider starts itself ({"type": "auto"}, or none
+ * given): an answer is billed a container whether or not an item names it, and the first
+ * container named is that one; a container of the agent's (its id) only as items name it. */
+Test(gateway_usage, auto_container_is_counted_once_named_or_not)
+{
+        static const char no_call[] =
+                "{\"id\":\"r\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"m\",\"output\":["
+                "{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"x\"}]}],"
+                "\"usage\":{\"input_tokens\":20,\"output_tokens\":3}}";
+        static const char one[] =
+                "{\"id\":\"r\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"m\",\"output\":["
+                "{\"type\":\"code_interpreter_call\",\"id\":\"ci_1\",\"status\":\"completed\",\"container_id\":\"cntr_a\"},"
+                "{\"type\":\"code_interpreter_call\",\"id\":\"ci_2\",\"status\":\"completed\",\"container_id\":\"cntr_a\"}],"
+                "\"usage\":{\"input_tokens\":20,\"output_tokens\":3}}";
+        static const char two[] =
+                "{\"id\":\"r\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"m\",\"output\":["
+                "{\"type\":\"code_interpreter_call\",\"id\":\"ci_1\",\"status\":\"completed\",\"container_id\":\"cntr_a\"},"
+                "{\"type\":\"code_interpreter_call\",\"id\":\"ci_2\",\"status\":\"completed\",\"container_id\":\"cntr_b\"}],"
+                "\"usage\":{\"input_tokens\":20,\"output_tokens\":3}}";
+        static const char auto_req[] =
+                "{\"model\":\"m\",\"tools\":[{\"type\":\"code_interpreter\",\"container\":{\"type\":\"auto\"}}]}";
+        static const char own_req[] =
+                "{\"model\":\"m\",\"tools\":[{\"type\":\"code_interpreter\",\"container\":\"cntr_a\"}]}";
+        static const struct {
+                const char *request, *body;
+                int status;
+                uint64_t containers;
+        } cases[] = {
+                { auto_req, no_call, 200, 1 }, { auto_req, one, 200, 1 }, { auto_req, two, 200, 2 },
+                { own_req, no_call, 200, 0 },  { own_req, one, 200, 1 },  { auto_req, no_call, 500, 0 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Setup s = { AJ_LLM_API_OPENAI_RESPONSES, cases[i].status, "application/json", cases[i].request };
+                AjLlmCall *c = cases[i].status == 200 ? parse_all_ways(&s, cases[i].body, strlen(cases[i].body))
+                                                      : feed(&s, cases[i].body, strlen(cases[i].body), 0, false);
+                AjLlmCharge ch;
+                aj_llm_call_charge(c, &ch);
+                cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER], cases[i].containers, "case %zu: %llu", i,
+                             (unsigned long long)ch.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER]);
+                aj_llm_call_free(c);
+        }
+        /* Streamed: the item added names the container counted when the answer started. */
+        static const char sse[] =
+                "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,"
+                "\"item\":{\"type\":\"code_interpreter_call\",\"id\":\"ci_1\",\"status\":\"in_progress\","
+                "\"container_id\":\"cntr_a\"}}\n\n"
+                "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\","
+                "\"status\":\"completed\",\"model\":\"m\",\"output\":[{\"type\":\"code_interpreter_call\",\"id\":\"ci_1\","
+                "\"status\":\"completed\",\"container_id\":\"cntr_a\"}],\"usage\":{\"input_tokens\":20,\"output_tokens\":3}}}\n\n";
+        Setup st = { AJ_LLM_API_OPENAI_RESPONSES, 200, SSE, auto_req };
+        AjLlmCall *c = parse_all_ways(&st, sse, strlen(sse));
+        cr_expect_eq(U(c)->tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER], 1);
+        aj_llm_call_free(c);
+}
+
+/* Anthropic's code execution is billed by container time, which its usage does not report:
+ * a response that ran it (a code execution server tool block, or the message naming its
+ * container) is one use, priced per use (code_execution_containers). */
+Test(gateway_usage, anthropic_code_execution_counted_per_response)
+{
+#define MSG(container, content)                                                                          \
+        "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\"" container \
+        ",\"content\":[" content "],\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":10,\"output_tokens\":5}}"
+        static const struct {
+                const char *body;
+                uint64_t uses;
+        } cases[] = {
+                { MSG("", "{\"type\":\"text\",\"text\":\"x\"}"), 0 },
+                { MSG(",\"container\":{\"id\":\"container_1\",\"expires_at\":\"2026-12-06T15:00:00Z\"}",
+                      "{\"type\":\"text\",\"text\":\"x\"}"),
+                  1 },
+                { MSG("", "{\"type\":\"server_tool_use\",\"id\":\"srvtoolu_1\",\"name\":\"bash_code_execution\","
+                          "\"input\":{\"command\":\"ls\"}},{\"type\":\"server_tool_use\",\"id\":\"srvtoolu_2\","
+                          "\"name\":\"code_execution\",\"input\":{\"code\":\"1\"}}"),
+                  1 },
+                { MSG(",\"container\":null", "{\"type\":\"text\",\"text\":\"x\"}"), 0 },
+        };
+#undef MSG
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Setup s = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, "application/json", NULL };
+                AjLlmCall *c = parse_all_ways(&s, cases[i].body, strlen(cases[i].body));
+                AjLlmCharge ch;
+                aj_llm_call_charge(c, &ch);
+                cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION], cases[i].uses, "%s", cases[i].body);
+                cr_expect_eq(U(c)->tool_calls_total, 0, "a server tool is not the agent's call");
+                json_t *ev = aj_llm_call_to_json(c);
+                cr_expect_eq(json_integer_value(json_object_get(ev, "code_execution_containers")),
+                             (json_int_t)cases[i].uses);
+                json_decref(ev);
+                aj_llm_call_free(c);
+        }
+        /* Streamed and cut after the block started: it ran. And a container in message_delta. */
+        static const char cut[] =
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\","
+                "\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n"
+                "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+                "{\"type\":\"server_tool_use\",\"id\":\"srvtoolu_1\",\"name\":\"text_editor_code_execution\",\"input\":{}}}\n\n";
+        static const char delta[] =
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\","
+                "\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n"
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\","
+                "\"container\":{\"id\":\"container_1\"}},\"usage\":{\"output_tokens\":5}}\n\n"
+                "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        const char *streams[] = { cut, delta };
+        for (size_t i = 0; i < ARRAY_SIZE(streams); i++) {
+                Setup st = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, SSE, NULL };
+                AjLlmCall *c = parse_all_ways(&st, streams[i], strlen(streams[i]));
+                cr_expect_eq(U(c)->tool_uses[AJ_TOOL_FEE_CODE_EXECUTION], 1, "stream %zu", i);
+                aj_llm_call_free(c);
+        }
 }
 
 /* "stream" is read as a JSON boolean: anything else a lenient provider might take as true is
@@ -1126,6 +1429,16 @@ Test(gateway_usage, request_member_in_other_letter_case_is_refused)
                 { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_tool_calls\":1,\"MAX_TOOL_CALLS\":50}",
                   "MAX_TOOL_CALLS" },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"Web_Search_Options\":{}}", "Web_Search_Options" },
+                /* OpenRouter's web plugin, a stored prompt, a code interpreter's container. */
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"Plugins\":[{\"id\":\"web\"}]}", "Plugins" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"ID\":\"web\"}]}", "ID" },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"plugins\":[{\"id\":\"web\",\"max_results\":1,\"Max_Results\":9}]}",
+                  "Max_Results" },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"Prompt\":{\"id\":\"pmpt_1\"}}", "Prompt" },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"code_interpreter\",\"container\":\"cntr_1\",\"Container\":{\"type\":\"auto\"}}]}",
+                  "Container" },
                 { AJ_LLM_API_ANTHROPIC_MESSAGES,
                   "{\"model\":\"m\",\"max_to\xe2\x84\xaa"
                   "ens\":9}",

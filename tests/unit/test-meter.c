@@ -353,6 +353,39 @@ Test(meter, provider_tool_uses_priced_per_use)
         aj_meter_free(m);
 }
 
+/* A request's reservation of the provider's tools (llm-meter.c): Anthropic's code execution
+ * that no price covers refuses it under a cost cap, naming "code_execution", before anything
+ * is spent; 50 web fetches at their fee are reserved whole, past the cap a breach. */
+Test(meter, provider_tool_uses_reserved_before_the_call)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 300000000000ULL); /* $0.30 */
+        cr_assert_eq(aj_meter_set_price(m, "claude-x", 1e-6, 1e-6, -1), 0);
+        AjMeterReservation res = {};
+        AjMeterDecision d;
+        AjMeterUsage u = { .model = "claude-x", .input = 10, .output = 10 };
+        u.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION] = 1;
+        cr_assert_eq(aj_meter_reserve_usage(m, &u, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect(d.price_missing);
+        cr_expect(strstr(d.reason, "code_execution tool for model \"claude-x\"") &&
+                          strstr(d.reason, "add \"code_execution\""),
+                  "%s", d.reason);
+        cr_expect_not(res.active);
+        cr_assert_eq(aj_meter_set_price_tool_fee(m, "claude-x", AJ_TOOL_FEE_CODE_EXECUTION, 0.05), 0);
+        cr_assert_eq(aj_meter_reserve_usage(m, &u, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        aj_meter_settle(m, &res, false);
+        u.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION] = 0;
+        cr_assert_eq(aj_meter_set_price_tool_fee(m, "claude-x", AJ_TOOL_FEE_WEB_FETCH, 0.01), 0);
+        u.tool_uses[AJ_TOOL_FEE_WEB_FETCH] = 50;
+        cr_assert_eq(aj_meter_reserve_usage(m, &u, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH, "50 x $0.01 past $0.30");
+        cr_expect_not(d.price_missing);
+        cr_expect_not(res.active);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0), 0, "nothing spent");
+        aj_meter_free(m);
+}
+
 Test(meter, tool_calls_cap)
 {
         AjMeter *m = meter_with(AJ_CAP_TOOL_CALLS, 3);

@@ -157,6 +157,28 @@ Test(prices, tool_fees_parsed_per_1000_uses)
         aj_price_table_free(t);
 }
 
+/* Anthropic's code execution has a fee of its own, per response that ran it (its usage
+ * reports no container time): "code_execution", counted as code_execution_containers. */
+Test(prices, code_execution_fee_parsed)
+{
+        const char *text = "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, "
+                           "\"code_execution\": 50}}}";
+        AjPriceTable *t = NULL;
+        AjError err = {};
+        cr_assert_eq(aj_price_table_parse(text, strlen(text), "test", &t, &err), 0, "%s", aj_error_text(&err, 0));
+        const AjPrice *p = aj_price_table_find(t, "m");
+        cr_assert_not_null(p);
+        cr_expect(p->tool_fee_priced[AJ_TOOL_FEE_CODE_EXECUTION]);
+        cr_expect_eq(p->tool_fee[AJ_TOOL_FEE_CODE_EXECUTION], 50000000000ULL, "$0.05 a use");
+        cr_expect_str_eq(aj_tool_fee_name(AJ_TOOL_FEE_CODE_EXECUTION), "code_execution");
+        cr_expect_str_eq(aj_tool_fee_field(AJ_TOOL_FEE_CODE_EXECUTION), "code_execution_containers");
+        cr_expect_eq(aj_tool_fee_from_name("code_execution"), AJ_TOOL_FEE_CODE_EXECUTION);
+        AjTokens tok = { .input = 10 };
+        tok.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION] = 2;
+        cr_expect_eq(aj_price_cost(p, &tok), 10 * 1000000ULL + 2 * 50000000000ULL);
+        aj_price_table_free(t);
+}
+
 Test(prices, invalid_tables_are_refused_with_the_entry_named)
 {
         static const struct {
