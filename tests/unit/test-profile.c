@@ -1416,3 +1416,20 @@ Test(profile, llm_errors, .init = isolate)
         expect_llm_error("{\"llm\": {\"record_bytes\": \"1K\"}}", "llm.record_bytes", "from 64K to 1T");
         expect_llm_error("{\"llm\": {\"provider\": {}}}", "llm.provider", "unknown key");
 }
+
+/* Anthropic's code execution has a fee of its own in the profile's prices (USD per response
+ * that ran it), checked as the other tools' fees are. */
+Test(profile, code_execution_fee_priced, .init = isolate)
+{
+        AjError err = {};
+        AjProfile *p = parse_text("{\"prices\": {\"claude-x\": {\"input\": 3e-6, \"output\": 1.5e-5, "
+                                  "\"code_execution\": 0.05}}}",
+                                  &err);
+        cr_assert_not_null(p, "%s", err.message ?: "");
+        cr_assert_eq(p->n_prices, 1);
+        cr_expect_float_eq(p->prices[0].tool_fee[AJ_TOOL_FEE_CODE_EXECUTION], 0.05, 1e-12);
+        cr_expect_lt(p->prices[0].tool_fee[AJ_TOOL_FEE_CODE_INTERPRETER], 0, "not given");
+        aj_profile_free(p);
+        expect_llm_error("{\"prices\": {\"m\": {\"input\": 1e-6, \"output\": 1e-6, \"code_execution\": 5}}}",
+                         "prices.m.code_execution", "per use from 0 to 1");
+}
