@@ -804,14 +804,26 @@ int aj_run_append_event(AjRun *run, const char *type, json_t *fields)
         return aj_run_record_write(run->dir, run->rec);
 }
 
-int aj_run_release_offline(AjRun *run, uid_t by_uid)
+/* The prologue of every change to a dead run's records: the records' lock (*ret_fd), then
+ * run.json as it is under it; -ENOENT without one (nothing to change). */
+static int lock_records_of_run(AjRun *run, int *ret_fd)
 {
-        _cleanup_close_ int lock = -1;
-        int r = aj_run_lock_records(run, true, &lock);
+        _cleanup_close_ int fd = -1;
+        int r = aj_run_lock_records(run, true, &fd);
         if (r < 0)
                 return r;
         if (!run->rec)
                 return -ENOENT;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int aj_run_release_offline(AjRun *run, uid_t by_uid)
+{
+        _cleanup_close_ int lock = -1;
+        int r = lock_records_of_run(run, &lock);
+        if (r < 0)
+                return r;
         if (!aj_run_record_quarantined(run->rec))
                 return -EALREADY;
         char ts[40];
@@ -833,11 +845,9 @@ int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, boo
         if (!owned)
                 return -ENOMEM;
         _cleanup_close_ int lock = -1;
-        int r = aj_run_lock_records(run, true, &lock);
+        int r = lock_records_of_run(run, &lock);
         if (r < 0)
                 return r;
-        if (!run->rec)
-                return -ENOENT;
         const char *type = streq(changes, "committed") ? "workspace.commit" : "workspace.discard";
         if (json_object_set_new(owned, "uid", json_integer((json_int_t)getuid())) < 0)
                 return -ENOMEM;
@@ -870,11 +880,9 @@ int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollback
 {
         *ret_recorded = false;
         _cleanup_close_ int lock = -1;
-        int r = aj_run_lock_records(run, true, &lock);
+        int r = lock_records_of_run(run, &lock);
         if (r < 0)
                 return r;
-        if (!run->rec)
-                return -ENOENT;
         json_t *fields = aj_rollback_step_event(s, o, getuid());
         if (!fields)
                 return -ENOMEM;

@@ -163,6 +163,10 @@ int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollback
  * (aj_run_lock_workspace). */
 #define AJ_RUN_REMOVING_PREFIX ".removing-"
 int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);
+/* What aj_run_remove_dir's -EBUSY means, for the operator (`prune`, `quarantine purge`). */
+#define AJ_RUN_REMOVE_BUSY_TEXT                                                                            \
+        "in use: its workspace changes are being committed or discarded, it is being rolled back, or its " \
+        "supervisor or watchdog is still there (a run starting, live or being cleaned up)"
 /* The run id in a leftover's name (AJ_RUN_REMOVING_PREFIX<id>), or NULL. */
 const char *aj_run_leftover_id(const char *name);
 /* Delete <state>/runs/NAME, a leftover directory (-EPERM for any other name, or a symlink). */

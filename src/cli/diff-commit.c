@@ -146,7 +146,7 @@ static int open_overlay(const char *cmd, AjRun *run, bool decide, Overlay *o)
                 return -EPERM;
         }
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
-        if (run->live || aj_run_supervisor_alive(run)) {
+        if (run->live || run->alive) {
                 cli_fail(cmd,
                          "run %s is still running and may change its workspace: wait for it to exit, or "
                          "'agentjail kill %s'",

@@ -645,7 +645,7 @@ static int print_json_result(const Apply *a, const AjRollbackPlan *plan, bool dr
 static int apply_cmd(AjRun *run, const Options *opt)
 {
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
-        if (run->live || aj_run_supervisor_alive(run)) {
+        if (run->live || run->alive) {
                 cli_fail("rollback", "run %s is still running: wait for it to exit, or 'agentjail kill %s'", run->id,
                          run->id);
                 return CLI_EXIT_FAIL;
