@@ -312,6 +312,8 @@ bool aj_glob_match(const char *pat, const char *s)
 
 const AjMeterCaps *aj_meter_caps(const AjMeter *m) { return &m->caps; }
 
+void aj_meter_caps_restore(AjMeter *m, const AjMeterCaps *caps) { m->caps = *caps; }
+
 /* ---- the rate window ---- */
 
 static uint64_t window_at(const AjMeter *m, size_t i) { return m->window[(m->window_head + i) % m->window_size]; }

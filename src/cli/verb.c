@@ -272,13 +272,20 @@ json_t *cli_run_summary_json(AjRun *run, const char *state)
         const AjRunRecord *rec = run->rec;
         json_t *m = aj_run_meters(run);
         _cleanup_free_ char *meters = aj_meters_summary(m);
-        return json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:s?, s:s?, s:I, s:o?, s:s?, s:s, s:I}", "id", run->id,
-                         "name", rec ? rec->name : NULL, "profile", rec ? rec->profile_name : NULL, "state", state,
-                         "live", run->live, "quarantined",
-                         aj_run_record_quarantined(rec) || streq(state, "quarantined"), "started",
-                         rec ? rec->started : NULL, "ended", rec ? rec->ended : NULL, "age_seconds",
-                         (json_int_t)cli_age_seconds(run), "meters", m, "summary", meters, "dir", run->dir,
-                         "awaiting_approval", (json_int_t)cli_awaiting_approval(run));
+        json_t *doc = json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:s?, s:s?, s:I, s:o?, s:s?, s:s, s:I}", "id",
+                                run->id, "name", rec ? rec->name : NULL, "profile", rec ? rec->profile_name : NULL,
+                                "state", state, "live", run->live, "quarantined",
+                                aj_run_record_quarantined(rec) || streq(state, "quarantined"), "started",
+                                rec ? rec->started : NULL, "ended", rec ? rec->ended : NULL, "age_seconds",
+                                (json_int_t)cli_age_seconds(run), "meters", m, "summary", meters, "dir", run->dir,
+                                "awaiting_approval", (json_int_t)cli_awaiting_approval(run));
+        /* A frozen run's stop: what `thaw --stop N` names. */
+        json_t *stop = json_object_get(run->live_state, "stop");
+        if (doc && json_is_integer(stop)) {
+                json_object_set(doc, "stop", stop);
+                json_object_set(doc, "stop_cause", json_object_get(run->live_state, "stop_cause") ?: json_null());
+        }
+        return doc;
 }
 
 int cli_control_op(const char *cmd, AjRun *run, json_t *req, bool json, const char *done)

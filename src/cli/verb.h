@@ -31,6 +31,7 @@ enum {
         CLI_OPT_JSON = 0x100,
         CLI_OPT_TYPE,
         CLI_OPT_RAISE,
+        CLI_OPT_STOP,
         CLI_OPT_DIGEST,
         CLI_OPT_REASON,
         CLI_OPT_FORCE,

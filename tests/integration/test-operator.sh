@@ -229,10 +229,19 @@ CG=$(cgroup_v2_dir "$LIVE")
 if [[ -f "$CG/cgroup.events" ]]; then
         like "$(cat "$CG/cgroup.events")" "frozen 1" "the cgroup is frozen"
 fi
-aj thaw "$LIVE" --raise bogus=1
+is "$(jq -r '"\(.stop) \(.stop_cause)"' <<<"$OUT")" "1 operator" "inspect: the stop's number and cause"
+aj ps
+like "$OUT" "$LIVE .*\\[stop 1: operator\\]" "ps shows the stop"
+aj thaw "$LIVE" --raise tokens=+10
+is "$RC" 1 "a raise naming no stop, on an operator's freeze, is refused"
+like "$ERR" "at stop 1 \\(an operator's freeze\\), which this raise does not answer.*--stop 1" "and says which stop to name"
+aj thaw "$LIVE" --stop 2
+is "$RC" 1 "a thaw naming another stop is refused"
+like "$ERR" "stop 2 is over: the run is frozen again, at stop 1" "and says the stop it is at"
+aj thaw "$LIVE" --stop 1 --raise bogus=1
 is "$RC" 1 "thaw with an unknown cap is refused"
 like "$ERR" "refused: .*bogus" "the refusal names the cap"
-aj thaw "$LIVE" --json
+aj thaw "$LIVE" --stop 1 --json
 is "$RC" 0 "thaw a frozen run" || op_diag
 is "$(jq -r '"\(.ok) \(.op) \(.run)"' <<<"$OUT")" "true thaw $LIVE" "thaw --json: one document"
 aj inspect "$LIVE" --json
