@@ -152,7 +152,7 @@ static char *ambiguous_note(AjRun **runs, size_t n, const char *query, size_t hi
         char *note = malloc(cap);
         if (!note)
                 return NULL;
-        size_t off = (size_t)snprintf(note, cap, "'%s' matches %zu runs:", query, hits);
+        size_t off = (size_t)snprintf(note, cap, "'%s' matches %zu run%s:", query, hits, hits == 1 ? "" : "s");
         for (size_t i = 0; i < n; i++)
                 if (strncmp(runs[i]->id, query, qlen) == 0)
                         off += (size_t)snprintf(note + off, cap - off, " %s", runs[i]->id);
@@ -160,6 +160,11 @@ static char *ambiguous_note(AjRun **runs, size_t n, const char *query, size_t hi
 }
 
 int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **ret_note)
+{
+        return aj_runs_find_min(paths, query, AJ_RUN_PREFIX_MIN, ret, ret_note);
+}
+
+int aj_runs_find_min(const AjPaths *paths, const char *query, size_t min_prefix, AjRun **ret, char **ret_note)
 {
         size_t qlen = query ? strlen(query) : 0;
         if (qlen == 0 || qlen > 255 || strchr(query, '/') || streq(query, ".") || streq(query, ".."))
@@ -193,6 +198,12 @@ int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **re
                         prefix_hit = (ssize_t)i;
                         prefix_hits++;
                 }
+        /* Too short to act on: it matches, but is not taken as the run's (nor its name). */
+        size_t short_hits = qlen < min_prefix ? prefix_hits : 0;
+        if (short_hits) {
+                prefix_hits = 0;
+                prefix_hit = -1;
+        }
 
         ssize_t chosen = -1;
         size_t name_hits = 0;
@@ -218,6 +229,9 @@ int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **re
                 if (prefix_hits > 1) {
                         r = -ENOTUNIQ;
                         note = ambiguous_note(runs, n, query, prefix_hits);
+                } else if (short_hits) {
+                        r = -ERANGE;
+                        note = ambiguous_note(runs, n, query, short_hits);
                 }
                 aj_runs_free(runs, n);
                 if (ret_note)

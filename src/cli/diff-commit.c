@@ -269,7 +269,8 @@ static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, Overla
                 return -ECANCELED;
         }
         *ret_status = CLI_EXIT_FAIL;
-        r = cli_open_run(v->cmd, query, &c->paths, &c->run);
+        r = v->acting ? cli_open_run_to_act(v->cmd, query, &c->paths, &c->run)
+                      : cli_open_run(v->cmd, query, &c->paths, &c->run);
         if (r < 0 || (v->acting && (r = cli_check_acting(v->cmd, &c->paths)) < 0))
                 return r;
         return open_overlay(v->cmd, c->run, v->decides, &c->ov);

@@ -32,7 +32,7 @@ static int run_op(const char *cmd, const char *query, json_t *req, bool json, co
         json_auto_t *owned = req;
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (!req || cli_open_run(cmd, query, &paths, &run) < 0)
+        if (!req || cli_open_run_to_act(cmd, query, &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
         return cli_control_op(cmd, run, owned, json, done);
 }
@@ -78,7 +78,7 @@ int aj_cmd_kill(int argc, char **argv)
         json_auto_t *req = json_pack("{s:s}", "op", "kill");
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (!req || cli_open_run(argv[0], query, &paths, &run) < 0)
+        if (!req || cli_open_run_to_act(argv[0], query, &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
         return cli_control_op_or(argv[0], run, req, json, "killed", kill_by_cgroup, "killed its cgroup directly");
 }

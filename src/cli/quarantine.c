@@ -247,7 +247,9 @@ int aj_cmd_quarantine(int argc, char **argv)
                 return cli_usage_error("quarantine", QUARANTINE_USAGE, "%s: missing RUN argument", sub);
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (cli_open_run("quarantine", pos[1], &paths, &run) < 0)
+        int (*open_run)(const char *, const char *, AjPaths *, AjRun **) = streq(sub, "show") ? cli_open_run
+                                                                                              : cli_open_run_to_act;
+        if (open_run("quarantine", pos[1], &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
         if (streq(sub, "show"))
                 return quarantine_show(run, json);

@@ -697,7 +697,8 @@ int aj_cmd_rollback(int argc, char **argv)
                 return cli_help(ROLLBACK_USAGE, ROLLBACK_HELP);
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (cli_open_run("rollback", opt.run, &paths, &run) < 0)
+        /* --apply runs the undo handlers: it acts on the run. */
+        if ((opt.apply && !opt.dry_run ? cli_open_run_to_act : cli_open_run)("rollback", opt.run, &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
         /* --apply runs the handler the record names, with our rights. */
         if (opt.apply && !opt.dry_run && cli_check_acting("rollback", &paths) < 0)

@@ -186,13 +186,18 @@ int cli_open_paths(const char *cmd, AjPaths *paths)
 }
 
 /* Resolve RUN, telling the operator which run was chosen when that was not obvious. */
-int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun **ret)
+static int find_run(const char *cmd, const AjPaths *paths, const char *query, size_t min_prefix, AjRun **ret)
 {
         _cleanup_free_ char *note = NULL;
-        int r = aj_runs_find(paths, query, ret, &note);
-        if (r == -ENOENT)
-                cli_fail(cmd, "no run matches '%s' (an id, an id prefix of %d+ characters, or a name)", query,
-                         AJ_RUN_PREFIX_MIN);
+        int r = aj_runs_find_min(paths, query, min_prefix, ret, &note);
+        if (r == -ERANGE)
+                cli_fail(cmd,
+                         "'%s' is too short an id prefix to act on (%zu+ characters, or the whole id: a short one "
+                         "typed for a run since removed may name a newer one); %s",
+                         query, min_prefix, note ? note : "");
+        else if (r == -ENOENT)
+                cli_fail(cmd, "no run matches '%s' (an id, an id prefix of %zu+ characters, or a name)", query,
+                         min_prefix);
         else if (r == -ENOTUNIQ)
                 cli_fail(cmd, "ambiguous run prefix: %s", note ? note : query);
         else if (r == -EINVAL)
@@ -204,6 +209,11 @@ int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun
         if (r >= 0 && (*ret)->rec_error.err < 0)
                 cli_fail(cmd, "warning: the run's record is unreadable: %s", aj_error_text(&(*ret)->rec_error, 0));
         return r;
+}
+
+int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun **ret)
+{
+        return find_run(cmd, paths, query, AJ_RUN_PREFIX_MIN, ret);
 }
 
 int cli_check_acting(const char *cmd, const AjPaths *paths)
@@ -219,6 +229,12 @@ int cli_open_run(const char *cmd, const char *query, AjPaths *paths, AjRun **ret
 {
         int r = cli_open_paths(cmd, paths);
         return r < 0 ? r : cli_find_run(cmd, paths, query, ret);
+}
+
+int cli_open_run_to_act(const char *cmd, const char *query, AjPaths *paths, AjRun **ret)
+{
+        int r = cli_open_paths(cmd, paths);
+        return r < 0 ? r : find_run(cmd, paths, query, AJ_RUN_PREFIX_MIN_ACT, ret);
 }
 
 const char *cli_jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }

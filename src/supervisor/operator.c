@@ -59,6 +59,11 @@ static int check_stop(const AjSupBreach *b, uint64_t stop, json_t *raise, bool r
                                             "stop %llu is over: the run is not frozen (thawed meanwhile?); nothing "
                                             "changed",
                                             (unsigned long long)stop);
+                if (stop > now)
+                        return aj_error_set(ret_error, -ESTALE,
+                                            "the run has had no stop %llu: it is frozen at stop %llu (%s); nothing "
+                                            "changed",
+                                            (unsigned long long)stop, (unsigned long long)now, why);
                 return aj_error_set(ret_error, -ESTALE,
                                     "stop %llu is over: the run is frozen again, at stop %llu (%s); nothing changed: "
                                     "look again (agentjail inspect) and name stop %llu",

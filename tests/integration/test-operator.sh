@@ -237,7 +237,7 @@ is "$RC" 1 "a raise naming no stop, on an operator's freeze, is refused"
 like "$ERR" "at stop 1 \\(an operator's freeze\\), which this raise does not answer.*--stop 1" "and says which stop to name"
 aj thaw "$LIVE" --stop 2
 is "$RC" 1 "a thaw naming another stop is refused"
-like "$ERR" "stop 2 is over: the run is frozen again, at stop 1" "and says the stop it is at"
+like "$ERR" "the run has had no stop 2: it is frozen at stop 1" "and says the stop it is at"
 aj thaw "$LIVE" --stop 1 --raise bogus=1
 is "$RC" 1 "thaw with an unknown cap is refused"
 like "$ERR" "refused: .*bogus" "the refusal names the cap"
