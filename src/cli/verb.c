@@ -304,6 +304,20 @@ json_t *cli_run_summary_json(AjRun *run, const char *state)
         return doc;
 }
 
+/* Alive (its live.lock held) and not over by its record: a run starting, which serves no
+ * control socket yet (or one ending, until its record says so). run.json read afresh. */
+static bool run_starting(AjRun *run)
+{
+        if (!aj_run_supervisor_alive(run))
+                return false;
+        AjRunRecord *rec = NULL;
+        if (aj_run_record_read(run->dir, &rec, NULL) >= 0) {
+                aj_run_record_free(run->rec);
+                run->rec = rec;
+        }
+        return !run->rec || !run->rec->ended;
+}
+
 int cli_control_op(const char *cmd, AjRun *run, json_t *req, bool json, const char *done)
 {
         return cli_control_op_or(cmd, run, req, json, done, NULL, NULL);
@@ -316,6 +330,18 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
         json_auto_t *reply = NULL;
         int64_t deadline = aj_now_monotonic_ms() + CLI_CONTROL_TIMEOUT_MS;
         int r = aj_control_call(run->control_path, req, CLI_CONTROL_TIMEOUT_MS, &reply);
+        /* A starting run (its directory's live.lock held, no control socket served yet: its
+         * first ~16 ms) is the run the operator named: waited for until it serves one, ends
+         * or the deadline passes, so a kill then is not lost as "not live". */
+        bool starting = false;
+        while ((r == -ENOENT || r == -ECONNREFUSED) && aj_now_monotonic_ms() < deadline && run_starting(run)) {
+                starting = true;
+                (void)nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+                int64_t now = aj_now_monotonic_ms();
+                r = aj_control_call(run->control_path, req, now < deadline ? (int)(deadline - now) : 1, &reply);
+        }
+        if (starting && (r == -ENOENT || r == -ECONNREFUSED) && run_starting(run))
+                r = -ETIMEDOUT; /* still starting at the deadline: the fallback, or "did not answer" */
         /* A supervisor that stopped accepting leaves its backlog full: connects fail at once
          * (EAGAIN) rather than time out. With a fallback that is "no answer" too, once the
          * deadline has passed without a connection getting through. */
@@ -357,6 +383,10 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
                 if (r == -ENOENT || r == -ECONNREFUSED)
                         snprintf(msg, sizeof(msg), "run %s is not live (state: %s)", run->id,
                                  aj_run_display_state(run));
+                else if (r == -ETIMEDOUT && starting)
+                        snprintf(msg, sizeof(msg),
+                                 "run %s is starting and served no control socket within %ds: nothing done; try again",
+                                 run->id, CLI_CONTROL_TIMEOUT_MS / 1000);
                 else if (r == -ETIMEDOUT)
                         snprintf(msg, sizeof(msg), "run %s: the supervisor did not answer within %ds", run->id,
                                  CLI_CONTROL_TIMEOUT_MS / 1000);
