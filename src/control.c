@@ -132,10 +132,14 @@ static json_t *do_freeze(const AjControlOps *ops, json_t *req, json_t *id)
 
 static json_t *do_thaw(const AjControlOps *ops, json_t *req, json_t *id)
 {
-        static const char *const fields[] = { "raise", NULL };
+        static const char *const fields[] = { "raise", "stop", NULL };
         json_t *bad = check_fields(req, id, "thaw", fields);
         if (bad)
                 return bad;
+        json_t *jstop = json_object_get(req, "stop");
+        if (jstop && (!json_is_integer(jstop) || json_integer_value(jstop) < 1))
+                return error_reply(id, EINVAL, "field 'stop': expected a stop's number (1 or more)");
+        uint64_t stop = jstop ? (uint64_t)json_integer_value(jstop) : 0;
         json_t *raise = json_object_get(req, "raise");
         if (json_is_null(raise))
                 raise = NULL;
@@ -162,7 +166,7 @@ static json_t *do_thaw(const AjControlOps *ops, json_t *req, json_t *id)
         if (!ops->thaw)
                 return error_reply(id, ENOSYS, "thaw is not available");
         _cleanup_(aj_error_clear) AjError err = {};
-        int rr = ops->thaw(ops->userdata, raise, &err);
+        int rr = ops->thaw(ops->userdata, stop, raise, &err);
         if (rr < 0)
                 return error_reply(id, -rr, "%s", aj_error_text(&err, rr));
         return ok_reply(id, NULL);

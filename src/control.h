@@ -7,7 +7,9 @@
  * Protocol (version 1): one JSON object per line each way, UTF-8, '\n'-terminated.
  *   request  {"op": "inspect"}
  *            {"op": "freeze", "reason": "TEXT"?}
- *            {"op": "thaw", "raise": {"tokens": "+20000", "cost_usd": "5"}?}
+ *            {"op": "thaw", "stop": N?, "raise": {"tokens": "+20000", "cost_usd": "5"}?}
+ *            (stop: the freeze it answers, as inspect's "stop" and the freeze event say:
+ *            refused, ESTALE, when the run is not frozen at that stop)
  *            {"op": "kill"}
  *            {"op": "release"}
  *            {"op": "approve", "call": "CALL-ID", "digest": "ARGUMENTS-SHA256"?}

@@ -78,8 +78,9 @@ typedef struct {
 typedef struct {
         void *userdata;
         int (*freeze)(void *userdata, const char *reason);
-        /* `raise`: {"tokens": "+20000", "cost_usd": "5"} ("+N" adds, "N" sets); may be NULL. */
-        int (*thaw)(void *userdata, json_t *raise, AjError *ret_error);
+        /* `stop`: the stop it answers (0: not named); `raise`: {"tokens": "+20000", "cost_usd":
+         * "5"} ("+N" adds, "N" sets); may be NULL. */
+        int (*thaw)(void *userdata, uint64_t stop, json_t *raise, AjError *ret_error);
         int (*kill)(void *userdata);
         /* Release from quarantine: thaws if frozen, records who released it. */
         int (*release)(void *userdata);

@@ -312,6 +312,8 @@ bool aj_glob_match(const char *pat, const char *s)
 
 const AjMeterCaps *aj_meter_caps(const AjMeter *m) { return &m->caps; }
 
+void aj_meter_caps_restore(AjMeter *m, const AjMeterCaps *caps) { m->caps = *caps; }
+
 /* ---- the rate window ---- */
 
 static uint64_t window_at(const AjMeter *m, size_t i) { return m->window[(m->window_head + i) % m->window_size]; }
@@ -1009,8 +1011,18 @@ json_t *aj_meter_to_json(const AjMeter *m, uint64_t now_ns, bool only_set)
 
 /* ---- raising caps at run time ---- */
 
-static int compute_raise(const AjMeter *m, const char *key, const char *value, int *ret_cap, bool *ret_set,
-                         uint64_t *ret_limit, AjError *ret_error)
+/* What the run has taken of an additive cap and holds reserved (-1: not additive). */
+static int64_t committed_of(const AjMeter *m, int cap)
+{
+        if (cap == AJ_CAP_TOOL_CALLS_PER_MIN || cap == AJ_CAP_REPEAT_LIMIT)
+                return -1; /* windows and streaks: they drain by themselves */
+        uint64_t v = sat_add(m->used[cap], reserved_of(m, cap));
+        return v > INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
+/* `caps`: the caps as the raises so far leave them (m's own for a single raise). */
+static int compute_raise(const AjMeter *m, const AjMeterCaps *caps, const char *key, const char *value, int *ret_cap,
+                         bool *ret_set, uint64_t *ret_limit, AjError *ret_error)
 {
         int cap = aj_cap_from_name(key);
         if (cap < 0)
@@ -1029,14 +1041,26 @@ static int compute_raise(const AjMeter *m, const char *key, const char *value, i
                                     "%s=%s: expected %s (\"+N\" adds, \"N\" sets), or \"unlimited\"", key, value,
                                     aj_meter_cap_expected(cap));
         if (add) {
-                if (!m->caps.set[cap])
+                if (!caps->set[cap])
                         return aj_error_set(ret_error, -EINVAL,
                                             "%s=%s: %s has no cap to add to; give the new value without '+'", key,
                                             value, key);
-                v = sat_add(m->caps.limit[cap], v);
+                v = sat_add(caps->limit[cap], v);
                 if (v > aj_meter_cap_max(cap))
                         return aj_error_set(ret_error, -EINVAL, "%s=%s: the result is too large (expected %s)", key,
                                             value, aj_meter_cap_expected(cap));
+        }
+        /* A cap set below what the run has already taken and holds reserved would have it
+         * over its cap the moment it ran again: its next request a breach it made before the
+         * change. Refused, so that a thaw means the run goes on. */
+        int64_t committed = committed_of(m, cap);
+        if (committed >= 0 && v < (uint64_t)committed) {
+                char have[48];
+                format_amount(cap, (uint64_t)committed, have, sizeof(have));
+                return aj_error_set(ret_error, -EINVAL,
+                                    "%s=%s: below what the run has already used and holds reserved (%s): it would "
+                                    "be over the cap as soon as it ran; give at least %s, or \"+N\"",
+                                    key, value, have, have);
         }
         *ret_cap = cap;
         *ret_set = true;
@@ -1049,7 +1073,7 @@ int aj_meter_raise(AjMeter *m, const char *key, const char *value, AjError *ret_
         int cap;
         bool set;
         uint64_t limit;
-        int r = compute_raise(m, key, value, &cap, &set, &limit, ret_error);
+        int r = compute_raise(m, &m->caps, key, value, &cap, &set, &limit, ret_error);
         if (r < 0)
                 return r;
         m->caps.set[cap] = set;
@@ -1083,8 +1107,7 @@ int aj_meter_raise_json(AjMeter *m, const json_t *raise, AjError *ret_error)
                 bool set;
                 uint64_t limit;
                 /* Computed against the caps so far, so two entries for one cap compose. */
-                AjMeter tmp = { .caps = next };
-                int r = compute_raise(&tmp, key, value, &cap, &set, &limit, ret_error);
+                int r = compute_raise(m, &next, key, value, &cap, &set, &limit, ret_error);
                 if (r < 0)
                         return r;
                 next.set[cap] = set;

@@ -214,6 +214,8 @@ void aj_meter_settle(AjMeter *m, AjMeterReservation *res, bool commit);
 /* Current usage of one cap (tool_calls_per_min: calls in the window ending at now_ns). */
 uint64_t aj_meter_used(const AjMeter *m, AjCap cap, uint64_t now_ns);
 const AjMeterCaps *aj_meter_caps(const AjMeter *m);
+/* Put back caps saved from aj_meter_caps() (a raise undone: its thaw failed). */
+void aj_meter_caps_restore(AjMeter *m, const AjMeterCaps *caps);
 
 /* {"tokens": {"limit": N|null, "used": N, "remaining": N|null}, ..., "cost_usd": {... in USD}}.
  * only_set: leave out caps without a limit. New reference or NULL. */

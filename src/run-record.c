@@ -71,12 +71,9 @@ int aj_run_live_hold(const char *run_dir, int *ret_fd)
 
 void aj_run_live_release(int fd)
 {
-        if (fd < 0)
-                return;
         /* A flock belongs to the open file, which the watchdog shares: unlocked here, the run
          * is over at once, not when the watchdog, told it is done, gets round to exiting. */
-        (void)flock(fd, LOCK_UN);
-        close(fd);
+        aj_unlock_close(fd);
 }
 
 int aj_run_live_held(const char *run_dir)

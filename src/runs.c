@@ -152,7 +152,7 @@ static char *ambiguous_note(AjRun **runs, size_t n, const char *query, size_t hi
         char *note = malloc(cap);
         if (!note)
                 return NULL;
-        size_t off = (size_t)snprintf(note, cap, "'%s' matches %zu runs:", query, hits);
+        size_t off = (size_t)snprintf(note, cap, "'%s' matches %zu run%s:", query, hits, hits == 1 ? "" : "s");
         for (size_t i = 0; i < n; i++)
                 if (strncmp(runs[i]->id, query, qlen) == 0)
                         off += (size_t)snprintf(note + off, cap - off, " %s", runs[i]->id);
@@ -160,6 +160,11 @@ static char *ambiguous_note(AjRun **runs, size_t n, const char *query, size_t hi
 }
 
 int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **ret_note)
+{
+        return aj_runs_find_min(paths, query, AJ_RUN_PREFIX_MIN, ret, ret_note);
+}
+
+int aj_runs_find_min(const AjPaths *paths, const char *query, size_t min_prefix, AjRun **ret, char **ret_note)
 {
         size_t qlen = query ? strlen(query) : 0;
         if (qlen == 0 || qlen > 255 || strchr(query, '/') || streq(query, ".") || streq(query, ".."))
@@ -193,6 +198,12 @@ int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **re
                         prefix_hit = (ssize_t)i;
                         prefix_hits++;
                 }
+        /* Too short to act on: it matches, but is not taken as the run's (nor its name). */
+        size_t short_hits = qlen < min_prefix ? prefix_hits : 0;
+        if (short_hits) {
+                prefix_hits = 0;
+                prefix_hit = -1;
+        }
 
         ssize_t chosen = -1;
         size_t name_hits = 0;
@@ -218,6 +229,9 @@ int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **re
                 if (prefix_hits > 1) {
                         r = -ENOTUNIQ;
                         note = ambiguous_note(runs, n, query, prefix_hits);
+                } else if (short_hits) {
+                        r = -ERANGE;
+                        note = ambiguous_note(runs, n, query, short_hits);
                 }
                 aj_runs_free(runs, n);
                 if (ret_note)
@@ -804,14 +818,26 @@ int aj_run_append_event(AjRun *run, const char *type, json_t *fields)
         return aj_run_record_write(run->dir, run->rec);
 }
 
-int aj_run_release_offline(AjRun *run, uid_t by_uid)
+/* The prologue of every change to a dead run's records: the records' lock (*ret_fd), then
+ * run.json as it is under it; -ENOENT without one (nothing to change). */
+static int lock_records_of_run(AjRun *run, int *ret_fd)
 {
-        _cleanup_close_ int lock = -1;
-        int r = aj_run_lock_records(run, true, &lock);
+        _cleanup_close_ int fd = -1;
+        int r = aj_run_lock_records(run, true, &fd);
         if (r < 0)
                 return r;
         if (!run->rec)
                 return -ENOENT;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int aj_run_release_offline(AjRun *run, uid_t by_uid)
+{
+        _cleanup_close_ int lock = -1;
+        int r = lock_records_of_run(run, &lock);
+        if (r < 0)
+                return r;
         if (!aj_run_record_quarantined(run->rec))
                 return -EALREADY;
         char ts[40];
@@ -833,11 +859,9 @@ int aj_run_decide_workspace(AjRun *run, const char *changes, json_t *fields, boo
         if (!owned)
                 return -ENOMEM;
         _cleanup_close_ int lock = -1;
-        int r = aj_run_lock_records(run, true, &lock);
+        int r = lock_records_of_run(run, &lock);
         if (r < 0)
                 return r;
-        if (!run->rec)
-                return -ENOENT;
         const char *type = streq(changes, "committed") ? "workspace.commit" : "workspace.discard";
         if (json_object_set_new(owned, "uid", json_integer((json_int_t)getuid())) < 0)
                 return -ENOMEM;
@@ -870,11 +894,9 @@ int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollback
 {
         *ret_recorded = false;
         _cleanup_close_ int lock = -1;
-        int r = aj_run_lock_records(run, true, &lock);
+        int r = lock_records_of_run(run, &lock);
         if (r < 0)
                 return r;
-        if (!run->rec)
-                return -ENOENT;
         json_t *fields = aj_rollback_step_event(s, o, getuid());
         if (!fields)
                 return -ENOMEM;

@@ -19,6 +19,10 @@
 
 /* A RUN argument of at least this many characters may be an id prefix. */
 #define AJ_RUN_PREFIX_MIN 4
+/* For a verb that acts on the run (freeze, thaw, kill, approve, deny, commit, discard,
+ * quarantine release/purge, rollback --apply): a short prefix typed for a run since removed
+ * may name a newer one (4 hex digits: one new run in 65,536 shares them; 8: one in 2^32). */
+#define AJ_RUN_PREFIX_MIN_ACT 8
 /* Timeout for the liveness probe (an "inspect" over the control socket). */
 #define AJ_RUN_PROBE_TIMEOUT_MS 2000
 
@@ -57,6 +61,9 @@ int aj_runs_list(const AjPaths *paths, AjRun ***ret_runs, size_t *ret_n);
  * obvious (several runs of that name), else NULL.
  */
 int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **ret_note);
+/* The same with prefixes of at least `min_prefix` characters; a shorter one (of at least
+ * AJ_RUN_PREFIX_MIN) that matches a run and names none is -ERANGE (ret_note says which). */
+int aj_runs_find_min(const AjPaths *paths, const char *query, size_t min_prefix, AjRun **ret, char **ret_note);
 
 /* Whether the run is alive, then, only if it is, its state from the control socket
  * (inspect op); fills the probe fields. */
@@ -163,6 +170,10 @@ int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollback
  * (aj_run_lock_workspace). */
 #define AJ_RUN_REMOVING_PREFIX ".removing-"
 int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);
+/* What aj_run_remove_dir's -EBUSY means, for the operator (`prune`, `quarantine purge`). */
+#define AJ_RUN_REMOVE_BUSY_TEXT                                                                            \
+        "in use: its workspace changes are being committed or discarded, it is being rolled back, or its " \
+        "supervisor or watchdog is still there (a run starting, live or being cleaned up)"
 /* The run id in a leftover's name (AJ_RUN_REMOVING_PREFIX<id>), or NULL. */
 const char *aj_run_leftover_id(const char *name);
 /* Delete <state>/runs/NAME, a leftover directory (-EPERM for any other name, or a symlink). */

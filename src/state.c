@@ -208,12 +208,9 @@ int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir, int 
 
 void aj_run_dir_unhold(int *lock_fd)
 {
-        if (*lock_fd < 0)
-                return;
         /* The lock is the open file description's, which the watchdogs forked since share
          * and may keep a moment longer: let go of it for all of them, now. */
-        (void)flock(*lock_fd, LOCK_UN);
-        close(*lock_fd);
+        aj_unlock_close(*lock_fd);
         *lock_fd = -1;
 }
 

@@ -91,7 +91,7 @@ static int decide_cmd(int argc, char **argv, bool approve)
                 return CLI_EXIT_FAIL;
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (cli_open_run(cmd, d.run, &paths, &run) < 0)
+        if (cli_open_run_to_act(cmd, d.run, &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
         char done[200];
         snprintf(done, sizeof(done), "%s %s %s%s", approve ? "approved" : "denied",

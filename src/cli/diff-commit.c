@@ -146,7 +146,7 @@ static int open_overlay(const char *cmd, AjRun *run, bool decide, Overlay *o)
                 return -EPERM;
         }
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
-        if (run->live || aj_run_supervisor_alive(run)) {
+        if (run->live || run->alive) {
                 cli_fail(cmd,
                          "run %s is still running and may change its workspace: wait for it to exit, or "
                          "'agentjail kill %s'",
@@ -269,7 +269,8 @@ static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, Overla
                 return -ECANCELED;
         }
         *ret_status = CLI_EXIT_FAIL;
-        r = cli_open_run(v->cmd, query, &c->paths, &c->run);
+        r = v->acting ? cli_open_run_to_act(v->cmd, query, &c->paths, &c->run)
+                      : cli_open_run(v->cmd, query, &c->paths, &c->run);
         if (r < 0 || (v->acting && (r = cli_check_acting(v->cmd, &c->paths)) < 0))
                 return r;
         return open_overlay(v->cmd, c->run, v->decides, &c->ov);

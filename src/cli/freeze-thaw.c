@@ -7,15 +7,18 @@
 #include "cli/verb.h"
 #include "cli/verbs.h"
 #include "control.h"
+#include "util/parse.h"
 
 #define FREEZE_USAGE "agentjail freeze RUN [--json]"
 #define FREEZE_HELP                                                                    \
         "Freeze every process of a live run (cgroup freezer). It stays frozen until\n" \
         "'agentjail thaw' or 'agentjail kill'."
-#define THAW_USAGE "agentjail thaw RUN [--raise KEY=VALUE]... [--json]"
-#define THAW_HELP                                                                      \
-        "Thaw a frozen run. --raise changes a meter's cap first: \"+N\" adds to it,\n" \
-        "\"N\" sets it, e.g. --raise tokens=+20000 --raise cost_usd=5."
+#define THAW_USAGE "agentjail thaw RUN [--stop N] [--raise KEY=VALUE]... [--json]"
+#define THAW_HELP                                                                                   \
+        "Thaw a frozen run. --raise changes a meter's cap first: \"+N\" adds to it,\n"              \
+        "\"N\" sets it, e.g. --raise tokens=+20000 --raise cost_usd=5. --stop N: only if the run\n" \
+        "is frozen at stop N (each freeze is numbered: 'agentjail inspect' and 'ps' show it);\n"    \
+        "without it, a raise must raise the cap whose breach made the current stop."
 #define KILL_USAGE "agentjail kill RUN [--json]"
 #define KILL_HELP                                                                                  \
         "Kill every process of a live run (also a frozen one). The run's records stay. When its\n" \
@@ -29,7 +32,7 @@ static int run_op(const char *cmd, const char *query, json_t *req, bool json, co
         json_auto_t *owned = req;
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (!req || cli_open_run(cmd, query, &paths, &run) < 0)
+        if (!req || cli_open_run_to_act(cmd, query, &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
         return cli_control_op(cmd, run, owned, json, done);
 }
@@ -75,7 +78,7 @@ int aj_cmd_kill(int argc, char **argv)
         json_auto_t *req = json_pack("{s:s}", "op", "kill");
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (!req || cli_open_run(argv[0], query, &paths, &run) < 0)
+        if (!req || cli_open_run_to_act(argv[0], query, &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
         return cli_control_op_or(argv[0], run, req, json, "killed", kill_by_cgroup, "killed its cgroup directly");
 }
@@ -107,11 +110,13 @@ int aj_cmd_thaw(int argc, char **argv)
         static const struct option options[] = {
                 CLI_OPTIONS_COMMON,
                 { "raise", required_argument, NULL, CLI_OPT_RAISE },
+                { "stop", required_argument, NULL, CLI_OPT_STOP },
                 {},
         };
         const char *raises[AJ_CONTROL_MAX_RAISE_KEYS];
         bool json = false;
         size_t n_raise = 0;
+        uint64_t stop = 0;
         int c;
         cli_getopt_reset();
         while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
@@ -127,6 +132,13 @@ int aj_cmd_thaw(int argc, char **argv)
                                                        AJ_CONTROL_MAX_RAISE_KEYS);
                         raises[n_raise++] = optarg;
                         break;
+                case CLI_OPT_STOP:
+                        if (aj_parse_u64(optarg, &stop) < 0 || stop == 0 || stop > INT64_MAX)
+                                return cli_usage_error("thaw", THAW_USAGE,
+                                                       "--stop '%s': expected a stop's number (1 or more, as "
+                                                       "'agentjail inspect' shows it)",
+                                                       optarg);
+                        break;
                 default:
                         return cli_option_error("thaw", THAW_USAGE, c, argv);
                 }
@@ -135,6 +147,8 @@ int aj_cmd_thaw(int argc, char **argv)
         if (r)
                 return r;
         json_auto_t *req = json_pack("{s:s}", "op", "thaw");
+        if (req && stop && json_object_set_new(req, "stop", json_integer((json_int_t)stop)) < 0)
+                return CLI_EXIT_FAIL;
         for (size_t i = 0; req && i < n_raise; i++)
                 if ((r = add_raise(req, raises[i])))
                         return r;

@@ -125,6 +125,10 @@ static void print_summary(json_t *doc, AjRun *run)
         if (cli_jstr(doc, "ended"))
                 printf(", ended %s", cli_jstr(doc, "ended"));
         putchar('\n');
+        if (json_is_integer(json_object_get(doc, "stop")))
+                printf("stop        %lld (%s): thaw with 'agentjail thaw %s --stop %lld'\n",
+                       (long long)json_integer_value(json_object_get(doc, "stop")), cli_jstr(doc, "stop_cause") ?: "?",
+                       run->id, (long long)json_integer_value(json_object_get(doc, "stop")));
         if (cli_jstr(doc, "live_error"))
                 printf("            (the control socket did not answer inspect: %s)\n", cli_jstr(doc, "live_error"));
         printf("command     ");

@@ -351,9 +351,7 @@ static int apply(const AjPaths *paths, Entry *v, size_t n, bool dry_run)
 static const char *removal_error(int r)
 {
         return r == -EPERM   ? "not a run directory of the state dir (a symlink?): refused"
-               : r == -EBUSY ? "in use: its workspace changes are being committed or discarded, it is being rolled "
-                               "back, or its supervisor or watchdog is still there (a run starting, live or being "
-                               "cleaned up): left alone"
+               : r == -EBUSY ? AJ_RUN_REMOVE_BUSY_TEXT ": left alone"
                              : strerror(-r);
 }
 

@@ -20,10 +20,16 @@ static void print_row(AjRun *run, const char *state)
         size_t held = cli_awaiting_approval(run);
         if (held)
                 snprintf(waiting, sizeof(waiting), "  [%zu call%s awaiting approval]", held, held == 1 ? "" : "s");
-        printf("%-12s  %-16.16s  %-10.10s  %-11s  %7s  %s%s\n", run->id, cli_run_name(run),
+        char stop[80] = "";
+        json_t *n = json_object_get(run->live_state, "stop");
+        const char *cause = cli_jstr(run->live_state, "stop_cause");
+        if (json_is_integer(n))
+                snprintf(stop, sizeof(stop), "  [stop %lld: %.40s]", (long long)json_integer_value(n),
+                         cause ? cause : "?");
+        printf("%-12s  %-16.16s  %-10.10s  %-11s  %7s  %s%s%s\n", run->id, cli_run_name(run),
                cli_run_profile(run, prof, sizeof(prof)), state,
                run->started_ns ? aj_format_age(cli_age_seconds(run), age, sizeof(age)) : "?", meters ? meters : "-",
-               waiting);
+               stop, waiting);
 }
 
 static int list_runs(bool all, bool json)

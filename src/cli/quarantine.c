@@ -116,7 +116,7 @@ static int quarantine_release(AjRun *run, bool json)
                 json_auto_t *req = json_pack("{s:s}", "op", "release");
                 return cli_control_op("quarantine", run, req, json, "released from quarantine");
         }
-        if (aj_run_supervisor_alive(run)) {
+        if (run->alive) {
                 cli_fail("quarantine", "run %s is running but its control socket does not answer; not releasing it",
                          run->id);
                 return CLI_EXIT_FAIL;
@@ -168,7 +168,7 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
 {
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
         int64_t deadline = (int64_t)aj_now_monotonic_ms() + PURGE_WAIT_MS;
-        bool supervisor = aj_run_supervisor_alive(run), killed = false;
+        bool supervisor = run->alive, killed = false;
         if (run->live || supervisor) {
                 if (!run->live) {
                         cli_fail("quarantine",
@@ -178,7 +178,7 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
                         return CLI_EXIT_FAIL;
                 }
                 /* Opened before the kill so its exit cannot be missed. */
-                _cleanup_close_ int pidfd = supervisor ? sys_pidfd_open(run->rec->supervisor_pid, 0) : -1;
+                _cleanup_close_ int pidfd = supervisor && run->rec ? sys_pidfd_open(run->rec->supervisor_pid, 0) : -1;
                 json_auto_t *req = json_pack("{s:s}", "op", "kill");
                 json_auto_t *reply = NULL;
                 int r = aj_control_call(run->control_path, req, CLI_CONTROL_TIMEOUT_MS, &reply);
@@ -200,12 +200,9 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
         int r = killed ? remove_when_let_go(paths, run, deadline) : aj_run_remove_dir(paths, run);
         if (r < 0) {
                 cli_fail("quarantine", "cannot remove '%s': %s", run->dir,
-                         r == -EPERM ? "not a run directory of the state dir"
-                         : r == -EBUSY
-                                 ? "in use: its workspace changes are being committed or discarded, it is being "
-                                   "rolled back, or its supervisor or watchdog is still there (a run starting, live "
-                                   "or being cleaned up)"
-                                 : strerror(-r));
+                         r == -EPERM   ? "not a run directory of the state dir"
+                         : r == -EBUSY ? AJ_RUN_REMOVE_BUSY_TEXT
+                                       : strerror(-r));
                 return CLI_EXIT_FAIL;
         }
         if (json) {
@@ -250,7 +247,9 @@ int aj_cmd_quarantine(int argc, char **argv)
                 return cli_usage_error("quarantine", QUARANTINE_USAGE, "%s: missing RUN argument", sub);
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (cli_open_run("quarantine", pos[1], &paths, &run) < 0)
+        int (*open_run)(const char *, const char *, AjPaths *, AjRun **) = streq(sub, "show") ? cli_open_run
+                                                                                              : cli_open_run_to_act;
+        if (open_run("quarantine", pos[1], &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
         if (streq(sub, "show"))
                 return quarantine_show(run, json);

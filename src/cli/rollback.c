@@ -645,7 +645,7 @@ static int print_json_result(const Apply *a, const AjRollbackPlan *plan, bool dr
 static int apply_cmd(AjRun *run, const Options *opt)
 {
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
-        if (run->live || aj_run_supervisor_alive(run)) {
+        if (run->live || run->alive) {
                 cli_fail("rollback", "run %s is still running: wait for it to exit, or 'agentjail kill %s'", run->id,
                          run->id);
                 return CLI_EXIT_FAIL;
@@ -697,7 +697,8 @@ int aj_cmd_rollback(int argc, char **argv)
                 return cli_help(ROLLBACK_USAGE, ROLLBACK_HELP);
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         _cleanup_(aj_run_freep) AjRun *run = NULL;
-        if (cli_open_run("rollback", opt.run, &paths, &run) < 0)
+        /* --apply runs the undo handlers: it acts on the run. */
+        if ((opt.apply && !opt.dry_run ? cli_open_run_to_act : cli_open_run)("rollback", opt.run, &paths, &run) < 0)
                 return CLI_EXIT_FAIL;
         /* --apply runs the handler the record names, with our rights. */
         if (opt.apply && !opt.dry_run && cli_check_acting("rollback", &paths) < 0)

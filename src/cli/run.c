@@ -26,7 +26,7 @@ static const char main_help[] =
         "  inspect RUN [--json]            caps vs usage, processes, pending calls, last events\n"
         "  logs RUN [-f] [--json] [--type PREFIX]\n"
         "                                  the run's event chain\n"
-        "  freeze RUN | thaw RUN [--raise KEY=VALUE]... | kill RUN\n"
+        "  freeze RUN | thaw RUN [--stop N] [--raise KEY=VALUE]... | kill RUN\n"
         "  approve RUN CALL [--digest SHA256] [--always] | deny RUN CALL [--reason TEXT]\n"
         "                                  decide a tool call or a host (net-N) held for approval\n"
         "  quarantine list | show RUN | release RUN | purge RUN\n"

@@ -186,13 +186,18 @@ int cli_open_paths(const char *cmd, AjPaths *paths)
 }
 
 /* Resolve RUN, telling the operator which run was chosen when that was not obvious. */
-int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun **ret)
+static int find_run(const char *cmd, const AjPaths *paths, const char *query, size_t min_prefix, AjRun **ret)
 {
         _cleanup_free_ char *note = NULL;
-        int r = aj_runs_find(paths, query, ret, &note);
-        if (r == -ENOENT)
-                cli_fail(cmd, "no run matches '%s' (an id, an id prefix of %d+ characters, or a name)", query,
-                         AJ_RUN_PREFIX_MIN);
+        int r = aj_runs_find_min(paths, query, min_prefix, ret, &note);
+        if (r == -ERANGE)
+                cli_fail(cmd,
+                         "'%s' is too short an id prefix to act on (%zu+ characters, or the whole id: a short one "
+                         "typed for a run since removed may name a newer one); %s",
+                         query, min_prefix, note ? note : "");
+        else if (r == -ENOENT)
+                cli_fail(cmd, "no run matches '%s' (an id, an id prefix of %zu+ characters, or a name)", query,
+                         min_prefix);
         else if (r == -ENOTUNIQ)
                 cli_fail(cmd, "ambiguous run prefix: %s", note ? note : query);
         else if (r == -EINVAL)
@@ -204,6 +209,11 @@ int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun
         if (r >= 0 && (*ret)->rec_error.err < 0)
                 cli_fail(cmd, "warning: the run's record is unreadable: %s", aj_error_text(&(*ret)->rec_error, 0));
         return r;
+}
+
+int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun **ret)
+{
+        return find_run(cmd, paths, query, AJ_RUN_PREFIX_MIN, ret);
 }
 
 int cli_check_acting(const char *cmd, const AjPaths *paths)
@@ -219,6 +229,12 @@ int cli_open_run(const char *cmd, const char *query, AjPaths *paths, AjRun **ret
 {
         int r = cli_open_paths(cmd, paths);
         return r < 0 ? r : cli_find_run(cmd, paths, query, ret);
+}
+
+int cli_open_run_to_act(const char *cmd, const char *query, AjPaths *paths, AjRun **ret)
+{
+        int r = cli_open_paths(cmd, paths);
+        return r < 0 ? r : find_run(cmd, paths, query, AJ_RUN_PREFIX_MIN_ACT, ret);
 }
 
 const char *cli_jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
@@ -272,13 +288,34 @@ json_t *cli_run_summary_json(AjRun *run, const char *state)
         const AjRunRecord *rec = run->rec;
         json_t *m = aj_run_meters(run);
         _cleanup_free_ char *meters = aj_meters_summary(m);
-        return json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:s?, s:s?, s:I, s:o?, s:s?, s:s, s:I}", "id", run->id,
-                         "name", rec ? rec->name : NULL, "profile", rec ? rec->profile_name : NULL, "state", state,
-                         "live", run->live, "quarantined",
-                         aj_run_record_quarantined(rec) || streq(state, "quarantined"), "started",
-                         rec ? rec->started : NULL, "ended", rec ? rec->ended : NULL, "age_seconds",
-                         (json_int_t)cli_age_seconds(run), "meters", m, "summary", meters, "dir", run->dir,
-                         "awaiting_approval", (json_int_t)cli_awaiting_approval(run));
+        json_t *doc = json_pack("{s:s, s:s?, s:s?, s:s, s:b, s:b, s:s?, s:s?, s:I, s:o?, s:s?, s:s, s:I}", "id",
+                                run->id, "name", rec ? rec->name : NULL, "profile", rec ? rec->profile_name : NULL,
+                                "state", state, "live", run->live, "quarantined",
+                                aj_run_record_quarantined(rec) || streq(state, "quarantined"), "started",
+                                rec ? rec->started : NULL, "ended", rec ? rec->ended : NULL, "age_seconds",
+                                (json_int_t)cli_age_seconds(run), "meters", m, "summary", meters, "dir", run->dir,
+                                "awaiting_approval", (json_int_t)cli_awaiting_approval(run));
+        /* A frozen run's stop: what `thaw --stop N` names. */
+        json_t *stop = json_object_get(run->live_state, "stop");
+        if (doc && json_is_integer(stop)) {
+                json_object_set(doc, "stop", stop);
+                json_object_set(doc, "stop_cause", json_object_get(run->live_state, "stop_cause") ?: json_null());
+        }
+        return doc;
+}
+
+/* Alive (its live.lock held) and not over by its record: a run starting, which serves no
+ * control socket yet (or one ending, until its record says so). run.json read afresh. */
+static bool run_starting(AjRun *run)
+{
+        if (!aj_run_supervisor_alive(run))
+                return false;
+        AjRunRecord *rec = NULL;
+        if (aj_run_record_read(run->dir, &rec, NULL) >= 0) {
+                aj_run_record_free(run->rec);
+                run->rec = rec;
+        }
+        return !run->rec || !run->rec->ended;
 }
 
 int cli_control_op(const char *cmd, AjRun *run, json_t *req, bool json, const char *done)
@@ -293,6 +330,18 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
         json_auto_t *reply = NULL;
         int64_t deadline = aj_now_monotonic_ms() + CLI_CONTROL_TIMEOUT_MS;
         int r = aj_control_call(run->control_path, req, CLI_CONTROL_TIMEOUT_MS, &reply);
+        /* A starting run (its directory's live.lock held, no control socket served yet: its
+         * first ~16 ms) is the run the operator named: waited for until it serves one, ends
+         * or the deadline passes, so a kill then is not lost as "not live". */
+        bool starting = false;
+        while ((r == -ENOENT || r == -ECONNREFUSED) && aj_now_monotonic_ms() < deadline && run_starting(run)) {
+                starting = true;
+                (void)nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+                int64_t now = aj_now_monotonic_ms();
+                r = aj_control_call(run->control_path, req, now < deadline ? (int)(deadline - now) : 1, &reply);
+        }
+        if (starting && (r == -ENOENT || r == -ECONNREFUSED) && run_starting(run))
+                r = -ETIMEDOUT; /* still starting at the deadline: the fallback, or "did not answer" */
         /* A supervisor that stopped accepting leaves its backlog full: connects fail at once
          * (EAGAIN) rather than time out. With a fallback that is "no answer" too, once the
          * deadline has passed without a connection getting through. */
@@ -334,6 +383,10 @@ int cli_control_op_or(const char *cmd, AjRun *run, json_t *req, bool json, const
                 if (r == -ENOENT || r == -ECONNREFUSED)
                         snprintf(msg, sizeof(msg), "run %s is not live (state: %s)", run->id,
                                  aj_run_display_state(run));
+                else if (r == -ETIMEDOUT && starting)
+                        snprintf(msg, sizeof(msg),
+                                 "run %s is starting and served no control socket within %ds: nothing done; try again",
+                                 run->id, CLI_CONTROL_TIMEOUT_MS / 1000);
                 else if (r == -ETIMEDOUT)
                         snprintf(msg, sizeof(msg), "run %s: the supervisor did not answer within %ds", run->id,
                                  CLI_CONTROL_TIMEOUT_MS / 1000);

@@ -31,6 +31,7 @@ enum {
         CLI_OPT_JSON = 0x100,
         CLI_OPT_TYPE,
         CLI_OPT_RAISE,
+        CLI_OPT_STOP,
         CLI_OPT_DIGEST,
         CLI_OPT_REASON,
         CLI_OPT_FORCE,
@@ -94,6 +95,8 @@ int cli_check_acting(const char *cmd, const AjPaths *paths);
 int cli_find_run(const char *cmd, const AjPaths *paths, const char *query, AjRun **ret);
 /* Both of the above. */
 int cli_open_run(const char *cmd, const char *query, AjPaths *paths, AjRun **ret);
+/* For a verb that changes the run: an id prefix must have AJ_RUN_PREFIX_MIN_ACT characters. */
+int cli_open_run_to_act(const char *cmd, const char *query, AjPaths *paths, AjRun **ret);
 
 const char *cli_jstr(json_t *o, const char *key);
 /* The run's name, or "?". */

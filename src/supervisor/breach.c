@@ -37,6 +37,10 @@ const char *aj_sup_breach_state(const AjSupBreach *b, bool exited)
 
 bool aj_sup_breach_frozen(const AjSupBreach *b) { return b->frozen; }
 
+uint64_t aj_sup_breach_stop(const AjSupBreach *b) { return b->frozen ? b->stop : 0; }
+
+const char *aj_sup_breach_stop_cap(const AjSupBreach *b) { return b->frozen && b->stop_cap[0] ? b->stop_cap : NULL; }
+
 bool aj_sup_breach_stopped(const AjSupBreach *b) { return b->frozen || b->killed; }
 
 bool aj_sup_breach_killed(const AjSupBreach *b) { return b->killed && !b->exited_before_kill; }
@@ -73,25 +77,34 @@ int aj_sup_breach_freeze(AjSupBreach *b, const char *by, const char *reason)
                 return r;
         }
         b->frozen = true;
+        b->stop++;
+        snprintf(b->stop_cap, sizeof(b->stop_cap), "%s", streq(by, "breach") && reason ? reason : "");
         b->ops->frozen_changed(b->userdata, true);
         aj_sup_emit(&b->events, "freeze",
-                    json_pack("{s:s, s:s?, s:I}", "by", by, "reason", reason, "latency_us",
-                              (json_int_t)((aj_now_monotonic_ns() - t0) / 1000)));
+                    json_pack("{s:s, s:s?, s:I, s:I}", "by", by, "reason", reason, "stop", (json_int_t)b->stop,
+                              "latency_us", (json_int_t)((aj_now_monotonic_ns() - t0) / 1000)));
         b->ops->changed(b->userdata);
         return 0;
 }
 
-int aj_sup_breach_thaw(AjSupBreach *b, const char *by)
+int aj_sup_breach_thaw_jail(AjSupBreach *b) { return b->frozen ? b->ops->thaw(b->userdata) : 0; }
+
+void aj_sup_breach_thawed(AjSupBreach *b, const char *by)
 {
         if (!b->frozen)
-                return 0;
-        int r = b->ops->thaw(b->userdata);
-        if (r < 0)
-                return r;
+                return;
         b->frozen = false;
         b->ops->frozen_changed(b->userdata, false);
-        aj_sup_emit(&b->events, "thaw", json_pack("{s:s}", "by", by));
+        aj_sup_emit(&b->events, "thaw", json_pack("{s:s, s:I}", "by", by, "stop", (json_int_t)b->stop));
         b->ops->changed(b->userdata);
+}
+
+int aj_sup_breach_thaw(AjSupBreach *b, const char *by)
+{
+        int r = aj_sup_breach_thaw_jail(b);
+        if (r < 0)
+                return r;
+        aj_sup_breach_thawed(b, by);
         return 0;
 }
 

@@ -50,6 +50,10 @@ typedef struct {
         uint64_t egress_used;
 
         bool frozen;
+        /* Each freeze is a stop, numbered from 1: what a `thaw --stop N` (and its raises)
+         * answers. stop_cap: the cap whose breach made the current one ("" for an operator's). */
+        uint64_t stop;
+        char stop_cap[40];
         bool quarantined, released;
         AjRunQuarantine quarantine; /* run.json's; its strings point into: */
         char since[40], released_at[40], *cap;
@@ -72,6 +76,11 @@ void aj_sup_breach_hooks(AjSupBreach *b, AjHooks *ret);
 void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach);
 int aj_sup_breach_freeze(AjSupBreach *b, const char *by, const char *reason);
 int aj_sup_breach_thaw(AjSupBreach *b, const char *by);
+/* The two halves of a thaw, for a thaw that changes caps in between (aj_sup_thaw_raise): the
+ * jail's cgroup thawed (nothing recorded; -errno, still frozen, when it fails), then the
+ * run's record of it. */
+int aj_sup_breach_thaw_jail(AjSupBreach *b);
+void aj_sup_breach_thawed(AjSupBreach *b, const char *by);
 /* Kill the jail with a "kill" event: exit 123 (unless the command had exited already). */
 int aj_sup_breach_kill(AjSupBreach *b, const char *by);
 /* Release from quarantine: -EINVAL when not quarantined. */
@@ -93,6 +102,10 @@ int aj_sup_breach_emit(AjSupBreach *b, const char *type, json_t *fields);
 /* The run's state word for run.json and `ps`: running, frozen, quarantined, exited. */
 const char *aj_sup_breach_state(const AjSupBreach *b, bool exited);
 bool aj_sup_breach_frozen(const AjSupBreach *b);
+/* The current stop's number (0 when not frozen) and the cap whose breach made it (NULL for
+ * an operator's freeze). */
+uint64_t aj_sup_breach_stop(const AjSupBreach *b);
+const char *aj_sup_breach_stop_cap(const AjSupBreach *b);
 /* Frozen, or killed (by a breach or an operator): nothing in the jail writes any more. */
 bool aj_sup_breach_stopped(const AjSupBreach *b);
 /* Killed by policy or an operator while the command still ran: exit 123. */

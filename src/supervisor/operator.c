@@ -41,22 +41,115 @@ static int parse_disk_free(json_t *v, uint64_t *ret, AjError *ret_error)
                             "watched)");
 }
 
-int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjSupDisk *disk, AjMeter *meter, json_t *raise, AjError *ret_error)
+/* Which stop a thaw answers. Named (`thaw --stop N`): that one, and no other; a thaw typed
+ * for a stop that is over must not land on a later one. A raise answers a stop: without a
+ * number, it must at least raise the cap whose breach made this stop (operator B's "+1000
+ * tokens" for a tokens breach that operator A has answered meanwhile must not thaw the run
+ * stopped since for its cost). */
+static int check_stop(const AjSupBreach *b, uint64_t stop, json_t *raise, bool raising, AjError *ret_error)
+{
+        uint64_t now = aj_sup_breach_stop(b);
+        const char *cap = aj_sup_breach_stop_cap(b);
+        char why[80] = "";
+        if (now)
+                snprintf(why, sizeof(why), "%s%s", cap ? "a breach of its " : "an operator's freeze", cap ? cap : "");
+        if (stop && stop != now) {
+                if (!now)
+                        return aj_error_set(ret_error, -ESTALE,
+                                            "stop %llu is over: the run is not frozen (thawed meanwhile?); nothing "
+                                            "changed",
+                                            (unsigned long long)stop);
+                if (stop > now)
+                        return aj_error_set(ret_error, -ESTALE,
+                                            "the run has had no stop %llu: it is frozen at stop %llu (%s); nothing "
+                                            "changed",
+                                            (unsigned long long)stop, (unsigned long long)now, why);
+                return aj_error_set(ret_error, -ESTALE,
+                                    "stop %llu is over: the run is frozen again, at stop %llu (%s); nothing changed: "
+                                    "look again (agentjail inspect) and name stop %llu",
+                                    (unsigned long long)stop, (unsigned long long)now, why, (unsigned long long)now);
+        }
+        /* A raise answers a stop: "+N" adds to the cap as it is then, and two operators who
+         * answered one breach with the same raise had it applied twice, the second to a run
+         * the first had thawed. Refused on a run that is not frozen, nothing changed. */
+        if (raising && !now)
+                return aj_error_set(ret_error, -EALREADY,
+                                    "the run is not frozen (thawed meanwhile?): no cap raised; raise its caps "
+                                    "while it is stopped");
+        if (raising && !stop && !(cap && json_object_get(raise, cap)))
+                return aj_error_set(ret_error, -ESTALE,
+                                    "the run is at stop %llu (%s), which this raise does not answer: no cap raised; "
+                                    "name the stop it is for (--stop %llu) to raise other caps",
+                                    (unsigned long long)now, why, (unsigned long long)now);
+        return 0;
+}
+
+/* The raises that can fail, applied (wall, meters) or checked (log_bytes, disk_free), with
+ * what puts them back. */
+typedef struct {
+        bool wall_raised, meter_raised;
+        AjSupWallSaved wall;
+        AjMeterCaps caps;
+        uint64_t log_cap, reserve;
+        json_t *disk_free;
+} Raised;
+
+static void raised_undo(const Raised *s, AjSupWall *w, AjMeter *meter)
+{
+        if (s->wall_raised)
+                aj_sup_wall_raise_undo(w, &s->wall);
+        if (s->meter_raised)
+                aj_meter_caps_restore(meter, &s->caps);
+}
+
+static int apply_raises(AjSupBreach *b, AjSupWall *w, AjMeter *meter, json_t *raise, Raised *s, AjError *ret_error)
+{
+        _cleanup_(json_decrefp) json_t *rest = json_deep_copy(raise);
+        if (!rest)
+                return -ENOMEM;
+        json_object_del(rest, "disk_free");
+        if (!meter && json_object_size(rest) > 0)
+                return aj_error_set(ret_error, -EINVAL, "this run has no meters to raise");
+        json_t *wall = json_object_get(raise, "wall"), *log_bytes = json_object_get(raise, "log_bytes");
+        if (log_bytes) {
+                json_object_del(rest, "log_bytes");
+                int r = aj_sup_breach_check_log_cap(b, log_bytes, &s->log_cap, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        if (wall) {
+                json_object_del(rest, "wall");
+                if (!json_is_string(wall))
+                        return aj_error_set(ret_error, -EINVAL, "wall: expected a duration string such as \"+10m\"");
+                int r = aj_sup_wall_raise(w, json_string_value(wall), &s->wall, ret_error);
+                if (r < 0)
+                        return r;
+                s->wall_raised = true;
+        }
+        if (json_object_size(rest) > 0) {
+                s->caps = *aj_meter_caps(meter);
+                int r = aj_meter_raise_json(meter, rest, ret_error);
+                if (r < 0) {
+                        raised_undo(s, w, meter);
+                        return r;
+                }
+                s->meter_raised = true;
+        }
+        return 0;
+}
+
+int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjSupDisk *disk, AjMeter *meter, uint64_t stop, json_t *raise,
+                      AjError *ret_error)
 {
         /* "disk_free", "wall" and "log_bytes" are the supervisor's; the rest is the meter's.
          * All or nothing: each is checked before any is applied. */
         bool raising = raise && json_object_size(raise) > 0;
-        /* A raise answers a stop: "+N" adds to the cap as it is then, and two operators who
-         * answered one breach with the same raise had it applied twice, the second to a run
-         * the first had thawed. Refused on a run that is not frozen, nothing changed. */
-        if (raising && !aj_sup_breach_frozen(b))
-                return aj_error_set(ret_error, -EALREADY,
-                                    "the run is not frozen (thawed meanwhile?): no cap raised; raise its caps "
-                                    "while it is stopped");
-        json_t *disk_free = raising ? json_object_get(raise, "disk_free") : NULL;
-        uint64_t reserve = 0;
-        if (disk_free) {
-                int r = parse_disk_free(disk_free, &reserve, ret_error);
+        int r = check_stop(b, stop, raise, raising, ret_error);
+        if (r < 0)
+                return r;
+        Raised s = { .disk_free = raising ? json_object_get(raise, "disk_free") : NULL };
+        if (s.disk_free) {
+                r = parse_disk_free(s.disk_free, &s.reserve, ret_error);
                 if (r < 0)
                         return r;
                 if (!disk)
@@ -65,56 +158,37 @@ int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjSupDisk *disk, AjMeter *me
         /* Below a reserve, a thaw would let the agent write on until the next look stops it
          * again: refused instead, with the free space it needs. */
         if (disk && aj_sup_breach_frozen(b)) {
-                int r = aj_sup_disk_check_thaw(disk, disk_free != NULL, reserve, ret_error);
+                r = aj_sup_disk_check_thaw(disk, s.disk_free != NULL, s.reserve, ret_error);
                 if (r < 0)
                         return r;
         }
-        if (raising) {
-                _cleanup_(json_decrefp) json_t *rest = json_deep_copy(raise);
-                json_object_del(rest, "disk_free");
-                if (!meter && json_object_size(rest) > 0)
-                        return aj_error_set(ret_error, -EINVAL, "this run has no meters to raise");
-                json_t *wall = json_object_get(raise, "wall"), *log_bytes = json_object_get(raise, "log_bytes");
-                AjSupWallSaved saved;
-                bool wall_raised = false;
-                uint64_t log_cap = 0;
-                if (log_bytes) {
-                        json_object_del(rest, "log_bytes");
-                        int r = aj_sup_breach_check_log_cap(b, log_bytes, &log_cap, ret_error);
-                        if (r < 0)
-                                return r;
-                }
-                if (wall) {
-                        json_object_del(rest, "wall");
-                        if (!json_is_string(wall))
-                                return aj_error_set(ret_error, -EINVAL,
-                                                    "wall: expected a duration string such as \"+10m\"");
-                        int r = aj_sup_wall_raise(w, json_string_value(wall), &saved, ret_error);
-                        if (r < 0)
-                                return r;
-                        wall_raised = true;
-                }
-                if (json_object_size(rest) > 0) {
-                        int r = aj_meter_raise_json(meter, rest, ret_error);
-                        if (r < 0) {
-                                if (wall_raised)
-                                        aj_sup_wall_raise_undo(w, &saved);
-                                return r;
-                        }
-                }
-                if (log_cap)
-                        aj_sup_breach_set_log_cap(b, log_cap);
-                if (disk_free)
-                        aj_sup_disk_set_reserve(disk, reserve);
-                aj_sup_breach_emit(b, "caps.raise", json_pack("{s:O, s:s}", "raise", raise, "by", "operator"));
+        if (raising && (r = apply_raises(b, w, meter, raise, &s, ret_error)) < 0)
+                return r;
+        /* The raises are part of the thaw: one that fails leaves the caps as they were, so the
+         * operator's retry ("+N" again) is not a second raise. */
+        r = aj_sup_breach_thaw_jail(b);
+        if (r < 0) {
+                raised_undo(&s, w, meter);
+                return aj_error_set(ret_error, r, "cannot thaw the run's cgroup: %s%s", strerror(-r),
+                                    raising ? "; no cap raised" : "");
         }
-        return aj_sup_breach_thaw(b, "operator");
+        if (raising) {
+                if (s.log_cap)
+                        aj_sup_breach_set_log_cap(b, s.log_cap);
+                if (s.disk_free)
+                        aj_sup_disk_set_reserve(disk, s.reserve);
+                aj_sup_breach_emit(b, "caps.raise",
+                                   json_pack("{s:O, s:s, s:I}", "raise", raise, "by", "operator", "stop",
+                                             (json_int_t)aj_sup_breach_stop(b)));
+        }
+        aj_sup_breach_thawed(b, "operator");
+        return 0;
 }
 
-static int op_thaw(void *userdata, json_t *raise, AjError *ret_error)
+static int op_thaw(void *userdata, uint64_t stop, json_t *raise, AjError *ret_error)
 {
         Run *run = userdata;
-        return aj_sup_thaw_raise(&run->breach, &run->wall, &run->disk, run->meter, raise, ret_error);
+        return aj_sup_thaw_raise(&run->breach, &run->wall, &run->disk, run->meter, stop, raise, ret_error);
 }
 
 static int op_kill(void *userdata)
@@ -215,15 +289,26 @@ static json_t *op_inspect(void *userdata)
                 json_array_extend(pending, hosts);
         json_decref(hosts);
         json_int_t dropped = run->broker ? (json_int_t)aj_broker_in_flight_dropped(run->broker) : 0;
-        return json_pack("{s:s, s:s, s:s, s:b, s:o, s:I, s:o?, s:o?, s:I, s:o, s:o, s:o?, s:I, s:I}", "id", run->id,
-                         "name", run->name, "state", aj_run_state(run, false), "frozen",
-                         aj_sup_breach_frozen(&run->breach), "processes", procs ?: json_array(), "processes_more",
-                         (json_int_t)more, "meters", aj_run_meters_json(run), "pending", pending, "pending_dropped",
-                         dropped, "last_events", run->sink.ops->tail(run->sink.userdata, INSPECT_LAST_EVENTS),
-                         "quarantine", aj_run_quarantine_json(aj_sup_breach_quarantine(&run->breach)), "network",
-                         run->proxy ? aj_proxy_stats(run->proxy) : NULL, "egress_bytes",
-                         (json_int_t)aj_sup_breach_egress_used(&run->breach), "egress_limit",
-                         (json_int_t)aj_sup_breach_egress_limit(&run->breach));
+        json_t *doc = json_pack("{s:s, s:s, s:s, s:b, s:o, s:I, s:o?, s:o?, s:I, s:o, s:o, s:o?, s:I, s:I}", "id",
+                                run->id, "name", run->name, "state", aj_run_state(run, false), "frozen",
+                                aj_sup_breach_frozen(&run->breach), "processes", procs ?: json_array(),
+                                "processes_more", (json_int_t)more, "meters", aj_run_meters_json(run), "pending",
+                                pending, "pending_dropped", dropped, "last_events",
+                                run->sink.ops->tail(run->sink.userdata, INSPECT_LAST_EVENTS), "quarantine",
+                                aj_run_quarantine_json(aj_sup_breach_quarantine(&run->breach)), "network",
+                                run->proxy ? aj_proxy_stats(run->proxy) : NULL, "egress_bytes",
+                                (json_int_t)aj_sup_breach_egress_used(&run->breach), "egress_limit",
+                                (json_int_t)aj_sup_breach_egress_limit(&run->breach));
+        /* The stop a `thaw --stop N` answers, while frozen. */
+        uint64_t stop = aj_sup_breach_stop(&run->breach);
+        const char *cap = aj_sup_breach_stop_cap(&run->breach);
+        if (doc && stop &&
+            (json_object_set_new(doc, "stop", json_integer((json_int_t)stop)) < 0 ||
+             json_object_set_new(doc, "stop_cause", json_string(cap ? cap : "operator")) < 0)) {
+                json_decref(doc);
+                return NULL;
+        }
+        return doc;
 }
 
 /* "root", a user name, or "uid N": who decided, for the chain and the agent's reply. */

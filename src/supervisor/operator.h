@@ -10,8 +10,12 @@
 #include "supervisor/disk.h"
 #include "supervisor/wall.h"
 
-/* thaw --raise: all raises or none (wall cap, logs.events_bytes, the meters), then thaw. */
-int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjSupDisk *disk, AjMeter *meter, json_t *raise, AjError *ret_error);
+/* thaw [--stop N] [--raise ...]: all raises or none (wall cap, logs.events_bytes, the meters,
+ * the disk reserve) with the thaw: a thaw that fails leaves every cap as it was. `stop` (0:
+ * not named) must be the current stop's number (-ESTALE otherwise); a raise without one
+ * must raise the cap whose breach made the current stop (-ESTALE otherwise). */
+int aj_sup_thaw_raise(AjSupBreach *b, AjSupWall *w, AjSupDisk *disk, AjMeter *meter, uint64_t stop, json_t *raise,
+                      AjError *ret_error);
 
 /* inspect's list of the jail's processes (the first AJ_SUP_INSPECT_MAX_PROCESSES of pids, while
  * their records stay under AJ_SUP_INSPECT_PROCESSES_BYTES): each {pid, state, cmd, cpu_s, rss_kb},

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -615,4 +616,12 @@ ssize_t aj_read_full(int fd, void *buf, size_t len)
                 have += (size_t)k;
         }
         return (ssize_t)have;
+}
+
+void aj_unlock_close(int fd)
+{
+        if (fd < 0)
+                return;
+        (void)flock(fd, LOCK_UN);
+        close(fd);
 }

@@ -229,10 +229,19 @@ CG=$(cgroup_v2_dir "$LIVE")
 if [[ -f "$CG/cgroup.events" ]]; then
         like "$(cat "$CG/cgroup.events")" "frozen 1" "the cgroup is frozen"
 fi
-aj thaw "$LIVE" --raise bogus=1
+is "$(jq -r '"\(.stop) \(.stop_cause)"' <<<"$OUT")" "1 operator" "inspect: the stop's number and cause"
+aj ps
+like "$OUT" "$LIVE .*\\[stop 1: operator\\]" "ps shows the stop"
+aj thaw "$LIVE" --raise tokens=+10
+is "$RC" 1 "a raise naming no stop, on an operator's freeze, is refused"
+like "$ERR" "at stop 1 \\(an operator's freeze\\), which this raise does not answer.*--stop 1" "and says which stop to name"
+aj thaw "$LIVE" --stop 2
+is "$RC" 1 "a thaw naming another stop is refused"
+like "$ERR" "the run has had no stop 2: it is frozen at stop 1" "and says the stop it is at"
+aj thaw "$LIVE" --stop 1 --raise bogus=1
 is "$RC" 1 "thaw with an unknown cap is refused"
 like "$ERR" "refused: .*bogus" "the refusal names the cap"
-aj thaw "$LIVE" --json
+aj thaw "$LIVE" --stop 1 --json
 is "$RC" 0 "thaw a frozen run" || op_diag
 is "$(jq -r '"\(.ok) \(.op) \(.run)"' <<<"$OUT")" "true thaw $LIVE" "thaw --json: one document"
 aj inspect "$LIVE" --json
@@ -380,6 +389,31 @@ if [[ -n "$S_ID" ]] && wait_sock "$S_ID"; then
         ok "the ended run's directory is gone" test ! -e "$S_DIR"
 else
         fail "the run to hide starts" "$(cat "$TEST_TMP/bg.err")"
+fi
+
+# ------------------------------------------------------------------ a kill of a starting run waits for it
+# Until its supervisor serves the control socket (its first ~16 ms) a run's live.lock is held
+# but `kill` found no socket: "not live", and the run went on. It waits for the socket (up to
+# 10 s) while the run lives and its record does not say it ended. Here a live run's run.json
+# and socket are hidden (live.lock kept), as in that window, and brought back half a second
+# into the kill.
+start_jail_bg --name op-kill-starting -- ./probe sleep 60
+K_DIR=$(wait_run_dir 10)
+K_ID=${K_DIR##*/}
+K_SOCK=$AGENTJAIL_RUNTIME_DIR/$K_ID/control.sock
+if [[ -n "$K_ID" ]] && wait_sock "$K_ID"; then
+        mv "$K_DIR/run.json" "$K_DIR/run.json.hidden" && mv "$K_SOCK" "$K_SOCK.hidden"
+        "$AJ" kill "$K_ID" >"$TEST_TMP/kill-starting.out" 2>&1 &
+        K_KILL=$!
+        sleep 0.5
+        mv "$K_DIR/run.json.hidden" "$K_DIR/run.json" && mv "$K_SOCK.hidden" "$K_SOCK"
+        wait "$K_KILL"
+        is "$?" 0 "kill of a starting run waits for its control socket" || diag "$(cat "$TEST_TMP/kill-starting.out")"
+        like "$(cat "$TEST_TMP/kill-starting.out")" "run $K_ID killed" "and kills it"
+        wait_exit "$BG_PID" 15
+        is "$WAIT_RC" 123 "the run ends as killed"
+else
+        fail "the run to kill while starting starts" "$(cat "$TEST_TMP/bg.err")"
 fi
 
 # ------------------------------------------------------------------ a live breach: quarantine, release

@@ -196,6 +196,8 @@ Test(cli, verbs_parse_their_own_options)
         cr_assert_eq(VERB(aj_cmd_freeze, "freeze", "x", "--raise", "tokens=1"), 2, "only thaw raises");
         cr_assert_eq(VERB(aj_cmd_thaw, "thaw", "x", "--raise", "bad"), 2);
         cr_assert_eq(VERB(aj_cmd_thaw, "thaw", "x", "--raise", "a=1", "--raise", "a=2"), 2, "a key twice");
+        cr_assert_eq(VERB(aj_cmd_thaw, "thaw", "x", "--stop", "0"), 2, "stops are numbered from 1");
+        cr_assert_eq(VERB(aj_cmd_thaw, "thaw", "x", "--stop", "two"), 2);
         cr_assert_eq(VERB(aj_cmd_thaw, "thaw", "--help"), 0);
         cr_assert_eq(VERB(aj_cmd_approve, "approve", "x"), 2, "CALL is required");
         cr_assert_eq(VERB(aj_cmd_approve, "approve", "x", "c", "--digest", "12"), 2);

@@ -26,6 +26,7 @@
 
 typedef struct {
         int freezes, thaws, kills, releases, inspects, decides;
+        uint64_t stop; /* the last thaw's */
         char reason[64];
         char call[64], digest[80];
         bool approved, always;
@@ -42,10 +43,11 @@ static int fake_freeze(void *ud, const char *reason)
         return f->freezes > 1 ? -EALREADY : 0;
 }
 
-static int fake_thaw(void *ud, json_t *raise, AjError *ret_error)
+static int fake_thaw(void *ud, uint64_t stop, json_t *raise, AjError *ret_error)
 {
         Fake *f = ud;
         f->thaws++;
+        f->stop = stop;
         json_decref(f->raise);
         f->raise = raise ? json_deep_copy(raise) : NULL;
         if (json_object_get(raise, "bogus"))
@@ -231,6 +233,15 @@ Test(control, handler_maps_each_op)
         json_auto_t *r4 = handle("{\"op\":\"thaw\"}");
         cr_assert(reply_ok(r4));
         cr_assert_null(fake.raise, "thaw without raise passes NULL");
+        cr_assert_eq(fake.stop, 0, "no stop named");
+
+        json_auto_t *r4s = handle("{\"op\":\"thaw\",\"stop\":3}");
+        cr_assert(reply_ok(r4s));
+        cr_assert_eq(fake.stop, 3, "the stop named reaches the supervisor");
+        json_auto_t *r4z = handle("{\"op\":\"thaw\",\"stop\":0}");
+        cr_assert_str_eq(reply_code(r4z), "EINVAL", "stops are numbered from 1");
+        json_auto_t *r4x = handle("{\"op\":\"thaw\",\"stop\":\"2\"}");
+        cr_assert_str_eq(reply_code(r4x), "EINVAL");
 
         json_auto_t *r5 = handle("{\"op\":\"thaw\",\"raise\":{\"bogus\":\"1\"}}");
         cr_assert(!reply_ok(r5));

@@ -1142,3 +1142,32 @@ Test(meter, reservations_are_counted_exactly_past_saturation)
         aj_meter_settle(m, &next, false);
         aj_meter_free(m);
 }
+
+/* A cap set below what the run has used and holds reserved had it over the cap the moment
+ * it was thawed: refused, naming what it has; at exactly that, or with "+N", it is fine. */
+Test(meter, raise_below_used_and_reserved_is_refused)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOKENS, 1000);
+        AjError err = {};
+        cr_assert_eq(tokens(m, "m", 600, 0, 0, NULL), AJ_VERDICT_ALLOW);
+        AjMeterReservation held;
+        AjMeterDecision d;
+        cr_assert_eq(aj_meter_reserve_tokens(m, "m", 300, 0, 0, &held, &d), 0);
+        cr_assert_eq(d.verdict, AJ_VERDICT_ALLOW);
+
+        cr_expect_eq(aj_meter_raise(m, "tokens", "899", &err), -EINVAL);
+        cr_expect_str_eq(err.message,
+                         "tokens=899: below what the run has already used and holds reserved (900): it would be over "
+                         "the cap as soon as it ran; give at least 900, or \"+N\"");
+        aj_error_clear(&err);
+        cr_expect_eq(aj_meter_caps(m)->limit[AJ_CAP_TOKENS], 1000, "unchanged");
+        json_auto_t *both = json_pack("{s:s, s:s}", "tool_calls", "5", "tokens", "10");
+        cr_expect_eq(aj_meter_raise_json(m, both, &err), -EINVAL, "all or nothing");
+        aj_error_clear(&err);
+        cr_expect(!aj_meter_caps(m)->set[AJ_CAP_TOOL_CALLS]);
+        cr_expect_eq(aj_meter_raise(m, "tokens", "900", &err), 0, "no room left, but not over");
+        cr_expect_eq(aj_meter_raise(m, "tokens", "+10", &err), 0);
+        aj_meter_settle(m, &held, false);
+        cr_expect_eq(aj_meter_raise(m, "tokens", "600", &err), 0, "released: only the used counts");
+        aj_meter_free(m);
+}

@@ -118,6 +118,37 @@ Test(runs, find_by_id_prefix_and_name)
         aj_run_free(run);
 }
 
+/* `kill 3f2a` typed for a run since pruned named the newer run that shares its first digits.
+ * A verb that acts takes an id prefix of 8+ characters; a shorter one that matches is
+ * refused as too short (-ERANGE), saying which run it matched, not taken as a name. */
+Test(runs, acting_prefixes_need_8_characters)
+{
+        make_run("3f2a00000001", "triage", "2026-01-01T10:00:00.000000000Z", EXITED);
+        AjRun *run = NULL;
+        char *note = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "3f2a", &run, &note), 0, "to read, 4 characters do");
+        aj_run_free(run);
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a", AJ_RUN_PREFIX_MIN_ACT, &run, &note), -ERANGE);
+        cr_assert(note && strstr(note, "'3f2a' matches 1 run: 3f2a00000001"), "%s", note ?: "");
+        free(note);
+        note = NULL;
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a0000", AJ_RUN_PREFIX_MIN_ACT, &run, &note), 0);
+        cr_assert_str_eq(run->id, "3f2a00000001");
+        aj_run_free(run);
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a00000001", AJ_RUN_PREFIX_MIN_ACT, &run, &note), 0, "the id");
+        aj_run_free(run);
+        cr_assert_eq(aj_runs_find_min(&paths, "triage", AJ_RUN_PREFIX_MIN_ACT, &run, &note), 0, "a name");
+        aj_run_free(run);
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2b", AJ_RUN_PREFIX_MIN_ACT, &run, &note), -ENOENT);
+
+        /* A short prefix that is also a run's name names that run. */
+        make_run("3f2a00000002", "3f2a", "2026-01-01T11:00:00.000000000Z", EXITED);
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a", AJ_RUN_PREFIX_MIN_ACT, &run, &note), 0);
+        cr_assert_str_eq(run->id, "3f2a00000002");
+        aj_run_free(run);
+        free(note);
+}
+
 Test(runs, list_is_sorted_by_start_and_skips_foreign_entries)
 {
         make_run("bbbb00000001", "b", "2026-01-02T00:00:00.5Z", EXITED);

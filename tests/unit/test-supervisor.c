@@ -156,6 +156,7 @@ typedef struct {
         AjSupBreach breach;
         int sigterms, sigkills, cgroup_kills, freezes, thaws, changes, incidents;
         int freeze_error; /* what the cgroup's freeze returns */
+        int thaw_error;   /* and its thaw */
         bool frozen;
         char alerts[4][32];
         int n_alerts;
@@ -176,6 +177,8 @@ static int jail_freeze(void *u)
 static int jail_thaw(void *u)
 {
         FakeRun *f = u;
+        if (f->thaw_error)
+                return f->thaw_error;
         f->thaws++;
         f->frozen = false;
         return 0;
@@ -379,7 +382,7 @@ Test(supervisor, thaw_raise_wall_adds_time_all_or_nothing)
 
         /* A bad meter raise leaves the wall cap as it was, and the run frozen. */
         json_auto_t *bad = json_pack("{s:s, s:s}", "wall", "+10s", "tokens", "lots");
-        cr_expect_lt(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, bad, &err), 0);
+        cr_expect_lt(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, bad, &err), 0);
         cr_expect(err.message);
         aj_error_clear(&err);
         json_auto_t *w0 = aj_sup_wall_cap_json(&f->wall);
@@ -388,12 +391,12 @@ Test(supervisor, thaw_raise_wall_adds_time_all_or_nothing)
 
         /* Not a duration, or no time left: refused. */
         json_auto_t *none = json_pack("{s:s}", "wall", "5s");
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, none, &err), -EINVAL);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, none, &err), -EINVAL);
         cr_expect(strstr(err.message, "would not leave the run any time"), "%s", err.message);
         aj_error_clear(&err);
 
         json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
-        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), 0);
+        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, raise, &err), 0);
         cr_expect_eq(count(&f->chain, "caps.raise"), 1);
         cr_expect(!aj_sup_breach_frozen(&f->breach));
         json_auto_t *w1 = aj_sup_wall_cap_json(&f->wall);
@@ -418,15 +421,108 @@ Test(supervisor, thaw_raise_answers_one_stop)
         cr_assert(aj_sup_breach_frozen(&f->breach));
         AjError err = {};
         json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
-        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), 0, "the first operator's");
+        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, raise, &err), 0, "the first operator's");
         cr_expect(!aj_sup_breach_frozen(&f->breach));
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), -EALREADY, "the second's");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, raise, &err), -EALREADY, "the second's");
         cr_expect(err.message && strstr(err.message, "not frozen"), "%s", err.message ?: "");
         aj_error_clear(&err);
         json_auto_t *w = aj_sup_wall_cap_json(&f->wall);
         cr_expect_eq(json_real_value(json_object_get(w, "limit")), 20.0, "raised once");
         cr_expect_eq(count(&f->chain, "caps.raise"), 1);
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, NULL, &err), 0, "a plain thaw is still fine");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, NULL, &err), 0, "a plain thaw is still fine");
+        aj_meter_free(m);
+        fake_run_free(f);
+}
+
+/* Operator A answered a tokens breach (stop 1) and thawed; the run was stopped again for its
+ * cost (stop 2). Operator B's raise typed for stop 1 landed on stop 2 and thawed it. Each
+ * stop has a number: a thaw naming another is refused, as is a raise without one that does
+ * not raise the cap that made the current stop. */
+Test(supervisor, a_thaw_for_an_earlier_stop_does_not_land_on_a_later_one)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        AjMeterCaps caps = {};
+        caps.set[AJ_CAP_TOKENS] = caps.set[AJ_CAP_COST_USD] = true;
+        caps.limit[AJ_CAP_TOKENS] = 1000;
+        caps.limit[AJ_CAP_COST_USD] = 1000000;
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(&caps, &m), 0);
+        AjError err = {};
+
+        aj_sup_breach_handle(&f->breach, &(AjBreach){ .cap = "tokens", .limit = 1000, .value = 1200 });
+        cr_assert_eq(aj_sup_breach_stop(&f->breach), 1);
+        cr_expect_str_eq(aj_sup_breach_stop_cap(&f->breach), "tokens");
+        json_t *fr = last(&f->chain, "freeze");
+        cr_expect_eq(json_integer_value(json_object_get(fr, "stop")), 1, "the freeze event numbers its stop");
+        json_auto_t *a = json_pack("{s:s}", "tokens", "+1000");
+        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 1, a, &err), 0, "A answers stop 1");
+        cr_expect_eq(aj_sup_breach_stop(&f->breach), 0, "not frozen: no current stop");
+
+        aj_sup_breach_handle(&f->breach, &(AjBreach){ .cap = "cost_usd", .limit = 1e-6, .value = 2e-6 });
+        cr_assert_eq(aj_sup_breach_stop(&f->breach), 2);
+        json_auto_t *b = json_pack("{s:s}", "tokens", "+1000");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 1, b, &err), -ESTALE, "B's, named for stop 1");
+        cr_expect(err.message && strstr(err.message, "stop 1 is over: the run is frozen again, at stop 2 (a breach "
+                                                     "of its cost_usd)"),
+                  "%s", err.message ?: "");
+        aj_error_clear(&err);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, b, &err), -ESTALE,
+                     "B's, unnamed: a tokens raise does not answer a cost stop");
+        cr_expect(err.message && strstr(err.message, "name the stop it is for (--stop 2)"), "%s", err.message ?: "");
+        aj_error_clear(&err);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 1, NULL, &err), -ESTALE,
+                     "a plain thaw naming stop 1 too");
+        aj_error_clear(&err);
+        cr_expect(aj_sup_breach_frozen(&f->breach), "still frozen");
+        cr_expect_eq(aj_meter_caps(m)->limit[AJ_CAP_TOKENS], 2000, "raised once, by A");
+        cr_expect_eq(count(&f->chain, "caps.raise"), 1);
+
+        json_auto_t *c = json_pack("{s:s}", "tokens", "+1000");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 2, c, &err), 0, "named: any cap");
+        aj_sup_breach_handle(&f->breach, &(AjBreach){ .cap = "cost_usd", .limit = 1e-6, .value = 2e-6 });
+        json_auto_t *d = json_pack("{s:s}", "cost_usd", "+1");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, d, &err), 0,
+                     "unnamed, raising the cap that made the stop");
+        cr_assert_eq(aj_sup_breach_freeze(&f->breach, "operator", NULL), 0);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, NULL, &err), 0,
+                     "a plain thaw, unnamed, for the operator who just looked");
+        aj_meter_free(m);
+        fake_run_free(f);
+}
+
+/* A thaw whose cgroup would not thaw had its raises applied already: the operator's retry
+ * raised the cap a second time. The raises are part of the thaw. */
+Test(supervisor, a_failed_thaw_raises_nothing)
+{
+        FakeRun *f = fake_run(&(FakeConfig){ .cap_ns = 10 * SEC, .log_cap = 1 << 20 });
+        AjMeterCaps caps = {};
+        caps.set[AJ_CAP_TOKENS] = true;
+        caps.limit[AJ_CAP_TOKENS] = 1000;
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(&caps, &m), 0);
+        AjError err = {};
+        advance(f, 10 * SEC);
+        cr_assert(aj_sup_breach_frozen(&f->breach));
+        f->thaw_error = -EBUSY;
+        json_auto_t *raise = json_pack("{s:s, s:s, s:s}", "wall", "+10s", "tokens", "+1000", "log_bytes", "+1M");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 1, raise, &err), -EBUSY);
+        cr_expect(err.message && strstr(err.message, "no cap raised"), "%s", err.message ?: "");
+        aj_error_clear(&err);
+        cr_expect(aj_sup_breach_frozen(&f->breach));
+        cr_expect_eq(aj_meter_caps(m)->limit[AJ_CAP_TOKENS], 1000);
+        json_auto_t *w0 = aj_sup_wall_cap_json(&f->wall);
+        cr_expect_eq(json_real_value(json_object_get(w0, "limit")), 10.0);
+        cr_expect_eq(aj_sup_breach_log_cap(&f->breach), 1 << 20);
+        cr_expect_eq(count(&f->chain, "caps.raise"), 0);
+
+        f->thaw_error = 0;
+        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 1, raise, &err), 0, "the retry");
+        cr_expect_eq(aj_meter_caps(m)->limit[AJ_CAP_TOKENS], 2000, "raised once");
+        json_auto_t *w1 = aj_sup_wall_cap_json(&f->wall);
+        cr_expect_eq(json_real_value(json_object_get(w1, "limit")), 20.0);
+        cr_expect_eq(aj_sup_breach_log_cap(&f->breach), 2 << 20);
+        cr_expect_eq(count(&f->chain, "caps.raise"), 1);
+        cr_expect_eq(count(&f->chain, "thaw"), 1);
         aj_meter_free(m);
         fake_run_free(f);
 }
@@ -439,10 +535,10 @@ Test(supervisor, thaw_raise_without_wall_cap_is_refused)
         cr_assert_eq(aj_sup_breach_freeze(&f->breach, "operator", NULL), 0, "raises are for a frozen run");
         AjError err = {};
         json_auto_t *raise = json_pack("{s:s}", "wall", "+10s");
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), -EINVAL);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 1, raise, &err), -EINVAL);
         cr_expect(strstr(err.message, "no wall cap"), "%s", err.message);
         aj_error_clear(&err);
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, NULL, raise, &err), -EINVAL, "no meters");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, NULL, 1, raise, &err), -EINVAL, "no meters");
         aj_error_clear(&err);
         aj_meter_free(m);
         fake_run_free(f);
@@ -465,15 +561,15 @@ Test(supervisor, log_bytes_breach_once_per_stop)
         AjError err = {};
         f->chain.bytes = 2 << 20;
         json_auto_t *small = json_pack("{s:s}", "log_bytes", "+64K");
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, NULL, small, &err), -EINVAL, "no meters");
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, NULL, 0, small, &err), -EINVAL, "no meters");
         aj_error_clear(&err);
         AjMeter *m = NULL;
         cr_assert_eq(aj_meter_new(NULL, &m), 0);
-        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, small, &err), -EINVAL);
+        cr_expect_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, small, &err), -EINVAL);
         cr_expect(strstr(err.message, "no room"), "%s", err.message);
         aj_error_clear(&err);
         json_auto_t *raise = json_pack("{s:s}", "log_bytes", "+64M");
-        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, raise, &err), 0);
+        cr_assert_eq(aj_sup_thaw_raise(&f->breach, &f->wall, NULL, m, 0, raise, &err), 0);
         cr_expect_eq(aj_sup_breach_log_cap(&f->breach), (1 << 20) + (64ull << 20));
         cr_expect_eq(f->chain.agent_limit, aj_events_agent_share((1 << 20) + (64ull << 20)));
         cr_expect(!aj_sup_breach_frozen(&f->breach));
