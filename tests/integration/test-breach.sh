@@ -67,7 +67,12 @@ cmp_num "$used" -le 5000 "usage never went past the cap (used $used)"
 
 "$AGENTJAIL" thaw "$RUN_ID" --raise tokens=+200000 >"$TEST_TMP/thaw.out" 2>&1
 is "$?" 0 "agentjail thaw --raise succeeds" || diag "$(cat "$TEST_TMP/thaw.out")"
-sleep 0.3
+# Until a worker has gone on (a loaded machine runs it late), 20 s at most.
+for ((i = 0; i < 200; i++)); do
+        c=$(counter "$WORKSPACE/progress")
+        ((${c:-0} > c1)) && break
+        sleep 0.1
+done
 cmp_num "$(counter "$WORKSPACE/progress")" -gt "$c1" "after thaw the workers make progress again"
 wait_exit "$BG_PID" 20
 is "$WAIT_RC" 0 "the thawed agent finishes normally"

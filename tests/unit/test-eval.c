@@ -458,6 +458,20 @@ static const char heavy_suite[] = "{\"cases\": [{\"name\": \"a\", \"command\": [
                                   "{\"path\": \"small\", \"matches\": \"^ok$\"},"
                                   "{\"path\": \"big\", \"matches\": \"(a|b)*a(a|b){20}c\"}]}}]}";
 
+/* Resident bytes of pid, or -1. */
+static long resident_of(pid_t pid)
+{
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+        FILE *fp = fopen(path, "r");
+        long size = 0, res = -1;
+        if (fp && fscanf(fp, "%ld %ld", &size, &res) != 2)
+                res = -1;
+        if (fp)
+                fclose(fp);
+        return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
+}
+
 /* The matcher dies with the process that judges: killed half-way, nothing goes on
  * growing. This test is the subreaper that the orphan comes back to. */
 Test(eval_judge, the_matcher_dies_with_its_parent)
@@ -477,21 +491,28 @@ Test(eval_judge, the_matcher_dies_with_its_parent)
                 (void)aj_eval_judge(case_of(s), &f, &v);
                 _exit(0);
         }
-        /* Its matcher, once it exists. */
-        char path[64], kids[64] = "";
+        /* Its matcher, once it is on the big file (past 32 MiB resident: it has set its
+         * death signal and is matching), not some time after its fork: a matcher that had
+         * not yet run when its parent died ends itself (exit 3), and on a loaded machine a
+         * fixed pause did not see it run. 256 MiB, its bound, takes it 0.9 s under ASan. */
+        char path[64];
         snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)judge, (int)judge);
-        for (int i = 0; i < 2000 && !kids[0]; i++) {
+        pid_t matcher = 0;
+        for (int i = 0; i < 60000 && !matcher; i++) { /* 60 s at most */
+                char kids[64] = "";
                 FILE *fp = fopen(path, "r");
                 if (fp) {
                         if (!fgets(kids, sizeof(kids), fp))
                                 kids[0] = 0;
                         fclose(fp);
                 }
-                usleep(1000);
+                pid_t kid = (pid_t)atoi(kids);
+                if (kid > 0 && resident_of(kid) > resident_of(judge) + (32L << 20))
+                        matcher = kid;
+                else
+                        usleep(1000);
         }
-        pid_t matcher = (pid_t)atoi(kids);
-        cr_assert_gt(matcher, 0, "no matcher process seen");
-        usleep(100 * 1000); /* it is still matching: 256 MiB takes it 0.9 s under ASan */
+        cr_assert_gt(matcher, 0, "no matcher seen on the big file");
         kill(judge, SIGKILL);
         cr_assert_eq(waitpid(judge, NULL, 0), judge);
         int st = 0;
@@ -502,20 +523,6 @@ Test(eval_judge, the_matcher_dies_with_its_parent)
 }
 
 static void on_alarm(int sig) { (void)sig; }
-
-/* Resident bytes of pid, or -1. */
-static long resident_of(pid_t pid)
-{
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
-        FILE *fp = fopen(path, "r");
-        long size = 0, res = -1;
-        if (fp && fscanf(fp, "%ld %ld", &size, &res) != 2)
-                res = -1;
-        if (fp)
-                fclose(fp);
-        return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
-}
 
 /* A process that sends SIGALRM to `judge` once judge's matcher (its child other than
  * this one) holds more than 32 MiB: it is then on the big file, the small one answered,

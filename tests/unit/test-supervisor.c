@@ -905,7 +905,7 @@ static void wait_exec(pid_t pid)
         /* Until the child's cmdline is the new program's (after execv). */
         char path[64], buf[16];
         snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-        for (int i = 0; i < 500; i++) {
+        for (int i = 0; i < 15000; i++) { /* 30 s at most: a loaded machine runs it late */
                 FILE *f = fopen(path, "re");
                 size_t n = f ? fread(buf, 1, sizeof(buf), f) : 0;
                 if (f)
