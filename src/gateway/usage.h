@@ -109,6 +109,14 @@ typedef struct {
          * answered request is charged them all, priced as searches (included in
          * max_searches for the reservation). */
         uint64_t plugin_results;
+        /* A namespaced search tool's searches ("tools": [{"type": "openrouter:web_search"}]:
+         * OpenRouter's server tool, which any model may call 0 to N times a request, bounded by
+         * no member the gateway reads, its uses not reported): AJ_LLM_DEFAULT_TOOL_USES each,
+         * included in max_searches, and charged for an answer (fail closed, as plugin_results);
+         * unreported_uses the same for its other namespaced tools billed per use
+         * ("openrouter:web_fetch", "openrouter:image_generation"), included in tool_offered. */
+        uint64_t unreported_searches;
+        uint64_t unreported_uses[AJ_TOOL_FEES];
         /* The Responses API's "prompt": a stored prompt, whose tools the request does not
          * show: reserved as if it offered every built-in tool the provider bills (unbounded
          * web search, one use of the others). */
