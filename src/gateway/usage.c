@@ -606,15 +606,52 @@ static const char *case_twin(json_t *o, const char *const *names, size_t n_names
         return NULL;
 }
 
+/* OpenRouter's members that let it answer with another model than "model" (usage.h
+ * model_routed): "models" unless it names only that model, "preset", and a preset named in
+ * the model ("@preset/NAME", or "MODEL@preset/NAME"), any case. */
+static bool model_routed(json_t *root, const char *model)
+{
+        json_t *models = json_object_get(root, "models"), *m;
+        json_t *preset = json_object_get(root, "preset");
+        size_t i;
+        if (preset && !json_is_null(preset))
+                return true;
+        for (size_t k = 0; model && model[k]; k++)
+                if (strncasecmp(model + k, "@preset/", 8) == 0)
+                        return true;
+        if (!models || json_is_null(models))
+                return false;
+        if (!json_is_array(models))
+                return true;
+        json_array_foreach (models, i, m)
+                if (!json_is_string(m) || !model || !streq(json_string_value(m), model))
+                        return true;
+        return false;
+}
+
 /* The members the gateway reads, at the top, in stream_options, in each tool and in each
  * plugin: spelled only so. */
 static int check_case_twins(AjLlmCall *c, json_t *root)
 {
         static const char *const top[] = {
-                "model",   "stream",     "stream_options",        "background",         "n",
-                "best_of", "max_tokens", "max_completion_tokens", "max_output_tokens",  "messages",
-                "input",   "tools",      "max_tool_calls",        "web_search_options", "plugins",
+                "model",
+                "stream",
+                "stream_options",
+                "background",
+                "n",
+                "best_of",
+                "max_tokens",
+                "max_completion_tokens",
+                "max_output_tokens",
+                "messages",
+                "input",
+                "tools",
+                "max_tool_calls",
+                "web_search_options",
+                "plugins",
                 "prompt",
+                "models",
+                "preset",
         };
         static const char *const opts[] = { "include_usage" };
         static const char *const tool_members[] = { "type", "max_uses", "container" };
@@ -713,6 +750,7 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         /* Anything but false or null might be read as true by the provider. */
         json_t *bg = json_object_get(root, "background");
         u->background = bg && !json_is_false(bg) && !json_is_null(bg);
+        u->model_routed = model_routed(root, json_string_value(model));
         tool_results_of(c->api, root, u);
         uint64_t bytes = 0, blobs = 0;
         measure(root, NULL, &bytes, &blobs);

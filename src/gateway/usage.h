@@ -85,6 +85,12 @@ typedef struct {
         /* "background" set: the provider answers at once and runs the model afterwards;
          * the output is fetched later (GET /v1/responses/ID), where no call is metered. */
         bool background;
+        /* The request lets the provider answer with a model it does not name: OpenRouter's
+         * "models" (fallbacks tried when one fails, which the agent can make it do: a prompt
+         * past the first one's context) or a preset ("@preset/NAME" in the model, "preset"),
+         * which also holds a model list and tools (its server tools: web search) the request
+         * does not show. Its price and its tools are unknown: refused under a cap. */
+        bool model_routed;
         /* The tool results the request hands back to the model (Anthropic tool_result
          * blocks, Chat "tool" messages, Responses function_call_output items): the last
          * AJ_LLM_MAX_TOOL_RESULTS of them, by the id of the call each answers, and whether

@@ -1251,6 +1251,46 @@ Test(gateway_usage, web_plugin_answer_is_charged_its_results)
         aj_llm_call_free(c);
 }
 
+/* OpenRouter may answer with a model the request does not name: its "models" fallbacks (the
+ * agent can make the first fail: a prompt past its context) or a preset's, which may hold
+ * server tools besides. Priced as "model", such a request was reserved and charged at the
+ * cheap model's price while a dear one answered: it is flagged, and refused under a cap. */
+Test(gateway_usage, request_letting_the_provider_choose_the_model)
+{
+        static const struct {
+                const char *body;
+                bool routed;
+        } cases[] = {
+                { "{\"model\":\"cheap/m\"}", false },
+                { "{\"model\":\"cheap/m\",\"models\":[\"cheap/m\",\"anthropic/claude-opus-4\"]}", true },
+                { "{\"model\":\"cheap/m\",\"models\":[\"cheap/m:online\"]}", true },
+                { "{\"model\":\"cheap/m\",\"models\":[\"cheap/m\"]}", false },
+                { "{\"model\":\"cheap/m\",\"models\":[]}", false },
+                { "{\"model\":\"cheap/m\",\"models\":null}", false },
+                { "{\"model\":\"cheap/m\",\"models\":\"anthropic/claude-opus-4\"}", true },
+                { "{\"model\":\"@preset/mine\"}", true },
+                { "{\"model\":\"cheap/m@PRESET/mine\"}", true },
+                { "{\"model\":\"cheap/m\",\"preset\":\"mine\"}", true },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), 0, "%s: %s", cases[i].body,
+                             U(c)->parse_error ?: "");
+                cr_expect_eq(U(c)->model_routed, cases[i].routed, "%s", cases[i].body);
+                aj_llm_call_free(c);
+        }
+        /* Spelled so that a provider ignoring case would read it and the gateway not. */
+        static const char *const twins[] = { "{\"model\":\"m\",\"Models\":[\"x\"]}",
+                                             "{\"model\":\"m\",\"PRESET\":\"p\"}" };
+        for (size_t i = 0; i < ARRAY_SIZE(twins); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, twins[i], strlen(twins[i])), -EINVAL, "%s", twins[i]);
+                aj_llm_call_free(c);
+        }
+}
+
 /* OpenRouter's server tools ("openrouter:web_search", "openrouter:web_fetch"): any model may
  * call them 0 to N times a request, no member the gateway reads bounds them (max_uses nor
  * max_tool_calls), and the response does not report their uses. They were taken for no tool:
