@@ -299,18 +299,35 @@ static int choices_of(json_t *root, uint64_t *ret, const char **ret_key)
         return 0;
 }
 
+static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
 static uint64_t sat_add(uint64_t a, uint64_t b)
 {
         uint64_t r;
         return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
 }
 
-/* A web search tool the provider runs: Anthropic's "web_search_20250305" (and later
- * versions), the Responses API's "web_search", "web_search_preview" and their dated
- * versions. Any case: a provider matching it so would run the searches. */
-static bool search_tool(json_t *tool)
+/* A tool's type as the name of a provider's built-in tool: what follows its namespace when
+ * it has one (OpenRouter's server tools, "openrouter:web_search", "openrouter:web_fetch",
+ * "openrouter:image_generation", which it runs for any model on any API, 0 to N times a
+ * request, bounded by no member the gateway reads, and whose uses the response does not
+ * report). *ret_namespaced says it had one. */
+static const char *tool_type(json_t *tool, bool *ret_namespaced)
 {
         const char *type = json_string_value(json_object_get(tool, "type"));
+        const char *colon = type ? strrchr(type, ':') : NULL;
+        *ret_namespaced = colon != NULL;
+        return colon ? colon + 1 : type;
+}
+
+/* A web search tool the provider runs: Anthropic's "web_search_20250305" (and later
+ * versions), the Responses API's "web_search", "web_search_preview" and their dated
+ * versions, a namespaced one (tool_type()). Any case: a provider matching it so would run
+ * the searches. */
+static bool search_tool(json_t *tool)
+{
+        bool namespaced;
+        const char *type = tool_type(tool, &namespaced);
         return type && strncasecmp(type, "web_search", 10) == 0;
 }
 
@@ -328,7 +345,8 @@ static int fee_tool(json_t *tool)
                 { "image_generation", AJ_TOOL_FEE_IMAGE_GENERATION },
                 { "code_execution", AJ_TOOL_FEE_CODE_EXECUTION },
         };
-        const char *type = json_string_value(json_object_get(tool, "type"));
+        bool namespaced;
+        const char *type = tool_type(tool, &namespaced);
         for (size_t i = 0; type && i < ARRAY_SIZE(tools); i++)
                 if (strncasecmp(type, tools[i].prefix, strlen(tools[i].prefix)) == 0)
                         return (int)tools[i].fee;
@@ -387,11 +405,20 @@ static int plugin_results_of(AjLlmCall *c, json_t *root, const char **ret_key)
 
 /* The uses of Anthropic's web_fetch tool the request allows: its max_uses, read as a web
  * search tool's (absent, null, 0 or less: AJ_LLM_DEFAULT_TOOL_USES). The other tools billed
- * per use (and another API's web_fetch, which has no such member) are reserved one use. */
+ * per use (and another API's web_fetch, which has no such member) are reserved one use. A
+ * namespaced tool (tool_type(): OpenRouter's server tools, without a bound and unreported) is
+ * AJ_LLM_DEFAULT_TOOL_USES uses, reserved and charged for an answer (usage.h unreported_uses). */
 static int tool_uses_of(AjLlmCall *c, json_t *tool, int fee, const char **ret_key)
 {
         AjLlmUsage *u = &c->u;
         uint64_t v = 0, n = 1;
+        bool namespaced;
+        tool_type(tool, &namespaced);
+        if (namespaced) {
+                u->unreported_uses[fee] = sat_add(u->unreported_uses[fee], AJ_LLM_DEFAULT_TOOL_USES);
+                u->tool_offered[fee] = sat_add(u->tool_offered[fee], AJ_LLM_DEFAULT_TOOL_USES);
+                return 0;
+        }
         if (fee == AJ_TOOL_FEE_WEB_FETCH && c->api == AJ_LLM_API_ANTHROPIC_MESSAGES) {
                 int r = whole_of(json_object_get(tool, "max_uses"), &v);
                 if (r < 0) {
@@ -402,7 +429,8 @@ static int tool_uses_of(AjLlmCall *c, json_t *tool, int fee, const char **ret_ke
         }
         if (fee == AJ_TOOL_FEE_CODE_INTERPRETER && !json_is_string(json_object_get(tool, "container")))
                 u->container_auto = true;
-        u->tool_offered[fee] = fee == AJ_TOOL_FEE_WEB_FETCH ? sat_add(u->tool_offered[fee], n) : 1;
+        u->tool_offered[fee] = fee == AJ_TOOL_FEE_WEB_FETCH ? sat_add(u->tool_offered[fee], n)
+                                                            : max_u64(u->tool_offered[fee], 1);
         return 0;
 }
 
@@ -428,6 +456,13 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
                         return -EINVAL;
                 if (!search_tool(tool))
                         continue;
+                bool namespaced;
+                tool_type(tool, &namespaced);
+                if (namespaced) {
+                        /* Its bounds are not max_uses, nor max_tool_calls (added below). */
+                        u->unreported_searches = sat_add(u->unreported_searches, AJ_LLM_DEFAULT_TOOL_USES);
+                        continue;
+                }
                 if (c->api != AJ_LLM_API_ANTHROPIC_MESSAGES) {
                         u->search_unbounded = true;
                         continue;
@@ -462,6 +497,7 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
                         u->max_searches = v;
                 }
         }
+        u->max_searches = sat_add(u->max_searches, u->unreported_searches);
         json_t *opts = json_object_get(root, "web_search_options");
         u->chat_search_model = c->api == AJ_LLM_API_OPENAI_CHAT &&
                                search_model(json_string_value(json_object_get(root, "model")));
@@ -570,15 +606,52 @@ static const char *case_twin(json_t *o, const char *const *names, size_t n_names
         return NULL;
 }
 
+/* OpenRouter's members that let it answer with another model than "model" (usage.h
+ * model_routed): "models" unless it names only that model, "preset", and a preset named in
+ * the model ("@preset/NAME", or "MODEL@preset/NAME"), any case. */
+static bool model_routed(json_t *root, const char *model)
+{
+        json_t *models = json_object_get(root, "models"), *m;
+        json_t *preset = json_object_get(root, "preset");
+        size_t i;
+        if (preset && !json_is_null(preset))
+                return true;
+        for (size_t k = 0; model && model[k]; k++)
+                if (strncasecmp(model + k, "@preset/", 8) == 0)
+                        return true;
+        if (!models || json_is_null(models))
+                return false;
+        if (!json_is_array(models))
+                return true;
+        json_array_foreach (models, i, m)
+                if (!json_is_string(m) || !model || !streq(json_string_value(m), model))
+                        return true;
+        return false;
+}
+
 /* The members the gateway reads, at the top, in stream_options, in each tool and in each
  * plugin: spelled only so. */
 static int check_case_twins(AjLlmCall *c, json_t *root)
 {
         static const char *const top[] = {
-                "model",   "stream",     "stream_options",        "background",         "n",
-                "best_of", "max_tokens", "max_completion_tokens", "max_output_tokens",  "messages",
-                "input",   "tools",      "max_tool_calls",        "web_search_options", "plugins",
+                "model",
+                "stream",
+                "stream_options",
+                "background",
+                "n",
+                "best_of",
+                "max_tokens",
+                "max_completion_tokens",
+                "max_output_tokens",
+                "messages",
+                "input",
+                "tools",
+                "max_tool_calls",
+                "web_search_options",
+                "plugins",
                 "prompt",
+                "models",
+                "preset",
         };
         static const char *const opts[] = { "include_usage" };
         static const char *const tool_members[] = { "type", "max_uses", "container" };
@@ -677,6 +750,7 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         /* Anything but false or null might be read as true by the provider. */
         json_t *bg = json_object_get(root, "background");
         u->background = bg && !json_is_false(bg) && !json_is_null(bg);
+        u->model_routed = model_routed(root, json_string_value(model));
         tool_results_of(c->api, root, u);
         uint64_t bytes = 0, blobs = 0;
         measure(root, NULL, &bytes, &blobs);
@@ -877,7 +951,6 @@ void aj_llm_call_response_end(AjLlmCall *c)
                 c->u.outcome = AJ_LLM_CUT;
 }
 
-static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
 {
@@ -896,10 +969,16 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
         ch.cache_creation = u->cache_creation_tokens;
         ch.cache_creation_1h = u->cache_creation_1h_tokens;
         ch.web_searches = u->web_search_requests;
-        /* OpenRouter's web plugin: its results are billed, their number not reported. */
-        if (u->plugin_results && u->status >= 200 && u->status < 300)
-                ch.web_searches = sat_add(ch.web_searches, u->plugin_results);
         memcpy(ch.tool_uses, u->tool_uses, sizeof(ch.tool_uses));
+        if (u->status >= 200 && u->status < 300) {
+                /* OpenRouter's web plugin: its results are billed, their number not reported. */
+                ch.web_searches = sat_add(ch.web_searches, u->plugin_results);
+                /* Namespaced server tools: their uses are not reported either, so an answer is
+                 * charged what was reserved for them, or what a response said if more. */
+                ch.web_searches = max_u64(ch.web_searches, sat_add(u->unreported_searches, u->plugin_results));
+                for (int f = 0; f < AJ_TOOL_FEES; f++)
+                        ch.tool_uses[f] = max_u64(ch.tool_uses[f], u->unreported_uses[f]);
+        }
         ch.estimated = !u->input_reported || !(u->output_reported && ended);
         *ret = ch;
 }

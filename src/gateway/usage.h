@@ -85,6 +85,12 @@ typedef struct {
         /* "background" set: the provider answers at once and runs the model afterwards;
          * the output is fetched later (GET /v1/responses/ID), where no call is metered. */
         bool background;
+        /* The request lets the provider answer with a model it does not name: OpenRouter's
+         * "models" (fallbacks tried when one fails, which the agent can make it do: a prompt
+         * past the first one's context) or a preset ("@preset/NAME" in the model, "preset"),
+         * which also holds a model list and tools (its server tools: web search) the request
+         * does not show. Its price and its tools are unknown: refused under a cap. */
+        bool model_routed;
         /* The tool results the request hands back to the model (Anthropic tool_result
          * blocks, Chat "tool" messages, Responses function_call_output items): the last
          * AJ_LLM_MAX_TOOL_RESULTS of them, by the id of the call each answers, and whether
@@ -109,6 +115,14 @@ typedef struct {
          * answered request is charged them all, priced as searches (included in
          * max_searches for the reservation). */
         uint64_t plugin_results;
+        /* A namespaced search tool's searches ("tools": [{"type": "openrouter:web_search"}]:
+         * OpenRouter's server tool, which any model may call 0 to N times a request, bounded by
+         * no member the gateway reads, its uses not reported): AJ_LLM_DEFAULT_TOOL_USES each,
+         * included in max_searches, and charged for an answer (fail closed, as plugin_results);
+         * unreported_uses the same for its other namespaced tools billed per use
+         * ("openrouter:web_fetch", "openrouter:image_generation"), included in tool_offered. */
+        uint64_t unreported_searches;
+        uint64_t unreported_uses[AJ_TOOL_FEES];
         /* The Responses API's "prompt": a stored prompt, whose tools the request does not
          * show: reserved as if it offered every built-in tool the provider bills (unbounded
          * web search, one use of the others). */

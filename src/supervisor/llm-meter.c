@@ -251,6 +251,12 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                        "where the gateway cannot meter it");
                 return 0;
         }
+        if (u->model_routed && model_capped(cs->l->meter)) {
+                refuse(v, pr, 403, "agentjail gateway",
+                       "a request letting the provider choose its model (OpenRouter's models, a preset) is "
+                       "refused under the run's caps: the gateway prices the model it names");
+                return 0;
+        }
         if (cs->api == AJ_LLM_API_OPENAI_CHAT && u->stream && (r = add_usage(cs, req, v)) < 0) {
                 refuse(v, pr, 400, "agentjail gateway", "stream_options must be an object");
                 return 0;

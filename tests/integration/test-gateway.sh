@@ -497,6 +497,9 @@ for what in sys.argv[1:]:
         st, t = call(O + "/chat/completions", {"model": "gpt-test", "n": "100", "max_tokens": 3, "messages": hi})
     elif what == "background":
         st, t = call(O + "/responses", {"model": "gpt-test", "input": "hi", "max_output_tokens": 10, "background": True})
+    elif what == "models":
+        st, t = call(O + "/chat/completions", {"model": "gpt-test", "models": ["gpt-test", "gpt-dear"],
+                     "max_tokens": 3, "messages": hi})
     elif what == "fetch":
         st, t = call(O + "/responses/resp_fake")
     elif what == "batch":
@@ -533,6 +536,15 @@ like "$JAIL_OUT" 'background=403 .*background response is refused under the run.
         "a background response under a cap: 403" || jail_diag
 is "$(($(records) - n0))" 0 "... never forwarded"
 is "$JAIL_RC" 0 "... a refusal, not a breach"
+# OpenRouter's fallback models (or a preset): the answer may come from a model the request
+# does not price, so it is refused under a cap, and relayed without one
+n0=$(records)
+run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py models
+like "$JAIL_OUT" 'models=403 .*letting the provider choose its model' "a models fallback list under a cap: 403" ||
+        jail_diag
+is "$(($(records) - n0))" 0 "... never forwarded"
+run_jail -p "$PK" -- python3 gwcap.py models
+like "$JAIL_OUT" 'models=200 ' "without a cap a models fallback list is relayed" || jail_diag
 run_jail -p "$PK" -- python3 gwcap.py background fetch
 like "$JAIL_OUT" 'background=200 .*queued' "without a cap a background response is relayed"
 like "$(events_of llm.response | head -1)" '"charged":"worst_case"' "... and charged its worst case (its output is never seen)"

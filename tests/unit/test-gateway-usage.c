@@ -1251,6 +1251,110 @@ Test(gateway_usage, web_plugin_answer_is_charged_its_results)
         aj_llm_call_free(c);
 }
 
+/* OpenRouter may answer with a model the request does not name: its "models" fallbacks (the
+ * agent can make the first fail: a prompt past its context) or a preset's, which may hold
+ * server tools besides. Priced as "model", such a request was reserved and charged at the
+ * cheap model's price while a dear one answered: it is flagged, and refused under a cap. */
+Test(gateway_usage, request_letting_the_provider_choose_the_model)
+{
+        static const struct {
+                const char *body;
+                bool routed;
+        } cases[] = {
+                { "{\"model\":\"cheap/m\"}", false },
+                { "{\"model\":\"cheap/m\",\"models\":[\"cheap/m\",\"anthropic/claude-opus-4\"]}", true },
+                { "{\"model\":\"cheap/m\",\"models\":[\"cheap/m:online\"]}", true },
+                { "{\"model\":\"cheap/m\",\"models\":[\"cheap/m\"]}", false },
+                { "{\"model\":\"cheap/m\",\"models\":[]}", false },
+                { "{\"model\":\"cheap/m\",\"models\":null}", false },
+                { "{\"model\":\"cheap/m\",\"models\":\"anthropic/claude-opus-4\"}", true },
+                { "{\"model\":\"@preset/mine\"}", true },
+                { "{\"model\":\"cheap/m@PRESET/mine\"}", true },
+                { "{\"model\":\"cheap/m\",\"preset\":\"mine\"}", true },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), 0, "%s: %s", cases[i].body,
+                             U(c)->parse_error ?: "");
+                cr_expect_eq(U(c)->model_routed, cases[i].routed, "%s", cases[i].body);
+                aj_llm_call_free(c);
+        }
+        /* Spelled so that a provider ignoring case would read it and the gateway not. */
+        static const char *const twins[] = { "{\"model\":\"m\",\"Models\":[\"x\"]}",
+                                             "{\"model\":\"m\",\"PRESET\":\"p\"}" };
+        for (size_t i = 0; i < ARRAY_SIZE(twins); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, twins[i], strlen(twins[i])), -EINVAL, "%s", twins[i]);
+                aj_llm_call_free(c);
+        }
+}
+
+/* OpenRouter's server tools ("openrouter:web_search", "openrouter:web_fetch"): any model may
+ * call them 0 to N times a request, no member the gateway reads bounds them (max_uses nor
+ * max_tool_calls), and the response does not report their uses. They were taken for no tool:
+ * neither reserved nor charged. Now a namespaced tool is the tool its name says, reserved at
+ * AJ_LLM_DEFAULT_TOOL_USES uses and charged them for an answer (none for an error status). */
+Test(gateway_usage, namespaced_server_tools_are_reserved_and_charged)
+{
+        static const struct {
+                AjLlmApi api;
+                const char *request;
+                uint64_t searches, fetches;
+        } cases[] = {
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"openai/gpt-4o\",\"tools\":[{\"type\":\"openrouter:web_search\"}]}",
+                  AJ_LLM_DEFAULT_TOOL_USES, 0 },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"OpenRouter:Web_Search\",\"parameters\":{\"max_results\":3}},"
+                  "{\"type\":\"openrouter:web_fetch\"}]}",
+                  AJ_LLM_DEFAULT_TOOL_USES, AJ_LLM_DEFAULT_TOOL_USES },
+                /* Anthropic's max_uses is not its bound, nor max_tool_calls. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"openrouter:web_search\",\"max_uses\":1},"
+                  "{\"type\":\"openrouter:web_fetch\",\"max_uses\":1}]}",
+                  AJ_LLM_DEFAULT_TOOL_USES, AJ_LLM_DEFAULT_TOOL_USES },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"max_tool_calls\":1,\"tools\":[{\"type\":\"openrouter:web_search\"}]}",
+                  AJ_LLM_DEFAULT_TOOL_USES, 0 },
+                /* With a bounded search tool besides: both. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"openrouter:web_search\"},"
+                  "{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":2}]}",
+                  AJ_LLM_DEFAULT_TOOL_USES + 2, 0 },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"tools\":[{\"type\":\"openrouter:datetime\"}]}", 0, 0 },
+        };
+        static const char body[] =
+                "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"m\",\"choices\":[{\"index\":0,"
+                "\"message\":{\"role\":\"assistant\",\"content\":\"x\"},\"finish_reason\":\"stop\"}],"
+                "\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":3}}";
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, cases[i].request, strlen(cases[i].request)), 0, "%s: %s",
+                             cases[i].request, U(c)->parse_error ?: "");
+                cr_expect_eq(U(c)->max_searches, cases[i].searches, "%s: %llu", cases[i].request,
+                             (unsigned long long)U(c)->max_searches);
+                cr_expect_not(U(c)->search_unbounded, "%s", cases[i].request);
+                cr_expect_eq(U(c)->tool_offered[AJ_TOOL_FEE_WEB_FETCH], cases[i].fetches, "%s", cases[i].request);
+                aj_llm_call_free(c);
+                if (cases[i].api != AJ_LLM_API_OPENAI_CHAT)
+                        continue;
+                for (int status = 200; status <= 500; status += 300) {
+                        Setup s = { AJ_LLM_API_OPENAI_CHAT, status, "application/json", cases[i].request };
+                        c = feed(&s, body, strlen(body), strlen(body), false);
+                        AjLlmCharge ch;
+                        aj_llm_call_charge(c, &ch);
+                        cr_expect_eq(ch.web_searches, status == 200 ? cases[i].searches : 0, "%s %d: %llu",
+                                     cases[i].request, status, (unsigned long long)ch.web_searches);
+                        cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_WEB_FETCH], status == 200 ? cases[i].fetches : 0, "%s %d",
+                                     cases[i].request, status);
+                        aj_llm_call_free(c);
+                }
+        }
+}
+
 /* A code interpreter whose container the provider starts itself ({"type": "auto"}, or none
  * given): an answer is billed a container whether or not an item names it, and the first
  * container named is that one; a container of the agent's (its id) only as items name it. */
