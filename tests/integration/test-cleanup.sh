@@ -43,7 +43,11 @@ trap 'cleanup_cleanup; cleanup' EXIT
 
 # run_cgroup_dirs ID: the run's cgroup dirs still there (v1 and v2).
 run_cgroup_dirs() {
-        ls -d /sys/fs/cgroup/*/agentjail/"$1" /sys/fs/cgroup/agentjail/"$1" 2>/dev/null | tr '\n' ' '
+        local d
+        for d in /sys/fs/cgroup/*/agentjail/"$1" /sys/fs/cgroup/agentjail/"$1"; do
+                [[ -d $d ]] && printf '%s ' "$d"
+        done
+        return 0
 }
 
 # wait_cgroup_gone ID SECONDS: sets left.
@@ -148,7 +152,7 @@ for id in 0badc0ffee01 0badc0ffee02; do
         is "$(ls -d "$AGENTJAIL_STATE_DIR/runs/$id" 2>/dev/null)" "" "prune removed $id, lost in start-up"
 done
 isnt "$(ls -d "$AGENTJAIL_STATE_DIR/runs/0badc0ffee03" 2>/dev/null)" "" "prune kept the one a run holds"
-kill "$HOLDER" 2>/dev/null
+kill $(pgrep -P "$HOLDER") "$HOLDER" 2>/dev/null
 wait "$HOLDER" 2>/dev/null
 rm -rf "$AGENTJAIL_STATE_DIR/runs/0badc0ffee03"
 
