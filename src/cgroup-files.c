@@ -111,16 +111,21 @@ int aj_cg_mkdir_run(const char *parent, const char *run)
         return -ENOENT;
 }
 
-int aj_cg_rmdir(const char *dir)
+int aj_cg_rmdir(const char *dir, int64_t deadline)
 {
-        /* A v1 hierarchy can report EBUSY for a short while after the last
-         * task exited (css offlining is asynchronous): bounded retry, ~1 s. */
+        /* A v1 hierarchy can report EBUSY for a short while after the last task exited (css
+         * offlining is asynchronous), and any hierarchy while a task is still on its way out:
+         * retry until the deadline, and for at least ~1 s. */
+        int64_t floor = aj_now_monotonic_ms() + 1000;
         for (int i = 0;; i++) {
                 if (rmdir(dir) == 0 || errno == ENOENT)
                         return 0;
-                if (errno != EBUSY || i >= 200)
+                if (errno != EBUSY)
                         return -errno;
-                aj_sleep_ms(i < 20 ? 1 : 5);
+                int64_t now = aj_now_monotonic_ms();
+                if (now >= deadline && now >= floor)
+                        return -EBUSY;
+                aj_sleep_ms(i < 20 ? 1 : i < 200 ? 5 : 100);
         }
 }
 
@@ -128,6 +133,12 @@ void aj_cg_rmdir_parent(const char *dir)
 {
         if (dir)
                 (void)rmdir(dir); /* ENOTEMPTY/EBUSY: still used by another run */
+}
+
+int aj_cg_ms_left(int64_t deadline)
+{
+        int64_t left = deadline - aj_now_monotonic_ms();
+        return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
 int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_t want, int timeout_ms)
@@ -138,7 +149,7 @@ int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_
         _cleanup_close_ int fd = openat(dfd, file, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        int64_t deadline = aj_now_monotonic_ms() + timeout_ms;
+        int64_t start = aj_now_monotonic_ms(), deadline = start + timeout_ms;
         for (;;) {
                 /* Reading re-arms kernfs' POLLPRI: read first, then poll. */
                 char buf[1024];
@@ -162,9 +173,12 @@ int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_
                         return -ETIMEDOUT;
                 /* The kernel rate-limits cgroup file notifications to one per 10 ms per file
                  * (cgroup_file_notify), so a freeze right after a thaw would be reported up to
-                 * 10 ms late: look again every millisecond as well as on each notification. */
+                 * 10 ms late: look again every millisecond as well as on each notification, for
+                 * the first 100 ms; a longer wait (a removal waiting for processes on their way
+                 * out) goes by the notification, and looks again every 100 ms. */
+                int step = aj_now_monotonic_ms() - start < 100 ? 1 : 100;
                 struct pollfd pfd = { .fd = fd, .events = POLLPRI };
-                r = poll(&pfd, 1, left < 1 ? (int)left : 1);
+                r = poll(&pfd, 1, left < step ? (int)left : step);
                 if (r < 0 && errno != EINTR)
                         return -errno;
         }

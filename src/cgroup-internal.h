@@ -126,11 +126,14 @@ bool aj_cg_exists(const char *dir, const char *file);
 /* mkdir "parent" (may exist) then "run" (must not), redoing the parent when
  * a concurrent destroy removed it between the two. */
 int aj_cg_mkdir_run(const char *parent, const char *run);
-/* rmdir, retrying boundedly on EBUSY (v1 may still hold a dying task). */
-int aj_cg_rmdir(const char *dir);
+/* rmdir, retrying on EBUSY (a task still on its way out; v1 offlining) until `deadline`
+ * (CLOCK_MONOTONIC ms), and for at least ~1 s. */
+int aj_cg_rmdir(const char *dir, int64_t deadline);
 /* rmdir of a shared "agentjail" parent; ENOTEMPTY/EBUSY mean another run uses it. */
 void aj_cg_rmdir_parent(const char *dir);
 /* Wait on a kernfs file (cgroup.events) until `key` reads `want`, POLLPRI. */
+/* What is left until `deadline` (CLOCK_MONOTONIC ms) as a timeout in ms: 0 once it passed. */
+int aj_cg_ms_left(int64_t deadline);
 int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_t want, int timeout_ms);
 /* The pids in "<dir>/cgroup.procs". */
 int aj_cg_read_pids(const char *dir, pid_t **ret, size_t *ret_n);
@@ -164,15 +167,18 @@ typedef struct {
         /* Returns once the kernel reports the requested state. */
         int (*set_frozen)(AjCgroup *cg, bool frozen);
         bool (*can_freeze)(const AjCgroup *cg);
-        int (*kill)(AjCgroup *cg);
+        /* SIGKILL to every process; returns once they are gone, or -ETIMEDOUT at `deadline`
+         * (CLOCK_MONOTONIC ms). */
+        int (*kill)(AjCgroup *cg, int64_t deadline);
         int (*pids)(AjCgroup *cg, pid_t **ret, size_t *ret_n);
         /* Fill the fields this hierarchy knows; leave the others alone. */
         int (*stats)(AjCgroup *cg, AjCgroupStats *st);
         /* A new pollable fd for OOM/pids.max changes, -ENODATA if none. */
         int (*open_event_fd)(AjCgroup *cg, int *ret_fd);
         void (*event_ack)(AjCgroup *cg);
-        /* Wait until empty, rmdir the run directories and try the parents. */
-        int (*remove)(AjCgroup *cg);
+        /* Wait until empty (killing what is still there), rmdir the run directories and try
+         * the parents; -ETIMEDOUT/-EBUSY when a directory still holds a task at `deadline`. */
+        int (*remove)(AjCgroup *cg, int64_t deadline);
 } AjCgroupOps;
 
 extern const AjCgroupOps aj_cgroup_v2_ops;

@@ -5,9 +5,10 @@
  * freeze/kill (freezer) and cpu usage (cpuacct).
  *
  * v1 has no change notification for freezer.state or for a cgroup becoming
- * empty, so those waits are short bounded polling loops; they are the only
- * sleeping loops in the cgroup code and never run on v2 or hybrid hosts
- * where the v2 tree is usable.
+ * empty, so those waits are bounded polling loops (backing off to 100 ms in a
+ * long one); the freezer's never runs on v2 or hybrid hosts where the v2 tree
+ * is usable, and the emptiness one there only once the v2 tree, with its
+ * notification, is empty.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -198,24 +199,27 @@ static const char *procs_dir(const AjCgroup *cg)
         return NULL;
 }
 
-static int wait_empty(const char *dir)
+/* Until no task is left in dir, or -ETIMEDOUT at the deadline. Whatever is found there is
+ * SIGKILLed again: anything in a run's cgroup is the run's (a task root moved into this
+ * hierarchy's directory alone, which the v2 tree's cgroup.kill does not reach), and a task
+ * that was not running (frozen, in D state) takes its pending SIGKILL when it does. */
+static int wait_empty(const char *dir, int64_t deadline)
 {
-        int64_t deadline = aj_now_monotonic_ms() + AJ_CG_WAIT_MS;
-        for (long step = 1;; step = step < 10 ? step * 2 : 10) {
-                _cleanup_free_ pid_t *pids = NULL;
-                size_t n = 0;
-                int r = aj_cg_read_pids(dir, &pids, &n);
+        int64_t start = aj_now_monotonic_ms();
+        for (long step = 1;; step = step < 10 ? step * 2 : aj_now_monotonic_ms() - start < 1000 ? 10 : 100) {
+                int r = aj_cg_signal_all(dir, SIGKILL);
                 if (r < 0)
                         return aj_cg_removed_is_empty(r);
-                if (n == 0)
+                if (r == 0)
                         return 0;
-                if (aj_now_monotonic_ms() >= deadline)
+                int64_t left = deadline - aj_now_monotonic_ms();
+                if (left <= 0)
                         return -ETIMEDOUT;
-                aj_sleep_ms(step);
+                aj_sleep_ms(step < left ? step : left);
         }
 }
 
-static int v1_kill(AjCgroup *cg)
+static int v1_kill(AjCgroup *cg, int64_t deadline)
 {
         const char *dir = procs_dir(cg);
         if (!dir)
@@ -224,7 +228,6 @@ static int v1_kill(AjCgroup *cg)
          * thawing lets the pending SIGKILLs take effect. Without a freezer,
          * repeat until no task is left. */
         bool frozen = v1_can_freeze(cg) && v1_set_frozen(cg, true) >= 0;
-        int64_t deadline = aj_now_monotonic_ms() + AJ_CG_WAIT_MS;
         int r = 0;
         for (;;) {
                 r = aj_cg_removed_is_empty(aj_cg_signal_all(dir, SIGKILL));
@@ -246,7 +249,7 @@ static int v1_kill(AjCgroup *cg)
         }
         if (r < 0)
                 return r;
-        return wait_empty(dir);
+        return wait_empty(dir, deadline);
 }
 
 static int v1_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
@@ -326,14 +329,14 @@ static void v1_event_ack(AjCgroup *cg)
                 ;
 }
 
-static int v1_remove(AjCgroup *cg)
+static int v1_remove(AjCgroup *cg, int64_t deadline)
 {
         int r = 0;
         for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
                 if (!is_primary(cg, c))
                         continue;
-                (void)wait_empty(cg->plan.v1_run[c]);
-                int q = aj_cg_rmdir(cg->plan.v1_run[c]);
+                (void)wait_empty(cg->plan.v1_run[c], deadline);
+                int q = aj_cg_rmdir(cg->plan.v1_run[c], deadline);
                 if (q < 0) {
                         if (r == 0)
                                 r = q;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cgroup-internal.h"
+#include "util/clock.h"
 #include "util/fd.h"
 #include "util/macros.h"
 
@@ -153,7 +154,7 @@ static void return_to_base(AjCgroup *cg)
                 return; /* another run of ours still needs them */
         if (move_tasks(cg->v2_leaf, cg->v2_base) < 0)
                 return;
-        if (aj_cg_rmdir(cg->v2_leaf) >= 0) {
+        if (aj_cg_rmdir(cg->v2_leaf, aj_now_monotonic_ms() + AJ_CG_WAIT_MS) >= 0) {
                 free(cg->v2_leaf);
                 cg->v2_leaf = NULL;
         }
@@ -380,7 +381,7 @@ static int v2_set_frozen(AjCgroup *cg, bool frozen)
         return aj_cg_wait_keyed(cg->plan.v2_run, "cgroup.events", "frozen", frozen ? 1 : 0, AJ_CG_WAIT_MS);
 }
 
-static int v2_kill(AjCgroup *cg)
+static int v2_kill(AjCgroup *cg, int64_t deadline)
 {
         if (!cg->have_v2)
                 return 0;
@@ -400,7 +401,7 @@ static int v2_kill(AjCgroup *cg)
                 if (frozen)
                         (void)v2_set_frozen(cg, false);
         }
-        return aj_cg_removed_is_empty(aj_cg_wait_keyed(dir, "cgroup.events", "populated", 0, AJ_CG_WAIT_MS));
+        return aj_cg_removed_is_empty(aj_cg_wait_keyed(dir, "cgroup.events", "populated", 0, aj_cg_ms_left(deadline)));
 }
 
 static int v2_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
@@ -501,11 +502,12 @@ static void v2_event_ack(AjCgroup *cg)
         }
 }
 
-static int v2_remove(AjCgroup *cg)
+static int v2_remove(AjCgroup *cg, int64_t deadline)
 {
         if (cg->have_v2) {
-                (void)aj_cg_wait_keyed(cg->plan.v2_run, "cgroup.events", "populated", 0, AJ_CG_WAIT_MS);
-                int r = aj_cg_rmdir(cg->plan.v2_run);
+                /* What is left was SIGKILLed (remove_all()): each wakes to its pending SIGKILL. */
+                (void)aj_cg_wait_keyed(cg->plan.v2_run, "cgroup.events", "populated", 0, aj_cg_ms_left(deadline));
+                int r = aj_cg_rmdir(cg->plan.v2_run, deadline);
                 if (r < 0)
                         return r;
                 cg->have_v2 = false;

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "cgroup-internal.h"
+#include "util/clock.h"
 #include "util/fd.h"
 #include "util/format.h"
 #include "util/strv.h"
@@ -123,9 +124,15 @@ static void free_bases(char *v2_base, char **v1_base)
                 free(v1_base[c]);
 }
 
-static int remove_all(AjCgroup *cg)
+static int kill_within(AjCgroup *cg, int64_t deadline);
+
+/* One deadline for the whole removal: a task still on its way out (in D state, or its memory
+ * being freed on a loaded host) is waited for on the v2 cgroup's populated notification, not
+ * by a fixed bound per step. */
+static int remove_all(AjCgroup *cg, int timeout_ms)
 {
-        int r = aj_cgroup_kill(cg);
+        int64_t deadline = aj_now_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+        int r = kill_within(cg, deadline);
         if (r == -EOPNOTSUPP)
                 r = 0;
         /* The event fd keeps v1 oom_control registrations alive: drop it first. */
@@ -137,12 +144,15 @@ static int remove_all(AjCgroup *cg)
                 close(cg->v2_fd);
                 cg->v2_fd = -1;
         }
-        int q = aj_cgroup_v1_ops.remove(cg);
-        if (q < 0 && r >= 0)
+        int q = aj_cgroup_v1_ops.remove(cg, deadline);
+        if (q < 0 && (r >= 0 || r == -ETIMEDOUT))
                 r = q;
-        q = aj_cgroup_v2_ops.remove(cg);
-        if (q < 0 && r >= 0)
+        q = aj_cgroup_v2_ops.remove(cg, deadline);
+        if (q < 0 && (r >= 0 || r == -ETIMEDOUT))
                 r = q;
+        /* The kill's wait timed out, but every directory went: it did empty, only later. */
+        if (r == -ETIMEDOUT && !aj_cgroup_left(cg))
+                r = 0;
         return r;
 }
 
@@ -284,7 +294,7 @@ done:
         return finish_reasons(&reasons, 0, ret_unenforced, ret_error);
 
 fail_remove:
-        (void)remove_all(cg);
+        (void)remove_all(cg, AJ_CGROUP_REMOVE_MS);
 fail:
         aj_cgroup_free(cg);
         free_bases(v2_base, v1_base);
@@ -406,16 +416,21 @@ int aj_cgroup_thaw(AjCgroup *cg)
         return ops ? ops->set_frozen(cg, false) : -EOPNOTSUPP;
 }
 
+static int kill_within(AjCgroup *cg, int64_t deadline)
+{
+        if (cg->have_v2)
+                return aj_cgroup_v2_ops.kill(cg, deadline);
+        bool any = false;
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                any = any || cg->have_v1[c];
+        return any ? aj_cgroup_v1_ops.kill(cg, deadline) : -EOPNOTSUPP;
+}
+
 int aj_cgroup_kill(AjCgroup *cg)
 {
         if (!cg)
                 return -EINVAL;
-        if (cg->have_v2)
-                return aj_cgroup_v2_ops.kill(cg);
-        bool any = false;
-        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
-                any = any || cg->have_v1[c];
-        return any ? aj_cgroup_v1_ops.kill(cg) : -EOPNOTSUPP;
+        return kill_within(cg, aj_now_monotonic_ms() + AJ_CG_WAIT_MS);
 }
 
 int aj_cgroup_pids(AjCgroup *cg, pid_t **ret_pids, size_t *ret_n)
@@ -466,11 +481,28 @@ void aj_cgroup_event_ack(AjCgroup *cg)
                 limits_backend(cg)->event_ack(cg);
 }
 
+bool aj_cgroup_left(const AjCgroup *cg)
+{
+        if (!cg)
+                return false;
+        bool any = cg->have_v2;
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                any = any || cg->have_v1[c];
+        return any;
+}
+
+int aj_cgroup_remove(AjCgroup *cg, int timeout_ms)
+{
+        if (!cg)
+                return 0;
+        return remove_all(cg, timeout_ms);
+}
+
 int aj_cgroup_destroy(AjCgroup *cg)
 {
         if (!cg)
                 return 0;
-        int r = remove_all(cg);
+        int r = remove_all(cg, AJ_CGROUP_REMOVE_MS);
         aj_cgroup_free(cg);
         return r;
 }

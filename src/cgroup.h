@@ -83,7 +83,23 @@ int aj_cgroup_event_fd(AjCgroup *cg);
 /* Drain the event fd after it fired. */
 void aj_cgroup_event_ack(AjCgroup *cg);
 
-/* Kill what is left, wait for it to empty, rmdir every directory, free. */
+/*
+ * Removal has one bound for the whole of it (kill, wait for the tasks to leave, rmdir): a task
+ * still on its way out is waited for on the v2 cgroup's populated notification. The supervisor
+ * waits AJ_CGROUP_REMOVE_MS, so that a jail that never empties does not hold the operator; what
+ * is left then, its watchdog goes on removing, for up to AJ_CGROUP_REMOVE_LATE_MS
+ * (src/supervisor/watchdog.h), as it does when the supervisor dies.
+ */
+#define AJ_CGROUP_REMOVE_MS 10000
+#define AJ_CGROUP_REMOVE_LATE_MS (10 * 60 * 1000)
+
+/* Kill what is left, wait up to timeout_ms for it to empty, rmdir every directory (and the
+ * shared parents when unused). -ETIMEDOUT or -EBUSY: a task was still there at the bound;
+ * what holds one stays, aj_cgroup_left() says so, and cg can be removed again. */
+int aj_cgroup_remove(AjCgroup *cg, int timeout_ms);
+/* Whether a directory of the run is still there (after a failed aj_cgroup_remove()). */
+bool aj_cgroup_left(const AjCgroup *cg);
+/* aj_cgroup_remove() within AJ_CGROUP_REMOVE_MS, then free. */
 int aj_cgroup_destroy(AjCgroup *cg);
 void aj_cgroup_free(AjCgroup *cg); /* free memory only (does not remove) */
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjCgroup *, aj_cgroup_free);

@@ -97,7 +97,7 @@ static int start_watchdog(Run *run)
         return 0;
 }
 
-static void finish_watchdog(Run *run) { aj_sup_watchdog_finish(&run->watchdog); }
+static void finish_watchdog(Run *run) { aj_sup_watchdog_finish(&run->watchdog, run->cgroup_left); }
 
 static int plan(Run *run) { return aj_run_plan(run, &run->cfg); }
 
@@ -114,9 +114,19 @@ static void remove_runtime_dir(Run *run)
 static void destroy_cgroup(Run *run)
 {
         if (run->cgroup) {
-                int r = aj_cgroup_destroy(run->cgroup);
-                if (r < 0)
+                /* The operator waits at most AJ_CGROUP_REMOVE_MS; what is left (processes still
+                 * on their way out of a loaded host), the watchdog goes on removing
+                 * (finish_watchdog, after this undo). */
+                int r = aj_cgroup_remove(run->cgroup, AJ_CGROUP_REMOVE_MS);
+                run->cgroup_left = r < 0 && aj_cgroup_left(run->cgroup);
+                pid_t wd = aj_sup_watchdog_pid(&run->watchdog);
+                if (run->cgroup_left && wd > 0)
+                        aj_warning("The run's cgroup still holds processes after %d s: its watchdog (pid %d) goes "
+                                   "on removing it, for up to %d minutes",
+                                   AJ_CGROUP_REMOVE_MS / 1000, (int)wd, AJ_CGROUP_REMOVE_LATE_MS / 60000);
+                else if (r < 0)
                         aj_log_errno(r, "Failed to remove the run's cgroup");
+                aj_cgroup_free(run->cgroup);
                 run->cgroup = NULL;
         }
         aj_run_trace_step(run, "cgroup removed");

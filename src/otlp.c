@@ -70,10 +70,9 @@ static bool type_in(const char *type, const char *const *list)
 
 int aj_otlp_severity(json_t *ev, const char **ret_text)
 {
-        static const char *const errors[] = { "cap.breach",      "oom",
-                                              "supervisor.lost", "launch.error",
-                                              "freeze.failed",   "net.proxy.failed",
-                                              "watchdog.lost",   NULL };
+        static const char *const errors[] = { "cap.breach",    "oom",           "supervisor.lost",
+                                              "launch.error",  "freeze.failed", "net.proxy.failed",
+                                              "watchdog.lost", "cgroup.left",   NULL };
         static const char *const warnings[] = { "seccomp.denied", "seccomp.suppressed",
                                                 "net.denied",     "broker.error",
                                                 "freeze",         "kill",

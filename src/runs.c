@@ -351,9 +351,26 @@ const char *aj_run_state_of(const AjRunRecord *rec, bool live, json_t *live_stat
         return "unknown";
 }
 
+/* Whether nothing holds the run directory's life lock (state.h aj_run_dir_create): no
+ * supervisor, starting or not, and no watchdog. */
+static bool life_unheld(const char *dir)
+{
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0)
+                return false;
+        (void)flock(fd, LOCK_UN);
+        return true;
+}
+
 const char *aj_run_display_state(const AjRun *run)
 {
         bool alive = run->probed ? run->alive : aj_run_supervisor_alive(run);
+        /* No run.json (none, not a malformed one) and nothing of the run holds its directory:
+         * its supervisor died in start-up, before it wrote it (SIGKILLed, or the host went
+         * down), and its watchdog, if it had one, is done. Lost, and prunable as such: as
+         * "unknown" each such directory stayed for good. */
+        if (!run->rec && run->rec_error.err == 0 && !run->live && !alive && life_unheld(run->dir))
+                return "lost";
         return aj_run_state_of(run->rec, run->live, run->live_state, !run->live && alive);
 }
 

@@ -177,9 +177,10 @@ static void entry_facts(Entry *e, const struct stat *st)
         AjRun *run = e->run;
         aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
         e->state = aj_run_display_state(run);
-        e->facts.life = run->alive                                ? AJ_PRUNE_LIVE
-                        : !run->rec || streq(e->state, "unknown") ? AJ_PRUNE_UNKNOWN
-                                                                  : AJ_PRUNE_FINISHED;
+        /* Without run.json only a run lost in start-up (aj_run_display_state) is finished. */
+        e->facts.life = run->alive                                                              ? AJ_PRUNE_LIVE
+                        : streq(e->state, "unknown") || (!run->rec && !streq(e->state, "lost")) ? AJ_PRUNE_UNKNOWN
+                                                                                                : AJ_PRUNE_FINISHED;
         e->facts.quarantined = run->rec && aj_run_record_quarantined(run->rec);
         e->facts.pending = run->rec && overlay_pending(run);
         e->facts.owned = geteuid() == 0 || st->st_uid == geteuid();

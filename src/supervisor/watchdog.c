@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "util/syscalls.h"
 #include "state.h"
 #include "tty.h"
+#include "util/clock.h"
 #include "util/fd.h"
 #include "util/macros.h"
 
@@ -33,29 +35,101 @@
 /* What aj_sup_watchdog_hold() may hand it: the jail's mount namespace. */
 #define WATCHDOG_HELD_MAX 4
 
-/* In the watchdog, the supervisor gone: supervisor.lost closes the chain, and run.json's
- * anchor moves to it, so that removing it shows in `logs --verify`. */
-static void record_lost(const AjSupWatchdog *wd)
+/* What removing the run's cgroup came to, in the watchdog. */
+typedef struct {
+        int r;          /* 0: nothing of it is left */
+        int64_t waited; /* ms */
+        json_t *left;   /* the directories still there, when r < 0 */
+} CgroupRemoval;
+
+/* Kills what is left of the jail and removes its cgroup, waiting for the processes to leave
+ * (on the v2 cgroup's populated notification) up to AJ_CGROUP_REMOVE_LATE_MS: nobody waits for
+ * the watchdog, and a process on its way out of a loaded host (in D state, its memory being
+ * freed) may take longer than the supervisor's AJ_CGROUP_REMOVE_MS. */
+static CgroupRemoval remove_cgroup(const AjSupWatchdog *wd)
+{
+        CgroupRemoval res = { 0 };
+        int64_t t0 = aj_now_monotonic_ms();
+        AjCgroup *cg = NULL;
+        int r = aj_cgroup_open(wd->cfg.id, &cg);
+        if (r >= 0) {
+                r = aj_cgroup_remove(cg, AJ_CGROUP_REMOVE_LATE_MS);
+                if (r >= 0 || !aj_cgroup_left(cg))
+                        r = 0;
+                else {
+                        res.left = json_array();
+                        struct stat st;
+                        for (char *const *p = aj_cgroup_paths(cg); *p; p++)
+                                if (stat(*p, &st) == 0)
+                                        json_array_append_new(res.left, json_string(*p));
+                }
+                aj_cgroup_free(cg);
+        } else if (r == -ENOENT)
+                r = 0; /* none, or the supervisor removed it */
+        res.r = r;
+        res.waited = aj_now_monotonic_ms() - t0;
+        return res;
+}
+
+/* An event the watchdog appends to the run's chain, run.json's anchor moved to it, so that
+ * removing it shows in `logs --verify`. */
+static void record(const AjSupWatchdog *wd, const char *type, json_t *fields)
 {
         char path[4096];
-        if (aj_run_file_path(wd->cfg.run_dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0)
+        if (aj_run_file_path(wd->cfg.run_dir, AJ_RUN_FILE_EVENTS, path, sizeof(path)) < 0) {
+                json_decref(fields);
                 return;
+        }
+        /* The run's changes to its records (an operator's release, a rollback step) wait for
+         * ours, and ours for theirs. */
+        _cleanup_close_ int lock = -1;
+        if (aj_events_lock(path, true, &lock) < 0) {
+                json_decref(fields);
+                return;
+        }
+        AjChainEnd end;
+        /* Continues the chain's sequence numbers from the file (the supervisor's gone). */
+        if (aj_events_append(path, wd->cfg.id, type, fields, &end) < 0)
+                return;
+        /* -ENOENT: no run.json yet, the supervisor died before the jail existed. */
+        (void)aj_run_record_anchor_at(wd->cfg.run_dir, &end, type);
+}
+
+/* The removal's outcome in an event's fields: "cgroup_left" (the directories still there)
+ * and "error" when it failed. */
+static json_t *removal_json(CgroupRemoval *res, json_t *fields)
+{
+        json_object_set_new(fields, "waited_ms", json_integer(res->waited));
+        if (res->r < 0) {
+                json_object_set_new(fields, "cgroup_left", res->left ? res->left : json_array());
+                json_object_set_new(fields, "error", json_string(strerror(-res->r)));
+                res->left = NULL;
+        }
+        return fields;
+}
+
+/* The supervisor gone: supervisor.lost closes the chain. */
+static void record_lost(const AjSupWatchdog *wd, CgroupRemoval *res)
+{
         /* The jail is gone: the room kept for the records is theirs now (a disk the agent
          * filled would have none for supervisor.lost and the anchor), and nobody else would
          * remove it. */
         (void)aj_run_room_release(wd->cfg.run_dir);
-        /* The run is "lost" to operators now: their changes to its records (a release, a
-         * rollback step) wait for ours, and ours for theirs. */
-        _cleanup_close_ int lock = -1;
-        if (aj_events_lock(path, true, &lock) < 0)
-                return;
-        AjChainEnd end;
-        /* Continues the chain's sequence numbers from the file (the supervisor's died). */
-        if (aj_events_append(path, wd->cfg.id, "supervisor.lost",
-                             json_pack("{s:s}", "action", "jail killed, cgroup removed"), &end) < 0)
-                return;
-        /* -ENOENT: no run.json yet, the supervisor died before the jail existed. */
-        (void)aj_run_record_anchor_at(wd->cfg.run_dir, &end, "supervisor.lost");
+        const char *action = res->r >= 0 ? "jail killed, cgroup removed" : "jail killed, cgroup left";
+        record(wd, "supervisor.lost", removal_json(res, json_pack("{s:s}", "action", action)));
+}
+
+/* The supervisor could not remove the cgroup within its bound and handed it to us ('C'). */
+static void finish_removal(const AjSupWatchdog *wd)
+{
+        CgroupRemoval res = remove_cgroup(wd);
+        if (res.r < 0) {
+                aj_error("Run %s: its cgroup still holds processes after %d more minutes; left in place "
+                         "(cgroup.left in its events)",
+                         wd->cfg.id, AJ_CGROUP_REMOVE_LATE_MS / 60000);
+                record(wd, "cgroup.left", removal_json(&res, json_object()));
+        } else
+                record(wd, "cgroup.removed", removal_json(&res, json_object()));
 }
 
 /*
@@ -114,6 +188,10 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd, int prewo
                         close(fd);
                 if (n == 1 && c == 'D')
                         _exit(0);
+                if (n == 1 && c == 'C') {
+                        finish_removal(wd);
+                        _exit(0);
+                }
                 if (n != -EBADMSG && !(n == 1 && c == 'H'))
                         break; /* the supervisor's end closed: it is gone */
         }
@@ -122,11 +200,9 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd, int prewo
          * supervisor may have died with it in raw mode. */
         if (wd->cfg.term_fd >= 0)
                 (void)aj_tty_restore_for(wd->cfg.term_fd, wd->cfg.term_saved, group);
-        AjCgroup *cg = NULL;
-        if (aj_cgroup_open(wd->cfg.id, &cg) >= 0)
-                (void)aj_cgroup_destroy(cg);
+        CgroupRemoval res = remove_cgroup(wd);
         (void)aj_runtime_dir_remove(wd->cfg.runtime_dir);
-        record_lost(wd);
+        record_lost(wd, &res);
         _exit(0);
 }
 
@@ -269,7 +345,7 @@ static void on_watchdog(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
                 watchdog_exited(wd);
 }
 
-void aj_sup_watchdog_finish(AjSupWatchdog *wd)
+void aj_sup_watchdog_finish(AjSupWatchdog *wd, bool cgroup_left)
 {
         aj_sup_watchdog_stop(wd);
         if (wd->prework_fd >= 0) {
@@ -283,8 +359,9 @@ void aj_sup_watchdog_finish(AjSupWatchdog *wd)
         if (wd->fd < 0)
                 return;
         /* It exits as soon as it reads 'D'; waiting for that would only add latency
-         * (our own exit hands it to init, which reaps it). */
-        (void)aj_send_with_fd(wd->fd, "D", 1, -1);
+         * (our own exit hands it to init, which reaps it). 'C': the cgroup is still there,
+         * it goes on removing it, and exits then. */
+        (void)aj_send_with_fd(wd->fd, cgroup_left ? "C" : "D", 1, -1);
         close(wd->fd);
         wd->fd = -1;
 }

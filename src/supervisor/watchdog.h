@@ -2,8 +2,9 @@
 /*
  * The watchdog: a process forked outside the jail (comm aj-watchdog, a process group of its
  * own) that waits on a socket; if the supervisor dies without saying "done", it restores the
- * operator's terminal, kills and removes the run's cgroup and runtime dir, and appends
- * supervisor.lost. The supervisor holds a pidfd on it in its loop: a dead watchdog is
+ * operator's terminal, kills and removes the run's cgroup (waiting up to
+ * AJ_CGROUP_REMOVE_LATE_MS for its processes to leave) and runtime dir, and appends
+ * supervisor.lost. A supervisor whose own removal hit its bound hands the rest to it. The supervisor holds a pidfd on it in its loop: a dead watchdog is
  * replaced (3 times), then the run ends (fail closed).
  */
 #pragma once
@@ -67,8 +68,11 @@ int aj_sup_watchdog_watch(AjSupWatchdog *wd, AjLoop *loop);
 void aj_sup_watchdog_stop(AjSupWatchdog *wd);
 /* Its pid, 0 when there is none. */
 pid_t aj_sup_watchdog_pid(const AjSupWatchdog *wd);
-/* The run is over and cleaned up: "done", it exits. */
-void aj_sup_watchdog_finish(AjSupWatchdog *wd);
+/* The run is over and cleaned up: "done", it exits. With cgroup_left (the supervisor's
+ * aj_cgroup_remove() hit its bound, AJ_CGROUP_REMOVE_MS): it goes on removing the cgroup for up
+ * to AJ_CGROUP_REMOVE_LATE_MS, keeping the fds it holds (the host ids) until then, and appends
+ * cgroup.removed, or cgroup.left (the directories still there) when the bound is hit. */
+void aj_sup_watchdog_finish(AjSupWatchdog *wd, bool cgroup_left);
 /* Hands it a duplicate of fd (the caller keeps its own) to hold until it exits: the jail's
  * mount namespace, whose teardown (an RCU grace period, every mount of the jail's root
  * unmounted) then happens in the watchdog's exit after the run, not in the jail init's on

@@ -2,11 +2,13 @@
 /* Finding runs in a fixture state dir, their states, event lines, offline release, purge. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -158,7 +160,7 @@ Test(runs, list_is_sorted_by_start_and_skips_foreign_entries)
         snprintf(junk, sizeof(junk), "%s/runs/not-a-run", paths.state_root);
         cr_assert_eq(mkdir(junk, 0750), 0);
         snprintf(junk, sizeof(junk), "%s/runs/dddd00000001", paths.state_root);
-        cr_assert_eq(mkdir(junk, 0750), 0); /* no run.json: listed, state unknown */
+        cr_assert_eq(mkdir(junk, 0750), 0); /* no run.json: listed */
 
         AjRun **runs = NULL;
         size_t n = 0;
@@ -172,7 +174,15 @@ Test(runs, list_is_sorted_by_start_and_skips_foreign_entries)
         cr_assert_eq(runs[2]->started_ns, 1767312000ull * 1000000000ull + 500000000ull);
         cr_assert_null(runs[0]->rec);
         aj_run_probe(runs[0], 500);
+        /* Its directory held (a run starting: the life lock comes before anything in it):
+         * unknown. Nothing holds it: a run whose supervisor died in start-up, lost (prunable;
+         * as "unknown" it was kept for good). */
+        int life = open(runs[0]->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(life, 0);
+        cr_assert_eq(flock(life, LOCK_SH | LOCK_NB), 0);
         cr_assert_str_eq(aj_run_display_state(runs[0]), "unknown");
+        close(life);
+        cr_assert_str_eq(aj_run_display_state(runs[0]), "lost");
         cr_assert_null(runs[0]->rec_error.message, "a missing run.json is not a malformed one");
         cr_assert_eq(runs[0]->rec_error.err, 0);
         aj_runs_free(runs, n);
