@@ -315,13 +315,12 @@ static json_t *tokens_reply(AjBroker *b, json_t *id, const AjMeterDecision *d, c
 
 _Static_assert(AJ_BROKER_VERSION == 1, "tokens_printed() prints \"v\":1");
 
-#define OUT_LITERAL(o, lit) aj_json_out_raw((o), (lit), sizeof(lit) - 1)
 
 static void out_key(AjJsonOut *o, const char *key)
 {
-        OUT_LITERAL(o, ",\"");
+        AJ_JSON_OUT_LITERAL(o, ",\"");
         aj_json_out_raw(o, key, strlen(key));
-        OUT_LITERAL(o, "\":");
+        AJ_JSON_OUT_LITERAL(o, "\":");
 }
 
 static int out_cap(AjJsonOut *o, AjCap cap, uint64_t v)
@@ -348,7 +347,7 @@ static int tokens_printed(AjBroker *b, Conn *c, json_t *id, const char *model, c
         const char *price = d->price_known ? "known" : "unknown";
         char ev[1024];
         AjJsonOut o = aj_json_out(ev, sizeof(ev), true, 0);
-        OUT_LITERAL(&o, "{\"" AJ_BROKER_F_MODEL "\":");
+        AJ_JSON_OUT_LITERAL(&o, "{\"" AJ_BROKER_F_MODEL "\":");
         bool ok = aj_json_out_string(&o, model, strlen(model)) >= 0;
         for (size_t i = 0; i < ARRAY_SIZE(count_keys); i++) {
                 out_key(&o, count_keys[i]);
@@ -360,7 +359,7 @@ static int tokens_printed(AjBroker *b, Conn *c, json_t *id, const char *model, c
         ok = ok && aj_json_out_string(&o, price, strlen(price)) >= 0;
         out_key(&o, AJ_BROKER_F_VERDICT);
         ok = ok && aj_json_out_string(&o, AJ_BROKER_OK, strlen(AJ_BROKER_OK)) >= 0;
-        OUT_LITERAL(&o, ",\"totals\":");
+        AJ_JSON_OUT_LITERAL(&o, ",\"totals\":");
         for (size_t i = 0; ok && i < ARRAY_SIZE(total_caps); i++) {
                 size_t at = o.len;
                 ok = out_cap(&o, total_caps[i],
@@ -368,7 +367,7 @@ static int tokens_printed(AjBroker *b, Conn *c, json_t *id, const char *model, c
                 if (i == 0 && at < o.size)
                         o.buf[at] = '{'; /* the object opens where the first member's comma was */
         }
-        OUT_LITERAL(&o, "}}");
+        AJ_JSON_OUT_LITERAL(&o, "}}");
         if (!ok || o.len > sizeof(ev))
                 return 0;
         int r = b->hooks->emit_text(b->hooks->userdata, "tokens", ev, o.len);
@@ -380,18 +379,16 @@ static int tokens_printed(AjBroker *b, Conn *c, json_t *id, const char *model, c
 
         char text[1024];
         o = aj_json_out(text, sizeof(text), false, 12);
-        OUT_LITERAL(&o, "{\"" AJ_BROKER_F_ID "\":");
+        AJ_JSON_OUT_LITERAL(&o, "{\"" AJ_BROKER_F_ID "\":");
         ok = aj_json_out_value(&o, id) >= 0;
-        OUT_LITERAL(&o, ",\"v\":1,\"ok\":true,\"verdict\":\"" AJ_BROKER_OK "\"");
-        json_t *usage = aj_meter_to_json(b->meter, b->now_ns(), true);
+        AJ_JSON_OUT_LITERAL(&o, ",\"v\":1,\"ok\":true,\"verdict\":\"" AJ_BROKER_OK "\"");
         out_key(&o, AJ_BROKER_F_USAGE);
-        ok = ok && aj_json_out_value(&o, usage) >= 0;
-        json_decref(usage);
+        ok = ok && aj_meter_out_json(b->meter, b->now_ns(), true, &o) >= 0;
         out_key(&o, AJ_BROKER_F_COST);
         ok = ok && aj_json_out_real(&o, broker_cap_value(AJ_CAP_COST_USD, d->cost_pusd)) >= 0;
         out_key(&o, AJ_BROKER_F_PRICE);
         ok = ok && aj_json_out_string(&o, price, strlen(price)) >= 0;
-        OUT_LITERAL(&o, "}");
+        AJ_JSON_OUT_LITERAL(&o, "}");
         if (ok && o.len <= sizeof(text))
                 aj_line_conn_queue(c, text, o.len);
         else

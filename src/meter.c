@@ -1009,6 +1009,50 @@ json_t *aj_meter_to_json(const AjMeter *m, uint64_t now_ns, bool only_set)
         return o;
 }
 
+static int amount_out(AjJsonOut *o, AjCap cap, uint64_t v)
+{
+        if (cap == AJ_CAP_COST_USD)
+                return aj_json_out_real(o, pusd_to_usd(v));
+        aj_json_out_integer(o, (json_int_t)v);
+        return 0;
+}
+
+int aj_meter_out_json(const AjMeter *m, uint64_t now_ns, bool only_set, AjJsonOut *o)
+{
+        bool first = true;
+        for (int c = 0; c < _AJ_CAP_MAX; c++) {
+                if (only_set && !m->caps.set[c])
+                        continue;
+                aj_json_out_raw(o, first ? "{" : ",", 1);
+                first = false;
+                const char *name = aj_meter_cap_names[c];
+                if (aj_json_out_string(o, name, strlen(name)) < 0)
+                        return -1;
+                uint64_t used = aj_meter_used(m, c, now_ns), limit = m->caps.limit[c];
+                if (!m->caps.set[c]) {
+                        AJ_JSON_OUT_LITERAL(o, ":{\"limit\":null,\"used\":");
+                        if (amount_out(o, c, used) < 0)
+                                return -1;
+                        AJ_JSON_OUT_LITERAL(o, ",\"remaining\":null}");
+                        continue;
+                }
+                AJ_JSON_OUT_LITERAL(o, ":{\"limit\":");
+                if (amount_out(o, c, limit) < 0)
+                        return -1;
+                AJ_JSON_OUT_LITERAL(o, ",\"used\":");
+                if (amount_out(o, c, used) < 0)
+                        return -1;
+                AJ_JSON_OUT_LITERAL(o, ",\"remaining\":");
+                if (amount_out(o, c, used < limit ? limit - used : 0) < 0)
+                        return -1;
+                aj_json_out_raw(o, "}", 1);
+        }
+        if (first)
+                aj_json_out_raw(o, "{", 1);
+        aj_json_out_raw(o, "}", 1);
+        return 0;
+}
+
 /* ---- raising caps at run time ---- */
 
 /* What the run has taken of an additive cap and holds reserved (-1: not additive). */

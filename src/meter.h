@@ -22,6 +22,7 @@
 #include "prices.h"
 #include "util/error.h"
 #include "util/macros.h"
+#include "util/json-fast.h"
 #include "util/sha256.h"
 
 struct AjProfile;
@@ -220,6 +221,9 @@ void aj_meter_caps_restore(AjMeter *m, const AjMeterCaps *caps);
 /* {"tokens": {"limit": N|null, "used": N, "remaining": N|null}, ..., "cost_usd": {... in USD}}.
  * only_set: leave out caps without a limit. New reference or NULL. */
 json_t *aj_meter_to_json(const AjMeter *m, uint64_t now_ns, bool only_set);
+/* The same object printed into o as json_dumpb() would (compact, o's precision), without
+ * building it: the broker's reply to every tokens report. -1: leave it to jansson. */
+int aj_meter_out_json(const AjMeter *m, uint64_t now_ns, bool only_set, AjJsonOut *o);
 
 /* Raise (or set) a cap at run time: value "+N" adds, "N" sets, "unlimited" removes.
  * -EINVAL with a message naming key and value. */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "util/json-fast.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -89,10 +90,193 @@ void aj_json_out_integer(AjJsonOut *o, json_int_t v)
 /* jansson's jsonp_dtostr(): "%.*g", a ".0" when neither '.' nor 'e' shows it is a real,
  * the exponent without '+' and without leading zeros. (A locale's decimal comma: never
  * in the supervisor, which keeps the C locale.) */
+/* ---- "%.*g", exactly, without glibc's multi-precision path ----
+ *
+ * A double is m * 2^e (m < 2^53). For -128 <= e <= 64 its exact decimal expansion is the
+ * integer m * 5^-e (or m * 2^e) with the point -e places from the right (or none): at most
+ * 351 bits, 12 limbs of 32 here. Its digits are rounded to P significant ones as glibc does
+ * (to nearest, an exact tie to even) and laid out as %g does. Every cost and total the
+ * broker prints is in that range; anything else (subnormals, |v| below ~1e-23 or above ~1e35,
+ * inf, nan) goes to snprintf(). tests/unit/test-util.c compares the two on millions of values. */
+#define G_LIMBS 12
+
+typedef struct {
+        uint32_t l[G_LIMBS]; /* little-endian */
+        int n;               /* limbs in use */
+} Big;
+
+static void big_mul_small(Big *b, uint32_t k)
+{
+        uint64_t carry = 0;
+        for (int i = 0; i < b->n; i++) {
+                uint64_t t = (uint64_t)b->l[i] * k + carry;
+                b->l[i] = (uint32_t)t;
+                carry = t >> 32;
+        }
+        if (carry)
+                b->l[b->n++] = (uint32_t)carry;
+}
+
+static void big_shl(Big *b, int bits)
+{
+        int words = bits / 32, rest = bits % 32;
+        if (words) {
+                for (int i = b->n - 1; i >= 0; i--)
+                        b->l[i + words] = b->l[i];
+                for (int i = 0; i < words; i++)
+                        b->l[i] = 0;
+                b->n += words;
+        }
+        if (rest) {
+                uint32_t carry = 0;
+                for (int i = words; i < b->n; i++) {
+                        uint32_t next = b->l[i] >> (32 - rest);
+                        b->l[i] = b->l[i] << rest | carry;
+                        carry = next;
+                }
+                if (carry)
+                        b->l[b->n++] = carry;
+        }
+}
+
+/* b /= 10^9, the remainder back. */
+static uint32_t big_div_1e9(Big *b)
+{
+        uint64_t rem = 0;
+        for (int i = b->n - 1; i >= 0; i--) {
+                uint64_t cur = rem << 32 | b->l[i];
+                b->l[i] = (uint32_t)(cur / 1000000000u);
+                rem = cur % 1000000000u;
+        }
+        while (b->n > 0 && b->l[b->n - 1] == 0)
+                b->n--;
+        return (uint32_t)rem;
+}
+
+int aj_json_format_g(char *out, size_t size, double v, int precision)
+{
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof(bits));
+        bool neg = bits >> 63;
+        int biased = (int)(bits >> 52 & 0x7ff);
+        uint64_t frac = bits & ((1ULL << 52) - 1);
+        if (precision < 1 || precision > 17 || size < 32)
+                return -1;
+        if (biased == 0 && frac == 0) { /* "%g" of a zero */
+                size_t n = neg ? 2 : 1;
+                memcpy(out, neg ? "-0" : "0", n + 1);
+                return (int)n;
+        }
+        int e = biased - 1075;
+        if (biased == 0 || biased == 0x7ff || e < -128 || e > 64)
+                return -1;
+        uint64_t m = frac | 1ULL << 52;
+
+        /* The exact value: the integer M, the point `scale` digits from its right. */
+        Big b = { .l = { (uint32_t)m, (uint32_t)(m >> 32) }, .n = 2 };
+        int scale = 0;
+        if (e >= 0)
+                big_shl(&b, e);
+        else {
+                scale = -e;
+                int k = scale;
+                for (; k >= 13; k -= 13)
+                        big_mul_small(&b, 1220703125u); /* 5^13 */
+                uint32_t p5 = 1;
+                while (k-- > 0)
+                        p5 *= 5;
+                big_mul_small(&b, p5);
+        }
+        /* Its digits, most significant first (at most 106). */
+        char d[128];
+        int nd = 0;
+        uint32_t chunks[16];
+        int nc = 0;
+        while (b.n > 0)
+                chunks[nc++] = big_div_1e9(&b);
+        for (int i = nc - 1; i >= 0; i--) {
+                char c9[10];
+                for (int j = 8; j >= 0; j--) {
+                        c9[j] = (char)('0' + chunks[i] % 10);
+                        chunks[i] /= 10;
+                }
+                int j = 0;
+                if (nd == 0)
+                        while (j < 8 && c9[j] == '0')
+                                j++;
+                for (; j < 9; j++)
+                        d[nd++] = c9[j];
+        }
+        int x = nd - 1 - scale; /* the first digit's power of ten */
+
+        /* Rounded to `precision` digits: to nearest, an exact tie to an even last digit. */
+        if (nd > precision) {
+                bool up = d[precision] > '5';
+                if (d[precision] == '5') {
+                        bool rest = false;
+                        for (int i = precision + 1; i < nd && !rest; i++)
+                                rest = d[i] != '0';
+                        up = rest || (d[precision - 1] - '0') % 2 == 1;
+                }
+                nd = precision;
+                if (up) {
+                        int i = nd - 1;
+                        while (i >= 0 && d[i] == '9')
+                                d[i--] = '0';
+                        if (i >= 0)
+                                d[i]++;
+                        else { /* 99..9 became 100..0 */
+                                d[0] = '1';
+                                x++;
+                        }
+                }
+        }
+        while (nd > 1 && d[nd - 1] == '0') /* %g drops the trailing zeros */
+                nd--;
+
+        char *p = out;
+        if (neg)
+                *p++ = '-';
+        if (x < -4 || x >= precision) {
+                *p++ = d[0];
+                if (nd > 1) {
+                        *p++ = '.';
+                        memcpy(p, d + 1, (size_t)nd - 1);
+                        p += nd - 1;
+                }
+                *p++ = 'e';
+                *p++ = x < 0 ? '-' : '+';
+                int ax = x < 0 ? -x : x;
+                if (ax >= 100)
+                        *p++ = (char)('0' + ax / 100);
+                *p++ = (char)('0' + ax / 10 % 10);
+                *p++ = (char)('0' + ax % 10);
+        } else if (x < 0) {
+                *p++ = '0';
+                *p++ = '.';
+                for (int i = -1; i > x; i--)
+                        *p++ = '0';
+                memcpy(p, d, (size_t)nd);
+                p += nd;
+        } else {
+                for (int i = 0; i <= x; i++)
+                        *p++ = i < nd ? d[i] : '0';
+                if (nd > x + 1) {
+                        *p++ = '.';
+                        memcpy(p, d + x + 1, (size_t)(nd - x - 1));
+                        p += nd - x - 1;
+                }
+        }
+        *p = '\0';
+        return (int)(p - out);
+}
+
 int aj_json_out_real(AjJsonOut *o, double v)
 {
         char b[64];
-        int n = snprintf(b, sizeof(b) - 3, "%.*g", o->precision, v);
+        int n = aj_json_format_g(b, sizeof(b) - 3, v, o->precision);
+        if (n < 0)
+                n = snprintf(b, sizeof(b) - 3, "%.*g", o->precision, v);
         if (n < 0 || (size_t)n >= sizeof(b) - 3)
                 return -1;
         size_t len = (size_t)n;

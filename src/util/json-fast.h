@@ -34,7 +34,13 @@ static inline AjJsonOut aj_json_out(char *buf, size_t size, bool ensure_ascii, i
         return (AjJsonOut){ .buf = buf, .size = size, .ascii = ensure_ascii, .precision = precision ? precision : 17 };
 }
 void aj_json_out_raw(AjJsonOut *o, const char *s, size_t n);
+/* A string literal's bytes, as they are. */
+#define AJ_JSON_OUT_LITERAL(o, lit) aj_json_out_raw((o), (lit), sizeof(lit) - 1)
 int aj_json_out_string(AjJsonOut *o, const char *s, size_t n);
 void aj_json_out_integer(AjJsonOut *o, json_int_t v);
 int aj_json_out_real(AjJsonOut *o, double v);
+/* snprintf(out, size, "%.*g", precision, v), for 1 <= precision <= 17, size >= 32, without
+ * glibc's multi-precision arithmetic: the length, or -1 for a value it leaves to snprintf()
+ * (inf, nan, subnormals, |v| below ~1e-23 or above ~1e35). */
+int aj_json_format_g(char *out, size_t size, double v, int precision);
 int aj_json_out_value(AjJsonOut *o, const json_t *v);

@@ -787,6 +787,47 @@ Test(meter, to_json)
         aj_meter_free(m);
 }
 
+/* The broker's reply prints the usage without building it: the same text as jansson's dump
+ * of aj_meter_to_json(), at both precisions, set caps or all, as the counts grow. */
+Test(meter, out_json_is_jansson_text)
+{
+        AjMeterCaps caps = {};
+        caps.set[AJ_CAP_TOKENS] = true;
+        caps.limit[AJ_CAP_TOKENS] = 200000;
+        caps.set[AJ_CAP_COST_USD] = true;
+        caps.limit[AJ_CAP_COST_USD] = 5000000000000ULL;
+        caps.set[AJ_CAP_TOOL_CALLS] = true;
+        caps.limit[AJ_CAP_TOOL_CALLS] = 7;
+        AjMeter *m = NULL;
+        cr_assert_eq(aj_meter_new(&caps, &m), 0);
+        cr_assert_eq(aj_meter_set_price(m, "m", 3.1e-6, 1.7e-5, -1), 0);
+        for (int i = 0; i < 40; i++) {
+                for (int only_set = 0; only_set < 2; only_set++)
+                        for (int precision = 0; precision <= 12; precision += 12) {
+                                json_t *v = aj_meter_to_json(m, SEC, only_set);
+                                char want[2048], got[2048];
+                                size_t wn = json_dumpb(v, want, sizeof(want),
+                                                       JSON_COMPACT | (precision ? JSON_REAL_PRECISION(precision) : 0));
+                                json_decref(v);
+                                AjJsonOut o = aj_json_out(got, sizeof(got), false, precision);
+                                cr_assert_eq(aj_meter_out_json(m, SEC, only_set, &o), 0);
+                                cr_assert_eq(o.len, wn, "%.*s against %.*s", (int)o.len, got, (int)wn, want);
+                                cr_assert_eq(memcmp(got, want, wn), 0, "%.*s against %.*s", (int)o.len, got, (int)wn,
+                                             want);
+                        }
+                tokens(m, "m", 1000 + 37 * i, 500 + 11 * i, 0, NULL);
+        }
+        AjMeter *none = NULL;
+        cr_assert_eq(aj_meter_new(NULL, &none), 0);
+        char got[16];
+        AjJsonOut o = aj_json_out(got, sizeof(got), false, 0);
+        cr_assert_eq(aj_meter_out_json(none, SEC, true, &o), 0);
+        cr_expect_eq(o.len, 2);
+        cr_expect_eq(memcmp(got, "{}", 2), 0);
+        aj_meter_free(none);
+        aj_meter_free(m);
+}
+
 Test(meter, from_profile)
 {
         const char *text = "{ \"meters\": { \"tokens\": 100, \"cost_usd\": 0.5, \"repeat_limit\": 2 },"

@@ -916,6 +916,80 @@ static json_t *random_value(unsigned *seed, int depth)
         }
 }
 
+/* aj_json_format_g() against glibc's "%.*g" itself: every precision, doubles drawn from all
+ * bit patterns, the broker's costs (pico-dollars over 10^12), integers, powers of two and ten,
+ * and exact ties (a 13-digit integer ending in 5 at 12 digits: to even). */
+static void expect_g_as_glibc(double v, int precision, size_t *fast)
+{
+        char want[64], got[64];
+        snprintf(want, sizeof(want), "%.*g", precision, v);
+        int n = aj_json_format_g(got, sizeof(got), v, precision);
+        if (n < 0)
+                return; /* left to snprintf() */
+        (*fast)++;
+        cr_assert_eq((size_t)n, strlen(got));
+        cr_assert_str_eq(got, want, "%%.%dg of %a", precision, v);
+}
+
+static uint64_t next_u64(uint64_t *x)
+{
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        return *x;
+}
+
+Test(json_fast, real_digits_as_glibc)
+{
+        uint64_t x = 0x9e3779b97f4a7c15ULL;
+        size_t fast = 0;
+        for (int i = 0; i < 300000; i++) {
+                uint64_t r = next_u64(&x);
+                double v;
+                memcpy(&v, &r, sizeof(v));
+                int p = 1 + (int)(next_u64(&x) % 17);
+                expect_g_as_glibc(v, p, &fast);
+                /* The same mantissa within the range taken here. */
+                uint64_t in = (r & ~(0x7ffULL << 52)) | (uint64_t)(1075 - 128 + next_u64(&x) % 193) << 52;
+                memcpy(&v, &in, sizeof(v));
+                expect_g_as_glibc(v, p, &fast);
+                expect_g_as_glibc(v, 12, &fast);
+                expect_g_as_glibc(v, 17, &fast);
+                /* A cost: pico-dollars, as the meter holds them. */
+                double usd = (double)(next_u64(&x) >> (next_u64(&x) % 60)) / 1000000000000.0;
+                expect_g_as_glibc(usd, 12, &fast);
+                expect_g_as_glibc(usd, 17, &fast);
+                expect_g_as_glibc(-usd, 17, &fast);
+                /* Integers, and ties at 12 digits. */
+                expect_g_as_glibc((double)(next_u64(&x) >> 11), p, &fast);
+                double tie = (double)(1000000000000ULL + next_u64(&x) % 9000000000000ULL / 10 * 10 + 5);
+                expect_g_as_glibc(tie, 12, &fast);
+        }
+        double p2 = 1.0, p10 = 1.0;
+        for (int i = 0; i < 60; i++, p2 *= 2, p10 *= 10)
+                for (int p = 1; p <= 17; p++) {
+                        expect_g_as_glibc(p2, p, &fast);
+                        expect_g_as_glibc(1 / p2, p, &fast);
+                        expect_g_as_glibc(p10, p, &fast);
+                        expect_g_as_glibc(1 / p10, p, &fast);
+                        expect_g_as_glibc(p10 - 1, p, &fast);
+                        expect_g_as_glibc(0.1 * i, p, &fast);
+                }
+        static const double edge[] = { 0.0,  -0.0,          0.5,       0.125,  0.375,          2.5,
+                                       9.5,  99.5,          0.00001,   0.0001, 999999999999.5, 0.30000000000000004,
+                                       1e21, 123456789.125, 3.4125e-06 };
+        for (size_t i = 0; i < ARRAY_SIZE(edge); i++)
+                for (int p = 1; p <= 17; p++)
+                        expect_g_as_glibc(edge[i], p, &fast);
+        cr_expect_gt(fast, 2000000, "the fast path took %zu", fast);
+        /* What it leaves to snprintf(). */
+        char b[64];
+        cr_expect_eq(aj_json_format_g(b, sizeof(b), 1.0 / 0.0, 17), -1);
+        cr_expect_eq(aj_json_format_g(b, sizeof(b), 5e-324, 17), -1);
+        cr_expect_eq(aj_json_format_g(b, sizeof(b), 1e300, 17), -1);
+        cr_expect_eq(aj_json_format_g(b, sizeof(b), 1.0, 18), -1);
+}
+
 Test(json_fast, same_text_as_jansson)
 {
         unsigned seed = 14;
