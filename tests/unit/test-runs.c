@@ -1072,3 +1072,28 @@ Test(runs, a_run_dir_appears_already_held)
         cr_expect_eq(failed, 0, "%d of %d runs failed to start under a probe", failed, N);
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a run directory was seen unheld");
 }
+
+/* A run whose directory is made, before its supervisor holds live.lock (none yet, or made
+ * and not yet locked), is alive: the life lock says so. `kill` of it waited only while
+ * live.lock was held, and in those syscalls said "not live" and killed nothing. */
+Test(runs, a_starting_run_is_alive_before_its_live_lock)
+{
+        char *dir = NULL;
+        int life = -1;
+        cr_assert_eq(aj_run_dir_create(&paths, "cccc00000001", &dir, &life), 0);
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "cccc00000001", &run, NULL), 0);
+        cr_assert(aj_run_supervisor_alive(run), "no live.lock yet: alive by its life lock");
+        char path[300];
+        snprintf(path, sizeof(path), "%s/" AJ_RUN_FILE_LIVE, dir);
+        int live = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        cr_assert_geq(live, 0);
+        cr_assert(aj_run_supervisor_alive(run), "live.lock made, not yet locked: alive");
+        cr_assert_str_neq(aj_run_display_state(run), "lost");
+        close(live);
+        aj_run_dir_unhold(&life);
+        cr_assert_not(aj_run_supervisor_alive(run), "nothing holds it: not alive");
+        cr_assert_str_eq(aj_run_display_state(run), "lost");
+        aj_run_free(run);
+        free(dir);
+}
