@@ -272,14 +272,39 @@ bool aj_supervisor_alive(pid_t pid)
         return streq(comm, "agentjail");
 }
 
+/* Whether something of the run (its supervisor, starting or not, or a watchdog) holds its
+ * directory's life lock (state.h aj_run_dir_create); -errno when it cannot be told. */
+static int life_held(const char *dir)
+{
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? 1 : -errno;
+        (void)flock(fd, LOCK_UN);
+        return 0;
+}
+
 bool aj_run_supervisor_alive(const AjRun *run)
 {
         int r = aj_run_live_held(run->dir);
-        if (r >= 0)
-                return r > 0;
-        /* No live.lock: a run of an older agentjail, by its pid and comm; or one whose
-         * directory is being made (no run.json yet either: its state is unknown anyway).
-         * Not ours to open (root's run, read by a member of its group): the same. */
+        if (r > 0)
+                return true;
+        /* No run.json and live.lock not held (none yet, or made and not yet locked): a
+         * supervisor in its first syscalls holds the directory's life lock, which is what
+         * says it lives until live.lock does; `kill` then must wait for it, not find it
+         * "not live". (A run.json is written only once live.lock is held.) */
+        if (!run->rec && run->rec_error.err == 0 && (r == 0 || r == -ENOENT)) {
+                int q = life_held(run->dir);
+                if (q >= 0 || q == -ENOENT)
+                        return q > 0;
+                if (q != -EACCES)
+                        return true; /* cannot tell: as live */
+        }
+        if (r == 0)
+                return false;
+        /* No live.lock: a run of an older agentjail, by its pid and comm. Not ours to open
+         * (root's run, read by a member of its group): the same. */
         if (r == -ENOENT || r == -EACCES)
                 return run->rec && aj_supervisor_alive(run->rec->supervisor_pid);
         return true; /* cannot tell: as live, so that nothing acts on the run as over */
@@ -351,17 +376,6 @@ const char *aj_run_state_of(const AjRunRecord *rec, bool live, json_t *live_stat
         return "unknown";
 }
 
-/* Whether nothing holds the run directory's life lock (state.h aj_run_dir_create): no
- * supervisor, starting or not, and no watchdog. */
-static bool life_unheld(const char *dir)
-{
-        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0)
-                return false;
-        (void)flock(fd, LOCK_UN);
-        return true;
-}
-
 const char *aj_run_display_state(const AjRun *run)
 {
         bool alive = run->probed ? run->alive : aj_run_supervisor_alive(run);
@@ -369,7 +383,7 @@ const char *aj_run_display_state(const AjRun *run)
          * its supervisor died in start-up, before it wrote it (SIGKILLed, or the host went
          * down), and its watchdog, if it had one, is done. Lost, and prunable as such: as
          * "unknown" each such directory stayed for good. */
-        if (!run->rec && run->rec_error.err == 0 && !run->live && !alive && life_unheld(run->dir))
+        if (!run->rec && run->rec_error.err == 0 && !run->live && !alive && life_held(run->dir) == 0)
                 return "lost";
         return aj_run_state_of(run->rec, run->live, run->live_state, !run->live && alive);
 }

@@ -77,8 +77,10 @@ bool aj_supervisor_alive(pid_t pid);
  * live.lock (run-record.h)? True too when that cannot be told (nothing may act on the run
  * as over); for a run without live.lock, or one whose live.lock is not ours to open
  * (another user's run, whose owner alone may remove it anyway), run.json's supervisor_pid
- * (aj_supervisor_alive; false without run.json). Never the control socket: a dead run's
- * socket path may be served by anyone who can make the runtime dir. */
+ * (aj_supervisor_alive; false without run.json). A run without run.json whose live.lock
+ * is not held (none yet, or not yet locked: its supervisor's first syscalls) is alive while
+ * its directory's life lock is held (state.h aj_run_dir_create). Never the control socket:
+ * a dead run's socket path may be served by anyone who can make the runtime dir. */
 bool aj_run_supervisor_alive(const AjRun *run);
 
 /*

@@ -186,19 +186,24 @@ int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir, int 
         int r = aj_mkdir_p(runs, mode);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *dir = aj_path_join(runs, id);
-        if (!dir)
+        _cleanup_free_ char *dir = aj_path_join(runs, id), *making = NULL;
+        if (!dir || asprintf(&making, "%s/" AJ_RUN_DIR_MAKING_PREFIX "%s", runs, id) < 0)
                 return -ENOMEM;
-        if (mkdir(dir, mode) < 0)
+        if (mkdir(making, mode) < 0)
                 return -errno;
         /* Its life's lock, shared, taken before anything is in it: a starting run has no
-         * run.json yet and answers no control socket, so nothing else says it lives. */
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 || flock(fd, LOCK_SH | LOCK_NB) < 0) {
+         * run.json yet and answers no control socket, so nothing else says it lives. Taken
+         * under a name no run has, then renamed to the run's: `ps` and `prune` probe the
+         * lock exclusively (a run "lost" in start-up), and one that came between a mkdir
+         * under the run's name and this flock failed the run's start, or saw it lost and
+         * removed it. */
+        int fd = open(making, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || flock(fd, LOCK_SH | LOCK_NB) < 0 ||
+            renameat2(AT_FDCWD, making, AT_FDCWD, dir, RENAME_NOREPLACE) < 0) {
                 r = -errno;
                 if (fd >= 0)
                         close(fd);
-                (void)rmdir(dir);
+                (void)rmdir(making);
                 return r;
         }
         *ret_dir = TAKE_PTR(dir);

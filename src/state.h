@@ -58,6 +58,10 @@ int aj_state_root_check(const AjPaths *paths, AjStateUse use, AjError *ret_error
  * run directory takes it exclusively (aj_run_remove_dir, src/runs.h): a run that lives, or
  * is starting with no run.json yet, is never removed under its supervisor. */
 int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir, int *ret_lock_fd);
+/* The name a run directory has until its lock is held (<state>/runs/.making-<id>): never a
+ * run's, so nothing sees a run's directory unheld. One is left only by a supervisor killed
+ * in those few syscalls (empty; not a run: ps and prune pass it by). */
+#define AJ_RUN_DIR_MAKING_PREFIX ".making-"
 /* Lets go of the run directory's life lock (for every process sharing it) and closes it;
  * *lock_fd becomes -1. Accepts -1. */
 void aj_run_dir_unhold(int *lock_fd);

@@ -170,6 +170,11 @@ static int quarantine_purge(const AjPaths *paths, AjRun *run, bool json)
         int64_t deadline = (int64_t)aj_now_monotonic_ms() + PURGE_WAIT_MS;
         bool supervisor = run->alive, killed = false;
         if (run->live || supervisor) {
+                /* Starting (no run.json yet: alive by its directory's life lock, no socket). */
+                if (!run->live && !run->rec) {
+                        cli_fail("quarantine", "cannot remove '%s': " AJ_RUN_REMOVE_BUSY_TEXT, run->dir);
+                        return CLI_EXIT_FAIL;
+                }
                 if (!run->live) {
                         cli_fail("quarantine",
                                  "run %s is live but its control socket does not answer: cannot kill it, "

@@ -1011,3 +1011,89 @@ Test(runs, approval_commands_quote_the_call_id)
         (void)unlink(pwned);
         cr_assert_eq(rmdir(dir), 0);
 }
+
+/* A run directory is never seen without its life lock: `ps` and `prune` probe that lock
+ * exclusively (aj_run_display_state's "lost", aj_run_remove_dir), and one that came between
+ * the directory's mkdir and the supervisor's flock made the run fail to start (EWOULDBLOCK),
+ * or showed it "lost" and let `prune` remove it. Here a prober spins on each next run's
+ * path, probing (or holding, as prune's removal does) as soon as it opens. */
+Test(runs, a_run_dir_appears_already_held)
+{
+        enum { N = 300 };
+        int ready[2];
+        cr_assert_eq(pipe(ready), 0);
+        pid_t prober = fork();
+        cr_assert_geq(prober, 0);
+        if (prober == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                close(ready[0]);
+                int bad = 0;
+                for (int i = 0; i < N; i++) {
+                        char dir[256];
+                        snprintf(dir, sizeof(dir), "%s/runs/bbbb%08x", paths.state_root, (unsigned)i);
+                        if (i == 0)
+                                (void)!write(ready[1], "r", 1);
+                        int fd;
+                        while ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+                                ;
+                        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+                                bad++; /* unheld: a lost run to ps, prunable to prune */
+                                usleep(200);
+                        }
+                        close(fd);
+                }
+                _exit(bad > 0 ? 1 : 0);
+        }
+        close(ready[1]);
+        char c;
+        cr_assert_eq(read(ready[0], &c, 1), 1);
+        close(ready[0]);
+        int failed = 0, lives[N];
+        for (int i = 0; i < N; i++) {
+                char id[16], *dir = NULL;
+                int life = -1;
+                snprintf(id, sizeof(id), "bbbb%08x", (unsigned)i);
+                usleep(100);
+                int r = aj_run_dir_create(&paths, id, &dir, &life);
+                if (r < 0) {
+                        failed++;
+                        /* the prober waits on this one's path */
+                        char path[256];
+                        snprintf(path, sizeof(path), "%s/runs/%s", paths.state_root, id);
+                        cr_assert_eq(mkdir(path, 0700), 0);
+                }
+                lives[i] = life; /* held until the prober has looked */
+                free(dir);
+        }
+        int status = 0;
+        cr_assert_eq(waitpid(prober, &status, 0), prober);
+        for (int i = 0; i < N; i++)
+                aj_run_dir_unhold(&lives[i]);
+        cr_expect_eq(failed, 0, "%d of %d runs failed to start under a probe", failed, N);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a run directory was seen unheld");
+}
+
+/* A run whose directory is made, before its supervisor holds live.lock (none yet, or made
+ * and not yet locked), is alive: the life lock says so. `kill` of it waited only while
+ * live.lock was held, and in those syscalls said "not live" and killed nothing. */
+Test(runs, a_starting_run_is_alive_before_its_live_lock)
+{
+        char *dir = NULL;
+        int life = -1;
+        cr_assert_eq(aj_run_dir_create(&paths, "cccc00000001", &dir, &life), 0);
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "cccc00000001", &run, NULL), 0);
+        cr_assert(aj_run_supervisor_alive(run), "no live.lock yet: alive by its life lock");
+        char path[300];
+        snprintf(path, sizeof(path), "%s/" AJ_RUN_FILE_LIVE, dir);
+        int live = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        cr_assert_geq(live, 0);
+        cr_assert(aj_run_supervisor_alive(run), "live.lock made, not yet locked: alive");
+        cr_assert_str_neq(aj_run_display_state(run), "lost");
+        close(live);
+        aj_run_dir_unhold(&life);
+        cr_assert_not(aj_run_supervisor_alive(run), "nothing holds it: not alive");
+        cr_assert_str_eq(aj_run_display_state(run), "lost");
+        aj_run_free(run);
+        free(dir);
+}
