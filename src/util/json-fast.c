@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "util/json-fast.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -87,17 +88,17 @@ void aj_json_out_integer(AjJsonOut *o, json_int_t v)
         aj_json_out_raw(o, b + i, sizeof(b) - i);
 }
 
-/* jansson's jsonp_dtostr(): "%.*g", a ".0" when neither '.' nor 'e' shows it is a real,
- * the exponent without '+' and without leading zeros. (A locale's decimal comma: never
- * in the supervisor, which keeps the C locale.) */
 /* ---- "%.*g", exactly, without glibc's multi-precision path ----
  *
- * A double is m * 2^e (m < 2^53). For -128 <= e <= 64 its exact decimal expansion is the
- * integer m * 5^-e (or m * 2^e) with the point -e places from the right (or none): at most
- * 351 bits, 12 limbs of 32 here. Its digits are rounded to P significant ones as glibc does
- * (to nearest, an exact tie to even) and laid out as %g does. Every cost and total the
- * broker prints is in that range; anything else (subnormals, |v| below ~1e-23 or above ~1e35,
- * inf, nan) goes to snprintf(). tests/unit/test-util.c compares the two on millions of values. */
+ * A double is m * 2^e (m < 2^53). Its digits are rounded to P significant ones as glibc does
+ * (to nearest, an exact tie to even) and laid out as %g does. The rounding needs the first P + 1
+ * digits and whether any digit after them is not 0: for 10^(P-27) <= |v| < 10^(P+1) (every cost
+ * and total the broker prints) floor(|v| * 10^j) and its remainder come from one 128-bit product
+ * and shift (short_digits()). Elsewhere in -128 <= e <= 64 the whole exact expansion is made:
+ * the integer m * 5^-e (or m * 2^e) with the point -e places from its right (or none), at most
+ * 351 bits, 12 limbs of 32 (big_digits()). Anything else (subnormals, |v| below ~1e-23 or above
+ * ~1e35, inf, nan) goes to snprintf(). tests/unit/test-util.c compares the two on millions of
+ * values. */
 #define G_LIMBS 12
 
 typedef struct {
@@ -153,25 +154,10 @@ static uint32_t big_div_1e9(Big *b)
         return (uint32_t)rem;
 }
 
-int aj_json_format_g(char *out, size_t size, double v, int precision)
+/* All the digits of m * 2^e (-128 <= e <= 64), most significant first (at most 106): their
+ * count, *ret_x the first one's power of ten. */
+static int big_digits(uint64_t m, int e, char *d, int *ret_x)
 {
-        uint64_t bits;
-        memcpy(&bits, &v, sizeof(bits));
-        bool neg = bits >> 63;
-        int biased = (int)(bits >> 52 & 0x7ff);
-        uint64_t frac = bits & ((1ULL << 52) - 1);
-        if (precision < 1 || precision > 17 || size < 32)
-                return -1;
-        if (biased == 0 && frac == 0) { /* "%g" of a zero */
-                size_t n = neg ? 2 : 1;
-                memcpy(out, neg ? "-0" : "0", n + 1);
-                return (int)n;
-        }
-        int e = biased - 1075;
-        if (biased == 0 || biased == 0x7ff || e < -128 || e > 64)
-                return -1;
-        uint64_t m = frac | 1ULL << 52;
-
         /* The exact value: the integer M, the point `scale` digits from its right. */
         Big b = { .l = { (uint32_t)m, (uint32_t)(m >> 32) }, .n = 2 };
         int scale = 0;
@@ -188,7 +174,6 @@ int aj_json_format_g(char *out, size_t size, double v, int precision)
                 big_mul_small(&b, p5);
         }
         /* Its digits, most significant first (at most 106). */
-        char d[128];
         int nd = 0;
         uint32_t chunks[16];
         int nc = 0;
@@ -207,7 +192,96 @@ int aj_json_format_g(char *out, size_t size, double v, int precision)
                 for (; j < 9; j++)
                         d[nd++] = c9[j];
         }
-        int x = nd - 1 - scale; /* the first digit's power of ten */
+        *ret_x = nd - 1 - scale;
+        return nd;
+}
+
+/* The first precision + 1 digits of m * 2^e, and a '1' after them when a digit after those is
+ * not 0; *ret_x the first one's power of ten. 0 when v is outside what 128 bits hold. */
+static int short_digits(uint64_t m, int e, int precision, char *d, int *ret_x)
+{
+        static const uint64_t pow10[19] = { 1ULL,
+                                            10ULL,
+                                            100ULL,
+                                            1000ULL,
+                                            10000ULL,
+                                            100000ULL,
+                                            1000000ULL,
+                                            10000000ULL,
+                                            100000000ULL,
+                                            1000000000ULL,
+                                            10000000000ULL,
+                                            100000000000ULL,
+                                            1000000000000ULL,
+                                            10000000000000ULL,
+                                            100000000000000ULL,
+                                            1000000000000000ULL,
+                                            10000000000000000ULL,
+                                            100000000000000000ULL,
+                                            1000000000000000000ULL };
+        int k = (int)floor(log10(ldexp((double)m, e)));
+        for (int tries = 0; tries < 4; tries++) {
+                int j = precision - k; /* |v| * 10^j has precision + 1 digits before its point */
+                if (j < 0 || j > 27)
+                        return 0;
+                uint64_t p5 = 1;
+                for (int i = 0; i < j; i++)
+                        p5 *= 5;
+                unsigned __int128 x = (unsigned __int128)m * p5, n; /* below 2^116 */
+                bool sticky = false;
+                int shift = j + e;
+                if (shift >= 0) {
+                        if (shift > 11)
+                                return 0;
+                        n = x << shift;
+                } else if (-shift >= 128)
+                        return 0;
+                else {
+                        n = x >> -shift;
+                        sticky = (x & (((unsigned __int128)1 << -shift) - 1)) != 0;
+                }
+                if (n >= pow10[precision + 1]) {
+                        k++;
+                        continue;
+                }
+                if (n < pow10[precision]) {
+                        k--;
+                        continue;
+                }
+                uint64_t u = (uint64_t)n;
+                int nd = precision + 1;
+                for (int i = nd - 1; i >= 0; i--, u /= 10)
+                        d[i] = (char)('0' + u % 10);
+                if (sticky)
+                        d[nd++] = '1';
+                *ret_x = k;
+                return nd;
+        }
+        return 0;
+}
+
+int aj_json_format_g(char *out, size_t size, double v, int precision)
+{
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof(bits));
+        bool neg = bits >> 63;
+        int biased = (int)(bits >> 52 & 0x7ff);
+        uint64_t frac = bits & ((1ULL << 52) - 1);
+        if (precision < 1 || precision > 17 || size < 32)
+                return -1;
+        if (biased == 0 && frac == 0) { /* "%g" of a zero */
+                size_t n = neg ? 2 : 1;
+                memcpy(out, neg ? "-0" : "0", n + 1);
+                return (int)n;
+        }
+        int e = biased - 1075;
+        if (biased == 0 || biased == 0x7ff || e < -128 || e > 64)
+                return -1;
+        uint64_t m = frac | 1ULL << 52;
+        char d[128];
+        int x, nd = short_digits(m, e, precision, d, &x);
+        if (nd == 0)
+                nd = big_digits(m, e, d, &x);
 
         /* Rounded to `precision` digits: to nearest, an exact tie to an even last digit. */
         if (nd > precision) {
@@ -271,6 +345,9 @@ int aj_json_format_g(char *out, size_t size, double v, int precision)
         return (int)(p - out);
 }
 
+/* jansson's jsonp_dtostr(): "%.*g", a ".0" when neither '.' nor 'e' shows it is a real,
+ * the exponent without '+' and without leading zeros. (A locale's decimal comma: never
+ * in the supervisor, which keeps the C locale.) */
 int aj_json_out_real(AjJsonOut *o, double v)
 {
         char b[64];
