@@ -103,6 +103,10 @@ if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
                 like "$(cat "$TEST_TMP/bg.err")" "cgroup still holds processes after 10 s: its watchdog .* goes on" \
                         "the supervisor says its watchdog goes on removing the cgroup"
                 isnt "$(run_cgroup_dirs "$id")" "" "the cgroup is still there while the process cannot die"
+                # The watchdog still has cgroup.removed to write: the run is live until then, and
+                # its directory is not pruned under it.
+                aj prune --keep 0
+                isnt "$(ls -d "$rdir" 2>/dev/null)" "" "prune leaves the run whose watchdog is still removing its cgroup"
                 let_go
                 wait "$HOST_SLEEP" 2>/dev/null
                 HOST_SLEEP=
