@@ -143,10 +143,62 @@ Test(runs, acting_prefixes_need_8_characters)
         aj_run_free(run);
         cr_assert_eq(aj_runs_find_min(&paths, "3f2b", AJ_RUN_PREFIX_MIN_ACT, &run, &note), -ENOENT);
 
-        /* A short prefix that is also a run's name names that run. */
+        /* A short prefix that is also the name of the one run whose id it starts names that run. */
         make_run("3f2a00000002", "3f2a", "2026-01-01T11:00:00.000000000Z", EXITED);
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s/runs/3f2a00000001", paths.state_root);
+        cr_assert_eq(aj_rm_rf(dir), 0);
         cr_assert_eq(aj_runs_find_min(&paths, "3f2a", AJ_RUN_PREFIX_MIN_ACT, &run, &note), 0);
         cr_assert_str_eq(run->id, "3f2a00000002");
+        cr_assert_null(note);
+        aj_run_free(run);
+}
+
+/* `kill 3f2a`, with a run named 3f2a and another whose id starts 3f2a: which one was meant?
+ * A verb that acts refuses, naming both, whatever the prefix's length; the whole id names
+ * either. One that reads takes the unique prefix's run (else the name's) and says so. */
+Test(runs, a_name_that_is_another_runs_id_prefix_is_ambiguous_to_act_on)
+{
+        make_run("3f2a00000001", "triage", "2026-01-01T10:00:00.000000000Z", EXITED);
+        make_run("bb693dbabf32", "3f2a", "2026-01-01T11:00:00.000000000Z", EXITED);
+        make_run("cc693dbabf32", "3f2a0000", "2026-01-01T12:00:00.000000000Z", EXITED);
+        AjRun *run = NULL;
+        char *note = NULL;
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a", AJ_RUN_PREFIX_MIN_ACT, &run, &note), -ENOTUNIQ, "a short prefix");
+        cr_assert(note && strstr(note, "'3f2a' is both a name (of run bb693dbabf32) and an id prefix (of "
+                                       "3f2a00000001); give the whole id"),
+                  "%s", note ?: "");
+        free(note);
+        note = NULL;
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a0000", AJ_RUN_PREFIX_MIN_ACT, &run, &note), -ENOTUNIQ,
+                     "an 8-character prefix");
+        cr_assert(note && strstr(note, "(of run cc693dbabf32)") && strstr(note, "(of 3f2a00000001)"), "%s", note ?: "");
+        free(note);
+        note = NULL;
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a00000001", AJ_RUN_PREFIX_MIN_ACT, &run, &note), 0);
+        cr_assert_str_eq(run->id, "3f2a00000001");
+        aj_run_free(run);
+        cr_assert_eq(aj_runs_find_min(&paths, "bb693dbabf32", AJ_RUN_PREFIX_MIN_ACT, &run, &note), 0);
+        cr_assert_str_eq(run->id, "bb693dbabf32");
+        aj_run_free(run);
+
+        /* To read: the prefix's run, and the operator is told of the other. */
+        cr_assert_eq(aj_runs_find(&paths, "3f2a", &run, &note), 0);
+        cr_assert_str_eq(run->id, "3f2a00000001");
+        cr_assert(note && strstr(note, "also the name of bb693dbabf32; using 3f2a00000001"), "%s", note ?: "");
+        aj_run_free(run);
+        free(note);
+        note = NULL;
+
+        /* A prefix of several runs and a name: to act, refused; to read, the name's run. */
+        make_run("3f2a00000003", "x", "2026-01-01T13:00:00.000000000Z", EXITED);
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a", AJ_RUN_PREFIX_MIN_ACT, &run, &note), -ENOTUNIQ);
+        cr_assert(note && strstr(note, "(of 3f2a00000001 3f2a00000003)"), "%s", note ?: "");
+        free(note);
+        note = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "3f2a", &run, &note), 0);
+        cr_assert_str_eq(run->id, "bb693dbabf32");
+        cr_assert(note && strstr(note, "using the run of that name"), "%s", note ?: "");
         aj_run_free(run);
         free(note);
 }
