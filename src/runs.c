@@ -16,6 +16,7 @@
 #include "control.h"
 #include "events.h"
 #include "llm-summary.h"
+#include "log.h"
 #include "rollback.h"
 #include "runs.h"
 #include "util/fd.h"
@@ -859,7 +860,8 @@ int aj_run_lock_records(AjRun *run, bool exclusive, int *ret_fd)
         return 0;
 }
 
-/* Under the records' lock: the event, and run.json's anchor moved in run->rec. */
+/* Under the records' lock: the event, and run.json's anchor moved in run->rec, unless the
+ * chain did not end at it (the event says so, the operator is told, the anchor stays). */
 static int append_locked(AjRun *run, const char *type, json_t *fields)
 {
         json_auto_t *owned = fields;
@@ -867,11 +869,21 @@ static int append_locked(AjRun *run, const char *type, json_t *fields)
         int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
         if (r < 0)
                 return r;
-        AjChainEnd end;
-        r = aj_events_append(path, run->id, type, TAKE_PTR(owned), &end);
+        const AjRunAnchor *a = run->rec && run->rec->anchor.present && run->rec->anchor.end ? &run->rec->anchor : NULL;
+        AjChainEnd anchor = { .count = a ? a->count : 0 }, end;
+        if (a)
+                snprintf(anchor.last_hash, sizeof(anchor.last_hash), "%s", a->last_sha256);
+        r = aj_events_append_after(path, run->id, a ? &anchor : NULL, type, TAKE_PTR(owned), &end);
         if (r < 0)
                 return r;
-        return run->rec ? aj_run_record_move_anchor(run->rec, &end, type) : 0;
+        r = run->rec ? aj_run_record_move_anchor(run->rec, &end, type) : 0;
+        if (r == AJ_RUN_ANCHOR_KEPT)
+                aj_warning("run %s: its event chain does not end at event %llu, where run.json's anchor says it "
+                           "was closed: it was cut, changed or extended since. The %s event is recorded after its "
+                           "last event (%llu) and the anchor left as it was ('agentjail logs %s --verify')",
+                           run->id, (unsigned long long)anchor.count, type, (unsigned long long)end.from_count,
+                           run->id);
+        return r;
 }
 
 int aj_run_append_event(AjRun *run, const char *type, json_t *fields)
