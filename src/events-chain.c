@@ -169,7 +169,29 @@ int aj_events_lock(const char *path, bool exclusive, int *ret_fd)
         return 0;
 }
 
+bool aj_chain_end_continues(const AjChainEnd *end, uint64_t count, const char *hash)
+{
+        return end->from_count == count && hash && streq(end->from_hash, hash);
+}
+
 int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end)
+{
+        return aj_events_append_after(path, run_id, NULL, type, fields, ret_end);
+}
+
+/* The appended event's note that the file did not end at the anchor (see events.h). */
+static int note_anchor_kept(json_t **fields, const AjChainEnd *anchor)
+{
+        if (!*fields && !(*fields = json_object()))
+                return -ENOMEM;
+        json_t *kept = json_pack("{s:I, s:s}", "count", (json_int_t)anchor->count, "last_sha256", anchor->last_hash);
+        if (!kept || json_object_set_new(*fields, "anchor_kept", kept) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+int aj_events_append_after(const char *path, const char *run_id, const AjChainEnd *anchor, const char *type,
+                           json_t *fields, AjChainEnd *ret_end)
 {
         json_auto_t *owned = fields;
         _cleanup_(file_end_done) FileEnd fe = { 0 };
@@ -188,6 +210,13 @@ int aj_events_append(const char *path, const char *run_id, const char *type, jso
                 if (json_is_integer(json_object_get(ev, "seq")))
                         seq = (uint64_t)json_integer_value(json_object_get(ev, "seq"));
                 aj_events_line_hash(fe.last, fe.last_len, prev);
+        }
+        AjChainEnd from = { .from_count = seq };
+        snprintf(from.from_hash, sizeof(from.from_hash), "%s", prev);
+        if (anchor && !aj_chain_end_continues(&from, anchor->count, anchor->last_hash)) {
+                int r = note_anchor_kept(&owned, anchor);
+                if (r < 0)
+                        return r;
         }
         /* The supervisor's own writer, so the line is formatted and chained the same way. */
         _cleanup_(aj_events_closep) AjEventLog *log = NULL;
@@ -212,6 +241,7 @@ int aj_events_append(const char *path, const char *run_id, const char *type, jso
         if (r < 0)
                 return r;
         if (ret_end) {
+                *ret_end = from;
                 ret_end->count = aj_events_last_seq(log);
                 snprintf(ret_end->last_hash, sizeof(ret_end->last_hash), "%s", aj_events_last_hash(log));
         }

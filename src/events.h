@@ -95,11 +95,18 @@ int aj_events_read_tail(const char *path, size_t n, json_t **ret_array);
  * a bad line). */
 int aj_events_foreach(const char *path, int (*fn)(json_t *ev, void *userdata), void *userdata, size_t *ret_bad);
 
-/* The end of a chain: its length and the hash of its last line (run.json's anchor). */
+/* The end of a chain: its length and the hash of its last line (run.json's anchor). After
+ * an append (aj_events_append), also the end it continued from: the file's last event
+ * before it (0 and AJ_EVENTS_GENESIS for an empty file). */
 typedef struct {
         uint64_t count;
         char last_hash[65];
+        uint64_t from_count;
+        char from_hash[65];
 } AjChainEnd;
+/* Did the append that made `end` continue from event `count` hashing to `hash` (run.json's
+ * anchor)? */
+bool aj_chain_end_continues(const AjChainEnd *end, uint64_t count, const char *hash);
 /* Append an event to a chain nobody else is writing (a dead run's), continuing its seq.
  * ret_end (may be NULL) gets the chain's new end, for run.json's anchor. Whoever else may
  * append to the same dead run's chain meanwhile holds aj_events_lock() around it.
@@ -114,6 +121,14 @@ typedef struct {
  * record, and only the bytes it names. */
 #define AJ_EVENTS_TORN "events.torn"
 int aj_events_append(const char *path, const char *run_id, const char *type, json_t *fields, AjChainEnd *ret_end);
+/* The same, for a chain whose end run.json recorded as `anchor` (count and last_hash; NULL:
+ * none). The event is linked to the file's last event whatever it is, but when that is not
+ * the anchored one (events removed, changed or added since the chain was closed) it says
+ * so: "anchor_kept": {"count", "last_sha256"}, the anchor, which its caller then leaves
+ * where it is (aj_chain_end_continues is false), so that the verifier still finds the
+ * break: moved to the new end, an operator's append made a cut or changed tail verify. */
+int aj_events_append_after(const char *path, const char *run_id, const AjChainEnd *anchor, const char *type,
+                           json_t *fields, AjChainEnd *ret_end);
 /* The lock of a dead run's records, for what writes them after its supervisor (operators'
  * verbs, the watchdog's supervisor.lost): an exclusive flock() on the chain at `path`
  * (created if missing, never a symlink), waited for; *ret_fd holds it until closed. Each

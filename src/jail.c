@@ -35,13 +35,28 @@ typedef struct {
 
 /* ---- the steps ------------------------------------------------------------------------ */
 
-/* Signals are taken through a signalfd; block them before anything is forked. */
+/* Was `sig` ignored when we were started (exec keeps only SIG_IGN and SIG_DFL)? */
+static bool inherited_ignored(int sig)
+{
+        struct sigaction sa;
+        return sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
+}
+
+/* Signals are taken through a signalfd; block them before anything is forked (first of
+ * all: until then a signal takes its default action, which ends us before anything of the
+ * run exists). One that would end a process and that we were started with ignored stays
+ * ignored for the whole run, neither acted on nor forwarded: a background job of a
+ * non-interactive shell ignores SIGINT and SIGQUIT (the terminal's ^C is the foreground
+ * job's), nohup SIGHUP. Blocked, the kernel would queue it all the same (it never drops a
+ * blocked signal) and the loop would forward it to the jail: so it was, but for the
+ * run's first moments, before this step. SIGWINCH and SIGCONT the terminal relay needs. */
 static int block_signals(Run *run)
 {
         sigemptyset(&run->sigmask);
         static const int handled[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT };
         for (size_t i = 0; i < ARRAY_SIZE(handled); i++)
-                sigaddset(&run->sigmask, handled[i]);
+                if (handled[i] == SIGWINCH || handled[i] == SIGCONT || !inherited_ignored(handled[i]))
+                        sigaddset(&run->sigmask, handled[i]);
         sigprocmask(SIG_BLOCK, &run->sigmask, &run->old_sigmask);
         signal(SIGPIPE, SIG_IGN);
         /* Inherited SIG_IGN would have the kernel reap our children (init, the watchdog)

@@ -392,6 +392,8 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
                 aj_error("no run matches '%s'%s%s", o->run, note ? ": " : "", note ? note : "");
                 return r;
         }
+        if (note)
+                aj_warning("%s", note);
         snprintf(res->original_id, sizeof(res->original_id), "%s", run->id);
         if ((r = replayable(run, o)) < 0)
                 return r;

@@ -537,7 +537,13 @@ int aj_run_record_set_anchor(AjRunRecord *rec, const AjChainEnd *end, const char
 
 int aj_run_record_move_anchor(AjRunRecord *rec, const AjChainEnd *end, const char *end_type)
 {
-        return rec->anchor.present ? aj_run_record_set_anchor(rec, end, end_type) : 0;
+        const AjRunAnchor *a = &rec->anchor;
+        if (!a->present)
+                return 0;
+        /* Appended after a tail that is not the anchored one: the anchor stays, the break with it. */
+        if (a->end && !aj_chain_end_continues(end, a->count, a->last_sha256))
+                return AJ_RUN_ANCHOR_KEPT;
+        return aj_run_record_set_anchor(rec, end, end_type);
 }
 
 /* The object member `key` of doc, created when absent (or not an object). */
@@ -633,6 +639,11 @@ int aj_run_record_anchor_at(const char *run_dir, const AjChainEnd *end, const ch
                 return r;
         if (!json_is_object(doc))
                 return -EBADMSG;
+        uint64_t count;
+        const char *hash;
+        if (json_is_string(json_object_get(json_object_get(doc, "events"), "end")) &&
+            aj_run_doc_anchor(doc, &count, &hash) && !aj_chain_end_continues(end, count, hash))
+                return AJ_RUN_ANCHOR_KEPT;
         r = aj_run_doc_set_anchor(doc, end, end_type);
         if (r < 0)
                 return r;

@@ -236,7 +236,12 @@ int aj_run_record_compose(const AjRunRecord *in, AjRunRecord **ret);
 /* The chain closed at `end` (by an event of type end_type): run.json's anchor. */
 int aj_run_record_set_anchor(AjRunRecord *rec, const AjChainEnd *end, const char *end_type);
 /* After an append to a dead run's chain: moves the anchor if run.json had one (an
- * unanchored chain is not made to look complete by an operator's later event). */
+ * unanchored chain is not made to look complete by an operator's later event), and only
+ * when the append continued from it (AjChainEnd's from_*): else the file's tail was not
+ * the anchored end (cut, changed, or extended since), and moving the anchor to the new end
+ * would make that chain verify; it stays, and AJ_RUN_ANCHOR_KEPT is returned. Anchors of
+ * older records (no "end") are moved as before. */
+#define AJ_RUN_ANCHOR_KEPT 1
 int aj_run_record_move_anchor(AjRunRecord *rec, const AjChainEnd *end, const char *end_type);
 /* The quarantine released by `uid` at `ts`; a "quarantined" state becomes "exited" or
  * "running" (by status). */
@@ -259,7 +264,8 @@ json_t *aj_run_quarantine_json(const AjRunQuarantine *q);
 bool aj_run_doc_anchor(json_t *doc, uint64_t *ret_count, const char **ret_hash);
 int aj_run_doc_set_anchor(json_t *doc, const AjChainEnd *end, const char *end_type);
 /* In the watchdog: the chain closed by `end`, run.json's anchor set to it (-ENOENT
- * without a run.json: the supervisor died before the jail existed). */
+ * without a run.json: the supervisor died before the jail existed); an anchor the append
+ * did not continue from stays (AJ_RUN_ANCHOR_KEPT), as in aj_run_record_move_anchor. */
 int aj_run_record_anchor_at(const char *run_dir, const AjChainEnd *end, const char *end_type);
 
 /* Verify <run_dir>'s events.jsonl at `path` against the record's anchor (rec may be

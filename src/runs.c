@@ -16,6 +16,7 @@
 #include "control.h"
 #include "events.h"
 #include "llm-summary.h"
+#include "log.h"
 #include "rollback.h"
 #include "runs.h"
 #include "util/fd.h"
@@ -145,17 +146,47 @@ static const char *doc_str(json_t *doc, const char *key) { return json_string_va
 
 static const char *run_name_of(const AjRun *run) { return run->rec ? run->rec->name : NULL; }
 
+/* " abcd00000001 abcd00000002": the ids that start with query, `hits` of them (NULL without memory). */
+static char *prefix_ids(AjRun **runs, size_t n, const char *query, size_t hits)
+{
+        size_t qlen = strlen(query), cap = 1 + hits * (AJ_RUN_ID_LEN + 1), off = 0;
+        char *ids = malloc(cap);
+        if (!ids)
+                return NULL;
+        ids[0] = 0;
+        for (size_t i = 0; i < n; i++)
+                if (strncmp(runs[i]->id, query, qlen) == 0 && off + AJ_RUN_ID_LEN + 1 < cap)
+                        off += (size_t)snprintf(ids + off, cap - off, " %s", runs[i]->id);
+        return ids;
+}
+
 /* "'abcd' matches 2 runs: abcd00000001 abcd00000002" (NULL without memory). */
 static char *ambiguous_note(AjRun **runs, size_t n, const char *query, size_t hits)
 {
-        size_t qlen = strlen(query), cap = 64 + hits * (AJ_RUN_ID_LEN + 2);
-        char *note = malloc(cap);
-        if (!note)
+        _cleanup_free_ char *ids = prefix_ids(runs, n, query, hits);
+        char *note = NULL;
+        if (!ids || asprintf(&note, "'%s' matches %zu run%s:%s", query, hits, hits == 1 ? "" : "s", ids) < 0)
                 return NULL;
-        size_t off = (size_t)snprintf(note, cap, "'%s' matches %zu run%s:", query, hits, hits == 1 ? "" : "s");
-        for (size_t i = 0; i < n; i++)
-                if (strncmp(runs[i]->id, query, qlen) == 0)
-                        off += (size_t)snprintf(note + off, cap - off, " %s", runs[i]->id);
+        return note;
+}
+
+/* "'3f2a' is both a name (of run bb693dbabf32) and an id prefix (of 3f2a00000001)" and what
+ * follows: RUN means one run as a name and another (or several) as an id prefix. */
+static char *both_note(AjRun **runs, size_t n, const char *query, ssize_t named, size_t name_hits, size_t prefix_hits,
+                       const char *then)
+{
+        _cleanup_free_ char *ids = prefix_ids(runs, n, query, prefix_hits);
+        _cleanup_free_ char *of_name = NULL;
+        char *note = NULL;
+        if (!ids)
+                return NULL;
+        if ((name_hits > 1 ? asprintf(&of_name, "of %zu runs, the most recent %s", name_hits, runs[named]->id)
+                           : asprintf(&of_name, "of run %s", runs[named]->id)) < 0) {
+                of_name = NULL;
+                return NULL;
+        }
+        if (asprintf(&note, "'%s' is both a name (%s) and an id prefix (of%s); %s", query, of_name, ids, then) < 0)
+                return NULL;
         return note;
 }
 
@@ -190,64 +221,72 @@ int aj_runs_find_min(const AjPaths *paths, const char *query, size_t min_prefix,
         if (r < 0)
                 return r;
 
-        ssize_t prefix_hit = -1;
-        size_t prefix_hits = 0;
+        /* What RUN names each way: the runs whose ids it starts, the runs of that name. */
+        ssize_t prefix_hit = -1, named = -1;
+        size_t prefix_hits = 0, name_hits = 0;
         bool hexq = qlen >= AJ_RUN_PREFIX_MIN && qlen < AJ_RUN_ID_LEN && strspn(query, "0123456789abcdef") == qlen;
         for (size_t i = 0; hexq && i < n; i++)
                 if (strncmp(runs[i]->id, query, qlen) == 0) {
                         prefix_hit = (ssize_t)i;
                         prefix_hits++;
                 }
-        /* Too short to act on: it matches, but is not taken as the run's (nor its name). */
-        size_t short_hits = qlen < min_prefix ? prefix_hits : 0;
-        if (short_hits) {
-                prefix_hits = 0;
-                prefix_hit = -1;
+        /* Sorted by start: the last one with the name is the most recent. */
+        for (size_t i = 0; i < n; i++) {
+                const char *name = run_name_of(runs[i]);
+                if (name && streq(name, query)) {
+                        named = (ssize_t)i;
+                        name_hits++;
+                }
         }
+        /* A name that is also the start of another run's id: `kill 3f2a` may be meant for the
+         * run named 3f2a or for 3f2a91c04b7e. A verb that acts does not guess, whatever the
+         * prefix's length (only the whole id, tried above, is never a name); one that reads
+         * takes the unique prefix's run, else the name's, and says so. */
+        bool acting = min_prefix > AJ_RUN_PREFIX_MIN;
+        bool both = prefix_hits && named >= 0 && !(prefix_hits == 1 && prefix_hit == named);
+        /* Too short to act on: it matches, but is not taken as the run's. */
+        size_t short_hits = qlen < min_prefix ? prefix_hits : 0;
 
         ssize_t chosen = -1;
-        size_t name_hits = 0;
-        if (prefix_hits == 1)
+        r = -ENOENT;
+        if (both && acting) {
+                r = -ENOTUNIQ;
+                note = both_note(runs, n, query, named, name_hits, prefix_hits, "give the whole id of the run meant");
+        } else if (prefix_hits == 1 && !short_hits) {
                 chosen = prefix_hit;
-        else {
-                /* Sorted by start: the last one with the name is the most recent. */
-                for (size_t i = 0; i < n; i++) {
-                        const char *name = run_name_of(runs[i]);
-                        if (name && streq(name, query)) {
-                                chosen = (ssize_t)i;
-                                name_hits++;
-                        }
-                }
-                if (name_hits > 1 &&
-                    asprintf(&note, "'%s' names %zu runs; using the most recent one, %s (started %s)", query, name_hits,
-                             runs[chosen]->id, runs[chosen]->rec->started ?: "?") < 0)
+                if (both && asprintf(&note,
+                                     "'%s' is also the name of %s; using %s, whose id it starts (the whole id "
+                                     "names either)",
+                                     query, runs[named]->id, runs[chosen]->id) < 0)
                         note = NULL;
+        } else if (named >= 0) {
+                chosen = named;
+                if (both)
+                        note = both_note(runs, n, query, named, name_hits, prefix_hits,
+                                         "using the run of that name (the whole id names either)");
+                else if (name_hits > 1 &&
+                         asprintf(&note, "'%s' names %zu runs; using the most recent one, %s (started %s)", query,
+                                  name_hits, runs[chosen]->id, runs[chosen]->rec->started ?: "?") < 0)
+                        note = NULL;
+        } else if (short_hits) {
+                r = -ERANGE;
+                note = ambiguous_note(runs, n, query, short_hits);
+        } else if (prefix_hits > 1) {
+                r = -ENOTUNIQ;
+                note = ambiguous_note(runs, n, query, prefix_hits);
         }
 
-        if (chosen < 0) {
-                r = -ENOENT;
-                if (prefix_hits > 1) {
-                        r = -ENOTUNIQ;
-                        note = ambiguous_note(runs, n, query, prefix_hits);
-                } else if (short_hits) {
-                        r = -ERANGE;
-                        note = ambiguous_note(runs, n, query, short_hits);
-                }
-                aj_runs_free(runs, n);
-                if (ret_note)
-                        *ret_note = note;
-                else
-                        free(note);
-                return r;
+        if (chosen >= 0) {
+                *ret = runs[chosen];
+                runs[chosen] = NULL;
+                r = 0;
         }
-        *ret = runs[chosen];
-        runs[chosen] = NULL;
         aj_runs_free(runs, n);
         if (ret_note)
                 *ret_note = note;
         else
                 free(note);
-        return 0;
+        return r;
 }
 
 /* ---- liveness and state ------------------------------------------------------------- */
@@ -821,7 +860,8 @@ int aj_run_lock_records(AjRun *run, bool exclusive, int *ret_fd)
         return 0;
 }
 
-/* Under the records' lock: the event, and run.json's anchor moved in run->rec. */
+/* Under the records' lock: the event, and run.json's anchor moved in run->rec, unless the
+ * chain did not end at it (the event says so, the operator is told, the anchor stays). */
 static int append_locked(AjRun *run, const char *type, json_t *fields)
 {
         json_auto_t *owned = fields;
@@ -829,11 +869,21 @@ static int append_locked(AjRun *run, const char *type, json_t *fields)
         int r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
         if (r < 0)
                 return r;
-        AjChainEnd end;
-        r = aj_events_append(path, run->id, type, TAKE_PTR(owned), &end);
+        const AjRunAnchor *a = run->rec && run->rec->anchor.present && run->rec->anchor.end ? &run->rec->anchor : NULL;
+        AjChainEnd anchor = { .count = a ? a->count : 0 }, end;
+        if (a)
+                snprintf(anchor.last_hash, sizeof(anchor.last_hash), "%s", a->last_sha256);
+        r = aj_events_append_after(path, run->id, a ? &anchor : NULL, type, TAKE_PTR(owned), &end);
         if (r < 0)
                 return r;
-        return run->rec ? aj_run_record_move_anchor(run->rec, &end, type) : 0;
+        r = run->rec ? aj_run_record_move_anchor(run->rec, &end, type) : 0;
+        if (r == AJ_RUN_ANCHOR_KEPT)
+                aj_warning("run %s: its event chain does not end at event %llu, where run.json's anchor says it "
+                           "was closed: it was cut, changed or extended since. The %s event is recorded after its "
+                           "last event (%llu) and the anchor left as it was ('agentjail logs %s --verify')",
+                           run->id, (unsigned long long)anchor.count, type, (unsigned long long)end.from_count,
+                           run->id);
+        return r;
 }
 
 int aj_run_append_event(AjRun *run, const char *type, json_t *fields)

@@ -62,7 +62,10 @@ int aj_runs_list(const AjPaths *paths, AjRun ***ret_runs, size_t *ret_n);
  */
 int aj_runs_find(const AjPaths *paths, const char *query, AjRun **ret, char **ret_note);
 /* The same with prefixes of at least `min_prefix` characters; a shorter one (of at least
- * AJ_RUN_PREFIX_MIN) that matches a run and names none is -ERANGE (ret_note says which). */
+ * AJ_RUN_PREFIX_MIN) that matches a run and names none is -ERANGE (ret_note says which).
+ * RUN that is both a run's name and an id prefix (of any length) of another run: with a
+ * `min_prefix` above AJ_RUN_PREFIX_MIN (a verb that acts) -ENOTUNIQ, ret_note naming both;
+ * else the unique prefix's run (or the name's) with a note saying so. */
 int aj_runs_find_min(const AjPaths *paths, const char *query, size_t min_prefix, AjRun **ret, char **ret_note);
 
 /* Whether the run is alive, then, only if it is, its state from the control socket

@@ -199,7 +199,7 @@ static int find_run(const char *cmd, const AjPaths *paths, const char *query, si
                 cli_fail(cmd, "no run matches '%s' (an id, an id prefix of %zu+ characters, or a name)", query,
                          min_prefix);
         else if (r == -ENOTUNIQ)
-                cli_fail(cmd, "ambiguous run prefix: %s", note ? note : query);
+                cli_fail(cmd, "ambiguous RUN: %s", note ? note : query);
         else if (r == -EINVAL)
                 cli_fail(cmd, "'%s' is not a valid RUN (an id, an id prefix, or a name)", query);
         else if (r < 0)

@@ -219,15 +219,41 @@ static int short_digits(uint64_t m, int e, int precision, char *d, int *ret_x)
                                             10000000000000000ULL,
                                             100000000000000000ULL,
                                             1000000000000000000ULL };
+        /* |v| * 10^j is m * 5^j * 2^(j + e); j <= 27 below, and 5^27 < 2^63. */
+        static const uint64_t pow5[28] = { 1ULL,
+                                           5ULL,
+                                           25ULL,
+                                           125ULL,
+                                           625ULL,
+                                           3125ULL,
+                                           15625ULL,
+                                           78125ULL,
+                                           390625ULL,
+                                           1953125ULL,
+                                           9765625ULL,
+                                           48828125ULL,
+                                           244140625ULL,
+                                           1220703125ULL,
+                                           6103515625ULL,
+                                           30517578125ULL,
+                                           152587890625ULL,
+                                           762939453125ULL,
+                                           3814697265625ULL,
+                                           19073486328125ULL,
+                                           95367431640625ULL,
+                                           476837158203125ULL,
+                                           2384185791015625ULL,
+                                           11920928955078125ULL,
+                                           59604644775390625ULL,
+                                           298023223876953125ULL,
+                                           1490116119384765625ULL,
+                                           7450580596923828125ULL };
         int k = (int)floor(log10(ldexp((double)m, e)));
         for (int tries = 0; tries < 4; tries++) {
                 int j = precision - k; /* |v| * 10^j has precision + 1 digits before its point */
                 if (j < 0 || j > 27)
                         return 0;
-                uint64_t p5 = 1;
-                for (int i = 0; i < j; i++)
-                        p5 *= 5;
-                unsigned __int128 x = (unsigned __int128)m * p5, n; /* below 2^116 */
+                unsigned __int128 x = (unsigned __int128)m * pow5[j], n; /* below 2^116 */
                 bool sticky = false;
                 int shift = j + e;
                 if (shift >= 0) {

@@ -472,6 +472,33 @@ static long resident_of(pid_t pid)
         return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
 }
 
+/* A child of `judge` other than `skip` whose resident size passes judge's own by more than
+ * `bound` bytes (a matcher forked from it starts with as much; past it, it is matching a big
+ * file), looked for every millisecond for up to 60 s; 0 if none came. */
+static pid_t child_resident_past(pid_t judge, pid_t skip, long bound)
+{
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)judge, (int)judge);
+        for (int i = 0; i < 60000; i++) {
+                char kids[256] = "";
+                FILE *fp = fopen(path, "r");
+                if (fp) {
+                        if (!fgets(kids, sizeof(kids), fp))
+                                kids[0] = 0;
+                        fclose(fp);
+                }
+                for (char *k = kids, *e; *k; k = e) {
+                        pid_t kid = (pid_t)strtol(k, &e, 10);
+                        if (e == k)
+                                break;
+                        if (kid != skip && resident_of(kid) > resident_of(judge) + bound)
+                                return kid;
+                }
+                usleep(1000);
+        }
+        return 0;
+}
+
 /* The matcher dies with the process that judges: killed half-way, nothing goes on
  * growing. This test is the subreaper that the orphan comes back to. */
 Test(eval_judge, the_matcher_dies_with_its_parent)
@@ -495,23 +522,7 @@ Test(eval_judge, the_matcher_dies_with_its_parent)
          * death signal and is matching), not some time after its fork: a matcher that had
          * not yet run when its parent died ends itself (exit 3), and on a loaded machine a
          * fixed pause did not see it run. 256 MiB, its bound, takes it 0.9 s under ASan. */
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)judge, (int)judge);
-        pid_t matcher = 0;
-        for (int i = 0; i < 60000 && !matcher; i++) { /* 60 s at most */
-                char kids[64] = "";
-                FILE *fp = fopen(path, "r");
-                if (fp) {
-                        if (!fgets(kids, sizeof(kids), fp))
-                                kids[0] = 0;
-                        fclose(fp);
-                }
-                pid_t kid = (pid_t)atoi(kids);
-                if (kid > 0 && resident_of(kid) > resident_of(judge) + (32L << 20))
-                        matcher = kid;
-                else
-                        usleep(1000);
-        }
+        pid_t matcher = child_resident_past(judge, 0, 32L << 20);
         cr_assert_gt(matcher, 0, "no matcher seen on the big file");
         kill(judge, SIGKILL);
         cr_assert_eq(waitpid(judge, NULL, 0), judge);
@@ -525,8 +536,8 @@ Test(eval_judge, the_matcher_dies_with_its_parent)
 static void on_alarm(int sig) { (void)sig; }
 
 /* A process that sends SIGALRM to `judge` once judge's matcher (its child other than
- * this one) holds more than 32 MiB: it is then on the big file, the small one answered,
- * however slow the machine is. */
+ * this one) holds 32 MiB more than judge: it is then on the big file, the small one
+ * answered, however slow the machine is. */
 static pid_t alarm_when_matching_big(void)
 {
         pid_t judge = getpid();
@@ -534,28 +545,10 @@ static pid_t alarm_when_matching_big(void)
         cr_assert_geq(pid, 0);
         if (pid > 0)
                 return pid;
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)judge, (int)judge);
-        for (int i = 0; i < 60000; i++) { /* 60 s at most */
-                char kids[256] = "";
-                FILE *fp = fopen(path, "r");
-                if (fp) {
-                        if (!fgets(kids, sizeof(kids), fp))
-                                kids[0] = 0;
-                        fclose(fp);
-                }
-                for (char *k = kids, *e; *k; k = e) {
-                        pid_t kid = (pid_t)strtol(k, &e, 10);
-                        if (e == k)
-                                break;
-                        if (kid != getpid() && resident_of(kid) > (32L << 20)) {
-                                kill(judge, SIGALRM);
-                                _exit(0);
-                        }
-                }
-                usleep(1000);
-        }
-        _exit(1);
+        if (!child_resident_past(judge, getpid(), 32L << 20))
+                _exit(1);
+        kill(judge, SIGALRM);
+        _exit(0);
 }
 
 /* A signal for the judging process (an operator's Ctrl-C in eval) ends the matching

@@ -71,8 +71,9 @@ Test(record, typed_and_round_trip)
         cr_assert_null(rec->shown.exit, "absent members are NULL");
 
         /* Updates, written and read back: the typed view and the rest of the document. */
-        AjChainEnd end = { .count = 4 };
+        AjChainEnd end = { .count = 4, .from_count = 3 };
         memset(end.last_hash, 'a', 64);
+        snprintf(end.from_hash, sizeof(end.from_hash), "%s", rec->anchor.last_sha256); /* appended after it */
         cr_assert_eq(aj_run_record_move_anchor(rec, &end, "quarantine.release"), 0);
         cr_assert_eq(aj_run_record_release(rec, 1000, "2026-01-02T00:00:00Z"), 0);
         cr_assert_eq(aj_run_record_decide_workspace(rec, "discarded", 1000, "2026-01-02T00:00:01Z"), 0);
@@ -352,6 +353,51 @@ Test(record, appends_move_the_anchor)
         cut_last_line(path);
         cr_assert_eq(verdict_of(doc, path, &c), AJ_CHAIN_BROKEN, "the appended event's removal shows");
         cr_assert_eq(c.bad_seq, 4);
+}
+
+/* The watchdog's append (cgroup.removed after the supervisor's final run.json) moves the
+ * anchor only from the end it names: after a cut tail it stays, and the cut still shows. */
+Test(record, the_watchdogs_append_after_a_cut_tail_keeps_the_anchor)
+{
+        char path[300];
+        snprintf(path, sizeof(path), "%s/events.jsonl", root);
+        AjChainEnd end;
+        write_chain(path, 3, &end);
+        json_auto_t *doc = json_pack("{s:s}", "status", "exited");
+        cr_assert_eq(aj_run_doc_set_anchor(doc, &end, "run.exit"), 0);
+        _cleanup_(aj_run_record_freep) AjRunRecord *rec = NULL;
+        cr_assert_eq(aj_run_record_from_json(doc, "run.json", &rec, NULL), 0);
+        cr_assert_eq(aj_run_record_write(root, rec), 0);
+
+        cut_last_line(path);
+        AjChainEnd after;
+        cr_assert_eq(aj_events_append(path, "aaaa00000001", "cgroup.removed", NULL, &after), 0);
+        cr_assert_eq(after.from_count, 2);
+        cr_assert_eq(aj_run_record_anchor_at(root, &after, "cgroup.removed"), AJ_RUN_ANCHOR_KEPT);
+        _cleanup_(aj_run_record_freep) AjRunRecord *back = NULL;
+        cr_assert_eq(aj_run_record_read(root, &back, NULL), 0);
+        cr_expect_eq(back->anchor.count, 3);
+        cr_expect_str_eq(back->anchor.last_sha256, end.last_hash);
+        AjChainCheck c;
+        AjChainVerdict v;
+        cr_assert_eq(aj_run_verify_chain(back, path, &c, &v), 0);
+        cr_expect_eq(v, AJ_CHAIN_BROKEN, "the cut still shows");
+
+        /* From the anchored end, it moves. */
+        AjChainEnd next;
+        cr_assert_eq(aj_events_append(path, "aaaa00000001", "cgroup.removed", NULL, &next), 0);
+        cr_assert_eq(aj_run_record_anchor_at(root, &next, "cgroup.removed"), AJ_RUN_ANCHOR_KEPT, "still not");
+        cr_assert_eq(unlink(path), 0);
+        write_chain(path, 3, &end);
+        cr_assert_eq(aj_run_record_set_anchor(rec, &end, "run.exit"), 0);
+        cr_assert_eq(aj_run_record_write(root, rec), 0);
+        cr_assert_eq(aj_events_append(path, "aaaa00000001", "cgroup.removed", NULL, &next), 0);
+        cr_assert_eq(aj_run_record_anchor_at(root, &next, "cgroup.removed"), 0);
+        _cleanup_(aj_run_record_freep) AjRunRecord *moved = NULL;
+        cr_assert_eq(aj_run_record_read(root, &moved, NULL), 0);
+        cr_expect_eq(moved->anchor.count, 4);
+        cr_assert_eq(aj_run_verify_chain(moved, path, &c, &v), 0);
+        cr_expect_eq(v, AJ_CHAIN_INTACT, "%s", c.problem);
 }
 
 

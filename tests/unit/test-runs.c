@@ -69,6 +69,18 @@ static void write_events(const char *id, const char *text)
 
 #define EXITED "\"status\":\"exited\",\"supervisor_pid\":1"
 
+/* The run's chain closed at `end`: run.json's anchor set to it. */
+static void anchor_run(const char *id, const AjChainEnd *end)
+{
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s/runs/%s", paths.state_root, id);
+        AjRunRecord *rec = NULL;
+        cr_assert_eq(aj_run_record_read(dir, &rec, NULL), 0);
+        cr_assert_eq(aj_run_record_set_anchor(rec, end, "run.exit"), 0);
+        cr_assert_eq(aj_run_record_write(dir, rec), 0);
+        aj_run_record_free(rec);
+}
+
 Test(runs, find_by_id_prefix_and_name)
 {
         make_run("abcd00000001", "triage", "2026-01-01T10:00:00.000000000Z", EXITED);
@@ -143,10 +155,62 @@ Test(runs, acting_prefixes_need_8_characters)
         aj_run_free(run);
         cr_assert_eq(aj_runs_find_min(&paths, "3f2b", AJ_RUN_PREFIX_MIN_ACT, &run, &note), -ENOENT);
 
-        /* A short prefix that is also a run's name names that run. */
+        /* A short prefix that is also the name of the one run whose id it starts names that run. */
         make_run("3f2a00000002", "3f2a", "2026-01-01T11:00:00.000000000Z", EXITED);
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s/runs/3f2a00000001", paths.state_root);
+        cr_assert_eq(aj_rm_rf(dir), 0);
         cr_assert_eq(aj_runs_find_min(&paths, "3f2a", AJ_RUN_PREFIX_MIN_ACT, &run, &note), 0);
         cr_assert_str_eq(run->id, "3f2a00000002");
+        cr_assert_null(note);
+        aj_run_free(run);
+}
+
+/* `kill 3f2a`, with a run named 3f2a and another whose id starts 3f2a: which one was meant?
+ * A verb that acts refuses, naming both, whatever the prefix's length; the whole id names
+ * either. One that reads takes the unique prefix's run (else the name's) and says so. */
+Test(runs, a_name_that_is_another_runs_id_prefix_is_ambiguous_to_act_on)
+{
+        make_run("3f2a00000001", "triage", "2026-01-01T10:00:00.000000000Z", EXITED);
+        make_run("bb693dbabf32", "3f2a", "2026-01-01T11:00:00.000000000Z", EXITED);
+        make_run("cc693dbabf32", "3f2a0000", "2026-01-01T12:00:00.000000000Z", EXITED);
+        AjRun *run = NULL;
+        char *note = NULL;
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a", AJ_RUN_PREFIX_MIN_ACT, &run, &note), -ENOTUNIQ, "a short prefix");
+        cr_assert(note && strstr(note, "'3f2a' is both a name (of run bb693dbabf32) and an id prefix (of "
+                                       "3f2a00000001); give the whole id"),
+                  "%s", note ?: "");
+        free(note);
+        note = NULL;
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a0000", AJ_RUN_PREFIX_MIN_ACT, &run, &note), -ENOTUNIQ,
+                     "an 8-character prefix");
+        cr_assert(note && strstr(note, "(of run cc693dbabf32)") && strstr(note, "(of 3f2a00000001)"), "%s", note ?: "");
+        free(note);
+        note = NULL;
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a00000001", AJ_RUN_PREFIX_MIN_ACT, &run, &note), 0);
+        cr_assert_str_eq(run->id, "3f2a00000001");
+        aj_run_free(run);
+        cr_assert_eq(aj_runs_find_min(&paths, "bb693dbabf32", AJ_RUN_PREFIX_MIN_ACT, &run, &note), 0);
+        cr_assert_str_eq(run->id, "bb693dbabf32");
+        aj_run_free(run);
+
+        /* To read: the prefix's run, and the operator is told of the other. */
+        cr_assert_eq(aj_runs_find(&paths, "3f2a", &run, &note), 0);
+        cr_assert_str_eq(run->id, "3f2a00000001");
+        cr_assert(note && strstr(note, "also the name of bb693dbabf32; using 3f2a00000001"), "%s", note ?: "");
+        aj_run_free(run);
+        free(note);
+        note = NULL;
+
+        /* A prefix of several runs and a name: to act, refused; to read, the name's run. */
+        make_run("3f2a00000003", "x", "2026-01-01T13:00:00.000000000Z", EXITED);
+        cr_assert_eq(aj_runs_find_min(&paths, "3f2a", AJ_RUN_PREFIX_MIN_ACT, &run, &note), -ENOTUNIQ);
+        cr_assert(note && strstr(note, "(of 3f2a00000001 3f2a00000003)"), "%s", note ?: "");
+        free(note);
+        note = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "3f2a", &run, &note), 0);
+        cr_assert_str_eq(run->id, "bb693dbabf32");
+        cr_assert(note && strstr(note, "using the run of that name"), "%s", note ?: "");
         aj_run_free(run);
         free(note);
 }
@@ -451,11 +515,14 @@ Test(runs, events_tail_append_and_offline_release)
 {
         make_run("aaaa00000001", "q", "2026-01-01T00:00:00Z",
                  "\"status\":\"exited\",\"state\":\"quarantined\",\"supervisor_pid\":1,"
-                 "\"quarantine\":{\"since\":\"2026-01-01T00:00:01Z\",\"cap\":\"tokens\",\"released\":false},"
-                 "\"events\":{\"count\":3,\"last_sha256\":\"" AJ_EVENTS_GENESIS "\",\"end\":\"run.exit\"}");
+                 "\"quarantine\":{\"since\":\"2026-01-01T00:00:01Z\",\"cap\":\"tokens\",\"released\":false}");
         write_events("aaaa00000001",
                      "{\"seq\":1,\"type\":\"run.start\"}\nnot json\n{\"seq\":2,\"type\":\"cap.breach\"}\n"
                      "{\"seq\":3,\"type\":\"quarantine\"}\n");
+        AjChainEnd closed = { .count = 3 };
+        const char *last = "{\"seq\":3,\"type\":\"quarantine\"}";
+        aj_events_line_hash(last, strlen(last), closed.last_hash);
+        anchor_run("aaaa00000001", &closed);
         char path[300];
         snprintf(path, sizeof(path), "%s/runs/aaaa00000001/events.jsonl", paths.state_root);
         json_auto_t *tail = NULL;
@@ -491,14 +558,129 @@ Test(runs, events_tail_append_and_offline_release)
         cr_assert_str_eq(json_string_value(json_object_get(ev, "run")), "aaaa00000001");
 }
 
+/* A dead run `id` whose chain (run.start, tool.request, run.exit) run.json anchors; quarantined. */
+static void make_closed_run(const char *id, char path[300])
+{
+        make_run(id, "t", "2026-01-01T00:00:00Z",
+                 EXITED ",\"state\":\"quarantined\","
+                        "\"quarantine\":{\"since\":\"2026-01-01T00:00:01Z\",\"cap\":\"tokens\",\"released\":false}");
+        snprintf(path, 300, "%s/runs/%s/events.jsonl", paths.state_root, id);
+        AjChainEnd end;
+        cr_assert_eq(aj_events_append(path, id, "run.start", NULL, &end), 0);
+        cr_assert_eq(aj_events_append(path, id, "tool.request", json_pack("{s:s}", "gen_ai.tool.name", "rm"), &end), 0);
+        cr_assert_eq(aj_events_append(path, id, "run.exit", NULL, &end), 0);
+        anchor_run(id, &end);
+}
+
+/* The file's text with its last line replaced by `line` (NULL: removed). */
+static void replace_last_line(const char *path, const char *line)
+{
+        char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, &len), 0);
+        size_t end = len - 1;
+        while (end > 0 && text[end - 1] != '\n')
+                end--;
+        text[end] = 0;
+        char *out = NULL;
+        cr_assert_geq(asprintf(&out, "%s%s%s", text, line ?: "", line ? "\n" : ""), 0);
+        cr_assert_eq(aj_write_file_atomic(path, out, strlen(out), 0640), 0);
+        free(out);
+        free(text);
+}
+
+/* The chain's verdict against run.json as it is now, and the run's anchor. */
+static AjChainVerdict verdict_now(const char *id, const char *path, AjRunAnchor *ret_anchor, AjChainCheck *c)
+{
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, id, &run, NULL), 0);
+        AjChainVerdict v;
+        cr_assert_eq(aj_run_verify_chain(run->rec, path, c, &v), 0);
+        *ret_anchor = run->rec->anchor;
+        ret_anchor->end = NULL;
+        aj_run_free(run);
+        return v;
+}
+
+/* An operator's append to a dead run links to the file's last event and moved run.json's
+ * anchor to the new end whatever that last event was: a chain cut, changed or extended
+ * after it was closed, which `logs --verify` called broken, verified as intact once a run
+ * was released. The anchor moves only from the end it names; else it stays, the event
+ * says why ("anchor_kept"), and the chain stays broken. */
+Test(runs, an_append_after_a_cut_or_changed_tail_keeps_the_anchor)
+{
+        char path[300];
+        AjRunAnchor before, after;
+        AjChainCheck c;
+
+        /* Cut: run.exit removed. The release is made and recorded, after event 2. */
+        make_closed_run("aaaa0000000a", path);
+        cr_assert_eq(verdict_now("aaaa0000000a", path, &before, &c), AJ_CHAIN_INTACT, "%s", c.problem);
+        replace_last_line(path, NULL);
+        cr_assert_eq(verdict_now("aaaa0000000a", path, &after, &c), AJ_CHAIN_BROKEN);
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "aaaa0000000a", &run, NULL), 0);
+        cr_assert_eq(aj_run_release_offline(run, 4242), 0);
+        aj_run_free(run);
+        cr_expect_eq(verdict_now("aaaa0000000a", path, &after, &c), AJ_CHAIN_BROKEN, "still broken: %s", c.problem);
+        cr_expect_eq(after.count, 3);
+        cr_expect_str_eq(after.last_sha256, before.last_sha256, "the anchor is where the run closed the chain");
+        json_auto_t *tail = NULL;
+        cr_assert_eq(aj_events_read_tail(path, 1, &tail), 0);
+        json_t *ev = json_array_get(tail, 0);
+        cr_expect_str_eq(json_string_value(json_object_get(ev, "type")), "quarantine.release");
+        cr_expect_eq(json_integer_value(json_object_get(ev, "seq")), 3, "linked to the file's last event");
+        json_t *kept = json_object_get(ev, "anchor_kept");
+        cr_expect_eq(json_integer_value(json_object_get(kept, "count")), 3);
+        cr_expect_str_eq(json_string_value(json_object_get(kept, "last_sha256")) ?: "", before.last_sha256);
+        cr_assert_eq(aj_runs_find(&paths, "aaaa0000000a", &run, NULL), 0);
+        cr_expect(run->rec->quarantine.released, "the release itself is made");
+        aj_run_free(run);
+
+        /* Changed: run.exit rewritten (its prev still fits; only the anchor shows it). Every
+         * later append keeps the anchor too. */
+        make_closed_run("aaaa0000000b", path);
+        (void)verdict_now("aaaa0000000b", path, &before, &c);
+        char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_read_file(path, 1 << 20, &text, &len), 0);
+        char *last = text + len - 1;
+        while (last > text && last[-1] != '\n')
+                last--;
+        char *edited = NULL;
+        cr_assert_geq(asprintf(&edited, "%.*s,\"status\":0}", (int)(text + len - 2 - last), last), 0);
+        free(text);
+        replace_last_line(path, edited);
+        free(edited);
+        cr_assert_eq(verdict_now("aaaa0000000b", path, &after, &c), AJ_CHAIN_BROKEN);
+        for (int i = 0; i < 2; i++) {
+                cr_assert_eq(aj_runs_find(&paths, "aaaa0000000b", &run, NULL), 0);
+                cr_assert_eq(aj_run_append_event(run, "workspace.commit_failed", json_pack("{s:i}", "i", i)), 0);
+                aj_run_free(run);
+                cr_expect_eq(verdict_now("aaaa0000000b", path, &after, &c), AJ_CHAIN_BROKEN, "append %d: %s", i,
+                             c.problem);
+                cr_expect(after.count == 3 && streq(after.last_sha256, before.last_sha256), "append %d", i);
+        }
+
+        /* Extended: an event forged after the end, chained to it. */
+        make_closed_run("aaaa0000000c", path);
+        (void)verdict_now("aaaa0000000c", path, &before, &c);
+        cr_assert_eq(aj_events_append(path, "aaaa0000000c", "tool.result", NULL, NULL), 0, "the forged event");
+        cr_assert_eq(aj_runs_find(&paths, "aaaa0000000c", &run, NULL), 0);
+        cr_assert_eq(aj_run_release_offline(run, 4242), 0);
+        aj_run_free(run);
+        cr_expect_eq(verdict_now("aaaa0000000c", path, &after, &c), AJ_CHAIN_BROKEN);
+        cr_expect(c.after_anchor && c.bad_seq == 4, "%s", c.problem);
+        cr_expect_eq(after.count, 3);
+}
+
 #define ALLOW(id) json_pack("{s:s, s:s}", "gen_ai.tool.call.id", id, "verdict", "allow")
 
 /* The journal joins each result with its request, its seq and the last rollback.step for
  * it; recording a step appends to the chain, moves the anchor and fills run.json. */
 Test(runs, tool_journal_and_rollback_steps)
 {
-        make_run("aaaa00000002", "rb", "2026-01-01T00:00:00Z",
-                 EXITED ",\"events\":{\"count\":5,\"last_sha256\":\"" AJ_EVENTS_GENESIS "\",\"end\":\"run.exit\"}");
+        make_run("aaaa00000002", "rb", "2026-01-01T00:00:00Z", EXITED);
         char path[300];
         snprintf(path, sizeof(path), "%s/runs/aaaa00000002/events.jsonl", paths.state_root);
         AjChainEnd end;
@@ -525,6 +707,7 @@ Test(runs, tool_journal_and_rollback_steps)
                                       &end),
                      0);
         cr_assert_eq(aj_events_append(path, "aaaa00000002", "run.exit", NULL, &end), 0);
+        anchor_run("aaaa00000002", &end);
 
         AjRun *run = NULL;
         cr_assert_eq(aj_runs_find(&paths, "aaaa00000002", &run, NULL), 0);
