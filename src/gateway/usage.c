@@ -439,9 +439,9 @@ static int parser_engine(json_t *plugin)
         return strcasecmp(json_string_value(engine), "mistral-ocr") == 0 ? 1 : -1;
 }
 
-/* The files a request hands the model: content parts of type "file" (Chat Completions) or
- * "input_file" (Responses), at any depth of its messages or input. */
-static uint64_t files_in(json_t *v)
+/* The content parts of a request of one of `types` ("type"), at any depth of `v`: the files
+ * it hands the model ("file" in Chat Completions, "input_file" in Responses), its audio. */
+static uint64_t parts_in(json_t *v, const char *const *types, size_t n_types)
 {
         const char *k;
         json_t *e;
@@ -449,12 +449,13 @@ static uint64_t files_in(json_t *v)
         uint64_t n = 0;
         if (json_is_object(v)) {
                 const char *type = json_string_value(json_object_get(v, "type"));
-                n += type && (streq(type, "file") || streq(type, "input_file"));
+                for (size_t t = 0; type && t < n_types; t++)
+                        n += streq(type, types[t]);
                 json_object_foreach (v, k, e)
-                        n = sat_add(n, files_in(e));
+                        n = sat_add(n, parts_in(e, types, n_types));
         } else if (json_is_array(v)) {
                 json_array_foreach (v, i, e)
-                        n = sat_add(n, files_in(e));
+                        n = sat_add(n, parts_in(e, types, n_types));
         }
         return n;
 }
@@ -506,8 +507,10 @@ static int plugins_of(AjLlmCall *c, json_t *root, const char **ret_key)
                 u->plugin_results = sat_add(u->plugin_results, AJ_LLM_WEB_PLUGIN_RESULTS);
         u->max_searches = sat_add(u->max_searches, u->plugin_results);
         if (c->api == AJ_LLM_API_OPENAI_CHAT || c->api == AJ_LLM_API_OPENAI_RESPONSES) {
-                uint64_t files = files_in(
-                        json_object_get(root, c->api == AJ_LLM_API_OPENAI_CHAT ? "messages" : "input"));
+                static const char *const file_parts[] = { "file", "input_file" };
+                uint64_t files = parts_in(json_object_get(root,
+                                                          c->api == AJ_LLM_API_OPENAI_CHAT ? "messages" : "input"),
+                                          file_parts, ARRAY_SIZE(file_parts));
                 uint64_t pages = files > UINT64_MAX / AJ_LLM_FILE_PAGES ? UINT64_MAX : files * AJ_LLM_FILE_PAGES;
                 if (parser_paid || !parser_free) {
                         u->tool_offered[AJ_TOOL_FEE_FILE_PARSER] = pages;
@@ -636,6 +639,44 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
                 u->max_searches = sat_add(u->max_searches, 1);
         }
         return plugins_of(c, root, ret_key);
+}
+
+/* Members that make the provider bill at a rate the prices do not hold (usage.h unmetered):
+ * Anthropic's fast mode ("speed" other than "standard": 2 to 6 times the standard rate), a
+ * service tier above the standard one (OpenAI's "priority" and "scale"; "auto", "default",
+ * "flex" and Anthropic's "standard_only" are not), output other than text ("modalities"
+ * naming another, "audio": audio and image tokens are priced apart from text), audio input
+ * ("input_audio" parts, likewise). The prices are standard-tier text prices (data/prices.json),
+ * so each would be charged a fraction of what it costs. */
+static void rate_members_of(AjLlmCall *c, json_t *root)
+{
+        static const char *const tiers[] = { "auto", "default", "flex", "standard_only" };
+        static const char *const audio_parts[] = { "input_audio" };
+        json_t *speed = json_object_get(root, "speed"), *tier = json_object_get(root, "service_tier");
+        json_t *audio = json_object_get(root, "audio"), *modalities = json_object_get(root, "modalities"), *m;
+        size_t i;
+        if (speed && !json_is_null(speed) && !(json_is_string(speed) && streq(json_string_value(speed), "standard")))
+                unmetered(c, "\"speed\" (Anthropic's fast mode, billed at a multiple of the standard rate)",
+                          json_is_string(speed) ? json_string_value(speed) : "(not a string)");
+        if (tier && !json_is_null(tier)) {
+                bool standard = false;
+                for (size_t t = 0; json_is_string(tier) && t < ARRAY_SIZE(tiers); t++)
+                        standard |= streq(json_string_value(tier), tiers[t]);
+                if (!standard)
+                        unmetered(c, "\"service_tier\" (billed above the standard rate)",
+                                  json_is_string(tier) ? json_string_value(tier) : "(not a string)");
+        }
+        if (audio && !json_is_null(audio))
+                unmetered(c, "\"audio\" output (audio tokens are billed apart from text)", NULL);
+        if (modalities && !json_is_null(modalities) && !json_is_array(modalities))
+                unmetered(c, "\"modalities\" that is not an array", NULL);
+        json_array_foreach (modalities, i, m)
+                if (!json_is_string(m) || !streq(json_string_value(m), "text"))
+                        unmetered(c, "output of a modality other than text (billed apart from text), \"modalities\"",
+                                  json_is_string(m) ? json_string_value(m) : "(not a string)");
+        if (parts_in(json_object_get(root, "messages"), audio_parts, 1) ||
+            parts_in(json_object_get(root, "input"), audio_parts, 1))
+                unmetered(c, "audio input (\"input_audio\" parts: audio tokens are billed apart from text)", NULL);
 }
 
 /* One tool result of the request, over the oldest kept when there are more. */
@@ -787,6 +828,10 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "models",
                 "preset",
                 "search_parameters",
+                "speed",
+                "service_tier",
+                "audio",
+                "modalities",
         };
         static const char *const opts[] = { "include_usage" };
         static const char *const tool_members[] = { "type", "max_uses", "container" };
@@ -891,6 +936,7 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         json_t *bg = json_object_get(root, "background");
         u->background = bg && !json_is_false(bg) && !json_is_null(bg);
         u->model_routed = model_routed(root, json_string_value(model));
+        rate_members_of(c, root);
         tool_results_of(c->api, root, u);
         uint64_t bytes = 0, blobs = 0;
         measure(root, NULL, &bytes, &blobs);

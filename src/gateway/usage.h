@@ -100,8 +100,10 @@ typedef struct {
         bool model_routed;
         /* The first member of the request that lets the provider bill beyond tokens in a way the
          * gateway cannot meter (a tool type or a plugin it does not know, xAI's Live Search
-         * "search_parameters", a file-parser engine it does not know), named for the refusal: under
-         * a cost cap the request is refused (fail closed). NULL: none. */
+         * "search_parameters", a file-parser engine it does not know) or at a rate the prices do
+         * not hold (Anthropic's fast mode "speed", a priority "service_tier", audio and image
+         * tokens), named for the refusal: under a cost cap the request is refused (fail closed).
+         * NULL: none. */
         char *unmetered;
         /* The tool results the request hands back to the model (Anthropic tool_result
          * blocks, Chat "tool" messages, Responses function_call_output items): the last

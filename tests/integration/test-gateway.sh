@@ -519,6 +519,8 @@ for what in sys.argv[1:]:
     elif what == "xtool":
         st, t = call(O + "/responses", {"model": "gpt-test", "input": "hi", "max_output_tokens": 3,
                      "tools": [{"type": "collections_search", "collection_ids": ["c1"]}]})
+    elif what == "fast":
+        st, t = call(A + "/v1/messages", {"model": "claude-test", "max_tokens": 3, "messages": hi, "speed": "fast"})
     elif what == "plugin":
         st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": 3, "messages": hi,
                      "plugins": [{"id": "moderation"}]})
@@ -585,10 +587,11 @@ is "$(events_of llm.response | jq -c '[.price.entry, .cost_usd > 0]')" '["gpt-te
 is "$(jf '.llm.openai["gpt-test"].requests')" 1 "... run.json sums it under that model"
 # what may bill beyond tokens and the gateway cannot meter is refused under a cost cap (403,
 # naming it, before the provider sees it): xAI's Live Search, a tool type and an OpenRouter
-# plugin it does not know
+# plugin it does not know, Anthropic's fast mode (tokens at 2 to 6 times the price)
 n0=$(records)
-run_jail -p "$PK" --cap cost_usd=1 -- python3 gwcap.py live xtool plugin
+run_jail -p "$PK" --cap cost_usd=1 -- python3 gwcap.py live xtool plugin fast
 like "$JAIL_OUT" 'live=403 .*search_parameters.*cost cap' "xAI's Live Search under a cost cap: 403" || jail_diag
+like "$JAIL_OUT" 'fast=403 .*speed.*fast mode' "Anthropic's fast mode (2-6x the price) under a cost cap: 403" || jail_diag
 like "$JAIL_OUT" 'xtool=403 .*collections_search' "a tool type the gateway does not know: 403" || jail_diag
 like "$JAIL_OUT" 'plugin=403 .*moderation' "a plugin the gateway does not know: 403" || jail_diag
 is "$(($(records) - n0))" 0 "... none reaches the provider"

@@ -2242,7 +2242,9 @@ Test(gateway_usage, file_parser_pages_reserved_and_charged)
 
 /* A request member that lets the provider bill beyond tokens, which the gateway does not
  * understand, was relayed as if free: xAI's Live Search ("search_parameters", per source), a
- * tool type it does not know (xAI's collections_search), an OpenRouter plugin it does not know.
+ * tool type it does not know (xAI's collections_search), an OpenRouter plugin it does not know,
+ * and members billing tokens at a rate the prices do not hold (Anthropic's fast mode, 2 to 6
+ * times; OpenAI's priority tier; audio and image tokens).
  * Each is now named in unmetered (llm-meter.c refuses it under a cost cap); what it knows to
  * bill nothing beyond tokens is not. */
 Test(gateway_usage, members_billed_beyond_tokens_it_cannot_meter_are_named)
@@ -2268,7 +2270,26 @@ Test(gateway_usage, members_billed_beyond_tokens_it_cannot_meter_are_named)
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"id\":\"moderation\"}]}", "\"moderation\"" },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"max_results\":3}]}", "(none)" },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":{\"id\":\"web\"}}", "not an array" },
+                /* Billed at a rate the (standard-tier, text) prices do not hold. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, "{\"model\":\"claude-opus-4-6\",\"max_tokens\":5,\"speed\":\"fast\"}",
+                  "\"fast\"" },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, "{\"model\":\"m\",\"max_tokens\":5,\"speed\":1}", "speed" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"service_tier\":\"priority\"}", "\"priority\"" },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"service_tier\":\"scale\"}", "\"scale\"" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"modalities\":[\"text\",\"audio\"],\"audio\":{}}",
+                  "audio" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"modalities\":[\"image\",\"text\"]}", "\"image\"" },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\","
+                  "\"input_audio\":{\"data\":\"AAAA\",\"format\":\"wav\"}}]}]}",
+                  "input_audio" },
                 /* What it knows. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"max_tokens\":5,\"speed\":\"standard\",\"service_tier\":\"standard_only\"}",
+                  NULL },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"service_tier\":\"flex\",\"modalities\":[\"text\"],\"audio\":null}", NULL },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"service_tier\":\"auto\",\"speed\":null}", NULL },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"id\":\"web\"}]}", NULL },
                 { AJ_LLM_API_OPENAI_CHAT,
                   "{\"model\":\"m\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
@@ -2304,6 +2325,9 @@ Test(gateway_usage, members_billed_beyond_tokens_it_cannot_meter_are_named)
                 "{\"model\":\"m\",\"search_parameters\":{\"mode\":\"off\",\"Mode\":\"on\"}}",
                 "{\"model\":\"m\",\"plugins\":[{\"id\":\"file-parser\",\"PDF\":{\"engine\":\"mistral-ocr\"}}]}",
                 "{\"model\":\"m\",\"plugins\":[{\"id\":\"file-parser\",\"pdf\":{\"engine\":\"native\",\"ENGINE\":\"x\"}}]}",
+                "{\"model\":\"m\",\"Speed\":\"fast\"}",
+                "{\"model\":\"m\",\"SERVICE_TIER\":\"priority\"}",
+                "{\"model\":\"m\",\"Modalities\":[\"audio\"]}",
         };
         for (size_t i = 0; i < ARRAY_SIZE(twins); i++) {
                 AjLlmCall *c = NULL;

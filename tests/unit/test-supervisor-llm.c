@@ -947,6 +947,7 @@ Test(supervisor_llm, unmetered_billing_refused_under_a_cost_cap)
                 "{\"model\":\"claude-test\",\"messages\":[],\"search_parameters\":{\"mode\":\"on\"}}",
                 "{\"model\":\"claude-test\",\"messages\":[],\"tools\":[{\"type\":\"collections_search\"}]}",
                 "{\"model\":\"claude-test\",\"messages\":[],\"plugins\":[{\"id\":\"moderation\"}]}",
+                "{\"model\":\"claude-test\",\"messages\":[],\"service_tier\":\"priority\"}",
         };
         for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
                 Fixture f;
