@@ -20,6 +20,7 @@ static const struct {
         [AJ_TOOL_FEE_CODE_INTERPRETER] = { "code_interpreter", "code_interpreter_containers" },
         [AJ_TOOL_FEE_IMAGE_GENERATION] = { "image_generation", "image_generation_calls" },
         [AJ_TOOL_FEE_CODE_EXECUTION] = { "code_execution", "code_execution_containers" },
+        [AJ_TOOL_FEE_FILE_PARSER] = { "file_parser", "file_parser_pages" },
 };
 
 const char *aj_tool_fee_name(AjToolFee f) { return f >= 0 && f < AJ_TOOL_FEES ? tool_fees[f].name : "?"; }
@@ -237,7 +238,8 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_
                         return aj_error_set(ret_error, -EINVAL,
                                             "models.%s: unknown key \"%.64s\" (expected input, output, "
                                             "cache_read, cache_write, cache_write_1h, web_search, web_fetch, "
-                                            "file_search, code_interpreter, image_generation, code_execution)",
+                                            "file_search, code_interpreter, image_generation, code_execution, "
+                                            "file_parser)",
                                             model, key);
                 if (i == WEB_SEARCH) {
                         if (per_search(e, &val[i]) < 0)

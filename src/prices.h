@@ -31,20 +31,23 @@
  * file_search_call item), code interpreter (each container its code_interpreter_call items
  * ran in) and image generation (each image_generation_call item), and Anthropic's code
  * execution (billed by container time, which its usage does not report: one use per
- * response that ran it, priced at what the profile says a use costs). */
+ * response that ran it, priced at what the profile says a use costs), and the pages of the
+ * files OpenRouter may parse with a paid engine (its file-parser plugin's "mistral-ocr", the
+ * default where the model reads no files itself), which no response reports. */
 typedef enum {
         AJ_TOOL_FEE_WEB_FETCH,
         AJ_TOOL_FEE_FILE_SEARCH,
         AJ_TOOL_FEE_CODE_INTERPRETER,
         AJ_TOOL_FEE_IMAGE_GENERATION,
         AJ_TOOL_FEE_CODE_EXECUTION,
+        AJ_TOOL_FEE_FILE_PARSER,
         AJ_TOOL_FEES,
 } AjToolFee;
 
 /* The fee's name in a price entry ("web_fetch", "file_search", "code_interpreter",
- * "image_generation", "code_execution"), and the llm.response field counting its uses
- * ("web_fetch_requests", "file_search_calls", "code_interpreter_containers",
- * "image_generation_calls", "code_execution_containers"). */
+ * "image_generation", "code_execution", "file_parser"), and the llm.response field counting
+ * its uses ("web_fetch_requests", "file_search_calls", "code_interpreter_containers",
+ * "image_generation_calls", "code_execution_containers", "file_parser_pages"). */
 const char *aj_tool_fee_name(AjToolFee f);
 const char *aj_tool_fee_field(AjToolFee f);
 /* The fee named `name`, or -1. */

@@ -134,7 +134,7 @@ static int check_tool_fee_value(Check *c, json_t *v)
 
 static int check_price(Check *c, json_t *v)
 {
-        _Static_assert(AJ_TOOL_FEES == 5, "a field per fee below, named as aj_tool_fee_name()");
+        _Static_assert(AJ_TOOL_FEES == 6, "a field per fee below, named as aj_tool_fee_name()");
         static const Field fields[] = {
                 { "input", check_price_value },
                 { "output", check_price_value },
@@ -145,6 +145,7 @@ static int check_price(Check *c, json_t *v)
                 { "code_interpreter", check_tool_fee_value },
                 { "image_generation", check_tool_fee_value },
                 { "code_execution", check_tool_fee_value },
+                { "file_parser", check_tool_fee_value },
                 {},
         };
         int r = check_object(c, v, fields);

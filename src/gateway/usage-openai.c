@@ -18,6 +18,17 @@
 #include "gateway/usage-internal.h"
 #include "util/macros.h"
 
+/* The searches OpenRouter's server tools ran, as its usage reports them
+ * (usage.server_tool_use.web_search_requests: usage.h server_searches). */
+static void server_searches(AjLlmCall *c, json_t *usage)
+{
+        uint64_t v;
+        if (aj_llm_u64(json_object_get(usage, "server_tool_use"), "web_search_requests", &v)) {
+                c->u.server_searches = v;
+                c->u.server_searches_reported = true;
+        }
+}
+
 static void chat_usage(AjLlmCall *c, json_t *usage)
 {
         AjLlmUsage *u = &c->u;
@@ -36,6 +47,7 @@ static void chat_usage(AjLlmCall *c, json_t *usage)
                 u->cache_read_tokens = v;
         if (aj_llm_u64(json_object_get(usage, "completion_tokens_details"), "reasoning_tokens", &v))
                 u->reasoning_tokens = v;
+        server_searches(c, usage);
 }
 
 static uint32_t chat_key(json_int_t choice, json_int_t index)
@@ -322,6 +334,7 @@ static void responses_usage(AjLlmCall *c, json_t *usage)
                 u->cache_read_tokens = v;
         if (aj_llm_u64(json_object_get(usage, "output_tokens_details"), "reasoning_tokens", &v))
                 u->reasoning_tokens = v;
+        server_searches(c, usage);
 }
 
 /* A final response object: usage, status, why it stopped. */

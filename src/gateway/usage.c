@@ -85,6 +85,7 @@ void aj_llm_call_free(AjLlmCall *c)
                 return;
         AjLlmUsage *u = &c->u;
         free(u->model);
+        free(u->unmetered);
         free(u->response_model);
         free(u->stop_reason);
         for (size_t i = 0; i < u->n_tool_calls; i++) {
@@ -307,6 +308,21 @@ static uint64_t sat_add(uint64_t a, uint64_t b)
         return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
 }
 
+/* A member that lets the provider bill beyond tokens in a way the gateway cannot meter
+ * (usage.h unmetered): the first one is kept, as "WHAT \"VALUE\"" (the value shown as JSON,
+ * cut), for the refusal under a cost cap. */
+static void unmetered(AjLlmCall *c, const char *what, const char *value)
+{
+        if (c->u.unmetered)
+                return;
+        json_auto_t *v = value ? json_string(value) : NULL;
+        _cleanup_free_ char *shown = v ? json_dumps(v, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+        char *s = NULL;
+        if (asprintf(&s, "%s%s%.80s", what, shown ? " " : "", shown ? shown : "") < 0)
+                return;
+        c->u.unmetered = s;
+}
+
 /* A tool's type as the name of a provider's built-in tool: what follows its namespace when
  * it has one (OpenRouter's server tools, "openrouter:web_search", "openrouter:web_fetch",
  * "openrouter:image_generation", which it runs for any model on any API, 0 to N times a
@@ -320,15 +336,41 @@ static const char *tool_type(json_t *tool, bool *ret_namespaced)
         return colon ? colon + 1 : type;
 }
 
+/* xAI's X search tool ("x_search"): billed per call like its web search ($5 per 1,000 calls,
+ * docs.x.ai's pricing), run 0 to N times a request, and its calls are not items of the
+ * response the gateway counts. */
+static bool x_search_tool(const char *type) { return type && strncasecmp(type, "x_search", 8) == 0; }
+
 /* A web search tool the provider runs: Anthropic's "web_search_20250305" (and later
  * versions), the Responses API's "web_search", "web_search_preview" and their dated
- * versions, a namespaced one (tool_type()). Any case: a provider matching it so would run
- * the searches. */
+ * versions, a namespaced one (tool_type()), xAI's x_search. Any case: a provider matching it
+ * so would run the searches. */
 static bool search_tool(json_t *tool)
 {
         bool namespaced;
         const char *type = tool_type(tool, &namespaced);
-        return type && strncasecmp(type, "web_search", 10) == 0;
+        return type && (strncasecmp(type, "web_search", 10) == 0 || x_search_tool(type));
+}
+
+/* A tool type that bills nothing beyond tokens: one the client runs (a function, a custom
+ * tool, OpenAI's local_shell, shell, computer_use_preview and apply_patch, Anthropic's bash_*,
+ * text_editor_*, computer_* and memory_*), or one the provider runs free (a remote MCP server's
+ * tools, "mcp" and Anthropic's "mcp_toolset"; Anthropic's tool_search_tool_*; OpenRouter's
+ * "openrouter:datetime"). Exact names in lower case, versioned families by prefix: a provider
+ * reading another spelling as a paid tool is not given the benefit of the doubt. */
+static bool free_tool(const char *type)
+{
+        static const char *const exact[] = { "function", "custom", "local_shell", "shell", "apply_patch", "datetime" };
+        static const char *const prefix[] = {
+                "computer", "bash_", "text_editor_", "memory", "mcp", "tool_search_tool_"
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(exact); i++)
+                if (streq(type, exact[i]))
+                        return true;
+        for (size_t i = 0; i < ARRAY_SIZE(prefix); i++)
+                if (strncmp(type, prefix[i], strlen(prefix[i])) == 0)
+                        return true;
+        return false;
 }
 
 /* The provider's tool billed per use that `tool` offers (usage.h tool_offered), or -1. Any
@@ -374,32 +416,107 @@ static bool online_model(const char *model)
         return false;
 }
 
-/* The results OpenRouter's web plugin may fetch for the request (usage.h plugin_results):
- * each "plugins" entry with "id" "web" (any case), its max_results (absent, null, 0 or
- * less: the default, AJ_LLM_WEB_PLUGIN_RESULTS), summed; a ":online" model without one is the
- * default plugin. -EINVAL with *ret_key when a max_results is not a whole number. */
-static int plugin_results_of(AjLlmCall *c, json_t *root, const char **ret_key)
+/* The engine a file-parser plugin names for PDFs (OpenRouter): 0 one that bills nothing beyond
+ * tokens ("pdf-text" and "cloudflare-ai", free; "native", the model reads the file, billed as
+ * input tokens), 1 one billed per page ("mistral-ocr", $2 per 1,000 pages, or none named:
+ * OpenRouter then lets the model read the file if it can, else runs mistral-ocr), -1 one the
+ * gateway does not know. The free ones only as OpenRouter spells them: a provider reading
+ * another spelling may fall back to its default. */
+static int parser_engine(json_t *plugin)
+{
+        static const char *const free_engines[] = { "pdf-text", "cloudflare-ai", "native" };
+        json_t *pdf = json_object_get(plugin, "pdf");
+        json_t *engine = json_object_get(pdf, "engine");
+        if (pdf && !json_is_null(pdf) && !json_is_object(pdf))
+                return -1;
+        if (!engine || json_is_null(engine))
+                return 1;
+        if (!json_is_string(engine))
+                return -1;
+        for (size_t i = 0; i < ARRAY_SIZE(free_engines); i++)
+                if (streq(json_string_value(engine), free_engines[i]))
+                        return 0;
+        return strcasecmp(json_string_value(engine), "mistral-ocr") == 0 ? 1 : -1;
+}
+
+/* The content parts of a request of one of `types` ("type"), at any depth of `v`: the files
+ * it hands the model ("file" in Chat Completions, "input_file" in Responses), its audio. */
+static uint64_t parts_in(json_t *v, const char *const *types, size_t n_types)
+{
+        const char *k;
+        json_t *e;
+        size_t i;
+        uint64_t n = 0;
+        if (json_is_object(v)) {
+                const char *type = json_string_value(json_object_get(v, "type"));
+                for (size_t t = 0; type && t < n_types; t++)
+                        n += streq(type, types[t]);
+                json_object_foreach (v, k, e)
+                        n = sat_add(n, parts_in(e, types, n_types));
+        } else if (json_is_array(v)) {
+                json_array_foreach (v, i, e)
+                        n = sat_add(n, parts_in(e, types, n_types));
+        }
+        return n;
+}
+
+/* OpenRouter's plugins (usage.h plugin_results, unmetered): the results its web plugin may
+ * fetch, each "plugins" entry with "id" "web" (any case) its max_results (absent, null, 0 or
+ * less: the default, AJ_LLM_WEB_PLUGIN_RESULTS), summed, and a ":online" model one default
+ * plugin more (OpenRouter documents it as the plugin's shorthand, not as merged with one the
+ * request gives: both are reserved and charged); the pages its file parser may bill
+ * (parser_engine(): every file of a Chat or Responses request, AJ_LLM_FILE_PAGES each, unless
+ * a file-parser plugin names a free engine and none a paid one; reserved and, as no response
+ * says how many, charged for an answer). A plugin the gateway does not know (another id, or not
+ * an object with a string id) may bill anything: unmetered. -EINVAL with *ret_key when a
+ * max_results is not a whole number. */
+static int plugins_of(AjLlmCall *c, json_t *root, const char **ret_key)
 {
         AjLlmUsage *u = &c->u;
-        json_t *plugin;
+        json_t *plugins = json_object_get(root, "plugins"), *plugin;
         size_t i;
-        bool web = false;
-        json_array_foreach (json_object_get(root, "plugins"), i, plugin) {
+        bool parser_free = false, parser_paid = false;
+        if (plugins && !json_is_null(plugins) && !json_is_array(plugins))
+                unmetered(c, "\"plugins\" that is not an array", NULL);
+        json_array_foreach (plugins, i, plugin) {
                 const char *id = json_string_value(json_object_get(plugin, "id"));
                 uint64_t v = 0;
-                if (!id || strcasecmp(id, "web") != 0)
+                /* Only as OpenRouter spells it: a provider ignoring another spelling would parse
+                 * with its default engine, whatever this one names. */
+                if (id && streq(id, "file-parser")) {
+                        int e = parser_engine(plugin);
+                        if (e < 0)
+                                unmetered(c, "the file-parser plugin's pdf.engine",
+                                          json_string_value(json_object_get(json_object_get(plugin, "pdf"), "engine")));
+                        parser_free |= e == 0;
+                        parser_paid |= e > 0;
                         continue;
+                }
+                if (!id || strcasecmp(id, "web") != 0) {
+                        unmetered(c, "a plugin the gateway does not know, \"id\"", id ? id : "(none)");
+                        continue;
+                }
                 int r = whole_of(json_object_get(plugin, "max_results"), &v);
                 if (r < 0) {
                         *ret_key = "plugins[].max_results";
                         return -EINVAL;
                 }
                 u->plugin_results = sat_add(u->plugin_results, r > 0 && v > 0 ? v : AJ_LLM_WEB_PLUGIN_RESULTS);
-                web = true;
         }
-        if (!web && online_model(json_string_value(json_object_get(root, "model"))))
-                u->plugin_results = AJ_LLM_WEB_PLUGIN_RESULTS;
+        if (online_model(json_string_value(json_object_get(root, "model"))))
+                u->plugin_results = sat_add(u->plugin_results, AJ_LLM_WEB_PLUGIN_RESULTS);
         u->max_searches = sat_add(u->max_searches, u->plugin_results);
+        if (c->api == AJ_LLM_API_OPENAI_CHAT || c->api == AJ_LLM_API_OPENAI_RESPONSES) {
+                static const char *const file_parts[] = { "file", "input_file" };
+                uint64_t files = parts_in(json_object_get(root,
+                                                          c->api == AJ_LLM_API_OPENAI_CHAT ? "messages" : "input"),
+                                          file_parts, ARRAY_SIZE(file_parts));
+                uint64_t pages = files > UINT64_MAX / AJ_LLM_FILE_PAGES ? UINT64_MAX : files * AJ_LLM_FILE_PAGES;
+                if (parser_paid || !parser_free) {
+                        u->tool_offered[AJ_TOOL_FEE_FILE_PARSER] = pages;
+                        u->unreported_uses[AJ_TOOL_FEE_FILE_PARSER] = pages;
+                }
+        }
         return 0;
 }
 
@@ -414,7 +531,9 @@ static int tool_uses_of(AjLlmCall *c, json_t *tool, int fee, const char **ret_ke
         uint64_t v = 0, n = 1;
         bool namespaced;
         tool_type(tool, &namespaced);
-        if (namespaced) {
+        /* xAI's code_execution (Chat, Responses): billed per call, which no item it answers with
+         * counts; Anthropic's is counted by its blocks. */
+        if (namespaced || (fee == AJ_TOOL_FEE_CODE_EXECUTION && c->api != AJ_LLM_API_ANTHROPIC_MESSAGES)) {
                 u->unreported_uses[fee] = sat_add(u->unreported_uses[fee], AJ_LLM_DEFAULT_TOOL_USES);
                 u->tool_offered[fee] = sat_add(u->tool_offered[fee], AJ_LLM_DEFAULT_TOOL_USES);
                 return 0;
@@ -452,13 +571,20 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
         uint64_t v;
         json_array_foreach (json_object_get(root, "tools"), i, tool) {
                 int fee = fee_tool(tool);
+                bool namespaced;
+                const char *type = tool_type(tool, &namespaced);
+                json_t *t = json_object_get(tool, "type");
                 if (fee >= 0 && tool_uses_of(c, tool, fee, ret_key) < 0)
                         return -EINVAL;
+                /* A tool of a type the gateway does not know may be one the provider runs and
+                 * bills (xAI's collections_search, one added later): unmetered, fail closed. No
+                 * type is a client's own tool (Anthropic's). */
+                if (t && !json_is_null(t) && (!type || (fee < 0 && !search_tool(tool) && !free_tool(type))))
+                        unmetered(c, "a tool type the gateway does not know,",
+                                  type ? json_string_value(t) : "(not a string)");
                 if (!search_tool(tool))
                         continue;
-                bool namespaced;
-                tool_type(tool, &namespaced);
-                if (namespaced) {
+                if (namespaced || x_search_tool(type)) {
                         /* Its bounds are not max_uses, nor max_tool_calls (added below). */
                         u->unreported_searches = sat_add(u->unreported_searches, AJ_LLM_DEFAULT_TOOL_USES);
                         continue;
@@ -483,6 +609,7 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
                                                     AJ_TOOL_FEE_IMAGE_GENERATION };
                 u->stored_prompt = true;
                 u->search_unbounded = true;
+                u->container_auto = true;
                 for (size_t k = 0; k < ARRAY_SIZE(stored); k++)
                         u->tool_offered[stored[k]] = 1;
         }
@@ -498,6 +625,12 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
                 }
         }
         u->max_searches = sat_add(u->max_searches, u->unreported_searches);
+        /* xAI's Live Search: billed per source used, which the gateway does not price. */
+        json_t *live = json_object_get(root, "search_parameters");
+        const char *mode = json_string_value(json_object_get(live, "mode"));
+        if (live && !json_is_null(live) && !(mode && streq(mode, "off")))
+                unmetered(c, "\"search_parameters\" (xAI's Live Search, billed per source) with \"mode\"",
+                          mode ? mode : "(none)");
         json_t *opts = json_object_get(root, "web_search_options");
         u->chat_search_model = c->api == AJ_LLM_API_OPENAI_CHAT &&
                                search_model(json_string_value(json_object_get(root, "model")));
@@ -505,7 +638,45 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
                 u->chat_search = true;
                 u->max_searches = sat_add(u->max_searches, 1);
         }
-        return plugin_results_of(c, root, ret_key);
+        return plugins_of(c, root, ret_key);
+}
+
+/* Members that make the provider bill at a rate the prices do not hold (usage.h unmetered):
+ * Anthropic's fast mode ("speed" other than "standard": 2 to 6 times the standard rate), a
+ * service tier above the standard one (OpenAI's "priority" and "scale"; "auto", "default",
+ * "flex" and Anthropic's "standard_only" are not), output other than text ("modalities"
+ * naming another, "audio": audio and image tokens are priced apart from text), audio input
+ * ("input_audio" parts, likewise). The prices are standard-tier text prices (data/prices.json),
+ * so each would be charged a fraction of what it costs. */
+static void rate_members_of(AjLlmCall *c, json_t *root)
+{
+        static const char *const tiers[] = { "auto", "default", "flex", "standard_only" };
+        static const char *const audio_parts[] = { "input_audio" };
+        json_t *speed = json_object_get(root, "speed"), *tier = json_object_get(root, "service_tier");
+        json_t *audio = json_object_get(root, "audio"), *modalities = json_object_get(root, "modalities"), *m;
+        size_t i;
+        if (speed && !json_is_null(speed) && !(json_is_string(speed) && streq(json_string_value(speed), "standard")))
+                unmetered(c, "\"speed\" (Anthropic's fast mode, billed at a multiple of the standard rate)",
+                          json_is_string(speed) ? json_string_value(speed) : "(not a string)");
+        if (tier && !json_is_null(tier)) {
+                bool standard = false;
+                for (size_t t = 0; json_is_string(tier) && t < ARRAY_SIZE(tiers); t++)
+                        standard |= streq(json_string_value(tier), tiers[t]);
+                if (!standard)
+                        unmetered(c, "\"service_tier\" (billed above the standard rate)",
+                                  json_is_string(tier) ? json_string_value(tier) : "(not a string)");
+        }
+        if (audio && !json_is_null(audio))
+                unmetered(c, "\"audio\" output (audio tokens are billed apart from text)", NULL);
+        if (modalities && !json_is_null(modalities) && !json_is_array(modalities))
+                unmetered(c, "\"modalities\" that is not an array", NULL);
+        json_array_foreach (modalities, i, m)
+                if (!json_is_string(m) || !streq(json_string_value(m), "text"))
+                        unmetered(c, "output of a modality other than text (billed apart from text), \"modalities\"",
+                                  json_is_string(m) ? json_string_value(m) : "(not a string)");
+        if (parts_in(json_object_get(root, "messages"), audio_parts, 1) ||
+            parts_in(json_object_get(root, "input"), audio_parts, 1))
+                unmetered(c, "audio input (\"input_audio\" parts: audio tokens are billed apart from text)", NULL);
 }
 
 /* One tool result of the request, over the oldest kept when there are more. */
@@ -607,14 +778,18 @@ static const char *case_twin(json_t *o, const char *const *names, size_t n_names
 }
 
 /* OpenRouter's members that let it answer with another model than "model" (usage.h
- * model_routed): "models" unless it names only that model, "preset", and a preset named in
- * the model ("@preset/NAME", or "MODEL@preset/NAME"), any case. */
+ * model_routed): "models" unless it names only that model, "preset", a preset named in the
+ * model ("@preset/NAME", or "MODEL@preset/NAME"), and a router model: OpenRouter's own
+ * "openrouter/" namespace ("openrouter/auto", "openrouter/auto-code", ...), whose models pick
+ * another to answer, priced as the one picked; any case. */
 static bool model_routed(json_t *root, const char *model)
 {
         json_t *models = json_object_get(root, "models"), *m;
         json_t *preset = json_object_get(root, "preset");
         size_t i;
         if (preset && !json_is_null(preset))
+                return true;
+        if (model && strncasecmp(model, "openrouter/", 11) == 0)
                 return true;
         for (size_t k = 0; model && model[k]; k++)
                 if (strncasecmp(model + k, "@preset/", 8) == 0)
@@ -652,15 +827,23 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "prompt",
                 "models",
                 "preset",
+                "search_parameters",
+                "speed",
+                "service_tier",
+                "audio",
+                "modalities",
         };
         static const char *const opts[] = { "include_usage" };
         static const char *const tool_members[] = { "type", "max_uses", "container" };
-        static const char *const plugin_members[] = { "id", "max_results" };
+        static const char *const plugin_members[] = { "id", "max_results", "pdf" };
+        static const char *const engine[] = { "engine" }, *const mode[] = { "mode" };
         const char *twin = case_twin(root, top, ARRAY_SIZE(top));
         json_t *tool;
         size_t i;
         if (!twin)
                 twin = case_twin(json_object_get(root, "stream_options"), opts, ARRAY_SIZE(opts));
+        if (!twin)
+                twin = case_twin(json_object_get(root, "search_parameters"), mode, ARRAY_SIZE(mode));
         json_array_foreach (json_object_get(root, "tools"), i, tool) {
                 if (twin)
                         break;
@@ -670,6 +853,8 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 if (twin)
                         break;
                 twin = case_twin(tool, plugin_members, ARRAY_SIZE(plugin_members));
+                if (!twin)
+                        twin = case_twin(json_object_get(tool, "pdf"), engine, ARRAY_SIZE(engine));
         }
         if (!twin)
                 return 0;
@@ -751,6 +936,7 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         json_t *bg = json_object_get(root, "background");
         u->background = bg && !json_is_false(bg) && !json_is_null(bg);
         u->model_routed = model_routed(root, json_string_value(model));
+        rate_members_of(c, root);
         tool_results_of(c->api, root, u);
         uint64_t bytes = 0, blobs = 0;
         measure(root, NULL, &bytes, &blobs);
@@ -973,9 +1159,11 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
         if (u->status >= 200 && u->status < 300) {
                 /* OpenRouter's web plugin: its results are billed, their number not reported. */
                 ch.web_searches = sat_add(ch.web_searches, u->plugin_results);
-                /* Namespaced server tools: their uses are not reported either, so an answer is
-                 * charged what was reserved for them, or what a response said if more. */
-                ch.web_searches = max_u64(ch.web_searches, sat_add(u->unreported_searches, u->plugin_results));
+                /* Namespaced server tools: their uses are not counted by items, so an answer is
+                 * charged what was reserved for them, or what a response said if more; a final
+                 * usage that says how many searches the server tools ran is charged that. */
+                uint64_t unreported = u->server_searches_reported ? u->server_searches : u->unreported_searches;
+                ch.web_searches = max_u64(ch.web_searches, sat_add(unreported, u->plugin_results));
                 for (int f = 0; f < AJ_TOOL_FEES; f++)
                         ch.tool_uses[f] = max_u64(ch.tool_uses[f], u->unreported_uses[f]);
         }

@@ -73,6 +73,10 @@ typedef enum {
  * leaves out (Anthropic's web_fetch without max_uses): the web search default's
  * (AJ_SUP_LLM_DEFAULT_SEARCHES, Claude Code's bound). */
 #define AJ_LLM_DEFAULT_TOOL_USES 8
+/* The pages a file OpenRouter may parse with a paid engine (mistral-ocr) is reserved and charged
+ * as: Mistral OCR's documented limit of a document (1,000 pages). Nothing in a request bounds a
+ * PDF's pages by its size: a compressed object stream holds thousands of pages in a few bytes. */
+#define AJ_LLM_FILE_PAGES 1000
 
 typedef struct {
         /* From the request. */
@@ -89,8 +93,18 @@ typedef struct {
          * "models" (fallbacks tried when one fails, which the agent can make it do: a prompt
          * past the first one's context) or a preset ("@preset/NAME" in the model, "preset"),
          * which also holds a model list and tools (its server tools: web search) the request
-         * does not show. Its price and its tools are unknown: refused under a cap. */
+         * does not show, and OpenRouter's router models ("openrouter/auto" and the rest of its
+         * own "openrouter/" namespace), which pick the model that answers. Its price and its tools
+         * are unknown: refused under a cap; without one it is priced by the model the response
+         * names. */
         bool model_routed;
+        /* The first member of the request that lets the provider bill beyond tokens in a way the
+         * gateway cannot meter (a tool type or a plugin it does not know, xAI's Live Search
+         * "search_parameters", a file-parser engine it does not know) or at a rate the prices do
+         * not hold (Anthropic's fast mode "speed", a priority "service_tier", audio and image
+         * tokens), named for the refusal: under a cost cap the request is refused (fail closed).
+         * NULL: none. */
+        char *unmetered;
         /* The tool results the request hands back to the model (Anthropic tool_result
          * blocks, Chat "tool" messages, Responses function_call_output items): the last
          * AJ_LLM_MAX_TOOL_RESULTS of them, by the id of the call each answers, and whether
@@ -120,7 +134,10 @@ typedef struct {
          * no member the gateway reads, its uses not reported): AJ_LLM_DEFAULT_TOOL_USES each,
          * included in max_searches, and charged for an answer (fail closed, as plugin_results);
          * unreported_uses the same for its other namespaced tools billed per use
-         * ("openrouter:web_fetch", "openrouter:image_generation"), included in tool_offered. */
+         * ("openrouter:web_fetch", "openrouter:image_generation"), included in tool_offered. xAI's
+         * x_search (and its code_execution outside Anthropic's API) is counted so too: its response
+         * names no call of it the gateway reads. A final usage that reports how many searches
+         * the provider's server tools ran (server_searches) is charged that count instead. */
         uint64_t unreported_searches;
         uint64_t unreported_uses[AJ_TOOL_FEES];
         /* The Responses API's "prompt": a stored prompt, whose tools the request does not
@@ -135,7 +152,9 @@ typedef struct {
          * cap a fee nobody priced refuses the request before the provider runs (and bills) any. */
         uint64_t tool_offered[AJ_TOOL_FEES];
         /* A code_interpreter tool whose container the provider starts itself ({"type": "auto"},
-         * anything but a container id): an answer is billed a container at least. */
+         * anything but a container id), or a stored prompt (which may hold one): the provider
+         * creates the container before the model runs, so an answer is billed a container at
+         * least, named in the response or not. */
         bool container_auto;
 
         /* From the response. */
@@ -162,6 +181,12 @@ typedef struct {
          * for an answer when the provider starts it itself: container_auto), and one use of
          * Anthropic's code execution per response that ran it. */
         uint64_t tool_uses[AJ_TOOL_FEES];
+        /* The searches the provider's server tools ran, as its final usage reports them
+         * (OpenRouter's usage.server_tool_use.web_search_requests, xAI's
+         * usage.server_side_tool_usage_details web_search_calls + x_search_calls):
+         * server_searches_reported false when it reported none. */
+        uint64_t server_searches;
+        bool server_searches_reported;
         uint64_t counted_tokens; /* count_tokens: the count it returned */
         uint64_t output_bytes;   /* generated text and tool arguments seen in a stream */
         char *stop_reason;

@@ -253,8 +253,21 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         }
         if (u->model_routed && model_capped(cs->l->meter)) {
                 refuse(v, pr, 403, "agentjail gateway",
-                       "a request letting the provider choose its model (OpenRouter's models, a preset) is "
-                       "refused under the run's caps: the gateway prices the model it names");
+                       "a request letting the provider choose its model (OpenRouter's models, a preset, a router "
+                       "model such as openrouter/auto) is refused under the run's caps: the gateway prices the model "
+                       "it names");
+                return 0;
+        }
+        /* A member that lets the provider bill beyond tokens in a way the gateway cannot meter (a
+         * tool type or a plugin it does not know, xAI's Live Search): its cost cannot be checked
+         * against cost_usd before it is spent (fail closed). */
+        if (u->unmetered && aj_meter_caps(cs->l->meter)->set[AJ_CAP_COST_USD]) {
+                char what[384];
+                snprintf(what, sizeof(what),
+                         "the request asks for %s, which the provider may bill beyond tokens and the gateway cannot "
+                         "meter: refused under the run's cost cap",
+                         u->unmetered);
+                refuse(v, pr, 403, "agentjail gateway", what);
                 return 0;
         }
         if (cs->api == AJ_LLM_API_OPENAI_CHAT && u->stream && (r = add_usage(cs, req, v)) < 0) {
@@ -395,6 +408,14 @@ static void on_response_head(void *userdata, AjGatewayCall *call, unsigned statu
         }
 }
 
+/* The model a call is priced as: the one the request names, or, when the provider chose it (a
+ * router model, fallbacks: relayed only without caps), the one the response names. */
+static const char *priced_model(const AjSupLlmCall *cs)
+{
+        const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
+        return u->model_routed && u->response_model ? u->response_model : cs->model;
+}
+
 static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)
 {
         AjLlmCharge ch;
@@ -403,7 +424,7 @@ static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)
         uint64_t cache_read = ch.cache_read;
         if (cache_read + cache_write > ch.input) /* never trust a response to be coherent */
                 cache_read = ch.input > cache_write ? ch.input - cache_write : 0, cache_write = ch.input - cache_read;
-        *ret = (AjMeterUsage){ .model = cs->model,
+        *ret = (AjMeterUsage){ .model = priced_model(cs),
                                .input = ch.input,
                                .output = ch.output,
                                .cache_read = cache_read,
@@ -659,7 +680,7 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                 }
                 if (aj_meter_settle_usage(l->meter, &cs->res, &m, &d) == 0) {
                         cs->reserved = false;
-                        aj_sup_llm_account(l, call->provider->name, cs->model, &m, d.cost_pusd);
+                        aj_sup_llm_account(l, call->provider->name, m.model, &m, d.cost_pusd);
                 }
         }
         if (ev) {

@@ -134,6 +134,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path.endswith("/count_tokens"):
             return self.send_json(200, {"input_tokens": 12})
+        # OpenRouter's router models ("openrouter/auto") answer with the model they picked.
+        if model.startswith("openrouter/"):
+            model = "gpt-test"
         if anthropic:
             return self.anthropic(req, model)
         return self.openai(req, model)

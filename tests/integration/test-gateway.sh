@@ -387,6 +387,17 @@ is "$(events_of llm.response | jq -s -c '[.[] | [.web_search_requests, .code_int
         "5 results charged, no search for an answer citing nothing, the provider's own container counted"
 like "$(jf '.llm.openai["gpt-test:online"] | [.web_searches, .cost_usd] | @text')" '^\[5,0\.020' \
         "run.json: 5 results at \$0.004 on top of the tokens"
+# a ":online" model and a web plugin besides: both may fetch (5 + 3 results), both reserved and
+# charged (the plugin's 3 alone were); a stored prompt's answer is charged the container the
+# provider starts for a code interpreter it may hold, named in the response or not
+run_jail -p "$PH2" --cap cost_usd=1 -- python3 client.py openai-chat "" gpt-test:online \
+        '{"plugins": [{"id": "web", "max_results": 3}]}'
+is "$JAIL_RC" 0 "a \":online\" model with a web plugin within cost_usd=1" || jail_diag
+is "$(events_of llm.request | jq -c .reserved.web_searches)" 8 "llm.request: 5 + 3 results reserved"
+is "$(events_of llm.response | jq -c .web_search_requests)" 8 "... and charged"
+run_jail -p "$PH2" -- python3 client.py openai-responses "" gpt-test '{"prompt": {"id": "pmpt_1"}}'
+is "$(events_of llm.response | jq -c .code_interpreter_containers)" 1 \
+        "a stored prompt's answer naming no container is charged the one the provider started"
 # the same unpriced under a cost cap is refused before it runs: a web plugin, a stored prompt
 # (whose tools the request does not show), Anthropic's code execution
 n0=$(records)
@@ -500,6 +511,24 @@ for what in sys.argv[1:]:
     elif what == "models":
         st, t = call(O + "/chat/completions", {"model": "gpt-test", "models": ["gpt-test", "gpt-dear"],
                      "max_tokens": 3, "messages": hi})
+    elif what == "auto":
+        st, t = call(O + "/chat/completions", {"model": "openrouter/auto", "max_tokens": 3, "messages": hi})
+    elif what == "live":
+        st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": 3, "messages": hi,
+                     "search_parameters": {"mode": "on", "sources": [{"type": "x"}]}})
+    elif what == "xtool":
+        st, t = call(O + "/responses", {"model": "gpt-test", "input": "hi", "max_output_tokens": 3,
+                     "tools": [{"type": "collections_search", "collection_ids": ["c1"]}]})
+    elif what == "fast":
+        st, t = call(A + "/v1/messages", {"model": "claude-test", "max_tokens": 3, "messages": hi, "speed": "fast"})
+    elif what == "plugin":
+        st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": 3, "messages": hi,
+                     "plugins": [{"id": "moderation"}]})
+    elif what in ("pdf", "pdf-free"):
+        pdf = [{"role": "user", "content": [{"type": "file", "file": {"filename": "a.pdf",
+                "file_data": "data:application/pdf;base64,JVBERi0xLjQK"}}]}]
+        extra = {"plugins": [{"id": "file-parser", "pdf": {"engine": "pdf-text"}}]} if what == "pdf-free" else {}
+        st, t = call(O + "/chat/completions", dict({"model": "gpt-test", "max_tokens": 3, "messages": pdf}, **extra))
     elif what == "fetch":
         st, t = call(O + "/responses/resp_fake")
     elif what == "batch":
@@ -545,6 +574,41 @@ like "$JAIL_OUT" 'models=403 .*letting the provider choose its model' "a models 
 is "$(($(records) - n0))" 0 "... never forwarded"
 run_jail -p "$PK" -- python3 gwcap.py models
 like "$JAIL_OUT" 'models=200 ' "without a cap a models fallback list is relayed" || jail_diag
+# a router model (openrouter/auto) answers with a model it picks: refused under a cap, and
+# without one priced as the model the response names, not as the router ($0, or no price)
+n0=$(records)
+run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py auto
+like "$JAIL_OUT" 'auto=403 .*openrouter/auto' "openrouter/auto under a cap: 403" || jail_diag
+is "$(($(records) - n0))" 0 "... never forwarded"
+run_jail -p "$PK" -- python3 gwcap.py auto
+like "$JAIL_OUT" 'auto=200 ' "without a cap openrouter/auto is relayed" || jail_diag
+is "$(events_of llm.response | jq -c '[.price.entry, .cost_usd > 0]')" '["gpt-test",true]' \
+        "... and priced as the model that answered"
+is "$(jf '.llm.openai["gpt-test"].requests')" 1 "... run.json sums it under that model"
+# what may bill beyond tokens and the gateway cannot meter is refused under a cost cap (403,
+# naming it, before the provider sees it): xAI's Live Search, a tool type and an OpenRouter
+# plugin it does not know, Anthropic's fast mode (tokens at 2 to 6 times the price)
+n0=$(records)
+run_jail -p "$PK" --cap cost_usd=1 -- python3 gwcap.py live xtool plugin fast
+like "$JAIL_OUT" 'live=403 .*search_parameters.*cost cap' "xAI's Live Search under a cost cap: 403" || jail_diag
+like "$JAIL_OUT" 'fast=403 .*speed.*fast mode' "Anthropic's fast mode (2-6x the price) under a cost cap: 403" || jail_diag
+like "$JAIL_OUT" 'xtool=403 .*collections_search' "a tool type the gateway does not know: 403" || jail_diag
+like "$JAIL_OUT" 'plugin=403 .*moderation' "a plugin the gateway does not know: 403" || jail_diag
+is "$(($(records) - n0))" 0 "... none reaches the provider"
+is "$JAIL_RC" 0 "... refusals, not breaches"
+run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py live
+like "$JAIL_OUT" 'live=200 ' "under a token cap alone Live Search is relayed (its tokens are metered)" || jail_diag
+# a file OpenRouter may parse at a per-page fee (mistral-ocr, its default where the model reads
+# no files itself): under a cost cap it needs a file_parser price, unless the request names a
+# free engine
+n0=$(records)
+run_jail -p "$PK" --cap cost_usd=1 -- python3 gwcap.py pdf-free
+like "$JAIL_OUT" 'pdf-free=200 ' "a file with a free parser engine named, under a cost cap: relayed" || jail_diag
+run_jail -p "$PK" --cap cost_usd=1 -- python3 gwcap.py pdf
+is "$JAIL_RC" 123 "a file whose parsing no file_parser fee prices, under a cost cap: a breach" || jail_diag
+like "$(events_of llm.request | jq -r 'select(.verdict == "breach") | .reason')" '1000 use.*file_parser.*add "file_parser"' \
+        "llm.request names the pages and the key to add"
+is "$(($(records) - n0))" 1 "... only the free one reached the provider"
 run_jail -p "$PK" -- python3 gwcap.py background fetch
 like "$JAIL_OUT" 'background=200 .*queued' "without a cap a background response is relayed"
 like "$(events_of llm.response | head -1)" '"charged":"worst_case"' "... and charged its worst case (its output is never seen)"

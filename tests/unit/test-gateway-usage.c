@@ -959,12 +959,13 @@ Test(gateway_usage, request_tools_billed_per_use_offered)
                   "{\"model\":\"m\",\"tools\":[{\"type\":\"code_execution_20250825\",\"name\":\"code_execution\"}]}",
                   0,
                   { [AJ_TOOL_FEE_CODE_EXECUTION] = 1 } },
-                /* A stored prompt may hold any Responses tool. */
+                /* A stored prompt may hold any Responses tool, a code interpreter whose container
+                 * the provider starts (and bills) before the model runs among them. */
                 { AJ_LLM_API_OPENAI_RESPONSES,
                   "{\"model\":\"m\",\"prompt\":{\"id\":\"pmpt_1\"},\"input\":\"x\"}",
                   0,
                   { [AJ_TOOL_FEE_FILE_SEARCH] = 1, [AJ_TOOL_FEE_IMAGE_GENERATION] = 1, [AJ_TOOL_FEE_CODE_INTERPRETER] = 1 },
-                  false,
+                  true,
                   true },
                 { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"prompt\":null}", 0, {} },
                 /* "prompt" is the Responses API's member only. */
@@ -1042,9 +1043,11 @@ Test(gateway_usage, request_web_searches_allowed)
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"openai/gpt-4o:online\"}", 0, 5, false, false },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"openai/gpt-4o:ONLINE:free\"}", 0, 5, false, false },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"openai/gpt-4o:onlinex\"}", 0, 0, false, false },
-                /* :online is the plugin's shorthand: a plugin given with it says how many. */
+                /* :online is the plugin's shorthand, not documented as merged with a plugin given
+                 * besides: both are reserved (it was the plugin's alone, 1, while 6 results could be
+                 * billed). */
                 { AJ_LLM_API_OPENAI_CHAT,
-                  "{\"model\":\"openai/gpt-4o:online\",\"plugins\":[{\"id\":\"web\",\"max_results\":1}]}", 0, 1, false,
+                  "{\"model\":\"openai/gpt-4o:online\",\"plugins\":[{\"id\":\"web\",\"max_results\":1}]}", 0, 6, false,
                   false },
                 { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"id\":\"web\",\"max_results\":0}]}", 0, 5,
                   false, false },
@@ -1225,6 +1228,7 @@ Test(gateway_usage, web_plugin_answer_is_charged_its_results)
         } cases[] = {
                 { "{\"model\":\"openai/gpt-4o:online\"}", 200, 5 },
                 { "{\"model\":\"openai/gpt-4o\",\"plugins\":[{\"id\":\"web\",\"max_results\":3}]}", 200, 3 },
+                { "{\"model\":\"openai/gpt-4o:online\",\"plugins\":[{\"id\":\"web\",\"max_results\":3}]}", 200, 8 },
                 { "{\"model\":\"openai/gpt-4o:online\"}", 402, 0 },
                 { "{\"model\":\"openai/gpt-4o\"}", 200, 0 },
         };
@@ -1271,6 +1275,12 @@ Test(gateway_usage, request_letting_the_provider_choose_the_model)
                 { "{\"model\":\"@preset/mine\"}", true },
                 { "{\"model\":\"cheap/m@PRESET/mine\"}", true },
                 { "{\"model\":\"cheap/m\",\"preset\":\"mine\"}", true },
+                /* OpenRouter's router models pick the model that answers: priced by their own name
+                 * ($0), they were reserved and charged nothing while a dear model answered. */
+                { "{\"model\":\"openrouter/auto\"}", true },
+                { "{\"model\":\"OpenRouter/auto-code\"}", true },
+                { "{\"model\":\"openrouter/auto-beta:online\"}", true },
+                { "{\"model\":\"openrouterx/m\"}", false },
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 AjLlmCall *c = NULL;
@@ -2133,4 +2143,303 @@ Test(gateway_usage, the_scan_counts_what_jansson_builds_of_every_fixture)
                 free(in);
         }
         cr_expect_gt(checked, 30, "%u texts checked", checked);
+}
+
+/* OpenRouter's file parser bills PDF pages ($2 per 1,000 with mistral-ocr, the engine it falls
+ * back to when none is named and the model reads no files itself), which no response reports:
+ * it was neither reserved nor charged. Every file of a Chat or Responses request is now
+ * AJ_LLM_FILE_PAGES pages of the file_parser fee, reserved and charged for an answer, unless a
+ * file-parser plugin names a free engine (and none a paid one); an engine the gateway does not
+ * know is unmetered (refused under a cost cap). */
+Test(gateway_usage, file_parser_pages_reserved_and_charged)
+{
+#define PDF "{\"type\":\"file\",\"file\":{\"filename\":\"a.pdf\",\"file_data\":\"data:application/pdf;base64,JVBE\"}}"
+#define CHAT_FILES(parts, plugins) \
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[" parts "]}]" plugins "}"
+        static const struct {
+                AjLlmApi api;
+                const char *body;
+                uint64_t pages;
+                bool unmetered;
+        } cases[] = {
+                { AJ_LLM_API_OPENAI_CHAT, CHAT_FILES(PDF, ""), 1000, false },
+                { AJ_LLM_API_OPENAI_CHAT, CHAT_FILES(PDF "," PDF, ",\"plugins\":[{\"id\":\"file-parser\"}]"), 2000,
+                  false },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  CHAT_FILES(PDF, ",\"plugins\":[{\"id\":\"file-parser\",\"pdf\":{\"engine\":\"mistral-ocr\"}}]"), 1000,
+                  false },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  CHAT_FILES(PDF, ",\"plugins\":[{\"id\":\"file-parser\",\"pdf\":{\"engine\":\"pdf-text\"}}]"), 0,
+                  false },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  CHAT_FILES(PDF, ",\"plugins\":[{\"id\":\"file-parser\",\"pdf\":{\"engine\":\"cloudflare-ai\"}}]"), 0,
+                  false },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  CHAT_FILES(PDF, ",\"plugins\":[{\"id\":\"file-parser\",\"pdf\":{\"engine\":\"native\"}}]"), 0,
+                  false },
+                /* A free engine and a paid one: the paid one may run. */
+                { AJ_LLM_API_OPENAI_CHAT,
+                  CHAT_FILES(PDF, ",\"plugins\":[{\"id\":\"file-parser\",\"pdf\":{\"engine\":\"native\"}},"
+                                  "{\"id\":\"file-parser\",\"pdf\":{\"engine\":\"MISTRAL-OCR\"}}]"),
+                  1000, false },
+                /* Another spelling of a free engine may be read as none (the paid default). */
+                { AJ_LLM_API_OPENAI_CHAT,
+                  CHAT_FILES(PDF, ",\"plugins\":[{\"id\":\"file-parser\",\"pdf\":{\"engine\":\"Native\"}}]"), 1000,
+                  true },
+                { AJ_LLM_API_OPENAI_CHAT, CHAT_FILES(PDF, ",\"plugins\":[{\"id\":\"file-parser\",\"pdf\":\"x\"}]"),
+                  1000, true },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  CHAT_FILES(PDF, ",\"plugins\":[{\"id\":\"File-Parser\",\"pdf\":{\"engine\":\"pdf-text\"}}]"), 1000,
+                  true },
+                /* No file: nothing to parse. */
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[],\"plugins\":[{\"id\":\"file-parser\",\"pdf\":{\"engine\":"
+                  "\"mistral-ocr\"}}]}",
+                  0, false },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_file\","
+                  "\"file_id\":\"file-1\"},{\"type\":\"input_text\",\"text\":\"x\"}]}]}",
+                  1000, false },
+                /* Anthropic's documents are read by the model (billed as tokens). */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+                  "\"document\",\"source\":{\"type\":\"base64\",\"media_type\":\"application/pdf\",\"data\":\"JVBE\"}}]}]}",
+                  0, false },
+        };
+        static const char body[] =
+                "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"m\",\"choices\":[{\"index\":0,"
+                "\"message\":{\"role\":\"assistant\",\"content\":\"x\"},\"finish_reason\":\"stop\"}],"
+                "\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":3}}";
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), 0, "%s: %s", cases[i].body,
+                             U(c)->parse_error ?: "");
+                cr_expect_eq(U(c)->tool_offered[AJ_TOOL_FEE_FILE_PARSER], cases[i].pages, "%s: %llu", cases[i].body,
+                             (unsigned long long)U(c)->tool_offered[AJ_TOOL_FEE_FILE_PARSER]);
+                cr_expect_eq(U(c)->unmetered != NULL, cases[i].unmetered, "%s: %s", cases[i].body,
+                             U(c)->unmetered ?: "(none)");
+                aj_llm_call_free(c);
+                if (cases[i].api != AJ_LLM_API_OPENAI_CHAT)
+                        continue;
+                for (int status = 200; status <= 500; status += 300) {
+                        Setup s = { AJ_LLM_API_OPENAI_CHAT, status, "application/json", cases[i].body };
+                        c = feed(&s, body, strlen(body), strlen(body), false);
+                        AjLlmCharge ch;
+                        aj_llm_call_charge(c, &ch);
+                        cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_FILE_PARSER], status == 200 ? cases[i].pages : 0, "%s %d",
+                                     cases[i].body, status);
+                        json_t *ev = aj_llm_call_to_json(c);
+                        cr_expect_eq(json_integer_value(json_object_get(ev, "file_parser_pages")),
+                                     status == 200 ? (json_int_t)cases[i].pages : 0);
+                        json_decref(ev);
+                        aj_llm_call_free(c);
+                }
+        }
+#undef PDF
+#undef CHAT_FILES
+}
+
+/* A request member that lets the provider bill beyond tokens, which the gateway does not
+ * understand, was relayed as if free: xAI's Live Search ("search_parameters", per source), a
+ * tool type it does not know (xAI's collections_search), an OpenRouter plugin it does not know,
+ * and members billing tokens at a rate the prices do not hold (Anthropic's fast mode, 2 to 6
+ * times; OpenAI's priority tier; audio and image tokens).
+ * Each is now named in unmetered (llm-meter.c refuses it under a cost cap); what it knows to
+ * bill nothing beyond tokens is not. */
+Test(gateway_usage, members_billed_beyond_tokens_it_cannot_meter_are_named)
+{
+        static const struct {
+                AjLlmApi api;
+                const char *body;
+                const char *unmetered; /* a part of the name, NULL: none */
+        } cases[] = {
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"grok-4\",\"search_parameters\":{\"mode\":\"auto\"}}",
+                  "search_parameters" },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"grok-4\",\"search_parameters\":{\"sources\":[{\"type\":\"x\"}]}}",
+                  "search_parameters" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"grok-4\",\"search_parameters\":{\"mode\":\"off\"}}", NULL },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"grok-4\",\"search_parameters\":null}", NULL },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"collections_search\",\"collection_ids\":[\"c\"]}]}",
+                  "\"collections_search\"" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"tools\":[{\"type\":\"openrouter:sandbox\"}]}",
+                  "\"openrouter:sandbox\"" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"tools\":[{\"type\":7}]}", "not a string" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"id\":\"moderation\"}]}", "\"moderation\"" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"max_results\":3}]}", "(none)" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":{\"id\":\"web\"}}", "not an array" },
+                /* Billed at a rate the (standard-tier, text) prices do not hold. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, "{\"model\":\"claude-opus-4-6\",\"max_tokens\":5,\"speed\":\"fast\"}",
+                  "\"fast\"" },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES, "{\"model\":\"m\",\"max_tokens\":5,\"speed\":1}", "speed" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"service_tier\":\"priority\"}", "\"priority\"" },
+                { AJ_LLM_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"service_tier\":\"scale\"}", "\"scale\"" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"modalities\":[\"text\",\"audio\"],\"audio\":{}}",
+                  "audio" },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"modalities\":[\"image\",\"text\"]}", "\"image\"" },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\","
+                  "\"input_audio\":{\"data\":\"AAAA\",\"format\":\"wav\"}}]}]}",
+                  "input_audio" },
+                /* What it knows. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"max_tokens\":5,\"speed\":\"standard\",\"service_tier\":\"standard_only\"}",
+                  NULL },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"service_tier\":\"flex\",\"modalities\":[\"text\"],\"audio\":null}", NULL },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"service_tier\":\"auto\",\"speed\":null}", NULL },
+                { AJ_LLM_API_OPENAI_CHAT, "{\"model\":\"m\",\"plugins\":[{\"id\":\"web\"}]}", NULL },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
+                  "{\"type\":\"custom\",\"name\":\"g\"},{\"type\":\"openrouter:datetime\"}]}",
+                  NULL },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"local_shell\"},{\"type\":\"shell\"},{\"type\":\"apply_patch\"},"
+                  "{\"type\":\"computer_use_preview\"},{\"type\":\"mcp\",\"server_url\":\"https://x\"},"
+                  "{\"type\":\"web_search\"},{\"type\":\"file_search\"},{\"type\":\"x_search\"}]}",
+                  NULL },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"max_tokens\":5,\"tools\":[{\"name\":\"Bash\",\"input_schema\":{}},"
+                  "{\"type\":\"bash_20250124\",\"name\":\"bash\"},{\"type\":\"text_editor_20250728\",\"name\":\"e\"},"
+                  "{\"type\":\"computer_20250124\",\"name\":\"c\"},{\"type\":\"memory_20250818\",\"name\":\"m\"},"
+                  "{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\"},{\"type\":\"custom\",\"name\":\"x\"}]}",
+                  NULL },
+                /* Spelled in other letter case: refused as the members the gateway reads are. */
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), 0, "%s: %s", cases[i].body,
+                             U(c)->parse_error ?: "");
+                if (cases[i].unmetered)
+                        cr_expect(U(c)->unmetered && strstr(U(c)->unmetered, cases[i].unmetered), "%s: %s",
+                                  cases[i].body, U(c)->unmetered ?: "(none)");
+                else
+                        cr_expect_null(U(c)->unmetered, "%s: %s", cases[i].body, U(c)->unmetered);
+                aj_llm_call_free(c);
+        }
+        static const char *const twins[] = {
+                "{\"model\":\"m\",\"Search_Parameters\":{\"mode\":\"on\"}}",
+                "{\"model\":\"m\",\"search_parameters\":{\"mode\":\"off\",\"Mode\":\"on\"}}",
+                "{\"model\":\"m\",\"plugins\":[{\"id\":\"file-parser\",\"PDF\":{\"engine\":\"mistral-ocr\"}}]}",
+                "{\"model\":\"m\",\"plugins\":[{\"id\":\"file-parser\",\"pdf\":{\"engine\":\"native\",\"ENGINE\":\"x\"}}]}",
+                "{\"model\":\"m\",\"Speed\":\"fast\"}",
+                "{\"model\":\"m\",\"SERVICE_TIER\":\"priority\"}",
+                "{\"model\":\"m\",\"Modalities\":[\"audio\"]}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(twins); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, twins[i], strlen(twins[i])), -EINVAL, "%s", twins[i]);
+                aj_llm_call_free(c);
+        }
+}
+
+/* xAI's x_search, and its code_execution outside Anthropic's API: billed per call ($5 per
+ * 1,000), run 0 to N times, and no item of the response the gateway reads counts them. They
+ * were reserved and charged nothing (x_search was no tool the gateway knew; code_execution one
+ * use reserved, none charged): now AJ_LLM_DEFAULT_TOOL_USES each, reserved and charged for an
+ * answer, as OpenRouter's server tools. */
+Test(gateway_usage, xai_server_tools_reserved_and_charged)
+{
+        static const char req[] =
+                "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"},{\"type\":\"code_execution\"}]}";
+        static const char body[] =
+                "{\"id\":\"r\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"grok-4\",\"output\":["
+                "{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"x\"}]}],"
+                "\"usage\":{\"input_tokens\":20,\"output_tokens\":3}}";
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_RESPONSES, &c), 0);
+        cr_assert_eq(aj_llm_call_request(c, req, strlen(req)), 0);
+        cr_expect_eq(U(c)->max_searches, AJ_LLM_DEFAULT_TOOL_USES);
+        cr_expect_not(U(c)->search_unbounded);
+        cr_expect_eq(U(c)->tool_offered[AJ_TOOL_FEE_CODE_EXECUTION], AJ_LLM_DEFAULT_TOOL_USES);
+        cr_expect_null(U(c)->unmetered);
+        aj_llm_call_free(c);
+        Setup s = { AJ_LLM_API_OPENAI_RESPONSES, 200, "application/json", req };
+        c = feed(&s, body, strlen(body), strlen(body), false);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.web_searches, AJ_LLM_DEFAULT_TOOL_USES);
+        cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION], AJ_LLM_DEFAULT_TOOL_USES);
+        aj_llm_call_free(c);
+}
+
+/* OpenRouter's usage reports the searches its server tools ran
+ * (usage.server_tool_use.web_search_requests): where a final usage says so, a namespaced
+ * search tool is charged that count, not the default it is reserved at; without it (a stream
+ * cut before its usage, a provider that does not say) the default, fail closed. The web
+ * plugin's results are not searches, and no response counts them (its url_citation
+ * annotations name those the answer cites): still its max_results. */
+Test(gateway_usage, server_tool_searches_charged_as_reported)
+{
+        static const char req[] = "{\"model\":\"m\",\"tools\":[{\"type\":\"openrouter:web_search\"}]}";
+        static const char plugin_req[] =
+                "{\"model\":\"m\",\"tools\":[{\"type\":\"openrouter:web_search\"}],\"plugins\":[{\"id\":\"web\","
+                "\"max_results\":3}]}";
+#define CHAT_BODY(usage)                                                                                                \
+        "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":" \
+        "\"assistant\",\"content\":\"x\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":20,"                \
+        "\"completion_tokens\":3" usage "}}"
+        static const struct {
+                const char *request, *body;
+                uint64_t searches;
+        } cases[] = {
+                { req, CHAT_BODY(",\"server_tool_use\":{\"web_search_requests\":2,\"tool_calls_executed\":2}"), 2 },
+                { req, CHAT_BODY(",\"server_tool_use\":{\"web_search_requests\":0}"), 0 },
+                { req, CHAT_BODY(""), AJ_LLM_DEFAULT_TOOL_USES },
+                { req, CHAT_BODY(",\"server_tool_use\":{\"web_search_requests\":\"2\"}"), AJ_LLM_DEFAULT_TOOL_USES },
+                { plugin_req, CHAT_BODY(",\"server_tool_use\":{\"web_search_requests\":1}"), 1 + 3 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Setup s = { AJ_LLM_API_OPENAI_CHAT, 200, "application/json", cases[i].request };
+                AjLlmCall *c = feed(&s, cases[i].body, strlen(cases[i].body), strlen(cases[i].body), false);
+                AjLlmCharge ch;
+                aj_llm_call_charge(c, &ch);
+                cr_expect_eq(ch.web_searches, cases[i].searches, "%s: %llu", cases[i].body,
+                             (unsigned long long)ch.web_searches);
+                aj_llm_call_free(c);
+        }
+        /* Streamed: the count comes with the usage chunk; a stream cut before it is the default. */
+        static const char stream[] =
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,"
+                "\"delta\":{\"content\":\"x\"}}]}\n\n"
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[],\"usage\":"
+                "{\"prompt_tokens\":20,\"completion_tokens\":3,\"server_tool_use\":{\"web_search_requests\":1}}}\n\n"
+                "data: [DONE]\n\n";
+        static const char sreq[] = "{\"model\":\"m\",\"stream\":true,\"tools\":[{\"type\":\"openrouter:web_search\"}]}";
+        Setup st = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, sreq };
+        AjLlmCall *c = feed(&st, stream, strlen(stream), strlen(stream), false);
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.web_searches, 1);
+        aj_llm_call_free(c);
+        size_t first = (size_t)(strstr(stream, "\n\n") - stream) + 2;
+        c = feed(&st, stream, first, first, false); /* cut after the first chunk */
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(ch.web_searches, AJ_LLM_DEFAULT_TOOL_USES);
+        aj_llm_call_free(c);
+#undef CHAT_BODY
+}
+
+/* A stored prompt may hold a code interpreter whose container the provider starts itself:
+ * OpenAI creates (and bills, $0.03) that container before the model runs, and a response
+ * whose model made no call names none. It was reserved, not charged: now an answer is one. */
+Test(gateway_usage, stored_prompt_answer_is_charged_its_auto_container)
+{
+        static const char req[] = "{\"model\":\"m\",\"prompt\":{\"id\":\"pmpt_1\"},\"input\":\"x\"}";
+        static const char body[] =
+                "{\"id\":\"r\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"m\",\"output\":["
+                "{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"x\"}]}],"
+                "\"usage\":{\"input_tokens\":20,\"output_tokens\":3}}";
+        for (int status = 200; status <= 500; status += 300) {
+                Setup s = { AJ_LLM_API_OPENAI_RESPONSES, status, "application/json", req };
+                AjLlmCall *c = feed(&s, body, strlen(body), strlen(body), false);
+                AjLlmCharge ch;
+                aj_llm_call_charge(c, &ch);
+                cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER], status == 200 ? 1 : 0, "%d", status);
+                aj_llm_call_free(c);
+        }
 }

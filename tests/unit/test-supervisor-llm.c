@@ -936,3 +936,114 @@ Test(supervisor_llm, response_of_a_forwarded_call_recorded_when_the_share_is_ful
         share_full = false;
         teardown(&f);
 }
+
+/* A request member that lets the provider bill beyond tokens in a way the gateway cannot
+ * meter (xAI's Live Search, a tool type or an OpenRouter plugin it does not know) was relayed
+ * under a cost cap as if free. It is refused (403, naming it) under a cost cap, before the
+ * provider sees it; a token cap alone does not price anything, so it is relayed there. */
+Test(supervisor_llm, unmetered_billing_refused_under_a_cost_cap)
+{
+        static const char *const bodies[] = {
+                "{\"model\":\"claude-test\",\"messages\":[],\"search_parameters\":{\"mode\":\"on\"}}",
+                "{\"model\":\"claude-test\",\"messages\":[],\"tools\":[{\"type\":\"collections_search\"}]}",
+                "{\"model\":\"claude-test\",\"messages\":[],\"plugins\":[{\"id\":\"moderation\"}]}",
+                "{\"model\":\"claude-test\",\"messages\":[],\"service_tier\":\"priority\"}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
+                Fixture f;
+                setup(&f, "cost_usd=5");
+                AjGatewayCall call;
+                AjGatewayVerdict v;
+                request(&f, &call, &openai, "/v1/chat/completions", bodies[i], &v);
+                cr_expect_eq(v.status, 403, "%s", bodies[i]);
+                cr_expect(strstr(v.message, "cannot meter") && strstr(v.message, "cost cap"), "%s", v.message);
+                cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.request"), "verdict")), "refused");
+                cr_expect_eq(json_array_size(breaches), 0, "a refusal, not a breach");
+                f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+                teardown(&f);
+                setup(&f, "tokens=100000");
+                request(&f, &call, &openai, "/v1/chat/completions", bodies[i], &v);
+                cr_expect_eq(v.status, 0, "%s: %s", bodies[i], v.message);
+                f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
+                teardown(&f);
+        }
+}
+
+/* OpenRouter's router models ("openrouter/auto") answer with a model they pick, priced at that
+ * model's rate; priced by the router's own name ($0 or none), the call cost nothing. Under a
+ * cap it is refused; without one it is priced, and summed, as the model the response names. */
+Test(supervisor_llm, router_model_refused_under_a_cap_else_priced_as_the_answering_model)
+{
+        static const char req[] = "{\"model\":\"openrouter/auto\",\"max_tokens\":10,\"messages\":[]}";
+        static const char reply[] =
+                "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"claude-test\",\"choices\":[{\"index\":0,"
+                "\"message\":{\"role\":\"assistant\",\"content\":\"x\"},\"finish_reason\":\"stop\"}],"
+                "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
+        Fixture f;
+        setup(&f, "cost_usd=5");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/chat/completions", req, &v);
+        cr_expect_eq(v.status, 403);
+        cr_expect(strstr(v.message, "openrouter/auto"), "%s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+        setup(&f, NULL);
+        request(&f, &call, &openai, "/v1/chat/completions", req, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        respond(&f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
+        json_t *rs = last_event("llm.response");
+        cr_assert_not_null(rs);
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(rs, "price"), "entry")), "claude-test");
+        /* 100 x 1e-4 + 10 x 2e-4 */
+        cr_expect_float_eq(json_real_value(json_object_get(rs, "cost_usd")), 0.012, 1e-9);
+        cr_expect_not_null(json_object_get(json_object_get(f.llm.summary, "openai"), "claude-test"));
+        teardown(&f);
+}
+
+/* A file OpenRouter may parse at a per-page fee (mistral-ocr, its default where the model reads
+ * no files itself): under a cost cap its pages must be priced (the file_parser fee), else the
+ * request is refused before anything is parsed; priced, AJ_LLM_FILE_PAGES pages a file are
+ * reserved and an answer charged them. A free engine named: nothing to price. */
+Test(supervisor_llm, file_parser_pages_priced_under_a_cost_cap)
+{
+#define FILE_REQ(plugins)                                                                                           \
+        "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"     \
+        "\"file\",\"file\":{\"filename\":\"a.pdf\",\"file_data\":\"data:application/pdf;base64,JVBE\"}}]}]" plugins \
+        "}"
+        static const char reply[] =
+                "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"claude-test\",\"choices\":[{\"index\":0,"
+                "\"message\":{\"role\":\"assistant\",\"content\":\"x\"},\"finish_reason\":\"stop\"}],"
+                "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
+        Fixture f;
+        setup(&f, "cost_usd=5");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/chat/completions", FILE_REQ(""), &v);
+        cr_expect_eq(v.status, 429);
+        cr_expect(strstr(v.message, "file_parser"), "%s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+
+        setup(&f, "cost_usd=5");
+        request(&f, &call, &openai, "/v1/chat/completions",
+                FILE_REQ(",\"plugins\":[{\"id\":\"file-parser\",\"pdf\":{\"engine\":\"pdf-text\"}}]"), &v);
+        cr_expect_eq(v.status, 0, "a free engine: %s", v.message);
+        respond(&f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
+        cr_expect_null(json_object_get(last_event("llm.response"), "file_parser_pages"));
+        teardown(&f);
+
+        setup(&f, "cost_usd=5");
+        cr_assert_eq(aj_meter_set_price_tool_fee(f.meter, "claude-test", AJ_TOOL_FEE_FILE_PARSER, 0.002), 0);
+        request(&f, &call, &openai, "/v1/chat/completions", FILE_REQ(""), &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        cr_expect_geq(json_real_value(
+                              json_object_get(json_object_get(last_event("llm.request"), "reserved"), "cost_usd")),
+                      2.0, "1,000 pages at $0.002 reserved");
+        respond(&f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
+        json_t *rs = last_event("llm.response");
+        cr_expect_eq(json_integer_value(json_object_get(rs, "file_parser_pages")), 1000);
+        cr_expect_float_eq(json_real_value(json_object_get(rs, "cost_usd")), 2.012, 1e-9);
+        teardown(&f);
+#undef FILE_REQ
+}
