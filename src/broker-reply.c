@@ -234,6 +234,7 @@ int broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
                 .limit = broker_cap_value(d->cap, d->limit),
                 .value = broker_cap_value(d->cap, d->value),
                 .request = req,
+                .reason = d->price_missing ? d->reason : NULL,
         };
         b->hooks->breach(b->hooks->userdata, &br);
         broker_regroup(b, was);

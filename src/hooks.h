@@ -18,8 +18,10 @@ typedef struct {
                             * "tool_calls_per_min", "repeat_limit", "egress_bytes", "wall",
                             * "log_bytes", "disk_free" (a floor: value below limit) */
         double limit;
-        double value;    /* what the usage would have become */
-        json_t *request; /* the triggering request or connection (borrowed, may be NULL) */
+        double value;       /* what the usage would have become */
+        json_t *request;    /* the triggering request or connection (borrowed, may be NULL) */
+        const char *reason; /* the meter's words where the value cannot be told (a price nobody gave),
+                             * shown instead of the figures (borrowed; NULL: the figures say it) */
 } AjBreach;
 
 typedef struct {

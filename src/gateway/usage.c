@@ -373,6 +373,28 @@ static bool free_tool(const char *type)
         return false;
 }
 
+/* A group of tools under one name (the Responses API's "namespace": {"type": "namespace",
+ * "name", "tools": [...]}, as Codex sends its multi-agent functions), billing nothing beyond
+ * tokens when every tool it holds is a client's own (a function or a custom tool): a group
+ * holding a provider's tool, another group, or anything else is not looked into further and
+ * stays a type the gateway does not know. */
+static bool free_namespace(json_t *tool)
+{
+        const char *type = json_string_value(json_object_get(tool, "type"));
+        if (!type || !streq(type, "namespace"))
+                return false;
+        json_t *tools = json_object_get(tool, "tools"), *member;
+        size_t i;
+        if (!json_is_array(tools))
+                return false;
+        json_array_foreach (tools, i, member) {
+                const char *t = json_string_value(json_object_get(member, "type"));
+                if (!t || !(streq(t, "function") || streq(t, "custom")))
+                        return false;
+        }
+        return true;
+}
+
 /* The provider's tool billed per use that `tool` offers (usage.h tool_offered), or -1. Any
  * case and version, as search_tool(). */
 static int fee_tool(json_t *tool)
@@ -579,7 +601,8 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
                 /* A tool of a type the gateway does not know may be one the provider runs and
                  * bills (xAI's collections_search, one added later): unmetered, fail closed. No
                  * type is a client's own tool (Anthropic's). */
-                if (t && !json_is_null(t) && (!type || (fee < 0 && !search_tool(tool) && !free_tool(type))))
+                if (t && !json_is_null(t) &&
+                    (!type || (fee < 0 && !search_tool(tool) && !free_tool(type) && !free_namespace(tool))))
                         unmetered(c, "a tool type the gateway does not know,",
                                   type ? json_string_value(t) : "(not a string)");
                 if (!search_tool(tool))

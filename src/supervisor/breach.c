@@ -173,9 +173,9 @@ static const char *number_shown(double v, char *buf, size_t size)
 void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
 {
         bool kill = b->cfg.kill_on_breach;
-        json_auto_t *fields = json_pack("{s:s, s:f, s:f, s:O?, s:s}", "cap", breach->cap, "limit", breach->limit,
+        json_auto_t *fields = json_pack("{s:s, s:f, s:f, s:O?, s:s, s:s?}", "cap", breach->cap, "limit", breach->limit,
                                         "value", breach->value, "request", breach->request, "action",
-                                        kill ? "kill" : "freeze");
+                                        kill ? "kill" : "freeze", "reason", breach->reason);
         int recorded = aj_sup_emit(&b->events, "cap.breach", json_incref(fields));
         if (b->quarantined && (b->frozen || b->killed))
                 return; /* already stopped for an earlier breach: recorded, nothing more to do */
@@ -183,9 +183,15 @@ void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
         /* disk_free is a floor: its value went below the limit; every other cap is a ceiling. */
         bool floor = streq(breach->cap, "disk_free");
         char value[32], limit[32];
-        aj_warning("run %s breached its %s cap (%s %s %s): %s", b->cfg.id, breach->cap,
-                   number_shown(breach->value, value, sizeof(value)), floor ? "<" : ">",
-                   number_shown(breach->limit, limit, sizeof(limit)), kill ? "killing it" : "freezing it");
+        /* The meter's words where it has them: a price nobody gave leaves the value untold
+         * ("0 > 10" would say the opposite of what happened). */
+        if (breach->reason)
+                aj_warning("run %s breached its %s cap (%s): %s", b->cfg.id, breach->cap, breach->reason,
+                           kill ? "killing it" : "freezing it");
+        else
+                aj_warning("run %s breached its %s cap (%s %s %s): %s", b->cfg.id, breach->cap,
+                           number_shown(breach->value, value, sizeof(value)), floor ? "<" : ">",
+                           number_shown(breach->limit, limit, sizeof(limit)), kill ? "killing it" : "freezing it");
         if (kill)
                 (void)aj_sup_breach_kill(b, "breach");
         else if (aj_sup_breach_freeze(b, "breach", breach->cap) < 0)

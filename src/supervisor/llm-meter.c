@@ -75,7 +75,8 @@ static void report_breach(AjSupLlmCall *cs, const AjMeterDecision *d, const char
         AjBreach br = { .cap = aj_cap_name(d->cap),
                         .limit = cap_value(d->cap, d->limit),
                         .value = cap_value(d->cap, d->value),
-                        .request = req };
+                        .request = req,
+                        .reason = d->price_missing ? d->reason : NULL };
         l->hooks->breach(l->hooks->userdata, &br);
         json_decref(req);
 }

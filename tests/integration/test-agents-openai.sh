@@ -74,7 +74,7 @@ export AJ_TEST_OPENAI_KEY="$OKEY"
 # gateway, the SDK's tracing export off (it would post to api.openai.com).
 cp "$APP" "$WORKSPACE/agent.js"
 SDK_ENV='"NODE_PATH": "/opt/openai-agents/node_modules"'
-LLM='"prices": {"gpt-test": {"input": 1e-6, "output": 2e-6}},
+LLM='"prices": {"gpt-test": {"input": 1e-6, "output": 2e-6, "web_search": 0.01}},
         "llm": {"providers": {"openai": {"url": "https://'$TH_IP:$FP'", "key_env": "AJ_TEST_OPENAI_KEY",
                                         "ca_file": "'$T/ca.pem'"}}}'
 profile() { # NAME [EXTRA-JSON-MEMBERS]: a profile with the recipe's settings
@@ -237,7 +237,10 @@ SECRET="host-secret-$RANDOM$RANDOM"
 echo "$SECRET" >"$TEST_TMP/host-secret.txt"
 n0=$(records)
 start=$SECONDS
-run_jail -p "$PC" "${CODEX[@]}" "Run <call>exec_command {\"cmd\": \"echo made-by-codex > codex.txt && id -u && hostname\"}</call>
+# Under a cost cap, as an operator runs it: every tool and member Codex sends must be priced
+# by the gateway, or the call would be refused (Codex offers the Responses API's web search on
+# every call: its fee is priced above, as docs/gateway.md asks of a capped profile).
+run_jail -p "$PC" --cap cost_usd=10 "${CODEX[@]}" "Run <call>exec_command {\"cmd\": \"echo made-by-codex > codex.txt && id -u && hostname\"}</call>
 <call>exec_command {\"cmd\": \"cat $TEST_TMP/host-secret.txt\"}</call>"
 diag "Codex's run took $((SECONDS - start)) s"
 is "$JAIL_RC" 0 "codex exec ran in the jail" || jail_diag

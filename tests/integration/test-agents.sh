@@ -118,7 +118,9 @@ echo "$SECRET" >"$TEST_TMP/host-secret.txt"
 NET="python3 -c 'import socket; socket.create_connection((\"$TH_IP\", $FP), 5); print(\"connected\")'"
 n0=$(records)
 start=$SECONDS
-claude_run -p "$P" -- "Run these: <cmd>echo made-by-claude > made.txt && id -u && hostname</cmd>
+# Under a cost cap, as an operator runs it: whatever Claude Code asks of the API must be
+# priced by the gateway, or the call would be refused.
+claude_run -p "$P" --cap cost_usd=10 -- "Run these: <cmd>echo made-by-claude > made.txt && id -u && hostname</cmd>
 <cmd>cat $TEST_TMP/host-secret.txt</cmd> <cmd>$NET</cmd>" --allowedTools Bash
 diag "Claude Code's run took $((SECONDS - start)) s"
 is "$JAIL_RC" 0 "Claude Code ran in print mode in the jail" || jail_diag

@@ -338,6 +338,10 @@ run_jail -p "$PC" --cap cost_usd=1 -- /bin/sh -c 'python3 client.py openai-chat 
 is "$JAIL_RC" 123 "a Chat search no fee covers, under a cost cap: a breach" || jail_diag
 like "$(events_of llm.request | jq -r 'select(.verdict == "breach") | .reason')" 'web search.*gpt-test.*web_search' \
         "llm.request says the search has no price, and what to add"
+like "$(events_of cap.breach | jq -r .reason)" 'web search.*gpt-test.*web_search' \
+        "cap.breach says why too: the cost could not be told"
+like "$JAIL_ERR" "breached its cost_usd cap \\(cost_usd: 1 web search" \
+        "the operator's warning gives the reason, not a value the meter could not tell"
 is "$(($(records) - n0))" 0 "... and it is refused before it runs"
 
 # --- the provider's other tools billed per use: the Responses API's file searches and code

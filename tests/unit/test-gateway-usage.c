@@ -2306,6 +2306,26 @@ Test(gateway_usage, members_billed_beyond_tokens_it_cannot_meter_are_named)
                   "{\"type\":\"computer_20250124\",\"name\":\"c\"},{\"type\":\"memory_20250818\",\"name\":\"m\"},"
                   "{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\"},{\"type\":\"custom\",\"name\":\"x\"}]}",
                   NULL },
+                /* A namespace (Codex's multi-agent functions) of a client's own tools only. */
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"namespace\",\"name\":\"multi_agent_v1\",\"tools\":["
+                  "{\"type\":\"function\",\"name\":\"spawn\"},{\"type\":\"custom\",\"name\":\"g\"}]}]}",
+                  NULL },
+                /* One holding a provider's tool, another namespace, or no list: not looked into. */
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"namespace\",\"name\":\"n\",\"tools\":["
+                  "{\"type\":\"function\",\"name\":\"f\"},{\"type\":\"image_generation\"}]}]}",
+                  "\"namespace\"" },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"namespace\",\"name\":\"n\",\"tools\":["
+                  "{\"type\":\"namespace\",\"name\":\"o\",\"tools\":[]}]}]}",
+                  "\"namespace\"" },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"namespace\",\"name\":\"n\",\"tools\":{}}]}",
+                  "\"namespace\"" },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"tools\":[{\"type\":\"x:namespace\",\"name\":\"n\",\"tools\":[]}]}",
+                  "\"x:namespace\"" },
                 /* Spelled in other letter case: refused as the members the gateway reads are. */
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
