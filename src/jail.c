@@ -597,22 +597,15 @@ static void run_free(Run *run)
         aj_events_close(run->events);
         /* After the last record (and the watchdog's 'D'): only now may the directory go. A
          * watchdog still removing the cgroup ('C') shares both locks' open files and records
-         * cgroup.removed or cgroup.left later: closed, not unlocked, they stay held until it
-         * exits (the directory is not removed under it, the run stays live meanwhile). */
-        if (run->cgroup_left) {
-                if (run->run_dir_lock >= 0)
-                        close(run->run_dir_lock);
-                run->run_dir_lock = -1;
-        } else
-                aj_run_dir_unhold(&run->run_dir_lock);
+         * cgroup.removed or cgroup.left later: it keeps them until it exits (the directory is
+         * not removed under it, the run stays live meanwhile). */
+        bool watchdog_keeps = run->cgroup_left;
+        aj_run_dir_unhold(&run->run_dir_lock, watchdog_keeps);
         aj_profile_free(run->profile);
         aj_paths_done(&run->paths);
         /* Last: every undo has run, nothing of the jail runs as these ids any more. */
         aj_host_id_lease_release(&run->host_ids);
-        if (run->cgroup_left && run->live_fd >= 0)
-                close(run->live_fd);
-        else
-                aj_run_live_release(run->live_fd);
+        aj_run_live_release(run->live_fd, watchdog_keeps);
         aj_strv_free(run->envp);
         json_decref(run->degraded);
         json_decref(run->resolved_profile);

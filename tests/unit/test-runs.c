@@ -809,7 +809,7 @@ Test(runs, remove_dir_leaves_a_run_its_supervisor_holds)
                 pause();
                 _exit(0);
         }
-        aj_run_dir_unhold(&life);
+        aj_run_dir_unhold(&life, false);
         cr_assert_eq(aj_runs_find(&paths, "aaaa00000004", &run, NULL), 0);
         cr_assert_eq(aj_run_remove_dir(&paths, run), 0, "let go of: removed, the watchdog still there");
         kill(watchdog, SIGKILL);
@@ -1069,7 +1069,7 @@ Test(runs, a_run_dir_appears_already_held)
         int status = 0;
         cr_assert_eq(waitpid(prober, &status, 0), prober);
         for (int i = 0; i < N; i++)
-                aj_run_dir_unhold(&lives[i]);
+                aj_run_dir_unhold(&lives[i], false);
         cr_expect_eq(failed, 0, "%d of %d runs failed to start under a probe", failed, N);
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a run directory was seen unheld");
 }
@@ -1092,7 +1092,7 @@ Test(runs, a_starting_run_is_alive_before_its_live_lock)
         cr_assert(aj_run_supervisor_alive(run), "live.lock made, not yet locked: alive");
         cr_assert_str_neq(aj_run_display_state(run), "lost");
         close(live);
-        aj_run_dir_unhold(&life);
+        aj_run_dir_unhold(&life, false);
         cr_assert_not(aj_run_supervisor_alive(run), "nothing holds it: not alive");
         cr_assert_str_eq(aj_run_display_state(run), "lost");
         aj_run_free(run);
@@ -1178,7 +1178,7 @@ Test(runs, a_dead_run_is_reaped_and_its_chain_closed)
         cr_assert(runtime_dir_exists("dddd00000001"));
         aj_run_reaped_done(&reaped);
         cr_assert_eq(aj_run_remove_dir(&paths, run), -EBUSY, "nor removed");
-        aj_run_live_release(live);
+        aj_run_live_release(live, false);
 
         cr_assert_eq(aj_run_reap(&paths, run, &reaped), 0);
         cr_assert_not(runtime_dir_exists("dddd00000001"), "its runtime dir is gone");
