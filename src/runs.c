@@ -1143,7 +1143,10 @@ static int record_reap(AjRun *run, AjRunReaped *ret)
         ret->event = type;
         if (!run->rec)
                 return 0; /* died before run.json: no anchor to move, as the watchdog's */
-        r = aj_run_record_set_anchor(run->rec, &end, type);
+        /* An open chain is closed here, as the watchdog's supervisor.lost closes it; a closed
+         * one's anchor moves as for any operator's append. */
+        r = open_chain ? aj_run_record_set_anchor(run->rec, &end, type)
+                       : aj_run_record_move_anchor(run->rec, &end, type);
         return r < 0 ? r : aj_run_record_write(run->dir, run->rec);
 }
 
