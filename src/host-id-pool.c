@@ -85,6 +85,32 @@ static int lock_id(int dfd, const char *dir, unsigned long id, int how, int *ret
         return 0;
 }
 
+/* Whether the slot's last holder left its jail behind: 1 when a directory its file names
+ * (aj_host_id_lease_mark) is still there, 0 when none is, -errno when that cannot be told.
+ * Only whole lines count: a supervisor killed while writing one has its earlier ones
+ * named, and nothing in the directory of a line it had not finished. */
+static int slot_left(int fd)
+{
+        char buf[AJ_HOST_ID_MARK_MAX + 1];
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        if (n < 0)
+                return -errno;
+        buf[n] = 0;
+        char *line = buf;
+        for (char *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+                *nl = 0;
+                if (line[0] != '/')
+                        return -EBADMSG; /* not ours: nothing says what it held */
+                struct stat st;
+                if (lstat(line, &st) == 0)
+                        return 1;
+                if (errno != ENOENT && errno != ENOTDIR)
+                        return -errno;
+        }
+        /* A file longer than a mark may be (a line cut at the bound) is not ours either. */
+        return (size_t)n == sizeof(buf) - 1 ? -EFBIG : 0;
+}
+
 int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *ret, unsigned long *ret_id,
                          AjError *ret_error)
 {
@@ -95,21 +121,56 @@ int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *
                 n_slots = AJ_HOST_ID_POOL_SIZE;
         /* Lowest free first: an open and a flock per run already live, and the directory
          * holds no more files than runs ever lived at once. */
+        unsigned long kept = 0;
         for (unsigned long slot = 0; slot < n_slots; slot++) {
-                int fd = -1;
+                _cleanup_close_ int fd = -1;
                 int r = lock_id(dfd, dir, AJ_HOST_ID_POOL_FIRST + slot, LOCK_EX, &fd, ret_error);
                 if (r == -EWOULDBLOCK)
                         continue;
                 if (r < 0)
                         return r;
-                *ret = (AjHostIdLease){ .fd = { fd, -1 } };
+                /* Unlocked, but its last run's processes may still run as these ids. */
+                if (slot_left(fd) != 0) {
+                        kept++;
+                        continue;
+                }
+                if (ftruncate(fd, 0) < 0)
+                        return aj_error_set(ret_error, -errno, "cannot empty '%s/%lu': %m", dir,
+                                            AJ_HOST_ID_POOL_FIRST + slot);
+                *ret = (AjHostIdLease){ .fd = { TAKE_FD(fd), -1 }, .own = true };
                 *ret_id = AJ_HOST_ID_POOL_FIRST + slot;
                 return 0;
         }
         return aj_error_set(ret_error, -EUSERS,
                             "every one of the %lu host id slots (%lu-%lu, '%s') is held by a live run or a profile "
-                            "naming its ids",
-                            n_slots, AJ_HOST_ID_POOL_FIRST, AJ_HOST_ID_POOL_FIRST + n_slots - 1, dir);
+                            "naming its ids, or keeps an ended run's cgroup (%lu of them: processes of that run may "
+                            "still run as its ids; 'agentjail prune' removes a dead run's cgroup once they are gone)",
+                            n_slots, AJ_HOST_ID_POOL_FIRST, AJ_HOST_ID_POOL_FIRST + n_slots - 1, dir, kept);
+}
+
+int aj_host_id_lease_mark(const AjHostIdLease *l, char *const *paths)
+{
+        if (!l->own || l->fd[0] < 0)
+                return 0;
+        char text[AJ_HOST_ID_MARK_MAX];
+        size_t len = 0;
+        for (char *const *p = paths; p && *p; p++) {
+                size_t n = strlen(*p);
+                if ((*p)[0] != '/' || strchr(*p, '\n'))
+                        return -EINVAL;
+                if (n + 1 > sizeof(text) - len)
+                        return -E2BIG;
+                memcpy(text + len, *p, n);
+                text[len + n] = '\n';
+                len += n + 1;
+        }
+        /* Over what is there (this run's own earlier lines, a prefix of these), then cut. */
+        ssize_t w = pwrite(l->fd[0], text, len, 0);
+        if (w < 0)
+                return -errno;
+        if ((size_t)w != len)
+                return -EIO;
+        return ftruncate(l->fd[0], (off_t)len) < 0 ? -errno : 0;
 }
 
 int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *ret, AjError *ret_error)
@@ -145,6 +206,7 @@ int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *
 
 void aj_host_id_lease_release(AjHostIdLease *l)
 {
+        l->own = false;
         for (size_t i = 0; i < ARRAY_SIZE(l->fd); i++)
                 if (l->fd[i] >= 0) {
                         close(l->fd[i]);

@@ -18,6 +18,14 @@
  * supervisor frees the slot only when the watchdog has killed what was left of the jail and
  * exits. The jail's init closes it before the command runs (never the agent's to unlock).
  *
+ * The lock alone is not the jail's life: a watchdog that gives up on a process that does not
+ * die (AJ_CGROUP_REMOVE_LATE_MS), or one killed with its supervisor, lets go of it while the
+ * jail's processes may still run as these ids. So the slot's file also names the run's
+ * cgroup directories (aj_host_id_lease_mark, written before any process is in them), and a
+ * slot whose last holder's directories are still there is not free, whoever holds its lock
+ * (fail closed: one that cannot be checked is not free either). `agentjail prune` removes a
+ * dead run's cgroup once its processes are gone (runs.h aj_run_reap), which frees the slot.
+ *
  * A profile that names ids inside the pool shares them on purpose (today's behaviour):
  * it takes a shared lock on their slot, so the pool never hands that slot to a run of
  * its own while such a run lives, and the run does not start while one holds it alone.
@@ -39,9 +47,10 @@
 #define AJ_HOST_ID_POOL_DIR "/run/agentjail/host-ids"
 
 /* The locks a run holds on its ids' slots: two when a profile names a uid and a gid in two
- * different slots. -1: none. Held by an exclusive (own) or shared (named) lock. */
+ * different slots. -1: none. Held by an exclusive (own: fd[0]) or shared (named) lock. */
 typedef struct {
         int fd[2];
+        bool own; /* a slot of the run's own (aj_host_id_pool_take) */
 } AjHostIdLease;
 
 #define AJ_HOST_ID_LEASE_INIT    \
@@ -49,13 +58,18 @@ typedef struct {
                 .fd = { -1, -1 } \
         }
 
+/* The most a slot's file holds: the run's cgroup directories, one per line. */
+#define AJ_HOST_ID_MARK_MAX 8192
+
 static inline bool aj_host_id_in_pool(unsigned long id)
 {
         return id >= AJ_HOST_ID_POOL_FIRST && id - AJ_HOST_ID_POOL_FIRST < AJ_HOST_ID_POOL_SIZE;
 }
 
 /* The lowest free slot of the first n_slots (<= AJ_HOST_ID_POOL_SIZE; tests use fewer)
- * under `dir`, locked exclusively: its id in *ret_id. -EUSERS when every slot is held;
+ * under `dir`, locked exclusively: its id in *ret_id. A slot is free when nobody holds its
+ * lock and none of the directories its file names exists (then its file is emptied for the
+ * new holder's). -EUSERS when every slot is held or keeps an ended run's directories;
  * -EPERM when `dir` or its parent is not the euid's alone (a symlink, writable by others);
  * else -errno of a mkdir, open or flock; ret_error says which. */
 int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *ret, unsigned long *ret_id,
@@ -63,4 +77,11 @@ int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *
 /* A profile's named ids: a shared lock on the slot of each that is in the pool (none
  * outside it). -EBUSY when a run holds one of them as its own. */
 int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *ret, AjError *ret_error);
+/* Names in the own slot's file the directories that hold the run's processes (its cgroup's,
+ * aj_cgroup_paths), before any process is in them: the slot stays taken while one of them
+ * exists. Called again as more are made, with every one of them, the first ones first (the
+ * file only grows, so a supervisor killed in the write leaves the earlier ones named). 0 and
+ * nothing written for a lease without a slot of its own; -E2BIG past AJ_HOST_ID_MARK_MAX,
+ * -EINVAL for a path that is not absolute or holds a newline; else -errno of the write. */
+int aj_host_id_lease_mark(const AjHostIdLease *l, char *const *paths);
 void aj_host_id_lease_release(AjHostIdLease *l);

@@ -785,6 +785,17 @@ int aj_run_setup_cgroup(Run *run)
         }
         if (unenforced)
                 aj_run_record_degraded(run, "limits", unenforced);
+        return aj_run_mark_host_ids(run);
+}
+
+int aj_run_mark_host_ids(Run *run)
+{
+        int r = aj_host_id_lease_mark(&run->host_ids, aj_cgroup_paths(run->cgroup));
+        if (r < 0)
+                return aj_log_errno(r,
+                                    "Cannot name the run's cgroup in its host id slot's file (in '%s'): the slot "
+                                    "would be free while processes of the run may live",
+                                    AJ_HOST_ID_POOL_DIR);
         return 0;
 }
 

@@ -131,14 +131,16 @@ static void destroy_cgroup(Run *run)
         if (run->cgroup) {
                 /* The operator waits at most AJ_CGROUP_REMOVE_MS; what is left (processes still
                  * on their way out of a loaded host), the watchdog goes on removing
-                 * (finish_watchdog, after this undo). */
-                int r = aj_cgroup_remove(run->cgroup, AJ_CGROUP_REMOVE_MS);
+                 * (finish_watchdog, after this undo). An init not waited for (AJ_JAIL_EXIT_MS)
+                 * is held by a process that has had as long to die: not waited for again. */
+                int r = aj_cgroup_remove(run->cgroup, run->child.init_abandoned ? 0 : AJ_CGROUP_REMOVE_MS);
                 run->cgroup_left = r < 0 && aj_cgroup_left(run->cgroup);
                 pid_t wd = aj_sup_watchdog_pid(&run->watchdog);
                 if (run->cgroup_left && wd > 0)
                         aj_warning("The run's cgroup still holds processes after %d s: its watchdog (pid %d) goes "
                                    "on removing it, for up to %d minutes",
-                                   AJ_CGROUP_REMOVE_MS / 1000, (int)wd, AJ_CGROUP_REMOVE_LATE_MS / 60000);
+                                   (run->child.init_abandoned ? AJ_JAIL_EXIT_MS : AJ_CGROUP_REMOVE_MS) / 1000, (int)wd,
+                                   AJ_CGROUP_REMOVE_LATE_MS / 60000);
                 else if (r < 0)
                         aj_log_errno(r, "Failed to remove the run's cgroup");
                 aj_cgroup_free(run->cgroup);
@@ -388,6 +390,8 @@ static int join_cgroups(Run *run)
         }
         if (unenforced)
                 aj_run_record_degraded(run, "limits", unenforced);
+        if ((r = aj_run_mark_host_ids(run)) < 0)
+                return r;
         r = aj_cgroup_attach(run->cgroup, run->h.pid, run->h.in_v2_cgroup);
         if (r < 0)
                 return aj_log_errno(r, "Cannot move the jail into its cgroup");
@@ -608,22 +612,15 @@ static void run_free(Run *run)
         aj_events_close(run->events);
         /* After the last record (and the watchdog's 'D'): only now may the directory go. A
          * watchdog still removing the cgroup ('C') shares both locks' open files and records
-         * cgroup.removed or cgroup.left later: closed, not unlocked, they stay held until it
-         * exits (the directory is not removed under it, the run stays live meanwhile). */
-        if (run->cgroup_left) {
-                if (run->run_dir_lock >= 0)
-                        close(run->run_dir_lock);
-                run->run_dir_lock = -1;
-        } else
-                aj_run_dir_unhold(&run->run_dir_lock);
+         * cgroup.removed or cgroup.left later: it keeps them until it exits (the directory is
+         * not removed under it, the run stays live meanwhile). */
+        bool watchdog_keeps = run->cgroup_left;
+        aj_run_dir_unhold(&run->run_dir_lock, watchdog_keeps);
         aj_profile_free(run->profile);
         aj_paths_done(&run->paths);
         /* Last: every undo has run, nothing of the jail runs as these ids any more. */
         aj_host_id_lease_release(&run->host_ids);
-        if (run->cgroup_left && run->live_fd >= 0)
-                close(run->live_fd);
-        else
-                aj_run_live_release(run->live_fd);
+        aj_run_live_release(run->live_fd, watchdog_keeps);
         aj_strv_free(run->envp);
         json_decref(run->degraded);
         json_decref(run->resolved_profile);

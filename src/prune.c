@@ -58,6 +58,8 @@ int aj_prune_select(const AjPruneRun *runs, size_t n, const AjPruneOptions *o, A
                         d->verdict = AJ_PRUNE_KEEP_NEWEST;
                 else if (young)
                         d->verdict = AJ_PRUNE_KEEP_YOUNG;
+                else if (r->remains)
+                        d->verdict = AJ_PRUNE_KEEP_REMAINS;
                 else if (r->quarantined && !o->quarantined)
                         d->verdict = AJ_PRUNE_KEEP_QUARANTINED;
                 else if (r->pending && !o->discard_pending)
@@ -78,6 +80,7 @@ const char *aj_prune_verdict_name(AjPruneVerdict v)
                 [AJ_PRUNE_KEEP_NEWEST] = "newest",      [AJ_PRUNE_KEEP_LIVE] = "live",
                 [AJ_PRUNE_KEEP_UNKNOWN] = "unknown",    [AJ_PRUNE_KEEP_QUARANTINED] = "quarantined",
                 [AJ_PRUNE_KEEP_PENDING] = "pending",    [AJ_PRUNE_KEEP_NOT_OWNER] = "not_owner",
+                [AJ_PRUNE_KEEP_REMAINS] = "remains",
         };
         /* clang-format on */
         return (size_t)v < ARRAY_SIZE(names) && names[v] ? names[v] : "?";
@@ -103,6 +106,9 @@ const char *aj_prune_verdict_reason(AjPruneVerdict v)
                        "(--discard-pending prunes it)";
         case AJ_PRUNE_KEEP_NOT_OWNER:
                 return "not yours: only its owner or root may remove it";
+        case AJ_PRUNE_KEEP_REMAINS:
+                return "its cgroup still holds processes that do not die: kept until they are gone (the next "
+                       "prune tries again)";
         }
         return "?";
 }

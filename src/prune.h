@@ -23,6 +23,7 @@ typedef struct {
         bool quarantined; /* quarantined and not released */
         bool pending;     /* an overlay workspace's changes neither committed nor discarded */
         bool owned;       /* the operator may remove it (its owner, or root) */
+        bool remains;     /* its cgroup still holds processes that do not die (runs.h aj_run_reap) */
         uint64_t time_ns; /* when it ended (else started, else the dir's mtime), realtime */
 } AjPruneRun;
 
@@ -45,6 +46,7 @@ typedef enum {
         AJ_PRUNE_KEEP_QUARANTINED, /* without --quarantined */
         AJ_PRUNE_KEEP_PENDING,     /* without --discard-pending */
         AJ_PRUNE_KEEP_NOT_OWNER,   /* someone else's (the control socket's rule: owner or root) */
+        AJ_PRUNE_KEEP_REMAINS,     /* its cgroup still holds processes: the one trace of them */
 } AjPruneVerdict;
 
 typedef struct {
@@ -58,7 +60,8 @@ typedef struct {
 /* Decides each of runs[0..n) into ret[0..n). -EINVAL without either rule. */
 int aj_prune_select(const AjPruneRun *runs, size_t n, const AjPruneOptions *o, AjPruneDecision *ret);
 
-/* "remove", "young", "newest", "live", "unknown", "quarantined", "pending", "not_owner". */
+/* "remove", "young", "newest", "live", "unknown", "quarantined", "pending", "not_owner",
+ * "remains". */
 const char *aj_prune_verdict_name(AjPruneVerdict v);
 /* Why a run stays, for a person: "quarantined (--quarantined prunes it)". */
 const char *aj_prune_verdict_reason(AjPruneVerdict v);

@@ -69,11 +69,11 @@ int aj_run_live_hold(const char *run_dir, int *ret_fd)
         return 0;
 }
 
-void aj_run_live_release(int fd)
+void aj_run_live_release(int fd, bool watchdog_keeps)
 {
         /* A flock belongs to the open file, which the watchdog shares: unlocked here, the run
          * is over at once, not when the watchdog, told it is done, gets round to exiting. */
-        aj_unlock_close(fd);
+        aj_lock_release(fd, watchdog_keeps);
 }
 
 int aj_run_live_held(const char *run_dir)

@@ -53,9 +53,11 @@
  */
 int aj_run_live_hold(const char *run_dir, int *ret_fd);
 /* The run is over (every undo done): unlocks for every holder, the watchdog too, and closes
- * fd. A killed supervisor never gets here: the watchdog's copy keeps the run live until it
- * has closed the chain and exits. Accepts -1. */
-void aj_run_live_release(int fd);
+ * fd; with `watchdog_keeps` (a watchdog still removing the run's cgroup, "C"), only closes it:
+ * the run stays live until the watchdog has recorded the removal and exits. A killed
+ * supervisor never gets here: the watchdog's copy keeps the run live until it has closed the
+ * chain and exits. Accepts -1. */
+void aj_run_live_release(int fd, bool watchdog_keeps);
 /* 1 held (live), 0 not (its processes are gone), -ENOENT no live.lock (a run of an older
  * agentjail, or one whose directory is being made), other -errno: cannot tell. */
 int aj_run_live_held(const char *run_dir);

@@ -61,8 +61,17 @@ typedef struct {
         bool have_status;
         int cmd_status;
         bool init_exited;
+        /* Its exit did not come within AJ_JAIL_EXIT_MS of the jail's end (a process of the
+         * jail that does not die holds the pid namespace's teardown in it): not waited for. */
+        bool init_abandoned;
         siginfo_t init_info;
 } AjRunChild;
+
+/* How long the jail's init may take to exit once the jail is ending (its command's status
+ * reported, or the jail killed): the kernel tears the pid namespace down in init's exit,
+ * reaping every process in it, and one that does not die (in uninterruptible sleep, or
+ * frozen) holds it there as long. The same bound as the cgroup's removal. */
+#define AJ_JAIL_EXIT_MS AJ_CGROUP_REMOVE_MS
 
 typedef struct {
         /* what the run is */
@@ -125,6 +134,7 @@ typedef struct {
         int sigfd;
         AjLoopIo *sig_io, *pidfd_io, *sync_io;
         AjLoopTimer drain_timer; /* after init exits: how long the output may take */
+        AjLoopTimer exit_timer;  /* from the jail's end: how long init's exit may take */
         bool drain_expired;
         bool may_spin;       /* more than one CPU: poll after broker traffic */
         uint64_t spin_until; /* ... until then (BROKER_SPIN_NS) */
@@ -166,6 +176,9 @@ int aj_run_prepare(Run *run);
 int aj_run_set_keys_aside(Run *run);
 int aj_run_plan(Run *run, AjSpawnConfig *cfg);
 int aj_run_setup_cgroup(Run *run);
+/* The run's cgroup directories named in its host id slot's file (host-id-pool.h): after each
+ * is made, before a process is in it. */
+int aj_run_mark_host_ids(Run *run);
 int aj_run_setup_idmap(Run *run);
 int aj_run_check_places(Run *run);
 void aj_run_places_prework(void *arg, int fd);

@@ -13,15 +13,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "control.h"
 #include "events.h"
 #include "llm-summary.h"
 #include "log.h"
 #include "rollback.h"
 #include "runs.h"
+#include "util/clock.h"
 #include "util/fd.h"
 #include "util/format.h"
 #include "util/parse.h"
+#include "util/strv.h"
 /* Field values longer than this are cut in the human-readable event lines. */
 #define EVENT_VALUE_MAX 200
 
@@ -82,6 +85,7 @@ int aj_run_load(const AjPaths *paths, const char *id, AjRun **ret)
                 control = NULL;
         run->dir = dir;
         run->control_path = control;
+        run->life = AJ_RUN_LIFE_UNASKED;
         if (!(run->id = strdup(id)) || !dir || !control)
                 return -ENOMEM;
         struct stat st;
@@ -311,9 +315,7 @@ bool aj_supervisor_alive(pid_t pid)
         return streq(comm, "agentjail");
 }
 
-/* Whether something of the run (its supervisor, starting or not, or a watchdog) holds its
- * directory's life lock (state.h aj_run_dir_create); -errno when it cannot be told. */
-static int life_held(const char *dir)
+int aj_run_dir_held(const char *dir)
 {
         _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
@@ -324,8 +326,11 @@ static int life_held(const char *dir)
         return 0;
 }
 
-bool aj_run_supervisor_alive(const AjRun *run)
+/* aj_run_supervisor_alive, and the life lock's answer when it was asked (a run without
+ * run.json whose live.lock is not held) in *ret_life, else AJ_RUN_LIFE_UNASKED. */
+static bool supervisor_alive(const AjRun *run, int *ret_life)
 {
+        *ret_life = AJ_RUN_LIFE_UNASKED;
         int r = aj_run_live_held(run->dir);
         if (r > 0)
                 return true;
@@ -334,7 +339,7 @@ bool aj_run_supervisor_alive(const AjRun *run)
          * says it lives until live.lock does; `kill` then must wait for it, not find it
          * "not live". (A run.json is written only once live.lock is held.) */
         if (!run->rec && run->rec_error.err == 0 && (r == 0 || r == -ENOENT)) {
-                int q = life_held(run->dir);
+                int q = *ret_life = aj_run_dir_held(run->dir);
                 if (q >= 0 || q == -ENOENT)
                         return q > 0;
                 if (q != -EACCES)
@@ -349,6 +354,12 @@ bool aj_run_supervisor_alive(const AjRun *run)
         return true; /* cannot tell: as live, so that nothing acts on the run as over */
 }
 
+bool aj_run_supervisor_alive(const AjRun *run)
+{
+        int life;
+        return supervisor_alive(run, &life);
+}
+
 void aj_run_probe(AjRun *run, int timeout_ms)
 {
         run->probed = true;
@@ -359,7 +370,7 @@ void aj_run_probe(AjRun *run, int timeout_ms)
         /* Only a run whose processes exist is asked: whatever answers at a dead run's socket
          * path is not the run (a socket another user serves in a runtime dir they made), and
          * it must neither make the run live nor hear the request. */
-        run->alive = aj_run_supervisor_alive(run);
+        run->alive = supervisor_alive(run, &run->life);
         if (!run->alive)
                 return;
 
@@ -417,12 +428,15 @@ const char *aj_run_state_of(const AjRunRecord *rec, bool live, json_t *live_stat
 
 const char *aj_run_display_state(const AjRun *run)
 {
-        bool alive = run->probed ? run->alive : aj_run_supervisor_alive(run);
+        int life = run->life;
+        bool alive = run->probed ? run->alive : supervisor_alive(run, &life);
         /* No run.json (none, not a malformed one) and nothing of the run holds its directory:
          * its supervisor died in start-up, before it wrote it (SIGKILLed, or the host went
          * down), and its watchdog, if it had one, is done. Lost, and prunable as such: as
-         * "unknown" each such directory stayed for good. */
-        if (!run->rec && run->rec_error.err == 0 && !run->live && !alive && life_held(run->dir) == 0)
+         * "unknown" each such directory stayed for good. The probe's answer, when it asked
+         * (always, for such a run found not alive), is the one taken. */
+        if (!run->rec && run->rec_error.err == 0 && !run->live && !alive &&
+            (life != AJ_RUN_LIFE_UNASKED ? life : aj_run_dir_held(run->dir)) == 0)
                 return "lost";
         return aj_run_state_of(run->rec, run->live, run->live_state, !run->live && alive);
 }
@@ -1000,14 +1014,15 @@ int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollback
         return r < 0 ? r : aj_run_record_write(run->dir, run->rec);
 }
 
-int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)
+/* The run directory's life lock (state.h aj_run_dir_create), taken exclusively without
+ * waiting: *ret_fd holds it. Only <state>/runs/<valid id>, a real directory (-EPERM);
+ * -EBUSY when a supervisor or a watchdog holds it (shared), or `rollback --apply`. */
+static int hold_run_dir(const AjPaths *paths, const AjRun *run, int *ret_fd)
 {
         if (!aj_run_id_valid(run->id))
                 return -EPERM;
-        _cleanup_free_ char *runs = NULL, *expected = NULL;
-        if (asprintf(&runs, "%s/runs", paths->state_root) < 0)
-                return -ENOMEM;
-        if (asprintf(&expected, "%s/%s", runs, run->id) < 0)
+        _cleanup_free_ char *expected = NULL;
+        if (asprintf(&expected, "%s/runs/%s", paths->state_root, run->id) < 0)
                 return -ENOMEM;
         if (!streq(expected, run->dir))
                 return -EPERM;
@@ -1016,27 +1031,226 @@ int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)
                 return -errno;
         if (!S_ISDIR(st.st_mode))
                 return -EPERM;
-        /* Its life's lock (state.h aj_run_dir_create), held shared by a supervisor and its
-         * watchdogs: a run that lives, or starts (no run.json yet, no control socket: what
-         * the callers' checks go by), or whose watchdog is writing supervisor.lost; and
-         * exclusively by `rollback --apply`. Held until the directory is gone. */
-        _cleanup_close_ int life_fd = open(expected, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (life_fd < 0)
+        _cleanup_close_ int fd = open(expected, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
                 return errno == ELOOP || errno == ENOTDIR ? -EPERM : -errno;
-        if (flock(life_fd, LOCK_EX | LOCK_NB) < 0)
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
                 return errno == EWOULDBLOCK ? -EBUSY : -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* With its life lock held: nothing of the run lives any more (its live.lock free; a run of
+ * an older agentjail, without one, by its supervisor's pid). -EBUSY when something does,
+ * another -errno when that cannot be told. */
+static int check_dead(const AjRun *run)
+{
+        int r = aj_run_live_held(run->dir);
+        if (r > 0)
+                return -EBUSY;
+        if (r == -ENOENT)
+                return run->rec && aj_supervisor_alive(run->rec->supervisor_pid) ? -EBUSY : 0;
+        return r;
+}
+
+/* ---- what a dead run left on the host ------------------------------------------------- */
+
+void aj_run_remains_done(AjRunRemains *rm)
+{
+        aj_strv_free(rm->cgroup);
+        free(rm->runtime_dir);
+        *rm = (AjRunRemains){ 0 };
+}
+
+bool aj_run_remains_any(const AjRunRemains *rm) { return (rm->cgroup && rm->cgroup[0]) || rm->runtime_dir; }
+
+char *aj_run_remains_describe(const AjRunRemains *rm, char *buf, size_t len)
+{
+        size_t dirs = aj_strv_length(rm->cgroup);
+        char cg[64] = "";
+        if (dirs)
+                snprintf(cg, sizeof(cg), "its cgroup (%zu director%s)", dirs, dirs == 1 ? "y" : "ies");
+        snprintf(buf, len, "%s%s%s", cg, dirs && rm->runtime_dir ? ", " : "", rm->runtime_dir ? "its runtime dir" : "");
+        return buf;
+}
+
+int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret)
+{
+        if (!aj_run_id_valid(run->id))
+                return -EINVAL;
+        _cleanup_(aj_run_remains_done) AjRunRemains rm = { 0 };
+        _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
+        int r = aj_cgroup_open(run->id, &cg);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        if (r >= 0 && !(rm.cgroup = aj_strv_copy(aj_cgroup_paths(cg))))
+                return -ENOMEM;
+        _cleanup_free_ char *rt = aj_runtime_dir_path(paths, run->id);
+        if (!rt)
+                return -ENOMEM;
+        struct stat st;
+        if (lstat(rt, &st) == 0)
+                rm.runtime_dir = TAKE_PTR(rt);
+        else if (errno != ENOENT)
+                return -errno;
+        *ret = rm;
+        rm = (AjRunRemains){ 0 };
+        return 0;
+}
+
+void aj_run_reaped_done(AjRunReaped *r)
+{
+        aj_run_remains_done(&r->found);
+        aj_strv_free(r->cgroup_left);
+        *r = (AjRunReaped){ 0 };
+}
+
+/* The cgroup's directories of `found` still there. */
+static char **dirs_left(char *const *found)
+{
+        char **left = NULL;
+        struct stat st;
+        for (char *const *p = found; p && *p; p++)
+                if (stat(*p, &st) == 0 && aj_strv_push(&left, *p) < 0) {
+                        aj_strv_free(left);
+                        return NULL;
+                }
+        return left;
+}
+
+/* Kills what is left in the run's cgroup and removes it (AJ_RUN_REAP_CGROUP_MS for its
+ * processes to leave), then its runtime dir, with its life lock held and nothing of it alive
+ * (check_dead). */
+static int reap_held(const AjPaths *paths, const AjRun *run, AjRunReaped *ret)
+{
+        int r = aj_run_remains(paths, run, &ret->found);
+        if (r < 0)
+                return r;
+        if (ret->found.cgroup) {
+                _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
+                int64_t t0 = aj_now_monotonic_ms();
+                r = aj_cgroup_open(run->id, &cg);
+                if (r >= 0)
+                        r = aj_cgroup_remove(cg, AJ_RUN_REAP_CGROUP_MS);
+                ret->waited_ms = aj_now_monotonic_ms() - t0;
+                /* -ENOENT: gone meanwhile; a failure with nothing left: it did empty. */
+                if (r < 0 && r != -ENOENT && (ret->cgroup_left = dirs_left(ret->found.cgroup)))
+                        ret->cgroup_error = r;
+        }
+        if (ret->found.runtime_dir)
+                ret->runtime_error = aj_runtime_dir_remove(ret->found.runtime_dir);
+        return 0;
+}
+
+/* The reap in the run's chain, under the records' lock: what its watchdog would have written.
+ * A chain nothing closed (both the supervisor and its watchdog died) is closed with
+ * supervisor.lost; a closed one gets cgroup.removed (or runtime_dir.removed) after it. A
+ * removal that failed on a closed chain is not recorded again at every prune: the run shows
+ * what is left (ps), and its events already end with the run's end or cgroup.left. */
+static int record_reap(AjRun *run, AjRunReaped *ret)
+{
+        _cleanup_close_ int lock = -1;
+        int r = aj_run_lock_records(run, true, &lock);
+        if (r < 0)
+                return r;
+        bool open_chain = !run->rec || !run->rec->anchor.present;
+        bool cg = ret->found.cgroup != NULL, left = ret->cgroup_left != NULL;
+        const char *type = open_chain     ? "supervisor.lost"
+                           : cg && !left  ? "cgroup.removed"
+                           : !cg && !left ? "runtime_dir.removed"
+                                          : NULL;
+        if (!type)
+                return 0;
+        json_auto_t *fields = json_pack("{s:s, s:I}", "by", "operator", "uid", (json_int_t)getuid());
+        if (!fields)
+                return -ENOMEM;
+        if (open_chain)
+                json_object_set_new(fields, "action",
+                                    json_string(!cg    ? "runtime dir removed"
+                                                : left ? "jail killed, cgroup left"
+                                                       : "jail killed, cgroup removed"));
+        if (open_chain)
+                json_object_set_new(fields, "watchdog", json_string("lost"));
+        if (cg)
+                json_object_set_new(fields, "waited_ms", json_integer(ret->waited_ms));
+        if (left) {
+                json_t *dirs = json_array();
+                for (char **d = ret->cgroup_left; dirs && *d; d++)
+                        json_array_append_new(dirs, json_string(*d));
+                json_object_set_new(fields, "cgroup_left", dirs);
+                json_object_set_new(fields, "error", json_string(strerror(-ret->cgroup_error)));
+        }
+        if (ret->found.runtime_dir)
+                json_object_set_new(fields, "runtime_dir", json_string(ret->runtime_error < 0 ? "left" : "removed"));
+        char path[PATH_MAX];
+        r = aj_run_file_path(run->dir, AJ_RUN_FILE_EVENTS, path, sizeof(path));
+        if (r < 0)
+                return r;
+        AjChainEnd end;
+        r = aj_events_append(path, run->id, type, TAKE_PTR(fields), &end);
+        if (r < 0)
+                return r;
+        ret->event = type;
+        if (!run->rec)
+                return 0; /* died before run.json: no anchor to move, as the watchdog's */
+        /* An open chain is closed here, as the watchdog's supervisor.lost closes it; a closed
+         * one's anchor moves as for any operator's append. */
+        r = open_chain ? aj_run_record_set_anchor(run->rec, &end, type)
+                       : aj_run_record_move_anchor(run->rec, &end, type);
+        return r < 0 ? r : aj_run_record_write(run->dir, run->rec);
+}
+
+int aj_run_reap(const AjPaths *paths, AjRun *run, AjRunReaped *ret)
+{
+        *ret = (AjRunReaped){ 0 };
+        _cleanup_close_ int life_fd = -1;
+        int r = hold_run_dir(paths, run, &life_fd);
+        if (r < 0)
+                return r;
+        if ((r = check_dead(run)) < 0)
+                return r;
+        if ((r = reap_held(paths, run, ret)) < 0)
+                return r;
+        if (!aj_run_remains_any(&ret->found))
+                return 0;
+        return record_reap(run, ret);
+}
+
+int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)
+{
+        /* Its life's lock, held shared by a supervisor and its watchdogs: a run that lives,
+         * or starts (no run.json yet, no control socket: what the callers' checks go by), or
+         * whose watchdog is writing supervisor.lost; and exclusively by `rollback --apply`.
+         * Held until the directory is gone. */
+        _cleanup_close_ int life_fd = -1;
+        int r = hold_run_dir(paths, run, &life_fd);
+        if (r < 0)
+                return r;
+        if ((r = check_dead(run)) < 0)
+                return r;
         /* One that cannot be opened as a directory, no commit or discard can lock either. */
         _cleanup_close_ int lock_fd = -1;
         if (aj_run_lock_workspace(run, &lock_fd) == -EWOULDBLOCK)
                 return -EBUSY;
+        _cleanup_free_ char *runs = NULL;
+        if (asprintf(&runs, "%s/runs", paths->state_root) < 0)
+                return -ENOMEM;
         /* Symlinked parents are fine (the state root may be one); the run dir itself must
          * resolve to exactly <real runs dir>/<id>. */
-        _cleanup_free_ char *real_runs = realpath(runs, NULL), *real_dir = realpath(expected, NULL);
+        _cleanup_free_ char *real_runs = realpath(runs, NULL), *real_dir = realpath(run->dir, NULL);
         if (!real_runs || !real_dir)
                 return -errno;
         size_t n = strlen(real_runs);
         if (strncmp(real_dir, real_runs, n) != 0 || real_dir[n] != '/' || !streq(real_dir + n + 1, run->id))
                 return -EPERM;
+        /* Never the only trace of what the run left on the host (`prune` reaps and records
+         * first): what a killed supervisor and watchdog left is removed here too, and a
+         * cgroup whose processes do not die keeps the run. */
+        _cleanup_(aj_run_reaped_done) AjRunReaped reaped = { 0 };
+        if ((r = reap_held(paths, run, &reaped)) < 0)
+                return r;
+        if (reaped.cgroup_left)
+                return -ENOTEMPTY;
         /* Out of sight first (one rename): a removal that stops half way leaves no run
          * without its run.json, only a leftover the next `prune` finishes. The rename
          * moves whatever the name is by then, a symlink as a symlink, and aj_rm_rf never
@@ -1068,4 +1282,38 @@ int aj_run_remove_leftover(const AjPaths *paths, const char *name)
         if (!S_ISDIR(st.st_mode))
                 return -EPERM;
         return aj_rm_rf(path);
+}
+
+const char *aj_run_making_id(const char *name)
+{
+        size_t n = strlen(AJ_RUN_DIR_MAKING_PREFIX);
+        return strncmp(name, AJ_RUN_DIR_MAKING_PREFIX, n) == 0 && aj_run_id_valid(name + n) ? name + n : NULL;
+}
+
+int aj_run_remove_making(const AjPaths *paths, const char *name, uint64_t now_ns)
+{
+        if (!aj_run_making_id(name))
+                return -EPERM;
+        _cleanup_free_ char *runs = NULL;
+        if (asprintf(&runs, "%s/runs", paths->state_root) < 0)
+                return -ENOMEM;
+        _cleanup_close_ int dfd = open(runs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        /* The lock its supervisor takes before the rename (state.h aj_run_dir_create): held,
+         * it is a run starting; taken here, no supervisor can take it, and one that made the
+         * directory and had not opened it yet fails its start rather than run without it. */
+        _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return errno == ELOOP || errno == ENOTDIR ? -EPERM : -errno;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EBUSY : -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        uint64_t made = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+        if (now_ns < made || now_ns - made < AJ_RUN_MAKING_GRACE_S * 1000000000ull)
+                return -EBUSY; /* its supervisor may be between its mkdir and its open */
+        /* Nothing is ever written in it before the rename: empty, or not a leftover of ours. */
+        return unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT ? -errno : 0;
 }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -37,10 +38,14 @@ typedef struct {
         /* Filled by aj_run_probe(): */
         bool probed;
         bool alive;         /* its supervisor or watchdog lives (aj_run_supervisor_alive) */
+        int life;           /* its directory's life lock, when the probe asked: 1 held, 0 not,
+                             * -errno; AJ_RUN_LIFE_UNASKED */
         bool live;          /* alive, and the control socket accepted a connection */
         int probe_error;    /* why the live inspect failed (0 if it worked or was not tried) */
         json_t *live_state; /* the inspect op's result, when it answered */
 } AjRun;
+
+#define AJ_RUN_LIFE_UNASKED INT_MIN
 
 void aj_run_free(AjRun *run);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjRun *, aj_run_free);
@@ -85,6 +90,10 @@ bool aj_supervisor_alive(pid_t pid);
  * its directory's life lock is held (state.h aj_run_dir_create). Never the control socket:
  * a dead run's socket path may be served by anyone who can make the runtime dir. */
 bool aj_run_supervisor_alive(const AjRun *run);
+/* Whether something of the run (its supervisor, starting or not, or a watchdog) holds the
+ * life lock of the directory `dir` (state.h aj_run_dir_create; a directory being made's
+ * too): 1 held, 0 not, -errno when it cannot be told. */
+int aj_run_dir_held(const char *dir);
 
 /*
  * The state to show: "running" | "frozen" | "quarantined" | "exited" | "lost" |
@@ -170,11 +179,61 @@ int aj_run_rollback_record(AjRun *run, const AjRollbackStep *s, const AjRollback
  * that fails half way (a mount inside, an immutable file) leaves a leftover, not a run
  * without its record; `agentjail prune` finishes leftovers. -EBUSY, left alone: a run whose
  * supervisor or watchdog holds its directory's life lock (state.h aj_run_dir_create: it
- * lives, or is starting and has no run.json yet), one being rolled back (`rollback
- * --apply`), or whose overlay changes are being committed or discarded
- * (aj_run_lock_workspace). */
+ * lives, or is starting and has no run.json yet) or its live.lock, one being rolled back
+ * (`rollback --apply`), or whose overlay changes are being committed or discarded
+ * (aj_run_lock_workspace). What the dead run left on the host goes first (aj_run_reap's
+ * removal, not recorded: the records go with it); -ENOTEMPTY, left alone, when its cgroup
+ * still holds processes: the directory is the one trace of them. */
 #define AJ_RUN_REMOVING_PREFIX ".removing-"
 int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);
+/* What aj_run_remove_dir's -ENOTEMPTY means: the run's cgroup still holds processes. */
+#define AJ_RUN_REMOVE_LEFT_TEXT                                                                       \
+        "its cgroup still holds processes that do not die (killed, not yet gone: in uninterruptible " \
+        "sleep, or frozen): kept until they are gone, the next prune tries again"
+
+/*
+ * What a dead run left on the host. Its supervisor removes its cgroup and runtime dir at its
+ * end, its watchdog when the supervisor is killed (src/supervisor/watchdog.h); both killed
+ * (root's SIGKILL to the two, the OOM killer), or a watchdog that gave up on a process that
+ * does not die (cgroup.left), leave them: the cgroup's directories, with whatever process of
+ * the jail was slow to die still in them, and the run's host id slot taken meanwhile
+ * (host-id-pool.h). `ps` shows them, `prune` reaps them.
+ */
+typedef struct {
+        char **cgroup;     /* its cgroup's directories still there (aj_cgroup_paths), NULL none */
+        char *runtime_dir; /* its runtime dir, when still there */
+} AjRunRemains;
+void aj_run_remains_done(AjRunRemains *rm);
+bool aj_run_remains_any(const AjRunRemains *rm);
+/* "its cgroup (4 directories), its runtime dir" into buf. */
+char *aj_run_remains_describe(const AjRunRemains *rm, char *buf, size_t len);
+/* What of the run (one that is not alive: for a live one, its own) is still on the host;
+ * -errno when that cannot be told (an unreadable cgroup layout). */
+int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret);
+
+/* How long a reap waits for the processes it killed to leave the cgroup. */
+#define AJ_RUN_REAP_CGROUP_MS 10000
+typedef struct {
+        AjRunRemains found; /* what was there */
+        char **cgroup_left; /* the cgroup's directories still there after the reap, NULL none */
+        int cgroup_error;   /* why, when cgroup_left */
+        int runtime_error;  /* removing the runtime dir: 0 or -errno */
+        int64_t waited_ms;  /* for the cgroup to empty */
+        const char *event;  /* what was recorded in the run's chain (static), NULL nothing */
+} AjRunReaped;
+void aj_run_reaped_done(AjRunReaped *r);
+/* Reaps a dead run: under its directory's life lock, taken exclusively without waiting (so
+ * never a run whose supervisor or watchdog is there, nor one starting: its directory has
+ * its name only once its supervisor holds that lock, and its cgroup is made after), and with
+ * its live.lock free, kills what is left in its cgroup (cgroup.kill on v2, a kill loop on v1),
+ * removes the cgroup (waiting AJ_RUN_REAP_CGROUP_MS for the processes to leave) and the
+ * runtime dir, and records it in the run's chain, under the records' lock: a chain nothing
+ * closed is closed with supervisor.lost ("by": "operator", "watchdog": "lost"), as its
+ * watchdog would have; a closed one gets cgroup.removed or runtime_dir.removed (a removal
+ * that failed there is not recorded: ps shows what is left). 0 with nothing found when there
+ * was nothing; -EBUSY when something of the run holds it or lives, -EPERM for a directory
+ * that is not a run's of the state dir, else -errno (then *ret says what was done). */
+int aj_run_reap(const AjPaths *paths, AjRun *run, AjRunReaped *ret);
 /* What aj_run_remove_dir's -EBUSY means, for the operator (`prune`, `quarantine purge`). */
 #define AJ_RUN_REMOVE_BUSY_TEXT                                                                            \
         "in use: its workspace changes are being committed or discarded, it is being rolled back, or its " \
@@ -183,3 +242,14 @@ int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);
 const char *aj_run_leftover_id(const char *name);
 /* Delete <state>/runs/NAME, a leftover directory (-EPERM for any other name, or a symlink). */
 int aj_run_remove_leftover(const AjPaths *paths, const char *name);
+/* The run id in the name of a directory being made (state.h AJ_RUN_DIR_MAKING_PREFIX<id>),
+ * or NULL. One that stays is a supervisor's killed between its mkdir and its rename. */
+const char *aj_run_making_id(const char *name);
+/* How old such a directory must be before it is taken for a leftover: its supervisor takes
+ * its lock a few syscalls after the mkdir. */
+#define AJ_RUN_MAKING_GRACE_S 60
+/* Removes <state>/runs/NAME, a directory being made that nobody holds (its lock taken
+ * exclusively without waiting while it goes) and older than AJ_RUN_MAKING_GRACE_S: -EBUSY
+ * when held or younger (a run starting), -EPERM for another name, a symlink or not a
+ * directory, -ENOTEMPTY when something is in it (never a supervisor's: refused). */
+int aj_run_remove_making(const AjPaths *paths, const char *name, uint64_t now_ns);

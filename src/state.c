@@ -211,11 +211,12 @@ int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir, int 
         return 0;
 }
 
-void aj_run_dir_unhold(int *lock_fd)
+void aj_run_dir_unhold(int *lock_fd, bool watchdog_keeps)
 {
         /* The lock is the open file description's, which the watchdogs forked since share
-         * and may keep a moment longer: let go of it for all of them, now. */
-        aj_unlock_close(*lock_fd);
+         * and may keep a moment longer: let go of it for all of them, now (unless one of them
+         * is still at work for the run). */
+        aj_lock_release(*lock_fd, watchdog_keeps);
         *lock_fd = -1;
 }
 

@@ -63,8 +63,10 @@ int aj_run_dir_create(const AjPaths *paths, const char *id, char **ret_dir, int 
  * in those few syscalls (empty; not a run: ps and prune pass it by). */
 #define AJ_RUN_DIR_MAKING_PREFIX ".making-"
 /* Lets go of the run directory's life lock (for every process sharing it) and closes it;
- * *lock_fd becomes -1. Accepts -1. */
-void aj_run_dir_unhold(int *lock_fd);
+ * *lock_fd becomes -1. With `watchdog_keeps` (a watchdog still removing the run's cgroup, "C",
+ * shares the open file and records after us) only closes it: the lock is the watchdog's until
+ * it exits. Accepts -1. */
+void aj_run_dir_unhold(int *lock_fd, bool watchdog_keeps);
 /* <runtime>/<id> (not created). */
 char *aj_runtime_dir_path(const AjPaths *paths, const char *id);
 /* <runtime>/.root: the mount point every jail mounts its root on, inside its own

@@ -61,7 +61,11 @@ typedef struct {
 typedef struct {
         char id[AJ_RUN_ID_LEN + 1];
         bool leftover;       /* AJ_RUN_REMOVING_PREFIX<id>: an earlier removal's rest */
+        bool making;         /* AJ_RUN_DIR_MAKING_PREFIX<id>: a directory being made, or its rest */
         AjRun *run;          /* NULL: a leftover, or not a directory (refused) */
+        bool reap;           /* a dead run that left something on the host (runs.h aj_run_reap) */
+        AjRunReaped reaped;  /* what the reap did */
+        int reap_error;      /* the reap's */
         mode_t type;         /* S_IFMT of the entry itself (lstat) */
         const char *state;   /* what ps shows */
         const char *time_of; /* "ended", "started", "mtime" */
@@ -74,8 +78,10 @@ typedef struct {
 
 static void entries_free(Entry *v, size_t n)
 {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
                 aj_run_free(v[i].run);
+                aj_run_reaped_done(&v[i].reaped);
+        }
         free(v);
 }
 
@@ -199,7 +205,14 @@ static void entry_facts(Entry *e, const struct stat *st)
 
 /* Every entry of <state>/runs named like a run id; directories loaded and judged, anything
  * else kept as a refusal (a symlink is never followed). */
-static int gather(const AjPaths *paths, Entry **ret, size_t *ret_n)
+/* Whether a directory being made is held by its supervisor (or cannot be told: as held). */
+static bool making_held(const char *runs, const char *name)
+{
+        char path[PATH_MAX];
+        return snprintf(path, sizeof(path), "%s/%s", runs, name) >= (int)sizeof(path) || aj_run_dir_held(path) != 0;
+}
+
+static int gather(const AjPaths *paths, uint64_t now_ns, Entry **ret, size_t *ret_n)
 {
         _cleanup_free_ char *dir = NULL;
         if (asprintf(&dir, "%s/runs", paths->state_root) < 0)
@@ -215,8 +228,8 @@ static int gather(const AjPaths *paths, Entry **ret, size_t *ret_n)
         int r = 0;
         struct dirent *de;
         while ((de = readdir(d))) {
-                const char *leftover = aj_run_leftover_id(de->d_name);
-                if (!leftover && !aj_run_id_valid(de->d_name))
+                const char *leftover = aj_run_leftover_id(de->d_name), *making = aj_run_making_id(de->d_name);
+                if (!leftover && !making && !aj_run_id_valid(de->d_name))
                         continue;
                 struct stat st;
                 if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
@@ -233,8 +246,27 @@ static int gather(const AjPaths *paths, Entry **ret, size_t *ret_n)
                 }
                 Entry *e = &v[n];
                 /* A leftover that is not a directory is refused like any such entry. */
-                *e = (Entry){ .type = st.st_mode & S_IFMT, .leftover = leftover && S_ISDIR(st.st_mode) };
-                memcpy(e->id, leftover ?: de->d_name, AJ_RUN_ID_LEN); /* a valid id: exactly that long */
+                *e = (Entry){ .type = st.st_mode & S_IFMT,
+                              .leftover = leftover && S_ISDIR(st.st_mode),
+                              .making = making && S_ISDIR(st.st_mode) };
+                memcpy(e->id, leftover ?: making ?: de->d_name, AJ_RUN_ID_LEN); /* a valid id: that long */
+                if (making) {
+                        /* Its supervisor's lock, held from a few syscalls after the mkdir until the
+                         * rename: unheld and past the grace, a supervisor killed in between left it
+                         * (empty: nothing is in it before the rename). Gone whatever the rules;
+                         * checked again, under that lock, as it goes (aj_run_remove_making). */
+                        uint64_t mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+                        bool old = now_ns > mtime && now_ns - mtime >= AJ_RUN_MAKING_GRACE_S * 1000000000ull;
+                        if (!e->making || !old || making_held(dir, de->d_name))
+                                continue; /* a run starting: not listed */
+                        n++;
+                        e->state = "making";
+                        e->facts.life = AJ_PRUNE_UNKNOWN;
+                        e->facts.owned = geteuid() == 0 || st.st_uid == geteuid();
+                        e->d = (AjPruneDecision){ .verdict = e->facts.owned ? AJ_PRUNE_REMOVE : AJ_PRUNE_KEEP_NOT_OWNER,
+                                                  .matched = true };
+                        continue;
+                }
                 if (e->leftover) {
                         /* Chosen and started on already: finished whatever the rules say. */
                         n++;
@@ -270,6 +302,44 @@ static int gather(const AjPaths *paths, Entry **ret, size_t *ret_n)
         return 0;
 }
 
+/* What dead runs left on the host (their cgroup with what in it was slow to die, their runtime
+ * dir: a supervisor killed with its watchdog, a watchdog that gave up), reaped first whatever
+ * the rules (runs.h aj_run_reap); with --dry-run only found. A run whose cgroup stays is kept
+ * (the prune.h fact "remains"): its directory is the one trace of it. 1 when a reap failed. */
+static int reap(const AjPaths *paths, Entry *v, size_t n, bool dry_run)
+{
+        int status = CLI_EXIT_OK;
+        for (size_t i = 0; i < n; i++) {
+                Entry *e = &v[i];
+                AjRun *run = e->run;
+                /* A malformed run.json: its state cannot be told, nor its chain closed. */
+                if (!run || run->alive || !e->facts.owned || (!run->rec && run->rec_error.err < 0))
+                        continue;
+                if (dry_run) {
+                        e->reap = aj_run_remains(paths, run, &e->reaped.found) >= 0 &&
+                                  aj_run_remains_any(&e->reaped.found);
+                        continue;
+                }
+                e->reap_error = aj_run_reap(paths, run, &e->reaped);
+                e->reap = e->reap_error < 0 || aj_run_remains_any(&e->reaped.found);
+                if (e->reap_error < 0 || e->reaped.cgroup_left) {
+                        e->facts.remains = true;
+                        status = CLI_EXIT_FAIL;
+                }
+        }
+        return status;
+}
+
+/* Why a reap failed, for the operator. */
+static void reap_error_text(const Entry *e, char *buf, size_t len)
+{
+        if (e->reap_error < 0)
+                snprintf(buf, len, "cannot reap it: %s",
+                         e->reap_error == -EBUSY ? AJ_RUN_REMOVE_BUSY_TEXT : strerror(-e->reap_error));
+        else
+                snprintf(buf, len, "%s (%s)", AJ_RUN_REMOVE_LEFT_TEXT, strerror(-e->reaped.cgroup_error));
+}
+
 static int by_time(const void *a, const void *b)
 {
         const Entry *x = a, *y = b;
@@ -281,17 +351,22 @@ static int by_time(const void *a, const void *b)
 static const char *entry_name(const Entry *e) { return e->run ? cli_run_name(e->run) : "-"; }
 
 /* Chosen to go: a run the rules chose, or an earlier removal's leftover. */
-static bool chosen(const Entry *e) { return (e->run || e->leftover) && e->d.verdict == AJ_PRUNE_REMOVE; }
+static bool chosen(const Entry *e) { return (e->run || e->leftover || e->making) && e->d.verdict == AJ_PRUNE_REMOVE; }
 
 /* Listed: what goes, what the rules chose but stays, and whatever is refused. */
-static bool listed(const Entry *e) { return chosen(e) || e->d.matched || (!e->run && !e->leftover); }
+static bool listed(const Entry *e) { return chosen(e) || e->d.matched || (!e->run && !e->leftover && !e->making); }
+
+static const char *entry_prefix(const Entry *e)
+{
+        return e->leftover ? AJ_RUN_REMOVING_PREFIX : e->making ? AJ_RUN_DIR_MAKING_PREFIX : "";
+}
 
 static void entry_path(const AjPaths *paths, const Entry *e, char *buf, size_t len)
 {
         if (e->run)
                 snprintf(buf, len, "%s", e->run->dir);
         else
-                snprintf(buf, len, "%s/runs/%s%s", paths->state_root, e->leftover ? AJ_RUN_REMOVING_PREFIX : "", e->id);
+                snprintf(buf, len, "%s/runs/%s%s", paths->state_root, entry_prefix(e), e->id);
 }
 
 static uint64_t entry_age(const Entry *e, uint64_t now_ns)
@@ -310,7 +385,7 @@ static const char *refusal(const Entry *e)
 /* The skip's words: the verdict's, and why its state is unknown when run.json says why. */
 static void skip_message(const Entry *e, char *buf, size_t len)
 {
-        if (!e->run && !e->leftover) {
+        if (!e->run && !e->leftover && !e->making) {
                 snprintf(buf, len, "%s", refusal(e));
                 return;
         }
@@ -322,7 +397,7 @@ static void skip_message(const Entry *e, char *buf, size_t len)
 }
 
 /* Removes (or, with --dry-run, only measures) what was chosen; 1 when a removal failed. */
-static int apply(const AjPaths *paths, Entry *v, size_t n, bool dry_run)
+static int apply(const AjPaths *paths, Entry *v, size_t n, bool dry_run, uint64_t now_ns)
 {
         int status = CLI_EXIT_OK;
         for (size_t i = 0; i < n; i++) {
@@ -337,11 +412,13 @@ static int apply(const AjPaths *paths, Entry *v, size_t n, bool dry_run)
                         e->bytes = 0;
                 if (dry_run)
                         continue;
-                if (e->leftover) {
-                        char name[sizeof(AJ_RUN_REMOVING_PREFIX) + AJ_RUN_ID_LEN];
-                        snprintf(name, sizeof(name), AJ_RUN_REMOVING_PREFIX "%s", e->id);
+                char name[sizeof(AJ_RUN_REMOVING_PREFIX) + sizeof(AJ_RUN_DIR_MAKING_PREFIX) + AJ_RUN_ID_LEN];
+                snprintf(name, sizeof(name), "%s%s", entry_prefix(e), e->id);
+                if (e->leftover)
                         e->error = aj_run_remove_leftover(paths, name);
-                } else
+                else if (e->making)
+                        e->error = aj_run_remove_making(paths, name, now_ns);
+                else
                         e->error = aj_run_remove_dir(paths, e->run);
                 if (e->error < 0)
                         status = CLI_EXIT_FAIL;
@@ -351,9 +428,10 @@ static int apply(const AjPaths *paths, Entry *v, size_t n, bool dry_run)
 
 static const char *removal_error(int r)
 {
-        return r == -EPERM   ? "not a run directory of the state dir (a symlink?): refused"
-               : r == -EBUSY ? AJ_RUN_REMOVE_BUSY_TEXT ": left alone"
-                             : strerror(-r);
+        return r == -EPERM       ? "not a run directory of the state dir (a symlink?): refused"
+               : r == -EBUSY     ? AJ_RUN_REMOVE_BUSY_TEXT ": left alone"
+               : r == -ENOTEMPTY ? AJ_RUN_REMOVE_LEFT_TEXT
+                                 : strerror(-r);
 }
 
 static json_t *entry_json(const AjPaths *paths, const Entry *e, uint64_t now_ns)
@@ -367,22 +445,53 @@ static json_t *entry_json(const AjPaths *paths, const Entry *e, uint64_t now_ns)
                 json_object_set_new(o, "time", json_string(aj_format_timestamp(e->facts.time_ns, when, sizeof(when))));
                 json_object_set_new(o, "time_of", json_string(e->time_of));
         }
-        if (o && (e->run || e->leftover))
+        if (o && (e->run || e->leftover || e->making))
                 json_object_set_new(o, "dir", json_string(path));
-        if (o && e->leftover)
+        if (o && (e->leftover || e->making))
                 json_object_set_new(o, "leftover", json_true());
         return o;
 }
 
+static json_t *strv_json(char *const *v)
+{
+        json_t *a = json_array();
+        for (char *const *p = v; a && p && *p; p++)
+                json_array_append_new(a, json_string(*p));
+        return a;
+}
+
+/* {id, name, state, cgroup, runtime_dir, event} of a reap, with cgroup_left and error when
+ * what it left stays. */
+static json_t *reap_json(const AjPaths *paths, const Entry *e, uint64_t now_ns)
+{
+        json_t *j = entry_json(paths, e, now_ns);
+        if (!j)
+                return NULL;
+        const AjRunReaped *r = &e->reaped;
+        json_object_set_new(j, "cgroup", strv_json(r->found.cgroup));
+        json_object_set_new(j, "runtime_dir", r->found.runtime_dir ? json_string(r->found.runtime_dir) : json_null());
+        json_object_set_new(j, "event", r->event ? json_string(r->event) : json_null());
+        if (e->reap_error < 0 || r->cgroup_left) {
+                char msg[640];
+                reap_error_text(e, msg, sizeof(msg));
+                json_object_set_new(j, "cgroup_left", strv_json(r->cgroup_left));
+                json_object_set_new(j, "error", json_string(msg));
+        }
+        return j;
+}
+
 static int print_json(const AjPaths *paths, const Entry *v, size_t n, const Options *o, uint64_t now_ns)
 {
-        json_auto_t *removed = json_array(), *skipped = json_array(), *failed = json_array();
+        json_auto_t *removed = json_array(), *skipped = json_array(), *failed = json_array(), *reaped = json_array();
         uint64_t freed = 0;
         size_t kept = 0;
         for (size_t i = 0; i < n; i++) {
                 const Entry *e = &v[i];
                 bool remove = chosen(e);
                 kept += !remove;
+                json_t *rj = e->reap ? reap_json(paths, e, now_ns) : NULL;
+                if (e->reap && (!rj || json_array_append_new(reaped, rj) < 0))
+                        return -ENOMEM;
                 if (!listed(e))
                         continue;
                 json_t *j = entry_json(paths, e, now_ns);
@@ -402,8 +511,9 @@ static int print_json(const AjPaths *paths, const Entry *v, size_t n, const Opti
                         char msg[512];
                         skip_message(e, msg, sizeof(msg));
                         json_object_set_new(j, "reason",
-                                            json_string(e->run || e->leftover ? aj_prune_verdict_name(e->d.verdict)
-                                                                              : "refused"));
+                                            json_string(e->run || e->leftover || e->making
+                                                                ? aj_prune_verdict_name(e->d.verdict)
+                                                                : "refused"));
                         json_object_set_new(j, "message", json_string(msg));
                         json_array_append_new(skipped, j);
                 }
@@ -418,6 +528,8 @@ static int print_json(const AjPaths *paths, const Entry *v, size_t n, const Opti
                                      "removed", removed, "skipped", skipped, "failed", failed, "runs_removed",
                                      (json_int_t)json_array_size(removed), "bytes_freed", (json_int_t)freed, "kept",
                                      (json_int_t)kept);
+        if (doc && json_object_set(doc, "reaped", reaped) < 0)
+                return -ENOMEM;
         return cli_print_json(doc);
 }
 
@@ -428,21 +540,46 @@ static void print_line(const char *action, const Entry *e, uint64_t now_ns, cons
                e->run ? aj_format_age(entry_age(e, now_ns), age, sizeof(age)) : "-", size, note);
 }
 
+/* The reap's line: what a dead run left on the host, and what became of it. */
+static void print_reap_line(const Entry *e, bool dry_run, uint64_t now_ns)
+{
+        char found[128], msg[640];
+        aj_run_remains_describe(&e->reaped.found, found, sizeof(found));
+        if (dry_run) {
+                snprintf(msg, sizeof(msg), "left on the host: %s; killed and removed", found);
+                print_line("would reap", e, now_ns, "-", msg);
+        } else if (e->reap_error < 0 || e->reaped.cgroup_left) {
+                reap_error_text(e, msg, sizeof(msg));
+                print_line("failed", e, now_ns, "-", msg);
+        } else {
+                snprintf(msg, sizeof(msg), "left on the host: %s; killed and removed%s%s%s", found,
+                         e->reaped.event ? " (" : "", e->reaped.event ?: "", e->reaped.event ? " in its events)" : "");
+                print_line("reaped", e, now_ns, "-", msg);
+        }
+}
+
 static void print_text(const Entry *v, size_t n, const Options *o, uint64_t now_ns)
 {
         uint64_t freed = 0;
-        size_t removed = 0, failed = 0, skipped = 0, kept = 0;
+        size_t removed = 0, failed = 0, skipped = 0, kept = 0, reaped = 0, unreaped = 0;
         bool header = false;
         for (size_t i = 0; i < n; i++) {
                 const Entry *e = &v[i];
                 bool remove = chosen(e);
                 kept += !remove;
-                if (!listed(e))
+                if (!listed(e) && !e->reap)
                         continue;
                 if (!header) {
                         printf("%-12s  %-12s  %-16s  %7s  %7s  %s\n", "ACTION", "ID", "NAME", "AGE", "SIZE", "NOTE");
                         header = true;
                 }
+                if (e->reap) {
+                        print_reap_line(e, o->dry_run, now_ns);
+                        reaped += e->reap_error >= 0 && !e->reaped.cgroup_left;
+                        unreaped += e->reap_error < 0 || e->reaped.cgroup_left;
+                }
+                if (!listed(e))
+                        continue;
                 char size[40] = "-", msg[512];
                 if (remove) {
                         char sz[32];
@@ -456,7 +593,8 @@ static void print_text(const Entry *v, size_t n, const Options *o, uint64_t now_
                         removed++;
                         freed += e->bytes;
                         print_line(o->dry_run ? "would remove" : "removed", e, now_ns, size,
-                                   e->leftover                    ? "the rest of an earlier removal"
+                                   e->leftover ? "the rest of an earlier removal"
+                                   : e->making ? "a directory a run's supervisor was killed making (empty)"
                                    : streq(e->time_of, "started") ? "(no end time: its start)"
                                    : streq(e->time_of, "mtime")   ? "(no times in run.json: its directory's mtime)"
                                                                   : "");
@@ -472,6 +610,11 @@ static void print_text(const Entry *v, size_t n, const Options *o, uint64_t now_
                removed == 1 ? "" : "s", o->dry_run ? "freeing" : "freed", sz, (unsigned long long)freed, kept);
         if (skipped)
                 printf(" (%zu listed above with why)", skipped);
+        if (reaped)
+                printf("; %s what %zu dead run%s left on the host", o->dry_run ? "would reap" : "reaped", reaped,
+                       reaped == 1 ? "" : "s");
+        if (unreaped)
+                printf("; %zu could not be reaped", unreaped);
         if (failed)
                 printf("; %zu could not be removed", failed);
         putchar('\n');
@@ -490,16 +633,17 @@ int aj_cmd_prune(int argc, char **argv)
                 return PRUNE_EXIT_ERROR;
         Entry *v = NULL;
         size_t n = 0;
-        r = gather(&paths, &v, &n);
+        o.rules.now_ns = aj_now_realtime_ns();
+        r = gather(&paths, o.rules.now_ns, &v, &n);
         if (r < 0) {
                 cli_fail("prune", "cannot list '%s/runs': %s", paths.state_root, strerror(-r));
                 return PRUNE_EXIT_ERROR;
         }
         if (n)
                 qsort(v, n, sizeof(*v), by_time);
+        int status = reap(&paths, v, n, o.dry_run);
         _cleanup_free_ AjPruneRun *facts = calloc(n ? n : 1, sizeof(*facts));
         _cleanup_free_ AjPruneDecision *d = calloc(n ? n : 1, sizeof(*d));
-        o.rules.now_ns = aj_now_realtime_ns();
         if (facts && d) {
                 for (size_t i = 0; i < n; i++)
                         facts[i] = v[i].facts;
@@ -512,10 +656,16 @@ int aj_cmd_prune(int argc, char **argv)
                 return PRUNE_EXIT_ERROR;
         }
         for (size_t i = 0; i < n; i++)
-                if (!v[i].leftover)
+                if (!v[i].leftover && !v[i].making)
                         v[i].d = d[i];
-        int status = apply(&paths, v, n, o.dry_run);
-        for (size_t i = 0; i < n; i++)
+        if (apply(&paths, v, n, o.dry_run, o.rules.now_ns) != CLI_EXIT_OK)
+                status = CLI_EXIT_FAIL;
+        for (size_t i = 0; i < n; i++) {
+                if (v[i].reap && (v[i].reap_error < 0 || v[i].reaped.cgroup_left)) {
+                        char msg[512];
+                        reap_error_text(&v[i], msg, sizeof(msg));
+                        cli_fail("prune", "run %s: what it left on the host stays: %s", v[i].id, msg);
+                }
                 if (chosen(&v[i]) && v[i].error < 0) {
                         char path[PATH_MAX], left[PATH_MAX];
                         entry_path(&paths, &v[i], path, sizeof(path));
@@ -526,6 +676,7 @@ int aj_cmd_prune(int argc, char **argv)
                                  behind ? " (what is left is '" : "", behind ? left : "",
                                  behind ? "': the next prune tries again)" : "");
                 }
+        }
         if (o.json)
                 r = print_json(&paths, v, n, &o, o.rules.now_ns);
         else

@@ -10,9 +10,11 @@
 #define PS_HELP                                                                        \
         "Runs in the state directory, oldest first: id, name, profile, state\n"        \
         "(running, frozen, quarantined, exited, lost), age, and meter usage against\n" \
-        "the caps. Without --all only live and quarantined runs are shown."
+        "the caps. Without --all only live and quarantined runs are shown, and dead\n" \
+        "runs that left their cgroup or runtime dir on the host (agentjail prune\n"    \
+        "reaps them)."
 
-static void print_row(AjRun *run, const char *state)
+static void print_row(AjRun *run, const char *state, const AjRunRemains *left)
 {
         json_auto_t *m = aj_run_meters(run);
         _cleanup_free_ char *meters = aj_meters_summary(m);
@@ -26,10 +28,27 @@ static void print_row(AjRun *run, const char *state)
         if (json_is_integer(n))
                 snprintf(stop, sizeof(stop), "  [stop %lld: %.40s]", (long long)json_integer_value(n),
                          cause ? cause : "?");
-        printf("%-12s  %-16.16s  %-10.10s  %-11s  %7s  %s%s%s\n", run->id, cli_run_name(run),
+        char remains[192] = "", what[128];
+        if (aj_run_remains_any(left))
+                snprintf(remains, sizeof(remains), "  [left on the host: %s; 'agentjail prune' reaps it]",
+                         aj_run_remains_describe(left, what, sizeof(what)));
+        printf("%-12s  %-16.16s  %-10.10s  %-11s  %7s  %s%s%s%s\n", run->id, cli_run_name(run),
                cli_run_profile(run, prof, sizeof(prof)), state,
                run->started_ns ? aj_format_age(cli_age_seconds(run), age, sizeof(age)) : "?", meters ? meters : "-",
-               stop, waiting);
+               stop, waiting, remains);
+}
+
+/* What a dead run left on the host (runs.h aj_run_remains) as run summary members. */
+static void left_json(json_t *doc, const AjRunRemains *left)
+{
+        if (!doc || !aj_run_remains_any(left))
+                return;
+        json_t *dirs = json_array();
+        for (char **d = left->cgroup; dirs && d && *d; d++)
+                json_array_append_new(dirs, json_string(*d));
+        json_object_set_new(doc, "left",
+                            json_pack("{s:o, s:s?}", "cgroup", dirs ? dirs : json_array(), "runtime_dir",
+                                      left->runtime_dir));
 }
 
 static int list_runs(bool all, bool json)
@@ -52,12 +71,20 @@ static int list_runs(bool all, bool json)
                 aj_run_probe(run, AJ_RUN_PROBE_TIMEOUT_MS);
                 const char *state = aj_run_display_state(run);
                 bool active = streq(state, "running") || streq(state, "frozen") || streq(state, "quarantined");
-                if (!all && !run->live && !active)
+                /* A dead run that left its cgroup or runtime dir (its supervisor killed with
+                 * its watchdog, a watchdog that gave up on a process that does not die) is
+                 * shown until `prune` reaps it: something of it may still run. */
+                _cleanup_(aj_run_remains_done) AjRunRemains left = { 0 };
+                if (!run->alive)
+                        (void)aj_run_remains(&paths, run, &left);
+                if (!all && !run->live && !active && !aj_run_remains_any(&left))
                         continue;
-                if (json)
-                        json_array_append_new(arr, cli_run_summary_json(run, state));
-                else
-                        print_row(run, state);
+                if (json) {
+                        json_t *doc = cli_run_summary_json(run, state);
+                        left_json(doc, &left);
+                        json_array_append_new(arr, doc);
+                } else
+                        print_row(run, state, &left);
         }
         aj_runs_free(runs, n);
         if (json) {

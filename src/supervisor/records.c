@@ -60,7 +60,7 @@ static Outcome compute_outcome(const Run *run)
                         o.status = AJ_EXIT_SIGNAL_BASE + o.signal;
                         o.reason = "signaled";
                 }
-        } else if (run->child.init_exited) {
+        } else if (run->child.init_exited || run->child.init_abandoned) {
                 /* init itself died (OOM killer, SIGKILL at the wall limit): the whole jail went. */
                 if (run->child.init_info.si_code == CLD_EXITED) {
                         o.code = run->child.init_info.si_status;

@@ -6,6 +6,7 @@
  * the forwarded signals. Single-threaded; nothing blocks between two waits.
  */
 #include <errno.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "run-record.h"
 #include "run.h"
 #include "supervisor/netpeer.h"
+#include "util/clock.h"
 #include "util/fd.h"
 #include "util/macros.h"
 
@@ -35,6 +37,8 @@
 #define BROKER_SPIN_NS (50 * 1000ull)
 
 static void on_drain_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata);
+static void on_exit_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata);
+static void jail_ending(Run *run);
 
 static void forward_signal(Run *run, int sig)
 {
@@ -64,6 +68,7 @@ static int jail_thaw(void *userdata)
 static int jail_kill(void *userdata)
 {
         Run *run = userdata;
+        jail_ending(run);
         int r = run->cgroup ? aj_cgroup_kill(run->cgroup) : -EOPNOTSUPP;
         if (r < 0 && !run->child.init_exited)
                 r = sys_pidfd_send_signal(run->h.pidfd, SIGKILL, NULL, 0) < 0 ? -errno : 0;
@@ -126,6 +131,7 @@ static void wall_signal(void *userdata, int sig) { forward_signal(userdata, sig)
 static void wall_kill(void *userdata)
 {
         Run *run = userdata;
+        jail_ending(run);
         if (run->cgroup)
                 (void)aj_cgroup_kill(run->cgroup);
 }
@@ -159,6 +165,7 @@ int aj_run_parts_init(Run *run)
         if (r < 0)
                 return aj_log_errno(r, "Cannot set up the supervisor's event loop");
         aj_loop_timer_init(run->loop, &run->drain_timer, on_drain_timeout, run);
+        aj_loop_timer_init(run->loop, &run->exit_timer, on_exit_timeout, run);
         aj_sup_work_init(&run->work, run->loop, p->cpu, work_changed, run);
         aj_sup_output_init(&run->output, run->loop, p->log_output_bytes, &run->work, &run->sink);
         AjSupBreachConfig bc = { .id = run->id,
@@ -336,6 +343,7 @@ static void start_tty(Run *run, int master)
 
 static void child_exited(Run *run, int status)
 {
+        jail_ending(run); /* init exits now, killing what is left */
         run->child.have_status = true;
         run->child.cmd_status = status;
         aj_sup_breach_set_exited(&run->breach, true, false);
@@ -404,6 +412,37 @@ static void init_exited(Run *run, const siginfo_t *si)
         aj_sup_breach_set_exited(&run->breach, false, true);
 }
 
+/* init's exit did not come within AJ_JAIL_EXIT_MS of the jail's end: the run ends without
+ * it (its records are written; the cgroup it stays in goes to the watchdog, "C"). Killed
+ * without a status of its command, it was by our SIGKILL (jail_ending's callers). */
+static void abandon_init(Run *run)
+{
+        if (run->child.init_exited || run->child.init_abandoned)
+                return;
+        run->child.init_abandoned = true;
+        if (!run->child.have_status) {
+                run->child.init_info.si_code = CLD_KILLED;
+                run->child.init_info.si_status = SIGKILL;
+        }
+        aj_warning("The jail's init has not exited %d s after the jail's end: a process of the jail does not die "
+                   "(in uninterruptible sleep, or frozen); the run ends without waiting for it",
+                   AJ_JAIL_EXIT_MS / 1000);
+}
+
+/* The jail is ending (its command's status reported, or the jail killed): from now on its
+ * init's exit is waited for AJ_JAIL_EXIT_MS at most. */
+static void jail_ending(Run *run)
+{
+        if (!run->child.init_exited && !aj_loop_timer_armed(&run->exit_timer))
+                (void)aj_loop_timer_set_in(&run->exit_timer, (uint64_t)AJ_JAIL_EXIT_MS * 1000000ull);
+}
+
+static void on_exit_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata)
+{
+        (void)t, (void)now_ns;
+        abandon_init(userdata);
+}
+
 static void on_init_exit(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
 {
         (void)revents;
@@ -429,7 +468,8 @@ void aj_run_handle_signal(const struct signalfd_siginfo *si, void *userdata)
         /* The run is over and its records written; what is left is our reader taking its
          * output. One that takes no more would hold this process (and the run's cgroups) for
          * good: asked to stop, we stop waiting for it. The logs keep everything. */
-        if (run->child.init_exited && (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)) {
+        bool over = run->child.init_exited || run->child.init_abandoned;
+        if (over && (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)) {
                 size_t dropped = aj_sup_output_abandon_reader(&run->output);
                 if (dropped)
                         aj_warning("the run has ended; %zu bytes of its output were not passed on (the reader "
@@ -451,13 +491,25 @@ static void on_signal(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
 
 void aj_run_kill_jail(Run *run)
 {
-        if (run->h.pidfd >= 0 && !run->child.init_exited) {
-                (void)sys_pidfd_send_signal(run->h.pidfd, SIGKILL, NULL, 0);
-                siginfo_t si;
-                while (waitid(P_PIDFD, (id_t)run->h.pidfd, &si, WEXITED) < 0 && errno == EINTR)
-                        ;
-                init_exited(run, NULL);
+        if (run->h.pidfd < 0 || run->child.init_exited)
+                return;
+        (void)sys_pidfd_send_signal(run->h.pidfd, SIGKILL, NULL, 0);
+        if (run->child.init_abandoned)
+                return;
+        /* Its exit is waited for AJ_JAIL_EXIT_MS at most (a process of the jail that does not
+         * die holds it): the pidfd turns readable when it has exited. */
+        int64_t deadline = aj_now_monotonic_ms() + AJ_JAIL_EXIT_MS;
+        struct pollfd pfd = { .fd = run->h.pidfd, .events = POLLIN };
+        for (int64_t left; (left = deadline - aj_now_monotonic_ms()) > 0;) {
+                int n = poll(&pfd, 1, (int)left);
+                if (n > 0 || (n < 0 && errno != EINTR))
+                        break;
         }
+        siginfo_t si = { 0 };
+        if (waitid(P_PIDFD, (id_t)run->h.pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid != 0)
+                init_exited(run, NULL);
+        else
+                abandon_init(run);
 }
 
 /* ---- the loop ------------------------------------------------------------------------ */
@@ -528,7 +580,7 @@ int aj_run_loop(Run *run)
         cpu_set_t cpus;
         run->may_spin = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1;
         int r = 0;
-        while (!(run->child.init_exited && drained(run))) {
+        while (!((run->child.init_exited || run->child.init_abandoned) && drained(run))) {
                 uint64_t spin_start = run->spin_until != 0 ? aj_now_monotonic_ns() : 0;
                 bool spinning = spin_start != 0 && spin_start < run->spin_until && !aj_sup_work_paused(&run->work);
                 if (!spinning)
@@ -548,6 +600,7 @@ int aj_run_loop(Run *run)
                 }
         }
         aj_loop_timer_stop(&run->drain_timer);
+        aj_loop_timer_stop(&run->exit_timer);
         /* Messages sent just before init exited may still be queued. */
         if (run->h.sync_fd >= 0)
                 handle_child_msg(run);
@@ -578,6 +631,7 @@ void aj_run_loop_close(Run *run)
         aj_sup_disk_stop(&run->disk);
         aj_sup_work_stop(&run->work);
         aj_loop_timer_stop(&run->drain_timer);
+        aj_loop_timer_stop(&run->exit_timer);
         aj_loop_free(run->loop);
         run->loop = NULL;
         if (run->sigfd >= 0)

@@ -618,10 +618,11 @@ ssize_t aj_read_full(int fd, void *buf, size_t len)
         return (ssize_t)have;
 }
 
-void aj_unlock_close(int fd)
+void aj_lock_release(int fd, bool sharer_keeps)
 {
         if (fd < 0)
                 return;
-        (void)flock(fd, LOCK_UN);
+        if (!sharer_keeps)
+                (void)flock(fd, LOCK_UN);
         close(fd);
 }

@@ -28,8 +28,10 @@ int aj_read_fd(int fd, size_t max_size, char **ret, size_t *ret_len);
  * (may be NULL). */
 int aj_copy_data(int in_fd, int out_fd, uint64_t *ret_written);
 /* Let go of a flock() for every process sharing the open file (a fork's copy too, which may
- * keep it a moment longer), then close fd. Accepts -1. */
-void aj_unlock_close(int fd);
+ * keep it a moment longer), then close fd; with `sharer_keeps`, a process sharing the open file
+ * goes on holding the lock (a watchdog still at work for the run): fd is only closed, and the
+ * lock lasts until that process's copy is gone. Accepts -1. */
+void aj_lock_release(int fd, bool sharer_keeps);
 /* mkdir -p with mode for each created component. */
 int aj_mkdir_p(const char *path, mode_t mode);
 /* Remove a directory tree (does not cross mount points: -EXDEV; refuses "/"; symlinks are

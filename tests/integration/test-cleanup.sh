@@ -127,6 +127,103 @@ fi
 let_go
 BG_PIDS=()
 
+# --- a jail process that does not die when the command ends: init's exit tears the pid
+# namespace down and waits for every process in it, and the supervisor waited for that
+# exit without a bound (in epoll, for as long as the process was frozen). Now it waits
+# AJ_JAIL_EXIT_MS (10 s), says so, exits with the command's status, its records whole, and
+# hands the cgroup to its watchdog ("C"), which removes it once the process can die.
+t0=$SECONDS
+start_jail_bg -- /bin/sh -c './probe sleep 300 & ./probe sleep 2; exit 7'
+stuck=
+for ((i = 0; i < 100; i++)); do
+        stuck=$(pgrep -f '^\./probe sleep 300' | head -1)
+        [[ -n $stuck ]] && break
+        sleep 0.05
+done
+if [[ -n $stuck ]] && rdir=$(wait_run_dir 5) && hold "$stuck"; then
+        id=${rdir##*/}
+        wait_exit "$BG_PID" 45
+        is "$WAIT_RC" 7 "a jail process that does not die: the run still ends, with its command's status" ||
+                diag "$(cat "$TEST_TMP/bg.err")"
+        cmp_num $((SECONDS - t0)) -le 35 "... within its bounds (init's exit, then the cgroup's), not held by it"
+        like "$(cat "$TEST_TMP/bg.err")" "init has not exited 10 s after the jail's end" \
+                "the supervisor says why it did not wait for the jail's init"
+        is "$(jq -r '.exit.code' "$rdir/run.json")" 7 "run.json has the command's exit code"
+        is "$(jq -r '.events.end' "$rdir/run.json")" run.exit "... and the chain's end, run.exit"
+        isnt "$(run_cgroup_dirs "$id")" "" "the cgroup is still there while the process cannot die"
+        let_go
+        wait_cgroup_gone "$id" 10
+        is "$left" "" "once it can die, the watchdog removes every cgroup dir of the run"
+        wait_for_output "$rdir/events.jsonl" '"type":"cgroup.removed"' 5
+        is "$(jq -r .events.end "$rdir/run.json")" cgroup.removed "the chain ends with the watchdog's cgroup.removed"
+        aj logs "$id" --verify
+        is "$RC" 0 "logs --verify: the chain is intact" || op_diag
+else
+        fail "the jail for the stuck-process end test started, its process held" "$(cat "$TEST_TMP/bg.err")"
+fi
+let_go
+BG_PIDS=()
+
+# --- the supervisor and its watchdog SIGKILLed together while a jail process cannot die:
+# nothing removed the run's cgroups and runtime dir, prune removed the run directory (the
+# one trace of them), and the run's host ids went to the next run while the process, running
+# as them, lived on. Now the slot stays taken while the run's cgroup is there, ps shows what
+# the run left, and prune kills and removes it (recorded: supervisor.lost closes the chain),
+# keeping the run while the process does not die.
+start_jail_bg -- ./probe sleep 120
+if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; then
+        id=${rdir##*/}
+        uid_a=$(jq -r .host_uid "$rdir/run.json")
+        wd=$(jq -r .watchdog_pid "$rdir/run.json")
+        kill -KILL "$BG_PID" "$wd"
+        wait "$BG_PID" 2>/dev/null
+        sleep 0.5
+        is "$(awk '/^Uid:/ { print $2 }' "/proc/$p/status" 2>/dev/null)" "$uid_a" \
+                "the frozen process still runs as the run's host uid"
+        # Every slot below A's held meanwhile (a shared lock, as a profile naming those ids takes
+        # one): A's is then the lowest whose lock is free, whatever other runs on the host hold.
+        fds=()
+        for ((u = 1879048192; u < uid_a; u++)); do
+                exec {fd}<"/run/agentjail/host-ids/$u" || continue
+                flock -n -s "$fd"
+                fds+=("$fd")
+        done
+        run_jail -- /bin/true
+        for fd in "${fds[@]}"; do
+                exec {fd}<&-
+        done
+        isnt "$(jf .host_uid)" "$uid_a" "the next run does not get the host ids of the killed run's living process"
+        aj ps
+        like "$OUT" "$id .*lost .*\[left on the host: its cgroup \([0-9]+ directories\), its runtime dir; 'agentjail prune' reaps it\]" \
+                "ps shows what the dead run left on the host, without --all" || op_diag
+        aj ps --json
+        isnt "$(jq -r --arg id "$id" '.runs[] | select(.id == $id) | .left.cgroup | length' <<<"$OUT")" 0 \
+                "ps --json: its cgroup's directories under left"
+        aj prune --keep 0
+        is "$RC" 1 "prune: a dead run whose process does not die is a failure (exit 1)" || op_diag
+        like "$ERR" "run $id: what it left on the host stays: its cgroup still holds processes" \
+                "... and says why" || op_diag
+        isnt "$(ls -d "$rdir" 2>/dev/null)" "" "... and keeps the run, the one trace of its process"
+        is "$(events_of supervisor.lost "$rdir" | jq -r .action)" "jail killed, cgroup left" \
+                "its chain is closed with supervisor.lost, the cgroup left"
+        let_go
+        aj prune --older-than 1d
+        is "$RC" 0 "once the process can die, prune reaps the dead run" || op_diag
+        like "$OUT" "reaped +$id .*killed and removed \(cgroup.removed in its events\)" "... and says so" || op_diag
+        is "$(run_cgroup_dirs "$id")" "" "every cgroup dir of the run is gone"
+        is "$(ls -d "$AGENTJAIL_RUNTIME_DIR/$id" 2>/dev/null)" "" "its runtime dir is gone"
+        is "$(jq -r .events.end "$rdir/run.json")" cgroup.removed "the chain ends with prune's cgroup.removed"
+        aj logs "$id" --verify
+        is "$RC" 0 "logs --verify: the chain is intact" || op_diag
+        aj ps
+        unlike "$OUT" "$id" "ps without --all: a dead run with nothing left is not listed"
+else
+        fail "the jail for the killed supervisor and watchdog test started, its process held" \
+                "$(cat "$TEST_TMP/bg.err")"
+fi
+let_go
+BG_PIDS=()
+
 # --- a supervisor SIGKILLed in start-up, before it wrote run.json, left a run directory
 # (empty, or an events.jsonl the watchdog closed with supervisor.lost) that `ps` called
 # "unknown" and `prune` never removed: one more for every such kill. Nothing holds it any
@@ -146,6 +243,18 @@ for ((i = 0; i < 50; i++)); do
         [[ -n $(pgrep -P "$HOLDER" -x sleep) ]] && break
         sleep 0.1
 done
+# Killed between the directory's mkdir and its rename: `runs/.making-ID`, which nothing
+# listed nor removed. Removed once nothing holds it and it is older than the grace (a
+# supervisor takes its lock a few syscalls after the mkdir); one a starting run holds stays.
+mkdir "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee04" "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee05" \
+        "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee06"
+touch -d '2 minutes ago' "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee04" "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee05"
+flock -s "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee05" sleep 60 &
+HOLDER2=$!
+for ((i = 0; i < 50; i++)); do
+        [[ -n $(pgrep -P "$HOLDER2" -x sleep) ]] && break
+        sleep 0.1
+done
 aj ps --all
 like "$OUT" "0badc0ffee01 +\\? +\\? +lost" "ps: an empty run directory nothing holds is lost" || op_diag
 like "$OUT" "0badc0ffee02 +\\? +\\? +lost" "ps: one with events but no run.json, nothing holding it, is lost"
@@ -156,6 +265,15 @@ for id in 0badc0ffee01 0badc0ffee02; do
         is "$(ls -d "$AGENTJAIL_STATE_DIR/runs/$id" 2>/dev/null)" "" "prune removed $id, lost in start-up"
 done
 isnt "$(ls -d "$AGENTJAIL_STATE_DIR/runs/0badc0ffee03" 2>/dev/null)" "" "prune kept the one a run holds"
+is "$(ls -d "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee04" 2>/dev/null)" "" \
+        "prune removed a directory a killed supervisor was making"
+like "$OUT" "removed +0badc0ffee04 .*a directory a run's supervisor was killed making" "... and says so" || op_diag
+isnt "$(ls -d "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee05" 2>/dev/null)" "" "prune kept one a starting run holds"
+isnt "$(ls -d "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee06" 2>/dev/null)" "" \
+        "prune kept one younger than the grace (its supervisor may not have locked it yet)"
+kill $(pgrep -P "$HOLDER2") "$HOLDER2" 2>/dev/null
+wait "$HOLDER2" 2>/dev/null
+rmdir "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee05" "$AGENTJAIL_STATE_DIR/runs/.making-0badc0ffee06"
 kill $(pgrep -P "$HOLDER") "$HOLDER" 2>/dev/null
 wait "$HOLDER" 2>/dev/null
 rm -rf "$AGENTJAIL_STATE_DIR/runs/0badc0ffee03"

@@ -302,7 +302,7 @@ Test(state, run_and_runtime_dirs)
         cr_assert_eq(aj_run_dir_create(&p, "0123456789ab", &run_dir, &lock), 0);
         cr_assert_geq(lock, 0, "the run's life lock");
         cr_assert_eq(aj_run_dir_create(&p, "0123456789ab", &rt, &lock2), -EEXIST, "a run dir is never reused");
-        aj_run_dir_unhold(&lock);
+        aj_run_dir_unhold(&lock, false);
         cr_assert_eq(lock, -1);
         cr_assert_eq(aj_runtime_dir_create(&p, "0123456789ab", &rt), 0);
         char *mp = NULL;

@@ -120,6 +120,77 @@ Test(host_id_pool, held_by_a_forked_process_after_the_parent_closes)
         aj_host_id_lease_release(&b);
 }
 
+/* A watchdog that gave up on a process that does not die, or one killed with its supervisor,
+ * lets go of the slot's lock while the run's processes may still run as its ids: the slot
+ * stays taken while a directory the run named (its cgroup's) is there, and is free again
+ * once it is gone; one whose file cannot be read as ours is not free either. */
+Test(host_id_pool, a_slot_stays_taken_while_its_last_runs_cgroup_is_there)
+{
+        char cg_v2[4200], cg_v1[4200];
+        snprintf(cg_v2, sizeof(cg_v2), "%s/unified-agentjail-run", root);
+        snprintf(cg_v1, sizeof(cg_v1), "%s/memory-agentjail-run", root);
+        cr_assert_eq(mkdir(cg_v2, 0755), 0);
+        AjHostIdLease a = AJ_HOST_ID_LEASE_INIT;
+        unsigned long ia = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &a, &ia, NULL), 0);
+        cr_assert_eq(ia, FIRST);
+        char *const first[] = { cg_v2, NULL }, *const both[] = { cg_v2, cg_v1, NULL };
+        cr_assert_eq(aj_host_id_lease_mark(&a, first), 0);
+        cr_assert_eq(aj_host_id_lease_mark(&a, both), 0, "the v1 directories, made later, added");
+        aj_host_id_lease_release(&a); /* the watchdog gave up, or was killed */
+        cr_assert(slot_lockable(ia, LOCK_EX), "nobody holds the lock");
+
+        AjHostIdLease b = AJ_HOST_ID_LEASE_INIT;
+        unsigned long ib = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &b, &ib, NULL), 0);
+        cr_assert_eq(ib, FIRST + 1, "not handed out while the run's cgroup is there");
+        aj_host_id_lease_release(&b);
+
+        AjHostIdLease full = AJ_HOST_ID_LEASE_INIT;
+        AjError e = {};
+        cr_assert_eq(aj_host_id_pool_take(dir, 1, &full, &ib, &e), -EUSERS, "fails closed");
+        cr_assert(strstr(e.message, "or keeps an ended run's cgroup (1 of them"), "%s", e.message);
+        aj_error_clear(&e);
+
+        cr_assert_eq(rmdir(cg_v2), 0); /* removed (the v1 one was never made) */
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &b, &ib, NULL), 0);
+        cr_assert_eq(ib, FIRST, "free again once its directories are gone");
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%lu", dir, ib);
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        cr_assert_eq(st.st_size, 0, "the new holder starts with an empty file");
+        aj_host_id_lease_release(&b);
+
+        /* Not a list of paths (nor ours): not free. A line not ended is one a killed writer
+         * did not finish, and names nothing. */
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fprintf(f, "relative/path\n");
+        fclose(f);
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &b, &ib, NULL), 0);
+        cr_assert_eq(ib, FIRST + 1, "a file that is not ours keeps the slot");
+        aj_host_id_lease_release(&b);
+        f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fprintf(f, "%s", cg_v1);
+        fclose(f);
+        cr_assert_eq(mkdir(cg_v1, 0755), 0);
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &b, &ib, NULL), 0);
+        cr_assert_eq(ib, FIRST, "an unfinished line names nothing");
+
+        char *const rel[] = { "agentjail/x", NULL };
+        cr_assert_eq(aj_host_id_lease_mark(&b, rel), -EINVAL);
+        AjHostIdLease named = AJ_HOST_ID_LEASE_INIT;
+        cr_assert_eq(aj_host_id_pool_share(dir, FIRST + 3, FIRST + 3, &named, NULL), 0);
+        cr_assert_eq(aj_host_id_lease_mark(&named, both), 0, "a profile's named ids: nothing written");
+        snprintf(path, sizeof(path), "%s/%lu", dir, FIRST + 3);
+        cr_assert_eq(stat(path, &st), 0);
+        cr_assert_eq(st.st_size, 0);
+        aj_host_id_lease_release(&named);
+        aj_host_id_lease_release(&b);
+}
+
 /* A profile's named ids in the pool: shared among such runs, never a run's own meanwhile,
  * and refused while a run holds them as its own. */
 Test(host_id_pool, named_ids_share_their_slot)

@@ -229,6 +229,27 @@ Test(prune, someone_elses_run_stays)
         cr_assert_eq(d[1].verdict, AJ_PRUNE_REMOVE);
 }
 
+/* A dead run whose cgroup still holds processes the reap could not kill: its directory is
+ * the one trace of them (and of the host id slot they keep), whatever the rules say. It
+ * still counts among the newest, as a finished run. */
+Test(prune, a_run_whose_cgroup_still_holds_processes_stays)
+{
+        AjPruneRun runs[] = { done(9), done(8), done(1) };
+        runs[0].remains = true;
+        AjPruneDecision d[3];
+        AjPruneOptions o = older_than(2);
+        o.quarantined = o.discard_pending = true;
+        decide(runs, 3, &o, d);
+        cr_assert_eq(d[0].verdict, AJ_PRUNE_KEEP_REMAINS);
+        cr_assert(d[0].matched, "chosen by the rules, and told why it stays");
+        cr_assert_eq(d[1].verdict, AJ_PRUNE_REMOVE);
+        cr_assert_eq(d[2].verdict, AJ_PRUNE_KEEP_YOUNG);
+        o = keep(1);
+        decide(runs, 3, &o, d);
+        cr_assert_eq(d[0].rank, 2);
+        cr_assert_eq(d[0].verdict, AJ_PRUNE_KEEP_REMAINS);
+}
+
 Test(prune, nothing_to_decide)
 {
         AjPruneOptions o = keep(3);
@@ -241,7 +262,8 @@ Test(prune, verdict_names_and_reasons)
         cr_assert_str_eq(aj_prune_verdict_name(AJ_PRUNE_KEEP_PENDING), "pending");
         cr_assert_str_eq(aj_prune_verdict_name(AJ_PRUNE_KEEP_NOT_OWNER), "not_owner");
         cr_assert_str_eq(aj_prune_verdict_name((AjPruneVerdict)99), "?");
-        for (int v = AJ_PRUNE_REMOVE; v <= AJ_PRUNE_KEEP_NOT_OWNER; v++) {
+        cr_assert_str_eq(aj_prune_verdict_name(AJ_PRUNE_KEEP_REMAINS), "remains");
+        for (int v = AJ_PRUNE_REMOVE; v <= AJ_PRUNE_KEEP_REMAINS; v++) {
                 cr_assert_str_neq(aj_prune_verdict_name((AjPruneVerdict)v), "?");
                 cr_assert_str_neq(aj_prune_verdict_reason((AjPruneVerdict)v), "?");
         }

@@ -688,7 +688,7 @@ Test(record, live_lock_is_held_while_any_holder_lives)
                 _exit(0);
         }
         close(go[0]);
-        aj_run_live_release(fd);
+        aj_run_live_release(fd, false);
         cr_expect_eq(aj_run_live_held(root), 0, "released: over, the watchdog alive or not");
         close(go[1]);
         cr_assert_eq(waitpid(watchdog, NULL, 0), watchdog);

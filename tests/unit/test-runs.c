@@ -237,15 +237,16 @@ Test(runs, list_is_sorted_by_start_and_skips_foreign_entries)
         cr_assert_eq(runs[1]->started_ns, 1767225600ull * 1000000000ull + 1);
         cr_assert_eq(runs[2]->started_ns, 1767312000ull * 1000000000ull + 500000000ull);
         cr_assert_null(runs[0]->rec);
-        aj_run_probe(runs[0], 500);
         /* Its directory held (a run starting: the life lock comes before anything in it):
          * unknown. Nothing holds it: a run whose supervisor died in start-up, lost (prunable;
          * as "unknown" it was kept for good). */
         int life = open(runs[0]->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         cr_assert_geq(life, 0);
         cr_assert_eq(flock(life, LOCK_SH | LOCK_NB), 0);
+        aj_run_probe(runs[0], 500);
         cr_assert_str_eq(aj_run_display_state(runs[0]), "unknown");
         close(life);
+        aj_run_probe(runs[0], 500);
         cr_assert_str_eq(aj_run_display_state(runs[0]), "lost");
         cr_assert_null(runs[0]->rec_error.message, "a missing run.json is not a malformed one");
         cr_assert_eq(runs[0]->rec_error.err, 0);
@@ -991,7 +992,7 @@ Test(runs, remove_dir_leaves_a_run_its_supervisor_holds)
                 pause();
                 _exit(0);
         }
-        aj_run_dir_unhold(&life);
+        aj_run_dir_unhold(&life, false);
         cr_assert_eq(aj_runs_find(&paths, "aaaa00000004", &run, NULL), 0);
         cr_assert_eq(aj_run_remove_dir(&paths, run), 0, "let go of: removed, the watchdog still there");
         kill(watchdog, SIGKILL);
@@ -1251,7 +1252,7 @@ Test(runs, a_run_dir_appears_already_held)
         int status = 0;
         cr_assert_eq(waitpid(prober, &status, 0), prober);
         for (int i = 0; i < N; i++)
-                aj_run_dir_unhold(&lives[i]);
+                aj_run_dir_unhold(&lives[i], false);
         cr_expect_eq(failed, 0, "%d of %d runs failed to start under a probe", failed, N);
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a run directory was seen unheld");
 }
@@ -1274,9 +1275,162 @@ Test(runs, a_starting_run_is_alive_before_its_live_lock)
         cr_assert(aj_run_supervisor_alive(run), "live.lock made, not yet locked: alive");
         cr_assert_str_neq(aj_run_display_state(run), "lost");
         close(live);
-        aj_run_dir_unhold(&life);
+        aj_run_dir_unhold(&life, false);
         cr_assert_not(aj_run_supervisor_alive(run), "nothing holds it: not alive");
         cr_assert_str_eq(aj_run_display_state(run), "lost");
         aj_run_free(run);
         free(dir);
+}
+
+/* `ps` asked the life lock twice for a run without run.json (once to tell whether it is
+ * alive, again for its state): the state shown is the one the probe's look found, not a
+ * second look that may tell otherwise. */
+Test(runs, the_probes_look_at_the_life_lock_is_the_one_shown)
+{
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s/runs/cccc00000002", paths.state_root);
+        cr_assert_eq(mkdir(dir, 0750), 0);
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "cccc00000002", &run, NULL), 0);
+        aj_run_probe(run, 500);
+        cr_assert_not(run->alive, "nothing holds it");
+        cr_assert_eq(run->life, 0, "the probe's look");
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(flock(fd, LOCK_SH | LOCK_NB), 0); /* held since */
+        cr_assert_str_eq(aj_run_display_state(run), "lost", "the state of what the probe saw");
+        aj_run_free(run);
+        cr_assert_eq(aj_runs_find(&paths, "cccc00000002", &run, NULL), 0);
+        cr_assert_str_eq(aj_run_display_state(run), "unknown", "unprobed: one look, now");
+        aj_run_free(run);
+        close(fd);
+}
+
+static void make_runtime_dir(const char *id)
+{
+        char rt[256];
+        snprintf(rt, sizeof(rt), "%s/%s", paths.runtime_root, id);
+        cr_assert_eq(mkdir(rt, 0700), 0);
+        snprintf(rt, sizeof(rt), "%s/%s/jail", paths.runtime_root, id);
+        cr_assert_eq(mkdir(rt, 0700), 0);
+}
+
+static bool runtime_dir_exists(const char *id)
+{
+        char rt[256];
+        struct stat st;
+        snprintf(rt, sizeof(rt), "%s/%s", paths.runtime_root, id);
+        return lstat(rt, &st) == 0;
+}
+
+/* A run whose supervisor and watchdog were both killed left its runtime dir (and its cgroup,
+ * which a unit test cannot make): reaped, and recorded as its watchdog would have, closing
+ * its chain; never while something of the run holds its directory or its live.lock. */
+Test(runs, a_dead_run_is_reaped_and_its_chain_closed)
+{
+        make_run("dddd00000001", "killed", "2026-01-01T00:00:00Z", "\"status\":\"running\",\"supervisor_pid\":1");
+        write_events("dddd00000001", "");
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "dddd00000001", &run, NULL), 0);
+        char path[300];
+        snprintf(path, sizeof(path), "%s/events.jsonl", run->dir);
+        AjChainEnd end;
+        cr_assert_eq(aj_events_append(path, run->id, "run.start", json_object(), &end), 0);
+        make_runtime_dir("dddd00000001");
+
+        AjRunRemains rm = { 0 };
+        cr_assert_eq(aj_run_remains(&paths, run, &rm), 0);
+        cr_assert(aj_run_remains_any(&rm));
+        cr_assert_not_null(rm.runtime_dir);
+        char what[128];
+        cr_assert_str_eq(aj_run_remains_describe(&rm, what, sizeof(what)), "its runtime dir");
+        aj_run_remains_done(&rm);
+
+        /* Held: its supervisor (or a watchdog) is there, or it is starting. */
+        int life = open(run->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_eq(flock(life, LOCK_SH | LOCK_NB), 0);
+        AjRunReaped reaped;
+        cr_assert_eq(aj_run_reap(&paths, run, &reaped), -EBUSY);
+        cr_assert(runtime_dir_exists("dddd00000001"), "nothing removed under a holder");
+        aj_run_reaped_done(&reaped);
+        close(life);
+        /* Its live.lock held: alive too. */
+        int live = -1;
+        cr_assert_eq(aj_run_live_hold(run->dir, &live), 0);
+        cr_assert_eq(aj_run_reap(&paths, run, &reaped), -EBUSY);
+        cr_assert(runtime_dir_exists("dddd00000001"));
+        aj_run_reaped_done(&reaped);
+        cr_assert_eq(aj_run_remove_dir(&paths, run), -EBUSY, "nor removed");
+        aj_run_live_release(live, false);
+
+        cr_assert_eq(aj_run_reap(&paths, run, &reaped), 0);
+        cr_assert_not(runtime_dir_exists("dddd00000001"), "its runtime dir is gone");
+        cr_assert_str_eq(reaped.event, "supervisor.lost", "the chain nobody closed is closed");
+        cr_assert_null(reaped.cgroup_left);
+        aj_run_reaped_done(&reaped);
+        json_auto_t *tail = NULL;
+        cr_assert_eq(aj_events_read_tail(path, 1, &tail), 0);
+        json_t *ev = json_array_get(tail, 0);
+        cr_assert_str_eq(json_string_value(json_object_get(ev, "type")), "supervisor.lost");
+        cr_assert_str_eq(json_string_value(json_object_get(ev, "by")), "operator");
+        cr_assert_str_eq(json_string_value(json_object_get(ev, "watchdog")), "lost");
+        cr_assert_str_eq(json_string_value(json_object_get(ev, "runtime_dir")), "removed");
+        cr_assert_str_eq(run->rec->anchor.end, "supervisor.lost");
+        AjChainCheck check;
+        AjChainVerdict verdict;
+        cr_assert_eq(aj_run_verify_chain(run->rec, path, &check, &verdict), 0);
+        cr_assert_eq(verdict, AJ_CHAIN_INTACT, "%s", check.problem);
+
+        /* Nothing left: nothing done, nothing recorded. */
+        cr_assert_eq(aj_run_reap(&paths, run, &reaped), 0);
+        cr_assert_not(aj_run_remains_any(&reaped.found));
+        cr_assert_null(reaped.event);
+        aj_run_reaped_done(&reaped);
+
+        /* A closed chain: the removal after its end. */
+        make_runtime_dir("dddd00000001");
+        cr_assert_eq(aj_run_reap(&paths, run, &reaped), 0);
+        cr_assert_str_eq(reaped.event, "runtime_dir.removed");
+        aj_run_reaped_done(&reaped);
+        cr_assert_str_eq(run->rec->anchor.end, "runtime_dir.removed");
+        cr_assert_eq(aj_run_verify_chain(run->rec, path, &check, &verdict), 0);
+        cr_assert_eq(verdict, AJ_CHAIN_INTACT, "%s", check.problem);
+
+        /* Removing the run takes what it left first. */
+        make_runtime_dir("dddd00000001");
+        cr_assert_eq(aj_run_remove_dir(&paths, run), 0);
+        cr_assert_not(runtime_dir_exists("dddd00000001"));
+        aj_run_free(run);
+}
+
+/* A supervisor killed between its run directory's mkdir and its rename left runs/.making-ID,
+ * which nothing listed nor removed: removed once nothing holds it and it is past the grace;
+ * never one its supervisor holds, nor one younger (its supervisor may not have locked it). */
+Test(runs, a_directory_being_made_is_removed_only_unheld_and_old)
+{
+        cr_assert_str_eq(aj_run_making_id(".making-eeee00000001"), "eeee00000001");
+        cr_assert_null(aj_run_making_id(".making-nothex"));
+        cr_assert_null(aj_run_making_id("eeee00000001"));
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s/runs/.making-eeee00000001", paths.state_root);
+        cr_assert_eq(mkdir(dir, 0700), 0);
+        struct stat st;
+        cr_assert_eq(stat(dir, &st), 0);
+        uint64_t made = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+        uint64_t later = made + (AJ_RUN_MAKING_GRACE_S + 1) * 1000000000ull;
+        cr_assert_eq(aj_run_remove_making(&paths, ".making-eeee00000001", made + 1000000000ull), -EBUSY,
+                     "younger than the grace");
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_eq(flock(fd, LOCK_SH | LOCK_NB), 0);
+        cr_assert_eq(aj_run_remove_making(&paths, ".making-eeee00000001", later), -EBUSY, "its supervisor holds it");
+        close(fd);
+        cr_assert_eq(aj_run_remove_making(&paths, "eeee00000001", later), -EPERM, "only such a name");
+        char file[300];
+        snprintf(file, sizeof(file), "%s/x", dir);
+        int f = open(file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+        close(f);
+        cr_assert_eq(aj_run_remove_making(&paths, ".making-eeee00000001", later), -ENOTEMPTY, "not a supervisor's");
+        cr_assert_eq(unlink(file), 0);
+        cr_assert_eq(aj_run_remove_making(&paths, ".making-eeee00000001", later), 0);
+        cr_assert_neq(stat(dir, &st), 0, "gone");
 }
