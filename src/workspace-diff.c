@@ -18,6 +18,7 @@ typedef struct {
         size_t n, cap;
         size_t path_bytes; /* of the changes' paths, with their NULs */
         uint64_t since_ns;
+        size_t mount_at;     /* 0, or the length of the prefix of path that is a mount point */
         char path[PATH_MAX]; /* of the entry being looked at */
         AjError *ret_error;
 } Diff;
@@ -59,6 +60,7 @@ static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bo
                 .conflict = conflict,
                 .skipped = skipped,
                 .path = strdup(d->path),
+                .mount_at = d->mount_at,
                 .note = note ? strdup(note) : NULL,
                 .git_code = aj_ws_change_git_code(d->path, kind, type & S_IFMT),
         };
@@ -110,6 +112,23 @@ static int lower_changed(Diff *d, int dir_fd, const char *name, const struct sta
 error:
         return aj_error_set(d->ret_error, r, "Failed to check '%s' in the workspace for changes during the run: %s",
                             d->path, strerror(-r));
+}
+
+/* Whether the lower entry `name` in ldir_fd (d->path) is a mount point on the host: the
+ * root of a mount (a bind mount of a directory of the same filesystem too), or, where the
+ * kernel does not say (before 5.8), on another device than its directory. Overlayfs does
+ * not cross mounts in a layer: the agent saw the directory under it. 1 yes, 0 no. */
+static int lower_mount_point(Diff *d, int ldir_fd, const char *name)
+{
+        struct statx stx, dir;
+        if (statx(ldir_fd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_TYPE, &stx) < 0)
+                return aj_error_set(d->ret_error, -errno, "Failed to stat '%s' in the workspace: %m", d->path);
+        if (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)
+                return !!(stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+        if (statx(ldir_fd, "", AT_EMPTY_PATH, STATX_TYPE, &dir) < 0)
+                return aj_error_set(d->ret_error, -errno, "Failed to stat the directory of '%s' in the workspace: %m",
+                                    d->path);
+        return stx.stx_dev_major != dir.stx_dev_major || stx.stx_dev_minor != dir.stx_dev_minor;
 }
 
 static int is_opaque(Diff *d, int fd)
@@ -267,6 +286,15 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
                                                     d->path);
                 }
 
+                size_t outer_mount_at = d->mount_at;
+                if (in_lower && !d->mount_at) {
+                        r = lower_mount_point(d, ldir_fd, name);
+                        if (r < 0)
+                                return r;
+                        if (r > 0)
+                                d->mount_at = clen;
+                }
+
                 if (is_whiteout(&ust)) {
                         /* In an added or opaque directory, or for something already gone from
                          * lower: nothing to delete. */
@@ -288,6 +316,7 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
                                 return r;
                 }
                 d->path[plen] = 0;
+                d->mount_at = outer_mount_at;
         }
         if (r < 0)
                 return aj_error_set(d->ret_error, r, "Failed to read '%s' in the upper dir: %s", shown(d->path),

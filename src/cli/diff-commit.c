@@ -391,7 +391,7 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
         if (conflicts)
                 printf(", %zu also changed in the workspace during the run (!)", conflicts);
         putchar('\n');
-        size_t odd = 0, git = 0, outside = 0;
+        size_t odd = 0, git = 0, outside = 0, mounted = 0;
         for (size_t i = 0; i < n; i++) {
                 /* The agent's names, quoted and escaped as git's core.quotePath shows them: an
                  * escape sequence in a name would move the cursor or erase the line above. */
@@ -419,6 +419,12 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                                        : "");
                 if (c[i].outside)
                         fputs("  (points outside the workspace)", stdout);
+                if (c[i].mount_at == strlen(c[i].path))
+                        fputs("  (a mount point in the workspace: commit refuses it)", stdout);
+                else if (c[i].mount_at) {
+                        _cleanup_free_ char *at = aj_printable_dup(c[i].path, c[i].mount_at, AJ_ESCAPE_QUOTE);
+                        printf("  (below the mount point %s in the workspace: commit refuses it)", at ?: "?");
+                }
                 if (!plain)
                         fputs("  (control characters in the name)", stdout);
                 if (!plain_target)
@@ -428,6 +434,7 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                 odd += !plain || !plain_target;
                 git += c[i].git_code != NULL;
                 outside += c[i].outside;
+                mounted += c[i].mount_at != 0;
                 putchar('\n');
         }
         if (odd)
@@ -437,6 +444,10 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                 printf("%zu symlink%s pointing outside the workspace (an absolute target, or '..' above its top): "
                        "what follows %s once committed reads or writes there\n",
                        outside, outside == 1 ? "" : "s", outside == 1 ? "it" : "them");
+        if (mounted)
+                printf("%zu change%s at or below a mount point in the workspace: the run saw the directory under the "
+                       "mount, not what is mounted there, and commit refuses to write across it (unmount it first)\n",
+                       mounted, mounted == 1 ? "" : "s");
         if (git)
                 printf("%zu change%s to git's own files (hooks, config...): git on this host may run code from %s "
                        "when you run it here; commit needs --include-git to apply %s or --exclude-git to leave %s out\n",

@@ -753,6 +753,64 @@ Test(workspace, removal_never_crosses_a_mount)
         assert_content(outside, "precious", "p");
 }
 
+/* A host mount in the workspace (a root-owned directory bound in): the agent's overlay showed
+ * the directory under it, so what it wrote there is not what it saw. A commit wrote its
+ * files into the mounted directory, replaced a file there it had never seen and chmodded the
+ * mounted directory: each such change is marked, and the commit refuses them all, nothing
+ * applied. */
+Test(workspace, writes_never_cross_a_mount)
+{
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                cr_assert_fail("unshare(CLONE_NEWNS) failed: %s (the unit tests need root)", strerror(errno));
+        put(outside, "existing", "host's\n", 0644);
+        mkd(lower, "mnt", 0755);
+        put(lower, "bound", "under\n", 0644);
+        /* Same filesystem, bind mounts: only the mount tells them apart. */
+        cr_assert_eq(mount(outside, at(lower, "mnt"), NULL, MS_BIND, NULL), 0, "%s", strerror(errno));
+        cr_assert_eq(mount(at(outside, "existing"), at(lower, "bound"), NULL, MS_BIND, NULL), 0, "%s", strerror(errno));
+        close(lower_fd);
+        lower_fd = open(lower, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(lower_fd, 0);
+        mkd(upper, "mnt", 0777);
+        put(upper, "mnt/existing", "agent's\n", 0644);
+        put(upper, "mnt/planted", "agent's\n", 0644);
+        put(upper, "bound", "agent's\n", 0644);
+        put(upper, "plain", "fine\n", 0644);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 5);
+        static const struct {
+                const char *path;
+                size_t mount_at;
+        } want[] = { { "bound", 5 }, { "mnt", 3 }, { "mnt/existing", 3 }, { "mnt/planted", 3 }, { "plain", 0 } };
+        for (size_t i = 0; i < n; i++) {
+                cr_expect_str_eq(c[i].path, want[i].path);
+                cr_expect_eq(c[i].mount_at, want[i].mount_at, "%s: %zu", c[i].path, c[i].mount_at);
+        }
+        json_t *o = aj_ws_change_json(&c[3]);
+        char *one = json_dumps(o, JSON_COMPACT);
+        cr_expect_str_eq(one, "{\"path\":\"mnt/planted\",\"change\":\"added\",\"type\":\"file\",\"size\":8,"
+                              "\"conflict\":false,\"mount_point\":\"mnt\"}");
+        free(one);
+        json_decref(o);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s;
+        AjError err = {};
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, 0, &s, &err);
+        cr_expect_eq(r, -EXDEV, "r = %d %s", r, aj_error_text(&err, r));
+        cr_expect_not_null(err.message && strstr(err.message, "'bound' in the workspace is a mount point"), "%s",
+                           err.message);
+        aj_error_clear(&err);
+        umount2(at(lower, "bound"), MNT_DETACH);
+        umount2(at(lower, "mnt"), MNT_DETACH);
+        assert_content(outside, "existing", "host's\n");
+        cr_expect(!exists(outside, "planted"));
+        cr_expect_eq(lstat_of(outside, ".").st_mode & 07777, 0755);
+        cr_expect(!exists(lower, "plain"), "nothing was applied");
+}
+
 /* An agent's sparse file stays sparse in the workspace: a commit writes its data, not its
  * holes (a 1 GiB file with 8 KiB in it must not become 1 GiB written). */
 Test(workspace, commit_keeps_a_sparse_file_sparse)
