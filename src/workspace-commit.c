@@ -606,6 +606,7 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, 
                 }
                 stats.odd_names += !aj_printable_as_is(c->path, strlen(c->path));
                 stats.outside += c->outside;
+                stats.writable_by_all += c->has_mode && (c->mode & S_IWOTH);
                 switch (c->kind) {
                 case AJ_WS_ADDED:
                         stats.added++;

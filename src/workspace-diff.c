@@ -36,8 +36,10 @@ static int hold_path_bytes(Diff *d, size_t len)
         return 0;
 }
 
+/* A change at d->path: `type` is the upper entry's st_mode (the lower one's for DELETED),
+ * `lst` the lower entry's stat (NULL: none, or not to compare modes with). */
 static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bool conflict, bool skipped,
-                    const char *note)
+                    const char *note, const struct stat *lst)
 {
         if (d->n >= AJ_WS_MAX_CHANGES)
                 return aj_error_set(d->ret_error, -E2BIG, "The workspace has more than %u changes (at '%s')",
@@ -64,6 +66,15 @@ static int diff_add(Diff *d, AjWsChangeKind kind, mode_t type, uint64_t size, bo
                 .note = note ? strdup(note) : NULL,
                 .git_code = aj_ws_change_git_code(d->path, kind, type & S_IFMT),
         };
+        /* The mode commit gives a file or directory, and what it was in the workspace. */
+        if (kind != AJ_WS_DELETED && !skipped && (S_ISREG(type) || S_ISDIR(type))) {
+                c.has_mode = true;
+                c.mode = sanitized_mode(type) & 07777;
+                if (lst && (lst->st_mode & S_IFMT) == (type & S_IFMT) && (lst->st_mode & 07777) != c.mode) {
+                        c.mode_changed = true;
+                        c.mode_was = lst->st_mode & 07777;
+                }
+        }
         if (!c.path || (note && !c.note)) {
                 free(c.path);
                 free(c.note);
@@ -163,26 +174,27 @@ static int diff_subdir(Diff *d, DIR *dir, int ldir_fd, const char *name, const s
                 return opaque;
 
         if (!in_lower)
-                r = diff_add(d, AJ_WS_ADDED, ust->st_mode, 0, false, false, NULL);
+                r = diff_add(d, AJ_WS_ADDED, ust->st_mode, 0, false, false, NULL, NULL);
         else if (opaque) {
                 r = lower_changed(d, ldir_fd, name, lst, depth);
                 if (r >= 0) {
                         char note[64];
                         snprintf(note, sizeof(note), "replaces %s", ws_type_article(lst->st_mode));
                         r = diff_add(d, AJ_WS_REPLACED, ust->st_mode, 0, r > 0, false,
-                                     S_ISDIR(lst->st_mode) ? NULL : note);
+                                     S_ISDIR(lst->st_mode) ? NULL : note, lst);
                 }
         } else if (!S_ISDIR(lst->st_mode)) {
                 char note[128];
                 snprintf(note, sizeof(note),
                          "in the workspace this is now %s, not a directory: it changed during the run",
                          ws_type_article(lst->st_mode));
-                r = diff_add(d, AJ_WS_MODIFIED, ust->st_mode, 0, changed_since(lst, d->since_ns), false, note);
+                r = diff_add(d, AJ_WS_MODIFIED, ust->st_mode, 0, changed_since(lst, d->since_ns), false, note, lst);
         } else {
                 /* Merged: a copied-up parent, a change only if its mode is. */
                 r = 0;
                 if ((ust->st_mode & 07777) != (lst->st_mode & 07777))
-                        r = diff_add(d, AJ_WS_MODIFIED, ust->st_mode, 0, changed_since(lst, d->since_ns), false, NULL);
+                        r = diff_add(d, AJ_WS_MODIFIED, ust->st_mode, 0, changed_since(lst, d->since_ns), false, NULL,
+                                     lst);
                 if (r >= 0) {
                         lchild_fd = openat(ldir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                         if (lchild_fd < 0)
@@ -242,7 +254,7 @@ static int diff_file(Diff *d, int udir_fd, int ldir_fd, const char *name, const 
         if (skipped)
                 snprintf(note, sizeof(note), "%s: not applied", ws_type_article(ust->st_mode));
         r = diff_add(d, in_lower ? AJ_WS_MODIFIED : AJ_WS_ADDED, ust->st_mode,
-                     S_ISREG(ust->st_mode) ? (uint64_t)ust->st_size : 0, conflict, skipped, note[0] ? note : NULL);
+                     S_ISREG(ust->st_mode) ? (uint64_t)ust->st_size : 0, conflict, skipped, note[0] ? note : NULL, lst);
         if (r < 0)
                 return r;
         if (S_ISREG(ust->st_mode))
@@ -302,7 +314,7 @@ static int diff_dir(Diff *d, DIR *dir_in, int ldir_fd, size_t plen, unsigned dep
                                 r = lower_changed(d, ldir_fd, name, &lst, depth);
                                 if (r < 0)
                                         return r;
-                                r = diff_add(d, AJ_WS_DELETED, lst.st_mode, 0, r > 0, false, NULL);
+                                r = diff_add(d, AJ_WS_DELETED, lst.st_mode, 0, r > 0, false, NULL, NULL);
                                 if (r < 0)
                                         return r;
                         }

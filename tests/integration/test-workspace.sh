@@ -606,7 +606,7 @@ run_jail -p "$OV" -- /bin/sh -c 'ls -A mnt | wc -l; printf "agent\n" >mnt/existi
 is "$JAIL_RC" 0 "an overlay run writes into a directory the host has a mount on" || jail_diag
 like "$JAIL_OUT" "^0" "the agent sees the empty directory under the mount"
 aj diff "$JAIL_RUN_ID"
-like "$OUT" "M  mnt/  \\(a mount point in the workspace: commit refuses it\\)" "diff marks the mount point" || op_diag
+like "$OUT" "M  mnt/  .*\\(a mount point in the workspace: commit refuses it\\)" "diff marks the mount point" || op_diag
 like "$OUT" "A  mnt/planted  6 bytes  \\(below the mount point mnt in the workspace: commit refuses it\\)" \
         "diff marks what is below it"
 aj commit "$JAIL_RUN_ID"
@@ -621,6 +621,21 @@ aj commit "$JAIL_RUN_ID"
 is "$RC" 0 "unmounted, the commit applies the changes to the directory under it" || op_diag
 is "$(cat "$WORKSPACE/mnt/planted")" agent "... there"
 rm -rf "$WORKSPACE/mnt" "$HOSTDIR"
+
+# ------------------------------------------------------------------ a chmod is a change shown
+# "M  sub/" said nothing of a directory made writable by everyone, which commit applied.
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'chmod 777 sub && chmod 666 keep.txt && mkdir tmpd && chmod 1777 tmpd'
+is "$JAIL_RC" 0 "an overlay run changes modes" || jail_diag
+aj diff "$JAIL_RUN_ID"
+like "$OUT" "M  sub/  \\(mode 0755 -> 0777\\)  \\(writable by everyone\\)" "diff shows a directory's mode change" || op_diag
+like "$OUT" "M  keep.txt  9 bytes  \\(mode 0644 -> 0666\\)  \\(writable by everyone\\)" "... and a file's"
+like "$OUT" "A  tmpd/  \\(writable by everyone\\)" "... and flags a new one everyone may write"
+like "$OUT" "3 files or directories writable by everyone once committed" "... and counts them"
+aj diff "$JAIL_RUN_ID" --json
+is "$(jq -c '.changes[] | select(.path == "sub") | [.mode, .mode_was, .writable_by_all]' <<<"$OUT")" '["0777","0755",true]' \
+        "diff --json: the mode, the workspace's, writable by all"
+aj discard "$JAIL_RUN_ID"
 
 # Rootless: the overlay needs the host's user namespace; the run refuses to start.
 if command -v setpriv >/dev/null; then

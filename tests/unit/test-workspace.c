@@ -649,10 +649,11 @@ Test(workspace, json_shape)
         cr_assert_not_null(text);
         cr_assert_str_eq(text,
                          "[{\"path\":\"bad\\\\xff\",\"change\":\"added\",\"type\":\"file\",\"size\":1,"
-                         "\"conflict\":false},"
+                         "\"conflict\":false,\"mode\":\"0644\"},"
                          "{\"path\":\"bad\\\\xff\",\"change\":\"added\",\"type\":\"file\",\"size\":1,"
-                         "\"conflict\":false,\"path_exact\":false,\"path_hex\":\"626164ff\"},"
-                         "{\"path\":\"file\",\"change\":\"added\",\"type\":\"file\",\"size\":5,\"conflict\":false},"
+                         "\"conflict\":false,\"path_exact\":false,\"path_hex\":\"626164ff\",\"mode\":\"0644\"},"
+                         "{\"path\":\"file\",\"change\":\"added\",\"type\":\"file\",\"size\":5,\"conflict\":false,"
+                         "\"mode\":\"0644\"},"
                          "{\"path\":\"old\",\"change\":\"deleted\",\"type\":\"file\",\"size\":0,\"conflict\":false},"
                          "{\"path\":\"pipe\",\"change\":\"added\",\"type\":\"fifo\",\"size\":0,\"conflict\":false,"
                          "\"skipped\":true,\"note\":\"a fifo: not applied\"}]");
@@ -753,6 +754,58 @@ Test(workspace, removal_never_crosses_a_mount)
         assert_content(outside, "precious", "p");
 }
 
+/* A chmod is a change the review must show: "M  d/" and "M  f" said nothing of a directory
+ * or a root-owned file made writable by everyone, which the commit applied. Each change
+ * carries the mode commit gives it, the workspace's when it differs, and whether everyone
+ * may write it. */
+Test(workspace, mode_changes_shown)
+{
+        mkd(lower, "d", 0755);
+        put(lower, "f", "same\n", 0644);
+        put(lower, "suid", "s\n", 04755);
+        put(lower, "plain", "p\n", 0644);
+        mkd(upper, "d", 0777);
+        put(upper, "f", "same\n", 0666);
+        put(upper, "suid", "s\n", 04755);
+        put(upper, "plain", "changed\n", 0644);
+        mkd(upper, "tmp", 01777);
+        put(upper, "private", "x\n", 0600);
+
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 6);
+        static const struct {
+                const char *path;
+                mode_t mode, was; /* was 0: unchanged */
+                bool writable;
+        } want[] = {
+                { "d", 0777, 0755, true },     { "f", 0666, 0644, true },      { "plain", 0644, 0, false },
+                { "private", 0600, 0, false }, { "suid", 0755, 04755, false }, { "tmp", 01777, 0, true },
+        };
+        for (size_t i = 0; i < n; i++) {
+                cr_assert_str_eq(c[i].path, want[i].path);
+                cr_expect(c[i].has_mode, "%s", c[i].path);
+                cr_expect_eq(c[i].mode, want[i].mode, "%s: %o", c[i].path, (unsigned)c[i].mode);
+                cr_expect_eq(c[i].mode_changed, want[i].was != 0, "%s", c[i].path);
+                if (want[i].was)
+                        cr_expect_eq(c[i].mode_was, want[i].was, "%s: was %o", c[i].path, (unsigned)c[i].mode_was);
+                cr_expect_eq((c[i].mode & S_IWOTH) != 0, want[i].writable, "%s", c[i].path);
+        }
+        json_t *o = aj_ws_change_json(&c[0]);
+        char *one = json_dumps(o, JSON_COMPACT);
+        cr_expect_str_eq(one, "{\"path\":\"d\",\"change\":\"modified\",\"type\":\"dir\",\"size\":0,"
+                              "\"conflict\":false,\"mode\":\"0777\",\"mode_was\":\"0755\",\"writable_by_all\":true}");
+        free(one);
+        json_decref(o);
+        aj_ws_changes_free(c, n);
+
+        AjWsStats s = commit(0, false);
+        cr_expect_eq(s.writable_by_all, 3);
+        cr_expect_eq(lstat_of(lower, "d").st_mode & 07777, 0777, "what the diff said is what commit did");
+        cr_expect_eq(lstat_of(lower, "f").st_mode & 07777, 0666);
+        cr_expect_eq(lstat_of(lower, "suid").st_mode & 07777, 0755);
+}
+
 /* A host mount in the workspace (a root-owned directory bound in): the agent's overlay showed
  * the directory under it, so what it wrote there is not what it saw. A commit wrote its
  * files into the mounted directory, replaced a file there it had never seen and chmodded the
@@ -791,7 +844,7 @@ Test(workspace, writes_never_cross_a_mount)
         json_t *o = aj_ws_change_json(&c[3]);
         char *one = json_dumps(o, JSON_COMPACT);
         cr_expect_str_eq(one, "{\"path\":\"mnt/planted\",\"change\":\"added\",\"type\":\"file\",\"size\":8,"
-                              "\"conflict\":false,\"mount_point\":\"mnt\"}");
+                              "\"conflict\":false,\"mode\":\"0644\",\"mount_point\":\"mnt\"}");
         free(one);
         json_decref(o);
         aj_ws_changes_free(c, n);
