@@ -17,11 +17,14 @@
 
 /* ---- commit --------------------------------------------------------------- */
 
-/* A directory below root_fd by a relative path ("" = root itself), following no symlink
- * and never leaving root: a symlink anywhere in the path is -ELOOP, not a detour. */
+/* A directory below root_fd by a relative path ("" = root itself), following no symlink,
+ * crossing no mount and never leaving root: a symlink anywhere in the path is -ELOOP, a
+ * mount point -EXDEV, not a detour. The agent's overlay showed the directory under each of
+ * the host's mounts in the workspace, not what is mounted there. */
 static int open_beneath(int root_fd, const char *path)
 {
-        return aj_open_under(root_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, AJ_UNDER_NO_SYMLINKS);
+        return aj_open_under(root_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0,
+                             AJ_UNDER_NO_SYMLINKS | AJ_UNDER_NO_XDEV);
 }
 
 int aj_ws_open_file(int root_fd, const char *path)
@@ -273,9 +276,9 @@ static int apply_dir(const Commit *cm, const AjWsChange *c, int uparent_fd, int 
         if (!S_ISDIR(lst.st_mode))
                 return -ENOTDIR;
 
-        _cleanup_close_ int fd = openat(lparent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        _cleanup_close_ int fd = open_beneath(lparent_fd, name);
         if (fd < 0)
-                return -errno;
+                return fd;
         if (c->kind == AJ_WS_REPLACED) {
                 int r = remove_tree_at(lparent_fd, name, true, false);
                 if (r < 0)
@@ -461,6 +464,27 @@ static int check_removals(const Commit *cm, const Changes *ch, AjError *ret_erro
         return 0;
 }
 
+/* Before changing anything: no change is at or below a mount point in the workspace. The
+ * agent's overlay showed the directory under the mount; what is mounted there (a host
+ * directory bound into the workspace, root's) it never saw, and a commit wrote its files
+ * there, replaced files it had not seen and changed the mounted directory's mode. */
+static int check_mounts(const Changes *ch, AjError *ret_error)
+{
+        for (size_t i = 0; i < ch->n; i++) {
+                const AjWsChange *c = &ch->v[i];
+                if (!c->mount_at || c->skipped)
+                        continue;
+                _cleanup_free_ char *shown = aj_printable_dup(c->path, strlen(c->path), 0);
+                _cleanup_free_ char *mount = aj_printable_dup(c->path, c->mount_at, 0);
+                return aj_error_set(ret_error, -EXDEV,
+                                    "Cannot apply '%s': '%s' in the workspace is a mount point: the run saw the directory "
+                                    "under it, not what is mounted there, and commit never writes across a mount "
+                                    "(unmount it to apply the changes to that directory); nothing was applied",
+                                    shown ?: "?", mount ?: "?");
+        }
+        return 0;
+}
+
 /* Is `path` at or below `dir` (a path of the list)? */
 static bool path_below(const char *path, const char *dir)
 {
@@ -549,6 +573,9 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, 
                 return aj_error_set(ret_error, -errno, "Failed to stat the workspace: %m");
         Commit cm = { .upper_fd = upper_fd, .lower_fd = lower_fd, .uid = root.st_uid, .gid = root.st_gid };
 
+        r = check_mounts(&ch, ret_error);
+        if (r < 0)
+                return r;
         r = check_lower_dirs(&cm, &ch, ret_error);
         if (r < 0)
                 return r;
@@ -579,6 +606,7 @@ int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, 
                 }
                 stats.odd_names += !aj_printable_as_is(c->path, strlen(c->path));
                 stats.outside += c->outside;
+                stats.writable_by_all += c->has_mode && (c->mode & S_IWOTH);
                 switch (c->kind) {
                 case AJ_WS_ADDED:
                         stats.added++;

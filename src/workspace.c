@@ -329,6 +329,22 @@ json_t *aj_ws_change_json(const AjWsChange *c)
                     (c->outside && json_object_set_new(o, "outside", json_true()) < 0))
                         return NULL;
         }
+        if (c->has_mode) {
+                char mode[8], was[8];
+                snprintf(mode, sizeof(mode), "%04o", (unsigned)c->mode);
+                snprintf(was, sizeof(was), "%04o", (unsigned)c->mode_was);
+                if (json_object_set_new(o, "mode", json_string(mode)) < 0 ||
+                    (c->mode_changed && json_object_set_new(o, "mode_was", json_string(was)) < 0) ||
+                    ((c->mode & S_IWOTH) && json_object_set_new(o, "writable_by_all", json_true()) < 0))
+                        return NULL;
+        }
+        if (c->mount_at) {
+                _cleanup_free_ char *at = strndup(c->path, c->mount_at);
+                json_t *mount = at ? path_string(at, &utf8) : NULL;
+                if (!mount || json_object_set_new(o, "mount_point", mount) < 0 ||
+                    set_exact(o, "mount_point", at, utf8) < 0)
+                        return NULL;
+        }
         return TAKE_PTR(o);
 }
 

@@ -60,6 +60,15 @@ typedef struct {
         char *target;         /* a symlink's target as the agent wrote it (NULL otherwise) */
         bool outside;         /* that target is absolute or climbs above the workspace's top by its
                                * ".." (judged by its text: symlinks it meets are not followed) */
+        bool has_mode;        /* a file or directory commit applies: */
+        mode_t mode;          /* the permission bits it gets (setuid/setgid dropped) */
+        bool mode_changed;    /* a workspace entry of the same type had other bits: */
+        mode_t mode_was;      /* those */
+        size_t mount_at;      /* 0, or the length of the prefix of `path` that is a mount point in
+                               * the workspace (the whole path: the entry is one). The agent saw
+                               * the directory under the mount (overlayfs does not cross the host's
+                               * mounts in its lower layer), not what is mounted there: commit
+                               * refuses it (never writes across a mount) */
 } AjWsChange;
 
 /* Lists what the overlay's upper dir changes in lower, sorted by path, component by
@@ -89,11 +98,12 @@ void aj_ws_changes_free(AjWsChange *c, size_t n);
 
 typedef struct {
         size_t added, modified, deleted, replaced, skipped;
-        size_t odd_names;    /* applied, with a name the operator's verbs show escaped (util/format.h) */
-        size_t outside;      /* applied, symlinks pointing outside the workspace (AjWsChange.outside) */
-        bool apply_failed;   /* the failure was applying a change (the counts: those before it) */
-        size_t git_code;     /* applied, git_code (AJ_WS_COMMIT_INCLUDE_GIT) */
-        size_t git_excluded; /* git_code, left out (AJ_WS_COMMIT_EXCLUDE_GIT) */
+        size_t odd_names;       /* applied, with a name the operator's verbs show escaped (util/format.h) */
+        size_t outside;         /* applied, symlinks pointing outside the workspace (AjWsChange.outside) */
+        size_t writable_by_all; /* applied, files and directories with S_IWOTH in AjWsChange.mode */
+        bool apply_failed;      /* the failure was applying a change (the counts: those before it) */
+        size_t git_code;        /* applied, git_code (AJ_WS_COMMIT_INCLUDE_GIT) */
+        size_t git_excluded;    /* git_code, left out (AJ_WS_COMMIT_EXCLUDE_GIT) */
 } AjWsStats;
 
 /* Whether a change at `path` (relative, '/'-separated; type: S_IF* of the entry) touches
@@ -183,7 +193,8 @@ enum {
  * users (f_bavail, f_favail): -ENOSPC saying how much (each regular file's allocated
  * bytes once per name, hardlinks in upper included; a block and an inode per other entry
  * made; deletions not counted on). Nor when a lower directory a change removes is or
- * holds a mount point (-EXDEV naming the change). */
+ * holds a mount point (-EXDEV naming the change), nor when a change is at or below a mount
+ * point in the workspace (mount_at: -EXDEV naming it); no path is resolved across one. */
 int aj_ws_commit(int upper_fd, int lower_fd, uint64_t since_ns, unsigned flags, AjWsStats *ret_stats,
                  AjError *ret_error);
 
@@ -197,7 +208,10 @@ int aj_ws_open_file(int root_fd, const char *path);
  *   socket|char-device|block-device", "size", "conflict", "skipped"? (only when true),
  *   "note"? (only when set), "git_code"? (the reason, only when set), "target"? (a symlink's,
  *   escaped as "path" is, with "target_exact": false and "target_hex" when not UTF-8),
- *   "outside"? (only when true)}]. NULL on allocation failure. */
+ *   "outside"? (only when true), "mode"? (of a file or directory applied, octal text:
+ *   "0644"), "mode_was"? (the workspace entry's, when it differs), "writable_by_all"? (only
+ *   when true: others may write it), "mount_point"? (the prefix of "path" that is a mount point,
+ *   when mount_at, escaped as "path" is)}]. NULL on allocation failure. */
 json_t *aj_ws_changes_json(const AjWsChange *c, size_t n);
 /* One of them: an element of that array. NULL on allocation failure. */
 json_t *aj_ws_change_json(const AjWsChange *c);

@@ -391,7 +391,7 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
         if (conflicts)
                 printf(", %zu also changed in the workspace during the run (!)", conflicts);
         putchar('\n');
-        size_t odd = 0, git = 0, outside = 0;
+        size_t odd = 0, git = 0, outside = 0, mounted = 0, writable = 0;
         for (size_t i = 0; i < n; i++) {
                 /* The agent's names, quoted and escaped as git's core.quotePath shows them: an
                  * escape sequence in a name would move the cursor or erase the line above. */
@@ -410,8 +410,12 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                 }
                 if (S_ISREG(c[i].type) && c[i].kind != AJ_WS_DELETED)
                         printf("  %llu bytes", (unsigned long long)c[i].size);
+                if (c[i].mode_changed)
+                        printf("  (mode %04o -> %04o)", (unsigned)c[i].mode_was, (unsigned)c[i].mode);
+                if (c[i].has_mode && (c[i].mode & S_IWOTH))
+                        fputs("  (writable by everyone)", stdout);
                 if (c[i].skipped)
-                        printf("  (not applied: %s)", c[i].note ? c[i].note : "unsupported file type");
+                        printf("  (%s)", c[i].note ? c[i].note : "not applied: unsupported file type");
                 else if (c[i].note)
                         printf("  (%s%s)", c[i].note,
                                c[i].kind == AJ_WS_MODIFIED && strstr(c[i].note, "replaces a directory")
@@ -419,6 +423,12 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                                        : "");
                 if (c[i].outside)
                         fputs("  (points outside the workspace)", stdout);
+                if (c[i].mount_at == strlen(c[i].path))
+                        fputs("  (a mount point in the workspace: commit refuses it)", stdout);
+                else if (c[i].mount_at) {
+                        _cleanup_free_ char *at = aj_printable_dup(c[i].path, c[i].mount_at, AJ_ESCAPE_QUOTE);
+                        printf("  (below the mount point %s in the workspace: commit refuses it)", at ?: "?");
+                }
                 if (!plain)
                         fputs("  (control characters in the name)", stdout);
                 if (!plain_target)
@@ -428,6 +438,8 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                 odd += !plain || !plain_target;
                 git += c[i].git_code != NULL;
                 outside += c[i].outside;
+                mounted += c[i].mount_at != 0;
+                writable += c[i].has_mode && (c[i].mode & S_IWOTH);
                 putchar('\n');
         }
         if (odd)
@@ -437,6 +449,14 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                 printf("%zu symlink%s pointing outside the workspace (an absolute target, or '..' above its top): "
                        "what follows %s once committed reads or writes there\n",
                        outside, outside == 1 ? "" : "s", outside == 1 ? "it" : "them");
+        if (writable)
+                printf("%zu file%s or director%s writable by everyone once committed: any user of this host "
+                       "could change %s\n",
+                       writable, writable == 1 ? "" : "s", writable == 1 ? "y" : "ies", writable == 1 ? "it" : "them");
+        if (mounted)
+                printf("%zu change%s at or below a mount point in the workspace: the run saw the directory under the "
+                       "mount, not what is mounted there, and commit refuses to write across it (unmount it first)\n",
+                       mounted, mounted == 1 ? "" : "s");
         if (git)
                 printf("%zu change%s to git's own files (hooks, config...): git on this host may run code from %s "
                        "when you run it here; commit needs --include-git to apply %s or --exclude-git to leave %s out\n",
@@ -611,6 +631,8 @@ int aj_cmd_commit(int argc, char **argv)
                 json_object_set_new(doc, "odd_names", json_integer((json_int_t)st.odd_names));
         if (doc && st.outside)
                 json_object_set_new(doc, "outside", json_integer((json_int_t)st.outside));
+        if (doc && st.writable_by_all)
+                json_object_set_new(doc, "writable_by_all", json_integer((json_int_t)st.writable_by_all));
         if (overlay_finish("commit", run, &cmd.ov, "committed", fields) < 0)
                 return CLI_EXIT_FAIL;
         if (cmd.json) {
@@ -634,6 +656,8 @@ int aj_cmd_commit(int argc, char **argv)
                 if (st.outside)
                         printf("; %zu symlink%s pointing outside the workspace", st.outside,
                                st.outside == 1 ? "" : "s");
+                if (st.writable_by_all)
+                        printf("; %zu writable by everyone", st.writable_by_all);
                 putchar('\n');
         }
         return CLI_EXIT_OK;

@@ -25,6 +25,8 @@ int aj_open_under(int root_fd, const char *path, int flags, mode_t mode, AjUnder
         uint64_t resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
         if (how & AJ_UNDER_NO_SYMLINKS)
                 resolve |= RESOLVE_NO_SYMLINKS;
+        if (how & AJ_UNDER_NO_XDEV)
+                resolve |= RESOLVE_NO_XDEV;
         int fd = sys_openat2(root_fd, *path ? path : ".", flags | O_CLOEXEC, mode, resolve);
         return fd < 0 ? -errno : fd;
 }

@@ -14,6 +14,9 @@
  *     it the file opened is the one the path names;
  *   - AJ_UNDER_NO_SYMLINKS refuses every symlink on the way and as the last component (-ELOOP),
  *     for callers that write into a tree the agent had write access to;
+ *   - AJ_UNDER_NO_XDEV refuses to cross a mount point on the way or to open one (-EXDEV), for
+ *     callers that write what the agent made in a view of the tree without the host's mounts
+ *     below it (an overlay workspace's lower layer shows the directory under a mount);
  *   - no fallback: on a kernel without openat2 (before 5.6), or where a seccomp policy filters
  *     it, the call fails (-ENOSYS / -EPERM) rather than resolving component by component.
  *
@@ -22,6 +25,7 @@
 typedef enum {
         AJ_UNDER_FOLLOW = 0,
         AJ_UNDER_NO_SYMLINKS = 1 << 0,
+        AJ_UNDER_NO_XDEV = 1 << 1,
 } AjUnderFlags;
 
 int aj_open_under(int root_fd, const char *path, int flags, mode_t mode, AjUnderFlags how);

@@ -589,6 +589,54 @@ is "$(events_of workspace.git_changed | jq -c .paths)" '[".githooks",".githooks/
         "workspace.git_changed names it (the operator's ~/.gitconfig read)" || jail_diag
 rm -rf "$WORKSPACE/.git" "$WORKSPACE/vendor" "$WORKSPACE/.githooks" "$TEST_TMP/ophome"
 
+# ------------------------------------------------------------------ a host mount in the workspace
+# The overlay's lower layer shows the directory under a mount, not what is mounted there: an
+# agent wrote into that directory, and the commit wrote its files into the mounted one (a
+# root-owned host directory), replaced a file there the agent never saw and made the mounted
+# directory 0777. Each change there is marked, and the commit refuses them, nothing applied.
+reset_workspace
+HOSTDIR=$TEST_TMP/hostdir
+mkdir -p "$HOSTDIR" "$WORKSPACE/mnt"
+printf 'host\n' >"$HOSTDIR/existing"
+chmod 0755 "$HOSTDIR"
+chown 4242:4343 "$WORKSPACE/mnt"
+mount --bind "$HOSTDIR" "$WORKSPACE/mnt"
+run_jail -p "$OV" -- /bin/sh -c 'ls -A mnt | wc -l; printf "agent\n" >mnt/existing; printf "agent\n" >mnt/planted
+        chmod 777 mnt; printf "fine\n" >plain'
+is "$JAIL_RC" 0 "an overlay run writes into a directory the host has a mount on" || jail_diag
+like "$JAIL_OUT" "^0" "the agent sees the empty directory under the mount"
+aj diff "$JAIL_RUN_ID"
+like "$OUT" "M  mnt/  .*\\(a mount point in the workspace: commit refuses it\\)" "diff marks the mount point" || op_diag
+like "$OUT" "A  mnt/planted  6 bytes  \\(below the mount point mnt in the workspace: commit refuses it\\)" \
+        "diff marks what is below it"
+aj commit "$JAIL_RUN_ID"
+is "$RC" 1 "commit refuses changes across a mount" || op_diag
+like "$ERR" "'mnt' in the workspace is a mount point" "and says which"
+is "$(cat "$HOSTDIR/existing")" host "the mounted directory's file is untouched"
+ok "nothing is planted there" test ! -e "$HOSTDIR/planted"
+is "$(stat -c %a "$HOSTDIR")" 755 "its mode is unchanged"
+ok "nothing else was applied" test ! -e "$WORKSPACE/plain"
+umount "$WORKSPACE/mnt"
+aj commit "$JAIL_RUN_ID"
+is "$RC" 0 "unmounted, the commit applies the changes to the directory under it" || op_diag
+is "$(cat "$WORKSPACE/mnt/planted")" agent "... there"
+rm -rf "$WORKSPACE/mnt" "$HOSTDIR"
+
+# ------------------------------------------------------------------ a chmod is a change shown
+# "M  sub/" said nothing of a directory made writable by everyone, which commit applied.
+reset_workspace
+run_jail -p "$OV" -- /bin/sh -c 'chmod 777 sub && chmod 666 keep.txt && mkdir tmpd && chmod 1777 tmpd'
+is "$JAIL_RC" 0 "an overlay run changes modes" || jail_diag
+aj diff "$JAIL_RUN_ID"
+like "$OUT" "M  sub/  \\(mode 0755 -> 0777\\)  \\(writable by everyone\\)" "diff shows a directory's mode change" || op_diag
+like "$OUT" "M  keep.txt  9 bytes  \\(mode 0644 -> 0666\\)  \\(writable by everyone\\)" "... and a file's"
+like "$OUT" "A  tmpd/  \\(writable by everyone\\)" "... and flags a new one everyone may write"
+like "$OUT" "3 files or directories writable by everyone once committed" "... and counts them"
+aj diff "$JAIL_RUN_ID" --json
+is "$(jq -c '.changes[] | select(.path == "sub") | [.mode, .mode_was, .writable_by_all]' <<<"$OUT")" '["0777","0755",true]' \
+        "diff --json: the mode, the workspace's, writable by all"
+aj discard "$JAIL_RUN_ID"
+
 # Rootless: the overlay needs the host's user namespace; the run refuses to start.
 if command -v setpriv >/dev/null; then
         NB="$TEST_TMP/nobody"
