@@ -86,19 +86,23 @@ static int lock_id(int dfd, const char *dir, unsigned long id, int how, int *ret
 }
 
 /* Whether the slot's last holder left its jail behind: 1 when a directory its file names
- * (aj_host_id_lease_mark) is still there, 0 when none is, -errno when that cannot be told.
- * Only whole lines count: a supervisor killed while writing one has its earlier ones
- * named, and nothing in the directory of a line it had not finished. */
-static int slot_left(int fd)
+ * (aj_host_id_lease_mark) is still there, 0 when none is, -errno when that cannot be told;
+ * *ret_len the file's length. Only whole lines count: a supervisor killed while writing one
+ * has its earlier ones named, and nothing in the directory of a line it had not finished.
+ * Empty lines are a mark's padding. */
+static int slot_left(int fd, size_t *ret_len)
 {
         char buf[AJ_HOST_ID_MARK_MAX + 1];
         ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
         if (n < 0)
                 return -errno;
         buf[n] = 0;
+        *ret_len = (size_t)n;
         char *line = buf;
         for (char *nl; (nl = strchr(line, '\n')); line = nl + 1) {
                 *nl = 0;
+                if (!line[0])
+                        continue;
                 if (line[0] != '/')
                         return -EBADMSG; /* not ours: nothing says what it held */
                 struct stat st;
@@ -129,15 +133,15 @@ int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *
                         continue;
                 if (r < 0)
                         return r;
-                /* Unlocked, but its last run's processes may still run as these ids. */
-                if (slot_left(fd) != 0) {
+                /* Unlocked, but its last run's processes may still run as these ids. Its
+                 * lines name only directories gone now: left until this run's mark writes
+                 * over them (no truncation, a metadata write, on the start's path). */
+                size_t len = 0;
+                if (slot_left(fd, &len) != 0) {
                         kept++;
                         continue;
                 }
-                if (ftruncate(fd, 0) < 0)
-                        return aj_error_set(ret_error, -errno, "cannot empty '%s/%lu': %m", dir,
-                                            AJ_HOST_ID_POOL_FIRST + slot);
-                *ret = (AjHostIdLease){ .fd = { TAKE_FD(fd), -1 }, .own = true };
+                *ret = (AjHostIdLease){ .fd = { TAKE_FD(fd), -1 }, .own = true, .mark_len = len };
                 *ret_id = AJ_HOST_ID_POOL_FIRST + slot;
                 return 0;
         }
@@ -148,7 +152,7 @@ int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *
                             n_slots, AJ_HOST_ID_POOL_FIRST, AJ_HOST_ID_POOL_FIRST + n_slots - 1, dir, kept);
 }
 
-int aj_host_id_lease_mark(const AjHostIdLease *l, char *const *paths)
+int aj_host_id_lease_mark(AjHostIdLease *l, char *const *paths)
 {
         if (!l->own || l->fd[0] < 0)
                 return 0;
@@ -164,13 +168,20 @@ int aj_host_id_lease_mark(const AjHostIdLease *l, char *const *paths)
                 text[len + n] = '\n';
                 len += n + 1;
         }
-        /* Over what is there (this run's own earlier lines, a prefix of these), then cut. */
-        ssize_t w = pwrite(l->fd[0], text, len, 0);
+        /* Over what is there (this run's own earlier lines, a prefix of these, or the last
+         * run's, naming directories gone), in one write: what is longer than these is padded
+         * with empty lines rather than cut (ftruncate, a metadata write on the start's path). */
+        size_t total = len > l->mark_len ? len : l->mark_len;
+        if (total >= sizeof(text)) /* a full file is one slot_left() cannot tell from a longer */
+                return -E2BIG;
+        memset(text + len, '\n', total - len);
+        ssize_t w = pwrite(l->fd[0], text, total, 0);
         if (w < 0)
                 return -errno;
-        if ((size_t)w != len)
+        if ((size_t)w != total)
                 return -EIO;
-        return ftruncate(l->fd[0], (off_t)len) < 0 ? -errno : 0;
+        l->mark_len = total;
+        return 0;
 }
 
 int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *ret, AjError *ret_error)

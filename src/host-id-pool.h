@@ -50,7 +50,8 @@
  * different slots. -1: none. Held by an exclusive (own: fd[0]) or shared (named) lock. */
 typedef struct {
         int fd[2];
-        bool own; /* a slot of the run's own (aj_host_id_pool_take) */
+        bool own;        /* a slot of the run's own (aj_host_id_pool_take) */
+        size_t mark_len; /* its file's length (aj_host_id_lease_mark pads to it) */
 } AjHostIdLease;
 
 #define AJ_HOST_ID_LEASE_INIT    \
@@ -83,5 +84,5 @@ int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *
  * file only grows, so a supervisor killed in the write leaves the earlier ones named). 0 and
  * nothing written for a lease without a slot of its own; -E2BIG past AJ_HOST_ID_MARK_MAX,
  * -EINVAL for a path that is not absolute or holds a newline; else -errno of the write. */
-int aj_host_id_lease_mark(const AjHostIdLease *l, char *const *paths);
+int aj_host_id_lease_mark(AjHostIdLease *l, char *const *paths);
 void aj_host_id_lease_release(AjHostIdLease *l);

@@ -136,7 +136,10 @@ t0=$SECONDS
 start_jail_bg -- /bin/sh -c './probe sleep 300 & ./probe sleep 2; exit 7'
 stuck=
 for ((i = 0; i < 100; i++)); do
-        stuck=$(pgrep -f '^\./probe sleep 300' | head -1)
+        # Among this run's processes only (another test's jail may run the same command).
+        for p in $(descendants "$BG_PID"); do
+                [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) == "./probe sleep 300 " ]] && stuck=$p && break
+        done
         [[ -n $stuck ]] && break
         sleep 0.05
 done

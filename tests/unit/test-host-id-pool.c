@@ -159,7 +159,18 @@ Test(host_id_pool, a_slot_stays_taken_while_its_last_runs_cgroup_is_there)
         snprintf(path, sizeof(path), "%s/%lu", dir, ib);
         struct stat st;
         cr_assert_eq(stat(path, &st), 0);
-        cr_assert_eq(st.st_size, 0, "the new holder starts with an empty file");
+        off_t last = st.st_size;
+        cr_assert_gt(last, 0, "the last run's lines stay until the new holder's mark (no truncation)");
+        /* A mark shorter than the last run's lines writes over them, padded with empty
+         * lines, not cut: the file names only the new holder's directory. */
+        char *const shorter[] = { cg_v1, NULL };
+        cr_assert_lt(strlen(cg_v1) + 1, (size_t)last);
+        cr_assert_eq(aj_host_id_lease_mark(&b, shorter), 0);
+        cr_assert_eq(stat(path, &st), 0);
+        cr_assert_eq(st.st_size, last, "padded to the length that was there");
+        aj_host_id_lease_release(&b);
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &b, &ib, NULL), 0);
+        cr_assert_eq(ib, FIRST, "the padding names nothing: free, its one directory gone");
         aj_host_id_lease_release(&b);
 
         /* Not a list of paths (nor ours): not free. A line not ended is one a killed writer
