@@ -491,6 +491,32 @@ bool aj_cgroup_left(const AjCgroup *cg)
         return any;
 }
 
+int aj_cgroup_populated(const AjCgroup *cg)
+{
+        if (!cg)
+                return 0;
+        uint64_t populated = 0;
+        if (cg->have_v2) {
+                int r = aj_cg_read_keyed(cg->plan.v2_run, "cgroup.events", "populated", &populated);
+                if (r < 0)
+                        return r;
+                if (populated)
+                        return 1;
+        }
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
+                if (!cg->have_v1[c] || cg->plan.v1_alias[c])
+                        continue;
+                _cleanup_free_ pid_t *pids = NULL;
+                size_t n = 0;
+                int r = aj_cg_read_pids(cg->plan.v1_run[c], &pids, &n);
+                if (r < 0)
+                        return r;
+                if (n)
+                        return 1;
+        }
+        return 0;
+}
+
 int aj_cgroup_remove(AjCgroup *cg, int timeout_ms)
 {
         if (!cg)

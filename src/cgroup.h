@@ -99,6 +99,10 @@ void aj_cgroup_event_ack(AjCgroup *cg);
 int aj_cgroup_remove(AjCgroup *cg, int timeout_ms);
 /* Whether a directory of the run is still there (after a failed aj_cgroup_remove()). */
 bool aj_cgroup_left(const AjCgroup *cg);
+/* Whether a process is still in the run's cgroup: in the v2 directory or below it
+ * (cgroup.events "populated"), or in a v1 directory (cgroup.procs), every hierarchy looked
+ * at (a task can be moved out of one alone). 1, 0, or -errno when a directory cannot be read. */
+int aj_cgroup_populated(const AjCgroup *cg);
 /* aj_cgroup_remove() within AJ_CGROUP_REMOVE_MS, then free. */
 int aj_cgroup_destroy(AjCgroup *cg);
 void aj_cgroup_free(AjCgroup *cg); /* free memory only (does not remove) */

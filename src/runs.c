@@ -1098,6 +1098,18 @@ int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret)
         return 0;
 }
 
+int aj_run_remains_populated(const AjRun *run)
+{
+        if (!aj_run_id_valid(run->id))
+                return -EINVAL;
+        _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
+        int r = aj_cgroup_open(run->id, &cg);
+        if (r >= 0)
+                r = aj_cgroup_populated(cg);
+        /* A directory gone meanwhile was removed: it was empty. */
+        return r == -ENOENT ? 0 : r;
+}
+
 void aj_run_reaped_done(AjRunReaped *r)
 {
         aj_run_remains_done(&r->found);

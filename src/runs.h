@@ -211,6 +211,18 @@ char *aj_run_remains_describe(const AjRunRemains *rm, char *buf, size_t len);
  * -errno when that cannot be told (an unreadable cgroup layout). */
 int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret);
 
+/* Whether the run's cgroup (a run not alive: what it left) still holds processes: killed,
+ * not yet gone, they may still write where the run could (its overlay's upper dir). 1, 0
+ * (none, or no cgroup left), -errno when that cannot be told. */
+int aj_run_remains_populated(const AjRun *run);
+/* What a decision on such a run (`commit`, aj_run_remains_populated) is told to do. */
+#define AJ_RUN_REMAINS_POPULATED_TEXT                                                                \
+        "its supervisor is gone but its cgroup still holds processes (killed, not yet gone: in "     \
+        "uninterruptible sleep, or frozen), which may still change what it left. 'agentjail prune' " \
+        "(any rule: it reaps what dead runs left first, and keeps a run whose changes are pending) " \
+        "kills them and removes the cgroup once they are gone, or kill them yourself ('agentjail "   \
+        "ps --json' lists the cgroup's directories)"
+
 /* How long a reap waits for the processes it killed to leave the cgroup. */
 #define AJ_RUN_REAP_CGROUP_MS 10000
 typedef struct {

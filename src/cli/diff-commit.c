@@ -199,6 +199,7 @@ typedef struct {
         bool git_options; /* --include-git, --exclude-git */
         bool decides;     /* commit, discard: one at a time (lock_overlay) */
         bool acting;      /* writes what the records name with our rights: cli_check_acting() */
+        bool settled;     /* commit: not while a process of the run is left (check_settled) */
 } OverlayVerb;
 
 typedef struct {
@@ -256,6 +257,25 @@ static int parse_overlay_verb(const OverlayVerb *v, int argc, char **argv, Overl
         return 0;
 }
 
+/* A run whose supervisor and watchdog are gone can still have processes in its cgroup (both
+ * killed; a watchdog that gave up on one that does not die, cgroup.left): one still in the
+ * overlay writes into the upper dir while commit applies it, and what the operator reviewed
+ * (diff) is not what is applied. Refused then, and when that cannot be told. Discard is not:
+ * the workspace stays as it was whatever such a process still writes, into a directory gone. */
+static int check_settled(const char *cmd, const AjRun *run)
+{
+        int r = aj_run_remains_populated(run);
+        if (r > 0)
+                cli_fail(cmd, "run %s: nothing was changed: %s; then %s again", run->id, AJ_RUN_REMAINS_POPULATED_TEXT,
+                         cmd);
+        else if (r < 0)
+                cli_fail(cmd,
+                         "run %s: cannot tell whether its cgroup still holds processes (which may still change "
+                         "its workspace changes): %s; nothing was changed",
+                         run->id, strerror(-r));
+        return r > 0 ? -EBUSY : r;
+}
+
 /* The start of diff, commit and discard: options, the run, its overlay. 0 when the verb
  * goes on with c->ov open, else it is done: *ret_status is its exit status (help, or an
  * error reported). */
@@ -273,7 +293,8 @@ static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, Overla
                       : cli_open_run(v->cmd, query, &c->paths, &c->run);
         if (r < 0 || (v->acting && (r = cli_check_acting(v->cmd, &c->paths)) < 0))
                 return r;
-        return open_overlay(v->cmd, c->run, v->decides, &c->ov);
+        r = open_overlay(v->cmd, c->run, v->decides, &c->ov);
+        return r < 0 || !v->settled ? r : check_settled(v->cmd, c->run);
 }
 
 /* diff(1)'s output holds the agent's file contents: shown by the one rule (util/format.h),
@@ -380,7 +401,8 @@ out:
 
 
 static const OverlayVerb diff_verb = { "diff", DIFF_USAGE, DIFF_HELP, "patch", CLI_OPT_PATCH };
-static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE, true, true, true };
+static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE,
+                                         true,     true,         true,        true };
 static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0, false, true, true };
 
 static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange *c, size_t n, size_t conflicts,

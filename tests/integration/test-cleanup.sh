@@ -227,6 +227,41 @@ fi
 let_go
 BG_PIDS=()
 
+# --- an overlay run's supervisor and watchdog SIGKILLed together while a jail process cannot
+# die: commit applied the upper dir while that process, still in the overlay, could write
+# into it, so what was applied was not what diff showed. commit refuses while the run's
+# cgroup holds processes; discard, which applies nothing, does not need to.
+OV=$(write_profile overlay '{"extends": "default", "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}')
+rm -f "$WORKSPACE/mine.txt"
+start_jail_bg -p "$OV" -- /bin/sh -c 'printf "agent\n" >mine.txt && exec ./probe sleep 120'
+if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; then
+        id=${rdir##*/}
+        kill -KILL "$BG_PID" "$(jq -r .watchdog_pid "$rdir/run.json")"
+        wait "$BG_PID" 2>/dev/null
+        sleep 0.5
+        aj diff "$id"
+        like "$OUT" "A  mine.txt" "diff of the dead overlay run whose process is left" || op_diag
+        aj commit "$id"
+        is "$RC" 1 "commit refuses a run whose cgroup still holds a process" || op_diag
+        like "$ERR" "run $id: nothing was changed: its supervisor is gone but its cgroup still holds processes.*'agentjail prune'.*then commit again" \
+                "... and says why and what to do" || op_diag
+        ok "... and changes nothing" test ! -e "$WORKSPACE/mine.txt"
+        is "$(jq -r .workspace.changes "$rdir/run.json")" pending "... the changes stay pending"
+        let_go
+        aj prune --older-than 1d
+        is "$RC" 0 "once the process can die, prune reaps the dead run" || op_diag
+        isnt "$(ls -d "$rdir" 2>/dev/null)" "" "... and keeps it, its changes pending"
+        aj commit "$id"
+        is "$RC" 0 "then commit applies the changes" || op_diag
+        is "$(cat "$WORKSPACE/mine.txt" 2>/dev/null)" agent "... the agent's file is in the workspace"
+else
+        fail "the overlay jail for the killed supervisor and watchdog test started, its process held" \
+                "$(cat "$TEST_TMP/bg.err")"
+fi
+let_go
+BG_PIDS=()
+rm -f "$WORKSPACE/mine.txt"
+
 # --- a supervisor SIGKILLed in start-up, before it wrote run.json, left a run directory
 # (empty, or an events.jsonl the watchdog closed with supervisor.lost) that `ps` called
 # "unknown" and `prune` never removed: one more for every such kill. Nothing holds it any
