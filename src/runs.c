@@ -1053,6 +1053,13 @@ static int check_dead(const AjRun *run)
         return r;
 }
 
+/* Its life lock held in *ret_fd, and nothing of it alive (check_dead()). */
+static int hold_dead_run(const AjPaths *paths, const AjRun *run, int *ret_fd)
+{
+        int r = hold_run_dir(paths, run, ret_fd);
+        return r < 0 ? r : check_dead(run);
+}
+
 /* ---- what a dead run left on the host ------------------------------------------------- */
 
 void aj_run_remains_done(AjRunRemains *rm)
@@ -1216,10 +1223,8 @@ int aj_run_reap(const AjPaths *paths, AjRun *run, AjRunReaped *ret)
 {
         *ret = (AjRunReaped){ 0 };
         _cleanup_close_ int life_fd = -1;
-        int r = hold_run_dir(paths, run, &life_fd);
+        int r = hold_dead_run(paths, run, &life_fd);
         if (r < 0)
-                return r;
-        if ((r = check_dead(run)) < 0)
                 return r;
         if ((r = reap_held(paths, run, ret)) < 0)
                 return r;
@@ -1235,10 +1240,8 @@ int aj_run_remove_dir(const AjPaths *paths, const AjRun *run)
          * whose watchdog is writing supervisor.lost; and exclusively by `rollback --apply`.
          * Held until the directory is gone. */
         _cleanup_close_ int life_fd = -1;
-        int r = hold_run_dir(paths, run, &life_fd);
+        int r = hold_dead_run(paths, run, &life_fd);
         if (r < 0)
-                return r;
-        if ((r = check_dead(run)) < 0)
                 return r;
         /* One that cannot be opened as a directory, no commit or discard can lock either. */
         _cleanup_close_ int lock_fd = -1;
