@@ -366,6 +366,11 @@ static void handle_child_msg(Run *run)
                         run->sync_io = NULL;
                         close(run->h.sync_fd);
                         run->h.sync_fd = -1;
+                        /* The init's end closes as it exits (it holds it until then), before
+                         * its exit waits for the pid namespace: the jail is ending even when
+                         * no status of its command came (the init killed from outside, by the
+                         * OOM killer say), so its exit is waited for within the bound too. */
+                        jail_ending(run);
                         return;
                 }
                 switch (m.type) {

@@ -167,6 +167,41 @@ fi
 let_go
 BG_PIDS=()
 
+# --- the same stuck process, but the jail's init killed from outside (as the OOM killer may)
+# before the command reports a status: no "done" from the init ever comes, and the bound on
+# its exit started only at a status or a kill of ours, so the supervisor waited for as long as
+# the process was frozen. The init's end of the sync socket closes as it exits, before its
+# exit waits for the pid namespace: the bound starts there too.
+t0=$SECONDS
+start_jail_bg -- /bin/sh -c './probe sleep 300 & ./probe sleep 300'
+stuck=
+for ((i = 0; i < 100; i++)); do
+        for p in $(descendants "$BG_PID"); do
+                [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) == "./probe sleep 300 " ]] && stuck=$p && break
+        done
+        [[ -n $stuck ]] && break
+        sleep 0.05
+done
+init=$(find_jailed "$BG_PID" agentjail-init 5)
+if [[ -n $stuck && -n $init ]] && rdir=$(wait_run_dir 5) && hold "$stuck"; then
+        id=${rdir##*/}
+        kill -KILL "$init"
+        wait_exit "$BG_PID" 45
+        isnt "$WAIT_RC" 124 "the jail's init killed while a process of the jail cannot die: the run still ends"
+        cmp_num $((SECONDS - t0)) -le 35 "... within its bounds, not held by the process" ||
+                diag "$(cat "$TEST_TMP/bg.err")"
+        like "$(cat "$TEST_TMP/bg.err")" "init has not exited 10 s after the jail's end" \
+                "the supervisor says why it did not wait for the jail's init"
+        is "$(jq -r '.events.end' "$rdir/run.json")" run.exit "run.json: the chain ends with run.exit"
+        let_go
+        wait_cgroup_gone "$id" 10
+        is "$left" "" "once the process can die, the watchdog removes every cgroup dir of the run"
+else
+        fail "the jail for the killed-init test started, its process held" "$(cat "$TEST_TMP/bg.err")"
+fi
+let_go
+BG_PIDS=()
+
 # --- the supervisor and its watchdog SIGKILLed together while a jail process cannot die:
 # nothing removed the run's cgroups and runtime dir, prune removed the run directory (the
 # one trace of them), and the run's host ids went to the next run while the process, running
