@@ -1130,6 +1130,10 @@ static int reap_held(const AjPaths *paths, const AjRun *run, AjRunReaped *ret)
                 _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
                 int64_t t0 = aj_now_monotonic_ms();
                 r = aj_cgroup_open(run->id, &cg);
+                /* A supervisor's (cgroup.h): a live run of another run directory of that id
+                 * (a copy of its directory in another state directory is dead by its locks). */
+                if (r >= 0 && aj_cgroup_claim(cg) == -EBUSY)
+                        return -EBUSY;
                 if (r >= 0)
                         r = aj_cgroup_remove(cg, AJ_RUN_REAP_CGROUP_MS);
                 ret->waited_ms = aj_now_monotonic_ms() - t0;
