@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -357,6 +358,10 @@ static int v2_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
         cg->v2_fd = open(cg->plan.v2_run, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (cg->v2_fd < 0)
                 return -errno;
+        /* Ours until it is removed (cgroup.h aj_cgroup_claim): no reap of a dead run's
+         * directory of the same id, in another state directory, kills this run. */
+        if (flock(cg->v2_fd, LOCK_SH | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EBUSY : -errno;
         if (!unified)
                 return 0;
 

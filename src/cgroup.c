@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "cgroup-internal.h"
@@ -376,6 +377,15 @@ int aj_cgroup_open(const char *run_id, AjCgroup **ret)
 }
 
 int aj_cgroup_v2_fd(const AjCgroup *cg) { return cg ? cg->v2_fd : -1; }
+
+int aj_cgroup_claim(AjCgroup *cg)
+{
+        if (!cg || cg->v2_fd < 0)
+                return 0;
+        if (flock(cg->v2_fd, LOCK_EX | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EBUSY : -errno;
+        return 0;
+}
 
 int aj_cgroup_attach(AjCgroup *cg, pid_t pid, bool already_in_v2)
 {

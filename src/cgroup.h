@@ -64,6 +64,19 @@ int aj_cgroup_create_rest(AjCgroup *cg, char **ret_unenforced, AjError *ret_erro
 /* Re-open an existing run's cgroup (for freeze/thaw/kill from another process). */
 int aj_cgroup_open(const char *run_id, AjCgroup **ret);
 
+/*
+ * A cgroup's directories are named by the run id alone, in one tree for every state and
+ * runtime directory of the host: a run directory's locks say nothing of a cgroup of that id
+ * that another run directory's supervisor uses (a copy of a live run's directory, kept in
+ * another state directory, is dead by its own locks). So the supervisor that creates the v2
+ * directory holds it (flock LOCK_SH on its fd, the open file description aj_cgroup_v2_fd()
+ * gives, closed by the jail's init and the watchdog with their other fds) until it removes
+ * it, and what removes a cgroup it did not create (`prune`'s reap) takes it first:
+ * aj_cgroup_claim(), LOCK_EX without waiting, -EBUSY while a supervisor holds it. 0 with
+ * nothing to claim without a v2 directory (a v1-only host: only the run directory's locks).
+ */
+int aj_cgroup_claim(AjCgroup *cg);
+
 /* An O_DIRECTORY fd of the v2 cgroup for clone3(CLONE_INTO_CGROUP), or -1 if none. */
 int aj_cgroup_v2_fd(const AjCgroup *cg);
 

@@ -522,6 +522,11 @@ static int plan_runtime_dir(Run *run)
         r = aj_runtime_dir_create(&run->paths, run->id, &rt);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the runtime directory under '%s'", run->paths.runtime_root);
+        /* Ours for the run's life (state.h aj_runtime_dir_hold): no reap of a dead run's
+         * directory of the same id in another state directory removes it. */
+        r = aj_runtime_dir_hold(rt, false, &run->runtime_hold_fd);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot hold the runtime directory '%s'", rt);
         r = aj_root_mountpoint(&run->paths, &run->root_mountpoint);
         if (r < 0)
                 return aj_log_errno(r, "Failed to create the jails' mount point under '%s'", run->paths.runtime_root);

@@ -621,6 +621,8 @@ static void run_free(Run *run)
         /* Last: every undo has run, nothing of the jail runs as these ids any more. */
         aj_host_id_lease_release(&run->host_ids);
         aj_run_live_release(run->live_fd, watchdog_keeps);
+        if (run->runtime_hold_fd >= 0)
+                close(run->runtime_hold_fd);
         aj_strv_free(run->envp);
         json_decref(run->degraded);
         json_decref(run->resolved_profile);
@@ -651,6 +653,7 @@ int aj_jail_run(const AjRunOptions *opts)
                 .watchdog = AJ_SUP_WATCHDOG_INIT,
                 .host_ids = AJ_HOST_ID_LEASE_INIT,
                 .live_fd = -1,
+                .runtime_hold_fd = -1,
                 .term = AJ_SUP_TERMINAL_INIT,
                 .output = AJ_SUP_OUTPUT_INIT,
                 .denials = AJ_SUP_DENIALS_INIT,

@@ -165,7 +165,8 @@ typedef struct {
         /* the records */
         bool records_done; /* run.exit and the final run.json are written */
         bool runtime_removed;
-        bool cgroup_left; /* its removal hit AJ_CGROUP_REMOVE_MS: the watchdog finishes it */
+        int runtime_hold_fd; /* the runtime dir, held (state.h aj_runtime_dir_hold); -1 */
+        bool cgroup_left;    /* its removal hit AJ_CGROUP_REMOVE_MS: the watchdog finishes it */
         int final_status;
         AjRunRecord *final_rec; /* the final run.json, for --json */
 } Run;

@@ -1145,10 +1145,18 @@ static int reap_held(const AjPaths *paths, const AjRun *run, AjRunReaped *ret)
         int r = aj_run_remains(paths, run, &ret->found);
         if (r < 0)
                 return r;
+        /* Its runtime dir and cgroup are named by the id alone: held by a supervisor, they
+         * are a live run's of another run directory of that id (a copy of its directory in
+         * another state directory is dead by its own locks). Nothing is done then. */
+        _cleanup_close_ int rt_fd = -1;
+        if (ret->found.runtime_dir && aj_runtime_dir_hold(ret->found.runtime_dir, true, &rt_fd) == -EBUSY)
+                return -EBUSY;
         if (ret->found.cgroup) {
                 _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
                 int64_t t0 = aj_now_monotonic_ms();
                 r = aj_cgroup_open(run->id, &cg);
+                if (r >= 0 && aj_cgroup_claim(cg) == -EBUSY)
+                        return -EBUSY;
                 if (r >= 0)
                         r = aj_cgroup_remove(cg, AJ_RUN_REAP_CGROUP_MS);
                 ret->waited_ms = aj_now_monotonic_ms() - t0;

@@ -284,6 +284,17 @@ int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir)
         return 0;
 }
 
+int aj_runtime_dir_hold(const char *dir, bool exclusive, int *ret_fd)
+{
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EBUSY : -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
 int aj_root_mountpoint(const AjPaths *paths, char **ret)
 {
         /* One empty directory for every run: each jail mounts its root there inside its own

@@ -83,4 +83,10 @@ int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error);
 const char *aj_runtime_root_problem(const struct stat *st, uid_t uid, bool exact_0700);
 /* <runtime>/<id>, created 0711. */
 int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir);
+/* Like a run's cgroup (cgroup.h aj_cgroup_claim), its runtime dir is named by the run id
+ * alone, one for every state directory that shares the runtime root: the supervisor holds
+ * it (LOCK_SH, `exclusive` false) for its life, and what removes one it did not make (a reap)
+ * takes it exclusively first. The open directory (O_NOFOLLOW) in *ret_fd; -EBUSY when held
+ * the other way, -ELOOP/-ENOTDIR for what is not a directory. */
+int aj_runtime_dir_hold(const char *dir, bool exclusive, int *ret_fd);
 int aj_runtime_dir_remove(const char *dir);

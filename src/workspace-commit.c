@@ -101,17 +101,21 @@ static int empty_dir(int dir_fd, const Place *place, unsigned depth, bool dry)
                                 continue;
                         return -errno;
                 }
+                /* A file can be a mount point too (a bind-mounted file): the dry pass must
+                 * find it, or the removal starts and stops half way at its EBUSY. */
+                Place cp;
+                r = place_at(dirfd(d), child, &cp);
+                if (r == -ENOENT)
+                        continue;
+                if (r < 0)
+                        return r;
+                if (!same_place(&cp, place))
+                        return -EXDEV;
                 if (!S_ISDIR(st.st_mode)) {
                         if (!dry && unlinkat(dirfd(d), child, 0) < 0 && errno != ENOENT)
                                 return -errno;
                         continue;
                 }
-                Place cp;
-                r = place_at(dirfd(d), child, &cp);
-                if (r < 0)
-                        return r;
-                if (!same_place(&cp, place))
-                        return -EXDEV;
                 _cleanup_close_ int fd = openat(dirfd(d), child, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 if (fd < 0)
                         return -errno;

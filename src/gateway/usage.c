@@ -355,12 +355,14 @@ static bool search_tool(json_t *tool)
 /* A tool type that bills nothing beyond tokens: one the client runs (a function, a custom
  * tool, OpenAI's local_shell, shell, computer_use_preview and apply_patch, Anthropic's bash_*,
  * text_editor_*, computer_* and memory_*), or one the provider runs free (a remote MCP server's
- * tools, "mcp" and Anthropic's "mcp_toolset"; Anthropic's tool_search_tool_*; OpenRouter's
- * "openrouter:datetime"). Exact names in lower case, versioned families by prefix: a provider
- * reading another spelling as a paid tool is not given the benefit of the doubt. */
+ * tools, "mcp" and Anthropic's "mcp_toolset"; Anthropic's tool_search_tool_*). Exact names in
+ * lower case, versioned families by prefix: a provider reading another spelling as a paid tool
+ * is not given the benefit of the doubt. Never under a namespace (tool_type()): a namespaced
+ * type is a provider's own tool, not the client's, and the one free there is OpenRouter's
+ * "openrouter:datetime" (free_typed_tool()). */
 static bool free_tool(const char *type)
 {
-        static const char *const exact[] = { "function", "custom", "local_shell", "shell", "apply_patch", "datetime" };
+        static const char *const exact[] = { "function", "custom", "local_shell", "shell", "apply_patch" };
         static const char *const prefix[] = {
                 "computer", "bash_", "text_editor_", "memory", "mcp", "tool_search_tool_"
         };
@@ -371,6 +373,12 @@ static bool free_tool(const char *type)
                 if (strncmp(type, prefix[i], strlen(prefix[i])) == 0)
                         return true;
         return false;
+}
+
+/* A tool whose type (`full`, as given; `type`, tool_type()'s) bills nothing beyond tokens. */
+static bool free_typed_tool(const char *full, const char *type, bool namespaced)
+{
+        return namespaced ? streq(full, "openrouter:datetime") : free_tool(type);
 }
 
 /* A group of tools under one name (the Responses API's "namespace": {"type": "namespace",
@@ -591,7 +599,14 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
         json_t *tool;
         size_t i;
         uint64_t v;
-        json_array_foreach (json_object_get(root, "tools"), i, tool) {
+        /* Tools the gateway cannot read (not an array, an entry not an object) may name any
+         * tool a provider reads otherwise: unmetered, fail closed. */
+        json_t *tools = json_object_get(root, "tools");
+        if (tools && !json_is_null(tools) && !json_is_array(tools))
+                unmetered(c, "\"tools\" that is not an array", NULL);
+        json_array_foreach (tools, i, tool) {
+                if (!json_is_object(tool))
+                        unmetered(c, "a \"tools\" entry that is not an object", NULL);
                 int fee = fee_tool(tool);
                 bool namespaced;
                 const char *type = tool_type(tool, &namespaced);
@@ -602,7 +617,8 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
                  * bills (xAI's collections_search, one added later): unmetered, fail closed. No
                  * type is a client's own tool (Anthropic's). */
                 if (t && !json_is_null(t) &&
-                    (!type || (fee < 0 && !search_tool(tool) && !free_tool(type) && !free_namespace(tool))))
+                    (!type || (fee < 0 && !search_tool(tool) &&
+                               !free_typed_tool(json_string_value(t), type, namespaced) && !free_namespace(tool))))
                         unmetered(c, "a tool type the gateway does not know,",
                                   type ? json_string_value(t) : "(not a string)");
                 if (!search_tool(tool))
@@ -857,7 +873,8 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "modalities",
         };
         static const char *const opts[] = { "include_usage" };
-        static const char *const tool_members[] = { "type", "max_uses", "container" };
+        /* "tools": a namespace's (free_namespace()), whose members are checked as a tool's. */
+        static const char *const tool_members[] = { "type", "max_uses", "container", "tools" };
         static const char *const plugin_members[] = { "id", "max_results", "pdf" };
         static const char *const engine[] = { "engine" }, *const mode[] = { "mode" };
         const char *twin = case_twin(root, top, ARRAY_SIZE(top));
@@ -871,6 +888,13 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 if (twin)
                         break;
                 twin = case_twin(tool, tool_members, ARRAY_SIZE(tool_members));
+                json_t *member;
+                size_t k;
+                json_array_foreach (json_object_get(tool, "tools"), k, member) {
+                        if (twin)
+                                break;
+                        twin = case_twin(member, tool_members, ARRAY_SIZE(tool_members));
+                }
         }
         json_array_foreach (json_object_get(root, "plugins"), i, tool) {
                 if (twin)

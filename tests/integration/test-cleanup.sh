@@ -351,4 +351,31 @@ kill $(pgrep -P "$HOLDER") "$HOLDER" 2>/dev/null
 wait "$HOLDER" 2>/dev/null
 rm -rf "$AGENTJAIL_STATE_DIR/runs/0badc0ffee03"
 
+
+# --- a copy of a live run's directory in another state directory (evidence kept, a backup):
+# dead by its own locks, so `prune` there reaped the cgroup of that id, which is the live
+# run's (one cgroup tree for every state directory), and its runtime dir: the live run was
+# killed. The supervisor holds its cgroup (cgroup.h aj_cgroup_claim): the copy is in use.
+start_jail_bg -- ./probe sleep 120
+if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5); then
+        id=${rdir##*/}
+        mkdir -m 0700 "$TEST_TMP/copy" "$TEST_TMP/copy/runs"
+        cp -a "$rdir" "$TEST_TMP/copy/runs/"
+        AGENTJAIL_STATE_DIR=$TEST_TMP/copy aj prune --keep 0
+        like "$ERR$OUT" "$id.*in use" "prune of the copy: in use" || op_diag
+        ok "the live run's process lives on" kill -0 "$p"
+        isnt "$(run_cgroup_dirs "$id")" "" "... in its cgroup"
+        isnt "$(ls -d "$AGENTJAIL_RUNTIME_DIR/$id" 2>/dev/null)" "" "... with its runtime dir"
+        isnt "$(ls -d "$TEST_TMP/copy/runs/$id" 2>/dev/null)" "" "the copy is kept"
+        kill -TERM "$BG_PID"
+        wait "$BG_PID" 2>/dev/null
+        is "$(jq -r .status "$rdir/run.json")" exited "the live run ends as its own: exited"
+        AGENTJAIL_STATE_DIR=$TEST_TMP/copy aj prune --keep 0
+        is "$(ls -d "$TEST_TMP/copy/runs/$id" 2>/dev/null)" "" "once it has ended, prune removes the copy" || op_diag
+else
+        fail "the jail for the copied run directory test started" "$(cat "$TEST_TMP/bg.err")"
+fi
+BG_PIDS=()
+rm -rf "$TEST_TMP/copy"
+
 done_testing

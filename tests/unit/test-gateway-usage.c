@@ -2357,6 +2357,60 @@ Test(gateway_usage, members_billed_beyond_tokens_it_cannot_meter_are_named)
         }
 }
 
+/* Attacks on the unknown-tool rule (review): a tool the gateway reads as a client's own or
+ * not at all, that a provider may read as its paid tool. A namespaced type is a provider's
+ * tool (OpenRouter's server tools): the client's own types ("function", "custom", ...) under a
+ * namespace were taken as free. A "tools" entry that is not an object, or "tools" that is not
+ * an array, was not looked into. A namespace's members and its own "tools" in other letter
+ * case were not checked as the top-level tools' members are. Each is now named in unmetered
+ * (or refused as a case twin). */
+Test(gateway_usage, tools_the_gateway_cannot_read_are_unmetered)
+{
+        static const char *const unread[] = {
+                "{\"model\":\"m\",\"tools\":[{\"type\":\"openrouter:function\"}]}",
+                "{\"model\":\"m\",\"tools\":[{\"type\":\"openrouter:mcp_search\"}]}",
+                "{\"model\":\"m\",\"tools\":[{\"type\":\"x:computer\"}]}",
+                "{\"model\":\"m\",\"tools\":[\"web_search\"]}",
+                "{\"model\":\"m\",\"tools\":[[{\"type\":\"web_search\"}]]}",
+                "{\"model\":\"m\",\"tools\":{\"type\":\"web_search\"}}",
+                "{\"model\":\"m\",\"tools\":\"web_search\"}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(unread); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_RESPONSES, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, unread[i], strlen(unread[i])), 0, "%s: %s", unread[i],
+                             U(c)->parse_error ?: "");
+                cr_expect(U(c)->unmetered != NULL, "%s", unread[i]);
+                aj_llm_call_free(c);
+        }
+        static const char *const twins[] = {
+                "{\"model\":\"m\",\"tools\":[{\"type\":\"namespace\",\"name\":\"n\",\"tools\":["
+                "{\"type\":\"function\",\"name\":\"f\",\"Type\":\"web_search\"}]}]}",
+                "{\"model\":\"m\",\"tools\":[{\"type\":\"namespace\",\"name\":\"n\",\"tools\":[],"
+                "\"Tools\":[{\"type\":\"web_search\"}]}]}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(twins); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_RESPONSES, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, twins[i], strlen(twins[i])), -EINVAL, "%s", twins[i]);
+                aj_llm_call_free(c);
+        }
+        /* What real clients send stays free: Codex's namespace, null tools, no tools. */
+        static const char *const free_[] = {
+                "{\"model\":\"m\",\"tools\":null}",
+                "{\"model\":\"m\",\"tools\":[]}",
+                "{\"model\":\"m\",\"tools\":[{\"type\":\"namespace\",\"name\":\"n\",\"tools\":["
+                "{\"type\":\"function\",\"name\":\"f\"}]}]}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(free_); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_RESPONSES, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, free_[i], strlen(free_[i])), 0, "%s", free_[i]);
+                cr_expect_null(U(c)->unmetered, "%s: %s", free_[i], U(c)->unmetered);
+                aj_llm_call_free(c);
+        }
+}
+
 /* xAI's x_search, and its code_execution outside Anthropic's API: billed per call ($5 per
  * 1,000), run 0 to N times, and no item of the response the gateway reads counts them. They
  * were reserved and charged nothing (x_search was no tool the gateway knew; code_execution one

@@ -21,6 +21,7 @@
 #include "rollback.h"
 #include "run-record.h"
 #include "runs.h"
+#include "state.h"
 #include "util/fd.h"
 
 static char root[64];
@@ -1321,6 +1322,34 @@ static bool runtime_dir_exists(const char *id)
         struct stat st;
         snprintf(rt, sizeof(rt), "%s/%s", paths.runtime_root, id);
         return lstat(rt, &st) == 0;
+}
+
+/* A run's runtime dir (and cgroup) is named by its id alone, in a runtime root that several
+ * state directories share: a copy of a live run's directory in another state directory is
+ * dead by its own locks, and its reap removed the live run's runtime dir (and killed its
+ * cgroup: integ-cleanup). The supervisor holds its runtime dir for its life; a reap or a
+ * removal of the run takes it first, and leaves it while it is held. */
+Test(runs, a_reap_leaves_a_runtime_dir_its_supervisor_holds)
+{
+        make_run("dddd00000009", "copy", "2026-01-01T00:00:00Z", "\"status\":\"running\",\"supervisor_pid\":1");
+        make_runtime_dir("dddd00000009");
+        char rt[256];
+        snprintf(rt, sizeof(rt), "%s/dddd00000009", paths.runtime_root);
+        int held = -1;
+        cr_assert_eq(aj_runtime_dir_hold(rt, false, &held), 0, "as the live run's supervisor does");
+        AjRun *run = NULL;
+        cr_assert_eq(aj_runs_find(&paths, "dddd00000009", &run, NULL), 0);
+        AjRunReaped reaped;
+        cr_assert_eq(aj_run_reap(&paths, run, &reaped), -EBUSY);
+        aj_run_reaped_done(&reaped);
+        cr_assert(runtime_dir_exists("dddd00000009"), "the live run's runtime dir is left");
+        cr_assert_eq(aj_run_remove_dir(&paths, run), -EBUSY, "nor is the copy removed");
+        cr_assert(runtime_dir_exists("dddd00000009"));
+        close(held);
+        cr_assert_eq(aj_run_reap(&paths, run, &reaped), 0, "its supervisor gone: reaped");
+        cr_assert_not(runtime_dir_exists("dddd00000009"));
+        aj_run_reaped_done(&reaped);
+        aj_run_free(run);
 }
 
 /* A run whose supervisor and watchdog were both killed left its runtime dir (and its cgroup,

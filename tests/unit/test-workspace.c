@@ -754,6 +754,41 @@ Test(workspace, removal_never_crosses_a_mount)
         assert_content(outside, "precious", "p");
 }
 
+/* A file bind-mounted below a directory the agent removed: the dry pass that refuses a
+ * removal across a mount before anything is applied (check_removals) looked only at
+ * directories, so the commit began (the changes before it applied, the file's siblings
+ * removed) and failed on the mount point (EBUSY) half applied. Now it is refused before
+ * anything is applied. */
+Test(workspace, removal_refuses_a_file_mount_before_anything)
+{
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                cr_assert_fail("unshare(CLONE_NEWNS) failed: %s (the unit tests need root)", strerror(errno));
+        put(outside, "precious", "p", 0644);
+        mkd(lower, "d", 0755);
+        put(lower, "d/a", "a", 0644);
+        put(lower, "d/f", "under", 0644);
+        put(lower, "d/z", "z", 0644);
+        cr_assert_eq(mount(at(outside, "precious"), at(lower, "d/f"), NULL, MS_BIND, NULL), 0, "%s", strerror(errno));
+        whiteout("d");
+        put(upper, "b", "before d\n", 0644); /* applied first, in path order */
+        put(upper, "plain", "fine\n", 0644);
+        close(lower_fd);
+        lower_fd = open(lower, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(lower_fd, 0);
+
+        AjWsStats s;
+        AjError err = {};
+        int r = aj_ws_commit(upper_fd, lower_fd, 0, 0, &s, &err);
+        umount2(at(lower, "d/f"), MNT_DETACH);
+        cr_assert_eq(r, -EXDEV, "r = %d %s", r, aj_error_text(&err, r));
+        aj_error_clear(&err);
+        assert_content(outside, "precious", "p");
+        assert_content(lower, "d/a", "a");
+        assert_content(lower, "d/z", "z");
+        cr_expect_neq(access(at(lower, "b"), F_OK), 0, "nothing applied, not even what comes before");
+        cr_expect_neq(access(at(lower, "plain"), F_OK), 0, "nothing else applied");
+}
+
 /* Whether a directory above a change is one git takes for a repository (it holds a HEAD) is
  * asked once per directory, not once per change below it: an agent's 200 levels of
  * "hooks/hooks/..." (a name git reads in a gitdir, at every level) over 10,000 files took 4
