@@ -127,6 +127,15 @@ static void free_bases(char *v2_base, char **v1_base)
 
 static int kill_within(AjCgroup *cg, int64_t deadline);
 
+/* Whether any v1 hierarchy's directory of the run is there. */
+static bool have_any_v1(const AjCgroup *cg)
+{
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                if (cg->have_v1[c])
+                        return true;
+        return false;
+}
+
 /* One deadline for the whole removal: a task still on its way out (in D state, or its memory
  * being freed on a loaded host) is waited for on the v2 cgroup's populated notification, not
  * by a fixed bound per step. */
@@ -359,10 +368,7 @@ int aj_cgroup_open(const char *run_id, AjCgroup **ret)
                 break;
         }
         aj_cgroup_layout_done(&layout);
-        bool any = cg->have_v2;
-        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
-                any = any || cg->have_v1[c];
-        if (!any)
+        if (!aj_cgroup_left(cg))
                 return -ENOENT;
         if (cg->have_v2) {
                 cg->v2_fd = open(cg->plan.v2_run, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -430,10 +436,7 @@ static int kill_within(AjCgroup *cg, int64_t deadline)
 {
         if (cg->have_v2)
                 return aj_cgroup_v2_ops.kill(cg, deadline);
-        bool any = false;
-        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
-                any = any || cg->have_v1[c];
-        return any ? aj_cgroup_v1_ops.kill(cg, deadline) : -EOPNOTSUPP;
+        return have_any_v1(cg) ? aj_cgroup_v1_ops.kill(cg, deadline) : -EOPNOTSUPP;
 }
 
 int aj_cgroup_kill(AjCgroup *cg)
@@ -491,15 +494,7 @@ void aj_cgroup_event_ack(AjCgroup *cg)
                 limits_backend(cg)->event_ack(cg);
 }
 
-bool aj_cgroup_left(const AjCgroup *cg)
-{
-        if (!cg)
-                return false;
-        bool any = cg->have_v2;
-        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
-                any = any || cg->have_v1[c];
-        return any;
-}
+bool aj_cgroup_left(const AjCgroup *cg) { return cg && (cg->have_v2 || have_any_v1(cg)); }
 
 int aj_cgroup_populated(const AjCgroup *cg)
 {
