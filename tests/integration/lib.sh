@@ -509,6 +509,22 @@ find_jailed() {
         return 1
 }
 
+# find_jailed_argv PID ARGV [SECONDS]: the first descendant of PID whose command line, its
+# arguments joined by spaces, is ARGV (the same program may run in another test's jail).
+find_jailed_argv() {
+        local deadline=$((SECONDS + ${3:-10})) p
+        while ((SECONDS < deadline)); do
+                for p in $(descendants "$1"); do
+                        if [[ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" == "$2 " ]]; then
+                                echo "$p"
+                                return 0
+                        fi
+                done
+                sleep 0.05
+        done
+        return 1
+}
+
 # The run directory of the jail last started by start_jail_bg (waits for its run.json).
 wait_run_dir() {
         local deadline=$((SECONDS + ${1:-10})) d

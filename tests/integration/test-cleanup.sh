@@ -134,15 +134,7 @@ BG_PIDS=()
 # hands the cgroup to its watchdog ("C"), which removes it once the process can die.
 t0=$SECONDS
 start_jail_bg -- /bin/sh -c './probe sleep 300 & ./probe sleep 2; exit 7'
-stuck=
-for ((i = 0; i < 100; i++)); do
-        # Among this run's processes only (another test's jail may run the same command).
-        for p in $(descendants "$BG_PID"); do
-                [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) == "./probe sleep 300 " ]] && stuck=$p && break
-        done
-        [[ -n $stuck ]] && break
-        sleep 0.05
-done
+stuck=$(find_jailed_argv "$BG_PID" "./probe sleep 300" 5)
 if [[ -n $stuck ]] && rdir=$(wait_run_dir 5) && hold "$stuck"; then
         id=${rdir##*/}
         wait_exit "$BG_PID" 45
@@ -174,14 +166,7 @@ BG_PIDS=()
 # exit waits for the pid namespace: the bound starts there too.
 t0=$SECONDS
 start_jail_bg -- /bin/sh -c './probe sleep 300 & ./probe sleep 300'
-stuck=
-for ((i = 0; i < 100; i++)); do
-        for p in $(descendants "$BG_PID"); do
-                [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) == "./probe sleep 300 " ]] && stuck=$p && break
-        done
-        [[ -n $stuck ]] && break
-        sleep 0.05
-done
+stuck=$(find_jailed_argv "$BG_PID" "./probe sleep 300" 5)
 init=$(find_jailed "$BG_PID" agentjail-init 5)
 if [[ -n $stuck && -n $init ]] && rdir=$(wait_run_dir 5) && hold "$stuck"; then
         id=${rdir##*/}
