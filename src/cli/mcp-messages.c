@@ -182,30 +182,7 @@ static void server_list_response(Relay *r, Pending *p, AjMcpMsg *m)
                 return mcp_pending_free(p);
         }
         memset(p->keep, -1, n);
-        if (n == 0)
-                return mcp_list_done(r, p);
-        unsigned gen = p->gen;
-        size_t slot = (size_t)(p - r->pending);
-        for (size_t i = 0; i < n; i++) {
-                char id[64], tool[AJ_BROKER_MAX_NAME + 1];
-                if (aj_mcp_tool_name(r->server, names[i], tool, sizeof(tool)) < 0) {
-                        p->keep[i] = 0; /* a name no call could use */
-                        continue;
-                }
-                snprintf(id, sizeof(id), "k:%zu:%u:%zu", slot, gen, i);
-                json_t *req = json_pack("{s:s, s:s}", AJ_BROKER_F_OP, AJ_BROKER_OP_CHECK, AJ_BROKER_F_TOOL_NAME, tool);
-                s = req ? mcp_broker_send(r, req, id) : -ENOMEM;
-                json_decref(req);
-                if (p->state != P_CHECKING || p->gen != gen)
-                        return; /* the broker was lost: answered */
-                if (s < 0) {
-                        mcp_list_unavailable(r, p, strerror(-s));
-                        return mcp_pending_free(p);
-                }
-                p->n_waiting++;
-        }
-        if (p->n_waiting == 0)
-                mcp_list_done(r, p);
+        mcp_checks_send(r); /* and the list is done when every name is answered */
 }
 
 void mcp_on_server_line(Relay *r, const char *line, size_t len)

@@ -109,6 +109,17 @@ else
 fi
 kill_bg
 
+# A server listing many long names, to many lists at once: the relay checks them with the
+# broker a few at a time, so the broker never holds more unread replies than it keeps for a
+# connection (it would close it, failing the listings and cancelling the held call).
+cp "$AGENTJAIL_SOURCE_DIR/tests/helpers/mcp-many-tools.py" "$WORKSPACE/"
+run_jail -p "$P" -- python3 mcp-many-tools.py 16
+like "$JAIL_OUT" 'lists=16 filtered=16 errors=0' "16 listings of 1024 denied tools each: all filtered, none failed" ||
+        diag "$JAIL_OUT $(tail -c 1500 <<<"$JAIL_ERR")"
+like "$JAIL_OUT" 'held=waiting' "the call held for approval meanwhile still waits (the relay's broker connection stayed)"
+is "$(events_of approval | jq -r '"\(.decision) \(.reason)"')" "cancelled the caller disconnected" \
+        "it is cancelled once, when the client ends the relay"
+
 # ------------------------------------------------- a real server and the official SDK client
 CACHE=${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/npm-mcp
 SERVER=$CACHE/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js
