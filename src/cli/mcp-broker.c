@@ -15,6 +15,7 @@
 
 #include "cli/mcp-relay.h"
 #include "util/fd.h"
+#include "util/json-scan.h"
 
 /* ---- the broker ---- */
 
@@ -57,7 +58,8 @@ int mcp_broker_connect(Relay *r)
         return 0;
 }
 
-/* Queues one request (its "id" and "v" added). 0, or -errno: not sent. */
+/* Queues one request (its "id" and "v" added). 0, or -errno: not sent (-EMSGSIZE, -ELOOP: past
+ * the broker's line or depth). */
 int mcp_broker_send(Relay *r, json_t *req, const char *id)
 {
         int s = mcp_broker_connect(r);
@@ -69,9 +71,15 @@ int mcp_broker_send(Relay *r, json_t *req, const char *id)
         _cleanup_free_ char *line = json_dumps(req, JSON_COMPACT);
         if (!line)
                 return -ENOMEM;
-        if (strlen(line) > AJ_BROKER_MAX_LINE)
+        size_t len = strlen(line);
+        if (len > AJ_BROKER_MAX_LINE)
                 return -EMSGSIZE;
-        s = aj_outbuf_add(&r->broker.out, line, strlen(line), true, QUEUE_HARD_MAX);
+        /* The broker answers a request nested deeper than it takes without its id, as one it
+         * could not read: this connection's fault, so it would be dropped, failing every call
+         * waiting on it and cancelling the held ones. Refused here, this request alone. */
+        if (aj_json_scan(line, len, UINT64_MAX, AJ_BROKER_MAX_DEPTH, NULL) == -ELOOP)
+                return -ELOOP;
+        s = aj_outbuf_add(&r->broker.out, line, len, true, QUEUE_HARD_MAX);
         if (s < 0)
                 return s;
         broker_flush(r);

@@ -86,6 +86,8 @@ static void client_tool_call(Relay *r, AjMcpMsg *m)
                 char why[128];
                 snprintf(why, sizeof(why), "%s",
                          s == -EMSGSIZE ? "the arguments are too large for the broker (its requests are at most 64 KiB)"
+                         : s == -ELOOP  ? "the arguments nest deeper than the broker takes (its requests at most 64 "
+                                          "levels)"
                                         : strerror(-s));
                 mcp_refuse_unavailable(r, p, why);
                 mcp_pending_free(p);

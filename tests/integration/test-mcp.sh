@@ -109,6 +109,18 @@ else
 fi
 kill_bg
 
+# A call nested deeper than the broker takes is refused alone: sent, the broker would answer
+# it without an id (a request it could not read) and the relay would drop the connection,
+# failing the calls waiting on it and cancelling the held one.
+run_jail -p "$P" -- /bin/sh -c '
+        mkfifo in; { echo "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"hold_deep\"}}"
+                     sleep 0.5; printf "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"read_file\",\"arguments\":{\"a\":"
+                     for i in $(seq 70); do printf "["; done; for i in $(seq 70); do printf "]"; done; echo "}}}"; sleep 2; } >in &
+        timeout 2 agentjail mcp --name fs -- cat <in'
+like "$(reply 2 | jq -r .error.message)" 'nest deeper than the broker takes' "a call nested past 64 levels: refused, saying why"
+is "$(reply 1)" "" "the held call meanwhile still waits (no error: the relay's broker connection stayed)"
+is "$(events_of broker.error | jq -r .message)" "" "the broker never saw the deep request"
+
 # A server listing many long names, to many lists at once: the relay checks them with the
 # broker a few at a time, so the broker never holds more unread replies than it keeps for a
 # connection (it would close it, failing the listings and cancelling the held call).
