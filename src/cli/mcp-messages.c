@@ -135,14 +135,15 @@ void mcp_on_client_line(Relay *r, const char *line, size_t len)
         case AJ_MCP_TOOL_CALL:
                 client_tool_call(r, &m);
                 break;
-        case AJ_MCP_TOOLS_LIST: {
+        case AJ_MCP_TOOLS_LIST:
+        case AJ_MCP_REQUEST: {
                 Pending *p = pending_new(r, &m);
                 if (!p) {
                         mcp_reply_to_client(r, m.id, AJ_MCP_E_INTERNAL,
                                             "agentjail mcp: too many requests in flight; try again when some are answered");
                         break;
                 }
-                p->state = P_LIST;
+                p->state = m.action == AJ_MCP_TOOLS_LIST ? P_LIST : P_REQUEST;
                 mcp_writer_add(r, &r->server_in, m.line);
                 break;
         }
@@ -203,10 +204,18 @@ void mcp_on_server_line(Relay *r, const char *line, size_t len)
                 mcp_pending_free(p);
         } else if (p && p->state == P_LIST) {
                 server_list_response(r, p, &m);
+        } else if (p && p->state == P_REQUEST) {
+                mcp_writer_add(r, &r->client_out, m.line);
+                mcp_pending_free(p);
         } else if (p) {
-                /* A response to a call not yet allowed (or a list being checked): the server
-                 * answered what it was never sent. Not passed on. */
-                mcp_note("dropped from the server: a response to a request it was not sent");
+                /* A response to a call not yet allowed (the server answered what it was never
+                 * sent), or a list's second (the first is being checked). Not passed on. */
+                mcp_note("dropped from the server: a response to a call it was not sent, or a second one");
+        } else if (m.action == AJ_MCP_RESPONSE) {
+                /* To no request in flight, by its id exactly: one answered or cancelled already,
+                 * or one never sent under another spelling of a pending id ("7" for 7, which a
+                 * client may take for the answer to a call awaiting its verdict). */
+                mcp_note("dropped from the server: a response to no request in flight");
         } else {
                 mcp_writer_add(r, &r->client_out, m.line);
         }

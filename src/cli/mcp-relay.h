@@ -63,7 +63,8 @@ typedef struct {
         bool close_on_drain; /* close once everything queued is written */
 } Writer;
 
-typedef enum { P_FREE, P_VERDICT, P_CALL, P_LIST, P_CHECKING } PendingState;
+/* P_REQUEST: any other request, forwarded; only its response is passed on (by its id). */
+typedef enum { P_FREE, P_VERDICT, P_CALL, P_LIST, P_CHECKING, P_REQUEST } PendingState;
 
 typedef struct {
         PendingState state;
