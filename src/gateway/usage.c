@@ -6,6 +6,7 @@
  * usage-openai.c.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "agentjail/broker.h"
 #include "gateway/usage-internal.h"
+#include "meter.h"
 #include "util/format.h"
 #include "util/json-scan.h"
 #include "util/macros.h"
@@ -79,6 +81,22 @@ int aj_llm_call_new(AjLlmApi api, AjLlmCall **ret)
         return 0;
 }
 
+AjLlmUpstream aj_llm_upstream_from_url(const char *url)
+{
+        static const char host[] = "api.openai.com";
+        if (!url || strncasecmp(url, "https://", 8) != 0)
+                return AJ_LLM_UPSTREAM_OTHER;
+        const char *a = url + 8;
+        size_t alen = strcspn(a, "/"), n = sizeof(host) - 1;
+        if (alen < n || strncasecmp(a, host, n) != 0)
+                return AJ_LLM_UPSTREAM_OTHER;
+        if (alen == n || (alen == n + 4 && strncmp(a + n, ":443", 4) == 0))
+                return AJ_LLM_UPSTREAM_OPENAI;
+        return AJ_LLM_UPSTREAM_OTHER;
+}
+
+void aj_llm_call_set_upstream(AjLlmCall *c, AjLlmUpstream upstream) { c->upstream = upstream; }
+
 void aj_llm_call_free(AjLlmCall *c)
 {
         if (!c)
@@ -97,6 +115,7 @@ void aj_llm_call_free(AjLlmCall *c)
                 free(u->tool_result_ids[i]);
         free(u->error);
         free(u->parse_error);
+        free(u->provider_cost_error);
         for (size_t i = 0; i < c->n_containers; i++)
                 free(c->containers[i]);
         aj_sse_free(c->sse);
@@ -171,19 +190,22 @@ void aj_llm_error_object(AjLlmCall *c, json_t *err)
         aj_llm_provider_error(c, code ? code : type, message);
 }
 
+/* The first message of its kind is kept in *dst (at most AJ_LLM_MAX_ERROR bytes). */
+_printf_(2, 0) static void first_message(char **dst, const char *fmt, va_list ap)
+{
+        char *m = NULL;
+        if (*dst || aj_vasprintf(&m, fmt, ap) < 0)
+                return;
+        *dst = bounded_copy(m, AJ_LLM_MAX_ERROR);
+        free(m);
+}
+
 void aj_llm_parse_error(AjLlmCall *c, const char *fmt, ...)
 {
-        if (c->u.parse_error)
-                return;
         va_list ap;
-        char *m = NULL;
         va_start(ap, fmt);
-        int r = aj_vasprintf(&m, fmt, ap);
+        first_message(&c->u.parse_error, fmt, ap);
         va_end(ap);
-        if (r < 0)
-                return;
-        c->u.parse_error = bounded_copy(m, AJ_LLM_MAX_ERROR);
-        free(m);
 }
 
 bool aj_llm_u64(json_t *o, const char *key, uint64_t *ret)
@@ -193,6 +215,73 @@ bool aj_llm_u64(json_t *o, const char *key, uint64_t *ret)
                 return false;
         *ret = (uint64_t)json_integer_value(v);
         return true;
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+_printf_(2, 3) static void provider_cost_error(AjLlmCall *c, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        first_message(&c->u.provider_cost_error, fmt, ap);
+        va_end(ap);
+}
+
+/* A provider's figure `v` (member `name`, in USD, or in xAI's ticks of 1e-10 USD) in pico-USD:
+ * true and *ret_pusd when it can be taken; a figure past AJ_LLM_MAX_PROVIDER_COST_USD is taken
+ * as that (fail closed), with an error; one that is not a number, or negative, is an error, not
+ * taken. */
+static bool cost_figure(AjLlmCall *c, const char *name, json_t *v, bool ticks, uint64_t *ret_pusd)
+{
+        if (!json_is_number(v)) {
+                provider_cost_error(c, "usage.%s is not a number: not taken", name);
+                return false;
+        }
+        /* A whole number of ticks is exact in pico-USD (100 each) below the bound. */
+        if (ticks && json_is_integer(v) && json_integer_value(v) >= 0 &&
+            json_integer_value(v) <= (json_int_t)AJ_LLM_MAX_PROVIDER_COST_USD * 10000000000) {
+                *ret_pusd = (uint64_t)json_integer_value(v) * 100;
+                return true;
+        }
+        double usd = json_number_value(v) * (ticks ? 1e-10 : 1);
+        if (!isfinite(usd) || usd < 0) {
+                provider_cost_error(c, "usage.%s %.17g is negative: not taken", name, json_number_value(v));
+                return false;
+        }
+        if (usd > AJ_LLM_MAX_PROVIDER_COST_USD) {
+                provider_cost_error(c, "usage.%s %.17g is past %d USD a call: charged %d USD", name,
+                                    json_number_value(v), AJ_LLM_MAX_PROVIDER_COST_USD, AJ_LLM_MAX_PROVIDER_COST_USD);
+                usd = AJ_LLM_MAX_PROVIDER_COST_USD;
+        }
+        *ret_pusd = (uint64_t)llround(usd * AJ_PUSD_PER_USD);
+        return true;
+}
+
+void aj_llm_provider_cost(AjLlmCall *c, json_t *usage)
+{
+        json_t *ticks = json_object_get(usage, "cost_in_usd_ticks"), *cost = json_object_get(usage, "cost");
+        uint64_t pusd = 0, v;
+        bool taken = false;
+        if (!json_is_object(usage))
+                return;
+        if (ticks && !json_is_null(ticks) && cost_figure(c, "cost_in_usd_ticks", ticks, true, &v)) {
+                pusd = v;
+                taken = true;
+        }
+        if (cost && !json_is_null(cost) && cost_figure(c, "cost", cost, false, &v)) {
+                /* A BYOK call: "cost" is OpenRouter's fee, the inference billed on the user's own key. */
+                json_t *up = json_object_get(json_object_get(usage, "cost_details"), "upstream_inference_cost");
+                uint64_t w = 0;
+                if (json_is_true(json_object_get(usage, "is_byok")) && up && !json_is_null(up) &&
+                    cost_figure(c, "cost_details.upstream_inference_cost", up, false, &w))
+                        v = v > UINT64_MAX - w ? UINT64_MAX : v + w;
+                pusd = max_u64(pusd, v);
+                taken = true;
+        }
+        if (!taken)
+                return;
+        c->u.provider_cost_pusd = max_u64(c->u.provider_cost_pusd, pusd);
+        c->u.provider_cost_reported = true;
 }
 
 void aj_llm_output_bytes(AjLlmCall *c, json_t *o, const char *key)
@@ -299,8 +388,6 @@ static int choices_of(json_t *root, uint64_t *ret, const char **ret_key)
         *ret = most;
         return 0;
 }
-
-static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 static uint64_t sat_add(uint64_t a, uint64_t b)
 {
@@ -536,7 +623,11 @@ static int plugins_of(AjLlmCall *c, json_t *root, const char **ret_key)
         if (online_model(json_string_value(json_object_get(root, "model"))))
                 u->plugin_results = sat_add(u->plugin_results, AJ_LLM_WEB_PLUGIN_RESULTS);
         u->max_searches = sat_add(u->max_searches, u->plugin_results);
-        if (c->api == AJ_LLM_API_OPENAI_CHAT || c->api == AJ_LLM_API_OPENAI_RESPONSES) {
+        /* OpenAI's own API reads a PDF as input tokens (its text and an image of each page), which
+         * its usage reports: no parser bills pages there. Any other server may be OpenRouter, or
+         * a proxy in front of it (fail closed). */
+        if ((c->api == AJ_LLM_API_OPENAI_CHAT || c->api == AJ_LLM_API_OPENAI_RESPONSES) &&
+            c->upstream != AJ_LLM_UPSTREAM_OPENAI) {
                 static const char *const file_parts[] = { "file", "input_file" };
                 uint64_t files = parts_in(json_object_get(root,
                                                           c->api == AJ_LLM_API_OPENAI_CHAT ? "messages" : "input"),
@@ -1214,6 +1305,7 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
                 for (int f = 0; f < AJ_TOOL_FEES; f++)
                         ch.tool_uses[f] = max_u64(ch.tool_uses[f], u->unreported_uses[f]);
         }
+        ch.provider_cost_pusd = u->provider_cost_pusd;
         ch.estimated = !u->input_reported || !(u->output_reported && ended);
         *ret = ch;
 }
@@ -1251,6 +1343,18 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
                               "error", string_or_null(u->error), "parse_error", string_or_null(u->parse_error));
         if (o && ch.web_searches &&
             json_object_set_new(o, "web_search_requests", json_integer((json_int_t)ch.web_searches)) < 0) {
+                json_decref(o);
+                return NULL;
+        }
+        /* The provider's own figure of the cost, beside the gateway's (the event's cost_usd). */
+        if (o && u->provider_cost_reported &&
+            json_object_set_new(o, "provider_cost_usd", json_real((double)ch.provider_cost_pusd / AJ_PUSD_PER_USD)) <
+                    0) {
+                json_decref(o);
+                return NULL;
+        }
+        if (o && u->provider_cost_error &&
+            json_object_set_new(o, "provider_cost_error", json_string(u->provider_cost_error)) < 0) {
                 json_decref(o);
                 return NULL;
         }
