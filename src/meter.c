@@ -855,6 +855,10 @@ static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amou
                 /* The fee is looked for only when there are searches: the shipped table is
                  * read when first needed. */
                 AjPrice priced = *p;
+                if (u->input_price_floor > priced.input)
+                        priced.input = u->input_price_floor;
+                if (u->output_price_floor > priced.output)
+                        priced.output = u->output_price_floor;
                 bool fee_known = !u->web_searches || fee_for(m, u->model, p, FEE_WEB_SEARCH, &priced.web_search);
                 if (!u->web_searches || !fee_known)
                         priced.web_search = 0;

@@ -197,6 +197,9 @@ typedef struct {
         /* What the provider says the call cost (pico-USD; 0: nothing said): the cost is the
          * larger of it and the prices' own figure, never less than either. */
         uint64_t provider_cost;
+        /* The least an input or output token is priced at (pico-USD per token; 0: the price's):
+         * the dearest endpoint a provider's routing may pick (OpenRouter's provider.max_price). */
+        uint64_t input_price_floor, output_price_floor;
 } AjMeterUsage;
 /* Checks model usage against the token and cost caps. A model without a price
  * while cost_usd is capped is a BREACH that reserves nothing (price_missing).

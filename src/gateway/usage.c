@@ -934,6 +934,40 @@ static bool model_routed(json_t *root, const char *model)
         return false;
 }
 
+/* OpenRouter's ":nitro" model variant (its providers sorted by throughput, not price): as
+ * online_model(). */
+static bool nitro_model(const char *model)
+{
+        for (const char *p = model ? strchr(model, ':') : NULL; p; p = strchr(p + 1, ':'))
+                if (strncasecmp(p, ":nitro", 6) == 0 && (p[6] == '\0' || p[6] == ':'))
+                        return true;
+        return false;
+}
+
+/* A max_price member (USD per million tokens) in pico-USD per token: true and *ret when it is a
+ * number of at least 0 (1 pico-USD a token is 1 USD per million). Past 1 USD a token it is
+ * taken as that, the bound of a price (meter.c price_ok()). */
+static bool price_per_million(json_t *v, uint64_t *ret)
+{
+        if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0)
+                return false;
+        double p = json_number_value(v) * 1e6;
+        *ret = p > AJ_PUSD_PER_USD ? (uint64_t)AJ_PUSD_PER_USD : (uint64_t)ceil(p);
+        return true;
+}
+
+/* OpenRouter's provider routing (usage.h provider_routed, max_price_*). */
+static void provider_routing_of(AjLlmCall *c, json_t *root)
+{
+        AjLlmUsage *u = &c->u;
+        json_t *provider = json_object_get(root, "provider");
+        json_t *max_price = json_object_get(provider, "max_price");
+        u->provider_routed = (provider && !json_is_null(provider)) ||
+                             nitro_model(json_string_value(json_object_get(root, "model")));
+        u->max_price_set = price_per_million(json_object_get(max_price, "prompt"), &u->max_price_input) &&
+                           price_per_million(json_object_get(max_price, "completion"), &u->max_price_output);
+}
+
 /* The members the gateway reads, at the top, in stream_options, in each tool and in each
  * plugin: spelled only so. */
 static int check_case_twins(AjLlmCall *c, json_t *root)
@@ -962,12 +996,14 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "service_tier",
                 "audio",
                 "modalities",
+                "provider",
         };
         static const char *const opts[] = { "include_usage" };
         /* "tools": a namespace's (free_namespace()), whose members are checked as a tool's. */
         static const char *const tool_members[] = { "type", "max_uses", "container", "tools" };
         static const char *const plugin_members[] = { "id", "max_results", "pdf" };
         static const char *const engine[] = { "engine" }, *const mode[] = { "mode" };
+        static const char *const provider[] = { "max_price" }, *const max_price[] = { "prompt", "completion" };
         const char *twin = case_twin(root, top, ARRAY_SIZE(top));
         json_t *tool;
         size_t i;
@@ -975,6 +1011,11 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 twin = case_twin(json_object_get(root, "stream_options"), opts, ARRAY_SIZE(opts));
         if (!twin)
                 twin = case_twin(json_object_get(root, "search_parameters"), mode, ARRAY_SIZE(mode));
+        if (!twin)
+                twin = case_twin(json_object_get(root, "provider"), provider, ARRAY_SIZE(provider));
+        if (!twin)
+                twin = case_twin(json_object_get(json_object_get(root, "provider"), "max_price"), max_price,
+                                 ARRAY_SIZE(max_price));
         json_array_foreach (json_object_get(root, "tools"), i, tool) {
                 if (twin)
                         break;
@@ -1074,6 +1115,7 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         json_t *bg = json_object_get(root, "background");
         u->background = bg && !json_is_false(bg) && !json_is_null(bg);
         u->model_routed = model_routed(root, json_string_value(model));
+        provider_routing_of(c, root);
         rate_members_of(c, root);
         tool_results_of(c->api, root, u);
         uint64_t bytes = 0, blobs = 0;

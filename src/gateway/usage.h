@@ -109,6 +109,17 @@ typedef struct {
          * are unknown: refused under a cap; without one it is priced by the model the response
          * names. */
         bool model_routed;
+        /* OpenRouter's provider routing: a "provider" object (its order, only, ignore, sort,
+         * quantizations, data policies..., any of which may pass over the cheapest endpoint) or
+         * a ":nitro" model (sorted by throughput) lets it answer through an endpoint of the
+         * model priced above the model's price. max_price_input/max_price_output: its
+         * provider.max_price.prompt and .completion (USD per million tokens there) in pico-USD
+         * per token, the dearest endpoint it may pick; max_price_set when both are whole
+         * numbers or decimals of at least 0 (llm-meter.c reserves at them, and refuses a routing
+         * without them under a cost cap). */
+        bool provider_routed;
+        bool max_price_set;
+        uint64_t max_price_input, max_price_output;
         /* The first member of the request that lets the provider bill beyond tokens in a way the
          * gateway cannot meter (a tool type or a plugin it does not know, xAI's Live Search
          * "search_parameters", a file-parser engine it does not know) or at a rate the prices do

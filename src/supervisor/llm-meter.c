@@ -260,6 +260,16 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                        "it names");
                 return 0;
         }
+        /* OpenRouter bills the endpoint that answers, at its own price: a routing that may pass over
+         * the cheapest one (an order, a filter, a sort other than by price) can cost more than the
+         * model's price. Under a cost cap only with a max_price bounding it (reserved at it). */
+        if (u->provider_routed && !u->max_price_set && aj_meter_caps(cs->l->meter)->set[AJ_CAP_COST_USD]) {
+                refuse(v, pr, 403, "agentjail gateway",
+                       "OpenRouter's provider routing (a \"provider\" object, a :nitro model) is refused under the "
+                       "run's cost cap without provider.max_price.prompt and .completion: it may pick an endpoint "
+                       "priced above the model's price");
+                return 0;
+        }
         /* A member that lets the provider bill beyond tokens in a way the gateway cannot meter (a
          * tool type or a plugin it does not know, xAI's Live Search): its cost cannot be checked
          * against cost_usd before it is spent (fail closed). */
@@ -289,6 +299,11 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                                     .input = u->prompt_estimate,
                                     .output = mul_sat(per_answer, u->choices ? u->choices : 1),
                                     .web_searches = searches };
+        /* The dearest endpoint OpenRouter's routing may pick, where the request bounds it. */
+        if (u->max_price_set) {
+                cs->worst.input_price_floor = u->max_price_input;
+                cs->worst.output_price_floor = u->max_price_output;
+        }
         /* And one use of each other tool billed per use it offers: its fee must be known. */
         for (int f = 0; f < AJ_TOOL_FEES; f++)
                 cs->worst.tool_uses[f] = u->tool_offered[f];
@@ -476,6 +491,8 @@ static bool crosses_cap(AjSupLlmCall *cs, AjMeterDecision *d)
             m.provider_cost <= cs->res.amount[AJ_CAP_COST_USD])
                 return false; /* within the reservation, which fit */
         AjMeterUsage hold = m;
+        hold.input_price_floor = cs->worst.input_price_floor;
+        hold.output_price_floor = cs->worst.output_price_floor;
         hold.input = max_u64(m.input, cs->worst.input);
         hold.output = max_u64(m.output, cs->worst.output);
         hold.web_searches = max_u64(m.web_searches, cs->worst.web_searches);

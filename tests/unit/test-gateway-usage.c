@@ -2703,3 +2703,64 @@ Test(gateway_usage, file_pages_not_reserved_on_openai_itself)
                 aj_llm_call_free(c);
         }
 }
+
+/* OpenRouter bills the endpoint that answers at its own price, and its provider routing (a
+ * "provider" object: order, only, ignore, sort, filters; a ":nitro" model) may pass over the
+ * cheapest, but the request was read as priced at the model's price. Now provider_routed says
+ * so, and provider.max_price.prompt and .completion (USD per million tokens) are read as the
+ * dearest price per token it may pick; spelled otherwise, refused as any member read. */
+Test(gateway_usage, openrouter_provider_routing_is_read)
+{
+        static const struct {
+                const char *body;
+                bool routed, bounded;
+                uint64_t in, out; /* pico-USD per token */
+        } cases[] = {
+                { "{\"model\":\"m\"}", false, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":null}", false, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{}}", true, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"order\":[\"dear\"],\"allow_fallbacks\":false}}", true, false, 0,
+                  0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":\"throughput\",\"max_price\":{\"prompt\":3,"
+                  "\"completion\":15.5}}}",
+                  true, true, 3000000, 15500000 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":0,\"completion\":0}}}", true, true, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":3}}}", true, false, 3000000, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":\"3\",\"completion\":15}}}", true, false, 0,
+                  0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":-1,\"completion\":15}}}", true, false, 0,
+                  0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":1e9,\"completion\":1}}}", true, true,
+                  1000000000000ULL, 1000000 },
+                { "{\"model\":\"m\",\"provider\":\"dear\"}", true, false, 0, 0 },
+                { "{\"model\":\"vendor/m:nitro\"}", true, false, 0, 0 },
+                { "{\"model\":\"vendor/m:NITRO:free\"}", true, false, 0, 0 },
+                { "{\"model\":\"vendor/m:floor\"}", false, false, 0, 0 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), 0, "%s: %s", cases[i].body,
+                             U(c)->parse_error ?: "");
+                cr_expect_eq(U(c)->provider_routed, cases[i].routed, "%s", cases[i].body);
+                cr_expect_eq(U(c)->max_price_set, cases[i].bounded, "%s", cases[i].body);
+                if (cases[i].bounded) {
+                        cr_expect_eq(U(c)->max_price_input, cases[i].in, "%s: %llu", cases[i].body,
+                                     (unsigned long long)U(c)->max_price_input);
+                        cr_expect_eq(U(c)->max_price_output, cases[i].out, "%s: %llu", cases[i].body,
+                                     (unsigned long long)U(c)->max_price_output);
+                }
+                aj_llm_call_free(c);
+        }
+        static const char *const twins[] = {
+                "{\"model\":\"m\",\"Provider\":{\"order\":[\"dear\"]}}",
+                "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1},\"MAX_PRICE\":{}}}",
+                "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1,\"Completion\":99}}}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(twins); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, twins[i], strlen(twins[i])), -EINVAL, "%s", twins[i]);
+                aj_llm_call_free(c);
+        }
+}

@@ -1258,3 +1258,21 @@ Test(meter, provider_cost_is_a_floor)
         cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0), 7);
         aj_meter_free(m);
 }
+
+/* A price floor per token (a routing's dearest endpoint: OpenRouter's provider.max_price)
+ * prices the tokens at the dearer of it and the model's price. */
+Test(meter, price_floor_per_token)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 1000000000000ULL);
+        cr_assert_eq(aj_meter_set_price(m, "x", 1e-6, 2e-6, -1), 0);
+        AjMeterReservation res = {};
+        AjMeterDecision d;
+        AjMeterUsage u = {
+                .model = "x", .input = 100, .output = 10, .input_price_floor = 5000000, .output_price_floor = 1000000
+        };
+        cr_assert_eq(aj_meter_reserve_usage(m, &u, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(res.amount[AJ_CAP_COST_USD], 100 * 5000000ULL + 10 * 2000000ULL);
+        aj_meter_settle(m, &res, false);
+        aj_meter_free(m);
+}

@@ -1164,3 +1164,43 @@ Test(supervisor_llm, stream_whose_provider_cost_passes_the_cap_is_cut)
         cr_expect_eq(json_array_size(breaches), 1, "one breach per call");
         teardown(&f);
 }
+
+/* OpenRouter's provider routing (an order, a sort by throughput, a :nitro model...) may answer
+ * through an endpoint priced above the model's price, which the reservation assumed: under a
+ * cost cap it is refused without provider.max_price, and with one reserved at the dearer of
+ * the two; without a cost cap it goes. */
+Test(supervisor_llm, openrouter_provider_routing_under_a_cost_cap)
+{
+        static const char ordered[] =
+                "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[],\"provider\":{\"order\":[\"dear\"]}}";
+        /* 200 USD per million is 2e-4 a token, twice claude-test's input price. */
+        static const char bounded[] =
+                "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[],\"provider\":{\"order\":[\"dear\"],"
+                "\"max_price\":{\"prompt\":200,\"completion\":100}}}";
+        Fixture f;
+        setup(&f, "cost_usd=5");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/chat/completions", ordered, &v);
+        cr_expect_eq(v.status, 403);
+        cr_expect(strstr(v.message, "max_price"), "%s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        request(&f, &call, &openai, "/v1/chat/completions",
+                "{\"model\":\"claude-test:nitro\",\"max_tokens\":10,\"messages\":[]}", &v);
+        cr_expect_eq(v.status, 403);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        request(&f, &call, &openai, "/v1/chat/completions", bounded, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        /* Every token at 2e-4: the prompt's at max_price (the model's is 1e-4), the output's at the
+         * model's (max_price's 1e-4 is less). */
+        json_t *reserved = json_object_get(last_event("llm.request"), "reserved");
+        cr_expect_float_eq(json_real_value(json_object_get(reserved, "cost_usd")),
+                           (double)json_integer_value(json_object_get(reserved, "tokens")) * 2e-4, 1e-9);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+        setup(&f, "tokens=100000");
+        request(&f, &call, &openai, "/v1/chat/completions", ordered, &v);
+        cr_expect_eq(v.status, 0, "without a cost cap: %s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+}
