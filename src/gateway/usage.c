@@ -1359,8 +1359,12 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
                  * usage that says how many searches the server tools ran is charged that. */
                 uint64_t unreported = u->server_searches_reported ? u->server_searches : u->unreported_searches;
                 ch.web_searches = max_u64(ch.web_searches, sat_add(unreported, u->plugin_results));
-                for (int f = 0; f < AJ_TOOL_FEES; f++)
-                        ch.tool_uses[f] = max_u64(ch.tool_uses[f], u->unreported_uses[f]);
+                for (int f = 0; f < AJ_TOOL_FEES; f++) {
+                        bool reported = f == AJ_TOOL_FEE_CODE_EXECUTION && u->server_code_runs_reported &&
+                                        u->unreported_uses[f];
+                        ch.tool_uses[f] = max_u64(ch.tool_uses[f],
+                                                  reported ? u->server_code_runs : u->unreported_uses[f]);
+                }
         }
         ch.provider_cost_pusd = u->provider_cost_pusd;
         ch.estimated = !u->input_reported || !(u->output_reported && ended);

@@ -209,6 +209,11 @@ typedef struct {
          * server_searches_reported false when it reported none. */
         uint64_t server_searches;
         bool server_searches_reported;
+        /* The same for xAI's code execution (usage.server_side_tool_usage_details
+         * code_interpreter_calls): charged in place of the uses an unreported code_execution tool
+         * is reserved at (unreported_uses). */
+        uint64_t server_code_runs;
+        bool server_code_runs_reported;
         /* What the provider says the call cost, in pico-USD: xAI's usage.cost_in_usd_ticks (1e-10
          * USD), OpenRouter's usage.cost (credits, USD; with is_byok true, plus
          * cost_details.upstream_inference_cost, billed on the user's own key); the largest of
