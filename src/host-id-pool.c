@@ -209,6 +209,17 @@ int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *
                                             AJ_HOST_ID_POOL_FIRST + AJ_HOST_ID_POOL_SIZE - 1, dir, ids[i]);
                 if (r < 0)
                         return r;
+                /* Unheld, but an ended run's processes may still run as these ids (its cgroup
+                 * is there): not shared with them, as the pool does not hand the slot out. */
+                size_t len = 0;
+                r = slot_left(l.fd[i], &len);
+                if (r != 0)
+                        return aj_error_set(ret_error, -EBUSY,
+                                            "host id %lu is in the pool of per-run ids and its slot ('%s/%lu') keeps "
+                                            "an ended run's cgroup%s%s%s (processes of that run may still run as its "
+                                            "ids; 'agentjail prune' removes a dead run's cgroup once they are gone)",
+                                            ids[i], dir, ids[i], r < 0 ? " (or cannot be read: " : "",
+                                            r < 0 ? strerror(-r) : "", r < 0 ? ")" : "");
         }
         *ret = l;
         l = (AjHostIdLease)AJ_HOST_ID_LEASE_INIT;

@@ -28,7 +28,8 @@
  *
  * A profile that names ids inside the pool shares them on purpose (today's behaviour):
  * it takes a shared lock on their slot, so the pool never hands that slot to a run of
- * its own while such a run lives, and the run does not start while one holds it alone.
+ * its own while such a run lives, and the run does not start while one holds it alone, nor
+ * while the slot keeps an ended run's cgroup (the same leftovers the pool checks).
  */
 #pragma once
 
@@ -76,7 +77,8 @@ static inline bool aj_host_id_in_pool(unsigned long id)
 int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *ret, unsigned long *ret_id,
                          AjError *ret_error);
 /* A profile's named ids: a shared lock on the slot of each that is in the pool (none
- * outside it). -EBUSY when a run holds one of them as its own. */
+ * outside it). -EBUSY when a run holds one of them as its own, or its slot keeps an ended
+ * run's directories (or its file cannot be read: not free for the pool either). */
 int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *ret, AjError *ret_error);
 /* Names in the own slot's file the directories that hold the run's processes (its cgroup's,
  * aj_cgroup_paths), before any process is in them: the slot stays taken while one of them

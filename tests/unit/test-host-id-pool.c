@@ -235,6 +235,36 @@ Test(host_id_pool, named_ids_share_their_slot)
         aj_host_id_lease_release(&own);
 }
 
+/* Named ids whose slot keeps an ended run's cgroup (its watchdog gave up on a process that
+ * does not die): that run's processes may still run as them, so no run shares them, as the
+ * pool hands the slot to no run of its own. */
+Test(host_id_pool, named_ids_are_refused_while_their_slot_keeps_an_ended_runs_cgroup)
+{
+        char cg[4200];
+        snprintf(cg, sizeof(cg), "%s/agentjail-run", root);
+        cr_assert_eq(mkdir(cg, 0755), 0);
+        AjHostIdLease own = AJ_HOST_ID_LEASE_INIT;
+        unsigned long id = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &own, &id, NULL), 0);
+        char *const dirs[] = { cg, NULL };
+        cr_assert_eq(aj_host_id_lease_mark(&own, dirs), 0);
+        aj_host_id_lease_release(&own);
+
+        AjHostIdLease named = AJ_HOST_ID_LEASE_INIT;
+        AjError e = {};
+        cr_assert_eq(aj_host_id_pool_share(dir, id, 200000, &named, &e), -EBUSY);
+        cr_assert(strstr(e.message, "keeps an ended run's cgroup"), "%s", e.message);
+        cr_assert_eq(named.fd[0], -1);
+        aj_error_clear(&e);
+        cr_assert_eq(aj_host_id_pool_share(dir, 200000, id, &named, NULL), -EBUSY, "as a gid too");
+        cr_assert_eq(aj_host_id_pool_share(dir, id + 1, id + 1, &named, NULL), 0, "another slot is free");
+        aj_host_id_lease_release(&named);
+
+        cr_assert_eq(rmdir(cg), 0); /* `prune` removed it once its processes were gone */
+        cr_assert_eq(aj_host_id_pool_share(dir, id, id, &named, NULL), 0, "shared again");
+        aj_host_id_lease_release(&named);
+}
+
 Test(host_id_pool, refuses_a_directory_others_can_change)
 {
         AjHostIdLease l = AJ_HOST_ID_LEASE_INIT;
