@@ -71,11 +71,18 @@ int aj_cgroup_open(const char *run_id, AjCgroup **ret);
  * another state directory, is dead by its own locks). So the supervisor that creates the v2
  * directory holds it (flock LOCK_SH on its fd, the open file description aj_cgroup_v2_fd()
  * gives, closed by the jail's init and the watchdog with their other fds) until it removes
- * it, and what removes a cgroup it did not create (`prune`'s reap) takes it first:
- * aj_cgroup_claim(), LOCK_EX without waiting, -EBUSY while a supervisor holds it. 0 with
- * nothing to claim without a v2 directory (a v1-only host: only the run directory's locks).
+ * it; without a v2 directory (a v1-only host, or a hybrid one that could not make it), the
+ * first v1 directory it made, the same way. What removes a cgroup it did not create
+ * (`prune`'s reap) takes every directory of it first: aj_cgroup_claim(), LOCK_EX without
+ * waiting, held until the cgroup is removed or freed; -EBUSY while a supervisor holds one.
  */
 int aj_cgroup_claim(AjCgroup *cg);
+
+/* The run ids that have a directory in some hierarchy, where aj_cgroup_open() looks (one
+ * readdir of each "agentjail" parent, for a caller that asks of many runs: a miss costs
+ * aj_cgroup_open() a failed lookup per hierarchy, which kernfs does not cache).
+ * NULL-terminated, never NULL on success. */
+int aj_cgroup_list_ids(char ***ret_ids);
 
 /* An O_DIRECTORY fd of the v2 cgroup for clone3(CLONE_INTO_CGROUP), or -1 if none. */
 int aj_cgroup_v2_fd(const AjCgroup *cg);

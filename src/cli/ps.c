@@ -3,8 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cgroup.h"
 #include "cli/verb.h"
 #include "cli/verbs.h"
+#include "util/strv.h"
 
 #define PS_USAGE "agentjail ps [--all] [--json]"
 #define PS_HELP                                                                        \
@@ -28,9 +30,11 @@ static void print_row(AjRun *run, const char *state, const AjRunRemains *left)
         if (json_is_integer(n))
                 snprintf(stop, sizeof(stop), "  [stop %lld: %.40s]", (long long)json_integer_value(n),
                          cause ? cause : "?");
-        char remains[192] = "", what[128];
+        char remains[512] = "", what[128];
         if (aj_run_remains_any(left))
-                snprintf(remains, sizeof(remains), "  [left on the host: %s; 'agentjail prune' reaps it]",
+                snprintf(remains, sizeof(remains),
+                         left->in_use ? "  [on the host: %s, " AJ_RUN_REMAINS_IN_USE_TEXT "]"
+                                      : "  [left on the host: %s; 'agentjail prune' reaps it]",
                          aj_run_remains_describe(left, what, sizeof(what)));
         printf("%-12s  %-16.16s  %-10.10s  %-11s  %7s  %s%s%s%s\n", run->id, cli_run_name(run),
                cli_run_profile(run, prof, sizeof(prof)), state,
@@ -47,8 +51,8 @@ static void left_json(json_t *doc, const AjRunRemains *left)
         for (char **d = left->cgroup; dirs && d && *d; d++)
                 json_array_append_new(dirs, json_string(*d));
         json_object_set_new(doc, "left",
-                            json_pack("{s:o, s:s?}", "cgroup", dirs ? dirs : json_array(), "runtime_dir",
-                                      left->runtime_dir));
+                            json_pack("{s:o, s:s?, s:b}", "cgroup", dirs ? dirs : json_array(), "runtime_dir",
+                                      left->runtime_dir, "in_use", left->in_use));
 }
 
 static int list_runs(bool all, bool json)
@@ -63,6 +67,11 @@ static int list_runs(bool all, bool json)
                 cli_fail("ps", "cannot list '%s/runs': %s", paths.state_root, strerror(-r));
                 return CLI_EXIT_FAIL;
         }
+        /* Listed once: a lookup of each dead run's cgroup in every hierarchy cost ps about
+         * 40 us a run (kernfs keeps no negative entries). None listed: each is looked up. */
+        _cleanup_strv_free_ char **cgroup_ids = NULL;
+        if (aj_cgroup_list_ids(&cgroup_ids) < 0)
+                cgroup_ids = NULL;
         json_auto_t *arr = json_array();
         if (!json)
                 printf("%-12s  %-16s  %-10s  %-11s  %7s  %s\n", "ID", "NAME", "PROFILE", "STATE", "AGE", "METERS");
@@ -76,7 +85,7 @@ static int list_runs(bool all, bool json)
                  * shown until `prune` reaps it: something of it may still run. */
                 _cleanup_(aj_run_remains_done) AjRunRemains left = { 0 };
                 if (!run->alive)
-                        (void)aj_run_remains(&paths, run, &left);
+                        (void)aj_run_remains_among(&paths, run, cgroup_ids, &left);
                 if (!all && !run->live && !active && !aj_run_remains_any(&left))
                         continue;
                 if (json) {
