@@ -13,15 +13,7 @@
 require_jail
 setup_dirs
 
-if ! command -v tmux >/dev/null; then
-        fail "tmux is installed (scripts/setup installs it)"
-        done_testing
-fi
-
-TMUX_SOCK="$TEST_TMP/tmux.sock"
-printf 'set -g remain-on-exit on\nset -g status off\n' >"$TEST_TMP/tmux.conf"
-T() { tmux -S "$TMUX_SOCK" -f "$TEST_TMP/tmux.conf" "$@"; }
-trap 'T kill-server 2>/dev/null; cleanup' EXIT
+tmux_setup
 
 # The pane: a non-interactive shell (no job control: agentjail, the reader of its output
 # and the shell are one process group, the terminal's foreground one) that traps SIGINT,
