@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "cgroup-internal.h"
@@ -109,6 +110,17 @@ int aj_cg_mkdir_run(const char *parent, const char *run)
                 /* Another run's destroy removed the shared parent meanwhile. */
         }
         return -ENOENT;
+}
+
+int aj_cg_lock_dir(const char *dir, int how, int *ret_fd)
+{
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (flock(fd, how | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EBUSY : -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
 }
 
 int aj_cg_rmdir(const char *dir, int64_t deadline)

@@ -44,6 +44,9 @@ void aj_cgroup_layout_done(AjCgroupLayout *l);
 int aj_cgroup_layout_from_mountinfo(const char *mountinfo, AjCgroupLayout *ret);
 /* Reads the running system's layout (statfs first, mountinfo only when needed). */
 int aj_cgroup_layout_load(AjCgroupLayout *ret);
+/* For tests: the layout every later aj_cgroup_layout_load() of this process gives (a
+ * v1-only host's, made from a hybrid host's by leaving its v2 tree out). */
+int aj_cgroup_layout_override(const AjCgroupLayout *l);
 
 /* Pure: the cgroup path of `controller` (NULL: the v2 "0::" entry) in the
  * text of /proc/<pid>/cgroup. -ENOENT if absent. */
@@ -91,6 +94,10 @@ struct AjCgroup {
         bool have_v2;
         bool have_v1[_AJ_CG_V1_MAX];
         int v2_fd;
+        /* Locks on v1 directories (cgroup.h aj_cgroup_claim): the creator's shared one on the
+         * first it made when there is no v2 directory (v2_fd holds that one), a claim's
+         * exclusive one on each; -1 none. */
+        int v1_lock_fd[_AJ_CG_V1_MAX];
         int event_fd; /* inotify (v2) or eventfd (v1 oom_control); owned */
         char **paths; /* for aj_cgroup_paths() */
         /* aj_cgroup_create_v2_first(): the v1 directories wait for aj_cgroup_create_rest() */
@@ -126,6 +133,9 @@ bool aj_cg_exists(const char *dir, const char *file);
 /* mkdir "parent" (may exist) then "run" (must not), redoing the parent when
  * a concurrent destroy removed it between the two. */
 int aj_cg_mkdir_run(const char *parent, const char *run);
+/* An fd of `dir` locked (flock `how`, LOCK_SH or LOCK_EX) without waiting: -EBUSY when held
+ * in a conflicting mode (cgroup.h aj_cgroup_claim). */
+int aj_cg_lock_dir(const char *dir, int how, int *ret_fd);
 /* rmdir, retrying on EBUSY (a task still on its way out; v1 offlining) until `deadline`
  * (CLOCK_MONOTONIC ms), and for at least ~1 s. */
 int aj_cg_rmdir(const char *dir, int64_t deadline);

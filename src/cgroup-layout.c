@@ -261,13 +261,27 @@ static int layout_copy(const AjCgroupLayout *l, AjCgroupLayout *ret)
 /* Where the hierarchies are mounted does not change under a process of ours (a run, a
  * verb): read once, as reading mountinfo costs tens of microseconds on a hybrid host
  * (each v1 mount's options are formatted), and a run asks at its start and its end. */
+static AjCgroupLayout cached;
+static int cached_r = 1; /* 1: not read yet */
+
 int aj_cgroup_layout_load(AjCgroupLayout *ret)
 {
-        static AjCgroupLayout cached;
-        static int cached_r = 1; /* 1: not read yet */
         if (cached_r > 0)
                 cached_r = layout_read(&cached);
         return cached_r < 0 ? cached_r : layout_copy(&cached, ret);
+}
+
+int aj_cgroup_layout_override(const AjCgroupLayout *l)
+{
+        AjCgroupLayout c = { 0 };
+        int r = layout_copy(l, &c);
+        if (r < 0)
+                return r;
+        if (cached_r == 0)
+                aj_cgroup_layout_done(&cached);
+        cached = c;
+        cached_r = 0;
+        return 0;
 }
 
 int aj_cgroup_detect(AjCgroupMode *ret)

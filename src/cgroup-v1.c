@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,7 +108,7 @@ static int v1_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
 {
         if (cg->mode != AJ_CGROUP_MODE_HYBRID && cg->mode != AJ_CGROUP_MODE_LEGACY)
                 return 0;
-        bool rootless = geteuid() != 0;
+        bool rootless = geteuid() != 0, held = false;
         int r;
         for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
                 bool needed = limit_requested(limits, c) || (c == AJ_CG_V1_FREEZER && cg->plan.v1_run[c]);
@@ -144,6 +145,14 @@ static int v1_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
                         continue;
                 }
                 cg->have_v1[c] = true;
+                /* No v2 directory to hold (a v1-only host, or a hybrid one that could not make
+                 * it): the first v1 one is held instead (cgroup.h aj_cgroup_claim). */
+                if (!cg->have_v2 && !held) {
+                        r = aj_cg_lock_dir(cg->plan.v1_run[c], LOCK_SH, &cg->v1_lock_fd[c]);
+                        if (r < 0)
+                                return r;
+                        held = true;
+                }
         }
         return apply_limits(cg, limits, rs);
 }

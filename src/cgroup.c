@@ -31,8 +31,19 @@ static AjCgroup *cgroup_new(const char *run_id)
                 return NULL;
         }
         cg->v2_fd = -1;
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                cg->v1_lock_fd[c] = -1;
         cg->event_fd = -1;
         return cg;
+}
+
+static void unlock_v1(AjCgroup *cg)
+{
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                if (cg->v1_lock_fd[c] >= 0) {
+                        close(cg->v1_lock_fd[c]);
+                        cg->v1_lock_fd[c] = -1;
+                }
 }
 
 void aj_cgroup_free(AjCgroup *cg)
@@ -41,6 +52,7 @@ void aj_cgroup_free(AjCgroup *cg)
                 return;
         if (cg->v2_fd >= 0)
                 close(cg->v2_fd);
+        unlock_v1(cg);
         if (cg->event_fd >= 0)
                 close(cg->event_fd);
         aj_cgroup_plan_done(&cg->plan);
@@ -154,6 +166,7 @@ static int remove_all(AjCgroup *cg, int timeout_ms)
                 close(cg->v2_fd);
                 cg->v2_fd = -1;
         }
+        unlock_v1(cg);
         int q = aj_cgroup_v1_ops.remove(cg, deadline);
         if (q < 0 && (r >= 0 || r == -ETIMEDOUT))
                 r = q;
@@ -386,10 +399,18 @@ int aj_cgroup_v2_fd(const AjCgroup *cg) { return cg ? cg->v2_fd : -1; }
 
 int aj_cgroup_claim(AjCgroup *cg)
 {
-        if (!cg || cg->v2_fd < 0)
+        if (!cg)
                 return 0;
-        if (flock(cg->v2_fd, LOCK_EX | LOCK_NB) < 0)
+        if (cg->v2_fd >= 0 && flock(cg->v2_fd, LOCK_EX | LOCK_NB) < 0)
                 return errno == EWOULDBLOCK ? -EBUSY : -errno;
+        /* Every v1 directory, whichever one its creator holds (the first it made). */
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
+                if (!cg->have_v1[c] || cg->plan.v1_alias[c] || cg->v1_lock_fd[c] >= 0)
+                        continue;
+                int r = aj_cg_lock_dir(cg->plan.v1_run[c], LOCK_EX, &cg->v1_lock_fd[c]);
+                if (r < 0 && r != -ENOENT) /* gone meanwhile: removed, empty */
+                        return r;
+        }
         return 0;
 }
 

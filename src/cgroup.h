@@ -71,9 +71,10 @@ int aj_cgroup_open(const char *run_id, AjCgroup **ret);
  * another state directory, is dead by its own locks). So the supervisor that creates the v2
  * directory holds it (flock LOCK_SH on its fd, the open file description aj_cgroup_v2_fd()
  * gives, closed by the jail's init and the watchdog with their other fds) until it removes
- * it, and what removes a cgroup it did not create (`prune`'s reap) takes it first:
- * aj_cgroup_claim(), LOCK_EX without waiting, -EBUSY while a supervisor holds it. 0 with
- * nothing to claim without a v2 directory (a v1-only host: only the run directory's locks).
+ * it; without a v2 directory (a v1-only host, or a hybrid one that could not make it), the
+ * first v1 directory it made, the same way. What removes a cgroup it did not create
+ * (`prune`'s reap) takes every directory of it first: aj_cgroup_claim(), LOCK_EX without
+ * waiting, held until the cgroup is removed or freed; -EBUSY while a supervisor holds one.
  */
 int aj_cgroup_claim(AjCgroup *cg);
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "host-id-pool.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,6 +14,12 @@
 #include "state.h"
 #include "util/fd.h"
 #include "util/macros.h"
+#include "util/strv.h"
+
+/* What frees a slot that keeps an ended run's cgroup (runs.h aj_run_reap, aj_run_reap_orphans). */
+#define PRUNE_ADVICE                                                                                   \
+        "'agentjail prune', as root, kills them in a dead run's cgroup and removes it, and removes a " \
+        "cgroup no run directory leads to any more (its slot's file names it) once they are gone"
 
 /* `path` is a directory that only we can change (not a symlink, nobody else may write to
  * it): whoever could would swap the lock files and have two runs hold the same slot. */
@@ -87,10 +94,12 @@ static int lock_id(int dfd, const char *dir, unsigned long id, int how, int *ret
 
 /* Whether the slot's last holder left its jail behind: 1 when a directory its file names
  * (aj_host_id_lease_mark) is still there, 0 when none is, -errno when that cannot be told;
- * *ret_len the file's length. Only whole lines count: a supervisor killed while writing one
- * has its earlier ones named, and nothing in the directory of a line it had not finished.
- * Empty lines are a mark's padding. */
-static int slot_left(int fd, size_t *ret_len)
+ * *ret_len the file's length; those directories in *ret_dirs when it is not NULL (every one,
+ * else the first), and the run directory its "@" line names in *ret_run_dir (NULL none).
+ * Only whole lines count: a supervisor killed while writing one has its earlier ones named,
+ * and nothing in the directory of a line it had not finished. Empty lines are a mark's
+ * padding. */
+static int slot_dirs(int fd, size_t *ret_len, char ***ret_dirs, char **ret_run_dir)
 {
         char buf[AJ_HOST_ID_MARK_MAX + 1];
         ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
@@ -98,22 +107,43 @@ static int slot_left(int fd, size_t *ret_len)
                 return -errno;
         buf[n] = 0;
         *ret_len = (size_t)n;
+        _cleanup_(aj_strv_freep) char **dirs = NULL;
+        _cleanup_free_ char *run_dir = NULL;
         char *line = buf;
         for (char *nl; (nl = strchr(line, '\n')); line = nl + 1) {
                 *nl = 0;
                 if (!line[0])
                         continue;
+                if (line[0] == '@' && line[1] == '/') {
+                        /* Whose directories they are: no process is in it. */
+                        if (ret_run_dir && !run_dir && !(run_dir = strdup(line + 1)))
+                                return -ENOMEM;
+                        continue;
+                }
                 if (line[0] != '/')
                         return -EBADMSG; /* not ours: nothing says what it held */
                 struct stat st;
-                if (lstat(line, &st) == 0)
+                if (lstat(line, &st) < 0) {
+                        if (errno != ENOENT && errno != ENOTDIR)
+                                return -errno;
+                        continue;
+                }
+                if (!ret_dirs)
                         return 1;
-                if (errno != ENOENT && errno != ENOTDIR)
-                        return -errno;
+                if (aj_strv_push(&dirs, line) < 0)
+                        return -ENOMEM;
         }
         /* A file longer than a mark may be (a line cut at the bound) is not ours either. */
-        return (size_t)n == sizeof(buf) - 1 ? -EFBIG : 0;
+        if ((size_t)n == sizeof(buf) - 1)
+                return -EFBIG;
+        if (!dirs)
+                return 0;
+        *ret_dirs = TAKE_PTR(dirs);
+        *ret_run_dir = TAKE_PTR(run_dir);
+        return 1;
 }
+
+static int slot_left(int fd, size_t *ret_len) { return slot_dirs(fd, ret_len, NULL, NULL); }
 
 int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *ret, unsigned long *ret_id,
                          AjError *ret_error)
@@ -148,26 +178,37 @@ int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *
         return aj_error_set(ret_error, -EUSERS,
                             "every one of the %lu host id slots (%lu-%lu, '%s') is held by a live run or a profile "
                             "naming its ids, or keeps an ended run's cgroup (%lu of them: processes of that run may "
-                            "still run as its ids; 'agentjail prune' removes a dead run's cgroup once they are gone)",
+                            "still run as its ids; " PRUNE_ADVICE ")",
                             n_slots, AJ_HOST_ID_POOL_FIRST, AJ_HOST_ID_POOL_FIRST + n_slots - 1, dir, kept);
 }
 
-int aj_host_id_lease_mark(AjHostIdLease *l, char *const *paths)
+/* "<prefix><line>\n" at text + *len; -EINVAL for a path that is not absolute or holds a
+ * newline, -E2BIG past the bound. */
+static int mark_line(char *text, size_t *len, const char *prefix, const char *path)
+{
+        size_t p = strlen(prefix), n = strlen(path);
+        if (path[0] != '/' || strchr(path, '\n'))
+                return -EINVAL;
+        if (p + n + 1 > AJ_HOST_ID_MARK_MAX - *len)
+                return -E2BIG;
+        memcpy(text + *len, prefix, p);
+        memcpy(text + *len + p, path, n);
+        text[*len + p + n] = '\n';
+        *len += p + n + 1;
+        return 0;
+}
+
+int aj_host_id_lease_mark(AjHostIdLease *l, const char *run_dir, char *const *paths)
 {
         if (!l->own || l->fd[0] < 0)
                 return 0;
         char text[AJ_HOST_ID_MARK_MAX];
         size_t len = 0;
-        for (char *const *p = paths; p && *p; p++) {
-                size_t n = strlen(*p);
-                if ((*p)[0] != '/' || strchr(*p, '\n'))
-                        return -EINVAL;
-                if (n + 1 > sizeof(text) - len)
-                        return -E2BIG;
-                memcpy(text + len, *p, n);
-                text[len + n] = '\n';
-                len += n + 1;
-        }
+        int r = run_dir ? mark_line(text, &len, "@", run_dir) : 0;
+        for (char *const *p = paths; r >= 0 && p && *p; p++)
+                r = mark_line(text, &len, "", *p);
+        if (r < 0)
+                return r;
         /* Over what is there (this run's own earlier lines, a prefix of these, or the last
          * run's, naming directories gone), in one write: what is longer than these is padded
          * with empty lines rather than cut (ftruncate, a metadata write on the start's path). */
@@ -209,6 +250,17 @@ int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *
                                             AJ_HOST_ID_POOL_FIRST + AJ_HOST_ID_POOL_SIZE - 1, dir, ids[i]);
                 if (r < 0)
                         return r;
+                /* Unheld, but an ended run's processes may still run as these ids (its cgroup
+                 * is there): not shared with them, as the pool does not hand the slot out. */
+                size_t len = 0;
+                r = slot_left(l.fd[i], &len);
+                if (r != 0)
+                        return aj_error_set(ret_error, -EBUSY,
+                                            "host id %lu is in the pool of per-run ids and its slot ('%s/%lu') keeps "
+                                            "an ended run's cgroup%s%s%s (processes of that run may still run as its "
+                                            "ids; " PRUNE_ADVICE ")",
+                                            ids[i], dir, ids[i], r < 0 ? " (or cannot be read: " : "",
+                                            r < 0 ? strerror(-r) : "", r < 0 ? ")" : "");
         }
         *ret = l;
         l = (AjHostIdLease)AJ_HOST_ID_LEASE_INIT;
@@ -223,4 +275,45 @@ void aj_host_id_lease_release(AjHostIdLease *l)
                         close(l->fd[i]);
                         l->fd[i] = -1;
                 }
+}
+
+int aj_host_id_pool_kept(const char *dir, AjHostIdKeptFn fn, void *userdata, AjError *ret_error)
+{
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0)
+                return errno == ENOENT ? 0 : aj_error_set(ret_error, -errno, "cannot open '%s': %m", dir);
+        int r = check_dir(dfd, dir, ret_error);
+        if (r < 0)
+                return r;
+        int lfd = dup(dfd);
+        DIR *d = lfd < 0 ? NULL : fdopendir(lfd);
+        if (!d) {
+                if (lfd >= 0)
+                        close(lfd);
+                return aj_error_set(ret_error, -errno, "cannot list '%s': %m", dir);
+        }
+        struct dirent *de;
+        while (r >= 0 && (de = readdir(d))) {
+                unsigned long id;
+                char *end;
+                errno = 0;
+                id = strtoul(de->d_name, &end, 10);
+                if (errno || *end || end == de->d_name || de->d_name[0] == '0' || !aj_host_id_in_pool(id))
+                        continue;
+                _cleanup_close_ int fd = -1;
+                r = lock_id(dfd, dir, id, LOCK_EX, &fd, ret_error);
+                if (r == -EWOULDBLOCK) {
+                        r = 0; /* a live run's, or a profile's naming it */
+                        continue;
+                }
+                if (r < 0)
+                        break;
+                size_t len;
+                _cleanup_(aj_strv_freep) char **dirs = NULL;
+                _cleanup_free_ char *run_dir = NULL;
+                /* One that cannot be read, or is not ours, stays kept (the pool's rule). */
+                r = slot_dirs(fd, &len, &dirs, &run_dir) > 0 ? fn(id, run_dir, dirs, userdata) : 0;
+        }
+        closedir(d);
+        return r < 0 ? r : 0;
 }

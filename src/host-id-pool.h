@@ -28,7 +28,8 @@
  *
  * A profile that names ids inside the pool shares them on purpose (today's behaviour):
  * it takes a shared lock on their slot, so the pool never hands that slot to a run of
- * its own while such a run lives, and the run does not start while one holds it alone.
+ * its own while such a run lives, and the run does not start while one holds it alone, nor
+ * while the slot keeps an ended run's cgroup (the same leftovers the pool checks).
  */
 #pragma once
 
@@ -76,13 +77,28 @@ static inline bool aj_host_id_in_pool(unsigned long id)
 int aj_host_id_pool_take(const char *dir, unsigned long n_slots, AjHostIdLease *ret, unsigned long *ret_id,
                          AjError *ret_error);
 /* A profile's named ids: a shared lock on the slot of each that is in the pool (none
- * outside it). -EBUSY when a run holds one of them as its own. */
+ * outside it). -EBUSY when a run holds one of them as its own, or its slot keeps an ended
+ * run's directories (or its file cannot be read: not free for the pool either). */
 int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *ret, AjError *ret_error);
 /* Names in the own slot's file the directories that hold the run's processes (its cgroup's,
  * aj_cgroup_paths), before any process is in them: the slot stays taken while one of them
  * exists. Called again as more are made, with every one of them, the first ones first (the
- * file only grows, so a supervisor killed in the write leaves the earlier ones named). 0 and
- * nothing written for a lease without a slot of its own; -E2BIG past AJ_HOST_ID_MARK_MAX,
- * -EINVAL for a path that is not absolute or holds a newline; else -errno of the write. */
-int aj_host_id_lease_mark(AjHostIdLease *l, char *const *paths);
+ * file only grows, so a supervisor killed in the write leaves the earlier ones named).
+ * `run_dir` (absolute; NULL: none) goes first, on a line of its own ("@<run_dir>"): whose
+ * directories they are, so that `prune` can tell those no run directory leads to any more
+ * (aj_host_id_pool_kept). 0 and nothing written for a lease without a slot of its own;
+ * -E2BIG past AJ_HOST_ID_MARK_MAX, -EINVAL for a path that is not absolute or holds a
+ * newline; else -errno of the write. */
+int aj_host_id_lease_mark(AjHostIdLease *l, const char *run_dir, char *const *paths);
 void aj_host_id_lease_release(AjHostIdLease *l);
+
+/* Every slot under `dir` that nobody holds and that keeps an ended run's directories (the
+ * ones its file names that are still there): fn(id, run_dir, dirs, userdata), run_dir the
+ * run directory its file names (NULL: none, an older agentjail's), called with the slot's
+ * lock held exclusively (no run takes it meanwhile). What removes those directories frees
+ * the slot (`agentjail prune`, for a run whose directory is gone: runs.h
+ * aj_run_reap_orphans). A slot whose file cannot be read or is not ours is left out (it
+ * stays kept). 0 without the directory; else the first -errno of fn, or of opening the
+ * directory (ret_error says which). */
+typedef int (*AjHostIdKeptFn)(unsigned long id, const char *run_dir, char *const *dirs, void *userdata);
+int aj_host_id_pool_kept(const char *dir, AjHostIdKeptFn fn, void *userdata, AjError *ret_error);

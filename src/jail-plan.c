@@ -795,7 +795,13 @@ int aj_run_setup_cgroup(Run *run)
 
 int aj_run_mark_host_ids(Run *run)
 {
-        int r = aj_host_id_lease_mark(&run->host_ids, aj_cgroup_paths(run->cgroup));
+        /* Whose cgroup it is, as an absolute path (a relative state dir resolved); one that
+         * cannot be named leaves the slot's cgroup to no prune of orphans (fail closed). */
+        bool absolute = run->run_dir[0] == '/';
+        _cleanup_free_ char *resolved = absolute ? NULL : realpath(run->run_dir, NULL);
+        const char *dir = absolute ? run->run_dir : resolved;
+        int r = aj_host_id_lease_mark(&run->host_ids, dir && !strchr(dir, '\n') ? dir : NULL,
+                                      aj_cgroup_paths(run->cgroup));
         if (r < 0)
                 return aj_log_errno(r,
                                     "Cannot name the run's cgroup in its host id slot's file (in '%s'): the slot "

@@ -1081,7 +1081,8 @@ char *aj_run_remains_describe(const AjRunRemains *rm, char *buf, size_t len)
         return buf;
 }
 
-int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret)
+/* What of the run is still on the host, found (aj_run_remains without in_use). */
+static int find_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret)
 {
         if (!aj_run_id_valid(run->id))
                 return -EINVAL;
@@ -1100,6 +1101,51 @@ int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret)
                 rm.runtime_dir = TAKE_PTR(rt);
         else if (errno != ENOENT)
                 return -errno;
+        *ret = rm;
+        rm = (AjRunRemains){ 0 };
+        return 0;
+}
+
+/* Takes what a reap acts on: the run's runtime dir and every directory of its cgroup,
+ * exclusively, without waiting (*ret_rt_fd, *ret_cg hold them; NULL/-1 for what is not
+ * there). Named by the id alone, they are held (shared) by a live run's supervisor of
+ * another run directory of that id (this one a copy of its directory): -EBUSY, and
+ * rm->in_use, then. The one predicate of `ps` (aj_run_remains) and `prune` (the reap). */
+static int claim_remains(const AjRun *run, AjRunRemains *rm, int *ret_rt_fd, AjCgroup **ret_cg)
+{
+        _cleanup_close_ int rt_fd = -1;
+        _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
+        int r = 0;
+        if (rm->runtime_dir && aj_runtime_dir_hold(rm->runtime_dir, true, &rt_fd) == -EBUSY)
+                r = -EBUSY;
+        if (r == 0 && rm->cgroup) {
+                r = aj_cgroup_open(run->id, &cg);
+                if (r >= 0)
+                        r = aj_cgroup_claim(cg);
+                else if (r == -ENOENT)
+                        r = 0; /* gone meanwhile */
+        }
+        rm->in_use = r == -EBUSY;
+        if (r < 0)
+                return r;
+        *ret_rt_fd = TAKE_FD(rt_fd);
+        *ret_cg = TAKE_PTR(cg);
+        return 0;
+}
+
+int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret)
+{
+        _cleanup_(aj_run_remains_done) AjRunRemains rm = { 0 };
+        int r = find_remains(paths, run, &rm);
+        if (r < 0)
+                return r;
+        if (aj_run_remains_any(&rm)) {
+                _cleanup_close_ int rt_fd = -1;
+                _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
+                r = claim_remains(run, &rm, &rt_fd, &cg);
+                if (r < 0 && r != -EBUSY)
+                        return r;
+        }
         *ret = rm;
         rm = (AjRunRemains){ 0 };
         return 0;
@@ -1142,23 +1188,20 @@ static char **dirs_left(char *const *found)
  * (check_dead). */
 static int reap_held(const AjPaths *paths, const AjRun *run, AjRunReaped *ret)
 {
-        int r = aj_run_remains(paths, run, &ret->found);
+        int r = find_remains(paths, run, &ret->found);
         if (r < 0)
                 return r;
         /* Its runtime dir and cgroup are named by the id alone: held by a supervisor, they
          * are a live run's of another run directory of that id (a copy of its directory in
          * another state directory is dead by its own locks). Nothing is done then. */
         _cleanup_close_ int rt_fd = -1;
-        if (ret->found.runtime_dir && aj_runtime_dir_hold(ret->found.runtime_dir, true, &rt_fd) == -EBUSY)
-                return -EBUSY;
-        if (ret->found.cgroup) {
-                _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
+        _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
+        r = claim_remains(run, &ret->found, &rt_fd, &cg);
+        if (r < 0)
+                return r;
+        if (cg) {
                 int64_t t0 = aj_now_monotonic_ms();
-                r = aj_cgroup_open(run->id, &cg);
-                if (r >= 0 && aj_cgroup_claim(cg) == -EBUSY)
-                        return -EBUSY;
-                if (r >= 0)
-                        r = aj_cgroup_remove(cg, AJ_RUN_REAP_CGROUP_MS);
+                r = aj_cgroup_remove(cg, AJ_RUN_REAP_CGROUP_MS);
                 ret->waited_ms = aj_now_monotonic_ms() - t0;
                 /* -ENOENT: gone meanwhile; a failure with nothing left: it did empty. */
                 if (r < 0 && r != -ENOENT && (ret->cgroup_left = dirs_left(ret->found.cgroup)))

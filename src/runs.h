@@ -202,19 +202,52 @@ int aj_run_remove_dir(const AjPaths *paths, const AjRun *run);
 typedef struct {
         char **cgroup;     /* its cgroup's directories still there (aj_cgroup_paths), NULL none */
         char *runtime_dir; /* its runtime dir, when still there */
+        bool in_use;       /* held by a live run's supervisor of that id: a reap leaves them */
 } AjRunRemains;
 void aj_run_remains_done(AjRunRemains *rm);
 bool aj_run_remains_any(const AjRunRemains *rm);
 /* "its cgroup (4 directories), its runtime dir" into buf. */
 char *aj_run_remains_describe(const AjRunRemains *rm, char *buf, size_t len);
 /* What of the run (one that is not alive: for a live one, its own) is still on the host;
- * -errno when that cannot be told (an unreadable cgroup layout). */
+ * -errno when that cannot be told (an unreadable cgroup layout). Its cgroup and runtime dir
+ * are named by the run id alone: `in_use` when a live run's supervisor holds them (another
+ * run directory's of that id: this one is a copy of its directory), by the locks aj_run_reap
+ * takes, tried here and let go (so `ps` and `prune` tell one story). */
 int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret);
+/* What in_use means, for the operator (`ps`, `prune`). */
+#define AJ_RUN_REMAINS_IN_USE_TEXT                                                                      \
+        "in use: held by a live run of the same id (its cgroup and runtime dir are named by the id "    \
+        "alone; this run directory is a copy of that run's, or that id's in another state directory), " \
+        "so no prune reaps it while that run lives"
 
 /* Whether the run's cgroup (a run not alive: what it left) still holds processes: killed,
  * not yet gone, they may still write where the run could (its overlay's upper dir). 1, 0
  * (none, or no cgroup left), -errno when that cannot be told. */
 int aj_run_remains_populated(const AjRun *run);
+/*
+ * A dead run's cgroup that no run directory leads to (its run directory deleted after its
+ * supervisor and watchdog were both killed, or its watchdog gave up): its host id slot stays
+ * taken while it is there (host-id-pool.h), and no reap of a run finds it. Found from the
+ * slots nobody holds that keep directories (aj_host_id_pool_kept, under `pool_dir`), each
+ * slot's lock held meanwhile, whose file names a run directory that is gone (one that is
+ * there is its state directory's to reap, and record): removed when they are one run's
+ * cgroup as aj_cgroup_open finds it (".../agentjail/<run id>"), no supervisor holds it
+ * (aj_cgroup_claim) and no process is in it. Its processes are never killed: nothing says
+ * whose they are any more.
+ */
+typedef struct {
+        unsigned long host_id;
+        char run_id[AJ_RUN_ID_LEN + 1]; /* "" when the directories are not a run's cgroup */
+        char **cgroup;                  /* the directories the slot names that were there */
+        /* 0 removed (with dry_run: would be), -ENOTEMPTY processes are in it, -EBUSY a
+         * supervisor holds it, -EPERM not a run's cgroup, -ENOLINK its slot does not name
+         * its run directory (an older agentjail's; both left alone), else -errno of the look
+         * or the removal. */
+        int error;
+} AjRunOrphan;
+void aj_run_orphans_free(AjRunOrphan *v, size_t n);
+int aj_run_reap_orphans(const char *pool_dir, bool dry_run, AjRunOrphan **ret, size_t *ret_n, AjError *ret_error);
+
 /* What a decision on such a run (`commit`, aj_run_remains_populated) is told to do. */
 #define AJ_RUN_REMAINS_POPULATED_TEXT                                                                \
         "its supervisor is gone but its cgroup still holds processes (killed, not yet gone: in "     \

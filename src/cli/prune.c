@@ -13,11 +13,13 @@
 #include "cli/verb.h"
 #include "cli/verbs.h"
 #include "events.h"
+#include "host-id-pool.h"
 #include "mount.h"
 #include "prune.h"
 #include "util/clock.h"
 #include "util/fd.h"
 #include "util/parse.h"
+#include "util/strv.h"
 
 #define PRUNE_USAGE                                                                               \
         "agentjail prune [--older-than DURATION] [--keep N] [--quarantined] [--discard-pending] " \
@@ -318,6 +320,11 @@ static int reap(const AjPaths *paths, Entry *v, size_t n, bool dry_run)
                 if (dry_run) {
                         e->reap = aj_run_remains(paths, run, &e->reaped.found) >= 0 &&
                                   aj_run_remains_any(&e->reaped.found);
+                        /* What the reap would find: a live run's of the same id is left. */
+                        if (e->reap && e->reaped.found.in_use) {
+                                e->reap_error = -EBUSY;
+                                e->facts.remains = true;
+                        }
                         continue;
                 }
                 e->reap_error = aj_run_reap(paths, run, &e->reaped);
@@ -335,9 +342,66 @@ static void reap_error_text(const Entry *e, char *buf, size_t len)
 {
         if (e->reap_error < 0)
                 snprintf(buf, len, "cannot reap it: %s",
-                         e->reap_error == -EBUSY ? AJ_RUN_REMOVE_BUSY_TEXT : strerror(-e->reap_error));
+                         e->reaped.found.in_use    ? AJ_RUN_REMAINS_IN_USE_TEXT
+                         : e->reap_error == -EBUSY ? AJ_RUN_REMOVE_BUSY_TEXT
+                                                   : strerror(-e->reap_error));
         else
                 snprintf(buf, len, "%s (%s)", AJ_RUN_REMOVE_LEFT_TEXT, strerror(-e->reaped.cgroup_error));
+}
+
+/* Cgroups no run directory leads to, found from the host id slots they keep (runs.h
+ * aj_run_reap_orphans): root's, the pool being the host's. */
+typedef struct {
+        AjRunOrphan *v;
+        size_t n;
+} Orphans;
+
+static void orphans_done(Orphans *os) { aj_run_orphans_free(os->v, os->n); }
+
+/* 1 when one could not be removed for another reason than a live run holding it. */
+static int reap_orphans(bool dry_run, Orphans *ret)
+{
+        if (geteuid() != 0)
+                return CLI_EXIT_OK;
+        AjError err = { 0 };
+        int r = aj_run_reap_orphans(AJ_HOST_ID_POOL_DIR, dry_run, &ret->v, &ret->n, &err);
+        if (r < 0) {
+                cli_fail("prune", "cannot look for cgroups no run directory leads to: %s", aj_error_text(&err, r));
+                aj_error_clear(&err);
+                return CLI_EXIT_FAIL;
+        }
+        for (size_t i = 0; i < ret->n; i++)
+                if (ret->v[i].error < 0 && ret->v[i].error != -EBUSY)
+                        return CLI_EXIT_FAIL;
+        return CLI_EXIT_OK;
+}
+
+/* What became of one, for a person. */
+static const char *orphan_action(const AjRunOrphan *o, bool dry_run)
+{
+        return o->error == 0 ? (dry_run ? "would reap" : "reaped")
+               : o->error == -EBUSY || o->error == -ENOTEMPTY || o->error == -EPERM || o->error == -ENOLINK ? "kept"
+                                                                                                            : "failed";
+}
+
+static void orphan_message(const AjRunOrphan *o, bool dry_run, char *buf, size_t len)
+{
+        size_t dirs = aj_strv_length(o->cgroup);
+        char what[160];
+        snprintf(what, sizeof(what), "host id slot %lu keeps %s%s (%zu director%s), no run directory leads to it",
+                 o->host_id, o->run_id[0] ? "the cgroup of run " : "directories", o->run_id, dirs,
+                 dirs == 1 ? "y" : "ies");
+        snprintf(buf, len, "%s: %s", what,
+                 o->error == 0 ? (dry_run ? "empty, would be removed" : "empty, removed: the slot is free")
+                 : o->error == -ENOTEMPTY
+                         ? "processes are still in it (its cgroup.procs lists them): kill them, the next prune "
+                           "removes it"
+                 : o->error == -EBUSY ? "held by a live run of that id"
+                 : o->error == -EPERM ? "not a run's cgroup: left alone"
+                 : o->error == -ENOLINK
+                         ? "its slot does not name its run directory (an older agentjail's): left alone; once no "
+                           "process is in it, rmdir its directories to free the slot"
+                         : strerror(-o->error));
 }
 
 static int by_time(const void *a, const void *b)
@@ -480,7 +544,23 @@ static json_t *reap_json(const AjPaths *paths, const Entry *e, uint64_t now_ns)
         return j;
 }
 
-static int print_json(const AjPaths *paths, const Entry *v, size_t n, const Options *o, uint64_t now_ns)
+static json_t *orphans_json(const Orphans *os, bool dry_run)
+{
+        json_t *a = json_array();
+        for (size_t i = 0; a && i < os->n; i++) {
+                const AjRunOrphan *o = &os->v[i];
+                char msg[512];
+                orphan_message(o, dry_run, msg, sizeof(msg));
+                json_array_append_new(a, json_pack("{s:I, s:s?, s:o, s:s, s:s}", "host_id", (json_int_t)o->host_id,
+                                                   "run_id", o->run_id[0] ? o->run_id : NULL, "cgroup",
+                                                   strv_json(o->cgroup), "action", orphan_action(o, dry_run), "message",
+                                                   msg));
+        }
+        return a;
+}
+
+static int print_json(const AjPaths *paths, const Entry *v, size_t n, const Options *o, uint64_t now_ns,
+                      const Orphans *os)
 {
         json_auto_t *removed = json_array(), *skipped = json_array(), *failed = json_array(), *reaped = json_array();
         uint64_t freed = 0;
@@ -530,6 +610,8 @@ static int print_json(const AjPaths *paths, const Entry *v, size_t n, const Opti
                                      (json_int_t)kept);
         if (doc && json_object_set(doc, "reaped", reaped) < 0)
                 return -ENOMEM;
+        if (doc && json_object_set_new(doc, "orphans", orphans_json(os, o->dry_run)) < 0)
+                return -ENOMEM;
         return cli_print_json(doc);
 }
 
@@ -545,12 +627,12 @@ static void print_reap_line(const Entry *e, bool dry_run, uint64_t now_ns)
 {
         char found[128], msg[640];
         aj_run_remains_describe(&e->reaped.found, found, sizeof(found));
-        if (dry_run) {
+        if (e->reap_error < 0 || e->reaped.cgroup_left) {
+                reap_error_text(e, msg, sizeof(msg));
+                print_line(dry_run ? "would fail" : "failed", e, now_ns, "-", msg);
+        } else if (dry_run) {
                 snprintf(msg, sizeof(msg), "left on the host: %s; killed and removed", found);
                 print_line("would reap", e, now_ns, "-", msg);
-        } else if (e->reap_error < 0 || e->reaped.cgroup_left) {
-                reap_error_text(e, msg, sizeof(msg));
-                print_line("failed", e, now_ns, "-", msg);
         } else {
                 snprintf(msg, sizeof(msg), "left on the host: %s; killed and removed%s%s%s", found,
                          e->reaped.event ? " (" : "", e->reaped.event ?: "", e->reaped.event ? " in its events)" : "");
@@ -558,7 +640,7 @@ static void print_reap_line(const Entry *e, bool dry_run, uint64_t now_ns)
         }
 }
 
-static void print_text(const Entry *v, size_t n, const Options *o, uint64_t now_ns)
+static void print_text(const Entry *v, size_t n, const Options *o, uint64_t now_ns, const Orphans *os)
 {
         uint64_t freed = 0;
         size_t removed = 0, failed = 0, skipped = 0, kept = 0, reaped = 0, unreaped = 0;
@@ -604,6 +686,19 @@ static void print_text(const Entry *v, size_t n, const Options *o, uint64_t now_
                         print_line("kept", e, now_ns, size, msg);
                 }
         }
+        size_t orphans_reaped = 0;
+        for (size_t i = 0; i < os->n; i++) {
+                const AjRunOrphan * or = &os->v[i];
+                if (!header) {
+                        printf("%-12s  %-12s  %-16s  %7s  %7s  %s\n", "ACTION", "ID", "NAME", "AGE", "SIZE", "NOTE");
+                        header = true;
+                }
+                char msg[512];
+                orphan_message(or, o->dry_run, msg, sizeof(msg));
+                printf("%-12s  %-12s  %-16.16s  %7s  %7s  %s\n", orphan_action(or, o->dry_run),
+                       or->run_id[0] ? or->run_id : "-", "-", "-", "-", msg);
+                orphans_reaped += or->error == 0;
+        }
         char sz[32];
         aj_format_size(freed, sz, sizeof(sz));
         printf("%s %zu run%s, %s %s (%llu bytes); %zu kept", o->dry_run ? "would remove" : "removed", removed,
@@ -615,6 +710,9 @@ static void print_text(const Entry *v, size_t n, const Options *o, uint64_t now_
                        reaped == 1 ? "" : "s");
         if (unreaped)
                 printf("; %zu could not be reaped", unreaped);
+        if (orphans_reaped)
+                printf("; %s %zu cgroup%s no run directory leads to", o->dry_run ? "would remove" : "removed",
+                       orphans_reaped, orphans_reaped == 1 ? "" : "s");
         if (failed)
                 printf("; %zu could not be removed", failed);
         putchar('\n');
@@ -642,6 +740,10 @@ int aj_cmd_prune(int argc, char **argv)
         if (n)
                 qsort(v, n, sizeof(*v), by_time);
         int status = reap(&paths, v, n, o.dry_run);
+        /* After the runs' reaps: what is left is no run's of this state directory. */
+        _cleanup_(orphans_done) Orphans orphans = { 0 };
+        if (reap_orphans(o.dry_run, &orphans) != CLI_EXIT_OK)
+                status = CLI_EXIT_FAIL;
         _cleanup_free_ AjPruneRun *facts = calloc(n ? n : 1, sizeof(*facts));
         _cleanup_free_ AjPruneDecision *d = calloc(n ? n : 1, sizeof(*d));
         if (facts && d) {
@@ -678,9 +780,9 @@ int aj_cmd_prune(int argc, char **argv)
                 }
         }
         if (o.json)
-                r = print_json(&paths, v, n, &o, o.rules.now_ns);
+                r = print_json(&paths, v, n, &o, o.rules.now_ns, &orphans);
         else
-                print_text(v, n, &o, o.rules.now_ns);
+                print_text(v, n, &o, o.rules.now_ns, &orphans);
         entries_free(v, n);
         if (r < 0)
                 return PRUNE_EXIT_ERROR;

@@ -28,9 +28,11 @@ static void print_row(AjRun *run, const char *state, const AjRunRemains *left)
         if (json_is_integer(n))
                 snprintf(stop, sizeof(stop), "  [stop %lld: %.40s]", (long long)json_integer_value(n),
                          cause ? cause : "?");
-        char remains[192] = "", what[128];
+        char remains[512] = "", what[128];
         if (aj_run_remains_any(left))
-                snprintf(remains, sizeof(remains), "  [left on the host: %s; 'agentjail prune' reaps it]",
+                snprintf(remains, sizeof(remains),
+                         left->in_use ? "  [on the host: %s, " AJ_RUN_REMAINS_IN_USE_TEXT "]"
+                                      : "  [left on the host: %s; 'agentjail prune' reaps it]",
                          aj_run_remains_describe(left, what, sizeof(what)));
         printf("%-12s  %-16.16s  %-10.10s  %-11s  %7s  %s%s%s%s\n", run->id, cli_run_name(run),
                cli_run_profile(run, prof, sizeof(prof)), state,
@@ -47,8 +49,8 @@ static void left_json(json_t *doc, const AjRunRemains *left)
         for (char **d = left->cgroup; dirs && d && *d; d++)
                 json_array_append_new(dirs, json_string(*d));
         json_object_set_new(doc, "left",
-                            json_pack("{s:o, s:s?}", "cgroup", dirs ? dirs : json_array(), "runtime_dir",
-                                      left->runtime_dir));
+                            json_pack("{s:o, s:s?, s:b}", "cgroup", dirs ? dirs : json_array(), "runtime_dir",
+                                      left->runtime_dir, "in_use", left->in_use));
 }
 
 static int list_runs(bool all, bool json)

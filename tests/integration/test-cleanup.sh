@@ -346,7 +346,13 @@ if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5); then
         id=${rdir##*/}
         mkdir -m 0700 "$TEST_TMP/copy" "$TEST_TMP/copy/runs"
         cp -a "$rdir" "$TEST_TMP/copy/runs/"
-        AGENTJAIL_STATE_DIR=$TEST_TMP/copy aj prune --keep 0
+        # ps tells the story prune acts on: in use, not "prune reaps it".
+        AGENTJAIL_STATE_DIR=$TEST_TMP/copy aj ps
+        like "$OUT" "$id .*\[on the host: its cgroup .*in use: held by a live run of the same id" \
+                "ps of the copy: in use" || op_diag
+        unlike "$OUT" "prune' reaps it" "ps of the copy: not 'prune reaps it'"
+        AGENTJAIL_STATE_DIR=$TEST_TMP/copy aj prune --keep 0 --dry-run
+        like "$OUT" "would fail +$id .*in use: held by a live run" "prune --dry-run of the copy: in use" || op_diag
         like "$ERR$OUT" "$id.*in use" "prune of the copy: in use" || op_diag
         ok "the live run's process lives on" kill -0 "$p"
         isnt "$(run_cgroup_dirs "$id")" "" "... in its cgroup"
@@ -362,5 +368,48 @@ else
 fi
 BG_PIDS=()
 rm -rf "$TEST_TMP/copy"
+
+# --- a dead run's cgroup whose run directory was deleted (its supervisor and watchdog killed,
+# then `rm -rf` of the run): its host id slot stayed taken for good, and the "every slot is
+# held" error sent the operator to prune, which looked only at run directories. prune finds
+# it from the slot's file, leaves it while a process is in it (nothing says whose it is any
+# more), and removes it once empty: the slot is free again.
+start_jail_bg -- ./probe sleep 120
+if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; then
+        id=${rdir##*/}
+        uid=$(jq -r .host_uid "$rdir/run.json")
+        kill -KILL "$BG_PID" "$(jq -r .watchdog_pid "$rdir/run.json")"
+        wait "$BG_PID" 2>/dev/null
+        rm -rf "$rdir"
+        aj prune --keep 0
+        like "$OUT" "kept +$id .*host id slot $uid keeps the cgroup of run $id .*processes are still in it" \
+                "prune finds the orphaned cgroup from its slot, and keeps it while a process is in it" || op_diag
+        is "$RC" 1 "... which is a failure (exit 1)"
+        ok "its process is not killed" kill -0 "$p"
+        let_go
+        for ((i = 0; i < 100; i++)); do
+                procs=
+                for d in $(run_cgroup_dirs "$id"); do
+                        procs+=" $(cat "$d/cgroup.procs" 2>/dev/null)"
+                done
+                [[ -z ${procs// /} ]] && break
+                kill -KILL $procs 2>/dev/null
+                sleep 0.05
+        done
+        aj prune --keep 0 --json
+        is "$(jq -r --arg id "$id" '.orphans[] | select(.run_id == $id) | .action' <<<"$OUT")" reaped \
+                "once empty, prune removes it (--json: orphans)" || op_diag
+        is "$(run_cgroup_dirs "$id")" "" "every cgroup dir of the run is gone"
+        left=
+        for d in $(cat "/run/agentjail/host-ids/$uid"); do
+                [[ -e $d ]] && left+=" $d"
+        done
+        is "$left" "" "its slot names nothing that is there: free"
+        rm -rf "${AGENTJAIL_RUNTIME_DIR:?}/$id"
+else
+        fail "the jail for the orphaned cgroup test started, its process held" "$(cat "$TEST_TMP/bg.err")"
+fi
+let_go
+BG_PIDS=()
 
 done_testing

@@ -853,6 +853,56 @@ Test(cgroup_live, kill_of_a_cgroup_removed_meanwhile_succeeds)
         aj_cgroup_free(o);
 }
 
+/* A run's cgroup is named by its id alone, in one tree for every state directory: its creator
+ * (the supervisor) holds it until it removes it, and a claim (a reap's, of a copy of the run's
+ * directory kept elsewhere) is refused meanwhile; once the creator is gone (killed: nothing
+ * removed), the claim is the reaper's. */
+static void claim_refused_while_its_creator_holds_it(bool v1_only)
+{
+        live_create("claim", &(AjCgroupLimits){ .memory_max = 64ULL << 20 });
+        if (v1_only)
+                cr_assert_null(v2_run_path(), "v1 directories only");
+        AjCgroup *o = NULL;
+        cr_assert_eq(aj_cgroup_open(live_id, &o), 0);
+        cr_assert_eq(aj_cgroup_claim(o), -EBUSY, "held by its creator");
+        aj_cgroup_free(o);
+        aj_cgroup_free(live_cg); /* its supervisor killed */
+        live_cg = NULL;
+        cr_assert_eq(aj_cgroup_open(live_id, &o), 0);
+        cr_assert_eq(aj_cgroup_claim(o), 0, "the creator gone: claimed");
+        AjCgroup *again = NULL;
+        cr_assert_eq(aj_cgroup_open(live_id, &again), 0);
+        cr_assert_eq(aj_cgroup_claim(again), -EBUSY, "one claim at a time");
+        aj_cgroup_free(again);
+        cr_assert_eq(aj_cgroup_remove(o, 5000), 0);
+        aj_cgroup_free(o);
+}
+
+Test(cgroup_live, a_claim_is_refused_while_its_creator_holds_the_cgroup)
+{
+        claim_refused_while_its_creator_holds_it(false);
+}
+
+/* The same on a host without a v2 tree (this host's v1 hierarchies alone): the creator holds
+ * the first v1 directory it made. Without that a reap of a copied run directory killed the
+ * live run. */
+Test(cgroup_live, a_claim_is_refused_on_a_v1_only_host_too)
+{
+        require_live();
+        AjCgroupLayout l = { 0 };
+        cr_assert_eq(aj_cgroup_layout_load(&l), 0);
+        if (!l.v1_mount[AJ_CG_V1_MEMORY] || !l.v1_mount[AJ_CG_V1_FREEZER]) {
+                aj_cgroup_layout_done(&l);
+                cr_skip_test("no v1 memory and freezer hierarchies");
+        }
+        free(l.v2_mount);
+        l.v2_mount = NULL;
+        l.mode = AJ_CGROUP_MODE_LEGACY;
+        cr_assert_eq(aj_cgroup_layout_override(&l), 0);
+        aj_cgroup_layout_done(&l);
+        claim_refused_while_its_creator_holds_it(true);
+}
+
 static double elapsed_ms(const struct timespec *a, const struct timespec *b)
 {
         return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;

@@ -135,8 +135,8 @@ Test(host_id_pool, a_slot_stays_taken_while_its_last_runs_cgroup_is_there)
         cr_assert_eq(aj_host_id_pool_take(dir, 4, &a, &ia, NULL), 0);
         cr_assert_eq(ia, FIRST);
         char *const first[] = { cg_v2, NULL }, *const both[] = { cg_v2, cg_v1, NULL };
-        cr_assert_eq(aj_host_id_lease_mark(&a, first), 0);
-        cr_assert_eq(aj_host_id_lease_mark(&a, both), 0, "the v1 directories, made later, added");
+        cr_assert_eq(aj_host_id_lease_mark(&a, NULL, first), 0);
+        cr_assert_eq(aj_host_id_lease_mark(&a, NULL, both), 0, "the v1 directories, made later, added");
         aj_host_id_lease_release(&a); /* the watchdog gave up, or was killed */
         cr_assert(slot_lockable(ia, LOCK_EX), "nobody holds the lock");
 
@@ -165,7 +165,7 @@ Test(host_id_pool, a_slot_stays_taken_while_its_last_runs_cgroup_is_there)
          * lines, not cut: the file names only the new holder's directory. */
         char *const shorter[] = { cg_v1, NULL };
         cr_assert_lt(strlen(cg_v1) + 1, (size_t)last);
-        cr_assert_eq(aj_host_id_lease_mark(&b, shorter), 0);
+        cr_assert_eq(aj_host_id_lease_mark(&b, NULL, shorter), 0);
         cr_assert_eq(stat(path, &st), 0);
         cr_assert_eq(st.st_size, last, "padded to the length that was there");
         aj_host_id_lease_release(&b);
@@ -191,10 +191,10 @@ Test(host_id_pool, a_slot_stays_taken_while_its_last_runs_cgroup_is_there)
         cr_assert_eq(ib, FIRST, "an unfinished line names nothing");
 
         char *const rel[] = { "agentjail/x", NULL };
-        cr_assert_eq(aj_host_id_lease_mark(&b, rel), -EINVAL);
+        cr_assert_eq(aj_host_id_lease_mark(&b, NULL, rel), -EINVAL);
         AjHostIdLease named = AJ_HOST_ID_LEASE_INIT;
         cr_assert_eq(aj_host_id_pool_share(dir, FIRST + 3, FIRST + 3, &named, NULL), 0);
-        cr_assert_eq(aj_host_id_lease_mark(&named, both), 0, "a profile's named ids: nothing written");
+        cr_assert_eq(aj_host_id_lease_mark(&named, NULL, both), 0, "a profile's named ids: nothing written");
         snprintf(path, sizeof(path), "%s/%lu", dir, FIRST + 3);
         cr_assert_eq(stat(path, &st), 0);
         cr_assert_eq(st.st_size, 0);
@@ -235,6 +235,36 @@ Test(host_id_pool, named_ids_share_their_slot)
         aj_host_id_lease_release(&own);
 }
 
+/* Named ids whose slot keeps an ended run's cgroup (its watchdog gave up on a process that
+ * does not die): that run's processes may still run as them, so no run shares them, as the
+ * pool hands the slot to no run of its own. */
+Test(host_id_pool, named_ids_are_refused_while_their_slot_keeps_an_ended_runs_cgroup)
+{
+        char cg[4200];
+        snprintf(cg, sizeof(cg), "%s/agentjail-run", root);
+        cr_assert_eq(mkdir(cg, 0755), 0);
+        AjHostIdLease own = AJ_HOST_ID_LEASE_INIT;
+        unsigned long id = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &own, &id, NULL), 0);
+        char *const dirs[] = { cg, NULL };
+        cr_assert_eq(aj_host_id_lease_mark(&own, NULL, dirs), 0);
+        aj_host_id_lease_release(&own);
+
+        AjHostIdLease named = AJ_HOST_ID_LEASE_INIT;
+        AjError e = {};
+        cr_assert_eq(aj_host_id_pool_share(dir, id, 200000, &named, &e), -EBUSY);
+        cr_assert(strstr(e.message, "keeps an ended run's cgroup"), "%s", e.message);
+        cr_assert_eq(named.fd[0], -1);
+        aj_error_clear(&e);
+        cr_assert_eq(aj_host_id_pool_share(dir, 200000, id, &named, NULL), -EBUSY, "as a gid too");
+        cr_assert_eq(aj_host_id_pool_share(dir, id + 1, id + 1, &named, NULL), 0, "another slot is free");
+        aj_host_id_lease_release(&named);
+
+        cr_assert_eq(rmdir(cg), 0); /* `prune` removed it once its processes were gone */
+        cr_assert_eq(aj_host_id_pool_share(dir, id, id, &named, NULL), 0, "shared again");
+        aj_host_id_lease_release(&named);
+}
+
 Test(host_id_pool, refuses_a_directory_others_can_change)
 {
         AjHostIdLease l = AJ_HOST_ID_LEASE_INIT;
@@ -259,4 +289,57 @@ Test(host_id_pool, refuses_a_directory_others_can_change)
         cr_assert(strstr(e.message, "cannot open"), "%s", e.message);
         aj_error_clear(&e);
         cr_assert_eq(l.fd[0], -1);
+}
+
+static char kept_seen[4][4200];
+static unsigned long kept_ids[4];
+static size_t n_kept;
+
+static char kept_run_dir[4200];
+
+static int note_kept(unsigned long id, const char *run_dir, char *const *dirs, void *userdata)
+{
+        snprintf(kept_run_dir, sizeof(kept_run_dir), "%s", run_dir ? run_dir : "");
+        cr_assert_lt(n_kept, 4);
+        cr_assert_not_null(dirs[0]);
+        cr_assert_null(dirs[1], "the directories that are there, only");
+        kept_ids[n_kept] = id;
+        snprintf(kept_seen[n_kept++], sizeof(kept_seen[0]), "%s", dirs[0]);
+        cr_assert_not(slot_lockable(id, LOCK_SH), "its lock held meanwhile");
+        return *(int *)userdata;
+}
+
+/* A slot nobody holds that keeps an ended run's directories is found from the pool (what
+ * `prune` reaps when no run directory leads to them); a held one, or one whose directories
+ * are gone, is not. */
+Test(host_id_pool, kept_slots_are_listed_with_their_directories)
+{
+        int ok = 0;
+        cr_assert_eq(aj_host_id_pool_kept("/nonexistent/pool", note_kept, &ok, NULL), 0, "no pool: none");
+        char cg[4200], gone[4200];
+        snprintf(cg, sizeof(cg), "%s/agentjail-run", root);
+        snprintf(gone, sizeof(gone), "%s/agentjail-gone", root);
+        cr_assert_eq(mkdir(cg, 0755), 0);
+        AjHostIdLease a = AJ_HOST_ID_LEASE_INIT, b = AJ_HOST_ID_LEASE_INIT, c = AJ_HOST_ID_LEASE_INIT;
+        unsigned long ia, ib, ic;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &a, &ia, NULL), 0);
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &b, &ib, NULL), 0);
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &c, &ic, NULL), 0);
+        char *const left[] = { gone, cg, NULL }, *const none[] = { gone, NULL };
+        cr_assert_eq(aj_host_id_lease_mark(&a, "/var/lib/agentjail/runs/0123456789ab", left), 0);
+        cr_assert_eq(aj_host_id_lease_mark(&b, NULL, left), 0);
+        cr_assert_eq(aj_host_id_lease_mark(&c, NULL, none), 0);
+        aj_host_id_lease_release(&a); /* its run ended, its cgroup left */
+        aj_host_id_lease_release(&c); /* ended, its cgroup removed */
+        n_kept = 0;
+        cr_assert_eq(aj_host_id_pool_kept(dir, note_kept, &ok, NULL), 0);
+        cr_assert_eq(n_kept, 1, "b is held (a live run's), c keeps nothing");
+        cr_assert_eq(kept_ids[0], ia);
+        cr_assert_str_eq(kept_seen[0], cg);
+        cr_assert_str_eq(kept_run_dir, "/var/lib/agentjail/runs/0123456789ab", "whose they are");
+        cr_assert(slot_lockable(ia, LOCK_EX), "let go after");
+        int fail = -EIO;
+        n_kept = 0;
+        cr_assert_eq(aj_host_id_pool_kept(dir, note_kept, &fail, NULL), -EIO, "the callback's error");
+        aj_host_id_lease_release(&b);
 }

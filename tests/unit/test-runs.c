@@ -16,13 +16,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "events.h"
+#include "host-id-pool.h"
 #include "quarantine.h"
 #include "rollback.h"
 #include "run-record.h"
 #include "runs.h"
 #include "state.h"
 #include "util/fd.h"
+#include "util/strv.h"
 
 static char root[64];
 static AjPaths paths;
@@ -1339,13 +1342,23 @@ Test(runs, a_reap_leaves_a_runtime_dir_its_supervisor_holds)
         cr_assert_eq(aj_runtime_dir_hold(rt, false, &held), 0, "as the live run's supervisor does");
         AjRun *run = NULL;
         cr_assert_eq(aj_runs_find(&paths, "dddd00000009", &run, NULL), 0);
+        AjRunRemains left = { 0 };
+        cr_assert_eq(aj_run_remains(&paths, run, &left), 0);
+        cr_assert_not_null(left.runtime_dir);
+        cr_assert(left.in_use, "what ps shows: in use, as the reap finds it");
+        aj_run_remains_done(&left);
         AjRunReaped reaped;
         cr_assert_eq(aj_run_reap(&paths, run, &reaped), -EBUSY);
+        cr_assert(reaped.found.in_use, "what prune says");
         aj_run_reaped_done(&reaped);
         cr_assert(runtime_dir_exists("dddd00000009"), "the live run's runtime dir is left");
         cr_assert_eq(aj_run_remove_dir(&paths, run), -EBUSY, "nor is the copy removed");
         cr_assert(runtime_dir_exists("dddd00000009"));
         close(held);
+        cr_assert_eq(aj_run_remains(&paths, run, &left), 0);
+        cr_assert_not(left.in_use, "its supervisor gone: prune reaps it");
+        cr_assert(runtime_dir_exists("dddd00000009"), "ps's look let it be");
+        aj_run_remains_done(&left);
         cr_assert_eq(aj_run_reap(&paths, run, &reaped), 0, "its supervisor gone: reaped");
         cr_assert_not(runtime_dir_exists("dddd00000009"));
         aj_run_reaped_done(&reaped);
@@ -1462,4 +1475,147 @@ Test(runs, a_directory_being_made_is_removed_only_unheld_and_old)
         cr_assert_eq(unlink(file), 0);
         cr_assert_eq(aj_run_remove_making(&paths, ".making-eeee00000001", later), 0);
         cr_assert_neq(stat(dir, &st), 0, "gone");
+}
+
+/* ---- cgroups no run directory leads to (run-orphans.c) ---------------------------------- */
+
+#define ORPHAN_ID "eeee0000000a"
+static pid_t orphan_child = -1;
+
+static void orphans_teardown(void)
+{
+        if (orphan_child > 0) {
+                kill(orphan_child, SIGKILL);
+                waitpid(orphan_child, NULL, 0);
+        }
+        AjCgroup *cg = NULL;
+        if (aj_cgroup_open(ORPHAN_ID, &cg) == 0)
+                (void)aj_cgroup_destroy(cg);
+        teardown();
+}
+
+TestSuite(run_orphans, .init = setup, .fini = orphans_teardown);
+
+/* One pass of aj_run_reap_orphans over the pool `dir`: its one orphan's error (the slot's
+ * directories must be the cgroup's), or 1 when there is none. */
+static int reap_orphans_once(const char *dir, bool dry_run)
+{
+        AjRunOrphan *v = NULL;
+        size_t n = 0;
+        cr_assert_eq(aj_run_reap_orphans(dir, dry_run, &v, &n, NULL), 0);
+        cr_assert_leq(n, 1);
+        int r = n ? v[0].error : 1;
+        if (n && v[0].error != -EPERM)
+                cr_assert_str_eq(v[0].run_id, ORPHAN_ID);
+        aj_run_orphans_free(v, n);
+        return r;
+}
+
+static bool dirs_exist(char *const *dirs)
+{
+        struct stat st;
+        for (char *const *d = dirs; *d; d++)
+                if (stat(*d, &st) < 0)
+                        return false;
+        return true;
+}
+
+/* A dead run's cgroup whose run directory is gone kept its host id slot for good: found from
+ * the slot's file, left while its creator holds it or a process is in it (never killed),
+ * removed once empty, which frees the slot. */
+Test(run_orphans, a_cgroup_no_run_leads_to_is_removed_from_its_slot_once_empty)
+{
+        AjCgroupMode mode = AJ_CGROUP_MODE_NONE;
+        if (geteuid() != 0 || aj_cgroup_detect(&mode) < 0 || mode == AJ_CGROUP_MODE_NONE)
+                cr_skip_test("needs root and a cgroup hierarchy");
+        char dir[128];
+        snprintf(dir, sizeof(dir), "%s/pool/host-ids", root);
+        AjCgroup *cg = NULL;
+        cr_assert_eq(aj_cgroup_create(ORPHAN_ID, NULL, true, &cg, NULL, NULL), 0);
+        char **dirs = aj_strv_copy(aj_cgroup_paths(cg));
+        cr_assert_not_null(dirs);
+        cr_assert_not_null(dirs[0]);
+        AjHostIdLease lease = AJ_HOST_ID_LEASE_INIT;
+        unsigned long id = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &lease, &id, NULL), 0);
+        /* Its run directory, in this state directory, is there: its prune's to reap. */
+        char run_dir[128];
+        snprintf(run_dir, sizeof(run_dir), "%s/runs/" ORPHAN_ID, paths.state_root);
+        cr_assert_eq(mkdir(run_dir, 0700), 0);
+        cr_assert_eq(aj_host_id_lease_mark(&lease, run_dir, dirs), 0);
+        cr_assert_eq(reap_orphans_once(dir, false), 1, "a slot its run holds is no orphan's");
+        aj_host_id_lease_release(&lease); /* its watchdog gave up, or was killed */
+
+        cr_assert_eq(reap_orphans_once(dir, false), 1, "its run directory leads to it: no orphan");
+        cr_assert_eq(rmdir(run_dir), 0); /* deleted by hand */
+        cr_assert_eq(reap_orphans_once(dir, false), -EBUSY, "its creator (a supervisor) holds the cgroup");
+        int p[2];
+        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+        orphan_child = fork();
+        cr_assert_geq(orphan_child, 0);
+        if (orphan_child == 0) {
+                /* As the jail's init does: the cgroup's lock is its supervisor's alone. */
+                char c;
+                if (dup2(p[0], 3) < 0 || close_range(4, ~0U, 0) < 0)
+                        _exit(1);
+                (void)read(3, &c, 1);
+                pause();
+                _exit(0);
+        }
+        close(p[0]);
+        cr_assert_eq(aj_cgroup_attach(cg, orphan_child, false), 0);
+        aj_cgroup_free(cg); /* its supervisor killed: nothing removed */
+        int r = reap_orphans_once(dir, false);
+        cr_assert_eq(r, -ENOTEMPTY, "a process is in it: %s", strerror(-r));
+        cr_assert_eq(kill(orphan_child, 0), 0, "and is not killed");
+        cr_assert(dirs_exist(dirs));
+        AjHostIdLease other = AJ_HOST_ID_LEASE_INIT;
+        unsigned long other_id = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &other, &other_id, NULL), 0);
+        cr_assert_neq(other_id, id, "the slot stays taken meanwhile");
+        aj_host_id_lease_release(&other);
+
+        kill(orphan_child, SIGKILL);
+        waitpid(orphan_child, NULL, 0);
+        orphan_child = -1;
+        close(p[1]);
+        /* A slot that does not say whose the cgroup is (an older agentjail's): left. */
+        char slot[160];
+        snprintf(slot, sizeof(slot), "%s/%lu", dir, id);
+        char old[4096];
+        int fd = open(slot, O_RDWR | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        ssize_t n = read(fd, old, sizeof(old));
+        cr_assert_gt(n, 0);
+        cr_assert_eq(old[0], '@');
+        char blank[4096];
+        size_t first = strcspn(old, "\n");
+        memset(blank, '\n', first);
+        cr_assert_eq(pwrite(fd, blank, first, 0), (ssize_t)first, "its run directory's line blanked");
+        cr_assert_eq(reap_orphans_once(dir, false), -ENOLINK);
+        cr_assert(dirs_exist(dirs));
+        cr_assert_eq(pwrite(fd, old, (size_t)n, 0), n);
+        close(fd);
+        cr_assert_eq(reap_orphans_once(dir, true), 0, "empty: --dry-run would remove it");
+        cr_assert(dirs_exist(dirs), "... and removes nothing");
+        cr_assert_eq(reap_orphans_once(dir, false), 0, "empty: removed");
+        struct stat st;
+        for (char **d = dirs; *d; d++)
+                cr_assert(stat(*d, &st) < 0 && errno == ENOENT, "%s is gone", *d);
+        cr_assert_eq(reap_orphans_once(dir, false), 1, "nothing kept any more");
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &other, &other_id, NULL), 0);
+        cr_assert_eq(other_id, id, "the slot is free");
+        aj_host_id_lease_release(&other);
+
+        /* A slot whose lines are not a run's cgroup: left alone, whatever they name. */
+        char stray[160];
+        snprintf(stray, sizeof(stray), "%s/agentjail/" ORPHAN_ID, root);
+        cr_assert_eq(aj_mkdir_p(stray, 0755), 0);
+        char *const strays[] = { stray, NULL };
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &other, &other_id, NULL), 0);
+        cr_assert_eq(aj_host_id_lease_mark(&other, run_dir, strays), 0);
+        aj_host_id_lease_release(&other);
+        cr_assert_eq(reap_orphans_once(dir, false), -EPERM, "not a cgroup aj_cgroup_open finds");
+        cr_assert_eq(stat(stray, &st), 0, "left alone");
+        aj_strv_free(dirs);
 }
