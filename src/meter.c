@@ -855,6 +855,10 @@ static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amou
                 /* The fee is looked for only when there are searches: the shipped table is
                  * read when first needed. */
                 AjPrice priced = *p;
+                if (u->input_price_floor > priced.input)
+                        priced.input = u->input_price_floor;
+                if (u->output_price_floor > priced.output)
+                        priced.output = u->output_price_floor;
                 bool fee_known = !u->web_searches || fee_for(m, u->model, p, FEE_WEB_SEARCH, &priced.web_search);
                 if (!u->web_searches || !fee_known)
                         priced.web_search = 0;
@@ -866,7 +870,9 @@ static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amou
                         if (u->tool_uses[f] && unknown < 0)
                                 unknown = f;
                 }
-                d->cost_pusd = amount[AJ_CAP_COST_USD] = aj_price_cost(&priced, &t);
+                d->priced_pusd = aj_price_cost(&priced, &t);
+                d->cost_pusd = amount[AJ_CAP_COST_USD] = d->priced_pusd > u->provider_cost ? d->priced_pusd
+                                                                                           : u->provider_cost;
                 if (u->web_searches && !fee_known && m->caps.set[AJ_CAP_COST_USD]) {
                         web_search_price_missing(m, u, d);
                         return false;
@@ -875,9 +881,13 @@ static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amou
                         tool_fee_missing(m, u, unknown, d);
                         return false;
                 }
-        } else if (m->caps.set[AJ_CAP_COST_USD]) {
-                price_missing(m, u->model, d);
-                return false;
+        } else {
+                /* No price: what the provider said it charged, if anything. */
+                d->cost_pusd = amount[AJ_CAP_COST_USD] = u->provider_cost;
+                if (m->caps.set[AJ_CAP_COST_USD]) {
+                        price_missing(m, u->model, d);
+                        return false;
+                }
         }
         return true;
 }

@@ -111,7 +111,8 @@ typedef struct {
          * (its call id): judged by the rules, not counted again; NULL otherwise */
         const char *counted_by;
         /* tokens */
-        uint64_t cost_pusd;
+        uint64_t cost_pusd;   /* charged: the larger of priced_pusd and the provider's figure */
+        uint64_t priced_pusd; /* the prices' own figure */
         bool price_known;
         /* BREACH of cost_usd because the model has no price while a cost cap is set:
          * the cost cannot be checked, so the report or request is refused (fail closed). */
@@ -193,6 +194,12 @@ typedef struct {
         uint64_t cache_write_1h;          /* the part of cache_write kept an hour */
         uint64_t web_searches;            /* searches the provider ran, billed per search */
         uint64_t tool_uses[AJ_TOOL_FEES]; /* uses of its other tools, billed per use (prices.h) */
+        /* What the provider says the call cost (pico-USD; 0: nothing said): the cost is the
+         * larger of it and the prices' own figure, never less than either. */
+        uint64_t provider_cost;
+        /* The least an input or output token is priced at (pico-USD per token; 0: the price's):
+         * the dearest endpoint a provider's routing may pick (OpenRouter's provider.max_price). */
+        uint64_t input_price_floor, output_price_floor;
 } AjMeterUsage;
 /* Checks model usage against the token and cost caps. A model without a price
  * while cost_usd is capped is a BREACH that reserves nothing (price_missing).

@@ -63,6 +63,8 @@ static void take_usage(AjLlmCall *c, json_t *usage, bool final)
         }
         searches_update(c);
         u->input_tokens = c->uncached_input + u->cache_read_tokens + u->cache_creation_tokens;
+        /* A server speaking this API for another (OpenRouter's, xAI's) may say what it charged. */
+        aj_llm_provider_cost(c, usage);
 }
 
 /* Anthropic's code execution ran (a code execution block, or the message names its

@@ -20,6 +20,7 @@ typedef struct {
 
 struct AjLlmCall {
         AjLlmApi api;
+        AjLlmUpstream upstream;
         AjLlmUsage u;
         AjSse *sse;
         bool streaming;   /* the response is read as an event stream */
@@ -78,6 +79,8 @@ void aj_llm_error_object(AjLlmCall *c, json_t *err);
 _printf_(2, 3) void aj_llm_parse_error(AjLlmCall *c, const char *fmt, ...);
 /* A non-negative integer member: true and *ret when present. */
 bool aj_llm_u64(json_t *o, const char *key, uint64_t *ret);
+/* What the provider says the call cost, from a usage object (usage.h provider_cost_pusd). */
+void aj_llm_provider_cost(AjLlmCall *c, json_t *usage);
 /* Counts the bytes of a string member as generated output. */
 void aj_llm_output_bytes(AjLlmCall *c, json_t *o, const char *key);
 

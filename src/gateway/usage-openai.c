@@ -18,15 +18,32 @@
 #include "gateway/usage-internal.h"
 #include "util/macros.h"
 
-/* The searches OpenRouter's server tools ran, as its usage reports them
- * (usage.server_tool_use.web_search_requests: usage.h server_searches). */
+/* The searches the provider's server tools ran, as its usage reports them (usage.h
+ * server_searches): OpenRouter's usage.server_tool_use.web_search_requests, xAI's
+ * usage.server_side_tool_usage_details web_search_calls and x_search_calls (summed: its two
+ * search tools, billed alike); the larger when both are there. And what the provider says
+ * the call cost. */
 static void server_searches(AjLlmCall *c, json_t *usage)
 {
-        uint64_t v;
+        json_t *xai = json_object_get(usage, "server_side_tool_usage_details");
+        uint64_t v, web = 0, x = 0;
+        bool have_web = aj_llm_u64(xai, "web_search_calls", &web), have_x = aj_llm_u64(xai, "x_search_calls", &x);
+        bool have = false;
+        uint64_t n = 0;
         if (aj_llm_u64(json_object_get(usage, "server_tool_use"), "web_search_requests", &v)) {
-                c->u.server_searches = v;
+                n = v;
+                have = true;
+        }
+        if (have_web || have_x) {
+                v = web > UINT64_MAX - x ? UINT64_MAX : web + x;
+                n = v > n ? v : n;
+                have = true;
+        }
+        if (have) {
+                c->u.server_searches = n;
                 c->u.server_searches_reported = true;
         }
+        aj_llm_provider_cost(c, usage);
 }
 
 static void chat_usage(AjLlmCall *c, json_t *usage)

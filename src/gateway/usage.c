@@ -6,6 +6,7 @@
  * usage-openai.c.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "agentjail/broker.h"
 #include "gateway/usage-internal.h"
+#include "meter.h"
 #include "util/format.h"
 #include "util/json-scan.h"
 #include "util/macros.h"
@@ -79,6 +81,22 @@ int aj_llm_call_new(AjLlmApi api, AjLlmCall **ret)
         return 0;
 }
 
+AjLlmUpstream aj_llm_upstream_from_url(const char *url)
+{
+        static const char host[] = "api.openai.com";
+        if (!url || strncasecmp(url, "https://", 8) != 0)
+                return AJ_LLM_UPSTREAM_OTHER;
+        const char *a = url + 8;
+        size_t alen = strcspn(a, "/"), n = sizeof(host) - 1;
+        if (alen < n || strncasecmp(a, host, n) != 0)
+                return AJ_LLM_UPSTREAM_OTHER;
+        if (alen == n || (alen == n + 4 && strncmp(a + n, ":443", 4) == 0))
+                return AJ_LLM_UPSTREAM_OPENAI;
+        return AJ_LLM_UPSTREAM_OTHER;
+}
+
+void aj_llm_call_set_upstream(AjLlmCall *c, AjLlmUpstream upstream) { c->upstream = upstream; }
+
 void aj_llm_call_free(AjLlmCall *c)
 {
         if (!c)
@@ -97,6 +115,7 @@ void aj_llm_call_free(AjLlmCall *c)
                 free(u->tool_result_ids[i]);
         free(u->error);
         free(u->parse_error);
+        free(u->provider_cost_error);
         for (size_t i = 0; i < c->n_containers; i++)
                 free(c->containers[i]);
         aj_sse_free(c->sse);
@@ -171,19 +190,22 @@ void aj_llm_error_object(AjLlmCall *c, json_t *err)
         aj_llm_provider_error(c, code ? code : type, message);
 }
 
+/* The first message of its kind is kept in *dst (at most AJ_LLM_MAX_ERROR bytes). */
+_printf_(2, 0) static void first_message(char **dst, const char *fmt, va_list ap)
+{
+        char *m = NULL;
+        if (*dst || aj_vasprintf(&m, fmt, ap) < 0)
+                return;
+        *dst = bounded_copy(m, AJ_LLM_MAX_ERROR);
+        free(m);
+}
+
 void aj_llm_parse_error(AjLlmCall *c, const char *fmt, ...)
 {
-        if (c->u.parse_error)
-                return;
         va_list ap;
-        char *m = NULL;
         va_start(ap, fmt);
-        int r = aj_vasprintf(&m, fmt, ap);
+        first_message(&c->u.parse_error, fmt, ap);
         va_end(ap);
-        if (r < 0)
-                return;
-        c->u.parse_error = bounded_copy(m, AJ_LLM_MAX_ERROR);
-        free(m);
 }
 
 bool aj_llm_u64(json_t *o, const char *key, uint64_t *ret)
@@ -193,6 +215,73 @@ bool aj_llm_u64(json_t *o, const char *key, uint64_t *ret)
                 return false;
         *ret = (uint64_t)json_integer_value(v);
         return true;
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+_printf_(2, 3) static void provider_cost_error(AjLlmCall *c, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        first_message(&c->u.provider_cost_error, fmt, ap);
+        va_end(ap);
+}
+
+/* A provider's figure `v` (member `name`, in USD, or in xAI's ticks of 1e-10 USD) in pico-USD:
+ * true and *ret_pusd when it can be taken; a figure past AJ_LLM_MAX_PROVIDER_COST_USD is taken
+ * as that (fail closed), with an error; one that is not a number, or negative, is an error, not
+ * taken. */
+static bool cost_figure(AjLlmCall *c, const char *name, json_t *v, bool ticks, uint64_t *ret_pusd)
+{
+        if (!json_is_number(v)) {
+                provider_cost_error(c, "usage.%s is not a number: not taken", name);
+                return false;
+        }
+        /* A whole number of ticks is exact in pico-USD (100 each) below the bound. */
+        if (ticks && json_is_integer(v) && json_integer_value(v) >= 0 &&
+            json_integer_value(v) <= (json_int_t)AJ_LLM_MAX_PROVIDER_COST_USD * 10000000000) {
+                *ret_pusd = (uint64_t)json_integer_value(v) * 100;
+                return true;
+        }
+        double usd = json_number_value(v) * (ticks ? 1e-10 : 1);
+        if (!isfinite(usd) || usd < 0) {
+                provider_cost_error(c, "usage.%s %.17g is negative: not taken", name, json_number_value(v));
+                return false;
+        }
+        if (usd > AJ_LLM_MAX_PROVIDER_COST_USD) {
+                provider_cost_error(c, "usage.%s %.17g is past %d USD a call: charged %d USD", name,
+                                    json_number_value(v), AJ_LLM_MAX_PROVIDER_COST_USD, AJ_LLM_MAX_PROVIDER_COST_USD);
+                usd = AJ_LLM_MAX_PROVIDER_COST_USD;
+        }
+        *ret_pusd = (uint64_t)llround(usd * AJ_PUSD_PER_USD);
+        return true;
+}
+
+void aj_llm_provider_cost(AjLlmCall *c, json_t *usage)
+{
+        json_t *ticks = json_object_get(usage, "cost_in_usd_ticks"), *cost = json_object_get(usage, "cost");
+        uint64_t pusd = 0, v;
+        bool taken = false;
+        if (!json_is_object(usage))
+                return;
+        if (ticks && !json_is_null(ticks) && cost_figure(c, "cost_in_usd_ticks", ticks, true, &v)) {
+                pusd = v;
+                taken = true;
+        }
+        if (cost && !json_is_null(cost) && cost_figure(c, "cost", cost, false, &v)) {
+                /* A BYOK call: "cost" is OpenRouter's fee, the inference billed on the user's own key. */
+                json_t *up = json_object_get(json_object_get(usage, "cost_details"), "upstream_inference_cost");
+                uint64_t w = 0;
+                if (json_is_true(json_object_get(usage, "is_byok")) && up && !json_is_null(up) &&
+                    cost_figure(c, "cost_details.upstream_inference_cost", up, false, &w))
+                        v = v > UINT64_MAX - w ? UINT64_MAX : v + w;
+                pusd = max_u64(pusd, v);
+                taken = true;
+        }
+        if (!taken)
+                return;
+        c->u.provider_cost_pusd = max_u64(c->u.provider_cost_pusd, pusd);
+        c->u.provider_cost_reported = true;
 }
 
 void aj_llm_output_bytes(AjLlmCall *c, json_t *o, const char *key)
@@ -299,8 +388,6 @@ static int choices_of(json_t *root, uint64_t *ret, const char **ret_key)
         *ret = most;
         return 0;
 }
-
-static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 static uint64_t sat_add(uint64_t a, uint64_t b)
 {
@@ -536,7 +623,11 @@ static int plugins_of(AjLlmCall *c, json_t *root, const char **ret_key)
         if (online_model(json_string_value(json_object_get(root, "model"))))
                 u->plugin_results = sat_add(u->plugin_results, AJ_LLM_WEB_PLUGIN_RESULTS);
         u->max_searches = sat_add(u->max_searches, u->plugin_results);
-        if (c->api == AJ_LLM_API_OPENAI_CHAT || c->api == AJ_LLM_API_OPENAI_RESPONSES) {
+        /* OpenAI's own API reads a PDF as input tokens (its text and an image of each page), which
+         * its usage reports: no parser bills pages there. Any other server may be OpenRouter, or
+         * a proxy in front of it (fail closed). */
+        if ((c->api == AJ_LLM_API_OPENAI_CHAT || c->api == AJ_LLM_API_OPENAI_RESPONSES) &&
+            c->upstream != AJ_LLM_UPSTREAM_OPENAI) {
                 static const char *const file_parts[] = { "file", "input_file" };
                 uint64_t files = parts_in(json_object_get(root,
                                                           c->api == AJ_LLM_API_OPENAI_CHAT ? "messages" : "input"),
@@ -843,6 +934,40 @@ static bool model_routed(json_t *root, const char *model)
         return false;
 }
 
+/* OpenRouter's ":nitro" model variant (its providers sorted by throughput, not price): as
+ * online_model(). */
+static bool nitro_model(const char *model)
+{
+        for (const char *p = model ? strchr(model, ':') : NULL; p; p = strchr(p + 1, ':'))
+                if (strncasecmp(p, ":nitro", 6) == 0 && (p[6] == '\0' || p[6] == ':'))
+                        return true;
+        return false;
+}
+
+/* A max_price member (USD per million tokens) in pico-USD per token: true and *ret when it is a
+ * number of at least 0 (1 pico-USD a token is 1 USD per million). Past 1 USD a token it is
+ * taken as that, the bound of a price (meter.c price_ok()). */
+static bool price_per_million(json_t *v, uint64_t *ret)
+{
+        if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0)
+                return false;
+        double p = json_number_value(v) * 1e6;
+        *ret = p > AJ_PUSD_PER_USD ? (uint64_t)AJ_PUSD_PER_USD : (uint64_t)ceil(p);
+        return true;
+}
+
+/* OpenRouter's provider routing (usage.h provider_routed, max_price_*). */
+static void provider_routing_of(AjLlmCall *c, json_t *root)
+{
+        AjLlmUsage *u = &c->u;
+        json_t *provider = json_object_get(root, "provider");
+        json_t *max_price = json_object_get(provider, "max_price");
+        u->provider_routed = (provider && !json_is_null(provider)) ||
+                             nitro_model(json_string_value(json_object_get(root, "model")));
+        u->max_price_set = price_per_million(json_object_get(max_price, "prompt"), &u->max_price_input) &&
+                           price_per_million(json_object_get(max_price, "completion"), &u->max_price_output);
+}
+
 /* The members the gateway reads, at the top, in stream_options, in each tool and in each
  * plugin: spelled only so. */
 static int check_case_twins(AjLlmCall *c, json_t *root)
@@ -871,12 +996,14 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "service_tier",
                 "audio",
                 "modalities",
+                "provider",
         };
         static const char *const opts[] = { "include_usage" };
         /* "tools": a namespace's (free_namespace()), whose members are checked as a tool's. */
         static const char *const tool_members[] = { "type", "max_uses", "container", "tools" };
         static const char *const plugin_members[] = { "id", "max_results", "pdf" };
         static const char *const engine[] = { "engine" }, *const mode[] = { "mode" };
+        static const char *const provider[] = { "max_price" }, *const max_price[] = { "prompt", "completion" };
         const char *twin = case_twin(root, top, ARRAY_SIZE(top));
         json_t *tool;
         size_t i;
@@ -884,6 +1011,11 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 twin = case_twin(json_object_get(root, "stream_options"), opts, ARRAY_SIZE(opts));
         if (!twin)
                 twin = case_twin(json_object_get(root, "search_parameters"), mode, ARRAY_SIZE(mode));
+        if (!twin)
+                twin = case_twin(json_object_get(root, "provider"), provider, ARRAY_SIZE(provider));
+        if (!twin)
+                twin = case_twin(json_object_get(json_object_get(root, "provider"), "max_price"), max_price,
+                                 ARRAY_SIZE(max_price));
         json_array_foreach (json_object_get(root, "tools"), i, tool) {
                 if (twin)
                         break;
@@ -983,6 +1115,7 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         json_t *bg = json_object_get(root, "background");
         u->background = bg && !json_is_false(bg) && !json_is_null(bg);
         u->model_routed = model_routed(root, json_string_value(model));
+        provider_routing_of(c, root);
         rate_members_of(c, root);
         tool_results_of(c->api, root, u);
         uint64_t bytes = 0, blobs = 0;
@@ -1214,6 +1347,7 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
                 for (int f = 0; f < AJ_TOOL_FEES; f++)
                         ch.tool_uses[f] = max_u64(ch.tool_uses[f], u->unreported_uses[f]);
         }
+        ch.provider_cost_pusd = u->provider_cost_pusd;
         ch.estimated = !u->input_reported || !(u->output_reported && ended);
         *ret = ch;
 }
@@ -1251,6 +1385,18 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
                               "error", string_or_null(u->error), "parse_error", string_or_null(u->parse_error));
         if (o && ch.web_searches &&
             json_object_set_new(o, "web_search_requests", json_integer((json_int_t)ch.web_searches)) < 0) {
+                json_decref(o);
+                return NULL;
+        }
+        /* The provider's own figure of the cost, beside the gateway's (the event's cost_usd). */
+        if (o && u->provider_cost_reported &&
+            json_object_set_new(o, "provider_cost_usd", json_real((double)ch.provider_cost_pusd / AJ_PUSD_PER_USD)) <
+                    0) {
+                json_decref(o);
+                return NULL;
+        }
+        if (o && u->provider_cost_error &&
+            json_object_set_new(o, "provider_cost_error", json_string(u->provider_cost_error)) < 0) {
                 json_decref(o);
                 return NULL;
         }

@@ -35,6 +35,13 @@ typedef enum {
         _AJ_LLM_API_MAX,
 } AjLlmApi;
 
+/* The server a call goes to, where a reading depends on who bills it: by the provider url's
+ * host (aj_llm_upstream_from_url()). */
+typedef enum {
+        AJ_LLM_UPSTREAM_OTHER,  /* any other server (OpenRouter, xAI, a proxy): read fail closed */
+        AJ_LLM_UPSTREAM_OPENAI, /* OpenAI's own API, https://api.openai.com: a file is input tokens */
+} AjLlmUpstream;
+
 typedef enum {
         AJ_LLM_PENDING,    /* the response has not ended */
         AJ_LLM_COMPLETE,   /* message_stop, [DONE], response.completed, or a whole body */
@@ -77,6 +84,10 @@ typedef enum {
  * as: Mistral OCR's documented limit of a document (1,000 pages). Nothing in a request bounds a
  * PDF's pages by its size: a compressed object stream holds thousands of pages in a few bytes. */
 #define AJ_LLM_FILE_PAGES 1000
+/* A provider's own statement of what a call cost (usage.h provider_cost_pusd) above this is
+ * absurd (a call of the dearest model at its longest costs a few dollars): an error named in
+ * the event, and the call charged this (fail closed: it breaches any cap below it). */
+#define AJ_LLM_MAX_PROVIDER_COST_USD 10000
 
 typedef struct {
         /* From the request. */
@@ -98,6 +109,17 @@ typedef struct {
          * are unknown: refused under a cap; without one it is priced by the model the response
          * names. */
         bool model_routed;
+        /* OpenRouter's provider routing: a "provider" object (its order, only, ignore, sort,
+         * quantizations, data policies..., any of which may pass over the cheapest endpoint) or
+         * a ":nitro" model (sorted by throughput) lets it answer through an endpoint of the
+         * model priced above the model's price. max_price_input/max_price_output: its
+         * provider.max_price.prompt and .completion (USD per million tokens there) in pico-USD
+         * per token, the dearest endpoint it may pick; max_price_set when both are whole
+         * numbers or decimals of at least 0 (llm-meter.c reserves at them, and refuses a routing
+         * without them under a cost cap). */
+        bool provider_routed;
+        bool max_price_set;
+        uint64_t max_price_input, max_price_output;
         /* The first member of the request that lets the provider bill beyond tokens in a way the
          * gateway cannot meter (a tool type or a plugin it does not know, xAI's Live Search
          * "search_parameters", a file-parser engine it does not know) or at a rate the prices do
@@ -187,6 +209,17 @@ typedef struct {
          * server_searches_reported false when it reported none. */
         uint64_t server_searches;
         bool server_searches_reported;
+        /* What the provider says the call cost, in pico-USD: xAI's usage.cost_in_usd_ticks (1e-10
+         * USD), OpenRouter's usage.cost (credits, USD; with is_byok true, plus
+         * cost_details.upstream_inference_cost, billed on the user's own key); the largest of
+         * the usages read. Only ever a floor: the call is charged the larger of it and the
+         * gateway's own price (aj_llm_call_charge()). Read from the upstream's response alone,
+         * never from the request. provider_cost_error: a figure that could not be taken (not a
+         * number, negative, absurd), named; an absurd one is charged as
+         * AJ_LLM_MAX_PROVIDER_COST_USD. */
+        uint64_t provider_cost_pusd;
+        bool provider_cost_reported;
+        char *provider_cost_error;
         uint64_t counted_tokens; /* count_tokens: the count it returned */
         uint64_t output_bytes;   /* generated text and tool arguments seen in a stream */
         char *stop_reason;
@@ -217,6 +250,11 @@ int aj_llm_api_from_path(const char *provider_api, const char *path, AjLlmApi *r
 typedef struct AjLlmCall AjLlmCall;
 
 int aj_llm_call_new(AjLlmApi api, AjLlmCall **ret);
+/* The upstream of a provider url ("https://host[:port][/path]", as the gateway validated it):
+ * OPENAI only for https to api.openai.com (port 443), any letter case; anything else OTHER. */
+AjLlmUpstream aj_llm_upstream_from_url(const char *url);
+/* Before aj_llm_call_request(): the server the call goes to (default OTHER). */
+void aj_llm_call_set_upstream(AjLlmCall *c, AjLlmUpstream upstream);
 void aj_llm_call_free(AjLlmCall *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjLlmCall *, aj_llm_call_free);
 
@@ -255,6 +293,7 @@ typedef struct {
         uint64_t input, output, cache_read, cache_creation, cache_creation_1h;
         uint64_t web_searches;            /* as reported: a search is billed whether or not the call ended */
         uint64_t tool_uses[AJ_TOOL_FEES]; /* the same for the provider's other tools */
+        uint64_t provider_cost_pusd;      /* what the provider says it charged (a floor); 0: nothing said */
         bool estimated;
 } AjLlmCharge;
 void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret);

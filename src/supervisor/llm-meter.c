@@ -41,7 +41,7 @@ struct AjSupLlmCall {
         char *model;
         AjMeterUsage worst;
         AjMeterReservation res;
-        uint64_t checked_in, checked_out, checked_searches, checked_tools; /* the charge last checked */
+        uint64_t checked_in, checked_out, checked_searches, checked_tools, checked_cost; /* the charge last checked */
         AjSse *sse; /* strip: the stream, re-written without that chunk */
         char *pending;
         size_t pending_len, pending_size;
@@ -226,6 +226,7 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         int r = aj_llm_call_new(cs->api, &cs->usage);
         if (r < 0)
                 return r;
+        aj_llm_call_set_upstream(cs->usage, aj_llm_upstream_from_url(pr->url));
         r = aj_llm_call_request(cs->usage, req->body, req->body_len);
         if (r < 0) {
                 const char *why = aj_llm_call_usage(cs->usage)->parse_error;
@@ -259,6 +260,16 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                        "it names");
                 return 0;
         }
+        /* OpenRouter bills the endpoint that answers, at its own price: a routing that may pass over
+         * the cheapest one (an order, a filter, a sort other than by price) can cost more than the
+         * model's price. Under a cost cap only with a max_price bounding it (reserved at it). */
+        if (u->provider_routed && !u->max_price_set && aj_meter_caps(cs->l->meter)->set[AJ_CAP_COST_USD]) {
+                refuse(v, pr, 403, "agentjail gateway",
+                       "OpenRouter's provider routing (a \"provider\" object, a :nitro model) is refused under the "
+                       "run's cost cap without provider.max_price.prompt and .completion: it may pick an endpoint "
+                       "priced above the model's price");
+                return 0;
+        }
         /* A member that lets the provider bill beyond tokens in a way the gateway cannot meter (a
          * tool type or a plugin it does not know, xAI's Live Search): its cost cannot be checked
          * against cost_usd before it is spent (fail closed). */
@@ -288,6 +299,11 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                                     .input = u->prompt_estimate,
                                     .output = mul_sat(per_answer, u->choices ? u->choices : 1),
                                     .web_searches = searches };
+        /* The dearest endpoint OpenRouter's routing may pick, where the request bounds it. */
+        if (u->max_price_set) {
+                cs->worst.input_price_floor = u->max_price_input;
+                cs->worst.output_price_floor = u->max_price_output;
+        }
         /* And one use of each other tool billed per use it offers: its fee must be known. */
         for (int f = 0; f < AJ_TOOL_FEES; f++)
                 cs->worst.tool_uses[f] = u->tool_offered[f];
@@ -431,7 +447,8 @@ static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)
                                .cache_read = cache_read,
                                .cache_write = cache_write,
                                .cache_write_1h = ch.cache_creation_1h <= cache_write ? ch.cache_creation_1h : 0,
-                               .web_searches = ch.web_searches };
+                               .web_searches = ch.web_searches,
+                               .provider_cost = ch.provider_cost_pusd };
         memcpy(ret->tool_uses, ch.tool_uses, sizeof(ret->tool_uses));
 }
 
@@ -461,16 +478,21 @@ static bool crosses_cap(AjSupLlmCall *cs, AjMeterDecision *d)
         measured_usage(cs, &m);
         uint64_t tools = tool_uses(&m);
         if (m.input == cs->checked_in && m.output == cs->checked_out && m.web_searches == cs->checked_searches &&
-            tools == cs->checked_tools)
+            tools == cs->checked_tools && m.provider_cost == cs->checked_cost)
                 return false;
         cs->checked_in = m.input;
         cs->checked_out = m.output;
         cs->checked_searches = m.web_searches;
         cs->checked_tools = tools;
+        cs->checked_cost = m.provider_cost;
+        /* The provider's own figure of the cost counts once it passes what is reserved. */
         if (m.input <= cs->worst.input && m.output <= cs->worst.output && m.cache_write == 0 &&
-            m.web_searches <= cs->worst.web_searches && tools_within(&m, &cs->worst))
+            m.web_searches <= cs->worst.web_searches && tools_within(&m, &cs->worst) &&
+            m.provider_cost <= cs->res.amount[AJ_CAP_COST_USD])
                 return false; /* within the reservation, which fit */
         AjMeterUsage hold = m;
+        hold.input_price_floor = cs->worst.input_price_floor;
+        hold.output_price_floor = cs->worst.output_price_floor;
         hold.input = max_u64(m.input, cs->worst.input);
         hold.output = max_u64(m.output, cs->worst.output);
         hold.web_searches = max_u64(m.web_searches, cs->worst.web_searches);
@@ -487,6 +509,7 @@ static bool crosses_cap(AjSupLlmCall *cs, AjMeterDecision *d)
         cs->worst.input = hold.input;
         cs->worst.output = hold.output;
         cs->worst.web_searches = hold.web_searches;
+        cs->worst.provider_cost = hold.provider_cost;
         memcpy(cs->worst.tool_uses, hold.tool_uses, sizeof(hold.tool_uses));
         return false;
 }
@@ -642,6 +665,10 @@ static const char *relay_outcome(AjGatewayOutcome o)
 static void add_price(json_t *ev, const AjMeterDecision *d)
 {
         json_object_set_new(ev, "cost_usd", json_real(cap_value(AJ_CAP_COST_USD, d->cost_pusd)));
+        /* The provider said what it charged (the usage's provider_cost_usd): the prices' own figure
+         * beside it, cost_usd being the larger. */
+        if (json_object_get(ev, "provider_cost_usd"))
+                json_object_set_new(ev, "price_cost_usd", json_real(cap_value(AJ_CAP_COST_USD, d->priced_pusd)));
         if (!d->price_source) {
                 json_object_set_new(ev, "price", json_string("unknown"));
                 return;

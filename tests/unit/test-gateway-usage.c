@@ -2517,3 +2517,250 @@ Test(gateway_usage, stored_prompt_answer_is_charged_its_auto_container)
                 aj_llm_call_free(c);
         }
 }
+
+/* What the provider says a call cost was not read: xAI's usage.cost_in_usd_ticks (1e-10 USD),
+ * OpenRouter's usage.cost (credits, USD; a BYOK call's inference billed on the user's key in
+ * cost_details.upstream_inference_cost). Now it is a floor of the charge (provider_cost_pusd),
+ * in the event beside the gateway's figure; a figure that is not a number or negative is an
+ * error named there and not taken (never a lower charge), one past AJ_LLM_MAX_PROVIDER_COST_USD
+ * an error charged as that bound. An error status is not billed, and a request's members are
+ * never read as one. */
+Test(gateway_usage, provider_cost_is_read_as_a_floor)
+{
+#define RESP_BODY(usage)                                                                                             \
+        "{\"id\":\"r\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"grok-4\",\"output\":[{\"type\":" \
+        "\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"x\"}]}],\"usage\":"    \
+        "{\"input_tokens\":20,\"output_tokens\":3" usage "}}"
+        static const struct {
+                const char *body;
+                bool reported;
+                uint64_t pusd;
+                const char *error; /* a part of it; NULL: none */
+        } cases[] = {
+                { RESP_BODY(",\"cost_in_usd_ticks\":292331500"), true, 29233150000ULL, NULL },
+                { RESP_BODY(",\"cost\":0.95"), true, 950000000000ULL, NULL },
+                { RESP_BODY(",\"cost\":0.95,\"is_byok\":true,\"cost_details\":{\"upstream_inference_cost\":19}"), true,
+                  19950000000000ULL, NULL },
+                { RESP_BODY(",\"cost\":0.95,\"is_byok\":false,\"cost_details\":{\"upstream_inference_cost\":0.95}"),
+                  true, 950000000000ULL, NULL },
+                { RESP_BODY(",\"cost\":0,\"cost_in_usd_ticks\":10"), true, 1000, NULL },
+                { RESP_BODY(""), false, 0, NULL },
+                { RESP_BODY(",\"cost\":null"), false, 0, NULL },
+                { RESP_BODY(",\"cost\":\"0.5\""), false, 0, "usage.cost is not a number" },
+                { RESP_BODY(",\"cost\":-1"), false, 0, "usage.cost -1 is negative" },
+                { RESP_BODY(",\"cost_in_usd_ticks\":-5"), false, 0, "usage.cost_in_usd_ticks -5 is negative" },
+                { RESP_BODY(",\"cost\":1e300"), true, 10000000000000000ULL, "is past 10000 USD a call" },
+                { RESP_BODY(",\"cost_in_usd_ticks\":200000000000000"), true, 10000000000000000ULL, "past 10000 USD" },
+                /* One bad figure does not hide a good one. */
+                { RESP_BODY(",\"cost\":true,\"cost_in_usd_ticks\":100"), true, 10000, "usage.cost is not a number" },
+        };
+        static const char req[] = "{\"model\":\"grok-4\",\"usage\":{\"cost\":100,\"cost_in_usd_ticks\":1}}";
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                for (int status = 200; status <= 500; status += 300) {
+                        Setup s = { AJ_LLM_API_OPENAI_RESPONSES, status, "application/json", req };
+                        AjLlmCall *c = feed(&s, cases[i].body, strlen(cases[i].body), strlen(cases[i].body), false);
+                        AjLlmCharge ch;
+                        aj_llm_call_charge(c, &ch);
+                        json_t *ev = aj_llm_call_to_json(c);
+                        cr_assert_not_null(ev);
+                        if (status >= 400) {
+                                cr_expect_eq(ch.provider_cost_pusd, 0, "%s: an error status is not billed",
+                                             cases[i].body);
+                                json_decref(ev);
+                                aj_llm_call_free(c);
+                                continue;
+                        }
+                        cr_expect_eq(U(c)->provider_cost_reported, cases[i].reported, "%s", cases[i].body);
+                        cr_expect_eq(ch.provider_cost_pusd, cases[i].pusd, "%s: %llu", cases[i].body,
+                                     (unsigned long long)ch.provider_cost_pusd);
+                        json_t *figure = json_object_get(ev, "provider_cost_usd");
+                        cr_expect_eq(figure != NULL, cases[i].reported, "%s", cases[i].body);
+                        if (figure)
+                                cr_expect_float_eq(json_real_value(figure), (double)cases[i].pusd / 1e12, 1e-9, "%s",
+                                                   cases[i].body);
+                        const char *err = json_string_value(json_object_get(ev, "provider_cost_error"));
+                        if (cases[i].error)
+                                cr_expect(err && strstr(err, cases[i].error), "%s: %s", cases[i].body, err ?: "(none)");
+                        else
+                                cr_expect_null(err, "%s: %s", cases[i].body, err);
+                        json_decref(ev);
+                        aj_llm_call_free(c);
+                }
+        }
+        /* Chat (OpenRouter's stream: the usage chunk), and Anthropic's API as another server speaks it. */
+        static const char stream[] =
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,"
+                "\"delta\":{\"content\":\"x\"}}]}\n\n"
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[],\"usage\":"
+                "{\"prompt_tokens\":20,\"completion_tokens\":3,\"cost\":0.25}}\n\n"
+                "data: [DONE]\n\n";
+        Setup st = { AJ_LLM_API_OPENAI_CHAT, 200, SSE, "{\"model\":\"m\",\"stream\":true}" };
+        AjLlmCall *c = feed(&st, stream, strlen(stream), strlen(stream), false);
+        cr_expect_eq(U(c)->provider_cost_pusd, 250000000000ULL);
+        aj_llm_call_free(c);
+        static const char msg[] =
+                "{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\",\"content\":[{\"type\":"
+                "\"text\",\"text\":\"x\"}],\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":20,"
+                "\"output_tokens\":3,\"cost_in_usd_ticks\":5000}}";
+        Setup sa = { AJ_LLM_API_ANTHROPIC_MESSAGES, 200, "application/json", "{\"model\":\"m\",\"max_tokens\":5}" };
+        c = feed(&sa, msg, strlen(msg), strlen(msg), false);
+        cr_expect_eq(U(c)->provider_cost_pusd, 500000ULL);
+        aj_llm_call_free(c);
+#undef RESP_BODY
+}
+
+/* xAI reports the searches its server tools ran in usage.server_side_tool_usage_details
+ * (web_search_calls, x_search_calls), which was not read: x_search was charged the fail-closed
+ * AJ_LLM_DEFAULT_TOOL_USES, and a web_search whose response emits no web_search_call item was
+ * charged none. Now a final usage with those counts is charged them (their sum). */
+Test(gateway_usage, xai_server_side_tool_usage_counts_searches)
+{
+#define XAI_BODY(usage)                                                                                              \
+        "{\"id\":\"r\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"grok-4\",\"output\":[{\"type\":" \
+        "\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"x\"}]}],\"usage\":"    \
+        "{\"input_tokens\":20,\"output_tokens\":3" usage "}}"
+        static const char x_req[] = "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"}]}";
+        static const char web_req[] = "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"web_search\"}]}";
+        static const char both_req[] = "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"web_search\"},{\"type\":"
+                                       "\"x_search\"}]}";
+        static const struct {
+                const char *request, *body;
+                uint64_t searches;
+        } cases[] = {
+                { x_req,
+                  XAI_BODY(
+                          ",\"num_server_side_tools_used\":3,\"server_side_tool_usage_details\":{\"web_search_calls\":0,"
+                          "\"x_search_calls\":3,\"code_interpreter_calls\":0}"),
+                  3 },
+                { x_req, XAI_BODY(",\"server_side_tool_usage_details\":{\"x_search_calls\":0}"), 0 },
+                { x_req, XAI_BODY(""), AJ_LLM_DEFAULT_TOOL_USES },
+                { x_req, XAI_BODY(",\"server_side_tool_usage_details\":{\"x_search_calls\":-1}"),
+                  AJ_LLM_DEFAULT_TOOL_USES },
+                { web_req, XAI_BODY(",\"server_side_tool_usage_details\":{\"web_search_calls\":2}"), 2 },
+                { web_req, XAI_BODY(""), 0 },
+                { both_req,
+                  XAI_BODY(",\"server_side_tool_usage_details\":{\"web_search_calls\":2,\"x_search_calls\":3}"), 5 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Setup s = { AJ_LLM_API_OPENAI_RESPONSES, 200, "application/json", cases[i].request };
+                AjLlmCall *c = feed(&s, cases[i].body, strlen(cases[i].body), strlen(cases[i].body), false);
+                AjLlmCharge ch;
+                aj_llm_call_charge(c, &ch);
+                cr_expect_eq(ch.web_searches, cases[i].searches, "%s %s: %llu", cases[i].request, cases[i].body,
+                             (unsigned long long)ch.web_searches);
+                aj_llm_call_free(c);
+        }
+#undef XAI_BODY
+}
+
+/* OpenAI's own API reads a PDF as input tokens (its text and an image of each page), reported
+ * in its usage, but every file of a request was reserved and charged AJ_LLM_FILE_PAGES pages of
+ * OpenRouter's file parser, whichever server the call went to: under a cost cap an OpenAI user
+ * sending a PDF was refused until the profile priced "file_parser": 0. The pages are now
+ * reserved for any server but OpenAI's own (https://api.openai.com), which a url names
+ * exactly; a proxy or OpenRouter keeps them (fail closed). */
+Test(gateway_usage, file_pages_not_reserved_on_openai_itself)
+{
+        static const struct {
+                const char *url;
+                AjLlmUpstream want;
+        } urls[] = {
+                { "https://api.openai.com", AJ_LLM_UPSTREAM_OPENAI },
+                { "https://api.openai.com/v1", AJ_LLM_UPSTREAM_OPENAI },
+                { "https://API.OpenAI.com:443/", AJ_LLM_UPSTREAM_OPENAI },
+                { "http://api.openai.com", AJ_LLM_UPSTREAM_OTHER },
+                { "https://api.openai.com:8443", AJ_LLM_UPSTREAM_OTHER },
+                { "https://api.openai.com.example.net", AJ_LLM_UPSTREAM_OTHER },
+                { "https://api.openai.co", AJ_LLM_UPSTREAM_OTHER },
+                { "https://proxy.example/api.openai.com", AJ_LLM_UPSTREAM_OTHER },
+                { "https://openrouter.ai/api", AJ_LLM_UPSTREAM_OTHER },
+                { NULL, AJ_LLM_UPSTREAM_OTHER },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(urls); i++)
+                cr_expect_eq(aj_llm_upstream_from_url(urls[i].url), urls[i].want, "%s", urls[i].url ?: "(null)");
+        static const char *const requests[] = {
+                "{\"model\":\"gpt-5\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"file\",\"file\":{"
+                "\"filename\":\"a.pdf\",\"file_data\":\"data:application/pdf;base64,JVBE\"}}]}]}",
+        };
+        static const char body[] =
+                "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"gpt-5\",\"choices\":[{\"index\":0,"
+                "\"message\":{\"role\":\"assistant\",\"content\":\"x\"},\"finish_reason\":\"stop\"}],"
+                "\"usage\":{\"prompt_tokens\":2000,\"completion_tokens\":3}}";
+        for (int up = AJ_LLM_UPSTREAM_OTHER; up <= AJ_LLM_UPSTREAM_OPENAI; up++) {
+                uint64_t pages = up == AJ_LLM_UPSTREAM_OPENAI ? 0 : AJ_LLM_FILE_PAGES;
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                aj_llm_call_set_upstream(c, (AjLlmUpstream)up);
+                cr_assert_eq(aj_llm_call_request(c, requests[0], strlen(requests[0])), 0);
+                cr_expect_eq(U(c)->tool_offered[AJ_TOOL_FEE_FILE_PARSER], pages, "upstream %d", up);
+                aj_llm_call_response_start(c, 200, "application/json");
+                cr_assert_eq(aj_llm_call_response_data(c, body, strlen(body)), 0);
+                aj_llm_call_response_end(c);
+                AjLlmCharge ch;
+                aj_llm_call_charge(c, &ch);
+                cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_FILE_PARSER], pages, "upstream %d", up);
+                cr_expect_eq(ch.input, 2000);
+                aj_llm_call_free(c);
+        }
+}
+
+/* OpenRouter bills the endpoint that answers at its own price, and its provider routing (a
+ * "provider" object: order, only, ignore, sort, filters; a ":nitro" model) may pass over the
+ * cheapest, but the request was read as priced at the model's price. Now provider_routed says
+ * so, and provider.max_price.prompt and .completion (USD per million tokens) are read as the
+ * dearest price per token it may pick; spelled otherwise, refused as any member read. */
+Test(gateway_usage, openrouter_provider_routing_is_read)
+{
+        static const struct {
+                const char *body;
+                bool routed, bounded;
+                uint64_t in, out; /* pico-USD per token */
+        } cases[] = {
+                { "{\"model\":\"m\"}", false, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":null}", false, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{}}", true, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"order\":[\"dear\"],\"allow_fallbacks\":false}}", true, false, 0,
+                  0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":\"throughput\",\"max_price\":{\"prompt\":3,"
+                  "\"completion\":15.5}}}",
+                  true, true, 3000000, 15500000 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":0,\"completion\":0}}}", true, true, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":3}}}", true, false, 3000000, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":\"3\",\"completion\":15}}}", true, false, 0,
+                  0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":-1,\"completion\":15}}}", true, false, 0,
+                  0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":1e9,\"completion\":1}}}", true, true,
+                  1000000000000ULL, 1000000 },
+                { "{\"model\":\"m\",\"provider\":\"dear\"}", true, false, 0, 0 },
+                { "{\"model\":\"vendor/m:nitro\"}", true, false, 0, 0 },
+                { "{\"model\":\"vendor/m:NITRO:free\"}", true, false, 0, 0 },
+                { "{\"model\":\"vendor/m:floor\"}", false, false, 0, 0 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, cases[i].body, strlen(cases[i].body)), 0, "%s: %s", cases[i].body,
+                             U(c)->parse_error ?: "");
+                cr_expect_eq(U(c)->provider_routed, cases[i].routed, "%s", cases[i].body);
+                cr_expect_eq(U(c)->max_price_set, cases[i].bounded, "%s", cases[i].body);
+                if (cases[i].bounded) {
+                        cr_expect_eq(U(c)->max_price_input, cases[i].in, "%s: %llu", cases[i].body,
+                                     (unsigned long long)U(c)->max_price_input);
+                        cr_expect_eq(U(c)->max_price_output, cases[i].out, "%s: %llu", cases[i].body,
+                                     (unsigned long long)U(c)->max_price_output);
+                }
+                aj_llm_call_free(c);
+        }
+        static const char *const twins[] = {
+                "{\"model\":\"m\",\"Provider\":{\"order\":[\"dear\"]}}",
+                "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1},\"MAX_PRICE\":{}}}",
+                "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1,\"Completion\":99}}}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(twins); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, twins[i], strlen(twins[i])), -EINVAL, "%s", twins[i]);
+                aj_llm_call_free(c);
+        }
+}

@@ -1214,3 +1214,65 @@ Test(meter, raise_below_used_and_reserved_is_refused)
         cr_expect_eq(aj_meter_raise(m, "tokens", "600", &err), 0, "released: only the used counts");
         aj_meter_free(m);
 }
+
+/* What the provider says a call cost (AjMeterUsage.provider_cost) is a floor: the cost is the
+ * larger of it and the prices' figure (priced_pusd keeps the latter), past the cap a breach;
+ * a model without a price is charged the provider's figure (without a cost cap; under one it
+ * is still a breach, its figure counted). */
+Test(meter, provider_cost_is_a_floor)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 1000000000000ULL); /* $1 */
+        cr_assert_eq(aj_meter_set_price(m, "x", 1e-6, 2e-6, -1), 0);
+        AjMeterReservation res = {};
+        AjMeterDecision d;
+        uint64_t priced = 100 * 1000000ULL + 10 * 2000000ULL;
+        AjMeterUsage u = { .model = "x", .input = 100, .output = 10, .provider_cost = 500000000ULL };
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(d.priced_pusd, priced);
+        cr_expect_eq(d.cost_pusd, 500000000ULL);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0), 500000000ULL);
+        /* Below the prices' figure: the prices'. */
+        u.provider_cost = 1;
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.cost_pusd, priced);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0), 500000000ULL + priced);
+        /* Past the cap: a breach, counted. */
+        u.provider_cost = 2000000000000ULL;
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect_eq(d.cap, AJ_CAP_COST_USD);
+        /* Unpriced under the cap: a breach that still counts what the provider said. */
+        uint64_t before = aj_meter_used(m, AJ_CAP_COST_USD, 0);
+        u = (AjMeterUsage){ .model = "unpriced", .input = 1, .output = 1, .provider_cost = 7 };
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_BREACH);
+        cr_expect(d.price_missing);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0) - before, 7);
+        aj_meter_free(m);
+        /* Without a cost cap, an unpriced model is charged the provider's figure. */
+        m = meter_with(AJ_CAP_TOKENS, 1000000);
+        cr_assert_eq(aj_meter_settle_usage(m, &res, &u, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(d.cost_pusd, 7);
+        cr_expect_eq(aj_meter_used(m, AJ_CAP_COST_USD, 0), 7);
+        aj_meter_free(m);
+}
+
+/* A price floor per token (a routing's dearest endpoint: OpenRouter's provider.max_price)
+ * prices the tokens at the dearer of it and the model's price. */
+Test(meter, price_floor_per_token)
+{
+        AjMeter *m = meter_with(AJ_CAP_COST_USD, 1000000000000ULL);
+        cr_assert_eq(aj_meter_set_price(m, "x", 1e-6, 2e-6, -1), 0);
+        AjMeterReservation res = {};
+        AjMeterDecision d;
+        AjMeterUsage u = {
+                .model = "x", .input = 100, .output = 10, .input_price_floor = 5000000, .output_price_floor = 1000000
+        };
+        cr_assert_eq(aj_meter_reserve_usage(m, &u, &res, &d), 0);
+        cr_expect_eq(d.verdict, AJ_VERDICT_ALLOW);
+        cr_expect_eq(res.amount[AJ_CAP_COST_USD], 100 * 5000000ULL + 10 * 2000000ULL);
+        aj_meter_settle(m, &res, false);
+        aj_meter_free(m);
+}

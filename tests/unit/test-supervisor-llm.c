@@ -307,17 +307,23 @@ Test(supervisor_llm, answers_outside_a_call_are_recorded)
         teardown(&f);
 }
 
+/* A streamed Messages call of claude-test allowed and its response's head read. */
+static void start_stream(Fixture *f, AjGatewayCall *call)
+{
+        AjGatewayVerdict v;
+        request(f, call, &anthropic, "/v1/messages",
+                "{\"model\":\"claude-test\",\"stream\":true,\"max_tokens\":10,\"messages\":[]}", &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        AjGwHeader h = { .name = "content-type", .name_len = 12, .value = "text/event-stream", .value_len = 17 };
+        f->obs.on_response_head(f->obs.userdata, call, 200, &h, 1);
+}
+
 Test(supervisor_llm, stream_past_its_reservation_and_a_cap_is_cut)
 {
         Fixture f;
         setup(&f, "input_tokens=100");
         AjGatewayCall call;
-        AjGatewayVerdict v;
-        request(&f, &call, &anthropic, "/v1/messages",
-                "{\"model\":\"claude-test\",\"stream\":true,\"max_tokens\":10,\"messages\":[]}", &v);
-        cr_assert_eq(v.status, 0, "%s", v.message);
-        AjGwHeader h = { .name = "content-type", .name_len = 12, .value = "text/event-stream", .value_len = 17 };
-        f.obs.on_response_head(f.obs.userdata, &call, 200, &h, 1);
+        start_stream(&f, &call);
         const char *start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
                             "\"claude-test\",\"usage\":{\"input_tokens\":500,\"output_tokens\":1}}}\n\n";
         cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, start, strlen(start)), AJ_GATEWAY_CUT);
@@ -1046,4 +1052,155 @@ Test(supervisor_llm, file_parser_pages_priced_under_a_cost_cap)
         cr_expect_float_eq(json_real_value(json_object_get(rs, "cost_usd")), 2.012, 1e-9);
         teardown(&f);
 #undef FILE_REQ
+}
+
+/* What the provider says it charged (OpenRouter's usage.cost, xAI's usage.cost_in_usd_ticks)
+ * was not read: a call the prices put below it was charged less than was spent. The call is
+ * now charged the larger of the two, both in its event (cost_usd the charge, price_cost_usd
+ * the prices' figure, provider_cost_usd the provider's), and a figure past the cap breaches. */
+Test(supervisor_llm, provider_cost_is_a_floor_of_the_charge)
+{
+#define COST_REPLY(usage)                                                                                   \
+        "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"claude-test\",\"choices\":[{\"index\":0," \
+        "\"message\":{\"role\":\"assistant\",\"content\":\"x\"},\"finish_reason\":\"stop\"}],\"usage\":{"   \
+        "\"prompt_tokens\":100,\"completion_tokens\":10" usage "}}"
+        static const char req[] = "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[]}";
+        static const struct {
+                const char *reply;
+                double cost, provider; /* provider < 0: none said */
+                bool breach;
+        } cases[] = {
+                /* 100 x 1e-4 + 10 x 2e-4 = 0.012 by the prices */
+                { COST_REPLY(",\"cost\":0.5"), 0.5, 0.5, false },
+                { COST_REPLY(",\"cost_in_usd_ticks\":10000000"), 0.012, 0.001, false },
+                { COST_REPLY(""), 0.012, -1, false },
+                { COST_REPLY(",\"cost\":-3"), 0.012, -1, false },
+                { COST_REPLY(",\"cost\":2"), 2, 2, true },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Fixture f;
+                setup(&f, "cost_usd=1");
+                AjGatewayCall call;
+                AjGatewayVerdict v;
+                request(&f, &call, &openai, "/v1/chat/completions", req, &v);
+                cr_assert_eq(v.status, 0, "%s", v.message);
+                respond(&f, &call, "application/json", cases[i].reply, AJ_GATEWAY_COMPLETED);
+                json_t *rs = last_event("llm.response");
+                cr_assert_not_null(rs);
+                cr_expect_float_eq(json_real_value(json_object_get(rs, "cost_usd")), cases[i].cost, 1e-9, "%s",
+                                   cases[i].reply);
+                cr_expect_float_eq(aj_meter_used(f.meter, AJ_CAP_COST_USD, 0) / 1e12, cases[i].cost, 1e-9, "%s",
+                                   cases[i].reply);
+                json_t *p = json_object_get(rs, "provider_cost_usd");
+                if (cases[i].provider >= 0) {
+                        cr_expect_float_eq(json_real_value(p), cases[i].provider, 1e-9, "%s", cases[i].reply);
+                        cr_expect_float_eq(json_real_value(json_object_get(rs, "price_cost_usd")), 0.012, 1e-9, "%s",
+                                           cases[i].reply);
+                } else {
+                        cr_expect_null(p, "%s", cases[i].reply);
+                        cr_expect_null(json_object_get(rs, "price_cost_usd"), "%s", cases[i].reply);
+                }
+                cr_expect_eq(json_array_size(breaches) > 0, cases[i].breach, "%s", cases[i].reply);
+                teardown(&f);
+        }
+#undef COST_REPLY
+}
+
+/* OpenAI's own API reads a PDF as input tokens: a request to it sending one is not reserved
+ * OpenRouter's file parser pages, so under a cost cap it goes without a "file_parser" price
+ * (it was refused 429); to another server it still needs one (fail closed). */
+Test(supervisor_llm, openai_itself_sends_pdfs_without_a_file_parser_price)
+{
+        static const char req[] =
+                "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+                "\"file\",\"file\":{\"filename\":\"a.pdf\",\"file_data\":\"data:application/pdf;base64,JVBE\"}}]}]}";
+        static const char reply[] =
+                "{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"claude-test\",\"choices\":[{\"index\":0,"
+                "\"message\":{\"role\":\"assistant\",\"content\":\"x\"},\"finish_reason\":\"stop\"}],"
+                "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
+        static const AjGatewayProvider direct = { .name = "openai",
+                                                  .api = AJ_GATEWAY_API_OPENAI,
+                                                  .url = "https://api.openai.com" };
+        static const AjGatewayProvider router = { .name = "openrouter",
+                                                  .api = AJ_GATEWAY_API_OPENAI,
+                                                  .url = "https://openrouter.ai/api" };
+        Fixture f;
+        setup(&f, "cost_usd=5");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &direct, "/v1/chat/completions", req, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        respond(&f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
+        json_t *rs = last_event("llm.response");
+        cr_expect_null(json_object_get(rs, "file_parser_pages"));
+        cr_expect_float_eq(json_real_value(json_object_get(rs, "cost_usd")), 0.012, 1e-9);
+        teardown(&f);
+        setup(&f, "cost_usd=5");
+        request(&f, &call, &router, "/api/v1/chat/completions", req, &v);
+        cr_expect_eq(v.status, 429);
+        cr_expect(strstr(v.message, "file_parser"), "%s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+}
+
+/* A stream whose usage says it cost more than was reserved and than the cap allows is cut
+ * there, as a stream past its tokens is: the provider's figure counts as it arrives. */
+Test(supervisor_llm, stream_whose_provider_cost_passes_the_cap_is_cut)
+{
+        Fixture f;
+        setup(&f, "cost_usd=1");
+        AjGatewayCall call;
+        start_stream(&f, &call);
+        const char *start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
+                            "\"claude-test\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n";
+        cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, start, strlen(start)), AJ_GATEWAY_CONTINUE);
+        const char *delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+                            "\"end_turn\"},\"usage\":{\"output_tokens\":2,\"cost\":3}}\n\n";
+        cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, delta, strlen(delta)), AJ_GATEWAY_CUT);
+        cr_assert_eq(json_array_size(breaches), 1);
+        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(breaches, 0), "cap")), "cost_usd");
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_COST_USD, 0), 3000000000000ULL, "what it said it charged");
+        cr_expect_eq(json_array_size(breaches), 1, "one breach per call");
+        teardown(&f);
+}
+
+/* OpenRouter's provider routing (an order, a sort by throughput, a :nitro model...) may answer
+ * through an endpoint priced above the model's price, which the reservation assumed: under a
+ * cost cap it is refused without provider.max_price, and with one reserved at the dearer of
+ * the two; without a cost cap it goes. */
+Test(supervisor_llm, openrouter_provider_routing_under_a_cost_cap)
+{
+        static const char ordered[] =
+                "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[],\"provider\":{\"order\":[\"dear\"]}}";
+        /* 200 USD per million is 2e-4 a token, twice claude-test's input price. */
+        static const char bounded[] =
+                "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[],\"provider\":{\"order\":[\"dear\"],"
+                "\"max_price\":{\"prompt\":200,\"completion\":100}}}";
+        Fixture f;
+        setup(&f, "cost_usd=5");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/chat/completions", ordered, &v);
+        cr_expect_eq(v.status, 403);
+        cr_expect(strstr(v.message, "max_price"), "%s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        request(&f, &call, &openai, "/v1/chat/completions",
+                "{\"model\":\"claude-test:nitro\",\"max_tokens\":10,\"messages\":[]}", &v);
+        cr_expect_eq(v.status, 403);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        request(&f, &call, &openai, "/v1/chat/completions", bounded, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        /* Every token at 2e-4: the prompt's at max_price (the model's is 1e-4), the output's at the
+         * model's (max_price's 1e-4 is less). */
+        json_t *reserved = json_object_get(last_event("llm.request"), "reserved");
+        cr_expect_float_eq(json_real_value(json_object_get(reserved, "cost_usd")),
+                           (double)json_integer_value(json_object_get(reserved, "tokens")) * 2e-4, 1e-9);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+        setup(&f, "tokens=100000");
+        request(&f, &call, &openai, "/v1/chat/completions", ordered, &v);
+        cr_expect_eq(v.status, 0, "without a cost cap: %s", v.message);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
 }
