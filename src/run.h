@@ -56,6 +56,10 @@
 typedef struct {
         bool launch_failed;
         AjChildMsg launch_error;
+        /* init reported the command forked (AJ_MSG_STARTED): only from then on are signals
+         * forwarded to it; those taken before wait in `held_signals` (supervise.c). */
+        bool started;
+        sigset_t held_signals;
         bool exec_failed;
         AjChildMsg exec_error;
         bool have_status;

@@ -185,6 +185,20 @@ static void noop_handler(int sig) { (void)sig; }
 
 static const int forwarded_signals[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT };
 
+/* What the terminal sent to the operator's process group while init was in it (blocked,
+ * as in the supervisor, it was queued): the supervisor had its own copy, which it forwards
+ * once the command runs and not before (supervise.c, forward_signal); kept, it was a second.
+ * Setting SIG_IGN discards a pending signal, blocked or not (POSIX; the kernel's
+ * do_sigaction); the disposition is put back at once. */
+static void drop_pending_signals(void)
+{
+        for (size_t i = 0; i < ARRAY_SIZE(forwarded_signals); i++) {
+                struct sigaction ign = { .sa_handler = SIG_IGN }, old;
+                if (sigaction(forwarded_signals[i], &ign, &old) == 0)
+                        (void)sigaction(forwarded_signals[i], &old, NULL);
+        }
+}
+
 _noreturn_ static void exec_command(const AjSpawnConfig *cfg, int sync_fd, int cmd_in)
 {
         /* Default dispositions and an empty mask (the supervisor's blocked signals were
@@ -487,9 +501,11 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd, int sec
         if (ns_err)
                 child_fail(sync_fd, AJ_STAGE_NETNS, ns_err, 0);
         child_trace(cfg, AJ_CHILD_T_GO);
-        /* Out of the operator's session: init has no controlling terminal. */
+        /* Out of the operator's session: init has no controlling terminal, and no signal
+         * the terminal sends to the operator's process group reaches it from here on. */
         if (setsid() < 0)
                 child_fail(sync_fd, AJ_STAGE_SETSID, errno, 0);
+        drop_pending_signals();
 
         if (!cfg->rootless && setgroups(0, NULL) < 0)
                 child_fail(sync_fd, AJ_STAGE_SETGROUPS, errno, 0);

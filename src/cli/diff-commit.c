@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/diff-patch.h"
 #include "cli/verb.h"
 #include "util/format.h"
 #include "cli/verbs.h"
@@ -297,109 +298,6 @@ static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, Overla
         return r < 0 || !v->settled ? r : check_settled(v->cmd, c->run);
 }
 
-/* diff(1)'s output holds the agent's file contents: shown by the one rule (util/format.h),
- * newlines and tabs kept, so a text file's patch is exact and a file with escape sequences
- * cannot reach the operator's terminal. A character cut by a read waits for the next. */
-static void copy_escaped(int fd)
-{
-        char buf[65536], shown[AJ_ESCAPE_MAX];
-        size_t have = 0;
-        bool eof = false;
-        while (!eof) {
-                ssize_t n = read(fd, buf + have, sizeof(buf) - have);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        eof = true;
-                else
-                        have += (size_t)n;
-                size_t i = 0, k;
-                while (i < have && (eof || have - i >= 4)) {
-                        if (buf[i] == '\n') {
-                                putchar('\n');
-                                i++;
-                                continue;
-                        }
-                        i += aj_escape_char(buf + i, have - i, AJ_ESCAPE_KEEP_TAB, shown, &k);
-                        fwrite(shown, 1, k, stdout);
-                }
-                memmove(buf, buf + i, have - i);
-                have -= i;
-        }
-        fflush(stdout);
-}
-
-/* The largest side --patch hands to diff(1), by its size as read (a sparse file's holes
- * are read as zeros): diff holds a file whole, and 196 KB of the agent's on disk, sparse
- * to 6 GiB, took 6.3 GB and 41 s of the operator's before it gave up. */
-#define PATCH_MAX_BYTES (16u << 20) /* "16 MiB" in print_changes */
-
-/* `diff -u` of one file change, both sides opened here without following symlinks and
- * handed to diff(1) as /proc/self/fd/N (so diff cannot be sent elsewhere). 0, or -errno
- * when a side could not be opened, or -EFBIG past PATCH_MAX_BYTES (the caller says so). */
-static int show_patch(const Overlay *ov, const AjWsChange *c)
-{
-        /* The labels are the agent's names: quoted and escaped as in the listing. */
-        char a[PATH_MAX + 8], b[PATH_MAX + 8], fa[32], fb[32];
-        snprintf(a, sizeof(a), "a/%s", c->path);
-        snprintf(b, sizeof(b), "b/%s", c->path);
-        _cleanup_free_ char *label_a = aj_printable_dup(a, strlen(a), AJ_ESCAPE_QUOTE);
-        _cleanup_free_ char *label_b = aj_printable_dup(b, strlen(b), AJ_ESCAPE_QUOTE);
-        if (!label_a || !label_b)
-                return -ENOMEM;
-        int old_fd = -1, new_fd = -1, r = 0;
-        if (c->kind != AJ_WS_ADDED && (old_fd = aj_ws_open_file(ov->lower_fd, c->path)) < 0)
-                return old_fd;
-        if (c->kind != AJ_WS_DELETED && (new_fd = aj_ws_open_file(ov->upper_fd, c->path)) < 0) {
-                r = new_fd;
-                goto out;
-        }
-        struct stat st;
-        if ((old_fd >= 0 && fstat(old_fd, &st) == 0 && (uint64_t)st.st_size > PATCH_MAX_BYTES) ||
-            (new_fd >= 0 && fstat(new_fd, &st) == 0 && (uint64_t)st.st_size > PATCH_MAX_BYTES)) {
-                r = -EFBIG;
-                goto out;
-        }
-        snprintf(fa, sizeof(fa), old_fd >= 0 ? "/proc/self/fd/%d" : "/dev/null", old_fd);
-        snprintf(fb, sizeof(fb), new_fd >= 0 ? "/proc/self/fd/%d" : "/dev/null", new_fd);
-        int out_pipe[2];
-        if (pipe2(out_pipe, O_CLOEXEC) < 0) {
-                r = -errno;
-                goto out;
-        }
-        fflush(stdout);
-        pid_t pid = fork();
-        if (pid < 0) {
-                r = -errno;
-                close(out_pipe[0]);
-                close(out_pipe[1]);
-                goto out;
-        }
-        if (pid == 0) {
-                if ((old_fd >= 0 && fcntl(old_fd, F_SETFD, 0) < 0) || (new_fd >= 0 && fcntl(new_fd, F_SETFD, 0) < 0) ||
-                    dup2(out_pipe[1], STDOUT_FILENO) < 0)
-                        _exit(2);
-                execlp("diff", "diff", "-u", "--label", label_a, "--label", label_b, fa, fb, (char *)NULL);
-                _exit(127);
-        }
-        close(out_pipe[1]);
-        copy_escaped(out_pipe[0]);
-        close(out_pipe[0]);
-        int status;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-                ;
-        /* diff: 0 same, 1 different, 2 trouble (its message is on stderr). */
-        if (!WIFEXITED(status) || WEXITSTATUS(status) > 1)
-                r = WIFEXITED(status) && WEXITSTATUS(status) == 127 ? -ENOENT : -EIO;
-out:
-        if (old_fd >= 0)
-                close(old_fd);
-        if (new_fd >= 0)
-                close(new_fd);
-        return r;
-}
-
-
 static const OverlayVerb diff_verb = { "diff", DIFF_USAGE, DIFF_HELP, "patch", CLI_OPT_PATCH };
 static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE,
                                          true,     true,         true,        true };
@@ -484,18 +382,8 @@ static void print_changes(const Overlay *ov, const AjRun *run, const AjWsChange 
                        "when you run it here; commit needs --include-git to apply %s or --exclude-git to leave %s out\n",
                        git, git == 1 ? "" : "s", git == 1 ? "it" : "them", git == 1 ? "it" : "them",
                        git == 1 ? "it" : "them");
-        for (size_t i = 0; patch && i < n; i++) {
-                if (!S_ISREG(c[i].type) || c[i].skipped || c[i].kind == AJ_WS_REPLACED)
-                        continue;
-                int q = show_patch(ov, &c[i]);
-                _cleanup_free_ char *name = q < 0 ? aj_printable_dup(c[i].path, strlen(c[i].path), AJ_ESCAPE_QUOTE)
-                                                  : NULL;
-                if (q < 0)
-                        printf("(%s: contents not shown: %s)\n", name ?: "?",
-                               q == -ENOENT  ? "diff(1) is missing"
-                               : q == -EFBIG ? "larger than 16 MiB, look at it yourself"
-                                             : strerror(-q));
-        }
+        if (patch)
+                cli_print_patches(ov->lower_fd, ov->upper_fd, c, n);
 }
 
 /* `diff --json`: the document cli_print_json prints, {run, workspace, changes, conflicts}

@@ -40,10 +40,29 @@ static void on_drain_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata);
 static void on_exit_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata);
 static void jail_ending(Run *run);
 
+/* Until init reports the command forked, a signal is held here, not sent: init drops what
+ * is pending when it leaves the operator's session (spawn.c), and a ^C typed at the
+ * terminal while the jail started reached both it (still in our process group) and us.
+ * Forwarded before, the two copies were one pending signal or two, as init's steps and
+ * ours fell. SIGKILL is never held. */
 static void forward_signal(Run *run, int sig)
 {
-        if (!run->child.init_exited)
-                (void)sys_pidfd_send_signal(run->h.pidfd, sig, NULL, 0);
+        if (run->child.init_exited)
+                return;
+        if (!run->child.started && sig != SIGKILL) {
+                sigaddset(&run->child.held_signals, sig);
+                return;
+        }
+        (void)sys_pidfd_send_signal(run->h.pidfd, sig, NULL, 0);
+}
+
+static void command_started(Run *run)
+{
+        run->child.started = true;
+        for (int sig = 1; sig < NSIG; sig++)
+                if (sigismember(&run->child.held_signals, sig) == 1)
+                        forward_signal(run, sig);
+        sigemptyset(&run->child.held_signals);
 }
 
 /* ---- the parts' ops: what they do to the jail and the records ------------------------ */
@@ -383,6 +402,7 @@ static void handle_child_msg(Run *run)
                                 aj_sup_denials_take_listener(&run->denials, TAKE_FD(fd));
                         break;
                 case AJ_MSG_STARTED:
+                        command_started(run);
                         break;
                 case AJ_MSG_PTY:
                         if (fd >= 0)

@@ -463,6 +463,19 @@ wait_for_output() {
         return 1
 }
 
+# tmux_setup: a tmux server of this file's own, T running tmux on it, killed at exit. A
+# missing tmux (part of scripts/setup's packages) is a broken test machine.
+tmux_setup() {
+        if ! command -v tmux >/dev/null; then
+                fail "tmux is installed (scripts/setup installs it)"
+                done_testing
+        fi
+        TMUX_SOCK="$TEST_TMP/tmux.sock"
+        printf 'set -g remain-on-exit on\nset -g status off\nset -g history-limit 2000\n' >"$TEST_TMP/tmux.conf"
+        trap 'T kill-server 2>/dev/null; cleanup' EXIT
+}
+T() { tmux -S "$TMUX_SOCK" -f "$TEST_TMP/tmux.conf" "$@"; }
+
 # wait_exit PID SECONDS: wait for a background child, killing it past the deadline.
 # Sets WAIT_RC (the child's status, or 124 on timeout).
 wait_exit() {

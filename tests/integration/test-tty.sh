@@ -11,16 +11,7 @@
 require_jail
 setup_dirs
 
-if ! command -v tmux >/dev/null; then
-        # Part of scripts/setup's packages: a missing tmux is a broken test machine.
-        fail "tmux is installed (scripts/setup installs it)"
-        done_testing
-fi
-
-TMUX_SOCK="$TEST_TMP/tmux.sock"
-printf 'set -g remain-on-exit on\nset -g status off\nset -g history-limit 2000\n' >"$TEST_TMP/tmux.conf"
-T() { tmux -S "$TMUX_SOCK" -f "$TEST_TMP/tmux.conf" "$@"; }
-trap 'T kill-server 2>/dev/null; cleanup' EXIT
+tmux_setup
 
 # The pane runs this script: the terminal's settings around one agentjail run. With a
 # NAME.hold file it waits for NAME.go before it looks again (the watchdog's restore).
