@@ -215,17 +215,18 @@ int aj_mcp_from_client(const char *line, size_t len, const char *server,
         id_key(m.id, m.id_key);
         json_t *method = json_object_get(m.msg, "method");
         const char *meth = json_string_value(method);
-        bool tracked = meth && (streq(meth, "tools/call") || streq(meth, "tools/list"));
-        if (meth && m.id) {
-                /* A request: the relay matches its response by id, so a tracked one needs an id it
-                 * can keep, and no request may reuse the id of one still in flight. */
-                if (tracked && (!(json_is_string(m.id) || json_is_integer(m.id)) || !m.id_key[0])) {
+        bool request = method && m.id;
+        if (request) {
+                /* The relay matches each response to its request by id, so a request needs an id
+                 * it can keep (MCP: an integer or a string), and none may reuse the id of one
+                 * still in flight. */
+                if (!(json_is_string(m.id) || json_is_integer(m.id)) || !m.id_key[0]) {
                         r = reply_error(&m, NULL, AJ_MCP_E_INVALID_REQUEST,
-                                        "agentjail mcp: the id of a tools/call or tools/list request must be an "
-                                        "integer or a string of at most 254 bytes");
+                                        "agentjail mcp: the id of a request must be an integer or a string of at "
+                                        "most 254 bytes");
                         goto out;
                 }
-                if (m.id_key[0] && is_pending && is_pending(userdata, m.id_key)) {
+                if (is_pending && is_pending(userdata, m.id_key)) {
                         r = reply_error(&m, m.id, AJ_MCP_E_INVALID_REQUEST,
                                         "agentjail mcp: this id is already used by a request in flight");
                         goto out;
@@ -243,7 +244,9 @@ int aj_mcp_from_client(const char *line, size_t len, const char *server,
                         goto out;
         } else if (meth && streq(meth, "tools/list") && m.id) {
                 m.action = AJ_MCP_TOOLS_LIST;
-        } else if (meth && streq(meth, "notifications/cancelled") && !m.id) {
+        } else if (request) {
+                m.action = AJ_MCP_REQUEST;
+        } else if (meth && streq(meth, "notifications/cancelled")) {
                 m.action = AJ_MCP_FORWARD;
                 id_key(json_object_get(json_object_get(m.msg, "params"), "requestId"), m.cancel_key);
         } else {
@@ -282,7 +285,7 @@ int aj_mcp_from_server(const char *line, size_t len, AjMcpMsg *ret)
                 id_key(m.id, m.id_key);
                 bool response = !json_object_get(m.msg, "method") &&
                                 (json_object_get(m.msg, "result") || json_object_get(m.msg, "error"));
-                m.action = response && m.id ? AJ_MCP_RESPONSE : AJ_MCP_FORWARD;
+                m.action = response ? AJ_MCP_RESPONSE : AJ_MCP_FORWARD;
                 m.line = strndup(line, len);
                 if (!m.line) {
                         aj_mcp_msg_done(&m);

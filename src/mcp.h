@@ -36,6 +36,7 @@ typedef enum {
         AJ_MCP_REPLY,      /* client side only: answer the client with `line`; nothing forwarded */
         AJ_MCP_TOOL_CALL,  /* client: a tools/call request; ask the broker, then forward `line` */
         AJ_MCP_TOOLS_LIST, /* client: a tools/list request; forward `line`, filter its response */
+        AJ_MCP_REQUEST,    /* client: another request; forward `line`, pass on its response alone */
         AJ_MCP_RESPONSE,   /* server: a response (result or error) to request `id`; `line` as is */
         AJ_MCP_DROP,       /* nothing is written; `why` says why (for stderr) */
 } AjMcpAction;
@@ -62,14 +63,19 @@ bool aj_mcp_server_name_valid(const char *name);
 
 /* A line from the client. Everything the relay forwards is the message as parsed and
  * serialized again (compact), so the server reads exactly what was judged (duplicate keys
- * are refused). Fails closed: what does not parse, a batch, or a malformed tools/call
- * is answered with a JSON-RPC error and never forwarded; a tools/call notification (no
- * id: nothing to answer) is dropped. `is_pending` says whether an id (its key) is in use
- * by a request still in flight: a new request may not reuse it. 0 or -ENOMEM. */
+ * are refused). Fails closed: what does not parse, a batch, a malformed tools/call or a
+ * request whose id is not an integer or a string (of at most AJ_MCP_MAX_ID - 2 bytes) is
+ * answered with a JSON-RPC error and never forwarded; a tools/call notification (no id:
+ * nothing to answer) is dropped. Every request is tracked by the relay, so that only the
+ * response to a request in flight reaches the client, by its id exactly (a client may
+ * read "7" as 7: the server's answer to a call it was never sent). `is_pending` says
+ * whether an id (its key) is in use by a request still in flight: a new request may not
+ * reuse it. 0 or -ENOMEM. */
 int aj_mcp_from_client(const char *line, size_t len, const char *server,
                        bool (*is_pending)(void *userdata, const char *id_key), void *userdata, AjMcpMsg *ret);
 
-/* A line from the server: a response is RESPONSE (the caller matches its id), requests
+/* A line from the server: a response is RESPONSE (the caller matches its id, `id_key` ""
+ * when it has none: a response to nothing the client waits for), requests
  * and notifications FORWARD (the line as is); what does not parse and batches are
  * DROPPED (a server must write nothing else on stdout, and a batch could carry a
  * tools/list result past the filter). 0 or -ENOMEM. */

@@ -15,6 +15,7 @@
 
 #include "cli/mcp-relay.h"
 #include "util/fd.h"
+#include "util/json-scan.h"
 
 /* ---- the broker ---- */
 
@@ -57,7 +58,8 @@ int mcp_broker_connect(Relay *r)
         return 0;
 }
 
-/* Queues one request (its "id" and "v" added). 0, or -errno: not sent. */
+/* Queues one request (its "id" and "v" added). 0, or -errno: not sent (-EMSGSIZE, -ELOOP: past
+ * the broker's line or depth). */
 int mcp_broker_send(Relay *r, json_t *req, const char *id)
 {
         int s = mcp_broker_connect(r);
@@ -69,9 +71,15 @@ int mcp_broker_send(Relay *r, json_t *req, const char *id)
         _cleanup_free_ char *line = json_dumps(req, JSON_COMPACT);
         if (!line)
                 return -ENOMEM;
-        if (strlen(line) > AJ_BROKER_MAX_LINE)
+        size_t len = strlen(line);
+        if (len > AJ_BROKER_MAX_LINE)
                 return -EMSGSIZE;
-        s = aj_outbuf_add(&r->broker.out, line, strlen(line), true, QUEUE_HARD_MAX);
+        /* The broker answers a request nested deeper than it takes without its id, as one it
+         * could not read: this connection's fault, so it would be dropped, failing every call
+         * waiting on it and cancelling the held ones. Refused here, this request alone. */
+        if (aj_json_scan(line, len, UINT64_MAX, AJ_BROKER_MAX_DEPTH, NULL) == -ELOOP)
+                return -ELOOP;
+        s = aj_outbuf_add(&r->broker.out, line, len, true, QUEUE_HARD_MAX);
         if (s < 0)
                 return s;
         broker_flush(r);
@@ -113,6 +121,7 @@ static void broker_lost(Relay *r, const char *why)
         }
         aj_outbuf_clear(&r->broker.out);
         r->broker.len = 0;
+        r->broker.checks_out = 0; /* their replies will not come */
         for (size_t i = 0; i < MAX_PENDING; i++) {
                 Pending *p = &r->pending[i];
                 if (p->state == P_VERDICT) {
@@ -157,6 +166,54 @@ void mcp_list_done(Relay *r, Pending *p)
         else
                 mcp_list_unavailable(r, p, "out of memory");
         mcp_pending_free(p);
+}
+
+/* A listing whose names are all answered is filtered and sent; false: not yet. */
+static bool list_checked(Relay *r, Pending *p)
+{
+        if (p->next_check < p->n_names || p->n_waiting > 0)
+                return false;
+        mcp_list_done(r, p);
+        return true;
+}
+
+/* Sends the listings' checks, lowest slot first, while fewer than MAX_CHECKS_OUT wait for
+ * their replies (each reply sends the next): the broker's replies are read as they come,
+ * never piled up past what it keeps for a connection. */
+void mcp_checks_send(Relay *r)
+{
+        for (size_t slot = 0; slot < MAX_PENDING; slot++) {
+                Pending *p = &r->pending[slot];
+                if (p->state != P_CHECKING)
+                        continue;
+                unsigned gen = p->gen;
+                while (p->next_check < p->n_names && r->broker.checks_out < MAX_CHECKS_OUT) {
+                        size_t i = p->next_check++;
+                        char id[64], tool[AJ_BROKER_MAX_NAME + 1];
+                        if (aj_mcp_tool_name(r->server, p->names[i], tool, sizeof(tool)) < 0) {
+                                p->keep[i] = 0; /* a name no call could use */
+                                continue;
+                        }
+                        snprintf(id, sizeof(id), "k:%zu:%u:%zu", slot, gen, i);
+                        json_t *req = json_pack("{s:s, s:s}", AJ_BROKER_F_OP, AJ_BROKER_OP_CHECK, AJ_BROKER_F_TOOL_NAME,
+                                                tool);
+                        int s = req ? mcp_broker_send(r, req, id) : -ENOMEM;
+                        json_decref(req);
+                        if (p->state != P_CHECKING || p->gen != gen)
+                                return; /* the broker was lost: every listing answered */
+                        if (s < 0) {
+                                mcp_list_unavailable(r, p, strerror(-s));
+                                mcp_pending_free(p);
+                                break;
+                        }
+                        p->n_waiting++;
+                        r->broker.checks_out++;
+                }
+                if (p->state == P_CHECKING)
+                        (void)list_checked(r, p);
+                if (r->broker.checks_out >= MAX_CHECKS_OUT)
+                        return;
+        }
 }
 
 static void on_tool_verdict(Relay *r, Pending *p, json_t *reply)
@@ -214,16 +271,18 @@ static void on_broker_reply(Relay *r, json_t *reply)
                 return;
         }
         if (sscanf(id, "k:%u:%u:%zu%n", &slot, &gen, &idx, &end) == 3 && id[end] == 0 && slot < MAX_PENDING) {
+                if (r->broker.checks_out > 0)
+                        r->broker.checks_out--; /* answered, whether its listing still waits or not */
                 Pending *p = &r->pending[slot];
-                if (p->state != P_CHECKING || p->gen != gen || idx >= p->n_names || p->keep[idx] >= 0)
-                        return;
-                const char *verdict = json_string_value(json_object_get(reply, AJ_BROKER_F_VERDICT));
-                /* Anything but a clear allow hides the tool (fail closed). */
-                p->keep[idx] = json_is_true(json_object_get(reply, AJ_BROKER_F_OK)) && verdict &&
-                               streq(verdict, AJ_BROKER_ALLOW);
-                if (--p->n_waiting == 0)
-                        mcp_list_done(r, p);
-                return;
+                if (p->state == P_CHECKING && p->gen == gen && idx < p->next_check && p->keep[idx] < 0) {
+                        const char *verdict = json_string_value(json_object_get(reply, AJ_BROKER_F_VERDICT));
+                        /* Anything but a clear allow hides the tool (fail closed). */
+                        p->keep[idx] = json_is_true(json_object_get(reply, AJ_BROKER_F_OK)) && verdict &&
+                                       streq(verdict, AJ_BROKER_ALLOW);
+                        p->n_waiting--;
+                        (void)list_checked(r, p);
+                }
+                return mcp_checks_send(r);
         }
 }
 

@@ -86,6 +86,8 @@ static void client_tool_call(Relay *r, AjMcpMsg *m)
                 char why[128];
                 snprintf(why, sizeof(why), "%s",
                          s == -EMSGSIZE ? "the arguments are too large for the broker (its requests are at most 64 KiB)"
+                         : s == -ELOOP  ? "the arguments nest deeper than the broker takes (its requests at most 64 "
+                                          "levels)"
                                         : strerror(-s));
                 mcp_refuse_unavailable(r, p, why);
                 mcp_pending_free(p);
@@ -133,14 +135,15 @@ void mcp_on_client_line(Relay *r, const char *line, size_t len)
         case AJ_MCP_TOOL_CALL:
                 client_tool_call(r, &m);
                 break;
-        case AJ_MCP_TOOLS_LIST: {
+        case AJ_MCP_TOOLS_LIST:
+        case AJ_MCP_REQUEST: {
                 Pending *p = pending_new(r, &m);
                 if (!p) {
                         mcp_reply_to_client(r, m.id, AJ_MCP_E_INTERNAL,
                                             "agentjail mcp: too many requests in flight; try again when some are answered");
                         break;
                 }
-                p->state = P_LIST;
+                p->state = m.action == AJ_MCP_TOOLS_LIST ? P_LIST : P_REQUEST;
                 mcp_writer_add(r, &r->server_in, m.line);
                 break;
         }
@@ -182,30 +185,7 @@ static void server_list_response(Relay *r, Pending *p, AjMcpMsg *m)
                 return mcp_pending_free(p);
         }
         memset(p->keep, -1, n);
-        if (n == 0)
-                return mcp_list_done(r, p);
-        unsigned gen = p->gen;
-        size_t slot = (size_t)(p - r->pending);
-        for (size_t i = 0; i < n; i++) {
-                char id[64], tool[AJ_BROKER_MAX_NAME + 1];
-                if (aj_mcp_tool_name(r->server, names[i], tool, sizeof(tool)) < 0) {
-                        p->keep[i] = 0; /* a name no call could use */
-                        continue;
-                }
-                snprintf(id, sizeof(id), "k:%zu:%u:%zu", slot, gen, i);
-                json_t *req = json_pack("{s:s, s:s}", AJ_BROKER_F_OP, AJ_BROKER_OP_CHECK, AJ_BROKER_F_TOOL_NAME, tool);
-                s = req ? mcp_broker_send(r, req, id) : -ENOMEM;
-                json_decref(req);
-                if (p->state != P_CHECKING || p->gen != gen)
-                        return; /* the broker was lost: answered */
-                if (s < 0) {
-                        mcp_list_unavailable(r, p, strerror(-s));
-                        return mcp_pending_free(p);
-                }
-                p->n_waiting++;
-        }
-        if (p->n_waiting == 0)
-                mcp_list_done(r, p);
+        mcp_checks_send(r); /* and the list is done when every name is answered */
 }
 
 void mcp_on_server_line(Relay *r, const char *line, size_t len)
@@ -224,10 +204,18 @@ void mcp_on_server_line(Relay *r, const char *line, size_t len)
                 mcp_pending_free(p);
         } else if (p && p->state == P_LIST) {
                 server_list_response(r, p, &m);
+        } else if (p && p->state == P_REQUEST) {
+                mcp_writer_add(r, &r->client_out, m.line);
+                mcp_pending_free(p);
         } else if (p) {
-                /* A response to a call not yet allowed (or a list being checked): the server
-                 * answered what it was never sent. Not passed on. */
-                mcp_note("dropped from the server: a response to a request it was not sent");
+                /* A response to a call not yet allowed (the server answered what it was never
+                 * sent), or a list's second (the first is being checked). Not passed on. */
+                mcp_note("dropped from the server: a response to a call it was not sent, or a second one");
+        } else if (m.action == AJ_MCP_RESPONSE) {
+                /* To no request in flight, by its id exactly: one answered or cancelled already,
+                 * or one never sent under another spelling of a pending id ("7" for 7, which a
+                 * client may take for the answer to a call awaiting its verdict). */
+                mcp_note("dropped from the server: a response to no request in flight");
         } else {
                 mcp_writer_add(r, &r->client_out, m.line);
         }

@@ -11,7 +11,8 @@
  * side whose output queue holds a line's worth is not read from until it drains (so a
  * queue holds at most about two lines); at most MAX_PENDING requests are tracked, and a
  * tracked tools/call is small (the broker takes its arguments, at most
- * AJ_BROKER_MAX_LINE bytes).
+ * AJ_BROKER_MAX_LINE bytes); at most MAX_CHECKS_OUT of a listing's checks await the
+ * broker's replies (the broker's own queue for us is bounded: it would hang up).
  */
 #pragma once
 
@@ -31,6 +32,12 @@
 #define READ_CHUNK (64 * 1024)
 #define READER_SIZE ((size_t)AJ_MCP_MAX_LINE + READ_CHUNK)
 #define BROKER_MAX_REPLY (1024 * 1024)
+/* tools/list checks sent to the broker and not yet answered, all listings together: the
+ * broker closes a connection whose unread replies pass AJ_BROKER_MAX_OUTPUT (256 KiB), and
+ * that would fail every call and listing waiting on it and cancel the held ones. A check's
+ * reply is at most about 1 KiB (a name of AJ_BROKER_MAX_NAME, twice, escaped), so these,
+ * the MAX_PENDING verdicts and their tool_results stay well under it. */
+#define MAX_CHECKS_OUT 32
 /* A tracked tools/call line is kept until the broker answers: it must fit the broker's line. */
 #define MAX_CALL_LINE (2 * AJ_BROKER_MAX_LINE)
 /* How long the server's stdout may stay open after it exited (a child of its own holds it). */
@@ -56,7 +63,8 @@ typedef struct {
         bool close_on_drain; /* close once everything queued is written */
 } Writer;
 
-typedef enum { P_FREE, P_VERDICT, P_CALL, P_LIST, P_CHECKING } PendingState;
+/* P_REQUEST: any other request, forwarded; only its response is passed on (by its id). */
+typedef enum { P_FREE, P_VERDICT, P_CALL, P_LIST, P_CHECKING, P_REQUEST } PendingState;
 
 typedef struct {
         PendingState state;
@@ -68,9 +76,10 @@ typedef struct {
         char *line;       /* P_VERDICT: the tools/call to forward once allowed */
         json_t *response; /* P_CHECKING: the tools/list response whose names are checked */
         const char **names;
-        signed char *keep; /* per name: -1 unknown, 0 hide, 1 keep */
-        size_t n_names, n_waiting;
-        bool cancelled; /* P_VERDICT: the client gave up; an allowed call is not made */
+        signed char *keep;         /* per name: -1 unknown, 0 hide, 1 keep */
+        size_t n_names, n_waiting; /* P_CHECKING: names; checks sent and not answered */
+        size_t next_check;         /* P_CHECKING: the next name to check (mcp_checks_send) */
+        bool cancelled;            /* P_VERDICT: the client gave up; an allowed call is not made */
 } Pending;
 
 struct Relay {
@@ -89,6 +98,7 @@ struct Relay {
                 AjOutBuf out;
                 char *buf;
                 size_t len;
+                size_t checks_out; /* checks sent on this connection, not yet answered */
         } broker;
         int sig_fd;
         AjLoopIo *sig_io;
@@ -118,6 +128,7 @@ void mcp_refuse_unavailable(Relay *r, Pending *p, const char *why);
 void mcp_list_unavailable(Relay *r, Pending *p, const char *why);
 void mcp_send_tool_result(Relay *r, const char *call_id, const char *status);
 void mcp_list_done(Relay *r, Pending *p);
+void mcp_checks_send(Relay *r);
 
 /* ---- messages and the pending table (mcp-messages.c) ---- */
 

@@ -109,6 +109,41 @@ else
 fi
 kill_bg
 
+# A call nested deeper than the broker takes is refused alone: sent, the broker would answer
+# it without an id (a request it could not read) and the relay would drop the connection,
+# failing the calls waiting on it and cancelling the held one.
+run_jail -p "$P" -- /bin/sh -c '
+        mkfifo in; { echo "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"hold_deep\"}}"
+                     sleep 0.5; printf "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"read_file\",\"arguments\":{\"a\":"
+                     for i in $(seq 70); do printf "["; done; for i in $(seq 70); do printf "]"; done; echo "}}}"; sleep 2; } >in &
+        timeout 2 agentjail mcp --name fs -- cat <in; exit 0'
+like "$(reply 2 | jq -r .error.message)" 'nest deeper than the broker takes' "a call nested past 64 levels: refused, saying why"
+is "$(reply 1)" "" "the held call meanwhile still waits (no error: the relay's broker connection stayed)"
+is "$(events_of broker.error | jq -r .message)" "" "the broker never saw the deep request"
+
+# A server listing many long names, to many lists at once: the relay checks them with the
+# broker a few at a time, so the broker never holds more unread replies than it keeps for a
+# connection (it would close it, failing the listings and cancelling the held call).
+cp "$AGENTJAIL_SOURCE_DIR/tests/helpers/mcp-hostile.py" "$WORKSPACE/"
+run_jail -p "$P" -- python3 mcp-hostile.py 16
+like "$JAIL_OUT" 'lists=16 filtered=16 errors=0' "16 listings of 1024 denied tools each: all filtered, none failed" ||
+        diag "$JAIL_OUT $(tail -c 1500 <<<"$JAIL_ERR")"
+like "$JAIL_OUT" 'held=waiting' "the call held for approval meanwhile still waits (the relay's broker connection stayed)"
+is "$(events_of approval | jq -r '"\(.decision) \(.reason)"')" "cancelled the caller disconnected" \
+        "it is cancelled once, when the client ends the relay"
+
+# Only the response to a request in flight reaches the client, by its id exactly: a server
+# answering "1" for a held call 1 (which the TypeScript SDK would take for its answer) or
+# "2" for a tools/list 2 (unfiltered), or answering a request twice, is not passed on.
+run_jail -p "$P" -- /bin/sh -c '
+        mkfifo in; { echo "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"hold_alias\"}}"
+                     echo "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}"; sleep 2; } >in &
+        timeout 2 agentjail mcp --name fs -- python3 mcp-hostile.py alias <in; exit 0'
+is "$(jq -c . <<<"$JAIL_OUT")" '{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"kept","inputSchema":{}}]}}' \
+        "a server's answers under another spelling of a pending id, and a second answer, are dropped" ||
+        diag "$JAIL_ERR"
+like "$JAIL_ERR" 'dropped from the server: a response to no request in flight' "each said on stderr"
+
 # ------------------------------------------------- a real server and the official SDK client
 CACHE=${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/npm-mcp
 SERVER=$CACHE/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js

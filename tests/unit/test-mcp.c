@@ -205,8 +205,19 @@ Test(mcp, malformed_tools_calls_are_answered_not_forwarded)
         expect_error_line(m.line, AJ_MCP_E_INVALID_REQUEST, "\"c1\"", "already used by a request in flight");
         aj_mcp_msg_done(&m);
         m = client("{\"jsonrpc\":\"2.0\",\"id\":\"c2\",\"method\":\"ping\"}");
-        cr_expect_eq(m.action, AJ_MCP_FORWARD);
+        cr_expect_eq(m.action, AJ_MCP_REQUEST, "any request is tracked: only its response is passed on");
+        cr_expect_str_eq(m.id_key, "\"c2\"");
         aj_mcp_msg_done(&m);
+        /* Every request's id is kept, so it must be one MCP allows (not null, not fractional). */
+        static const char *const odd_ids[] = { "null", "1.5", "[1]", "true" };
+        for (size_t i = 0; i < ARRAY_SIZE(odd_ids); i++) {
+                char line[128];
+                snprintf(line, sizeof(line), "{\"jsonrpc\":\"2.0\",\"id\":%s,\"method\":\"ping\"}", odd_ids[i]);
+                m = client(line);
+                cr_expect_eq(m.action, AJ_MCP_REPLY, "a ping with id %s", odd_ids[i]);
+                expect_error_line(m.line, AJ_MCP_E_INVALID_REQUEST, "null", "the id of a request must be");
+                aj_mcp_msg_done(&m);
+        }
         /* A response of the client (to the server's own request) may carry any id. */
         m = client("{\"jsonrpc\":\"2.0\",\"id\":\"c1\",\"result\":{}}");
         cr_expect_eq(m.action, AJ_MCP_FORWARD);
@@ -218,7 +229,7 @@ Test(mcp, other_client_messages_pass)
 {
         AjMcpMsg m = client("{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":"
                             "\"2025-06-18\"}}\r");
-        cr_expect_eq(m.action, AJ_MCP_FORWARD);
+        cr_expect_eq(m.action, AJ_MCP_REQUEST);
         cr_expect_str_eq(m.line, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{"
                                  "\"protocolVersion\":\"2025-06-18\"}}");
         aj_mcp_msg_done(&m);
@@ -254,6 +265,16 @@ Test(mcp, server_messages)
         cr_expect_str_eq(m.id_key, "7");
         cr_expect_str_eq(m.line, resp, "a response goes on as it came");
         aj_mcp_msg_done(&m);
+
+        /* A response without an id, or with null, answers nothing the relay tracks: it has no key. */
+        const char *no_id[] = { "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32700,\"message\":\"x\"}}",
+                                "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32700,\"message\":\"x\"}}" };
+        for (size_t i = 0; i < ARRAY_SIZE(no_id); i++) {
+                cr_assert_eq(aj_mcp_from_server(no_id[i], strlen(no_id[i]), &m), 0);
+                cr_expect_eq(m.action, AJ_MCP_RESPONSE, "case %zu", i);
+                cr_expect_str_eq(m.id_key, i == 0 ? "" : "null");
+                aj_mcp_msg_done(&m);
+        }
 
         const char *req = "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"roots/list\"}";
         cr_assert_eq(aj_mcp_from_server(req, strlen(req), &m), 0);
