@@ -4,6 +4,7 @@
  * and dispatches to the v2 and v1 backends (see cgroup-internal.h).
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -392,6 +393,56 @@ int aj_cgroup_open(const char *run_id, AjCgroup **ret)
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(cg);
+        return 0;
+}
+
+/* Pushes to *ids the names in `parent` (an "agentjail" directory) that are run ids. */
+static int list_parent(const char *parent, char ***ids)
+{
+        DIR *d = parent ? opendir(parent) : NULL;
+        if (!d)
+                return !parent || errno == ENOENT ? 0 : -errno;
+        int r = 0;
+        struct dirent *de;
+        while (r >= 0 && (de = readdir(d)))
+                if ((de->d_type == DT_DIR || de->d_type == DT_UNKNOWN) && de->d_name[0] != '.' &&
+                    aj_cgroup_run_id_valid(de->d_name) && !aj_strv_contains(*ids, de->d_name))
+                        r = aj_strv_push(ids, de->d_name);
+        closedir(d);
+        return r;
+}
+
+int aj_cgroup_list_ids(char ***ret_ids)
+{
+        AjCgroupLayout layout = { 0 };
+        int r = aj_cgroup_layout_load(&layout);
+        if (r < 0)
+                return r;
+        _cleanup_strv_free_ char **ids = NULL;
+        /* Where aj_cgroup_open looks: the hierarchy roots, and a rootless caller's own cgroup. */
+        for (int pass = 0; r >= 0 && pass < (geteuid() == 0 ? 1 : 2); pass++) {
+                char *v2_base = NULL, *v1_base[_AJ_CG_V1_MAX] = { 0 };
+                unsigned all = 0;
+                for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                        all |= AJ_CG_V1_BIT(c);
+                AjCgroupPlan plan = { 0 };
+                r = pass == 1 ? load_bases(&layout, &v2_base, v1_base) : 0;
+                if (r >= 0)
+                        r = aj_cgroup_plan_paths(&layout, "x", true, v2_base, v1_base, all, &plan);
+                free_bases(v2_base, v1_base);
+                if (r >= 0)
+                        r = list_parent(plan.v2_parent, &ids);
+                for (size_t c = 0; r >= 0 && c < _AJ_CG_V1_MAX; c++)
+                        if (!plan.v1_alias[c])
+                                r = list_parent(plan.v1_parent[c], &ids);
+                aj_cgroup_plan_done(&plan);
+        }
+        aj_cgroup_layout_done(&layout);
+        if (r < 0)
+                return r;
+        if (!ids && !(ids = calloc(1, sizeof(char *))))
+                return -ENOMEM;
+        *ret_ids = TAKE_PTR(ids);
         return 0;
 }
 

@@ -78,6 +78,12 @@ int aj_cgroup_open(const char *run_id, AjCgroup **ret);
  */
 int aj_cgroup_claim(AjCgroup *cg);
 
+/* The run ids that have a directory in some hierarchy, where aj_cgroup_open() looks (one
+ * readdir of each "agentjail" parent, for a caller that asks of many runs: a miss costs
+ * aj_cgroup_open() a failed lookup per hierarchy, which kernfs does not cache).
+ * NULL-terminated, never NULL on success. */
+int aj_cgroup_list_ids(char ***ret_ids);
+
 /* An O_DIRECTORY fd of the v2 cgroup for clone3(CLONE_INTO_CGROUP), or -1 if none. */
 int aj_cgroup_v2_fd(const AjCgroup *cg);
 

@@ -24,7 +24,9 @@
  * cgroup directories (aj_host_id_lease_mark, written before any process is in them), and a
  * slot whose last holder's directories are still there is not free, whoever holds its lock
  * (fail closed: one that cannot be checked is not free either). `agentjail prune` removes a
- * dead run's cgroup once its processes are gone (runs.h aj_run_reap), which frees the slot.
+ * dead run's cgroup once its processes are gone (runs.h aj_run_reap), which frees the slot;
+ * the file names the run's directory too ("@" line), so that root's prune also finds, from
+ * the slot, a cgroup whose run directory is gone (runs.h aj_run_reap_orphans).
  *
  * A profile that names ids inside the pool shares them on purpose (today's behaviour):
  * it takes a shared lock on their slot, so the pool never hands that slot to a run of

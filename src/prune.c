@@ -58,6 +58,8 @@ int aj_prune_select(const AjPruneRun *runs, size_t n, const AjPruneOptions *o, A
                         d->verdict = AJ_PRUNE_KEEP_NEWEST;
                 else if (young)
                         d->verdict = AJ_PRUNE_KEEP_YOUNG;
+                else if (r->in_use)
+                        d->verdict = AJ_PRUNE_KEEP_IN_USE;
                 else if (r->remains)
                         d->verdict = AJ_PRUNE_KEEP_REMAINS;
                 else if (r->quarantined && !o->quarantined)
@@ -80,7 +82,7 @@ const char *aj_prune_verdict_name(AjPruneVerdict v)
                 [AJ_PRUNE_KEEP_NEWEST] = "newest",      [AJ_PRUNE_KEEP_LIVE] = "live",
                 [AJ_PRUNE_KEEP_UNKNOWN] = "unknown",    [AJ_PRUNE_KEEP_QUARANTINED] = "quarantined",
                 [AJ_PRUNE_KEEP_PENDING] = "pending",    [AJ_PRUNE_KEEP_NOT_OWNER] = "not_owner",
-                [AJ_PRUNE_KEEP_REMAINS] = "remains",
+                [AJ_PRUNE_KEEP_REMAINS] = "remains",    [AJ_PRUNE_KEEP_IN_USE] = "in_use",
         };
         /* clang-format on */
         return (size_t)v < ARRAY_SIZE(names) && names[v] ? names[v] : "?";
@@ -106,6 +108,9 @@ const char *aj_prune_verdict_reason(AjPruneVerdict v)
                        "(--discard-pending prunes it)";
         case AJ_PRUNE_KEEP_NOT_OWNER:
                 return "not yours: only its owner or root may remove it";
+        case AJ_PRUNE_KEEP_IN_USE:
+                return "what it left on the host is held by a live run of the same id (this directory a copy of "
+                       "that run's, or the id another state directory's): kept while that run lives";
         case AJ_PRUNE_KEEP_REMAINS:
                 return "its cgroup still holds processes that do not die: kept until they are gone (the next "
                        "prune tries again)";

@@ -24,6 +24,7 @@ typedef struct {
         bool pending;     /* an overlay workspace's changes neither committed nor discarded */
         bool owned;       /* the operator may remove it (its owner, or root) */
         bool remains;     /* its cgroup still holds processes that do not die (runs.h aj_run_reap) */
+        bool in_use;      /* what it left is a live run's of the same id (runs.h AjRunRemains in_use) */
         uint64_t time_ns; /* when it ended (else started, else the dir's mtime), realtime */
 } AjPruneRun;
 
@@ -47,6 +48,7 @@ typedef enum {
         AJ_PRUNE_KEEP_PENDING,     /* without --discard-pending */
         AJ_PRUNE_KEEP_NOT_OWNER,   /* someone else's (the control socket's rule: owner or root) */
         AJ_PRUNE_KEEP_REMAINS,     /* its cgroup still holds processes: the one trace of them */
+        AJ_PRUNE_KEEP_IN_USE,      /* its cgroup or runtime dir is a live run's of the same id */
 } AjPruneVerdict;
 
 typedef struct {
@@ -61,7 +63,7 @@ typedef struct {
 int aj_prune_select(const AjPruneRun *runs, size_t n, const AjPruneOptions *o, AjPruneDecision *ret);
 
 /* "remove", "young", "newest", "live", "unknown", "quarantined", "pending", "not_owner",
- * "remains". */
+ * "remains", "in_use". */
 const char *aj_prune_verdict_name(AjPruneVerdict v);
 /* Why a run stays, for a person: "quarantined (--quarantined prunes it)". */
 const char *aj_prune_verdict_reason(AjPruneVerdict v);

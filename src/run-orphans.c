@@ -101,9 +101,6 @@ static int reap_orphan(unsigned long id, const char *run_dir, char *const *dirs,
         }
         if (r == -ENOENT)
                 r = -EPERM; /* there, but not where a run's cgroup would be */
-        /* A slot that does not say whose they are (an older agentjail's): left. */
-        if (r >= 0 && !run_dir)
-                r = -ENOLINK;
         /* A supervisor of that id holds it: a live run's (made again after the slot was
          * checked). Or processes are still in it: nothing says whose they are any more. */
         if (r >= 0)
@@ -112,6 +109,9 @@ static int reap_orphan(unsigned long id, const char *run_dir, char *const *dirs,
                 r = aj_cgroup_populated(cg);
                 r = r > 0 ? -ENOTEMPTY : r;
         }
+        /* A slot that does not say whose they are (an older agentjail's): left. */
+        if (r >= 0 && !run_dir)
+                r = -ENOLINK;
         if (r >= 0 && !os->dry_run)
                 r = aj_cgroup_remove(cg, AJ_CGROUP_REMOVE_MS);
         o->error = r == -ENOENT ? 0 : r;

@@ -1081,14 +1081,15 @@ char *aj_run_remains_describe(const AjRunRemains *rm, char *buf, size_t len)
         return buf;
 }
 
-/* What of the run is still on the host, found (aj_run_remains without in_use). */
-static int find_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret)
+/* What of the run is still on the host, found (aj_run_remains without in_use); its cgroup
+ * looked for only when cgroup_ids (NULL: unknown) lists its id. */
+static int find_remains(const AjPaths *paths, const AjRun *run, char *const *cgroup_ids, AjRunRemains *ret)
 {
         if (!aj_run_id_valid(run->id))
                 return -EINVAL;
         _cleanup_(aj_run_remains_done) AjRunRemains rm = { 0 };
         _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
-        int r = aj_cgroup_open(run->id, &cg);
+        int r = !cgroup_ids || aj_strv_contains(cgroup_ids, run->id) ? aj_cgroup_open(run->id, &cg) : -ENOENT;
         if (r < 0 && r != -ENOENT)
                 return r;
         if (r >= 0 && !(rm.cgroup = aj_strv_copy(aj_cgroup_paths(cg))))
@@ -1135,8 +1136,13 @@ static int claim_remains(const AjRun *run, AjRunRemains *rm, int *ret_rt_fd, AjC
 
 int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret)
 {
+        return aj_run_remains_among(paths, run, NULL, ret);
+}
+
+int aj_run_remains_among(const AjPaths *paths, const AjRun *run, char *const *cgroup_ids, AjRunRemains *ret)
+{
         _cleanup_(aj_run_remains_done) AjRunRemains rm = { 0 };
-        int r = find_remains(paths, run, &rm);
+        int r = find_remains(paths, run, cgroup_ids, &rm);
         if (r < 0)
                 return r;
         if (aj_run_remains_any(&rm)) {
@@ -1188,7 +1194,7 @@ static char **dirs_left(char *const *found)
  * (check_dead). */
 static int reap_held(const AjPaths *paths, const AjRun *run, AjRunReaped *ret)
 {
-        int r = find_remains(paths, run, &ret->found);
+        int r = find_remains(paths, run, NULL, &ret->found);
         if (r < 0)
                 return r;
         /* Its runtime dir and cgroup are named by the id alone: held by a supervisor, they

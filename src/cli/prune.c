@@ -323,14 +323,15 @@ static int reap(const AjPaths *paths, Entry *v, size_t n, bool dry_run)
                         /* What the reap would find: a live run's of the same id is left. */
                         if (e->reap && e->reaped.found.in_use) {
                                 e->reap_error = -EBUSY;
-                                e->facts.remains = true;
+                                e->facts.in_use = true;
                         }
                         continue;
                 }
                 e->reap_error = aj_run_reap(paths, run, &e->reaped);
                 e->reap = e->reap_error < 0 || aj_run_remains_any(&e->reaped.found);
                 if (e->reap_error < 0 || e->reaped.cgroup_left) {
-                        e->facts.remains = true;
+                        e->facts.in_use = e->reaped.found.in_use;
+                        e->facts.remains = !e->facts.in_use;
                         status = CLI_EXIT_FAIL;
                 }
         }
@@ -358,7 +359,8 @@ typedef struct {
 
 static void orphans_done(Orphans *os) { aj_run_orphans_free(os->v, os->n); }
 
-/* 1 when one could not be removed for another reason than a live run holding it. */
+/* 1 when one could not be removed for another reason than a live run holding it or a slot
+ * of an older agentjail's (which is only told). */
 static int reap_orphans(bool dry_run, Orphans *ret)
 {
         if (geteuid() != 0)
@@ -371,7 +373,7 @@ static int reap_orphans(bool dry_run, Orphans *ret)
                 return CLI_EXIT_FAIL;
         }
         for (size_t i = 0; i < ret->n; i++)
-                if (ret->v[i].error < 0 && ret->v[i].error != -EBUSY)
+                if (ret->v[i].error < 0 && ret->v[i].error != -EBUSY && ret->v[i].error != -ENOLINK)
                         return CLI_EXIT_FAIL;
         return CLI_EXIT_OK;
 }
@@ -399,8 +401,9 @@ static void orphan_message(const AjRunOrphan *o, bool dry_run, char *buf, size_t
                  : o->error == -EBUSY ? "held by a live run of that id"
                  : o->error == -EPERM ? "not a run's cgroup: left alone"
                  : o->error == -ENOLINK
-                         ? "its slot does not name its run directory (an older agentjail's): left alone; once no "
-                           "process is in it, rmdir its directories to free the slot"
+                         ? "empty, but its slot does not name its run directory (an older agentjail's): left alone; "
+                           "rmdir its directories to free the slot, unless a dead run's directory of yours names it "
+                           "('agentjail prune' there reaps it)"
                          : strerror(-o->error));
 }
 

@@ -3,8 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cgroup.h"
 #include "cli/verb.h"
 #include "cli/verbs.h"
+#include "util/strv.h"
 
 #define PS_USAGE "agentjail ps [--all] [--json]"
 #define PS_HELP                                                                        \
@@ -65,6 +67,11 @@ static int list_runs(bool all, bool json)
                 cli_fail("ps", "cannot list '%s/runs': %s", paths.state_root, strerror(-r));
                 return CLI_EXIT_FAIL;
         }
+        /* Listed once: a lookup of each dead run's cgroup in every hierarchy cost ps about
+         * 40 us a run (kernfs keeps no negative entries). None listed: each is looked up. */
+        _cleanup_strv_free_ char **cgroup_ids = NULL;
+        if (aj_cgroup_list_ids(&cgroup_ids) < 0)
+                cgroup_ids = NULL;
         json_auto_t *arr = json_array();
         if (!json)
                 printf("%-12s  %-16s  %-10s  %-11s  %7s  %s\n", "ID", "NAME", "PROFILE", "STATE", "AGE", "METERS");
@@ -78,7 +85,7 @@ static int list_runs(bool all, bool json)
                  * shown until `prune` reaps it: something of it may still run. */
                 _cleanup_(aj_run_remains_done) AjRunRemains left = { 0 };
                 if (!run->alive)
-                        (void)aj_run_remains(&paths, run, &left);
+                        (void)aj_run_remains_among(&paths, run, cgroup_ids, &left);
                 if (!all && !run->live && !active && !aj_run_remains_any(&left))
                         continue;
                 if (json) {

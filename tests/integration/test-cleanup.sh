@@ -354,6 +354,8 @@ if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5); then
         AGENTJAIL_STATE_DIR=$TEST_TMP/copy aj prune --keep 0 --dry-run
         like "$OUT" "would fail +$id .*in use: held by a live run" "prune --dry-run of the copy: in use" || op_diag
         like "$ERR$OUT" "$id.*in use" "prune of the copy: in use" || op_diag
+        like "$OUT" "kept +$id .*held by a live run of the same id" \
+                "... kept as in use, not as a run whose processes do not die" || op_diag
         ok "the live run's process lives on" kill -0 "$p"
         isnt "$(run_cgroup_dirs "$id")" "" "... in its cgroup"
         isnt "$(ls -d "$AGENTJAIL_RUNTIME_DIR/$id" 2>/dev/null)" "" "... with its runtime dir"

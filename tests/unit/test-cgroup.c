@@ -903,6 +903,23 @@ Test(cgroup_live, a_claim_is_refused_on_a_v1_only_host_too)
         claim_refused_while_its_creator_holds_it(true);
 }
 
+/* `ps` lists the ids with a cgroup directory once instead of looking each dead run up. */
+Test(cgroup_live, list_ids_has_the_runs_with_a_directory)
+{
+        live_create("listed", NULL);
+        char **ids = NULL;
+        cr_assert_eq(aj_cgroup_list_ids(&ids), 0);
+        cr_assert(aj_strv_contains(ids, live_id), "listed while its directories are there");
+        aj_strv_free(ids);
+        AjCgroup *cg = live_cg;
+        live_cg = NULL;
+        cr_assert_eq(aj_cgroup_destroy(cg), 0);
+        cr_assert_eq(aj_cgroup_list_ids(&ids), 0);
+        cr_assert_not_null(ids);
+        cr_assert_not(aj_strv_contains(ids, live_id), "not once they are gone");
+        aj_strv_free(ids);
+}
+
 static double elapsed_ms(const struct timespec *a, const struct timespec *b)
 {
         return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;

@@ -150,6 +150,8 @@ Test(host_id_pool, a_slot_stays_taken_while_its_last_runs_cgroup_is_there)
         AjError e = {};
         cr_assert_eq(aj_host_id_pool_take(dir, 1, &full, &ib, &e), -EUSERS, "fails closed");
         cr_assert(strstr(e.message, "or keeps an ended run's cgroup (1 of them"), "%s", e.message);
+        cr_assert(strstr(e.message, "removes a cgroup no run directory leads to any more"),
+                  "the advice covers a run whose directory was deleted: %s", e.message);
         aj_error_clear(&e);
 
         cr_assert_eq(rmdir(cg_v2), 0); /* removed (the v1 one was never made) */

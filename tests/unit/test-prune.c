@@ -250,6 +250,21 @@ Test(prune, a_run_whose_cgroup_still_holds_processes_stays)
         cr_assert_eq(d[0].verdict, AJ_PRUNE_KEEP_REMAINS);
 }
 
+/* A copy of a live run's directory (dead by its own locks) whose cgroup and runtime dir the
+ * live run holds: kept, and told so, not as a run whose processes do not die. */
+Test(prune, a_run_whose_remains_a_live_run_holds_stays_in_use)
+{
+        AjPruneRun runs[] = { done(9), done(8) };
+        runs[0].in_use = true;
+        AjPruneDecision d[2];
+        AjPruneOptions o = keep(0);
+        decide(runs, 2, &o, d);
+        cr_assert_eq(d[0].verdict, AJ_PRUNE_KEEP_IN_USE);
+        cr_assert(d[0].matched);
+        cr_assert_eq(d[1].verdict, AJ_PRUNE_REMOVE);
+        cr_assert(strstr(aj_prune_verdict_reason(AJ_PRUNE_KEEP_IN_USE), "live run of the same id"));
+}
+
 Test(prune, nothing_to_decide)
 {
         AjPruneOptions o = keep(3);
@@ -263,7 +278,8 @@ Test(prune, verdict_names_and_reasons)
         cr_assert_str_eq(aj_prune_verdict_name(AJ_PRUNE_KEEP_NOT_OWNER), "not_owner");
         cr_assert_str_eq(aj_prune_verdict_name((AjPruneVerdict)99), "?");
         cr_assert_str_eq(aj_prune_verdict_name(AJ_PRUNE_KEEP_REMAINS), "remains");
-        for (int v = AJ_PRUNE_REMOVE; v <= AJ_PRUNE_KEEP_REMAINS; v++) {
+        cr_assert_str_eq(aj_prune_verdict_name(AJ_PRUNE_KEEP_IN_USE), "in_use");
+        for (int v = AJ_PRUNE_REMOVE; v <= AJ_PRUNE_KEEP_IN_USE; v++) {
                 cr_assert_str_neq(aj_prune_verdict_name((AjPruneVerdict)v), "?");
                 cr_assert_str_neq(aj_prune_verdict_reason((AjPruneVerdict)v), "?");
         }
