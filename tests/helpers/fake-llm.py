@@ -14,7 +14,9 @@ a malformed head, "hang" answers nothing for 4 s, "tool-call" asks for a tool ca
 "shell-call" for a Responses local_shell_call, "builtin-tools" (Responses) runs two file searches
 and two code interpreter calls in one container before its answer, "search-N" (Anthropic) runs N web searches
 by its web_search server tool (a server_tool_use and a web_search_tool_result block each,
-usage.server_tool_use.web_search_requests 0 at message_start and N in the final usage). Usage is fixed: Anthropic input 25, output 7
+usage.server_tool_use.web_search_requests 0 at message_start and N in the final usage),
+"billed-N" (Chat Completions) says in its usage that it cost N thousandths of a USD
+(OpenRouter's usage.cost). Usage is fixed: Anthropic input 25, output 7
 (cache read 3); OpenAI prompt 20, completion 3 (cached 2, reasoning 1). Chat Completions
 streams carry the usage chunk only when stream_options.include_usage is true, as OpenAI's.
 A whole chat completion has "n" choices, completion 3 each. A Responses request with
@@ -232,6 +234,8 @@ class Handler(BaseHTTPRequestHandler):
         if model == "custom-call":
             tool = True
             call = {"id": "call_custom", "type": "custom", "custom": {"name": "code_exec", "input": "print(1)"}}
+        if re.fullmatch(r"billed-[0-9]+", model):
+            usage["cost"] = int(model[7:]) / 1000
         n = req.get("n") if isinstance(req.get("n"), int) and req.get("n") > 1 else 1
         if not req.get("stream"):
             msg = {"role": "assistant", "content": None, "tool_calls": [call]} if tool else {"role": "assistant", "content": "Hello!"}

@@ -10,7 +10,8 @@
 # it); the key is nowhere in the jail (environment, /proc, files); a direct CONNECT to the
 # provider's host through the egress proxy gets 403; "record": "full" keeps bodies with
 # the key redacted; a missing key fails the run before it starts; a model asking for the same
-# tool call again and again breaches repeat_limit, keyed as the broker keys its calls; an
+# tool call again and again breaches repeat_limit, keyed as the broker keys its calls; what the
+# provider says a call cost is a floor of its charge; an
 # allow list of the broker's names leaves the model's calls counted and gated (tool_gate); a
 # request for n answers is reserved for all of them (and an output limit written as a real
 # at its value), and a background response or an API the gateway does not meter is refused
@@ -260,6 +261,20 @@ is "$(events_of llm.response | jq -r .relay)" cut_short "the stream was cut"
 like "$(events_of cap.breach)" '"cap":"cost_usd"' "a cost_usd breach"
 like "$(jf '.llm.anthropic["claude-test"].cost_usd')" '^0\.00' "the cut stream is still charged"
 is "$(($(records) - n0))" 1 "the second request is never forwarded"
+
+# --- what the provider says it charged (OpenRouter's usage.cost) is a floor of the charge:
+# billed-50 says $0.05, its tokens cost 20 x 1e-6 + 3 x 2e-6 at the profile's price
+PB=$(write_profile gwbilled '{"extends": "default", "on_breach": "kill", "prices": {"billed-50": {"input": 1e-6,
+        "output": 2e-6}}, "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PB" --cap cost_usd=1 -- /bin/sh -c 'python3 client.py openai-chat "" billed-50; python3 client.py openai-chat stream billed-50'
+is "$JAIL_RC" 0 "calls whose provider says what they cost ran" || jail_diag
+is "$(events_of llm.response | jq -s -c '[.[] | [.cost_usd, .provider_cost_usd, .price_cost_usd]]')" \
+        "[[0.05,0.05,2.6e-05],[0.05,0.05,2.6e-05]]" "llm.response: charged the provider's figure, the prices' beside it"
+like "$(jf '.llm.openai["billed-50"].cost_usd')" '^0\.1' "run.json: 2 x 0.05"
+# under a cost cap the figure counts: the reservation fits $0.03, what the provider billed does not
+run_jail -p "$PB" --cap cost_usd=0.03 -- /bin/sh -c 'python3 client.py openai-chat "" billed-50; echo after'
+is "$JAIL_RC" 123 "a call the provider billed past cost_usd: a breach kills the run" || jail_diag
+like "$(events_of cap.breach)" '"cap":"cost_usd"' "a cost_usd breach"
 
 # --- web searches the provider ran (Anthropic's web_search server tool) are charged per search:
 # search-3 reports 3 at the profile's $0.01 each, on top of its tokens (28 x 1e-4 + 7 x 2e-4)
