@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +29,12 @@
  * zeros): diff holds a file whole, and 196 KB of the agent's on disk, sparse to 6 GiB, took
  * 6.3 GB and 41 s of the operator's before it gave up. */
 #define PATCH_MAX_BYTES (16u << 20) /* "16 MiB" below */
+/* diff(1)'s address space. A side is checked against PATCH_MAX_BYTES when it is opened, but
+ * diff reads it later (in a batch, after the files before it), and whoever can write it (the
+ * workspace's owner, a process the run left behind) can grow it meanwhile (a truncate to 6 GiB
+ * between the check and the read: diff holds what it reads, in the operator's process). Two sides of 16 MiB took at most 480 MB (16 Mi empty
+ * lines); past this bound diff fails (its trouble said, as for any file it could not read). */
+#define PATCH_DIFF_MAX_AS (2ull << 30)
 /* Files per diff(1): both sides' fds are open at once, well under RLIMIT_NOFILE's usual 1024. */
 #define PATCH_BATCH 256
 /* diff(1)'s own lines here ("diff -r -u -N a/000001 b/000001", "--- a/000001\t2026-..."),
@@ -283,6 +290,12 @@ static int run_diff(char **argv, PatchFile *f, size_t n, bool trees, PatchOut *o
                         for (int s = 0; s < 2; s++)
                                 if (f[i].fd[s] >= 0 && fcntl(f[i].fd[s], F_SETFD, 0) < 0)
                                         _exit(2);
+                struct rlimit as;
+                if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur > PATCH_DIFF_MAX_AS) {
+                        as.rlim_cur = PATCH_DIFF_MAX_AS;
+                        if (setrlimit(RLIMIT_AS, &as) < 0)
+                                _exit(2);
+                }
                 if (dup2(out[1], STDOUT_FILENO) < 0)
                         _exit(2);
                 if (trees && stage_trees(f, n) < 0)
