@@ -16,6 +16,11 @@
 #include "util/macros.h"
 #include "util/strv.h"
 
+/* The prefix of the line that names the run's directory: "/@/var/lib/agentjail/runs/ID", a
+ * path that is not there, which an agentjail that reads every line as a directory (before
+ * the line was written) passes over as one gone, rather than keep the slot for good. */
+#define RUN_DIR_MARK "/@"
+
 /* What frees a slot that keeps an ended run's cgroup (runs.h aj_run_reap, aj_run_reap_orphans). */
 #define PRUNE_ADVICE                                                                                   \
         "'agentjail prune', as root, kills them in a dead run's cgroup and removes it, and removes a " \
@@ -95,7 +100,8 @@ static int lock_id(int dfd, const char *dir, unsigned long id, int how, int *ret
 /* Whether the slot's last holder left its jail behind: 1 when a directory its file names
  * (aj_host_id_lease_mark) is still there, 0 when none is, -errno when that cannot be told;
  * *ret_len the file's length; those directories in *ret_dirs when it is not NULL (every one,
- * else the first), and the run directory its "@" line names in *ret_run_dir (NULL none).
+ * else the first), and the run directory its RUN_DIR_MARK line names in *ret_run_dir (NULL
+ * none).
  * Only whole lines count: a supervisor killed while writing one has its earlier ones named,
  * and nothing in the directory of a line it had not finished. Empty lines are a mark's
  * padding. */
@@ -114,9 +120,9 @@ static int slot_dirs(int fd, size_t *ret_len, char ***ret_dirs, char **ret_run_d
                 *nl = 0;
                 if (!line[0])
                         continue;
-                if (line[0] == '@' && line[1] == '/') {
+                if (strncmp(line, RUN_DIR_MARK "/", strlen(RUN_DIR_MARK) + 1) == 0) {
                         /* Whose directories they are: no process is in it. */
-                        if (ret_run_dir && !run_dir && !(run_dir = strdup(line + 1)))
+                        if (ret_run_dir && !run_dir && !(run_dir = strdup(line + strlen(RUN_DIR_MARK))))
                                 return -ENOMEM;
                         continue;
                 }
@@ -204,7 +210,7 @@ int aj_host_id_lease_mark(AjHostIdLease *l, const char *run_dir, char *const *pa
                 return 0;
         char text[AJ_HOST_ID_MARK_MAX];
         size_t len = 0;
-        int r = run_dir ? mark_line(text, &len, "@", run_dir) : 0;
+        int r = run_dir ? mark_line(text, &len, RUN_DIR_MARK, run_dir) : 0;
         for (char *const *p = paths; r >= 0 && p && *p; p++)
                 r = mark_line(text, &len, "", *p);
         if (r < 0)

@@ -25,7 +25,7 @@
  * slot whose last holder's directories are still there is not free, whoever holds its lock
  * (fail closed: one that cannot be checked is not free either). `agentjail prune` removes a
  * dead run's cgroup once its processes are gone (runs.h aj_run_reap), which frees the slot;
- * the file names the run's directory too ("@" line), so that root's prune also finds, from
+ * the file names the run's directory too ("/@<dir>" line), so that root's prune also finds, from
  * the slot, a cgroup whose run directory is gone (runs.h aj_run_reap_orphans).
  *
  * A profile that names ids inside the pool shares them on purpose (today's behaviour):
@@ -86,7 +86,7 @@ int aj_host_id_pool_share(const char *dir, uid_t uid, gid_t gid, AjHostIdLease *
  * aj_cgroup_paths), before any process is in them: the slot stays taken while one of them
  * exists. Called again as more are made, with every one of them, the first ones first (the
  * file only grows, so a supervisor killed in the write leaves the earlier ones named).
- * `run_dir` (absolute; NULL: none) goes first, on a line of its own ("@<run_dir>"): whose
+ * `run_dir` (absolute; NULL: none) goes first, on a line of its own ("/@<run_dir>"): whose
  * directories they are, so that `prune` can tell those no run directory leads to any more
  * (aj_host_id_pool_kept). 0 and nothing written for a lease without a slot of its own;
  * -E2BIG past AJ_HOST_ID_MARK_MAX, -EINVAL for a path that is not absolute or holds a

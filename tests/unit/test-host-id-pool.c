@@ -344,4 +344,25 @@ Test(host_id_pool, kept_slots_are_listed_with_their_directories)
         n_kept = 0;
         cr_assert_eq(aj_host_id_pool_kept(dir, note_kept, &fail, NULL), -EIO, "the callback's error");
         aj_host_id_lease_release(&b);
+
+        /* The run directory's line keeps nothing, there or not: a run's directory outlives it.
+         * It reads "/@<dir>", a path that is not there, for an agentjail that reads every line
+         * as a directory. */
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &c, &ic, NULL), 0);
+        cr_assert_eq(aj_host_id_lease_mark(&c, root, none), 0);
+        aj_host_id_lease_release(&c);
+        char path[4200], text[4200] = "";
+        snprintf(path, sizeof(path), "%s/%lu", dir, ic);
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f);
+        cr_assert_not_null(fgets(text, sizeof(text), f));
+        fclose(f);
+        cr_assert(strncmp(text, "/@/tmp/", 7) == 0, "%s", text);
+        struct stat st;
+        text[strcspn(text, "\n")] = 0;
+        cr_assert(stat(text, &st) < 0 && errno == ENOENT, "'%s' is not there", text);
+        unsigned long again = 0;
+        cr_assert_eq(aj_host_id_pool_take(dir, 4, &c, &again, NULL), 0);
+        cr_assert_eq(again, ic, "free: its run directory is there, its cgroup is not");
+        aj_host_id_lease_release(&c);
 }

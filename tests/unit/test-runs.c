@@ -1587,7 +1587,7 @@ Test(run_orphans, a_cgroup_no_run_leads_to_is_removed_from_its_slot_once_empty)
         cr_assert_geq(fd, 0);
         ssize_t n = read(fd, old, sizeof(old));
         cr_assert_gt(n, 0);
-        cr_assert_eq(old[0], '@');
+        cr_assert(strncmp(old, "/@/", 3) == 0, "the run directory's line first");
         char blank[4096];
         size_t first = strcspn(old, "\n");
         memset(blank, '\n', first);
