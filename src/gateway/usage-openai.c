@@ -21,8 +21,8 @@
 /* The searches the provider's server tools ran, as its usage reports them (usage.h
  * server_searches): OpenRouter's usage.server_tool_use.web_search_requests, xAI's
  * usage.server_side_tool_usage_details web_search_calls and x_search_calls (summed: its two
- * search tools, billed alike); the larger when both are there. And what the provider says
- * the call cost. */
+ * search tools, billed alike); the larger when both are there. xAI's code runs there too
+ * (server_code_runs), and what the provider says the call cost. */
 static void server_searches(AjLlmCall *c, json_t *usage)
 {
         json_t *xai = json_object_get(usage, "server_side_tool_usage_details");
@@ -42,6 +42,10 @@ static void server_searches(AjLlmCall *c, json_t *usage)
         if (have) {
                 c->u.server_searches = n;
                 c->u.server_searches_reported = true;
+        }
+        if (aj_llm_u64(xai, "code_interpreter_calls", &v)) {
+                c->u.server_code_runs = v;
+                c->u.server_code_runs_reported = true;
         }
         aj_llm_provider_cost(c, usage);
 }

@@ -945,13 +945,28 @@ static bool nitro_model(const char *model)
 }
 
 /* A max_price member (USD per million tokens) in pico-USD per token: true and *ret when it is a
- * number of at least 0 (1 pico-USD a token is 1 USD per million). Past 1 USD a token it is
- * taken as that, the bound of a price (meter.c price_ok()). */
+ * number of at least 0, or a string of digits with an optional fraction ("3", "0.15": OpenRouter's
+ * SDKs send strings; nothing another parser could read as another number, no exponent, sign or
+ * space). 1 pico-USD a token is 1 USD per million; past 1 USD a token it is taken as that, the
+ * bound of a price (meter.c price_ok()). */
 static bool price_per_million(json_t *v, uint64_t *ret)
 {
-        if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0)
+        double usd;
+        if (json_is_number(v))
+                usd = json_number_value(v);
+        else if (json_is_string(v)) {
+                const char *t = json_string_value(v);
+                size_t digits = strspn(t, "0123456789");
+                if (digits == 0 || digits > 15 ||
+                    (t[digits] && (t[digits] != '.' || strspn(t + digits + 1, "0123456789") == 0 ||
+                                   t[digits + 1 + strspn(t + digits + 1, "0123456789")])))
+                        return false;
+                usd = strtod(t, NULL);
+        } else
                 return false;
-        double p = json_number_value(v) * 1e6;
+        if (!isfinite(usd) || usd < 0)
+                return false;
+        double p = usd * 1e6;
         *ret = p > AJ_PUSD_PER_USD ? (uint64_t)AJ_PUSD_PER_USD : (uint64_t)ceil(p);
         return true;
 }
@@ -1344,8 +1359,12 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
                  * usage that says how many searches the server tools ran is charged that. */
                 uint64_t unreported = u->server_searches_reported ? u->server_searches : u->unreported_searches;
                 ch.web_searches = max_u64(ch.web_searches, sat_add(unreported, u->plugin_results));
-                for (int f = 0; f < AJ_TOOL_FEES; f++)
-                        ch.tool_uses[f] = max_u64(ch.tool_uses[f], u->unreported_uses[f]);
+                for (int f = 0; f < AJ_TOOL_FEES; f++) {
+                        bool reported = f == AJ_TOOL_FEE_CODE_EXECUTION && u->server_code_runs_reported &&
+                                        u->unreported_uses[f];
+                        ch.tool_uses[f] = max_u64(ch.tool_uses[f],
+                                                  reported ? u->server_code_runs : u->unreported_uses[f]);
+                }
         }
         ch.provider_cost_pusd = u->provider_cost_pusd;
         ch.estimated = !u->input_reported || !(u->output_reported && ended);

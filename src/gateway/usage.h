@@ -85,7 +85,7 @@ typedef enum {
  * PDF's pages by its size: a compressed object stream holds thousands of pages in a few bytes. */
 #define AJ_LLM_FILE_PAGES 1000
 /* A provider's own statement of what a call cost (usage.h provider_cost_pusd) above this is
- * absurd (a call of the dearest model at its longest costs a few dollars): an error named in
+ * absurd (a call of the dearest model at its longest costs tens of dollars): an error named in
  * the event, and the call charged this (fail closed: it breaches any cap below it). */
 #define AJ_LLM_MAX_PROVIDER_COST_USD 10000
 
@@ -114,9 +114,9 @@ typedef struct {
          * a ":nitro" model (sorted by throughput) lets it answer through an endpoint of the
          * model priced above the model's price. max_price_input/max_price_output: its
          * provider.max_price.prompt and .completion (USD per million tokens there) in pico-USD
-         * per token, the dearest endpoint it may pick; max_price_set when both are whole
-         * numbers or decimals of at least 0 (llm-meter.c reserves at them, and refuses a routing
-         * without them under a cost cap). */
+         * per token, the dearest endpoint it may pick; max_price_set when both are numbers of
+         * at least 0 or plain decimal strings (llm-meter.c reserves at them, and refuses a
+         * routing without them under a cost cap). */
         bool provider_routed;
         bool max_price_set;
         uint64_t max_price_input, max_price_output;
@@ -209,6 +209,11 @@ typedef struct {
          * server_searches_reported false when it reported none. */
         uint64_t server_searches;
         bool server_searches_reported;
+        /* The same for xAI's code execution (usage.server_side_tool_usage_details
+         * code_interpreter_calls): charged in place of the uses an unreported code_execution tool
+         * is reserved at (unreported_uses). */
+        uint64_t server_code_runs;
+        bool server_code_runs_reported;
         /* What the provider says the call cost, in pico-USD: xAI's usage.cost_in_usd_ticks (1e-10
          * USD), OpenRouter's usage.cost (credits, USD; with is_byok true, plus
          * cost_details.upstream_inference_cost, billed on the user's own key); the largest of

@@ -2612,7 +2612,8 @@ Test(gateway_usage, provider_cost_is_read_as_a_floor)
 /* xAI reports the searches its server tools ran in usage.server_side_tool_usage_details
  * (web_search_calls, x_search_calls), which was not read: x_search was charged the fail-closed
  * AJ_LLM_DEFAULT_TOOL_USES, and a web_search whose response emits no web_search_call item was
- * charged none. Now a final usage with those counts is charged them (their sum). */
+ * charged none. Now a final usage with those counts is charged them (their sum); its
+ * code_interpreter_calls the same for its code_execution tool. */
 Test(gateway_usage, xai_server_side_tool_usage_counts_searches)
 {
 #define XAI_BODY(usage)                                                                                              \
@@ -2648,6 +2649,25 @@ Test(gateway_usage, xai_server_side_tool_usage_counts_searches)
                 aj_llm_call_charge(c, &ch);
                 cr_expect_eq(ch.web_searches, cases[i].searches, "%s %s: %llu", cases[i].request, cases[i].body,
                              (unsigned long long)ch.web_searches);
+                aj_llm_call_free(c);
+        }
+        /* Its code execution (per call) likewise, from code_interpreter_calls. */
+        static const char code_req[] = "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"code_execution\"}]}";
+        static const struct {
+                const char *body;
+                uint64_t runs;
+        } code[] = {
+                { XAI_BODY(",\"server_side_tool_usage_details\":{\"code_interpreter_calls\":2}"), 2 },
+                { XAI_BODY(",\"server_side_tool_usage_details\":{\"code_interpreter_calls\":0}"), 0 },
+                { XAI_BODY(""), AJ_LLM_DEFAULT_TOOL_USES },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(code); i++) {
+                Setup s = { AJ_LLM_API_OPENAI_RESPONSES, 200, "application/json", code_req };
+                AjLlmCall *c = feed(&s, code[i].body, strlen(code[i].body), strlen(code[i].body), false);
+                AjLlmCharge ch;
+                aj_llm_call_charge(c, &ch);
+                cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION], code[i].runs, "%s: %llu", code[i].body,
+                             (unsigned long long)ch.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION]);
                 aj_llm_call_free(c);
         }
 #undef XAI_BODY
@@ -2726,8 +2746,18 @@ Test(gateway_usage, openrouter_provider_routing_is_read)
                   true, true, 3000000, 15500000 },
                 { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":0,\"completion\":0}}}", true, true, 0, 0 },
                 { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":3}}}", true, false, 3000000, 0 },
-                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":\"3\",\"completion\":15}}}", true, false, 0,
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":\"3\",\"completion\":\"0.15\"}}}", true,
+                  true, 3000000, 150000 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":\"1e3\",\"completion\":1}}}", true, false,
+                  0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":\" 3\",\"completion\":1}}}", true, false, 0,
                   0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":\"3.\",\"completion\":1}}}", true, false, 0,
+                  0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":\"-1\",\"completion\":1}}}", true, false, 0,
+                  0 },
+                { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":\"0x10\",\"completion\":1}}}", true, false,
+                  0, 0 },
                 { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":-1,\"completion\":15}}}", true, false, 0,
                   0 },
                 { "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":1e9,\"completion\":1}}}", true, true,
