@@ -103,12 +103,8 @@ static int open_sides(int lower_fd, int upper_fd, PatchFile *f)
         for (int s = 0; r == 0 && s < 2; s++)
                 if (f->fd[s] >= 0 && fstat(f->fd[s], &st) == 0 && (uint64_t)st.st_size > PATCH_MAX_BYTES)
                         r = -EFBIG;
-        if (r < 0) {
-                for (int s = 0; s < 2; s++)
-                        if (f->fd[s] < 0)
-                                f->fd[s] = -1;
-                close_sides(f);
-        }
+        if (r < 0)
+                close_sides(f); /* a failed open left its -errno there */
         return r;
 }
 
@@ -213,8 +209,10 @@ static void show_output(int fd, PatchOut *o)
                         if (line_start && o && (o->state != CONTENT || buf[i] == 'd' || buf[i] == 'B')) {
                                 const char *nl = memchr(buf + i, '\n', have - i);
                                 size_t len = nl ? (size_t)(nl - (buf + i)) : have - i;
-                                if (!nl && !eof && len < OWN_LINE_MAX)
-                                        break; /* the rest of the line first */
+                                /* The rest of the line first; whole, it ends in a newline or
+                                 * at the output's end. */
+                                if (!nl && !eof && len <= OWN_LINE_MAX)
+                                        break;
                                 if (len <= OWN_LINE_MAX) {
                                         own_line(o, buf + i, len);
                                         i += len + (nl != NULL);

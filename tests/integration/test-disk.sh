@@ -99,6 +99,40 @@ run_jail -p "$P0" -- /bin/echo RAN
 is "$JAIL_RC" 0 "disk_free 0: not watched, the run starts"
 like "$JAIL_OUT" RAN "and its command runs"
 rm -f "$SMALL_WS/fill"
+# --- the bound: a watch, not a kernel limit. One write(2) of 56 MiB on the 64 MiB
+# filesystem against a reserve of 24 MiB: the call in flight at the look goes on below the
+# reserve until it ends (a freeze lets it finish) or is cut (a kill's SIGKILL stops it).
+# (docs/profiles.md, limits.disk_free)
+rm -f "$SMALL_WS"/chunk* "$SMALL_WS/fill"
+ONE_WRITE='import mmap, os
+m = mmap.mmap(-1, 56 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ)
+fd = os.open("one", os.O_WRONLY | os.O_CREAT, 0o644)
+print("wrote", os.write(fd, m), flush=True)'
+for on in kill freeze; do
+        P=$(write_profile "disk24-$on" "{\"extends\": \"default\", \"limits\": {\"disk_free\": \"24M\"}, \"on_breach\": \"$on\"}")
+        start_jail_bg -p "$P" -- python3 -c "$ONE_WRITE"
+        RUN_DIR=$(wait_run_dir 10)
+        wait_for_output "$RUN_DIR/events.jsonl" '"type":"(freeze|kill)"' 20
+        wait_for_output "$RUN_DIR/run.json" '"quarantined"' 10
+        free=$(free_mb "$SMALL_WS")
+        if [[ $on == kill ]]; then
+                wait_exit "$BG_PID" 20
+                cmp_num "$free" -ge 20 "on_breach kill: SIGKILL cuts the one write in flight near the reserve (${free} MiB free of 24)"
+        else
+                # (the write may still be copying when the freeze is recorded)
+                deadline=$((SECONDS + 5))
+                while ((free >= 16 && SECONDS < deadline)); do
+                        sleep 0.1
+                        free=$(free_mb "$SMALL_WS")
+                done
+                cmp_num "$free" -lt 16 "on_breach freeze: the one write in flight finishes below the reserve (${free} MiB free of 24)"
+                "$AGENTJAIL" kill "${RUN_DIR##*/}" >/dev/null 2>&1
+                wait_exit "$BG_PID" 20
+        fi
+        is "$(jf .state "$RUN_DIR/run.json")" quarantined "on_breach $on: the run's record says quarantined"
+        rm -f "$SMALL_WS/one"
+done
+kill_bg
 cd "$WORKSPACE" || exit 1
 umount "$SMALL_WS"
 
