@@ -334,13 +334,19 @@ char *aj_mcp_list_filter(json_t *response, bool (*keep)(void *userdata, const ch
                          size_t *ret_removed)
 {
         json_t *tools = list_tools(response);
-        size_t removed = 0;
-        for (size_t i = 0; tools && i < json_array_size(tools);) {
+        size_t n = json_array_size(tools), removed = 0;
+        /* Every entry is judged before any is removed: `keep` may compare with names borrowed
+         * from the entries (aj_mcp_list_names()'s, as the relay's does), which a removal frees. */
+        _cleanup_free_ bool *drop = calloc(n ? n : 1, sizeof(*drop));
+        if (!drop)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
                 json_t *name = json_object_get(json_array_get(tools, i), "name");
-                if (plain_name(name) && keep(userdata, json_string_value(name))) {
-                        i++;
+                drop[i] = !(plain_name(name) && keep(userdata, json_string_value(name)));
+        }
+        for (size_t i = n; i-- > 0;) {
+                if (!drop[i])
                         continue;
-                }
                 if (json_array_remove(tools, i) < 0)
                         return NULL;
                 removed++;

@@ -387,6 +387,39 @@ static bool keep_not_write(void *userdata, const char *name)
         return strncmp(name, "write", 5) != 0;
 }
 
+/* The relay's keep: the name looked up among the names borrowed from the response's entries
+ * (aj_mcp_list_names()), which removing an entry frees. */
+typedef struct {
+        const char **names;
+        size_t n;
+        const json_t *tools;
+        size_t size;
+} Borrowed;
+
+static bool keep_borrowed(void *userdata, const char *name)
+{
+        Borrowed *b = userdata;
+        cr_expect_eq(json_array_size(b->tools), b->size, "every entry is judged before any is removed");
+        for (size_t i = 0; i < b->n; i++)
+                if (streq(b->names[i], name))
+                        return strncmp(name, "write", 5) != 0;
+        return false;
+}
+
+Test(mcp, tools_list_filter_judges_with_borrowed_names)
+{
+        json_t *r = parse("{\"result\":{\"tools\":[{\"name\":\"write_a\"},{\"name\":\"read\"},{\"name\":\"write_b\"},"
+                          "{\"name\":\"list\"}]}}");
+        const char *names[4];
+        Borrowed b = { .names = names, .tools = json_object_get(json_object_get(r, "result"), "tools"), .size = 4 };
+        cr_assert_eq(aj_mcp_list_names(r, names, 4, &b.n), 0);
+        size_t removed = 0;
+        _cleanup_free_ char *line = aj_mcp_list_filter(r, keep_borrowed, &b, &removed);
+        cr_expect_eq(removed, 2);
+        cr_expect_str_eq(line, "{\"result\":{\"tools\":[{\"name\":\"read\"},{\"name\":\"list\"}]}}");
+        json_decref(r);
+}
+
 Test(mcp, tools_list_filtering)
 {
         json_t *r = parse(
