@@ -115,6 +115,7 @@ typedef struct {
         size_t n;
         size_t noted; /* the files before this one had their note printed */
         size_t cur;   /* the file whose headers come next */
+        size_t shown; /* diff(1) has answered for the files before this one */
         enum { CONTENT, OLD_HEADER, NEW_HEADER } state;
 } PatchOut;
 
@@ -168,12 +169,14 @@ static void own_line(PatchOut *o, const char *l, size_t len)
         if (starts(l, len, "diff ") && len >= 8 && (i = staged_index(l + len - 8, 8, 'b', o)) != SIZE_MAX) {
                 notes_before(o, i);
                 o->cur = i;
+                o->shown = i + 1;
                 o->state = OLD_HEADER;
                 return;
         }
         /* "Binary files a/000001 and b/000001 differ", as a diff of that file alone says */
         if (starts(l, len, "Binary files ") && (i = staged_index(l + 13, len - 13, 'a', o)) != SIZE_MAX) {
                 notes_before(o, i);
+                o->shown = i + 1;
                 fputs("Binary files ", stdout);
                 put_label(&o->files[i], 'a');
                 fputs(" and ", stdout);
@@ -349,18 +352,22 @@ void cli_print_patches(int lower_fd, int upper_fd, const AjWsChange *c, size_t n
                         k++;
                 }
                 int r = -EXDEV;
+                PatchOut o = { .files = f, .n = k };
                 if (trees && opened) {
                         char *argv[] = { "diff", "-r", "-u", "-N", "a", "b", NULL };
-                        PatchOut o = { .files = f, .n = k };
                         r = run_diff(argv, f, k, true, &o);
-                        if (r != -EXDEV)
-                                notes_before(&o, k);
+                        /* diff(1) gave up on a file (one past its address space, grown after
+                         * it was checked): the files it had not answered for are compared
+                         * one by one, so that one file does not hide the others' changes. */
                         if (r == -EIO)
-                                printf("(diff(1) failed on some of these files: their contents may be missing)\n");
+                                printf("(diff(1) failed on one of these files: those after the last shown are "
+                                       "compared one by one)\n");
+                        if (r != -EXDEV)
+                                notes_before(&o, r == -EIO ? o.shown : k);
                         trees = r != -EXDEV;
                 }
                 for (size_t j = 0; j < k; j++) {
-                        if (!opened || r == -EXDEV)
+                        if (!opened || r == -EXDEV || (r == -EIO && j >= o.shown))
                                 diff_one(&f[j]); /* notes too, in their places */
                         else if (r == -ENOENT && f[j].err == 0) {
                                 f[j].err = r;

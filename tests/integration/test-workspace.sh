@@ -352,6 +352,18 @@ is "$RC" 0 "diff --patch without CAP_SYS_ADMIN exits 0" || op_diag
 is "$(wc -l <"$TEST_TMP/diff.calls")" 599 "... running diff(1) per file (not for the large one)"
 is "$(sort -u "$TEST_TMP/diff.as")" 2097152 "... each with at most 2 GiB of address space"
 ok "... the same output" cmp "$TEST_TMP/patch.batched" "$TEST_TMP/op.out"
+# A diff(1) that gives up on a file (one grown past its address space after it was checked)
+# took the rest of its batch with it: the files it had not answered for are compared one by
+# one. This diff(1) gives up at the fifth file of each batch.
+mkdir -p "$TEST_TMP/diffbin2"
+printf '#!/bin/sh\n[ "$1" = -r ] || exec /usr/bin/diff "$@"\n/usr/bin/diff "$@" | awk %s\nexit 2\n' \
+        "'/^diff -r/ && ++n == 5 { exit } { print }'" >"$TEST_TMP/diffbin2/diff"
+chmod +x "$TEST_TMP/diffbin2/diff"
+PATH="$TEST_TMP/diffbin2:$PATH" aj diff "$JAIL_RUN_ID" --patch
+is "$RC" 0 "diff --patch with a diff(1) that gives up exits 0" || op_diag
+is "$(grep -c '^(diff(1) failed on one of these files' "$TEST_TMP/op.out")" 3 "... says so for each batch"
+ok "... and shows every file's patch, as before" \
+        cmp "$TEST_TMP/patch.batched" <(grep -v '^(diff(1) failed on one of these files' "$TEST_TMP/op.out")
 aj discard "$JAIL_RUN_ID"
 
 # ------------------------------------------------------------------ the agent's file names
