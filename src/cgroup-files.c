@@ -103,7 +103,11 @@ int aj_cg_mkdir_run(const char *parent, const char *run)
         for (int attempt = 0; attempt < 5; attempt++) {
                 if (mkdir(parent, 0755) < 0 && errno != EEXIST)
                         return -errno;
-                if (mkdir(run, 0755) == 0)
+                /* Its owner's alone to open (0711: what is in it stays reachable by its path):
+                 * the locks that say whose it is are flocks on it (cgroup.h aj_cgroup_claim),
+                 * which anyone who opened it could take first, keeping the run from starting
+                 * or a reap from claiming it. */
+                if (mkdir(run, 0711) == 0)
                         return 0;
                 if (errno != ENOENT)
                         return -errno;

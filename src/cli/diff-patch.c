@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +29,12 @@
  * zeros): diff holds a file whole, and 196 KB of the agent's on disk, sparse to 6 GiB, took
  * 6.3 GB and 41 s of the operator's before it gave up. */
 #define PATCH_MAX_BYTES (16u << 20) /* "16 MiB" below */
+/* diff(1)'s address space. A side is checked against PATCH_MAX_BYTES when it is opened, but
+ * diff reads it later (in a batch, after the files before it), and whoever can write it (the
+ * workspace's owner, a process the run left behind) can grow it meanwhile (a truncate to 6 GiB
+ * between the check and the read: diff holds what it reads, in the operator's process). Two sides of 16 MiB took at most 480 MB (16 Mi empty
+ * lines); past this bound diff fails (its trouble said, as for any file it could not read). */
+#define PATCH_DIFF_MAX_AS (2ull << 30)
 /* Files per diff(1): both sides' fds are open at once, well under RLIMIT_NOFILE's usual 1024. */
 #define PATCH_BATCH 256
 /* diff(1)'s own lines here ("diff -r -u -N a/000001 b/000001", "--- a/000001\t2026-..."),
@@ -108,6 +115,7 @@ typedef struct {
         size_t n;
         size_t noted; /* the files before this one had their note printed */
         size_t cur;   /* the file whose headers come next */
+        size_t shown; /* diff(1) has answered for the files before this one */
         enum { CONTENT, OLD_HEADER, NEW_HEADER } state;
 } PatchOut;
 
@@ -161,12 +169,14 @@ static void own_line(PatchOut *o, const char *l, size_t len)
         if (starts(l, len, "diff ") && len >= 8 && (i = staged_index(l + len - 8, 8, 'b', o)) != SIZE_MAX) {
                 notes_before(o, i);
                 o->cur = i;
+                o->shown = i + 1;
                 o->state = OLD_HEADER;
                 return;
         }
         /* "Binary files a/000001 and b/000001 differ", as a diff of that file alone says */
         if (starts(l, len, "Binary files ") && (i = staged_index(l + 13, len - 13, 'a', o)) != SIZE_MAX) {
                 notes_before(o, i);
+                o->shown = i + 1;
                 fputs("Binary files ", stdout);
                 put_label(&o->files[i], 'a');
                 fputs(" and ", stdout);
@@ -281,6 +291,12 @@ static int run_diff(char **argv, PatchFile *f, size_t n, bool trees, PatchOut *o
                         for (int s = 0; s < 2; s++)
                                 if (f[i].fd[s] >= 0 && fcntl(f[i].fd[s], F_SETFD, 0) < 0)
                                         _exit(2);
+                struct rlimit as;
+                if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur > PATCH_DIFF_MAX_AS) {
+                        as.rlim_cur = PATCH_DIFF_MAX_AS;
+                        if (setrlimit(RLIMIT_AS, &as) < 0)
+                                _exit(2);
+                }
                 if (dup2(out[1], STDOUT_FILENO) < 0)
                         _exit(2);
                 if (trees && stage_trees(f, n) < 0)
@@ -336,18 +352,22 @@ void cli_print_patches(int lower_fd, int upper_fd, const AjWsChange *c, size_t n
                         k++;
                 }
                 int r = -EXDEV;
+                PatchOut o = { .files = f, .n = k };
                 if (trees && opened) {
                         char *argv[] = { "diff", "-r", "-u", "-N", "a", "b", NULL };
-                        PatchOut o = { .files = f, .n = k };
                         r = run_diff(argv, f, k, true, &o);
-                        if (r != -EXDEV)
-                                notes_before(&o, k);
+                        /* diff(1) gave up on a file (one past its address space, grown after
+                         * it was checked): the files it had not answered for are compared
+                         * one by one, so that one file does not hide the others' changes. */
                         if (r == -EIO)
-                                printf("(diff(1) failed on some of these files: their contents may be missing)\n");
+                                printf("(diff(1) failed on one of these files: those after the last shown are "
+                                       "compared one by one)\n");
+                        if (r != -EXDEV)
+                                notes_before(&o, r == -EIO ? o.shown : k);
                         trees = r != -EXDEV;
                 }
                 for (size_t j = 0; j < k; j++) {
-                        if (!opened || r == -EXDEV)
+                        if (!opened || r == -EXDEV || (r == -EIO && j >= o.shown))
                                 diff_one(&f[j]); /* notes too, in their places */
                         else if (r == -ENOENT && f[j].err == 0) {
                                 f[j].err = r;

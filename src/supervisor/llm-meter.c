@@ -450,6 +450,13 @@ static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)
                                .web_searches = ch.web_searches,
                                .provider_cost = ch.provider_cost_pusd };
         memcpy(ret->tool_uses, ch.tool_uses, sizeof(ret->tool_uses));
+        /* A routed call whose provider said nothing of its cost (the agent left before the usage,
+         * a server that drops it) may have answered through the dearest endpoint its max_price
+         * allows: priced at it, as it was reserved. */
+        if (!aj_llm_call_usage(cs->usage)->provider_cost_reported) {
+                ret->input_price_floor = cs->worst.input_price_floor;
+                ret->output_price_floor = cs->worst.output_price_floor;
+        }
 }
 
 /* The uses of the provider's other tools, all fees together. */

@@ -329,13 +329,17 @@ run_jail -p "$OV" -- /bin/sh -c 'for f in f*; do echo more >>"$f"; done; printf 
 printf -- "-- a/000002\n" >f302; printf "x" >f303; rm f304'
 is "$JAIL_RC" 0 "an overlay run changes 600 files" || jail_diag
 mkdir -p "$TEST_TMP/diffbin"
-printf '#!/bin/sh\necho x >>"%s"\nexec /usr/bin/diff "$@"\n' "$TEST_TMP/diff.calls" >"$TEST_TMP/diffbin/diff"
+printf '#!/bin/sh\necho x >>"%s"\nulimit -v >>"%s"\nexec /usr/bin/diff "$@"\n' "$TEST_TMP/diff.calls" \
+        "$TEST_TMP/diff.as" >"$TEST_TMP/diffbin/diff"
 chmod +x "$TEST_TMP/diffbin/diff"
 : >"$TEST_TMP/diff.calls"
 PATH="$TEST_TMP/diffbin:$PATH" aj diff "$JAIL_RUN_ID" --patch
 is "$RC" 0 "diff --patch of 600 files exits 0" || op_diag
 cp "$TEST_TMP/op.out" "$TEST_TMP/patch.batched"
 is "$(wc -l <"$TEST_TMP/diff.calls")" 3 "... running diff(1) 3 times (256 files each), not once per file"
+# A side is checked when it is opened and read by diff later: a live agent can grow it
+# meanwhile (a truncate to 6 GiB), and diff holds what it reads. Its address space is bounded.
+is "$(sort -u "$TEST_TMP/diff.as")" 2097152 "... each with at most 2 GiB of address space"
 is "$(grep -c '^+++ b/f' "$TEST_TMP/patch.batched")" 598 "... every file's patch shown (not the large one's nor the binary's)"
 like "$(grep -A1 -F -e '--- a/f299' "$TEST_TMP/patch.batched")" $'--- a/f299\n\\+\\+\\+ b/f299' "... labelled with the file's name"
 like "$(cat "$TEST_TMP/patch.batched")" $'\\+more\n\\(f300: contents not shown: larger than 16 MiB, look at it yourself\\)\nBinary files a/f301 and b/f301 differ\n--- a/f302\n\\+\\+\\+ b/f302\n@@ -1,2 \\+1 @@\n-302\n-same\n\\+-- a/000002\n' \
@@ -346,7 +350,20 @@ PATH="$TEST_TMP/diffbin:$PATH" timeout -k 5 60 setpriv --inh-caps=-sys_admin --b
 RC=$?
 is "$RC" 0 "diff --patch without CAP_SYS_ADMIN exits 0" || op_diag
 is "$(wc -l <"$TEST_TMP/diff.calls")" 599 "... running diff(1) per file (not for the large one)"
+is "$(sort -u "$TEST_TMP/diff.as")" 2097152 "... each with at most 2 GiB of address space"
 ok "... the same output" cmp "$TEST_TMP/patch.batched" "$TEST_TMP/op.out"
+# A diff(1) that gives up on a file (one grown past its address space after it was checked)
+# took the rest of its batch with it: the files it had not answered for are compared one by
+# one. This diff(1) gives up at the fifth file of each batch.
+mkdir -p "$TEST_TMP/diffbin2"
+printf '#!/bin/sh\n[ "$1" = -r ] || exec /usr/bin/diff "$@"\n/usr/bin/diff "$@" | awk %s\nexit 2\n' \
+        "'/^diff -r/ && ++n == 5 { exit } { print }'" >"$TEST_TMP/diffbin2/diff"
+chmod +x "$TEST_TMP/diffbin2/diff"
+PATH="$TEST_TMP/diffbin2:$PATH" aj diff "$JAIL_RUN_ID" --patch
+is "$RC" 0 "diff --patch with a diff(1) that gives up exits 0" || op_diag
+is "$(grep -c '^(diff(1) failed on one of these files' "$TEST_TMP/op.out")" 3 "... says so for each batch"
+ok "... and shows every file's patch, as before" \
+        cmp "$TEST_TMP/patch.batched" <(grep -v '^(diff(1) failed on one of these files' "$TEST_TMP/op.out")
 aj discard "$JAIL_RUN_ID"
 
 # ------------------------------------------------------------------ the agent's file names

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -901,6 +902,32 @@ Test(cgroup_live, a_claim_is_refused_on_a_v1_only_host_too)
         cr_assert_eq(aj_cgroup_layout_override(&l), 0);
         aj_cgroup_layout_done(&l);
         claim_refused_while_its_creator_holds_it(true);
+}
+
+/* The locks that say whose a cgroup is (aj_cgroup_claim) are on its directories, which any
+ * user who can open them could flock: another host user took one the moment it was made (the
+ * supervisor's LOCK_SH then failed: root's runs did not start) or held one on a dead run's
+ * (prune's claim failed forever). Nobody but the cgroup's owner opens them; what is in them
+ * stays reachable by its path. */
+Test(cgroup_live, no_other_user_can_lock_a_run_directory)
+{
+        live_create("lockout", &(AjCgroupLimits){ .memory_max = 64ULL << 20 });
+        for (char **p = live_paths; *p; p++) {
+                struct stat st;
+                cr_assert_eq(stat(*p, &st), 0, "%s", *p);
+                pid_t pid = fork();
+                cr_assert_geq(pid, 0);
+                if (pid == 0) {
+                        if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+                                _exit(2);
+                        int fd = open(*p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                        _exit(fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) == 0 ? 1 : 0);
+                }
+                int status;
+                cr_assert_eq(waitpid(pid, &status, 0), pid);
+                cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "another user locked '%s' (mode %o)", *p,
+                          st.st_mode & 07777);
+        }
 }
 
 /* `ps` lists the ids with a cgroup directory once instead of looking each dead run up. */

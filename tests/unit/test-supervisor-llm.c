@@ -1204,3 +1204,37 @@ Test(supervisor_llm, openrouter_provider_routing_under_a_cost_cap)
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
         teardown(&f);
 }
+
+/* A routed call the provider says no cost of (the agent left before the usage, a proxy that
+ * drops it) may have answered through the endpoint at max_price: it is charged at it, as it
+ * was reserved, not at the model's price. */
+Test(supervisor_llm, openrouter_routed_call_without_its_cost_is_charged_at_max_price)
+{
+        static const char bounded[] =
+                "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[],\"provider\":{\"order\":[\"dear\"],"
+                "\"max_price\":{\"prompt\":1000,\"completion\":1000}}}";
+        static const char reply[] = "{\"id\":\"c\",\"model\":\"claude-test\",\"choices\":[{\"message\":{\"role\":"
+                                    "\"assistant\",\"content\":\"hi\"},\"finish_reason\":\"stop\"}],"
+                                    "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
+        Fixture f;
+        setup(&f, "cost_usd=5");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/chat/completions", bounded, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        double reserved = json_real_value(
+                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "cost_usd"));
+        call.agent_left = true;
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
+        cr_expect_float_eq((double)aj_meter_used(f.meter, AJ_CAP_COST_USD, 0) / 1e12, reserved, 1e-9,
+                           "left: charged the reservation, at max_price");
+        teardown(&f);
+        setup(&f, "cost_usd=5");
+        request(&f, &call, &openai, "/v1/chat/completions", bounded, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        respond(&f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
+        /* 1000 USD per million is 1e-3 a token. */
+        cr_expect_float_eq((double)aj_meter_used(f.meter, AJ_CAP_COST_USD, 0) / 1e12, 110 * 1e-3, 1e-9,
+                           "answered without usage.cost: at max_price");
+        teardown(&f);
+}
