@@ -947,8 +947,8 @@ static bool nitro_model(const char *model)
 /* A max_price member (USD per million tokens) in pico-USD per token: true and *ret when it is a
  * number of at least 0, or a string of digits with an optional fraction ("3", "0.15": OpenRouter's
  * SDKs send strings; nothing another parser could read as another number, no exponent, sign or
- * space). 1 pico-USD a token is 1 USD per million; past 1 USD a token it is taken as that, the
- * bound of a price (meter.c price_ok()). */
+ * space). 1 USD per million tokens is 10^6 pico-USD a token; past 1 USD a token it is taken as
+ * that, the bound of a price (meter.c price_ok()). */
 static bool price_per_million(json_t *v, uint64_t *ret)
 {
         double usd;
