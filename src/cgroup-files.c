@@ -90,6 +90,16 @@ int aj_cg_write(const char *dir, const char *file, const char *text)
         return r < 0 ? r : aj_write_file_at(AT_FDCWD, p, text);
 }
 
+int aj_cg_open_write(const char *dir, const char *file)
+{
+        char p[PATH_MAX];
+        int r = cg_path(p, dir, file);
+        if (r < 0)
+                return r;
+        int fd = open(p, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        return fd < 0 ? -errno : fd;
+}
+
 bool aj_cg_exists(const char *dir, const char *file)
 {
         _cleanup_free_ char *p = NULL;

@@ -149,6 +149,8 @@ int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_
 int aj_cg_read_pids(const char *dir, pid_t **ret, size_t *ret_n);
 /* Move pid into dir (writes cgroup.procs). */
 int aj_cg_attach(const char *dir, pid_t pid);
+/* DIR/FILE opened for writing (O_CLOEXEC), or -errno. */
+int aj_cg_open_write(const char *dir, const char *file);
 /* One pass of `sig` to every task listed in dir's cgroup.procs: how many there were, or -errno. */
 int aj_cg_signal_all(const char *dir, int sig);
 

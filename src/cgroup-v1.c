@@ -169,6 +169,26 @@ static int v1_attach(AjCgroup *cg, pid_t pid)
         return 0;
 }
 
+_Static_assert(_AJ_CG_V1_MAX <= AJ_CGROUP_V1_MAX, "cgroup.h's bound");
+
+int aj_cgroup_v1_task_fds(AjCgroup *cg, int *fds, size_t max, size_t *ret_n)
+{
+        size_t n = 0;
+        for (size_t c = 0; cg && c < _AJ_CG_V1_MAX; c++) {
+                if (!is_primary(cg, c))
+                        continue;
+                int fd = n < max ? aj_cg_open_write(cg->plan.v1_run[c], "tasks") : -E2BIG;
+                if (fd < 0) {
+                        for (size_t i = 0; i < n; i++)
+                                close(fds[i]);
+                        return fd;
+                }
+                fds[n++] = fd;
+        }
+        *ret_n = n;
+        return 0;
+}
+
 static bool v1_can_freeze(const AjCgroup *cg) { return cg->have_v1[AJ_CG_V1_FREEZER]; }
 
 static int v1_set_frozen(AjCgroup *cg, bool frozen)

@@ -91,6 +91,24 @@ int aj_cgroup_v2_fd(const AjCgroup *cg);
  * `already_in_v2`, i.e. it was cloned into it). */
 int aj_cgroup_attach(AjCgroup *cg, pid_t pid, bool already_in_v2);
 
+/*
+ * The other way into the v1 hierarchies, for a process that moves itself: the `tasks` file
+ * of each of the run's v1 directories, opened for writing (O_CLOEXEC) into fds[] (at most
+ * max; *ret_n of them, 0 on a pure v2 host). Writing "0" to a `tasks` file moves the writing
+ * thread alone, which the kernel does without taking its threadgroup lock for writing; a pid
+ * written to `cgroup.procs` (aj_cgroup_attach()) takes it, and on a hybrid host that write
+ * waits for an RCU grace period whenever the lock has been idle (11 ms median on the
+ * development VM, spaced runs; 0.03-0.05 ms for the thread's own "0"). So a process of one
+ * thread (the jail's init) moves itself whole this way, while the opener's credentials
+ * (root's) are what the write is judged by. The caller closes the fds.
+ */
+#define AJ_CGROUP_V1_MAX 8 /* at least the v1 hierarchies a run uses */
+int aj_cgroup_v1_task_fds(AjCgroup *cg, int *fds, size_t max, size_t *ret_n);
+
+/* Only the v2 part of aj_cgroup_attach(): `pid` into the v2 cgroup, unless already_in_v2 or
+ * there is none. */
+int aj_cgroup_attach_v2(AjCgroup *cg, pid_t pid, bool already_in_v2);
+
 int aj_cgroup_freeze(AjCgroup *cg); /* returns once the kernel reports it frozen */
 int aj_cgroup_thaw(AjCgroup *cg);
 int aj_cgroup_kill(AjCgroup *cg); /* SIGKILL to every process, cgroup.kill where it works */

@@ -281,9 +281,11 @@ static void check_v1_controllers(Builder *b, const AjDoctorFacts *f, bool rootle
         }
 }
 
-/* With v1 controllers, each run's init is moved into its v1 cgroups after the clone (a
- * v2 cgroup is entered by the clone itself), and each such move waits for an RCU grace
- * period unless the host keeps the threadgroup lock in its slow mode. Start-up time only. */
+/* With v1 controllers, each run's init moves itself into its v1 cgroups after the clone (a
+ * v2 cgroup is entered by the clone itself): a thread's own move ("0" to `tasks`), which the
+ * kernel makes without its threadgroup lock, so no RCU grace period is waited for whatever
+ * the host's favordynmods (src/cgroup.h, aj_cgroup_v1_task_fds). Said, since session 11's
+ * doctor called it a cost. */
 static void check_v1_moves(Builder *b, const AjDoctorFacts *f)
 {
         bool moves = false;
@@ -291,24 +293,9 @@ static void check_v1_moves(Builder *b, const AjDoctorFacts *f)
                 moves = moves || (f->v1_mount[i] && f->v1_writable[i]);
         if (!moves)
                 return;
-        if (f->v2_favordynmods) {
-                add(b, "cgroup moves", AJ_DOCTOR_OK, false,
-                    "%s has favordynmods: moving a run into its v1 cgroups does not wait", f->v2_mount);
-                return;
-        }
-        AjDoctorLine *l = add(b, "cgroup moves", AJ_DOCTOR_DEGRADED, false,
-                              "moving each run into its v1 cgroups waits for an RCU grace period (0.3 ms to over "
-                              "10 ms of every start-up)");
-        set_means(b, l, "start-up time only: every limit is enforced the same");
-        if (f->v2_mount)
-                set_fix(b, l,
-                        "`mount -o remount,favordynmods %s` (Linux 6.0 or newer; forks and exits on the host "
-                        "cost a little more), or boot pure cgroup v2 (systemd.unified_cgroup_hierarchy=1), where a "
-                        "run is cloned into its cgroup",
-                        f->v2_mount);
-        else
-                set_fix(b, l,
-                        "boot pure cgroup v2 (systemd.unified_cgroup_hierarchy=1), where a run is cloned into its cgroup");
+        add(b, "cgroup moves", AJ_DOCTOR_OK, false,
+            "each run's init moves itself into its v1 cgroups (one thread's own move: no wait for an RCU grace "
+            "period)");
 }
 
 static void check_cgroups(Builder *b, const AjDoctorFacts *f)

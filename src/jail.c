@@ -392,9 +392,28 @@ static int join_cgroups(Run *run)
                 aj_run_record_degraded(run, "limits", unenforced);
         if ((r = aj_run_mark_host_ids(run)) < 0)
                 return r;
-        r = aj_cgroup_attach(run->cgroup, run->h.pid, run->h.in_v2_cgroup);
+        /* A jail cloned into its v2 cgroup (or with none) moves itself into the v1 ones
+         * (aj_cgroup_v1_task_fds(): no RCU grace period to wait for); one that still has the
+         * v2 move to make (a kernel without CLONE_INTO_CGROUP) is moved as before, the v1
+         * limits first. */
+        if (aj_cgroup_v2_fd(run->cgroup) >= 0 && !run->h.in_v2_cgroup) {
+                r = aj_cgroup_attach(run->cgroup, run->h.pid, false);
+                if (r < 0)
+                        return aj_log_errno(r, "Cannot move the jail into its cgroup");
+                return 0;
+        }
+        int fds[AJ_CGROUP_V1_MAX];
+        size_t n = 0;
+        r = aj_cgroup_v1_task_fds(run->cgroup, fds, ARRAY_SIZE(fds), &n);
         if (r < 0)
-                return aj_log_errno(r, "Cannot move the jail into its cgroup");
+                return aj_log_errno(r, "Cannot open the run's v1 cgroups for the jail to join");
+        for (size_t i = 0; i < n; i++) {
+                if (r >= 0)
+                        r = aj_spawn_send_join(&run->h, fds[i]);
+                close(fds[i]);
+        }
+        if (r < 0)
+                return aj_log_errno(r, "Cannot hand the jail its v1 cgroups");
         return 0;
 }
 

@@ -60,6 +60,7 @@ static const char *const stage_text[_AJ_STAGE_MAX] = {
         [AJ_STAGE_USERNS] = "forbid user namespaces inside the jail",
         [AJ_STAGE_NETNS] = "create the jail's network and IPC namespaces",
         [AJ_STAGE_SECUREBITS] = "put back the supervisor's securebits",
+        [AJ_STAGE_CGROUP_JOIN] = "move into the run's v1 cgroups",
 };
 
 /* clang-format off */
@@ -579,13 +580,29 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd, int sec
         if (r < 0)
                 child_fail(sync_fd, stdio_stage, r, 0);
 
-        /* The supervisor moves us into the v1 hierarchies while we build the root (on hybrid
-         * hosts that write can wait for an RCU grace period). The run's cgroup must be ours,
-         * and the root of our cgroup namespace, before anything of the command runs. */
+        /* The run's cgroup must be ours, and the root of our cgroup namespace, before anything
+         * of the command runs. The supervisor made its v1 directories while we built the root
+         * and sent their `tasks` files: we move ourselves, one thread, into each ("0": this
+         * thread), which spares the kernel's threadgroup lock and the RCU grace period its
+         * write side waits for on hybrid hosts (src/cgroup.h). Then JOINED. */
         AjChildMsg joined;
-        r = aj_spawn_recv(sync_fd, &joined, NULL);
-        if (r <= 0 || joined.type != AJ_MSG_JOINED)
-                _exit(125);
+        for (int n_joined = 0;; n_joined++) {
+                int task_fd = -1;
+                r = aj_spawn_recv(sync_fd, &joined, &task_fd);
+                if (r > 0 && joined.type == AJ_MSG_JOIN && task_fd >= 0) {
+                        ssize_t w = write(task_fd, "0", 1);
+                        int err = w == 1 ? 0 : w < 0 ? errno : EIO;
+                        close(task_fd);
+                        if (err)
+                                child_fail(sync_fd, AJ_STAGE_CGROUP_JOIN, err, n_joined);
+                        continue;
+                }
+                if (task_fd >= 0)
+                        close(task_fd);
+                if (r <= 0 || joined.type != AJ_MSG_JOINED)
+                        _exit(125);
+                break;
+        }
         child_trace(cfg, AJ_CHILD_T_JOINED);
         if (unshare(CLONE_NEWCGROUP) < 0)
                 child_fail(sync_fd, AJ_STAGE_CGROUPNS, errno, 0);
@@ -764,6 +781,12 @@ int aj_spawn_send_trees(AjSpawnHandle *h, const AjMountPlan *plan)
                         return r;
         } while (i < n);
         return 0;
+}
+
+int aj_spawn_send_join(AjSpawnHandle *h, int task_fd)
+{
+        AjChildMsg m = { .type = AJ_MSG_JOIN };
+        return task_fd < 0 ? -EBADF : send_msg(h->sync_fd, &m, task_fd);
 }
 
 int aj_spawn_joined(AjSpawnHandle *h)

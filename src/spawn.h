@@ -47,6 +47,7 @@ typedef enum {
         AJ_STAGE_USERNS,
         AJ_STAGE_NETNS,
         AJ_STAGE_SECUREBITS,
+        AJ_STAGE_CGROUP_JOIN,
         _AJ_STAGE_MAX,
 } AjSpawnStage;
 
@@ -63,6 +64,7 @@ typedef enum {
         AJ_MSG_PROXY_LISTENER, /* child -> supervisor: a listener fd (step 0 HTTP, 1 SOCKS5, 2 the LLM gateway) */
         AJ_MSG_PTY,            /* child -> supervisor: the master of the jail's terminal */
         AJ_MSG_TREES,          /* supervisor -> child: detached mount trees (aj_spawn_send_trees) */
+        AJ_MSG_JOIN,           /* supervisor -> child: a v1 `tasks` file to write "0" to (aj_spawn_send_join) */
 } AjMsgType;
 
 /* What the command gets as its standard input. Whatever the supervisor's own 0/1/2 are
@@ -176,6 +178,12 @@ int aj_spawn_recv_trees(int sync_fd, size_t n_steps, int **ret);
 /* After GO, once the child is in all its cgroups: it waits for this before its cgroup
  * namespace and the command. */
 int aj_spawn_joined(AjSpawnHandle *h);
+
+/* Hand the child a v1 `tasks` file of the run's cgroup (aj_cgroup_v1_task_fds()): before it
+ * takes JOINED it writes "0" to each such file it got, moving itself (one thread) into that
+ * hierarchy, and fails the start (AJ_STAGE_CGROUP_JOIN, step: which file) if a write fails.
+ * The caller keeps task_fd. */
+int aj_spawn_send_join(AjSpawnHandle *h, int task_fd);
 /* Receive one message (non-blocking fd: -EAGAIN when none). *ret_fd gets a passed fd or -1.
  * Returns 0 on EOF (child side closed), 1 when a message was read. */
 int aj_spawn_recv(int sync_fd, AjChildMsg *ret, int *ret_fd);

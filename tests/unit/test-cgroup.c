@@ -616,6 +616,54 @@ Test(cgroup_live, limits_written)
         cr_assert_eq(aj_cgroup_open("ajtest-does-not-exist", &o), -ENOENT);
 }
 
+/* A process of one thread moves itself into every v1 hierarchy through the `tasks` files
+ * (what the jail's init does with aj_cgroup_v1_task_fds()): each v1 directory's cgroup.procs
+ * then lists it and only it, not the opener. */
+static bool is_v1_dir(const char *dir) { return !aj_cg_exists(dir, "cgroup.controllers"); }
+
+Test(cgroup_live, v1_tasks_fds_move_the_writer)
+{
+        AjCgroupLimits lim = { .memory_max = 64ULL << 20, .pids_max = 16 };
+        live_create("tasks", &lim);
+        int fds[AJ_CGROUP_V1_MAX];
+        size_t n = 99;
+        cr_assert_eq(aj_cgroup_v1_task_fds(live_cg, fds, ARRAY_SIZE(fds), &n), 0);
+        size_t v1_dirs = 0;
+        for (char *const *p = aj_cgroup_paths(live_cg); *p; p++)
+                v1_dirs += is_v1_dir(*p);
+        cr_assert_eq(n, v1_dirs, "%zu fds for %zu v1 directories", n, v1_dirs);
+        for (size_t i = 0; i < n; i++)
+                cr_assert_eq(fcntl(fds[i], F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+
+        pid_t mover = fork();
+        cr_assert_geq(mover, 0);
+        if (mover == 0) {
+                for (size_t i = 0; i < n; i++)
+                        if (write(fds[i], "0", 1) != 1)
+                                _exit(2);
+                pause();
+                _exit(0);
+        }
+        cr_assert_lt(n_live_children, MAX_CHILDREN);
+        live_children[n_live_children++] = mover;
+        for (size_t i = 0; i < n; i++)
+                close(fds[i]);
+        char want[32];
+        snprintf(want, sizeof(want), "%d", (int)mover);
+        for (int tries = 0;; tries++) {
+                size_t listed = 0;
+                for (char *const *p = aj_cgroup_paths(live_cg); *p; p++) {
+                        char b[256];
+                        if (is_v1_dir(*p) && read_path_file(*p, "cgroup.procs", b, sizeof(b)))
+                                listed += streq(b, want);
+                }
+                if (listed == v1_dirs)
+                        break;
+                cr_assert_lt(tries, 2000, "the writer is in %zu of %zu v1 directories", listed, v1_dirs);
+                sleep_ms(5);
+        }
+}
+
 static volatile uint64_t *counter;
 
 static void spin(void *arg)
