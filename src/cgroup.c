@@ -479,13 +479,6 @@ int aj_cgroup_attach(AjCgroup *cg, pid_t pid, bool already_in_v2)
         return r;
 }
 
-int aj_cgroup_attach_v2(AjCgroup *cg, pid_t pid, bool already_in_v2)
-{
-        if (!cg || pid <= 0)
-                return -EINVAL;
-        return already_in_v2 ? 0 : aj_cgroup_v2_ops.attach(cg, pid);
-}
-
 static const AjCgroupOps *freeze_backend(const AjCgroup *cg)
 {
         if (aj_cgroup_v2_ops.can_freeze(cg))

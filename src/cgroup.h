@@ -55,7 +55,7 @@ int aj_cgroup_create(const char *run_id, const AjCgroupLimits *limits, bool allo
                      char **ret_unenforced, AjError *ret_error);
 
 /* The same in two halves, so the v1 half overlaps the jail's own setup: first what the
- * jail must be cloned into (the v2 cgroup), then, before aj_cgroup_attach(), the v1
+ * jail must be cloned into (the v2 cgroup), then, before the jail joins them, the v1
  * controller directories and their limits (same failure rules; nothing to do on pure v2). */
 int aj_cgroup_create_v2_first(const char *run_id, const AjCgroupLimits *limits, bool allow_degraded, AjCgroup **ret,
                               char **ret_unenforced, AjError *ret_error);
@@ -100,14 +100,10 @@ int aj_cgroup_attach(AjCgroup *cg, pid_t pid, bool already_in_v2);
  * waits for an RCU grace period whenever the lock has been idle (11 ms median on the
  * development VM, spaced runs; 0.03-0.05 ms for the thread's own "0"). So a process of one
  * thread (the jail's init) moves itself whole this way, while the opener's credentials
- * (root's) are what the write is judged by. The caller closes the fds.
+ * (the supervisor's: root's, or a rootless invoker's) are what the write is judged by. The caller closes the fds.
  */
 #define AJ_CGROUP_V1_MAX 8 /* at least the v1 hierarchies a run uses */
 int aj_cgroup_v1_task_fds(AjCgroup *cg, int *fds, size_t max, size_t *ret_n);
-
-/* Only the v2 part of aj_cgroup_attach(): `pid` into the v2 cgroup, unless already_in_v2 or
- * there is none. */
-int aj_cgroup_attach_v2(AjCgroup *cg, pid_t pid, bool already_in_v2);
 
 int aj_cgroup_freeze(AjCgroup *cg); /* returns once the kernel reports it frozen */
 int aj_cgroup_thaw(AjCgroup *cg);

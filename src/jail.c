@@ -393,9 +393,9 @@ static int join_cgroups(Run *run)
         if ((r = aj_run_mark_host_ids(run)) < 0)
                 return r;
         /* A jail cloned into its v2 cgroup (or with none) moves itself into the v1 ones
-         * (aj_cgroup_v1_task_fds(): no RCU grace period to wait for); one that still has the
-         * v2 move to make (a kernel without CLONE_INTO_CGROUP) is moved as before, the v1
-         * limits first. */
+         * (aj_cgroup_v1_task_fds(): no RCU grace period to wait for). The clone enters the
+         * v2 cgroup whenever there is one (or fails), so the other branch does not run
+         * today: kept so that a jail outside its v2 cgroup would be moved, never left. */
         if (aj_cgroup_v2_fd(run->cgroup) >= 0 && !run->h.in_v2_cgroup) {
                 r = aj_cgroup_attach(run->cgroup, run->h.pid, false);
                 if (r < 0)
