@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * `agentjail eval`: a finished case (cli/eval-internal.h). The facts its run left (the exit
- * status, the workspace after, with an overlay run's changes applied to the case's scratch
+ * status, the workspace after, with an overlay run's changes committed to the case's scratch
  * copy, the events in its chain, run.json's meters), then its verdict (src/eval-judge.c, pure).
  */
 #include <dirent.h>
@@ -98,10 +98,15 @@ static int count_event(json_t *ev, void *userdata)
         return 0;
 }
 
-/* An overlay run's changes stay in its run directory: they are applied to the case's scratch
- * copy (its alone, removed after) so that the assertions see the workspace as the agent
- * left it. The run's record still says "pending". 0 or -errno with *ret_error. */
-static int apply_overlay(const AjRun *run, int ws_fd, char **ret_error)
+/* An overlay run's changes, applied to the case's scratch copy (the very workspace the run
+ * had, its alone, removed after the case unless --keep) so that the assertions see the
+ * workspace as the agent left it. That is the run's commit, recorded as `agentjail commit`
+ * records one ("workspace.commit", with "eval": true; run.json's changes "committed") and
+ * its kept changes removed: left "pending", the run named a workspace that was about to go,
+ * which no commit could reach and which prune kept forever with the agent's files. One at a
+ * time with an operator's commit or discard of it (the same lock). 0 or -errno with
+ * *ret_error. */
+static int apply_overlay(AjRun *run, int ws_fd, const char *ws, char **ret_error)
 {
         const char *mode = run->rec ? run->rec->profile_workspace_mode : NULL;
         if (!mode || !streq(mode, "overlay"))
@@ -109,18 +114,44 @@ static int apply_overlay(const AjRun *run, int ws_fd, char **ret_error)
         char dir[PATH_MAX], upper[PATH_MAX + 8];
         if (aj_run_file_path(run->dir, AJ_RUN_DIR_WORKSPACE, dir, sizeof(dir)) < 0)
                 return -ENAMETOOLONG;
-        snprintf(upper, sizeof(upper), "%s/%s", dir, AJ_OVERLAY_UPPER);
-        _cleanup_close_ int upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (upper_fd < 0) {
-                int r = -errno;
-                (void)aj_asprintf(ret_error, "cannot open the overlay's changes '%s': %s", upper, strerror(-r));
+        /* `ws` may be the record's own (a replayed case's cwd), which reading it again frees. */
+        _cleanup_free_ char *ws_copy = strdup(ws);
+        if (!ws_copy)
+                return -ENOMEM;
+        ws = ws_copy;
+        _cleanup_close_ int lock = -1;
+        int r = aj_run_lock_workspace(run, &lock);
+        if (r < 0) {
+                (void)aj_asprintf(ret_error, "cannot lock the overlay's changes '%s': %s", dir,
+                                  r == -EWOULDBLOCK ? "an 'agentjail commit' or 'discard' of the run is running"
+                                                    : strerror(-r));
                 return r;
         }
         _cleanup_(aj_error_clear) AjError err = {};
+        AjRunRecord *rec = NULL;
+        r = aj_run_record_read(run->dir, &rec, &err);
+        if (r < 0) {
+                (void)aj_asprintf(ret_error, "cannot read the run's record: %s", aj_error_text(&err, r));
+                return r;
+        }
+        aj_run_record_free(run->rec);
+        run->rec = rec;
+        const char *changes = rec->workspace.changes;
+        if (changes && !streq(changes, "pending")) {
+                (void)aj_asprintf(ret_error, "the overlay's changes were %s already", changes);
+                return -EALREADY;
+        }
+        snprintf(upper, sizeof(upper), "%s/%s", dir, AJ_OVERLAY_UPPER);
+        _cleanup_close_ int upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (upper_fd < 0) {
+                r = -errno;
+                (void)aj_asprintf(ret_error, "cannot open the overlay's changes '%s': %s", upper, strerror(-r));
+                return r;
+        }
         /* What applying writes is bounded: the upper files' allocated bytes (holes stay holes). */
         AjWsChange *v = NULL;
         size_t n = 0;
-        int r = aj_ws_diff(upper_fd, ws_fd, 0, &v, &n, &err);
+        r = aj_ws_diff(upper_fd, ws_fd, 0, &v, &n, &err);
         if (r < 0) {
                 (void)aj_asprintf(ret_error, "cannot list the overlay's changes: %s", aj_error_text(&err, r));
                 return r;
@@ -135,11 +166,30 @@ static int apply_overlay(const AjRun *run, int ws_fd, char **ret_error)
                                   (unsigned long long)(AJ_EVAL_MAX_OVERLAY_BYTES >> 20));
                 return -EFBIG;
         }
-        r = aj_ws_commit(upper_fd, ws_fd, 0, AJ_WS_COMMIT_FORCE | AJ_WS_COMMIT_INCLUDE_GIT, NULL, &err);
-        if (r < 0)
+        AjWsStats st = { 0 };
+        r = aj_ws_commit(upper_fd, ws_fd, 0, AJ_WS_COMMIT_FORCE | AJ_WS_COMMIT_INCLUDE_GIT, &st, &err);
+        if (r < 0) {
                 (void)aj_asprintf(ret_error, "cannot apply the overlay's changes to the scratch workspace: %s",
                                   aj_error_text(&err, r));
-        return r;
+                return r;
+        }
+        bool recorded;
+        r = aj_run_decide_workspace(run, "committed",
+                                    json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:b}", "workspace", ws, "added",
+                                              (json_int_t)st.added, "modified", (json_int_t)st.modified, "deleted",
+                                              (json_int_t)st.deleted, "replaced", (json_int_t)st.replaced, "skipped",
+                                              (json_int_t)st.skipped, "force", true, "git_applied",
+                                              (json_int_t)st.git_code, "eval", true),
+                                    &recorded);
+        if (r < 0) {
+                (void)aj_asprintf(ret_error, "the overlay's changes were applied but not recorded (%s): %s",
+                                  recorded ? AJ_RUN_FILE_RUN : "the event chain", strerror(-r));
+                return r;
+        }
+        /* As a commit does: what it kept is in the workspace now. A failure leaves a directory
+         * that prune removes with the run. */
+        (void)aj_rm_rf(dir);
+        return 0;
 }
 
 /* ---- the verdict ---- */
@@ -234,7 +284,7 @@ void eval_judge_case(Eval *e, Slot *s, int exit_status)
         }
         res->exit_status = exit_status;
         _cleanup_close_ int ws_fd = open(ws, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (run && ws_fd >= 0 && apply_overlay(run, ws_fd, &err) < 0) {
+        if (run && ws_fd >= 0 && apply_overlay(run, ws_fd, ws, &err) < 0) {
                 eval_finish_error(e, s, err);
                 return;
         }

@@ -143,6 +143,21 @@ is "$(jq -r '"\(.exit.status) \(.exit.reason)"' "$AGENTJAIL_STATE_DIR/runs/$stub
         jq -r 'select(.type == "kill") | .by' "$AGENTJAIL_STATE_DIR/runs/$stubborn_id/events.jsonl" 2>/dev/null)" \
         "123 killed operator" "5 s later agentjail's own kill ends it (exit 123, a kill event)"
 
+# The overlay case's changes went into its scratch copy: that is the run's commit, recorded as
+# one, its kept changes gone with the copy. Left "pending", the run named a removed directory
+# no commit could reach, and prune kept it and the agent's files for ever.
+ov_id=$(awk '$1 == "overlay" { print $4 }' <<<"$EVAL_OUT")
+is "$(jq -r '.workspace.changes' "$AGENTJAIL_STATE_DIR/runs/$ov_id/run.json" 2>/dev/null)" committed \
+        "the overlay case's run says its changes were committed (to the case's scratch copy)"
+is "$(jq -c 'select(.type == "workspace.commit") | [.eval, .added, .deleted, .uid]' \
+        "$AGENTJAIL_STATE_DIR/runs/$ov_id/events.jsonl" 2>/dev/null)" '[true,1,1,0]' \
+        "its chain has the commit, by eval, with what it applied (1 file added, 1 removed)"
+is "$([[ -e "$AGENTJAIL_STATE_DIR/runs/$ov_id/workspace" ]] && echo kept || echo gone)" gone \
+        "its kept changes are removed, as a commit removes them"
+out=$("$AGENTJAIL" commit "$ov_id" 2>&1)
+like "$out" "changes were committed already" "'agentjail commit' of it says it was committed"
+like "$("$AGENTJAIL" logs "$ov_id" --verify 2>&1)" "the event chain is intact" "its chain verifies after the commit"
+
 # JUnit XML, as a CI system reads it.
 cat >"$TEST_TMP/junit.py" <<'PY'
 import sys, xml.etree.ElementTree as E
