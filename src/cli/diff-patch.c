@@ -17,6 +17,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +43,24 @@
 #define OWN_LINE_MAX 256
 /* The child could not make the trees (no mount namespace: not root): a diff(1) per file. */
 #define EXIT_NO_TREES 3
+/* The CPU time diff(1) gets in all, one command's invocations together, in seconds
+ * (AGENTJAIL_DIFF_CPU, 1 to PATCH_CPU_MAX): the agent's files decide what diff does, and two
+ * of 16 MiB of random lines took it about 100 s; a batch of them, hours of the operator's
+ * CPU. Each diff(1) runs with what is left as its RLIMIT_CPU; past it, the files not compared
+ * get a note. */
+#define PATCH_CPU_DEFAULT 60
+#define PATCH_CPU_MAX 86400
+
+typedef struct {
+        uint64_t limit_s; /* the whole command's */
+        uint64_t used_us; /* what the diff(1)s reaped so far took, user and system */
+} CpuBudget;
+
+static uint64_t budget_left_s(const CpuBudget *b)
+{
+        uint64_t limit_us = b->limit_s * 1000000;
+        return b->used_us >= limit_us ? 0 : (limit_us - b->used_us + 999999) / 1000000;
+}
 
 typedef struct {
         const AjWsChange *c;
@@ -77,6 +96,7 @@ static void put_note(const PatchFile *f)
         printf("(%s: contents not shown: %s)\n", name ?: "?",
                f->err == -ENOENT  ? "diff(1) is missing"
                : f->err == -EFBIG ? "larger than 16 MiB, look at it yourself"
+               : f->err == -ETIME ? "diff(1) used up its CPU time (AGENTJAIL_DIFF_CPU), look at it yourself"
                                   : strerror(-f->err));
 }
 
@@ -271,10 +291,14 @@ static int stage_trees(const PatchFile *f, size_t n)
 }
 
 /* diff(1) with argv, the n files' fds inherited (staged first with `trees`), its output
- * shown (o: a batch's). 0; -ENOENT: no diff(1); -EIO: it reported trouble (on stderr);
- * -EXDEV: no trees could be made; or -errno. */
-static int run_diff(char **argv, PatchFile *f, size_t n, bool trees, PatchOut *o)
+ * shown (o: a batch's), within what is left of b's CPU time (its use counted). 0; -ENOENT: no
+ * diff(1); -EIO: it reported trouble (on stderr); -ETIME: it used up the CPU time; -EXDEV: no
+ * trees could be made; or -errno. */
+static int run_diff(char **argv, PatchFile *f, size_t n, bool trees, PatchOut *o, CpuBudget *b)
 {
+        uint64_t cpu_s = budget_left_s(b);
+        if (cpu_s == 0)
+                return -ETIME;
         int out[2];
         if (pipe2(out, O_CLOEXEC) < 0)
                 return -errno;
@@ -297,6 +321,10 @@ static int run_diff(char **argv, PatchFile *f, size_t n, bool trees, PatchOut *o
                         if (setrlimit(RLIMIT_AS, &as) < 0)
                                 _exit(2);
                 }
+                /* SIGXCPU at the soft limit, SIGKILL a second later. */
+                struct rlimit cpu = { .rlim_cur = cpu_s, .rlim_max = cpu_s + 1 };
+                if (setrlimit(RLIMIT_CPU, &cpu) < 0)
+                        _exit(2);
                 if (dup2(out[1], STDOUT_FILENO) < 0)
                         _exit(2);
                 if (trees && stage_trees(f, n) < 0)
@@ -308,8 +336,14 @@ static int run_diff(char **argv, PatchFile *f, size_t n, bool trees, PatchOut *o
         show_output(out[0], o);
         close(out[0]);
         int status;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        struct rusage ru = { 0 };
+        while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
                 ;
+        b->used_us += (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec +
+                      (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec;
+        if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGXCPU || WTERMSIG(status) == SIGKILL) &&
+            budget_left_s(b) <= 1)
+                return -ETIME;
         /* diff: 0 same, 1 different, 2 trouble (its message is on stderr). */
         if (WIFEXITED(status) && WEXITSTATUS(status) <= 1)
                 return 0;
@@ -319,7 +353,7 @@ static int run_diff(char **argv, PatchFile *f, size_t n, bool trees, PatchOut *o
 }
 
 /* One file, one diff(1), as its side's fds (/proc/self/fd/N) with the labels. */
-static void diff_one(PatchFile *f)
+static void diff_one(PatchFile *f, CpuBudget *budget)
 {
         char fa[32], fb[32];
         _cleanup_free_ char *a = NULL, *b = NULL, *label_a = NULL, *label_b = NULL;
@@ -331,16 +365,37 @@ static void diff_one(PatchFile *f)
                 snprintf(fa, sizeof(fa), f->fd[0] >= 0 ? "/proc/self/fd/%d" : "/dev/null", f->fd[0]);
                 snprintf(fb, sizeof(fb), f->fd[1] >= 0 ? "/proc/self/fd/%d" : "/dev/null", f->fd[1]);
                 char *argv[] = { "diff", "-u", "--label", label_a, "--label", label_b, fa, fb, NULL };
-                f->err = run_diff(argv, f, 1, false, NULL);
+                f->err = run_diff(argv, f, 1, false, NULL, budget);
         }
         if (f->err < 0)
                 put_note(f);
+}
+
+/* AGENTJAIL_DIFF_CPU, or the default (a bad value said and not taken). */
+static uint64_t cpu_limit_from_env(void)
+{
+        const char *v = getenv("AGENTJAIL_DIFF_CPU");
+        if (!v || !*v)
+                return PATCH_CPU_DEFAULT;
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (errno || *end || v[0] == '-' || s < 1 || s > PATCH_CPU_MAX) {
+                fprintf(stderr,
+                        "agentjail diff: AGENTJAIL_DIFF_CPU must be a whole number of seconds from 1 to %d, not "
+                        "'%s': diff(1) gets the default, %d s\n",
+                        PATCH_CPU_MAX, v, PATCH_CPU_DEFAULT);
+                return PATCH_CPU_DEFAULT;
+        }
+        return s;
 }
 
 void cli_print_patches(int lower_fd, int upper_fd, const AjWsChange *c, size_t n)
 {
         PatchFile f[PATCH_BATCH];
         bool trees = true;
+        CpuBudget budget = { .limit_s = cpu_limit_from_env() };
+        bool out_of_time = false;
         for (size_t i = 0; i < n;) {
                 size_t k = 0, opened = 0;
                 for (; i < n && k < PATCH_BATCH; i++) {
@@ -355,21 +410,30 @@ void cli_print_patches(int lower_fd, int upper_fd, const AjWsChange *c, size_t n
                 PatchOut o = { .files = f, .n = k };
                 if (trees && opened) {
                         char *argv[] = { "diff", "-r", "-u", "-N", "a", "b", NULL };
-                        r = run_diff(argv, f, k, true, &o);
+                        r = run_diff(argv, f, k, true, &o, &budget);
                         /* diff(1) gave up on a file (one past its address space, grown after
                          * it was checked): the files it had not answered for are compared
                          * one by one, so that one file does not hide the others' changes. */
                         if (r == -EIO)
                                 printf("(diff(1) failed on one of these files: those after the last shown are "
                                        "compared one by one)\n");
+                        if (r == -ETIME && !out_of_time)
+                                printf("(diff(1) used up its CPU time, %llu s in all (AGENTJAIL_DIFF_CPU): the files "
+                                       "after the last shown are not compared)\n",
+                                       (unsigned long long)budget.limit_s);
+                        out_of_time = out_of_time || r == -ETIME;
                         if (r != -EXDEV)
-                                notes_before(&o, r == -EIO ? o.shown : k);
+                                notes_before(&o, r == -EIO || r == -ETIME ? o.shown : k);
                         trees = r != -EXDEV;
                 }
                 for (size_t j = 0; j < k; j++) {
                         if (!opened || r == -EXDEV || (r == -EIO && j >= o.shown))
-                                diff_one(&f[j]); /* notes too, in their places */
-                        else if (r == -ENOENT && f[j].err == 0) {
+                                diff_one(&f[j], &budget); /* notes too, in their places */
+                        else if (r == -ETIME && j >= o.shown) {
+                                if (f[j].err == 0)
+                                        f[j].err = r;
+                                put_note(&f[j]);
+                        } else if (r == -ENOENT && f[j].err == 0) {
                                 f[j].err = r;
                                 put_note(&f[j]);
                         }

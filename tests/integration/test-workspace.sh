@@ -368,6 +368,30 @@ is "$RC" 0 "diff --patch with a diff(1) that gives up exits 0" || op_diag
 is "$(grep -c '^(diff(1) failed on one of these files' "$TEST_TMP/op.out")" 3 "... says so for each batch"
 ok "... and shows every file's patch, as before" \
         cmp "$TEST_TMP/patch.batched" <(grep -v '^(diff(1) failed on one of these files' "$TEST_TMP/op.out")
+# The agent's files decide how long diff(1) works (two of 16 MiB of random lines: ~100 s of
+# CPU each); all of one command's diff(1)s get AGENTJAIL_DIFF_CPU seconds of CPU in all. This
+# diff(1) never ends: without the bound the command ran until timeout killed it.
+mkdir -p "$TEST_TMP/diffbin3"
+printf '#!/bin/sh\n[ "$1" = -r ] || exec /usr/bin/diff "$@"\n/usr/bin/diff "$@" | head -n 40\nwhile :; do :; done\n' \
+        >"$TEST_TMP/diffbin3/diff"
+chmod +x "$TEST_TMP/diffbin3/diff"
+t0=$(date +%s)
+PATH="$TEST_TMP/diffbin3:$PATH" AGENTJAIL_DIFF_CPU=2 timeout -k 5 60 "$AGENTJAIL" diff "$JAIL_RUN_ID" --patch \
+        >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
+RC=$?
+t1=$(date +%s)
+is "$RC" 0 "diff --patch with a diff(1) that never ends exits 0" || op_diag
+ok "... within its CPU time (2 s), not the 60 s timeout ($((t1 - t0)) s)" test $((t1 - t0)) -lt 30
+is "$(grep -c '^(diff(1) used up its CPU time, 2 s in all (AGENTJAIL_DIFF_CPU)' "$TEST_TMP/op.out")" 1 \
+        "... says once that diff(1) used up its CPU time"
+like "$(cat "$TEST_TMP/op.out")" $'\\+\\+\\+ b/f001\n' "... with what diff(1) showed before"
+shown=$(grep -c -e '^+++ b/f' -e '^Binary files a/f' "$TEST_TMP/op.out")
+notes=$(grep -c 'contents not shown: diff(1) used up its CPU time' "$TEST_TMP/op.out")
+is "$((shown + notes)) $((notes > 500))" "599 1" \
+        "... and a note for each file it did not answer for ($shown shown, $notes noted, the large one apart)"
+AGENTJAIL_DIFF_CPU=0 "$AGENTJAIL" diff "$JAIL_RUN_ID" --patch >/dev/null 2>"$TEST_TMP/op.err"
+like "$(cat "$TEST_TMP/op.err")" "AGENTJAIL_DIFF_CPU must be a whole number of seconds from 1 to 86400, not '0'" \
+        "a bad AGENTJAIL_DIFF_CPU is named"
 aj discard "$JAIL_RUN_ID"
 
 # ------------------------------------------------------------------ the agent's file names
