@@ -381,7 +381,7 @@ PATH="$TEST_TMP/diffbin3:$PATH" AGENTJAIL_DIFF_CPU=2 timeout -k 5 60 "$AGENTJAIL
 RC=$?
 t1=$(date +%s)
 is "$RC" 0 "diff --patch with a diff(1) that never ends exits 0" || op_diag
-ok "... within its CPU time (2 s), not the 60 s timeout ($((t1 - t0)) s)" test $((t1 - t0)) -lt 30
+ok "... within its CPU time (2 s), before the 60 s timeout ($((t1 - t0)) s)" test $((t1 - t0)) -lt 50
 is "$(grep -c '^(diff(1) used up its CPU time, 2 s in all (AGENTJAIL_DIFF_CPU)' "$TEST_TMP/op.out")" 1 \
         "... says once that diff(1) used up its CPU time"
 like "$(cat "$TEST_TMP/op.out")" $'\\+\\+\\+ b/f001\n' "... with what diff(1) showed before"
