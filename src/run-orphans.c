@@ -3,7 +3,8 @@
  * Cgroups no run directory leads to: a run whose supervisor and watchdog were both killed (or
  * whose watchdog gave up) and whose run directory was deleted left its cgroup, and with it its
  * host id slot taken (host-id-pool.h); no `prune` of a state directory finds it by its runs.
- * The slot's file names the directories: found from there, and removed once empty.
+ * The slot's file names the directories: found from there, and removed once empty, with the
+ * run's runtime dir.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -13,18 +14,23 @@
 #include "cgroup.h"
 #include "host-id-pool.h"
 #include "runs.h"
+#include "state.h"
+#include "util/fd.h"
 #include "util/macros.h"
 #include "util/strv.h"
 
 void aj_run_orphans_free(AjRunOrphan *v, size_t n)
 {
-        for (size_t i = 0; v && i < n; i++)
+        for (size_t i = 0; v && i < n; i++) {
                 aj_strv_free(v[i].cgroup);
+                free(v[i].runtime_dir);
+        }
         free(v);
 }
 
 typedef struct {
         bool dry_run;
+        const AjPaths *paths;
         AjRunOrphan *v;
         size_t n;
 } Orphans;
@@ -74,6 +80,27 @@ static bool any_there(char *const *dirs)
         return false;
 }
 
+/* The orphan's runtime dir (its sockets: a run removes it at its end, as its cgroup), left
+ * with the cgroup: removed too, unless a supervisor of that id holds it (a live run's). */
+static int reap_runtime_dir(const Orphans *os, AjRunOrphan *o)
+{
+        if (!os->paths)
+                return 0;
+        _cleanup_free_ char *dir = aj_runtime_dir_path(os->paths, o->run_id);
+        if (!dir)
+                return -ENOMEM;
+        struct stat st;
+        if (lstat(dir, &st) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        _cleanup_close_ int hold = -1;
+        int r = aj_runtime_dir_hold(dir, true, &hold);
+        if (r >= 0 && !os->dry_run)
+                r = aj_runtime_dir_remove(dir);
+        o->runtime_error = r;
+        o->runtime_dir = TAKE_PTR(dir);
+        return 0;
+}
+
 /* One kept slot: its cgroup removed when no run directory leads to it any more, no supervisor
  * holds it and no process is in it. */
 static int reap_orphan(unsigned long id, const char *run_dir, char *const *dirs, void *userdata)
@@ -115,12 +142,15 @@ static int reap_orphan(unsigned long id, const char *run_dir, char *const *dirs,
         if (r >= 0 && !os->dry_run)
                 r = aj_cgroup_remove(cg, AJ_CGROUP_REMOVE_MS);
         o->error = r == -ENOENT ? 0 : r;
+        if (o->error == 0)
+                return reap_runtime_dir(os, o);
         return 0;
 }
 
-int aj_run_reap_orphans(const char *pool_dir, bool dry_run, AjRunOrphan **ret, size_t *ret_n, AjError *ret_error)
+int aj_run_reap_orphans(const char *pool_dir, const AjPaths *paths, bool dry_run, AjRunOrphan **ret, size_t *ret_n,
+                        AjError *ret_error)
 {
-        Orphans os = { .dry_run = dry_run };
+        Orphans os = { .dry_run = dry_run, .paths = paths };
         int r = aj_host_id_pool_kept(pool_dir, reap_orphan, &os, ret_error);
         if (r < 0) {
                 aj_run_orphans_free(os.v, os.n);

@@ -247,9 +247,15 @@ typedef struct {
          * its run directory (an older agentjail's; both left alone), else -errno of the look
          * or the removal. */
         int error;
+        /* Its runtime dir under `paths` (the one a run of that id had), when it was there and
+         * the cgroup was removed (or would be): removed with it unless a supervisor holds it
+         * (runtime_error -EBUSY) or the removal failed (-errno); NULL when there was none. */
+        char *runtime_dir;
+        int runtime_error;
 } AjRunOrphan;
 void aj_run_orphans_free(AjRunOrphan *v, size_t n);
-int aj_run_reap_orphans(const char *pool_dir, bool dry_run, AjRunOrphan **ret, size_t *ret_n, AjError *ret_error);
+int aj_run_reap_orphans(const char *pool_dir, const AjPaths *paths, bool dry_run, AjRunOrphan **ret, size_t *ret_n,
+                        AjError *ret_error);
 
 /* What a decision on such a run (`commit`, aj_run_remains_populated) is told to do. */
 #define AJ_RUN_REMAINS_POPULATED_TEXT                                                                \

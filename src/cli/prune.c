@@ -361,19 +361,20 @@ static void orphans_done(Orphans *os) { aj_run_orphans_free(os->v, os->n); }
 
 /* 1 when one could not be removed for another reason than a live run holding it or a slot
  * of an older agentjail's (which is only told). */
-static int reap_orphans(bool dry_run, Orphans *ret)
+static int reap_orphans(const AjPaths *paths, bool dry_run, Orphans *ret)
 {
         if (geteuid() != 0)
                 return CLI_EXIT_OK;
         AjError err = { 0 };
-        int r = aj_run_reap_orphans(AJ_HOST_ID_POOL_DIR, dry_run, &ret->v, &ret->n, &err);
+        int r = aj_run_reap_orphans(AJ_HOST_ID_POOL_DIR, paths, dry_run, &ret->v, &ret->n, &err);
         if (r < 0) {
                 cli_fail("prune", "cannot look for cgroups no run directory leads to: %s", aj_error_text(&err, r));
                 aj_error_clear(&err);
                 return CLI_EXIT_FAIL;
         }
         for (size_t i = 0; i < ret->n; i++)
-                if (ret->v[i].error < 0 && ret->v[i].error != -EBUSY && ret->v[i].error != -ENOLINK)
+                if ((ret->v[i].error < 0 && ret->v[i].error != -EBUSY && ret->v[i].error != -ENOLINK) ||
+                    (ret->v[i].runtime_error < 0 && ret->v[i].runtime_error != -EBUSY))
                         return CLI_EXIT_FAIL;
         return CLI_EXIT_OK;
 }
@@ -405,6 +406,21 @@ static void orphan_message(const AjRunOrphan *o, bool dry_run, char *buf, size_t
                            "rmdir its directories to free the slot, unless a dead run's directory of yours names it "
                            "('agentjail prune' there reaps it)"
                          : strerror(-o->error));
+        if (o->runtime_dir) {
+                size_t at = strlen(buf);
+                snprintf(buf + at, len - at, "; its runtime dir %s",
+                         o->runtime_error == 0        ? (dry_run ? "would be removed" : "removed")
+                         : o->runtime_error == -EBUSY ? "held by a live run of that id: left"
+                                                      : strerror(-o->runtime_error));
+        }
+}
+
+/* What became of an orphan's runtime dir (o->runtime_dir set), for --json. */
+static const char *orphan_runtime_action(const AjRunOrphan *o, bool dry_run)
+{
+        return o->runtime_error == 0        ? (dry_run ? "would remove" : "removed")
+               : o->runtime_error == -EBUSY ? "kept"
+                                            : "failed";
 }
 
 static int by_time(const void *a, const void *b)
@@ -554,10 +570,13 @@ static json_t *orphans_json(const Orphans *os, bool dry_run)
                 const AjRunOrphan *o = &os->v[i];
                 char msg[512];
                 orphan_message(o, dry_run, msg, sizeof(msg));
-                json_array_append_new(a, json_pack("{s:I, s:s?, s:o, s:s, s:s}", "host_id", (json_int_t)o->host_id,
-                                                   "run_id", o->run_id[0] ? o->run_id : NULL, "cgroup",
-                                                   strv_json(o->cgroup), "action", orphan_action(o, dry_run), "message",
-                                                   msg));
+                json_t *rt = o->runtime_dir ? json_pack("{s:s, s:s}", "path", o->runtime_dir, "action",
+                                                        orphan_runtime_action(o, dry_run))
+                                            : NULL;
+                json_array_append_new(a, json_pack("{s:I, s:s?, s:o, s:s, s:s, s:o*}", "host_id",
+                                                   (json_int_t)o->host_id, "run_id", o->run_id[0] ? o->run_id : NULL,
+                                                   "cgroup", strv_json(o->cgroup), "action", orphan_action(o, dry_run),
+                                                   "message", msg, "runtime_dir", rt));
         }
         return a;
 }
@@ -745,7 +764,7 @@ int aj_cmd_prune(int argc, char **argv)
         int status = reap(&paths, v, n, o.dry_run);
         /* After the runs' reaps: what is left is no run's of this state directory. */
         _cleanup_(orphans_done) Orphans orphans = { 0 };
-        if (reap_orphans(o.dry_run, &orphans) != CLI_EXIT_OK)
+        if (reap_orphans(&paths, o.dry_run, &orphans) != CLI_EXIT_OK)
                 status = CLI_EXIT_FAIL;
         _cleanup_free_ AjPruneRun *facts = calloc(n ? n : 1, sizeof(*facts));
         _cleanup_free_ AjPruneDecision *d = calloc(n ? n : 1, sizeof(*d));

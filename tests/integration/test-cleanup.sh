@@ -407,7 +407,10 @@ if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; t
                 [[ -e $d ]] && left+=" $d"
         done
         is "$left" "" "its slot names nothing that is there: free"
-        rm -rf "${AGENTJAIL_RUNTIME_DIR:?}/$id"
+        # Its runtime dir (the sockets) was left with the cgroup: it goes with it.
+        is "$(jq -r --arg id "$id" '.orphans[] | select(.run_id == $id) | .runtime_dir.action' <<<"$OUT")" removed \
+                "... with its runtime dir (--json: runtime_dir.action)" || op_diag
+        is "$(ls -d "$AGENTJAIL_RUNTIME_DIR/$id" 2>/dev/null)" "" "... which is gone"
 else
         fail "the jail for the orphaned cgroup test started, its process held" "$(cat "$TEST_TMP/bg.err")"
 fi

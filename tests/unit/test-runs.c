@@ -1502,7 +1502,7 @@ static int reap_orphans_once(const char *dir, bool dry_run)
 {
         AjRunOrphan *v = NULL;
         size_t n = 0;
-        cr_assert_eq(aj_run_reap_orphans(dir, dry_run, &v, &n, NULL), 0);
+        cr_assert_eq(aj_run_reap_orphans(dir, NULL, dry_run, &v, &n, NULL), 0);
         cr_assert_leq(n, 1);
         int r = n ? v[0].error : 1;
         if (n && v[0].error != -EPERM)
