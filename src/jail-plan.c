@@ -590,7 +590,8 @@ static int plan_mounts(Run *run)
         if (!ro)
                 return -ENOMEM;
         AjBindList extra_ro = { .items = ro, .n = run->opts->extra_ro.n };
-        memcpy(ro, run->opts->extra_ro.items, run->opts->extra_ro.n * sizeof(AjBind));
+        if (run->opts->extra_ro.n) /* items is NULL without any: memcpy's source may not be */
+                memcpy(ro, run->opts->extra_ro.items, run->opts->extra_ro.n * sizeof(AjBind));
         if (exe)
                 ro[extra_ro.n++] = (AjBind){ .source = exe, .target = (char *)AJ_JAIL_BIN "/agentjail" };
         else if (run->opts->hooks) {
