@@ -122,25 +122,6 @@ Test(cgroup_pure, layout_hybrid)
         cr_assert_str_eq(l.v1_mount[AJ_CG_V1_CPU], "/sys/fs/cgroup/cpu");
         cr_assert_str_eq(l.v1_mount[AJ_CG_V1_CPUACCT], "/sys/fs/cgroup/cpuacct");
         cr_assert_str_eq(l.v1_mount[AJ_CG_V1_FREEZER], "/sys/fs/cgroup/freezer");
-        cr_assert_not(l.v2_favordynmods);
-        aj_cgroup_layout_done(&l);
-}
-
-/* The v2 mount's favordynmods (which spares every cgroup move an RCU grace period) is read
- * from its super options, as a whole word. */
-Test(cgroup_pure, layout_favordynmods)
-{
-        static const char with[] = "30 25 0:26 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 "
-                                   "rw,nsdelegate,favordynmods,memory_recursiveprot\n";
-        static const char lookalike[] = "30 25 0:26 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 "
-                                        "rw,nofavordynmods_x\n";
-        AjCgroupLayout l = { 0 };
-        cr_assert_eq(aj_cgroup_layout_from_mountinfo(with, &l), 0);
-        cr_assert(l.v2_favordynmods);
-        aj_cgroup_layout_done(&l);
-        l = (AjCgroupLayout){ 0 };
-        cr_assert_eq(aj_cgroup_layout_from_mountinfo(lookalike, &l), 0);
-        cr_assert_not(l.v2_favordynmods);
         aj_cgroup_layout_done(&l);
 }
 
