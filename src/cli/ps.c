@@ -14,7 +14,10 @@
         "(running, frozen, quarantined, exited, lost), age, and meter usage against\n" \
         "the caps. Without --all only live and quarantined runs are shown, and dead\n" \
         "runs that left their cgroup or runtime dir on the host (agentjail prune\n"    \
-        "reaps them)."
+        "reaps them). Leftovers marked 'in use: held by a live run of the same id'\n"  \
+        "are that live run's (a cgroup and runtime dir are named by the id alone),\n"  \
+        "so no prune reaps them while it lives; with --json such a run's \"left\"\n"   \
+        "member has \"in_use\": true."
 
 static void print_row(AjRun *run, const char *state, const AjRunRemains *left)
 {
