@@ -75,6 +75,7 @@ static int list_runs(bool all, bool json)
         _cleanup_strv_free_ char **cgroup_ids = NULL;
         if (aj_cgroup_list_ids(&cgroup_ids) < 0)
                 cgroup_ids = NULL;
+        size_t n_cgroup_ids = aj_strv_length(cgroup_ids);
         json_auto_t *arr = json_array();
         if (!json)
                 printf("%-12s  %-16s  %-10s  %-11s  %7s  %s\n", "ID", "NAME", "PROFILE", "STATE", "AGE", "METERS");
@@ -88,7 +89,7 @@ static int list_runs(bool all, bool json)
                  * shown until `prune` reaps it: something of it may still run. */
                 _cleanup_(aj_run_remains_done) AjRunRemains left = { 0 };
                 if (!run->alive)
-                        (void)aj_run_remains_among(&paths, run, cgroup_ids, &left);
+                        (void)aj_run_remains_among(&paths, run, cgroup_ids, n_cgroup_ids, &left);
                 if (!all && !run->live && !active && !aj_run_remains_any(&left))
                         continue;
                 if (json) {

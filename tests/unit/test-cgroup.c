@@ -972,10 +972,18 @@ Test(cgroup_live, no_other_user_can_lock_a_run_directory)
 /* `ps` lists the ids with a cgroup directory once instead of looking each dead run up. */
 Test(cgroup_live, list_ids_has_the_runs_with_a_directory)
 {
-        live_create("listed", NULL);
+        /* A memory limit: a v1 directory too on a hybrid host, the id then listed twice. */
+        live_create("listed", &(AjCgroupLimits){ .memory_max = 64ULL << 20 });
         char **ids = NULL;
         cr_assert_eq(aj_cgroup_list_ids(&ids), 0);
         cr_assert(aj_strv_contains(ids, live_id), "listed while its directories are there");
+        size_t n = aj_strv_length(ids), seen = 0;
+        for (size_t i = 0; i < n; i++) {
+                cr_assert(i == 0 || strcmp(ids[i - 1], ids[i]) < 0, "sorted, each once: %s, %s", ids[i - 1], ids[i]);
+                seen += streq(ids[i], live_id);
+        }
+        cr_assert_eq(seen, 1, "its directory in every hierarchy, its id once");
+        cr_assert(aj_strv_sorted_contains(ids, n, live_id));
         aj_strv_free(ids);
         AjCgroup *cg = live_cg;
         live_cg = NULL;
