@@ -144,6 +144,15 @@ is "$(jq -c . <<<"$JAIL_OUT")" '{"jsonrpc":"2.0","id":2,"result":{"tools":[{"nam
         diag "$JAIL_ERR"
 like "$JAIL_ERR" 'dropped from the server: a response to no request in flight' "each said on stderr"
 
+# A server's error with id null (JSON-RPC 2.0 section 5: it could not read a request's id)
+# answers no request, so the client gets it; a result with id null is still dropped.
+run_jail -p "$P" -- /bin/sh -c '
+        mkfifo in; { echo "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}"; sleep 2; } >in &
+        timeout 2 agentjail mcp --name fs -- python3 mcp-hostile.py null-id <in; exit 0'
+is "$(jq -c . <<<"$JAIL_OUT" | tr '\n' ' ')" \
+        '{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"unreadable id"}} {"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"kept","inputSchema":{}}]}} ' \
+        "a null-id error reaches the client, a null-id result does not" || diag "$JAIL_ERR"
+
 # ------------------------------------------------- a real server and the official SDK client
 CACHE=${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/npm-mcp
 SERVER=$CACHE/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js
