@@ -318,22 +318,50 @@ static void start_stream(Fixture *f, AjGatewayCall *call)
         f->obs.on_response_head(f->obs.userdata, call, 200, &h, 1);
 }
 
-Test(supervisor_llm, stream_past_its_reservation_and_a_cap_is_cut)
+/* A stream under `caps` fed `events` (SSE texts, NULL-ended) in turn: all go on but the
+ * last, where it crosses `cap` and is cut, one breach, the call then ended cut short and
+ * `charged` of `meter` used (`why`). */
+typedef struct {
+        const char *caps;
+        const char *events[4];
+        const char *cap;
+        AjCap meter;
+        uint64_t charged;
+        const char *why;
+} StreamCut;
+
+static void expect_stream_cut(const StreamCut *s)
 {
         Fixture f;
-        setup(&f, "input_tokens=100");
+        setup(&f, s->caps);
         AjGatewayCall call;
         start_stream(&f, &call);
-        const char *start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
-                            "\"claude-test\",\"usage\":{\"input_tokens\":500,\"output_tokens\":1}}}\n\n";
-        cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, start, strlen(start)), AJ_GATEWAY_CUT);
+        size_t n = 0;
+        while (n < ARRAY_SIZE(s->events) && s->events[n])
+                n++;
+        for (size_t i = 0; i < n; i++)
+                cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, s->events[i], strlen(s->events[i])),
+                             i + 1 < n ? AJ_GATEWAY_CONTINUE : AJ_GATEWAY_CUT, "event %zu", i);
         cr_assert_eq(json_array_size(breaches), 1);
-        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(breaches, 0), "cap")), "input_tokens");
+        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(breaches, 0), "cap")), s->cap);
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
-        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_INPUT_TOKENS, 0), 500, "what was used is charged");
+        cr_expect_eq(aj_meter_used(f.meter, s->meter, 0), s->charged, "%s", s->why);
         cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "relay")), "cut_short");
         cr_expect_eq(json_array_size(breaches), 1, "one breach per call");
         teardown(&f);
+}
+
+Test(supervisor_llm, stream_past_its_reservation_and_a_cap_is_cut)
+{
+        expect_stream_cut(&(StreamCut){
+                .caps = "input_tokens=100",
+                .events = { "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
+                            "\"claude-test\",\"usage\":{\"input_tokens\":500,\"output_tokens\":1}}}\n\n" },
+                .cap = "input_tokens",
+                .meter = AJ_CAP_INPUT_TOKENS,
+                .charged = 500,
+                .why = "what was used is charged",
+        });
 }
 
 Test(supervisor_llm, unmetered_spend_refused_under_caps)
@@ -1147,22 +1175,17 @@ Test(supervisor_llm, openai_itself_sends_pdfs_without_a_file_parser_price)
  * there, as a stream past its tokens is: the provider's figure counts as it arrives. */
 Test(supervisor_llm, stream_whose_provider_cost_passes_the_cap_is_cut)
 {
-        Fixture f;
-        setup(&f, "cost_usd=1");
-        AjGatewayCall call;
-        start_stream(&f, &call);
-        const char *start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
-                            "\"claude-test\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n";
-        cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, start, strlen(start)), AJ_GATEWAY_CONTINUE);
-        const char *delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
-                            "\"end_turn\"},\"usage\":{\"output_tokens\":2,\"cost\":3}}\n\n";
-        cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, delta, strlen(delta)), AJ_GATEWAY_CUT);
-        cr_assert_eq(json_array_size(breaches), 1);
-        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(breaches, 0), "cap")), "cost_usd");
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
-        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_COST_USD, 0), 3000000000000ULL, "what it said it charged");
-        cr_expect_eq(json_array_size(breaches), 1, "one breach per call");
-        teardown(&f);
+        expect_stream_cut(&(StreamCut){
+                .caps = "cost_usd=1",
+                .events = { "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
+                            "\"claude-test\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+                            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+                            "\"end_turn\"},\"usage\":{\"output_tokens\":2,\"cost\":3}}\n\n" },
+                .cap = "cost_usd",
+                .meter = AJ_CAP_COST_USD,
+                .charged = 3000000000000ULL,
+                .why = "what it said it charged",
+        });
 }
 
 /* OpenRouter's provider routing (an order, a sort by throughput, a :nitro model...) may answer
