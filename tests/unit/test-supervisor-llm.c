@@ -72,6 +72,21 @@ static void request(Fixture *f, AjGatewayCall *call, const AjGatewayProvider *pr
         f->obs.on_request(f->obs.userdata, call, &req, v);
 }
 
+/* A request the gateway refuses before it goes: `status`, its message saying `says` (NULL:
+ * anything), the call then ended as the relay ends a refused one. */
+static void expect_refused(Fixture *f, const AjGatewayProvider *pr, const char *path, const char *body, unsigned status,
+                           const char *says)
+{
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(f, &call, pr, path, body, &v);
+        cr_expect_eq(v.status, status, "%s %s: %s", path, body, v.message ? v.message : "");
+        if (says)
+                cr_expect(v.message && strstr(v.message, says), "%s", v.message ? v.message : "(none)");
+        free(v.body);
+        f->obs.on_done(f->obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+}
+
 static void respond(Fixture *f, AjGatewayCall *call, const char *ctype, const char *body, AjGatewayOutcome o)
 {
         AjGwHeader h = { .name = "content-type", .name_len = 12, .value = ctype, .value_len = strlen(ctype) };
@@ -370,10 +385,8 @@ Test(supervisor_llm, unmetered_spend_refused_under_caps)
         setup(&f, "tokens=1000");
         AjGatewayCall call;
         AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/embeddings", "{\"model\":\"e\",\"input\":\"x\"}", &v);
-        cr_expect_eq(v.status, 403, "an API the gateway cannot meter is refused under a token cap");
-        cr_expect(strstr(v.message, "/v1/embeddings"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        /* An API the gateway cannot meter is refused under a token cap. */
+        expect_refused(&f, &openai, "/v1/embeddings", "{\"model\":\"e\",\"input\":\"x\"}", 403, "/v1/embeddings");
         request(&f, &call, &openai, "/v1/models", "", &v);
         cr_expect_eq(v.status, 0);
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_COMPLETED, 0); /* as the relay does for every call */
@@ -388,14 +401,9 @@ Test(supervisor_llm, unreadable_model_work_refused_under_a_tool_cap)
         setup(&f, "tool_calls=5");
         AjGatewayCall call;
         AjGatewayVerdict v;
-        request(&f, &call, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", &v);
-        cr_expect_eq(v.status, 403, "a batch under a tool_calls cap");
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
-        request(&f, &call, &openai, "/v1/responses", "{\"model\":\"claude-test\",\"input\":\"hi\",\"background\":true}",
-                &v);
-        cr_expect_eq(v.status, 403, "a background response under a tool_calls cap");
-        cr_expect(strstr(v.message, "background"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        expect_refused(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", 403, NULL);
+        expect_refused(&f, &openai, "/v1/responses", "{\"model\":\"claude-test\",\"input\":\"hi\",\"background\":true}",
+                       403, "background");
         request(&f, &call, &openai, "/v1/responses/resp_1", "", &v);
         cr_expect_eq(v.status, 0, "reads are relayed");
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_COMPLETED, 0);
@@ -1015,14 +1023,11 @@ Test(supervisor_llm, router_model_refused_under_a_cap_else_priced_as_the_answeri
                 "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
         Fixture f;
         setup(&f, "cost_usd=5");
-        AjGatewayCall call;
-        AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/chat/completions", req, &v);
-        cr_expect_eq(v.status, 403);
-        cr_expect(strstr(v.message, "openrouter/auto"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        expect_refused(&f, &openai, "/v1/chat/completions", req, 403, "openrouter/auto");
         teardown(&f);
         setup(&f, NULL);
+        AjGatewayCall call;
+        AjGatewayVerdict v;
         request(&f, &call, &openai, "/v1/chat/completions", req, &v);
         cr_assert_eq(v.status, 0, "%s", v.message);
         respond(&f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
@@ -1051,13 +1056,10 @@ Test(supervisor_llm, file_parser_pages_priced_under_a_cost_cap)
                 "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
         Fixture f;
         setup(&f, "cost_usd=5");
+        expect_refused(&f, &openai, "/v1/chat/completions", FILE_REQ(""), 429, "file_parser");
+        teardown(&f);
         AjGatewayCall call;
         AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/chat/completions", FILE_REQ(""), &v);
-        cr_expect_eq(v.status, 429);
-        cr_expect(strstr(v.message, "file_parser"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
-        teardown(&f);
 
         setup(&f, "cost_usd=5");
         request(&f, &call, &openai, "/v1/chat/completions",
@@ -1164,10 +1166,7 @@ Test(supervisor_llm, openai_itself_sends_pdfs_without_a_file_parser_price)
         cr_expect_float_eq(json_real_value(json_object_get(rs, "cost_usd")), 0.012, 1e-9);
         teardown(&f);
         setup(&f, "cost_usd=5");
-        request(&f, &call, &router, "/api/v1/chat/completions", req, &v);
-        cr_expect_eq(v.status, 429);
-        cr_expect(strstr(v.message, "file_parser"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        expect_refused(&f, &router, "/api/v1/chat/completions", req, 429, "file_parser");
         teardown(&f);
 }
 
@@ -1202,16 +1201,11 @@ Test(supervisor_llm, openrouter_provider_routing_under_a_cost_cap)
                 "\"max_price\":{\"prompt\":200,\"completion\":100}}}";
         Fixture f;
         setup(&f, "cost_usd=5");
+        expect_refused(&f, &openai, "/v1/chat/completions", ordered, 403, "max_price");
+        expect_refused(&f, &openai, "/v1/chat/completions",
+                       "{\"model\":\"claude-test:nitro\",\"max_tokens\":10,\"messages\":[]}", 403, NULL);
         AjGatewayCall call;
         AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/chat/completions", ordered, &v);
-        cr_expect_eq(v.status, 403);
-        cr_expect(strstr(v.message, "max_price"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
-        request(&f, &call, &openai, "/v1/chat/completions",
-                "{\"model\":\"claude-test:nitro\",\"max_tokens\":10,\"messages\":[]}", &v);
-        cr_expect_eq(v.status, 403);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
         request(&f, &call, &openai, "/v1/chat/completions", bounded, &v);
         cr_assert_eq(v.status, 0, "%s", v.message);
         /* Every token at 2e-4: the prompt's at max_price (the model's is 1e-4), the output's at the
