@@ -105,6 +105,20 @@ static json_t *last_event(const char *type)
         return found;
 }
 
+/* An allowed request whose agent left before the answer (the relay stopped reading): the
+ * call ended cut short. Returns what its llm.request reserved (borrowed from the events). */
+static json_t *agent_left(Fixture *f, const AjGatewayProvider *pr, const char *path, const char *body)
+{
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(f, &call, pr, path, body, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        json_t *reserved = json_object_get(last_event("llm.request"), "reserved");
+        call.agent_left = true;
+        f->obs.on_done(f->obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
+        return reserved;
+}
+
 /* The agent's share of the log, full from now on: emit() refuses, record() writes. */
 static bool share_full;
 static int share_emit(void *userdata, const char *type, json_t *fields)
@@ -184,15 +198,9 @@ Test(supervisor_llm, agent_left_before_the_answer_is_charged_its_worst_case)
 {
         Fixture f;
         setup(&f, "tokens=1000");
-        AjGatewayCall call;
-        AjGatewayVerdict v;
-        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
-        cr_assert_eq(v.status, 0, "%s", v.message);
         json_int_t reserved = json_integer_value(
-                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "tokens"));
+                json_object_get(agent_left(&f, &anthropic, "/v1/messages", MSG), "tokens"));
         cr_assert_gt(reserved, 10);
-        call.agent_left = true;
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
         cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOKENS, 0), (uint64_t)reserved, "charged the reservation");
         json_t *rs = last_event("llm.response");
         cr_assert_not_null(rs);
@@ -1235,18 +1243,14 @@ Test(supervisor_llm, openrouter_routed_call_without_its_cost_is_charged_at_max_p
                                     "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
         Fixture f;
         setup(&f, "cost_usd=5");
-        AjGatewayCall call;
-        AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/chat/completions", bounded, &v);
-        cr_assert_eq(v.status, 0, "%s", v.message);
         double reserved = json_real_value(
-                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "cost_usd"));
-        call.agent_left = true;
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
+                json_object_get(agent_left(&f, &openai, "/v1/chat/completions", bounded), "cost_usd"));
         cr_expect_float_eq((double)aj_meter_used(f.meter, AJ_CAP_COST_USD, 0) / 1e12, reserved, 1e-9,
                            "left: charged the reservation, at max_price");
         teardown(&f);
         setup(&f, "cost_usd=5");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
         request(&f, &call, &openai, "/v1/chat/completions", bounded, &v);
         cr_assert_eq(v.status, 0, "%s", v.message);
         respond(&f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
