@@ -35,6 +35,16 @@
 /* broker.error events: a burst, then a steady rate; the rest are counted, not written. */
 #define ERROR_BURST 20
 #define ERROR_PER_SEC 5
+/* `check` requests: read-only, but an agent asking them probes the tools rules, so they are
+ * counted and summed into tool.checks events (broker.h aj_broker_flush_checks). */
+typedef struct {
+        uint64_t allowed, denied; /* since the last tool.checks written */
+        uint64_t run_total;       /* in the run */
+        char denied_names[AJ_BROKER_CHECK_SUMMARY_NAMES][AJ_BROKER_MAX_NAME + 1];
+        size_t n_denied_names;
+        AjLoopTimer timer; /* armed while some are counted and not written */
+} CheckSummary;
+
 /* Group commit: the events held for one write(2) are committed early past this. One write
  * per 64 KiB of events is a few hundred a second at full rate; 1 MiB groups kept a 1 MiB
  * buffer resident in every supervisor a pipelining agent had loaded once. */
@@ -110,6 +120,7 @@ struct AjBroker {
         char **approval_globs;
         size_t n_approval_globs;
         uint64_t approval_timeout_ns;
+        CheckSummary checks;
         bool closing;  /* in aj_broker_free(): held calls end with the run */
         bool grouping; /* in aj_broker_dispatch(): events held, replies corked */
         uint64_t commits_failed;

@@ -475,9 +475,67 @@ static void op_usage(AjBroker *b, Conn *c, json_t *req, json_t *id)
         broker_conn_reply(c, reply);
 }
 
+/* The checks counted since the last tool.checks, as one (CheckSummary); kept when it cannot be
+ * written (the agent's share of the log is full), for the next. */
+static int checks_record(AjBroker *b)
+{
+        CheckSummary *s = &b->checks;
+        if (s->allowed + s->denied == 0)
+                return 0;
+        json_t *names = json_array();
+        for (size_t i = 0; names && i < s->n_denied_names; i++)
+                if (json_array_append_new(names, json_string(s->denied_names[i])) < 0) {
+                        json_decref(names);
+                        names = NULL;
+                }
+        int r = broker_emit(b, "tool.checks",
+                            json_pack("{s:I, s:I, s:I, s:I, s:o}", "checks", (json_int_t)(s->allowed + s->denied),
+                                      "allowed", (json_int_t)s->allowed, "denied", (json_int_t)s->denied, "run_checks",
+                                      (json_int_t)s->run_total, "denied_names", names));
+        if (r < 0)
+                return r;
+        s->allowed = s->denied = 0;
+        s->n_denied_names = 0;
+        return 0;
+}
+
+static void on_checks_due(AjLoopTimer *t, uint64_t now_ns, void *userdata)
+{
+        (void)t;
+        (void)now_ns;
+        (void)checks_record(userdata);
+}
+
+static void checks_count(AjBroker *b, const char *name, bool allowed)
+{
+        CheckSummary *s = &b->checks;
+        s->run_total++;
+        if (allowed)
+                s->allowed++;
+        else {
+                s->denied++;
+                bool known = false;
+                for (size_t i = 0; !known && i < s->n_denied_names; i++)
+                        known = streq(s->denied_names[i], name);
+                if (!known && s->n_denied_names < AJ_BROKER_CHECK_SUMMARY_NAMES)
+                        snprintf(s->denied_names[s->n_denied_names++], sizeof(s->denied_names[0]), "%s", name);
+        }
+        if (!aj_loop_timer_armed(&s->timer))
+                (void)aj_loop_timer_set(&s->timer, b->now_ns() + AJ_BROKER_CHECK_SUMMARY_NS);
+}
+
+void aj_broker_flush_checks(AjBroker *b)
+{
+        if (!b)
+                return;
+        aj_loop_timer_stop(&b->checks.timer);
+        (void)checks_record(b);
+}
+
 /* What a `tool` request with this name would meet from the tools rules and approvals, without
- * counting, holding or recording it: for a relay that hides denied tools from a listing
- * (agentjail mcp). The caps are not judged: they change with every call. */
+ * counting it as a call, holding it or recording it on its own: for a relay that hides denied
+ * tools from a listing (agentjail mcp). The caps are not judged: they change with every call.
+ * Checks are summed into tool.checks (checks_count). */
 static void op_check(AjBroker *b, Conn *c, json_t *req, json_t *id)
 {
         static const char *const allowed[] = { AJ_BROKER_F_ID, AJ_BROKER_F_V, AJ_BROKER_F_OP, AJ_BROKER_F_TOOL_NAME,
@@ -492,6 +550,7 @@ static void op_check(AjBroker *b, Conn *c, json_t *req, json_t *id)
                 return;
         aj_meter_check_tool(b->meter, name, &d);
         bool allowed_now = d.verdict == AJ_VERDICT_ALLOW;
+        checks_count(b, name, allowed_now);
         json_t *reply = broker_envelope(id, true);
         reply = broker_reply_set(reply, AJ_BROKER_F_VERDICT,
                                  json_string(allowed_now ? AJ_BROKER_ALLOW : AJ_BROKER_DENY));
@@ -712,6 +771,7 @@ int aj_broker_new(const char *socket_path, uid_t owner_uid, gid_t owner_gid, AjM
                 free(b);
                 return r;
         }
+        aj_loop_timer_init(b->loop, &b->checks.timer, on_checks_due, b);
         b->loop_fd = aj_loop_fd(b->loop);
         if (b->loop_fd < 0) {
                 r = b->loop_fd;
@@ -750,6 +810,7 @@ void aj_broker_free(AjBroker *b)
         free(b->in_flight);
         broker_undo_rights_free(b);
         json_decref(b->held_ids);
+        aj_loop_timer_stop(&b->checks.timer);
         aj_loop_free(b->loop);
         free(b);
 }

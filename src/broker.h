@@ -50,6 +50,15 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjBroker *, aj_broker_free);
  * (profile logs.reports_per_sec); more are answered with error "rate_limited", not
  * recorded, and counted (the next recorded report carries "suppressed"). 0: no limit. */
 void aj_broker_set_report_rate(AjBroker *b, uint64_t per_sec);
+/* `check` requests are read-only, but an agent asking them probes the tools rules: they are
+ * counted and summed into a tool.checks event ({checks, allowed, denied, run_checks,
+ * denied_names: the first AJ_BROKER_CHECK_SUMMARY_NAMES distinct}) written
+ * AJ_BROKER_CHECK_SUMMARY_NS after the first check it counts, so at most one a second
+ * however many; one the log refused is kept for the next. This writes the one not yet
+ * written (the run's end, before run.exit). */
+#define AJ_BROKER_CHECK_SUMMARY_NS 1000000000ull
+#define AJ_BROKER_CHECK_SUMMARY_NAMES 8
+void aj_broker_flush_checks(AjBroker *b);
 uint64_t aj_broker_reports_suppressed(const AjBroker *b);
 int aj_broker_set_approvals(AjBroker *b, char *const *globs, size_t n, uint64_t timeout_ns);
 /* Approve or deny the held call `call_id`, answering its caller. `digest` (optional) must

@@ -32,10 +32,6 @@ typedef struct {
         AjCgroupMode mode;
         char *v2_mount;                /* NULL when there is no v2 hierarchy */
         char *v1_mount[_AJ_CG_V1_MAX]; /* NULL when the controller is not mounted */
-        /* The v2 mount's "favordynmods" (Linux 6.0): moving a process between cgroups, of any
-         * hierarchy, then needs no RCU grace period (the threadgroup lock stays in its slow
-         * mode), at some cost to every fork and exit on the host. */
-        bool v2_favordynmods;
 } AjCgroupLayout;
 
 void aj_cgroup_layout_done(AjCgroupLayout *l);

@@ -174,7 +174,6 @@ static int layout_add_line(AjCgroupLayout *l, char *line, bool *v2_at_root, bool
                                 return -ENOMEM;
                         free(l->v2_mount);
                         l->v2_mount = m;
-                        l->v2_favordynmods = opts_contain(superopts, "favordynmods");
                         *v2_at_root = canonical;
                 }
         } else if (streq(fstype, "cgroup") && superopts) {

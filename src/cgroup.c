@@ -396,8 +396,33 @@ int aj_cgroup_open(const char *run_id, AjCgroup **ret)
         return 0;
 }
 
-/* Pushes to *ids the names in `parent` (an "agentjail" directory) that are run ids. */
-static int list_parent(const char *parent, char ***ids)
+/* The names read from the "agentjail" directories, each hierarchy's in turn, repeats and all
+ * (a run has a directory in each): a NULL-terminated vector, its length kept, appended to in
+ * amortized O(1) (aj_strv_push measures the vector at each push). */
+typedef struct {
+        char **v;
+        size_t n, cap;
+} IdList;
+
+static int id_list_push(IdList *l, const char *s)
+{
+        if (l->n + 2 > l->cap) {
+                size_t cap = l->cap ? l->cap * 2 : 64;
+                char **v = realloc(l->v, cap * sizeof(char *));
+                if (!v)
+                        return -ENOMEM;
+                l->v = v;
+                l->cap = cap;
+        }
+        l->v[l->n] = strdup(s);
+        if (!l->v[l->n])
+                return -ENOMEM;
+        l->v[++l->n] = NULL;
+        return 0;
+}
+
+/* Appends to `ids` the names in `parent` (an "agentjail" directory) that are run ids. */
+static int list_parent(const char *parent, IdList *ids)
 {
         DIR *d = parent ? opendir(parent) : NULL;
         if (!d)
@@ -406,8 +431,8 @@ static int list_parent(const char *parent, char ***ids)
         struct dirent *de;
         while (r >= 0 && (de = readdir(d)))
                 if ((de->d_type == DT_DIR || de->d_type == DT_UNKNOWN) && de->d_name[0] != '.' &&
-                    aj_cgroup_run_id_valid(de->d_name) && !aj_strv_contains(*ids, de->d_name))
-                        r = aj_strv_push(ids, de->d_name);
+                    aj_cgroup_run_id_valid(de->d_name))
+                        r = id_list_push(ids, de->d_name);
         closedir(d);
         return r;
 }
@@ -419,6 +444,7 @@ int aj_cgroup_list_ids(char ***ret_ids)
         if (r < 0)
                 return r;
         _cleanup_strv_free_ char **ids = NULL;
+        IdList listed = { 0 };
         /* Where aj_cgroup_open looks: the hierarchy roots, and a rootless caller's own cgroup. */
         for (int pass = 0; r >= 0 && pass < (geteuid() == 0 ? 1 : 2); pass++) {
                 char *v2_base = NULL, *v1_base[_AJ_CG_V1_MAX] = { 0 };
@@ -431,17 +457,19 @@ int aj_cgroup_list_ids(char ***ret_ids)
                         r = aj_cgroup_plan_paths(&layout, "x", true, v2_base, v1_base, all, &plan);
                 free_bases(v2_base, v1_base);
                 if (r >= 0)
-                        r = list_parent(plan.v2_parent, &ids);
+                        r = list_parent(plan.v2_parent, &listed);
                 for (size_t c = 0; r >= 0 && c < _AJ_CG_V1_MAX; c++)
                         if (!plan.v1_alias[c])
-                                r = list_parent(plan.v1_parent[c], &ids);
+                                r = list_parent(plan.v1_parent[c], &listed);
                 aj_cgroup_plan_done(&plan);
         }
+        ids = listed.v;
         aj_cgroup_layout_done(&layout);
         if (r < 0)
                 return r;
         if (!ids && !(ids = calloc(1, sizeof(char *))))
                 return -ENOMEM;
+        aj_strv_sort_unique(ids);
         *ret_ids = TAKE_PTR(ids);
         return 0;
 }

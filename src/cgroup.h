@@ -81,7 +81,8 @@ int aj_cgroup_claim(AjCgroup *cg);
 /* The run ids that have a directory in some hierarchy, where aj_cgroup_open() looks (one
  * readdir of each "agentjail" parent, for a caller that asks of many runs: a miss costs
  * aj_cgroup_open() a failed lookup per hierarchy, which kernfs does not cache).
- * NULL-terminated, never NULL on success. */
+ * NULL-terminated, never NULL on success; sorted (strcmp), each id once, so a caller looks an
+ * id up with aj_strv_sorted_contains(). O(n log n) in the directories listed. */
 int aj_cgroup_list_ids(char ***ret_ids);
 
 /* An O_DIRECTORY fd of the v2 cgroup for clone3(CLONE_INTO_CGROUP), or -1 if none. */

@@ -258,7 +258,6 @@ static void probe_cgroups(AjDoctorFacts *f)
         if (aj_cgroup_layout_load(&l) < 0)
                 return;
         f->cg_mode = l.mode;
-        f->v2_favordynmods = l.v2_favordynmods;
         static const AjCgroupV1Controller v1[_AJ_DOCTOR_CTRL_MAX] = {
                 [AJ_DOCTOR_MEMORY] = AJ_CG_V1_MEMORY,
                 [AJ_DOCTOR_PIDS] = AJ_CG_V1_PIDS,

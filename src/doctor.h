@@ -45,7 +45,6 @@ typedef struct {
         char *v2_subtree;                      /* its cgroup.subtree_control; NULL: unreadable */
         bool v2_writable;                      /* a child cgroup could be made there (rootless: made, removed) */
         bool v2_shared;                        /* it holds processes that are not ours (rootless) */
-        bool v2_favordynmods;                  /* the v2 mount has "favordynmods" */
         /* user namespaces */
         int userns;                    /* 0: one could be made; else -errno */
         int userns_caps;               /* 0: with its capabilities (a mount namespace in it); else -errno */

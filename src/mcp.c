@@ -283,9 +283,14 @@ int aj_mcp_from_server(const char *line, size_t len, AjMcpMsg *ret)
         } else {
                 m.id = json_object_get(m.msg, "id");
                 id_key(m.id, m.id_key);
-                bool response = !json_object_get(m.msg, "method") &&
-                                (json_object_get(m.msg, "result") || json_object_get(m.msg, "error"));
-                m.action = response ? AJ_MCP_RESPONSE : AJ_MCP_FORWARD;
+                bool has_result = json_object_get(m.msg, "result"), has_error = json_object_get(m.msg, "error");
+                bool response = !json_object_get(m.msg, "method") && (has_result || has_error);
+                /* JSON-RPC 2.0 section 5: a server that could not read a request's id answers
+                 * with an error whose id is null. No request the relay tracks has that id (an
+                 * integer or a string), so it can pass for no answer: the client gets it. A
+                 * null-id result answers nothing and stays a response to no request. */
+                bool unreadable_id = response && json_is_null(m.id) && has_error && !has_result;
+                m.action = response && !unreadable_id ? AJ_MCP_RESPONSE : AJ_MCP_FORWARD;
                 m.line = strndup(line, len);
                 if (!m.line) {
                         aj_mcp_msg_done(&m);

@@ -76,7 +76,9 @@ int aj_mcp_from_client(const char *line, size_t len, const char *server,
 
 /* A line from the server: a response is RESPONSE (the caller matches its id, `id_key` ""
  * when it has none: a response to nothing the client waits for), requests
- * and notifications FORWARD (the line as is); what does not parse and batches are
+ * and notifications FORWARD (the line as is), and so is an error with id null (JSON-RPC
+ * 2.0 section 5: the server could not read a request's id; it matches no request in
+ * flight, so it answers none; a null-id result is a RESPONSE); what does not parse and batches are
  * DROPPED (a server must write nothing else on stdout, and a batch could carry a
  * tools/list result past the filter). 0 or -ENOMEM. */
 int aj_mcp_from_server(const char *line, size_t len, AjMcpMsg *ret);

@@ -1082,14 +1082,16 @@ char *aj_run_remains_describe(const AjRunRemains *rm, char *buf, size_t len)
 }
 
 /* What of the run is still on the host, found (aj_run_remains without in_use); its cgroup
- * looked for only when cgroup_ids (NULL: unknown) lists its id. */
-static int find_remains(const AjPaths *paths, const AjRun *run, char *const *cgroup_ids, AjRunRemains *ret)
+ * looked for only when cgroup_ids (NULL: unknown; its n_ids ids sorted) lists its id. */
+static int find_remains(const AjPaths *paths, const AjRun *run, char *const *cgroup_ids, size_t n_ids,
+                        AjRunRemains *ret)
 {
         if (!aj_run_id_valid(run->id))
                 return -EINVAL;
         _cleanup_(aj_run_remains_done) AjRunRemains rm = { 0 };
         _cleanup_(aj_cgroup_freep) AjCgroup *cg = NULL;
-        int r = !cgroup_ids || aj_strv_contains(cgroup_ids, run->id) ? aj_cgroup_open(run->id, &cg) : -ENOENT;
+        int r = !cgroup_ids || aj_strv_sorted_contains(cgroup_ids, n_ids, run->id) ? aj_cgroup_open(run->id, &cg)
+                                                                                   : -ENOENT;
         if (r < 0 && r != -ENOENT)
                 return r;
         if (r >= 0 && !(rm.cgroup = aj_strv_copy(aj_cgroup_paths(cg))))
@@ -1136,13 +1138,14 @@ static int claim_remains(const AjRun *run, AjRunRemains *rm, int *ret_rt_fd, AjC
 
 int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret)
 {
-        return aj_run_remains_among(paths, run, NULL, ret);
+        return aj_run_remains_among(paths, run, NULL, 0, ret);
 }
 
-int aj_run_remains_among(const AjPaths *paths, const AjRun *run, char *const *cgroup_ids, AjRunRemains *ret)
+int aj_run_remains_among(const AjPaths *paths, const AjRun *run, char *const *cgroup_ids, size_t n_ids,
+                         AjRunRemains *ret)
 {
         _cleanup_(aj_run_remains_done) AjRunRemains rm = { 0 };
-        int r = find_remains(paths, run, cgroup_ids, &rm);
+        int r = find_remains(paths, run, cgroup_ids, n_ids, &rm);
         if (r < 0)
                 return r;
         if (aj_run_remains_any(&rm)) {
@@ -1194,7 +1197,7 @@ static char **dirs_left(char *const *found)
  * (check_dead). */
 static int reap_held(const AjPaths *paths, const AjRun *run, AjRunReaped *ret)
 {
-        int r = find_remains(paths, run, NULL, &ret->found);
+        int r = find_remains(paths, run, NULL, 0, &ret->found);
         if (r < 0)
                 return r;
         /* Its runtime dir and cgroup are named by the id alone: held by a supervisor, they

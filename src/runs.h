@@ -215,8 +215,10 @@ char *aj_run_remains_describe(const AjRunRemains *rm, char *buf, size_t len);
  * takes, tried here and let go (so `ps` and `prune` tell one story). */
 int aj_run_remains(const AjPaths *paths, const AjRun *run, AjRunRemains *ret);
 /* The same for one of many runs (`ps`): its cgroup looked for only when `cgroup_ids`, the
- * ids with a cgroup directory (cgroup.h aj_cgroup_list_ids, listed once), has its id. */
-int aj_run_remains_among(const AjPaths *paths, const AjRun *run, char *const *cgroup_ids, AjRunRemains *ret);
+ * n_ids ids with a cgroup directory (cgroup.h aj_cgroup_list_ids, listed once, sorted), has
+ * its id (a binary search). */
+int aj_run_remains_among(const AjPaths *paths, const AjRun *run, char *const *cgroup_ids, size_t n_ids,
+                         AjRunRemains *ret);
 /* What in_use means, for the operator (`ps`, `prune`). */
 #define AJ_RUN_REMAINS_IN_USE_TEXT                                                                      \
         "in use: held by a live run of the same id (its cgroup and runtime dir are named by the id "    \

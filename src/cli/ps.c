@@ -14,7 +14,10 @@
         "(running, frozen, quarantined, exited, lost), age, and meter usage against\n" \
         "the caps. Without --all only live and quarantined runs are shown, and dead\n" \
         "runs that left their cgroup or runtime dir on the host (agentjail prune\n"    \
-        "reaps them)."
+        "reaps them). Leftovers marked 'in use: held by a live run of the same id'\n"  \
+        "are that live run's (a cgroup and runtime dir are named by the id alone),\n"  \
+        "so no prune reaps them while it lives; with --json such a run's \"left\"\n"   \
+        "member has \"in_use\": true."
 
 static void print_row(AjRun *run, const char *state, const AjRunRemains *left)
 {
@@ -72,6 +75,7 @@ static int list_runs(bool all, bool json)
         _cleanup_strv_free_ char **cgroup_ids = NULL;
         if (aj_cgroup_list_ids(&cgroup_ids) < 0)
                 cgroup_ids = NULL;
+        size_t n_cgroup_ids = aj_strv_length(cgroup_ids);
         json_auto_t *arr = json_array();
         if (!json)
                 printf("%-12s  %-16s  %-10s  %-11s  %7s  %s\n", "ID", "NAME", "PROFILE", "STATE", "AGE", "METERS");
@@ -85,7 +89,7 @@ static int list_runs(bool all, bool json)
                  * shown until `prune` reaps it: something of it may still run. */
                 _cleanup_(aj_run_remains_done) AjRunRemains left = { 0 };
                 if (!run->alive)
-                        (void)aj_run_remains_among(&paths, run, cgroup_ids, &left);
+                        (void)aj_run_remains_among(&paths, run, cgroup_ids, n_cgroup_ids, &left);
                 if (!all && !run->live && !active && !aj_run_remains_any(&left))
                         continue;
                 if (json) {

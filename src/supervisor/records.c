@@ -315,6 +315,7 @@ void aj_run_write_final_records(Run *run)
         if (suppressed)
                 aj_events_emit(run->events, "seccomp.suppressed", suppressed);
         aj_sup_cgroup_events_check(&run->cg_events);
+        aj_broker_flush_checks(run->broker);
         if (run->broker && aj_broker_reports_suppressed(run->broker) > 0)
                 aj_events_emit(run->events, "broker.suppressed",
                                json_pack("{s:I, s:I}", "reports", (json_int_t)aj_broker_reports_suppressed(run->broker),

@@ -50,6 +50,29 @@ bool aj_strv_contains(char *const *v, const char *s)
         return false;
 }
 
+static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+size_t aj_strv_sort_unique(char **v)
+{
+        size_t n = aj_strv_length(v), kept = 0;
+        if (n == 0)
+                return 0;
+        qsort(v, n, sizeof(char *), compare_strings);
+        for (size_t i = 0; i < n; i++) {
+                if (kept > 0 && strcmp(v[kept - 1], v[i]) == 0)
+                        free(v[i]);
+                else
+                        v[kept++] = v[i];
+        }
+        v[kept] = NULL;
+        return kept;
+}
+
+bool aj_strv_sorted_contains(char *const *v, size_t n, const char *s)
+{
+        return v && bsearch(&s, v, n, sizeof(char *), compare_strings);
+}
+
 char **aj_strv_copy(char *const *v)
 {
         char **r = calloc(aj_strv_length(v) + 1, sizeof(char *));

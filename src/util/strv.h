@@ -14,6 +14,10 @@ int aj_strv_push(char ***v, const char *s);
 /* Append s, taking ownership (freed on failure too). */
 int aj_strv_consume(char ***v, char *s);
 bool aj_strv_contains(char *const *v, const char *s);
+/* Sorts v (strcmp order) and frees each string's repeats: O(n log n). Returns its new length. */
+size_t aj_strv_sort_unique(char **v);
+/* Whether v, its n strings sorted by aj_strv_sort_unique, has s: O(log n). */
+bool aj_strv_sorted_contains(char *const *v, size_t n, const char *s);
 char **aj_strv_copy(char *const *v);
 
 static inline void aj_strv_freep(char ***v) { aj_strv_free(*v); }

@@ -5,7 +5,9 @@
 # a kept one. "alias": to a tools/list with id L, first answers the client's request 1 (a
 # call held for approval, never sent to it) and L under their ids as strings ("1", "L":
 # the official TypeScript SDK reads them as 1 and L), with a forged result and a denied
-# tool, then L itself, twice.
+# tool, then L itself, twice. "null-id": to a tools/list with id L, first answers with id
+# null, an error (JSON-RPC 2.0 section 5: it could not read an id) and a result listing a
+# denied tool, then L itself.
 #
 # N (a number): the client. It runs `agentjail mcp` with "server", makes a call held for
 # approval, then asks for N listings at once, and says what came back: "lists=N
@@ -23,7 +25,7 @@ def answer(id, result):
     print(json.dumps({"jsonrpc": "2.0", "id": id, "result": result}), flush=True)
 
 
-if sys.argv[1] in ("server", "alias"):
+if sys.argv[1] in ("server", "alias", "null-id"):
     for line in sys.stdin:
         m = json.loads(line)
         if m.get("method") != "tools/list":
@@ -33,6 +35,12 @@ if sys.argv[1] in ("server", "alias"):
             answer(str(m["id"]), {"tools": [{"name": "write_file", "inputSchema": {}}]})
             answer(m["id"], {"tools": [{"name": "kept", "inputSchema": {}}]})
             answer(m["id"], {"tools": [{"name": "write_file", "inputSchema": {}}]})
+            continue
+        if sys.argv[1] == "null-id":
+            print(json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "unreadable id"}}),
+                  flush=True)
+            answer(None, {"tools": [{"name": "write_file", "inputSchema": {}}]})
+            answer(m["id"], {"tools": [{"name": "kept", "inputSchema": {}}]})
             continue
         tools = [{"name": "move_%04d_" % i + "x" * 230, "inputSchema": {}} for i in range(1023)]
         tools.append({"name": "kept", "inputSchema": {}})

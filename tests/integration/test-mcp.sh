@@ -131,6 +131,16 @@ like "$JAIL_OUT" 'lists=16 filtered=16 errors=0' "16 listings of 1024 denied too
 like "$JAIL_OUT" 'held=waiting' "the call held for approval meanwhile still waits (the relay's broker connection stayed)"
 is "$(events_of approval | jq -r '"\(.decision) \(.reason)"')" "cancelled the caller disconnected" \
         "it is cancelled once, when the client ends the relay"
+# The relay's checks of the listings' tools are on the record, summed (one event a second at most).
+is "$(events_of tool.checks | jq -s -c '[(map(.checks) | add), (map(.denied) | add), (map(.allowed) | add)]')" \
+        "[16384,16368,16]" "the 16,384 checks of the listings' tools are recorded, summed: 16,368 denied, 16 allowed"
+# Each written a second after the first check it counts (the last: at the run's end).
+is "$(events_of tool.checks | jq -r .ts | python3 -c '
+import sys, datetime
+t = [datetime.datetime.fromisoformat(l.strip()[:26]).timestamp() for l in sys.stdin]
+print(all(b - a >= 0.99 for a, b in zip(t, t[1:-1])) and len(t) >= 1)')" True \
+        "in at most one tool.checks a second"
+like "$(events_of tool.checks | head -1 | jq -r '.denied_names[0]')" '^mcp\.fs\.move_' "naming the denied tools checked"
 
 # Only the response to a request in flight reaches the client, by its id exactly: a server
 # answering "1" for a held call 1 (which the TypeScript SDK would take for its answer) or
@@ -143,6 +153,15 @@ is "$(jq -c . <<<"$JAIL_OUT")" '{"jsonrpc":"2.0","id":2,"result":{"tools":[{"nam
         "a server's answers under another spelling of a pending id, and a second answer, are dropped" ||
         diag "$JAIL_ERR"
 like "$JAIL_ERR" 'dropped from the server: a response to no request in flight' "each said on stderr"
+
+# A server's error with id null (JSON-RPC 2.0 section 5: it could not read a request's id)
+# answers no request, so the client gets it; a result with id null is still dropped.
+run_jail -p "$P" -- /bin/sh -c '
+        mkfifo in; { echo "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}"; sleep 2; } >in &
+        timeout 2 agentjail mcp --name fs -- python3 mcp-hostile.py null-id <in; exit 0'
+is "$(jq -c . <<<"$JAIL_OUT" | tr '\n' ' ')" \
+        '{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"unreadable id"}} {"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"kept","inputSchema":{}}]}} ' \
+        "a null-id error reaches the client, a null-id result does not" || diag "$JAIL_ERR"
 
 # ------------------------------------------------- a real server and the official SDK client
 CACHE=${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/npm-mcp

@@ -1472,7 +1472,8 @@ Test(meter_cmd, client_exit_statuses, .init = setup, .fini = teardown)
 }
 
 /* `check`: the verdict the tools rules give a name, and whether approvals would hold it;
- * nothing counted, held or recorded (agentjail mcp hides denied tools with it). */
+ * nothing counted as a call, held or recorded on its own (agentjail mcp hides denied tools
+ * with it; checks are summed into tool.checks a second later: below). */
 Test(approvals, check_tells_the_rules_verdict_without_counting)
 {
         AjMeterCaps caps = {};
@@ -1508,7 +1509,7 @@ Test(approvals, check_tells_the_rules_verdict_without_counting)
         json_decref(r);
         cr_expect_null(in_flight_call("refund.issue"));
 
-        cr_expect_eq(json_array_size(env.fake.events), 0, "a check records nothing");
+        cr_expect_eq(json_array_size(env.fake.events), 0, "a check records nothing of its own");
         cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0, "and counts nothing");
 
         /* Its fields are checked like any request's. */
@@ -1519,6 +1520,75 @@ Test(approvals, check_tells_the_rules_verdict_without_counting)
         expect_error(request(fd, "{\"id\": 6, \"v\": 1, \"op\": \"check\", \"gen_ai.tool.name\": \"x\", "
                                  "\"gen_ai.tool.call.arguments\": {}}\n"),
                      "bad_request", "unknown field \"gen_ai.tool.call.arguments\" for op \"check\"", false);
+        close(fd);
+}
+
+#define CHECK(id, name) "{\"id\": " #id ", \"v\": 1, \"op\": \"check\", \"gen_ai.tool.name\": \"" name "\"}\n"
+
+/* An agent probing the tools rules with `check` is on the record, and cannot flood it: its
+ * checks are summed into one tool.checks a second after the first (counts, the first 8
+ * denied names), however many; what the last second counted is written at the run's end. */
+Test(approvals, checks_are_summed_into_one_event_a_second)
+{
+        setup_approvals(NULL);
+        cr_assert_eq(aj_meter_add_tool_rule(env.meter, AJ_TOOL_RULE_DENY, "secret.*"), 0);
+        int fd = client();
+        char line[128];
+        for (int i = 0; i < 500; i++) {
+                snprintf(line, sizeof(line), i % 5 ? CHECK(% d, "secret.t%d") : CHECK(% d, "open.t%d"), i, i % 20);
+                json_decref(request(fd, line));
+        }
+        cr_expect_eq(json_array_size(env.fake.events), 0, "nothing written within the second");
+        fake_now += AJ_BROKER_CHECK_SUMMARY_NS;
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        cr_assert_eq(json_array_size(env.fake.events), 1, "one event for 500 checks");
+        json_t *ev = json_array_get(env.fake.events, 0);
+        cr_expect_str_eq(event_type(0), "tool.checks");
+        cr_expect_eq(json_integer_value(json_object_get(ev, "checks")), 500);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "allowed")), 100);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "denied")), 400);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "run_checks")), 500);
+        json_t *names = json_object_get(ev, "denied_names");
+        cr_assert_eq(json_array_size(names), AJ_BROKER_CHECK_SUMMARY_NAMES, "the first 8 distinct denied names");
+        cr_expect_str_eq(json_string_value(json_array_get(names, 0)), "secret.t1");
+        cr_expect_str_eq(json_string_value(json_array_get(names, 4)), "secret.t6");
+
+        /* Nothing new: no event; the next checks start the next second. */
+        fake_now += 10 * AJ_BROKER_CHECK_SUMMARY_NS;
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        cr_expect_eq(json_array_size(env.fake.events), 1);
+        json_decref(request(fd, CHECK(900, "open.x")));
+        json_decref(request(fd, CHECK(901, "secret.x")));
+        fake_now += AJ_BROKER_CHECK_SUMMARY_NS / 2;
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        cr_expect_eq(json_array_size(env.fake.events), 1, "half a second: not yet");
+        aj_broker_flush_checks(env.broker); /* the run's end */
+        cr_assert_eq(json_array_size(env.fake.events), 2);
+        ev = json_array_get(env.fake.events, 1);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "checks")), 2);
+        cr_expect_eq(json_integer_value(json_object_get(ev, "run_checks")), 502);
+        cr_expect_str_eq(json_string_value(json_array_get(json_object_get(ev, "denied_names"), 0)), "secret.x");
+        aj_broker_flush_checks(env.broker);
+        cr_expect_eq(json_array_size(env.fake.events), 2, "flushed once");
+        close(fd);
+}
+
+/* A summary the log refused (the agent's share full) is kept for the next. */
+Test(approvals, checks_not_written_are_kept_for_the_next_summary)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        json_decref(request(fd, CHECK(1, "a.b")));
+        env.fake.fail_emit = 1;
+        fake_now += AJ_BROKER_CHECK_SUMMARY_NS;
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        cr_expect_eq(json_array_size(env.fake.events), 0);
+        env.fake.fail_emit = 0;
+        json_decref(request(fd, CHECK(2, "a.c")));
+        fake_now += AJ_BROKER_CHECK_SUMMARY_NS;
+        cr_assert_eq(aj_broker_dispatch(env.broker), 0);
+        cr_assert_eq(json_array_size(env.fake.events), 1);
+        cr_expect_eq(json_integer_value(json_object_get(json_array_get(env.fake.events, 0), "checks")), 2);
         close(fd);
 }
 

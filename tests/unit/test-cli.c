@@ -212,6 +212,19 @@ Test(cli, verbs_parse_their_own_options)
         cr_assert_eq(VERB(aj_cmd_quarantine, "quarantine", "list", "x"), 2);
 }
 
+/* `ps` shows a dead run's leftovers held by a live run of its id as "in use" (runs.h
+ * AJ_RUN_REMAINS_IN_USE_TEXT, --json "in_use"): its help says what that means. */
+Test(cli, ps_help_names_in_use, .init = cr_redirect_stdout)
+{
+        cr_assert_eq(VERB(aj_cmd_ps, "ps", "--help"), 0);
+        fflush(stdout);
+        static char text[1 << 14];
+        size_t len = fread(text, 1, sizeof(text) - 1, cr_get_redirected_stdout());
+        text[len] = 0;
+        cr_expect_not_null(strstr(text, "in use: held by a live run of the same id"), "%s", text);
+        cr_expect_not_null(strstr(text, "\"in_use\""), "%s", text);
+}
+
 /* An error message names what the agent chose (a file in its workspace, a tool, the
  * supervisor's reply quoting either): shown escaped (util/format.h), so it cannot move the
  * cursor, set a window title, write the clipboard (OSC 52), forge a line or flip the text's

@@ -150,7 +150,7 @@ Test(doctor, hybrid_root)
 }
 
 /* On a host with v1 controllers, every run's init moves itself into its v1 cgroups, a
- * thread's own move that waits for no RCU grace period, favordynmods or not: said as fine,
+ * thread's own move that waits for no RCU grace period: said as fine,
  * with nothing to fix. Pure v2 clones into the cgroup and moves nothing. */
 Test(doctor, hybrid_cgroup_moves)
 {
@@ -163,11 +163,6 @@ Test(doctor, hybrid_cgroup_moves)
         cr_assert_null(l->fix);
         assert_contains(l->found, "moves itself");
         cr_assert(aj_doctor_report_ok(&r));
-
-        f.v2_favordynmods = true;
-        _cleanup_(aj_doctor_report_done) AjDoctorReport r2 = { 0 };
-        cr_assert_eq(aj_doctor_report(&f, &r2), 0);
-        cr_assert_eq(line(&r2, "cgroup moves")->status, AJ_DOCTOR_OK);
 
         AjDoctorFacts v2 = healthy();
         _cleanup_(aj_doctor_report_done) AjDoctorReport r3 = { 0 };

@@ -266,15 +266,26 @@ Test(mcp, server_messages)
         cr_expect_str_eq(m.line, resp, "a response goes on as it came");
         aj_mcp_msg_done(&m);
 
-        /* A response without an id, or with null, answers nothing the relay tracks: it has no key. */
-        const char *no_id[] = { "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32700,\"message\":\"x\"}}",
-                                "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32700,\"message\":\"x\"}}" };
+        /* A response without an id, or a result with id null, answers nothing the relay
+         * tracks: a response the relay drops (no request in flight has that key). */
+        const char *no_id[] = {
+                "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32700,\"message\":\"x\"}}",
+                "{\"jsonrpc\":\"2.0\",\"id\":null,\"result\":{\"tools\":[]}}",
+                "{\"jsonrpc\":\"2.0\",\"id\":null,\"result\":{},\"error\":{\"code\":1,\"message\":\"x\"}}"
+        };
         for (size_t i = 0; i < ARRAY_SIZE(no_id); i++) {
                 cr_assert_eq(aj_mcp_from_server(no_id[i], strlen(no_id[i]), &m), 0);
                 cr_expect_eq(m.action, AJ_MCP_RESPONSE, "case %zu", i);
                 cr_expect_str_eq(m.id_key, i == 0 ? "" : "null");
                 aj_mcp_msg_done(&m);
         }
+        /* An error with id null (JSON-RPC 2.0 section 5: the server could not read a
+         * request's id) is the client's: it can answer none of its requests. */
+        const char *unread = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32700,\"message\":\"x\"}}";
+        cr_assert_eq(aj_mcp_from_server(unread, strlen(unread), &m), 0);
+        cr_expect_eq(m.action, AJ_MCP_FORWARD);
+        cr_expect_str_eq(m.line, unread);
+        aj_mcp_msg_done(&m);
 
         const char *req = "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"roots/list\"}";
         cr_assert_eq(aj_mcp_from_server(req, strlen(req), &m), 0);

@@ -72,6 +72,21 @@ static void request(Fixture *f, AjGatewayCall *call, const AjGatewayProvider *pr
         f->obs.on_request(f->obs.userdata, call, &req, v);
 }
 
+/* A request the gateway refuses before it goes: `status`, its message saying `says` (NULL:
+ * anything), the call then ended as the relay ends a refused one. */
+static void expect_refused(Fixture *f, const AjGatewayProvider *pr, const char *path, const char *body, unsigned status,
+                           const char *says)
+{
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(f, &call, pr, path, body, &v);
+        cr_expect_eq(v.status, status, "%s %s: %s", path, body, v.message ? v.message : "");
+        if (says)
+                cr_expect(v.message && strstr(v.message, says), "%s", v.message ? v.message : "(none)");
+        free(v.body);
+        f->obs.on_done(f->obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+}
+
 static void respond(Fixture *f, AjGatewayCall *call, const char *ctype, const char *body, AjGatewayOutcome o)
 {
         AjGwHeader h = { .name = "content-type", .name_len = 12, .value = ctype, .value_len = strlen(ctype) };
@@ -88,6 +103,20 @@ static json_t *last_event(const char *type)
                 if (strcmp(json_string_value(json_object_get(e, "type")), type) == 0)
                         found = e;
         return found;
+}
+
+/* An allowed request whose agent left before the answer (the relay stopped reading): the
+ * call ended cut short. Returns what its llm.request reserved (borrowed from the events). */
+static json_t *agent_left(Fixture *f, const AjGatewayProvider *pr, const char *path, const char *body)
+{
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(f, &call, pr, path, body, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        json_t *reserved = json_object_get(last_event("llm.request"), "reserved");
+        call.agent_left = true;
+        f->obs.on_done(f->obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
+        return reserved;
 }
 
 /* The agent's share of the log, full from now on: emit() refuses, record() writes. */
@@ -169,15 +198,9 @@ Test(supervisor_llm, agent_left_before_the_answer_is_charged_its_worst_case)
 {
         Fixture f;
         setup(&f, "tokens=1000");
-        AjGatewayCall call;
-        AjGatewayVerdict v;
-        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
-        cr_assert_eq(v.status, 0, "%s", v.message);
         json_int_t reserved = json_integer_value(
-                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "tokens"));
+                json_object_get(agent_left(&f, &anthropic, "/v1/messages", MSG), "tokens"));
         cr_assert_gt(reserved, 10);
-        call.agent_left = true;
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
         cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOKENS, 0), (uint64_t)reserved, "charged the reservation");
         json_t *rs = last_event("llm.response");
         cr_assert_not_null(rs);
@@ -318,22 +341,50 @@ static void start_stream(Fixture *f, AjGatewayCall *call)
         f->obs.on_response_head(f->obs.userdata, call, 200, &h, 1);
 }
 
-Test(supervisor_llm, stream_past_its_reservation_and_a_cap_is_cut)
+/* A stream under `caps` fed `events` (SSE texts, NULL-ended) in turn: all go on but the
+ * last, where it crosses `cap` and is cut, one breach, the call then ended cut short and
+ * `charged` of `meter` used (`why`). */
+typedef struct {
+        const char *caps;
+        const char *events[4];
+        const char *cap;
+        AjCap meter;
+        uint64_t charged;
+        const char *why;
+} StreamCut;
+
+static void expect_stream_cut(const StreamCut *s)
 {
         Fixture f;
-        setup(&f, "input_tokens=100");
+        setup(&f, s->caps);
         AjGatewayCall call;
         start_stream(&f, &call);
-        const char *start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
-                            "\"claude-test\",\"usage\":{\"input_tokens\":500,\"output_tokens\":1}}}\n\n";
-        cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, start, strlen(start)), AJ_GATEWAY_CUT);
+        size_t n = 0;
+        while (n < ARRAY_SIZE(s->events) && s->events[n])
+                n++;
+        for (size_t i = 0; i < n; i++)
+                cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, s->events[i], strlen(s->events[i])),
+                             i + 1 < n ? AJ_GATEWAY_CONTINUE : AJ_GATEWAY_CUT, "event %zu", i);
         cr_assert_eq(json_array_size(breaches), 1);
-        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(breaches, 0), "cap")), "input_tokens");
+        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(breaches, 0), "cap")), s->cap);
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
-        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_INPUT_TOKENS, 0), 500, "what was used is charged");
+        cr_expect_eq(aj_meter_used(f.meter, s->meter, 0), s->charged, "%s", s->why);
         cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "relay")), "cut_short");
         cr_expect_eq(json_array_size(breaches), 1, "one breach per call");
         teardown(&f);
+}
+
+Test(supervisor_llm, stream_past_its_reservation_and_a_cap_is_cut)
+{
+        expect_stream_cut(&(StreamCut){
+                .caps = "input_tokens=100",
+                .events = { "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
+                            "\"claude-test\",\"usage\":{\"input_tokens\":500,\"output_tokens\":1}}}\n\n" },
+                .cap = "input_tokens",
+                .meter = AJ_CAP_INPUT_TOKENS,
+                .charged = 500,
+                .why = "what was used is charged",
+        });
 }
 
 Test(supervisor_llm, unmetered_spend_refused_under_caps)
@@ -342,10 +393,8 @@ Test(supervisor_llm, unmetered_spend_refused_under_caps)
         setup(&f, "tokens=1000");
         AjGatewayCall call;
         AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/embeddings", "{\"model\":\"e\",\"input\":\"x\"}", &v);
-        cr_expect_eq(v.status, 403, "an API the gateway cannot meter is refused under a token cap");
-        cr_expect(strstr(v.message, "/v1/embeddings"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        /* An API the gateway cannot meter is refused under a token cap. */
+        expect_refused(&f, &openai, "/v1/embeddings", "{\"model\":\"e\",\"input\":\"x\"}", 403, "/v1/embeddings");
         request(&f, &call, &openai, "/v1/models", "", &v);
         cr_expect_eq(v.status, 0);
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_COMPLETED, 0); /* as the relay does for every call */
@@ -360,14 +409,9 @@ Test(supervisor_llm, unreadable_model_work_refused_under_a_tool_cap)
         setup(&f, "tool_calls=5");
         AjGatewayCall call;
         AjGatewayVerdict v;
-        request(&f, &call, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", &v);
-        cr_expect_eq(v.status, 403, "a batch under a tool_calls cap");
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
-        request(&f, &call, &openai, "/v1/responses", "{\"model\":\"claude-test\",\"input\":\"hi\",\"background\":true}",
-                &v);
-        cr_expect_eq(v.status, 403, "a background response under a tool_calls cap");
-        cr_expect(strstr(v.message, "background"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        expect_refused(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", 403, NULL);
+        expect_refused(&f, &openai, "/v1/responses", "{\"model\":\"claude-test\",\"input\":\"hi\",\"background\":true}",
+                       403, "background");
         request(&f, &call, &openai, "/v1/responses/resp_1", "", &v);
         cr_expect_eq(v.status, 0, "reads are relayed");
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_COMPLETED, 0);
@@ -987,14 +1031,11 @@ Test(supervisor_llm, router_model_refused_under_a_cap_else_priced_as_the_answeri
                 "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
         Fixture f;
         setup(&f, "cost_usd=5");
-        AjGatewayCall call;
-        AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/chat/completions", req, &v);
-        cr_expect_eq(v.status, 403);
-        cr_expect(strstr(v.message, "openrouter/auto"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        expect_refused(&f, &openai, "/v1/chat/completions", req, 403, "openrouter/auto");
         teardown(&f);
         setup(&f, NULL);
+        AjGatewayCall call;
+        AjGatewayVerdict v;
         request(&f, &call, &openai, "/v1/chat/completions", req, &v);
         cr_assert_eq(v.status, 0, "%s", v.message);
         respond(&f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
@@ -1023,13 +1064,10 @@ Test(supervisor_llm, file_parser_pages_priced_under_a_cost_cap)
                 "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
         Fixture f;
         setup(&f, "cost_usd=5");
+        expect_refused(&f, &openai, "/v1/chat/completions", FILE_REQ(""), 429, "file_parser");
+        teardown(&f);
         AjGatewayCall call;
         AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/chat/completions", FILE_REQ(""), &v);
-        cr_expect_eq(v.status, 429);
-        cr_expect(strstr(v.message, "file_parser"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
-        teardown(&f);
 
         setup(&f, "cost_usd=5");
         request(&f, &call, &openai, "/v1/chat/completions",
@@ -1136,10 +1174,7 @@ Test(supervisor_llm, openai_itself_sends_pdfs_without_a_file_parser_price)
         cr_expect_float_eq(json_real_value(json_object_get(rs, "cost_usd")), 0.012, 1e-9);
         teardown(&f);
         setup(&f, "cost_usd=5");
-        request(&f, &call, &router, "/api/v1/chat/completions", req, &v);
-        cr_expect_eq(v.status, 429);
-        cr_expect(strstr(v.message, "file_parser"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        expect_refused(&f, &router, "/api/v1/chat/completions", req, 429, "file_parser");
         teardown(&f);
 }
 
@@ -1147,22 +1182,17 @@ Test(supervisor_llm, openai_itself_sends_pdfs_without_a_file_parser_price)
  * there, as a stream past its tokens is: the provider's figure counts as it arrives. */
 Test(supervisor_llm, stream_whose_provider_cost_passes_the_cap_is_cut)
 {
-        Fixture f;
-        setup(&f, "cost_usd=1");
-        AjGatewayCall call;
-        start_stream(&f, &call);
-        const char *start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
-                            "\"claude-test\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n";
-        cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, start, strlen(start)), AJ_GATEWAY_CONTINUE);
-        const char *delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
-                            "\"end_turn\"},\"usage\":{\"output_tokens\":2,\"cost\":3}}\n\n";
-        cr_expect_eq(f.obs.on_response_bytes(f.obs.userdata, &call, delta, strlen(delta)), AJ_GATEWAY_CUT);
-        cr_assert_eq(json_array_size(breaches), 1);
-        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(breaches, 0), "cap")), "cost_usd");
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
-        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_COST_USD, 0), 3000000000000ULL, "what it said it charged");
-        cr_expect_eq(json_array_size(breaches), 1, "one breach per call");
-        teardown(&f);
+        expect_stream_cut(&(StreamCut){
+                .caps = "cost_usd=1",
+                .events = { "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
+                            "\"claude-test\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+                            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+                            "\"end_turn\"},\"usage\":{\"output_tokens\":2,\"cost\":3}}\n\n" },
+                .cap = "cost_usd",
+                .meter = AJ_CAP_COST_USD,
+                .charged = 3000000000000ULL,
+                .why = "what it said it charged",
+        });
 }
 
 /* OpenRouter's provider routing (an order, a sort by throughput, a :nitro model...) may answer
@@ -1179,16 +1209,11 @@ Test(supervisor_llm, openrouter_provider_routing_under_a_cost_cap)
                 "\"max_price\":{\"prompt\":200,\"completion\":100}}}";
         Fixture f;
         setup(&f, "cost_usd=5");
+        expect_refused(&f, &openai, "/v1/chat/completions", ordered, 403, "max_price");
+        expect_refused(&f, &openai, "/v1/chat/completions",
+                       "{\"model\":\"claude-test:nitro\",\"max_tokens\":10,\"messages\":[]}", 403, NULL);
         AjGatewayCall call;
         AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/chat/completions", ordered, &v);
-        cr_expect_eq(v.status, 403);
-        cr_expect(strstr(v.message, "max_price"), "%s", v.message);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
-        request(&f, &call, &openai, "/v1/chat/completions",
-                "{\"model\":\"claude-test:nitro\",\"max_tokens\":10,\"messages\":[]}", &v);
-        cr_expect_eq(v.status, 403);
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
         request(&f, &call, &openai, "/v1/chat/completions", bounded, &v);
         cr_assert_eq(v.status, 0, "%s", v.message);
         /* Every token at 2e-4: the prompt's at max_price (the model's is 1e-4), the output's at the
@@ -1218,18 +1243,14 @@ Test(supervisor_llm, openrouter_routed_call_without_its_cost_is_charged_at_max_p
                                     "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
         Fixture f;
         setup(&f, "cost_usd=5");
-        AjGatewayCall call;
-        AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/chat/completions", bounded, &v);
-        cr_assert_eq(v.status, 0, "%s", v.message);
         double reserved = json_real_value(
-                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "cost_usd"));
-        call.agent_left = true;
-        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_CUT_SHORT, 1000);
+                json_object_get(agent_left(&f, &openai, "/v1/chat/completions", bounded), "cost_usd"));
         cr_expect_float_eq((double)aj_meter_used(f.meter, AJ_CAP_COST_USD, 0) / 1e12, reserved, 1e-9,
                            "left: charged the reservation, at max_price");
         teardown(&f);
         setup(&f, "cost_usd=5");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
         request(&f, &call, &openai, "/v1/chat/completions", bounded, &v);
         cr_assert_eq(v.status, 0, "%s", v.message);
         respond(&f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);

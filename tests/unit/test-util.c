@@ -27,6 +27,30 @@
 #include "util/path.h"
 #include "util/ratelimit.h"
 #include "util/shared.h"
+#include "util/strv.h"
+
+/* aj_cgroup_list_ids reads each run's id once per hierarchy: sorted and made unique in
+ * O(n log n) (it was one linear search per name), then looked up by binary search. */
+Test(strv, sort_unique_and_sorted_contains)
+{
+        char **v = NULL;
+        const char *in[] = { "b2", "a1", "c3", "a1", "b2", "a1", "d4" };
+        for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
+                cr_assert_eq(aj_strv_push(&v, in[i]), 0);
+        cr_assert_eq(aj_strv_sort_unique(v), 4);
+        const char *want[] = { "a1", "b2", "c3", "d4", NULL };
+        for (size_t i = 0; i < 5; i++)
+                cr_assert(want[i] ? v[i] && strcmp(v[i], want[i]) == 0 : !v[i], "at %zu: %s", i, v[i] ? v[i] : "NULL");
+        for (size_t i = 0; i < 4; i++)
+                cr_assert(aj_strv_sorted_contains(v, 4, want[i]), "%s", want[i]);
+        cr_assert_not(aj_strv_sorted_contains(v, 4, "a"));
+        cr_assert_not(aj_strv_sorted_contains(v, 4, "e5"));
+        cr_assert_not(aj_strv_sorted_contains(NULL, 0, "a1"));
+        aj_strv_free(v);
+        char *empty[] = { NULL };
+        cr_assert_eq(aj_strv_sort_unique(empty), 0);
+        cr_assert_eq(aj_strv_sort_unique(NULL), 0);
+}
 
 Test(path, join)
 {
