@@ -698,6 +698,7 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
         json_array_foreach (tools, i, tool) {
                 if (!json_is_object(tool))
                         unmetered(c, "a \"tools\" entry that is not an object", NULL);
+                aj_llm_xai_tool(c, tool);
                 int fee = fee_tool(tool);
                 bool namespaced;
                 const char *type = tool_type(tool, &namespaced);
@@ -1356,15 +1357,27 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
                 ch.web_searches = sat_add(ch.web_searches, u->plugin_results);
                 /* Namespaced server tools: their uses are not counted by items, so an answer is
                  * charged what was reserved for them, or what a response said if more; a final
-                 * usage that says how many searches the server tools ran is charged that. */
-                uint64_t unreported = u->server_searches_reported ? u->server_searches : u->unreported_searches;
+                 * usage that says how many searches the server tools ran is charged that.
+                 * The calls xAI's server tools listed as items count where no usage says. */
+                uint64_t unreported = u->server_searches_reported
+                                              ? u->server_searches
+                                              : max_u64(u->unreported_searches, c->xai_search_items);
                 ch.web_searches = max_u64(ch.web_searches, sat_add(unreported, u->plugin_results));
+                uint64_t code_runs = u->server_code_runs_reported ? u->server_code_runs : c->xai_code_items;
                 for (int f = 0; f < AJ_TOOL_FEES; f++) {
                         bool reported = f == AJ_TOOL_FEE_CODE_EXECUTION && u->server_code_runs_reported &&
                                         u->unreported_uses[f];
                         ch.tool_uses[f] = max_u64(ch.tool_uses[f],
                                                   reported ? u->server_code_runs : u->unreported_uses[f]);
                 }
+                if (u->unreported_uses[AJ_TOOL_FEE_CODE_EXECUTION] && !u->server_code_runs_reported)
+                        ch.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION] = max_u64(ch.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION],
+                                                                           c->xai_code_items);
+                /* xAI's code interpreter (its Responses name for code execution) bills each run,
+                 * not a container: the larger of the containers counted and the runs. */
+                if (u->tool_offered[AJ_TOOL_FEE_CODE_INTERPRETER] && c->upstream != AJ_LLM_UPSTREAM_OPENAI)
+                        ch.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER] = max_u64(ch.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER],
+                                                                             code_runs);
         }
         ch.provider_cost_pusd = u->provider_cost_pusd;
         ch.estimated = !u->input_reported || !(u->output_reported && ended);
