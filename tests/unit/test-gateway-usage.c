@@ -2907,3 +2907,93 @@ Test(gateway_usage, xai_server_tool_items_are_not_client_calls)
 #undef XAI_RESP
 #undef XAI_ITEM
 }
+
+/* OpenRouter's variants and max_price fees, as the request reads them: a variant that may cost
+ * more than the base model is provider routing, one billed at its price or less is not, an
+ * unknown one (in OpenRouter's vendor/model form) is named; max_price.request once and .image
+ * per image part make the call's fee, and a fee that is no price leaves the routing unbounded;
+ * images the request only refers to cannot be counted. */
+Test(gateway_usage, openrouter_variants_and_max_price_fees)
+{
+        static const struct {
+                const char *body;
+                bool routed;
+                const char *unknown;
+        } variants[] = {
+                { "{\"model\":\"vendor/m:exacto\"}", true, NULL },
+                { "{\"model\":\"vendor/m:extended\"}", true, NULL },
+                { "{\"model\":\"vendor/m:thinking\"}", true, NULL },
+                { "{\"model\":\"vendor/m:free\"}", false, NULL },
+                { "{\"model\":\"vendor/m:online\"}", false, NULL },
+                { "{\"model\":\"vendor/m:batch\"}", false, ":batch" },
+                { "{\"model\":\"vendor/m:free:Q4:nitro\"}", true, ":Q4" },
+                { "{\"model\":\"llama3:8b\"}", false, NULL },
+                { "{\"model\":\"ft:gpt-4o-mini:org::abc\"}", false, NULL },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(variants); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, variants[i].body, strlen(variants[i].body)), 0);
+                cr_expect_eq(U(c)->provider_routed, variants[i].routed, "%s", variants[i].body);
+                if (variants[i].unknown)
+                        cr_expect_str_eq(U(c)->unknown_variant ?: "(none)", variants[i].unknown, "%s",
+                                         variants[i].body);
+                else
+                        cr_expect_null(U(c)->unknown_variant, "%s", variants[i].body);
+                aj_llm_call_free(c);
+        }
+#define IMG "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/a.png\"}}"
+#define BODY(fees, more)                                                                                          \
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[" IMG "," IMG "," IMG "]}],\"provider\":" \
+        "{\"max_price\":{\"prompt\":1,\"completion\":1" fees "}}" more "}"
+        static const struct {
+                AjLlmApi api;
+                const char *body;
+                bool bounded;
+                uint64_t fee;
+                bool unmetered;
+        } fees[] = {
+                { AJ_LLM_API_OPENAI_CHAT, BODY("", ""), true, 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"request\":\"0.01\"", ""), true, 10000000000ULL, false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"request\":0.01,\"image\":\"0.002\"", ""), true, 16000000000ULL,
+                  false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"image\":null", ""), true, 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"request\":-1", ""), false, 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"image\":\"1e3\"", ""), false, 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"request\":1e9", ""), true,
+                  (uint64_t)AJ_LLM_MAX_PROVIDER_COST_USD * 1000000000000ULL, false },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":"
+                  "\"https://x/a.png\"}]}],\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1,\"image\":1}}}",
+                  true, 1000000000000ULL, false },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"previous_response_id\":\"r1\",\"input\":\"hi\",\"provider\":{\"max_price\":"
+                  "{\"prompt\":1,\"completion\":1,\"image\":1}}}",
+                  true, 0, true },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"previous_response_id\":\"r1\",\"input\":\"hi\",\"provider\":{\"max_price\":"
+                  "{\"prompt\":1,\"completion\":1}}}",
+                  true, 0, false },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(fees); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(fees[i].api, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, fees[i].body, strlen(fees[i].body)), 0, "%s: %s", fees[i].body,
+                             U(c)->parse_error ?: "");
+                cr_expect_eq(U(c)->max_price_set, fees[i].bounded, "%s", fees[i].body);
+                if (fees[i].bounded)
+                        cr_expect_eq(U(c)->max_price_fee, fees[i].fee, "%s: %llu", fees[i].body,
+                                     (unsigned long long)U(c)->max_price_fee);
+                cr_expect_eq(U(c)->unmetered != NULL, fees[i].unmetered, "%s: %s", fees[i].body,
+                             U(c)->unmetered ?: "-");
+                aj_llm_call_free(c);
+        }
+        static const char twin[] = "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1,"
+                                   "\"request\":1,\"Request\":0}}}";
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+        cr_expect_eq(aj_llm_call_request(c, twin, strlen(twin)), -EINVAL);
+        aj_llm_call_free(c);
+#undef BODY
+#undef IMG
+}
