@@ -65,6 +65,7 @@ enum {
         AJ_XAI_X = 1u << 1,           /* "x_search" */
         AJ_XAI_CODE = 1u << 2,        /* "code_interpreter" (its Responses name), "code_execution" */
         AJ_XAI_COLLECTIONS = 1u << 3, /* "collections_search", "file_search" (its Responses name) */
+        AJ_XAI_VIEW = 1u << 4,        /* with a family's: a view of an image or video it found (tokens only) */
 };
 
 /* Request side: the family a tool of this type enables (0: none), and the names the tool

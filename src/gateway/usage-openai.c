@@ -340,11 +340,12 @@ static void output_item(AjLlmCall *c, json_t *item, uint32_t key)
                 container_used(c, item);
         else if (fee >= 0)
                 c->u.tool_uses[fee]++;
-        /* A call xAI ran itself: a search or a code run it bills, no call of the client's. */
+        /* A call xAI ran itself: a search or a code run it bills (a view of what a search found
+         * is billed as tokens), no call of the client's. */
         unsigned family = server_item(c, item);
-        if (family & (AJ_XAI_WEB | AJ_XAI_X))
+        if (!(family & AJ_XAI_VIEW) && (family & (AJ_XAI_WEB | AJ_XAI_X)))
                 c->xai_search_items++;
-        else if (family & AJ_XAI_CODE)
+        else if (family == AJ_XAI_CODE)
                 c->xai_code_items++;
         if (family || !is_tool_item(type))
                 return;
@@ -425,8 +426,8 @@ static void final_items(AjLlmCall *c, json_t *resp)
                 int fee = fee_item(type);
                 searches += type && streq(type, "web_search_call");
                 unsigned family = server_item(c, item);
-                server_searches += (family & (AJ_XAI_WEB | AJ_XAI_X)) != 0;
-                server_code += !(family & (AJ_XAI_WEB | AJ_XAI_X)) && (family & AJ_XAI_CODE);
+                server_searches += !(family & AJ_XAI_VIEW) && (family & (AJ_XAI_WEB | AJ_XAI_X));
+                server_code += family == AJ_XAI_CODE;
                 if (fee >= 0 && fee != AJ_TOOL_FEE_CODE_INTERPRETER)
                         uses[fee]++;
                 else if (fee >= 0 && new_container(id, containers, n_containers)) {

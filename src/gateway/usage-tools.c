@@ -195,7 +195,7 @@ bool aj_llm_call_tool_done(const AjLlmCall *c, size_t i) { return i < c->u.n_too
  * enables them (docs.x.ai, "Tool Call Function Names vs Usage Categories"): its Responses API
  * lists them as custom_tool_call items, like a client's custom tool's call, which they are
  * not: xAI runs them and the client has nothing to run. view_image and view_x_video look at
- * what its searches found. */
+ * what its searches found, billed as tokens only (docs.x.ai's tools pricing). */
 static const struct {
         const char *name;
         unsigned families;
@@ -207,8 +207,8 @@ static const struct {
         { "x_keyword_search", AJ_XAI_X },
         { "x_semantic_search", AJ_XAI_X },
         { "x_thread_fetch", AJ_XAI_X },
-        { "view_image", AJ_XAI_WEB | AJ_XAI_X },
-        { "view_x_video", AJ_XAI_X },
+        { "view_image", AJ_XAI_WEB | AJ_XAI_X | AJ_XAI_VIEW },
+        { "view_x_video", AJ_XAI_X | AJ_XAI_VIEW },
         { "code_execution", AJ_XAI_CODE },
         { "collections_search", AJ_XAI_COLLECTIONS },
 };
@@ -263,6 +263,8 @@ unsigned aj_llm_xai_server_call(const AjLlmCall *c, const char *name)
 {
         for (size_t i = 0; name && i < ARRAY_SIZE(xai_calls); i++)
                 if (streq(name, xai_calls[i].name))
-                        return c->xai_declared & (1u << i) ? 0 : xai_calls[i].families & c->xai_server_tools;
+                        return c->xai_declared & (1u << i) || !(xai_calls[i].families & c->xai_server_tools)
+                                       ? 0
+                                       : xai_calls[i].families & (c->xai_server_tools | AJ_XAI_VIEW);
         return 0;
 }

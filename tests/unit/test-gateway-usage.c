@@ -2824,9 +2824,10 @@ Test(gateway_usage, xai_server_tool_items_are_not_client_calls)
                   XAI_RESP(XAI_ITEM("x_keyword_search") ",",
                            ",\"server_side_tool_usage_details\":{\"x_search_calls\":1}"),
                   0, 1 },
-                /* Web search's browse_page and view_image; x_search_call items alike. */
+                /* Web search's browse_page, a search, and view_image, billed as tokens only;
+                 * x_search_call items alike. */
                 { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"web_search\"}]}",
-                  XAI_RESP(XAI_ITEM("browse_page") "," XAI_ITEM("view_image") ",", ""), 0, 2 },
+                  XAI_RESP(XAI_ITEM("browse_page") "," XAI_ITEM("view_image") ",", ""), 0, 1 },
                 { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"}]}",
                   XAI_RESP("{\"type\":\"x_search_call\",\"id\":\"x1\",\"name\":\"x_semantic_search\",\"arguments\":"
                            "\"{}\",\"status\":\"completed\"},",
