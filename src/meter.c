@@ -768,6 +768,11 @@ static const AjPrice *find_price(const AjMeter *m, const char *model, AjMeterDec
         return p;
 }
 
+bool aj_meter_price_named(const AjMeter *m, const char *model)
+{
+        return aj_price_table_get(m->prices, model) || aj_price_table_get(shipped_table(m), model);
+}
+
 /* Fail closed: a cost cap cannot be kept for a spend whose cost is unknown. The breach, and
  * the cap as text in l for its reason. */
 static void cost_unknown(const AjMeter *m, AjMeterDecision *d, char l[48])
@@ -870,7 +875,7 @@ static bool usage_amounts(const AjMeter *m, const AjMeterUsage *u, uint64_t amou
                         if (u->tool_uses[f] && unknown < 0)
                                 unknown = f;
                 }
-                d->priced_pusd = aj_price_cost(&priced, &t);
+                d->priced_pusd = sat_add(aj_price_cost(&priced, &t), u->call_fee);
                 d->cost_pusd = amount[AJ_CAP_COST_USD] = d->priced_pusd > u->provider_cost ? d->priced_pusd
                                                                                            : u->provider_cost;
                 if (u->web_searches && !fee_known && m->caps.set[AJ_CAP_COST_USD]) {

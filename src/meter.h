@@ -200,7 +200,14 @@ typedef struct {
         /* The least an input or output token is priced at (pico-USD per token; 0: the price's):
          * the dearest endpoint a provider's routing may pick (OpenRouter's provider.max_price). */
         uint64_t input_price_floor, output_price_floor;
+        /* A fee billed for the call besides its tokens and tools (pico-USD): the per-request
+         * and per-image fees of the dearest endpoint a provider's routing may pick (OpenRouter's
+         * provider.max_price.request and .image). */
+        uint64_t call_fee;
 } AjMeterUsage;
+/* Whether the profile's prices or the shipped table has an entry of exactly `model`'s name
+ * (not its base name, nor "*"). */
+bool aj_meter_price_named(const AjMeter *m, const char *model);
 /* Checks model usage against the token and cost caps. A model without a price
  * while cost_usd is capped is a BREACH that reserves nothing (price_missing).
  * -EINVAL when the cache reads and writes exceed the input. */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config.h"
 #include "prices.h"
@@ -118,12 +119,57 @@ bool aj_price_base_name(const char *model, char *buf, size_t size)
         return true;
 }
 
-static const AjPrice *find_exact(const AjPriceTable *t, const char *model)
+AjModelVariant aj_model_variant(const char *suffix, size_t len)
 {
-        for (size_t i = 0; t && i < t->n; i++)
+        static const struct {
+                const char *name;
+                AjModelVariant kind;
+        } variants[] = {
+                { "free", AJ_MODEL_VARIANT_SAME },       { "floor", AJ_MODEL_VARIANT_SAME },
+                { "online", AJ_MODEL_VARIANT_SAME },     { "nitro", AJ_MODEL_VARIANT_DEARER },
+                { "exacto", AJ_MODEL_VARIANT_DEARER },   { "extended", AJ_MODEL_VARIANT_DEARER },
+                { "thinking", AJ_MODEL_VARIANT_DEARER },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(variants); i++)
+                if (strlen(variants[i].name) == len && strncasecmp(suffix, variants[i].name, len) == 0)
+                        return variants[i].kind;
+        return AJ_MODEL_VARIANT_UNKNOWN;
+}
+
+bool aj_price_variant_base(const char *model, char *buf, size_t size)
+{
+        const char *slash = strrchr(model, '/');
+        size_t len = strlen(model), start = slash ? (size_t)(slash - model) : 0;
+        for (;;) {
+                const char *colon = memrchr(model + start, ':', len - start);
+                if (!colon ||
+                    aj_model_variant(colon + 1, len - (size_t)(colon - model) - 1) == AJ_MODEL_VARIANT_UNKNOWN)
+                        break;
+                len = (size_t)(colon - model);
+        }
+        if (len == strlen(model) || len == 0 || len >= size)
+                return false;
+        memcpy(buf, model, len);
+        buf[len] = '\0';
+        return true;
+}
+
+const AjPrice *aj_price_table_get(const AjPriceTable *t, const char *model)
+{
+        for (size_t i = 0; t && model && i < t->n; i++)
                 if (streq(t->entries[i].model, model))
                         return &t->entries[i];
         return NULL;
+}
+
+/* The entry of `model` or of its dated snapshot's base name. */
+static const AjPrice *find_named(const AjPriceTable *t, const char *model)
+{
+        char base[AJ_PRICE_MAX_NAME + 1];
+        const AjPrice *p = aj_price_table_get(t, model);
+        if (!p && aj_price_base_name(model, base, sizeof(base)))
+                p = aj_price_table_get(t, base);
+        return p;
 }
 
 const AjPrice *aj_price_table_find(const AjPriceTable *t, const char *model)
@@ -131,9 +177,9 @@ const AjPrice *aj_price_table_find(const AjPriceTable *t, const char *model)
         char base[AJ_PRICE_MAX_NAME + 1];
         if (!t || !model)
                 return NULL;
-        const AjPrice *p = find_exact(t, model);
-        if (!p && aj_price_base_name(model, base, sizeof(base)))
-                p = find_exact(t, base);
+        const AjPrice *p = find_named(t, model);
+        if (!p && aj_price_variant_base(model, base, sizeof(base)))
+                p = find_named(t, base);
         return p;
 }
 

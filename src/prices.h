@@ -103,8 +103,29 @@ int aj_price_table_load_default(AjPriceTable **ret, AjError *ret_error);
 
 /* The base name of a dated snapshot into buf; false when `model` has no date suffix. */
 bool aj_price_base_name(const char *model, char *buf, size_t size);
-/* The entry of `model`: exact name, else base name. NULL t or no entry: NULL. */
+
+/* OpenRouter's model variants, a ":suffix" of the name (docs.openrouter.ai, "Model Variants"),
+ * by what they do to the price: SAME, billed at the base model's price or less (:free, a
+ * catalog entry priced 0; :floor, its endpoints sorted by price, as provider.sort "price";
+ * :online, the base model with its web plugin, which the gateway reserves and charges apart);
+ * DEARER, may be billed above it (:nitro and :exacto, endpoints sorted by throughput or by
+ * tool-calling quality, passing over the cheapest; :extended and :thinking, catalog entries of
+ * their own price); UNKNOWN, any other. Any letter case. */
+typedef enum {
+        AJ_MODEL_VARIANT_UNKNOWN,
+        AJ_MODEL_VARIANT_SAME,
+        AJ_MODEL_VARIANT_DEARER,
+} AjModelVariant;
+AjModelVariant aj_model_variant(const char *suffix, size_t len);
+/* `model` without the trailing variant suffixes it knows (after the name's last '/') into buf;
+ * false when it has none. */
+bool aj_price_variant_base(const char *model, char *buf, size_t size);
+/* The entry of `model`: exact name, else base name (a dated snapshot's), else the name
+ * without its known variant suffixes (or its base name): "vendor/model:floor" is priced as
+ * "vendor/model". NULL t or no entry: NULL. */
 const AjPrice *aj_price_table_find(const AjPriceTable *t, const char *model);
+/* The entry of exactly `model` (no base name), or NULL. */
+const AjPrice *aj_price_table_get(const AjPriceTable *t, const char *model);
 
 /* Pico-USD for the tokens; saturates at UINT64_MAX. */
 uint64_t aj_price_cost(const AjPrice *p, const AjTokens *t);

@@ -48,7 +48,33 @@ struct AjLlmCall {
         /* One container is counted already for a tool whose container the provider starts
          * itself (usage.h container_auto): the first one named is it. */
         bool auto_container;
+        /* xAI's server-side tools the request enabled (AJ_XAI_* bits, by tool type), and which of
+         * their internal calls' names (aj_llm_xai_server_call()) the client declared as its own
+         * tools: a call so named is the client's, counted. */
+        unsigned xai_server_tools;
+        uint32_t xai_declared;
+        /* The provider's own calls its response listed as items (xAI's custom_tool_call items of
+         * its search tools and x_search_call items; of its code execution): searches and code
+         * runs, charged where its usage does not say how many (aj_llm_call_charge()). */
+        uint64_t xai_search_items, xai_code_items;
 };
+
+/* xAI's server-side tool families, by the type of the tool that enables them. */
+enum {
+        AJ_XAI_WEB = 1u << 0,         /* "web_search" */
+        AJ_XAI_X = 1u << 1,           /* "x_search" */
+        AJ_XAI_CODE = 1u << 2,        /* "code_interpreter" (its Responses name), "code_execution" */
+        AJ_XAI_COLLECTIONS = 1u << 3, /* "collections_search", "file_search" (its Responses name) */
+        AJ_XAI_VIEW = 1u << 4,        /* with a family's: a view of an image or video it found (tokens only) */
+};
+
+/* Request side: the family a tool of this type enables (0: none), and the names the tool
+ * object declares as the client's own (its name, function.name, custom.name, a namespace's
+ * and its members'), marked in c->xai_declared. */
+void aj_llm_xai_tool(AjLlmCall *c, json_t *tool);
+/* Response side: the family of a call named `name` that xAI ran itself for a server-side tool
+ * the request enabled, and that is no tool the client declared; 0 when it is the client's. */
+unsigned aj_llm_xai_server_call(const AjLlmCall *c, const char *name);
 
 /* 0 when JSON text from the agent or a provider is within AJ_LLM_MAX_JSON_VALUES and
  * AJ_LLM_MAX_JSON_DEPTH, so it may be parsed; else -E2BIG or -ELOOP, and *ret_why says

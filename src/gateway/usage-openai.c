@@ -234,8 +234,8 @@ void aj_llm_chat_body(AjLlmCall *c, json_t *root)
  * except the built-in tools that run at the provider. */
 static bool is_tool_item(const char *type)
 {
-        static const char *const at_provider[] = { "web_search_call", "file_search_call", "code_interpreter_call",
-                                                   "image_generation_call", "mcp_call" };
+        static const char *const at_provider[] = { "web_search_call",       "file_search_call", "code_interpreter_call",
+                                                   "image_generation_call", "mcp_call",         "x_search_call" };
         size_t n = type ? strlen(type) : 0;
         if (n <= 5 || !streq(type + n - 5, "_call"))
                 return false;
@@ -245,13 +245,27 @@ static bool is_tool_item(const char *type)
         return true;
 }
 
+/* An item of a call the provider ran itself, by the family of its tool (AJ_XAI_*), or 0: xAI's
+ * x_search_call, and the custom_tool_call items its server-side tools list their internal calls
+ * as (usage-tools.c aj_llm_xai_server_call(): named as one, enabled by the request, and no tool
+ * of the client's). */
+static unsigned server_item(const AjLlmCall *c, json_t *item)
+{
+        const char *type = json_string_value(json_object_get(item, "type"));
+        if (type && streq(type, "x_search_call"))
+                return AJ_XAI_X;
+        if (!type || !streq(type, "custom_tool_call"))
+                return 0;
+        return aj_llm_xai_server_call(c, json_string_value(json_object_get(item, "name")));
+}
+
 /* A tool call item's whole arguments: function_call's arguments (JSON text),
  * custom_tool_call's input (free text); a built-in tool's action (computer, shell) or
  * operation (apply_patch), else the item without its ids and status, as JSON. */
 static void item_args(AjLlmCall *c, json_t *item, uint32_t key)
 {
         const char *type = json_string_value(json_object_get(item, "type"));
-        if (!is_tool_item(type))
+        if (!is_tool_item(type) || server_item(c, item))
                 return;
         if (streq(type, "function_call") || streq(type, "custom_tool_call")) {
                 json_t *args = json_object_get(item, streq(type, "function_call") ? "arguments" : "input");
@@ -326,7 +340,14 @@ static void output_item(AjLlmCall *c, json_t *item, uint32_t key)
                 container_used(c, item);
         else if (fee >= 0)
                 c->u.tool_uses[fee]++;
-        if (!is_tool_item(type))
+        /* A call xAI ran itself: a search or a code run it bills (a view of what a search found
+         * is billed as tokens), no call of the client's. */
+        unsigned family = server_item(c, item);
+        if (!(family & AJ_XAI_VIEW) && (family & (AJ_XAI_WEB | AJ_XAI_X)))
+                c->xai_search_items++;
+        else if (family == AJ_XAI_CODE)
+                c->xai_code_items++;
+        if (family || !is_tool_item(type))
                 return;
         const char *name = json_string_value(json_object_get(item, "name"));
         char builtin[AJ_LLM_MAX_NAME];
@@ -396,7 +417,7 @@ static void final_items(AjLlmCall *c, json_t *resp)
 {
         json_t *item;
         size_t i;
-        uint64_t searches = 0, uses[AJ_TOOL_FEES] = {};
+        uint64_t searches = 0, uses[AJ_TOOL_FEES] = {}, server_searches = 0, server_code = 0;
         const char *containers[AJ_LLM_MAX_CONTAINERS];
         size_t n_containers = 0;
         json_array_foreach (json_object_get(resp, "output"), i, item) {
@@ -404,6 +425,9 @@ static void final_items(AjLlmCall *c, json_t *resp)
                 const char *id = json_string_value(json_object_get(item, "container_id"));
                 int fee = fee_item(type);
                 searches += type && streq(type, "web_search_call");
+                unsigned family = server_item(c, item);
+                server_searches += !(family & AJ_XAI_VIEW) && (family & (AJ_XAI_WEB | AJ_XAI_X));
+                server_code += family == AJ_XAI_CODE;
                 if (fee >= 0 && fee != AJ_TOOL_FEE_CODE_INTERPRETER)
                         uses[fee]++;
                 else if (fee >= 0 && new_container(id, containers, n_containers)) {
@@ -415,6 +439,10 @@ static void final_items(AjLlmCall *c, json_t *resp)
         }
         if (searches > c->u.web_search_requests)
                 c->u.web_search_requests = searches;
+        if (server_searches > c->xai_search_items)
+                c->xai_search_items = server_searches;
+        if (server_code > c->xai_code_items)
+                c->xai_code_items = server_code;
         for (int f = 0; f < AJ_TOOL_FEES; f++)
                 if (uses[f] > c->u.tool_uses[f])
                         c->u.tool_uses[f] = uses[f];

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gateway/usage-internal.h"
 #include "meter.h"
@@ -187,3 +188,83 @@ void aj_llm_tool_args_finish(AjLlmCall *c)
 }
 
 bool aj_llm_call_tool_done(const AjLlmCall *c, size_t i) { return i < c->u.n_tool_calls && c->tool_args[i].done; }
+
+/* ---- xAI's server-side tools ---- */
+
+/* The names of the calls xAI's server-side tools make internally, by the family whose tool
+ * enables them (docs.x.ai, "Tool Call Function Names vs Usage Categories"): its Responses API
+ * lists them as custom_tool_call items, like a client's custom tool's call, which they are
+ * not: xAI runs them and the client has nothing to run. view_image and view_x_video look at
+ * what its searches found, billed as tokens only (docs.x.ai's tools pricing). */
+static const struct {
+        const char *name;
+        unsigned families;
+} xai_calls[] = {
+        { "web_search", AJ_XAI_WEB },
+        { "web_search_with_snippets", AJ_XAI_WEB },
+        { "browse_page", AJ_XAI_WEB },
+        { "x_user_search", AJ_XAI_X },
+        { "x_keyword_search", AJ_XAI_X },
+        { "x_semantic_search", AJ_XAI_X },
+        { "x_thread_fetch", AJ_XAI_X },
+        { "view_image", AJ_XAI_WEB | AJ_XAI_X | AJ_XAI_VIEW },
+        { "view_x_video", AJ_XAI_X | AJ_XAI_VIEW },
+        { "code_execution", AJ_XAI_CODE },
+        { "collections_search", AJ_XAI_COLLECTIONS },
+};
+
+static unsigned xai_family(const char *type)
+{
+        static const struct {
+                const char *type;
+                unsigned family;
+        } types[] = {
+                { "web_search", AJ_XAI_WEB },
+                { "x_search", AJ_XAI_X },
+                { "code_interpreter", AJ_XAI_CODE },
+                { "code_execution", AJ_XAI_CODE },
+                { "collections_search", AJ_XAI_COLLECTIONS },
+                { "file_search", AJ_XAI_COLLECTIONS },
+        };
+        for (size_t i = 0; type && i < ARRAY_SIZE(types); i++)
+                if (strcasecmp(type, types[i].type) == 0)
+                        return types[i].family;
+        return 0;
+}
+
+/* A name the client declares: any letter case counts (fail closed: a provider matching names so
+ * would run the client's tool). */
+static void xai_declare(AjLlmCall *c, json_t *name)
+{
+        const char *n = json_string_value(name);
+        for (size_t i = 0; n && i < ARRAY_SIZE(xai_calls); i++)
+                if (strcasecmp(n, xai_calls[i].name) == 0)
+                        c->xai_declared |= 1u << i;
+}
+
+static void xai_declare_tool(AjLlmCall *c, json_t *tool)
+{
+        xai_declare(c, json_object_get(tool, "name"));
+        xai_declare(c, json_object_get(json_object_get(tool, "function"), "name"));
+        xai_declare(c, json_object_get(json_object_get(tool, "custom"), "name"));
+}
+
+void aj_llm_xai_tool(AjLlmCall *c, json_t *tool)
+{
+        json_t *member;
+        size_t i;
+        c->xai_server_tools |= xai_family(json_string_value(json_object_get(tool, "type")));
+        xai_declare_tool(c, tool);
+        json_array_foreach (json_object_get(tool, "tools"), i, member)
+                xai_declare_tool(c, member);
+}
+
+unsigned aj_llm_xai_server_call(const AjLlmCall *c, const char *name)
+{
+        for (size_t i = 0; name && i < ARRAY_SIZE(xai_calls); i++)
+                if (streq(name, xai_calls[i].name))
+                        return c->xai_declared & (1u << i) || !(xai_calls[i].families & c->xai_server_tools)
+                                       ? 0
+                                       : xai_calls[i].families & (c->xai_server_tools | AJ_XAI_VIEW);
+        return 0;
+}

@@ -104,6 +104,7 @@ void aj_llm_call_free(AjLlmCall *c)
         AjLlmUsage *u = &c->u;
         free(u->model);
         free(u->unmetered);
+        free(u->unknown_variant);
         free(u->response_model);
         free(u->stop_reason);
         for (size_t i = 0; i < u->n_tool_calls; i++) {
@@ -698,6 +699,7 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
         json_array_foreach (tools, i, tool) {
                 if (!json_is_object(tool))
                         unmetered(c, "a \"tools\" entry that is not an object", NULL);
+                aj_llm_xai_tool(c, tool);
                 int fee = fee_tool(tool);
                 bool namespaced;
                 const char *type = tool_type(tool, &namespaced);
@@ -934,22 +936,30 @@ static bool model_routed(json_t *root, const char *model)
         return false;
 }
 
-/* OpenRouter's ":nitro" model variant (its providers sorted by throughput, not price): as
- * online_model(). */
-static bool nitro_model(const char *model)
+/* OpenRouter's model variants (prices.h aj_model_variant()), the ":suffix"es after the name's
+ * last '/': one that may be billed above the model's price (":nitro", ":exacto", ":extended",
+ * ":thinking") is provider routing (usage.h provider_routed), and the first one the gateway does
+ * not know is kept (unknown_variant) in a name of OpenRouter's "vendor/model" form, the one
+ * OpenRouter reads variants in (a tag elsewhere, Ollama's "llama3:8b", OpenAI's "ft:..." names,
+ * is no variant). */
+static void variants_of(AjLlmCall *c, const char *model)
 {
-        for (const char *p = model ? strchr(model, ':') : NULL; p; p = strchr(p + 1, ':'))
-                if (strncasecmp(p, ":nitro", 6) == 0 && (p[6] == '\0' || p[6] == ':'))
-                        return true;
-        return false;
+        const char *slash = model ? strrchr(model, '/') : NULL;
+        for (const char *p = model ? strchr(slash ? slash : model, ':') : NULL; p; p = strchr(p + 1, ':')) {
+                const char *next = strchr(p + 1, ':');
+                size_t len = next ? (size_t)(next - p - 1) : strlen(p + 1);
+                AjModelVariant kind = aj_model_variant(p + 1, len);
+                if (kind == AJ_MODEL_VARIANT_DEARER)
+                        c->u.provider_routed = true;
+                else if (kind == AJ_MODEL_VARIANT_UNKNOWN && slash && !c->u.unknown_variant)
+                        c->u.unknown_variant = strndup(p, len + 1);
+        }
 }
 
-/* A max_price member (USD per million tokens) in pico-USD per token: true and *ret when it is a
- * number of at least 0, or a string of digits with an optional fraction ("3", "0.15": OpenRouter's
- * SDKs send strings; nothing another parser could read as another number, no exponent, sign or
- * space). 1 USD per million tokens is 10^6 pico-USD a token; past 1 USD a token it is taken as
- * that, the bound of a price (meter.c price_ok()). */
-static bool price_per_million(json_t *v, uint64_t *ret)
+/* A max_price member in USD: true and *ret when it is a number of at least 0, or a string of
+ * digits with an optional fraction ("3", "0.15": OpenRouter's SDKs send strings; nothing another
+ * parser could read as another number, no exponent, sign or space). */
+static bool max_price_usd(json_t *v, double *ret)
 {
         double usd;
         if (json_is_number(v))
@@ -966,21 +976,72 @@ static bool price_per_million(json_t *v, uint64_t *ret)
                 return false;
         if (!isfinite(usd) || usd < 0)
                 return false;
+        *ret = usd;
+        return true;
+}
+
+/* A max_price member of USD per million tokens in pico-USD per token: 1 USD per million tokens
+ * is 10^6 pico-USD a token; past 1 USD a token it is taken as that, the bound of a price
+ * (meter.c price_ok()). */
+static bool price_per_million(json_t *v, uint64_t *ret)
+{
+        double usd;
+        if (!max_price_usd(v, &usd))
+                return false;
         double p = usd * 1e6;
         *ret = p > AJ_PUSD_PER_USD ? (uint64_t)AJ_PUSD_PER_USD : (uint64_t)ceil(p);
         return true;
 }
 
-/* OpenRouter's provider routing (usage.h provider_routed, max_price_*). */
+/* A max_price member of USD per request or per image in pico-USD: absent or null is none (0);
+ * past AJ_LLM_MAX_PROVIDER_COST_USD taken as that. false when it is there and not a price. */
+static bool fee_usd(json_t *v, uint64_t *ret)
+{
+        double usd;
+        if (!v || json_is_null(v)) {
+                *ret = 0;
+                return true;
+        }
+        if (!max_price_usd(v, &usd))
+                return false;
+        *ret = usd >= AJ_LLM_MAX_PROVIDER_COST_USD ? (uint64_t)AJ_LLM_MAX_PROVIDER_COST_USD * AJ_PUSD_PER_USD
+                                                   : (uint64_t)ceil(usd * AJ_PUSD_PER_USD);
+        return true;
+}
+
+/* OpenRouter's provider routing (usage.h provider_routed, max_price_*): its max_price.prompt and
+ * .completion bound the tokens' price; .request and .image (USD per request, per input image),
+ * the fees an endpoint may bill besides: the call's fee is the request's once and the image's
+ * for each image part of the request ("image_url", "input_image", Anthropic's "image", at any
+ * depth). Images the request only refers to (input the provider holds, by previous_response_id
+ * or conversation) cannot be counted: unmetered, fail closed. */
 static void provider_routing_of(AjLlmCall *c, json_t *root)
 {
+        static const char *const image_parts[] = { "image_url", "input_image", "image" };
+        static const char *const held[] = { "previous_response_id", "conversation" };
         AjLlmUsage *u = &c->u;
         json_t *provider = json_object_get(root, "provider");
         json_t *max_price = json_object_get(provider, "max_price");
-        u->provider_routed = (provider && !json_is_null(provider)) ||
-                             nitro_model(json_string_value(json_object_get(root, "model")));
+        json_t *image = json_object_get(max_price, "image");
+        uint64_t request_fee, image_fee;
+        u->provider_routed = provider && !json_is_null(provider);
+        variants_of(c, json_string_value(json_object_get(root, "model")));
         u->max_price_set = price_per_million(json_object_get(max_price, "prompt"), &u->max_price_input) &&
-                           price_per_million(json_object_get(max_price, "completion"), &u->max_price_output);
+                           price_per_million(json_object_get(max_price, "completion"), &u->max_price_output) &&
+                           fee_usd(json_object_get(max_price, "request"), &request_fee) && fee_usd(image, &image_fee);
+        if (!u->max_price_set)
+                return;
+        uint64_t images = parts_in(root, image_parts, ARRAY_SIZE(image_parts)), fee;
+        fee = images && image_fee > UINT64_MAX / images ? UINT64_MAX : images * image_fee;
+        u->max_price_fee = sat_add(request_fee, fee);
+        for (size_t i = 0; image_fee && i < ARRAY_SIZE(held); i++) {
+                json_t *v = json_object_get(root, held[i]);
+                if (v && !json_is_null(v))
+                        unmetered(c,
+                                  "provider.max_price.image with input the provider holds, whose images cannot be "
+                                  "counted:",
+                                  held[i]);
+        }
 }
 
 /* The members the gateway reads, at the top, in stream_options, in each tool and in each
@@ -1012,13 +1073,16 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "audio",
                 "modalities",
                 "provider",
+                "previous_response_id",
+                "conversation",
         };
         static const char *const opts[] = { "include_usage" };
         /* "tools": a namespace's (free_namespace()), whose members are checked as a tool's. */
         static const char *const tool_members[] = { "type", "max_uses", "container", "tools" };
         static const char *const plugin_members[] = { "id", "max_results", "pdf" };
         static const char *const engine[] = { "engine" }, *const mode[] = { "mode" };
-        static const char *const provider[] = { "max_price" }, *const max_price[] = { "prompt", "completion" };
+        static const char *const provider[] = { "max_price" }, *const max_price[] = { "prompt", "completion", "request",
+                                                                                      "image" };
         const char *twin = case_twin(root, top, ARRAY_SIZE(top));
         json_t *tool;
         size_t i;
@@ -1356,15 +1420,27 @@ void aj_llm_call_charge(const AjLlmCall *c, AjLlmCharge *ret)
                 ch.web_searches = sat_add(ch.web_searches, u->plugin_results);
                 /* Namespaced server tools: their uses are not counted by items, so an answer is
                  * charged what was reserved for them, or what a response said if more; a final
-                 * usage that says how many searches the server tools ran is charged that. */
-                uint64_t unreported = u->server_searches_reported ? u->server_searches : u->unreported_searches;
+                 * usage that says how many searches the server tools ran is charged that.
+                 * The calls xAI's server tools listed as items count where no usage says. */
+                uint64_t unreported = u->server_searches_reported
+                                              ? u->server_searches
+                                              : max_u64(u->unreported_searches, c->xai_search_items);
                 ch.web_searches = max_u64(ch.web_searches, sat_add(unreported, u->plugin_results));
+                uint64_t code_runs = u->server_code_runs_reported ? u->server_code_runs : c->xai_code_items;
                 for (int f = 0; f < AJ_TOOL_FEES; f++) {
                         bool reported = f == AJ_TOOL_FEE_CODE_EXECUTION && u->server_code_runs_reported &&
                                         u->unreported_uses[f];
                         ch.tool_uses[f] = max_u64(ch.tool_uses[f],
                                                   reported ? u->server_code_runs : u->unreported_uses[f]);
                 }
+                if (u->unreported_uses[AJ_TOOL_FEE_CODE_EXECUTION] && !u->server_code_runs_reported)
+                        ch.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION] = max_u64(ch.tool_uses[AJ_TOOL_FEE_CODE_EXECUTION],
+                                                                           c->xai_code_items);
+                /* xAI's code interpreter (its Responses name for code execution) bills each run,
+                 * not a container: the larger of the containers counted and the runs. */
+                if (u->tool_offered[AJ_TOOL_FEE_CODE_INTERPRETER] && c->upstream != AJ_LLM_UPSTREAM_OPENAI)
+                        ch.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER] = max_u64(ch.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER],
+                                                                             code_runs);
         }
         ch.provider_cost_pusd = u->provider_cost_pusd;
         ch.estimated = !u->input_reported || !(u->output_reported && ended);

@@ -111,15 +111,26 @@ typedef struct {
         bool model_routed;
         /* OpenRouter's provider routing: a "provider" object (its order, only, ignore, sort,
          * quantizations, data policies..., any of which may pass over the cheapest endpoint) or
-         * a ":nitro" model (sorted by throughput) lets it answer through an endpoint of the
-         * model priced above the model's price. max_price_input/max_price_output: its
+         * a model variant that may be billed above the model's price (":nitro", sorted by
+         * throughput; ":exacto"; ":extended" and ":thinking", catalog entries of their own
+         * price: prices.h aj_model_variant()) lets it answer through an endpoint priced above
+         * the model's price. max_price_input/max_price_output: its
          * provider.max_price.prompt and .completion (USD per million tokens there) in pico-USD
          * per token, the dearest endpoint it may pick; max_price_set when both are numbers of
          * at least 0 or plain decimal strings (llm-meter.c reserves at them, and refuses a
          * routing without them under a cost cap). */
         bool provider_routed;
+        /* A variant suffix of the model's name the gateway does not know (":batch", with its
+         * colon), in OpenRouter's "vendor/model" form: what it bills is unknown; under a cost cap
+         * refused unless the model's whole name is priced. NULL: none. */
+        char *unknown_variant;
         bool max_price_set;
         uint64_t max_price_input, max_price_output;
+        /* Its max_price.request once and .image for each image of the request (USD there), in
+         * pico-USD: the fees the dearest endpoint it may pick bills the call besides its tokens
+         * (reserved, and charged when the provider states no cost). A .request or .image that is
+         * there and no price leaves max_price_set false. */
+        uint64_t max_price_fee;
         /* The first member of the request that lets the provider bill beyond tokens in a way the
          * gateway cannot meter (a tool type or a plugin it does not know, xAI's Live Search
          * "search_parameters", a file-parser engine it does not know) or at a rate the prices do

@@ -265,9 +265,23 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
          * model's price. Under a cost cap only with a max_price bounding it (reserved at it). */
         if (u->provider_routed && !u->max_price_set && aj_meter_caps(cs->l->meter)->set[AJ_CAP_COST_USD]) {
                 refuse(v, pr, 403, "agentjail gateway",
-                       "OpenRouter's provider routing (a \"provider\" object, a :nitro model) is refused under the "
-                       "run's cost cap without provider.max_price.prompt and .completion: it may pick an endpoint "
-                       "priced above the model's price");
+                       "OpenRouter's provider routing (a \"provider\" object, a model variant that may cost more: "
+                       ":nitro, :exacto, :extended, :thinking) is refused under the run's cost cap without "
+                       "provider.max_price.prompt and .completion (and .request and .image, if given, as prices): "
+                       "it may pick an endpoint priced above the model's price");
+                return 0;
+        }
+        /* A variant the gateway does not know may bill anything (a catalog entry of its own price,
+         * a routing): under a cost cap only when the profile or the table prices the whole name. */
+        if (u->unknown_variant && aj_meter_caps(cs->l->meter)->set[AJ_CAP_COST_USD] &&
+            !aj_meter_price_named(cs->l->meter, cs->model)) {
+                char what[384];
+                snprintf(what, sizeof(what),
+                         "the model's variant \"%.32s\" is one the gateway does not know: what the provider bills "
+                         "for it cannot be checked, refused under the run's cost cap; price \"%.96s\" by its whole "
+                         "name in the profile's \"prices\" to allow it",
+                         u->unknown_variant, cs->model);
+                refuse(v, pr, 403, "agentjail gateway", what);
                 return 0;
         }
         /* A member that lets the provider bill beyond tokens in a way the gateway cannot meter (a
@@ -303,6 +317,7 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         if (u->max_price_set) {
                 cs->worst.input_price_floor = u->max_price_input;
                 cs->worst.output_price_floor = u->max_price_output;
+                cs->worst.call_fee = u->max_price_fee;
         }
         /* And one use of each other tool billed per use it offers: its fee must be known. */
         for (int f = 0; f < AJ_TOOL_FEES; f++)
@@ -456,6 +471,7 @@ static void measured_usage(const AjSupLlmCall *cs, AjMeterUsage *ret)
         if (!aj_llm_call_usage(cs->usage)->provider_cost_reported) {
                 ret->input_price_floor = cs->worst.input_price_floor;
                 ret->output_price_floor = cs->worst.output_price_floor;
+                ret->call_fee = cs->worst.call_fee;
         }
 }
 
@@ -500,6 +516,7 @@ static bool crosses_cap(AjSupLlmCall *cs, AjMeterDecision *d)
         AjMeterUsage hold = m;
         hold.input_price_floor = cs->worst.input_price_floor;
         hold.output_price_floor = cs->worst.output_price_floor;
+        hold.call_fee = cs->worst.call_fee;
         hold.input = max_u64(m.input, cs->worst.input);
         hold.output = max_u64(m.output, cs->worst.output);
         hold.web_searches = max_u64(m.web_searches, cs->worst.web_searches);

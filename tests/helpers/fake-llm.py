@@ -11,7 +11,8 @@ an error in the provider's shape, "wait-go" holds the last events until the file
 exists (at most 10 s), "big-N" answers N bytes of body (chunked), "bad-response" answers
 a malformed head, "hang" answers nothing for 4 s, "tool-call" asks for a tool call
 (tool_use / tool_calls / function_call), "custom-call" for a Chat custom tool's call,
-"shell-call" for a Responses local_shell_call, "builtin-tools" (Responses) runs two file searches
+"shell-call" for a Responses local_shell_call, "xai-search" (Responses) lists two calls of xAI's
+server-side search tools as custom_tool_call items, "builtin-tools" (Responses) runs two file searches
 and two code interpreter calls in one container before its answer, "search-N" (Anthropic) runs N web searches
 by its web_search server tool (a server_tool_use and a web_search_tool_result block each,
 usage.server_tool_use.web_search_requests 0 at message_start and N in the final usage),
@@ -277,6 +278,13 @@ class Handler(BaseHTTPRequestHandler):
                         "results": None} for n in range(2)]
             builtin += [{"type": "code_interpreter_call", "id": "ci_%d" % n, "status": "completed",
                          "container_id": "cntr_fake", "code": "print(1)", "outputs": None} for n in range(2)]
+        # "xai-search": xAI's server-side tools ran first, listed as custom_tool_call items (an
+        # x_search's x_keyword_search, a web_search's browse_page), and its usage says so.
+        if model == "xai-search":
+            builtin = [{"type": "custom_tool_call", "id": "ctc_%d" % n, "call_id": "xs_call_%d" % n, "name": name,
+                        "input": '{"query":"q"}', "status": "completed"}
+                       for n, name in enumerate(["x_keyword_search", "browse_page"])]
+            usage = dict(usage, server_side_tool_usage_details={"web_search_calls": 1, "x_search_calls": 1})
         scripted = responses_script_step(req)
         if scripted:
             item = scripted

@@ -454,6 +454,24 @@ is "$(events_of llm.response | jq -c '[.tool_calls, .tool_call_ids]' | head -1)"
 like "$(events_of cap.breach)" '"cap":"tool_calls"' "a Chat custom tool's call after it crosses tool_calls=1: a breach"
 is "$JAIL_RC" 123 "... and the run is killed"
 
+# xAI lists the calls its server-side tools make (x_search's x_keyword_search, web_search's
+# browse_page) as custom_tool_call items: the provider's own, no call of the client's, so two
+# answers with two each stay within tool_calls=1; a custom tool the client declares under such a
+# name is its own, and counts
+XAI_TOOLS='{"tools": [{"type": "x_search"}, {"type": "web_search"}]}'
+run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c "python3 client.py openai-responses '' xai-search '$XAI_TOOLS';
+        python3 client.py openai-responses stream xai-search '$XAI_TOOLS'"
+is "$JAIL_RC" 0 "xAI's server-side calls (custom_tool_call items) do not cross tool_calls=1" || jail_diag
+is "$(events_of llm.response | jq -c .tool_calls | sort -u)" '[]' "... and are no tool calls of the agent's"
+is "$(events_of llm.response | jq -c .web_search_requests | sort -u)" 2 "... but the searches its usage reports"
+XAI_OWN='{"tools": [{"type": "x_search"}, {"type": "web_search"}, {"type": "custom", "name": "x_keyword_search"}]}'
+run_jail -p "$PK" --cap tool_calls=1 -- /bin/sh -c "python3 client.py openai-responses '' xai-search '$XAI_OWN';
+        python3 client.py openai-responses '' xai-search '$XAI_OWN'"
+is "$(events_of llm.response | jq -c .tool_calls | head -1)" '["x_keyword_search"]' \
+        "a call named as a custom tool the client declared is the client's"
+like "$(events_of cap.breach)" '"cap":"tool_calls"' "... and the second crosses tool_calls=1: a breach"
+is "$JAIL_RC" 123 "... and the run is killed"
+
 # --- the tools rules name the broker's calls (claude.Bash), not the model's (get_weather):
 # an allow list of the agent's names still leaves every model tool call counted, and with
 # --hooks a result handed back for a call the broker never judged still stops the run (an

@@ -2794,3 +2794,207 @@ Test(gateway_usage, openrouter_provider_routing_is_read)
                 aj_llm_call_free(c);
         }
 }
+
+/* xAI's Responses API lists the calls its server-side tools make (x_search's x_keyword_search,
+ * web_search's browse_page, code execution's code_execution) as custom_tool_call items, the
+ * type of a client's custom tool's call: each was counted as one of the agent's tool calls, so a
+ * run's tool_calls cap tripped on the provider's own searches. Such an item is xAI's own when
+ * its name is one of a server-side tool the request enabled and no tool the client declared; a
+ * call named as one of the client's tools (any letter case, any API's way of naming a tool)
+ * counts, so an agent cannot hide its own calls behind a search's name. */
+Test(gateway_usage, xai_server_tool_items_are_not_client_calls)
+{
+#define XAI_ITEM(name)                                                                \
+        "{\"type\":\"custom_tool_call\",\"call_id\":\"xs_" name "\",\"name\":\"" name \
+        "\",\"input\":\"{}\",\"status\":\"completed\"}"
+#define XAI_RESP(items, usage)                                                                                    \
+        "{\"id\":\"r\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"grok-4\",\"output\":[" items  \
+        "{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"x\"}]}]," \
+        "\"usage\":{\"input_tokens\":20,\"output_tokens\":3" usage "}}"
+        static const char two_searches[] = XAI_RESP(XAI_ITEM("x_keyword_search") "," XAI_ITEM("x_user_search") ",", "");
+        static const struct {
+                const char *request, *body;
+                uint64_t calls, searches;
+        } cases[] = {
+                /* xAI's own: not the client's calls; the searches charged the 8 reserved (no usage). */
+                { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"}]}", two_searches, 0,
+                  AJ_LLM_DEFAULT_TOOL_USES },
+                /* ... or what the usage says it billed. */
+                { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"}]}",
+                  XAI_RESP(XAI_ITEM("x_keyword_search") ",",
+                           ",\"server_side_tool_usage_details\":{\"x_search_calls\":1}"),
+                  0, 1 },
+                /* Web search's browse_page, a search, and view_image, billed as tokens only;
+                 * x_search_call items alike. */
+                { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"web_search\"}]}",
+                  XAI_RESP(XAI_ITEM("browse_page") "," XAI_ITEM("view_image") ",", ""), 0, 1 },
+                { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"}]}",
+                  XAI_RESP("{\"type\":\"x_search_call\",\"id\":\"x1\",\"name\":\"x_semantic_search\",\"arguments\":"
+                           "\"{}\",\"status\":\"completed\"},",
+                           ""),
+                  0, AJ_LLM_DEFAULT_TOOL_USES },
+                /* More items than the 8 reserved, no usage: the items. */
+                { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"}]}",
+                  XAI_RESP(
+                          XAI_ITEM("x_keyword_search") "," XAI_ITEM("x_keyword_search") "," XAI_ITEM("x_keyword_search") "," XAI_ITEM("x_keyword_search") "," XAI_ITEM(
+                                  "x_keyword_search") "," XAI_ITEM("x_keyword_search") "," XAI_ITEM("x_keyword_search") "," XAI_ITEM("x_keyword_search") "," XAI_ITEM("x_thread_fetch") ",",
+                          ""),
+                  0, 9 },
+                /* The search tool not enabled: a call so named is the client's. */
+                { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"custom\",\"name\":\"lookup\"}]}", two_searches, 2, 0 },
+                /* The client declares a tool of that name (Responses custom, Chat function, any
+                 * case, in a namespace): its call counts. */
+                { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"},{\"type\":\"custom\",\"name\":"
+                  "\"x_keyword_search\"}]}",
+                  two_searches, 1, AJ_LLM_DEFAULT_TOOL_USES },
+                { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"},{\"type\":\"function\",\"function\":"
+                  "{\"name\":\"X_User_Search\"}}]}",
+                  two_searches, 1, AJ_LLM_DEFAULT_TOOL_USES },
+                { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"},{\"type\":\"namespace\",\"name\":\"ns\","
+                  "\"tools\":[{\"type\":\"function\",\"name\":\"x_keyword_search\"},{\"type\":\"custom\",\"name\":"
+                  "\"x_user_search\"}]}]}",
+                  two_searches, 2, AJ_LLM_DEFAULT_TOOL_USES },
+                /* A client's own custom tool next to xAI's searches: only it counts. */
+                { "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"},{\"type\":\"custom\",\"name\":"
+                  "\"lookup\"}]}",
+                  XAI_RESP(XAI_ITEM("x_keyword_search") "," XAI_ITEM("lookup") ",", ""), 1, AJ_LLM_DEFAULT_TOOL_USES },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Setup s = { AJ_LLM_API_OPENAI_RESPONSES, 200, "application/json", cases[i].request };
+                AjLlmCall *c = feed(&s, cases[i].body, strlen(cases[i].body), strlen(cases[i].body), false);
+                AjLlmCharge ch;
+                aj_llm_call_charge(c, &ch);
+                cr_expect_eq(U(c)->tool_calls_total, cases[i].calls, "%zu %s: %llu calls", i, cases[i].request,
+                             (unsigned long long)U(c)->tool_calls_total);
+                cr_expect_eq(ch.web_searches, cases[i].searches, "%zu %s: %llu searches", i, cases[i].request,
+                             (unsigned long long)ch.web_searches);
+                aj_llm_call_free(c);
+        }
+        /* Streamed alike: the item's .added names it, its input deltas are no call's arguments. */
+        static const char stream[] =
+                "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"grok-4\"}}\n\n"
+                "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,"
+                "\"item\":{\"type\":\"custom_tool_call\",\"call_id\":\"xs_1\",\"name\":\"x_keyword_search\",\"input\":"
+                "\"\",\"status\":\"in_progress\"}}\n\n"
+                "event: response.custom_tool_call_input.delta\ndata: {\"type\":\"response.custom_tool_call_input."
+                "delta\",\"output_index\":0,\"delta\":\"{\\\"query\\\":\\\"a\\\"}\"}\n\n"
+                "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"output_index\":0,"
+                "\"item\":{\"type\":\"custom_tool_call\",\"call_id\":\"xs_1\",\"name\":\"x_keyword_search\",\"input\":"
+                "\"{\\\"query\\\":\\\"a\\\"}\",\"status\":\"completed\"}}\n\n"
+                "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"status\":"
+                "\"completed\",\"model\":\"grok-4\",\"output\":[{\"type\":\"custom_tool_call\",\"call_id\":\"xs_1\","
+                "\"name\":\"x_keyword_search\",\"input\":\"{}\",\"status\":\"completed\"}],\"usage\":{\"input_tokens\":"
+                "5,\"output_tokens\":2,\"server_side_tool_usage_details\":{\"x_search_calls\":1}}}}\n\n";
+        Setup ss = { AJ_LLM_API_OPENAI_RESPONSES, 200, "text/event-stream",
+                     "{\"model\":\"grok-4\",\"stream\":true,\"tools\":[{\"type\":\"x_search\"}]}" };
+        AjLlmCall *c = parse_all_ways(&ss, stream, strlen(stream));
+        AjLlmCharge ch;
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(U(c)->tool_calls_total, 0);
+        cr_expect_eq(ch.web_searches, 1);
+        aj_llm_call_free(c);
+        /* xAI's code interpreter (its Responses name for code execution) bills each run: its
+         * code_execution items are its own, charged as runs where they pass the containers. */
+        static const char code_body[] = XAI_RESP(XAI_ITEM("code_execution") "," XAI_ITEM("code_execution") "," XAI_ITEM(
+                                                         "code_execution") ",",
+                                                 "");
+        Setup sc = { AJ_LLM_API_OPENAI_RESPONSES, 200, "application/json",
+                     "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"code_interpreter\"}]}" };
+        c = feed(&sc, code_body, strlen(code_body), strlen(code_body), false);
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(U(c)->tool_calls_total, 0);
+        cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER], 3);
+        aj_llm_call_free(c);
+#undef XAI_RESP
+#undef XAI_ITEM
+}
+
+/* OpenRouter's variants and max_price fees, as the request reads them: a variant that may cost
+ * more than the base model is provider routing, one billed at its price or less is not, an
+ * unknown one (in OpenRouter's vendor/model form) is named; max_price.request once and .image
+ * per image part make the call's fee, and a fee that is no price leaves the routing unbounded;
+ * images the request only refers to cannot be counted. */
+Test(gateway_usage, openrouter_variants_and_max_price_fees)
+{
+        static const struct {
+                const char *body;
+                bool routed;
+                const char *unknown;
+        } variants[] = {
+                { "{\"model\":\"vendor/m:exacto\"}", true, NULL },
+                { "{\"model\":\"vendor/m:extended\"}", true, NULL },
+                { "{\"model\":\"vendor/m:thinking\"}", true, NULL },
+                { "{\"model\":\"vendor/m:free\"}", false, NULL },
+                { "{\"model\":\"vendor/m:online\"}", false, NULL },
+                { "{\"model\":\"vendor/m:batch\"}", false, ":batch" },
+                { "{\"model\":\"vendor/m:free:Q4:nitro\"}", true, ":Q4" },
+                { "{\"model\":\"llama3:8b\"}", false, NULL },
+                { "{\"model\":\"ft:gpt-4o-mini:org::abc\"}", false, NULL },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(variants); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, variants[i].body, strlen(variants[i].body)), 0);
+                cr_expect_eq(U(c)->provider_routed, variants[i].routed, "%s", variants[i].body);
+                if (variants[i].unknown)
+                        cr_expect_str_eq(U(c)->unknown_variant ?: "(none)", variants[i].unknown, "%s",
+                                         variants[i].body);
+                else
+                        cr_expect_null(U(c)->unknown_variant, "%s", variants[i].body);
+                aj_llm_call_free(c);
+        }
+#define IMG "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/a.png\"}}"
+#define BODY(fees, more)                                                                                          \
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[" IMG "," IMG "," IMG "]}],\"provider\":" \
+        "{\"max_price\":{\"prompt\":1,\"completion\":1" fees "}}" more "}"
+        static const struct {
+                AjLlmApi api;
+                const char *body;
+                bool bounded;
+                uint64_t fee;
+                bool unmetered;
+        } fees[] = {
+                { AJ_LLM_API_OPENAI_CHAT, BODY("", ""), true, 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"request\":\"0.01\"", ""), true, 10000000000ULL, false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"request\":0.01,\"image\":\"0.002\"", ""), true, 16000000000ULL,
+                  false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"image\":null", ""), true, 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"request\":-1", ""), false, 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"image\":\"1e3\"", ""), false, 0, false },
+                { AJ_LLM_API_OPENAI_CHAT, BODY(",\"request\":1e9", ""), true,
+                  (uint64_t)AJ_LLM_MAX_PROVIDER_COST_USD * 1000000000000ULL, false },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":"
+                  "\"https://x/a.png\"}]}],\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1,\"image\":1}}}",
+                  true, 1000000000000ULL, false },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"previous_response_id\":\"r1\",\"input\":\"hi\",\"provider\":{\"max_price\":"
+                  "{\"prompt\":1,\"completion\":1,\"image\":1}}}",
+                  true, 0, true },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"previous_response_id\":\"r1\",\"input\":\"hi\",\"provider\":{\"max_price\":"
+                  "{\"prompt\":1,\"completion\":1}}}",
+                  true, 0, false },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(fees); i++) {
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(fees[i].api, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, fees[i].body, strlen(fees[i].body)), 0, "%s: %s", fees[i].body,
+                             U(c)->parse_error ?: "");
+                cr_expect_eq(U(c)->max_price_set, fees[i].bounded, "%s", fees[i].body);
+                if (fees[i].bounded)
+                        cr_expect_eq(U(c)->max_price_fee, fees[i].fee, "%s: %llu", fees[i].body,
+                                     (unsigned long long)U(c)->max_price_fee);
+                cr_expect_eq(U(c)->unmetered != NULL, fees[i].unmetered, "%s: %s", fees[i].body,
+                             U(c)->unmetered ?: "-");
+                aj_llm_call_free(c);
+        }
+        static const char twin[] = "{\"model\":\"m\",\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1,"
+                                   "\"request\":1,\"Request\":0}}}";
+        AjLlmCall *c = NULL;
+        cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_CHAT, &c), 0);
+        cr_expect_eq(aj_llm_call_request(c, twin, strlen(twin)), -EINVAL);
+        aj_llm_call_free(c);
+#undef BODY
+#undef IMG
+}

@@ -113,6 +113,46 @@ Test(prices, exact_name_wins_over_the_base_name)
         aj_price_table_free(t);
 }
 
+/* OpenRouter's model variants: a name with a variant suffix ("vendor/m:floor") had no price but
+ * an entry of that whole name. Now a name without an entry of its own is priced as the name
+ * without its known variant suffixes (of any kind: one that may cost more is bounded by
+ * max_price or refused, llm-meter.c), or that name's dated base; an unknown suffix is kept (the
+ * whole name, or nothing), and so is a tag before the name's last '/'. */
+Test(prices, variant_suffix_priced_as_the_base_model)
+{
+        const char *text =
+                "{\"date\": \"2026-01-02\", \"models\": {\"v/m\": {\"input\": 1, \"output\": 2},"
+                " \"v/m:extended\": {\"input\": 5, \"output\": 6}, \"llama3\": {\"input\": 1, \"output\": 1}}}";
+        AjPriceTable *t = NULL;
+        cr_assert_eq(aj_price_table_parse(text, strlen(text), "t", &t, NULL), 0);
+        static const struct {
+                const char *model;
+                uint64_t input; /* 0: no entry */
+        } cases[] = {
+                { "v/m:floor", 1000000 },
+                { "v/m:free", 1000000 },
+                { "v/m:NITRO", 1000000 },
+                { "v/m:online:free", 1000000 },
+                { "v/m-2025-01-01:exacto", 1000000 },
+                { "v/m:extended", 5000000 },
+                { "v/m:thinking", 1000000 },
+                { "v/m:batch", 0 },
+                { "v/m:floor:batch", 0 },
+                { "llama3:8b", 0 },
+                { "v/m:", 0 },
+                { ":floor", 0 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                const AjPrice *p = aj_price_table_find(t, cases[i].model);
+                cr_expect_eq(p ? p->input : 0, cases[i].input, "%s", cases[i].model);
+        }
+        cr_expect_eq(aj_model_variant("floor", 5), AJ_MODEL_VARIANT_SAME);
+        cr_expect_eq(aj_model_variant("Exacto", 6), AJ_MODEL_VARIANT_DEARER);
+        cr_expect_eq(aj_model_variant("flo", 3), AJ_MODEL_VARIANT_UNKNOWN);
+        cr_expect_null(aj_price_table_get(t, "v/m:floor"));
+        aj_price_table_free(t);
+}
+
 Test(prices, cost_counts_cache_reads_and_writes_apart)
 {
         AjPrice p = { .model = "m",

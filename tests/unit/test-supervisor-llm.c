@@ -1259,3 +1259,109 @@ Test(supervisor_llm, openrouter_routed_call_without_its_cost_is_charged_at_max_p
                            "answered without usage.cost: at max_price");
         teardown(&f);
 }
+
+/* OpenRouter's model variants: "vendor/m:floor" (its endpoints sorted by price) was priced by an
+ * entry of that whole name only, so under a cost cap it was refused for want of a price; a
+ * variant that may cost more than the base model (:exacto, :extended, :thinking) went priced as
+ * nothing or the "*" price; one the gateway does not know went the same. Now a variant billed
+ * at the base model's price or less is priced as the base model, one that may cost more is
+ * provider routing (refused without max_price), and an unknown one is refused naming it unless
+ * the profile prices the whole name. */
+Test(supervisor_llm, openrouter_model_variants_under_a_cost_cap)
+{
+        static const struct {
+                const char *model;
+                int status;
+                const char *says;
+        } cases[] = {
+                { "vendor/claude-test:floor", 0, NULL },
+                { "vendor/claude-test:free", 0, NULL },
+                { "vendor/claude-test:exacto", 403, "max_price" },
+                { "vendor/claude-test:extended", 403, "max_price" },
+                { "vendor/claude-test:THINKING", 403, "max_price" },
+                { "vendor/claude-test:batch", 403, "\":batch\"" },
+                { "vendor/claude-test:floor:weird", 403, "\":weird\"" },
+                { "vendor/priced:batch", 0, NULL },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                Fixture f;
+                setup(&f, "cost_usd=5");
+                cr_assert_eq(aj_meter_set_price(f.meter, "vendor/claude-test", 1e-4, 2e-4, -1), 0);
+                cr_assert_eq(aj_meter_set_price(f.meter, "vendor/priced:batch", 1e-4, 2e-4, -1), 0);
+                /* A fallback price does not make an unknown variant's bill known. */
+                cr_assert_eq(aj_meter_set_price(f.meter, "*", 1e-6, 1e-6, -1), 0);
+                char body[256];
+                snprintf(body, sizeof(body), "{\"model\":\"%s\",\"max_tokens\":10,\"messages\":[]}", cases[i].model);
+                AjGatewayCall call;
+                AjGatewayVerdict v;
+                request(&f, &call, &openai, "/v1/chat/completions", body, &v);
+                cr_expect_eq(v.status, cases[i].status, "%s: %d %s", cases[i].model, v.status, v.message ?: "");
+                if (cases[i].says)
+                        cr_expect(v.message && strstr(v.message, cases[i].says), "%s: %s", cases[i].model,
+                                  v.message ?: "");
+                if (!cases[i].status) {
+                        /* Priced as the base model: 1e-4 an input token, 2e-4 an output one. */
+                        json_t *price = json_object_get(last_event("llm.request"), "reserved");
+                        cr_expect_gt(json_real_value(json_object_get(price, "cost_usd")), 0, "%s", cases[i].model);
+                }
+                f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+                teardown(&f);
+        }
+        /* Without a cost cap, an unknown variant goes (a token cap prices nothing). */
+        Fixture f;
+        setup(&f, "tokens=100000");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/chat/completions",
+                "{\"model\":\"vendor/claude-test:batch\",\"max_tokens\":10,\"messages\":[]}", &v);
+        cr_expect_eq(v.status, 0, "%s", v.message ?: "");
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+}
+
+/* OpenRouter's provider.max_price.request and .image (USD per request, per input image: the fees
+ * an endpoint may bill besides the tokens) were not read: a routed call through an endpoint with
+ * such fees was reserved and, without usage.cost, charged its tokens only. Now they are reserved
+ * (the request's once, the image's per image of the request) and charged when the provider
+ * states no cost; one that is no price refuses the routing under a cost cap. */
+Test(supervisor_llm, openrouter_max_price_request_and_image_fees)
+{
+#define ROUTED(fees)                                                                                                 \
+        "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"      \
+        "\"image_url\",\"image_url\":{\"url\":\"https://x/a.png\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":" \
+        "\"https://x/b.png\"}}]}],\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1" fees "}}}"
+        static const char reply[] = "{\"id\":\"c\",\"model\":\"claude-test\",\"choices\":[{\"message\":{\"role\":"
+                                    "\"assistant\",\"content\":\"hi\"},\"finish_reason\":\"stop\"}],"
+                                    "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
+        Fixture f;
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        setup(&f, "cost_usd=5");
+        request(&f, &call, &openai, "/v1/chat/completions", ROUTED(""), &v);
+        cr_assert_eq(v.status, 0, "%s", v.message ?: "");
+        double plain = json_real_value(
+                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "cost_usd"));
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+        /* $0.5 a request and $0.25 an image, two images: $1 more reserved. */
+        setup(&f, "cost_usd=5");
+        request(&f, &call, &openai, "/v1/chat/completions", ROUTED(",\"request\":\"0.5\",\"image\":0.25"), &v);
+        cr_assert_eq(v.status, 0, "%s", v.message ?: "");
+        double with_fees = json_real_value(
+                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "cost_usd"));
+        /* (The longer body's prompt estimate is a few tokens more.) */
+        cr_expect(with_fees - plain >= 1.0 && with_fees - plain < 1.01, "%f %f", with_fees, plain);
+        /* Answered without usage.cost: charged the tokens (at the model's price, above max_price
+         * here) and the fees. */
+        respond(&f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
+        cr_expect_float_eq((double)aj_meter_used(f.meter, AJ_CAP_COST_USD, 0) / 1e12, 100 * 1e-4 + 10 * 2e-4 + 1.0,
+                           1e-9);
+        teardown(&f);
+        /* A fee that is no price: the routing is not bounded. */
+        setup(&f, "cost_usd=5");
+        request(&f, &call, &openai, "/v1/chat/completions", ROUTED(",\"image\":\"1e3\""), &v);
+        cr_expect_eq(v.status, 403, "%s", v.message ?: "");
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        teardown(&f);
+#undef ROUTED
+}
