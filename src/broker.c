@@ -139,10 +139,12 @@ static bool cannot_hold(AjBroker *b, const char *call_id, const char *name, cons
         /* The operator's decision names the call by its id, as typed: two ids that look the
          * same (e and U+0301 against U+00E9, a Cyrillic a against a Latin one) would let the
          * approval reviewed for one call allow the other. */
-        else if (!typed_id(call_id))
+        /* ... and as an argument: "--always" or "-h" is read as an option, and the ready-made
+         * approve and deny commands (approval.json) would not name the call. */
+        else if (!typed_id(call_id) || call_id[0] == '-')
                 snprintf(d->reason, sizeof(d->reason),
-                         "a call held for approval needs an id of printable ASCII (the operator types it in "
-                         "`agentjail approve`): use another id");
+                         "a call held for approval needs an id of printable ASCII not beginning with '-' (the "
+                         "operator types it in `agentjail approve`): use another id");
         else if (b->n_awaiting >= MAX_AWAITING)
                 snprintf(d->reason, sizeof(d->reason), "too many calls awaiting approval (at most %d)", MAX_AWAITING);
         else if (broker_in_flight_find(b, call_id, true))

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agentjail/exit-codes.h"
 #include "eval-bounded.h"
 #include "eval.h"
 #include "util/format.h"
@@ -251,6 +252,16 @@ static int judge_usage(const AjEvalBound *b, AjEvalUsageKey k, json_t *meters, A
         return 0;
 }
 
+/* 123 and 125 say that agentjail acted: it killed the run, or refused it. The command may
+ * exit with either itself, and an agent told what its case expects passed "a tighter cap
+ * stops the run" by `exit 123` (attacker review 19); run.json tells them apart. */
+static bool agentjails_own(const AjEvalFacts *f)
+{
+        if (f->exit_status != AJ_EXIT_KILLED && f->exit_status != AJ_EXIT_LAUNCHER)
+                return true;
+        return !f->exit_reason || !streq(f->exit_reason, "exited");
+}
+
 int aj_eval_judge(const AjEvalCase *c, const AjEvalFacts *f, AjEvalVerdict *ret)
 {
         AjEvalVerdict v = {};
@@ -261,6 +272,10 @@ int aj_eval_judge(const AjEvalCase *c, const AjEvalFacts *f, AjEvalVerdict *ret)
                 r = add_failure(&v, "timed out after %s", aj_format_duration(f->timeout_ns, d, sizeof(d)));
         } else if (f->exit_status != c->exit_status)
                 r = add_failure(&v, "exit status %d, expected %d", f->exit_status, c->exit_status);
+        else if (!agentjails_own(f))
+                r = add_failure(&v, "exit status %d is the command's own (run.json: it exited with it), not %s",
+                                f->exit_status,
+                                f->exit_status == AJ_EXIT_KILLED ? "agentjail's kill" : "agentjail's refusal");
         signed char *matched = c->n_files ? malloc(c->n_files) : NULL;
         if (c->n_files && !matched)
                 r = -ENOMEM;

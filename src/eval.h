@@ -143,6 +143,7 @@ typedef struct {
 
 typedef struct {
         int exit_status;
+        const char *exit_reason; /* run.json's exit.reason ("exited": the command's own status); NULL: none */
         bool timed_out;
         uint64_t timeout_ns;
         const AjEvalFileFact *files; /* one per case->files */

@@ -562,7 +562,8 @@ static bool bare_string(const char *s)
         return true;
 }
 
-static void append_field(char **buf, size_t *len, size_t *cap, const char *key, json_t *v)
+/* max: the most bytes of the value shown (then cut with "..."), 0 for all of it. */
+static void append_field(char **buf, size_t *len, size_t *cap, const char *key, json_t *v, size_t max)
 {
         _cleanup_free_ char *text = NULL;
         if (json_is_string(v) && bare_string(json_string_value(v)))
@@ -571,8 +572,8 @@ static void append_field(char **buf, size_t *len, size_t *cap, const char *key, 
                 text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
         if (!text)
                 return;
-        if (strlen(text) > EVENT_VALUE_MAX)
-                strcpy(text + EVENT_VALUE_MAX - 3, "...");
+        if (max && strlen(text) > max)
+                strcpy(text + max - 3, "...");
         size_t need = strlen(key) + strlen(text) + 3;
         if (*len + need >= *cap) {
                 size_t nc = (*cap + need) * 2;
@@ -585,7 +586,16 @@ static void append_field(char **buf, size_t *len, size_t *cap, const char *key, 
         *len += (size_t)snprintf(*buf + *len, *cap - *len, " %s=%s", key, text);
 }
 
-int aj_event_format(json_t *ev, char **ret)
+/* What an operator decides on, shown whole where they are told to review it (`logs`): an
+ * approval request's every member. Cut, the agent's arguments hid what the call does past
+ * their first 200 bytes (a padded first member, in the order the agent chose). */
+static bool reviewed_whole(json_t *ev, bool whole_review)
+{
+        const char *type = doc_str(ev, "type");
+        return whole_review && type && streq(type, "approval.requested");
+}
+
+static int event_format(json_t *ev, bool whole_review, char **ret)
 {
         /* The fields an operator scans for come first; the rest follow in file order. */
         static const char *const first[] = { "reason", "status", "code",    "signal",
@@ -603,6 +613,7 @@ int aj_event_format(json_t *ev, char **ret)
                 snprintf(when, sizeof(when), "%.23s", ts ? ts : "?");
         json_t *seq = json_object_get(ev, "seq");
         const char *type = doc_str(ev, "type");
+        size_t max = reviewed_whole(ev, whole_review) ? 0 : EVENT_VALUE_MAX;
 
         size_t cap = 256, len = 0;
         char *buf = malloc(cap);
@@ -623,7 +634,7 @@ int aj_event_format(json_t *ev, char **ret)
         for (size_t i = 0; first[i]; i++) {
                 json_t *v = json_object_get(ev, first[i]);
                 if (v)
-                        append_field(&buf, &len, &cap, first[i], v);
+                        append_field(&buf, &len, &cap, first[i], v, max);
         }
         const char *key;
         json_t *v;
@@ -634,7 +645,7 @@ int aj_event_format(json_t *ev, char **ret)
                 for (size_t i = 0; skip[i] && !done; i++)
                         done = streq(skip[i], key);
                 if (!done)
-                        append_field(&buf, &len, &cap, key, v);
+                        append_field(&buf, &len, &cap, key, v, max);
         }
         while (len > 0 && buf[len - 1] == ' ')
                 buf[--len] = 0;
@@ -646,6 +657,10 @@ int aj_event_format(json_t *ev, char **ret)
         *ret = shown;
         return 0;
 }
+
+int aj_event_format(json_t *ev, char **ret) { return event_format(ev, false, ret); }
+
+int aj_event_format_log(json_t *ev, char **ret) { return event_format(ev, true, ret); }
 
 /* ---- the tool calls' journal ------------------------------------------------------------ */
 

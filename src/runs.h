@@ -120,8 +120,12 @@ char *aj_format_age(uint64_t seconds, char *buf, size_t len);
  * component ("net" matches "net" and "net.connect", not "network.x"); one with a dot is a
  * plain prefix ("tool.re" matches "tool.request"). */
 bool aj_event_type_matches(json_t *ev, const char *prefix);
-/* One human-readable line (no newline): "TIME  SEQ TYPE  key=value ...". */
+/* One human-readable line (no newline): "TIME  SEQ TYPE  key=value ...", each value cut
+ * at 200 bytes (a summary: inspect's last events). */
 int aj_event_format(json_t *ev, char **ret);
+/* The same for `logs`, where an operator reviews what they approve: an approval request
+ * (approval.requested) is shown whole, its arguments however long. */
+int aj_event_format_log(json_t *ev, char **ret);
 /* The journal from the chain: every tool.result, newest first: {gen_ai.tool.call.id,
  * gen_ai.tool.name, gen_ai.tool.call.arguments, status, ts, undo, seq, rollback} with the
  * undo record the agent gave (null when none), the tool.result's seq, and the last

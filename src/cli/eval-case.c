@@ -291,6 +291,7 @@ void eval_judge_case(Eval *e, Slot *s, int exit_status)
         file_facts(c, ws_fd, files);
         AjEvalFacts facts = {
                 .exit_status = exit_status,
+                .exit_reason = run && run->rec && run->rec->exit.present ? run->rec->exit.reason : NULL,
                 .timed_out = s->timed_out,
                 .timeout_ns = c->timeout_ns,
                 .files = files,

@@ -65,7 +65,7 @@ static void log_line(LogPrinter *lp, const char *line, size_t len)
                 return;
         }
         _cleanup_free_ char *text = NULL;
-        if (aj_event_format(ev, &text) >= 0)
+        if (aj_event_format_log(ev, &text) >= 0)
                 puts(text);
 }
 

@@ -350,6 +350,33 @@ static int rm_move_up(RmRf *rm, int dir_fd, const char *name)
         return 0;
 }
 
+/* The directory `name` under `parent` (st: its lstat) with its owner's rights on it given
+ * back, when they were taken away, so that it can be emptied (and moved: a directory moved
+ * to another parent must be writable): a rootless run's agent, whose files are the
+ * invoker's, left `chmod 000 d` (not entered) or `chmod 555 d` (nothing in it removed) in
+ * its workspace, and every eval case or replay of it left its scratch copy behind. Changed
+ * through an O_PATH fd (which needs no rights on it) once it is known to be st; only for its
+ * owner (root needs no rights), and only the owner's bits. */
+static void rm_grant_owner(int parent, const char *name, const struct stat *st)
+{
+        if ((st->st_mode & S_IRWXU) == S_IRWXU || st->st_uid != geteuid() || geteuid() == 0)
+                return;
+        _cleanup_close_ int fd = openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat pst;
+        char proc[40];
+        if (fd < 0 || fstat(fd, &pst) < 0 || pst.st_dev != st->st_dev || pst.st_ino != st->st_ino)
+                return;
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+        (void)chmod(proc, (pst.st_mode & 07777) | S_IRWXU);
+}
+
+static int rm_open_dir(int parent, const char *name, const struct stat *st)
+{
+        rm_grant_owner(parent, name, st);
+        int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
 /* Removes what dir_fd (taken over) holds, `depth` levels below the top: symlinks are removed,
  * never followed; a directory in another place is -EXDEV, never entered. Carries on past an
  * entry it cannot remove and returns the first error. */
@@ -398,12 +425,13 @@ static int rm_contents(RmRf *rm, int dir_fd, unsigned depth)
                                 continue;
                         }
                         if (depth + 1 >= AJ_RM_RF_OPEN_LEVELS) {
+                                rm_grant_owner(dirfd(d), name, &st);
                                 rm_note(&r, rm_move_up(rm, dirfd(d), name));
                                 continue;
                         }
-                        int fd = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        int fd = rm_open_dir(dirfd(d), name, &st);
                         if (fd < 0) {
-                                rm_note(&r, errno == ENOENT ? 0 : -errno);
+                                rm_note(&r, fd == -ENOENT ? 0 : fd);
                                 continue;
                         }
                         struct stat fst;
@@ -437,9 +465,9 @@ int aj_rm_rf(const char *path)
                 return errno == ENOENT ? 0 : -errno;
         if (!S_ISDIR(st.st_mode))
                 return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
-        int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = rm_open_dir(AT_FDCWD, path, &st);
         if (fd < 0)
-                return errno == ENOENT ? 0 : -errno;
+                return fd == -ENOENT ? 0 : fd;
         struct stat fst;
         RmRf rm = { .top_fd = -1 };
         int r = fstat(fd, &fst) < 0 ? -errno : rm_place_at(fd, "", &rm.place);

@@ -824,6 +824,34 @@ Test(approvals, call_ids_of_host_approvals_are_not_held)
  * third attacker review: `agentjail approve RUN r-é` typed approved the call of amount 5000,
  * not the one of amount 5 shown with the same id). A held call's id is printable ASCII;
  * a call the approvals do not hold may have any plain id. */
+/* ... that does not begin with '-': `agentjail approve RUN --always` (the ready-made command
+ * of approval.json, `agentjail approve RUN '--always' --digest D`) reads it as an option,
+ * and the operator could neither approve nor deny the call (attacker review 19). */
+Test(approvals, a_held_call_id_is_not_an_option)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        static const char *const ids[] = { "--always", "-h" };
+        for (size_t i = 0; i < 2; i++) {
+                char line[256];
+                snprintf(line, sizeof(line),
+                         "{\"id\": %zu, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", "
+                         "\"gen_ai.tool.call.id\": \"%s\", \"gen_ai.tool.call.arguments\": {\"amount\": 5}}\n",
+                         i, ids[i]);
+                json_t *r = request(fd, line);
+                cr_expect_str_eq(str(r, "verdict", NULL), "deny", "id %s", ids[i]);
+                cr_expect(strstr(str(r, "reason", NULL), "not beginning with '-'") != NULL, "%s",
+                          str(r, "reason", NULL));
+                json_decref(r);
+                cr_expect_null(in_flight_call(ids[i]));
+        }
+        send_text(fd, "{\"id\": 9, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", "
+                      "\"gen_ai.tool.call.id\": \"r-1\", \"gen_ai.tool.call.arguments\": {\"amount\": 5}}\n");
+        cr_expect_not(reply_ready(fd), "an id with a '-' inside is held");
+        cr_expect_not_null(in_flight_call("r-1"));
+        close(fd);
+}
+
 Test(approvals, a_held_call_needs_an_ascii_id)
 {
         setup_approvals(NULL);

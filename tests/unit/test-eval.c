@@ -359,6 +359,35 @@ Test(eval_judge, exit_status)
         aj_eval_suite_free(s);
 }
 
+/* 123 (killed) and 125 (refused) are agentjail's: a command that exits with one itself does
+ * not pass for it (an agent passed "a tighter cap stops the run" by `exit 123`). */
+Test(eval_judge, agentjails_exit_status_is_not_the_commands)
+{
+        static const int statuses[] = { 123, 125 };
+        for (size_t i = 0; i < 2; i++) {
+                char text[160];
+                snprintf(text, sizeof(text),
+                         "{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"exit\": %d}}]}",
+                         statuses[i]);
+                AjEvalSuite *s = parse_ok(text);
+                size_t n;
+                AjEvalFacts f = { .exit_status = statuses[i], .exit_reason = "exited" };
+                char *why = judge_first(case_of(s), &f, &n);
+                cr_expect_not_null(why, "status %d from the command itself passed", statuses[i]);
+                cr_expect(why && strstr(why, "is the command's own"), "%s", why ? why : "(passed)");
+                free(why);
+                f.exit_reason = statuses[i] == 123 ? "killed" : NULL; /* 125: no run made, no record */
+                cr_expect_null(judge_first(case_of(s), &f, &n), "status %d from agentjail", statuses[i]);
+                aj_eval_suite_free(s);
+        }
+        /* Any other status is the command's to give. */
+        AjEvalSuite *s = parse_ok("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"exit\": 3}}]}");
+        size_t n;
+        AjEvalFacts f = { .exit_status = 3, .exit_reason = "exited" };
+        cr_expect_null(judge_first(case_of(s), &f, &n));
+        aj_eval_suite_free(s);
+}
+
 Test(eval_judge, files)
 {
         AjEvalSuite *s = parse_ok(

@@ -489,6 +489,28 @@ Test(runs, event_lines_for_logs)
 
         cr_assert_eq(aj_event_format(NULL, &line), -EINVAL);
 
+        /* An approval request in `logs` is shown whole: its arguments are what the operator
+         * approves, and the agent orders them (a padded first member hid the second). */
+        char pad[30001];
+        memset(pad, ' ', sizeof(pad) - 1);
+        pad[sizeof(pad) - 1] = 0;
+        json_auto_t *ap = json_pack("{s:i, s:s, s:s, s:s, s:{s:s, s:s}}", "seq", 9, "ts", "bad", "type",
+                                    "approval.requested", "gen_ai.tool.name", "deploy", "gen_ai.tool.call.arguments",
+                                    "note", pad, "cmd", "rm -rf /");
+        cr_assert_eq(aj_event_format_log(ap, &line), 0);
+        cr_assert(strstr(line, "\"cmd\":\"rm -rf /\"}"), "the arguments' end is shown: ...%s",
+                  line + strlen(line) - 60);
+        cr_assert_null(strchr(line, '\n'));
+        free(line);
+        /* inspect's summary still cuts it; another event type in `logs` too. */
+        cr_assert_eq(aj_event_format(ap, &line), 0);
+        cr_assert_lt(strlen(line), 400);
+        cr_assert_null(strstr(line, "rm -rf"));
+        free(line);
+        cr_assert_eq(aj_event_format_log(lg, &line), 0);
+        cr_assert_lt(strlen(line), 400);
+        free(line);
+
         json_auto_t *t1 = json_pack("{s:s}", "type", "net.connect");
         json_auto_t *t2 = json_pack("{s:s}", "type", "network.thing");
         json_auto_t *t3 = json_pack("{s:s}", "type", "net");
