@@ -827,24 +827,29 @@ Test(approvals, call_ids_of_host_approvals_are_not_held)
 /* ... that does not begin with '-': `agentjail approve RUN --always` (the ready-made command
  * of approval.json, `agentjail approve RUN '--always' --digest D`) reads it as an option,
  * and the operator could neither approve nor deny the call (attacker review 19). */
-Test(approvals, a_held_call_id_is_not_an_option)
+/* Each of the n ids, on a refund (held), is denied with `reason` and never held. */
+static void expect_held_ids_refused(int fd, const char *const *ids, size_t n, const char *reason)
 {
-        setup_approvals(NULL);
-        int fd = client();
-        static const char *const ids[] = { "--always", "-h" };
-        for (size_t i = 0; i < 2; i++) {
+        for (size_t i = 0; i < n; i++) {
                 char line[256];
                 snprintf(line, sizeof(line),
                          "{\"id\": %zu, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", "
                          "\"gen_ai.tool.call.id\": \"%s\", \"gen_ai.tool.call.arguments\": {\"amount\": 5}}\n",
                          i, ids[i]);
                 json_t *r = request(fd, line);
-                cr_expect_str_eq(str(r, "verdict", NULL), "deny", "id %s", ids[i]);
-                cr_expect(strstr(str(r, "reason", NULL), "not beginning with '-'") != NULL, "%s",
-                          str(r, "reason", NULL));
+                cr_expect_str_eq(str(r, "verdict", NULL), "deny", "id %zu", i);
+                cr_expect(strstr(str(r, "reason", NULL), reason) != NULL, "%s", str(r, "reason", NULL));
                 json_decref(r);
                 cr_expect_null(in_flight_call(ids[i]));
         }
+}
+
+Test(approvals, a_held_call_id_is_not_an_option)
+{
+        setup_approvals(NULL);
+        int fd = client();
+        static const char *const ids[] = { "--always", "-h" };
+        expect_held_ids_refused(fd, ids, ARRAY_SIZE(ids), "not beginning with '-'");
         send_text(fd, "{\"id\": 9, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", "
                       "\"gen_ai.tool.call.id\": \"r-1\", \"gen_ai.tool.call.arguments\": {\"amount\": 5}}\n");
         cr_expect_not(reply_ready(fd), "an id with a '-' inside is held");
@@ -857,19 +862,7 @@ Test(approvals, a_held_call_needs_an_ascii_id)
         setup_approvals(NULL);
         int fd = client();
         static const char *const ids[] = { "r-e\xcc\x81", "r-\xc3\xa9", "r-\xd0\xb0" };
-        for (size_t i = 0; i < 3; i++) {
-                char line[256];
-                snprintf(line, sizeof(line),
-                         "{\"id\": %zu, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"refund.issue\", "
-                         "\"gen_ai.tool.call.id\": \"%s\", \"gen_ai.tool.call.arguments\": {\"amount\": 5}}\n",
-                         i, ids[i]);
-                json_t *r = request(fd, line);
-                cr_expect_str_eq(str(r, "verdict", NULL), "deny", "id %zu", i);
-                cr_expect(strstr(str(r, "reason", NULL), "needs an id of printable ASCII") != NULL, "%s",
-                          str(r, "reason", NULL));
-                json_decref(r);
-                cr_expect_null(in_flight_call(ids[i]));
-        }
+        expect_held_ids_refused(fd, ids, ARRAY_SIZE(ids), "needs an id of printable ASCII");
         cr_expect_eq(aj_meter_used(env.meter, AJ_CAP_TOOL_CALLS, 0), 0);
         json_t *r = request(fd, "{\"id\": 9, \"v\": 1, \"op\": \"tool\", \"gen_ai.tool.name\": \"lookup\", "
                                 "\"gen_ai.tool.call.id\": \"r-\xc3\xa9\"}\n");
