@@ -35,7 +35,8 @@ AjRun *eval_find_run(Eval *e, pid_t pid, uint64_t since_ns, bool claim)
         AjRun *found = NULL;
         struct dirent *de;
         while (!found && (de = readdir(d))) {
-                if (!aj_run_id_valid(de->d_name) || aj_strv_contains(e->known_runs, de->d_name))
+                if (!aj_run_id_valid(de->d_name) || aj_strv_sorted_contains(e->runs_before, e->n_before, de->d_name) ||
+                    aj_strv_contains(e->claimed_runs, de->d_name))
                         continue;
                 AjRun *run = NULL;
                 if (aj_run_load(&e->paths, de->d_name, &run) < 0)
@@ -48,7 +49,7 @@ AjRun *eval_find_run(Eval *e, pid_t pid, uint64_t since_ns, bool claim)
         }
         closedir(d);
         if (found && claim)
-                (void)aj_strv_push(&e->known_runs, found->id);
+                (void)aj_strv_push(&e->claimed_runs, found->id);
         return found;
 }
 

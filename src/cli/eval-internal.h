@@ -44,7 +44,11 @@ typedef struct {
         bool keep, progress;
         size_t jobs, next, done;
         Slot slots[AJ_EVAL_MAX_JOBS];
-        char **known_runs; /* ids that cannot be a case's: there before, or claimed */
+        /* Ids that cannot be a case's: there before (sorted, n_before of them: a history of
+         * thousands of runs is looked up for each directory each case reads), or claimed. */
+        char **runs_before;
+        size_t n_before;
+        char **claimed_runs;
 } Eval;
 
 /* cli/eval.c */

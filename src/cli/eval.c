@@ -589,7 +589,8 @@ static void eval_done(Eval *e)
         if (e->scratch && !e->keep)
                 (void)aj_rm_rf(e->scratch);
         free(e->scratch);
-        aj_strv_free(e->known_runs);
+        aj_strv_free(e->runs_before);
+        aj_strv_free(e->claimed_runs);
         for (size_t i = 0; e->profile_errors && i < e->suite->n_cases; i++)
                 free(e->profile_errors[i]);
         free(e->profile_errors);
@@ -606,12 +607,29 @@ static int snapshot_runs(Eval *e)
         if (!d)
                 return errno == ENOENT ? 0 : -errno;
         struct dirent *de;
+        size_t cap = 0;
         int r = 0;
-        while (r >= 0 && (de = readdir(d)))
-                if (aj_run_id_valid(de->d_name))
-                        r = aj_strv_push(&e->known_runs, de->d_name);
+        while (r >= 0 && (de = readdir(d))) {
+                if (!aj_run_id_valid(de->d_name))
+                        continue;
+                if (e->n_before + 2 > cap) {
+                        cap = cap ? cap * 2 : 64;
+                        char **v = reallocarray(e->runs_before, cap, sizeof(char *));
+                        if (!v) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        e->runs_before = v;
+                }
+                if (!(e->runs_before[e->n_before] = strdup(de->d_name)))
+                        r = -ENOMEM;
+                else
+                        e->runs_before[++e->n_before] = NULL;
+        }
         closedir(d);
-        return r < 0 ? -ENOMEM : 0;
+        if (e->runs_before)
+                e->n_before = aj_strv_sort_unique(e->runs_before);
+        return r;
 }
 
 /* Fixtures the file system does not have are the suite's error, before anything runs. */
