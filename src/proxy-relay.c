@@ -49,6 +49,9 @@ void proxy_linger(Conn *c)
         }
 }
 
+/* The connection, for the record of a breach of the egress cap. */
+static json_t *describe(const void *c) { return proxy_conn_json(c); }
+
 static int account(Conn *c, Dir *d, size_t n)
 {
         AjProxy *p = c->p;
@@ -58,9 +61,7 @@ static int account(Conn *c, Dir *d, size_t n)
         else
                 p->bytes_down += n;
         if (p->hooks && p->hooks->charge_egress) {
-                json_t *j = proxy_conn_json(c);
-                int r = p->hooks->charge_egress(p->hooks->userdata, n, j);
-                json_decref(j);
+                int r = p->hooks->charge_egress(p->hooks->userdata, n, describe, c);
                 if (r == 1) {
                         c->error = "egress cap reached";
                         return -EDQUOT;
@@ -144,9 +145,7 @@ static ssize_t egress_allow(Conn *c, size_t want)
         uint64_t left = h->egress_left(h->userdata);
         if (left > 0)
                 return (ssize_t)(left < want ? left : want);
-        json_t *j = proxy_conn_json(c);
-        (void)h->charge_egress(h->userdata, want, j);
-        json_decref(j);
+        (void)h->charge_egress(h->userdata, want, describe, c);
         c->error = "egress cap reached";
         return -EDQUOT; /* fails closed even if the meter disagrees */
 }
