@@ -278,17 +278,25 @@ static void count_fire(AjLoopTimer *t, uint64_t now, void *userdata)
         (*(int *)userdata)++;
 }
 
+/* A parent loop and a child nested in it (its fd a source of the parent's, seen in ps). */
+static void nested_pair(AjLoop **parent, AjLoop **child, IoSeen *ps)
+{
+        *parent = *child = NULL;
+        cr_assert_eq(aj_loop_new(parent), 0);
+        cr_assert_eq(aj_loop_new(child), 0);
+        int cfd = aj_loop_fd(*child);
+        cr_assert_geq(cfd, 0);
+        cr_assert_eq(aj_loop_add_io(*parent, cfd, EPOLLIN, on_io, ps, NULL), 0);
+}
+
 /* A nested loop's deadline moved later (as a connection's timeout on each request): the
  * parent may wake at the old one, finds nothing due, and still wakes for the new one,
  * not before it. The same when it moves earlier again. */
 Test(loop, nested_deadline_moved_later_then_earlier)
 {
-        AjLoop *parent = NULL, *child = NULL;
-        cr_assert_eq(aj_loop_new(&parent), 0);
-        cr_assert_eq(aj_loop_new(&child), 0);
-        int cfd = aj_loop_fd(child);
+        AjLoop *parent, *child;
         IoSeen ps = { 0 };
-        cr_assert_eq(aj_loop_add_io(parent, cfd, EPOLLIN, on_io, &ps, NULL), 0);
+        nested_pair(&parent, &child, &ps);
         int n = 0;
         AjLoopTimer t;
         aj_loop_timer_init(child, &t, count_fire, &n);
@@ -319,12 +327,9 @@ Test(loop, nested_deadline_moved_later_then_earlier)
  * deadline, finds nothing due in the child, and is not woken again. */
 Test(loop, nested_last_timer_stopped_wakes_once_for_nothing)
 {
-        AjLoop *parent = NULL, *child = NULL;
-        cr_assert_eq(aj_loop_new(&parent), 0);
-        cr_assert_eq(aj_loop_new(&child), 0);
-        int cfd = aj_loop_fd(child);
+        AjLoop *parent, *child;
         IoSeen ps = { 0 };
-        cr_assert_eq(aj_loop_add_io(parent, cfd, EPOLLIN, on_io, &ps, NULL), 0);
+        nested_pair(&parent, &child, &ps);
         int n = 0;
         AjLoopTimer t, u;
         aj_loop_timer_init(child, &t, count_fire, &n);
