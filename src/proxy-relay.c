@@ -150,19 +150,9 @@ static ssize_t egress_allow(Conn *c, size_t want)
         return -EDQUOT; /* fails closed even if the meter disagrees */
 }
 
-/* dst is full: its room (EPOLLOUT) runs d again. 0, or < 0 when that cannot be watched. */
-static int blocked(Conn *c, Dir *d, int dst)
-{
-        d->blocked = true;
-        return dst == c->cfd ? proxy_watch_client_room(c) : 0;
-}
-
 /* Sends data[*off .. *off + *left) to dst; `counts`: within the egress cap and accounted
  * to d as it goes. 1 when it is all sent, 0 when dst would block, < 0 when the connection
- * must close. A TCP socket takes less than it is given only when its buffer is full (a
- * nonblocking send copies until then), so a short send is taken as "would block" without
- * another send() to hear EAGAIN (a third of the bulk relay's sends); the kernel noted
- * that the sender waits for room (SOCK_NOSPACE), so room wakes the loop. */
+ * must close. */
 static int send_span(Conn *c, Dir *d, int dst, const char *data, size_t *off, size_t *left, bool counts, size_t *moved)
 {
         while (*left > 0) {
@@ -173,7 +163,10 @@ static int send_span(Conn *c, Dir *d, int dst, const char *data, size_t *off, si
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return errno == EAGAIN ? blocked(c, d, dst) : negative_errno();
+                        if (errno != EAGAIN)
+                                return negative_errno();
+                        d->blocked = true;
+                        return dst == c->cfd ? proxy_watch_client_room(c) : 0;
                 }
                 *off += (size_t)n;
                 *left -= (size_t)n;
@@ -181,8 +174,6 @@ static int send_span(Conn *c, Dir *d, int dst, const char *data, size_t *off, si
                 int r;
                 if (counts && (r = account(c, d, (size_t)n)) < 0)
                         return r;
-                if (n < allow)
-                        return blocked(c, d, dst);
         }
         d->blocked = false;
         return 1;
