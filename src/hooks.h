@@ -49,8 +49,11 @@ typedef struct {
         void (*breach)(void *userdata, const AjBreach *breach);
         /* Count `bytes` of egress against the egress_bytes cap. Returns 0 when within the
          * cap, 1 when these bytes crossed it (the breach has been handled; close the
-         * connection). */
-        int (*charge_egress)(void *userdata, uint64_t bytes, json_t *connection);
+         * connection). describe(subject), called only then, gives the connection's
+         * description for the breach's record (a new reference, or NULL); describe may be
+         * NULL. (Built on every call, it cost the proxy a JSON object per send.) */
+        int (*charge_egress)(void *userdata, uint64_t bytes, json_t *(*describe)(const void *subject),
+                             const void *subject);
         /* Optional: how many bytes charge_egress() still takes before the cap is crossed
          * (UINT64_MAX without a cap). The proxy sends no more than that, so a connection's
          * bytes stop at the cap rather than one buffer past it. */

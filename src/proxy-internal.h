@@ -49,6 +49,7 @@ typedef struct {
         AjOutBuf prefix;    /* sent to the destination before spliced data */
         bool prefix_counts; /* client bytes (counted) or the proxy's own reply (not) */
         bool src_eof, done;
+        bool blocked; /* its last send found the destination full: the destination's EPOLLOUT runs it */
         bool limited; /* read at most `limit` more bytes from the source */
         uint64_t limit;
         uint64_t bytes;
@@ -154,6 +155,10 @@ void proxy_emit(AjProxy *p, const char *type, json_t *fields);
 /* Answer with an error and close: an HTTP status or a SOCKS reply code. */
 void proxy_refuse(Conn *c, int http_status, uint8_t socks_rep, const char *reason_in);
 void proxy_conn_close(Conn *c);
+/* A send to the client found its socket full: from now on its room (EPOLLOUT) is watched
+ * too. Until then only what it sends is (most connections never fill it, and each ACK of
+ * theirs would wake the loop for nothing). < 0: it cannot be (the connection must close). */
+int proxy_watch_client_room(Conn *c);
 /* Re-run a connection whose state changed without a new edge on its fds. */
 void proxy_conn_kick(Conn *c);
 
@@ -179,6 +184,8 @@ bool proxy_granted(AjProxy *p, const char *host, uint16_t port, AjNetVerdict *re
 /* proxy-relay.c */
 void proxy_start_relay(Conn *c);
 void proxy_relay(Conn *c);
+/* An edge on one of the connection's sockets: only the directions it concerns run. */
+void proxy_relay_events(Conn *c, bool client, uint32_t events);
 void proxy_flush_out(Conn *c);
 void proxy_linger(Conn *c);
 /* Frees a direction's buffer; its growth goes back to the run's room. */

@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,9 +17,9 @@ static int send_prefix(Conn *c, Dir *d, int dst);
 void proxy_flush_out(Conn *c)
 {
         int r = aj_outbuf_send(&c->out, c->cfd, NULL);
-        if (r == 0)
+        if (r == 0 && proxy_watch_client_room(c) == 0)
                 return; /* the socket is full: its next edge sends the rest */
-        if (r < 0) {
+        if (r <= 0) {
                 proxy_conn_close(c);
                 return;
         }
@@ -48,6 +49,9 @@ void proxy_linger(Conn *c)
         }
 }
 
+/* The connection, for the record of a breach of the egress cap. */
+static json_t *describe(const void *c) { return proxy_conn_json(c); }
+
 static int account(Conn *c, Dir *d, size_t n)
 {
         AjProxy *p = c->p;
@@ -57,9 +61,7 @@ static int account(Conn *c, Dir *d, size_t n)
         else
                 p->bytes_down += n;
         if (p->hooks && p->hooks->charge_egress) {
-                json_t *j = proxy_conn_json(c);
-                int r = p->hooks->charge_egress(p->hooks->userdata, n, j);
-                json_decref(j);
+                int r = p->hooks->charge_egress(p->hooks->userdata, n, describe, c);
                 if (r == 1) {
                         c->error = "egress cap reached";
                         return -EDQUOT;
@@ -143,9 +145,7 @@ static ssize_t egress_allow(Conn *c, size_t want)
         uint64_t left = h->egress_left(h->userdata);
         if (left > 0)
                 return (ssize_t)(left < want ? left : want);
-        json_t *j = proxy_conn_json(c);
-        (void)h->charge_egress(h->userdata, want, j);
-        json_decref(j);
+        (void)h->charge_egress(h->userdata, want, describe, c);
         c->error = "egress cap reached";
         return -EDQUOT; /* fails closed even if the meter disagrees */
 }
@@ -163,7 +163,10 @@ static int send_span(Conn *c, Dir *d, int dst, const char *data, size_t *off, si
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return errno == EAGAIN ? 0 : negative_errno();
+                        if (errno != EAGAIN)
+                                return negative_errno();
+                        d->blocked = true;
+                        return dst == c->cfd ? proxy_watch_client_room(c) : 0;
                 }
                 *off += (size_t)n;
                 *left -= (size_t)n;
@@ -172,6 +175,7 @@ static int send_span(Conn *c, Dir *d, int dst, const char *data, size_t *off, si
                 if (counts && (r = account(c, d, (size_t)n)) < 0)
                         return r;
         }
+        d->blocked = false;
         return 1;
 }
 
@@ -490,11 +494,14 @@ static int pump_response(Conn *c)
         }
 }
 
-void proxy_relay(Conn *c)
+/* Runs the directions asked for (both: a first round, a round after the budget). */
+static void relay(Conn *c, bool up, bool down)
 {
         bool plain = !c->socks && !c->is_connect;
-        int r = plain ? pump_request(c) : pump(c, &c->up, c->cfd, c->ufd);
-        if (r >= 0)
+        int r = 0;
+        if (up)
+                r = plain ? pump_request(c) : pump(c, &c->up, c->cfd, c->ufd);
+        if (r >= 0 && down)
                 r = plain ? pump_response(c) : pump(c, &c->down, c->ufd, c->cfd);
         if (r >= 0 && plain && c->down.done) {
                 /* The answer is complete and the client was told "Connection: close": nothing
@@ -516,6 +523,22 @@ void proxy_relay(Conn *c)
         }
         if (c->up.done && c->down.done)
                 proxy_conn_close(c);
+}
+
+void proxy_relay(Conn *c) { relay(c, true, true); }
+
+/* A direction runs when its source has something (data, its end, an error) or its
+ * destination, which it found full, has room again; an error or hang-up on either socket
+ * runs both. Every direction reads until its source is empty and sends until its
+ * destination is full (or the budget is used: another round follows, both directions), so
+ * with edge-triggered sockets a direction not concerned by this edge has nothing to do:
+ * running it anyway cost a recv() that found nothing, each wake-up. */
+void proxy_relay_events(Conn *c, bool client, uint32_t events)
+{
+        const Dir *into = client ? &c->down : &c->up; /* the direction this socket receives */
+        bool from = events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+        bool room = (events & (EPOLLHUP | EPOLLERR)) || ((events & EPOLLOUT) && into->blocked);
+        relay(c, client ? from : room, client ? room : from);
 }
 
 void proxy_start_relay(Conn *c)

@@ -71,7 +71,9 @@ static void on_upstream(Conn *c, uint32_t events)
                 socklen_t l = sizeof(err);
                 if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
                         return;
-                if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+                /* Writable without an error or hang-up: the connection is established (a
+                 * failed one reports EPOLLERR and EPOLLHUP), so only then is its error read. */
+                if ((events & (EPOLLERR | EPOLLHUP)) && getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
                         err = errno;
                 if (err != 0) {
                         proxy_connect_failed(c, -err);
@@ -81,7 +83,7 @@ static void on_upstream(Conn *c, uint32_t events)
                 return;
         }
         if (c->state == ST_RELAY)
-                proxy_relay(c);
+                proxy_relay_events(c, false, events);
 }
 
 static void on_upstream_io(AjLoopIo *io, int fd, uint32_t events, void *userdata)
@@ -441,7 +443,12 @@ void proxy_read_request(Conn *c)
                         proxy_conn_close(c);
                         return;
                 }
+                /* A complete head: what follows it stays queued for the relay, which reads
+                 * it anyway (a read here would find nothing, the usual case). */
+                size_t from = c->in_len > 3 ? c->in_len - 3 : 0;
                 c->in_len += (size_t)n;
+                if (!c->socks && memmem(c->in + from, c->in_len - from, "\r\n\r\n", 4))
+                        break;
         }
 
         if (c->socks)

@@ -197,7 +197,7 @@ static void on_client(Conn *c, uint32_t events)
                 proxy_read_request(c);
                 break;
         case ST_RELAY:
-                proxy_relay(c);
+                proxy_relay_events(c, true, events);
                 break;
         case ST_REFUSE:
                 proxy_flush_out(c);
@@ -217,6 +217,11 @@ static void on_client_io(AjLoopIo *io, int fd, uint32_t events, void *userdata)
         (void)fd;
         on_client(userdata, events);
 }
+
+#define CLIENT_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
+
+/* Edge-triggered: if room came back before this, the change reports it at once. */
+int proxy_watch_client_room(Conn *c) { return aj_loop_io_set_events(c->cio, CLIENT_EVENTS | EPOLLOUT); }
 
 /* Re-run a connection whose state changed without a new edge on its fds. */
 void proxy_conn_kick(Conn *c)
@@ -341,8 +346,7 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
                 aj_loop_timer_init(p->loop, &c->deadline, on_deadline, c);
                 c->overflow = p->regular >= p->opts.max_connections;
                 if (aj_loop_timer_set(&c->deadline, c->start_ns + p->opts.header_timeout_ms * 1000000ULL) < 0 ||
-                    aj_loop_add_io(p->loop, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_client_io, c, &c->cio) <
-                            0) {
+                    aj_loop_add_io(p->loop, fd, CLIENT_EVENTS, on_client_io, c, &c->cio) < 0) {
                         aj_loop_timer_stop(&c->deadline);
                         free(c->in);
                         free(c);

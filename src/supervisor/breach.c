@@ -309,16 +309,19 @@ static bool hook_log_full(void *userdata)
 
 static void hook_breach(void *userdata, const AjBreach *breach) { aj_sup_breach_handle(userdata, breach); }
 
-static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *connection)
+static int hook_charge_egress(void *userdata, uint64_t bytes, json_t *(*describe)(const void *subject),
+                              const void *subject)
 {
         AjSupBreach *b = userdata;
         if (b->cfg.egress_limit && b->egress_used + bytes > b->cfg.egress_limit) {
+                json_t *connection = describe ? describe(subject) : NULL;
                 AjBreach breach = { .cap = "egress_bytes",
                                     .limit = (double)b->cfg.egress_limit,
                                     .value = (double)(b->egress_used + bytes),
                                     .request = connection };
                 b->egress_used = b->cfg.egress_limit;
                 aj_sup_breach_handle(b, &breach);
+                json_decref(connection);
                 return 1;
         }
         b->egress_used += bytes;

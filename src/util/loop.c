@@ -49,8 +49,11 @@ static void timerfd_follow(AjLoop *l)
         uint64_t at = l->n_heap ? l->heap[0]->deadline_ns : 0;
         /* Armed no later than the earliest deadline is enough: an early wake finds nothing
          * due and re-arms here. So a deadline moved later (a connection's timeout pushed
-         * back on each request) costs no timerfd_settime(). */
-        if (at == l->timerfd_at || (at && l->timerfd_at && l->timerfd_at < at))
+         * back on each request) costs no timerfd_settime(), and neither does the last timer
+         * stopping while the armed time is still ahead: left armed, it wakes the loop once
+         * for nothing, where disarming it and arming it again for the next timer (a
+         * connection after a connection) cost two. */
+        if (at == l->timerfd_at || (at && l->timerfd_at && l->timerfd_at < at) || (!at && l->timerfd_at > l->now_ns()))
                 return;
         struct itimerspec its = { .it_value = { .tv_sec = (time_t)(at / 1000000000ull),
                                                 .tv_nsec = (long)(at % 1000000000ull) } };

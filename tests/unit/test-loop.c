@@ -278,17 +278,25 @@ static void count_fire(AjLoopTimer *t, uint64_t now, void *userdata)
         (*(int *)userdata)++;
 }
 
+/* A parent loop and a child nested in it (its fd a source of the parent's, seen in ps). */
+static void nested_pair(AjLoop **parent, AjLoop **child, IoSeen *ps)
+{
+        *parent = *child = NULL;
+        cr_assert_eq(aj_loop_new(parent), 0);
+        cr_assert_eq(aj_loop_new(child), 0);
+        int cfd = aj_loop_fd(*child);
+        cr_assert_geq(cfd, 0);
+        cr_assert_eq(aj_loop_add_io(*parent, cfd, EPOLLIN, on_io, ps, NULL), 0);
+}
+
 /* A nested loop's deadline moved later (as a connection's timeout on each request): the
  * parent may wake at the old one, finds nothing due, and still wakes for the new one,
  * not before it. The same when it moves earlier again. */
 Test(loop, nested_deadline_moved_later_then_earlier)
 {
-        AjLoop *parent = NULL, *child = NULL;
-        cr_assert_eq(aj_loop_new(&parent), 0);
-        cr_assert_eq(aj_loop_new(&child), 0);
-        int cfd = aj_loop_fd(child);
+        AjLoop *parent, *child;
         IoSeen ps = { 0 };
-        cr_assert_eq(aj_loop_add_io(parent, cfd, EPOLLIN, on_io, &ps, NULL), 0);
+        nested_pair(&parent, &child, &ps);
         int n = 0;
         AjLoopTimer t;
         aj_loop_timer_init(child, &t, count_fire, &n);
@@ -309,6 +317,43 @@ Test(loop, nested_deadline_moved_later_then_earlier)
         cr_expect_eq(aj_loop_dispatch(child, 0), 1);
         cr_expect_eq(n, 2);
         cr_expect_lt(aj_loop_now(child) - start, 400 * 1000000ull, "at the earlier deadline, not the later");
+        aj_loop_free(child);
+        aj_loop_free(parent);
+}
+
+/* The last timer of a nested loop stopped before its deadline: the timerfd is left armed
+ * (disarming it and arming it again for the next timer cost a timerfd_settime() each, a
+ * connection after a connection in the proxy), so the parent wakes once at the old
+ * deadline, finds nothing due in the child, and is not woken again. */
+Test(loop, nested_last_timer_stopped_wakes_once_for_nothing)
+{
+        AjLoop *parent, *child;
+        IoSeen ps = { 0 };
+        nested_pair(&parent, &child, &ps);
+        int n = 0;
+        AjLoopTimer t, u;
+        aj_loop_timer_init(child, &t, count_fire, &n);
+        aj_loop_timer_init(child, &u, count_fire, &n);
+        uint64_t start = aj_loop_now(child);
+        cr_assert_eq(aj_loop_timer_set_in(&t, 30 * 1000000ull), 0);
+        aj_loop_timer_stop(&t);
+        cr_expect_eq(aj_loop_dispatch(parent, 2000 * 1000000ll), 1, "woken at the stopped timer's deadline");
+        cr_expect_geq(aj_loop_now(child) - start, 30 * 1000000ull, "not before it");
+        cr_expect_eq(aj_loop_dispatch(child, 0), 0, "nothing due");
+        cr_expect_eq(n, 0);
+        cr_expect_eq(aj_loop_dispatch(parent, 50 * 1000000ll), 0, "woken once only");
+
+        /* A timer set after its predecessor stopped still fires at its own deadline. */
+        cr_assert_eq(aj_loop_timer_set_in(&t, 200 * 1000000ull), 0);
+        aj_loop_timer_stop(&t);
+        start = aj_loop_now(child);
+        cr_assert_eq(aj_loop_timer_set_in(&u, 20 * 1000000ull), 0);
+        for (int i = 0; i < 10 && n == 0; i++) {
+                (void)aj_loop_dispatch(parent, 2000 * 1000000ll);
+                (void)aj_loop_dispatch(child, 0);
+        }
+        cr_expect_eq(n, 1);
+        cr_expect_lt(aj_loop_now(child) - start, 150 * 1000000ull, "at its deadline, not the stopped one's");
         aj_loop_free(child);
         aj_loop_free(parent);
 }

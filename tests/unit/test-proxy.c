@@ -407,6 +407,8 @@ Test(parsers, socks5_name_lengths)
 static json_t *events; /* every emitted event: {"type": ..., fields} */
 static uint64_t charged;
 static uint64_t charge_limit; /* 0: no cap */
+static json_t *breached;      /* the connection described at the breach */
+static unsigned described;    /* descriptions asked for */
 
 static int fake_emit(void *ud, const char *type, json_t *fields)
 {
@@ -417,11 +419,14 @@ static int fake_emit(void *ud, const char *type, json_t *fields)
 
 /* Like the supervisor's meter (breach.c): bytes that would cross the cap are the breach,
  * and the meter stays at the cap. */
-static int fake_charge(void *ud, uint64_t bytes, json_t *conn)
+static int fake_charge(void *ud, uint64_t bytes, json_t *(*describe)(const void *), const void *subject)
 {
-        cr_assert_not_null(conn);
+        cr_assert_not_null(describe);
         if (charge_limit && charged + bytes > charge_limit) {
                 charged = charge_limit;
+                json_decref(breached);
+                breached = describe(subject);
+                described++;
                 return 1;
         }
         charged += bytes;
@@ -670,6 +675,9 @@ static void setup(void)
         events = json_array();
         charged = 0;
         charge_limit = 0;
+        json_decref(breached);
+        breached = NULL;
+        described = 0;
         hosts_path[0] = 0;
 }
 
@@ -2337,6 +2345,11 @@ Test(live, egress_cap_not_overshot)
         cr_expect_eq(field_int(st, "bytes_up"), 100000);
         json_decref(st);
         cr_expect_eq(charged, 100000);
+        /* Described once, for the breach's record: not for every send within the cap. */
+        cr_expect_eq(described, 1);
+        cr_assert_not_null(breached);
+        cr_expect_str_eq(field_str(breached, "host"), "127.0.0.1");
+        cr_expect_eq(field_int(breached, "id"), field_int(e, "id"));
         live_stop(&l);
 }
 

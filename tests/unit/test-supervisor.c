@@ -615,12 +615,12 @@ Test(supervisor, egress_left_is_what_the_cap_still_takes)
         aj_sup_breach_hooks(&f->breach, &hooks);
         cr_assert_not_null(hooks.egress_left);
         cr_expect_eq(hooks.egress_left(hooks.userdata), 1000);
-        cr_expect_eq(hooks.charge_egress(hooks.userdata, 600, NULL), 0);
+        cr_expect_eq(hooks.charge_egress(hooks.userdata, 600, NULL, NULL), 0);
         cr_expect_eq(hooks.egress_left(hooks.userdata), 400);
-        cr_expect_eq(hooks.charge_egress(hooks.userdata, 400, NULL), 0, "up to the cap is within it");
+        cr_expect_eq(hooks.charge_egress(hooks.userdata, 400, NULL, NULL), 0, "up to the cap is within it");
         cr_expect_eq(hooks.egress_left(hooks.userdata), 0);
         cr_expect_eq(count(&f->chain, "cap.breach"), 0);
-        cr_expect_eq(hooks.charge_egress(hooks.userdata, 1, NULL), 1, "one byte more crosses it");
+        cr_expect_eq(hooks.charge_egress(hooks.userdata, 1, NULL, NULL), 1, "one byte more crosses it");
         cr_expect_eq(hooks.egress_left(hooks.userdata), 0);
         cr_expect_eq(aj_sup_breach_egress_used(&f->breach), 1000);
         fake_run_free(f);
@@ -630,15 +630,28 @@ Test(supervisor, egress_left_is_what_the_cap_still_takes)
         fake_run_free(f);
 }
 
+/* The proxy's description of a connection, counted. */
+static json_t *describe_conn(const void *subject)
+{
+        (*(unsigned *)subject)++;
+        return json_pack("{s:s, s:i}", "host", "example.com", "port", 443);
+}
+
 Test(supervisor, on_breach_kill)
 {
         FakeRun *f = fake_run(&(FakeConfig){ .kill_on_breach = true, .egress_limit = 1000 });
         AjHooks hooks;
         aj_sup_breach_hooks(&f->breach, &hooks);
-        cr_expect_eq(hooks.charge_egress(hooks.userdata, 600, NULL), 0);
-        cr_expect_eq(hooks.charge_egress(hooks.userdata, 600, NULL), 1, "crossed: close the connection");
+        unsigned described = 0;
+        cr_expect_eq(hooks.charge_egress(hooks.userdata, 600, describe_conn, &described), 0);
+        cr_expect_eq(described, 0, "within the cap: the connection is not described");
+        cr_expect_eq(hooks.charge_egress(hooks.userdata, 600, describe_conn, &described), 1,
+                     "crossed: close the connection");
+        cr_expect_eq(described, 1);
         json_t *b = last(&f->chain, "cap.breach");
         cr_assert(b);
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(b, "request"), "host")), "example.com",
+                         "the breach's record carries the connection");
         cr_expect_str_eq(json_string_value(json_object_get(b, "cap")), "egress_bytes");
         cr_expect_str_eq(json_string_value(json_object_get(b, "action")), "kill");
         cr_expect_eq(f->cgroup_kills, 1);
