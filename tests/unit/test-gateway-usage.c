@@ -2905,6 +2905,20 @@ Test(gateway_usage, xai_server_tool_items_are_not_client_calls)
         cr_expect_eq(U(c)->tool_calls_total, 0);
         cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER], 3);
         aj_llm_call_free(c);
+        /* Its file_search tool's collections_search calls, billed per call: a file search's use
+         * each (they were charged none, however many ran). */
+        static const char collections_body[] =
+                XAI_RESP(XAI_ITEM("collections_search") "," XAI_ITEM("collections_search") "," XAI_ITEM(
+                                 "collections_search") ",",
+                         "");
+        Setup sf = { AJ_LLM_API_OPENAI_RESPONSES, 200, "application/json",
+                     "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"file_search\",\"vector_store_ids\":[\"c\"]}]}" };
+        c = feed(&sf, collections_body, strlen(collections_body), strlen(collections_body) / 2, false);
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(U(c)->tool_calls_total, 0);
+        cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_FILE_SEARCH], 3, "%llu file searches",
+                     (unsigned long long)ch.tool_uses[AJ_TOOL_FEE_FILE_SEARCH]);
+        aj_llm_call_free(c);
         /* Where the client's tools may be some the request does not list (a stored prompt's), or
          * at OpenAI's own API (no server tool of its lists custom_tool_call items), a call so named
          * is the client's: a stored custom tool "x_keyword_search" ran uncounted. */
