@@ -100,6 +100,15 @@ static void put_note(const PatchFile *f)
                                   : strerror(-f->err));
 }
 
+/* After the last file whose patch diff(1) had begun when it used up its CPU time. */
+static void put_cut_note(const PatchFile *f)
+{
+        _cleanup_free_ char *name = aj_printable_dup(f->c->path, strlen(f->c->path), AJ_ESCAPE_QUOTE);
+        printf("(%s: its patch above may be cut short: diff(1) used up its CPU time (AGENTJAIL_DIFF_CPU), look at it "
+               "yourself)\n",
+               name ?: "?");
+}
+
 static void close_sides(PatchFile *f)
 {
         for (int s = 0; s < 2; s++)
@@ -417,6 +426,10 @@ void cli_print_patches(int lower_fd, int upper_fd, const AjWsChange *c, size_t n
                         if (r == -EIO)
                                 printf("(diff(1) failed on one of these files: those after the last shown are "
                                        "compared one by one)\n");
+                        /* Stopped at any point, it may have been in the middle of a file's patch:
+                         * what is shown of it may not be all of it. */
+                        if (r == -ETIME && o.shown > 0)
+                                put_cut_note(&f[o.shown - 1]);
                         if (r == -ETIME && !out_of_time)
                                 printf("(diff(1) used up its CPU time, %llu s in all (AGENTJAIL_DIFF_CPU): the files "
                                        "after the last shown are not compared)\n",

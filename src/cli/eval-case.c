@@ -99,20 +99,60 @@ static int count_event(json_t *ev, void *userdata)
         return 0;
 }
 
+/* An overlay run's changes (its upper dir in `dir`), applied to the case's scratch copy:
+ * into *st. 0 or -errno with *ret_error. */
+static int apply_changes(const char *dir, int ws_fd, AjWsStats *st, char **ret_error)
+{
+        char upper[PATH_MAX + 8];
+        snprintf(upper, sizeof(upper), "%s/%s", dir, AJ_OVERLAY_UPPER);
+        _cleanup_close_ int upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (upper_fd < 0) {
+                int r = -errno;
+                (void)aj_asprintf(ret_error, "cannot open the overlay's changes '%s': %s", upper, strerror(-r));
+                return r;
+        }
+        _cleanup_(aj_error_clear) AjError err = {};
+        /* What applying writes is bounded: the upper files' allocated bytes (holes stay holes). */
+        AjWsChange *v = NULL;
+        size_t n = 0;
+        int r = aj_ws_diff(upper_fd, ws_fd, 0, &v, &n, &err);
+        if (r < 0) {
+                (void)aj_asprintf(ret_error, "cannot list the overlay's changes: %s", aj_error_text(&err, r));
+                return r;
+        }
+        uint64_t total;
+        r = aj_eval_overlay_budget(v, n, &total);
+        aj_ws_changes_free(v, n);
+        if (r < 0) {
+                (void)aj_asprintf(ret_error,
+                                  "the overlay's changes hold %llu MiB of file data, more than an eval applies (%llu MiB)",
+                                  (unsigned long long)(total >> 20),
+                                  (unsigned long long)(AJ_EVAL_MAX_OVERLAY_BYTES >> 20));
+                return -EFBIG;
+        }
+        r = aj_ws_commit(upper_fd, ws_fd, 0, AJ_WS_COMMIT_FORCE | AJ_WS_COMMIT_INCLUDE_GIT, st, &err);
+        if (r < 0)
+                (void)aj_asprintf(ret_error, "cannot apply the overlay's changes to the scratch workspace: %s",
+                                  aj_error_text(&err, r));
+        return r;
+}
+
 /* An overlay run's changes, applied to the case's scratch copy (the very workspace the run
- * had, its alone, removed after the case unless --keep) so that the assertions see the
+ * had, its alone, removed after the case unless `keep`) so that the assertions see the
  * workspace as the agent left it. That is the run's commit, recorded as `agentjail commit`
  * records one ("workspace.commit", with "eval": true; run.json's changes "committed") and
  * its kept changes removed: left "pending", the run named a workspace that was about to go,
- * which no commit could reach and which prune kept forever with the agent's files. One at a
- * time with an operator's commit or discard of it (the same lock). 0 or -errno with
- * *ret_error. */
-static int apply_overlay(AjRun *run, int ws_fd, const char *ws, char **ret_error)
+ * which no commit could reach and which prune kept forever with the agent's files. Changes
+ * that could not be applied (more than an eval applies, a failure) are discarded so, with
+ * why ("workspace.discard", "eval": true, "error"), unless the copy is kept: an agent writing
+ * 4 GiB left them pending with every case. One at a time with an operator's commit or
+ * discard of it (the same lock). 0 or -errno with *ret_error. */
+static int apply_overlay(AjRun *run, int ws_fd, const char *ws, bool keep, char **ret_error)
 {
         const char *mode = run->rec ? run->rec->profile_workspace_mode : NULL;
         if (!mode || !streq(mode, "overlay"))
                 return 0;
-        char dir[PATH_MAX], upper[PATH_MAX + 8];
+        char dir[PATH_MAX];
         if (aj_run_file_path(run->dir, AJ_RUN_DIR_WORKSPACE, dir, sizeof(dir)) < 0)
                 return -ENAMETOOLONG;
         /* `ws` may be the record's own (a replayed case's cwd), which reading it again frees. */
@@ -142,55 +182,32 @@ static int apply_overlay(AjRun *run, int ws_fd, const char *ws, char **ret_error
                 (void)aj_asprintf(ret_error, "the overlay's changes were %s already", changes);
                 return -EALREADY;
         }
-        snprintf(upper, sizeof(upper), "%s/%s", dir, AJ_OVERLAY_UPPER);
-        _cleanup_close_ int upper_fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (upper_fd < 0) {
-                r = -errno;
-                (void)aj_asprintf(ret_error, "cannot open the overlay's changes '%s': %s", upper, strerror(-r));
-                return r;
-        }
-        /* What applying writes is bounded: the upper files' allocated bytes (holes stay holes). */
-        AjWsChange *v = NULL;
-        size_t n = 0;
-        r = aj_ws_diff(upper_fd, ws_fd, 0, &v, &n, &err);
-        if (r < 0) {
-                (void)aj_asprintf(ret_error, "cannot list the overlay's changes: %s", aj_error_text(&err, r));
-                return r;
-        }
-        uint64_t total;
-        r = aj_eval_overlay_budget(v, n, &total);
-        aj_ws_changes_free(v, n);
-        if (r < 0) {
-                (void)aj_asprintf(ret_error,
-                                  "the overlay's changes hold %llu MiB of file data, more than an eval applies (%llu MiB)",
-                                  (unsigned long long)(total >> 20),
-                                  (unsigned long long)(AJ_EVAL_MAX_OVERLAY_BYTES >> 20));
-                return -EFBIG;
-        }
         AjWsStats st = { 0 };
-        r = aj_ws_commit(upper_fd, ws_fd, 0, AJ_WS_COMMIT_FORCE | AJ_WS_COMMIT_INCLUDE_GIT, &st, &err);
-        if (r < 0) {
-                (void)aj_asprintf(ret_error, "cannot apply the overlay's changes to the scratch workspace: %s",
-                                  aj_error_text(&err, r));
-                return r;
-        }
+        int applied = apply_changes(dir, ws_fd, &st, ret_error);
+        if (applied < 0 && keep)
+                return applied;
         bool recorded;
-        r = aj_run_decide_workspace(run, "committed",
-                                    json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:b}", "workspace", ws, "added",
-                                              (json_int_t)st.added, "modified", (json_int_t)st.modified, "deleted",
-                                              (json_int_t)st.deleted, "replaced", (json_int_t)st.replaced, "skipped",
-                                              (json_int_t)st.skipped, "force", true, "git_applied",
-                                              (json_int_t)st.git_code, "eval", true),
+        r = aj_run_decide_workspace(run, applied < 0 ? "discarded" : "committed",
+                                    applied < 0 ? json_pack("{s:s, s:b, s:s}", "workspace", ws, "eval", true, "error",
+                                                            *ret_error ?: "?")
+                                                : json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:b}",
+                                                            "workspace", ws, "added", (json_int_t)st.added, "modified",
+                                                            (json_int_t)st.modified, "deleted", (json_int_t)st.deleted,
+                                                            "replaced", (json_int_t)st.replaced, "skipped",
+                                                            (json_int_t)st.skipped, "force", true, "git_applied",
+                                                            (json_int_t)st.git_code, "eval", true),
                                     &recorded);
+        if (r < 0 && applied < 0)
+                return applied; /* still pending: 'agentjail discard' of it can record it */
         if (r < 0) {
                 (void)aj_asprintf(ret_error, "the overlay's changes were applied but not recorded (%s): %s",
                                   recorded ? AJ_RUN_FILE_RUN : "the event chain", strerror(-r));
                 return r;
         }
-        /* As a commit does: what it kept is in the workspace now. A failure leaves a directory
-         * that prune removes with the run. */
+        /* As a commit or a discard does: what it kept is in the workspace now, or not wanted. A
+         * failure leaves a directory that prune removes with the run. */
         (void)aj_rm_rf(dir);
-        return 0;
+        return applied;
 }
 
 /* ---- the verdict ---- */
@@ -285,7 +302,7 @@ void eval_judge_case(Eval *e, Slot *s, int exit_status)
         }
         res->exit_status = exit_status;
         _cleanup_close_ int ws_fd = open(ws, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (run && ws_fd >= 0 && apply_overlay(run, ws_fd, ws, &err) < 0) {
+        if (run && ws_fd >= 0 && apply_overlay(run, ws_fd, ws, e->keep, &err) < 0) {
                 eval_finish_error(e, s, err);
                 return;
         }

@@ -301,6 +301,14 @@ static int fee_item(const char *type)
         return -1;
 }
 
+/* The fee an item counts toward (fee_item()), and xAI's collections_search calls (of its
+ * file_search tool, custom_tool_call items): billed per call, a file search's use each. */
+static int item_fee(const AjLlmCall *c, json_t *item, const char *type)
+{
+        int fee = fee_item(type);
+        return fee < 0 && server_item(c, item) == AJ_XAI_COLLECTIONS ? AJ_TOOL_FEE_FILE_SEARCH : fee;
+}
+
 /* Whether a code_interpreter_call item ran in a container not counted yet among `seen` (n
  * kept, at most max); an item without a container id is another container. */
 static bool new_container(const char *id, const char **seen, size_t n)
@@ -331,7 +339,7 @@ static void container_used(AjLlmCall *c, json_t *item)
 static void output_item(AjLlmCall *c, json_t *item, uint32_t key)
 {
         const char *type = json_string_value(json_object_get(item, "type"));
-        int fee = fee_item(type);
+        int fee = item_fee(c, item, type);
         /* The web search tool runs at the provider, billed per call: counted for the cost;
          * so are the other built-in tools it bills per use. */
         if (type && streq(type, "web_search_call"))
@@ -423,7 +431,7 @@ static void final_items(AjLlmCall *c, json_t *resp)
         json_array_foreach (json_object_get(resp, "output"), i, item) {
                 const char *type = json_string_value(json_object_get(item, "type"));
                 const char *id = json_string_value(json_object_get(item, "container_id"));
-                int fee = fee_item(type);
+                int fee = item_fee(c, item, type);
                 searches += type && streq(type, "web_search_call");
                 unsigned family = server_item(c, item);
                 server_searches += !(family & AJ_XAI_VIEW) && (family & (AJ_XAI_WEB | AJ_XAI_X));

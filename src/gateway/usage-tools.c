@@ -261,6 +261,11 @@ void aj_llm_xai_tool(AjLlmCall *c, json_t *tool)
 
 unsigned aj_llm_xai_server_call(const AjLlmCall *c, const char *name)
 {
+        /* Not where the client's tools may be some the request does not list (a stored prompt's,
+         * OpenAI's "prompt": a custom tool named "web_search" there is the client's, its call
+         * uncounted), nor at OpenAI's own API, whose server tools' items are of their own types. */
+        if (c->u.stored_prompt || c->upstream == AJ_LLM_UPSTREAM_OPENAI)
+                return 0;
         for (size_t i = 0; name && i < ARRAY_SIZE(xai_calls); i++)
                 if (streq(name, xai_calls[i].name))
                         return c->xai_declared & (1u << i) || !(xai_calls[i].families & c->xai_server_tools)

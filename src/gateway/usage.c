@@ -1044,6 +1044,18 @@ static void provider_routing_of(AjLlmCall *c, json_t *root)
         }
 }
 
+/* A tool's members (case_twin()), and the "name" of its "function" and "custom" objects. */
+static const char *tool_twin(json_t *tool, const char *const *members, size_t n_members,
+                             const char *const declared[static 1])
+{
+        const char *twin = case_twin(tool, members, n_members);
+        if (!twin)
+                twin = case_twin(json_object_get(tool, "function"), declared, 1);
+        if (!twin)
+                twin = case_twin(json_object_get(tool, "custom"), declared, 1);
+        return twin;
+}
+
 /* The members the gateway reads, at the top, in stream_options, in each tool and in each
  * plugin: spelled only so. */
 static int check_case_twins(AjLlmCall *c, json_t *root)
@@ -1077,8 +1089,12 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "conversation",
         };
         static const char *const opts[] = { "include_usage" };
-        /* "tools": a namespace's (free_namespace()), whose members are checked as a tool's. */
-        static const char *const tool_members[] = { "type", "max_uses", "container", "tools" };
+        /* "tools": a namespace's (free_namespace()), whose members are checked as a tool's. The
+         * names a tool declares as the client's (usage-tools.c aj_llm_xai_tool()): a call of xAI's
+         * server tools is told from a client's by them. */
+        static const char *const tool_members[] = { "type", "max_uses", "container", "tools",
+                                                    "name", "function", "custom" };
+        static const char *const declared[] = { "name" };
         static const char *const plugin_members[] = { "id", "max_results", "pdf" };
         static const char *const engine[] = { "engine" }, *const mode[] = { "mode" };
         static const char *const provider[] = { "max_price" }, *const max_price[] = { "prompt", "completion", "request",
@@ -1098,13 +1114,13 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
         json_array_foreach (json_object_get(root, "tools"), i, tool) {
                 if (twin)
                         break;
-                twin = case_twin(tool, tool_members, ARRAY_SIZE(tool_members));
+                twin = tool_twin(tool, tool_members, ARRAY_SIZE(tool_members), declared);
                 json_t *member;
                 size_t k;
                 json_array_foreach (json_object_get(tool, "tools"), k, member) {
                         if (twin)
                                 break;
-                        twin = case_twin(member, tool_members, ARRAY_SIZE(tool_members));
+                        twin = tool_twin(member, tool_members, ARRAY_SIZE(tool_members), declared);
                 }
         }
         json_array_foreach (json_object_get(root, "plugins"), i, tool) {

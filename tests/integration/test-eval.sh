@@ -227,6 +227,25 @@ ok "and next to nothing on disk (a hole stays a hole)" \
         test "$(stat -c '%b * %B' "$kept/big" | xargs expr)" -lt 1048576
 [[ -n "$kept" ]] && rm -rf "${kept%/*/workspace}"
 
+# An overlay case whose changes an eval does not apply (more than 4 GiB of file data) is an
+# error, and its changes are discarded with why: left pending with its scratch copy gone, no
+# commit could reach them, and prune kept the agent's 4 GiB with every case.
+cat >"$TEST_TMP/huge.json" <<EOF
+{ "cases": [ { "name": "huge", "profile": "$PO", "command": ["fallocate", "-l", "4097M", "big"] } ] }
+EOF
+eval_run "$TEST_TMP/huge.json" --json
+huge_id=$(jq -r '.cases[0].run // empty' <<<"$EVAL_OUT" 2>/dev/null)
+like "$(jq -r '"\(.cases[0].result) \(.cases[0].error)"' <<<"$EVAL_OUT" 2>&1)" \
+        "^error the overlay's changes hold 4097 MiB of file data, more than an eval applies" \
+        "an overlay case writing 4097 MiB is an error, saying why" || eval_diag
+is "$(jq -r '.workspace.changes' "$AGENTJAIL_STATE_DIR/runs/$huge_id/run.json" 2>&1)" discarded \
+        "its run's changes are discarded, not left pending for a workspace that is gone"
+like "$(jq -c 'select(.type == "workspace.discard") | [.eval, .error]' \
+        "$AGENTJAIL_STATE_DIR/runs/$huge_id/events.jsonl" 2>&1)" '^\[true,"the overlay.s changes hold 4097 MiB' \
+        "its chain has the discard, by eval, with why"
+is "$([[ -e "$AGENTJAIL_STATE_DIR/runs/$huge_id/workspace" ]] && echo kept || echo gone)" gone \
+        "its 4 GiB of kept changes are removed"
+
 # The progress line is for a terminal only.
 unlike "$EVAL_ERR" $'\r' "no progress line when stderr is not a terminal"
 if command -v script >/dev/null; then

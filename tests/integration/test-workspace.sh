@@ -385,6 +385,13 @@ ok "... within its CPU time (2 s), before the 60 s timeout ($((t1 - t0)) s)" tes
 is "$(grep -c '^(diff(1) used up its CPU time, 2 s in all (AGENTJAIL_DIFF_CPU)' "$TEST_TMP/op.out")" 1 \
         "... says once that diff(1) used up its CPU time"
 like "$(cat "$TEST_TMP/op.out")" $'\\+\\+\\+ b/f001\n' "... with what diff(1) showed before"
+# It was stopped in the middle of a file's patch (its 40th line; a batch's): that patch is
+# said to be cut, right after it.
+cut=$(awk '/^\+\+\+ b\// { last = substr($0, 7) }
+        /: its patch above may be cut short: diff\(1\) used up its CPU time/ {
+                n++; if (substr($0, 2, length(last) + 1) != last ":") bad = bad " " $0 }
+        END { print n + 0, (bad == "" ? "ok" : "misplaced:" bad) }' "$TEST_TMP/op.out")
+like "$cut" '^[1-9][0-9]* ok$' "... and that the patch it was in the middle of may be cut short ($cut)"
 shown=$(grep -c -e '^+++ b/f' -e '^Binary files a/f' "$TEST_TMP/op.out")
 notes=$(grep -c 'contents not shown: diff(1) used up its CPU time' "$TEST_TMP/op.out")
 is "$((shown + notes)) $((notes > 500))" "599 1" \

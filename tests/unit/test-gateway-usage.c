@@ -2905,6 +2905,61 @@ Test(gateway_usage, xai_server_tool_items_are_not_client_calls)
         cr_expect_eq(U(c)->tool_calls_total, 0);
         cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_CODE_INTERPRETER], 3);
         aj_llm_call_free(c);
+        /* Its file_search tool's collections_search calls, billed per call: a file search's use
+         * each (they were charged none, however many ran). */
+        static const char collections_body[] =
+                XAI_RESP(XAI_ITEM("collections_search") "," XAI_ITEM("collections_search") "," XAI_ITEM(
+                                 "collections_search") ",",
+                         "");
+        Setup sf = { AJ_LLM_API_OPENAI_RESPONSES, 200, "application/json",
+                     "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"file_search\",\"vector_store_ids\":[\"c\"]}]}" };
+        c = feed(&sf, collections_body, strlen(collections_body), strlen(collections_body) / 2, false);
+        aj_llm_call_charge(c, &ch);
+        cr_expect_eq(U(c)->tool_calls_total, 0);
+        cr_expect_eq(ch.tool_uses[AJ_TOOL_FEE_FILE_SEARCH], 3, "%llu file searches",
+                     (unsigned long long)ch.tool_uses[AJ_TOOL_FEE_FILE_SEARCH]);
+        aj_llm_call_free(c);
+        /* Where the client's tools may be some the request does not list (a stored prompt's), or
+         * at OpenAI's own API (no server tool of its lists custom_tool_call items), a call so named
+         * is the client's: a stored custom tool "x_keyword_search" ran uncounted. */
+        static const char stored[] = "{\"model\":\"grok-4\",\"prompt\":{\"id\":\"pmpt_1\"},\"tools\":[{\"type\":"
+                                     "\"x_search\"}]}";
+        for (int up = AJ_LLM_UPSTREAM_OTHER; up <= AJ_LLM_UPSTREAM_OPENAI; up++) {
+                const char *request = up == AJ_LLM_UPSTREAM_OPENAI
+                                              ? "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"web_search\"}]}"
+                                              : stored;
+                static const char body[] = XAI_RESP(XAI_ITEM("x_keyword_search") "," XAI_ITEM("web_search") ",", "");
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_RESPONSES, &c), 0);
+                aj_llm_call_set_upstream(c, (AjLlmUpstream)up);
+                cr_assert_eq(aj_llm_call_request(c, request, strlen(request)), 0);
+                aj_llm_call_response_start(c, 200, "application/json");
+                cr_assert_eq(aj_llm_call_response_data(c, body, strlen(body)), 0);
+                aj_llm_call_response_end(c);
+                cr_expect_eq(U(c)->tool_calls_total, 2, "%s: %llu calls", request,
+                             (unsigned long long)U(c)->tool_calls_total);
+                aj_llm_call_free(c);
+        }
+        /* The names a tool declares are read as the other members are: spelled in another letter
+         * case, a provider matching keys so declares the client's tool, the gateway saw none. */
+        static const char *const twins[] = {
+                "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"},{\"type\":\"custom\",\"Name\":"
+                "\"x_keyword_search\"}]}",
+                "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"},{\"type\":\"function\",\"FUNCTION\":"
+                "{\"name\":\"x_keyword_search\"}}]}",
+                "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"},{\"type\":\"function\",\"function\":"
+                "{\"NAME\":\"x_keyword_search\"}}]}",
+                "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"},{\"type\":\"custom\",\"custom\":"
+                "{\"Name\":\"x_keyword_search\"}}]}",
+                "{\"model\":\"grok-4\",\"tools\":[{\"type\":\"x_search\"},{\"type\":\"namespace\",\"name\":"
+                "\"ns\",\"tools\":[{\"type\":\"custom\",\"nAme\":\"x_keyword_search\"}]}]}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(twins); i++) {
+                cr_assert_eq(aj_llm_call_new(AJ_LLM_API_OPENAI_RESPONSES, &c), 0);
+                cr_expect_eq(aj_llm_call_request(c, twins[i], strlen(twins[i])), -EINVAL, "%s", twins[i]);
+                cr_expect(U(c)->parse_error && strstr(U(c)->parse_error, "other letter case"), "%s: %s", twins[i],
+                          U(c)->parse_error ?: "(none)");
+                aj_llm_call_free(c);
+        }
 #undef XAI_RESP
 #undef XAI_ITEM
 }
