@@ -1015,6 +1015,25 @@ static bool fee_usd(json_t *v, uint64_t *ret)
  * for each image part of the request ("image_url", "input_image", Anthropic's "image", at any
  * depth). Images the request only refers to (input the provider holds, by previous_response_id
  * or conversation) cannot be counted: unmetered, fail closed. */
+/* A "provider" object asking only for its endpoints sorted by price, which OpenRouter documents as
+ * exactly its ":floor" variant (priced as the model, prices.h aj_model_variant()): "sort" as
+ * "price" or as {"by": "price"} (with "partition": "model", its default, at most), beside a
+ * max_price at most (which only passes over endpoints priced above it). Any other member, even
+ * null or another spelling, is routing the gateway does not read (fail closed). */
+static bool provider_price_sort_only(json_t *provider)
+{
+        json_t *sort = json_object_get(provider, "sort");
+        size_t members = json_object_size(provider);
+        if (!sort || members != 1 + (json_object_get(provider, "max_price") != NULL))
+                return false;
+        if (json_is_string(sort))
+                return streq(json_string_value(sort), "price");
+        json_t *by = json_object_get(sort, "by"), *partition = json_object_get(sort, "partition");
+        return json_is_string(by) && streq(json_string_value(by), "price") &&
+               json_object_size(sort) == 1 + (partition != NULL) &&
+               (!partition || (json_is_string(partition) && streq(json_string_value(partition), "model")));
+}
+
 static void provider_routing_of(AjLlmCall *c, json_t *root)
 {
         static const char *const image_parts[] = { "image_url", "input_image", "image" };
@@ -1024,7 +1043,7 @@ static void provider_routing_of(AjLlmCall *c, json_t *root)
         json_t *max_price = json_object_get(provider, "max_price");
         json_t *image = json_object_get(max_price, "image");
         uint64_t request_fee, image_fee;
-        u->provider_routed = provider && !json_is_null(provider);
+        u->provider_routed = provider && !json_is_null(provider) && !provider_price_sort_only(provider);
         variants_of(c, json_string_value(json_object_get(root, "model")));
         u->max_price_set = price_per_million(json_object_get(max_price, "prompt"), &u->max_price_input) &&
                            price_per_million(json_object_get(max_price, "completion"), &u->max_price_output) &&

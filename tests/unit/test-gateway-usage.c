@@ -2728,7 +2728,8 @@ Test(gateway_usage, file_pages_not_reserved_on_openai_itself)
  * "provider" object: order, only, ignore, sort, filters; a ":nitro" model) may pass over the
  * cheapest, but the request was read as priced at the model's price. Now provider_routed says
  * so, and provider.max_price.prompt and .completion (USD per million tokens) are read as the
- * dearest price per token it may pick; spelled otherwise, refused as any member read. */
+ * dearest price per token it may pick; spelled otherwise, refused as any member read. A sort by
+ * price alone, which OpenRouter documents as its ":floor" variant, was routing too; now it is not. */
 Test(gateway_usage, openrouter_provider_routing_is_read)
 {
         static const struct {
@@ -2766,6 +2767,25 @@ Test(gateway_usage, openrouter_provider_routing_is_read)
                 { "{\"model\":\"vendor/m:nitro\"}", true, false, 0, 0 },
                 { "{\"model\":\"vendor/m:NITRO:free\"}", true, false, 0, 0 },
                 { "{\"model\":\"vendor/m:floor\"}", false, false, 0, 0 },
+                /* Sorted by price only: OpenRouter's ":floor", priced as the model. */
+                { "{\"model\":\"m\",\"provider\":{\"sort\":\"price\"}}", false, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":{\"by\":\"price\"}}}", false, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":{\"by\":\"price\",\"partition\":\"model\"}}}", false, false,
+                  0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":\"price\",\"max_price\":{\"prompt\":3,\"completion\":"
+                  "15}}}",
+                  false, true, 3000000, 15000000 },
+                /* ... and nothing else: any other member or sort is routing. */
+                { "{\"model\":\"m\",\"provider\":{\"sort\":\"price\",\"order\":[\"dear\"]}}", true, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":\"price\",\"only\":null}}", true, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":\"latency\"}}", true, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":\"Price\"}}", true, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":{\"by\":\"price\",\"partition\":\"none\"}}}", true, false, 0,
+                  0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":{\"by\":\"price\",\"max\":1}}}", true, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":{}}}", true, false, 0, 0 },
+                { "{\"model\":\"m\",\"provider\":{\"sort\":null}}", true, false, 0, 0 },
+                { "{\"model\":\"vendor/m:nitro\",\"provider\":{\"sort\":\"price\"}}", true, false, 0, 0 },
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
                 AjLlmCall *c = NULL;
