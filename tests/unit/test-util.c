@@ -54,6 +54,47 @@ Test(strv, sort_unique_and_sorted_contains)
         cr_assert_eq(aj_strv_sort_unique(NULL), 0);
 }
 
+/* eval's snapshot of the runs there before and aj_cgroup_list_ids append thousands of names:
+ * one append keeps the length and the slots, doubled as they fill (amortized O(1)); each
+ * grew its own copy of that by hand. A strv all along, also when an append fails. */
+Test(strv, append_keeps_length_and_doubles)
+{
+        char **v = NULL;
+        size_t n = 0, cap = 0, grown = 0;
+        char name[16];
+        for (size_t i = 0; i < 10000; i++) {
+                size_t was = cap;
+                snprintf(name, sizeof(name), "s%zu", i);
+                cr_assert_eq(aj_strv_append(&v, &n, &cap, strdup(name)), 0);
+                cr_assert_eq(n, i + 1);
+                cr_assert_null(v[n]);
+                cr_assert_geq(cap, n + 1);
+                if (cap != was) {
+                        grown++;
+                        cr_assert(was == 0 || cap >= 2 * was, "grew from %zu to %zu slots", was, cap);
+                }
+        }
+        cr_assert_leq(grown, 12, "%zu reallocations for 10000 appends", grown);
+        cr_assert_eq(aj_strv_length(v), 10000);
+        cr_assert_str_eq(v[0], "s0");
+        cr_assert_str_eq(v[9999], "s9999");
+        cr_assert_eq(aj_strv_append(&v, &n, &cap, NULL), -ENOMEM, "a failed strdup is -ENOMEM");
+        cr_assert_eq(n, 10000);
+        cr_assert_null(v[n]);
+        aj_strv_free(v);
+
+        /* aj_strv_push, on a strv whose slots it does not know, goes through it too. */
+        char **w = NULL;
+        for (size_t i = 0; i < 20; i++) {
+                snprintf(name, sizeof(name), "w%zu", i);
+                cr_assert_eq(aj_strv_push(&w, name), 0);
+        }
+        cr_assert_eq(aj_strv_length(w), 20);
+        cr_assert_str_eq(w[19], "w19");
+        cr_assert(aj_strv_contains(w, "w7"));
+        aj_strv_free(w);
+}
+
 Test(path, join)
 {
         static const struct {
