@@ -4,6 +4,7 @@
 #include <criterion/redirect.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -933,6 +934,68 @@ Test(rm_rf, does_not_cross_a_mount, .init = fs_setup, .fini = fs_teardown)
         cr_expect_eq(r, -EXDEV);
         cr_expect(kept, "a file in the mount below was removed");
         cr_expect(other_gone);
+}
+
+/* The owner's rights are given back (rm_grant_owner) only to a directory in the walk's own
+ * place, checked on the very fd the chmod goes through: a mount below whose root the invoker
+ * owns without their rights (0500) is neither changed nor entered, what it holds stays. Run
+ * as nobody, the owner of the tree and of the mount's root, in a mount namespace of the
+ * test's own. */
+typedef struct {
+        int setup; /* errno of the setup, 0 */
+        int r;     /* aj_rm_rf's */
+        mode_t mode;
+        bool kept;
+} RmMountSeen;
+
+Test(rm_rf, gives_no_rights_across_a_mount, .init = fs_setup, .fini = fs_teardown)
+{
+        const uid_t who = 65534;
+        char top[128], mnt[160], inside[192], other[160];
+        snprintf(top, sizeof(top), "%s/top", fs_root);
+        snprintf(mnt, sizeof(mnt), "%s/mnt", top);
+        snprintf(inside, sizeof(inside), "%s/precious", mnt);
+        snprintf(other, sizeof(other), "%s/other", top);
+        cr_assert_eq(chmod(fs_root, 0755), 0);
+        cr_assert_eq(mkdir(top, 0755), 0);
+        cr_assert_eq(mkdir(mnt, 0755), 0);
+        cr_assert_eq(mkdir(other, 0755), 0);
+        cr_assert_eq(chown(top, who, who), 0);
+        cr_assert_eq(chown(other, who, who), 0);
+        int pipefd[2];
+        cr_assert_eq(pipe2(pipefd, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                RmMountSeen out = { 0 };
+                struct stat st;
+                if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+                    mount("aj-test", mnt, "tmpfs", 0, "size=1m,mode=0500,uid=65534,gid=65534") < 0 ||
+                    close(open(inside, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0 || setgroups(0, NULL) < 0 ||
+                    setresgid(who, who, who) < 0 || setresuid(who, who, who) < 0)
+                        out.setup = errno;
+                else {
+                        (void)prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* as a user's process is: its /proc/self/fd */
+                        out.r = aj_rm_rf(top);
+                        out.mode = stat(mnt, &st) == 0 ? st.st_mode & 07777 : (mode_t)-1;
+                        out.kept = stat(inside, &st) == 0;
+                }
+                _exit(write(pipefd[1], &out, sizeof(out)) == (ssize_t)sizeof(out) ? 0 : 1);
+        }
+        close(pipefd[1]);
+        RmMountSeen got = { 0 };
+        ssize_t n = read(pipefd[0], &got, sizeof(got));
+        close(pipefd[0]);
+        int wst;
+        cr_assert_eq(waitpid(pid, &wst, 0), pid);
+        cr_assert_eq(n, (ssize_t)sizeof(got));
+        if (got.setup)
+                cr_skip_test("cannot mount a tmpfs in a mount namespace of its own as root (%s)", strerror(got.setup));
+        cr_expect_eq(got.r, -EXDEV, "aj_rm_rf: %s", strerror(-got.r));
+        cr_expect_eq(got.mode, 0500, "the mount's root is mode %04o: rights given across the mount", got.mode);
+        cr_expect(got.kept, "a file in the mount below was removed");
+        struct stat st;
+        cr_expect_eq(lstat(other, &st), -1, "the rest of the tree is removed");
 }
 
 /* ---- json-flat: the broker's fast path agrees with jansson or stands aside ---- */
