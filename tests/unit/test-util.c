@@ -911,17 +911,28 @@ Test(rm_rf, directories_without_their_owners_rights, .init = fs_setup, .fini = f
         cr_expect_eq(lstat(top, &sb), -1, "the tree is gone");
 }
 
+/* The mount tests' tree: top/ with mnt/ (to mount on; `inside` a file there) and other/. */
+typedef struct {
+        char top[128], mnt[160], inside[192], other[160];
+} MountTree;
+
+static void mount_tree(MountTree *t)
+{
+        snprintf(t->top, sizeof(t->top), "%s/top", fs_root);
+        snprintf(t->mnt, sizeof(t->mnt), "%s/mnt", t->top);
+        snprintf(t->inside, sizeof(t->inside), "%s/precious", t->mnt);
+        snprintf(t->other, sizeof(t->other), "%s/other", t->top);
+        cr_assert_eq(mkdir(t->top, 0755), 0);
+        cr_assert_eq(mkdir(t->mnt, 0755), 0);
+        cr_assert_eq(mkdir(t->other, 0755), 0);
+}
+
 /* A mount below is never entered: -EXDEV, what it holds stays, the rest goes. */
 Test(rm_rf, does_not_cross_a_mount, .init = fs_setup, .fini = fs_teardown)
 {
-        char top[128], mnt[160], inside[192], other[160];
-        snprintf(top, sizeof(top), "%s/top", fs_root);
-        snprintf(mnt, sizeof(mnt), "%s/mnt", top);
-        snprintf(inside, sizeof(inside), "%s/precious", mnt);
-        snprintf(other, sizeof(other), "%s/other", top);
-        cr_assert_eq(mkdir(top, 0755), 0);
-        cr_assert_eq(mkdir(mnt, 0755), 0);
-        cr_assert_eq(mkdir(other, 0755), 0);
+        MountTree t;
+        mount_tree(&t);
+        const char *top = t.top, *mnt = t.mnt, *inside = t.inside, *other = t.other;
         if (mount("aj-test", mnt, "tmpfs", 0, "size=1m") < 0)
                 cr_skip_test("cannot mount a tmpfs (%s): not root?", strerror(errno));
         int f = open(inside, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -951,15 +962,10 @@ typedef struct {
 Test(rm_rf, gives_no_rights_across_a_mount, .init = fs_setup, .fini = fs_teardown)
 {
         const uid_t who = 65534;
-        char top[128], mnt[160], inside[192], other[160];
-        snprintf(top, sizeof(top), "%s/top", fs_root);
-        snprintf(mnt, sizeof(mnt), "%s/mnt", top);
-        snprintf(inside, sizeof(inside), "%s/precious", mnt);
-        snprintf(other, sizeof(other), "%s/other", top);
+        MountTree t;
+        mount_tree(&t);
+        const char *top = t.top, *mnt = t.mnt, *inside = t.inside, *other = t.other;
         cr_assert_eq(chmod(fs_root, 0755), 0);
-        cr_assert_eq(mkdir(top, 0755), 0);
-        cr_assert_eq(mkdir(mnt, 0755), 0);
-        cr_assert_eq(mkdir(other, 0755), 0);
         cr_assert_eq(chown(top, who, who), 0);
         cr_assert_eq(chown(other, who, who), 0);
         int pipefd[2];
