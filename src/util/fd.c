@@ -351,32 +351,6 @@ static int rm_move_up(RmRf *rm, int dir_fd, const char *name)
         return 0;
 }
 
-/* A directory the walk changes (its owner's rights given back) or enters, pinned: opened
- * O_PATH (which needs no rights on it) and checked on that fd to be `st` (its lstat: else
- * -ESTALE) in the walk's place (else -EXDEV: a mount point, never changed nor entered; the
- * top's pin sets the place). The fd is what the rest goes through, so a mount put over the
- * name after the checks is never what is changed or entered. */
-static int rm_pin_dir(RmRf *rm, int parent, const char *name, const struct stat *st)
-{
-        _cleanup_close_ int fd = openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        struct stat pst;
-        RmPlace pl;
-        int r = fstat(fd, &pst) < 0 ? -errno : rm_place_at(fd, "", &pl);
-        if (r < 0)
-                return r;
-        if (pst.st_dev != st->st_dev || pst.st_ino != st->st_ino)
-                return -ESTALE; /* replaced since its lstat: not entered */
-        if (rm->placed && !rm_same_place(&pl, &rm->place))
-                return -EXDEV;
-        if (!rm->placed) {
-                rm->place = pl;
-                rm->placed = true;
-        }
-        return TAKE_FD(fd);
-}
-
 /* The pinned directory (st) with its owner's rights on it given back, when they were taken
  * away, so that it can be emptied (and moved: a directory moved to another parent must be
  * writable): a rootless run's agent, whose files are the invoker's, left `chmod 000 d` (not
@@ -392,24 +366,40 @@ static void rm_grant_owner(int pinned, const struct stat *st)
         (void)chmod(proc, (st->st_mode & 07777) | S_IRWXU);
 }
 
-/* A directory to be moved (rm_move_up): its owner's rights given back if it is ours to. */
-static int rm_prepare_move(RmRf *rm, int parent, const char *name, const struct stat *st)
+/* A directory the walk enters or moves, pinned: opened O_PATH (which needs no rights on it)
+ * and checked on that fd to be `st` (its lstat: else -ESTALE) in the walk's place (else
+ * -EXDEV: a mount point, neither changed nor entered; the top's pin sets the place), then
+ * its owner's rights given back through it. What follows goes through the fd too, so a mount
+ * put over the name after the checks is never what is changed or entered. */
+static int rm_pin_dir(RmRf *rm, int parent, const char *name, const struct stat *st)
 {
-        _cleanup_close_ int pinned = rm_pin_dir(rm, parent, name, st);
-        if (pinned < 0)
-                return pinned;
-        rm_grant_owner(pinned, st);
-        return 0;
+        _cleanup_close_ int fd = openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        struct stat pst;
+        RmPlace pl;
+        int r = fstat(fd, &pst) < 0 ? -errno : rm_place_at(fd, "", &pl);
+        if (r < 0)
+                return r;
+        if (pst.st_dev != st->st_dev || pst.st_ino != st->st_ino)
+                return -ESTALE; /* replaced since its lstat */
+        if (rm->placed && !rm_same_place(&pl, &rm->place))
+                return -EXDEV;
+        if (!rm->placed) {
+                rm->place = pl;
+                rm->placed = true;
+        }
+        rm_grant_owner(fd, st);
+        return TAKE_FD(fd);
 }
 
 /* A directory to be entered, opened for reading through its pin ("." from it crosses no
- * mount), its owner's rights given back first. */
+ * mount). */
 static int rm_open_dir(RmRf *rm, int parent, const char *name, const struct stat *st)
 {
         _cleanup_close_ int pinned = rm_pin_dir(rm, parent, name, st);
         if (pinned < 0)
                 return pinned;
-        rm_grant_owner(pinned, st);
         int fd = openat(pinned, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         return fd < 0 ? -errno : fd;
 }
@@ -462,8 +452,12 @@ static int rm_contents(RmRf *rm, int dir_fd, unsigned depth)
                                 continue;
                         }
                         if (depth + 1 >= AJ_RM_RF_OPEN_LEVELS) {
-                                q = rm_prepare_move(rm, dirfd(d), name, &st);
-                                rm_note(&r, q < 0 ? (q == -ENOENT ? 0 : q) : rm_move_up(rm, dirfd(d), name));
+                                q = rm_pin_dir(rm, dirfd(d), name, &st);
+                                if (q >= 0) {
+                                        close(q);
+                                        q = rm_move_up(rm, dirfd(d), name);
+                                }
+                                rm_note(&r, q == -ENOENT ? 0 : q);
                                 continue;
                         }
                         int fd = rm_open_dir(rm, dirfd(d), name, &st);
