@@ -4,6 +4,7 @@
 #include <criterion/redirect.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -52,6 +53,47 @@ Test(strv, sort_unique_and_sorted_contains)
         char *empty[] = { NULL };
         cr_assert_eq(aj_strv_sort_unique(empty), 0);
         cr_assert_eq(aj_strv_sort_unique(NULL), 0);
+}
+
+/* eval's snapshot of the runs there before and aj_cgroup_list_ids append thousands of names:
+ * one append keeps the length and the slots, doubled as they fill (amortized O(1)); each
+ * grew its own copy of that by hand. A strv all along, also when an append fails. */
+Test(strv, append_keeps_length_and_doubles)
+{
+        char **v = NULL;
+        size_t n = 0, cap = 0, grown = 0;
+        char name[16];
+        for (size_t i = 0; i < 10000; i++) {
+                size_t was = cap;
+                snprintf(name, sizeof(name), "s%zu", i);
+                cr_assert_eq(aj_strv_append(&v, &n, &cap, strdup(name)), 0);
+                cr_assert_eq(n, i + 1);
+                cr_assert_null(v[n]);
+                cr_assert_geq(cap, n + 1);
+                if (cap != was) {
+                        grown++;
+                        cr_assert(was == 0 || cap >= 2 * was, "grew from %zu to %zu slots", was, cap);
+                }
+        }
+        cr_assert_leq(grown, 12, "%zu reallocations for 10000 appends", grown);
+        cr_assert_eq(aj_strv_length(v), 10000);
+        cr_assert_str_eq(v[0], "s0");
+        cr_assert_str_eq(v[9999], "s9999");
+        cr_assert_eq(aj_strv_append(&v, &n, &cap, NULL), -ENOMEM, "a failed strdup is -ENOMEM");
+        cr_assert_eq(n, 10000);
+        cr_assert_null(v[n]);
+        aj_strv_free(v);
+
+        /* aj_strv_push, on a strv whose slots it does not know, goes through it too. */
+        char **w = NULL;
+        for (size_t i = 0; i < 20; i++) {
+                snprintf(name, sizeof(name), "w%zu", i);
+                cr_assert_eq(aj_strv_push(&w, name), 0);
+        }
+        cr_assert_eq(aj_strv_length(w), 20);
+        cr_assert_str_eq(w[19], "w19");
+        cr_assert(aj_strv_contains(w, "w7"));
+        aj_strv_free(w);
 }
 
 Test(path, join)
@@ -869,17 +911,28 @@ Test(rm_rf, directories_without_their_owners_rights, .init = fs_setup, .fini = f
         cr_expect_eq(lstat(top, &sb), -1, "the tree is gone");
 }
 
+/* The mount tests' tree: top/ with mnt/ (to mount on; `inside` a file there) and other/. */
+typedef struct {
+        char top[128], mnt[160], inside[192], other[160];
+} MountTree;
+
+static void mount_tree(MountTree *t)
+{
+        snprintf(t->top, sizeof(t->top), "%s/top", fs_root);
+        snprintf(t->mnt, sizeof(t->mnt), "%s/mnt", t->top);
+        snprintf(t->inside, sizeof(t->inside), "%s/precious", t->mnt);
+        snprintf(t->other, sizeof(t->other), "%s/other", t->top);
+        cr_assert_eq(mkdir(t->top, 0755), 0);
+        cr_assert_eq(mkdir(t->mnt, 0755), 0);
+        cr_assert_eq(mkdir(t->other, 0755), 0);
+}
+
 /* A mount below is never entered: -EXDEV, what it holds stays, the rest goes. */
 Test(rm_rf, does_not_cross_a_mount, .init = fs_setup, .fini = fs_teardown)
 {
-        char top[128], mnt[160], inside[192], other[160];
-        snprintf(top, sizeof(top), "%s/top", fs_root);
-        snprintf(mnt, sizeof(mnt), "%s/mnt", top);
-        snprintf(inside, sizeof(inside), "%s/precious", mnt);
-        snprintf(other, sizeof(other), "%s/other", top);
-        cr_assert_eq(mkdir(top, 0755), 0);
-        cr_assert_eq(mkdir(mnt, 0755), 0);
-        cr_assert_eq(mkdir(other, 0755), 0);
+        MountTree t;
+        mount_tree(&t);
+        const char *top = t.top, *mnt = t.mnt, *inside = t.inside, *other = t.other;
         if (mount("aj-test", mnt, "tmpfs", 0, "size=1m") < 0)
                 cr_skip_test("cannot mount a tmpfs (%s): not root?", strerror(errno));
         int f = open(inside, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -892,6 +945,63 @@ Test(rm_rf, does_not_cross_a_mount, .init = fs_setup, .fini = fs_teardown)
         cr_expect_eq(r, -EXDEV);
         cr_expect(kept, "a file in the mount below was removed");
         cr_expect(other_gone);
+}
+
+/* The owner's rights are given back (rm_grant_owner) only to a directory in the walk's own
+ * place, checked on the very fd the chmod goes through: a mount below whose root the invoker
+ * owns without their rights (0500) is neither changed nor entered, what it holds stays. Run
+ * as nobody, the owner of the tree and of the mount's root, in a mount namespace of the
+ * test's own. */
+typedef struct {
+        int setup; /* errno of the setup, 0 */
+        int r;     /* aj_rm_rf's */
+        mode_t mode;
+        bool kept;
+} RmMountSeen;
+
+Test(rm_rf, gives_no_rights_across_a_mount, .init = fs_setup, .fini = fs_teardown)
+{
+        const uid_t who = 65534;
+        MountTree t;
+        mount_tree(&t);
+        const char *top = t.top, *mnt = t.mnt, *inside = t.inside, *other = t.other;
+        cr_assert_eq(chmod(fs_root, 0755), 0);
+        cr_assert_eq(chown(top, who, who), 0);
+        cr_assert_eq(chown(other, who, who), 0);
+        int pipefd[2];
+        cr_assert_eq(pipe2(pipefd, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                RmMountSeen out = { 0 };
+                struct stat st;
+                if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+                    mount("aj-test", mnt, "tmpfs", 0, "size=1m,mode=0500,uid=65534,gid=65534") < 0 ||
+                    close(open(inside, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0 || setgroups(0, NULL) < 0 ||
+                    setresgid(who, who, who) < 0 || setresuid(who, who, who) < 0)
+                        out.setup = errno;
+                else {
+                        (void)prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* as a user's process is: its /proc/self/fd */
+                        out.r = aj_rm_rf(top);
+                        out.mode = stat(mnt, &st) == 0 ? st.st_mode & 07777 : (mode_t)-1;
+                        out.kept = stat(inside, &st) == 0;
+                }
+                _exit(write(pipefd[1], &out, sizeof(out)) == (ssize_t)sizeof(out) ? 0 : 1);
+        }
+        close(pipefd[1]);
+        RmMountSeen got = { 0 };
+        ssize_t n = read(pipefd[0], &got, sizeof(got));
+        close(pipefd[0]);
+        int wst;
+        cr_assert_eq(waitpid(pid, &wst, 0), pid);
+        cr_assert_eq(n, (ssize_t)sizeof(got));
+        if (got.setup)
+                cr_skip_test("cannot mount a tmpfs in a mount namespace of its own as root (%s)", strerror(got.setup));
+        cr_expect_eq(got.r, -EXDEV, "aj_rm_rf: %s", strerror(-got.r));
+        cr_expect_eq(got.mode, 0500, "the mount's root is mode %04o: rights given across the mount", got.mode);
+        cr_expect(got.kept, "a file in the mount below was removed");
+        struct stat st;
+        cr_expect_eq(lstat(other, &st), -1, "the rest of the tree is removed");
 }
 
 /* ---- json-flat: the broker's fast path agrees with jansson or stands aside ---- */
