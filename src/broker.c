@@ -662,8 +662,10 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
                 len--;
         if (strspn(line, " \t\r") >= len)
                 return; /* blank lines are allowed between requests */
-        /* Most requests are flat (tokens, tool_result without undo, usage, check): parsed
-         * without jansson's lexer; anything else, and every error, is jansson's. */
+        /* Most requests are plain (tokens; tool calls and results with arguments or undo
+         * records of plain strings, small integers and literals, nested at most
+         * AJ_JSON_FLAT_MAX_DEPTH levels; usage, check): parsed without jansson's lexer;
+         * anything else, and every error, is jansson's. */
         _cleanup_(json_decrefp) json_t *req = NULL;
         if (aj_json_load_flat(line, len, &req) <= 0) {
                 /* What the agent nests ends up in records that nest it deeper still (an
