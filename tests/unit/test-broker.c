@@ -1948,6 +1948,14 @@ static void request_texts(const char *req, size_t n_req, bool printed, const AjM
         teardown();
 }
 
+/* The strings of two arrays, the first n, one by one. */
+static void expect_same_texts(json_t *got, json_t *want, size_t n, const char *what)
+{
+        for (size_t i = 0; i < n; i++)
+                cr_expect_str_eq(json_string_value(json_array_get(got, i)), json_string_value(json_array_get(want, i)),
+                                 "%s %zu", what, i);
+}
+
 static void tokens_texts(const char *req, size_t n_req, bool printed, json_t **ret_events, json_t **ret_replies)
 {
         request_texts(req, n_req, printed, NULL, NULL, ret_events, ret_replies);
@@ -1969,12 +1977,8 @@ Test(broker, tokens_printed_are_the_same_bytes)
         cr_assert_eq(json_array_size(rep_json), 3);
         cr_assert_eq(json_array_size(ev_json), 3);
         cr_assert_eq(json_array_size(ev_text), 3, "every tokens event took the printed path");
-        for (size_t i = 0; i < 3; i++) {
-                cr_expect_str_eq(json_string_value(json_array_get(ev_text, i)),
-                                 json_string_value(json_array_get(ev_json, i)), "event %zu", i);
-                cr_expect_str_eq(json_string_value(json_array_get(rep_text, i)),
-                                 json_string_value(json_array_get(rep_json, i)), "reply %zu", i);
-        }
+        expect_same_texts(ev_text, ev_json, 3, "event");
+        expect_same_texts(rep_text, rep_json, 3, "reply");
         json_decref(ev_json);
         json_decref(rep_json);
         json_decref(ev_text);
@@ -2036,17 +2040,10 @@ static void tool_texts_same(const char *req, size_t n_req, const AjMeterCaps *ca
         cr_assert_eq(json_array_size(rep_text), n_req);
         cr_assert_eq(json_array_size(ev_json), 2 * n_req);
         cr_assert_eq(json_array_size(ev_text), 2 * n_req);
-        for (size_t i = 0; i < n_req; i++) {
-                cr_log_info("%s", json_string_value(json_array_get(rep_text, i)));
-                cr_expect_str_eq(json_string_value(json_array_get(rep_text, i)),
-                                 json_string_value(json_array_get(rep_json, i)), "reply %zu", i);
+        for (size_t i = 0; i < n_req; i++)
                 cr_assert(strstr(json_string_value(json_array_get(rep_text, i)), "\"verdict\":\"allow\""));
-        }
-        for (size_t i = 0; i < 2 * n_req; i++)
-                cr_log_info("%s", json_string_value(json_array_get(ev_text, i)));
-        for (size_t i = 0; i < 2 * n_req; i++)
-                cr_expect_str_eq(json_string_value(json_array_get(ev_text, i)),
-                                 json_string_value(json_array_get(ev_json, i)), "event %zu", i);
+        expect_same_texts(rep_text, rep_json, n_req, "reply");
+        expect_same_texts(ev_text, ev_json, 2 * n_req, "event");
         json_decref(ev_json);
         json_decref(rep_json);
         json_decref(ev_text);
