@@ -1174,7 +1174,7 @@ Test(json_fast, real_digits_as_glibc)
 Test(json_fast, same_text_as_jansson)
 {
         unsigned seed = 14;
-        size_t fast_taken = 0;
+        size_t fast_taken = 0, sorted_taken = 0;
         for (int i = 0; i < 3000; i++) {
                 json_t *v = random_value(&seed, 0);
                 for (int ascii = 0; ascii < 2; ascii++) {
@@ -1194,10 +1194,44 @@ Test(json_fast, same_text_as_jansson)
                         cr_assert(memcmp(got, want, wn) == 0, "want %.*s got %.*s", (int)wn, want, (int)gn, got);
                         /* Too small a buffer: the length needed, as json_dumpb() says it. */
                         cr_assert_eq(aj_json_dump_fast(v, got, wn / 2, ascii, precision), gn);
+                        /* JSON_SORT_KEYS (the tool arguments' canonical form). */
+                        wn = json_dumpb(v, want, sizeof(want), flags | JSON_SORT_KEYS);
+                        gn = aj_json_dump_fast_sorted(v, got, sizeof(got), ascii, precision);
+                        cr_assert_eq((size_t)gn, wn, "sorted: length of %.*s", (int)wn, want);
+                        cr_assert(memcmp(got, want, wn) == 0, "sorted: want %.*s got %.*s", (int)wn, want, (int)gn,
+                                  got);
+                        sorted_taken++;
                 }
                 json_decref(v);
         }
         cr_expect_gt(fast_taken, 4000, "most values are the fast writer's (%zu)", fast_taken);
+        cr_expect_eq(sorted_taken, fast_taken);
+}
+
+/* Keys sorted as jansson sorts them: by their bytes, a prefix first, non-ASCII after ASCII;
+ * in nested objects too; an object past AJ_JSON_SORT_MAX_KEYS members is left to jansson. */
+Test(json_fast, sorted_keys_as_jansson)
+{
+        json_t *v = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i, s:i}, s:[{s:i, s:i}]}", "ab", 1, "a", 2,
+                              "a\xc3\xa9", 3, "B", 4, "", 5, "a\"", 6, "z", "y", 1, "x", 2, "m", "q", 1, "p", 2);
+        cr_assert_not_null(v);
+        char want[1024], got[1024];
+        size_t wn = json_dumpb(v, want, sizeof(want), JSON_COMPACT | JSON_SORT_KEYS);
+        ssize_t gn = aj_json_dump_fast_sorted(v, got, sizeof(got), false, 0);
+        cr_assert_eq((size_t)gn, wn);
+        cr_assert(memcmp(got, want, wn) == 0, "want %.*s got %.*s", (int)wn, want, (int)gn, got);
+        cr_expect(memcmp(got, "{\"\":5,\"B\":4,\"a\":2,\"a\\\"\":6,\"ab\":1,\"a\xc3\xa9\":3,\"m\":[{\"p\":2,\"q\":1}]",
+                         (size_t)gn > 60 ? 60 : (size_t)gn) == 0,
+                  "%.*s", (int)gn, got);
+        json_decref(v);
+        json_t *many = json_object();
+        for (int i = 0; i <= AJ_JSON_SORT_MAX_KEYS; i++) {
+                char k[16];
+                snprintf(k, sizeof(k), "k%d", i);
+                json_object_set_new(many, k, json_integer(i));
+        }
+        cr_expect_eq(aj_json_dump_fast_sorted(many, got, sizeof(got), false, 0), -1);
+        json_decref(many);
 }
 
 /* The watchdog's messages: a byte, with an fd attached or none; one cut short is refused
