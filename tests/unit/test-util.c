@@ -1006,16 +1006,105 @@ Test(rm_rf, gives_no_rights_across_a_mount, .init = fs_setup, .fini = fs_teardow
 
 /* ---- json-flat: the broker's fast path agrees with jansson or stands aside ---- */
 
+/* The same members in the same order (json_equal() does not look at the order, the events
+ * print it). */
+static void expect_same_text(json_t *fast, json_t *slow, const char *line)
+{
+        char *a = json_dumps(fast, JSON_COMPACT), *b = json_dumps(slow, JSON_COMPACT);
+        cr_expect_str_eq(a, b, "the same text for %s", line);
+        free(a);
+        free(b);
+}
+
+static json_t *random_value(unsigned *seed, int depth);
+
+/* Values of the kinds it takes, nested up to `max_depth` levels (past its own bound too). */
+static json_t *plain_value(unsigned *seed, int depth, int max_depth, int *ret_depth)
+{
+        int kind = rand_r(seed) % (depth + 1 >= max_depth ? 4 : 6);
+        switch (kind) {
+        case 0: {
+                char str[16];
+                size_t n = (size_t)(rand_r(seed) % 12);
+                for (size_t i = 0; i < n; i++)
+                        do
+                                str[i] = (char)(0x20 + rand_r(seed) % 95);
+                        while (str[i] == '"' || str[i] == '\\');
+                return json_stringn(str, n);
+        }
+        case 1:
+                return json_integer(rand_r(seed) % 3 ? rand_r(seed) % 1000
+                                                     : (json_int_t)(rand_r(seed) % 100000000) * 1000000007LL);
+        case 2:
+                return rand_r(seed) % 3 == 0 ? json_null() : json_boolean(rand_r(seed) % 2);
+        case 3:
+                return json_integer(0);
+        case 4: {
+                json_t *a = json_array();
+                *ret_depth = depth + 1 > *ret_depth ? depth + 1 : *ret_depth; /* levels, the line's own too */
+                for (int i = rand_r(seed) % 4; i > 0; i--)
+                        json_array_append_new(a, plain_value(seed, depth + 1, max_depth, ret_depth));
+                return a;
+        }
+        default: {
+                json_t *o = json_object();
+                *ret_depth = depth + 1 > *ret_depth ? depth + 1 : *ret_depth;
+                for (int i = rand_r(seed) % 5; i > 0; i--) {
+                        char k[8];
+                        snprintf(k, sizeof(k), "k%d", rand_r(seed) % 100);
+                        json_object_set_new(o, k, plain_value(seed, depth + 1, max_depth, ret_depth));
+                }
+                return o;
+        }
+        }
+}
+
+/* Whatever the line, it takes it as jansson reads it or leaves it: random lines of what it
+ * takes (as jansson prints them, compact or indented), nested deeper than it goes too, and
+ * of anything (escapes, reals, negative numbers, non-ASCII). */
+Test(json_flat, random_lines_as_jansson_or_left)
+{
+        unsigned seed = 2026;
+        size_t taken = 0;
+        for (int i = 0; i < 20000; i++) {
+                int depth = 1;
+                json_t *o = json_object();
+                json_object_set_new(o, "id", json_integer(i));
+                json_object_set_new(o, "args", i % 2 ? plain_value(&seed, 1, 10, &depth) : random_value(&seed, 1));
+                char *line = json_dumps(o, i % 3 ? JSON_COMPACT : JSON_INDENT(1));
+                json_decref(o);
+                json_error_t je;
+                json_t *fast = NULL, *slow = json_loadb(line, strlen(line), JSON_REJECT_DUPLICATES, &je);
+                int r = aj_json_load_flat(line, strlen(line), &fast);
+                cr_assert_geq(r, 0);
+                if (r == 1) {
+                        cr_assert_not_null(slow, "%s", line);
+                        cr_assert(json_equal(fast, slow), "%s", line);
+                        expect_same_text(fast, slow, line);
+                        taken++;
+                } else {
+                        cr_assert_null(fast);
+                        cr_assert(i % 2 == 0 || depth > AJ_JSON_FLAT_MAX_DEPTH, "left (depth %d): %s", depth, line);
+                }
+                json_decref(fast);
+                json_decref(slow);
+                free(line);
+        }
+        cr_expect_gt(taken, 9000, "taken: %zu", taken);
+}
+
 Test(json_flat, agrees_with_jansson_on_what_it_takes)
 {
         static const char *const taken[] = {
-                "{}",
-                " { } ",
+                "{}", " { } ",
                 "{\"id\":1,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
                 "\"gen_ai.usage.input_tokens\":1200,\"gen_ai.usage.output_tokens\":0}",
-                "{ \"id\" : \"a b\" ,\t\"v\":1 ,\"x\":\"\"}\r",
-                "{\"n\":999999999999999999}",
-                "{\"\":0}",
+                "{ \"id\" : \"a b\" ,\t\"v\":1 ,\"x\":\"\"}\r", "{\"n\":999999999999999999}", "{\"\":0}",
+                "{\"a\":null,\"b\":true,\"c\":false}", "{\"a\":{},\"b\":[],\"c\":[ ]}",
+                "{\"id\":1,\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"crm.update\","
+                "\"gen_ai.tool.call.arguments\":{\"record\":42,\"name\":\"x\",\"z\":[1,[2,{\"a\":null}],\"\"]}}",
+                /* the line's object and 7 more levels */
+                "{\"a\":[[[[[[[1]]]]]]]}", "{\"a\":{\"a\":1},\"b\":{\"a\":2}}", /* the same key in two objects */
         };
         for (size_t i = 0; i < ARRAY_SIZE(taken); i++) {
                 json_t *fast = NULL;
@@ -1024,6 +1113,7 @@ Test(json_flat, agrees_with_jansson_on_what_it_takes)
                 json_t *slow = json_loadb(taken[i], strlen(taken[i]), JSON_REJECT_DUPLICATES, &je);
                 cr_assert_not_null(slow, "%s", taken[i]);
                 cr_expect(json_equal(fast, slow), "the same object for %s", taken[i]);
+                expect_same_text(fast, slow, taken[i]);
                 json_decref(fast);
                 json_decref(slow);
         }
@@ -1042,10 +1132,16 @@ Test(json_flat, leaves_everything_else_to_jansson)
                 "{\"a\":1e3}",                 /* real */
                 "{\"a\":01}",                  /* a leading zero: invalid */
                 "{\"a\":9999999999999999999}", /* past int64: jansson says so */
-                "{\"a\":null}",
-                "{\"a\":true}",
-                "{\"a\":{}}",
-                "{\"a\":[]}",
+                "{\"a\":nul}",
+                "{\"a\":nullx}",
+                "{\"a\":True}",
+                "{\"a\":[1,]}",
+                "{\"a\":[1}",
+                "{\"a\":{\"b\":1,\"b\":2}}", /* a duplicate further in */
+                "{\"a\":[\"x\\\"y\"]}",      /* an escape further in */
+                "{\"a\":[-1]}",
+                "{\"a\":{\"b\":1.5}}",
+                "{\"a\":[[[[[[[[1]]]]]]]]}", /* 9 levels: deeper than it goes */
                 "[1]",
                 "{\"a\":1,}",
                 "{\"a\":1} x",
@@ -1188,7 +1284,7 @@ Test(json_fast, real_digits_as_glibc)
 Test(json_fast, same_text_as_jansson)
 {
         unsigned seed = 14;
-        size_t fast_taken = 0;
+        size_t fast_taken = 0, sorted_taken = 0;
         for (int i = 0; i < 3000; i++) {
                 json_t *v = random_value(&seed, 0);
                 for (int ascii = 0; ascii < 2; ascii++) {
@@ -1208,10 +1304,44 @@ Test(json_fast, same_text_as_jansson)
                         cr_assert(memcmp(got, want, wn) == 0, "want %.*s got %.*s", (int)wn, want, (int)gn, got);
                         /* Too small a buffer: the length needed, as json_dumpb() says it. */
                         cr_assert_eq(aj_json_dump_fast(v, got, wn / 2, ascii, precision), gn);
+                        /* JSON_SORT_KEYS (the tool arguments' canonical form). */
+                        wn = json_dumpb(v, want, sizeof(want), flags | JSON_SORT_KEYS);
+                        gn = aj_json_dump_fast_sorted(v, got, sizeof(got), ascii, precision);
+                        cr_assert_eq((size_t)gn, wn, "sorted: length of %.*s", (int)wn, want);
+                        cr_assert(memcmp(got, want, wn) == 0, "sorted: want %.*s got %.*s", (int)wn, want, (int)gn,
+                                  got);
+                        sorted_taken++;
                 }
                 json_decref(v);
         }
         cr_expect_gt(fast_taken, 4000, "most values are the fast writer's (%zu)", fast_taken);
+        cr_expect_eq(sorted_taken, fast_taken);
+}
+
+/* Keys sorted as jansson sorts them: by their bytes, a prefix first, non-ASCII after ASCII;
+ * in nested objects too; an object past AJ_JSON_SORT_MAX_KEYS members is left to jansson. */
+Test(json_fast, sorted_keys_as_jansson)
+{
+        json_t *v = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i, s:i}, s:[{s:i, s:i}]}", "ab", 1, "a", 2,
+                              "a\xc3\xa9", 3, "B", 4, "", 5, "a\"", 6, "z", "y", 1, "x", 2, "m", "q", 1, "p", 2);
+        cr_assert_not_null(v);
+        char want[1024], got[1024];
+        size_t wn = json_dumpb(v, want, sizeof(want), JSON_COMPACT | JSON_SORT_KEYS);
+        ssize_t gn = aj_json_dump_fast_sorted(v, got, sizeof(got), false, 0);
+        cr_assert_eq((size_t)gn, wn);
+        cr_assert(memcmp(got, want, wn) == 0, "want %.*s got %.*s", (int)wn, want, (int)gn, got);
+        cr_expect(memcmp(got, "{\"\":5,\"B\":4,\"a\":2,\"a\\\"\":6,\"ab\":1,\"a\xc3\xa9\":3,\"m\":[{\"p\":2,\"q\":1}]",
+                         (size_t)gn > 60 ? 60 : (size_t)gn) == 0,
+                  "%.*s", (int)gn, got);
+        json_decref(v);
+        json_t *many = json_object();
+        for (int i = 0; i <= AJ_JSON_SORT_MAX_KEYS; i++) {
+                char k[16];
+                snprintf(k, sizeof(k), "k%d", i);
+                json_object_set_new(many, k, json_integer(i));
+        }
+        cr_expect_eq(aj_json_dump_fast_sorted(many, got, sizeof(got), false, 0), -1);
+        json_decref(many);
 }
 
 /* The watchdog's messages: a byte, with an fd attached or none; one cut short is refused
