@@ -218,6 +218,10 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                         mark_pending(c);
                         return 0;
                 }
+                if (d->quiet) {
+                        proxy_free_buffer(c, d); /* drained and idle */
+                        return 0;
+                }
                 if (!d->buf && (r = alloc_buffer(d)) < 0)
                         return r;
                 size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
@@ -233,6 +237,7 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                                 continue;
                         if (errno != EAGAIN)
                                 return negative_errno();
+                        d->quiet = true;
                         proxy_free_buffer(c, d); /* drained and idle */
                         return 0;
                 }
@@ -278,6 +283,10 @@ static int pump_request(Conn *c)
                         mark_pending(c);
                         return 0;
                 }
+                if (d->quiet) {
+                        proxy_free_buffer(c, d); /* drained and idle */
+                        return 0;
+                }
                 if (!d->buf && (r = alloc_buffer(d)) < 0)
                         return r;
                 size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
@@ -295,6 +304,7 @@ static int pump_request(Conn *c)
                                 continue;
                         if (errno != EAGAIN)
                                 return negative_errno();
+                        d->quiet = true;
                         proxy_free_buffer(c, d); /* drained and idle */
                         return 0;
                 }
@@ -367,6 +377,7 @@ static int pump_response_chunked(Conn *c)
                                 continue;
                         if (errno != EAGAIN)
                                 return negative_errno();
+                        d->quiet = true;
                         proxy_free_buffer(c, d); /* drained and idle */
                         return 0;
                 }
