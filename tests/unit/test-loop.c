@@ -183,15 +183,24 @@ static void rearm_now(AjLoopTimer *t, uint64_t now, void *userdata)
         aj_loop_timer_set(t, now);
 }
 
-Test(loop, timer_due_again_in_its_own_callback_waits_a_turn)
+/* A loop on the fake clock at 100 with timer t, which counts its calls in *n and re-arms
+ * itself for now. */
+static AjLoop *loop_with_rearming_timer(AjLoopTimer *t, int *n)
 {
         AjLoop *l = NULL;
         cr_assert_eq(aj_loop_new(&l), 0);
         aj_loop_set_clock(l, fake_clock);
         fake_now = 100;
-        int n = 0;
+        *n = 0;
+        aj_loop_timer_init(l, t, rearm_now, n);
+        return l;
+}
+
+Test(loop, timer_due_again_in_its_own_callback_waits_a_turn)
+{
+        int n;
         AjLoopTimer t;
-        aj_loop_timer_init(l, &t, rearm_now, &n);
+        AjLoop *l = loop_with_rearming_timer(&t, &n);
         cr_assert_eq(aj_loop_timer_set(&t, 100), 0);
         cr_expect_eq(aj_loop_dispatch(l, 0), 1);
         cr_expect_eq(n, 1);
@@ -219,13 +228,9 @@ static void on_io_arm_now(AjLoopIo *io, int fd, uint32_t revents, void *userdata
 
 Test(loop, timer_armed_for_now_by_an_fd_runs_in_the_same_dispatch)
 {
-        AjLoop *l = NULL;
-        cr_assert_eq(aj_loop_new(&l), 0);
-        aj_loop_set_clock(l, fake_clock);
-        fake_now = 100;
-        int n = 0;
+        int n;
         AjLoopTimer t;
-        aj_loop_timer_init(l, &t, rearm_now, &n);
+        AjLoop *l = loop_with_rearming_timer(&t, &n);
         int p[2];
         cr_assert_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
         ArmNow a = { .t = &t };
