@@ -31,14 +31,19 @@ void proxy_flush_out(Conn *c)
 void proxy_linger(Conn *c)
 {
         char buf[16384];
+        /* Found empty with no edge since (its end included): the next edge comes here. */
+        if (c->up.quiet)
+                return;
         for (;;) {
                 ssize_t n = recv(c->cfd, buf, sizeof(buf), 0);
                 if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
                         proxy_conn_close(c);
                         return;
                 }
-                if (n < 0)
+                if (n < 0) {
+                        c->up.quiet = errno == EAGAIN;
                         return;
+                }
                 if (!c->socks && !c->is_connect && c->req_done)
                         proxy_note_pipelined(c, buf, (size_t)n);
                 c->lingered += (size_t)n;
