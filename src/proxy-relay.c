@@ -155,6 +155,16 @@ static ssize_t egress_allow(Conn *c, size_t want)
         return -EDQUOT; /* fails closed even if the meter disagrees */
 }
 
+/* Whether d's source was found empty with no edge since (Dir.quiet): a read would find
+ * nothing, and its buffer is freed as when a read says so (drained and idle). */
+static bool source_quiet(Conn *c, Dir *d)
+{
+        if (!d->quiet)
+                return false;
+        proxy_free_buffer(c, d);
+        return true;
+}
+
 /* Sends data[*off .. *off + *left) to dst; `counts`: within the egress cap and accounted
  * to d as it goes. 1 when it is all sent, 0 when dst would block, < 0 when the connection
  * must close. */
@@ -223,10 +233,8 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                         mark_pending(c);
                         return 0;
                 }
-                if (d->quiet) {
-                        proxy_free_buffer(c, d); /* drained and idle */
+                if (source_quiet(c, d))
                         return 0;
-                }
                 if (!d->buf && (r = alloc_buffer(d)) < 0)
                         return r;
                 size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
@@ -288,10 +296,8 @@ static int pump_request(Conn *c)
                         mark_pending(c);
                         return 0;
                 }
-                if (d->quiet) {
-                        proxy_free_buffer(c, d); /* drained and idle */
+                if (source_quiet(c, d))
                         return 0;
-                }
                 if (!d->buf && (r = alloc_buffer(d)) < 0)
                         return r;
                 size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
@@ -369,6 +375,8 @@ static int pump_response_chunked(Conn *c)
                         mark_pending(c);
                         return 0;
                 }
+                if (source_quiet(c, d))
+                        return 0;
                 if (!d->buf && (r = alloc_buffer(d)) < 0)
                         return r;
                 size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
