@@ -515,18 +515,27 @@ static json_t *profile_tree(const AjProfile *p)
                                               : json_pack("{s:s}", "mode", modes[p->workspace_mode]);
 
         /* json_pack() takes ownership of "o" arguments even on failure, and fails on a NULL one. */
-        json_t *root = json_pack("{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s, s:o}, s:{s:I, s:I, s:I, s:I},"
+        /* The host ids only when the profile sets them: unset, each run takes ids of its own from
+         * the pool, and shown as the pool's first they read back as set to it, so a replay under
+         * a run's resolved profile pinned that one slot, and did not start while any other run
+         * held it as its own. */
+        json_t *user = json_pack("{s:I, s:I}", "uid", (json_int_t)p->uid, "gid", (json_int_t)p->gid);
+        if (user && p->host_ids_set &&
+            (json_object_set_new(user, "host_uid", json_integer(p->host_uid)) < 0 ||
+             json_object_set_new(user, "host_gid", json_integer(p->host_gid)) < 0)) {
+                json_decref(user);
+                user = NULL;
+        }
+        json_t *root = json_pack("{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:s, s:o}, s:o,"
                                  " s:{s:s, s:o, s:o, s:b, s:b},"
                                  " s:{s:o, s:I, s:f, s:o, s:o, s:I, s:I, s:o, s:o*, s:b},"
                                  " s:{s:o, s:o, s:o, s:I}, s:{s:o, s:o}, s:o, s:{s:o, s:o, s:I}}",
                                  "hostname", p->hostname, "filesystem", "ro", bindlist_json(&p->ro), "rw",
                                  bindlist_json(&p->rw), "tmpfs", strlist_json(&p->tmpfs), "hide",
                                  strlist_json(&p->hide), "workspace", workspace, "home", p->home, "allow_sensitive",
-                                 strlist_json(&p->allow_sensitive), "user", "uid", (json_int_t)p->uid, "gid",
-                                 (json_int_t)p->gid, "host_uid", (json_int_t)p->host_uid, "host_gid",
-                                 (json_int_t)p->host_gid, "seccomp", "base", p->seccomp_base, "deny",
-                                 strlist_json(&p->seccomp_deny), "allow", strlist_json(&p->seccomp_allow), "log",
-                                 (int)p->seccomp_log, "allow_netlink", (int)p->allow_netlink, "limits", "memory",
+                                 strlist_json(&p->allow_sensitive), "user", user, "seccomp", "base", p->seccomp_base,
+                                 "deny", strlist_json(&p->seccomp_deny), "allow", strlist_json(&p->seccomp_allow),
+                                 "log", (int)p->seccomp_log, "allow_netlink", (int)p->allow_netlink, "limits", "memory",
                                  size_json(p->memory), "pids", (json_int_t)p->pids, "cpu", p->cpu, "wall",
                                  duration_json(p->wall_ns), "wall_grace", duration_json(p->wall_grace_ns), "nofile",
                                  (json_int_t)p->nofile, "nproc", (json_int_t)p->nproc, "fsize", size_json(p->fsize),

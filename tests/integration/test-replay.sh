@@ -148,9 +148,20 @@ isnt "$?" 0 "the overlay kept the agent's write out of the workspace"
 N=$(records)
 is "$N" 3 "the provider saw three requests"
 
-# --- replay under the same (resolved) profile: nothing changes, nobody is asked
+# --- replay under the same (resolved) profile: nothing changes, nobody is asked. Another run
+# meanwhile holds the host ids the original had of its own (the pool's first slot, free again):
+# the resolved profile showed ids left to the pool as set to its first one, so the replay pinned
+# them and did not start while any other run held them.
+start_jail_bg -p default --name holder -- sleep 60
+HOLDER_DIR=$(wait_run_dir 10)
+is "$(jq -r .host_uid "$HOLDER_DIR/run.json" 2>/dev/null)" "$(jq -r .host_uid "$ORIG_DIR/run.json")" \
+        "another run holds the host ids the original run had" || cat "$TEST_TMP/bg.err"
 replay "$ORIG" --json
 is "$RC" 0 "a replay under the same profile exits 0" || replay_diag
+isnt "$(jq -r .host_uid "$AGENTJAIL_STATE_DIR/runs/$REPLAY_ID/run.json" 2>/dev/null)" \
+        "$(jq -r .host_uid "$HOLDER_DIR/run.json" 2>/dev/null)" "... with host ids of its own, not the other run's"
+kill -TERM "$BG_PID" 2>/dev/null
+wait "$BG_PID" 2>/dev/null
 is "$(jq -r '.changed' <<<"$OUT")" false "... changed: false"
 is "$(jq -r '.changes | length' <<<"$OUT")" 0 "... no verdict changed"
 is "$(records)" "$N" "... and the provider was never contacted (its request log did not grow)"

@@ -675,6 +675,10 @@ Test(profile, to_json_round_trips)
                 cr_expect_eq(q->env_set.n, p->env_set.n);
                 cr_expect_eq(q->wall_ns, p->wall_ns);
                 cr_expect_eq(q->fsize, p->fsize);
+                /* host ids left to the pool read back as left to it; set ones as set */
+                cr_expect_eq(q->host_ids_set, p->host_ids_set, "%s", names[i]);
+                cr_expect_eq(q->host_uid, p->host_uid, "%s", names[i]);
+                cr_expect_eq(q->host_gid, p->host_gid, "%s", names[i]);
                 free(json);
                 aj_profile_free(p);
                 aj_profile_free(q);
@@ -785,10 +789,14 @@ Test(profile_cmd, show_output_passes_check, .init = roundtrip_init, .fini = roun
                 cr_expect_str_eq(c.out, want);
                 cr_expect_str_eq(c.err, "");
 
-                /* the file loads to the very same resolved profile */
+                /* the file loads to the very same resolved profile: host ids it leaves to the
+                 * pool are not shown as set (a replay under a run's resolved profile pinned
+                 * the pool's first id) */
                 AjProfile *a = load_ok(shipped[i]);
                 AjProfile *b = load_ok(show_file);
                 cr_expect_str_eq(a->digest, b->digest, "%s", shipped[i]);
+                cr_expect_eq(a->host_ids_set, b->host_ids_set, "%s: host ids set %d, shown and read back %d",
+                             shipped[i], a->host_ids_set, b->host_ids_set);
                 aj_profile_free(a);
                 aj_profile_free(b);
                 cmd_result_done(&s);
