@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """TAP checks of scripts/bench's Python helpers that need no jail (meson test unit-bench-helpers):
-startup-steps.py's table from saved -vv lines, and scale-bench.py's leftover check finding
-what a run left behind (a live process, a cgroup directory, a mount namespace holder, a new
-entry in the runtime dir) and nothing when all is gone."""
+startup-steps.py's table from saved -vv lines, startup-cpu.py's CPU per start (the busy
+ticks it reads, a command that spins, or leaves a spinning orphan, counted in both figures,
+its figures' and summary lines' shape), and scale-bench.py's leftover check finding what a run left behind (a live
+process, a cgroup directory, a mount namespace holder, a new entry in the runtime dir) and
+nothing when all is gone."""
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -61,6 +64,38 @@ with tempfile.TemporaryDirectory() as tmp:
     open(empty, "w").write("nothing\n--\n")
     p = subprocess.run([sys.executable, os.path.join(here, "startup-steps.py"), empty], capture_output=True, text=True)
     ok(p.returncode != 0 and "no -vv step lines" in p.stderr, "no step lines: an error, not an empty table")
+
+    sc = load("startup-cpu")
+    ok(sc.busy_ticks("cpu  100 2 30 1000 50 4 5 600 40 0\ncpu0 1 1 1 1 1 1 1 1 1 1\n") == (141, 1791),
+       "busy ticks: user, nice, system, irq, softirq; not idle, iowait, steal or guest; all: but guest")
+    # A shell that waits for a Python spinning 30 ms of CPU, and one that leaves it running
+    # and exits: both starts' processes hold the spin, the orphan's reaped as their subreaper.
+    py = "python3 -c \"import time; t = time.process_time(); any(time.process_time() - t > 0.03 for _ in iter(int, 1))\""
+    spin, orphan = f"sh -c '{py} && true'", f"sh -c '{py} & exit 0'"
+    figs, summ = os.path.join(tmp, "cpu.json"), os.path.join(tmp, "summary")
+    p = subprocess.run([sys.executable, os.path.join(here, "startup-cpu.py"), "--blocks", "2", "--per-block", "3",
+                        "--settle", "0.05", "--out", figs, "--summary", summ, "spin", spin, "orphan", orphan,
+                        "true", "/bin/true", "bare", "/bin/true"], capture_output=True, text=True)
+    ok(p.returncode == 0 and "spin/orphan: CPU" in p.stdout and "load average before" in p.stdout,
+       "startup-cpu.py measures and prints: " + p.stderr[-300:])
+    c = json.load(open(figs)) if p.returncode == 0 else {"commands": {}}
+    cs = c["commands"]
+    ok(list(cs) == ["spin", "orphan", "true", "bare"] and all(len(cs[k]["cpu_ms"]["blocks"]) == 2 for k in cs),
+       "each command's figures, a value per block")
+    ok(cs and cs["spin"]["tree_cpu_ms"]["min"] >= 30 and cs["true"]["tree_cpu_ms"]["median"] < 30,
+       "a start's processes' CPU: what the command reaped, a child's spin among it")
+    ok(cs and cs["orphan"]["tree_cpu_ms"]["min"] >= 30 and cs["orphan"]["cpu_ms"]["median"] >= 20,
+       "a start's processes' CPU: an orphan's spin, reaped as its subreaper, and in the machine's busy CPU")
+    ok(cs and cs["spin"]["cpu_ms"]["median"] >= 20 and cs["spin"]["wall_ms"]["min"] >= 30,
+       "the machine's busy CPU and the wall time per start hold the spin")
+    ok("cpu_above_bare_ms" in c and "cpu_per_peer" in c and "load_before" in c and 0 < cs["bare"]["busy_share"] <= 1,
+       "the ratio, the floor, the load and the CPUs' busy share kept")
+    lines = [re.split(r"\s{2,}", l.rstrip("\n"), maxsplit=1) for l in open(summ)] if p.returncode == 0 else []
+    ok([l[0] for l in lines] == ["start-up CPU spin/orphan", "start-up tree spin/orphan"]
+       and all(re.match(r"[0-9.]+x \(", l[1]) for l in lines),
+       "two summary lines, label then the ratio (scripts/bench --json splits them so)")
+    p = subprocess.run([sys.executable, os.path.join(here, "startup-cpu.py"), "one", "/bin/true"], capture_output=True, text=True)
+    ok(p.returncode != 0 and "NAME CMD pairs" in p.stderr, "one command alone: refused")
 
     sb = load("scale-bench")
 
