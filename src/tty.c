@@ -371,16 +371,28 @@ static bool same_terminal(int a, int b)
 
 int aj_tty_relay_fence(AjTtyRelay *t, int timeout_ms)
 {
-        if (!t->shown || t->out_broken || t->from_jail.len > 0 || t->in.fd < 0 || t->in_eof ||
-            !same_terminal(t->in.fd, t->out.fd))
+        if (!t->shown || t->out_broken || t->from_jail.len > 0 || !isatty(t->out.fd))
                 return 0;
-        pid_t fg = tcgetpgrp(t->in.fd);
+        pid_t fg = tcgetpgrp(t->out.fd);
         if (fg > 0 && fg != getpgrp())
                 return 0; /* the shell has the terminal: its input is its own */
-        /* CAN first: a control string the jail left open (DCS, OSC) would swallow the query. */
-        static const char query[] = "\x18\x1b[c";
-        if (write(t->out.fd, query, sizeof(query) - 1) != (ssize_t)(sizeof(query) - 1))
+        /* What the jail left set that would hide or garble what is printed after it
+         * (agentjail's warnings, the shell's prompt): CAN ends a control string left open
+         * (DCS, OSC: it swallowed everything after), the scroll region goes back to the
+         * whole screen (one line of it scrolled each line away; the cursor saved and put
+         * back around it), then the rendition (concealed, black on black) and the
+         * character sets (line drawing in place of letters). */
+        static const char reset[] = "\x18\x1b"
+                                    "7\x1b[r\x1b"
+                                    "8\x1b[0m\x1b(B\x1b)B\x0f";
+        static const char query[] = "\x1b[c";
+        bool fence = t->in.fd >= 0 && !t->in_eof && same_terminal(t->in.fd, t->out.fd);
+        char text[sizeof(reset) + sizeof(query)];
+        size_t len = (size_t)snprintf(text, sizeof(text), "%s%s", reset, fence ? query : "");
+        if (write(t->out.fd, text, len) != (ssize_t)len)
                 return -EAGAIN;
+        if (!fence)
+                return 0;
         /* A terminal answers in the order it was asked: once the answer to our query is in,
          * so is every answer to the jail's. Ours is the DA1 answer after one to each DA1
          * query of the jail's not answered yet. */

@@ -386,18 +386,21 @@ fi
 
 # The terminal answers the jail's last queries (device attributes, the cursor's position)
 # once it has read them, after a flood maybe after the jail has ended: none of it is left
-# for the operator's shell, and a control string left open does not swallow what the
-# shell prints next. The jail's own DA1 answer first is not taken for agentjail's.
+# for the operator's shell, and neither a control string left open nor a rendition or
+# character set the jail left set hides what is printed next. The jail's own DA1 answer
+# first is not taken for agentjail's.
 cat >"$WORKSPACE/queries.sh" <<'EOF'
 printf '\033[c'
 head -c 300000 /dev/zero | tr '\0' x
-printf '\033[6n\033[c\033P'
+printf '\033[8m\033(0\033[6n\033[c\033P'
 EOF
 for i in 1 2 3; do
         touch "$TEST_TMP/answers$i.readleft"
         pane_start "answers$i" -- sh ./queries.sh
         if pane_done "answers$i" 15; then
                 is "$PANE_RC" 0 "a jail asking its terminal questions exits 0 ($i)"
+                shown=$(T capture-pane -p -e -t "answers$i" | grep -a 'DRIVER-DONE')
+                unlike "$shown" $'\e\\[8m|\x0e' "what the shell prints after the run is neither concealed nor in line drawing ($i)"
         else
                 fail "what the shell prints after the run is shown (no control string left open) ($i)"
         fi
