@@ -369,6 +369,37 @@ static bool same_terminal(int a, int b)
                sa.st_rdev == sb.st_rdev && isatty(a);
 }
 
+/* Until `deadline`: a wait for `events` on `fd`, > 0 when ready, 0 when not yet (call
+ * again), -ETIMEDOUT past it. */
+static int wait_until(int fd, short events, uint64_t deadline)
+{
+        uint64_t now = aj_now_monotonic_ns();
+        if (now >= deadline)
+                return -ETIMEDOUT;
+        struct pollfd pfd = { .fd = fd, .events = events };
+        int n = poll(&pfd, 1, (int)((deadline - now + 999999) / 1000000));
+        return n < 0 ? (errno == EINTR ? 0 : -errno) : n;
+}
+
+/* All of `text` to the non-blocking `fd` by `deadline`. */
+static int write_until(int fd, const char *text, size_t len, uint64_t deadline)
+{
+        while (len > 0) {
+                ssize_t n = write(fd, text, len);
+                if (n > 0) {
+                        text += n;
+                        len -= (size_t)n;
+                        continue;
+                }
+                if (n < 0 && errno != EAGAIN && errno != EINTR)
+                        return -errno;
+                int r = wait_until(fd, POLLOUT, deadline);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int aj_tty_relay_fence(AjTtyRelay *t, int timeout_ms)
 {
         if (!t->shown || t->out_broken || t->from_jail.len > 0 || !isatty(t->out.fd))
@@ -377,36 +408,33 @@ int aj_tty_relay_fence(AjTtyRelay *t, int timeout_ms)
         if (fg > 0 && fg != getpgrp())
                 return 0; /* the shell has the terminal: its input is its own */
         /* What the jail left set that would hide or garble what is printed after it
-         * (agentjail's warnings, the shell's prompt): CAN ends a control string left open
-         * (DCS, OSC: it swallowed everything after), the scroll region goes back to the
-         * whole screen (one line of it scrolled each line away; the cursor saved and put
-         * back around it), then the rendition (concealed, black on black) and the
-         * character sets (line drawing in place of letters). */
-        static const char reset[] = "\x18\x1b"
+         * (agentjail's warnings, the shell's prompt): a control string left open (DCS,
+         * OSC: it swallowed everything after) ended by CAN and by ST (tmux's DCS takes
+         * CAN as data), the scroll region back to the whole screen (one line of it
+         * scrolled each line away; the cursor saved and put back around it), then the
+         * rendition (concealed, black on black) and the character sets (line drawing in
+         * place of letters). */
+        static const char reset[] = "\x18\x1b\\\x1b"
                                     "7\x1b[r\x1b"
                                     "8\x1b[0m\x1b(B\x1b)B\x0f";
         static const char query[] = "\x1b[c";
         bool fence = t->in.fd >= 0 && !t->in_eof && same_terminal(t->in.fd, t->out.fd);
         char text[sizeof(reset) + sizeof(query)];
         size_t len = (size_t)snprintf(text, sizeof(text), "%s%s", reset, fence ? query : "");
-        if (write(t->out.fd, text, len) != (ssize_t)len)
-                return -EAGAIN;
-        if (!fence)
-                return 0;
+        /* The terminal may not have read the jail's last bytes yet: the text waits for room. */
+        uint64_t deadline = aj_now_monotonic_ns() + (uint64_t)timeout_ms * 1000000u;
+        int r = write_until(t->out.fd, text, len, deadline);
+        if (r < 0 || !fence)
+                return r;
         /* A terminal answers in the order it was asked: once the answer to our query is in,
          * so is every answer to the jail's. Ours is the DA1 answer after one to each DA1
          * query of the jail's not answered yet. */
         unsigned want = t->da1_asked + 1;
-        uint64_t deadline = aj_now_monotonic_ns() + (uint64_t)timeout_ms * 1000000u;
         while (t->da1_answered < want) {
-                uint64_t now = aj_now_monotonic_ns();
-                if (now >= deadline)
-                        return -ETIMEDOUT;
-                struct pollfd pfd = { .fd = t->in.fd, .events = POLLIN };
-                int n = poll(&pfd, 1, (int)((deadline - now + 999999) / 1000000));
-                if (n < 0 && errno != EINTR)
-                        return -errno;
-                if (n <= 0)
+                int n = wait_until(t->in.fd, POLLIN, deadline);
+                if (n < 0)
+                        return n;
+                if (n == 0)
                         continue;
                 char buf[512];
                 ssize_t got = read(t->in.fd, buf, sizeof(buf));

@@ -392,7 +392,7 @@ fi
 cat >"$WORKSPACE/queries.sh" <<'EOF'
 printf '\033[c'
 head -c 300000 /dev/zero | tr '\0' x
-printf '\033[8m\033(0\033[6n\033[c\033P'
+printf '\033[8m\033(0\033[6n\033[c\033P1|open'
 EOF
 for i in 1 2 3; do
         touch "$TEST_TMP/answers$i.readleft"
