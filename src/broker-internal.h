@@ -140,6 +140,9 @@ void broker_regroup(AjBroker *b, bool was);
 void broker_conn_reply(Conn *c, json_t *reply);
 int broker_emit(AjBroker *b, const char *type, json_t *fields);
 int broker_emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2);
+/* The same with both events already printed (hooks' emit_text, which the caller checked). */
+int broker_emit_text_pair(AjBroker *b, const char *type1, const char *text1, size_t len1, const char *type2,
+                          const char *text2, size_t len2);
 /* The same for the end of a held call (an operator's decision, its timeout, its cancel): in
  * the supervisor's reserve (hooks' record), never refused by the agent's share of the log,
  * one per hold (at most AJ_BROKER_MAX_APPROVALS a run). */
@@ -161,6 +164,10 @@ json_t *broker_reply_set(json_t *reply, const char *key, json_t *value);
 /* Commits what is held first: < 0 when that failed (the request is not recorded). */
 int broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req);
 int broker_add_logged_args(json_t *ev, json_t *args, const char *canon);
+/* How much of the canonical arguments (len bytes) the events log: len when they are small
+ * enough to log whole, else the first AJ_BROKER_MAX_LOGGED_ARGS bytes or less (a whole
+ * UTF-8 character), as arguments_truncated. */
+size_t broker_logged_args_cut(const char *canon, size_t len);
 const char *broker_verdict_name(AjVerdict v, bool tool);
 
 /* broker-calls.c: tool calls in flight, approvals */

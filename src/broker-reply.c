@@ -56,17 +56,31 @@ int broker_record(AjBroker *b, const char *type, json_t *fields)
         return b->hooks->record(b->hooks->userdata, type, fields);
 }
 
-static int pair(AjBroker *b, bool own, const char *type1, json_t *fields1, const char *type2, json_t *fields2)
+/* One event of a pair: its fields as jansson values, or (text != NULL) already printed. */
+typedef struct {
+        const char *type;
+        json_t *fields;
+        const char *text;
+        size_t len;
+} PairEvent;
+
+static int pair_one(AjBroker *b, bool own, PairEvent e)
 {
-        int (*one)(AjBroker *, const char *, json_t *) = own ? broker_record : broker_emit;
+        if (e.text)
+                return b->hooks->emit_text(b->hooks->userdata, e.type, e.text, e.len);
+        return own ? broker_record(b, e.type, e.fields) : broker_emit(b, e.type, e.fields);
+}
+
+static int pair(AjBroker *b, bool own, PairEvent e1, PairEvent e2)
+{
         bool batched = b->hooks && b->hooks->batch_begin && b->hooks->batch_end;
         if (batched)
                 b->hooks->batch_begin(b->hooks->userdata);
-        int r = one(b, type1, fields1);
+        int r = pair_one(b, own, e1);
         if (r >= 0)
-                r = one(b, type2, fields2);
+                r = pair_one(b, own, e2);
         else
-                json_decref(fields2);
+                json_decref(e2.fields);
         if (batched) {
                 int q = b->hooks->batch_end(b->hooks->userdata);
                 if (r >= 0)
@@ -80,12 +94,21 @@ static int pair(AjBroker *b, bool own, const char *type1, json_t *fields1, const
  * `fields` are consumed. */
 int broker_emit_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2)
 {
-        return pair(b, false, type1, fields1, type2, fields2);
+        return pair(b, false, (PairEvent){ .type = type1, .fields = fields1 },
+                    (PairEvent){ .type = type2, .fields = fields2 });
+}
+
+int broker_emit_text_pair(AjBroker *b, const char *type1, const char *text1, size_t len1, const char *type2,
+                          const char *text2, size_t len2)
+{
+        return pair(b, false, (PairEvent){ .type = type1, .text = text1, .len = len1 },
+                    (PairEvent){ .type = type2, .text = text2, .len = len2 });
 }
 
 int broker_record_pair(AjBroker *b, const char *type1, json_t *fields1, const char *type2, json_t *fields2)
 {
-        return pair(b, true, type1, fields1, type2, fields2);
+        return pair(b, true, (PairEvent){ .type = type1, .fields = fields1 },
+                    (PairEvent){ .type = type2, .fields = fields2 });
 }
 
 /* broker.error events: garbage from a client must not fill the event log. */
@@ -241,16 +264,23 @@ int broker_report_breach(AjBroker *b, const AjMeterDecision *d, json_t *req)
         return 0;
 }
 
-/* The arguments as logged: the value itself when small, else a truncated canonical text. */
-int broker_add_logged_args(json_t *ev, json_t *args, const char *canon)
+size_t broker_logged_args_cut(const char *canon, size_t len)
 {
-        size_t len = strlen(canon);
         if (len <= AJ_BROKER_MAX_LOGGED_ARGS)
-                return json_object_set(ev, AJ_BROKER_F_TOOL_ARGS, args) < 0 ? -ENOMEM : 0;
+                return len;
         size_t cut = AJ_BROKER_MAX_LOGGED_ARGS;
         /* Cut at a character boundary: the text is UTF-8 and must stay valid. */
         while (cut > 0 && ((unsigned char)canon[cut] & 0xc0) == 0x80)
                 cut--;
+        return cut;
+}
+
+/* The arguments as logged: the value itself when small, else a truncated canonical text. */
+int broker_add_logged_args(json_t *ev, json_t *args, const char *canon)
+{
+        size_t len = strlen(canon), cut = broker_logged_args_cut(canon, len);
+        if (cut == len)
+                return json_object_set(ev, AJ_BROKER_F_TOOL_ARGS, args) < 0 ? -ENOMEM : 0;
         if (json_object_set_new(ev, "arguments_truncated", json_stringn(canon, cut)) < 0 ||
             json_object_set_new(ev, "arguments_size", json_integer((json_int_t)len)) < 0)
                 return -ENOMEM;

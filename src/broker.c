@@ -155,6 +155,103 @@ static bool cannot_hold(AjBroker *b, const char *call_id, const char *name, cons
         return true;
 }
 
+static void out_key(AjJsonOut *o, const char *key)
+{
+        AJ_JSON_OUT_LITERAL(o, ",\"");
+        aj_json_out_raw(o, key, strlen(key));
+        AJ_JSON_OUT_LITERAL(o, "\":");
+}
+
+static int out_string(AjJsonOut *o, const char *s) { return aj_json_out_string(o, s, strlen(s)); }
+
+/* tool.request's fields, as tool_request_event() builds them. */
+static bool print_tool_request(AjJsonOut *o, const char *name, const char *call_id, const char *digest, json_t *args,
+                               const char *canon)
+{
+        AJ_JSON_OUT_LITERAL(o, "{\"" AJ_BROKER_F_TOOL_NAME "\":");
+        bool ok = out_string(o, name) >= 0;
+        out_key(o, AJ_BROKER_F_TOOL_CALL_ID);
+        ok = ok && out_string(o, call_id) >= 0;
+        out_key(o, "arguments_sha256");
+        ok = ok && out_string(o, digest) >= 0;
+        size_t len = strlen(canon), cut = broker_logged_args_cut(canon, len);
+        if (cut == len) {
+                out_key(o, AJ_BROKER_F_TOOL_ARGS);
+                ok = ok && aj_json_out_value(o, args) >= 0;
+        } else {
+                out_key(o, "arguments_truncated");
+                ok = ok && aj_json_out_string(o, canon, cut) >= 0;
+                out_key(o, "arguments_size");
+                aj_json_out_integer(o, (json_int_t)len);
+        }
+        AJ_JSON_OUT_LITERAL(o, "}");
+        return ok && o->len <= o->size;
+}
+
+static json_t *tool_request_event(const char *name, const char *call_id, const char *digest, json_t *args,
+                                  const char *canon)
+{
+        json_t *ev = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
+                               "arguments_sha256", digest);
+        if (ev && broker_add_logged_args(ev, args, canon) < 0) {
+                json_decref(ev);
+                ev = NULL;
+        }
+        return ev;
+}
+
+/* The events of an allowed tool call, tool.request then tool.verdict, printed straight into
+ * the chain (the text the jansson values of the other path would print, without building
+ * them). Below 0: not recorded (nothing of the two is); 0: recorded; 1: not for this path
+ * (not allowed, no emit_text, a byte jansson must escape), nothing done. */
+static int tool_events_printed(AjBroker *b, const char *name, const char *call_id, const char *digest, json_t *args,
+                               const char *canon, const AjMeterDecision *d)
+{
+        if (d->verdict != AJ_VERDICT_ALLOW || !b->hooks || !b->hooks->emit_text)
+                return 1;
+        char request[4096], verdict[1024];
+        AjJsonOut o = aj_json_out(request, sizeof(request), true, 0);
+        if (!print_tool_request(&o, name, call_id, digest, args, canon))
+                return 1;
+        size_t request_len = o.len;
+        o = aj_json_out(verdict, sizeof(verdict), true, 0);
+        AJ_JSON_OUT_LITERAL(&o, "{\"" AJ_BROKER_F_TOOL_NAME "\":");
+        bool ok = out_string(&o, name) >= 0;
+        out_key(&o, AJ_BROKER_F_TOOL_CALL_ID);
+        ok = ok && out_string(&o, call_id) >= 0;
+        AJ_JSON_OUT_LITERAL(&o, ",\"" AJ_BROKER_F_VERDICT "\":\"" AJ_BROKER_ALLOW "\"");
+        if (d->counted_by) {
+                out_key(&o, "counted_by");
+                ok = ok && out_string(&o, d->counted_by) >= 0;
+        }
+        AJ_JSON_OUT_LITERAL(&o, "}");
+        if (!ok || o.len > o.size)
+                return 1;
+        return broker_emit_text_pair(b, "tool.request", request, request_len, "tool.verdict", verdict, o.len);
+}
+
+_Static_assert(AJ_BROKER_VERSION == 1, "tool_reply_printed() prints \"v\":1");
+
+/* The reply to an allowed tool call, as broker_verdict_reply() and the call id would print;
+ * false when it is not for this path (nothing queued). */
+static bool tool_reply_printed(AjBroker *b, Conn *c, json_t *id, const char *call_id)
+{
+        char text[1024];
+        AjJsonOut o = aj_json_out(text, sizeof(text), false, 12);
+        AJ_JSON_OUT_LITERAL(&o, "{\"" AJ_BROKER_F_ID "\":");
+        bool ok = aj_json_out_value(&o, id) >= 0;
+        AJ_JSON_OUT_LITERAL(&o, ",\"v\":1,\"ok\":true,\"verdict\":\"" AJ_BROKER_ALLOW "\"");
+        out_key(&o, AJ_BROKER_F_USAGE);
+        ok = ok && aj_meter_out_json(b->meter, b->now_ns(), true, &o) >= 0;
+        out_key(&o, AJ_BROKER_F_TOOL_CALL_ID);
+        ok = ok && out_string(&o, call_id) >= 0;
+        AJ_JSON_OUT_LITERAL(&o, "}");
+        if (!ok || o.len > o.size)
+                return false;
+        aj_line_conn_queue(c, text, o.len);
+        return true;
+}
+
 static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
 {
         static const char *const allowed[] = {
@@ -197,31 +294,30 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
 
-        json_t *ev = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
-                               "arguments_sha256", digest);
-        if (ev && broker_add_logged_args(ev, args, canon) < 0) {
-                json_decref(ev);
-                ev = NULL;
-        }
         if (d.verdict == AJ_VERDICT_ALLOW && broker_needs_approval(b, name)) {
                 if (!cannot_hold(b, call_id, name, digest, &d))
-                        return broker_hold(b, c, id, name, call_id, digest, &res, ev, args);
+                        return broker_hold(b, c, id, name, call_id, digest, &res,
+                                           tool_request_event(name, call_id, digest, args, canon), args);
                 aj_meter_settle(b->meter, &res, false);
         }
         /* Both events in one write(2), still before the reply (and before the verdict
          * counts: a failed write releases the reservation). */
-        json_t *verdict = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID, call_id,
-                                    AJ_BROKER_F_VERDICT, broker_verdict_name(d.verdict, true));
-        if (verdict && d.counted_by && d.verdict == AJ_VERDICT_ALLOW &&
-            json_object_set_new(verdict, "counted_by", json_string(d.counted_by)) < 0) {
-                json_decref(verdict);
-                verdict = NULL;
+        r = tool_events_printed(b, name, call_id, digest, args, canon, &d);
+        if (r > 0) {
+                json_t *verdict = json_pack("{s:s, s:s, s:s}", AJ_BROKER_F_TOOL_NAME, name, AJ_BROKER_F_TOOL_CALL_ID,
+                                            call_id, AJ_BROKER_F_VERDICT, broker_verdict_name(d.verdict, true));
+                if (verdict && d.counted_by && d.verdict == AJ_VERDICT_ALLOW &&
+                    json_object_set_new(verdict, "counted_by", json_string(d.counted_by)) < 0) {
+                        json_decref(verdict);
+                        verdict = NULL;
+                }
+                if (verdict && broker_add_breach(verdict, &d) < 0) {
+                        json_decref(verdict);
+                        verdict = NULL;
+                }
+                r = broker_emit_pair(b, "tool.request", tool_request_event(name, call_id, digest, args, canon),
+                                     "tool.verdict", verdict);
         }
-        if (verdict && broker_add_breach(verdict, &d) < 0) {
-                json_decref(verdict);
-                verdict = NULL;
-        }
-        r = broker_emit_pair(b, "tool.request", ev, "tool.verdict", verdict);
         aj_meter_settle(b->meter, &res, r >= 0);
         if (r < 0)
                 return broker_reply_unrecorded(b, c, id, r);
@@ -232,6 +328,8 @@ static void op_tool(AjBroker *b, Conn *c, json_t *req, json_t *id)
         if (broker_report_breach(b, &d, req) < 0)
                 return broker_reply_unrecorded(b, c, id, -EIO);
 
+        if (d.verdict == AJ_VERDICT_ALLOW && tool_reply_printed(b, c, id, call_id))
+                return;
         json_t *reply = broker_verdict_reply(b, id, broker_verdict_name(d.verdict, true), &d);
         broker_conn_reply(c, broker_reply_set(reply, AJ_BROKER_F_TOOL_CALL_ID, json_string(call_id)));
 }
@@ -316,14 +414,6 @@ static json_t *tokens_reply(AjBroker *b, json_t *id, const AjMeterDecision *d, c
 }
 
 _Static_assert(AJ_BROKER_VERSION == 1, "tokens_printed() prints \"v\":1");
-
-
-static void out_key(AjJsonOut *o, const char *key)
-{
-        AJ_JSON_OUT_LITERAL(o, ",\"");
-        aj_json_out_raw(o, key, strlen(key));
-        AJ_JSON_OUT_LITERAL(o, "\":");
-}
 
 static int out_cap(AjJsonOut *o, AjCap cap, uint64_t v)
 {
@@ -572,8 +662,10 @@ static void handle_line(AjBroker *b, Conn *c, const char *line, size_t len)
                 len--;
         if (strspn(line, " \t\r") >= len)
                 return; /* blank lines are allowed between requests */
-        /* Most requests are flat (tokens, tool_result without undo, usage, check): parsed
-         * without jansson's lexer; anything else, and every error, is jansson's. */
+        /* Most requests are plain (tokens; tool calls and results with arguments or undo
+         * records of plain strings, small integers and literals, nested at most
+         * AJ_JSON_FLAT_MAX_DEPTH levels; usage, check): parsed without jansson's lexer;
+         * anything else, and every error, is jansson's. */
         _cleanup_(json_decrefp) json_t *req = NULL;
         if (aj_json_load_flat(line, len, &req) <= 0) {
                 /* What the agent nests ends up in records that nest it deeper still (an

@@ -404,23 +404,6 @@ typedef struct {
         size_t n, cap;
 } IdList;
 
-static int id_list_push(IdList *l, const char *s)
-{
-        if (l->n + 2 > l->cap) {
-                size_t cap = l->cap ? l->cap * 2 : 64;
-                char **v = realloc(l->v, cap * sizeof(char *));
-                if (!v)
-                        return -ENOMEM;
-                l->v = v;
-                l->cap = cap;
-        }
-        l->v[l->n] = strdup(s);
-        if (!l->v[l->n])
-                return -ENOMEM;
-        l->v[++l->n] = NULL;
-        return 0;
-}
-
 /* Appends to `ids` the names in `parent` (an "agentjail" directory) that are run ids. */
 static int list_parent(const char *parent, IdList *ids)
 {
@@ -432,7 +415,7 @@ static int list_parent(const char *parent, IdList *ids)
         while (r >= 0 && (de = readdir(d)))
                 if ((de->d_type == DT_DIR || de->d_type == DT_UNKNOWN) && de->d_name[0] != '.' &&
                     aj_cgroup_run_id_valid(de->d_name))
-                        r = id_list_push(ids, de->d_name);
+                        r = aj_strv_append(&ids->v, &ids->n, &ids->cap, strdup(de->d_name));
         closedir(d);
         return r;
 }

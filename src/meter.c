@@ -20,6 +20,7 @@
 #include "profile.h"
 #include "util/parse.h"
 #include "util/error.h"
+#include "util/json-fast.h"
 
 static uint64_t sat_add(uint64_t a, uint64_t b)
 {
@@ -452,8 +453,14 @@ int aj_meter_args_canon(const json_t *args, char **ret_canon, char ret_hex[AJ_SH
         json_t *null = NULL;
         if (!args)
                 args = null = json_null();
-        /* The canonical form: what approvals and the repeat detector compare. */
-        char *canon = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+        /* The canonical form: what approvals and the repeat detector compare. Most are
+         * small and jansson's text is printed without its dumper (util/json-fast.h). */
+        char small[2048], *canon;
+        ssize_t n = aj_json_dump_fast_sorted(args, small, sizeof(small), false, 0);
+        if (n >= 0 && (size_t)n < sizeof(small))
+                canon = strndup(small, (size_t)n);
+        else
+                canon = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
         if (null)
                 json_decref(null);
         if (!canon)

@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "proxy.h"
@@ -29,6 +30,8 @@
 #define LINGER_MS 2000
 #define LINGER_MAX_BYTES (1024 * 1024)
 #define ACCEPT_BATCH 64
+/* What an edge on a socket says about what it receives: data, its end, or an error. */
+#define EDGE_FROM (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
 
 typedef enum {
         ST_HTTP_HEAD,
@@ -50,6 +53,9 @@ typedef struct {
         bool prefix_counts; /* client bytes (counted) or the proxy's own reply (not) */
         bool src_eof, done;
         bool blocked; /* its last send found the destination full: the destination's EPOLLOUT runs it */
+        /* A read found the source empty and no edge of it came since (edges clear it): a
+         * read now would find nothing, so none is made. */
+        bool quiet;
         bool limited; /* read at most `limit` more bytes from the source */
         uint64_t limit;
         uint64_t bytes;
@@ -118,6 +124,12 @@ typedef struct Conn {
         AjLoopTimer deadline; /* header, connect, linger: what the state waits for */
 } Conn;
 
+/* A listener's accept limit per wake-up (accept_some()). */
+typedef struct {
+        unsigned limit;
+        uint64_t full_at; /* the dispatch that stopped at the limit, 0: it found the queue empty */
+} AcceptPace;
+
 /* Its own AjLoop, nested in the supervisor's (aj_proxy_fd()): the listeners, the resolver's
  * sockets and timers, every connection's two sockets, and one deadline timer per connection. */
 struct AjProxy {
@@ -133,6 +145,8 @@ struct AjProxy {
         unsigned n_slots;
         unsigned active, regular;
         bool paused;
+        AcceptPace accept_pace[2]; /* the HTTP listener's, the SOCKS listener's */
+        uint64_t dispatches;       /* aj_proxy_dispatch() calls */
         uint64_t next_id;
         uint64_t total, denied, bytes_up, bytes_down;
         size_t buffer_excess; /* the relay buffers' bytes past AJ_PROXY_BUFFER_MIN each (aj_proxy_buffer_may_grow) */
@@ -163,7 +177,8 @@ int proxy_watch_client_room(Conn *c);
 void proxy_conn_kick(Conn *c);
 
 /* proxy-request.c */
-void proxy_read_request(Conn *c);
+/* `events`: the client's edge that runs it (0: none, right after accept). */
+void proxy_read_request(Conn *c, uint32_t events);
 /* Refuse with 403 (SOCKS "not allowed") and record net.denied. */
 void proxy_deny(Conn *c, const AjNetVerdict *v, const struct sockaddr *addr);
 /* The destination may be reached: resolve it, or connect to the literal. */

@@ -31,14 +31,19 @@ void proxy_flush_out(Conn *c)
 void proxy_linger(Conn *c)
 {
         char buf[16384];
+        /* Found empty with no edge since (its end included): the next edge comes here. */
+        if (c->up.quiet)
+                return;
         for (;;) {
                 ssize_t n = recv(c->cfd, buf, sizeof(buf), 0);
                 if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
                         proxy_conn_close(c);
                         return;
                 }
-                if (n < 0)
+                if (n < 0) {
+                        c->up.quiet = errno == EAGAIN;
                         return;
+                }
                 if (!c->socks && !c->is_connect && c->req_done)
                         proxy_note_pipelined(c, buf, (size_t)n);
                 c->lingered += (size_t)n;
@@ -150,6 +155,16 @@ static ssize_t egress_allow(Conn *c, size_t want)
         return -EDQUOT; /* fails closed even if the meter disagrees */
 }
 
+/* Whether d's source was found empty with no edge since (Dir.quiet): a read would find
+ * nothing, and its buffer is freed as when a read says so (drained and idle). */
+static bool source_quiet(Conn *c, Dir *d)
+{
+        if (!d->quiet)
+                return false;
+        proxy_free_buffer(c, d);
+        return true;
+}
+
 /* Sends data[*off .. *off + *left) to dst; `counts`: within the egress cap and accounted
  * to d as it goes. 1 when it is all sent, 0 when dst would block, < 0 when the connection
  * must close. */
@@ -218,6 +233,8 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                         mark_pending(c);
                         return 0;
                 }
+                if (source_quiet(c, d))
+                        return 0;
                 if (!d->buf && (r = alloc_buffer(d)) < 0)
                         return r;
                 size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
@@ -233,6 +250,7 @@ static int pump(Conn *c, Dir *d, int src, int dst)
                                 continue;
                         if (errno != EAGAIN)
                                 return negative_errno();
+                        d->quiet = true;
                         proxy_free_buffer(c, d); /* drained and idle */
                         return 0;
                 }
@@ -278,6 +296,8 @@ static int pump_request(Conn *c)
                         mark_pending(c);
                         return 0;
                 }
+                if (source_quiet(c, d))
+                        return 0;
                 if (!d->buf && (r = alloc_buffer(d)) < 0)
                         return r;
                 size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
@@ -295,6 +315,7 @@ static int pump_request(Conn *c)
                                 continue;
                         if (errno != EAGAIN)
                                 return negative_errno();
+                        d->quiet = true;
                         proxy_free_buffer(c, d); /* drained and idle */
                         return 0;
                 }
@@ -354,6 +375,8 @@ static int pump_response_chunked(Conn *c)
                         mark_pending(c);
                         return 0;
                 }
+                if (source_quiet(c, d))
+                        return 0;
                 if (!d->buf && (r = alloc_buffer(d)) < 0)
                         return r;
                 size_t want = d->cap < PUMP_BUDGET - moved ? d->cap : PUMP_BUDGET - moved;
@@ -367,6 +390,7 @@ static int pump_response_chunked(Conn *c)
                                 continue;
                         if (errno != EAGAIN)
                                 return negative_errno();
+                        d->quiet = true;
                         proxy_free_buffer(c, d); /* drained and idle */
                         return 0;
                 }

@@ -66,6 +66,8 @@ static void connect_next(Conn *c);
 
 static void on_upstream(Conn *c, uint32_t events)
 {
+        if (events & EDGE_FROM)
+                c->down.quiet = false;
         if (c->state == ST_CONNECTING) {
                 int err = 0;
                 socklen_t l = sizeof(err);
@@ -424,13 +426,14 @@ static void read_socks_request(Conn *c, bool eof)
         evaluate(c);
 }
 
-void proxy_read_request(Conn *c)
+void proxy_read_request(Conn *c, uint32_t events)
 {
         size_t cap = c->socks ? SOCKS_MAX : AJ_PROXY_MAX_HEADER;
-        bool eof = false;
+        bool eof = false, drained = false;
 
         while (c->in_len < cap) {
-                ssize_t n = recv(c->cfd, c->in + c->in_len, cap - c->in_len, 0);
+                size_t want = cap - c->in_len;
+                ssize_t n = recv(c->cfd, c->in + c->in_len, want, 0);
                 if (n == 0) {
                         eof = true;
                         break;
@@ -438,18 +441,26 @@ void proxy_read_request(Conn *c)
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        if (errno == EAGAIN)
+                        if (errno == EAGAIN) {
+                                drained = true;
                                 break;
+                        }
                         proxy_conn_close(c);
                         return;
                 }
-                /* A complete head: what follows it stays queued for the relay, which reads
-                 * it anyway (a read here would find nothing, the usual case). */
+                /* A complete head: what follows it stays queued for the relay (a read here
+                 * would find nothing, the usual case). A read shorter than asked emptied the
+                 * queue: what comes later is an edge. But the end of the stream may wait
+                 * behind the data it came with, told by no later edge; this edge said so. */
                 size_t from = c->in_len > 3 ? c->in_len - 3 : 0;
                 c->in_len += (size_t)n;
-                if (!c->socks && memmem(c->in + from, c->in_len - from, "\r\n\r\n", 4))
+                if (!c->socks && memmem(c->in + from, c->in_len - from, "\r\n\r\n", 4)) {
+                        drained = (size_t)n < want && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR));
                         break;
+                }
         }
+        /* So the relay's first round does not read the client again for nothing. */
+        c->up.quiet = drained;
 
         if (c->socks)
                 read_socks_request(c, eof);

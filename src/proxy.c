@@ -182,6 +182,8 @@ close_now:
 
 static void on_client(Conn *c, uint32_t events)
 {
+        if (events & EDGE_FROM)
+                c->up.quiet = false;
         switch (c->state) {
         case ST_ASKING:
                 /* Nothing is read while it waits; a client that hangs up (or half-closes:
@@ -194,7 +196,7 @@ static void on_client(Conn *c, uint32_t events)
         case ST_HTTP_HEAD:
         case ST_SOCKS_GREETING:
         case ST_SOCKS_REQUEST:
-                proxy_read_request(c);
+                proxy_read_request(c, events);
                 break;
         case ST_RELAY:
                 proxy_relay_events(c, true, events);
@@ -304,16 +306,24 @@ static void pause_listeners(AjProxy *p)
 
 static void on_deadline(AjLoopTimer *t, uint64_t now_ns, void *userdata);
 
+/* Accepts up to the listener's limit. Accepting until accept4() finds the queue empty costs
+ * a call for nothing each wake-up: from one client, one per connection. A listener is
+ * level-triggered, so what is left is reported at the next dispatch: the limit is how many
+ * the queue held when it was last found empty (at least one), and doubles, up to
+ * ACCEPT_BATCH, when a listener that stopped at it is ready again at the very next
+ * dispatch (a queue: many clients at once). */
 static void accept_some(AjProxy *p, int lfd, bool socks)
 {
-        for (int i = 0; i < ACCEPT_BATCH; i++) {
+        AcceptPace *a = &p->accept_pace[socks];
+        if (a->full_at != 0 && a->full_at + 1 == p->dispatches)
+                a->limit = a->limit * 2 < ACCEPT_BATCH ? a->limit * 2 : ACCEPT_BATCH;
+        a->full_at = 0;
+        for (unsigned i = 0; i < a->limit; i++) {
+                /* Its buffer bounds are the listener's (aj_proxy_new_with_options() sets them). */
                 int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                /* Inherited from the listener, but that was made in the jail: set them here. */
-                if (fd >= 0 && proxy_bound_buffers(fd) < 0) {
-                        close(fd);
-                        continue;
-                }
                 if (fd < 0) {
+                        if (errno == EAGAIN)
+                                a->limit = i > 0 ? i : 1;
                         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
                                 /* Level-triggered listeners would spin; resume when a connection closes. */
                                 if (p->active > 0)
@@ -358,8 +368,9 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
                 if (!c->overflow)
                         p->regular++;
                 /* Data may already be there: ET reports it, but read now to save a round. */
-                proxy_read_request(c);
+                proxy_read_request(c, 0);
         }
+        a->full_at = p->dispatches;
 }
 
 /* The state's deadline passed (the timer is stopped now): give up on what it waited for. */
@@ -409,6 +420,7 @@ static void on_wake(AjLoopIo *io, int fd, uint32_t events, void *userdata)
 
 int aj_proxy_dispatch(AjProxy *p)
 {
+        p->dispatches++;
         int r = aj_loop_dispatch(p->loop, 0);
         if (r < 0)
                 return r;
@@ -492,6 +504,7 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
         p->policy = policy;
         p->hooks = hooks;
         p->next_id = 1;
+        p->accept_pace[0].limit = p->accept_pace[1].limit = 1;
         if (opts)
                 p->opts = *opts;
         if (!p->opts.header_timeout_ms)
@@ -509,6 +522,14 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
                 r = -ENOMEM;
                 goto fail;
         }
+        /* Accepted sockets inherit the listener's buffer bounds (the kernel clones them, with
+         * the lock that keeps autotuning off, from the first segment on), so they are set once,
+         * here, whoever made the listener: the jail's init does too, but closes its copy before
+         * the agent runs, so after this no one but the supervisor can change them. */
+        int lfds[] = { http_fd, socks_fd };
+        for (size_t i = 0; i < ARRAY_SIZE(lfds); i++)
+                if (lfds[i] >= 0 && (r = proxy_bound_buffers(lfds[i])) < 0)
+                        goto fail;
         r = aj_loop_new(&p->loop);
         if (r < 0)
                 goto fail;

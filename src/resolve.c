@@ -59,7 +59,8 @@ static void deliver(AjResolver *r);
 
 static void wake(AjResolver *r)
 {
-        /* Due at once: the loop calls back at its next turn. */
+        /* Due at once: the loop calls back after the callback that asked returns (in the
+         * same dispatch, its timers' turn: src/util/loop.h), never from within it. */
         (void)aj_loop_timer_set(&r->wake, 1);
 }
 

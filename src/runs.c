@@ -1187,6 +1187,20 @@ int aj_run_remains_populated(const AjRun *run)
         return r == -ENOENT ? 0 : r;
 }
 
+int aj_run_check_settled(const AjRun *run, char **ret_why)
+{
+        *ret_why = NULL;
+        int r = aj_run_remains_populated(run);
+        if (r > 0)
+                *ret_why = strdup(AJ_RUN_REMAINS_POPULATED_TEXT);
+        else if (r < 0)
+                (void)aj_asprintf(ret_why,
+                                  "cannot tell whether its cgroup still holds processes (which may still change what "
+                                  "it left): %s",
+                                  strerror(-r));
+        return r > 0 ? -EBUSY : r;
+}
+
 void aj_run_reaped_done(AjRunReaped *r)
 {
         aj_run_remains_done(&r->found);

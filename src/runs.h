@@ -233,6 +233,11 @@ int aj_run_remains_among(const AjPaths *paths, const AjRun *run, char *const *cg
  * not yet gone, they may still write where the run could (its overlay's upper dir). 1, 0
  * (none, or no cgroup left), -errno when that cannot be told. */
 int aj_run_remains_populated(const AjRun *run);
+/* What a decision that applies the run's overlay changes (`commit`, an eval case's apply)
+ * checks first: no process of the run is left to write into them (aj_run_remains_populated).
+ * 0 when none is; -EBUSY when some are, -errno when that cannot be told, each with *ret_why
+ * saying so for the operator (NULL when out of memory). */
+int aj_run_check_settled(const AjRun *run, char **ret_why);
 /*
  * A dead run's cgroup that no run directory leads to (its run directory deleted after its
  * supervisor and watchdog were both killed, or its watchdog gave up): its host id slot stays

@@ -240,26 +240,33 @@ const char *aj_runtime_root_problem(const struct stat *st, uid_t uid, bool exact
 int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error)
 {
         const char *root = paths->runtime_root;
-        struct stat st;
-        int r;
-
         /* In a world-writable /tmp: create it ourselves or find someone else's. The sticky
-         * bit keeps a directory we own from being renamed or replaced later. Elsewhere too
-         * the last component is never followed: AGENTJAIL_RUNTIME_DIR=/dev/shm/x (doctor's
+         * bit keeps a directory we own from being renamed or replaced later. */
+        int r = paths->runtime_in_tmp ? (mkdir(root, 0700) < 0 && errno != EEXIST ? -errno : 0)
+                                      : aj_mkdir_p(root, 0711);
+        if (r < 0 && r != -ENOTDIR && r != -EEXIST && r != -ELOOP) /* those: described by the check */
+                return aj_error_set(ret_error, r, "cannot create the runtime directory '%s': %s", root, strerror(-r));
+        r = aj_runtime_root_check(paths, ret_error);
+        if (r == -ENOENT)
+                return aj_error_set(ret_error, r, "cannot create the runtime directory '%s': %s", root, strerror(-r));
+        return r;
+}
+
+int aj_runtime_root_check(const AjPaths *paths, AjError *ret_error)
+{
+        const char *root = paths->runtime_root;
+        struct stat st;
+        /* The last component is never followed: AGENTJAIL_RUNTIME_DIR=/dev/shm/x (doctor's
          * advice: a tmpfs) that another user made a symlink to a directory of ours passed
          * the owner check, and that user could point it at their own directory later. */
-        if (paths->runtime_in_tmp)
-                r = mkdir(root, 0700) < 0 && errno != EEXIST ? -errno : 0;
-        else
-                r = aj_mkdir_p(root, 0711);
-        if (r >= 0) {
-                _cleanup_close_ int fd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                r = fd < 0 ? -errno : fstat(fd, &st) < 0 ? -errno : 0;
-        }
+        _cleanup_close_ int fd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int r = fd < 0 ? -errno : fstat(fd, &st) < 0 ? -errno : 0;
         if ((r == -ELOOP || r == -ENOTDIR) && lstat(root, &st) == 0)
                 r = 0; /* a symlink or a file where the directory should be: described below */
+        if (r == -ENOENT)
+                return r; /* nothing in it */
         if (r < 0)
-                return aj_error_set(ret_error, r, "cannot create the runtime directory '%s': %s", root, strerror(-r));
+                return aj_error_set(ret_error, r, "cannot use the runtime directory '%s': %s", root, strerror(-r));
         const char *problem = aj_runtime_root_problem(&st, geteuid(), paths->runtime_in_tmp);
         if (!problem)
                 return 0;

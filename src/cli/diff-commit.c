@@ -265,16 +265,12 @@ static int parse_overlay_verb(const OverlayVerb *v, int argc, char **argv, Overl
  * the workspace stays as it was whatever such a process still writes, into a directory gone. */
 static int check_settled(const char *cmd, const AjRun *run)
 {
-        int r = aj_run_remains_populated(run);
-        if (r > 0)
-                cli_fail(cmd, "run %s: nothing was changed: %s; then %s again", run->id, AJ_RUN_REMAINS_POPULATED_TEXT,
-                         cmd);
-        else if (r < 0)
-                cli_fail(cmd,
-                         "run %s: cannot tell whether its cgroup still holds processes (which may still change "
-                         "its workspace changes): %s; nothing was changed",
-                         run->id, strerror(-r));
-        return r > 0 ? -EBUSY : r;
+        _cleanup_free_ char *why = NULL;
+        int r = aj_run_check_settled(run, &why);
+        if (r < 0)
+                cli_fail(cmd, "run %s: nothing was changed: %s%s%s%s", run->id, why ?: strerror(-r),
+                         r == -EBUSY ? "; then " : "", r == -EBUSY ? cmd : "", r == -EBUSY ? " again" : "");
+        return r;
 }
 
 /* The start of diff, commit and discard: options, the run, its overlay. 0 when the verb

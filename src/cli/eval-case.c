@@ -143,9 +143,9 @@ static int apply_changes(const char *dir, int ws_fd, AjWsStats *st, char **ret_e
  * records one ("workspace.commit", with "eval": true; run.json's changes "committed") and
  * its kept changes removed: left "pending", the run named a workspace that was about to go,
  * which no commit could reach and which prune kept forever with the agent's files. Changes
- * that could not be applied (more than an eval applies, a failure) are discarded so, with
- * why ("workspace.discard", "eval": true, "error"), unless the copy is kept: an agent writing
- * 4 GiB left them pending with every case. One at a time with an operator's commit or
+ * that could not be applied (more than an eval applies, a process of the run left to write
+ * into them, a failure) are discarded so, with why ("workspace.discard", "eval": true,
+ * "error"), unless the copy is kept: an agent writing 4 GiB left them pending with every case. One at a time with an operator's commit or
  * discard of it (the same lock). 0 or -errno with *ret_error. */
 static int apply_overlay(AjRun *run, int ws_fd, const char *ws, bool keep, char **ret_error)
 {
@@ -182,8 +182,16 @@ static int apply_overlay(AjRun *run, int ws_fd, const char *ws, bool keep, char 
                 (void)aj_asprintf(ret_error, "the overlay's changes were %s already", changes);
                 return -EALREADY;
         }
+        /* As commit does: a timed-out case's agent, killed but not gone (its supervisor is),
+         * may still write into the upper dir while it is applied. */
+        _cleanup_free_ char *unsettled = NULL;
         AjWsStats st = { 0 };
-        int applied = apply_changes(dir, ws_fd, &st, ret_error);
+        int applied = aj_run_check_settled(run, &unsettled);
+        if (applied < 0)
+                (void)aj_asprintf(ret_error, "the overlay's changes were not applied: %s",
+                                  unsettled ?: strerror(-applied));
+        else
+                applied = apply_changes(dir, ws_fd, &st, ret_error);
         if (applied < 0 && keep)
                 return applied;
         bool recorded;

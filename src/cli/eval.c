@@ -612,19 +612,7 @@ static int snapshot_runs(Eval *e)
         while (r >= 0 && (de = readdir(d))) {
                 if (!aj_run_id_valid(de->d_name))
                         continue;
-                if (e->n_before + 2 > cap) {
-                        cap = cap ? cap * 2 : 64;
-                        char **v = reallocarray(e->runs_before, cap, sizeof(char *));
-                        if (!v) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        e->runs_before = v;
-                }
-                if (!(e->runs_before[e->n_before] = strdup(de->d_name)))
-                        r = -ENOMEM;
-                else
-                        e->runs_before[++e->n_before] = NULL;
+                r = aj_strv_append(&e->runs_before, &e->n_before, &cap, strdup(de->d_name));
         }
         closedir(d);
         if (e->runs_before)

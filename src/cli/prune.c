@@ -41,9 +41,11 @@
         "  --json                 one JSON document: removed, skipped (with reasons), failed\n"  \
         "\n"                                                                                     \
         "Exit status: 0 everything chosen was removed (or nothing was), 1 a removal failed,\n"   \
-        "2 usage, 125 the state directory could not be read."
+        "2 usage, 125 the state directory could not be read, or the runtime directory\n"         \
+        "is not yours alone (others can write to it: nothing is removed)."
 
-/* The state directory could not be read (or memory ran out): like `run`'s launcher errors. */
+/* The state directory could not be read, the runtime root is refused (or memory ran out):
+ * like `run`'s launcher errors. */
 #define PRUNE_EXIT_ERROR 125
 
 enum {
@@ -751,6 +753,14 @@ int aj_cmd_prune(int argc, char **argv)
         _cleanup_(aj_paths_done) AjPaths paths = { 0 };
         if (cli_open_paths("prune", &paths) < 0)
                 return PRUNE_EXIT_ERROR;
+        /* Its reaps remove dead runs' runtime dirs: as a run uses the runtime root, only once
+         * it is ours alone (one others can write may hold their symlinks and directories). */
+        _cleanup_(aj_error_clear) AjError rt_err = {};
+        r = aj_runtime_root_check(&paths, &rt_err);
+        if (r < 0 && r != -ENOENT) {
+                cli_fail("prune", "%s; nothing was removed", aj_error_text(&rt_err, r));
+                return PRUNE_EXIT_ERROR;
+        }
         Entry *v = NULL;
         size_t n = 0;
         o.rules.now_ns = aj_now_realtime_ns();

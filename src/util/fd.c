@@ -321,7 +321,8 @@ static bool rm_same_place(const RmPlace *a, const RmPlace *b)
 }
 
 typedef struct {
-        RmPlace place;  /* the top directory's: nothing elsewhere is entered */
+        RmPlace place;  /* the top directory's: nothing elsewhere is entered or changed */
+        bool placed;    /* place is known (the top is pinned) */
         int top_fd;     /* where too deep directories are moved */
         uint64_t moved; /* how many were */
 } RmRf;
@@ -350,30 +351,56 @@ static int rm_move_up(RmRf *rm, int dir_fd, const char *name)
         return 0;
 }
 
-/* The directory `name` under `parent` (st: its lstat) with its owner's rights on it given
- * back, when they were taken away, so that it can be emptied (and moved: a directory moved
- * to another parent must be writable): a rootless run's agent, whose files are the
- * invoker's, left `chmod 000 d` (not entered) or `chmod 555 d` (nothing in it removed) in
- * its workspace, and every eval case or replay of it left its scratch copy behind. Changed
- * through an O_PATH fd (which needs no rights on it) once it is known to be st; only for its
- * owner (root needs no rights), and only the owner's bits. */
-static void rm_grant_owner(int parent, const char *name, const struct stat *st)
+/* The pinned directory (st) with its owner's rights on it given back, when they were taken
+ * away, so that it can be emptied (and moved: a directory moved to another parent must be
+ * writable): a rootless run's agent, whose files are the invoker's, left `chmod 000 d` (not
+ * entered) or `chmod 555 d` (nothing in it removed) in its workspace, and every eval case or
+ * replay of it left its scratch copy behind. Only for its owner (root needs no rights), and
+ * only the owner's bits; through /proc (an O_PATH fd takes no fchmod). */
+static void rm_grant_owner(int pinned, const struct stat *st)
 {
         if ((st->st_mode & S_IRWXU) == S_IRWXU || st->st_uid != geteuid() || geteuid() == 0)
                 return;
-        _cleanup_close_ int fd = openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        struct stat pst;
         char proc[40];
-        if (fd < 0 || fstat(fd, &pst) < 0 || pst.st_dev != st->st_dev || pst.st_ino != st->st_ino)
-                return;
-        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-        (void)chmod(proc, (pst.st_mode & 07777) | S_IRWXU);
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pinned);
+        (void)chmod(proc, (st->st_mode & 07777) | S_IRWXU);
 }
 
-static int rm_open_dir(int parent, const char *name, const struct stat *st)
+/* A directory the walk enters or moves, pinned: opened O_PATH (which needs no rights on it)
+ * and checked on that fd to be `st` (its lstat: else -ESTALE) in the walk's place (else
+ * -EXDEV: a mount point, neither changed nor entered; the top's pin sets the place), then
+ * its owner's rights given back through it. What follows goes through the fd too, so a mount
+ * put over the name after the checks is never what is changed or entered. */
+static int rm_pin_dir(RmRf *rm, int parent, const char *name, const struct stat *st)
 {
-        rm_grant_owner(parent, name, st);
-        int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        _cleanup_close_ int fd = openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        struct stat pst;
+        RmPlace pl;
+        int r = fstat(fd, &pst) < 0 ? -errno : rm_place_at(fd, "", &pl);
+        if (r < 0)
+                return r;
+        if (pst.st_dev != st->st_dev || pst.st_ino != st->st_ino)
+                return -ESTALE; /* replaced since its lstat */
+        if (rm->placed && !rm_same_place(&pl, &rm->place))
+                return -EXDEV;
+        if (!rm->placed) {
+                rm->place = pl;
+                rm->placed = true;
+        }
+        rm_grant_owner(fd, st);
+        return TAKE_FD(fd);
+}
+
+/* A directory to be entered, opened for reading through its pin ("." from it crosses no
+ * mount). */
+static int rm_open_dir(RmRf *rm, int parent, const char *name, const struct stat *st)
+{
+        _cleanup_close_ int pinned = rm_pin_dir(rm, parent, name, st);
+        if (pinned < 0)
+                return pinned;
+        int fd = openat(pinned, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         return fd < 0 ? -errno : fd;
 }
 
@@ -425,19 +452,17 @@ static int rm_contents(RmRf *rm, int dir_fd, unsigned depth)
                                 continue;
                         }
                         if (depth + 1 >= AJ_RM_RF_OPEN_LEVELS) {
-                                rm_grant_owner(dirfd(d), name, &st);
-                                rm_note(&r, rm_move_up(rm, dirfd(d), name));
+                                q = rm_pin_dir(rm, dirfd(d), name, &st);
+                                if (q >= 0) {
+                                        close(q);
+                                        q = rm_move_up(rm, dirfd(d), name);
+                                }
+                                rm_note(&r, q == -ENOENT ? 0 : q);
                                 continue;
                         }
-                        int fd = rm_open_dir(dirfd(d), name, &st);
+                        int fd = rm_open_dir(rm, dirfd(d), name, &st);
                         if (fd < 0) {
                                 rm_note(&r, fd == -ENOENT ? 0 : fd);
-                                continue;
-                        }
-                        struct stat fst;
-                        if (fstat(fd, &fst) < 0 || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
-                                close(fd);
-                                rm_note(&r, -ESTALE); /* replaced since the fstatat: not entered */
                                 continue;
                         }
                         rm_note(&r, rm_contents(rm, fd, depth + 1));
@@ -465,19 +490,11 @@ int aj_rm_rf(const char *path)
                 return errno == ENOENT ? 0 : -errno;
         if (!S_ISDIR(st.st_mode))
                 return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
-        int fd = rm_open_dir(AT_FDCWD, path, &st);
+        RmRf rm = { .top_fd = -1 };
+        int fd = rm_open_dir(&rm, AT_FDCWD, path, &st);
         if (fd < 0)
                 return fd == -ENOENT ? 0 : fd;
-        struct stat fst;
-        RmRf rm = { .top_fd = -1 };
-        int r = fstat(fd, &fst) < 0 ? -errno : rm_place_at(fd, "", &rm.place);
-        if (r == 0 && (fst.st_dev != st.st_dev || fst.st_ino != st.st_ino))
-                r = -ESTALE;
-        if (r < 0) {
-                close(fd);
-                return r;
-        }
-        r = rm_contents(&rm, fd, 0);
+        int r = rm_contents(&rm, fd, 0);
         if (rmdir(path) < 0 && errno != ENOENT)
                 rm_note(&r, -errno);
         return r;

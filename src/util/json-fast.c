@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Depth past which jansson's own dumper is used (it knows its limits). */
@@ -405,12 +406,45 @@ int aj_json_out_real(AjJsonOut *o, double v)
         return 0;
 }
 
+static int put_value(AjJsonOut *o, const json_t *v, int depth);
+
+static int cmp_keys(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* JSON_SORT_KEYS: jansson orders the keys by their bytes (memcmp, then the shorter first),
+ * which for keys without a NUL (jansson refuses one in a key) is strcmp's order. */
+static int put_sorted_object(AjJsonOut *o, const json_t *v, int depth)
+{
+        const char *keys[AJ_JSON_SORT_MAX_KEYS];
+        size_t n = 0;
+        const char *key;
+        json_t *m;
+        if (json_object_size(v) > AJ_JSON_SORT_MAX_KEYS)
+                return -1;
+        json_object_foreach ((json_t *)v, key, m)
+                keys[n++] = key;
+        qsort(keys, n, sizeof(keys[0]), cmp_keys);
+        put_c(o, '{');
+        for (size_t i = 0; i < n; i++) {
+                if (i > 0)
+                        put_c(o, ',');
+                if (aj_json_out_string(o, keys[i], strlen(keys[i])) < 0)
+                        return -1;
+                put_c(o, ':');
+                if (put_value(o, json_object_get(v, keys[i]), depth + 1) < 0)
+                        return -1;
+        }
+        put_c(o, '}');
+        return 0;
+}
+
 static int put_value(AjJsonOut *o, const json_t *v, int depth)
 {
         if (depth > FAST_MAX_DEPTH)
                 return -1;
         switch (json_typeof(v)) {
         case JSON_OBJECT: {
+                if (o->sort_keys)
+                        return put_sorted_object(o, v, depth);
                 const char *key;
                 json_t *m;
                 bool first = true;
@@ -463,6 +497,15 @@ int aj_json_out_value(AjJsonOut *o, const json_t *v) { return v ? put_value(o, v
 ssize_t aj_json_dump_fast(const json_t *v, char *buf, size_t size, bool ensure_ascii, int precision)
 {
         AjJsonOut o = aj_json_out(buf, size, ensure_ascii, precision);
+        if (aj_json_out_value(&o, v) < 0)
+                return -1;
+        return (ssize_t)o.len;
+}
+
+ssize_t aj_json_dump_fast_sorted(const json_t *v, char *buf, size_t size, bool ensure_ascii, int precision)
+{
+        AjJsonOut o = aj_json_out(buf, size, ensure_ascii, precision);
+        o.sort_keys = true;
         if (aj_json_out_value(&o, v) < 0)
                 return -1;
         return (ssize_t)o.len;

@@ -17,6 +17,10 @@
  * reliable then); -1 when the value is not for this writer (use json_dumpb()). `precision`:
  * JSON_REAL_PRECISION's digits, 0 for jansson's default (17). */
 ssize_t aj_json_dump_fast(const json_t *v, char *buf, size_t size, bool ensure_ascii, int precision);
+/* The same with JSON_SORT_KEYS (the canonical form of a tool call's arguments); -1 also for
+ * an object of more than AJ_JSON_SORT_MAX_KEYS members (jansson's then). */
+#define AJ_JSON_SORT_MAX_KEYS 64
+ssize_t aj_json_dump_fast_sorted(const json_t *v, char *buf, size_t size, bool ensure_ascii, int precision);
 
 /* The same text, piece by piece, for a caller that prints a known shape without building
  * it as jansson values first. Like json_dumpb(), `len` counts what the text needs even past
@@ -26,6 +30,7 @@ typedef struct {
         char *buf;
         size_t size, len;
         bool ascii;
+        bool sort_keys; /* objects' members in their keys' order (JSON_SORT_KEYS) */
         int precision;
 } AjJsonOut;
 

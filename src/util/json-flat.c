@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "util/macros.h"
 
@@ -48,59 +49,121 @@ static const char *small_integer(const char *p, const char *end, json_int_t *ret
         return p;
 }
 
-int aj_json_load_flat(const char *text, size_t len, json_t **ret)
+/* A literal (true, false, null) spelt out in full; NULL if not. */
+static const char *literal(const char *p, const char *end, const char *word, size_t n)
 {
-        const char *p = text, *end = text + len;
+        return (size_t)(end - p) >= n && memcmp(p, word, n) == 0 ? p + n : NULL;
+}
+
+typedef struct {
+        const char *end;
+        bool oom;
+} Flat;
+
+static const char *value(Flat *f, const char *p, int depth, json_t **ret);
+
+/* The members of an object or the items of an array, p after its opening bracket; the
+ * position after its closing one, NULL when not ours (or f->oom). */
+static const char *members(Flat *f, const char *p, int depth, bool object, json_t *into)
+{
+        const char *end = f->end;
+        char close = object ? '}' : ']';
         p = skip_ws(p, end);
-        if (p >= end || *p != '{')
-                return 0;
-        _cleanup_(json_decrefp) json_t *o = json_object();
-        if (!o)
-                return -ENOMEM;
-        p = skip_ws(p + 1, end);
-        bool first = true;
+        if (p < end && *p == close)
+                return p + 1;
         for (;;) {
-                if (p < end && *p == '}' && first)
-                        break;
-                const char *ks, *ke, *vs, *ve;
-                if (!(p = plain_string(p, end, &ks, &ke)))
-                        return 0;
-                p = skip_ws(p, end);
-                if (p >= end || *p != ':')
-                        return 0;
-                p = skip_ws(p + 1, end);
-                json_t *v;
-                if (p < end && *p == '"') {
-                        if (!(p = plain_string(p, end, &vs, &ve)))
-                                return 0;
-                        v = json_stringn_nocheck(vs, (size_t)(ve - vs));
-                } else {
-                        json_int_t i;
-                        if (!(p = small_integer(p, end, &i)))
-                                return 0;
-                        v = json_integer(i);
+                const char *ks = NULL, *ke = NULL;
+                if (object) {
+                        if (!(p = plain_string(p, end, &ks, &ke)))
+                                return NULL;
+                        p = skip_ws(p, end);
+                        if (p >= end || *p != ':')
+                                return NULL;
+                        p = skip_ws(p + 1, end);
                 }
-                if (!v)
-                        return -ENOMEM;
-                /* A duplicate key is jansson's to refuse, with its message. */
-                if (json_object_getn(o, ks, (size_t)(ke - ks))) {
+                json_t *v = NULL;
+                if (!(p = value(f, p, depth, &v)))
+                        return NULL;
+                int r;
+                if (!object)
+                        r = json_array_append_new(into, v);
+                else if (json_object_getn(into, ks, (size_t)(ke - ks))) {
+                        /* A duplicate key is jansson's to refuse, with its message. */
                         json_decref(v);
-                        return 0;
+                        return NULL;
+                } else
+                        r = json_object_setn_new_nocheck(into, ks, (size_t)(ke - ks), v);
+                if (r < 0) {
+                        f->oom = true;
+                        return NULL;
                 }
-                if (json_object_setn_new_nocheck(o, ks, (size_t)(ke - ks), v) < 0)
-                        return -ENOMEM;
-                first = false;
                 p = skip_ws(p, end);
                 if (p < end && *p == ',') {
                         p = skip_ws(p + 1, end);
                         continue;
                 }
-                if (p < end && *p == '}')
-                        break;
+                return p < end && *p == close ? p + 1 : NULL;
+        }
+}
+
+static const char *value(Flat *f, const char *p, int depth, json_t **ret)
+{
+        const char *end = f->end, *q;
+        json_t *v;
+        if (p >= end)
+                return NULL;
+        if (*p == '{' || *p == '[') {
+                /* Deeper is jansson's (and the caller's bound on nesting). */
+                if (depth >= AJ_JSON_FLAT_MAX_DEPTH)
+                        return NULL;
+                bool object = *p == '{';
+                v = object ? json_object() : json_array();
+                if (v && (q = members(f, p + 1, depth + 1, object, v))) {
+                        *ret = v;
+                        return q;
+                }
+                f->oom = f->oom || !v;
+                json_decref(v);
+                return NULL;
+        }
+        const char *vs, *ve;
+        json_int_t i;
+        if (*p == '"') {
+                if (!(q = plain_string(p, end, &vs, &ve)))
+                        return NULL;
+                v = json_stringn_nocheck(vs, (size_t)(ve - vs));
+        } else if ((q = literal(p, end, "null", 4)))
+                v = json_null();
+        else if ((q = literal(p, end, "true", 4)))
+                v = json_true();
+        else if ((q = literal(p, end, "false", 5)))
+                v = json_false();
+        else if ((q = small_integer(p, end, &i)))
+                v = json_integer(i);
+        else
+                return NULL;
+        if (!v) {
+                f->oom = true;
+                return NULL;
+        }
+        *ret = v;
+        return q;
+}
+
+int aj_json_load_flat(const char *text, size_t len, json_t **ret)
+{
+        Flat f = { .end = text + len };
+        const char *p = skip_ws(text, f.end);
+        if (p >= f.end || *p != '{')
+                return 0;
+        json_t *o = NULL;
+        p = value(&f, p, 0, &o);
+        if (!p)
+                return f.oom ? -ENOMEM : 0;
+        if (skip_ws(p, f.end) != f.end) {
+                json_decref(o);
                 return 0;
         }
-        if (skip_ws(p + 1, end) != end)
-                return 0;
-        *ret = TAKE_PTR(o);
+        *ret = o;
         return 1;
 }

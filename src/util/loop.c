@@ -33,7 +33,7 @@ struct AjLoop {
         AjLoopIo *removed; /* freed after the batch that removed them */
         AjLoopIo *all;     /* every source not yet freed */
         bool dispatching;
-        uint64_t turn;  /* aj_loop_dispatch() calls so far */
+        uint64_t turn;  /* two a dispatch: its fd callbacks', then its timers' (AjLoopTimer.armed_turn) */
         bool no_pwait2; /* epoll_pwait2() is missing (before Linux 5.11): millisecond waits */
         int timerfd;    /* nested loops only (aj_loop_fd()): armed no later than the earliest deadline */
         uint64_t timerfd_at;
@@ -353,8 +353,11 @@ int aj_loop_dispatch(AjLoop *l, int64_t max_wait_ns)
                 io->fn(io, io->fd, evs[i].events, io->userdata);
                 calls++;
         }
-        /* Timers due now. One armed during this turn (a callback re-arming itself for "now")
-         * waits for the next turn, so a turn always ends. */
+        /* Timers due now, those the fd callbacks above armed included (a result delivered
+         * "from the loop", as the resolver's, runs in this dispatch, not after another wait).
+         * One armed by a timer's callback (re-arming itself for "now") waits for the next
+         * dispatch, so a dispatch always ends. */
+        l->turn++;
         uint64_t now = aj_loop_now(l);
         while (l->n_heap && l->heap[0]->deadline_ns <= now && l->heap[0]->armed_turn != l->turn) {
                 AjLoopTimer *t = l->heap[0];

@@ -28,7 +28,7 @@ struct AjLoopTimer {
         AjLoop *loop;
         uint64_t deadline_ns; /* 0: stopped */
         size_t heap_index;
-        uint64_t armed_turn; /* the loop's turn when it was last armed */
+        uint64_t armed_turn; /* the loop's turn when it was last armed (a timer's callback arming one for now: next dispatch) */
         AjLoopTimerFn fn;
         void *userdata;
 };
@@ -71,6 +71,8 @@ uint64_t aj_loop_next_deadline(const AjLoop *l);
 int aj_loop_fd(AjLoop *l);
 
 /* Waits for events until the earliest timer or `max_wait_ns` (-1: no limit, 0: do not wait),
- * then calls the callbacks of the fds that are ready and of the timers that are due. Returns
+ * then calls the callbacks of the fds that are ready, then of the timers that are due, those
+ * the fd callbacks armed for now included; a timer armed for now by a timer's callback waits
+ * for the next dispatch. Returns
  * the number of callbacks made (0 on a timeout or EINTR), or -errno. */
 int aj_loop_dispatch(AjLoop *l, int64_t max_wait_ns);

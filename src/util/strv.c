@@ -23,20 +23,30 @@ void aj_strv_free(char **v)
         free(v);
 }
 
-int aj_strv_consume(char ***v, char *s)
+int aj_strv_append(char ***v, size_t *n, size_t *cap, char *s)
 {
         if (!s)
                 return -ENOMEM;
-        size_t n = aj_strv_length(*v);
-        char **nv = realloc(*v, (n + 2) * sizeof(char *));
-        if (!nv) {
-                free(s);
-                return -ENOMEM;
+        if (*n + 2 > *cap) {
+                size_t want = *cap ? *cap * 2 : 8;
+                char **nv = reallocarray(*v, want, sizeof(char *));
+                if (!nv) {
+                        free(s);
+                        return -ENOMEM;
+                }
+                *v = nv;
+                *cap = want;
         }
-        nv[n] = s;
-        nv[n + 1] = NULL;
-        *v = nv;
+        (*v)[*n] = s;
+        (*v)[++*n] = NULL;
         return 0;
+}
+
+int aj_strv_consume(char ***v, char *s)
+{
+        /* A strv made elsewhere: its slots are its strings and the NULL, no more known. */
+        size_t n = aj_strv_length(*v), cap = *v ? n + 1 : 0;
+        return aj_strv_append(v, &n, &cap, s);
 }
 
 int aj_strv_push(char ***v, const char *s) { return aj_strv_consume(v, strdup(s)); }

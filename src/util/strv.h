@@ -13,6 +13,11 @@ void aj_strv_free(char **v);
 int aj_strv_push(char ***v, const char *s);
 /* Append s, taking ownership (freed on failure too). */
 int aj_strv_consume(char ***v, char *s);
+/* Append s (taken, freed on failure too; NULL is -ENOMEM, as from a failed strdup) to *v,
+ * its *n strings in *cap slots (the NULL's included; 0 and 0 for a NULL *v), kept by the
+ * caller: the slots double as they fill, so n appends cost O(n) where aj_strv_push, which
+ * walks to the end each time, costs O(n^2). *v stays a strv (aj_strv_free). */
+int aj_strv_append(char ***v, size_t *n, size_t *cap, char *s);
 bool aj_strv_contains(char *const *v, const char *s);
 /* Sorts v (strcmp order) and frees each string's repeats: O(n log n). Returns its new length. */
 size_t aj_strv_sort_unique(char **v);

@@ -12,7 +12,8 @@
  *     phase's bounds a byte to DIR/mark and a wait for one from DIR/ack (two FIFOs), while
  *     scripts/bench reads the supervisor's CPU: nothing samples during a phase;
  *     without, the forked broker's CPU per message (/proc/PID/schedstat).
- * Prints one JSON object.
+ * Prints one JSON object. With --tool-only, only N "tool" round trips back to back (the
+ * broker's instructions per call under valgrind's callgrind: the difference of two N).
  * `broker-bench --echo [-n N]` measures the peer of the round trip: the same requests
  * answered by a bare process that sleeps in epoll_wait() and echoes a reply at once,
  * back to back and 1 ms apart.
@@ -345,12 +346,14 @@ int main(int argc, char **argv)
         const char *path = NULL, *events = NULL;
         long n = 200000;
         const char *marks = NULL;
-        bool client = false, echo = false;
+        bool client = false, echo = false, tool_only = false;
         for (int i = 1; i < argc; i++) {
                 if (streq(argv[i], "--client"))
                         client = true;
                 else if (streq(argv[i], "--echo"))
                         echo = true;
+                else if (streq(argv[i], "--tool-only"))
+                        tool_only = true;
                 else if (streq(argv[i], "--events") && i + 1 < argc)
                         events = argv[++i];
                 else if (streq(argv[i], "--marks") && i + 1 < argc)
@@ -360,7 +363,7 @@ int main(int argc, char **argv)
                 else if (!path)
                         path = argv[i];
                 else {
-                        fprintf(stderr, "usage: broker-bench SOCKET_PATH [--events FILE] [-n N]\n");
+                        fprintf(stderr, "usage: broker-bench SOCKET_PATH [--events FILE] [-n N] [--tool-only]\n");
                         return 2;
                 }
         }
@@ -423,6 +426,19 @@ int main(int argc, char **argv)
                 return 1;
         }
         signal(SIGPIPE, SIG_IGN);
+        if (tool_only) {
+                double p50, p99;
+                uint64_t c0 = cpu_ns(pid);
+                run_latency(path, n, 0, &p50, &p99);
+                uint64_t c1 = cpu_ns(pid);
+                kill(pid, SIGTERM);
+                waitpid(pid, NULL, 0);
+                unlink(path);
+                printf("{\"events\": \"%s\", \"tool_rtt_p50_us\": %.1f, \"tool_rtt_p99_us\": %.1f, "
+                       "\"broker_cpu_us_per_tool\": %.2f, \"n\": %ld}\n",
+                       events ? "file" : "dropped", p50, p99, (double)(c1 - c0) / 1e3 / (double)n, n);
+                return 0;
+        }
         uint64_t c0 = cpu_ns(pid);
         double one = run_tokens(path, 1, n, 256);
         uint64_t c1 = cpu_ns(pid);

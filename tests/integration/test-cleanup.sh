@@ -282,6 +282,43 @@ let_go
 BG_PIDS=()
 rm -f "$WORKSPACE/mine.txt"
 
+# --- the same for an overlay eval case: timed out, its supervisor gone while a process of its
+# run cannot die, eval applied the upper dir to the case's scratch copy while that process
+# could still write into it. The case is an error saying why, its changes discarded so.
+EVAL_OV=$(write_profile evaloverlay '{"extends": "default", "filesystem": {"workspace": {"mode": "overlay"}}}')
+cat >"$TEST_TMP/held.json" <<EOF
+{ "cases": [ { "name": "held", "profile": "$EVAL_OV", "timeout": "1s",
+               "command": ["sh", "-c", "echo agent > mine.txt && exec sleep 4321"] } ] }
+EOF
+mkdir -p "$TEST_TMP/evaltmp"
+TMPDIR="$TEST_TMP/evaltmp" timeout -k 5 120 "$AGENTJAIL" eval "$TEST_TMP/held.json" --json </dev/null \
+        >"$TEST_TMP/eval.out" 2>"$TEST_TMP/eval.err" &
+EVAL_PID=$!
+BG_PIDS+=("$EVAL_PID")
+if p=$(find_jailed_argv "$EVAL_PID" "sleep 4321" 10) && hold "$p"; then
+        wait "$EVAL_PID"
+        is "$?" 1 "eval of the case whose process is left exits 1" || diag "$(cat "$TEST_TMP/eval.err")"
+        out=$(cat "$TEST_TMP/eval.out")
+        collect_run_ids
+        like "$(jq -r '"\(.cases[0].result) \(.cases[0].error)"' <<<"$out" 2>&1)" \
+                "^error the overlay's changes were not applied: its supervisor is gone but its cgroup still holds processes" \
+                "the case is an error saying its changes were not applied, and why" || diag "$out"
+        eid=$(jq -r '.cases[0].run // empty' <<<"$out" 2>/dev/null)
+        is "$(jq -r .workspace.changes "$AGENTJAIL_STATE_DIR/runs/$eid/run.json" 2>&1)" discarded \
+                "... its run's changes are discarded"
+        like "$(jq -c 'select(.type == "workspace.discard") | [.eval, .error]' \
+                "$AGENTJAIL_STATE_DIR/runs/$eid/events.jsonl" 2>&1)" '^\[true,"the overlay.s changes were not applied' \
+                "... its chain has the discard, by eval, with why"
+        let_go
+        wait_cgroup_gone "$eid" 15
+        is "$left" "" "once the process can die, the run's cgroup goes"
+else
+        fail "the overlay eval case started, its process held" "$(cat "$TEST_TMP/eval.err")"
+fi
+let_go
+wait "$EVAL_PID" 2>/dev/null
+BG_PIDS=()
+
 # --- a supervisor SIGKILLed in start-up, before it wrote run.json, left a run directory
 # (empty, or an events.jsonl the watchdog closed with supervisor.lost) that `ps` called
 # "unknown" and `prune` never removed: one more for every such kill. Nothing holds it any

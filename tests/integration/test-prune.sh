@@ -245,4 +245,25 @@ kill -KILL "$SQ_PID" 2>/dev/null
 wait "$SQ_PID" 2>/dev/null
 rm -rf "$SQ_DIR"
 
+# ------------------------------------------------------------------ a runtime root others can write
+# prune's reaps remove what dead runs left under the runtime root (their runtime dirs). A run
+# refuses a runtime root others can write (their symlinks and directories may be in it), and
+# prune removed under it all the same; now it refuses it too, removing nothing.
+run_jail --name pr-rtroot -- /bin/true
+is "$JAIL_RC" 0 "a quick run pr-rtroot" || jail_diag
+RT=$JAIL_RUN_ID
+mkdir "$AGENTJAIL_RUNTIME_DIR/$RT" # what the dead run left on the host
+rt_mode=$(stat -c %a "$AGENTJAIL_RUNTIME_DIR")
+chmod 0777 "$AGENTJAIL_RUNTIME_DIR"
+aj prune --keep 0
+chmod "$rt_mode" "$AGENTJAIL_RUNTIME_DIR"
+is "$RC" 125 "prune refuses a runtime root others can write" || op_diag
+like "$ERR" "refusing the runtime directory '$AGENTJAIL_RUNTIME_DIR': other users can write to it .*nothing was removed" \
+        "... saying why"
+ok "... the dead run's runtime dir stays" test -d "$AGENTJAIL_RUNTIME_DIR/$RT"
+ok "... and its run directory" test -d "$RUNS/$RT"
+aj prune --keep 0 --json
+is "$(ids .removed)" "$RT" "the runtime root ours alone again, prune removes the run" || op_diag
+ok "... and its runtime dir" test ! -e "$AGENTJAIL_RUNTIME_DIR/$RT"
+
 done_testing

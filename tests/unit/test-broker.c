@@ -1882,13 +1882,15 @@ Test(broker, a_breach_is_handled_after_its_event_is_written, .fini = teardown)
         close(fd);
 }
 
-/* ---- tokens printed without jansson values: the same event and reply ---- */
+/* ---- tokens and tool calls printed without jansson values: the same events and reply ---- */
 
-static json_t *printed_events; /* the texts emit_text() got, as strings */
+static json_t *printed_events; /* the texts the hooks got, as strings */
+static size_t n_printed;       /* of them, those emit_text() got */
 
 static int text_emit(void *userdata, const char *type, const char *object, size_t len)
 {
         json_array_append_new(printed_events, json_stringn(object, len));
+        n_printed++;
         return 0;
 }
 
@@ -1901,15 +1903,26 @@ static int json_emit(void *userdata, const char *type, json_t *fields)
         return 0;
 }
 
-/* Events (as texts) and reply lines of the tokens requests `req` (n_req lines), with the
- * jansson path or the printed one. */
-static void tokens_texts(const char *req, size_t n_req, bool printed, json_t **ret_events, json_t **ret_replies)
+/* Events (as texts) and reply lines of the requests `req` (n_req lines), with the jansson
+ * path or the printed one; `caps` may be NULL, `gateway_id` a call id the gateway counted
+ * first (NULL: none). */
+static void request_texts(const char *req, size_t n_req, bool printed, const AjMeterCaps *caps, const char *gateway_id,
+                          json_t **ret_events, json_t **ret_replies)
 {
         teardown(); /* the suite's own broker: each call makes its own */
-        setup();
+        setup_with(caps);
         cr_assert_eq(aj_meter_set_price(env.meter, "gpt-4o", 2.5e-6, 1e-5, 1.25e-6), 0);
         cr_assert_eq(aj_meter_set_price(env.meter, "a\"b\\c/d", 2.5e-6, 1e-5, 1.25e-6), 0);
+        if (gateway_id) {
+                AjMeterReservation res;
+                AjMeterDecision d;
+                cr_assert_eq(aj_meter_reserve_tool_call(env.meter, "t", "gw-digest", gateway_id, AJ_METER_BY_GATEWAY, 0,
+                                                        &res, &d),
+                             0);
+                aj_meter_settle(env.meter, &res, true);
+        }
         printed_events = json_array();
+        n_printed = 0;
         env.hooks.emit = json_emit;
         env.hooks.emit_text = printed ? text_emit : NULL;
         int fd = client();
@@ -1935,6 +1948,19 @@ static void tokens_texts(const char *req, size_t n_req, bool printed, json_t **r
         teardown();
 }
 
+/* The strings of two arrays, the first n, one by one. */
+static void expect_same_texts(json_t *got, json_t *want, size_t n, const char *what)
+{
+        for (size_t i = 0; i < n; i++)
+                cr_expect_str_eq(json_string_value(json_array_get(got, i)), json_string_value(json_array_get(want, i)),
+                                 "%s %zu", what, i);
+}
+
+static void tokens_texts(const char *req, size_t n_req, bool printed, json_t **ret_events, json_t **ret_replies)
+{
+        request_texts(req, n_req, printed, NULL, NULL, ret_events, ret_replies);
+}
+
 static const char tokens_reqs[] = "{\"id\":1,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
                                   "\"gen_ai.usage.input_tokens\":1200,\"gen_ai.usage.output_tokens\":300,"
                                   "\"gen_ai.usage.cache_read.input_tokens\":200}\n"
@@ -1951,12 +1977,8 @@ Test(broker, tokens_printed_are_the_same_bytes)
         cr_assert_eq(json_array_size(rep_json), 3);
         cr_assert_eq(json_array_size(ev_json), 3);
         cr_assert_eq(json_array_size(ev_text), 3, "every tokens event took the printed path");
-        for (size_t i = 0; i < 3; i++) {
-                cr_expect_str_eq(json_string_value(json_array_get(ev_text, i)),
-                                 json_string_value(json_array_get(ev_json, i)), "event %zu", i);
-                cr_expect_str_eq(json_string_value(json_array_get(rep_text, i)),
-                                 json_string_value(json_array_get(rep_json, i)), "reply %zu", i);
-        }
+        expect_same_texts(ev_text, ev_json, 3, "event");
+        expect_same_texts(rep_text, rep_json, 3, "reply");
         json_decref(ev_json);
         json_decref(rep_json);
         json_decref(ev_text);
@@ -1999,4 +2021,64 @@ Test(broker, tokens_printed_with_escapes_are_the_same_bytes)
         json_decref(rep_json);
         json_decref(ev_text);
         json_decref(rep_text);
+}
+
+/* The printed tool path against the jansson one: allowed calls with the broker's id and the
+ * agent's, arguments of every kind (nested, escapes, reals, non-ASCII, past the 1 KiB
+ * logged whole), ids that need escaping, usage against caps, and a call the gateway
+ * counted (counted_by). `n_text`: how many events each run of the printed path should
+ * have printed (a non-ASCII name or id, escaped by jansson, takes the other path). */
+static void tool_texts_same(const char *req, size_t n_req, const AjMeterCaps *caps, const char *gateway_id,
+                            size_t n_text)
+{
+        json_t *ev_json, *rep_json, *ev_text, *rep_text;
+        request_texts(req, n_req, false, caps, gateway_id, &ev_json, &rep_json);
+        cr_assert_eq(n_printed, 0);
+        request_texts(req, n_req, true, caps, gateway_id, &ev_text, &rep_text);
+        cr_expect_eq(n_printed, n_text, "events printed: %zu", n_printed);
+        cr_assert_eq(json_array_size(rep_json), n_req);
+        cr_assert_eq(json_array_size(rep_text), n_req);
+        cr_assert_eq(json_array_size(ev_json), 2 * n_req);
+        cr_assert_eq(json_array_size(ev_text), 2 * n_req);
+        for (size_t i = 0; i < n_req; i++)
+                cr_assert(strstr(json_string_value(json_array_get(rep_text, i)), "\"verdict\":\"allow\""));
+        expect_same_texts(rep_text, rep_json, n_req, "reply");
+        expect_same_texts(ev_text, ev_json, 2 * n_req, "event");
+        json_decref(ev_json);
+        json_decref(rep_json);
+        json_decref(ev_text);
+        json_decref(rep_text);
+}
+
+Test(broker, tool_printed_are_the_same_bytes)
+{
+        char big[4096], req[16384];
+        /* Past the 1 KiB logged whole: arguments_truncated, cut before a 2-byte character. */
+        snprintf(big, sizeof(big), "{\"a\":\"%01020d\\u00e9\\\"x\"}", 0);
+        snprintf(req, sizeof(req),
+                 "{\"id\":1,\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"crm.update\","
+                 "\"gen_ai.tool.call.arguments\":{\"record\":42,\"name\":\"x\",\"z\":[1,2.5,null,true,{\"b\":\"c\"}]}}\n"
+                 "{\"id\":\"two\",\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"a\\\"b\\\\c/d\","
+                 "\"gen_ai.tool.call.id\":\"c\\\"1\"}\n"
+                 "{\"id\":-9223372036854775808,\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"s\","
+                 "\"gen_ai.tool.call.arguments\":\"\\u001f\\t\\u00e9\\ud83d\\ude00\\u007f\"}\n"
+                 "{\"id\":4,\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"s\",\"gen_ai.tool.call.arguments\":%s}\n"
+                 "{\"id\":5,\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"s\",\"gen_ai.tool.call.arguments\":"
+                 "[1e300,-0.0,0.1,123456789012345678]}\n",
+                 big);
+        /* The third call's arguments are non-ASCII (jansson escapes them for the chain). */
+        tool_texts_same(req, 5, NULL, NULL, 8);
+
+        AjMeterCaps caps = {};
+        caps.set[AJ_CAP_TOOL_CALLS] = caps.set[AJ_CAP_TOOL_CALLS_PER_MIN] = caps.set[AJ_CAP_COST_USD] = true;
+        caps.limit[AJ_CAP_TOOL_CALLS] = 500;
+        caps.limit[AJ_CAP_TOOL_CALLS_PER_MIN] = 60;
+        caps.limit[AJ_CAP_COST_USD] = 2500000000000ull;
+        tool_texts_same("{\"id\":1,\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"crm.update\"}\n"
+                        "{\"id\":2,\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"t\",\"gen_ai.tool.call.id\":\"gw-1\"}\n",
+                        2, &caps, "gw-1", 4);
+        /* A non-ASCII call id: the events are jansson's (escaped), the reply printed. */
+        tool_texts_same("{\"id\":1,\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"t\","
+                        "\"gen_ai.tool.call.id\":\"r-\\u00e9\"}\n",
+                        1, NULL, NULL, 0);
 }

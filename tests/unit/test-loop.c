@@ -183,15 +183,24 @@ static void rearm_now(AjLoopTimer *t, uint64_t now, void *userdata)
         aj_loop_timer_set(t, now);
 }
 
-Test(loop, timer_due_again_in_its_own_callback_waits_a_turn)
+/* A loop on the fake clock at 100 with timer t, which counts its calls in *n and re-arms
+ * itself for now. */
+static AjLoop *loop_with_rearming_timer(AjLoopTimer *t, int *n)
 {
         AjLoop *l = NULL;
         cr_assert_eq(aj_loop_new(&l), 0);
         aj_loop_set_clock(l, fake_clock);
         fake_now = 100;
-        int n = 0;
+        *n = 0;
+        aj_loop_timer_init(l, t, rearm_now, n);
+        return l;
+}
+
+Test(loop, timer_due_again_in_its_own_callback_waits_a_turn)
+{
+        int n;
         AjLoopTimer t;
-        aj_loop_timer_init(l, &t, rearm_now, &n);
+        AjLoop *l = loop_with_rearming_timer(&t, &n);
         cr_assert_eq(aj_loop_timer_set(&t, 100), 0);
         cr_expect_eq(aj_loop_dispatch(l, 0), 1);
         cr_expect_eq(n, 1);
@@ -199,6 +208,45 @@ Test(loop, timer_due_again_in_its_own_callback_waits_a_turn)
         cr_expect_eq(n, 2);
         aj_loop_timer_stop(&t);
         aj_loop_free(l);
+}
+
+/* An fd's callback that arms a timer for now (a result to deliver "from the loop"): it runs
+ * in the same dispatch, after the fd callbacks, not after another wait. */
+typedef struct {
+        AjLoopTimer *t;
+        int reads;
+} ArmNow;
+
+static void on_io_arm_now(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)revents;
+        ArmNow *a = userdata;
+        char c;
+        a->reads += read(fd, &c, 1) == 1;
+        aj_loop_timer_set(a->t, aj_loop_now(a->t->loop));
+}
+
+Test(loop, timer_armed_for_now_by_an_fd_runs_in_the_same_dispatch)
+{
+        int n;
+        AjLoopTimer t;
+        AjLoop *l = loop_with_rearming_timer(&t, &n);
+        int p[2];
+        cr_assert_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+        ArmNow a = { .t = &t };
+        cr_assert_eq(aj_loop_add_io(l, p[0], EPOLLIN, on_io_arm_now, &a, NULL), 0);
+        cr_assert_eq(write(p[1], "x", 1), 1);
+        cr_expect_eq(aj_loop_dispatch(l, 0), 2, "the fd's callback and the timer's");
+        cr_expect_eq(a.reads, 1);
+        cr_expect_eq(n, 1);
+        /* The timer re-armed itself for now in its callback: that waits for the next dispatch. */
+        cr_expect(aj_loop_timer_armed(&t));
+        cr_expect_eq(aj_loop_dispatch(l, 0), 1);
+        cr_expect_eq(n, 2);
+        aj_loop_timer_stop(&t);
+        aj_loop_free(l);
+        close(p[0]);
+        close(p[1]);
 }
 
 Test(loop, real_clock_wait_ends_at_the_deadline)

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1292,6 +1293,10 @@ Test(live, http_answer_framed_and_connection_ended)
         }
         cr_expect_eq(run_client(&l, pid), 0);
         cr_expect_eq(count_events("net.connect"), 3);
+        /* Each closed when its client did, not at the linger's deadline: the client's end is
+         * an edge that reaches a lingering connection, whether or not it was read before. */
+        for (size_t i = 0; i < 3; i++)
+                cr_expect_lt(field_int(find_event("net.connect", i), "duration_ms"), 1000, "connection %zu", i);
         live_stop(&l);
 }
 
@@ -2564,4 +2569,189 @@ Test(live, relay_churn_resets_leave_nothing)
         cr_expect_geq(most, (size_t)AJ_PROXY_BUFFER_MAX, "grew again, to 1 MiB (%zu)", most);
         cr_expect_eq(run_client(&l, pid), 0);
         live_stop(&l);
+}
+
+/* ---- the connection path's shortcuts: what they must not lose */
+
+/* Runs the proxy until `fd` is readable (a child's signal), 30 s at most. */
+static void dispatch_until_readable(Live *l, int fd)
+{
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        for (int i = 0; i < 600 && poll(&pfd, 1, 0) == 0; i++)
+                dispatch_for(50000000ull, l);
+        cr_assert(pfd.revents & POLLIN, "the client did not get there");
+}
+
+/* The proxy sets the buffer bounds once, on the listener, and its accepted sockets inherit
+ * them: also when the listener it is given was made without them. */
+Test(live, accepted_sockets_bounded_by_the_listener)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        size_t bad;
+        AjError err = {};
+        cr_assert_eq(aj_net_policy_parse((char *[]){ "127.0.0.1", NULL }, &l.policy, &bad, &err), 0);
+        int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+        cr_assert_eq(listen(lfd, 16), 0);
+        l.http_port = port_of(lfd);
+        cr_assert_eq(aj_proxy_new_with_options(lfd, -1, l.policy, &hooks, NULL, &l.proxy), 0);
+
+        int ready[2], done[2];
+        cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
+        cr_assert_eq(pipe2(done, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[512];
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                write_full(ready[1], "r", 1);
+                char c;
+                _exit(read(done[0], &c, 1) == 1 && strstr(answer, " 200 ") ? 0 : 1);
+        }
+        close(ready[1]);
+        close(done[0]);
+        dispatch_until_readable(&l, ready[0]);
+
+        /* The accepted socket, among this process's fds: bound to the listener's port. */
+        int found = 0;
+        DIR *d = opendir("/proc/self/fd");
+        cr_assert_not_null(d);
+        for (struct dirent *e; (e = readdir(d));) {
+                int fd = atoi(e->d_name);
+                int listening = 0, rcv = 0, snd = 0;
+                struct sockaddr_in6 local = {};
+                socklen_t ol = sizeof(local);
+                if (e->d_name[0] == '.' || fd == lfd || getsockname(fd, (struct sockaddr *)&local, &ol) < 0 ||
+                    local.sin6_family != AF_INET || ntohs(local.sin6_port) != l.http_port ||
+                    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &(socklen_t){ sizeof(int) }) < 0 || listening)
+                        continue;
+                ol = sizeof(int);
+                cr_assert_eq(getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, &ol), 0);
+                ol = sizeof(int);
+                cr_assert_eq(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, &ol), 0);
+                /* The kernel doubles what was asked for, for its bookkeeping. */
+                cr_expect_eq(rcv, 2 * AJ_PROXY_SOCKET_BUFFER, "receive buffer %d", rcv);
+                cr_expect_eq(snd, 2 * AJ_PROXY_SOCKET_BUFFER, "send buffer %d", snd);
+                found++;
+        }
+        closedir(d);
+        cr_expect_eq(found, 1, "one accepted socket (%d)", found);
+        write_full(done[1], "d", 1);
+        close(done[1]);
+        close(ready[0]);
+        cr_expect_eq(run_client(&l, pid), 0);
+        live_stop(&l);
+}
+
+/* Connections that wait in the listener's queue together, more than one wake-up accepts
+ * at first: every one is served. */
+Test(live, queued_connections_all_served)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                enum { N = 150 };
+                int fds[N];
+                alarm(20);
+                for (int i = 0; i < N; i++) {
+                        fds[i] = tcp_connect("127.0.0.1", l.http_port);
+                        dprintf(fds[i], "CONNECT 127.0.0.1:%u HTTP/1.1\r\n\r\necho\nmsg-%03d", echo, i);
+                }
+                for (int i = 0; i < N; i++) {
+                        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+                        char buf[64] = "", want[64];
+                        snprintf(want, sizeof(want), "%smsg-%03d", ok, i);
+                        if (read_full(fds[i], buf, strlen(want)) != (ssize_t)strlen(want) || strcmp(buf, want) != 0) {
+                                fprintf(stderr, "conn %d: \"%s\"\n", i, buf);
+                                _exit(1);
+                        }
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.connect"), 150);
+        live_stop(&l);
+}
+
+/* The relay's first round reads the client only if something may be there: the end of
+ * the stream that came with the request head (no later edge tells of it) is passed on. */
+Test(live, request_head_data_and_end_together)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                alarm(10);
+                int fd = tcp_connect("127.0.0.1", l.http_port);
+                usleep(100 * 1000); /* accepted first: its read found nothing */
+                char req[128];
+                int k = snprintf(req, sizeof(req), "CONNECT 127.0.0.1:%u HTTP/1.1\r\n\r\nsink\nabc", echo);
+                /* Corked, the end goes out in the data's segment: one edge tells of both. */
+                setsockopt(fd, IPPROTO_TCP, TCP_CORK, &(int){ 1 }, sizeof(int));
+                write_full(fd, req, (size_t)k);
+                shutdown(fd, SHUT_WR);
+                char buf[256] = "";
+                read_full(fd, buf, sizeof(buf) - 1);
+                if (!strstr(buf, " 200 ") || !strstr(buf, "\r\n\r\ngot 3\n")) {
+                        fprintf(stderr, "got \"%s\"\n", buf);
+                        _exit(1);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        live_stop(&l);
+}
+
+/* What a client sends while its connection is held (for an operator, as while it connects)
+ * is relayed once the upstream is reached. */
+Test(live, data_sent_while_held_relayed)
+{
+        Live l;
+        AjNetPolicy *ask;
+        uint16_t echo = start_server("127.0.0.1");
+        hosts_file("127.0.0.1 a.x.test\n");
+        ask_start(&l, (char *[]){ "127.0.0.0/8", NULL }, (char *[]){ "*.x.test", NULL }, 0, &ask);
+        held_state = mmap(NULL, sizeof(*held_state), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert(held_state != MAP_FAILED);
+        int sent[2];
+        cr_assert_eq(pipe2(sent, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                alarm(20);
+                int fd = tcp_connect("127.0.0.1", l.http_port);
+                dprintf(fd, "CONNECT a.x.test:%u HTTP/1.1\r\n\r\n", echo);
+                if (!wait_held(1, 1))
+                        _exit(1);
+                write_full(fd, "echo\nping", 9);
+                write_full(sent[1], "s", 1);
+                static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\nping";
+                char buf[128] = "";
+                if (read_full(fd, buf, strlen(ok)) != (ssize_t)strlen(ok) || strcmp(buf, ok) != 0) {
+                        fprintf(stderr, "got \"%s\"\n", buf);
+                        _exit(2);
+                }
+                _exit(0);
+        }
+        close(sent[1]);
+        struct pollfd pfd = { .fd = sent[0], .events = POLLIN };
+        for (int i = 0; i < 600 && poll(&pfd, 1, 0) == 0; i++) {
+                dispatch_for(50000000ull, &l);
+                note_held(&l);
+        }
+        cr_assert(pfd.revents & POLLIN, "the client did not send while held");
+        dispatch_for(100000000ull, &l); /* the data's edge, while held */
+        AjError err = {};
+        cr_assert_eq(aj_proxy_decide(l.proxy, "net-1", true, false, "alice", NULL, NULL, &err), 0, "%s",
+                     err.message ?: "");
+        close(sent[0]);
+        cr_expect_eq(run_client(&l, pid), 0);
+        munmap(held_state, sizeof(*held_state));
+        held_state = NULL;
+        live_stop(&l);
+        aj_net_policy_free(ask);
 }

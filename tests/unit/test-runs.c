@@ -1576,15 +1576,17 @@ Test(run_orphans, a_cgroup_no_run_leads_to_is_removed_from_its_slot_once_empty)
         orphan_child = fork();
         cr_assert_geq(orphan_child, 0);
         if (orphan_child == 0) {
-                /* As the jail's init does: the cgroup's lock is its supervisor's alone. */
-                char c;
-                if (dup2(p[0], 3) < 0 || close_range(4, ~0U, 0) < 0)
+                /* As the jail's init does: the cgroup's lock is its supervisor's alone. Said
+                 * once its copy of the lock's fd is closed: until then the cgroup is held (a
+                 * reap before it was -EBUSY, under ASan's slower fork now and then). */
+                if (dup2(p[1], 3) < 0 || close_range(4, ~0U, 0) < 0 || write(3, "r", 1) != 1)
                         _exit(1);
-                (void)read(3, &c, 1);
                 pause();
                 _exit(0);
         }
-        close(p[0]);
+        close(p[1]);
+        char ready;
+        cr_assert_eq(read(p[0], &ready, 1), 1, "the child closed what it inherited");
         cr_assert_eq(aj_cgroup_attach(cg, orphan_child, false), 0);
         aj_cgroup_free(cg); /* its supervisor killed: nothing removed */
         int r = reap_orphans_once(dir, false);
@@ -1600,7 +1602,7 @@ Test(run_orphans, a_cgroup_no_run_leads_to_is_removed_from_its_slot_once_empty)
         kill(orphan_child, SIGKILL);
         waitpid(orphan_child, NULL, 0);
         orphan_child = -1;
-        close(p[1]);
+        close(p[0]);
         /* A slot that does not say whose the cgroup is (an older agentjail's): left. */
         char slot[160];
         snprintf(slot, sizeof(slot), "%s/%lu", dir, id);

@@ -4,6 +4,7 @@
 #include <criterion/redirect.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -52,6 +53,47 @@ Test(strv, sort_unique_and_sorted_contains)
         char *empty[] = { NULL };
         cr_assert_eq(aj_strv_sort_unique(empty), 0);
         cr_assert_eq(aj_strv_sort_unique(NULL), 0);
+}
+
+/* eval's snapshot of the runs there before and aj_cgroup_list_ids append thousands of names:
+ * one append keeps the length and the slots, doubled as they fill (amortized O(1)); each
+ * grew its own copy of that by hand. A strv all along, also when an append fails. */
+Test(strv, append_keeps_length_and_doubles)
+{
+        char **v = NULL;
+        size_t n = 0, cap = 0, grown = 0;
+        char name[16];
+        for (size_t i = 0; i < 10000; i++) {
+                size_t was = cap;
+                snprintf(name, sizeof(name), "s%zu", i);
+                cr_assert_eq(aj_strv_append(&v, &n, &cap, strdup(name)), 0);
+                cr_assert_eq(n, i + 1);
+                cr_assert_null(v[n]);
+                cr_assert_geq(cap, n + 1);
+                if (cap != was) {
+                        grown++;
+                        cr_assert(was == 0 || cap >= 2 * was, "grew from %zu to %zu slots", was, cap);
+                }
+        }
+        cr_assert_leq(grown, 12, "%zu reallocations for 10000 appends", grown);
+        cr_assert_eq(aj_strv_length(v), 10000);
+        cr_assert_str_eq(v[0], "s0");
+        cr_assert_str_eq(v[9999], "s9999");
+        cr_assert_eq(aj_strv_append(&v, &n, &cap, NULL), -ENOMEM, "a failed strdup is -ENOMEM");
+        cr_assert_eq(n, 10000);
+        cr_assert_null(v[n]);
+        aj_strv_free(v);
+
+        /* aj_strv_push, on a strv whose slots it does not know, goes through it too. */
+        char **w = NULL;
+        for (size_t i = 0; i < 20; i++) {
+                snprintf(name, sizeof(name), "w%zu", i);
+                cr_assert_eq(aj_strv_push(&w, name), 0);
+        }
+        cr_assert_eq(aj_strv_length(w), 20);
+        cr_assert_str_eq(w[19], "w19");
+        cr_assert(aj_strv_contains(w, "w7"));
+        aj_strv_free(w);
 }
 
 Test(path, join)
@@ -869,17 +911,28 @@ Test(rm_rf, directories_without_their_owners_rights, .init = fs_setup, .fini = f
         cr_expect_eq(lstat(top, &sb), -1, "the tree is gone");
 }
 
+/* The mount tests' tree: top/ with mnt/ (to mount on; `inside` a file there) and other/. */
+typedef struct {
+        char top[128], mnt[160], inside[192], other[160];
+} MountTree;
+
+static void mount_tree(MountTree *t)
+{
+        snprintf(t->top, sizeof(t->top), "%s/top", fs_root);
+        snprintf(t->mnt, sizeof(t->mnt), "%s/mnt", t->top);
+        snprintf(t->inside, sizeof(t->inside), "%s/precious", t->mnt);
+        snprintf(t->other, sizeof(t->other), "%s/other", t->top);
+        cr_assert_eq(mkdir(t->top, 0755), 0);
+        cr_assert_eq(mkdir(t->mnt, 0755), 0);
+        cr_assert_eq(mkdir(t->other, 0755), 0);
+}
+
 /* A mount below is never entered: -EXDEV, what it holds stays, the rest goes. */
 Test(rm_rf, does_not_cross_a_mount, .init = fs_setup, .fini = fs_teardown)
 {
-        char top[128], mnt[160], inside[192], other[160];
-        snprintf(top, sizeof(top), "%s/top", fs_root);
-        snprintf(mnt, sizeof(mnt), "%s/mnt", top);
-        snprintf(inside, sizeof(inside), "%s/precious", mnt);
-        snprintf(other, sizeof(other), "%s/other", top);
-        cr_assert_eq(mkdir(top, 0755), 0);
-        cr_assert_eq(mkdir(mnt, 0755), 0);
-        cr_assert_eq(mkdir(other, 0755), 0);
+        MountTree t;
+        mount_tree(&t);
+        const char *top = t.top, *mnt = t.mnt, *inside = t.inside, *other = t.other;
         if (mount("aj-test", mnt, "tmpfs", 0, "size=1m") < 0)
                 cr_skip_test("cannot mount a tmpfs (%s): not root?", strerror(errno));
         int f = open(inside, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -894,18 +947,164 @@ Test(rm_rf, does_not_cross_a_mount, .init = fs_setup, .fini = fs_teardown)
         cr_expect(other_gone);
 }
 
+/* The owner's rights are given back (rm_grant_owner) only to a directory in the walk's own
+ * place, checked on the very fd the chmod goes through: a mount below whose root the invoker
+ * owns without their rights (0500) is neither changed nor entered, what it holds stays. Run
+ * as nobody, the owner of the tree and of the mount's root, in a mount namespace of the
+ * test's own. */
+typedef struct {
+        int setup; /* errno of the setup, 0 */
+        int r;     /* aj_rm_rf's */
+        mode_t mode;
+        bool kept;
+} RmMountSeen;
+
+Test(rm_rf, gives_no_rights_across_a_mount, .init = fs_setup, .fini = fs_teardown)
+{
+        const uid_t who = 65534;
+        MountTree t;
+        mount_tree(&t);
+        const char *top = t.top, *mnt = t.mnt, *inside = t.inside, *other = t.other;
+        cr_assert_eq(chmod(fs_root, 0755), 0);
+        cr_assert_eq(chown(top, who, who), 0);
+        cr_assert_eq(chown(other, who, who), 0);
+        int pipefd[2];
+        cr_assert_eq(pipe2(pipefd, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                RmMountSeen out = { 0 };
+                struct stat st;
+                if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+                    mount("aj-test", mnt, "tmpfs", 0, "size=1m,mode=0500,uid=65534,gid=65534") < 0 ||
+                    close(open(inside, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0 || setgroups(0, NULL) < 0 ||
+                    setresgid(who, who, who) < 0 || setresuid(who, who, who) < 0)
+                        out.setup = errno;
+                else {
+                        (void)prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* as a user's process is: its /proc/self/fd */
+                        out.r = aj_rm_rf(top);
+                        out.mode = stat(mnt, &st) == 0 ? st.st_mode & 07777 : (mode_t)-1;
+                        out.kept = stat(inside, &st) == 0;
+                }
+                _exit(write(pipefd[1], &out, sizeof(out)) == (ssize_t)sizeof(out) ? 0 : 1);
+        }
+        close(pipefd[1]);
+        RmMountSeen got = { 0 };
+        ssize_t n = read(pipefd[0], &got, sizeof(got));
+        close(pipefd[0]);
+        int wst;
+        cr_assert_eq(waitpid(pid, &wst, 0), pid);
+        cr_assert_eq(n, (ssize_t)sizeof(got));
+        if (got.setup)
+                cr_skip_test("cannot mount a tmpfs in a mount namespace of its own as root (%s)", strerror(got.setup));
+        cr_expect_eq(got.r, -EXDEV, "aj_rm_rf: %s", strerror(-got.r));
+        cr_expect_eq(got.mode, 0500, "the mount's root is mode %04o: rights given across the mount", got.mode);
+        cr_expect(got.kept, "a file in the mount below was removed");
+        struct stat st;
+        cr_expect_eq(lstat(other, &st), -1, "the rest of the tree is removed");
+}
+
 /* ---- json-flat: the broker's fast path agrees with jansson or stands aside ---- */
+
+/* The same members in the same order (json_equal() does not look at the order, the events
+ * print it). */
+static void expect_same_text(json_t *fast, json_t *slow, const char *line)
+{
+        char *a = json_dumps(fast, JSON_COMPACT), *b = json_dumps(slow, JSON_COMPACT);
+        cr_expect_str_eq(a, b, "the same text for %s", line);
+        free(a);
+        free(b);
+}
+
+static json_t *random_value(unsigned *seed, int depth);
+
+/* Values of the kinds it takes, nested up to `max_depth` levels (past its own bound too). */
+static json_t *plain_value(unsigned *seed, int depth, int max_depth, int *ret_depth)
+{
+        int kind = rand_r(seed) % (depth + 1 >= max_depth ? 4 : 6);
+        switch (kind) {
+        case 0: {
+                char str[16];
+                size_t n = (size_t)(rand_r(seed) % 12);
+                for (size_t i = 0; i < n; i++)
+                        do
+                                str[i] = (char)(0x20 + rand_r(seed) % 95);
+                        while (str[i] == '"' || str[i] == '\\');
+                return json_stringn(str, n);
+        }
+        case 1:
+                return json_integer(rand_r(seed) % 3 ? rand_r(seed) % 1000
+                                                     : (json_int_t)(rand_r(seed) % 100000000) * 1000000007LL);
+        case 2:
+                return rand_r(seed) % 3 == 0 ? json_null() : json_boolean(rand_r(seed) % 2);
+        case 3:
+                return json_integer(0);
+        case 4: {
+                json_t *a = json_array();
+                *ret_depth = depth + 1 > *ret_depth ? depth + 1 : *ret_depth; /* levels, the line's own too */
+                for (int i = rand_r(seed) % 4; i > 0; i--)
+                        json_array_append_new(a, plain_value(seed, depth + 1, max_depth, ret_depth));
+                return a;
+        }
+        default: {
+                json_t *o = json_object();
+                *ret_depth = depth + 1 > *ret_depth ? depth + 1 : *ret_depth;
+                for (int i = rand_r(seed) % 5; i > 0; i--) {
+                        char k[8];
+                        snprintf(k, sizeof(k), "k%d", rand_r(seed) % 100);
+                        json_object_set_new(o, k, plain_value(seed, depth + 1, max_depth, ret_depth));
+                }
+                return o;
+        }
+        }
+}
+
+/* Whatever the line, it takes it as jansson reads it or leaves it: random lines of what it
+ * takes (as jansson prints them, compact or indented), nested deeper than it goes too, and
+ * of anything (escapes, reals, negative numbers, non-ASCII). */
+Test(json_flat, random_lines_as_jansson_or_left)
+{
+        unsigned seed = 2026;
+        size_t taken = 0;
+        for (int i = 0; i < 20000; i++) {
+                int depth = 1;
+                json_t *o = json_object();
+                json_object_set_new(o, "id", json_integer(i));
+                json_object_set_new(o, "args", i % 2 ? plain_value(&seed, 1, 10, &depth) : random_value(&seed, 1));
+                char *line = json_dumps(o, i % 3 ? JSON_COMPACT : JSON_INDENT(1));
+                json_decref(o);
+                json_error_t je;
+                json_t *fast = NULL, *slow = json_loadb(line, strlen(line), JSON_REJECT_DUPLICATES, &je);
+                int r = aj_json_load_flat(line, strlen(line), &fast);
+                cr_assert_geq(r, 0);
+                if (r == 1) {
+                        cr_assert_not_null(slow, "%s", line);
+                        cr_assert(json_equal(fast, slow), "%s", line);
+                        expect_same_text(fast, slow, line);
+                        taken++;
+                } else {
+                        cr_assert_null(fast);
+                        cr_assert(i % 2 == 0 || depth > AJ_JSON_FLAT_MAX_DEPTH, "left (depth %d): %s", depth, line);
+                }
+                json_decref(fast);
+                json_decref(slow);
+                free(line);
+        }
+        cr_expect_gt(taken, 9000, "taken: %zu", taken);
+}
 
 Test(json_flat, agrees_with_jansson_on_what_it_takes)
 {
         static const char *const taken[] = {
-                "{}",
-                " { } ",
+                "{}", " { } ",
                 "{\"id\":1,\"v\":1,\"op\":\"tokens\",\"gen_ai.request.model\":\"gpt-4o\","
                 "\"gen_ai.usage.input_tokens\":1200,\"gen_ai.usage.output_tokens\":0}",
-                "{ \"id\" : \"a b\" ,\t\"v\":1 ,\"x\":\"\"}\r",
-                "{\"n\":999999999999999999}",
-                "{\"\":0}",
+                "{ \"id\" : \"a b\" ,\t\"v\":1 ,\"x\":\"\"}\r", "{\"n\":999999999999999999}", "{\"\":0}",
+                "{\"a\":null,\"b\":true,\"c\":false}", "{\"a\":{},\"b\":[],\"c\":[ ]}",
+                "{\"id\":1,\"v\":1,\"op\":\"tool\",\"gen_ai.tool.name\":\"crm.update\","
+                "\"gen_ai.tool.call.arguments\":{\"record\":42,\"name\":\"x\",\"z\":[1,[2,{\"a\":null}],\"\"]}}",
+                /* the line's object and 7 more levels */
+                "{\"a\":[[[[[[[1]]]]]]]}", "{\"a\":{\"a\":1},\"b\":{\"a\":2}}", /* the same key in two objects */
         };
         for (size_t i = 0; i < ARRAY_SIZE(taken); i++) {
                 json_t *fast = NULL;
@@ -914,6 +1113,7 @@ Test(json_flat, agrees_with_jansson_on_what_it_takes)
                 json_t *slow = json_loadb(taken[i], strlen(taken[i]), JSON_REJECT_DUPLICATES, &je);
                 cr_assert_not_null(slow, "%s", taken[i]);
                 cr_expect(json_equal(fast, slow), "the same object for %s", taken[i]);
+                expect_same_text(fast, slow, taken[i]);
                 json_decref(fast);
                 json_decref(slow);
         }
@@ -932,10 +1132,16 @@ Test(json_flat, leaves_everything_else_to_jansson)
                 "{\"a\":1e3}",                 /* real */
                 "{\"a\":01}",                  /* a leading zero: invalid */
                 "{\"a\":9999999999999999999}", /* past int64: jansson says so */
-                "{\"a\":null}",
-                "{\"a\":true}",
-                "{\"a\":{}}",
-                "{\"a\":[]}",
+                "{\"a\":nul}",
+                "{\"a\":nullx}",
+                "{\"a\":True}",
+                "{\"a\":[1,]}",
+                "{\"a\":[1}",
+                "{\"a\":{\"b\":1,\"b\":2}}", /* a duplicate further in */
+                "{\"a\":[\"x\\\"y\"]}",      /* an escape further in */
+                "{\"a\":[-1]}",
+                "{\"a\":{\"b\":1.5}}",
+                "{\"a\":[[[[[[[[1]]]]]]]]}", /* 9 levels: deeper than it goes */
                 "[1]",
                 "{\"a\":1,}",
                 "{\"a\":1} x",
@@ -1078,7 +1284,7 @@ Test(json_fast, real_digits_as_glibc)
 Test(json_fast, same_text_as_jansson)
 {
         unsigned seed = 14;
-        size_t fast_taken = 0;
+        size_t fast_taken = 0, sorted_taken = 0;
         for (int i = 0; i < 3000; i++) {
                 json_t *v = random_value(&seed, 0);
                 for (int ascii = 0; ascii < 2; ascii++) {
@@ -1098,10 +1304,44 @@ Test(json_fast, same_text_as_jansson)
                         cr_assert(memcmp(got, want, wn) == 0, "want %.*s got %.*s", (int)wn, want, (int)gn, got);
                         /* Too small a buffer: the length needed, as json_dumpb() says it. */
                         cr_assert_eq(aj_json_dump_fast(v, got, wn / 2, ascii, precision), gn);
+                        /* JSON_SORT_KEYS (the tool arguments' canonical form). */
+                        wn = json_dumpb(v, want, sizeof(want), flags | JSON_SORT_KEYS);
+                        gn = aj_json_dump_fast_sorted(v, got, sizeof(got), ascii, precision);
+                        cr_assert_eq((size_t)gn, wn, "sorted: length of %.*s", (int)wn, want);
+                        cr_assert(memcmp(got, want, wn) == 0, "sorted: want %.*s got %.*s", (int)wn, want, (int)gn,
+                                  got);
+                        sorted_taken++;
                 }
                 json_decref(v);
         }
         cr_expect_gt(fast_taken, 4000, "most values are the fast writer's (%zu)", fast_taken);
+        cr_expect_eq(sorted_taken, fast_taken);
+}
+
+/* Keys sorted as jansson sorts them: by their bytes, a prefix first, non-ASCII after ASCII;
+ * in nested objects too; an object past AJ_JSON_SORT_MAX_KEYS members is left to jansson. */
+Test(json_fast, sorted_keys_as_jansson)
+{
+        json_t *v = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:{s:i, s:i}, s:[{s:i, s:i}]}", "ab", 1, "a", 2,
+                              "a\xc3\xa9", 3, "B", 4, "", 5, "a\"", 6, "z", "y", 1, "x", 2, "m", "q", 1, "p", 2);
+        cr_assert_not_null(v);
+        char want[1024], got[1024];
+        size_t wn = json_dumpb(v, want, sizeof(want), JSON_COMPACT | JSON_SORT_KEYS);
+        ssize_t gn = aj_json_dump_fast_sorted(v, got, sizeof(got), false, 0);
+        cr_assert_eq((size_t)gn, wn);
+        cr_assert(memcmp(got, want, wn) == 0, "want %.*s got %.*s", (int)wn, want, (int)gn, got);
+        cr_expect(memcmp(got, "{\"\":5,\"B\":4,\"a\":2,\"a\\\"\":6,\"ab\":1,\"a\xc3\xa9\":3,\"m\":[{\"p\":2,\"q\":1}]",
+                         (size_t)gn > 60 ? 60 : (size_t)gn) == 0,
+                  "%.*s", (int)gn, got);
+        json_decref(v);
+        json_t *many = json_object();
+        for (int i = 0; i <= AJ_JSON_SORT_MAX_KEYS; i++) {
+                char k[16];
+                snprintf(k, sizeof(k), "k%d", i);
+                json_object_set_new(many, k, json_integer(i));
+        }
+        cr_expect_eq(aj_json_dump_fast_sorted(many, got, sizeof(got), false, 0), -1);
+        json_decref(many);
 }
 
 /* The watchdog's messages: a byte, with an fd attached or none; one cut short is refused
