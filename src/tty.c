@@ -410,13 +410,9 @@ int aj_tty_relay_fence(AjTtyRelay *t, int timeout_ms)
         /* What the jail left set that would hide or garble what is printed after it
          * (agentjail's warnings, the shell's prompt): a control string left open (DCS,
          * OSC: it swallowed everything after) ended by CAN and by ST (tmux's DCS takes
-         * CAN as data), the scroll region back to the whole screen (one line of it
-         * scrolled each line away; the cursor saved and put back around it), then the
-         * rendition (concealed, black on black) and the character sets (line drawing in
-         * place of letters). */
-        static const char reset[] = "\x18\x1b\\\x1b"
-                                    "7\x1b[r\x1b"
-                                    "8\x1b[0m\x1b(B\x1b)B\x0f";
+         * CAN as data), then the rendition (concealed, black on black) and the character
+         * sets (line drawing in place of letters). */
+        static const char reset[] = "\x18\x1b\\\x1b[0m\x1b(B\x1b)B\x0f";
         static const char query[] = "\x1b[c";
         bool fence = t->in.fd >= 0 && !t->in_eof && same_terminal(t->in.fd, t->out.fd);
         char text[sizeof(reset) + sizeof(query)];

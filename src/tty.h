@@ -62,7 +62,7 @@ bool aj_tty_relay_output_done(const AjTtyRelay *t);
 void aj_tty_relay_buffered(const AjTtyRelay *t, size_t *ret_in, size_t *ret_out);
 /* Before the operator's terminal is restored, when the jail's output reached it: what the
  * jail left set that would hide or garble what is printed after the run is reset (a
- * control string left open, the scroll region, the rendition, the character sets). And
+ * control string left open, the rendition, the character sets). And
  * the terminal answers the queries the jail printed last (a cursor position or device
  * attributes report, a window title) once it has read them, which may be after the jail
  * has ended, and the operator's shell would read the answers as typed. So when that
