@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "tty.h"
+#include "util/clock.h"
 #include "util/fd.h"
 #include "util/macros.h"
 
@@ -113,6 +115,11 @@ struct AjTtyRelay {
         int epfd;
         End in, out, master;
         bool in_eof, master_eof, out_broken, veof_sent;
+        bool shown; /* some of the jail's output reached `out` */
+        /* DA1 queries in what reached `out`, answers in what came from `in` (the fence's
+         * count), and where each scan is in a sequence. */
+        unsigned da1_asked, da1_answered;
+        int asked_state, answered_state;
         Buf to_jail, from_jail;
         AjTtyOutputFn on_output;
         void *userdata;
@@ -148,6 +155,56 @@ static size_t buf_space(Buf *b)
                 b->off = 0;
         }
         return sizeof(b->data) - b->off - b->len;
+}
+
+/* A terminal's answer to DA1, CSI ? Ps;... c, one byte at a time: the state after `c`
+ * (0: nothing of one yet, 4: a whole answer). */
+static int da1_answer_step(int state, unsigned char c)
+{
+        if (c == 0x1b)
+                return 1;
+        if (c == 0x9b) /* a terminal set to 8-bit controls (S8C1T) answers so */
+                return 2;
+        switch (state) {
+        case 1:
+                return c == '[' ? 2 : 0;
+        case 2:
+                return c == '?' ? 3 : 0;
+        case 3:
+                return c == 'c' ? 4 : (c >= '0' && c <= '9') || c == ';' ? 3 : 0;
+        default:
+                return 0;
+        }
+}
+
+/* A query a terminal may answer with DA1, one byte at a time, counted generously (a
+ * count too high only makes the fence wait for its timeout): CSI [params] c in its 7-bit,
+ * 8-bit and UTF-8 forms, and DECID (ESC Z). Returns the new state, 4 after a query. */
+static int da1_query_step(int state, unsigned char c)
+{
+        if (c == 0x1b)
+                return 1;
+        if (c == 0x9b) /* CSI, alone or as U+009B's second byte */
+                return 2;
+        switch (state) {
+        case 1:
+                return c == '[' ? 2 : c == 'Z' ? 4 : 0;
+        case 2:
+                return c == 'c' ? 4 : (c >= '0' && c <= '9') || c == ';' || c == ':' ? 2 : 0;
+        default:
+                return 0;
+        }
+}
+
+static unsigned scan(int (*step)(int, unsigned char), int *state, const char *buf, size_t n)
+{
+        unsigned found = 0;
+        for (size_t i = 0; i < n; i++)
+                if ((*state = step(*state, (unsigned char)buf[i])) == 4) {
+                        found++;
+                        *state = 0;
+                }
+        return found;
 }
 
 /* > 0 bytes read, 0 nothing now, -1 end of input (EOF, EIO: the other side hung up). */
@@ -248,6 +305,10 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
                         if (n < 0) {
                                 t->out_broken = true;
                                 t->from_jail.len = 0;
+                        } else if (n > 0) {
+                                t->shown = true;
+                                t->da1_asked += scan(da1_query_step, &t->asked_state,
+                                                     t->from_jail.data + t->from_jail.off - (size_t)n, (size_t)n);
                         }
                         progress |= n != 0;
                 }
@@ -257,6 +318,10 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
                         ssize_t n = fill(t->in.fd, &t->to_jail);
                         if (n < 0)
                                 t->in_eof = true;
+                        else if (n > 0)
+                                t->da1_answered += scan(da1_answer_step, &t->answered_state,
+                                                        t->to_jail.data + t->to_jail.off + t->to_jail.len - (size_t)n,
+                                                        (size_t)n);
                         progress |= n != 0;
                 }
                 if (t->master_eof)
@@ -295,6 +360,88 @@ void aj_tty_relay_buffered(const AjTtyRelay *t, size_t *ret_in, size_t *ret_out)
 {
         *ret_in = t->to_jail.len;
         *ret_out = t->from_jail.len;
+}
+
+static bool same_terminal(int a, int b)
+{
+        struct stat sa, sb;
+        return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && S_ISCHR(sa.st_mode) && S_ISCHR(sb.st_mode) &&
+               sa.st_rdev == sb.st_rdev && isatty(a);
+}
+
+/* Until `deadline`: a wait for `events` on `fd`, > 0 when ready, 0 when not yet (call
+ * again), -ETIMEDOUT past it. */
+static int wait_until(int fd, short events, uint64_t deadline)
+{
+        uint64_t now = aj_now_monotonic_ns();
+        if (now >= deadline)
+                return -ETIMEDOUT;
+        struct pollfd pfd = { .fd = fd, .events = events };
+        int n = poll(&pfd, 1, (int)((deadline - now + 999999) / 1000000));
+        return n < 0 ? (errno == EINTR ? 0 : -errno) : n;
+}
+
+/* All of `text` to the non-blocking `fd` by `deadline`. */
+static int write_until(int fd, const char *text, size_t len, uint64_t deadline)
+{
+        while (len > 0) {
+                ssize_t n = write(fd, text, len);
+                if (n > 0) {
+                        text += n;
+                        len -= (size_t)n;
+                        continue;
+                }
+                if (n < 0 && errno != EAGAIN && errno != EINTR)
+                        return -errno;
+                int r = wait_until(fd, POLLOUT, deadline);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int aj_tty_relay_fence(AjTtyRelay *t, int timeout_ms)
+{
+        if (!t->shown || t->out_broken || t->from_jail.len > 0 || !isatty(t->out.fd))
+                return 0;
+        pid_t fg = tcgetpgrp(t->out.fd);
+        if (fg > 0 && fg != getpgrp())
+                return 0; /* the shell has the terminal: its input is its own */
+        /* What the jail left set that would hide or garble what is printed after it
+         * (agentjail's warnings, the shell's prompt): a control string left open (DCS,
+         * OSC: it swallowed everything after) ended by CAN and by ST (tmux's DCS takes
+         * CAN as data), then the rendition (concealed, black on black) and the character
+         * sets (line drawing in place of letters). */
+        static const char reset[] = "\x18\x1b\\\x1b[0m\x1b(B\x1b)B\x0f";
+        static const char query[] = "\x1b[c";
+        bool fence = t->in.fd >= 0 && !t->in_eof && same_terminal(t->in.fd, t->out.fd);
+        char text[sizeof(reset) + sizeof(query)];
+        size_t len = (size_t)snprintf(text, sizeof(text), "%s%s", reset, fence ? query : "");
+        /* The terminal may not have read the jail's last bytes yet: the text waits for room. */
+        uint64_t deadline = aj_now_monotonic_ns() + (uint64_t)timeout_ms * 1000000u;
+        int r = write_until(t->out.fd, text, len, deadline);
+        if (r < 0 || !fence)
+                return r;
+        /* A terminal answers in the order it was asked: once the answer to our query is in,
+         * so is every answer to the jail's. Ours is the DA1 answer after one to each DA1
+         * query of the jail's not answered yet. */
+        unsigned want = t->da1_asked + 1;
+        while (t->da1_answered < want) {
+                int n = wait_until(t->in.fd, POLLIN, deadline);
+                if (n < 0)
+                        return n;
+                if (n == 0)
+                        continue;
+                char buf[512];
+                ssize_t got = read(t->in.fd, buf, sizeof(buf));
+                if (got == 0)
+                        return -EIO; /* hung up: no shell will read it either */
+                if (got < 0 && errno != EAGAIN && errno != EINTR)
+                        return -errno;
+                if (got > 0)
+                        t->da1_answered += scan(da1_answer_step, &t->answered_state, buf, (size_t)got);
+        }
+        return 0;
 }
 
 void aj_tty_relay_free(AjTtyRelay *t)

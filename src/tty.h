@@ -60,4 +60,17 @@ int aj_tty_relay_dispatch(AjTtyRelay *t);
 bool aj_tty_relay_output_done(const AjTtyRelay *t);
 /* Bytes held in each direction's buffer (tests, bounds). */
 void aj_tty_relay_buffered(const AjTtyRelay *t, size_t *ret_in, size_t *ret_out);
+/* Before the operator's terminal is restored, when the jail's output reached it: what the
+ * jail left set that would hide or garble what is printed after the run is reset (a
+ * control string left open, the rendition, the character sets). And
+ * the terminal answers the queries the jail printed last (a cursor position or device
+ * attributes report, a window title) once it has read them, which may be after the jail
+ * has ended, and the operator's shell would read the answers as typed. So when that
+ * terminal is also the input, ask it for its device attributes (DA1) and read and drop
+ * what it sends until that answer is in: the answers come in order, and the relay counts
+ * the jail's DA1 queries and their answers to tell ours. `timeout_ms` at most (a terminal
+ * that does not answer DA1, or not each of the jail's queries: -ETIMEDOUT). 0 when done
+ * or nothing to do, else -errno. */
+#define AJ_TTY_FENCE_MS 500
+int aj_tty_relay_fence(AjTtyRelay *t, int timeout_ms);
 void aj_tty_relay_free(AjTtyRelay *t);

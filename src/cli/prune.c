@@ -754,10 +754,13 @@ int aj_cmd_prune(int argc, char **argv)
         if (cli_open_paths("prune", &paths) < 0)
                 return PRUNE_EXIT_ERROR;
         /* Its reaps remove dead runs' runtime dirs: as a run uses the runtime root, only once
-         * it is ours alone (one others can write may hold their symlinks and directories). */
+         * it is ours alone (one others can write may hold their symlinks and directories).
+         * Made if missing, as a run makes it: one that was not there when looked at could be
+         * another user's by the reaps (/tmp/agentjail-UID, a symlink made meanwhile to a
+         * directory of ours holding names like run ids, and each was removed). */
         _cleanup_(aj_error_clear) AjError rt_err = {};
-        r = aj_runtime_root_check(&paths, &rt_err);
-        if (r < 0 && r != -ENOENT) {
+        r = aj_runtime_root_prepare(&paths, &rt_err);
+        if (r < 0) {
                 cli_fail("prune", "%s; nothing was removed", aj_error_text(&rt_err, r));
                 return PRUNE_EXIT_ERROR;
         }

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -25,6 +26,11 @@ static void raw(AjSupTerminal *t)
 void aj_sup_terminal_restore(AjSupTerminal *t)
 {
         if (t->term_raw) {
+                /* Raw still: the terminal's late answers to the jail's queries are read
+                 * and dropped, not echoed, before the shell can have them. */
+                int r = t->relay ? aj_tty_relay_fence(t->relay, AJ_TTY_FENCE_MS) : 0;
+                if (r < 0)
+                        aj_debug("the terminal's answers were not fenced: %s", strerror(-r));
                 (void)aj_tty_restore(t->term_fd, &t->term_saved);
                 t->term_raw = false;
                 aj_log_set_crlf(false);

@@ -266,4 +266,34 @@ aj prune --keep 0 --json
 is "$(ids .removed)" "$RT" "the runtime root ours alone again, prune removes the run" || op_diag
 ok "... and its runtime dir" test ! -e "$AGENTJAIL_RUNTIME_DIR/$RT"
 
+# ------------------------------------------------------------------ a runtime root not there
+# A runtime root missing when prune looks (/tmp/agentjail-UID after a reboot) was taken for
+# "nothing to reap", then looked under by the reaps: another user who made it meanwhile, a
+# symlink to a directory of ours holding names like run ids, had each of those removed. prune
+# holds here (a run.json that is a FIFO, read after the look and before the reaps) while the
+# other user tries; it made the root, as a run does, so the name is taken.
+run_jail --name pr-rtgone -- /bin/true
+is "$JAIL_RC" 0 "a quick run pr-rtgone" || jail_diag
+RT=$JAIL_RUN_ID
+victim=$TEST_TMP/victim
+mkdir -p "$victim/$RT" "$RUNS/ffffffffffff"
+touch "$victim/$RT/kept"
+mkfifo "$RUNS/ffffffffffff/run.json"
+mv "$AGENTJAIL_RUNTIME_DIR" "$TEST_TMP/runtime.saved"
+timeout -k 5 30 "$AGENTJAIL" prune --older-than 30d >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err" &
+PR_PID=$!
+for _ in $(seq 100); do # prune opens the FIFO (it waits for a writer)
+        [[ -n "$(find /proc/"$PR_PID"/fd -lname "$RUNS/ffffffffffff/run.json" 2>/dev/null)" ]] && break
+        sleep 0.05
+done
+ln -s "$victim" "$AGENTJAIL_RUNTIME_DIR" 2>/dev/null
+echo '{}' >"$RUNS/ffffffffffff/run.json"
+wait "$PR_PID"
+ok "a directory of the invoker's named like a run id stays, whoever made the runtime root meanwhile" \
+        test -e "$victim/$RT/kept"
+ok "... prune made the runtime root, a directory" test -d "$AGENTJAIL_RUNTIME_DIR" -a ! -L "$AGENTJAIL_RUNTIME_DIR"
+rm -rf "$RUNS/ffffffffffff"
+rm -rf "$AGENTJAIL_RUNTIME_DIR"
+mv "$TEST_TMP/runtime.saved" "$AGENTJAIL_RUNTIME_DIR"
+
 done_testing

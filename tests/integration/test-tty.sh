@@ -22,6 +22,11 @@ cd "$WORKSPACE" || exit 1
 stty -g >"$TEST_TMP/$name.before"
 "$AGENTJAIL" run "$@"
 echo $? >"$TEST_TMP/$name.rc.tmp"
+if [[ -f "$TEST_TMP/$name.readleft" ]]; then
+        sleep 0.3
+        read -t 0.5 -n 200 -rs left
+        printf '%q\n' "$left" >"$TEST_TMP/$name.left"
+fi
 if [[ -f "$TEST_TMP/$name.hold" ]]; then
         for _ in $(seq 300); do
                 [[ -f "$TEST_TMP/$name.go" ]] && break
@@ -378,6 +383,30 @@ if pane_done flood 60; then
         is "$(tr -d '\r' <"$run_dir/tty.log" | grep -c '^y$')" 100000 "tty.log has every line of the flood"
         like "$(tail -c 20 "$run_dir/tty.log" | tr -d '\r')" 'FLOOD-DONE' "... and what came after it"
 fi
+
+# The terminal answers the jail's last queries (device attributes, the cursor's position)
+# once it has read them, after a flood maybe after the jail has ended: none of it is left
+# for the operator's shell, and neither a control string left open nor a rendition or
+# character set the jail left set hides what is printed next. The jail's own DA1 answer
+# first is not taken for agentjail's.
+cat >"$WORKSPACE/queries.sh" <<'EOF'
+printf '\033[c'
+head -c 300000 /dev/zero | tr '\0' x
+printf '\033[8m\033(0\033[6n\033[c\033P1|open'
+EOF
+for i in 1 2 3; do
+        touch "$TEST_TMP/answers$i.readleft"
+        pane_start "answers$i" -- sh ./queries.sh
+        if pane_done "answers$i" 15; then
+                is "$PANE_RC" 0 "a jail asking its terminal questions exits 0 ($i)"
+                shown=$(T capture-pane -p -e -t "answers$i" | grep -a 'DRIVER-DONE')
+                unlike "$shown" $'\e\\[8m|\x0e' "what the shell prints after the run is neither concealed nor in line drawing ($i)"
+        else
+                fail "what the shell prints after the run is shown (no control string left open) ($i)"
+        fi
+        is "$(cat "$TEST_TMP/answers$i.left" 2>/dev/null)" "''" "no answer to its queries is left for the operator's shell ($i)"
+        settings_kept "answers$i" "queries to the terminal ($i)"
+done
 
 # ---------------------------------------------------------------------------------------
 # --no-tty from a terminal: no pty, and stdin is /dev/null (not the operator's terminal)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tty.h"
@@ -261,4 +262,104 @@ Test(tty, restore_drops_pending_input)
         cr_expect(now.c_lflag & ICANON, "cooked again");
         close(m);
         close(s);
+}
+
+/* A terminal emulator on the operator pty's master `om`: reads what was written to the
+ * terminal and answers its queries in order (DA1 with DA1's answer, DSR 6 with a cursor
+ * position report), each `delay_ms` after the one before, until it has answered `n`. */
+static pid_t slow_terminal(int om, int n, int delay_ms)
+{
+        pid_t pid = fork();
+        cr_assert(pid >= 0);
+        if (pid > 0)
+                return pid;
+        char seen[4096];
+        size_t len = 0, at = 0;
+        for (int answered = 0; answered < n;) {
+                ssize_t got = read(om, seen + len, sizeof(seen) - len);
+                if (got <= 0)
+                        _exit(1);
+                len += (size_t)got;
+                for (char *q; (q = memmem(seen + at, len - at, "\x1b[", 2)) && q + 2 < seen + len;) {
+                        at = (size_t)(q - seen) + 2;
+                        const char *answer = seen[at] == 'c' ? "\x1b[?1;2c" : seen[at] == '6' ? "\x1b[24;80R" : NULL;
+                        if (!answer)
+                                continue;
+                        usleep((useconds_t)delay_ms * 1000);
+                        if (write(om, answer, strlen(answer)) < 0)
+                                _exit(1);
+                        answered++;
+                }
+        }
+        _exit(0);
+}
+
+static int pending_input(int fd)
+{
+        int pending = 0;
+        cr_assert(ioctl(fd, FIONREAD, &pending) == 0);
+        return pending;
+}
+
+Test(tty, fence_waits_for_the_answers_to_the_jails_last_queries)
+{
+        /* The jail asks for its device attributes, then for the cursor's position, then
+         * exits; a slow terminal answers each 100 ms after the one before: without the
+         * fence, the cursor report (and the fence's) would be left for the operator's shell.
+         * The jail's own DA1 answer first must not be taken for the fence's. */
+        int m, s, om, os;
+        open_pty(&m, &s, true);
+        open_pty(&om, &os, false); /* the operator's terminal: os, its emulator: om */
+        struct termios saved;
+        cr_assert(tcgetattr(os, &saved) == 0);
+        cr_assert_eq(aj_tty_enter_raw(os, &saved), 0);
+        int in = dup(os), out = dup(os);
+        cr_assert(in >= 0 && out >= 0);
+        AjTtyRelay *t;
+        cr_assert(aj_tty_relay_new(in, out, m, NULL, NULL, &t) == 0);
+        const char queries[] = "output\x1b[c\x1b[6n";
+        cr_assert_eq(write(s, queries, sizeof(queries) - 1), (ssize_t)(sizeof(queries) - 1));
+        close(s); /* the jail has ended */
+        for (int i = 0; i < 100 && !aj_tty_relay_output_done(t); i++) {
+                cr_assert(aj_tty_relay_dispatch(t) == 0);
+                usleep(1000);
+        }
+        cr_assert(aj_tty_relay_output_done(t));
+        pid_t emu = slow_terminal(om, 3, 100);
+        cr_assert_eq(aj_tty_relay_fence(t, 5000), 0);
+        cr_assert_eq(aj_tty_restore(os, &saved), 0);
+        int status;
+        cr_assert_eq(waitpid(emu, &status, 0), emu);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the terminal answered all three queries");
+        usleep(50 * 1000);
+        /* Read as the shell would (non-canonical: a cooked FIONREAD counts whole lines). */
+        cr_assert_eq(aj_tty_enter_raw(os, &saved), 0);
+        char left[64];
+        ssize_t n = read(os, left, sizeof(left));
+        cr_expect(n < 0 && errno == EAGAIN, "%zd bytes of answers left for the shell", n);
+        aj_tty_relay_free(t);
+        close(om);
+        close(os);
+}
+
+Test(tty, fence_ends_at_its_timeout_and_only_where_output_went_to_the_terminal)
+{
+        int m, s, om, os;
+        open_pty(&m, &s, true);
+        open_pty(&om, &os, true);
+        int in = dup(os), out = dup(os);
+        AjTtyRelay *t;
+        cr_assert(aj_tty_relay_new(in, out, m, NULL, NULL, &t) == 0);
+        cr_assert_eq(aj_tty_relay_fence(t, 50), 0, "nothing shown, nothing to fence");
+        cr_assert(write(s, "x", 1) == 1);
+        for (int i = 0; i < 100 && pending_input(om) == 0; i++) {
+                cr_assert(aj_tty_relay_dispatch(t) == 0);
+                usleep(1000);
+        }
+        /* A terminal that never answers: the fence gives up at its timeout. */
+        cr_assert_eq(aj_tty_relay_fence(t, 50), -ETIMEDOUT);
+        aj_tty_relay_free(t);
+        close(s);
+        close(om);
+        close(os);
 }
