@@ -120,6 +120,10 @@ struct AjTtyRelay {
          * count), and where each scan is in a sequence. */
         unsigned da1_asked, da1_answered;
         int asked_state, answered_state;
+        /* Clipboard reads taken out of the jail's output (clipboard_read()), and the bytes
+         * at the end of from_jail that may still begin one: not written until decided. */
+        unsigned clipboard_reads;
+        size_t held;
         Buf to_jail, from_jail;
         AjTtyOutputFn on_output;
         void *userdata;
@@ -207,6 +211,89 @@ static unsigned scan(int (*step)(int, unsigned char), int *state, const char *bu
         return found;
 }
 
+/*
+ * A clipboard read the jail's output asks the terminal for: OSC 52 ; Pc ; ? (xterm's
+ * "manipulate selection data", the selection's text answered as base64, typed into the
+ * jail). A terminal set to answer it (tmux's set-clipboard on, xterm's GetSelection
+ * allowed) hands the agent what the operator last copied. Matched at `p` (`n` bytes): OSC as
+ * ESC ], as the C1 byte and as U+009D in UTF-8; the command number with leading zeros
+ * (xterm and tmux read it as a number); a selection list of c, p, q, s, 0 to 7; the data
+ * beginning with '?'. Returns the length through that '?' (the part taken out: without its
+ * introducer, what follows is text), CLIP_NOT when `p` does not begin one, CLIP_MORE when
+ * the bytes end before that is known. Fail closed: a number or a selection list longer than
+ * any terminal needs is taken out the same way, up to where it was cut.
+ */
+#define CLIP_NOT 0
+#define CLIP_MORE ((size_t)-1)
+#define CLIP_MAX_DIGITS 8
+#define CLIP_MAX_SELECTIONS 32
+
+size_t aj_tty_clipboard_read_at(const unsigned char *p, size_t n)
+{
+        size_t i;
+        if (n == 0)
+                return CLIP_MORE;
+        if (p[0] == 0x9d)
+                i = 1;
+        else if (p[0] == 0x1b || p[0] == 0xc2) {
+                if (n < 2)
+                        return CLIP_MORE;
+                if (p[1] != (p[0] == 0x1b ? ']' : 0x9d))
+                        return CLIP_NOT;
+                i = 2;
+        } else
+                return CLIP_NOT;
+        unsigned long cmd = 0;
+        size_t digits = 0;
+        for (; i < n && p[i] >= '0' && p[i] <= '9'; i++, digits++) {
+                if (digits == CLIP_MAX_DIGITS)
+                        return i;
+                cmd = cmd * 10 + (unsigned long)(p[i] - '0');
+        }
+        if (i == n)
+                return CLIP_MORE;
+        if (digits == 0 || cmd != 52 || p[i] != ';')
+                return CLIP_NOT;
+        size_t sel = 0;
+        for (i++; i < n && p[i] != ';'; i++, sel++)
+                if (sel == CLIP_MAX_SELECTIONS)
+                        return i;
+                else if (!strchr("cpqs01234567", p[i]) || p[i] == 0)
+                        return CLIP_NOT;
+        if (i + 1 >= n)
+                return CLIP_MORE;
+        return p[i + 1] == '?' ? i + 2 : CLIP_NOT;
+}
+
+/* Takes the clipboard reads out of the jail's output not yet written: the `fresh` bytes just
+ * read and those held from before, at the buffer's end. What may still begin one is held. */
+static void filter_clipboard_reads(AjTtyRelay *t, size_t fresh)
+{
+        Buf *b = &t->from_jail;
+        unsigned char *data = (unsigned char *)b->data + b->off;
+        size_t end = b->len, i = end - fresh - t->held;
+        t->held = 0;
+        while (i < end) {
+                if (data[i] != 0x1b && data[i] != 0x9d && data[i] != 0xc2) {
+                        i++;
+                        continue;
+                }
+                size_t m = aj_tty_clipboard_read_at(data + i, end - i);
+                if (m == CLIP_MORE) {
+                        t->held = end - i;
+                        return;
+                }
+                if (m == CLIP_NOT) {
+                        i++;
+                        continue;
+                }
+                memmove(data + i, data + i + m, end - i - m);
+                end -= m;
+                b->len -= m;
+                t->clipboard_reads++;
+        }
+}
+
 /* > 0 bytes read, 0 nothing now, -1 end of input (EOF, EIO: the other side hung up). */
 static ssize_t fill(int fd, Buf *b)
 {
@@ -225,14 +312,14 @@ static ssize_t fill(int fd, Buf *b)
         return n;
 }
 
-/* > 0 bytes written, 0 nothing now, -1 the reader is gone. */
-static ssize_t drain(int fd, Buf *b)
+/* > 0 bytes written (of the first `len`), 0 nothing now, -1 the reader is gone. */
+static ssize_t drain(int fd, Buf *b, size_t len)
 {
-        if (b->len == 0)
+        if (len == 0)
                 return 0;
         ssize_t n;
         do
-                n = write(fd, b->data + b->off, b->len);
+                n = write(fd, b->data + b->off, len);
         while (n < 0 && errno == EINTR);
         if (n < 0)
                 return errno == EAGAIN ? 0 : -1;
@@ -288,20 +375,24 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
                 /* The jail's output: to the transcript as read, to the operator as it drains. */
                 if (!t->master_eof) {
                         ssize_t n = fill(t->master.fd, &t->from_jail);
-                        if (n < 0)
+                        if (n < 0) {
+                                /* What was held cannot become a clipboard read any more (and
+                                 * the fence ends a sequence left open). */
                                 t->master_eof = true;
-                        else if (n > 0) {
+                                t->held = 0;
+                        } else if (n > 0) {
                                 progress = true;
                                 /* The new bytes end the buffer (fill() may have moved it). */
                                 Buf *b = &t->from_jail;
                                 if (t->on_output)
                                         t->on_output(t->userdata, b->data + b->off + b->len - (size_t)n, (size_t)n);
+                                filter_clipboard_reads(t, (size_t)n);
                         }
                 }
                 if (t->out_broken)
-                        t->from_jail.len = 0; /* the operator went away: keep the transcript only */
-                else if (t->from_jail.len > 0) {
-                        ssize_t n = drain(t->out.fd, &t->from_jail);
+                        t->from_jail.len = t->held = 0; /* the operator went away: keep the transcript only */
+                else if (t->from_jail.len > t->held) {
+                        ssize_t n = drain(t->out.fd, &t->from_jail, t->from_jail.len - t->held);
                         if (n < 0) {
                                 t->out_broken = true;
                                 t->from_jail.len = 0;
@@ -327,7 +418,7 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
                 if (t->master_eof)
                         t->to_jail.len = 0;
                 else if (t->to_jail.len > 0) {
-                        ssize_t n = drain(t->master.fd, &t->to_jail);
+                        ssize_t n = drain(t->master.fd, &t->to_jail, t->to_jail.len);
                         if (n < 0)
                                 t->to_jail.len = 0;
                         progress |= n != 0;
@@ -355,6 +446,8 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
 }
 
 bool aj_tty_relay_output_done(const AjTtyRelay *t) { return t->master_eof && (t->from_jail.len == 0 || t->out_broken); }
+
+unsigned aj_tty_relay_clipboard_reads(const AjTtyRelay *t) { return t->clipboard_reads; }
 
 void aj_tty_relay_buffered(const AjTtyRelay *t, size_t *ret_in, size_t *ret_out)
 {

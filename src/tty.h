@@ -60,6 +60,16 @@ int aj_tty_relay_dispatch(AjTtyRelay *t);
 bool aj_tty_relay_output_done(const AjTtyRelay *t);
 /* Bytes held in each direction's buffer (tests, bounds). */
 void aj_tty_relay_buffered(const AjTtyRelay *t, size_t *ret_in, size_t *ret_out);
+/* The jail's output never asks the operator's terminal for the clipboard: OSC 52 with the
+ * data '?', which a terminal set to answer it (tmux's set-clipboard on, xterm's
+ * GetSelection allowed) answers with what the operator last copied, typed into the jail.
+ * Each is taken out of the output before it is written (its introducer through the '?':
+ * what follows is text); clipboard writes and every other sequence pass as they are. How
+ * many were taken out. The transcript (on_output) keeps them. */
+unsigned aj_tty_relay_clipboard_reads(const AjTtyRelay *t);
+/* The length of the clipboard read (above) at `p` (n bytes) to take out, 0 when `p` does not
+ * begin one, (size_t)-1 when the bytes end before that is known (exposed for tests). */
+size_t aj_tty_clipboard_read_at(const unsigned char *p, size_t n);
 /* Before the operator's terminal is restored, when the jail's output reached it: what the
  * jail left set that would hide or garble what is printed after the run is reset (a
  * control string left open, the rendition, the character sets). And

@@ -35,6 +35,12 @@ void aj_sup_terminal_restore(AjSupTerminal *t)
                 t->term_raw = false;
                 aj_log_set_crlf(false);
         }
+        unsigned reads = t->relay ? aj_tty_relay_clipboard_reads(t->relay) : 0;
+        if (reads > t->clipboard_reads_told) {
+                aj_warning("The run's output asked your terminal %u time%s for your clipboard (OSC 52): not passed on",
+                           reads, reads == 1 ? "" : "s");
+                t->clipboard_reads_told = reads;
+        }
 }
 
 int aj_sup_terminal_setup(AjSupTerminal *t, AjTtyMode mode)

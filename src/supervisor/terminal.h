@@ -21,8 +21,9 @@ typedef struct {
         bool tty;    /* the jail has a pty of its own */
         int term_fd; /* the operator's terminal (stdin), -1 when stdin is none */
         struct termios term_saved;
-        bool term_raw;  /* term_fd is in raw mode: restore term_saved */
-        int winsize_fd; /* where the window size comes from, or -1 */
+        bool term_raw;                 /* term_fd is in raw mode: restore term_saved */
+        unsigned clipboard_reads_told; /* the clipboard reads the operator was told of */
+        int winsize_fd;                /* where the window size comes from, or -1 */
         AjTtyRelay *relay;
         AjLoopIo *io;
         int restore_flags[2]; /* stdin/stdout file status flags to put back, or -1 */

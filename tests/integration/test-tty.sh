@@ -408,6 +408,38 @@ for i in 1 2 3; do
         settings_kept "answers$i" "queries to the terminal ($i)"
 done
 
+# The jail asks its terminal for the clipboard (OSC 52 with '?'): a terminal set to answer
+# (tmux's set-clipboard on) typed the operator's paste buffer into the jail, base64. The same
+# script outside the jail shows that this tmux answers; through agentjail the question never
+# reaches it, and the operator is told.
+cat >"$WORKSPACE/clip.sh" <<'EOF'
+stty raw -echo
+printf '\033]52;c;?\007'
+timeout 1 dd bs=1 count=200 of="$1" 2>/dev/null
+stty sane
+printf 'CLIP-ASKED\n'
+EOF
+T set-option -g set-clipboard on
+T set-buffer SECRET-PASTE
+SECRET64=$(printf SECRET-PASTE | base64)
+T new-session -d -s clipctl -x 80 -y 24 "cd $(printf %q "$WORKSPACE") && sh ./clip.sh clip.ctl; echo CTL-DONE"
+if pane_wait clipctl CTL-DONE 15 && grep -q "$SECRET64" "$WORKSPACE/clip.ctl" 2>/dev/null; then
+        pass "outside a jail, this tmux answers a clipboard read with its paste buffer"
+        pane_start clip -- sh ./clip.sh clip.got
+        if pane_done clip 15; then
+                is "$PANE_RC" 0 "a jail asking for the clipboard exits 0"
+                unlike "$(cat "$WORKSPACE/clip.got" 2>/dev/null)" "$SECRET64" "the jail got no clipboard"
+                like "$(T capture-pane -p -J -S - -t clip)" "asked your terminal 1 time for your clipboard" \
+                        "the operator is told"
+                like "$(cat "$(wait_run_dir 5)/tty.log" 2>/dev/null)" $'\e\\]52;c;\\?' "the transcript keeps the question"
+        fi
+else
+        fail "outside a jail, this tmux answers a clipboard read with its paste buffer" \
+                "$(od -c "$WORKSPACE/clip.ctl" 2>&1 | head -5)"
+fi
+T set-option -g set-clipboard external
+rm -f "$WORKSPACE/clip.sh" "$WORKSPACE/clip.ctl" "$WORKSPACE/clip.got"
+
 # ---------------------------------------------------------------------------------------
 # --no-tty from a terminal: no pty, and stdin is /dev/null (not the operator's terminal)
 pane_start notty --no-tty -- sh -c '[ -t 0 ] || echo STDIN-NOT-A-TERMINAL; cat; echo CAT-SAW-EOF'

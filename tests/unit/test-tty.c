@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -362,4 +363,93 @@ Test(tty, fence_ends_at_its_timeout_and_only_where_output_went_to_the_terminal)
         close(s);
         close(om);
         close(os);
+}
+
+/* An agent in the jail printed OSC 52 ; c ; ? and a terminal set to answer clipboard reads
+ * (tmux's set-clipboard on) typed the operator's paste buffer into the jail. Now each such
+ * read is taken out of the output (its introducer through the '?'), in each of its spellings,
+ * and nothing else is. */
+Test(tty, clipboard_read_matcher)
+{
+        static const struct {
+                const char *text;
+                size_t n, want; /* n: 0 for strlen; want: CLIP length, 0 none, SIZE_MAX more */
+        } cases[] = {
+                { "\x1b]52;c;?\x07", 0, 8 },
+                { "\x1b]52;;?\x1b\\", 0, 7 },
+                { "\x1b]052;c;?\x07", 0, 9 },
+                { "\x9d"
+                  "52;c;?",
+                  0, 7 },
+                { "\xc2\x9d"
+                  "52;s0;?\xc2\x9c",
+                  0, 9 },
+                { "\x1b]52;cpqs01234567;?", 0, 19 },
+                { "\x1b]52;c;?x", 0, 8 },
+                { "\x1b]52;c;aGVsbG8=\x07", 0, 0 },
+                { "\x1b]0;title\x07", 0, 0 },
+                { "\x1b]520;c;?\x07", 0, 0 },
+                { "\x1b]52;x;?\x07", 0, 0 },
+                { "\x1b[31m", 0, 0 },
+                { "\xc2\xa3", 0, 0 },
+                { "plain", 0, 0 },
+                { "\x1b]52;c", 0, SIZE_MAX },
+                { "\x1b]52;c;", 0, SIZE_MAX },
+                { "\x1b]5", 0, SIZE_MAX },
+                { "\x1b", 0, SIZE_MAX },
+                { "\xc2", 0, SIZE_MAX },
+                { "\x1b]52;c\0;?", 10, 0 },
+                /* Longer than any terminal needs: taken out as far as read (fail closed). */
+                { "\x1b]000000052;c;?", 0, 10 },
+                { "\x1b]52;ccccccccccccccccccccccccccccccccc;?", 0, 37 },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                size_t n = cases[i].n ? cases[i].n : strlen(cases[i].text);
+                size_t got = aj_tty_clipboard_read_at((const unsigned char *)cases[i].text, n);
+                cr_expect_eq(got, cases[i].want, "case %zu: %zu, want %zu", i, got, cases[i].want);
+        }
+}
+
+Test(tty, clipboard_reads_are_not_relayed)
+{
+        int m, s, out[2];
+        open_pty(&m, &s, true);
+        make_pipe(out);
+        Transcript tr = { .len = 0 };
+        AjTtyRelay *t;
+        cr_assert(aj_tty_relay_new(-1, out[1], m, record, &tr, &t) == 0);
+        /* A read split across the jail's writes, a clipboard write, a read in 8-bit form. */
+        static const char *const parts[] = { "a\x1b]5", "2;c;",
+                                             "?\x07"
+                                             "b\x1b]52;c;SGk=\x07",
+                                             "\x9d"
+                                             "52;p;?\x9c"
+                                             "c" };
+        static const char shown[] = "a\x07"
+                                    "b\x1b]52;c;SGk=\x07\x9c"
+                                    "c";
+        char raw[256] = "";
+        for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+                strcat(raw, parts[i]);
+                cr_assert(write(s, parts[i], strlen(parts[i])) == (ssize_t)strlen(parts[i]));
+                cr_assert(aj_tty_relay_dispatch(t) == 0);
+        }
+        char buf[256] = { 0 };
+        ssize_t got = read(out[0], buf, sizeof(buf) - 1);
+        cr_assert_eq(got, (ssize_t)strlen(shown), "got %zd bytes", got);
+        cr_expect(memcmp(buf, shown, strlen(shown)) == 0);
+        cr_expect_eq(aj_tty_relay_clipboard_reads(t), 2u);
+        /* The transcript keeps what the jail wrote. */
+        cr_expect_eq(tr.len, strlen(raw));
+        cr_expect(memcmp(tr.data, raw, strlen(raw)) == 0);
+        /* The start of one the jail never finished is written when its side hangs up. */
+        cr_assert(write(s, "\x1b]52;c", 6) == 6);
+        cr_assert(aj_tty_relay_dispatch(t) == 0);
+        cr_expect_eq(read(out[0], buf, sizeof(buf)), -1, "held until it is known");
+        close(s);
+        cr_assert(aj_tty_relay_dispatch(t) == 0);
+        cr_expect_eq(read(out[0], buf, sizeof(buf)), 6);
+        cr_assert(aj_tty_relay_output_done(t));
+        aj_tty_relay_free(t);
+        close(out[0]);
 }
