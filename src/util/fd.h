@@ -35,9 +35,12 @@ void aj_lock_release(int fd, bool sharer_keeps);
 /* mkdir -p with mode for each created component. */
 int aj_mkdir_p(const char *path, mode_t mode);
 /* Remove a directory tree (does not cross mount points: -EXDEV; refuses "/"; symlinks are
- * removed, never followed). Holds at most AJ_RM_RF_OPEN_LEVELS directory fds whatever the
- * depth: a directory deeper than that is first renamed into the top one (".aj-rm-N-T").
- * Carries on past what it cannot remove and returns the first error. */
+ * removed, never followed). Each directory it enters or changes is pinned first (an O_PATH
+ * fd checked to be what its lstat saw, on the top's mount: else -ESTALE or -EXDEV) and used
+ * only through that fd; a directory its owner (not root) took their own rights from gets
+ * them back, so that it can be emptied. Holds at most AJ_RM_RF_OPEN_LEVELS directory fds
+ * whatever the depth: a directory deeper than that is first renamed into the top one
+ * (".aj-rm-N-T"). Carries on past what it cannot remove and returns the first error. */
 #define AJ_RM_RF_OPEN_LEVELS 16
 int aj_rm_rf(const char *path);
 /* What a tree takes on disk (allocated blocks, as du counts them; a file with several
