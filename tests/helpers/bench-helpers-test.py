@@ -88,7 +88,8 @@ with tempfile.TemporaryDirectory() as tmp:
        "a start's processes' CPU: an orphan's spin, reaped as its subreaper, and in the machine's busy CPU")
     ok(cs and cs["spin"]["cpu_ms"]["median"] >= 20 and cs["spin"]["wall_ms"]["min"] >= 30,
        "the machine's busy CPU and the wall time per start hold the spin")
-    ok("cpu_above_bare_ms" in c and "cpu_per_peer" in c and "load_before" in c and 0 < cs["bare"]["busy_share"] <= 1,
+    # The busy share may be 0: a quiet machine counts no 10 ms tick in blocks this short.
+    ok("cpu_above_bare_ms" in c and "cpu_per_peer" in c and "load_before" in c and 0 <= cs["bare"]["busy_share"] <= 1,
        "the ratio, the floor, the load and the CPUs' busy share kept")
     lines = [re.split(r"\s{2,}", l.rstrip("\n"), maxsplit=1) for l in open(summ)] if p.returncode == 0 else []
     ok([l[0] for l in lines] == ["start-up CPU spin/orphan", "start-up tree spin/orphan"]
