@@ -415,7 +415,7 @@ done
 cat >"$WORKSPACE/clip.sh" <<'EOF'
 stty raw -echo
 printf '\033]52;c;?\007'
-timeout 1 dd bs=1 count=200 of="$1" 2>/dev/null
+timeout --foreground 1 dd bs=1 count=200 of="$1" 2>/dev/null
 stty sane
 printf 'CLIP-ASKED\n'
 EOF
