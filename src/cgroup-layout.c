@@ -14,6 +14,7 @@
 
 #include "cgroup-internal.h"
 #include "util/fd.h"
+#include "util/parse.h"
 
 static const char *const v1_names[_AJ_CG_V1_MAX] = {
         [AJ_CG_V1_MEMORY] = "memory",   [AJ_CG_V1_PIDS] = "pids",       [AJ_CG_V1_CPU] = "cpu",
@@ -47,14 +48,14 @@ int aj_cgroup_format_cpu_max(double cpus, uint64_t period_us, char *buf, size_t 
         if (cpus == 0) {
                 n = snprintf(buf, len, "max %" PRIu64, period_us);
         } else {
-                double q = round(cpus * (double)period_us);
+                uint64_t q = aj_round_u64(cpus * (double)period_us);
                 /* The kernel refuses quotas below 1 ms; round tiny shares up
                  * rather than failing or silently dropping the limit. */
                 if (q < 1000)
                         q = 1000;
-                if (q > (double)(UINT64_MAX / 2))
+                if (q > UINT64_MAX / 2)
                         return -ERANGE;
-                n = snprintf(buf, len, "%" PRIu64 " %" PRIu64, (uint64_t)q, period_us);
+                n = snprintf(buf, len, "%" PRIu64 " %" PRIu64, q, period_us);
         }
         if (n < 0 || (size_t)n >= len)
                 return -ENOBUFS;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "meter.h"
+#include "util/parse.h"
 
 /* Bytes of a tool name or pattern quoted in a reason. */
 #define REASON_NAME_MAX 160
@@ -20,4 +21,4 @@ const char *aj_meter_cap_expected(AjCap cap);
 /* A value of `cap` as written (tokens, USD, a count): -EINVAL when it is not one. */
 int aj_meter_parse_cap_value(AjCap cap, const char *s, uint64_t *ret);
 
-static inline uint64_t aj_meter_usd_to_pusd(double usd) { return (uint64_t)llround(usd * AJ_PUSD_PER_USD); }
+static inline uint64_t aj_meter_usd_to_pusd(double usd) { return aj_round_u64(usd * AJ_PUSD_PER_USD); }

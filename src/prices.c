@@ -12,6 +12,7 @@
 #include "config.h"
 #include "prices.h"
 #include "util/fd.h"
+#include "util/parse.h"
 
 static const struct {
         const char *name, *field;
@@ -235,7 +236,7 @@ static int per_token(json_t *v, uint64_t *ret)
         double d = json_number_value(v);
         if (!json_is_number(v) || !isfinite(d) || d < 0 || d > AJ_PRICE_MAX_USD_PER_MTOK)
                 return -EINVAL;
-        *ret = (uint64_t)llround(d * 1e6);
+        *ret = aj_round_u64(d * 1e6);
         return 0;
 }
 
@@ -245,7 +246,7 @@ static int per_search(json_t *v, uint64_t *ret)
         double d = json_number_value(v);
         if (!json_is_number(v) || !isfinite(d) || d < 0 || d > AJ_PRICE_MAX_USD_PER_KSEARCH)
                 return -EINVAL;
-        *ret = (uint64_t)llround(d * 1e9);
+        *ret = aj_round_u64(d * 1e9);
         return 0;
 }
 

@@ -254,7 +254,7 @@ static bool cost_figure(AjLlmCall *c, const char *name, json_t *v, bool ticks, u
                                     json_number_value(v), AJ_LLM_MAX_PROVIDER_COST_USD, AJ_LLM_MAX_PROVIDER_COST_USD);
                 usd = AJ_LLM_MAX_PROVIDER_COST_USD;
         }
-        *ret_pusd = (uint64_t)llround(usd * AJ_PUSD_PER_USD);
+        *ret_pusd = aj_round_u64(usd * AJ_PUSD_PER_USD);
         return true;
 }
 

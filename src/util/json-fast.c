@@ -249,7 +249,11 @@ static int short_digits(uint64_t m, int e, int precision, char *d, int *ret_x)
                                            298023223876953125ULL,
                                            1490116119384765625ULL,
                                            7450580596923828125ULL };
-        int k = (int)floor(log10(ldexp((double)m, e)));
+        /* The decimal exponent from the binary one: |v| is in [2^b, 2^(b+1)), so
+         * floor(b * log10(2)) is k or k - 1 (78913 / 2^18 just above log10(2)), and
+         * the loop below corrects it. */
+        int b = 63 - __builtin_clzll(m) + e;
+        int k = (b * 78913) >> 18;
         for (int tries = 0; tries < 4; tries++) {
                 int j = precision - k; /* |v| * 10^j has precision + 1 digits before its point */
                 if (j < 0 || j > 27)

@@ -165,8 +165,18 @@ int aj_parse_duration(const char *s, uint64_t *ret_ns)
         }
         if (total >= 9.2e18)
                 return -ERANGE;
-        *ret_ns = (uint64_t)llround(total);
+        *ret_ns = aj_round_u64(total);
         return 0;
+}
+
+uint64_t aj_round_u64(double x)
+{
+        if (!(x >= 0.5))
+                return 0;
+        if (x >= 18446744073709551616.0)
+                return UINT64_MAX;
+        uint64_t t = (uint64_t)x; /* truncates; exact from 2^52 up, where x is whole */
+        return t + (x - (double)t >= 0.5);
 }
 
 char *aj_format_size(uint64_t bytes, char *buf, size_t len)

@@ -17,6 +17,10 @@ int aj_parse_u64(const char *s, uint64_t *ret);
  * the blank Braille pattern) or a control character (C0, DEL, C1): the
  * broker's names and ids, the gateway's model names, wherever they are checked. */
 bool aj_plain_name(const char *s, size_t len, size_t max);
+/* x rounded to the nearest integer, halves away from zero, as llround() but unsigned and
+ * without libm (the supervisor maps no libm: its pages were a tenth of its RSS): 0 for
+ * anything below 0.5, NaN included; UINT64_MAX from 2^64 up. */
+uint64_t aj_round_u64(double x);
 /* Format bytes as "1.5G" style into buf; returns buf. */
 char *aj_format_size(uint64_t bytes, char *buf, size_t len);
 

@@ -478,6 +478,20 @@ else
 fi
 kill_bg
 
+# What a supervisor maps: libc and the dynamic loader, no other shared object. The libraries
+# agentjail uses are linked in, libssl is loaded only when a run first needs TLS, and libm is
+# not needed: each mapped object's pages count in every supervisor's RSS (libm's were 0.3 MiB).
+start_jail_bg --name maps -- ./probe sleep 30
+if rdir=$(wait_run_dir 10) && sup=$(jq -re .supervisor_pid "$rdir/run.json" 2>/dev/null); then
+        objs=$(awk '$6 ~ /\.so/ { n = split($6, p, "/"); print p[n] }' "/proc/$sup/maps" | sort -u)
+        like "$objs" '(^|'$'\n'')libc\.so' "the supervisor maps libc (the check reads its mappings)"
+        is "$(grep -v -e '^libc\.so' -e '^ld-linux' -e '^lib[almt]*san\.so' <<<"$objs")" "" \
+                "the supervisor maps no shared object but libc and the loader"
+else
+        fail "the jail for the supervisor's mappings started" "$(cat "$TEST_TMP/bg.err")"
+fi
+kill_bg
+
 # Later runs work normally after a supervisor crash.
 run_jail -- ./probe exit 7
 is "$JAIL_RC" 7 "a new run works after a supervisor was killed" || jail_diag

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -262,4 +263,40 @@ Test(json_locate, every_prefix_is_safe)
                         cr_expect_neq(r, 0, "prefix %zu found a value that is not there yet", len);
                 free(s);
         }
+}
+
+/* aj_round_u64() rounds as llround() does where llround()'s result is unsigned: halves away
+ * from zero, the largest double below 0.5 down, whole numbers past 2^53 as they are. */
+Test(parse, round_u64_as_llround)
+{
+        static const double cases[] = { 0.0,
+                                        0.49999999999999994,
+                                        0.5,
+                                        1.5,
+                                        2.5,
+                                        2.4999999999999996,
+                                        1e6 * 3.15,
+                                        4503599627370495.5,
+                                        4503599627370497.0,
+                                        9007199254740993.0,
+                                        123456789.5,
+                                        1e18 + 0.5 };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+                cr_expect_eq(aj_round_u64(cases[i]), (uint64_t)llround(cases[i]), "%a", cases[i]);
+        uint64_t x = 0x2545f4914f6cdd1dULL;
+        for (int i = 0; i < 1000000; i++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                double v = (double)(x >> (x % 62 + 2)) / (double)(1ULL << (x >> 58));
+                cr_assert_eq(aj_round_u64(v), (uint64_t)llround(v), "%a", v);
+        }
+        cr_expect_eq(aj_round_u64(9223372036854775808.0), 9223372036854775808ULL);
+        cr_expect_eq(aj_round_u64(18446744073709549568.0), 18446744073709549568ULL);
+        cr_expect_eq(aj_round_u64(18446744073709551616.0), UINT64_MAX);
+        cr_expect_eq(aj_round_u64(1e300), UINT64_MAX);
+        cr_expect_eq(aj_round_u64(-0.5), 0);
+        cr_expect_eq(aj_round_u64(-1e9), 0);
+        cr_expect_eq(aj_round_u64(__builtin_nan("")), 0);
+        cr_expect_eq(aj_round_u64(__builtin_inf()), UINT64_MAX);
 }
