@@ -163,7 +163,7 @@ struct AjProxy {
 /* proxy.c */
 void proxy_set_deadline_ms(Conn *c, uint64_t ms);
 void proxy_close_upstream(Conn *c);
-int proxy_bound_buffers(int fd);
+int proxy_socket_options(int fd);
 json_t *proxy_conn_json(const Conn *c);
 void proxy_emit(AjProxy *p, const char *type, json_t *fields);
 /* Answer with an error and close: an HTTP status or a SOCKS reply code. */

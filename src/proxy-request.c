@@ -133,7 +133,7 @@ static void connect_next(Conn *c)
                         return;
                 }
                 /* Before connect(): the window scale is chosen from the buffer at SYN time. */
-                int r = proxy_bound_buffers(fd);
+                int r = proxy_socket_options(fd);
                 if (r < 0) {
                         close(fd);
                         proxy_connect_failed(c, r);

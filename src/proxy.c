@@ -31,12 +31,17 @@ void proxy_close_upstream(Conn *c)
 
 /* ------------------------------------------------------------------ listeners */
 
-/* Fixed buffers (no autotuning past them): see AJ_PROXY_SOCKET_BUFFER. */
-int proxy_bound_buffers(int fd)
+/* What every socket the proxy relays gets, on both sides: fixed buffers (no autotuning past
+ * them: see AJ_PROXY_SOCKET_BUFFER), and TCP urgent data read inline, as the byte of the
+ * stream it is: out of line, the kernel holds the urgent byte apart, reads skip it, and the
+ * relay dropped it from the stream it passed on. A relay passes bytes, not TCP's urgent
+ * pointer (the byte arrives as ordinary data on the other side). */
+int proxy_socket_options(int fd)
 {
-        int size = AJ_PROXY_SOCKET_BUFFER;
+        int size = AJ_PROXY_SOCKET_BUFFER, one = 1;
         if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) < 0 ||
-            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) < 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)) < 0)
                 return negative_errno();
         return 0;
 }
@@ -66,7 +71,7 @@ int aj_proxy_listen_at(const char *address, uint16_t port, int *ret_fd)
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
                 return negative_errno();
         /* Accepted sockets inherit these, from their first segment on. */
-        int r = proxy_bound_buffers(fd);
+        int r = proxy_socket_options(fd);
         if (r < 0)
                 return r;
         if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
@@ -522,13 +527,14 @@ int aj_proxy_new_with_options(int http_fd, int socks_fd, const AjNetPolicy *poli
                 r = -ENOMEM;
                 goto fail;
         }
-        /* Accepted sockets inherit the listener's buffer bounds (the kernel clones them, with
-         * the lock that keeps autotuning off, from the first segment on), so they are set once,
+        /* Accepted sockets inherit the listener's options (the kernel clones the buffer bounds,
+         * with the lock that keeps autotuning off, and the inline urgent data, from the first
+         * segment on), so they are set once,
          * here, whoever made the listener: the jail's init does too, but closes its copy before
          * the agent runs, so after this no one but the supervisor can change them. */
         int lfds[] = { http_fd, socks_fd };
         for (size_t i = 0; i < ARRAY_SIZE(lfds); i++)
-                if (lfds[i] >= 0 && (r = proxy_bound_buffers(lfds[i])) < 0)
+                if (lfds[i] >= 0 && (r = proxy_socket_options(lfds[i])) < 0)
                         goto fail;
         r = aj_loop_new(&p->loop);
         if (r < 0)

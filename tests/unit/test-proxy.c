@@ -512,6 +512,13 @@ static void serve(int fd)
                 while ((n = read(fd, buf, sizeof(buf))) > 0)
                         if (write_full(fd, buf, (size_t)n) < 0)
                                 break;
+        } else if (strncmp(line, "urgent", 6) == 0) {
+                /* Data, an urgent byte, data: the client must read all three in order. */
+                write_full(fd, "xyz", 3);
+                usleep(20000);
+                send(fd, "!", 1, MSG_OOB);
+                usleep(20000);
+                write_full(fd, "uvw", 3);
         } else if (strncmp(line, "sink", 4) == 0) {
                 ssize_t n;
                 unsigned long long total = 0;
@@ -910,6 +917,52 @@ Test(live, connect_allowed_and_half_close)
         cr_expect(json_object_get(e, "duration_ms") != NULL);
         cr_expect_eq(charged, 23);
         cr_expect_eq(count_events("net.denied"), 0);
+        live_stop(&l);
+}
+
+/* TCP urgent data is relayed in the stream, in order, both ways: the proxy is a byte relay,
+ * and an urgent byte it did not read as data would stop its reads at the mark. */
+Test(live, urgent_data_relayed_in_the_stream)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[512];
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                int fd = http_connect(l.http_port, target, answer, sizeof(answer));
+                if (strncmp(answer, "HTTP/1.1 200 ", 13) != 0) {
+                        fprintf(stderr, "answer: %s\n", answer);
+                        _exit(1);
+                }
+                write_full(fd, "echo\nabc", 8);
+                usleep(20000);
+                if (send(fd, "!", 1, MSG_OOB) != 1)
+                        _exit(2);
+                usleep(20000);
+                write_full(fd, "def", 3);
+                shutdown(fd, SHUT_WR);
+                char buf[64] = "";
+                alarm(10);
+                ssize_t n = read_full(fd, buf, sizeof(buf) - 1);
+                if (n < 0 || strcmp(buf, "abc!def") != 0) {
+                        fprintf(stderr, "client's urgent byte: got \"%s\"\n", buf);
+                        _exit(3);
+                }
+                close(fd);
+                /* The server's: the proxy's upstream socket. */
+                fd = http_connect(l.http_port, target, answer, sizeof(answer));
+                write_full(fd, "urgent\n", 7);
+                memset(buf, 0, sizeof(buf));
+                n = read_full(fd, buf, sizeof(buf) - 1);
+                if (n < 0 || strcmp(buf, "xyz!uvw") != 0) {
+                        fprintf(stderr, "server's urgent byte: got \"%s\"\n", buf);
+                        _exit(4);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
         live_stop(&l);
 }
 
