@@ -249,9 +249,9 @@ static int short_digits(uint64_t m, int e, int precision, char *d, int *ret_x)
                                            298023223876953125ULL,
                                            1490116119384765625ULL,
                                            7450580596923828125ULL };
-        /* The decimal exponent from the binary one: |v| is in [2^b, 2^(b+1)), so
-         * floor(b * log10(2)) is k or k - 1 (78913 / 2^18 just above log10(2)), and
-         * the loop below corrects it. */
+        /* The decimal exponent from the binary one: |v| is in [2^b, 2^(b+1)), so k is
+         * floor(b * log10(2)) or one more; 78913 / 2^18 (just below log10(2), by 8e-7: at
+         * most 0.001 over b's range) may take one more off, and the loop below corrects it. */
         int b = 63 - __builtin_clzll(m) + e;
         int k = (b * 78913) >> 18;
         for (int tries = 0; tries < 4; tries++) {
