@@ -294,8 +294,52 @@ void aj_llm_output_bytes(AjLlmCall *c, json_t *o, const char *key)
 
 /* ---- the request ---- */
 
-/* Bytes of text in a request, and its base64 blobs (images, documents). */
-static void measure(json_t *v, const char *key, uint64_t *bytes, uint64_t *blobs)
+static bool member_is(json_t *o, const char *key, const char *value)
+{
+        const char *s = json_string_value(json_object_get(o, key));
+        return s && streq(s, value);
+}
+
+/* A data URL of base64 content ("data:image/png;base64,..."). */
+static bool base64_data_url(const char *s)
+{
+        if (strncasecmp(s, "data:", 5) != 0)
+                return false;
+        const char *comma = strchr(s, ',');
+        return comma && comma - s >= 12 && strncasecmp(comma - 7, ";base64", 7) == 0;
+}
+
+/* Whether the string `s`, member `key` of `parent` (itself member `pkey` of its own object),
+ * is binary content the provider reads as an image, a document or audio, estimated at
+ * AJ_LLM_BLOB_TOKENS whatever its size: the data of a base64 source (Anthropic's image or
+ * document), input_audio's data, and a base64 data URL where a part takes one (Chat's
+ * image_url.url and file.file_data, Responses' input_image's image_url and input_file's
+ * file_data). Anywhere else, and a plain-text document's data, it is text the provider
+ * reads as tokens: taken for an image by its key ("data") or its first bytes ("data:"),
+ * 600 KB of text were reserved as 1600 tokens, and 64 calls in flight could each spend
+ * 200,000 past a cap that their reservations fit. */
+static bool blob_at(const char *s, const char *key, json_t *parent, const char *pkey)
+{
+        if (!key || !parent)
+                return false;
+        if (streq(key, "data"))
+                return member_is(parent, "type", "base64") || (pkey && streq(pkey, "input_audio"));
+        if (!base64_data_url(s))
+                return false;
+        if (streq(key, "url"))
+                return pkey && streq(pkey, "image_url");
+        if (streq(key, "image_url"))
+                return member_is(parent, "type", "input_image");
+        if (streq(key, "file_data"))
+                return (pkey && streq(pkey, "file")) || member_is(parent, "type", "input_file");
+        return false;
+}
+
+/* Bytes of text in a request, and its base64 blobs (images, documents, audio): only in the
+ * conversation (`media`: under "messages" or "input"), where parts are read as such; a tool's
+ * schema shaped like an image part is text to the provider. */
+static void measure(json_t *v, const char *key, json_t *parent, const char *pkey, bool media, uint64_t *bytes,
+                    uint64_t *blobs)
 {
         const char *k;
         json_t *e;
@@ -304,21 +348,31 @@ static void measure(json_t *v, const char *key, uint64_t *bytes, uint64_t *blobs
         case JSON_OBJECT:
                 json_object_foreach (v, k, e) {
                         *bytes += strlen(k);
-                        measure(e, k, bytes, blobs);
+                        measure(e, k, v, key, media, bytes, blobs);
                 }
                 break;
         case JSON_ARRAY:
                 json_array_foreach (v, i, e)
-                        measure(e, NULL, bytes, blobs);
+                        measure(e, NULL, NULL, key, media, bytes, blobs);
                 break;
         case JSON_STRING:
-                if ((key && streq(key, "data")) || strncmp(json_string_value(v), "data:", 5) == 0)
+                if (media && blob_at(json_string_value(v), key, parent, pkey))
                         (*blobs)++;
                 else
                         *bytes += json_string_length(v);
                 break;
         default:
                 *bytes += 4;
+        }
+}
+
+static void measure_request(json_t *root, uint64_t *bytes, uint64_t *blobs)
+{
+        const char *k;
+        json_t *e;
+        json_object_foreach (root, k, e) {
+                *bytes += strlen(k);
+                measure(e, k, root, NULL, streq(k, "messages") || streq(k, "input"), bytes, blobs);
         }
 }
 
@@ -1233,7 +1287,7 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         rate_members_of(c, root);
         tool_results_of(c->api, root, u);
         uint64_t bytes = 0, blobs = 0;
-        measure(root, NULL, &bytes, &blobs);
+        measure_request(root, &bytes, &blobs);
         u->prompt_estimate = (bytes + AJ_LLM_BYTES_PER_TOKEN - 1) / AJ_LLM_BYTES_PER_TOKEN + blobs * AJ_LLM_BLOB_TOKENS;
         json_decref(root);
         return 0;
