@@ -117,3 +117,7 @@ bool aj_llm_chat_event(AjLlmCall *c, json_t *root);
 void aj_llm_chat_body(AjLlmCall *c, json_t *root);
 void aj_llm_responses_event(AjLlmCall *c, const char *type, json_t *root);
 void aj_llm_responses_body(AjLlmCall *c, json_t *root);
+/* The body with `member` ("KEY":VALUE,) after its first '{', the client's bytes otherwise
+ * unchanged (numbers are not re-printed): 1 with *ret_body malloc'd. The object must not be
+ * empty (a request names its model). */
+int aj_llm_insert_member(const char *body, size_t len, const char *member, char **ret_body, size_t *ret_len);

@@ -508,27 +508,30 @@ void aj_llm_responses_body(AjLlmCall *c, json_t *root)
         final_response(c, root);
 }
 
-/* ---- the chat request rewrite ---- */
+/* ---- the request rewrites ---- */
 
-/* The body with `"stream_options":{"include_usage":true},` after its first '{': the
- * client's bytes otherwise unchanged (numbers are not re-printed). */
-static int insert_options(const char *body, size_t len, char **ret_body, size_t *ret_len)
+int aj_llm_insert_member(const char *body, size_t len, const char *member, char **ret_body, size_t *ret_len)
 {
-        static const char opts[] = "\"stream_options\":{\"include_usage\":true},";
+        size_t m = strlen(member);
         const char *brace = memchr(body, '{', len);
         if (!brace)
                 return -EINVAL;
-        size_t head = (size_t)(brace - body) + 1, n = len + sizeof(opts) - 1;
+        size_t head = (size_t)(brace - body) + 1, n = len + m;
         char *out = malloc(n + 1);
         if (!out)
                 return -ENOMEM;
         memcpy(out, body, head);
-        memcpy(out + head, opts, sizeof(opts) - 1);
-        memcpy(out + head + sizeof(opts) - 1, body + head, len - head);
+        memcpy(out + head, member, m);
+        memcpy(out + head + m, body + head, len - head);
         out[n] = '\0';
         *ret_body = out;
         *ret_len = n;
         return 1;
+}
+
+static int insert_options(const char *body, size_t len, char **ret_body, size_t *ret_len)
+{
+        return aj_llm_insert_member(body, len, "\"stream_options\":{\"include_usage\":true},", ret_body, ret_len);
 }
 
 /* stream_options is there without include_usage true: set it, re-printing the body. */

@@ -398,20 +398,24 @@ static int whole_of(json_t *v, uint64_t *ret)
 /* The output limit: the larger of the members naming it (a server reads one or the other:
  * vLLM max_completion_tokens first, others max_tokens), 0 when none is set. -EINVAL with
  * *ret_key the member when one is not a whole number (whole_of()). */
+/* The output limits of each API, the one the gateway sets first (aj_llm_set_output_limit()). */
+static const char *const output_limit_keys[_AJ_LLM_API_MAX][2] = {
+        [AJ_LLM_API_ANTHROPIC_MESSAGES] = { "max_tokens", NULL },
+        [AJ_LLM_API_ANTHROPIC_COUNT_TOKENS] = { NULL, NULL },
+        /* max_tokens is the older name of max_completion_tokens, which OpenAI's reasoning
+         * models take (they refuse max_tokens). */
+        [AJ_LLM_API_OPENAI_CHAT] = { "max_completion_tokens", "max_tokens" },
+        [AJ_LLM_API_OPENAI_RESPONSES] = { "max_output_tokens", NULL },
+};
+
 static int max_output_of(AjLlmApi api, json_t *root, uint64_t *ret, const char **ret_key)
 {
-        static const char *const keys[_AJ_LLM_API_MAX][2] = {
-                [AJ_LLM_API_ANTHROPIC_MESSAGES] = { "max_tokens", NULL },
-                [AJ_LLM_API_ANTHROPIC_COUNT_TOKENS] = { NULL, NULL },
-                /* max_tokens is the older name of max_completion_tokens. */
-                [AJ_LLM_API_OPENAI_CHAT] = { "max_completion_tokens", "max_tokens" },
-                [AJ_LLM_API_OPENAI_RESPONSES] = { "max_output_tokens", NULL },
-        };
+        const char *const *keys = output_limit_keys[api];
         uint64_t most = 0, v;
-        for (size_t i = 0; i < 2 && keys[api][i]; i++) {
-                int r = whole_of(json_object_get(root, keys[api][i]), &v);
+        for (size_t i = 0; i < 2 && keys[i]; i++) {
+                int r = whole_of(json_object_get(root, keys[i]), &v);
                 if (r < 0) {
-                        *ret_key = keys[api][i];
+                        *ret_key = keys[i];
                         return -EINVAL;
                 }
                 if (r > 0 && v > most)
@@ -419,6 +423,39 @@ static int max_output_of(AjLlmApi api, json_t *root, uint64_t *ret, const char *
         }
         *ret = most;
         return 0;
+}
+
+int aj_llm_set_output_limit(AjLlmApi api, const void *body, size_t len, uint64_t limit, char **ret_body,
+                            size_t *ret_len)
+{
+        const char *key = api >= 0 && api < _AJ_LLM_API_MAX ? output_limit_keys[api][0] : NULL;
+        const char *why;
+        if (!key)
+                return -EINVAL;
+        int r = aj_llm_json_bounded(body, len, &why);
+        if (r < 0)
+                return r;
+        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(root))
+                r = -EINVAL;
+        else if (!json_object_get(root, key)) {
+                char member[64];
+                snprintf(member, sizeof(member), "\"%s\":%llu,", key, (unsigned long long)limit);
+                r = aj_llm_insert_member(body, len, member, ret_body, ret_len);
+        } else {
+                /* There as no limit (null, a negative number, 0): set, the body re-printed. */
+                char *out;
+                if (json_object_set_new(root, key, json_integer((json_int_t)limit)) < 0 ||
+                    !(out = json_dumps(root, JSON_COMPACT)))
+                        r = -ENOMEM;
+                else {
+                        *ret_body = out;
+                        *ret_len = strlen(out);
+                        r = 1;
+                }
+        }
+        json_decref(root);
+        return r;
 }
 
 /* How many answers the request asks for ("n", and "best_of" that OpenAI-compatible servers

@@ -165,6 +165,31 @@ static bool model_capped(const AjMeter *m)
         return false;
 }
 
+/* Whether the run caps what model calls spend (tokens, cost). */
+static bool spend_capped(const AjMeter *m)
+{
+        const AjMeterCaps *c = aj_meter_caps(m);
+        return c->set[AJ_CAP_TOKENS] || c->set[AJ_CAP_COST_USD];
+}
+
+/* A request without an output limit is reserved AJ_SUP_LLM_DEFAULT_MAX_OUTPUT tokens an
+ * answer, but the model may write up to its own maximum (128,000 for OpenAI's reasoning
+ * models, whose hidden tokens no stream shows before its usage), and every call in flight
+ * as much: the limit reserved is set in the request, so the provider stops there. */
+static int set_output_limit(AjSupLlmCall *cs, const AjGatewayRequest *req, AjGatewayVerdict *v)
+{
+        char *body = NULL;
+        size_t len = 0;
+        int r = aj_llm_set_output_limit(cs->api, v->body ? v->body : req->body, v->body ? v->body_len : req->body_len,
+                                        AJ_SUP_LLM_DEFAULT_MAX_OUTPUT, &body, &len);
+        if (r <= 0)
+                return r == -ENOMEM ? r : 0; /* the body was read: nothing else can fail */
+        free(v->body);
+        v->body = body;
+        v->body_len = len;
+        return 0;
+}
+
 static uint64_t mul_sat(uint64_t a, uint64_t b) { return b && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
 
 /* The gate's backstop (run --hooks): a request that hands back the result of a tool call
@@ -300,6 +325,8 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                 refuse(v, pr, 400, "agentjail gateway", "stream_options must be an object");
                 return 0;
         }
+        if (!u->max_output_tokens && spend_capped(cs->l->meter) && (r = set_output_limit(cs, req, v)) < 0)
+                return r;
         /* Each of the answers asked for ("n") may be as long as the limit: the provider bills
          * them all, so the worst case is all of them. */
         uint64_t per_answer = u->max_output_tokens ? u->max_output_tokens : AJ_SUP_LLM_DEFAULT_MAX_OUTPUT;
