@@ -300,38 +300,28 @@ static bool member_is(json_t *o, const char *key, const char *value)
         return s && streq(s, value);
 }
 
-/* A data URL of base64 content ("data:image/png;base64,..."). */
-static bool base64_data_url(const char *s)
-{
-        if (strncasecmp(s, "data:", 5) != 0)
-                return false;
-        const char *comma = strchr(s, ',');
-        return comma && comma - s >= 12 && strncasecmp(comma - 7, ";base64", 7) == 0;
-}
-
 /* Whether the string `s`, member `key` of `parent` (itself member `pkey` of its own object),
- * is binary content the provider reads as an image, a document or audio, estimated at
- * AJ_LLM_BLOB_TOKENS whatever its size: the data of a base64 source (Anthropic's image or
- * document), input_audio's data, and a base64 data URL where a part takes one (Chat's
- * image_url.url and file.file_data, Responses' input_image's image_url and input_file's
- * file_data). Anywhere else, and a plain-text document's data, it is text the provider
- * reads as tokens: taken for an image by its key ("data") or its first bytes ("data:"),
- * 600 KB of text were reserved as 1600 tokens, and 64 calls in flight could each spend
- * 200,000 past a cap that their reservations fit. */
-static bool blob_at(const char *s, const char *key, json_t *parent, const char *pkey)
+ * gives the content of an image, document, file or audio part, estimated at
+ * AJ_LLM_BLOB_TOKENS whatever its size, since the provider reads it as such however it is
+ * given: the data of a base64 source (Anthropic's), input_audio's data, Chat's
+ * image_url.url and file.file_data / file_id, Responses' input_image image_url / file_id
+ * and input_file file_data / file_url / file_id, Anthropic's url and file sources. Anywhere
+ * else, and a plain-text document's data, it is text the provider reads as tokens: taken
+ * for an image by its key ("data") or its first bytes ("data:"), 600 KB of text were
+ * reserved as 1600 tokens; and an image given by URL or file id counted its few bytes. */
+static bool blob_at(const char *key, json_t *parent, const char *pkey)
 {
         if (!key || !parent)
                 return false;
         if (streq(key, "data"))
                 return member_is(parent, "type", "base64") || (pkey && streq(pkey, "input_audio"));
-        if (!base64_data_url(s))
-                return false;
         if (streq(key, "url"))
-                return pkey && streq(pkey, "image_url");
+                return (pkey && streq(pkey, "image_url")) || member_is(parent, "type", "url");
         if (streq(key, "image_url"))
                 return member_is(parent, "type", "input_image");
-        if (streq(key, "file_data"))
-                return (pkey && streq(pkey, "file")) || member_is(parent, "type", "input_file");
+        if (streq(key, "file_data") || streq(key, "file_url") || streq(key, "file_id"))
+                return (pkey && streq(pkey, "file")) || member_is(parent, "type", "input_file") ||
+                       member_is(parent, "type", "input_image") || member_is(parent, "type", "file");
         return false;
 }
 
@@ -356,7 +346,7 @@ static void measure(json_t *v, const char *key, json_t *parent, const char *pkey
                         measure(e, NULL, NULL, key, media, bytes, blobs);
                 break;
         case JSON_STRING:
-                if (media && blob_at(json_string_value(v), key, parent, pkey))
+                if (media && blob_at(key, parent, pkey))
                         (*blobs)++;
                 else
                         *bytes += json_string_length(v);

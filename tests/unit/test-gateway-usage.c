@@ -847,6 +847,19 @@ Test(gateway_usage, prompt_estimate_blobs_are_parts)
                   "\"image_url\":\"data:image/jpeg;base64,%s\"},{\"type\":\"input_file\",\"file_data\":"
                   "\"data:application/pdf;base64,%s\"}]}]}",
                   true },
+                /* An image or file given by URL or id is one too, not its few bytes. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":"
+                  "{\"type\":\"url\",\"url\":\"https://example.com/\"}}]}]}",
+                  true },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+                  "\"image_url\":{\"url\":\"https://example.com/a.png\"}}]}]}",
+                  true },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\","
+                  "\"file_id\":\"file-1\"}]}]}",
+                  true },
                 /* Text. */
                 { AJ_LLM_API_OPENAI_CHAT,
                   "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"data: %s\"}]}", false },
