@@ -1187,6 +1187,7 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "provider",
                 "previous_response_id",
                 "conversation",
+                "prediction",
         };
         static const char *const opts[] = { "include_usage" };
         /* "tools": a namespace's (free_namespace()), whose members are checked as a tool's. The
@@ -1316,6 +1317,13 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         uint64_t bytes = 0, blobs = 0;
         measure_request(root, &bytes, &blobs);
         u->prompt_estimate = (bytes + AJ_LLM_BYTES_PER_TOKEN - 1) / AJ_LLM_BYTES_PER_TOKEN + blobs * AJ_LLM_BLOB_TOKENS;
+        /* Predicted Outputs: what the model rejects of the prediction is billed as output. */
+        json_t *prediction = json_object_get(root, "prediction");
+        if (c->api == AJ_LLM_API_OPENAI_CHAT && prediction && !json_is_null(prediction)) {
+                uint64_t pbytes = 0, pblobs = 0;
+                measure(prediction, "prediction", root, NULL, false, &pbytes, &pblobs);
+                u->prediction_tokens = (pbytes + AJ_LLM_BYTES_PER_TOKEN - 1) / AJ_LLM_BYTES_PER_TOKEN;
+        }
         json_decref(root);
         return 0;
 }

@@ -97,6 +97,9 @@ typedef struct {
         /* The answers the model writes, each up to max_output_tokens: "n" or "best_of",
          * the larger (Chat Completions, OpenAI-compatible servers); 1 when neither is set. */
         uint64_t choices;
+        /* A Chat request's "prediction" (Predicted Outputs), estimated as the prompt is: the
+         * tokens of it the model does not take are billed as output, past any output limit. */
+        uint64_t prediction_tokens;
         /* "background" set: the provider answers at once and runs the model afterwards;
          * the output is fetched later (GET /v1/responses/ID), where no call is metered. */
         bool background;

@@ -191,6 +191,7 @@ static int set_output_limit(AjSupLlmCall *cs, const AjGatewayRequest *req, AjGat
 }
 
 static uint64_t mul_sat(uint64_t a, uint64_t b) { return b && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 /* The gate's backstop (run --hooks): a request that hands back the result of a tool call
  * the model asked for (the gateway counted it) but the broker never judged means the
@@ -338,7 +339,8 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                                                                                : searches + AJ_SUP_LLM_DEFAULT_SEARCHES;
         cs->worst = (AjMeterUsage){ .model = cs->model,
                                     .input = u->prompt_estimate,
-                                    .output = mul_sat(per_answer, u->choices ? u->choices : 1),
+                                    .output = sat_add(mul_sat(per_answer, u->choices ? u->choices : 1),
+                                                      mul_sat(u->prediction_tokens, u->choices ? u->choices : 1)),
                                     .web_searches = searches };
         /* The dearest endpoint OpenRouter's routing may pick, where the request bounds it. */
         if (u->max_price_set) {

@@ -516,6 +516,39 @@ Test(supervisor_llm, the_output_limit_reserved_is_set_in_the_request)
         }
 }
 
+/* A Chat request's prediction (Predicted Outputs) is reserved as output too: the tokens of it
+ * the model rejects are billed as output, past the output limit, and were reserved only as
+ * the prompt's (10,000 tokens of prediction with max_tokens 10 fitted a cap of 15,000). */
+Test(supervisor_llm, a_prediction_is_reserved_as_output)
+{
+        Fixture f;
+        setup(&f, "tokens=15000");
+        static char body[40000];
+        char text[30001];
+        memset(text, 'a', sizeof(text) - 1);
+        text[sizeof(text) - 1] = '\0';
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[],\"prediction\":{\"type\":\"content\","
+                 "\"content\":\"%s\"}}",
+                 text);
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/chat/completions", body, &v);
+        cr_expect_eq(v.status, 429, "%s", v.message);
+        free(v.body);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        /* Without it, the same request fits. */
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"%s\"}]}",
+                 text);
+        request(&f, &call, &openai, "/v1/chat/completions", body, &v);
+        cr_expect_eq(v.status, 0, "%s", v.message);
+        free(v.body);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
+        teardown(&f);
+}
+
 /* A reply asking for get_weather `n` times, with the arguments `input` (a JSON object). */
 static char *tool_reply(int n, const char *input)
 {
