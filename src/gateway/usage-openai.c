@@ -388,11 +388,25 @@ static void responses_usage(AjLlmCall *c, json_t *usage)
 }
 
 /* A final response object: usage, status, why it stopped. */
+/* The response's id, which a later request's previous_response_id may name. */
+static void response_id(AjLlmCall *c, json_t *resp)
+{
+        const char *id = json_string_value(json_object_get(resp, "id"));
+        if (!id || (c->u.response_id && streq(c->u.response_id, id)))
+                return;
+        char *d = strdup(id);
+        if (!d)
+                return;
+        free(c->u.response_id);
+        c->u.response_id = d;
+}
+
 static void final_response(AjLlmCall *c, json_t *resp)
 {
         AjLlmUsage *u = &c->u;
         const char *status = json_string_value(json_object_get(resp, "status"));
         aj_llm_set_name(&u->response_model, json_string_value(json_object_get(resp, "model")));
+        response_id(c, resp);
         responses_usage(c, json_object_get(resp, "usage"));
         if (status && streq(status, "incomplete")) {
                 const char *why = json_string_value(
@@ -480,6 +494,7 @@ static bool args_event(AjLlmCall *c, const char *type, json_t *root)
 void aj_llm_responses_event(AjLlmCall *c, const char *type, json_t *root)
 {
         if (streq(type, "response.created") || streq(type, "response.in_progress")) {
+                response_id(c, json_object_get(root, "response"));
                 if (!c->u.response_model)
                         aj_llm_set_name(&c->u.response_model,
                                         json_string_value(json_object_get(json_object_get(root, "response"), "model")));

@@ -106,6 +106,8 @@ void aj_llm_call_free(AjLlmCall *c)
         free(u->unmetered);
         free(u->unknown_variant);
         free(u->response_model);
+        free(u->response_id);
+        free(u->previous_response_id);
         free(u->stop_reason);
         for (size_t i = 0; i < u->n_tool_calls; i++) {
                 free(u->tool_calls[i]);
@@ -1317,6 +1319,15 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         uint64_t bytes = 0, blobs = 0;
         measure_request(root, &bytes, &blobs);
         u->prompt_estimate = (bytes + AJ_LLM_BYTES_PER_TOKEN - 1) / AJ_LLM_BYTES_PER_TOKEN + blobs * AJ_LLM_BLOB_TOKENS;
+        /* The input the provider holds (Responses): billed, not in the body. */
+        json_t *previous = json_object_get(root, "previous_response_id");
+        json_t *conversation = json_object_get(root, "conversation");
+        if (c->api == AJ_LLM_API_OPENAI_RESPONSES) {
+                if (json_is_string(previous))
+                        u->previous_response_id = strdup(json_string_value(previous));
+                u->held_input_unknown = (previous && !json_is_null(previous) && !json_is_string(previous)) ||
+                                        (conversation && !json_is_null(conversation));
+        }
         /* Predicted Outputs: what the model rejects of the prediction is billed as output. */
         json_t *prediction = json_object_get(root, "prediction");
         if (c->api == AJ_LLM_API_OPENAI_CHAT && prediction && !json_is_null(prediction)) {

@@ -100,6 +100,11 @@ typedef struct {
         /* A Chat request's "prediction" (Predicted Outputs), estimated as the prompt is: the
          * tokens of it the model does not take are billed as output, past any output limit. */
         uint64_t prediction_tokens;
+        /* Responses: the input the provider holds for the request, billed as its input but not
+         * in its body: the response a previous_response_id names (its text, NULL: none), a
+         * conversation (its items; or a previous_response_id that is not a string). */
+        char *previous_response_id;
+        bool held_input_unknown;
         /* "background" set: the provider answers at once and runs the model afterwards;
          * the output is fetched later (GET /v1/responses/ID), where no call is metered. */
         bool background;
@@ -196,6 +201,7 @@ typedef struct {
         /* From the response. */
         int status;
         char *response_model;   /* the model that answered (often a dated snapshot) */
+        char *response_id;      /* Responses: the response's "id", which a later request may continue */
         bool input_reported;    /* the provider reported the input tokens */
         bool output_reported;   /* ... and its final count of output tokens */
         uint64_t input_tokens;  /* ALL input: uncached + cache reads + cache writes */

@@ -234,6 +234,29 @@ static void check_gate(AjSupLlmCall *cs, const AjGatewayProvider *pr, AjGatewayV
         }
 }
 
+/* The tokens the provider holds for a response this run saw (its input and output, which a
+ * request continuing it is billed as input): false when it is not one of the last
+ * AJ_SUP_LLM_HELD_RESPONSES. */
+static bool held_tokens(const AjSupLlm *l, const char *id, uint64_t *ret)
+{
+        uint8_t key[AJ_SHA256_SIZE];
+        aj_sha256(id, strlen(id), key);
+        for (size_t i = 0; i < ARRAY_SIZE(l->responses); i++)
+                if (memcmp(l->responses[i].id, key, sizeof(key)) == 0 && l->responses[i].tokens) {
+                        *ret = l->responses[i].tokens;
+                        return true;
+                }
+        return false;
+}
+
+static void hold_response(AjSupLlm *l, const char *id, uint64_t tokens)
+{
+        size_t i = l->responses_next;
+        aj_sha256(id, strlen(id), l->responses[i].id);
+        l->responses[i].tokens = tokens ? tokens : 1;
+        l->responses_next = (i + 1) % ARRAY_SIZE(l->responses);
+}
+
 /* The request read: 0, or the verdict set (refused). */
 static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const char *method, const char *path,
                         const AjGatewayRequest *req, AjGatewayVerdict *v)
@@ -328,6 +351,20 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         }
         if (!u->max_output_tokens && spend_capped(cs->l->meter) && (r = set_output_limit(cs, req, v)) < 0)
                 return r;
+        /* A request continuing a response the provider stored (previous_response_id) is billed
+         * that response's input and output again as its own input: reserved as this run saw
+         * them. One the gateway did not see (another run's, evicted), or a conversation, whose
+         * items no response here tells, holds input it cannot count before the call. */
+        uint64_t held = 0;
+        if ((u->previous_response_id || u->held_input_unknown) &&
+            (u->held_input_unknown || !held_tokens(cs->l, u->previous_response_id, &held)) &&
+            spend_capped(cs->l->meter)) {
+                refuse(v, pr, 403, "agentjail gateway",
+                       "a previous_response_id of a response this run did not see, or a conversation, holds input "
+                       "the provider bills that the gateway cannot count before the call: refused under the run's "
+                       "tokens or cost cap (send the input whole)");
+                return 0;
+        }
         /* Each of the answers asked for ("n") may be as long as the limit: the provider bills
          * them all, so the worst case is all of them. */
         uint64_t per_answer = u->max_output_tokens ? u->max_output_tokens : AJ_SUP_LLM_DEFAULT_MAX_OUTPUT;
@@ -338,7 +375,7 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                 searches = searches > UINT64_MAX - AJ_SUP_LLM_DEFAULT_SEARCHES ? UINT64_MAX
                                                                                : searches + AJ_SUP_LLM_DEFAULT_SEARCHES;
         cs->worst = (AjMeterUsage){ .model = cs->model,
-                                    .input = u->prompt_estimate,
+                                    .input = sat_add(u->prompt_estimate, held),
                                     .output = sat_add(mul_sat(per_answer, u->choices ? u->choices : 1),
                                                       mul_sat(u->prediction_tokens, u->choices ? u->choices : 1)),
                                     .web_searches = searches };
@@ -763,6 +800,8 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                         cs->reserved = false;
                         aj_sup_llm_account(l, call->provider->name, m.model, &m, d.cost_pusd);
                 }
+                if (u->response_id && cs->status / 100 == 2)
+                        hold_response(l, u->response_id, sat_add(m.input, m.output));
         }
         if (ev) {
                 json_object_set_new(ev, "call_id", json_integer((json_int_t)call->id));

@@ -549,6 +549,51 @@ Test(supervisor_llm, a_prediction_is_reserved_as_output)
         teardown(&f);
 }
 
+/* A Responses request continuing a stored response (previous_response_id) is billed that
+ * response's input and output again as input, which its body does not show: reserved as the
+ * run saw them; one the run did not see, and a conversation, refused under a token or cost
+ * cap (they were reserved as the few bytes of their new input). */
+Test(supervisor_llm, input_the_provider_holds_is_reserved)
+{
+        for (int capped = 0; capped < 2; capped++) {
+                Fixture f;
+                setup(&f, capped ? "tokens=100000" : "tool_calls=100");
+                AjGatewayCall call;
+                AjGatewayVerdict v;
+                static const char *const unseen[] = {
+                        "{\"model\":\"claude-test\",\"input\":\"hi\",\"previous_response_id\":\"resp_other\"}",
+                        "{\"model\":\"claude-test\",\"input\":\"hi\",\"conversation\":\"conv_1\"}",
+                        "{\"model\":\"claude-test\",\"input\":\"hi\",\"previous_response_id\":7}",
+                };
+                for (size_t i = 0; i < ARRAY_SIZE(unseen); i++) {
+                        request(&f, &call, &openai, "/v1/responses", unseen[i], &v);
+                        cr_expect_eq(v.status, capped ? 403 : 0, "%s: %s", unseen[i], v.message);
+                        free(v.body);
+                        f.obs.on_done(f.obs.userdata, &call, capped ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
+                }
+                request(&f, &call, &openai, "/v1/responses",
+                        "{\"model\":\"claude-test\",\"input\":\"hi\",\"max_output_tokens\":10}", &v);
+                cr_assert_eq(v.status, 0, "%s", v.message);
+                free(v.body);
+                respond(&f, &call, "application/json",
+                        "{\"id\":\"resp_1\",\"model\":\"claude-test\",\"status\":\"completed\",\"output\":[],"
+                        "\"usage\":{\"input_tokens\":50000,\"output_tokens\":10}}",
+                        AJ_GATEWAY_COMPLETED);
+                /* 50,010 used, and 50,010 held for resp_1 besides the new input: past 100,000. */
+                request(&f, &call, &openai, "/v1/responses",
+                        "{\"model\":\"claude-test\",\"input\":\"more\",\"max_output_tokens\":10,"
+                        "\"previous_response_id\":\"resp_1\"}",
+                        &v);
+                cr_expect_eq(v.status, capped ? 429 : 0, "%s", v.message);
+                json_t *rq = last_event("llm.request");
+                const char *why = json_string_value(json_object_get(rq, "reason")) ?: "";
+                cr_expect(!capped || strstr(why, "would be 10"), "%s", why);
+                free(v.body);
+                f.obs.on_done(f.obs.userdata, &call, capped ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
+                teardown(&f);
+        }
+}
+
 /* A reply asking for get_weather `n` times, with the arguments `input` (a JSON object). */
 static char *tool_reply(int n, const char *input)
 {
