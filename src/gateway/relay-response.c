@@ -176,8 +176,10 @@ static int emit(GwConn *c, const void *buf, size_t n, bool end)
         _cleanup_free_ char *w = malloc(len ? len : 1);
         if (!w)
                 return -ENOMEM;
-        memcpy(w, c->scrub_held, c->scrub_len);
-        memcpy(w + c->scrub_len, buf, n);
+        if (c->scrub_len)
+                memcpy(w, c->scrub_held, c->scrub_len);
+        if (n)
+                memcpy(w + c->scrub_len, buf, n);
         for (char *p = w; (p = memmem(p, len - (size_t)(p - w), key, k)); p += k)
                 memset(p, '*', k);
         size_t hold = 0;

@@ -481,6 +481,10 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                 aj_meter_settle(l->meter, &cs->res, false);
                 cs->reserved = false;
         }
+        if (cs->refused) { /* a body rewritten before the refusal is not sent */
+                free(v->body);
+                v->body = NULL;
+        }
         report_breach(cs, &d, pr->name);
 }
 

@@ -1147,6 +1147,7 @@ Test(supervisor_llm, unmetered_billing_refused_under_a_cost_cap)
                 setup(&f, "tokens=100000");
                 request(&f, &call, &openai, "/v1/chat/completions", bodies[i], &v);
                 cr_expect_eq(v.status, 0, "%s: %s", bodies[i], v.message);
+                free(v.body);
                 f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
                 teardown(&f);
         }
