@@ -549,11 +549,26 @@ static int insert_options(const char *body, size_t len, char **ret_body, size_t 
         return aj_llm_insert_member(body, len, "\"stream_options\":{\"include_usage\":true},", ret_body, ret_len);
 }
 
-/* stream_options is there without include_usage true: set it, re-printing the body. */
-static int set_include_usage(json_t *root, json_t *opts, char **ret_body, size_t *ret_len)
+int aj_llm_request_root(const void *body, size_t len, json_t **ret)
+{
+        const char *why;
+        int r = aj_llm_json_bounded(body, len, &why);
+        if (r < 0)
+                return r;
+        /* Duplicate keys are refused: the provider's parser might read the other one. */
+        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(root)) {
+                json_decref(root);
+                return -EINVAL;
+        }
+        *ret = root;
+        return 0;
+}
+
+int aj_llm_set_and_print(json_t *root, json_t *o, const char *key, json_t *value, char **ret_body, size_t *ret_len)
 {
         char *out;
-        if (json_object_set_new(opts, "include_usage", json_true()) < 0 || !(out = json_dumps(root, JSON_COMPACT)))
+        if (json_object_set_new(o, key, value) < 0 || !(out = json_dumps(root, JSON_COMPACT)))
                 return -ENOMEM;
         *ret_len = strlen(out);
         *ret_body = out;
@@ -562,22 +577,19 @@ static int set_include_usage(json_t *root, json_t *opts, char **ret_body, size_t
 
 int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len)
 {
-        const char *why;
-        int r = aj_llm_json_bounded(body, len, &why);
+        json_t *root = NULL;
+        int r = aj_llm_request_root(body, len, &root);
         if (r < 0)
                 return r;
-        /* Duplicate keys are refused: the provider's parser might read the other one. */
-        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-        if (!json_is_object(root))
-                r = -EINVAL;
-        else if (json_is_true(json_object_get(root, "stream"))) {
+        if (json_is_true(json_object_get(root, "stream"))) {
                 json_t *opts = json_object_get(root, "stream_options");
                 if (!opts)
                         r = insert_options(body, len, ret_body, ret_len);
                 else if (!json_is_object(opts))
                         r = -EINVAL;
                 else if (!json_is_true(json_object_get(opts, "include_usage")))
-                        r = set_include_usage(root, opts, ret_body, ret_len);
+                        /* There without include_usage true: set, the body re-printed. */
+                        r = aj_llm_set_and_print(root, opts, "include_usage", json_true(), ret_body, ret_len);
         }
         json_decref(root);
         return r;

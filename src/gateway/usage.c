@@ -421,31 +421,18 @@ int aj_llm_set_output_limit(AjLlmApi api, const void *body, size_t len, uint64_t
                             size_t *ret_len)
 {
         const char *key = api >= 0 && api < _AJ_LLM_API_MAX ? output_limit_keys[api][0] : NULL;
-        const char *why;
+        json_t *root = NULL;
         if (!key)
                 return -EINVAL;
-        int r = aj_llm_json_bounded(body, len, &why);
+        int r = aj_llm_request_root(body, len, &root);
         if (r < 0)
                 return r;
-        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-        if (!json_is_object(root))
-                r = -EINVAL;
-        else if (!json_object_get(root, key)) {
+        if (!json_object_get(root, key)) {
                 char member[64];
                 snprintf(member, sizeof(member), "\"%s\":%llu,", key, (unsigned long long)limit);
                 r = aj_llm_insert_member(body, len, member, ret_body, ret_len);
-        } else {
-                /* There as no limit (null, a negative number, 0): set, the body re-printed. */
-                char *out;
-                if (json_object_set_new(root, key, json_integer((json_int_t)limit)) < 0 ||
-                    !(out = json_dumps(root, JSON_COMPACT)))
-                        r = -ENOMEM;
-                else {
-                        *ret_body = out;
-                        *ret_len = strlen(out);
-                        r = 1;
-                }
-        }
+        } else /* there as no limit (null, a negative number, 0): set, the body re-printed */
+                r = aj_llm_set_and_print(root, root, key, json_integer((json_int_t)limit), ret_body, ret_len);
         json_decref(root);
         return r;
 }

@@ -347,6 +347,35 @@ static void send_chunk(int fd, const char *s)
         cr_assert_eq(send(fd, b, (size_t)n, MSG_NOSIGNAL), n);
 }
 
+/* An agent connected to the gateway at `gport`, having sent `rq`. */
+static int agent_connect(uint16_t gport, const char *rq)
+{
+        int agent = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = { .sin_family = AF_INET,
+                                 .sin_port = htons(gport),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        cr_assert_eq(connect(agent, (struct sockaddr *)&a, sizeof(a)), 0);
+        cr_assert_eq(send(agent, rq, strlen(rq), 0), (ssize_t)strlen(rq));
+        return agent;
+}
+
+/* The provider's side of the call, accepted on `pl`, once it read up to `until` (its bytes in
+ * got, got_len). */
+static int provider_reads(AjGateway *gw, int pl, const char *until, char *got, size_t size, size_t *got_len)
+{
+        int up = -1;
+        *got_len = 0;
+        for (int i = 0; i < 200 && !memmem(got, *got_len, until, strlen(until)); i++) {
+                turn(gw);
+                if (up < 0)
+                        up = accept4(pl, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                ssize_t n = up >= 0 ? recv(up, got + *got_len, size - *got_len, 0) : -1;
+                if (n > 0)
+                        *got_len += (size_t)n;
+        }
+        return up;
+}
+
 /* A call whose agent closes (rst: resets) its connection after the provider sent the
  * head and the first event, before the relay read more; whole: the provider had sent
  * the rest too (first: before the agent closed; the relay then finds out on writing).
@@ -365,26 +394,12 @@ static Seen agent_leaves(bool whole, bool rst, bool first)
         _cleanup_(aj_error_clear) AjError err = {};
         cr_assert_eq(aj_gateway_new(gl, &p, 1, &obs, NULL, &gw, &err), 0, "%s", aj_error_text(&err, 0));
 
-        int agent = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in a = { .sin_family = AF_INET,
-                                 .sin_port = htons(gport),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        cr_assert_eq(connect(agent, (struct sockaddr *)&a, sizeof(a)), 0);
-        static const char rq[] = "POST /fake/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
-        cr_assert_eq(send(agent, rq, sizeof(rq) - 1, 0), (ssize_t)sizeof(rq) - 1);
+        int agent = agent_connect(gport, "POST /fake/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
 
         /* The provider accepts and reads the request whole. */
-        int up = -1;
         char got[4096];
-        size_t got_len = 0;
-        for (int i = 0; i < 200 && !(got_len >= 4 && memmem(got, got_len, "\r\n\r\n{}", 6)); i++) {
-                turn(gw);
-                if (up < 0)
-                        up = accept4(pl, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                ssize_t n = up >= 0 ? recv(up, got + got_len, sizeof(got) - got_len, 0) : -1;
-                if (n > 0)
-                        got_len += (size_t)n;
-        }
+        size_t got_len;
+        int up = provider_reads(gw, pl, "\r\n\r\n{}", got, sizeof(got), &got_len);
         cr_assert(got_len && memmem(got, got_len, "\r\n\r\n{}", 6), "the provider got the request");
 
         /* The head and a first event reach the agent. */
@@ -455,24 +470,10 @@ static char *echoed(const char *head, const char *const *pieces, size_t n_pieces
         AjGateway *gw = NULL;
         _cleanup_(aj_error_clear) AjError err = {};
         cr_assert_eq(aj_gateway_new(gl, &p, 1, NULL, NULL, &gw, &err), 0, "%s", aj_error_text(&err, 0));
-        int agent = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in a = { .sin_family = AF_INET,
-                                 .sin_port = htons(gport),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        cr_assert_eq(connect(agent, (struct sockaddr *)&a, sizeof(a)), 0);
-        static const char rq[] = "TRACE /fake/v1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        cr_assert_eq(send(agent, rq, sizeof(rq) - 1, 0), (ssize_t)sizeof(rq) - 1);
-        int up = -1;
+        int agent = agent_connect(gport, "TRACE /fake/v1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         char got[4096];
-        size_t got_len = 0;
-        for (int i = 0; i < 200 && !memmem(got, got_len, "\r\n\r\n", 4); i++) {
-                turn(gw);
-                if (up < 0)
-                        up = accept4(pl, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                ssize_t n = up >= 0 ? recv(up, got + got_len, sizeof(got) - got_len, 0) : -1;
-                if (n > 0)
-                        got_len += (size_t)n;
-        }
+        size_t got_len;
+        int up = provider_reads(gw, pl, "\r\n\r\n", got, sizeof(got), &got_len);
         cr_assert(memmem(got, got_len, key, strlen(key)), "the provider got the key");
         cr_assert_eq(send(up, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
         for (int i = 0; i < 20; i++)
