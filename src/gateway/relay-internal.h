@@ -127,8 +127,12 @@ typedef struct GwConn {
         bool head_sent;      /* the response head went to the agent */
         bool client_chunked; /* ... with a chunked body */
         int sink_error;      /* a filter's write failed: the response cannot be relayed whole */
-        bool agent_gone;     /* the agent left during the call: its output is dropped */
-        size_t gone_read;    /* bytes read from the provider since (at most GW_LINGER_MAX in all) */
+        /* The end of the body relayed so far that may begin the credential, held until the
+         * next piece (or the end) tells (at most its length - 1; gw_conn_scrub()). */
+        char *scrub_held;
+        size_t scrub_len;
+        bool agent_gone;  /* the agent left during the call: its output is dropped */
+        size_t gone_read; /* bytes read from the provider since (at most GW_LINGER_MAX in all) */
         GwUpstream up;
 } GwConn;
 

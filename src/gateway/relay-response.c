@@ -119,11 +119,16 @@ int gw_conn_response_head(GwConn *c, const AjGwResponseHead *h)
                         c->rq.keep_alive = false; /* HTTP/1.0: the end of the body is the close */
         }
         GwBuf *o = &c->out;
-        int r = gw_buf_printf(o, GW_OUT_MAX, "HTTP/1.1 %u %.*s\r\n", h->status, (int)h->reason_len, h->reason);
+        /* A provider echoing the key (a header it should not have, its reason phrase) never
+         * reaches the agent. */
+        size_t k = strlen(key);
+        bool quoted = memmem(h->reason, h->reason_len, key, k);
+        int r = gw_buf_printf(o, GW_OUT_MAX, "HTTP/1.1 %u %.*s\r\n", h->status,
+                              quoted ? (int)strlen(aj_http_reason_phrase(h->status)) : (int)h->reason_len,
+                              quoted ? aj_http_reason_phrase(h->status) : h->reason);
         for (size_t i = 0; r >= 0 && i < h->n_headers; i++) {
                 const AjGwHeader *x = &h->headers[i];
-                /* A provider echoing the key (a header it should not have) never reaches the agent. */
-                if (hop_by_hop(h, x) || memmem(x->value, x->value_len, key, strlen(key)))
+                if (hop_by_hop(h, x) || memmem(x->value, x->value_len, key, k) || memmem(x->name, x->name_len, key, k))
                         continue;
                 r = gw_buf_printf(o, GW_OUT_MAX, "%.*s: %.*s\r\n", (int)x->name_len, x->name, (int)x->value_len,
                                   x->value);
@@ -144,7 +149,7 @@ int gw_conn_response_head(GwConn *c, const AjGwResponseHead *h)
         return 0;
 }
 
-static int emit(GwConn *c, const void *buf, size_t n)
+static int emit_raw(GwConn *c, const void *buf, size_t n)
 {
         if (n == 0)
                 return 0;
@@ -156,9 +161,45 @@ static int emit(GwConn *c, const void *buf, size_t n)
         return r;
 }
 
+/* The credential is the supervisor's, never the agent's: a provider quoting it in a body
+ * (an error repeating the header it got, a TRACE, a debug page; headers are dropped in
+ * gw_conn_response_head()) has each occurrence replaced by as many '*', so a
+ * Content-Length still holds. A piece's last bytes that may begin it are held until the
+ * next piece tells, or the body ends (end: flush them). */
+static int emit(GwConn *c, const void *buf, size_t n, bool end)
+{
+        const char *key = c->gw->providers[c->provider].pub.credential;
+        size_t k = strlen(key);
+        if (c->scrub_len == 0 && !memchr(buf, key[0], n))
+                return emit_raw(c, buf, n); /* nothing here can begin it */
+        size_t len = c->scrub_len + n;
+        _cleanup_free_ char *w = malloc(len ? len : 1);
+        if (!w)
+                return -ENOMEM;
+        if (c->scrub_len)
+                memcpy(w, c->scrub_held, c->scrub_len);
+        if (n)
+                memcpy(w + c->scrub_len, buf, n);
+        for (char *p = w; (p = memmem(p, len - (size_t)(p - w), key, k)); p += k)
+                memset(p, '*', k);
+        size_t hold = 0;
+        for (size_t s = k - 1 < len ? k - 1 : len; !end && s > 0 && !hold; s--)
+                if (w[len - s] == key[0] && memcmp(w + len - s, key, s) == 0)
+                        hold = s;
+        int r = emit_raw(c, w, len - hold);
+        if (r < 0)
+                return r;
+        if (hold && !c->scrub_held && !(c->scrub_held = malloc(k)))
+                return -ENOMEM;
+        if (hold)
+                memcpy(c->scrub_held, w + len - hold, hold);
+        c->scrub_len = hold;
+        return 0;
+}
+
 int aj_gateway_sink_write(AjGatewaySink *sink, const void *buf, size_t n)
 {
-        int r = emit(sink, buf, n);
+        int r = emit(sink, buf, n, false);
         if (r < 0 && !sink->sink_error)
                 sink->sink_error = r;
         return r;
@@ -181,7 +222,7 @@ int gw_conn_response_data(GwConn *c, const char *buf, size_t n)
                 gw->obs.filter(gw->obs.userdata, &c->call, buf, n, false, c);
                 r = c->sink_error;
         } else
-                r = emit(c, buf, n);
+                r = emit(c, buf, n, false);
         if (r < 0)
                 return gw_conn_upstream_failed(c, 502, "agentjail gateway: the response could not be forwarded");
         return 0; /* flushed once for all a read brought (up_pump()) */
@@ -193,6 +234,8 @@ int gw_conn_response_end(GwConn *c)
         if (gw->obs.filter && c->head_sent)
                 gw->obs.filter(gw->obs.userdata, &c->call, "", 0, true, c);
         int r = c->sink_error;
+        if (r >= 0 && c->scrub_len)
+                r = emit(c, "", 0, true);
         if (r >= 0 && c->client_chunked)
                 r = gw_buf_append(&c->out, "0\r\n\r\n", 5, GW_OUT_MAX);
         if (r < 0)

@@ -188,6 +188,9 @@ void gw_conn_request_reset(GwConn *c)
         c->routed = c->head_sent = c->client_chunked = false;
         c->sink_error = 0;
         c->body_left = 0;
+        free(c->scrub_held);
+        c->scrub_held = NULL;
+        c->scrub_len = 0;
 }
 
 static void conn_free(GwConn *c)

@@ -388,11 +388,25 @@ static void responses_usage(AjLlmCall *c, json_t *usage)
 }
 
 /* A final response object: usage, status, why it stopped. */
+/* The response's id, which a later request's previous_response_id may name. */
+static void response_id(AjLlmCall *c, json_t *resp)
+{
+        const char *id = json_string_value(json_object_get(resp, "id"));
+        if (!id || (c->u.response_id && streq(c->u.response_id, id)))
+                return;
+        char *d = strdup(id);
+        if (!d)
+                return;
+        free(c->u.response_id);
+        c->u.response_id = d;
+}
+
 static void final_response(AjLlmCall *c, json_t *resp)
 {
         AjLlmUsage *u = &c->u;
         const char *status = json_string_value(json_object_get(resp, "status"));
         aj_llm_set_name(&u->response_model, json_string_value(json_object_get(resp, "model")));
+        response_id(c, resp);
         responses_usage(c, json_object_get(resp, "usage"));
         if (status && streq(status, "incomplete")) {
                 const char *why = json_string_value(
@@ -480,6 +494,7 @@ static bool args_event(AjLlmCall *c, const char *type, json_t *root)
 void aj_llm_responses_event(AjLlmCall *c, const char *type, json_t *root)
 {
         if (streq(type, "response.created") || streq(type, "response.in_progress")) {
+                response_id(c, json_object_get(root, "response"));
                 if (!c->u.response_model)
                         aj_llm_set_name(&c->u.response_model,
                                         json_string_value(json_object_get(json_object_get(root, "response"), "model")));
@@ -508,34 +523,52 @@ void aj_llm_responses_body(AjLlmCall *c, json_t *root)
         final_response(c, root);
 }
 
-/* ---- the chat request rewrite ---- */
+/* ---- the request rewrites ---- */
 
-/* The body with `"stream_options":{"include_usage":true},` after its first '{': the
- * client's bytes otherwise unchanged (numbers are not re-printed). */
-static int insert_options(const char *body, size_t len, char **ret_body, size_t *ret_len)
+int aj_llm_insert_member(const char *body, size_t len, const char *member, char **ret_body, size_t *ret_len)
 {
-        static const char opts[] = "\"stream_options\":{\"include_usage\":true},";
+        size_t m = strlen(member);
         const char *brace = memchr(body, '{', len);
         if (!brace)
                 return -EINVAL;
-        size_t head = (size_t)(brace - body) + 1, n = len + sizeof(opts) - 1;
+        size_t head = (size_t)(brace - body) + 1, n = len + m;
         char *out = malloc(n + 1);
         if (!out)
                 return -ENOMEM;
         memcpy(out, body, head);
-        memcpy(out + head, opts, sizeof(opts) - 1);
-        memcpy(out + head + sizeof(opts) - 1, body + head, len - head);
+        memcpy(out + head, member, m);
+        memcpy(out + head + m, body + head, len - head);
         out[n] = '\0';
         *ret_body = out;
         *ret_len = n;
         return 1;
 }
 
-/* stream_options is there without include_usage true: set it, re-printing the body. */
-static int set_include_usage(json_t *root, json_t *opts, char **ret_body, size_t *ret_len)
+static int insert_options(const char *body, size_t len, char **ret_body, size_t *ret_len)
+{
+        return aj_llm_insert_member(body, len, "\"stream_options\":{\"include_usage\":true},", ret_body, ret_len);
+}
+
+int aj_llm_request_root(const void *body, size_t len, json_t **ret)
+{
+        const char *why;
+        int r = aj_llm_json_bounded(body, len, &why);
+        if (r < 0)
+                return r;
+        /* Duplicate keys are refused: the provider's parser might read the other one. */
+        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(root)) {
+                json_decref(root);
+                return -EINVAL;
+        }
+        *ret = root;
+        return 0;
+}
+
+int aj_llm_set_and_print(json_t *root, json_t *o, const char *key, json_t *value, char **ret_body, size_t *ret_len)
 {
         char *out;
-        if (json_object_set_new(opts, "include_usage", json_true()) < 0 || !(out = json_dumps(root, JSON_COMPACT)))
+        if (json_object_set_new(o, key, value) < 0 || !(out = json_dumps(root, JSON_COMPACT)))
                 return -ENOMEM;
         *ret_len = strlen(out);
         *ret_body = out;
@@ -544,22 +577,19 @@ static int set_include_usage(json_t *root, json_t *opts, char **ret_body, size_t
 
 int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len)
 {
-        const char *why;
-        int r = aj_llm_json_bounded(body, len, &why);
+        json_t *root = NULL;
+        int r = aj_llm_request_root(body, len, &root);
         if (r < 0)
                 return r;
-        /* Duplicate keys are refused: the provider's parser might read the other one. */
-        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-        if (!json_is_object(root))
-                r = -EINVAL;
-        else if (json_is_true(json_object_get(root, "stream"))) {
+        if (json_is_true(json_object_get(root, "stream"))) {
                 json_t *opts = json_object_get(root, "stream_options");
                 if (!opts)
                         r = insert_options(body, len, ret_body, ret_len);
                 else if (!json_is_object(opts))
                         r = -EINVAL;
                 else if (!json_is_true(json_object_get(opts, "include_usage")))
-                        r = set_include_usage(root, opts, ret_body, ret_len);
+                        /* There without include_usage true: set, the body re-printed. */
+                        r = aj_llm_set_and_print(root, opts, "include_usage", json_true(), ret_body, ret_len);
         }
         json_decref(root);
         return r;

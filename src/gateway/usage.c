@@ -106,6 +106,8 @@ void aj_llm_call_free(AjLlmCall *c)
         free(u->unmetered);
         free(u->unknown_variant);
         free(u->response_model);
+        free(u->response_id);
+        free(u->previous_response_id);
         free(u->stop_reason);
         for (size_t i = 0; i < u->n_tool_calls; i++) {
                 free(u->tool_calls[i]);
@@ -294,8 +296,42 @@ void aj_llm_output_bytes(AjLlmCall *c, json_t *o, const char *key)
 
 /* ---- the request ---- */
 
-/* Bytes of text in a request, and its base64 blobs (images, documents). */
-static void measure(json_t *v, const char *key, uint64_t *bytes, uint64_t *blobs)
+static bool member_is(json_t *o, const char *key, const char *value)
+{
+        const char *s = json_string_value(json_object_get(o, key));
+        return s && streq(s, value);
+}
+
+/* Whether the string `s`, member `key` of `parent` (itself member `pkey` of its own object),
+ * gives the content of an image, document, file or audio part, estimated at
+ * AJ_LLM_BLOB_TOKENS whatever its size, since the provider reads it as such however it is
+ * given: the data of a base64 source (Anthropic's), input_audio's data, Chat's
+ * image_url.url and file.file_data / file_id, Responses' input_image image_url / file_id
+ * and input_file file_data / file_url / file_id, Anthropic's url and file sources. Anywhere
+ * else, and a plain-text document's data, it is text the provider reads as tokens: taken
+ * for an image by its key ("data") or its first bytes ("data:"), 600 KB of text were
+ * reserved as 1600 tokens; and an image given by URL or file id counted its few bytes. */
+static bool blob_at(const char *key, json_t *parent, const char *pkey)
+{
+        if (!key || !parent)
+                return false;
+        if (streq(key, "data"))
+                return member_is(parent, "type", "base64") || (pkey && streq(pkey, "input_audio"));
+        if (streq(key, "url"))
+                return (pkey && streq(pkey, "image_url")) || member_is(parent, "type", "url");
+        if (streq(key, "image_url"))
+                return member_is(parent, "type", "input_image");
+        if (streq(key, "file_data") || streq(key, "file_url") || streq(key, "file_id"))
+                return (pkey && streq(pkey, "file")) || member_is(parent, "type", "input_file") ||
+                       member_is(parent, "type", "input_image") || member_is(parent, "type", "file");
+        return false;
+}
+
+/* Bytes of text in a request, and its base64 blobs (images, documents, audio): only in the
+ * conversation (`media`: under "messages" or "input"), where parts are read as such; a tool's
+ * schema shaped like an image part is text to the provider. */
+static void measure(json_t *v, const char *key, json_t *parent, const char *pkey, bool media, uint64_t *bytes,
+                    uint64_t *blobs)
 {
         const char *k;
         json_t *e;
@@ -304,21 +340,31 @@ static void measure(json_t *v, const char *key, uint64_t *bytes, uint64_t *blobs
         case JSON_OBJECT:
                 json_object_foreach (v, k, e) {
                         *bytes += strlen(k);
-                        measure(e, k, bytes, blobs);
+                        measure(e, k, v, key, media, bytes, blobs);
                 }
                 break;
         case JSON_ARRAY:
                 json_array_foreach (v, i, e)
-                        measure(e, NULL, bytes, blobs);
+                        measure(e, NULL, NULL, key, media, bytes, blobs);
                 break;
         case JSON_STRING:
-                if ((key && streq(key, "data")) || strncmp(json_string_value(v), "data:", 5) == 0)
+                if (media && blob_at(key, parent, pkey))
                         (*blobs)++;
                 else
                         *bytes += json_string_length(v);
                 break;
         default:
                 *bytes += 4;
+        }
+}
+
+static void measure_request(json_t *root, uint64_t *bytes, uint64_t *blobs)
+{
+        const char *k;
+        json_t *e;
+        json_object_foreach (root, k, e) {
+                *bytes += strlen(k);
+                measure(e, k, root, NULL, streq(k, "messages") || streq(k, "input"), bytes, blobs);
         }
 }
 
@@ -344,20 +390,24 @@ static int whole_of(json_t *v, uint64_t *ret)
 /* The output limit: the larger of the members naming it (a server reads one or the other:
  * vLLM max_completion_tokens first, others max_tokens), 0 when none is set. -EINVAL with
  * *ret_key the member when one is not a whole number (whole_of()). */
+/* The output limits of each API, the one the gateway sets first (aj_llm_set_output_limit()). */
+static const char *const output_limit_keys[_AJ_LLM_API_MAX][2] = {
+        [AJ_LLM_API_ANTHROPIC_MESSAGES] = { "max_tokens", NULL },
+        [AJ_LLM_API_ANTHROPIC_COUNT_TOKENS] = { NULL, NULL },
+        /* max_tokens is the older name of max_completion_tokens, which OpenAI's reasoning
+         * models take (they refuse max_tokens). */
+        [AJ_LLM_API_OPENAI_CHAT] = { "max_completion_tokens", "max_tokens" },
+        [AJ_LLM_API_OPENAI_RESPONSES] = { "max_output_tokens", NULL },
+};
+
 static int max_output_of(AjLlmApi api, json_t *root, uint64_t *ret, const char **ret_key)
 {
-        static const char *const keys[_AJ_LLM_API_MAX][2] = {
-                [AJ_LLM_API_ANTHROPIC_MESSAGES] = { "max_tokens", NULL },
-                [AJ_LLM_API_ANTHROPIC_COUNT_TOKENS] = { NULL, NULL },
-                /* max_tokens is the older name of max_completion_tokens. */
-                [AJ_LLM_API_OPENAI_CHAT] = { "max_completion_tokens", "max_tokens" },
-                [AJ_LLM_API_OPENAI_RESPONSES] = { "max_output_tokens", NULL },
-        };
+        const char *const *keys = output_limit_keys[api];
         uint64_t most = 0, v;
-        for (size_t i = 0; i < 2 && keys[api][i]; i++) {
-                int r = whole_of(json_object_get(root, keys[api][i]), &v);
+        for (size_t i = 0; i < 2 && keys[i]; i++) {
+                int r = whole_of(json_object_get(root, keys[i]), &v);
                 if (r < 0) {
-                        *ret_key = keys[api][i];
+                        *ret_key = keys[i];
                         return -EINVAL;
                 }
                 if (r > 0 && v > most)
@@ -365,6 +415,26 @@ static int max_output_of(AjLlmApi api, json_t *root, uint64_t *ret, const char *
         }
         *ret = most;
         return 0;
+}
+
+int aj_llm_set_output_limit(AjLlmApi api, const void *body, size_t len, uint64_t limit, char **ret_body,
+                            size_t *ret_len)
+{
+        const char *key = api >= 0 && api < _AJ_LLM_API_MAX ? output_limit_keys[api][0] : NULL;
+        json_t *root = NULL;
+        if (!key)
+                return -EINVAL;
+        int r = aj_llm_request_root(body, len, &root);
+        if (r < 0)
+                return r;
+        if (!json_object_get(root, key)) {
+                char member[64];
+                snprintf(member, sizeof(member), "\"%s\":%llu,", key, (unsigned long long)limit);
+                r = aj_llm_insert_member(body, len, member, ret_body, ret_len);
+        } else /* there as no limit (null, a negative number, 0): set, the body re-printed */
+                r = aj_llm_set_and_print(root, root, key, json_integer((json_int_t)limit), ret_body, ret_len);
+        json_decref(root);
+        return r;
 }
 
 /* How many answers the request asks for ("n", and "best_of" that OpenAI-compatible servers
@@ -1106,6 +1176,7 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "provider",
                 "previous_response_id",
                 "conversation",
+                "prediction",
         };
         static const char *const opts[] = { "include_usage" };
         /* "tools": a namespace's (free_namespace()), whose members are checked as a tool's. The
@@ -1233,8 +1304,24 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         rate_members_of(c, root);
         tool_results_of(c->api, root, u);
         uint64_t bytes = 0, blobs = 0;
-        measure(root, NULL, &bytes, &blobs);
+        measure_request(root, &bytes, &blobs);
         u->prompt_estimate = (bytes + AJ_LLM_BYTES_PER_TOKEN - 1) / AJ_LLM_BYTES_PER_TOKEN + blobs * AJ_LLM_BLOB_TOKENS;
+        /* The input the provider holds (Responses): billed, not in the body. */
+        json_t *previous = json_object_get(root, "previous_response_id");
+        json_t *conversation = json_object_get(root, "conversation");
+        if (c->api == AJ_LLM_API_OPENAI_RESPONSES) {
+                if (json_is_string(previous))
+                        u->previous_response_id = strdup(json_string_value(previous));
+                u->held_input_unknown = (previous && !json_is_null(previous) && !json_is_string(previous)) ||
+                                        (conversation && !json_is_null(conversation));
+        }
+        /* Predicted Outputs: what the model rejects of the prediction is billed as output. */
+        json_t *prediction = json_object_get(root, "prediction");
+        if (c->api == AJ_LLM_API_OPENAI_CHAT && prediction && !json_is_null(prediction)) {
+                uint64_t pbytes = 0, pblobs = 0;
+                measure(prediction, "prediction", root, NULL, false, &pbytes, &pblobs);
+                u->prediction_tokens = (pbytes + AJ_LLM_BYTES_PER_TOKEN - 1) / AJ_LLM_BYTES_PER_TOKEN;
+        }
         json_decref(root);
         return 0;
 }

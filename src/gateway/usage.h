@@ -97,6 +97,14 @@ typedef struct {
         /* The answers the model writes, each up to max_output_tokens: "n" or "best_of",
          * the larger (Chat Completions, OpenAI-compatible servers); 1 when neither is set. */
         uint64_t choices;
+        /* A Chat request's "prediction" (Predicted Outputs), estimated as the prompt is: the
+         * tokens of it the model does not take are billed as output, past any output limit. */
+        uint64_t prediction_tokens;
+        /* Responses: the input the provider holds for the request, billed as its input but not
+         * in its body: the response a previous_response_id names (its text, NULL: none), a
+         * conversation (its items; or a previous_response_id that is not a string). */
+        char *previous_response_id;
+        bool held_input_unknown;
         /* "background" set: the provider answers at once and runs the model afterwards;
          * the output is fetched later (GET /v1/responses/ID), where no call is metered. */
         bool background;
@@ -193,6 +201,7 @@ typedef struct {
         /* From the response. */
         int status;
         char *response_model;   /* the model that answered (often a dated snapshot) */
+        char *response_id;      /* Responses: the response's "id", which a later request may continue */
         bool input_reported;    /* the provider reported the input tokens */
         bool output_reported;   /* ... and its final count of output tokens */
         uint64_t input_tokens;  /* ALL input: uncached + cache reads + cache writes */
@@ -329,5 +338,13 @@ struct json_t *aj_llm_call_to_json(const AjLlmCall *c);
  * Without stream_options, the member is inserted and the client's bytes are
  * otherwise kept. */
 int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len);
+/* A request that sets no output limit (none, null, negative, 0): returns 1 with a body
+ * (free() it) that sets the API's limit to `limit` (max_tokens, Chat's
+ * max_completion_tokens, Responses' max_output_tokens), so that the provider stops where
+ * the gateway's reservation does; inserted when absent (the client's bytes kept), else set
+ * and the body re-printed. -EINVAL for count_tokens or a body that is not one JSON object
+ * without repeated keys; -E2BIG or -ELOOP past the JSON bounds. */
+int aj_llm_set_output_limit(AjLlmApi api, const void *body, size_t len, uint64_t limit, char **ret_body,
+                            size_t *ret_len);
 /* An OpenAI chat chunk with "choices": [] and a usage object: the one to drop. */
 bool aj_llm_openai_chat_usage_only(const AjSseEvent *ev);

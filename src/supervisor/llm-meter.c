@@ -165,7 +165,33 @@ static bool model_capped(const AjMeter *m)
         return false;
 }
 
+/* Whether the run caps what model calls spend (tokens, cost). */
+static bool spend_capped(const AjMeter *m)
+{
+        const AjMeterCaps *c = aj_meter_caps(m);
+        return c->set[AJ_CAP_TOKENS] || c->set[AJ_CAP_COST_USD];
+}
+
+/* A request without an output limit is reserved AJ_SUP_LLM_DEFAULT_MAX_OUTPUT tokens an
+ * answer, but the model may write up to its own maximum (128,000 for OpenAI's reasoning
+ * models, whose hidden tokens no stream shows before its usage), and every call in flight
+ * as much: the limit reserved is set in the request, so the provider stops there. */
+static int set_output_limit(AjSupLlmCall *cs, const AjGatewayRequest *req, AjGatewayVerdict *v)
+{
+        char *body = NULL;
+        size_t len = 0;
+        int r = aj_llm_set_output_limit(cs->api, v->body ? v->body : req->body, v->body ? v->body_len : req->body_len,
+                                        AJ_SUP_LLM_DEFAULT_MAX_OUTPUT, &body, &len);
+        if (r <= 0)
+                return r == -ENOMEM ? r : 0; /* the body was read: nothing else can fail */
+        free(v->body);
+        v->body = body;
+        v->body_len = len;
+        return 0;
+}
+
 static uint64_t mul_sat(uint64_t a, uint64_t b) { return b && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 /* The gate's backstop (run --hooks): a request that hands back the result of a tool call
  * the model asked for (the gateway counted it) but the broker never judged means the
@@ -206,6 +232,29 @@ static void check_gate(AjSupLlmCall *cs, const AjGatewayProvider *pr, AjGatewayV
                         json_decref(req);
                 }
         }
+}
+
+/* The tokens the provider holds for a response this run saw (its input and output, which a
+ * request continuing it is billed as input): false when it is not one of the last
+ * AJ_SUP_LLM_HELD_RESPONSES. */
+static bool held_tokens(const AjSupLlm *l, const char *id, uint64_t *ret)
+{
+        uint8_t key[AJ_SHA256_SIZE];
+        aj_sha256(id, strlen(id), key);
+        for (size_t i = 0; i < ARRAY_SIZE(l->responses); i++)
+                if (memcmp(l->responses[i].id, key, sizeof(key)) == 0 && l->responses[i].tokens) {
+                        *ret = l->responses[i].tokens;
+                        return true;
+                }
+        return false;
+}
+
+static void hold_response(AjSupLlm *l, const char *id, uint64_t tokens)
+{
+        size_t i = l->responses_next;
+        aj_sha256(id, strlen(id), l->responses[i].id);
+        l->responses[i].tokens = tokens ? tokens : 1;
+        l->responses_next = (i + 1) % ARRAY_SIZE(l->responses);
 }
 
 /* The request read: 0, or the verdict set (refused). */
@@ -300,6 +349,22 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                 refuse(v, pr, 400, "agentjail gateway", "stream_options must be an object");
                 return 0;
         }
+        if (!u->max_output_tokens && spend_capped(cs->l->meter) && (r = set_output_limit(cs, req, v)) < 0)
+                return r;
+        /* A request continuing a response the provider stored (previous_response_id) is billed
+         * that response's input and output again as its own input: reserved as this run saw
+         * them. One the gateway did not see (another run's, evicted), or a conversation, whose
+         * items no response here tells, holds input it cannot count before the call. */
+        uint64_t held = 0;
+        if ((u->previous_response_id || u->held_input_unknown) &&
+            (u->held_input_unknown || !held_tokens(cs->l, u->previous_response_id, &held)) &&
+            spend_capped(cs->l->meter)) {
+                refuse(v, pr, 403, "agentjail gateway",
+                       "a previous_response_id of a response this run did not see, or a conversation, holds input "
+                       "the provider bills that the gateway cannot count before the call: refused under the run's "
+                       "tokens or cost cap (send the input whole)");
+                return 0;
+        }
         /* Each of the answers asked for ("n") may be as long as the limit: the provider bills
          * them all, so the worst case is all of them. */
         uint64_t per_answer = u->max_output_tokens ? u->max_output_tokens : AJ_SUP_LLM_DEFAULT_MAX_OUTPUT;
@@ -310,8 +375,9 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                 searches = searches > UINT64_MAX - AJ_SUP_LLM_DEFAULT_SEARCHES ? UINT64_MAX
                                                                                : searches + AJ_SUP_LLM_DEFAULT_SEARCHES;
         cs->worst = (AjMeterUsage){ .model = cs->model,
-                                    .input = u->prompt_estimate,
-                                    .output = mul_sat(per_answer, u->choices ? u->choices : 1),
+                                    .input = sat_add(u->prompt_estimate, held),
+                                    .output = sat_add(mul_sat(per_answer, u->choices ? u->choices : 1),
+                                                      mul_sat(u->prediction_tokens, u->choices ? u->choices : 1)),
                                     .web_searches = searches };
         /* The dearest endpoint OpenRouter's routing may pick, where the request bounds it. */
         if (u->max_price_set) {
@@ -414,6 +480,10 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
         if (cs->refused && cs->reserved) {
                 aj_meter_settle(l->meter, &cs->res, false);
                 cs->reserved = false;
+        }
+        if (cs->refused) { /* a body rewritten before the refusal is not sent */
+                free(v->body);
+                v->body = NULL;
         }
         report_breach(cs, &d, pr->name);
 }
@@ -734,6 +804,8 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                         cs->reserved = false;
                         aj_sup_llm_account(l, call->provider->name, m.model, &m, d.cost_pusd);
                 }
+                if (u->response_id && cs->status / 100 == 2)
+                        hold_response(l, u->response_id, sat_add(m.input, m.output));
         }
         if (ev) {
                 json_object_set_new(ev, "call_id", json_integer((json_int_t)call->id));

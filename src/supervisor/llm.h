@@ -33,6 +33,8 @@
  * Responses API's) is reserved at: Claude Code's own bound (its WebSearch tool asks for
  * max_uses 8). docs/gateway.md. */
 #define AJ_SUP_LLM_DEFAULT_SEARCHES 8ULL
+/* The Responses API's responses remembered, for a request continuing one. */
+#define AJ_SUP_LLM_HELD_RESPONSES 256
 /* What one kept file costs against llm.record_bytes besides its bytes: the number of
  * files an agent can make the supervisor write is bounded too. */
 #define AJ_SUP_LLM_RECORD_FILE_COST 512
@@ -56,6 +58,14 @@ typedef struct {
         bool gate_tools;
         uint8_t gate_reported[16][32]; /* sha256 of the last ids reported, so a result is once */
         size_t gate_reported_next;
+        /* The Responses API's last responses, by the sha256 of their id, with the tokens a
+         * request naming one as previous_response_id is billed as input besides its own
+         * (the input and output of that response), which its body does not show. */
+        struct {
+                uint8_t id[32];
+                uint64_t tokens;
+        } responses[AJ_SUP_LLM_HELD_RESPONSES];
+        size_t responses_next;
         size_t n_providers;
         AjGatewayProvider providers[AJ_LLM_MAX_PROVIDERS];
         char *keys[AJ_LLM_MAX_PROVIDERS]; /* wiped when freed */

@@ -347,6 +347,35 @@ static void send_chunk(int fd, const char *s)
         cr_assert_eq(send(fd, b, (size_t)n, MSG_NOSIGNAL), n);
 }
 
+/* An agent connected to the gateway at `gport`, having sent `rq`. */
+static int agent_connect(uint16_t gport, const char *rq)
+{
+        int agent = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = { .sin_family = AF_INET,
+                                 .sin_port = htons(gport),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        cr_assert_eq(connect(agent, (struct sockaddr *)&a, sizeof(a)), 0);
+        cr_assert_eq(send(agent, rq, strlen(rq), 0), (ssize_t)strlen(rq));
+        return agent;
+}
+
+/* The provider's side of the call, accepted on `pl`, once it read up to `until` (its bytes in
+ * got, got_len). */
+static int provider_reads(AjGateway *gw, int pl, const char *until, char *got, size_t size, size_t *got_len)
+{
+        int up = -1;
+        *got_len = 0;
+        for (int i = 0; i < 200 && !memmem(got, *got_len, until, strlen(until)); i++) {
+                turn(gw);
+                if (up < 0)
+                        up = accept4(pl, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                ssize_t n = up >= 0 ? recv(up, got + *got_len, size - *got_len, 0) : -1;
+                if (n > 0)
+                        *got_len += (size_t)n;
+        }
+        return up;
+}
+
 /* A call whose agent closes (rst: resets) its connection after the provider sent the
  * head and the first event, before the relay read more; whole: the provider had sent
  * the rest too (first: before the agent closed; the relay then finds out on writing).
@@ -365,26 +394,12 @@ static Seen agent_leaves(bool whole, bool rst, bool first)
         _cleanup_(aj_error_clear) AjError err = {};
         cr_assert_eq(aj_gateway_new(gl, &p, 1, &obs, NULL, &gw, &err), 0, "%s", aj_error_text(&err, 0));
 
-        int agent = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in a = { .sin_family = AF_INET,
-                                 .sin_port = htons(gport),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        cr_assert_eq(connect(agent, (struct sockaddr *)&a, sizeof(a)), 0);
-        static const char rq[] = "POST /fake/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
-        cr_assert_eq(send(agent, rq, sizeof(rq) - 1, 0), (ssize_t)sizeof(rq) - 1);
+        int agent = agent_connect(gport, "POST /fake/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
 
         /* The provider accepts and reads the request whole. */
-        int up = -1;
         char got[4096];
-        size_t got_len = 0;
-        for (int i = 0; i < 200 && !(got_len >= 4 && memmem(got, got_len, "\r\n\r\n{}", 6)); i++) {
-                turn(gw);
-                if (up < 0)
-                        up = accept4(pl, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                ssize_t n = up >= 0 ? recv(up, got + got_len, sizeof(got) - got_len, 0) : -1;
-                if (n > 0)
-                        got_len += (size_t)n;
-        }
+        size_t got_len;
+        int up = provider_reads(gw, pl, "\r\n\r\n{}", got, sizeof(got), &got_len);
         cr_assert(got_len && memmem(got, got_len, "\r\n\r\n{}", 6), "the provider got the request");
 
         /* The head and a first event reach the agent. */
@@ -438,4 +453,81 @@ Test(gateway_relay, agent_leaving_mid_response_cuts_it_short)
                 cr_expect(s.agent_left, "rst %d", rst);
                 cr_expect_eq(s.bytes, strlen(sse_one), "rst %d: what arrived is metered", rst);
         }
+}
+
+/* ------------------------------------------------------------------ the key echoed */
+
+/* The provider answers `head` then each of `pieces` as a read of its own; returns what the
+ * agent got, whole (NUL-terminated, malloc'd). */
+static char *echoed(const char *head, const char *const *pieces, size_t n_pieces, const char *key)
+{
+        uint16_t pport, gport;
+        int pl = listen_local(&pport);
+        int gl = listen_local(&gport);
+        char url[64];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)pport);
+        AjGatewayProvider p = { .name = "fake", .url = url, .credential = key };
+        AjGateway *gw = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_gateway_new(gl, &p, 1, NULL, NULL, &gw, &err), 0, "%s", aj_error_text(&err, 0));
+        int agent = agent_connect(gport, "TRACE /fake/v1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        char got[4096];
+        size_t got_len;
+        int up = provider_reads(gw, pl, "\r\n\r\n", got, sizeof(got), &got_len);
+        cr_assert(memmem(got, got_len, key, strlen(key)), "the provider got the key");
+        cr_assert_eq(send(up, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
+        for (int i = 0; i < 20; i++)
+                turn(gw);
+        for (size_t k = 0; k < n_pieces; k++) {
+                cr_assert_eq(send(up, pieces[k], strlen(pieces[k]), MSG_NOSIGNAL), (ssize_t)strlen(pieces[k]));
+                for (int i = 0; i < 20; i++)
+                        turn(gw);
+        }
+        close(up);
+        char *out = calloc(1, 65536);
+        size_t out_len = 0;
+        cr_assert(fcntl(agent, F_SETFL, O_NONBLOCK) == 0);
+        for (int i = 0; i < 200; i++) {
+                turn(gw);
+                ssize_t n = recv(agent, out + out_len, 65535 - out_len, 0);
+                if (n > 0)
+                        out_len += (size_t)n;
+                else if (n == 0)
+                        break;
+        }
+        close(agent);
+        aj_gateway_free(gw);
+        close(pl);
+        return out;
+}
+
+/* The key never reaches the agent, however the provider quotes it: in a header's value or
+ * name, the reason phrase, or a body (an error repeating the header, a TRACE's echo), also
+ * split across the provider's writes, chunked or framed by Content-Length (kept right). */
+Test(gateway_relay, key_echoed_by_the_provider_never_reaches_the_agent)
+{
+        static const char key[] = "sk-test-KEY123";
+        static const char *const split[] = { "22\r\n{\"error\":\"bad key sk-test-K",
+                                             "EY1",
+                                             "23\"}\r\n",
+                                             "20\r\nTRACE / HTTP/1.1 sk-sk-test-KEY1\r\n",
+                                             "8\r\n23 sk-te\r\n",
+                                             "0\r\n\r\n" };
+        char *out = echoed("HTTP/1.1 401 bad sk-test-KEY123\r\nContent-Type: application/json\r\nX-Echo: "
+                           "sk-test-KEY123\r\nsk-test-KEY123: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                           split, ARRAY_SIZE(split), key);
+        cr_expect(strstr(out, "HTTP/1.1 401 Unauthorized\r\n"), "%s", out);
+        cr_expect(!strstr(out, "KEY"), "%s", out);
+        size_t stars = 0;
+        for (const char *c = out; *c; c++)
+                stars += *c == '*';
+        cr_expect_eq(stars, 2 * strlen(key), "each quote masked whole: %s", out);
+        cr_expect(strstr(out, "sk-te\r\n0\r\n\r\n"), "a prefix of the key at the end is the body's: %s", out);
+        free(out);
+
+        static const char *const whole[] = { "{\"error\":\"sk-test-", "KEY123\"}" };
+        out = echoed("HTTP/1.1 200 OK\r\nContent-Length: 26\r\n\r\n", whole, ARRAY_SIZE(whole), key);
+        cr_expect(strstr(out, "Content-Length: 26\r\n"), "%s", out);
+        cr_expect(strstr(out, "\r\n\r\n{\"error\":\"**************\"}"), "%s", out);
+        free(out);
 }

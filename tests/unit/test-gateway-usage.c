@@ -815,6 +815,99 @@ Test(gateway_usage, request_fields_and_prompt_estimate)
         aj_llm_call_free(c);
 }
 
+/* Only an image, document or audio part is estimated as AJ_LLM_BLOB_TOKENS: text the provider
+ * reads as tokens counts its bytes wherever it is, also when it begins "data:", is the data of
+ * a plain-text document, or sits in a tool's schema shaped like an image part (each was
+ * reserved as one image: 12 KB of text as 1600 tokens, and 600 KB just the same). */
+Test(gateway_usage, prompt_estimate_blobs_are_parts)
+{
+        static const struct {
+                AjLlmApi api;
+                const char *fmt;
+                bool blob;
+        } cases[] = {
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":"
+                  "{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"%s\"}}]}]}",
+                  true },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+                  "\"image_url\":{\"url\":\"data:image/png;base64,%s\"}}]}]}",
+                  true },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"file\",\"file\":"
+                  "{\"filename\":\"a.pdf\",\"file_data\":\"data:application/pdf;base64,%s\"}}]}]}",
+                  true },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\","
+                  "\"input_audio\":{\"data\":\"%s\",\"format\":\"wav\"}}]}]}",
+                  true },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\","
+                  "\"image_url\":\"data:image/jpeg;base64,%s\"},{\"type\":\"input_file\",\"file_data\":"
+                  "\"data:application/pdf;base64,%s\"}]}]}",
+                  true },
+                /* An image or file given by URL or id is one too, not its few bytes. */
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":"
+                  "{\"type\":\"url\",\"url\":\"https://example.com/\"}}]}]}",
+                  true },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+                  "\"image_url\":{\"url\":\"https://example.com/a.png\"}}]}]}",
+                  true },
+                { AJ_LLM_API_OPENAI_RESPONSES,
+                  "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\","
+                  "\"file_id\":\"file-1\"}]}]}",
+                  true },
+                /* Text. */
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"data: %s\"}]}", false },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"data:image/png;base64,%s\"}]}",
+                  false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"document\","
+                  "\"source\":{\"type\":\"text\",\"media_type\":\"text/plain\",\"data\":\"%s\"}}]}]}",
+                  false },
+                { AJ_LLM_API_ANTHROPIC_MESSAGES,
+                  "{\"model\":\"m\",\"system\":[{\"type\":\"text\",\"text\":\"x\",\"source\":{\"type\":\"base64\","
+                  "\"data\":\"%s\"}}],\"messages\":[]}",
+                  false },
+                { AJ_LLM_API_OPENAI_CHAT,
+                  "{\"model\":\"m\",\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+                  "\"parameters\":{\"type\":\"object\",\"image_url\":{\"url\":\"data:image/png;base64,%s\"}}}}]}",
+                  false },
+        };
+        char text[12001];
+        memset(text, 'A', sizeof(text) - 1);
+        text[sizeof(text) - 1] = '\0';
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                /* Each %s of the case is the text. */
+                char body[32768];
+                size_t n = 0;
+                for (const char *f = cases[i].fmt; *f; f++) {
+                        if (f[0] == '%' && f[1] == 's') {
+                                n += (size_t)snprintf(body + n, sizeof(body) - n, "%s", text);
+                                f++;
+                        } else
+                                body[n++] = *f;
+                }
+                body[n] = '\0';
+                AjLlmCall *c = NULL;
+                cr_assert_eq(aj_llm_call_new(cases[i].api, &c), 0);
+                cr_assert_eq(aj_llm_call_request(c, body, strlen(body)), 0, "case %zu", i);
+                uint64_t e = U(c)->prompt_estimate;
+                if (cases[i].blob)
+                        cr_expect(e >= AJ_LLM_BLOB_TOKENS && e < 2 * AJ_LLM_BLOB_TOKENS + 100, "case %zu: %llu", i,
+                                  (unsigned long long)e);
+                else
+                        cr_expect_geq(e, sizeof(text) / AJ_LLM_BYTES_PER_TOKEN, "case %zu: %llu", i,
+                                      (unsigned long long)e);
+                aj_llm_call_free(c);
+        }
+}
+
 /* An output limit the provider might read as a number but the gateway could not (a string,
  * a fraction) is refused, naming it: reserved as "no limit" (32000) it let a lenient server
  * generate "1e6" or "200000" tokens past a cap that would have refused the request. */

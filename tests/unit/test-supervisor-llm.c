@@ -461,6 +461,139 @@ Test(supervisor_llm, every_answer_asked_for_is_reserved)
         teardown(&f);
 }
 
+/* A request without an output limit is reserved AJ_SUP_LLM_DEFAULT_MAX_OUTPUT tokens, and
+ * under a token or cost cap the forwarded body sets that limit, so that the provider stops
+ * there: without it a reasoning model could write its own maximum (128,000) in each call in
+ * flight past a cap their reservations fitted. A limit the request sets is left alone, and
+ * so is every request of a run without such a cap. */
+Test(supervisor_llm, the_output_limit_reserved_is_set_in_the_request)
+{
+        static const struct {
+                const AjGatewayProvider *pr;
+                const char *path, *body, *key;
+        } cases[] = {
+                { &openai, "/v1/chat/completions", "{\"model\":\"claude-test\",\"messages\":[]}",
+                  "max_completion_tokens" },
+                { &openai, "/v1/chat/completions",
+                  "{\"model\":\"claude-test\",\"stream\":true,\"max_tokens\":null,\"messages\":[]}",
+                  "max_completion_tokens" },
+                { &openai, "/v1/responses", "{\"model\":\"claude-test\",\"max_output_tokens\":-1,\"input\":\"hi\"}",
+                  "max_output_tokens" },
+                { &anthropic, "/v1/messages", "{\"model\":\"claude-test\",\"messages\":[]}", "max_tokens" },
+        };
+        for (int capped = 0; capped < 2; capped++) {
+                Fixture f;
+                setup(&f, capped ? "cost_usd=100" : "tool_calls=100");
+                for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                        AjGatewayCall call;
+                        AjGatewayVerdict v;
+                        request(&f, &call, cases[i].pr, cases[i].path, cases[i].body, &v);
+                        cr_assert_eq(v.status, 0, "%s", v.message);
+                        json_t *sent = v.body ? json_loadb(v.body, v.body_len, JSON_REJECT_DUPLICATES, NULL)
+                                              : json_loads(cases[i].body, 0, NULL);
+                        cr_assert(sent, "%zu: the body sent is one JSON object", i);
+                        json_t *limit = json_object_get(sent, cases[i].key);
+                        if (capped)
+                                cr_expect(json_integer_value(limit) == (json_int_t)AJ_SUP_LLM_DEFAULT_MAX_OUTPUT,
+                                          "%zu: %s set", i, cases[i].key);
+                        else
+                                cr_expect(!json_is_integer(limit) || json_integer_value(limit) < 0,
+                                          "%zu: no cap, %s left alone", i, cases[i].key);
+                        cr_expect(json_is_string(json_object_get(sent, "model")));
+                        json_decref(sent);
+                        free(v.body);
+                        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
+                }
+                /* A limit set is the request's own. */
+                AjGatewayCall call;
+                AjGatewayVerdict v;
+                request(&f, &call, &openai, "/v1/chat/completions",
+                        "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[]}", &v);
+                cr_expect(v.status == 0 && !v.body);
+                free(v.body);
+                f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
+                teardown(&f);
+        }
+}
+
+/* A Chat request's prediction (Predicted Outputs) is reserved as output too: the tokens of it
+ * the model rejects are billed as output, past the output limit, and were reserved only as
+ * the prompt's (10,000 tokens of prediction with max_tokens 10 fitted a cap of 15,000). */
+Test(supervisor_llm, a_prediction_is_reserved_as_output)
+{
+        Fixture f;
+        setup(&f, "tokens=15000");
+        static char body[40000];
+        char text[30001];
+        memset(text, 'a', sizeof(text) - 1);
+        text[sizeof(text) - 1] = '\0';
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[],\"prediction\":{\"type\":\"content\","
+                 "\"content\":\"%s\"}}",
+                 text);
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/chat/completions", body, &v);
+        cr_expect_eq(v.status, 429, "%s", v.message);
+        free(v.body);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        /* Without it, the same request fits. */
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"%s\"}]}",
+                 text);
+        request(&f, &call, &openai, "/v1/chat/completions", body, &v);
+        cr_expect_eq(v.status, 0, "%s", v.message);
+        free(v.body);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
+        teardown(&f);
+}
+
+/* A Responses request continuing a stored response (previous_response_id) is billed that
+ * response's input and output again as input, which its body does not show: reserved as the
+ * run saw them; one the run did not see, and a conversation, refused under a token or cost
+ * cap (they were reserved as the few bytes of their new input). */
+Test(supervisor_llm, input_the_provider_holds_is_reserved)
+{
+        for (int capped = 0; capped < 2; capped++) {
+                Fixture f;
+                setup(&f, capped ? "tokens=100000" : "tool_calls=100");
+                AjGatewayCall call;
+                AjGatewayVerdict v;
+                static const char *const unseen[] = {
+                        "{\"model\":\"claude-test\",\"input\":\"hi\",\"previous_response_id\":\"resp_other\"}",
+                        "{\"model\":\"claude-test\",\"input\":\"hi\",\"conversation\":\"conv_1\"}",
+                        "{\"model\":\"claude-test\",\"input\":\"hi\",\"previous_response_id\":7}",
+                };
+                for (size_t i = 0; i < ARRAY_SIZE(unseen); i++) {
+                        request(&f, &call, &openai, "/v1/responses", unseen[i], &v);
+                        cr_expect_eq(v.status, capped ? 403 : 0, "%s: %s", unseen[i], v.message);
+                        free(v.body);
+                        f.obs.on_done(f.obs.userdata, &call, capped ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
+                }
+                request(&f, &call, &openai, "/v1/responses",
+                        "{\"model\":\"claude-test\",\"input\":\"hi\",\"max_output_tokens\":10}", &v);
+                cr_assert_eq(v.status, 0, "%s", v.message);
+                free(v.body);
+                respond(&f, &call, "application/json",
+                        "{\"id\":\"resp_1\",\"model\":\"claude-test\",\"status\":\"completed\",\"output\":[],"
+                        "\"usage\":{\"input_tokens\":50000,\"output_tokens\":10}}",
+                        AJ_GATEWAY_COMPLETED);
+                /* 50,010 used, and 50,010 held for resp_1 besides the new input: past 100,000. */
+                request(&f, &call, &openai, "/v1/responses",
+                        "{\"model\":\"claude-test\",\"input\":\"more\",\"max_output_tokens\":10,"
+                        "\"previous_response_id\":\"resp_1\"}",
+                        &v);
+                cr_expect_eq(v.status, capped ? 429 : 0, "%s", v.message);
+                json_t *rq = last_event("llm.request");
+                const char *why = json_string_value(json_object_get(rq, "reason")) ?: "";
+                cr_expect(!capped || strstr(why, "would be 10"), "%s", why);
+                free(v.body);
+                f.obs.on_done(f.obs.userdata, &call, capped ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
+                teardown(&f);
+        }
+}
+
 /* A reply asking for get_weather `n` times, with the arguments `input` (a JSON object). */
 static char *tool_reply(int n, const char *input)
 {
@@ -1014,6 +1147,7 @@ Test(supervisor_llm, unmetered_billing_refused_under_a_cost_cap)
                 setup(&f, "tokens=100000");
                 request(&f, &call, &openai, "/v1/chat/completions", bodies[i], &v);
                 cr_expect_eq(v.status, 0, "%s: %s", bodies[i], v.message);
+                free(v.body);
                 f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
                 teardown(&f);
         }
