@@ -4,6 +4,7 @@
 #include <criterion/redirect.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -12,6 +13,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <errno.h>
@@ -94,6 +96,46 @@ Test(strv, append_keeps_length_and_doubles)
         cr_assert_str_eq(w[19], "w19");
         cr_assert(aj_strv_contains(w, "w7"));
         aj_strv_free(w);
+}
+
+/* Every mkdir of this test binary, counted (src/util/fd.c calls it from the same
+ * executable, so this definition is the one it reaches). */
+static int mkdir_calls;
+int mkdir(const char *path, mode_t mode)
+{
+        mkdir_calls++;
+        return (int)syscall(SYS_mkdirat, AT_FDCWD, path, mode);
+}
+
+/* aj_mkdir_p on a path that is there (every run's state, runtime and cache dirs after the
+ * first) makes the one mkdir, not one per level from the root; what is missing, at any
+ * depth, is still made, and a file in the way is still an error. */
+Test(fd, mkdir_p_tries_the_path_first)
+{
+        char root[] = "/tmp/aj-mkdirp-XXXXXX";
+        cr_assert_not_null(mkdtemp(root));
+        char deep[PATH_MAX], file[PATH_MAX], under_file[PATH_MAX];
+        snprintf(deep, sizeof(deep), "%s/a/b/c/d", root);
+        snprintf(file, sizeof(file), "%s/a/f", root);
+        snprintf(under_file, sizeof(under_file), "%s/a/f/x", root);
+
+        cr_assert_eq(aj_mkdir_p(deep, 0700), 0);
+        struct stat st;
+        cr_assert_eq(stat(deep, &st), 0);
+        cr_assert(S_ISDIR(st.st_mode));
+
+        mkdir_calls = 0;
+        cr_assert_eq(aj_mkdir_p(deep, 0700), 0);
+        cr_assert_eq(mkdir_calls, 1, "an existing path took %d mkdir calls", mkdir_calls);
+
+        int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        cr_assert_geq(fd, 0);
+        close(fd);
+        cr_assert_eq(aj_mkdir_p(under_file, 0700), -ENOTDIR);
+
+        char cmd[PATH_MAX + 16];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+        cr_assert_eq(system(cmd), 0);
 }
 
 Test(path, join)
