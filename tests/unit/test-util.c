@@ -163,6 +163,40 @@ Test(error, errno_only_and_null)
         cr_expect_null(e.message);
 }
 
+/* A run's records: a FIFO put in place of one held every reader in open(2) for ever. Each
+ * kind refused at once, with its own errno; a regular file opened (O_CREAT too). */
+Test(open_regular, refuses_what_is_not_a_regular_file_without_waiting, .timeout = 10)
+{
+        char dir[] = "/tmp/aj-regular-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(dfd, 0);
+        cr_assert_eq(mkfifoat(dfd, "fifo", 0600), 0);
+        cr_assert_eq(mkdirat(dfd, "dir", 0700), 0);
+        cr_assert_eq(symlinkat("file", dfd, "link"), 0);
+        cr_assert_eq(aj_open_regular_at(dfd, "fifo", O_RDONLY, 0), -EBADFD);
+        cr_assert_eq(aj_open_regular_at(dfd, "fifo", O_RDONLY | O_CREAT, 0600), -EBADFD);
+        cr_assert_str_eq(aj_file_error_text(-EBADFD), "not a regular file");
+        cr_assert_eq(aj_open_regular_at(dfd, "dir", O_RDONLY, 0), -EISDIR);
+        cr_assert_eq(aj_open_regular_at(dfd, "missing", O_RDONLY, 0), -ENOENT);
+        int fd = aj_open_regular_at(dfd, "file", O_RDONLY | O_CREAT, 0600);
+        cr_assert_geq(fd, 0);
+        cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+        close(fd);
+        cr_assert_eq(aj_open_regular_at(dfd, "link", O_RDONLY, 0), -ELOOP, "a symlink is never followed");
+        char path[64], *text = NULL;
+        snprintf(path, sizeof(path), "%s/fifo", dir);
+        cr_assert_eq(aj_read_regular_file(path, 4096, &text, NULL), -EBADFD);
+        snprintf(path, sizeof(path), "%s/file", dir);
+        cr_assert_eq(aj_read_regular_file(path, 4096, &text, NULL), 0);
+        cr_assert_str_eq(text, "");
+        free(text);
+        close(dfd);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        cr_expect_eq(system(cmd), 0);
+}
+
 /* ---- aj_open_under: the one policy for paths an agent can influence ---- */
 
 static char under_root[] = "/tmp/aj-under-XXXXXX";
