@@ -138,13 +138,17 @@ int aj_open_regular_at(int dirfd, const char *path, int flags, mode_t mode)
         if (fd < 0)
                 return -errno;
         struct stat st;
-        if (fstat(fd, &st) < 0)
+        int r = aj_fd_regular(fd, &st);
+        return r < 0 ? r : TAKE_FD(fd);
+}
+
+int aj_fd_regular(int fd, struct stat *ret_st)
+{
+        if (fstat(fd, ret_st) < 0)
                 return -errno;
-        if (S_ISDIR(st.st_mode))
+        if (S_ISDIR(ret_st->st_mode))
                 return -EISDIR;
-        if (!S_ISREG(st.st_mode))
-                return -EBADFD;
-        return TAKE_FD(fd);
+        return S_ISREG(ret_st->st_mode) ? 0 : -EBADFD;
 }
 
 int aj_read_regular_file(const char *path, size_t max_size, char **ret, size_t *ret_len)

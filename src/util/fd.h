@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Write all of buf, retrying on EINTR and short writes. */
@@ -30,6 +31,8 @@ int aj_read_fd(int fd, size_t max_size, char **ret, size_t *ret_len);
  * fd keeps O_NONBLOCK, which a regular file ignores.
  */
 int aj_open_regular_at(int dirfd, const char *path, int flags, mode_t mode);
+/* Its check of an open fd: 0 for a regular file (its stat in *ret_st), else -EISDIR, -EBADFD. */
+int aj_fd_regular(int fd, struct stat *ret_st);
 /* aj_read_file of a file opened so. */
 int aj_read_regular_file(const char *path, size_t max_size, char **ret, size_t *ret_len);
 /* strerror(-r), except "not a regular file" for aj_open_regular_at's -EBADFD. */
