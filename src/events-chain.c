@@ -32,9 +32,9 @@
  * EVENTS_TAIL_MAX_VALUES. */
 int aj_events_read_tail(const char *path, size_t n, json_t **ret_array)
 {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        _cleanup_close_ int fd = aj_open_regular_at(AT_FDCWD, path, O_RDONLY, 0);
         if (fd < 0)
-                return -errno;
+                return fd;
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return -errno;
@@ -159,9 +159,9 @@ static int read_file_end(int fd, FileEnd *ret)
 
 int aj_events_lock(const char *path, bool exclusive, int *ret_fd)
 {
-        _cleanup_close_ int fd = open(path, O_RDONLY | (exclusive ? O_CREAT : 0) | O_CLOEXEC | O_NOFOLLOW, 0640);
+        _cleanup_close_ int fd = aj_open_regular_at(AT_FDCWD, path, O_RDONLY | (exclusive ? O_CREAT : 0), 0640);
         if (fd < 0)
-                return -errno;
+                return fd;
         while (flock(fd, exclusive ? LOCK_EX : LOCK_SH) < 0)
                 if (errno != EINTR)
                         return -errno;
@@ -196,9 +196,9 @@ int aj_events_append_after(const char *path, const char *run_id, const AjChainEn
         json_auto_t *owned = fields;
         _cleanup_(file_end_done) FileEnd fe = { 0 };
         {
-                _cleanup_close_ int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+                _cleanup_close_ int fd = aj_open_regular_at(AT_FDCWD, path, O_RDONLY | O_CREAT, 0640);
                 if (fd < 0)
-                        return -errno;
+                        return fd;
                 int r = read_file_end(fd, &fe);
                 if (r < 0)
                         return r;
@@ -248,15 +248,30 @@ int aj_events_append_after(const char *path, const char *run_id, const AjChainEn
         return 0;
 }
 
+/* The chain to read line by line (aj_open_regular_at: a FIFO put there must not hang us). */
+static int open_stream(const char *path, FILE **ret)
+{
+        _cleanup_close_ int fd = aj_open_regular_at(AT_FDCWD, path, O_RDONLY, 0);
+        if (fd < 0)
+                return fd;
+        FILE *f = fdopen(fd, "re");
+        if (!f)
+                return -errno;
+        TAKE_FD(fd);
+        *ret = f;
+        return 0;
+}
+
 static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret);
 
 int aj_events_verify(const char *path, uint64_t expect_count, const char *expect_hash, AjChainCheck *ret)
 {
         *ret = (AjChainCheck){ 0 };
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        int r = verify_stream(f, expect_count, expect_hash, ret);
+        FILE *f = NULL;
+        int r = open_stream(path, &f);
+        if (r < 0)
+                return r;
+        r = verify_stream(f, expect_count, expect_hash, ret);
         fclose(f);
         return r;
 }
@@ -388,13 +403,13 @@ static int verify_stream(FILE *f, uint64_t expect_count, const char *expect_hash
 
 int aj_events_foreach(const char *path, int (*fn)(json_t *ev, void *userdata), void *userdata, size_t *ret_bad)
 {
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return -errno;
+        FILE *f = NULL;
+        int r = open_stream(path, &f);
+        if (r < 0)
+                return r;
         char *line = NULL;
         size_t size = 0, bad = 0;
         ssize_t n;
-        int r = 0;
         while (r >= 0 && (n = getline(&line, &size, f)) > 0) {
                 /* A line whose DOM did not fit (jansson says only that it failed; malloc says
                  * why) is not a bad line to skip: a reader that missed an event (a verdict, a

@@ -24,18 +24,15 @@ static int read_text(const char *path, char **ret)
         if (fd < 0)
                 return -errno;
         struct stat st;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (S_ISDIR(st.st_mode))
-                return -EISDIR;
-        if (!S_ISREG(st.st_mode))
-                return -EBADFD;
+        int r = aj_fd_regular(fd, &st);
+        if (r < 0)
+                return r;
         if (st.st_size > MAX_FILE_SIZE)
                 return -EFBIG;
         /* A file that grows while we read it is refused once it outgrows both its size and 4 KiB. */
         _cleanup_free_ char *buf = NULL;
         size_t have = 0;
-        int r = aj_read_fd(fd, (size_t)st.st_size + 1, &buf, &have);
+        r = aj_read_fd(fd, (size_t)st.st_size + 1, &buf, &have);
         if (r < 0)
                 return r;
         /* jansson would stop at a NUL and silently ignore the rest. */
@@ -51,7 +48,7 @@ static const char *read_error_text(int r)
         case -EFBIG:
                 return "file is too large (at most 1 MiB)";
         case -EBADFD:
-                return "not a regular file";
+                return aj_file_error_text(r);
         case -EBADMSG:
                 return "contains a NUL byte";
         default:

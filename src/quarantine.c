@@ -26,9 +26,9 @@ int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, c
         if (aj_run_file_path(run_dir, input, incident, sizeof(incident)) < 0 ||
             aj_run_file_path(run_dir, AJ_RUN_FILE_ALERT_LOG, log, sizeof(log)) < 0)
                 return -ENAMETOOLONG;
-        _cleanup_close_ int in = open(incident, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int in = aj_open_regular_at(AT_FDCWD, incident, O_RDONLY, 0);
         if (in < 0)
-                return -errno;
+                return in;
         _cleanup_close_ int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
         if (out < 0)
                 return -errno;

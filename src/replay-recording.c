@@ -144,9 +144,9 @@ static int body_file_state(void *userdata, uint64_t call_id)
         const char *dir = userdata;
         char path[PATH_MAX];
         snprintf(path, sizeof(path), "%s/%llu.response", dir, (unsigned long long)call_id);
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        _cleanup_close_ int fd = aj_open_regular_at(AT_FDCWD, path, O_RDONLY, 0);
         struct stat st;
-        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        if (fd < 0 || fstat(fd, &st) < 0)
                 return -ENOENT;
         if ((uint64_t)st.st_size > AJ_REPLAY_MAX_RESPONSE + strlen(CUT_MARK))
                 return -E2BIG;
@@ -321,9 +321,9 @@ int aj_replay_read_body(const AjReplayRecording *rec, const AjReplayEntry *e, ch
                 return -ENOENT;
         char path[PATH_MAX];
         snprintf(path, sizeof(path), "%s/%llu.response", rec->llm_dir, (unsigned long long)e->call_id);
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        _cleanup_close_ int fd = aj_open_regular_at(AT_FDCWD, path, O_RDONLY, 0);
         if (fd < 0)
-                return -errno;
+                return fd;
         char *data = NULL;
         size_t n = 0;
         int r = aj_read_fd(fd, AJ_REPLAY_MAX_RESPONSE + 64, &data, &n);

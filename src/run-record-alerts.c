@@ -17,10 +17,8 @@ static int read_doc(const char *run_dir, const char *name, char *path, size_t le
                 return r;
         json_t *doc = NULL;
         r = aj_run_file_read_json(run_dir, name, &doc);
-        if (r == -EBADMSG)
-                return aj_error_set(ret_error, r, "'%s': not valid JSON", path);
         if (r < 0)
-                return r;
+                return aj_run_file_read_error(path, r, ret_error);
         *ret = doc;
         return 0;
 }

@@ -17,8 +17,12 @@ int aj_run_file_write_json(const char *run_dir, const char *name, json_t *doc);
  * JSON (2 GB from 1 MB of deep undo records, before the broker bounded the depth) and
  * with its depth even below that bound; on one line it is as large as what it holds. */
 int aj_run_file_write_json_line(const char *run_dir, const char *name, json_t *doc);
-/* A JSON record of the run dir, read whole: -ENOENT if absent, -EBADMSG if not JSON. */
+/* A JSON record of the run dir, read whole: -ENOENT if absent, -EBADMSG if not JSON; a
+ * FIFO, a symlink or anything else not a regular file refused at once (aj_open_regular_at). */
 int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret);
+/* A failure of that read of `path` with ret_error naming the file when it is there but no
+ * record (not JSON, not a regular file); returns r. */
+int aj_run_file_read_error(const char *path, int r, AjError *ret_error);
 
 typedef struct {
         const char *path; /* the file, for messages */

@@ -128,7 +128,7 @@ int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret)
                 return r;
         _cleanup_free_ char *text = NULL;
         size_t len;
-        r = aj_read_file(path, AJ_RUN_JSON_MAX, &text, &len);
+        r = aj_read_regular_file(path, AJ_RUN_JSON_MAX, &text, &len);
         if (r < 0)
                 return r;
         json_t *doc = json_loadb(text, len, 0, NULL);
@@ -136,6 +136,15 @@ int aj_run_file_read_json(const char *run_dir, const char *name, json_t **ret)
                 return -EBADMSG;
         *ret = doc;
         return 0;
+}
+
+int aj_run_file_read_error(const char *path, int r, AjError *ret_error)
+{
+        if (r == -EBADMSG)
+                return aj_error_set(ret_error, r, "'%s': not valid JSON", path);
+        if (r == -EBADFD || r == -EISDIR || r == -ELOOP)
+                return aj_error_set(ret_error, r, "'%s': %s", path, r == -ELOOP ? "a symlink" : aj_file_error_text(r));
+        return r;
 }
 
 /* ---- the anchor ----------------------------------------------------------------------- */
@@ -504,10 +513,8 @@ int aj_run_record_read(const char *run_dir, AjRunRecord **ret, AjError *ret_erro
                 return r;
         json_auto_t *doc = NULL;
         r = aj_run_file_read_json(run_dir, AJ_RUN_FILE_RUN, &doc);
-        if (r == -EBADMSG)
-                return aj_error_set(ret_error, r, "'%s': not valid JSON", path);
         if (r < 0)
-                return r;
+                return aj_run_file_read_error(path, r, ret_error);
         return aj_run_record_from_json(doc, path, ret, ret_error);
 }
 

@@ -1190,6 +1190,13 @@ int aj_run_remains_populated(const AjRun *run)
 int aj_run_check_settled(const AjRun *run, char **ret_why)
 {
         *ret_why = NULL;
+        /* Its supervisor or watchdog may still write its records and kill or remove what is
+         * left, and the cgroup it keeps may be empty only for now (a timed-out eval case's
+         * watchdog, its supervisor gone). True too when that cannot be told. */
+        if (aj_run_supervisor_alive(run)) {
+                *ret_why = strdup(AJ_RUN_STILL_THERE_TEXT);
+                return -EBUSY;
+        }
         int r = aj_run_remains_populated(run);
         if (r > 0)
                 *ret_why = strdup(AJ_RUN_REMAINS_POPULATED_TEXT);

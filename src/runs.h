@@ -234,9 +234,11 @@ int aj_run_remains_among(const AjPaths *paths, const AjRun *run, char *const *cg
  * (none, or no cgroup left), -errno when that cannot be told. */
 int aj_run_remains_populated(const AjRun *run);
 /* What a decision that applies the run's overlay changes (`commit`, an eval case's apply)
- * checks first: no process of the run is left to write into them (aj_run_remains_populated).
- * 0 when none is; -EBUSY when some are, -errno when that cannot be told, each with *ret_why
- * saying so for the operator (NULL when out of memory). */
+ * checks first, once it holds the changes' lock (aj_run_lock_workspace): the run is not alive
+ * (aj_run_supervisor_alive: neither its supervisor nor its watchdog is there, whatever its
+ * cgroup holds) and no process of it is left to write into them (aj_run_remains_populated).
+ * 0 when so; -EBUSY when not, -errno when that cannot be told, each with *ret_why saying so
+ * for the operator (NULL when out of memory). */
 int aj_run_check_settled(const AjRun *run, char **ret_why);
 /*
  * A dead run's cgroup that no run directory leads to (its run directory deleted after its
@@ -268,6 +270,10 @@ void aj_run_orphans_free(AjRunOrphan *v, size_t n);
 int aj_run_reap_orphans(const char *pool_dir, const AjPaths *paths, bool dry_run, AjRunOrphan **ret, size_t *ret_n,
                         AjError *ret_error);
 
+/* What aj_run_check_settled says of a run that is alive. */
+#define AJ_RUN_STILL_THERE_TEXT                                                                         \
+        "its supervisor or watchdog is still there (the run live, or being cleaned up), and may still " \
+        "change what it left: wait for it to exit, or 'agentjail kill' it"
 /* What a decision on such a run (`commit`, aj_run_remains_populated) is told to do. */
 #define AJ_RUN_REMAINS_POPULATED_TEXT                                                                \
         "its supervisor is gone but its cgroup still holds processes (killed, not yet gone: in "     \

@@ -237,22 +237,10 @@ const char *aj_runtime_root_problem(const struct stat *st, uid_t uid, bool exact
         return NULL;
 }
 
-int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error)
-{
-        const char *root = paths->runtime_root;
-        /* In a world-writable /tmp: create it ourselves or find someone else's. The sticky
-         * bit keeps a directory we own from being renamed or replaced later. */
-        int r = paths->runtime_in_tmp ? (mkdir(root, 0700) < 0 && errno != EEXIST ? -errno : 0)
-                                      : aj_mkdir_p(root, 0711);
-        if (r < 0 && r != -ENOTDIR && r != -EEXIST && r != -ELOOP) /* those: described by the check */
-                return aj_error_set(ret_error, r, "cannot create the runtime directory '%s': %s", root, strerror(-r));
-        r = aj_runtime_root_check(paths, ret_error);
-        if (r == -ENOENT)
-                return aj_error_set(ret_error, r, "cannot create the runtime directory '%s': %s", root, strerror(-r));
-        return r;
-}
-
-int aj_runtime_root_check(const AjPaths *paths, AjError *ret_error)
+/* The check of a runtime root that is there: 0 when it is ours alone, -ENOENT when there is
+ * none (no ret_error), else -errno (-EPERM) with ret_error saying what is wrong. Only after
+ * prepare's mkdir: one not there may be another user's by the time it is used. */
+static int runtime_root_check(const AjPaths *paths, AjError *ret_error)
 {
         const char *root = paths->runtime_root;
         struct stat st;
@@ -275,6 +263,21 @@ int aj_runtime_root_check(const AjPaths *paths, AjError *ret_error)
                             "control sockets, so it must be yours alone: remove it, or set XDG_RUNTIME_DIR or "
                             "AGENTJAIL_RUNTIME_DIR",
                             root, problem, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+}
+
+int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error)
+{
+        const char *root = paths->runtime_root;
+        /* In a world-writable /tmp: create it ourselves or find someone else's. The sticky
+         * bit keeps a directory we own from being renamed or replaced later. */
+        int r = paths->runtime_in_tmp ? (mkdir(root, 0700) < 0 && errno != EEXIST ? -errno : 0)
+                                      : aj_mkdir_p(root, 0711);
+        if (r < 0 && r != -ENOTDIR && r != -EEXIST && r != -ELOOP) /* those: described by the check */
+                return aj_error_set(ret_error, r, "cannot create the runtime directory '%s': %s", root, strerror(-r));
+        r = runtime_root_check(paths, ret_error);
+        if (r == -ENOENT)
+                return aj_error_set(ret_error, r, "cannot create the runtime directory '%s': %s", root, strerror(-r));
+        return r;
 }
 
 int aj_runtime_dir_create(const AjPaths *paths, const char *id, char **ret_dir)

@@ -78,10 +78,6 @@ int aj_root_mountpoint(const AjPaths *paths, char **ret);
  * have mode 0700 (any local user can create /tmp/agentjail-UID first). -EPERM with ret_error saying what is wrong. Call before the two below.
  */
 int aj_runtime_root_prepare(const AjPaths *paths, AjError *ret_error);
-/* The same check of a runtime root that is there: 0 when it is ours alone, -ENOENT when there
- * is none (no ret_error), else -errno (-EPERM) with ret_error saying what is wrong. Not for
- * a caller that then uses the root: one not there may be another user's by then (prepare). */
-int aj_runtime_root_check(const AjPaths *paths, AjError *ret_error);
 /* What makes a runtime root unsafe for `uid` (NULL: nothing). `exact_0700` for the /tmp
  * fallback. Pure. */
 const char *aj_runtime_root_problem(const struct stat *st, uid_t uid, bool exact_0700);

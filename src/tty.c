@@ -119,7 +119,7 @@ struct AjTtyRelay {
         /* DA1 queries in what reached `out`, answers in what came from `in` (the fence's
          * count), and where each scan is in a sequence. */
         unsigned da1_asked, da1_answered;
-        int asked_state, answered_state;
+        AjTtyEsc asked_state, answered_state;
         /* Clipboard reads taken out of the jail's output (clipboard_read()), and the bytes
          * at the end of from_jail that may still begin one: not written until decided. */
         unsigned clipboard_reads;
@@ -161,53 +161,90 @@ static size_t buf_space(Buf *b)
         return sizeof(b->data) - b->off - b->len;
 }
 
-/* A terminal's answer to DA1, CSI ? Ps;... c, one byte at a time: the state after `c`
- * (0: nothing of one yet, 4: a whole answer). */
-static int da1_answer_step(int state, unsigned char c)
+enum { ESC_GROUND, ESC_ESC, ESC_LEAD, ESC_CSI, ESC_STRING };
+
+/* A new sequence from `c` when it begins one (ESC, the C1 introducers), in any state. */
+static bool esc_begin(AjTtyEsc *e, unsigned char c, AjTtyEscEvent *ret)
 {
-        if (c == 0x1b)
-                return 1;
-        if (c == 0x9b) /* a terminal set to 8-bit controls (S8C1T) answers so */
-                return 2;
-        switch (state) {
-        case 1:
-                return c == '[' ? 2 : 0;
-        case 2:
-                return c == '?' ? 3 : 0;
-        case 3:
-                return c == 'c' ? 4 : (c >= '0' && c <= '9') || c == ';' ? 3 : 0;
+        bool lead = e->state == ESC_LEAD;
+        unsigned char kind = c == 0x9d ? ']' : c == 0x90 ? 'P' : 0;
+        if (c == 0x1b) {
+                e->state = ESC_ESC;
+                *ret = AJ_TTY_ESC_PART;
+        } else if (c == 0x9b) {
+                *e = (AjTtyEsc){ .state = ESC_CSI, .intro = lead ? 2 : 1 };
+                *ret = AJ_TTY_ESC_CSI;
+        } else if (kind) {
+                *e = (AjTtyEsc){ .state = ESC_STRING, .kind = kind, .intro = lead ? 2 : 1 };
+                *ret = AJ_TTY_ESC_STRING;
+        } else
+                return false;
+        return true;
+}
+
+AjTtyEscEvent aj_tty_esc_feed(AjTtyEsc *e, unsigned char c)
+{
+        AjTtyEscEvent ev;
+        if (esc_begin(e, c, &ev))
+                return ev;
+        switch (e->state) {
+        case ESC_ESC:
+                if (c == '[') {
+                        *e = (AjTtyEsc){ .state = ESC_CSI, .intro = 2 };
+                        return AJ_TTY_ESC_CSI;
+                }
+                if (c == ']' || c == 'P') {
+                        *e = (AjTtyEsc){ .state = ESC_STRING, .kind = c, .intro = 2 };
+                        return AJ_TTY_ESC_STRING;
+                }
+                *e = (AjTtyEsc){ .state = ESC_GROUND, .final = c };
+                return AJ_TTY_ESC_FINAL;
+        case ESC_CSI:
+                if (c >= '0' && c <= '?') {
+                        if (c >= '<') {
+                                e->marker = e->params == 0 ? c : e->marker;
+                                e->privates++;
+                        }
+                        e->colons += c == ':';
+                        e->params++;
+                        return AJ_TTY_ESC_CSI_PARAM;
+                }
+                e->state = ESC_GROUND;
+                e->final = c;
+                return AJ_TTY_ESC_CSI_FINAL;
+        case ESC_STRING:
+                if (c == 0x9c || c == 0x18 || c == 0x1a || (c == 0x07 && e->kind == ']')) {
+                        e->state = ESC_GROUND;
+                        return AJ_TTY_ESC_PART;
+                }
+                return AJ_TTY_ESC_STRING_BYTE;
         default:
-                return 0;
+                e->state = c == 0xc2 ? ESC_LEAD : ESC_GROUND;
+                return c == 0xc2 ? AJ_TTY_ESC_PART : AJ_TTY_ESC_TEXT;
         }
 }
 
-/* A query a terminal may answer with DA1, one byte at a time, counted generously (a
- * count too high only makes the fence wait for its timeout): CSI [params] c in its 7-bit,
- * 8-bit and UTF-8 forms, and DECID (ESC Z). Returns the new state, 4 after a query. */
-static int da1_query_step(int state, unsigned char c)
+/* A query a terminal may answer with DA1, counted generously (a count too high only makes
+ * the fence wait for its timeout): CSI [params] c without a private marker, in any form,
+ * and DECID (ESC Z). */
+static bool da1_query(const AjTtyEsc *e, AjTtyEscEvent ev)
 {
-        if (c == 0x1b)
-                return 1;
-        if (c == 0x9b) /* CSI, alone or as U+009B's second byte */
-                return 2;
-        switch (state) {
-        case 1:
-                return c == '[' ? 2 : c == 'Z' ? 4 : 0;
-        case 2:
-                return c == 'c' ? 4 : (c >= '0' && c <= '9') || c == ';' || c == ':' ? 2 : 0;
-        default:
-                return 0;
-        }
+        return (ev == AJ_TTY_ESC_CSI_FINAL && e->final == 'c' && e->privates == 0) ||
+               (ev == AJ_TTY_ESC_FINAL && e->final == 'Z');
 }
 
-static unsigned scan(int (*step)(int, unsigned char), int *state, const char *buf, size_t n)
+/* A terminal's answer to DA1: CSI ? Ps;... c (in 8-bit form from a terminal set to 8-bit
+ * controls, S8C1T). */
+static bool da1_answer(const AjTtyEsc *e, AjTtyEscEvent ev)
+{
+        return ev == AJ_TTY_ESC_CSI_FINAL && e->final == 'c' && e->marker == '?' && e->privates == 1 && e->colons == 0;
+}
+
+static unsigned scan(bool (*is)(const AjTtyEsc *, AjTtyEscEvent), AjTtyEsc *e, const char *buf, size_t n)
 {
         unsigned found = 0;
         for (size_t i = 0; i < n; i++)
-                if ((*state = step(*state, (unsigned char)buf[i])) == 4) {
-                        found++;
-                        *state = 0;
-                }
+                found += is(e, aj_tty_esc_feed(e, (unsigned char)buf[i]));
         return found;
 }
 
@@ -230,18 +267,19 @@ static unsigned scan(int (*step)(int, unsigned char), int *state, const char *bu
 
 size_t aj_tty_clipboard_read_at(const unsigned char *p, size_t n)
 {
-        size_t i;
         if (n == 0)
                 return CLIP_MORE;
-        if (p[0] == 0x9d)
-                i = 1;
-        else if (p[0] == 0x1b || p[0] == 0xc2) {
+        /* Its introducer, one token from p[0]: not ESC 0x9d, whose OSC is the second byte's. */
+        AjTtyEsc e = { 0 };
+        AjTtyEscEvent ev = aj_tty_esc_feed(&e, p[0]);
+        size_t i = 1;
+        if (ev == AJ_TTY_ESC_PART) {
                 if (n < 2)
                         return CLIP_MORE;
-                if (p[1] != (p[0] == 0x1b ? ']' : 0x9d))
-                        return CLIP_NOT;
+                ev = aj_tty_esc_feed(&e, p[1]);
                 i = 2;
-        } else
+        }
+        if (ev != AJ_TTY_ESC_STRING || e.kind != ']' || e.intro != i)
                 return CLIP_NOT;
         unsigned long cmd = 0;
         size_t digits = 0;
@@ -398,7 +436,7 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
                                 t->from_jail.len = 0;
                         } else if (n > 0) {
                                 t->shown = true;
-                                t->da1_asked += scan(da1_query_step, &t->asked_state,
+                                t->da1_asked += scan(da1_query, &t->asked_state,
                                                      t->from_jail.data + t->from_jail.off - (size_t)n, (size_t)n);
                         }
                         progress |= n != 0;
@@ -410,7 +448,7 @@ int aj_tty_relay_dispatch(AjTtyRelay *t)
                         if (n < 0)
                                 t->in_eof = true;
                         else if (n > 0)
-                                t->da1_answered += scan(da1_answer_step, &t->answered_state,
+                                t->da1_answered += scan(da1_answer, &t->answered_state,
                                                         t->to_jail.data + t->to_jail.off + t->to_jail.len - (size_t)n,
                                                         (size_t)n);
                         progress |= n != 0;
@@ -532,7 +570,7 @@ int aj_tty_relay_fence(AjTtyRelay *t, int timeout_ms)
                 if (got < 0 && errno != EAGAIN && errno != EINTR)
                         return -errno;
                 if (got > 0)
-                        t->da1_answered += scan(da1_answer_step, &t->answered_state, buf, (size_t)got);
+                        t->da1_answered += scan(da1_answer, &t->answered_state, buf, (size_t)got);
         }
         return 0;
 }

@@ -60,6 +60,42 @@ int aj_tty_relay_dispatch(AjTtyRelay *t);
 bool aj_tty_relay_output_done(const AjTtyRelay *t);
 /* Bytes held in each direction's buffer (tests, bounds). */
 void aj_tty_relay_buffered(const AjTtyRelay *t, size_t *ret_in, size_t *ret_out);
+/*
+ * Escape sequences, one byte at a time: what the relay looks for in either direction (the
+ * jail's DA1 queries, the terminal's DA1 answers, the jail's clipboard reads) is found on
+ * these tokens. ESC x; CSI (ESC [, the C1 byte 0x9b, U+009B in UTF-8), its parameter bytes
+ * ('0' to '?') and the byte that ends it (any other: its final, whatever it is); OSC (ESC ],
+ * 0x9d, U+009D) and DCS (ESC P, 0x90, U+0090) and their strings up to a terminator (BEL
+ * for OSC, ST: ESC \ or 0x9c; CAN, SUB). ESC and the C1 CSI, OSC and DCS bytes begin a
+ * new sequence wherever they are, as any UTF-8 character's second byte too (generous: the
+ * 9b of U+00DB, C3 9B, begins a CSI as U+009B's does).
+ * A sequence split across reads is carried in the state.
+ */
+typedef enum {
+        AJ_TTY_ESC_TEXT,       /* a byte of no sequence */
+        AJ_TTY_ESC_PART,       /* an introducer's first byte (ESC, UTF-8's 0xc2), a string's end
+                                * (ESC \ is an ESC x) */
+        AJ_TTY_ESC_FINAL,      /* ESC x ended: `final` x */
+        AJ_TTY_ESC_CSI,        /* a CSI began (`intro` bytes) */
+        AJ_TTY_ESC_CSI_PARAM,  /* one of its parameter bytes */
+        AJ_TTY_ESC_CSI_FINAL,  /* it ended: `final`, and what its parameters held */
+        AJ_TTY_ESC_STRING,     /* an OSC or DCS began (`intro` bytes; `kind`) */
+        AJ_TTY_ESC_STRING_BYTE /* a byte of its string */
+} AjTtyEscEvent;
+
+typedef struct {
+        unsigned char state;  /* where the scan is (tty.c) */
+        unsigned char kind;   /* the string's: ']' OSC, 'P' DCS */
+        unsigned char intro;  /* the last introducer's length in bytes: 1 (C1), 2 */
+        unsigned char final;  /* the byte that ended the last ESC x or CSI */
+        unsigned char marker; /* the CSI's first parameter byte when it is '<' to '?', else 0 */
+        unsigned params;      /* its parameter bytes, */
+        unsigned privates;    /* those of them '<' to '?', wherever they are, */
+        unsigned colons;      /* and ':' */
+} AjTtyEsc;
+
+AjTtyEscEvent aj_tty_esc_feed(AjTtyEsc *e, unsigned char c);
+
 /* The jail's output never asks the operator's terminal for the clipboard: OSC 52 with the
  * data '?', which a terminal set to answer it (tmux's set-clipboard on, xterm's
  * GetSelection allowed) answers with what the operator last copied, typed into the jail.

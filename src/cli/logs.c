@@ -17,6 +17,7 @@
 #include "config.h"
 #include "events.h"
 #include "otlp.h"
+#include "util/fd.h"
 #include "util/format.h"
 #include "util/syscalls.h"
 
@@ -359,9 +360,9 @@ static int parse_logs_options(int argc, char **argv, LogsOptions *o)
 /* The events printed (and followed), one line each or as JSON lines. */
 static int print_logs(AjRun *run, const char *path, const LogsOptions *o)
 {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        _cleanup_close_ int fd = aj_open_regular_at(AT_FDCWD, path, O_RDONLY, 0);
         if (fd < 0) {
-                cli_fail("logs", "cannot open '%s': %s", path, strerror(errno));
+                cli_fail("logs", "cannot open '%s': %s", path, aj_file_error_text(fd));
                 return CLI_EXIT_FAIL;
         }
         _cleanup_free_ char *buf = malloc(LOGS_LINE_MAX);

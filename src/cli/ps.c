@@ -92,6 +92,9 @@ static int list_runs(bool all, bool json)
                         (void)aj_run_remains_among(&paths, run, cgroup_ids, n_cgroup_ids, &left);
                 if (!all && !run->live && !active && !aj_run_remains_any(&left))
                         continue;
+                if (run->rec_error.err < 0) /* its state shows "unknown": why, naming the file */
+                        cli_fail("ps", "warning: run %s: its record is unreadable: %s", run->id,
+                                 aj_error_text(&run->rec_error, 0));
                 if (json) {
                         json_t *doc = cli_run_summary_json(run, state);
                         left_json(doc, &left);

@@ -132,6 +132,35 @@ int aj_read_file_at(int dirfd, const char *path, size_t max_size, char **ret, si
         return aj_read_fd(fd, max_size, ret, ret_len);
 }
 
+int aj_open_regular_at(int dirfd, const char *path, int flags, mode_t mode)
+{
+        _cleanup_close_ int fd = openat(dirfd, path, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, mode);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        int r = aj_fd_regular(fd, &st);
+        return r < 0 ? r : TAKE_FD(fd);
+}
+
+int aj_fd_regular(int fd, struct stat *ret_st)
+{
+        if (fstat(fd, ret_st) < 0)
+                return -errno;
+        if (S_ISDIR(ret_st->st_mode))
+                return -EISDIR;
+        return S_ISREG(ret_st->st_mode) ? 0 : -EBADFD;
+}
+
+int aj_read_regular_file(const char *path, size_t max_size, char **ret, size_t *ret_len)
+{
+        _cleanup_close_ int fd = aj_open_regular_at(AT_FDCWD, path, O_RDONLY, 0);
+        if (fd < 0)
+                return fd;
+        return aj_read_fd(fd, max_size, ret, ret_len);
+}
+
+const char *aj_file_error_text(int r) { return r == -EBADFD ? "not a regular file" : strerror(-r); }
+
 int aj_read_fd(int fd, size_t max_size, char **ret, size_t *ret_len)
 {
         size_t cap = 4096, len = 0;

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Write all of buf, retrying on EINTR and short writes. */
@@ -21,6 +22,21 @@ int aj_read_file(const char *path, size_t max_size, char **ret, size_t *ret_len)
 int aj_read_file_at(int dirfd, const char *path, size_t max_size, char **ret, size_t *ret_len);
 /* The same from an open fd, from its current offset to the end. */
 int aj_read_fd(int fd, size_t max_size, char **ret, size_t *ret_len);
+/*
+ * Opens a file that must be a regular file (a run's records, which whoever can write the
+ * run directory may have replaced): `flags` (an access mode, O_CREAT with `mode`, ...) plus
+ * O_NOFOLLOW (a symlink: -ELOOP), O_NONBLOCK (a FIFO is opened at once, never waited on
+ * for a writer or a reader, then refused), O_NOCTTY and O_CLOEXEC; then fstat: a directory
+ * is -EISDIR, anything else that is not a regular file -EBADFD (aj_file_error_text). The
+ * fd keeps O_NONBLOCK, which a regular file ignores.
+ */
+int aj_open_regular_at(int dirfd, const char *path, int flags, mode_t mode);
+/* Its check of an open fd: 0 for a regular file (its stat in *ret_st), else -EISDIR, -EBADFD. */
+int aj_fd_regular(int fd, struct stat *ret_st);
+/* aj_read_file of a file opened so. */
+int aj_read_regular_file(const char *path, size_t max_size, char **ret, size_t *ret_len);
+/* strerror(-r), except "not a regular file" for aj_open_regular_at's -EBADFD. */
+const char *aj_file_error_text(int r);
 /* A regular file's content into out_fd (empty, at the same offsets), extent by extent: a hole
  * stays a hole (SEEK_DATA/SEEK_HOLE; where the file system cannot tell, chunks of zeros are
  * not written), then out_fd is truncated to the size, so no more than the source's allocated

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,8 +45,11 @@ int aj_strv_append(char ***v, size_t *n, size_t *cap, char *s)
 
 int aj_strv_consume(char ***v, char *s)
 {
-        /* A strv made elsewhere: its slots are its strings and the NULL, no more known. */
-        size_t n = aj_strv_length(*v), cap = *v ? n + 1 : 0;
+        /* A strv made anywhere: its slots are what its allocation holds (glibc's usable size,
+         * room the program may use; under ASan exactly what was asked for), so the slots
+         * aj_strv_append doubled into last time are found again, not reallocated once more
+         * at every call (each one was, to twice the length). */
+        size_t n = aj_strv_length(*v), cap = *v ? malloc_usable_size(*v) / sizeof(char *) : 0;
         return aj_strv_append(v, &n, &cap, s);
 }
 

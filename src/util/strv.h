@@ -11,7 +11,10 @@ size_t aj_strv_length(char *const *v);
 void aj_strv_free(char **v);
 /* Append a copy of s; returns 0 or -ENOMEM. *v may be NULL. */
 int aj_strv_push(char ***v, const char *s);
-/* Append s, taking ownership (freed on failure too). */
+/* Append s, taking ownership (freed on failure too). The slots grow as aj_strv_append's do
+ * (doubled when full: n appends reallocate O(log n) times), found from the allocation; the
+ * length is counted at each call (a scan, no allocation): for thousands of strings keep
+ * n and cap yourself (aj_strv_append). */
 int aj_strv_consume(char ***v, char *s);
 /* Append s (taken, freed on failure too; NULL is -ENOMEM, as from a failed strdup) to *v,
  * its *n strings in *cap slots (the NULL's included; 0 and 0 for a NULL *v), kept by the

@@ -50,6 +50,15 @@ run_cgroup_dirs() {
         return 0
 }
 
+# run_cgroup_procs ID: the processes in the run's cgroup dirs.
+run_cgroup_procs() {
+        local d
+        for d in $(run_cgroup_dirs "$1"); do
+                cat "$d/cgroup.procs" 2>/dev/null
+        done
+        return 0
+}
+
 # wait_cgroup_gone ID SECONDS: sets left.
 wait_cgroup_gone() {
         local deadline=$((SECONDS + $2))
@@ -301,8 +310,9 @@ if p=$(find_jailed_argv "$EVAL_PID" "sleep 4321" 10) && hold "$p"; then
         out=$(cat "$TEST_TMP/eval.out")
         collect_run_ids
         like "$(jq -r '"\(.cases[0].result) \(.cases[0].error)"' <<<"$out" 2>&1)" \
-                "^error the overlay's changes were not applied: its supervisor is gone but its cgroup still holds processes" \
-                "the case is an error saying its changes were not applied, and why" || diag "$out"
+                "^error the overlay's changes were not applied: its supervisor or watchdog is still there" \
+                "the case is an error saying its changes were not applied, and why (its watchdog waits for the process)" ||
+                diag "$out"
         eid=$(jq -r '.cases[0].run // empty' <<<"$out" 2>/dev/null)
         is "$(jq -r .workspace.changes "$AGENTJAIL_STATE_DIR/runs/$eid/run.json" 2>&1)" discarded \
                 "... its run's changes are discarded"
@@ -314,6 +324,54 @@ if p=$(find_jailed_argv "$EVAL_PID" "sleep 4321" 10) && hold "$p"; then
         is "$left" "" "once the process can die, the run's cgroup goes"
 else
         fail "the overlay eval case started, its process held" "$(cat "$TEST_TMP/eval.err")"
+fi
+let_go
+wait "$EVAL_PID" 2>/dev/null
+BG_PIDS=()
+
+# --- an overlay eval case whose supervisor is killed while its watchdog is held (frozen here,
+# as a slow one would be) and whose cgroup is empty: eval applied the changes while the
+# watchdog, still to kill and remove what the run left and close its chain, held the run
+# live; commit refused such a run. The same check now (runs.c aj_run_check_settled).
+cat >"$TEST_TMP/wd.json" <<EOF
+{ "cases": [ { "name": "wd-held", "profile": "$EVAL_OV", "timeout": "60s",
+               "command": ["sh", "-c", "echo agent > mine.txt && exec sleep 4322"] } ] }
+EOF
+TMPDIR="$TEST_TMP/evaltmp" timeout -k 5 120 "$AGENTJAIL" eval "$TEST_TMP/wd.json" --json </dev/null \
+        >"$TEST_TMP/eval.out" 2>"$TEST_TMP/eval.err" &
+EVAL_PID=$!
+BG_PIDS+=("$EVAL_PID")
+wd=
+if p=$(find_jailed_argv "$EVAL_PID" "sleep 4322" 10) && ev=$(pgrep -P "$EVAL_PID" -x agentjail) &&
+        sup=$(pgrep -P "$ev" -x agentjail) &&
+        rdir=$(grep -l "\"supervisor_pid\": $sup," "$AGENTJAIL_STATE_DIR"/runs/*/run.json) && rdir=${rdir%/run.json} &&
+        wd=$(jq -r .watchdog_pid "$rdir/run.json") && hold "$wd"; then
+        # eval stopped meanwhile, so that it looks once the jail's processes are all gone.
+        kill -STOP "$ev"
+        kill -KILL "$sup" "$p"
+        id=${rdir##*/}
+        for _ in $(seq 100); do
+                [[ -z "$(run_cgroup_procs "$id")" ]] && break
+                sleep 0.1
+        done
+        is "$(run_cgroup_procs "$id")" "" "the killed supervisor's jail is gone, its cgroup empty"
+        kill -CONT "$ev"
+        wait "$EVAL_PID"
+        is "$?" 1 "eval of the case whose watchdog is held exits 1" || diag "$(cat "$TEST_TMP/eval.err")"
+        out=$(cat "$TEST_TMP/eval.out")
+        collect_run_ids
+        like "$(jq -r '"\(.cases[0].result) \(.cases[0].error)"' <<<"$out" 2>&1)" \
+                "^error the overlay's changes were not applied: its supervisor or watchdog is still there" \
+                "the case is an error: its changes were not applied while the watchdog lives" || diag "$out"
+        is "$(jq -r .workspace.changes "$rdir/run.json" 2>&1)" discarded "... its run's changes are discarded"
+        let_go
+        for _ in $(seq 100); do
+                [[ -d /proc/$wd ]] || break
+                sleep 0.1
+        done
+        ok "... and the watchdog, let go, finishes" test ! -d "/proc/$wd"
+else
+        fail "the overlay eval case started, its watchdog held" "$(cat "$TEST_TMP/eval.err")"
 fi
 let_go
 wait "$EVAL_PID" 2>/dev/null

@@ -270,30 +270,59 @@ ok "... and its runtime dir" test ! -e "$AGENTJAIL_RUNTIME_DIR/$RT"
 # A runtime root missing when prune looks (/tmp/agentjail-UID after a reboot) was taken for
 # "nothing to reap", then looked under by the reaps: another user who made it meanwhile, a
 # symlink to a directory of ours holding names like run ids, had each of those removed. prune
-# holds here (a run.json that is a FIFO, read after the look and before the reaps) while the
-# other user tries; it made the root, as a run does, so the name is taken.
-run_jail --name pr-rtgone -- /bin/true
-is "$JAIL_RC" 0 "a quick run pr-rtgone" || jail_diag
-RT=$JAIL_RUN_ID
-victim=$TEST_TMP/victim
-mkdir -p "$victim/$RT" "$RUNS/ffffffffffff"
-touch "$victim/$RT/kept"
-mkfifo "$RUNS/ffffffffffff/run.json"
-mv "$AGENTJAIL_RUNTIME_DIR" "$TEST_TMP/runtime.saved"
-timeout -k 5 30 "$AGENTJAIL" prune --older-than 30d >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err" &
-PR_PID=$!
-for _ in $(seq 100); do # prune opens the FIFO (it waits for a writer)
-        [[ -n "$(find /proc/"$PR_PID"/fd -lname "$RUNS/ffffffffffff/run.json" 2>/dev/null)" ]] && break
-        sleep 0.05
-done
-ln -s "$victim" "$AGENTJAIL_RUNTIME_DIR" 2>/dev/null
-echo '{}' >"$RUNS/ffffffffffff/run.json"
-wait "$PR_PID"
-ok "a directory of the invoker's named like a run id stays, whoever made the runtime root meanwhile" \
-        test -e "$victim/$RT/kept"
-ok "... prune made the runtime root, a directory" test -d "$AGENTJAIL_RUNTIME_DIR" -a ! -L "$AGENTJAIL_RUNTIME_DIR"
-rm -rf "$RUNS/ffffffffffff"
-rm -rf "$AGENTJAIL_RUNTIME_DIR"
-mv "$TEST_TMP/runtime.saved" "$AGENTJAIL_RUNTIME_DIR"
+# is held here (strace delays its open of a run.json, read after the look and before the
+# reaps) while the other user tries; it made the root, as a run does, so the name is taken.
+if ! command -v strace >/dev/null; then
+        skip "a runtime root made meanwhile by another user" "no strace to hold prune"
+else
+        run_jail --name pr-rtgone -- /bin/true
+        is "$JAIL_RC" 0 "a quick run pr-rtgone" || jail_diag
+        RT=$JAIL_RUN_ID
+        victim=$TEST_TMP/victim
+        mkdir -p "$victim/$RT" "$RUNS/ffffffffffff"
+        touch "$victim/$RT/kept"
+        echo '{}' >"$RUNS/ffffffffffff/run.json"
+        mv "$AGENTJAIL_RUNTIME_DIR" "$TEST_TMP/runtime.saved"
+        timeout -k 5 60 strace -f -qq -o "$TEST_TMP/strace.log" -P "$RUNS/ffffffffffff/run.json" \
+                -e trace=openat -e inject=openat:delay_enter=3000000 \
+                "$AGENTJAIL" prune --older-than 30d >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err" &
+        PR_PID=$!
+        for _ in $(seq 200); do # strace logs the open as it starts delaying it
+                grep -q 'ffffffffffff/run.json' "$TEST_TMP/strace.log" 2>/dev/null && break
+                sleep 0.05
+        done
+        ok "prune was held at its read of the run records" grep -q 'ffffffffffff/run.json' "$TEST_TMP/strace.log"
+        ln -s "$victim" "$AGENTJAIL_RUNTIME_DIR" 2>/dev/null
+        wait "$PR_PID"
+        ok "a directory of the invoker's named like a run id stays, whoever made the runtime root meanwhile" \
+                test -e "$victim/$RT/kept"
+        ok "... prune made the runtime root, a directory" test -d "$AGENTJAIL_RUNTIME_DIR" -a ! -L "$AGENTJAIL_RUNTIME_DIR"
+        rm -rf "$RUNS/ffffffffffff"
+        rm -rf "$AGENTJAIL_RUNTIME_DIR"
+        mv "$TEST_TMP/runtime.saved" "$AGENTJAIL_RUNTIME_DIR"
+fi
+
+# ------------------------------------------------------------------ records that are not files
+# A FIFO in place of run.json or events.jsonl (only the invoker can put one there) held prune,
+# ps and inspect for ever, each waiting in open(2) for a writer: the run's records are opened
+# without waiting and refused unless they are regular files, the file named. Last: --keep 0.
+FI=eeeeeeeeeeee
+mkdir "$RUNS/$FI"
+mkfifo "$RUNS/$FI/run.json" "$RUNS/$FI/events.jsonl"
+aj prune --keep 0 --json
+is "$RC" 0 "prune finishes past a FIFO run.json" || op_diag
+is "$(jq -r --arg id "$FI" '.skipped[] | select(.id == $id) | .reason' <<<"$OUT")" unknown \
+        "... and keeps the run: its state cannot be told"
+like "$(jq -r --arg id "$FI" '.skipped[] | select(.id == $id) | .message' <<<"$OUT")" \
+        "'$RUNS/$FI/run.json': not a regular file" "... naming the file"
+aj ps --all
+is "$RC" 0 "ps finishes past it" || op_diag
+like "$ERR" "run $FI: its record is unreadable: '$RUNS/$FI/run.json': not a regular file" "... naming the file"
+aj inspect "$FI"
+is "$RC" 0 "inspect finishes past it (and a FIFO events.jsonl)" || op_diag
+aj logs "$FI"
+is "$RC" 1 "logs refuses a FIFO events.jsonl" || op_diag
+like "$ERR" "cannot open '$RUNS/$FI/events.jsonl': not a regular file" "... naming it"
+rm -rf "${RUNS:?}/$FI"
 
 done_testing

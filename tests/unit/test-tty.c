@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -363,6 +364,86 @@ Test(tty, fence_ends_at_its_timeout_and_only_where_output_went_to_the_terminal)
         close(s);
         close(om);
         close(os);
+}
+
+/* The events of `text` fed from state `e`, one letter each: Text, Part, Final (ESC x), Csi,
+ * parameter (p), csi final (f), String, string byte (s). */
+static void esc_events(AjTtyEsc *e, const char *text, char *out)
+{
+        static const char letter[] = {
+                [AJ_TTY_ESC_TEXT] = 'T',   [AJ_TTY_ESC_PART] = 'P',        [AJ_TTY_ESC_FINAL] = 'F',
+                [AJ_TTY_ESC_CSI] = 'C',    [AJ_TTY_ESC_CSI_PARAM] = 'p',   [AJ_TTY_ESC_CSI_FINAL] = 'f',
+                [AJ_TTY_ESC_STRING] = 'S', [AJ_TTY_ESC_STRING_BYTE] = 's',
+        };
+        for (; *text; text++)
+                *out++ = letter[aj_tty_esc_feed(e, (unsigned char)*text)];
+        *out = 0;
+}
+
+/* The one tokenizer the DA1 counts and the clipboard filter are found on: each introducer in
+ * its 7-bit, 8-bit and UTF-8 forms, a sequence carried across reads, ESC and the C1 bytes
+ * beginning a new one wherever they are. */
+Test(tty, escape_tokenizer)
+{
+        static const struct {
+                const char *text, *events;
+                unsigned char final, marker, intro, kind;
+                unsigned params, privates, colons;
+        } cases[] = {
+                { "a\x1b[?1;2c", "TPCppppf", 'c', '?', 2, 0, 4, 1, 0 },
+                { "\x9b?1;2c", "Cppppf", 'c', '?', 1, 0, 4, 1, 0 },
+                { "\xc2\x9b"
+                  "6n",
+                  "PCpf", 'n', 0, 2, 0, 1, 0, 0 },
+                { "\x1b[1:2;>c", "PCpppppf", 'c', 0, 2, 0, 5, 1, 1 },
+                { "\x1bZ", "PF", 'Z', 0, 0, 0, 0, 0, 0 },
+                { "\x1b[1\x1b[c", "PCpPCf", 'c', 0, 2, 0, 0, 0, 0 },
+                { "\x1b[1\x9b"
+                  "c",
+                  "PCpCf", 'c', 0, 1, 0, 0, 0, 0 },
+                { "\x1b]52;c;?\x07x", "PSssssssPT", 0, 0, 2, ']', 0, 0, 0 },
+                { "\x9d"
+                  "0;t\x9c",
+                  "SsssP", 0, 0, 1, ']', 0, 0, 0 },
+                { "\xc2\x9d"
+                  "0;t\x1b\\",
+                  "PSsssPF", '\\', 0, 0, 0, 0, 0, 0 },
+                { "\x1bPq\x07\x18", "PSssP", 0, 0, 2, 'P', 0, 0, 0 },
+                { "\x90q\x1b[c", "SsPCf", 'c', 0, 2, 0, 0, 0, 0 },
+                { "\xc2\xa3\xc3\x9b"
+                  "c",
+                  "PTTCf", 'c', 0, 1, 0, 0, 0, 0 },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                AjTtyEsc e = { 0 };
+                char got[64];
+                esc_events(&e, cases[i].text, got);
+                cr_expect_str_eq(got, cases[i].events, "case %zu", i);
+                cr_expect_eq(e.final, cases[i].final, "case %zu: final %#x", i, e.final);
+                cr_expect_eq(e.marker, cases[i].marker, "case %zu", i);
+                cr_expect_eq(e.intro, cases[i].intro, "case %zu: intro %u", i, e.intro);
+                cr_expect_eq(e.kind, cases[i].kind, "case %zu", i);
+                cr_expect_eq(e.params, cases[i].params, "case %zu: params %u", i, e.params);
+                cr_expect_eq(e.privates, cases[i].privates, "case %zu", i);
+                cr_expect_eq(e.colons, cases[i].colons, "case %zu", i);
+        }
+        /* Split across reads: the state carries the sequence, byte by byte as whole. */
+        static const char *const whole[] = { "\x1b[?64;1c",
+                                             "\xc2\x9d"
+                                             "52;c;?\x07",
+                                             "\x1bP1$r\x1b\\" };
+        for (size_t i = 0; i < sizeof(whole) / sizeof(whole[0]); i++)
+                for (size_t cut = 0; cut <= strlen(whole[i]); cut++) {
+                        char head[32], a[64], b[64], one[64];
+                        snprintf(head, sizeof(head), "%.*s", (int)cut, whole[i]);
+                        AjTtyEsc split = { 0 }, at_once = { 0 };
+                        esc_events(&split, head, a);
+                        esc_events(&split, whole[i] + cut, b);
+                        esc_events(&at_once, whole[i], one);
+                        strcat(a, b);
+                        cr_expect_str_eq(a, one, "%zu cut at %zu", i, cut);
+                        cr_expect(memcmp(&split, &at_once, sizeof(split)) == 0, "%zu cut at %zu", i, cut);
+                }
 }
 
 /* An agent in the jail printed OSC 52 ; c ; ? and a terminal set to answer clipboard reads

@@ -138,6 +138,46 @@ Test(fd, mkdir_p_tries_the_path_first)
         cr_assert_eq(system(cmd), 0);
 }
 
+/* Every reallocarray of this program (the library's strv.c among them) goes through here,
+ * counted while `count_reallocs` is set. */
+static bool count_reallocs;
+static size_t reallocs;
+
+void *reallocarray(void *p, size_t n, size_t size)
+{
+        if (size && n > SIZE_MAX / size) {
+                errno = ENOMEM;
+                return NULL;
+        }
+        if (count_reallocs)
+                reallocs++;
+        return realloc(p, n * size);
+}
+
+/* aj_strv_consume (and aj_strv_push through it), on a strv whose slots it is not told,
+ * reallocated it at every call, to twice its length: 10,000 pushes took 10,000. Now the
+ * slots it doubled into are found again: as many as aj_strv_append's. */
+Test(strv, consume_reallocates_only_when_full)
+{
+        char **v = aj_strv_copy((char *[]){ "a", "b", "c", NULL }); /* made elsewhere: 4 slots */
+        cr_assert_not_null(v);
+        char name[16];
+        count_reallocs = true;
+        reallocs = 0;
+        for (size_t i = 0; i < 10000; i++) {
+                snprintf(name, sizeof(name), "s%zu", i);
+                cr_assert_eq(i % 2 ? aj_strv_push(&v, name) : aj_strv_consume(&v, strdup(name)), 0);
+        }
+        count_reallocs = false;
+        cr_assert_leq(reallocs, 14, "%zu reallocations for 10000 appends", reallocs);
+        cr_assert_eq(aj_strv_length(v), 10003);
+        cr_assert_str_eq(v[2], "c");
+        cr_assert_str_eq(v[10002], "s9999");
+        cr_assert_eq(aj_strv_consume(&v, NULL), -ENOMEM, "a failed strdup is -ENOMEM");
+        cr_assert_eq(aj_strv_length(v), 10003);
+        aj_strv_free(v);
+}
+
 Test(path, join)
 {
         static const struct {
@@ -203,6 +243,40 @@ Test(error, errno_only_and_null)
         aj_error_clear(&e);
         cr_expect_eq(e.err, 0);
         cr_expect_null(e.message);
+}
+
+/* A run's records: a FIFO put in place of one held every reader in open(2) for ever. Each
+ * kind refused at once, with its own errno; a regular file opened (O_CREAT too). */
+Test(open_regular, refuses_what_is_not_a_regular_file_without_waiting, .timeout = 10)
+{
+        char dir[] = "/tmp/aj-regular-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(dfd, 0);
+        cr_assert_eq(mkfifoat(dfd, "fifo", 0600), 0);
+        cr_assert_eq(mkdirat(dfd, "dir", 0700), 0);
+        cr_assert_eq(symlinkat("file", dfd, "link"), 0);
+        cr_assert_eq(aj_open_regular_at(dfd, "fifo", O_RDONLY, 0), -EBADFD);
+        cr_assert_eq(aj_open_regular_at(dfd, "fifo", O_RDONLY | O_CREAT, 0600), -EBADFD);
+        cr_assert_str_eq(aj_file_error_text(-EBADFD), "not a regular file");
+        cr_assert_eq(aj_open_regular_at(dfd, "dir", O_RDONLY, 0), -EISDIR);
+        cr_assert_eq(aj_open_regular_at(dfd, "missing", O_RDONLY, 0), -ENOENT);
+        int fd = aj_open_regular_at(dfd, "file", O_RDONLY | O_CREAT, 0600);
+        cr_assert_geq(fd, 0);
+        cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+        close(fd);
+        cr_assert_eq(aj_open_regular_at(dfd, "link", O_RDONLY, 0), -ELOOP, "a symlink is never followed");
+        char path[64], *text = NULL;
+        snprintf(path, sizeof(path), "%s/fifo", dir);
+        cr_assert_eq(aj_read_regular_file(path, 4096, &text, NULL), -EBADFD);
+        snprintf(path, sizeof(path), "%s/file", dir);
+        cr_assert_eq(aj_read_regular_file(path, 4096, &text, NULL), 0);
+        cr_assert_str_eq(text, "");
+        free(text);
+        close(dfd);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        cr_expect_eq(system(cmd), 0);
 }
 
 /* ---- aj_open_under: the one policy for paths an agent can influence ---- */
