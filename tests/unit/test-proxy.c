@@ -2819,10 +2819,10 @@ Test(live, full_destination_source_unwatched)
                 _exit(0);
         }
         close(counted[0]);
-        /* Full: the bytes sent to the client stop growing (for 300 ms) while the server
+        /* Full: the bytes sent to the client stop growing (for 500 ms) while the server
          * still drips (for seconds more, until its own socket is full). */
         json_int_t last = -1, down = 0;
-        for (int stable = 0, i = 0; stable < 6 && i < 400; i++, last = down) {
+        for (int stable = 0, i = 0; stable < 10 && i < 400; i++, last = down) {
                 dispatch_for(50000000ull, &l);
                 json_t *st = aj_proxy_stats(l.proxy);
                 down = field_int(st, "bytes_down");
