@@ -32,6 +32,11 @@
 #define ACCEPT_BATCH 64
 /* What an edge on a socket says about what it receives: data, its end, or an error. */
 #define EDGE_FROM (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
+/* What the sockets are watched for (edge-triggered): the client's room (EPOLLOUT) only
+ * once a send to it found it full (proxy_watch_client_room); either socket's data
+ * (EPOLLIN) not while the direction it feeds waits for room (Dir.unwatched). */
+#define CLIENT_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
+#define UPSTREAM_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
 typedef enum {
         ST_HTTP_HEAD,
@@ -53,6 +58,11 @@ typedef struct {
         bool prefix_counts; /* client bytes (counted) or the proxy's own reply (not) */
         bool src_eof, done;
         bool blocked; /* its last send found the destination full: the destination's EPOLLOUT runs it */
+        /* Blocked after a relay round: its source's data is not watched, as nothing can be
+         * read into the full buffer until the destination has room (whose edge runs it);
+         * each segment the source got meanwhile woke the loop for a send that failed. Its
+         * end, an error or a hang-up still are. */
+        bool unwatched;
         /* A read found the source empty and no edge of it came since (edges clear it): a
          * read now would find nothing, so none is made. */
         bool quiet;
@@ -87,6 +97,7 @@ typedef struct Conn {
         ConnState state;
         int cfd, ufd;
         AjLoopIo *cio, *uio; /* edge-triggered */
+        bool room_watched;   /* the client's EPOLLOUT too (proxy_watch_client_room) */
         char *in;
         size_t in_len;
         AjOutBuf out; /* an error reply */
@@ -173,6 +184,9 @@ void proxy_conn_close(Conn *c);
  * too. Until then only what it sends is (most connections never fill it, and each ACK of
  * theirs would wake the loop for nothing). < 0: it cannot be (the connection must close). */
 int proxy_watch_client_room(Conn *c);
+/* Watches each socket for what its directions wait for (CLIENT_EVENTS, UPSTREAM_EVENTS,
+ * Dir.unwatched, room_watched). < 0: it cannot be (the connection must close). */
+int proxy_watch(Conn *c);
 /* Re-run a connection whose state changed without a new edge on its fds. */
 void proxy_conn_kick(Conn *c);
 

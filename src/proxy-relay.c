@@ -534,10 +534,25 @@ static void relay(Conn *c, bool up, bool down)
                 if (c->resp_done && c->down.len == 0) {
                         proxy_close_upstream(c);
                         c->state = ST_LINGER;
+                        c->up.unwatched = c->down.unwatched = false;
+                        if (proxy_watch(c) < 0) {
+                                proxy_conn_close(c);
+                                return;
+                        }
                         proxy_set_deadline_ms(c, LINGER_MS);
                         proxy_linger(c);
                         return;
                 }
+        }
+        if (r >= 0) {
+                /* A direction left waiting for room stops watching its source until then; one
+                 * that used its budget runs again next dispatch either way (pending), so its
+                 * watch stays as it is until a round ends otherwise. */
+                Dir *dirs[] = { &c->up, &c->down };
+                for (size_t i = 0; i < 2; i++)
+                        if (!c->pending || dirs[i]->blocked)
+                                dirs[i]->unwatched = dirs[i]->blocked && !dirs[i]->done;
+                r = proxy_watch(c);
         }
         if (r < 0) {
                 if (!c->error)

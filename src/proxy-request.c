@@ -148,7 +148,7 @@ static void connect_next(Conn *c)
                         return;
                 }
                 c->ufd = fd;
-                r = aj_loop_add_io(p->loop, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_upstream_io, c, &c->uio);
+                r = aj_loop_add_io(p->loop, fd, UPSTREAM_EVENTS, on_upstream_io, c, &c->uio);
                 if (r < 0) {
                         proxy_connect_failed(c, r);
                         return;

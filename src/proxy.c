@@ -225,10 +225,21 @@ static void on_client_io(AjLoopIo *io, int fd, uint32_t events, void *userdata)
         on_client(userdata, events);
 }
 
-#define CLIENT_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
+int proxy_watch(Conn *c)
+{
+        uint32_t ce = (CLIENT_EVENTS | (c->room_watched ? EPOLLOUT : 0)) & ~(c->up.unwatched ? EPOLLIN : 0);
+        int r = aj_loop_io_set_events(c->cio, ce);
+        if (r == 0 && c->uio)
+                r = aj_loop_io_set_events(c->uio, UPSTREAM_EVENTS & ~(c->down.unwatched ? EPOLLIN : 0));
+        return r;
+}
 
 /* Edge-triggered: if room came back before this, the change reports it at once. */
-int proxy_watch_client_room(Conn *c) { return aj_loop_io_set_events(c->cio, CLIENT_EVENTS | EPOLLOUT); }
+int proxy_watch_client_room(Conn *c)
+{
+        c->room_watched = true;
+        return proxy_watch(c);
+}
 
 /* Re-run a connection whose state changed without a new edge on its fds. */
 void proxy_conn_kick(Conn *c)

@@ -5,10 +5,11 @@
  * names, IPv4 and IPv6 addresses). The listening sockets live in the jail's network
  * namespace (created by the jail's child, passed to the supervisor); upstream
  * sockets are opened by the supervisor in the host's. Each request is checked with
- * src/net.h, names are resolved with src/resolve.h, data is spliced through a pipe
- * per direction, bytes are charged to the egress meter and every connection is an
- * event ("net.connect" when it closes, "net.denied" at refusal). A destination the
- * allowlist refuses but network.ask matches waits for an operator (src/proxy-ask.c).
+ * src/net.h, names are resolved with src/resolve.h, data is relayed through a buffer
+ * per direction (src/proxy-relay.c), bytes are charged to the egress meter and every
+ * connection is an event ("net.connect" when it closes, "net.denied" at refusal). A
+ * destination the allowlist refuses but network.ask matches waits for an operator
+ * (src/proxy-ask.c).
  */
 #pragma once
 
@@ -26,11 +27,12 @@
 #define AJ_PROXY_HTTP_PORT 3128
 #define AJ_PROXY_SOCKS_PORT 1080
 #define AJ_PROXY_MAX_HEADER AJ_HTTP_MAX_HEAD
-/* What one connection may hold in the host's kernel, outside the jail's cgroup: its two
- * sockets' receive and send buffers (SO_RCVBUF/SO_SNDBUF, which the kernel doubles for
- * bookkeeping) and its two pipes. Without a bound, TCP autotuning grows each socket to
- * tcp_rmem/tcp_wmem's maximum (6 MiB / 4 MiB by default) for a peer that does not read,
- * and a few hundred idle tunnels push the host's TCP memory into pressure. */
+/* What one connection may hold in the host, outside the jail's cgroup: its two sockets'
+ * receive and send buffers in the kernel (SO_RCVBUF/SO_SNDBUF, which the kernel doubles
+ * for bookkeeping) and its relay buffers in the supervisor (below). Without a bound, TCP
+ * autotuning grows each socket to tcp_rmem/tcp_wmem's maximum (6 MiB / 4 MiB by default)
+ * for a peer that does not read, and a few hundred idle tunnels push the host's TCP
+ * memory into pressure. */
 #define AJ_PROXY_SOCKET_BUFFER (256 * 1024)
 /* The relay's buffers: each direction's is allocated at its first byte with
  * AJ_PROXY_BUFFER_MIN and grows a step (AJ_PROXY_BUFFER_SIZE, then AJ_PROXY_BUFFER_MAX)

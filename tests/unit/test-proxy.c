@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/select.h>
@@ -528,6 +529,22 @@ static void serve(int fd)
         } else if (strncmp(line, "POST ", 5) == 0) {
                 while (read(fd, buf, sizeof(buf)) > 0)
                         ;
+        } else if (strncmp(line, "drip ", 5) == 0) {
+                /* "drip N": N bytes, 1000 at a time every 2 ms, each its own segment; then echo */
+                int one = 1;
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                memset(buf, 'd', 1000);
+                for (unsigned long long left = strtoull(line + 5, NULL, 10); left > 0;) {
+                        size_t k = left < 1000 ? (size_t)left : 1000;
+                        if (write_full(fd, buf, k) < 0)
+                                break;
+                        left -= k;
+                        usleep(2000);
+                }
+                ssize_t n;
+                while ((n = read(fd, buf, sizeof(buf))) > 0)
+                        if (write_full(fd, buf, (size_t)n) < 0)
+                                break;
         } else if (strncmp(line, "gen ", 4) == 0) {
                 /* "gen N [MS]": N bytes, after MS milliseconds */
                 char *end = NULL;
@@ -2807,4 +2824,70 @@ Test(live, data_sent_while_held_relayed)
         held_state = NULL;
         live_stop(&l);
         aj_net_policy_free(ask);
+}
+
+/* How many times the proxy's fd was readable (each time dispatched) in `ns`. */
+static unsigned wakes_during(uint64_t ns, Live *l)
+{
+        struct pollfd pfd = { .fd = aj_proxy_fd(l->proxy), .events = POLLIN };
+        unsigned n = 0;
+        for (uint64_t end = aj_now_monotonic_ns() + ns, now; (now = aj_now_monotonic_ns()) < end;)
+                if (poll(&pfd, 1, (int)((end - now) / 1000000) + 1) > 0) {
+                        aj_proxy_dispatch(l->proxy);
+                        n++;
+                }
+        return n;
+}
+
+/* A client that stops reading: once the proxy's sends to it find it full, the segments the
+ * upstream still gets do not wake the proxy (each woke it for a send that failed: about
+ * 280 in the 600 ms here); when the client reads again every byte arrives, and a small
+ * exchange after it is relayed at once (the upstream's data is watched again). */
+Test(live, full_destination_source_unwatched)
+{
+        Live l;
+        uint16_t srv = start_server("127.0.0.1");
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        enum { SIZE = 2000000 };
+        int counted[2];
+        cr_assert_eq(pipe2(counted, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                alarm(30);
+                char target[64], answer[512];
+                snprintf(target, sizeof(target), "127.0.0.1:%u", srv);
+                int fd = http_connect(l.http_port, target, answer, sizeof(answer));
+                write_full(fd, "drip 2000000\n", 13);
+                char c;
+                if (read(counted[0], &c, 1) != 1)
+                        _exit(2);
+                static char buf[SIZE];
+                if (read_full(fd, buf, SIZE) != SIZE || memchr(buf, 0, SIZE))
+                        _exit(3);
+                write_full(fd, "ping\n", 5);
+                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                char pong[8] = "";
+                if (poll(&pfd, 1, 2000) != 1 || read_full(fd, pong, 5) != 5 || strcmp(pong, "ping\n") != 0)
+                        _exit(4);
+                _exit(0);
+        }
+        close(counted[0]);
+        /* Full: the bytes sent to the client stop growing (for 500 ms) while the server
+         * still drips (for seconds more, until its own socket is full). */
+        json_int_t last = -1, down = 0;
+        for (int stable = 0, i = 0; stable < 10 && i < 400; i++, last = down) {
+                dispatch_for(50000000ull, &l);
+                json_t *st = aj_proxy_stats(l.proxy);
+                down = field_int(st, "bytes_down");
+                json_decref(st);
+                stable = down == last && down > 0 ? stable + 1 : 0;
+        }
+        cr_assert_eq(down, last, "the client's socket never filled");
+        unsigned wakes = wakes_during(600000000ull, &l);
+        write_full(counted[1], "c", 1);
+        cr_expect_eq(run_client(&l, pid), 0, "every byte, then the echo");
+        fprintf(stderr, "full destination: %u wake-ups in 600 ms after %lld bytes\n", wakes, (long long)down);
+        cr_expect_leq(wakes, 3, "the upstream's segments woke the proxy %u times", wakes);
+        close(counted[1]);
+        live_stop(&l);
 }
