@@ -29,9 +29,11 @@ int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, c
         _cleanup_close_ int in = aj_open_regular_at(AT_FDCWD, incident, O_RDONLY, 0);
         if (in < 0)
                 return in;
-        _cleanup_close_ int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        /* A record like the others: a FIFO put in its place would hold the supervisor in
+         * open(2) with no reader. */
+        _cleanup_close_ int out = aj_open_regular_at(AT_FDCWD, log, O_WRONLY | O_CREAT | O_APPEND, 0640);
         if (out < 0)
-                return -errno;
+                return out;
         /* Reports exec failure through a CLOEXEC pipe, so "command not found" is an error here. */
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0)

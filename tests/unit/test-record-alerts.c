@@ -8,10 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "run-record-internal.h"
+#include "quarantine.h"
 #include "run-record.h"
 #include "util/fd.h"
 
@@ -302,4 +305,33 @@ Test(record_alerts, approval_malformed_names_the_file_and_member)
         cr_assert_eq(aj_run_file_path(root, AJ_RUN_FILE_APPROVAL, path, sizeof(path)), 0);
         cr_assert_eq(unlink(path), 0);
         cr_assert_eq(aj_approval_read(root, &none, NULL), -ENOENT);
+}
+
+/* The alert's output goes to alert.log, opened as the run's other records are: a FIFO in its
+ * place (whoever can write the run directory) is refused at once, not waited on for a reader
+ * with the supervisor held in open(2); a regular file gets the command's output. */
+Test(record_alerts, alert_log_must_be_a_regular_file)
+{
+        write_text("incident.json", "{}\n");
+        char log[300];
+        cr_assert_eq(aj_run_file_path(root, "alert.log", log, sizeof(log)), 0);
+        cr_assert_eq(mkfifo(log, 0600), 0);
+        alarm(10); /* without the check, the open below never returns */
+        AjAlert a = {};
+        int r = aj_alert_start((char *[]){ "cat", NULL }, root, "0123456789ab", "breach", "incident.json",
+                               5000000000ULL, &a);
+        alarm(0);
+        cr_assert_lt(r, 0, "a FIFO alert.log was opened");
+        cr_assert_eq(unlink(log), 0);
+        r = aj_alert_start((char *[]){ "cat", NULL }, root, "0123456789ab", "breach", "incident.json", 5000000000ULL,
+                           &a);
+        cr_assert_eq(r, 0, "%s", strerror(-r));
+        siginfo_t si = {};
+        cr_assert_eq(waitid(P_PIDFD, (id_t)a.pidfd, &si, WEXITED), 0);
+        close(a.pidfd);
+        char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_read_file(log, 4096, &text, &len), 0);
+        cr_assert_str_eq(text, "{}\n");
+        free(text);
 }
