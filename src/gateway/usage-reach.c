@@ -149,8 +149,7 @@ static void add_domain(AjLlmReachList *l, char *what, json_t *domain)
         const char *s = json_string_value(domain), *host;
         size_t len;
         uint16_t port;
-        if (s && plain_text(s) && !strchr(s, '@') &&
-            host_port(s, s + strcspn(s, "/?#"), 443, &host, &len, &port))
+        if (s && plain_text(s) && !strchr(s, '@') && host_port(s, s + strcspn(s, "/?#"), 443, &host, &len, &port))
                 add(l, what, host, len, port, true);
         else
                 add_any(l, what);
