@@ -254,10 +254,17 @@ static void reach_anywhere(json_t *v, AjLlmReachList *l)
 
 int aj_llm_body_reach(const void *body, size_t len, AjLlmReachList *ret)
 {
-        json_t *root = NULL;
-        int r = aj_llm_request_root(body, len, &root);
+        const char *why;
+        int r = aj_llm_json_bounded(body, len, &why);
         if (r < 0)
                 return r;
+        json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+        if (!root) {
+                /* JSON that repeats a key: the provider might read the other one. */
+                json_t *any = json_loadb(body, len, JSON_DECODE_ANY, NULL);
+                json_decref(any);
+                return any ? -EBADMSG : -EINVAL;
+        }
         reach_anywhere(root, ret);
         json_decref(root);
         return 0;

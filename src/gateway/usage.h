@@ -109,8 +109,8 @@ typedef struct {
 } AjLlmReachList;
 void aj_llm_reach_done(AjLlmReachList *l);
 /* A body of a path the gateway does not meter (a batch of requests): every object in it read
- * as a request's tools and mcp_servers. -EINVAL when it is not one JSON object without
- * repeated keys; -E2BIG or -ELOOP past the JSON bounds. */
+ * as a request's tools and mcp_servers. -EINVAL when it is not JSON (an upload), -EBADMSG
+ * when it is JSON repeating a key, -E2BIG or -ELOOP past the JSON bounds. */
 int aj_llm_body_reach(const void *body, size_t len, AjLlmReachList *ret);
 
 typedef struct {

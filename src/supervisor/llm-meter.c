@@ -306,19 +306,20 @@ static int judge_reach(AjSupLlmCall *cs, const AjGatewayProvider *pr, const AjLl
 }
 
 /* A body of a path the gateway does not meter (a batch of requests), read for the places it
- * lets the provider connect to: one that is not JSON is not read (an upload). */
+ * lets the provider connect to: one that is not JSON is not read (an upload); JSON repeating a
+ * key is refused (the provider might read the other one). */
 static int judge_body_reach(AjSupLlmCall *cs, const AjGatewayProvider *pr, const AjGatewayRequest *req,
                             AjGatewayVerdict *v)
 {
         AjLlmReachList l = {};
         int r = req->body_len ? aj_llm_body_reach(req->body, req->body_len, &l) : 0;
-        if (r == -E2BIG || r == -ELOOP)
+        if (r == -E2BIG || r == -ELOOP || r == -EBADMSG)
                 refuse(v, pr, r == -E2BIG ? 413 : 400, "agentjail gateway: the request body cannot be read",
-                       "past the gateway's JSON bounds");
+                       r == -EBADMSG ? "it repeats a key" : "past the gateway's JSON bounds");
         else if (r >= 0)
                 r = judge_reach(cs, pr, &l, v);
         aj_llm_reach_done(&l);
-        return r == -EINVAL ? 0 : r;
+        return r == -ENOMEM ? r : 0;
 }
 
 /* The request read: 0, or the verdict set (refused). */

@@ -1593,6 +1593,8 @@ Test(supervisor_llm, provider_fetching_is_judged_against_the_network_policy)
                                     "{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":8}]"),
                      0, NULL);
         expect_reach(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", 0, NULL);
+        expect_reach(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[],\"requests\":[]}", 400, "repeats a key");
+        expect_reach(&f, &anthropic, "/v1/files", "--boundary\r\nnot json", 0, NULL);
         teardown(&f);
 
         /* Hosts the policy allows go; a domain only with its subdomains (the provider fetches
