@@ -134,3 +134,6 @@ const char *aj_llm_tool_type(json_t *tool, bool *ret_namespaced);
 bool aj_llm_tool_known(json_t *tool);
 /* usage-reach.c: the places a request (`root`) lets the provider connect to. */
 void aj_llm_reach_of(AjLlmApi api, json_t *root, AjLlmReachList *l);
+/* Whether the string member `key` of `parent` (itself member `pkey` of its own object) gives
+ * the content of an image, document, file or audio part: its data, a URL or a file id. */
+bool aj_llm_blob_at(const char *key, json_t *parent, const char *pkey);

@@ -26,6 +26,14 @@
 
 static void add(AjLlmReachList *l, char *what, const char *host, size_t host_len, uint16_t port, bool domain)
 {
+        /* A host already named is judged once (a conversation's images from one host). */
+        for (size_t i = 0; host && i < l->n; i++)
+                if (l->items[i].host && strlen(l->items[i].host) == host_len &&
+                    memcmp(l->items[i].host, host, host_len) == 0 && l->items[i].port == port &&
+                    l->items[i].domain == domain) {
+                        free(what);
+                        return;
+                }
         if (l->n >= ARRAY_SIZE(l->items)) {
                 l->more = true;
                 free(what);
@@ -226,10 +234,33 @@ static void mcp_servers_reach(AjLlmReachList *l, json_t *servers)
                 add_url(l, shown("mcp_servers[%zu].url", i), json_object_get(server, "url"));
 }
 
+/* The conversation's images, documents and files given by URL (Anthropic's "url" sources,
+ * Chat's image_url.url, Responses' input_image image_url and input_file file_url): the
+ * provider fetches each. Inline data ("data:") and file ids are not fetched. */
+static void media_reach(json_t *v, const char *key, json_t *parent, const char *pkey, AjLlmReachList *l)
+{
+        const char *k;
+        json_t *e;
+        size_t i;
+        if (json_is_object(v)) {
+                json_object_foreach (v, k, e)
+                        media_reach(e, k, v, key, l);
+        } else if (json_is_array(v)) {
+                json_array_foreach (v, i, e)
+                        media_reach(e, NULL, NULL, key, l);
+        } else if (json_is_string(v) && key && !streq(key, "data") && !streq(key, "file_data") &&
+                   !streq(key, "file_id") && aj_llm_blob_at(key, parent, pkey) &&
+                   strncasecmp(json_string_value(v), "data:", 5) != 0) {
+                add_url(l, shown("an image or file by URL (\"%s\")", key), v);
+        }
+}
+
 void aj_llm_reach_of(AjLlmApi api, json_t *root, AjLlmReachList *l)
 {
         mcp_servers_reach(l, json_object_get(root, "mcp_servers"));
         tools_reach(l, json_object_get(root, "tools"));
+        media_reach(json_object_get(root, "messages"), "messages", root, NULL, l);
+        media_reach(json_object_get(root, "input"), "input", root, NULL, l);
         json_t *prompt = json_object_get(root, "prompt");
         if (api == AJ_LLM_API_OPENAI_RESPONSES && prompt && !json_is_null(prompt))
                 add_any(l, shown("a stored \"prompt\", whose tools the request does not show"));
@@ -244,6 +275,8 @@ static void reach_anywhere(json_t *v, AjLlmReachList *l)
         if (json_is_object(v)) {
                 mcp_servers_reach(l, json_object_get(v, "mcp_servers"));
                 tools_reach(l, json_object_get(v, "tools"));
+                media_reach(json_object_get(v, "messages"), "messages", v, NULL, l);
+                media_reach(json_object_get(v, "input"), "input", v, NULL, l);
                 json_object_foreach (v, k, e)
                         reach_anywhere(e, l);
         } else if (json_is_array(v)) {

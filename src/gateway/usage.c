@@ -312,7 +312,7 @@ static bool member_is(json_t *o, const char *key, const char *value)
  * else, and a plain-text document's data, it is text the provider reads as tokens: taken
  * for an image by its key ("data") or its first bytes ("data:"), 600 KB of text were
  * reserved as 1600 tokens; and an image given by URL or file id counted its few bytes. */
-static bool blob_at(const char *key, json_t *parent, const char *pkey)
+bool aj_llm_blob_at(const char *key, json_t *parent, const char *pkey)
 {
         if (!key || !parent)
                 return false;
@@ -349,7 +349,7 @@ static void measure(json_t *v, const char *key, json_t *parent, const char *pkey
                         measure(e, NULL, NULL, key, media, bytes, blobs);
                 break;
         case JSON_STRING:
-                if (media && blob_at(key, parent, pkey))
+                if (media && aj_llm_blob_at(key, parent, pkey))
                         (*blobs)++;
                 else
                         *bytes += json_string_length(v);

