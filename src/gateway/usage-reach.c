@@ -177,8 +177,9 @@ static void web_fetch(AjLlmReachList *l, json_t *tool, size_t i, const char *typ
                 add_domain(l, shown("tools[%zu] \"%.64s\" allowed_domains[%zu]", i, type, k), d);
 }
 
-/* The Responses API's remote MCP tool: its server_url, its connector_id (a service the
- * provider reaches on its own, at no host the request names), either or both. */
+/* The Responses API's remote MCP tool ("mcp", and any other type so beginning but Anthropic's
+ * "mcp_toolset", which names a server of mcp_servers): its server_url, its connector_id (a
+ * service the provider reaches on its own, at no host the request names), either or both. */
 static void mcp_tool(AjLlmReachList *l, json_t *tool, size_t i, const char *type)
 {
         json_t *url = json_object_get(tool, "server_url"), *connector = json_object_get(tool, "connector_id");
@@ -212,7 +213,7 @@ static void tools_reach(AjLlmReachList *l, json_t *tools)
                         add_any(l, shown("tools[%zu] whose type is not a string", i));
                 else if (strncasecmp(type, "web_fetch", 9) == 0)
                         web_fetch(l, tool, i, json_string_value(t), namespaced);
-                else if (!namespaced && strcasecmp(type, "mcp") == 0)
+                else if (!namespaced && strncasecmp(type, "mcp", 3) == 0 && strncasecmp(type, "mcp_toolset", 11) != 0)
                         mcp_tool(l, tool, i, json_string_value(t));
                 else if (!aj_llm_tool_known(tool) && strcasecmp(type, "collections_search") != 0)
                         add_any(l, shown("tools[%zu] of a type the gateway does not know, \"%.64s\"", i,

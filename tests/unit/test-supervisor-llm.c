@@ -1563,6 +1563,10 @@ Test(supervisor_llm, provider_fetching_is_judged_against_the_network_policy)
                      RESPONSES_WITH("\"tools\":[{\"type\":\"MCP\",\"server_label\":\"m\",\"server_url\":"
                                     "\"https://mcp.example.com\"}]"),
                      403, "\"MCP\" server_url");
+        expect_reach(&f, &openai, "/v1/responses", RESPONSES_WITH("\"tools\":[{\"type\":\"mcp_remote\"}]"), 403,
+                     "\"mcp_remote\" server_url, any host");
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"tools\":[{\"type\":\"mcp_toolset\",\"mcp_server_name\":\"m\"}]"), 0, NULL);
         /* A provider's connector, a tool type the gateway does not know, a stored prompt, what it
          * cannot read: no host it can judge. */
         expect_reach(&f, &openai, "/v1/responses",
