@@ -2,14 +2,14 @@
 /*
  * Where a request lets the provider connect for the agent (usage.h AjLlmReachList): the
  * servers of Anthropic's MCP connector (mcp_servers[].url), a Responses "mcp" tool's
- * server_url, and the domains of a web_fetch tool's allowed_domains, each a host to judge
- * against the run's network policy; and what bounds no host the gateway reads (a web_fetch
- * without allowed_domains, a connector_id, a tool type it does not know, a stored prompt, a
- * member it cannot read), which only llm.provider_fetch lets through. xAI's collections_search
- * (the documents the account stored there) is the one tool the gateway does not meter that
- * reaches no host. Tool types are matched
- * as usage.c matches them for billing: any letter case, any version, under a namespace.
- * Pure: the supervisor judges (src/supervisor/llm-meter.c).
+ * server_url, the domains of a web_fetch tool's allowed_domains, the conversation's images and
+ * files given by URL, each a host to judge against the run's network policy; and what bounds
+ * no host the gateway reads (a web_fetch without allowed_domains, a connector_id, a tool type
+ * it does not know, a stored prompt, a member it cannot read), which only llm.provider_fetch
+ * lets through. xAI's collections_search (the documents the account stored there) is the one
+ * tool the gateway does not meter that reaches no host. Tool types are matched as usage.c
+ * matches them for billing: any letter case, any version, under a namespace. Pure: the
+ * supervisor judges (src/supervisor/llm-meter.c); docs/gateway.md "Provider-side fetching".
  */
 #include <errno.h>
 #include <stdarg.h>

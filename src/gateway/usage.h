@@ -222,7 +222,8 @@ typedef struct {
          * least, named in the response or not. */
         bool container_auto;
         /* Where the request lets the provider connect for the agent (Anthropic's mcp_servers and
-         * web_fetch tools, the Responses API's mcp tools, what the gateway cannot read of them),
+         * web_fetch tools, the Responses API's mcp tools, images and files by URL, what the
+         * gateway cannot read of them),
          * for the supervisor to judge against the run's network policy (docs/gateway.md). Read
          * for count_tokens too (the provider lists an MCP server's tools to count them). */
         AjLlmReachList reach;
