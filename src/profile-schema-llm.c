@@ -300,8 +300,11 @@ int llm_to_json(const AjProfile *p, json_t *root)
                         return -ENOMEM;
         }
         if (json_object_set_new(llm, "record", json_string(aj_llm_record_name(p->llm_record))) < 0 ||
-            json_object_set_new(llm, "record_bytes", json_integer((json_int_t)p->llm_record_bytes)) < 0 ||
-            json_object_set_new(llm, "provider_fetch", json_boolean(p->llm_provider_fetch)) < 0)
+            json_object_set_new(llm, "record_bytes", json_integer((json_int_t)p->llm_record_bytes)) < 0)
+                return -ENOMEM;
+        /* Shown only when set: the resolved profile (and its digest) of a run that does not allow
+         * it stays what it was before the key existed. */
+        if (p->llm_provider_fetch && json_object_set_new(llm, "provider_fetch", json_true()) < 0)
                 return -ENOMEM;
         return 0;
 }
