@@ -877,6 +877,7 @@ int aj_run_setup_while_child_builds(Run *run)
                 return r;
         }
         run->llm.gate_tools = run->opts->hooks != NULL;
+        run->llm.net_policy = run->net_policy;
         if (run->opts->replay_dir && (r = aj_sup_llm_replay_open(&run->llm, run->opts->replay_dir, run->opts->replay_of,
                                                                  run->opts->replay_live, &err)) < 0) {
                 aj_error("%s", aj_error_text(&err, r));

@@ -631,6 +631,27 @@ int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjN
         return 0;
 }
 
+int aj_net_check_domain(const AjNetPolicy *p, const char *domain, uint16_t port, AjNetVerdict *ret)
+{
+        int r = aj_net_check_host(p, domain, port, ret);
+        struct sockaddr_storage ss;
+        char norm[AJ_NET_HOST_MAX + 1], probe[AJ_NET_HOST_MAX + 3];
+        const char *why;
+        if (r < 0 || !ret->allowed || literal_address(domain, &ss) ||
+            aj_net_host_normalize(domain, strlen(domain), norm, &why) < 0)
+                return r; /* an address has no subdomains; a bad name was refused above */
+        /* A subdomain no rule names exactly: only a wildcard covering all of them matches it. */
+        snprintf(probe, sizeof(probe), "_.%s", norm);
+        for (size_t i = 0; i < p->n_rules; i++)
+                if (p->rules[i].kind == AJ_NET_RULE_WILDCARD && host_matches(&p->rules[i], probe, port))
+                        return 0;
+        *ret = (AjNetVerdict){ .rule = -1 };
+        snprintf(ret->reason, sizeof(ret->reason),
+                 "%.100s port %u is allowed but not its subdomains, which a domain covers (allow \"*.%.100s\" too)",
+                 norm, port, norm);
+        return 0;
+}
+
 bool aj_net_addr_set_contains(const AjNetAddrSet *s, const struct sockaddr *sa)
 {
         uint8_t a[16];

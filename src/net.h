@@ -106,6 +106,11 @@ typedef struct {
  * each resolved address then goes through aj_net_check_resolved(). */
 int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjNetVerdict *ret);
 
+/* A domain as a provider's fetch tool takes it (Anthropic web_fetch's allowed_domains: the
+ * host and every subdomain of it): allowed when the host is and a wildcard rule covers its
+ * subdomains ("*.example.com" or one of a parent), on `port`. */
+int aj_net_check_domain(const AjNetPolicy *p, const char *domain, uint16_t port, AjNetVerdict *ret);
+
 /* The addresses of this host's interfaces, where the proxy connects from (kept current by
  * src/resolve.h's AjHostAddrs, which also asks the kernel's routes). A name resolving to
  * one of them reaches this host's own services, whatever range the address is in. */

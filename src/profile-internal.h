@@ -84,6 +84,7 @@ int json_size(const json_t *v, uint64_t *ret);
 int json_duration(const json_t *v, uint64_t *ret);
 int check_object(Check *c, json_t *v, const Field *fields);
 int check_string(Check *c, json_t *v);
+int check_bool(Check *c, json_t *v);
 int check_string_array(Check *c, json_t *v, CheckFn each);
 int check_duration(Check *c, json_t *v);
 /* allow_degraded's names and AJ_DEGRADE_* flags. */

@@ -225,6 +225,7 @@ int check_llm(Check *c, json_t *v)
                 { "providers", check_providers },
                 { "record", check_record },
                 { "record_bytes", check_record_bytes },
+                { "provider_fetch", check_bool },
                 {},
         };
         return check_object(c, v, fields);
@@ -264,6 +265,7 @@ int llm_from_json(json_t *root, AjProfile *p)
                 (void)aj_llm_record_from_name(json_string_value(v), &p->llm_record);
         if ((v = json_object_get(llm, "record_bytes")) && json_size(v, &n) >= 0)
                 p->llm_record_bytes = n;
+        p->llm_provider_fetch = json_is_true(json_object_get(llm, "provider_fetch"));
         if (json_object_size(providers) == 0)
                 return 0;
         p->llm_providers = calloc(json_object_size(providers), sizeof(*p->llm_providers));
@@ -279,7 +281,7 @@ int llm_from_json(json_t *root, AjProfile *p)
 
 int llm_to_json(const AjProfile *p, json_t *root)
 {
-        if (p->n_llm_providers == 0 && p->llm_record == AJ_LLM_RECORD_DIGEST)
+        if (p->n_llm_providers == 0 && p->llm_record == AJ_LLM_RECORD_DIGEST && !p->llm_provider_fetch)
                 return 0;
         json_t *llm = json_object(), *providers = json_object();
         if (!llm || !providers || json_object_set_new(root, "llm", llm) < 0 ||
@@ -299,6 +301,10 @@ int llm_to_json(const AjProfile *p, json_t *root)
         }
         if (json_object_set_new(llm, "record", json_string(aj_llm_record_name(p->llm_record))) < 0 ||
             json_object_set_new(llm, "record_bytes", json_integer((json_int_t)p->llm_record_bytes)) < 0)
+                return -ENOMEM;
+        /* Shown only when set: the resolved profile (and its digest) of a run that does not allow
+         * it stays what it was before the key existed. */
+        if (p->llm_provider_fetch && json_object_set_new(llm, "provider_fetch", json_true()) < 0)
                 return -ENOMEM;
         return 0;
 }

@@ -254,7 +254,7 @@ int check_string(Check *c, json_t *v)
         return 0;
 }
 
-static int check_bool(Check *c, json_t *v)
+int check_bool(Check *c, json_t *v)
 {
         if (!json_is_boolean(v))
                 return check_fail(c, AJ_JSON_AT_VALUE, "expected true or false, got %s", GOT(v));

@@ -183,6 +183,9 @@ typedef struct AjProfile {
         size_t n_llm_providers;
         AjLlmRecord llm_record;    /* "llm.record": default "digest" */
         uint64_t llm_record_bytes; /* "llm.record_bytes": cap of the kept bodies; default 64M */
+        /* "llm.provider_fetch": the provider may connect for the agent to hosts network.allow does
+         * not allow (MCP servers, fetch tools; docs/gateway.md); default false */
+        bool llm_provider_fetch;
 } AjProfile;
 
 /* Bounds of the "logs" keys (docs/profiles.md). */

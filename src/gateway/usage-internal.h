@@ -127,3 +127,13 @@ int aj_llm_request_root(const void *body, size_t len, json_t **ret);
 /* `o`'s member `key` set to `value` (taken), and `root`, which holds `o`, printed compact: 1
  * with *ret_body malloc'd, or -ENOMEM. */
 int aj_llm_set_and_print(json_t *root, json_t *o, const char *key, json_t *value, char **ret_body, size_t *ret_len);
+/* A tool's type as the name of a provider's built-in tool (without a namespace such as
+ * "openrouter:"; *ret_namespaced says there was one), NULL when not a string; and whether the
+ * gateway knows the type (a tool it meters, a search, a tool free beyond tokens). */
+const char *aj_llm_tool_type(json_t *tool, bool *ret_namespaced);
+bool aj_llm_tool_known(json_t *tool);
+/* usage-reach.c: the places a request (`root`) lets the provider connect to. */
+void aj_llm_reach_of(AjLlmApi api, json_t *root, AjLlmReachList *l);
+/* Whether the string member `key` of `parent` (itself member `pkey` of its own object) gives
+ * the content of an image, document, file or audio part: its data, a URL or a file id. */
+bool aj_llm_blob_at(const char *key, json_t *parent, const char *pkey);

@@ -109,6 +109,7 @@ void aj_llm_call_free(AjLlmCall *c)
         free(u->response_id);
         free(u->previous_response_id);
         free(u->stop_reason);
+        aj_llm_reach_done(&u->reach);
         for (size_t i = 0; i < u->n_tool_calls; i++) {
                 free(u->tool_calls[i]);
                 free(u->tool_call_ids[i]);
@@ -311,7 +312,7 @@ static bool member_is(json_t *o, const char *key, const char *value)
  * else, and a plain-text document's data, it is text the provider reads as tokens: taken
  * for an image by its key ("data") or its first bytes ("data:"), 600 KB of text were
  * reserved as 1600 tokens; and an image given by URL or file id counted its few bytes. */
-static bool blob_at(const char *key, json_t *parent, const char *pkey)
+bool aj_llm_blob_at(const char *key, json_t *parent, const char *pkey)
 {
         if (!key || !parent)
                 return false;
@@ -348,7 +349,7 @@ static void measure(json_t *v, const char *key, json_t *parent, const char *pkey
                         measure(e, NULL, NULL, key, media, bytes, blobs);
                 break;
         case JSON_STRING:
-                if (media && blob_at(key, parent, pkey))
+                if (media && aj_llm_blob_at(key, parent, pkey))
                         (*blobs)++;
                 else
                         *bytes += json_string_length(v);
@@ -581,6 +582,17 @@ static int fee_tool(json_t *tool)
                 if (strncasecmp(type, tools[i].prefix, strlen(tools[i].prefix)) == 0)
                         return (int)tools[i].fee;
         return -1;
+}
+
+const char *aj_llm_tool_type(json_t *tool, bool *ret_namespaced) { return tool_type(tool, ret_namespaced); }
+
+bool aj_llm_tool_known(json_t *tool)
+{
+        bool namespaced;
+        const char *type = tool_type(tool, &namespaced);
+        return type && (fee_tool(tool) >= 0 || search_tool(tool) ||
+                        free_typed_tool(json_string_value(json_object_get(tool, "type")), type, namespaced) ||
+                        free_namespace(tool));
 }
 
 /* A Chat Completions search model (gpt-4o-search-preview, gpt-4o-mini-search-preview,
@@ -1177,13 +1189,15 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "previous_response_id",
                 "conversation",
                 "prediction",
+                "mcp_servers",
         };
         static const char *const opts[] = { "include_usage" };
         /* "tools": a namespace's (free_namespace()), whose members are checked as a tool's. The
          * names a tool declares as the client's (usage-tools.c aj_llm_xai_tool()): a call of xAI's
          * server tools is told from a client's by them. */
-        static const char *const tool_members[] = { "type", "max_uses", "container", "tools",
-                                                    "name", "function", "custom" };
+        static const char *const tool_members[] = { "type",       "max_uses",    "container", "tools",
+                                                    "name",       "function",    "custom",    "allowed_domains",
+                                                    "server_url", "connector_id" };
         static const char *const declared[] = { "name" };
         static const char *const plugin_members[] = { "id", "max_results", "pdf" };
         static const char *const engine[] = { "engine" }, *const mode[] = { "mode" };
@@ -1303,6 +1317,7 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         provider_routing_of(c, root);
         rate_members_of(c, root);
         tool_results_of(c->api, root, u);
+        aj_llm_reach_of(c->api, root, &u->reach);
         uint64_t bytes = 0, blobs = 0;
         measure_request(root, &bytes, &blobs);
         u->prompt_estimate = (bytes + AJ_LLM_BYTES_PER_TOKEN - 1) / AJ_LLM_BYTES_PER_TOKEN + blobs * AJ_LLM_BLOB_TOKENS;

@@ -89,6 +89,30 @@ typedef enum {
  * the event, and the call charged this (fail closed: it breaches any cap below it). */
 #define AJ_LLM_MAX_PROVIDER_COST_USD 10000
 
+#define AJ_LLM_MAX_REACH 16 /* places a request lets the provider connect to, kept; past it: more */
+
+/* A place the request lets the provider connect to for the agent (usage-reach.c): a host and
+ * port (of an MCP server's URL, or a web_fetch domain, which is the host and its subdomains),
+ * or no host the gateway can name (host NULL): a fetch tool without allowed_domains, a
+ * connector, a tool type it does not know, a member it cannot read. */
+typedef struct {
+        char *what; /* the member: "mcp_servers[0].url", "tools[1] \"web_fetch_20250910\" ..." */
+        char *host; /* as written (an IPv6 literal without brackets); NULL: any host */
+        uint16_t port;
+        bool domain; /* and its subdomains */
+} AjLlmReach;
+
+typedef struct {
+        AjLlmReach items[AJ_LLM_MAX_REACH];
+        size_t n;
+        bool more; /* more than were kept (or no memory): judged as any host */
+} AjLlmReachList;
+void aj_llm_reach_done(AjLlmReachList *l);
+/* A body of a path the gateway does not meter (a batch of requests): every object in it read
+ * as a request's tools and mcp_servers. -EINVAL when it is not JSON (an upload), -EBADMSG
+ * when it is JSON repeating a key, -E2BIG or -ELOOP past the JSON bounds. */
+int aj_llm_body_reach(const void *body, size_t len, AjLlmReachList *ret);
+
 typedef struct {
         /* From the request. */
         char *model; /* NULL: the request named none */
@@ -197,6 +221,12 @@ typedef struct {
          * creates the container before the model runs, so an answer is billed a container at
          * least, named in the response or not. */
         bool container_auto;
+        /* Where the request lets the provider connect for the agent (Anthropic's mcp_servers and
+         * web_fetch tools, the Responses API's mcp tools, images and files by URL, what the
+         * gateway cannot read of them),
+         * for the supervisor to judge against the run's network policy (docs/gateway.md). Read
+         * for count_tokens too (the provider lists an MCP server's tools to count them). */
+        AjLlmReachList reach;
 
         /* From the response. */
         int status;

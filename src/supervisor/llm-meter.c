@@ -54,8 +54,9 @@ struct AjSupLlmCall {
         size_t response_len, response_size;
         uint64_t response_bytes; /* all the response's bytes, kept or not */
         bool response_truncated;
-        unsigned status;    /* the response's, 0 before its head */
-        char *content_type; /* the response's, recorded for a replay */
+        unsigned status;        /* the response's, 0 before its head */
+        char *content_type;     /* the response's, recorded for a replay */
+        json_t *provider_fetch; /* llm.provider_fetch let these through: llm.request's "provider_fetch" */
 };
 
 static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
@@ -105,6 +106,7 @@ static void call_free(AjSupLlmCall *cs)
         aj_sse_free(cs->sse);
         free(cs->model);
         free(cs->content_type);
+        json_decref(cs->provider_fetch);
         free(cs->pending);
         cs->l->held -= cs->request_len + cs->response_len;
         free(cs->request_body);
@@ -257,6 +259,69 @@ static void hold_response(AjSupLlm *l, const char *id, uint64_t tokens)
         l->responses_next = (i + 1) % ARRAY_SIZE(l->responses);
 }
 
+/* Where the request lets the provider connect for the agent (usage.h AjLlmReachList), judged
+ * against the run's network policy: data the agent puts in a URL, or hands an MCP server, would
+ * otherwise leave through the provider to hosts the jail cannot reach itself. A place the
+ * policy does not allow is refused, unless llm.provider_fetch lets the provider fetch anywhere
+ * (then it is named in the event). docs/gateway.md "Provider-side fetching". */
+static int judge_reach(AjSupLlmCall *cs, const AjGatewayProvider *pr, const AjLlmReachList *l, AjGatewayVerdict *v)
+{
+        for (size_t i = 0; i < l->n + (l->more ? 1 : 0); i++) {
+                const AjLlmReach *e = i < l->n ? &l->items[i] : NULL;
+                AjNetVerdict nv = {};
+                if (e && e->host) {
+                        int r = e->domain ? aj_net_check_domain(cs->l->net_policy, e->host, e->port, &nv)
+                                          : aj_net_check_host(cs->l->net_policy, e->host, e->port, &nv);
+                        if (r < 0)
+                                return r;
+                        if (nv.allowed)
+                                continue;
+                }
+                _cleanup_free_ char *where = NULL, *what = NULL;
+                if (e && e->host ? asprintf(&where, "%.160s, host %.100s port %u%s (%s)", e->what, e->host, e->port,
+                                            e->domain ? " and its subdomains" : "", nv.reason) < 0
+                                 : asprintf(&where, "%.200s, any host",
+                                            e ? e->what : "more places than the gateway reads of one request") < 0) {
+                        where = NULL;
+                        return -ENOMEM;
+                }
+                if (cs->l->provider_fetch) {
+                        if (!cs->provider_fetch && !(cs->provider_fetch = json_array()))
+                                return -ENOMEM;
+                        if (json_array_append_new(cs->provider_fetch, json_string(where)) < 0)
+                                return -ENOMEM;
+                        continue;
+                }
+                if (asprintf(&what,
+                             "the request lets the provider connect for the agent where the run's network policy "
+                             "does not allow (llm.provider_fetch: true in the profile allows it): %s",
+                             where) < 0) {
+                        what = NULL;
+                        return -ENOMEM;
+                }
+                refuse(v, pr, 403, "agentjail gateway", what);
+                return 0;
+        }
+        return 0;
+}
+
+/* A body of a path the gateway does not meter (a batch of requests), read for the places it
+ * lets the provider connect to: one that is not JSON is not read (an upload); JSON repeating a
+ * key is refused (the provider might read the other one). */
+static int judge_body_reach(AjSupLlmCall *cs, const AjGatewayProvider *pr, const AjGatewayRequest *req,
+                            AjGatewayVerdict *v)
+{
+        AjLlmReachList l = {};
+        int r = req->body_len ? aj_llm_body_reach(req->body, req->body_len, &l) : 0;
+        if (r == -E2BIG || r == -ELOOP || r == -EBADMSG)
+                refuse(v, pr, r == -E2BIG ? 413 : 400, "agentjail gateway: the request body cannot be read",
+                       r == -EBADMSG ? "it repeats a key" : "past the gateway's JSON bounds");
+        else if (r >= 0)
+                r = judge_reach(cs, pr, &l, v);
+        aj_llm_reach_done(&l);
+        return r == -ENOMEM ? r : 0;
+}
+
 /* The request read: 0, or the verdict set (refused). */
 static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const char *method, const char *path,
                         const AjGatewayRequest *req, AjGatewayVerdict *v)
@@ -268,9 +333,10 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         if (aj_llm_api_from_path(api_name, path, &cs->api) < 0) {
                 /* Not a model call: relayed, not metered; but under a cap only reads are, since
                  * an API the gateway cannot meter might spend or ask for tool calls (fail closed). */
-                if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && model_capped(cs->l->meter))
+                bool read_only = streq(method, "GET") || streq(method, "HEAD");
+                if (!read_only && model_capped(cs->l->meter))
                         refuse(v, pr, 403, "agentjail gateway: not a metered API, refused under the run's caps", path);
-                return 0;
+                return read_only || v->status ? 0 : judge_body_reach(cs, pr, req, v);
         }
         int r = aj_llm_call_new(cs->api, &cs->usage);
         if (r < 0)
@@ -284,9 +350,11 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                 return 0;
         }
         check_gate(cs, pr, v);
+        const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
+        if (!v->status && (r = judge_reach(cs, pr, &u->reach, v)) < 0)
+                return r;
         if (v->status)
                 return 0;
-        const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
         if (u->model && !(cs->model = strdup(u->model)))
                 return -ENOMEM;
         if (cs->api == AJ_LLM_API_ANTHROPIC_COUNT_TOKENS)
@@ -460,6 +528,8 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
         }
         if (ev && replay)
                 json_object_set(ev, "replay", replay);
+        if (ev && cs->provider_fetch)
+                json_object_set(ev, "provider_fetch", cs->provider_fetch);
         int r = emit(l, "llm.request", ev);
         if (miss)
                 (void)emit(l, "llm.replay_miss",

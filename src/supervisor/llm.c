@@ -232,6 +232,7 @@ int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHoo
                          .record_responses = p->llm_record != AJ_LLM_RECORD_OFF,
                          .record_requests = p->llm_record == AJ_LLM_RECORD_FULL,
                          .record_bytes = p->llm_record_bytes,
+                         .provider_fetch = p->llm_provider_fetch,
                          .no_keys = no_keys };
         for (size_t i = 0; i < AJ_LLM_MAX_PROVIDERS; i++)
                 l->key_fd[i] = key_fd_set ? key_fd[i] : -1;

@@ -22,6 +22,7 @@
 #include "gateway/gateway.h"
 #include "hooks.h"
 #include "meter.h"
+#include "net.h"
 #include "profile.h"
 #include "replay.h"
 #include "util/error.h"
@@ -56,6 +57,11 @@ typedef struct {
         /* run --hooks: every tool call the model asks for must reach the broker through the
          * agent's hooks before its result comes back (aj_meter_gate_missed). */
         bool gate_tools;
+        /* Where a request may let the provider connect for the agent (its MCP servers, fetch
+         * tools): hosts the run's network policy allows (borrowed; NULL: none), or anywhere with
+         * llm.provider_fetch (each such place named in llm.request's "provider_fetch"). */
+        const AjNetPolicy *net_policy;
+        bool provider_fetch;
         uint8_t gate_reported[16][32]; /* sha256 of the last ids reported, so a result is once */
         size_t gate_reported_next;
         /* The Responses API's last responses, by the sha256 of their id, with the tokens a

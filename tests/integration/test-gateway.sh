@@ -18,7 +18,9 @@
 # under any cap; the web searches a request allows are reserved before it is forwarded, a Chat
 # search model's one search is charged, and so are the provider's other tools billed per use;
 # OpenRouter's web plugin, a stored prompt's tools, Anthropic's code execution and web_fetch
-# max_uses are reserved, and a code interpreter container the provider starts itself counted.
+# max_uses are reserved, and a code interpreter container the provider starts itself counted;
+# a request letting the provider fetch for the agent (web_fetch, an MCP server) outside the
+# network allowlist is refused unless llm.provider_fetch.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -372,7 +374,7 @@ is "$(events_of llm.response | jq -s -c '[.[] | [.file_search_calls, .code_inter
 like "$(jf '.llm.openai["builtin-tools"] | [.file_search_calls, .code_interpreter_containers, .cost_usd] | @text')" \
         '^\[4,2,0\.070' "run.json: 2 x (2 x 0.0025 + 0.03) on top of the tokens"
 PB2=$(write_profile gwbuiltin2 '{"extends": "default", "on_breach": "kill", "prices": {"*": {"input": 1e-6,
-        "output": 2e-6}}, "llm": {'"$PROVIDERS"'}}')
+        "output": 2e-6}}, "llm": {"provider_fetch": true, '"$PROVIDERS"'}}')
 run_jail -p "$PB2" --cap cost_usd=1 -- python3 client.py openai-responses "" builtin-tools
 is "$JAIL_RC" 123 "the provider's tools at a fee nobody priced, under a cost cap: a breach" || jail_diag
 like "$(events_of llm.response | jq -r .breach_reason)" 'file_search tool.*builtin-tools.*add "file_search"' \
@@ -394,7 +396,7 @@ is "$(($(records) - n0))" 0 "... and the provider never sees it"
 PH2=$(write_profile gwhidden '{"extends": "default", "on_breach": "kill", "prices": {"gpt-test:online":
         {"input": 1e-6, "output": 2e-6, "web_search": 0.004}, "gpt-test": {"input": 1e-6, "output": 2e-6,
         "web_search": 0.03, "code_interpreter": 0.03}, "claude-test": {"input": 1e-6, "output": 2e-6, "web_fetch": 0.01}},
-        "llm": {'"$PROVIDERS"'}}')
+        "llm": {"provider_fetch": true, '"$PROVIDERS"'}}')
 echo '{"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}' >"$WORKSPACE/ci-auto.json"
 run_jail -p "$PH2" --cap cost_usd=1 -- /bin/sh -c 'python3 client.py openai-chat "" gpt-test:online;
         python3 client.py openai-chat "" gpt-test @chat-search.json; python3 client.py openai-responses "" gpt-test @ci-auto.json'
@@ -571,6 +573,16 @@ for what in sys.argv[1:]:
     elif what == "batch":
         st, t = call(A + "/v1/messages/batches", {"requests": [{"custom_id": "a", "params":
                      {"model": "claude-test", "max_tokens": 10, "messages": hi}}]})
+    elif what in ("web-fetch", "batch-fetch"):
+        body = {"model": "claude-test", "max_tokens": 10, "messages": hi,
+                "tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}
+        if what == "web-fetch":
+            st, t = call(A + "/v1/messages", body)
+        else:
+            st, t = call(A + "/v1/messages/batches", {"requests": [{"custom_id": "a", "params": body}]})
+    elif what == "mcp-server":
+        st, t = call(A + "/v1/messages", {"model": "claude-test", "max_tokens": 10, "messages": hi,
+                     "mcp_servers": [{"type": "url", "name": "m", "url": "https://mcp.example.com/sse"}]})
     print("%s=%d %s" % (what, st, t.replace("\n", " ")[:300]), flush=True)
 PY
 n0=$(records)
@@ -602,6 +614,24 @@ like "$JAIL_OUT" 'background=403 .*background response is refused under the run.
         "a background response under a cap: 403" || jail_diag
 is "$(($(records) - n0))" 0 "... never forwarded"
 is "$JAIL_RC" 0 "... a refusal, not a breach"
+# --- provider-side fetching (docs/gateway.md): a jail without network.allow cannot have the
+# provider fetch for it (Anthropic's web_fetch, an MCP server, in a batch too), caps or none;
+# llm.provider_fetch lets it, and the event names what it let through
+n0=$(records)
+run_jail -p "$PK" -- python3 gwcap.py web-fetch mcp-server batch-fetch
+like "$JAIL_OUT" 'web-fetch=403 .*provider_fetch.*web_fetch_20250910.{0,2} without allowed_domains, any host' \
+        "web_fetch without allowed_domains in a jail without network: 403, naming the tool" || jail_diag
+like "$JAIL_OUT" 'mcp-server=403 .*mcp_servers\[0\]\.url, host mcp\.example\.com port 443' \
+        "an MCP server outside the allowlist: 403, naming the host" || jail_diag
+like "$JAIL_OUT" 'batch-fetch=403 .*web_fetch_20250910' "... and in a batch's request" || jail_diag
+is "$(events_of llm.request | jq -r .verdict | sort -u)" refused "llm.request: refused"
+is "$(($(records) - n0))" 0 "... none reached the provider"
+PF=$(write_profile gwfetch '{"extends": "default", '"$PRICES"', "llm": {"provider_fetch": true, '"$PROVIDERS"'}}')
+run_jail -p "$PF" -- python3 gwcap.py web-fetch
+like "$JAIL_OUT" 'web-fetch=200 ' "llm.provider_fetch: true lets it through" || jail_diag
+is "$(events_of llm.request | jq -c .provider_fetch)" \
+        '["tools[0] \"web_fetch_20250910\" without allowed_domains, any host"]' "... and llm.request names it"
+is "$(jf '.profile.resolved.llm.provider_fetch')" true "run.json's profile says the run allowed it"
 # OpenRouter's fallback models (or a preset): the answer may come from a model the request
 # does not price, so it is refused under a cap, and relayed without one
 n0=$(records)

@@ -96,6 +96,28 @@ Test(net, host_matching_table)
         aj_net_policy_free(p);
 }
 
+/* A provider's fetch tool takes a domain as the host and its subdomains: both must be allowed. */
+Test(net, a_domain_needs_its_subdomains)
+{
+        AjNetPolicy *p = policy((char *[]){ "a.test", "*.a.test:443", "b.test", "*.c.test", "10.0.0.1", NULL });
+        AjNetVerdict v;
+        cr_assert_eq(aj_net_check_domain(p, "a.test", 443, &v), 0);
+        cr_expect(v.allowed, "%s", v.reason);
+        aj_net_check_domain(p, "a.test", 80, &v);
+        cr_expect(!v.allowed, "its subdomains on port 443 only");
+        aj_net_check_domain(p, "b.test", 443, &v);
+        cr_expect(!v.allowed && strstr(v.reason, "\"*.b.test\""), "%s", v.reason);
+        aj_net_check_domain(p, "x.c.test", 443, &v);
+        cr_expect(v.allowed, "a parent's wildcard covers the host and its subdomains: %s", v.reason);
+        aj_net_check_domain(p, "c.test", 443, &v);
+        cr_expect(!v.allowed, "... not the parent itself");
+        aj_net_check_domain(p, "10.0.0.1", 443, &v);
+        cr_expect(v.allowed, "an address has no subdomains: %s", v.reason);
+        aj_net_check_domain(NULL, "a.test", 443, &v);
+        cr_expect(!v.allowed);
+        aj_net_policy_free(p);
+}
+
 Test(net, empty_policy_means_no_network)
 {
         AjNetPolicy *p = policy((char *[]){ NULL });

@@ -1314,7 +1314,7 @@ Test(profile, llm_providers_parsed_with_defaults, .init = isolate)
                 "\"openai\": {\"key_file\": \"/etc/agentjail/keys/openai\", \"url\": \"https://api.openai.com\"},"
                 "\"local\": {\"api\": \"openai\", \"url\": \"http://10.0.0.5:4000/v1\", \"key_env\": \"LOCAL_KEY\","
                 " \"ca_file\": \"/etc/ssl/local.pem\"}},"
-                "\"record\": \"full\", \"record_bytes\": \"8M\"}}",
+                "\"record\": \"full\", \"record_bytes\": \"8M\", \"provider_fetch\": true}}",
                 &err);
         cr_assert_not_null(p, "%s", err.message ?: "");
         cr_assert_eq(p->n_llm_providers, 3);
@@ -1331,6 +1331,7 @@ Test(profile, llm_providers_parsed_with_defaults, .init = isolate)
         cr_expect_str_eq(l->ca_file, "/etc/ssl/local.pem");
         cr_expect_eq(p->llm_record, AJ_LLM_RECORD_FULL);
         cr_expect_eq(p->llm_record_bytes, 8ULL << 20);
+        cr_expect(p->llm_provider_fetch);
 
         /* Round trip: the same profile, the same digest. */
         char *json = aj_profile_to_json(p);
@@ -1338,6 +1339,7 @@ Test(profile, llm_providers_parsed_with_defaults, .init = isolate)
         cr_assert_not_null(q, "%s\n%s", err.message ?: "", json);
         cr_expect_str_eq(q->digest, p->digest);
         cr_expect_str_eq(q->llm_providers[2].key_env, "LOCAL_KEY");
+        cr_expect(q->llm_provider_fetch, "shown, and read back");
         free(json);
         aj_profile_free(q);
         aj_profile_free(p);
@@ -1350,6 +1352,7 @@ Test(profile, llm_enable_adds_a_builtin_or_the_profiles_own, .init = isolate)
         cr_assert_not_null(p, "%s", err.message ?: "");
         cr_expect_eq(p->llm_record_bytes, 64ULL << 20);
         cr_expect_eq(p->llm_record, AJ_LLM_RECORD_DIGEST, "\"digest\" by default");
+        cr_expect(!p->llm_provider_fetch, "no provider-side fetching by default");
         cr_assert_eq(aj_profile_llm_enable(p, "openai", &err), 0);
         cr_expect_eq(p->n_llm_providers, 1, "the profile's own openai is kept, not doubled");
         cr_expect_str_eq(p->llm_providers[0].url, "http://127.0.0.1:9");
@@ -1423,6 +1426,7 @@ Test(profile, llm_errors, .init = isolate)
         expect_llm_error("{\"llm\": {\"record\": \"everything\"}}", "llm.record", "\"digest\", \"full\" or \"off\"");
         expect_llm_error("{\"llm\": {\"record_bytes\": \"1K\"}}", "llm.record_bytes", "from 64K to 1T");
         expect_llm_error("{\"llm\": {\"provider\": {}}}", "llm.provider", "unknown key");
+        expect_llm_error("{\"llm\": {\"provider_fetch\": \"yes\"}}", "llm.provider_fetch", "true or false");
 }
 
 /* Anthropic's code execution has a fee of its own in the profile's prices (USD per response

