@@ -391,7 +391,7 @@ static int whole_of(json_t *v, uint64_t *ret)
 /* The output limit: the larger of the members naming it (a server reads one or the other:
  * vLLM max_completion_tokens first, others max_tokens), 0 when none is set. -EINVAL with
  * *ret_key the member when one is not a whole number (whole_of()). */
-/* The output limits of each API, the one the gateway sets first (aj_llm_set_output_limit()). */
+/* The members naming each API's output limit. */
 static const char *const output_limit_keys[_AJ_LLM_API_MAX][2] = {
         [AJ_LLM_API_ANTHROPIC_MESSAGES] = { "max_tokens", NULL },
         [AJ_LLM_API_ANTHROPIC_COUNT_TOKENS] = { NULL, NULL },
@@ -416,26 +416,6 @@ static int max_output_of(AjLlmApi api, json_t *root, uint64_t *ret, const char *
         }
         *ret = most;
         return 0;
-}
-
-int aj_llm_set_output_limit(AjLlmApi api, const void *body, size_t len, uint64_t limit, char **ret_body,
-                            size_t *ret_len)
-{
-        const char *key = api >= 0 && api < _AJ_LLM_API_MAX ? output_limit_keys[api][0] : NULL;
-        json_t *root = NULL;
-        if (!key)
-                return -EINVAL;
-        int r = aj_llm_request_root(body, len, &root);
-        if (r < 0)
-                return r;
-        if (!json_object_get(root, key)) {
-                char member[64];
-                snprintf(member, sizeof(member), "\"%s\":%llu,", key, (unsigned long long)limit);
-                r = aj_llm_insert_member(body, len, member, ret_body, ret_len);
-        } else /* there as no limit (null, a negative number, 0): set, the body re-printed */
-                r = aj_llm_set_and_print(root, root, key, json_integer((json_int_t)limit), ret_body, ret_len);
-        json_decref(root);
-        return r;
 }
 
 /* How many answers the request asks for ("n", and "best_of" that OpenAI-compatible servers

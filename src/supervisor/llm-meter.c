@@ -174,24 +174,6 @@ static bool spend_capped(const AjMeter *m)
         return c->set[AJ_CAP_TOKENS] || c->set[AJ_CAP_COST_USD];
 }
 
-/* A request without an output limit is reserved AJ_SUP_LLM_DEFAULT_MAX_OUTPUT tokens an
- * answer, but the model may write up to its own maximum (128,000 for OpenAI's reasoning
- * models, whose hidden tokens no stream shows before its usage), and every call in flight
- * as much: the limit reserved is set in the request, so the provider stops there. */
-static int set_output_limit(AjSupLlmCall *cs, const AjGatewayRequest *req, AjGatewayVerdict *v)
-{
-        char *body = NULL;
-        size_t len = 0;
-        int r = aj_llm_set_output_limit(cs->api, v->body ? v->body : req->body, v->body ? v->body_len : req->body_len,
-                                        AJ_SUP_LLM_DEFAULT_MAX_OUTPUT, &body, &len);
-        if (r <= 0)
-                return r == -ENOMEM ? r : 0; /* the body was read: nothing else can fail */
-        free(v->body);
-        v->body = body;
-        v->body_len = len;
-        return 0;
-}
-
 static uint64_t mul_sat(uint64_t a, uint64_t b) { return b && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
 static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
@@ -417,8 +399,6 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                 refuse(v, pr, 400, "agentjail gateway", "stream_options must be an object");
                 return 0;
         }
-        if (!u->max_output_tokens && spend_capped(cs->l->meter) && (r = set_output_limit(cs, req, v)) < 0)
-                return r;
         /* A request continuing a response the provider stored (previous_response_id) is billed
          * that response's input and output again as its own input: reserved as this run saw
          * them. One the gateway did not see (another run's, evicted), or a conversation, whose

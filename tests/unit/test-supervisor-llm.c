@@ -461,61 +461,6 @@ Test(supervisor_llm, every_answer_asked_for_is_reserved)
         teardown(&f);
 }
 
-/* A request without an output limit is reserved AJ_SUP_LLM_DEFAULT_MAX_OUTPUT tokens, and
- * under a token or cost cap the forwarded body sets that limit, so that the provider stops
- * there: without it a reasoning model could write its own maximum (128,000) in each call in
- * flight past a cap their reservations fitted. A limit the request sets is left alone, and
- * so is every request of a run without such a cap. */
-Test(supervisor_llm, the_output_limit_reserved_is_set_in_the_request)
-{
-        static const struct {
-                const AjGatewayProvider *pr;
-                const char *path, *body, *key;
-        } cases[] = {
-                { &openai, "/v1/chat/completions", "{\"model\":\"claude-test\",\"messages\":[]}",
-                  "max_completion_tokens" },
-                { &openai, "/v1/chat/completions",
-                  "{\"model\":\"claude-test\",\"stream\":true,\"max_tokens\":null,\"messages\":[]}",
-                  "max_completion_tokens" },
-                { &openai, "/v1/responses", "{\"model\":\"claude-test\",\"max_output_tokens\":-1,\"input\":\"hi\"}",
-                  "max_output_tokens" },
-                { &anthropic, "/v1/messages", "{\"model\":\"claude-test\",\"messages\":[]}", "max_tokens" },
-        };
-        for (int capped = 0; capped < 2; capped++) {
-                Fixture f;
-                setup(&f, capped ? "cost_usd=100" : "tool_calls=100");
-                for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-                        AjGatewayCall call;
-                        AjGatewayVerdict v;
-                        request(&f, &call, cases[i].pr, cases[i].path, cases[i].body, &v);
-                        cr_assert_eq(v.status, 0, "%s", v.message);
-                        json_t *sent = v.body ? json_loadb(v.body, v.body_len, JSON_REJECT_DUPLICATES, NULL)
-                                              : json_loads(cases[i].body, 0, NULL);
-                        cr_assert(sent, "%zu: the body sent is one JSON object", i);
-                        json_t *limit = json_object_get(sent, cases[i].key);
-                        if (capped)
-                                cr_expect(json_integer_value(limit) == (json_int_t)AJ_SUP_LLM_DEFAULT_MAX_OUTPUT,
-                                          "%zu: %s set", i, cases[i].key);
-                        else
-                                cr_expect(!json_is_integer(limit) || json_integer_value(limit) < 0,
-                                          "%zu: no cap, %s left alone", i, cases[i].key);
-                        cr_expect(json_is_string(json_object_get(sent, "model")));
-                        json_decref(sent);
-                        free(v.body);
-                        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
-                }
-                /* A limit set is the request's own. */
-                AjGatewayCall call;
-                AjGatewayVerdict v;
-                request(&f, &call, &openai, "/v1/chat/completions",
-                        "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[]}", &v);
-                cr_expect(v.status == 0 && !v.body);
-                free(v.body);
-                f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
-                teardown(&f);
-        }
-}
-
 /* A Chat request's prediction (Predicted Outputs) is reserved as output too: the tokens of it
  * the model rejects are billed as output, past the output limit, and were reserved only as
  * the prompt's (10,000 tokens of prediction with max_tokens 10 fitted a cap of 15,000). */
