@@ -547,10 +547,13 @@ static void relay(Conn *c, bool up, bool down)
         if (r >= 0) {
                 /* A direction left waiting for room stops watching its source until then; one
                  * that used its budget runs again next dispatch either way (pending), so its
-                 * watch stays as it is until a round ends otherwise. */
+                 * watch stays as it is until a round ends otherwise. Not one whose source was
+                 * found empty (quiet): only its next edge runs it, and unwatched none comes
+                 * (the connection pending for the other direction's budget, streak after
+                 * streak, held what it sent meanwhile for as long). */
                 Dir *dirs[] = { &c->up, &c->down };
                 for (size_t i = 0; i < 2; i++)
-                        if (!c->pending || dirs[i]->blocked)
+                        if (!c->pending || dirs[i]->blocked || dirs[i]->quiet)
                                 dirs[i]->unwatched = dirs[i]->blocked && !dirs[i]->done;
                 r = proxy_watch(c);
         }

@@ -2891,3 +2891,84 @@ Test(live, full_destination_source_unwatched)
         close(counted[1]);
         live_stop(&l);
 }
+
+/* Reads what fd holds until it would block: how many bytes; *stop: an 'S' was among them. */
+static size_t drain_for_stop(int fd, bool *stop)
+{
+        static char buf[1 << 20];
+        size_t got = 0;
+        ssize_t n;
+        while ((n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0) {
+                got += (size_t)n;
+                *stop |= memchr(buf, 'S', (size_t)n) != NULL;
+        }
+        return got;
+}
+
+/* A direction that waited for room (its source unwatched) and got it back while the other
+ * direction uses its budget at every round (a stream its server always has more of): what
+ * its source sends later is relayed at once. It was left unwatched, its source found
+ * empty, for as long as the stream kept using its budget: the client's 'S' below reached
+ * the server 10 rounds late, when the client's window first held the stream back (a
+ * stream never held back held it for ever). One process plays the client and the server,
+ * between the proxy's dispatches. */
+Test(live, source_watched_again_while_the_other_direction_streams)
+{
+        Live l;
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, NULL);
+        int lfd;
+        cr_assert_eq(aj_proxy_listen_at("127.0.0.1", 0, &lfd), 0);
+        /* Client: room for more than the proxy sends it between two reads. */
+        int cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), big = 64 << 20;
+        setsockopt(cfd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
+        struct sockaddr_in sin = { .sin_family = AF_INET,
+                                   .sin_port = htons(l.http_port),
+                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        cr_assert_eq(connect(cfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+        dprintf(cfd, "CONNECT 127.0.0.1:%u HTTP/1.1\r\nHost: x\r\n\r\n", port_of(lfd));
+        int sfd = -1;
+        for (int i = 0; i < 500 && sfd < 0; i++) {
+                dispatch_for(2000000ull, &l);
+                sfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        }
+        cr_assert(sfd >= 0, "the proxy never connected");
+        /* Server: a send queue far larger than the proxy's receive buffer, which it refills
+         * as the proxy reads (loopback), so each round of the stream uses its budget. */
+        int queue = 16 << 20;
+        setsockopt(sfd, SOL_SOCKET, SO_SNDBUFFORCE, &queue, sizeof(queue));
+        fcntl(cfd, F_SETFL, O_NONBLOCK);
+        static char data[8 << 20];
+        /* The upload fills the server, which does not read yet: the client -> server
+         * direction waits for room, its source unwatched. */
+        memset(data, 'u', sizeof(data));
+        for (int i = 0; i < 20; i++) {
+                while (write(cfd, data, sizeof(data)) > 0)
+                        ;
+                dispatch_for(5000000ull, &l);
+        }
+        memset(data, 'f', sizeof(data));
+        bool seen = false, ignored = false;
+        size_t uploaded = 0;
+        int sent_at = -1, i;
+        for (i = 0; i < 400 && !seen && (sent_at < 0 || i - sent_at < 20); i++) {
+                (void)!write(sfd, data, sizeof(data));
+                struct pollfd pfd = { .fd = aj_proxy_fd(l.proxy), .events = POLLIN };
+                if (poll(&pfd, 1, 100) > 0)
+                        aj_proxy_dispatch(l.proxy); /* one round each: a busy proxy */
+                (void)drain_for_stop(cfd, &ignored);
+                int one = 1; /* its ACKs at once: the proxy's sends to it are not held */
+                setsockopt(cfd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+                /* Room for the upload: the direction runs, until it has relayed all of it. */
+                size_t got = drain_for_stop(sfd, &seen);
+                uploaded += got;
+                if (sent_at < 0 && uploaded > 0 && got == 0)
+                        sent_at = write(cfd, "S", 1) == 1 ? i : -2;
+        }
+        cr_assert_geq(sent_at, 0);
+        fprintf(stderr, "stop seen after %d rounds\n", seen ? i - sent_at : -1);
+        cr_expect(seen && i - sent_at <= 3, "the client's 'S' reached the server (%d rounds)", seen ? i - sent_at : -1);
+        close(cfd);
+        close(sfd);
+        close(lfd);
+        live_stop(&l);
+}
