@@ -117,16 +117,6 @@ bool aj_llm_chat_event(AjLlmCall *c, json_t *root);
 void aj_llm_chat_body(AjLlmCall *c, json_t *root);
 void aj_llm_responses_event(AjLlmCall *c, const char *type, json_t *root);
 void aj_llm_responses_body(AjLlmCall *c, json_t *root);
-/* The body with `member` ("KEY":VALUE,) after its first '{', the client's bytes otherwise
- * unchanged (numbers are not re-printed): 1 with *ret_body malloc'd. The object must not be
- * empty (a request names its model). */
-int aj_llm_insert_member(const char *body, size_t len, const char *member, char **ret_body, size_t *ret_len);
-/* A request body as the rewrites read it: 0 with *ret one JSON object (json_decref() it);
- * -EINVAL when it is not one or repeats a key, -E2BIG or -ELOOP past the JSON bounds. */
-int aj_llm_request_root(const void *body, size_t len, json_t **ret);
-/* `o`'s member `key` set to `value` (taken), and `root`, which holds `o`, printed compact: 1
- * with *ret_body malloc'd, or -ENOMEM. */
-int aj_llm_set_and_print(json_t *root, json_t *o, const char *key, json_t *value, char **ret_body, size_t *ret_len);
 /* A tool's type as the name of a provider's built-in tool (without a namespace such as
  * "openrouter:"; *ret_namespaced says there was one), NULL when not a string; and whether the
  * gateway knows the type (a tool it meters, a search, a tool free beyond tokens). */

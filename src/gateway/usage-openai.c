@@ -523,9 +523,12 @@ void aj_llm_responses_body(AjLlmCall *c, json_t *root)
         final_response(c, root);
 }
 
-/* ---- the request rewrites ---- */
+/* ---- the chat request rewrite ---- */
 
-int aj_llm_insert_member(const char *body, size_t len, const char *member, char **ret_body, size_t *ret_len)
+/* The body with `member` ("KEY":VALUE,) after its first '{', the client's bytes otherwise
+ * unchanged (numbers are not re-printed): 1 with *ret_body malloc'd. The object must not be
+ * empty (a request names its model). */
+static int insert_member(const char *body, size_t len, const char *member, char **ret_body, size_t *ret_len)
 {
         size_t m = strlen(member);
         const char *brace = memchr(body, '{', len);
@@ -546,10 +549,12 @@ int aj_llm_insert_member(const char *body, size_t len, const char *member, char 
 
 static int insert_options(const char *body, size_t len, char **ret_body, size_t *ret_len)
 {
-        return aj_llm_insert_member(body, len, "\"stream_options\":{\"include_usage\":true},", ret_body, ret_len);
+        return insert_member(body, len, "\"stream_options\":{\"include_usage\":true},", ret_body, ret_len);
 }
 
-int aj_llm_request_root(const void *body, size_t len, json_t **ret)
+/* A request body as the rewrite reads it: 0 with *ret one JSON object (json_decref() it);
+ * -EINVAL when it is not one or repeats a key, -E2BIG or -ELOOP past the JSON bounds. */
+static int request_root(const void *body, size_t len, json_t **ret)
 {
         const char *why;
         int r = aj_llm_json_bounded(body, len, &why);
@@ -565,7 +570,9 @@ int aj_llm_request_root(const void *body, size_t len, json_t **ret)
         return 0;
 }
 
-int aj_llm_set_and_print(json_t *root, json_t *o, const char *key, json_t *value, char **ret_body, size_t *ret_len)
+/* `o`'s member `key` set to `value` (taken), and `root`, which holds `o`, printed compact: 1
+ * with *ret_body malloc'd, or -ENOMEM. */
+static int set_and_print(json_t *root, json_t *o, const char *key, json_t *value, char **ret_body, size_t *ret_len)
 {
         char *out;
         if (json_object_set_new(o, key, value) < 0 || !(out = json_dumps(root, JSON_COMPACT)))
@@ -578,7 +585,7 @@ int aj_llm_set_and_print(json_t *root, json_t *o, const char *key, json_t *value
 int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len)
 {
         json_t *root = NULL;
-        int r = aj_llm_request_root(body, len, &root);
+        int r = request_root(body, len, &root);
         if (r < 0)
                 return r;
         if (json_is_true(json_object_get(root, "stream"))) {
@@ -589,7 +596,7 @@ int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, 
                         r = -EINVAL;
                 else if (!json_is_true(json_object_get(opts, "include_usage")))
                         /* There without include_usage true: set, the body re-printed. */
-                        r = aj_llm_set_and_print(root, opts, "include_usage", json_true(), ret_body, ret_len);
+                        r = set_and_print(root, opts, "include_usage", json_true(), ret_body, ret_len);
         }
         json_decref(root);
         return r;
