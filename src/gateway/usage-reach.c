@@ -11,6 +11,7 @@
  * matches them for billing: any letter case, any version, under a namespace. Pure: the
  * supervisor judges (src/supervisor/llm-meter.c); docs/gateway.md "Provider-side fetching".
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -235,9 +236,48 @@ static void mcp_servers_reach(AjLlmReachList *l, json_t *servers)
                 add_url(l, shown("mcp_servers[%zu].url", i), json_object_get(server, "url"));
 }
 
-/* The conversation's images, documents and files given by URL (Anthropic's "url" sources,
- * Chat's image_url.url, Responses' input_image image_url and input_file file_url): the
- * provider fetches each. Inline data ("data:") and file ids are not fetched. */
+/* Inline content, which the provider decodes and does not fetch: a "data:" URL, or base64
+ * (no ':' or '.' that could make it a URL of a host). */
+static bool inline_data(const char *s)
+{
+        if (strncasecmp(s, "data:", 5) == 0)
+                return true;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (!isalnum(*p) && !strchr("+/=-_\r\n", *p))
+                        return false;
+        return true;
+}
+
+static bool url_key(const char *key)
+{
+        size_t n = key ? strlen(key) : 0;
+        return n >= 4 && strcmp(key + n - 4, "_url") == 0;
+}
+
+/* Whether the string member `key` of `parent` (itself member `pkey` of its own object; for an
+ * array's element `key` is NULL and `pkey` the array's) is a place the provider reads content
+ * from: a URL it fetches or inline data. Not only the shapes one provider documents but every
+ * shape one of them takes (so a provider reading another is not a way past): any member named
+ * "..._url" (Chat's image_url, as an object or a string, video_url, audio_url, Mistral's
+ * document_url, Responses' image_url and file_url), a "url" in one (`{"url": ...}`) or in a
+ * "url" source (Anthropic's), an array's element under one, and the data members of an
+ * image, file or audio part (usage.c aj_llm_blob_at(): "file_data" OpenRouter also takes as a
+ * URL). A file id is read from the provider's own store. */
+static bool fetched_at(const char *key, json_t *parent, const char *pkey)
+{
+        if (!key)
+                return url_key(pkey);
+        if (streq(key, "file_id"))
+                return false;
+        if (url_key(key) || aj_llm_blob_at(key, parent, pkey))
+                return true;
+        const char *type = json_string_value(json_object_get(parent, "type"));
+        return streq(key, "url") && (url_key(pkey) || (type && strcasecmp(type, "url") == 0));
+}
+
+/* The conversation's images, documents, files, audio and video given by URL: the provider
+ * fetches each (fetched_at()). Inline data is not fetched; anything else there is a URL, judged
+ * as one (a scheme or shape url_host() does not read: any host). */
 static void media_reach(json_t *v, const char *key, json_t *parent, const char *pkey, AjLlmReachList *l)
 {
         const char *k;
@@ -249,19 +289,50 @@ static void media_reach(json_t *v, const char *key, json_t *parent, const char *
         } else if (json_is_array(v)) {
                 json_array_foreach (v, i, e)
                         media_reach(e, NULL, NULL, key, l);
-        } else if (json_is_string(v) && key && !streq(key, "data") && !streq(key, "file_data") &&
-                   !streq(key, "file_id") && aj_llm_blob_at(key, parent, pkey) &&
-                   strncasecmp(json_string_value(v), "data:", 5) != 0) {
-                add_url(l, shown("an image or file by URL (\"%s\")", key), v);
+        } else if (json_is_string(v) && fetched_at(key, parent, pkey) && !inline_data(json_string_value(v))) {
+                add_url(l, shown("an image or file by URL (\"%s\")", key ? key : pkey), v);
         }
 }
 
-void aj_llm_reach_of(AjLlmApi api, json_t *root, AjLlmReachList *l)
+/* xAI's Live Search (search_parameters.sources): a search of the web, news or X is a search
+ * (docs/gateway.md "What the allowlist does not cover"), but an "rss" source's links are feeds
+ * the provider fetches; a source of another type is judged by its links, or as any host. */
+static void live_search_reach(AjLlmReachList *l, json_t *params)
+{
+        json_t *sources = json_object_get(params, "sources"), *source, *link;
+        size_t i, k;
+        if (!params || json_is_null(params) || !sources || json_is_null(sources))
+                return;
+        if (!json_is_array(sources)) {
+                add_any(l, shown("\"search_parameters\" \"sources\" that is not an array"));
+                return;
+        }
+        json_array_foreach (sources, i, source) {
+                const char *type = json_string_value(json_object_get(source, "type"));
+                json_t *links = json_object_get(source, "links");
+                if (type &&
+                    (strcasecmp(type, "web") == 0 || strcasecmp(type, "news") == 0 || strcasecmp(type, "x") == 0))
+                        continue;
+                if (!json_is_array(links) || json_array_size(links) == 0)
+                        add_any(l, shown("search_parameters.sources[%zu] without links", i));
+                json_array_foreach (links, k, link)
+                        add_url(l, shown("search_parameters.sources[%zu].links[%zu]", i, k), link);
+        }
+}
+
+/* The places one request (`root`) lets the provider connect to. */
+static void request_reach(json_t *root, AjLlmReachList *l)
 {
         mcp_servers_reach(l, json_object_get(root, "mcp_servers"));
         tools_reach(l, json_object_get(root, "tools"));
         media_reach(json_object_get(root, "messages"), "messages", root, NULL, l);
         media_reach(json_object_get(root, "input"), "input", root, NULL, l);
+        live_search_reach(l, json_object_get(root, "search_parameters"));
+}
+
+void aj_llm_reach_of(AjLlmApi api, json_t *root, AjLlmReachList *l)
+{
+        request_reach(root, l);
         json_t *prompt = json_object_get(root, "prompt");
         if (api == AJ_LLM_API_OPENAI_RESPONSES && prompt && !json_is_null(prompt))
                 add_any(l, shown("a stored \"prompt\", whose tools the request does not show"));
@@ -274,10 +345,7 @@ static void reach_anywhere(json_t *v, AjLlmReachList *l)
         json_t *e;
         size_t i;
         if (json_is_object(v)) {
-                mcp_servers_reach(l, json_object_get(v, "mcp_servers"));
-                tools_reach(l, json_object_get(v, "tools"));
-                media_reach(json_object_get(v, "messages"), "messages", v, NULL, l);
-                media_reach(json_object_get(v, "input"), "input", v, NULL, l);
+                request_reach(v, l);
                 json_object_foreach (v, k, e)
                         reach_anywhere(e, l);
         } else if (json_is_array(v)) {

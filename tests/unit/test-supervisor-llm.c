@@ -1604,3 +1604,58 @@ Test(supervisor_llm, provider_fetching_is_judged_against_the_network_policy)
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
         teardown(&f);
 }
+
+/* URLs the provider fetches in shapes other than the ones the gateway first read: each refused
+ * without network. */
+Test(supervisor_llm, provider_fetching_in_every_url_shape_is_judged)
+{
+#define CHAT_PART(part) "{\"model\":\"claude-test\",\"messages\":[{\"role\":\"user\",\"content\":[" part "]}]}"
+        static const char *const bodies[] = {
+                /* Chat's image_url as a plain string (vLLM, Mistral) */
+                CHAT_PART("{\"type\":\"image_url\",\"image_url\":\"https://evil.test/a.png\"}"),
+                /* a file part's file_data given as a URL (OpenRouter) */
+                CHAT_PART(
+                        "{\"type\":\"file\",\"file\":{\"filename\":\"a.pdf\",\"file_data\":\"https://evil.test/a.pdf\"}}"),
+                /* video and audio by URL (OpenRouter, vLLM) */
+                CHAT_PART("{\"type\":\"video_url\",\"video_url\":{\"url\":\"https://evil.test/v.mp4\"}}"),
+                CHAT_PART("{\"type\":\"audio_url\",\"audio_url\":{\"url\":\"https://evil.test/a.wav\"}}"),
+                /* Mistral's document_url */
+                CHAT_PART("{\"type\":\"document_url\",\"document_url\":\"https://evil.test/a.pdf\"}"),
+                CHAT_PART(
+                        "{\"type\":\"input_audio\",\"input_audio\":{\"data\":\"https://evil.test/a.wav\",\"format\":\"wav\"}}"),
+                /* xAI Live Search's RSS source: the provider fetches the feed */
+                "{\"model\":\"claude-test\",\"messages\":[],\"search_parameters\":{\"mode\":\"on\",\"sources\":[{\"type\":\"rss\",\"links\":[\"https://evil.test/feed\"]}]}}",
+        };
+        Fixture f;
+        AjNetPolicy *policy;
+        setup_reach(&f, NULL, false, &policy);
+        for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
+                AjGatewayCall call;
+                AjGatewayVerdict v;
+                request(&f, &call, &openai, "/v1/chat/completions", bodies[i], &v);
+                cr_expect_eq(v.status, 403, "%zu: %s: %s", i, bodies[i], v.message ?: "");
+                free(v.body);
+                f.obs.on_done(f.obs.userdata, &call, v.status ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
+        }
+        /* Inline data, a replayed search's results and citations (not fetched again) go. */
+        expect_reach(&f, &openai, "/v1/chat/completions",
+                     CHAT_PART(
+                             "{\"type\":\"input_audio\",\"input_audio\":{\"data\":\"//uQxAAA+/=\",\"format\":\"mp3\"}}"),
+                     0, NULL);
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":["
+                     "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/jpeg\","
+                     "\"data\":\"/9j/4AAQSkZJRg\"}}]},{\"role\":\"assistant\",\"content\":[{\"type\":"
+                     "\"web_search_tool_result\",\"tool_use_id\":\"s\",\"content\":[{\"type\":\"web_search_result\","
+                     "\"url\":\"https://evil.test/\",\"title\":\"t\",\"encrypted_content\":\"e\"}]},{\"type\":"
+                     "\"text\",\"text\":\"t\",\"citations\":[{\"type\":\"web_search_result_location\",\"url\":"
+                     "\"https://evil.test/\",\"title\":\"t\",\"cited_text\":\"c\",\"encrypted_index\":\"i\"}]}]}]}",
+                     0, NULL);
+        expect_reach(&f, &openai, "/v1/responses",
+                     "{\"model\":\"claude-test\",\"input\":[{\"type\":\"message\",\"role\":\"assistant\",\"content\":"
+                     "[{\"type\":\"output_text\",\"text\":\"t\",\"annotations\":[{\"type\":\"url_citation\","
+                     "\"url\":\"https://evil.test/\",\"title\":\"t\",\"start_index\":0,\"end_index\":1}]}]}]}",
+                     0, NULL);
+        teardown(&f);
+#undef CHAT_PART
+}
