@@ -11,6 +11,7 @@
  * matches them for billing: any letter case, any version, under a namespace. Pure: the
  * supervisor judges (src/supervisor/llm-meter.c); docs/gateway.md "Provider-side fetching".
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -94,6 +95,14 @@ static bool host_port(const char *s, const char *end, uint16_t dflt, const char 
                         return false;
                 host = s + 1;
                 host_end = close;
+                char v6[INET6_ADDRSTRLEN];
+                struct in6_addr a;
+                if ((size_t)(close - host) >= sizeof(v6))
+                        return false;
+                memcpy(v6, host, (size_t)(close - host));
+                v6[close - host] = 0;
+                if (inet_pton(AF_INET6, v6, &a) != 1)
+                        return false; /* "[name]", a zone: not a host a URL parser reads */
                 colon = close + 1 < end ? close + 1 : NULL;
                 if (colon && *colon != ':')
                         return false;
@@ -192,50 +201,6 @@ static void mcp_tool(AjLlmReachList *l, json_t *tool, size_t i, const char *type
                                  json_is_string(connector) ? json_string_value(connector) : "(not a string)"));
 }
 
-static void tools_reach(AjLlmReachList *l, json_t *tools)
-{
-        json_t *tool;
-        size_t i;
-        if (!tools || json_is_null(tools))
-                return;
-        if (!json_is_array(tools)) {
-                add_any(l, shown("\"tools\" that is not an array"));
-                return;
-        }
-        json_array_foreach (tools, i, tool) {
-                json_t *t = json_object_get(tool, "type");
-                bool namespaced;
-                const char *type = aj_llm_tool_type(tool, &namespaced);
-                if (!json_is_object(tool))
-                        add_any(l, shown("tools[%zu] that is not an object", i));
-                else if (!t || json_is_null(t))
-                        continue; /* a client's tool (Anthropic's custom tools name no type) */
-                else if (!type)
-                        add_any(l, shown("tools[%zu] whose type is not a string", i));
-                else if (strncasecmp(type, "web_fetch", 9) == 0)
-                        web_fetch(l, tool, i, json_string_value(t), namespaced);
-                else if (!namespaced && strncasecmp(type, "mcp", 3) == 0 && strncasecmp(type, "mcp_toolset", 11) != 0)
-                        mcp_tool(l, tool, i, json_string_value(t));
-                else if (!aj_llm_tool_known(tool) && strcasecmp(type, "collections_search") != 0)
-                        add_any(l, shown("tools[%zu] of a type the gateway does not know, \"%.64s\"", i,
-                                         json_string_value(t)));
-        }
-}
-
-static void mcp_servers_reach(AjLlmReachList *l, json_t *servers)
-{
-        json_t *server;
-        size_t i;
-        if (!servers || json_is_null(servers))
-                return;
-        if (!json_is_array(servers)) {
-                add_any(l, shown("\"mcp_servers\" that is not an array"));
-                return;
-        }
-        json_array_foreach (servers, i, server)
-                add_url(l, shown("mcp_servers[%zu].url", i), json_object_get(server, "url"));
-}
-
 /* Inline content, which the provider decodes and does not fetch: a "data:" URL, or base64
  * (no ':' or '.' that could make it a URL of a host). */
 static bool inline_data(const char *s)
@@ -294,6 +259,52 @@ static void media_reach(json_t *v, const char *key, json_t *parent, const char *
         }
 }
 
+static void tools_reach(AjLlmReachList *l, json_t *tools)
+{
+        json_t *tool;
+        size_t i;
+        if (!tools || json_is_null(tools))
+                return;
+        if (!json_is_array(tools)) {
+                add_any(l, shown("\"tools\" that is not an array"));
+                return;
+        }
+        json_array_foreach (tools, i, tool) {
+                json_t *t = json_object_get(tool, "type");
+                bool namespaced;
+                const char *type = aj_llm_tool_type(tool, &namespaced);
+                if (!json_is_object(tool))
+                        add_any(l, shown("tools[%zu] that is not an object", i));
+                else if (!t || json_is_null(t))
+                        continue; /* a client's tool (Anthropic's custom tools name no type) */
+                else if (!type)
+                        add_any(l, shown("tools[%zu] whose type is not a string", i));
+                else if (strncasecmp(type, "web_fetch", 9) == 0)
+                        web_fetch(l, tool, i, json_string_value(t), namespaced);
+                else if (!namespaced && strncasecmp(type, "image_generation", 16) == 0)
+                        media_reach(tool, "tools", NULL, NULL, l); /* its input_image_mask's image_url */
+                else if (!namespaced && strncasecmp(type, "mcp", 3) == 0 && strncasecmp(type, "mcp_toolset", 11) != 0)
+                        mcp_tool(l, tool, i, json_string_value(t));
+                else if (!aj_llm_tool_known(tool) && strcasecmp(type, "collections_search") != 0)
+                        add_any(l, shown("tools[%zu] of a type the gateway does not know, \"%.64s\"", i,
+                                         json_string_value(t)));
+        }
+}
+
+static void mcp_servers_reach(AjLlmReachList *l, json_t *servers)
+{
+        json_t *server;
+        size_t i;
+        if (!servers || json_is_null(servers))
+                return;
+        if (!json_is_array(servers)) {
+                add_any(l, shown("\"mcp_servers\" that is not an array"));
+                return;
+        }
+        json_array_foreach (servers, i, server)
+                add_url(l, shown("mcp_servers[%zu].url", i), json_object_get(server, "url"));
+}
+
 /* xAI's Live Search (search_parameters.sources): a search of the web, news or X is a search
  * (docs/gateway.md "What the allowlist does not cover"), but an "rss" source's links are feeds
  * the provider fetches; a source of another type is judged by its links, or as any host. */
@@ -320,37 +331,38 @@ static void live_search_reach(AjLlmReachList *l, json_t *params)
         }
 }
 
-/* The places one request (`root`) lets the provider connect to. */
-static void request_reach(json_t *root, AjLlmReachList *l)
+/* The servers and tools one request (`root`) lets the provider connect to. */
+static void servers_reach(json_t *root, AjLlmReachList *l)
 {
         mcp_servers_reach(l, json_object_get(root, "mcp_servers"));
         tools_reach(l, json_object_get(root, "tools"));
-        media_reach(json_object_get(root, "messages"), "messages", root, NULL, l);
-        media_reach(json_object_get(root, "input"), "input", root, NULL, l);
         live_search_reach(l, json_object_get(root, "search_parameters"));
 }
 
 void aj_llm_reach_of(AjLlmApi api, json_t *root, AjLlmReachList *l)
 {
-        request_reach(root, l);
+        servers_reach(root, l);
+        media_reach(json_object_get(root, "messages"), "messages", root, NULL, l);
+        media_reach(json_object_get(root, "input"), "input", root, NULL, l);
         json_t *prompt = json_object_get(root, "prompt");
         if (api == AJ_LLM_API_OPENAI_RESPONSES && prompt && !json_is_null(prompt))
                 add_any(l, shown("a stored \"prompt\", whose tools the request does not show"));
 }
 
-/* Every object under `v` read as a request (a batch holds requests at any depth). */
-static void reach_anywhere(json_t *v, AjLlmReachList *l)
+/* Every object under `v` read as a request's servers and tools (a batch holds requests at any
+ * depth). */
+static void servers_anywhere(json_t *v, AjLlmReachList *l)
 {
         const char *k;
         json_t *e;
         size_t i;
         if (json_is_object(v)) {
-                request_reach(v, l);
+                servers_reach(v, l);
                 json_object_foreach (v, k, e)
-                        reach_anywhere(e, l);
+                        servers_anywhere(e, l);
         } else if (json_is_array(v)) {
                 json_array_foreach (v, i, e)
-                        reach_anywhere(e, l);
+                        servers_anywhere(e, l);
         }
 }
 
@@ -367,7 +379,10 @@ int aj_llm_body_reach(const void *body, size_t len, AjLlmReachList *ret)
                 json_decref(any);
                 return any ? -EBADMSG : -EINVAL;
         }
-        reach_anywhere(root, ret);
+        /* A body of an API the gateway does not know: any URL in it (an image edit's images, a
+         * webhook's), not only a conversation's, is one the provider may connect to. */
+        servers_anywhere(root, ret);
+        media_reach(root, NULL, NULL, NULL, ret);
         json_decref(root);
         return 0;
 }

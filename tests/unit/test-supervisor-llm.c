@@ -1467,7 +1467,7 @@ static void expect_reach(Fixture *f, const AjGatewayProvider *pr, const char *pa
 {
         expect_refused(f, pr, path, body, status, status ? says : NULL);
         if (status == 403)
-                cr_expect(strstr(json_string_value(json_object_get(last_event("llm.request"), "reason")),
+                cr_expect(strstr(json_string_value(json_object_get(last_event("llm.request"), "reason")) ?: "",
                                  "llm.provider_fetch"),
                           "%s", body);
 }
@@ -1577,6 +1577,10 @@ Test(supervisor_llm, provider_fetching_is_judged_against_the_network_policy)
                      ANTHROPIC_WITH("\"mcp_servers\":[{\"type\":\"url\",\"url\":"
                                     "\"https://mcp.example.com@evil.com/\"}]"),
                      403, "any host");
+        /* Brackets hold an IPv6 address, nothing a URL parser would read as a name. */
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"mcp_servers\":[{\"type\":\"url\",\"url\":\"https://[mcp.example.com]/\"}]"), 403,
+                     "any host");
         teardown(&f);
         aj_net_policy_free(policy);
         setup_reach(&f, with_subdomains, false, &policy);
@@ -1637,6 +1641,17 @@ Test(supervisor_llm, provider_fetching_in_every_url_shape_is_judged)
                 free(v.body);
                 f.obs.on_done(f.obs.userdata, &call, v.status ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
         }
+        /* A path the gateway does not meter: any URL member of the body (an image edit's
+         * images, a webhook) is one the provider connects to. */
+        expect_reach(&f, &openai, "/v1/images/edits",
+                     "{\"model\":\"gpt-image-1\",\"prompt\":\"p\",\"images\":[{\"image_url\":"
+                     "\"https://evil.test/a.png\"}]}",
+                     403, "(\"image_url\"), host evil.test");
+        /* The image generation tool's mask. */
+        expect_reach(&f, &openai, "/v1/responses",
+                     RESPONSES_WITH("\"tools\":[{\"type\":\"image_generation\",\"input_image_mask\":"
+                                    "{\"image_url\":\"https://evil.test/m.png\"}}]"),
+                     403, "host evil.test");
         /* Inline data, a replayed search's results and citations (not fetched again) go. */
         expect_reach(&f, &openai, "/v1/chat/completions",
                      CHAT_PART(
