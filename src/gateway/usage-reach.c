@@ -331,6 +331,37 @@ static void live_search_reach(AjLlmReachList *l, json_t *params)
         }
 }
 
+/* A container the provider runs the model's commands in (the Responses API's hosted shell and
+ * code interpreter, a container created by POST /v1/containers), whose network_policy lets it
+ * reach the internet: "disabled" (the default) reaches nothing, an "allowlist" its
+ * allowed_domains (domains as web_fetch's), anything else any host. Looked for in every
+ * object under `v`. */
+static void container_reach(json_t *v, AjLlmReachList *l)
+{
+        const char *k;
+        json_t *e;
+        size_t i;
+        if (json_is_array(v)) {
+                json_array_foreach (v, i, e)
+                        container_reach(e, l);
+                return;
+        }
+        if (!json_is_object(v))
+                return;
+        json_t *policy = json_object_get(v, "network_policy");
+        const char *type = json_string_value(json_object_get(policy, "type"));
+        json_t *domains = json_object_get(policy, "allowed_domains"), *d;
+        bool disabled = !policy || json_is_null(policy) || (type && strcasecmp(type, "disabled") == 0);
+        if (!disabled &&
+            (!type || strcasecmp(type, "allowlist") != 0 || !json_is_array(domains) || json_array_size(domains) == 0))
+                add_any(l, shown("a container's network_policy other than \"disabled\" or an allowlist"));
+        else if (!disabled)
+                json_array_foreach (domains, i, d)
+                        add_domain(l, shown("a container's network_policy allowed_domains[%zu]", i), d);
+        json_object_foreach (v, k, e)
+                container_reach(e, l);
+}
+
 /* The servers and tools one request (`root`) lets the provider connect to. */
 static void servers_reach(json_t *root, AjLlmReachList *l)
 {
@@ -342,6 +373,7 @@ static void servers_reach(json_t *root, AjLlmReachList *l)
 void aj_llm_reach_of(AjLlmApi api, json_t *root, AjLlmReachList *l)
 {
         servers_reach(root, l);
+        container_reach(json_object_get(root, "tools"), l);
         media_reach(json_object_get(root, "messages"), "messages", root, NULL, l);
         media_reach(json_object_get(root, "input"), "input", root, NULL, l);
         json_t *prompt = json_object_get(root, "prompt");
@@ -382,6 +414,7 @@ int aj_llm_body_reach(const void *body, size_t len, AjLlmReachList *ret)
         /* A body of an API the gateway does not know: any URL in it (an image edit's images, a
          * webhook's), not only a conversation's, is one the provider may connect to. */
         servers_anywhere(root, ret);
+        container_reach(root, ret);
         media_reach(root, NULL, NULL, NULL, ret);
         json_decref(root);
         return 0;

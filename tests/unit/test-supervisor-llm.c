@@ -1652,6 +1652,23 @@ Test(supervisor_llm, provider_fetching_in_every_url_shape_is_judged)
                      RESPONSES_WITH("\"tools\":[{\"type\":\"image_generation\",\"input_image_mask\":"
                                     "{\"image_url\":\"https://evil.test/m.png\"}}]"),
                      403, "host evil.test");
+        /* A hosted container's network, in a tool or created for one: only "disabled" goes. */
+        expect_reach(&f, &openai, "/v1/responses",
+                     RESPONSES_WITH(
+                             "\"tools\":[{\"type\":\"shell\",\"environment\":{\"type\":\"container_auto\","
+                             "\"network_policy\":{\"type\":\"allowlist\",\"allowed_domains\":[\"evil.test\"]}}}]"),
+                     403, "network_policy allowed_domains[0], host evil.test");
+        expect_reach(&f, &openai, "/v1/containers",
+                     "{\"name\":\"c\",\"network_policy\":{\"type\":\"allowlist\",\"allowed_domains\":[\"evil.test\"]}}",
+                     403, "host evil.test");
+        expect_reach(&f, &openai, "/v1/responses",
+                     RESPONSES_WITH("\"tools\":[{\"type\":\"code_interpreter\",\"container\":{\"type\":\"auto\","
+                                    "\"network_policy\":{\"type\":\"open\"}}}]"),
+                     403, "any host");
+        expect_reach(&f, &openai, "/v1/responses",
+                     RESPONSES_WITH("\"tools\":[{\"type\":\"shell\",\"environment\":{\"type\":\"container_auto\","
+                                    "\"network_policy\":{\"type\":\"disabled\"}}}]"),
+                     0, NULL);
         /* Inline data, a replayed search's results and citations (not fetched again) go. */
         expect_reach(&f, &openai, "/v1/chat/completions",
                      CHAT_PART(
