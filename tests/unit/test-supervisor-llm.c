@@ -1560,7 +1560,7 @@ Test(supervisor_llm, provider_fetching_is_judged_against_the_network_policy)
                      0, NULL);
         expect_reach(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", 0, NULL);
         expect_reach(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[],\"requests\":[]}", 400, "repeats a key");
-        expect_reach(&f, &anthropic, "/v1/files", "--boundary\r\nnot json", 0, NULL);
+        expect_reach(&f, &anthropic, "/v1/files", "--boundary\r\nnot json", 400, "neither JSON nor");
         teardown(&f);
 
         /* Hosts the policy allows go; a domain only with its subdomains (the provider fetches
@@ -1669,6 +1669,33 @@ Test(supervisor_llm, provider_fetching_in_every_url_shape_is_judged)
                      RESPONSES_WITH("\"tools\":[{\"type\":\"shell\",\"environment\":{\"type\":\"container_auto\","
                                     "\"network_policy\":{\"type\":\"disabled\"}}}]"),
                      0, NULL);
+        /* A body it cannot read is refused unless a form upload: JSON behind a byte order mark
+         * (which Python's json.loads takes) would otherwise go unjudged. */
+        static const char bom_body[] = "\xef\xbb\xbf{\"name\":\"c\",\"network_policy\":{\"type\":\"allowlist\","
+                                       "\"allowed_domains\":[\"evil.test\"]}}";
+        static const AjGwHeader json_type = { "content-type", 12, "application/json", 16 };
+        static const AjGwHeader form_type = { "content-type", 12, "multipart/form-data; boundary=b", 31 };
+        static const AjGwHeader gzip = { "content-encoding", 16, "gzip", 4 };
+        const struct {
+                const char *body;
+                AjGwHeader headers[2];
+                size_t n;
+                unsigned status;
+        } raw[] = {
+                { bom_body, { json_type }, 1, 400 },
+                { "--b\r\n\r\nfile\r\n--b--\r\n", { form_type }, 1, 0 },
+                { "\x1f\x8b not read", { form_type, gzip }, 2, 400 },
+                { "--b\r\n", { form_type, json_type }, 2, 400 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(raw); i++) {
+                AjGatewayCall call = { .id = 1, .provider = &openai, .method = "POST", .path = "/v1/containers" };
+                AjGatewayVerdict v = {};
+                AjGatewayRequest req = { raw[i].headers, raw[i].n, raw[i].body, strlen(raw[i].body) };
+                f.obs.on_request(f.obs.userdata, &call, &req, &v);
+                cr_expect_eq(v.status, raw[i].status, "%zu: %s", i, v.message ?: "");
+                free(v.body);
+                f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        }
         /* Inline data, a replayed search's results and citations (not fetched again) go. */
         expect_reach(&f, &openai, "/v1/chat/completions",
                      CHAT_PART(
