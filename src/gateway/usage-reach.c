@@ -381,8 +381,9 @@ void aj_llm_reach_of(AjLlmApi api, json_t *root, AjLlmReachList *l)
                 add_any(l, shown("a stored \"prompt\", whose tools the request does not show"));
 }
 
-/* Every object under `v` read as a request's servers and tools (a batch holds requests at any
- * depth). */
+/* Every object under `v` read as a request's servers, tools and stored prompt (a batch holds
+ * requests at any depth; a model call sent to a path the gateway takes for another API, such
+ * as "/v1/responses/.", is read as one too). */
 static void servers_anywhere(json_t *v, AjLlmReachList *l)
 {
         const char *k;
@@ -390,6 +391,9 @@ static void servers_anywhere(json_t *v, AjLlmReachList *l)
         size_t i;
         if (json_is_object(v)) {
                 servers_reach(v, l);
+                /* A stored prompt (Responses; a legacy completion's prompt is a string). */
+                if (json_is_object(json_object_get(v, "prompt")))
+                        add_any(l, shown("a stored \"prompt\", whose tools the request does not show"));
                 json_object_foreach (v, k, e)
                         servers_anywhere(e, l);
         } else if (json_is_array(v)) {

@@ -1696,6 +1696,9 @@ Test(supervisor_llm, provider_fetching_in_every_url_shape_is_judged)
                 free(v.body);
                 f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
         }
+        /* A model call to a path the gateway does not take for one is still read as one. */
+        expect_reach(&f, &openai, "/v1/responses/.", RESPONSES_WITH("\"prompt\":{\"id\":\"pmpt_1\"}"), 403,
+                     "stored \"prompt\"");
         /* Inline data, a replayed search's results and citations (not fetched again) go. */
         expect_reach(&f, &openai, "/v1/chat/completions",
                      CHAT_PART(
