@@ -11,6 +11,8 @@
  * matches them for billing: any letter case, any version, under a namespace. Pure: the
  * supervisor judges (src/supervisor/llm-meter.c); docs/gateway.md "Provider-side fetching".
  */
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -93,6 +95,14 @@ static bool host_port(const char *s, const char *end, uint16_t dflt, const char 
                         return false;
                 host = s + 1;
                 host_end = close;
+                char v6[INET6_ADDRSTRLEN];
+                struct in6_addr a;
+                if ((size_t)(close - host) >= sizeof(v6))
+                        return false;
+                memcpy(v6, host, (size_t)(close - host));
+                v6[close - host] = 0;
+                if (inet_pton(AF_INET6, v6, &a) != 1)
+                        return false; /* "[name]", a zone: not a host a URL parser reads */
                 colon = close + 1 < end ? close + 1 : NULL;
                 if (colon && *colon != ':')
                         return false;
@@ -191,6 +201,64 @@ static void mcp_tool(AjLlmReachList *l, json_t *tool, size_t i, const char *type
                                  json_is_string(connector) ? json_string_value(connector) : "(not a string)"));
 }
 
+/* Inline content, which the provider decodes and does not fetch: a "data:" URL, or base64
+ * (no ':' or '.' that could make it a URL of a host). */
+static bool inline_data(const char *s)
+{
+        if (strncasecmp(s, "data:", 5) == 0)
+                return true;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (!isalnum(*p) && !strchr("+/=-_\r\n", *p))
+                        return false;
+        return true;
+}
+
+static bool url_key(const char *key)
+{
+        size_t n = key ? strlen(key) : 0;
+        return n >= 4 && strcmp(key + n - 4, "_url") == 0;
+}
+
+/* Whether the string member `key` of `parent` (itself member `pkey` of its own object; for an
+ * array's element `key` is NULL and `pkey` the array's) is a place the provider reads content
+ * from: a URL it fetches or inline data. Not only the shapes one provider documents but every
+ * shape one of them takes (so a provider reading another is not a way past): any member named
+ * "..._url" (Chat's image_url, as an object or a string, video_url, audio_url, Mistral's
+ * document_url, Responses' image_url and file_url), a "url" in one (`{"url": ...}`) or in a
+ * "url" source (Anthropic's), an array's element under one, and the data members of an
+ * image, file or audio part (usage.c aj_llm_blob_at(): "file_data" OpenRouter also takes as a
+ * URL). A file id is read from the provider's own store. */
+static bool fetched_at(const char *key, json_t *parent, const char *pkey)
+{
+        if (!key)
+                return url_key(pkey);
+        if (streq(key, "file_id"))
+                return false;
+        if (url_key(key) || aj_llm_blob_at(key, parent, pkey))
+                return true;
+        const char *type = json_string_value(json_object_get(parent, "type"));
+        return streq(key, "url") && (url_key(pkey) || (type && strcasecmp(type, "url") == 0));
+}
+
+/* The conversation's images, documents, files, audio and video given by URL: the provider
+ * fetches each (fetched_at()). Inline data is not fetched; anything else there is a URL, judged
+ * as one (a scheme or shape url_host() does not read: any host). */
+static void media_reach(json_t *v, const char *key, json_t *parent, const char *pkey, AjLlmReachList *l)
+{
+        const char *k;
+        json_t *e;
+        size_t i;
+        if (json_is_object(v)) {
+                json_object_foreach (v, k, e)
+                        media_reach(e, k, v, key, l);
+        } else if (json_is_array(v)) {
+                json_array_foreach (v, i, e)
+                        media_reach(e, NULL, NULL, key, l);
+        } else if (json_is_string(v) && fetched_at(key, parent, pkey) && !inline_data(json_string_value(v))) {
+                add_url(l, shown("an image or file by URL (\"%s\")", key ? key : pkey), v);
+        }
+}
+
 static void tools_reach(AjLlmReachList *l, json_t *tools)
 {
         json_t *tool;
@@ -213,6 +281,8 @@ static void tools_reach(AjLlmReachList *l, json_t *tools)
                         add_any(l, shown("tools[%zu] whose type is not a string", i));
                 else if (strncasecmp(type, "web_fetch", 9) == 0)
                         web_fetch(l, tool, i, json_string_value(t), namespaced);
+                else if (!namespaced && strncasecmp(type, "image_generation", 16) == 0)
+                        media_reach(tool, "tools", NULL, NULL, l); /* its input_image_mask's image_url */
                 else if (!namespaced && strncasecmp(type, "mcp", 3) == 0 && strncasecmp(type, "mcp_toolset", 11) != 0)
                         mcp_tool(l, tool, i, json_string_value(t));
                 else if (!aj_llm_tool_known(tool) && strcasecmp(type, "collections_search") != 0)
@@ -235,31 +305,75 @@ static void mcp_servers_reach(AjLlmReachList *l, json_t *servers)
                 add_url(l, shown("mcp_servers[%zu].url", i), json_object_get(server, "url"));
 }
 
-/* The conversation's images, documents and files given by URL (Anthropic's "url" sources,
- * Chat's image_url.url, Responses' input_image image_url and input_file file_url): the
- * provider fetches each. Inline data ("data:") and file ids are not fetched. */
-static void media_reach(json_t *v, const char *key, json_t *parent, const char *pkey, AjLlmReachList *l)
+/* xAI's Live Search (search_parameters.sources): a search of the web, news or X is a search
+ * (docs/gateway.md "What the allowlist does not cover"), but an "rss" source's links are feeds
+ * the provider fetches; a source of another type is judged by its links, or as any host. */
+static void live_search_reach(AjLlmReachList *l, json_t *params)
+{
+        json_t *sources = json_object_get(params, "sources"), *source, *link;
+        size_t i, k;
+        if (!params || json_is_null(params) || !sources || json_is_null(sources))
+                return;
+        if (!json_is_array(sources)) {
+                add_any(l, shown("\"search_parameters\" \"sources\" that is not an array"));
+                return;
+        }
+        json_array_foreach (sources, i, source) {
+                const char *type = json_string_value(json_object_get(source, "type"));
+                json_t *links = json_object_get(source, "links");
+                if (type &&
+                    (strcasecmp(type, "web") == 0 || strcasecmp(type, "news") == 0 || strcasecmp(type, "x") == 0))
+                        continue;
+                if (!json_is_array(links) || json_array_size(links) == 0)
+                        add_any(l, shown("search_parameters.sources[%zu] without links", i));
+                json_array_foreach (links, k, link)
+                        add_url(l, shown("search_parameters.sources[%zu].links[%zu]", i, k), link);
+        }
+}
+
+/* A container the provider runs the model's commands in (the Responses API's hosted shell and
+ * code interpreter, a container created by POST /v1/containers), whose network_policy lets it
+ * reach the internet: "disabled" (the default) reaches nothing, an "allowlist" its
+ * allowed_domains (domains as web_fetch's), anything else any host. Looked for in every
+ * object under `v`. */
+static void container_reach(json_t *v, AjLlmReachList *l)
 {
         const char *k;
         json_t *e;
         size_t i;
-        if (json_is_object(v)) {
-                json_object_foreach (v, k, e)
-                        media_reach(e, k, v, key, l);
-        } else if (json_is_array(v)) {
+        if (json_is_array(v)) {
                 json_array_foreach (v, i, e)
-                        media_reach(e, NULL, NULL, key, l);
-        } else if (json_is_string(v) && key && !streq(key, "data") && !streq(key, "file_data") &&
-                   !streq(key, "file_id") && aj_llm_blob_at(key, parent, pkey) &&
-                   strncasecmp(json_string_value(v), "data:", 5) != 0) {
-                add_url(l, shown("an image or file by URL (\"%s\")", key), v);
+                        container_reach(e, l);
+                return;
         }
+        if (!json_is_object(v))
+                return;
+        json_t *policy = json_object_get(v, "network_policy");
+        const char *type = json_string_value(json_object_get(policy, "type"));
+        json_t *domains = json_object_get(policy, "allowed_domains"), *d;
+        bool disabled = !policy || json_is_null(policy) || (type && strcasecmp(type, "disabled") == 0);
+        if (!disabled &&
+            (!type || strcasecmp(type, "allowlist") != 0 || !json_is_array(domains) || json_array_size(domains) == 0))
+                add_any(l, shown("a container's network_policy other than \"disabled\" or an allowlist"));
+        else if (!disabled)
+                json_array_foreach (domains, i, d)
+                        add_domain(l, shown("a container's network_policy allowed_domains[%zu]", i), d);
+        json_object_foreach (v, k, e)
+                container_reach(e, l);
+}
+
+/* The servers and tools one request (`root`) lets the provider connect to. */
+static void servers_reach(json_t *root, AjLlmReachList *l)
+{
+        mcp_servers_reach(l, json_object_get(root, "mcp_servers"));
+        tools_reach(l, json_object_get(root, "tools"));
+        live_search_reach(l, json_object_get(root, "search_parameters"));
 }
 
 void aj_llm_reach_of(AjLlmApi api, json_t *root, AjLlmReachList *l)
 {
-        mcp_servers_reach(l, json_object_get(root, "mcp_servers"));
-        tools_reach(l, json_object_get(root, "tools"));
+        servers_reach(root, l);
+        container_reach(json_object_get(root, "tools"), l);
         media_reach(json_object_get(root, "messages"), "messages", root, NULL, l);
         media_reach(json_object_get(root, "input"), "input", root, NULL, l);
         json_t *prompt = json_object_get(root, "prompt");
@@ -267,22 +381,24 @@ void aj_llm_reach_of(AjLlmApi api, json_t *root, AjLlmReachList *l)
                 add_any(l, shown("a stored \"prompt\", whose tools the request does not show"));
 }
 
-/* Every object under `v` read as a request (a batch holds requests at any depth). */
-static void reach_anywhere(json_t *v, AjLlmReachList *l)
+/* Every object under `v` read as a request's servers, tools and stored prompt (a batch holds
+ * requests at any depth; a model call sent to a path the gateway takes for another API, such
+ * as "/v1/responses/.", is read as one too). */
+static void servers_anywhere(json_t *v, AjLlmReachList *l)
 {
         const char *k;
         json_t *e;
         size_t i;
         if (json_is_object(v)) {
-                mcp_servers_reach(l, json_object_get(v, "mcp_servers"));
-                tools_reach(l, json_object_get(v, "tools"));
-                media_reach(json_object_get(v, "messages"), "messages", v, NULL, l);
-                media_reach(json_object_get(v, "input"), "input", v, NULL, l);
+                servers_reach(v, l);
+                /* A stored prompt (Responses; a legacy completion's prompt is a string). */
+                if (json_is_object(json_object_get(v, "prompt")))
+                        add_any(l, shown("a stored \"prompt\", whose tools the request does not show"));
                 json_object_foreach (v, k, e)
-                        reach_anywhere(e, l);
+                        servers_anywhere(e, l);
         } else if (json_is_array(v)) {
                 json_array_foreach (v, i, e)
-                        reach_anywhere(e, l);
+                        servers_anywhere(e, l);
         }
 }
 
@@ -299,7 +415,11 @@ int aj_llm_body_reach(const void *body, size_t len, AjLlmReachList *ret)
                 json_decref(any);
                 return any ? -EBADMSG : -EINVAL;
         }
-        reach_anywhere(root, ret);
+        /* A body of an API the gateway does not know: any URL in it (an image edit's images, a
+         * webhook's), not only a conversation's, is one the provider may connect to. */
+        servers_anywhere(root, ret);
+        container_reach(root, ret);
+        media_reach(root, NULL, NULL, NULL, ret);
         json_decref(root);
         return 0;
 }

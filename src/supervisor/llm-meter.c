@@ -287,9 +287,28 @@ static int judge_reach(AjSupLlmCall *cs, const AjGatewayProvider *pr, const AjLl
         return 0;
 }
 
+/* Whether a body that is not JSON is a form upload (a file), which the gateway does not read:
+ * every Content-Type multipart/form-data and the body not encoded. Anything else it cannot read
+ * (JSON behind a byte order mark, in UTF-16, compressed) a provider might still read as JSON. */
+static bool form_upload(const AjGatewayRequest *req)
+{
+        bool multipart = false;
+        for (size_t i = 0; i < req->n_headers; i++) {
+                const AjGwHeader *h = &req->headers[i];
+                bool type = h->name_len == 12 && strncasecmp(h->name, "content-type", 12) == 0;
+                bool encoding = h->name_len == 16 && strncasecmp(h->name, "content-encoding", 16) == 0;
+                if (type && (h->value_len < 19 || strncasecmp(h->value, "multipart/form-data", 19) != 0))
+                        return false;
+                if (encoding && !(h->value_len == 8 && strncasecmp(h->value, "identity", 8) == 0))
+                        return false;
+                multipart |= type;
+        }
+        return multipart;
+}
+
 /* A body of a path the gateway does not meter (a batch of requests), read for the places it
- * lets the provider connect to: one that is not JSON is not read (an upload); JSON repeating a
- * key is refused (the provider might read the other one). */
+ * lets the provider connect to: a form upload is not read; JSON repeating a key, and a body
+ * that is neither JSON nor a form upload, are refused (the provider might read it otherwise). */
 static int judge_body_reach(AjSupLlmCall *cs, const AjGatewayProvider *pr, const AjGatewayRequest *req,
                             AjGatewayVerdict *v)
 {
@@ -298,6 +317,9 @@ static int judge_body_reach(AjSupLlmCall *cs, const AjGatewayProvider *pr, const
         if (r == -E2BIG || r == -ELOOP || r == -EBADMSG)
                 refuse(v, pr, r == -E2BIG ? 413 : 400, "agentjail gateway: the request body cannot be read",
                        r == -EBADMSG ? "it repeats a key" : "past the gateway's JSON bounds");
+        else if (r == -EINVAL && !form_upload(req))
+                refuse(v, pr, 400, "agentjail gateway: the request body cannot be read",
+                       "neither JSON nor a multipart/form-data upload");
         else if (r >= 0)
                 r = judge_reach(cs, pr, &l, v);
         aj_llm_reach_done(&l);

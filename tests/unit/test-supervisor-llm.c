@@ -1467,7 +1467,7 @@ static void expect_reach(Fixture *f, const AjGatewayProvider *pr, const char *pa
 {
         expect_refused(f, pr, path, body, status, status ? says : NULL);
         if (status == 403)
-                cr_expect(strstr(json_string_value(json_object_get(last_event("llm.request"), "reason")),
+                cr_expect(strstr(json_string_value(json_object_get(last_event("llm.request"), "reason")) ?: "",
                                  "llm.provider_fetch"),
                           "%s", body);
 }
@@ -1560,7 +1560,7 @@ Test(supervisor_llm, provider_fetching_is_judged_against_the_network_policy)
                      0, NULL);
         expect_reach(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", 0, NULL);
         expect_reach(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[],\"requests\":[]}", 400, "repeats a key");
-        expect_reach(&f, &anthropic, "/v1/files", "--boundary\r\nnot json", 0, NULL);
+        expect_reach(&f, &anthropic, "/v1/files", "--boundary\r\nnot json", 400, "neither JSON nor");
         teardown(&f);
 
         /* Hosts the policy allows go; a domain only with its subdomains (the provider fetches
@@ -1577,6 +1577,10 @@ Test(supervisor_llm, provider_fetching_is_judged_against_the_network_policy)
                      ANTHROPIC_WITH("\"mcp_servers\":[{\"type\":\"url\",\"url\":"
                                     "\"https://mcp.example.com@evil.com/\"}]"),
                      403, "any host");
+        /* Brackets hold an IPv6 address, nothing a URL parser would read as a name. */
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     ANTHROPIC_WITH("\"mcp_servers\":[{\"type\":\"url\",\"url\":\"https://[mcp.example.com]/\"}]"), 403,
+                     "any host");
         teardown(&f);
         aj_net_policy_free(policy);
         setup_reach(&f, with_subdomains, false, &policy);
@@ -1603,4 +1607,117 @@ Test(supervisor_llm, provider_fetching_is_judged_against_the_network_policy)
         free(v.body);
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
         teardown(&f);
+}
+
+/* URLs the provider fetches in shapes other than the ones the gateway first read: each refused
+ * without network. */
+Test(supervisor_llm, provider_fetching_in_every_url_shape_is_judged)
+{
+#define CHAT_PART(part) "{\"model\":\"claude-test\",\"messages\":[{\"role\":\"user\",\"content\":[" part "]}]}"
+        static const char *const bodies[] = {
+                /* Chat's image_url as a plain string (vLLM, Mistral) */
+                CHAT_PART("{\"type\":\"image_url\",\"image_url\":\"https://evil.test/a.png\"}"),
+                /* a file part's file_data given as a URL (OpenRouter) */
+                CHAT_PART(
+                        "{\"type\":\"file\",\"file\":{\"filename\":\"a.pdf\",\"file_data\":\"https://evil.test/a.pdf\"}}"),
+                /* video and audio by URL (OpenRouter, vLLM) */
+                CHAT_PART("{\"type\":\"video_url\",\"video_url\":{\"url\":\"https://evil.test/v.mp4\"}}"),
+                CHAT_PART("{\"type\":\"audio_url\",\"audio_url\":{\"url\":\"https://evil.test/a.wav\"}}"),
+                /* Mistral's document_url */
+                CHAT_PART("{\"type\":\"document_url\",\"document_url\":\"https://evil.test/a.pdf\"}"),
+                CHAT_PART(
+                        "{\"type\":\"input_audio\",\"input_audio\":{\"data\":\"https://evil.test/a.wav\",\"format\":\"wav\"}}"),
+                /* xAI Live Search's RSS source: the provider fetches the feed */
+                "{\"model\":\"claude-test\",\"messages\":[],\"search_parameters\":{\"mode\":\"on\",\"sources\":[{\"type\":\"rss\",\"links\":[\"https://evil.test/feed\"]}]}}",
+        };
+        Fixture f;
+        AjNetPolicy *policy;
+        setup_reach(&f, NULL, false, &policy);
+        for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
+                AjGatewayCall call;
+                AjGatewayVerdict v;
+                request(&f, &call, &openai, "/v1/chat/completions", bodies[i], &v);
+                cr_expect_eq(v.status, 403, "%zu: %s: %s", i, bodies[i], v.message ?: "");
+                free(v.body);
+                f.obs.on_done(f.obs.userdata, &call, v.status ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
+        }
+        /* A path the gateway does not meter: any URL member of the body (an image edit's
+         * images, a webhook) is one the provider connects to. */
+        expect_reach(&f, &openai, "/v1/images/edits",
+                     "{\"model\":\"gpt-image-1\",\"prompt\":\"p\",\"images\":[{\"image_url\":"
+                     "\"https://evil.test/a.png\"}]}",
+                     403, "(\"image_url\"), host evil.test");
+        /* The image generation tool's mask. */
+        expect_reach(&f, &openai, "/v1/responses",
+                     RESPONSES_WITH("\"tools\":[{\"type\":\"image_generation\",\"input_image_mask\":"
+                                    "{\"image_url\":\"https://evil.test/m.png\"}}]"),
+                     403, "host evil.test");
+        /* A hosted container's network, in a tool or created for one: only "disabled" goes. */
+        expect_reach(&f, &openai, "/v1/responses",
+                     RESPONSES_WITH(
+                             "\"tools\":[{\"type\":\"shell\",\"environment\":{\"type\":\"container_auto\","
+                             "\"network_policy\":{\"type\":\"allowlist\",\"allowed_domains\":[\"evil.test\"]}}}]"),
+                     403, "network_policy allowed_domains[0], host evil.test");
+        expect_reach(&f, &openai, "/v1/containers",
+                     "{\"name\":\"c\",\"network_policy\":{\"type\":\"allowlist\",\"allowed_domains\":[\"evil.test\"]}}",
+                     403, "host evil.test");
+        expect_reach(&f, &openai, "/v1/responses",
+                     RESPONSES_WITH("\"tools\":[{\"type\":\"code_interpreter\",\"container\":{\"type\":\"auto\","
+                                    "\"network_policy\":{\"type\":\"open\"}}}]"),
+                     403, "any host");
+        expect_reach(&f, &openai, "/v1/responses",
+                     RESPONSES_WITH("\"tools\":[{\"type\":\"shell\",\"environment\":{\"type\":\"container_auto\","
+                                    "\"network_policy\":{\"type\":\"disabled\"}}}]"),
+                     0, NULL);
+        /* A body it cannot read is refused unless a form upload: JSON behind a byte order mark
+         * (which Python's json.loads takes) would otherwise go unjudged. */
+        static const char bom_body[] = "\xef\xbb\xbf{\"name\":\"c\",\"network_policy\":{\"type\":\"allowlist\","
+                                       "\"allowed_domains\":[\"evil.test\"]}}";
+        static const AjGwHeader json_type = { "content-type", 12, "application/json", 16 };
+        static const AjGwHeader form_type = { "content-type", 12, "multipart/form-data; boundary=b", 31 };
+        static const AjGwHeader gzip = { "content-encoding", 16, "gzip", 4 };
+        const struct {
+                const char *body;
+                AjGwHeader headers[2];
+                size_t n;
+                unsigned status;
+        } raw[] = {
+                { bom_body, { json_type }, 1, 400 },
+                { "--b\r\n\r\nfile\r\n--b--\r\n", { form_type }, 1, 0 },
+                { "\x1f\x8b not read", { form_type, gzip }, 2, 400 },
+                { "--b\r\n", { form_type, json_type }, 2, 400 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(raw); i++) {
+                AjGatewayCall call = { .id = 1, .provider = &openai, .method = "POST", .path = "/v1/containers" };
+                AjGatewayVerdict v = {};
+                AjGatewayRequest req = { raw[i].headers, raw[i].n, raw[i].body, strlen(raw[i].body) };
+                f.obs.on_request(f.obs.userdata, &call, &req, &v);
+                cr_expect_eq(v.status, raw[i].status, "%zu: %s", i, v.message ?: "");
+                free(v.body);
+                f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_REFUSED, 0);
+        }
+        /* A model call to a path the gateway does not take for one is still read as one. */
+        expect_reach(&f, &openai, "/v1/responses/.", RESPONSES_WITH("\"prompt\":{\"id\":\"pmpt_1\"}"), 403,
+                     "stored \"prompt\"");
+        /* Inline data, a replayed search's results and citations (not fetched again) go. */
+        expect_reach(&f, &openai, "/v1/chat/completions",
+                     CHAT_PART(
+                             "{\"type\":\"input_audio\",\"input_audio\":{\"data\":\"//uQxAAA+/=\",\"format\":\"mp3\"}}"),
+                     0, NULL);
+        expect_reach(&f, &anthropic, "/v1/messages",
+                     "{\"model\":\"claude-test\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":["
+                     "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/jpeg\","
+                     "\"data\":\"/9j/4AAQSkZJRg\"}}]},{\"role\":\"assistant\",\"content\":[{\"type\":"
+                     "\"web_search_tool_result\",\"tool_use_id\":\"s\",\"content\":[{\"type\":\"web_search_result\","
+                     "\"url\":\"https://evil.test/\",\"title\":\"t\",\"encrypted_content\":\"e\"}]},{\"type\":"
+                     "\"text\",\"text\":\"t\",\"citations\":[{\"type\":\"web_search_result_location\",\"url\":"
+                     "\"https://evil.test/\",\"title\":\"t\",\"cited_text\":\"c\",\"encrypted_index\":\"i\"}]}]}]}",
+                     0, NULL);
+        expect_reach(&f, &openai, "/v1/responses",
+                     "{\"model\":\"claude-test\",\"input\":[{\"type\":\"message\",\"role\":\"assistant\",\"content\":"
+                     "[{\"type\":\"output_text\",\"text\":\"t\",\"annotations\":[{\"type\":\"url_citation\","
+                     "\"url\":\"https://evil.test/\",\"title\":\"t\",\"start_index\":0,\"end_index\":1}]}]}]}",
+                     0, NULL);
+        teardown(&f);
+#undef CHAT_PART
 }
