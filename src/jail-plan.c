@@ -23,6 +23,7 @@
 #include "host-ids.h"
 #include "log.h"
 #include "ns.h"
+#include "resolve.h"
 #include "run.h"
 #include "run-record.h"
 #include "util/fd.h"
@@ -390,20 +391,29 @@ static int load_price_table(void *userdata, AjPriceTable **ret)
         return r;
 }
 
-/* The providers' hosts are the gateway's: reached directly, the key would be the agent's. */
+/* The providers' hosts are the gateway's: reached directly, the key would be the agent's.
+ * By name on every port, and at the addresses the names resolve to now on the url's port
+ * (a literal address would go around the name otherwise). A name that does not resolve
+ * keeps its name's reservation only (docs/gateway.md). */
 static int reserve_llm_hosts(Run *run)
 {
-        _cleanup_strv_free_ char **hosts = NULL;
-        int r = aj_sup_llm_reserved_hosts(run->profile, &hosts);
+        _cleanup_strv_free_ char **hosts = NULL, **unresolved = NULL;
+        _cleanup_free_ uint16_t *ports = NULL;
+        int r = aj_sup_llm_reserved_hosts(run->profile, &hosts, &ports);
         if (r < 0)
                 return r;
-        for (char **h = hosts; h && *h; h++) {
-                r = aj_net_policy_reserve(run->net_policy, *h,
+        for (size_t i = 0; hosts && hosts[i]; i++) {
+                r = aj_net_policy_reserve(run->net_policy, hosts[i], ports[i],
                                           "served by the run's LLM gateway: use $ANTHROPIC_BASE_URL or "
                                           "$OPENAI_BASE_URL (http://127.0.0.1:4100/PROVIDER)");
                 if (r < 0)
-                        return aj_log_errno(r, "Cannot reserve the LLM provider host '%s'", *h);
+                        return aj_log_errno(r, "Cannot reserve the LLM provider host '%s'", hosts[i]);
         }
+        r = aj_resolve_reserved(run->net_policy, AJ_RESOLVE_RESERVED_TIMEOUT_MS, &unresolved);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot resolve the LLM provider hosts");
+        for (char **u = unresolved; u && *u; u++)
+                aj_warning("LLM provider host %s: its addresses are not reserved (only its name is)", *u);
         return 0;
 }
 

@@ -29,7 +29,11 @@ void aj_net_policy_free(AjNetPolicy *p)
         for (size_t i = 0; i < p->n_rules; i++)
                 aj_net_rule_done(&p->rules[i]);
         free(p->rules);
+        for (size_t i = 0; p->reserved && p->reserved[i]; i++)
+                aj_net_addr_set_done(&p->reserved_addrs[i]);
         aj_strv_free(p->reserved);
+        free(p->reserved_addrs);
+        free(p->reserved_ports);
         free(p->reserved_why);
         free(p);
 }
@@ -49,7 +53,7 @@ static int reserved_form(const char *host, char buf[AJ_NET_HOST_MAX + 1])
         return aj_net_host_normalize(host, strlen(host), buf, &why);
 }
 
-int aj_net_policy_reserve(AjNetPolicy *p, const char *host, const char *why)
+int aj_net_policy_reserve(AjNetPolicy *p, const char *host, uint16_t port, const char *why)
 {
         char norm[AJ_NET_HOST_MAX + 1];
         int r = reserved_form(host, norm);
@@ -57,7 +61,51 @@ int aj_net_policy_reserve(AjNetPolicy *p, const char *host, const char *why)
                 return r;
         if (!p->reserved_why && !(p->reserved_why = strdup(why)))
                 return -ENOMEM;
+        size_t n = aj_strv_length(p->reserved);
+        uint16_t *ports = realloc(p->reserved_ports, (n + 1) * sizeof(*ports));
+        if (!ports)
+                return -ENOMEM;
+        p->reserved_ports = ports;
+        ports[n] = port;
+        AjNetAddrSet *addrs = realloc(p->reserved_addrs, (n + 1) * sizeof(*addrs));
+        if (!addrs)
+                return -ENOMEM;
+        p->reserved_addrs = addrs;
+        addrs[n] = (AjNetAddrSet){};
         return aj_strv_push(&p->reserved, norm);
+}
+
+/* The reserved host whose address `sa` is, on its port `port`, or -1. */
+static ssize_t find_reserved_address(const AjNetPolicy *p, const struct sockaddr *sa, uint16_t port)
+{
+        for (size_t i = 0; p->reserved && p->reserved[i]; i++)
+                if (p->reserved_ports[i] == port && aj_net_addr_set_contains(&p->reserved_addrs[i], sa))
+                        return (ssize_t)i;
+        return -1;
+}
+
+int aj_net_policy_reserve_address(AjNetPolicy *p, size_t host, const struct sockaddr *sa)
+{
+        if (host >= aj_strv_length(p->reserved))
+                return -EINVAL;
+        if (aj_net_addr_set_contains(&p->reserved_addrs[host], sa))
+                return 0;
+        return aj_net_addr_set_add(&p->reserved_addrs[host], sa);
+}
+
+/* A destination at an address a reserved name resolved to, on its port: refused as the
+ * name is (else the name's reservation is one literal away). */
+static bool reserved_address(const AjNetPolicy *p, const struct sockaddr *sa, uint16_t port, AjNetVerdict *v)
+{
+        ssize_t host = find_reserved_address(p, sa, port);
+        if (host < 0)
+                return false;
+        char shown[INET6_ADDRSTRLEN];
+        aj_net_format_address(sa, shown, sizeof(shown));
+        *v = (AjNetVerdict){ .rule = -1, .reserved = true };
+        snprintf(v->reason, sizeof(v->reason), "%s port %u is an address of %s, %s", shown, port, p->reserved[host],
+                 p->reserved_why);
+        return true;
 }
 
 static bool reserved(const AjNetPolicy *p, const char *host, AjNetVerdict *v)
@@ -587,6 +635,10 @@ int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjN
         }
         if (literal_address(host, &ss)) {
                 char shown[INET6_ADDRSTRLEN];
+                if (reserved_address(p, (struct sockaddr *)&ss, port, &v)) {
+                        *ret = v;
+                        return 0;
+                }
                 aj_net_format_address((struct sockaddr *)&ss, shown, sizeof(shown));
                 int i = aj_net_find_cidr_rule(p, (struct sockaddr *)&ss, port);
                 if (i >= 0) {
@@ -693,6 +745,10 @@ int aj_net_check_resolved(const AjNetPolicy *p, bool own_in, const char *host, c
         AjNetVerdict v = { .rule = -1 };
         char shown[INET6_ADDRSTRLEN];
 
+        if (p && reserved_address(p, sa, port, &v)) {
+                *ret = v;
+                return 0;
+        }
         aj_net_format_address(sa, shown, sizeof(shown));
         bool internal = aj_net_address_is_internal(sa);
         bool own = !internal && own_in;

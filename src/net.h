@@ -54,11 +54,27 @@ typedef struct {
         uint16_t port;    /* 0 = any port */
 } AjNetRule;
 
+/* A set of addresses: this host's interfaces', where the proxy connects from (kept current
+ * by src/resolve.h's AjHostAddrs, which also asks the kernel's routes; a name resolving to
+ * one of them reaches this host's own services, whatever range the address is in), and
+ * those a reserved host resolved to. */
+typedef struct {
+        int family; /* AF_INET or AF_INET6 */
+        uint8_t bytes[16];
+} AjNetAddr;
+
+typedef struct {
+        AjNetAddr *addrs;
+        size_t n;
+} AjNetAddrSet;
+
 typedef struct AjNetPolicy {
         AjNetRule *rules;
         size_t n_rules;
-        char **reserved;    /* hosts refused whatever the rules say (canonical), NULL-terminated */
-        char *reserved_why; /* ... and why, for the reason */
+        char **reserved;              /* hosts refused whatever the rules say (canonical), NULL-terminated */
+        uint16_t *reserved_ports;     /* ... each one's service port (its url's) */
+        AjNetAddrSet *reserved_addrs; /* ... the addresses each one resolved to */
+        char *reserved_why;           /* ... and why, for the reason */
 } AjNetPolicy;
 
 /* Parse a NULL-terminated list of entries (NULL or empty: no network at all). On a
@@ -82,9 +98,15 @@ int aj_net_ask_match(const AjNetPolicy *ask, const char *host, uint16_t port);
 int aj_net_policy_add(AjNetPolicy *p, const char *entry, const char **ret_why);
 
 /* Refuse `host` (a name or an IP literal) on every port, whatever the rules say, saying
- * `why` ("served by the LLM gateway: use $ANTHROPIC_BASE_URL"). -EINVAL for a name that
- * is not a host name. */
-int aj_net_policy_reserve(AjNetPolicy *p, const char *host, const char *why);
+ * `why` ("served by the LLM gateway: use $ANTHROPIC_BASE_URL"). `port` is its service's
+ * (the url's): where the addresses the name resolves to are refused (below). -EINVAL for
+ * a name that is not a host name. */
+int aj_net_policy_reserve(AjNetPolicy *p, const char *host, uint16_t port, const char *why);
+/* `sa` is an address reserved host `host` (its index in p->reserved) resolved to: a
+ * destination at it on that host's port, a literal or what a name resolved to, is refused
+ * as the host is (src/resolve.h's aj_resolve_reserved() adds them). Duplicates are kept
+ * once. -EINVAL for a bad index, -EAFNOSUPPORT, -ENOMEM. */
+int aj_net_policy_reserve_address(AjNetPolicy *p, size_t host, const struct sockaddr *sa);
 
 /* Parse one entry into *ret (owned strings; free with aj_net_rule_done). -EINVAL with a
  * static reason on error. */
@@ -110,19 +132,6 @@ int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjN
  * host and every subdomain of it): allowed when the host is and a wildcard rule covers its
  * subdomains ("*.example.com" or one of a parent), on `port`. */
 int aj_net_check_domain(const AjNetPolicy *p, const char *domain, uint16_t port, AjNetVerdict *ret);
-
-/* The addresses of this host's interfaces, where the proxy connects from (kept current by
- * src/resolve.h's AjHostAddrs, which also asks the kernel's routes). A name resolving to
- * one of them reaches this host's own services, whatever range the address is in. */
-typedef struct {
-        int family; /* AF_INET or AF_INET6 */
-        uint8_t bytes[16];
-} AjNetAddr;
-
-typedef struct {
-        AjNetAddr *addrs;
-        size_t n;
-} AjNetAddrSet;
 
 /* IPv4-mapped IPv6 addresses match their IPv4 form. */
 bool aj_net_addr_set_contains(const AjNetAddrSet *s, const struct sockaddr *sa);

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,6 +16,7 @@
 
 #include "resolve.h"
 #include "util/fd.h"
+#include "util/strv.h"
 
 #define HOSTS_FILE_MAX (1024 * 1024)
 
@@ -351,6 +353,75 @@ int aj_resolver_resolve(AjResolver *r, const char *name, AjResolveCallback cb, v
         q->in_ares = true;
         ares_getaddrinfo(r->channel, name, NULL, &hints, ares_cb, q);
         arm_ares_timer(r);
+        return 0;
+}
+
+typedef struct {
+        AjNetPolicy *p;
+        size_t host;
+        size_t *pending;
+        bool started;
+        int error;     /* the lookup's: 0 when it found addresses */
+        int add_error; /* reserving what it found */
+} ReservedLookup;
+
+static void on_reserved(void *userdata, int error, const struct sockaddr_storage *addrs, size_t n)
+{
+        ReservedLookup *l = userdata;
+        (*l->pending)--;
+        l->error = error ? error : n == 0 ? -ENOENT : 0;
+        for (size_t i = 0; i < n && l->add_error == 0; i++)
+                l->add_error = aj_net_policy_reserve_address(l->p, l->host, (const struct sockaddr *)&addrs[i]);
+}
+
+static bool is_literal(const char *host)
+{
+        uint8_t buf[16];
+        return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+int aj_resolve_reserved(AjNetPolicy *p, uint64_t timeout_ms, char ***ret_unresolved)
+{
+        size_t n = aj_strv_length(p->reserved), pending = 0;
+        if (n == 0)
+                return 0;
+        _cleanup_free_ ReservedLookup *l = calloc(n, sizeof(*l));
+        _cleanup_(aj_loop_freep) AjLoop *loop = NULL;
+        if (!l)
+                return -ENOMEM;
+        int r = aj_loop_new(&loop);
+        if (r < 0)
+                return r;
+        _cleanup_(aj_resolver_freep) AjResolver *res = NULL;
+        if ((r = aj_resolver_new(loop, timeout_ms, AJ_RESOLVE_SEARCH, &res)) < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                l[i] = (ReservedLookup){ .p = p, .host = i, .pending = &pending };
+                if (is_literal(p->reserved[i]))
+                        continue;
+                uint64_t id;
+                if ((r = aj_resolver_resolve(res, p->reserved[i], on_reserved, &l[i], &id)) < 0)
+                        return r;
+                l[i].started = true;
+                pending++;
+        }
+        /* Each lookup has its deadline (timeout_ms): the loop ends. */
+        while (pending > 0)
+                if ((r = aj_loop_dispatch(loop, -1)) < 0)
+                        return r;
+        for (size_t i = 0; i < n; i++) {
+                if (l[i].add_error < 0 && l[i].add_error != -EAFNOSUPPORT)
+                        return l[i].add_error;
+                if (!l[i].started || l[i].error == 0)
+                        continue;
+                char *u;
+                if (asprintf(&u, "%s (%s)", p->reserved[i],
+                             l[i].error == -ETIMEDOUT ? "timed out"
+                             : l[i].error == -ENOENT  ? "no such host"
+                                                      : "resolver failure") < 0 ||
+                    aj_strv_consume(ret_unresolved, u) < 0)
+                        return -ENOMEM;
+        }
         return 0;
 }
 

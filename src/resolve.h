@@ -49,6 +49,15 @@ void aj_resolver_cancel(AjResolver *r, uint64_t id);
 void aj_resolver_free(AjResolver *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AjResolver *, aj_resolver_free);
 
+/* Resolves every name `p` reserves (aj_net_policy_reserve(): the operator's names, so
+ * search domains apply), waiting at most timeout_ms for each, and reserves each address
+ * found (aj_net_policy_reserve_address()). Literal addresses are skipped (reserved as
+ * they are). A name that did not resolve is appended to *ret_unresolved as "NAME (why)":
+ * its name stays reserved, no address of it is. Negative errno only for the resolver
+ * itself failing or no memory. Blocks: run before the loop serves anyone. */
+#define AJ_RESOLVE_RESERVED_TIMEOUT_MS 5000
+int aj_resolve_reserved(AjNetPolicy *p, uint64_t timeout_ms, char ***ret_unresolved);
+
 /* This host's addresses in the caller's network namespace, for src/net.h's rule that a
  * name resolving to one of them is refused: its interface addresses (all interfaces, IPv4
  * and IPv6), and every address its routing tables deliver locally.

@@ -147,15 +147,31 @@ static char *url_host(const char *url)
         return strndup(h, strcspn(h, ":/"));
 }
 
-int aj_sup_llm_reserved_hosts(const AjProfile *p, char ***ret)
+/* The port of a url the profile checked (aj_llm_url_problem): its own, or its scheme's. */
+static uint16_t url_port(const char *url)
+{
+        const char *h = strstr(url, "://");
+        const char *end = h ? h + 3 + strcspn(h + 3, "/") : url;
+        const char *colon = h ? memrchr(h + 3, ':', (size_t)(end - h - 3)) : NULL;
+        if (colon && !memchr(colon, ']', (size_t)(end - colon)))
+                return (uint16_t)strtoul(colon + 1, NULL, 10);
+        return strncmp(url, "https://", 8) == 0 ? 443 : 80;
+}
+
+int aj_sup_llm_reserved_hosts(const AjProfile *p, char ***ret, uint16_t **ret_ports)
 {
         _cleanup_strv_free_ char **hosts = NULL;
+        _cleanup_free_ uint16_t *ports = calloc(p->n_llm_providers + 1, sizeof(*ports));
+        if (!ports)
+                return -ENOMEM;
         for (size_t i = 0; i < p->n_llm_providers; i++) {
                 char *h = url_host(p->llm_providers[i].url);
                 if (!h || aj_strv_consume(&hosts, h) < 0)
                         return -ENOMEM;
+                ports[i] = url_port(p->llm_providers[i].url);
         }
         *ret = TAKE_PTR(hosts);
+        *ret_ports = TAKE_PTR(ports);
         return 0;
 }
 

@@ -103,8 +103,9 @@ int aj_sup_llm_check_keys(AjSupLlm *l, const AjProfile *p, AjError *err);
 int aj_sup_llm_env(const AjProfile *p, const char *run_id, char ***env);
 /* Whether NAME=... is a provider's key_env (never passed into the jail). */
 bool aj_sup_llm_is_key_env(const AjProfile *p, const char *name, size_t len);
-/* The API host names the gateway serves (the egress proxy refuses them), NULL-terminated. */
-int aj_sup_llm_reserved_hosts(const AjProfile *p, char ***ret);
+/* The API host names the gateway serves (the egress proxy refuses them), NULL-terminated,
+ * and each one's port (the url's, or its scheme's), as many. */
+int aj_sup_llm_reserved_hosts(const AjProfile *p, char ***ret, uint16_t **ret_ports);
 
 /* After the clone: reads the keys (wiping a key_env value from our environment). */
 int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHooks *hooks, const char *run_dir,

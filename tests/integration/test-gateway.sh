@@ -820,6 +820,20 @@ run_jail -p "$P" --allow-net "$PH:$FP" -- \
 like "$JAIL_OUT" 'connect=403' "a direct CONNECT to the provider's host: 403"
 like "$(events_of net.denied)" 'gateway' "net.denied says to use the gateway"
 
+# ... nor its address, when the url names the host (docs/gateway.md): reserved by name only,
+# a CONNECT to the address the name resolves to went around the gateway
+printf '%s llm.test\n' "$PH" >"$T/hosts"
+PN=$(write_profile gwname '{"extends": "default", '"$PRICES"', "llm": {"providers": {
+        "anthropic": {"url": "https://llm.test:'$FP'", "key_env": "AJ_TEST_ANTHROPIC_KEY", "ca_file": "'$T/ca.pem'"}}}}')
+export AGENTJAIL_HOSTS_FILE="$T/hosts"
+run_jail -p "$PN" --allow-net "$PH:$FP" -- \
+        /bin/sh -c 'curl -sS -o /dev/null -w "connect=%{http_connect}\n" -x http://127.0.0.1:3128 --noproxy "" \
+                -k "https://'"$PH:$FP"'/v1/messages" 2>&1; true'
+unset AGENTJAIL_HOSTS_FILE
+like "$JAIL_OUT" 'connect=403' "a CONNECT to the address of the provider's host name: 403"
+like "$(events_of net.denied)" "$PH port $FP is an address of llm.test, served by the run's LLM gateway" \
+        "net.denied names the host the address is of"
+
 # --- the official SDKs from the npm registry, unchanged, in the jail
 if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
         skip "the official SDKs" "node and npm are needed (bash scripts/setup installs them)"

@@ -300,9 +300,9 @@ Test(net, reserved_hosts)
 {
         char *entries[] = { "api.anthropic.com", "*.anthropic.com", "127.0.0.0/8", "example.com", NULL };
         AjNetPolicy *p = policy(entries);
-        cr_assert_eq(aj_net_policy_reserve(p, "API.Anthropic.com.", "served by the gateway"), 0);
-        cr_assert_eq(aj_net_policy_reserve(p, "127.0.0.1", "served by the gateway"), 0);
-        cr_assert_eq(aj_net_policy_reserve(p, "bad name!", "x"), -EINVAL);
+        cr_assert_eq(aj_net_policy_reserve(p, "API.Anthropic.com.", 443, "served by the gateway"), 0);
+        cr_assert_eq(aj_net_policy_reserve(p, "127.0.0.1", 80, "served by the gateway"), 0);
+        cr_assert_eq(aj_net_policy_reserve(p, "bad name!", 80, "x"), -EINVAL);
         AjNetVerdict v;
         cr_assert_eq(aj_net_check_host(p, "api.anthropic.com", 443, &v), 0);
         cr_expect_not(v.allowed);
@@ -318,6 +318,34 @@ Test(net, reserved_hosts)
         cr_expect(v.allowed, "other hosts of the domain are not reserved");
         cr_assert_eq(aj_net_check_host(p, "example.com", 443, &v), 0);
         cr_expect(v.allowed);
+        aj_net_policy_free(p);
+}
+
+/* A reserved name's addresses are refused on its port, as a literal and as what another
+ * name resolved to: reserved by name only, http://<its address>:4000 went around it. */
+Test(net, reserved_host_addresses)
+{
+        char *entries[] = { "10.0.0.0/8", "alias.corp", NULL };
+        AjNetPolicy *p = policy(entries);
+        cr_assert_eq(aj_net_policy_reserve(p, "llm.corp", 4000, "served by the gateway"), 0);
+        struct sockaddr_storage ss = addr("10.1.2.3"), mapped = addr("::ffff:10.1.2.3");
+        cr_assert_eq(aj_net_policy_reserve_address(p, 0, (struct sockaddr *)&ss), 0);
+        cr_assert_eq(aj_net_policy_reserve_address(p, 0, (struct sockaddr *)&mapped), 0);
+        cr_expect_eq(p->reserved_addrs[0].n, 1, "kept once");
+        cr_expect_eq(aj_net_policy_reserve_address(p, 1, (struct sockaddr *)&ss), -EINVAL);
+        AjNetVerdict v;
+        cr_assert_eq(aj_net_check_host(p, "10.1.2.3", 4000, &v), 0);
+        cr_expect_not(v.allowed);
+        cr_expect(v.reserved);
+        cr_expect_str_eq(v.reason, "10.1.2.3 port 4000 is an address of llm.corp, served by the gateway");
+        cr_assert_eq(aj_net_check_host(p, "::ffff:10.1.2.3", 4000, &v), 0);
+        cr_expect_not(v.allowed, "its IPv4-mapped form");
+        cr_assert_eq(aj_net_check_host(p, "10.1.2.3", 22, &v), 0);
+        cr_expect(v.allowed, "another port of the address is not the provider's");
+        cr_assert_eq(aj_net_check_resolved(p, false, "alias.corp", (struct sockaddr *)&ss, 4000, &v), 0);
+        cr_expect_not(v.allowed, "a name resolving to it");
+        cr_expect(v.reserved);
+        cr_expect_str_eq(v.reason, "10.1.2.3 port 4000 is an address of llm.corp, served by the gateway");
         aj_net_policy_free(p);
 }
 
@@ -386,7 +414,7 @@ Test(net, policy_add_and_reserved_flag)
         cr_expect_not(v.allowed, "the port approved only");
         cr_expect_eq(aj_net_policy_add(p, "*", &why), -EINVAL, "never \"*\" into an allowlist");
         cr_assert_eq(aj_net_policy_add(p, "[2001:db8::1]:443", &why), 0);
-        cr_assert_eq(aj_net_policy_reserve(p, "api.openai.com", "served by the gateway"), 0);
+        cr_assert_eq(aj_net_policy_reserve(p, "api.openai.com", 443, "served by the gateway"), 0);
         cr_assert_eq(aj_net_check_host(p, "api.openai.com", 443, &v), 0);
         cr_expect(v.reserved && !v.allowed);
         aj_net_policy_free(p);

@@ -1024,6 +1024,58 @@ Test(live, denied_host_and_port_get_403_with_reason)
         live_stop(&l);
 }
 
+/* The gateway's provider host (llm.test, on the echo server's port) reserved and resolved
+ * as at a run's start: its address on that port is refused as a literal (HTTP CONNECT and
+ * SOCKS5) and as what another allowed name resolves to, though "127.0.0.1" is allowed.
+ * Reserved by name only, CONNECT 127.0.0.1:PORT reached the provider around the gateway.
+ * Another port of the address is not the provider's: allowed. */
+Test(live, reserved_host_address_refused)
+{
+        Live l;
+        uint16_t echo = start_server("127.0.0.1"), other = start_server("127.0.0.1");
+        hosts_file("127.0.0.1 llm.test alias.test\n");
+        live_start(&l, (char *[]){ "127.0.0.1", "alias.test", NULL }, NULL);
+        cr_assert_eq(aj_net_policy_reserve(l.policy, "llm.test", echo, "served by the run's LLM gateway"), 0);
+        char **unresolved = NULL;
+        cr_assert_eq(aj_resolve_reserved(l.policy, 2000, &unresolved), 0);
+        cr_expect_null(unresolved);
+        pid_t pid = fork();
+        if (pid == 0) {
+                char target[64], answer[1024], want[160];
+                snprintf(target, sizeof(target), "127.0.0.1:%u", echo);
+                snprintf(want, sizeof(want),
+                         "X-Agentjail-Reason: denied: 127.0.0.1 port %u is an address of llm.test, served by the run's "
+                         "LLM gateway",
+                         echo);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, "HTTP/1.1 403 Forbidden\r\n") || !strstr(answer, want)) {
+                        fprintf(stderr, "answer 1: %s\n", answer);
+                        _exit(1);
+                }
+                uint8_t rep = 0;
+                socks_connect(l.socks_port, 1, "127.0.0.1", echo, &rep);
+                if (rep != 0x02)
+                        _exit(2);
+                socks_connect(l.socks_port, 3, "alias.test", echo, &rep);
+                if (rep != 0x02)
+                        _exit(3);
+                snprintf(target, sizeof(target), "127.0.0.1:%u", other);
+                http_connect(l.http_port, target, answer, sizeof(answer));
+                if (!strstr(answer, " 200 ")) {
+                        fprintf(stderr, "answer 4: %s\n", answer);
+                        _exit(4);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, pid), 0);
+        cr_expect_eq(count_events("net.denied"), 3);
+        json_t *d = find_event("net.denied", 2);
+        cr_assert_not_null(d);
+        cr_expect_str_eq(field_str(d, "host"), "alias.test");
+        cr_expect(strstr(field_str(d, "reason"), "is an address of llm.test") != NULL);
+        live_stop(&l);
+}
+
 Test(live, socks5_domain_ipv4_ipv6)
 {
         Live l;

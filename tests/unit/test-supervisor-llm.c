@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "supervisor/llm.h"
+#include "util/strv.h"
 
 static json_t *events;
 static json_t *breaches;
@@ -1720,4 +1721,27 @@ Test(supervisor_llm, provider_fetching_in_every_url_shape_is_judged)
                      0, NULL);
         teardown(&f);
 #undef CHAT_PART
+}
+
+/* The hosts the proxy reserves and the ports their addresses are reserved on: the url's own
+ * port, else its scheme's. */
+Test(supervisor_llm, reserved_hosts_and_their_ports)
+{
+        AjLlmProvider prov[] = { { .url = (char *)"https://api.anthropic.com" },
+                                 { .url = (char *)"http://llm.corp:4000/v1" },
+                                 { .url = (char *)"http://10.1.2.3" },
+                                 { .url = (char *)"https://gw.example:8443" } };
+        AjProfile p = { .llm_providers = prov, .n_llm_providers = 4 };
+        char **hosts = NULL;
+        uint16_t *ports = NULL;
+        cr_assert_eq(aj_sup_llm_reserved_hosts(&p, &hosts, &ports), 0);
+        const char *want[] = { "api.anthropic.com", "llm.corp", "10.1.2.3", "gw.example" };
+        const uint16_t want_ports[] = { 443, 4000, 80, 8443 };
+        for (size_t i = 0; i < 4; i++) {
+                cr_expect_str_eq(hosts[i], want[i]);
+                cr_expect_eq(ports[i], want_ports[i], "%s", want[i]);
+        }
+        cr_expect_null(hosts[4]);
+        aj_strv_free(hosts);
+        free(ports);
 }
