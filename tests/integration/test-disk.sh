@@ -117,7 +117,11 @@ for on in kill freeze; do
         free=$(free_mb "$SMALL_WS")
         if [[ $on == kill ]]; then
                 wait_exit "$BG_PID" 20
-                cmp_num "$free" -ge 20 "on_breach kill: SIGKILL cuts the one write in flight near the reserve (${free} MiB free of 24)"
+                # Cut, not finished: the whole write leaves about 8 MiB free (what the freeze
+                # case below sees). How far below the reserve the cut comes is what the write
+                # copies between the look and the SIGKILL, up to 5 ms of it: 1 to 5 MiB here on
+                # tmpfs, more on a busy machine (CI saw 19 MiB left).
+                cmp_num "$free" -ge 16 "on_breach kill: SIGKILL cuts the one write in flight, far from its end (${free} MiB free of 24)"
         else
                 # (the write may still be copying when the freeze is recorded)
                 deadline=$((SECONDS + 5))
