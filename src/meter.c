@@ -231,6 +231,18 @@ int aj_meter_set_price_tool_fee(AjMeter *m, const char *model, AjToolFee fee, do
         return -ENOENT;
 }
 
+int aj_meter_set_price_max_output(AjMeter *m, const char *model, uint64_t tokens)
+{
+        if (!model || tokens < 1 || tokens > AJ_PRICE_MAX_OUTPUT_TOKENS)
+                return -EINVAL;
+        for (size_t i = 0; m->prices && i < m->prices->n; i++)
+                if (streq(m->prices->entries[i].model, model)) {
+                        m->prices->entries[i].max_output = tokens;
+                        return 0;
+                }
+        return -ENOENT;
+}
+
 void aj_meter_set_price_table(AjMeter *m, AjPriceTable *table)
 {
         aj_price_table_free(m->table);
@@ -274,6 +286,8 @@ int aj_meter_new_for_profile(const AjProfile *p, const AjMeterCaps *caps, AjMete
                 for (int f = 0; f < AJ_TOOL_FEES && r >= 0; f++)
                         if (pr->tool_fee[f] >= 0)
                                 r = aj_meter_set_price_tool_fee(m, pr->model, f, pr->tool_fee[f]);
+                if (r >= 0 && pr->max_output_tokens)
+                        r = aj_meter_set_price_max_output(m, pr->model, pr->max_output_tokens);
                 if (r < 0)
                         return r;
         }
@@ -819,6 +833,16 @@ static bool fee_for(const AjMeter *m, const char *model, const AjPrice *p, int w
 {
         return entry_fee(p, which, ret) || entry_fee(aj_price_table_find(shipped_table(m), model), which, ret) ||
                entry_fee(aj_price_table_find(m->prices, "*"), which, ret);
+}
+
+uint64_t aj_meter_max_output(const AjMeter *m, const char *model)
+{
+        const AjPrice *p = aj_price_table_find(m->prices, model);
+        if (!p || !p->max_output)
+                p = aj_price_table_find(shipped_table(m), model);
+        if (!p || !p->max_output)
+                p = aj_price_table_find(m->prices, "*");
+        return p ? p->max_output : 0;
 }
 
 /* Searches at a fee nobody priced: run by the provider, or allowed by a request (its

@@ -80,6 +80,9 @@ int aj_meter_set_price(AjMeter *m, const char *model, double input, double outpu
 int aj_meter_set_price_web_search(AjMeter *m, const char *model, double usd_per_search);
 /* The same for a use of another tool the provider runs (prices.h AjToolFee), USD per use. */
 int aj_meter_set_price_tool_fee(AjMeter *m, const char *model, AjToolFee fee, double usd_per_use);
+/* The model's maximum output tokens an answer (set by aj_meter_set_price()): 1 to
+ * AJ_PRICE_MAX_OUTPUT_TOKENS, else -EINVAL. -ENOENT: the model has no price. */
+int aj_meter_set_price_max_output(AjMeter *m, const char *model, uint64_t tokens);
 /* The shipped price table (src/prices.h), under the prices set above: a model is
  * priced by the profile's entry for its name or base name, else the table's, else
  * the profile's "*". Takes ownership (NULL: no table). */
@@ -205,6 +208,10 @@ typedef struct {
          * provider.max_price.request and .image). */
         uint64_t call_fee;
 } AjMeterUsage;
+/* The most output tokens `model` writes in one answer: the profile's entry for its name or
+ * base name, else the table's, else the profile's "*" (the first of them that gives one);
+ * 0 when none does. */
+uint64_t aj_meter_max_output(const AjMeter *m, const char *model);
 /* Whether the profile's prices or the shipped table has an entry of exactly `model`'s name
  * (not its base name, nor "*"). */
 bool aj_meter_price_named(const AjMeter *m, const char *model);

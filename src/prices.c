@@ -250,6 +250,15 @@ static int per_search(json_t *v, uint64_t *ret)
         return 0;
 }
 
+/* A model's maximum output: a whole number of tokens, 1 to AJ_PRICE_MAX_OUTPUT_TOKENS. */
+static int max_output_tokens(json_t *v, uint64_t *ret)
+{
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > AJ_PRICE_MAX_OUTPUT_TOKENS)
+                return -EINVAL;
+        *ret = (uint64_t)json_integer_value(v);
+        return 0;
+}
+
 static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_error)
 {
         static const char *const keys[] = { "input",       "output",         "cache_read",
@@ -266,13 +275,21 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_
                                     AJ_PRICE_MAX_NAME);
         if (!json_is_object(v))
                 return aj_error_set(ret_error, -EINVAL, "models.%s: expected an object of prices", model);
-        uint64_t fee[AJ_TOOL_FEES] = {};
+        uint64_t fee[AJ_TOOL_FEES] = {}, max_output = 0;
         bool fee_set[AJ_TOOL_FEES] = {};
         json_object_foreach (v, key, e) {
                 size_t i = 0;
                 int f = aj_tool_fee_from_name(key);
                 while (i < ARRAY_SIZE(keys) && !streq(keys[i], key))
                         i++;
+                if (streq(key, "max_output_tokens")) {
+                        if (max_output_tokens(e, &max_output) < 0)
+                                return aj_error_set(ret_error, -EINVAL,
+                                                    "models.%s.max_output_tokens: expected the model's maximum output "
+                                                    "tokens, a whole number from 1 to %d",
+                                                    model, AJ_PRICE_MAX_OUTPUT_TOKENS);
+                        continue;
+                }
                 if (f >= 0) {
                         if (per_search(e, &fee[f]) < 0)
                                 return aj_error_set(ret_error, -EINVAL,
@@ -286,7 +303,7 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_
                                             "models.%s: unknown key \"%.64s\" (expected input, output, "
                                             "cache_read, cache_write, cache_write_1h, web_search, web_fetch, "
                                             "file_search, code_interpreter, image_generation, code_execution, "
-                                            "file_parser)",
+                                            "file_parser, max_output_tokens)",
                                             model, key);
                 if (i == WEB_SEARCH) {
                         if (per_search(e, &val[i]) < 0)
@@ -312,6 +329,7 @@ static int parse_entry(const char *model, json_t *v, AjPrice *ret, AjError *ret_
         ret->web_search_priced = have[WEB_SEARCH];
         memcpy(ret->tool_fee, fee, sizeof(fee));
         memcpy(ret->tool_fee_priced, fee_set, sizeof(fee_set));
+        ret->max_output = max_output;
         return 0;
 }
 

@@ -22,6 +22,9 @@
 #define AJ_PRICE_MAX_NAME 256
 #define AJ_PRICE_MAX_USD_PER_MTOK 100000.0
 #define AJ_PRICE_MAX_USD_PER_KSEARCH 10000.0
+/* The largest "max_output_tokens" an entry may give (the largest model maximum published is
+ * 128,000). */
+#define AJ_PRICE_MAX_OUTPUT_TOKENS 10000000
 #define AJ_PRICE_TABLE_MAX_SIZE (1u << 20)
 #define AJ_PRICE_TABLE_NAME "prices.json"
 
@@ -65,6 +68,9 @@ typedef struct {
         /* The other tools' fees, pico-USD per use; tool_fee_priced false: no fee known. */
         uint64_t tool_fee[AJ_TOOL_FEES];
         bool tool_fee_priced[AJ_TOOL_FEES];
+        /* The most output tokens the model writes in one answer, as its provider documents it
+         * (a request asking for more is refused by the provider); 0: not known. */
+        uint64_t max_output;
 } AjPrice;
 
 /* The tokens of a call. input counts ALL input, cache reads and writes included;
@@ -91,10 +97,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjPriceTable *, aj_price_table_free);
 int aj_price_table_set(AjPriceTable *t, const AjPrice *p);
 
 /* {"date": "YYYY-MM-DD", "models": {"NAME": {"input": N, "output": N, "cache_read": N,
- * "cache_write": N, "cache_write_1h": N, "web_search": N, "web_fetch": N, ...}}} in USD
- * per million tokens (cache prices default to the input price, cache_write_1h to
- * cache_write), web_search and the other tools' fees (aj_tool_fee_name()) in USD per 1,000
- * uses (none: no fee known). -EINVAL with a message naming the entry in ret_error. */
+ * "cache_write": N, "cache_write_1h": N, "web_search": N, "web_fetch": N, ...,
+ * "max_output_tokens": N}}} in USD per million tokens (cache prices default to the input
+ * price, cache_write_1h to cache_write), web_search and the other tools' fees
+ * (aj_tool_fee_name()) in USD per 1,000 uses (none: no fee known), max_output_tokens the
+ * model's maximum output (a whole number, 1 to AJ_PRICE_MAX_OUTPUT_TOKENS; none: not known).
+ * -EINVAL with a message naming the entry in ret_error. */
 int aj_price_table_parse(const char *text, size_t len, const char *origin, AjPriceTable **ret, AjError *ret_error);
 int aj_price_table_load(const char *path, AjPriceTable **ret, AjError *ret_error);
 /* The first table found of /etc/agentjail/prices.json, the installed one and the

@@ -132,6 +132,16 @@ static int check_tool_fee_value(Check *c, json_t *v)
         return 0;
 }
 
+/* The model's maximum output (prices.h AjPrice.max_output): a whole number of tokens. */
+static int check_max_output_tokens(Check *c, json_t *v)
+{
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > AJ_PRICE_MAX_OUTPUT_TOKENS)
+                return check_fail(c, AJ_JSON_AT_VALUE,
+                                  "expected the model's maximum output tokens, a whole number from 1 to %d, got %s",
+                                  AJ_PRICE_MAX_OUTPUT_TOKENS, GOT(v));
+        return 0;
+}
+
 static int check_price(Check *c, json_t *v)
 {
         _Static_assert(AJ_TOOL_FEES == 6, "a field per fee below, named as aj_tool_fee_name()");
@@ -146,6 +156,7 @@ static int check_price(Check *c, json_t *v)
                 { "image_generation", check_tool_fee_value },
                 { "code_execution", check_tool_fee_value },
                 { "file_parser", check_tool_fee_value },
+                { "max_output_tokens", check_max_output_tokens },
                 {},
         };
         int r = check_object(c, v, fields);

@@ -187,6 +187,8 @@ static int broker_from_json(json_t *root, AjProfile *p)
                                 json_t *fee = json_object_get(v, aj_tool_fee_name(f));
                                 pr->tool_fee[f] = fee ? json_number_value(fee) : -1.0;
                         }
+                        json_t *most = json_object_get(v, "max_output_tokens");
+                        pr->max_output_tokens = most ? (uint64_t)json_integer_value(most) : 0;
                         p->n_prices++;
                 }
         }
@@ -479,6 +481,11 @@ static int broker_tree(const AjProfile *p, json_t *root)
                                 json_decref(e);
                                 return -ENOMEM;
                         }
+                if (pr->max_output_tokens &&
+                    json_object_set_new(e, "max_output_tokens", json_integer((json_int_t)pr->max_output_tokens)) < 0) {
+                        json_decref(e);
+                        return -ENOMEM;
+                }
                 if (json_object_set_new(prices, pr->model, e) < 0)
                         return -ENOMEM;
         }

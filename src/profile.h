@@ -60,6 +60,7 @@ typedef struct {
         double cached_input;           /* < 0: cached input is priced as input */
         double web_search;             /* USD per search the provider runs; < 0: not given */
         double tool_fee[AJ_TOOL_FEES]; /* USD per use of the provider's other tools (prices.h); < 0: not given */
+        uint64_t max_output_tokens;    /* the model's maximum output tokens an answer; 0: not given */
 } AjProfilePrice;
 
 /* "llm.providers": a model provider the run's gateway serves (docs/gateway.md). */

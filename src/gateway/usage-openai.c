@@ -523,7 +523,7 @@ void aj_llm_responses_body(AjLlmCall *c, json_t *root)
         final_response(c, root);
 }
 
-/* ---- the chat request rewrite ---- */
+/* ---- the request rewrites ---- */
 
 /* The body with `member` ("KEY":VALUE,) after its first '{', the client's bytes otherwise
  * unchanged (numbers are not re-printed): 1 with *ret_body malloc'd. The object must not be
@@ -598,6 +598,38 @@ int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, 
                         /* There without include_usage true: set, the body re-printed. */
                         r = set_and_print(root, opts, "include_usage", json_true(), ret_body, ret_len);
         }
+        json_decref(root);
+        return r;
+}
+
+const char *aj_llm_output_limit_field(AjLlmApi api)
+{
+        switch (api) {
+        case AJ_LLM_API_OPENAI_CHAT:
+                return "max_completion_tokens"; /* OpenAI's reasoning models refuse max_tokens */
+        case AJ_LLM_API_OPENAI_RESPONSES:
+                return "max_output_tokens";
+        default:
+                return NULL;
+        }
+}
+
+int aj_llm_set_output_limit(AjLlmApi api, const void *body, size_t len, uint64_t limit, char **ret_body,
+                            size_t *ret_len)
+{
+        const char *key = aj_llm_output_limit_field(api);
+        json_t *root = NULL;
+        if (!key || limit > INT64_MAX)
+                return -EINVAL;
+        int r = request_root(body, len, &root);
+        if (r < 0)
+                return r;
+        if (!json_object_get(root, key)) {
+                char member[64];
+                snprintf(member, sizeof(member), "\"%s\":%llu,", key, (unsigned long long)limit);
+                r = insert_member(body, len, member, ret_body, ret_len);
+        } else /* there as no limit (null, a negative number, 0): set, the body re-printed */
+                r = set_and_print(root, root, key, json_integer((json_int_t)limit), ret_body, ret_len);
         json_decref(root);
         return r;
 }

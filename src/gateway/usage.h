@@ -368,5 +368,16 @@ struct json_t *aj_llm_call_to_json(const AjLlmCall *c);
  * Without stream_options, the member is inserted and the client's bytes are
  * otherwise kept. */
 int aj_llm_openai_chat_add_usage(const void *body, size_t len, char **ret_body, size_t *ret_len);
+/* The output limit the gateway may set in a request of `api` that sets none: Chat's
+ * max_completion_tokens, Responses' max_output_tokens; NULL for the others (Messages
+ * requires max_tokens of the client: the provider refuses a request without it). */
+const char *aj_llm_output_limit_field(AjLlmApi api);
+/* A request that sets no output limit (none, null, negative, 0): returns 1 with a body
+ * (free() it) that sets aj_llm_output_limit_field(api) to `limit`, inserted when absent
+ * (the client's bytes kept), else set and the body re-printed. -EINVAL for an API without
+ * such a field or a body that is not one JSON object without repeated keys; -E2BIG or
+ * -ELOOP past the JSON bounds. */
+int aj_llm_set_output_limit(AjLlmApi api, const void *body, size_t len, uint64_t limit, char **ret_body,
+                            size_t *ret_len);
 /* An OpenAI chat chunk with "choices": [] and a usage object: the one to drop. */
 bool aj_llm_openai_chat_usage_only(const AjSseEvent *ev);

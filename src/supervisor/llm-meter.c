@@ -38,6 +38,7 @@ struct AjSupLlmCall {
         bool strip;     /* an OpenAI chat stream whose usage chunk the client did not ask for */
         bool tool_counted[AJ_LLM_MAX_TOOL_CALLS]; /* the response's tool calls counted so far */
         bool unkept_counted;                      /* the calls past AJ_LLM_MAX_TOOL_CALLS, counted at the end */
+        const char *limit_set;                    /* the output limit the gateway set in the request (bound_output()) */
         char *model;
         AjMeterUsage worst;
         AjMeterReservation res;
@@ -172,6 +173,39 @@ static bool spend_capped(const AjMeter *m)
 {
         const AjMeterCaps *c = aj_meter_caps(m);
         return c->set[AJ_CAP_TOKENS] || c->set[AJ_CAP_COST_USD];
+}
+
+/* The output tokens an answer of a request that sets no limit is reserved. Unbounded, the
+ * model may write up to its own maximum (128,000 for OpenAI's reasoning models, whose hidden
+ * tokens no stream shows before its usage), in every call in flight: under a tokens or cost
+ * cap, a model whose maximum is known (aj_meter_max_output()) is reserved that maximum when
+ * it is no more than AJ_SUP_LLM_DEFAULT_MAX_OUTPUT, and otherwise AJ_SUP_LLM_DEFAULT_MAX_OUTPUT
+ * is set in the request, so that the provider stops there. Setting it for a model whose
+ * maximum is smaller would have the request refused (OpenAI refuses a max_completion_tokens
+ * above the model's maximum), and an unknown model's is not known: those are forwarded as
+ * they are. Messages requires max_tokens of the client: nothing changes there. */
+static int bound_output(AjSupLlmCall *cs, const AjGatewayRequest *req, AjGatewayVerdict *v, uint64_t *ret)
+{
+        const char *field = aj_llm_output_limit_field(cs->api);
+        uint64_t most = field && spend_capped(cs->l->meter) ? aj_meter_max_output(cs->l->meter, cs->model) : 0;
+        *ret = AJ_SUP_LLM_DEFAULT_MAX_OUTPUT;
+        if (!most)
+                return 0;
+        if (most <= AJ_SUP_LLM_DEFAULT_MAX_OUTPUT) {
+                *ret = most;
+                return 0;
+        }
+        char *body = NULL;
+        size_t len = 0;
+        int r = aj_llm_set_output_limit(cs->api, v->body ? v->body : req->body, v->body ? v->body_len : req->body_len,
+                                        AJ_SUP_LLM_DEFAULT_MAX_OUTPUT, &body, &len);
+        if (r <= 0)
+                return r == -ENOMEM ? r : 0; /* the body was read: nothing else can fail */
+        free(v->body);
+        v->body = body;
+        v->body_len = len;
+        cs->limit_set = field;
+        return 0;
 }
 
 static uint64_t mul_sat(uint64_t a, uint64_t b) { return b && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
@@ -437,7 +471,9 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         }
         /* Each of the answers asked for ("n") may be as long as the limit: the provider bills
          * them all, so the worst case is all of them. */
-        uint64_t per_answer = u->max_output_tokens ? u->max_output_tokens : AJ_SUP_LLM_DEFAULT_MAX_OUTPUT;
+        uint64_t per_answer = u->max_output_tokens;
+        if (!per_answer && (r = bound_output(cs, req, v, &per_answer)) < 0)
+                return r;
         /* And each web search the request allows, at its fee: one response could otherwise take
          * the run past cost_usd by all its searches. */
         uint64_t searches = u->max_searches;
@@ -532,6 +568,10 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                 json_object_set(ev, "replay", replay);
         if (ev && cs->provider_fetch)
                 json_object_set(ev, "provider_fetch", cs->provider_fetch);
+        if (ev && cs->limit_set && !cs->refused)
+                json_object_set_new(ev, "output_limit_set",
+                                    json_pack("{s:s, s:I}", "field", cs->limit_set, "tokens",
+                                              (json_int_t)AJ_SUP_LLM_DEFAULT_MAX_OUTPUT));
         int r = emit(l, "llm.request", ev);
         if (miss)
                 (void)emit(l, "llm.replay_miss",

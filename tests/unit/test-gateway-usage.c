@@ -1705,6 +1705,37 @@ Test(gateway_usage, chat_rewrite_adds_include_usage)
         aj_llm_call_free(c);
 }
 
+/* The output limit the gateway sets (llm-meter.c bound_output()): the field the API takes,
+ * inserted with the client's bytes kept, or set where the request has it as no limit; none
+ * for Messages (max_tokens is the client's to set) or count_tokens. */
+Test(gateway_usage, output_limit_rewrite)
+{
+        char *out = NULL;
+        size_t len = 0;
+        cr_expect_str_eq(aj_llm_output_limit_field(AJ_LLM_API_OPENAI_CHAT), "max_completion_tokens");
+        cr_expect_str_eq(aj_llm_output_limit_field(AJ_LLM_API_OPENAI_RESPONSES), "max_output_tokens");
+        cr_expect_null(aj_llm_output_limit_field(AJ_LLM_API_ANTHROPIC_MESSAGES));
+        cr_expect_null(aj_llm_output_limit_field(AJ_LLM_API_ANTHROPIC_COUNT_TOKENS));
+        const char *b = "{\"model\":\"gpt-5.5\", \"temperature\": 0.70, \"messages\": []}";
+        cr_assert_eq(aj_llm_set_output_limit(AJ_LLM_API_OPENAI_CHAT, b, strlen(b), 32000, &out, &len), 1);
+        cr_expect_str_eq(out, "{\"max_completion_tokens\":32000,\"model\":\"gpt-5.5\", \"temperature\": 0.70, "
+                              "\"messages\": []}");
+        cr_expect_eq(len, strlen(out));
+        free(out);
+        b = "{\"model\":\"gpt-5.5\",\"max_output_tokens\":null,\"input\":\"hi\"}";
+        cr_assert_eq(aj_llm_set_output_limit(AJ_LLM_API_OPENAI_RESPONSES, b, strlen(b), 32000, &out, &len), 1);
+        json_t *j = json_loads(out, JSON_REJECT_DUPLICATES, NULL);
+        cr_expect_eq(json_integer_value(json_object_get(j, "max_output_tokens")), 32000, "%s", out);
+        json_decref(j);
+        free(out);
+        b = "{\"model\":\"claude-x\",\"messages\":[]}";
+        cr_expect_eq(aj_llm_set_output_limit(AJ_LLM_API_ANTHROPIC_MESSAGES, b, strlen(b), 32000, &out, &len), -EINVAL);
+        b = "{\"model\":\"a\",\"model\":\"b\"}";
+        cr_expect_eq(aj_llm_set_output_limit(AJ_LLM_API_OPENAI_CHAT, b, strlen(b), 32000, &out, &len), -EINVAL,
+                     "duplicate keys");
+        cr_expect_eq(aj_llm_set_output_limit(AJ_LLM_API_OPENAI_CHAT, "[]", 2, 32000, &out, &len), -EINVAL);
+}
+
 /* A relay that parses the stream itself: the usage chunk is metered, not forwarded. */
 static int relay(void *userdata, const AjSseEvent *ev)
 {

@@ -202,6 +202,38 @@ Test(meter, table_prices_dated_snapshots_and_reports_the_entry_used)
         aj_meter_free(m);
 }
 
+/* A model's maximum output: the profile's entry (name or base name), else the table's entry,
+ * else the profile's "*"; 0 when none gives one. A bad value is refused. */
+Test(meter, max_output_of_a_model)
+{
+        AjMeter *m = meter_with(AJ_CAP_TOKENS, 1000000);
+        const char *t = "{\"date\": \"2026-12-04\", \"models\": {"
+                        "\"gpt-a\": {\"input\": 1, \"output\": 2, \"max_output_tokens\": 16384},"
+                        "\"gpt-b\": {\"input\": 1, \"output\": 2}}}";
+        AjPriceTable *pt = NULL;
+        AjError err = {};
+        cr_assert_eq(aj_price_table_parse(t, strlen(t), "test", &pt, &err), 0, "%s", aj_error_text(&err, 0));
+        aj_meter_set_price_table(m, pt);
+        cr_expect_eq(aj_meter_max_output(m, "gpt-a"), 16384);
+        cr_expect_eq(aj_meter_max_output(m, "gpt-a-2025-04-14"), 16384, "a snapshot: its base name's");
+        cr_expect_eq(aj_meter_max_output(m, "gpt-b"), 0);
+        cr_expect_eq(aj_meter_max_output(m, "other"), 0);
+        /* A profile entry that prices only the tokens: the table's maximum still holds. */
+        cr_assert_eq(aj_meter_set_price(m, "gpt-a", 1e-6, 1e-6, -1), 0);
+        cr_expect_eq(aj_meter_max_output(m, "gpt-a"), 16384);
+        cr_assert_eq(aj_meter_set_price_max_output(m, "gpt-a", 4096), 0);
+        cr_expect_eq(aj_meter_max_output(m, "gpt-a-2025-04-14"), 4096, "the profile's own");
+        cr_assert_eq(aj_meter_set_price(m, "*", 1e-6, 1e-6, -1), 0);
+        cr_expect_eq(aj_meter_max_output(m, "other"), 0);
+        cr_assert_eq(aj_meter_set_price_max_output(m, "*", 8192), 0);
+        cr_expect_eq(aj_meter_max_output(m, "other"), 8192, "\"*\"'s");
+        cr_expect_eq(aj_meter_max_output(m, "gpt-b"), 8192, "the table's entry gives none: \"*\"'s");
+        cr_expect_eq(aj_meter_set_price_max_output(m, "gpt-a", 0), -EINVAL);
+        cr_expect_eq(aj_meter_set_price_max_output(m, "gpt-a", AJ_PRICE_MAX_OUTPUT_TOKENS + 1ULL), -EINVAL);
+        cr_expect_eq(aj_meter_set_price_max_output(m, "unpriced", 100), -ENOENT);
+        aj_meter_free(m);
+}
+
 /* Web searches the provider ran are priced per search: the table's fee (USD per 1,000 there),
  * a profile's (USD per search), the table's fee under a profile entry that prices only tokens,
  * a "*" entry's; none under a cost cap is a breach naming the fix, its tokens still charged. */

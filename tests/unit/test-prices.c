@@ -219,6 +219,31 @@ Test(prices, code_execution_fee_parsed)
         aj_price_table_free(t);
 }
 
+/* A model's maximum output (max_output_tokens): read as given, found by a dated snapshot's
+ * base name as its prices are, none when the entry does not say. The shipped table gives it
+ * only where OpenAI's own model page was read (data/prices.json "sources"). */
+Test(prices, max_output_tokens_parsed_and_found_by_base_name)
+{
+        const char *text = "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, "
+                           "\"max_output_tokens\": 16384}, \"n\": {\"input\": 1, \"output\": 2}}}";
+        AjPriceTable *t = NULL;
+        AjError err = {};
+        cr_assert_eq(aj_price_table_parse(text, strlen(text), "test", &t, &err), 0, "%s", aj_error_text(&err, 0));
+        const AjPrice *p = aj_price_table_find(t, "m-2025-04-14");
+        cr_assert_not_null(p);
+        cr_expect_str_eq(p->model, "m");
+        cr_expect_eq(p->max_output, 16384);
+        cr_expect_eq(aj_price_table_find(t, "n")->max_output, 0, "not given: not known");
+        aj_price_table_free(t);
+
+        t = shipped();
+        static const char *const documented[] = { "gpt-5.5", "gpt-5.4-nano" };
+        for (size_t i = 0; i < ARRAY_SIZE(documented); i++)
+                cr_expect_eq(aj_price_table_find(t, documented[i])->max_output, 128000, "%s", documented[i]);
+        cr_expect_eq(aj_price_table_find(t, "gpt-4o")->max_output, 0, "not read on OpenAI's page: not known");
+        aj_price_table_free(t);
+}
+
 Test(prices, invalid_tables_are_refused_with_the_entry_named)
 {
         static const struct {
@@ -238,6 +263,20 @@ Test(prices, invalid_tables_are_refused_with_the_entry_named)
                   "models.m.web_search: expected USD per 1,000 searches, 0 to 10000" },
                 { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, \"file_search\": \"2.5\"}}}",
                   "models.m.file_search: expected USD per 1,000 uses, 0 to 10000" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, \"max_output_tokens\": 0}}}",
+                  "models.m.max_output_tokens: expected the model's maximum output tokens, a whole number from 1 to "
+                  "10000000" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, \"max_output_tokens\": -5}}}",
+                  "models.m.max_output_tokens: expected" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, "
+                  "\"max_output_tokens\": 16384.5}}}",
+                  "models.m.max_output_tokens: expected" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, "
+                  "\"max_output_tokens\": \"16384\"}}}",
+                  "models.m.max_output_tokens: expected" },
+                { "{\"date\": \"2026-12-04\", \"models\": {\"m\": {\"input\": 1, \"output\": 2, "
+                  "\"max_output_tokens\": 10000001}}}",
+                  "models.m.max_output_tokens: expected" },
                 { "{\"date\": \"2026-12-04\", \"models\": {\"a b\": {\"input\": 1, \"output\": 2}}}",
                   "models: \"a b\": invalid model name" },
                 { "{\"date\": \"2026-12-04\", \"models\": {\"m\": 3}}", "models.m: expected an object of prices" },

@@ -1429,6 +1429,39 @@ Test(profile, llm_errors, .init = isolate)
         expect_llm_error("{\"llm\": {\"provider_fetch\": \"yes\"}}", "llm.provider_fetch", "true or false");
 }
 
+/* A price entry may give the model's maximum output tokens (the gateway bounds a request
+ * without an output limit by it): kept, shown in the profile's JSON, a bad value refused
+ * naming the field. */
+Test(profile, max_output_tokens_of_a_price, .init = isolate)
+{
+        AjError err = {};
+        AjProfile *p = parse_text("{\"prices\": {\"gpt-x\": {\"input\": 3e-6, \"output\": 1.5e-5, "
+                                  "\"max_output_tokens\": 16384}, \"*\": {\"input\": 1e-6, \"output\": 1e-6}}}",
+                                  &err);
+        cr_assert_not_null(p, "%s", err.message ?: "");
+        cr_assert_eq(p->n_prices, 2);
+        cr_expect_eq(p->prices[0].max_output_tokens, 16384);
+        cr_expect_eq(p->prices[1].max_output_tokens, 0, "not given");
+        char *json = aj_profile_to_json(p);
+        json_t *back = json_loads(json, 0, NULL);
+        json_t *prices = json_object_get(back, "prices");
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(prices, "gpt-x"), "max_output_tokens")), 16384,
+                     "%s", json);
+        cr_expect_null(json_object_get(json_object_get(prices, "*"), "max_output_tokens"), "%s", json);
+        json_decref(back);
+        free(json);
+        aj_profile_free(p);
+        static const char *const bad[] = { "0", "-1", "16384.5", "\"16384\"", "10000001", "null" };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                char text[256];
+                snprintf(text, sizeof(text),
+                         "{\"prices\": {\"m\": {\"input\": 1e-6, \"output\": 1e-6, \"max_output_tokens\": %s}}}",
+                         bad[i]);
+                expect_llm_error(text, "prices.m.max_output_tokens",
+                                 "expected the model's maximum output tokens, a whole number from 1 to 10000000");
+        }
+}
+
 /* Anthropic's code execution has a fee of its own in the profile's prices (USD per response
  * that ran it), checked as the other tools' fees are. */
 Test(profile, code_execution_fee_priced, .init = isolate)

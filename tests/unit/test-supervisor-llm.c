@@ -462,6 +462,131 @@ Test(supervisor_llm, every_answer_asked_for_is_reserved)
         teardown(&f);
 }
 
+/* The models of the output-limit tests, by their maximum output: gpt-016k's is below the
+ * reserve of a request without a limit (AJ_SUP_LLM_DEFAULT_MAX_OUTPUT), gpt-128k's above it,
+ * gpt-none's not known; names of one length, so that their requests' prompt estimates match. */
+static void set_output_maxima(Fixture *f)
+{
+        const char *t = "{\"date\": \"2026-12-04\", \"models\": {"
+                        "\"gpt-016k\": {\"input\": 1, \"output\": 2, \"max_output_tokens\": 16384},"
+                        "\"gpt-128k\": {\"input\": 1, \"output\": 2, \"max_output_tokens\": 128000},"
+                        "\"gpt-none\": {\"input\": 1, \"output\": 2},"
+                        "\"claude-128k\": {\"input\": 1, \"output\": 2, \"max_output_tokens\": 128000}}}";
+        AjPriceTable *pt = NULL;
+        AjError err = {};
+        cr_assert_eq(aj_price_table_parse(t, strlen(t), "test", &pt, &err), 0, "%s", aj_error_text(&err, 0));
+        aj_meter_set_price_table(f->meter, pt);
+}
+
+/* One call: the body forwarded (the client's when the gateway wrote none; json_decref() it)
+ * and the tokens its llm.request reserved. */
+static json_t *forwarded(Fixture *f, const AjGatewayProvider *pr, const char *path, const char *body,
+                         json_int_t *ret_reserved)
+{
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(f, &call, pr, path, body, &v);
+        cr_assert_eq(v.status, 0, "%s: %s", body, v.message);
+        json_t *sent = v.body ? json_loadb(v.body, v.body_len, JSON_REJECT_DUPLICATES, NULL)
+                              : json_loads(body, 0, NULL);
+        cr_assert(json_is_object(sent), "%s: the body sent is one JSON object", body);
+        json_t *client = json_loads(body, 0, NULL);
+        cr_expect(json_equal(json_object_get(sent, "model"), json_object_get(client, "model")), "%s", body);
+        json_decref(client);
+        *ret_reserved = json_integer_value(
+                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "tokens"));
+        free(v.body);
+        f->obs.on_done(f->obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
+        return sent;
+}
+
+/* A request without an output limit may be answered with up to the model's own maximum (a
+ * reasoning model's 128,000 tokens), past the reserve of AJ_SUP_LLM_DEFAULT_MAX_OUTPUT. Under
+ * a tokens or cost cap: a model whose maximum is known and no more than the reserve is
+ * reserved that maximum, the request left alone; one whose maximum is above it has the reserve
+ * set in the request (Chat's max_completion_tokens, Responses' max_output_tokens), and its
+ * llm.request says so; an unknown model's request is forwarded as it is, reserved as before. A
+ * dated snapshot is its base name's. A limit the request sets, a Messages request (Anthropic
+ * requires max_tokens) and a run without such a cap are left alone. */
+Test(supervisor_llm, the_output_limit_is_bounded_by_the_model_maximum)
+{
+        static const char *const caps[] = { "tokens=100000000", "cost_usd=1000" };
+        for (size_t c = 0; c < ARRAY_SIZE(caps); c++) {
+                Fixture f;
+                setup(&f, caps[c]);
+                set_output_maxima(&f);
+                json_int_t unknown, small, large;
+                json_t *sent = forwarded(&f, &openai, "/v1/chat/completions",
+                                         "{\"model\":\"gpt-none\",\"messages\":[]}", &unknown);
+                cr_expect_null(json_object_get(sent, "max_completion_tokens"), "%s: unknown maximum: left alone",
+                               caps[c]);
+                cr_expect_null(json_object_get(last_event("llm.request"), "output_limit_set"));
+                json_decref(sent);
+
+                sent = forwarded(&f, &openai, "/v1/chat/completions", "{\"model\":\"gpt-016k\",\"messages\":[]}",
+                                 &small);
+                cr_expect_null(json_object_get(sent, "max_completion_tokens"), "%s: a maximum below the reserve",
+                               caps[c]);
+                cr_expect_eq(unknown - small, AJ_SUP_LLM_DEFAULT_MAX_OUTPUT - 16384, "%s: reserved its maximum",
+                             caps[c]);
+                cr_expect_null(json_object_get(last_event("llm.request"), "output_limit_set"));
+                json_decref(sent);
+
+                static const struct {
+                        const char *path, *body, *field;
+                } above[] = {
+                        { "/v1/chat/completions", "{\"model\":\"gpt-128k\",\"messages\":[]}", "max_completion_tokens" },
+                        { "/v1/chat/completions", "{\"model\":\"gpt-128k-2026-01-01\",\"messages\":[]}",
+                          "max_completion_tokens" },
+                        { "/v1/chat/completions",
+                          "{\"model\":\"gpt-128k\",\"stream\":true,\"max_tokens\":null,\"messages\":[]}",
+                          "max_completion_tokens" },
+                        { "/v1/responses", "{\"model\":\"gpt-128k\",\"input\":\"hi\"}", "max_output_tokens" },
+                        { "/v1/responses", "{\"model\":\"gpt-128k\",\"max_output_tokens\":null,\"input\":\"hi\"}",
+                          "max_output_tokens" },
+                };
+                for (size_t i = 0; i < ARRAY_SIZE(above); i++) {
+                        sent = forwarded(&f, &openai, above[i].path, above[i].body, &large);
+                        cr_expect_eq(json_integer_value(json_object_get(sent, above[i].field)),
+                                     AJ_SUP_LLM_DEFAULT_MAX_OUTPUT, "%s: %s: %s set", caps[c], above[i].body,
+                                     above[i].field);
+                        json_t *said = json_object_get(last_event("llm.request"), "output_limit_set");
+                        cr_expect_str_eq(json_string_value(json_object_get(said, "field")) ?: "", above[i].field);
+                        cr_expect_eq(json_integer_value(json_object_get(said, "tokens")),
+                                     AJ_SUP_LLM_DEFAULT_MAX_OUTPUT);
+                        json_decref(sent);
+                }
+                sent = forwarded(&f, &openai, "/v1/chat/completions",
+                                 "{\"model\":\"gpt-128k\",\"stream\":true,\"messages\":[]}", &large);
+                cr_expect(json_is_true(json_object_get(json_object_get(sent, "stream_options"), "include_usage")),
+                          "the usage chunk still asked for");
+                cr_expect_eq(json_integer_value(json_object_get(sent, "max_completion_tokens")),
+                             AJ_SUP_LLM_DEFAULT_MAX_OUTPUT);
+                json_decref(sent);
+
+                /* Left alone: the request's own limit, Messages. */
+                sent = forwarded(&f, &openai, "/v1/chat/completions",
+                                 "{\"model\":\"gpt-128k\",\"max_tokens\":100,\"messages\":[]}", &large);
+                cr_expect_null(json_object_get(sent, "max_completion_tokens"));
+                cr_expect_null(json_object_get(last_event("llm.request"), "output_limit_set"));
+                json_decref(sent);
+                sent = forwarded(&f, &anthropic, "/v1/messages", "{\"model\":\"claude-128k\",\"messages\":[]}", &large);
+                cr_expect_null(json_object_get(sent, "max_tokens"), "Messages: nothing set");
+                cr_expect_null(json_object_get(last_event("llm.request"), "output_limit_set"));
+                json_decref(sent);
+                teardown(&f);
+        }
+        Fixture f;
+        setup(&f, "tool_calls=100");
+        set_output_maxima(&f);
+        json_int_t reserved;
+        json_t *sent = forwarded(&f, &openai, "/v1/chat/completions", "{\"model\":\"gpt-128k\",\"messages\":[]}",
+                                 &reserved);
+        cr_expect_null(json_object_get(sent, "max_completion_tokens"), "no tokens or cost cap: left alone");
+        json_decref(sent);
+        teardown(&f);
+}
+
 /* A Chat request's prediction (Predicted Outputs) is reserved as output too: the tokens of it
  * the model rejects are billed as output, past the output limit, and were reserved only as
  * the prompt's (10,000 tokens of prediction with max_tokens 10 fitted a cap of 15,000). */
