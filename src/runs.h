@@ -240,6 +240,13 @@ int aj_run_remains_populated(const AjRun *run);
  * 0 when so; -EBUSY when not, -errno when that cannot be told, each with *ret_why saying so
  * for the operator (NULL when out of memory). */
 int aj_run_check_settled(const AjRun *run, char **ret_why);
+/* Whether the directory open at `fd` is the one a dead run's overlay covered (run.json's
+ * workspace.id): 0, -ESTALE when it is another (the path moved, or a symlink or another
+ * directory put there since, through an rw bind of a directory above it), -ENODATA when the
+ * record has no identity (an older agentjail's). What applies the agent's changes as root
+ * (`commit`, an eval case's apply) checks the workspace it opened so: else it writes them,
+ * git's own files too, wherever the agent's symlink points. */
+int aj_run_workspace_check(const AjRunWorkspace *ws, int fd);
 /*
  * A dead run's cgroup that no run directory leads to (its run directory deleted after its
  * supervisor and watchdog were both killed, or its watchdog gave up): its host id slot stays

@@ -97,10 +97,7 @@ static int open_lower(const char *cmd, const AjRun *run, const AjRunWorkspace *w
         int r;
         if (ws->has_id) {
                 o->lower_fd = open(o->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                struct stat st;
-                r = o->lower_fd < 0 ? -errno : fstat(o->lower_fd, &st) < 0 ? -errno : 0;
-                if (r == 0 && ((uint64_t)st.st_dev != ws->dev || (uint64_t)st.st_ino != ws->ino))
-                        r = -ESTALE;
+                r = o->lower_fd < 0 ? -errno : aj_run_workspace_check(ws, o->lower_fd);
         } else {
                 _cleanup_close_ int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
                 o->lower_fd = root < 0 ? -errno
