@@ -233,8 +233,8 @@ int aj_run_remains_among(const AjPaths *paths, const AjRun *run, char *const *cg
  * not yet gone, they may still write where the run could (its overlay's upper dir). 1, 0
  * (none, or no cgroup left), -errno when that cannot be told. */
 int aj_run_remains_populated(const AjRun *run);
-/* What a decision that applies the run's overlay changes (`commit`, an eval case's apply)
- * checks first, once it holds the changes' lock (aj_run_lock_workspace): the run is not alive
+/* What a decision that applies the run's overlay changes (`commit`, an eval case's apply),
+ * and `diff` showing them for review, checks first, once it holds the changes' lock (aj_run_lock_workspace): the run is not alive
  * (aj_run_supervisor_alive: neither its supervisor nor its watchdog is there, whatever its
  * cgroup holds) and no process of it is left to write into them (aj_run_remains_populated).
  * 0 when so; -EBUSY when not, -errno when that cannot be told, each with *ret_why saying so
